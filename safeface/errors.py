@@ -1,0 +1,41 @@
+"""Every error safeface raises. Each names what went wrong in a sentence a person can act on;
+a refusal by a compliance rule carries that rule's ID (see the rule catalogue)."""
+
+from __future__ import annotations
+
+
+class SafeFaceError(Exception):
+    """Base of all safeface errors."""
+
+
+class ImageError(SafeFaceError):
+    """An input image could not be read: missing, empty, corrupt, truncated, too large or of an
+    unsupported kind."""
+
+
+class ModelError(SafeFaceError):
+    """A model file is missing, altered (SHA-256 mismatch), forbidden or malformed."""
+
+
+class ModelFetchError(ModelError):
+    """An explicit model download failed: network, hash, truncation or a forbidden pack member."""
+
+
+class ConfigError(SafeFaceError):
+    """A configuration or workspace is unusable as written."""
+
+
+class IntegrityError(SafeFaceError):
+    """Stored data failed its integrity check: a sealed row, the audit chain or a signature."""
+
+
+class PolicyViolation(SafeFaceError):
+    """A compliance rule refused the call. `rule` is the rule's ID, e.g. ``"CN-04"``."""
+
+    def __init__(self, rule: str, message: str) -> None:
+        super().__init__(f"[{rule}] {message}")
+        self.rule = rule
+        self.message = message
+
+    def to_dict(self) -> dict[str, str]:
+        return {"error": "PolicyViolation", "rule": self.rule, "message": self.message}

@@ -1,0 +1,127 @@
+"""Decoding input images into RGB uint8 arrays, defensively.
+
+Accepted: a filesystem path, raw bytes, or a NumPy array (HxW grey, HxWx3 RGB, HxWx4 RGBA;
+uint8 or uint16). EXIF orientation is applied. Anything unreadable raises ImageError; nothing
+here writes to disk.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from pathlib import Path
+from typing import Union
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .errors import ImageError
+
+ImageInput = Union[str, "os.PathLike[str]", bytes, bytearray, memoryview, np.ndarray]
+
+# 50 megapixels covers any camera in use at a gate or a till; beyond it a file is far more
+# likely a decompression bomb than a photograph.
+MAX_PIXELS = 50_000_000
+# Raw bytes larger than this are refused before decoding is attempted.
+MAX_FILE_BYTES = 200 * 1024 * 1024
+
+
+def load_image(source: ImageInput, *, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Return the image as a contiguous (H, W, 3) uint8 RGB array."""
+    if isinstance(source, np.ndarray):
+        return _from_array(source)
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        data = bytes(source)
+        label = "the image bytes"
+    elif isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        label = str(path)
+        if not path.exists():
+            raise ImageError(f"{label}: no such file; check the path.")
+        if not path.is_file():
+            raise ImageError(f"{label}: not a regular file.")
+        size = path.stat().st_size
+        if size > MAX_FILE_BYTES:
+            raise ImageError(f"{label}: {size} bytes is larger than the {MAX_FILE_BYTES}-byte limit.")
+        data = path.read_bytes()
+    else:
+        raise ImageError(
+            f"unsupported image input of type {type(source).__name__}; "
+            "pass a path, bytes or a NumPy array."
+        )
+    return _decode(data, label, max_pixels)
+
+
+def _decode(data: bytes, label: str, max_pixels: int) -> np.ndarray:
+    if not data:
+        raise ImageError(f"{label}: the file is empty.")
+    if len(data) > MAX_FILE_BYTES:
+        raise ImageError(f"{label}: {len(data)} bytes is larger than the {MAX_FILE_BYTES}-byte limit.")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as im:
+                w, h = im.size
+                if w <= 0 or h <= 0:
+                    raise ImageError(f"{label}: the image has no pixels.")
+                if w * h > max_pixels:
+                    raise ImageError(
+                        f"{label}: {w}x{h} pixels exceeds the {max_pixels}-pixel limit "
+                        "(a decompression bomb or an oversized scan); resize it first."
+                    )
+                im.load()
+                im = ImageOps.exif_transpose(im)
+                return _to_rgb(im, label)
+    except ImageError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageError(f"{label}: refused as a decompression bomb ({exc}).") from None
+    except UnidentifiedImageError:
+        raise ImageError(f"{label}: not an image format safeface can read (JPEG, PNG, BMP, GIF, WebP, TIFF).") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise ImageError(f"{label}: corrupt or truncated image ({exc}).") from None
+
+
+def _to_rgb(im: Image.Image, label: str) -> np.ndarray:
+    mode = im.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        arr = np.asarray(im)
+        return _from_array(arr)
+    if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in im.info):
+        # Transparent areas become white: a face is never on a transparent background,
+        # and white keeps the detector away from false edges.
+        rgba = im.convert("RGBA")
+        bg = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        im = Image.alpha_composite(bg, rgba)
+    rgb = im.convert("RGB")
+    return np.ascontiguousarray(np.asarray(rgb, dtype=np.uint8))
+
+
+def _from_array(arr: np.ndarray) -> np.ndarray:
+    if arr.size == 0:
+        raise ImageError("the image array is empty.")
+    if arr.ndim == 3 and arr.shape[2] == 1:
+        arr = arr[:, :, 0]
+    if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] not in (3, 4)):
+        raise ImageError(f"image array of shape {arr.shape}: expected HxW, HxWx3 or HxWx4.")
+    if arr.shape[0] * arr.shape[1] > MAX_PIXELS:
+        raise ImageError(f"image array of {arr.shape[1]}x{arr.shape[0]} pixels exceeds the {MAX_PIXELS}-pixel limit.")
+    if arr.dtype == np.uint8:
+        out = arr
+    elif arr.dtype in (np.uint16, np.int32, np.uint32, np.int64):
+        top = 65535.0 if arr.max(initial=0) > 255 else 255.0
+        out = np.clip(np.rint(arr.astype(np.float64) * (255.0 / top)), 0, 255).astype(np.uint8)
+    elif arr.dtype in (np.float32, np.float64):
+        if not np.isfinite(arr).all():
+            raise ImageError("the image array holds NaN or infinite values.")
+        scale = 255.0 if arr.max(initial=0.0) <= 1.0 else 1.0
+        out = np.clip(np.rint(arr * scale), 0, 255).astype(np.uint8)
+    else:
+        raise ImageError(f"image array of dtype {arr.dtype}: expected uint8, uint16 or float.")
+    if out.ndim == 2:
+        out = np.stack([out] * 3, axis=-1)
+    elif out.shape[2] == 4:
+        alpha = out[:, :, 3:4].astype(np.float32) / 255.0
+        out = np.rint(out[:, :, :3] * alpha + 255.0 * (1.0 - alpha)).astype(np.uint8)
+    return np.ascontiguousarray(out)

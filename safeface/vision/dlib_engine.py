@@ -1,0 +1,142 @@
+"""The default engine: dlib's HOG and MMOD detectors, its 5-point shape predictor and its ResNet
+face descriptor (128-d), all from face-recognition-models, verified by the registry."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..errors import ImageError, ModelError
+from . import registry
+from .types import Face
+
+CHIP_SIZE = 150
+CHIP_PADDING = 0.25
+DETECTORS = ("hog", "mmod")
+
+
+def _dlib() -> Any:
+    try:
+        import dlib
+    except ImportError as exc:  # pragma: no cover - dlib-bin is a hard dependency
+        raise ModelError(f"dlib cannot be imported ({exc}); run: pip install dlib-bin") from None
+    return dlib
+
+
+class DlibEngine:
+    """dlib on the CPU. Thread-safe: dlib's objects are guarded by a lock each."""
+
+    name = "dlib"
+    embedding_dim = 128
+    chip_size = CHIP_SIZE
+
+    def __init__(self) -> None:
+        dlib = _dlib()
+        self._dlib = dlib
+        self._hog = dlib.get_frontal_face_detector()
+        self._shape = dlib.shape_predictor(str(registry.verified_path("dlib-shape-5")))
+        self._rec = dlib.face_recognition_model_v1(str(registry.verified_path("dlib-resnet-v1")))
+        self._mmod: Any = None
+        self._lock = threading.Lock()
+        self._mmod_lock = threading.Lock()
+
+    # -- detection -------------------------------------------------------------------------
+    def _mmod_model(self) -> Any:
+        with self._mmod_lock:
+            if self._mmod is None:
+                path = registry.verified_path("dlib-mmod")
+                self._mmod = self._dlib.cnn_face_detection_model_v1(str(path))
+            return self._mmod
+
+    def detect_rects(self, image: np.ndarray, detector: str = "hog", upsample: int = 1) -> list[tuple[Any, float]]:
+        """dlib rectangles (unclipped) with their detector scores."""
+        _check_image(image)
+        if detector == "hog":
+            with self._lock:
+                rects, scores, _ = self._hog.run(image, upsample, 0.0)
+            return list(zip(rects, [float(s) for s in scores]))
+        if detector == "mmod":
+            model = self._mmod_model()
+            with self._mmod_lock:
+                dets = model(image, upsample)
+            return [(d.rect, float(d.confidence)) for d in dets]
+        raise ValueError(f"unknown detector {detector!r}; choose one of {', '.join(DETECTORS)}.")
+
+    def landmarks_for(self, image: np.ndarray, rect: Any) -> np.ndarray:
+        with self._lock:
+            shape = self._shape(image, rect)
+        return np.array([[p.x, p.y] for p in shape.parts()], dtype=np.float32)
+
+    def detect(self, image: np.ndarray, detector: str = "hog", upsample: int = 1) -> list[Face]:
+        h, w = image.shape[:2]
+        faces = []
+        for rect, score in self.detect_rects(image, detector, upsample):
+            box = (
+                float(max(rect.left(), 0)),
+                float(max(rect.top(), 0)),
+                float(min(rect.right(), w)),
+                float(min(rect.bottom(), h)),
+            )
+            if box[2] <= box[0] or box[3] <= box[1]:
+                continue
+            faces.append(Face(box=box, score=score, landmarks=self.landmarks_for(image, rect), detector=detector))
+        return faces
+
+    def face_from_box(self, image: np.ndarray, box: Sequence[float], detector: str = "given") -> Face:
+        """A face at a box the caller supplies (its own detector, or a centre prior)."""
+        x1, y1, x2, y2 = (int(round(v)) for v in box)
+        rect = self._dlib.rectangle(x1, y1, x2, y2)
+        return Face(box=(float(x1), float(y1), float(x2), float(y2)), score=0.0,
+                    landmarks=self.landmarks_for(image, rect), detector=detector)
+
+    # -- alignment and embedding -----------------------------------------------------------
+    def chips(self, image: np.ndarray, faces: Sequence[Face]) -> np.ndarray:
+        """Aligned (N, 150, 150, 3) uint8 RGB chips, dlib's get_face_chip geometry."""
+        _check_image(image)
+        out = np.empty((len(faces), CHIP_SIZE, CHIP_SIZE, 3), dtype=np.uint8)
+        for i, face in enumerate(faces):
+            shape = self._full_object_detection(face)
+            out[i] = self._dlib.get_face_chip(image, shape, size=CHIP_SIZE, padding=CHIP_PADDING)
+        return out
+
+    def _full_object_detection(self, face: Face) -> Any:
+        dlib = self._dlib
+        x1, y1, x2, y2 = (int(round(v)) for v in face.box)
+        parts = dlib.points()
+        for x, y in face.landmarks:
+            parts.append(dlib.point(int(round(float(x))), int(round(float(y)))))
+        return dlib.full_object_detection(dlib.rectangle(x1, y1, x2, y2), parts)
+
+    def raw_descriptors(self, chips: np.ndarray, jitters: int = 0) -> np.ndarray:
+        """dlib's descriptors as dlib gives them (not unit length): (N, 128) float64."""
+        chips = _check_chips(chips)
+        if len(chips) == 0:
+            return np.zeros((0, self.embedding_dim), dtype=np.float64)
+        with self._lock:
+            descs = self._rec.compute_face_descriptor(list(chips), jitters)
+        return np.array([np.array(d) for d in descs], dtype=np.float64)
+
+    def embed_chips(self, chips: np.ndarray) -> np.ndarray:
+        """(N, 128) float32 unit vectors from (N, 150, 150, 3) uint8 RGB chips."""
+        return l2_normalize(self.raw_descriptors(chips))
+
+
+def l2_normalize(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float64)
+    n = np.linalg.norm(x, axis=1, keepdims=True)
+    n[n == 0] = 1.0
+    return (x / n).astype(np.float32)
+
+
+def _check_image(image: np.ndarray) -> None:
+    if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        raise ImageError("expected a decoded (H, W, 3) uint8 RGB image; use safeface.load_image first.")
+
+
+def _check_chips(chips: np.ndarray) -> np.ndarray:
+    chips = np.asarray(chips)
+    if chips.ndim != 4 or chips.shape[1:] != (CHIP_SIZE, CHIP_SIZE, 3) or chips.dtype != np.uint8:
+        raise ImageError(f"expected chips of shape (N, {CHIP_SIZE}, {CHIP_SIZE}, 3) uint8, got {chips.shape} {chips.dtype}.")
+    return np.ascontiguousarray(chips)
