@@ -1,0 +1,49 @@
+"""Engines that detect, align and embed faces, and the pipeline that chains them.
+This package knows nothing of consent, purposes or the gallery."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..errors import ModelError
+from .pipeline import Pipeline, PipelineConfig, cosine, euclidean_equivalent
+from .types import Engine, Face, FaceEmbedding, Outcome
+
+# Cosine score at or above which two faces of the dlib ResNet are the same person. Chosen on the
+# LFW dev pairs (best single threshold 0.908-0.909 for plain and flip-averaged descriptors); it
+# equals a Euclidean distance of about 0.59 on dlib's raw descriptors (norm ~1.387), next to the
+# 0.6 that dlib and face_recognition use.
+DEFAULT_THRESHOLD = 0.91
+
+ENGINES = ("dlib", "onnx")
+
+
+def get_engine(name: str = "dlib", **kwargs: Any) -> Engine:
+    """An engine by name: "dlib" (dlib on the CPU) or "onnx" (the same networks on ONNX Runtime)."""
+    if name == "dlib":
+        from .dlib_engine import DlibEngine
+
+        return DlibEngine()
+    if name == "onnx":
+        try:
+            from .onnx_engine import OnnxEngine
+        except ImportError as exc:
+            raise ModelError(f"the ONNX engine is unavailable ({exc}); install safeface[cpu] or safeface[gpu].") from None
+        engine: Engine = OnnxEngine(**kwargs)
+        return engine
+    raise ModelError(f"unknown engine {name!r}; choose one of: {', '.join(ENGINES)}.")
+
+
+__all__ = [
+    "DEFAULT_THRESHOLD",
+    "ENGINES",
+    "Engine",
+    "Face",
+    "FaceEmbedding",
+    "Outcome",
+    "Pipeline",
+    "PipelineConfig",
+    "cosine",
+    "euclidean_equivalent",
+    "get_engine",
+]
