@@ -162,7 +162,7 @@ def _member_basename(info: zipfile.ZipInfo) -> Optional[str]:
         if len(parts) > 1:
             raise ModelFetchError(f"the archive nests directories ({raw!r}); an insightface pack does not.")
         return None
-    if mode and not stat.S_ISREG(mode):
+    if stat.S_IFMT(mode) not in (0, stat.S_IFREG):  # no type bits: written by a tool that leaves them out
         raise ModelFetchError(f"the archive member {raw!r} is not a plain file; the archive is refused.")
     # insightface packs hold their files at the top level or in one folder named after the pack.
     if len(parts) > 2:
