@@ -460,3 +460,34 @@ def test_cli_add_custom(models: dict[str, bytes], tmp_path: Path, capsys: pytest
     shutil.rmtree(Path(dest) / "custom")
     with pytest.raises(ModelError, match="no installed pack"):
         InsightFaceEngine("custom", dest_dir=Path(dest))
+
+
+def test_agrees_with_insightface_reference(models: dict[str, bytes], tmp_path: Path) -> None:
+    """The same tiny models run by insightface's own SCRFD and ArcFace classes (a peer, present
+    in the test environment, not a dependency): same boxes, points and embeddings."""
+    pytest.importorskip("cv2", reason="insightface's reference classes need OpenCV")
+    scrfd_ref = pytest.importorskip("insightface.model_zoo.scrfd", reason="insightface is only a peer here")
+    arcface_ref = pytest.importorskip("insightface.model_zoo.arcface_onnx", reason="insightface is only a peer here")
+    from insightface.app.common import Face as RefFace
+
+    det, rec = tmp_path / "det.onnx", tmp_path / "rec.onnx"
+    det.write_bytes(models["det"])
+    rec.write_bytes(models["rec"])
+    engine = InsightFaceEngine(fetch.install_custom(det, rec, dest_dir=tmp_path / "packs").path)
+    image = np.random.default_rng(2).integers(0, 256, (256, 256, 3), dtype=np.uint8)
+    bgr = np.ascontiguousarray(image[:, :, ::-1])  # insightface works on OpenCV's BGR images
+
+    ref_det = scrfd_ref.SCRFD(model_file=str(det))
+    ref_det.prepare(-1, input_size=(DET_INPUT, DET_INPUT))
+    boxes, kps = ref_det.detect(bgr, input_size=(DET_INPUT, DET_INPUT))
+    faces = engine.detect(image)
+    np.testing.assert_allclose([f.box for f in faces], boxes[:, :4], atol=1e-3)
+    np.testing.assert_allclose([f.score for f in faces], boxes[:, 4], atol=1e-6)
+    np.testing.assert_allclose(np.stack([f.landmarks for f in faces]), kps, atol=1e-3)
+
+    ref_rec = arcface_ref.ArcFaceONNX(model_file=str(rec))
+    ref_rec.prepare(-1)
+    ref = np.stack([ref_rec.get(bgr, RefFace(bbox=b[:4], kps=k, det_score=b[4])) for b, k in zip(boxes, kps)])
+    ref /= np.linalg.norm(ref, axis=1, keepdims=True)
+    ours = engine.embed_chips(engine.chips(image, faces))
+    assert np.min(np.sum(ref * ours, axis=1)) > 0.9999

@@ -81,8 +81,8 @@ def warp_affine(image: np.ndarray, m: np.ndarray, size: tuple[int, int]) -> np.n
 
     top = tap(y0, x0) * (1 - fx) + tap(y0, x0 + 1) * fx
     bottom = tap(y0 + 1, x0) * (1 - fx) + tap(y0 + 1, x0 + 1) * fx
-    out = top * (1 - fy) + bottom * fy
-    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+    out: np.ndarray = np.clip(np.rint(top * (1 - fy) + bottom * fy), 0, 255).astype(np.uint8)
+    return out
 
 
 def norm_crop(image: np.ndarray, landmarks: np.ndarray, size: int = CHIP_SIZE) -> np.ndarray:

@@ -213,7 +213,8 @@ class InsightFaceEngine:
         raw = self.raw_embeddings(chips).astype(np.float64)
         norms = np.linalg.norm(raw, axis=1, keepdims=True)
         norms[norms == 0] = 1.0
-        return (raw / norms).astype(np.float32)
+        unit: np.ndarray = (raw / norms).astype(np.float32)
+        return unit
 
 
 def _check_image(image: np.ndarray) -> None:

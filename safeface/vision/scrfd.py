@@ -35,7 +35,7 @@ def letterbox(image: np.ndarray, input_size: tuple[int, int]) -> Letterbox:
         new_w = in_w
         new_h = max(1, int(new_w * h / w))
     scale = new_h / h
-    resized = np.asarray(Image.fromarray(image).resize((new_w, new_h), Image.BILINEAR))
+    resized = np.asarray(Image.fromarray(image).resize((new_w, new_h), Image.Resampling.BILINEAR))
     canvas = np.zeros((in_h, in_w, 3), dtype=np.float32)
     canvas[:new_h, :new_w] = resized
     blob = ((canvas - INPUT_MEAN) / INPUT_STD).transpose(2, 0, 1)[None]
