@@ -15,6 +15,7 @@ import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
+import uuid
 import zipfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -251,7 +252,7 @@ def _install_staging(staging: Path, target: Path) -> None:
     if target.exists() or target.is_symlink():
         if target.is_symlink() or not target.is_dir():
             raise ModelFetchError(f"{target} exists and is not a pack directory; move it away and fetch again.")
-        backup = target.with_name(f".{target.name}.old-{os.getpid()}")
+        backup = target.with_name(f".{target.name}.old-{uuid.uuid4().hex}")
         target.rename(backup)
     try:
         staging.rename(target)
@@ -304,13 +305,22 @@ def fetch_pack(
         except ModelError as exc:
             raise ModelFetchError(f"{target} exists but does not verify ({exc}); fetch again with --force.") from None
 
+    try:
+        return _fetch_into(name, spec, src, expected, licence, root, target, timeout, bool(url), progress)
+    except OSError as exc:
+        raise ModelFetchError(f"cannot install pack {name!r} into {root} ({exc}); nothing was installed.") from None
+
+
+def _fetch_into(name: str, spec: Optional[PackSpec], src: str, expected: str, licence: str, root: Path,
+                target: Path, timeout: float, mirrored: bool, progress: Optional[Progress]) -> FetchResult:
     root.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{name}.", suffix=".zip.part", dir=root)
     archive = Path(tmp_name)
     staging: Optional[Path] = None
     try:
         with os.fdopen(fd, "wb") as out:
-            digest, got = _download(src, out, timeout, MAX_ARCHIVE_BYTES, spec.size if spec and not url else None, progress)
+            size = spec.size if spec and not mirrored else None
+            digest, got = _download(src, out, timeout, MAX_ARCHIVE_BYTES, size, progress)
         if not hmac.compare_digest(digest, expected):
             raise ModelFetchError(
                 f"the archive from {src} has SHA-256 {digest}, not the expected {expected}; it was "
