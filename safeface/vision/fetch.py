@@ -1,0 +1,431 @@
+"""Explicit model download: `fetch_pack` downloads an insightface pack over HTTPS, checks its
+size and SHA-256, unpacks only its detector and recognizer (refusing attribute models), and
+writes the pack record that the engine verifies at load time. Nothing is ever downloaded
+silently, nothing is downloaded without a hash to check, and a failure leaves nothing installed."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import http.client
+import os
+import shutil
+import stat
+import tempfile
+import urllib.error
+import urllib.parse
+import urllib.request
+import uuid
+import zipfile
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path, PurePosixPath
+from typing import IO, Any, Callable, Optional
+
+from ..errors import ModelError, ModelFetchError
+from . import packs
+from .packs import InstalledFile, PackRecord, PackSpec
+
+DEFAULT_TIMEOUT = 60.0
+MAX_ARCHIVE_BYTES = 2 << 30  # 2 GiB: the largest insightface pack is about 360 MB
+MAX_MEMBER_BYTES = 1 << 30
+MAX_TOTAL_BYTES = 3 << 30
+MAX_MEMBERS = 64
+MAX_RATIO = 100  # uncompressed/compressed; ONNX weights compress poorly, a bomb compresses well
+_CHUNK = 1 << 20
+_LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+_USER_AGENT = "safeface-models-fetch/0.1"
+
+Progress = Callable[[int, Optional[int]], None]
+
+
+@dataclass(frozen=True)
+class FetchResult:
+    """What a fetch installed. `refused` lists attribute models left out (with the reason),
+    `skipped` the files not needed (landmark models, other files)."""
+
+    name: str
+    path: Path
+    url: Optional[str]
+    archive_sha256: Optional[str]
+    licence: str
+    installed: tuple[InstalledFile, ...] = ()
+    refused: tuple[dict[str, str], ...] = ()
+    skipped: tuple[dict[str, str], ...] = ()
+    already_installed: bool = False
+    downloaded_bytes: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name, "path": str(self.path), "url": self.url,
+            "archive_sha256": self.archive_sha256, "licence": self.licence,
+            "installed": [f.__dict__ for f in self.installed],
+            "refused": list(self.refused), "skipped": list(self.skipped),
+            "already_installed": self.already_installed, "downloaded_bytes": self.downloaded_bytes,
+        }
+
+
+# -- URL policy ----------------------------------------------------------------------------------
+def check_url(url: str) -> str:
+    """HTTPS anywhere; plain HTTP only to this machine (a local mirror or a test server)."""
+    parts = urllib.parse.urlsplit(url)
+    host = (parts.hostname or "").lower()
+    if parts.scheme == "https" and host:
+        return url
+    if parts.scheme == "http" and host in _LOOPBACK:
+        return url
+    raise ModelFetchError(
+        f"refusing to download from {url!r}: only https:// URLs are allowed "
+        "(plain http only for 127.0.0.1/localhost)."
+    )
+
+
+class _CheckedRedirects(urllib.request.HTTPRedirectHandler):
+    """Follow redirects (GitHub sends release assets elsewhere) but never to a plain-http host."""
+
+    def redirect_request(self, req: urllib.request.Request, fp: IO[bytes], code: int, msg: str,
+                         headers: Any, newurl: str) -> Optional[urllib.request.Request]:
+        check_url(newurl)
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+def _opener(url: str) -> urllib.request.OpenerDirector:
+    handlers: list[Any] = [_CheckedRedirects()]
+    if urllib.parse.urlsplit(url).hostname in _LOOPBACK:
+        handlers.append(urllib.request.ProxyHandler({}))  # a loopback URL never goes via a proxy
+    return urllib.request.build_opener(*handlers)
+
+
+def _download(url: str, out: IO[bytes], timeout: float, max_bytes: int,
+              expected_size: Optional[int], progress: Optional[Progress]) -> tuple[str, int]:
+    """Stream `url` into `out`; return (sha256 hex, bytes). Raises ModelFetchError."""
+    req = urllib.request.Request(url, headers={"User-Agent": _USER_AGENT})
+    h = hashlib.sha256()
+    got = 0
+    try:
+        with _opener(url).open(req, timeout=timeout) as resp:
+            length_header = resp.headers.get("Content-Length")
+            length = int(length_header) if length_header and length_header.isdigit() else None
+            if length is not None and length > max_bytes:
+                raise ModelFetchError(f"{url} is {length} bytes, more than the {max_bytes}-byte limit; not downloaded.")
+            if length is not None and expected_size is not None and length != expected_size:
+                raise ModelFetchError(
+                    f"{url} is {length} bytes, not the {expected_size} bytes the manifest names; "
+                    "it is another file or version, so it is not downloaded."
+                )
+            while True:
+                block = resp.read(_CHUNK)
+                if not block:
+                    break
+                got += len(block)
+                if got > max_bytes:
+                    raise ModelFetchError(f"{url} sent more than the {max_bytes}-byte limit; download stopped.")
+                h.update(block)
+                out.write(block)
+                if progress is not None:
+                    progress(got, length)
+    except http.client.IncompleteRead as exc:
+        raise ModelFetchError(
+            f"the download of {url} was cut short after {got + len(exc.partial)} bytes; nothing was "
+            "installed. Try again."
+        ) from None
+    except urllib.error.HTTPError as exc:
+        raise ModelFetchError(f"{url} answered HTTP {exc.code} {exc.reason}; nothing was installed.") from None
+    except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise ModelFetchError(f"cannot download {url} ({reason}); nothing was installed.") from None
+    if length is not None and got != length:
+        raise ModelFetchError(
+            f"the download of {url} was truncated: {got} of {length} bytes arrived; nothing was "
+            "installed. Try again."
+        )
+    if expected_size is not None and got != expected_size:
+        raise ModelFetchError(
+            f"{url} sent {got} bytes, not the {expected_size} bytes the manifest names; nothing was installed."
+        )
+    return h.hexdigest(), got
+
+
+# -- archive checks ------------------------------------------------------------------------------
+def _member_basename(info: zipfile.ZipInfo) -> Optional[str]:
+    """The file name a member unpacks to, or None for a directory entry. Raises on anything that
+    could escape the pack directory or is not a plain file."""
+    raw = info.filename
+    if "\\" in raw or raw.startswith("/") or "\x00" in raw or (len(raw) > 1 and raw[1] == ":"):
+        raise ModelFetchError(f"the archive member {raw!r} has an unsafe path; the archive is refused.")
+    parts = PurePosixPath(raw).parts
+    if any(p in ("..", ".") for p in parts) or not parts:
+        raise ModelFetchError(f"the archive member {raw!r} tries to leave the pack directory; the archive is refused.")
+    mode = info.external_attr >> 16
+    if stat.S_ISLNK(mode):
+        raise ModelFetchError(f"the archive member {raw!r} is a symbolic link; the archive is refused.")
+    if info.is_dir():
+        if len(parts) > 1:
+            raise ModelFetchError(f"the archive nests directories ({raw!r}); an insightface pack does not.")
+        return None
+    if stat.S_IFMT(mode) not in (0, stat.S_IFREG):  # no type bits: written by a tool that leaves them out
+        raise ModelFetchError(f"the archive member {raw!r} is not a plain file; the archive is refused.")
+    # insightface packs hold their files at the top level or in one folder named after the pack.
+    if len(parts) > 2:
+        raise ModelFetchError(f"the archive member {raw!r} is nested too deep; an insightface pack does not do that.")
+    if info.flag_bits & 0x1:
+        raise ModelFetchError(f"the archive member {raw!r} is encrypted; the archive is refused.")
+    return parts[-1]
+
+
+@dataclass
+class _Plan:
+    install: list[tuple[zipfile.ZipInfo, str, str]] = field(default_factory=list)  # (info, file, role)
+    refused: list[dict[str, str]] = field(default_factory=list)
+    skipped: list[dict[str, str]] = field(default_factory=list)
+
+
+def _plan(zf: zipfile.ZipFile, spec: Optional[PackSpec], name: str) -> _Plan:
+    infos = zf.infolist()
+    if len(infos) > MAX_MEMBERS:
+        raise ModelFetchError(f"the archive has {len(infos)} members, more than {MAX_MEMBERS}; it is refused.")
+    plan = _Plan()
+    seen: set[str] = set()
+    total = 0
+    for info in infos:
+        base = _member_basename(info)
+        if base is None:
+            continue
+        if base in seen:
+            raise ModelFetchError(f"the archive holds two files named {base!r}; it is refused.")
+        seen.add(base)
+        if info.file_size > MAX_MEMBER_BYTES:
+            raise ModelFetchError(f"the archive member {info.filename!r} unpacks to {info.file_size} bytes, over the limit.")
+        if info.compress_size and info.file_size / info.compress_size > MAX_RATIO and info.file_size > _CHUNK:
+            raise ModelFetchError(f"the archive member {info.filename!r} is compressed suspiciously well (a zip bomb?); refused.")
+        total += info.file_size
+        if total > MAX_TOTAL_BYTES:
+            raise ModelFetchError("the archive unpacks to more than the size limit; it is refused.")
+        role = packs.classify(base, spec)
+        if role == packs.ATTRIBUTE:
+            plan.refused.append({"file": base, "reason": packs.ATTRIBUTE_REASON})
+        elif role in (packs.DETECTION, packs.RECOGNITION):
+            plan.install.append((info, base, role))
+        elif role == packs.LANDMARKS:
+            plan.skipped.append({"file": base, "reason": "landmark model, not needed (the detector gives five points)"})
+        else:
+            plan.skipped.append({"file": base, "reason": "not a detector or recognizer safeface uses"})
+    for role, label in ((packs.DETECTION, "detector (SCRFD, det_*.onnx)"), (packs.RECOGNITION, "recognizer (ArcFace, w600k_*.onnx or glintr100.onnx)")):
+        found = [f for _, f, r in plan.install if r == role]
+        if not found:
+            raise ModelFetchError(f"the archive for pack {name!r} holds no {label}; nothing was installed.")
+        if len(found) > 1:
+            raise ModelFetchError(
+                f"the archive for pack {name!r} holds several {role} models ({', '.join(found)}); "
+                "safeface cannot tell which to use, so nothing was installed."
+            )
+    return plan
+
+
+def _unpack(zf: zipfile.ZipFile, plan: _Plan, staging: Path, spec: Optional[PackSpec]) -> list[InstalledFile]:
+    out = []
+    for info, base, role in plan.install:
+        h = hashlib.sha256()
+        written = 0
+        target = staging / base
+        with zf.open(info) as src, open(target, "xb") as dst:
+            for block in iter(lambda: src.read(_CHUNK), b""):
+                written += len(block)
+                if written > info.file_size or written > MAX_MEMBER_BYTES:
+                    raise ModelFetchError(f"the archive member {info.filename!r} is larger than its header says; refused.")
+                h.update(block)
+                dst.write(block)
+        digest = h.hexdigest()
+        known = spec.member(base) if spec else None
+        if known is not None and known.sha256 and not hmac.compare_digest(known.sha256, digest):
+            raise ModelFetchError(
+                f"{base} in the archive has SHA-256 {digest[:16]}..., not the manifest's "
+                f"{known.sha256[:16]}...; nothing was installed."
+            )
+        out.append(InstalledFile(file=base, role=role, sha256=digest, size=written))
+    return out
+
+
+def _install_staging(staging: Path, target: Path) -> None:
+    """Replace `target` by `staging` with renames, restoring the old pack if the swap fails."""
+    backup: Optional[Path] = None
+    if target.exists() or target.is_symlink():
+        if target.is_symlink() or not target.is_dir():
+            raise ModelFetchError(f"{target} exists and is not a pack directory; move it away and fetch again.")
+        backup = target.with_name(f".{target.name}.old-{uuid.uuid4().hex}")
+        target.rename(backup)
+    try:
+        staging.rename(target)
+    except OSError:
+        if backup is not None:
+            backup.rename(target)
+        raise
+    if backup is not None:
+        shutil.rmtree(backup, ignore_errors=True)
+
+
+# -- the public functions ------------------------------------------------------------------------
+def fetch_pack(
+    name: str,
+    dest_dir: Optional[Path] = None,
+    url: Optional[str] = None,
+    sha256: Optional[str] = None,
+    timeout: float = DEFAULT_TIMEOUT,
+    force: bool = False,
+    progress: Optional[Progress] = None,
+) -> FetchResult:
+    """Download, verify and install pack `name` into `dest_dir/name` (default: packs_home()).
+
+    A manifest pack uses the manifest's URL and SHA-256 unless `url` names a mirror; a `sha256`
+    that contradicts the manifest is refused. Any other name needs both `url` and `sha256`.
+    An installed pack that still verifies is left as it is unless `force`."""
+    packs.check_pack_name(name)
+    spec = packs.pack_spec(name)
+    if name == packs.CUSTOM:
+        raise ModelFetchError(
+            "the 'custom' pack is your own files, not a download: run "
+            "`safeface models add-custom --detector DET.onnx --recognizer REC.onnx`."
+        )
+    expected = _expected_sha256(name, spec, sha256)
+    src = url or (spec.url if spec else None)
+    if not src:
+        known = ", ".join(s.name for s in packs.pack_specs() if s.url)
+        raise ModelFetchError(f"no pack named {name!r} in the manifest (known: {known}); pass --url and --sha256.")
+    check_url(src)
+    licence = spec.licence if spec else "unknown: not a manifest pack; check the licence of the files you fetched"
+    root = Path(dest_dir) if dest_dir else packs.packs_home()
+    target = packs.pack_dir(name, root)
+
+    if target.exists() and not force:
+        try:
+            v = packs.verify_pack(target)
+            return FetchResult(name=name, path=target, url=src, archive_sha256=v.record.archive_sha256,
+                               licence=v.record.licence, installed=(v.record.detector, v.record.recognizer),
+                               refused=v.record.refused, skipped=v.record.skipped, already_installed=True)
+        except ModelError as exc:
+            raise ModelFetchError(f"{target} exists but does not verify ({exc}); fetch again with --force.") from None
+
+    try:
+        return _fetch_into(name, spec, src, expected, licence, root, target, timeout, bool(url), progress)
+    except OSError as exc:
+        raise ModelFetchError(f"cannot install pack {name!r} into {root} ({exc}); nothing was installed.") from None
+
+
+def _fetch_into(name: str, spec: Optional[PackSpec], src: str, expected: str, licence: str, root: Path,
+                target: Path, timeout: float, mirrored: bool, progress: Optional[Progress]) -> FetchResult:
+    root.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{name}.", suffix=".zip.part", dir=root)
+    archive = Path(tmp_name)
+    staging: Optional[Path] = None
+    try:
+        with os.fdopen(fd, "wb") as out:
+            size = spec.size if spec and not mirrored else None
+            digest, got = _download(src, out, timeout, MAX_ARCHIVE_BYTES, size, progress)
+        if not hmac.compare_digest(digest, expected):
+            raise ModelFetchError(
+                f"the archive from {src} has SHA-256 {digest}, not the expected {expected}; it was "
+                "deleted and nothing was installed."
+            )
+        try:
+            zf = zipfile.ZipFile(archive)
+        except (zipfile.BadZipFile, OSError) as exc:
+            raise ModelFetchError(f"the archive from {src} is not a readable zip file ({exc}); nothing was installed.") from None
+        with zf:
+            plan = _plan(zf, spec, name)
+            staging = Path(tempfile.mkdtemp(prefix=f".{name}.staging-", dir=root))
+            try:
+                installed = _unpack(zf, plan, staging, spec)
+            except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError) as exc:
+                raise ModelFetchError(f"the archive from {src} cannot be unpacked ({exc}); nothing was installed.") from None
+        by_role = {f.role: f for f in installed}
+        record = PackRecord(
+            name=name, licence=licence, source=src, archive_sha256=digest,
+            detector=by_role[packs.DETECTION], recognizer=by_role[packs.RECOGNITION],
+            refused=tuple(plan.refused), skipped=tuple(plan.skipped),
+            installed_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        )
+        packs.write_record(staging, record)
+        _install_staging(staging, target)
+        staging = None
+    finally:
+        archive.unlink(missing_ok=True)
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
+    return FetchResult(name=name, path=target, url=src, archive_sha256=digest, licence=licence,
+                       installed=tuple(installed), refused=tuple(plan.refused), skipped=tuple(plan.skipped),
+                       downloaded_bytes=got)
+
+
+def _expected_sha256(name: str, spec: Optional[PackSpec], given: Optional[str]) -> str:
+    given_hex = given.strip().lower() if given else None
+    if given_hex is not None and (len(given_hex) != 64 or any(c not in "0123456789abcdef" for c in given_hex)):
+        raise ModelFetchError("--sha256 must be 64 hexadecimal digits.")
+    pinned = spec.sha256 if spec else None
+    if pinned and given_hex and given_hex != pinned:
+        raise ModelFetchError(
+            f"pack {name!r} is pinned by the manifest to SHA-256 {pinned}; the {given_hex} you passed "
+            "differs, so nothing is downloaded. Use another pack name for another archive."
+        )
+    expected = pinned or given_hex
+    if not expected:
+        raise ModelFetchError(
+            f"no trustworthy SHA-256 is known for pack {name!r}; safeface never downloads without a "
+            "hash to check. Pass --sha256 with the archive's published SHA-256."
+        )
+    return expected
+
+
+def install_custom(
+    detector: Path,
+    recognizer: Path,
+    name: str = packs.CUSTOM,
+    licence: str = "stated by the user: check the licence of your own model files",
+    dest_dir: Optional[Path] = None,
+    force: bool = False,
+) -> FetchResult:
+    """Install a user's own SCRFD detector and ArcFace recognizer ONNX files as pack `name`:
+    copy them into the packs directory and record their SHA-256, which is checked at each load."""
+    packs.check_pack_name(name)
+    if packs.pack_spec(name) is not None and name != packs.CUSTOM:
+        raise ModelFetchError(f"{name!r} is a manifest pack; fetch it with `safeface models fetch {name}`.")
+    sources = {packs.DETECTION: Path(detector), packs.RECOGNITION: Path(recognizer)}
+    for role, path in sources.items():
+        if not path.is_file():
+            raise ModelFetchError(f"the {role} model {path} does not exist.")
+        if packs.classify(path.name) == packs.ATTRIBUTE:
+            raise ModelFetchError(f"{path.name} is an {packs.ATTRIBUTE_REASON}.")
+    if sources[packs.DETECTION].name == sources[packs.RECOGNITION].name:
+        raise ModelFetchError("the detector and recognizer files must have different names.")
+    root = Path(dest_dir) if dest_dir else packs.packs_home()
+    target = packs.pack_dir(name, root)
+    if target.exists() and not force:
+        raise ModelFetchError(f"{target} already exists; pass --force to replace it.")
+    root.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{name}.staging-", dir=root))
+    try:
+        installed = []
+        for role, path in sources.items():
+            dst = staging / path.name
+            h = hashlib.sha256()
+            with open(path, "rb") as src, open(dst, "xb") as out:
+                for block in iter(lambda: src.read(_CHUNK), b""):
+                    h.update(block)
+                    out.write(block)
+            installed.append(InstalledFile(file=path.name, role=role, sha256=h.hexdigest(), size=dst.stat().st_size))
+        record = PackRecord(name=name, licence=licence, source="user files: " + ", ".join(str(p) for p in sources.values()),
+                            archive_sha256=None, detector=installed[0], recognizer=installed[1],
+                            installed_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+        packs.write_record(staging, record)
+        _install_staging(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return FetchResult(name=name, path=target, url=None, archive_sha256=None, licence=licence,
+                       installed=tuple(installed))
+
+
+# Re-exported so the CLI needs one import for the models commands.
+list_models = packs.list_models
+verify_installed = packs.verify_installed
+
+__all__ = ["FetchResult", "check_url", "fetch_pack", "install_custom", "list_models", "verify_installed"]
