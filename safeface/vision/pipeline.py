@@ -25,12 +25,17 @@ class PipelineConfig:
     of the descriptor at twice the embedding cost.
     `center_prior`: for pre-cropped face images only (the face fills the middle of the frame),
     use a central box when no detector finds a face. Off unless the caller asks for it.
+    `jitter`: when above 1, average the descriptors of that many randomly perturbed copies of each
+    chip (dlib's test-time jitter: small shifts, zooms, rotations and mirrorings), at that many
+    times the embedding cost. `jitter_seed` makes the perturbations repeatable.
     """
 
     steps: tuple[Step, ...] = (("hog", 1), ("hog", 2), ("mmod", 1))
     flip: bool = True
     center_prior: bool = False
     center_fraction: float = 0.5
+    jitter: int = 0
+    jitter_seed: int = 0
 
     def with_(self, **kw: object) -> "PipelineConfig":
         fields = {**self.__dict__, **kw}
@@ -71,6 +76,10 @@ class Pipeline:
         return self.embed_chips(self.engine.chips(image, faces))
 
     def embed_chips(self, chips: np.ndarray) -> np.ndarray:
+        if self.config.jitter > 1:
+            from .jitter import jittered_embeddings
+
+            return jittered_embeddings(self.engine, chips, self.config.jitter, self.config.jitter_seed)
         if not self.config.flip:
             return self.engine.embed_chips(chips)
         n = len(chips)

@@ -1,0 +1,188 @@
+"""`safeface eval verify|identify|demographics|protection`: measure the system on a test set and
+write JSON, HTML and PNG plots to --out (and, with --workspace, the summary the compliance
+report embeds). Test-set embeddings are cached by image hash under --cache (default
+<out>/cache) so that an interrupted run resumes; the cache is never placed inside a workspace."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+
+from ..errors import ConfigError
+from ..vision import DEFAULT_THRESHOLD, ENGINES
+from .common import EXIT_OK, print_json, say
+
+
+def _common(p: argparse.ArgumentParser, pairs: bool) -> None:
+    if pairs:
+        p.add_argument("--pairs", required=True, type=Path, help="LFW-format pairs file (View 1 or 10-fold View 2)")
+    p.add_argument("--root", required=True, type=Path, help="folder with one sub-folder of images per person")
+    p.add_argument("--engine", choices=ENGINES, default="dlib")
+    p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=True,
+                   help="average with the mirrored face (default: on)")
+    p.add_argument("--jitter", type=int, default=0, metavar="N", help="average N jittered copies of each face")
+    p.add_argument("--fallback", action=argparse.BooleanOptionalAction, default=True,
+                   help="HOG, then HOG upsampled, then MMOD (default: on); --no-fallback: HOG only")
+    p.add_argument("--center-prior", action="store_true",
+                   help="pre-cropped images only: a central box when no detector finds a face")
+    p.add_argument("--pick", choices=("largest", "central"), default="largest",
+                   help="which face of an image with several (default: largest)")
+    p.add_argument("--limit", type=int, default=None, metavar="N", help="use only the first N pairs / people")
+    p.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD, help="the deployment threshold")
+    p.add_argument("--out", required=True, type=Path, help="report folder")
+    p.add_argument("--cache", type=Path, default=None, help="embedding cache folder (default: <out>/cache)")
+    p.add_argument("--no-cache", action="store_true", help="keep embeddings in memory only")
+    p.add_argument("--workspace", type=Path, default=None,
+                   help="also write the summary to <ws>/reports/evaluation/latest.json for the compliance report")
+    p.add_argument("--json", action="store_true", help="print the JSON summary on stdout")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def register(sub: Any) -> None:
+    ev = sub.add_parser("eval", help="evaluate accuracy, fairness and template protection on a test set")
+    es = ev.add_subparsers(dest="eval_command", metavar="KIND")
+    p = es.add_parser("verify", help="1:1 verification on a pairs file (LFW protocol)")
+    _common(p, pairs=True)
+    p.set_defaults(func=_verify)
+    p = es.add_parser("identify", help="1:N identification on a folder-per-identity set")
+    _common(p, pairs=False)
+    p.add_argument("--holdout", type=int, default=5, help="hold one in N people out of the gallery (default 5)")
+    p.set_defaults(func=_identify)
+    p = es.add_parser("demographics", help="per-group FMR and FNMR from operator-supplied group labels")
+    _common(p, pairs=True)
+    p.add_argument("--groups", required=True, type=Path, help="CSV: subject,<attribute>,... supplied by the operator")
+    p.set_defaults(func=_demographics)
+    p = es.add_parser("protection", help="raw vs protected accuracy and unlinkability D_sys (ISO/IEC 30136)")
+    _common(p, pairs=True)
+    p.set_defaults(func=_protection)
+
+
+def _session(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from ..evaluate.session import EvalOptions, Session
+
+    if args.jitter < 0 or (args.limit is not None and args.limit < 1):
+        raise ConfigError("--jitter must be >= 0 and --limit >= 1.")
+    opts = EvalOptions(engine=args.engine, flip=args.flip, jitter=args.jitter, fallback=args.fallback,
+                       center_prior=args.center_prior, pick=args.pick, progress=not args.no_progress)
+    cache: Optional[Path] = None if args.no_cache else (args.cache or args.out / "cache")
+    return Session.open(opts, cache, args.workspace)
+
+
+def _finish(args: argparse.Namespace, kind: str, dataset: dict[str, Any], session: Any, figures: dict[str, Any],
+            plots: dict[str, Path], started: float, stats: Any) -> int:
+    from ..evaluate import report
+
+    figures = {**figures, "run": {"seconds": round(time.perf_counter() - started, 2), "images_embedded": stats.embedded,
+                                  "images_from_cache": stats.from_cache}}
+    doc = report.summary(kind, dataset, session.options.engine, session.options.to_dict(), figures, plots, args.out)
+    written = report.write_report(args.out, doc, plots, args.workspace)
+    say(f"report: {written.html_path}")
+    if written.workspace_json:
+        say(f"workspace summary: {written.workspace_json}")
+    if args.json:
+        print_json(doc)
+    return EXIT_OK
+
+
+def _pairs_and_records(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from ..evaluate.datasets import read_pairs
+
+    pairs = read_pairs(args.pairs, args.root, args.limit)
+    session = _session(args)
+    records, stats = session.embed([p for pr in pairs for p in (pr.image1, pr.image2)])
+    say(f"{stats.images} images: {stats.embedded} embedded, {stats.from_cache} from cache, {stats.no_face} without a face")
+    return pairs, session, records, stats
+
+
+def _dataset(args: argparse.Namespace, **extra: Any) -> dict[str, Any]:
+    d: dict[str, Any] = {"root": str(args.root), "limit": args.limit}
+    if getattr(args, "pairs", None):
+        d["pairs_file"] = str(args.pairs)
+    return {**d, **extra}
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from ..evaluate import metrics, plots
+    from ..evaluate.verification import score_pairs, verification_metrics
+
+    started = time.perf_counter()
+    pairs, session, records, stats = _pairs_and_records(args)
+    ps = score_pairs(pairs, records)
+    figures = verification_metrics(ps, records, args.threshold)
+    g, i = ps.scores[ps.same], ps.scores[~ps.same]
+    curve = {session.options.engine: metrics.roc(g, i)}
+    out = args.out
+    pl = {"roc": plots.roc_plot(curve, out / "verify-roc.png"),
+          "det": plots.det_plot(curve, out / "verify-det.png"),
+          "scores": plots.score_histogram(g[ps.acquired[ps.same]], i[ps.acquired[~ps.same]], out / "verify-scores.png",
+                                          threshold=args.threshold)}
+    return _finish(args, "verify", _dataset(args, pairs=len(pairs)), session, figures, pl, started, stats)
+
+
+def _identify(args: argparse.Namespace) -> int:
+    from ..evaluate import identification as ident
+    from ..evaluate import plots
+    from ..evaluate.datasets import identities
+
+    started = time.perf_counter()
+    ss = ident.split(identities(args.root), holdout=args.holdout, limit=args.limit)
+    session = _session(args)
+    records, stats = session.embed(ss.paths())
+    say(f"{stats.images} images: {stats.embedded} embedded, {stats.from_cache} from cache, {stats.no_face} without a face")
+    sc = ident.search(ss, records)
+    figures = ident.identification_metrics(sc)
+    out = args.out
+    pl = {"cmc": plots.cmc_plot(np.array(figures["cmc"]), out / "identify-cmc.png")}
+    if len(sc.nonmated_top):
+        pl["scores"] = plots.score_histogram(sc.mate_scores[np.isfinite(sc.mate_scores)], sc.nonmated_top,
+                                             out / "identify-scores.png", threshold=args.threshold,
+                                             title="mate scores vs best non-mated scores")
+    return _finish(args, "identify", _dataset(args, people=len({n for n, _ in ss.gallery + ss.mated + ss.nonmated})),
+                   session, figures, pl, started, stats)
+
+
+def _demographics(args: argparse.Namespace) -> int:
+    from ..evaluate import plots
+    from ..evaluate.datasets import read_groups
+    from ..evaluate.demographics import differentials
+    from ..evaluate.verification import score_pairs
+
+    started = time.perf_counter()
+    groups = read_groups(args.groups)
+    pairs, session, records, stats = _pairs_and_records(args)
+    ps = score_pairs(pairs, records)
+    figures: dict[str, Any] = {}
+    pl: dict[str, Path] = {}
+    for attr, labels in groups.items():
+        d = differentials(pairs, ps.scores, labels, args.threshold)
+        figures[attr] = d
+        rows: dict[str, Any] = d["groups"]  # type: ignore[assignment]
+        for metric in ("fmr", "fnmr"):
+            vals = {g: r[metric]["value"] for g, r in rows.items() if metric in r}
+            ivs = {g: (r[metric]["low"], r[metric]["high"]) for g, r in rows.items() if metric in r}
+            if vals:
+                safe = "".join(c if c.isalnum() else "_" for c in attr)
+                pl[f"{attr}-{metric}"] = plots.group_bars(vals, args.out / f"demographics-{safe}-{metric}.png",
+                                                          metric.upper(), ivs)
+    return _finish(args, "demographics", _dataset(args, groups_file=str(args.groups), attributes=list(groups)),
+                   session, figures, pl, started, stats)
+
+
+def _protection(args: argparse.Namespace) -> int:
+    from ..evaluate import plots
+    from ..evaluate.protection import default_factory, protection_metrics
+
+    started = time.perf_counter()
+    factory = default_factory()  # fail before embedding anything when protection is missing
+    pairs, session, records, stats = _pairs_and_records(args)
+    figures, unl, sc = protection_metrics(pairs, records, session.pipeline.engine.embedding_dim, factory)
+    out = args.out
+    pl = {"unlinkability": plots.score_histogram(sc["cross_mated"], sc["cross_nonmated"], out / "protection-unlinkability.png",
+                                                 title="linkage scores across two keys", local=unl["protected"]),
+          "unlinkability_raw": plots.score_histogram(sc["raw_mated"], sc["raw_nonmated"], out / "protection-raw.png",
+                                                     title="raw templates (no protection)", local=unl["raw"])}
+    return _finish(args, "protection", _dataset(args, pairs=len(pairs)), session, figures, pl, started, stats)

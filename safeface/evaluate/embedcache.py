@@ -1,0 +1,188 @@
+"""Embeddings of a test set, cached by image SHA-256 so that an interrupted run loses nothing.
+
+This is an evaluation-tool cache of test-set embeddings, written only where the user points
+(`--cache DIR`, by default inside the report folder), never inside a workspace, with owner-only
+permissions. The SDK itself never writes an embedding to disk. Files are `.npz` shards read back
+with allow_pickle=False; each configuration (engine, detectors, flip, jitter, ...) has its own
+sub-folder, so changing an option never mixes embeddings."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+
+from ..errors import ConfigError
+from ..imageio import load_image
+from ..vision import Pipeline
+
+SHARD_SIZE = 32
+
+
+@dataclass
+class Record:
+    """What embedding one image gave: `embedding` None means failure to acquire (no face)."""
+
+    embedding: Optional[np.ndarray]
+    faces: int
+    detector: str
+
+
+@dataclass
+class EmbedStats:
+    images: int = 0
+    from_cache: int = 0
+    embedded: int = 0
+    no_face: int = 0
+
+
+def sha256_file(path: Path) -> tuple[str, bytes]:
+    data = Path(path).read_bytes()
+    return hashlib.sha256(data).hexdigest(), data
+
+
+def config_fingerprint(pipeline: Pipeline, pick: str) -> dict[str, object]:
+    c = pipeline.config
+    return {
+        "engine": pipeline.engine.name,
+        "dim": int(pipeline.engine.embedding_dim),
+        "steps": [list(s) for s in c.steps],
+        "flip": c.flip,
+        "jitter": c.jitter,
+        "jitter_seed": c.jitter_seed,
+        "center_prior": c.center_prior,
+        "center_fraction": c.center_fraction,
+        "pick": pick,
+    }
+
+
+def check_cache_location(cache_dir: Path, workspace: Optional[Path]) -> None:
+    """Refuse a cache inside a workspace: a workspace holds protected templates only."""
+    if workspace is None:
+        return
+    cache, ws = Path(cache_dir).resolve(), Path(workspace).resolve()
+    if cache == ws or ws in cache.parents:
+        raise ConfigError(f"{cache_dir}: the embedding cache may not live inside the workspace {workspace}; "
+                          "choose a --cache folder outside it.")
+
+
+@dataclass
+class EmbeddingCache:
+    """Shards of (sha256, embedding, faces, detector) under `root/<config hash>/`."""
+
+    root: Path
+    fingerprint: dict[str, object]
+    records: dict[str, Record] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        blob = json.dumps(self.fingerprint, sort_keys=True).encode()
+        self.dir = Path(self.root) / hashlib.sha256(blob).hexdigest()[:16]
+        self.dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.dir, 0o700)
+        meta = self.dir / "config.json"
+        if not meta.exists():
+            meta.write_text(json.dumps(self.fingerprint, indent=2) + "\n", encoding="utf-8")
+        self._load()
+
+    def _load(self) -> None:
+        dim = int(self.fingerprint["dim"])  # type: ignore[call-overload]
+        for shard in sorted(self.dir.glob("shard-*.npz")):
+            with np.load(shard, allow_pickle=False) as z:
+                keys, emb, faces, det = z["keys"], z["embeddings"], z["faces"], z["detectors"]
+            if emb.ndim != 2 or emb.shape[1] != dim:
+                raise ConfigError(f"{shard}: embeddings of the wrong width; delete the cache folder {self.dir}.")
+            for k, e, f, d in zip(keys, emb, faces, det):
+                vec = None if np.isnan(e).any() else e.astype(np.float32)
+                self.records[str(k)] = Record(vec, int(f), str(d))
+
+    def get(self, key: str) -> Optional[Record]:
+        return self.records.get(key)
+
+    def put_many(self, items: Sequence[tuple[str, Record]]) -> None:
+        """Add records and write them as one new shard (atomically: a temp file, then a rename)."""
+        if not items:
+            return
+        dim = int(self.fingerprint["dim"])  # type: ignore[call-overload]
+        emb = np.full((len(items), dim), np.nan, dtype=np.float32)
+        for i, (_, r) in enumerate(items):
+            if r.embedding is not None:
+                emb[i] = r.embedding
+        n = len(list(self.dir.glob("shard-*.npz")))
+        target = self.dir / f"shard-{n:06d}-{os.getpid()}.npz"
+        fd, tmp = tempfile.mkstemp(dir=self.dir, suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                np.savez(fh, keys=np.array([k for k, _ in items], dtype="U64"), embeddings=emb,
+                         faces=np.array([r.faces for _, r in items], dtype=np.int32),
+                         detectors=np.array([r.detector for _, r in items], dtype="U32"))
+            os.chmod(tmp, 0o600)
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        for k, r in items:
+            self.records[k] = r
+
+
+def _pick_face(faces: Sequence, shape: tuple[int, ...], pick: str):  # type: ignore[no-untyped-def]
+    if not faces:
+        return None
+    if pick == "largest":
+        return max(faces, key=lambda f: f.area)
+    # "central": the face nearest the image centre, as in pre-cropped sets like LFW where other
+    # people may appear larger at the edge.
+    h, w = shape[:2]
+
+    def dist(f) -> float:  # type: ignore[no-untyped-def]
+        x1, y1, x2, y2 = f.box
+        return ((x1 + x2) / 2 - w / 2) ** 2 + ((y1 + y2) / 2 - h / 2) ** 2
+
+    return min(faces, key=dist)
+
+
+def embed_images(pipeline: Pipeline, paths: Sequence[Path], cache: Optional[EmbeddingCache], pick: str = "largest",
+                 progress: bool = True, shard_size: int = SHARD_SIZE) -> tuple[dict[Path, Record], EmbedStats]:
+    """One record per distinct path; images already in the cache are not embedded again."""
+    from tqdm import tqdm
+
+    unique = list(dict.fromkeys(Path(p) for p in paths))
+    stats = EmbedStats(images=len(unique))
+    out: dict[Path, Record] = {}
+    pending: list[tuple[str, Record]] = []
+    bar = tqdm(unique, desc="embedding", unit="img", file=sys.stderr, disable=not progress, leave=False)
+    try:
+        for path in bar:
+            key, data = sha256_file(path)
+            rec = cache.get(key) if cache is not None else None
+            if rec is not None:
+                stats.from_cache += 1
+            else:
+                img = load_image(data)
+                faces = pipeline.detect(img)
+                face = _pick_face(faces, img.shape, pick)
+                if face is None:
+                    rec = Record(None, 0, "")
+                else:
+                    vec = pipeline.embed_chips(pipeline.engine.chips(img, [face]))[0]
+                    rec = Record(vec, len(faces), face.detector)
+                stats.embedded += 1
+                pending.append((key, rec))
+                if cache is not None and len(pending) >= shard_size:
+                    cache.put_many(pending)
+                    pending = []
+            if rec.embedding is None:
+                stats.no_face += 1
+            out[path] = rec
+    finally:
+        # Whatever was computed survives an interruption (Ctrl-C included).
+        if cache is not None:
+            cache.put_many(pending)
+        bar.close()
+    return out, stats

@@ -1,0 +1,111 @@
+"""Evaluation reports: one JSON summary and one self-contained HTML page next to the plots.
+
+The JSON keys are fixed so that the compliance report can embed the latest evaluation:
+{"generated_at", "kind", "dataset", "engine", "options", "metrics", "plots": {name: relative path}}.
+With a workspace, the summary and plots are also copied to `<ws>/reports/evaluation/`
+(`latest.json` and `<kind>.json`); nothing else of the evaluation (no embedding) goes there."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import html
+import json
+import math
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Optional
+
+WORKSPACE_DIR = Path("reports") / "evaluation"
+
+
+@dataclass(frozen=True)
+class Written:
+    json_path: Path
+    html_path: Path
+    workspace_json: Optional[Path]
+
+
+def _clean(x: Any) -> Any:
+    """JSON-safe: NaN and infinities become None."""
+    if isinstance(x, float):
+        return x if math.isfinite(x) else None
+    if isinstance(x, Mapping):
+        return {str(k): _clean(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_clean(v) for v in x]
+    return x
+
+
+def summary(kind: str, dataset: Mapping[str, Any], engine: str, options: Mapping[str, Any],
+            figures: Mapping[str, Any], plots: Mapping[str, Path], base: Path) -> dict[str, Any]:
+    return _clean({
+        "generated_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "kind": kind,
+        "dataset": dict(dataset),
+        "engine": engine,
+        "options": dict(options),
+        "metrics": dict(figures),
+        "plots": {name: os.path.relpath(p, base) for name, p in plots.items()},
+    })
+
+
+def _rows(prefix: str, x: Any) -> list[tuple[str, str]]:
+    if isinstance(x, Mapping):
+        out: list[tuple[str, str]] = []
+        for k, v in x.items():
+            out += _rows(f"{prefix}.{k}" if prefix else str(k), v)
+        return out
+    if isinstance(x, list) and len(x) > 12:
+        return [(prefix, f"[{len(x)} values]")]
+    if isinstance(x, float):
+        return [(prefix, f"{x:.6g}")]
+    return [(prefix, str(x))]
+
+
+def render_html(doc: Mapping[str, Any]) -> str:
+    rows = "\n".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(v)}</td></tr>"
+                     for k, v in _rows("", doc["metrics"]))
+    opts = html.escape(json.dumps(doc["options"], sort_keys=True))
+    ds = html.escape(json.dumps(doc["dataset"], sort_keys=True))
+    imgs = "\n".join(f'<figure><img src="{html.escape(p)}" alt="{html.escape(n)}"><figcaption>{html.escape(n)}'
+                     f"</figcaption></figure>" for n, p in doc["plots"].items())
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>safeface evaluation: {html.escape(doc['kind'])}</title>
+<style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto}}td{{padding:2px 10px;border-bottom:1px solid #ddd}}
+figure{{display:inline-block;margin:6px}}img{{max-width:520px}}</style></head><body>
+<h1>safeface evaluation: {html.escape(doc['kind'])}</h1>
+<p>Generated {html.escape(doc['generated_at'])} with engine <b>{html.escape(doc['engine'])}</b>.</p>
+<p>Data set: <code>{ds}</code></p><p>Options: <code>{opts}</code></p>
+<h2>Figures</h2><table>{rows}</table>
+<h2>Plots</h2>{imgs}
+</body></html>
+"""
+
+
+def write_report(out_dir: Path, doc: Mapping[str, Any], plots: Mapping[str, Path],
+                 workspace: Optional[Path] = None) -> Written:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    kind = str(doc["kind"])
+    jpath = out_dir / f"{kind}.json"
+    jpath.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+    hpath = out_dir / f"{kind}.html"
+    hpath.write_text(render_html(doc), encoding="utf-8")
+    ws_json = None
+    if workspace is not None:
+        dest = Path(workspace) / WORKSPACE_DIR
+        dest.mkdir(parents=True, exist_ok=True)
+        rel: dict[str, str] = {}
+        for name, p in plots.items():
+            target = dest / p.name
+            shutil.copyfile(p, target)
+            rel[name] = target.name
+        ws_doc = {**doc, "plots": rel}
+        text = json.dumps(ws_doc, indent=2) + "\n"
+        (dest / f"{kind}.json").write_text(text, encoding="utf-8")
+        ws_json = dest / "latest.json"
+        tmp = dest / "latest.json.tmp"
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, ws_json)
+    return Written(jpath, hpath, ws_json)
