@@ -475,3 +475,9 @@ def test_rekey_in_another_process_reaches_open_gallery(db: Path, keyring: Passph
         assert g.key_versions == {"transform": 2, "seal": 2}
         g.add("late", x[0], ["access"], "tl", LATER)
         assert g.verify("late", x[0], "access", now=T0) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_keyring_with_one_key_for_all_purposes_is_refused(db: Path) -> None:
+    same = HostKeyring.from_callback(lambda purpose, version: b"\x11" * 32)
+    with pytest.raises(ConfigError, match="independent"):
+        Gallery.open(db, same, DIM)

@@ -13,6 +13,7 @@ log (or reloads) when ``PRAGMA data_version`` says another connection committed.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sqlite3
 import threading
@@ -323,6 +324,10 @@ class Gallery:
                 raise ConfigError(f"the keyring's {purpose} key version {v} (id {kr.key_id(purpose, v)}) is not "
                                   f"the one the gallery at {self._path} is under (id {kid}); open it with the "
                                   f"keyring it was made with.")
+        keys = [kr.key("transform", tv), kr.key("seal", sv), kr.key("pseudonym", pv)]
+        if len({hashlib.sha256(k).digest() for k in keys}) != 3:
+            raise ConfigError("the keyring hands out one key for several purposes; the transform, seal and "
+                              "pseudonym keys must be independent.")
         self._pseudonym_version = pv
         return _Keys(tv, sv, TemplateTransform.from_key(kr.key("transform", tv), self._dim),
                      Sealer(kr.key("seal", sv)))

@@ -24,7 +24,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Mapping, Optional, Protocol, Sequence, Union, runtime_checkable
+from typing import Any, Callable, Mapping, Optional, Protocol, Sequence, Union, runtime_checkable
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -321,6 +321,13 @@ class HostKeyring(_KeyringBase):
     def __init__(self, provider: KeyProvider) -> None:
         self._provider = provider
 
+    @classmethod
+    def from_callback(cls, get_key: Callable[[str, int], bytes],
+                      versions: Optional[Mapping[str, Sequence[int]]] = None) -> "HostKeyring":
+        """A keyring over a host function ``get_key(purpose, version) -> 32 bytes``; `versions`
+        lists the versions per purpose (default: version 1 of every purpose)."""
+        return cls(_CallbackProvider(get_key, versions or {p: (1,) for p in PURPOSES}))
+
     def __repr__(self) -> str:
         return f"HostKeyring(provider={type(self._provider).__name__})"
 
@@ -341,6 +348,18 @@ class HostKeyring(_KeyringBase):
                               f"add a new version at the host and re-key the gallery.")
         out: dict[str, int] = rotate(*purposes)
         return out
+
+
+class _CallbackProvider:
+    def __init__(self, get_key: Callable[[str, int], bytes], versions: Mapping[str, Sequence[int]]) -> None:
+        self._get = get_key
+        self._versions = {p: tuple(int(v) for v in vs) for p, vs in versions.items()}
+
+    def key(self, purpose: str, version: int) -> bytes:
+        return self._get(purpose, version)
+
+    def versions(self, purpose: str) -> Sequence[int]:
+        return self._versions.get(purpose, ())
 
 
 class StaticKeyProvider:
