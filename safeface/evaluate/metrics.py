@@ -242,7 +242,7 @@ class Unlinkability:
 
 
 def unlinkability(mated: Sequence[float] | np.ndarray, nonmated: Sequence[float] | np.ndarray,
-                  bins: int = 100, omega: float = 1.0) -> Unlinkability:
+                  bins: Optional[int] = None, omega: float = 1.0) -> Unlinkability:
     """D_sys of Gomez-Barrero et al. (2018) from linkage scores between two systems' templates.
 
     "Mated" scores compare templates of one subject under the two keys, "non-mated" of two
@@ -250,10 +250,14 @@ def unlinkability(mated: Sequence[float] | np.ndarray, nonmated: Sequence[float]
     non-mated, the local measure is D(s) = 2 omega LR(s) / (1 + omega LR(s)) - 1 where
     omega LR(s) > 1 and 0 elsewhere: the excess of the posterior of "mated" over "non-mated".
     D_sys is D(s) averaged over the mated score distribution. Densities are histograms on
-    common bins; a bin with mated but no non-mated scores counts as fully linkable (D = 1)."""
+    common bins; a bin with mated but no non-mated scores counts as fully linkable (D = 1).
+    Sparse bins make the histogram ratio noisy and D_sys biased upward, so by default the bin
+    count follows Sturges' rule on the smaller sample (about 10 bins for 500 scores)."""
     g, i = _arr(mated), _arr(nonmated)
     if not g.size or not i.size:
         raise ValueError("need mated and non-mated linkage scores.")
+    if bins is None:
+        bins = max(5, int(math.ceil(math.log2(min(g.size, i.size)))) + 1)
     lo, hi = float(min(g.min(), i.min())), float(max(g.max(), i.max()))
     if hi <= lo:
         hi = lo + 1e-9

@@ -47,7 +47,7 @@ def _cos(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def protection_metrics(pairs: Sequence[Pair], records: Mapping[Path, Record], dim: int,
-                       factory: Optional[TransformFactory] = None, bins: int = 100,
+                       factory: Optional[TransformFactory] = None, bins: Optional[int] = None,
                        keys: Optional[tuple[bytes, bytes]] = None) -> tuple[dict[str, object], dict[str, metrics.Unlinkability], dict[str, np.ndarray]]:
     """(figures, {"protected", "raw"} unlinkability, linkage scores) on the acquired pairs."""
     factory = factory or default_factory()
@@ -77,7 +77,7 @@ def protection_metrics(pairs: Sequence[Pair], records: Mapping[Path, Record], di
         "scores_agree": bool(np.max(np.abs(raw - prot)) < 1e-4),
         "dsys_across_keys": u_prot.dsys,
         "dsys_raw_baseline": u_raw.dsys,
-        "bins": bins,
+        "bins": int(len(u_prot.local)),
     }
     return figures, {"protected": u_prot, "raw": u_raw}, {"cross_mated": cross[same], "cross_nonmated": cross[~same],
                                                          "raw_mated": raw[same], "raw_nonmated": raw[~same]}
