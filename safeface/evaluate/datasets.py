@@ -88,6 +88,8 @@ def read_pairs(pairs_file: Path, root: Path, limit: Optional[int] = None) -> lis
             kind = "`name i j`" if want_same else "`name1 i name2 j`"
             raise ConfigError(f"{pairs_file}: line {n + 2} should be {kind}.") from None
     if limit is not None:
+        if limit < 2:
+            raise ConfigError("--limit must keep at least 2 pairs (one same-person, one different-person).")
         same = [p for p in pairs if p.same][: (limit + 1) // 2]
         diff = [p for p in pairs if not p.same][: limit // 2]
         pairs, folds = same + diff, 1

@@ -63,6 +63,9 @@ def differentials(pairs: Sequence[Pair], scores: np.ndarray, groups: Mapping[str
             e, n = fmr_counts[g]
             row["fmr"] = {**metrics.wilson(e, n).to_dict(), "errors": e, "pairs": n}
         per_group[g] = row
-    real = lambda d: {k: v for k, v in d.items() if k not in (ACROSS, UNLABELLED)}  # noqa: E731
+
+    def real(d: Mapping[str, tuple[int, int]]) -> dict[str, tuple[int, int]]:
+        return {k: v for k, v in d.items() if k not in (ACROSS, UNLABELLED)}
+
     return {"threshold": threshold, "groups": per_group,
             "fnmr_ratios": _ratios(real(fnmr_counts)), "fmr_ratios": _ratios(real(fmr_counts))}

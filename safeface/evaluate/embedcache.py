@@ -21,7 +21,7 @@ import numpy as np
 
 from ..errors import ConfigError
 from ..imageio import load_image
-from ..vision import Pipeline
+from ..vision import Face, Pipeline
 
 SHARD_SIZE = 32
 
@@ -131,7 +131,7 @@ class EmbeddingCache:
             self.records[k] = r
 
 
-def _pick_face(faces: Sequence, shape: tuple[int, ...], pick: str):  # type: ignore[no-untyped-def]
+def _pick_face(faces: Sequence[Face], shape: tuple[int, ...], pick: str) -> Optional[Face]:
     if not faces:
         return None
     if pick == "largest":
@@ -140,9 +140,9 @@ def _pick_face(faces: Sequence, shape: tuple[int, ...], pick: str):  # type: ign
     # people may appear larger at the edge.
     h, w = shape[:2]
 
-    def dist(f) -> float:  # type: ignore[no-untyped-def]
+    def dist(f: Face) -> float:
         x1, y1, x2, y2 = f.box
-        return ((x1 + x2) / 2 - w / 2) ** 2 + ((y1 + y2) / 2 - h / 2) ** 2
+        return float(((x1 + x2) / 2 - w / 2) ** 2 + ((y1 + y2) / 2 - h / 2) ** 2)
 
     return min(faces, key=dist)
 

@@ -12,6 +12,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from ..errors import ConfigError
 from . import metrics
 from .embedcache import Record
 
@@ -58,10 +59,14 @@ class SearchScores:
 
 
 def search(ss: SearchSet, records: Mapping[Path, Record]) -> SearchScores:
-    enrolled = [(n, records[p].embedding) for n, p in ss.gallery if records[p].embedding is not None]
+    enrolled: list[tuple[str, np.ndarray]] = []
+    for n, p in ss.gallery:
+        e = records[p].embedding
+        if e is not None:
+            enrolled.append((n, e))
     fte = len(ss.gallery) - len(enrolled)
     if not enrolled:
-        raise ValueError("no gallery image gave a face; nothing to search.")
+        raise ConfigError("no gallery image gave a face; nothing to search (check --root and --limit).")
     names = [n for n, _ in enrolled]
     index = {n: k for k, n in enumerate(names)}
     g = np.stack([e for _, e in enrolled]).astype(np.float32)

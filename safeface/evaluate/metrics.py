@@ -204,14 +204,16 @@ def mate_ranks(similarity: np.ndarray, mate_index: Sequence[int] | np.ndarray) -
     sim = np.asarray(similarity, dtype=np.float64)
     idx = np.asarray(mate_index, dtype=np.int64)
     true = sim[np.arange(len(idx)), idx]
-    return (sim >= true[:, None]).sum(axis=1)
+    ranks: np.ndarray = (sim >= true[:, None]).sum(axis=1)
+    return ranks
 
 
 def cmc(ranks: Sequence[int] | np.ndarray, max_rank: int) -> np.ndarray:
     """Cumulative match characteristic: share of mated probes with their mate at rank <= r,
     for r = 1..max_rank."""
     r = np.asarray(ranks)
-    return np.array([float(np.mean(r <= k)) for k in range(1, max_rank + 1)])
+    out: np.ndarray = np.array([float(np.mean(r <= k)) for k in range(1, max_rank + 1)])
+    return out
 
 
 def fnir_at_fpir(mated_mate_scores: Sequence[float] | np.ndarray, mated_ranks: Sequence[int] | np.ndarray,
@@ -277,7 +279,8 @@ def probit(p: Sequence[float] | np.ndarray, clip: float = 1e-6) -> np.ndarray:
     """Normal deviates of rates, the DET plot's axes (ISO/IEC 19795-1)."""
     nd = NormalDist()
     a = np.clip(np.asarray(p, dtype=np.float64), clip, 1 - clip)
-    return np.vectorize(nd.inv_cdf)(a)
+    out: np.ndarray = np.vectorize(nd.inv_cdf)(a)
+    return out
 
 
 def rate_or_none(x: Optional[float]) -> Optional[float]:

@@ -32,7 +32,7 @@ TransformFactory = Callable[[bytes, int], Transform]
 def default_factory() -> TransformFactory:
     """The deployment transform of safeface.templates (`TemplateTransform.from_key(key, dim)`)."""
     try:
-        from ..templates.transform import TemplateTransform  # type: ignore[import-not-found]
+        from ..templates.transform import TemplateTransform
     except ImportError:
         raise ConfigError("template protection is not part of this build (safeface.templates.transform is "
                           "missing); install a safeface with protected templates to run this evaluation.") from None
@@ -43,7 +43,8 @@ def default_factory() -> TransformFactory:
 def _cos(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     a = a / np.linalg.norm(a, axis=1, keepdims=True)
     b = b / np.linalg.norm(b, axis=1, keepdims=True)
-    return np.sum(a * b, axis=1)
+    out: np.ndarray = np.sum(a * b, axis=1)
+    return out
 
 
 def protection_metrics(pairs: Sequence[Pair], records: Mapping[Path, Record], dim: int,

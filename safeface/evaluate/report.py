@@ -40,7 +40,7 @@ def _clean(x: Any) -> Any:
 
 def summary(kind: str, dataset: Mapping[str, Any], engine: str, options: Mapping[str, Any],
             figures: Mapping[str, Any], plots: Mapping[str, Path], base: Path) -> dict[str, Any]:
-    return _clean({
+    doc: dict[str, Any] = _clean({
         "generated_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "kind": kind,
         "dataset": dict(dataset),
@@ -49,6 +49,7 @@ def summary(kind: str, dataset: Mapping[str, Any], engine: str, options: Mapping
         "metrics": dict(figures),
         "plots": {name: os.path.relpath(p, base) for name, p in plots.items()},
     })
+    return doc
 
 
 def _rows(prefix: str, x: Any) -> list[tuple[str, str]]:
