@@ -66,6 +66,6 @@ def _recapture(image: np.ndarray) -> np.ndarray:
     from PIL import Image, ImageEnhance
 
     im = Image.fromarray(image)
-    im = im.resize((im.width * 2 // 3, im.height * 2 // 3), Image.BILINEAR)
-    im = ImageEnhance.Brightness(im).enhance(1.25).rotate(8, resample=Image.BILINEAR, fillcolor=(255, 255, 255))
+    im = im.resize((im.width * 2 // 3, im.height * 2 // 3), Image.Resampling.BILINEAR)
+    im = ImageEnhance.Brightness(im).enhance(1.25).rotate(8, resample=Image.Resampling.BILINEAR, fillcolor=(255, 255, 255))
     return np.asarray(im)
