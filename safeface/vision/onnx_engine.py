@@ -40,12 +40,13 @@ class OnnxEngine(DlibEngine):
 
     `intra_op_threads`: ONNX Runtime's threads per call (default: $SAFEFACE_ONNX_THREADS, else
     its own choice); `providers`: execution providers in order of preference; `batch_size`: most
-    chips per ONNX Runtime call."""
+    chips per ONNX Runtime call; `spin`: let idle ONNX Runtime threads busy-wait (faster on a
+    dedicated machine, slower on a shared one)."""
 
     name = "onnx"
 
     def __init__(self, intra_op_threads: Optional[int] = None, providers: Optional[Sequence[str]] = None,
-                 batch_size: int = DEFAULT_BATCH) -> None:
+                 batch_size: int = DEFAULT_BATCH, spin: bool = False) -> None:
         super().__init__()
         if intra_op_threads is None:
             env = os.environ.get(THREADS_ENV, "").strip()
@@ -58,6 +59,7 @@ class OnnxEngine(DlibEngine):
         self.intra_op_threads = intra_op_threads
         self.providers = list(providers) if providers else default_providers()
         self.batch_size = batch_size
+        self.spin = spin
         self._sessions: dict[str, Any] = {}
         self._mmod_net: Optional[Network] = None
         self._session_lock = threading.Lock()
@@ -73,6 +75,9 @@ class OnnxEngine(DlibEngine):
                 opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
                 if self.intra_op_threads:
                     opts.intra_op_num_threads = self.intra_op_threads
+                # Spinning worker threads steal the cores other processes need; on a shared or small
+                # machine that costs more than the wake-up latency it saves.
+                opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if self.spin else "0")
                 try:
                     sess = ort.InferenceSession(onnx_convert.load_session_bytes(model), sess_options=opts,
                                                 providers=self.providers)
