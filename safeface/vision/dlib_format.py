@@ -151,7 +151,7 @@ class _Stream:
         self.pos += n
         return out
 
-    def int(self) -> int:
+    def integer(self) -> int:
         head = self.take(1)[0]
         size = head & 0x0F
         if size == 0 or size > 8 or head & 0x70:
@@ -159,20 +159,11 @@ class _Stream:
         value = int.from_bytes(self.take(size), "little")
         return -value if head & 0x80 else value
 
-    def peek_int(self) -> Optional[int]:
-        saved = self.pos
-        try:
-            return self.int()
-        except ModelError:
-            return None
-        finally:
-            self.pos = saved
-
     def peek_string(self) -> Optional[str]:
         """The string at the current position if one is there (printable ASCII, 1-64 long)."""
         saved = self.pos
         try:
-            n = self.int()
+            n = self.integer()
             if not 1 <= n <= 64:
                 return None
             raw = self.take(n)
@@ -185,7 +176,7 @@ class _Stream:
             self.pos = saved
 
     def string(self) -> str:
-        n = self.int()
+        n = self.integer()
         if n < 0 or n > 4096:
             raise self.fail(f"implausible string length {n}")
         try:
@@ -193,17 +184,17 @@ class _Stream:
         except UnicodeDecodeError:
             raise self.fail("a name is not ASCII") from None
 
-    def bool(self) -> bool:
+    def flag(self) -> bool:
         ch = self.take(1)
         if ch not in (b"0", b"1"):
             raise self.fail(f"bad boolean byte {ch!r}")
         return ch == b"1"
 
-    def float(self) -> float:
+    def real(self) -> float:
         if self.pos < len(self.data) and self.data[self.pos] & 0x70:
             raise self.fail("an ASCII-encoded float (pre-2012 dlib files are not supported)")
-        mantissa = self.int()
-        exponent = self.int()
+        mantissa = self.integer()
+        exponent = self.integer()
         if exponent in _FLOAT_SPECIAL:
             return _FLOAT_SPECIAL[exponent]
         if not -32768 <= exponent < 32000:
@@ -211,21 +202,22 @@ class _Stream:
         return float(np.ldexp(np.float64(mantissa), exponent))
 
     def tensor(self) -> np.ndarray:
-        version = self.int()
+        version = self.integer()
         if version != 2:
             raise self.fail(f"tensor version {version}, expected 2")
-        shape = tuple(self.int() for _ in range(4))
+        shape = tuple(self.integer() for _ in range(4))
         if any(d < 0 for d in shape):
             raise self.fail(f"negative tensor shape {shape}")
         count = int(np.prod(shape, dtype=np.int64))
         raw = self.take(4 * count)
-        return np.frombuffer(raw, dtype="<f4").astype(np.float32).reshape(shape)
+        out: np.ndarray = np.frombuffer(raw, dtype="<f4").astype(np.float32).reshape(shape)
+        return out
 
     def alias(self) -> tuple[int, int, int, int]:
-        version = self.int()
+        version = self.integer()
         if version != 1:
             raise self.fail(f"alias tensor version {version}, expected 1")
-        return (self.int(), self.int(), self.int(), self.int())
+        return (self.integer(), self.integer(), self.integer(), self.integer())
 
 
 def _size(shape: tuple[int, ...]) -> int:
@@ -237,7 +229,8 @@ def _slice(s: _Stream, params: np.ndarray, offset: int, shape: tuple[int, ...]) 
     n = _size(shape)
     if offset + n > flat.size:
         raise s.fail(f"a layer's parameters are shorter than its shape {shape}")
-    return flat[offset:offset + n].reshape(shape).copy()
+    out: np.ndarray = flat[offset:offset + n].reshape(shape).copy()
+    return out
 
 
 # -- layer details ------------------------------------------------------------------------------
@@ -246,29 +239,29 @@ def _read_details(s: _Stream) -> Layer:
     name = s.string()
     if name in ("con_4", "con_5", "con_6"):
         params = s.tensor()
-        s.int()  # num_filters (also in the filters alias)
-        s.int(), s.int()  # nr, nc
-        stride = (s.int(), s.int())
-        padding = (s.int(), s.int())
+        s.integer()  # num_filters (also in the filters alias)
+        s.integer(), s.integer()  # nr, nc
+        stride = (s.integer(), s.integer())
+        padding = (s.integer(), s.integer())
         fshape = s.alias()
         bshape = s.alias()
         for _ in range(4):
-            s.float()  # learning-rate and weight-decay multipliers
-        use_bias = s.bool() if name in ("con_5", "con_6") else True
-        relu = s.bool() if name == "con_6" else False
+            s.real()  # learning-rate and weight-decay multipliers
+        use_bias = s.flag() if name in ("con_5", "con_6") else True
+        relu = s.flag() if name == "con_6" else False
         weight = _slice(s, params, 0, fshape)
         bias = _slice(s, params, _size(fshape), (_size(bshape),)) if use_bias else None
         return Conv(weight=weight, bias=bias, stride=stride, padding=padding, relu=relu)
     if name in ("fc_2", "fc_3"):
-        outputs = s.int()
-        inputs = s.int()
+        outputs = s.integer()
+        inputs = s.integer()
         params = s.tensor()
         wshape = s.alias()
         s.alias()
-        bias_mode = s.int()
+        bias_mode = s.integer()
         for _ in range(4):
-            s.float()
-        use_bias = s.bool() if name == "fc_3" else True
+            s.real()
+        use_bias = s.flag() if name == "fc_3" else True
         if bias_mode not in (0, 1):
             raise s.fail(f"unknown fc bias mode {bias_mode}")
         if params.size == 0 or _size(wshape) != inputs * outputs:
@@ -284,10 +277,10 @@ def _read_details(s: _Stream) -> Layer:
         s.tensor(), s.tensor()  # batch means and inverse stds (training only)
         running_means = s.tensor().reshape(-1)
         running_vars = s.tensor().reshape(-1)
-        s.int(), s.int()  # num_updates, running_stats_window_size
+        s.integer(), s.integer()  # num_updates, running_stats_window_size
         for _ in range(4):
-            s.float()
-        eps = s.float()
+            s.real()
+        eps = s.real()
         n = _size(gshape)
         g = _slice(s, params, 0, (n,))
         b = _slice(s, params, n, (n,))
@@ -299,19 +292,19 @@ def _read_details(s: _Stream) -> Layer:
         params = s.tensor()
         gshape = s.alias()
         s.alias()
-        mode = s.int()
-        disabled = s.bool() if name == "affine_2" else False
+        mode = s.integer()
+        disabled = s.flag() if name == "affine_2" else False
         if disabled:
             return Identity()
         n = _size(gshape)
         return Affine(gamma=_slice(s, params, 0, (n,)), beta=_slice(s, params, n, (n,)), conv_mode=mode == 0)
     if name in ("relu_", "relu_2"):
-        disabled = s.bool() if name == "relu_2" else False
+        disabled = s.flag() if name == "relu_2" else False
         return Identity() if disabled else Relu()
     if name in ("max_pool_2", "avg_pool_2"):
-        window = (s.int(), s.int())
-        stride = (s.int(), s.int())
-        padding = (s.int(), s.int())
+        window = (s.integer(), s.integer())
+        stride = (s.integer(), s.integer())
+        padding = (s.integer(), s.integer())
         return Pool(kind=name[:3], window=window, stride=stride, padding=padding)
     if name == "add_prev_":
         return AddPrev(source=-1)
@@ -325,12 +318,12 @@ def _read_input(s: _Stream) -> InputLayer:
     name = s.string()
     if name not in ("input_rgb_image", "input_rgb_image_sized", "input_rgb_image_pyramid", "input_rgb_image_pyramid2"):
         raise ModelError(f"{s.name}: input layer {name!r} is not supported (only dlib's RGB image inputs are).")
-    mean = (s.float(), s.float(), s.float())
+    mean = (s.real(), s.real(), s.real())
     if name == "input_rgb_image_sized":
-        rows, cols = s.int(), s.int()
+        rows, cols = s.integer(), s.integer()
         return InputLayer(kind=name, mean_rgb=mean, size=(rows, cols))
     if name.startswith("input_rgb_image_pyramid"):
-        pad, outer = (s.int(), s.int()) if name.endswith("2") else (10, 11)
+        pad, outer = (s.integer(), s.integer()) if name.endswith("2") else (10, 11)
         return InputLayer(kind="input_rgb_image_pyramid", mean_rgb=mean, pyramid_padding=pad, pyramid_outer_padding=outer)
     return InputLayer(kind=name, mean_rgb=mean)
 
@@ -340,31 +333,31 @@ def _read_loss(s: _Stream) -> Loss:
     if name == "loss_metric_":
         return MetricLoss(margin=0.1, distance_threshold=0.75)
     if name == "loss_metric_2":
-        return MetricLoss(margin=s.float(), distance_threshold=s.float())
+        return MetricLoss(margin=s.real(), distance_threshold=s.real())
     if name == "loss_mmod_":
-        version = s.int()
+        version = s.integer()
         if not 1 <= version <= 4:
             raise s.fail(f"mmod options version {version}")
         windows: list[DetectorWindow] = []
         if version == 1:
-            windows.append(DetectorWindow(s.int(), s.int()))
+            windows.append(DetectorWindow(s.integer(), s.integer()))
         else:
-            for _ in range(s.int()):
-                wv = s.int()
+            for _ in range(s.integer()):
+                wv = s.integer()
                 if wv not in (1, 2):
                     raise s.fail(f"detector window version {wv}")
-                w, h = s.int(), s.int()
+                w, h = s.integer(), s.integer()
                 windows.append(DetectorWindow(w, h, s.string() if wv == 2 else ""))
         for _ in range(3):
-            s.float()  # training losses and the truth-match threshold
-        nms_iou, nms_covered = s.float(), s.float()
-        s.float(), s.float()  # overlaps_ignore (training only)
+            s.real()  # training losses and the truth-match threshold
+        nms_iou, nms_covered = s.real(), s.real()
+        s.real(), s.real()  # overlaps_ignore (training only)
         if version >= 3:
             s.take(1)  # assume_image_pyramid: a raw uint8
         bbr = False
         if version >= 4:
-            bbr = s.bool()
-            s.float()
+            bbr = s.flag()
+            s.real()
         if not windows:
             raise s.fail("an mmod loss without detector windows")
         return MmodLoss(windows=tuple(windows), nms_iou=nms_iou, nms_covered=nms_covered, bbox_regression=bbr)
@@ -374,14 +367,14 @@ def _read_loss(s: _Stream) -> Loss:
 # -- the network ----------------------------------------------------------------------------------
 
 def _read_network(s: _Stream) -> Network:
-    if s.int() != 1:
+    if s.integer() != 1:
         raise s.fail("this is not a dlib network (add_loss_layer version is not 1)")
     loss = _read_loss(s)
 
     # The wrappers from the output down, until the one that holds the input layer.
     wrappers: list[int] = []
     while True:
-        version = s.int()
+        version = s.integer()
         following = s.peek_string()
         if following is not None and following.startswith("input"):
             bottom = version
@@ -399,30 +392,27 @@ def _read_network(s: _Stream) -> Network:
     if nxt is not None and len(nxt) >= 4 and bottom in (2, 3):
         layers.append(_read_details(s))
         for _ in range(3):
-            s.bool()
+            s.flag()
         s.tensor(), s.tensor(), s.tensor()  # x_grad, cached_output, grad_final
         if bottom == 3:
-            s.int()  # sample expansion factor
+            s.integer()  # sample expansion factor
     elif bottom in (1, 2):
         layers.append(Tag())
         s.tensor(), s.tensor()
-        s.bool()
+        s.flag()
         if bottom == 2:
-            s.int()
+            s.integer()
     else:
         raise s.fail(f"unexpected input wrapper version {bottom}")
 
-    kinds: list[str] = []
     for version in reversed(wrappers):
         if version == 2:
             layers.append(_read_details(s))
             for _ in range(3):
-                s.bool()
+                s.flag()
             s.tensor(), s.tensor(), s.tensor()  # x_grad, cached_output, params_grad
-            kinds.append("layer")
         else:
             layers.append(Tag())  # tag or skip: decided below
-            kinds.append("wrapper")
     if s.pos != len(s.data):
         raise s.fail(f"{len(s.data) - s.pos} bytes follow the network")
     return Network(input=inp, layers=tuple(_resolve_tags(s, layers)), loss=loss)

@@ -97,8 +97,9 @@ def resize_bilinear(src: np.ndarray, rows: int, cols: int) -> np.ndarray:
     rows_t = src[:, top, :]
     rows_b = src[:, bottom, :]
     one = np.float32(1)
-    return ((one - ty) * ((one - tx) * rows_t[:, :, left] + tx * rows_t[:, :, right])
+    out: np.ndarray = ((one - ty) * ((one - tx) * rows_t[:, :, left] + tx * rows_t[:, :, right])
             + ty * ((one - tx) * rows_b[:, :, left] + tx * rows_b[:, :, right])).astype(np.float32)
+    return out
 
 
 def build_pyramid(image: np.ndarray, net: Network) -> tuple[np.ndarray, list[Rect]]:

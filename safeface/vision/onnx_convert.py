@@ -13,12 +13,13 @@ whose hash no longer matches its record is rebuilt."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Optional
 
 import numpy as np
 
@@ -111,7 +112,7 @@ def _emit_layers(g: _Graph, net: Network, x: str, shape: Shape) -> tuple[str, Sh
             else:
                 pads = [layer.padding[0], layer.padding[1]] * 2
                 op = "MaxPool" if layer.kind == "max" else "AveragePool"
-                extra = {} if layer.kind == "max" else {"count_include_pad": 0}
+                extra: dict[str, Any] = {} if layer.kind == "max" else {"count_include_pad": 0}
                 x = g.op(op, [x], kernel_shape=list(layer.window), strides=list(layer.stride), pads=pads, **extra)
                 if shape is not None:
                     shape = (shape[0], _pool_out(shape[1], layer.window[0], layer.stride[0], layer.padding[0]),
@@ -289,13 +290,9 @@ def convert_all(force: bool = False) -> list[dict[str, str]]:
 def load_session_bytes(model: ConvertedModel) -> bytes:
     """The converted file's bytes after re-checking its hash (what a session is built from)."""
     data = model.path.read_bytes()
-    import hashlib
-
     if hashlib.sha256(data).hexdigest() != model.onnx_sha256:
         raise ModelError(
             f"{model.path} changed after it was checked; run `safeface models convert --force` to rebuild it."
         )
     return data
 
-
-PathLike = Union[str, Path]
