@@ -94,11 +94,10 @@ def resize_bilinear(src: np.ndarray, rows: int, cols: int) -> np.ndarray:
     right = np.minimum(left + 1, w - 1)
     ty = (ys - top).astype(np.float32)[None, :, None]
     tx = (xs - left).astype(np.float32)[None, None, :]
-    rows_t = src[:, top, :]
-    rows_b = src[:, bottom, :]
     one = np.float32(1)
-    out: np.ndarray = ((one - ty) * ((one - tx) * rows_t[:, :, left] + tx * rows_t[:, :, right])
-            + ty * ((one - tx) * rows_b[:, :, left] + tx * rows_b[:, :, right])).astype(np.float32)
+    # separable: rows first, then columns (the same weights as dlib's four-corner formula)
+    tmp = (one - ty) * src[:, top, :] + ty * src[:, bottom, :]
+    out: np.ndarray = ((one - tx) * tmp[:, :, left] + tx * tmp[:, :, right]).astype(np.float32, copy=False)
     return out
 
 
