@@ -15,6 +15,12 @@ def datasets_root() -> Path:
     return Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_home(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Converted models and fetched packs go to a temporary folder, never the user's home."""
+    os.environ["SAFEFACE_HOME"] = str(tmp_path_factory.mktemp("safeface-home"))
+
+
 @pytest.fixture(scope="session")
 def datasets() -> Path:
     root = datasets_root()

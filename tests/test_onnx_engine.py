@@ -146,8 +146,9 @@ def test_unreadable_registry_is_refused_clearly(tmp_path: Path, monkeypatch: pyt
 
 def test_get_engine_by_name(home: Path) -> None:
     assert get_engine("onnx").name == "onnx"
-    assert type(get_engine()) is DlibEngine
-    with pytest.raises(ValueError, match="unknown engine"):
+    assert type(get_engine("dlib")) is DlibEngine
+    assert type(get_engine()) is OnnxEngine  # the default once descriptors match dlib's
+    with pytest.raises(ModelError, match="unknown engine"):
         get_engine("tensorflow")
 
 

@@ -11,13 +11,13 @@ import numpy as np
 from ..demo import sample_image_dir
 from ..imageio import load_image
 from ..index import ExactIndex
-from ..vision import DEFAULT_THRESHOLD, ENGINES, Pipeline, cosine, euclidean_equivalent, get_engine
+from ..vision import DEFAULT_ENGINE, DEFAULT_THRESHOLD, ENGINES, Pipeline, cosine, euclidean_equivalent, get_engine
 from .common import EXIT_OK
 
 
 def register(sub: Any) -> None:
     p = sub.add_parser("demo", help="detect, embed and match on the sample images")
-    p.add_argument("--engine", choices=ENGINES, default="dlib")
+    p.add_argument("--engine", choices=ENGINES, default=DEFAULT_ENGINE)
     p.set_defaults(func=_demo)
 
 
