@@ -481,3 +481,19 @@ def test_keyring_with_one_key_for_all_purposes_is_refused(db: Path) -> None:
     same = HostKeyring.from_callback(lambda purpose, version: b"\x11" * 32)
     with pytest.raises(ConfigError, match="independent"):
         Gallery.open(db, same, DIM)
+
+
+def test_erased_rows_leave_no_sealed_bytes_behind(db: Path, keyring: PassphraseKeyring) -> None:
+    x = unit_rows(6, seed=9)
+    with Gallery.open(db, keyring, DIM) as g:
+        fill(g, x)
+        c = sqlite3.connect(db)
+        blobs = [bytes(b) for (b,) in c.execute("SELECT sealed FROM rows WHERE pseudonym = ?", (g.pseudonym("s2"),))]
+        c.close()
+        assert len(blobs) == 1 and blobs[0][:24] in _file_bytes(db)
+        assert g.erase_subject("s2").count == 1
+        # secure_delete zeroes the freed page; the truncating checkpoint drops the WAL frames.
+        data = _file_bytes(db)
+        assert blobs[0][:24] not in data and blobs[0][-24:] not in data
+        assert g.pseudonym("s2").encode() not in data
+        assert g.pseudonym("s3").encode() in data

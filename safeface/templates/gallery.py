@@ -194,6 +194,7 @@ class Gallery:
         self._keys: Optional[_Keys] = None
         self._index: SearchIndex = index_factory(dim, 0)
         self._entries: dict[int, _Entry] = {}
+        self._by_pseudonym: dict[str, set[int]] = {}
         self._filter: Optional[_Filter] = None
         self._seen_seq = 0
         self._data_version = -1
@@ -234,6 +235,7 @@ class Gallery:
                 self._conn.close()
                 self._conn = None
             self._entries.clear()
+            self._by_pseudonym.clear()
             self._index = self._factory(self._dim, 0)
             self._filter = None
 
@@ -386,7 +388,10 @@ class Gallery:
         index = self._factory(self._dim, len(rows))
         if rows:
             index.add(np.fromiter(entries.keys(), dtype=np.int64, count=len(entries)), vecs)
-        self._keys, self._entries, self._index = keys, entries, index
+        by_p: dict[str, set[int]] = {}
+        for rid, e in entries.items():
+            by_p.setdefault(e.pseudonym, set()).add(rid)
+        self._keys, self._entries, self._index, self._by_pseudonym = keys, entries, index, by_p
         self._filter = None
         self._seen_seq = int(seq)
 
@@ -429,14 +434,27 @@ class Gallery:
         if removals:
             self._index.remove(np.asarray(removals, dtype=np.int64))
             for rid in removals:
-                self._entries.pop(rid, None)
+                gone = self._entries.pop(rid, None)
+                if gone is not None:
+                    self._unlink(gone.pseudonym, rid)
         if upserts:
             ids = np.fromiter(upserts.keys(), dtype=np.int64, count=len(upserts))
             self._index.add(ids, np.stack([v for _, v in upserts.values()]))
             for rid, (entry, _) in upserts.items():
+                old = self._entries.get(rid)
+                if old is not None:
+                    self._unlink(old.pseudonym, rid)
                 self._entries[rid] = entry
+                self._by_pseudonym.setdefault(entry.pseudonym, set()).add(rid)
         if upserts or removals:
             self._filter = None
+
+    def _unlink(self, pseudonym: str, rid: int) -> None:
+        rows = self._by_pseudonym.get(pseudonym)
+        if rows is not None:
+            rows.discard(rid)
+            if not rows:
+                del self._by_pseudonym[pseudonym]
 
     @contextmanager
     def _write(self) -> Iterator[list[Callable[[], None]]]:
@@ -640,6 +658,10 @@ class Gallery:
     # ---------------------------------------------------------------- reading
 
     def _allowed(self, purpose: str, now_us: int, pseudonym: Optional[str] = None) -> np.ndarray:
+        if pseudonym is not None:
+            mine = sorted(rid for rid in self._by_pseudonym.get(pseudonym, ())
+                         if purpose in self._entries[rid].purposes and self._entries[rid].expires_us > now_us)
+            return np.asarray(mine, dtype=np.int64)
         f = self._filter
         if f is None:
             ids = np.fromiter(self._entries.keys(), dtype=np.int64, count=len(self._entries))
@@ -649,11 +671,8 @@ class Gallery:
         if mask is None:
             mask = np.fromiter((purpose in e.purposes for e in self._entries.values()), dtype=bool, count=len(f.ids))
             f.by_purpose[purpose] = mask
-        ok = mask & (f.expires_us > now_us)
-        ids = f.ids[ok]
-        if pseudonym is not None:
-            ids = np.asarray([i for i in ids.tolist() if self._entries[i].pseudonym == pseudonym], dtype=np.int64)
-        return ids
+        allowed: np.ndarray = f.ids[mask & (f.expires_us > now_us)]
+        return allowed
 
     def search(self, embedding: np.ndarray, purpose: str, k: int = 5, threshold: Optional[float] = None,
                now: Optional[datetime] = None) -> list[Match]:
