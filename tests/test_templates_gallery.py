@@ -497,3 +497,39 @@ def test_erased_rows_leave_no_sealed_bytes_behind(db: Path, keyring: PassphraseK
         assert blobs[0][:24] not in data and blobs[0][-24:] not in data
         assert g.pseudonym("s2").encode() not in data
         assert g.pseudonym("s3").encode() in data
+
+
+def test_index_factory_sees_the_gallery_size(db: Path, keyring: PassphraseKeyring) -> None:
+    from safeface.index import ExactIndex
+
+    sizes: list[int] = []
+
+    def factory(dim: int, size: int) -> ExactIndex:
+        sizes.append(size)
+        return ExactIndex(dim)
+
+    x = unit_rows(7, seed=10)
+    with Gallery.open(db, keyring, DIM, index_factory=factory) as g:
+        fill(g, x)
+        g.rebuild_index()
+        assert sizes[-1] == 7
+        assert g.search(x[6], "access", k=1, now=T0)[0].pseudonym == g.pseudonym("s6")
+    with Gallery.open(db, keyring, DIM, index_factory=factory) as g:
+        assert sizes[-1] == 7 and len(g) == 7
+
+
+def test_faiss_index_plugs_in(db: Path, keyring: PassphraseKeyring) -> None:
+    import safeface.index as index_pkg
+
+    if not hasattr(index_pkg, "FaissIndex"):
+        pytest.skip("safeface.index.FaissIndex is not in this checkout (it comes with the matching core)")
+    x = unit_rows(40, seed=12)
+    with Gallery.open(db, keyring, DIM) as g:
+        fill(g, x[:20])
+        fill(g, x[20:], purposes=("payment",), prefix="p")
+    with Gallery.open(db, keyring, DIM, index_factory=lambda d, n: index_pkg.FaissIndex(d, "flat")) as g:
+        assert type(g._index).__name__ == "FaissIndex"
+        assert g.search(x[3], "access", k=1, now=T0)[0].pseudonym == g.pseudonym("s3")
+        assert g.pseudonym("s3") not in {m.pseudonym for m in g.search(x[3], "payment", k=40, now=T0)}
+        g.erase_subject("s3")
+        assert g.pseudonym("s3") not in {m.pseudonym for m in g.search(x[3], "access", k=40, now=T0)}

@@ -628,13 +628,15 @@ class Gallery:
                 return RekeyResult(0, (old.transform_version, tv), (old.seal_version, sv))
             if tv == old.transform_version and t_id != meta["transform_key_id"] and target is self._keyring:
                 raise ConfigError("the keyring's transform key changed without a new version number.")
-            new = _Keys(tv, sv, TemplateTransform.from_key(target.key("transform", tv), self._dim),
-                        Sealer(target.key("seal", sv)))
+            same_transform = t_id == meta["transform_key_id"]
+            new_transform = (old.transform if same_transform
+                             else TemplateTransform.from_key(target.key("transform", tv), self._dim))
+            new = _Keys(tv, sv, new_transform, Sealer(target.key("seal", sv)))
             db = self._db()
             rows = db.execute(f"SELECT {self._ROW_COLS} FROM rows ORDER BY row_id").fetchall()
             for r in rows:
                 entry, t_old = self._unseal_row(old, r)
-                t_new = old.transform.rekey_to(new.transform, t_old).astype("<f4")
+                t_new = (t_old if same_transform else old.transform.rekey_to(new.transform, t_old)).astype("<f4")
                 rid = int(r[0])
                 binding = RowBinding(rid, entry.pseudonym, tuple(json.loads(r[2])), entry.token_id, str(r[4]),
                                      entry.expires_us, tv, sv)
@@ -654,6 +656,13 @@ class Gallery:
             after.append(swap)
         self._scrub_wal()
         return RekeyResult(len(rows), (old.transform_version, tv), (old.seal_version, sv))
+
+    def rebuild_index(self) -> None:
+        """Rebuild the in-memory index from the store through the index factory, which sees the
+        current row count (e.g. after a bulk enrolment, to move to an approximate index)."""
+        with self._lock:
+            self._db()
+            self._reload()
 
     # ---------------------------------------------------------------- reading
 
