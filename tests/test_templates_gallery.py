@@ -533,3 +533,29 @@ def test_faiss_index_plugs_in(db: Path, keyring: PassphraseKeyring) -> None:
         assert g.pseudonym("s3") not in {m.pseudonym for m in g.search(x[3], "payment", k=40, now=T0)}
         g.erase_subject("s3")
         assert g.pseudonym("s3") not in {m.pseudonym for m in g.search(x[3], "access", k=40, now=T0)}
+
+
+def test_add_many_is_one_transaction(db: Path, keyring: PassphraseKeyring) -> None:
+    from safeface.templates import Enrollment
+
+    x = unit_rows(5, seed=13)
+    with Gallery.open(db, keyring, DIM) as g:
+        rows = g.add_many([Enrollment(f"m{i}", x[i], ["access"], f"tm{i}", LATER) for i in range(5)])
+        assert [r.row_id for r in rows] == [1, 2, 3, 4, 5] and len(g) == 5
+        assert g.search(x[4], "access", k=1, now=T0)[0].row_id == 5
+        bad = [Enrollment("n0", x[0], ["access"], "tn0", LATER), Enrollment("n1", x[1], ["access"], "tn1",
+                                                                           datetime(2030, 1, 1))]
+        with pytest.raises(ConfigError):
+            g.add_many(bad)
+        assert len(g) == 5 and not g.has_subject("n0")
+        assert g.add_many([]) == []
+
+        def fail(point: str) -> None:
+            raise RuntimeError(f"failure injected at {point}")
+
+        g._hook = fail  # a failure after the rows were written: rolled back, memory untouched
+        with pytest.raises(RuntimeError):
+            g.add_many([Enrollment(f"r{i}", x[i], ["access"], f"tr{i}", LATER) for i in range(2)])
+        g._hook = None
+        assert len(g) == 5 and not g.has_subject("r0")
+        assert {m.row_id for m in g.search(x[0], "access", k=10, now=T0)} == {1, 2, 3, 4, 5}

@@ -106,6 +106,18 @@ class GalleryRow:
 
 
 @dataclass(frozen=True)
+class Enrollment:
+    """One template to store with `Gallery.add_many` (the arguments of `Gallery.add`)."""
+
+    subject_id: str
+    embedding: np.ndarray = field(repr=False)
+    purposes: Sequence[str]
+    token_id: str
+    expires_at: datetime
+    provenance: str = "consent"
+
+
+@dataclass(frozen=True)
 class Match:
     pseudonym: str
     score: float
@@ -498,32 +510,45 @@ class Gallery:
     def add(self, subject_id: str, embedding: np.ndarray, purposes: Sequence[str], token_id: str,
             expires_at: datetime, provenance: str = "consent") -> GalleryRow:
         """Protect, seal and store one template for the subject; returns the new row."""
-        purposes_t = _check_purposes(purposes)
-        _check_text(token_id, "token_id")
-        _check_text(provenance, "provenance")
-        exp_us = to_us(expires_at, "expires_at")
-        vec = self._check_embedding(embedding)
-        pseudonym = self.pseudonym(subject_id)
+        return self.add_many([Enrollment(subject_id, embedding, tuple(_check_purposes(purposes)), token_id,
+                                         expires_at, provenance)])[0]
+
+    def add_many(self, items: Sequence["Enrollment"]) -> list[GalleryRow]:
+        """Store several templates in one transaction: all of them or, on any error, none."""
+        prepared = []
+        for it in items:
+            purposes_t = _check_purposes(it.purposes)
+            _check_text(it.token_id, "token_id")
+            _check_text(it.provenance, "provenance")
+            prepared.append((self.pseudonym(it.subject_id), self._check_embedding(it.embedding), purposes_t,
+                             it.token_id, it.provenance, to_us(it.expires_at, "expires_at")))
         created = _now()
+        out: list[GalleryRow] = []
         with self._write() as after:
             keys = self._require_keys()
-            template = keys.transform.apply(vec).astype("<f4")
             db = self._db()
-            cur = db.execute(
-                "INSERT INTO rows (pseudonym, purposes, token_id, provenance, expires_us, created_at, "
-                "last_interaction, transform_version, seal_version, sealed) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (pseudonym, json.dumps(list(purposes_t)), token_id, provenance, exp_us, _iso(created),
-                 _iso(created), keys.transform_version, keys.seal_version, b""))
-            row_id = int(cur.lastrowid or 0)
-            binding = RowBinding(row_id, pseudonym, purposes_t, token_id, provenance, exp_us,
-                                 keys.transform_version, keys.seal_version)
-            db.execute("UPDATE rows SET sealed = ? WHERE row_id = ?",
-                       (keys.sealer.seal(template.tobytes(), binding), row_id))
-            self._log([row_id], "upsert")
+            upserts: dict[int, tuple[_Entry, np.ndarray]] = {}
+            raw = np.stack([v for _, v, *_ in prepared]) if prepared else np.zeros((0, self._dim))
+            templates = keys.transform.apply(raw)
+            for (pseudonym, _, purposes_t, token_id, provenance, exp_us), template in zip(prepared, templates):
+                cur = db.execute(
+                    "INSERT INTO rows (pseudonym, purposes, token_id, provenance, expires_us, created_at, "
+                    "last_interaction, transform_version, seal_version, sealed) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (pseudonym, json.dumps(list(purposes_t)), token_id, provenance, exp_us, _iso(created),
+                     _iso(created), keys.transform_version, keys.seal_version, b""))
+                row_id = int(cur.lastrowid or 0)
+                binding = RowBinding(row_id, pseudonym, purposes_t, token_id, provenance, exp_us,
+                                     keys.transform_version, keys.seal_version)
+                db.execute("UPDATE rows SET sealed = ? WHERE row_id = ?",
+                           (keys.sealer.seal(template.astype("<f4").tobytes(), binding), row_id))
+                upserts[row_id] = (_Entry(pseudonym, frozenset(purposes_t), token_id, exp_us),
+                                   template.astype(np.float32))
+                out.append(GalleryRow(row_id, pseudonym, purposes_t, token_id, from_us(exp_us), provenance,
+                                      created, created))
+            self._log(list(upserts), "upsert")
             self._at("add:sealed")
-            entry = _Entry(pseudonym, frozenset(purposes_t), token_id, exp_us)
-            after.append(lambda: self._apply({row_id: (entry, template.astype(np.float32))}, []))
-        return GalleryRow(row_id, pseudonym, purposes_t, token_id, from_us(exp_us), provenance, created, created)
+            after.append(lambda: self._apply(upserts, []))
+        return out
 
     def _delete_where(self, where: str, args: tuple[Any, ...]) -> list[tuple[int, str]]:
         """Delete matching rows inside the current write; returns (row_id, pseudonym) pairs."""
