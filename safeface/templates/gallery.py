@@ -28,6 +28,7 @@ import numpy as np
 from ..errors import ConfigError, IntegrityError
 from .keyring import Keyring
 from .pseudonym import pseudonymize
+from .rowfilter import RowFilter
 from .sealing import RowBinding, Sealer
 from .transform import TemplateTransform
 
@@ -160,15 +161,6 @@ class _Keys:
     sealer: Sealer
 
 
-@dataclass
-class _Filter:
-    """Arrays over the in-memory rows, rebuilt lazily after a change, for fast allowed-id sets."""
-
-    ids: np.ndarray
-    expires_us: np.ndarray
-    by_purpose: dict[str, np.ndarray] = field(default_factory=dict)
-
-
 def to_us(t: datetime, what: str) -> int:
     if not isinstance(t, datetime):
         raise ConfigError(f"{what} must be a datetime, got {type(t).__name__}.")
@@ -207,7 +199,7 @@ class Gallery:
         self._index: SearchIndex = index_factory(dim, 0)
         self._entries: dict[int, _Entry] = {}
         self._by_pseudonym: dict[str, set[int]] = {}
-        self._filter: Optional[_Filter] = None
+        self._filter = RowFilter()
         self._seen_seq = 0
         self._data_version = -1
         self._pseudonym_version = 0
@@ -249,7 +241,7 @@ class Gallery:
             self._entries.clear()
             self._by_pseudonym.clear()
             self._index = self._factory(self._dim, 0)
-            self._filter = None
+            self._filter = RowFilter()
 
     def __enter__(self) -> "Gallery":
         return self
@@ -404,7 +396,7 @@ class Gallery:
         for rid, e in entries.items():
             by_p.setdefault(e.pseudonym, set()).add(rid)
         self._keys, self._entries, self._index, self._by_pseudonym = keys, entries, index, by_p
-        self._filter = None
+        self._filter = RowFilter.build((rid, e.purposes, e.expires_us) for rid, e in entries.items())
         self._seen_seq = int(seq)
 
     def _refresh(self) -> None:
@@ -449,6 +441,7 @@ class Gallery:
                 gone = self._entries.pop(rid, None)
                 if gone is not None:
                     self._unlink(gone.pseudonym, rid)
+                self._filter.remove(rid)
         if upserts:
             ids = np.fromiter(upserts.keys(), dtype=np.int64, count=len(upserts))
             self._index.add(ids, np.stack([v for _, v in upserts.values()]))
@@ -458,8 +451,7 @@ class Gallery:
                     self._unlink(old.pseudonym, rid)
                 self._entries[rid] = entry
                 self._by_pseudonym.setdefault(entry.pseudonym, set()).add(rid)
-        if upserts or removals:
-            self._filter = None
+                self._filter.upsert(rid, entry.purposes, entry.expires_us)
 
     def _unlink(self, pseudonym: str, rid: int) -> None:
         rows = self._by_pseudonym.get(pseudonym)
@@ -696,17 +688,7 @@ class Gallery:
             mine = sorted(rid for rid in self._by_pseudonym.get(pseudonym, ())
                          if purpose in self._entries[rid].purposes and self._entries[rid].expires_us > now_us)
             return np.asarray(mine, dtype=np.int64)
-        f = self._filter
-        if f is None:
-            ids = np.fromiter(self._entries.keys(), dtype=np.int64, count=len(self._entries))
-            exp = np.fromiter((e.expires_us for e in self._entries.values()), dtype=np.int64, count=len(ids))
-            f = self._filter = _Filter(ids, exp)
-        mask = f.by_purpose.get(purpose)
-        if mask is None:
-            mask = np.fromiter((purpose in e.purposes for e in self._entries.values()), dtype=bool, count=len(f.ids))
-            f.by_purpose[purpose] = mask
-        allowed: np.ndarray = f.ids[mask & (f.expires_us > now_us)]
-        return allowed
+        return self._filter.allowed(purpose, now_us)
 
     def search(self, embedding: np.ndarray, purpose: str, k: int = 5, threshold: Optional[float] = None,
                now: Optional[datetime] = None) -> list[Match]:
