@@ -168,6 +168,10 @@ def test_input_checks(db: Path, keyring: PassphraseKeyring) -> None:
     g.close()
     with pytest.raises(ConfigError, match="closed"):
         len(g)
+    junk = db.parent / "junk.db"
+    junk.write_bytes(b"not a database " * 100)
+    with pytest.raises(ConfigError, match="not a usable gallery database"):
+        Gallery.open(junk, keyring, DIM)
 
 
 def _tamper(db: Path, sql: str, *args: object) -> None:
