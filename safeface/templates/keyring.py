@@ -1,0 +1,378 @@
+"""Deployment keys, kept apart from the data they protect.
+
+A keyring hands out one 32-byte key per purpose ("pseudonym", "transform", "seal", "audit"), each
+with numbered versions so the template keys can be rotated (re-keying the gallery) while the old
+version is still readable. Two keyrings ship here:
+
+* :class:`PassphraseKeyring`: a JSON file whose keys are wrapped with AES-256-GCM under a key
+  derived from a passphrase with scrypt (its parameters are recorded in the file).
+* :class:`HostKeyring`: keys supplied by the host application through a :class:`KeyProvider`,
+  the interface a KMS, an HSM or a secure element can implement.
+
+No key ever appears in a repr, a log line or an error message; only key ids (a keyed fingerprint
+that reveals nothing of the key) do.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import os
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Mapping, Optional, Protocol, Sequence, Union, runtime_checkable
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from ..errors import ConfigError, IntegrityError
+
+PURPOSES: tuple[str, ...] = ("pseudonym", "transform", "seal", "audit")
+KEY_BYTES = 32
+# Rotating the pseudonym key would orphan every row: the subject ids needed to recompute the
+# pseudonyms are never stored. It is therefore fixed for the life of a deployment.
+ROTATABLE: tuple[str, ...] = ("transform", "seal", "audit")
+FILE_FORMAT = "safeface-keyring"
+FILE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class ScryptParams:
+    """scrypt cost parameters. The defaults follow the usual interactive-login recommendation
+    (n=2**15, r=8, p=1: about 32 MiB and a tenth of a second); tests may ask for less."""
+
+    n: int = 2**15
+    r: int = 8
+    p: int = 1
+
+    def derive(self, passphrase: str, salt: bytes) -> bytes:
+        if not passphrase:
+            raise ConfigError("the keyring passphrase is empty; choose a non-empty passphrase.")
+        return hashlib.scrypt(passphrase.encode("utf-8"), salt=salt, n=self.n, r=self.r, p=self.p,
+                              maxmem=256 * 1024 * 1024, dklen=32)
+
+
+def key_id_of(key: bytes) -> str:
+    """A public fingerprint of a key: 16 hex digits of HMAC-SHA256(key, label). It identifies the
+    key without revealing anything about it."""
+    return hmac.new(key, b"safeface key id v1", hashlib.sha256).hexdigest()[:16]
+
+
+def _check_purpose(purpose: str) -> None:
+    if purpose not in PURPOSES:
+        raise ConfigError(f"unknown key purpose {purpose!r}; the purposes are: {', '.join(PURPOSES)}.")
+
+
+def _check_key(key: bytes, purpose: str, version: int) -> bytes:
+    if not isinstance(key, (bytes, bytearray)) or len(key) != KEY_BYTES:
+        # Never echo the value: only its type and length.
+        size = len(key) if isinstance(key, (bytes, bytearray)) else type(key).__name__
+        raise ConfigError(f"the {purpose} key version {version} must be {KEY_BYTES} bytes, got {size}.")
+    return bytes(key)
+
+
+@runtime_checkable
+class Keyring(Protocol):
+    """Where the gallery gets its keys. ``version=None`` means the newest version."""
+
+    def key(self, purpose: str, version: Optional[int] = None) -> bytes: ...
+
+    def key_id(self, purpose: str, version: Optional[int] = None) -> str: ...
+
+    def version(self, purpose: str) -> int: ...
+
+    def versions(self, purpose: str) -> Sequence[int]: ...
+
+
+@runtime_checkable
+class KeyProvider(Protocol):
+    """What a host application (a KMS client, an HSM, a secure element) implements to hand keys to
+    :class:`HostKeyring`. ``key`` returns the 32 bytes of one version; ``versions`` lists the
+    versions it holds for a purpose, oldest first."""
+
+    def key(self, purpose: str, version: int) -> bytes: ...
+
+    def versions(self, purpose: str) -> Sequence[int]: ...
+
+
+class _KeyringBase:
+    """Version bookkeeping shared by both keyrings. Subclasses implement `_raw` and `versions`."""
+
+    def _raw(self, purpose: str, version: int) -> bytes:
+        raise NotImplementedError
+
+    def versions(self, purpose: str) -> Sequence[int]:
+        raise NotImplementedError
+
+    def version(self, purpose: str) -> int:
+        _check_purpose(purpose)
+        vs = self.versions(purpose)
+        if not vs:
+            raise ConfigError(f"the keyring holds no {purpose} key.")
+        return max(vs)
+
+    def key(self, purpose: str, version: Optional[int] = None) -> bytes:
+        _check_purpose(purpose)
+        v = self.version(purpose) if version is None else int(version)
+        if v not in self.versions(purpose):
+            raise ConfigError(f"the keyring holds no {purpose} key version {v}; "
+                              f"it holds versions {list(self.versions(purpose))}.")
+        return _check_key(self._raw(purpose, v), purpose, v)
+
+    def key_id(self, purpose: str, version: Optional[int] = None) -> str:
+        return key_id_of(self.key(purpose, version))
+
+    def refresh(self) -> None:
+        """Pick up versions added by another process (a no-op where nothing can change)."""
+
+
+class PassphraseKeyring(_KeyringBase):
+    """Keys in a JSON file, each wrapped with AES-256-GCM under a scrypt-derived key."""
+
+    def __init__(self, path: Path, doc: dict[str, Any], kek: bytes,
+                 keys: dict[str, dict[int, bytes]]) -> None:
+        self._path = Path(path)
+        self._doc = doc
+        self._kek = kek
+        self._keys = keys
+
+    def __repr__(self) -> str:
+        ids = {p: {v: key_id_of(k) for v, k in vs.items()} for p, vs in self._keys.items()}
+        return f"PassphraseKeyring(path={str(self._path)!r}, key_ids={ids})"
+
+    __str__ = __repr__
+
+    @property
+    def path(self) -> Path:
+        return self._path
+
+    @classmethod
+    def create(cls, path: Union[str, Path], passphrase: str,
+               scrypt: ScryptParams = ScryptParams()) -> "PassphraseKeyring":
+        """A new keyring with fresh random keys for every purpose (version 1), written to `path`,
+        which must not exist yet."""
+        path = Path(path)
+        if path.exists():
+            raise ConfigError(f"{path} already exists; open it with PassphraseKeyring.open or choose another path.")
+        salt = secrets.token_bytes(16)
+        kek = scrypt.derive(passphrase, salt)
+        doc: dict[str, Any] = {
+            "format": FILE_FORMAT,
+            "version": FILE_VERSION,
+            "kdf": {"name": "scrypt", "n": scrypt.n, "r": scrypt.r, "p": scrypt.p,
+                    "salt": base64.b64encode(salt).decode("ascii")},
+            "wrap": "AES-256-GCM",
+            "keys": {p: [] for p in PURPOSES},
+        }
+        ring = cls(path, doc, kek, {p: {} for p in PURPOSES})
+        for p in PURPOSES:
+            ring._add_version(p, 1, secrets.token_bytes(KEY_BYTES))
+        ring._write()
+        return ring
+
+    @classmethod
+    def open(cls, path: Union[str, Path], passphrase: str) -> "PassphraseKeyring":
+        """The keyring at `path`, unwrapped with `passphrase`. A wrong passphrase or an altered file
+        raises IntegrityError."""
+        path = Path(path)
+        doc = _read_doc(path)
+        try:
+            kdf = doc["kdf"]
+            if kdf.get("name") != "scrypt":
+                raise ConfigError(f"the keyring at {path} uses an unknown key derivation {kdf.get('name')!r}.")
+            params = ScryptParams(int(kdf["n"]), int(kdf["r"]), int(kdf["p"]))
+            salt = base64.b64decode(kdf["salt"])
+        except (KeyError, TypeError, ValueError, AttributeError):
+            raise ConfigError(f"the keyring at {path} is malformed; restore it from a backup.") from None
+        kek = params.derive(passphrase, salt)
+        doc, keys = cls._load(path, kek, doc)
+        return cls(path, doc, kek, keys)
+
+    @staticmethod
+    def _load(path: Path, kek: bytes, doc: Optional[dict[str, Any]] = None
+              ) -> tuple[dict[str, Any], dict[str, dict[int, bytes]]]:
+        doc = _read_doc(path) if doc is None else doc
+        aead = AESGCM(kek)
+        keys: dict[str, dict[int, bytes]] = {p: {} for p in PURPOSES}
+        for p in PURPOSES:
+            try:
+                items = list(doc["keys"][p])
+            except (KeyError, TypeError):
+                raise ConfigError(f"the keyring at {path} is malformed; restore it from a backup.") from None
+            for item in items:
+                try:
+                    v = int(item["version"])
+                    nonce = base64.b64decode(item["nonce"])
+                    wrapped = base64.b64decode(item["wrapped"])
+                    key = aead.decrypt(nonce, wrapped, _wrap_aad(p, v))
+                except InvalidTag:
+                    raise IntegrityError(
+                        f"the keyring at {path} could not be unlocked: the passphrase is wrong or the "
+                        f"file was altered.") from None
+                except (KeyError, TypeError, ValueError):
+                    raise ConfigError(f"the keyring at {path} is malformed; restore it from a backup.") from None
+                if not hmac.compare_digest(key_id_of(key), str(item.get("key_id", ""))):
+                    raise IntegrityError(f"the keyring at {path} was altered: the {p} key version {v} "
+                                         f"does not match its recorded key id.")
+                keys[p][v] = key
+            if not keys[p]:
+                raise ConfigError(f"the keyring at {path} holds no {p} key; restore it from a backup.")
+        return doc, keys
+
+    def versions(self, purpose: str) -> Sequence[int]:
+        _check_purpose(purpose)
+        return sorted(self._keys[purpose])
+
+    def _raw(self, purpose: str, version: int) -> bytes:
+        return self._keys[purpose][version]
+
+    def rotate(self, *purposes: str) -> dict[str, int]:
+        """Add a fresh newest version for each purpose (default: "transform" and "seal", the keys
+        a gallery re-key moves to) and save the file. Old versions stay until `retire`, so a
+        gallery that has not been re-keyed yet, or whose re-key was interrupted, still opens."""
+        chosen = purposes or ("transform", "seal")
+        out: dict[str, int] = {}
+        for p in chosen:
+            _check_purpose(p)
+            if p not in ROTATABLE:
+                raise ConfigError(f"the {p} key cannot be rotated: stored rows are keyed by it and the "
+                                  f"subject ids needed to recompute them are never kept.")
+            v = max(self._keys[p]) + 1
+            self._add_version(p, v, secrets.token_bytes(KEY_BYTES))
+            out[p] = v
+        self._write()
+        return out
+
+    def retire(self, purpose: str, version: int) -> None:
+        """Delete an old key version for good (after every gallery has been re-keyed past it)."""
+        _check_purpose(purpose)
+        if version not in self._keys[purpose]:
+            raise ConfigError(f"the keyring holds no {purpose} key version {version}.")
+        if version == max(self._keys[purpose]):
+            raise ConfigError(f"the {purpose} key version {version} is the newest; rotate before retiring it.")
+        del self._keys[purpose][version]
+        self._doc["keys"][purpose] = [e for e in self._doc["keys"][purpose] if int(e["version"]) != version]
+        self._write()
+
+    def refresh(self) -> None:
+        """Re-read the file, e.g. after another process rotated a key. The passphrase-derived key
+        is kept (the salt never changes), so no passphrase is needed again."""
+        self._doc, self._keys = self._load(self._path, self._kek)
+
+    def _add_version(self, purpose: str, version: int, key: bytes) -> None:
+        nonce = secrets.token_bytes(12)
+        wrapped = AESGCM(self._kek).encrypt(nonce, key, _wrap_aad(purpose, version))
+        self._keys[purpose][version] = key
+        self._doc["keys"][purpose].append({
+            "version": version,
+            "key_id": key_id_of(key),
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "nonce": base64.b64encode(nonce).decode("ascii"),
+            "wrapped": base64.b64encode(wrapped).decode("ascii"),
+        })
+
+    def _write(self) -> None:
+        # Write-then-rename so a crash leaves either the old file or the new one, never half.
+        tmp = self._path.with_name(self._path.name + ".tmp")
+        data = json.dumps(self._doc, indent=2, sort_keys=True).encode("utf-8")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, self._path)
+        try:
+            dfd = os.open(self._path.parent, os.O_RDONLY)
+        except OSError:
+            return
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+
+
+def _read_doc(path: Path) -> dict[str, Any]:
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"no keyring at {path}; create one with PassphraseKeyring.create.") from None
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"the keyring at {path} is unreadable ({exc.__class__.__name__}).") from None
+    if not isinstance(doc, dict) or doc.get("format") != FILE_FORMAT or doc.get("version") != FILE_VERSION:
+        raise ConfigError(f"{path} is not a safeface keyring of format version {FILE_VERSION}.")
+    return doc
+
+
+def _wrap_aad(purpose: str, version: int) -> bytes:
+    # Binds each wrapped key to its purpose and version: swapping entries in the file fails.
+    return f"safeface-keyring|{purpose}|{version}".encode("ascii")
+
+
+class HostKeyring(_KeyringBase):
+    """Keys supplied by the host application through a :class:`KeyProvider` (a KMS, an HSM, a
+    secure element). Rotation, if any, is the provider's business: expose a new version in
+    ``versions`` and re-key the gallery."""
+
+    def __init__(self, provider: KeyProvider) -> None:
+        self._provider = provider
+
+    def __repr__(self) -> str:
+        return f"HostKeyring(provider={type(self._provider).__name__})"
+
+    __str__ = __repr__
+
+    def versions(self, purpose: str) -> Sequence[int]:
+        _check_purpose(purpose)
+        return sorted(int(v) for v in self._provider.versions(purpose))
+
+    def _raw(self, purpose: str, version: int) -> bytes:
+        return self._provider.key(purpose, version)
+
+    def rotate(self, *purposes: str) -> dict[str, int]:
+        """Ask the provider for new versions, where it can make them (``provider.rotate``)."""
+        rotate = getattr(self._provider, "rotate", None)
+        if rotate is None:
+            raise ConfigError(f"the key provider {type(self._provider).__name__} cannot rotate keys; "
+                              f"add a new version at the host and re-key the gallery.")
+        out: dict[str, int] = rotate(*purposes)
+        return out
+
+
+class StaticKeyProvider:
+    """A :class:`KeyProvider` over keys the host already holds in memory, e.g. fetched once from a
+    secrets manager at start-up: ``{"transform": {1: b"...", 2: b"..."}, ...}``."""
+
+    def __init__(self, keys: Mapping[str, Mapping[int, bytes]]) -> None:
+        self._keys = {p: {int(v): _check_key(k, p, int(v)) for v, k in vs.items()} for p, vs in keys.items()}
+
+    def __repr__(self) -> str:
+        return f"StaticKeyProvider(purposes={sorted(self._keys)})"
+
+    @classmethod
+    def generate(cls) -> "StaticKeyProvider":
+        """Fresh random keys, version 1 of every purpose (for tests and ephemeral deployments)."""
+        return cls({p: {1: secrets.token_bytes(KEY_BYTES)} for p in PURPOSES})
+
+    def key(self, purpose: str, version: int) -> bytes:
+        try:
+            return self._keys[purpose][version]
+        except KeyError:
+            raise ConfigError(f"the host holds no {purpose} key version {version}.") from None
+
+    def versions(self, purpose: str) -> Sequence[int]:
+        return sorted(self._keys.get(purpose, {}))
+
+    def rotate(self, *purposes: str) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for p in purposes or ("transform", "seal"):
+            if p not in ROTATABLE:
+                raise ConfigError(f"the {p} key cannot be rotated.")
+            v = max(self._keys[p]) + 1
+            self._keys[p][v] = secrets.token_bytes(KEY_BYTES)
+            out[p] = v
+        return out

@@ -1,0 +1,477 @@
+"""The gallery store: sealed protected templates in SQLite, filtered search, erasure, purge,
+tamper detection, several processes, crashes, and the absence of raw embeddings on disk."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from safeface.errors import ConfigError, IntegrityError
+from safeface.templates import (
+    Gallery,
+    HostKeyring,
+    PassphraseKeyring,
+    ScryptParams,
+    Sealer,
+    StaticKeyProvider,
+    TemplateTransform,
+)
+from safeface.templates.sealing import RowBinding
+
+DIM = 128
+ROOT = Path(__file__).resolve().parents[1]
+PASS = "correct horse battery staple"
+FAST = ScryptParams(n=2**10, r=8, p=1)
+T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+LATER = T0 + timedelta(days=365)
+
+
+def unit_rows(n: int, seed: int = 0) -> np.ndarray:
+    x = np.random.default_rng(seed).standard_normal((n, DIM)).astype(np.float32)
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+@pytest.fixture
+def keyring(tmp_path: Path) -> PassphraseKeyring:
+    return PassphraseKeyring.create(tmp_path / "keys.json", PASS, FAST)
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    return tmp_path / "ws" / "gallery.db"
+
+
+def fill(g: Gallery, x: np.ndarray, purposes: tuple[str, ...] = ("access",), prefix: str = "s") -> None:
+    for i, v in enumerate(x):
+        g.add(f"{prefix}{i}", v, purposes, f"tok-{prefix}{i}", LATER)
+
+
+def test_add_search_verify_roundtrip(db: Path, keyring: PassphraseKeyring) -> None:
+    x = unit_rows(20)
+    with Gallery.open(db, keyring, DIM) as g:
+        row = g.add("alice", x[0], ["access", "payment"], "tok-a", LATER)
+        fill(g, x[1:], prefix="o")
+        assert row.pseudonym == g.pseudonym("alice") and len(row.pseudonym) == 64
+        assert g.has_subject("alice") and not g.has_subject("bob")
+        assert len(g) == 20 and g.subject_count() == 20
+        m = g.search(x[0], "access", k=3, now=T0)
+        assert m[0].pseudonym == row.pseudonym and m[0].row_id == row.row_id and m[0].token_id == "tok-a"
+        assert abs(m[0].score - 1.0) < 1e-5
+        assert [mm.score for mm in m] == sorted((mm.score for mm in m), reverse=True)
+        # Scores through the gallery equal raw cosine scores.
+        raw = sorted((float(x[0] @ v) for v in x[1:]), reverse=True)[:2]
+        np.testing.assert_allclose([mm.score for mm in m[1:]], raw, atol=1e-5)
+        assert g.search(x[0], "payment", k=3, now=T0)[0].pseudonym == row.pseudonym
+        assert len(g.search(x[0], "payment", k=3, now=T0)) == 1  # the only payment row
+        assert g.verify("alice", x[0], "access", now=T0) == pytest.approx(1.0, abs=1e-5)
+        assert g.verify("alice", x[1], "access", now=T0) == pytest.approx(float(x[0] @ x[1]), abs=1e-5)
+        assert g.verify("alice", x[0], "marketing", now=T0) is None
+        assert g.verify("nobody", x[0], "access", now=T0) is None
+        assert g.search(x[0], "access", k=5, threshold=0.99, now=T0)[0].row_id == row.row_id
+        assert len(g.search(x[0], "access", k=5, threshold=0.99, now=T0)) == 1
+    # Reopen: the index is rebuilt from the store.
+    with Gallery.open(db, keyring, DIM) as g:
+        assert len(g) == 20
+        assert g.search(x[5], "access", k=1, now=T0)[0].pseudonym == g.pseudonym("o4")
+
+
+def test_one_match_per_subject(db: Path, keyring: PassphraseKeyring) -> None:
+    x = unit_rows(6)
+    with Gallery.open(db, keyring, DIM) as g:
+        for i in range(4):  # alice enrolled four times with near-identical templates
+            g.add("alice", x[0] + 0.01 * x[i + 1], ["access"], f"tok-a{i}", LATER)
+        g.add("bob", x[5], ["access"], "tok-b", LATER)
+        m = g.search(x[0], "access", k=2, now=T0)
+        assert [mm.pseudonym for mm in m] == [g.pseudonym("alice"), g.pseudonym("bob")]
+        assert [r.token_id for r in g.rows_for("alice")] == [f"tok-a{i}" for i in range(4)]
+
+
+def test_expiry_purpose_erase_never_return_disallowed_rows(db: Path, keyring: PassphraseKeyring) -> None:
+    rng = np.random.default_rng(1)
+    x = unit_rows(60, seed=2)
+    purposes_all = ["access", "payment", "boarding"]
+    truth: dict[int, tuple[str, set[str], datetime]] = {}
+    with Gallery.open(db, keyring, DIM) as g:
+        for i in range(60):
+            ps = {p for p in purposes_all if rng.random() < 0.5} or {"access"}
+            exp = T0 + timedelta(days=int(rng.integers(1, 30)))
+            r = g.add(f"s{i}", x[i], sorted(ps), f"tok{i}", exp)
+            truth[r.row_id] = (f"s{i}", ps, exp)
+        erased = g.erase_subject("s7")
+        assert erased.count == 1 and erased.pseudonym == g.pseudonym("s7")
+        del truth[erased.row_ids[0]]
+        removed = g.remove_token("tok8")
+        assert removed.count == 1
+        del truth[removed.row_ids[0]]
+        assert g.erase_subject("s7").count == 0
+        for day in (0, 5, 15, 29):
+            now = T0 + timedelta(days=day)
+            for purpose in purposes_all:
+                allowed = {rid for rid, (_, ps, exp) in truth.items() if purpose in ps and exp > now}
+                for q in x[::7]:
+                    got = g.search(q, purpose, k=100, now=now)
+                    ids = {m.row_id for m in got}
+                    assert ids <= allowed
+                    assert ids == allowed  # and every allowed subject is found (one row each)
+        assert g.verify("s7", x[7], "access", now=T0) is None
+        # Expired at now: never returned, then purged from store and index.
+        now = T0 + timedelta(days=10)
+        purged = g.purge_expired(now)
+        gone = {rid for res in purged for rid in res.row_ids}
+        assert gone == {rid for rid, (_, _, exp) in truth.items() if exp <= now}
+        assert len(g) == len(truth) - len(gone)
+        for rid in gone:
+            del truth[rid]
+        got = g.search(x[0], "access", k=100, now=T0)
+        assert {m.row_id for m in got} == {rid for rid, (_, ps, _) in truth.items() if "access" in ps}
+
+
+def test_touch_moves_expiry_and_reseals(db: Path, keyring: PassphraseKeyring) -> None:
+    x = unit_rows(2)
+    with Gallery.open(db, keyring, DIM) as g:
+        g.add("alice", x[0], ["access"], "tok", T0 + timedelta(days=1))
+        assert g.touch("alice", T0, T0 + timedelta(days=90)) == 1
+        assert g.rows_for("alice")[0].expires_at == T0 + timedelta(days=90)
+        assert g.rows_for("alice")[0].last_interaction == T0
+        assert g.search(x[0], "access", now=T0 + timedelta(days=30))
+        assert g.touch("nobody", T0) == 0
+    with Gallery.open(db, keyring, DIM) as g:  # the re-sealed row opens
+        assert g.purge_expired(T0 + timedelta(days=30)) == []
+        assert len(g.purge_expired(T0 + timedelta(days=90))) == 1 and len(g) == 0
+
+
+def test_input_checks(db: Path, keyring: PassphraseKeyring) -> None:
+    x = unit_rows(1)
+    with Gallery.open(db, keyring, DIM) as g:
+        with pytest.raises(ConfigError, match="timezone-aware"):
+            g.add("a", x[0], ["access"], "t", datetime(2030, 1, 1))
+        with pytest.raises(ConfigError, match="dimension"):
+            g.add("a", x[0][:64], ["access"], "t", LATER)
+        with pytest.raises(ConfigError, match="purpose"):
+            g.add("a", x[0], [], "t", LATER)
+        with pytest.raises(ConfigError, match="NaN"):
+            g.add("a", np.full(DIM, np.nan, np.float32), ["access"], "t", LATER)
+        assert len(g) == 0
+    with pytest.raises(ConfigError, match="dim=64"):
+        Gallery.open(db, keyring, 64)
+    g.close()
+    with pytest.raises(ConfigError, match="closed"):
+        len(g)
+
+
+def _tamper(db: Path, sql: str, *args: object) -> None:
+    c = sqlite3.connect(db)
+    c.execute(sql, args)
+    c.commit()
+    c.close()
+
+
+@pytest.mark.parametrize("how", ["flip_blob", "purposes", "expiry", "swap_blobs", "pseudonym", "token",
+                                 "version"])
+def test_tampered_row_is_detected(db: Path, keyring: PassphraseKeyring, how: str) -> None:
+    x = unit_rows(3)
+    with Gallery.open(db, keyring, DIM) as g:
+        g.add("a", x[0], ["access"], "ta", LATER)
+        g.add("b", x[1], ["access"], "tb", LATER)
+        g.add("c", x[2], ["access"], "tc", LATER)
+    c = sqlite3.connect(db)
+    blob1, blob2 = (c.execute("SELECT sealed FROM rows WHERE row_id = ?", (i,)).fetchone()[0] for i in (1, 2))
+    c.close()
+    if how == "flip_blob":
+        b = bytearray(blob2)
+        b[len(b) // 2] ^= 0x01
+        _tamper(db, "UPDATE rows SET sealed = ? WHERE row_id = 2", bytes(b))
+    elif how == "purposes":
+        _tamper(db, "UPDATE rows SET purposes = ? WHERE row_id = 2", json.dumps(["access", "payment"]))
+    elif how == "expiry":
+        _tamper(db, "UPDATE rows SET expires_us = expires_us + 86400000000 WHERE row_id = 2")
+    elif how == "swap_blobs":
+        _tamper(db, "UPDATE rows SET sealed = ? WHERE row_id = 1", blob2)
+        _tamper(db, "UPDATE rows SET sealed = ? WHERE row_id = 2", blob1)
+    elif how == "pseudonym":
+        _tamper(db, "UPDATE rows SET pseudonym = (SELECT pseudonym FROM rows WHERE row_id = 3) WHERE row_id = 2")
+    elif how == "token":
+        _tamper(db, "UPDATE rows SET token_id = 'tc' WHERE row_id = 2")
+    elif how == "version":
+        _tamper(db, "UPDATE rows SET transform_version = 2 WHERE row_id = 2")
+    with pytest.raises(IntegrityError, match=r"gallery row [12] "):
+        Gallery.open(db, keyring, DIM)
+
+
+def test_wrong_keyring_is_refused(db: Path, keyring: PassphraseKeyring) -> None:
+    x = unit_rows(1)
+    with Gallery.open(db, keyring, DIM) as g:
+        g.add("a", x[0], ["access"], "t", LATER)
+    other = HostKeyring(StaticKeyProvider.generate())
+    with pytest.raises(ConfigError, match="open it with the keyring it was made with") as err:
+        Gallery.open(db, other, DIM)
+    for purpose in ("transform", "seal", "pseudonym"):
+        assert other.key(purpose).hex() not in str(err.value)
+        assert keyring.key(purpose).hex() not in str(err.value)
+
+
+def _file_bytes(db: Path) -> bytes:
+    return b"".join(p.read_bytes() for p in sorted(db.parent.glob(db.name + "*")))
+
+
+def test_store_holds_no_raw_or_transformed_embedding(db: Path, keyring: PassphraseKeyring) -> None:
+    x = unit_rows(12, seed=5)
+    t = TemplateTransform.from_key(keyring.key("transform"), DIM)
+    with Gallery.open(db, keyring, DIM) as g:
+        for i, v in enumerate(x):
+            g.add(f"subject-{i}@example.org", v, ["access"], f"tok{i}", LATER)
+        g.erase_subject("subject-0@example.org")
+        # Scan while open (database file, WAL and shared-memory file) and after closing.
+        for phase in ("open", "closed"):
+            if phase == "closed":
+                g.close()
+            data = _file_bytes(db)
+            assert len(data) > 0
+            for i, v in enumerate(x):
+                raw = v.astype("<f4").tobytes()
+                prot = t.apply(v).astype("<f4").tobytes()
+                for needle in (raw, prot, raw[:16], raw[-16:], prot[:16], prot[-16:],
+                               v.astype("<f8").tobytes()[:16]):
+                    assert needle not in data, (phase, i)
+                assert f"subject-{i}@example.org".encode() not in data
+    # The sealed blob holds the protected template: unsealing it gives exactly the transform.
+    c = sqlite3.connect(db)
+    r = c.execute("SELECT row_id, pseudonym, purposes, token_id, provenance, expires_us, transform_version, "
+                  "seal_version, sealed FROM rows WHERE row_id = 2").fetchone()
+    c.close()
+    plain = Sealer(keyring.key("seal")).open(r[8], RowBinding(r[0], r[1], tuple(json.loads(r[2])), r[3], r[4],
+                                                             r[5], r[6], r[7]))
+    np.testing.assert_allclose(np.frombuffer(plain, "<f4"), t.apply(x[1]), atol=1e-6)
+
+
+# ---------------------------------------------------------------- several processes
+
+
+def _writer(db: str, keys: str, prefix: str, n: int, seed: int) -> None:
+    kr = PassphraseKeyring.open(keys, PASS)
+    x = unit_rows(n, seed)
+    with Gallery.open(Path(db), kr, DIM) as g:
+        for i in range(n):
+            g.add(f"{prefix}{i}", x[i], ["access"], f"tok-{prefix}{i}", LATER)
+
+
+def test_two_processes_writing_lose_nothing(db: Path, keyring: PassphraseKeyring) -> None:
+    with Gallery.open(db, keyring, DIM) as watcher:
+        assert len(watcher) == 0
+        ctx = multiprocessing.get_context("fork")
+        procs = [ctx.Process(target=_writer, args=(str(db), str(keyring.path), p, 30, s))
+                 for p, s in (("a", 11), ("b", 12))]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(120)
+            assert p.exitcode == 0
+        assert len(watcher) == 60 and watcher.subject_count() == 60
+        # The already-open gallery catches up with the other processes' commits before searching.
+        for prefix, seed in (("a", 11), ("b", 12)):
+            x = unit_rows(30, seed)
+            for i in (0, 17, 29):
+                m = watcher.search(x[i], "access", k=1, now=T0)
+                assert m[0].pseudonym == watcher.pseudonym(f"{prefix}{i}")
+        # An erasure in another process reaches this one's index.
+        p = ctx.Process(target=_erase_in_child, args=(str(db), str(keyring.path), "a0"))
+        p.start()
+        p.join(60)
+        assert p.exitcode == 0
+        x = unit_rows(30, 11)
+        assert watcher.pseudonym("a0") not in {m.pseudonym for m in watcher.search(x[0], "access", k=60, now=T0)}
+        assert watcher.verify("a0", x[0], "access", now=T0) is None
+
+
+def _erase_in_child(db: str, keys: str, subject: str) -> None:
+    with Gallery.open(Path(db), PassphraseKeyring.open(keys, PASS), DIM) as g:
+        assert g.erase_subject(subject).count == 1
+
+
+CHILD = """
+import os, sys
+from pathlib import Path
+from datetime import datetime, timedelta, timezone
+import numpy as np
+from safeface.templates import Gallery, PassphraseKeyring
+db, keys, mode, n = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+kr = PassphraseKeyring.open(keys, {pw!r})
+exp = datetime(2027, 1, 1, tzinfo=timezone.utc)
+g = Gallery.open(Path(db), kr, {dim})
+rng = np.random.default_rng(99)
+count = {{"n": 0}}
+def die_at(point, want):
+    def hook(p):
+        if p == point:
+            count["n"] += 1
+            if count["n"] >= n:
+                os._exit(7)
+    return hook
+if mode == "add":
+    g._hook = die_at("add:sealed", n)
+    for i in range(n + 5):
+        g.add(f"c{{i}}", rng.standard_normal({dim}), ["access"], f"ct{{i}}", exp)
+elif mode == "forever":
+    i = 0
+    while True:
+        g.add(f"f{{i}}", rng.standard_normal({dim}), ["access"], f"ft{{i}}", exp)
+        i += 1
+        if i == 20:
+            print("ready", flush=True)
+elif mode in ("rekey-row", "rekey-meta"):
+    kr.rotate()
+    g._hook = die_at("rekey:row" if mode == "rekey-row" else "rekey:meta", n)
+    g.rekey()
+elif mode == "rekey":
+    kr.rotate()
+    g.rekey()
+print("finished", flush=True)
+""".format(pw=PASS, dim=DIM)
+
+
+def _run_child(db: Path, keys: Path, mode: str, n: int) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-c", CHILD, str(db), str(keys), mode, str(n)], env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+def _all_rows_open(db: Path, keys: Path) -> Gallery:
+    return Gallery.open(db, PassphraseKeyring.open(keys, PASS), DIM)  # unseals every row
+
+
+def test_exit_mid_add_leaves_consistent_store(db: Path, keyring: PassphraseKeyring) -> None:
+    Gallery.open(db, keyring, DIM).close()
+    r = _run_child(db, keyring.path, "add", 3)
+    assert r.returncode == 7, r.stderr
+    with _all_rows_open(db, keyring.path) as g:
+        assert len(g) == 2  # the third add died before COMMIT: gone, not half-written
+        assert g.has_subject("c0") and g.has_subject("c1") and not g.has_subject("c2")
+        g.add("after", unit_rows(1)[0], ["access"], "t", LATER)
+        assert len(g) == 3
+
+
+def test_sigkill_mid_writes_leaves_consistent_store(db: Path, keyring: PassphraseKeyring) -> None:
+    Gallery.open(db, keyring, DIM).close()
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    p = subprocess.Popen([sys.executable, "-c", CHILD, str(db), str(keyring.path), "forever", "0"], env=env,
+                         stdout=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout is not None and p.stdout.readline().strip() == "ready"
+        time.sleep(0.2)
+    finally:
+        p.send_signal(signal.SIGKILL)
+        p.wait(30)
+    assert p.returncode == -signal.SIGKILL
+    with _all_rows_open(db, keyring.path) as g:
+        n = len(g)
+        assert n >= 20
+        assert {g.has_subject(f"f{i}") for i in range(n)} == {True}
+        assert not g.has_subject(f"f{n}")
+
+
+# ---------------------------------------------------------------- re-keying
+
+
+def _scores(g: Gallery, x: np.ndarray) -> np.ndarray:
+    return np.array([[g.verify(f"s{j}", x[i], "access", now=T0) for j in range(len(x))] for i in range(len(x))])
+
+
+def test_rekey_keeps_scores_and_drops_old_key(db: Path, keyring: PassphraseKeyring) -> None:
+    x = unit_rows(8, seed=3)
+    with Gallery.open(db, keyring, DIM) as g:
+        fill(g, x)
+        before = _scores(g, x)
+        old_t = TemplateTransform.from_key(keyring.key("transform", 1), DIM)
+        assert keyring.rotate() == {"transform": 2, "seal": 2}
+        res = g.rekey()
+        assert res.rows == 8 and res.transform_version == (1, 2) and res.seal_version == (1, 2)
+        assert g.key_versions == {"transform": 2, "seal": 2}
+        np.testing.assert_allclose(_scores(g, x), before, atol=1e-5)
+        np.testing.assert_allclose(np.diag(before), 1.0, atol=1e-5)
+        assert g.rekey().rows == 0  # nothing newer: nothing to do
+    keyring.retire("transform", 1)
+    keyring.retire("seal", 1)
+    with Gallery.open(db, PassphraseKeyring.open(keyring.path, PASS), DIM) as g:
+        np.testing.assert_allclose(_scores(g, x), before, atol=1e-5)
+    # Stored templates are now under the new key only: the old key's templates do not match them,
+    # and the old seal key no longer opens any row.
+    new_t = TemplateTransform.from_key(keyring.key("transform", 2), DIM)
+    c = sqlite3.connect(db)
+    rows = c.execute("SELECT row_id, pseudonym, purposes, token_id, provenance, expires_us, transform_version, "
+                     "seal_version, sealed FROM rows ORDER BY row_id").fetchall()
+    c.close()
+    stored = []
+    for r in rows:
+        b = RowBinding(r[0], r[1], tuple(json.loads(r[2])), r[3], r[4], r[5], r[6], r[7])
+        stored.append(np.frombuffer(Sealer(keyring.key("seal", 2)).open(r[8], b), "<f4"))
+    stored_a = np.stack(stored)
+    np.testing.assert_allclose(stored_a, new_t.apply(x), atol=1e-5)
+    old_scores = np.diag(old_t.apply(x) @ stored_a.T)
+    assert np.abs(old_scores).max() < 0.5  # same-subject scores across keys: chance level (~N(0, 1/128))
+    data = _file_bytes(db)
+    for v in x:
+        assert old_t.apply(v).astype("<f4").tobytes()[:16] not in data
+
+
+def test_rekey_to_a_new_host_keyring(db: Path, keyring: PassphraseKeyring) -> None:
+    x = unit_rows(5, seed=4)
+    with Gallery.open(db, keyring, DIM) as g:
+        fill(g, x)
+        before = _scores(g, x)
+        with pytest.raises(ConfigError, match="pseudonym key"):
+            g.rekey(HostKeyring(StaticKeyProvider.generate()))
+        fresh = StaticKeyProvider.generate()
+        moved = StaticKeyProvider({**{p: {v: fresh.key(p, v) for v in fresh.versions(p)}
+                                      for p in ("transform", "seal", "audit")},
+                                   "pseudonym": {1: keyring.key("pseudonym", 1)}})
+        host = HostKeyring(moved)
+        assert g.rekey(host).rows == 5
+        np.testing.assert_allclose(_scores(g, x), before, atol=1e-5)
+    with pytest.raises(ConfigError):
+        Gallery.open(db, keyring, DIM)  # the old keyring no longer fits
+    with Gallery.open(db, host, DIM) as g:
+        np.testing.assert_allclose(_scores(g, x), before, atol=1e-5)
+
+
+@pytest.mark.parametrize("mode,n", [("rekey-row", 4), ("rekey-meta", 1)])
+def test_rekey_crash_leaves_old_state_then_rekey_completes(db: Path, keyring: PassphraseKeyring,
+                                                           mode: str, n: int) -> None:
+    x = unit_rows(8, seed=6)
+    with Gallery.open(db, keyring, DIM) as g:
+        fill(g, x)
+        before = _scores(g, x)
+    r = _run_child(db, keyring.path, mode, n)
+    assert r.returncode == 7, r.stderr
+    kr = PassphraseKeyring.open(keyring.path, PASS)
+    assert kr.versions("transform") == [1, 2]  # the rotation reached the keyring before the crash
+    with Gallery.open(db, kr, DIM) as g:  # every row opens, all still under version 1
+        assert g.key_versions == {"transform": 1, "seal": 1}
+        np.testing.assert_allclose(_scores(g, x), before, atol=1e-5)
+        assert g.rekey().rows == 8
+        assert g.key_versions == {"transform": 2, "seal": 2}
+        np.testing.assert_allclose(_scores(g, x), before, atol=1e-5)
+
+
+def test_rekey_in_another_process_reaches_open_gallery(db: Path, keyring: PassphraseKeyring) -> None:
+    x = unit_rows(6, seed=8)
+    with Gallery.open(db, keyring, DIM) as g:
+        fill(g, x)
+        before = _scores(g, x)
+        r = _run_child(db, keyring.path, "rekey", 0)
+        assert r.returncode == 0 and "finished" in r.stdout, r.stderr
+        # This process's keyring object had only version 1; the gallery re-reads it and reloads.
+        np.testing.assert_allclose(_scores(g, x), before, atol=1e-5)
+        assert g.key_versions == {"transform": 2, "seal": 2}
+        g.add("late", x[0], ["access"], "tl", LATER)
+        assert g.verify("late", x[0], "access", now=T0) == pytest.approx(1.0, abs=1e-5)
