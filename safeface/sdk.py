@@ -173,6 +173,22 @@ class SafeFace:
         self._note_filing(now)
         return Enrollment(row.pseudonym, row.row_id, purpose, expires, str(decision.token_id))
 
+    def enroll_many(self, items: Sequence[tuple[ImageInput, str, Optional[str]]], purpose: str) -> list[Enrollment]:
+        """Bulk enrolment of (image, subject, consent token) items. Every item needs its own
+        person's consent: a batch with any item lacking one is refused whole and nothing is
+        stored (EU-02: no database built by untargeted collection)."""
+        now = self._clock()
+        lacking = [subject for _, subject, consent in items if not consent]
+        if lacking:
+            rule = rule_for("provenance", self._deployment.profiles) or self._rule("consent")
+            self._audit.append("enroll", "refused", purpose=purpose, subjects=[self.pseudonym(s) for s in lacking],
+                               rule=rule, note=f"bulk enrolment: {len(lacking)} of {len(items)} without consent", now=now)
+            raise PolicyViolation(rule, f"bulk enrolment refused: {len(lacking)} of {len(items)} items carry no consent "
+                                  "of their own; every template needs its person's consent (no untargeted collection).")
+        for _, subject, consent in items:  # all checked before anything is stored
+            self._authorize("enroll", purpose, now, subject=subject, consent=consent, subjects=[self.pseudonym(subject)])
+        return [self.enroll(image, subject, purpose, consent) for image, subject, consent in items]
+
     def verify(self, image: ImageInput, subject: str, purpose: str, consent: Optional[str] = None, *,
                legal_basis: Optional[str] = None) -> Verification:
         now = self._clock()
