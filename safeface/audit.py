@@ -178,6 +178,19 @@ class AuditLog:
             raise IntegrityError("the audit log is empty although the workspace was initialised: it was truncated.")
         return AuditReport(entries=n, head_seq=int(head[0]), head_hash=prev)
 
+    def check_head(self) -> None:
+        """A quick check at open: the signed head exists, is genuine and names the last entry.
+        (verify() checks the whole chain.)"""
+        head = self._db.execute("SELECT seq, hash, mac FROM head WHERE id = 1").fetchone()
+        last = self._db.execute("SELECT seq, hash FROM entries ORDER BY seq DESC LIMIT 1").fetchone()
+        if head is None or last is None:
+            raise IntegrityError(f"the audit log {self.path} has no signed head or no entries: it was truncated or "
+                                 "replaced. Restore it from a backup before processing.")
+        if not hmac.compare_digest(self._mac(int(head[0]), str(head[1])), str(head[2])) or \
+                (int(last[0]), str(last[1])) != (int(head[0]), str(head[1])):
+            raise IntegrityError(f"the audit log {self.path} does not match its signed head: run `safeface audit "
+                                 "verify` and restore it from a backup.")
+
     def counts(self) -> dict[str, Any]:
         """Totals for the report: by operation and decision, refusals by rule."""
         by_op: dict[str, dict[str, int]] = {}

@@ -18,7 +18,7 @@ from typing import Any, Callable, Optional, Sequence, Union
 import numpy as np
 
 from .audit import AuditLog, AuditReport
-from .errors import ConfigError, ImageError, PolicyViolation, SafeFaceError
+from .errors import ConfigError, ImageError, IntegrityError, PolicyViolation, SafeFaceError
 from .imageio import ImageInput
 from .policy.attributes import classify, rule_for_category
 from .policy.deployment import Deployment, working_days_after
@@ -112,8 +112,16 @@ class SafeFace:
             raise ConfigError(f"{paths.keyring} is missing: the workspace has no keys. Restore it from a backup.")
         keyring = PassphraseKeyring.open(paths.keyring, resolve_passphrase(paths.root, passphrase, passphrase_file))
         trust = load_trust(paths)
+        if not paths.audit.is_file():
+            raise IntegrityError(f"the audit log {paths.audit} is missing: it was deleted. Restore it before processing.")
         state = PolicyState(paths.policy)
         audit = AuditLog(paths.audit, keyring.key("audit"))
+        try:
+            audit.check_head()
+        except IntegrityError:
+            audit.close()
+            state.close()
+            raise
         dim = int(deployment.section("matching").get("dim") or 128)
         gallery = Gallery.open(paths.gallery, keyring, dim)
         guard = Guard(deployment, trust["consent_issuers"], trust["authorities"], state, gallery.pseudonym)
@@ -389,6 +397,7 @@ class SafeFace:
                 extra(decision, now)
         except PolicyViolation as exc:
             self._audit.append(op_name, "refused", purpose=purpose, subjects=subjects, rule=exc.rule,
+                               token_id=self._guard.token_id_of(consent, legal_basis),
                                basis="legal-basis" if legal_basis is not None else ("consent" if consent else None),
                                now=now)
             raise

@@ -341,3 +341,33 @@ def test_no_image_or_raw_embedding_in_the_workspace(tmp_path: Path, imgs: Path) 
                 assert b[i:i + 16] not in blobs, name
         assert json.dumps([round(float(x), 4) for x in emb[:4]])[1:-1].encode() not in blobs
     assert b"alice" not in blobs.replace(b"alice@", b"")  # subject ids are pseudonymised
+
+
+
+def test_refusal_audit_names_only_genuine_token_ids(tmp_path: Path, imgs: Path) -> None:
+    ws = make_workspace(tmp_path / "ws")
+    with open_sf(ws) as sf:
+        t = consent(ws, "alice", operations=["verify"])
+        refused("CN-04", lambda: sf.enroll(imgs / "obama.jpg", "alice", "demo", t))
+        genuine = last(sf).token_id
+        assert genuine is not None and len(genuine) == 24
+        head, payload, sig = t.split(".")
+        refused("CN-04", lambda: sf.enroll(imgs / "obama.jpg", "alice", "demo", f"{head}.{payload}x.{sig}"))
+        assert last(sf).token_id is None
+
+
+def test_open_refuses_a_truncated_or_missing_audit_log(tmp_path: Path, imgs: Path) -> None:
+    import sqlite3
+
+    ws = make_workspace(tmp_path / "ws")
+    with open_sf(ws) as sf:
+        sf.analyze(imgs / "obama.jpg", ["faces"])
+    db = sqlite3.connect(str(ws.audit))
+    db.execute("DELETE FROM entries WHERE seq = (SELECT MAX(seq) FROM entries)")
+    db.commit()
+    db.close()
+    with pytest.raises(IntegrityError, match="signed head"):
+        open_sf(ws)
+    ws.audit.unlink()
+    with pytest.raises(IntegrityError, match="missing"):
+        open_sf(ws)

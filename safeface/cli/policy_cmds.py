@@ -339,8 +339,21 @@ def _rekey(args: argparse.Namespace) -> int:
 
 
 def _audit_verify(args: argparse.Namespace) -> int:
-    with _open(args) as sf:
-        r = sf.audit_verify()
+    # Only the keyring and the log: checking the record must not depend on (or change) the gallery.
+    from ..audit import AuditLog
+    from ..policy.workspace import WorkspacePaths, resolve_passphrase
+    from ..templates.keyring import PassphraseKeyring
+
+    paths = WorkspacePaths(Path(args.workspace))
+    if not paths.config.is_file() or not paths.keyring.is_file():
+        raise ConfigError(f"{paths.root} is not a safeface workspace (deployment.json or keys/keyring.json missing).")
+    if not paths.audit.is_file():
+        from ..errors import IntegrityError
+
+        raise IntegrityError(f"the audit log {paths.audit} is missing: it was deleted.")
+    keyring = PassphraseKeyring.open(paths.keyring, resolve_passphrase(paths.root, None, args.passphrase_file))
+    with AuditLog(paths.audit, keyring.key("audit")) as log:
+        r = log.verify()
     print(f"audit log intact: {r.entries} entries, head {r.head_hash[:16]}... signed")
     return EXIT_OK
 

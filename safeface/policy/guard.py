@@ -17,7 +17,8 @@ from ..errors import PolicyViolation
 from .deployment import Deployment, Purpose
 from .rules import rule_for
 from .state import PolicyState
-from .tokens import ConsentToken, LegalBasisToken, TokenError, decode_consent, decode_legal_basis
+from .tokens import (ConsentToken, LegalBasisToken, TokenError, decode_consent, decode_legal_basis,
+                     verified_token_id)
 
 CLOCK_SKEW_S = 120
 GUARDIAN_AGE = 14
@@ -63,6 +64,12 @@ class Guard:
         rule = rule_for(concept, self.deployment.profiles)
         assert rule is not None, concept
         return rule
+
+    def token_id_of(self, consent: Optional[str], legal_basis: Optional[str]) -> Optional[str]:
+        """For the audit of a refusal: the id of a genuinely signed token, else None."""
+        if legal_basis is not None:
+            return verified_token_id(legal_basis, self._authority_keys, "legal-basis")
+        return verified_token_id(consent, self._consent_keys, "consent")
 
     def check_deployment(self, now: dt.datetime) -> None:
         """A deployment that fails any enforced rule of its profiles processes nothing."""

@@ -67,6 +67,9 @@ def _rule_table(sf: "SafeFace", findings: list[Finding], refusals: dict[str, int
             entry.update(state="enforced", detail=CALL_TIME.get(r.id, r.how))
         elif r.mode == "record":
             entry.update(state="recorded", detail=_record_detail(sf, r.id))
+        elif r.id == "ST-01":
+            entry.update(state="implemented", detail="keyed orthogonal transform per deployment, AES-GCM sealed rows, "
+                         "re-keying without images (`safeface rekey`); unlinkability measured under ST-02")
         else:
             entry.update(state="measured" if evaluation is not None else "not measured",
                          detail="see the assessment section" if evaluation is not None

@@ -119,6 +119,8 @@ BASELINE = frozenset({"purpose", "consent", "withdrawal", "transmit", "retention
 
 
 def check_profiles(profiles: Sequence[str]) -> tuple[str, ...]:
+    if isinstance(profiles, str) or not isinstance(profiles, (list, tuple)):
+        raise ConfigError("'profiles' must be a list of profile names, e.g. [\"cn-2025\"].")
     if not profiles:
         raise ConfigError("a deployment needs at least one policy profile: cn-2025, eu or us-bipa.")
     out = []

@@ -153,6 +153,18 @@ def verify_signature(token: str, trusted: Mapping[str, Ed25519PublicKey], typ: s
     return body
 
 
+def verified_token_id(token: Optional[str], trusted: Mapping[str, Ed25519PublicKey], typ: str) -> Optional[str]:
+    """The id of a token whose signature checks, else None: refusals are audited with the token
+    id only when a trusted key vouches for it, so a forger cannot write text into the log."""
+    if not token:
+        return None
+    try:
+        tid = verify_signature(token, trusted, typ).get("token_id")
+    except TokenError:
+        return None
+    return tid if isinstance(tid, str) and len(tid) <= 64 else None
+
+
 def _strs(value: Any, name: str) -> tuple[str, ...]:
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise TokenError(f"the token's {name} are malformed.")
