@@ -195,6 +195,15 @@ class SafeFace:
                                   "of their own; every template needs its person's consent (no untargeted collection).")
         for _, subject, consent in items:  # all checked before anything is stored
             self._authorize("enroll", purpose, now, subject=subject, consent=consent, subjects=[self.pseudonym(subject)])
+        rule = rule_for("filing", self._deployment.profiles)
+        new_people = {s for _, s, _ in items if not self._gallery.has_subject(s)}
+        total = self._gallery.subject_count() + len(new_people)
+        if rule is not None and not self._deployment.filing_reference and new_people and \
+                total > self._deployment.filing_threshold:
+            self._audit.append("enroll", "refused", purpose=purpose, rule=rule,
+                               note=f"bulk enrolment would store {total} people", now=now)
+            raise PolicyViolation(rule, f"this batch would bring the stored people to {total}, beyond the filing "
+                                  f"threshold of {self._deployment.filing_threshold}; record filing.reference first.")
         return [self.enroll(image, subject, purpose, consent) for image, subject, consent in items]
 
     def verify(self, image: ImageInput, subject: str, purpose: str, consent: Optional[str] = None, *,

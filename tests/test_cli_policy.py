@@ -214,3 +214,11 @@ def test_module_entry_point_and_exit_codes(tmp_path: Path) -> None:
     r = run("enroll", ws, "/nonexistent.jpg", "--subject", "a", "--purpose", "demo")
     assert r.returncode == 3 and json.loads(r.stderr)["rule"] == "EU-05"
     assert run("audit", "verify", ws).returncode == 0
+
+
+def test_demo_workspace_ignores_a_real_passphrase_in_the_environment(tmp_path: Path, cli: Cli,
+                                                                      monkeypatch: Any) -> None:
+    monkeypatch.setenv("SAFEFACE_PASSPHRASE", "the passphrase of some real workspace")
+    cli("init", tmp_path / "ws", "--demo")
+    out, _ = cli("audit", "verify", tmp_path / "ws")
+    assert "intact" in out

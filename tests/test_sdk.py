@@ -371,3 +371,11 @@ def test_open_refuses_a_truncated_or_missing_audit_log(tmp_path: Path, imgs: Pat
     ws.audit.unlink()
     with pytest.raises(IntegrityError, match="missing"):
         open_sf(ws)
+
+
+def test_bulk_enrolment_beyond_filing_threshold_refused_whole(tmp_path: Path, imgs: Path) -> None:
+    ws = make_workspace(tmp_path / "ws", edit=lambda r: r["filing"].__setitem__("threshold", 1))
+    with open_sf(ws) as sf:
+        items = [(imgs / "obama.jpg", "alice", consent(ws, "alice")), (imgs / "biden.jpg", "joe", consent(ws, "joe"))]
+        refused("CN-17", lambda: sf.enroll_many(items, "demo"))
+        assert templates(sf) == 0

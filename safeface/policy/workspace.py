@@ -93,8 +93,8 @@ class WorkspacePaths:
 
 
 def resolve_passphrase(root: Path, passphrase: Optional[str] = None, passphrase_file: Optional[Path] = None) -> str:
-    """The keyring passphrase: given, else from a file, else $SAFEFACE_PASSPHRASE, else (demo
-    workspaces only) the insecure demo passphrase stored in the workspace."""
+    """The keyring passphrase: given, else from a file, else (demo workspaces only) the insecure
+    demo passphrase stored in the workspace, else $SAFEFACE_PASSPHRASE."""
     if passphrase:
         return passphrase
     if passphrase_file is not None:
@@ -105,12 +105,14 @@ def resolve_passphrase(root: Path, passphrase: Optional[str] = None, passphrase_
         if not text:
             raise ConfigError(f"the passphrase file {passphrase_file} is empty.")
         return text
-    env = os.environ.get(PASSPHRASE_ENV)
-    if env:
-        return env
+    # A demo workspace's own passphrase comes before the environment's, which is meant for real
+    # workspaces: a user with $SAFEFACE_PASSPHRASE set can still try the demo.
     demo = WorkspacePaths(Path(root)).demo_passphrase
     if demo.is_file():
         return demo.read_text(encoding="utf-8").strip()
+    env = os.environ.get(PASSPHRASE_ENV)
+    if env:
+        return env
     raise ConfigError(f"the workspace keyring needs its passphrase: set ${PASSPHRASE_ENV} or pass --passphrase-file.")
 
 
