@@ -165,7 +165,8 @@ class SafeFace:
         now = self._clock()
         pseud = self.pseudonym(subject)
         decision = self._authorize("enroll", purpose, now, subject=subject, consent=consent,
-                                   legal_basis=legal_basis, subjects=[pseud], extra=self._check_filing)
+                                   legal_basis=legal_basis, subjects=[pseud],
+                                   extra=lambda _d, t: self._check_filing(subject, t))
         vec = self._embed_single(image, "enroll", decision, [pseud], now)
         expires = self._deployment.expiry(decision.purpose, now)
         # Recorded before the store: a crash between the two leaves an over-record, never an
@@ -195,14 +196,14 @@ class SafeFace:
                                   "of their own; every template needs its person's consent (no untargeted collection).")
         for _, subject, consent in items:  # all checked before anything is stored
             self._authorize("enroll", purpose, now, subject=subject, consent=consent, subjects=[self.pseudonym(subject)])
-        rule = rule_for("filing", self._deployment.profiles)
+        filing = rule_for("filing", self._deployment.profiles)
         new_people = {s for _, s, _ in items if not self._gallery.has_subject(s)}
         total = self._gallery.subject_count() + len(new_people)
-        if rule is not None and not self._deployment.filing_reference and new_people and \
+        if filing is not None and not self._deployment.filing_reference and new_people and \
                 total > self._deployment.filing_threshold:
-            self._audit.append("enroll", "refused", purpose=purpose, rule=rule,
+            self._audit.append("enroll", "refused", purpose=purpose, rule=filing,
                                note=f"bulk enrolment would store {total} people", now=now)
-            raise PolicyViolation(rule, f"this batch would bring the stored people to {total}, beyond the filing "
+            raise PolicyViolation(filing, f"this batch would bring the stored people to {total}, beyond the filing "
                                   f"threshold of {self._deployment.filing_threshold}; record filing.reference first.")
         return [self.enroll(image, subject, purpose, consent) for image, subject, consent in items]
 
@@ -445,14 +446,13 @@ class SafeFace:
             raise
         return np.asarray(result.embedding, dtype=np.float32)
 
-    def _check_filing(self, decision: Decision, now: dt.datetime) -> None:
+    def _check_filing(self, subject: str, now: dt.datetime) -> None:
         """CN-17: once the count of stored people reaches the threshold, a new person may be
         enrolled only after the filing reference is recorded."""
         rule = rule_for("filing", self._deployment.profiles)
         if rule is None or self._deployment.filing_reference:
             return
-        subject = decision.consent.subject if decision.consent is not None else None
-        if subject is not None and self._gallery.has_subject(subject):
+        if self._gallery.has_subject(subject):
             return
         count = self._gallery.subject_count()
         threshold = self._deployment.filing_threshold

@@ -28,6 +28,7 @@ DEFAULT_FILING_THRESHOLD = 100_000
 BIPA_YEARS_DAYS = 3 * 365
 TEXAS_MAX_GRACE_DAYS = 365
 ASSESSMENT_REVIEW_DAYS = 366
+MAX_RETENTION_DAYS = 36_500
 
 
 @dataclass(frozen=True)
@@ -230,8 +231,9 @@ class Deployment:
         add("notice", f"the notice lacks {missing}; people must be told all of {list(NOTICE_FIELDS)}." if missing else None,
             f"notice {self.notice.get('version', '?')} with all fields, hash {self.notice_hash[:12]}.")
 
-        bad_ret = [p.name for p in self.purposes.values() if p.retention_days <= 0]
-        add("retention", f"purposes {bad_ret} have no retention period (retention_days > 0)." if bad_ret else None,
+        bad_ret = [p.name for p in self.purposes.values() if not 0 < p.retention_days <= MAX_RETENTION_DAYS]
+        add("retention", f"purposes {bad_ret} need a retention period of 1 to {MAX_RETENTION_DAYS} days "
+            "(retention_days)." if bad_ret else None,
             "every purpose has a retention period.")
         if "us-bipa" in self.profiles:
             problem = None
