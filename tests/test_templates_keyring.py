@@ -1,0 +1,133 @@
+"""Keyrings: passphrase-wrapped key file and host-supplied keys; rotation; keys never shown."""
+
+from __future__ import annotations
+
+import base64
+import json
+import stat
+from pathlib import Path
+
+import pytest
+
+from safeface.errors import ConfigError, IntegrityError
+from safeface.templates import PURPOSES, HostKeyring, Keyring, PassphraseKeyring, ScryptParams, StaticKeyProvider
+from safeface.templates.keyring import key_id_of
+
+FAST = ScryptParams(n=2**10, r=8, p=1)
+PASS = "a long passphrase for tests"
+
+
+def secret_forms(key: bytes) -> list[str]:
+    return [key.hex(), base64.b64encode(key).decode(), repr(key)]
+
+
+def test_create_open_and_file_contents(tmp_path: Path) -> None:
+    path = tmp_path / "keys.json"
+    kr = PassphraseKeyring.create(path, PASS, FAST)
+    assert isinstance(kr, Keyring)
+    keys = {p: kr.key(p) for p in PURPOSES}
+    assert all(len(k) == 32 for k in keys.values()) and len(set(keys.values())) == 4
+    assert all(kr.version(p) == 1 and kr.key_id(p) == key_id_of(keys[p]) for p in PURPOSES)
+    again = PassphraseKeyring.open(path, PASS)
+    assert {p: again.key(p) for p in PURPOSES} == keys
+    text = path.read_text()
+    doc = json.loads(text)
+    assert doc["kdf"] == {"name": "scrypt", "n": 2**10, "r": 8, "p": 1, "salt": doc["kdf"]["salt"]}
+    assert doc["wrap"] == "AES-256-GCM"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    for k in keys.values():
+        for form in secret_forms(k):
+            assert form not in text
+            assert form not in repr(kr) and form not in str(kr)
+    assert PASS not in text
+    with pytest.raises(ConfigError, match="already exists"):
+        PassphraseKeyring.create(path, PASS, FAST)
+
+
+def test_wrong_passphrase_and_altered_file(tmp_path: Path) -> None:
+    path = tmp_path / "keys.json"
+    kr = PassphraseKeyring.create(path, PASS, FAST)
+    with pytest.raises(IntegrityError, match="passphrase is wrong or the file was altered") as err:
+        PassphraseKeyring.open(path, "not the passphrase")
+    assert "not the passphrase" not in str(err.value) and PASS not in str(err.value)
+    for k in (kr.key(p) for p in PURPOSES):
+        assert all(f not in str(err.value) for f in secret_forms(k))
+    # A flipped bit in a wrapped key.
+    doc = json.loads(path.read_text())
+    w = bytearray(base64.b64decode(doc["keys"]["seal"][0]["wrapped"]))
+    w[3] ^= 1
+    doc["keys"]["seal"][0]["wrapped"] = base64.b64encode(bytes(w)).decode()
+    path.write_text(json.dumps(doc))
+    with pytest.raises(IntegrityError):
+        PassphraseKeyring.open(path, PASS)
+    # Entries swapped between purposes: the wrap binds each key to its purpose and version.
+    path2 = tmp_path / "keys2.json"
+    PassphraseKeyring.create(path2, PASS, FAST)
+    doc = json.loads(path2.read_text())
+    doc["keys"]["seal"], doc["keys"]["transform"] = doc["keys"]["transform"], doc["keys"]["seal"]
+    path2.write_text(json.dumps(doc))
+    with pytest.raises(IntegrityError):
+        PassphraseKeyring.open(path2, PASS)
+    with pytest.raises(ConfigError, match="no keyring"):
+        PassphraseKeyring.open(tmp_path / "missing.json", PASS)
+    (tmp_path / "junk.json").write_text("{not json")
+    with pytest.raises(ConfigError, match="unreadable"):
+        PassphraseKeyring.open(tmp_path / "junk.json", PASS)
+    with pytest.raises(ConfigError, match="empty"):
+        PassphraseKeyring.create(tmp_path / "k3.json", "", FAST)
+
+
+def test_rotate_retire_refresh(tmp_path: Path) -> None:
+    path = tmp_path / "keys.json"
+    kr = PassphraseKeyring.create(path, PASS, FAST)
+    t1 = kr.key("transform")
+    assert kr.rotate() == {"transform": 2, "seal": 2}
+    assert kr.versions("transform") == [1, 2] and kr.key("transform", 1) == t1 != kr.key("transform")
+    assert kr.version("audit") == 1 and kr.rotate("audit") == {"audit": 2}
+    with pytest.raises(ConfigError, match="cannot be rotated"):
+        kr.rotate("pseudonym")
+    other = PassphraseKeyring.open(path, PASS)
+    kr.rotate("transform")
+    assert other.versions("transform") == [1, 2]
+    other.refresh()  # picks up the version another holder added
+    assert other.versions("transform") == [1, 2, 3] and other.key("transform") == kr.key("transform")
+    # A holder that never saw version 3 rotates: it starts from the file, so version 3 survives.
+    stale = PassphraseKeyring.open(path, PASS)
+    kr.rotate("transform")
+    assert stale.rotate("transform") == {"transform": 5}
+    assert PassphraseKeyring.open(path, PASS).versions("transform") == [1, 2, 3, 4, 5]
+    assert PassphraseKeyring.open(path, PASS).key("transform", 4) == kr.key("transform", 4)
+    with pytest.raises(ConfigError, match="newest"):
+        stale.retire("transform", 5)
+    kr.retire("transform", 1)
+    assert PassphraseKeyring.open(path, PASS).versions("transform") == [2, 3, 4, 5]
+    with pytest.raises(ConfigError, match="no transform key version 1"):
+        kr.key("transform", 1)
+    with pytest.raises(ConfigError, match="unknown key purpose"):
+        kr.key("marketing")
+
+
+def test_host_keyring_provider_and_callback() -> None:
+    provider = StaticKeyProvider.generate()
+    kr = HostKeyring(provider)
+    assert isinstance(kr, Keyring)
+    assert kr.key("seal") == provider.key("seal", 1) and kr.version("seal") == 1
+    assert kr.rotate("transform") == {"transform": 2} and kr.version("transform") == 2
+    assert "StaticKeyProvider" in repr(kr)
+    for p in PURPOSES:
+        assert all(f not in repr(kr) + repr(provider) for f in secret_forms(kr.key(p)))
+    calls: list[tuple[str, int]] = []
+    store = {p: bytes([i + 1]) * 32 for i, p in enumerate(PURPOSES)}
+
+    def get_key(purpose: str, version: int) -> bytes:
+        calls.append((purpose, version))
+        return store[purpose]
+
+    cb = HostKeyring.from_callback(get_key)
+    assert cb.key("audit") == store["audit"] and calls == [("audit", 1)]
+    with pytest.raises(ConfigError, match="cannot rotate"):
+        cb.rotate()
+    bad = HostKeyring.from_callback(lambda p, v: b"\x07" * 16)
+    with pytest.raises(ConfigError, match="must be 32 bytes, got 16") as err:
+        bad.key("seal")
+    assert "07" * 16 not in str(err.value)
