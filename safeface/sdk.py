@@ -194,8 +194,9 @@ class SafeFace:
                                rule=rule, note=f"bulk enrolment: {len(lacking)} of {len(items)} without consent", now=now)
             raise PolicyViolation(rule, f"bulk enrolment refused: {len(lacking)} of {len(items)} items carry no consent "
                                   "of their own; every template needs its person's consent (no untargeted collection).")
-        for _, subject, consent in items:  # all checked before anything is stored
-            self._authorize("enroll", purpose, now, subject=subject, consent=consent, subjects=[self.pseudonym(subject)])
+        decisions = [self._authorize("enroll", purpose, now, subject=subject, consent=consent,
+                                     subjects=[self.pseudonym(subject)])
+                     for _, subject, consent in items]  # all checked before anything is stored
         filing = rule_for("filing", self._deployment.profiles)
         new_people = {s for _, s, _ in items if not self._gallery.has_subject(s)}
         total = self._gallery.subject_count() + len(new_people)
@@ -205,7 +206,26 @@ class SafeFace:
                                note=f"bulk enrolment would store {total} people", now=now)
             raise PolicyViolation(filing, f"this batch would bring the stored people to {total}, beyond the filing "
                                   f"threshold of {self._deployment.filing_threshold}; record filing.reference first.")
-        return [self.enroll(image, subject, purpose, consent) for image, subject, consent in items]
+        from .templates.gallery import Enrollment as Row
+
+        rows = []
+        for (image, subject, _), decision in zip(items, decisions):
+            vec = self._embed_single(image, "enroll", decision, [self.pseudonym(subject)], now)
+            rows.append(Row(subject, vec, [purpose], str(decision.token_id),
+                            self._deployment.expiry(decision.purpose, now), provenance="consent"))
+        for row, decision in zip(rows, decisions):
+            self._log(decision, "allowed", [self.pseudonym(row.subject_id)], now, note=f"bulk; expires {row.expires_at.date()}")
+        try:
+            stored = self._gallery.add_many(rows)  # one transaction: all or none
+        except SafeFaceError as exc:
+            self._audit.append("enroll", "failed", purpose=purpose, note=f"bulk: {type(exc).__name__}", now=now)
+            raise
+        p = self._deployment.purpose(purpose)
+        assert p is not None
+        for g in stored:
+            self._state.set_purpose_end(g.pseudonym, purpose, self._deployment.purpose_end(p, now))
+        self._note_filing(now)
+        return [Enrollment(g.pseudonym, g.row_id, purpose, g.expires_at, g.token_id) for g in stored]
 
     def verify(self, image: ImageInput, subject: str, purpose: str, consent: Optional[str] = None, *,
                legal_basis: Optional[str] = None) -> Verification:

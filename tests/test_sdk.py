@@ -232,6 +232,11 @@ def test_bulk_enrolment_needs_each_consent_eu02(tmp_path: Path, imgs: Path) -> N
         items = [(imgs / "obama.jpg", "alice", consent(ws, "alice")), (imgs / "biden.jpg", "joe", None)]
         refused("EU-02", lambda: sf.enroll_many(items, "demo"))
         assert templates(sf) == 0
+        blank = np.full((200, 200, 3), 255, dtype=np.uint8)  # no face: the whole batch fails, nothing stored
+        with pytest.raises(ImageError):
+            sf.enroll_many([(imgs / "obama.jpg", "alice", consent(ws, "alice")), (blank, "joe", consent(ws, "joe"))],
+                           "demo")
+        assert templates(sf) == 0
         done = sf.enroll_many([(imgs / "obama.jpg", "alice", consent(ws, "alice")),
                                (imgs / "biden.jpg", "joe", consent(ws, "joe"))], "demo")
         assert len(done) == 2
