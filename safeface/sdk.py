@@ -363,8 +363,17 @@ class SafeFace:
         self._check_role("rekey", None, [], now)
         versions = self._keyring.rotate("transform", "seal")
         result = self._gallery.rekey()
-        self._audit.append("rekey", "allowed", note=f"{result.rows} template(s) moved to keys {versions}", now=now)
-        return {"templates": result.rows, "versions": versions}
+        # One gallery per workspace: once it has moved, the old versions protect nothing and go,
+        # so a leaked old key no longer links or opens anything.
+        retired = 0
+        for purpose, newest in versions.items():
+            for v in list(self._keyring.versions(purpose)):
+                if v < newest:
+                    self._keyring.retire(purpose, v)
+                    retired += 1
+        self._audit.append("rekey", "allowed", note=f"{result.rows} template(s) moved to keys {versions}; "
+                           f"{retired} old key version(s) retired", now=now)
+        return {"templates": result.rows, "versions": versions, "retired": retired}
 
     def audit_verify(self) -> AuditReport:
         return self._audit.verify()

@@ -299,9 +299,13 @@ def test_rekey_keeps_matching(tmp_path: Path, imgs: Path) -> None:
         t = consent(ws, "alice")
         sf.enroll(imgs / "obama.jpg", "alice", "demo", t)
         before = sf.verify(imgs / "obama2.jpg", "alice", "demo", t).score
-        assert sf.rekey()["templates"] == 1
+        out = sf.rekey()
+        assert out["templates"] == 1 and out["retired"] == 2
+        assert list(sf._keyring.versions("transform")) == [2] and list(sf._keyring.versions("seal")) == [2]
         after = sf.verify(imgs / "obama2.jpg", "alice", "demo", t).score
         assert before is not None and after is not None and abs(before - after) < 1e-4
+    with open_sf(ws) as sf:  # reopens under the new keys only
+        assert sf.verify(imgs / "obama2.jpg", "alice", "demo", t).match
 
 
 def test_report_lists_every_rule(tmp_path: Path, imgs: Path) -> None:
