@@ -222,3 +222,38 @@ def test_demo_workspace_ignores_a_real_passphrase_in_the_environment(tmp_path: P
     cli("init", tmp_path / "ws", "--demo")
     out, _ = cli("audit", "verify", tmp_path / "ws")
     assert "intact" in out
+
+
+@pytest.mark.parametrize("delay", [0.5, 1.5, 3.0])
+def test_enrol_killed_mid_call_leaves_no_unrecorded_template(tmp_path: Path, cli: Cli, delay: float) -> None:
+    """Whenever the process dies, the log verifies and every stored template has its record
+    (the allowed decision is written before the template)."""
+    import signal
+    import time
+
+    from safeface.audit import AuditLog
+    from safeface.policy.workspace import WorkspacePaths, resolve_passphrase
+    from safeface.templates.keyring import PassphraseKeyring
+
+    img = images()
+    ws = tmp_path / "ws"
+    cli("init", ws, "--demo")
+    token = cli("consent", "issue", ws, "--subject", "alice", "--purpose", "demo")[0].strip()
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OPENBLAS_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "safeface.cli", "enroll", str(ws), str(img / "obama.jpg"),
+                             "--subject", "alice", "--purpose", "demo", "--consent", token],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    time.sleep(delay)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(30)
+    paths = WorkspacePaths(ws)
+    keyring = PassphraseKeyring.open(paths.keyring, resolve_passphrase(ws))
+    with AuditLog(paths.audit, keyring.key("audit")) as log:
+        log.verify()
+        allowed = [e for e in log.entries() if e.operation == "enroll" and e.decision == "allowed"]
+    from safeface.sdk import SafeFace
+
+    with SafeFace.open(ws) as sf:  # what the next caller does after the crash
+        stored = len(sf._gallery)
+    assert stored <= len(allowed) <= 1
+    cli("audit", "verify", ws)
