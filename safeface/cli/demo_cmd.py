@@ -13,13 +13,13 @@ import numpy as np
 from ..demo import sample_image_dir
 from ..imageio import load_image
 from ..index import ExactIndex
-from ..vision import DEFAULT_THRESHOLD, ENGINES, Pipeline, cosine, euclidean_equivalent, get_engine
+from ..vision import DEFAULT_ENGINE, DEFAULT_THRESHOLD, ENGINES, Pipeline, cosine, euclidean_equivalent, get_engine
 from .common import EXIT_OK
 
 
 def register(sub: Any) -> None:
     p = sub.add_parser("demo", help="detect, embed and match on the sample images")
-    p.add_argument("--engine", choices=ENGINES, default="dlib")
+    p.add_argument("--engine", choices=ENGINES, default=DEFAULT_ENGINE)
     p.set_defaults(func=_demo)
 
 
@@ -110,6 +110,6 @@ def _recapture(image: np.ndarray) -> np.ndarray:
     from PIL import Image, ImageEnhance
 
     im = Image.fromarray(image)
-    im = im.resize((im.width * 2 // 3, im.height * 2 // 3), Image.BILINEAR)
-    im = ImageEnhance.Brightness(im).enhance(1.25).rotate(8, resample=Image.BILINEAR, fillcolor=(255, 255, 255))
+    im = im.resize((im.width * 2 // 3, im.height * 2 // 3), Image.Resampling.BILINEAR)
+    im = ImageEnhance.Brightness(im).enhance(1.25).rotate(8, resample=Image.Resampling.BILINEAR, fillcolor=(255, 255, 255))
     return np.asarray(im)
