@@ -409,9 +409,11 @@ class SafeFace:
 
     def _pipe(self) -> Any:
         if self._pipeline is None:
-            from .vision import Pipeline, get_engine
+            from .vision import DEFAULT_ENGINE, Pipeline, get_engine
 
-            self._pipeline = Pipeline(get_engine(str(self._deployment.section("matching").get("engine") or "dlib")))
+            # "dlib" or "onnx": the same dlib networks, so the same templates and assessment.
+            engine = str(self._deployment.section("matching").get("engine") or DEFAULT_ENGINE)
+            self._pipeline = Pipeline(get_engine(engine))
         return self._pipeline
 
     def _check_role(self, operation: str, purpose: Optional[str], subjects: Sequence[str], now: dt.datetime) -> None:
