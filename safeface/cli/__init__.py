@@ -16,6 +16,7 @@ from .common import EXIT_ERROR, EXIT_INTEGRITY, EXIT_POLICY, EXIT_USAGE
 COMMAND_MODULES = (
     "vision_cmds",
     "models_cmds",
+    "policy_cmds",
     "demo_cmd",
 )
 
