@@ -78,7 +78,10 @@ def _decode(data: bytes, label: str, max_pixels: int) -> np.ndarray:
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageError(f"{label}: refused as a decompression bomb ({exc}).") from None
     except UnidentifiedImageError:
-        raise ImageError(f"{label}: not an image format safeface can read (JPEG, PNG, BMP, GIF, WebP, TIFF).") from None
+        raise ImageError(
+            f"{label}: not an image safeface can read, or its header is corrupt "
+            "(supported: JPEG, PNG, BMP, GIF, WebP, TIFF)."
+        ) from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise ImageError(f"{label}: corrupt or truncated image ({exc}).") from None
 

@@ -168,6 +168,10 @@ def test_input_checks(db: Path, keyring: PassphraseKeyring) -> None:
     g.close()
     with pytest.raises(ConfigError, match="closed"):
         len(g)
+    junk = db.parent / "junk.db"
+    junk.write_bytes(b"not a database " * 100)
+    with pytest.raises(ConfigError, match="not a usable gallery database"):
+        Gallery.open(junk, keyring, DIM)
 
 
 def _tamper(db: Path, sql: str, *args: object) -> None:
@@ -481,3 +485,81 @@ def test_keyring_with_one_key_for_all_purposes_is_refused(db: Path) -> None:
     same = HostKeyring.from_callback(lambda purpose, version: b"\x11" * 32)
     with pytest.raises(ConfigError, match="independent"):
         Gallery.open(db, same, DIM)
+
+
+def test_erased_rows_leave_no_sealed_bytes_behind(db: Path, keyring: PassphraseKeyring) -> None:
+    x = unit_rows(6, seed=9)
+    with Gallery.open(db, keyring, DIM) as g:
+        fill(g, x)
+        c = sqlite3.connect(db)
+        blobs = [bytes(b) for (b,) in c.execute("SELECT sealed FROM rows WHERE pseudonym = ?", (g.pseudonym("s2"),))]
+        c.close()
+        assert len(blobs) == 1 and blobs[0][:24] in _file_bytes(db)
+        assert g.erase_subject("s2").count == 1
+        # secure_delete zeroes the freed page; the truncating checkpoint drops the WAL frames.
+        data = _file_bytes(db)
+        assert blobs[0][:24] not in data and blobs[0][-24:] not in data
+        assert g.pseudonym("s2").encode() not in data
+        assert g.pseudonym("s3").encode() in data
+
+
+def test_index_factory_sees_the_gallery_size(db: Path, keyring: PassphraseKeyring) -> None:
+    from safeface.index import ExactIndex
+
+    sizes: list[int] = []
+
+    def factory(dim: int, size: int) -> ExactIndex:
+        sizes.append(size)
+        return ExactIndex(dim)
+
+    x = unit_rows(7, seed=10)
+    with Gallery.open(db, keyring, DIM, index_factory=factory) as g:
+        fill(g, x)
+        g.rebuild_index()
+        assert sizes[-1] == 7
+        assert g.search(x[6], "access", k=1, now=T0)[0].pseudonym == g.pseudonym("s6")
+    with Gallery.open(db, keyring, DIM, index_factory=factory) as g:
+        assert sizes[-1] == 7 and len(g) == 7
+
+
+def test_faiss_index_plugs_in(db: Path, keyring: PassphraseKeyring) -> None:
+    import safeface.index as index_pkg
+
+    if not hasattr(index_pkg, "FaissIndex"):
+        pytest.skip("safeface.index.FaissIndex is not in this checkout (it comes with the matching core)")
+    x = unit_rows(40, seed=12)
+    with Gallery.open(db, keyring, DIM) as g:
+        fill(g, x[:20])
+        fill(g, x[20:], purposes=("payment",), prefix="p")
+    with Gallery.open(db, keyring, DIM, index_factory=lambda d, n: index_pkg.FaissIndex(d, "flat")) as g:
+        assert type(g._index).__name__ == "FaissIndex"
+        assert g.search(x[3], "access", k=1, now=T0)[0].pseudonym == g.pseudonym("s3")
+        assert g.pseudonym("s3") not in {m.pseudonym for m in g.search(x[3], "payment", k=40, now=T0)}
+        g.erase_subject("s3")
+        assert g.pseudonym("s3") not in {m.pseudonym for m in g.search(x[3], "access", k=40, now=T0)}
+
+
+def test_add_many_is_one_transaction(db: Path, keyring: PassphraseKeyring) -> None:
+    from safeface.templates import Enrollment
+
+    x = unit_rows(5, seed=13)
+    with Gallery.open(db, keyring, DIM) as g:
+        rows = g.add_many([Enrollment(f"m{i}", x[i], ["access"], f"tm{i}", LATER) for i in range(5)])
+        assert [r.row_id for r in rows] == [1, 2, 3, 4, 5] and len(g) == 5
+        assert g.search(x[4], "access", k=1, now=T0)[0].row_id == 5
+        bad = [Enrollment("n0", x[0], ["access"], "tn0", LATER), Enrollment("n1", x[1], ["access"], "tn1",
+                                                                           datetime(2030, 1, 1))]
+        with pytest.raises(ConfigError):
+            g.add_many(bad)
+        assert len(g) == 5 and not g.has_subject("n0")
+        assert g.add_many([]) == []
+
+        def fail(point: str) -> None:
+            raise RuntimeError(f"failure injected at {point}")
+
+        g._hook = fail  # a failure after the rows were written: rolled back, memory untouched
+        with pytest.raises(RuntimeError):
+            g.add_many([Enrollment(f"r{i}", x[i], ["access"], f"tr{i}", LATER) for i in range(2)])
+        g._hook = None
+        assert len(g) == 5 and not g.has_subject("r0")
+        assert {m.row_id for m in g.search(x[0], "access", k=10, now=T0)} == {1, 2, 3, 4, 5}

@@ -91,10 +91,16 @@ def test_rotate_retire_refresh(tmp_path: Path) -> None:
     assert other.versions("transform") == [1, 2]
     other.refresh()  # picks up the version another holder added
     assert other.versions("transform") == [1, 2, 3] and other.key("transform") == kr.key("transform")
+    # A holder that never saw version 3 rotates: it starts from the file, so version 3 survives.
+    stale = PassphraseKeyring.open(path, PASS)
+    kr.rotate("transform")
+    assert stale.rotate("transform") == {"transform": 5}
+    assert PassphraseKeyring.open(path, PASS).versions("transform") == [1, 2, 3, 4, 5]
+    assert PassphraseKeyring.open(path, PASS).key("transform", 4) == kr.key("transform", 4)
     with pytest.raises(ConfigError, match="newest"):
-        kr.retire("transform", 3)
+        stale.retire("transform", 5)
     kr.retire("transform", 1)
-    assert PassphraseKeyring.open(path, PASS).versions("transform") == [2, 3]
+    assert PassphraseKeyring.open(path, PASS).versions("transform") == [2, 3, 4, 5]
     with pytest.raises(ConfigError, match="no transform key version 1"):
         kr.key("transform", 1)
     with pytest.raises(ConfigError, match="unknown key purpose"):

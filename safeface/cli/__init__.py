@@ -7,7 +7,7 @@ import argparse
 import importlib
 import json
 import sys
-from typing import Optional, Sequence
+from typing import NoReturn, Optional, Sequence
 
 from ..errors import IntegrityError, PolicyViolation, SafeFaceError
 from .common import EXIT_ERROR, EXIT_INTEGRITY, EXIT_POLICY, EXIT_USAGE
@@ -16,13 +16,14 @@ from .common import EXIT_ERROR, EXIT_INTEGRITY, EXIT_POLICY, EXIT_USAGE
 COMMAND_MODULES = (
     "vision_cmds",
     "models_cmds",
+    "policy_cmds",
     "demo_cmd",
     "eval_cmds",
 )
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> "argparse.NoReturn":  # type: ignore[override]
+    def error(self, message: str) -> NoReturn:
         self.print_usage(sys.stderr)
         sys.stderr.write(f"{self.prog}: error: {message}\n")
         raise SystemExit(EXIT_USAGE)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -11,13 +13,13 @@ import numpy as np
 from ..demo import sample_image_dir
 from ..imageio import load_image
 from ..index import ExactIndex
-from ..vision import DEFAULT_THRESHOLD, ENGINES, Pipeline, cosine, euclidean_equivalent, get_engine
+from ..vision import DEFAULT_ENGINE, DEFAULT_THRESHOLD, ENGINES, Pipeline, cosine, euclidean_equivalent, get_engine
 from .common import EXIT_OK
 
 
 def register(sub: Any) -> None:
     p = sub.add_parser("demo", help="detect, embed and match on the sample images")
-    p.add_argument("--engine", choices=ENGINES, default="dlib")
+    p.add_argument("--engine", choices=ENGINES, default=DEFAULT_ENGINE)
     p.set_defaults(func=_demo)
 
 
@@ -57,8 +59,50 @@ def _demo(args: argparse.Namespace) -> int:
           f"{'match' if best >= DEFAULT_THRESHOLD else 'no match'}")
     hits, _ = index.search(probe.embedding[None, :], k=3, threshold=DEFAULT_THRESHOLD)
     print(f"   candidates above the threshold: {int(np.isfinite(hits).sum())}")
-    print("demo finished: nothing was written to disk.")
+    _guarded_demo(pipe, hanks, _recapture(hanks), group)
     return EXIT_OK
+
+
+def _guarded_demo(pipe: Pipeline, photo: np.ndarray, recaptured: np.ndarray, group: np.ndarray) -> None:
+    """The same faces through the compliance guard, in a temporary demo workspace."""
+    from ..errors import PolicyViolation
+    from ..policy.issuer import issue_consent
+    from ..policy.workspace import init_workspace, read_signing_key
+    from ..sdk import SafeFace
+
+    with tempfile.TemporaryDirectory(prefix="safeface-demo-") as tmp:
+        ws = init_workspace(Path(tmp) / "ws", demo=True)
+        print("4. guarded calls in a temporary demo workspace (profile cn-2025, purpose 'demo'):")
+        with SafeFace.open(ws.root, pipeline=pipe) as sf:
+            token, consent = issue_consent(read_signing_key(ws.demo_issuer), sf.deployment, "tom", ["demo"])
+            print(f"   consent: token {consent.token_id} signed with Ed25519 for subject 'tom', purpose demo, "
+                  f"{', '.join(consent.operations)}; binds notice {sf.deployment.notice_hash[:12]}")
+            e = sf.enroll(photo, "tom", "demo", token)
+            print(f"   enroll: stored as pseudonym {e.pseudonym[:16]}..., protected template, expires {e.expires_at.date()}")
+            v = sf.verify(recaptured, "tom", "demo", token)
+            print(f"   verify the re-captured copy: {'match' if v.match else 'no match'} ({v.score:.3f} >= {v.threshold})")
+            found = sf.identify(group, "demo", token)
+            print(f"   identify the largest face of t1.jpg: {len(found)} candidate(s) above the threshold")
+            for label, call in (
+                    ("verify without consent", lambda: sf.verify(recaptured, "tom", "demo", None)),
+                    ("enroll for an undeclared purpose", lambda: sf.enroll(photo, "tom", "marketing", token)),
+                    ("analyze 'skin tone'", lambda: sf.analyze(photo, ["skin tone"]))):
+                try:
+                    call()
+                    print(f"   {label}: allowed (unexpected)")
+                except PolicyViolation as exc:
+                    print(f"   {label}: refused, rule {exc.rule}: {exc.message}")
+            receipt = sf.erase("tom")
+            print(f"   erase: {receipt.templates_removed} template(s) removed, receipt {receipt.receipt_id} "
+                  f"signed ({receipt.signature[:16]}...)")
+            try:
+                sf.verify(recaptured, "tom", "demo", token)
+            except PolicyViolation as exc:
+                print(f"   verify after erasure: refused, rule {exc.rule}")
+            report = sf.audit_verify()
+            print(f"   audit log: {report.entries} entries, hash chain and signed head intact")
+    print("demo finished: the temporary workspace (protected templates and audit log only) was deleted; "
+          "no image or raw embedding was written.")
 
 
 def _recapture(image: np.ndarray) -> np.ndarray:
@@ -66,6 +110,6 @@ def _recapture(image: np.ndarray) -> np.ndarray:
     from PIL import Image, ImageEnhance
 
     im = Image.fromarray(image)
-    im = im.resize((im.width * 2 // 3, im.height * 2 // 3), Image.BILINEAR)
-    im = ImageEnhance.Brightness(im).enhance(1.25).rotate(8, resample=Image.BILINEAR, fillcolor=(255, 255, 255))
+    im = im.resize((im.width * 2 // 3, im.height * 2 // 3), Image.Resampling.BILINEAR)
+    im = ImageEnhance.Brightness(im).enhance(1.25).rotate(8, resample=Image.Resampling.BILINEAR, fillcolor=(255, 255, 255))
     return np.asarray(im)

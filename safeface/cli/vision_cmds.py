@@ -13,12 +13,13 @@ import numpy as np
 
 from ..errors import SafeFaceError
 from ..imageio import load_image
-from ..vision import DEFAULT_THRESHOLD, ENGINES, Pipeline, PipelineConfig, cosine, get_engine
+from ..vision import DEFAULT_ENGINE, DEFAULT_THRESHOLD, ENGINES, Pipeline, PipelineConfig, cosine, get_engine
 from .common import EXIT_ERROR, EXIT_OK, print_json, say
 
 
 def _add_engine_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--engine", choices=ENGINES, default="dlib", help="recognition engine (default: dlib)")
+    p.add_argument("--engine", choices=ENGINES, default=DEFAULT_ENGINE,
+                   help=f"recognition engine (default: {DEFAULT_ENGINE})")
     p.add_argument("--detector", choices=("hog", "mmod"), default=None,
                    help="use only this detector (default: HOG, then HOG upsampled, then MMOD)")
     p.add_argument("--no-flip", action="store_true", help="do not average with the mirrored face")

@@ -6,7 +6,7 @@ from typing import Iterable, Optional, Union
 
 import numpy as np
 
-from .. import _core
+from .. import _core  # type: ignore[attr-defined,unused-ignore]
 
 Allowed = Union[np.ndarray, Iterable[int], None]
 

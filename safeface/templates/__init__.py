@@ -4,6 +4,7 @@ the keyring, and the SQLite gallery of sealed protected templates."""
 from __future__ import annotations
 
 from .gallery import (
+    Enrollment,
     ErasureResult,
     Gallery,
     GalleryRow,
@@ -28,6 +29,7 @@ from .transform import TemplateTransform
 
 __all__ = [
     "PURPOSES",
+    "Enrollment",
     "ErasureResult",
     "Gallery",
     "GalleryRow",

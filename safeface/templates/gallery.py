@@ -28,6 +28,7 @@ import numpy as np
 from ..errors import ConfigError, IntegrityError
 from .keyring import Keyring
 from .pseudonym import pseudonymize
+from .rowfilter import RowFilter
 from .sealing import RowBinding, Sealer
 from .transform import TemplateTransform
 
@@ -106,6 +107,18 @@ class GalleryRow:
 
 
 @dataclass(frozen=True)
+class Enrollment:
+    """One template to store with `Gallery.add_many` (the arguments of `Gallery.add`)."""
+
+    subject_id: str
+    embedding: np.ndarray = field(repr=False)
+    purposes: Sequence[str]
+    token_id: str
+    expires_at: datetime
+    provenance: str = "consent"
+
+
+@dataclass(frozen=True)
 class Match:
     pseudonym: str
     score: float
@@ -148,15 +161,6 @@ class _Keys:
     sealer: Sealer
 
 
-@dataclass
-class _Filter:
-    """Arrays over the in-memory rows, rebuilt lazily after a change, for fast allowed-id sets."""
-
-    ids: np.ndarray
-    expires_us: np.ndarray
-    by_purpose: dict[str, np.ndarray] = field(default_factory=dict)
-
-
 def to_us(t: datetime, what: str) -> int:
     if not isinstance(t, datetime):
         raise ConfigError(f"{what} must be a datetime, got {type(t).__name__}.")
@@ -194,7 +198,8 @@ class Gallery:
         self._keys: Optional[_Keys] = None
         self._index: SearchIndex = index_factory(dim, 0)
         self._entries: dict[int, _Entry] = {}
-        self._filter: Optional[_Filter] = None
+        self._by_pseudonym: dict[str, set[int]] = {}
+        self._filter = RowFilter()
         self._seen_seq = 0
         self._data_version = -1
         self._pseudonym_version = 0
@@ -234,8 +239,9 @@ class Gallery:
                 self._conn.close()
                 self._conn = None
             self._entries.clear()
+            self._by_pseudonym.clear()
             self._index = self._factory(self._dim, 0)
-            self._filter = None
+            self._filter = RowFilter()
 
     def __enter__(self) -> "Gallery":
         return self
@@ -386,8 +392,11 @@ class Gallery:
         index = self._factory(self._dim, len(rows))
         if rows:
             index.add(np.fromiter(entries.keys(), dtype=np.int64, count=len(entries)), vecs)
-        self._keys, self._entries, self._index = keys, entries, index
-        self._filter = None
+        by_p: dict[str, set[int]] = {}
+        for rid, e in entries.items():
+            by_p.setdefault(e.pseudonym, set()).add(rid)
+        self._keys, self._entries, self._index, self._by_pseudonym = keys, entries, index, by_p
+        self._filter = RowFilter.build((rid, e.purposes, e.expires_us) for rid, e in entries.items())
         self._seen_seq = int(seq)
 
     def _refresh(self) -> None:
@@ -429,14 +438,27 @@ class Gallery:
         if removals:
             self._index.remove(np.asarray(removals, dtype=np.int64))
             for rid in removals:
-                self._entries.pop(rid, None)
+                gone = self._entries.pop(rid, None)
+                if gone is not None:
+                    self._unlink(gone.pseudonym, rid)
+                self._filter.remove(rid)
         if upserts:
             ids = np.fromiter(upserts.keys(), dtype=np.int64, count=len(upserts))
             self._index.add(ids, np.stack([v for _, v in upserts.values()]))
             for rid, (entry, _) in upserts.items():
+                old = self._entries.get(rid)
+                if old is not None:
+                    self._unlink(old.pseudonym, rid)
                 self._entries[rid] = entry
-        if upserts or removals:
-            self._filter = None
+                self._by_pseudonym.setdefault(entry.pseudonym, set()).add(rid)
+                self._filter.upsert(rid, entry.purposes, entry.expires_us)
+
+    def _unlink(self, pseudonym: str, rid: int) -> None:
+        rows = self._by_pseudonym.get(pseudonym)
+        if rows is not None:
+            rows.discard(rid)
+            if not rows:
+                del self._by_pseudonym[pseudonym]
 
     @contextmanager
     def _write(self) -> Iterator[list[Callable[[], None]]]:
@@ -480,32 +502,45 @@ class Gallery:
     def add(self, subject_id: str, embedding: np.ndarray, purposes: Sequence[str], token_id: str,
             expires_at: datetime, provenance: str = "consent") -> GalleryRow:
         """Protect, seal and store one template for the subject; returns the new row."""
-        purposes_t = _check_purposes(purposes)
-        _check_text(token_id, "token_id")
-        _check_text(provenance, "provenance")
-        exp_us = to_us(expires_at, "expires_at")
-        vec = self._check_embedding(embedding)
-        pseudonym = self.pseudonym(subject_id)
+        return self.add_many([Enrollment(subject_id, embedding, tuple(_check_purposes(purposes)), token_id,
+                                         expires_at, provenance)])[0]
+
+    def add_many(self, items: Sequence["Enrollment"]) -> list[GalleryRow]:
+        """Store several templates in one transaction: all of them or, on any error, none."""
+        prepared = []
+        for it in items:
+            purposes_t = _check_purposes(it.purposes)
+            _check_text(it.token_id, "token_id")
+            _check_text(it.provenance, "provenance")
+            prepared.append((self.pseudonym(it.subject_id), self._check_embedding(it.embedding), purposes_t,
+                             it.token_id, it.provenance, to_us(it.expires_at, "expires_at")))
         created = _now()
+        out: list[GalleryRow] = []
         with self._write() as after:
             keys = self._require_keys()
-            template = keys.transform.apply(vec).astype("<f4")
             db = self._db()
-            cur = db.execute(
-                "INSERT INTO rows (pseudonym, purposes, token_id, provenance, expires_us, created_at, "
-                "last_interaction, transform_version, seal_version, sealed) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (pseudonym, json.dumps(list(purposes_t)), token_id, provenance, exp_us, _iso(created),
-                 _iso(created), keys.transform_version, keys.seal_version, b""))
-            row_id = int(cur.lastrowid or 0)
-            binding = RowBinding(row_id, pseudonym, purposes_t, token_id, provenance, exp_us,
-                                 keys.transform_version, keys.seal_version)
-            db.execute("UPDATE rows SET sealed = ? WHERE row_id = ?",
-                       (keys.sealer.seal(template.tobytes(), binding), row_id))
-            self._log([row_id], "upsert")
+            upserts: dict[int, tuple[_Entry, np.ndarray]] = {}
+            raw = np.stack([v for _, v, *_ in prepared]) if prepared else np.zeros((0, self._dim))
+            templates = keys.transform.apply(raw)
+            for (pseudonym, _, purposes_t, token_id, provenance, exp_us), template in zip(prepared, templates):
+                cur = db.execute(
+                    "INSERT INTO rows (pseudonym, purposes, token_id, provenance, expires_us, created_at, "
+                    "last_interaction, transform_version, seal_version, sealed) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (pseudonym, json.dumps(list(purposes_t)), token_id, provenance, exp_us, _iso(created),
+                     _iso(created), keys.transform_version, keys.seal_version, b""))
+                row_id = int(cur.lastrowid or 0)
+                binding = RowBinding(row_id, pseudonym, purposes_t, token_id, provenance, exp_us,
+                                     keys.transform_version, keys.seal_version)
+                db.execute("UPDATE rows SET sealed = ? WHERE row_id = ?",
+                           (keys.sealer.seal(template.astype("<f4").tobytes(), binding), row_id))
+                upserts[row_id] = (_Entry(pseudonym, frozenset(purposes_t), token_id, exp_us),
+                                   template.astype(np.float32))
+                out.append(GalleryRow(row_id, pseudonym, purposes_t, token_id, from_us(exp_us), provenance,
+                                      created, created))
+            self._log(list(upserts), "upsert")
             self._at("add:sealed")
-            entry = _Entry(pseudonym, frozenset(purposes_t), token_id, exp_us)
-            after.append(lambda: self._apply({row_id: (entry, template.astype(np.float32))}, []))
-        return GalleryRow(row_id, pseudonym, purposes_t, token_id, from_us(exp_us), provenance, created, created)
+            after.append(lambda: self._apply(upserts, []))
+        return out
 
     def _delete_where(self, where: str, args: tuple[Any, ...]) -> list[tuple[int, str]]:
         """Delete matching rows inside the current write; returns (row_id, pseudonym) pairs."""
@@ -610,13 +645,15 @@ class Gallery:
                 return RekeyResult(0, (old.transform_version, tv), (old.seal_version, sv))
             if tv == old.transform_version and t_id != meta["transform_key_id"] and target is self._keyring:
                 raise ConfigError("the keyring's transform key changed without a new version number.")
-            new = _Keys(tv, sv, TemplateTransform.from_key(target.key("transform", tv), self._dim),
-                        Sealer(target.key("seal", sv)))
+            same_transform = t_id == meta["transform_key_id"]
+            new_transform = (old.transform if same_transform
+                             else TemplateTransform.from_key(target.key("transform", tv), self._dim))
+            new = _Keys(tv, sv, new_transform, Sealer(target.key("seal", sv)))
             db = self._db()
             rows = db.execute(f"SELECT {self._ROW_COLS} FROM rows ORDER BY row_id").fetchall()
             for r in rows:
                 entry, t_old = self._unseal_row(old, r)
-                t_new = old.transform.rekey_to(new.transform, t_old).astype("<f4")
+                t_new = (t_old if same_transform else old.transform.rekey_to(new.transform, t_old)).astype("<f4")
                 rid = int(r[0])
                 binding = RowBinding(rid, entry.pseudonym, tuple(json.loads(r[2])), entry.token_id, str(r[4]),
                                      entry.expires_us, tv, sv)
@@ -637,23 +674,21 @@ class Gallery:
         self._scrub_wal()
         return RekeyResult(len(rows), (old.transform_version, tv), (old.seal_version, sv))
 
+    def rebuild_index(self) -> None:
+        """Rebuild the in-memory index from the store through the index factory, which sees the
+        current row count (e.g. after a bulk enrolment, to move to an approximate index)."""
+        with self._lock:
+            self._db()
+            self._reload()
+
     # ---------------------------------------------------------------- reading
 
     def _allowed(self, purpose: str, now_us: int, pseudonym: Optional[str] = None) -> np.ndarray:
-        f = self._filter
-        if f is None:
-            ids = np.fromiter(self._entries.keys(), dtype=np.int64, count=len(self._entries))
-            exp = np.fromiter((e.expires_us for e in self._entries.values()), dtype=np.int64, count=len(ids))
-            f = self._filter = _Filter(ids, exp)
-        mask = f.by_purpose.get(purpose)
-        if mask is None:
-            mask = np.fromiter((purpose in e.purposes for e in self._entries.values()), dtype=bool, count=len(f.ids))
-            f.by_purpose[purpose] = mask
-        ok = mask & (f.expires_us > now_us)
-        ids = f.ids[ok]
         if pseudonym is not None:
-            ids = np.asarray([i for i in ids.tolist() if self._entries[i].pseudonym == pseudonym], dtype=np.int64)
-        return ids
+            mine = sorted(rid for rid in self._by_pseudonym.get(pseudonym, ())
+                         if purpose in self._entries[rid].purposes and self._entries[rid].expires_us > now_us)
+            return np.asarray(mine, dtype=np.int64)
+        return self._filter.allowed(purpose, now_us)
 
     def search(self, embedding: np.ndarray, purpose: str, k: int = 5, threshold: Optional[float] = None,
                now: Optional[datetime] = None) -> list[Match]:

@@ -21,10 +21,11 @@ import hmac
 import json
 import os
 import secrets
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Mapping, Optional, Protocol, Sequence, Union, runtime_checkable
+from typing import Any, Callable, Iterator, Mapping, Optional, Protocol, Sequence, Union, runtime_checkable
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -235,28 +236,49 @@ class PassphraseKeyring(_KeyringBase):
         a gallery re-key moves to) and save the file. Old versions stay until `retire`, so a
         gallery that has not been re-keyed yet, or whose re-key was interrupted, still opens."""
         chosen = purposes or ("transform", "seal")
-        out: dict[str, int] = {}
         for p in chosen:
             _check_purpose(p)
             if p not in ROTATABLE:
                 raise ConfigError(f"the {p} key cannot be rotated: stored rows are keyed by it and the "
                                   f"subject ids needed to recompute them are never kept.")
-            v = max(self._keys[p]) + 1
-            self._add_version(p, v, secrets.token_bytes(KEY_BYTES))
-            out[p] = v
-        self._write()
+        out: dict[str, int] = {}
+        with self._exclusive():
+            for p in chosen:
+                v = max(self._keys[p]) + 1
+                self._add_version(p, v, secrets.token_bytes(KEY_BYTES))
+                out[p] = v
+            self._write()
         return out
 
     def retire(self, purpose: str, version: int) -> None:
         """Delete an old key version for good (after every gallery has been re-keyed past it)."""
         _check_purpose(purpose)
-        if version not in self._keys[purpose]:
-            raise ConfigError(f"the keyring holds no {purpose} key version {version}.")
-        if version == max(self._keys[purpose]):
-            raise ConfigError(f"the {purpose} key version {version} is the newest; rotate before retiring it.")
-        del self._keys[purpose][version]
-        self._doc["keys"][purpose] = [e for e in self._doc["keys"][purpose] if int(e["version"]) != version]
-        self._write()
+        with self._exclusive():
+            if version not in self._keys[purpose]:
+                raise ConfigError(f"the keyring holds no {purpose} key version {version}.")
+            if version == max(self._keys[purpose]):
+                raise ConfigError(f"the {purpose} key version {version} is the newest; rotate before retiring it.")
+            del self._keys[purpose][version]
+            self._doc["keys"][purpose] = [e for e in self._doc["keys"][purpose] if int(e["version"]) != version]
+            self._write()
+
+    @contextmanager
+    def _exclusive(self) -> Iterator[None]:
+        """Hold an exclusive lock on the keyring and start from the file as it is now, so two
+        holders rotating at once cannot overwrite each other's new versions."""
+        lock_path = self._path.with_name(self._path.name + ".lock")
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            try:
+                import fcntl
+
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            except ImportError:  # not POSIX: no advisory lock; the rename still keeps the file whole
+                pass
+            self.refresh()
+            yield
+        finally:
+            os.close(fd)
 
     def refresh(self) -> None:
         """Re-read the file, e.g. after another process rotated a key. The passphrase-derived key

@@ -35,7 +35,8 @@ def _keystream(seed: bytes, nbytes: int) -> bytes:
 def _uniform(stream: bytes) -> np.ndarray:
     """Doubles in (0, 1) from 64-bit words (53 bits each, offset by half a step to avoid 0)."""
     words = np.frombuffer(stream, dtype="<u8")
-    return ((words >> np.uint64(11)).astype(np.float64) + 0.5) * (1.0 / 9007199254740992.0)
+    out: np.ndarray = ((words >> np.uint64(11)).astype(np.float64) + 0.5) * (1.0 / 9007199254740992.0)
+    return out
 
 
 def _orthogonal(seed: bytes, dim: int) -> np.ndarray:
@@ -94,14 +95,17 @@ class TemplateTransform:
 
     def apply(self, x: np.ndarray) -> np.ndarray:
         """Protected templates, float32, same shape as `x` ((dim,) or (n, dim))."""
-        return (self._check(x) @ self._m.T).astype(np.float32)
+        out: np.ndarray = (self._check(x) @ self._m.T).astype(np.float32)
+        return out
 
     def invert(self, t: np.ndarray) -> np.ndarray:
         """The embeddings behind protected templates (the transpose undoes an orthogonal map)."""
-        return (self._check(t) @ self._m).astype(np.float32)
+        out: np.ndarray = (self._check(t) @ self._m).astype(np.float32)
+        return out
 
     def rekey_to(self, new: "TemplateTransform", t: np.ndarray) -> np.ndarray:
         """Templates under this transform moved to `new`, in one product (no float32 round trip)."""
         if new.dim != self.dim:
             raise ConfigError("both transforms must have the same dimension.")
-        return (self._check(t) @ (new._m @ self._m.T).T).astype(np.float32)
+        out: np.ndarray = (self._check(t) @ (new._m @ self._m.T).T).astype(np.float32)
+        return out

@@ -16,9 +16,12 @@ from .types import Engine, Face, FaceEmbedding, Outcome
 DEFAULT_THRESHOLD = 0.91
 
 ENGINES = ("dlib", "onnx")
+# The same networks as "dlib" with equal descriptors (max difference < 1e-6 on LFW) and equal
+# MMOD boxes, 15-25x faster; converted from dlib's files on first use.
+DEFAULT_ENGINE = "onnx"
 
 
-def get_engine(name: str = "dlib", **kwargs: Any) -> Engine:
+def get_engine(name: str = DEFAULT_ENGINE, **kwargs: Any) -> Engine:
     """An engine by name: "dlib" (dlib on the CPU) or "onnx" (the same networks on ONNX Runtime)."""
     if name == "dlib":
         from .dlib_engine import DlibEngine
@@ -28,13 +31,17 @@ def get_engine(name: str = "dlib", **kwargs: Any) -> Engine:
         try:
             from .onnx_engine import OnnxEngine
         except ImportError as exc:
-            raise ModelError(f"the ONNX engine is unavailable ({exc}); install safeface[cpu] or safeface[gpu].") from None
+            raise ModelError(
+                f"the ONNX engine is unavailable ({exc}); install safeface[cpu] (or safeface[gpu]), "
+                "or choose the dlib engine (--engine dlib)."
+            ) from None
         engine: Engine = OnnxEngine(**kwargs)
         return engine
     raise ModelError(f"unknown engine {name!r}; choose one of: {', '.join(ENGINES)}.")
 
 
 __all__ = [
+    "DEFAULT_ENGINE",
     "DEFAULT_THRESHOLD",
     "ENGINES",
     "Engine",

@@ -127,7 +127,8 @@ def l2_normalize(x: np.ndarray) -> np.ndarray:
     x = np.asarray(x, dtype=np.float64)
     n = np.linalg.norm(x, axis=1, keepdims=True)
     n[n == 0] = 1.0
-    return (x / n).astype(np.float32)
+    out: np.ndarray = (x / n).astype(np.float32)
+    return out
 
 
 def _check_image(image: np.ndarray) -> None:

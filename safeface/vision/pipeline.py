@@ -39,7 +39,7 @@ class PipelineConfig:
 
     def with_(self, **kw: object) -> "PipelineConfig":
         fields = {**self.__dict__, **kw}
-        return PipelineConfig(**fields)  # type: ignore[arg-type]
+        return PipelineConfig(**fields)  # type: ignore[arg-type,unused-ignore]
 
 
 @dataclass

@@ -1,0 +1,5 @@
+"""`python -m safeface.cli`: the same as the `safeface` command."""
+
+from . import entry
+
+entry()

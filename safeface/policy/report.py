@@ -1,0 +1,224 @@
+"""The compliance report an assessor reads: JSON and HTML.
+
+Records of processing (GDPR 30 / M 9), purposes and retention, counts, the filing status,
+refusals by rule, security measures, and every rule of the catalogue with its state for this
+deployment. When the evaluation tool has written ``WS/reports/evaluation/latest.json``, its
+figures are embedded and its plots copied next to the report and linked.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import html
+import json
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .deployment import Finding
+from .rules import RULES, rule_for
+
+if TYPE_CHECKING:
+    from ..sdk import SafeFace
+
+PLOT_SUFFIXES = (".png", ".svg", ".jpg", ".pdf")
+
+# How each call-time rule is enforced, for the rule table (configuration rules come from findings).
+CALL_TIME = {
+    "CN-04": "checked at every enroll, verify and identify",
+    "CN-05": "revocation erases at once; signed receipts",
+    "CN-06": "checked on each consent with a declared birth date",
+    "CN-07": "export refused without transmit consent or legal basis",
+    "CN-08": "expiry on every template; expired never matched, purged with receipt",
+    "CN-10": "every call appended to the hash-chained log",
+    "CN-16b": "legal-basis tokens verified against trusted authority keys",
+    "CN-17": "deduplicated count checked before each new enrolment",
+    "CN-18": "analyze() refuses; no attribute model exists",
+    "EU-01": "analyze() refuses; no attribute model exists",
+    "EU-02": "every template records its provenance; no enrolment without a consent or legal basis",
+    "EU-03": "analyze() refuses emotion; no emotion model exists",
+    "EU-05": "checked at every enroll, verify and identify",
+    "EU-06": "erasure at once with a signed receipt",
+    "US-01": "expiry = min(purpose end, last interaction + 3 years)",
+    "US-02": "checked at every enroll, verify and identify",
+    "US-03": "export refused without consent or legal basis; disclosures logged",
+}
+
+
+def _rule_table(sf: "SafeFace", findings: list[Finding], refusals: dict[str, int], evaluation: Any) -> list[dict[str, Any]]:
+    dep = sf.deployment
+    by_rule: dict[str, list[Finding]] = {}
+    for f in findings:
+        by_rule.setdefault(f.rule, []).append(f)
+    rows = []
+    for r in RULES:
+        active = r.profile in dep.profiles or r.profile == "standard"
+        entry: dict[str, Any] = {"id": r.id, "profile": r.profile, "mode": r.mode, "title": r.title,
+                                 "refusals": refusals.get(r.id, 0)}
+        if not active:
+            entry.update(state="not applicable", detail=f"profile {r.profile} is not active")
+        elif r.id in by_rule:
+            bad = [f for f in by_rule[r.id] if not f.ok]
+            entry.update(state="failing" if bad else "satisfied",
+                         detail="; ".join(f.message for f in (bad or by_rule[r.id])))
+            if r.id in CALL_TIME:
+                entry["detail"] += f"; {CALL_TIME[r.id]}"
+        elif r.mode == "enforce":
+            entry.update(state="enforced", detail=CALL_TIME.get(r.id, r.how))
+        elif r.mode == "record":
+            entry.update(state="recorded", detail=_record_detail(sf, r.id))
+        elif r.id == "ST-01":
+            entry.update(state="implemented", detail="keyed orthogonal transform per deployment, AES-GCM sealed rows, "
+                         "re-keying without images (`safeface rekey`); unlinkability measured under ST-02")
+        else:
+            entry.update(state="measured" if evaluation is not None else "not measured",
+                         detail="see the assessment section" if evaluation is not None
+                         else "run `safeface eval ... --workspace WS` to measure it")
+        rows.append(entry)
+    return rows
+
+
+def _record_detail(sf: "SafeFace", rule: str) -> str:
+    dep = sf.deployment
+    if rule == "CN-03":
+        a = dep.section("accessibility")
+        return f"attested: {bool(a.get('attested'))}; {a.get('note') or 'no note'}"
+    if rule == "CN-12":
+        s = dep.section("identity_service")
+        return f"identity service: {s.get('name') or 'not stated'}; {s.get('note') or ''}".strip("; ")
+    if rule == "CN-13":
+        return f"consent-screen version bound into each token: {dep.section('consent_screen').get('version') or 'not stated'}"
+    if rule == "EU-07":
+        return "this report's records of processing"
+    return ""
+
+
+def build_report(sf: "SafeFace", now: dt.datetime) -> dict[str, Any]:
+    dep = sf.deployment
+    facts = sf.facts()
+    findings = dep.findings(now.date())
+    evaluation = None
+    if sf.paths.evaluation.is_file():
+        try:
+            evaluation = json.loads(sf.paths.evaluation.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            evaluation = {"error": "reports/evaluation/latest.json is not readable JSON"}
+    refusals = facts["audit"]["refusals_by_rule"]
+    purposes = [{"name": p.name, "description": p.description, "necessity": p.necessity,
+                 "retention_days": p.retention_days, "end_date": p.end_date.isoformat() if p.end_date else None,
+                 "public_safety": p.public_safety, "alternatives": list(p.alternatives),
+                 "mandatory_by_law": p.mandatory_by_law} for p in dep.purposes.values()]
+    filing_rule = rule_for("filing", dep.profiles)
+    return {
+        "format": "safeface-compliance-report/1",
+        "generated": now.isoformat(timespec="seconds"),
+        "deployment": dep.raw.get("name"),
+        "profiles": list(dep.profiles),
+        "can_process": all(f.ok for f in findings),
+        "records_of_processing": {
+            "controller": dep.controller,
+            "purposes": purposes,
+            "categories_of_data": "face templates (keyed transform, sealed), pseudonymous subject ids, consent token ids",
+            "categories_of_subjects": "people who gave consent, or named in a legal-basis order",
+            "recipients": "none unless a transmit consent or legal basis allows export; each disclosure is logged",
+            "transfers": "none by the SDK (CN-07)",
+            "retention": {p.name: f"{p.retention_days} days" for p in dep.purposes.values()},
+            "location": dep.location,
+            "notice": {"version": dep.notice.get("version"), "hash": dep.notice_hash},
+            "assessment": dep.section("assessment"),
+            "go_live": dep.raw.get("go_live"),
+        },
+        "counts": {"subjects": facts["subjects"], "templates": facts["templates"],
+                   "revocations": facts["revocations"], "calls": facts["audit"]["by_operation"],
+                   "legal_basis_calls": facts["audit"]["legal_basis_calls"]},
+        "filing": {"applies": filing_rule is not None, "threshold": dep.filing_threshold,
+                   "stored_people": facts["subjects"], "reference": dep.filing_reference,
+                   "crossed_on": facts["filing_crossed"], "deadline": facts["filing_deadline"],
+                   "note": "deadline counts 30 working days (Monday to Friday); public holidays are not deducted"},
+        "refusals_by_rule": refusals,
+        "security_measures": {
+            "templates": "keyed orthogonal transform (revocable) and AES-GCM sealing bound to each row",
+            "keys": "keyring wrapped with AES-256-GCM under a scrypt-derived passphrase key, apart from the data",
+            "key_versions": facts["key_versions"],
+            "pseudonyms": "HMAC-SHA256 of subject ids under the pseudonym key; raw ids are never stored",
+            "access_control": {role: list(ops) for role, ops in dep.roles.items()},
+            "audit": "SHA-256 hash chain with an HMAC-signed head; `safeface audit verify`",
+            "receipts": f"Ed25519 erasure receipts, public key {facts['receipt_public_key']}",
+            "images": "never written to disk",
+        },
+        "rules": _rule_table(sf, findings, refusals, evaluation),
+        "audit_period": {"first": facts["audit"]["first"], "last": facts["audit"]["last"]},
+        "assessment": evaluation,
+    }
+
+
+def write_report(sf: "SafeFace", out: Path, now: dt.datetime) -> dict[str, Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    report = build_report(sf, now)
+    plots: list[str] = []
+    eval_dir = sf.paths.evaluation.parent
+    if report["assessment"] is not None and eval_dir.is_dir():
+        dest = out / "assessment"
+        for f in sorted(eval_dir.iterdir()):
+            if f.suffix.lower() in PLOT_SUFFIXES and f.is_file():
+                dest.mkdir(exist_ok=True)
+                shutil.copy2(f, dest / f.name)
+                plots.append(f"assessment/{f.name}")
+    report["assessment_plots"] = plots
+    json_path = out / "compliance.json"
+    json_path.write_text(json.dumps(report, indent=2, default=str) + "\n", encoding="utf-8")
+    html_path = out / "compliance.html"
+    html_path.write_text(_html(report), encoding="utf-8")
+    return {"json": json_path, "html": html_path}
+
+
+def _e(v: Any) -> str:
+    return html.escape("" if v is None else str(v))
+
+
+def _kv(d: dict[str, Any]) -> str:
+    rows = "".join(f"<tr><th>{_e(k)}</th><td>{_e(json.dumps(v, default=str) if isinstance(v, (dict, list)) else v)}</td></tr>"
+                   for k, v in d.items())
+    return f"<table>{rows}</table>"
+
+
+def _html(r: dict[str, Any]) -> str:
+    state_class = {"failing": "bad", "satisfied": "ok", "enforced": "ok", "recorded": "ok", "measured": "ok"}
+    rules = "".join(
+        f"<tr class='{state_class.get(x['state'], 'na')}'><td>{_e(x['id'])}</td><td>{_e(x['title'])}</td>"
+        f"<td>{_e(x['mode'])}</td><td>{_e(x['state'])}</td><td>{_e(x['detail'])}</td><td>{x['refusals']}</td></tr>"
+        for x in r["rules"])
+    purposes = "".join(
+        f"<tr><td>{_e(p['name'])}</td><td>{_e(p['description'])}</td><td>{_e(p['necessity'])}</td>"
+        f"<td>{p['retention_days']} days</td><td>{_e(', '.join(p['alternatives']))}</td></tr>"
+        for p in r["records_of_processing"]["purposes"])
+    refusals = "".join(f"<tr><td>{_e(k)}</td><td>{v}</td></tr>" for k, v in r["refusals_by_rule"].items()) or \
+        "<tr><td colspan=2>none</td></tr>"
+    assessment = "<p>No evaluation yet: run <code>safeface eval ... --workspace WS</code>.</p>"
+    if r["assessment"] is not None:
+        scalars = {k: v for k, v in r["assessment"].items() if not isinstance(v, (dict, list))}
+        nested = {k: v for k, v in r["assessment"].items() if isinstance(v, (dict, list))}
+        assessment = _kv(scalars) + "".join(f"<h3>{_e(k)}</h3><pre>{_e(json.dumps(v, indent=1, default=str))}</pre>"
+                                            for k, v in nested.items())
+        assessment += "".join(f"<p><a href='{_e(p)}'><img src='{_e(p)}' alt='{_e(p)}' style='max-width:640px'></a></p>"
+                              for p in r.get("assessment_plots", []))
+    status = "may process" if r["can_process"] else "CANNOT PROCESS: a rule is failing (see the rule table)"
+    return f"""<!doctype html><html><head><meta charset="utf-8"><title>Compliance report: {_e(r['deployment'])}</title>
+<style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto}}table{{border-collapse:collapse;margin:1em 0}}
+td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left;vertical-align:top}}tr.bad{{background:#fdd}}
+tr.ok{{background:#efe}}tr.na{{color:#888}}</style></head><body>
+<h1>Compliance report</h1>
+<p>Deployment <b>{_e(r['deployment'])}</b>, profiles {_e(', '.join(r['profiles']))}; generated {_e(r['generated'])}.
+Status: <b>{_e(status)}</b>.</p>
+<h2>Records of processing (GDPR 30, M 9)</h2>{_kv({k: v for k, v in r['records_of_processing'].items() if k != 'purposes'})}
+<h2>Purposes and retention</h2><table><tr><th>purpose</th><th>description</th><th>necessity</th><th>retention</th>
+<th>alternatives</th></tr>{purposes}</table>
+<h2>Counts</h2>{_kv(r['counts'])}
+<h2>Filing (CN-17)</h2>{_kv(r['filing'])}
+<h2>Refusals by rule</h2><table><tr><th>rule</th><th>refusals</th></tr>{refusals}</table>
+<h2>Security measures (CN-16)</h2>{_kv(r['security_measures'])}
+<h2>Rules</h2><table><tr><th>rule</th><th>title</th><th>mode</th><th>state</th><th>detail</th><th>refusals</th></tr>
+{rules}</table>
+<h2>Assessment (evaluation)</h2>{assessment}
+</body></html>
+"""

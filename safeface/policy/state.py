@@ -1,0 +1,72 @@
+"""What the policy layer remembers between calls, in the workspace's ``policy.db`` (SQLite):
+revoked tokens and subjects, the filing-threshold crossing, and each subject's purpose end (for
+BIPA's "last interaction + 3 years"). Subjects appear only as pseudonyms."""
+
+from __future__ import annotations
+
+import datetime as dt
+import sqlite3
+from pathlib import Path
+from typing import Optional
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS revoked_tokens (token_id TEXT PRIMARY KEY, at TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS revoked_subjects (pseudonym TEXT PRIMARY KEY, at INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS facts (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS purpose_ends (pseudonym TEXT NOT NULL, purpose TEXT NOT NULL, ends TEXT NOT NULL,
+                                         PRIMARY KEY (pseudonym, purpose));
+"""
+
+
+class PolicyState:
+    def __init__(self, path: Path) -> None:
+        self._db = sqlite3.connect(str(path), timeout=30.0, isolation_level=None)
+        self._db.execute("PRAGMA busy_timeout = 30000")
+        self._db.execute("PRAGMA journal_mode = WAL")
+        self._db.execute("PRAGMA synchronous = FULL")
+        self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        self._db.close()
+
+    # -- revocation -------------------------------------------------------------------------
+    def revoke_token(self, token_id: str, now: dt.datetime) -> None:
+        self._db.execute("INSERT OR IGNORE INTO revoked_tokens VALUES (?, ?)", (token_id, now.isoformat()))
+
+    def revoke_subject(self, pseudonym: str, now: dt.datetime) -> None:
+        """Every token for this subject issued up to now is revoked; a later, new consent is not."""
+        self._db.execute("INSERT OR REPLACE INTO revoked_subjects VALUES (?, ?)", (pseudonym, int(now.timestamp())))
+
+    def is_revoked(self, token_id: str, pseudonym: Optional[str], issued_at: int) -> bool:
+        if self._db.execute("SELECT 1 FROM revoked_tokens WHERE token_id = ?", (token_id,)).fetchone():
+            return True
+        if pseudonym is not None:
+            row = self._db.execute("SELECT at FROM revoked_subjects WHERE pseudonym = ?", (pseudonym,)).fetchone()
+            if row and issued_at <= int(row[0]):
+                return True
+        return False
+
+    def revoked_count(self) -> int:
+        return int(self._db.execute("SELECT COUNT(*) FROM revoked_tokens").fetchone()[0]) + int(
+            self._db.execute("SELECT COUNT(*) FROM revoked_subjects").fetchone()[0])
+
+    # -- facts (filing) ---------------------------------------------------------------------
+    def fact(self, name: str) -> Optional[str]:
+        row = self._db.execute("SELECT value FROM facts WHERE name = ?", (name,)).fetchone()
+        return str(row[0]) if row else None
+
+    def set_fact_once(self, name: str, value: str) -> bool:
+        cur = self._db.execute("INSERT OR IGNORE INTO facts VALUES (?, ?)", (name, value))
+        return cur.rowcount == 1
+
+    # -- purpose ends (BIPA) ----------------------------------------------------------------
+    def set_purpose_end(self, pseudonym: str, purpose: str, ends: dt.datetime) -> None:
+        self._db.execute("INSERT OR REPLACE INTO purpose_ends VALUES (?, ?, ?)", (pseudonym, purpose, ends.isoformat()))
+
+    def purpose_end(self, pseudonym: str, purpose: str) -> Optional[dt.datetime]:
+        row = self._db.execute("SELECT ends FROM purpose_ends WHERE pseudonym = ? AND purpose = ?",
+                               (pseudonym, purpose)).fetchone()
+        return dt.datetime.fromisoformat(row[0]) if row else None
+
+    def forget_subject(self, pseudonym: str) -> None:
+        self._db.execute("DELETE FROM purpose_ends WHERE pseudonym = ?", (pseudonym,))

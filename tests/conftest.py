@@ -1,0 +1,41 @@
+"""Shared fixtures: the real images in ../shared/datasets, and one engine per test session."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+
+def datasets_root() -> Path:
+    env = os.environ.get("SAFEFACE_DATASETS")
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_home(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Converted models and fetched packs go to a temporary folder, never the user's home."""
+    os.environ["SAFEFACE_HOME"] = str(tmp_path_factory.mktemp("safeface-home"))
+
+
+@pytest.fixture(scope="session")
+def datasets() -> Path:
+    root = datasets_root()
+    if not root.is_dir():
+        pytest.skip(f"real face images not found at {root} (set SAFEFACE_DATASETS to the shared datasets folder)")
+    return root
+
+
+@pytest.fixture(scope="session")
+def fr_images(datasets: Path) -> Path:
+    return datasets / "face_recognition"
+
+
+@pytest.fixture(scope="session")
+def dlib_engine():  # type: ignore[no-untyped-def]
+    from safeface.vision.dlib_engine import DlibEngine
+
+    return DlibEngine()

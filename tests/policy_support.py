@@ -1,0 +1,112 @@
+"""Shared helpers for the policy tests: workspaces, a settable clock, and a pipeline that embeds
+each real test image once per test session (dlib is the real engine; the cache only avoids
+recomputing the same image)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import json
+import os
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+import pytest
+
+from safeface.policy.deployment import Deployment
+from safeface.policy.issuer import issue_consent, issue_legal_basis
+from safeface.policy.workspace import WorkspacePaths, init_workspace, read_signing_key
+from safeface.sdk import SafeFace
+
+PASSPHRASE = "test passphrase, not secret"
+
+
+def datasets() -> Path:
+    env = os.environ.get("SAFEFACE_DATASETS")
+    return Path(env) if env else Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
+
+
+def images() -> Path:
+    folder = datasets() / "face_recognition" / "test_images"
+    if not (folder / "obama.jpg").is_file():
+        pytest.skip(f"the real test images are absent ({folder}); set SAFEFACE_DATASETS to the shared datasets")
+    return folder
+
+
+@functools.lru_cache(maxsize=1)
+def _engine() -> Any:
+    from safeface.vision import get_engine
+
+    return get_engine("dlib")
+
+
+class CachedPipeline:
+    """The real dlib pipeline; each distinct image file is embedded once per session."""
+
+    def __init__(self) -> None:
+        from safeface.vision import Pipeline
+
+        self._pipe = Pipeline(_engine())
+
+    def embed(self, image: Any) -> Any:
+        if isinstance(image, (str, Path)):
+            return _cached_embed(str(Path(image).resolve()))
+        return self._pipe.embed(image)
+
+    def detect(self, image: Any) -> Any:
+        return self._pipe.detect(image)
+
+
+@functools.lru_cache(maxsize=64)
+def _cached_embed(path: str) -> Any:
+    from safeface.vision import Pipeline
+
+    return Pipeline(_engine()).embed(path)
+
+
+class Clock:
+    def __init__(self, start: Optional[dt.datetime] = None) -> None:
+        self.now = start or dt.datetime.now(dt.timezone.utc)
+
+    def __call__(self) -> dt.datetime:
+        return self.now
+
+    def advance(self, **kw: float) -> None:
+        self.now += dt.timedelta(**kw)
+
+
+def make_workspace(root: Path, profiles: Sequence[str] = ("cn-2025",),
+                   edit: Optional[Callable[[dict[str, Any]], None]] = None, reassess: bool = True,
+                   today: Optional[dt.date] = None) -> WorkspacePaths:
+    """A demo workspace, its configuration changed by `edit`; `reassess` records the assessment
+    as covering the edited configuration (as `safeface assess` would)."""
+    paths = init_workspace(root, demo=True, profiles=profiles, passphrase=PASSPHRASE, today=today)
+    if edit is not None:
+        edit_config(paths, edit, reassess=reassess)
+    return paths
+
+
+def edit_config(paths: WorkspacePaths, edit: Callable[[dict[str, Any]], None], reassess: bool = True) -> None:
+    raw = json.loads(paths.config.read_text())
+    edit(raw)
+    if reassess:
+        raw["assessment"]["covers"] = Deployment.from_dict(raw).config_digest()
+    paths.config.write_text(json.dumps(raw, indent=2))
+
+
+def open_sf(paths: WorkspacePaths, clock: Optional[Clock] = None, role: Optional[str] = None) -> SafeFace:
+    return SafeFace.open(paths.root, PASSPHRASE, pipeline=CachedPipeline(), clock=clock, role=role)
+
+
+def consent(paths: WorkspacePaths, subject: str, purposes: Sequence[str] = ("demo",), **kw: Any) -> str:
+    dep = Deployment.load(paths.config)
+    token, _ = issue_consent(read_signing_key(paths.demo_issuer), dep, subject, purposes, **kw)
+    return token
+
+
+def legal_basis(paths: WorkspacePaths, purposes: Sequence[str] = ("demo",), **kw: Any) -> str:
+    kw.setdefault("authority", "Test Public Security Bureau")
+    kw.setdefault("provision", "PIPL art. 13(1)(3)")
+    kw.setdefault("reference", "case 2026-17")
+    token, _ = issue_legal_basis(read_signing_key(paths.demo_authority), purposes=purposes, **kw)
+    return token

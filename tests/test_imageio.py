@@ -1,0 +1,125 @@
+"""Input handling: every supported form decodes; every bad input gives ImageError, fast."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from safeface import ImageError, load_image
+
+
+def _png(arr: np.ndarray, mode: str | None = None) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(arr, mode=mode).save(buf, format="PNG") if mode else Image.fromarray(arr).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _jpeg(arr: np.ndarray, **kw: object) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="JPEG", **kw)
+    return buf.getvalue()
+
+
+@pytest.fixture()
+def gradient() -> np.ndarray:
+    y, x = np.mgrid[0:40, 0:60]
+    return np.stack([x * 4, y * 6, (x + y) * 2], axis=-1).astype(np.uint8)
+
+
+def test_path_bytes_and_array_agree(tmp_path: Path, gradient: np.ndarray) -> None:
+    data = _png(gradient)
+    p = tmp_path / "g.png"
+    p.write_bytes(data)
+    a = load_image(p)
+    b = load_image(data)
+    c = load_image(gradient)
+    assert a.shape == (40, 60, 3) and a.dtype == np.uint8
+    assert np.array_equal(a, b) and np.array_equal(a, c) and np.array_equal(a, gradient)
+
+
+def test_grayscale_becomes_three_equal_channels(gradient: np.ndarray) -> None:
+    g = gradient[:, :, 0]
+    out = load_image(_png(g))
+    assert out.shape == (40, 60, 3)
+    assert np.array_equal(out[:, :, 0], g) and np.array_equal(out[:, :, 2], g)
+
+
+def test_rgba_composited_on_white() -> None:
+    rgba = np.zeros((10, 10, 4), dtype=np.uint8)
+    rgba[..., 0] = 200
+    rgba[:5, :, 3] = 255  # top half opaque red, bottom half transparent
+    out = load_image(_png(rgba))
+    assert tuple(out[0, 0]) == (200, 0, 0)
+    assert tuple(out[9, 9]) == (255, 255, 255)
+
+
+def test_16bit_png_scaled_to_8bit() -> None:
+    g16 = (np.arange(100, dtype=np.uint16).reshape(10, 10) * 600)
+    buf = io.BytesIO()
+    Image.fromarray(g16).save(buf, format="PNG")
+    out = load_image(buf.getvalue())
+    assert out.dtype == np.uint8
+    assert out[0, 0, 0] == 0
+    assert out[-1, -1, 0] == round(99 * 600 * 255 / 65535)
+
+
+def test_exif_orientation_applied(gradient: np.ndarray) -> None:
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise on display
+    data = _jpeg(gradient, exif=exif.tobytes(), quality=95)
+    out = load_image(data)
+    assert out.shape == (60, 40, 3)
+
+
+@pytest.mark.parametrize(
+    "data, words",
+    [
+        (b"", "empty"),
+        (b"not an image at all", "not an image"),
+        (b"\x89PNG\r\n\x1a\n" + b"\x00" * 40, "corrupt"),
+    ],
+)
+def test_bad_bytes(data: bytes, words: str) -> None:
+    with pytest.raises(ImageError, match=words):
+        load_image(data)
+
+
+def test_truncated_jpeg(gradient: np.ndarray) -> None:
+    data = _jpeg(np.tile(gradient, (8, 8, 1)))
+    with pytest.raises(ImageError, match="corrupt or truncated"):
+        load_image(data[: len(data) // 2])
+
+
+def test_decompression_bomb_refused_before_decoding() -> None:
+    # A valid PNG header claiming 100000 x 100000 pixels: refused on the header alone.
+    small = _png(np.zeros((1, 1), dtype=np.uint8))
+    import struct
+    import zlib
+
+    ihdr = struct.pack(">IIBBBBB", 100_000, 100_000, 8, 0, 0, 0, 0)
+    chunk = b"IHDR" + ihdr
+    bomb = small[:8] + struct.pack(">I", 13) + chunk + struct.pack(">I", zlib.crc32(chunk)) + small[33:]
+    with pytest.raises(ImageError, match="limit|bomb"):
+        load_image(bomb)
+
+
+def test_missing_file_and_directory(tmp_path: Path) -> None:
+    with pytest.raises(ImageError, match="no such file"):
+        load_image(tmp_path / "nope.jpg")
+    with pytest.raises(ImageError, match="not a regular file"):
+        load_image(tmp_path)
+
+
+def test_bad_arrays() -> None:
+    with pytest.raises(ImageError, match="empty"):
+        load_image(np.zeros((0, 5, 3), dtype=np.uint8))
+    with pytest.raises(ImageError, match="shape"):
+        load_image(np.zeros((4, 4, 2), dtype=np.uint8))
+    with pytest.raises(ImageError, match="NaN"):
+        load_image(np.full((4, 4), np.nan, dtype=np.float32))
+    with pytest.raises(ImageError, match="unsupported image input"):
+        load_image(12345)  # type: ignore[arg-type]

@@ -1,0 +1,206 @@
+"""dlib's networks read in NumPy, converted to ONNX and run on ONNX Runtime, against dlib itself."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import pytest
+
+from safeface.errors import ModelError
+from safeface.imageio import load_image
+from safeface.vision import dlib_format, get_engine, mmod_decode, onnx_convert, registry
+from safeface.vision.dlib_engine import DlibEngine
+from safeface.vision.onnx_engine import OnnxEngine
+
+DATASETS = Path(os.environ.get("SAFEFACE_DATASETS", Path(__file__).resolve().parents[1].parent / "shared" / "datasets"))
+LFW = DATASETS / "lfw-dev" / "images"
+N_FACES = 200
+
+
+def _need(path: Path) -> Path:
+    if not path.exists():
+        pytest.skip(f"the shared test images are not here ({path}); set SAFEFACE_DATASETS to their folder")
+    return path
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    root = tmp_path_factory.mktemp("safeface_home")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SAFEFACE_HOME", str(root))
+        yield root
+
+
+@pytest.fixture(scope="module")
+def engines(home: Path) -> tuple[DlibEngine, OnnxEngine]:
+    return DlibEngine(), OnnxEngine(intra_op_threads=2)
+
+
+@pytest.fixture(scope="module")
+def lfw_chips(engines: tuple[DlibEngine, OnnxEngine]) -> np.ndarray:
+    """Aligned chips of the first N_FACES LFW images where HOG finds a face (detected once)."""
+    dl, _ = engines
+    chips = []
+    for person in sorted(p for p in _need(LFW).iterdir() if p.is_dir()):
+        for path in sorted(person.glob("*.jpg")):
+            image = load_image(path)
+            faces = dl.detect(image, "hog", upsample=0)
+            if faces:
+                chips.append(dl.chips(image, faces[:1])[0])
+            if len(chips) == N_FACES:
+                return np.stack(chips)
+    pytest.skip(f"fewer than {N_FACES} LFW faces found")
+
+
+# -- the reader -----------------------------------------------------------------------------------
+
+def test_reader_parses_the_recognition_resnet() -> None:
+    net = dlib_format.read_network(registry.verified_path("dlib-resnet-v1"))
+    assert net.input.kind == "input_rgb_image_sized" and net.input.size == (150, 150)
+    np.testing.assert_allclose(net.input.mean_rgb, (122.782, 117.001, 104.298), atol=1e-4)
+    assert isinstance(net.loss, dlib_format.MetricLoss)
+    kinds = [type(layer).__name__ for layer in net.layers]
+    assert kinds.count("Conv") == 29 and kinds.count("AddPrev") == 14 and kinds.count("Skip") == 4
+    dense = net.layers[-1]
+    assert isinstance(dense, dlib_format.Dense) and dense.weight.shape == (256, 128) and dense.bias is None
+    # every add_prev and skip points back at a tag below it
+    for i, layer in enumerate(net.layers):
+        if isinstance(layer, (dlib_format.AddPrev, dlib_format.Skip)):
+            assert layer.source < i and isinstance(net.layers[layer.source], dlib_format.Tag)
+
+
+def test_reader_parses_the_mmod_detector() -> None:
+    net = dlib_format.read_network(registry.verified_path("dlib-mmod"))
+    assert net.input.kind == "input_rgb_image_pyramid"
+    assert isinstance(net.loss, dlib_format.MmodLoss)
+    assert [(w.width, w.height) for w in net.loss.windows] == [(80, 80)]
+    convs = [layer for layer in net.layers if isinstance(layer, dlib_format.Conv)]
+    assert [c.weight.shape[0] for c in convs] == [16, 32, 32, 45, 45, 45, 1]
+    # bn_con layers arrive as affine with dlib's conversion
+    assert sum(isinstance(layer, dlib_format.Affine) for layer in net.layers) == 6
+    assert mmod_decode.output_to_input_map(net) == (8.0, 14.0, 8.0, 14.0)
+
+
+@pytest.mark.parametrize("keep", [0, 1, 40, 5000, -1])
+def test_truncated_file_raises_model_error(keep: int) -> None:
+    data = registry.verified_path("dlib-mmod").read_bytes()
+    cut = data[:keep] if keep >= 0 else data[:-1]
+    with pytest.raises(ModelError, match="dlib network|ends early"):
+        dlib_format.parse_network(cut, "mmod.dat")
+
+
+def test_trailing_and_garbage_bytes_raise_model_error(tmp_path: Path) -> None:
+    data = registry.verified_path("dlib-mmod").read_bytes()
+    with pytest.raises(ModelError, match="bytes follow"):
+        dlib_format.parse_network(data + b"\x00\x01", "mmod.dat")
+    bad = tmp_path / "noise.dat"
+    bad.write_bytes(bytes(range(256)) * 4)
+    with pytest.raises(ModelError):
+        dlib_format.read_network(bad)
+
+
+def test_reader_rejects_an_unknown_layer() -> None:
+    data = registry.verified_path("dlib-mmod").read_bytes()
+    assert b"\x01\x05relu_" in data
+    altered = data.replace(b"\x01\x05relu_", b"\x01\x05gelu_", 1)
+    with pytest.raises(ModelError, match="'gelu_' is not one safeface can convert"):
+        dlib_format.parse_network(altered, "mmod.dat")
+    altered = data.replace(b"loss_mmod_", b"loss_yolo_", 1)
+    with pytest.raises(ModelError, match="loss layer 'loss_yolo_'"):
+        dlib_format.parse_network(altered, "mmod.dat")
+
+
+# -- conversion cache ------------------------------------------------------------------------------------
+
+def test_conversion_is_cached_verified_and_rebuilt_when_altered(home: Path) -> None:
+    first = onnx_convert.ensure_converted("dlib-mmod")
+    src_sha = registry.sha256_file(registry.verified_path("dlib-mmod"))
+    assert first.path == home / "models" / "converted" / src_sha / "dlib-mmod.onnx"
+    record = json.loads((home / "models" / "converted" / "registry.json").read_text())
+    assert {"name": "dlib-mmod", "source_sha256": src_sha, "onnx_sha256": first.onnx_sha256} in record["converted"]
+    mtime = first.path.stat().st_mtime_ns
+    again = onnx_convert.ensure_converted("dlib-mmod")
+    assert again.path.stat().st_mtime_ns == mtime and again.onnx_sha256 == first.onnx_sha256
+
+    first.path.write_bytes(first.path.read_bytes()[:-10] + b"0123456789")  # tampered
+    rebuilt = onnx_convert.ensure_converted("dlib-mmod")
+    assert registry.sha256_file(rebuilt.path) == rebuilt.onnx_sha256 == first.onnx_sha256
+
+    records = onnx_convert.convert_all()
+    assert sorted(r["name"] for r in records) == ["dlib-mmod", "dlib-resnet-v1"]
+    assert all(Path(r["path"]).is_file() for r in records)
+
+
+def test_unreadable_registry_is_refused_clearly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SAFEFACE_HOME", str(tmp_path))
+    reg = tmp_path / "models" / "converted" / "registry.json"
+    reg.parent.mkdir(parents=True)
+    reg.write_text("{not json")
+    with pytest.raises(ModelError, match="registry .* is unreadable"):
+        onnx_convert.ensure_converted("dlib-mmod")
+
+
+def test_get_engine_by_name(home: Path) -> None:
+    assert get_engine("onnx").name == "onnx"
+    assert type(get_engine("dlib")) is DlibEngine
+    assert type(get_engine()) is OnnxEngine  # the default once descriptors match dlib's
+    with pytest.raises(ModelError, match="unknown engine"):
+        get_engine("tensorflow")
+
+
+# -- equivalence with dlib ----------------------------------------------------------------------------------
+
+def test_descriptors_equal_dlibs_on_200_lfw_faces(engines: tuple[DlibEngine, OnnxEngine], lfw_chips: np.ndarray) -> None:
+    dl, ox = engines
+    ref = dl.raw_descriptors(lfw_chips)
+    got = ox.raw_descriptors(lfw_chips)
+    assert got.shape == ref.shape == (N_FACES, 128)
+    assert np.abs(got - ref).max() < 1e-4
+    unit = ox.embed_chips(lfw_chips[:8])
+    np.testing.assert_allclose(np.linalg.norm(unit, axis=1), 1.0, atol=1e-5)
+    # a batch gives what one chip at a time gives
+    np.testing.assert_allclose(ox.raw_descriptors(lfw_chips[3:4])[0], got[3], atol=1e-5)
+
+
+def _mmod_cases() -> list[tuple[str, int, int]]:
+    # (image, downscale step, upsample): small enough that dlib's own MMOD stays quick; t1.jpg is
+    # cut to its top-left 640x443 (three of its six faces)
+    return [
+        ("insightface/t1.jpg", 1, 0),
+        ("face_recognition/test_images/obama.jpg", 3, 0),
+        ("lfw-dev/images/AJ_Lamas/AJ_Lamas_0001.jpg", 1, 1),
+    ]
+
+
+@pytest.mark.parametrize("name,step,upsample", _mmod_cases())
+def test_mmod_boxes_equal_dlibs_cnn_detector(engines: tuple[DlibEngine, OnnxEngine], name: str, step: int,
+                                             upsample: int) -> None:
+    dl, ox = engines
+    path = _need(DATASETS / name)
+    image = load_image(path)[::step, ::step]
+    if name.endswith("t1.jpg"):
+        image = image[:443, :640]
+    image = np.ascontiguousarray(image)
+    ref = sorted((r.left(), r.top(), r.right(), r.bottom()) for r, _ in dl.detect_rects(image, "mmod", upsample))
+    got = sorted(d.rect for d in ox.mmod_detections(image, upsample))
+    assert len(ref) == (3 if name.endswith("t1.jpg") else 1)
+    assert len(got) == len(ref)
+    assert np.abs(np.array(got) - np.array(ref)).max() <= 2
+    faces = ox.detect(image, "mmod", upsample)
+    assert len(faces) == len(ref) and all(f.detector == "mmod" and f.landmarks.shape == (5, 2) for f in faces)
+
+
+def test_t1_has_six_faces_with_onnx_mmod(engines: tuple[DlibEngine, OnnxEngine]) -> None:
+    _, ox = engines
+    image = load_image(_need(DATASETS / "insightface" / "t1.jpg"))
+    assert len(ox.detect(image, "mmod", upsample=0)) == 6
+
+
+def test_hog_still_dlibs(engines: tuple[DlibEngine, OnnxEngine]) -> None:
+    dl, ox = engines
+    image = load_image(_need(DATASETS / "face_recognition" / "test_images" / "obama.jpg"))
+    assert [f.box for f in ox.detect(image, "hog")] == [f.box for f in dl.detect(image, "hog")]

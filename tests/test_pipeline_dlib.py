@@ -1,0 +1,118 @@
+"""The default pipeline against the face_recognition library's own expected results, on the
+same photos (../shared/datasets/face_recognition/expected.json)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from safeface import load_image
+from safeface.vision import DEFAULT_THRESHOLD, Outcome, Pipeline, PipelineConfig, cosine, euclidean_equivalent
+
+
+@pytest.fixture(scope="module")
+def expected(fr_images: Path) -> dict:  # type: ignore[type-arg]
+    return json.loads((fr_images / "expected.json").read_text())
+
+
+def _fr_box(face_box: tuple[float, float, float, float]) -> list[int]:
+    x1, y1, x2, y2 = face_box
+    return [int(y1), int(x2), int(y2), int(x1)]  # (top, right, bottom, left)
+
+
+def test_hog_boxes_exact(dlib_engine, fr_images: Path, expected: dict) -> None:  # type: ignore[no-untyped-def,type-arg]
+    for rel, boxes in expected["hog_boxes_upsample_1"].items():
+        img = load_image(fr_images / rel)
+        faces = dlib_engine.detect(img, "hog", 1)
+        assert sorted(_fr_box(f.box) for f in faces) == sorted(boxes), rel
+
+
+def test_image_shapes(fr_images: Path, expected: dict) -> None:  # type: ignore[type-arg]
+    for rel, shape in expected["image_shapes"].items():
+        assert list(load_image(fr_images / rel).shape) == shape
+
+
+def test_face_counts(dlib_engine, fr_images: Path, expected: dict) -> None:  # type: ignore[no-untyped-def,type-arg]
+    for rel, count in expected["face_counts_hog_upsample_1"].items():
+        assert len(dlib_engine.detect(load_image(fr_images / rel), "hog", 1)) == count, rel
+
+
+def test_raw_descriptors_equal_face_recognition(dlib_engine, fr_images: Path, expected: dict) -> None:  # type: ignore[no-untyped-def,type-arg]
+    """dlib's raw descriptors through our chips equal the peer's within 1e-5, and so do its
+    Euclidean distances."""
+    fr = pytest.importorskip("face_recognition", reason="the face_recognition peer is not installed")
+
+    def ours(rel: str) -> np.ndarray:
+        img = load_image(fr_images / rel)
+        faces = dlib_engine.detect(img, "hog", 1)
+        return dlib_engine.raw_descriptors(dlib_engine.chips(img, faces[:1]))[0]  # type: ignore[no-any-return]
+
+    def peer(rel: str) -> np.ndarray:
+        return fr.face_encodings(fr.load_image_file(str(fr_images / rel)))[0]  # type: ignore[no-any-return]
+
+    base = ours("test_images/obama.jpg")
+    assert np.abs(base - peer("test_images/obama.jpg")).max() < 1e-5
+    assert abs(np.linalg.norm(base) - expected["embedding_norm_approx"]) < 0.05
+    for rel, dist in expected["euclidean_distance_from_obama"].items():
+        other = ours(rel)
+        assert np.abs(other - peer(rel)).max() < 1e-5, rel
+        assert abs(np.linalg.norm(base - other) - dist) < 2e-3, rel
+
+
+def test_same_and_different_decisions(dlib_engine, fr_images: Path, expected: dict) -> None:  # type: ignore[no-untyped-def,type-arg]
+    pipe = Pipeline(dlib_engine)
+    for a, b in expected["same_person_below_0_6"]:
+        ea, eb = pipe.embed_many([fr_images / a, fr_images / b])
+        assert cosine(ea.embedding, eb.embedding) >= DEFAULT_THRESHOLD, (a, b)  # type: ignore[arg-type]
+    for a, b in expected["different_person_above_0_6"]:
+        ea, eb = pipe.embed_many([fr_images / a, fr_images / b])
+        assert cosine(ea.embedding, eb.embedding) < DEFAULT_THRESHOLD, (a, b)  # type: ignore[arg-type]
+
+
+def test_t1_has_six_faces(dlib_engine, datasets: Path) -> None:  # type: ignore[no-untyped-def]
+    faces = Pipeline(dlib_engine).detect(datasets / "insightface" / "t1.jpg")
+    assert len(faces) == 6
+    for f in faces:
+        assert f.landmarks.shape == (5, 2)
+        x1, y1, x2, y2 = f.box
+        assert (f.landmarks[:, 0] > x1 - 5).all() and (f.landmarks[:, 0] < x2 + 5).all()
+
+
+def test_outcomes_are_explicit(dlib_engine, fr_images: Path) -> None:  # type: ignore[no-untyped-def]
+    pipe = Pipeline(dlib_engine, PipelineConfig(steps=(("hog", 1),)))
+    blank = np.full((200, 200, 3), 128, dtype=np.uint8)
+    none = pipe.embed(blank)
+    assert none.outcome is Outcome.NO_FACE and none.embedding is None and not none.found
+    several = pipe.embed(fr_images / "examples" / "two_people.jpg")
+    assert several.outcome is Outcome.SEVERAL_FACES and len(several.faces) == 2
+    assert several.face is max(several.faces, key=lambda f: f.area)
+    one = pipe.embed(fr_images / "test_images" / "obama.jpg")
+    assert one.outcome is Outcome.FOUND
+    assert one.embedding is not None and one.embedding.dtype == np.float32
+    assert abs(float(np.linalg.norm(one.embedding)) - 1.0) < 1e-5
+
+
+def test_flip_average_is_mirror_invariant(dlib_engine, fr_images: Path) -> None:  # type: ignore[no-untyped-def]
+    img = load_image(fr_images / "test_images" / "obama.jpg")
+    pipe = Pipeline(dlib_engine)
+    face = pipe.detect(img)[:1]
+    chips = dlib_engine.chips(img, face)
+    a = pipe.embed_chips(chips)
+    b = pipe.embed_chips(np.ascontiguousarray(chips[:, :, ::-1]))
+    assert np.abs(a - b).max() < 1e-6
+    plain = Pipeline(dlib_engine, PipelineConfig(flip=False)).embed_chips(chips)
+    assert np.abs(a - plain).max() > 1e-4  # flipping changes the descriptor
+
+
+def test_center_prior_only_when_asked(dlib_engine) -> None:  # type: ignore[no-untyped-def]
+    blank = np.full((120, 120, 3), 90, dtype=np.uint8)
+    assert Pipeline(dlib_engine, PipelineConfig(steps=(("hog", 1),))).detect(blank) == []
+    faces = Pipeline(dlib_engine, PipelineConfig(steps=(("hog", 1),), center_prior=True)).detect(blank)
+    assert len(faces) == 1 and faces[0].detector == "center-prior"
+
+
+def test_threshold_euclidean_equivalent() -> None:
+    assert 0.55 < euclidean_equivalent(DEFAULT_THRESHOLD) < 0.62

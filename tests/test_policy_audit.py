@@ -1,0 +1,167 @@
+"""The audit log (CN-10): every tampering is detected; concurrent writers and a killed writer
+leave a complete, verifiable chain."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from safeface.audit import AuditLog
+from safeface.errors import IntegrityError
+
+KEY = b"k" * 32
+
+
+def filled(path: Path, n: int = 6) -> AuditLog:
+    log = AuditLog(path, KEY)
+    log.append("init", "allowed")
+    for i in range(1, n):
+        log.append("verify", "allowed" if i % 2 else "refused", purpose="demo", token_id=f"t{i}",
+                   basis="consent", subjects=[f"pseud{i}"], rule=None if i % 2 else "CN-04")
+    return log
+
+
+def sql(path: Path, *statements: str) -> None:
+    db = sqlite3.connect(str(path))
+    for s in statements:
+        db.execute(s)
+    db.commit()
+    db.close()
+
+
+def test_intact_log_verifies(tmp_path: Path) -> None:
+    log = filled(tmp_path / "a.db")
+    r = log.verify()
+    assert r.entries == 6 and r.head_seq == 6
+    entries = list(log.entries())
+    assert [e.seq for e in entries] == [1, 2, 3, 4, 5, 6]
+    assert entries[2].rule == "CN-04" and entries[2].decision == "refused"
+    assert log.counts()["refusals_by_rule"] == {"CN-04": 2}
+
+
+TAMPERING = {
+    "edit a field": ["UPDATE entries SET decision = 'allowed' WHERE seq = 3"],
+    "edit the subject": ["UPDATE entries SET subjects = '[\"someone-else\"]' WHERE seq = 2"],
+    "delete a middle entry": ["DELETE FROM entries WHERE seq = 3"],
+    "delete and renumber": ["DELETE FROM entries WHERE seq = 3", "UPDATE entries SET seq = seq - 1 WHERE seq > 3"],
+    "reorder": ["UPDATE entries SET seq = 100 WHERE seq = 2", "UPDATE entries SET seq = 2 WHERE seq = 3",
+                "UPDATE entries SET seq = 3 WHERE seq = 100"],
+    "truncate the tail": ["DELETE FROM entries WHERE seq > 4"],
+    "truncate and move the head": ["DELETE FROM entries WHERE seq > 4",
+                                   "UPDATE head SET seq = 4, hash = (SELECT hash FROM entries WHERE seq = 4)"],
+    "delete the head": ["DELETE FROM head"],
+    "delete everything": ["DELETE FROM entries", "DELETE FROM head"],
+    "insert an entry": ["INSERT INTO entries SELECT 7, time, operation, purpose, token_id, basis, subjects, decision, "
+                        "rule, note, hash, hash FROM entries WHERE seq = 6"],
+}
+
+
+@pytest.mark.parametrize("name", list(TAMPERING))
+def test_tampering_is_detected(tmp_path: Path, name: str) -> None:
+    path = tmp_path / "a.db"
+    filled(path).close()
+    sql(path, *TAMPERING[name])
+    with AuditLog(path, KEY) as log, pytest.raises(IntegrityError):
+        log.verify()
+
+
+def test_rechained_log_fails_without_the_key(tmp_path: Path) -> None:
+    """An attacker who rewrites an entry and recomputes every hash still cannot sign the head."""
+    import hashlib
+
+    from safeface.audit import GENESIS, AuditEntry
+
+    path = tmp_path / "a.db"
+    filled(path).close()
+    db = sqlite3.connect(str(path))
+    rows = db.execute("SELECT seq, time, operation, purpose, token_id, basis, subjects, decision, rule, note "
+                      "FROM entries ORDER BY seq").fetchall()
+    prev = GENESIS
+    import json
+
+    for r in rows:
+        e = AuditEntry(r[0], r[1], r[2], r[3], r[4], r[5], tuple(json.loads(r[6])),
+                       "allowed" if r[0] == 3 else r[7], r[8], r[9])
+        h = hashlib.sha256(prev.encode() + e.canonical()).hexdigest()
+        db.execute("UPDATE entries SET decision = ?, prev = ?, hash = ? WHERE seq = ?", (e.decision, prev, h, r[0]))
+        prev = h
+    db.execute("UPDATE head SET hash = ?", (prev,))
+    db.commit()
+    db.close()
+    with AuditLog(path, KEY) as log, pytest.raises(IntegrityError, match="head signature"):
+        log.verify()
+    with AuditLog(path, b"x" * 32) as wrong_key, pytest.raises(IntegrityError):
+        wrong_key.verify()
+
+
+def _writer(path: str, n: int, tag: str) -> None:
+    log = AuditLog(Path(path), KEY)
+    for i in range(n):
+        log.append("verify", "allowed", note=f"{tag}-{i}")
+    log.close()
+
+
+def test_two_processes_append_at_once(tmp_path: Path) -> None:
+    path = tmp_path / "a.db"
+    filled(path, 1).close()
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=_writer, args=(str(path), 60, tag)) for tag in ("a", "b")]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+        assert p.exitcode == 0
+    with AuditLog(path, KEY) as log:
+        assert log.verify().entries == 121
+        notes = {e.note for e in log.entries()}
+    assert {f"a-{i}" for i in range(60)} <= notes and {f"b-{i}" for i in range(60)} <= notes
+
+
+KILLED_WRITER = """
+import sys
+from pathlib import Path
+from safeface.audit import AuditLog
+log = AuditLog(Path(sys.argv[1]), b"k" * 32)
+print("ready", flush=True)
+i = 0
+while True:
+    log.append("verify", "allowed", note=f"n{i}")
+    i += 1
+"""
+
+
+def test_killed_writer_leaves_a_valid_chain(tmp_path: Path) -> None:
+    path = tmp_path / "a.db"
+    filled(path, 1).close()
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    proc = subprocess.Popen([sys.executable, "-c", KILLED_WRITER, str(path)], stdout=subprocess.PIPE, env=env)
+    assert proc.stdout is not None and proc.stdout.readline().strip() == b"ready"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:  # let it write a while, then kill it mid-stream
+        with AuditLog(path, KEY) as log:
+            if sum(1 for _ in log.entries()) > 20:
+                break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(30)
+    with AuditLog(path, KEY) as log:
+        report = log.verify()
+        assert report.entries > 20
+        assert [e.note for e in log.entries()][1:] == [f"n{i}" for i in range(report.entries - 1)]
+        log.append("verify", "allowed", note="after the kill")
+        assert log.verify().entries == report.entries + 1
+
+
+def test_entries_hold_no_template_fields(tmp_path: Path) -> None:
+    with filled(tmp_path / "a.db") as log:
+        cols = [r[1] for r in log._db.execute("PRAGMA table_info(entries)")]
+    assert cols == ["seq", "time", "operation", "purpose", "token_id", "basis", "subjects", "decision", "rule",
+                    "note", "prev", "hash"]

@@ -1,0 +1,390 @@
+"""The SafeFace facade on real images: guard -> pipeline -> store -> audit, refusals store
+nothing and are audited, erasure and revocation with signed receipts, retention, filing,
+roles, export, legal bases, bulk enrolment, and no image or raw embedding on disk."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from policy_support import (  # noqa: E402
+    Clock, CachedPipeline, consent, edit_config, images, legal_basis, make_workspace, open_sf,
+)
+
+from safeface.errors import ImageError, IntegrityError, PolicyViolation  # noqa: E402
+from safeface.policy.receipts import verify_receipt  # noqa: E402
+from safeface.policy.tokens import public_key_from_text  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def imgs() -> Path:
+    return images()
+
+
+def refused(rule: str, fn: Any) -> PolicyViolation:
+    with pytest.raises(PolicyViolation) as info:
+        fn()
+    assert info.value.rule == rule, info.value
+    return info.value
+
+
+def last(sf: Any) -> Any:
+    return list(sf._audit.entries())[-1]
+
+
+def templates(sf: Any) -> int:
+    return len(sf._gallery)
+
+
+def test_enroll_verify_identify(tmp_path: Path, imgs: Path) -> None:
+    ws = make_workspace(tmp_path / "ws")
+    with open_sf(ws) as sf:
+        t = consent(ws, "alice")
+        e = sf.enroll(imgs / "obama.jpg", "alice", "demo", t)
+        assert e.pseudonym == sf.pseudonym("alice") and "alice" not in e.pseudonym
+        assert last(sf).operation == "enroll" and last(sf).decision == "allowed" and last(sf).token_id == e.token_id
+        v = sf.verify(imgs / "obama2.jpg", "alice", "demo", t)
+        assert v.match and v.score is not None and v.score >= v.threshold
+        other = sf.verify(imgs / "biden.jpg", "alice", "demo", t)
+        assert not other.match and other.score is not None and other.score < other.threshold
+        sf.enroll(imgs / "biden.jpg", "joe", "demo", consent(ws, "joe"))
+        found = sf.identify(imgs / "obama3.jpg", "demo", consent(ws, "walk-in", operations=["identify"]))
+        assert [c.subject for c in found] == [sf.pseudonym("alice")]
+        assert last(sf).subjects == (sf.pseudonym("alice"),)
+        assert sf.audit_verify().entries == len(list(sf._audit.entries()))
+
+
+def test_refused_calls_store_nothing_and_are_audited(tmp_path: Path, imgs: Path) -> None:
+    ws = make_workspace(tmp_path / "ws")
+    with open_sf(ws) as sf:
+        before = len(list(sf._audit.entries()))
+        refused("CN-04", lambda: sf.enroll(imgs / "obama.jpg", "alice", "demo", None))
+        refused("CN-04", lambda: sf.enroll(imgs / "obama.jpg", "alice", "demo", consent(ws, "bob")))
+        refused("CN-01", lambda: sf.enroll(imgs / "obama.jpg", "alice", "shop", consent(ws, "alice", ["shop"])))
+        assert templates(sf) == 0 and sf.facts()["subjects"] == 0
+        entries = list(sf._audit.entries())[before:]
+        assert [(e.operation, e.decision, e.rule) for e in entries] == [
+            ("enroll", "refused", "CN-04"), ("enroll", "refused", "CN-04"), ("enroll", "refused", "CN-01")]
+        assert entries[0].subjects == (sf.pseudonym("alice"),)
+
+
+def test_identify_without_consent_or_basis_refused(tmp_path: Path, imgs: Path) -> None:
+    ws = make_workspace(tmp_path / "ws")
+    with open_sf(ws) as sf:
+        refused("CN-04", lambda: sf.identify(imgs / "obama.jpg", "demo"))
+        assert last(sf).decision == "refused"
+
+
+def test_legal_basis_identify_is_logged_as_such_cn16b(tmp_path: Path, imgs: Path) -> None:
+    ws = make_workspace(tmp_path / "ws")
+    with open_sf(ws) as sf:
+        sf.enroll(imgs / "obama.jpg", "alice", "demo", consent(ws, "alice"))
+        found = sf.identify(imgs / "obama2.jpg", "demo", legal_basis=legal_basis(ws))
+        assert found and found[0].subject == sf.pseudonym("alice")
+        e = last(sf)
+        assert e.rule == "CN-16b" and e.basis is not None and e.basis.startswith("legal-basis: PIPL art. 13")
+        forged = legal_basis(ws).rsplit(".", 1)[0] + ".AAAA"
+        refused("CN-16b", lambda: sf.identify(imgs / "obama2.jpg", "demo", legal_basis=forged))
+        assert sf.facts()["audit"]["legal_basis_calls"] == 2
+
+
+def test_erase_removes_at_once_with_signed_receipt(tmp_path: Path, imgs: Path) -> None:
+    ws = make_workspace(tmp_path / "ws")
+    with open_sf(ws) as sf:
+        t = consent(ws, "alice")
+        sf.enroll(imgs / "obama.jpg", "alice", "demo", t)
+        sf.enroll(imgs / "obama2.jpg", "alice", "demo", t)
+        receipt = sf.erase("alice")
+        assert receipt.templates_removed == 2 and receipt.subjects == (sf.pseudonym("alice"),)
+        verify_receipt(receipt.to_dict(), public_key_from_text(ws.receipt_public.read_text().strip()))
+        altered = {**receipt.to_dict(), "templates_removed": 1}
+        with pytest.raises(IntegrityError):
+            verify_receipt(altered, public_key_from_text(ws.receipt_public.read_text().strip()))
+        assert templates(sf) == 0
+        # The old consent is withdrawn with the erasure: verify is refused, nothing is matched.
+        refused("CN-05", lambda: sf.verify(imgs / "obama2.jpg", "alice", "demo", t))
+        found = sf.identify(imgs / "obama2.jpg", "demo", consent(ws, "walk-in"))
+        assert found == []
+
+
+def test_revoke_token_stops_processing_cn05(tmp_path: Path, imgs: Path) -> None:
+    ws = make_workspace(tmp_path / "ws")
+    with open_sf(ws) as sf:
+        t = consent(ws, "alice")
+        e = sf.enroll(imgs / "obama.jpg", "alice", "demo", t)
+        keep = consent(ws, "joe")
+        sf.enroll(imgs / "biden.jpg", "joe", "demo", keep)
+        receipt = sf.revoke(token_id=e.token_id)
+        assert receipt.reason == "revoke" and receipt.templates_removed == 1 and receipt.token_id == e.token_id
+        refused("CN-05", lambda: sf.verify(imgs / "obama2.jpg", "alice", "demo", t))
+        assert templates(sf) == 1 and sf.verify(imgs / "biden.jpg", "joe", "demo", keep).match
+        # A new consent after the withdrawal works again.
+        assert sf.enroll(imgs / "obama.jpg", "alice", "demo", consent(ws, "alice")).row_id > 0
+
+
+def test_eu_withdrawal_and_erasure_rules(tmp_path: Path, imgs: Path) -> None:
+    ws = make_workspace(tmp_path / "ws", profiles=("eu",))
+    with open_sf(ws) as sf:
+        t = consent(ws, "alice")
+        sf.enroll(imgs / "obama.jpg", "alice", "demo", t)
+        receipt = sf.erase("alice")
+        assert receipt.templates_removed == 1 and last(sf).rule == "EU-06"
+        refused("EU-06", lambda: sf.verify(imgs / "obama.jpg", "alice", "demo", t))
+        refused("EU-05", lambda: sf.verify(imgs / "obama.jpg", "alice", "demo", None))
+
+
+def test_expired_templates_never_match_and_are_purged_cn08(tmp_path: Path, imgs: Path) -> None:
+    clock = Clock()
+    ws = make_workspace(tmp_path / "ws", edit=lambda r: r["purposes"]["demo"].__setitem__("retention_days", 2))
+    with open_sf(ws, clock) as sf:
+        t = consent(ws, "alice", days=30, now=clock.now)
+        e = sf.enroll(imgs / "obama.jpg", "alice", "demo", t)
+        assert e.expires_at == clock.now + dt.timedelta(days=2)
+        clock.advance(days=2, seconds=1)
+        v = sf.verify(imgs / "obama2.jpg", "alice", "demo", t)
+        assert not v.match and v.score is None
+        assert sf.identify(imgs / "obama2.jpg", "demo", t) == []
+        receipt = sf.purge_expired()
+        assert receipt is not None and receipt.reason == "purge" and receipt.templates_removed == 1
+        assert templates(sf) == 0 and last(sf).rule == "CN-08"
+        assert sf.purge_expired() is None
+
+
+def test_bipa_interaction_moves_expiry_us01(tmp_path: Path, imgs: Path) -> None:
+    clock = Clock()
+    ws = make_workspace(tmp_path / "ws", profiles=("us-bipa",),
+                        edit=lambda r: r["purposes"]["demo"].__setitem__("retention_days", 5000))
+    with open_sf(ws, clock) as sf:
+        t = consent(ws, "alice", days=5000, now=clock.now)
+        start = clock.now
+        e = sf.enroll(imgs / "obama.jpg", "alice", "demo", t)
+        assert e.expires_at == start + dt.timedelta(days=3 * 365)  # min(purpose end, 3 years)
+        clock.advance(days=400)
+        assert sf.verify(imgs / "obama2.jpg", "alice", "demo", t).match
+        row = sf._gallery.rows_for("alice")[0]
+        assert row.expires_at == clock.now + dt.timedelta(days=3 * 365)  # last interaction + 3 years
+        refused("US-02", lambda: sf.verify(imgs / "obama2.jpg", "alice", "demo", None))
+
+
+def test_filing_threshold_cn17(tmp_path: Path, imgs: Path) -> None:
+    ws = make_workspace(tmp_path / "ws", edit=lambda r: r["filing"].__setitem__("threshold", 2))
+    with open_sf(ws) as sf:
+        sf.enroll(imgs / "obama.jpg", "alice", "demo", consent(ws, "alice"))
+        assert sf.facts()["filing_crossed"] is None
+        sf.enroll(imgs / "biden.jpg", "joe", "demo", consent(ws, "joe"))
+        facts = sf.facts()
+        assert facts["filing_crossed"] == dt.date.today().isoformat() and facts["filing_deadline"] > facts["filing_crossed"]
+        e = refused("CN-17", lambda: sf.enroll(imgs / "obama2.jpg", "carol", "demo", consent(ws, "carol")))
+        assert "filing" in e.message and templates(sf) == 2
+        # A person already stored is no new person: a second template is allowed.
+        sf.enroll(imgs / "obama2.jpg", "alice", "demo", consent(ws, "alice"))
+    edit_config(ws, lambda r: r["filing"].__setitem__("reference", "GA-FILING-2026-001"))
+    with open_sf(ws) as sf:
+        sf.enroll(imgs / "obama3.jpg", "carol", "demo", consent(ws, "carol"))
+        assert sf.facts()["subjects"] == 3
+
+
+def test_roles_cn16(tmp_path: Path, imgs: Path) -> None:
+    ws = make_workspace(tmp_path / "ws")
+    with open_sf(ws) as sf:
+        t = consent(ws, "alice")
+        sf.enroll(imgs / "obama.jpg", "alice", "demo", t)
+    with open_sf(ws, role="kiosk") as kiosk:
+        assert kiosk.verify(imgs / "obama2.jpg", "alice", "demo", t).match
+        refused("CN-16", lambda: kiosk.enroll(imgs / "obama.jpg", "alice", "demo", t))
+        refused("CN-16", lambda: kiosk.erase("alice"))
+        refused("CN-16", lambda: kiosk.export("alice", "demo", "acme", consent(ws, "alice", operations=["transmit"])))
+        assert last(kiosk).rule == "CN-16" and last(kiosk).decision == "refused"
+
+
+def test_export_needs_transmit_consent_cn07(tmp_path: Path, imgs: Path) -> None:
+    ws = make_workspace(tmp_path / "ws")
+    with open_sf(ws) as sf:
+        t = consent(ws, "alice")
+        sf.enroll(imgs / "obama.jpg", "alice", "demo", t)
+        refused("CN-07", lambda: sf.export("alice", "demo", "acme", t))
+        refused("CN-07", lambda: sf.export("alice", "demo", "acme"))
+        out = sf.export("alice", "demo", "acme", consent(ws, "alice", operations=["transmit"]))
+        assert out.recipient == "acme" and len(out.records) == 1
+        assert set(out.records[0]) == {"subject", "purposes", "provenance", "expires_at"}
+        assert last(sf).operation == "export" and "acme" in (last(sf).note or "")
+        assert sf.export("alice", "demo", "police", legal_basis=legal_basis(ws, operations=["transmit"])).records
+
+
+def test_export_refused_us03(tmp_path: Path, imgs: Path) -> None:
+    ws = make_workspace(tmp_path / "ws", profiles=("us-bipa",))
+    with open_sf(ws) as sf:
+        sf.enroll(imgs / "obama.jpg", "alice", "demo", consent(ws, "alice"))
+        refused("US-03", lambda: sf.export("alice", "demo", "data broker", consent(ws, "alice")))
+        assert sf.export("alice", "demo", "acme", consent(ws, "alice", operations=["transmit"])).records
+
+
+def test_bulk_enrolment_needs_each_consent_eu02(tmp_path: Path, imgs: Path) -> None:
+    ws = make_workspace(tmp_path / "ws", profiles=("eu",))
+    with open_sf(ws) as sf:
+        items = [(imgs / "obama.jpg", "alice", consent(ws, "alice")), (imgs / "biden.jpg", "joe", None)]
+        refused("EU-02", lambda: sf.enroll_many(items, "demo"))
+        assert templates(sf) == 0
+        blank = np.full((200, 200, 3), 255, dtype=np.uint8)  # no face: the whole batch fails, nothing stored
+        with pytest.raises(ImageError):
+            sf.enroll_many([(imgs / "obama.jpg", "alice", consent(ws, "alice")), (blank, "joe", consent(ws, "joe"))],
+                           "demo")
+        assert templates(sf) == 0
+        done = sf.enroll_many([(imgs / "obama.jpg", "alice", consent(ws, "alice")),
+                               (imgs / "biden.jpg", "joe", consent(ws, "joe"))], "demo")
+        assert len(done) == 2
+        assert {r.provenance for s in ("alice", "joe") for r in sf._gallery.rows_for(s)} == {"consent"}
+
+
+@pytest.mark.parametrize("profile,attribute,rule", [
+    ("cn-2025", "Skin Tone", "CN-18"), ("cn-2025", "religions", "CN-18"), ("cn-2025", "health", "CN-18"),
+    ("cn-2025", "social class", "CN-18"), ("cn-2025", "age", "CN-06"), ("eu", "ETHNICITY", "EU-01"),
+    ("eu", "sexual orientation", "EU-01"), ("eu", "gender", "EU-01"), ("eu", "political opinions", "EU-01"),
+    ("eu", "mood", "EU-03"), ("eu", "Facial Expression", "EU-03"), ("cn-2025", "emotion", "CN-18"),
+])
+def test_analyze_refuses_sensitive_attributes(tmp_path: Path, imgs: Path, profile: str, attribute: str,
+                                              rule: str) -> None:
+    ws = make_workspace(tmp_path / "ws", profiles=(profile,))
+    with open_sf(ws) as sf:
+        e = refused(rule, lambda: sf.analyze(imgs / "obama.jpg", ["faces", attribute]))
+        assert "never" in e.message
+        assert (last(sf).operation, last(sf).decision, last(sf).rule) == ("analyze", "refused", rule)
+
+
+def test_analyze_technical_facts_allowed(tmp_path: Path, imgs: Path) -> None:
+    ws = make_workspace(tmp_path / "ws")
+    with open_sf(ws) as sf:
+        out = sf.analyze(imgs / "obama.jpg", ["faces", "box", "landmarks"])
+        assert out["faces"] == 1 and len(out["boxes"]) == 1 and len(out["landmarks"][0]) == 5
+
+
+def test_invalid_deployment_refuses_every_call_but_erasure_works(tmp_path: Path, imgs: Path) -> None:
+    ws = make_workspace(tmp_path / "ws")
+    with open_sf(ws) as sf:
+        t = consent(ws, "alice")
+        sf.enroll(imgs / "obama.jpg", "alice", "demo", t)
+    edit_config(ws, lambda r: r["location"].__setitem__("class", "changing-room"))
+    with open_sf(ws) as sf:
+        refused("CN-15", lambda: sf.verify(imgs / "obama2.jpg", "alice", "demo", t))
+        refused("CN-15", lambda: sf.identify(imgs / "obama2.jpg", "demo", t))
+        refused("CN-15", lambda: sf.analyze(imgs / "obama2.jpg", ["faces"]))
+        assert sf.erase("alice").templates_removed == 1
+
+
+def test_several_faces_refused_for_enrolment(tmp_path: Path, imgs: Path) -> None:
+    from PIL import Image
+
+    a, b = Image.open(imgs / "obama.jpg").convert("RGB"), Image.open(imgs / "biden.jpg").convert("RGB")
+    h = max(a.height, b.height)
+    both = Image.new("RGB", (a.width + b.width, h), "white")
+    both.paste(a, (0, 0))
+    both.paste(b, (a.width, 0))
+    ws = make_workspace(tmp_path / "ws")
+    with open_sf(ws) as sf:
+        with pytest.raises(ImageError, match="faces"):
+            sf.enroll(np.asarray(both), "alice", "demo", consent(ws, "alice"))
+        assert templates(sf) == 0 and last(sf).decision == "failed"
+
+
+def test_rekey_keeps_matching(tmp_path: Path, imgs: Path) -> None:
+    ws = make_workspace(tmp_path / "ws")
+    with open_sf(ws) as sf:
+        t = consent(ws, "alice")
+        sf.enroll(imgs / "obama.jpg", "alice", "demo", t)
+        before = sf.verify(imgs / "obama2.jpg", "alice", "demo", t).score
+        out = sf.rekey()
+        assert out["templates"] == 1 and out["retired"] == 2
+        assert list(sf._keyring.versions("transform")) == [2] and list(sf._keyring.versions("seal")) == [2]
+        after = sf.verify(imgs / "obama2.jpg", "alice", "demo", t).score
+        assert before is not None and after is not None and abs(before - after) < 1e-4
+    with open_sf(ws) as sf:  # reopens under the new keys only
+        assert sf.verify(imgs / "obama2.jpg", "alice", "demo", t).match
+
+
+def test_report_lists_every_rule(tmp_path: Path, imgs: Path) -> None:
+    ws = make_workspace(tmp_path / "ws", profiles=("cn-2025", "eu"))
+    (ws.reports / "evaluation").mkdir(parents=True)
+    (ws.reports / "evaluation" / "latest.json").write_text(json.dumps({"tar_at_far_1e-3": 0.991, "fnmr": {"x": 1}}))
+    (ws.reports / "evaluation" / "roc.png").write_bytes(b"\x89PNG\r\n\x1a\nplot")
+    with open_sf(ws) as sf:
+        sf.enroll(imgs / "obama.jpg", "alice", "demo", consent(ws, "alice"))
+        refused("CN-04", lambda: sf.verify(imgs / "obama.jpg", "alice", "demo", None))
+        paths = sf.report(tmp_path / "out")
+    from safeface.policy.rules import RULES
+
+    report = json.loads(paths["json"].read_text())
+    states = {r["id"]: r["state"] for r in report["rules"]}
+    assert set(states) == {r.id for r in RULES}
+    assert states["CN-09"] == "satisfied" and states["EU-01"] == "enforced" and states["US-01"] == "not applicable"
+    assert states["ST-04"] == "measured" and report["assessment"]["tar_at_far_1e-3"] == 0.991
+    assert report["refusals_by_rule"] == {"CN-04": 1} and report["counts"]["subjects"] == 1
+    assert report["filing"]["threshold"] == 100000 and report["can_process"] is True
+    html = paths["html"].read_text()
+    assert "CN-17" in html and "assessment/roc.png" in html and (tmp_path / "out" / "assessment" / "roc.png").is_file()
+
+
+def test_no_image_or_raw_embedding_in_the_workspace(tmp_path: Path, imgs: Path) -> None:
+    ws = make_workspace(tmp_path / "ws")
+    with open_sf(ws) as sf:
+        for name, subject in (("obama.jpg", "alice"), ("biden.jpg", "joe")):
+            sf.enroll(imgs / name, subject, "demo", consent(ws, subject))
+        sf.verify(imgs / "obama2.jpg", "alice", "demo", consent(ws, "alice"))
+        sf.report(ws.reports / "r")
+    blobs = b"".join(p.read_bytes() for p in ws.root.rglob("*") if p.is_file())
+    pipe = CachedPipeline()
+    for name in ("obama.jpg", "biden.jpg", "obama2.jpg"):
+        raw = (imgs / name).read_bytes()
+        for start in range(0, len(raw) - 64, max(1, len(raw) // 16)):  # any 64-byte window of the file
+            assert raw[start:start + 64] not in blobs, name
+        emb = pipe.embed(imgs / name).embedding
+        for arr in (emb.astype("<f4"), emb.astype("<f8"), emb.astype(">f4")):
+            b = arr.tobytes()
+            for i in range(0, len(b) - 16, 16):  # any 4 consecutive components
+                assert b[i:i + 16] not in blobs, name
+        assert json.dumps([round(float(x), 4) for x in emb[:4]])[1:-1].encode() not in blobs
+    assert b"alice" not in blobs.replace(b"alice@", b"")  # subject ids are pseudonymised
+
+
+
+def test_refusal_audit_names_only_genuine_token_ids(tmp_path: Path, imgs: Path) -> None:
+    ws = make_workspace(tmp_path / "ws")
+    with open_sf(ws) as sf:
+        t = consent(ws, "alice", operations=["verify"])
+        refused("CN-04", lambda: sf.enroll(imgs / "obama.jpg", "alice", "demo", t))
+        genuine = last(sf).token_id
+        assert genuine is not None and len(genuine) == 24
+        head, payload, sig = t.split(".")
+        refused("CN-04", lambda: sf.enroll(imgs / "obama.jpg", "alice", "demo", f"{head}.{payload}x.{sig}"))
+        assert last(sf).token_id is None
+
+
+def test_open_refuses_a_truncated_or_missing_audit_log(tmp_path: Path, imgs: Path) -> None:
+    import sqlite3
+
+    ws = make_workspace(tmp_path / "ws")
+    with open_sf(ws) as sf:
+        sf.analyze(imgs / "obama.jpg", ["faces"])
+    db = sqlite3.connect(str(ws.audit))
+    db.execute("DELETE FROM entries WHERE seq = (SELECT MAX(seq) FROM entries)")
+    db.commit()
+    db.close()
+    with pytest.raises(IntegrityError, match="signed head"):
+        open_sf(ws)
+    ws.audit.unlink()
+    with pytest.raises(IntegrityError, match="missing"):
+        open_sf(ws)
+
+
+def test_bulk_enrolment_beyond_filing_threshold_refused_whole(tmp_path: Path, imgs: Path) -> None:
+    ws = make_workspace(tmp_path / "ws", edit=lambda r: r["filing"].__setitem__("threshold", 1))
+    with open_sf(ws) as sf:
+        items = [(imgs / "obama.jpg", "alice", consent(ws, "alice")), (imgs / "biden.jpg", "joe", consent(ws, "joe"))]
+        refused("CN-17", lambda: sf.enroll_many(items, "demo"))
+        assert templates(sf) == 0
