@@ -14,7 +14,7 @@ import pytest
 from safeface.cli import main
 from safeface.evaluate.datasets import read_pairs
 from safeface.evaluate.embedcache import EmbeddingCache, config_fingerprint, embed_images
-from safeface.vision import Pipeline, PipelineConfig, get_engine
+from safeface.vision import DEFAULT_ENGINE, Pipeline, PipelineConfig, get_engine
 
 DATASETS = Path(os.environ.get("SAFEFACE_DATASETS", Path(__file__).resolve().parents[1].parent / "shared" / "datasets"))
 LFW = DATASETS / "lfw-dev"
@@ -49,7 +49,7 @@ def test_verify_writes_json_html_plots_and_workspace_summary(tmp_path: Path, cac
     doc = _run(capsys, "eval", "verify", "--pairs", str(PAIRS), "--root", str(LFW), "--limit", "12", *FAST,
                "--out", str(out), "--cache", str(cache), "--workspace", str(ws), "--json")
     m = doc["metrics"]
-    assert doc["kind"] == "verify" and doc["engine"] == "dlib" and doc["options"]["flip"] is False
+    assert doc["kind"] == "verify" and doc["engine"] == DEFAULT_ENGINE and doc["options"]["flip"] is False
     assert m["pairs"] == 12 and m["mated_pairs"] == 6 and m["nonmated_pairs"] == 6
     _rate(m["accuracy_10fold"]["mean"])
     assert 2 <= len(m["accuracy_10fold"]["folds"]) <= 10
@@ -67,6 +67,7 @@ def test_verify_writes_json_html_plots_and_workspace_summary(tmp_path: Path, cac
     assert "verify-det.png" in html and "eer.value" in html
     latest = json.loads((ws / "reports" / "evaluation" / "latest.json").read_text())
     assert set(latest) >= {"generated_at", "kind", "dataset", "engine", "metrics", "plots"}
+    assert latest["kind"] == "verify" and set(latest["runs"]) == {"verify"}
     for rel in latest["plots"].values():
         assert (ws / "reports" / "evaluation" / rel).is_file()
     # the workspace gets the summary and plots, never the embeddings
@@ -76,7 +77,7 @@ def test_verify_writes_json_html_plots_and_workspace_summary(tmp_path: Path, cac
 def test_interrupted_run_resumes_from_the_cache(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     pairs = read_pairs(PAIRS, LFW, limit=6)
     paths = list(dict.fromkeys(p for pr in pairs for p in (pr.image1, pr.image2)))
-    engine = get_engine("dlib")
+    engine = get_engine(DEFAULT_ENGINE)
 
     class Interrupted(Pipeline):
         calls = 0
@@ -90,10 +91,11 @@ def test_interrupted_run_resumes_from_the_cache(tmp_path: Path, capsys: pytest.C
     cfg = PipelineConfig(flip=False)
     fp = config_fingerprint(Pipeline(engine, cfg), "largest")
     with pytest.raises(KeyboardInterrupt):
-        embed_images(Interrupted(engine, cfg), paths, EmbeddingCache(tmp_path, fp), progress=False, shard_size=2)
-    assert len(EmbeddingCache(tmp_path, fp).records) == 3  # what was computed before Ctrl-C survived
+        embed_images(Interrupted(engine, cfg), paths, EmbeddingCache(tmp_path, fp), progress=False, batch=2)
+    # the first batch of two was saved before Ctrl-C hit the second
+    assert len(EmbeddingCache(tmp_path, fp).records) == 2
     recs, stats = embed_images(Pipeline(engine, cfg), paths, EmbeddingCache(tmp_path, fp), progress=False)
-    assert stats.from_cache == 3 and stats.embedded == len(paths) - 3
+    assert stats.from_cache == 2 and stats.embedded == len(paths) - 2
     again, stats2 = embed_images(Pipeline(engine, cfg), paths, EmbeddingCache(tmp_path, fp), progress=False)
     assert stats2.embedded == 0 and stats2.from_cache == len(paths)
     for p in paths:

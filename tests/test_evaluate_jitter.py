@@ -32,8 +32,8 @@ def test_jitter_chip_is_a_small_seeded_perturbation() -> None:
 
 
 class _NoDlibJitter:
-    """The dlib engine seen through the plain Engine protocol (no raw_descriptors), so the
-    pipeline falls back to safeface's own jitter as it does for other engines."""
+    """The dlib networks under another engine name, so the pipeline uses safeface's own jitter
+    as it does for every engine but dlib."""
 
     def __init__(self) -> None:
         self._e = get_engine("dlib")

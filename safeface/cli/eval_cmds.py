@@ -13,7 +13,7 @@ from typing import Any, Optional
 import numpy as np
 
 from ..errors import ConfigError
-from ..vision import DEFAULT_THRESHOLD, ENGINES
+from ..vision import DEFAULT_ENGINE, DEFAULT_THRESHOLD, ENGINES
 from .common import EXIT_OK, print_json, say
 
 
@@ -21,7 +21,7 @@ def _common(p: argparse.ArgumentParser, pairs: bool) -> None:
     if pairs:
         p.add_argument("--pairs", required=True, type=Path, help="LFW-format pairs file (View 1 or 10-fold View 2)")
     p.add_argument("--root", required=True, type=Path, help="folder with one sub-folder of images per person")
-    p.add_argument("--engine", choices=ENGINES, default="dlib")
+    p.add_argument("--engine", choices=ENGINES, default=DEFAULT_ENGINE, help=f"default: {DEFAULT_ENGINE}")
     p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=True,
                    help="average with the mirrored face (default: on)")
     p.add_argument("--jitter", type=int, default=0, metavar="N", help="average N jittered copies of each face")

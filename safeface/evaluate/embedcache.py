@@ -15,7 +15,7 @@ import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
 
@@ -147,42 +147,73 @@ def _pick_face(faces: Sequence[Face], shape: tuple[int, ...], pick: str) -> Opti
     return min(faces, key=dist)
 
 
+def _embed_batch(pipeline: Pipeline, items: Sequence[tuple[str, bytes]], pick: str) -> list[tuple[str, Record]]:
+    """Detect in each image, then embed all chosen faces in one engine call (batched engines
+    such as ONNX Runtime run far faster on many chips at once)."""
+    chips: list[np.ndarray] = []
+    found: list[tuple[str, Optional[Face], int]] = []
+    for key, data in items:
+        img = load_image(data)
+        faces = pipeline.detect(img)
+        face = _pick_face(faces, img.shape, pick)
+        if face is not None:
+            chips.append(pipeline.engine.chips(img, [face]))
+        found.append((key, face, len(faces)))
+    vecs = pipeline.embed_chips(np.concatenate(chips)) if chips else np.zeros((0, 0), dtype=np.float32)
+    out: list[tuple[str, Record]] = []
+    j = 0
+    for key, face, n in found:
+        if face is None:
+            out.append((key, Record(None, 0, "")))
+        else:
+            out.append((key, Record(vecs[j], n, face.detector)))
+            j += 1
+    return out
+
+
 def embed_images(pipeline: Pipeline, paths: Sequence[Path], cache: Optional[EmbeddingCache], pick: str = "largest",
-                 progress: bool = True, shard_size: int = SHARD_SIZE) -> tuple[dict[Path, Record], EmbedStats]:
-    """One record per distinct path; images already in the cache are not embedded again."""
+                 progress: bool = True, batch: int = SHARD_SIZE) -> tuple[dict[Path, Record], EmbedStats]:
+    """One record per distinct path; images already in the cache are not embedded again. New
+    embeddings are computed `batch` images at a time and each batch is saved to the cache as
+    soon as it is done, so an interruption loses at most one batch."""
     from tqdm import tqdm
 
     unique = list(dict.fromkeys(Path(p) for p in paths))
     stats = EmbedStats(images=len(unique))
-    out: dict[Path, Record] = {}
-    pending: list[tuple[str, Record]] = []
-    bar = tqdm(unique, desc="embedding", unit="img", file=sys.stderr, disable=not progress, leave=False)
+    by_key: dict[str, Record] = {}
+    keys: dict[Path, str] = {}
+    todo: list[tuple[str, bytes]] = []
+    bar = tqdm(total=len(unique), desc="embedding", unit="img", file=sys.stderr, disable=not progress, leave=False)
     try:
-        for path in bar:
+        for path in unique:
             key, data = sha256_file(path)
+            keys[path] = key
             rec = cache.get(key) if cache is not None else None
             if rec is not None:
                 stats.from_cache += 1
-            else:
-                img = load_image(data)
-                faces = pipeline.detect(img)
-                face = _pick_face(faces, img.shape, pick)
-                if face is None:
-                    rec = Record(None, 0, "")
-                else:
-                    vec = pipeline.embed_chips(pipeline.engine.chips(img, [face]))[0]
-                    rec = Record(vec, len(faces), face.detector)
-                stats.embedded += 1
-                pending.append((key, rec))
-                if cache is not None and len(pending) >= shard_size:
-                    cache.put_many(pending)
-                    pending = []
-            if rec.embedding is None:
-                stats.no_face += 1
-            out[path] = rec
+                by_key[key] = rec
+                bar.update(1)
+            elif key not in by_key and all(k != key for k, _ in todo):
+                todo.append((key, data))
+            if len(todo) >= batch:
+                _flush(pipeline, todo, pick, cache, by_key, stats, bar)
+                todo = []
+        _flush(pipeline, todo, pick, cache, by_key, stats, bar)
     finally:
-        # Whatever was computed survives an interruption (Ctrl-C included).
-        if cache is not None:
-            cache.put_many(pending)
         bar.close()
+    out = {p: by_key[keys[p]] for p in unique}
+    stats.no_face = sum(1 for r in out.values() if r.embedding is None)
     return out, stats
+
+
+def _flush(pipeline: Pipeline, todo: list[tuple[str, bytes]], pick: str, cache: Optional[EmbeddingCache],
+           by_key: dict[str, Record], stats: EmbedStats, bar: Any) -> None:
+    if not todo:
+        return
+    done = _embed_batch(pipeline, todo, pick)
+    if cache is not None:
+        cache.put_many(done)
+    for key, rec in done:
+        by_key[key] = rec
+    stats.embedded += len(done)
+    bar.update(len(done))

@@ -3,7 +3,8 @@
 The JSON keys are fixed so that the compliance report can embed the latest evaluation:
 {"generated_at", "kind", "dataset", "engine", "options", "metrics", "plots": {name: relative path}}.
 With a workspace, the summary and plots are also copied to `<ws>/reports/evaluation/`
-(`latest.json` and `<kind>.json`); nothing else of the evaluation (no embedding) goes there."""
+(`<kind>.json`, and `latest.json`: this run, plus the latest run of each kind under "runs");
+nothing else of the evaluation (no embedding) goes there."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any, Mapping, Optional
 
 WORKSPACE_DIR = Path("reports") / "evaluation"
+KINDS = ("verify", "identify", "demographics", "protection")
 
 
 @dataclass(frozen=True)
@@ -103,10 +105,17 @@ def write_report(out_dir: Path, doc: Mapping[str, Any], plots: Mapping[str, Path
             shutil.copyfile(p, target)
             rel[name] = target.name
         ws_doc = {**doc, "plots": rel}
-        text = json.dumps(ws_doc, indent=2) + "\n"
-        (dest / f"{kind}.json").write_text(text, encoding="utf-8")
+        (dest / f"{kind}.json").write_text(json.dumps(ws_doc, indent=2) + "\n", encoding="utf-8")
+        # latest.json: this run at the top level, and the latest run of every kind under "runs"
+        runs = {}
+        for f in sorted(dest.glob("*.json")):
+            if f.stem in KINDS:
+                try:
+                    runs[f.stem] = json.loads(f.read_text(encoding="utf-8"))
+                except (OSError, ValueError):
+                    continue
         ws_json = dest / "latest.json"
         tmp = dest / "latest.json.tmp"
-        tmp.write_text(text, encoding="utf-8")
+        tmp.write_text(json.dumps({**ws_doc, "runs": runs}, indent=2) + "\n", encoding="utf-8")
         os.replace(tmp, ws_json)
     return Written(jpath, hpath, ws_json)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from ..vision import Pipeline, PipelineConfig, get_engine
+from ..vision import DEFAULT_ENGINE, Pipeline, PipelineConfig, get_engine
 from .embedcache import EmbeddingCache, EmbedStats, Record, check_cache_location, config_fingerprint, embed_images
 
 HOG_ONLY = (("hog", 1),)
@@ -15,7 +15,7 @@ HOG_ONLY = (("hog", 1),)
 
 @dataclass(frozen=True)
 class EvalOptions:
-    engine: str = "dlib"
+    engine: str = DEFAULT_ENGINE
     flip: bool = True
     jitter: int = 0
     fallback: bool = True

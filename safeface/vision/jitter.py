@@ -46,16 +46,14 @@ def jittered_embeddings(engine: Engine, chips: np.ndarray, jitters: int, seed: i
     chips = np.asarray(chips)
     if len(chips) == 0:
         return np.zeros((0, engine.embedding_dim), dtype=np.float32)
-    raw = getattr(engine, "raw_descriptors", None)
-    if raw is not None:
+    if engine.name == "dlib":
         # dlib's own jitter, in C++; the mean of its raw descriptors, then unit length.
-        return _unit(raw(chips, jitters))
+        return _unit(engine.raw_descriptors(chips, jitters))  # type: ignore[attr-defined]
+    # Other engines: our perturbations, all copies of all chips in one (batched) engine call.
     rng = np.random.default_rng(seed)
-    out = np.empty((len(chips), engine.embedding_dim), dtype=np.float32)
-    for i, chip in enumerate(chips):
-        copies = np.stack([jitter_chip(chip, rng) for _ in range(jitters)])
-        out[i] = engine.embed_chips(copies).mean(axis=0)
-    return _unit(out)
+    copies = np.stack([jitter_chip(chip, rng) for chip in chips for _ in range(jitters)])
+    descs = engine.embed_chips(copies).reshape(len(chips), jitters, -1)
+    return _unit(descs.mean(axis=1))
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
