@@ -5,7 +5,9 @@ mirror image once, and derives every variant from those: HOG only vs fallback, f
 largest vs central face, centre prior for images no detector handles, and optionally dlib's
 jitter. Prints one row per variant: best-threshold and 10-fold accuracy, EER, TAR@FAR, FTA.
 
-    PYTHONPATH=. python3 benches/lfw_options.py [--root DIR] [--jitter N] [--json FILE]
+    PYTHONPATH=. python3 benches/lfw_options.py [--root DIR] [--engine onnx|dlib] [--jitter N] [--json FILE]
+
+Each option can also be measured alone with `safeface eval verify` and its flags.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from tqdm import tqdm
 from safeface.evaluate import metrics
 from safeface.evaluate.datasets import read_pairs
 from safeface.imageio import load_image
-from safeface.vision import Pipeline, PipelineConfig, get_engine
+from safeface.vision import DEFAULT_ENGINE, Pipeline, PipelineConfig, get_engine
 from safeface.vision.pipeline import unit
 
 DATASETS = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
@@ -36,12 +38,13 @@ def central(faces, shape):  # type: ignore[no-untyped-def]
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--root", type=Path, default=DATASETS / "lfw-dev")
-    ap.add_argument("--jitter", type=int, default=0)
+    ap.add_argument("--engine", default=DEFAULT_ENGINE)
+    ap.add_argument("--jitter", type=int, default=0, help="also dlib's own jitter with N copies (dlib engine only)")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
     pairs = read_pairs(args.root / "pairsDevTest.txt", args.root)
     paths = list(dict.fromkeys(p for pr in pairs for p in (pr.image1, pr.image2)))
-    engine = get_engine("dlib")
+    engine = get_engine(args.engine)
     pipe = Pipeline(engine, PipelineConfig(flip=False))
     emb: dict[str, dict[Path, np.ndarray | None]] = {}
     step_of: dict[Path, str] = {}
@@ -73,7 +76,7 @@ def main() -> int:
             else:
                 chip = engine.chips(img, [face])
                 e = engine.embed_chips(np.concatenate([chip, chip[:, :, ::-1]]))
-                if args.jitter > 1 and k == "largest":
+                if args.jitter > 1 and k == "largest" and engine.name == "dlib":
                     emb.setdefault("largest/jitter", {})[path] = unit(engine.raw_descriptors(chip, args.jitter))[0]  # type: ignore[attr-defined]
             prev = e
             emb.setdefault(f"{k}/plain", {})[path] = e[0]
