@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Iterator, Optional, Sequence
 
 from .errors import IntegrityError
+from .sqlite_store import connect
 
 GENESIS = hashlib.sha256(b"safeface-audit-genesis-v1").hexdigest()
 FIELDS = ("seq", "time", "operation", "purpose", "token_id", "basis", "subjects", "decision", "rule", "note")
@@ -90,10 +91,7 @@ class AuditLog:
     def __init__(self, path: Path, key: bytes) -> None:
         self.path = Path(path)
         self._key = key
-        self._db = sqlite3.connect(str(self.path), timeout=30.0, isolation_level=None)
-        self._db.execute("PRAGMA busy_timeout = 30000")
-        self._db.execute("PRAGMA journal_mode = WAL")
-        self._db.execute("PRAGMA synchronous = FULL")
+        self._db = connect(self.path, "audit log")
         self._db.executescript(_SCHEMA)
 
     def close(self) -> None:

@@ -4,7 +4,6 @@ insightface engine on tiny real ONNX models run by ONNX Runtime."""
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import http.server
 import io

@@ -5,9 +5,10 @@ BIPA's "last interaction + 3 years"). Subjects appear only as pseudonyms."""
 from __future__ import annotations
 
 import datetime as dt
-import sqlite3
 from pathlib import Path
 from typing import Optional
+
+from ..sqlite_store import connect
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS revoked_tokens (token_id TEXT PRIMARY KEY, at TEXT NOT NULL);
@@ -20,10 +21,7 @@ CREATE TABLE IF NOT EXISTS purpose_ends (pseudonym TEXT NOT NULL, purpose TEXT N
 
 class PolicyState:
     def __init__(self, path: Path) -> None:
-        self._db = sqlite3.connect(str(path), timeout=30.0, isolation_level=None)
-        self._db.execute("PRAGMA busy_timeout = 30000")
-        self._db.execute("PRAGMA journal_mode = WAL")
-        self._db.execute("PRAGMA synchronous = FULL")
+        self._db = connect(path, "policy state")
         self._db.executescript(_SCHEMA)
 
     def close(self) -> None:

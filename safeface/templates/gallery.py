@@ -26,6 +26,7 @@ from typing import Any, Callable, Iterator, Optional, Protocol, Sequence, Union
 import numpy as np
 
 from ..errors import ConfigError, IntegrityError
+from ..sqlite_store import connect as _connect_store
 from .keyring import Keyring
 from .pseudonym import pseudonymize
 from .rowfilter import RowFilter
@@ -35,7 +36,6 @@ from .transform import TemplateTransform
 SCHEMA_VERSION = 1
 # Change-log entries kept for other processes to replay; one that falls further behind reloads.
 CHANGE_LOG_KEEP = 10_000
-BUSY_TIMEOUT_MS = 30_000
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
@@ -221,7 +221,7 @@ class Gallery:
         if not isinstance(dim, int) or dim <= 0:
             raise ConfigError(f"dim must be a positive integer, got {dim!r}.")
         path.parent.mkdir(parents=True, exist_ok=True)
-        conn = _connect(path)
+        conn = _connect_store(path, "gallery")
         g = cls(conn, path, keyring, dim, index_factory or default_index_factory)
         try:
             with g._lock:
@@ -767,29 +767,6 @@ class Gallery:
     def __len__(self) -> int:
         with self._lock:
             return int(self._db().execute("SELECT COUNT(*) FROM rows").fetchone()[0])
-
-
-def _connect(path: Path) -> sqlite3.Connection:
-    if not path.exists():
-        # Owner-only from the start; SQLite gives its WAL and shm files the same mode.
-        import os
-
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
-        os.close(fd)
-    conn = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None,
-                           check_same_thread=False)
-    try:
-        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-        if str(mode).lower() != "wal":
-            raise ConfigError(f"the gallery at {path} cannot use write-ahead logging (journal mode {mode}); "
-                              f"put the workspace on a local file system.")
-        conn.execute("PRAGMA synchronous = FULL")
-        conn.execute("PRAGMA secure_delete = ON")
-    except sqlite3.DatabaseError as exc:
-        conn.close()
-        raise ConfigError(f"{path} is not a usable gallery database ({exc}).") from None
-    return conn
 
 
 def _check_text(value: str, what: str) -> None:

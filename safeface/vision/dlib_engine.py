@@ -8,8 +8,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..errors import ImageError, ModelError
+from ..errors import ModelError
 from . import registry
+from .arrays import check_chips, check_rgb_image, l2_normalize
 from .types import Face
 
 CHIP_SIZE = 150
@@ -52,7 +53,7 @@ class DlibEngine:
 
     def detect_rects(self, image: np.ndarray, detector: str = "hog", upsample: int = 1) -> list[tuple[Any, float]]:
         """dlib rectangles (unclipped) with their detector scores."""
-        _check_image(image)
+        check_rgb_image(image)
         if detector == "hog":
             with self._lock:
                 rects, scores, _ = self._hog.run(image, upsample, 0.0)
@@ -94,7 +95,7 @@ class DlibEngine:
     # -- alignment and embedding -----------------------------------------------------------
     def chips(self, image: np.ndarray, faces: Sequence[Face]) -> np.ndarray:
         """Aligned (N, 150, 150, 3) uint8 RGB chips, dlib's get_face_chip geometry."""
-        _check_image(image)
+        check_rgb_image(image)
         out = np.empty((len(faces), CHIP_SIZE, CHIP_SIZE, 3), dtype=np.uint8)
         for i, face in enumerate(faces):
             shape = self._full_object_detection(face)
@@ -111,7 +112,7 @@ class DlibEngine:
 
     def raw_descriptors(self, chips: np.ndarray, jitters: int = 0) -> np.ndarray:
         """dlib's descriptors as dlib gives them (not unit length): (N, 128) float64."""
-        chips = _check_chips(chips)
+        chips = check_chips(chips, CHIP_SIZE)
         if len(chips) == 0:
             return np.zeros((0, self.embedding_dim), dtype=np.float64)
         with self._lock:
@@ -121,23 +122,3 @@ class DlibEngine:
     def embed_chips(self, chips: np.ndarray) -> np.ndarray:
         """(N, 128) float32 unit vectors from (N, 150, 150, 3) uint8 RGB chips."""
         return l2_normalize(self.raw_descriptors(chips))
-
-
-def l2_normalize(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float64)
-    n = np.linalg.norm(x, axis=1, keepdims=True)
-    n[n == 0] = 1.0
-    out: np.ndarray = (x / n).astype(np.float32)
-    return out
-
-
-def _check_image(image: np.ndarray) -> None:
-    if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
-        raise ImageError("expected a decoded (H, W, 3) uint8 RGB image; use safeface.load_image first.")
-
-
-def _check_chips(chips: np.ndarray) -> np.ndarray:
-    chips = np.asarray(chips)
-    if chips.ndim != 4 or chips.shape[1:] != (CHIP_SIZE, CHIP_SIZE, 3) or chips.dtype != np.uint8:
-        raise ImageError(f"expected chips of shape (N, {CHIP_SIZE}, {CHIP_SIZE}, 3) uint8, got {chips.shape} {chips.dtype}.")
-    return np.ascontiguousarray(chips)

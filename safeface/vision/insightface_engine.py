@@ -16,9 +16,10 @@ from typing import Any, Optional, Sequence, Union
 
 import numpy as np
 
-from ..errors import ImageError, ModelError
+from ..errors import ModelError
 from . import packs, scrfd
 from .arcface_align import CHIP_SIZE, norm_crop
+from .arrays import check_chips, check_rgb_image, l2_normalize
 from .types import Face
 
 DEFAULT_DET_SIZE = (640, 640)
@@ -159,7 +160,7 @@ class InsightFaceEngine:
     def detect(self, image: np.ndarray, detector: str = "scrfd", upsample: int = 1) -> list[Face]:
         """Faces in an RGB image, best score first. `upsample` is accepted for the Engine
         protocol; SCRFD runs at its input size (det_size) and ignores it."""
-        _check_image(image)
+        check_rgb_image(image)
         if detector not in DETECTORS:
             raise ValueError(f"the insightface engine has one detector, 'scrfd'; got {detector!r}.")
         lb = scrfd.letterbox(image, self.det_size)
@@ -183,7 +184,7 @@ class InsightFaceEngine:
     # -- alignment and embedding ---------------------------------------------------------------
     def chips(self, image: np.ndarray, faces: Sequence[Face]) -> np.ndarray:
         """Aligned (N, 112, 112, 3) uint8 RGB chips (ArcFace 5-point similarity transform)."""
-        _check_image(image)
+        check_rgb_image(image)
         out = np.empty((len(faces), CHIP_SIZE, CHIP_SIZE, 3), dtype=np.uint8)
         for i, face in enumerate(faces):
             lm = np.asarray(face.landmarks, dtype=np.float64)
@@ -203,27 +204,12 @@ class InsightFaceEngine:
 
     def raw_embeddings(self, chips: np.ndarray) -> np.ndarray:
         """The recognizer's outputs as it gives them (not unit length): (N, d) float32."""
-        chips = _check_chips(chips)
+        chips = check_chips(chips, CHIP_SIZE)
         if len(chips) == 0:
             return np.zeros((0, self.embedding_dim), dtype=np.float32)
         return self._run_rec(chips).reshape(len(chips), -1).astype(np.float32)
 
     def embed_chips(self, chips: np.ndarray) -> np.ndarray:
         """(N, d) float32 unit vectors from (N, 112, 112, 3) uint8 RGB chips."""
-        raw = self.raw_embeddings(chips).astype(np.float64)
-        norms = np.linalg.norm(raw, axis=1, keepdims=True)
-        norms[norms == 0] = 1.0
-        unit: np.ndarray = (raw / norms).astype(np.float32)
-        return unit
+        return l2_normalize(self.raw_embeddings(chips))
 
-
-def _check_image(image: np.ndarray) -> None:
-    if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
-        raise ImageError("expected a decoded (H, W, 3) uint8 RGB image; use safeface.load_image first.")
-
-
-def _check_chips(chips: np.ndarray) -> np.ndarray:
-    chips = np.asarray(chips)
-    if chips.ndim != 4 or chips.shape[1:] != (CHIP_SIZE, CHIP_SIZE, 3) or chips.dtype != np.uint8:
-        raise ImageError(f"expected chips of shape (N, {CHIP_SIZE}, {CHIP_SIZE}, 3) uint8, got {chips.shape} {chips.dtype}.")
-    return np.ascontiguousarray(chips)

@@ -13,7 +13,8 @@ import numpy as np
 
 from ..errors import ModelError
 from . import mmod_decode, onnx_convert, registry
-from .dlib_engine import DlibEngine, _check_chips, _check_image, l2_normalize
+from .arrays import check_chips, check_rgb_image, l2_normalize
+from .dlib_engine import CHIP_SIZE, DlibEngine
 from .dlib_format import Network, read_network
 
 THREADS_ENV = "SAFEFACE_ONNX_THREADS"
@@ -98,7 +99,7 @@ class OnnxEngine(DlibEngine):
         Jittering is dlib's own random augmentation, so jitters > 0 runs on dlib."""
         if jitters:
             return super().raw_descriptors(chips, jitters)
-        chips = _check_chips(chips)
+        chips = check_chips(chips, CHIP_SIZE)
         if len(chips) == 0:
             return np.zeros((0, self.embedding_dim), dtype=np.float64)
         sess = self._session("dlib-resnet-v1")
@@ -113,7 +114,7 @@ class OnnxEngine(DlibEngine):
     def detect_rects(self, image: np.ndarray, detector: str = "hog", upsample: int = 1) -> list[tuple[Any, float]]:
         if detector != "mmod":
             return super().detect_rects(image, detector, upsample)
-        _check_image(image)
+        check_rgb_image(image)
         return [(self._dlib.rectangle(*d.rect), d.score) for d in self.mmod_detections(image, upsample)]
 
     def mmod_detections(self, image: np.ndarray, upsample: int = 1) -> list[mmod_decode.Detection]:

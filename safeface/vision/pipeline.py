@@ -4,11 +4,12 @@ this module; nothing here touches disk, consent or the gallery."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional, Sequence
+from typing import Sequence
 
 import numpy as np
 
 from ..imageio import ImageInput, load_image
+from .arrays import l2_normalize
 from .types import Engine, Face, FaceEmbedding, Outcome
 
 # A detection step: (detector, upsample). The pipeline tries them in order until one finds a face.
@@ -84,7 +85,7 @@ class Pipeline:
             return self.engine.embed_chips(chips)
         n = len(chips)
         both = self.engine.embed_chips(np.concatenate([chips, chips[:, :, ::-1]]))
-        return unit(both[:n] + both[n:])
+        return l2_normalize(both[:n] + both[n:])
 
     def embed(self, image: ImageInput) -> FaceEmbedding:
         """The embedding of the largest face. No face and several faces are outcomes, not errors."""
@@ -110,16 +111,10 @@ class Pipeline:
         return out
 
 
-def unit(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float32)
-    n = np.linalg.norm(x, axis=-1, keepdims=True)
-    return (x / np.where(n == 0, 1, n)).astype(np.float32)
-
-
 def cosine(a: np.ndarray, b: np.ndarray) -> float:
     """The score of two faces: cosine similarity of their embeddings."""
-    a = unit(np.asarray(a, dtype=np.float32).reshape(-1))
-    b = unit(np.asarray(b, dtype=np.float32).reshape(-1))
+    a = l2_normalize(np.asarray(a, dtype=np.float32).reshape(-1))
+    b = l2_normalize(np.asarray(b, dtype=np.float32).reshape(-1))
     return float(np.dot(a, b))
 
 
