@@ -25,7 +25,7 @@ from safeface.evaluate import metrics
 from safeface.evaluate.datasets import read_pairs
 from safeface.imageio import load_image
 from safeface.vision import DEFAULT_ENGINE, Pipeline, PipelineConfig, get_engine
-from safeface.vision.pipeline import unit
+from safeface.vision.arrays import l2_normalize as unit
 
 DATASETS = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
 
@@ -70,8 +70,9 @@ def main() -> int:
             continue
         largest = max(faces, key=lambda f: f.area)
         cen = central(faces, img.shape)
+        prev: np.ndarray | None = None
         for k, face in (("largest", largest), ("central", cen)):
-            if k == "central" and face is largest:
+            if k == "central" and face is largest and prev is not None:
                 e = prev
             else:
                 chip = engine.chips(img, [face])
