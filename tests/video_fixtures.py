@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from fractions import Fraction
 from pathlib import Path
-from typing import Sequence
+from typing import Optional, Sequence
 
 import av
 import numpy as np
@@ -14,12 +14,15 @@ from safeface.imageio import load_image
 
 
 def build_face_video(path: Path, photos: Sequence[Path], frames: int, size: tuple[int, int] = (640, 480),
-                     fps: int = 30, audio: bool = True, codec: str = "libx264", per_photo: int = 6) -> None:
+                     fps: int = 30, audio: bool = True, codec: str = "libx264", per_photo: int = 6,
+                     metadata: Optional[dict[str, str]] = None) -> None:
     """`frames` frames of `size`; each photo is shown for `per_photo` frames, drifting 2 px per
     frame; with `audio`, a 440 Hz AAC (or MP3 in AVI) tone as long as the video."""
     w, h = size
     faces = [load_image(p) for p in photos]
     with av.open(str(path), "w") as out:
+        for key, value in (metadata or {}).items():
+            out.metadata[key] = value
         vs = out.add_stream(codec, rate=fps)
         vs.width, vs.height, vs.pix_fmt = w, h, "yuv420p"
         sr = 44100

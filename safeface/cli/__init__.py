@@ -17,6 +17,7 @@ COMMAND_MODULES = (
     "vision_cmds",
     "models_cmds",
     "demo_cmd",
+    "anonymize_cmd",
 )
 
 
