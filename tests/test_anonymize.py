@@ -295,3 +295,34 @@ def test_cli_anonymize_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     bad = parser.parse_args(["anonymize", str(out), str(out)])
     with pytest.raises(ImageError):
         bad.func(bad)
+
+
+def test_audio_the_container_cannot_hold_is_reencoded(tmp_path: Path) -> None:
+    from fractions import Fraction
+
+    src = tmp_path / "pcm.mkv"
+    rng = np.random.default_rng(7)
+    with av.open(str(src), "w") as c:
+        v = c.add_stream("libx264", rate=25)
+        v.width, v.height, v.pix_fmt = 96, 96, "yuv420p"
+        a = c.add_stream("pcm_s16le", rate=16000)
+        a.layout = "stereo"
+        for i in range(10):
+            f = av.VideoFrame.from_ndarray(np.full((96, 96, 3), 20 * i, np.uint8), format="rgb24")
+            f.pts, f.time_base = i, Fraction(1, 25)
+            for p in v.encode(f):
+                c.mux(p)
+        for p in v.encode(None):
+            c.mux(p)
+        af = av.AudioFrame.from_ndarray(rng.integers(-3000, 3000, (1, 2 * 6400), dtype=np.int16), format="s16", layout="stereo")
+        af.sample_rate, af.pts, af.time_base = 16000, 0, Fraction(1, 16000)
+        for p in list(a.encode(af)) + list(a.encode(None)):
+            c.mux(p)
+    for ext, codec in ((".mp4", "aac"), (".mkv", "pcm_s16le")):
+        out = tmp_path / f"out{ext}"
+        report = anonymize_file(src, out, video=VideoOptions(progress=False))
+        with av.open(str(out)) as c:
+            assert c.streams.audio[0].codec_context.name == codec
+            samples = sum(f.samples for f in c.decode(audio=0))
+        assert report.frames == 10 and report.audio_streams == 1 and samples >= 6400
+        assert (codec == "aac") == any("re-encoded" in n for n in report.notes)

@@ -56,6 +56,16 @@ def _codec_for(fmt: str) -> tuple[str, dict[str, str]]:
     return "libx264", {"preset": "veryfast"}
 
 
+# Audio codecs each container takes as they are; other audio is re-encoded (AAC, or MP3 in AVI).
+_COPYABLE = {
+    "mp4": {"aac", "mp3", "alac", "opus", "ac3", "eac3", "flac"},
+    "mov": {"aac", "mp3", "alac", "ac3", "eac3", "pcm_s16le", "pcm_s16be", "pcm_s24le", "pcm_f32le"},
+    "avi": {"mp3", "mp2", "ac3", "aac", "pcm_s16le", "pcm_u8"},
+}
+_REENCODE = {"avi": "libmp3lame"}
+_LAYOUTS = {1: "mono", 2: "stereo", 3: "2.1", 4: "quad", 5: "5.0", 6: "5.1", 7: "6.1", 8: "7.1"}
+
+
 def anonymize_video_file(
     in_path: Path, out_path: Path, mode: str = DEFAULT_MODE, margin: float = DEFAULT_MARGIN,
     detector: str = DEFAULT_DETECTOR, *, options: Optional[VideoOptions] = None,
@@ -114,14 +124,24 @@ def _transcode(inp: Any, tmp: Path, fmt: str, finder: FaceFinder, mode: str, mar
         vout = out.add_stream(codec, rate=rate, options=dict(codec_opts, **({"crf": str(opts.crf)} if codec == "libx264" else {})))
         vout.width, vout.height, vout.pix_fmt = ew, eh, "yuv420p"
         amap: dict[int, Any] = {}
+        reencode: dict[int, Any] = {}
         for a in ain:
+            name = a.codec_context.name
             try:
-                s = out.add_stream_from_template(a)
-                s.metadata.clear()
-                amap[a.index] = s
+                if fmt in _COPYABLE and name not in _COPYABLE[fmt]:
+                    s = out.add_stream(_REENCODE.get(fmt, "aac"), rate=a.codec_context.sample_rate or 48000)
+                    # The channel count's default layout: an unordered source layout is refused.
+                    s.layout = _LAYOUTS.get(a.codec_context.channels, "stereo")
+                    s.format = av.Codec(s.codec_context.name, "w").audio_formats[0].name
+                    reencode[a.index] = s
+                    notes.append(f"audio stream {a.index} ({name}) re-encoded as {s.codec_context.name}: the container cannot hold {name}")
+                else:
+                    s = out.add_stream_from_template(a)
+                    s.metadata.clear()
+                    amap[a.index] = s
             except (av.error.FFmpegError, ValueError) as exc:
-                notes.append(f"audio stream {a.index} ({a.codec_context.name}) not copied: {exc}")
-        stats["audio"] = len(amap)
+                notes.append(f"audio stream {a.index} ({name}) left out: {exc}")
+        stats["audio"] = len(amap) + len(reencode)
         every = max(1, int(opts.detect_every))
         tracker = FaceTracker(max(opts.hold, every))
         pending: deque[tuple[int, np.ndarray]] = deque()
@@ -159,14 +179,23 @@ def _transcode(inp: Any, tmp: Path, fmt: str, finder: FaceFinder, mode: str, mar
                 elif packet.stream.index in amap and packet.dts is not None:
                     packet.stream = amap[packet.stream.index]
                     out.mux(packet)
+                elif packet.stream.index in reencode:
+                    enc = reencode[packet.stream.index]
+                    for aframe in packet.decode():
+                        aframe.pts = None  # the encoder numbers samples itself
+                        for p in enc.encode(aframe):
+                            out.mux(p)
         except av.error.FFmpegError as exc:
-            raise ImageError(f"{in_path}: the video could not be decoded ({exc}).") from None
+            raise ImageError(f"{in_path}: the video could not be decoded or re-encoded ({exc}).") from None
         emit(stats["frames"])
         bar.close()
         if stats["frames"] == 0:
             raise ImageError(f"{in_path}: the video has no frames.")
         for packet in vout.encode(None):
             out.mux(packet)
+        for enc in reencode.values():
+            for packet in enc.encode(None):
+                out.mux(packet)
         stats["tracks"] = tracker.track_count
     finally:
         out.close()
