@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import io
 import json
 import os
 from pathlib import Path
@@ -285,13 +284,15 @@ def test_cli_anonymize_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
 
     parser = argparse.ArgumentParser(prog="safeface")
     anonymize_cmd.register(parser.add_subparsers(dest="command"))
-    out = tmp_path / "t1.png"
-    args = parser.parse_args(["anonymize", str(T1), str(out), "--mode", "solid", "--margin", "0.5", "--json"])
+    src = lfw_sample(1)[0]
+    out = tmp_path / "face.png"
+    args = parser.parse_args(["anonymize", str(src), str(out), "--mode", "solid", "--margin", "0.5", "--json"])
     assert args.func(args) == 0
     doc = json.loads(capsys.readouterr().out)
-    assert doc["face_count"] == 6 and doc["mode"] == "solid" and doc["margin"] == 0.5
-    assert doc["input_sha256"] == hashlib.sha256(T1.read_bytes()).hexdigest()
-    assert Image.open(out).size == Image.open(T1).size
+    assert doc["face_count"] == 1 and doc["mode"] == "solid" and doc["margin"] == 0.5
+    assert doc["input_sha256"] == hashlib.sha256(src.read_bytes()).hexdigest()
+    assert doc["output_sha256"] == hashlib.sha256(out.read_bytes()).hexdigest()
+    assert Image.open(out).size == Image.open(src).size
     bad = parser.parse_args(["anonymize", str(out), str(out)])
     with pytest.raises(ImageError):
         bad.func(bad)

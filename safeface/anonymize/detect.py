@@ -13,8 +13,8 @@ from ..errors import ModelError, SafeFaceError
 DETECTORS = ("hog", "mmod", "onnx")
 DEFAULT_DETECTOR = "hog"
 # dlib's HOG window is 80 px; upsampling twice finds faces down to about 20 px, which is worth
-# its cost on small images, where faces are small.
-SMALL_IMAGE_SIDE = 1000
+# its cost up to about 2 megapixels (group photos, where faces are small).
+SMALL_IMAGE_SIDE = 1600
 
 Box = tuple[float, float, float, float]
 

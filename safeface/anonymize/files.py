@@ -69,3 +69,16 @@ def atomic_output(out_path: Path) -> Iterator[Path]:
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
+
+
+def match_umask(path: Path) -> None:
+    """mkstemp makes 0600 files; the output gets the permissions any new file would. The umask
+    is read, not set and restored, since setting it would race with other threads."""
+    mask = 0o022
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                mask = int(line.split()[1], 8)
+    except OSError:
+        pass
+    os.chmod(path, 0o666 & ~mask)

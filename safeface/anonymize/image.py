@@ -4,7 +4,7 @@ without any of the input's metadata."""
 from __future__ import annotations
 
 import hashlib
-import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Optional, Union
 
@@ -13,9 +13,9 @@ from PIL import Image
 
 from ..errors import ImageError
 from ..imageio import ImageInput, load_image
-from .cover import DEFAULT_MARGIN, DEFAULT_MODE, Region, apply_cover, check_margin, check_mode, region_for_box
+from .cover import DEFAULT_MARGIN, DEFAULT_MODE, apply_cover, check_margin, check_mode, region_for_box
 from .detect import DEFAULT_DETECTOR, Box, FaceFinder, iou
-from .files import IMAGE_EXTENSIONS, atomic_output, sha256_file
+from .files import IMAGE_EXTENSIONS, atomic_output, match_umask, sha256_file
 from .report import AnonymizeReport
 
 # After covering, the result is searched again and anything still found is covered too; two
@@ -98,19 +98,10 @@ def write_clean_image(pixels: np.ndarray, out_path: Path) -> None:
             im.save(tmp, format=fmt, **params)
         except (OSError, ValueError) as exc:
             raise ImageError(f"{out_path}: could not write the {fmt} image ({exc}).") from None
-        _match_umask(tmp)
-
-
-def _match_umask(path: Path) -> None:
-    # mkstemp makes 0600 files; the output should get the permissions any new file would.
-    mask = os.umask(0)
-    os.umask(mask)
-    os.chmod(path, 0o666 & ~mask)
+        match_umask(tmp)
 
 
 def _with_output(report: AnonymizeReport, out_path: Path) -> AnonymizeReport:
-    from dataclasses import replace
-
     return replace(report, output_path=str(out_path), output_sha256=sha256_file(out_path))
 
 

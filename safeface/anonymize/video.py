@@ -16,8 +16,7 @@ import numpy as np
 from ..errors import ImageError
 from .cover import DEFAULT_MARGIN, DEFAULT_MODE, apply_cover, check_margin, check_mode, region_for_box
 from .detect import DEFAULT_DETECTOR, FaceFinder
-from .files import VIDEO_EXTENSIONS, atomic_output, sha256_file
-from .image import _match_umask
+from .files import VIDEO_EXTENSIONS, atomic_output, match_umask, sha256_file
 from .report import AnonymizeReport
 from .track import FaceTracker
 
@@ -88,7 +87,7 @@ def anonymize_video_file(
             raise ImageError(f"{in_path}: the file holds no video stream.")
         with atomic_output(out_path) as tmp:
             stats = _transcode(inp, tmp, VIDEO_EXTENSIONS[out_path.suffix.lower()], finder, mode, margin, opts, in_path)
-            _match_umask(tmp)
+            match_umask(tmp)
     finally:
         inp.close()
     report = AnonymizeReport(
