@@ -19,6 +19,7 @@ COMMAND_MODULES = (
     "policy_cmds",
     "demo_cmd",
     "eval_cmds",
+    "anonymize_cmd",
 )
 
 

@@ -1,0 +1,111 @@
+"""Covering face regions: where the cover goes (box plus margin) and how it hides the face
+(blur, pixelate, solid). Pure array work; knows nothing of detection or files."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+import numpy as np
+from PIL import Image, ImageFilter
+
+from ..errors import SafeFaceError
+
+MODES = ("blur", "pixelate", "solid")
+DEFAULT_MODE = "blur"
+# Fraction of the detector's box added on each side. dlib's boxes run from the brows to the
+# chin, so hair line, ears and forehead lie outside them; the top gets more than the sides.
+DEFAULT_MARGIN = 0.4
+TOP_FACTOR = 1.5
+# Cells across the face box: the cover keeps at most this many averaged values per face width.
+# Measured on LFW: with four (blur) or five (pixelate) the recognizer scores the covered face
+# against its original no higher than it scores two different people.
+BLUR_CELLS = 4
+PIXELATE_CELLS = 5
+SOLID_RGB = (128, 128, 128)
+
+
+@dataclass(frozen=True)
+class Region:
+    """A rectangle to cover, in whole pixels, clipped to the image; `face_size` is the side of
+    the face box it came from (the cover's strength scales with it)."""
+
+    x1: int
+    y1: int
+    x2: int
+    y2: int
+    face_size: float
+
+    @property
+    def empty(self) -> bool:
+        return self.x2 <= self.x1 or self.y2 <= self.y1
+
+    def as_list(self) -> list[int]:
+        return [self.x1, self.y1, self.x2, self.y2]
+
+
+def check_mode(mode: str) -> str:
+    if mode not in MODES:
+        raise SafeFaceError(f"unknown anonymization mode {mode!r}; choose one of {', '.join(MODES)}.")
+    return mode
+
+
+def check_margin(margin: float) -> float:
+    if not isinstance(margin, (int, float)) or not math.isfinite(margin) or margin < 0 or margin > 3:
+        raise SafeFaceError(f"margin {margin!r} is out of range; use a fraction of the face box from 0 to 3 (default {DEFAULT_MARGIN}).")
+    return float(margin)
+
+
+def region_for_box(box: Sequence[float], margin: float, width: int, height: int) -> Region:
+    """The face box grown by `margin` of its size on each side (more above), clipped."""
+    x1, y1, x2, y2 = (float(v) for v in box)
+    w, h = max(x2 - x1, 1.0), max(y2 - y1, 1.0)
+    size = max(w, h)
+    rx1 = math.floor(x1 - margin * w)
+    rx2 = math.ceil(x2 + margin * w)
+    ry1 = math.floor(y1 - margin * TOP_FACTOR * h)
+    ry2 = math.ceil(y2 + margin * h)
+    return Region(max(rx1, 0), max(ry1, 0), min(rx2, width), min(ry2, height), size)
+
+
+def apply_cover(image: np.ndarray, regions: Iterable[Region], mode: str = DEFAULT_MODE) -> np.ndarray:
+    """A copy of `image` (H, W, 3) uint8 with every region covered."""
+    check_mode(mode)
+    out = np.array(image, dtype=np.uint8, copy=True)
+    for region in regions:
+        if region.empty:
+            continue
+        patch = out[region.y1:region.y2, region.x1:region.x2]
+        if mode == "solid":
+            patch[...] = SOLID_RGB
+        elif mode == "pixelate":
+            patch[...] = _pixelate(patch, _cell(region.face_size, PIXELATE_CELLS))
+        else:
+            patch[...] = _blur(patch, _cell(region.face_size, BLUR_CELLS))
+    return out
+
+
+def _cell(face_size: float, cells: int) -> int:
+    return max(2, int(math.ceil(face_size / cells)))
+
+
+def _coarse(patch: np.ndarray, cell: int) -> tuple[Image.Image, tuple[int, int]]:
+    h, w = patch.shape[:2]
+    small = (max(1, math.ceil(w / cell)), max(1, math.ceil(h / cell)))
+    # BOX resampling averages each cell: the detail inside a cell is gone, not just smoothed,
+    # so no deconvolution can bring it back.
+    return Image.fromarray(patch).resize(small, Image.Resampling.BOX), (w, h)
+
+
+def _pixelate(patch: np.ndarray, cell: int) -> np.ndarray:
+    small, size = _coarse(patch, cell)
+    return np.asarray(small.resize(size, Image.Resampling.NEAREST))
+
+
+def _blur(patch: np.ndarray, cell: int) -> np.ndarray:
+    small, size = _coarse(patch, cell)
+    # Smooth upscale, then a Gaussian of about a cell's width hides the grid: a blur whose
+    # strength grows with the face, over content that holds only a few values per face.
+    up = small.resize(size, Image.Resampling.BILINEAR)
+    return np.asarray(up.filter(ImageFilter.GaussianBlur(radius=max(1.0, cell * 0.6))))

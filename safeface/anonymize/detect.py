@@ -1,0 +1,117 @@
+"""Finding faces to cover: detection only. No landmarks are kept, nothing is embedded."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Optional, Sequence
+
+import numpy as np
+from PIL import Image
+
+from ..errors import ModelError, SafeFaceError
+
+DETECTORS = ("hog", "mmod", "onnx")
+DEFAULT_DETECTOR = "hog"
+# dlib's HOG window is 80 px; upsampling twice finds faces down to about 20 px, which is worth
+# its cost up to about 2 megapixels (group photos, where faces are small).
+SMALL_IMAGE_SIDE = 1600
+
+Box = tuple[float, float, float, float]
+
+
+def check_detector(detector: str) -> str:
+    if detector not in DETECTORS:
+        raise SafeFaceError(f"unknown detector {detector!r}; choose one of {', '.join(DETECTORS)}.")
+    return detector
+
+
+@dataclass
+class FaceFinder:
+    """Detector(s) used to find faces to cover. HOG always runs as a safety net beside the chosen
+    detector: for anonymization a missed face costs far more than a spare cover."""
+
+    detector: str = DEFAULT_DETECTOR
+    engine: Any = None
+    onnx_engine: Any = None
+
+    def __post_init__(self) -> None:
+        check_detector(self.detector)
+        if self.engine is None:
+            from ..vision.dlib_engine import DlibEngine
+
+            self.engine = DlibEngine()
+        if self.detector == "onnx" and self.onnx_engine is None:
+            self.onnx_engine = _onnx_engine()
+
+    def find(self, image: np.ndarray, upsample: Optional[Sequence[int]] = None) -> list[Box]:
+        """Boxes of every face found in `image`, overlapping duplicates merged."""
+        h, w = image.shape[:2]
+        levels = list(upsample) if upsample is not None else ([1, 2] if max(h, w) <= SMALL_IMAGE_SIDE else [1])
+        boxes: list[Box] = []
+        for up in levels:
+            boxes += self._rects(image, "hog", up)
+        if self.detector == "mmod":
+            boxes += self._rects(image, "mmod", 1)
+        elif self.detector == "onnx":
+            boxes += [tuple(map(float, f.box)) for f in self.onnx_engine.detect(image)]  # type: ignore[misc]
+        return merge_boxes(boxes)
+
+    def find_fast(self, image: np.ndarray, max_side: int, upsample: int) -> list[Box]:
+        """HOG on a copy downscaled to `max_side`: the real-time path for video frames."""
+        h, w = image.shape[:2]
+        scale = min(1.0, max_side / max(h, w))
+        small = image
+        if scale < 1.0:
+            size = (max(1, round(w * scale)), max(1, round(h * scale)))
+            small = np.asarray(Image.fromarray(image).resize(size, Image.Resampling.BILINEAR))
+        boxes = self._rects(small, "hog", upsample)
+        if self.detector == "mmod":
+            boxes += self._rects(small, "mmod", upsample)
+        elif self.detector == "onnx":
+            boxes += [tuple(map(float, f.box)) for f in self.onnx_engine.detect(small)]  # type: ignore[misc]
+        boxes = [(x1 / scale, y1 / scale, x2 / scale, y2 / scale) for x1, y1, x2, y2 in boxes]
+        return merge_boxes(boxes)
+
+    def _rects(self, image: np.ndarray, detector: str, upsample: int) -> list[Box]:
+        # Unclipped dlib rectangles and no landmarks: a face half out of frame still gets its
+        # whole cover, and nothing about the face beyond where it is gets computed.
+        return [
+            (float(r.left()), float(r.top()), float(r.right()), float(r.bottom()))
+            for r, _ in self.engine.detect_rects(image, detector, upsample)
+        ]
+
+
+def _onnx_engine() -> Any:
+    try:
+        from ..vision import get_engine  # type: ignore[attr-defined]
+    except ImportError:
+        raise ModelError(
+            "the ONNX engine is unavailable in this installation; use detector 'hog' or 'mmod'."
+        ) from None
+    try:
+        return get_engine("onnx")
+    except ModelError:
+        raise
+    except Exception as exc:  # an engine that cannot start is a model problem for the user
+        raise ModelError(f"the ONNX engine is unavailable ({exc}); use detector 'hog' or 'mmod'.") from None
+
+
+def iou(a: Box, b: Box) -> float:
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def merge_boxes(boxes: Sequence[Box], threshold: float = 0.3) -> list[Box]:
+    """One box per face: overlapping boxes (IoU above threshold) become their union."""
+    merged: list[Box] = []
+    for box in sorted(boxes, key=lambda b: -(b[2] - b[0]) * (b[3] - b[1])):
+        for i, kept in enumerate(merged):
+            if iou(box, kept) > threshold:
+                merged[i] = (min(box[0], kept[0]), min(box[1], kept[1]), max(box[2], kept[2]), max(box[3], kept[3]))
+                break
+        else:
+            merged.append(box)
+    return merged

@@ -1,0 +1,329 @@
+"""Anonymization on real photos and videos: after covering, dlib's own detector finds no face and
+its recognizer cannot match a covered face to the original; metadata is gone; bad input never
+touches the input file."""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+from PIL import Image
+
+import safeface.vision as vision
+from safeface.anonymize import FaceFinder, VideoOptions, anonymize_file, anonymize_image
+from safeface.anonymize.track import FaceTracker
+from safeface.errors import ImageError, ModelError, SafeFaceError
+from safeface.imageio import load_image
+from safeface.vision.dlib_engine import DlibEngine
+
+from tests.video_fixtures import build_face_video
+
+DATASETS = Path(os.environ.get("SAFEFACE_DATASETS", Path(__file__).resolve().parents[1].parent / "shared" / "datasets"))
+LFW = DATASETS / "lfw-dev" / "images"
+T1 = DATASETS / "insightface" / "t1.jpg"
+# Cosine on unit dlib descriptors at which two faces are taken for one person.
+THRESHOLD = float(getattr(vision, "DEFAULT_THRESHOLD", 0.92))
+
+needs_data = pytest.mark.skipif(not LFW.is_dir() or not T1.is_file(),
+                                reason=f"real test images not found under {DATASETS} (set SAFEFACE_DATASETS)")
+
+
+@pytest.fixture(scope="module")
+def engine() -> DlibEngine:
+    return DlibEngine()
+
+
+@pytest.fixture(scope="module")
+def finder(engine: DlibEngine) -> FaceFinder:
+    return FaceFinder("hog", engine=engine)
+
+
+def lfw_sample(n: int, step: int = 97) -> list[Path]:
+    paths = sorted(LFW.glob("*/*.jpg"))
+    return paths[::step][:n]
+
+
+def faces_found(engine: DlibEngine, image: np.ndarray) -> int:
+    return sum(len(engine.detect(image, "hog", up)) for up in (1, 2))
+
+
+def assert_unlinkable(engine: DlibEngine, original: np.ndarray, covered: np.ndarray) -> int:
+    """Embeds the same aligned region (the original's landmarks) in both images."""
+    faces = engine.detect(original, "hog", 1)
+    assert faces, "the original must show a face for the check to mean anything"
+    a = engine.embed_chips(engine.chips(original, faces))
+    b = engine.embed_chips(engine.chips(covered, faces))
+    scores = (a * b).sum(axis=1)
+    assert scores.max() < THRESHOLD, f"covered face still matches its original: {scores}"
+    return len(faces)
+
+
+@needs_data
+@pytest.mark.parametrize("mode", ["blur", "pixelate", "solid"])
+def test_lfw_faces_are_neither_detected_nor_matched(engine: DlibEngine, finder: FaceFinder, mode: str) -> None:
+    for path in lfw_sample(6 if mode == "blur" else 3):
+        original = load_image(path)
+        covered, report = anonymize_image(original, mode=mode, finder=finder)
+        assert report.face_count >= 1
+        assert covered.shape == original.shape and not np.array_equal(covered, original)
+        assert faces_found(engine, covered) == 0, path.name
+        assert_unlinkable(engine, original, covered)
+
+
+@needs_data
+def test_group_photo_all_six_faces_covered(engine: DlibEngine, finder: FaceFinder) -> None:
+    original = load_image(T1)
+    covered, report = anonymize_image(T1, finder=finder)
+    assert report.face_count == 6
+    assert report.input_sha256 == hashlib.sha256(T1.read_bytes()).hexdigest()
+    assert len(report.regions) == 6
+    assert faces_found(engine, covered) == 0
+    assert assert_unlinkable(engine, original, covered) == 6
+    # Outside the covers the photo is untouched.
+    mask = np.zeros(original.shape[:2], bool)
+    for x1, y1, x2, y2 in report.regions:
+        mask[y1:y2, x1:x2] = True
+    assert np.array_equal(covered[~mask], original[~mask])
+
+
+@needs_data
+def test_cover_margin_reaches_hair_and_ears(finder: FaceFinder) -> None:
+    path = lfw_sample(1)[0]
+    _, report = anonymize_image(path, margin=0.4, finder=finder)
+    box = finder.find(load_image(path))[0]
+    x1, y1, x2, y2 = report.regions[0]
+    w, h = box[2] - box[0], box[3] - box[1]
+    assert x1 <= max(0, box[0] - 0.39 * w) and x2 >= min(250, box[2] + 0.39 * w)
+    assert y1 <= max(0, box[1] - 0.59 * h)
+
+
+def _jpeg_with_gps(path: Path) -> None:
+    im = Image.fromarray(load_image(lfw_sample(1)[0]))
+    exif = Image.Exif()
+    exif[0x010F] = "CameraMaker"  # Make
+    exif[0x0132] = "2026:01:02 03:04:05"  # DateTime
+    gps = {1: "N", 2: (48.0, 51.0, 29.0), 3: "E", 4: (2.0, 17.0, 40.0)}
+    exif[0x8825] = gps  # GPSInfo IFD
+    im.save(path, format="JPEG", exif=exif.tobytes(), comment=b"taken at home")
+
+
+@needs_data
+def test_exif_and_gps_are_stripped(tmp_path: Path) -> None:
+    src = tmp_path / "with_gps.jpg"
+    _jpeg_with_gps(src)
+    with Image.open(src) as im:
+        assert im.getexif().get_ifd(0x8825), "the fixture must carry GPS data"
+    for ext in (".jpg", ".png", ".webp"):
+        out = tmp_path / f"clean{ext}"
+        report = anonymize_file(src, out)
+        assert report.face_count == 1 and report.output_sha256 == hashlib.sha256(out.read_bytes()).hexdigest()
+        data = out.read_bytes()
+        assert b"Exif" not in data and b"CameraMaker" not in data and b"taken at home" not in data
+        with Image.open(out) as im:
+            assert len(im.getexif()) == 0
+            assert not im.getexif().get_ifd(0x8825)
+            assert "exif" not in im.info and "comment" not in im.info
+
+
+@pytest.fixture(scope="module")
+def face_video(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    if not LFW.is_dir():
+        pytest.skip(f"real test images not found under {LFW}")
+    path = tmp_path_factory.mktemp("video") / "faces.mp4"
+    build_face_video(path, lfw_sample(5, step=151), frames=30, metadata={"title": "Alice at home", "location": "+48.85+002.29/"})
+    return path
+
+
+def _video_facts(path: Path) -> tuple[int, int, dict[str, str], list[np.ndarray]]:
+    with av.open(str(path)) as c:
+        audio_packets = sum(1 for p in c.demux(audio=0) if p.size) if c.streams.audio else 0
+    with av.open(str(path)) as c:
+        frames = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+        meta = dict(c.metadata)
+    return len(frames), audio_packets, meta, frames
+
+
+@needs_data
+def test_video_mp4_faces_covered_audio_kept(engine: DlibEngine, finder: FaceFinder, face_video: Path, tmp_path: Path) -> None:
+    n_in, audio_in, meta_in, frames_in = _video_facts(face_video)
+    assert audio_in > 0 and meta_in.get("title") == "Alice at home"
+    assert all(engine.detect(f, "hog", 1) for f in frames_in[::6]), "the input must show faces"
+    out = tmp_path / "anon.mp4"
+    report = anonymize_file(face_video, out, video=VideoOptions(progress=False), finder=finder)
+    n_out, audio_out, meta_out, frames_out = _video_facts(out)
+    assert report.frames == n_in == n_out == 30
+    assert report.audio_streams == 1 and audio_out == audio_in
+    assert "title" not in meta_out and "location" not in meta_out
+    assert report.face_count >= 5 and report.frames_with_faces == n_out
+    for i, frame in enumerate(frames_out):
+        assert not engine.detect(frame, "hog", 1), f"a face shows in output frame {i}"
+
+
+@needs_data
+def test_video_fast_setting_mkv_and_avi(engine: DlibEngine, finder: FaceFinder, tmp_path: Path) -> None:
+    for ext in (".mkv", ".avi"):
+        src = tmp_path / f"in{ext}"
+        build_face_video(src, lfw_sample(3, step=211), frames=18, codec="mpeg4" if ext == ".avi" else "libx264")
+        out = tmp_path / f"out{ext}"
+        report = anonymize_file(src, out, mode="pixelate", video=VideoOptions.fast(progress=False), finder=finder)
+        n_out, audio_out, _, frames = _video_facts(out)
+        assert report.frames == n_out == 18 and audio_out > 0
+        # Detection ran on every other frame only; the tracker covered the frames between.
+        assert report.frames_with_faces == 18
+        for frame in frames:
+            assert not engine.detect(frame, "hog", 1)
+
+
+def test_tracker_bridges_gaps_and_holds() -> None:
+    t = FaceTracker(hold=3)
+    t.observe(0, [(0.0, 0.0, 100.0, 100.0)])
+    t.observe(1, [])  # a missed detection
+    t.observe(2, [(20.0, 0.0, 120.0, 100.0)])
+    t.observe(5, [(300.0, 300.0, 380.0, 380.0)])
+    mid = t.boxes_at(1)
+    assert len(mid) == 1
+    x1, y1, x2, y2 = mid[0]
+    assert x1 <= 10.0 and y1 <= 0.0 and x2 >= 110.0 and y2 >= 100.0  # interpolated, then grown
+    assert len(t.boxes_at(4)) == 2  # the first face held after frame 2, the second put ahead of 5
+    after = t.boxes_at(6)
+    assert len(after) == 1 and after[0][0] < 300.0 < after[0][2]
+    assert t.boxes_at(9) == []  # beyond the hold
+    assert t.track_count == 2
+
+
+# -- bad input never harms the input ------------------------------------------------------------
+
+@needs_data
+def test_output_equal_to_input_is_refused(tmp_path: Path) -> None:
+    src = tmp_path / "photo.jpg"
+    src.write_bytes(lfw_sample(1)[0].read_bytes())
+    before = src.read_bytes()
+    link = tmp_path / "hard.jpg"
+    os.link(src, link)
+    sym = tmp_path / "sym.jpg"
+    sym.symlink_to(src)
+    for out in (src, tmp_path / "." / "photo.jpg", tmp_path / "sub" / ".." / "photo.jpg", link, sym):
+        (tmp_path / "sub").mkdir(exist_ok=True)
+        with pytest.raises(ImageError, match="output is the input"):
+            anonymize_file(src, out)
+    assert src.read_bytes() == before
+
+
+def test_unreadable_inputs_raise_and_leave_no_output(tmp_path: Path) -> None:
+    cases = {
+        "missing.jpg": None,
+        "corrupt.jpg": b"\xff\xd8\xff\xe0 not really a jpeg",
+        "empty.png": b"",
+        "notes.txt": b"hello",
+        "fake.mp4": b"\x00\x00\x00\x18ftypisom garbage garbage",
+        "empty.mkv": b"",
+    }
+    for name, data in cases.items():
+        src = tmp_path / name
+        if data is not None:
+            src.write_bytes(data)
+        out = tmp_path / ("out" + Path(name).suffix)
+        out.write_bytes(b"earlier output")
+        with pytest.raises(ImageError):
+            anonymize_file(src, out)
+        if data is not None:
+            assert src.read_bytes() == data
+        assert out.read_bytes() == b"earlier output"
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out")], "a temporary file was left behind"
+
+
+def test_zero_frame_video_is_refused(tmp_path: Path) -> None:
+    src = tmp_path / "zero.mp4"
+    with av.open(str(src), "w") as c:
+        s = c.add_stream("libx264", rate=30)
+        s.width, s.height, s.pix_fmt = 64, 64, "yuv420p"
+    with pytest.raises(ImageError):
+        anonymize_file(src, tmp_path / "out.mp4")
+    assert not (tmp_path / "out.mp4").exists()
+
+
+@needs_data
+def test_kind_mismatch_and_bad_options(tmp_path: Path) -> None:
+    src = lfw_sample(1)[0]
+    with pytest.raises(ImageError, match="same kind"):
+        anonymize_file(src, tmp_path / "out.mp4")
+    with pytest.raises(ImageError, match="unsupported extension"):
+        anonymize_file(src, tmp_path / "out.gifx")
+    with pytest.raises(SafeFaceError, match="mode"):
+        anonymize_file(src, tmp_path / "out.jpg", mode="swirl")
+    with pytest.raises(SafeFaceError, match="margin"):
+        anonymize_file(src, tmp_path / "out.jpg", margin=-1)
+    with pytest.raises(SafeFaceError, match="detector"):
+        anonymize_file(src, tmp_path / "out.jpg", detector="eyes")
+    with pytest.raises(ImageError, match="folder does not exist"):
+        anonymize_file(src, tmp_path / "nowhere" / "out.jpg")
+
+
+@needs_data
+def test_onnx_detector_works_or_says_it_is_unavailable(engine: DlibEngine) -> None:
+    try:
+        finder = FaceFinder("onnx", engine=engine)
+    except ModelError as exc:
+        assert "ONNX" in str(exc)
+        return
+    covered, report = anonymize_image(T1, detector="onnx", finder=finder)
+    assert report.face_count >= 6 and faces_found(engine, covered) == 0
+
+
+# -- command line -------------------------------------------------------------------------------
+
+@needs_data
+def test_cli_anonymize_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from safeface.cli import anonymize_cmd
+
+    parser = argparse.ArgumentParser(prog="safeface")
+    anonymize_cmd.register(parser.add_subparsers(dest="command"))
+    src = lfw_sample(1)[0]
+    out = tmp_path / "face.png"
+    args = parser.parse_args(["anonymize", str(src), str(out), "--mode", "solid", "--margin", "0.5", "--json"])
+    assert args.func(args) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["face_count"] == 1 and doc["mode"] == "solid" and doc["margin"] == 0.5
+    assert doc["input_sha256"] == hashlib.sha256(src.read_bytes()).hexdigest()
+    assert doc["output_sha256"] == hashlib.sha256(out.read_bytes()).hexdigest()
+    assert Image.open(out).size == Image.open(src).size
+    bad = parser.parse_args(["anonymize", str(out), str(out)])
+    with pytest.raises(ImageError):
+        bad.func(bad)
+
+
+def test_audio_the_container_cannot_hold_is_reencoded(tmp_path: Path) -> None:
+    from fractions import Fraction
+
+    src = tmp_path / "pcm.mkv"
+    rng = np.random.default_rng(7)
+    with av.open(str(src), "w") as c:
+        v = c.add_stream("libx264", rate=25)
+        v.width, v.height, v.pix_fmt = 96, 96, "yuv420p"
+        a = c.add_stream("pcm_s16le", rate=16000)
+        a.layout = "stereo"
+        for i in range(10):
+            f = av.VideoFrame.from_ndarray(np.full((96, 96, 3), 20 * i, np.uint8), format="rgb24")
+            f.pts, f.time_base = i, Fraction(1, 25)
+            for p in v.encode(f):
+                c.mux(p)
+        for p in v.encode(None):
+            c.mux(p)
+        af = av.AudioFrame.from_ndarray(rng.integers(-3000, 3000, (1, 2 * 6400), dtype=np.int16), format="s16", layout="stereo")
+        af.sample_rate, af.pts, af.time_base = 16000, 0, Fraction(1, 16000)
+        for p in list(a.encode(af)) + list(a.encode(None)):
+            c.mux(p)
+    for ext, codec in ((".mp4", "aac"), (".mkv", "pcm_s16le")):
+        out = tmp_path / f"out{ext}"
+        report = anonymize_file(src, out, video=VideoOptions(progress=False))
+        with av.open(str(out)) as c:
+            assert c.streams.audio[0].codec_context.name == codec
+            samples = sum(f.samples for f in c.decode(audio=0))
+        assert report.frames == 10 and report.audio_streams == 1 and samples >= 6400
+        assert (codec == "aac") == any("re-encoded" in n for n in report.notes)

@@ -1,0 +1,61 @@
+"""Builds test videos from real photos with PyAV: faces pasted on a canvas that move a little
+from frame to frame, with a sine-tone audio track."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+from typing import Optional, Sequence
+
+import av
+import numpy as np
+
+from safeface.imageio import load_image
+
+
+def build_face_video(path: Path, photos: Sequence[Path], frames: int, size: tuple[int, int] = (640, 480),
+                     fps: int = 30, audio: bool = True, codec: str = "libx264", per_photo: int = 6,
+                     metadata: Optional[dict[str, str]] = None) -> None:
+    """`frames` frames of `size`; each photo is shown for `per_photo` frames, drifting 2 px per
+    frame; with `audio`, a 440 Hz AAC (or MP3 in AVI) tone as long as the video."""
+    w, h = size
+    faces = [load_image(p) for p in photos]
+    with av.open(str(path), "w") as out:
+        for key, value in (metadata or {}).items():
+            out.metadata[key] = value
+        vs = out.add_stream(codec, rate=fps)
+        vs.width, vs.height, vs.pix_fmt = w, h, "yuv420p"
+        sr = 44100
+        as_ = out.add_stream("aac" if path.suffix != ".avi" else "libmp3lame", rate=sr) if audio else None
+        if as_ is not None:
+            as_.layout = "mono"
+        for i in range(frames):
+            canvas = np.full((h, w, 3), 90, np.uint8)
+            canvas[:, :, 2] = 140
+            img = faces[(i // per_photo) % len(faces)]
+            ih, iw = img.shape[:2]
+            x = min(w - iw, 40 + 2 * (i % per_photo) + (i // per_photo) % 3 * 120)
+            y = min(h - ih, 60 + (i // per_photo) % 2 * 80)
+            canvas[y:y + ih, x:x + iw] = img
+            frame = av.VideoFrame.from_ndarray(canvas, format="rgb24")
+            frame.pts = i
+            frame.time_base = Fraction(1, fps)
+            for p in vs.encode(frame):
+                out.mux(p)
+        for p in vs.encode(None):
+            out.mux(p)
+        if as_ is not None:
+            samples = int(sr * frames / fps)
+            t = np.arange(samples) / sr
+            tone = (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+            step = 1024
+            for k in range(0, samples, step):
+                chunk = tone[k:k + step]
+                af = av.AudioFrame.from_ndarray(chunk[None, :], format="fltp", layout="mono")
+                af.sample_rate = sr
+                af.pts = k
+                af.time_base = Fraction(1, sr)
+                for p in as_.encode(af):
+                    out.mux(p)
+            for p in as_.encode(None):
+                out.mux(p)
