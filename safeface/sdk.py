@@ -305,6 +305,33 @@ class SafeFace:
             out["scores"] = [f.to_dict()["score"] for f in faces]
         return out
 
+    def anonymize(self, image: ImageInput, out: Optional[Union[str, Path]] = None, *, mode: str = "blur",
+                  margin: Optional[float] = None, detector: str = "hog") -> Any:
+        """Cover every face of an image (or, with `out`, of an image or video file) so that nobody
+        can be recognised. No embedding is computed, no gallery touched and no consent needed;
+        the run is audited with the input's SHA-256 and the face count. Returns (pixels, report)
+        for an image, or the report when `out` is given."""
+        from .anonymize import DEFAULT_MARGIN, anonymize_file, anonymize_image
+
+        now = self._clock()
+        m = DEFAULT_MARGIN if margin is None else margin
+        if out is not None:
+            if not isinstance(image, (str, Path)):
+                raise ImageError("anonymizing to a file needs the input as a path.")
+            report = anonymize_file(image, out, mode, m, detector)
+            result: Any = report
+        else:
+            pixels, report = anonymize_image(image, mode, m, detector)
+            result = (pixels, report)
+        self.record_anonymization(report, now)
+        return result
+
+    def record_anonymization(self, report: Any, now: Optional[dt.datetime] = None) -> None:
+        """Audit an anonymization run: what was covered, never who."""
+        self._audit.append("anonymize", "allowed", now=now or self._clock(),
+                           note=f"{report.kind} sha256={report.input_sha256}; "
+                                f"{report.face_count} face(s) covered ({report.mode})")
+
     # -- rights and housekeeping ------------------------------------------------------------
     def erase(self, subject: str) -> ErasureReceipt:
         """Remove every template of the subject at once and withdraw the consents given so far;

@@ -388,3 +388,24 @@ def test_bulk_enrolment_beyond_filing_threshold_refused_whole(tmp_path: Path, im
         items = [(imgs / "obama.jpg", "alice", consent(ws, "alice")), (imgs / "biden.jpg", "joe", consent(ws, "joe"))]
         refused("CN-17", lambda: sf.enroll_many(items, "demo"))
         assert templates(sf) == 0
+
+
+def test_anonymize_through_the_facade_is_audited_without_identity(tmp_path: Path, imgs: Path) -> None:
+    """SafeFace.anonymize needs no consent, stores no template and leaves one audit record with
+    the input's hash and face count."""
+    import hashlib
+
+    paths = make_workspace(tmp_path / "ws")
+    src = imgs / "obama.jpg"
+    with open_sf(paths) as sf:
+        pixels, report = sf.anonymize(src)
+        assert report.face_count == 1 and pixels.shape[2] == 3
+        assert report.input_sha256 == hashlib.sha256(src.read_bytes()).hexdigest()
+        entry = last(sf)
+        assert entry.operation == "anonymize" and entry.decision == "allowed"
+        assert report.input_sha256 in (entry.note or "") and entry.subjects == ()
+        out = tmp_path / "covered.png"
+        file_report = sf.anonymize(src, out)
+        assert out.is_file() and file_report.face_count == 1
+        assert templates(sf) == 0
+        assert sf.audit_verify().ok

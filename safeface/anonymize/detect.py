@@ -83,7 +83,7 @@ class FaceFinder:
 
 def _onnx_engine() -> Any:
     try:
-        from ..vision import get_engine  # type: ignore[attr-defined]
+        from ..vision import get_engine
     except ImportError:
         raise ModelError(
             "the ONNX engine is unavailable in this installation; use detector 'hog' or 'mmod'."

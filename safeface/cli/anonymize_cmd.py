@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 from ..anonymize import DEFAULT_DETECTOR, DEFAULT_MARGIN, DEFAULT_MODE, DETECTORS, MODES, VideoOptions, anonymize_file
@@ -26,6 +27,9 @@ def register(sub: Any) -> None:
     p.add_argument("--fast", action="store_true",
                    help="video: real-time setting (detect every other frame, faces from about 80 px at 640 px width)")
     p.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
+    p.add_argument("--workspace", default=None,
+                   help="also record the run (input SHA-256, face count) in this workspace's audit log")
+    p.add_argument("--passphrase-file", type=Path, default=None, help="the workspace keyring's passphrase file")
     p.set_defaults(func=run)
 
 
@@ -33,6 +37,11 @@ def run(args: argparse.Namespace) -> int:
     show = not args.json
     video = VideoOptions.fast(progress=True) if args.fast else VideoOptions(progress=True)
     report = anonymize_file(args.input, args.output, args.mode, args.margin, args.detector, video=video)
+    if args.workspace:
+        from ..sdk import SafeFace
+
+        with SafeFace.open(args.workspace, passphrase_file=args.passphrase_file) as sf:
+            sf.record_anonymization(report)
     if args.json:
         print_json(report.to_dict())
     elif show:
