@@ -11,9 +11,18 @@ namespace {
 
 constexpr int kQBlock = 6;
 
+inline void emit(const ScoreOut& o, int q, int p, __m256 lo, __m256 hi) {
+    float* dst = o.s + q * o.ld + p * kLanes;
+    _mm256_storeu_ps(dst, lo);
+    _mm256_storeu_ps(dst + 8, hi);
+    const __m256 g = _mm256_set1_ps(o.gate[q]);
+    const int mlo = _mm256_movemask_ps(_mm256_cmp_ps(lo, g, _CMP_GT_OQ));
+    const int mhi = _mm256_movemask_ps(_mm256_cmp_ps(hi, g, _CMP_GT_OQ));
+    o.hit[q * (o.ld / kLanes) + p] = static_cast<std::uint16_t>(mlo | (mhi << 8));
+}
+
 template <int P, int Q>
-inline void block_f32(const float* const* pp, std::size_t d, const float* q0, float* o0,
-                      std::size_t ld) {
+inline void block_f32(const float* const* pp, std::size_t d, const float* q0, ScoreOut o0) {
     __m256 acc[P][Q][2];
 #pragma GCC unroll 16
     for (int p = 0; p < P; ++p)
@@ -40,14 +49,12 @@ inline void block_f32(const float* const* pp, std::size_t d, const float* q0, fl
     for (int p = 0; p < P; ++p)
 #pragma GCC unroll 16
         for (int q = 0; q < Q; ++q) {
-            _mm256_storeu_ps(o0 + q * ld + p * kLanes, acc[p][q][0]);
-            _mm256_storeu_ps(o0 + q * ld + p * kLanes + 8, acc[p][q][1]);
+            emit(o0, q, p, acc[p][q][0], acc[p][q][1]);
         }
 }
 
 template <int P, int Q>
-inline void block_f16(const std::uint16_t* const* pp, std::size_t d, const float* q0, float* o0,
-                      std::size_t ld) {
+inline void block_f16(const std::uint16_t* const* pp, std::size_t d, const float* q0, ScoreOut o0) {
     __m256 acc[P][Q][2];
 #pragma GCC unroll 16
     for (int p = 0; p < P; ++p)
@@ -75,8 +82,7 @@ inline void block_f16(const std::uint16_t* const* pp, std::size_t d, const float
     for (int p = 0; p < P; ++p)
 #pragma GCC unroll 16
         for (int q = 0; q < Q; ++q) {
-            _mm256_storeu_ps(o0 + q * ld + p * kLanes, acc[p][q][0]);
-            _mm256_storeu_ps(o0 + q * ld + p * kLanes + 8, acc[p][q][1]);
+            emit(o0, q, p, acc[p][q][0], acc[p][q][1]);
         }
 }
 
@@ -85,7 +91,7 @@ inline void block_f16(const std::uint16_t* const* pp, std::size_t d, const float
 // x 4 dimensions; four accumulators cover a panel and a final horizontal add folds the pairs.
 template <int Q>
 inline void block_i8(const std::uint8_t* p, const float* rs, std::size_t d, const std::int16_t* qw0,
-                     const float* qscale, const std::int32_t* qsum, float* o0, std::size_t ld) {
+                     const float* qscale, const std::int32_t* qsum, ScoreOut o0) {
     __m256i acc[Q][4];
 #pragma GCC unroll 16
     for (int q = 0; q < Q; ++q)
@@ -117,67 +123,66 @@ inline void block_i8(const std::uint8_t* p, const float* rs, std::size_t d, cons
         const __m256i hi = _mm256_permute4x64_epi64(_mm256_hadd_epi32(acc[q][2], acc[q][3]), 0xD8);
         const __m256 vlo = _mm256_cvtepi32_ps(_mm256_sub_epi32(lo, corr));
         const __m256 vhi = _mm256_cvtepi32_ps(_mm256_sub_epi32(hi, corr));
-        _mm256_storeu_ps(o0 + q * ld, _mm256_mul_ps(vlo, _mm256_mul_ps(s0, qs)));
-        _mm256_storeu_ps(o0 + q * ld + 8, _mm256_mul_ps(vhi, _mm256_mul_ps(s1, qs)));
+        emit(o0, q, 0, _mm256_mul_ps(vlo, _mm256_mul_ps(s0, qs)), _mm256_mul_ps(vhi, _mm256_mul_ps(s1, qs)));
     }
 }
 
 template <int P, int Q>
 void group_f32(const float* panels, const std::uint32_t* plist, std::size_t np, std::size_t d,
-               const float* q0, float* o0, std::size_t ld) {
+               const float* q0, ScoreOut o0) {
     const std::size_t ps = d * kLanes;
     std::size_t i = 0;
     for (; i + P <= np; i += P) {
         const float* pp[P];
         for (int p = 0; p < P; ++p) pp[p] = panels + plist[i + p] * ps;
-        block_f32<P, Q>(pp, d, q0, o0 + i * kLanes, ld);
+        block_f32<P, Q>(pp, d, q0, o0.at(0, i));
     }
     for (; i < np; ++i) {
         const float* pp[1] = {panels + plist[i] * ps};
-        block_f32<1, Q>(pp, d, q0, o0 + i * kLanes, ld);
+        block_f32<1, Q>(pp, d, q0, o0.at(0, i));
     }
 }
 
 template <int P, int Q>
 void group_f16(const std::uint16_t* panels, const std::uint32_t* plist, std::size_t np,
-               std::size_t d, const float* q0, float* o0, std::size_t ld) {
+               std::size_t d, const float* q0, ScoreOut o0) {
     const std::size_t ps = d * kLanes;
     std::size_t i = 0;
     for (; i + P <= np; i += P) {
         const std::uint16_t* pp[P];
         for (int p = 0; p < P; ++p) pp[p] = panels + plist[i + p] * ps;
-        block_f16<P, Q>(pp, d, q0, o0 + i * kLanes, ld);
+        block_f16<P, Q>(pp, d, q0, o0.at(0, i));
     }
     for (; i < np; ++i) {
         const std::uint16_t* pp[1] = {panels + plist[i] * ps};
-        block_f16<1, Q>(pp, d, q0, o0 + i * kLanes, ld);
+        block_f16<1, Q>(pp, d, q0, o0.at(0, i));
     }
 }
 
 template <int Q>
 void group_i8(const std::uint8_t* panels, const float* row_scale, const std::uint32_t* plist,
               std::size_t np, std::size_t d, const std::int16_t* qw0, const float* qscale,
-              const std::int32_t* qsum, float* o0, std::size_t ld) {
+              const std::int32_t* qsum, ScoreOut o0) {
     for (std::size_t i = 0; i < np; ++i)
         block_i8<Q>(panels + plist[i] * d * kLanes, row_scale + plist[i] * kLanes, d, qw0, qscale,
-                    qsum, o0 + i * kLanes, ld);
+                    qsum, o0.at(0, i));
 }
 
 #define SF_QCASES(X) X(1) X(2) X(3) X(4) X(5) X(6)
 
 void f32_scores(const float* panels, const std::uint32_t* plist, std::size_t np, std::size_t d,
-                const float* queries, std::size_t nq, float* out, std::size_t ld) {
+                const float* queries, std::size_t nq, ScoreOut out) {
     for (std::size_t q = 0; q < nq; q += kQBlock) {
         const std::size_t qn = nq - q < static_cast<std::size_t>(kQBlock) ? nq - q : kQBlock;
         const float* q0 = queries + q * d;
-        float* o0 = out + q * ld;
+        const ScoreOut o0 = out.at(q, 0);
         if (nq == 1) {
-            group_f32<3, 1>(panels, plist, np, d, q0, o0, ld);
+            group_f32<3, 1>(panels, plist, np, d, q0, o0);
             continue;
         }
         switch (qn) {
 #define SF_CASE(N) \
-    case N: group_f32<1, N>(panels, plist, np, d, q0, o0, ld); break;
+    case N: group_f32<1, N>(panels, plist, np, d, q0, o0); break;
             SF_QCASES(SF_CASE)
 #undef SF_CASE
             default: break;
@@ -186,18 +191,18 @@ void f32_scores(const float* panels, const std::uint32_t* plist, std::size_t np,
 }
 
 void f16_scores(const std::uint16_t* panels, const std::uint32_t* plist, std::size_t np,
-                std::size_t d, const float* queries, std::size_t nq, float* out, std::size_t ld) {
+                std::size_t d, const float* queries, std::size_t nq, ScoreOut out) {
     for (std::size_t q = 0; q < nq; q += kQBlock) {
         const std::size_t qn = nq - q < static_cast<std::size_t>(kQBlock) ? nq - q : kQBlock;
         const float* q0 = queries + q * d;
-        float* o0 = out + q * ld;
+        const ScoreOut o0 = out.at(q, 0);
         if (nq == 1) {
-            group_f16<3, 1>(panels, plist, np, d, q0, o0, ld);
+            group_f16<3, 1>(panels, plist, np, d, q0, o0);
             continue;
         }
         switch (qn) {
 #define SF_CASE(N) \
-    case N: group_f16<1, N>(panels, plist, np, d, q0, o0, ld); break;
+    case N: group_f16<1, N>(panels, plist, np, d, q0, o0); break;
             SF_QCASES(SF_CASE)
 #undef SF_CASE
             default: break;
@@ -206,19 +211,18 @@ void f16_scores(const std::uint16_t* panels, const std::uint32_t* plist, std::si
 }
 
 void i8_scores(const std::uint8_t* panels, const float* row_scale, const std::uint32_t* plist,
-               std::size_t np, std::size_t d, QueriesI8 qs, std::size_t nq, float* out,
-               std::size_t ld) {
+               std::size_t np, std::size_t d, QueriesI8 qs, std::size_t nq, ScoreOut out) {
     constexpr std::size_t kQ = 3;
     for (std::size_t q = 0; q < nq; q += kQ) {
         const std::size_t qn = nq - q < kQ ? nq - q : kQ;
         const std::int16_t* qw0 = qs.qw + q * d;
-        float* o0 = out + q * ld;
+        const ScoreOut o0 = out.at(q, 0);
         if (qn == 3)
-            group_i8<3>(panels, row_scale, plist, np, d, qw0, qs.scale + q, qs.sum + q, o0, ld);
+            group_i8<3>(panels, row_scale, plist, np, d, qw0, qs.scale + q, qs.sum + q, o0);
         else if (qn == 2)
-            group_i8<2>(panels, row_scale, plist, np, d, qw0, qs.scale + q, qs.sum + q, o0, ld);
+            group_i8<2>(panels, row_scale, plist, np, d, qw0, qs.scale + q, qs.sum + q, o0);
         else
-            group_i8<1>(panels, row_scale, plist, np, d, qw0, qs.scale + q, qs.sum + q, o0, ld);
+            group_i8<1>(panels, row_scale, plist, np, d, qw0, qs.scale + q, qs.sum + q, o0);
     }
 }
 

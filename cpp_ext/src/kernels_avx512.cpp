@@ -12,9 +12,15 @@ namespace {
 
 constexpr int kQBlock = 12;
 
+inline void emit(const ScoreOut& o, int q, int p, __m512 v) {
+    _mm512_storeu_ps(o.s + q * o.ld + p * kLanes, v);
+    o.hit[q * (o.ld / kLanes) + p] =
+        static_cast<std::uint16_t>(_mm512_cmp_ps_mask(v, _mm512_set1_ps(o.gate[q]), _CMP_GT_OQ));
+}
+
 template <int P, int Q>
 inline void block_f32(const float* const* pp, std::size_t d, const float* q0, std::size_t qstride,
-                      float* o0, std::size_t ld) {
+                      ScoreOut o0) {
     __m512 acc[P][Q];
 #pragma GCC unroll 16
     for (int p = 0; p < P; ++p)
@@ -34,12 +40,12 @@ inline void block_f32(const float* const* pp, std::size_t d, const float* q0, st
 #pragma GCC unroll 16
     for (int p = 0; p < P; ++p)
 #pragma GCC unroll 16
-        for (int q = 0; q < Q; ++q) _mm512_storeu_ps(o0 + q * ld + p * kLanes, acc[p][q]);
+        for (int q = 0; q < Q; ++q) emit(o0, q, p, acc[p][q]);
 }
 
 template <int P, int Q>
 inline void block_f16(const std::uint16_t* const* pp, std::size_t d, const float* q0,
-                      std::size_t qstride, float* o0, std::size_t ld) {
+                      std::size_t qstride, ScoreOut o0) {
     __m512 acc[P][Q];
 #pragma GCC unroll 16
     for (int p = 0; p < P; ++p)
@@ -61,7 +67,7 @@ inline void block_f16(const std::uint16_t* const* pp, std::size_t d, const float
 #pragma GCC unroll 16
     for (int p = 0; p < P; ++p)
 #pragma GCC unroll 16
-        for (int q = 0; q < Q; ++q) _mm512_storeu_ps(o0 + q * ld + p * kLanes, acc[p][q]);
+        for (int q = 0; q < Q; ++q) emit(o0, q, p, acc[p][q]);
 }
 
 inline std::int32_t load4(const std::int8_t* p) {
@@ -73,7 +79,7 @@ inline std::int32_t load4(const std::int8_t* p) {
 template <int P, int Q>
 inline void block_i8(const std::uint8_t* const* pp, const float* const* rs, std::size_t d,
                      const std::int8_t* q0, const float* qscale, const std::int32_t* qsum,
-                     float* o0, std::size_t ld) {
+                     ScoreOut o0) {
     __m512i acc[P][Q];
 #pragma GCC unroll 16
     for (int p = 0; p < P; ++p)
@@ -98,7 +104,7 @@ inline void block_i8(const std::uint8_t* const* pp, const float* const* rs, std:
             const __m512i c = _mm512_sub_epi32(acc[p][q], _mm512_set1_epi32(128 * qsum[q]));
             const __m512 v = _mm512_mul_ps(_mm512_cvtepi32_ps(c),
                                            _mm512_mul_ps(s, _mm512_set1_ps(qscale[q])));
-            _mm512_storeu_ps(o0 + q * ld + p * kLanes, v);
+            emit(o0, q, p, v);
         }
     }
 }
@@ -106,40 +112,40 @@ inline void block_i8(const std::uint8_t* const* pp, const float* const* rs, std:
 // Walks the listed panels P at a time (then one at a time) for a group of Q queries.
 template <int P, int Q>
 void group_f32(const float* panels, const std::uint32_t* plist, std::size_t np, std::size_t d,
-               const float* q0, float* o0, std::size_t ld) {
+               const float* q0, ScoreOut o0) {
     const std::size_t ps = d * kLanes;
     std::size_t i = 0;
     for (; i + P <= np; i += P) {
         const float* pp[P];
         for (int p = 0; p < P; ++p) pp[p] = panels + plist[i + p] * ps;
-        block_f32<P, Q>(pp, d, q0, d, o0 + i * kLanes, ld);
+        block_f32<P, Q>(pp, d, q0, d, o0.at(0, i));
     }
     for (; i < np; ++i) {
         const float* pp[1] = {panels + plist[i] * ps};
-        block_f32<1, Q>(pp, d, q0, d, o0 + i * kLanes, ld);
+        block_f32<1, Q>(pp, d, q0, d, o0.at(0, i));
     }
 }
 
 template <int P, int Q>
 void group_f16(const std::uint16_t* panels, const std::uint32_t* plist, std::size_t np,
-               std::size_t d, const float* q0, float* o0, std::size_t ld) {
+               std::size_t d, const float* q0, ScoreOut o0) {
     const std::size_t ps = d * kLanes;
     std::size_t i = 0;
     for (; i + P <= np; i += P) {
         const std::uint16_t* pp[P];
         for (int p = 0; p < P; ++p) pp[p] = panels + plist[i + p] * ps;
-        block_f16<P, Q>(pp, d, q0, d, o0 + i * kLanes, ld);
+        block_f16<P, Q>(pp, d, q0, d, o0.at(0, i));
     }
     for (; i < np; ++i) {
         const std::uint16_t* pp[1] = {panels + plist[i] * ps};
-        block_f16<1, Q>(pp, d, q0, d, o0 + i * kLanes, ld);
+        block_f16<1, Q>(pp, d, q0, d, o0.at(0, i));
     }
 }
 
 template <int P, int Q>
 void group_i8(const std::uint8_t* panels, const float* row_scale, const std::uint32_t* plist,
               std::size_t np, std::size_t d, const std::int8_t* q0, const float* qscale,
-              const std::int32_t* qsum, float* o0, std::size_t ld) {
+              const std::int32_t* qsum, ScoreOut o0) {
     const std::size_t ps = d * kLanes;
     std::size_t i = 0;
     for (; i + P <= np; i += P) {
@@ -149,30 +155,30 @@ void group_i8(const std::uint8_t* panels, const float* row_scale, const std::uin
             pp[p] = panels + plist[i + p] * ps;
             rs[p] = row_scale + plist[i + p] * kLanes;
         }
-        block_i8<P, Q>(pp, rs, d, q0, qscale, qsum, o0 + i * kLanes, ld);
+        block_i8<P, Q>(pp, rs, d, q0, qscale, qsum, o0.at(0, i));
     }
     for (; i < np; ++i) {
         const std::uint8_t* pp[1] = {panels + plist[i] * ps};
         const float* rs[1] = {row_scale + plist[i] * kLanes};
-        block_i8<1, Q>(pp, rs, d, q0, qscale, qsum, o0 + i * kLanes, ld);
+        block_i8<1, Q>(pp, rs, d, q0, qscale, qsum, o0.at(0, i));
     }
 }
 
 #define SF_QCASES(X) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11) X(12)
 
 void f32_scores(const float* panels, const std::uint32_t* plist, std::size_t np, std::size_t d,
-                const float* queries, std::size_t nq, float* out, std::size_t ld) {
+                const float* queries, std::size_t nq, ScoreOut out) {
     for (std::size_t q = 0; q < nq; q += kQBlock) {
         const std::size_t qn = nq - q < static_cast<std::size_t>(kQBlock) ? nq - q : kQBlock;
         const float* q0 = queries + q * d;
-        float* o0 = out + q * ld;
+        const ScoreOut o0 = out.at(q, 0);
         if (nq == 1) {  // one query: bandwidth bound, more independent rows in flight
-            group_f32<4, 1>(panels, plist, np, d, q0, o0, ld);
+            group_f32<4, 1>(panels, plist, np, d, q0, o0);
             continue;
         }
         switch (qn) {
 #define SF_CASE(N) \
-    case N: group_f32<2, N>(panels, plist, np, d, q0, o0, ld); break;
+    case N: group_f32<2, N>(panels, plist, np, d, q0, o0); break;
             SF_QCASES(SF_CASE)
 #undef SF_CASE
             default: break;
@@ -181,18 +187,18 @@ void f32_scores(const float* panels, const std::uint32_t* plist, std::size_t np,
 }
 
 void f16_scores(const std::uint16_t* panels, const std::uint32_t* plist, std::size_t np,
-                std::size_t d, const float* queries, std::size_t nq, float* out, std::size_t ld) {
+                std::size_t d, const float* queries, std::size_t nq, ScoreOut out) {
     for (std::size_t q = 0; q < nq; q += kQBlock) {
         const std::size_t qn = nq - q < static_cast<std::size_t>(kQBlock) ? nq - q : kQBlock;
         const float* q0 = queries + q * d;
-        float* o0 = out + q * ld;
+        const ScoreOut o0 = out.at(q, 0);
         if (nq == 1) {
-            group_f16<4, 1>(panels, plist, np, d, q0, o0, ld);
+            group_f16<4, 1>(panels, plist, np, d, q0, o0);
             continue;
         }
         switch (qn) {
 #define SF_CASE(N) \
-    case N: group_f16<2, N>(panels, plist, np, d, q0, o0, ld); break;
+    case N: group_f16<2, N>(panels, plist, np, d, q0, o0); break;
             SF_QCASES(SF_CASE)
 #undef SF_CASE
             default: break;
@@ -201,20 +207,19 @@ void f16_scores(const std::uint16_t* panels, const std::uint32_t* plist, std::si
 }
 
 void i8_scores(const std::uint8_t* panels, const float* row_scale, const std::uint32_t* plist,
-               std::size_t np, std::size_t d, QueriesI8 qs, std::size_t nq, float* out,
-               std::size_t ld) {
+               std::size_t np, std::size_t d, QueriesI8 qs, std::size_t nq, ScoreOut out) {
     for (std::size_t q = 0; q < nq; q += kQBlock) {
         const std::size_t qn = nq - q < static_cast<std::size_t>(kQBlock) ? nq - q : kQBlock;
         const std::int8_t* q0 = qs.q + q * d;
-        float* o0 = out + q * ld;
+        const ScoreOut o0 = out.at(q, 0);
         if (nq == 1) {
-            group_i8<4, 1>(panels, row_scale, plist, np, d, q0, qs.scale + q, qs.sum + q, o0, ld);
+            group_i8<4, 1>(panels, row_scale, plist, np, d, q0, qs.scale + q, qs.sum + q, o0);
             continue;
         }
         switch (qn) {
 #define SF_CASE(N)                                                                         \
     case N:                                                                                \
-        group_i8<2, N>(panels, row_scale, plist, np, d, q0, qs.scale + q, qs.sum + q, o0, ld); \
+        group_i8<2, N>(panels, row_scale, plist, np, d, q0, qs.scale + q, qs.sum + q, o0); \
         break;
             SF_QCASES(SF_CASE)
 #undef SF_CASE

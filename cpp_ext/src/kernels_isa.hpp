@@ -25,16 +25,27 @@ struct QueriesI8 {
     const std::int32_t* sum; // nq
 };
 
-// Every kernel writes, for query q and the i-th listed panel, 16 scores at out[q * ld + i * 16].
+// Where a kernel writes: for query q and the i-th listed panel, 16 scores at
+// s[q * ld + i * 16] and at hit[q * (ld / 16) + i] the 16-bit mask of those scores strictly above
+// gate[q], so that top-k selection only looks at the rare panels with a hit.
+struct ScoreOut {
+    float* s;
+    std::uint16_t* hit;
+    const float* gate;
+    std::size_t ld;
+    ScoreOut at(std::size_t q, std::size_t i) const {
+        return ScoreOut{s + q * ld + i * 16, hit + q * (ld / 16) + i, gate + q, ld};
+    }
+};
+
 struct Kernels {
     const char* name;
     void (*f32)(const float* panels, const std::uint32_t* plist, std::size_t np, std::size_t d,
-                const float* queries, std::size_t nq, float* out, std::size_t ld);
+                const float* queries, std::size_t nq, ScoreOut out);
     void (*f16)(const std::uint16_t* panels, const std::uint32_t* plist, std::size_t np,
-                std::size_t d, const float* queries, std::size_t nq, float* out, std::size_t ld);
+                std::size_t d, const float* queries, std::size_t nq, ScoreOut out);
     void (*i8)(const std::uint8_t* panels, const float* row_scale, const std::uint32_t* plist,
-               std::size_t np, std::size_t d, QueriesI8 queries, std::size_t nq, float* out,
-               std::size_t ld);
+               std::size_t np, std::size_t d, QueriesI8 queries, std::size_t nq, ScoreOut out);
     void (*to_f16)(const float* src, std::uint16_t* dst, std::size_t n);
 };
 

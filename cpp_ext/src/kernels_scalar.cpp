@@ -59,8 +59,15 @@ std::uint16_t float_to_half(float f) {
     return sign | static_cast<std::uint16_t>(r);
 }
 
+void emit(const ScoreOut& o, const float* v) {
+    std::memcpy(o.s, v, kLanes * sizeof(float));
+    unsigned m = 0;
+    for (std::size_t l = 0; l < kLanes; ++l) m |= static_cast<unsigned>(v[l] > o.gate[0]) << l;
+    *o.hit = static_cast<std::uint16_t>(m);
+}
+
 void f32_scores(const float* panels, const std::uint32_t* plist, std::size_t np, std::size_t d,
-                const float* queries, std::size_t nq, float* out, std::size_t ld) {
+                const float* queries, std::size_t nq, ScoreOut out) {
     for (std::size_t i = 0; i < np; ++i) {
         const float* p = panels + static_cast<std::size_t>(plist[i]) * d * kLanes;
         for (std::size_t q = 0; q < nq; ++q) {
@@ -71,13 +78,13 @@ void f32_scores(const float* panels, const std::uint32_t* plist, std::size_t np,
                 const float* r = p + j * kLanes;
                 for (std::size_t l = 0; l < kLanes; ++l) acc[l] += r[l] * b;
             }
-            std::memcpy(out + q * ld + i * kLanes, acc, sizeof(acc));
+            emit(out.at(q, i), acc);
         }
     }
 }
 
 void f16_scores(const std::uint16_t* panels, const std::uint32_t* plist, std::size_t np,
-                std::size_t d, const float* queries, std::size_t nq, float* out, std::size_t ld) {
+                std::size_t d, const float* queries, std::size_t nq, ScoreOut out) {
     float buf[kLanes];
     for (std::size_t i = 0; i < np; ++i) {
         const std::uint16_t* p = panels + static_cast<std::size_t>(plist[i]) * d * kLanes;
@@ -89,14 +96,13 @@ void f16_scores(const std::uint16_t* panels, const std::uint32_t* plist, std::si
                 const float b = qv[j];
                 for (std::size_t l = 0; l < kLanes; ++l) acc[l] += buf[l] * b;
             }
-            std::memcpy(out + q * ld + i * kLanes, acc, sizeof(acc));
+            emit(out.at(q, i), acc);
         }
     }
 }
 
 void i8_scores(const std::uint8_t* panels, const float* row_scale, const std::uint32_t* plist,
-               std::size_t np, std::size_t d, QueriesI8 qs, std::size_t nq, float* out,
-               std::size_t ld) {
+               std::size_t np, std::size_t d, QueriesI8 qs, std::size_t nq, ScoreOut out) {
     for (std::size_t i = 0; i < np; ++i) {
         const std::size_t pi = plist[i];
         const std::uint8_t* p = panels + pi * d * kLanes;
@@ -112,9 +118,10 @@ void i8_scores(const std::uint8_t* panels, const float* row_scale, const std::ui
                 }
             }
             const std::int32_t corr = 128 * qs.sum[q];
-            float* o = out + q * ld + i * kLanes;
+            float v[kLanes];
             for (std::size_t l = 0; l < kLanes; ++l)
-                o[l] = static_cast<float>(acc[l] - corr) * qs.scale[q] * rs[l];
+                v[l] = static_cast<float>(acc[l] - corr) * qs.scale[q] * rs[l];
+            emit(out.at(q, i), v);
         }
     }
 }

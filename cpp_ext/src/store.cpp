@@ -345,12 +345,16 @@ void Store::search(const float* queries, std::size_t m, const SearchOptions& opt
     std::vector<float> bufs(threads * qc_max * tile * 16);
     std::vector<std::uint32_t> plists(threads * tile);
     std::vector<std::uint16_t> masks(threads * tile);
+    std::vector<std::uint16_t> hitbufs(threads * qc_max * tile);
+    std::vector<float> gatebufs(threads * qc_max);
 
     auto worker = [&](std::size_t t) {
         const std::size_t p_begin = npanels * t / threads, p_end = npanels * (t + 1) / threads;
         float* buf = bufs.data() + t * qc_max * tile * 16;
         std::uint32_t* plist = plists.data() + t * tile;
         std::uint16_t* mask = masks.data() + t * tile;
+        std::uint16_t* hits = hitbufs.data() + t * qc_max * tile;
+        float* gates = gatebufs.data() + t * qc_max;
         TopK* hp = heaps.data() + t * m;
         for (std::size_t p0 = p_begin; p0 < p_end; p0 += tile) {
             const std::size_t p1 = std::min(p_end, p0 + tile);
@@ -368,26 +372,29 @@ void Store::search(const float* queries, std::size_t m, const SearchOptions& opt
             const std::size_t ld = np * 16;
             for (std::size_t q0 = 0; q0 < m; q0 += qchunk) {
                 const std::size_t nq = std::min(qchunk, m - q0);
+                for (std::size_t q = 0; q < nq; ++q) gates[q] = hp[q0 + q].gate;
+                const ScoreOut out{buf, hits, gates, ld};
                 if (dt_ == Dtype::f32) {
                     K.f32(reinterpret_cast<const float*>(panels_.data()), plist, np, d_,
-                          queries + q0 * d_, nq, buf, ld);
+                          queries + q0 * d_, nq, out);
                 } else if (dt_ == Dtype::f16) {
                     K.f16(reinterpret_cast<const std::uint16_t*>(panels_.data()), plist, np, d_,
-                          queries + q0 * d_, nq, buf, ld);
+                          queries + q0 * d_, nq, out);
                 } else {
                     QueriesI8 qs{qi8.data() + q0 * d_, qi16.data() + q0 * d_, qscale.data() + q0,
                                  qsum.data() + q0};
                     K.i8(panels_.data(), reinterpret_cast<const float*>(scales_.data()), plist,
-                         np, d_, qs, nq, buf, ld);
+                         np, d_, qs, nq, out);
                 }
+                // The kernels flagged scores above each query's gate as it stood before this
+                // tile; the gate only rises, so the flags are a superset of what qualifies.
                 for (std::size_t q = 0; q < nq; ++q) {
                     TopK& h = hp[q0 + q];
-                    const float* s = buf + q * ld;
-                    for (std::size_t i = 0; i < np; ++i, s += 16) {
-                        float gate = h.gate;
-                        std::uint32_t hit = 0;
-                        for (int l = 0; l < 16; ++l) hit |= static_cast<std::uint32_t>(s[l] > gate) << l;
-                        hit &= mask[i];
+                    const std::uint16_t* hq = hits + q * np;
+                    for (std::size_t i = 0; i < np; ++i) {
+                        std::uint32_t hit = hq[i] & mask[i];
+                        if (!hit) continue;
+                        const float* s = buf + q * ld + i * 16;
                         while (hit) {
                             const int l = __builtin_ctz(hit);
                             hit &= hit - 1;
