@@ -140,6 +140,20 @@ NB_MODULE(_core, m) {
             "Top-k per query: (scores float32 (m,k), ids int64 (m,k)); -inf / -1 pad. `allowed`"
             " is a bitset over row positions (bit i of word i // 64).")
         .def(
+            "mask_of_ids",
+            [](const sfcore::Store& s, Ids ids) {
+                std::shared_lock lock(s.mutex());
+                const std::size_t n = s.size();
+                auto* p = new bool[n ? n : 1]();
+                for (std::size_t i = 0; i < ids.shape(0); ++i) {
+                    const std::int64_t pos = s.position(ids.data()[i]);
+                    if (pos >= 0) p[pos] = true;
+                }
+                nb::capsule own(p, [](void* q) noexcept { delete[] static_cast<bool*>(q); });
+                return nb::ndarray<nb::numpy, bool, nb::ndim<1>>(p, {n}, own);
+            },
+            "Boolean mask over row positions: true where the row's id is among `ids`.")
+        .def(
             "ids",
             [](const sfcore::Store& s) {
                 std::shared_lock lock(s.mutex());

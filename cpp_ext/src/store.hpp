@@ -74,6 +74,11 @@ public:
                   const float* scales, const float* f32rows);
 
     std::shared_mutex& mutex() const { return mu_; }
+    // Row position of an id, or -1. Caller holds the mutex.
+    std::int64_t position(std::int64_t id) const {
+        auto it = pos_.find(id);
+        return it == pos_.end() ? -1 : static_cast<std::int64_t>(it->second);
+    }
 
 private:
     void ensure_rows(std::size_t rows);
