@@ -45,6 +45,14 @@ def as_ids(ids: Iterable[int] | np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(arr.reshape(-1), dtype=np.int64)
 
 
+def as_new_ids(ids: Iterable[int] | np.ndarray) -> np.ndarray:
+    """Ids for add(): -1 is refused, as it marks a missing result in search output."""
+    arr = as_ids(ids)
+    if (arr == -1).any():
+        raise ValueError("id -1 is reserved: search results use it to mark a missing row.")
+    return arr
+
+
 def as_vectors(vectors: np.ndarray, dim: int, what: str = "vectors",
                check_finite: bool = True) -> np.ndarray:
     arr = np.asarray(vectors)

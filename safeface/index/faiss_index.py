@@ -16,7 +16,7 @@ import faiss
 import numpy as np
 
 from ..errors import IntegrityError
-from .base import Allowed, as_ids, as_vectors, check_dim, check_k, check_threshold
+from .base import Allowed, as_ids, as_new_ids, as_vectors, check_dim, check_k, check_threshold
 from .container import read_container, write_container
 
 _FORMAT = "safeface.faiss"
@@ -90,8 +90,9 @@ class FaissIndex:
 
     # ---- mutation -------------------------------------------------------------------------
     def add(self, ids: Iterable[int] | np.ndarray, vectors: np.ndarray) -> None:
-        """Add rows. Re-adding an id replaces its vector (within one call, the last one wins)."""
-        id_arr = as_ids(ids)
+        """Add rows. Re-adding an id replaces its vector (within one call, the last one wins).
+        Any int64 id but -1 (reserved for missing results)."""
+        id_arr = as_new_ids(ids)
         vecs = as_vectors(vectors, self.dim)
         if id_arr.shape[0] != vecs.shape[0]:
             raise ValueError(f"got {id_arr.shape[0]} ids for {vecs.shape[0]} vectors.")
