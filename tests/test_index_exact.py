@@ -172,3 +172,29 @@ def test_bad_input_raises_clear_value_errors() -> None:
         index.search(good, 1, threshold=float("nan"))
     with pytest.raises(ValueError, match="one entry per indexed row"):
         index.search(good, 1, allowed=np.ones(5, dtype=bool))
+
+
+def test_random_adds_and_removes_match_a_model() -> None:
+    """Many interleaved adds, replacements and removals keep ids, rows and lookups consistent."""
+    rng = np.random.default_rng(9)
+    index = ExactIndex(8)
+    model: dict[int, np.ndarray] = {}
+    for _ in range(40):
+        new = rng.integers(-300, 300, size=int(rng.integers(1, 60)))
+        vecs = rng.standard_normal((new.size, 8)).astype(np.float32)
+        index.add(new, vecs)
+        for i, v in zip(new.tolist(), vecs):
+            model[i] = v
+        drop = rng.integers(-300, 300, size=int(rng.integers(0, 40)))
+        assert index.remove(drop) == len(set(drop.tolist()) & set(model))
+        for i in drop.tolist():
+            model.pop(i, None)
+        assert sorted(index.ids().tolist()) == sorted(model)
+    keys = np.array(sorted(model), dtype=np.int64)
+    vecs = np.stack([model[k] for k in keys.tolist()])
+    s, i = index.search(vecs, len(index))
+    pos = {int(v): j for j, v in enumerate(keys)}
+    for qi in range(keys.size):
+        want = vecs @ vecs[qi]
+        np.testing.assert_allclose(s[qi], want[[pos[int(v)] for v in i[qi]]], rtol=1e-5, atol=1e-5)
+    assert index.search(vecs, 1, allowed=keys[:1])[1][:, 0].tolist() == [keys[0]] * keys.size

@@ -226,15 +226,13 @@ void Store::add(const std::int64_t* ids, const float* vecs, std::size_t m) {
     std::unique_lock lock(mu_);
     ensure_rows(n_ + m);
     ids_.reserve(n_ + m);
+    pos_.reserve(n_ + m);
     std::vector<std::uint16_t> tmp(d_);
     for (std::size_t i = 0; i < m; ++i) {
-        auto it = pos_.find(ids[i]);
-        std::size_t pos;
-        if (it != pos_.end()) {
-            pos = it->second;
-        } else {
+        std::size_t pos = pos_.find(ids[i]);
+        if (pos == IdMap::kEmpty) {
             pos = n_++;
-            pos_.emplace(ids[i], static_cast<std::uint32_t>(pos));
+            pos_.put(ids[i], static_cast<std::uint32_t>(pos));
             ids_.push_back(ids[i]);
         }
         write_row(pos, vecs + i * d_, tmp.data());
@@ -245,14 +243,13 @@ std::size_t Store::remove(const std::int64_t* ids, std::size_t m) {
     std::unique_lock lock(mu_);
     std::size_t removed = 0;
     for (std::size_t i = 0; i < m; ++i) {
-        auto it = pos_.find(ids[i]);
-        if (it == pos_.end()) continue;
-        const std::size_t pos = it->second, last = n_ - 1;
-        pos_.erase(it);
+        const std::uint32_t found = pos_.erase(ids[i]);
+        if (found == IdMap::kEmpty) continue;
+        const std::size_t pos = found, last = n_ - 1;
         if (pos != last) {
             move_row(pos, last);
             ids_[pos] = ids_[last];
-            pos_[ids_[pos]] = static_cast<std::uint32_t>(pos);
+            pos_.put(ids_[pos], static_cast<std::uint32_t>(pos));
         }
         ids_.pop_back();
         --n_;
@@ -264,10 +261,10 @@ std::size_t Store::remove(const std::int64_t* ids, std::size_t m) {
 void Store::load_raw(const std::int64_t* ids, std::size_t n, const std::uint8_t* panels,
                      const float* scales, const float* f32rows) {
     std::unique_lock lock(mu_);
-    std::unordered_map<std::int64_t, std::uint32_t> pos;
-    pos.reserve(n * 2);
+    IdMap pos;
+    pos.reserve(n);
     for (std::size_t i = 0; i < n; ++i)
-        if (!pos.emplace(ids[i], static_cast<std::uint32_t>(i)).second)
+        if (pos.put(ids[i], static_cast<std::uint32_t>(i)) != IdMap::kEmpty)
             throw std::invalid_argument("the stored ids repeat id " + std::to_string(ids[i]));
     n_ = 0;
     ensure_rows(n);

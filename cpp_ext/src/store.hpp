@@ -5,8 +5,9 @@
 #include <cstdlib>
 #include <shared_mutex>
 #include <string>
-#include <unordered_map>
 #include <vector>
+
+#include "idmap.hpp"
 
 namespace sfcore {
 
@@ -76,8 +77,8 @@ public:
     std::shared_mutex& mutex() const { return mu_; }
     // Row position of an id, or -1. Caller holds the mutex.
     std::int64_t position(std::int64_t id) const {
-        auto it = pos_.find(id);
-        return it == pos_.end() ? -1 : static_cast<std::int64_t>(it->second);
+        const std::uint32_t p = pos_.find(id);
+        return p == IdMap::kEmpty ? -1 : static_cast<std::int64_t>(p);
     }
 
 private:
@@ -94,7 +95,7 @@ private:
     AlignedBuf scales_;  // int8: one float per row slot
     AlignedBuf f32_;     // optional row-major float32 copy
     std::vector<std::int64_t> ids_;
-    std::unordered_map<std::int64_t, std::uint32_t> pos_;
+    IdMap pos_;
     mutable std::shared_mutex mu_;
 };
 

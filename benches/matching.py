@@ -1,0 +1,267 @@
+"""Matching benchmark: safeface's exact C core against FAISS and NumPy, measured in the same run.
+
+    PYTHONPATH=. python3 benches/matching.py --n 1000000 --dims 128 512
+    PYTHONPATH=. python3 benches/matching.py --n 100000 --dims 128 --lfw 600   # + real LFW embeddings
+
+For each dimension: N synthetic unit vectors (float32), 256 random unit queries, k = 10.
+Rows: single-query latency, batch-of-256 time, recall@10 against exact float32, search with 10% of
+rows allowed, add time, save and load of the gallery. Every figure is the best of --repeat runs
+(wall clock); ratios are ours / peer (below 1: ours is faster, or for recall: ours is lower).
+Peers: FAISS IndexFlatIP, FAISS IndexScalarQuantizer QT_8bit (for int8), and NumPy brute force
+(matrix product plus argpartition; "bare" = the product alone, no top-k).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable, Optional
+
+import faiss
+import numpy as np
+
+from safeface.index import ExactIndex, get_isa, get_num_threads
+
+K = 10
+
+
+def best_time(fn: Callable[[], object], repeat: int) -> float:
+    fn()  # warm-up (page faults, thread start)
+    best = float("inf")
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+def unit_rows(rng: np.random.Generator, n: int, d: int, chunk: int = 100_000) -> np.ndarray:
+    out = np.empty((n, d), dtype=np.float32)
+    for s in range(0, n, chunk):
+        x = rng.standard_normal((min(chunk, n - s), d), dtype=np.float32)
+        x /= np.linalg.norm(x, axis=1, keepdims=True)
+        out[s: s + x.shape[0]] = x
+    return out
+
+
+def numpy_topk(x: np.ndarray, q: np.ndarray, k: int) -> np.ndarray:
+    s = q @ x.T if q.ndim == 2 else (x @ q)[None, :]
+    part = np.argpartition(-s, k, axis=1)[:, :k]
+    order = np.argsort(-np.take_along_axis(s, part, 1), axis=1)
+    return np.take_along_axis(part, order, 1)
+
+
+def recall(found: np.ndarray, truth: np.ndarray) -> float:
+    return float(np.mean([len(set(a.tolist()) & set(b.tolist())) / truth.shape[1]
+                          for a, b in zip(found, truth)]))
+
+
+class Table:
+    def __init__(self) -> None:
+        self.rows: list[tuple[str, str, str, str]] = []
+
+    def add(self, what: str, ours: float, peer_name: str, peer: Optional[float], unit: str = "ms"
+            ) -> None:
+        scale = 1e3 if unit == "ms" else 1.0
+        o = f"{ours * scale:.2f} {unit}" if unit else f"{ours:.4f}"
+        if peer is None:
+            self.rows.append((what, o, peer_name, ""))
+            return
+        p = f"{peer * scale:.2f} {unit}" if unit else f"{peer:.4f}"
+        self.rows.append((what, o, f"{peer_name} {p}", f"{ours / peer:.3f}x" if peer else "-"))
+
+    def print(self, title: str) -> None:
+        print(f"\n## {title}\n")
+        print("| measure | ours | peer | ours/peer |\n|---|---|---|---|")
+        for r in self.rows:
+            print("| " + " | ".join(r) + " |")
+
+
+def bench_dim(n: int, d: int, repeat: int, batch: int, rng: np.random.Generator,
+              tmpdir: Path, dtypes: list[str]) -> None:
+    t = Table()
+    x = unit_rows(rng, n, d)
+    q = unit_rows(rng, batch, d)
+    ids = np.arange(n, dtype=np.int64)
+    mask = rng.random(n) < 0.10
+    sel_ids = np.flatnonzero(mask)
+
+    # ---- peers: NumPy -----------------------------------------------------------------
+    np_bare1 = best_time(lambda: x @ q[0], repeat)
+    np_top1 = best_time(lambda: numpy_topk(x, q[0], K), repeat)
+    np_bareb = best_time(lambda: q @ x.T, max(1, repeat // 2))
+    truth = numpy_topk(x, q, K)
+    np_topb = best_time(lambda: numpy_topk(x, q, K), max(1, repeat // 2))
+
+    # ---- peers: FAISS Flat -------------------------------------------------------------
+    flat = faiss.IndexFlatIP(d)
+    f_add = best_time(lambda: (flat.reset(), flat.add(x)), 1)
+    f_1 = best_time(lambda: flat.search(q[:1], K), repeat)
+    f_b = best_time(lambda: flat.search(q, K), max(1, repeat // 2))
+    bitmap = np.packbits(mask, bitorder="little")
+    fsel = faiss.IDSelectorBitmap(n, faiss.swig_ptr(bitmap))
+    fparams = faiss.SearchParameters()
+    fparams.sel = fsel
+    f_1f = best_time(lambda: flat.search(q[:1], K, params=fparams), repeat)
+    f_bf = best_time(lambda: flat.search(q, K, params=fparams), max(1, repeat // 2))
+    fpath = tmpdir / "flat.faiss"
+    f_save = best_time(lambda: faiss.write_index(flat, str(fpath)), 1)
+    f_load = best_time(lambda: faiss.read_index(str(fpath)), 1)
+    del flat
+    fpath.unlink()
+
+    # ---- ours: float32 -----------------------------------------------------------------
+    ours: dict[str, dict[str, float]] = {}
+    for dtype in dtypes:
+        r: dict[str, float] = {}
+        index = ExactIndex(d, dtype, rerank=True)
+
+        def fresh_add() -> None:
+            nonlocal index
+            index = ExactIndex(d, dtype, rerank=True)
+            index.add(ids, x)
+
+        r["add"] = best_time(fresh_add, 1)
+        r["1q"] = best_time(lambda: index.search(q[:1], K), repeat)
+        r["batch"] = best_time(lambda: index.search(q, K), max(1, repeat // 2))
+        r["1q_filt"] = best_time(lambda: index.search(q[:1], K, allowed=mask), repeat)
+        r["batch_filt"] = best_time(lambda: index.search(q, K, allowed=mask), max(1, repeat // 2))
+        r["1q_filt_ids"] = best_time(lambda: index.search(q[:1], K, allowed=sel_ids), repeat)
+        r["recall"] = recall(index.search(q, K)[1], truth)
+        _, got_f = index.search(q, K, allowed=mask)
+        assert np.isin(got_f, sel_ids).all(), "filtered search returned a disallowed row"
+        path = tmpdir / f"ours-{dtype}.sfx"
+        r["save"] = best_time(lambda: index.save(path), 1)
+        del index
+        r["load"] = best_time(lambda: ExactIndex.load(path), 1)
+        path.unlink()
+        if dtype == "int8":
+            r["recall_norerank"] = recall(
+                ExactIndex_search_norerank(d, ids, x, q), truth)
+        ours[dtype] = r
+
+    # ---- peer: FAISS SQ8 (only next to int8) ---------------------------------------------
+    sq: dict[str, float] = {}
+    if "int8" in ours:
+        sq8 = faiss.IndexScalarQuantizer(d, faiss.ScalarQuantizer.QT_8bit,
+                                         faiss.METRIC_INNER_PRODUCT)
+        sq["add"] = best_time(lambda: (sq8.reset(), sq8.train(x[:100_000]), sq8.add(x)), 1)
+        sq["1q"] = best_time(lambda: sq8.search(q[:1], K), repeat)
+        sq["batch"] = best_time(lambda: sq8.search(q, K), max(1, repeat // 2))
+        sq["recall"] = recall(sq8.search(q, K)[1], truth)
+        del sq8
+
+    f32 = ours.get("float32")
+    if f32:
+        t.add("float32 1 query", f32["1q"], "FAISS Flat", f_1)
+        t.add("float32 1 query", f32["1q"], "NumPy matvec bare", np_bare1)
+        t.add("float32 1 query", f32["1q"], "NumPy matvec+top-k", np_top1)
+        t.add(f"float32 batch {batch}", f32["batch"], "FAISS Flat", f_b)
+        t.add(f"float32 batch {batch}", f32["batch"], "NumPy matmul bare", np_bareb)
+        t.add(f"float32 batch {batch}", f32["batch"], "NumPy matmul+top-k", np_topb)
+        t.add("float32 1 query, 10% allowed (mask)", f32["1q_filt"], "ours unfiltered", f32["1q"])
+        t.add("float32 1 query, 10% allowed (mask)", f32["1q_filt"], "FAISS Flat+bitmap", f_1f)
+        t.add("float32 1 query, 10% allowed (id list)", f32["1q_filt_ids"], "ours unfiltered",
+              f32["1q"])
+        t.add(f"float32 batch {batch}, 10% allowed", f32["batch_filt"], "ours unfiltered",
+              f32["batch"])
+        t.add(f"float32 batch {batch}, 10% allowed", f32["batch_filt"], "FAISS Flat+bitmap", f_bf)
+        t.add("float32 recall@10", f32["recall"], "exact", 1.0, unit="")
+        t.add("float32 add (all rows)", f32["add"], "FAISS Flat add", f_add)
+        t.add("float32 save", f32["save"], "FAISS write_index", f_save)
+        t.add("float32 load", f32["load"], "FAISS read_index", f_load)
+    for dtype in ("int8", "float16"):
+        r = ours.get(dtype)
+        if not r:
+            continue
+        t.add(f"{dtype} 1 query (re-ranked)", r["1q"], "ours float32", f32["1q"] if f32 else None)
+        if dtype == "int8":
+            t.add("int8 1 query (re-ranked)", r["1q"], "FAISS SQ8", sq["1q"])
+            t.add(f"int8 batch {batch}", r["batch"], "FAISS SQ8", sq["batch"])
+        t.add(f"{dtype} batch {batch}", r["batch"], "FAISS Flat", f_b)
+        t.add(f"{dtype} 1 query, 10% allowed", r["1q_filt"], f"ours {dtype} unfiltered", r["1q"])
+        t.add(f"{dtype} recall@10 (re-ranked)", r["recall"], "exact", 1.0, unit="")
+        if dtype == "int8":
+            t.add("int8 recall@10 without re-rank", r["recall_norerank"], "FAISS SQ8 recall",
+                  sq["recall"], unit="")
+            t.add("int8 add (all rows)", r["add"], "FAISS SQ8 train+add", sq["add"])
+        t.add(f"{dtype} load", r["load"], "FAISS read_index (flat)", f_load)
+    t.print(f"N = {n:,}, d = {d}, k = {K} (ours: {get_isa()} kernels, {get_num_threads()} threads;"
+            f" FAISS {faiss.__version__}, {faiss.omp_get_max_threads()} OpenMP threads)")
+
+
+def ExactIndex_search_norerank(d: int, ids: np.ndarray, x: np.ndarray, q: np.ndarray) -> np.ndarray:
+    index = ExactIndex(d, "int8", rerank=False)
+    index.add(ids, x)
+    return index.search(q, K)[1]
+
+
+def lfw_embeddings(limit: int) -> tuple[np.ndarray, list[str]]:
+    """dlib embeddings of the first `limit` LFW dev images (kept in memory only)."""
+    from safeface.imageio import load_image
+    from safeface.vision.dlib_engine import DlibEngine
+
+    root = Path(os.environ.get("SAFEFACE_DATASETS",
+                               Path(__file__).resolve().parents[1].parent / "shared" / "datasets"))
+    images = sorted((root / "lfw-dev" / "images").glob("*/*.jpg"))[:limit]
+    if not images:
+        raise SystemExit(f"no LFW images under {root}; run without --lfw")
+    engine = DlibEngine()
+    vecs, names = [], []
+    for p in images:
+        img = load_image(p)
+        face = engine.face_from_box(img, (70, 70, 180, 180))  # deep-funneled: face centred
+        vecs.append(engine.embed_chips(engine.chips(img, [face]))[0])
+        names.append(p.parent.name)
+    return np.stack(vecs).astype(np.float32), names
+
+
+def bench_lfw(limit: int, repeat: int) -> None:
+    x, names = lfw_embeddings(limit)
+    n, d = x.shape
+    ids = np.arange(n, dtype=np.int64)
+    truth = numpy_topk(x, x, K)
+    t = Table()
+    flat = faiss.IndexFlatIP(d)
+    flat.add(x)
+    f_b = best_time(lambda: flat.search(x, K), repeat)
+    for dtype in ("float32", "float16", "int8"):
+        index = ExactIndex(d, dtype)
+        index.add(ids, x)
+        t.add(f"{dtype} all {n} as queries", best_time(lambda: index.search(x, K), repeat),
+              "FAISS Flat", f_b)
+        t.add(f"{dtype} recall@10 (re-ranked)", recall(index.search(x, K)[1], truth), "exact",
+              1.0, unit="")
+        raw = ExactIndex(d, dtype, rerank=False)
+        raw.add(ids, x)
+        t.add(f"{dtype} recall@10 without re-rank", recall(raw.search(x, K)[1], truth), "exact",
+              1.0, unit="")
+    t.print(f"real LFW dlib embeddings: N = {n}, d = {d}, {len(set(names))} people")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--n", type=int, default=1_000_000, help="gallery size (default 1,000,000)")
+    ap.add_argument("--dims", type=int, nargs="+", default=[128, 512])
+    ap.add_argument("--batch", type=int, default=256)
+    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--dtypes", nargs="+", default=["float32", "int8", "float16"])
+    ap.add_argument("--lfw", type=int, default=0,
+                    help="also run on this many real LFW images' dlib embeddings (0: skip)")
+    args = ap.parse_args()
+    print("load before:", subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip())
+    rng = np.random.default_rng(2026)
+    with tempfile.TemporaryDirectory(prefix="sf-bench-") as td:
+        for d in args.dims:
+            bench_dim(args.n, d, args.repeat, args.batch, rng, Path(td), args.dtypes)
+    if args.lfw:
+        bench_lfw(args.lfw, args.repeat)
+    print("\nload after:", subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip())
+
+
+if __name__ == "__main__":
+    main()
