@@ -84,6 +84,7 @@ public:
 private:
     void ensure_rows(std::size_t rows);
     void write_row(std::size_t pos, const float* x, std::uint16_t* tmp16);
+    bool append_panel(const std::int64_t* ids, const float* x);
     void move_row(std::size_t dst, std::size_t src);
 
     std::size_t d_;
