@@ -53,7 +53,7 @@ def write_container(path: str | os.PathLike[str], fmt: str, meta: Mapping[str, A
     target = Path(path)
     tmp = target.with_name(target.name + ".tmp")
     with open(tmp, "wb") as f:
-        f.write(memoryview(buf))
+        f.write(buf.data)
     os.replace(tmp, target)
 
 

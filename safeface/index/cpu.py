@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .. import _core
+from safeface import _core
 
 
 def available_isas() -> list[str]:

@@ -57,8 +57,9 @@ class FaissIndex:
         self._dead = 0
 
     # ---- construction -------------------------------------------------------------------
-    def _new_index(self, train: Optional[np.ndarray] = None) -> faiss.Index:
+    def _new_index(self, train: Optional[np.ndarray] = None) -> Any:
         p, d, ip = self.params, self.dim, faiss.METRIC_INNER_PRODUCT
+        index: Any
         if self.kind == "flat":
             return faiss.IndexFlatIP(d)
         if self.kind == "hnsw":
@@ -166,7 +167,8 @@ class FaissIndex:
     def ids(self) -> np.ndarray:
         """The ids, in internal label order (the order a boolean ``allowed`` mask follows)."""
         lab = self._label_id[: self._n_labels]
-        return lab[lab >= 0].copy()
+        out: np.ndarray = lab[lab >= 0].copy()
+        return out
 
     def search(self, queries: np.ndarray, k: int, threshold: Optional[float] = None,
                allowed: Allowed = None) -> tuple[np.ndarray, np.ndarray]:
@@ -219,9 +221,10 @@ class FaissIndex:
             return ok
         return live & np.isin(lab, as_ids(allowed))  # type: ignore[arg-type]
 
-    def _params(self, sel: Optional[faiss.IDSelector], k: int) -> Optional[faiss.SearchParameters]:
+    def _params(self, sel: Optional[faiss.IDSelector], k: int) -> Any:
+        params: Any
         if self.kind == "hnsw":
-            params = faiss.SearchParametersHNSW()
+            params = faiss.SearchParametersHNSW()  # type: ignore[attr-defined]
             params.efSearch = max(self.params["ef_search"], k)
         elif self.kind.startswith("ivf"):
             params = faiss.SearchParametersIVF()
