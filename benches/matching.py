@@ -211,13 +211,14 @@ def lfw_embeddings(limit: int) -> tuple[np.ndarray, list[str]]:
     if not images:
         raise SystemExit(f"no LFW images under {root}; run without --lfw")
     engine = DlibEngine()
-    vecs, names = [], []
+    chips, names = [], []
     for p in images:
         img = load_image(p)
         face = engine.face_from_box(img, (70, 70, 180, 180))  # deep-funneled: face centred
-        vecs.append(engine.embed_chips(engine.chips(img, [face]))[0])
+        chips.append(engine.chips(img, [face])[0])
         names.append(p.parent.name)
-    return np.stack(vecs).astype(np.float32), names
+    vecs = [engine.embed_chips(np.stack(chips[i: i + 64])) for i in range(0, len(chips), 64)]
+    return np.concatenate(vecs).astype(np.float32), names
 
 
 def bench_lfw(limit: int, repeat: int) -> None:

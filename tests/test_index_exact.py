@@ -198,3 +198,22 @@ def test_random_adds_and_removes_match_a_model() -> None:
         want = vecs @ vecs[qi]
         np.testing.assert_allclose(s[qi], want[[pos[int(v)] for v in i[qi]]], rtol=1e-5, atol=1e-5)
     assert index.search(vecs, 1, allowed=keys[:1])[1][:, 0].tolist() == [keys[0]] * keys.size
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_removed_vectors_do_not_reach_a_saved_file(dtype: str, tmp_path: Path) -> None:
+    rng = np.random.default_rng(12)
+    x = unit(rng, 40, 16)  # 40 rows: the last panel is partly padding
+    index = ExactIndex(16, dtype)
+    index.add(np.arange(40), x)
+    index.remove(np.arange(30, 40))  # the tail rows: their slots become padding
+    index.remove([3])                # a middle row: the last row moves into its hole
+    path = tmp_path / "g.sfx"
+    index.save(path)
+    blob = path.read_bytes()
+    encodings = {"float32": lambda v: v.astype(np.float32),
+                 "float16": lambda v: v.astype(np.float16),
+                 "int8": lambda v: v.astype(np.float32)}
+    for row in [3] + list(range(30, 39)):  # row 39 moved to position 3 and stays
+        assert encodings[dtype](x[row])[:4].tobytes() not in blob
+    np.testing.assert_array_equal(ExactIndex.load(path).ids(), index.ids())

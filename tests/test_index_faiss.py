@@ -149,6 +149,8 @@ def test_bad_input(data: tuple) -> None:
         FaissIndex(32, "lsh")
     with pytest.raises(ValueError, match="multiple of 4"):
         FaissIndex(30)
+    with pytest.raises(ValueError, match="at least 16 vectors"):
+        FaissIndex(32, "ivf-pq").add([1, 2], x[:2])
     index = FaissIndex(32, "flat")
     with pytest.raises(ValueError, match="dimension 16 but the index has dimension 32"):
         index.add([1], np.ones((1, 16)))

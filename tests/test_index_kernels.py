@@ -137,3 +137,15 @@ def test_legacy_topk_function_still_works() -> None:
     s, i = _core.topk_ip_f32(x, q, 4)
     ref = q @ x.T
     np.testing.assert_array_equal(i, np.argsort(-ref, axis=1)[:, :4])
+
+
+def test_streaming_checksum_equals_one_shot() -> None:
+    data = np.random.default_rng(8).integers(0, 256, 1000, dtype=np.uint8)
+    for step in (1, 7, 32, 37, 1000):
+        c = _core.Checksum64()
+        for s in range(0, data.size, step):
+            c.update(data[s: s + step])
+        assert c.digest() == _core.checksum64(data)
+    flipped = data.copy()
+    flipped[500] ^= 1
+    assert _core.checksum64(flipped) != _core.checksum64(data)

@@ -72,6 +72,18 @@ NB_MODULE(_core, m) {
           },
           nb::arg("data"), "Fast non-cryptographic 64-bit checksum of a byte array.");
 
+    nb::class_<sfcore::Checksum64>(m, "Checksum64",
+                                   "Streaming form of checksum64: update() pieces, then digest().")
+        .def(nb::init<>())
+        .def(
+            "update",
+            [](sfcore::Checksum64& c, Bytes b) {
+                nb::gil_scoped_release release;
+                c.update(b.data(), b.shape(0));
+            },
+            nb::arg("data"))
+        .def("digest", &sfcore::Checksum64::digest);
+
     nb::class_<sfcore::Store>(m, "Store")
         .def(
             "__init__",

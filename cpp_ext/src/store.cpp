@@ -33,7 +33,7 @@ const char* dtype_name(Dtype dt) {
     }
 }
 
-void AlignedBuf::reserve(std::size_t bytes) {
+void AlignedBuf::reserve(std::size_t bytes, std::size_t overwritten) {
     if (bytes <= cap_) return;
     // Large galleries: 2 MiB alignment and a transparent-huge-page hint cut page faults 512-fold.
     const std::size_t align = bytes >= (4u << 20) ? (2u << 20) : 64;
@@ -44,7 +44,9 @@ void AlignedBuf::reserve(std::size_t bytes) {
     if (align > 64) madvise(np, rounded, MADV_HUGEPAGE);
 #endif
     if (p_) std::memcpy(np, p_, cap_);
-    std::memset(np + cap_, 0, rounded - cap_);  // no stale heap bytes ever reach a saved file
+    // Zero what the caller will not overwrite: no stale heap bytes ever reach a saved file.
+    const std::size_t from = std::max(cap_, std::min(overwritten, rounded));
+    std::memset(np + from, 0, rounded - from);
     std::free(p_);
     p_ = np;
     cap_ = rounded;
@@ -145,28 +147,57 @@ std::size_t default_threads() {
     return hw ? hw : 1;
 }
 
-std::uint64_t checksum64(const std::uint8_t* p, std::size_t n) {
-    // Four independent multiply-rotate lanes over 8-byte words, then a final mix.
-    const std::uint64_t k1 = 0x9E3779B185EBCA87ull, k2 = 0xC2B2AE3D27D4EB4Full;
-    std::uint64_t h[4] = {k1, k2, k1 ^ 0x1234567ull, k2 ^ 0x89abcdefull};
-    std::size_t i = 0;
-    auto rotl = [](std::uint64_t x, int r) { return (x << r) | (x >> (64 - r)); };
-    for (; i + 32 <= n; i += 32) {
+namespace {
+constexpr std::uint64_t kC1 = 0x9E3779B185EBCA87ull, kC2 = 0xC2B2AE3D27D4EB4Full;
+inline std::uint64_t rotl64(std::uint64_t x, int r) { return (x << r) | (x >> (64 - r)); }
+}  // namespace
+
+Checksum64::Checksum64() : h_{kC1, kC2, kC1 ^ 0x1234567ull, kC2 ^ 0x89abcdefull} {}
+
+void Checksum64::blocks(const std::uint8_t* p, std::size_t nblocks) {
+    // Four independent multiply-rotate lanes over 8-byte words.
+    for (std::size_t b = 0; b < nblocks; ++b, p += 32) {
         for (int l = 0; l < 4; ++l) {
             std::uint64_t w;
-            std::memcpy(&w, p + i + 8 * l, 8);
-            h[l] = rotl(h[l] + w * k2, 31) * k1;
+            std::memcpy(&w, p + 8 * l, 8);
+            h_[l] = rotl64(h_[l] + w * kC2, 31) * kC1;
         }
     }
-    std::uint64_t acc = rotl(h[0], 1) + rotl(h[1], 7) + rotl(h[2], 12) + rotl(h[3], 18);
-    for (; i < n; ++i) acc = rotl(acc ^ (p[i] * k1), 11) * k2;
-    acc ^= n;
+}
+
+void Checksum64::update(const std::uint8_t* p, std::size_t n) {
+    total_ += n;
+    if (carry_len_) {
+        const std::size_t take = std::min<std::size_t>(32 - carry_len_, n);
+        std::memcpy(carry_ + carry_len_, p, take);
+        carry_len_ += take;
+        p += take;
+        n -= take;
+        if (carry_len_ < 32) return;
+        blocks(carry_, 1);
+        carry_len_ = 0;
+    }
+    blocks(p, n / 32);
+    std::memcpy(carry_, p + n / 32 * 32, n % 32);
+    carry_len_ = n % 32;
+}
+
+std::uint64_t Checksum64::digest() const {
+    std::uint64_t acc = rotl64(h_[0], 1) + rotl64(h_[1], 7) + rotl64(h_[2], 12) + rotl64(h_[3], 18);
+    for (std::size_t i = 0; i < carry_len_; ++i) acc = rotl64(acc ^ (carry_[i] * kC1), 11) * kC2;
+    acc ^= total_;
     acc ^= acc >> 33;
-    acc *= k2;
+    acc *= kC2;
     acc ^= acc >> 29;
-    acc *= k1;
+    acc *= kC1;
     acc ^= acc >> 32;
     return acc;
+}
+
+std::uint64_t checksum64(const std::uint8_t* p, std::size_t n) {
+    Checksum64 c;
+    c.update(p, n);
+    return c.digest();
 }
 
 Store::Store(std::size_t dim, Dtype dtype, bool keep_f32) : d_(dim), dt_(dtype), keep_f32_(keep_f32) {
@@ -239,6 +270,8 @@ void Store::move_row(std::size_t dst, std::size_t src) {
 void Store::add(const std::int64_t* ids, const float* vecs, std::size_t m) {
     check_finite(vecs, m * d_, "vectors");
     std::unique_lock lock(mu_);
+    if (n_ + m >= 0xFFFFFFF0u)
+        throw std::invalid_argument("an exact index holds at most about 4 billion rows");
     ensure_rows(n_ + m);
     ids_.reserve(n_ + m);
     pos_.reserve(n_ + m);
@@ -257,6 +290,22 @@ void Store::add(const std::int64_t* ids, const float* vecs, std::size_t m) {
         }
         write_row(pos, vecs + i * d_, tmp.data());
     }
+}
+
+void Store::clear_row(std::size_t pos) {
+    const std::size_t p = pos / 16, lane = pos % 16;
+    std::uint8_t* base = panels_.data() + p * panel_bytes();
+    if (dt_ == Dtype::f32) {
+        auto* pf = reinterpret_cast<float*>(base);
+        for (std::size_t j = 0; j < d_; ++j) pf[j * 16 + lane] = 0.f;
+    } else if (dt_ == Dtype::f16) {
+        auto* ph = reinterpret_cast<std::uint16_t*>(base);
+        for (std::size_t j = 0; j < d_; ++j) ph[j * 16 + lane] = 0;
+    } else {
+        for (std::size_t g = 0; g < d_ / 4; ++g) std::memset(base + g * 64 + lane * 4, 0, 4);
+        reinterpret_cast<float*>(scales_.data())[pos] = 0.f;
+    }
+    if (keep_f32_) std::memset(f32_.data() + pos * d_ * sizeof(float), 0, d_ * sizeof(float));
 }
 
 bool Store::append_panel(const std::int64_t* ids, const float* x) {
@@ -289,6 +338,7 @@ std::size_t Store::remove(const std::int64_t* ids, std::size_t m) {
             ids_[pos] = ids_[last];
             pos_.put(ids_[pos], static_cast<std::uint32_t>(pos));
         }
+        clear_row(last);  // a removed vector must not linger in the padding of a saved file
         ids_.pop_back();
         --n_;
         ++removed;
@@ -304,9 +354,20 @@ void Store::load_raw(const std::int64_t* ids, std::size_t n, const std::uint8_t*
     for (std::size_t i = 0; i < n; ++i)
         if (pos.put(ids[i], static_cast<std::uint32_t>(i)) != IdMap::kEmpty)
             throw std::invalid_argument("the stored ids repeat id " + std::to_string(ids[i]));
-    n_ = 0;
-    ensure_rows(n);
     const std::size_t np = (n + 15) / 16;
+    for (std::size_t r = n; r < n_; ++r) clear_row(r);  // loading into a used store
+    if (n > cap_rows_) {
+        // Fresh buffers sized for the stored rows; the copied ranges need no zeroing first.
+        const std::size_t cap = np * 16;
+        AlignedBuf new_panels, new_scales, new_f32;
+        new_panels.reserve(np * panel_bytes(), np * panel_bytes());
+        if (dt_ == Dtype::i8) new_scales.reserve(cap * sizeof(float), cap * sizeof(float));
+        if (keep_f32_) new_f32.reserve(cap * d_ * sizeof(float), n * d_ * sizeof(float));
+        panels_.swap(new_panels);
+        scales_.swap(new_scales);
+        f32_.swap(new_f32);
+        cap_rows_ = cap;
+    }
     std::memcpy(panels_.data(), panels, np * panel_bytes());
     if (dt_ == Dtype::i8) std::memcpy(scales_.data(), scales, np * 16 * sizeof(float));
     if (keep_f32_) std::memcpy(f32_.data(), f32rows, n * d_ * sizeof(float));
@@ -404,6 +465,19 @@ void Store::search(const float* queries, std::size_t m, const SearchOptions& opt
                 ++np;
             }
             if (!np) continue;
+            if (np * 4 >= (p1 - p0) * 3 && np < p1 - p0) {
+                // Most panels of the tile hold an allowed row: reading the tile as one run keeps
+                // the hardware prefetcher streaming, and costs less than the skipped panels save.
+                np = 0;
+                for (std::size_t p = p0; p < p1; ++p) {
+                    std::uint32_t bits = 0xFFFFu;
+                    if (p == npanels - 1 && n % 16) bits = (1u << (n % 16)) - 1;
+                    bits &= static_cast<std::uint32_t>(opt.allowed[p >> 2] >> ((p & 3) * 16));
+                    plist[np] = static_cast<std::uint32_t>(p);
+                    mask[np] = static_cast<std::uint16_t>(bits);
+                    ++np;
+                }
+            }
             const std::size_t ld = np * 16;
             for (std::size_t q0 = 0; q0 < m; q0 += qchunk) {
                 const std::size_t nq = std::min(qchunk, m - q0);

@@ -5,6 +5,7 @@
 #include <cstdlib>
 #include <shared_mutex>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "idmap.hpp"
@@ -23,7 +24,13 @@ public:
     AlignedBuf(const AlignedBuf&) = delete;
     AlignedBuf& operator=(const AlignedBuf&) = delete;
     ~AlignedBuf() { std::free(p_); }
-    void reserve(std::size_t bytes);  // keeps content, zero-fills the new part
+    // Grows to at least `bytes`, keeping the content; zero-fills the new part except the first
+    // `overwritten` bytes, which the caller fills itself.
+    void reserve(std::size_t bytes, std::size_t overwritten = 0);
+    void swap(AlignedBuf& o) noexcept {
+        std::swap(p_, o.p_);
+        std::swap(cap_, o.cap_);
+    }
     std::uint8_t* data() { return p_; }
     const std::uint8_t* data() const { return p_; }
     std::size_t capacity() const { return cap_; }
@@ -86,6 +93,7 @@ private:
     void write_row(std::size_t pos, const float* x, std::uint16_t* tmp16);
     bool append_panel(const std::int64_t* ids, const float* x);
     void move_row(std::size_t dst, std::size_t src);
+    void clear_row(std::size_t pos);
 
     std::size_t d_;
     Dtype dt_;
@@ -100,7 +108,20 @@ private:
     mutable std::shared_mutex mu_;
 };
 
-// Checksum of a byte range (64-bit, non-cryptographic, fast): detects corruption of saved files.
+// Checksum of a byte stream (64-bit, non-cryptographic, fast): detects corruption of saved files.
+class Checksum64 {
+public:
+    Checksum64();
+    void update(const std::uint8_t* p, std::size_t n);
+    std::uint64_t digest() const;
+
+private:
+    void blocks(const std::uint8_t* p, std::size_t nblocks);
+    std::uint64_t h_[4];
+    std::uint8_t carry_[32] = {};
+    std::size_t carry_len_ = 0;
+    std::uint64_t total_ = 0;
+};
 std::uint64_t checksum64(const std::uint8_t* p, std::size_t n);
 
 }  // namespace sfcore

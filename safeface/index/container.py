@@ -40,20 +40,19 @@ def write_container(path: str | os.PathLike[str], fmt: str, meta: Mapping[str, A
         layout.append([name, a.dtype.name, list(a.shape)])
     header = json.dumps({"format": fmt, "meta": dict(meta), "arrays": layout}).encode()
     prefix = MAGIC + struct.pack("<I", len(header)) + header
-    sizes = [len(prefix)] + [int(a.nbytes) for a in arrays.values()]
-    total = sum(s + _pad(s) for s in sizes)
-    buf = np.zeros(total + 8, dtype=np.uint8)
-    buf[: len(prefix)] = np.frombuffer(prefix, dtype=np.uint8)
-    off = len(prefix) + _pad(len(prefix))
-    for a in arrays.values():
-        raw = np.ascontiguousarray(a).reshape(-1).view(np.uint8)
-        buf[off: off + raw.size] = raw
-        off += raw.size + _pad(raw.size)
-    buf[total:] = np.frombuffer(struct.pack("<Q", _core.checksum64(buf[:total])), dtype=np.uint8)
     target = Path(path)
     tmp = target.with_name(target.name + ".tmp")
+    checksum = _core.Checksum64()
+    zeros = np.zeros(_ALIGN, dtype=np.uint8)
+    # Streamed: each piece goes to the file and the checksum as it is, with no full copy.
     with open(tmp, "wb") as f:
-        f.write(buf.data)
+        pieces = [np.frombuffer(prefix, dtype=np.uint8)]
+        pieces += [np.ascontiguousarray(a).reshape(-1).view(np.uint8) for a in arrays.values()]
+        for piece in pieces:
+            for part in (piece, zeros[: _pad(piece.size)]):
+                checksum.update(part)
+                f.write(part.data)
+        f.write(struct.pack("<Q", checksum.digest()))
     os.replace(tmp, target)
 
 

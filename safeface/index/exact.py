@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from typing import Iterable, Optional
 
 import numpy as np
@@ -34,6 +35,9 @@ class ExactIndex:
         self.rerank = bool(rerank) and dtype != "float32"
         self.threads = 0 if threads is None else int(threads)
         self._store = _core.Store(self.dim, dtype, self.rerank)
+        # Searches may run concurrently with each other (the core takes a shared lock); saving
+        # reads raw views of the store, so it must not overlap a mutation.
+        self._write_lock = threading.Lock()
 
     def __len__(self) -> int:
         return len(self._store)
@@ -48,14 +52,16 @@ class ExactIndex:
         vecs = as_vectors(vectors, self.dim, check_finite=False)
         if id_arr.shape[0] != vecs.shape[0]:
             raise ValueError(f"got {id_arr.shape[0]} ids for {vecs.shape[0]} vectors.")
-        self._store.add(id_arr, vecs)
+        with self._write_lock:
+            self._store.add(id_arr, vecs)
 
     def remove(self, ids: Iterable[int] | np.ndarray) -> int:
         """Remove the given ids; ids not present are ignored. Returns how many were removed.
 
         Removal moves the last row into the hole, so positions in ``ids()`` change.
         """
-        return int(self._store.remove(as_ids(ids)))
+        with self._write_lock:
+            return int(self._store.remove(as_ids(ids)))
 
     def ids(self) -> np.ndarray:
         """The ids, in row-position order (the order a boolean ``allowed`` mask follows)."""
@@ -99,9 +105,10 @@ class ExactIndex:
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the index to ``path`` (own binary format with a checksum; see container.py)."""
-        raw = self._store.raw()
-        meta = {"dim": self.dim, "dtype": self.dtype, "rerank": self.rerank, "n": len(self)}
-        write_container(path, _FORMAT, meta, {k: np.asarray(v) for k, v in raw.items()})
+        with self._write_lock:
+            raw = self._store.raw()
+            meta = {"dim": self.dim, "dtype": self.dtype, "rerank": self.rerank, "n": len(self)}
+            write_container(path, _FORMAT, meta, {k: np.asarray(v) for k, v in raw.items()})
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], threads: Optional[int] = None) -> "ExactIndex":

@@ -27,6 +27,8 @@ _TOMBSTONE_KINDS = ("flat", "hnsw")
 class FaissIndex:
     """A FAISS index (inner-product metric) behind the ExactIndex interface.
 
+    Not safe for a mutation concurrent with any other call; searches alone may run concurrently.
+
     kind: "flat" (exact, IndexFlatIP), "hnsw" (IndexHNSWFlat; ``hnsw_m``, ``ef_construction``,
     ``ef_search``), "ivf-flat" or "ivf-pq" (``nlist``, ``nprobe``; ivf-pq also ``pq_m`` sub-vectors).
     IVF kinds train on the first batch passed to :meth:`add` (the list count shrinks to fit a
@@ -105,6 +107,9 @@ class FaissIndex:
         id_arr, vecs = id_arr[keep], np.ascontiguousarray(vecs[keep])
         self._drop(id_arr, allow_rebuild=False)
         if self._index is None:
+            if self.kind == "ivf-pq" and vecs.shape[0] < 16:
+                raise ValueError("an ivf-pq index trains on its first add, which needs at least "
+                                 f"16 vectors (better thousands); got {vecs.shape[0]}.")
             self._index = self._new_index(vecs)
         labels = np.arange(self._n_labels, self._n_labels + id_arr.size, dtype=np.int64)
         if self.kind in _TOMBSTONE_KINDS:
