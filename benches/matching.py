@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import os
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -235,6 +236,62 @@ def ExactIndex_search_norerank(d: int, ids: np.ndarray, x: np.ndarray, q: np.nda
     return index.search(q, K)[1]
 
 
+def cpu_times(fns: dict[str, Callable[[], object]], repeat: int) -> dict[str, float]:
+    """Best process CPU time of each callable, round-robin (meaningful only single-threaded)."""
+    for fn in fns.values():
+        fn()
+    best = {name: float("inf") for name in fns}
+    for _ in range(repeat):
+        for name, fn in fns.items():
+            t = time.process_time()
+            fn()
+            best[name] = min(best[name], time.process_time() - t)
+    return best
+
+
+def bench_cpu_single_thread(n: int, d: int, repeat: int, batch: int) -> None:
+    """Everything on one thread, timed in process CPU time: on a machine shared with other
+    work this removes the waits for a core, which wall-clock figures of multi-threaded code
+    suffer unevenly. Runs in a child process started with OPENBLAS/OMP_NUM_THREADS=1."""
+    rng = np.random.default_rng(7)
+    x = unit_rows(rng, n, d)
+    q = unit_rows(rng, batch, d)
+    flat = faiss.IndexFlatIP(d)
+    flat.add(x)
+    sq8 = faiss.IndexScalarQuantizer(d, faiss.ScalarQuantizer.QT_8bit, faiss.METRIC_INNER_PRODUCT)
+    sq8.train(x[:100_000])
+    sq8.add(x)
+    idx = {}
+    for dtype in ("float32", "int8", "float16"):
+        idx[dtype] = ExactIndex(d, dtype, threads=1)
+        idx[dtype].add(np.arange(n), x)
+    qi = iter(range(1 << 30))
+
+    def one(fn: Callable[[np.ndarray], object]) -> Callable[[], object]:
+        return lambda: fn(q[next(qi) % q.shape[0]][None, :])
+
+    st = cpu_times({
+        "np_bare": one(lambda v: x @ v[0]),
+        "np_top": one(lambda v: numpy_topk(x, v[0], K)),
+        "faiss": one(lambda v: flat.search(v, K)),
+        "sq8": one(lambda v: sq8.search(v, K)),
+        **{dt: one(lambda v, ix=ix: ix.search(v, K)) for dt, ix in idx.items()},
+    }, max(4 * repeat, 20))
+    bt = cpu_times({"np_matmul": lambda: q @ x.T,
+                    **{dt: (lambda ix=ix: ix.search(q, K)) for dt, ix in idx.items()}},
+                   max(1, repeat // 2))
+    t = Table()
+    t.add("float32 1 query", st["float32"], "FAISS Flat", st["faiss"])
+    t.add("float32 1 query", st["float32"], "NumPy matvec bare", st["np_bare"])
+    t.add("float32 1 query", st["float32"], "NumPy matvec+top-k", st["np_top"])
+    t.add("int8 1 query (re-ranked)", st["int8"], "FAISS SQ8", st["sq8"])
+    t.add("int8 1 query (re-ranked)", st["int8"], "ours float32", st["float32"])
+    t.add("float16 1 query (re-ranked)", st["float16"], "ours float32", st["float32"])
+    t.add(f"float32 batch {batch}", bt["float32"], "NumPy matmul bare", bt["np_matmul"])
+    t.add(f"int8 batch {batch}", bt["int8"], "NumPy matmul bare", bt["np_matmul"])
+    t.print(f"one thread each, process CPU time: N = {n:,}, d = {d}, k = {K}")
+
+
 def lfw_embeddings(limit: int) -> tuple[np.ndarray, list[str]]:
     """dlib embeddings of the first `limit` LFW dev images (kept in memory only)."""
     from safeface.imageio import load_image
@@ -288,7 +345,14 @@ def main() -> None:
     ap.add_argument("--dtypes", nargs="+", default=["float32", "int8", "float16"])
     ap.add_argument("--lfw", type=int, default=0,
                     help="also run on this many real LFW images' dlib embeddings (0: skip)")
+    ap.add_argument("--cpu-time", action="store_true",
+                    help="also compare single-threaded CPU times (in a child process)")
+    ap.add_argument("--cpu-child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.cpu_child:
+        for d in args.dims:
+            bench_cpu_single_thread(args.n, d, args.repeat, args.batch)
+        return
     print("load before:", subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip())
     rng = np.random.default_rng(2026)
     with tempfile.TemporaryDirectory(prefix="sf-bench-") as td:
@@ -296,6 +360,11 @@ def main() -> None:
             bench_dim(args.n, d, args.repeat, args.batch, rng, Path(td), args.dtypes)
     if args.lfw:
         bench_lfw(args.lfw, args.repeat)
+    if args.cpu_time:
+        env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")
+        subprocess.run([sys.executable, __file__, "--cpu-child", "--n", str(args.n),
+                        "--repeat", str(args.repeat), "--batch", str(args.batch), "--dims",
+                        *map(str, args.dims)], env=env, check=True)
     print("\nload after:", subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip())
 
 

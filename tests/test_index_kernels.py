@@ -149,3 +149,19 @@ def test_streaming_checksum_equals_one_shot() -> None:
     flipped = data.copy()
     flipped[500] ^= 1
     assert _core.checksum64(flipped) != _core.checksum64(data)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16", "int8"])
+def test_single_query_with_sparse_filter(isa: str, dtype: str) -> None:
+    """One query takes its own kernel path; a filter makes it skip panels."""
+    rng = np.random.default_rng(13)
+    x, q = unit(rng, 3000, 36), unit(rng, 1, 36)
+    index = ExactIndex(36, dtype)
+    index.add(np.arange(3000), x)
+    ref = (q.astype(np.float64) @ x.T.astype(np.float64))[0]
+    for density in (0.004, 0.1, 1.0):
+        mask = rng.random(3000) < density
+        s, i = index.search(q, 8, allowed=mask)
+        want = np.flatnonzero(mask)[np.argsort(-ref[mask])][:8]
+        np.testing.assert_array_equal(i[0, : want.size], want)
+        np.testing.assert_allclose(s[0, : want.size], ref[want], atol=1e-5)

@@ -168,6 +168,56 @@ void group_i8(const std::uint8_t* panels, const float* row_scale, const std::uin
                     qsum, o0.at(0, i));
 }
 
+// One query: bandwidth bound. One panel at a time as a single sequential stream, four
+// accumulator pairs against the FMA latency, the next listed panel prefetched meanwhile.
+template <typename LoadRow>
+inline void one_query(std::size_t np, std::size_t d, const float* q, ScoreOut o,
+                      const std::uint32_t* plist, LoadRow&& load_row, const char* base,
+                      std::size_t panel_bytes, std::size_t bytes_per_dim) {
+    for (std::size_t i = 0; i < np; ++i) {
+        const char* nx = base + plist[i + 1 < np ? i + 1 : i] * panel_bytes;
+        __m256 lo[4], hi[4];
+        for (int a = 0; a < 4; ++a) lo[a] = hi[a] = _mm256_setzero_ps();
+        for (std::size_t j = 0; j < d; j += 4) {
+            for (std::size_t b = 0; b < 4 * bytes_per_dim; b += 64) _mm_prefetch(nx + j * bytes_per_dim + b, _MM_HINT_T0);
+#pragma GCC unroll 4
+            for (int a = 0; a < 4; ++a) {
+                __m256 r0, r1;
+                load_row(plist[i], j + a, r0, r1);
+                const __m256 b = _mm256_broadcast_ss(q + j + a);
+                lo[a] = _mm256_fmadd_ps(r0, b, lo[a]);
+                hi[a] = _mm256_fmadd_ps(r1, b, hi[a]);
+            }
+        }
+        emit(o.at(0, i), 0, 0, _mm256_add_ps(_mm256_add_ps(lo[0], lo[1]), _mm256_add_ps(lo[2], lo[3])),
+             _mm256_add_ps(_mm256_add_ps(hi[0], hi[1]), _mm256_add_ps(hi[2], hi[3])));
+    }
+}
+
+void one_f32(const float* panels, const std::uint32_t* plist, std::size_t np, std::size_t d,
+             const float* q, ScoreOut o) {
+    const std::size_t ps = d * kLanes;
+    one_query(np, d, q, o, plist,
+              [&](std::size_t pi, std::size_t j, __m256& r0, __m256& r1) {
+                  const float* p = panels + pi * ps + j * kLanes;
+                  r0 = _mm256_load_ps(p);
+                  r1 = _mm256_load_ps(p + 8);
+              },
+              reinterpret_cast<const char*>(panels), ps * 4, kLanes * 4);
+}
+
+void one_f16(const std::uint16_t* panels, const std::uint32_t* plist, std::size_t np,
+             std::size_t d, const float* q, ScoreOut o) {
+    const std::size_t ps = d * kLanes;
+    one_query(np, d, q, o, plist,
+              [&](std::size_t pi, std::size_t j, __m256& r0, __m256& r1) {
+                  const __m128i* p = reinterpret_cast<const __m128i*>(panels + pi * ps + j * kLanes);
+                  r0 = _mm256_cvtph_ps(_mm_load_si128(p));
+                  r1 = _mm256_cvtph_ps(_mm_load_si128(p + 1));
+              },
+              reinterpret_cast<const char*>(panels), ps * 2, kLanes * 2);
+}
+
 #define SF_QCASES(X) X(1) X(2) X(3) X(4) X(5) X(6)
 
 void f32_scores(const float* panels, const std::uint32_t* plist, std::size_t np, std::size_t d,
@@ -177,7 +227,7 @@ void f32_scores(const float* panels, const std::uint32_t* plist, std::size_t np,
         const float* q0 = queries + q * d;
         const ScoreOut o0 = out.at(q, 0);
         if (nq == 1) {
-            group_f32<3, 1>(panels, plist, np, d, q0, o0);
+            one_f32(panels, plist, np, d, q0, o0);
             continue;
         }
         switch (qn) {
@@ -197,7 +247,7 @@ void f16_scores(const std::uint16_t* panels, const std::uint32_t* plist, std::si
         const float* q0 = queries + q * d;
         const ScoreOut o0 = out.at(q, 0);
         if (nq == 1) {
-            group_f16<3, 1>(panels, plist, np, d, q0, o0);
+            one_f16(panels, plist, np, d, q0, o0);
             continue;
         }
         switch (qn) {

@@ -164,6 +164,82 @@ void group_i8(const std::uint8_t* panels, const float* row_scale, const std::uin
     }
 }
 
+// One query: the scan is bound by memory bandwidth. Panels go one at a time as one sequential
+// stream, four accumulators break the FMA dependency chain, and the next listed panel is
+// prefetched line by line meanwhile (the list may skip panels when a filter is applied).
+void one_f32(const float* panels, const std::uint32_t* plist, std::size_t np, std::size_t d,
+             const float* q, ScoreOut o) {
+    const std::size_t ps = d * kLanes;
+    for (std::size_t i = 0; i < np; ++i) {
+        const float* p = panels + plist[i] * ps;
+        const char* nx = reinterpret_cast<const char*>(panels + plist[i + 1 < np ? i + 1 : i] * ps);
+        __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
+        __m512 a2 = _mm512_setzero_ps(), a3 = _mm512_setzero_ps();
+        for (std::size_t j = 0; j < d; j += 4) {
+            _mm_prefetch(nx + j * 64, _MM_HINT_T0);
+            _mm_prefetch(nx + j * 64 + 64, _MM_HINT_T0);
+            _mm_prefetch(nx + j * 64 + 128, _MM_HINT_T0);
+            _mm_prefetch(nx + j * 64 + 192, _MM_HINT_T0);
+            a0 = _mm512_fmadd_ps(_mm512_load_ps(p + j * kLanes), _mm512_set1_ps(q[j]), a0);
+            a1 = _mm512_fmadd_ps(_mm512_load_ps(p + (j + 1) * kLanes), _mm512_set1_ps(q[j + 1]), a1);
+            a2 = _mm512_fmadd_ps(_mm512_load_ps(p + (j + 2) * kLanes), _mm512_set1_ps(q[j + 2]), a2);
+            a3 = _mm512_fmadd_ps(_mm512_load_ps(p + (j + 3) * kLanes), _mm512_set1_ps(q[j + 3]), a3);
+        }
+        emit(o.at(0, i), 0, 0, _mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
+    }
+}
+
+void one_f16(const std::uint16_t* panels, const std::uint32_t* plist, std::size_t np,
+             std::size_t d, const float* q, ScoreOut o) {
+    const std::size_t ps = d * kLanes;
+    for (std::size_t i = 0; i < np; ++i) {
+        const std::uint16_t* p = panels + plist[i] * ps;
+        const char* nx = reinterpret_cast<const char*>(panels + plist[i + 1 < np ? i + 1 : i] * ps);
+        __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
+        __m512 a2 = _mm512_setzero_ps(), a3 = _mm512_setzero_ps();
+        for (std::size_t j = 0; j < d; j += 4) {
+            _mm_prefetch(nx + j * 32, _MM_HINT_T0);
+            _mm_prefetch(nx + j * 32 + 64, _MM_HINT_T0);
+            auto ld = [&](std::size_t jj) {
+                return _mm512_cvtph_ps(
+                    _mm256_load_si256(reinterpret_cast<const __m256i*>(p + jj * kLanes)));
+            };
+            a0 = _mm512_fmadd_ps(ld(j), _mm512_set1_ps(q[j]), a0);
+            a1 = _mm512_fmadd_ps(ld(j + 1), _mm512_set1_ps(q[j + 1]), a1);
+            a2 = _mm512_fmadd_ps(ld(j + 2), _mm512_set1_ps(q[j + 2]), a2);
+            a3 = _mm512_fmadd_ps(ld(j + 3), _mm512_set1_ps(q[j + 3]), a3);
+        }
+        emit(o.at(0, i), 0, 0, _mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
+    }
+}
+
+void one_i8(const std::uint8_t* panels, const float* row_scale, const std::uint32_t* plist,
+            std::size_t np, std::size_t d, const std::int8_t* q, float qscale, std::int32_t qsum,
+            ScoreOut o) {
+    const std::size_t ps = d * kLanes;
+    const __m512i corr = _mm512_set1_epi32(128 * qsum);
+    for (std::size_t i = 0; i < np; ++i) {
+        const std::uint8_t* p = panels + plist[i] * ps;
+        const char* nx = reinterpret_cast<const char*>(panels + plist[i + 1 < np ? i + 1 : i] * ps);
+        __m512i a0 = _mm512_setzero_si512(), a1 = _mm512_setzero_si512();
+        std::size_t g = 0;
+        for (; g + 2 <= d / 4; g += 2) {
+            _mm_prefetch(nx + g * 64, _MM_HINT_T0);
+            _mm_prefetch(nx + g * 64 + 64, _MM_HINT_T0);
+            a0 = _mm512_dpbusd_epi32(a0, _mm512_load_si512(p + g * 64), _mm512_set1_epi32(load4(q + g * 4)));
+            a1 = _mm512_dpbusd_epi32(a1, _mm512_load_si512(p + g * 64 + 64),
+                                     _mm512_set1_epi32(load4(q + g * 4 + 4)));
+        }
+        if (g < d / 4)
+            a0 = _mm512_dpbusd_epi32(a0, _mm512_load_si512(p + g * 64), _mm512_set1_epi32(load4(q + g * 4)));
+        const __m512i c = _mm512_sub_epi32(_mm512_add_epi32(a0, a1), corr);
+        const __m512 v = _mm512_mul_ps(_mm512_cvtepi32_ps(c),
+                                       _mm512_mul_ps(_mm512_loadu_ps(row_scale + plist[i] * kLanes),
+                                                     _mm512_set1_ps(qscale)));
+        emit(o.at(0, i), 0, 0, v);
+    }
+}
+
 #define SF_QCASES(X) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11) X(12)
 
 void f32_scores(const float* panels, const std::uint32_t* plist, std::size_t np, std::size_t d,
@@ -172,8 +248,8 @@ void f32_scores(const float* panels, const std::uint32_t* plist, std::size_t np,
         const std::size_t qn = nq - q < static_cast<std::size_t>(kQBlock) ? nq - q : kQBlock;
         const float* q0 = queries + q * d;
         const ScoreOut o0 = out.at(q, 0);
-        if (nq == 1) {  // one query: bandwidth bound, more independent rows in flight
-            group_f32<4, 1>(panels, plist, np, d, q0, o0);
+        if (nq == 1) {
+            one_f32(panels, plist, np, d, q0, o0);
             continue;
         }
         switch (qn) {
@@ -193,7 +269,7 @@ void f16_scores(const std::uint16_t* panels, const std::uint32_t* plist, std::si
         const float* q0 = queries + q * d;
         const ScoreOut o0 = out.at(q, 0);
         if (nq == 1) {
-            group_f16<4, 1>(panels, plist, np, d, q0, o0);
+            one_f16(panels, plist, np, d, q0, o0);
             continue;
         }
         switch (qn) {
@@ -213,7 +289,7 @@ void i8_scores(const std::uint8_t* panels, const float* row_scale, const std::ui
         const std::int8_t* q0 = qs.q + q * d;
         const ScoreOut o0 = out.at(q, 0);
         if (nq == 1) {
-            group_i8<4, 1>(panels, row_scale, plist, np, d, q0, qs.scale + q, qs.sum + q, o0);
+            one_i8(panels, row_scale, plist, np, d, q0, qs.scale[q], qs.sum[q], o0);
             continue;
         }
         switch (qn) {

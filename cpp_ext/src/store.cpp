@@ -444,16 +444,20 @@ void Store::search(const float* queries, std::size_t m, const SearchOptions& opt
     std::vector<std::uint16_t> hitbufs(threads * qc_max * tile);
     std::vector<float> gatebufs(threads * qc_max);
 
+    // Threads take tiles from a shared counter rather than fixed ranges: on a busy machine a
+    // thread that gets the core late simply takes fewer tiles instead of holding up the call.
+    std::atomic<std::size_t> next_tile{0};
     auto worker = [&](std::size_t t) {
-        const std::size_t p_begin = npanels * t / threads, p_end = npanels * (t + 1) / threads;
         float* buf = bufs.data() + t * qc_max * tile * 16;
         std::uint32_t* plist = plists.data() + t * tile;
         std::uint16_t* mask = masks.data() + t * tile;
         std::uint16_t* hits = hitbufs.data() + t * qc_max * tile;
         float* gates = gatebufs.data() + t * qc_max;
         TopK* hp = heaps.data() + t * m;
-        for (std::size_t p0 = p_begin; p0 < p_end; p0 += tile) {
-            const std::size_t p1 = std::min(p_end, p0 + tile);
+        for (;;) {
+            const std::size_t p0 = next_tile.fetch_add(tile, std::memory_order_relaxed);
+            if (p0 >= npanels) break;
+            const std::size_t p1 = std::min(npanels, p0 + tile);
             std::size_t np = 0;
             for (std::size_t p = p0; p < p1; ++p) {
                 std::uint32_t bits = 0xFFFFu;
