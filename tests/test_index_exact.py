@@ -137,6 +137,24 @@ def test_damaged_file_is_refused(data: tuple, tmp_path: Path) -> None:
     path.write_bytes(b"not an index at all")
     with pytest.raises(IntegrityError, match="magic"):
         ExactIndex.load(path)
+    index.save(path)
+    good = path.read_bytes()
+    path.write_bytes(good[:-100])
+    with pytest.raises(IntegrityError, match="truncated"):
+        ExactIndex.load(path)
+    path.write_bytes(good + b"x")
+    with pytest.raises(IntegrityError, match="trailing"):
+        ExactIndex.load(path)
+    # a header that claims far more rows than the file holds is refused before allocating
+    hlen = int.from_bytes(good[8:12], "little")
+    header = good[12: 12 + hlen].replace(b'"n": 1200', b'"n": 9999999')
+    path.write_bytes(good[:8] + len(header).to_bytes(4, "little") + header + good[12 + hlen:])
+    with pytest.raises(IntegrityError):
+        ExactIndex.load(path)
+    from safeface.index import FaissIndex
+    with pytest.raises(IntegrityError, match="not 'safeface.faiss'"):
+        index.save(path)
+        FaissIndex.load(path)
 
 
 def test_bad_input_raises_clear_value_errors() -> None:

@@ -199,17 +199,33 @@ NB_MODULE(_core, m) {
             },
             "Views of the raw state (ids, panels, scales, f32) for saving.")
         .def(
-            "load_raw",
-            [](sfcore::Store& s, Ids ids, Bytes panels, F32Flat scales, F32Flat f32) {
-                const std::size_t n = ids.shape(0), np = (n + 15) / 16;
-                if (panels.shape(0) != np * s.panel_bytes())
-                    throw std::invalid_argument("stored panel data has the wrong size");
-                if (s.dtype() == sfcore::Dtype::i8 && scales.shape(0) != np * 16)
-                    throw std::invalid_argument("stored scales have the wrong size");
-                if (s.keeps_f32() && f32.shape(0) != n * s.dim())
-                    throw std::invalid_argument("stored float32 rows have the wrong size");
-                nb::gil_scoped_release release;
-                s.load_raw(ids.data(), n, panels.data(), scales.data(), f32.data());
+            "begin_load",
+            [](nb::handle self, std::size_t n) {
+                auto& s = nb::cast<sfcore::Store&>(self);
+                {
+                    nb::gil_scoped_release release;
+                    s.begin_load(n);
+                }
+                // Writable views (owner: the store) for the caller to read the file into.
+                using WU8 = nb::ndarray<nb::numpy, std::uint8_t, nb::ndim<1>>;
+                using WF = nb::ndarray<nb::numpy, float, nb::ndim<1>>;
+                static std::uint8_t no_b = 0;
+                static float no_f = 0.f;
+                const std::size_t np = (n + 15) / 16;
+                const bool i8 = s.dtype() == sfcore::Dtype::i8;
+                nb::dict out;
+                out["panels"] = WU8(np ? s.panel_data_mut() : &no_b, {np * s.panel_bytes()}, self);
+                out["scales"] = WF(i8 && np ? s.row_scales_mut() : &no_f, {i8 ? np * 16 : 0}, self);
+                out["f32"] = WF(s.keeps_f32() && n ? s.f32_rows_mut() : &no_f,
+                                {s.keeps_f32() ? n * s.dim() : 0}, self);
+                return out;
             },
-            nb::arg("ids"), nb::arg("panels"), nb::arg("scales"), nb::arg("f32"));
+            nb::arg("n"), "Prepare an empty store for n stored rows; returns writable views.")
+        .def(
+            "finish_load",
+            [](sfcore::Store& s, Ids ids) {
+                nb::gil_scoped_release release;
+                s.finish_load(ids.data(), ids.shape(0));
+            },
+            nb::arg("ids"), "Index the loaded ids (row-position order) and make the rows live.");
 }

@@ -346,31 +346,32 @@ std::size_t Store::remove(const std::int64_t* ids, std::size_t m) {
     return removed;
 }
 
-void Store::load_raw(const std::int64_t* ids, std::size_t n, const std::uint8_t* panels,
-                     const float* scales, const float* f32rows) {
+void Store::begin_load(std::size_t n) {
     std::unique_lock lock(mu_);
+    if (n_ != 0) throw std::invalid_argument("can only load into an empty index");
+    if (n >= 0xFFFFFFF0u) throw std::invalid_argument("too many stored rows");
+    const std::size_t np = (n + 15) / 16, cap = np * 16;
+    // Fresh buffers sized for the stored rows; the caller reads the file straight into them.
+    AlignedBuf new_panels, new_scales, new_f32;
+    new_panels.reserve(np * panel_bytes(), np * panel_bytes());
+    if (dt_ == Dtype::i8) new_scales.reserve(cap * sizeof(float), cap * sizeof(float));
+    if (keep_f32_) new_f32.reserve(cap * d_ * sizeof(float), n * d_ * sizeof(float));
+    panels_.swap(new_panels);
+    scales_.swap(new_scales);
+    f32_.swap(new_f32);
+    cap_rows_ = cap;
+    pos_.clear();
+    ids_.clear();
+}
+
+void Store::finish_load(const std::int64_t* ids, std::size_t n) {
+    std::unique_lock lock(mu_);
+    if (n > cap_rows_) throw std::invalid_argument("more ids than rows prepared for loading");
     IdMap pos;
     pos.reserve(n);
     for (std::size_t i = 0; i < n; ++i)
         if (pos.put(ids[i], static_cast<std::uint32_t>(i)) != IdMap::kEmpty)
             throw std::invalid_argument("the stored ids repeat id " + std::to_string(ids[i]));
-    const std::size_t np = (n + 15) / 16;
-    for (std::size_t r = n; r < n_; ++r) clear_row(r);  // loading into a used store
-    if (n > cap_rows_) {
-        // Fresh buffers sized for the stored rows; the copied ranges need no zeroing first.
-        const std::size_t cap = np * 16;
-        AlignedBuf new_panels, new_scales, new_f32;
-        new_panels.reserve(np * panel_bytes(), np * panel_bytes());
-        if (dt_ == Dtype::i8) new_scales.reserve(cap * sizeof(float), cap * sizeof(float));
-        if (keep_f32_) new_f32.reserve(cap * d_ * sizeof(float), n * d_ * sizeof(float));
-        panels_.swap(new_panels);
-        scales_.swap(new_scales);
-        f32_.swap(new_f32);
-        cap_rows_ = cap;
-    }
-    std::memcpy(panels_.data(), panels, np * panel_bytes());
-    if (dt_ == Dtype::i8) std::memcpy(scales_.data(), scales, np * 16 * sizeof(float));
-    if (keep_f32_) std::memcpy(f32_.data(), f32rows, n * d_ * sizeof(float));
     ids_.assign(ids, ids + n);
     pos_ = std::move(pos);
     n_ = n;

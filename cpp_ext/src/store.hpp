@@ -78,8 +78,14 @@ public:
     const std::uint8_t* panel_data() const { return panels_.data(); }
     const float* row_scales() const { return reinterpret_cast<const float*>(scales_.data()); }
     const float* f32_rows() const { return reinterpret_cast<const float*>(f32_.data()); }
-    void load_raw(const std::int64_t* ids, std::size_t n, const std::uint8_t* panels,
-                  const float* scales, const float* f32rows);
+    // Loading: begin_load(n) sizes fresh buffers for n rows (the caller fills them through
+    // the writable accessors), finish_load(ids) then indexes the ids and makes the rows live.
+    void begin_load(std::size_t n);
+    void finish_load(const std::int64_t* ids, std::size_t n);
+    std::uint8_t* panel_data_mut() { return panels_.data(); }
+    float* row_scales_mut() { return reinterpret_cast<float*>(scales_.data()); }
+    float* f32_rows_mut() { return reinterpret_cast<float*>(f32_.data()); }
+    std::size_t capacity_rows() const { return cap_rows_; }
 
     std::shared_mutex& mutex() const { return mu_; }
     // Row position of an id, or -1. Caller holds the mutex.

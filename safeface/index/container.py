@@ -14,7 +14,7 @@ import json
 import os
 import struct
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping, Optional
 
 import numpy as np
 
@@ -56,38 +56,75 @@ def write_container(path: str | os.PathLike[str], fmt: str, meta: Mapping[str, A
     os.replace(tmp, target)
 
 
-def read_container(path: str | os.PathLike[str],
-                   fmt: str) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+#: Called with (meta, {name: (dtype, shape)}) before the arrays are read; returns, per name,
+#: a writable array of exactly that dtype and shape to read the bytes into, or None for a new one.
+Allocator = Callable[[dict[str, Any], dict[str, tuple[str, tuple[int, ...]]]],
+                     Mapping[str, Optional[np.ndarray]]]
+
+_CHUNK = 64 << 20
+
+
+def read_container(path: str | os.PathLike[str], fmt: str,
+                   allocate: Optional[Allocator] = None
+                   ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """Read and verify a file written by :func:`write_container` with the same ``fmt``.
 
-    Raises IntegrityError when the file is not such a file or its checksum does not match.
-    The returned arrays are read-only views into one buffer.
+    The arrays are read straight into the buffers ``allocate`` supplies (no second copy of a large
+    gallery), the checksum is computed on the fly, and the whole is verified before returning.
+    Raises IntegrityError when the file is not such a file, is truncated, or its checksum fails.
     """
-    buf = np.fromfile(path, dtype=np.uint8)
-    if buf.size < len(MAGIC) + 12 or bytes(buf[: len(MAGIC)]) != MAGIC:
-        raise IntegrityError(f"{path} is not a saved safeface index (bad magic bytes).")
-    stored = struct.unpack("<Q", bytes(buf[-8:]))[0]
-    if _core.checksum64(buf[:-8]) != stored:
-        raise IntegrityError(f"{path} is damaged: its checksum does not match its content.")
-    (hlen,) = struct.unpack("<I", bytes(buf[8:12]))
-    try:
-        header = json.loads(bytes(buf[12: 12 + hlen]).decode())
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise IntegrityError(f"{path} has an unreadable header.") from exc
-    if header.get("format") != fmt:
-        raise IntegrityError(f"{path} holds a {header.get('format')!r} index, not {fmt!r}.")
-    off = 12 + hlen
-    off += _pad(off)
-    arrays: dict[str, np.ndarray] = {}
-    for name, dtype, shape in header["arrays"]:
-        if dtype not in _DTYPES:
-            raise IntegrityError(f"{path} declares an unsupported array type {dtype!r}.")
-        count = int(np.prod(shape)) if shape else 1
-        nbytes = count * np.dtype(dtype).itemsize
-        if off + nbytes > buf.size - 8:
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        checksum = _core.Checksum64()
+
+        def read(n: int) -> np.ndarray:
+            buf = np.empty(n, dtype=np.uint8)
+            if f.readinto(buf.data) != n:
+                raise IntegrityError(f"{path} is truncated.")
+            checksum.update(buf)
+            return buf
+
+        head = read(12) if size >= 20 else np.zeros(0, np.uint8)
+        if head.size < 12 or bytes(head[:8]) != MAGIC:
+            raise IntegrityError(f"{path} is not a saved safeface index (bad magic bytes).")
+        (hlen,) = struct.unpack("<I", bytes(head[8:12]))
+        if hlen > size:
             raise IntegrityError(f"{path} is truncated.")
-        a = buf[off: off + nbytes].view(dtype).reshape(shape)
-        a.flags.writeable = False
-        arrays[name] = a
-        off += nbytes + _pad(nbytes)
-    return dict(header["meta"]), arrays
+        try:
+            header = json.loads(bytes(read(hlen)).decode())
+            layout = {str(name): (str(dt), tuple(int(v) for v in shape))
+                      for name, dt, shape in header["arrays"]}
+            meta = dict(header["meta"])
+        except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+            raise IntegrityError(f"{path} has an unreadable header.") from exc
+        if header.get("format") != fmt:
+            raise IntegrityError(f"{path} holds a {header.get('format')!r} index, not {fmt!r}.")
+        expected = 12 + hlen + _pad(12 + hlen) + 8
+        for dt, shape in layout.values():
+            if dt not in _DTYPES or any(v < 0 for v in shape):
+                raise IntegrityError(f"{path} declares an unsupported array {dt} {shape}.")
+            nbytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(dt).itemsize
+            expected += nbytes + _pad(nbytes)
+        if expected != size:  # checked before any large allocation
+            raise IntegrityError(f"{path} is truncated or has trailing data.")
+        read(_pad(12 + hlen))
+        targets = allocate(meta, layout) if allocate is not None else {}
+        arrays: dict[str, np.ndarray] = {}
+        for name, (dt, shape) in layout.items():
+            dest = targets.get(name)
+            if dest is None:
+                dest = np.empty(shape, dtype=dt)
+            elif dest.dtype != np.dtype(dt) or dest.size != int(np.prod(shape, dtype=np.int64)):
+                raise IntegrityError(f"{path}: array {name!r} does not fit this index.")
+            raw = dest.reshape(-1).view(np.uint8)
+            for off in range(0, raw.size, _CHUNK):
+                part = raw[off: off + _CHUNK]
+                if f.readinto(part.data) != part.size:
+                    raise IntegrityError(f"{path} is truncated.")
+                checksum.update(part)
+            read(_pad(raw.size))
+            arrays[name] = dest.reshape(shape)
+        tail = f.read(8)
+        if len(tail) != 8 or struct.unpack("<Q", tail)[0] != checksum.digest():
+            raise IntegrityError(f"{path} is damaged: its checksum does not match its content.")
+    return meta, arrays

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
-from typing import Iterable, Optional
+from typing import Any, Iterable, Optional
 
 import numpy as np
 
@@ -112,14 +112,31 @@ class ExactIndex:
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], threads: Optional[int] = None) -> "ExactIndex":
-        """Open an index written by :meth:`save`. Raises IntegrityError if the file is damaged."""
-        meta, arrays = read_container(path, _FORMAT)
+        """Open an index written by :meth:`save`. Raises IntegrityError if the file is damaged.
+
+        The rows are read straight into the index's own buffers: no second copy in memory.
+        """
+        made: list[ExactIndex] = []
+
+        def allocate(meta: dict[str, Any], layout: dict[str, tuple[str, tuple[int, ...]]]
+                     ) -> dict[str, Optional[np.ndarray]]:
+            try:
+                index = cls(int(meta["dim"]), str(meta["dtype"]), bool(meta["rerank"]), threads)
+                n = int(meta["n"])
+            except (KeyError, TypeError, ValueError) as exc:
+                raise IntegrityError(f"{path} is not a consistent exact index: {exc}") from exc
+            if layout.get("ids") != ("int64", (n,)):
+                raise IntegrityError(f"{path} declares {n} rows but not {n} ids.")
+            made.append(index)
+            views = index._store.begin_load(n)
+            return {"ids": None, **views}
+
+        _, arrays = read_container(path, _FORMAT, allocate)
+        if not made:
+            raise IntegrityError(f"{path} is not a consistent exact index.")
+        index = made[0]
         try:
-            index = cls(int(meta["dim"]), str(meta["dtype"]), bool(meta["rerank"]), threads)
-            ids = arrays["ids"]
-            if ids.shape[0] != int(meta["n"]):
-                raise IntegrityError(f"{path} declares {meta['n']} rows but stores {ids.shape[0]} ids.")
-            index._store.load_raw(ids, arrays["panels"], arrays["scales"], arrays["f32"])
-        except (KeyError, ValueError) as exc:
+            index._store.finish_load(arrays["ids"])
+        except ValueError as exc:
             raise IntegrityError(f"{path} is not a consistent exact index: {exc}") from exc
         return index
