@@ -113,14 +113,12 @@ struct TopK {
 };
 
 float dot_f32(const float* a, const float* b, std::size_t d) {
-    float s0 = 0.f, s1 = 0.f, s2 = 0.f, s3 = 0.f;
-    for (std::size_t j = 0; j < d; j += 4) {
-        s0 += a[j] * b[j];
-        s1 += a[j + 1] * b[j + 1];
-        s2 += a[j + 2] * b[j + 2];
-        s3 += a[j + 3] * b[j + 3];
-    }
-    return (s0 + s1) + (s2 + s3);
+    // The simd pragma allows a reordered (vectorised) sum; rounding differs from a sequential
+    // sum by far less than the 1e-5 the scores promise.
+    float s = 0.f;
+#pragma omp simd reduction(+ : s)
+    for (std::size_t j = 0; j < d; ++j) s += a[j] * b[j];
+    return s;
 }
 
 void check_finite(const float* x, std::size_t count, const char* what) {
