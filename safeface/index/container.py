@@ -32,7 +32,8 @@ def _pad(n: int) -> int:
 
 def write_container(path: str | os.PathLike[str], fmt: str, meta: Mapping[str, Any],
                     arrays: Mapping[str, np.ndarray]) -> None:
-    """Write atomically: a temporary file next to the target, then a rename."""
+    """Write atomically and durably: a temporary file next to the target, flushed to disk, then
+    renamed over the target."""
     layout = []
     for name, a in arrays.items():
         if a.dtype.name not in _DTYPES:
@@ -53,6 +54,8 @@ def write_container(path: str | os.PathLike[str], fmt: str, meta: Mapping[str, A
                 checksum.update(part)
                 f.write(part.data)
         f.write(struct.pack("<Q", checksum.digest()))
+        f.flush()
+        os.fsync(f.fileno())  # durable before the rename makes it the index
     os.replace(tmp, target)
 
 
