@@ -30,10 +30,16 @@ from safeface.index import ExactIndex, get_isa, get_num_threads
 K = 10
 
 
+#: Pause before each timed call: OpenBLAS and OpenMP worker threads keep spinning for a while
+#: after a call returns, and would otherwise slow down whichever contender runs next.
+SETTLE_S = 0.05
+
+
 def best_time(fn: Callable[[], object], repeat: int) -> float:
     fn()  # warm-up (page faults, thread start)
     best = float("inf")
     for _ in range(repeat):
+        time.sleep(SETTLE_S)
         t = time.perf_counter()
         fn()
         best = min(best, time.perf_counter() - t)
@@ -48,6 +54,7 @@ def best_times(fns: dict[str, Callable[[], object]], repeat: int) -> dict[str, f
     best = {name: float("inf") for name in fns}
     for _ in range(repeat):
         for name, fn in fns.items():
+            time.sleep(SETTLE_S)
             t = time.perf_counter()
             fn()
             best[name] = min(best[name], time.perf_counter() - t)
