@@ -21,7 +21,7 @@ namespace nb = nanobind;
 
 using RowsF32 = nb::ndarray<const float, nb::ndim<2>, nb::c_contig, nb::device::cpu>;
 using Ids = nb::ndarray<const std::int64_t, nb::ndim<1>, nb::c_contig, nb::device::cpu>;
-using Words = nb::ndarray<const std::uint64_t, nb::ndim<1>, nb::c_contig, nb::device::cpu>;
+using Flags = nb::ndarray<const bool, nb::ndim<1>, nb::c_contig, nb::device::cpu>;
 using Bytes = nb::ndarray<const std::uint8_t, nb::ndim<1>, nb::c_contig, nb::device::cpu>;
 using F32Flat = nb::ndarray<const float, nb::ndim<1>, nb::c_contig, nb::device::cpu>;
 using OutF32 = nb::ndarray<nb::numpy, float, nb::ndim<2>>;
@@ -116,7 +116,7 @@ NB_MODULE(_core, m) {
         .def(
             "search",
             [](const sfcore::Store& s, RowsF32 queries, std::size_t k, std::optional<float> threshold,
-               std::optional<Words> allowed, bool rerank, std::size_t candidates, std::size_t threads) {
+               std::optional<Flags> allowed, bool rerank, std::size_t candidates, std::size_t threads) {
                 check_rows(queries, s, "queries");
                 sfcore::SearchOptions opt;
                 opt.k = k;
@@ -126,12 +126,12 @@ NB_MODULE(_core, m) {
                 opt.candidates = candidates;
                 opt.threads = threads;
                 if (allowed) {
-                    const std::size_t need = (s.size() + 63) / 64;
-                    if (allowed->shape(0) < need)
-                        throw std::invalid_argument("the allowed bitset has " +
+                    if (allowed->shape(0) != s.size())
+                        throw std::invalid_argument("the allowed mask has " +
                                                     std::to_string(allowed->shape(0)) +
-                                                    " words but the index needs " + std::to_string(need));
-                    opt.allowed = allowed->data();
+                                                    " entries but the index has " +
+                                                    std::to_string(s.size()) + " rows");
+                    opt.allowed = reinterpret_cast<const std::uint8_t*>(allowed->data());
                 }
                 const std::size_t mq = queries.shape(0);
                 float* sc = new float[mq * k];
@@ -150,7 +150,7 @@ NB_MODULE(_core, m) {
             nb::arg("allowed") = nb::none(), nb::arg("rerank") = true, nb::arg("candidates") = 0,
             nb::arg("threads") = 0,
             "Top-k per query: (scores float32 (m,k), ids int64 (m,k)); -inf / -1 pad. `allowed`"
-            " is a bitset over row positions (bit i of word i // 64).")
+            " is a boolean mask over row positions.")
         .def(
             "mask_of_ids",
             [](const sfcore::Store& s, Ids ids) {

@@ -12,6 +12,10 @@
 
 #include "dispatch.hpp"
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
 #if defined(__linux__)
 #include <sys/mman.h>
 #endif
@@ -119,6 +123,19 @@ float dot_f32(const float* a, const float* b, std::size_t d) {
 #pragma omp simd reduction(+ : s)
     for (std::size_t j = 0; j < d; ++j) s += a[j] * b[j];
     return s;
+}
+
+// The 16 allowed-flags of one full panel as a bit mask.
+inline std::uint32_t flags16(const std::uint8_t* m) {
+#if defined(__SSE2__)
+    const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(m));
+    return static_cast<std::uint32_t>(_mm_movemask_epi8(_mm_cmpeq_epi8(v, _mm_setzero_si128()))) ^
+           0xFFFFu;
+#else
+    std::uint32_t b = 0;
+    for (int l = 0; l < 16; ++l) b |= static_cast<std::uint32_t>(m[l] != 0) << l;
+    return b;
+#endif
 }
 
 void check_finite(const float* x, std::size_t count, const char* what) {
@@ -443,6 +460,15 @@ void Store::search(const float* queries, std::size_t m, const SearchOptions& opt
     std::vector<std::uint16_t> hitbufs(threads * qc_max * tile);
     std::vector<float> gatebufs(threads * qc_max);
 
+    // Rows of panel p that exist and are allowed, as a 16-bit mask.
+    auto panel_bits = [&](std::size_t p) -> std::uint32_t {
+        const std::size_t rows = std::min<std::size_t>(16, n - p * 16);
+        if (!opt.allowed) return rows == 16 ? 0xFFFFu : (1u << rows) - 1;
+        if (rows == 16) return flags16(opt.allowed + p * 16);
+        std::uint32_t b = 0;
+        for (std::size_t l = 0; l < rows; ++l) b |= static_cast<std::uint32_t>(opt.allowed[p * 16 + l] != 0) << l;
+        return b;
+    };
     // Threads take tiles from a shared counter rather than fixed ranges: on a busy machine a
     // thread that gets the core late simply takes fewer tiles instead of holding up the call.
     std::atomic<std::size_t> next_tile{0};
@@ -459,9 +485,7 @@ void Store::search(const float* queries, std::size_t m, const SearchOptions& opt
             const std::size_t p1 = std::min(npanels, p0 + tile);
             std::size_t np = 0;
             for (std::size_t p = p0; p < p1; ++p) {
-                std::uint32_t bits = 0xFFFFu;
-                if (p == npanels - 1 && n % 16) bits = (1u << (n % 16)) - 1;
-                if (opt.allowed) bits &= static_cast<std::uint32_t>(opt.allowed[p >> 2] >> ((p & 3) * 16));
+                const std::uint32_t bits = panel_bits(p);
                 if (!bits) continue;  // no allowed row: the panel is never read
                 plist[np] = static_cast<std::uint32_t>(p);
                 mask[np] = static_cast<std::uint16_t>(bits);
@@ -473,9 +497,7 @@ void Store::search(const float* queries, std::size_t m, const SearchOptions& opt
                 // the hardware prefetcher streaming, and costs less than the skipped panels save.
                 np = 0;
                 for (std::size_t p = p0; p < p1; ++p) {
-                    std::uint32_t bits = 0xFFFFu;
-                    if (p == npanels - 1 && n % 16) bits = (1u << (n % 16)) - 1;
-                    bits &= static_cast<std::uint32_t>(opt.allowed[p >> 2] >> ((p & 3) * 16));
+                    const std::uint32_t bits = panel_bits(p);
                     plist[np] = static_cast<std::uint32_t>(p);
                     mask[np] = static_cast<std::uint16_t>(bits);
                     ++np;

@@ -44,7 +44,7 @@ struct SearchOptions {
     std::size_t k = 10;
     float threshold = 0.f;
     bool has_threshold = false;
-    const std::uint64_t* allowed = nullptr;  // bit i = row position i may be returned
+    const std::uint8_t* allowed = nullptr;   // n bytes: nonzero = row position i may be returned
     bool rerank = true;                      // int8 / float16: exact float32 re-scoring
     std::size_t candidates = 0;              // re-rank pool per query (0: automatic)
     std::size_t threads = 0;                 // 0: the process default

@@ -82,26 +82,21 @@ class ExactIndex:
         kk = check_k(k)
         q = as_vectors(queries, self.dim, "queries", check_finite=False)
         thr = check_threshold(threshold)
-        words = None if allowed is None else self._allowed_words(allowed)
-        scores, out_ids = self._store.search(q, kk, thr, words, self.rerank,
+        flags = None if allowed is None else self._allowed_mask(allowed)
+        scores, out_ids = self._store.search(q, kk, thr, flags, self.rerank,
                                              0 if candidates is None else int(candidates),
                                              self.threads)
         return scores, out_ids
 
-    def _allowed_words(self, allowed: Allowed) -> np.ndarray:
+    def _allowed_mask(self, allowed: Allowed) -> np.ndarray:
         n = len(self._store)
         if isinstance(allowed, np.ndarray) and allowed.dtype == np.bool_:
             if allowed.shape != (n,):
                 raise ValueError(
                     f"a boolean allowed mask needs one entry per indexed row in ids() order "
                     f"({n}), got shape {allowed.shape}.")
-            mask = allowed
-        else:
-            mask = self._store.mask_of_ids(as_ids(allowed))  # type: ignore[arg-type]
-        bits = np.packbits(mask, bitorder="little")
-        words = np.zeros((n + 63) // 64 * 8, dtype=np.uint8)
-        words[: bits.size] = bits
-        return words.view(np.uint64)
+            return np.ascontiguousarray(allowed)
+        return self._store.mask_of_ids(as_ids(allowed))  # type: ignore[arg-type]
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the index to ``path`` (own binary format with a checksum; see container.py)."""
