@@ -17,7 +17,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from lfw import best_accuracy, lfw_pairs  # noqa: E402
 
-from safeface.vision import DEFAULT_THRESHOLD, Pipeline, get_engine  # noqa: E402
+from safeface.vision import DEFAULT_ENGINE, DEFAULT_THRESHOLD, Pipeline, get_engine  # noqa: E402
 
 
 def run_safeface(images: list[Path], engine: str) -> tuple[dict[Path, np.ndarray | None], float]:
@@ -48,7 +48,7 @@ def run_face_recognition(images: list[Path]) -> tuple[dict[Path, np.ndarray | No
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--limit", type=int, default=None, help="use this many pairs (half same, half different)")
-    ap.add_argument("--engine", default="dlib")
+    ap.add_argument("--engine", default=DEFAULT_ENGINE)
     args = ap.parse_args()
     pairs = lfw_pairs(args.limit)
     images = sorted({p for a, b, _ in pairs for p in (a, b)})
