@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import sqlite3
 import subprocess
 import sys
@@ -15,11 +14,11 @@ from typing import Any
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from child_process import child_env  # noqa: E402
 from policy_support import images  # noqa: E402
 
 from safeface.cli import main  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
 class Cli:
@@ -201,12 +200,12 @@ def test_usage_errors_exit_2(cli: Cli, tmp_path: Path) -> None:
 
 def test_module_entry_point_and_exit_codes(tmp_path: Path) -> None:
     """`python -m safeface.cli` in a fresh process, as a user runs it."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OPENBLAS_NUM_THREADS": "1"}
+    env = child_env()
     ws = tmp_path / "ws"
 
     def run(*args: Any) -> subprocess.CompletedProcess[str]:
         return subprocess.run([sys.executable, "-m", "safeface.cli", *map(str, args)], capture_output=True, text=True,
-                              env=env, timeout=120)
+                              env=env, cwd=tmp_path, timeout=120)
 
     assert run("init", ws, "--demo", "--profile", "eu", "--profile", "cn-2025").returncode == 0
     r = run("analyze", ws, "/nonexistent.jpg", "--attribute", "Emotions")
@@ -239,10 +238,10 @@ def test_enrol_killed_mid_call_leaves_no_unrecorded_template(tmp_path: Path, cli
     ws = tmp_path / "ws"
     cli("init", ws, "--demo")
     token = cli("consent", "issue", ws, "--subject", "alice", "--purpose", "demo")[0].strip()
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OPENBLAS_NUM_THREADS": "1"}
+    env = child_env()
     proc = subprocess.Popen([sys.executable, "-m", "safeface.cli", "enroll", str(ws), str(img / "obama.jpg"),
                              "--subject", "alice", "--purpose", "demo", "--consent", token],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, cwd=tmp_path)
     time.sleep(delay)
     proc.send_signal(signal.SIGKILL)
     proc.wait(30)

@@ -40,26 +40,44 @@ def test_face_counts(dlib_engine, fr_images: Path, expected: dict) -> None:  # t
         assert len(dlib_engine.detect(load_image(fr_images / rel), "hog", 1)) == count, rel
 
 
-def test_raw_descriptors_equal_face_recognition(dlib_engine, fr_images: Path, expected: dict) -> None:  # type: ignore[no-untyped-def,type-arg]
-    """dlib's raw descriptors through our chips equal the peer's within 1e-5, and so do its
-    Euclidean distances."""
-    fr = pytest.importorskip("face_recognition", reason="the face_recognition peer is not installed")
+def test_raw_descriptors_equal_dlibs_own_and_expected_distances(dlib_engine, fr_images: Path, expected: dict) -> None:  # type: ignore[no-untyped-def,type-arg]
+    """Our chips give the descriptors that dlib computes from the whole image and its 5-point
+    shape (what face_recognition does) within 1e-5, and the peer's expected Euclidean distances."""
+    import dlib
+
+    from safeface.vision import registry
+
+    rec = dlib.face_recognition_model_v1(str(registry.verified_path("dlib-resnet-v1")))
+    shape = dlib.shape_predictor(str(registry.verified_path("dlib-shape-5")))
+    hog = dlib.get_frontal_face_detector()
 
     def ours(rel: str) -> np.ndarray:
         img = load_image(fr_images / rel)
         faces = dlib_engine.detect(img, "hog", 1)
         return dlib_engine.raw_descriptors(dlib_engine.chips(img, faces[:1]))[0]  # type: ignore[no-any-return]
 
-    def peer(rel: str) -> np.ndarray:
-        return fr.face_encodings(fr.load_image_file(str(fr_images / rel)))[0]  # type: ignore[no-any-return]
+    def dlibs(rel: str) -> np.ndarray:
+        img = load_image(fr_images / rel)
+        rect = hog(img, 1)[0]
+        return np.array(rec.compute_face_descriptor(img, shape(img, rect), 0))
 
     base = ours("test_images/obama.jpg")
-    assert np.abs(base - peer("test_images/obama.jpg")).max() < 1e-5
+    assert np.abs(base - dlibs("test_images/obama.jpg")).max() < 1e-5
     assert abs(np.linalg.norm(base) - expected["embedding_norm_approx"]) < 0.05
     for rel, dist in expected["euclidean_distance_from_obama"].items():
         other = ours(rel)
-        assert np.abs(other - peer(rel)).max() < 1e-5, rel
+        assert np.abs(other - dlibs(rel)).max() < 1e-5, rel
         assert abs(np.linalg.norm(base - other) - dist) < 2e-3, rel
+
+
+def test_raw_descriptors_equal_face_recognition_when_installed(dlib_engine, fr_images: Path) -> None:  # type: ignore[no-untyped-def]
+    """The peer itself, where it is installed (pip install --no-deps face_recognition)."""
+    fr = pytest.importorskip("face_recognition", reason="the face_recognition peer is not installed (benchmarks install it)")
+    img = load_image(fr_images / "test_images" / "obama2.jpg")
+    faces = dlib_engine.detect(img, "hog", 1)
+    ours = dlib_engine.raw_descriptors(dlib_engine.chips(img, faces[:1]))[0]
+    peer = fr.face_encodings(fr.load_image_file(str(fr_images / "test_images" / "obama2.jpg")))[0]
+    assert np.abs(ours - peer).max() < 1e-5
 
 
 def test_same_and_different_decisions(dlib_engine, fr_images: Path, expected: dict) -> None:  # type: ignore[no-untyped-def,type-arg]

@@ -4,7 +4,6 @@ leave a complete, verifiable chain."""
 from __future__ import annotations
 
 import multiprocessing as mp
-import os
 import signal
 import sqlite3
 import subprocess
@@ -13,6 +12,9 @@ import time
 from pathlib import Path
 
 import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from child_process import child_env  # noqa: E402
 
 from safeface.audit import AuditLog
 from safeface.errors import IntegrityError
@@ -112,7 +114,7 @@ def _writer(path: str, n: int, tag: str) -> None:
 def test_two_processes_append_at_once(tmp_path: Path) -> None:
     path = tmp_path / "a.db"
     filled(path, 1).close()
-    ctx = mp.get_context("spawn")
+    ctx = mp.get_context("fork")  # the child shares the parent's imported safeface
     procs = [ctx.Process(target=_writer, args=(str(path), 60, tag)) for tag in ("a", "b")]
     for p in procs:
         p.start()
@@ -141,8 +143,8 @@ while True:
 def test_killed_writer_leaves_a_valid_chain(tmp_path: Path) -> None:
     path = tmp_path / "a.db"
     filled(path, 1).close()
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    proc = subprocess.Popen([sys.executable, "-c", KILLED_WRITER, str(path)], stdout=subprocess.PIPE, env=env)
+    proc = subprocess.Popen([sys.executable, "-c", KILLED_WRITER, str(path)], stdout=subprocess.PIPE,
+                            env=child_env(), cwd=tmp_path)
     assert proc.stdout is not None and proc.stdout.readline().strip() == b"ready"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:  # let it write a while, then kill it mid-stream

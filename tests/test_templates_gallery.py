@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import multiprocessing
-import os
 import signal
 import sqlite3
 import subprocess
@@ -16,6 +15,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from child_process import child_env  # noqa: E402
 
 from safeface.errors import ConfigError, IntegrityError
 from safeface.templates import (
@@ -30,7 +32,6 @@ from safeface.templates import (
 from safeface.templates.sealing import RowBinding
 
 DIM = 128
-ROOT = Path(__file__).resolve().parents[1]
 PASS = "correct horse battery staple"
 FAST = ScryptParams(n=2**10, r=8, p=1)
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
@@ -345,8 +346,7 @@ print("finished", flush=True)
 
 
 def _run_child(db: Path, keys: Path, mode: str, n: int) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, "-c", CHILD, str(db), str(keys), mode, str(n)], env=env,
+    return subprocess.run([sys.executable, "-c", CHILD, str(db), str(keys), mode, str(n)], env=child_env(), cwd=db.parent,
                           capture_output=True, text=True, timeout=120)
 
 
@@ -367,8 +367,8 @@ def test_exit_mid_add_leaves_consistent_store(db: Path, keyring: PassphraseKeyri
 
 def test_sigkill_mid_writes_leaves_consistent_store(db: Path, keyring: PassphraseKeyring) -> None:
     Gallery.open(db, keyring, DIM).close()
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    p = subprocess.Popen([sys.executable, "-c", CHILD, str(db), str(keyring.path), "forever", "0"], env=env,
+    p = subprocess.Popen([sys.executable, "-c", CHILD, str(db), str(keyring.path), "forever", "0"], env=child_env(),
+                         cwd=db.parent,
                          stdout=subprocess.PIPE, text=True)
     try:
         assert p.stdout is not None and p.stdout.readline().strip() == "ready"
