@@ -13,6 +13,7 @@ import pytest
 
 from safeface.cli import main
 from safeface.evaluate.datasets import read_pairs
+from safeface.errors import ConfigError
 from safeface.evaluate.embedcache import EmbeddingCache, config_fingerprint, embed_images
 from safeface.vision import DEFAULT_ENGINE, Pipeline, PipelineConfig, get_engine
 
@@ -101,6 +102,18 @@ def test_interrupted_run_resumes_from_the_cache(tmp_path: Path, capsys: pytest.C
     for p in paths:
         a, b = recs[p].embedding, again[p].embedding
         assert (a is None) == (b is None) and (a is None or np.array_equal(a, b))
+    # no embedding is on disk in the clear, and an altered shard is refused
+    shards = sorted(EmbeddingCache(tmp_path, fp).dir.glob("shard-*"))
+    assert shards and all(s.suffix == ".sealed" for s in shards)
+    on_disk = b"".join(s.read_bytes() for s in shards)
+    for r in recs.values():
+        if r.embedding is not None:
+            assert r.embedding.astype(np.float32).tobytes()[:16] not in on_disk
+    original = shards[0].read_bytes()
+    shards[0].write_bytes(original[:-1] + bytes([original[-1] ^ 1]))
+    with pytest.raises(ConfigError, match="does not open"):
+        EmbeddingCache(tmp_path, fp)
+    shards[0].write_bytes(original)
     # and through the command: a second run embeds nothing new
     args = ["eval", "verify", "--pairs", str(PAIRS), "--root", str(LFW), "--limit", "6", *FAST,
             "--out", str(tmp_path / "out"), "--cache", str(tmp_path), "--json"]

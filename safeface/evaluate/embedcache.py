@@ -2,13 +2,16 @@
 
 This is an evaluation-tool cache of test-set embeddings, written only where the user points
 (`--cache DIR`, by default inside the report folder), never inside a workspace, with owner-only
-permissions. The SDK itself never writes an embedding to disk. Files are `.npz` shards read back
-with allow_pickle=False; each configuration (engine, detectors, flip, jitter, ...) has its own
-sub-folder, so changing an option never mixes embeddings."""
+permissions. No embedding reaches the disk in the clear: each shard is an `.npz` sealed with
+AES-256-GCM under a key kept apart from the cache, in the user's safeface home
+(`keys/eval-cache.key`), and read back with allow_pickle=False. Each configuration (engine,
+detectors, flip, jitter, ...) has its own sub-folder, so changing an option never mixes
+embeddings."""
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import sys
@@ -18,12 +21,35 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import numpy as np
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from ..errors import ConfigError
 from ..imageio import load_image
 from ..vision import Face, Pipeline
+from ..vision.registry import safeface_home
 
 SHARD_SIZE = 32
+NONCE_BYTES = 12
+
+
+def cache_key() -> bytes:
+    """The key that seals cached embeddings, created on first use (owner-only)."""
+    path = safeface_home() / "keys" / "eval-cache.key"
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        key = path.read_bytes()
+        if len(key) != 32:
+            raise ConfigError(f"{path} is not a 32-byte key; delete it and the embedding caches it sealed.") from None
+        return key
+    key = os.urandom(32)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(key)
+        fh.flush()
+        os.fsync(fh.fileno())
+    return key
 
 
 @dataclass
@@ -89,12 +115,19 @@ class EmbeddingCache:
         meta = self.dir / "config.json"
         if not meta.exists():
             meta.write_text(json.dumps(self.fingerprint, indent=2) + "\n", encoding="utf-8")
+        self._aead = AESGCM(cache_key())
         self._load()
 
     def _load(self) -> None:
         dim = int(self.fingerprint["dim"])  # type: ignore[call-overload]
-        for shard in sorted(self.dir.glob("shard-*.npz")):
-            with np.load(shard, allow_pickle=False) as z:
+        for shard in sorted(self.dir.glob("shard-*.sealed")):
+            blob = shard.read_bytes()
+            try:
+                plain = self._aead.decrypt(blob[:NONCE_BYTES], blob[NONCE_BYTES:], self.dir.name.encode())
+            except (InvalidTag, ValueError):
+                raise ConfigError(f"{shard} does not open under this user's cache key (altered, or sealed by "
+                                  f"another user); delete the cache folder {self.dir}.") from None
+            with np.load(io.BytesIO(plain), allow_pickle=False) as z:
                 keys, emb, faces, det = z["keys"], z["embeddings"], z["faces"], z["detectors"]
             if emb.ndim != 2 or emb.shape[1] != dim:
                 raise ConfigError(f"{shard}: embeddings of the wrong width; delete the cache folder {self.dir}.")
@@ -114,14 +147,18 @@ class EmbeddingCache:
         for i, (_, r) in enumerate(items):
             if r.embedding is not None:
                 emb[i] = r.embedding
-        n = len(list(self.dir.glob("shard-*.npz")))
-        target = self.dir / f"shard-{n:06d}-{os.getpid()}.npz"
+        n = len(list(self.dir.glob("shard-*.sealed")))
+        target = self.dir / f"shard-{n:06d}-{os.getpid()}.sealed"
+        buf = io.BytesIO()
+        np.savez(buf, keys=np.array([k for k, _ in items], dtype="U64"), embeddings=emb,
+                 faces=np.array([r.faces for _, r in items], dtype=np.int32),
+                 detectors=np.array([r.detector for _, r in items], dtype="U32"))
+        nonce = os.urandom(NONCE_BYTES)
+        sealed = nonce + self._aead.encrypt(nonce, buf.getvalue(), self.dir.name.encode())
         fd, tmp = tempfile.mkstemp(dir=self.dir, suffix=".tmp")
         try:
             with os.fdopen(fd, "wb") as fh:
-                np.savez(fh, keys=np.array([k for k, _ in items], dtype="U64"), embeddings=emb,
-                         faces=np.array([r.faces for _, r in items], dtype=np.int32),
-                         detectors=np.array([r.detector for _, r in items], dtype="U32"))
+                fh.write(sealed)
             os.chmod(tmp, 0o600)
             os.replace(tmp, target)
         except BaseException:

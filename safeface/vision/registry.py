@@ -62,12 +62,15 @@ def entry(name: str) -> ModelEntry:
     raise ModelError(f"no model named {name!r} in the manifest; known models: {known}.")
 
 
-def models_home() -> Path:
-    """The user's model directory (packs and converted models): $SAFEFACE_HOME/models or
-    ~/.safeface/models."""
+def safeface_home() -> Path:
+    """The user's safeface folder: $SAFEFACE_HOME or ~/.safeface."""
     root = os.environ.get("SAFEFACE_HOME")
-    base = Path(root) if root else Path.home() / ".safeface"
-    return base / "models"
+    return Path(root) if root else Path.home() / ".safeface"
+
+
+def models_home() -> Path:
+    """The user's model directory (packs and converted models): <safeface home>/models."""
+    return safeface_home() / "models"
 
 
 def sha256_file(path: Path) -> str:
