@@ -3,7 +3,6 @@ never lets an output replace its input, hashing, and atomic writes (temp file, t
 
 from __future__ import annotations
 
-import hashlib
 import os
 import tempfile
 from contextlib import contextmanager
@@ -46,14 +45,6 @@ def check_paths(in_path: Path, out_path: Path) -> tuple[str, str]:
     if out_path.exists() and not out_path.is_file():
         raise ImageError(f"{out_path}: exists and is not a regular file.")
     return in_kind, out_kind
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 @contextmanager

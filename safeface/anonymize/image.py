@@ -15,7 +15,8 @@ from ..errors import ImageError
 from ..imageio import ImageInput, load_image
 from .cover import DEFAULT_MARGIN, DEFAULT_MODE, apply_cover, check_margin, check_mode, region_for_box
 from .detect import DEFAULT_DETECTOR, Box, FaceFinder, iou
-from .files import IMAGE_EXTENSIONS, atomic_output, match_umask, sha256_file
+from ..hashing import sha256_file
+from .files import IMAGE_EXTENSIONS, atomic_output, match_umask
 from .report import AnonymizeReport
 
 # After covering, the result is searched again and anything still found is covered too; two

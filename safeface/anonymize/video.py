@@ -16,7 +16,8 @@ import numpy as np
 from ..errors import ImageError
 from .cover import DEFAULT_MARGIN, DEFAULT_MODE, apply_cover, check_margin, check_mode, region_for_box
 from .detect import DEFAULT_DETECTOR, FaceFinder
-from .files import VIDEO_EXTENSIONS, atomic_output, match_umask, sha256_file
+from ..hashing import sha256_file
+from .files import VIDEO_EXTENSIONS, atomic_output, match_umask
 from .report import AnonymizeReport
 from .track import FaceTracker
 

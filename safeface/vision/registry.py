@@ -3,7 +3,6 @@ files the manifest names. Every model is verified by SHA-256 before it is loaded
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 import os
@@ -13,6 +12,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from ..errors import ModelError
+from ..hashing import sha256_file as hash_file
 
 _HASH_CACHE: dict[tuple[str, int, int], str] = {}
 _HASH_LOCK = threading.Lock()
@@ -74,17 +74,14 @@ def models_home() -> Path:
 
 
 def sha256_file(path: Path) -> str:
+    """The file's SHA-256, remembered per (path, size, mtime) so a model is hashed once per process."""
     st = path.stat()
     key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
     with _HASH_LOCK:
         cached = _HASH_CACHE.get(key)
     if cached is not None:
         return cached
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    digest = h.hexdigest()
+    digest = hash_file(path)
     with _HASH_LOCK:
         _HASH_CACHE[key] = digest
     return digest
