@@ -19,7 +19,7 @@ def register(sub: Any) -> None:
     )
     p.add_argument("input", metavar="IN", help="image (JPEG, PNG, BMP, WebP, TIFF) or video (MP4, MOV, MKV, AVI)")
     p.add_argument("output", metavar="OUT", help="output path; its extension picks the format")
-    p.add_argument("--mode", choices=MODES, default=DEFAULT_MODE, help=f"how faces are covered (default {DEFAULT_MODE})")
+    p.add_argument("--mode", choices=MODES, default=DEFAULT_MODE, help=f"how faces are covered, always under grain (default {DEFAULT_MODE})")
     p.add_argument("--margin", type=float, default=DEFAULT_MARGIN,
                    help=f"cover margin as a fraction of the face box on each side, more above (default {DEFAULT_MARGIN})")
     p.add_argument("--detector", choices=DETECTORS, default=DEFAULT_DETECTOR,
