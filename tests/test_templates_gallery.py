@@ -522,6 +522,28 @@ def test_index_factory_sees_the_gallery_size(db: Path, keyring: PassphraseKeyrin
         assert sizes[-1] == 7 and len(g) == 7
 
 
+def test_gallery_moves_to_the_approximate_index_as_it_grows(db: Path, keyring: PassphraseKeyring) -> None:
+    from safeface.index import ExactIndex, FaissIndex, make_index
+
+    x = unit_rows(100, seed=14)
+    with Gallery.open(db, keyring, DIM, index_factory=lambda d, n: make_index(d, n, approx_above=70, kind="flat")) as g:
+        fill(g, x[:60])
+        assert isinstance(g._index, ExactIndex)
+        fill(g, x[60:90], purposes=("payment",), prefix="p")
+        # Past the factory's threshold the index was rebuilt as FAISS, holding every row.
+        assert isinstance(g._index, FaissIndex) and len(g._index) == 90
+        assert g.search(x[5], "access", k=1, now=T0)[0].pseudonym == g.pseudonym("s5")
+        assert g.search(x[70], "payment", k=1, now=T0)[0].pseudonym == g.pseudonym("p10")
+        assert g.pseudonym("p10") not in {m.pseudonym for m in g.search(x[70], "access", k=90, now=T0)}
+        fill(g, x[90:], prefix="t")
+        assert len(g._index) == 100 and g.search(x[95], "access", k=1, now=T0)[0].pseudonym == g.pseudonym("t5")
+    with Gallery.open(db, keyring, DIM, index_factory=lambda d, n: ExactIndex(d)) as g:
+        kept = g._index
+        fill(g, unit_rows(40, seed=15), prefix="u")
+        # A factory that keeps giving the same kind of index keeps the one in use.
+        assert g._index is kept and len(kept) == 140
+
+
 def test_faiss_index_plugs_in(db: Path, keyring: PassphraseKeyring) -> None:
     import safeface.index as index_pkg
 

@@ -78,6 +78,11 @@ class SearchIndex(Protocol):
 
 #: Makes an empty index for (dim, expected row count). Called whenever the index is rebuilt.
 IndexFactory = Callable[[int, int], SearchIndex]
+# As the gallery grows, the factory is asked again each time the row count has grown by a
+# quarter since the last ask (from 64 rows on): a few dozen cheap calls up to millions of rows,
+# and the switch to an approximate index comes at most a quarter past the factory's threshold.
+INDEX_CHECK_FIRST = 64
+INDEX_CHECK_GROWTH = 1.25
 
 
 def default_index_factory(dim: int, size_hint: int) -> SearchIndex:
@@ -197,6 +202,7 @@ class Gallery:
         self._lock = threading.RLock()
         self._keys: Optional[_Keys] = None
         self._index: SearchIndex = index_factory(dim, 0)
+        self._next_index_check = INDEX_CHECK_FIRST
         self._entries: dict[int, _Entry] = {}
         self._by_pseudonym: dict[str, set[int]] = {}
         self._filter = RowFilter()
@@ -396,6 +402,7 @@ class Gallery:
         for rid, e in entries.items():
             by_p.setdefault(e.pseudonym, set()).add(rid)
         self._keys, self._entries, self._index, self._by_pseudonym = keys, entries, index, by_p
+        self._next_index_check = max(INDEX_CHECK_FIRST, int(len(rows) * INDEX_CHECK_GROWTH))
         self._filter = RowFilter.build((rid, e.purposes, e.expires_us) for rid, e in entries.items())
         self._seen_seq = int(seq)
 
@@ -452,6 +459,16 @@ class Gallery:
                 self._entries[rid] = entry
                 self._by_pseudonym.setdefault(entry.pseudonym, set()).add(rid)
                 self._filter.upsert(rid, entry.purposes, entry.expires_us)
+            if len(self._entries) >= self._next_index_check:
+                self._follow_factory()
+
+    def _follow_factory(self) -> None:
+        """Ask the index factory again now that the gallery has grown: where it would now build
+        another kind of index (exact to approximate past its size threshold), rebuild."""
+        n = len(self._entries)
+        self._next_index_check = max(INDEX_CHECK_FIRST, int(n * INDEX_CHECK_GROWTH))
+        if type(self._factory(self._dim, n)) is not type(self._index):
+            self._reload()
 
     def _unlink(self, pseudonym: str, rid: int) -> None:
         rows = self._by_pseudonym.get(pseudonym)
@@ -676,7 +693,7 @@ class Gallery:
 
     def rebuild_index(self) -> None:
         """Rebuild the in-memory index from the store through the index factory, which sees the
-        current row count (e.g. after a bulk enrolment, to move to an approximate index)."""
+        current row count. The gallery also asks the factory again by itself as it grows."""
         with self._lock:
             self._db()
             self._reload()
