@@ -2,7 +2,7 @@
 
 Detects each image once (HOG, then HOG upsampled, then MMOD), embeds the chosen face and its
 mirror image once, and derives every variant from those: HOG only vs fallback, flip or not,
-largest vs central face, centre prior for images no detector handles, and optionally dlib's
+which face of several (each pick rule), centre prior for images no detector handles, and optionally dlib's
 jitter. Prints one row per variant: best-threshold and 10-fold accuracy, EER, TAR@FAR, FTA.
 
     PYTHONPATH=. python3 benches/lfw_options.py [--root DIR] [--engine onnx|dlib] [--jitter N] [--json FILE]
@@ -24,15 +24,10 @@ from tqdm import tqdm
 from safeface.evaluate import metrics
 from safeface.evaluate.datasets import read_pairs
 from safeface.imageio import load_image
-from safeface.vision import DEFAULT_ENGINE, Pipeline, PipelineConfig, get_engine
+from safeface.vision import DEFAULT_ENGINE, PICKS, Pipeline, PipelineConfig, get_engine, pick_subject
 from safeface.vision.arrays import l2_normalize as unit
 
 DATASETS = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
-
-
-def central(faces, shape):  # type: ignore[no-untyped-def]
-    h, w = shape[:2]
-    return min(faces, key=lambda f: ((f.box[0] + f.box[2]) / 2 - w / 2) ** 2 + ((f.box[1] + f.box[3]) / 2 - h / 2) ** 2)
 
 
 def main() -> int:
@@ -62,24 +57,21 @@ def main() -> int:
             face = pipe._center_face(img)
             chip = engine.chips(img, [face])
             e = engine.embed_chips(np.concatenate([chip, chip[:, :, ::-1]]))
-            for k in ("largest", "central"):
+            for k in PICKS:
                 emb.setdefault(f"{k}/plain", {})[path] = None
                 emb.setdefault(f"{k}/flip", {})[path] = None
             emb.setdefault("center/plain", {})[path] = e[0]
             emb.setdefault("center/flip", {})[path] = unit(e[0] + e[1])
             continue
-        largest = max(faces, key=lambda f: f.area)
-        cen = central(faces, img.shape)
-        prev: np.ndarray | None = None
-        for k, face in (("largest", largest), ("central", cen)):
-            if k == "central" and face is largest and prev is not None:
-                e = prev
-            else:
+        done: dict[int, np.ndarray] = {}
+        for k in PICKS:
+            face = pick_subject(faces, img.shape, k)
+            e = done.get(id(face))
+            if e is None:
                 chip = engine.chips(img, [face])
-                e = engine.embed_chips(np.concatenate([chip, chip[:, :, ::-1]]))
+                e = done[id(face)] = engine.embed_chips(np.concatenate([chip, chip[:, :, ::-1]]))
                 if args.jitter > 1 and k == "largest" and engine.name == "dlib":
                     emb.setdefault("largest/jitter", {})[path] = unit(engine.raw_descriptors(chip, args.jitter))[0]  # type: ignore[attr-defined]
-            prev = e
             emb.setdefault(f"{k}/plain", {})[path] = e[0]
             emb.setdefault(f"{k}/flip", {})[path] = unit(e[0] + e[1])
     seconds = time.perf_counter() - t0
@@ -105,7 +97,7 @@ def main() -> int:
 
     for flip in ("plain", "flip"):
         evaluate(f"HOG only, {flip}", lambda p, f=flip: emb[f"largest/{f}"][p] if step_of[p] == "hogx1" else None)
-        for pick in ("largest", "central"):
+        for pick in PICKS:
             evaluate(f"fallback, {pick}, {flip}", lambda p, f=flip, k=pick: emb[f"{k}/{f}"][p])
         evaluate(f"fallback, central, {flip}, centre prior",
                  lambda p, f=flip: emb["central/" + f][p] if step_of[p] else emb.get("center/" + f, {}).get(p))

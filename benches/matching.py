@@ -200,7 +200,9 @@ def bench_dim(n: int, d: int, repeat: int, batch: int, rng: np.random.Generator,
         ours[dtype]["1q"] = st[dtype]
         ours[dtype]["1q_filt"] = st[f"{dtype}_filt"]
         ours[dtype]["1q_filt_ids"] = st[f"{dtype}_filt_ids"]
-    del flat, sq8, indexes, single
+    # Free the peers and our indexes before the long figures below (assignment, not del, since
+    # the timing lambdas above close over these names).
+    flat = sq8 = indexes = single = None  # type: ignore[assignment]
 
     f32 = ours.get("float32")
     if f32:

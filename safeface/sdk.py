@@ -248,7 +248,7 @@ class SafeFace:
         purposes include `purpose` and that have not expired take part."""
         now = self._clock()
         decision = self._authorize("identify", purpose, now, consent=consent, legal_basis=legal_basis, subjects=[])
-        vec = self._embed_largest(image, "identify", decision, now)
+        vec = self._embed_subject(image, "identify", decision, now)
         matches = self._gallery.search(vec, purpose, k=max(1, int(top_k)), threshold=self.threshold, now=now)
         out = [Candidate(m.pseudonym, float(m.score)) for m in matches]
         self._log(decision, "allowed", [c.subject for c in out], now, note=f"{len(out)} candidate(s)")
@@ -494,7 +494,7 @@ class SafeFace:
             raise
         return np.asarray(result.embedding, dtype=np.float32)
 
-    def _embed_largest(self, image: ImageInput, operation: str, decision: Decision, now: dt.datetime) -> np.ndarray:
+    def _embed_subject(self, image: ImageInput, operation: str, decision: Decision, now: dt.datetime) -> np.ndarray:
         try:
             result = self._pipe().embed(image)
             if result.embedding is None:

@@ -90,7 +90,7 @@ def test_interrupted_run_resumes_from_the_cache(tmp_path: Path, capsys: pytest.C
             return super().detect(image)
 
     cfg = PipelineConfig(flip=False)
-    fp = config_fingerprint(Pipeline(engine, cfg), "largest")
+    fp = config_fingerprint(Pipeline(engine, cfg))
     with pytest.raises(KeyboardInterrupt):
         embed_images(Interrupted(engine, cfg), paths, EmbeddingCache(tmp_path, fp), progress=False, batch=2)
     # the first batch of two was saved before Ctrl-C hit the second

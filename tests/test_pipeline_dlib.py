@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from safeface import load_image
-from safeface.vision import DEFAULT_THRESHOLD, Outcome, Pipeline, PipelineConfig, cosine, euclidean_equivalent
+from safeface.vision import DEFAULT_THRESHOLD, Outcome, Pipeline, PipelineConfig, cosine, euclidean_equivalent, pick_subject
 
 
 @pytest.fixture(scope="module")
@@ -104,9 +104,12 @@ def test_outcomes_are_explicit(dlib_engine, fr_images: Path) -> None:  # type: i
     blank = np.full((200, 200, 3), 128, dtype=np.uint8)
     none = pipe.embed(blank)
     assert none.outcome is Outcome.NO_FACE and none.embedding is None and not none.found
-    several = pipe.embed(fr_images / "examples" / "two_people.jpg")
+    two = load_image(fr_images / "examples" / "two_people.jpg")
+    several = pipe.embed(two)
     assert several.outcome is Outcome.SEVERAL_FACES and len(several.faces) == 2
-    assert several.face is max(several.faces, key=lambda f: f.area)
+    assert several.face is pick_subject(several.faces, two.shape)
+    largest = Pipeline(dlib_engine, PipelineConfig(steps=(("hog", 1),), pick="largest")).embed(two)
+    assert largest.face is max(largest.faces, key=lambda f: f.area)
     one = pipe.embed(fr_images / "test_images" / "obama.jpg")
     assert one.outcome is Outcome.FOUND
     assert one.embedding is not None and one.embedding.dtype == np.float32
@@ -134,3 +137,40 @@ def test_center_prior_only_when_asked(dlib_engine) -> None:  # type: ignore[no-u
 
 def test_threshold_euclidean_equivalent() -> None:
     assert 0.55 < euclidean_equivalent(DEFAULT_THRESHOLD) < 0.62
+
+
+def test_pick_rules_on_a_bystander_at_the_edge() -> None:
+    from safeface.vision import Face
+
+    lm = np.zeros((5, 2), np.float32)
+    framed = Face(box=(80.0, 80.0, 170.0, 170.0), score=1.0, landmarks=lm)  # 90 px, centred
+    bystander = Face(box=(150.0, 40.0, 250.0, 150.0), score=1.0, landmarks=lm)  # 100 px, at the edge
+    faces = [bystander, framed]
+    shape = (250, 250, 3)
+    assert pick_subject(faces, shape, "largest") is bystander
+    assert pick_subject(faces, shape, "central") is framed
+    assert pick_subject(faces, shape) is framed
+    # A much larger face wins even off centre: the penalty is on distance, not a veto.
+    near = Face(box=(120.0, 20.0, 250.0, 150.0), score=1.0, landmarks=lm)
+    small = Face(box=(110.0, 110.0, 140.0, 140.0), score=1.0, landmarks=lm)
+    assert pick_subject([small, near], shape) is near
+    assert pick_subject([], shape) is None
+    with pytest.raises(ValueError, match="pick rule"):
+        pick_subject(faces, shape, "biggest")
+    with pytest.raises(ValueError, match="pick rule"):
+        PipelineConfig(pick="biggest")
+
+
+def test_subject_is_the_framed_face_not_a_closer_bystander(dlib_engine, datasets: Path) -> None:  # type: ignore[no-untyped-def]
+    """LFW photos where someone nearer the camera stands at the edge: the default pick embeds the
+    person the photo is of, the largest face would not match that person's other photo."""
+    lfw = datasets / "lfw-dev" / "images"
+    for name, probe, ref in (("Kosuke_Kitajima", 2, 1), ("Tammy_Lynn_Michaels", 1, 2)):
+        img = load_image(lfw / name / f"{name}_{probe:04d}.jpg")
+        default = Pipeline(dlib_engine).embed(img)
+        largest = Pipeline(dlib_engine, PipelineConfig(pick="largest")).embed(img)
+        assert default.outcome is Outcome.SEVERAL_FACES and largest.outcome is Outcome.SEVERAL_FACES
+        assert default.face is not None and largest.face is not None and default.face.box != largest.face.box
+        other = Pipeline(dlib_engine).embed(lfw / name / f"{name}_{ref:04d}.jpg").embedding
+        assert other is not None and default.embedding is not None and largest.embedding is not None
+        assert cosine(default.embedding, other) >= DEFAULT_THRESHOLD > cosine(largest.embedding, other)

@@ -13,7 +13,7 @@ from typing import Any, Optional
 import numpy as np
 
 from ..errors import ConfigError
-from ..vision import DEFAULT_ENGINE, DEFAULT_THRESHOLD, ENGINES
+from ..vision import DEFAULT_ENGINE, DEFAULT_PICK, DEFAULT_THRESHOLD, ENGINES, PICKS
 from .common import EXIT_OK, print_json, say
 
 
@@ -29,8 +29,9 @@ def _common(p: argparse.ArgumentParser, pairs: bool) -> None:
                    help="HOG, then HOG upsampled, then MMOD (default: on); --no-fallback: HOG only")
     p.add_argument("--center-prior", action="store_true",
                    help="pre-cropped images only: a central box when no detector finds a face")
-    p.add_argument("--pick", choices=("largest", "central"), default="largest",
-                   help="which face of an image with several (default: largest)")
+    p.add_argument("--pick", choices=PICKS, default=DEFAULT_PICK,
+                   help=f"which face of an image with several (default {DEFAULT_PICK}: the largest, less a "
+                        "penalty for distance from the centre)")
     p.add_argument("--limit", type=int, default=None, metavar="N", help="use only the first N pairs / people")
     p.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD, help="the deployment threshold")
     p.add_argument("--out", required=True, type=Path, help="report folder")

@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from ..errors import ConfigError
 from ..imageio import load_image
-from ..vision import Face, Pipeline
+from ..vision import Face, Pipeline, pick_subject
 from ..vision.registry import safeface_home
 
 SHARD_SIZE = 32
@@ -74,7 +74,7 @@ def sha256_file(path: Path) -> tuple[str, bytes]:
     return hashlib.sha256(data).hexdigest(), data
 
 
-def config_fingerprint(pipeline: Pipeline, pick: str) -> dict[str, object]:
+def config_fingerprint(pipeline: Pipeline) -> dict[str, object]:
     c = pipeline.config
     return {
         "engine": pipeline.engine.name,
@@ -85,7 +85,7 @@ def config_fingerprint(pipeline: Pipeline, pick: str) -> dict[str, object]:
         "jitter_seed": c.jitter_seed,
         "center_prior": c.center_prior,
         "center_fraction": c.center_fraction,
-        "pick": pick,
+        "pick": c.pick,
     }
 
 
@@ -168,23 +168,7 @@ class EmbeddingCache:
             self.records[k] = r
 
 
-def _pick_face(faces: Sequence[Face], shape: tuple[int, ...], pick: str) -> Optional[Face]:
-    if not faces:
-        return None
-    if pick == "largest":
-        return max(faces, key=lambda f: f.area)
-    # "central": the face nearest the image centre, as in pre-cropped sets like LFW where other
-    # people may appear larger at the edge.
-    h, w = shape[:2]
-
-    def dist(f: Face) -> float:
-        x1, y1, x2, y2 = f.box
-        return float(((x1 + x2) / 2 - w / 2) ** 2 + ((y1 + y2) / 2 - h / 2) ** 2)
-
-    return min(faces, key=dist)
-
-
-def _embed_batch(pipeline: Pipeline, items: Sequence[tuple[str, bytes]], pick: str) -> list[tuple[str, Record]]:
+def _embed_batch(pipeline: Pipeline, items: Sequence[tuple[str, bytes]]) -> list[tuple[str, Record]]:
     """Detect in each image, then embed all chosen faces in one engine call (batched engines
     such as ONNX Runtime run far faster on many chips at once)."""
     chips: list[np.ndarray] = []
@@ -192,7 +176,7 @@ def _embed_batch(pipeline: Pipeline, items: Sequence[tuple[str, bytes]], pick: s
     for key, data in items:
         img = load_image(data)
         faces = pipeline.detect(img)
-        face = _pick_face(faces, img.shape, pick)
+        face = pick_subject(faces, img.shape, pipeline.config.pick)
         if face is not None:
             chips.append(pipeline.engine.chips(img, [face]))
         found.append((key, face, len(faces)))
@@ -208,7 +192,7 @@ def _embed_batch(pipeline: Pipeline, items: Sequence[tuple[str, bytes]], pick: s
     return out
 
 
-def embed_images(pipeline: Pipeline, paths: Sequence[Path], cache: Optional[EmbeddingCache], pick: str = "largest",
+def embed_images(pipeline: Pipeline, paths: Sequence[Path], cache: Optional[EmbeddingCache],
                  progress: bool = True, batch: int = SHARD_SIZE) -> tuple[dict[Path, Record], EmbedStats]:
     """One record per distinct path; images already in the cache are not embedded again. New
     embeddings are computed `batch` images at a time and each batch is saved to the cache as
@@ -233,9 +217,9 @@ def embed_images(pipeline: Pipeline, paths: Sequence[Path], cache: Optional[Embe
             elif key not in by_key and all(k != key for k, _ in todo):
                 todo.append((key, data))
             if len(todo) >= batch:
-                _flush(pipeline, todo, pick, cache, by_key, stats, bar)
+                _flush(pipeline, todo, cache, by_key, stats, bar)
                 todo = []
-        _flush(pipeline, todo, pick, cache, by_key, stats, bar)
+        _flush(pipeline, todo, cache, by_key, stats, bar)
     finally:
         bar.close()
     out = {p: by_key[keys[p]] for p in unique}
@@ -243,11 +227,11 @@ def embed_images(pipeline: Pipeline, paths: Sequence[Path], cache: Optional[Embe
     return out, stats
 
 
-def _flush(pipeline: Pipeline, todo: list[tuple[str, bytes]], pick: str, cache: Optional[EmbeddingCache],
+def _flush(pipeline: Pipeline, todo: list[tuple[str, bytes]], cache: Optional[EmbeddingCache],
            by_key: dict[str, Record], stats: EmbedStats, bar: Any) -> None:
     if not todo:
         return
-    done = _embed_batch(pipeline, todo, pick)
+    done = _embed_batch(pipeline, todo)
     if cache is not None:
         cache.put_many(done)
     for key, rec in done:

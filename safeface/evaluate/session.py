@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from ..vision import DEFAULT_ENGINE, Pipeline, PipelineConfig, get_engine
+from ..vision import DEFAULT_ENGINE, DEFAULT_PICK, Pipeline, PipelineConfig, get_engine
 from .embedcache import EmbeddingCache, EmbedStats, Record, check_cache_location, config_fingerprint, embed_images
 
 HOG_ONLY = (("hog", 1),)
@@ -20,11 +20,11 @@ class EvalOptions:
     jitter: int = 0
     fallback: bool = True
     center_prior: bool = False
-    pick: str = "largest"
+    pick: str = DEFAULT_PICK
     progress: bool = True
 
     def pipeline_config(self) -> PipelineConfig:
-        cfg = PipelineConfig(flip=self.flip, jitter=self.jitter, center_prior=self.center_prior)
+        cfg = PipelineConfig(flip=self.flip, jitter=self.jitter, center_prior=self.center_prior, pick=self.pick)
         return cfg if self.fallback else cfg.with_(steps=HOG_ONLY)
 
     def to_dict(self) -> dict[str, Any]:
@@ -45,8 +45,8 @@ class Session:
         cache = None
         if cache_dir is not None:
             check_cache_location(cache_dir, workspace)
-            cache = EmbeddingCache(Path(cache_dir), config_fingerprint(pipeline, options.pick))
+            cache = EmbeddingCache(Path(cache_dir), config_fingerprint(pipeline))
         return cls(options, pipeline, cache)
 
     def embed(self, paths: Sequence[Path]) -> tuple[dict[Path, Record], EmbedStats]:
-        return embed_images(self.pipeline, paths, self.cache, self.options.pick, self.options.progress)
+        return embed_images(self.pipeline, paths, self.cache, self.options.progress)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import ModelError
-from .pipeline import Pipeline, PipelineConfig, cosine, euclidean_equivalent
+from .pipeline import DEFAULT_PICK, PICKS, Pipeline, PipelineConfig, cosine, euclidean_equivalent, pick_subject
 from .types import Engine, Face, FaceEmbedding, Outcome
 
 # Cosine score at or above which two faces of the dlib ResNet are the same person. Chosen on the
@@ -49,6 +49,9 @@ __all__ = [
     "FaceEmbedding",
     "Outcome",
     "Pipeline",
+    "PICKS",
+    "DEFAULT_PICK",
+    "pick_subject",
     "PipelineConfig",
     "cosine",
     "euclidean_equivalent",

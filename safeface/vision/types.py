@@ -43,7 +43,8 @@ class Outcome(enum.Enum):
 @dataclass(frozen=True)
 class FaceEmbedding:
     """The result of embedding the face of an image. `embedding` is a float32 unit vector, or None
-    when no face was found. With several faces, the largest is embedded and `outcome` says so."""
+    when no face was found. With several faces, the subject is embedded (the pipeline's pick
+    rule) and `outcome` says so."""
 
     outcome: Outcome
     faces: tuple[Face, ...]
