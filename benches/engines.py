@@ -1,7 +1,7 @@
 """dlib against ONNX Runtime in the same run: embedding speed per batch size, MMOD detection speed,
 the largest descriptor difference, and (with --lfw) LFW dev verification accuracy.
 
-    PYTHONPATH=. python3 benches/engines.py [--lfw] [--threads N]
+    PYTHONPATH=. python3 benches/engines.py [--lfw | --lfw-only] [--threads N]
 
 Numbers depend on what else the machine runs; only the ratios within one run mean much."""
 
@@ -18,7 +18,10 @@ from typing import Callable
 import numpy as np
 from PIL import Image
 
+from safeface.evaluate.datasets import read_pairs
+from safeface.evaluate.metrics import kfold_accuracy
 from safeface.imageio import load_image
+from safeface.vision import pick_subject
 from safeface.vision.dlib_engine import DlibEngine
 from safeface.vision.onnx_engine import OnnxEngine
 
@@ -79,49 +82,28 @@ def bench_detection(dl: DlibEngine, ox: OnnxEngine) -> None:
 
 
 def lfw_accuracy(ox: OnnxEngine, detector: str, limit: int) -> tuple[float, int, int]:
+    """10-fold LFW dev accuracy with one detector at upsample 1 (no flip, the pipeline's pick
+    rule); an image where it finds nothing gets a centre box and counts as a miss."""
     root = DATASETS / "lfw-dev"
-    lines = (root / "pairsDevTest.txt").read_text().split("\n")
-    n = int(lines[0])
-    pairs: list[tuple[str, int, str, int, bool]] = []
-    for line in lines[1:1 + n]:
-        name, i, j = line.split()
-        pairs.append((name, int(i), name, int(j), True))
-    for line in lines[1 + n:1 + 2 * n]:
-        a, i, b, j = line.split()
-        pairs.append((a, int(i), b, int(j), False))
-    if limit:
-        pairs = pairs[:limit // 2] + pairs[n:n + limit // 2]
-    cache: dict[tuple[str, int], np.ndarray] = {}
+    pairs = read_pairs(root / "pairsDevTest.txt", root, limit=limit or None)
+    cache: dict[Path, np.ndarray] = {}
     misses = 0
 
-    def embed(name: str, i: int) -> np.ndarray:
+    def embed(path: Path) -> np.ndarray:
         nonlocal misses
-        key = (name, i)
-        if key not in cache:
-            image = load_image(root / "images" / name / f"{name}_{i:04d}.jpg")
-            faces = ox.detect(image, detector, upsample=1)
-            if faces:
-                face = max(faces, key=lambda f: f.area)
-            else:  # LFW is centred: fall back to a centre box, and count the miss
+        if path not in cache:
+            image = load_image(path)
+            face = pick_subject(ox.detect(image, detector, upsample=1), image.shape)
+            if face is None:  # LFW is centred: fall back to a centre box, and count the miss
                 misses += 1
                 h, w = image.shape[:2]
                 face = ox.face_from_box(image, (w * 0.3, h * 0.3, w * 0.7, h * 0.7))
-            cache[key] = ox.embed_chips(ox.chips(image, [face]))[0]
-        return cache[key]
+            cache[path] = ox.embed_chips(ox.chips(image, [face]))[0]
+        return cache[path]
 
-    dist = np.array([np.linalg.norm(embed(a, i) - embed(b, j)) for a, i, b, j, _ in pairs])
-    same = np.array([p[4] for p in pairs])
-    # 10-fold: the threshold chosen on nine folds is scored on the tenth
-    order = np.random.default_rng(0).permutation(len(pairs))
-    folds = np.array_split(order, 10)
-    correct = 0
-    for k, test in enumerate(folds):
-        train = np.concatenate([f for m, f in enumerate(folds) if m != k])
-        cands = np.unique(dist[train])
-        accs = [((dist[train] < t) == same[train]).mean() for t in cands]
-        t = cands[int(np.argmax(accs))]
-        correct += int(((dist[test] < t) == same[test]).sum())
-    return correct / len(pairs), misses, len(cache)
+    scores = np.array([float(embed(p.image1) @ embed(p.image2)) for p in pairs])
+    k = kfold_accuracy(scores, np.array([p.same for p in pairs]), np.array([p.fold for p in pairs]))
+    return k.mean, misses, len(cache)
 
 
 def main() -> int:
@@ -129,6 +111,7 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (0: its choice)")
     ap.add_argument("--lfw", action="store_true", help="also LFW dev accuracy, ONNX MMOD vs HOG detection")
     ap.add_argument("--lfw-pairs", type=int, default=0, help="use this many pairs (0: all 1000)")
+    ap.add_argument("--lfw-only", action="store_true", help="only the LFW accuracy (implies --lfw)")
     args = ap.parse_args()
     if not DATASETS.is_dir():
         print(f"the shared datasets are not at {DATASETS}; set SAFEFACE_DATASETS", file=sys.stderr)
@@ -137,9 +120,10 @@ def main() -> int:
     dl = DlibEngine()
     ox = OnnxEngine(intra_op_threads=args.threads or None)
     print(f"cores: {os.cpu_count()}  onnx providers: {ox.providers}  threads: {args.threads or 'default'}")
-    bench_embedding(dl, ox)
-    bench_detection(dl, ox)
-    if args.lfw:
+    if not args.lfw_only:
+        bench_embedding(dl, ox)
+        bench_detection(dl, ox)
+    if args.lfw or args.lfw_only:
         for det in ("hog", "mmod"):
             t = time.perf_counter()
             acc, misses, images = lfw_accuracy(ox, det, args.lfw_pairs)
