@@ -82,7 +82,7 @@ def _guarded_demo(pipe: Pipeline, photo: np.ndarray, recaptured: np.ndarray, gro
             v = sf.verify(recaptured, "tom", "demo", token)
             print(f"   verify the re-captured copy: {'match' if v.match else 'no match'} ({v.score:.3f} >= {v.threshold})")
             found = sf.identify(group, "demo", token)
-            print(f"   identify the largest face of t1.jpg: {len(found)} candidate(s) above the threshold")
+            print(f"   identify the most prominent face of t1.jpg: {len(found)} candidate(s) above the threshold")
             for label, call in (
                     ("verify without consent", lambda: sf.verify(recaptured, "tom", "demo", None)),
                     ("enroll for an undeclared purpose", lambda: sf.enroll(photo, "tom", "marketing", token)),
