@@ -204,3 +204,26 @@ def test_hog_still_dlibs(engines: tuple[DlibEngine, OnnxEngine]) -> None:
     dl, ox = engines
     image = load_image(_need(DATASETS / "face_recognition" / "test_images" / "obama.jpg"))
     assert [f.box for f in ox.detect(image, "hog")] == [f.box for f in dl.detect(image, "hog")]
+
+
+def test_mmod_landmarks_start_from_a_hog_like_box(engines: tuple[DlibEngine, OnnxEngine]) -> None:
+    """MMOD faces keep the detector's box, but their landmarks start from the box shifted to where
+    HOG would put it; they land closer to the landmarks HOG's box gives than unshifted ones do."""
+    from safeface.anonymize.detect import iou
+    from safeface.vision.dlib_engine import MMOD_LANDMARK_SHIFT
+
+    _, ox = engines
+    shifted_err, plain_err, faces = 0.0, 0.0, 0
+    for rel in ("test_images/obama.jpg", "test_images/biden.jpg", "test_images/obama2.jpg", "examples/two_people.jpg"):
+        image = load_image(_need(DATASETS / "face_recognition" / rel))
+        hog = ox.detect(image, "hog", 1)
+        for (rect, _), face in zip(ox.detect_rects(image, "mmod", 1), ox.detect(image, "mmod", 1)):
+            assert face.box[0] == max(rect.left(), 0) and face.box[1] == max(rect.top(), 0)
+            assert np.allclose(face.landmarks, ox.landmarks_for(image, ox._shifted(rect, MMOD_LANDMARK_SHIFT)))
+            twin = max(hog, key=lambda h: iou(h.box, face.box))
+            width = twin.box[2] - twin.box[0]
+            shifted_err += float(np.linalg.norm(face.landmarks - twin.landmarks, axis=1).mean()) / width
+            plain_err += float(np.linalg.norm(ox.landmarks_for(image, rect) - twin.landmarks, axis=1).mean()) / width
+            faces += 1
+    assert faces >= 5
+    assert shifted_err < plain_err, (shifted_err, plain_err)

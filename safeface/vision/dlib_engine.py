@@ -16,6 +16,13 @@ from .types import Face
 CHIP_SIZE = 150
 CHIP_PADDING = 0.25
 DETECTORS = ("hog", "mmod")
+# dlib's CNN (MMOD) boxes sit higher and further left on a face than its HOG boxes, from which
+# the 5-point shape model places landmarks best. On the face_recognition and insightface sample
+# photos (25 faces both detectors find; LFW not used), the HOG box centre lies 0.03 right of and
+# 0.07 below the MMOD one, in MMOD box widths; sizes differ either way (quartiles 0.92-1.09), so
+# only the shift is applied. Landmarks for MMOD faces start from the box moved by it; the box
+# reported stays the detector's. LFW dev with MMOD alone: 97.8% -> 98.3% (HOG alone: 98.4%).
+MMOD_LANDMARK_SHIFT = (0.03, 0.07)
 
 
 def _dlib() -> Any:
@@ -82,8 +89,14 @@ class DlibEngine:
             )
             if box[2] <= box[0] or box[3] <= box[1]:
                 continue
-            faces.append(Face(box=box, score=score, landmarks=self.landmarks_for(image, rect), detector=detector))
+            start = self._shifted(rect, MMOD_LANDMARK_SHIFT) if detector == "mmod" else rect
+            faces.append(Face(box=box, score=score, landmarks=self.landmarks_for(image, start), detector=detector))
         return faces
+
+    def _shifted(self, rect: Any, shift: tuple[float, float]) -> Any:
+        w = rect.right() - rect.left()
+        dx, dy = int(round(shift[0] * w)), int(round(shift[1] * w))
+        return self._dlib.rectangle(rect.left() + dx, rect.top() + dy, rect.right() + dx, rect.bottom() + dy)
 
     def face_from_box(self, image: np.ndarray, box: Sequence[float], detector: str = "given") -> Face:
         """A face at a box the caller supplies (its own detector, or a centre prior)."""
