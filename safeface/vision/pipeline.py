@@ -18,7 +18,7 @@ Step = tuple[str, int]
 # Which face of several is the subject. "prominent": the largest, less a penalty for distance
 # from the image centre (area minus twice the squared offset of its centre, both in pixels), so
 # that a bystander at the edge who happens to be closer to the camera is not taken for the person
-# framed in the middle. On LFW dev it lifts accuracy from 98.5% (largest) to 99.0%.
+# framed in the middle. On LFW dev it lifted accuracy from 98.5% (largest) to 99.0%.
 PICKS = ("prominent", "largest", "central")
 DEFAULT_PICK = "prominent"
 CENTRE_WEIGHT = 2.0
