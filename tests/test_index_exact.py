@@ -157,6 +157,64 @@ def test_damaged_file_is_refused(data: tuple, tmp_path: Path) -> None:
         FaissIndex.load(path)
 
 
+@pytest.mark.parametrize("dtype", ["float32", "int8"])
+def test_sealed_save_round_trip_and_refusals(dtype: str, data: tuple, tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    from safeface.errors import ConfigError
+    from safeface.index import container
+
+    ids, x, q = data
+    index = ExactIndex(64, dtype)
+    index.add(ids, x)
+    key = os.urandom(32)
+    # Small chunks so that the file holds many sealed chunks, as a large gallery would.
+    monkeypatch.setattr(container, "SEAL_CHUNK", 4096)
+    path = tmp_path / "sealed.sfx"
+    index.save(path, key=key)
+    blob = path.read_bytes()
+    # What an unsealed file shows in the clear (ids, a run of panel bytes) is not in the sealed one.
+    index.save(tmp_path / "plain.sfx")
+    plain = (tmp_path / "plain.sfx").read_bytes()
+    shown = [ids.tobytes()[:64], plain[len(plain) // 2: len(plain) // 2 + 64]]
+    assert all(w in plain for w in shown) and not any(w in blob for w in shown)
+    back = ExactIndex.load(path, key=key)
+    np.testing.assert_array_equal(back.ids(), index.ids())
+    for a, b in zip(index.search(q, 10), back.search(q, 10)):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(IntegrityError, match="pass the key"):
+        ExactIndex.load(path)
+    with pytest.raises(IntegrityError, match="cannot be unsealed"):
+        ExactIndex.load(path, key=os.urandom(32))
+    # An altered byte, two swapped chunks, a dropped last chunk: each is refused.
+    raw = bytearray(blob)
+    raw[len(raw) // 2] ^= 0x01
+    path.write_bytes(bytes(raw))
+    with pytest.raises(IntegrityError, match="cannot be unsealed"):
+        ExactIndex.load(path, key=key)
+    hlen = int.from_bytes(blob[8:12], "little")
+    start = 12 + hlen + (-(12 + hlen)) % 64
+    c = 4096 + 16
+    swapped = blob[:start] + blob[start + c: start + 2 * c] + blob[start: start + c] + blob[start + 2 * c:]
+    path.write_bytes(swapped)
+    with pytest.raises(IntegrityError, match="cannot be unsealed"):
+        ExactIndex.load(path, key=key)
+    # A file saved without a key is not accepted where a sealed one is expected.
+    index.save(path)
+    with pytest.raises(IntegrityError, match="not sealed"):
+        ExactIndex.load(path, key=key)
+    with pytest.raises(ConfigError, match="32 random bytes") as err:
+        index.save(path, key=b"short key 123")
+    assert "short key" not in str(err.value)
+    # An empty sealed index still authenticates its header.
+    empty = ExactIndex(64, dtype)
+    empty.save(path, key=key)
+    assert len(ExactIndex.load(path, key=key)) == 0
+    with pytest.raises(IntegrityError, match="cannot be unsealed"):
+        ExactIndex.load(path, key=os.urandom(32))
+
+
 def test_bad_input_raises_clear_value_errors() -> None:
     with pytest.raises(ValueError, match="multiple of 4"):
         ExactIndex(130)

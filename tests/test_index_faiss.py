@@ -133,6 +133,26 @@ def test_save_load_round_trip(kind: str, data: tuple, tmp_path: Path) -> None:
         FaissIndex.load(path)
 
 
+def test_sealed_save_round_trip(data: tuple, tmp_path: Path) -> None:
+    import os
+
+    ids, x = data
+    index = build("hnsw", ids, x)
+    key = os.urandom(32)
+    path = tmp_path / "sealed.sfx"
+    index.save(path, key=key)
+    index.save(tmp_path / "plain.sfx")
+    assert x[5].tobytes()[:32] in (tmp_path / "plain.sfx").read_bytes()
+    assert x[5].tobytes()[:32] not in path.read_bytes()
+    back = FaissIndex.load(path, key=key)
+    for a, b in zip(index.search(x[:20], 5), back.search(x[:20], 5)):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(IntegrityError, match="cannot be unsealed"):
+        FaissIndex.load(path, key=os.urandom(32))
+    with pytest.raises(IntegrityError, match="pass the key"):
+        FaissIndex.load(path)
+
+
 def test_readd_replaces(data: tuple) -> None:
     ids, x = data
     for kind in ("flat", "ivf-flat"):

@@ -98,16 +98,20 @@ class ExactIndex:
             return np.ascontiguousarray(allowed)
         return self._store.mask_of_ids(as_ids(allowed))  # type: ignore[arg-type]
 
-    def save(self, path: str | os.PathLike[str]) -> None:
-        """Write the index to ``path`` (own binary format with a checksum; see container.py)."""
+    def save(self, path: str | os.PathLike[str], key: Optional[bytes] = None) -> None:
+        """Write the index to ``path`` (own binary format with a checksum; see container.py).
+        With ``key`` (32 random bytes, kept apart from the file) ids and vectors are sealed with
+        AES-256-GCM; without it they are stored as they are."""
         with self._write_lock:
             raw = self._store.raw()
             meta = {"dim": self.dim, "dtype": self.dtype, "rerank": self.rerank, "n": len(self)}
-            write_container(path, _FORMAT, meta, {k: np.asarray(v) for k, v in raw.items()})
+            write_container(path, _FORMAT, meta, {k: np.asarray(v) for k, v in raw.items()}, key)
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str], threads: Optional[int] = None) -> "ExactIndex":
-        """Open an index written by :meth:`save`. Raises IntegrityError if the file is damaged.
+    def load(cls, path: str | os.PathLike[str], threads: Optional[int] = None,
+             key: Optional[bytes] = None) -> "ExactIndex":
+        """Open an index written by :meth:`save` (with the same ``key`` if it was sealed).
+        Raises IntegrityError if the file is damaged, altered or opened with the wrong key.
 
         The rows are read straight into the index's own buffers: no second copy in memory.
         """
@@ -126,7 +130,7 @@ class ExactIndex:
             views = index._store.begin_load(n)
             return {"ids": None, **views}
 
-        _, arrays = read_container(path, _FORMAT, allocate)
+        _, arrays = read_container(path, _FORMAT, allocate, key)
         if not made:
             raise IntegrityError(f"{path} is not a consistent exact index.")
         index = made[0]

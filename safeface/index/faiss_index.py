@@ -243,19 +243,21 @@ class FaissIndex:
         return params
 
     # ---- persistence ----------------------------------------------------------------------
-    def save(self, path: str | os.PathLike[str]) -> None:
-        """Write the index to ``path`` (own container with a checksum around FAISS's bytes)."""
+    def save(self, path: str | os.PathLike[str], key: Optional[bytes] = None) -> None:
+        """Write the index to ``path`` (own container with a checksum around FAISS's bytes),
+        sealed with AES-256-GCM when ``key`` (32 bytes) is given."""
         blob = faiss.serialize_index(self._index) if self._index is not None else np.zeros(0, np.uint8)
         meta = {"dim": self.dim, "kind": self.kind, "params": self.params, "dead": self._dead,
                 "n_labels": self._n_labels, "trained": self._index is not None}
         write_container(path, _FORMAT, meta,
                         {"faiss": np.asarray(blob, dtype=np.uint8),
-                         "label_id": self._label_id[: self._n_labels].copy()})
+                         "label_id": self._label_id[: self._n_labels].copy()}, key)
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> "FaissIndex":
-        """Open an index written by :meth:`save`. Raises IntegrityError if the file is damaged."""
-        meta, arrays = read_container(path, _FORMAT)
+    def load(cls, path: str | os.PathLike[str], key: Optional[bytes] = None) -> "FaissIndex":
+        """Open an index written by :meth:`save` (with the same ``key`` if it was sealed).
+        Raises IntegrityError if the file is damaged, altered or opened with the wrong key."""
+        meta, arrays = read_container(path, _FORMAT, key=key)
         try:
             p = dict(meta["params"])
             index = cls(int(meta["dim"]), str(meta["kind"]), hnsw_m=p["hnsw_m"],
