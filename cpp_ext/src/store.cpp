@@ -483,23 +483,26 @@ void Store::search(const float* queries, std::size_t m, const SearchOptions& opt
             const std::size_t p0 = next_tile.fetch_add(tile, std::memory_order_relaxed);
             if (p0 >= npanels) break;
             const std::size_t p1 = std::min(npanels, p0 + tile);
+            // Each panel's allowed rows, worked out once per tile (the mask array holds them in
+            // panel order first, so no panel's bits are computed twice).
             std::size_t np = 0;
             for (std::size_t p = p0; p < p1; ++p) {
                 const std::uint32_t bits = panel_bits(p);
-                if (!bits) continue;  // no allowed row: the panel is never read
-                plist[np] = static_cast<std::uint32_t>(p);
-                mask[np] = static_cast<std::uint16_t>(bits);
-                ++np;
+                mask[p - p0] = static_cast<std::uint16_t>(bits);
+                np += bits != 0;
             }
             if (!np) continue;
-            if (np * 4 >= (p1 - p0) * 3 && np < p1 - p0) {
+            if (np * 4 >= (p1 - p0) * 3) {
                 // Most panels of the tile hold an allowed row: reading the tile as one run keeps
                 // the hardware prefetcher streaming, and costs less than the skipped panels save.
-                np = 0;
+                np = p1 - p0;
+                for (std::size_t i = 0; i < np; ++i) plist[i] = static_cast<std::uint32_t>(p0 + i);
+            } else {
+                np = 0;  // only panels with an allowed row are read (compacted in place)
                 for (std::size_t p = p0; p < p1; ++p) {
-                    const std::uint32_t bits = panel_bits(p);
+                    if (!mask[p - p0]) continue;
                     plist[np] = static_cast<std::uint32_t>(p);
-                    mask[np] = static_cast<std::uint16_t>(bits);
+                    mask[np] = mask[p - p0];
                     ++np;
                 }
             }
