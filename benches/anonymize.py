@@ -1,9 +1,9 @@
 """Anonymization benchmark.
 
 1. Video: a 640x480, 30 fps MP4 built from LFW faces pasted on a canvas, anonymized with the
-   fast setting (HOG, no upsampling, every other frame) and the default one; frames/s and the
-   ratio to real time, against a plain decode+encode of the same file (the ceiling) measured
-   in the same run.
+   fast setting (HOG, no upsampling, every other frame) and the default one, each with the
+   default search threads (one per core) and with one; frames/s and the ratio to real time,
+   against a plain decode+encode of the same file (the ceiling) measured in the same run.
 2. Images: every LFW dev image and t1.jpg anonymized (default: blur, HOG with upsampling); the
    fraction of faces the detector finds again (HOG upsample 1 and 2) and the fraction whose
    recognizer score against the original (same aligned region) is below the threshold.
@@ -18,6 +18,7 @@ import os
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from fractions import Fraction
 from pathlib import Path
 
@@ -65,11 +66,16 @@ def bench_video(frames: int, finder: FaceFinder) -> None:
         src = Path(tmp) / "faces.mp4"
         build_face_video(src, photos, frames=frames, per_photo=15)
         print(f"video: {frames} frames 640x480 @30 fps ({frames / 30:.1f} s), load before: {load()}")
+        one = {"threads": 1, "progress": False}
         rows = [("plain decode+encode (ceiling)", lambda: plain_transcode(src, Path(tmp) / "plain.mp4")),
                 ("anonymize --fast (HOG up0, every 2nd frame)",
                  lambda: anonymize_file(src, Path(tmp) / "fast.mp4", video=VideoOptions.fast(progress=False), finder=finder)),
+                ("  the same, 1 search thread",
+                 lambda: anonymize_file(src, Path(tmp) / "fast1.mp4", video=replace(VideoOptions.fast(), **one), finder=finder)),
                 ("anonymize default (HOG up1, every frame)",
-                 lambda: anonymize_file(src, Path(tmp) / "full.mp4", video=VideoOptions(progress=False), finder=finder))]
+                 lambda: anonymize_file(src, Path(tmp) / "full.mp4", video=VideoOptions(progress=False), finder=finder)),
+                ("  the same, 1 search thread",
+                 lambda: anonymize_file(src, Path(tmp) / "full1.mp4", video=VideoOptions(**one), finder=finder))]
         base = None
         for name, fn in rows:
             wall, cpu = timed(fn)

@@ -205,6 +205,23 @@ def test_video_mp4_faces_covered_audio_kept(engine: DlibEngine, finder: FaceFind
 
 
 @needs_data
+def test_video_searched_by_several_threads_gives_the_same_result(finder: FaceFinder, face_video: Path,
+                                                                 tmp_path: Path) -> None:
+    reports, frames = [], []
+    for threads in (1, 3):
+        out = tmp_path / f"t{threads}.mp4"
+        reports.append(anonymize_file(face_video, out, video=VideoOptions(progress=False, threads=threads),
+                                      finder=finder))
+        frames.append(_video_facts(out)[3])
+    one, many = reports
+    assert (one.frames, one.detections, one.frames_with_faces, one.face_count) == \
+           (many.frames, many.detections, many.frames_with_faces, many.face_count)
+    assert one.detections > 0
+    # Same detections, same covers: the encoded frames decode to the same pixels.
+    assert all(np.array_equal(a, b) for a, b in zip(*frames))
+
+
+@needs_data
 def test_video_fast_setting_mkv_and_avi(engine: DlibEngine, finder: FaceFinder, tmp_path: Path) -> None:
     for ext in (".mkv", ".avi"):
         src = tmp_path / f"in{ext}"

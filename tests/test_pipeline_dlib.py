@@ -174,3 +174,17 @@ def test_subject_is_the_framed_face_not_a_closer_bystander(dlib_engine, datasets
         other = Pipeline(dlib_engine).embed(lfw / name / f"{name}_{ref:04d}.jpg").embedding
         assert other is not None and default.embedding is not None and largest.embedding is not None
         assert cosine(default.embedding, other) >= DEFAULT_THRESHOLD > cosine(largest.embedding, other)
+
+
+def test_hog_detection_from_several_threads_matches_one(dlib_engine, datasets: Path) -> None:  # type: ignore[no-untyped-def]
+    from concurrent.futures import ThreadPoolExecutor
+
+    image = load_image(datasets / "insightface" / "t1.jpg")
+
+    def boxes(_: int) -> list[tuple[int, int, int, int]]:
+        return sorted((r.left(), r.top(), r.right(), r.bottom()) for r, _ in dlib_engine.detect_rects(image, "hog", 1))
+
+    alone = boxes(0)
+    with ThreadPoolExecutor(4) as pool:
+        together = list(pool.map(boxes, range(8)))
+    assert len(alone) == 6 and all(b == alone for b in together)

@@ -34,7 +34,9 @@ def _dlib() -> Any:
 
 
 class DlibEngine:
-    """dlib on the CPU. Thread-safe: dlib's objects are guarded by a lock each."""
+    """dlib on the CPU. Thread-safe: each thread gets its own HOG detector (dlib's detector keeps
+    scratch buffers, and releases the GIL while it scans, so threads detect in parallel); the
+    other dlib objects are guarded by a lock each."""
 
     name = "dlib"
     embedding_dim = 128
@@ -43,7 +45,7 @@ class DlibEngine:
     def __init__(self) -> None:
         dlib = _dlib()
         self._dlib = dlib
-        self._hog = dlib.get_frontal_face_detector()
+        self._hogs = threading.local()
         self._shape = dlib.shape_predictor(str(registry.verified_path("dlib-shape-5")))
         self._rec = dlib.face_recognition_model_v1(str(registry.verified_path("dlib-resnet-v1")))
         self._mmod: Any = None
@@ -51,6 +53,12 @@ class DlibEngine:
         self._mmod_lock = threading.Lock()
 
     # -- detection -------------------------------------------------------------------------
+    def _hog(self) -> Any:
+        hog = getattr(self._hogs, "detector", None)
+        if hog is None:
+            hog = self._hogs.detector = self._dlib.get_frontal_face_detector()
+        return hog
+
     def _mmod_model(self) -> Any:
         with self._mmod_lock:
             if self._mmod is None:
@@ -62,8 +70,7 @@ class DlibEngine:
         """dlib rectangles (unclipped) with their detector scores."""
         check_rgb_image(image)
         if detector == "hog":
-            with self._lock:
-                rects, scores, _ = self._hog.run(image, upsample, 0.0)
+            rects, scores, _ = self._hog().run(image, upsample, 0.0)
             return list(zip(rects, [float(s) for s in scores]))
         if detector == "mmod":
             model = self._mmod_model()
