@@ -188,3 +188,19 @@ def test_hog_detection_from_several_threads_matches_one(dlib_engine, datasets: P
     with ThreadPoolExecutor(4) as pool:
         together = list(pool.map(boxes, range(8)))
     assert len(alone) == 6 and all(b == alone for b in together)
+
+
+def test_embed_many_on_threads_matches_one_thread(dlib_engine, fr_images: Path) -> None:  # type: ignore[no-untyped-def]
+    paths = sorted((fr_images / "test_images").glob("*.jpg")) + [fr_images / "examples" / "two_people.jpg"]
+    steps = (("hog", 1),)
+    one = Pipeline(dlib_engine, PipelineConfig(steps=steps, threads=1)).embed_many(paths)
+    many = Pipeline(dlib_engine, PipelineConfig(steps=steps, threads=3)).embed_many(paths)
+    assert [r.outcome for r in one] == [r.outcome for r in many]
+    assert sum(r.found for r in one) >= 5
+    for a, b in zip(one, many):
+        assert (a.face is None) == (b.face is None)
+        if a.embedding is not None and b.embedding is not None and a.face is not None and b.face is not None:
+            assert a.face.box == b.face.box
+            np.testing.assert_allclose(a.embedding, b.embedding, atol=1e-6)
+    with pytest.raises(ValueError, match="threads"):
+        PipelineConfig(threads=-1)

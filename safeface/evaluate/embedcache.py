@@ -25,8 +25,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from ..errors import ConfigError
-from ..imageio import load_image
-from ..vision import Face, Pipeline, pick_subject
+from ..vision import Pipeline
 from ..vision.registry import safeface_home
 
 SHARD_SIZE = 32
@@ -169,27 +168,11 @@ class EmbeddingCache:
 
 
 def _embed_batch(pipeline: Pipeline, items: Sequence[tuple[str, bytes]]) -> list[tuple[str, Record]]:
-    """Detect in each image, then embed all chosen faces in one engine call (batched engines
-    such as ONNX Runtime run far faster on many chips at once)."""
-    chips: list[np.ndarray] = []
-    found: list[tuple[str, Optional[Face], int]] = []
-    for key, data in items:
-        img = load_image(data)
-        faces = pipeline.detect(img)
-        face = pick_subject(faces, img.shape, pipeline.config.pick)
-        if face is not None:
-            chips.append(pipeline.engine.chips(img, [face]))
-        found.append((key, face, len(faces)))
-    vecs = pipeline.embed_chips(np.concatenate(chips)) if chips else np.zeros((0, 0), dtype=np.float32)
-    out: list[tuple[str, Record]] = []
-    j = 0
-    for key, face, n in found:
-        if face is None:
-            out.append((key, Record(None, 0, "")))
-        else:
-            out.append((key, Record(vecs[j], n, face.detector)))
-            j += 1
-    return out
+    """The pipeline's own embed_many over the batch: images searched in parallel, all chosen faces
+    embedded in one engine call (batched engines such as ONNX Runtime run far faster so)."""
+    results = pipeline.embed_many([data for _, data in items])
+    return [(key, Record(r.embedding, len(r.faces), r.face.detector) if r.face is not None else Record(None, 0, ""))
+            for (key, _), r in zip(items, results)]
 
 
 def embed_images(pipeline: Pipeline, paths: Sequence[Path], cache: Optional[EmbeddingCache],
