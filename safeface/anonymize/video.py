@@ -4,7 +4,6 @@ input container's metadata is written."""
 
 from __future__ import annotations
 
-import os
 import sys
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -19,6 +18,7 @@ from ..errors import ImageError
 from .cover import DEFAULT_MARGIN, DEFAULT_MODE, apply_cover, check_margin, check_mode, region_for_box
 from .detect import DEFAULT_DETECTOR, FaceFinder
 from ..hashing import sha256_file
+from ..workers import worker_count
 from .files import VIDEO_EXTENSIONS, atomic_output, match_umask
 from .report import AnonymizeReport
 from .track import FaceTracker
@@ -46,9 +46,6 @@ class VideoOptions:
         """The real-time setting: HOG without upsampling on every other frame (faces from about
         80 px at 640 px frame width), the gaps bridged by the tracker."""
         return cls(detect_max_side=640, upsample=0, detect_every=2, hold=4, progress=progress)
-
-    def worker_count(self) -> int:
-        return max(1, int(self.threads)) if self.threads else max(1, min(4, os.cpu_count() or 1))
 
 
 def _av() -> Any:
@@ -173,7 +170,7 @@ def _transcode(inp: Any, tmp: Path, fmt: str, finder: FaceFinder, mode: str, mar
 
         # Frames are searched by a pool of threads, a few frames ahead of the one being encoded;
         # their results reach the tracker in frame order.
-        workers = opts.worker_count()
+        workers = worker_count(int(opts.threads))
         searching: deque[tuple[int, np.ndarray, Optional[Future[list[Any]]]]] = deque()
 
         def settle(keep: int) -> None:

@@ -51,7 +51,12 @@ def _cmd_fetch(args: argparse.Namespace) -> int:
     result = fetch_pack(args.name, dest_dir=_dest(args), url=args.url, sha256=args.sha256,
                         timeout=args.timeout, force=args.force,
                         progress=None if args.json else _progress())
-    if args.json:
+    return _report_pack(result, args.json)
+
+
+def _report_pack(result: Any, as_json: bool) -> int:
+    """What a fetch or a custom install put in place, and the pack's licence."""
+    if as_json:
         print_json(result.to_dict())
     else:
         verb = "already installed and verified" if result.already_installed else "installed"
@@ -75,14 +80,7 @@ def _cmd_add_custom(args: argparse.Namespace) -> int:
         kwargs["licence"] = args.licence
     result = install_custom(Path(args.detector), Path(args.recognizer), name=args.name,
                             dest_dir=_dest(args), force=args.force, **kwargs)
-    if args.json:
-        print_json(result.to_dict())
-    else:
-        print(f"pack {result.name} installed at {result.path}")
-        for f in result.installed:
-            print(f"  {f.role:<12} {f.file}  sha256 {f.sha256}")
-    say(f"LICENCE of pack {result.name}: {result.licence}")
-    return EXIT_OK
+    return _report_pack(result, args.json)
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:

@@ -3,7 +3,6 @@ this module; nothing here touches disk, consent or the gallery."""
 
 from __future__ import annotations
 
-import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Optional, Sequence
@@ -11,6 +10,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from ..imageio import ImageInput, load_image
+from ..workers import worker_count
 from .arrays import l2_normalize
 from .types import Engine, Face, FaceEmbedding, Outcome
 
@@ -26,10 +26,15 @@ DEFAULT_PICK = "prominent"
 CENTRE_WEIGHT = 2.0
 
 
-def pick_subject(faces: Sequence[Face], shape: tuple[int, ...], rule: str = DEFAULT_PICK) -> Optional[Face]:
-    """The subject among `faces` of an image of `shape` by `rule` (see PICKS); None if no face."""
+def check_pick(rule: str) -> str:
     if rule not in PICKS:
         raise ValueError(f"unknown pick rule {rule!r}; choose one of {', '.join(PICKS)}.")
+    return rule
+
+
+def pick_subject(faces: Sequence[Face], shape: tuple[int, ...], rule: str = DEFAULT_PICK) -> Optional[Face]:
+    """The subject among `faces` of an image of `shape` by `rule` (see PICKS); None if no face."""
+    check_pick(rule)
     if not faces:
         return None
     h, w = shape[:2]
@@ -73,13 +78,9 @@ class PipelineConfig:
     threads: int = 0
 
     def __post_init__(self) -> None:
-        if self.pick not in PICKS:
-            raise ValueError(f"unknown pick rule {self.pick!r}; choose one of {', '.join(PICKS)}.")
+        check_pick(self.pick)
         if isinstance(self.threads, bool) or not isinstance(self.threads, int) or self.threads < 0:
             raise ValueError(f"threads must be a whole number >= 0 (0: one per core), got {self.threads!r}.")
-
-    def worker_count(self) -> int:
-        return self.threads or max(1, min(4, os.cpu_count() or 1))
 
     def with_(self, **kw: object) -> "PipelineConfig":
         fields = {**self.__dict__, **kw}
@@ -144,7 +145,7 @@ class Pipeline:
     def embed_many(self, images: Sequence[ImageInput]) -> list[FaceEmbedding]:
         """Subject embeddings of many images: each image decoded, searched and aligned on a pool
         of threads (`config.threads`), then all chips embedded in one batch."""
-        workers = min(self.config.worker_count(), len(images))
+        workers = min(worker_count(self.config.threads), len(images))
         if workers > 1:
             with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="safeface-detect") as pool:
                 prepared = list(pool.map(self._prepare, images))
