@@ -24,6 +24,7 @@ from safeface.imageio import load_image
 from safeface.vision import pick_subject
 from safeface.vision.dlib_engine import DlibEngine
 from safeface.vision.onnx_engine import OnnxEngine
+from tests.face_fixtures import lfw_face_chips
 
 DATASETS = Path(os.environ.get("SAFEFACE_DATASETS", Path(__file__).resolve().parents[1].parent / "shared" / "datasets"))
 
@@ -40,21 +41,8 @@ def timed(fn: Callable[[], object], min_seconds: float = 1.0, max_runs: int = 50
     return float(np.median(runs))
 
 
-def lfw_chips(engine: DlibEngine, n: int) -> np.ndarray:
-    chips = []
-    for person in sorted(p for p in (DATASETS / "lfw-dev" / "images").iterdir() if p.is_dir()):
-        for path in sorted(person.glob("*.jpg")):
-            image = load_image(path)
-            faces = engine.detect(image, "hog", upsample=0)
-            if faces:
-                chips.append(engine.chips(image, faces[:1])[0])
-            if len(chips) == n:
-                return np.stack(chips)
-    return np.stack(chips)
-
-
 def bench_embedding(dl: DlibEngine, ox: OnnxEngine) -> None:
-    chips = lfw_chips(dl, 64)
+    chips = lfw_face_chips(dl, DATASETS / "lfw-dev" / "images", 64)
     diff = np.abs(ox.raw_descriptors(chips) - dl.raw_descriptors(chips)).max()
     print(f"descriptor max |onnx - dlib| over {len(chips)} LFW faces: {diff:.2e}")
     print(f"{'batch':>5} {'dlib ms/face':>13} {'onnx ms/face':>13} {'dlib faces/s':>13} {'onnx faces/s':>13} {'speed-up':>9}")

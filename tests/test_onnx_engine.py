@@ -16,6 +16,8 @@ from safeface.vision import dlib_format, get_engine, mmod_decode, onnx_convert, 
 from safeface.vision.dlib_engine import DlibEngine
 from safeface.vision.onnx_engine import OnnxEngine
 
+from tests.face_fixtures import lfw_face_chips
+
 DATASETS = Path(os.environ.get("SAFEFACE_DATASETS", Path(__file__).resolve().parents[1].parent / "shared" / "datasets"))
 LFW = DATASETS / "lfw-dev" / "images"
 N_FACES = 200
@@ -44,16 +46,10 @@ def engines(home: Path) -> tuple[DlibEngine, OnnxEngine]:
 def lfw_chips(engines: tuple[DlibEngine, OnnxEngine]) -> np.ndarray:
     """Aligned chips of the first N_FACES LFW images where HOG finds a face (detected once)."""
     dl, _ = engines
-    chips = []
-    for person in sorted(p for p in _need(LFW).iterdir() if p.is_dir()):
-        for path in sorted(person.glob("*.jpg")):
-            image = load_image(path)
-            faces = dl.detect(image, "hog", upsample=0)
-            if faces:
-                chips.append(dl.chips(image, faces[:1])[0])
-            if len(chips) == N_FACES:
-                return np.stack(chips)
-    pytest.skip(f"fewer than {N_FACES} LFW faces found")
+    chips = lfw_face_chips(dl, _need(LFW), N_FACES)
+    if len(chips) < N_FACES:
+        pytest.skip(f"fewer than {N_FACES} LFW faces found")
+    return chips
 
 
 # -- the reader -----------------------------------------------------------------------------------
