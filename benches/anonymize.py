@@ -25,11 +25,11 @@ from pathlib import Path
 import av
 import numpy as np
 
-import safeface.vision as vision
+import safeface.hazmat.vision as vision
 from safeface.anonymize import FaceFinder, VideoOptions, anonymize_file, anonymize_image
 from safeface.anonymize.detect import iou
 from safeface.imageio import load_image
-from safeface.vision.dlib_engine import DlibEngine
+from safeface.hazmat.vision.dlib_engine import DlibEngine
 from tests.video_fixtures import build_face_video
 
 DATASETS = Path(os.environ.get("SAFEFACE_DATASETS", Path(__file__).resolve().parents[1].parent / "shared" / "datasets"))

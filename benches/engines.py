@@ -21,9 +21,9 @@ from PIL import Image
 from safeface.evaluate.datasets import read_pairs
 from safeface.evaluate.metrics import kfold_accuracy
 from safeface.imageio import load_image
-from safeface.vision import pick_subject
-from safeface.vision.dlib_engine import DlibEngine
-from safeface.vision.onnx_engine import OnnxEngine
+from safeface.hazmat.vision import pick_subject
+from safeface.hazmat.vision.dlib_engine import DlibEngine
+from safeface.hazmat.vision.onnx_engine import OnnxEngine
 from tests.face_fixtures import lfw_face_chips
 
 DATASETS = Path(os.environ.get("SAFEFACE_DATASETS", Path(__file__).resolve().parents[1].parent / "shared" / "datasets"))

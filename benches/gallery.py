@@ -21,8 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from safeface.index import ExactIndex
-from safeface.templates import Enrollment, Gallery, HostKeyring, StaticKeyProvider, TemplateTransform
+from safeface.hazmat.index import ExactIndex
+from safeface.hazmat.templates import HostKeyring, StaticKeyProvider, TemplateTransform
+from safeface.storage.gallery import Enrollment, Gallery
 
 
 def main() -> None:

@@ -24,8 +24,8 @@ from tqdm import tqdm
 from safeface.evaluate import metrics
 from safeface.evaluate.datasets import read_pairs
 from safeface.imageio import load_image
-from safeface.vision import DEFAULT_ENGINE, PICKS, Pipeline, PipelineConfig, get_engine, pick_subject
-from safeface.vision.arrays import l2_normalize as unit
+from safeface.hazmat.vision import DEFAULT_ENGINE, PICKS, Pipeline, PipelineConfig, get_engine, pick_subject
+from safeface.hazmat.vision.arrays import l2_normalize as unit
 
 DATASETS = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
 

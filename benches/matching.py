@@ -25,7 +25,7 @@ from typing import Callable, Optional
 import faiss
 import numpy as np
 
-from safeface.index import ExactIndex, get_isa, get_num_threads
+from safeface.hazmat.index import ExactIndex, get_isa, get_num_threads
 
 K = 10
 
@@ -311,7 +311,7 @@ def bench_cpu_single_thread(n: int, d: int, repeat: int, batch: int) -> None:
 def lfw_embeddings(limit: int) -> tuple[np.ndarray, list[str]]:
     """dlib embeddings of the first `limit` LFW dev images (kept in memory only)."""
     from safeface.imageio import load_image
-    from safeface.vision.dlib_engine import DlibEngine
+    from safeface.hazmat.vision.dlib_engine import DlibEngine
 
     root = Path(os.environ.get("SAFEFACE_DATASETS",
                                Path(__file__).resolve().parents[1].parent / "shared" / "datasets"))

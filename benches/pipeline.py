@@ -17,7 +17,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from lfw import best_accuracy, lfw_pairs  # noqa: E402
 
-from safeface.vision import DEFAULT_ENGINE, DEFAULT_THRESHOLD, Pipeline, get_engine  # noqa: E402
+from safeface.hazmat.vision import DEFAULT_ENGINE, DEFAULT_THRESHOLD, Pipeline, get_engine  # noqa: E402
 
 
 def run_safeface(images: list[Path], engine: str) -> tuple[dict[Path, np.ndarray | None], float]:

@@ -39,3 +39,7 @@ class PolicyViolation(SafeFaceError):
 
     def to_dict(self) -> dict[str, str]:
         return {"error": "PolicyViolation", "rule": self.rule, "message": self.message}
+
+
+class InvalidArgument(SafeFaceError, ValueError):
+    """An argument is of the wrong kind or out of range; the message says what is accepted."""

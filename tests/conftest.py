@@ -36,6 +36,6 @@ def fr_images(datasets: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def dlib_engine():  # type: ignore[no-untyped-def]
-    from safeface.vision.dlib_engine import DlibEngine
+    from safeface.hazmat.vision.dlib_engine import DlibEngine
 
     return DlibEngine()

@@ -15,7 +15,7 @@ import pytest
 
 from safeface.policy.deployment import Deployment
 from safeface.policy.issuer import issue_consent, issue_legal_basis
-from safeface.policy.workspace import WorkspacePaths, init_workspace, read_signing_key
+from safeface.workspace.layout import WorkspacePaths, init_workspace, read_signing_key
 from safeface.sdk import SafeFace
 
 PASSPHRASE = "test passphrase, not secret"
@@ -35,7 +35,7 @@ def images() -> Path:
 
 @functools.lru_cache(maxsize=1)
 def _engine() -> Any:
-    from safeface.vision import get_engine
+    from safeface.hazmat.vision import get_engine
 
     return get_engine("dlib")
 
@@ -44,7 +44,7 @@ class CachedPipeline:
     """The real dlib pipeline; each distinct image file is embedded once per session."""
 
     def __init__(self) -> None:
-        from safeface.vision import Pipeline
+        from safeface.hazmat.vision import Pipeline
 
         self._pipe = Pipeline(_engine())
 
@@ -59,7 +59,7 @@ class CachedPipeline:
 
 @functools.lru_cache(maxsize=64)
 def _cached_embed(path: str) -> Any:
-    from safeface.vision import Pipeline
+    from safeface.hazmat.vision import Pipeline
 
     return Pipeline(_engine()).embed(path)
 

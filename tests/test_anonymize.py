@@ -15,12 +15,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import safeface.vision as vision
+import safeface.hazmat.vision as vision
 from safeface.anonymize import FaceFinder, VideoOptions, anonymize_file, anonymize_image
 from safeface.anonymize.track import FaceTracker
 from safeface.errors import ImageError, ModelError, SafeFaceError
 from safeface.imageio import load_image
-from safeface.vision.dlib_engine import DlibEngine
+from safeface.hazmat.vision.dlib_engine import DlibEngine
 
 from tests.video_fixtures import build_face_video
 

@@ -230,9 +230,9 @@ def test_enrol_killed_mid_call_leaves_no_unrecorded_template(tmp_path: Path, cli
     import signal
     import time
 
-    from safeface.audit import AuditLog
-    from safeface.policy.workspace import WorkspacePaths, resolve_passphrase
-    from safeface.templates.keyring import PassphraseKeyring
+    from safeface.workspace.audit import AuditLog
+    from safeface.workspace.layout import WorkspacePaths, resolve_passphrase
+    from safeface.hazmat.templates.keyring import PassphraseKeyring
 
     img = images()
     ws = tmp_path / "ws"

@@ -15,7 +15,7 @@ from safeface.cli import main
 from safeface.evaluate.datasets import read_pairs
 from safeface.errors import ConfigError
 from safeface.evaluate.embedcache import EmbeddingCache, config_fingerprint, embed_images
-from safeface.vision import DEFAULT_ENGINE, Pipeline, PipelineConfig, get_engine
+from safeface.hazmat.vision import DEFAULT_ENGINE, Pipeline, PipelineConfig, get_engine
 
 DATASETS = Path(os.environ.get("SAFEFACE_DATASETS", Path(__file__).resolve().parents[1].parent / "shared" / "datasets"))
 LFW = DATASETS / "lfw-dev"
@@ -156,7 +156,7 @@ def test_protection_command(tmp_path: Path, cache: Path, capsys: pytest.CaptureF
     args = ["eval", "protection", "--pairs", str(PAIRS), "--root", str(LFW), "--limit", "12", *FAST,
             "--out", str(tmp_path / "out"), "--cache", str(cache), "--json"]
     try:
-        import safeface.templates.transform  # noqa: F401
+        import safeface.hazmat.templates.transform  # noqa: F401
     except ImportError:
         assert main(args) == 1
         assert "template protection is not part of this build" in capsys.readouterr().err

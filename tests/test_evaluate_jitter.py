@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from safeface.imageio import load_image
-from safeface.vision import Face, Pipeline, PipelineConfig, get_engine
-from safeface.vision.jitter import jitter_chip, jittered_embeddings
+from safeface.hazmat.vision import Face, Pipeline, PipelineConfig, get_engine
+from safeface.hazmat.vision.jitter import jitter_chip, jittered_embeddings
 
 DATASETS = Path(os.environ.get("SAFEFACE_DATASETS", Path(__file__).resolve().parents[1].parent / "shared" / "datasets"))
 IMAGE = DATASETS / "lfw-dev" / "images" / "Abdullah_Gul" / "Abdullah_Gul_0013.jpg"

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from safeface.errors import IntegrityError
-from safeface.index import ExactIndex
+from safeface.hazmat.index import ExactIndex
 
 DTYPES = ["float32", "float16", "int8"]
 
@@ -151,7 +151,7 @@ def test_damaged_file_is_refused(data: tuple, tmp_path: Path) -> None:
     path.write_bytes(good[:8] + len(header).to_bytes(4, "little") + header + good[12 + hlen:])
     with pytest.raises(IntegrityError):
         ExactIndex.load(path)
-    from safeface.index import FaissIndex
+    from safeface.hazmat.index import FaissIndex
     with pytest.raises(IntegrityError, match="not 'safeface.faiss'"):
         index.save(path)
         FaissIndex.load(path)
@@ -163,7 +163,7 @@ def test_sealed_save_round_trip_and_refusals(dtype: str, data: tuple, tmp_path: 
     import os
 
     from safeface.errors import ConfigError
-    from safeface.index import container
+    from safeface.hazmat.index import container
 
     ids, x, q = data
     index = ExactIndex(64, dtype)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from safeface.errors import IntegrityError
-from safeface.index import ExactIndex, FaissIndex, make_index
+from safeface.hazmat.index import ExactIndex, FaissIndex, make_index
 
 KINDS = ["flat", "hnsw", "ivf-flat", "ivf-pq"]
 

@@ -7,8 +7,8 @@ from typing import Iterator
 import numpy as np
 import pytest
 
-from safeface import _core
-from safeface.index import ExactIndex, available_isas, get_isa, set_isa
+from safeface.hazmat.index import _core
+from safeface.hazmat.index import ExactIndex, available_isas, get_isa, set_isa
 
 ISAS = available_isas()
 

@@ -12,9 +12,10 @@ import pytest
 
 from safeface.errors import ModelError
 from safeface.imageio import load_image
-from safeface.vision import dlib_format, get_engine, mmod_decode, onnx_convert, registry
-from safeface.vision.dlib_engine import DlibEngine
-from safeface.vision.onnx_engine import OnnxEngine
+from safeface.hazmat.vision import get_engine, mmod_decode
+from safeface.modelstore import dlib_format, onnx_convert, registry
+from safeface.hazmat.vision.dlib_engine import DlibEngine
+from safeface.hazmat.vision.onnx_engine import OnnxEngine
 
 from tests.face_fixtures import lfw_face_chips
 
@@ -206,7 +207,7 @@ def test_mmod_landmarks_start_from_a_hog_like_box(engines: tuple[DlibEngine, Onn
     """MMOD faces keep the detector's box, but their landmarks start from the box shifted to where
     HOG would put it; they land closer to the landmarks HOG's box gives than unshifted ones do."""
     from safeface.anonymize.detect import iou
-    from safeface.vision.dlib_engine import MMOD_LANDMARK_SHIFT
+    from safeface.hazmat.vision.dlib_engine import MMOD_LANDMARK_SHIFT
 
     _, ox = engines
     shifted_err, plain_err, faces = 0.0, 0.0, 0

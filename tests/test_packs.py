@@ -25,9 +25,9 @@ from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 from safeface.cli import _Parser, models_cmds  # noqa: E402
 from safeface.errors import ModelError, ModelFetchError  # noqa: E402
-from safeface.vision import fetch, packs  # noqa: E402
-from safeface.vision.arcface_align import ARCFACE_DST, norm_crop, umeyama, warp_affine  # noqa: E402
-from safeface.vision.insightface_engine import InsightFaceEngine  # noqa: E402
+from safeface.modelstore import fetch, packs  # noqa: E402
+from safeface.hazmat.vision.arcface_align import ARCFACE_DST, norm_crop, umeyama, warp_affine  # noqa: E402
+from safeface.hazmat.vision.insightface_engine import InsightFaceEngine  # noqa: E402
 
 DET_INPUT = 128
 STRIDES = (8, 16, 32)
@@ -441,7 +441,7 @@ def test_cli_fetch_list_verify(server: Server, models: dict[str, bytes], tmp_pat
     assert run_cli(["models", "verify", "--dest", dest, "--json"]) == 4
     assert [r["ok"] for r in json.loads(capsys.readouterr().out) if r["name"] == "tinypack"] == [False]
 
-    monkeypatch.setitem(sys.modules, "safeface.vision.onnx_convert", None)
+    monkeypatch.setitem(sys.modules, "safeface.modelstore.onnx_convert", None)
     assert run_cli(["models", "convert"]) == 1
     assert "ONNX converter" in capsys.readouterr().err
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from safeface import load_image
-from safeface.vision import DEFAULT_THRESHOLD, Outcome, Pipeline, PipelineConfig, cosine, euclidean_equivalent, pick_subject
+from safeface.hazmat.vision import DEFAULT_THRESHOLD, Outcome, Pipeline, PipelineConfig, cosine, euclidean_equivalent, pick_subject
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +45,7 @@ def test_raw_descriptors_equal_dlibs_own_and_expected_distances(dlib_engine, fr_
     shape (what face_recognition does) within 1e-5, and the peer's expected Euclidean distances."""
     import dlib
 
-    from safeface.vision import registry
+    from safeface.modelstore import registry
 
     rec = dlib.face_recognition_model_v1(str(registry.verified_path("dlib-resnet-v1")))
     shape = dlib.shape_predictor(str(registry.verified_path("dlib-shape-5")))
@@ -140,7 +140,7 @@ def test_threshold_euclidean_equivalent() -> None:
 
 
 def test_pick_rules_on_a_bystander_at_the_edge() -> None:
-    from safeface.vision import Face
+    from safeface.hazmat.vision import Face
 
     lm = np.zeros((5, 2), np.float32)
     framed = Face(box=(80.0, 80.0, 170.0, 170.0), score=1.0, landmarks=lm)  # 90 px, centred

@@ -16,7 +16,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from child_process import child_env  # noqa: E402
 
-from safeface.audit import AuditLog
+from safeface.workspace.audit import AuditLog
 from safeface.errors import IntegrityError
 
 KEY = b"k" * 32
@@ -79,7 +79,7 @@ def test_rechained_log_fails_without_the_key(tmp_path: Path) -> None:
     """An attacker who rewrites an entry and recomputes every hash still cannot sign the head."""
     import hashlib
 
-    from safeface.audit import GENESIS, AuditEntry
+    from safeface.workspace.audit import GENESIS, AuditEntry
 
     path = tmp_path / "a.db"
     filled(path).close()
@@ -130,7 +130,7 @@ def test_two_processes_append_at_once(tmp_path: Path) -> None:
 KILLED_WRITER = """
 import sys
 from pathlib import Path
-from safeface.audit import AuditLog
+from safeface.workspace.audit import AuditLog
 log = AuditLog(Path(sys.argv[1]), b"k" * 32)
 print("ready", flush=True)
 i = 0

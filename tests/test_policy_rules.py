@@ -22,7 +22,7 @@ from safeface.policy.deployment import PRIVATE_SPACES, Deployment, demo_config, 
 from safeface.policy.guard import Guard  # noqa: E402
 from safeface.policy.issuer import issue_consent, issue_legal_basis  # noqa: E402
 from safeface.policy.rules import CONCEPTS, RULES, RULES_BY_ID, rule_for  # noqa: E402
-from safeface.policy.state import PolicyState  # noqa: E402
+from safeface.workspace.state import PolicyState  # noqa: E402
 from safeface.policy.tokens import b64d, b64e, decode_consent, key_id  # noqa: E402
 
 NOW = dt.datetime(2026, 6, 15, 12, 0, tzinfo=dt.timezone.utc)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from safeface import ModelError
-from safeface.vision import registry
+from safeface.modelstore import registry
 
 
 def test_manifest_models_verify() -> None:

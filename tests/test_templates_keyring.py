@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from safeface.errors import ConfigError, IntegrityError
-from safeface.templates import PURPOSES, HostKeyring, Keyring, PassphraseKeyring, ScryptParams, StaticKeyProvider
-from safeface.templates.keyring import key_id_of
+from safeface.hazmat.templates import PURPOSES, HostKeyring, Keyring, PassphraseKeyring, ScryptParams, StaticKeyProvider
+from safeface.hazmat.templates.keyring import key_id_of
 
 FAST = ScryptParams(n=2**10, r=8, p=1)
 PASS = "a long passphrase for tests"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from safeface.templates.rowfilter import RowFilter
+from safeface.hazmat.templates.rowfilter import RowFilter
 
 PURPOSES = ("access", "payment", "boarding")
 

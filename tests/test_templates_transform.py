@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from safeface.errors import ConfigError
-from safeface.templates import TemplateTransform, pseudonymize, same_pseudonym
+from safeface.hazmat.templates import TemplateTransform, pseudonymize, same_pseudonym
 
 K1, K2 = bytes(range(32)), bytes(range(1, 33))
 
@@ -96,7 +96,7 @@ def lfw_pairs() -> tuple[np.ndarray, np.ndarray]:
     lfw = _datasets() / "lfw-dev"
     if not (lfw / "pairsDevTest.txt").is_file():
         pytest.skip(f"LFW dev images not found at {lfw} (set SAFEFACE_DATASETS to the shared datasets folder)")
-    from safeface.vision import Pipeline, get_engine
+    from safeface.hazmat.vision import Pipeline, get_engine
 
     lines = (lfw / "pairsDevTest.txt").read_text().splitlines()[1:501]
     chosen, names = [], set()

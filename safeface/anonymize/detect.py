@@ -37,7 +37,7 @@ class FaceFinder:
     def __post_init__(self) -> None:
         check_detector(self.detector)
         if self.engine is None:
-            from ..vision.dlib_engine import DlibEngine
+            from ..hazmat.vision.dlib_engine import DlibEngine
 
             self.engine = DlibEngine()
         if self.detector == "onnx" and self.onnx_engine is None:
@@ -83,7 +83,7 @@ class FaceFinder:
 
 def _onnx_engine() -> Any:
     try:
-        from ..vision import get_engine
+        from ..hazmat.vision import get_engine
     except ImportError:
         raise ModelError(
             "the ONNX engine is unavailable in this installation; use detector 'hog' or 'mmod'."

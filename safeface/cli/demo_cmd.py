@@ -12,8 +12,8 @@ import numpy as np
 
 from ..demo import sample_image_dir
 from ..imageio import load_image
-from ..index import ExactIndex
-from ..vision import DEFAULT_ENGINE, DEFAULT_THRESHOLD, ENGINES, Pipeline, cosine, euclidean_equivalent, get_engine
+from ..hazmat.index import ExactIndex
+from ..hazmat.vision import DEFAULT_ENGINE, DEFAULT_THRESHOLD, ENGINES, Pipeline, cosine, euclidean_equivalent, get_engine
 from .common import EXIT_OK
 
 
@@ -67,7 +67,7 @@ def _guarded_demo(pipe: Pipeline, photo: np.ndarray, recaptured: np.ndarray, gro
     """The same faces through the compliance guard, in a temporary demo workspace."""
     from ..errors import PolicyViolation
     from ..policy.issuer import issue_consent
-    from ..policy.workspace import init_workspace, read_signing_key
+    from ..workspace.layout import init_workspace, read_signing_key
     from ..sdk import SafeFace
 
     with tempfile.TemporaryDirectory(prefix="safeface-demo-") as tmp:

@@ -13,7 +13,7 @@ from typing import Any, Optional
 import numpy as np
 
 from ..errors import ConfigError
-from ..vision import DEFAULT_ENGINE, DEFAULT_PICK, DEFAULT_THRESHOLD, ENGINES, PICKS
+from ..hazmat.vision import DEFAULT_ENGINE, DEFAULT_PICK, DEFAULT_THRESHOLD, ENGINES, PICKS
 from .common import EXIT_OK, print_json, say
 
 

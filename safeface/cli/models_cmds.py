@@ -18,7 +18,7 @@ def _dest(args: argparse.Namespace) -> Optional[Path]:
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
-    from ..vision.fetch import list_models
+    from ..modelstore.fetch import list_models
 
     rows = list_models(_dest(args))
     if args.json:
@@ -45,7 +45,7 @@ def _progress() -> Any:
 
 
 def _cmd_fetch(args: argparse.Namespace) -> int:
-    from ..vision.fetch import fetch_pack
+    from ..modelstore.fetch import fetch_pack
 
     say(f"fetching pack {args.name} ...")
     result = fetch_pack(args.name, dest_dir=_dest(args), url=args.url, sha256=args.sha256,
@@ -73,7 +73,7 @@ def _report_pack(result: Any, as_json: bool) -> int:
 
 
 def _cmd_add_custom(args: argparse.Namespace) -> int:
-    from ..vision.fetch import install_custom
+    from ..modelstore.fetch import install_custom
 
     kwargs: dict[str, Any] = {}
     if args.licence:
@@ -84,7 +84,7 @@ def _cmd_add_custom(args: argparse.Namespace) -> int:
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
-    from ..vision.fetch import verify_installed
+    from ..modelstore.fetch import verify_installed
 
     rows = verify_installed(_dest(args))
     if args.json:
@@ -104,12 +104,12 @@ def _cmd_verify(args: argparse.Namespace) -> int:
 
 def _cmd_convert(args: argparse.Namespace) -> int:
     try:
-        module = importlib.import_module("safeface.vision.onnx_convert")
+        module = importlib.import_module("safeface.modelstore.onnx_convert")
     except ModuleNotFoundError as exc:
-        if exc.name not in ("safeface.vision.onnx_convert",):
+        if exc.name not in ("safeface.modelstore.onnx_convert",):
             raise ModelError(f"the ONNX converter needs a module that is missing ({exc}).") from None
         sys.stderr.write(
-            "safeface: error: the ONNX converter (safeface.vision.onnx_convert) is not part of this "
+            "safeface: error: the ONNX converter (safeface.modelstore.onnx_convert) is not part of this "
             "installation.\n"
         )
         return EXIT_ERROR

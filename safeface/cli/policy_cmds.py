@@ -167,7 +167,7 @@ def register(sub: Any) -> None:
 
 # -- handlers ------------------------------------------------------------------------------
 def _init(args: argparse.Namespace) -> int:
-    from ..policy.workspace import PASSPHRASE_ENV, init_workspace, resolve_passphrase
+    from ..workspace.layout import PASSPHRASE_ENV, init_workspace, resolve_passphrase
 
     passphrase = None
     if not args.demo or args.passphrase_file is not None:
@@ -187,7 +187,7 @@ def _init(args: argparse.Namespace) -> int:
 
 def _assess(args: argparse.Namespace) -> int:
     from ..policy.deployment import Deployment
-    from ..policy.workspace import WorkspacePaths
+    from ..workspace.layout import WorkspacePaths
 
     paths = WorkspacePaths(Path(args.workspace))
     dep = Deployment.load(paths.config)
@@ -204,7 +204,7 @@ def _assess(args: argparse.Namespace) -> int:
 
 
 def _keys_new(args: argparse.Namespace) -> int:
-    from ..policy.workspace import WorkspacePaths, new_signing_key, trust_public_key
+    from ..workspace.layout import WorkspacePaths, new_signing_key, trust_public_key
 
     paths = WorkspacePaths(Path(args.workspace))
     if not paths.config.is_file():
@@ -217,7 +217,7 @@ def _keys_new(args: argparse.Namespace) -> int:
 
 
 def _issuer_key(args: argparse.Namespace, given: Optional[Path], demo_path: Path, what: str) -> Any:
-    from ..policy.workspace import read_signing_key
+    from ..workspace.layout import read_signing_key
 
     if given is not None:
         return read_signing_key(given)
@@ -230,7 +230,7 @@ def _issuer_key(args: argparse.Namespace, given: Optional[Path], demo_path: Path
 def _consent_issue(args: argparse.Namespace) -> int:
     from ..policy.deployment import Deployment
     from ..policy.issuer import issue_consent
-    from ..policy.workspace import WorkspacePaths
+    from ..workspace.layout import WorkspacePaths
 
     paths = WorkspacePaths(Path(args.workspace))
     dep = Deployment.load(paths.config)
@@ -248,7 +248,7 @@ def _consent_issue(args: argparse.Namespace) -> int:
 
 def _lb_issue(args: argparse.Namespace) -> int:
     from ..policy.issuer import issue_legal_basis
-    from ..policy.workspace import WorkspacePaths
+    from ..workspace.layout import WorkspacePaths
 
     paths = WorkspacePaths(Path(args.workspace))
     key = _issuer_key(args, args.authority_key, paths.demo_authority, "authority")
@@ -340,9 +340,9 @@ def _rekey(args: argparse.Namespace) -> int:
 
 def _audit_verify(args: argparse.Namespace) -> int:
     # Only the keyring and the log: checking the record must not depend on (or change) the gallery.
-    from ..audit import AuditLog
-    from ..policy.workspace import WorkspacePaths, resolve_passphrase
-    from ..templates.keyring import PassphraseKeyring
+    from ..workspace.audit import AuditLog
+    from ..workspace.layout import WorkspacePaths, resolve_passphrase
+    from ..hazmat.templates.keyring import PassphraseKeyring
 
     paths = WorkspacePaths(Path(args.workspace))
     if not paths.config.is_file() or not paths.keyring.is_file():

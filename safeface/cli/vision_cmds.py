@@ -13,7 +13,7 @@ import numpy as np
 
 from ..errors import SafeFaceError
 from ..imageio import load_image
-from ..vision import DEFAULT_ENGINE, DEFAULT_THRESHOLD, ENGINES, Pipeline, PipelineConfig, cosine, get_engine
+from ..hazmat.vision import DEFAULT_ENGINE, DEFAULT_THRESHOLD, ENGINES, Pipeline, PipelineConfig, cosine, get_engine
 from .common import EXIT_ERROR, EXIT_OK, print_json, say
 
 

@@ -25,8 +25,8 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from ..errors import ConfigError
-from ..vision import Pipeline
-from ..vision.registry import safeface_home
+from ..hazmat.vision import Pipeline
+from ..modelstore.registry import safeface_home
 
 SHARD_SIZE = 32
 NONCE_BYTES = 12

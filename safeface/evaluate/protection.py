@@ -30,11 +30,11 @@ TransformFactory = Callable[[bytes, int], Transform]
 
 
 def default_factory() -> TransformFactory:
-    """The deployment transform of safeface.templates (`TemplateTransform.from_key(key, dim)`)."""
+    """The deployment transform of safeface.hazmat.templates (`TemplateTransform.from_key(key, dim)`)."""
     try:
-        from ..templates.transform import TemplateTransform
+        from ..hazmat.templates.transform import TemplateTransform
     except ImportError:
-        raise ConfigError("template protection is not part of this build (safeface.templates.transform is "
+        raise ConfigError("template protection is not part of this build (safeface.hazmat.templates.transform is "
                           "missing); install a safeface with protected templates to run this evaluation.") from None
     factory: TransformFactory = TemplateTransform.from_key
     return factory

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from ..vision import DEFAULT_ENGINE, DEFAULT_PICK, Pipeline, PipelineConfig, get_engine
+from ..hazmat.vision import DEFAULT_ENGINE, DEFAULT_PICK, Pipeline, PipelineConfig, get_engine
 from .embedcache import EmbeddingCache, EmbedStats, Record, check_cache_location, config_fingerprint, embed_images
 
 HOG_ONLY = (("hog", 1),)

@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from ..errors import PolicyViolation
 from .deployment import Deployment, Purpose
 from .rules import rule_for
-from .state import PolicyState
+from ..workspace.state import PolicyState
 from .tokens import (ConsentToken, LegalBasisToken, TokenError, decode_consent, decode_legal_basis,
                      verified_token_id)
 

@@ -15,8 +15,8 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .deployment import Finding
-from .rules import RULES, rule_for
+from ..policy.deployment import Finding
+from ..policy.rules import RULES, rule_for
 
 if TYPE_CHECKING:
     from ..sdk import SafeFace

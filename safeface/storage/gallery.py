@@ -27,11 +27,11 @@ import numpy as np
 
 from ..errors import ConfigError, IntegrityError
 from ..sqlite_store import connect as _connect_store
-from .keyring import Keyring
-from .pseudonym import pseudonymize
-from .rowfilter import RowFilter
-from .sealing import RowBinding, Sealer
-from .transform import TemplateTransform
+from ..hazmat.templates.keyring import Keyring
+from ..hazmat.templates.pseudonym import pseudonymize
+from ..hazmat.templates.rowfilter import RowFilter
+from ..hazmat.templates.sealing import RowBinding, Sealer
+from ..hazmat.templates.transform import TemplateTransform
 
 SCHEMA_VERSION = 1
 # Change-log entries kept for other processes to replay; one that falls further behind reloads.
@@ -86,9 +86,9 @@ INDEX_CHECK_GROWTH = 1.25
 
 
 def default_index_factory(dim: int, size_hint: int) -> SearchIndex:
-    """Exact search; ``safeface.index.make_index`` where it exists (it switches to an approximate
+    """Exact search; ``safeface.hazmat.index.make_index`` where it exists (it switches to an approximate
     FAISS index above its size threshold)."""
-    from .. import index
+    from ..hazmat import index
 
     make = getattr(index, "make_index", None)
     if make is not None:

@@ -9,8 +9,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..errors import ModelError
-from . import registry
+from ...errors import ModelError
+from ...modelstore import registry
 from .arrays import check_chips, check_rgb_image, l2_normalize
 from .types import Face
 

@@ -1,18 +1,11 @@
-"""Template protection and the gallery store: pseudonyms, the keyed revocable transform, sealing,
-the keyring, and the SQLite gallery of sealed protected templates."""
+"""Template protection: pseudonyms, the keyed revocable transform, row sealing and the keyring.
+
+Hazmat: these primitives know nothing of consent, purposes or the audit log. A template made or
+stored with them directly is not a guarded enrolment; the workspace's store audit names any row
+that has no "enroll allowed" record behind it."""
 
 from __future__ import annotations
 
-from .gallery import (
-    Enrollment,
-    ErasureResult,
-    Gallery,
-    GalleryRow,
-    IndexFactory,
-    Match,
-    RekeyResult,
-    default_index_factory,
-)
 from .keyring import (
     PURPOSES,
     HostKeyring,
@@ -29,23 +22,15 @@ from .transform import TemplateTransform
 
 __all__ = [
     "PURPOSES",
-    "Enrollment",
-    "ErasureResult",
-    "Gallery",
-    "GalleryRow",
     "HostKeyring",
-    "IndexFactory",
     "KeyProvider",
     "Keyring",
-    "Match",
     "PassphraseKeyring",
-    "RekeyResult",
     "RowBinding",
     "ScryptParams",
     "Sealer",
     "StaticKeyProvider",
     "TemplateTransform",
-    "default_index_factory",
     "key_id_of",
     "pseudonymize",
     "same_pseudonym",

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Optional, Sequence
 
-from .errors import IntegrityError
-from .sqlite_store import connect
+from ..errors import IntegrityError
+from ..sqlite_store import connect
 
 GENESIS = hashlib.sha256(b"safeface-audit-genesis-v1").hexdigest()
 FIELDS = ("seq", "time", "operation", "purpose", "token_id", "basis", "subjects", "decision", "rule", "note")

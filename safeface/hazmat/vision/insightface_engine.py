@@ -16,8 +16,9 @@ from typing import Any, Optional, Sequence, Union
 
 import numpy as np
 
-from ..errors import ModelError
-from . import packs, scrfd
+from ...errors import ModelError
+from ...modelstore import packs
+from . import scrfd
 from .arcface_align import CHIP_SIZE, norm_crop
 from .arrays import check_chips, check_rgb_image, l2_normalize
 from .types import Face

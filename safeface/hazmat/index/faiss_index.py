@@ -15,7 +15,7 @@ from typing import Any, Iterable, Optional
 import faiss
 import numpy as np
 
-from ..errors import IntegrityError
+from ...errors import IntegrityError
 from .base import Allowed, as_ids, as_new_ids, as_vectors, check_dim, check_k, check_threshold
 from .container import read_container, write_container
 

@@ -20,8 +20,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from child_process import child_env  # noqa: E402
 
 from safeface.errors import ConfigError, IntegrityError
-from safeface.templates import (
-    Gallery,
+from safeface.storage.gallery import Gallery
+from safeface.hazmat.templates import (
     HostKeyring,
     PassphraseKeyring,
     ScryptParams,
@@ -29,7 +29,7 @@ from safeface.templates import (
     StaticKeyProvider,
     TemplateTransform,
 )
-from safeface.templates.sealing import RowBinding
+from safeface.hazmat.templates.sealing import RowBinding
 
 DIM = 128
 PASS = "correct horse battery staple"
@@ -309,7 +309,8 @@ import os, sys
 from pathlib import Path
 from datetime import datetime, timedelta, timezone
 import numpy as np
-from safeface.templates import Gallery, PassphraseKeyring
+from safeface.storage.gallery import Gallery
+from safeface.hazmat.templates import PassphraseKeyring
 db, keys, mode, n = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 kr = PassphraseKeyring.open(keys, {pw!r})
 exp = datetime(2027, 1, 1, tzinfo=timezone.utc)
@@ -504,7 +505,7 @@ def test_erased_rows_leave_no_sealed_bytes_behind(db: Path, keyring: PassphraseK
 
 
 def test_index_factory_sees_the_gallery_size(db: Path, keyring: PassphraseKeyring) -> None:
-    from safeface.index import ExactIndex
+    from safeface.hazmat.index import ExactIndex
 
     sizes: list[int] = []
 
@@ -523,7 +524,7 @@ def test_index_factory_sees_the_gallery_size(db: Path, keyring: PassphraseKeyrin
 
 
 def test_gallery_moves_to_the_approximate_index_as_it_grows(db: Path, keyring: PassphraseKeyring) -> None:
-    from safeface.index import ExactIndex, FaissIndex, make_index
+    from safeface.hazmat.index import ExactIndex, FaissIndex, make_index
 
     x = unit_rows(100, seed=14)
     with Gallery.open(db, keyring, DIM, index_factory=lambda d, n: make_index(d, n, approx_above=70, kind="flat")) as g:
@@ -545,10 +546,10 @@ def test_gallery_moves_to_the_approximate_index_as_it_grows(db: Path, keyring: P
 
 
 def test_faiss_index_plugs_in(db: Path, keyring: PassphraseKeyring) -> None:
-    import safeface.index as index_pkg
+    import safeface.hazmat.index as index_pkg
 
     if not hasattr(index_pkg, "FaissIndex"):
-        pytest.skip("safeface.index.FaissIndex is not in this checkout (it comes with the matching core)")
+        pytest.skip("safeface.hazmat.index.FaissIndex is not in this checkout (it comes with the matching core)")
     x = unit_rows(40, seed=12)
     with Gallery.open(db, keyring, DIM) as g:
         fill(g, x[:20])
@@ -562,7 +563,7 @@ def test_faiss_index_plugs_in(db: Path, keyring: PassphraseKeyring) -> None:
 
 
 def test_add_many_is_one_transaction(db: Path, keyring: PassphraseKeyring) -> None:
-    from safeface.templates import Enrollment
+    from safeface.storage.gallery import Enrollment
 
     x = unit_rows(5, seed=13)
     with Gallery.open(db, keyring, DIM) as g:

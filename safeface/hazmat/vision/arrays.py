@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import ImageError
+from ...errors import ImageError
 
 
 def check_rgb_image(image: np.ndarray) -> None:

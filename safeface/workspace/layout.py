@@ -27,9 +27,9 @@ from typing import Any, Optional, Sequence
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from ..errors import ConfigError
-from .deployment import Deployment, blank_config, demo_config
-from .rules import DEFAULT_PROFILE, check_profiles
-from .tokens import key_id, load_private_key, private_key_pem, public_key_from_text, public_key_text
+from ..policy.deployment import Deployment, blank_config, demo_config
+from ..policy.rules import DEFAULT_PROFILE, check_profiles
+from ..policy.tokens import key_id, load_private_key, private_key_pem, public_key_from_text, public_key_text
 
 PASSPHRASE_ENV = "SAFEFACE_PASSPHRASE"
 TRUST_KINDS = ("consent_issuers", "authorities")
@@ -181,9 +181,9 @@ def init_workspace(root: Path, *, demo: bool = False, profiles: Sequence[str] = 
                    keyring_factory: Any = None) -> WorkspacePaths:
     """Create a workspace. With `demo`, a complete sample deployment with demo keys; without,
     a configuration to fill in (which refuses every call until complete)."""
-    from ..audit import AuditLog
-    from ..templates.keyring import PassphraseKeyring
-    from .receipts import receipt_key
+    from .audit import AuditLog
+    from ..hazmat.templates.keyring import PassphraseKeyring
+    from ..policy.receipts import receipt_key
 
     paths = WorkspacePaths(Path(root))
     profs = check_profiles(list(profiles))

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..errors import ModelError
+from ...errors import ModelError
 from .pipeline import DEFAULT_PICK, PICKS, Pipeline, PipelineConfig, cosine, euclidean_equivalent, pick_subject
 from .types import Engine, Face, FaceEmbedding, Outcome
 

@@ -9,7 +9,7 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
-from ..errors import ModelError
+from ...errors import ModelError
 
 INPUT_MEAN = 127.5
 INPUT_STD = 128.0

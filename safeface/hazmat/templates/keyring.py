@@ -30,7 +30,7 @@ from typing import Any, Callable, Iterator, Mapping, Optional, Protocol, Sequenc
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from ..errors import ConfigError, IntegrityError
+from ...errors import ConfigError, IntegrityError
 
 PURPOSES: tuple[str, ...] = ("pseudonym", "transform", "seal", "audit")
 KEY_BYTES = 32

@@ -13,7 +13,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .dlib_format import Conv, MmodLoss, Network, Pool
+from ...modelstore.dlib_format import Conv, MmodLoss, Network, Pool
 
 Rect = tuple[int, int, int, int]  # dlib rectangle: left, top, right, bottom (inclusive)
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from ..errors import ConfigError, IntegrityError
+from ...errors import ConfigError, IntegrityError
 
 NONCE_BYTES = 12
 SEAL_FORMAT = 1

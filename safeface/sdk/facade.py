@@ -17,16 +17,17 @@ from typing import Any, Callable, Optional, Sequence, Union
 
 import numpy as np
 
-from .audit import AuditLog, AuditReport
-from .errors import ConfigError, ImageError, IntegrityError, PolicyViolation, SafeFaceError
-from .imageio import ImageInput
-from .policy.attributes import classify, rule_for_category
-from .policy.deployment import Deployment, working_days_after
-from .policy.guard import Decision, Guard
-from .policy.receipts import ErasureReceipt, issue_receipt, receipt_key
-from .policy.rules import rule_for
-from .policy.state import PolicyState
-from .policy.workspace import WorkspacePaths, load_trust, resolve_passphrase
+from ..workspace.audit import AuditLog, AuditReport
+from .results import Candidate, Enrollment, Export, Verification
+from ..errors import ConfigError, ImageError, IntegrityError, PolicyViolation, SafeFaceError
+from ..imageio import ImageInput
+from ..policy.attributes import classify, rule_for_category
+from ..policy.deployment import Deployment, working_days_after
+from ..policy.guard import Decision, Guard
+from ..policy.receipts import ErasureReceipt, issue_receipt, receipt_key
+from ..policy.rules import rule_for
+from ..workspace.state import PolicyState
+from ..workspace.layout import WorkspacePaths, load_trust, resolve_passphrase
 
 Clock = Callable[[], dt.datetime]
 FILING_WORKING_DAYS = 30
@@ -34,50 +35,6 @@ FILING_WORKING_DAYS = 30
 
 def utc_now() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
-
-
-@dataclass(frozen=True)
-class Enrollment:
-    pseudonym: str
-    row_id: int
-    purpose: str
-    expires_at: dt.datetime
-    token_id: str
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"enrolled": True, "subject": self.pseudonym, "row_id": self.row_id, "purpose": self.purpose,
-                "expires_at": self.expires_at.isoformat(timespec="seconds"), "token_id": self.token_id}
-
-
-@dataclass(frozen=True)
-class Verification:
-    match: bool
-    score: Optional[float]
-    threshold: float
-    pseudonym: str
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"match": self.match, "score": None if self.score is None else round(self.score, 4),
-                "threshold": self.threshold}
-
-
-@dataclass(frozen=True)
-class Candidate:
-    subject: str  # pseudonym
-    score: float
-
-
-@dataclass(frozen=True)
-class Export:
-    """A disclosure of a subject's stored records to a named recipient (CN-07, US-03): their
-    descriptions (pseudonym, purposes, expiry, provenance), never an image or a raw embedding."""
-
-    recipient: str
-    basis: str
-    records: list[dict[str, Any]] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"recipient": self.recipient, "basis": self.basis, "records": self.records}
 
 
 class SafeFace:
@@ -103,8 +60,8 @@ class SafeFace:
     def open(cls, workspace: Union[str, Path], passphrase: Optional[str] = None, *,
              passphrase_file: Optional[Path] = None, role: Optional[str] = None, pipeline: Any = None,
              clock: Optional[Clock] = None) -> "SafeFace":
-        from .templates.gallery import Gallery
-        from .templates.keyring import PassphraseKeyring
+        from ..storage.gallery import Gallery
+        from ..hazmat.templates.keyring import PassphraseKeyring
 
         paths = WorkspacePaths(Path(workspace))
         deployment = Deployment.load(paths.config)
@@ -151,7 +108,7 @@ class SafeFace:
 
     @property
     def threshold(self) -> float:
-        from .vision import DEFAULT_THRESHOLD
+        from ..hazmat.vision import DEFAULT_THRESHOLD
 
         t = self._deployment.match_threshold
         return DEFAULT_THRESHOLD if t is None else t
@@ -206,7 +163,7 @@ class SafeFace:
                                note=f"bulk enrolment would store {total} people", now=now)
             raise PolicyViolation(filing, f"this batch would bring the stored people to {total}, beyond the filing "
                                   f"threshold of {self._deployment.filing_threshold}; record filing.reference first.")
-        from .templates.gallery import Enrollment as Row
+        from ..storage.gallery import Enrollment as Row
 
         rows = []
         for (image, subject, _), decision in zip(items, decisions):
@@ -311,7 +268,7 @@ class SafeFace:
         can be recognised. No embedding is computed, no gallery touched and no consent needed;
         the run is audited with the input's SHA-256 and the face count. Returns (pixels, report)
         for an image, or the report when `out` is given."""
-        from .anonymize import DEFAULT_MARGIN, anonymize_file, anonymize_image
+        from ..anonymize import DEFAULT_MARGIN, anonymize_file, anonymize_image
 
         now = self._clock()
         m = DEFAULT_MARGIN if margin is None else margin
@@ -406,7 +363,7 @@ class SafeFace:
         return self._audit.verify()
 
     def report(self, out_dir: Union[str, Path]) -> dict[str, Path]:
-        from .policy.report import write_report
+        from ..workspace.report import write_report
 
         now = self._clock()
         self._check_role("report", None, [], now)
@@ -436,7 +393,7 @@ class SafeFace:
 
     def _pipe(self) -> Any:
         if self._pipeline is None:
-            from .vision import DEFAULT_ENGINE, Pipeline, get_engine
+            from ..hazmat.vision import DEFAULT_ENGINE, Pipeline, get_engine
 
             # "dlib" or "onnx": the same dlib networks, so the same templates and assessment.
             engine = str(self._deployment.section("matching").get("engine") or DEFAULT_ENGINE)

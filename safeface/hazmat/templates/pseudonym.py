@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 
-from ..errors import ConfigError
+from ...errors import ConfigError
 
 # Domain separation: the same key used for anything else would give unrelated digests.
 _LABEL = b"safeface pseudonym v1\x00"

@@ -9,8 +9,8 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from ..imageio import ImageInput, load_image
-from ..workers import worker_count
+from ...imageio import ImageInput, load_image
+from ...workers import worker_count
 from .arrays import l2_normalize
 from .types import Engine, Face, FaceEmbedding, Outcome
 

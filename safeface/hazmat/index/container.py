@@ -26,8 +26,8 @@ import numpy as np
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from .. import _core
-from ..errors import ConfigError, IntegrityError
+from . import _core
+from ...errors import ConfigError, IntegrityError
 
 MAGIC = b"SFINDEX1"
 _ALIGN = 64

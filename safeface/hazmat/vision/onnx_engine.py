@@ -11,11 +11,12 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from ..errors import ModelError
-from . import mmod_decode, onnx_convert, registry
+from ...errors import ModelError
+from ...modelstore import onnx_convert, registry
+from . import mmod_decode
 from .arrays import check_chips, check_rgb_image, l2_normalize
 from .dlib_engine import CHIP_SIZE, DlibEngine
-from .dlib_format import Network, read_network
+from ...modelstore.dlib_format import Network, read_network
 
 THREADS_ENV = "SAFEFACE_ONNX_THREADS"
 DEFAULT_BATCH = 64

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from safeface import _core
+from . import _core
 
 
 def available_isas() -> list[str]:

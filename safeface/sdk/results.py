@@ -1,0 +1,52 @@
+"""What the SDK's calls return: plain, frozen values holding pseudonyms, never a raw subject id,
+an image or an embedding."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+
+@dataclass(frozen=True)
+class Enrollment:
+    pseudonym: str
+    row_id: int
+    purpose: str
+    expires_at: dt.datetime
+    token_id: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"enrolled": True, "subject": self.pseudonym, "row_id": self.row_id, "purpose": self.purpose,
+                "expires_at": self.expires_at.isoformat(timespec="seconds"), "token_id": self.token_id}
+
+
+@dataclass(frozen=True)
+class Verification:
+    match: bool
+    score: Optional[float]
+    threshold: float
+    pseudonym: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"match": self.match, "score": None if self.score is None else round(self.score, 4),
+                "threshold": self.threshold}
+
+
+@dataclass(frozen=True)
+class Candidate:
+    subject: str  # pseudonym
+    score: float
+
+
+@dataclass(frozen=True)
+class Export:
+    """A disclosure of a subject's stored records to a named recipient (CN-07, US-03): their
+    descriptions (pseudonym, purposes, expiry, provenance), never an image or a raw embedding."""
+
+    recipient: str
+    basis: str
+    records: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"recipient": self.recipient, "basis": self.basis, "records": self.records}

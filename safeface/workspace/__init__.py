@@ -1,0 +1,1 @@
+"""A workspace: its paths, keys and trust, policy state, audit log and report."""
