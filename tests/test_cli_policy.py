@@ -253,6 +253,6 @@ def test_enrol_killed_mid_call_leaves_no_unrecorded_template(tmp_path: Path, cli
     from safeface.sdk import SafeFace
 
     with SafeFace.open(ws) as sf:  # what the next caller does after the crash
-        stored = len(sf._gallery)
+        stored = len(sf.records())
     assert stored <= len(allowed) <= 1
     cli("audit", "verify", ws)

@@ -15,9 +15,10 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from policy_support import (  # noqa: E402
-    Clock, CachedPipeline, consent, edit_config, images, legal_basis, make_workspace, open_sf,
+    PASSPHRASE, Clock, CachedPipeline, consent, edit_config, images, legal_basis, make_workspace, open_sf,
 )
 
+from safeface.hazmat.templates.keyring import PassphraseKeyring  # noqa: E402
 from safeface.errors import ImageError, IntegrityError, PolicyViolation  # noqa: E402
 from safeface.policy.receipts import verify_receipt  # noqa: E402
 from safeface.policy.tokens import public_key_from_text  # noqa: E402
@@ -36,11 +37,11 @@ def refused(rule: str, fn: Any) -> PolicyViolation:
 
 
 def last(sf: Any) -> Any:
-    return list(sf._audit.entries())[-1]
+    return sf.audit_entries()[-1]
 
 
 def templates(sf: Any) -> int:
-    return len(sf._gallery)
+    return len(sf.records())
 
 
 def test_enroll_verify_identify(tmp_path: Path, imgs: Path) -> None:
@@ -58,18 +59,25 @@ def test_enroll_verify_identify(tmp_path: Path, imgs: Path) -> None:
         found = sf.identify(imgs / "obama3.jpg", "demo", consent(ws, "walk-in", operations=["identify"]))
         assert [c.subject for c in found] == [sf.pseudonym("alice")]
         assert last(sf).subjects == (sf.pseudonym("alice"),)
-        assert sf.audit_verify().entries == len(list(sf._audit.entries()))
+        assert sf.audit_verify().entries == len(sf.audit_entries())
+        # The public view of the store: descriptions of every row, never a template.
+        recs = sf.records()
+        assert [(r.pseudonym, r.purposes, r.provenance) for r in recs] == [
+            (sf.pseudonym(s), ("demo",), "consent") for s in ("alice", "joe")]
+        assert recs[0].token_id == e.token_id and recs[0].expires_at == e.expires_at
+        assert sf.records("joe") == recs[1:] and sf.records("nobody") == []
+        assert not any(isinstance(v, (np.ndarray, bytes)) for r in recs for v in vars(r).values())
 
 
 def test_refused_calls_store_nothing_and_are_audited(tmp_path: Path, imgs: Path) -> None:
     ws = make_workspace(tmp_path / "ws")
     with open_sf(ws) as sf:
-        before = len(list(sf._audit.entries()))
+        before = len(sf.audit_entries())
         refused("CN-04", lambda: sf.enroll(imgs / "obama.jpg", "alice", "demo", None))
         refused("CN-04", lambda: sf.enroll(imgs / "obama.jpg", "alice", "demo", consent(ws, "bob")))
         refused("CN-01", lambda: sf.enroll(imgs / "obama.jpg", "alice", "shop", consent(ws, "alice", ["shop"])))
         assert templates(sf) == 0 and sf.facts()["subjects"] == 0
-        entries = list(sf._audit.entries())[before:]
+        entries = sf.audit_entries()[before:]
         assert [(e.operation, e.decision, e.rule) for e in entries] == [
             ("enroll", "refused", "CN-04"), ("enroll", "refused", "CN-04"), ("enroll", "refused", "CN-01")]
         assert entries[0].subjects == (sf.pseudonym("alice"),)
@@ -168,7 +176,7 @@ def test_bipa_interaction_moves_expiry_us01(tmp_path: Path, imgs: Path) -> None:
         assert e.expires_at == start + dt.timedelta(days=3 * 365)  # min(purpose end, 3 years)
         clock.advance(days=400)
         assert sf.verify(imgs / "obama2.jpg", "alice", "demo", t).match
-        row = sf._gallery.rows_for("alice")[0]
+        row = sf.records("alice")[0]
         assert row.expires_at == clock.now + dt.timedelta(days=3 * 365)  # last interaction + 3 years
         refused("US-02", lambda: sf.verify(imgs / "obama2.jpg", "alice", "demo", None))
 
@@ -240,7 +248,7 @@ def test_bulk_enrolment_needs_each_consent_eu02(tmp_path: Path, imgs: Path) -> N
         done = sf.enroll_many([(imgs / "obama.jpg", "alice", consent(ws, "alice")),
                                (imgs / "biden.jpg", "joe", consent(ws, "joe"))], "demo")
         assert len(done) == 2
-        assert {r.provenance for s in ("alice", "joe") for r in sf._gallery.rows_for(s)} == {"consent"}
+        assert {r.provenance for s in ("alice", "joe") for r in sf.records(s)} == {"consent"}
 
 
 @pytest.mark.parametrize("profile,attribute,rule", [
@@ -301,9 +309,11 @@ def test_rekey_keeps_matching(tmp_path: Path, imgs: Path) -> None:
         before = sf.verify(imgs / "obama2.jpg", "alice", "demo", t).score
         out = sf.rekey()
         assert out["templates"] == 1 and out["retired"] == 2
-        assert list(sf._keyring.versions("transform")) == [2] and list(sf._keyring.versions("seal")) == [2]
+        assert sf.facts()["key_versions"] == {"transform": 2, "seal": 2}
         after = sf.verify(imgs / "obama2.jpg", "alice", "demo", t).score
         assert before is not None and after is not None and abs(before - after) < 1e-4
+    keyring = PassphraseKeyring.open(ws.keyring, PASSPHRASE)  # the old versions are gone from the keyring
+    assert list(keyring.versions("transform")) == [2] and list(keyring.versions("seal")) == [2]
     with open_sf(ws) as sf:  # reopens under the new keys only
         assert sf.verify(imgs / "obama2.jpg", "alice", "demo", t).match
 
@@ -408,4 +418,4 @@ def test_anonymize_through_the_facade_is_audited_without_identity(tmp_path: Path
         file_report = sf.anonymize(src, out)
         assert out.is_file() and file_report.face_count == 1
         assert templates(sf) == 0
-        assert sf.audit_verify().entries == len(list(sf._audit.entries()))
+        assert sf.audit_verify().entries == len(sf.audit_entries())

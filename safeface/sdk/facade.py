@@ -13,11 +13,11 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence, Union
 
 import numpy as np
 
-from ..workspace.audit import AuditLog, AuditReport
+from ..workspace.audit import AuditEntry, AuditLog, AuditReport
 from .results import Candidate, Enrollment, Export, Verification
 from ..errors import ConfigError, ImageError, IntegrityError, PolicyViolation, SafeFaceError
 from ..imageio import ImageInput
@@ -28,6 +28,9 @@ from ..policy.receipts import ErasureReceipt, issue_receipt, receipt_key
 from ..policy.rules import rule_for
 from ..workspace.state import PolicyState
 from ..workspace.layout import WorkspacePaths, load_trust, resolve_passphrase
+
+if TYPE_CHECKING:
+    from ..storage.gallery import GalleryRow
 
 Clock = Callable[[], dt.datetime]
 FILING_WORKING_DAYS = 30
@@ -370,6 +373,16 @@ class SafeFace:
         paths = write_report(self, Path(out_dir), now)
         self._audit.append("report", "allowed", note="compliance report written", now=now)
         return paths
+
+    # -- read-only views ---------------------------------------------------------------------
+    def records(self, subject: Optional[str] = None) -> "list[GalleryRow]":
+        """The stored templates' descriptions (pseudonym, purposes, expiry, provenance, token
+        id), all of them or one subject's; never a template or an embedding."""
+        return self._gallery.rows() if subject is None else self._gallery.rows_for(subject)
+
+    def audit_entries(self) -> list[AuditEntry]:
+        """Every audit entry, oldest first (pseudonyms only, no image or template)."""
+        return list(self._audit.entries())
 
     # -- facts for the report ---------------------------------------------------------------
     def facts(self) -> dict[str, Any]:

@@ -758,16 +758,22 @@ class Gallery:
 
     def rows_for(self, subject_id: str) -> list[GalleryRow]:
         """The subject's rows (descriptions only), each checked against its seal."""
-        p = self.pseudonym(subject_id)
+        return self._described("WHERE pseudonym = ?", (self.pseudonym(subject_id),))
+
+    def rows(self) -> list[GalleryRow]:
+        """Every row's description (never a template), each checked against its seal."""
+        return self._described("", ())
+
+    def _described(self, where: str, args: tuple[Any, ...]) -> list[GalleryRow]:
         with self._lock:
             self._refresh()
             db = self._db()
             keys = self._require_keys()
             out = []
             for r in db.execute(f"SELECT {self._ROW_COLS}, created_at, last_interaction FROM rows "
-                                f"WHERE pseudonym = ? ORDER BY row_id", (p,)).fetchall():
+                                f"{where} ORDER BY row_id", args).fetchall():
                 entry, _ = self._unseal_row(keys, r[:9])
-                out.append(GalleryRow(int(r[0]), p, tuple(sorted(entry.purposes)), entry.token_id,
+                out.append(GalleryRow(int(r[0]), entry.pseudonym, tuple(sorted(entry.purposes)), entry.token_id,
                                       from_us(entry.expires_us), str(r[4]), datetime.fromisoformat(r[9]),
                                       datetime.fromisoformat(r[10]) if r[10] else None))
             return out
