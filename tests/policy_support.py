@@ -4,17 +4,19 @@ recomputing the same image)."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import functools
 import json
 import os
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence, Union
 
 import pytest
 
 from safeface.policy.deployment import Deployment
 from safeface.policy.issuer import issue_consent, issue_legal_basis
+from safeface.policy.tokens import ConsentToken, LegalBasisToken, sign
 from safeface.workspace.layout import WorkspacePaths, init_workspace, read_signing_key
 from safeface.sdk import SafeFace
 
@@ -98,15 +100,33 @@ def open_sf(paths: WorkspacePaths, clock: Optional[Clock] = None, role: Optional
     return SafeFace.open(paths.root, PASSPHRASE, pipeline=CachedPipeline(), clock=clock, role=role)
 
 
-def consent(paths: WorkspacePaths, subject: str, purposes: Sequence[str] = ("demo",), **kw: Any) -> str:
+def issued_consent(paths: WorkspacePaths, subject: str, purposes: Sequence[str] = ("demo",),
+                   **kw: Any) -> tuple[str, ConsentToken]:
+    """A consent from the workspace's demo issuer: (wire form, what it says)."""
     dep = Deployment.load(paths.config)
-    token, _ = issue_consent(read_signing_key(paths.demo_issuer), dep, subject, purposes, **kw)
-    return token
+    return issue_consent(read_signing_key(paths.demo_issuer), dep, subject, purposes, **kw)
 
 
-def legal_basis(paths: WorkspacePaths, purposes: Sequence[str] = ("demo",), **kw: Any) -> str:
+def consent(paths: WorkspacePaths, subject: str, purposes: Sequence[str] = ("demo",), **kw: Any) -> str:
+    return issued_consent(paths, subject, purposes, **kw)[0]
+
+
+def issued_legal_basis(paths: WorkspacePaths, purposes: Sequence[str] = ("demo",),
+                       **kw: Any) -> tuple[str, LegalBasisToken]:
+    """A legal basis from the workspace's demo authority: (wire form, what it says)."""
     kw.setdefault("authority", "Test Public Security Bureau")
     kw.setdefault("provision", "PIPL art. 13(1)(3)")
     kw.setdefault("reference", "case 2026-17")
-    token, _ = issue_legal_basis(read_signing_key(paths.demo_authority), purposes=purposes, **kw)
-    return token
+    return issue_legal_basis(read_signing_key(paths.demo_authority), purposes=purposes, **kw)
+
+
+def legal_basis(paths: WorkspacePaths, purposes: Sequence[str] = ("demo",), **kw: Any) -> str:
+    return issued_legal_basis(paths, purposes, **kw)[0]
+
+
+def resigned(paths: WorkspacePaths, token: Union[ConsentToken, LegalBasisToken], **changes: Any) -> str:
+    """`token` with `changes`, signed by the key the workspace trusts for its kind: what another
+    party's minting code (any JOSE library) could sign although our issuer refuses to write it,
+    such as a blank provision or a birth date that is not a date."""
+    key = paths.demo_authority if isinstance(token, LegalBasisToken) else paths.demo_issuer
+    return sign(dataclasses.replace(token, **changes), read_signing_key(key))

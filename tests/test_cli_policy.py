@@ -152,12 +152,32 @@ def test_deployment_that_cannot_process(tmp_path: Path, cli: Cli, name: str, cha
     cli("init", ws, "--demo")
     token = cli("consent", "issue", ws, "--subject", "alice", "--purpose", "demo")[0].strip()
     edit(ws, change)
-    if rule != "CN-09":  # a changed configuration is re-assessed, so only the rule under test fails
+    if rule == "CN-15":  # refused at registration too: no assessment is recorded for it
+        cli.refused(rule, "assess", ws, "--reference", "PIA-2", "--date", dt.date.today().isoformat())
+    elif rule != "CN-09":  # a changed configuration is re-assessed, so only the rule under test fails
         cli("assess", ws, "--reference", "PIA-2", "--date", dt.date.today().isoformat())
     for argv in (("enroll", ws, img / "obama.jpg", "--subject", "alice", "--purpose", "demo", "--consent", token),
                  ("identify", ws, img / "obama.jpg", "--purpose", "demo", "--consent", token)):
         body = cli.refused(rule, *argv)
         assert "cannot process" in body["message"]
+
+
+@pytest.mark.parametrize("profiles", [("cn-2025",), ("eu", "cn-2025")])
+@pytest.mark.parametrize("location", [{"class": "hotel-room"}, {"class": "public-bath"}, {"class": "changing-room"},
+                                      {"class": "public-place", "kind": "toilet", "capture_area": "hall",
+                                       "signage_attested": True}])
+def test_private_space_refused_at_registration_cn15(tmp_path: Path, cli: Cli, profiles: Any, location: Any) -> None:
+    ws = tmp_path / "ws"
+    cli("init", ws, "--demo", *[a for p in profiles for a in ("--profile", p)])
+    edit(ws, lambda r: r["location"].update(location))
+    before = (ws / "deployment.json").read_text()
+    body = cli.refused("CN-15", "assess", ws, "--reference", "PIA-2", "--date", dt.date.today().isoformat())
+    assert "private space" in body["message"]
+    assert (ws / "deployment.json").read_text() == before  # nothing recorded
+    # Moved out of the private space, the same deployment registers.
+    edit(ws, lambda r: r["location"].update({"class": "premises", "kind": ""}))
+    out, _ = cli("assess", ws, "--reference", "PIA-2", "--date", dt.date.today().isoformat())
+    assert "PIA-2" in out and json.loads((ws / "deployment.json").read_text())["assessment"]["reference"] == "PIA-2"
 
 
 def test_filing_threshold_through_the_cli(tmp_path: Path, cli: Cli) -> None:

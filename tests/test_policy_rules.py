@@ -21,7 +21,7 @@ from safeface.policy.attributes import classify, rule_for_category  # noqa: E402
 from safeface.policy.deployment import PRIVATE_SPACES, Deployment, demo_config, working_days_after  # noqa: E402
 from safeface.policy.guard import Guard  # noqa: E402
 from safeface.policy.issuer import issue_consent, issue_legal_basis  # noqa: E402
-from safeface.policy.rules import CONCEPTS, RULES, RULES_BY_ID, rule_for  # noqa: E402
+from safeface.policy.rules import CONCEPTS, RULES_BY_ID, active_rules, rule_for  # noqa: E402
 from safeface.workspace.state import PolicyState  # noqa: E402
 from safeface.policy.tokens import b64d, b64e, decode_consent, key_id  # noqa: E402
 
@@ -49,9 +49,10 @@ def deployment(profiles: tuple[str, ...] = ("cn-2025",), edit: Callable[[dict[st
 def make_guard(tmp_path: Path, keys: dict[str, Ed25519PrivateKey]) -> Callable[..., Guard]:
     states: list[PolicyState] = []
 
-    def make(dep: Deployment | None = None) -> Guard:
-        state = PolicyState(tmp_path / f"policy{len(states)}.db")
-        states.append(state)
+    def make(dep: Deployment | None = None, state: PolicyState | None = None) -> Guard:
+        if state is None:
+            state = PolicyState(tmp_path / f"policy{len(states)}.db")
+            states.append(state)
         dep = dep or deployment()
         return Guard(dep, {key_id(keys["issuer"].public_key()): keys["issuer"].public_key()},
                      {key_id(keys["authority"].public_key()): keys["authority"].public_key()}, state,
@@ -143,18 +144,20 @@ def test_stale_notice_refused_cn02(make_guard, keys) -> None:
     assert g.authorize("enroll", "demo", NOW, subject="alice", consent=token(keys, newer)).consent
 
 
-def test_revoked_token_and_subject_refused_cn05(make_guard, keys) -> None:
-    g = make_guard()
+def test_revoked_token_and_subject_refused_cn05(make_guard, keys, tmp_path) -> None:
+    state = PolicyState(tmp_path / "revocations.db")
+    g = make_guard(state=state)
     t1 = token(keys, g.deployment)
-    g._state.revoke_token(decode_consent(t1, {key_id(keys["issuer"].public_key()): keys["issuer"].public_key()}
-                                         ).token_id, NOW)
+    state.revoke_token(decode_consent(t1, {key_id(keys["issuer"].public_key()): keys["issuer"].public_key()}
+                                      ).token_id, NOW)
     refused("CN-05", lambda: g.authorize("verify", "demo", NOW, subject="alice", consent=t1))
     t2 = token(keys, g.deployment, subject="bob")
-    g._state.revoke_subject("p-bob", NOW)
+    state.revoke_subject("p-bob", NOW)
     refused("CN-05", lambda: g.authorize("verify", "demo", NOW, subject="bob", consent=t2))
     # A consent given after the withdrawal is a new consent.
     t3 = token(keys, g.deployment, subject="bob", now=NOW + dt.timedelta(seconds=5))
     assert g.authorize("verify", "demo", NOW + dt.timedelta(seconds=10), subject="bob", consent=t3).consent
+    state.close()
 
 
 def test_minor_needs_guardian_cn06(make_guard, keys) -> None:
@@ -350,18 +353,50 @@ def test_attribute_rules_by_profile() -> None:
 
 
 # -- the catalogue ---------------------------------------------------------------------------------
-def test_catalogue_matches_requirements() -> None:
+RULE_ROW = re.compile(r"^\| ([A-Z]{2}-\d+[a-z]?) \|([^|]*)\|([^|]*)\|$", re.M)
+RULE_ID = re.compile(r"(?<![A-Za-z0-9-])([A-Z]{2}-\d{2}[a-z]?)(?![A-Za-z0-9])")
+
+
+def requirements() -> dict[str, str]:
+    """Rule ID -> its "Enforce / record" (or "How") text, for every row of every family."""
     doc = datasets().parent / "docs" / "requirements.md"
     if not doc.is_file():
         pytest.skip(f"the requirements document is absent ({doc})")
-    rows = re.findall(r"^\| (CN-\d+b?|EU-\d+|US-\d+|ST-\d+) \|(.*)\|(.*)\|$", doc.read_text(), re.M)
+    rows = {rid: how.strip() for rid, _, how in RULE_ROW.findall(doc.read_text())}
     assert len(rows) >= 30
-    for rid, _, how in rows:
-        assert rid in RULES_BY_ID, rid
-        expected = "enforce" if how.strip().startswith("Enforce") else None
-        if expected:
-            assert RULES_BY_ID[rid].mode == "enforce", rid
-    assert {r.id for r in RULES} == {r[0] for r in rows}
+    return rows
+
+
+def test_catalogue_holds_every_rule_of_every_family() -> None:
+    rows = requirements()
+    families = {rid.split("-")[0] for rid in rows}
+    assert {"CN", "EU", "US", "PA", "ST"} <= families, families
+    assert set(RULES_BY_ID) == set(rows), set(RULES_BY_ID) ^ set(rows)
+    for rid, how in rows.items():
+        mode = RULES_BY_ID[rid].mode
+        expected = "enforce" if how.startswith("Enforce") else "record" if how.startswith("Record") else "measure"
+        assert mode == expected, (rid, mode, how[:40])
+
+
+def test_every_rule_id_in_the_code_is_in_requirements() -> None:
+    """No refusal, finding or report line can name a rule an assessor cannot look up."""
+    rows = requirements()
+    package = Path(__file__).resolve().parents[1] / "safeface"
+    seen: dict[str, str] = {}
+    for path in sorted(package.rglob("*.py")):
+        for rid in RULE_ID.findall(path.read_text(encoding="utf-8")):
+            seen.setdefault(rid, str(path.relative_to(package)))
+    unknown = {rid: where for rid, where in seen.items() if rid not in rows}
+    assert not unknown, unknown
+    assert {"CN-15", "CN-16b", "EU-05", "US-02", "PA-01", "PA-02"} <= set(seen)
+
+
+def test_capture_rules_hold_under_every_profile() -> None:
+    """PA-01 and PA-02 belong to no profile: a purpose that asks for them gets them anywhere."""
+    for profiles in (("cn-2025",), ("eu",), ("us-bipa",), ("eu", "us-bipa")):
+        assert rule_for("liveness", profiles) == "PA-01" and rule_for("capture-quality", profiles) == "PA-02"
+    assert RULES_BY_ID["PA-01"].profile == RULES_BY_ID["PA-02"].profile == "capture"
+    assert {"PA-01", "PA-02"} <= {r.id for r in active_rules(("us-bipa",))}
 
 
 def test_every_concept_rule_exists() -> None:

@@ -187,10 +187,11 @@ def _init(args: argparse.Namespace) -> int:
 
 def _assess(args: argparse.Namespace) -> int:
     from ..policy.deployment import Deployment
-    from ..workspace.layout import WorkspacePaths
+    from ..workspace.layout import WorkspacePaths, check_registrable
 
     paths = WorkspacePaths(Path(args.workspace))
     dep = Deployment.load(paths.config)
+    check_registrable(dep)
     try:
         dt.date.fromisoformat(args.date)
     except ValueError:

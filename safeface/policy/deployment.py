@@ -41,6 +41,8 @@ class Purpose:
     public_safety: bool = False
     alternatives: tuple[str, ...] = ()
     mandatory_by_law: Optional[str] = None  # the provision that makes face recognition mandatory
+    liveness: bool = False  # "liveness": "required" (PA-01)
+    capture_quality: bool = False  # "capture_quality": "required" (PA-02)
 
 
 @dataclass(frozen=True)
@@ -80,7 +82,9 @@ class Deployment:
                 end_date=_date(p.get("end_date"), f"purpose {name!r} end_date"),
                 public_safety=bool(p.get("public_safety", False)),
                 alternatives=tuple(str(a) for a in (p.get("alternatives") or []) if str(a).strip()),
-                mandatory_by_law=(str(p["mandatory_by_law"]) if p.get("mandatory_by_law") else None),
+                mandatory_by_law=_provision(p.get("mandatory_by_law")),
+                liveness=_required(p.get("liveness"), f"purpose {name!r} liveness"),
+                capture_quality=_required(p.get("capture_quality"), f"purpose {name!r} capture_quality"),
             )
         method = str((raw.get("matching") or {}).get("method") or "dlib-resnet-128")
         return cls(raw=dict(raw), profiles=profiles, purposes=purposes, method=method)
@@ -254,6 +258,15 @@ class Deployment:
             "recognition need one (e.g. a PIN, a card, a staff check)." if no_alt else None,
             "every purpose has a non-biometric alternative.")
 
+        # PA-01, PA-02: judged only where a purpose asks. No capture gate ships yet, so a purpose that
+        # requires one cannot process rather than run without the evidence it asked for.
+        for concept, field_, what in (("liveness", "liveness", "fresh liveness evidence"),
+                                      ("capture-quality", "capture_quality", "a capture quality check")):
+            asking = [p.name for p in self.purposes.values() if getattr(p, field_)]
+            if asking:
+                add(concept, f"purposes {asking} require {what} ({field_}: required), which this version of "
+                    "safeface cannot produce; they cannot process until a capture gate is installed.", "")
+
         roles = self.roles
         unknown = sorted({o for ops in roles.values() for o in ops} - set(ALL_OPERATIONS))
         add("security", f"roles name unknown operations {unknown}." if unknown else None,
@@ -286,6 +299,19 @@ class Deployment:
 
     def problems(self, today: dt.date) -> list[Finding]:
         return [f for f in self.findings(today) if not f.ok]
+
+
+def _provision(value: Any) -> Optional[str]:
+    """CN-11's exemption holds only when it names the provision: `true` or blank names none."""
+    return value.strip() if isinstance(value, str) and value.strip() else None
+
+
+def _required(value: Any, what: str) -> bool:
+    if value in (None, "", "none"):
+        return False
+    if value == "required":
+        return True
+    raise ConfigError(f"{what} must be \"required\" or \"none\", not {value!r}.")
 
 
 def _date(value: Any, what: str) -> Optional[dt.date]:
@@ -354,7 +380,8 @@ def blank_config(profiles: tuple[str, ...] = (DEFAULT_PROFILE,)) -> dict[str, An
         "controller": {"name": "", "contact": "", "address": "", "dpo": ""},
         "purposes": {
             "PURPOSE-NAME": {"description": "", "necessity": "", "retention_days": 0, "end_date": None,
-                             "public_safety": False, "alternatives": [], "mandatory_by_law": None}
+                             "public_safety": False, "alternatives": [], "mandatory_by_law": None,
+                             "liveness": "none", "capture_quality": "none"}
         },
         "location": {"class": "premises|personal-device|public-place", "kind": "", "description": "",
                      "capture_area": "", "signage_attested": False},

@@ -19,7 +19,7 @@ DEFAULT_PROFILE = "cn-2025"
 @dataclass(frozen=True)
 class Rule:
     id: str
-    profile: str  # "cn-2025", "eu", "us-bipa" or "standard"
+    profile: str  # "cn-2025", "eu", "us-bipa", "capture" (every profile, when a purpose asks) or "standard"
     mode: str  # "enforce", "record" or "measure"
     title: str
     how: str
@@ -81,6 +81,12 @@ RULES: tuple[Rule, ...] = (
          "No export without consent or legal basis; every disclosure logged."),
     Rule("US-04", "us-bipa", "enforce", "Texas: destroy at most one year after the purpose ends (CUBI 503.001)",
          "Profile parameter: the grace after the purpose end is at most 365 days."),
+    Rule("PA-01", "capture", "enforce", "Liveness: a live person physically present (ISO/IEC 30107-1)",
+         "Applies to a purpose that declares \"liveness\": \"required\". No liveness check ships yet, so such a "
+         "purpose cannot process: every call is refused under PA-01 rather than run without the evidence."),
+    Rule("PA-02", "capture", "enforce", "Enrolment only from a capture fit for recognition (ISO/IEC 29794-5)",
+         "Applies to a purpose that declares \"capture_quality\": \"required\". No quality gate ships yet, so "
+         "such a purpose cannot process: every call is refused under PA-02 rather than enrol unchecked captures."),
     Rule("ST-01", "standard", "measure", "Protected references (ISO/IEC 24745)",
          "Keyed revocable transform plus authenticated encryption; re-keying without images."),
     Rule("ST-02", "standard", "measure", "Template protection measured (ISO/IEC 30136)", "Evaluation tool."),
@@ -113,9 +119,12 @@ CONCEPTS: dict[str, dict[str, str]] = {
     "provenance": {"eu": "EU-02"},
     "sensitive": {"cn-2025": "CN-18", "eu": "EU-01"},
     "emotion": {"eu": "EU-03"},
+    # Capture rules hold under every profile, but only for a purpose that declares the requirement.
+    "liveness": {"capture": "PA-01"},
+    "capture-quality": {"capture": "PA-02"},
 }
 BASELINE = frozenset({"purpose", "consent", "withdrawal", "transmit", "retention", "records", "security",
-                      "legal-basis", "sensitive", "emotion"})
+                      "legal-basis", "sensitive", "emotion", "liveness", "capture-quality"})
 
 
 def check_profiles(profiles: Sequence[str]) -> tuple[str, ...]:
@@ -145,5 +154,5 @@ def rule_for(concept: str, profiles: Sequence[str]) -> Optional[str]:
 
 
 def active_rules(profiles: Sequence[str]) -> list[Rule]:
-    """The rules of these profiles, plus the standards, in catalogue order."""
-    return [r for r in RULES if r.profile in profiles or r.profile == "standard"]
+    """The rules of these profiles, plus the capture rules and the standards, in catalogue order."""
+    return [r for r in RULES if r.profile in profiles or r.profile in ("capture", "standard")]

@@ -26,9 +26,9 @@ from typing import Any, Optional, Sequence
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from ..errors import ConfigError
+from ..errors import ConfigError, PolicyViolation
 from ..policy.deployment import Deployment, blank_config, demo_config
-from ..policy.rules import DEFAULT_PROFILE, check_profiles
+from ..policy.rules import DEFAULT_PROFILE, check_profiles, rule_for
 from ..policy.tokens import key_id, load_private_key, private_key_pem, public_key_from_text, public_key_text
 
 PASSPHRASE_ENV = "SAFEFACE_PASSPHRASE"
@@ -176,6 +176,15 @@ def read_signing_key(path: Path) -> Ed25519PrivateKey:
 
 
 # -- creating a workspace ----------------------------------------------------------------------
+def check_registrable(dep: Deployment) -> None:
+    """CN-15 refuses a private-space device at registration too, not only at every call: no
+    assessment is recorded for it, so it never looks ready to process."""
+    rule = rule_for("private-space", dep.profiles)
+    for f in dep.problems(dt.date.today()):
+        if f.rule == rule:
+            raise PolicyViolation(f.rule, f"this deployment cannot be registered: {f.message}")
+
+
 def init_workspace(root: Path, *, demo: bool = False, profiles: Sequence[str] = (DEFAULT_PROFILE,),
                    passphrase: Optional[str] = None, today: Optional[dt.date] = None,
                    keyring_factory: Any = None) -> WorkspacePaths:

@@ -52,11 +52,13 @@ def _rule_table(sf: "SafeFace", findings: list[Finding], refusals: dict[str, int
         by_rule.setdefault(f.rule, []).append(f)
     rows = []
     for r in RULES:
-        active = r.profile in dep.profiles or r.profile == "standard"
+        # A capture rule applies only where a purpose asks for it (deployment findings say so).
+        active = r.profile in dep.profiles or r.profile == "standard" or (r.profile == "capture" and r.id in by_rule)
         entry: dict[str, Any] = {"id": r.id, "profile": r.profile, "mode": r.mode, "title": r.title,
                                  "refusals": refusals.get(r.id, 0)}
         if not active:
-            entry.update(state="not applicable", detail=f"profile {r.profile} is not active")
+            entry.update(state="not applicable", detail="no purpose requires it" if r.profile == "capture"
+                         else f"profile {r.profile} is not active")
         elif r.id in by_rule:
             bad = [f for f in by_rule[r.id] if not f.ok]
             entry.update(state="failing" if bad else "satisfied",
