@@ -163,7 +163,9 @@ def test_killed_writer_leaves_a_valid_chain(tmp_path: Path) -> None:
 
 
 def test_entries_hold_no_template_fields(tmp_path: Path) -> None:
-    with filled(tmp_path / "a.db") as log:
-        cols = [r[1] for r in log._db.execute("PRAGMA table_info(entries)")]
+    filled(tmp_path / "a.db").close()
+    db = sqlite3.connect(str(tmp_path / "a.db"))  # the file as a thief would read it
+    cols = [r[1] for r in db.execute("PRAGMA table_info(entries)")]
+    db.close()
     assert cols == ["seq", "time", "operation", "purpose", "token_id", "basis", "subjects", "decision", "rule",
                     "note", "prev", "hash"]
