@@ -34,6 +34,8 @@ _EXPORTS = {
     "Candidate": "safeface.sdk",
     "Enrollment": "safeface.sdk",
     "Export": "safeface.sdk",
+    "Record": "safeface.sdk",
+    "BackendError": "safeface.errors",
     "Verification": "safeface.sdk",
 }
 
@@ -61,4 +63,5 @@ if TYPE_CHECKING:
     from .policy.deployment import Deployment
     from .policy.receipts import ErasureReceipt, verify_receipt
     from .policy.tokens import ConsentToken, LegalBasisToken
-    from .sdk import Candidate, Enrollment, Export, SafeFace, Verification
+    from .errors import BackendError
+    from .sdk import Candidate, Enrollment, Export, Record, SafeFace, Verification

@@ -43,3 +43,8 @@ class PolicyViolation(SafeFaceError):
 
 class InvalidArgument(SafeFaceError, ValueError):
     """An argument is of the wrong kind or out of range; the message says what is accepted."""
+
+
+class BackendError(SafeFaceError):
+    """A component under safeface (ONNX Runtime, SQLite, NumPy) failed inside an authorised call;
+    the call was audited as failed and nothing was stored."""

@@ -19,7 +19,7 @@ from policy_support import datasets  # noqa: E402
 from safeface.errors import PolicyViolation  # noqa: E402
 from safeface.policy.attributes import classify, rule_for_category  # noqa: E402
 from safeface.policy.deployment import PRIVATE_SPACES, Deployment, demo_config, working_days_after  # noqa: E402
-from safeface.policy.guard import Guard  # noqa: E402
+from safeface.policy.guard import Decision, Guard, Operation, Request  # noqa: E402
 from safeface.policy.issuer import issue_consent, issue_legal_basis  # noqa: E402
 from safeface.policy.rules import CONCEPTS, RULES_BY_ID, active_rules, rule_for  # noqa: E402
 from safeface.workspace.state import PolicyState  # noqa: E402
@@ -56,11 +56,27 @@ def make_guard(tmp_path: Path, keys: dict[str, Ed25519PrivateKey]) -> Callable[.
         dep = dep or deployment()
         return Guard(dep, {key_id(keys["issuer"].public_key()): keys["issuer"].public_key()},
                      {key_id(keys["authority"].public_key()): keys["authority"].public_key()}, state,
-                     lambda s: "p-" + s)
+                     lambda s: "p-" + s, lambda tid: "t-" + tid, EmptyStore())
 
     yield make
     for s in states:
         s.close()
+
+
+class EmptyStore:
+    """Store facts for the guard alone: nobody stored yet."""
+
+    def has_subject(self, subject_id: str) -> bool:
+        return False
+
+    def subject_count(self) -> int:
+        return 0
+
+
+def authorize(g: Guard, operation: str, purpose: str, now: dt.datetime, **kw: Any) -> Decision:
+    """One call as the facade makes it, by an operator (whose role may do everything)."""
+    op = Operation.EXPORT if operation == "transmit" else Operation(operation)
+    return g.authorize(Request(op, "operator", now, purpose=purpose, **kw))
 
 
 def token(keys: dict[str, Ed25519PrivateKey], dep: Deployment, subject: str = "alice", **kw: Any) -> str:
@@ -80,14 +96,14 @@ def refused(rule: str, fn: Callable[[], Any]) -> PolicyViolation:
 # -- consent tokens (CN-04, CN-02, CN-05, CN-06, CN-01) ----------------------------------------
 def test_valid_consent_is_allowed(make_guard, keys) -> None:
     g = make_guard()
-    d = g.authorize("enroll", "demo", NOW, subject="alice", consent=token(keys, g.deployment))
+    d = authorize(g, "enroll", "demo", NOW, subject="alice", consent=token(keys, g.deployment))
     assert d.consent is not None and d.consent.subject == "alice" and d.basis == "consent"
     assert d.consent.screen_version == "demo-screen-1"  # CN-13: the consent screen is bound in
 
 
 def test_missing_consent_refused_cn04(make_guard) -> None:
     g = make_guard()
-    refused("CN-04", lambda: g.authorize("verify", "demo", NOW, subject="alice"))
+    refused("CN-04", lambda: authorize(g, "verify", "demo", NOW, subject="alice"))
 
 
 def test_forged_signature_refused(make_guard, keys) -> None:
@@ -96,42 +112,42 @@ def test_forged_signature_refused(make_guard, keys) -> None:
     head, payload, sig = t.split(".")
     body = b64d(payload).replace(b'"alice"', b'"mallory"')
     forged = ".".join([head, b64e(body), sig])
-    e = refused("CN-04", lambda: g.authorize("enroll", "demo", NOW, subject="mallory", consent=forged))
+    e = refused("CN-04", lambda: authorize(g, "enroll", "demo", NOW, subject="mallory", consent=forged))
     assert "signature" in e.message
     bad_sig = ".".join([head, payload, b64e(b"\0" * 64)])
-    refused("CN-04", lambda: g.authorize("enroll", "demo", NOW, subject="alice", consent=bad_sig))
-    refused("CN-04", lambda: g.authorize("enroll", "demo", NOW, subject="alice", consent="not a token"))
+    refused("CN-04", lambda: authorize(g, "enroll", "demo", NOW, subject="alice", consent=bad_sig))
+    refused("CN-04", lambda: authorize(g, "enroll", "demo", NOW, subject="alice", consent="not a token"))
 
 
 def test_untrusted_key_refused(make_guard, keys) -> None:
     g = make_guard()
     t = token(keys, g.deployment, signer="stranger")
-    e = refused("CN-04", lambda: g.authorize("enroll", "demo", NOW, subject="alice", consent=t))
+    e = refused("CN-04", lambda: authorize(g, "enroll", "demo", NOW, subject="alice", consent=t))
     assert "does not trust" in e.message
 
 
 def test_expired_and_not_yet_valid_refused(make_guard, keys) -> None:
     g = make_guard()
     old = token(keys, g.deployment, now=NOW - dt.timedelta(days=10), days=5)
-    assert "expired" in refused("CN-04", lambda: g.authorize("verify", "demo", NOW, subject="alice", consent=old)).message
+    assert "expired" in refused("CN-04", lambda: authorize(g, "verify", "demo", NOW, subject="alice", consent=old)).message
     future = token(keys, g.deployment, now=NOW + dt.timedelta(days=1))
     assert "not valid yet" in refused(
-        "CN-04", lambda: g.authorize("verify", "demo", NOW, subject="alice", consent=future)).message
+        "CN-04", lambda: authorize(g, "verify", "demo", NOW, subject="alice", consent=future)).message
 
 
 def test_wrong_subject_purpose_operation_refused(make_guard, keys) -> None:
     g = make_guard(deployment(edit=lambda r: r["purposes"].__setitem__("shop", copy.deepcopy(r["purposes"]["demo"]))))
     t = token(keys, g.deployment, operations=["verify"])
-    refused("CN-04", lambda: g.authorize("verify", "demo", NOW, subject="bob", consent=t))
-    refused("CN-04", lambda: g.authorize("verify", "shop", NOW, subject="alice", consent=t))
-    refused("CN-04", lambda: g.authorize("enroll", "demo", NOW, subject="alice", consent=t))
-    assert g.authorize("verify", "demo", NOW, subject="alice", consent=t).consent is not None
+    refused("CN-04", lambda: authorize(g, "verify", "demo", NOW, subject="bob", consent=t))
+    refused("CN-04", lambda: authorize(g, "verify", "shop", NOW, subject="alice", consent=t))
+    refused("CN-04", lambda: authorize(g, "enroll", "demo", NOW, subject="alice", consent=t))
+    assert authorize(g, "verify", "demo", NOW, subject="alice", consent=t).consent is not None
 
 
 def test_undeclared_purpose_refused_cn01(make_guard, keys) -> None:
     g = make_guard()
     t = token(keys, g.deployment, purposes=["marketing"])
-    refused("CN-01", lambda: g.authorize("enroll", "marketing", NOW, subject="alice", consent=t))
+    refused("CN-01", lambda: authorize(g, "enroll", "marketing", NOW, subject="alice", consent=t))
 
 
 def test_stale_notice_refused_cn02(make_guard, keys) -> None:
@@ -139,24 +155,24 @@ def test_stale_notice_refused_cn02(make_guard, keys) -> None:
     t = token(keys, old)
     newer = deployment(edit=lambda r: r["notice"].__setitem__("retention", "60 days"))
     g = make_guard(newer)
-    e = refused("CN-02", lambda: g.authorize("enroll", "demo", NOW, subject="alice", consent=t))
+    e = refused("CN-02", lambda: authorize(g, "enroll", "demo", NOW, subject="alice", consent=t))
     assert "notice" in e.message
-    assert g.authorize("enroll", "demo", NOW, subject="alice", consent=token(keys, newer)).consent
+    assert authorize(g, "enroll", "demo", NOW, subject="alice", consent=token(keys, newer)).consent
 
 
 def test_revoked_token_and_subject_refused_cn05(make_guard, keys, tmp_path) -> None:
     state = PolicyState(tmp_path / "revocations.db")
     g = make_guard(state=state)
     t1 = token(keys, g.deployment)
-    state.revoke_token(decode_consent(t1, {key_id(keys["issuer"].public_key()): keys["issuer"].public_key()}
+    state.revoke_token("t-" + decode_consent(t1, {key_id(keys["issuer"].public_key()): keys["issuer"].public_key()}
                                       ).token_id, NOW)
-    refused("CN-05", lambda: g.authorize("verify", "demo", NOW, subject="alice", consent=t1))
+    refused("CN-05", lambda: authorize(g, "verify", "demo", NOW, subject="alice", consent=t1))
     t2 = token(keys, g.deployment, subject="bob")
     state.revoke_subject("p-bob", NOW)
-    refused("CN-05", lambda: g.authorize("verify", "demo", NOW, subject="bob", consent=t2))
+    refused("CN-05", lambda: authorize(g, "verify", "demo", NOW, subject="bob", consent=t2))
     # A consent given after the withdrawal is a new consent.
     t3 = token(keys, g.deployment, subject="bob", now=NOW + dt.timedelta(seconds=5))
-    assert g.authorize("verify", "demo", NOW + dt.timedelta(seconds=10), subject="bob", consent=t3).consent
+    assert authorize(g, "verify", "demo", NOW + dt.timedelta(seconds=10), subject="bob", consent=t3).consent
     state.close()
 
 
@@ -164,49 +180,49 @@ def test_minor_needs_guardian_cn06(make_guard, keys) -> None:
     g = make_guard()
     child = (TODAY - dt.timedelta(days=365 * 10)).isoformat()
     t = token(keys, g.deployment, birth_date=child)
-    refused("CN-06", lambda: g.authorize("enroll", "demo", NOW, subject="alice", consent=t))
+    refused("CN-06", lambda: authorize(g, "enroll", "demo", NOW, subject="alice", consent=t))
     ok = token(keys, g.deployment, birth_date=child, guardian="Parent Name")
-    assert g.authorize("enroll", "demo", NOW, subject="alice", consent=ok).consent.guardian == "Parent Name"
+    assert authorize(g, "enroll", "demo", NOW, subject="alice", consent=ok).consent.guardian == "Parent Name"
     fourteen = TODAY.replace(year=TODAY.year - 14).isoformat()  # 14 today: no guardian needed
-    assert g.authorize("enroll", "demo", NOW, subject="alice", consent=token(keys, g.deployment, birth_date=fourteen))
+    assert authorize(g, "enroll", "demo", NOW, subject="alice", consent=token(keys, g.deployment, birth_date=fourteen))
 
 
 def test_guardian_rule_only_in_cn_profile(make_guard, keys) -> None:
     g = make_guard(deployment(("eu",)))
     child = (TODAY - dt.timedelta(days=365 * 10)).isoformat()
-    assert g.authorize("enroll", "demo", NOW, subject="alice", consent=token(keys, g.deployment, birth_date=child))
+    assert authorize(g, "enroll", "demo", NOW, subject="alice", consent=token(keys, g.deployment, birth_date=child))
 
 
 def test_transmit_needs_its_own_consent_cn07_us03(make_guard, keys) -> None:
     g = make_guard()
     t = token(keys, g.deployment)
-    refused("CN-07", lambda: g.authorize("transmit", "demo", NOW, subject="alice", consent=t))
-    refused("CN-07", lambda: g.authorize("transmit", "demo", NOW, subject="alice"))
+    refused("CN-07", lambda: authorize(g, "transmit", "demo", NOW, subject="alice", consent=t))
+    refused("CN-07", lambda: authorize(g, "transmit", "demo", NOW, subject="alice"))
     ok = token(keys, g.deployment, operations=["verify", "transmit"])
-    assert g.authorize("transmit", "demo", NOW, subject="alice", consent=ok).consent
+    assert authorize(g, "transmit", "demo", NOW, subject="alice", consent=ok).consent
     us = make_guard(deployment(("us-bipa",)))
-    refused("US-03", lambda: us.authorize("transmit", "demo", NOW, subject="alice", consent=token(keys, us.deployment)))
+    refused("US-03", lambda: authorize(us, "transmit", "demo", NOW, subject="alice", consent=token(keys, us.deployment)))
 
 
 def test_legal_basis_cn16b(make_guard, keys) -> None:
     g = make_guard()
     lb, _ = issue_legal_basis(keys["authority"], authority="Bureau", provision="PIPL 13(1)(3)", reference="r1",
                               purposes=["demo"], now=NOW - dt.timedelta(hours=1))
-    d = g.authorize("identify", "demo", NOW, legal_basis=lb)
+    d = authorize(g, "identify", "demo", NOW, legal_basis=lb)
     assert d.legal_basis is not None and "PIPL 13(1)(3)" in d.basis
     forged, _ = issue_legal_basis(keys["stranger"], authority="Bureau", provision="PIPL 13", reference="r",
                                   purposes=["demo"], now=NOW - dt.timedelta(hours=1))
-    refused("CN-16b", lambda: g.authorize("identify", "demo", NOW, legal_basis=forged))
+    refused("CN-16b", lambda: authorize(g, "identify", "demo", NOW, legal_basis=forged))
     # A consent key cannot sign a legal basis, and a legal basis covers only its operations.
-    refused("CN-16b", lambda: g.authorize("identify", "demo", NOW, legal_basis=token(keys, g.deployment)))
-    refused("CN-16b", lambda: g.authorize("enroll", "demo", NOW, legal_basis=lb))
+    refused("CN-16b", lambda: authorize(g, "identify", "demo", NOW, legal_basis=token(keys, g.deployment)))
+    refused("CN-16b", lambda: authorize(g, "enroll", "demo", NOW, legal_basis=lb))
 
 
 def test_stacked_profiles_report_first_profile_rule(make_guard, keys) -> None:
     g = make_guard(deployment(("eu", "cn-2025")))
-    refused("EU-05", lambda: g.authorize("verify", "demo", NOW, subject="alice"))
+    refused("EU-05", lambda: authorize(g, "verify", "demo", NOW, subject="alice"))
     g2 = make_guard(deployment(("us-bipa",)))
-    refused("US-02", lambda: g2.authorize("verify", "demo", NOW, subject="alice"))
+    refused("US-02", lambda: authorize(g2, "verify", "demo", NOW, subject="alice"))
 
 
 # -- deployment rules --------------------------------------------------------------------------
@@ -246,13 +262,13 @@ def test_public_place_complete_is_allowed(make_guard, keys) -> None:
         r["purposes"]["demo"]["public_safety"] = True
 
     g = make_guard(deployment(edit=edit))
-    assert g.authorize("identify", "demo", NOW, consent=token(keys, g.deployment))
+    assert authorize(g, "identify", "demo", NOW, consent=token(keys, g.deployment))
 
 
 def test_texas_grace_within_a_year_is_allowed_and_sets_expiry(make_guard, keys) -> None:
     dep = deployment(("us-bipa",), lambda r: r["bipa"].update({"texas": True, "grace_days_after_purpose": 200}))
     g = make_guard(dep)
-    assert g.authorize("enroll", "demo", NOW, subject="alice", consent=token(keys, dep))
+    assert authorize(g, "enroll", "demo", NOW, subject="alice", consent=token(keys, dep))
     p = dep.purposes["demo"]
     assert dep.expiry(p, NOW) == NOW + dt.timedelta(days=30 + 200)
 
@@ -280,7 +296,7 @@ ASSESSMENT_CASES = [
 @pytest.mark.parametrize("profile,rule", [("cn-2025", "CN-09"), ("eu", "EU-08")])
 def test_assessment_rule(make_guard, keys, case, edit, reassess, profile, rule) -> None:
     g = make_guard(deployment((profile,), edit, reassess=reassess))
-    refused(rule, lambda: g.authorize("verify", "demo", NOW, subject="alice", consent=token(keys, g.deployment)))
+    refused(rule, lambda: authorize(g, "verify", "demo", NOW, subject="alice", consent=token(keys, g.deployment)))
 
 
 def test_reviewed_assessment_is_allowed(make_guard, keys) -> None:
@@ -288,12 +304,12 @@ def test_reviewed_assessment_is_allowed(make_guard, keys) -> None:
                                      r["assessment"].update({"date": "2024-01-01",
                                                              "reviewed": (TODAY - dt.timedelta(days=30)).isoformat()})))
     g = make_guard(dep)
-    assert g.authorize("verify", "demo", NOW, subject="alice", consent=token(keys, dep))
+    assert authorize(g, "verify", "demo", NOW, subject="alice", consent=token(keys, dep))
 
 
 def test_assessment_rule_absent_from_bipa_profile(make_guard, keys) -> None:
     g = make_guard(deployment(("us-bipa",), lambda r: r["assessment"].update({"reference": "", "date": None})))
-    assert g.authorize("verify", "demo", NOW, subject="alice", consent=token(keys, g.deployment))
+    assert authorize(g, "verify", "demo", NOW, subject="alice", consent=token(keys, g.deployment))
 
 
 def test_roles_cn16(make_guard) -> None:

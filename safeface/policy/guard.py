@@ -1,49 +1,123 @@
-"""The one guard every biometric call passes: deployment valid, role allowed, purpose declared,
-and a consent or legal-basis token that covers this subject, purpose and operation now.
+"""The guard: the whole policy. ``authorize(request) -> Decision`` decides every rule for every
+call (role, deployment, purpose, consent or legal basis, minors, filing, bulk provenance, attribute
+requests); ``recheck_at_write`` decides again, inside the store's write transaction and under the
+lock that erasure and revocation take, the facts that can change while an image is embedded
+(revocation, erasure, the filing count, the purpose end).
 
-It raises PolicyViolation(rule, sentence) at the first failure and returns a Decision otherwise.
-It stores nothing and audits nothing itself: the facade audits both outcomes (sdk.py).
+It raises PolicyViolation(rule, sentence) at the first failure. It stores nothing and audits
+nothing itself: the facade audits both outcomes (safeface/sdk/facade.py).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
-from typing import Callable, Mapping, Optional
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Callable, Mapping, Optional, Protocol, Sequence
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from ..errors import PolicyViolation
+from .attributes import classify, rule_for_category
 from .deployment import Deployment, Purpose
 from .rules import rule_for
-from ..workspace.state import PolicyState
 from .tokens import (ConsentToken, LegalBasisToken, TokenError, decode_consent, decode_legal_basis,
                      verified_token_id)
 
 CLOCK_SKEW_S = 120
 GUARDIAN_AGE = 14
+BIPA_INTERACTION_DAYS = 3 * 365
+
+
+class Operation(str, Enum):
+    """Every call the guard decides on."""
+
+    ENROLL = "enroll"
+    VERIFY = "verify"
+    IDENTIFY = "identify"
+    EXPORT = "export"
+    ANALYZE = "analyze"
+    ERASE = "erase"
+    REVOKE = "revoke"
+    PURGE = "purge"
+    REKEY = "rekey"
+    REPORT = "report"
+    ANONYMIZE = "anonymize"
+
+    @property
+    def token_operation(self) -> str:
+        """The operation a consent or legal-basis token must name for this call."""
+        return "transmit" if self is Operation.EXPORT else self.value
+
+
+# A person's rights and the operator's housekeeping need only the role, even when the deployment may
+# not process. (Purging at open and anonymizing, which touches no template, need no role at all.)
+HOUSEKEEPING = frozenset({Operation.ERASE, Operation.REVOKE, Operation.PURGE, Operation.REKEY, Operation.REPORT})
+
+
+@dataclass(frozen=True)
+class BatchItem:
+    subject: str
+    consent: Optional[str]
+
+
+@dataclass(frozen=True)
+class Request:
+    """One call as the guard sees it. `subject` is the raw id (already normalised); it is only
+    compared with the token's subject and never stored."""
+
+    operation: Operation
+    role: str
+    now: dt.datetime
+    purpose: Optional[str] = None
+    subject: Optional[str] = None
+    consent: Optional[str] = None
+    legal_basis: Optional[str] = None
+    attributes: tuple[str, ...] = ()
+    batch: tuple[BatchItem, ...] = ()
+
+
+class StoreFacts(Protocol):
+    """What the guard reads of the store to decide filing (CN-17)."""
+
+    def has_subject(self, subject_id: str) -> bool: ...
+
+    def subject_count(self) -> int: ...
+
+
+class RevocationState(Protocol):
+    def is_revoked(self, token_id: str, pseudonym: Optional[str], issued_at: int) -> bool: ...
+
+    def purpose_end(self, pseudonym: str, purpose: str) -> Optional[dt.datetime]: ...
 
 
 @dataclass(frozen=True)
 class Decision:
     """Why a call may go ahead: a consent or a legal basis, for one purpose and operation."""
 
-    operation: str
-    purpose: Purpose
+    operation: Operation
+    purpose: Optional[Purpose] = None
     consent: Optional[ConsentToken] = None
     legal_basis: Optional[LegalBasisToken] = None
+    token_ref: Optional[str] = None  # keyed pseudonym of the token id; the id itself is never stored
+    attributes: tuple[str, ...] = ()  # analyze: the technical facts asked for
+    batch: tuple["Decision", ...] = field(default=())
+    rule: Optional[str] = None  # the rule the call proceeds under, for the audit (legal basis)
+    raw_token: Optional[str] = field(default=None, repr=False)  # sealed with the row it lets in
 
     @property
-    def token_id(self) -> Optional[str]:
-        if self.consent is not None:
-            return self.consent.token_id
-        return self.legal_basis.token_id if self.legal_basis is not None else None
+    def token(self) -> Optional[ConsentToken | LegalBasisToken]:
+        return self.consent if self.consent is not None else self.legal_basis
 
     @property
-    def basis(self) -> str:
+    def basis(self) -> Optional[str]:
         if self.legal_basis is not None:
             return f"legal-basis: {self.legal_basis.provision} ({self.legal_basis.authority}, {self.legal_basis.reference})"
-        return "consent"
+        return "consent" if self.consent is not None else None
+
+    @property
+    def provenance(self) -> str:
+        return "legal-basis" if self.legal_basis is not None else "consent"
 
 
 def age_on(birth: dt.date, day: dt.date) -> int:
@@ -52,25 +126,106 @@ def age_on(birth: dt.date, day: dt.date) -> int:
 
 class Guard:
     def __init__(self, deployment: Deployment, consent_keys: Mapping[str, Ed25519PublicKey],
-                 authority_keys: Mapping[str, Ed25519PublicKey], state: PolicyState,
-                 pseudonym: Callable[[str], str]) -> None:
+                 authority_keys: Mapping[str, Ed25519PublicKey], state: RevocationState,
+                 pseudonym: Callable[[str], str], token_ref: Callable[[str], str], store: StoreFacts) -> None:
         self.deployment = deployment
         self._consent_keys = consent_keys
         self._authority_keys = authority_keys
         self._state = state
         self._pseudonym = pseudonym
+        self._token_ref = token_ref
+        self._store = store
 
     def _rule(self, concept: str) -> str:
         rule = rule_for(concept, self.deployment.profiles)
-        assert rule is not None, concept
+        if rule is None:
+            raise PolicyViolation("CN-01", f"the deployment's profiles carry no rule for {concept}; this is a "
+                                  "configuration the guard cannot judge, so the call is refused.")
         return rule
 
-    def token_id_of(self, consent: Optional[str], legal_basis: Optional[str]) -> Optional[str]:
-        """For the audit of a refusal: the id of a genuinely signed token, else None."""
+    def token_ref_of(self, consent: Optional[str], legal_basis: Optional[str]) -> Optional[str]:
+        """For the audit of a refusal: the keyed pseudonym of a genuinely signed token's id, else None."""
         if legal_basis is not None:
-            return verified_token_id(legal_basis, self._authority_keys, "legal-basis")
-        return verified_token_id(consent, self._consent_keys, "consent")
+            tid = verified_token_id(legal_basis, self._authority_keys, "legal-basis")
+        else:
+            tid = verified_token_id(consent, self._consent_keys, "consent")
+        return None if tid is None else self._token_ref(tid)
 
+    # -- the one decision ---------------------------------------------------------------------
+    def authorize(self, request: Request) -> Decision:
+        """Decide every rule for one call; raise PolicyViolation at the first that refuses."""
+        op = request.operation
+        self.check_role(request.role, op.value)
+        if op in HOUSEKEEPING:
+            return Decision(op)
+        if op is Operation.ANALYZE:
+            wanted = self.check_attributes(request.attributes)
+            self.check_deployment(request.now)
+            return Decision(op, attributes=wanted)
+        self.check_deployment(request.now)
+        if request.purpose is None:
+            raise PolicyViolation(self._rule("purpose"), f"{op.value} needs a declared purpose.")
+        p = self.check_purpose(request.purpose)
+        if request.batch:
+            return self._authorize_batch(request, p)
+        decision = self._token_decision(op, p, request.now, request.subject, request.consent, request.legal_basis)
+        if op is Operation.ENROLL and request.subject is not None:
+            self.check_filing([request.subject], request.now)
+        return decision
+
+    def _token_decision(self, op: Operation, p: Purpose, now: dt.datetime, subject: Optional[str],
+                        consent: Optional[str], legal_basis: Optional[str]) -> Decision:
+        if op in (Operation.ENROLL, Operation.VERIFY):
+            self.check_purpose_open(p, now)
+        token_op = op.token_operation
+        if legal_basis is not None:
+            lb = self.legal_basis(legal_basis, p.name, token_op, now)
+            return Decision(op, p, legal_basis=lb, token_ref=self._token_ref(lb.token_id),
+                            rule=self._rule("legal-basis"), raw_token=legal_basis)
+        if consent is None:
+            raise PolicyViolation(self._rule("transmit") if token_op == "transmit" else self._rule("consent"),
+                                  f"{op.value} needs the person's signed consent token for purpose {p.name!r} "
+                                  "(or a legal-basis token); none was given.")
+        c = self.consent(consent, p.name, token_op, now, subject=subject)
+        return Decision(op, p, consent=c, token_ref=self._token_ref(c.token_id), raw_token=consent)
+
+    def _authorize_batch(self, request: Request, p: Purpose) -> Decision:
+        """Bulk enrolment: every item needs its own person's consent (EU-02: no database built by
+        untargeted collection), and the whole batch must fit under the filing threshold."""
+        items = request.batch
+        lacking = [i.subject for i in items if not i.consent]
+        if lacking:
+            rule = rule_for("provenance", self.deployment.profiles) or self._rule("consent")
+            raise PolicyViolation(rule, f"bulk enrolment refused: {len(lacking)} of {len(items)} items carry no "
+                                  "consent of their own; every template needs its person's consent (no untargeted "
+                                  "collection).")
+        decisions = tuple(self._token_decision(request.operation, p, request.now, i.subject, i.consent, None)
+                          for i in items)
+        self.check_filing([i.subject for i in items], request.now)
+        return Decision(request.operation, p, batch=decisions)
+
+    # -- decided again at the write -------------------------------------------------------------
+    def recheck_at_write(self, decision: Decision, subjects: Sequence[str], now: dt.datetime) -> None:
+        """Called inside the store's write transaction, under the lock erasure and revocation
+        take: what may have changed since `authorize` (revocation, erasure, filing, purpose end)
+        is decided again, so no row can appear after an erasure receipt and concurrent
+        enrolments can never pass the filing threshold."""
+        parts = decision.batch or (decision,)
+        for d, subject in zip(parts, subjects):
+            t = d.token
+            if t is not None:
+                pseud = self._pseudonym(t.subject) if getattr(t, "subject", None) else None
+                if self._state.is_revoked(d.token_ref or "", pseud, t.issued_at) or \
+                        self._state.is_revoked(d.token_ref or "", self._pseudonym(subject), t.issued_at):
+                    raise PolicyViolation(self._rule("withdrawal") if d.consent is not None else self._rule("legal-basis"),
+                                          "the consent or legal basis was withdrawn, or the person erased, while "
+                                          "the image was processed; nothing was stored.")
+            if d.purpose is not None:
+                self.check_purpose_open(d.purpose, now)
+        if decision.operation is Operation.ENROLL:
+            self.check_filing(list(subjects), now)
+
+    # -- the rules ------------------------------------------------------------------------------
     def check_deployment(self, now: dt.datetime) -> None:
         """A deployment that fails any enforced rule of its profiles processes nothing."""
         problems = self.deployment.problems(now.date())
@@ -94,18 +249,51 @@ class Guard:
                                   f"(declared: {', '.join(sorted(self.deployment.purposes)) or 'none'}).")
         return p
 
-    def authorize(self, operation: str, purpose: str, now: dt.datetime, *, subject: Optional[str] = None,
-                  consent: Optional[str] = None, legal_basis: Optional[str] = None) -> Decision:
-        """Check everything for one call. `operation` is enroll, verify, identify or transmit."""
-        self.check_deployment(now)
-        p = self.check_purpose(purpose)
-        if legal_basis is not None:
-            return Decision(operation, p, legal_basis=self.legal_basis(legal_basis, purpose, operation, now))
-        if consent is None:
-            raise PolicyViolation(self._rule("transmit") if operation == "transmit" else self._rule("consent"),
-                                  f"{operation} needs the person's signed consent token for purpose {purpose!r} "
-                                  "(or a legal-basis token); none was given.")
-        return Decision(operation, p, consent=self.consent(consent, purpose, operation, now, subject=subject))
+    def check_purpose_open(self, p: Purpose, now: dt.datetime) -> None:
+        """An ended purpose enrols and verifies no one (its templates expire at its end)."""
+        if p.end_date is not None and now.date() > p.end_date:
+            raise PolicyViolation(self._rule("retention"), f"purpose {p.name!r} ended on {p.end_date.isoformat()}; "
+                                  "nobody can be enrolled or verified for it any more.")
+
+    def check_attributes(self, attributes: Sequence[str]) -> tuple[str, ...]:
+        """Only technical facts (count, boxes, landmarks, detector scores); any personal attribute
+        is refused (CN-18, EU-01, EU-03)."""
+        wanted: list[str] = []
+        for a in attributes:
+            req = classify(a)
+            if req.category is not None or req.allowed is None:
+                rule = rule_for_category(str(req.category), self.deployment.profiles)
+                raise PolicyViolation(rule, f"safeface does not infer {req.category} (asked: {a[:64]!r}) and never "
+                                      "will; no attribute model exists or is loaded.")
+            wanted.append(req.allowed)
+        return tuple(sorted(set(wanted)))
+
+    def check_filing(self, subjects: Sequence[str], now: dt.datetime) -> None:
+        """CN-17: once the count of stored people reaches the threshold, a new person may be
+        enrolled only after the filing reference is recorded."""
+        rule = rule_for("filing", self.deployment.profiles)
+        if rule is None or self.deployment.filing_reference:
+            return
+        new_people = {s for s in subjects if not self._store.has_subject(s)}
+        if not new_people:
+            return
+        count = self._store.subject_count()
+        threshold = self.deployment.filing_threshold
+        if count + len(new_people) > threshold:
+            raise PolicyViolation(rule, f"{count} people are stored and the filing threshold is {threshold}: file "
+                                  "with the provincial authority and record filing.reference in deployment.json "
+                                  "before enrolling anyone new.")
+
+    def interaction_expiry(self, pseudonym: str, purpose: str, now: dt.datetime) -> Optional[dt.datetime]:
+        """BIPA: a match is an interaction; expiry = min(purpose end + grace, now + 3 years) (US-01).
+        None when the profile has no such rule or nothing is known of the purpose end."""
+        if "us-bipa" not in self.deployment.profiles:
+            return None
+        end = self._state.purpose_end(pseudonym, purpose)
+        if end is None or self.deployment.purpose(purpose) is None:
+            return None
+        grace = dt.timedelta(days=int(self.deployment.bipa.get("grace_days_after_purpose") or 0))
+        return min(end + grace, now + dt.timedelta(days=BIPA_INTERACTION_DAYS))
 
     def consent(self, token: str, purpose: str, operation: str, now: dt.datetime, *,
                 subject: Optional[str]) -> ConsentToken:
@@ -121,7 +309,7 @@ class Guard:
             when = dt.datetime.fromtimestamp(t.expires_at, dt.timezone.utc).isoformat(timespec="seconds")
             raise PolicyViolation(rule, f"the consent token expired at {when}; ask the person for a new consent.")
         pseud = self._pseudonym(t.subject) if t.subject else None
-        if self._state.is_revoked(t.token_id, pseud, t.issued_at):
+        if self._state.is_revoked(self._token_ref(t.token_id), pseud, t.issued_at):
             raise PolicyViolation(self._rule("withdrawal"), "this consent was withdrawn; processing has stopped and "
                                   "needs a new consent.")
         if subject is not None and t.subject != subject:
@@ -156,7 +344,7 @@ class Guard:
             raise PolicyViolation(rule, "the legal-basis token must name the authority and the legal provision.")
         if t.issued_at > ts + CLOCK_SKEW_S or ts >= t.expires_at:
             raise PolicyViolation(rule, "the legal-basis token is outside its validity period.")
-        if self._state.is_revoked(t.token_id, None, t.issued_at):
+        if self._state.is_revoked(self._token_ref(t.token_id), None, t.issued_at):
             raise PolicyViolation(rule, "this legal-basis token was revoked.")
         if purpose not in t.purposes or operation not in t.operations:
             raise PolicyViolation(rule, f"the legal basis covers {list(t.operations)} for {list(t.purposes)}, not "

@@ -1,6 +1,6 @@
 """The SDK: :class:`SafeFace`, the one door for every biometric call, and its result types."""
 
 from .facade import SafeFace
-from .results import Candidate, Enrollment, Export, Verification
+from .results import Candidate, Enrollment, Export, Record, Verification
 
-__all__ = ["Candidate", "Enrollment", "Export", "SafeFace", "Verification"]
+__all__ = ["Candidate", "Enrollment", "Export", "Record", "SafeFace", "Verification"]

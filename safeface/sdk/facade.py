@@ -1,76 +1,105 @@
 """SafeFace: the facade. Every public call is guard -> pipeline -> store -> audit.
 
-The guard (policy/guard.py) decides; a refusal raises PolicyViolation naming its rule, stores
-nothing and is audited. There is no public method that embeds and stores without the guard:
-the gallery is private to this object and the pipeline hands embeddings only to it.
+The guard (policy/guard.py) decides every rule; this object only sequences, through one audited
+wrapper (`_run`): a refusal raises PolicyViolation naming its rule, stores nothing and is
+audited; a failure inside an authorised call is audited as failed and raised as a SafeFaceError.
+The store's write transaction calls the guard again (`recheck_at_write`) under the lock that
+erasure and revocation take, and writes the "enroll allowed" audit entry naming the new rows
+before it commits.
 
-Erasure, revocation, purging and reports are never blocked by an incomplete deployment: a
-person's rights and the operator's housekeeping must work even when processing may not.
+A SafeFace is built only by :meth:`SafeFace.open`. The store is private to it: nothing in the safe
+namespace hands out a store, and a row written behind this object is named by `audit verify`.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass, field
+import hashlib
+import threading
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence, Union
+from typing import Any, Callable, Optional, Sequence, TypeVar, Union
 
 import numpy as np
 
-from ..workspace.audit import AuditEntry, AuditLog, AuditReport
-from .results import Candidate, Enrollment, Export, Verification
-from ..errors import ConfigError, ImageError, IntegrityError, PolicyViolation, SafeFaceError
+from ..errors import BackendError, ConfigError, ImageError, IntegrityError, InvalidArgument, PolicyViolation, SafeFaceError
+from ..hazmat.templates.pseudonym import token_pseudonym
 from ..imageio import ImageInput
-from ..policy.attributes import classify, rule_for_category
 from ..policy.deployment import Deployment, working_days_after
-from ..policy.guard import Decision, Guard
+from ..policy.guard import BatchItem, Decision, Guard, Operation, Request
 from ..policy.receipts import ErasureReceipt, issue_receipt, receipt_key
 from ..policy.rules import rule_for
-from ..workspace.state import PolicyState
+from ..workspace.audit import AuditEntry, AuditLog, AuditReport
 from ..workspace.layout import WorkspacePaths, load_trust, resolve_passphrase
-
-if TYPE_CHECKING:
-    from ..storage.gallery import GalleryRow
+from ..workspace.state import PolicyState
+from .results import Candidate, Enrollment, Export, Record, Verification
 
 Clock = Callable[[], dt.datetime]
+T = TypeVar("T")
 FILING_WORKING_DAYS = 30
+_OPENER = object()
 
 
 def utc_now() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
 
 
+@dataclass(frozen=True)
+class _Note:
+    """What the "allowed" audit entry of a call says (None: the call wrote its own entry)."""
+
+    subjects: Sequence[str]
+    text: Optional[str]
+
+
 class SafeFace:
     """Open a workspace with :meth:`open`; close it (or use ``with``) when done."""
 
-    def __init__(self, paths: WorkspacePaths, deployment: Deployment, keyring: Any, gallery: Any,
-                 audit: AuditLog, state: PolicyState, guard: Guard, role: str, clock: Clock,
-                 pipeline: Any = None) -> None:
+    def __init__(self, opener: object, paths: WorkspacePaths, deployment: Deployment, keyring: Any, gallery: Any,
+                 audit: AuditLog, state: PolicyState, trust: dict[str, Any], role: str, clock: Clock,
+                 pipeline: Any) -> None:
+        if opener is not _OPENER:
+            raise ConfigError("a SafeFace is built only by SafeFace.open(workspace, ...), which checks the keyring, "
+                              "the audit log and the trust store.")
         self._paths = paths
         self._deployment = deployment
+        self._config_digest = hashlib.sha256(paths.config.read_bytes()).hexdigest()
         self._keyring = keyring
         self._gallery = gallery
         self._audit = audit
+        self._audit_lock = threading.Lock()
         self._state = state
-        self._guard = guard
         self._role = role
         self._clock = clock
         self._pipeline = pipeline
         self._receipt_key = receipt_key(keyring.key("pseudonym"))
+        self._token_key = keyring.key("pseudonym")
+        self._guard = Guard(deployment, trust["consent_issuers"], trust["authorities"], state, gallery.pseudonym,
+                            self.token_ref, gallery)
 
     # -- opening ----------------------------------------------------------------------------
     @classmethod
     def open(cls, workspace: Union[str, Path], passphrase: Optional[str] = None, *,
-             passphrase_file: Optional[Path] = None, role: Optional[str] = None, pipeline: Any = None,
-             clock: Optional[Clock] = None) -> "SafeFace":
-        from ..storage.gallery import Gallery
+             passphrase_file: Optional[Path] = None, keyring: Any = None, role: Optional[str] = None,
+             pipeline: Any = None, clock: Optional[Clock] = None) -> "SafeFace":
+        """Open a workspace. `keyring` takes any keyring (a HostKeyring backed by a KMS or secure
+        element); otherwise the workspace's passphrase-wrapped keyring file is opened.
+
+        `pipeline` is hazmat: a host-supplied pipeline is trusted to say how many faces an image
+        holds and what their embeddings are; its use is recorded in the audit log. `clock` is
+        for --demo workspaces only (tests and trials): a real workspace always uses the system
+        clock, so tokens and audit entries cannot be backdated."""
         from ..hazmat.templates.keyring import PassphraseKeyring
+        from ..storage.gallery import Gallery
 
         paths = WorkspacePaths(Path(workspace))
         deployment = Deployment.load(paths.config)
-        if not paths.keyring.is_file():
-            raise ConfigError(f"{paths.keyring} is missing: the workspace has no keys. Restore it from a backup.")
-        keyring = PassphraseKeyring.open(paths.keyring, resolve_passphrase(paths.root, passphrase, passphrase_file))
+        if clock is not None and not paths.demo_issuer.is_file():
+            raise ConfigError("a clock can be set only for a --demo workspace; a real workspace uses the system clock.")
+        if keyring is None:
+            if not paths.keyring.is_file():
+                raise ConfigError(f"{paths.keyring} is missing: the workspace has no keys. Restore it from a backup.")
+            keyring = PassphraseKeyring.open(paths.keyring, resolve_passphrase(paths.root, passphrase, passphrase_file))
         trust = load_trust(paths)
         if not paths.audit.is_file():
             raise IntegrityError(f"the audit log {paths.audit} is missing: it was deleted. Restore it before processing.")
@@ -84,9 +113,12 @@ class SafeFace:
             raise
         dim = int(deployment.section("matching").get("dim") or 128)
         gallery = Gallery.open(paths.gallery, keyring, dim)
-        guard = Guard(deployment, trust["consent_issuers"], trust["authorities"], state, gallery.pseudonym)
-        sf = cls(paths, deployment, keyring, gallery, audit, state, guard, role or deployment.default_role,
+        sf = cls(_OPENER, paths, deployment, keyring, gallery, audit, state, trust, role or deployment.default_role,
                  clock or utc_now, pipeline)
+        if pipeline is not None:
+            kind = f"{type(pipeline).__module__}.{type(pipeline).__qualname__}"
+            sf._append("open", "allowed", note=f"host pipeline {kind[:120]} (hazmat: its face counts and "
+                       "embeddings are trusted)")
         sf.purge_expired()  # expired templates go as soon as anyone opens the workspace
         return sf
 
@@ -119,100 +151,89 @@ class SafeFace:
     def pseudonym(self, subject: str) -> str:
         return str(self._gallery.pseudonym(subject))
 
+    def token_ref(self, token_id: str) -> str:
+        """A token id as this workspace stores and logs it: a keyed pseudonym."""
+        return token_pseudonym(self._token_key, token_id)
+
+    # -- reading the record (descriptions only) -----------------------------------------------
+    def records(self, subject: Optional[str] = None) -> list[Record]:
+        """The stored templates' descriptions, all of them or one subject's: pseudonym, purposes,
+        expiry, provenance, token reference. Never an image, a vector or the token itself."""
+        rows = self._gallery.rows() if subject is None else self._gallery.rows_for(subject)
+        return [Record(r.row_id, r.pseudonym, r.purposes, r.token_id, r.provenance, r.expires_at, r.created_at,
+                       r.last_interaction) for r in rows]
+
+    def audit_entries(self) -> list[AuditEntry]:
+        return list(self._audit.entries())
+
     # -- the guarded calls ------------------------------------------------------------------
     def enroll(self, image: ImageInput, subject: str, purpose: str, consent: Optional[str] = None, *,
                legal_basis: Optional[str] = None) -> Enrollment:
         now = self._clock()
         pseud = self.pseudonym(subject)
-        decision = self._authorize("enroll", purpose, now, subject=subject, consent=consent,
-                                   legal_basis=legal_basis, subjects=[pseud],
-                                   extra=lambda _d, t: self._check_filing(subject, t))
-        vec = self._embed_single(image, "enroll", decision, [pseud], now)
-        expires = self._deployment.expiry(decision.purpose, now)
-        # Recorded before the store: a crash between the two leaves an over-record, never an
-        # unrecorded template.
-        self._log(decision, "allowed", [pseud], now, note=f"expires {expires.date()}")
-        try:
-            row = self._gallery.add(subject, vec, [purpose], str(decision.token_id), expires,
-                                    provenance="consent" if decision.consent is not None else "legal-basis")
-        except SafeFaceError as exc:
-            self._log(decision, "failed", [pseud], now, note=type(exc).__name__)
-            raise
-        self._state.set_purpose_end(pseud, purpose, self._deployment.purpose_end(decision.purpose, now))
-        self._note_filing(now)
-        return Enrollment(row.pseudonym, row.row_id, purpose, expires, str(decision.token_id))
+        request = Request(Operation.ENROLL, self._role, now, purpose=purpose, subject=subject, consent=consent,
+                          legal_basis=legal_basis)
+
+        def body(d: Decision) -> tuple[Enrollment, None]:
+            vec = self._embed_single(image)
+            return self._store(d, [(subject, vec)], now)[0], None
+
+        return self._run(request, [pseud], body)
 
     def enroll_many(self, items: Sequence[tuple[ImageInput, str, Optional[str]]], purpose: str) -> list[Enrollment]:
         """Bulk enrolment of (image, subject, consent token) items. Every item needs its own
         person's consent: a batch with any item lacking one is refused whole and nothing is
         stored (EU-02: no database built by untargeted collection)."""
         now = self._clock()
-        lacking = [subject for _, subject, consent in items if not consent]
-        if lacking:
-            rule = rule_for("provenance", self._deployment.profiles) or self._rule("consent")
-            self._audit.append("enroll", "refused", purpose=purpose, subjects=[self.pseudonym(s) for s in lacking],
-                               rule=rule, note=f"bulk enrolment: {len(lacking)} of {len(items)} without consent", now=now)
-            raise PolicyViolation(rule, f"bulk enrolment refused: {len(lacking)} of {len(items)} items carry no consent "
-                                  "of their own; every template needs its person's consent (no untargeted collection).")
-        decisions = [self._authorize("enroll", purpose, now, subject=subject, consent=consent,
-                                     subjects=[self.pseudonym(subject)])
-                     for _, subject, consent in items]  # all checked before anything is stored
-        filing = rule_for("filing", self._deployment.profiles)
-        new_people = {s for _, s, _ in items if not self._gallery.has_subject(s)}
-        total = self._gallery.subject_count() + len(new_people)
-        if filing is not None and not self._deployment.filing_reference and new_people and \
-                total > self._deployment.filing_threshold:
-            self._audit.append("enroll", "refused", purpose=purpose, rule=filing,
-                               note=f"bulk enrolment would store {total} people", now=now)
-            raise PolicyViolation(filing, f"this batch would bring the stored people to {total}, beyond the filing "
-                                  f"threshold of {self._deployment.filing_threshold}; record filing.reference first.")
-        from ..storage.gallery import Enrollment as Row
+        request = Request(Operation.ENROLL, self._role, now, purpose=purpose,
+                          batch=tuple(BatchItem(s, c) for _, s, c in items))
 
-        rows = []
-        for (image, subject, _), decision in zip(items, decisions):
-            vec = self._embed_single(image, "enroll", decision, [self.pseudonym(subject)], now)
-            rows.append(Row(subject, vec, [purpose], str(decision.token_id),
-                            self._deployment.expiry(decision.purpose, now), provenance="consent"))
-        for row, decision in zip(rows, decisions):
-            self._log(decision, "allowed", [self.pseudonym(row.subject_id)], now, note=f"bulk; expires {row.expires_at.date()}")
-        try:
-            stored = self._gallery.add_many(rows)  # one transaction: all or none
-        except SafeFaceError as exc:
-            self._audit.append("enroll", "failed", purpose=purpose, note=f"bulk: {type(exc).__name__}", now=now)
-            raise
-        p = self._deployment.purpose(purpose)
-        assert p is not None
-        for g in stored:
-            self._state.set_purpose_end(g.pseudonym, purpose, self._deployment.purpose_end(p, now))
-        self._note_filing(now)
-        return [Enrollment(g.pseudonym, g.row_id, purpose, g.expires_at, g.token_id) for g in stored]
+        def body(d: Decision) -> tuple[list[Enrollment], None]:
+            vecs = [(subject, self._embed_single(image)) for image, subject, _ in items]
+            return self._store(d, vecs, now), None
+
+        return self._run(request, [self.pseudonym(s) for _, s, _ in items], body)
 
     def verify(self, image: ImageInput, subject: str, purpose: str, consent: Optional[str] = None, *,
                legal_basis: Optional[str] = None) -> Verification:
         now = self._clock()
         pseud = self.pseudonym(subject)
-        decision = self._authorize("verify", purpose, now, subject=subject, consent=consent,
-                                   legal_basis=legal_basis, subjects=[pseud])
-        vec = self._embed_single(image, "verify", decision, [pseud], now)
-        score = self._gallery.verify(subject, vec, purpose, now=now)
-        match = score is not None and score >= self.threshold
-        if match:
-            self._interaction(subject, pseud, purpose, now)
-        self._log(decision, "allowed", [pseud], now,
-                  note="no template" if score is None else ("match" if match else "no match"))
-        return Verification(match, score, self.threshold, pseud)
+        request = Request(Operation.VERIFY, self._role, now, purpose=purpose, subject=subject, consent=consent,
+                          legal_basis=legal_basis)
+
+        def body(d: Decision) -> tuple[Verification, _Note]:
+            vec = self._embed_single(image)
+            score = self._gallery.verify(subject, vec, purpose, now=now)
+            match = score is not None and score >= self.threshold
+            if match:
+                expiry = self._guard.interaction_expiry(pseud, purpose, now)
+                if expiry is not None:
+                    self._gallery.touch(subject, now, new_expiry=expiry)
+            note = "no template" if score is None else ("match" if match else "no match")
+            return Verification(match, score, self.threshold, pseud), _Note([pseud], note)
+
+        return self._run(request, [pseud], body)
 
     def identify(self, image: ImageInput, purpose: str, consent: Optional[str] = None,
                  legal_basis: Optional[str] = None, top_k: int = 5) -> list[Candidate]:
         """The enrolled subjects (pseudonyms) that match, best first. Only templates whose
         purposes include `purpose` and that have not expired take part."""
+        if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+            raise InvalidArgument(f"top_k must be a positive integer, got {top_k!r}.")
         now = self._clock()
-        decision = self._authorize("identify", purpose, now, consent=consent, legal_basis=legal_basis, subjects=[])
-        vec = self._embed_subject(image, "identify", decision, now)
-        matches = self._gallery.search(vec, purpose, k=max(1, int(top_k)), threshold=self.threshold, now=now)
-        out = [Candidate(m.pseudonym, float(m.score)) for m in matches]
-        self._log(decision, "allowed", [c.subject for c in out], now, note=f"{len(out)} candidate(s)")
-        return out
+        request = Request(Operation.IDENTIFY, self._role, now, purpose=purpose, consent=consent,
+                          legal_basis=legal_basis)
+
+        def body(d: Decision) -> tuple[list[Candidate], _Note]:
+            result = self._pipe().embed(image)
+            if result.embedding is None:
+                raise ImageError("no face was found in the image.")
+            vec = np.asarray(result.embedding, dtype=np.float32)
+            matches = self._gallery.search(vec, purpose, k=top_k, threshold=self.threshold, now=now)
+            out = [Candidate(m.pseudonym, float(m.score)) for m in matches]
+            return out, _Note([c.subject for c in out], f"{len(out)} candidate(s)")
+
+        return self._run(request, [], body)
 
     def export(self, subject: str, purpose: str, recipient: str, consent: Optional[str] = None, *,
                legal_basis: Optional[str] = None) -> Export:
@@ -220,50 +241,41 @@ class SafeFace:
         `transmit` for this purpose or a legal basis is given (CN-07, US-03)."""
         now = self._clock()
         pseud = self.pseudonym(subject)
-        self._check_role("export", purpose, [pseud], now)
-        decision = self._authorize("transmit", purpose, now, subject=subject, consent=consent,
-                                   legal_basis=legal_basis, subjects=[pseud])
-        rows = [r for r in self._gallery.rows_for(subject) if purpose in r.purposes]
-        records = [{"subject": r.pseudonym, "purposes": list(r.purposes), "provenance": r.provenance,
-                    "expires_at": r.expires_at.isoformat(timespec="seconds")} for r in rows]
-        self._log(decision, "allowed", [pseud], now, note=f"disclosed {len(records)} record(s) to {recipient}",
-                  operation="export")
-        return Export(recipient, decision.basis, records)
+        request = Request(Operation.EXPORT, self._role, now, purpose=purpose, subject=subject, consent=consent,
+                          legal_basis=legal_basis)
+
+        def body(d: Decision) -> tuple[Export, _Note]:
+            rows = [r for r in self._gallery.rows_for(subject) if purpose in r.purposes]
+            records = [{"subject": r.pseudonym, "purposes": list(r.purposes), "provenance": r.provenance,
+                        "expires_at": r.expires_at.isoformat(timespec="seconds")} for r in rows]
+            return (Export(recipient, str(d.basis), records),
+                    _Note([pseud], f"disclosed {len(records)} record(s) to {recipient[:80]}"))
+
+        return self._run(request, [pseud], body)
 
     def analyze(self, image: ImageInput, attributes: Sequence[str] = ("faces",)) -> dict[str, Any]:
         """Technical facts about the faces in an image (count, boxes, landmarks, detector
         scores). Any personal attribute (race, religion, health, emotion, gender, age, ...) is
         refused: safeface infers none (CN-18, EU-01, EU-03)."""
-        now = self._clock()
-        self._check_role("analyze", None, [], now)
-        wanted: list[str] = []
-        for a in attributes:
-            req = classify(a)
-            if req.category is not None:
-                rule = rule_for_category(req.category, self._deployment.profiles)
-                exc = PolicyViolation(rule, f"safeface does not infer {req.category} (asked: {a!r}) and never will; "
-                                      "no attribute model exists or is loaded.")
-                self._audit.append("analyze", "refused", rule=rule, note=f"attribute category: {req.category}", now=now)
-                raise exc
-            assert req.allowed is not None
-            wanted.append(req.allowed)
-        try:
-            self._guard.check_deployment(now)
-        except PolicyViolation as exc:
-            self._audit.append("analyze", "refused", rule=exc.rule, now=now)
-            raise
-        faces = self._pipe().detect(image)
-        self._audit.append("analyze", "allowed", note=f"{len(faces)} face(s); {','.join(sorted(set(wanted)))}", now=now)
-        out: dict[str, Any] = {}
-        if "faces" in wanted:
-            out["faces"] = len(faces)
-        if "box" in wanted:
-            out["boxes"] = [f.to_dict()["box"] for f in faces]
-        if "landmarks" in wanted:
-            out["landmarks"] = [f.to_dict()["landmarks"] for f in faces]
-        if "score" in wanted:
-            out["scores"] = [f.to_dict()["score"] for f in faces]
-        return out
+        if isinstance(attributes, str):
+            attributes = (attributes,)
+        request = Request(Operation.ANALYZE, self._role, self._clock(), attributes=tuple(str(a) for a in attributes))
+
+        def body(d: Decision) -> tuple[dict[str, Any], _Note]:
+            faces = self._pipe().detect(image)
+            wanted = set(d.attributes)
+            out: dict[str, Any] = {}
+            if "faces" in wanted:
+                out["faces"] = len(faces)
+            if "box" in wanted:
+                out["boxes"] = [f.to_dict()["box"] for f in faces]
+            if "landmarks" in wanted:
+                out["landmarks"] = [f.to_dict()["landmarks"] for f in faces]
+            if "score" in wanted:
+                out["scores"] = [f.to_dict()["score"] for f in faces]
+            return out, _Note([], f"{len(faces)} face(s); {','.join(sorted(wanted))}")
+
+        return self._run(request, [], body)
 
     def anonymize(self, image: ImageInput, out: Optional[Union[str, Path]] = None, *, mode: str = "blur",
                   margin: Optional[float] = None, detector: str = "hog") -> Any:
@@ -273,7 +285,6 @@ class SafeFace:
         for an image, or the report when `out` is given."""
         from ..anonymize import DEFAULT_MARGIN, anonymize_file, anonymize_image
 
-        now = self._clock()
         m = DEFAULT_MARGIN if margin is None else margin
         if out is not None:
             if not isinstance(image, (str, Path)):
@@ -283,84 +294,101 @@ class SafeFace:
         else:
             pixels, report = anonymize_image(image, mode, m, detector)
             result = (pixels, report)
-        self.record_anonymization(report, now)
+        self.record_anonymization(report)
         return result
 
-    def record_anonymization(self, report: Any, now: Optional[dt.datetime] = None) -> None:
+    def record_anonymization(self, report: Any) -> None:
         """Audit an anonymization run: what was covered, never who."""
-        self._audit.append("anonymize", "allowed", now=now or self._clock(),
-                           note=f"{report.kind} sha256={report.input_sha256}; "
-                                f"{report.face_count} face(s) covered ({report.mode})")
+        self._append("anonymize", "allowed", note=f"{report.kind} sha256={report.input_sha256}; "
+                                                   f"{report.face_count} face(s) covered ({report.mode})")
 
     # -- rights and housekeeping ------------------------------------------------------------
     def erase(self, subject: str) -> ErasureReceipt:
         """Remove every template of the subject at once and withdraw the consents given so far;
-        returns a signed receipt (CN-05, EU-06)."""
+        returns a signed receipt (CN-05, EU-06). Under the store's write lock: once the receipt
+        exists, no enrolment that was in flight can store a row of this subject."""
         now = self._clock()
         pseud = self.pseudonym(subject)
-        self._check_role("erase", None, [pseud], now)
-        result = self._gallery.erase_subject(subject)
-        self._state.revoke_subject(pseud, now)
-        self._state.forget_subject(pseud)
-        receipt = self._receipt("erase", [pseud], None, result.row_ids, now)
-        self._audit.append("erase", "allowed", subjects=[pseud], rule=self._rule("withdrawal"),
-                           note=f"{result.count} template(s) removed; receipt {receipt.receipt_id}", now=now)
-        return receipt
+        request = Request(Operation.ERASE, self._role, now)
+
+        def body(d: Decision) -> tuple[ErasureReceipt, None]:
+            with self._gallery.locked():
+                self._state.revoke_subject(pseud, now)
+                result = self._gallery.erase_subject(subject)
+                self._state.forget_subject(pseud)
+                receipt = self._receipt("erase", [pseud], None, result.row_ids, now)
+                self._append("erase", "allowed", subjects=[pseud], rule=self._rule("withdrawal"),
+                             note=f"{result.count} template(s) removed; rows={_rows(result.row_ids)}; "
+                                  f"receipt {receipt.receipt_id}")
+            return receipt, None
+
+        return self._run(request, [pseud], body)
 
     def revoke(self, token_id: Optional[str] = None, subject: Optional[str] = None) -> ErasureReceipt:
         """Withdraw a consent (by token id) or all of a subject's consents: processing under them
         stops at once and the templates enrolled under them are erased."""
         if (token_id is None) == (subject is None):
-            raise ConfigError("revoke needs exactly one of token_id or subject.")
+            raise InvalidArgument("revoke needs exactly one of token_id or subject.")
         now = self._clock()
-        self._check_role("revoke", None, [], now)
-        if subject is not None:
-            pseud = self.pseudonym(subject)
-            self._state.revoke_subject(pseud, now)
-            result = self._gallery.erase_subject(subject)
-            self._state.forget_subject(pseud)
-            subjects = [pseud]
-        else:
-            assert token_id is not None
-            self._state.revoke_token(token_id, now)
-            result = self._gallery.remove_token(token_id)
-            subjects = [result.pseudonym] if result.pseudonym else []
-        receipt = self._receipt("revoke", subjects, token_id, result.row_ids, now)
-        self._audit.append("revoke", "allowed", token_id=token_id, subjects=subjects, rule=self._rule("withdrawal"),
-                           note=f"{result.count} template(s) removed; receipt {receipt.receipt_id}", now=now)
-        return receipt
+        request = Request(Operation.REVOKE, self._role, now)
+        pseud = self.pseudonym(subject) if subject is not None else None
+        ref = self.token_ref(token_id) if token_id is not None else None
+
+        def body(d: Decision) -> tuple[ErasureReceipt, None]:
+            with self._gallery.locked():
+                if subject is not None and pseud is not None:
+                    self._state.revoke_subject(pseud, now)
+                    result = self._gallery.erase_subject(subject)
+                    self._state.forget_subject(pseud)
+                    subjects = [pseud]
+                else:
+                    self._state.revoke_token(str(ref), now)
+                    result = self._gallery.remove_token(str(ref))
+                    subjects = [result.pseudonym] if result.pseudonym else []
+                receipt = self._receipt("revoke", subjects, ref, result.row_ids, now)
+                self._append("revoke", "allowed", token_id=ref, subjects=subjects, rule=self._rule("withdrawal"),
+                             note=f"{result.count} template(s) removed; rows={_rows(result.row_ids)}; "
+                                  f"receipt {receipt.receipt_id}")
+            return receipt, None
+
+        return self._run(request, [pseud] if pseud else [], body)
 
     def purge_expired(self) -> Optional[ErasureReceipt]:
         """Remove every expired template (CN-08, US-01); a receipt when anything was removed."""
         now = self._clock()
-        results = self._gallery.purge_expired(now)
-        if not results:
-            return None
-        rows = [r for res in results for r in res.row_ids]
-        subjects = [res.pseudonym for res in results if res.pseudonym]
-        receipt = self._receipt("purge", subjects, None, rows, now)
-        self._audit.append("purge", "allowed", subjects=subjects, rule=self._rule("retention"),
-                           note=f"{len(rows)} expired template(s) removed; receipt {receipt.receipt_id}", now=now)
+        with self._gallery.locked():
+            results = self._gallery.purge_expired(now)
+            if not results:
+                return None
+            rows = [r for res in results for r in res.row_ids]
+            subjects = [res.pseudonym for res in results if res.pseudonym]
+            receipt = self._receipt("purge", subjects, None, rows, now)
+            self._append("purge", "allowed", subjects=subjects, rule=self._rule("retention"),
+                         note=f"{len(rows)} expired template(s) removed; rows={_rows(rows)}; "
+                              f"receipt {receipt.receipt_id}")
         return receipt
 
     def rekey(self) -> dict[str, Any]:
         """Rotate the template transform and seal keys and move every template to them, without
         any image (ST-01 renewability)."""
-        now = self._clock()
-        self._check_role("rekey", None, [], now)
-        versions = self._keyring.rotate("transform", "seal")
-        result = self._gallery.rekey()
-        # One gallery per workspace: once it has moved, the old versions protect nothing and go,
-        # so a leaked old key no longer links or opens anything.
-        retired = 0
-        for purpose, newest in versions.items():
-            for v in list(self._keyring.versions(purpose)):
-                if v < newest:
-                    self._keyring.retire(purpose, v)
-                    retired += 1
-        self._audit.append("rekey", "allowed", note=f"{result.rows} template(s) moved to keys {versions}; "
-                           f"{retired} old key version(s) retired", now=now)
-        return {"templates": result.rows, "versions": versions, "retired": retired}
+        request = Request(Operation.REKEY, self._role, self._clock())
+
+        def body(d: Decision) -> tuple[dict[str, Any], _Note]:
+            versions = self._keyring.rotate("transform", "seal")
+            result = self._gallery.rekey()
+            # One gallery per workspace: once it has moved, the old versions protect nothing and go,
+            # so a leaked old key no longer links or opens anything.
+            retired = 0
+            for purpose, newest in versions.items():
+                for v in list(self._keyring.versions(purpose)):
+                    if v < newest:
+                        self._keyring.retire(purpose, v)
+                        retired += 1
+            return ({"templates": result.rows, "versions": versions, "retired": retired},
+                    _Note([], f"{result.rows} template(s) moved to keys {versions}; {retired} old key version(s) "
+                              "retired"))
+
+        return self._run(request, [], body)
 
     def audit_verify(self) -> AuditReport:
         return self._audit.verify()
@@ -369,20 +397,12 @@ class SafeFace:
         from ..workspace.report import write_report
 
         now = self._clock()
-        self._check_role("report", None, [], now)
-        paths = write_report(self, Path(out_dir), now)
-        self._audit.append("report", "allowed", note="compliance report written", now=now)
-        return paths
+        request = Request(Operation.REPORT, self._role, now)
 
-    # -- read-only views ---------------------------------------------------------------------
-    def records(self, subject: Optional[str] = None) -> "list[GalleryRow]":
-        """The stored templates' descriptions (pseudonym, purposes, expiry, provenance, token
-        id), all of them or one subject's; never a template or an embedding."""
-        return self._gallery.rows() if subject is None else self._gallery.rows_for(subject)
+        def body(d: Decision) -> tuple[dict[str, Path], _Note]:
+            return write_report(self, Path(out_dir), now), _Note([], "compliance report written")
 
-    def audit_entries(self) -> list[AuditEntry]:
-        """Every audit entry, oldest first (pseudonyms only, no image or template)."""
-        return list(self._audit.entries())
+        return self._run(request, [], body)
 
     # -- facts for the report ---------------------------------------------------------------
     def facts(self) -> dict[str, Any]:
@@ -401,7 +421,8 @@ class SafeFace:
     # -- internals --------------------------------------------------------------------------
     def _rule(self, concept: str) -> str:
         rule = rule_for(concept, self._deployment.profiles)
-        assert rule is not None
+        if rule is None:
+            raise ConfigError(f"the deployment's profiles carry no rule for {concept}.")
         return rule
 
     def _pipe(self) -> Any:
@@ -413,82 +434,104 @@ class SafeFace:
             self._pipeline = Pipeline(get_engine(engine))
         return self._pipeline
 
-    def _check_role(self, operation: str, purpose: Optional[str], subjects: Sequence[str], now: dt.datetime) -> None:
+    def _sync_deployment(self) -> None:
+        """A changed deployment.json takes effect at the next call: the guard judges the file as it
+        is now, so a workspace whose configuration no longer validates refuses calls."""
         try:
-            self._guard.check_role(self._role, operation)
-        except PolicyViolation as exc:
-            self._audit.append(operation, "refused", purpose=purpose, subjects=subjects, rule=exc.rule,
-                               note=f"role {self._role}", now=now)
-            raise
+            raw = self._paths.config.read_bytes()
+        except OSError:
+            raise ConfigError(f"{self._paths.config} can no longer be read; restore it.") from None
+        digest = hashlib.sha256(raw).hexdigest()
+        if digest != self._config_digest:
+            self._deployment = Deployment.load(self._paths.config)
+            self._guard.deployment = self._deployment
+            self._config_digest = digest
 
-    def _authorize(self, operation: str, purpose: str, now: dt.datetime, *, subjects: Sequence[str],
-                   subject: Optional[str] = None, consent: Optional[str] = None,
-                   legal_basis: Optional[str] = None, extra: Optional[Callable[[Decision, dt.datetime], None]] = None
-                   ) -> Decision:
-        op_name = "export" if operation == "transmit" else operation
+    def _append(self, operation: str, decision: str, **fields: Any) -> AuditEntry:
+        with self._audit_lock:
+            return self._audit.append(operation, decision, **fields)
+
+    def _record(self, d: Decision, outcome: str, subjects: Sequence[str], note: Optional[str]) -> None:
+        self._append(d.operation.value, outcome, purpose=d.purpose.name if d.purpose else None,
+                     token_id=d.token_ref, basis=d.basis, subjects=subjects, rule=d.rule, note=note)
+
+    def _run(self, request: Request, subjects: Sequence[str], body: Callable[[Decision], tuple[T, Optional[_Note]]]
+             ) -> T:
+        """The one audited call: guard, then the body; every outcome lands in the audit log."""
+        op = request.operation.value
         try:
-            if op_name != "export":
-                self._guard.check_role(self._role, op_name)
-            decision = self._guard.authorize(operation, purpose, now, subject=subject, consent=consent,
-                                             legal_basis=legal_basis)
-            if extra is not None:
-                extra(decision, now)
+            self._sync_deployment()
+            decision = self._guard.authorize(request)
         except PolicyViolation as exc:
-            self._audit.append(op_name, "refused", purpose=purpose, subjects=subjects, rule=exc.rule,
-                               token_id=self._guard.token_id_of(consent, legal_basis),
-                               basis="legal-basis" if legal_basis is not None else ("consent" if consent else None),
-                               now=now)
+            self._refused(request, subjects, exc)
             raise
-        return decision
+        except ConfigError as exc:
+            self._append(op, "failed", purpose=request.purpose, subjects=subjects, note=f"ConfigError: {str(exc)[:120]}")
+            raise
+        try:
+            result, note = body(decision)
+        except PolicyViolation as exc:  # decided again at the write
+            self._refused(request, subjects, exc)
+            raise
+        except SafeFaceError as exc:
+            self._record(decision, "failed", subjects, type(exc).__name__)
+            raise
+        except Exception as exc:
+            # A backend (ONNX Runtime, SQLite, NumPy) failing inside an authorised call: audited
+            # as failed and raised as one of ours; nothing was stored.
+            self._record(decision, "failed", subjects, f"backend error: {type(exc).__name__}")
+            raise BackendError(f"{op} failed inside the pipeline or the store ({type(exc).__name__}); nothing was "
+                               "stored. Check the image and the workspace, then try again.") from exc
+        if note is not None:
+            self._record(decision, "allowed", note.subjects, note.text)
+        return result
 
-    def _log(self, decision: Decision, outcome: str, subjects: Sequence[str], now: dt.datetime, *,
-             note: Optional[str] = None, operation: Optional[str] = None) -> None:
-        rule = self._rule("legal-basis") if decision.legal_basis is not None else None
-        self._audit.append(operation or decision.operation, outcome, purpose=decision.purpose.name,
-                           token_id=decision.token_id, basis=decision.basis, subjects=subjects, rule=rule,
-                           note=note, now=now)
+    def _refused(self, request: Request, subjects: Sequence[str], exc: PolicyViolation) -> None:
+        legal = request.legal_basis is not None
+        self._append(request.operation.value, "refused", purpose=request.purpose, subjects=subjects, rule=exc.rule,
+                     token_id=self._guard.token_ref_of(request.consent, request.legal_basis),
+                     basis="legal-basis" if legal else ("consent" if request.consent else None),
+                     note=f"role {self._role}" if exc.rule == rule_for("security", self._deployment.profiles) else None)
 
-    def _embed_single(self, image: ImageInput, operation: str, decision: Decision, subjects: Sequence[str],
-                      now: dt.datetime) -> np.ndarray:
+    def _embed_single(self, image: ImageInput) -> np.ndarray:
         """The embedding of the one face in the image: several faces are refused, so that a
         bystander is never enrolled or verified in the subject's place."""
-        try:
-            result = self._pipe().embed(image)
-            if result.embedding is None:
-                raise ImageError("no face was found in the image; use a clear, frontal photo of the person.")
-            if len(result.faces) > 1:
-                raise ImageError(f"the image shows {len(result.faces)} faces; use a photo of the consenting person "
-                                 "alone, so that no bystander is processed.")
-        except SafeFaceError as exc:
-            self._log(decision, "failed", subjects, now, note=type(exc).__name__)
-            raise
+        result = self._pipe().embed(image)
+        if result.embedding is None:
+            raise ImageError("no face was found in the image; use a clear, frontal photo of the person.")
+        if len(result.faces) > 1:
+            raise ImageError(f"the image shows {len(result.faces)} faces; use a photo of the consenting person "
+                             "alone, so that no bystander is processed.")
         return np.asarray(result.embedding, dtype=np.float32)
 
-    def _embed_subject(self, image: ImageInput, operation: str, decision: Decision, now: dt.datetime) -> np.ndarray:
-        try:
-            result = self._pipe().embed(image)
-            if result.embedding is None:
-                raise ImageError("no face was found in the image.")
-        except SafeFaceError as exc:
-            self._log(decision, "failed", [], now, note=type(exc).__name__)
-            raise
-        return np.asarray(result.embedding, dtype=np.float32)
+    def _store(self, d: Decision, items: Sequence[tuple[str, np.ndarray]], now: dt.datetime) -> list[Enrollment]:
+        """Store the templates in one transaction. Inside it, under the write lock, the guard
+        decides again and the "enroll allowed" entries naming the new rows are written, so no
+        row exists without its entry and none appears after an erasure or revocation."""
+        from ..storage.gallery import Enrollment as Row
 
-    def _check_filing(self, subject: str, now: dt.datetime) -> None:
-        """CN-17: once the count of stored people reaches the threshold, a new person may be
-        enrolled only after the filing reference is recorded."""
-        rule = rule_for("filing", self._deployment.profiles)
-        if rule is None or self._deployment.filing_reference:
-            return
-        if self._gallery.has_subject(subject):
-            return
-        count = self._gallery.subject_count()
-        threshold = self._deployment.filing_threshold
-        if count >= threshold:
-            self._note_filing(now)
-            raise PolicyViolation(rule, f"{count} people are stored, the filing threshold is {threshold}: file with the "
-                                  f"provincial authority (deadline {self._state.fact('filing_deadline')}) and record "
-                                  "filing.reference in deployment.json before enrolling anyone new.")
+        parts = d.batch or (d,)
+        if d.purpose is None:
+            raise ConfigError("an enrolment decision without a purpose.")
+        purpose = d.purpose
+        expires = self._deployment.expiry(purpose, now)
+        rows = [Row(subject, vec, [purpose.name], str(part.token_ref), expires, provenance=part.provenance,
+                    token=part.raw_token) for (subject, vec), part in zip(items, parts)]
+        bulk = "bulk; " if d.batch else ""
+
+        def before_commit(stored: Sequence[Any]) -> None:
+            self._guard.recheck_at_write(d, [s for s, _ in items], now)
+            for g, part in zip(stored, parts):
+                self._record(part, "allowed", [g.pseudonym],
+                             f"{bulk}rows={g.row_id}; expires {g.expires_at.date().isoformat()}")
+
+        stored = self._gallery.add_many(rows, before_commit=before_commit)
+        for g in stored:
+            self._state.set_purpose_end(g.pseudonym, purpose.name, self._deployment.purpose_end(purpose, now))
+        self._note_filing(now)
+        # The caller's own token id comes back to it; the store and the log hold only its reference.
+        return [Enrollment(g.pseudonym, g.row_id, purpose.name, g.expires_at, str(part.token.token_id if part.token else ""))
+                for g, part in zip(stored, parts)]
 
     def _note_filing(self, now: dt.datetime) -> None:
         if rule_for("filing", self._deployment.profiles) is None:
@@ -497,21 +540,14 @@ class SafeFace:
             if self._state.set_fact_once("filing_crossed", now.date().isoformat()):
                 self._state.set_fact_once("filing_deadline",
                                           working_days_after(now.date(), FILING_WORKING_DAYS).isoformat())
-                self._audit.append("filing-threshold", "allowed", rule=self._rule("filing"),
-                                   note=f"threshold {self._deployment.filing_threshold} reached", now=now)
+                self._append("filing-threshold", "allowed", rule=self._rule("filing"),
+                             note=f"threshold {self._deployment.filing_threshold} reached")
 
-    def _interaction(self, subject: str, pseud: str, purpose: str, now: dt.datetime) -> None:
-        """BIPA: a match is an interaction; expiry = min(purpose end, now + 3 years) (US-01)."""
-        if "us-bipa" not in self._deployment.profiles:
-            return
-        end = self._state.purpose_end(pseud, purpose)
-        p = self._deployment.purpose(purpose)
-        if end is None or p is None:
-            return
-        grace = dt.timedelta(days=int(self._deployment.bipa.get("grace_days_after_purpose") or 0))
-        self._gallery.touch(subject, now, new_expiry=min(end + grace, now + dt.timedelta(days=3 * 365)))
-
-    def _receipt(self, reason: str, subjects: Sequence[str], token_id: Optional[str], rows: Sequence[int],
+    def _receipt(self, reason: str, subjects: Sequence[str], token_ref: Optional[str], rows: Sequence[int],
                  now: dt.datetime) -> ErasureReceipt:
-        return issue_receipt(self._receipt_key, reason=reason, subjects=subjects, token_id=token_id, rows=rows,
+        return issue_receipt(self._receipt_key, reason=reason, subjects=subjects, token_id=token_ref, rows=rows,
                              deployment=str(self._deployment.raw.get("name") or self._paths.root.name), now=now)
+
+
+def _rows(ids: Sequence[int]) -> str:
+    return ",".join(str(int(i)) for i in ids) or "-"

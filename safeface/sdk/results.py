@@ -50,3 +50,17 @@ class Export:
 
     def to_dict(self) -> dict[str, Any]:
         return {"recipient": self.recipient, "basis": self.basis, "records": self.records}
+
+
+@dataclass(frozen=True)
+class Record:
+    """One stored template, described: never its vector or the token itself."""
+
+    row_id: int
+    pseudonym: str
+    purposes: tuple[str, ...]
+    token_ref: str
+    provenance: str
+    expires_at: dt.datetime
+    created_at: dt.datetime
+    last_interaction: Optional[dt.datetime]

@@ -17,7 +17,7 @@ import hashlib
 import json
 import sqlite3
 import threading
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -32,6 +32,7 @@ from ..hazmat.templates.pseudonym import pseudonymize
 from ..hazmat.templates.rowfilter import RowFilter
 from ..hazmat.templates.sealing import RowBinding, Sealer
 from ..hazmat.templates.transform import TemplateTransform
+from .lock import WriteLock
 
 SCHEMA_VERSION = 1
 # Change-log entries kept for other processes to replay; one that falls further behind reloads.
@@ -109,6 +110,7 @@ class GalleryRow:
     provenance: str
     created_at: datetime
     last_interaction: Optional[datetime]
+    token: Optional[str] = field(default=None, repr=False)  # sealed with the row; None before tokens were kept
 
 
 @dataclass(frozen=True)
@@ -121,6 +123,7 @@ class Enrollment:
     token_id: str
     expires_at: datetime
     provenance: str = "consent"
+    token: Optional[str] = None  # the consent or legal-basis token, sealed with the row
 
 
 @dataclass(frozen=True)
@@ -200,6 +203,7 @@ class Gallery:
         self._dim = dim
         self._factory = index_factory
         self._lock = threading.RLock()
+        self._write_lock = WriteLock(path.with_name(path.name + ".lock"))
         self._keys: Optional[_Keys] = None
         self._index: SearchIndex = index_factory(dim, 0)
         self._next_index_check = INDEX_CHECK_FIRST
@@ -356,6 +360,11 @@ class Gallery:
         return dict(self._db().execute("SELECT k, v FROM meta").fetchall())
 
     def _unseal_row(self, keys: _Keys, row: sqlite3.Row | tuple[Any, ...]) -> tuple[_Entry, np.ndarray]:
+        entry, vec, _ = self._unseal_full(keys, row)
+        return entry, vec
+
+    def _unseal_full(self, keys: _Keys, row: sqlite3.Row | tuple[Any, ...]
+                     ) -> tuple[_Entry, np.ndarray, Optional[str]]:
         (row_id, pseudonym, purposes_json, token_id, provenance, expires_us, tv, sv, sealed) = row
         try:
             purposes = tuple(json.loads(purposes_json))
@@ -367,12 +376,23 @@ class Gallery:
                                  f"{tv}/{sv} but the gallery is under {keys.transform_version}/{keys.seal_version}.")
         binding = RowBinding(int(row_id), str(pseudonym), purposes, str(token_id), str(provenance),
                              int(expires_us), int(tv), int(sv))
-        plain = keys.sealer.open(bytes(sealed), binding)
-        if len(plain) != 4 * self._dim:
-            raise IntegrityError(f"gallery row {row_id} failed its integrity check: its template has the "
-                                 f"wrong length.")
-        vec = np.frombuffer(plain, dtype="<f4").astype(np.float32)
-        return _Entry(str(pseudonym), frozenset(purposes), str(token_id), int(expires_us)), vec
+        vec, token = self._open_blob(keys, bytes(sealed), binding)
+        return _Entry(str(pseudonym), frozenset(purposes), str(token_id), int(expires_us)), vec, token
+
+    def _open_blob(self, keys: _Keys, sealed: bytes, binding: RowBinding) -> tuple[np.ndarray, Optional[str]]:
+        """The template and the token sealed with it (rows sealed before tokens were kept hold
+        the template alone)."""
+        plain = keys.sealer.open(sealed, binding)
+        n = 4 * self._dim
+        if len(plain) < n:
+            raise IntegrityError(f"gallery row {binding.row_id} failed its integrity check: its template has "
+                                 f"the wrong length.")
+        token = plain[n:].decode("utf-8") if len(plain) > n else None
+        return np.frombuffer(plain[:n], dtype="<f4").astype(np.float32), token
+
+    @staticmethod
+    def _blob(template: np.ndarray, token: Optional[str]) -> bytes:
+        return template.astype("<f4").tobytes() + (token or "").encode("utf-8")
 
     _ROW_COLS = ("row_id, pseudonym, purposes, token_id, provenance, expires_us, "
                  "transform_version, seal_version, sealed")
@@ -481,7 +501,7 @@ class Gallery:
     def _write(self) -> Iterator[list[Callable[[], None]]]:
         """One write transaction. The caller queues in-memory updates, applied only after COMMIT,
         so a failed or rolled-back write leaves memory as it was."""
-        with self._lock:
+        with self._write_lock.held(), self._lock:
             db = self._db()
             db.execute("BEGIN IMMEDIATE")
             after: list[Callable[[], None]] = []
@@ -516,21 +536,30 @@ class Gallery:
             raise ConfigError("the embedding is all zeros.")
         return v / n
 
+    def locked(self) -> AbstractContextManager[None]:
+        """The write lock (threads and processes) that every write of this store holds; erasure
+        and revocation hold it around their policy-state change and the delete."""
+        return self._write_lock.held()
+
     def add(self, subject_id: str, embedding: np.ndarray, purposes: Sequence[str], token_id: str,
-            expires_at: datetime, provenance: str = "consent") -> GalleryRow:
+            expires_at: datetime, provenance: str = "consent", *, token: Optional[str] = None,
+            before_commit: Optional[Callable[[list[GalleryRow]], None]] = None) -> GalleryRow:
         """Protect, seal and store one template for the subject; returns the new row."""
         return self.add_many([Enrollment(subject_id, embedding, tuple(_check_purposes(purposes)), token_id,
-                                         expires_at, provenance)])[0]
+                                         expires_at, provenance, token)], before_commit=before_commit)[0]
 
-    def add_many(self, items: Sequence["Enrollment"]) -> list[GalleryRow]:
-        """Store several templates in one transaction: all of them or, on any error, none."""
+    def add_many(self, items: Sequence["Enrollment"],
+                 before_commit: Optional[Callable[[list[GalleryRow]], None]] = None) -> list[GalleryRow]:
+        """Store several templates in one transaction: all of them or, on any error, none.
+        `before_commit` runs inside the transaction, under the write lock, once the rows have
+        their ids: it may refuse (raise) and nothing is stored."""
         prepared = []
         for it in items:
             purposes_t = _check_purposes(it.purposes)
             _check_text(it.token_id, "token_id")
             _check_text(it.provenance, "provenance")
             prepared.append((self.pseudonym(it.subject_id), self._check_embedding(it.embedding), purposes_t,
-                             it.token_id, it.provenance, to_us(it.expires_at, "expires_at")))
+                             it.token_id, it.provenance, to_us(it.expires_at, "expires_at"), it.token))
         created = _now()
         out: list[GalleryRow] = []
         with self._write() as after:
@@ -539,7 +568,7 @@ class Gallery:
             upserts: dict[int, tuple[_Entry, np.ndarray]] = {}
             raw = np.stack([v for _, v, *_ in prepared]) if prepared else np.zeros((0, self._dim))
             templates = keys.transform.apply(raw)
-            for (pseudonym, _, purposes_t, token_id, provenance, exp_us), template in zip(prepared, templates):
+            for (pseudonym, _, purposes_t, token_id, provenance, exp_us, token), template in zip(prepared, templates):
                 cur = db.execute(
                     "INSERT INTO rows (pseudonym, purposes, token_id, provenance, expires_us, created_at, "
                     "last_interaction, transform_version, seal_version, sealed) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -549,13 +578,15 @@ class Gallery:
                 binding = RowBinding(row_id, pseudonym, purposes_t, token_id, provenance, exp_us,
                                      keys.transform_version, keys.seal_version)
                 db.execute("UPDATE rows SET sealed = ? WHERE row_id = ?",
-                           (keys.sealer.seal(template.astype("<f4").tobytes(), binding), row_id))
+                           (keys.sealer.seal(self._blob(template, token), binding), row_id))
                 upserts[row_id] = (_Entry(pseudonym, frozenset(purposes_t), token_id, exp_us),
                                    template.astype(np.float32))
                 out.append(GalleryRow(row_id, pseudonym, purposes_t, token_id, from_us(exp_us), provenance,
                                       created, created))
             self._log(list(upserts), "upsert")
             self._at("add:sealed")
+            if before_commit is not None:
+                before_commit(out)
             after.append(lambda: self._apply(upserts, []))
         return out
 
@@ -628,12 +659,12 @@ class Gallery:
             if exp_us is not None and rows:
                 updates: dict[int, tuple[_Entry, np.ndarray]] = {}
                 for r in rows:
-                    entry, vec = self._unseal_row(keys, r)
+                    entry, vec, token = self._unseal_full(keys, r)
                     rid = int(r[0])
                     binding = RowBinding(rid, p, tuple(sorted(entry.purposes)), entry.token_id, str(r[4]),
                                          exp_us, keys.transform_version, keys.seal_version)
                     db.execute("UPDATE rows SET expires_us = ?, sealed = ? WHERE row_id = ?",
-                               (exp_us, keys.sealer.seal(vec.astype("<f4").tobytes(), binding), rid))
+                               (exp_us, keys.sealer.seal(self._blob(vec, token), binding), rid))
                     updates[rid] = (_Entry(p, entry.purposes, entry.token_id, exp_us), vec)
                 self._log(list(updates), "upsert")
                 after.append(lambda: self._apply(updates, []))
@@ -669,13 +700,13 @@ class Gallery:
             db = self._db()
             rows = db.execute(f"SELECT {self._ROW_COLS} FROM rows ORDER BY row_id").fetchall()
             for r in rows:
-                entry, t_old = self._unseal_row(old, r)
+                entry, t_old, token = self._unseal_full(old, r)
                 t_new = (t_old if same_transform else old.transform.rekey_to(new.transform, t_old)).astype("<f4")
                 rid = int(r[0])
                 binding = RowBinding(rid, entry.pseudonym, tuple(json.loads(r[2])), entry.token_id, str(r[4]),
                                      entry.expires_us, tv, sv)
                 db.execute("UPDATE rows SET transform_version = ?, seal_version = ?, sealed = ? WHERE row_id = ?",
-                           (tv, sv, new.sealer.seal(t_new.tobytes(), binding), rid))
+                           (tv, sv, new.sealer.seal(self._blob(t_new, token), binding), rid))
                 self._at("rekey:row")
             db.executemany("UPDATE meta SET v = ? WHERE k = ?", [
                 (str(tv), "transform_version"), (t_id, "transform_key_id"),
@@ -772,10 +803,10 @@ class Gallery:
             out = []
             for r in db.execute(f"SELECT {self._ROW_COLS}, created_at, last_interaction FROM rows "
                                 f"{where} ORDER BY row_id", args).fetchall():
-                entry, _ = self._unseal_row(keys, r[:9])
+                entry, _, token = self._unseal_full(keys, r[:9])
                 out.append(GalleryRow(int(r[0]), entry.pseudonym, tuple(sorted(entry.purposes)), entry.token_id,
                                       from_us(entry.expires_us), str(r[4]), datetime.fromisoformat(r[9]),
-                                      datetime.fromisoformat(r[10]) if r[10] else None))
+                                      datetime.fromisoformat(r[10]) if r[10] else None, token))
             return out
 
     def has_subject(self, subject_id: str) -> bool:

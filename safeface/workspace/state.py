@@ -28,8 +28,8 @@ class PolicyState:
         self._db.close()
 
     # -- revocation -------------------------------------------------------------------------
-    def revoke_token(self, token_id: str, now: dt.datetime) -> None:
-        self._db.execute("INSERT OR IGNORE INTO revoked_tokens VALUES (?, ?)", (token_id, now.isoformat()))
+    def revoke_token(self, token_ref: str, now: dt.datetime) -> None:
+        self._db.execute("INSERT OR IGNORE INTO revoked_tokens VALUES (?, ?)", (token_ref, now.isoformat()))
 
     def revoke_subject(self, pseudonym: str, now: dt.datetime) -> None:
         """Every token for this subject issued up to now is revoked; a later, new consent is not."""

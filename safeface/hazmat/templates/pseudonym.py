@@ -24,3 +24,14 @@ def pseudonymize(key: bytes, subject_id: str) -> str:
 def same_pseudonym(a: str, b: str) -> bool:
     """Constant-time equality of two pseudonyms (they are keyed digests: compare them as secrets)."""
     return hmac.compare_digest(a.encode("ascii", "replace"), b.encode("ascii", "replace"))
+
+
+_TOKEN_LABEL = b"safeface token ref v1\x00"
+
+
+def token_pseudonym(key: bytes, token_id: str) -> str:
+    """A consent or legal-basis token's id as stored and logged: a keyed digest under the
+    pseudonym key, so a token id seen in one workspace cannot be found in another's records."""
+    if not isinstance(token_id, str) or not token_id:
+        raise ConfigError("a token id must be a non-empty string.")
+    return "t-" + hmac.new(key, _TOKEN_LABEL + token_id.encode("utf-8"), hashlib.sha256).hexdigest()[:32]

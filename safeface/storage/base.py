@@ -1,0 +1,35 @@
+"""The store interface behind the guard: what the SDK needs of a template store, whatever the
+backend (the local one is SQLite plus the in-process index, ``storage.gallery``)."""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager
+from datetime import datetime
+from typing import Any, Optional, Protocol
+
+import numpy as np
+
+
+class TemplateStore(Protocol):
+    def locked(self) -> AbstractContextManager[None]:
+        """The write lock that enrolment's write, erasure and revocation all hold."""
+        ...
+
+    def pseudonym(self, subject_id: str) -> str: ...
+
+    def has_subject(self, subject_id: str) -> bool: ...
+
+    def subject_count(self) -> int: ...
+
+    def rows(self) -> list[Any]: ...
+
+    def rows_for(self, subject_id: str) -> list[Any]: ...
+
+    def search(self, embedding: np.ndarray, purpose: str, k: int = 5, threshold: Optional[float] = None,
+               now: Optional[datetime] = None) -> list[object]: ...
+
+    def verify(self, subject_id: str, embedding: np.ndarray, purpose: str,
+               now: Optional[datetime] = None) -> Optional[float]: ...
+
+    def close(self) -> None: ...
+
