@@ -251,7 +251,7 @@ def test_deployment_rule_refuses_every_call(make_guard, keys, rule, profiles, ed
     g = make_guard(deployment(profiles, edit))
     t = token(keys, g.deployment)
     for op in ("enroll", "verify", "identify"):
-        e = refused(rule, lambda: g.authorize(op, "demo", NOW, subject="alice", consent=t))
+        e = refused(rule, lambda: authorize(g, op, "demo", NOW, subject="alice", consent=t))
         assert "cannot process" in e.message
 
 
