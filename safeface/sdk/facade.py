@@ -32,6 +32,7 @@ from ..policy.rules import rule_for
 from ..workspace.audit import AuditEntry, AuditLog, AuditReport
 from ..workspace.layout import WorkspacePaths, load_trust, resolve_passphrase
 from ..workspace.state import PolicyState
+from ..workspace.storecheck import StoreReport, check_store
 from .results import Candidate, Enrollment, Export, Record, Verification
 
 Clock = Callable[[], dt.datetime]
@@ -74,6 +75,7 @@ class SafeFace:
         self._pipeline = pipeline
         self._receipt_key = receipt_key(keyring.key("pseudonym"))
         self._token_key = keyring.key("pseudonym")
+        self._trust = trust
         self._guard = Guard(deployment, trust["consent_issuers"], trust["authorities"], state, gallery.pseudonym,
                             self.token_ref, gallery)
 
@@ -391,7 +393,21 @@ class SafeFace:
         return self._run(request, [], body)
 
     def audit_verify(self) -> AuditReport:
-        return self._audit.verify()
+        """Check the audit chain, then the store against it (see :meth:`verify_store`); raise
+        IntegrityError naming the first problems."""
+        report = self._audit.verify()
+        store = self.verify_store()
+        if not store.ok:
+            more = f" (and {len(store.problems) - 5} more)" if len(store.problems) > 5 else ""
+            raise IntegrityError("the template store does not match the audit log: " + " ".join(store.problems[:5])
+                                 + more)
+        return report
+
+    def verify_store(self) -> StoreReport:
+        """Every row explained by the log and carrying a genuinely signed token; every row the
+        log says is stored present (workspace/storecheck.py)."""
+        return check_store(self._gallery.rows(), self._audit.entries(), self._trust["consent_issuers"],
+                           self._trust["authorities"], self.token_ref, self._token_key)
 
     def report(self, out_dir: Union[str, Path]) -> dict[str, Path]:
         from ..workspace.report import write_report
@@ -414,9 +430,14 @@ class SafeFace:
             "filing_deadline": self._state.fact("filing_deadline"),
             "audit": self._audit.counts(),
             "key_versions": self._gallery.key_versions,
+            "store": self._store_facts(),
             "receipt_public_key": self._paths.receipt_public.read_text().strip()
             if self._paths.receipt_public.is_file() else None,
         }
+
+    def _store_facts(self) -> dict[str, Any]:
+        s = self.verify_store()
+        return {"rows": s.rows, "digest": s.digest, "problems": list(s.problems)}
 
     # -- internals --------------------------------------------------------------------------
     def _rule(self, concept: str) -> str:
@@ -520,12 +541,12 @@ class SafeFace:
         bulk = "bulk; " if d.batch else ""
 
         def before_commit(stored: Sequence[Any]) -> None:
-            self._guard.recheck_at_write(d, [s for s, _ in items], now)
             for g, part in zip(stored, parts):
                 self._record(part, "allowed", [g.pseudonym],
                              f"{bulk}rows={g.row_id}; expires {g.expires_at.date().isoformat()}")
 
-        stored = self._gallery.add_many(rows, before_commit=before_commit)
+        stored = self._gallery.add_many(rows, decide=lambda: self._guard.recheck_at_write(d, [s for s, _ in items], now),
+                                        before_commit=before_commit)
         for g in stored:
             self._state.set_purpose_end(g.pseudonym, purpose.name, self._deployment.purpose_end(purpose, now))
         self._note_filing(now)

@@ -542,17 +542,17 @@ class Gallery:
         return self._write_lock.held()
 
     def add(self, subject_id: str, embedding: np.ndarray, purposes: Sequence[str], token_id: str,
-            expires_at: datetime, provenance: str = "consent", *, token: Optional[str] = None,
-            before_commit: Optional[Callable[[list[GalleryRow]], None]] = None) -> GalleryRow:
+            expires_at: datetime, provenance: str = "consent", *, token: Optional[str] = None) -> GalleryRow:
         """Protect, seal and store one template for the subject; returns the new row."""
         return self.add_many([Enrollment(subject_id, embedding, tuple(_check_purposes(purposes)), token_id,
-                                         expires_at, provenance, token)], before_commit=before_commit)[0]
+                                         expires_at, provenance, token)])[0]
 
-    def add_many(self, items: Sequence["Enrollment"],
+    def add_many(self, items: Sequence["Enrollment"], *, decide: Optional[Callable[[], None]] = None,
                  before_commit: Optional[Callable[[list[GalleryRow]], None]] = None) -> list[GalleryRow]:
         """Store several templates in one transaction: all of them or, on any error, none.
-        `before_commit` runs inside the transaction, under the write lock, once the rows have
-        their ids: it may refuse (raise) and nothing is stored."""
+        Both hooks run inside the transaction, under the write lock: `decide` before anything is
+        written (it sees the store as it is), `before_commit` once the rows have their ids.
+        Either may refuse (raise), and nothing is stored."""
         prepared = []
         for it in items:
             purposes_t = _check_purposes(it.purposes)
@@ -563,6 +563,8 @@ class Gallery:
         created = _now()
         out: list[GalleryRow] = []
         with self._write() as after:
+            if decide is not None:
+                decide()
             keys = self._require_keys()
             db = self._db()
             upserts: dict[int, tuple[_Entry, np.ndarray]] = {}

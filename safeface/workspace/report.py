@@ -147,6 +147,10 @@ def build_report(sf: "SafeFace", now: dt.datetime) -> dict[str, Any]:
             "audit": "SHA-256 hash chain with an HMAC-signed head; `safeface audit verify`",
             "receipts": f"Ed25519 erasure receipts, public key {facts['receipt_public_key']}",
             "images": "never written to disk",
+            "store_audit": {"rows": facts["store"]["rows"], "digest": facts["store"]["digest"],
+                            "problems": facts["store"]["problems"],
+                            "checks": "every row has a verified sealed token and an enroll entry; every enrolled, "
+                                      "unremoved row is present"},
         },
         "rules": _rule_table(sf, findings, refusals, evaluation),
         "audit_period": {"first": facts["audit"]["first"], "last": facts["audit"]["last"]},

@@ -1,0 +1,107 @@
+"""The store audit: every stored row must be explained by the audit log, and every row the log
+says is stored must be there.
+
+Checked for each row of the template store:
+- the token sealed with it verifies against a trusted consent-issuer or authority key, and its
+  id's keyed reference is the one the row is filed under;
+- an "enroll allowed" audit entry names the row (written inside the row's own write
+  transaction, so a row without one was added behind the guard);
+- no erase, revoke or purge entry removed it since (a row that comes back was restored from an
+  older copy of the store).
+And for the log: every row an "enroll allowed" entry names, and no later entry removed, is
+still in the store (a missing one was deleted behind the guard, the store was restored from an
+older copy, or a crash fell between the log's commit and the store's).
+
+A keyed digest over the set of rows (HMAC-SHA256 under the pseudonym key) is reported, so an
+assessor can compare two checks of the same workspace without seeing any row.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from ..policy.tokens import TokenError, decode_consent, decode_legal_basis
+
+_ROWS = re.compile(r"\brows=([0-9,]+)")
+REMOVALS = ("erase", "revoke", "purge")
+
+
+@dataclass(frozen=True)
+class StoreReport:
+    rows: int
+    digest: str
+    problems: tuple[str, ...] = field(default=())
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def _rows_named(note: Optional[str]) -> list[int]:
+    m = _ROWS.search(note or "")
+    return [int(x) for x in m.group(1).split(",") if x] if m else []
+
+
+def expected_rows(entries: Iterable[Any]) -> tuple[set[int], set[int]]:
+    """(rows the log says are stored now, rows the log says were removed)."""
+    live: set[int] = set()
+    removed: set[int] = set()
+    for e in entries:
+        if e.decision != "allowed":
+            continue
+        if e.operation == "enroll":
+            live.update(_rows_named(e.note))
+        elif e.operation in REMOVALS:
+            gone = _rows_named(e.note)
+            live.difference_update(gone)
+            removed.update(gone)
+    return live, removed
+
+
+def rows_digest(key: bytes, rows: Sequence[Any]) -> str:
+    h = hmac.new(key, b"safeface store digest v1\x00", hashlib.sha256)
+    for r in sorted(rows, key=lambda r: r.row_id):
+        h.update(f"{r.row_id}|{r.pseudonym}|{r.token_id}|{','.join(r.purposes)}|{r.expires_at.isoformat()}\n"
+                 .encode())
+    return h.hexdigest()
+
+
+def _token_problem(row: Any, consent_keys: Mapping[str, Ed25519PublicKey],
+                   authority_keys: Mapping[str, Ed25519PublicKey], token_ref: Callable[[str], str]) -> Optional[str]:
+    if not row.token:
+        return f"row {row.row_id} keeps no signed token: it was not stored through the guard."
+    try:
+        tok: Any = (decode_legal_basis(row.token, authority_keys) if row.provenance == "legal-basis"
+                    else decode_consent(row.token, consent_keys))
+    except TokenError as exc:
+        return f"row {row.row_id}'s sealed token does not verify against the trusted keys ({exc})."
+    if not hmac.compare_digest(token_ref(tok.token_id), row.token_id):
+        return f"row {row.row_id} is filed under another token than the one sealed with it."
+    return None
+
+
+def check_store(rows: Sequence[Any], entries: Iterable[Any], consent_keys: Mapping[str, Ed25519PublicKey],
+                authority_keys: Mapping[str, Ed25519PublicKey], token_ref: Callable[[str], str],
+                digest_key: bytes) -> StoreReport:
+    live, removed = expected_rows(entries)
+    problems: list[str] = []
+    present = {r.row_id for r in rows}
+    for r in rows:
+        if r.row_id in removed:
+            problems.append(f"row {r.row_id} was removed (erasure, revocation or purge) but is present again: the "
+                            "store was restored from an older copy or the row was re-inserted.")
+        elif r.row_id not in live:
+            problems.append(f"row {r.row_id} has no \"enroll allowed\" audit entry: it was added behind the guard.")
+        p = _token_problem(r, consent_keys, authority_keys, token_ref)
+        if p is not None:
+            problems.append(p)
+    for rid in sorted(live - present):
+        problems.append(f"row {rid} was enrolled (audit) but is missing from the store: it was deleted behind the "
+                        "guard, the store was restored from an older copy, or a crash fell between the two commits.")
+    return StoreReport(len(rows), rows_digest(digest_key, rows), tuple(problems))

@@ -1,0 +1,227 @@
+"""Attacks on the one door: races with erasure and the filing threshold, rows written behind the
+guard, stores restored from older copies, a hand-built SafeFace, a backdating clock, a backend
+error inside an authorised call, a deployment edited while open, token ids in the files."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sqlite3
+import sys
+import threading
+import datetime as dt
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from policy_support import PASSPHRASE, CachedPipeline, consent, edit_config, images, make_workspace, open_sf  # noqa: E402
+
+from safeface import BackendError, ConfigError, IntegrityError, PolicyViolation, SafeFace  # noqa: E402
+from safeface.hazmat.templates import PassphraseKeyring  # noqa: E402
+from safeface.policy.tokens import decode_consent  # noqa: E402
+from safeface.storage.gallery import Gallery  # noqa: E402
+from safeface.workspace.layout import init_workspace, load_trust  # noqa: E402
+
+
+@pytest.fixture()
+def imgs() -> Path:
+    return images()
+
+
+class GatedPipeline(CachedPipeline):
+    """The real pipeline, held at the embedding step until the test opens the gate: the moment
+    between the guard's decision and the store's write that an attacker would race."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.entered = threading.Event()
+        self.gate = threading.Event()
+
+    def embed(self, image: Any) -> Any:
+        out = super().embed(image)
+        self.entered.set()
+        if not self.gate.wait(30):
+            raise TimeoutError("the test never opened the gate")
+        return out
+
+
+def _open(ws: Any, pipeline: Any) -> SafeFace:
+    return SafeFace.open(ws.root, PASSPHRASE, pipeline=pipeline)
+
+
+def _in_thread(fn: Any) -> tuple[threading.Thread, dict[str, Any]]:
+    box: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            box["result"] = fn()
+        except BaseException as exc:  # handed to the test thread
+            box["error"] = exc
+
+    t = threading.Thread(target=run)
+    t.start()
+    return t, box
+
+
+@pytest.mark.parametrize("how", ["erase", "revoke-subject", "revoke-token"])
+def test_no_row_appears_after_an_erasure_receipt(tmp_path: Path, imgs: Path, how: str) -> None:
+    ws = make_workspace(tmp_path / "ws")
+    gated = GatedPipeline()
+    t = consent(ws, "alice")
+    with _open(ws, gated) as sf, open_sf(ws) as other:
+        thread, box = _in_thread(lambda: sf.enroll(imgs / "obama.jpg", "alice", "demo", t))
+        assert gated.entered.wait(30)  # the guard has let the enrolment through; it is embedding
+        if how == "erase":
+            receipt = other.erase("alice")
+        elif how == "revoke-subject":
+            receipt = other.revoke(subject="alice")
+        else:
+            receipt = other.revoke(token_id=decode_consent(t, load_trust(ws)["consent_issuers"]).token_id)
+        assert receipt.templates_removed == 0
+        gated.gate.set()
+        thread.join(30)
+        err = box.get("error")
+        assert isinstance(err, PolicyViolation) and err.rule == "CN-05", box
+        assert other.records() == [] and sf.records() == []
+        last = other.audit_entries()[-1]
+        assert (last.operation, last.decision, last.rule) == ("enroll", "refused", "CN-05")
+        assert other.identify(imgs / "obama2.jpg", "demo", consent(ws, "bob")) == []
+        other.audit_verify()
+
+
+def test_concurrent_enrolments_never_pass_the_filing_threshold(tmp_path: Path, imgs: Path) -> None:
+    ws = make_workspace(tmp_path / "ws", edit=lambda r: r["filing"].__setitem__("threshold", 1))
+    g1, g2 = GatedPipeline(), GatedPipeline()
+    with _open(ws, g1) as a, _open(ws, g2) as b:
+        ta, ra = _in_thread(lambda: a.enroll(imgs / "obama.jpg", "alice", "demo", consent(ws, "alice")))
+        tb, rb = _in_thread(lambda: b.enroll(imgs / "biden.jpg", "joe", "demo", consent(ws, "joe")))
+        assert g1.entered.wait(30) and g2.entered.wait(30)  # both passed the guard with 0 people stored
+        g1.gate.set()
+        g2.gate.set()
+        ta.join(30)
+        tb.join(30)
+        outcomes = [r.get("error") for r in (ra, rb)]
+        refused = [e for e in outcomes if e is not None]
+        assert len(refused) == 1 and isinstance(refused[0], PolicyViolation) and refused[0].rule == "CN-17", outcomes
+        assert len({r.pseudonym for r in a.records()}) == 1
+        a.audit_verify()
+
+
+def _behind_the_guard(ws: Any, imgs: Path) -> None:
+    """What an app developer with the passphrase can do: open the store directly and add a row."""
+    import numpy as np
+
+    kr = PassphraseKeyring.open(ws.keyring, PASSPHRASE)
+    with Gallery.open(ws.gallery, kr, 128) as g:
+        v = np.random.default_rng(1).standard_normal(128).astype(np.float32)
+        g.add("mallory", v, ["demo"], "t-made-up", dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=30))
+
+
+def test_a_row_added_behind_the_guard_is_named(tmp_path: Path, imgs: Path) -> None:
+    ws = make_workspace(tmp_path / "ws")
+    with open_sf(ws) as sf:
+        sf.enroll(imgs / "obama.jpg", "alice", "demo", consent(ws, "alice"))
+        sf.audit_verify()
+        assert sf.verify_store().ok
+    _behind_the_guard(ws, imgs)
+    with open_sf(ws) as sf:
+        report = sf.verify_store()
+        assert not report.ok
+        assert any("behind the guard" in p for p in report.problems)
+        assert any("no signed token" in p for p in report.problems)
+        with pytest.raises(IntegrityError, match="behind the guard"):
+            sf.audit_verify()
+
+
+def test_a_deleted_row_and_a_restored_older_store_are_named(tmp_path: Path, imgs: Path) -> None:
+    ws = make_workspace(tmp_path / "ws")
+    with open_sf(ws) as sf:
+        sf.enroll(imgs / "obama.jpg", "alice", "demo", consent(ws, "alice"))
+        digest_before = sf.verify_store().digest
+    backup = tmp_path / "gallery-backup.db"
+    _copy_db(ws.gallery, backup)
+    with open_sf(ws) as sf:
+        sf.enroll(imgs / "biden.jpg", "joe", "demo", consent(ws, "joe"))
+        sf.erase("alice")
+        assert sf.verify_store().ok and sf.verify_store().digest != digest_before
+    _restore_db(backup, ws.gallery)  # alice is back, joe is gone
+    with open_sf(ws) as sf:
+        problems = " ".join(sf.verify_store().problems)
+        assert "removed (erasure" in problems and "missing from the store" in problems
+    # A row deleted by hand from the current store is missing too.
+    with open_sf(ws) as sf:
+        sf.enroll(imgs / "biden.jpg", "ann", "demo", consent(ws, "ann"))
+    con = sqlite3.connect(ws.gallery)
+    con.execute("DELETE FROM rows WHERE row_id = (SELECT MAX(row_id) FROM rows)")
+    con.commit()
+    con.close()
+    with open_sf(ws) as sf:
+        assert any("missing from the store" in p for p in sf.verify_store().problems)
+
+
+def _copy_db(src: Path, dst: Path) -> None:
+    con = sqlite3.connect(src)
+    con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    con.close()
+    shutil.copyfile(src, dst)
+
+
+def _restore_db(src: Path, dst: Path) -> None:
+    for suffix in ("-wal", "-shm"):
+        Path(str(dst) + suffix).unlink(missing_ok=True)
+    shutil.copyfile(src, dst)
+
+
+def test_a_safeface_is_built_only_by_open(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="only by SafeFace.open"):
+        SafeFace(object(), None, None, None, None, None, None, {}, "operator", lambda: None, None)  # type: ignore[arg-type]
+
+
+def test_a_real_workspace_refuses_a_clock(tmp_path: Path) -> None:
+    ws = init_workspace(tmp_path / "real", demo=False, passphrase=PASSPHRASE)
+    with pytest.raises(ConfigError, match="clock"):
+        SafeFace.open(ws.root, PASSPHRASE, clock=lambda: dt.datetime(2020, 1, 1, tzinfo=dt.timezone.utc))
+
+
+class BrokenPipeline(CachedPipeline):
+    def embed(self, image: Any) -> Any:
+        raise RuntimeError("the inference backend fell over")
+
+
+def test_a_backend_error_inside_an_authorised_call_is_audited(tmp_path: Path) -> None:
+    ws = make_workspace(tmp_path / "ws")
+    with _open(ws, BrokenPipeline()) as sf:
+        with pytest.raises(BackendError, match="nothing was stored"):
+            sf.enroll(b"not used", "alice", "demo", consent(ws, "alice"))
+        last = sf.audit_entries()[-1]
+        assert (last.operation, last.decision) == ("enroll", "failed") and "RuntimeError" in (last.note or "")
+        assert sf.records() == []
+        # The host pipeline's use is on the record.
+        assert any(e.operation == "open" and "host pipeline" in (e.note or "") for e in sf.audit_entries())
+
+
+def test_a_changed_deployment_is_read_again_by_an_open_workspace(tmp_path: Path, imgs: Path) -> None:
+    ws = make_workspace(tmp_path / "ws")
+    with open_sf(ws) as sf:
+        t = consent(ws, "alice")
+        sf.enroll(imgs / "obama.jpg", "alice", "demo", t)
+        edit_config(ws, lambda r: r["controller"].__setitem__("name", ""))
+        with pytest.raises(PolicyViolation) as info:
+            sf.verify(imgs / "obama2.jpg", "alice", "demo", t)
+        assert info.value.rule == "CN-01"
+        edit_config(ws, lambda r: r["controller"].__setitem__("name", "Demo Operator Ltd."))
+        assert sf.verify(imgs / "obama2.jpg", "alice", "demo", t).match
+
+
+def test_token_ids_never_reach_the_files(tmp_path: Path, imgs: Path) -> None:
+    ws = make_workspace(tmp_path / "ws")
+    t = consent(ws, "alice")
+    raw_id = decode_consent(t, load_trust(ws)["consent_issuers"]).token_id
+    with open_sf(ws) as sf:
+        sf.enroll(imgs / "obama.jpg", "alice", "demo", t)
+        sf.verify(imgs / "obama2.jpg", "alice", "demo", t)
+        sf.revoke(token_id=raw_id)
+    blob = b"".join(p.read_bytes() for p in ws.root.rglob("*.db*"))
+    assert raw_id.encode() not in blob
