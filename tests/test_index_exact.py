@@ -113,7 +113,7 @@ def test_save_load_round_trip(dtype: str, data: tuple, tmp_path: Path) -> None:
     index.add(ids, x)
     index.remove(ids[:100])
     path = tmp_path / "gallery.sfx"
-    index.save(path)
+    index.save(path, plaintext=True)
     back = ExactIndex.load(path)
     assert (back.dim, back.dtype, back.rerank, len(back)) == (64, dtype, index.rerank, len(index))
     np.testing.assert_array_equal(back.ids(), index.ids())
@@ -128,7 +128,7 @@ def test_damaged_file_is_refused(data: tuple, tmp_path: Path) -> None:
     index = ExactIndex(64)
     index.add(ids, x)
     path = tmp_path / "g.sfx"
-    index.save(path)
+    index.save(path, plaintext=True)
     raw = bytearray(path.read_bytes())
     raw[len(raw) // 2] ^= 0x40
     path.write_bytes(bytes(raw))
@@ -137,7 +137,7 @@ def test_damaged_file_is_refused(data: tuple, tmp_path: Path) -> None:
     path.write_bytes(b"not an index at all")
     with pytest.raises(IntegrityError, match="magic"):
         ExactIndex.load(path)
-    index.save(path)
+    index.save(path, plaintext=True)
     good = path.read_bytes()
     path.write_bytes(good[:-100])
     with pytest.raises(IntegrityError, match="truncated"):
@@ -153,7 +153,7 @@ def test_damaged_file_is_refused(data: tuple, tmp_path: Path) -> None:
         ExactIndex.load(path)
     from safeface.hazmat.index import FaissIndex
     with pytest.raises(IntegrityError, match="not 'safeface.faiss'"):
-        index.save(path)
+        index.save(path, plaintext=True)
         FaissIndex.load(path)
 
 
@@ -175,7 +175,7 @@ def test_sealed_save_round_trip_and_refusals(dtype: str, data: tuple, tmp_path: 
     index.save(path, key=key)
     blob = path.read_bytes()
     # What an unsealed file shows in the clear (ids, a run of panel bytes) is not in the sealed one.
-    index.save(tmp_path / "plain.sfx")
+    index.save(tmp_path / "plain.sfx", plaintext=True)
     plain = (tmp_path / "plain.sfx").read_bytes()
     shown = [ids.tobytes()[:64], plain[len(plain) // 2: len(plain) // 2 + 64]]
     assert all(w in plain for w in shown) and not any(w in blob for w in shown)
@@ -201,7 +201,7 @@ def test_sealed_save_round_trip_and_refusals(dtype: str, data: tuple, tmp_path: 
     with pytest.raises(IntegrityError, match="cannot be unsealed"):
         ExactIndex.load(path, key=key)
     # A file saved without a key is not accepted where a sealed one is expected.
-    index.save(path)
+    index.save(path, plaintext=True)
     with pytest.raises(IntegrityError, match="not sealed"):
         ExactIndex.load(path, key=key)
     with pytest.raises(ConfigError, match="32 random bytes") as err:
@@ -285,7 +285,7 @@ def test_removed_vectors_do_not_reach_a_saved_file(dtype: str, tmp_path: Path) -
     index.remove(np.arange(30, 40))  # the tail rows: their slots become padding
     index.remove([3])                # a middle row: the last row moves into its hole
     path = tmp_path / "g.sfx"
-    index.save(path)
+    index.save(path, plaintext=True)
     blob = path.read_bytes()
     encodings = {"float32": lambda v: v.astype(np.float32),
                  "float16": lambda v: v.astype(np.float16),
@@ -293,3 +293,28 @@ def test_removed_vectors_do_not_reach_a_saved_file(dtype: str, tmp_path: Path) -
     for row in [3] + list(range(30, 39)):  # row 39 moved to position 3 and stays
         assert encodings[dtype](x[row])[:4].tobytes() not in blob
     np.testing.assert_array_equal(ExactIndex.load(path).ids(), index.ids())
+
+
+@pytest.mark.parametrize("kind", ["exact", "faiss"])
+def test_an_unsealed_save_needs_consent_to_plaintext(tmp_path: Path, kind: str) -> None:
+    """An unsealed file gives raw vectors back exactly: one search per basis vector recovers
+    every row. Saving one is refused unless the caller asks for plaintext."""
+    from safeface.errors import InvalidArgument
+    from safeface.hazmat.index import FaissIndex
+
+    x = np.random.default_rng(3).standard_normal((5, 16)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    index = ExactIndex(16) if kind == "exact" else FaissIndex(16, kind="flat")
+    index.add(np.arange(5, dtype=np.int64), x)
+    with pytest.raises(InvalidArgument, match="in the clear"):
+        index.save(tmp_path / "raw.sfx")
+    assert not (tmp_path / "raw.sfx").exists()
+    # What the refusal prevents: with the plaintext file, basis-vector searches give rows back.
+    index.save(tmp_path / "raw.sfx", plaintext=True)
+    back = type(index).load(tmp_path / "raw.sfx")
+    scores, ids = back.search(np.eye(16, dtype=np.float32), k=5)
+    recovered = np.zeros((5, 16), np.float32)
+    for dim in range(16):
+        for s, i in zip(scores[dim], ids[dim]):
+            recovered[i, dim] = s
+    assert np.allclose(recovered, x, atol=1e-5)

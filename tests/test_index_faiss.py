@@ -120,7 +120,7 @@ def test_save_load_round_trip(kind: str, data: tuple, tmp_path: Path) -> None:
     index = build(kind, ids, x)
     index.remove(ids[:300])
     path = tmp_path / f"{kind}.sfx"
-    index.save(path)
+    index.save(path, plaintext=True)
     back = FaissIndex.load(path)
     assert back.kind == kind and len(back) == len(index)
     np.testing.assert_array_equal(back.ids(), index.ids())
@@ -141,7 +141,7 @@ def test_sealed_save_round_trip(data: tuple, tmp_path: Path) -> None:
     key = os.urandom(32)
     path = tmp_path / "sealed.sfx"
     index.save(path, key=key)
-    index.save(tmp_path / "plain.sfx")
+    index.save(tmp_path / "plain.sfx", plaintext=True)
     assert x[5].tobytes()[:32] in (tmp_path / "plain.sfx").read_bytes()
     assert x[5].tobytes()[:32] not in path.read_bytes()
     back = FaissIndex.load(path, key=key)

@@ -27,7 +27,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from . import _core
-from ...errors import ConfigError, IntegrityError
+from ...errors import ConfigError, IntegrityError, InvalidArgument
 
 MAGIC = b"SFINDEX1"
 _ALIGN = 64
@@ -220,3 +220,13 @@ def read_container(path: str | os.PathLike[str], fmt: str,
         if len(tail) != 8 or struct.unpack("<Q", tail)[0] != checksum.digest():
             raise IntegrityError(f"{path} is damaged: its checksum does not match its content.")
     return meta, arrays
+
+
+def require_seal_or_consent(key: Optional[bytes], plaintext: bool) -> None:
+    """An unsealed index file holds the vectors as they are: for raw embeddings, anyone who
+    reads it gets them back exactly (one search per basis vector). Saving one is refused
+    unless the caller says so."""
+    if key is None and not plaintext:
+        raise InvalidArgument("an unsealed index file holds its vectors in the clear; pass key= (32 random bytes "
+                              "kept apart from the file) to seal it, or plaintext=True if these vectors are not "
+                              "biometric.")

@@ -11,7 +11,7 @@ import numpy as np
 from . import _core
 from ...errors import IntegrityError
 from .base import Allowed, as_ids, as_new_ids, as_vectors, check_dim, check_k, check_threshold
-from .container import read_container, write_container
+from .container import read_container, require_seal_or_consent, write_container
 
 _FORMAT = "safeface.exact"
 _DTYPES = ("float32", "float16", "int8")
@@ -98,10 +98,11 @@ class ExactIndex:
             return np.ascontiguousarray(allowed)
         return self._store.mask_of_ids(as_ids(allowed))  # type: ignore[arg-type]
 
-    def save(self, path: str | os.PathLike[str], key: Optional[bytes] = None) -> None:
+    def save(self, path: str | os.PathLike[str], key: Optional[bytes] = None, *, plaintext: bool = False) -> None:
         """Write the index to ``path`` (own binary format with a checksum; see container.py).
         With ``key`` (32 random bytes, kept apart from the file) ids and vectors are sealed with
-        AES-256-GCM; without it they are stored as they are."""
+        AES-256-GCM; without it they are stored as they are, which needs ``plaintext=True``."""
+        require_seal_or_consent(key, plaintext)
         with self._write_lock:
             raw = self._store.raw()
             meta = {"dim": self.dim, "dtype": self.dtype, "rerank": self.rerank, "n": len(self)}

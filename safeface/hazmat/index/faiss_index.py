@@ -17,7 +17,7 @@ import numpy as np
 
 from ...errors import IntegrityError
 from .base import Allowed, as_ids, as_new_ids, as_vectors, check_dim, check_k, check_threshold
-from .container import read_container, write_container
+from .container import read_container, require_seal_or_consent, write_container
 
 _FORMAT = "safeface.faiss"
 KINDS = ("flat", "ivf-flat", "hnsw", "ivf-pq")
@@ -243,9 +243,11 @@ class FaissIndex:
         return params
 
     # ---- persistence ----------------------------------------------------------------------
-    def save(self, path: str | os.PathLike[str], key: Optional[bytes] = None) -> None:
+    def save(self, path: str | os.PathLike[str], key: Optional[bytes] = None, *, plaintext: bool = False) -> None:
         """Write the index to ``path`` (own container with a checksum around FAISS's bytes),
-        sealed with AES-256-GCM when ``key`` (32 bytes) is given."""
+        sealed with AES-256-GCM when ``key`` (32 bytes) is given; unsealed only with
+        ``plaintext=True``."""
+        require_seal_or_consent(key, plaintext)
         blob = faiss.serialize_index(self._index) if self._index is not None else np.zeros(0, np.uint8)
         meta = {"dim": self.dim, "kind": self.kind, "params": self.params, "dead": self._dead,
                 "n_labels": self._n_labels, "trained": self._index is not None}
