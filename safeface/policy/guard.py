@@ -213,13 +213,12 @@ class Guard:
         parts = decision.batch or (decision,)
         for d, subject in zip(parts, subjects):
             t = d.token
-            if t is not None:
-                pseud = self._pseudonym(t.subject) if getattr(t, "subject", None) else None
-                if self._state.is_revoked(d.token_ref or "", pseud, t.issued_at) or \
-                        self._state.is_revoked(d.token_ref or "", self._pseudonym(subject), t.issued_at):
-                    raise PolicyViolation(self._rule("withdrawal") if d.consent is not None else self._rule("legal-basis"),
-                                          "the consent or legal basis was withdrawn, or the person erased, while "
-                                          "the image was processed; nothing was stored.")
+            # A consent's subject is the call's (checked by `consent`); a legal basis names none,
+            # so the erasure of the call's subject is what counts for both.
+            if t is not None and self._state.is_revoked(d.token_ref or "", self._pseudonym(subject), t.issued_at):
+                raise PolicyViolation(self._rule("withdrawal") if d.consent is not None else self._rule("legal-basis"),
+                                      "the consent or legal basis was withdrawn, or the person erased, while the "
+                                      "image was processed; nothing was stored.")
             if d.purpose is not None:
                 self.check_purpose_open(d.purpose, now)
         if decision.operation is Operation.ENROLL:
