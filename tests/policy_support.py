@@ -17,7 +17,9 @@ import pytest
 from safeface.policy.deployment import Deployment
 from safeface.policy.issuer import issue_consent, issue_legal_basis
 from safeface.policy.tokens import ConsentToken, LegalBasisToken, sign
-from safeface.workspace.layout import WorkspacePaths, init_workspace, read_signing_key
+from safeface.workspace.init import init_workspace
+from safeface.workspace.keys import read_signing_key
+from safeface.workspace.paths import WorkspacePaths
 from safeface.sdk import SafeFace
 
 PASSPHRASE = "test passphrase, not secret"

@@ -251,7 +251,8 @@ def test_enrol_killed_mid_call_leaves_no_unrecorded_template(tmp_path: Path, cli
     import time
 
     from safeface.workspace.audit import AuditLog
-    from safeface.workspace.layout import WorkspacePaths, resolve_passphrase
+    from safeface.workspace.passphrase import resolve_passphrase
+    from safeface.workspace.paths import WorkspacePaths
     from safeface.hazmat.templates.keyring import PassphraseKeyring
 
     img = images()

@@ -67,7 +67,8 @@ def _guarded_demo(pipe: Pipeline, photo: np.ndarray, recaptured: np.ndarray, gro
     """The same faces through the compliance guard, in a temporary demo workspace."""
     from ..errors import PolicyViolation
     from ..policy.issuer import issue_consent
-    from ..workspace.layout import init_workspace, read_signing_key
+    from ..workspace.init import init_workspace
+    from ..workspace.keys import read_signing_key
     from ..sdk import SafeFace
 
     with tempfile.TemporaryDirectory(prefix="safeface-demo-") as tmp:

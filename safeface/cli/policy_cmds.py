@@ -32,6 +32,10 @@ def _open(args: argparse.Namespace) -> Any:
     return SafeFace.open(args.workspace, passphrase_file=args.passphrase_file, role=args.role)
 
 
+def _kind(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--kind", choices=("consent-issuer", "authority"), required=True)
+
+
 def _token_arg(value: Optional[str]) -> Optional[str]:
     """A token given inline, or as @FILE."""
     if value is None:
@@ -59,14 +63,33 @@ def register(sub: Any) -> None:
     p.add_argument("--date", required=True, help="YYYY-MM-DD")
     p.set_defaults(func=_assess)
 
-    p = sub.add_parser("keys", help="create a signing key for consent or legal bases and trust it")
+    p = sub.add_parser("keys", help="trust the public keys that sign consent and legal bases (needs the passphrase; audited)")
     ks = p.add_subparsers(dest="keys_command", metavar="ACTION")
     k = ks.add_parser("new", help="generate an Ed25519 key, write its private half to --out, trust its public half")
     _ws(k)
-    k.add_argument("--kind", choices=("consent-issuer", "authority"), required=True)
+    _kind(k)
     k.add_argument("--out", type=Path, required=True, help="where to write the private key (keep it off this machine)")
     k.add_argument("--label", default="")
     k.set_defaults(func=_keys_new)
+    k = ks.add_parser("import", help="trust the public keys of a JWK Set (RFC 7517)")
+    _ws(k)
+    _kind(k)
+    k.add_argument("--jwks", type=Path, required=True, help="a JWK Set file of Ed25519 public keys")
+    k.add_argument("--label", default="")
+    k.set_defaults(func=_keys_import)
+    k = ks.add_parser("export", help="write the public keys trusted now as a JWK Set")
+    _ws(k)
+    _kind(k)
+    k.add_argument("--out", type=Path, required=True)
+    k.set_defaults(func=_keys_export)
+    k = ks.add_parser("remove", help="stop trusting a key (by its RFC 7638 thumbprint)")
+    _ws(k)
+    _kind(k)
+    k.add_argument("--thumbprint", required=True)
+    k.set_defaults(func=_keys_remove)
+    k = ks.add_parser("list", help="every key trusted, now or before, with its thumbprint and dates")
+    _ws(k)
+    k.set_defaults(func=_keys_list)
 
     p = sub.add_parser("consent", help="issue or revoke consent tokens")
     cs = p.add_subparsers(dest="consent_command", metavar="ACTION")
@@ -155,9 +178,17 @@ def register(sub: Any) -> None:
 
     p = sub.add_parser("audit", help="check the audit log")
     a = p.add_subparsers(dest="audit_command", metavar="ACTION")
-    v = a.add_parser("verify", help="detect any edit, deletion, reordering or truncation (exit 4)")
+    v = a.add_parser("verify", help="detect any edit, deletion, reordering, truncation or rollback (exit 4)")
     _ws(v)
+    v.add_argument("--checkpoint", type=Path, action="append", default=[],
+                   help="a signed checkpoint (`audit checkpoint`) the log must still contain; repeatable")
+    v.add_argument("--witness", type=Path, action="append", default=[],
+                   help="a witness file (besides those in deployment.json) the log must agree with; repeatable")
     v.set_defaults(func=_audit_verify)
+    v = a.add_parser("checkpoint", help="sign the log's head for an assessor to keep")
+    _ws(v)
+    v.add_argument("--out", type=Path, required=True)
+    v.set_defaults(func=_audit_checkpoint)
 
     p = sub.add_parser("report", help="write the compliance report (HTML and JSON)")
     _ws(p)
@@ -167,75 +198,87 @@ def register(sub: Any) -> None:
 
 # -- handlers ------------------------------------------------------------------------------
 def _init(args: argparse.Namespace) -> int:
-    from ..workspace.layout import PASSPHRASE_ENV, init_workspace, resolve_passphrase
+    from ..workspace.init import init_workspace
+    from ..workspace.passphrase import PASSPHRASE_ENV
 
-    passphrase = None
-    if not args.demo or args.passphrase_file is not None:
-        passphrase = resolve_passphrase(Path(args.workspace), None, args.passphrase_file)
     paths = init_workspace(Path(args.workspace), demo=args.demo, profiles=tuple(args.profile or ("cn-2025",)),
-                           passphrase=passphrase)
+                           passphrase_file=args.passphrase_file)
     print(f"workspace created: {paths.root}")
     if args.demo:
         say(f"demo deployment with purpose 'demo'. INSECURE demo keys and passphrase are stored in {paths.keys}: "
             "never use a demo workspace for real people.")
     else:
         say(f"fill in {paths.config}, record the impact assessment with `safeface assess`, and trust your consent "
-            f"service's key with `safeface keys new`. Every call is refused until the deployment is complete. "
-            f"(passphrase from ${PASSPHRASE_ENV} or --passphrase-file)")
+            f"service's key with `safeface keys import` (or `keys new`). Every call is refused until the deployment "
+            f"is complete. (passphrase from ${PASSPHRASE_ENV} or --passphrase-file)")
     return EXIT_OK
 
 
 def _assess(args: argparse.Namespace) -> int:
-    from ..policy.deployment import Deployment
-    from ..workspace.layout import WorkspacePaths, check_registrable
+    from ..workspace.admin import record_assessment
 
-    paths = WorkspacePaths(Path(args.workspace))
-    dep = Deployment.load(paths.config)
-    check_registrable(dep)
-    try:
-        dt.date.fromisoformat(args.date)
-    except ValueError:
-        raise ConfigError(f"--date must be YYYY-MM-DD, not {args.date!r}.") from None
-    raw = dict(dep.raw)
-    raw["assessment"] = {**dep.section("assessment"), "reference": args.reference, "date": args.date,
-                         "covers": dep.config_digest()}
-    Deployment.from_dict(raw).save(paths.config)
+    record_assessment(Path(args.workspace), args.reference, args.date)
     print(f"assessment {args.reference} ({args.date}) recorded as covering the current configuration")
     return EXIT_OK
 
 
 def _keys_new(args: argparse.Namespace) -> int:
-    from ..workspace.layout import WorkspacePaths, new_signing_key, trust_public_key
+    from ..workspace.admin import keys_new
 
-    paths = WorkspacePaths(Path(args.workspace))
-    if not paths.config.is_file():
-        raise ConfigError(f"{paths.root} is not a safeface workspace.")
-    key = new_signing_key(args.out)
-    kind = "consent_issuers" if args.kind == "consent-issuer" else "authorities"
-    kid = trust_public_key(paths, kind, key.public_key(), args.label or args.kind)
-    print(f"key {kid} trusted as {args.kind}; private key written to {args.out}")
+    key = keys_new(Path(args.workspace), args.kind, args.out, args.label, args.passphrase_file)
+    print(f"key {key.thumbprint} trusted as {args.kind}; private key written to {args.out}")
     return EXIT_OK
 
 
-def _issuer_key(args: argparse.Namespace, given: Optional[Path], demo_path: Path, what: str) -> Any:
-    from ..workspace.layout import read_signing_key
+def _keys_import(args: argparse.Namespace) -> int:
+    from ..workspace.admin import keys_import
 
-    if given is not None:
-        return read_signing_key(given)
-    if demo_path.is_file():
-        return read_signing_key(demo_path)
-    raise ConfigError(f"issuing needs the {what}'s private key: pass it with --{what.replace(' ', '-')}-key (only a demo "
-                      "workspace keeps one inside the workspace).")
+    added = keys_import(Path(args.workspace), args.kind, args.jwks, args.label, args.passphrase_file)
+    for key in added:
+        print(f"key {key.thumbprint} trusted as {args.kind}")
+    if not added:
+        say("every key of the set was already trusted; nothing changed")
+    return EXIT_OK
+
+
+def _keys_export(args: argparse.Namespace) -> int:
+    from ..workspace.admin import keys_export
+
+    n = keys_export(Path(args.workspace), args.kind, args.out, args.passphrase_file)
+    print(f"{n} {args.kind} key(s) written to {args.out}")
+    return EXIT_OK
+
+
+def _keys_remove(args: argparse.Namespace) -> int:
+    from ..workspace.admin import keys_remove
+
+    key = keys_remove(Path(args.workspace), args.kind, args.thumbprint, args.passphrase_file)
+    print(f"key {key.thumbprint} no longer trusted as {args.kind}")
+    return EXIT_OK
+
+
+def _keys_list(args: argparse.Namespace) -> int:
+    from ..workspace.admin import keys_list
+
+    print_json({"keys": keys_list(Path(args.workspace), args.passphrase_file)})
+    return EXIT_OK
+
+
+def _issuer_key(args: argparse.Namespace, given: Optional[Path], kind: str) -> Any:
+    from ..workspace.keys import issuer_signing_key
+    from ..workspace.paths import WorkspacePaths
+
+    return issuer_signing_key(WorkspacePaths(Path(args.workspace)), given, kind)
 
 
 def _consent_issue(args: argparse.Namespace) -> int:
     from ..policy.deployment import Deployment
     from ..policy.issuer import issue_consent
-    from ..workspace.layout import WorkspacePaths
+    from ..workspace.paths import WorkspacePaths
 
     paths = WorkspacePaths(Path(args.workspace))
     dep = Deployment.load(paths.config)
-    key = _issuer_key(args, args.issuer_key, paths.demo_issuer, "issuer")
+    key = _issuer_key(args, args.issuer_key, "issuer")
     ops = [o.strip() for o in args.operations.split(",") if o.strip()]
     wire, token = issue_consent(key, dep, args.subject, args.purpose, operations=ops, days=args.days,
                                 birth_date=args.birth_date, guardian=args.guardian)
@@ -249,10 +292,7 @@ def _consent_issue(args: argparse.Namespace) -> int:
 
 def _lb_issue(args: argparse.Namespace) -> int:
     from ..policy.issuer import issue_legal_basis
-    from ..workspace.layout import WorkspacePaths
-
-    paths = WorkspacePaths(Path(args.workspace))
-    key = _issuer_key(args, args.authority_key, paths.demo_authority, "authority")
+    key = _issuer_key(args, args.authority_key, "authority")
     ops = [o.strip() for o in args.operations.split(",") if o.strip()]
     wire, _ = issue_legal_basis(key, authority=args.authority, provision=args.provision, reference=args.reference,
                                 purposes=args.purpose, operations=ops, days=args.days)
@@ -340,22 +380,24 @@ def _rekey(args: argparse.Namespace) -> int:
 
 
 def _audit_verify(args: argparse.Namespace) -> int:
-    # Only the keyring and the log: checking the record must not depend on (or change) the gallery.
-    from ..workspace.audit import AuditLog
-    from ..workspace.layout import WorkspacePaths, resolve_passphrase
-    from ..hazmat.templates.keyring import PassphraseKeyring
+    # Only the keyring, the log and its anchors: checking the record must not depend on (or
+    # change) the gallery.
+    from ..workspace.admin import audit_verify
 
-    paths = WorkspacePaths(Path(args.workspace))
-    if not paths.config.is_file() or not paths.keyring.is_file():
-        raise ConfigError(f"{paths.root} is not a safeface workspace (deployment.json or keys/keyring.json missing).")
-    if not paths.audit.is_file():
-        from ..errors import IntegrityError
+    st = audit_verify(Path(args.workspace), args.passphrase_file, checkpoints=args.checkpoint, witnesses=args.witness)
+    r = st.report
+    print(f"audit log intact: {r.entries} entries, head {r.head_hash[:16]}... signed; anchored in "
+          f"{', '.join(r.anchors) or 'nothing'}; trust store matches its record ({st.trusted_keys} key(s) trusted)")
+    for cp in st.checkpoints:
+        print(f"checkpoint of {cp['time']} (entry {cp['seq']}) still holds")
+    return EXIT_OK
 
-        raise IntegrityError(f"the audit log {paths.audit} is missing: it was deleted.")
-    keyring = PassphraseKeyring.open(paths.keyring, resolve_passphrase(paths.root, None, args.passphrase_file))
-    with AuditLog(paths.audit, keyring.key("audit")) as log:
-        r = log.verify()
-    print(f"audit log intact: {r.entries} entries, head {r.head_hash[:16]}... signed")
+
+def _audit_checkpoint(args: argparse.Namespace) -> int:
+    from ..workspace.admin import audit_checkpoint
+
+    doc = audit_checkpoint(Path(args.workspace), args.out, args.passphrase_file)
+    print(f"checkpoint of entry {doc['seq']} ({doc['hash'][:16]}...) signed by key {doc['kid']}, written to {args.out}")
     return EXIT_OK
 
 

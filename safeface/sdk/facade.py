@@ -30,7 +30,10 @@ from ..policy.guard import BatchItem, Decision, Guard, Operation, Request
 from ..policy.receipts import ErasureReceipt, issue_receipt, receipt_key
 from ..policy.rules import rule_for
 from ..workspace.audit import AuditEntry, AuditLog, AuditReport
-from ..workspace.layout import WorkspacePaths, load_trust, resolve_passphrase
+from ..workspace.passphrase import open_keyring
+from ..workspace.paths import WorkspacePaths
+from ..workspace.session import open_audit
+from ..workspace.trust import TrustStore, load_trust
 from ..workspace.state import PolicyState
 from ..workspace.storecheck import StoreReport, check_store
 from .results import Candidate, Enrollment, Export, Record, Verification
@@ -91,7 +94,6 @@ class SafeFace:
         holds and what their embeddings are; its use is recorded in the audit log. `clock` is
         for --demo workspaces only (tests and trials): a real workspace always uses the system
         clock, so tokens and audit entries cannot be backdated."""
-        from ..hazmat.templates.keyring import PassphraseKeyring
         from ..storage.gallery import Gallery
 
         paths = WorkspacePaths(Path(workspace))
@@ -99,20 +101,14 @@ class SafeFace:
         if clock is not None and not paths.demo_issuer.is_file():
             raise ConfigError("a clock can be set only for a --demo workspace; a real workspace uses the system clock.")
         if keyring is None:
-            if not paths.keyring.is_file():
-                raise ConfigError(f"{paths.keyring} is missing: the workspace has no keys. Restore it from a backup.")
-            keyring = PassphraseKeyring.open(paths.keyring, resolve_passphrase(paths.root, passphrase, passphrase_file))
-        trust = load_trust(paths)
-        if not paths.audit.is_file():
-            raise IntegrityError(f"the audit log {paths.audit} is missing: it was deleted. Restore it before processing.")
-        state = PolicyState(paths.policy)
-        audit = AuditLog(paths.audit, keyring.key("audit"))
+            keyring = open_keyring(paths, passphrase, passphrase_file)
+        audit = open_audit(paths, keyring, deployment)  # the head checked against itself and its anchors
         try:
-            audit.check_head()
-        except IntegrityError:
+            trust = load_trust(paths, keyring, audit)  # MACed, and the store the log's last trust change made
+        except BaseException:
             audit.close()
-            state.close()
             raise
+        state = PolicyState(paths.policy)
         dim = int(deployment.section("matching").get("dim") or 128)
         gallery = Gallery.open(paths.gallery, keyring, dim)
         sf = cls(_OPENER, paths, deployment, keyring, gallery, audit, state, trust, role or deployment.default_role,
@@ -431,6 +427,7 @@ class SafeFace:
             "audit": self._audit.counts(),
             "key_versions": self._gallery.key_versions,
             "store": self._store_facts(),
+            "trusted_keys": TrustStore.load(self._paths, self._keyring).listing(),
             "receipt_public_key": self._paths.receipt_public.read_text().strip()
             if self._paths.receipt_public.is_file() else None,
         }

@@ -1,12 +1,20 @@
-"""The audit log: append-only, hash-chained, its head signed with the workspace's audit key.
+"""The audit log: append-only, hash-chained, its head signed with the workspace's audit key and
+anchored outside the file.
 
 One SQLite file. Each entry holds the time, operation, purpose, token id, legal basis, subject
 pseudonyms, decision and rule; never an image, a template or a raw subject id. Entry n stores
 ``hash_n = SHA-256(hash_{n-1} || canonical JSON of entry n)``; the head row stores the last
 sequence number and hash with an HMAC-SHA256 under the audit key, so that deleting the tail and
 re-chaining needs the key. Each append is one IMMEDIATE transaction (the write lock is held from
-reading the previous hash to committing), so two processes appending at once serialise, and a
+reading the previous entry to committing), so two processes appending at once serialise, and a
 process killed mid-append leaves the previous, consistent state (SQLite's journal rolls back).
+
+The head inside the file cannot tell a restored older copy from the real one, so after each
+commit the new head also goes to the anchors (anchor.py), and `verify`/`check_head` compare the
+log with them. The entry's time is taken here, inside the transaction, from the host's clock:
+no caller can backdate an entry, and a clock set back is refused. Every text field has a length
+limit; a longer value is cut and marked with its length and a hash, so nothing of any length is
+logged verbatim.
 """
 
 from __future__ import annotations
@@ -22,9 +30,16 @@ from typing import Any, Iterator, Optional, Sequence
 
 from ..errors import IntegrityError
 from ..sqlite_store import connect
+from .anchor import Anchor, AnchorStore, check_anchor
 
 GENESIS = hashlib.sha256(b"safeface-audit-genesis-v1").hexdigest()
 FIELDS = ("seq", "time", "operation", "purpose", "token_id", "basis", "subjects", "decision", "rule", "note")
+# NTP may step the clock back a little; more than this is a clock set back (or a forged entry).
+CLOCK_TOLERANCE = dt.timedelta(seconds=2)
+# Longest text kept per field; longer values are cut and marked (see `_bounded`).
+LIMITS = {"operation": 32, "purpose": 128, "token_id": 128, "basis": 256, "decision": 16, "rule": 32,
+          "note": 512, "subject": 128}
+MAX_SUBJECTS = 100
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS entries (
@@ -79,18 +94,47 @@ class AuditReport:
     entries: int
     head_seq: int
     head_hash: str
+    anchors: tuple[str, ...] = ()  # the anchors the log was checked against
 
 
 def _chain(prev: str, entry: AuditEntry) -> str:
     return hashlib.sha256(prev.encode("ascii") + entry.canonical()).hexdigest()
 
 
-class AuditLog:
-    """Open with the audit key (from the workspace keyring); `append` and `verify`."""
+def _utc_now() -> dt.datetime:
+    """The host's clock; the only source of entry times."""
+    return dt.datetime.now(dt.timezone.utc)
 
-    def __init__(self, path: Path, key: bytes) -> None:
+
+def _bounded(value: Optional[str], limit: int) -> Optional[str]:
+    """`value`, or its head with a marker naming its full length and SHA-256 prefix (so two cut
+    values can still be told apart, and the original can be matched if it is ever produced)."""
+    if value is None:
+        return None
+    value = str(value)
+    if len(value) <= limit:
+        return value
+    marker = f"...[cut: {len(value)} chars, sha256 {hashlib.sha256(value.encode('utf-8', 'replace')).hexdigest()[:16]}]"
+    return value[:max(0, limit - len(marker))] + marker
+
+
+def _bounded_subjects(subjects: Sequence[str]) -> tuple[str, ...]:
+    items = [str(_bounded(str(s), LIMITS["subject"])) for s in subjects]
+    if len(items) <= MAX_SUBJECTS:
+        return tuple(items)
+    rest = items[MAX_SUBJECTS - 1:]
+    digest = hashlib.sha256("\n".join(rest).encode("utf-8")).hexdigest()[:16]
+    return tuple(items[:MAX_SUBJECTS - 1]) + (f"...[+{len(rest)} more, sha256 {digest}]",)
+
+
+class AuditLog:
+    """Open with the audit key (from the workspace keyring) and the anchors to keep the head in
+    (none: the log is only checked against itself); `append` and `verify`."""
+
+    def __init__(self, path: Path, key: bytes, anchors: Sequence[AnchorStore] = ()) -> None:
         self.path = Path(path)
         self._key = key
+        self._anchors = tuple(anchors)
         self._db = connect(self.path, "audit log")
         self._db.executescript(_SCHEMA)
 
@@ -103,31 +147,49 @@ class AuditLog:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    @property
+    def anchors(self) -> tuple[AnchorStore, ...]:
+        return self._anchors
+
     def _mac(self, seq: int, h: str) -> str:
         return hmac.new(self._key, f"safeface-audit-head|{seq}|{h}".encode("ascii"), hashlib.sha256).hexdigest()
 
     def append(self, operation: str, decision: str, *, purpose: Optional[str] = None,
                token_id: Optional[str] = None, basis: Optional[str] = None,
-               subjects: Sequence[str] = (), rule: Optional[str] = None, note: Optional[str] = None,
-               now: Optional[dt.datetime] = None) -> AuditEntry:
-        when = (now or dt.datetime.now(dt.timezone.utc)).astimezone(dt.timezone.utc)
+               subjects: Sequence[str] = (), rule: Optional[str] = None, note: Optional[str] = None) -> AuditEntry:
+        fields = {"operation": operation, "purpose": purpose, "token_id": token_id, "basis": basis,
+                  "decision": decision, "rule": rule, "note": note}
+        b = {k: _bounded(v, LIMITS[k]) for k, v in fields.items()}
+        subs = _bounded_subjects(subjects)
         db = self._db
         db.execute("BEGIN IMMEDIATE")
         try:
-            row = db.execute("SELECT seq, hash FROM entries ORDER BY seq DESC LIMIT 1").fetchone()
+            row = db.execute("SELECT seq, hash, time FROM entries ORDER BY seq DESC LIMIT 1").fetchone()
             seq, prev = (row[0] + 1, row[1]) if row else (1, GENESIS)
-            entry = AuditEntry(seq, when.isoformat(timespec="microseconds"), operation, purpose, token_id, basis,
-                               tuple(subjects), decision, rule, note)
+            when = _utc_now()
+            if row is not None:
+                last = dt.datetime.fromisoformat(str(row[2]))
+                if when < last - CLOCK_TOLERANCE:
+                    raise IntegrityError(
+                        f"the clock went back: it reads {when.isoformat(timespec='seconds')} but audit entry {row[0]} "
+                        f"was written at {last.isoformat(timespec='seconds')}. Set the host's clock right; no "
+                        "entry is written before a later one.")
+                when = max(when, last)  # within the tolerance: keep the log's times in order
+            entry = AuditEntry(seq, when.isoformat(timespec="microseconds"), str(b["operation"]), b["purpose"],
+                               b["token_id"], b["basis"], subs, str(b["decision"]), b["rule"], b["note"])
             h = _chain(prev, entry)
             db.execute("INSERT INTO entries VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-                       (seq, entry.time, operation, purpose, token_id, basis, json.dumps(list(subjects)),
-                        decision, rule, note, prev, h))
+                       (seq, entry.time, entry.operation, entry.purpose, entry.token_id, entry.basis,
+                        json.dumps(list(subs)), entry.decision, entry.rule, entry.note, prev, h))
             db.execute("INSERT OR REPLACE INTO head (id, seq, hash, mac) VALUES (1, ?, ?, ?)",
                        (seq, h, self._mac(seq, h)))
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
             raise
+        # After the commit: an anchor must never name an entry the log could still lose.
+        for anchor in self._anchors:
+            anchor.advance(seq, h)
         return entry
 
     def entries(self) -> Iterator[AuditEntry]:
@@ -136,8 +198,28 @@ class AuditLog:
                 "FROM entries ORDER BY rowid"):
             yield AuditEntry(r[0], r[1], r[2], r[3], r[4], r[5], tuple(json.loads(r[6])), r[7], r[8], r[9])
 
-    def verify(self) -> AuditReport:
-        """Check the whole chain and the signed head; raise IntegrityError at the first break."""
+    def last_entry(self, operations: Sequence[str]) -> Optional[AuditEntry]:
+        """The newest entry of one of `operations` (e.g. the last trust change)."""
+        marks = ",".join("?" for _ in operations)
+        r = self._db.execute(
+            "SELECT seq, time, operation, purpose, token_id, basis, subjects, decision, rule, note FROM entries "
+            f"WHERE operation IN ({marks}) ORDER BY seq DESC LIMIT 1", tuple(operations)).fetchone()
+        return None if r is None else AuditEntry(r[0], r[1], r[2], r[3], r[4], r[5], tuple(json.loads(r[6])),
+                                                 r[7], r[8], r[9])
+
+    def hash_at(self, seq: int) -> Optional[str]:
+        r = self._db.execute("SELECT hash FROM entries WHERE seq = ?", (int(seq),)).fetchone()
+        return None if r is None else str(r[0])
+
+    def _read_anchors(self, anchors: Sequence[AnchorStore]) -> list[tuple[AnchorStore, Optional[Anchor]]]:
+        # Read before the log: an anchor only moves after a commit, so one read first can never
+        # be ahead of the log read after it, even while other processes append.
+        return [(a, a.read()) for a in anchors]
+
+    def verify(self, extra_anchors: Sequence[AnchorStore] = ()) -> AuditReport:
+        """Check the whole chain, the signed head and every anchor; raise IntegrityError at the
+        first break."""
+        anchors = self._read_anchors(self._anchors + tuple(extra_anchors))
         try:
             rows = self._db.execute(
                 "SELECT seq, time, operation, purpose, token_id, basis, subjects, decision, rule, note, prev, hash "
@@ -147,6 +229,7 @@ class AuditLog:
             raise IntegrityError(f"the audit log {self.path} cannot be read ({exc}).") from None
         prev = GENESIS
         expected_seq = 1
+        hashes: list[str] = []
         for r in rows:
             seq = r[0]
             if seq != expected_seq:
@@ -163,6 +246,7 @@ class AuditLog:
             if not hmac.compare_digest(_chain(prev, entry), str(r[11])):
                 raise IntegrityError(f"audit entry {seq} was altered after it was written.")
             prev = str(r[11])
+            hashes.append(prev)
             expected_seq += 1
         if head is None:
             raise IntegrityError("the audit log has no signed head: it was truncated or replaced.")
@@ -174,11 +258,15 @@ class AuditLog:
                                  "entries were removed from the end (truncation).")
         if n == 0:
             raise IntegrityError("the audit log is empty although the workspace was initialised: it was truncated.")
-        return AuditReport(entries=n, head_seq=int(head[0]), head_hash=prev)
+        for anchor, value in anchors:
+            check_anchor(anchor, value, n, lambda s: hashes[s - 1] if 0 < s <= n else None)
+        return AuditReport(entries=n, head_seq=int(head[0]), head_hash=prev,
+                           anchors=tuple(a.name for a, _ in anchors))
 
     def check_head(self) -> None:
-        """A quick check at open: the signed head exists, is genuine and names the last entry.
-        (verify() checks the whole chain.)"""
+        """A quick check at open: the signed head exists, is genuine, names the last entry and
+        agrees with every anchor. (verify() checks the whole chain.)"""
+        anchors = self._read_anchors(self._anchors)
         head = self._db.execute("SELECT seq, hash, mac FROM head WHERE id = 1").fetchone()
         last = self._db.execute("SELECT seq, hash FROM entries ORDER BY seq DESC LIMIT 1").fetchone()
         if head is None or last is None:
@@ -188,6 +276,8 @@ class AuditLog:
                 (int(last[0]), str(last[1])) != (int(head[0]), str(head[1])):
             raise IntegrityError(f"the audit log {self.path} does not match its signed head: run `safeface audit "
                                  "verify` and restore it from a backup.")
+        for anchor, value in anchors:
+            check_anchor(anchor, value, int(last[0]), self.hash_at)
 
     def counts(self) -> dict[str, Any]:
         """Totals for the report: by operation and decision, refusals by rule."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from .keyring import (
     PURPOSES,
+    AnchorProvider,
     HostKeyring,
     Keyring,
     KeyProvider,
@@ -22,6 +23,7 @@ from .transform import TemplateTransform
 
 __all__ = [
     "PURPOSES",
+    "AnchorProvider",
     "HostKeyring",
     "KeyProvider",
     "Keyring",

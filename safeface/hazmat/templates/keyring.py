@@ -100,6 +100,17 @@ class KeyProvider(Protocol):
     def versions(self, purpose: str) -> Sequence[int]: ...
 
 
+@runtime_checkable
+class AnchorProvider(Protocol):
+    """What a host implements to keep the audit log's head outside the log (a KMS monotonic
+    counter, a secure element, an append-only service): the last (seq, hash) recorded, or None;
+    ``advance_anchor`` must never move it backwards (keep the larger seq)."""
+
+    def read_anchor(self) -> Optional[tuple[int, str]]: ...
+
+    def advance_anchor(self, seq: int, head_hash: str) -> None: ...
+
+
 class _KeyringBase:
     """Version bookkeeping shared by both keyrings. Subclasses implement `_raw` and `versions`."""
 
@@ -340,15 +351,25 @@ class HostKeyring(_KeyringBase):
     secure element). Rotation, if any, is the provider's business: expose a new version in
     ``versions`` and re-key the gallery."""
 
-    def __init__(self, provider: KeyProvider) -> None:
+    def __init__(self, provider: KeyProvider, anchor: Optional["AnchorProvider"] = None) -> None:
         self._provider = provider
+        self._anchor = anchor
 
     @classmethod
     def from_callback(cls, get_key: Callable[[str, int], bytes],
-                      versions: Optional[Mapping[str, Sequence[int]]] = None) -> "HostKeyring":
+                      versions: Optional[Mapping[str, Sequence[int]]] = None,
+                      anchor: Optional["AnchorProvider"] = None) -> "HostKeyring":
         """A keyring over a host function ``get_key(purpose, version) -> 32 bytes``; `versions`
         lists the versions per purpose (default: version 1 of every purpose)."""
-        return cls(_CallbackProvider(get_key, versions or {p: (1,) for p in PURPOSES}))
+        return cls(_CallbackProvider(get_key, versions or {p: (1,) for p in PURPOSES}), anchor)
+
+    @property
+    def anchor_provider(self) -> Optional["AnchorProvider"]:
+        """Where the host keeps the audit log's head outside the log, if it does: the `anchor`
+        given, else the key provider itself when it implements :class:`AnchorProvider`."""
+        if self._anchor is not None:
+            return self._anchor
+        return self._provider if isinstance(self._provider, AnchorProvider) else None
 
     def __repr__(self) -> str:
         return f"HostKeyring(provider={type(self._provider).__name__})"

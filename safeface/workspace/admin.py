@@ -1,0 +1,142 @@
+"""What the operator's commands do to a workspace (the CLI only parses and prints): trusting
+keys, recording the assessment, and checking or checkpointing the audit log.
+
+Every trust change opens the keyring (so it needs the passphrase) and is audited."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+from ..errors import ConfigError, InvalidArgument, IntegrityError, PolicyViolation
+from ..policy.deployment import Deployment
+from ..policy.rules import rule_for
+from ..policy.receipts import receipt_key
+from .audit import AuditReport
+from .checkpoint import check_checkpoint, make_checkpoint, read_checkpoint
+from .files import write_new_private
+from .keys import new_signing_key
+from .paths import WorkspacePaths
+from .session import deployment_name, opened
+from .trust import TrustedKey, TrustStore, change_trust, read_jwks, write_jwks
+
+
+def _workspace(root: Path) -> WorkspacePaths:
+    paths = WorkspacePaths(Path(root))
+    if not paths.is_workspace():
+        raise ConfigError(f"{paths.root} is not a safeface workspace (deployment.json or keys/keyring.json missing).")
+    return paths
+
+
+# -- trust ---------------------------------------------------------------------------------
+def keys_new(root: Path, kind: str, out: Path, label: str = "", passphrase_file: Optional[Path] = None) -> TrustedKey:
+    """Generate an Ed25519 key, write its private half to `out`, trust its public half."""
+    paths = _workspace(root)
+    with opened(paths, passphrase_file=passphrase_file) as r:  # the passphrase first: no key file without it
+        key = new_signing_key(out)
+        changed = change_trust(paths, r.keyring, r.audit, add=[(kind, key.public_key(), label or kind)])
+    return changed[0]
+
+
+def keys_import(root: Path, kind: str, jwks: Path, label: str = "",
+                passphrase_file: Optional[Path] = None) -> list[TrustedKey]:
+    """Trust every public key of a JWK Set; returns those newly trusted."""
+    paths = _workspace(root)
+    keys = read_jwks(jwks)
+    with opened(paths, passphrase_file=passphrase_file) as r:
+        return change_trust(paths, r.keyring, r.audit, add=[(kind, pk, label or kid or kind) for pk, kid in keys])
+
+
+def keys_remove(root: Path, kind: str, thumbprint: str, passphrase_file: Optional[Path] = None) -> TrustedKey:
+    paths = _workspace(root)
+    with opened(paths, passphrase_file=passphrase_file) as r:
+        return change_trust(paths, r.keyring, r.audit, remove=[(kind, thumbprint)])[0]
+
+
+def _checked_store(r: Any) -> TrustStore:
+    store = TrustStore.load(r.paths, r.keyring)
+    store.check_recorded(r.audit)
+    return store
+
+
+def keys_export(root: Path, kind: str, out: Path, passphrase_file: Optional[Path] = None) -> int:
+    """Write the public keys of `kind` trusted now as a JWK Set; returns how many."""
+    paths = _workspace(root)
+    with opened(paths, passphrase_file=passphrase_file) as r:
+        return write_jwks(_checked_store(r), kind, out)
+
+
+def keys_list(root: Path, passphrase_file: Optional[Path] = None) -> list[dict[str, Any]]:
+    paths = _workspace(root)
+    with opened(paths, passphrase_file=passphrase_file) as r:
+        return _checked_store(r).listing()
+
+
+# -- assessment ----------------------------------------------------------------------------
+def check_registrable(dep: Deployment) -> None:
+    """CN-15 refuses a private-space device at registration too, not only at every call: no
+    assessment is recorded for it, so it never looks ready to process."""
+    rule = rule_for("private-space", dep.profiles)
+    for f in dep.problems(dt.date.today()):
+        if f.rule == rule:
+            raise PolicyViolation(f.rule, f"this deployment cannot be registered: {f.message}")
+
+
+def record_assessment(root: Path, reference: str, date: str) -> None:
+    """Record the impact assessment as covering the configuration as it is now."""
+    paths = WorkspacePaths(Path(root))
+    dep = Deployment.load(paths.config)
+    check_registrable(dep)
+    try:
+        dt.date.fromisoformat(date)
+    except ValueError:
+        raise InvalidArgument(f"the assessment date must be YYYY-MM-DD, not {date!r}.") from None
+    raw = dict(dep.raw)
+    raw["assessment"] = {**dep.section("assessment"), "reference": reference, "date": date,
+                         "covers": dep.config_digest()}
+    Deployment.from_dict(raw).save(paths.config)
+
+
+# -- audit evidence ------------------------------------------------------------------------
+@dataclass(frozen=True)
+class AuditStatus:
+    report: AuditReport
+    trusted_keys: int
+    checkpoints: tuple[dict[str, Any], ...]
+
+
+def audit_verify(root: Path, passphrase_file: Optional[Path] = None, *, checkpoints: Sequence[Path] = (),
+                 witnesses: Sequence[Path] = ()) -> AuditStatus:
+    """The whole chain, its signed head, every anchor (keyring, configured and given witnesses,
+    which must exist), the trust store against its audit record, and each checkpoint."""
+    paths = _workspace(root)
+    if not paths.audit.is_file():
+        raise IntegrityError(f"the audit log {paths.audit} is missing: it was deleted.")
+    docs = [read_checkpoint(c) for c in checkpoints]
+    with opened(paths, passphrase_file=passphrase_file, strict=True, extra_witnesses=witnesses) as r:
+        report = r.audit.verify()
+        store = _checked_store(r)
+        public = receipt_key(r.keyring.key("pseudonym")).public_key()
+        name = deployment_name(paths, r.deployment)
+        seen = tuple(check_checkpoint(d, public, deployment=name, log_end=report.entries, hash_at=r.audit.hash_at)
+                     for d in docs)
+    return AuditStatus(report, len(store.active()), seen)
+
+
+def audit_checkpoint(root: Path, out: Path, passphrase_file: Optional[Path] = None) -> dict[str, Any]:
+    """Verify the log, then sign its head for an assessor to keep; the issue is itself audited."""
+    paths = _workspace(root)
+    with opened(paths, passphrase_file=passphrase_file) as r:
+        report = r.audit.verify()
+        doc = make_checkpoint(receipt_key(r.keyring.key("pseudonym")), deployment=deployment_name(paths, r.deployment),
+                              seq=report.head_seq, head_hash=report.head_hash)
+        try:
+            write_new_private(Path(out), (json.dumps(doc, indent=2) + "\n").encode("utf-8"))
+        except FileExistsError:
+            raise ConfigError(f"{out} already exists; choose another path.") from None
+        r.audit.append("checkpoint", "allowed", note=f"signed checkpoint of entry {report.head_seq} "
+                                                     f"({report.head_hash[:16]}...)")
+    return doc

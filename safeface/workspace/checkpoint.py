@@ -1,0 +1,71 @@
+"""Signed audit checkpoints: a statement an assessor keeps, off the operator's machines, that
+the log of a deployment held entry `seq` with hash `hash` at `time`.
+
+A checkpoint is a JWS (RFC 7515, compact) signed with the workspace's Ed25519 receipt key
+(alg "Ed25519", RFC 9864; `kid` = the key's RFC 7638 thumbprint), so any JOSE library can
+check it against ``keys/receipt_public.txt``. Later, `safeface audit verify WS --checkpoint F`
+proves the log still contains that very entry: a log rolled back or cut below it, or rewritten
+at it, fails, even when the keyring's anchor was rolled back too.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hmac
+import json
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from joserfc import jws
+from joserfc.errors import JoseError
+from joserfc.jwk import OKPKey
+
+from ..errors import IntegrityError
+
+FORMAT = "safeface-audit-checkpoint/1"
+ALG = "Ed25519"
+
+
+def make_checkpoint(key: Ed25519PrivateKey, *, deployment: str, seq: int, head_hash: str,
+                    now: Optional[dt.datetime] = None) -> dict[str, Any]:
+    """The checkpoint document: the signed JWS and, for people, the same claims in the clear."""
+    claims = {"format": FORMAT, "deployment": deployment, "seq": int(seq), "hash": head_hash,
+              "time": (now or dt.datetime.now(dt.timezone.utc)).isoformat(timespec="seconds")}
+    jwk = OKPKey.import_key(key)
+    payload = json.dumps(claims, sort_keys=True, separators=(",", ":")).encode("utf-8")
+    token = jws.serialize_compact({"alg": ALG, "kid": jwk.thumbprint(), "typ": "safeface-checkpoint"}, payload, jwk,
+                                  algorithms=[ALG])
+    return {**claims, "kid": jwk.thumbprint(), "jws": token}
+
+
+def read_checkpoint(path: Path) -> dict[str, Any]:
+    try:
+        doc = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise IntegrityError(f"the checkpoint {path} is not readable JSON ({exc}).") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("jws"), str):
+        raise IntegrityError(f"{path} is not a safeface audit checkpoint (no signed 'jws').")
+    return doc
+
+
+def check_checkpoint(doc: dict[str, Any], public_key: Ed25519PublicKey, *, deployment: str, log_end: int,
+                     hash_at: Callable[[int], Optional[str]]) -> dict[str, Any]:
+    """Raise IntegrityError unless the checkpoint is signed by `public_key`, names this
+    deployment, and the log still holds its entry unchanged. Returns the signed claims."""
+    try:
+        obj = jws.deserialize_compact(str(doc["jws"]), OKPKey.import_key(public_key), algorithms=[ALG])
+        claims = json.loads(obj.payload)
+        seq, h = int(claims["seq"]), str(claims["hash"])
+    except (JoseError, ValueError, KeyError, TypeError):
+        raise IntegrityError("the checkpoint's signature does not verify with this workspace's key: it was altered "
+                             "or belongs to another workspace.") from None
+    if claims.get("format") != FORMAT or claims.get("deployment") != deployment:
+        raise IntegrityError(f"the checkpoint is for deployment {claims.get('deployment')!r}, not {deployment!r}.")
+    if seq > log_end:
+        raise IntegrityError(f"the audit log was rolled back or cut: the checkpoint of {claims.get('time')} saw entry "
+                             f"{seq}, but the log now ends at entry {log_end}.")
+    if not hmac.compare_digest(str(hash_at(seq) or ""), h):
+        raise IntegrityError(f"the audit log was rewritten: its entry {seq} differs from the one the checkpoint of "
+                             f"{claims.get('time')} signed.")
+    return dict(claims)

@@ -1,0 +1,60 @@
+"""Keys of a workspace other than the keyring's own: the Ed25519 signing keys of a consent
+service or an authority (private halves kept off the workspace, except in a demo), and the MAC
+keys the workspace derives from its keyring for the files it must authenticate."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from ..errors import ConfigError
+from ..policy.tokens import load_private_key, private_key_pem
+from .files import write_new_private
+from .paths import WorkspacePaths
+
+# Each file authenticated by the workspace gets its own key, so a MAC made for one kind of file
+# never verifies as another.
+TRUST_MAC = b"safeface trust store MAC v1"
+ANCHOR_MAC = b"safeface audit anchor MAC v1"
+
+
+def derived_key(keyring: Any, label: bytes) -> bytes:
+    """A 32-byte key for `label`, derived from the keyring's pseudonym key: that key is never
+    rotated (rows are keyed by it), so what it authenticates stays checkable for the life of the
+    deployment, and it never leaves the keyring (a KMS-held key works the same)."""
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=label).derive(keyring.key("pseudonym"))
+
+
+def new_signing_key(out: Path) -> Ed25519PrivateKey:
+    """Generate an Ed25519 key and write its private half (PEM, mode 0600) to `out`."""
+    key = Ed25519PrivateKey.generate()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        write_new_private(out, private_key_pem(key))
+    except FileExistsError:
+        raise ConfigError(f"{out} already exists; choose another path.") from None
+    return key
+
+
+def read_signing_key(path: Path) -> Ed25519PrivateKey:
+    try:
+        return load_private_key(Path(path).read_bytes())
+    except OSError as exc:
+        raise ConfigError(f"cannot read the signing key {path} ({exc.strerror}).") from None
+
+
+def issuer_signing_key(paths: WorkspacePaths, given: Optional[Path], kind: str) -> Ed25519PrivateKey:
+    """The private key that signs tokens of `kind` ("issuer" or "authority"): the file given, or
+    the demo key a demo workspace keeps."""
+    if given is not None:
+        return read_signing_key(given)
+    demo = paths.demo_issuer if kind == "issuer" else paths.demo_authority
+    if demo.is_file():
+        return read_signing_key(demo)
+    raise ConfigError(f"issuing needs the {kind}'s private key: pass it with --{kind}-key (only a demo "
+                      "workspace keeps one inside the workspace).")

@@ -1,0 +1,85 @@
+"""Where each part of a workspace lives on disk.
+
+    WS/deployment.json          what the operator declares (purposes, notice, assessment, ...)
+    WS/keys/keyring.json        template, pseudonym, seal and audit keys, wrapped under a passphrase
+    WS/keys/trust.json          PUBLIC keys trusted to sign consent and legal bases, MACed (trust.py)
+    WS/keys/audit-anchor.json   the audit log's head, kept outside the log and MACed (anchor.py)
+    WS/keys/receipt_public.txt  public key that checks erasure receipts and audit checkpoints
+    WS/gallery.db               protected, sealed templates
+    WS/audit.db                 the hash-chained audit log (audit.py)
+    WS/policy.db                revocations, filing crossing, purpose ends (state.py)
+    WS/reports/                 compliance reports; reports/evaluation/ from `safeface eval`
+
+A --demo workspace also holds DEMO-INSECURE-* files: the consent issuer's and an authority's
+private keys and the keyring passphrase, so that everything can be tried on one machine. A real
+deployment never keeps those next to its data.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class WorkspacePaths:
+    root: Path
+
+    @property
+    def config(self) -> Path:
+        return self.root / "deployment.json"
+
+    @property
+    def keys(self) -> Path:
+        return self.root / "keys"
+
+    @property
+    def keyring(self) -> Path:
+        return self.keys / "keyring.json"
+
+    @property
+    def trust(self) -> Path:
+        return self.keys / "trust.json"
+
+    @property
+    def anchor(self) -> Path:
+        return self.keys / "audit-anchor.json"
+
+    @property
+    def receipt_public(self) -> Path:
+        return self.keys / "receipt_public.txt"
+
+    @property
+    def demo_issuer(self) -> Path:
+        return self.keys / "DEMO-INSECURE-consent-issuer.pem"
+
+    @property
+    def demo_authority(self) -> Path:
+        return self.keys / "DEMO-INSECURE-authority.pem"
+
+    @property
+    def demo_passphrase(self) -> Path:
+        return self.keys / "DEMO-INSECURE-passphrase.txt"
+
+    @property
+    def gallery(self) -> Path:
+        return self.root / "gallery.db"
+
+    @property
+    def audit(self) -> Path:
+        return self.root / "audit.db"
+
+    @property
+    def policy(self) -> Path:
+        return self.root / "policy.db"
+
+    @property
+    def reports(self) -> Path:
+        return self.root / "reports"
+
+    @property
+    def evaluation(self) -> Path:
+        return self.reports / "evaluation" / "latest.json"
+
+    def is_workspace(self) -> bool:
+        return self.config.is_file() and self.keyring.is_file()

@@ -1,0 +1,269 @@
+"""The trust store: the public keys a workspace trusts to sign consent (issuers) and legal
+bases (authorities), in ``WS/keys/trust.json``.
+
+Authenticated three ways, so that writing the workspace is not enough to trust a key:
+
+* the file carries an HMAC-SHA256 under a key derived from the keyring: a hand-edited file, or
+  one copied from another workspace, is refused (IntegrityError naming the file);
+* every change opens the keyring (the passphrase) and appends an audit entry ``trust-add`` or
+  ``trust-remove`` naming the key's RFC 7638 thumbprint and the SHA-256 of the store after it;
+* the file records the audit entry of its last change, and opening checks that this is the
+  log's last trust change with the same digest: an older, genuinely MACed copy put back
+  (re-trusting a removed key) is refused as long as the audit log itself cannot be rolled back
+  (anchor.py).
+
+Keys are Ed25519, identified by RFC 7638 JWK thumbprints, imported and exported as JWKS
+(RFC 7517, public keys only). A removed key stays listed with the time it was removed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+import json
+import re
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Mapping, Optional, Sequence
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from joserfc.errors import JoseError
+from joserfc.jwk import OKPKey
+
+from ..errors import ConfigError, IntegrityError
+from ..policy.tokens import key_id
+from .audit import AuditLog
+from .files import locked, write_atomic
+from .keys import TRUST_MAC, derived_key
+from .paths import WorkspacePaths
+
+FORMAT = "safeface-trust/2"
+KINDS = ("consent-issuer", "authority")
+# The names the guard is given its keys under.
+GUARD_NAMES = {"consent-issuer": "consent_issuers", "authority": "authorities"}
+OPERATIONS = ("trust-add", "trust-remove")
+_DIGEST = re.compile(r"trust store sha256 ([0-9a-f]{64})")
+
+
+def thumbprint(public_key: Ed25519PublicKey) -> str:
+    """The key's RFC 7638 JWK thumbprint (SHA-256, base64url)."""
+    return str(OKPKey.import_key(public_key).thumbprint())
+
+
+def public_jwk(public_key: Ed25519PublicKey) -> dict[str, Any]:
+    return dict(OKPKey.import_key(public_key).as_dict(private=False))
+
+
+def _check_kind(kind: str) -> str:
+    if kind not in KINDS:
+        raise ConfigError(f"the trust kind must be one of {', '.join(KINDS)}, not {kind!r}.")
+    return kind
+
+
+@dataclass(frozen=True)
+class TrustedKey:
+    kind: str
+    thumbprint: str
+    public_key: Ed25519PublicKey
+    label: str
+    added: str
+    removed: Optional[str] = None
+
+    @property
+    def active(self) -> bool:
+        return self.removed is None
+
+    def record(self) -> dict[str, Any]:
+        return {"kind": self.kind, "thumbprint": self.thumbprint, "jwk": public_jwk(self.public_key),
+                "label": self.label, "added": self.added, "removed": self.removed}
+
+    def listing(self) -> dict[str, Any]:
+        return {k: v for k, v in self.record().items() if k != "jwk"}
+
+
+def _canon(obj: Any) -> bytes:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def _key_from_jwk(jwk: Any, where: str) -> Ed25519PublicKey:
+    if not isinstance(jwk, Mapping) or jwk.get("kty") != "OKP" or jwk.get("crv") != "Ed25519":
+        raise ConfigError(f"{where}: only Ed25519 keys (kty OKP, crv Ed25519) can be trusted.")
+    if "d" in jwk:
+        raise ConfigError(f"{where} holds a PRIVATE key: trust only the public half (drop the 'd' member); keep "
+                          "the private key with the consent service or authority.")
+    try:
+        key = OKPKey.import_key(dict(jwk)).public_key
+    except (JoseError, ValueError, TypeError) as exc:
+        raise ConfigError(f"{where} is not a valid Ed25519 public key ({exc}).") from None
+    if not isinstance(key, Ed25519PublicKey):
+        raise ConfigError(f"{where} is not an Ed25519 public key.")
+    return key
+
+
+class TrustStore:
+    """The trust store as read from disk (MAC checked). Use `check_recorded` against the audit
+    log before believing it; `load_trust` does both."""
+
+    def __init__(self, paths: WorkspacePaths, keys: Sequence[TrustedKey], audit_seq: int) -> None:
+        self.paths = paths
+        self.keys = tuple(keys)
+        self.audit_seq = audit_seq
+
+    @staticmethod
+    def _mac(keyring: Any, body: Mapping[str, Any]) -> str:
+        return hmac.new(derived_key(keyring, TRUST_MAC), _canon(body), hashlib.sha256).hexdigest()
+
+    @property
+    def digest(self) -> str:
+        """SHA-256 of the keys as recorded; the audit entry of each change names it."""
+        return hashlib.sha256(_canon([k.record() for k in self.keys])).hexdigest()
+
+    @classmethod
+    def load(cls, paths: WorkspacePaths, keyring: Any) -> "TrustStore":
+        path = paths.trust
+        try:
+            doc = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return cls(paths, (), 0)  # nothing trusted; check_recorded says whether it was deleted
+        except (OSError, ValueError) as exc:
+            raise IntegrityError(f"{path} is not readable JSON ({exc}): it was altered.") from None
+        if isinstance(doc, dict) and "format" not in doc and any(k in doc for k in GUARD_NAMES.values()):
+            raise ConfigError(
+                f"{path} is in the unauthenticated format of earlier safeface versions and is no longer believed. "
+                "Move it away and trust each key again with `safeface keys import WS --kind ... --jwks FILE` "
+                "(or `keys new`); the public keys it listed are in the old file.")
+        if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+            raise IntegrityError(f"{path} is not a safeface trust store ({FORMAT}): it was replaced.")
+        body = {k: v for k, v in doc.items() if k != "mac"}
+        if not hmac.compare_digest(cls._mac(keyring, body), str(doc.get("mac", ""))):
+            raise IntegrityError(f"{path} does not carry this workspace's MAC: it was edited by hand or copied in "
+                                 "from elsewhere. Restore it from a backup; trust keys only with `safeface keys`.")
+        keys = []
+        try:
+            for item in doc["keys"]:
+                pk = _key_from_jwk(item["jwk"], f"{path}")
+                keys.append(TrustedKey(_check_kind(str(item["kind"])), thumbprint(pk), pk, str(item.get("label", "")),
+                                       str(item["added"]), item.get("removed")))
+            audit_seq = int(doc["audit_seq"])
+        except (KeyError, TypeError, ValueError):
+            raise IntegrityError(f"{path} is malformed although its MAC verifies; restore it from a backup.") from None
+        return cls(paths, keys, audit_seq)
+
+    def check_recorded(self, audit: AuditLog) -> None:
+        """Raise IntegrityError unless this store is the one the audit log's last trust change
+        produced (or the empty store, if the log records no trust change)."""
+        last = audit.last_entry(OPERATIONS)
+        path = self.paths.trust
+        if last is None:
+            if self.keys or self.audit_seq != 0:
+                raise IntegrityError(f"{path} trusts keys that no audit entry records: it was copied in.")
+            return
+        found = _DIGEST.findall(last.note or "")
+        if not path.is_file():
+            raise IntegrityError(f"{path} is missing although audit entry {last.seq} records a trust change: it was "
+                                 "deleted. Restore it from a backup.")
+        if self.audit_seq != last.seq or not found or not hmac.compare_digest(found[-1], self.digest):
+            raise IntegrityError(
+                f"{path} is not the trust store the audit log's last trust change (entry {last.seq}) produced: an "
+                "older copy was put back, or that change was interrupted. Restore the file from a backup, or repeat "
+                "the change with `safeface keys`.")
+
+    def active(self, kind: Optional[str] = None) -> list[TrustedKey]:
+        return [k for k in self.keys if k.active and (kind is None or k.kind == kind)]
+
+    def for_guard(self) -> dict[str, dict[str, Ed25519PublicKey]]:
+        """{"consent_issuers": {key id: key}, "authorities": {...}} of the keys trusted now; ids are
+        those tokens name their signer by (policy.tokens.key_id)."""
+        out: dict[str, dict[str, Ed25519PublicKey]] = {name: {} for name in GUARD_NAMES.values()}
+        for k in self.active():
+            out[GUARD_NAMES[k.kind]][key_id(k.public_key)] = k.public_key
+        return out
+
+    def jwks(self, kind: str) -> dict[str, Any]:
+        """The keys of `kind` trusted now as a JWK Set (RFC 7517), `kid` = RFC 7638 thumbprint."""
+        _check_kind(kind)
+        return {"keys": [{**public_jwk(k.public_key), "kid": k.thumbprint, "use": "sig"} for k in self.active(kind)]}
+
+    def listing(self) -> list[dict[str, Any]]:
+        """Every key ever trusted: kind, thumbprint, label, added, removed (for the report)."""
+        return [k.listing() for k in self.keys]
+
+    def _write(self, keyring: Any, audit_seq: int) -> None:
+        body = {"format": FORMAT, "keys": [k.record() for k in self.keys], "audit_seq": audit_seq}
+        doc = {**body, "mac": self._mac(keyring, body)}
+        write_atomic(self.paths.trust, (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode("utf-8"))
+        self.audit_seq = audit_seq
+
+
+def load_trust(paths: WorkspacePaths, keyring: Any, audit: AuditLog) -> dict[str, dict[str, Ed25519PublicKey]]:
+    """The keys trusted now, for the guard, once the store's MAC and its audit record check."""
+    store = TrustStore.load(paths, keyring)
+    store.check_recorded(audit)
+    return store.for_guard()
+
+
+def write_empty(paths: WorkspacePaths, keyring: Any) -> None:
+    """The store of a new workspace: no key trusted, no change recorded."""
+    TrustStore(paths, (), 0)._write(keyring, 0)
+
+
+def change_trust(paths: WorkspacePaths, keyring: Any, audit: AuditLog, *,
+                 add: Sequence[tuple[str, Ed25519PublicKey, str]] = (),
+                 remove: Sequence[tuple[str, str]] = ()) -> list[TrustedKey]:
+    """Trust `add` [(kind, public key, label)] and stop trusting `remove` [(kind, thumbprint)],
+    each change audited; returns the keys changed (a key already trusted is left as it is)."""
+    changed: list[TrustedKey] = []
+    with locked(paths.trust):
+        # The MAC is checked but not the audit record: repeating an interrupted change is how
+        # an operator mends a store that fell behind its log.
+        store = TrustStore.load(paths, keyring)
+        last_seq = store.audit_seq
+        for kind, pk, label in add:
+            _check_kind(kind)
+            tp = thumbprint(pk)
+            if any(k.thumbprint == tp for k in store.active(kind)):
+                continue
+            key = TrustedKey(kind, tp, pk, str(label or kind)[:200],
+                             dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
+            store.keys = store.keys + (key,)
+            last_seq = _record(audit, "trust-add", key, store.digest)
+            changed.append(key)
+        for kind, tp in remove:
+            _check_kind(kind)
+            hits = [i for i, k in enumerate(store.keys) if k.active and k.kind == kind and k.thumbprint == tp]
+            if not hits:
+                raise ConfigError(f"no {kind} key with thumbprint {tp} is trusted; `safeface keys list WS` shows them.")
+            keys = list(store.keys)
+            keys[hits[0]] = replace(keys[hits[0]], removed=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
+            store.keys = tuple(keys)
+            last_seq = _record(audit, "trust-remove", keys[hits[0]], store.digest)
+            changed.append(keys[hits[0]])
+        if changed:
+            store._write(keyring, last_seq)
+    return changed
+
+
+def _record(audit: AuditLog, operation: str, key: TrustedKey, digest: str) -> int:
+    # The digest goes last and the label is cut first, so the note's length limit never cuts it.
+    entry = audit.append(operation, "allowed",
+                         note=f"{key.kind} key {key.thumbprint}; label {key.label[:80]!r}; trust store sha256 {digest}")
+    return entry.seq
+
+
+def read_jwks(path: Path) -> list[tuple[Ed25519PublicKey, str]]:
+    """The public keys of a JWK Set file (or of a single JWK), each with its `kid` as label."""
+    try:
+        doc = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot read the JWK Set {path} ({exc}).") from None
+    items = doc.get("keys") if isinstance(doc, dict) and "keys" in doc else [doc]
+    if not isinstance(items, list) or not items:
+        raise ConfigError(f"{path} holds no keys: a JWK Set is {{\"keys\": [ ... ]}}.")
+    return [(_key_from_jwk(jwk, f"{path} key {i + 1}"), str(jwk.get("kid") or "")) for i, jwk in enumerate(items)]
+
+
+def write_jwks(store: TrustStore, kind: str, out: Path) -> int:
+    doc = store.jwks(kind)
+    Path(out).write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+    return len(doc["keys"])
