@@ -107,15 +107,15 @@ def _utc_now() -> dt.datetime:
 
 
 def _bounded(value: Optional[str], limit: int) -> Optional[str]:
-    """`value`, or its head with a marker naming its full length and SHA-256 prefix (so two cut
-    values can still be told apart, and the original can be matched if it is ever produced)."""
+    """`value`, or its head with a marker "[cut LENGTH:SHA-256 prefix]" (so two cut values can
+    still be told apart, and the original can be matched if it is ever produced)."""
     if value is None:
         return None
     value = str(value)
     if len(value) <= limit:
         return value
-    marker = f"...[cut: {len(value)} chars, sha256 {hashlib.sha256(value.encode('utf-8', 'replace')).hexdigest()[:16]}]"
-    return value[:max(0, limit - len(marker))] + marker
+    marker = f"[cut {len(value)}:{hashlib.sha256(value.encode('utf-8', 'replace')).hexdigest()[:12]}]"
+    return (value[:max(0, limit - len(marker))] + marker)[:limit]
 
 
 def _bounded_subjects(subjects: Sequence[str]) -> tuple[str, ...]:
@@ -123,8 +123,8 @@ def _bounded_subjects(subjects: Sequence[str]) -> tuple[str, ...]:
     if len(items) <= MAX_SUBJECTS:
         return tuple(items)
     rest = items[MAX_SUBJECTS - 1:]
-    digest = hashlib.sha256("\n".join(rest).encode("utf-8")).hexdigest()[:16]
-    return tuple(items[:MAX_SUBJECTS - 1]) + (f"...[+{len(rest)} more, sha256 {digest}]",)
+    digest = hashlib.sha256("\n".join(rest).encode("utf-8")).hexdigest()[:12]
+    return tuple(items[:MAX_SUBJECTS - 1]) + (f"[+{len(rest)} more:{digest}]",)
 
 
 class AuditLog:

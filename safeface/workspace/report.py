@@ -138,13 +138,16 @@ def build_report(sf: "SafeFace", now: dt.datetime) -> dict[str, Any]:
                    "crossed_on": facts["filing_crossed"], "deadline": facts["filing_deadline"],
                    "note": "deadline counts 30 working days (Monday to Friday); public holidays are not deducted"},
         "refusals_by_rule": refusals,
+        "trusted_keys": facts["trusted_keys"],
         "security_measures": {
             "templates": "keyed orthogonal transform (revocable) and AES-GCM sealing bound to each row",
             "keys": "keyring wrapped with AES-256-GCM under a scrypt-derived passphrase key, apart from the data",
             "key_versions": facts["key_versions"],
             "pseudonyms": "HMAC-SHA256 of subject ids under the pseudonym key; raw ids are never stored",
             "access_control": {role: list(ops) for role, ops in dep.roles.items()},
-            "audit": "SHA-256 hash chain with an HMAC-signed head; `safeface audit verify`",
+            "audit": "SHA-256 hash chain with an HMAC-signed head, anchored outside the log (keys/audit-anchor.json "
+                     "and any witness in deployment.json audit.witness); signed checkpoints; `safeface audit verify`",
+            "trust_store": "MACed with a keyring key; every change audited (trust-add / trust-remove)",
             "receipts": f"Ed25519 erasure receipts, public key {facts['receipt_public_key']}",
             "images": "never written to disk",
             "store_audit": {"rows": facts["store"]["rows"], "digest": facts["store"]["digest"],
@@ -200,6 +203,10 @@ def _html(r: dict[str, Any]) -> str:
         for p in r["records_of_processing"]["purposes"])
     refusals = "".join(f"<tr><td>{_e(k)}</td><td>{v}</td></tr>" for k, v in r["refusals_by_rule"].items()) or \
         "<tr><td colspan=2>none</td></tr>"
+    trusted = "".join(
+        f"<tr><td>{_e(k['kind'])}</td><td><code>{_e(k['thumbprint'])}</code></td><td>{_e(k['label'])}</td>"
+        f"<td>{_e(k['added'])}</td><td>{_e(k['removed'] or '')}</td></tr>" for k in r["trusted_keys"]) or \
+        "<tr><td colspan=5>none: every consent and legal-basis token is refused</td></tr>"
     assessment = "<p>No evaluation yet: run <code>safeface eval ... --workspace WS</code>.</p>"
     if r["assessment"] is not None:
         scalars = {k: v for k, v in r["assessment"].items() if not isinstance(v, (dict, list))}
@@ -222,6 +229,8 @@ Status: <b>{_e(status)}</b>.</p>
 <h2>Counts</h2>{_kv(r['counts'])}
 <h2>Filing (CN-17)</h2>{_kv(r['filing'])}
 <h2>Refusals by rule</h2><table><tr><th>rule</th><th>refusals</th></tr>{refusals}</table>
+<h2>Trusted keys</h2><table><tr><th>kind</th><th>thumbprint (RFC 7638)</th><th>label</th><th>added</th>
+<th>removed</th></tr>{trusted}</table>
 <h2>Security measures (CN-16)</h2>{_kv(r['security_measures'])}
 <h2>Rules</h2><table><tr><th>rule</th><th>title</th><th>mode</th><th>state</th><th>detail</th><th>refusals</th></tr>
 {rules}</table>
