@@ -354,3 +354,44 @@ def test_every_field_and_the_subject_list_are_bounded(tmp_path: Path) -> None:
     b = log.append("verify", "refused", purpose="q" * 500 + "b")
     assert a.purpose != b.purpose
     assert log.verify().entries == 3
+
+
+# -- a host keyring's own anchor ----------------------------------------------------------------
+class MonotonicCounter:
+    """What a host would back with a KMS monotonic counter or a secure element (the true
+    boundary): it keeps the larger seq only."""
+
+    def __init__(self) -> None:
+        self.value: tuple[int, str] | None = None
+
+    def read_anchor(self) -> tuple[int, str] | None:
+        return self.value
+
+    def advance_anchor(self, seq: int, head_hash: str) -> None:
+        if self.value is None or seq > self.value[0]:
+            self.value = (seq, head_hash)
+
+
+def test_a_host_keyrings_anchor_catches_a_restored_log(tmp_path: Path) -> None:
+    from safeface.hazmat.templates import HostKeyring, StaticKeyProvider
+    from safeface.policy.deployment import Deployment
+    from safeface.workspace.session import workspace_anchors
+
+    paths = WorkspacePaths(tmp_path)
+    paths.keys.mkdir()
+    counter = MonotonicCounter()
+    keyring = HostKeyring(StaticKeyProvider.generate(), anchor=counter)
+    dep = Deployment.from_dict({})
+    anchors = workspace_anchors(paths, keyring, dep)
+    assert [a.name for a in anchors] == ["keyring's audit anchor", "host anchor"]
+    with AuditLog(paths.audit, keyring.key("audit"), anchors) as log:
+        log.append("init", "allowed")
+    shutil.copy2(paths.audit, tmp_path / "old.db")
+    with AuditLog(paths.audit, keyring.key("audit"), anchors) as log:
+        log.append("verify", "allowed")
+    assert counter.value is not None and counter.value[0] == 2
+    restore_log(paths, tmp_path / "old.db")
+    paths.anchor.unlink()  # even with the file anchor gone, and only the host's left...
+    with AuditLog(paths.audit, keyring.key("audit"), anchors[1:]) as log, \
+            pytest.raises(IntegrityError, match="host anchor"):
+        log.check_head()

@@ -1,0 +1,224 @@
+"""The trust store (keys/trust.json): only the keyring holder can trust a key, every change is
+audited, and a file edited by hand, copied in or put back from an older copy is refused.
+Keys are named by RFC 7638 thumbprints and travel as JWK Sets (RFC 7517).
+
+Each test is an attack a person who can write the workspace, but does not hold the passphrase,
+would try; or a check of the standard formats against an independent computation."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from policy_support import CachedPipeline  # noqa: E402
+
+from safeface.cli import main  # noqa: E402
+from safeface.errors import ConfigError, IntegrityError  # noqa: E402
+from safeface.policy.tokens import key_id  # noqa: E402
+from safeface.sdk import SafeFace  # noqa: E402
+from safeface.workspace.admin import audit_verify, keys_export, keys_import, keys_list, keys_new, keys_remove  # noqa: E402
+from safeface.workspace.init import init_workspace  # noqa: E402
+from safeface.workspace.keys import read_signing_key  # noqa: E402
+from safeface.workspace.paths import WorkspacePaths  # noqa: E402
+from safeface.workspace.session import opened  # noqa: E402
+from safeface.workspace.trust import load_trust, public_jwk, thumbprint  # noqa: E402
+
+# RFC 8037 appendix A.2/A.3: an Ed25519 public key and its RFC 7638 thumbprint.
+RFC8037_JWK = {"kty": "OKP", "crv": "Ed25519", "x": "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}
+RFC8037_THUMBPRINT = "kPrK_qmxVWaYVA9wwBF6Iuo3vVzz7TxHCTwXBygrS4k"
+
+
+def demo(tmp_path: Path, name: str = "ws") -> WorkspacePaths:
+    return init_workspace(tmp_path / name, demo=True)
+
+
+def blank(tmp_path: Path, monkeypatch: Any, name: str = "blank") -> WorkspacePaths:
+    monkeypatch.setenv("SAFEFACE_PASSPHRASE", "the real passphrase of this test")
+    return init_workspace(tmp_path / name)
+
+
+def cli(capsys: Any, *args: Any) -> tuple[int, str, str]:
+    try:
+        rc = main([str(a) for a in args])
+    except SystemExit as exc:
+        rc = int(exc.code or 0)
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def entries(paths: WorkspacePaths) -> list[Any]:
+    with opened(paths) as r:
+        return list(r.audit.entries())
+
+
+def trusted(paths: WorkspacePaths) -> dict[str, dict[str, Any]]:
+    with opened(paths) as r:
+        return load_trust(paths, r.keyring, r.audit)
+
+
+def independent_thumbprint(jwk: dict[str, str]) -> str:
+    """RFC 7638 section 3 by hand: the required members in lexicographic order, no spaces."""
+    canon = json.dumps({k: jwk[k] for k in ("crv", "kty", "x")}, separators=(",", ":"), sort_keys=True)
+    return base64.urlsafe_b64encode(hashlib.sha256(canon.encode()).digest()).rstrip(b"=").decode()
+
+
+# -- only the keyring holder --------------------------------------------------------------------
+def test_keys_new_without_the_passphrase_is_refused(tmp_path: Path, monkeypatch: Any, capsys: Any) -> None:
+    paths = blank(tmp_path, monkeypatch)
+    before = paths.trust.read_bytes()
+    monkeypatch.delenv("SAFEFACE_PASSPHRASE")
+    rc, _, err = cli(capsys, "keys", "new", paths.root, "--kind", "consent-issuer", "--out", tmp_path / "k.pem")
+    assert rc == 1 and "passphrase" in err
+    monkeypatch.setenv("SAFEFACE_PASSPHRASE", "a guess")
+    rc, _, err = cli(capsys, "keys", "new", paths.root, "--kind", "consent-issuer", "--out", tmp_path / "k.pem")
+    assert rc == 4 and "passphrase is wrong" in json.loads(err)["message"]
+    assert not (tmp_path / "k.pem").exists() and paths.trust.read_bytes() == before
+    jwks = tmp_path / "set.json"
+    jwks.write_text(json.dumps({"keys": [RFC8037_JWK]}))
+    rc, _, _ = cli(capsys, "keys", "import", paths.root, "--kind", "consent-issuer", "--jwks", jwks)
+    assert rc == 4 and paths.trust.read_bytes() == before
+
+
+def test_a_trust_change_is_audited(tmp_path: Path, monkeypatch: Any, capsys: Any) -> None:
+    paths = blank(tmp_path, monkeypatch)
+    rc, out, _ = cli(capsys, "keys", "new", paths.root, "--kind", "consent-issuer", "--out", tmp_path / "k.pem")
+    assert rc == 0
+    key = read_signing_key(tmp_path / "k.pem")
+    tp = thumbprint(key.public_key())
+    assert tp in out
+    last = entries(paths)[-1]
+    assert (last.operation, last.decision) == ("trust-add", "allowed") and tp in (last.note or "")
+    assert key_id(key.public_key()) in trusted(paths)["consent_issuers"]
+    removed = keys_remove(paths.root, "consent-issuer", tp)
+    assert removed.removed is not None
+    last = entries(paths)[-1]
+    assert last.operation == "trust-remove" and tp in (last.note or "")
+    assert trusted(paths)["consent_issuers"] == {}
+    listed = keys_list(paths.root)
+    assert [(k["thumbprint"], bool(k["removed"])) for k in listed] == [(tp, True)]  # history kept
+
+
+# -- the file itself ----------------------------------------------------------------------------
+def test_a_copied_in_trust_store_is_refused(tmp_path: Path, capsys: Any) -> None:
+    mine, theirs = demo(tmp_path, "mine"), demo(tmp_path, "theirs")
+    shutil.copy2(theirs.trust, mine.trust)  # a genuine store, MACed by another workspace
+    with pytest.raises(IntegrityError, match="trust.json"):
+        SafeFace.open(mine.root, pipeline=CachedPipeline())
+    with pytest.raises(IntegrityError, match="trust.json"):
+        audit_verify(mine.root)
+    rc, _, err = cli(capsys, "audit", "verify", mine.root)
+    assert rc == 4 and "trust.json" in json.loads(err)["message"]
+
+
+def test_a_hand_edited_trust_store_is_refused(tmp_path: Path) -> None:
+    paths = demo(tmp_path)
+    attacker = Ed25519PrivateKey.generate().public_key()
+    doc = json.loads(paths.trust.read_text())
+    forged = dict(doc["keys"][0])
+    forged.update(jwk=public_jwk(attacker), thumbprint=thumbprint(attacker), label="my issuer")
+    doc["keys"].append(forged)
+    paths.trust.write_text(json.dumps(doc))
+    with pytest.raises(IntegrityError, match="edited by hand"):
+        SafeFace.open(paths.root, pipeline=CachedPipeline())
+    with pytest.raises(IntegrityError, match="trust.json"):
+        audit_verify(paths.root)
+    with pytest.raises(IntegrityError):  # nor can a change be made on top of it
+        keys_import(paths.root, "consent-issuer", _jwks_file(tmp_path, RFC8037_JWK))
+
+
+def test_an_older_trust_store_put_back_is_refused(tmp_path: Path) -> None:
+    """Re-trusting a removed (say, leaked) issuer key by restoring the file from a backup: the
+    copy is genuinely MACed, but it is not what the audit log's last trust change produced."""
+    paths = demo(tmp_path)
+    backup = tmp_path / "trust.bak"
+    shutil.copy2(paths.trust, backup)
+    issuer = next(k for k in keys_list(paths.root) if k["kind"] == "consent-issuer")
+    keys_remove(paths.root, "consent-issuer", issuer["thumbprint"])
+    shutil.copy2(backup, paths.trust)
+    with pytest.raises(IntegrityError, match="older copy"):
+        SafeFace.open(paths.root, pipeline=CachedPipeline())
+    with pytest.raises(IntegrityError, match="older copy"):
+        audit_verify(paths.root)
+
+
+def test_a_deleted_trust_store_is_refused(tmp_path: Path) -> None:
+    paths = demo(tmp_path)
+    paths.trust.unlink()
+    with pytest.raises(IntegrityError, match="deleted"):
+        SafeFace.open(paths.root, pipeline=CachedPipeline())
+
+
+def test_the_old_unauthenticated_format_asks_to_re_trust(tmp_path: Path) -> None:
+    paths = demo(tmp_path)
+    paths.trust.write_text(json.dumps({"consent_issuers": [{"kid": "x", "public_key": RFC8037_JWK["x"]}],
+                                       "authorities": []}))
+    with pytest.raises(ConfigError, match="keys import"):
+        SafeFace.open(paths.root, pipeline=CachedPipeline())
+
+
+# -- standard formats -----------------------------------------------------------------------------
+def _jwks_file(tmp_path: Path, *jwks: dict[str, Any]) -> Path:
+    f = tmp_path / f"set-{len(list(tmp_path.glob('set-*')))}.json"
+    f.write_text(json.dumps({"keys": list(jwks)}))
+    return f
+
+
+def test_rfc7638_thumbprint_of_the_rfc8037_example() -> None:
+    from joserfc.jwk import OKPKey
+
+    pk = OKPKey.import_key(RFC8037_JWK).public_key
+    assert thumbprint(pk) == RFC8037_THUMBPRINT == independent_thumbprint(RFC8037_JWK)
+
+
+def test_jwks_round_trip(tmp_path: Path, monkeypatch: Any) -> None:
+    source = demo(tmp_path, "source")
+    out = tmp_path / "issuers.json"
+    assert keys_export(source.root, "consent-issuer", out) == 1
+    exported = json.loads(out.read_text())["keys"]
+    assert set(exported[0]) >= {"kty", "crv", "x", "kid"} and "d" not in exported[0]
+    assert exported[0]["kid"] == independent_thumbprint(exported[0])
+    target = blank(tmp_path, monkeypatch, "target")
+    added = keys_import(target.root, "consent-issuer", out)
+    assert [k.thumbprint for k in added] == [exported[0]["kid"]]
+    assert keys_import(target.root, "consent-issuer", out) == []  # already trusted: no change, no entry
+    again = tmp_path / "again.json"
+    keys_export(target.root, "consent-issuer", again)
+    assert json.loads(again.read_text())["keys"] == exported
+    # The imported key verifies the source's tokens: the guard gets it under the tokens' key id.
+    issuer = read_signing_key(source.demo_issuer).public_key()
+    assert list(trusted(target)["consent_issuers"]) == [key_id(issuer)]
+
+
+def test_a_jwks_holding_a_private_key_or_another_curve_is_refused(tmp_path: Path) -> None:
+    paths = demo(tmp_path)
+    from joserfc.jwk import OKPKey
+
+    private = OKPKey.generate_key("Ed25519").as_dict(private=True)
+    with pytest.raises(ConfigError, match="PRIVATE"):
+        keys_import(paths.root, "authority", _jwks_file(tmp_path, private))
+    x25519 = OKPKey.generate_key("X25519").as_dict(private=False)
+    with pytest.raises(ConfigError, match="Ed25519"):
+        keys_import(paths.root, "authority", _jwks_file(tmp_path, x25519))
+
+
+def test_the_report_lists_every_trusted_key(tmp_path: Path) -> None:
+    paths = demo(tmp_path)
+    keys_import(paths.root, "authority", _jwks_file(tmp_path, RFC8037_JWK), label="Bureau key 2026")
+    with SafeFace.open(paths.root, pipeline=CachedPipeline()) as sf:
+        files = sf.report(tmp_path / "report")
+    report = json.loads(Path(files["json"]).read_text())
+    listed = {(k["kind"], k["thumbprint"]): k for k in report["trusted_keys"]}
+    assert len(listed) == 3 and ("authority", RFC8037_THUMBPRINT) in listed
+    assert listed[("authority", RFC8037_THUMBPRINT)]["label"] == "Bureau key 2026"
+    assert all(k["added"] for k in listed.values())
+    html = Path(files["html"]).read_text()
+    assert RFC8037_THUMBPRINT in html and "Trusted keys" in html
