@@ -302,7 +302,7 @@ def test_append_takes_no_time_from_the_caller(tmp_path: Path) -> None:
     with SafeFace.open(paths.root, pipeline=CachedPipeline(), clock=backdated) as sf:
         with pytest.raises(Exception):
             sf.analyze("/nonexistent.jpg", ["race"])  # refused and audited
-        last = list(sf._audit.entries())[-1]
+        last = sf.audit_entries()[-1]
     assert last.operation == "analyze" and last.decision == "refused"
     written = dt.datetime.fromisoformat(last.time)
     assert abs(written - dt.datetime.now(dt.timezone.utc)) < dt.timedelta(minutes=5)
@@ -332,7 +332,7 @@ def test_a_purpose_of_100k_chars_is_logged_cut(tmp_path: Path) -> None:
     with SafeFace.open(paths.root, pipeline=CachedPipeline()) as sf:
         with pytest.raises(Exception):
             sf.verify("/nonexistent.jpg", "alice", purpose, None)  # refused: undeclared purpose
-        last = list(sf._audit.entries())[-1]
+        last = sf.audit_entries()[-1]
         assert sf.audit_verify().entries >= last.seq
     assert last.decision == "refused" and last.purpose is not None
     assert len(last.purpose) <= LIMITS["purpose"] and "[cut 100000:" in last.purpose
