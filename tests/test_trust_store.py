@@ -25,7 +25,7 @@ from safeface.cli import main  # noqa: E402
 from safeface.errors import ConfigError, IntegrityError  # noqa: E402
 from safeface.policy.tokens import key_id  # noqa: E402
 from safeface.sdk import SafeFace  # noqa: E402
-from safeface.workspace.admin import audit_verify, keys_export, keys_import, keys_list, keys_new, keys_remove  # noqa: E402
+from safeface.workspace.admin import audit_verify, keys_export, keys_import, keys_list, keys_remove  # noqa: E402
 from safeface.workspace.init import init_workspace  # noqa: E402
 from safeface.workspace.keys import read_signing_key  # noqa: E402
 from safeface.workspace.paths import WorkspacePaths  # noqa: E402

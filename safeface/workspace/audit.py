@@ -216,10 +216,10 @@ class AuditLog:
         # be ahead of the log read after it, even while other processes append.
         return [(a, a.read()) for a in anchors]
 
-    def verify(self, extra_anchors: Sequence[AnchorStore] = ()) -> AuditReport:
+    def verify(self) -> AuditReport:
         """Check the whole chain, the signed head and every anchor; raise IntegrityError at the
         first break."""
-        anchors = self._read_anchors(self._anchors + tuple(extra_anchors))
+        anchors = self._read_anchors(self._anchors)
         try:
             rows = self._db.execute(
                 "SELECT seq, time, operation, purpose, token_id, basis, subjects, decision, rule, note, prev, hash "
