@@ -22,7 +22,14 @@ from safeface import BackendError, ConfigError, IntegrityError, PolicyViolation,
 from safeface.hazmat.templates import PassphraseKeyring  # noqa: E402
 from safeface.policy.tokens import decode_consent  # noqa: E402
 from safeface.storage.gallery import Gallery  # noqa: E402
-from safeface.workspace.layout import init_workspace, load_trust  # noqa: E402
+from safeface.workspace.init import init_workspace  # noqa: E402
+from safeface.workspace.session import opened  # noqa: E402
+from safeface.workspace.trust import load_trust  # noqa: E402
+
+
+def _trusted(ws: Any) -> Any:
+    with opened(ws, PASSPHRASE) as r:
+        return load_trust(ws, r.keyring, r.audit)
 
 
 @pytest.fixture()
@@ -78,7 +85,7 @@ def test_no_row_appears_after_an_erasure_receipt(tmp_path: Path, imgs: Path, how
         elif how == "revoke-subject":
             receipt = other.revoke(subject="alice")
         else:
-            receipt = other.revoke(token_id=decode_consent(t, load_trust(ws)["consent_issuers"]).token_id)
+            receipt = other.revoke(token_id=decode_consent(t, _trusted(ws)["consent_issuers"]).token_id)
         assert receipt.templates_removed == 0
         gated.gate.set()
         thread.join(30)
@@ -218,7 +225,7 @@ def test_a_changed_deployment_is_read_again_by_an_open_workspace(tmp_path: Path,
 def test_token_ids_never_reach_the_files(tmp_path: Path, imgs: Path) -> None:
     ws = make_workspace(tmp_path / "ws")
     t = consent(ws, "alice")
-    raw_id = decode_consent(t, load_trust(ws)["consent_issuers"]).token_id
+    raw_id = decode_consent(t, _trusted(ws)["consent_issuers"]).token_id
     with open_sf(ws) as sf:
         sf.enroll(imgs / "obama.jpg", "alice", "demo", t)
         sf.verify(imgs / "obama2.jpg", "alice", "demo", t)
