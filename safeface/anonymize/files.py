@@ -1,13 +1,10 @@
 """File handling shared by image and video anonymization: kinds by extension, the guard that
-never lets an output replace its input, hashing, and atomic writes (temp file, then rename)."""
+never lets an output replace its input."""
 
 from __future__ import annotations
 
 import os
-import tempfile
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 from ..errors import ImageError
 
@@ -45,31 +42,3 @@ def check_paths(in_path: Path, out_path: Path) -> tuple[str, str]:
     if out_path.exists() and not out_path.is_file():
         raise ImageError(f"{out_path}: exists and is not a regular file.")
     return in_kind, out_kind
-
-
-@contextmanager
-def atomic_output(out_path: Path) -> Iterator[Path]:
-    """A temporary path beside `out_path`, renamed onto it only when the block succeeds; a
-    failure leaves any earlier file at `out_path` untouched and no partial file behind."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{out_path.stem}.", suffix=out_path.suffix, dir=out_path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
-    try:
-        yield tmp_path
-        os.replace(tmp_path, out_path)
-    except BaseException:
-        tmp_path.unlink(missing_ok=True)
-        raise
-
-
-def match_umask(path: Path) -> None:
-    """mkstemp makes 0600 files; the output gets the permissions any new file would. The umask
-    is read, not set and restored, since setting it would race with other threads."""
-    mask = 0o022
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("Umask:"):
-                mask = int(line.split()[1], 8)
-    except OSError:
-        pass
-    os.chmod(path, 0o666 & ~mask)

@@ -16,7 +16,8 @@ from ..imageio import ImageInput, load_image
 from .cover import DEFAULT_MARGIN, DEFAULT_MODE, apply_cover, check_margin, check_mode, region_for_box
 from .detect import DEFAULT_DETECTOR, Box, FaceFinder, iou
 from ..hashing import sha256_file
-from .files import IMAGE_EXTENSIONS, atomic_output, match_umask
+from ..atomicfile import atomic_path
+from .files import IMAGE_EXTENSIONS
 from .report import AnonymizeReport
 
 # After covering, the result is searched again and anything still found is covered too; two
@@ -94,12 +95,11 @@ def write_clean_image(pixels: np.ndarray, out_path: Path) -> None:
         params = {"quality": JPEG_QUALITY, "exif": b""}
     elif fmt == "PNG":
         params = {"exif": b""}
-    with atomic_output(out_path) as tmp:
+    with atomic_path(out_path) as tmp:
         try:
             im.save(tmp, format=fmt, **params)
         except (OSError, ValueError) as exc:
             raise ImageError(f"{out_path}: could not write the {fmt} image ({exc}).") from None
-        match_umask(tmp)
 
 
 def _with_output(report: AnonymizeReport, out_path: Path) -> AnonymizeReport:

@@ -19,7 +19,8 @@ from .cover import DEFAULT_MARGIN, DEFAULT_MODE, apply_cover, check_margin, chec
 from .detect import DEFAULT_DETECTOR, FaceFinder
 from ..hashing import sha256_file
 from ..workers import worker_count
-from .files import VIDEO_EXTENSIONS, atomic_output, match_umask
+from ..atomicfile import atomic_path
+from .files import VIDEO_EXTENSIONS
 from .report import AnonymizeReport
 from .track import FaceTracker
 
@@ -91,9 +92,8 @@ def anonymize_video_file(
     try:
         if not inp.streams.video:
             raise ImageError(f"{in_path}: the file holds no video stream.")
-        with atomic_output(out_path) as tmp:
+        with atomic_path(out_path) as tmp:
             stats = _transcode(inp, tmp, VIDEO_EXTENSIONS[out_path.suffix.lower()], finder, mode, margin, opts, in_path)
-            match_umask(tmp)
     finally:
         inp.close()
     report = AnonymizeReport(

@@ -4,13 +4,12 @@ with no gallery and no storage."""
 from __future__ import annotations
 
 import argparse
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ..atomicfile import atomic_writer
 from ..errors import SafeFaceError
 from ..imageio import load_image
 from ..hazmat.vision import DEFAULT_ENGINE, DEFAULT_THRESHOLD, ENGINES, Pipeline, PipelineConfig, cosine, get_engine
@@ -81,10 +80,8 @@ def _embed(args: argparse.Namespace) -> int:
             missing += 1
         else:
             arr[i] = r.embedding
-    fd, tmp = tempfile.mkstemp(dir=out.parent if str(out.parent) else ".", suffix=".npy.tmp")
-    with os.fdopen(fd, "wb") as fh:
+    with atomic_writer(out) as fh:
         np.save(fh, arr, allow_pickle=False)
-    os.replace(tmp, out)
     say(f"{len(results)} image(s), {len(results) - missing} embedded, {missing} with no face; wrote {out}")
     return EXIT_OK
 

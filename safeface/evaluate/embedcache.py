@@ -15,21 +15,20 @@ import io
 import json
 import os
 import sys
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import numpy as np
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from ..errors import ConfigError
+from ..aead import Aead
+from ..atomicfile import write_atomic
+from ..errors import ConfigError, IntegrityError
+from ..hashing import read_hashed
 from ..hazmat.vision import Pipeline
 from ..modelstore.registry import safeface_home
 
 SHARD_SIZE = 32
-NONCE_BYTES = 12
 
 
 def cache_key() -> bytes:
@@ -66,11 +65,6 @@ class EmbedStats:
     from_cache: int = 0
     embedded: int = 0
     no_face: int = 0
-
-
-def sha256_file(path: Path) -> tuple[str, bytes]:
-    data = Path(path).read_bytes()
-    return hashlib.sha256(data).hexdigest(), data
 
 
 def config_fingerprint(pipeline: Pipeline) -> dict[str, object]:
@@ -113,8 +107,8 @@ class EmbeddingCache:
         os.chmod(self.dir, 0o700)
         meta = self.dir / "config.json"
         if not meta.exists():
-            meta.write_text(json.dumps(self.fingerprint, indent=2) + "\n", encoding="utf-8")
-        self._aead = AESGCM(cache_key())
+            write_atomic(meta, json.dumps(self.fingerprint, indent=2) + "\n", durable=False)
+        self._aead = Aead(cache_key(), "the evaluation cache key")
         self._load()
 
     def _load(self) -> None:
@@ -122,8 +116,8 @@ class EmbeddingCache:
         for shard in sorted(self.dir.glob("shard-*.sealed")):
             blob = shard.read_bytes()
             try:
-                plain = self._aead.decrypt(blob[:NONCE_BYTES], blob[NONCE_BYTES:], self.dir.name.encode())
-            except (InvalidTag, ValueError):
+                plain = self._aead.open(blob, self.dir.name.encode())
+            except IntegrityError:
                 raise ConfigError(f"{shard} does not open under this user's cache key (altered, or sealed by "
                                   f"another user); delete the cache folder {self.dir}.") from None
             with np.load(io.BytesIO(plain), allow_pickle=False) as z:
@@ -138,7 +132,7 @@ class EmbeddingCache:
         return self.records.get(key)
 
     def put_many(self, items: Sequence[tuple[str, Record]]) -> None:
-        """Add records and write them as one new shard (atomically: a temp file, then a rename)."""
+        """Add records and write them as one new shard, atomically (a cache: not fsynced)."""
         if not items:
             return
         dim = int(self.fingerprint["dim"])  # type: ignore[call-overload]
@@ -152,17 +146,7 @@ class EmbeddingCache:
         np.savez(buf, keys=np.array([k for k, _ in items], dtype="U64"), embeddings=emb,
                  faces=np.array([r.faces for _, r in items], dtype=np.int32),
                  detectors=np.array([r.detector for _, r in items], dtype="U32"))
-        nonce = os.urandom(NONCE_BYTES)
-        sealed = nonce + self._aead.encrypt(nonce, buf.getvalue(), self.dir.name.encode())
-        fd, tmp = tempfile.mkstemp(dir=self.dir, suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(sealed)
-            os.chmod(tmp, 0o600)
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_atomic(target, self._aead.seal(buf.getvalue(), self.dir.name.encode()), mode=0o600, durable=False)
         for k, r in items:
             self.records[k] = r
 
@@ -190,7 +174,7 @@ def embed_images(pipeline: Pipeline, paths: Sequence[Path], cache: Optional[Embe
     bar = tqdm(total=len(unique), desc="embedding", unit="img", file=sys.stderr, disable=not progress, leave=False)
     try:
         for path in unique:
-            key, data = sha256_file(path)
+            key, data = read_hashed(path)
             keys[path] = key
             rec = cache.get(key) if cache is not None else None
             if rec is not None:

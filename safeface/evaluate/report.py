@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
+from ..atomicfile import write_atomic
+
 WORKSPACE_DIR = Path("reports") / "evaluation"
 KINDS = ("verify", "identify", "demographics", "protection")
 
@@ -92,9 +94,9 @@ def write_report(out_dir: Path, doc: Mapping[str, Any], plots: Mapping[str, Path
     out_dir.mkdir(parents=True, exist_ok=True)
     kind = str(doc["kind"])
     jpath = out_dir / f"{kind}.json"
-    jpath.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+    write_atomic(jpath, json.dumps(doc, indent=2) + "\n")
     hpath = out_dir / f"{kind}.html"
-    hpath.write_text(render_html(doc), encoding="utf-8")
+    write_atomic(hpath, render_html(doc))
     ws_json = None
     if workspace is not None:
         dest = Path(workspace) / WORKSPACE_DIR
@@ -105,7 +107,7 @@ def write_report(out_dir: Path, doc: Mapping[str, Any], plots: Mapping[str, Path
             shutil.copyfile(p, target)
             rel[name] = target.name
         ws_doc = {**doc, "plots": rel}
-        (dest / f"{kind}.json").write_text(json.dumps(ws_doc, indent=2) + "\n", encoding="utf-8")
+        write_atomic(dest / f"{kind}.json", json.dumps(ws_doc, indent=2) + "\n")
         # latest.json: this run at the top level, and the latest run of every kind under "runs"
         runs = {}
         for f in sorted(dest.glob("*.json")):
@@ -115,7 +117,5 @@ def write_report(out_dir: Path, doc: Mapping[str, Any], plots: Mapping[str, Path
                 except (OSError, ValueError):
                     continue
         ws_json = dest / "latest.json"
-        tmp = dest / "latest.json.tmp"
-        tmp.write_text(json.dumps({**ws_doc, "runs": runs}, indent=2) + "\n", encoding="utf-8")
-        os.replace(tmp, ws_json)
+        write_atomic(ws_json, json.dumps({**ws_doc, "runs": runs}, indent=2) + "\n")
     return Written(jpath, hpath, ws_json)

@@ -283,7 +283,8 @@ class Deployment:
             go_live = _date(self.raw.get("go_live"), "go_live")
         except ConfigError as exc:
             return str(exc)
-        assert done is not None
+        if done is None:
+            return "no impact assessment date is recorded: set assessment.date before processing."
         if done > today:
             return f"the impact assessment is dated {done}, in the future; processing may start only after it."
         if go_live is not None and done > go_live:

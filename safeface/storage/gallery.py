@@ -281,7 +281,8 @@ class Gallery:
         return self._conn
 
     def _require_keys(self) -> _Keys:
-        assert self._keys is not None
+        if self._keys is None:
+            raise ConfigError(f"the gallery at {self._path} has not loaded its keys; open it with its keyring.")
         return self._keys
 
     def _at(self, point: str) -> None:

@@ -19,35 +19,28 @@ from __future__ import annotations
 import json
 import os
 import struct
-from pathlib import Path
 from typing import Any, Callable, Mapping, Optional
 
 import numpy as np
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from . import _core
-from ...errors import ConfigError, IntegrityError, InvalidArgument
+from ...aead import TAG_BYTES as _TAG, Aead
+from ...atomicfile import atomic_writer
+from ...errors import IntegrityError, InvalidArgument
 
 MAGIC = b"SFINDEX1"
 _ALIGN = 64
 _DTYPES = {"int64", "uint8", "float32"}
 SEAL_ALG = "AES-256-GCM"
 SEAL_CHUNK = 16 << 20
-_TAG = 16
 
 
 def _pad(n: int) -> int:
     return (-n) % _ALIGN
 
 
-def _aead(key: bytes) -> AESGCM:
-    if not isinstance(key, (bytes, bytearray)) or len(key) != 32:
-        # The key itself is never echoed: only its type and length.
-        size = len(key) if isinstance(key, (bytes, bytearray)) else type(key).__name__
-        raise ConfigError(f"an index key must be 32 random bytes (AES-256), got {size}; "
-                          "make one with os.urandom(32) and keep it apart from the file.")
-    return AESGCM(bytes(key))
+def _aead(key: bytes) -> Aead:
+    return Aead(key, "an index key")
 
 
 def _sealed_size(nbytes: int, chunk: int) -> int:
@@ -61,12 +54,10 @@ def _nonce(prefix: bytes, counter: int) -> bytes:
 _END = b"\x00end"
 
 
-def _open(aead: AESGCM, path: Any, nonce_prefix: bytes, counter: int, sealed: np.ndarray, aad: bytes) -> bytes:
-    try:
-        return aead.decrypt(_nonce(nonce_prefix, counter), sealed.data, aad)
-    except InvalidTag:
-        raise IntegrityError(f"{path} cannot be unsealed: the key is not the one it was saved with, "
-                             "or the file was altered.") from None
+def _open(aead: Aead, path: Any, nonce_prefix: bytes, counter: int, sealed: np.ndarray, aad: bytes) -> bytes:
+    return aead.decrypt(_nonce(nonce_prefix, counter), sealed.data, aad,
+                        refused=f"{path} cannot be unsealed: the key is not the one it was saved with, "
+                                "or the file was altered.")
 
 
 def write_container(path: str | os.PathLike[str], fmt: str, meta: Mapping[str, Any],
@@ -77,7 +68,8 @@ def write_container(path: str | os.PathLike[str], fmt: str, meta: Mapping[str, A
     layout = []
     for name, a in arrays.items():
         if a.dtype.name not in _DTYPES:
-            raise ValueError(f"array {name!r} has unsupported dtype {a.dtype}.")
+            raise InvalidArgument(f"array {name!r} has dtype {a.dtype}; an index file holds only "
+                                  f"{', '.join(sorted(_DTYPES))}.")
         layout.append([name, a.dtype.name, list(a.shape)])
     head: dict[str, Any] = {"format": fmt, "meta": dict(meta), "arrays": layout}
     nonce_prefix = os.urandom(8)
@@ -85,8 +77,6 @@ def write_container(path: str | os.PathLike[str], fmt: str, meta: Mapping[str, A
         head["sealed"] = {"alg": SEAL_ALG, "nonce": nonce_prefix.hex(), "chunk": SEAL_CHUNK}
     header = json.dumps(head).encode()
     prefix = MAGIC + struct.pack("<I", len(header)) + header
-    target = Path(path)
-    tmp = target.with_name(target.name + ".tmp")
     checksum = _core.Checksum64()
     zeros = np.zeros(_ALIGN, dtype=np.uint8)
     counter = 0
@@ -95,8 +85,9 @@ def write_container(path: str | os.PathLike[str], fmt: str, meta: Mapping[str, A
         checksum.update(np.frombuffer(part, dtype=np.uint8))
         f.write(part)
 
-    # Streamed: each piece goes to the file and the checksum as it is, with no full copy.
-    with open(tmp, "wb") as f:
+    # Streamed: each piece goes to the file and the checksum as it is, with no full copy; the
+    # file becomes the index only once whole and on disk.
+    with atomic_writer(path) as f:
         put(prefix)
         put(zeros[: _pad(len(prefix))].data)
         for a in arrays.values():
@@ -112,9 +103,6 @@ def write_container(path: str | os.PathLike[str], fmt: str, meta: Mapping[str, A
         if aead is not None:
             put(aead.encrypt(_nonce(nonce_prefix, counter), b"", prefix + _END))
         f.write(struct.pack("<Q", checksum.digest()))
-        f.flush()
-        os.fsync(f.fileno())  # durable before the rename makes it the index
-    os.replace(tmp, target)
 
 
 #: Called with (meta, {name: (dtype, shape)}) before the arrays are read; returns, per name,

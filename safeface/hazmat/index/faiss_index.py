@@ -15,7 +15,7 @@ from typing import Any, Iterable, Optional
 import faiss
 import numpy as np
 
-from ...errors import IntegrityError
+from ...errors import IntegrityError, InvalidArgument
 from .base import Allowed, as_ids, as_new_ids, as_vectors, check_dim, check_k, check_threshold
 from .container import read_container, require_seal_or_consent, write_container
 
@@ -69,7 +69,8 @@ class FaissIndex:
             index.hnsw.efConstruction = p["ef_construction"]
             index.hnsw.efSearch = p["ef_search"]
             return index
-        assert train is not None
+        if train is None:
+            raise InvalidArgument(f"a {self.kind} index is trained on its first vectors; add vectors to build it.")
         # FAISS wants about 39 training points per list; shrink the list count for small batches.
         nlist = max(1, min(p["nlist"], train.shape[0] // 39))
         quantizer = faiss.IndexFlatIP(d)
@@ -136,7 +137,8 @@ class FaissIndex:
         if self.kind in _TOMBSTONE_KINDS:
             self._dead += lab.size
         else:
-            assert self._index is not None
+            if self._index is None:  # ids recorded but no index: the object was damaged
+                raise IntegrityError(f"this {self.kind} index lists ids but holds no FAISS index; rebuild it.")
             self._index.remove_ids(faiss.IDSelectorBatch(lab))
         if allow_rebuild:
             self._maybe_rebuild()

@@ -5,15 +5,10 @@ columns were edited, or whose blob was moved to another row, fails to open."""
 from __future__ import annotations
 
 import json
-import secrets
 from dataclasses import dataclass
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from ...aead import NONCE_BYTES, Aead
 
-from ...errors import ConfigError, IntegrityError
-
-NONCE_BYTES = 12
 SEAL_FORMAT = 1
 
 
@@ -49,24 +44,19 @@ class Sealer:
     """AES-256-GCM under one seal key version. The blob is nonce || ciphertext || tag."""
 
     def __init__(self, key: bytes) -> None:
-        if len(key) != 32:
-            raise ConfigError("the seal key must be 32 bytes.")
-        self._aead = AESGCM(bytes(key))
+        self._aead = Aead(key, "the seal key")
 
     def __repr__(self) -> str:
         return "Sealer()"
 
     def seal(self, plaintext: bytes, binding: RowBinding) -> bytes:
-        nonce = secrets.token_bytes(NONCE_BYTES)
-        return nonce + self._aead.encrypt(nonce, plaintext, binding.aad())
+        return self._aead.seal(plaintext, binding.aad())
 
     def open(self, blob: bytes, binding: RowBinding) -> bytes:
-        if len(blob) < NONCE_BYTES + 16:
-            raise IntegrityError(f"gallery row {binding.row_id} is damaged: its sealed template is truncated.")
-        try:
-            return self._aead.decrypt(blob[:NONCE_BYTES], blob[NONCE_BYTES:], binding.aad())
-        except InvalidTag:
-            raise IntegrityError(
-                f"gallery row {binding.row_id} failed its integrity check: its sealed template or its "
-                f"pseudonym, purposes, token, provenance or expiry columns were altered, or it was "
-                f"sealed under another key.") from None
+        return self._aead.open(blob, binding.aad(), refused=(
+            f"gallery row {binding.row_id} failed its integrity check: its sealed template or its "
+            f"pseudonym, purposes, token, provenance or expiry columns were altered or truncated, or "
+            f"it was sealed under another key."))
+
+
+__all__ = ["NONCE_BYTES", "RowBinding", "SEAL_FORMAT", "Sealer"]

@@ -8,8 +8,6 @@ Note on landmarks: SCRFD's five points are the eye centres, the nose tip and the
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import os
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
@@ -17,31 +15,17 @@ from typing import Any, Optional, Sequence, Union
 import numpy as np
 
 from ...errors import ModelError
+from ...hashing import read_verified
 from ...modelstore import packs
 from . import scrfd
 from .arcface_align import CHIP_SIZE, norm_crop
 from .arrays import check_chips, check_rgb_image, l2_normalize
+from .ort_session import default_providers, new_session
 from .types import Face
 
 DEFAULT_DET_SIZE = (640, 640)
 DETECTORS = ("scrfd",)
 _MIN_EMBEDDING_DIM = 64  # below this an output is a classifier (gender/age gives 3), not an embedding
-
-
-def _ort() -> Any:
-    try:
-        import onnxruntime
-    except ImportError as exc:
-        raise ModelError(
-            f"onnxruntime cannot be imported ({exc}); install safeface[cpu] or safeface[gpu]."
-        ) from None
-    return onnxruntime
-
-
-def default_providers() -> list[str]:
-    """CUDA first when this onnxruntime build has it, then the CPU."""
-    available = set(_ort().get_available_providers())
-    return [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
 
 
 def _resolve_dir(pack: Union[str, os.PathLike[str]], dest_dir: Optional[Path]) -> Path:
@@ -53,11 +37,7 @@ def _resolve_dir(pack: Union[str, os.PathLike[str]], dest_dir: Optional[Path]) -
 def _read_verified(path: Path, expected: str) -> bytes:
     # The bytes handed to ONNX Runtime are the bytes hashed: a file swapped between the check
     # and the load cannot slip through.
-    data = path.read_bytes()
-    digest = hashlib.sha256(data).hexdigest()
-    if not hmac.compare_digest(digest, expected):
-        raise ModelError(f"pack file {path} changed while it was being loaded; it is not loaded.")
-    return data
+    return read_verified(path, expected, f"pack file {path} changed while it was being loaded; it is not loaded.")
 
 
 def _arcface_normalization(model_bytes: bytes) -> tuple[float, float]:
@@ -94,7 +74,6 @@ class InsightFaceEngine:
         det_threshold: float = 0.5,
         nms_threshold: float = 0.4,
     ) -> None:
-        ort = _ort()
         verified = packs.verify_pack(_resolve_dir(pack, dest_dir))
         self.pack_dir = verified.directory
         self.pack_name = verified.record.name
@@ -102,16 +81,10 @@ class InsightFaceEngine:
         self.det_threshold = float(det_threshold)
         self.nms_threshold = float(nms_threshold)
         self._providers = list(providers) if providers else default_providers()
-        opts = ort.SessionOptions()
-        opts.log_severity_level = 3
-
         det_bytes = _read_verified(verified.detector, verified.record.detector.sha256)
         rec_bytes = _read_verified(verified.recognizer, verified.record.recognizer.sha256)
-        try:
-            self._det = ort.InferenceSession(det_bytes, sess_options=opts, providers=self._providers)
-            self._rec = ort.InferenceSession(rec_bytes, sess_options=opts, providers=self._providers)
-        except Exception as exc:  # onnxruntime raises its own untyped errors
-            raise ModelError(f"ONNX Runtime cannot load the pack at {self.pack_dir} ({exc}).") from None
+        self._det = new_session(det_bytes, f"the detector of the pack at {self.pack_dir}", self._providers)
+        self._rec = new_session(rec_bytes, f"the recognizer of the pack at {self.pack_dir}", self._providers)
         self._setup_detector(det_size)
         self._setup_recognizer(rec_bytes)
         self.providers = list(self._det.get_providers())

@@ -13,6 +13,7 @@ from typing import Sequence
 
 import numpy as np
 
+from ...errors import ModelError
 from ...modelstore.dlib_format import Conv, MmodLoss, Network, Pool
 
 Rect = tuple[int, int, int, int]  # dlib rectangle: left, top, right, bottom (inclusive)
@@ -186,7 +187,8 @@ def decode(scores: np.ndarray, rects: Sequence[Rect], net: Network, threshold: f
     is a window centred on the cell's input position, mapped back through the pyramid, then dlib's
     greedy non-maximum suppression in descending score order."""
     loss = net.loss
-    assert isinstance(loss, MmodLoss)
+    if not isinstance(loss, MmodLoss):
+        raise ModelError(f"MMOD decoding needs a loss_mmod network, not one ending in {type(loss).__name__}.")
     if not rects:
         return []
     ax, bx, ay, by = output_to_input_map(net)

@@ -16,24 +16,11 @@ from ...modelstore import onnx_convert, registry
 from . import mmod_decode
 from .arrays import check_chips, check_rgb_image, l2_normalize
 from .dlib_engine import CHIP_SIZE, DlibEngine
+from .ort_session import default_providers, new_session
 from ...modelstore.dlib_format import Network, read_network
 
 THREADS_ENV = "SAFEFACE_ONNX_THREADS"
 DEFAULT_BATCH = 64
-
-
-def _ort() -> Any:
-    try:
-        import onnxruntime
-    except ImportError as exc:  # pragma: no cover - onnxruntime is a dependency
-        raise ModelError(f"onnxruntime cannot be imported ({exc}); run: pip install onnxruntime") from None
-    return onnxruntime
-
-
-def default_providers() -> list[str]:
-    """CUDA first when this onnxruntime build has it, then the CPU."""
-    available = _ort().get_available_providers()
-    return [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
 
 
 class OnnxEngine(DlibEngine):
@@ -71,20 +58,9 @@ class OnnxEngine(DlibEngine):
         with self._session_lock:
             sess = self._sessions.get(name)
             if sess is None:
-                ort = _ort()
                 model = onnx_convert.ensure_converted(name)
-                opts = ort.SessionOptions()
-                opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-                if self.intra_op_threads:
-                    opts.intra_op_num_threads = self.intra_op_threads
-                # Spinning worker threads steal the cores other processes need; on a shared or small
-                # machine that costs more than the wake-up latency it saves.
-                opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if self.spin else "0")
-                try:
-                    sess = ort.InferenceSession(onnx_convert.load_session_bytes(model), sess_options=opts,
-                                                providers=self.providers)
-                except Exception as exc:  # onnxruntime raises its own untyped errors
-                    raise ModelError(f"ONNX Runtime cannot load {model.path}: {exc}") from None
+                sess = new_session(onnx_convert.load_session_bytes(model), str(model.path), self.providers,
+                                   intra_op_threads=self.intra_op_threads, spin=self.spin)
                 self._sessions[name] = sess
             return sess
 

@@ -152,17 +152,15 @@ class Pipeline:
         else:
             prepared = [self._prepare(im) for im in images]
         chips = [chip for _, _, chip in prepared if chip is not None]
-        vecs = self.embed_chips(np.concatenate(chips)) if chips else None
+        # One embedding per chip, in order: the rows below take them one by one.
+        vecs = iter(self.embed_chips(np.concatenate(chips)) if chips else ())
         out: list[FaceEmbedding] = []
-        j = 0
         for fs, c, _ in prepared:
             if c is None:
                 out.append(FaceEmbedding(Outcome.NO_FACE, (), None, None))
                 continue
-            assert vecs is not None
             outcome = Outcome.FOUND if len(fs) == 1 else Outcome.SEVERAL_FACES
-            out.append(FaceEmbedding(outcome, tuple(fs), c, vecs[j]))
-            j += 1
+            out.append(FaceEmbedding(outcome, tuple(fs), c, next(vecs)))
         return out
 
 

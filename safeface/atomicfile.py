@@ -1,0 +1,99 @@
+"""The one atomic file write: a temporary file beside the target, flushed to disk, then renamed
+over it. A reader sees the old file or the new one, never half of either, and a writer that
+fails or dies before the rename leaves the old file untouched (and, when it fails rather than
+dies, no temporary file either)."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Iterator, Optional, Union
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+
+def _umask() -> int:
+    """The process umask, read without setting it (setting it would race with other threads)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    return 0o022
+
+
+def new_file_mode() -> int:
+    """The permissions any new file would get (mkstemp's are 0600)."""
+    return 0o666 & ~_umask()
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:  # not every platform opens directories
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def atomic_path(path: PathLike, mode: Optional[int] = None, durable: bool = True) -> Iterator[Path]:
+    """A fresh temporary path beside `path` for a writer that needs a file name (an encoder, a
+    library); renamed onto `path` only when the block succeeds. `mode`: the file's permissions
+    (default: as any new file; pass 0o600 for secrets). `durable`: fsync file and folder."""
+    target = Path(path)
+    # The target's suffix is kept: some writers choose a format by it.
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.tmp-", suffix=target.suffix, dir=target.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.chmod(tmp_path, new_file_mode() if mode is None else mode)
+        if durable:
+            with open(tmp_path, "rb+") as fh:
+                os.fsync(fh.fileno())
+        os.replace(tmp_path, target)
+    except BaseException:
+        tmp_path.unlink(missing_ok=True)
+        raise
+    if durable:
+        _fsync_dir(target.parent)
+
+
+@contextmanager
+def atomic_writer(path: PathLike, mode: Optional[int] = None, durable: bool = True) -> Iterator[IO[bytes]]:
+    """A binary file object whose content replaces `path` when the block succeeds."""
+    with atomic_path(path, mode=mode, durable=durable) as tmp:
+        with open(tmp, "wb") as fh:
+            yield fh
+
+
+def write_atomic(path: PathLike, data: Union[bytes, str], mode: Optional[int] = None, durable: bool = True) -> None:
+    """Replace `path` by `data` (str is written as UTF-8) atomically."""
+    with atomic_writer(path, mode=mode, durable=durable) as fh:
+        fh.write(data.encode("utf-8") if isinstance(data, str) else data)
+
+
+@contextmanager
+def exclusive_lock(lock_path: PathLike) -> Iterator[None]:
+    """Hold an advisory exclusive lock on `lock_path` (created 0600) for a read-modify-write, so
+    two processes updating one file cannot lose each other's changes. Without fcntl (not POSIX)
+    there is no lock; the atomic rename still keeps the file whole."""
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - not POSIX
+            yield
+            return
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
