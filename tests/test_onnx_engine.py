@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from safeface.errors import ModelError
+from safeface.hashing import sha256_file_cached
 from safeface.imageio import load_image
 from safeface.hazmat.vision import get_engine, mmod_decode
 from safeface.modelstore import dlib_format, onnx_convert, registry
@@ -115,17 +116,19 @@ def test_reader_rejects_an_unknown_layer() -> None:
 
 def test_conversion_is_cached_verified_and_rebuilt_when_altered(home: Path) -> None:
     first = onnx_convert.ensure_converted("dlib-mmod")
-    src_sha = registry.sha256_file(registry.verified_path("dlib-mmod"))
+    src_sha = sha256_file_cached(registry.verified_path("dlib-mmod"))
     assert first.path == home / "models" / "converted" / src_sha / "dlib-mmod.onnx"
-    record = json.loads((home / "models" / "converted" / "registry.json").read_text())
-    assert {"name": "dlib-mmod", "source_sha256": src_sha, "onnx_sha256": first.onnx_sha256} in record["converted"]
+    record = json.loads((home / "models" / "registry.json").read_text())
+    row = [f for f in record["files"] if f["name"] == "dlib-mmod"][0]
+    assert (row["kind"], row["derived_from"], row["sha256"]) == ("converted", src_sha, first.onnx_sha256)
+    assert row["path"] == f"converted/{src_sha}/dlib-mmod.onnx" and row["licence"] == registry.entry("dlib-mmod").licence
     mtime = first.path.stat().st_mtime_ns
     again = onnx_convert.ensure_converted("dlib-mmod")
     assert again.path.stat().st_mtime_ns == mtime and again.onnx_sha256 == first.onnx_sha256
 
     first.path.write_bytes(first.path.read_bytes()[:-10] + b"0123456789")  # tampered
     rebuilt = onnx_convert.ensure_converted("dlib-mmod")
-    assert registry.sha256_file(rebuilt.path) == rebuilt.onnx_sha256 == first.onnx_sha256
+    assert sha256_file_cached(rebuilt.path) == rebuilt.onnx_sha256 == first.onnx_sha256
 
     records = onnx_convert.convert_all()
     assert sorted(r["name"] for r in records) == ["dlib-mmod", "dlib-resnet-v1"]
@@ -134,11 +137,12 @@ def test_conversion_is_cached_verified_and_rebuilt_when_altered(home: Path) -> N
 
 def test_unreadable_registry_is_refused_clearly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SAFEFACE_HOME", str(tmp_path))
-    reg = tmp_path / "models" / "converted" / "registry.json"
+    reg = tmp_path / "models" / "registry.json"
     reg.parent.mkdir(parents=True)
     reg.write_text("{not json")
     with pytest.raises(ModelError, match="registry .* is unreadable"):
         onnx_convert.ensure_converted("dlib-mmod")
+    assert reg.read_text() == "{not json"  # left for the user to look at, not overwritten
 
 
 def test_get_engine_by_name(home: Path) -> None:

@@ -25,7 +25,7 @@ from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 from safeface.cli import _Parser, models_cmds  # noqa: E402
 from safeface.errors import ModelError, ModelFetchError  # noqa: E402
-from safeface.modelstore import fetch, packs  # noqa: E402
+from safeface.modelstore import fetch, packs, registry  # noqa: E402
 from safeface.hazmat.vision.arcface_align import ARCFACE_DST, norm_crop, umeyama, warp_affine  # noqa: E402
 from safeface.hazmat.vision.insightface_engine import InsightFaceEngine  # noqa: E402
 
@@ -157,10 +157,11 @@ class Server:
                 else:
                     self.send_response(200)
                     self.send_header("Content-Type", "application/zip")
-                    self.send_header("Content-Length", str(len(payload)))
+                    if kind != "nolength":
+                        self.send_header("Content-Length", str(len(payload)))
                     self.end_headers()
                     # "truncate": promise every byte, send half, close the connection.
-                    self.wfile.write(payload if kind == "ok" else payload[: len(payload) // 2])
+                    self.wfile.write(payload[: len(payload) // 2] if kind == "truncate" else payload)
                     self.wfile.flush()
                     self.close_connection = True
 
@@ -210,9 +211,14 @@ def test_good_fetch_installs_and_engine_runs(server: Server, models: dict[str, b
     assert {(f.file, f.role) for f in result.installed} == {("det_10g.onnx", "detection"), ("w600k_r50.onnx", "recognition")}
     assert [s["file"] for s in result.skipped] == ["readme.txt"]
     assert sorted(p.name for p in dest.iterdir()) == ["tinypack"]  # no archive or staging left
-    assert sorted(p.name for p in result.path.iterdir()) == ["det_10g.onnx", packs.RECORD_FILE, "w600k_r50.onnx"]
-    record = json.loads((result.path / packs.RECORD_FILE).read_text())
-    assert record["recognizer"]["sha256"] == sha(models["rec"]) and record["detector"]["sha256"] == sha(models["det"])
+    assert sorted(p.name for p in result.path.iterdir()) == ["det_10g.onnx", "w600k_r50.onnx"]
+    # One registry file records the pack and each of its files with hash, licence and source.
+    doc = json.loads((registry.registry_path()).read_text())
+    files = {Path(f["path"]).name: f for f in doc["files"]}
+    assert files["w600k_r50.onnx"]["sha256"] == sha(models["rec"]) and files["det_10g.onnx"]["sha256"] == sha(models["det"])
+    assert files["det_10g.onnx"]["source"] == url and files["det_10g.onnx"]["kind"] == "pack"
+    assert "licence" in files["det_10g.onnx"]["licence"]
+    assert [p["archive_sha256"] for p in doc["packs"]] == [sha(data)]
 
     engine = InsightFaceEngine(result.path)
     assert (engine.name, engine.embedding_dim, engine.chip_size) == ("insightface", EMB_DIM, 112)
@@ -271,6 +277,22 @@ def test_truncated_download_fails(server: Server, models: dict[str, bytes], tmp_
     with pytest.raises(ModelFetchError, match="truncated|cut short"):
         fetch.fetch_pack("tinypack", dest_dir=dest, url=url, sha256=sha(data))
     assert list(dest.iterdir()) == []
+
+
+def test_oversized_download_is_stopped(server: Server, models: dict[str, bytes], tmp_path: Path,
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """A server announcing, or just sending, more than the size limit is cut off; nothing stays."""
+    data = good_pack(models)
+    monkeypatch.setattr(fetch, "MAX_ARCHIVE_BYTES", len(data) - 1)
+    dest = tmp_path / "packs"
+    with pytest.raises(ModelFetchError, match="more than the .*-byte limit; not downloaded"):
+        fetch.fetch_pack("tinypack", dest_dir=dest, url=server.add("/big.zip", data), sha256=sha(data))
+    with pytest.raises(ModelFetchError, match="sent more than the .*-byte limit"):
+        fetch.fetch_pack("tinypack", dest_dir=dest, url=server.add("/quiet.zip", data, kind="nolength"), sha256=sha(data))
+    assert list(dest.iterdir()) == []
+    monkeypatch.setattr(fetch, "MAX_ARCHIVE_BYTES", len(data))
+    assert fetch.fetch_pack("tinypack", dest_dir=dest, url=server.add("/quiet.zip", data, kind="nolength"),
+                            sha256=sha(data)).downloaded_bytes == len(data)
 
 
 def test_attribute_model_is_refused(server: Server, models: dict[str, bytes], tmp_path: Path) -> None:
@@ -490,3 +512,37 @@ def test_agrees_with_insightface_reference(models: dict[str, bytes], tmp_path: P
     ref /= np.linalg.norm(ref, axis=1, keepdims=True)
     ours = engine.embed_chips(engine.chips(image, faces))
     assert np.min(np.sum(ref * ours, axis=1)) > 0.9999
+
+
+def test_a_failed_registry_write_leaves_the_old_pack_in_place(server: Server, models: dict[str, bytes],
+                                                               tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Installing is one step: when recording the new pack fails (disk full at the rename), the
+    pack that was there before is back, verified, and nothing half-installed is left."""
+    data = good_pack(models)
+    dest = tmp_path / "packs"
+    fetch.fetch_pack("tinypack", dest_dir=dest, url=server.add("/p.zip", data), sha256=sha(data))
+    before = registry.registry_path().read_bytes()
+    other = make_zip({"det_10g.onnx": models["det"], "w600k_r50.onnx": fake_arcface() + b"", "notes.txt": b"v2"})
+
+    def full_disk(*args: Any, **kwargs: Any) -> None:
+        raise OSError(28, "No space left on device")
+
+    with monkeypatch.context() as m:
+        m.setattr(registry, "write_atomic", full_disk)
+        with pytest.raises(ModelFetchError, match="nothing was installed"):
+            fetch.fetch_pack("tinypack", dest_dir=dest, url=server.add("/p2.zip", other), sha256=sha(other), force=True)
+    assert registry.registry_path().read_bytes() == before
+    assert sorted(p.name for p in dest.iterdir()) == ["tinypack"]
+    assert packs.verify_pack(dest / "tinypack").record.archive_sha256 == sha(data)
+
+
+def test_a_pack_folder_copied_in_is_not_trusted(models: dict[str, bytes], tmp_path: Path) -> None:
+    """A folder of model files put beside installed packs by hand (no record in the registry)
+    is not loaded, whatever it holds."""
+    dest = tmp_path / "packs"
+    (dest / "planted").mkdir(parents=True)
+    (dest / "planted" / "det_10g.onnx").write_bytes(models["det"])
+    (dest / "planted" / "w600k_r50.onnx").write_bytes(models["rec"])
+    with pytest.raises(ModelError, match="not a pack safeface installed"):
+        InsightFaceEngine("planted", dest_dir=dest)
+    assert packs.installed_pack_dirs(dest) == []

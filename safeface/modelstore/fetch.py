@@ -1,29 +1,26 @@
-"""Explicit model download: `fetch_pack` downloads an insightface pack over HTTPS, checks its
-size and SHA-256, unpacks only its detector and recognizer (refusing attribute models), and
-writes the pack record that the engine verifies at load time. Nothing is ever downloaded
+"""Explicit model download: `fetch_pack` downloads an insightface pack over HTTPS (with pooch,
+which keeps a download only when its SHA-256 is the pinned one), checks its size, unpacks only
+its detector and recognizer (refusing attribute models), and records the pack in the model
+registry, against which the engine verifies its files at load time. Nothing is ever downloaded
 silently, nothing is downloaded without a hash to check, and a failure leaves nothing installed."""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-import http.client
-import os
 import shutil
 import stat
 import tempfile
-import urllib.error
 import urllib.parse
-import urllib.request
 import uuid
 import zipfile
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 from typing import IO, Any, Callable, Optional
 
 from ..errors import ModelError, ModelFetchError
-from . import packs
+from ..hashing import TooLarge, copy_hashed
+from . import packs, registry
 from .packs import InstalledFile, PackRecord, PackSpec
 
 DEFAULT_TIMEOUT = 60.0
@@ -80,70 +77,107 @@ def check_url(url: str) -> str:
     )
 
 
-class _CheckedRedirects(urllib.request.HTTPRedirectHandler):
-    """Follow redirects (GitHub sends release assets elsewhere) but never to a plain-http host."""
+def _refuse_plain_http_redirect(response: Any, *args: Any, **kwargs: Any) -> Any:
+    """A requests response hook, run before any redirect is followed: GitHub sends release
+    assets elsewhere, which is fine, but never to a plain-http host."""
+    if response.is_redirect:
+        check_url(urllib.parse.urljoin(response.url, response.headers.get("location", "")))
+    return response
 
-    def redirect_request(self, req: urllib.request.Request, fp: IO[bytes], code: int, msg: str,
-                         headers: Any, newurl: str) -> Optional[urllib.request.Request]:
-        check_url(newurl)
-        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+class _Meter:
+    """pooch's progress bar and the file it downloads into, in one: it refuses a download whose
+    Content-Length is over the limit or not the expected size before a byte is written, stops one
+    that sends more than the limit, and hashes what it writes (for the error message)."""
+
+    def __init__(self, url: str, max_bytes: int, expected_size: Optional[int], progress: Optional[Progress]) -> None:
+        self.url, self.max_bytes, self.expected_size, self.progress = url, max_bytes, expected_size, progress
+        self.got = 0
+        self.length: Optional[int] = None
+        self.sha256 = hashlib.sha256()
+        self.out: Optional[IO[bytes]] = None
+
+    # progress-bar side: pooch sets `total` from Content-Length (0 when absent)
+    @property
+    def total(self) -> Optional[int]:
+        return self.length
+
+    @total.setter
+    def total(self, length: int) -> None:
+        self.length = int(length) or None
+        if self.length is not None and self.length > self.max_bytes:
+            raise ModelFetchError(f"{self.url} is {self.length} bytes, more than the {self.max_bytes}-byte "
+                                  "limit; not downloaded.")
+        if self.length is not None and self.expected_size is not None and self.length != self.expected_size:
+            raise ModelFetchError(f"{self.url} is {self.length} bytes, not the {self.expected_size} bytes the "
+                                  "manifest names; it is another file or version, so it is not downloaded.")
+
+    def update(self, n: int) -> None:
+        pass
+
+    def reset(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    # file side
+    def write(self, block: bytes) -> int:
+        self.got += len(block)
+        if self.got > self.max_bytes:
+            raise ModelFetchError(f"{self.url} sent more than the {self.max_bytes}-byte limit; download stopped.")
+        self.sha256.update(block)
+        if self.out is None:
+            raise ModelFetchError(f"the download of {self.url} has nowhere to go.")
+        self.out.write(block)
+        if self.progress is not None:
+            self.progress(self.got, self.length)
+        return len(block)
+
+    def flush(self) -> None:
+        if self.out is not None:
+            self.out.flush()
 
 
-def _opener(url: str) -> urllib.request.OpenerDirector:
-    handlers: list[Any] = [_CheckedRedirects()]
+def _download(url: str, folder: Path, expected: str, timeout: float, max_bytes: int,
+              expected_size: Optional[int], progress: Optional[Progress]) -> tuple[Path, int]:
+    """Download `url` into `folder` with pooch, which keeps the file only if its SHA-256 is
+    `expected` (a partial or mismatched download is deleted). Returns (path, bytes)."""
+    import pooch
+    import requests
+
+    pooch.get_logger().setLevel("WARNING")  # the CLI reports progress itself
+    meter = _Meter(url, max_bytes, expected_size, progress)
+    kwargs: dict[str, Any] = {"timeout": timeout, "headers": {"User-Agent": _USER_AGENT, "Accept-Encoding": "identity"},
+                              "hooks": {"response": [_refuse_plain_http_redirect]}}
     if urllib.parse.urlsplit(url).hostname in _LOOPBACK:
-        handlers.append(urllib.request.ProxyHandler({}))  # a loopback URL never goes via a proxy
-    return urllib.request.build_opener(*handlers)
+        kwargs["proxies"] = {"http": None, "https": None}  # a loopback URL never goes via a proxy
+    http = pooch.HTTPDownloader(progressbar=meter, chunk_size=_CHUNK, **kwargs)
 
+    def into_meter(u: str, output_file: str, p: Any, check_only: bool = False) -> Any:
+        with open(output_file, "w+b") as out:
+            meter.out = out
+            return http(u, meter, p, check_only)
 
-def _download(url: str, out: IO[bytes], timeout: float, max_bytes: int,
-              expected_size: Optional[int], progress: Optional[Progress]) -> tuple[str, int]:
-    """Stream `url` into `out`; return (sha256 hex, bytes). Raises ModelFetchError."""
-    req = urllib.request.Request(url, headers={"User-Agent": _USER_AGENT})
-    h = hashlib.sha256()
-    got = 0
     try:
-        with _opener(url).open(req, timeout=timeout) as resp:
-            length_header = resp.headers.get("Content-Length")
-            length = int(length_header) if length_header and length_header.isdigit() else None
-            if length is not None and length > max_bytes:
-                raise ModelFetchError(f"{url} is {length} bytes, more than the {max_bytes}-byte limit; not downloaded.")
-            if length is not None and expected_size is not None and length != expected_size:
-                raise ModelFetchError(
-                    f"{url} is {length} bytes, not the {expected_size} bytes the manifest names; "
-                    "it is another file or version, so it is not downloaded."
-                )
-            while True:
-                block = resp.read(_CHUNK)
-                if not block:
-                    break
-                got += len(block)
-                if got > max_bytes:
-                    raise ModelFetchError(f"{url} sent more than the {max_bytes}-byte limit; download stopped.")
-                h.update(block)
-                out.write(block)
-                if progress is not None:
-                    progress(got, length)
-    except http.client.IncompleteRead as exc:
-        raise ModelFetchError(
-            f"the download of {url} was cut short after {got + len(exc.partial)} bytes; nothing was "
-            "installed. Try again."
-        ) from None
-    except urllib.error.HTTPError as exc:
-        raise ModelFetchError(f"{url} answered HTTP {exc.code} {exc.reason}; nothing was installed.") from None
-    except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
-        reason = getattr(exc, "reason", exc)
-        raise ModelFetchError(f"cannot download {url} ({reason}); nothing was installed.") from None
-    if length is not None and got != length:
-        raise ModelFetchError(
-            f"the download of {url} was truncated: {got} of {length} bytes arrived; nothing was "
-            "installed. Try again."
-        )
-    if expected_size is not None and got != expected_size:
-        raise ModelFetchError(
-            f"{url} sent {got} bytes, not the {expected_size} bytes the manifest names; nothing was installed."
-        )
-    return h.hexdigest(), got
+        path = pooch.retrieve(url, known_hash=f"sha256:{expected}", fname=f"{uuid.uuid4().hex}.zip",
+                              path=folder, downloader=into_meter, progressbar=False)
+    except ValueError:  # pooch: the hash does not match; the file is already deleted
+        if meter.length is not None and meter.got != meter.length:
+            raise ModelFetchError(f"the download of {url} was truncated: {meter.got} of {meter.length} bytes "
+                                  "arrived; nothing was installed. Try again.") from None
+        raise ModelFetchError(f"the archive from {url} has SHA-256 {meter.sha256.hexdigest()}, not the expected "
+                              f"{expected}; it was deleted and nothing was installed.") from None
+    except requests.exceptions.HTTPError as exc:
+        status = exc.response.status_code if exc.response is not None else "?"
+        reason = exc.response.reason if exc.response is not None else ""
+        raise ModelFetchError(f"{url} answered HTTP {status} {reason}; nothing was installed.") from None
+    except (requests.exceptions.ChunkedEncodingError, requests.exceptions.ContentDecodingError):
+        raise ModelFetchError(f"the download of {url} was cut short after {meter.got} bytes; nothing was "
+                              "installed. Try again.") from None
+    except (requests.exceptions.RequestException, OSError) as exc:
+        raise ModelFetchError(f"cannot download {url} ({exc.__class__.__name__}: {exc}); nothing was installed.") from None
+    return Path(path), meter.got
 
 
 # -- archive checks ------------------------------------------------------------------------------
@@ -225,17 +259,12 @@ def _plan(zf: zipfile.ZipFile, spec: Optional[PackSpec], name: str) -> _Plan:
 def _unpack(zf: zipfile.ZipFile, plan: _Plan, staging: Path, spec: Optional[PackSpec]) -> list[InstalledFile]:
     out = []
     for info, base, role in plan.install:
-        h = hashlib.sha256()
-        written = 0
-        target = staging / base
-        with zf.open(info) as src, open(target, "xb") as dst:
-            for block in iter(lambda: src.read(_CHUNK), b""):
-                written += len(block)
-                if written > info.file_size or written > MAX_MEMBER_BYTES:
-                    raise ModelFetchError(f"the archive member {info.filename!r} is larger than its header says; refused.")
-                h.update(block)
-                dst.write(block)
-        digest = h.hexdigest()
+        with zf.open(info) as src, open(staging / base, "xb") as dst:
+            try:
+                digest, written = copy_hashed(src, dst, limit=min(info.file_size, MAX_MEMBER_BYTES))
+            except TooLarge:
+                raise ModelFetchError(f"the archive member {info.filename!r} is larger than its header says; "
+                                      "refused.") from None
         known = spec.member(base) if spec else None
         if known is not None and known.sha256 and not hmac.compare_digest(known.sha256, digest):
             raise ModelFetchError(
@@ -246,18 +275,25 @@ def _unpack(zf: zipfile.ZipFile, plan: _Plan, staging: Path, spec: Optional[Pack
     return out
 
 
-def _install_staging(staging: Path, target: Path) -> None:
-    """Replace `target` by `staging` with renames, restoring the old pack if the swap fails."""
+def _install_staging(staging: Path, target: Path, record: PackRecord) -> None:
+    """Replace `target` by `staging` with renames and record the pack in the model registry, as
+    one step: if the swap or the registry write fails, the old pack (or nothing) is back in place
+    and `staging` still holds the new files for the caller to remove."""
     backup: Optional[Path] = None
     if target.exists() or target.is_symlink():
         if target.is_symlink() or not target.is_dir():
             raise ModelFetchError(f"{target} exists and is not a pack directory; move it away and fetch again.")
         backup = target.with_name(f".{target.name}.old-{uuid.uuid4().hex}")
-        target.rename(backup)
     try:
-        staging.rename(target)
-    except OSError:
-        if backup is not None:
+        with registry.update() as reg:
+            if backup is not None:
+                target.rename(backup)
+            staging.rename(target)
+            record.register(reg, target)
+    except BaseException:
+        if not staging.exists() and target.exists():
+            target.rename(staging)
+        if backup is not None and backup.exists():
             backup.rename(target)
         raise
     if backup is not None:
@@ -314,18 +350,13 @@ def fetch_pack(
 def _fetch_into(name: str, spec: Optional[PackSpec], src: str, expected: str, licence: str, root: Path,
                 target: Path, timeout: float, mirrored: bool, progress: Optional[Progress]) -> FetchResult:
     root.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{name}.", suffix=".zip.part", dir=root)
-    archive = Path(tmp_name)
+    # The archive and the unpacked files wait in hidden folders beside the target; whatever
+    # happens, both are gone when this returns, and only a verified pack is renamed into place.
+    download = Path(tempfile.mkdtemp(prefix=f".{name}.download-", dir=root))
     staging: Optional[Path] = None
     try:
-        with os.fdopen(fd, "wb") as out:
-            size = spec.size if spec and not mirrored else None
-            digest, got = _download(src, out, timeout, MAX_ARCHIVE_BYTES, size, progress)
-        if not hmac.compare_digest(digest, expected):
-            raise ModelFetchError(
-                f"the archive from {src} has SHA-256 {digest}, not the expected {expected}; it was "
-                "deleted and nothing was installed."
-            )
+        size = spec.size if spec and not mirrored else None
+        archive, got = _download(src, download, expected, timeout, MAX_ARCHIVE_BYTES, size, progress)
         try:
             zf = zipfile.ZipFile(archive)
         except (zipfile.BadZipFile, OSError) as exc:
@@ -339,19 +370,17 @@ def _fetch_into(name: str, spec: Optional[PackSpec], src: str, expected: str, li
                 raise ModelFetchError(f"the archive from {src} cannot be unpacked ({exc}); nothing was installed.") from None
         by_role = {f.role: f for f in installed}
         record = PackRecord(
-            name=name, licence=licence, source=src, archive_sha256=digest,
+            name=name, licence=licence, source=src, archive_sha256=expected,
             detector=by_role[packs.DETECTION], recognizer=by_role[packs.RECOGNITION],
-            refused=tuple(plan.refused), skipped=tuple(plan.skipped),
-            installed_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            refused=tuple(plan.refused), skipped=tuple(plan.skipped), installed_at=registry.now(),
         )
-        packs.write_record(staging, record)
-        _install_staging(staging, target)
+        _install_staging(staging, target, record)
         staging = None
     finally:
-        archive.unlink(missing_ok=True)
+        shutil.rmtree(download, ignore_errors=True)
         if staging is not None:
             shutil.rmtree(staging, ignore_errors=True)
-    return FetchResult(name=name, path=target, url=src, archive_sha256=digest, licence=licence,
+    return FetchResult(name=name, path=target, url=src, archive_sha256=expected, licence=licence,
                        installed=tuple(installed), refused=tuple(plan.refused), skipped=tuple(plan.skipped),
                        downloaded_bytes=got)
 
@@ -405,18 +434,13 @@ def install_custom(
     try:
         installed = []
         for role, path in sources.items():
-            dst = staging / path.name
-            h = hashlib.sha256()
-            with open(path, "rb") as src, open(dst, "xb") as out:
-                for block in iter(lambda: src.read(_CHUNK), b""):
-                    h.update(block)
-                    out.write(block)
-            installed.append(InstalledFile(file=path.name, role=role, sha256=h.hexdigest(), size=dst.stat().st_size))
+            with open(path, "rb") as src, open(staging / path.name, "xb") as out:
+                digest, size = copy_hashed(src, out)
+            installed.append(InstalledFile(file=path.name, role=role, sha256=digest, size=size))
         record = PackRecord(name=name, licence=licence, source="user files: " + ", ".join(str(p) for p in sources.values()),
                             archive_sha256=None, detector=installed[0], recognizer=installed[1],
-                            installed_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
-        packs.write_record(staging, record)
-        _install_staging(staging, target)
+                            installed_at=registry.now())
+        _install_staging(staging, target, record)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

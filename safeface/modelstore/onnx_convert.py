@@ -7,23 +7,22 @@
   float32 already normalised, to the (1, windows, h, w) detector scores; mmod_decode.py builds the
   pyramid and turns the scores into boxes as dlib does.
 
-Converted files live in ``models_home()/converted/<source sha256>/<name>.onnx`` with a JSON record
-(``converted/registry.json``: name, source sha256, onnx sha256). They are built on first use; a file
-whose hash no longer matches its record is rebuilt."""
+Converted files live in ``models_home()/converted/<source sha256>/<name>.onnx``, each recorded in
+the model registry (its SHA-256, the SHA-256 of the file it was built from, licence and source).
+They are built on first use; a file whose hash no longer matches its record is rebuilt."""
 
 from __future__ import annotations
 
 import hashlib
-import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
 
+from ..atomicfile import write_atomic
 from ..errors import ModelError
+from ..hashing import read_verified, sha256_file_cached
 from . import registry
 from .dlib_format import (
     Affine, AddPrev, Conv, Dense, Identity, MetricLoss, MmodLoss, Network, Pool, Relu, Skip, Tag, read_network,
@@ -32,7 +31,6 @@ from .dlib_format import (
 OPSET = 17
 IR_VERSION = 8  # onnx writes a newer IR than many onnxruntime releases read
 CONVERTIBLE = ("dlib-resnet-v1", "dlib-mmod")
-REGISTRY_FILE = "registry.json"
 
 
 def _onnx() -> Any:
@@ -221,64 +219,29 @@ def converted_home() -> Path:
     return registry.models_home() / "converted"
 
 
-def _read_records(home: Path) -> dict[str, dict[str, str]]:
-    path = home / REGISTRY_FILE
-    if not path.is_file():
-        return {}
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        records = data["converted"]
-        if not isinstance(records, list):
-            raise ValueError("'converted' is not a list")
-        return {f"{r['name']}@{r['source_sha256']}": {k: str(r[k]) for k in ("name", "source_sha256", "onnx_sha256")}
-                for r in records}
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise ModelError(
-            f"the converted-model registry {path} is unreadable ({exc}); delete the folder {home} "
-            "and run `safeface models convert` again."
-        ) from None
-
-
 def _write_atomic(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _write_records(home: Path, records: dict[str, dict[str, str]]) -> None:
-    body = {"about": "ONNX files safeface converted from dlib models; each is checked against onnx_sha256 on load.",
-            "converted": sorted(records.values(), key=lambda r: (r["name"], r["source_sha256"]))}
-    _write_atomic(home / REGISTRY_FILE, (json.dumps(body, indent=2) + "\n").encode("utf-8"))
+    write_atomic(path, data)
 
 
 def ensure_converted(name: str, force: bool = False, source: Optional[Path] = None) -> ConvertedModel:
     """The verified ONNX file for a dlib model, converting it first when it is missing, when its
-    hash differs from the record, or when `force` is set."""
+    hash differs from the model registry's record, or when `force` is set."""
     if name not in CONVERTIBLE:
         raise ModelError(f"no ONNX conversion for {name!r}; convertible models: {', '.join(CONVERTIBLE)}.")
     src = source or registry.verified_path(name)
-    src_sha = registry.sha256_file(src)
-    home = converted_home()
-    path = home / src_sha / f"{name}.onnx"
-    key = f"{name}@{src_sha}"
-    records = _read_records(home)
-    rec = records.get(key)
-    if not force and rec is not None and path.is_file():
-        if registry.sha256_file(path) == rec["onnx_sha256"]:
-            return ConvertedModel(name, src_sha, rec["onnx_sha256"], path)
+    src_sha = sha256_file_cached(src)
+    path = converted_home() / src_sha / f"{name}.onnx"
+    rec = registry.load().file(path)
+    if not force and rec is not None and rec.derived_from == src_sha and path.is_file():
+        if sha256_file_cached(path) == rec.sha256:
+            return ConvertedModel(name, src_sha, rec.sha256, path)
         # altered or half-written: rebuild from the verified source rather than load it
     data: bytes = build(name, src).SerializeToString()
     _write_atomic(path, data)
-    onnx_sha = registry.sha256_file(path)
-    records = _read_records(home)
-    records[key] = {"name": name, "source_sha256": src_sha, "onnx_sha256": onnx_sha}
-    _write_records(home, records)
+    onnx_sha = hashlib.sha256(data).hexdigest()
+    with registry.update() as reg:
+        reg.put_file(registry.converted_record(name, path, onnx_sha, len(data), src_sha))
     return ConvertedModel(name, src_sha, onnx_sha, path)
 
 
@@ -289,10 +252,6 @@ def convert_all(force: bool = False) -> list[dict[str, str]]:
 
 def load_session_bytes(model: ConvertedModel) -> bytes:
     """The converted file's bytes after re-checking its hash (what a session is built from)."""
-    data = model.path.read_bytes()
-    if hashlib.sha256(data).hexdigest() != model.onnx_sha256:
-        raise ModelError(
-            f"{model.path} changed after it was checked; run `safeface models convert --force` to rebuild it."
-        )
-    return data
+    return read_verified(model.path, model.onnx_sha256, f"{model.path} changed after it was checked; run "
+                         "`safeface models convert --force` to rebuild it.")
 

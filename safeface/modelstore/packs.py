@@ -1,5 +1,6 @@
 """insightface model packs: what each pack holds, which of its files safeface installs, and the
-record an installed pack keeps so its files are verified by SHA-256 before they are loaded.
+record of an installed pack (in the model registry) by which its files are verified by SHA-256
+before they are loaded.
 
 A pack's archive may hold five kinds of model file. safeface installs the detector (SCRFD) and
 the recognizer (ArcFace); it never installs the landmark models (not needed: SCRFD gives five
@@ -7,17 +8,15 @@ points) and it refuses attribute models (gender/age), which infer sensitive attr
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Optional
 
 from ..errors import ModelError
+from ..hashing import sha256_file_cached
 from . import registry
 
-RECORD_FILE = "safeface-pack.json"
-RECORD_FORMAT = "safeface-pack/1"
 CUSTOM = "custom"
 
 DETECTION = "detection"
@@ -83,7 +82,7 @@ class InstalledFile:
 
 @dataclass(frozen=True)
 class PackRecord:
-    """The record written next to an installed pack's files (RECORD_FILE)."""
+    """What the registry holds about an installed pack."""
 
     name: str
     licence: str
@@ -94,7 +93,6 @@ class PackRecord:
     refused: tuple[dict[str, str], ...] = ()
     skipped: tuple[dict[str, str], ...] = ()
     installed_at: str = ""
-    format: str = RECORD_FORMAT
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -102,24 +100,33 @@ class PackRecord:
         d["skipped"] = list(self.skipped)
         return d
 
+    def register(self, reg: registry.Registry, directory: Path) -> None:
+        """Record this pack, installed in `directory`, and its two files in `reg`."""
+        facts = {k: v for k, v in self.to_dict().items() if k not in ("detector", "recognizer")}
+        files = [registry.FileRecord(path=directory / f.file, sha256=f.sha256, size=f.size, kind=registry.PACK,
+                                     name=self.name, licence=self.licence, source=self.source, role=f.role,
+                                     added=self.installed_at)
+                 for f in (self.detector, self.recognizer)]
+        reg.put_pack(directory, facts, files)
+
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "PackRecord":
+    def from_registry(cls, reg: registry.Registry, directory: Path) -> Optional["PackRecord"]:
+        doc = reg.pack(directory)
+        if doc is None:
+            return None
         try:
-            if d.get("format") != RECORD_FORMAT:
-                raise ValueError(f"unknown format {d.get('format')!r}")
+            by_role = {r.role: InstalledFile(file=r.path.name, role=r.role, sha256=r.sha256, size=r.size)
+                       for r in reg.files_in(directory)}
             return cls(
-                name=str(d["name"]),
-                licence=str(d["licence"]),
-                source=str(d.get("source", "")),
-                archive_sha256=d.get("archive_sha256"),
-                detector=InstalledFile(**d["detector"]),
-                recognizer=InstalledFile(**d["recognizer"]),
-                refused=tuple(d.get("refused", ())),
-                skipped=tuple(d.get("skipped", ())),
-                installed_at=str(d.get("installed_at", "")),
+                name=str(doc["name"]), licence=str(doc["licence"]), source=str(doc.get("source") or ""),
+                archive_sha256=doc.get("archive_sha256"),
+                detector=by_role[DETECTION], recognizer=by_role[RECOGNITION],
+                refused=tuple(doc.get("refused") or ()), skipped=tuple(doc.get("skipped") or ()),
+                installed_at=str(doc.get("installed_at") or ""),
             )
         except (KeyError, TypeError, ValueError) as exc:
-            raise ModelError(f"the pack record is malformed ({exc}); fetch the pack again.") from None
+            raise ModelError(f"the registry's record of the pack at {directory} is malformed ({exc}); "
+                             "fetch the pack again (--force).") from None
 
 
 # -- the manifest's packs ------------------------------------------------------------------------
@@ -186,24 +193,27 @@ def pack_dir(name: str, dest_dir: Optional[Path] = None) -> Path:
     return Path(dest_dir or packs_home()) / check_pack_name(name)
 
 
+def find_record(directory: Path) -> Optional[PackRecord]:
+    """The registry's record of the pack in `directory`, or None. A folder installed by an
+    earlier version keeps its record inside; that record is moved into the registry here."""
+    directory = Path(directory)
+    record = PackRecord.from_registry(registry.load(), directory)
+    if record is None and (directory / registry.LEGACY_PACK_RECORD).is_file():
+        with registry.update() as reg:
+            registry.migrate_pack_record(reg, directory)
+            record = PackRecord.from_registry(reg, directory)
+    return record
+
+
 def read_record(directory: Path) -> PackRecord:
-    path = Path(directory) / RECORD_FILE
-    if not path.is_file():
+    record = find_record(directory)
+    if record is None:
         raise ModelError(
-            f"{directory} holds no safeface pack record ({RECORD_FILE}); install the pack with "
-            "`safeface models fetch NAME` (or `safeface models add-custom` for your own files)."
+            f"{directory} is not a pack safeface installed (the model registry {registry.registry_path()} "
+            "has no record of it); install it with `safeface models fetch NAME` (or `safeface models "
+            "add-custom` for your own files)."
         )
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ModelError(f"the pack record {path} cannot be read ({exc}); fetch the pack again.") from None
-    if not isinstance(data, dict):
-        raise ModelError(f"the pack record {path} is malformed; fetch the pack again.")
-    return PackRecord.from_dict(data)
-
-
-def write_record(directory: Path, record: PackRecord) -> None:
-    (Path(directory) / RECORD_FILE).write_text(json.dumps(record.to_dict(), indent=2) + "\n", encoding="utf-8")
+    return record
 
 
 @dataclass(frozen=True)
@@ -222,7 +232,7 @@ def _check_file(directory: Path, f: InstalledFile, spec: Optional[PackSpec]) -> 
     path = directory / f.file
     if not path.is_file() or path.is_symlink():
         raise ModelError(f"pack file {path} is missing; fetch the pack again.")
-    digest = registry.sha256_file(path)
+    digest = sha256_file_cached(path)
     if digest != f.sha256:
         raise ModelError(
             f"pack file {path} has SHA-256 {digest[:16]}..., not the recorded {f.sha256[:16]}...; "
@@ -247,7 +257,7 @@ def verify_pack(directory: Path) -> VerifiedPack:
         raise ModelError(f"no installed pack at {directory}; run `safeface models fetch NAME` first.")
     record = read_record(directory)
     for p in sorted(directory.iterdir()):
-        if p.name != RECORD_FILE and classify(p.name) == ATTRIBUTE:
+        if classify(p.name) == ATTRIBUTE:
             raise ModelError(
                 f"{p} is an attribute model (gender/age), which safeface never loads: it does not "
                 "infer sensitive attributes. Remove the file from the pack directory to use this pack."
@@ -264,10 +274,14 @@ def verify_pack(directory: Path) -> VerifiedPack:
 
 
 def installed_pack_dirs(dest_dir: Optional[Path] = None) -> list[Path]:
+    """The folders in `dest_dir` (default: packs_home()) the registry records a pack in."""
     root = Path(dest_dir or packs_home())
     if not root.is_dir():
         return []
-    return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".") and (p / RECORD_FILE).is_file())
+    for legacy in root.glob(f"*/{registry.LEGACY_PACK_RECORD}"):
+        find_record(legacy.parent)  # moved into the registry
+    here = root.resolve()
+    return sorted(d for d in registry.load().pack_dirs() if d.is_dir() and d.resolve().parent == here)
 
 
 # -- inventory for `safeface models list|verify` -------------------------------------------------
@@ -297,7 +311,7 @@ def list_models(dest_dir: Optional[Path] = None) -> list[dict[str, Any]]:
     for spec in pack_specs():
         seen.add(spec.name)
         d = pack_dir(spec.name, dest_dir)
-        installed = (d / RECORD_FILE).is_file()
+        installed = d.is_dir() and find_record(d) is not None
         ok = False
         if installed:
             try:
@@ -339,12 +353,18 @@ def verify_installed(dest_dir: Optional[Path] = None) -> list[dict[str, Any]]:
                         "reason": f"{v.detector.name} and {v.recognizer.name} match the pack record"})
         except ModelError as exc:
             out.append({"name": d.name, "path": str(d), "ok": False, "reason": str(exc)})
+    for r in registry.load().files():
+        if r.kind == registry.CONVERTED and r.path.is_file():  # a missing one is rebuilt on next use
+            ok = sha256_file_cached(r.path) == r.sha256
+            out.append({"name": f"{r.name} (converted)", "path": str(r.path), "ok": ok,
+                        "reason": "SHA-256 matches the model registry" if ok else
+                        "altered since it was converted; run `safeface models convert --force`"})
     return out
 
 
 __all__ = [
     "ATTRIBUTE", "ATTRIBUTE_REASON", "CUSTOM", "DETECTION", "InstalledFile", "LANDMARKS", "PackMember",
-    "PackRecord", "PackSpec", "RECOGNITION", "RECORD_FILE", "UNKNOWN", "VerifiedPack", "check_pack_name",
-    "classify", "installed_pack_dirs", "list_models", "pack_dir", "pack_spec", "pack_specs", "packs_home",
-    "read_record", "verify_installed", "verify_pack", "write_record",
+    "PackRecord", "PackSpec", "RECOGNITION", "UNKNOWN", "VerifiedPack", "check_pack_name",
+    "classify", "find_record", "installed_pack_dirs", "list_models", "pack_dir", "pack_spec", "pack_specs",
+    "packs_home", "read_record", "verify_installed", "verify_pack",
 ]
