@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
+from ..atomicfile import write_atomic
 from ..errors import ConfigError
 from .rules import DEFAULT_PROFILE, check_profiles, rule_for
 
@@ -100,7 +101,8 @@ class Deployment:
         return cls.from_dict(raw)
 
     def save(self, path: Path) -> None:
-        path.write_text(json.dumps(self.raw, indent=2) + "\n", encoding="utf-8")
+        # Atomic: a running process re-reading the deployment never sees half a file.
+        write_atomic(path, json.dumps(self.raw, indent=2) + "\n")
 
     # -- fields -----------------------------------------------------------------------------
     def section(self, name: str) -> dict[str, Any]:
