@@ -81,6 +81,26 @@ def write_atomic(path: PathLike, data: Union[bytes, str], mode: Optional[int] = 
         fh.write(data.encode("utf-8") if isinstance(data, str) else data)
 
 
+def write_new(path: PathLike, data: bytes, mode: int = 0o600, durable: bool = True) -> None:
+    """Create `path` holding `data` only if nothing is there (FileExistsError otherwise): never
+    overwrites, and since the file appears whole (hard-linked from a finished temporary file), a
+    process racing to create or read it never sees it empty or half-written."""
+    target = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.tmp-", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            if durable:
+                os.fsync(fh.fileno())
+        os.chmod(tmp, mode)
+        os.link(tmp, target)
+    finally:
+        os.unlink(tmp)
+    if durable:
+        _fsync_dir(target.parent)
+
+
 @contextmanager
 def exclusive_lock(lock_path: PathLike) -> Iterator[None]:
     """Hold an advisory exclusive lock on `lock_path` (created 0600) for a read-modify-write, so

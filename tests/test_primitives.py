@@ -198,3 +198,26 @@ def test_no_runtime_assert_in_the_package() -> None:
             if isinstance(node, ast.Assert):
                 found.append(f"{rel}:{node.lineno}")
     assert found == []
+
+
+def test_write_new_never_overwrites_and_never_shows_half_a_file(tmp_path: Path) -> None:
+    from safeface.atomicfile import write_new
+
+    key = tmp_path / "eval-cache.key"
+    write_new(key, b"k" * 32)
+    assert key.read_bytes() == b"k" * 32 and key.stat().st_mode & 0o777 == 0o600
+    with pytest.raises(FileExistsError):
+        write_new(key, b"x" * 32)
+    assert key.read_bytes() == b"k" * 32
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["eval-cache.key"]
+
+
+def test_racing_processes_agree_on_one_created_key(tmp_path: Path) -> None:
+    """Eight processes create the evaluation-cache key at once: all read the same 32 bytes."""
+    script = "from safeface.evaluate.embedcache import cache_key; print(cache_key().hex())"
+    env = child_env(SAFEFACE_HOME=str(tmp_path / "home"))
+    kids = [subprocess.Popen([sys.executable, "-c", script], env=env, cwd=tmp_path, stdout=subprocess.PIPE, text=True)
+            for _ in range(8)]
+    keys = {k.communicate(timeout=120)[0].strip() for k in kids}
+    assert [k.returncode for k in kids] == [0] * 8
+    assert len(keys) == 1 and len(keys.pop()) == 64

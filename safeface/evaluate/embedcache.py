@@ -22,7 +22,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from ..aead import Aead
-from ..atomicfile import write_atomic
+from ..atomicfile import write_atomic, write_new
 from ..errors import ConfigError, IntegrityError
 from ..hashing import read_hashed
 from ..hazmat.vision import Pipeline
@@ -35,18 +35,14 @@ def cache_key() -> bytes:
     """The key that seals cached embeddings, created on first use (owner-only)."""
     path = safeface_home() / "keys" / "eval-cache.key"
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        key = path.read_bytes()
-        if len(key) != 32:
-            raise ConfigError(f"{path} is not a 32-byte key; delete it and the embedding caches it sealed.") from None
-        return key
     key = os.urandom(32)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(key)
-        fh.flush()
-        os.fsync(fh.fileno())
+    try:
+        write_new(path, key, mode=0o600)
+        return key
+    except FileExistsError:  # made earlier, or just now by a process racing this one
+        key = path.read_bytes()
+    if len(key) != 32:
+        raise ConfigError(f"{path} is not a 32-byte key; delete it and the embedding caches it sealed.")
     return key
 
 
