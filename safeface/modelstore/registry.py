@@ -212,8 +212,8 @@ class Registry:
     def drop_pack(self, directory: Path) -> None:
         key = _key(directory)
         self._packs.pop(key, None)
-        for r in self.files_in(directory):
-            del self._files[_key(r.path)]
+        for k in [k for k in self._files if k.startswith(key + "/")]:
+            del self._files[k]
 
     def to_dict(self) -> dict[str, Any]:
         def row(r: FileRecord) -> dict[str, Any]:
