@@ -36,9 +36,11 @@ GENESIS = hashlib.sha256(b"safeface-audit-genesis-v1").hexdigest()
 FIELDS = ("seq", "time", "operation", "purpose", "token_id", "basis", "subjects", "decision", "rule", "note")
 # NTP may step the clock back a little; more than this is a clock set back (or a forged entry).
 CLOCK_TOLERANCE = dt.timedelta(seconds=2)
-# Longest text kept per field; longer values are cut and marked (see `_bounded`).
+# Longest text kept per field; longer values are cut and marked (see `_bounded`). Notes are
+# written by the SDK and list the rows an erasure or purge removed (the store check reads them),
+# so theirs is generous: about 9,000 row ids; a removal of more rows must be split over entries.
 LIMITS = {"operation": 32, "purpose": 128, "token_id": 128, "basis": 256, "decision": 16, "rule": 32,
-          "note": 512, "subject": 128}
+          "note": 65_536, "subject": 128}
 MAX_SUBJECTS = 100
 
 _SCHEMA = """
