@@ -395,3 +395,20 @@ def test_a_host_keyrings_anchor_catches_a_restored_log(tmp_path: Path) -> None:
     with AuditLog(paths.audit, keyring.key("audit"), anchors[1:]) as log, \
             pytest.raises(IntegrityError, match="host anchor"):
         log.check_head()
+
+
+def test_audit_verify_on_the_command_line_checks_the_template_store(tmp_path: Path, capsys: Any) -> None:
+    """A row written straight into the store (hazmat, no guard, no audit entry) is named by
+    `safeface audit verify`, not only by SafeFace.audit_verify()."""
+    import numpy as np
+
+    from safeface.storage.gallery import Gallery
+
+    paths = workspace(tmp_path)
+    assert audit_verify(paths.root).store.rows == 0
+    with Gallery.open(paths.gallery, keyring_of(paths), 128) as g:
+        v = np.random.default_rng(0).standard_normal(128).astype(np.float32)
+        g.add("mallory", v / np.linalg.norm(v), ["demo"], "t-made-up",
+              dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=30))
+    assert cli("audit", "verify", paths.root) == 4
+    assert "behind the guard" in json.loads(capsys.readouterr().err)["message"]

@@ -380,14 +380,13 @@ def _rekey(args: argparse.Namespace) -> int:
 
 
 def _audit_verify(args: argparse.Namespace) -> int:
-    # Only the keyring, the log and its anchors: checking the record must not depend on (or
-    # change) the gallery.
     from ..workspace.admin import audit_verify
 
     st = audit_verify(Path(args.workspace), args.passphrase_file, checkpoints=args.checkpoint, witnesses=args.witness)
     r = st.report
     print(f"audit log intact: {r.entries} entries, head {r.head_hash[:16]}... signed; anchored in "
-          f"{', '.join(r.anchors) or 'nothing'}; trust store matches its record ({st.trusted_keys} key(s) trusted)")
+          f"{', '.join(r.anchors) or 'nothing'}; trust store matches its record ({st.trusted_keys} key(s) trusted); "
+          f"template store matches the log ({st.store.rows} row(s), digest {st.store.digest[:16]}...)")
     for cp in st.checkpoints:
         print(f"checkpoint of {cp['time']} (entry {cp['seq']}) still holds")
     return EXIT_OK

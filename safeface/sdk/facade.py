@@ -392,11 +392,7 @@ class SafeFace:
         """Check the audit chain, then the store against it (see :meth:`verify_store`); raise
         IntegrityError naming the first problems."""
         report = self._audit.verify()
-        store = self.verify_store()
-        if not store.ok:
-            more = f" (and {len(store.problems) - 5} more)" if len(store.problems) > 5 else ""
-            raise IntegrityError("the template store does not match the audit log: " + " ".join(store.problems[:5])
-                                 + more)
+        self.verify_store().raise_for_problems()
         return report
 
     def verify_store(self) -> StoreReport:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from ..errors import ConfigError, InvalidArgument, IntegrityError, PolicyViolation
+from ..hazmat.templates.pseudonym import token_pseudonym
 from ..policy.deployment import Deployment
 from ..policy.rules import rule_for
 from ..policy.receipts import receipt_key
@@ -21,6 +22,7 @@ from .files import write_new_private
 from .keys import new_signing_key
 from .paths import WorkspacePaths
 from .session import deployment_name, opened
+from .storecheck import StoreReport, check_store
 from .trust import TrustedKey, TrustStore, change_trust, read_jwks, write_jwks
 
 
@@ -106,12 +108,14 @@ class AuditStatus:
     report: AuditReport
     trusted_keys: int
     checkpoints: tuple[dict[str, Any], ...]
+    store: StoreReport
 
 
 def audit_verify(root: Path, passphrase_file: Optional[Path] = None, *, checkpoints: Sequence[Path] = (),
                  witnesses: Sequence[Path] = ()) -> AuditStatus:
     """The whole chain, its signed head, every anchor (keyring, configured and given witnesses,
-    which must exist), the trust store against its audit record, and each checkpoint."""
+    which must exist), the trust store against its audit record, each checkpoint, and the
+    template store against the log (storecheck.py). Opening the store changes nothing in it."""
     paths = _workspace(root)
     if not paths.audit.is_file():
         raise IntegrityError(f"the audit log {paths.audit} is missing: it was deleted.")
@@ -123,7 +127,25 @@ def audit_verify(root: Path, passphrase_file: Optional[Path] = None, *, checkpoi
         name = deployment_name(paths, r.deployment)
         seen = tuple(check_checkpoint(d, public, deployment=name, log_end=report.entries, hash_at=r.audit.hash_at)
                      for d in docs)
-    return AuditStatus(report, len(store.active()), seen)
+        rows = _store_rows(paths, r)
+        trusted = store.for_guard()
+        token_key = r.keyring.key("pseudonym")
+        checked = check_store(rows, r.audit.entries(), trusted["consent_issuers"], trusted["authorities"],
+                              lambda token_id: token_pseudonym(token_key, token_id), token_key)
+    checked.raise_for_problems()
+    return AuditStatus(report, len(store.active()), seen, checked)
+
+
+def _store_rows(paths: WorkspacePaths, r: Any) -> list[Any]:
+    """Every stored row's description; none if the store file is gone (the check then names
+    every row the log says is stored as missing)."""
+    from ..storage.gallery import Gallery
+
+    if not paths.gallery.is_file():
+        return []
+    dim = int(r.deployment.section("matching").get("dim") or 128)
+    with Gallery.open(paths.gallery, r.keyring, dim) as gallery:
+        return list(gallery.rows())
 
 
 def audit_checkpoint(root: Path, out: Path, passphrase_file: Optional[Path] = None) -> dict[str, Any]:

@@ -26,6 +26,7 @@ from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from ..errors import IntegrityError
 from ..policy.tokens import TokenError, decode_consent, decode_legal_basis
 
 _ROWS = re.compile(r"\brows=([0-9,]+)")
@@ -41,6 +42,13 @@ class StoreReport:
     @property
     def ok(self) -> bool:
         return not self.problems
+
+    def raise_for_problems(self) -> None:
+        """IntegrityError naming the first problems, if there are any."""
+        if self.problems:
+            more = f" (and {len(self.problems) - 5} more)" if len(self.problems) > 5 else ""
+            raise IntegrityError("the template store does not match the audit log: " + " ".join(self.problems[:5])
+                                 + more)
 
 
 def _rows_named(note: Optional[str]) -> list[int]:
