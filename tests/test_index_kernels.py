@@ -131,14 +131,6 @@ def test_set_isa_rejects_unknown_name() -> None:
     assert get_isa() == ISAS[-1]
 
 
-def test_legacy_topk_function_still_works() -> None:
-    rng = np.random.default_rng(5)
-    x, q = unit(rng, 50, 16), unit(rng, 3, 16)
-    s, i = _core.topk_ip_f32(x, q, 4)
-    ref = q @ x.T
-    np.testing.assert_array_equal(i, np.argsort(-ref, axis=1)[:, :4])
-
-
 def test_streaming_checksum_equals_one_shot() -> None:
     data = np.random.default_rng(8).integers(0, 256, 1000, dtype=np.uint8)
     for step in (1, 7, 32, 37, 1000):

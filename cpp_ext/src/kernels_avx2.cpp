@@ -9,8 +9,6 @@
 namespace sfcore {
 namespace {
 
-constexpr int kQBlock = 6;
-
 inline void emit(const ScoreOut& o, int q, int p, __m256 lo, __m256 hi) {
     float* dst = o.s + q * o.ld + p * kLanes;
     _mm256_storeu_ps(dst, lo);
@@ -89,9 +87,15 @@ inline void block_f16(const std::uint16_t* const* pp, std::size_t d, const float
 // int8 without VNNI: rows (uint8, value + 128) widen to int16 and multiply-add against the
 // widened query, pairs summed into int32 (exact, no saturation). Each 16-byte load holds 4 rows
 // x 4 dimensions; four accumulators cover a panel and a final horizontal add folds the pairs.
-template <int Q>
-inline void block_i8(const std::uint8_t* p, const float* rs, std::size_t d, const std::int16_t* qw0,
-                     const float* qscale, const std::int32_t* qsum, ScoreOut o0) {
+template <int P, int Q>
+inline void block_i8(const std::uint8_t* const* pp, const float* row_scale,
+                     const std::uint32_t* pl, std::size_t d, QueriesI8 qs, ScoreOut o0) {
+    static_assert(P == 1, "the AVX2 int8 block takes one panel (its registers hold 4 vectors)");
+    const std::uint8_t* p = pp[0];
+    const float* rs = row_scale + pl[0] * kLanes;
+    const std::int16_t* qw0 = qs.qw;
+    const float* qscale = qs.scale;
+    const std::int32_t* qsum = qs.sum;
     __m256i acc[Q][4];
 #pragma GCC unroll 16
     for (int q = 0; q < Q; ++q)
@@ -125,47 +129,6 @@ inline void block_i8(const std::uint8_t* p, const float* rs, std::size_t d, cons
         const __m256 vhi = _mm256_cvtepi32_ps(_mm256_sub_epi32(hi, corr));
         emit(o0, q, 0, _mm256_mul_ps(vlo, _mm256_mul_ps(s0, qs)), _mm256_mul_ps(vhi, _mm256_mul_ps(s1, qs)));
     }
-}
-
-template <int P, int Q>
-void group_f32(const float* panels, const std::uint32_t* plist, std::size_t np, std::size_t d,
-               const float* q0, ScoreOut o0) {
-    const std::size_t ps = d * kLanes;
-    std::size_t i = 0;
-    for (; i + P <= np; i += P) {
-        const float* pp[P];
-        for (int p = 0; p < P; ++p) pp[p] = panels + plist[i + p] * ps;
-        block_f32<P, Q>(pp, d, q0, o0.at(0, i));
-    }
-    for (; i < np; ++i) {
-        const float* pp[1] = {panels + plist[i] * ps};
-        block_f32<1, Q>(pp, d, q0, o0.at(0, i));
-    }
-}
-
-template <int P, int Q>
-void group_f16(const std::uint16_t* panels, const std::uint32_t* plist, std::size_t np,
-               std::size_t d, const float* q0, ScoreOut o0) {
-    const std::size_t ps = d * kLanes;
-    std::size_t i = 0;
-    for (; i + P <= np; i += P) {
-        const std::uint16_t* pp[P];
-        for (int p = 0; p < P; ++p) pp[p] = panels + plist[i + p] * ps;
-        block_f16<P, Q>(pp, d, q0, o0.at(0, i));
-    }
-    for (; i < np; ++i) {
-        const std::uint16_t* pp[1] = {panels + plist[i] * ps};
-        block_f16<1, Q>(pp, d, q0, o0.at(0, i));
-    }
-}
-
-template <int Q>
-void group_i8(const std::uint8_t* panels, const float* row_scale, const std::uint32_t* plist,
-              std::size_t np, std::size_t d, const std::int16_t* qw0, const float* qscale,
-              const std::int32_t* qsum, ScoreOut o0) {
-    for (std::size_t i = 0; i < np; ++i)
-        block_i8<Q>(panels + plist[i] * d * kLanes, row_scale + plist[i] * kLanes, d, qw0, qscale,
-                    qsum, o0.at(0, i));
 }
 
 // One query: bandwidth bound. One panel at a time as a single sequential stream, four
@@ -218,61 +181,12 @@ void one_f16(const std::uint16_t* panels, const std::uint32_t* plist, std::size_
               reinterpret_cast<const char*>(panels), ps * 2, kLanes * 2);
 }
 
-#define SF_QCASES(X) X(1) X(2) X(3) X(4) X(5) X(6)
-
-void f32_scores(const float* panels, const std::uint32_t* plist, std::size_t np, std::size_t d,
-                const float* queries, std::size_t nq, ScoreOut out) {
-    for (std::size_t q = 0; q < nq; q += kQBlock) {
-        const std::size_t qn = nq - q < static_cast<std::size_t>(kQBlock) ? nq - q : kQBlock;
-        const float* q0 = queries + q * d;
-        const ScoreOut o0 = out.at(q, 0);
-        if (nq == 1) {
-            one_f32(panels, plist, np, d, q0, o0);
-            continue;
-        }
-        switch (qn) {
-#define SF_CASE(N) \
-    case N: group_f32<1, N>(panels, plist, np, d, q0, o0); break;
-            SF_QCASES(SF_CASE)
-#undef SF_CASE
-            default: break;
-        }
-    }
-}
-
-void f16_scores(const std::uint16_t* panels, const std::uint32_t* plist, std::size_t np,
-                std::size_t d, const float* queries, std::size_t nq, ScoreOut out) {
-    for (std::size_t q = 0; q < nq; q += kQBlock) {
-        const std::size_t qn = nq - q < static_cast<std::size_t>(kQBlock) ? nq - q : kQBlock;
-        const float* q0 = queries + q * d;
-        const ScoreOut o0 = out.at(q, 0);
-        if (nq == 1) {
-            one_f16(panels, plist, np, d, q0, o0);
-            continue;
-        }
-        switch (qn) {
-#define SF_CASE(N) \
-    case N: group_f16<1, N>(panels, plist, np, d, q0, o0); break;
-            SF_QCASES(SF_CASE)
-#undef SF_CASE
-            default: break;
-        }
-    }
-}
-
-void i8_scores(const std::uint8_t* panels, const float* row_scale, const std::uint32_t* plist,
-               std::size_t np, std::size_t d, QueriesI8 qs, std::size_t nq, ScoreOut out) {
-    constexpr std::size_t kQ = 3;
-    for (std::size_t q = 0; q < nq; q += kQ) {
-        const std::size_t qn = nq - q < kQ ? nq - q : kQ;
-        const std::int16_t* qw0 = qs.qw + q * d;
-        const ScoreOut o0 = out.at(q, 0);
-        if (qn == 3)
-            group_i8<3>(panels, row_scale, plist, np, d, qw0, qs.scale + q, qs.sum + q, o0);
-        else if (qn == 2)
-            group_i8<2>(panels, row_scale, plist, np, d, qw0, qs.scale + q, qs.sum + q, o0);
-        else
-            group_i8<1>(panels, row_scale, plist, np, d, qw0, qs.scale + q, qs.sum + q, o0);
+// int8, one query: no path faster than a block of one query.
+void one_i8(const std::uint8_t* panels, const float* row_scale, const std::uint32_t* plist,
+            std::size_t np, std::size_t d, QueriesI8 qs, ScoreOut o) {
+    for (std::size_t i = 0; i < np; ++i) {
+        const std::uint8_t* pp[1] = {panels + plist[i] * d * kLanes};
+        block_i8<1, 1>(pp, row_scale, plist + i, d, qs, o.at(0, i));
     }
 }
 
@@ -287,8 +201,22 @@ void to_f16(const float* src, std::uint16_t* dst, std::size_t n) {
     }
 }
 
-}  // namespace
+// A 16-row panel takes two of the 16 vector registers per query: one panel at a time, up to 6
+// queries (12 accumulators); int8 widens a panel to four registers, so 3 queries.
+struct Avx2Shape {
+    static constexpr int kQBlock = 6, kPanels = 1, kQBlockI8 = 3, kPanelsI8 = 1;
+};
 
-Kernels kernels_avx2() { return Kernels{"avx2", f32_scores, f16_scores, i8_scores, to_f16}; }
+}  // namespace
+}  // namespace sfcore
+
+#include "kernels_driver.hpp"
+
+namespace sfcore {
+
+Kernels kernels_avx2() {
+    using D = Driver<Avx2Shape>;
+    return Kernels{"avx2", D::f32, D::f16, D::i8, to_f16};
+}
 
 }  // namespace sfcore

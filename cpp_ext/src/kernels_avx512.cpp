@@ -10,8 +10,6 @@
 namespace sfcore {
 namespace {
 
-constexpr int kQBlock = 12;
-
 inline void emit(const ScoreOut& o, int q, int p, __m512 v) {
     _mm512_storeu_ps(o.s + q * o.ld + p * kLanes, v);
     o.hit[q * (o.ld / kLanes) + p] =
@@ -19,8 +17,7 @@ inline void emit(const ScoreOut& o, int q, int p, __m512 v) {
 }
 
 template <int P, int Q>
-inline void block_f32(const float* const* pp, std::size_t d, const float* q0, std::size_t qstride,
-                      ScoreOut o0) {
+inline void block_f32(const float* const* pp, std::size_t d, const float* q0, ScoreOut o0) {
     __m512 acc[P][Q];
 #pragma GCC unroll 16
     for (int p = 0; p < P; ++p)
@@ -32,7 +29,7 @@ inline void block_f32(const float* const* pp, std::size_t d, const float* q0, st
         for (int p = 0; p < P; ++p) r[p] = _mm512_load_ps(pp[p] + j * kLanes);
 #pragma GCC unroll 16
         for (int q = 0; q < Q; ++q) {
-            const __m512 b = _mm512_set1_ps(q0[q * qstride + j]);
+            const __m512 b = _mm512_set1_ps(q0[q * d + j]);
 #pragma GCC unroll 16
             for (int p = 0; p < P; ++p) acc[p][q] = _mm512_fmadd_ps(r[p], b, acc[p][q]);
         }
@@ -45,7 +42,7 @@ inline void block_f32(const float* const* pp, std::size_t d, const float* q0, st
 
 template <int P, int Q>
 inline void block_f16(const std::uint16_t* const* pp, std::size_t d, const float* q0,
-                      std::size_t qstride, ScoreOut o0) {
+                      ScoreOut o0) {
     __m512 acc[P][Q];
 #pragma GCC unroll 16
     for (int p = 0; p < P; ++p)
@@ -59,7 +56,7 @@ inline void block_f16(const std::uint16_t* const* pp, std::size_t d, const float
                 _mm256_load_si256(reinterpret_cast<const __m256i*>(pp[p] + j * kLanes)));
 #pragma GCC unroll 16
         for (int q = 0; q < Q; ++q) {
-            const __m512 b = _mm512_set1_ps(q0[q * qstride + j]);
+            const __m512 b = _mm512_set1_ps(q0[q * d + j]);
 #pragma GCC unroll 16
             for (int p = 0; p < P; ++p) acc[p][q] = _mm512_fmadd_ps(r[p], b, acc[p][q]);
         }
@@ -77,9 +74,11 @@ inline std::int32_t load4(const std::int8_t* p) {
 }
 
 template <int P, int Q>
-inline void block_i8(const std::uint8_t* const* pp, const float* const* rs, std::size_t d,
-                     const std::int8_t* q0, const float* qscale, const std::int32_t* qsum,
-                     ScoreOut o0) {
+inline void block_i8(const std::uint8_t* const* pp, const float* row_scale,
+                     const std::uint32_t* pl, std::size_t d, QueriesI8 qs, ScoreOut o0) {
+    const std::int8_t* q0 = qs.q;
+    const float* qscale = qs.scale;
+    const std::int32_t* qsum = qs.sum;
     __m512i acc[P][Q];
 #pragma GCC unroll 16
     for (int p = 0; p < P; ++p)
@@ -98,7 +97,7 @@ inline void block_i8(const std::uint8_t* const* pp, const float* const* rs, std:
     }
 #pragma GCC unroll 16
     for (int p = 0; p < P; ++p) {
-        const __m512 s = _mm512_loadu_ps(rs[p]);
+        const __m512 s = _mm512_loadu_ps(row_scale + pl[p] * kLanes);
 #pragma GCC unroll 16
         for (int q = 0; q < Q; ++q) {
             const __m512i c = _mm512_sub_epi32(acc[p][q], _mm512_set1_epi32(128 * qsum[q]));
@@ -106,61 +105,6 @@ inline void block_i8(const std::uint8_t* const* pp, const float* const* rs, std:
                                            _mm512_mul_ps(s, _mm512_set1_ps(qscale[q])));
             emit(o0, q, p, v);
         }
-    }
-}
-
-// Walks the listed panels P at a time (then one at a time) for a group of Q queries.
-template <int P, int Q>
-void group_f32(const float* panels, const std::uint32_t* plist, std::size_t np, std::size_t d,
-               const float* q0, ScoreOut o0) {
-    const std::size_t ps = d * kLanes;
-    std::size_t i = 0;
-    for (; i + P <= np; i += P) {
-        const float* pp[P];
-        for (int p = 0; p < P; ++p) pp[p] = panels + plist[i + p] * ps;
-        block_f32<P, Q>(pp, d, q0, d, o0.at(0, i));
-    }
-    for (; i < np; ++i) {
-        const float* pp[1] = {panels + plist[i] * ps};
-        block_f32<1, Q>(pp, d, q0, d, o0.at(0, i));
-    }
-}
-
-template <int P, int Q>
-void group_f16(const std::uint16_t* panels, const std::uint32_t* plist, std::size_t np,
-               std::size_t d, const float* q0, ScoreOut o0) {
-    const std::size_t ps = d * kLanes;
-    std::size_t i = 0;
-    for (; i + P <= np; i += P) {
-        const std::uint16_t* pp[P];
-        for (int p = 0; p < P; ++p) pp[p] = panels + plist[i + p] * ps;
-        block_f16<P, Q>(pp, d, q0, d, o0.at(0, i));
-    }
-    for (; i < np; ++i) {
-        const std::uint16_t* pp[1] = {panels + plist[i] * ps};
-        block_f16<1, Q>(pp, d, q0, d, o0.at(0, i));
-    }
-}
-
-template <int P, int Q>
-void group_i8(const std::uint8_t* panels, const float* row_scale, const std::uint32_t* plist,
-              std::size_t np, std::size_t d, const std::int8_t* q0, const float* qscale,
-              const std::int32_t* qsum, ScoreOut o0) {
-    const std::size_t ps = d * kLanes;
-    std::size_t i = 0;
-    for (; i + P <= np; i += P) {
-        const std::uint8_t* pp[P];
-        const float* rs[P];
-        for (int p = 0; p < P; ++p) {
-            pp[p] = panels + plist[i + p] * ps;
-            rs[p] = row_scale + plist[i + p] * kLanes;
-        }
-        block_i8<P, Q>(pp, rs, d, q0, qscale, qsum, o0.at(0, i));
-    }
-    for (; i < np; ++i) {
-        const std::uint8_t* pp[1] = {panels + plist[i] * ps};
-        const float* rs[1] = {row_scale + plist[i] * kLanes};
-        block_i8<1, Q>(pp, rs, d, q0, qscale, qsum, o0.at(0, i));
     }
 }
 
@@ -214,8 +158,10 @@ void one_f16(const std::uint16_t* panels, const std::uint32_t* plist, std::size_
 }
 
 void one_i8(const std::uint8_t* panels, const float* row_scale, const std::uint32_t* plist,
-            std::size_t np, std::size_t d, const std::int8_t* q, float qscale, std::int32_t qsum,
-            ScoreOut o) {
+            std::size_t np, std::size_t d, QueriesI8 qs, ScoreOut o) {
+    const std::int8_t* q = qs.q;
+    const float qscale = qs.scale[0];
+    const std::int32_t qsum = qs.sum[0];
     const std::size_t ps = d * kLanes;
     const __m512i corr = _mm512_set1_epi32(128 * qsum);
     for (std::size_t i = 0; i < np; ++i) {
@@ -240,70 +186,6 @@ void one_i8(const std::uint8_t* panels, const float* row_scale, const std::uint3
     }
 }
 
-#define SF_QCASES(X) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11) X(12)
-
-void f32_scores(const float* panels, const std::uint32_t* plist, std::size_t np, std::size_t d,
-                const float* queries, std::size_t nq, ScoreOut out) {
-    for (std::size_t q = 0; q < nq; q += kQBlock) {
-        const std::size_t qn = nq - q < static_cast<std::size_t>(kQBlock) ? nq - q : kQBlock;
-        const float* q0 = queries + q * d;
-        const ScoreOut o0 = out.at(q, 0);
-        if (nq == 1) {
-            one_f32(panels, plist, np, d, q0, o0);
-            continue;
-        }
-        switch (qn) {
-#define SF_CASE(N) \
-    case N: group_f32<2, N>(panels, plist, np, d, q0, o0); break;
-            SF_QCASES(SF_CASE)
-#undef SF_CASE
-            default: break;
-        }
-    }
-}
-
-void f16_scores(const std::uint16_t* panels, const std::uint32_t* plist, std::size_t np,
-                std::size_t d, const float* queries, std::size_t nq, ScoreOut out) {
-    for (std::size_t q = 0; q < nq; q += kQBlock) {
-        const std::size_t qn = nq - q < static_cast<std::size_t>(kQBlock) ? nq - q : kQBlock;
-        const float* q0 = queries + q * d;
-        const ScoreOut o0 = out.at(q, 0);
-        if (nq == 1) {
-            one_f16(panels, plist, np, d, q0, o0);
-            continue;
-        }
-        switch (qn) {
-#define SF_CASE(N) \
-    case N: group_f16<2, N>(panels, plist, np, d, q0, o0); break;
-            SF_QCASES(SF_CASE)
-#undef SF_CASE
-            default: break;
-        }
-    }
-}
-
-void i8_scores(const std::uint8_t* panels, const float* row_scale, const std::uint32_t* plist,
-               std::size_t np, std::size_t d, QueriesI8 qs, std::size_t nq, ScoreOut out) {
-    for (std::size_t q = 0; q < nq; q += kQBlock) {
-        const std::size_t qn = nq - q < static_cast<std::size_t>(kQBlock) ? nq - q : kQBlock;
-        const std::int8_t* q0 = qs.q + q * d;
-        const ScoreOut o0 = out.at(q, 0);
-        if (nq == 1) {
-            one_i8(panels, row_scale, plist, np, d, q0, qs.scale[q], qs.sum[q], o0);
-            continue;
-        }
-        switch (qn) {
-#define SF_CASE(N)                                                                         \
-    case N:                                                                                \
-        group_i8<2, N>(panels, row_scale, plist, np, d, q0, qs.scale + q, qs.sum + q, o0); \
-        break;
-            SF_QCASES(SF_CASE)
-#undef SF_CASE
-            default: break;
-        }
-    }
-}
-
 void to_f16(const float* src, std::uint16_t* dst, std::size_t n) {
     std::size_t i = 0;
     for (; i + 16 <= n; i += 16)
@@ -315,8 +197,21 @@ void to_f16(const float* src, std::uint16_t* dst, std::size_t n) {
     }
 }
 
-}  // namespace
+// 2 panels x up to 12 queries: 24 of the 32 vector registers accumulate.
+struct Avx512Shape {
+    static constexpr int kQBlock = 12, kPanels = 2, kQBlockI8 = 12, kPanelsI8 = 2;
+};
 
-Kernels kernels_avx512() { return Kernels{"avx512", f32_scores, f16_scores, i8_scores, to_f16}; }
+}  // namespace
+}  // namespace sfcore
+
+#include "kernels_driver.hpp"
+
+namespace sfcore {
+
+Kernels kernels_avx512() {
+    using D = Driver<Avx512Shape>;
+    return Kernels{"avx512", D::f32, D::f16, D::i8, to_f16};
+}
 
 }  // namespace sfcore

@@ -13,8 +13,8 @@
 #include <stdexcept>
 #include <string>
 
+#include "checksum.hpp"
 #include "dispatch.hpp"
-#include "kernels.hpp"
 #include "store.hpp"
 
 namespace nb = nanobind;
@@ -23,26 +23,11 @@ using RowsF32 = nb::ndarray<const float, nb::ndim<2>, nb::c_contig, nb::device::
 using Ids = nb::ndarray<const std::int64_t, nb::ndim<1>, nb::c_contig, nb::device::cpu>;
 using Flags = nb::ndarray<const bool, nb::ndim<1>, nb::c_contig, nb::device::cpu>;
 using Bytes = nb::ndarray<const std::uint8_t, nb::ndim<1>, nb::c_contig, nb::device::cpu>;
-using F32Flat = nb::ndarray<const float, nb::ndim<1>, nb::c_contig, nb::device::cpu>;
-using OutF32 = nb::ndarray<nb::numpy, float, nb::ndim<2>>;
-using OutI64 = nb::ndarray<nb::numpy, std::int64_t, nb::ndim<2>>;
 
 template <typename T>
 static nb::ndarray<nb::numpy, T, nb::ndim<2>> owned2(T* p, std::size_t a, std::size_t b) {
     nb::capsule own(p, [](void* q) noexcept { delete[] static_cast<T*>(q); });
     return nb::ndarray<nb::numpy, T, nb::ndim<2>>(p, {a, b}, own);
-}
-
-static std::pair<OutF32, OutI64> topk_ip_f32(RowsF32 rows, RowsF32 queries, std::size_t k) {
-    const std::size_t n = rows.shape(0), d = rows.shape(1), m = queries.shape(0);
-    if (queries.shape(1) != d) throw std::invalid_argument("queries and rows differ in dimension");
-    float* scores = new float[m * k];
-    std::int64_t* idx = new std::int64_t[m * k];
-    {
-        nb::gil_scoped_release release;
-        sfcore::topk_inner_product_f32(rows.data(), n, queries.data(), m, d, k, scores, idx);
-    }
-    return {owned2(scores, m, k), owned2(idx, m, k)};
 }
 
 static void check_rows(const RowsF32& v, const sfcore::Store& s, const char* what) {
@@ -54,8 +39,6 @@ static void check_rows(const RowsF32& v, const sfcore::Store& s, const char* wha
 
 NB_MODULE(_core, m) {
     m.doc() = "safeface matching core: inner-product kernels and top-k selection";
-    m.def("topk_ip_f32", &topk_ip_f32, nb::arg("rows"), nb::arg("queries"), nb::arg("k"),
-          "Top-k inner products of each query against the rows: (scores, row indices).");
     m.def("available_isas", &sfcore::available_isas,
           "Kernel sets this CPU can run, narrowest first.");
     m.def("set_isa", &sfcore::set_isa, nb::arg("name"),

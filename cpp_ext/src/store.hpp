@@ -1,13 +1,13 @@
-// A gallery of vectors in the panel layout, with caller ids, and its exact top-k search.
+// A gallery of vectors in the panel layout, with caller ids, and its exact top-k search
+// (rows: store.cpp; search: search.cpp).
 #pragma once
 #include <cstddef>
 #include <cstdint>
-#include <cstdlib>
 #include <shared_mutex>
 #include <string>
-#include <utility>
 #include <vector>
 
+#include "buffer.hpp"
 #include "idmap.hpp"
 
 namespace sfcore {
@@ -16,29 +16,6 @@ enum class Dtype { f32 = 0, f16 = 1, i8 = 2 };
 
 Dtype parse_dtype(const std::string& name);
 const char* dtype_name(Dtype dt);
-
-// 64-byte aligned growable byte buffer (aligned vector loads of whole panels).
-class AlignedBuf {
-public:
-    AlignedBuf() = default;
-    AlignedBuf(const AlignedBuf&) = delete;
-    AlignedBuf& operator=(const AlignedBuf&) = delete;
-    ~AlignedBuf() { std::free(p_); }
-    // Grows to at least `bytes`, keeping the content; zero-fills the new part except the first
-    // `overwritten` bytes, which the caller fills itself.
-    void reserve(std::size_t bytes, std::size_t overwritten = 0);
-    void swap(AlignedBuf& o) noexcept {
-        std::swap(p_, o.p_);
-        std::swap(cap_, o.cap_);
-    }
-    std::uint8_t* data() { return p_; }
-    const std::uint8_t* data() const { return p_; }
-    std::size_t capacity() const { return cap_; }
-
-private:
-    std::uint8_t* p_ = nullptr;
-    std::size_t cap_ = 0;
-};
 
 struct SearchOptions {
     std::size_t k = 10;
@@ -113,21 +90,5 @@ private:
     IdMap pos_;
     mutable std::shared_mutex mu_;
 };
-
-// Checksum of a byte stream (64-bit, non-cryptographic, fast): detects corruption of saved files.
-class Checksum64 {
-public:
-    Checksum64();
-    void update(const std::uint8_t* p, std::size_t n);
-    std::uint64_t digest() const;
-
-private:
-    void blocks(const std::uint8_t* p, std::size_t nblocks);
-    std::uint64_t h_[4];
-    std::uint8_t carry_[32] = {};
-    std::size_t carry_len_ = 0;
-    std::uint64_t total_ = 0;
-};
-std::uint64_t checksum64(const std::uint8_t* p, std::size_t n);
 
 }  // namespace sfcore
