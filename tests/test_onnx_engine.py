@@ -14,7 +14,7 @@ from safeface.errors import ModelError
 from safeface.hashing import sha256_file_cached
 from safeface.imageio import load_image
 from safeface.hazmat.vision import get_engine, mmod_decode
-from safeface.modelstore import dlib_format, onnx_convert, registry
+from safeface.modelstore import dlib_format, onnx_convert, packs, registry
 from safeface.hazmat.vision.dlib_engine import DlibEngine
 from safeface.hazmat.vision.onnx_engine import OnnxEngine
 
@@ -127,9 +127,14 @@ def test_conversion_is_cached_verified_and_rebuilt_when_altered(home: Path) -> N
     assert again.path.stat().st_mtime_ns == mtime and again.onnx_sha256 == first.onnx_sha256
 
     first.path.write_bytes(first.path.read_bytes()[:-10] + b"0123456789")  # tampered
+    listed = {r["name"]: r for r in packs.list_models() if r["kind"] == "onnx"}
+    assert listed["dlib-mmod"]["verified"] is False and listed["dlib-mmod"]["licence"] == registry.entry("dlib-mmod").licence
+    checked = {r["name"]: r for r in packs.verify_installed()}
+    assert checked["dlib-mmod (converted)"]["ok"] is False and "altered" in checked["dlib-mmod (converted)"]["reason"]
     rebuilt = onnx_convert.ensure_converted("dlib-mmod")
     assert sha256_file_cached(rebuilt.path) == rebuilt.onnx_sha256 == first.onnx_sha256
 
+    assert {r["name"]: r["ok"] for r in packs.verify_installed()}["dlib-mmod (converted)"] is True
     records = onnx_convert.convert_all()
     assert sorted(r["name"] for r in records) == ["dlib-mmod", "dlib-resnet-v1"]
     assert all(Path(r["path"]).is_file() for r in records)

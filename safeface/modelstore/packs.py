@@ -336,7 +336,17 @@ def list_models(dest_dir: Optional[Path] = None) -> list[dict[str, Any]]:
         out.append({"name": d.name, "kind": "pack", "task": "detection+recognition", "licence": licence,
                     "installed": True, "verified": ok, "path": str(d), "fetchable": False,
                     "archive_sha256": None})
+    for r in _converted_files():
+        ok = sha256_file_cached(r.path) == r.sha256
+        out.append({"name": r.name, "kind": "onnx", "task": f"{registry.entry(r.name).task} (converted)",
+                    "licence": r.licence, "installed": True, "verified": ok, "path": str(r.path)})
     return out
+
+
+def _converted_files() -> list[registry.FileRecord]:
+    """Converted files the registry records that are still there (a missing one is rebuilt on
+    its next use, so it is neither listed nor a failure)."""
+    return [r for r in registry.load().files() if r.kind == registry.CONVERTED and r.path.is_file()]
 
 
 def verify_installed(dest_dir: Optional[Path] = None) -> list[dict[str, Any]]:
@@ -353,12 +363,11 @@ def verify_installed(dest_dir: Optional[Path] = None) -> list[dict[str, Any]]:
                         "reason": f"{v.detector.name} and {v.recognizer.name} match the pack record"})
         except ModelError as exc:
             out.append({"name": d.name, "path": str(d), "ok": False, "reason": str(exc)})
-    for r in registry.load().files():
-        if r.kind == registry.CONVERTED and r.path.is_file():  # a missing one is rebuilt on next use
-            ok = sha256_file_cached(r.path) == r.sha256
-            out.append({"name": f"{r.name} (converted)", "path": str(r.path), "ok": ok,
-                        "reason": "SHA-256 matches the model registry" if ok else
-                        "altered since it was converted; run `safeface models convert --force`"})
+    for r in _converted_files():
+        ok = sha256_file_cached(r.path) == r.sha256
+        out.append({"name": f"{r.name} (converted)", "path": str(r.path), "ok": ok,
+                    "reason": "SHA-256 matches the model registry" if ok else
+                    "altered since it was converted; run `safeface models convert --force`"})
     return out
 
 
