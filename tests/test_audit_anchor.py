@@ -317,7 +317,8 @@ def test_a_clock_set_back_is_refused(tmp_path: Path, monkeypatch: Any) -> None:
         log.append("verify", "allowed", note="backdated")
     assert [e.seq for e in log.entries()] == [first.seq]  # nothing written
     # A step back within the tolerance (NTP) is accepted and kept in order.
-    monkeypatch.setattr(audit_module, "_utc_now", lambda: dt.datetime.fromisoformat(first.time) - dt.timedelta(seconds=1))
+    just_before = dt.datetime.fromisoformat(first.time) - dt.timedelta(seconds=1)
+    monkeypatch.setattr(audit_module, "_utc_now", lambda: just_before)
     e = log.append("verify", "allowed")
     assert e.time == first.time
     assert log.verify().entries == 2

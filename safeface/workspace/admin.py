@@ -18,7 +18,7 @@ from ..policy.rules import rule_for
 from ..policy.receipts import receipt_key
 from .audit import AuditReport
 from .checkpoint import check_checkpoint, make_checkpoint, read_checkpoint
-from .files import write_new_private
+from ..atomicfile import write_new
 from .keys import new_signing_key
 from .paths import WorkspacePaths
 from .session import deployment_name, opened
@@ -156,7 +156,7 @@ def audit_checkpoint(root: Path, out: Path, passphrase_file: Optional[Path] = No
         doc = make_checkpoint(receipt_key(r.keyring.key("pseudonym")), deployment=deployment_name(paths, r.deployment),
                               seq=report.head_seq, head_hash=report.head_hash)
         try:
-            write_new_private(Path(out), (json.dumps(doc, indent=2) + "\n").encode("utf-8"))
+            write_new(Path(out), (json.dumps(doc, indent=2) + "\n").encode("utf-8"))
         except FileExistsError:
             raise ConfigError(f"{out} already exists; choose another path.") from None
         r.audit.append("checkpoint", "allowed", note=f"signed checkpoint of entry {report.head_seq} "

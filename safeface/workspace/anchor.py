@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, Optional, Protocol, runtime_checkable
 
 from ..errors import ConfigError, IntegrityError
-from .files import locked, write_atomic
+from ..atomicfile import exclusive_lock, write_atomic
 
 FORMAT = "safeface-audit-anchor/1"
 
@@ -90,12 +90,12 @@ class FileAnchor:
 
     def advance(self, seq: int, head_hash: str) -> None:
         try:
-            with locked(self.path):
+            with exclusive_lock(self.path.with_name(self.path.name + ".lock")):
                 current = self.read()
                 if current is not None and current.seq >= seq:
                     return  # another writer already recorded this entry or a later one
                 doc = {"format": FORMAT, "seq": seq, "hash": head_hash, "mac": self._mac(seq, head_hash)}
-                write_atomic(self.path, (json.dumps(doc, sort_keys=True) + "\n").encode("utf-8"))
+                write_atomic(self.path, (json.dumps(doc, sort_keys=True) + "\n").encode("utf-8"), mode=0o600)
         except OSError as exc:
             raise ConfigError(f"the {self.name} {self.path} cannot be written ({exc.strerror}): the audit entry "
                               f"{seq} is recorded but not anchored; fix the path and retry.") from None

@@ -254,7 +254,8 @@ class AuditLog:
             raise IntegrityError("the audit log has no signed head: it was truncated or replaced.")
         n = expected_seq - 1
         if not hmac.compare_digest(self._mac(int(head[0]), str(head[1])), str(head[2])):
-            raise IntegrityError("the audit log's head signature is wrong: the log was rewritten without the audit key.")
+            raise IntegrityError("the audit log's head signature is wrong: the log was rewritten without the audit "
+                                 "key.")
         if int(head[0]) != n or not hmac.compare_digest(str(head[1]), prev):
             raise IntegrityError(f"the audit log ends at entry {n} but its signed head says {head[0]}: "
                                  "entries were removed from the end (truncation).")

@@ -13,7 +13,7 @@ from ..policy.deployment import Deployment, blank_config, demo_config
 from ..policy.rules import DEFAULT_PROFILE, check_profiles
 from ..policy.tokens import public_key_text
 from .audit import AuditLog
-from .files import write_new_private
+from ..atomicfile import write_new
 from .keys import new_signing_key
 from .passphrase import resolve_passphrase
 from .paths import WorkspacePaths
@@ -39,7 +39,7 @@ def init_workspace(root: Path, *, demo: bool = False, profiles: Sequence[str] = 
     today = today or dt.datetime.now(dt.timezone.utc).date()
     if demo and not passphrase and passphrase_file is None:
         passphrase = "demo-" + secrets.token_urlsafe(18)
-        write_new_private(paths.demo_passphrase, (passphrase + "\n").encode())
+        write_new(paths.demo_passphrase, (passphrase + "\n").encode())
     passphrase = resolve_passphrase(paths.root, passphrase, passphrase_file)
     deployment = Deployment.from_dict(demo_config(today, profs) if demo else blank_config(profs))
     deployment.save(paths.config)
@@ -49,10 +49,12 @@ def init_workspace(root: Path, *, demo: bool = False, profiles: Sequence[str] = 
     paths.reports.mkdir(exist_ok=True)
     write_empty(paths, keyring)
     with AuditLog(paths.audit, keyring.key("audit"), workspace_anchors(paths, keyring, deployment)) as log:
-        log.append("init", "allowed", note=("demo workspace" if demo else "workspace") + f"; profiles {','.join(profs)}")
+        kind = "demo workspace" if demo else "workspace"
+        log.append("init", "allowed", note=f"{kind}; profiles {','.join(profs)}")
         if demo:
             issuer = new_signing_key(paths.demo_issuer)
             authority = new_signing_key(paths.demo_authority)
-            change_trust(paths, keyring, log, add=[("consent-issuer", issuer.public_key(), "DEMO consent service (insecure)"),
-                                                   ("authority", authority.public_key(), "DEMO authority (insecure)")])
+            change_trust(paths, keyring, log, add=[
+                ("consent-issuer", issuer.public_key(), "DEMO consent service (insecure)"),
+                ("authority", authority.public_key(), "DEMO authority (insecure)")])
     return paths

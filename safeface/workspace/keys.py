@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from ..errors import ConfigError
 from ..policy.tokens import load_private_key, private_key_pem
-from .files import write_new_private
+from ..atomicfile import write_new
 from .paths import WorkspacePaths
 
 # Each file authenticated by the workspace gets its own key, so a MAC made for one kind of file
@@ -35,7 +35,7 @@ def new_signing_key(out: Path) -> Ed25519PrivateKey:
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     try:
-        write_new_private(out, private_key_pem(key))
+        write_new(out, private_key_pem(key))
     except FileExistsError:
         raise ConfigError(f"{out} already exists; choose another path.") from None
     return key

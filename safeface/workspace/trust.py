@@ -34,7 +34,7 @@ from joserfc.jwk import OKPKey
 from ..errors import ConfigError, IntegrityError
 from ..policy.tokens import key_id
 from .audit import AuditLog
-from .files import locked, write_atomic
+from ..atomicfile import exclusive_lock, write_atomic
 from .keys import TRUST_MAC, derived_key
 from .paths import WorkspacePaths
 
@@ -192,7 +192,7 @@ class TrustStore:
     def _write(self, keyring: Any, audit_seq: int) -> None:
         body = {"format": FORMAT, "keys": [k.record() for k in self.keys], "audit_seq": audit_seq}
         doc = {**body, "mac": self._mac(keyring, body)}
-        write_atomic(self.paths.trust, (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode("utf-8"))
+        write_atomic(self.paths.trust, json.dumps(doc, indent=2, sort_keys=True) + "\n", mode=0o600)
         self.audit_seq = audit_seq
 
 
@@ -214,7 +214,7 @@ def change_trust(paths: WorkspacePaths, keyring: Any, audit: AuditLog, *,
     """Trust `add` [(kind, public key, label)] and stop trusting `remove` [(kind, thumbprint)],
     each change audited; returns the keys changed (a key already trusted is left as it is)."""
     changed: list[TrustedKey] = []
-    with locked(paths.trust):
+    with exclusive_lock(paths.trust.with_name(paths.trust.name + ".lock")):
         # The MAC is checked but not the audit record: repeating an interrupted change is how
         # an operator mends a store that fell behind its log.
         store = TrustStore.load(paths, keyring)
@@ -235,7 +235,8 @@ def change_trust(paths: WorkspacePaths, keyring: Any, audit: AuditLog, *,
             if not hits:
                 raise ConfigError(f"no {kind} key with thumbprint {tp} is trusted; `safeface keys list WS` shows them.")
             keys = list(store.keys)
-            keys[hits[0]] = replace(keys[hits[0]], removed=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
+            now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+            keys[hits[0]] = replace(keys[hits[0]], removed=now)
             store.keys = tuple(keys)
             last_seq = _record(audit, "trust-remove", keys[hits[0]], store.digest)
             changed.append(keys[hits[0]])
