@@ -256,22 +256,35 @@ def test_cn06_child_with_guardian_is_allowed(tmp_path: Path, imgs: Path) -> None
         allowed(sf, "enroll")
 
 
-# -- PA-01, PA-02: only where a purpose asks; refused while no capture gate exists ----------------------
+# -- PA-01, PA-02: only where a purpose asks -----------------------------------------------------
 @pytest.mark.parametrize("profile", PROFILES)
-@pytest.mark.parametrize("field,rule,other", [("liveness", "PA-01", "PA-02"), ("capture_quality", "PA-02", "PA-01")])
-def test_capture_requirement_refuses_every_call_until_a_gate_exists(tmp_path: Path, profile: str, field: str,
-                                                                    rule: str, other: str) -> None:
+def test_liveness_requirement_refuses_calls_without_evidence(tmp_path: Path, profile: str) -> None:
+    """Before any image is read: a purpose that requires liveness refuses a call carrying no
+    evidence, or evidence this workspace did not sign, under PA-01 whatever the profile."""
     ws = make_workspace(tmp_path / "ws", profiles=(profile,),
-                        edit=lambda r: r["purposes"]["demo"].__setitem__(field, "required"))
+                        edit=lambda r: r["purposes"]["demo"].__setitem__("liveness", "required"))
     with open_sf(ws) as sf:
         t = consent(ws, "alice")
-        e = refused(sf, rule, "enroll", lambda: sf.enroll(NO_IMAGE, "alice", "demo", t))
-        assert field in e.message
-        refused(sf, rule, "verify", lambda: sf.verify(NO_IMAGE, "alice", "demo", t))
-        refused(sf, rule, "identify", lambda: sf.identify(NO_IMAGE, "demo", t))
+        e = refused(sf, "PA-01", "enroll", lambda: sf.enroll(NO_IMAGE, "alice", "demo", t))
+        assert "liveness check" in e.message
+        refused(sf, "PA-01", "verify", lambda: sf.verify(NO_IMAGE, "alice", "demo", t, liveness="sflv1.e30.AAAA"))
+        refused(sf, "PA-01", "identify", lambda: sf.identify(NO_IMAGE, "demo", t))
+        refused(sf, "PA-01", "enroll", lambda: sf.enroll_many([(NO_IMAGE, "alice", t)], "demo"))
         report = json.loads(sf.report(tmp_path / "report")["json"].read_text())
     states = {r["id"]: r["state"] for r in report["rules"]}
-    assert states[rule] == "failing" and states[other] == "not applicable" and report["can_process"] is False
+    assert states["PA-01"] == "satisfied" and states["PA-02"] == "not applicable" and report["can_process"] is True
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_capture_quality_requirement_applies_under_every_profile(tmp_path: Path, profile: str, imgs: Path) -> None:
+    ws = make_workspace(tmp_path / "ws", profiles=(profile,), edit=lambda r: r["purposes"]["demo"].update(
+        {"capture_quality": "required", "quality": {"min_eye_distance": 4000}}))
+    with open_sf(ws) as sf:
+        e = refused(sf, "PA-02", "enroll", lambda: sf.enroll(imgs / "obama.jpg", "alice", "demo", consent(ws, "alice")))
+        assert "move closer" in e.message
+        report = json.loads(sf.report(tmp_path / "report")["json"].read_text())
+    states = {r["id"]: r["state"] for r in report["rules"]}
+    assert states["PA-02"] == "satisfied" and states["PA-01"] == "not applicable"
 
 
 @pytest.mark.parametrize("value", [None, "none"])

@@ -44,6 +44,7 @@ class Purpose:
     mandatory_by_law: Optional[str] = None  # the provision that makes face recognition mandatory
     liveness: bool = False  # "liveness": "required" (PA-01)
     capture_quality: bool = False  # "capture_quality": "required" (PA-02)
+    quality: tuple[tuple[str, float], ...] = ()  # "quality": {floor: value}, over the defaults (PA-02)
 
 
 @dataclass(frozen=True)
@@ -86,6 +87,7 @@ class Deployment:
                 mandatory_by_law=_provision(p.get("mandatory_by_law")),
                 liveness=_required(p.get("liveness"), f"purpose {name!r} liveness"),
                 capture_quality=_required(p.get("capture_quality"), f"purpose {name!r} capture_quality"),
+                quality=_quality(p.get("quality"), f"purpose {name!r} quality"),
             )
         method = str((raw.get("matching") or {}).get("method") or "dlib-resnet-128")
         return cls(raw=dict(raw), profiles=profiles, purposes=purposes, method=method)
@@ -260,14 +262,12 @@ class Deployment:
             "recognition need one (e.g. a PIN, a card, a staff check)." if no_alt else None,
             "every purpose has a non-biometric alternative.")
 
-        # PA-01, PA-02: judged only where a purpose asks. No capture gate ships yet, so a purpose that
-        # requires one cannot process rather than run without the evidence it asked for.
-        for concept, field_, what in (("liveness", "liveness", "fresh liveness evidence"),
-                                      ("capture-quality", "capture_quality", "a capture quality check")):
+        # PA-01, PA-02: judged only where a purpose asks; the guard checks every call (safeface/capture).
+        for concept, field_, what in (("liveness", "liveness", "fresh signed liveness evidence bound to the probe's face"),
+                                      ("capture-quality", "capture_quality", "an enrolment capture above the quality floor")):
             asking = [p.name for p in self.purposes.values() if getattr(p, field_)]
             if asking:
-                add(concept, f"purposes {asking} require {what} ({field_}: required), which this version of "
-                    "safeface cannot produce; they cannot process until a capture gate is installed.", "")
+                add(concept, None, f"purposes {asking} require {what}")
 
         roles = self.roles
         unknown = sorted({o for ops in roles.values() for o in ops} - set(ALL_OPERATIONS))
@@ -315,6 +315,17 @@ def _required(value: Any, what: str) -> bool:
     if value == "required":
         return True
     raise ConfigError(f"{what} must be \"required\" or \"none\", not {value!r}.")
+
+
+def _quality(value: Any, what: str) -> tuple[tuple[str, float], ...]:
+    """A purpose's quality floors, checked against the known names now (a misspelt floor must
+    never fall back silently to the default)."""
+    if value in (None, {}):
+        return ()
+    from ..capture.quality import QualityThresholds
+
+    QualityThresholds.from_mapping(value, what)
+    return tuple(sorted((str(k), float(v)) for k, v in value.items()))
 
 
 def _date(value: Any, what: str) -> Optional[dt.date]:

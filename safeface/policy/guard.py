@@ -11,13 +11,13 @@ nothing itself: the facade audits both outcomes (safeface/sdk/facade.py).
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
-from typing import Callable, Mapping, Optional, Protocol, Sequence
+from typing import Any, Callable, Mapping, Optional, Protocol, Sequence
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from ..errors import PolicyViolation
+from ..errors import PolicyViolation, SafeFaceError
 from .attributes import classify, rule_for_category
 from .deployment import Deployment, Purpose
 from .rules import rule_for
@@ -52,6 +52,8 @@ class Operation(str, Enum):
 
 # A person's rights and the operator's housekeeping need only the role, even when the deployment may
 # not process. (Purging at open and anonymizing, which touches no template, need no role at all.)
+# The calls that take a probe from a camera, which the capture rules judge.
+CAPTURED = frozenset({Operation.ENROLL, Operation.VERIFY, Operation.IDENTIFY})
 HOUSEKEEPING = frozenset({Operation.ERASE, Operation.REVOKE, Operation.PURGE, Operation.REKEY, Operation.REPORT})
 
 
@@ -75,6 +77,52 @@ class Request:
     legal_basis: Optional[str] = None
     attributes: tuple[str, ...] = ()
     batch: tuple[BatchItem, ...] = ()
+    evidence: Optional[str] = field(default=None, repr=False)  # signed liveness evidence (PA-01)
+
+
+@dataclass(frozen=True)
+class CaptureFacts:
+    """What the pipeline found in the probe, for the capture rules decided after it ran: the
+    probe's embedding (compared with the live face of the evidence) and the capture quality."""
+
+    probe: Optional[Any] = field(default=None, repr=False)
+    quality: Optional["QualityFacts"] = None
+    threshold: float = 0.0  # the workspace's match threshold
+
+
+class QualityFacts(Protocol):
+    """A capture quality report (safeface/capture/quality.py)."""
+
+    @property
+    def ok(self) -> bool: ...
+
+    @property
+    def advice(self) -> str: ...
+
+    @property
+    def score(self) -> float: ...
+
+
+class LiveEvidence(Protocol):
+    nonce: str
+    issued_at: float
+    expires_at: float
+
+    @property
+    def live(self) -> bool: ...
+
+
+class EvidenceReader(Protocol):
+    """Reads this workspace's liveness evidence (safeface/capture/evidence.py): `read` raises on
+    a token the workspace did not sign; `similarity` is the cosine of its live face and a probe."""
+
+    def read(self, token: str) -> Any: ...
+
+    def similarity(self, evidence: Any, probe: Any) -> float: ...
+
+
+class NonceLedger(Protocol):
+    def use_nonce(self, nonce: str, until: dt.datetime) -> bool: ...
 
 
 class StoreFacts(Protocol):
@@ -104,6 +152,7 @@ class Decision:
     batch: tuple["Decision", ...] = field(default=())
     rule: Optional[str] = None  # the rule the call proceeds under, for the audit (legal basis)
     raw_token: Optional[str] = field(default=None, repr=False)  # sealed with the row it lets in
+    evidence: Optional[Any] = field(default=None, repr=False)  # verified liveness evidence (PA-01)
 
     @property
     def token(self) -> Optional[ConsentToken | LegalBasisToken]:
@@ -127,7 +176,8 @@ def age_on(birth: dt.date, day: dt.date) -> int:
 class Guard:
     def __init__(self, deployment: Deployment, consent_keys: Mapping[str, Ed25519PublicKey],
                  authority_keys: Mapping[str, Ed25519PublicKey], state: RevocationState,
-                 pseudonym: Callable[[str], str], token_ref: Callable[[str], str], store: StoreFacts) -> None:
+                 pseudonym: Callable[[str], str], token_ref: Callable[[str], str], store: StoreFacts,
+                 evidence: Optional[EvidenceReader] = None, nonces: Optional[NonceLedger] = None) -> None:
         self.deployment = deployment
         self._consent_keys = consent_keys
         self._authority_keys = authority_keys
@@ -135,6 +185,8 @@ class Guard:
         self._pseudonym = pseudonym
         self._token_ref = token_ref
         self._store = store
+        self._evidence = evidence
+        self._nonces = nonces
 
     def _rule(self, concept: str) -> str:
         rule = rule_for(concept, self.deployment.profiles)
@@ -171,6 +223,9 @@ class Guard:
         decision = self._token_decision(op, p, request.now, request.subject, request.consent, request.legal_basis)
         if op is Operation.ENROLL and request.subject is not None:
             self.check_filing([request.subject], request.now)
+        if p.liveness and op in CAPTURED:
+            # Last, so that a call refused for any other reason does not use up the evidence.
+            decision = replace(decision, evidence=self.check_liveness(request.evidence, request.now))
         return decision
 
     def _token_decision(self, op: Operation, p: Purpose, now: dt.datetime, subject: Optional[str],
@@ -193,6 +248,9 @@ class Guard:
         """Bulk enrolment: every item needs its own person's consent (EU-02: no database built by
         untargeted collection), and the whole batch must fit under the filing threshold."""
         items = request.batch
+        if p.liveness:
+            raise PolicyViolation(self._rule("liveness"), f"purpose {p.name!r} requires liveness evidence per person; "
+                                  "a bulk enrolment cannot carry it. Enrol each person with their own liveness check.")
         lacking = [i.subject for i in items if not i.consent]
         if lacking:
             rule = rule_for("provenance", self.deployment.profiles) or self._rule("consent")
@@ -203,6 +261,55 @@ class Guard:
                           for i in items)
         self.check_filing([i.subject for i in items], request.now)
         return Decision(request.operation, p, batch=decisions)
+
+    # -- the capture rules (PA-01, PA-02) -------------------------------------------------------
+    def check_liveness(self, token: Optional[str], now: dt.datetime) -> Any:
+        """PA-01 before any image is read: the evidence is this workspace's, says live, is fresh,
+        and its nonce has not been used; the nonce is used up here."""
+        rule = self._rule("liveness")
+        if not token:
+            raise PolicyViolation(rule, "this purpose requires a live person: run a liveness check (a challenge, "
+                                  "then a short clip of the person) and pass its evidence with the call.")
+        if self._evidence is None or self._nonces is None:
+            raise PolicyViolation(rule, "this workspace cannot check liveness evidence; open it with SafeFace.open.")
+        try:
+            ev = self._evidence.read(token)
+        except SafeFaceError as exc:
+            raise PolicyViolation(rule, str(exc)) from None
+        if not ev.live:
+            raise PolicyViolation(rule, "the liveness check behind this evidence did not find a live person.")
+        ts = now.timestamp()
+        if ev.issued_at > ts + CLOCK_SKEW_S:
+            raise PolicyViolation(rule, "the liveness evidence is dated in the future; check the clocks.")
+        if ts >= ev.expires_at:
+            raise PolicyViolation(rule, f"the liveness evidence is stale ({ts - ev.issued_at:.0f} s old; valid "
+                                  f"{ev.expires_at - ev.issued_at:.0f} s): run the liveness check again.")
+        until = dt.datetime.fromtimestamp(ev.expires_at, dt.timezone.utc) + dt.timedelta(seconds=CLOCK_SKEW_S)
+        if not self._nonces.use_nonce("evidence:" + ev.nonce, until):
+            raise PolicyViolation(rule, "this liveness evidence was already used: each check proves presence for "
+                                  "one call. Run the liveness check again.")
+        return ev
+
+    def check_capture(self, decision: Decision, facts: CaptureFacts) -> None:
+        """PA-01 and PA-02 once the pipeline has seen the probe: the live face of the evidence is
+        this probe's face, and an enrolment capture meets the purpose's quality floor."""
+        p = decision.purpose
+        if p is None:
+            return
+        if p.capture_quality and decision.operation is Operation.ENROLL:
+            q = facts.quality
+            if q is None or not q.ok:
+                advice = q.advice if q is not None else "the capture was not assessed."
+                raise PolicyViolation(self._rule("capture-quality"), "this capture is not fit for enrolment "
+                                      f"(quality {0.0 if q is None else q.score:.0f}/100): {advice}")
+        if p.liveness and decision.operation in CAPTURED:
+            if decision.evidence is None or self._evidence is None or facts.probe is None:
+                raise PolicyViolation(self._rule("liveness"), "the call carries no checked liveness evidence.")
+            score = self._evidence.similarity(decision.evidence, facts.probe)
+            if score < facts.threshold:
+                raise PolicyViolation(self._rule("liveness"), "the liveness evidence was made with another face than "
+                                      "this probe: the live person must be the one presented. Run the check again "
+                                      "with the person themself.")
 
     # -- decided again at the write -------------------------------------------------------------
     def recheck_at_write(self, decision: Decision, subjects: Sequence[str], now: dt.datetime) -> None:

@@ -82,11 +82,12 @@ RULES: tuple[Rule, ...] = (
     Rule("US-04", "us-bipa", "enforce", "Texas: destroy at most one year after the purpose ends (CUBI 503.001)",
          "Profile parameter: the grace after the purpose end is at most 365 days."),
     Rule("PA-01", "capture", "enforce", "Liveness: a live person physically present (ISO/IEC 30107-1)",
-         "Applies to a purpose that declares \"liveness\": \"required\". No liveness check ships yet, so such a "
-         "purpose cannot process: every call is refused under PA-01 rather than run without the evidence."),
+         "Applies to a purpose that declares \"liveness\": \"required\": enroll, verify and identify need fresh "
+         "liveness evidence signed by the workspace, bound to its challenge nonce, the clip's hash and the probe's "
+         "face, used once."),
     Rule("PA-02", "capture", "enforce", "Enrolment only from a capture fit for recognition (ISO/IEC 29794-5)",
-         "Applies to a purpose that declares \"capture_quality\": \"required\". No quality gate ships yet, so "
-         "such a purpose cannot process: every call is refused under PA-02 rather than enrol unchecked captures."),
+         "Applies to a purpose that declares \"capture_quality\": \"required\": enrolment refuses a capture below "
+         "the purpose's quality floor (eye distance, pose, focus, light, framing, one face), naming what to fix."),
     Rule("ST-01", "standard", "measure", "Protected references (ISO/IEC 24745)",
          "Keyed revocable transform plus authenticated encryption; re-keying without images."),
     Rule("ST-02", "standard", "measure", "Template protection measured (ISO/IEC 30136)", "Evaluation tool."),

@@ -26,7 +26,7 @@ from ..errors import BackendError, ConfigError, ImageError, IntegrityError, Inva
 from ..hazmat.templates.pseudonym import token_pseudonym
 from ..imageio import ImageInput
 from ..policy.deployment import Deployment, working_days_after
-from ..policy.guard import BatchItem, Decision, Guard, Operation, Request
+from ..policy.guard import BatchItem, CaptureFacts, Decision, Guard, Operation, Request
 from ..policy.receipts import ErasureReceipt, issue_receipt, receipt_key
 from ..policy.rules import rule_for
 from ..workspace.audit import AuditEntry, AuditLog, AuditReport
@@ -79,8 +79,12 @@ class SafeFace:
         self._receipt_key = receipt_key(keyring.key("pseudonym"))
         self._token_key = keyring.key("pseudonym")
         self._trust = trust
+        from ..capture.evidence import EvidenceKeys
+
+        self._evidence_keys = EvidenceKeys(keyring.key("pseudonym"),
+                                           int(deployment.section("matching").get("dim") or 128))
         self._guard = Guard(deployment, trust["consent_issuers"], trust["authorities"], state, gallery.pseudonym,
-                            self.token_ref, gallery)
+                            self.token_ref, gallery, evidence=self._evidence_keys, nonces=state)
 
     # -- opening ----------------------------------------------------------------------------
     @classmethod
@@ -166,14 +170,17 @@ class SafeFace:
 
     # -- the guarded calls ------------------------------------------------------------------
     def enroll(self, image: ImageInput, subject: str, purpose: str, consent: Optional[str] = None, *,
-               legal_basis: Optional[str] = None) -> Enrollment:
+               legal_basis: Optional[str] = None, liveness: Optional[str] = None) -> Enrollment:
+        """Enrol the one face of `image`. `liveness`: the evidence of a passed liveness check, for a
+        purpose that requires it (PA-01); a purpose that requires capture quality refuses a poor
+        capture naming what to fix (PA-02)."""
         now = self._clock()
         pseud = self.pseudonym(subject)
         request = Request(Operation.ENROLL, self._role, now, purpose=purpose, subject=subject, consent=consent,
-                          legal_basis=legal_basis)
+                          legal_basis=legal_basis, evidence=liveness)
 
         def body(d: Decision) -> tuple[Enrollment, None]:
-            vec = self._embed_single(image)
+            vec = self._embed_single(image, d)
             return self._store(d, [(subject, vec)], now)[0], None
 
         return self._run(request, [pseud], body)
@@ -187,20 +194,20 @@ class SafeFace:
                           batch=tuple(BatchItem(s, c) for _, s, c in items))
 
         def body(d: Decision) -> tuple[list[Enrollment], None]:
-            vecs = [(subject, self._embed_single(image)) for image, subject, _ in items]
+            vecs = [(subject, self._embed_single(image, d)) for image, subject, _ in items]
             return self._store(d, vecs, now), None
 
         return self._run(request, [self.pseudonym(s) for _, s, _ in items], body)
 
     def verify(self, image: ImageInput, subject: str, purpose: str, consent: Optional[str] = None, *,
-               legal_basis: Optional[str] = None) -> Verification:
+               legal_basis: Optional[str] = None, liveness: Optional[str] = None) -> Verification:
         now = self._clock()
         pseud = self.pseudonym(subject)
         request = Request(Operation.VERIFY, self._role, now, purpose=purpose, subject=subject, consent=consent,
-                          legal_basis=legal_basis)
+                          legal_basis=legal_basis, evidence=liveness)
 
         def body(d: Decision) -> tuple[Verification, _Note]:
-            vec = self._embed_single(image)
+            vec = self._embed_single(image, d)
             score = self._gallery.verify(subject, vec, purpose, now=now)
             match = score is not None and score >= self.threshold
             if match:
@@ -213,20 +220,22 @@ class SafeFace:
         return self._run(request, [pseud], body)
 
     def identify(self, image: ImageInput, purpose: str, consent: Optional[str] = None,
-                 legal_basis: Optional[str] = None, top_k: int = 5) -> list[Candidate]:
+                 legal_basis: Optional[str] = None, top_k: int = 5, *, liveness: Optional[str] = None
+                 ) -> list[Candidate]:
         """The enrolled subjects (pseudonyms) that match, best first. Only templates whose
         purposes include `purpose` and that have not expired take part."""
         if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
             raise InvalidArgument(f"top_k must be a positive integer, got {top_k!r}.")
         now = self._clock()
         request = Request(Operation.IDENTIFY, self._role, now, purpose=purpose, consent=consent,
-                          legal_basis=legal_basis)
+                          legal_basis=legal_basis, evidence=liveness)
 
         def body(d: Decision) -> tuple[list[Candidate], _Note]:
             result = self._pipe().embed(image)
             if result.embedding is None:
                 raise ImageError("no face was found in the image.")
             vec = np.asarray(result.embedding, dtype=np.float32)
+            self._guard.check_capture(d, CaptureFacts(vec, None, self.threshold))
             matches = self._gallery.search(vec, purpose, k=top_k, threshold=self.threshold, now=now)
             out = [Candidate(m.pseudonym, float(m.score)) for m in matches]
             return out, _Note([c.subject for c in out], f"{len(out)} candidate(s)")
@@ -507,16 +516,26 @@ class SafeFace:
                      basis="legal-basis" if legal else ("consent" if request.consent else None),
                      note=f"role {self._role}" if exc.rule == rule_for("security", self._deployment.profiles) else None)
 
-    def _embed_single(self, image: ImageInput) -> np.ndarray:
+    def _embed_single(self, image: ImageInput, d: Decision) -> np.ndarray:
         """The embedding of the one face in the image: several faces are refused, so that a
-        bystander is never enrolled or verified in the subject's place."""
+        bystander is never enrolled or verified in the subject's place. The guard then judges
+        the capture rules on what the pipeline found (PA-01, PA-02)."""
         result = self._pipe().embed(image)
-        if result.embedding is None:
+        if result.embedding is None or result.face is None:
             raise ImageError("no face was found in the image; use a clear, frontal photo of the person.")
         if len(result.faces) > 1:
             raise ImageError(f"the image shows {len(result.faces)} faces; use a photo of the consenting person "
                              "alone, so that no bystander is processed.")
-        return np.asarray(result.embedding, dtype=np.float32)
+        vec = np.asarray(result.embedding, dtype=np.float32)
+        quality = None
+        if d.purpose is not None and d.purpose.capture_quality and d.operation is Operation.ENROLL:
+            from ..capture.quality import QualityThresholds, assess
+            from ..imageio import load_image
+
+            floor = QualityThresholds.from_mapping(dict(d.purpose.quality), f"purpose {d.purpose.name!r} quality")
+            quality = assess(load_image(image), result.face.landmarks, len(result.faces), floor)
+        self._guard.check_capture(d, CaptureFacts(vec, quality, self.threshold))
+        return vec
 
     def _store(self, d: Decision, items: Sequence[tuple[str, np.ndarray]], now: dt.datetime) -> list[Enrollment]:
         """Store the templates in one transaction. Inside it, under the write lock, the guard

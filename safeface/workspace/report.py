@@ -42,6 +42,8 @@ CALL_TIME = {
     "US-01": "expiry = min(purpose end, last interaction + 3 years)",
     "US-02": "checked at every enroll, verify and identify",
     "US-03": "export refused without consent or legal basis; disclosures logged",
+    "PA-01": "checked at every enroll, verify and identify of those purposes (signature, freshness, single use, face)",
+    "PA-02": "checked at every enrolment of those purposes, naming what to fix",
 }
 
 

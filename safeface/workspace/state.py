@@ -1,6 +1,7 @@
 """What the policy layer remembers between calls, in the workspace's ``policy.db`` (SQLite):
 revoked tokens and subjects, the filing-threshold crossing, and each subject's purpose end (for
-BIPA's "last interaction + 3 years"). Subjects appear only as pseudonyms."""
+BIPA's "last interaction + 3 years"), the liveness challenges issued and the nonces already used
+(PA-01). Subjects appear only as pseudonyms."""
 
 from __future__ import annotations
 
@@ -16,6 +17,9 @@ CREATE TABLE IF NOT EXISTS revoked_subjects (pseudonym TEXT PRIMARY KEY, at INTE
 CREATE TABLE IF NOT EXISTS facts (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS purpose_ends (pseudonym TEXT NOT NULL, purpose TEXT NOT NULL, ends TEXT NOT NULL,
                                          PRIMARY KEY (pseudonym, purpose));
+CREATE TABLE IF NOT EXISTS used_nonces (nonce TEXT PRIMARY KEY, until REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS challenges (nonce TEXT PRIMARY KEY, steps TEXT NOT NULL, issued_at REAL NOT NULL,
+                                       expires_at REAL NOT NULL);
 """
 
 
@@ -68,3 +72,22 @@ class PolicyState:
 
     def forget_subject(self, pseudonym: str) -> None:
         self._db.execute("DELETE FROM purpose_ends WHERE pseudonym = ?", (pseudonym,))
+
+    # -- liveness (PA-01) ----------------------------------------------------------------------
+    def use_nonce(self, nonce: str, until: dt.datetime) -> bool:
+        """Mark a nonce used; False when it already was. One INSERT, so two processes racing with
+        the same nonce cannot both win. Entries past `until` are dropped: by then whatever carried
+        the nonce has expired anyway."""
+        self._db.execute("DELETE FROM used_nonces WHERE until < ?", (dt.datetime.now(dt.timezone.utc).timestamp(),))
+        cur = self._db.execute("INSERT OR IGNORE INTO used_nonces VALUES (?, ?)", (nonce, until.timestamp()))
+        return cur.rowcount == 1
+
+    def add_challenge(self, nonce: str, steps: str, issued_at: float, expires_at: float) -> None:
+        self._db.execute("DELETE FROM challenges WHERE expires_at < ?", (issued_at - 3600,))
+        self._db.execute("INSERT INTO challenges VALUES (?, ?, ?, ?)", (nonce, steps, issued_at, expires_at))
+
+    def challenge(self, nonce: str) -> Optional[tuple[str, float, float]]:
+        """(steps, issued_at, expires_at) of an issued challenge, or None."""
+        row = self._db.execute("SELECT steps, issued_at, expires_at FROM challenges WHERE nonce = ?",
+                               (nonce,)).fetchone()
+        return (str(row[0]), float(row[1]), float(row[2])) if row else None

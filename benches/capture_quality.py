@@ -1,0 +1,106 @@
+"""Capture quality on LFW dev: how many images the pipeline matches correctly would the default
+enrolment quality (PA-02) refuse, and why.
+
+An image counts as "matched correctly" when every LFW dev pair it takes part in is decided right
+at the default threshold (same person: score >= threshold; different people: below). For each
+such image the default QualityThresholds are applied to the face the pipeline embeds; the bench
+prints the share that fails, the reasons, and the spread of each measure (5th/50th/95th
+percentile) so a floor can be judged against real photographs. It also shows that blurring,
+darkening and shrinking a sample of passing images makes them fail with the right reason.
+
+Run: PYTHONPATH=$PWD python benches/capture_quality.py [--limit N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import os
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from safeface.capture.quality import QualityThresholds, assess
+from safeface.evaluate.datasets import read_pairs
+from safeface.hazmat.vision import DEFAULT_THRESHOLD, Pipeline, cosine, get_engine, pick_subject
+from safeface.imageio import load_image
+
+DATASETS = Path(os.environ.get("SAFEFACE_DATASETS", Path(__file__).resolve().parents[1].parent / "shared" / "datasets"))
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--limit", type=int, default=None, help="pairs to use (balanced); default all 1000")
+    args = ap.parse_args()
+    lfw = DATASETS / "lfw-dev"
+    if not (lfw / "pairsDevTest.txt").is_file():
+        print(f"LFW dev is absent ({lfw}); set SAFEFACE_DATASETS", file=sys.stderr)
+        return 2
+    pairs = read_pairs(lfw / "pairsDevTest.txt", lfw, limit=args.limit)
+    pipe = Pipeline(get_engine("onnx"))
+    images = sorted({p for pair in pairs for p in (pair.image1, pair.image2)})
+    t0 = time.perf_counter()
+    vec: dict[Path, np.ndarray] = {}
+    reports = {}
+    for path in images:
+        img = load_image(path)
+        faces = pipe.detect(img)
+        subject = pick_subject(faces, img.shape, pipe.config.pick)
+        if subject is None:
+            continue
+        vec[path] = pipe.embed_faces(img, [subject])[0]
+        reports[path] = assess(img, subject.landmarks, len(faces))
+    elapsed = time.perf_counter() - t0
+    wrong: set[Path] = set()
+    for p in pairs:
+        if p.image1 not in vec or p.image2 not in vec:
+            wrong.update((p.image1, p.image2))
+            continue
+        if (cosine(vec[p.image1], vec[p.image2]) >= DEFAULT_THRESHOLD) != p.same:
+            wrong.update((p.image1, p.image2))
+    correct = [i for i in images if i not in wrong and i in reports]
+    failing = [i for i in correct if not reports[i].ok]
+    print(f"LFW dev: {len(pairs)} pairs, {len(images)} images, {len(vec)} with a face; "
+          f"{len(correct)} matched correctly at threshold {DEFAULT_THRESHOLD} "
+          f"({elapsed / max(1, len(images)) * 1000:.0f} ms/image incl. detection and embedding)")
+    print(f"default enrolment quality refuses {len(failing)} of {len(correct)} correctly matched images "
+          f"({100 * len(failing) / max(1, len(correct)):.1f}%)")
+    reasons = collections.Counter(r for i in failing for r in reports[i].reasons)
+    for r, n in reasons.most_common():
+        print(f"  {r:12s} {n:4d}")
+    for i in failing[:12]:
+        print(f"  e.g. {i.name}: {reports[i].advice} "
+              + ", ".join(f"{c.name}={c.value:.3g}" for c in reports[i].components if not c.ok))
+    print("spread of each measure over the correctly matched images (p5 / p50 / p95):")
+    names = [c.name for c in reports[correct[0]].components]
+    for name in names:
+        vals = np.array([next(c.value for c in reports[i].components if c.name == name) for i in correct])
+        p5, p50, p95 = np.percentile(vals, [5, 50, 95])
+        print(f"  {name:12s} {p5:8.3f} {p50:8.3f} {p95:8.3f}")
+    # Degraded copies of passing images must fail for the right reason.
+    passing = [i for i in correct if reports[i].ok][:100]
+    t = QualityThresholds()
+    checks = {"blur (Gaussian sigma 3)": ("sharpness", lambda a: cv2.GaussianBlur(a, (0, 0), 3.0)),
+              "dark (x0.12)": ("brightness", lambda a: (a.astype(np.float32) * 0.12).astype(np.uint8)),
+              "small (x0.45)": ("eye_distance", lambda a: cv2.resize(a, None, fx=0.45, fy=0.45,
+                                                                      interpolation=cv2.INTER_AREA))}
+    print(f"degraded copies of {len(passing)} passing images (fail with the named reason / face still found):")
+    for label, (reason, fn) in checks.items():
+        hit = found = 0
+        for i in passing:
+            img = fn(load_image(i))
+            faces = pipe.detect(img)
+            subject = pick_subject(faces, img.shape, pipe.config.pick)
+            if subject is None:
+                continue
+            found += 1
+            hit += reason in assess(img, subject.landmarks, len(faces), t).reasons
+        print(f"  {label:24s} {hit}/{found} refused for {reason}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

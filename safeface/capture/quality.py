@@ -1,0 +1,261 @@
+"""Capture quality after ISO/IEC 29794-5, from the image and the subject's 5 landmarks.
+
+Each measure is a named component with its value, its floor or range and, when it fails, a
+sentence the person in front of the camera can act on ("move closer", "face the camera"). The
+score (0-100) is the lowest component score, so one bad property cannot be hidden by good ones.
+
+Pose comes from the 5 points alone (dlib order: outer and inner corner of the eye on the image's
+right, outer and inner corner of the other eye, base of the nose). The base of the nose sits in
+front of the plane of the eye corners, about 0.35 eye distances deep, so turning the head shifts
+it along the eye line by 0.35 * tan(yaw) eye distances. Nodding shifts it across the eye line
+from its frontal position (0.77 eye distances below it, the LFW dev median); noses differ in length
+from person to person by about 0.1 eye distance, so pitch uses an effective sensitivity of 0.5
+per radian, which keeps that spread to about +-12 degrees. Both are coarse estimates: a gate needs
+to tell a turned or tilted head from a frontal one, not to measure the angle.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, Mapping, Optional, Sequence
+
+import numpy as np
+
+from ..errors import ConfigError
+
+NOSE_DEPTH = 0.35  # nose base in front of the eye-corner plane, in eye distances
+NOSE_DROP = 0.77  # frontal nose base below the eye line, in eye distances (LFW dev median)
+PITCH_SENSITIVITY = 0.5  # shift across the eye line per radian of pitch, in eye distances (see above)
+ANALYSIS_SIDE = 96  # the face region is measured at this size, so focus is judged independent of scale
+
+
+@dataclass(frozen=True)
+class QualityThresholds:
+    """The floors a capture must meet. Defaults: the dlib chip is 150 px with the eyes about 45 px
+    apart, so below 30 px the chip is an upsampled blur. Pose, focus and light floors sit just
+    outside what LFW dev's correctly matched photographs show (benches/capture_quality.py), so a
+    capture the recogniser handles passes and a clearly worse one does not."""
+
+    min_eye_distance: float = 30.0  # pixels between the eye centres
+    max_yaw: float = 40.0  # degrees (estimated from the 5 points)
+    max_pitch: float = 30.0
+    max_roll: float = 30.0
+    min_sharpness: float = 0.22  # fine-scale share of the face region's gradient energy (LFW p5: 0.29)
+    min_brightness: float = 40.0  # mean grey level of the face region, 0-255
+    max_brightness: float = 220.0
+    max_clipped: float = 0.25  # share of face pixels at 0-5 or 250-255
+    min_contrast: float = 14.0  # grey-level standard deviation of the face region
+    max_faces: int = 1
+
+    @classmethod
+    def from_mapping(cls, raw: Optional[Mapping[str, Any]], where: str = "quality") -> "QualityThresholds":
+        """Defaults overridden by a purpose's "quality" object; an unknown or non-numeric key is an
+        error (a misspelt floor must never silently fall back to the default)."""
+        if raw is None:
+            return cls()
+        if not isinstance(raw, Mapping):
+            raise ConfigError(f"{where} must be an object of thresholds, e.g. {{\"min_eye_distance\": 60}}.")
+        known = {f.name: f for f in fields(cls)}
+        values: dict[str, Any] = {}
+        for k, v in raw.items():
+            if k not in known:
+                raise ConfigError(f"{where}: unknown threshold {k!r}; known: {', '.join(sorted(known))}.")
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+                raise ConfigError(f"{where}.{k} must be a non-negative number, got {v!r}.")
+            values[k] = int(v) if k == "max_faces" else float(v)
+        return replace(cls(), **values)
+
+    def to_dict(self) -> dict[str, float]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+@dataclass(frozen=True)
+class Component:
+    name: str
+    value: float
+    ok: bool
+    score: float  # 0..1
+    limit: str  # the floor or range, in words
+    action: Optional[str] = None  # what to do when it fails
+
+
+@dataclass(frozen=True)
+class QualityReport:
+    score: float  # 0..100, the lowest component score
+    components: tuple[Component, ...]
+    pose: tuple[float, float, float] = (0.0, 0.0, 0.0)  # yaw, pitch, roll in degrees
+    thresholds: QualityThresholds = field(default_factory=QualityThresholds)
+
+    @property
+    def ok(self) -> bool:
+        return all(c.ok for c in self.components)
+
+    @property
+    def reasons(self) -> tuple[str, ...]:
+        return tuple(c.name for c in self.components if not c.ok)
+
+    @property
+    def advice(self) -> str:
+        """One sentence naming what to fix, the most important first."""
+        actions = list(dict.fromkeys(c.action for c in self.components if not c.ok and c.action))
+        return "; ".join(actions) + "." if actions else "the capture is fit for recognition."
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"ok": self.ok, "score": round(self.score, 1), "reasons": list(self.reasons), "advice": self.advice,
+                "pose": {"yaw": round(self.pose[0], 1), "pitch": round(self.pose[1], 1), "roll": round(self.pose[2], 1)},
+                "components": {c.name: {"value": round(c.value, 3), "ok": c.ok, "limit": c.limit}
+                               for c in self.components}}
+
+
+# -- geometry from the 5 points -------------------------------------------------------------------
+def eye_centres(landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(eye on the image's left, eye on the image's right) centres."""
+    p = np.asarray(landmarks, dtype=np.float64).reshape(5, 2)
+    a, b = (p[0] + p[1]) / 2, (p[2] + p[3]) / 2
+    return (a, b) if a[0] <= b[0] else (b, a)
+
+
+def nose_offsets(landmarks: np.ndarray) -> tuple[float, float, float]:
+    """(along, across, eye distance): the nose base relative to the eyes' midpoint, along the eye
+    line (towards the image's right) and across it (downwards), in eye distances."""
+    p = np.asarray(landmarks, dtype=np.float64).reshape(5, 2)
+    left, right = eye_centres(p)
+    e = right - left
+    d = float(np.hypot(*e))
+    if d < 1e-6:
+        return 0.0, 0.0, 0.0
+    ex = e / d
+    ey = np.array([-ex[1], ex[0]])
+    v = p[4] - (left + right) / 2
+    return float(v @ ex) / d, float(v @ ey) / d, d
+
+
+def pose_of(landmarks: np.ndarray) -> tuple[float, float, float]:
+    """(yaw, pitch, roll) in degrees. Yaw > 0: the nose points towards the image's right;
+    pitch > 0: the face tilts down; roll > 0: the eye line turns clockwise in the image."""
+    left, right = eye_centres(landmarks)
+    e = right - left
+    roll = math.degrees(math.atan2(e[1], e[0]))
+    along, across, d = nose_offsets(landmarks)
+    if d == 0.0:
+        return 0.0, 0.0, roll
+    yaw = math.degrees(math.atan(along / NOSE_DEPTH))
+    # Turning shortens the eye distance by cos(yaw), which would read as a longer nose: undo it.
+    across *= math.cos(math.radians(yaw))
+    pitch = math.degrees(math.asin(max(-1.0, min(1.0, (across - NOSE_DROP) / PITCH_SENSITIVITY))))
+    return yaw, pitch, roll
+
+
+def face_region(landmarks: np.ndarray) -> tuple[float, float, float, float]:
+    """The face's extent from the eyes: brow to chin, ear to ear (x1, y1, x2, y2). Eye to chin is
+    about 1.9 eye distances on an upright face; the region is rotated with the head's roll."""
+    left, right = eye_centres(landmarks)
+    mid = (left + right) / 2
+    e = right - left
+    d = float(np.hypot(*e)) or 1.0
+    ex = e / d
+    ey = np.array([-ex[1], ex[0]])
+    corners = [mid + d * (sx * ex + sy * ey) for sx in (-1.1, 1.1) for sy in (-1.0, 1.9)]
+    xs, ys = [c[0] for c in corners], [c[1] for c in corners]
+    return min(xs), min(ys), max(xs), max(ys)
+
+
+# -- photometry of the face region --------------------------------------------------------------
+def _grey_face(image: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+    """The central face (between the eyes' outer reach, brow to mouth) as grey float32, resampled
+    to ANALYSIS_SIDE pixels, so that sharpness does not depend on how large the face is."""
+    import cv2
+
+    left, right = eye_centres(landmarks)
+    mid = (left + right) / 2
+    d = float(np.hypot(*(right - left))) or 1.0
+    h, w = image.shape[:2]
+    x1, x2 = int(max(0, mid[0] - 0.9 * d)), int(min(w, mid[0] + 0.9 * d))
+    y1, y2 = int(max(0, mid[1] - 0.6 * d)), int(min(h, mid[1] + 1.2 * d))
+    if x2 - x1 < 4 or y2 - y1 < 4:
+        return np.zeros((ANALYSIS_SIDE, ANALYSIS_SIDE), np.float32)
+    crop = image[y1:y2, x1:x2]
+    grey = crop.mean(axis=2) if crop.ndim == 3 else crop
+    return cv2.resize(grey.astype(np.float32), (ANALYSIS_SIDE, ANALYSIS_SIDE), interpolation=cv2.INTER_AREA)
+
+
+def sharpness_of(grey: np.ndarray) -> float:
+    """The share of gradient energy the fine scale holds: gradients of the region against those of
+    the region blurred a little. A focused face keeps fine edges (skin pores, eyelashes); motion
+    and defocus blur remove them first. Independent of contrast and exposure."""
+    import cv2
+
+    def energy(a: np.ndarray) -> float:
+        gx = cv2.Sobel(a, cv2.CV_32F, 1, 0, ksize=3)
+        gy = cv2.Sobel(a, cv2.CV_32F, 0, 1, ksize=3)
+        return float(np.mean(gx * gx + gy * gy))
+
+    total = energy(grey)
+    if total <= 1e-6:
+        return 0.0
+    blurred = cv2.GaussianBlur(grey, (0, 0), 1.5)
+    return max(0.0, 1.0 - energy(blurred) / total)
+
+
+def _ramp(value: float, floor: float, span: float) -> float:
+    """0 at floor - span, 1 at floor + span: a soft score around a hard floor."""
+    if span <= 0:
+        return 1.0 if value >= floor else 0.0
+    return float(min(1.0, max(0.0, 0.5 + (value - floor) / (2 * span))))
+
+
+def assess(image: np.ndarray, landmarks: Optional[np.ndarray], faces: int,
+           thresholds: Optional[QualityThresholds] = None) -> QualityReport:
+    """Judge one capture: `image` RGB uint8, `landmarks` the subject's 5 points (None when no face
+    was found), `faces` how many faces the image holds."""
+    t = thresholds or QualityThresholds()
+    if landmarks is None or faces == 0:
+        comp = Component("face", 0.0, False, 0.0, "one face", "no face was found: face the camera in good light")
+        return QualityReport(0.0, (comp,), thresholds=t)
+    lm = np.asarray(landmarks, dtype=np.float64).reshape(5, 2)
+    yaw, pitch, roll = pose_of(lm)
+    left, right = eye_centres(lm)
+    d = float(np.hypot(*(right - left)))
+    h, w = image.shape[:2]
+    x1, y1, x2, y2 = face_region(lm)
+    # How far the face reaches outside the frame, in eye distances (0 when fully inside).
+    outside = max(0.0, -x1, -y1, x2 - w, y2 - h) / max(d, 1.0)
+    grey = _grey_face(image, lm)
+    bright = float(grey.mean())
+    contrast = float(grey.std())
+    clipped = float(np.mean((grey <= 5) | (grey >= 250)))
+    sharp = sharpness_of(grey)
+    light_action = ("add light in front of the face" if bright < t.min_brightness
+                    else "avoid strong light or glare on the face")
+    comps = [
+        Component("face_count", float(faces), faces <= t.max_faces, 1.0 if faces <= t.max_faces else 0.0,
+                  f"at most {t.max_faces}", "only the person should be in the picture: ask others to step out"),
+        Component("eye_distance", d, d >= t.min_eye_distance, _ramp(d, t.min_eye_distance, 0.3 * t.min_eye_distance),
+                  f">= {t.min_eye_distance:g} px", "move closer to the camera"),
+        Component("yaw", yaw, abs(yaw) <= t.max_yaw, _ramp(t.max_yaw - abs(yaw), 0.0, 10.0),
+                  f"within +-{t.max_yaw:g} deg", "face the camera (the head is turned sideways)"),
+        Component("pitch", pitch, abs(pitch) <= t.max_pitch, _ramp(t.max_pitch - abs(pitch), 0.0, 10.0),
+                  f"within +-{t.max_pitch:g} deg", "face the camera (the head is tilted up or down)"),
+        Component("roll", roll, abs(roll) <= t.max_roll, _ramp(t.max_roll - abs(roll), 0.0, 10.0),
+                  f"within +-{t.max_roll:g} deg", "hold the head upright"),
+        Component("in_frame", outside, outside <= 0.05, _ramp(0.05 - outside, 0.0, 0.1),
+                  "the whole face inside the picture", "centre the face in the picture, with room around it"),
+        Component("sharpness", sharp, sharp >= t.min_sharpness, _ramp(sharp, t.min_sharpness, 0.5 * t.min_sharpness),
+                  f">= {t.min_sharpness:g}", "hold still and let the camera focus"),
+        Component("brightness", bright, t.min_brightness <= bright <= t.max_brightness,
+                  min(_ramp(bright, t.min_brightness, 15.0), _ramp(-bright, -t.max_brightness, 15.0)),
+                  f"{t.min_brightness:g}-{t.max_brightness:g}", light_action),
+        Component("clipped", clipped, clipped <= t.max_clipped, _ramp(t.max_clipped - clipped, 0.0, 0.1),
+                  f"<= {t.max_clipped:g}", light_action),
+        Component("contrast", contrast, contrast >= t.min_contrast, _ramp(contrast, t.min_contrast, 0.4 * t.min_contrast),
+                  f">= {t.min_contrast:g}", "light the face evenly from the front (it looks flat or washed out)"),
+    ]
+    score = 100.0 * min(c.score for c in comps)
+    return QualityReport(score, tuple(comps), (yaw, pitch, roll), t)
+
+
+def assess_faces(image: np.ndarray, faces: Sequence[Any], subject: Any,
+                 thresholds: Optional[QualityThresholds] = None) -> QualityReport:
+    """assess() from detector output: `faces` all detected faces, `subject` the chosen one."""
+    return assess(image, None if subject is None else subject.landmarks, len(faces), thresholds)

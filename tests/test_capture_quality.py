@@ -1,0 +1,132 @@
+"""Capture quality (PA-02): the measures on real photographs and degraded copies of them, and the
+guard refusing a poor enrolment capture for a purpose that requires quality, naming what to fix."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from policy_support import consent, edit_config, images, make_workspace, open_sf  # noqa: E402
+
+from safeface.capture.quality import QualityThresholds, assess, pose_of  # noqa: E402
+from safeface.errors import ConfigError, PolicyViolation  # noqa: E402
+from safeface.imageio import load_image  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def obama() -> tuple[np.ndarray, Any]:
+    from policy_support import CachedPipeline
+
+    img = load_image(images() / "obama.jpg")
+    faces = CachedPipeline().detect(img)
+    assert len(faces) == 1
+    return img, faces[0]
+
+
+def test_a_clear_frontal_photo_passes(obama: Any) -> None:
+    img, face = obama
+    r = assess(img, face.landmarks, 1)
+    assert r.ok and r.score > 50, r.to_dict()
+    yaw, pitch, roll = r.pose
+    assert abs(yaw) < 15 and abs(pitch) < 15 and abs(roll) < 10
+
+
+@pytest.mark.parametrize("degrade,reason,words", [
+    (lambda a: cv2.GaussianBlur(a, (0, 0), 8.0), "sharpness", "hold still"),
+    (lambda a: (a.astype(np.float32) * 0.12).astype(np.uint8), "brightness", "add light"),
+    (lambda a: np.clip(a.astype(np.float32) * 3.5 + 60, 0, 255).astype(np.uint8), "clipped", "glare"),
+])
+def test_degraded_captures_fail_with_the_reason_and_an_action(obama: Any, degrade: Any, reason: str,
+                                                              words: str) -> None:
+    img, face = obama
+    # The pixels change, the face stays where it was: the original landmarks still hold.
+    r = assess(degrade(img), face.landmarks, 1)
+    assert not r.ok and reason in r.reasons, r.to_dict()
+    assert words in r.advice
+
+
+def test_a_small_face_asks_to_move_closer(obama: Any) -> None:
+    img, face = obama
+    r = assess(img, face.landmarks, 1, QualityThresholds(min_eye_distance=10_000))
+    assert r.reasons == ("eye_distance",) and "move closer" in r.advice
+
+
+def test_a_face_cut_by_the_frame_and_a_second_face_fail(obama: Any) -> None:
+    img, face = obama
+    x1, y1, x2, y2 = (int(v) for v in face.box)
+    cut = img[:, : (x1 + x2) // 2 + 5]  # the right half of the face is outside the picture
+    lm = face.landmarks.copy()
+    r = assess(cut, lm, 1)
+    assert "in_frame" in r.reasons and "centre the face" in r.advice
+    assert "face_count" in assess(img, face.landmarks, 2).reasons
+    assert assess(img, None, 0).reasons == ("face",)
+
+
+def test_pose_from_five_points_follows_a_turned_head() -> None:
+    # Eye corners and nose base of a head-like 3D shape (eye distance 1, nose 0.35 in front of the
+    # eye centres), turned and projected.
+    pts = np.array([[0.75, 0, -0.2], [0.25, 0, 0], [-0.75, 0, -0.2], [-0.25, 0, 0], [0, 0.77, 0.25]])
+    for yaw in (-25.0, 0.0, 20.0):
+        a = np.radians(yaw)
+        rot = np.array([[np.cos(a), 0, np.sin(a)], [0, 1, 0], [-np.sin(a), 0, np.cos(a)]])
+        img_pts = (pts @ rot.T)[:, :2] * 100 + 200
+        est_yaw, est_pitch, roll = pose_of(img_pts)
+        assert abs(est_yaw - yaw) < 6 and abs(roll) < 1 and abs(est_pitch) < 8
+
+
+def test_thresholds_from_a_purpose_are_checked() -> None:
+    assert QualityThresholds.from_mapping({"min_eye_distance": 60}).min_eye_distance == 60
+    for bad in ({"min_eye_distanse": 60}, {"max_yaw": "wide"}, {"max_yaw": -1}, [1]):
+        with pytest.raises(ConfigError):
+            QualityThresholds.from_mapping(bad)  # type: ignore[arg-type]
+
+
+# -- PA-02 through the SDK ------------------------------------------------------------------------
+def _quality_ws(tmp_path: Path, floor: Any = None) -> Any:
+    def edit(r: dict[str, Any]) -> None:
+        r["purposes"]["demo"]["capture_quality"] = "required"
+        if floor is not None:
+            r["purposes"]["demo"]["quality"] = floor
+    return make_workspace(tmp_path / "ws", edit=edit)
+
+
+def test_a_purpose_requiring_quality_enrols_a_good_capture_and_refuses_a_poor_one(tmp_path: Path) -> None:
+    ws = _quality_ws(tmp_path)
+    dark = (load_image(images() / "obama.jpg").astype(np.float32) * 0.12).astype(np.uint8)
+    with open_sf(ws) as sf:
+        t = consent(ws, "alice")
+        with pytest.raises(PolicyViolation) as info:
+            sf.enroll(dark, "alice", "demo", t)
+        assert info.value.rule == "PA-02" and "add light" in info.value.message
+        last = sf.audit_entries()[-1]
+        assert (last.operation, last.decision, last.rule) == ("enroll", "refused", "PA-02")
+        assert sf.records() == []
+        sf.enroll(images() / "obama.jpg", "alice", "demo", t)
+        assert len(sf.records()) == 1
+        # Quality is an enrolment rule: a dark probe is still verified (and matches).
+        assert sf.verify(images() / "obama2.jpg", "alice", "demo", t).match
+        report = json.loads(sf.report(tmp_path / "report")["json"].read_text())
+    rows = {r["id"]: r for r in report["rules"]}
+    assert rows["PA-02"]["state"] == "satisfied" and report["can_process"] is True
+
+
+def test_a_purpose_floor_is_applied(tmp_path: Path) -> None:
+    ws = _quality_ws(tmp_path, {"min_eye_distance": 5000})
+    with open_sf(ws) as sf:
+        with pytest.raises(PolicyViolation, match="move closer") as info:
+            sf.enroll(images() / "obama.jpg", "alice", "demo", consent(ws, "alice"))
+    assert info.value.rule == "PA-02"
+
+
+def test_a_misspelt_floor_is_an_error(tmp_path: Path) -> None:
+    ws = make_workspace(tmp_path / "ws")
+    edit_config(ws, lambda r: r["purposes"]["demo"].__setitem__("quality", {"min_eyes": 3}), reassess=False)
+    with pytest.raises(ConfigError, match="min_eyes"):
+        open_sf(ws)
