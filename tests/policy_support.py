@@ -15,6 +15,7 @@ from typing import Any, Callable, Optional, Sequence, Union
 import pytest
 
 from safeface.policy.deployment import Deployment
+from safeface.policy.guard import Decision, Guard, Operation, Request
 from safeface.policy.issuer import issue_consent, issue_legal_basis
 from safeface.policy.tokens import ConsentToken, LegalBasisToken, sign
 from safeface.workspace.init import init_workspace
@@ -23,6 +24,22 @@ from safeface.workspace.paths import WorkspacePaths
 from safeface.sdk import SafeFace
 
 PASSPHRASE = "test passphrase, not secret"
+
+
+class EmptyStore:
+    """Store facts for a guard on its own: nobody stored yet."""
+
+    def has_subject(self, subject_id: str) -> bool:
+        return False
+
+    def subject_count(self) -> int:
+        return 0
+
+
+def authorize(g: Guard, operation: str, purpose: str, now: dt.datetime, **kw: Any) -> Decision:
+    """One call as the facade makes it, by an operator (whose role may do everything)."""
+    op = Operation.EXPORT if operation == "transmit" else Operation(operation)
+    return g.authorize(Request(op, "operator", now, purpose=purpose, **kw))
 
 
 def datasets() -> Path:
@@ -119,6 +136,7 @@ def issued_legal_basis(paths: WorkspacePaths, purposes: Sequence[str] = ("demo",
     kw.setdefault("authority", "Test Public Security Bureau")
     kw.setdefault("provision", "PIPL art. 13(1)(3)")
     kw.setdefault("reference", "case 2026-17")
+    kw.setdefault("audience", Deployment.load(paths.config).deployment_id)
     return issue_legal_basis(read_signing_key(paths.demo_authority), purposes=purposes, **kw)
 
 

@@ -57,6 +57,13 @@ def edit(ws: Path, fn: Any) -> None:
     (ws / "deployment.json").write_text(json.dumps(raw, indent=2))
 
 
+def jws_parts(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    from safeface.policy.tokens import b64d
+
+    head, payload, _ = token.split(".")
+    return json.loads(b64d(head)), json.loads(b64d(payload))
+
+
 def test_stranger_scenario(tmp_path: Path, cli: Cli) -> None:
     img = images()
     ws = tmp_path / "ws"
@@ -65,7 +72,9 @@ def test_stranger_scenario(tmp_path: Path, cli: Cli) -> None:
     cli("init", ws, "--demo", code=1)  # never overwrites a deployment
 
     token = cli("consent", "issue", ws, "--subject", "alice", "--purpose", "demo")[0].strip()
-    assert token.startswith("sf1.")
+    header, claims = jws_parts(token)  # a standard JWS, addressed to this deployment
+    assert header["alg"] == "EdDSA" and header["typ"] == "safeface-consent+jwt"
+    assert claims["aud"] == json.loads((ws / "deployment.json").read_text())["id"] and claims["sub"] == "alice"
 
     # No consent, then the wrong purpose.
     cli.refused("CN-04", "enroll", ws, img / "obama.jpg", "--subject", "alice", "--purpose", "demo", "--json")
@@ -277,3 +286,46 @@ def test_enrol_killed_mid_call_leaves_no_unrecorded_template(tmp_path: Path, cli
         stored = len(sf.records())
     assert stored <= len(allowed) <= 1
     cli("audit", "verify", ws)
+
+
+def test_token_for_another_workspace_refused(tmp_path: Path, cli: Cli) -> None:
+    """One consent service (and one authority) trusted by two workspaces: a token minted for A
+    is refused in B, by its audience, though its signature is good there."""
+    img = images()
+    a, b = tmp_path / "a", tmp_path / "b"
+    cli("init", a, "--demo")
+    cli("init", b, "--demo")
+    for kind in ("consent-issuer", "authority"):  # B trusts A's keys too, as JWKS (RFC 7517)
+        cli("keys", "export", a, "--kind", kind, "--out", tmp_path / f"{kind}.jwks")
+        cli("keys", "import", b, "--kind", kind, "--jwks", tmp_path / f"{kind}.jwks", "--label", "A's service")
+    ids = [json.loads((w / "deployment.json").read_text())["id"] for w in (a, b)]
+    assert ids[0] != ids[1]
+    for_a = cli("consent", "issue", a, "--subject", "alice", "--purpose", "demo")[0].strip()
+    body = cli.refused("CN-04", "enroll", b, img / "obama.jpg", "--subject", "alice", "--purpose", "demo",
+                       "--consent", for_a)
+    assert "another deployment" in body["message"] and ids[1] in body["message"]
+    lb_a = cli("legal-basis", "issue", a, "--authority", "Bureau", "--provision", "PIPL 13(1)(3)",
+               "--purpose", "demo")[0].strip()
+    body = cli.refused("CN-16b", "identify", b, img / "obama.jpg", "--purpose", "demo", "--legal-basis", lb_a)
+    assert "another deployment" in body["message"]
+    # The same service's token minted for B is accepted there.
+    for_b = cli("consent", "issue", b, "--subject", "alice", "--purpose", "demo",
+                "--issuer-key", a / "keys" / "DEMO-INSECURE-consent-issuer.pem")[0].strip()
+    assert jws_parts(for_b)[1]["aud"] == ids[1]
+    cli("enroll", b, img / "obama.jpg", "--subject", "alice", "--purpose", "demo", "--consent", for_b)
+
+
+def test_workspace_without_id_is_told_to_add_one(tmp_path: Path, cli: Cli) -> None:
+    """A workspace made before deployments had ids: nothing is minted for it, and a token that
+    names an audience cannot be checked against it, until the operator adds one."""
+    img = images()
+    ws = tmp_path / "ws"
+    cli("init", ws, "--demo")
+    token = cli("consent", "issue", ws, "--subject", "alice", "--purpose", "demo")[0].strip()
+    edit(ws, lambda raw: raw.pop("id"))
+    _, err = cli("consent", "issue", ws, "--subject", "alice", "--purpose", "demo", code=1)
+    assert '"id"' in err and "deployment.json" in err
+    _, err = cli("legal-basis", "issue", ws, "--authority", "B", "--provision", "P", "--purpose", "demo", code=1)
+    assert '"id"' in err
+    _, err = cli("enroll", ws, img / "obama.jpg", "--subject", "alice", "--purpose", "demo", "--consent", token, code=1)
+    assert '"id"' in err

@@ -14,12 +14,12 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from policy_support import datasets  # noqa: E402
+from policy_support import EmptyStore, authorize, datasets  # noqa: E402
 
 from safeface.errors import PolicyViolation  # noqa: E402
 from safeface.policy.attributes import classify, rule_for_category  # noqa: E402
 from safeface.policy.deployment import PRIVATE_SPACES, Deployment, demo_config, working_days_after  # noqa: E402
-from safeface.policy.guard import Decision, Guard, Operation, Request  # noqa: E402
+from safeface.policy.guard import Guard  # noqa: E402
 from safeface.policy.issuer import issue_consent, issue_legal_basis  # noqa: E402
 from safeface.policy.rules import CONCEPTS, RULES_BY_ID, active_rules, rule_for  # noqa: E402
 from safeface.workspace.state import PolicyState  # noqa: E402
@@ -27,6 +27,7 @@ from safeface.policy.tokens import b64d, b64e, decode_consent, key_id  # noqa: E
 
 NOW = dt.datetime(2026, 6, 15, 12, 0, tzinfo=dt.timezone.utc)
 TODAY = NOW.date()
+DEPLOYMENT_ID = "0b7f4c1e-test-deployment-a"
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +38,7 @@ def keys() -> dict[str, Ed25519PrivateKey]:
 
 def deployment(profiles: tuple[str, ...] = ("cn-2025",), edit: Callable[[dict[str, Any]], None] | None = None,
                reassess: bool = True) -> Deployment:
-    raw = demo_config(TODAY - dt.timedelta(days=10), profiles)
+    raw = demo_config(TODAY - dt.timedelta(days=10), profiles, deployment_id=DEPLOYMENT_ID)
     if edit is not None:
         edit(raw)
         if reassess:
@@ -61,22 +62,6 @@ def make_guard(tmp_path: Path, keys: dict[str, Ed25519PrivateKey]) -> Callable[.
     yield make
     for s in states:
         s.close()
-
-
-class EmptyStore:
-    """Store facts for the guard alone: nobody stored yet."""
-
-    def has_subject(self, subject_id: str) -> bool:
-        return False
-
-    def subject_count(self) -> int:
-        return 0
-
-
-def authorize(g: Guard, operation: str, purpose: str, now: dt.datetime, **kw: Any) -> Decision:
-    """One call as the facade makes it, by an operator (whose role may do everything)."""
-    op = Operation.EXPORT if operation == "transmit" else Operation(operation)
-    return g.authorize(Request(op, "operator", now, purpose=purpose, **kw))
 
 
 def token(keys: dict[str, Ed25519PrivateKey], dep: Deployment, subject: str = "alice", **kw: Any) -> str:
@@ -206,12 +191,14 @@ def test_transmit_needs_its_own_consent_cn07_us03(make_guard, keys) -> None:
 
 def test_legal_basis_cn16b(make_guard, keys) -> None:
     g = make_guard()
-    lb, _ = issue_legal_basis(keys["authority"], authority="Bureau", provision="PIPL 13(1)(3)", reference="r1",
-                              purposes=["demo"], now=NOW - dt.timedelta(hours=1))
+    lb, _ = issue_legal_basis(keys["authority"], audience=DEPLOYMENT_ID, authority="Bureau",
+                              provision="PIPL 13(1)(3)", reference="r1", purposes=["demo"],
+                              now=NOW - dt.timedelta(hours=1))
     d = authorize(g, "identify", "demo", NOW, legal_basis=lb)
     assert d.legal_basis is not None and "PIPL 13(1)(3)" in d.basis
-    forged, _ = issue_legal_basis(keys["stranger"], authority="Bureau", provision="PIPL 13", reference="r",
-                                  purposes=["demo"], now=NOW - dt.timedelta(hours=1))
+    forged, _ = issue_legal_basis(keys["stranger"], audience=DEPLOYMENT_ID, authority="Bureau",
+                                  provision="PIPL 13", reference="r", purposes=["demo"],
+                                  now=NOW - dt.timedelta(hours=1))
     refused("CN-16b", lambda: authorize(g, "identify", "demo", NOW, legal_basis=forged))
     # A consent key cannot sign a legal basis, and a legal basis covers only its operations.
     refused("CN-16b", lambda: authorize(g, "identify", "demo", NOW, legal_basis=token(keys, g.deployment)))

@@ -76,8 +76,9 @@ def _guarded_demo(pipe: Pipeline, photo: np.ndarray, recaptured: np.ndarray, gro
         print("4. guarded calls in a temporary demo workspace (profile cn-2025, purpose 'demo'):")
         with SafeFace.open(ws.root, pipeline=pipe) as sf:
             token, consent = issue_consent(read_signing_key(ws.demo_issuer), sf.deployment, "tom", ["demo"])
-            print(f"   consent: token {consent.token_id} signed with Ed25519 for subject 'tom', purpose demo, "
-                  f"{', '.join(consent.operations)}; binds notice {sf.deployment.notice_hash[:12]}")
+            print(f"   consent: JWS signed with EdDSA (Ed25519) for deployment {consent.audience[0][:8]}..., "
+                  f"subject 'tom', purpose demo, {', '.join(consent.operations)}; binds notice "
+                  f"{sf.deployment.notice_hash[:12]}")
             e = sf.enroll(photo, "tom", "demo", token)
             print(f"   enroll: stored as pseudonym {e.pseudonym[:16]}..., protected template, expires {e.expires_at.date()}")
             v = sf.verify(recaptured, "tom", "demo", token)

@@ -102,6 +102,7 @@ def register(sub: Any) -> None:
     c.add_argument("--birth-date", default=None, help="YYYY-MM-DD, as declared by the person")
     c.add_argument("--guardian", default=None, help="the parent or guardian who consents for a child under 14")
     c.add_argument("--issuer-key", type=Path, default=None, help="PEM private key (default: the demo key of a demo workspace)")
+    c.add_argument("--issuer", default="", help="the token's iss claim (default: the signing key's thumbprint URI)")
     c.add_argument("--json", action="store_true")
     c.set_defaults(func=_consent_issue)
     c = cs.add_parser("revoke", help="withdraw a consent: processing stops, templates are erased, a receipt is printed")
@@ -122,6 +123,7 @@ def register(sub: Any) -> None:
     c.add_argument("--operations", default="identify")
     c.add_argument("--days", type=float, default=30.0)
     c.add_argument("--authority-key", type=Path, default=None)
+    c.add_argument("--issuer", default="", help="the token's iss claim (default: the signing key's thumbprint URI)")
     c.set_defaults(func=_lb_issue)
 
     for name, helptext in (("enroll", "enrol a consenting subject's face"), ("verify", "is this the subject? (1:1)")):
@@ -281,9 +283,9 @@ def _consent_issue(args: argparse.Namespace) -> int:
     key = _issuer_key(args, args.issuer_key, "issuer")
     ops = [o.strip() for o in args.operations.split(",") if o.strip()]
     wire, token = issue_consent(key, dep, args.subject, args.purpose, operations=ops, days=args.days,
-                                birth_date=args.birth_date, guardian=args.guardian)
+                                birth_date=args.birth_date, guardian=args.guardian, issuer=args.issuer)
     if args.json:
-        print_json({"token": wire, "token_id": token.token_id,
+        print_json({"token": wire, "token_id": token.token_id, "audience": token.audience[0],
                     "expires_at": dt.datetime.fromtimestamp(token.expires_at, dt.timezone.utc).isoformat()})
     else:
         print(wire)
@@ -291,11 +293,16 @@ def _consent_issue(args: argparse.Namespace) -> int:
 
 
 def _lb_issue(args: argparse.Namespace) -> int:
+    from ..policy.deployment import Deployment
     from ..policy.issuer import issue_legal_basis
+    from ..workspace.paths import WorkspacePaths
+
+    audience = Deployment.load(WorkspacePaths(Path(args.workspace)).config).deployment_id
     key = _issuer_key(args, args.authority_key, "authority")
     ops = [o.strip() for o in args.operations.split(",") if o.strip()]
-    wire, _ = issue_legal_basis(key, authority=args.authority, provision=args.provision, reference=args.reference,
-                                purposes=args.purpose, operations=ops, days=args.days)
+    wire, _ = issue_legal_basis(key, audience=audience, authority=args.authority, provision=args.provision,
+                                reference=args.reference, purposes=args.purpose, operations=ops, days=args.days,
+                                issuer=args.issuer)
     print(wire)
     return EXIT_OK
 

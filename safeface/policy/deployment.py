@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Optional
@@ -30,6 +31,7 @@ BIPA_YEARS_DAYS = 3 * 365
 TEXAS_MAX_GRACE_DAYS = 365
 ASSESSMENT_REVIEW_DAYS = 366
 MAX_RETENTION_DAYS = 36_500
+MAX_ID_CHARS = 128
 
 
 @dataclass(frozen=True)
@@ -110,6 +112,17 @@ class Deployment:
     def section(self, name: str) -> dict[str, Any]:
         v = self.raw.get(name)
         return dict(v) if isinstance(v, Mapping) else {}
+
+    @property
+    def deployment_id(self) -> str:
+        """This deployment's id: the audience every token for it names, so that a token minted
+        for another deployment is refused here. `safeface init` writes a random one."""
+        v = self.raw.get("id")
+        if isinstance(v, str) and v and v == v.strip() and len(v) <= MAX_ID_CHARS:
+            return v
+        raise ConfigError(f"deployment.json has no usable \"id\" (tokens name it as their audience): add a line such "
+                          f"as \"id\": \"{new_deployment_id()}\" (random, unique to this deployment, at most "
+                          f"{MAX_ID_CHARS} characters, no surrounding spaces) and mint new tokens for it.")
 
     @property
     def controller(self) -> dict[str, Any]:
@@ -337,10 +350,16 @@ def _date(value: Any, what: str) -> Optional[dt.date]:
         raise ConfigError(f"{what} must be a date YYYY-MM-DD, not {value!r}.") from None
 
 
-def demo_config(today: dt.date, profiles: tuple[str, ...] = (DEFAULT_PROFILE,)) -> dict[str, Any]:
+def new_deployment_id() -> str:
+    return str(uuid.uuid4())
+
+
+def demo_config(today: dt.date, profiles: tuple[str, ...] = (DEFAULT_PROFILE,),
+                deployment_id: Optional[str] = None) -> dict[str, Any]:
     """A complete sample deployment with the purpose `demo`, valid under every profile."""
     raw: dict[str, Any] = {
         "format": FORMAT,
+        "id": deployment_id or new_deployment_id(),
         "name": "safeface demo deployment (sample data, not for production)",
         "profiles": list(profiles),
         "go_live": today.isoformat(),
@@ -388,6 +407,7 @@ def blank_config(profiles: tuple[str, ...] = (DEFAULT_PROFILE,)) -> dict[str, An
     """A configuration for an operator to fill in; it refuses every call until it is complete."""
     return {
         "format": FORMAT,
+        "id": new_deployment_id(),
         "name": "",
         "profiles": list(profiles),
         "go_live": None,
@@ -424,5 +444,5 @@ def working_days_after(start: dt.date, days: int) -> dt.date:
     return d
 
 
-__all__ = ["Deployment", "Finding", "Purpose", "demo_config", "blank_config", "working_days_after",
+__all__ = ["Deployment", "Finding", "Purpose", "demo_config", "blank_config", "new_deployment_id", "working_days_after",
            "PRIVATE_SPACES", "LOCATION_CLASSES", "NOTICE_FIELDS"]

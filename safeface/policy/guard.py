@@ -401,6 +401,13 @@ class Guard:
         grace = dt.timedelta(days=int(self.deployment.bipa.get("grace_days_after_purpose") or 0))
         return min(end + grace, now + dt.timedelta(days=BIPA_INTERACTION_DAYS))
 
+    def _check_audience(self, t: ConsentToken | LegalBasisToken, rule: str, what: str) -> None:
+        # A legacy sf1 token names no audience; it is accepted until it expires (tokens_sf1.py).
+        if t.audience and self.deployment.deployment_id not in t.audience:
+            raise PolicyViolation(rule, f"the {what} token was issued for another deployment, not this one (id "
+                                  f"{self.deployment.deployment_id}); ask its issuer for a token naming this "
+                                  "deployment's id as its audience.")
+
     def consent(self, token: str, purpose: str, operation: str, now: dt.datetime, *,
                 subject: Optional[str]) -> ConsentToken:
         rule = self._rule("transmit") if operation == "transmit" else self._rule("consent")
@@ -408,8 +415,9 @@ class Guard:
             t = decode_consent(token, self._consent_keys)
         except TokenError as exc:
             raise PolicyViolation(rule, f"the consent token is not valid: {exc}") from None
+        self._check_audience(t, rule, "consent")
         ts = int(now.timestamp())
-        if t.issued_at > ts + CLOCK_SKEW_S:
+        if max(t.issued_at, t.not_before or 0) > ts + CLOCK_SKEW_S:
             raise PolicyViolation(rule, "the consent token is not valid yet (issued in the future); check the clocks.")
         if ts >= t.expires_at:
             when = dt.datetime.fromtimestamp(t.expires_at, dt.timezone.utc).isoformat(timespec="seconds")
@@ -445,10 +453,11 @@ class Guard:
             t = decode_legal_basis(token, self._authority_keys)
         except TokenError as exc:
             raise PolicyViolation(rule, f"the legal-basis token is not valid: {exc}") from None
+        self._check_audience(t, rule, "legal-basis")
         ts = int(now.timestamp())
         if not t.provision.strip() or not t.authority.strip():
             raise PolicyViolation(rule, "the legal-basis token must name the authority and the legal provision.")
-        if t.issued_at > ts + CLOCK_SKEW_S or ts >= t.expires_at:
+        if max(t.issued_at, t.not_before or 0) > ts + CLOCK_SKEW_S or ts >= t.expires_at:
             raise PolicyViolation(rule, "the legal-basis token is outside its validity period.")
         if self._state.is_revoked(self._token_ref(t.token_id), None, t.issued_at):
             raise PolicyViolation(rule, "this legal-basis token was revoked.")

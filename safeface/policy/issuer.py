@@ -1,27 +1,38 @@
 """The issuing side of consent and legal-basis tokens: what an operator's consent service (or an
 authority) runs, holding the private key. The SDK itself only verifies (guard.py); `safeface
-consent issue` uses this with a key file, or with the demo key of a --demo workspace."""
+consent issue` uses this with a key file, or with the demo key of a --demo workspace. Any JOSE
+library can mint the same tokens (README, "Tokens"); this is only the one that ships."""
 
 from __future__ import annotations
 
 import datetime as dt
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from ..errors import ConfigError
 from .deployment import Deployment
-from .tokens import ConsentToken, LegalBasisToken, check_operations, new_token_id, sign
+from .tokens import ConsentToken, LegalBasisToken, check_operations, default_issuer, key_id, new_token_id, sign
 
 DEFAULT_OPERATIONS = ("enroll", "verify", "identify")
+
+
+def _common(key: Ed25519PrivateKey, audience: str, issuer: str, now: Optional[dt.datetime],
+            days: float) -> dict[str, Any]:
+    """The fields every minted token shares: audience, issuer, signing key id and validity."""
+    now = now or dt.datetime.now(dt.timezone.utc)
+    return {"token_id": new_token_id(), "audience": (audience,), "kid": key_id(key.public_key()),
+            "issuer": issuer or default_issuer(key.public_key()), "issued_at": int(now.timestamp()),
+            "expires_at": int((now + dt.timedelta(days=days)).timestamp())}
 
 
 def issue_consent(key: Ed25519PrivateKey, deployment: Deployment, subject: str, purposes: Sequence[str], *,
                   operations: Sequence[str] = DEFAULT_OPERATIONS, days: float = 365,
                   birth_date: Optional[str] = None, guardian: Optional[str] = None,
                   now: Optional[dt.datetime] = None, notice_hash: Optional[str] = None,
-                  screen_version: Optional[str] = None) -> tuple[str, ConsentToken]:
-    """A signed consent token binding the deployment's current notice. Returns (wire form, token)."""
+                  screen_version: Optional[str] = None, issuer: str = "") -> tuple[str, ConsentToken]:
+    """A signed consent token for `deployment` (its id is the audience), binding its current
+    notice. Returns (wire form, token)."""
     if not subject:
         raise ConfigError("a consent names its subject (a pseudonymous id of the person).")
     if not purposes:
@@ -31,24 +42,21 @@ def issue_consent(key: Ed25519PrivateKey, deployment: Deployment, subject: str, 
             dt.date.fromisoformat(birth_date)
         except ValueError:
             raise ConfigError(f"--birth-date must be YYYY-MM-DD, not {birth_date!r}.") from None
-    now = now or dt.datetime.now(dt.timezone.utc)
     token = ConsentToken(
-        token_id=new_token_id(), subject=subject, purposes=tuple(purposes), operations=check_operations(operations),
+        subject=subject, purposes=tuple(purposes), operations=check_operations(operations),
         notice_hash=notice_hash or deployment.notice_hash,
         screen_version=screen_version or str(deployment.section("consent_screen").get("version") or "unversioned"),
-        issued_at=int(now.timestamp()), expires_at=int((now + dt.timedelta(days=days)).timestamp()),
-        birth_date=birth_date, guardian=guardian,
+        birth_date=birth_date, guardian=guardian, **_common(key, deployment.deployment_id, issuer, now, days),
     )
     return sign(token, key), token
 
 
-def issue_legal_basis(key: Ed25519PrivateKey, *, authority: str, provision: str, reference: str,
+def issue_legal_basis(key: Ed25519PrivateKey, *, audience: str, authority: str, provision: str, reference: str,
                       purposes: Sequence[str], operations: Sequence[str] = ("identify",), days: float = 30,
-                      now: Optional[dt.datetime] = None) -> tuple[str, LegalBasisToken]:
+                      now: Optional[dt.datetime] = None, issuer: str = "") -> tuple[str, LegalBasisToken]:
+    """A signed legal-basis token for the deployment whose id is `audience`."""
     if not provision.strip() or not authority.strip():
         raise ConfigError("a legal basis names the authority and the legal provision.")
-    now = now or dt.datetime.now(dt.timezone.utc)
-    token = LegalBasisToken(new_token_id(), authority, provision, reference, tuple(purposes),
-                            check_operations(operations), int(now.timestamp()),
-                            int((now + dt.timedelta(days=days)).timestamp()))
+    token = LegalBasisToken(authority=authority, provision=provision, reference=reference, purposes=tuple(purposes),
+                            operations=check_operations(operations), **_common(key, audience, issuer, now, days))
     return sign(token, key), token

@@ -1,38 +1,69 @@
-"""Consent and legal-basis tokens: compact, signed with Ed25519.
+"""Consent and legal-basis tokens: JWS compact serialisation (RFC 7515) signed with EdDSA over
+Ed25519 (RFC 8037), carrying JWT claims (RFC 7519), so that a consent service can mint them with
+the JOSE library it already uses, in any language. The README's "Tokens" section is the format.
 
-Wire form: ``sf1.<base64url(JSON payload)>.<base64url(signature)>``; the signature covers the
-ASCII text ``sf1.<payload>``. The payload names the signing key by `kid` (the first 16 hex digits
-of the SHA-256 of its raw public key). The SDK verifies with public keys only; the private key
+    header   {"alg": "EdDSA", "kid": <RFC 7638 thumbprint of the signing key>,
+              "typ": "safeface-consent+jwt" | "safeface-legal-basis+jwt"}
+    claims   iss, aud (= the deployment's id), sub, jti, iat, nbf, exp, purposes, operations, ...
+
+The `typ` header is signed, so a consent token can never be presented as a legal basis or the
+reverse. Verification (joserfc) is pinned to Ed25519 signatures and to the key named by `kid`
+among the keys this deployment trusts; any other header field (jwk, jku, x5c, crit, b64, ...)
+is refused rather than interpreted. The SDK verifies with public keys only; the private key
 belongs to the operator's consent service (or, for legal-basis tokens, to an authority).
 
-Checking what a token says against a call (subject, purpose, operation, notice, guardian) is the
-guard's job (guard.py); this module only proves who signed what.
+Tokens of the earlier ``sf1.`` format (tokens_sf1.py) are still accepted until they expire, and
+never minted. Checking what a token says against a call (audience, times, subject, purpose,
+operation, notice, guardian) is the guard's job (guard.py); this module only proves who signed
+what and that every claim has its type.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
+import dataclasses
 import json
+import math
 import secrets
-from dataclasses import asdict, dataclass, field
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence, Union
 
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from joserfc import jws
+from joserfc.errors import JoseError, UnsupportedAlgorithmError
+from joserfc.jwk import OKPKey
 
 from ..errors import ConfigError
 
-PREFIX = "sf1"
 OPERATIONS = ("enroll", "verify", "identify", "transmit")
 MAX_TOKEN_CHARS = 8192
+SIGNING_ALG = "EdDSA"
+# "Ed25519" is RFC 9864's fully specified name for the same signature; both verify only against
+# the trusted Ed25519 key chosen by kid, so accepting it lets a consent service move on.
+ACCEPTED_ALGS = ("EdDSA", "Ed25519")
+TYP = {"consent": "safeface-consent+jwt", "legal-basis": "safeface-legal-basis+jwt"}
+HEADER_FIELDS = frozenset({"alg", "kid", "typ"})
+MIN_JTI_CHARS, MAX_JTI_CHARS = 16, 128
+MAX_CLAIM_CHARS = 1024
 
 
 class TokenError(Exception):
     """A token failed to parse or verify. The guard turns it into a PolicyViolation with the rule
     that the failing token served (consent or legal basis)."""
+
+
+class _Registry(jws.JWSRegistry):
+    """Ed25519 signatures only. joserfc warns that `EdDSA` is deprecated by RFC 9864 because the
+    name does not fix the curve; here the curve is fixed by the trusted key, always Ed25519."""
+
+    def get_alg(self, name: str) -> Any:
+        if name not in ACCEPTED_ALGS or name not in self.algorithms:
+            raise UnsupportedAlgorithmError(f"Algorithm of '{name}' is not allowed")
+        return self.algorithms[name]
+
+
+_REGISTRY = _Registry(algorithms=ACCEPTED_ALGS)
 
 
 def b64e(data: bytes) -> str:
@@ -44,9 +75,11 @@ def b64d(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + pad)
 
 
+# -- keys ----------------------------------------------------------------------------------------
 def key_id(public_key: Ed25519PublicKey) -> str:
-    raw = public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-    return hashlib.sha256(raw).hexdigest()[:16]
+    """The RFC 7638 JWK thumbprint (SHA-256, base64url) of an Ed25519 public key: the `kid` of
+    every token it signs and the key's name in the trust store."""
+    return str(OKPKey.import_key(public_key).thumbprint())
 
 
 def public_key_text(public_key: Ed25519PublicKey) -> str:
@@ -75,9 +108,11 @@ def load_private_key(pem: bytes) -> Ed25519PrivateKey:
     return key
 
 
-@dataclass(frozen=True)
+# -- what a token says ---------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
 class ConsentToken:
-    """What a person agreed to. Times are Unix seconds (UTC)."""
+    """What a person agreed to. Times are Unix seconds (UTC). `audience` is empty only for a
+    legacy sf1 token, which names no deployment."""
 
     token_id: str
     subject: str
@@ -90,10 +125,13 @@ class ConsentToken:
     birth_date: Optional[str] = None  # YYYY-MM-DD, as declared by the person; never inferred
     guardian: Optional[str] = None  # who gave guardian consent for a child
     kid: str = ""
-    typ: str = field(default="consent")
+    typ: str = dataclasses.field(default="consent")
+    audience: tuple[str, ...] = ()
+    issuer: str = ""
+    not_before: Optional[int] = None
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class LegalBasisToken:
     """A processing order without consent, signed by an authority naming the legal provision."""
 
@@ -106,51 +144,110 @@ class LegalBasisToken:
     issued_at: int
     expires_at: int
     kid: str = ""
-    typ: str = field(default="legal-basis")
+    typ: str = dataclasses.field(default="legal-basis")
+    audience: tuple[str, ...] = ()
+    issuer: str = ""
+    not_before: Optional[int] = None
+
+
+Token = Union[ConsentToken, LegalBasisToken]
 
 
 def new_token_id() -> str:
     return secrets.token_hex(12)
 
 
-def sign(payload: ConsentToken | LegalBasisToken, key: Ed25519PrivateKey) -> str:
-    body = {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(payload).items()}
-    body["kid"] = key_id(key.public_key())
-    data = b64e(json.dumps(body, sort_keys=True, separators=(",", ":")).encode("utf-8"))
-    signed = f"{PREFIX}.{data}"
-    return f"{signed}.{b64e(key.sign(signed.encode('ascii')))}"
+def default_issuer(public_key: Ed25519PublicKey) -> str:
+    """An issuer named by its key (RFC 9278 JWK thumbprint URI), when no other name is given."""
+    return f"urn:ietf:params:oauth:jwk-thumbprint:sha-256:{key_id(public_key)}"
 
 
-def _parse(token: str) -> tuple[dict[str, Any], bytes, bytes]:
+def _claims(t: Token) -> dict[str, Any]:
+    c: dict[str, Any] = {"iss": t.issuer, "aud": t.audience[0] if len(t.audience) == 1 else list(t.audience),
+                         "jti": t.token_id, "iat": t.issued_at,
+                         "nbf": t.issued_at if t.not_before is None else t.not_before, "exp": t.expires_at,
+                         "purposes": list(t.purposes), "operations": list(t.operations)}
+    if isinstance(t, ConsentToken):
+        c.update(sub=t.subject, notice_hash=t.notice_hash, screen_version=t.screen_version)
+        c.update({k: v for k, v in (("birth_date", t.birth_date), ("guardian", t.guardian)) if v is not None})
+    else:
+        c.update(authority=t.authority, provision=t.provision, reference=t.reference)
+    return c
+
+
+def sign(token: Token, key: Ed25519PrivateKey) -> str:
+    """The JWS compact serialisation of `token`, signed by `key`."""
+    if not token.audience or not all(isinstance(a, str) and a for a in token.audience):
+        raise ConfigError("a token names the deployment it is for (its audience, the deployment's id).")
+    if not token.issuer:
+        token = dataclasses.replace(token, issuer=default_issuer(key.public_key()))
+    header = {"alg": SIGNING_ALG, "kid": key_id(key.public_key()), "typ": TYP[token.typ]}
+    payload = json.dumps(_claims(token), separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    return jws.serialize_compact(header, payload, OKPKey.import_key(key), algorithms=[SIGNING_ALG],
+                                 registry=_REGISTRY)
+
+
+# -- verifying -----------------------------------------------------------------------------------
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # Two parsers reading different values from one signed text is how confusion attacks start.
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        raise TokenError("the token is garbled: a member name appears twice.")
+    return out
+
+
+def _typ_name(value: Any) -> Optional[str]:
+    """"consent" or "legal-basis" for a `typ` header (compared as RFC 7515 says: case-insensitive,
+    with or without "application/"), else None."""
+    if not isinstance(value, str):
+        return None
+    v = value.lower().removeprefix("application/")
+    return next((name for name, media in TYP.items() if media == v), None)
+
+
+def _check_type(token: Any) -> str:
     if not isinstance(token, str) or len(token) > MAX_TOKEN_CHARS:
         raise TokenError("the token is not a safeface token (wrong type or too long).")
-    parts = token.strip().split(".")
-    if len(parts) != 3 or parts[0] != PREFIX:
-        raise TokenError("the token is not a safeface token (expected sf1.<payload>.<signature>).")
+    return token.strip()
+
+
+def verify_jws(token: str, trusted: Mapping[str, Ed25519PublicKey], typ: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(header, claims) of a JWS whose signature checks against the trusted key its kid names."""
     try:
-        body = json.loads(b64d(parts[1]).decode("utf-8"))
-        sig = b64d(parts[2])
-    except (ValueError, binascii.Error, UnicodeDecodeError):
-        raise TokenError("the token is garbled: its payload or signature does not decode.") from None
-    if not isinstance(body, dict):
-        raise TokenError("the token is garbled: its payload is not an object.")
-    return body, f"{parts[0]}.{parts[1]}".encode("ascii"), sig
-
-
-def verify_signature(token: str, trusted: Mapping[str, Ed25519PublicKey], typ: str) -> dict[str, Any]:
-    """The payload of `token` once its Ed25519 signature checks against a trusted key."""
-    body, signed, sig = _parse(token)
-    kid = body.get("kid")
+        obj = jws.extract_compact(token.encode("ascii"), registry=_REGISTRY)
+        header = obj.headers()
+    except (JoseError, ValueError, binascii.Error, UnicodeError):
+        raise TokenError("the token is garbled: expected a JWS compact serialisation (header.payload.signature).") from None
+    if not isinstance(header, dict) or set(header) - HEADER_FIELDS:
+        raise TokenError("the token's header carries fields safeface does not accept; only alg, kid and typ.")
+    if header.get("alg") not in ACCEPTED_ALGS:
+        raise TokenError("the token is not signed with EdDSA (Ed25519), the only algorithm accepted.")
+    kind = _typ_name(header.get("typ"))
+    if kind is None:
+        raise TokenError(f"the token's typ header is not {TYP[typ]!r}.")
+    if kind != typ:
+        raise TokenError(f"this is a {kind!r} token where a {typ!r} token is needed.")
+    kid = header.get("kid")
     key = trusted.get(kid) if isinstance(kid, str) else None
     if key is None:
         raise TokenError("the token is signed by a key this deployment does not trust; it may be forged.")
     try:
-        key.verify(sig, signed)
-    except InvalidSignature:
-        raise TokenError("the token's signature does not verify: it was altered or forged.") from None
-    if body.get("typ") != typ:
-        raise TokenError(f"this is a {body.get('typ')!r} token where a {typ!r} token is needed.")
-    return body
+        ok = jws.validate_compact(obj, OKPKey.import_key(key), registry=_REGISTRY)
+    except JoseError:
+        ok = False
+    if not ok:
+        raise TokenError("the token's signature does not verify: it was altered or forged.")
+    try:
+        claims = json.loads(obj.payload.decode("utf-8"), object_pairs_hook=_no_duplicates)
+    except (ValueError, UnicodeDecodeError):
+        raise TokenError("the token is garbled: its payload is not JSON.") from None
+    if not isinstance(claims, dict):
+        raise TokenError("the token is garbled: its payload is not a JSON object.")
+    return header, claims
+
+
+def _legacy(token: str) -> bool:
+    return token.startswith("sf1.")
 
 
 def verified_token_id(token: Optional[str], trusted: Mapping[str, Ed25519PublicKey], typ: str) -> Optional[str]:
@@ -159,58 +256,96 @@ def verified_token_id(token: Optional[str], trusted: Mapping[str, Ed25519PublicK
     if not token:
         return None
     try:
-        tid = verify_signature(token, trusted, typ).get("token_id")
+        token = _check_type(token)
+        if _legacy(token):
+            from .tokens_sf1 import verify_sf1
+
+            tid = verify_sf1(token, trusted, typ).get("token_id")
+        else:
+            tid = verify_jws(token, trusted, typ)[1].get("jti")
     except TokenError:
         return None
-    return tid if isinstance(tid, str) and len(tid) <= 64 else None
+    return tid if isinstance(tid, str) and len(tid) <= MAX_JTI_CHARS else None
 
 
-def _strs(value: Any, name: str) -> tuple[str, ...]:
+# -- claims, typed -------------------------------------------------------------------------------
+def strs(value: Any, name: str) -> tuple[str, ...]:
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise TokenError(f"the token's {name} are malformed.")
     return tuple(value)
 
 
-def _int(value: Any, name: str) -> int:
+def whole(value: Any, name: str) -> int:
     if not isinstance(value, int) or isinstance(value, bool):
         raise TokenError(f"the token's {name} is malformed.")
     return value
 
 
-def _opt_str(value: Any, name: str) -> Optional[str]:
-    if value is not None and not isinstance(value, str):
+def opt_str(value: Any, name: str) -> Optional[str]:
+    if value is not None and (not isinstance(value, str) or len(value) > MAX_CLAIM_CHARS):
         raise TokenError(f"the token's {name} is malformed.")
     return value
 
 
-def _str(value: Any, name: str) -> str:
-    if not isinstance(value, str):
+def text(value: Any, name: str) -> str:
+    if not isinstance(value, str) or len(value) > MAX_CLAIM_CHARS:
         raise TokenError(f"the token's {name} is malformed.")
     return value
+
+
+def _numeric_date(claims: Mapping[str, Any], name: str, what: str, rounding: Any) -> int:
+    """RFC 7519 NumericDate: seconds, possibly fractional; rounded towards the stricter side."""
+    v = claims.get(name)
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        raise TokenError(f"the token's {what} ({name}) is missing or not a number of seconds.")
+    return int(rounding(v))
+
+
+def _registered(claims: Mapping[str, Any]) -> dict[str, Any]:
+    """The registered claims, checked: the fields every token dataclass shares."""
+    aud = claims.get("aud")
+    audience = (aud,) if isinstance(aud, str) else strs(aud, "audiences") if isinstance(aud, list) else ()
+    if not audience or not all(audience):
+        raise TokenError("the token names no audience (aud): it must name the deployment it is for.")
+    jti = claims.get("jti")
+    if not isinstance(jti, str) or not MIN_JTI_CHARS <= len(jti) <= MAX_JTI_CHARS:
+        raise TokenError(f"the token's id (jti) must be a unique string of {MIN_JTI_CHARS} to {MAX_JTI_CHARS} "
+                         "characters (a random UUID, say).")
+    issuer = text(claims.get("iss"), "issuer (iss)")
+    if not issuer:
+        raise TokenError("the token names no issuer (iss).")
+    nbf = _numeric_date(claims, "nbf", "start of validity", math.ceil) if "nbf" in claims else None
+    return {"token_id": jti, "audience": audience, "issuer": issuer, "not_before": nbf,
+            "issued_at": _numeric_date(claims, "iat", "issue time", math.floor),
+            "expires_at": _numeric_date(claims, "exp", "expiry", math.floor),
+            "purposes": strs(claims.get("purposes"), "purposes"),
+            "operations": strs(claims.get("operations"), "operations")}
 
 
 def decode_consent(token: str, trusted: Mapping[str, Ed25519PublicKey]) -> ConsentToken:
-    b = verify_signature(token, trusted, "consent")
+    token = _check_type(token)
+    if _legacy(token):
+        from .tokens_sf1 import decode_sf1_consent
+
+        return decode_sf1_consent(token, trusted)
+    header, c = verify_jws(token, trusted, "consent")
     return ConsentToken(
-        token_id=_str(b.get("token_id"), "id"), subject=_str(b.get("subject"), "subject"),
-        purposes=_strs(b.get("purposes"), "purposes"), operations=_strs(b.get("operations"), "operations"),
-        notice_hash=_str(b.get("notice_hash"), "notice hash"),
-        screen_version=_str(b.get("screen_version"), "consent-screen version"),
-        issued_at=_int(b.get("issued_at"), "issue time"), expires_at=_int(b.get("expires_at"), "expiry"),
-        birth_date=_opt_str(b.get("birth_date"), "birth date"), guardian=_opt_str(b.get("guardian"), "guardian"),
-        kid=_str(b.get("kid"), "key id"),
-    )
+        subject=text(c.get("sub"), "subject (sub)"), notice_hash=text(c.get("notice_hash"), "notice hash"),
+        screen_version=text(c.get("screen_version"), "consent-screen version"),
+        birth_date=opt_str(c.get("birth_date"), "birth date"), guardian=opt_str(c.get("guardian"), "guardian"),
+        kid=header["kid"], **_registered(c))
 
 
 def decode_legal_basis(token: str, trusted: Mapping[str, Ed25519PublicKey]) -> LegalBasisToken:
-    b = verify_signature(token, trusted, "legal-basis")
+    token = _check_type(token)
+    if _legacy(token):
+        from .tokens_sf1 import decode_sf1_legal_basis
+
+        return decode_sf1_legal_basis(token, trusted)
+    header, c = verify_jws(token, trusted, "legal-basis")
     return LegalBasisToken(
-        token_id=_str(b.get("token_id"), "id"), authority=_str(b.get("authority"), "authority"),
-        provision=_str(b.get("provision"), "provision"), reference=_str(b.get("reference"), "reference"),
-        purposes=_strs(b.get("purposes"), "purposes"), operations=_strs(b.get("operations"), "operations"),
-        issued_at=_int(b.get("issued_at"), "issue time"), expires_at=_int(b.get("expires_at"), "expiry"),
-        kid=_str(b.get("kid"), "key id"),
-    )
+        authority=text(c.get("authority"), "authority"), provision=text(c.get("provision"), "provision"),
+        reference=text(c.get("reference", ""), "reference"), kid=header["kid"], **_registered(c))
 
 
 def check_operations(ops: Sequence[str]) -> tuple[str, ...]:

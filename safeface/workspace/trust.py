@@ -47,8 +47,8 @@ _DIGEST = re.compile(r"trust store sha256 ([0-9a-f]{64})")
 
 
 def thumbprint(public_key: Ed25519PublicKey) -> str:
-    """The key's RFC 7638 JWK thumbprint (SHA-256, base64url)."""
-    return str(OKPKey.import_key(public_key).thumbprint())
+    """The key's RFC 7638 JWK thumbprint (SHA-256, base64url): the `kid` its tokens carry."""
+    return key_id(public_key)
 
 
 def public_jwk(public_key: Ed25519PublicKey) -> dict[str, Any]:
