@@ -232,3 +232,35 @@ def test_token_ids_never_reach_the_files(tmp_path: Path, imgs: Path) -> None:
         sf.revoke(token_id=raw_id)
     blob = b"".join(p.read_bytes() for p in ws.root.rglob("*.db*"))
     assert raw_id.encode() not in blob
+
+
+class SyntheticPipeline:
+    """A host pipeline (hazmat) that sees one face in every image and embeds it at random: for
+    store-scale tests where the face itself does not matter."""
+
+    def __init__(self) -> None:
+        import numpy as np
+
+        self._rng = np.random.default_rng(0)
+
+    def embed(self, image: Any) -> Any:
+        from types import SimpleNamespace
+
+        face = object()
+        return SimpleNamespace(embedding=self._rng.standard_normal(128).astype("float32"), face=face, faces=[face])
+
+
+def test_a_large_purge_is_recorded_so_the_store_check_still_holds(tmp_path: Path) -> None:
+    """Hundreds of people expiring at once: every removed row stays named in the log, within its
+    field limits, so the store check still holds after the purge."""
+    ws = make_workspace(tmp_path / "ws")
+    start = dt.datetime.now(dt.timezone.utc)
+    with SafeFace.open(ws.root, PASSPHRASE, pipeline=SyntheticPipeline(), clock=lambda: start) as sf:
+        sf.enroll_many([(b"", f"p{i}", consent(ws, f"p{i}")) for i in range(250)], "demo")
+        assert len(sf.records()) == 250 and sf.verify_store().ok
+    later = start + dt.timedelta(days=400)
+    with SafeFace.open(ws.root, PASSPHRASE, pipeline=SyntheticPipeline(), clock=lambda: later) as sf:
+        assert sf.records() == []
+        purges = [e for e in sf.audit_entries() if e.operation == "purge"]
+        assert len(purges) >= 3 and all(len(e.subjects) <= 90 for e in purges)
+        assert sf.verify_store().ok

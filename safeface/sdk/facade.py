@@ -41,6 +41,9 @@ from .results import Candidate, Enrollment, Export, Record, Verification
 Clock = Callable[[], dt.datetime]
 T = TypeVar("T")
 FILING_WORKING_DAYS = 30
+# Per purge audit entry, within the log's field limits (99 subjects, a 64 KiB note).
+PURGE_ENTRY_SUBJECTS = 90
+PURGE_ENTRY_ROWS = 4000
 _OPENER = object()
 
 
@@ -370,9 +373,21 @@ class SafeFace:
             rows = [r for res in results for r in res.row_ids]
             subjects = [res.pseudonym for res in results if res.pseudonym]
             receipt = self._receipt("purge", subjects, None, rows, now)
-            self._append("purge", "allowed", subjects=subjects, rule=self._rule("retention"),
-                         note=f"{len(rows)} expired template(s) removed; rows={_rows(rows)}; "
-                              f"receipt {receipt.receipt_id}")
+            # The store check reads the rows each removal entry names, and an entry's note and
+            # subject list are bounded: a large purge is recorded in several entries.
+            batch: list[Any] = []
+            for res in results + [None]:
+                if res is not None and (not batch or (len(batch) < PURGE_ENTRY_SUBJECTS and
+                                                      sum(len(b.row_ids) for b in batch) + len(res.row_ids)
+                                                      <= PURGE_ENTRY_ROWS)):
+                    batch.append(res)
+                    continue
+                ids = [r for b in batch for r in b.row_ids]
+                self._append("purge", "allowed", subjects=[b.pseudonym for b in batch if b.pseudonym],
+                             rule=self._rule("retention"),
+                             note=f"{len(ids)} expired template(s) removed; rows={_rows(ids)}; "
+                                  f"receipt {receipt.receipt_id}")
+                batch = [res] if res is not None else []
         return receipt
 
     def rekey(self) -> dict[str, Any]:
