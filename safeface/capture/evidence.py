@@ -20,17 +20,16 @@ import binascii
 import hashlib
 import json
 import math
-import os
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from cryptography.exceptions import InvalidSignature, InvalidTag
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from ..aead import Aead
 from ..errors import IntegrityError
 from ..hazmat.templates.transform import TemplateTransform
 
@@ -76,7 +75,7 @@ class EvidenceKeys:
     def __init__(self, secret: bytes, dim: int = 128) -> None:
         self._sign = Ed25519PrivateKey.from_private_bytes(_derive(secret, b"safeface liveness evidence signing key v1"))
         self._public = self._sign.public_key()
-        self._seal = AESGCM(_derive(secret, b"safeface liveness evidence face key v1"))
+        self._seal = Aead(_derive(secret, b"safeface liveness evidence face key v1"), "the evidence face key")
         self._transform = TemplateTransform.from_key(_derive(secret, b"safeface liveness evidence transform v1"), dim)
         raw = self._public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
         self.kid = hashlib.sha256(raw).hexdigest()[:16]
@@ -91,12 +90,11 @@ class EvidenceKeys:
 
     def issue(self, *, nonce: str, clip_sha256: str, now: float, decision: str, score: float,
               challenge: tuple[str, ...], embedding: np.ndarray, validity_s: int = DEFAULT_VALIDITY_S) -> str:
-        iv = os.urandom(12)
-        sealed = self._seal.encrypt(iv, self.protect(embedding).tobytes(), nonce.encode("utf-8"))
+        sealed = self._seal.seal(self.protect(embedding).tobytes(), nonce.encode("utf-8"))
         body = {"format": FORMAT, "kid": self.kid, "nonce": nonce, "clip_sha256": clip_sha256,
                 "issued_at": round(float(now), 3), "expires_at": round(float(now) + validity_s, 3),
                 "decision": decision, "score": round(float(score), 4), "challenge": list(challenge),
-                "face": _b64e(iv + sealed)}
+                "face": _b64e(sealed)}
         head = PREFIX + "." + _b64e(json.dumps(body, sort_keys=True, separators=(",", ":")).encode("utf-8"))
         return head + "." + _b64e(self._sign.sign(head.encode("ascii")))
 
@@ -115,11 +113,11 @@ class EvidenceKeys:
             body: dict[str, Any] = json.loads(_b64d(payload))
             blob = _b64d(str(body["face"]))
             nonce = str(body["nonce"])
-            face = np.frombuffer(self._seal.decrypt(blob[:12], blob[12:], nonce.encode("utf-8")), dtype=np.float32)
+            face = np.frombuffer(self._seal.open(blob, nonce.encode("utf-8")), dtype=np.float32)
             ev = Evidence(nonce, str(body["clip_sha256"]), float(body["issued_at"]), float(body["expires_at"]),
                           str(body["decision"]), float(body["score"]), tuple(str(s) for s in body["challenge"]),
                           face.copy())
-        except (InvalidSignature, InvalidTag, ValueError, KeyError, TypeError, UnicodeError, binascii.Error):
+        except (InvalidSignature, IntegrityError, ValueError, KeyError, TypeError, UnicodeError, binascii.Error):
             raise bad from None
         if body.get("format") != FORMAT or not all(map(math.isfinite, (ev.issued_at, ev.expires_at))):
             raise bad
