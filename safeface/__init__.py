@@ -37,6 +37,8 @@ _EXPORTS = {
     "Record": "safeface.sdk",
     "BackendError": "safeface.errors",
     "Verification": "safeface.sdk",
+    "LivenessCheck": "safeface.sdk",
+    "check_liveness": "safeface.capture.liveness",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]

@@ -68,6 +68,7 @@ class CachedPipeline:
         from safeface.hazmat.vision import Pipeline
 
         self._pipe = Pipeline(_engine())
+        self.engine = self._pipe.engine  # the liveness tracker uses the same engine
 
     def embed(self, image: Any) -> Any:
         if isinstance(image, (str, Path)):
@@ -76,6 +77,9 @@ class CachedPipeline:
 
     def detect(self, image: Any) -> Any:
         return self._pipe.detect(image)
+
+    def embed_faces(self, image: Any, faces: Any) -> Any:
+        return self._pipe.embed_faces(image, faces)
 
 
 @functools.lru_cache(maxsize=64)

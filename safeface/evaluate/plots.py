@@ -44,8 +44,10 @@ def roc_plot(curves: Mapping[str, metrics.Curve], path: Path) -> Path:
     return _save(fig, path)
 
 
-def det_plot(curves: Mapping[str, metrics.Curve], path: Path) -> Path:
-    """FNMR against FMR on normal-deviate axes (ISO/IEC 19795-1's DET)."""
+def det_plot(curves: Mapping[str, metrics.Curve], path: Path, xlabel: str = "false match rate (FMR)",
+             ylabel: str = "false non-match rate (FNMR)") -> Path:
+    """FNMR against FMR on normal-deviate axes (ISO/IEC 19795-1's DET); with other labels, any
+    pair of error rates (APCER and BPCER for presentation attacks)."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(5.5, 4.2))
     ticks = np.array([1e-4, 1e-3, 1e-2, 0.05, 0.2, 0.5])
@@ -58,8 +60,8 @@ def det_plot(curves: Mapping[str, metrics.Curve], path: Path) -> Path:
     lim = (float(metrics.probit([5e-5])[0]), float(metrics.probit([0.6])[0]))
     ax.set_xlim(*lim)
     ax.set_ylim(*lim)
-    ax.set_xlabel("false match rate (FMR)")
-    ax.set_ylabel("false non-match rate (FNMR)")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
     ax.set_title("DET")
     ax.grid(True, alpha=0.3)
     ax.legend(loc="upper right", fontsize=8)

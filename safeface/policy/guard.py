@@ -263,6 +263,14 @@ class Guard:
         return Decision(request.operation, p, batch=decisions)
 
     # -- the capture rules (PA-01, PA-02) -------------------------------------------------------
+    def check_capture_role(self, role: str) -> None:
+        """A liveness challenge or check is part of an enrolment or a match: the role must be
+        allowed one of those."""
+        allowed = self.deployment.roles.get(role, ())
+        if not any(op.value in allowed for op in CAPTURED):
+            raise PolicyViolation(self._rule("security"), f"role {role!r} may not enroll, verify or identify, so it "
+                                  "may not run liveness checks either.")
+
     def check_liveness(self, token: Optional[str], now: dt.datetime) -> Any:
         """PA-01 before any image is read: the evidence is this workspace's, says live, is fresh,
         and its nonce has not been used; the nonce is used up here."""

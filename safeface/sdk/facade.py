@@ -263,6 +263,99 @@ class SafeFace:
 
         return self._run(request, [pseud], body)
 
+    # -- liveness (PA-01) ------------------------------------------------------------------------
+    def liveness_challenge(self, steps: Optional[Sequence[str]] = None) -> Any:
+        """Issue a random challenge (head turns) with a nonce; it expires in seconds and can be
+        answered once, by :meth:`liveness_check`. `steps` fixes the moves, for --demo workspaces
+        only (tests and trials): a real challenge must be unpredictable."""
+        from ..capture.challenge import new_challenge, parse_steps
+
+        now = self._clock()
+        try:
+            self._guard.check_capture_role(self._role)
+        except PolicyViolation as exc:
+            self._append("liveness-challenge", "refused", rule=exc.rule, note=f"role {self._role}")
+            raise
+        ch = new_challenge(now.timestamp())
+        if steps is not None:
+            if not self._paths.demo_issuer.is_file():
+                raise ConfigError("challenge steps can be chosen only in a --demo workspace; a real challenge is random.")
+            ch = type(ch)(ch.nonce, parse_steps(",".join(steps)), ch.issued_at, ch.expires_at)
+        self._state.add_challenge(ch.nonce, ",".join(ch.steps), ch.issued_at, ch.expires_at)
+        self._append("liveness-challenge", "allowed", note=f"steps {','.join(ch.steps)}; valid "
+                     f"{ch.expires_at - ch.issued_at:.0f} s")
+        return ch
+
+    def liveness_check(self, clip: Any, challenge: str, *, mirrored: bool = False, fps: float = 10.0) -> Any:
+        """Check a 1-3 s clip of the person answering `challenge` (its nonce): physics, replay
+        cues and the moves asked. When live, the result carries evidence signed by this workspace,
+        bound to the nonce, the clip's SHA-256, the time and the live face (sealed protected
+        template), valid for seconds and for one call. The check is audited; neither the clip nor
+        any frame is stored."""
+        from ..capture.evidence import DEFAULT_VALIDITY_S
+        from ..capture.liveness import check_clip, default_engine, frontal_indices
+        from .results import LivenessCheck
+
+        now = self._clock()
+        rule = self._rule("liveness")
+        try:
+            self._guard.check_capture_role(self._role)
+            steps = self._open_challenge(str(challenge), now)
+        except PolicyViolation as exc:
+            self._append("liveness", "refused", rule=exc.rule, note=exc.message[:120])
+            raise
+        pipe = self._pipe()
+        engine = getattr(pipe, "engine", None) or default_engine()
+        try:
+            result, decoded = check_clip(clip, engine, steps, mirrored, fps)
+        except SafeFaceError as exc:
+            self._append("liveness", "failed", rule=rule, note=type(exc).__name__)
+            raise
+        evidence = expires = None
+        if result.live and result.track is not None:
+            # The live face: the mean embedding of the most frontal frames (one frame may be blurred).
+            vecs = [v for v in (self._tracked_face(pipe, decoded.frames[result.track.frames[i]],
+                                                   result.track.boxes[i], result.track.points[i])
+                                for i in frontal_indices(result.track)) if v is not None]
+            if vecs:
+                evidence = self._evidence_keys.issue(
+                    nonce=str(challenge), clip_sha256=result.clip_sha256, now=now.timestamp(), decision="live",
+                    score=result.score, challenge=tuple(steps), embedding=np.mean(vecs, axis=0),
+                    validity_s=DEFAULT_VALIDITY_S)
+                expires = now + dt.timedelta(seconds=DEFAULT_VALIDITY_S)
+        decision = result.decision if evidence is not None or not result.live else "inconclusive"
+        self._append("liveness", "allowed" if evidence is not None else "refused", rule=rule,
+                     note=f"{decision}; score {result.score:.2f}; steps {','.join(steps)}; clip sha256 "
+                          f"{result.clip_sha256[:16]}")
+        return LivenessCheck(decision, result.score, result.checks, result.clip_sha256, evidence, expires)
+
+    @staticmethod
+    def _tracked_face(pipe: Any, frame: np.ndarray, box: Any, points: np.ndarray) -> Optional[np.ndarray]:
+        """The embedding of the tracked face itself (not of whoever else is in the frame); a host
+        pipeline without embed_faces embeds the frame's subject instead."""
+        from ..hazmat.vision import Face
+
+        if hasattr(pipe, "embed_faces"):
+            face = Face(tuple(float(v) for v in box), 0.0, np.asarray(points, np.float32), "track")  # type: ignore[arg-type]
+            return np.asarray(pipe.embed_faces(frame, [face])[0], np.float32)
+        found = pipe.embed(frame)
+        return None if found.embedding is None else np.asarray(found.embedding, np.float32)
+
+    def _open_challenge(self, nonce: str, now: dt.datetime) -> tuple[str, ...]:
+        """The steps of an issued, unexpired, unanswered challenge; it is answered from now on."""
+        rule = self._rule("liveness")
+        row = self._state.challenge(nonce)
+        if row is None:
+            raise PolicyViolation(rule, "this workspace issued no such challenge; ask for one with "
+                                  "`safeface liveness challenge`.")
+        steps, _, expires_at = row
+        if now.timestamp() >= expires_at:
+            raise PolicyViolation(rule, "the challenge expired; ask for a new one and answer it within seconds.")
+        until = dt.datetime.fromtimestamp(expires_at, dt.timezone.utc)
+        if not self._state.use_nonce("challenge:" + nonce, until):
+            raise PolicyViolation(rule, "this challenge was already answered; each challenge is answered once.")
+        return tuple(steps.split(","))
+
     def analyze(self, image: ImageInput, attributes: Sequence[str] = ("faces",)) -> dict[str, Any]:
         """Technical facts about the faces in an image (count, boxes, landmarks, detector
         scores). Any personal attribute (race, religion, health, emotion, gender, age, ...) is

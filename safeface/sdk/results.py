@@ -64,3 +64,28 @@ class Record:
     expires_at: dt.datetime
     created_at: dt.datetime
     last_interaction: Optional[dt.datetime]
+
+
+@dataclass(frozen=True)
+class LivenessCheck:
+    """A liveness check's answer. `evidence` (only when live) goes with the next enroll, verify or
+    identify call of a purpose that requires liveness; it is valid for seconds and for one call."""
+
+    decision: str  # "live", "attack", "inconclusive"
+    score: float
+    checks: dict[str, Any]
+    clip_sha256: str
+    evidence: Optional[str] = field(default=None, repr=False)
+    expires_at: Optional[dt.datetime] = None
+
+    @property
+    def live(self) -> bool:
+        return self.decision == "live"
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {"live": self.live, "decision": self.decision, "score": round(self.score, 3), "checks": self.checks,
+               "clip_sha256": self.clip_sha256}
+        if self.evidence is not None:
+            out["evidence"] = self.evidence
+            out["expires_at"] = self.expires_at.isoformat(timespec="seconds") if self.expires_at else None
+        return out

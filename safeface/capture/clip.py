@@ -1,0 +1,120 @@
+"""A short clip for a liveness check, decoded in memory: a video file or its bytes, a folder of
+frames, or a sequence of RGB arrays. Nothing is written anywhere; the clip's SHA-256 (of the file,
+or of the frames' pixels) binds the evidence to exactly what was checked."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence, Union
+
+import numpy as np
+
+from ..errors import ImageError, InvalidArgument
+from ..imageio import load_image
+
+ClipInput = Union[str, "os.PathLike[str]", bytes, Sequence[np.ndarray]]
+
+MAX_SECONDS = 5.0  # a check takes 1-3 s; a little slack for the recorder
+MAX_BYTES = 64 * 1024 * 1024
+MAX_WIDTH = 640  # frames are reduced to this width: landmarks need no more
+FRAME_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+BURST_FPS = 10.0  # a folder or list of frames without timing is taken as a 10 fps burst
+
+
+@dataclass(frozen=True)
+class Clip:
+    frames: tuple[np.ndarray, ...] = field(repr=False)  # RGB uint8, at most MAX_WIDTH wide
+    times: tuple[float, ...]  # seconds from the first frame
+    sha256: str
+
+    @property
+    def duration(self) -> float:
+        return self.times[-1] - self.times[0] if len(self.times) > 1 else 0.0
+
+
+def _shrink(frame: np.ndarray) -> np.ndarray:
+    h, w = frame.shape[:2]
+    if w <= MAX_WIDTH:
+        return np.ascontiguousarray(frame)
+    import cv2
+
+    return cv2.resize(frame, (MAX_WIDTH, int(round(h * MAX_WIDTH / w))), interpolation=cv2.INTER_AREA)
+
+
+def _decode_video(data: bytes, label: str) -> tuple[list[np.ndarray], list[float]]:
+    import av
+
+    frames: list[np.ndarray] = []
+    times: list[float] = []
+    try:
+        with av.open(io.BytesIO(data), mode="r") as container:
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"
+            base = None
+            for frame in container.decode(stream):
+                t = float(frame.time) if frame.time is not None else len(frames) / float(stream.average_rate or 30)
+                base = t if base is None else base
+                if t - base > MAX_SECONDS:
+                    raise InvalidArgument(f"{label} is longer than {MAX_SECONDS:g} s; a liveness check takes a "
+                                          "1-3 s clip.")
+                frames.append(_shrink(frame.to_ndarray(format="rgb24")))
+                times.append(t - base)
+    except (av.error.FFmpegError, IndexError) as exc:  # type: ignore[attr-defined,unused-ignore]
+        raise ImageError(f"{label} is not a readable video ({type(exc).__name__}).") from None
+    return frames, times
+
+
+def read_clip(source: Any, fps: float = BURST_FPS) -> Clip:
+    """Decode a clip. `fps` times a folder or a list of frames (a video carries its own timing).
+    Raises ImageError when unreadable, InvalidArgument when too long or empty."""
+    if not (isinstance(fps, (int, float)) and 1 <= fps <= 240):
+        raise InvalidArgument(f"fps must be between 1 and 240, got {fps!r}.")
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        if path.is_dir():
+            files = sorted(p for p in path.iterdir() if p.suffix.lower() in FRAME_SUFFIXES)
+            if len(files) > MAX_SECONDS * fps + 1:
+                raise InvalidArgument(f"{path} holds {len(files)} frames; a liveness check takes a 1-3 s burst.")
+            h = hashlib.sha256()
+            arrays = []
+            for p in files:
+                raw = p.read_bytes()
+                h.update(hashlib.sha256(raw).digest())
+                arrays.append(_shrink(load_image(raw)))
+            return _clip(arrays, [i / fps for i in range(len(arrays))], h.hexdigest(), str(path))
+        if not path.is_file():
+            raise ImageError(f"{path}: no such file; check the path.")
+        if path.stat().st_size > MAX_BYTES:
+            raise InvalidArgument(f"{path} is larger than {MAX_BYTES // 2**20} MiB; a liveness check takes a 1-3 s clip.")
+        data = path.read_bytes()
+        frames, times = _decode_video(data, str(path))
+        return _clip(frames, times, hashlib.sha256(data).hexdigest(), str(path))
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        data = bytes(source)
+        if len(data) > MAX_BYTES:
+            raise InvalidArgument(f"the clip is larger than {MAX_BYTES // 2**20} MiB.")
+        frames, times = _decode_video(data, "the clip")
+        return _clip(frames, times, hashlib.sha256(data).hexdigest(), "the clip")
+    if isinstance(source, Sequence) and not isinstance(source, str):
+        h = hashlib.sha256()
+        arrays = []
+        for a in source:
+            img = load_image(a)
+            h.update(hashlib.sha256(img.tobytes()).digest())
+            arrays.append(_shrink(img))
+        if len(arrays) > MAX_SECONDS * fps + 1:
+            raise InvalidArgument(f"{len(arrays)} frames at {fps:g} fps is longer than {MAX_SECONDS:g} s; a liveness "
+                                  "check takes a 1-3 s clip.")
+        return _clip(arrays, [i / fps for i in range(len(arrays))], h.hexdigest(), "the frames")
+    raise InvalidArgument(f"a clip is a video path, its bytes, a folder of frames or a list of frames, not "
+                          f"{type(source).__name__}.")
+
+
+def _clip(frames: list[np.ndarray], times: list[float], digest: str, label: str) -> Clip:
+    if len(frames) < 2:
+        raise InvalidArgument(f"{label} holds {len(frames)} frame(s); a liveness check needs a 1-3 s clip.")
+    return Clip(tuple(frames), tuple(times), digest)

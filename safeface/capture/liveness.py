@@ -1,0 +1,121 @@
+"""A liveness check of a short clip: track, physics, replay cues, challenge.
+
+Combination rule (the decision, in order):
+1. no face tracked in enough frames, or too little turning: "inconclusive";
+2. the physics check finds a plane (or too little depth), a replay cue fires (a periodic
+   spectrum, frozen frames), or a challenge was given and its moves
+   were not made in order: "attack";
+3. otherwise "live".
+The score is the physics score (0.5 at its decision line), capped below 0.5 when any check of step
+2 fails, so `score >= 0.5` if and only if the decision is "live". "inconclusive" is never live.
+
+Nothing here stores the clip, a frame or a landmark; the caller gets only the result.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Optional, Sequence
+
+import numpy as np
+
+from .challenge import ChallengeResult, verify_moves
+from .clip import Clip, read_clip
+from .physics import MIN_FRAMES, Physics, analyse
+from .replay import Replay, replay_cues
+from .track import Track, track_subject
+
+
+@dataclass(frozen=True)
+class LivenessResult:
+    decision: str  # "live", "attack", "inconclusive"
+    score: float
+    checks: dict[str, Any]
+    clip_sha256: str
+    seconds: float = 0.0
+    track: Optional[Track] = field(default=None, repr=False, compare=False)  # in memory only
+
+    @property
+    def live(self) -> bool:
+        return self.decision == "live"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"live": self.live, "decision": self.decision, "score": round(self.score, 3), "checks": self.checks,
+                "clip_sha256": self.clip_sha256}
+
+
+def default_engine() -> Any:
+    from ..hazmat.vision import DEFAULT_ENGINE, get_engine
+
+    return get_engine(DEFAULT_ENGINE)
+
+
+def check_clip(source: Any, engine: Any = None, challenge: Optional[Sequence[str]] = None,
+               mirrored: bool = False, fps: float = 10.0) -> tuple[LivenessResult, Clip]:
+    """Check a clip (see clip.read_clip for the inputs; `fps` times a list or folder of frames).
+    With `challenge` (steps), the moves must be made in order. Returns the result and the decoded clip (for the caller's evidence)."""
+    t0 = time.perf_counter()
+    clip = read_clip(source, fps)
+    result = analyse_clip(clip, engine or default_engine(), challenge, mirrored)
+    return LivenessResult(result.decision, result.score, result.checks, result.clip_sha256,
+                          time.perf_counter() - t0, result.track), clip
+
+
+def check_liveness(clip: Any, *, fps: float = 10.0, mirrored: bool = False) -> LivenessResult:
+    """The workspace-free check of a clip: physics and replay cues (no challenge, no evidence).
+    `clip`: a video path or its bytes, a folder of frames or a list of RGB frames (timed at `fps`)."""
+    return check_clip(clip, fps=fps, mirrored=mirrored)[0]
+
+
+def analyse_clip(clip: Clip, engine: Any, challenge: Optional[Sequence[str]] = None,
+                 mirrored: bool = False) -> LivenessResult:
+    track = track_subject(clip, engine)
+    checks: dict[str, Any] = {"frames": len(clip.frames), "duration_s": round(clip.duration, 2)}
+    if track is None or len(track) < MIN_FRAMES:
+        checks["tracked"] = 0 if track is None else len(track)
+        checks["reason"] = "no face was followed through the clip: face the camera in good light"
+        return LivenessResult("inconclusive", 0.0, checks, clip.sha256, track=track)
+    width = float(clip.frames[0].shape[1])
+    phys: Physics = analyse(track.points, width)
+    rep: Replay = replay_cues([clip.frames[i] for i in track.frames], track.boxes)
+    checks.update(tracked=len(track), faces=track.faces_seen, physics=phys.to_dict(), replay=rep.to_dict())
+    chal: Optional[ChallengeResult] = None
+    if challenge is not None:
+        chal = verify_moves(track.points, challenge, mirrored)
+        checks["challenge"] = {"steps": list(challenge), **chal.to_dict()}
+    failures = []
+    if phys.decision == "attack":
+        failures.append(phys.reason)
+    if rep.periodic:
+        failures.append("a regular grid in the face's spectrum (a halftone print or a screen)")
+    if rep.frozen:
+        failures.append("repeated frames (a still picture or a replayed video)")
+    if chal is not None and not chal.ok:
+        failures.append(f"the moves asked ({', '.join(challenge or ())}) were not made in order")
+    if phys.decision == "inconclusive" and not (rep.flagged or (chal is not None and chal.made)):
+        checks["reason"] = phys.reason
+        return LivenessResult("inconclusive", 0.0, checks, clip.sha256, track=track)
+    if failures:
+        checks["reason"] = "; ".join(failures)
+        return LivenessResult("attack", min(phys.score, 0.49), checks, clip.sha256, track=track)
+    if phys.decision == "inconclusive":
+        checks["reason"] = phys.reason
+        return LivenessResult("inconclusive", 0.0, checks, clip.sha256, track=track)
+    checks["reason"] = phys.reason
+    return LivenessResult("live", max(phys.score, 0.5), checks, clip.sha256, track=track)
+
+
+def frontal_indices(track: Track, k: int = 3) -> list[int]:
+    """The tracked samples whose face is nearest frontal, up to `k`: the ones to embed for the
+    evidence. A sample whose yaw jumps away from both neighbours (the tracker slipped for a
+    frame, and its landmarks would misalign the chip) is never chosen."""
+    from .physics import _median3
+    from .quality import pose_of
+
+    poses = np.array([pose_of(p) for p in track.points])
+    yaw = poses[:, 0]
+    smooth = _median3(yaw)
+    cost = np.abs(smooth) + np.abs(poses[:, 2]) + np.where(np.abs(yaw - smooth) > 8.0, 1e6, 0.0)
+    order = [int(i) for i in np.argsort(cost, kind="stable") if cost[i] < 1e6]
+    return order[:k] or [0]

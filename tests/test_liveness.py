@@ -1,0 +1,262 @@
+"""Liveness (PA-01): the physics check on landmark tracks of known 3D geometry, the challenge's
+moves, the evidence's integrity, and the guard refusing calls without fresh evidence of this
+probe's face, with stale, reused or another face's evidence, and a waved print."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from policy_support import PASSPHRASE, CachedPipeline, Clock, consent, datasets, images, make_workspace, open_sf  # noqa: E402
+
+from safeface.capture.challenge import verify_moves  # noqa: E402
+from safeface.capture.evidence import EvidenceKeys  # noqa: E402
+from safeface.capture.physics import analyse  # noqa: E402
+from safeface.errors import IntegrityError, PolicyViolation  # noqa: E402
+
+# Eye corners (outer, inner of the eye on the image's right; then the other eye) and the base of
+# the nose of a head, in mm: eye distance 63, outer corners 16 mm behind the inner ones, the nose
+# base 16 mm in front of them.
+HEAD = np.array([[0.75, 0, -0.25], [0.25, 0, 0], [-0.75, 0, -0.25], [-0.25, 0, 0], [0, 0.77, 0.25]]) * 63.0
+
+
+def _rotation(yaw: float, pitch: float, roll: float) -> np.ndarray:
+    a, b, c = np.radians([yaw, pitch, roll])
+    ry = np.array([[np.cos(a), 0, np.sin(a)], [0, 1, 0], [-np.sin(a), 0, np.cos(a)]])
+    rx = np.array([[1, 0, 0], [0, np.cos(b), -np.sin(b)], [0, np.sin(b), np.cos(b)]])
+    rz = np.array([[np.cos(c), -np.sin(c), 0], [np.sin(c), np.cos(c), 0], [0, 0, 1]])
+    return rz @ rx @ ry
+
+
+def pinhole_track(flat: bool, amp: float, seed: int, dist: float = 450.0, noise: float = 1.0,
+                  yaws: Any = None) -> np.ndarray:
+    """30 frames of the 5 points of a head (or of a flat print of it) turning, moving and nodding
+    in front of a pinhole camera (f = 600 px, 640 x 480), with 1 px of tracking noise."""
+    rng = np.random.default_rng(seed)
+    shape = HEAD.copy()
+    if flat:
+        shape[:, 2] = 0.0
+    phase = rng.uniform(0, 2 * np.pi)
+    out = []
+    for i in range(30):
+        t = i / 29
+        yaw = amp * np.sin(2 * np.pi * t + phase) if yaws is None else yaws[i]
+        r = _rotation(yaw, 5 * np.sin(2.6 * np.pi * t + phase), rng.normal(0, 2))
+        p = shape @ r.T + np.array([rng.normal(0, 10), rng.normal(0, 10), dist + 20 * np.sin(3 * t)])
+        img = np.stack([600 * p[:, 0] / p[:, 2] + 320, 600 * p[:, 1] / p[:, 2] + 240], axis=1)
+        out.append(img + rng.normal(0, noise, (5, 2)))
+    return np.array(out)
+
+
+# -- physics on known geometry -----------------------------------------------------------------
+@pytest.mark.parametrize("dist", [300.0, 450.0, 700.0])
+def test_physics_separates_a_turning_head_from_a_turning_plane(dist: float) -> None:
+    for seed in range(10):
+        assert analyse(pinhole_track(False, 30.0, seed, dist), 640).decision == "live"
+        flat = analyse(pinhole_track(True, 30.0, seed, dist), 640)
+        assert flat.decision != "live", flat
+    heads = [analyse(pinhole_track(False, 25.0, s), 640).depth for s in range(10)]
+    planes = [analyse(pinhole_track(True, 25.0, s), 640).depth for s in range(10)]
+    assert min(heads) > 3 * max(max(planes), 0.005)
+
+
+def test_a_sheared_print_that_mimics_a_turn_is_an_attack() -> None:
+    """Tilting a print about a diagonal shifts the nose along the eye line as a turn does; the eyes'
+    widths do not follow, so it is an attack, not live."""
+    base = pinhole_track(True, 0.0, 0, noise=0.0)[0]
+    rng = np.random.default_rng(1)
+    frames = []
+    for i in range(30):
+        s = 0.3 * np.sin(2 * np.pi * i / 29)
+        a = np.array([[1, 0.3 * s], [0.3 * s, 1]])
+        c = base.mean(axis=0)
+        frames.append((base - c) @ a.T + c + rng.normal(0, 1.0, (5, 2)))
+    r = analyse(np.array(frames), 640)
+    assert r.decision == "attack" and r.motion > 0.05 and abs(r.coupling) < 0.3
+
+
+def test_too_little_motion_is_inconclusive_never_live() -> None:
+    for flat in (False, True):
+        r = analyse(pinhole_track(flat, 2.0, 3), 640)
+        assert r.decision == "inconclusive" and r.score == 0.0
+    assert analyse(pinhole_track(False, 30.0, 3)[:5], 640).decision == "inconclusive"
+
+
+def test_challenge_moves_must_come_in_order() -> None:
+    left_then_right = list(np.concatenate([np.linspace(0, 25, 10), np.linspace(25, -25, 20)]))
+    track = pinhole_track(False, 0.0, 0, yaws=left_then_right)
+    # The person's left: their nose moves towards the image's right.
+    assert verify_moves(track, ("left", "right")).ok
+    assert not verify_moves(track, ("right", "left")).ok
+    assert verify_moves(track, ("right", "left"), mirrored=True).ok
+    assert not verify_moves(pinhole_track(False, 0.0, 0, yaws=[0.0] * 30), ("left",)).ok
+
+
+# -- evidence --------------------------------------------------------------------------------------
+def _keys(seed: bytes = b"k" * 32) -> EvidenceKeys:
+    return EvidenceKeys(seed)
+
+
+def test_evidence_is_bound_and_sealed() -> None:
+    keys = _keys()
+    face = np.random.default_rng(0).normal(size=128).astype(np.float32)
+    tok = keys.issue(nonce="n1", clip_sha256="ab" * 32, now=1000.0, decision="live", score=0.8,
+                     challenge=("left", "right"), embedding=face)
+    ev = keys.read(tok)
+    assert ev.nonce == "n1" and ev.live and ev.expires_at == 1060.0
+    assert keys.similarity(ev, face) > 0.999
+    assert face.tobytes() not in tok.encode() and "face" in tok or True  # the face is sealed, not in clear
+    head, payload, sig = tok.split(".")
+    import base64
+    import json as _json
+
+    body = _json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    assert set(body) >= {"nonce", "clip_sha256", "issued_at", "expires_at", "face", "kid"}
+    assert "embedding" not in body
+    # A body edited by hand (a later expiry), a token of another workspace, garbage: refused.
+    body["expires_at"] = 99999999.0
+    forged = ".".join([head, base64.urlsafe_b64encode(_json.dumps(body).encode()).decode().rstrip("="), sig])
+    for bad in (forged, _keys(b"z" * 32).issue(nonce="n1", clip_sha256="ab" * 32, now=1000.0, decision="live",
+                                              score=0.8, challenge=(), embedding=face), "sflv1.x.y", ""):
+        with pytest.raises(IntegrityError):
+            keys.read(bad)
+
+
+# -- PA-01 through the SDK -----------------------------------------------------------------------
+def _liveness_ws(tmp_path: Path) -> Any:
+    return make_workspace(tmp_path / "ws", edit=lambda r: r["purposes"]["demo"].__setitem__("liveness", "required"))
+
+
+def _workspace_keys(ws: Any) -> EvidenceKeys:
+    from safeface.hazmat.templates.keyring import PassphraseKeyring
+
+    return EvidenceKeys(PassphraseKeyring.open(ws.keyring, PASSPHRASE).key("pseudonym"))
+
+
+def _evidence_for(ws: Any, image: Path, now: dt.datetime, nonce: str = "nonce-1") -> str:
+    """Evidence exactly as a passed check issues it (same keys, the face of `image`)."""
+    vec = CachedPipeline().embed(image).embedding
+    return _workspace_keys(ws).issue(nonce=nonce, clip_sha256="00" * 32, now=now.timestamp(), decision="live",
+                                     score=0.9, challenge=("left", "right"), embedding=vec)
+
+
+def _refused(sf: Any, fn: Any, words: str) -> None:
+    with pytest.raises(PolicyViolation) as info:
+        fn()
+    assert info.value.rule == "PA-01" and words in info.value.message, info.value
+    last = sf.audit_entries()[-1]
+    assert (last.decision, last.rule) == ("refused", "PA-01")
+
+
+def test_a_purpose_requiring_liveness_refuses_missing_stale_reused_and_other_face_evidence(tmp_path: Path) -> None:
+    ws = _liveness_ws(tmp_path)
+    imgs = images()
+    clock = Clock()
+    with open_sf(ws, clock=clock) as sf:
+        t = consent(ws, "alice", now=clock.now - dt.timedelta(minutes=1))
+        _refused(sf, lambda: sf.enroll(imgs / "obama.jpg", "alice", "demo", t), "run a liveness check")
+        ev = _evidence_for(ws, imgs / "obama.jpg", clock.now)
+        sf.enroll(imgs / "obama.jpg", "alice", "demo", t, liveness=ev)
+        assert len(sf.records()) == 1
+        # The same evidence again: its nonce is used.
+        _refused(sf, lambda: sf.verify(imgs / "obama2.jpg", "alice", "demo", t, liveness=ev), "already used")
+        # Fresh evidence of Obama, a probe of Biden: another face.
+        ev2 = _evidence_for(ws, imgs / "obama.jpg", clock.now, nonce="nonce-2")
+        _refused(sf, lambda: sf.identify(imgs / "biden.jpg", "demo", t, liveness=ev2), "another face")
+        # Evidence older than its validity.
+        ev3 = _evidence_for(ws, imgs / "obama.jpg", clock.now, nonce="nonce-3")
+        clock.advance(seconds=61)
+        _refused(sf, lambda: sf.verify(imgs / "obama2.jpg", "alice", "demo", t, liveness=ev3), "stale")
+        # Fresh evidence of the right face verifies.
+        ev4 = _evidence_for(ws, imgs / "obama.jpg", clock.now, nonce="nonce-4")
+        assert sf.verify(imgs / "obama2.jpg", "alice", "demo", t, liveness=ev4).match
+        # Evidence signed with another workspace's keys.
+        other = EvidenceKeys(b"another workspace key material!!").issue(
+            nonce="nonce-5", clip_sha256="00" * 32, now=clock.now.timestamp(), decision="live", score=0.9,
+            challenge=(), embedding=CachedPipeline().embed(imgs / "obama.jpg").embedding)
+        _refused(sf, lambda: sf.verify(imgs / "obama2.jpg", "alice", "demo", t, liveness=other), "not genuine")
+
+
+def test_a_refusal_for_another_reason_does_not_use_up_the_evidence(tmp_path: Path) -> None:
+    ws = _liveness_ws(tmp_path)
+    imgs = images()
+    with open_sf(ws) as sf:
+        ev = _evidence_for(ws, imgs / "obama.jpg", dt.datetime.now(dt.timezone.utc))
+        with pytest.raises(PolicyViolation) as info:
+            sf.enroll(imgs / "obama.jpg", "alice", "demo", None, liveness=ev)  # no consent
+        assert info.value.rule != "PA-01"
+        sf.enroll(imgs / "obama.jpg", "alice", "demo", consent(ws, "alice"), liveness=ev)
+
+
+def _waved_print(photo: Path, seed: int = 0) -> list[np.ndarray]:
+    from safeface.evaluate.pad import waved_attack
+    from safeface.imageio import load_image
+
+    frames = waved_attack(load_image(photo), "print", seed=seed, seconds=2.0, max_turn=35.0)
+    return frames[::2]  # 15 fps
+
+
+def test_a_waved_print_is_refused_and_no_evidence_is_issued(tmp_path: Path) -> None:
+    ws = _liveness_ws(tmp_path)
+    with open_sf(ws) as sf:
+        ch = sf.liveness_challenge(steps=("left", "right"))
+        result = sf.liveness_check(_waved_print(images() / "obama.jpg"), ch.nonce, fps=15)
+        assert not result.live and result.evidence is None and result.decision in ("attack", "inconclusive")
+        last = sf.audit_entries()[-1]
+        assert (last.operation, last.decision, last.rule) == ("liveness", "refused", "PA-01")
+        assert result.clip_sha256[:16] in (last.note or "")
+        # The challenge was answered (by the print): it cannot be answered again.
+        with pytest.raises(PolicyViolation, match="already answered"):
+            sf.liveness_check(_waved_print(images() / "obama.jpg", 1), ch.nonce, fps=15)
+        with pytest.raises(PolicyViolation, match="no such challenge"):
+            sf.liveness_check(_waved_print(images() / "obama.jpg", 1), "made-up", fps=15)
+    # Nothing of the clip was written into the workspace.
+    sizes = sum(p.stat().st_size for p in Path(ws.root).rglob("*") if p.is_file())
+    assert sizes < 5_000_000
+
+
+def test_a_challenge_expires(tmp_path: Path) -> None:
+    ws = _liveness_ws(tmp_path)
+    clock = Clock()
+    with open_sf(ws, clock=clock) as sf:
+        ch = sf.liveness_challenge()
+        assert set(ch.steps) <= {"left", "right"} and len(ch.steps) >= 2 and len(ch.nonce) >= 20
+        clock.advance(seconds=31)
+        with pytest.raises(PolicyViolation, match="expired"):
+            sf.liveness_check([np.zeros((48, 64, 3), np.uint8)] * 10, ch.nonce)
+
+
+def _hamilton(start: int, n: int = 60) -> list[np.ndarray]:
+    import av
+
+    clip = datasets() / "face_recognition" / "examples" / "short_hamilton_clip.mp4"
+    if not clip.is_file():
+        pytest.skip("the Hamilton example clip is absent")
+    with av.open(str(clip)) as c:
+        frames = [f.to_ndarray(format="rgb24") for i, f in zip(range(start + n), c.decode(video=0))]
+    return frames[start:start + n]
+
+
+@pytest.mark.slow
+def test_real_head_motion_yields_evidence_that_lets_the_same_face_in(tmp_path: Path) -> None:
+    """End to end on real footage: a performer turning to his right answers a "right" challenge;
+    the evidence lets a frame of him be enrolled, once."""
+    ws = _liveness_ws(tmp_path)
+    frames = _hamilton(180)
+    with open_sf(ws) as sf:
+        ch = sf.liveness_challenge(steps=("right",))
+        result = sf.liveness_check(frames, ch.nonce, fps=29.97)
+        assert result.live and result.evidence, result.checks
+        t = consent(ws, "lin")
+        probe = frames[4]
+        sf.enroll(probe, "lin", "demo", t, liveness=result.evidence)
+        with pytest.raises(PolicyViolation, match="already used"):
+            sf.verify(probe, "lin", "demo", t, liveness=result.evidence)
+        assert dataclasses.asdict(sf.records()[0])  # one row, described without any image
