@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "demo_cmd",
     "eval_cmds",
     "anonymize_cmd",
+    "liveness_cmd",
 )
 
 

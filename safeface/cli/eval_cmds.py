@@ -60,6 +60,19 @@ def register(sub: Any) -> None:
     p = es.add_parser("protection", help="raw vs protected accuracy and unlinkability D_sys (ISO/IEC 30136)")
     _common(p, pairs=True)
     p.set_defaults(func=_protection)
+    p = es.add_parser("pad", help="presentation attack detection: APCER per attack type, BPCER, ACER "
+                      "(ISO/IEC 30107-3); --make writes a test set")
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("--root", type=Path, help="folder with live/ and attack/<type>/ clips or frame folders")
+    g.add_argument("--make", type=Path, metavar="DIR", help="write a test set: waved prints and screens of the "
+                   "--stills, 2 s windows of the --live clips")
+    p.add_argument("--stills", type=Path, nargs="*", default=[], help="photos or folders of photos (attacks)")
+    p.add_argument("--live", type=Path, nargs="*", default=[], help="real clips with head motion (genuine)")
+    p.add_argument("--per-kind", type=int, default=50, help="attacks per type (print, screen) for --make")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, default=None, help="where pad.json and pad_det.png go (default: --root)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_pad)
 
 
 def _session(args: argparse.Namespace):  # type: ignore[no-untyped-def]
@@ -187,3 +200,30 @@ def _protection(args: argparse.Namespace) -> int:
           "unlinkability_raw": plots.score_histogram(sc["raw_mated"], sc["raw_nonmated"], out / "protection-raw.png",
                                                      title="raw templates (no protection)", local=unl["raw"])}
     return _finish(args, "protection", _dataset(args, pairs=len(pairs)), session, figures, pl, started, stats)
+
+
+def _pad(args: argparse.Namespace) -> int:
+    from ..evaluate.pad import evaluate_pad, make_pad_set
+
+    if args.make is not None:
+        stills: list[Path] = []
+        for s in args.stills:
+            stills += sorted(p for p in s.rglob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png")) if s.is_dir() else [s]
+        counts = make_pad_set(args.make, stills, args.live, per_kind=args.per_kind, seed=args.seed)
+        print_json({"written": str(args.make), "counts": counts})
+        return EXIT_OK
+    result = evaluate_pad(args.root, args.out)
+    summary = {k: v for k, v in result.items() if k != "outcomes"}
+    if args.json:
+        print_json(summary)
+    else:
+        for t, v in result["apcer"].items():
+            print(f"APCER {t:10s} {100 * v:5.1f}%  ({result['rates'][t]['count']} attacks, "
+                  f"{100 * result['rates'][t]['inconclusive']:.0f}% inconclusive)")
+        live = result["rates"]["live"]
+        print(f"BPCER            {100 * result['bpcer']:5.1f}%  ({live['count']} live clips: "
+              f"{100 * live['attack']:.0f}% called attack, {100 * live['inconclusive']:.0f}% inconclusive)")
+        print(f"ACER             {100 * result['acer']:5.1f}%")
+        print(f"check time: median {1000 * result['seconds_median']:.0f} ms, p95 {1000 * result['seconds_p95']:.0f} ms")
+        print(f"DET plot: {result['det_plot']}")
+    return EXIT_OK

@@ -134,6 +134,7 @@ def register(sub: Any) -> None:
         p.add_argument("--purpose", required=True)
         p.add_argument("--consent", default=None, help="the consent token, or @FILE")
         p.add_argument("--legal-basis", default=None, help="a legal-basis token, or @FILE")
+        p.add_argument("--liveness", default=None, help="evidence from `liveness check`, or @FILE (PA-01)")
         p.add_argument("--json", action="store_true")
         p.set_defaults(func=_enroll if name == "enroll" else _verify)
 
@@ -145,6 +146,7 @@ def register(sub: Any) -> None:
     g.add_argument("--consent", default=None)
     g.add_argument("--legal-basis", default=None)
     p.add_argument("--top-k", type=int, default=5)
+    p.add_argument("--liveness", default=None, help="evidence from `liveness check`, or @FILE (PA-01)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_identify)
 
@@ -317,7 +319,7 @@ def _consent_revoke(args: argparse.Namespace) -> int:
 def _enroll(args: argparse.Namespace) -> int:
     with _open(args) as sf:
         r = sf.enroll(args.image, args.subject, args.purpose, _token_arg(args.consent),
-                      legal_basis=_token_arg(args.legal_basis))
+                      legal_basis=_token_arg(args.legal_basis), liveness=_token_arg(args.liveness))
     if args.json:
         print_json(r.to_dict())
     else:
@@ -328,7 +330,7 @@ def _enroll(args: argparse.Namespace) -> int:
 def _verify(args: argparse.Namespace) -> int:
     with _open(args) as sf:
         r = sf.verify(args.image, args.subject, args.purpose, _token_arg(args.consent),
-                      legal_basis=_token_arg(args.legal_basis))
+                      legal_basis=_token_arg(args.legal_basis), liveness=_token_arg(args.liveness))
     if args.json:
         print_json(r.to_dict())
     else:
@@ -340,7 +342,8 @@ def _verify(args: argparse.Namespace) -> int:
 def _identify(args: argparse.Namespace) -> int:
     with _open(args) as sf:
         found = sf.identify(args.image, args.purpose, consent=_token_arg(args.consent),
-                            legal_basis=_token_arg(args.legal_basis), top_k=args.top_k)
+                            legal_basis=_token_arg(args.legal_basis), top_k=args.top_k,
+                            liveness=_token_arg(args.liveness))
     if args.json:
         print_json({"candidates": [{"subject": c.subject, "score": round(c.score, 4)} for c in found]})
     else:

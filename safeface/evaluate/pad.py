@@ -155,7 +155,7 @@ def live_windows(video: Path, seconds: float = 2.0, stride: float = 1.0) -> list
 def make_pad_set(root: Path, stills: Sequence[Path], live_clips: Sequence[Path], per_kind: int = 20,
                  seed: int = 0) -> dict[str, int]:
     """Write a PAD test set: attack/print and attack/screen (waved stills), live (2 s windows of
-    real clips). Returns the count per folder."""
+    real clips, every 0.5 s: overlapping, so not independent samples). Returns the count per folder."""
     from ..imageio import load_image
 
     root = Path(root)
@@ -171,7 +171,7 @@ def make_pad_set(root: Path, stills: Sequence[Path], live_clips: Sequence[Path],
         counts[f"attack/{kind}"] = per_kind
     n = 0
     for clip in live_clips:
-        for frames, fps in live_windows(clip):
+        for frames, fps in live_windows(clip, stride=0.5):
             write_clip(frames, root / "live" / f"{clip.stem}_{n:03d}.mp4", fps)
             n += 1
     counts["live"] = n
