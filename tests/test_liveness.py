@@ -260,3 +260,70 @@ def test_real_head_motion_yields_evidence_that_lets_the_same_face_in(tmp_path: P
         with pytest.raises(PolicyViolation, match="already used"):
             sf.verify(probe, "lin", "demo", t, liveness=result.evidence)
         assert dataclasses.asdict(sf.records()[0])  # one row, described without any image
+
+
+# -- the optional PAD model ------------------------------------------------------------------------
+def _pad_onnx(path: Path, bias_live: float, size: int = 16) -> str:
+    """A tiny ONNX classifier (2 classes: attack, live) whose live logit grows with brightness."""
+    import hashlib
+
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = np.zeros((3 * size * size, 2), np.float32)
+    w[:, 1] = 4.0 / (3 * size * size)
+    nodes = [helper.make_node("Flatten", ["x"], ["f"], axis=1), helper.make_node("MatMul", ["f", "w"], ["m"]),
+             helper.make_node("Add", ["m", "b"], ["y"])]
+    graph = helper.make_graph(nodes, "pad", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 3, size, size])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 2])],
+                              [numpy_helper.from_array(w, "w"),
+                               numpy_helper.from_array(np.array([0.0, bias_live], np.float32), "b")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    path.write_bytes(model.SerializeToString())
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_a_pad_model_is_pinned_licensed_and_scores_faces(tmp_path: Path) -> None:
+    from safeface.capture.pad_model import PadModel, PadModelSpec
+    from safeface.errors import ConfigError, ModelError
+
+    sha = _pad_onnx(tmp_path / "pad.onnx", -2.0)
+    spec = PadModelSpec.from_mapping({"file": "pad.onnx", "sha256": sha, "licence": "test-only", "input_size": 16},
+                                     tmp_path)
+    model = PadModel(spec)
+    box = (10.0, 10.0, 40.0, 40.0)
+    bright = model.live_probability([np.full((64, 64, 3), 250, np.uint8)], [box])
+    dark = model.live_probability([np.full((64, 64, 3), 5, np.uint8)], [box])
+    assert 0.0 < dark < 0.5 < bright < 1.0
+    for bad in ({"file": "pad.onnx", "sha256": sha}, {"file": "pad.onnx", "licence": "x"},
+                {"file": "pad.onnx", "sha256": sha, "licence": "x", "threshold": 2},
+                {"file": "pad.onnx", "sha256": sha, "licence": "x", "colour": "red"}):
+        with pytest.raises(ConfigError):
+            PadModelSpec.from_mapping(bad, tmp_path)
+    # The file swapped after it was pinned.
+    _pad_onnx(tmp_path / "pad.onnx", +2.0)
+    with pytest.raises(ModelError, match="pinned SHA-256"):
+        PadModel(spec)
+
+
+@pytest.mark.slow
+def test_a_pad_model_can_veto_a_live_clip_but_never_make_one(tmp_path: Path) -> None:
+    sha_veto = _pad_onnx(tmp_path / "veto.onnx", -50.0)
+    ws = make_workspace(tmp_path / "ws", edit=lambda r: r.update(
+        {"liveness_model": {"file": str(tmp_path / "veto.onnx"), "sha256": sha_veto, "licence": "test-only",
+                            "input_size": 16}}))
+    frames = _hamilton(180)
+    with open_sf(ws) as sf:
+        ch = sf.liveness_challenge(steps=("right",))
+        r = sf.liveness_check(frames, ch.nonce, fps=29.97)
+    assert r.decision == "attack" and r.evidence is None and r.checks["pad_model"]["live_probability"] < 0.01
+    assert r.checks["pad_model"]["licence"] == "test-only"
+    sha_pass = _pad_onnx(tmp_path / "pass.onnx", 50.0)
+    ws2 = make_workspace(tmp_path / "ws2", edit=lambda r: r.update(
+        {"liveness_model": {"file": str(tmp_path / "pass.onnx"), "sha256": sha_pass, "licence": "test-only",
+                            "input_size": 16}}))
+    with open_sf(ws2) as sf:
+        ch = sf.liveness_challenge(steps=("left", "right"))
+        r = sf.liveness_check(_waved_print(images() / "obama.jpg"), ch.nonce, fps=15)
+    assert not r.live and r.evidence is None

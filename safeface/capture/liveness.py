@@ -5,7 +5,9 @@ Combination rule (the decision, in order):
 2. the physics check finds a plane (or too little depth), a replay cue fires (a periodic
    spectrum, frozen frames), or a challenge was given and its moves
    were not made in order: "attack";
-3. otherwise "live".
+3. a configured PAD model (pad_model.py, off by default) scores the face below its threshold:
+   "attack" (the model can only veto);
+4. otherwise "live".
 The score is the physics score (0.5 at its decision line), capped below 0.5 when any check of step
 2 fails, so `score >= 0.5` if and only if the decision is "live". "inconclusive" is never live.
 
@@ -52,12 +54,12 @@ def default_engine() -> Any:
 
 
 def check_clip(source: Any, engine: Any = None, challenge: Optional[Sequence[str]] = None,
-               mirrored: bool = False, fps: float = 10.0) -> tuple[LivenessResult, Clip]:
+               mirrored: bool = False, fps: float = 10.0, pad_model: Any = None) -> tuple[LivenessResult, Clip]:
     """Check a clip (see clip.read_clip for the inputs; `fps` times a list or folder of frames).
     With `challenge` (steps), the moves must be made in order. Returns the result and the decoded clip (for the caller's evidence)."""
     t0 = time.perf_counter()
     clip = read_clip(source, fps)
-    result = analyse_clip(clip, engine or default_engine(), challenge, mirrored)
+    result = analyse_clip(clip, engine or default_engine(), challenge, mirrored, pad_model)
     return LivenessResult(result.decision, result.score, result.checks, result.clip_sha256,
                           time.perf_counter() - t0, result.track), clip
 
@@ -69,7 +71,7 @@ def check_liveness(clip: Any, *, fps: float = 10.0, mirrored: bool = False) -> L
 
 
 def analyse_clip(clip: Clip, engine: Any, challenge: Optional[Sequence[str]] = None,
-                 mirrored: bool = False) -> LivenessResult:
+                 mirrored: bool = False, pad_model: Any = None) -> LivenessResult:
     track = track_subject(clip, engine)
     checks: dict[str, Any] = {"frames": len(clip.frames), "duration_s": round(clip.duration, 2)}
     if track is None or len(track) < MIN_FRAMES:
@@ -102,6 +104,14 @@ def analyse_clip(clip: Clip, engine: Any, challenge: Optional[Sequence[str]] = N
     if phys.decision == "inconclusive":
         checks["reason"] = phys.reason
         return LivenessResult("inconclusive", 0.0, checks, clip.sha256, track=track)
+    if pad_model is not None:
+        # The optional passive model may only veto (see pad_model.py).
+        picks = frontal_indices(track)
+        prob = pad_model.live_probability([clip.frames[track.frames[i]] for i in picks], [track.boxes[i] for i in picks])
+        checks["pad_model"] = {**pad_model.describe(), "live_probability": round(prob, 4)}
+        if prob < pad_model.spec.threshold:
+            checks["reason"] = "the PAD model scores the face below its threshold"
+            return LivenessResult("attack", min(phys.score, 0.49), checks, clip.sha256, track=track)
     checks["reason"] = phys.reason
     return LivenessResult("live", max(phys.score, 0.5), checks, clip.sha256, track=track)
 

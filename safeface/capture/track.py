@@ -65,7 +65,7 @@ def _detect_in(engine: Any, frame: np.ndarray, window: Optional[tuple[float, flo
     # HOG finds faces from 80 px. A window around a face smaller than that is upsampled once;
     # the whole frame is searched as it is (a face under 80 px in a 640 px frame is too far).
     up = 1 if window is not None and (x2 - x1) < 2.6 * 80 else 0
-    faces = engine.detect(crop, "hog", up)
+    faces: list[Any] = list(engine.detect(crop, "hog", up))
     if x1 or y1:
         from ..hazmat.vision.types import Face
 

@@ -82,7 +82,8 @@ def _rotation(yaw: float, pitch: float, roll: float) -> np.ndarray:
     ry = np.array([[np.cos(a), 0, np.sin(a)], [0, 1, 0], [-np.sin(a), 0, np.cos(a)]])
     rx = np.array([[1, 0, 0], [0, np.cos(b), -np.sin(b)], [0, np.sin(b), np.cos(b)]])
     rz = np.array([[np.cos(c), -np.sin(c), 0], [np.sin(c), np.cos(c), 0], [0, 0, 1]])
-    return rz @ rx @ ry
+    out: np.ndarray = rz @ rx @ ry
+    return out
 
 
 def waved_attack(photo: np.ndarray, kind: str, seed: int, seconds: float = 2.0, face_frac: float = 0.45,

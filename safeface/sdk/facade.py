@@ -307,7 +307,7 @@ class SafeFace:
         pipe = self._pipe()
         engine = getattr(pipe, "engine", None) or default_engine()
         try:
-            result, decoded = check_clip(clip, engine, steps, mirrored, fps)
+            result, decoded = check_clip(clip, engine, steps, mirrored, fps, self._pad_model())
         except SafeFaceError as exc:
             self._append("liveness", "failed", rule=rule, note=type(exc).__name__)
             raise
@@ -328,6 +328,20 @@ class SafeFace:
                      note=f"{decision}; score {result.score:.2f}; steps {','.join(steps)}; clip sha256 "
                           f"{result.clip_sha256[:16]}")
         return LivenessCheck(decision, result.score, result.checks, result.clip_sha256, evidence, expires)
+
+    def _pad_model(self) -> Any:
+        """The deployment's optional PAD model (liveness_model), loaded once per configuration."""
+        raw = self._deployment.raw.get("liveness_model")
+        if not raw:
+            return None
+        cached = getattr(self, "_pad_cache", None)
+        if cached is not None and cached[0] == self._config_digest:
+            return cached[1]
+        from ..capture.pad_model import PadModel, PadModelSpec
+
+        model = PadModel(PadModelSpec.from_mapping(raw, self._paths.root))
+        self._pad_cache = (self._config_digest, model)
+        return model
 
     @staticmethod
     def _tracked_face(pipe: Any, frame: np.ndarray, box: Any, points: np.ndarray) -> Optional[np.ndarray]:
