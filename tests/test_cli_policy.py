@@ -194,6 +194,7 @@ def test_filing_threshold_through_the_cli(tmp_path: Path, cli: Cli) -> None:
     ws = tmp_path / "ws"
     cli("init", ws, "--demo")
     edit(ws, lambda r: r["filing"].__setitem__("threshold", 1))
+    cli("assess", ws, "--reference", "PIA-2", "--date", dt.date.today().isoformat())  # the digest covers it
     a = cli("consent", "issue", ws, "--subject", "alice", "--purpose", "demo")[0].strip()
     b = cli("consent", "issue", ws, "--subject", "bob", "--purpose", "demo")[0].strip()
     cli("enroll", ws, img / "obama.jpg", "--subject", "alice", "--purpose", "demo", "--consent", a)

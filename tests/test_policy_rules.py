@@ -172,10 +172,15 @@ def test_minor_needs_guardian_cn06(make_guard, keys) -> None:
     assert authorize(g, "enroll", "demo", NOW, subject="alice", consent=token(keys, g.deployment, birth_date=fourteen))
 
 
-def test_guardian_rule_only_in_cn_profile(make_guard, keys) -> None:
-    g = make_guard(deployment(("eu",)))
+def test_guardian_rule_is_a_floor_under_every_profile(make_guard, keys) -> None:
+    # Once only under cn-2025: a 10-year-old enrolled alone under eu or us-bipa.
     child = (TODAY - dt.timedelta(days=365 * 10)).isoformat()
-    assert authorize(g, "enroll", "demo", NOW, subject="alice", consent=token(keys, g.deployment, birth_date=child))
+    for profiles in (("eu",), ("us-bipa",)):
+        g = make_guard(deployment(profiles))
+        refused("CN-06", lambda: authorize(g, "enroll", "demo", NOW, subject="alice",
+                                           consent=token(keys, g.deployment, birth_date=child)))
+        ok = token(keys, g.deployment, birth_date=child, guardian="Parent Name")
+        assert authorize(g, "enroll", "demo", NOW, subject="alice", consent=ok).consent.guardian == "Parent Name"
 
 
 def test_transmit_needs_its_own_consent_cn07_us03(make_guard, keys) -> None:

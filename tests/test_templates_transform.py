@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from safeface.errors import ConfigError
+from safeface.errors import ConfigError, InvalidArgument
 from safeface.hazmat.templates import TemplateTransform, pseudonymize, same_pseudonym
 
 K1, K2 = bytes(range(32)), bytes(range(1, 33))
@@ -67,11 +67,11 @@ def test_pseudonyms() -> None:
     p = pseudonymize(K1, "alice@example.org")
     assert len(p) == 64 and int(p, 16) >= 0
     assert p == pseudonymize(K1, "alice@example.org") != pseudonymize(K2, "alice@example.org")
-    assert p != pseudonymize(K1, "alice@example.org ")
+    assert p == pseudonymize(K1, " alice@example.org ")  # ids are trimmed (test_bounded_input.py)
     assert "alice" not in p
     assert same_pseudonym(p, pseudonymize(K1, "alice@example.org"))
     assert not same_pseudonym(p, pseudonymize(K1, "bob"))
-    with pytest.raises(ConfigError):
+    with pytest.raises(InvalidArgument):
         pseudonymize(K1, "")
 
 

@@ -19,13 +19,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from ..errors import PolicyViolation, SafeFaceError
 from .attributes import classify, rule_for_category
+from ..hazmat.templates.pseudonym import same_subject
 from .deployment import Deployment, Purpose
+from .deployment.floors import guardian_problem
 from .rules import rule_for
 from .tokens import (ConsentToken, LegalBasisToken, TokenError, decode_consent, decode_legal_basis,
                      verified_token_id)
 
 CLOCK_SKEW_S = 120
-GUARDIAN_AGE = 14
 BIPA_INTERACTION_DAYS = 3 * 365
 
 
@@ -167,10 +168,6 @@ class Decision:
     @property
     def provenance(self) -> str:
         return "legal-basis" if self.legal_basis is not None else "consent"
-
-
-def age_on(birth: dt.date, day: dt.date) -> int:
-    return day.year - birth.year - ((day.month, day.day) < (birth.month, birth.day))
 
 
 class Guard:
@@ -434,7 +431,7 @@ class Guard:
         if self._state.is_revoked(self._token_ref(t.token_id), pseud, t.issued_at):
             raise PolicyViolation(self._rule("withdrawal"), "this consent was withdrawn; processing has stopped and "
                                   "needs a new consent.")
-        if subject is not None and t.subject != subject:
+        if subject is not None and not same_subject(t.subject, subject):
             raise PolicyViolation(rule, "the consent token was given by another person than the subject of this call.")
         if purpose not in t.purposes:
             raise PolicyViolation(rule, f"the consent covers purposes {list(t.purposes)}, not {purpose!r}; consent is "
@@ -444,15 +441,10 @@ class Guard:
         if t.notice_hash != self.deployment.notice_hash:
             raise PolicyViolation(self._rule("notice"), "the consent was given under a notice that has since "
                                   "changed; show the current notice and ask for consent again.")
-        guardian_rule = rule_for("guardian", self.deployment.profiles)
-        if guardian_rule is not None and t.birth_date:
-            try:
-                born = dt.date.fromisoformat(t.birth_date)
-            except ValueError:
-                raise PolicyViolation(guardian_rule, "the declared birth date in the consent is not a date.") from None
-            if age_on(born, now.date()) < GUARDIAN_AGE and not (t.guardian or "").strip():
-                raise PolicyViolation(guardian_rule, f"the subject is under {GUARDIAN_AGE}: the consent must be "
-                                      "given by a parent or guardian and name them.")
+        # A floor under every profile; the age is the deployment's (floors.guardian_age).
+        minor = guardian_problem(self.deployment.guardian_age, t.birth_date, t.guardian, now.date())
+        if minor is not None:
+            raise PolicyViolation(self._rule("guardian"), minor)
         return t
 
     def legal_basis(self, token: str, purpose: str, operation: str, now: dt.datetime) -> LegalBasisToken:

@@ -11,6 +11,7 @@ from typing import Any, Optional, Sequence
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from ..errors import ConfigError
+from ..hazmat.templates.pseudonym import normalize_subject
 from .deployment import Deployment
 from .tokens import ConsentToken, LegalBasisToken, check_operations, default_issuer, key_id, new_token_id, sign
 
@@ -35,6 +36,7 @@ def issue_consent(key: Ed25519PrivateKey, deployment: Deployment, subject: str, 
     notice. Returns (wire form, token)."""
     if not subject:
         raise ConfigError("a consent names its subject (a pseudonymous id of the person).")
+    subject = normalize_subject(subject)  # as the gallery will pseudonymise it
     if not purposes:
         raise ConfigError("a consent names at least one purpose.")
     if birth_date is not None:

@@ -37,7 +37,8 @@ RULES: tuple[Rule, ...] = (
     Rule("CN-05", "cn-2025", "enforce", "Consent can be withdrawn; processing stops (M 6, PIPL 15)",
          "Revocation stops use at once, erases the subject's templates and returns a signed receipt."),
     Rule("CN-06", "cn-2025", "enforce", "Under 14: consent of a parent or guardian (M 7)",
-         "A token whose declared birth date makes the subject under 14 must carry guardian consent."),
+         "A token whose declared birth date makes the subject under 14 must carry guardian consent. A floor under "
+         "every profile: 16 under eu (13-16 as configured), 13 under us-bipa; stacked, the highest."),
     Rule("CN-07", "cn-2025", "enforce", "No transmission without legal requirement or separate consent (M 8)",
          "Export is refused unless the consent allows transmission or a legal basis is given."),
     Rule("CN-08", "cn-2025", "enforce", "Retention no longer than necessary (M 8)",
@@ -55,7 +56,8 @@ RULES: tuple[Rule, ...] = (
     Rule("CN-14", "cn-2025", "enforce", "Public places: public safety only, capture area, signs (M 13)",
          "A public-place deployment needs public-safety purposes, a capture area and a signage attestation."),
     Rule("CN-15", "cn-2025", "enforce", "No devices in private spaces within public places (M 13)",
-         "Hotel rooms, public baths, changing rooms and toilets are refused at registration and at every call."),
+         "Hotel rooms, public baths, changing rooms, toilets and the like (names normalised) are refused at "
+         "registration and at every call. A floor under every profile."),
     Rule("CN-16", "cn-2025", "enforce", "Security measures: encryption, access control, audit (M 14)",
          "Templates sealed at rest, keys apart from data under a passphrase, roles for each operation."),
     Rule("CN-16b", "cn-2025", "enforce", "Processing without consent where a law provides (PIPL 13)",
@@ -124,8 +126,11 @@ CONCEPTS: dict[str, dict[str, str]] = {
     "liveness": {"capture": "PA-01"},
     "capture-quality": {"capture": "PA-02"},
 }
+# Private spaces and minors are floors (deployment/floors.py): no profile permits a camera in a
+# toilet or an under-age consent without a guardian, so CN-15 and CN-06 hold under all of them.
 BASELINE = frozenset({"purpose", "consent", "withdrawal", "transmit", "retention", "records", "security",
-                      "legal-basis", "sensitive", "emotion", "liveness", "capture-quality"})
+                      "legal-basis", "sensitive", "emotion", "liveness", "capture-quality", "private-space",
+                      "guardian"})
 
 
 def check_profiles(profiles: Sequence[str]) -> tuple[str, ...]:

@@ -642,7 +642,7 @@ class SafeFace:
         """The embedding of the one face in the image: several faces are refused, so that a
         bystander is never enrolled or verified in the subject's place. The guard then judges
         the capture rules on what the pipeline found (PA-01, PA-02)."""
-        result = self._pipe().embed(image)
+        result = self._pipe().embed(image, count_all=True)  # faces of every detector step
         if result.embedding is None or result.face is None:
             raise ImageError("no face was found in the image; use a clear, frontal photo of the person.")
         if len(result.faces) > 1:

@@ -17,7 +17,7 @@ from .keyring import (
     StaticKeyProvider,
     key_id_of,
 )
-from .pseudonym import pseudonymize, same_pseudonym
+from .pseudonym import normalize_subject, pseudonymize, same_pseudonym
 from .sealing import RowBinding, Sealer
 from .transform import TemplateTransform
 
@@ -34,6 +34,7 @@ __all__ = [
     "StaticKeyProvider",
     "TemplateTransform",
     "key_id_of",
+    "normalize_subject",
     "pseudonymize",
     "same_pseudonym",
 ]

@@ -1,24 +1,58 @@
 """Subject pseudonyms: the gallery keys rows by HMAC-SHA256(subject id) under the deployment's
-pseudonym key, so the subject's identifier itself is never stored."""
+pseudonym key, so the subject's identifier itself is never stored.
+
+A subject id is normalised first (normalize_subject): the same person typed two ways must get
+the same pseudonym, or an erasure would miss the rows enrolled under the other spelling."""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import unicodedata
 
-from ...errors import ConfigError
+from ...errors import ConfigError, InvalidArgument
 
 # Domain separation: the same key used for anything else would give unrelated digests.
 _LABEL = b"safeface pseudonym v1\x00"
+MAX_SUBJECT_CHARS = 256
+# Control characters, line and paragraph separators, unassigned and private-use code points,
+# lone surrogates: never part of a name or an account id, and invisible in a log.
+_REFUSED_CATEGORIES = frozenset({"Cc", "Zl", "Zp", "Cs", "Co", "Cn"})
+
+
+def normalize_subject(subject_id: object) -> str:
+    """The subject id as it is pseudonymised: Unicode NFC ("José" typed with a combining accent
+    is "José"), leading and trailing white space removed ("bob " is "bob"). Case is kept:
+    ids are the caller's and may be case-sensitive. Raises InvalidArgument for a non-string,
+    an empty id, or one holding control characters."""
+    if not isinstance(subject_id, str):
+        raise InvalidArgument(f"a subject id must be a string, not {type(subject_id).__name__}.")
+    s = unicodedata.normalize("NFC", subject_id).strip()
+    if not s:
+        raise InvalidArgument("a subject id must be a non-empty string (white space alone is empty).")
+    if len(s) > MAX_SUBJECT_CHARS:
+        raise InvalidArgument(f"a subject id may have at most {MAX_SUBJECT_CHARS} characters, not {len(s)}.")
+    bad = [c for c in s if unicodedata.category(c) in _REFUSED_CATEGORIES]
+    if bad:
+        raise InvalidArgument(f"a subject id may not contain control or unassigned characters "
+                              f"(found U+{ord(bad[0]):04X}); pass the id as printable text.")
+    return s
 
 
 def pseudonymize(key: bytes, subject_id: str) -> str:
-    """The subject's pseudonym: 64 hex digits of HMAC-SHA256(key, label || utf-8 subject id)."""
-    if not isinstance(subject_id, str) or not subject_id:
-        raise ConfigError("a subject id must be a non-empty string.")
+    """The subject's pseudonym: 64 hex digits of HMAC-SHA256(key, label || utf-8 normalised id)."""
+    subject = normalize_subject(subject_id)
     if len(key) < 32:
         raise ConfigError("the pseudonym key must be at least 32 bytes.")
-    return hmac.new(key, _LABEL + subject_id.encode("utf-8"), hashlib.sha256).hexdigest()
+    return hmac.new(key, _LABEL + subject.encode("utf-8"), hashlib.sha256).hexdigest()
+
+
+def same_subject(a: object, b: object) -> bool:
+    """Whether two subject ids name the same subject once normalised; False if either is invalid."""
+    try:
+        return normalize_subject(a) == normalize_subject(b)
+    except InvalidArgument:
+        return False
 
 
 def same_pseudonym(a: str, b: str) -> bool:

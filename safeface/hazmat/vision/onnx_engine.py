@@ -11,7 +11,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from ...errors import ModelError
+from ...errors import ImageError, ModelError
 from ...modelstore import onnx_convert, registry
 from . import mmod_decode
 from .arrays import check_chips, check_rgb_image, l2_normalize
@@ -107,7 +107,12 @@ class OnnxEngine(DlibEngine):
         pyramid, rects = mmod_decode.build_pyramid(img, net)
         if not rects:
             return []
-        scores = self._session("dlib-mmod").run(["scores"], {"pyramid": pyramid})[0][0]
+        try:
+            scores = self._session("dlib-mmod").run(["scores"], {"pyramid": pyramid})[0][0]
+        except Exception as exc:  # onnxruntime raises its own untyped errors (a 1x1 image, ...)
+            h, w = image.shape[:2]
+            raise ImageError(f"the MMOD detector cannot search a {w}x{h} image ({type(exc).__name__}); "
+                             "pass a photograph of the face.") from None
         dets = mmod_decode.decode(scores, rects, net)
         if upsample:
             dets = [mmod_decode.Detection(mmod_decode.rect_down_2(d.rect, upsample), d.score) for d in dets]

@@ -3,11 +3,13 @@ this module; nothing here touches disk, consent or the gallery."""
 
 from __future__ import annotations
 
+import math
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Optional, Sequence
 
 import numpy as np
+from PIL import Image
 
 from ...imageio import ImageInput, load_image
 from ...workers import worker_count
@@ -16,6 +18,17 @@ from .types import Engine, Face, FaceEmbedding, Outcome
 
 # A detection step: (detector, upsample). The pipeline tries them in order until one finds a face.
 Step = tuple[str, int]
+
+# The cost of a detection step grows with the pixels it scans, upsampling included (each upsample
+# doubles both sides). A 4-megapixel photo at upsample 2 is 64 million pixels: 19 s and 2.8 GB in
+# verify. A step that would scan more than the budget scans a scaled-down copy instead; a face at
+# an enrolment or a gate fills far more than the 80x80 pixels HOG needs at that scale.
+DEFAULT_DETECT_MEGAPIXELS = 4.0
+# No detector finds a face under 20 pixels (HOG's 80-pixel window at upsample 2), and ONNX
+# Runtime fails on a CNN input smaller than its kernels: smaller images have no face to find.
+MIN_DETECT_SIDE = 20
+# Two detections from different steps are one face when their overlap covers half the smaller box.
+SAME_FACE_OVERLAP = 0.5
 
 # Which face of several is the subject. "prominent": the largest, less a penalty for distance
 # from the image centre (area minus twice the squared offset of its centre, both in pixels), so
@@ -66,6 +79,10 @@ class PipelineConfig:
     `pick`: which face is embedded when an image shows several (see PICKS).
     `threads`: images of one `embed_many` call decoded, searched and aligned at once (0: one per
     core, at most 4); dlib's detector and ONNX Runtime release the GIL while they work.
+    `detect_megapixels`: the most pixels, in millions and after upsampling, one detection step
+    scans; a larger image is scaled down for that step (boxes and landmarks come back in the
+    image's own pixels), and a step that would then scan no finer than an earlier step of the
+    same detector is skipped. It bounds the time and memory of one call.
     """
 
     steps: tuple[Step, ...] = (("hog", 1), ("hog", 2), ("mmod", 1))
@@ -76,9 +93,13 @@ class PipelineConfig:
     jitter_seed: int = 0
     pick: str = DEFAULT_PICK
     threads: int = 0
+    detect_megapixels: float = DEFAULT_DETECT_MEGAPIXELS
 
     def __post_init__(self) -> None:
         check_pick(self.pick)
+        mp = self.detect_megapixels
+        if isinstance(mp, bool) or not isinstance(mp, (int, float)) or not math.isfinite(mp) or mp < 0.1:
+            raise ValueError(f"detect_megapixels must be a number of at least 0.1, got {mp!r}.")
         if isinstance(self.threads, bool) or not isinstance(self.threads, int) or self.threads < 0:
             raise ValueError(f"threads must be a whole number >= 0 (0: one per core), got {self.threads!r}.")
 
@@ -92,16 +113,35 @@ class Pipeline:
     engine: Engine
     config: PipelineConfig = field(default_factory=PipelineConfig)
 
-    def detect(self, image: ImageInput) -> list[Face]:
-        """All faces, from the first detection step that finds any."""
+    def detect(self, image: ImageInput, *, count_all: bool = False) -> list[Face]:
+        """All faces, from the first detection step that finds any; with `count_all`, the faces
+        that any step finds (each counted once), so that a bystander only an upsampled or MMOD
+        step sees is still counted. Enrolment and verification use it to refuse a second face."""
         img = load_image(image)
+        h, w = img.shape[:2]
+        if min(h, w) < MIN_DETECT_SIDE:
+            return []
+        budget = self.config.detect_megapixels * 1e6
+        scaled: dict[float, np.ndarray] = {}
+        finest: dict[str, float] = {}
+        found: list[Face] = []
         for detector, upsample in self.config.steps:
-            faces = self.engine.detect(img, detector=detector, upsample=upsample)
-            if faces:
-                return faces
-        if self.config.center_prior:
+            scale = min(1.0, math.sqrt(budget / (h * w * 4.0 ** upsample)))
+            effective = scale * 2.0 ** upsample
+            if effective <= finest.get(detector, 0.0) * 1.01:
+                continue  # scaled down to the budget, it would scan what an earlier step scanned
+            finest[detector] = effective
+            if scale < 1.0 and scale not in scaled:
+                scaled[scale] = _resized(img, scale)
+            faces = self.engine.detect(scaled.get(scale, img), detector=detector, upsample=upsample)
+            if scale < 1.0:
+                faces = [_rescaled(f, 1.0 / scale, w, h) for f in faces]
+            found += [f for f in faces if not any(_same_face(f, g) for g in found)]
+            if found and not count_all:
+                return found
+        if not found and self.config.center_prior:
             return [self._center_face(img)]
-        return []
+        return found
 
     def _center_face(self, img: np.ndarray) -> Face:
         h, w = img.shape[:2]
@@ -131,26 +171,27 @@ class Pipeline:
         both = self.engine.embed_chips(np.concatenate([chips, chips[:, :, ::-1]]))
         return l2_normalize(both[:n] + both[n:])
 
-    def _prepare(self, image: ImageInput) -> tuple[list[Face], Optional[Face], Optional[np.ndarray]]:
+    def _prepare(self, image: ImageInput, count_all: bool = False
+                 ) -> tuple[list[Face], Optional[Face], Optional[np.ndarray]]:
         img = load_image(image)
-        faces = self.detect(img)
+        faces = self.detect(img, count_all=count_all)
         chosen = pick_subject(faces, img.shape, self.config.pick)
         return faces, chosen, (self.engine.chips(img, [chosen]) if chosen is not None else None)
 
-    def embed(self, image: ImageInput) -> FaceEmbedding:
+    def embed(self, image: ImageInput, *, count_all: bool = False) -> FaceEmbedding:
         """The embedding of the subject (`config.pick`). No face and several faces are outcomes,
-        not errors."""
-        return self.embed_many([image])[0]
+        not errors. With `count_all`, `faces` holds what every detection step finds (detect)."""
+        return self.embed_many([image], count_all=count_all)[0]
 
-    def embed_many(self, images: Sequence[ImageInput]) -> list[FaceEmbedding]:
+    def embed_many(self, images: Sequence[ImageInput], *, count_all: bool = False) -> list[FaceEmbedding]:
         """Subject embeddings of many images: each image decoded, searched and aligned on a pool
         of threads (`config.threads`), then all chips embedded in one batch."""
         workers = min(worker_count(self.config.threads), len(images))
         if workers > 1:
             with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="safeface-detect") as pool:
-                prepared = list(pool.map(self._prepare, images))
+                prepared = list(pool.map(lambda im: self._prepare(im, count_all), images))
         else:
-            prepared = [self._prepare(im) for im in images]
+            prepared = [self._prepare(im, count_all) for im in images]
         chips = [chip for _, _, chip in prepared if chip is not None]
         # One embedding per chip, in order: the rows below take them one by one.
         vecs = iter(self.embed_chips(np.concatenate(chips)) if chips else ())
@@ -162,6 +203,30 @@ class Pipeline:
             outcome = Outcome.FOUND if len(fs) == 1 else Outcome.SEVERAL_FACES
             out.append(FaceEmbedding(outcome, tuple(fs), c, next(vecs)))
         return out
+
+
+def _resized(img: np.ndarray, scale: float) -> np.ndarray:
+    h, w = img.shape[:2]
+    size = (max(1, int(round(w * scale))), max(1, int(round(h * scale))))
+    # reducing_gap: PIL first shrinks by a whole factor in the JPEG-style box way, then resamples:
+    # fast, and no aliasing that would hide faces.
+    out = Image.fromarray(img).resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0)
+    return np.ascontiguousarray(np.asarray(out, dtype=np.uint8))
+
+
+def _rescaled(face: Face, factor: float, w: int, h: int) -> Face:
+    """A face found on a scaled copy, in the pixels of the image itself."""
+    x1, y1, x2, y2 = face.box
+    box = (max(0.0, x1 * factor), max(0.0, y1 * factor), min(float(w), x2 * factor), min(float(h), y2 * factor))
+    return replace(face, box=box, landmarks=np.asarray(face.landmarks, dtype=np.float32) * np.float32(factor))
+
+
+def _same_face(a: Face, b: Face) -> bool:
+    ax1, ay1, ax2, ay2 = a.box
+    bx1, by1, bx2, by2 = b.box
+    inter = max(0.0, min(ax2, bx2) - max(ax1, bx1)) * max(0.0, min(ay2, by2) - max(ay1, by1))
+    smaller = min(a.area, b.area)
+    return smaller > 0 and inter >= SAME_FACE_OVERLAP * smaller
 
 
 def cosine(a: np.ndarray, b: np.ndarray) -> float:

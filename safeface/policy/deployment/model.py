@@ -1,0 +1,293 @@
+"""A deployment: who processes faces, for which purposes, where, under which notice and
+assessment, and under which policy profiles. Read from the workspace's ``deployment.json``.
+
+This module reads and holds the configuration; validation.py judges it (a deployment with any
+failing enforced rule cannot process); samples.py writes the blank and demo configurations.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import math
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Mapping, Optional
+
+from ...atomicfile import write_atomic
+from ...errors import ConfigError
+from ..rules import DEFAULT_PROFILE, check_profiles
+from .floors import EU_GUARDIAN_AGES, GUARDIAN_AGES, guardian_age
+
+if TYPE_CHECKING:
+    from .validation import Finding
+
+FORMAT = "safeface-deployment/1"
+NOTICE_FIELDS = ("controller", "purpose", "method", "retention", "necessity", "effects", "rights")
+LOCATION_CLASSES = ("personal-device", "premises", "public-place")
+ALL_OPERATIONS = ("enroll", "verify", "identify", "erase", "export", "analyze", "revoke", "purge", "report",
+                  "rekey")
+DEFAULT_FILING_THRESHOLD = 100_000
+# CN-17 (Measures art. 15): filing is due at 100,000 people; a deployment may file earlier, never later.
+CN_MAX_FILING_THRESHOLD = 100_000
+BIPA_YEARS_DAYS = 3 * 365
+TEXAS_MAX_GRACE_DAYS = 365
+ASSESSMENT_REVIEW_DAYS = 366
+MAX_RETENTION_DAYS = 36_500
+MAX_ID_CHARS = 128
+# Bumped whenever the digest covers more fields: an assessment recorded by an older safeface does
+# not cover what it never saw.
+DIGEST_VERSION = 2
+
+
+@dataclass(frozen=True)
+class Purpose:
+    name: str
+    description: str
+    necessity: str
+    retention_days: int
+    end_date: Optional[dt.date] = None
+    public_safety: bool = False
+    alternatives: tuple[str, ...] = ()
+    mandatory_by_law: Optional[str] = None  # the provision that makes face recognition mandatory
+    liveness: bool = False  # "liveness": "required" (PA-01)
+    capture_quality: bool = False  # "capture_quality": "required" (PA-02)
+    quality: tuple[tuple[str, float], ...] = ()  # "quality": {floor: value}, over the defaults (PA-02)
+
+    def end(self) -> Optional[dt.datetime]:
+        """The last moment of the purpose (the end of its end date, UTC), or None if open-ended."""
+        if self.end_date is None:
+            return None
+        return dt.datetime.combine(self.end_date, dt.time(23, 59, 59), tzinfo=dt.timezone.utc)
+
+
+@dataclass
+class Deployment:
+    raw: dict[str, Any]
+    profiles: tuple[str, ...]
+    purposes: dict[str, Purpose]
+    method: str = "dlib-resnet-128"
+
+    # -- reading ----------------------------------------------------------------------------
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> "Deployment":
+        if not isinstance(raw, Mapping):
+            raise ConfigError("deployment.json must hold a JSON object.")
+        profiles = check_profiles(raw.get("profiles") or [DEFAULT_PROFILE])
+        purposes: dict[str, Purpose] = {}
+        pconf = raw.get("purposes") or {}
+        if not isinstance(pconf, Mapping):
+            raise ConfigError("'purposes' must map each purpose name to its description.")
+        for name, p in pconf.items():
+            if not isinstance(p, Mapping):
+                raise ConfigError(f"purpose {name!r} must be an object.")
+            try:
+                retention = int(p.get("retention_days") or 0)
+            except (TypeError, ValueError, OverflowError):
+                raise ConfigError(f"purpose {name!r}: retention_days must be a whole number of days.") from None
+            purposes[str(name)] = Purpose(
+                name=str(name), description=str(p.get("description") or ""),
+                necessity=str(p.get("necessity") or ""), retention_days=retention,
+                end_date=_date(p.get("end_date"), f"purpose {name!r} end_date"),
+                public_safety=bool(p.get("public_safety", False)),
+                alternatives=tuple(str(a) for a in (p.get("alternatives") or []) if str(a).strip()),
+                mandatory_by_law=_provision(p.get("mandatory_by_law")),
+                liveness=_required(p.get("liveness"), f"purpose {name!r} liveness"),
+                capture_quality=_required(p.get("capture_quality"), f"purpose {name!r} capture_quality"),
+                quality=_quality(p.get("quality"), f"purpose {name!r} quality"),
+            )
+        method = str((raw.get("matching") or {}).get("method") or "dlib-resnet-128")
+        return cls(raw=dict(raw), profiles=profiles, purposes=purposes, method=method)
+
+    @classmethod
+    def load(cls, path: Path) -> "Deployment":
+        try:
+            raw = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"{path} is missing: is this a safeface workspace? Create one with `safeface init`.") from None
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"{path} is not readable JSON ({exc}).") from None
+        return cls.from_dict(raw)
+
+    def save(self, path: Path) -> None:
+        # Atomic: a running process re-reading the deployment never sees half a file.
+        write_atomic(path, json.dumps(self.raw, indent=2) + "\n")
+
+    # -- fields -----------------------------------------------------------------------------
+    def section(self, name: str) -> dict[str, Any]:
+        v = self.raw.get(name)
+        return dict(v) if isinstance(v, Mapping) else {}
+
+    @property
+    def deployment_id(self) -> str:
+        """This deployment's id: the audience every token for it names, so that a token minted
+        for another deployment is refused here. `safeface init` writes a random one."""
+        v = self.raw.get("id")
+        if isinstance(v, str) and v and v == v.strip() and len(v) <= MAX_ID_CHARS:
+            return v
+        raise ConfigError(f"deployment.json has no usable \"id\" (tokens name it as their audience): add a line such "
+                          f"as \"id\": \"{new_deployment_id()}\" (random, unique to this deployment, at most "
+                          f"{MAX_ID_CHARS} characters, no surrounding spaces) and mint new tokens for it.")
+
+    @property
+    def controller(self) -> dict[str, Any]:
+        return self.section("controller")
+
+    @property
+    def notice(self) -> dict[str, Any]:
+        return self.section("notice")
+
+    @property
+    def notice_hash(self) -> str:
+        """SHA-256 of the notice as shown to people (canonical JSON). Bound into every consent:
+        when the notice changes, consents given under the old one are stale (CN-02)."""
+        canon = json.dumps(self.notice, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        return hashlib.sha256(canon.encode("utf-8")).hexdigest()
+
+    @property
+    def location(self) -> dict[str, Any]:
+        return self.section("location")
+
+    @property
+    def filing_threshold(self) -> int:
+        """People stored before filing is due (CN-17). Missing: the default; otherwise a whole
+        number of at least 1 (validation caps it under cn-2025)."""
+        value = self.section("filing").get("threshold")
+        if value is None:
+            return DEFAULT_FILING_THRESHOLD
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+                or value != int(value) or value < 1:
+            raise ConfigError(f"filing.threshold must be a whole number of people of at least 1, not {value!r}.")
+        return int(value)
+
+    @property
+    def filing_reference(self) -> Optional[str]:
+        ref = self.section("filing").get("reference")
+        return str(ref) if ref else None
+
+    @property
+    def match_threshold(self) -> Optional[float]:
+        """The cosine score from which two faces match, or None for the engine's default. A value
+        outside (0, 1] would let strangers match (-1, 0, NaN) or nobody (2), so it is refused."""
+        t = self.section("matching").get("threshold")
+        if t is None:
+            return None
+        if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t) or not 0 < t <= 1:
+            raise ConfigError(f"matching.threshold must be a number in (0, 1] (or null for the default), not {t!r}.")
+        return float(t)
+
+    @property
+    def guardian_age(self) -> int:
+        """Below this age consent comes from a parent or guardian, whatever the profiles (floors.py);
+        eu takes minors.eu_guardian_age (13 to 16, default 16)."""
+        eu = self.section("minors").get("eu_guardian_age", GUARDIAN_AGES["eu"])
+        if isinstance(eu, bool) or not isinstance(eu, int) or eu not in EU_GUARDIAN_AGES:
+            raise ConfigError(f"minors.eu_guardian_age must be a whole number from 13 to 16 (GDPR art. 8), not {eu!r}.")
+        return guardian_age(self.profiles, eu)
+
+    @property
+    def roles(self) -> dict[str, tuple[str, ...]]:
+        roles = self.section("roles")
+        if not roles:
+            return {"operator": ALL_OPERATIONS}
+        return {str(k): tuple(str(o) for o in (v or [])) for k, v in roles.items()}
+
+    @property
+    def default_role(self) -> str:
+        return str(self.raw.get("default_role") or next(iter(self.roles)))
+
+    @property
+    def bipa(self) -> dict[str, Any]:
+        return self.section("bipa")
+
+    def purpose(self, name: str) -> Optional[Purpose]:
+        return self.purposes.get(name)
+
+    def expiry(self, purpose: Purpose, start: dt.datetime) -> dt.datetime:
+        """When a template enrolled at `start` for `purpose` must be gone.
+
+        cn-2025/eu: start + the purpose's retention, or the purpose's end date if sooner (CN-08).
+        us-bipa: min(purpose end, last interaction + 3 years) (US-01), plus the configured grace
+        after the purpose end (Texas CUBI: at most 365 days, US-04)."""
+        end = self.purpose_end(purpose, start)
+        if "us-bipa" in self.profiles:
+            grace = dt.timedelta(days=int(self.bipa.get("grace_days_after_purpose") or 0))
+            return min(end + grace, start + dt.timedelta(days=BIPA_YEARS_DAYS))
+        return end
+
+    def purpose_end(self, purpose: Purpose, start: dt.datetime) -> dt.datetime:
+        end = start + dt.timedelta(days=purpose.retention_days)
+        last = purpose.end()
+        return end if last is None else min(end, last)
+
+    def config_digest(self) -> str:
+        """What an impact assessment covers: every setting that can weaken protection. Changing
+        any of them (a longer retention, a later end date, a lower matching threshold, a higher
+        filing threshold, another location, wider roles, another profile or purpose) leaves the
+        assessment stale until it is redone (`safeface assess`). The notice has its own hash
+        (CN-02); the filing reference, recorded after filing, is deliberately not covered."""
+        covered = {
+            "digest": DIGEST_VERSION,
+            "profiles": list(self.profiles),
+            "purposes": self.raw.get("purposes") or {},
+            "method": self.method,
+            # The engine is left out: "dlib" and "onnx" run the same networks (same templates).
+            "matching": {k: v for k, v in self.section("matching").items() if k != "engine"},
+            "filing_threshold": self.section("filing").get("threshold"),
+            "location": self.location,
+            "roles": self.section("roles"),
+            "default_role": self.raw.get("default_role"),
+            "bipa": self.bipa,
+            "minors": self.section("minors"),
+        }
+        canon = json.dumps(covered, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+        return hashlib.sha256(canon.encode("utf-8")).hexdigest()
+
+    # -- judging (validation.py) ------------------------------------------------------------
+    def findings(self, today: dt.date) -> list["Finding"]:
+        """Every configuration rule of the active profiles, passed or failed, in check order."""
+        from .validation import findings
+
+        return findings(self, today)
+
+    def problems(self, today: dt.date) -> list["Finding"]:
+        return [f for f in self.findings(today) if not f.ok]
+
+
+def new_deployment_id() -> str:
+    return str(uuid.uuid4())
+
+
+def _provision(value: Any) -> Optional[str]:
+    """CN-11's exemption holds only when it names the provision: `true` or blank names none."""
+    return value.strip() if isinstance(value, str) and value.strip() else None
+
+
+def _required(value: Any, what: str) -> bool:
+    if value in (None, "", "none"):
+        return False
+    if value == "required":
+        return True
+    raise ConfigError(f"{what} must be \"required\" or \"none\", not {value!r}.")
+
+
+def _quality(value: Any, what: str) -> tuple[tuple[str, float], ...]:
+    """A purpose's quality floors, checked against the known names now (a misspelt floor must
+    never fall back silently to the default)."""
+    if value in (None, {}):
+        return ()
+    from ...capture.quality import QualityThresholds
+
+    QualityThresholds.from_mapping(value, what)
+    return tuple(sorted((str(k), float(v)) for k, v in value.items()))
+
+
+def _date(value: Any, what: str) -> Optional[dt.date]:
+    if value in (None, ""):
+        return None
+    try:
+        return dt.date.fromisoformat(str(value))
+    except ValueError:
+        raise ConfigError(f"{what} must be a date YYYY-MM-DD, not {value!r}.") from None

@@ -1,0 +1,174 @@
+"""Bounded input: what one call may cost, what a degenerate image does, how many faces an
+enrolment or verification sees, and how subject ids are compared. Each test tries what a
+hostile or careless caller would send: a 1x1 image, a huge flat photo, a bystander small
+enough that only the upsampled detector step finds them, "bob " for "bob"."""
+
+from __future__ import annotations
+
+import io
+import sys
+import unicodedata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from policy_support import PASSPHRASE, consent, images, make_workspace, open_sf  # noqa: E402
+
+from safeface.errors import ImageError, InvalidArgument, SafeFaceError  # noqa: E402
+from safeface.hazmat.templates import normalize_subject, pseudonymize  # noqa: E402
+from safeface.hazmat.vision import Outcome, Pipeline, PipelineConfig  # noqa: E402
+from safeface.sdk import SafeFace  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def imgs() -> Path:
+    return images()
+
+
+@pytest.fixture(scope="module")
+def onnx_engine() -> Any:
+    from safeface.hazmat.vision import get_engine
+
+    return get_engine("onnx")
+
+
+class Recording:
+    """A real engine whose detect calls are written down (shape and upsample of what it scans)."""
+
+    def __init__(self, engine: Any) -> None:
+        self._engine = engine
+        self.scanned: list[tuple[str, int, int, int]] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._engine, name)
+
+    def detect(self, image: np.ndarray, detector: str = "hog", upsample: int = 1) -> Any:
+        self.scanned.append((detector, image.shape[0], image.shape[1], upsample))
+        return self._engine.detect(image, detector=detector, upsample=upsample)
+
+
+def png(arr: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def failed(sf: SafeFace, op: str) -> int:
+    return int(sf.facts()["audit"]["by_operation"].get(op, {}).get("failed", 0))
+
+
+def with_bystander(imgs: Path) -> np.ndarray:
+    """Obama at 400x500 with Biden's face pasted small in a corner: HOG at upsample 1 (the first
+    step) sees only Obama; the upsample-2 step sees both."""
+    a = Image.open(imgs / "obama.jpg").convert("RGB").resize((400, 500), Image.Resampling.BILINEAR)
+    b = Image.open(imgs / "biden.jpg").convert("RGB")
+    a.paste(b.resize((int(b.width * 0.06), int(b.height * 0.06)), Image.Resampling.BILINEAR), (5, 5))
+    return np.asarray(a)
+
+
+# -- tiny images: an outcome or an ImageError, never ONNX Runtime's own error ------------------
+@pytest.mark.parametrize("side", [1, 2, 10])
+def test_tiny_image_is_no_face_not_a_backend_error(onnx_engine: Any, side: int) -> None:
+    pipe = Pipeline(onnx_engine)
+    img = np.full((side, side, 3), 128, np.uint8)
+    assert pipe.embed(img).outcome is Outcome.NO_FACE
+    assert pipe.detect(img, count_all=True) == []
+    assert pipe.embed(np.full((side, 300, 3), 128, np.uint8)).outcome is Outcome.NO_FACE  # a thin strip too
+
+
+def test_mmod_on_a_tiny_image_raises_an_image_error(onnx_engine: Any) -> None:
+    with pytest.raises(ImageError, match="2x2"):
+        onnx_engine.mmod_detections(np.zeros((2, 2, 3), np.uint8), 0)
+
+
+def test_tiny_image_in_verify_is_an_audited_image_error(tmp_path: Path, onnx_engine: Any) -> None:
+    ws = make_workspace(tmp_path / "ws")
+    with SafeFace.open(ws.root, PASSPHRASE, pipeline=Pipeline(onnx_engine)) as sf:
+        t = consent(ws, "alice")
+        for side in (1, 2, 10):
+            with pytest.raises(ImageError, match="no face"):
+                sf.verify(png(np.full((side, side, 3), 200, np.uint8)), "alice", "demo", t)
+        assert failed(sf, "verify") == 3
+
+
+# -- the pixel budget --------------------------------------------------------------------------
+def test_detection_scans_at_most_the_pixel_budget(imgs: Path, onnx_engine: Any) -> None:
+    small = np.asarray(Image.open(imgs / "obama.jpg").convert("RGB"))
+    big = np.asarray(Image.fromarray(small).resize((small.shape[1] * 2, small.shape[0] * 2)))  # 4.1 megapixels
+    rec = Recording(onnx_engine)
+    faces = Pipeline(rec).detect(big)  # type: ignore[arg-type]
+    assert len(faces) == 1 and rec.scanned
+    assert all(h * w * 4 ** up <= 4.0e6 * 1.01 for _, h, w, up in rec.scanned), rec.scanned
+    # The box comes back in the big image's pixels: twice the box found in the original.
+    ref = Pipeline(onnx_engine).detect(small)[0]
+    assert np.allclose(np.array(faces[0].box), 2 * np.array(ref.box), atol=0.06 * (ref.box[2] - ref.box[0]))
+    assert np.allclose(faces[0].landmarks, 2 * ref.landmarks, atol=0.06 * (ref.box[2] - ref.box[0]))
+    # A flat image runs every step, each one scaled to a smaller configured budget; steps that
+    # would scan no finer than an earlier one of the same detector are skipped.
+    rec.scanned.clear()
+    flat = np.full((1500, 2000, 3), 128, np.uint8)
+    assert Pipeline(rec, PipelineConfig(detect_megapixels=0.5)).detect(flat, count_all=True) == []  # type: ignore[arg-type]
+    assert [(d, up) for d, _, _, up in rec.scanned] == [("hog", 1), ("mmod", 1)]
+    assert all(h * w * 4 ** up <= 0.5e6 * 1.01 for _, h, w, up in rec.scanned), rec.scanned
+
+
+def test_pixel_budget_is_checked() -> None:
+    for bad in (0, -1, float("nan"), float("inf"), True, "4"):
+        with pytest.raises(ValueError, match="detect_megapixels"):
+            PipelineConfig(detect_megapixels=bad)  # type: ignore[arg-type]
+
+
+# -- every detector step counts faces for enrolment and verification ---------------------------
+def test_count_all_finds_the_bystander_the_first_step_misses(imgs: Path, onnx_engine: Any) -> None:
+    img = with_bystander(imgs)
+    pipe = Pipeline(onnx_engine)
+    assert len(pipe.detect(img)) == 1  # the cascade stops at the first step that finds a face
+    assert len(pipe.detect(img, count_all=True)) == 2
+    assert pipe.embed(img, count_all=True).outcome is Outcome.SEVERAL_FACES
+    # One face seen by several steps (HOG and MMOD boxes differ) is counted once.
+    alone = np.asarray(Image.open(imgs / "obama2.jpg").convert("RGB").resize((400, 500)))
+    faces = pipe.detect(alone, count_all=True)
+    assert len(faces) == 1 and len(pipe.detect(alone)) == 1
+
+
+def test_enrolment_refuses_a_bystander_only_the_upsampled_step_sees(tmp_path: Path, imgs: Path) -> None:
+    ws = make_workspace(tmp_path / "ws")
+    with open_sf(ws) as sf:
+        with pytest.raises(ImageError, match="2 faces"):
+            sf.enroll(png(with_bystander(imgs)), "alice", "demo", consent(ws, "alice"))
+        assert sf.facts()["templates"] == 0 and failed(sf, "enroll") == 1
+
+
+# -- subject ids: NFC, trimmed, printable ------------------------------------------------------
+def test_subject_ids_are_normalised_before_pseudonymisation(tmp_path: Path, imgs: Path) -> None:
+    nfc, nfd = "Jos\u00e9", "Jose\u0301"
+    assert nfc != nfd and unicodedata.normalize("NFC", nfd) == nfc
+    ws = make_workspace(tmp_path / "ws")
+    with open_sf(ws) as sf:
+        assert sf.pseudonym(nfd) == sf.pseudonym(nfc) and sf.pseudonym("bob ") == sf.pseudonym("\tbob")
+        sf.enroll(imgs / "obama.jpg", nfd, "demo", consent(ws, nfd))
+        assert sf.erase(nfc).templates_removed == 1  # typed the other way, still the same person
+        t = consent(ws, "bob")
+        sf.enroll(imgs / "biden.jpg", "bob ", "demo", t)  # the token names "bob"; the call "bob "
+        assert sf.verify(imgs / "biden.jpg", "bob", "demo", t).match
+        assert sf.erase(" bob").templates_removed == 1
+
+
+@pytest.mark.parametrize("bad", ["", "   ", "bo\x00b", "a\nb", "x\u2028y", "\x1b[31mred", 7, None])
+def test_empty_or_control_character_subject_ids_are_invalid(tmp_path: Path, bad: Any) -> None:
+    with pytest.raises(InvalidArgument):
+        normalize_subject(bad)
+    with pytest.raises(InvalidArgument):
+        pseudonymize(b"k" * 32, bad)
+    assert issubclass(InvalidArgument, SafeFaceError) and issubclass(InvalidArgument, ValueError)
+
+
+def test_subject_id_case_and_inner_spaces_are_kept() -> None:
+    key = b"k" * 32
+    assert pseudonymize(key, "Bob") != pseudonymize(key, "bob")
+    assert pseudonymize(key, "bob smith") != pseudonymize(key, "bobsmith")
+    assert normalize_subject("  Zoë\u00a0") == "Zoë"

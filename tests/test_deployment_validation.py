@@ -1,0 +1,285 @@
+"""Settings that would weaken protection, and the floors under every profile: the matching and
+filing thresholds, the assessment digest, ended purposes, private spaces and minors. Each test
+tries what an operator editing deployment.json by hand could do. No images here, except the
+one facade test of an ended purpose."""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from policy_support import Clock, consent, edit_config, images, make_workspace, open_sf  # noqa: E402
+
+from safeface.errors import ConfigError, PolicyViolation  # noqa: E402
+from safeface.policy import deployment as deployment_pkg  # noqa: E402
+from safeface.policy.deployment import Deployment, demo_config, guardian_age, private_space  # noqa: E402
+from safeface.policy.guard import Guard  # noqa: E402
+from safeface.policy.issuer import issue_consent  # noqa: E402
+from safeface.policy.tokens import key_id  # noqa: E402
+from safeface.workspace.state import PolicyState  # noqa: E402
+
+NOW = dt.datetime(2026, 6, 15, 12, 0, tzinfo=dt.timezone.utc)
+TODAY = NOW.date()
+PROFILES = (("cn-2025",), ("eu",), ("us-bipa",))
+
+
+def deployment(profiles: tuple[str, ...] = ("cn-2025",), edit: Callable[[dict[str, Any]], None] | None = None,
+               reassess: bool = True) -> Deployment:
+    raw = demo_config(TODAY - dt.timedelta(days=10), profiles)
+    if edit is not None:
+        edit(raw)
+        if reassess:
+            raw["assessment"]["covers"] = Deployment.from_dict(raw).config_digest()
+    return Deployment.from_dict(raw)
+
+
+@pytest.fixture(scope="module")
+def issuer() -> Ed25519PrivateKey:
+    return Ed25519PrivateKey.generate()
+
+
+@pytest.fixture()
+def make_guard(tmp_path: Path, issuer: Ed25519PrivateKey) -> Any:
+    states: list[PolicyState] = []
+
+    def make(dep: Deployment) -> Guard:
+        state = PolicyState(tmp_path / f"policy{len(states)}.db")
+        states.append(state)
+        return Guard(dep, {key_id(issuer.public_key()): issuer.public_key()}, {}, state, lambda s: "p-" + s)
+
+    yield make
+    for s in states:
+        s.close()
+
+
+def token(issuer: Ed25519PrivateKey, dep: Deployment, subject: str = "alice", **kw: Any) -> str:
+    return issue_consent(issuer, dep, subject, ["demo"], now=NOW - dt.timedelta(hours=1), **kw)[0]
+
+
+def refused(rule: str, fn: Callable[[], Any]) -> PolicyViolation:
+    with pytest.raises(PolicyViolation) as info:
+        fn()
+    assert info.value.rule == rule, info.value
+    return info.value
+
+
+def failing(dep: Deployment, today: dt.date = TODAY) -> dict[str, str]:
+    return {f.rule: f.message for f in dep.problems(today)}
+
+
+# -- the split: one package, the public names where they were ----------------------------------
+def test_deployment_package_keeps_its_public_names() -> None:
+    from safeface.policy.deployment import calendar, model, samples, validation
+
+    assert deployment_pkg.Deployment is model.Deployment and deployment_pkg.demo_config is samples.demo_config
+    assert deployment_pkg.Finding is validation.Finding
+    assert deployment_pkg.working_days_after is calendar.working_days_after
+    assert deployment_pkg.working_days_after(dt.date(2026, 6, 12), 1) == dt.date(2026, 6, 15)  # Friday -> Monday
+
+
+# -- matching.threshold: finite, in (0, 1] -----------------------------------------------------
+@pytest.mark.parametrize("bad", [math.nan, -1, 0, 2, math.inf, -math.inf, 1.0000001, True, "0.9"])
+@pytest.mark.parametrize("profiles", PROFILES)
+def test_matching_threshold_outside_0_1_refuses_every_call(make_guard, issuer, bad, profiles) -> None:
+    # A threshold of -1, 0 or NaN lets a stranger verify as anyone; 2 lets nobody match.
+    dep = deployment(profiles, lambda r: r["matching"].__setitem__("threshold", bad))
+    assert "matching.threshold" in failing(dep).get("CN-16", "")
+    with pytest.raises(ConfigError, match="matching.threshold"):
+        dep.match_threshold
+    g = make_guard(dep)
+    for op in ("enroll", "verify", "identify"):
+        e = refused("CN-16", lambda: g.authorize(op, "demo", NOW, subject="alice", consent=token(issuer, dep)))
+        assert "matching.threshold" in e.message
+
+
+@pytest.mark.parametrize("good", [0.5, 0.91, 1, 1.0, None])
+def test_matching_threshold_in_range_is_allowed(make_guard, issuer, good) -> None:
+    dep = deployment(edit=lambda r: r["matching"].__setitem__("threshold", good))
+    assert failing(dep) == {}
+    assert dep.match_threshold == (None if good is None else float(good))
+    assert make_guard(dep).authorize("verify", "demo", NOW, subject="alice", consent=token(issuer, dep))
+
+
+# -- filing threshold: cn-2025 files at 100,000 at the latest ----------------------------------
+@pytest.mark.parametrize("bad", [100_001, 10**9, math.inf, math.nan, 0, -5, 2.5, "lots", True])
+def test_cn_filing_threshold_cannot_exceed_100000(make_guard, issuer, bad) -> None:
+    dep = deployment(edit=lambda r: r["filing"].__setitem__("threshold", bad))
+    assert "filing.threshold" in failing(dep).get("CN-17", "")
+    refused("CN-17", lambda: make_guard(dep).authorize("enroll", "demo", NOW, subject="a", consent=token(issuer, dep)))
+
+
+def test_filing_threshold_within_the_cap_is_allowed() -> None:
+    for value in (100_000, 10_000, 1, None):
+        dep = deployment(edit=lambda r: r["filing"].__setitem__("threshold", value))
+        assert failing(dep) == {} and dep.filing_threshold == (value or 100_000)
+    # Filing is a cn-2025 rule: elsewhere the threshold has no legal meaning and is not capped.
+    assert failing(deployment(("eu",), lambda r: r["filing"].__setitem__("threshold", 10**6))) == {}
+
+
+# -- the assessment digest covers every setting that weakens protection -----------------------
+WEAKENING = {
+    "longer retention": lambda r: r["purposes"]["demo"].__setitem__("retention_days", 3650),
+    "later end date": lambda r: r["purposes"]["demo"].__setitem__("end_date", "2030-01-01"),
+    "lower matching threshold": lambda r: r["matching"].__setitem__("threshold", 0.5),
+    "higher filing threshold": lambda r: r["filing"].__setitem__("threshold", 50_000),
+    "location kind": lambda r: r["location"].__setitem__("kind", "shop floor"),
+    "location class": lambda r: r["location"].update({"class": "public-place", "capture_area": "hall",
+                                                      "signage_attested": True}),
+    "wider role": lambda r: r["roles"]["kiosk"].append("enroll"),
+    "default role": lambda r: r.__setitem__("default_role", "kiosk"),
+    "added profile": lambda r: r.__setitem__("profiles", ["cn-2025", "eu"]),
+    "added purpose": lambda r: r["purposes"].__setitem__("marketing", dict(r["purposes"]["demo"])),
+    "no alternative, by law": lambda r: r["purposes"]["demo"].__setitem__("mandatory_by_law", "some act"),
+    "public safety": lambda r: r["purposes"]["demo"].__setitem__("public_safety", True),
+    "method": lambda r: r["matching"].__setitem__("method", "arcface-512"),
+    "bipa grace": lambda r: r["bipa"].__setitem__("grace_days_after_purpose", 300),
+    "eu guardian age": lambda r: r["minors"].__setitem__("eu_guardian_age", 13),
+}
+
+
+@pytest.mark.parametrize("what", sorted(WEAKENING))
+def test_assessment_goes_stale_when_a_weakening_setting_changes(what) -> None:
+    dep = deployment(edit=WEAKENING[what], reassess=False)
+    assert "CN-09" in failing(dep), f"{what} changed without a new assessment and the deployment still validates"
+    assert "CN-09" not in failing(deployment(edit=WEAKENING[what], reassess=True))
+
+
+def test_filing_reference_and_notice_do_not_need_a_new_assessment() -> None:
+    # Recording the filing reference after filing must not stop processing; the notice has its
+    # own hash bound into every consent (CN-02).
+    dep = deployment(edit=lambda r: (r["filing"].__setitem__("reference", "Filed 2026-123"),
+                                     r["notice"].__setitem__("text", "reworded")), reassess=False)
+    assert failing(dep) == {}
+
+
+def test_raising_retention_after_assessment_refuses_until_reassessed(make_guard, issuer) -> None:
+    dep = deployment()
+    assert make_guard(dep).authorize("enroll", "demo", NOW, subject="alice", consent=token(issuer, dep))
+    raised = deployment(edit=lambda r: r["purposes"]["demo"].__setitem__("retention_days", 365), reassess=False)
+    e = refused("CN-09", lambda: make_guard(raised).authorize("enroll", "demo", NOW, subject="alice",
+                                                              consent=token(issuer, raised)))
+    assert "assess" in e.message
+    again = deployment(edit=lambda r: r["purposes"]["demo"].__setitem__("retention_days", 365))
+    assert make_guard(again).authorize("enroll", "demo", NOW, subject="alice", consent=token(issuer, again))
+
+
+# -- an ended purpose processes nothing; its templates expire at its end ----------------------
+@pytest.mark.parametrize("profiles,rule", [(("cn-2025",), "CN-08"), (("eu",), "CN-08"), (("us-bipa",), "US-01")])
+def test_purpose_past_its_end_date_is_refused(make_guard, issuer, profiles, rule) -> None:
+    yesterday = (TODAY - dt.timedelta(days=1)).isoformat()
+    dep = deployment(profiles, lambda r: r["purposes"]["demo"].__setitem__("end_date", yesterday))
+    g = make_guard(dep)
+    for op in ("enroll", "verify", "identify"):
+        e = refused(rule, lambda: g.authorize(op, "demo", NOW, subject="alice", consent=token(issuer, dep)))
+        assert "ended" in e.message and yesterday in e.message
+    # Up to the end of its end date it still runs.
+    last_day = deployment(profiles, lambda r: r["purposes"]["demo"].__setitem__("end_date", TODAY.isoformat()))
+    assert make_guard(last_day).authorize("enroll", "demo", NOW, subject="alice", consent=token(issuer, last_day))
+    end = dt.datetime.combine(TODAY, dt.time(23, 59, 59), tzinfo=dt.timezone.utc)
+    assert last_day.expiry(last_day.purposes["demo"], NOW) == end
+
+
+def test_ended_purpose_through_the_facade(tmp_path: Path) -> None:
+    imgs = images()
+    clock = Clock()
+    end = clock.now.date() + dt.timedelta(days=3)
+    ws = make_workspace(tmp_path / "ws", edit=lambda r: r["purposes"]["demo"].__setitem__("end_date", end.isoformat()),
+                        today=clock.now.date() - dt.timedelta(days=1))
+    t = consent(ws, "alice")
+    with open_sf(ws, clock) as sf:
+        e = sf.enroll(imgs / "obama.jpg", "alice", "demo", t)
+        assert e.expires_at == dt.datetime.combine(end, dt.time(23, 59, 59), tzinfo=dt.timezone.utc)
+        clock.advance(days=4)
+        refused("CN-08", lambda: sf.verify(imgs / "obama2.jpg", "alice", "demo", t))
+        refused("CN-08", lambda: sf.enroll(imgs / "obama2.jpg", "alice", "demo", t))
+        receipt = sf.purge_expired()
+        assert receipt is not None and receipt.templates_removed == 1
+
+
+# -- private spaces: a floor under every profile, names normalised -----------------------------
+PRIVATE = ["Changing Room", "restroom", "Hotel-Rooms", "locker room", "Ｃｈａｎｇｉｎｇ Ｒｏｏｍ", "ＲＥＳＴＲＯＯＭ",
+           "rest rooms", "toilets", "Public_Baths", "sauna", "dormitories", "fitting-room", "guest room 12",
+           "women's dressing rooms", "shower", "washroom", "Lavatory", "bathroom", "WC", "更衣室", "酒店客房"]
+NOT_PRIVATE = ["premises", "office lobby", "showroom", "classroom", "hotel lobby", "bathroom supplies aisle"]
+
+
+@pytest.mark.parametrize("name", PRIVATE)
+@pytest.mark.parametrize("profiles", PROFILES)
+def test_private_space_refused_under_every_profile(make_guard, issuer, name, profiles) -> None:
+    for field in ("class", "kind"):
+        dep = deployment(profiles, lambda r: r["location"].__setitem__(field, name))
+        assert "CN-15" in failing(dep), (name, field, profiles)
+        refused("CN-15", lambda: make_guard(dep).authorize("verify", "demo", NOW, subject="alice",
+                                                           consent=token(issuer, dep)))
+
+
+def test_private_space_names_and_look_alikes() -> None:
+    assert private_space("Ｈｏｔｅｌ－Ｒｏｏｍｓ") == "hotel room"  # fullwidth letters and hyphen
+    assert private_space("LOCKER\u00a0ROOM") == "locker room"  # no-break space
+    assert private_space("changingroom") == private_space("changing_room") == "changing room"
+    # Only the exact catalogue words once counted; the old spelling still does.
+    assert private_space("hotel-room") == "hotel room" and private_space("public-bath") == "public bath"
+
+
+@pytest.mark.parametrize("name", NOT_PRIVATE[:-1])
+def test_ordinary_places_are_not_private(name) -> None:
+    assert private_space(name) is None
+    assert failing(deployment(edit=lambda r: r["location"].__setitem__("kind", name))) == {}
+
+
+def test_location_class_is_normalised() -> None:
+    assert failing(deployment(edit=lambda r: r["location"].__setitem__("class", "Personal_Device"))) == {}
+    assert "CN-14" in failing(deployment(edit=lambda r: r["location"].__setitem__("class", "PUBLIC PLACE")))
+
+
+# -- guardian consent for minors: a floor under every profile ----------------------------------
+def years_ago(years: int, days: int = 1) -> str:
+    """A birth date that makes the subject `years` old today (a day past the birthday)."""
+    return (TODAY.replace(year=TODAY.year - years) - dt.timedelta(days=days)).isoformat()
+
+
+@pytest.mark.parametrize("profiles,age", [(("cn-2025",), 14), (("eu",), 16), (("us-bipa",), 13),
+                                          (("us-bipa", "cn-2025"), 14), (("cn-2025", "eu"), 16),
+                                          (("us-bipa", "eu", "cn-2025"), 16)])
+def test_guardian_age_per_profile_strictest_wins(make_guard, issuer, profiles, age) -> None:
+    dep = deployment(profiles)
+    assert dep.guardian_age == age == guardian_age(profiles)
+    g = make_guard(dep)
+    e = refused("CN-06", lambda: g.authorize("enroll", "demo", NOW, subject="kid",
+                                             consent=token(issuer, dep, "kid", birth_date=years_ago(age - 1))))
+    assert f"under {age}" in e.message
+    assert g.authorize("enroll", "demo", NOW, subject="kid",
+                       consent=token(issuer, dep, "kid", birth_date=years_ago(age - 1), guardian="A Parent"))
+    assert g.authorize("enroll", "demo", NOW, subject="kid", consent=token(issuer, dep, "kid", birth_date=years_ago(age)))
+
+
+def test_eu_guardian_age_is_configurable_from_13_to_16(make_guard, issuer) -> None:
+    dep = deployment(("eu",), lambda r: r["minors"].__setitem__("eu_guardian_age", 13))
+    assert dep.guardian_age == 13
+    assert make_guard(dep).authorize("enroll", "demo", NOW, subject="kid",
+                                     consent=token(issuer, dep, "kid", birth_date=years_ago(13)))
+    # Stacked with cn-2025, 14 still holds.
+    assert deployment(("eu", "cn-2025"), lambda r: r["minors"].__setitem__("eu_guardian_age", 13)).guardian_age == 14
+    for bad in (12, 17, 0, "16", 15.5, None, True):
+        dep = deployment(("eu",), lambda r: r["minors"].__setitem__("eu_guardian_age", bad))
+        assert "eu_guardian_age" in failing(dep).get("CN-06", ""), bad
+        refused("CN-06", lambda: make_guard(dep).authorize("enroll", "demo", NOW, subject="a",
+                                                           consent=token(issuer, dep, "a")))
+
+
+def test_malformed_birth_date_is_refused_under_every_profile(make_guard, issuer) -> None:
+    for profiles in PROFILES:
+        dep = deployment(profiles)
+        wire, tok = issue_consent(issuer, dep, "kid", ["demo"], now=NOW - dt.timedelta(hours=1))
+        assert tok.birth_date is None
+        from safeface.policy.deployment.floors import guardian_problem
+
+        assert guardian_problem(dep.guardian_age, "2020-13-45", None, TODAY) is not None
+        assert guardian_problem(dep.guardian_age, None, None, TODAY) is None
