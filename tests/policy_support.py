@@ -102,6 +102,21 @@ class Clock:
         self.now += dt.timedelta(**kw)
 
 
+def demo_deployment(today: dt.date, profiles: Sequence[str] = ("cn-2025",),
+                    edit: Optional[Callable[[dict[str, Any]], None]] = None, reassess: bool = True,
+                    deployment_id: Optional[str] = None) -> Deployment:
+    """The demo deployment assessed on `today`, its configuration changed by `edit`; `reassess`
+    records the assessment as covering the edited configuration (as `safeface assess` would)."""
+    from safeface.policy.deployment import demo_config
+
+    raw = demo_config(today, tuple(profiles), deployment_id=deployment_id)
+    if edit is not None:
+        edit(raw)
+        if reassess:
+            raw["assessment"]["covers"] = Deployment.from_dict(raw).config_digest()
+    return Deployment.from_dict(raw)
+
+
 def make_workspace(root: Path, profiles: Sequence[str] = ("cn-2025",),
                    edit: Optional[Callable[[dict[str, Any]], None]] = None, reassess: bool = True,
                    today: Optional[dt.date] = None) -> WorkspacePaths:

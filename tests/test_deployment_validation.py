@@ -15,11 +15,13 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from policy_support import Clock, consent, edit_config, images, make_workspace, open_sf  # noqa: E402
+from policy_support import (  # noqa: E402
+    Clock, EmptyStore, authorize, consent, demo_deployment, images, make_workspace, open_sf,
+)
 
 from safeface.errors import ConfigError, PolicyViolation  # noqa: E402
 from safeface.policy import deployment as deployment_pkg  # noqa: E402
-from safeface.policy.deployment import Deployment, demo_config, guardian_age, private_space  # noqa: E402
+from safeface.policy.deployment import Deployment, guardian_age, private_space  # noqa: E402
 from safeface.policy.guard import Guard  # noqa: E402
 from safeface.policy.issuer import issue_consent  # noqa: E402
 from safeface.policy.tokens import key_id  # noqa: E402
@@ -32,12 +34,7 @@ PROFILES = (("cn-2025",), ("eu",), ("us-bipa",))
 
 def deployment(profiles: tuple[str, ...] = ("cn-2025",), edit: Callable[[dict[str, Any]], None] | None = None,
                reassess: bool = True) -> Deployment:
-    raw = demo_config(TODAY - dt.timedelta(days=10), profiles)
-    if edit is not None:
-        edit(raw)
-        if reassess:
-            raw["assessment"]["covers"] = Deployment.from_dict(raw).config_digest()
-    return Deployment.from_dict(raw)
+    return demo_deployment(TODAY - dt.timedelta(days=10), profiles, edit, reassess, deployment_id="floors-test")
 
 
 @pytest.fixture(scope="module")
@@ -45,14 +42,26 @@ def issuer() -> Ed25519PrivateKey:
     return Ed25519PrivateKey.generate()
 
 
+class G:
+    """The guard, called as the facade calls it, by an operator."""
+
+    def __init__(self, guard: Guard) -> None:
+        self.guard = guard
+        self.deployment = guard.deployment
+
+    def authorize(self, operation: str, purpose: str, now: dt.datetime, **kw: Any) -> Any:
+        return authorize(self.guard, operation, purpose, now, **kw)
+
+
 @pytest.fixture()
 def make_guard(tmp_path: Path, issuer: Ed25519PrivateKey) -> Any:
     states: list[PolicyState] = []
 
-    def make(dep: Deployment) -> Guard:
+    def make(dep: Deployment) -> G:
         state = PolicyState(tmp_path / f"policy{len(states)}.db")
         states.append(state)
-        return Guard(dep, {key_id(issuer.public_key()): issuer.public_key()}, {}, state, lambda s: "p-" + s)
+        return G(Guard(dep, {key_id(issuer.public_key()): issuer.public_key()}, {}, state, lambda s: "p-" + s,
+                       lambda tid: "t-" + tid, EmptyStore()))
 
     yield make
     for s in states:
@@ -176,7 +185,7 @@ def test_purpose_past_its_end_date_is_refused(make_guard, issuer, profiles, rule
     yesterday = (TODAY - dt.timedelta(days=1)).isoformat()
     dep = deployment(profiles, lambda r: r["purposes"]["demo"].__setitem__("end_date", yesterday))
     g = make_guard(dep)
-    for op in ("enroll", "verify", "identify"):
+    for op in ("enroll", "verify"):
         e = refused(rule, lambda: g.authorize(op, "demo", NOW, subject="alice", consent=token(issuer, dep)))
         assert "ended" in e.message and yesterday in e.message
     # Up to the end of its end date it still runs.

@@ -14,11 +14,11 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from policy_support import EmptyStore, authorize, datasets  # noqa: E402
+from policy_support import EmptyStore, authorize, datasets, demo_deployment  # noqa: E402
 
 from safeface.errors import PolicyViolation  # noqa: E402
 from safeface.policy.attributes import classify, rule_for_category  # noqa: E402
-from safeface.policy.deployment import PRIVATE_SPACES, Deployment, demo_config, working_days_after  # noqa: E402
+from safeface.policy.deployment import PRIVATE_SPACES, Deployment, working_days_after  # noqa: E402
 from safeface.policy.guard import Guard  # noqa: E402
 from safeface.policy.issuer import issue_consent, issue_legal_basis  # noqa: E402
 from safeface.policy.rules import CONCEPTS, RULES_BY_ID, active_rules, rule_for  # noqa: E402
@@ -38,12 +38,7 @@ def keys() -> dict[str, Ed25519PrivateKey]:
 
 def deployment(profiles: tuple[str, ...] = ("cn-2025",), edit: Callable[[dict[str, Any]], None] | None = None,
                reassess: bool = True) -> Deployment:
-    raw = demo_config(TODAY - dt.timedelta(days=10), profiles, deployment_id=DEPLOYMENT_ID)
-    if edit is not None:
-        edit(raw)
-        if reassess:
-            raw["assessment"]["covers"] = Deployment.from_dict(raw).config_digest()
-    return Deployment.from_dict(raw)
+    return demo_deployment(TODAY - dt.timedelta(days=10), profiles, edit, reassess, deployment_id=DEPLOYMENT_ID)
 
 
 @pytest.fixture()
