@@ -23,7 +23,8 @@ from safeface.errors import ImageError
 from safeface.policy.issuer import issue_consent
 from safeface.policy.deployment import Deployment
 from safeface.sdk import SafeFace
-from safeface.workspace.layout import init_workspace, read_signing_key
+from safeface.workspace.init import init_workspace
+from safeface.workspace.keys import read_signing_key
 
 PASS = "bench passphrase, not secret"
 

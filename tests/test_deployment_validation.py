@@ -248,6 +248,14 @@ def test_location_class_is_normalised() -> None:
     assert "CN-14" in failing(deployment(edit=lambda r: r["location"].__setitem__("class", "PUBLIC PLACE")))
 
 
+def test_floor_rules_are_active_under_every_profile() -> None:
+    from safeface.policy.rules import active_rules, rule_for
+
+    for profiles in PROFILES:
+        assert {"CN-06", "CN-15"} <= {r.id for r in active_rules(profiles)}
+        assert rule_for("private-space", profiles) == "CN-15" and rule_for("guardian", profiles) == "CN-06"
+
+
 # -- guardian consent for minors: a floor under every profile ----------------------------------
 def years_ago(years: int, days: int = 1) -> str:
     """A birth date that makes the subject `years` old today (a day past the birthday)."""

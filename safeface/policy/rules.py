@@ -159,6 +159,11 @@ def rule_for(concept: str, profiles: Sequence[str]) -> Optional[str]:
     return None
 
 
+# The rules that are floors under every profile (BASELINE concepts held by one profile only).
+FLOOR_RULES = frozenset({CONCEPTS["private-space"]["cn-2025"], CONCEPTS["guardian"]["cn-2025"]})
+
+
 def active_rules(profiles: Sequence[str]) -> list[Rule]:
-    """The rules of these profiles, plus the capture rules and the standards, in catalogue order."""
-    return [r for r in RULES if r.profile in profiles or r.profile in ("capture", "standard")]
+    """The rules of these profiles, plus the floors, the capture rules and the standards, in
+    catalogue order."""
+    return [r for r in RULES if r.profile in profiles or r.profile in ("capture", "standard") or r.id in FLOOR_RULES]
