@@ -150,6 +150,9 @@ WEAKENING = {
     "method": lambda r: r["matching"].__setitem__("method", "arcface-512"),
     "bipa grace": lambda r: r["bipa"].__setitem__("grace_days_after_purpose", 300),
     "eu guardian age": lambda r: r["minors"].__setitem__("eu_guardian_age", 13),
+    # Tokens are bound to the id: a borrowed id would accept another deployment's tokens.
+    "another deployment's id": lambda r: r.__setitem__("id", "0f1e2d3c-4b5a-4968-8776-a5b4c3d2e1f0"),
+    "audit witness moved": lambda r: r.__setitem__("audit", {"witness": "/mnt/elsewhere/ws.anchor"}),
 }
 
 

@@ -39,7 +39,7 @@ MAX_RETENTION_DAYS = 36_500
 MAX_ID_CHARS = 128
 # Bumped whenever the digest covers more fields: an assessment recorded by an older safeface does
 # not cover what it never saw.
-DIGEST_VERSION = 2
+DIGEST_VERSION = 3
 
 
 @dataclass(frozen=True)
@@ -225,7 +225,8 @@ class Deployment:
     def config_digest(self) -> str:
         """What an impact assessment covers: every setting that can weaken protection. Changing
         any of them (a longer retention, a later end date, a lower matching threshold, a higher
-        filing threshold, another location, wider roles, another profile or purpose) leaves the
+        filing threshold, another location, wider roles, another profile or purpose, another
+        deployment id, a witness removed from the audit section) leaves the
         assessment stale until it is redone (`safeface assess`). The notice has its own hash
         (CN-02); the filing reference, recorded after filing, is deliberately not covered."""
         covered = {
@@ -241,6 +242,10 @@ class Deployment:
             "default_role": self.raw.get("default_role"),
             "bipa": self.bipa,
             "minors": self.section("minors"),
+            # Tokens are bound to this id (their audience): borrowing another deployment's id
+            # would accept its tokens. A witness dropped from the audit section weakens the log.
+            "id": self.raw.get("id"),
+            "audit": self.section("audit"),
         }
         canon = json.dumps(covered, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
         return hashlib.sha256(canon.encode("utf-8")).hexdigest()
