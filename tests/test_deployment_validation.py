@@ -132,6 +132,32 @@ def test_filing_threshold_within_the_cap_is_allowed() -> None:
     assert failing(deployment(("eu",), lambda r: r["filing"].__setitem__("threshold", 10**6))) == {}
 
 
+def test_report_is_written_for_a_deployment_with_invalid_thresholds(tmp_path: Path) -> None:
+    import json
+
+    def edit(r: dict[str, Any]) -> None:
+        r["filing"]["threshold"] = 0
+        r["matching"]["threshold"] = -1
+
+    ws = make_workspace(tmp_path / "ws", edit=edit)
+    with open_sf(ws) as sf:
+        paths = sf.report(tmp_path / "report")
+    report = json.loads(Path(paths["json"]).read_text())
+    assert report["can_process"] is False and report["filing"]["threshold"] == 0
+    states = {r["id"]: r["state"] for r in report["rules"]}
+    assert states["CN-16"] == states["CN-17"] == "failing"
+
+
+def test_report_lists_the_floors_under_every_profile(tmp_path: Path) -> None:
+    import json
+
+    ws = make_workspace(tmp_path / "ws", profiles=("eu",))
+    with open_sf(ws) as sf:
+        paths = sf.report(tmp_path / "report")
+    states = {r["id"]: r["state"] for r in json.loads(Path(paths["json"]).read_text())["rules"]}
+    assert states["CN-15"] == states["CN-06"] == "satisfied"  # not "profile cn-2025 is not active"
+
+
 # -- the assessment digest covers every setting that weakens protection -----------------------
 WEAKENING = {
     "longer retention": lambda r: r["purposes"]["demo"].__setitem__("retention_days", 3650),

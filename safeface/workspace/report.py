@@ -15,8 +15,8 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..policy.deployment import Finding
-from ..policy.rules import RULES, rule_for
+from ..policy.deployment import DEFAULT_FILING_THRESHOLD, Finding
+from ..policy.rules import FLOOR_RULES, RULES, rule_for
 
 if TYPE_CHECKING:
     from ..sdk import SafeFace
@@ -55,7 +55,8 @@ def _rule_table(sf: "SafeFace", findings: list[Finding], refusals: dict[str, int
     rows = []
     for r in RULES:
         # A capture rule applies only where a purpose asks for it (deployment findings say so).
-        active = r.profile in dep.profiles or r.profile == "standard" or (r.profile == "capture" and r.id in by_rule)
+        active = r.profile in dep.profiles or r.profile == "standard" or r.id in FLOOR_RULES \
+            or (r.profile == "capture" and r.id in by_rule)
         entry: dict[str, Any] = {"id": r.id, "profile": r.profile, "mode": r.mode, "title": r.title,
                                  "refusals": refusals.get(r.id, 0)}
         if not active:
@@ -135,7 +136,7 @@ def build_report(sf: "SafeFace", now: dt.datetime) -> dict[str, Any]:
         "counts": {"subjects": facts["subjects"], "templates": facts["templates"],
                    "revocations": facts["revocations"], "calls": facts["audit"]["by_operation"],
                    "legal_basis_calls": facts["audit"]["legal_basis_calls"]},
-        "filing": {"applies": filing_rule is not None, "threshold": dep.filing_threshold,
+        "filing": {"applies": filing_rule is not None, "threshold": _as_written(dep.section("filing").get("threshold")),
                    "stored_people": facts["subjects"], "reference": dep.filing_reference,
                    "crossed_on": facts["filing_crossed"], "deadline": facts["filing_deadline"],
                    "note": "deadline counts 30 working days (Monday to Friday); public holidays are not deducted"},
@@ -239,3 +240,9 @@ Status: <b>{_e(status)}</b>.</p>
 <h2>Assessment (evaluation)</h2>{assessment}
 </body></html>
 """
+
+
+def _as_written(threshold: Any) -> Any:
+    """The filing threshold as configured, even when invalid: the report must still be written
+    for a deployment that cannot process, and its findings say what is wrong."""
+    return DEFAULT_FILING_THRESHOLD if threshold is None else threshold
