@@ -13,28 +13,27 @@ log (or reloads) when ``PRAGMA data_version`` says another connection committed.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import sqlite3
 import threading
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional, Protocol, Sequence, Union
 
 import numpy as np
 
-from ..errors import ConfigError, IntegrityError
+from ..errors import ConfigError
 from ..sqlite_store import connect as _connect_store
 from ..hazmat.templates.keyring import Keyring
-from ..hazmat.templates.pseudonym import pseudonymize
 from ..hazmat.templates.rowfilter import RowFilter
-from ..hazmat.templates.sealing import RowBinding, Sealer
+from ..hazmat.templates.sealing import Sealer
 from ..hazmat.templates.transform import TemplateTransform
 from .lock import WriteLock
-
-SCHEMA_VERSION = 1
+from .rows import (ROW_COLS, SCHEMA_VERSION, Entry as _Entry, Enrollment, ErasureResult, GalleryRow,  # noqa: F401
+                   Keys as _Keys, Match, RekeyResult, check_embedding, check_purposes as _check_purposes,
+                   check_text as _check_text, describe, from_us, initial_meta, iso as _iso, keys_from_meta,
+                   pseudonym_of, seal_row, to_us, unseal_row, utc_now as _now)
 # Change-log entries kept for other processes to replay; one that falls further behind reloads.
 CHANGE_LOG_KEEP = 10_000
 
@@ -96,100 +95,6 @@ def default_index_factory(dim: int, size_hint: int) -> SearchIndex:
         made: SearchIndex = make(dim, size_hint)
         return made
     return index.ExactIndex(dim)
-
-
-@dataclass(frozen=True)
-class GalleryRow:
-    """A row's public description (never its template)."""
-
-    row_id: int
-    pseudonym: str
-    purposes: tuple[str, ...]
-    token_id: str
-    expires_at: datetime
-    provenance: str
-    created_at: datetime
-    last_interaction: Optional[datetime]
-    token: Optional[str] = field(default=None, repr=False)  # sealed with the row; None before tokens were kept
-
-
-@dataclass(frozen=True)
-class Enrollment:
-    """One template to store with `Gallery.add_many` (the arguments of `Gallery.add`)."""
-
-    subject_id: str
-    embedding: np.ndarray = field(repr=False)
-    purposes: Sequence[str]
-    token_id: str
-    expires_at: datetime
-    provenance: str = "consent"
-    token: Optional[str] = None  # the consent or legal-basis token, sealed with the row
-
-
-@dataclass(frozen=True)
-class Match:
-    pseudonym: str
-    score: float
-    row_id: int
-    token_id: str
-
-
-@dataclass(frozen=True)
-class ErasureResult:
-    """What an erasure removed. `pseudonym` is None when the rows belonged to several subjects
-    (or none)."""
-
-    pseudonym: Optional[str]
-    row_ids: tuple[int, ...]
-    count: int
-
-
-@dataclass(frozen=True)
-class RekeyResult:
-    rows: int
-    transform_version: tuple[int, int]
-    seal_version: tuple[int, int]
-
-
-@dataclass(frozen=True)
-class _Entry:
-    pseudonym: str
-    purposes: frozenset[str]
-    token_id: str
-    expires_us: int
-
-
-@dataclass
-class _Keys:
-    """The key versions the gallery's rows are under, and the objects made from them."""
-
-    transform_version: int
-    seal_version: int
-    transform: TemplateTransform
-    sealer: Sealer
-
-
-def to_us(t: datetime, what: str) -> int:
-    if not isinstance(t, datetime):
-        raise ConfigError(f"{what} must be a datetime, got {type(t).__name__}.")
-    if t.tzinfo is None or t.utcoffset() is None:
-        raise ConfigError(f"{what} must be timezone-aware (e.g. datetime.now(timezone.utc)).")
-    delta = t - datetime(1970, 1, 1, tzinfo=timezone.utc)
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
-
-
-def from_us(us: int) -> datetime:
-    from datetime import timedelta
-
-    return datetime(1970, 1, 1, tzinfo=timezone.utc) + timedelta(microseconds=int(us))
-
-
-def _iso(t: datetime) -> str:
-    return t.astimezone(timezone.utc).isoformat()
-
-
-def _now() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 class Gallery:
@@ -298,19 +203,7 @@ class Gallery:
                     db.execute(stmt)
             meta = dict(db.execute("SELECT k, v FROM meta").fetchall())
             if not meta:
-                kr = self._keyring
-                tv, sv = kr.version("transform"), kr.version("seal")
-                pv = kr.version("pseudonym")
-                values = {
-                    "schema": str(SCHEMA_VERSION),
-                    "dim": str(self._dim),
-                    "transform_version": str(tv),
-                    "transform_key_id": kr.key_id("transform", tv),
-                    "seal_version": str(sv),
-                    "seal_key_id": kr.key_id("seal", sv),
-                    "pseudonym_version": str(pv),
-                    "pseudonym_key_id": kr.key_id("pseudonym", pv),
-                }
+                values = initial_meta(self._keyring, self._dim)
                 db.executemany("INSERT INTO meta (k, v) VALUES (?, ?)", list(values.items()))
             db.execute("COMMIT")
         except BaseException:
@@ -320,40 +213,14 @@ class Gallery:
     # ---------------------------------------------------------------- keys
 
     def _keys_from_meta(self, meta: dict[str, str]) -> _Keys:
-        if meta.get("schema") != str(SCHEMA_VERSION):
-            raise ConfigError(f"the gallery at {self._path} has schema {meta.get('schema')!r}; "
-                              f"this safeface reads schema {SCHEMA_VERSION}.")
-        if meta.get("dim") != str(self._dim):
-            raise ConfigError(f"the gallery at {self._path} holds {meta.get('dim')}-dimensional templates, "
-                              f"but it was opened with dim={self._dim}; use the engine it was enrolled with.")
-        tv, sv, pv = int(meta["transform_version"]), int(meta["seal_version"]), int(meta["pseudonym_version"])
-        kr = self._keyring
-        for purpose, v, kid in (("transform", tv, meta["transform_key_id"]), ("seal", sv, meta["seal_key_id"]),
-                                ("pseudonym", pv, meta["pseudonym_key_id"])):
-            if v not in kr.versions(purpose):
-                refresh = getattr(kr, "refresh", None)
-                if refresh is not None:
-                    refresh()
-            if v not in kr.versions(purpose):
-                raise ConfigError(f"the keyring holds no {purpose} key version {v}, which the gallery at "
-                                  f"{self._path} is under; open it with the keyring it was made with.")
-            if kr.key_id(purpose, v) != kid:
-                raise ConfigError(f"the keyring's {purpose} key version {v} (id {kr.key_id(purpose, v)}) is not "
-                                  f"the one the gallery at {self._path} is under (id {kid}); open it with the "
-                                  f"keyring it was made with.")
-        keys = [kr.key("transform", tv), kr.key("seal", sv), kr.key("pseudonym", pv)]
-        if len({hashlib.sha256(k).digest() for k in keys}) != 3:
-            raise ConfigError("the keyring hands out one key for several purposes; the transform, seal and "
-                              "pseudonym keys must be independent.")
-        self._pseudonym_version = pv
-        return _Keys(tv, sv, TemplateTransform.from_key(kr.key("transform", tv), self._dim),
-                     Sealer(kr.key("seal", sv)))
+        keys, self._pseudonym_version = keys_from_meta(meta, self._keyring, self._dim, f"the gallery at {self._path}")
+        return keys
 
     def pseudonym(self, subject_id: str) -> str:
         """The subject's pseudonym under this deployment's pseudonym key."""
         with self._lock:
             self._db()
-            return pseudonymize(self._keyring.key("pseudonym", self._pseudonym_version), subject_id)
+            return pseudonym_of(self._keyring, self._pseudonym_version, subject_id)
 
     # ---------------------------------------------------------------- sync with the store
 
@@ -366,37 +233,9 @@ class Gallery:
 
     def _unseal_full(self, keys: _Keys, row: sqlite3.Row | tuple[Any, ...]
                      ) -> tuple[_Entry, np.ndarray, Optional[str]]:
-        (row_id, pseudonym, purposes_json, token_id, provenance, expires_us, tv, sv, sealed) = row
-        try:
-            purposes = tuple(json.loads(purposes_json))
-        except ValueError:
-            raise IntegrityError(f"gallery row {row_id} failed its integrity check: its purposes "
-                                 f"column is not valid.") from None
-        if tv != keys.transform_version or sv != keys.seal_version:
-            raise IntegrityError(f"gallery row {row_id} failed its integrity check: it claims key versions "
-                                 f"{tv}/{sv} but the gallery is under {keys.transform_version}/{keys.seal_version}.")
-        binding = RowBinding(int(row_id), str(pseudonym), purposes, str(token_id), str(provenance),
-                             int(expires_us), int(tv), int(sv))
-        vec, token = self._open_blob(keys, bytes(sealed), binding)
-        return _Entry(str(pseudonym), frozenset(purposes), str(token_id), int(expires_us)), vec, token
+        return unseal_row(keys, row, self._dim)
 
-    def _open_blob(self, keys: _Keys, sealed: bytes, binding: RowBinding) -> tuple[np.ndarray, Optional[str]]:
-        """The template and the token sealed with it (rows sealed before tokens were kept hold
-        the template alone)."""
-        plain = keys.sealer.open(sealed, binding)
-        n = 4 * self._dim
-        if len(plain) < n:
-            raise IntegrityError(f"gallery row {binding.row_id} failed its integrity check: its template has "
-                                 f"the wrong length.")
-        token = plain[n:].decode("utf-8") if len(plain) > n else None
-        return np.frombuffer(plain[:n], dtype="<f4").astype(np.float32), token
-
-    @staticmethod
-    def _blob(template: np.ndarray, token: Optional[str]) -> bytes:
-        return template.astype("<f4").tobytes() + (token or "").encode("utf-8")
-
-    _ROW_COLS = ("row_id, pseudonym, purposes, token_id, provenance, expires_us, "
-                 "transform_version, seal_version, sealed")
+    _ROW_COLS = ROW_COLS
 
     def _reload(self) -> None:
         """Rebuild keys, entries and index from the store, in one read snapshot."""
@@ -527,15 +366,7 @@ class Gallery:
     # ---------------------------------------------------------------- writing
 
     def _check_embedding(self, embedding: np.ndarray) -> np.ndarray:
-        v = np.asarray(embedding, dtype=np.float64).reshape(-1)
-        if v.shape[0] != self._dim:
-            raise ConfigError(f"the embedding has dimension {v.shape[0]} but the gallery holds {self._dim}.")
-        if not np.isfinite(v).all():
-            raise ConfigError("the embedding contains NaN or infinity.")
-        n = float(np.linalg.norm(v))
-        if n == 0.0:
-            raise ConfigError("the embedding is all zeros.")
-        return v / n
+        return check_embedding(embedding, self._dim)
 
     def locked(self) -> AbstractContextManager[None]:
         """The write lock (threads and processes) that every write of this store holds; erasure
@@ -578,10 +409,9 @@ class Gallery:
                     (pseudonym, json.dumps(list(purposes_t)), token_id, provenance, exp_us, _iso(created),
                      _iso(created), keys.transform_version, keys.seal_version, b""))
                 row_id = int(cur.lastrowid or 0)
-                binding = RowBinding(row_id, pseudonym, purposes_t, token_id, provenance, exp_us,
-                                     keys.transform_version, keys.seal_version)
                 db.execute("UPDATE rows SET sealed = ? WHERE row_id = ?",
-                           (keys.sealer.seal(self._blob(template, token), binding), row_id))
+                           (seal_row(keys, row_id, pseudonym, purposes_t, token_id, provenance, exp_us, template,
+                                     token), row_id))
                 upserts[row_id] = (_Entry(pseudonym, frozenset(purposes_t), token_id, exp_us),
                                    template.astype(np.float32))
                 out.append(GalleryRow(row_id, pseudonym, purposes_t, token_id, from_us(exp_us), provenance,
@@ -664,10 +494,9 @@ class Gallery:
                 for r in rows:
                     entry, vec, token = self._unseal_full(keys, r)
                     rid = int(r[0])
-                    binding = RowBinding(rid, p, tuple(sorted(entry.purposes)), entry.token_id, str(r[4]),
-                                         exp_us, keys.transform_version, keys.seal_version)
-                    db.execute("UPDATE rows SET expires_us = ?, sealed = ? WHERE row_id = ?",
-                               (exp_us, keys.sealer.seal(self._blob(vec, token), binding), rid))
+                    sealed = seal_row(keys, rid, p, sorted(entry.purposes), entry.token_id, str(r[4]), exp_us, vec,
+                                      token)
+                    db.execute("UPDATE rows SET expires_us = ?, sealed = ? WHERE row_id = ?", (exp_us, sealed, rid))
                     updates[rid] = (_Entry(p, entry.purposes, entry.token_id, exp_us), vec)
                 self._log(list(updates), "upsert")
                 after.append(lambda: self._apply(updates, []))
@@ -706,10 +535,10 @@ class Gallery:
                 entry, t_old, token = self._unseal_full(old, r)
                 t_new = (t_old if same_transform else old.transform.rekey_to(new.transform, t_old)).astype("<f4")
                 rid = int(r[0])
-                binding = RowBinding(rid, entry.pseudonym, tuple(json.loads(r[2])), entry.token_id, str(r[4]),
-                                     entry.expires_us, tv, sv)
+                sealed = seal_row(new, rid, entry.pseudonym, json.loads(r[2]), entry.token_id, str(r[4]),
+                                  entry.expires_us, t_new, token)
                 db.execute("UPDATE rows SET transform_version = ?, seal_version = ?, sealed = ? WHERE row_id = ?",
-                           (tv, sv, new.sealer.seal(self._blob(t_new, token), binding), rid))
+                           (tv, sv, sealed, rid))
                 self._at("rekey:row")
             db.executemany("UPDATE meta SET v = ? WHERE k = ?", [
                 (str(tv), "transform_version"), (t_id, "transform_key_id"),
@@ -807,9 +636,7 @@ class Gallery:
             for r in db.execute(f"SELECT {self._ROW_COLS}, created_at, last_interaction FROM rows "
                                 f"{where} ORDER BY row_id", args).fetchall():
                 entry, _, token = self._unseal_full(keys, r[:9])
-                out.append(GalleryRow(int(r[0]), entry.pseudonym, tuple(sorted(entry.purposes)), entry.token_id,
-                                      from_us(entry.expires_us), str(r[4]), datetime.fromisoformat(r[9]),
-                                      datetime.fromisoformat(r[10]) if r[10] else None, token))
+                out.append(describe(entry, r[0], r[4], r[9], r[10], token))
             return out
 
     def has_subject(self, subject_id: str) -> bool:
@@ -825,18 +652,3 @@ class Gallery:
         with self._lock:
             return int(self._db().execute("SELECT COUNT(*) FROM rows").fetchone()[0])
 
-
-def _check_text(value: str, what: str) -> None:
-    if not isinstance(value, str) or not value:
-        raise ConfigError(f"{what} must be a non-empty string.")
-
-
-def _check_purposes(purposes: Sequence[str]) -> tuple[str, ...]:
-    if isinstance(purposes, str):
-        raise ConfigError("purposes must be a sequence of purpose names, not a single string.")
-    out = tuple(sorted(set(purposes)))
-    if not out:
-        raise ConfigError("a gallery row needs at least one purpose.")
-    for p in out:
-        _check_text(p, "each purpose")
-    return out

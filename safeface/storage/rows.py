@@ -1,0 +1,240 @@
+"""Sealed gallery rows, whatever holds them: the row types, the key versions a store is under, and
+how a row is sealed and opened. The SQLite gallery and the PostgreSQL record store both use this,
+so a row sealed by one opens in the other byte for byte (the seal binds the row id, pseudonym,
+purposes, token reference, provenance, expiry and key versions, never where the row lives)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any, Optional, Sequence
+
+import numpy as np
+
+from ..errors import ConfigError, IntegrityError
+from ..hazmat.templates.keyring import Keyring
+from ..hazmat.templates.pseudonym import pseudonymize
+from ..hazmat.templates.sealing import RowBinding, Sealer
+from ..hazmat.templates.transform import TemplateTransform
+
+SCHEMA_VERSION = 1
+# A row as both stores select it, in this order.
+ROW_COLS = ("row_id, pseudonym, purposes, token_id, provenance, expires_us, "
+            "transform_version, seal_version, sealed")
+
+
+@dataclass(frozen=True)
+class GalleryRow:
+    """A row's public description (never its template)."""
+
+    row_id: int
+    pseudonym: str
+    purposes: tuple[str, ...]
+    token_id: str
+    expires_at: datetime
+    provenance: str
+    created_at: datetime
+    last_interaction: Optional[datetime]
+    token: Optional[str] = field(default=None, repr=False)  # sealed with the row; None before tokens were kept
+
+
+@dataclass(frozen=True)
+class Enrollment:
+    """One template to store with `add_many` (the arguments of `Gallery.add`)."""
+
+    subject_id: str
+    embedding: np.ndarray = field(repr=False)
+    purposes: Sequence[str]
+    token_id: str
+    expires_at: datetime
+    provenance: str = "consent"
+    token: Optional[str] = None  # the consent or legal-basis token, sealed with the row
+
+
+@dataclass(frozen=True)
+class Match:
+    pseudonym: str
+    score: float
+    row_id: int
+    token_id: str
+
+
+@dataclass(frozen=True)
+class ErasureResult:
+    """What an erasure removed. `pseudonym` is None when the rows belonged to several subjects
+    (or none). `vectors` says what became of the rows' vectors in an external index: "removed"
+    (a query by id confirmed them gone) or "pending" (the index was unreachable; the removal is
+    queued and retried). None for a store whose index lives in the process."""
+
+    pseudonym: Optional[str]
+    row_ids: tuple[int, ...]
+    count: int
+    vectors: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class RekeyResult:
+    rows: int
+    transform_version: tuple[int, int]
+    seal_version: tuple[int, int]
+
+
+@dataclass(frozen=True)
+class Entry:
+    pseudonym: str
+    purposes: frozenset[str]
+    token_id: str
+    expires_us: int
+
+
+@dataclass
+class Keys:
+    """The key versions a store's rows are under, and the objects made from them."""
+
+    transform_version: int
+    seal_version: int
+    transform: TemplateTransform
+    sealer: Sealer
+
+
+def to_us(t: datetime, what: str) -> int:
+    if not isinstance(t, datetime):
+        raise ConfigError(f"{what} must be a datetime, got {type(t).__name__}.")
+    if t.tzinfo is None or t.utcoffset() is None:
+        raise ConfigError(f"{what} must be timezone-aware (e.g. datetime.now(timezone.utc)).")
+    delta = t - datetime(1970, 1, 1, tzinfo=timezone.utc)
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def from_us(us: int) -> datetime:
+    return datetime(1970, 1, 1, tzinfo=timezone.utc) + timedelta(microseconds=int(us))
+
+
+def iso(t: datetime) -> str:
+    return t.astimezone(timezone.utc).isoformat()
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def check_text(value: str, what: str) -> None:
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{what} must be a non-empty string.")
+
+
+def check_purposes(purposes: Sequence[str]) -> tuple[str, ...]:
+    if isinstance(purposes, str):
+        raise ConfigError("purposes must be a sequence of purpose names, not a single string.")
+    out = tuple(sorted(set(purposes)))
+    if not out:
+        raise ConfigError("a gallery row needs at least one purpose.")
+    for p in out:
+        check_text(p, "each purpose")
+    return out
+
+
+def check_embedding(embedding: np.ndarray, dim: int) -> np.ndarray:
+    """The embedding as a unit float64 vector of the store's dimension."""
+    v = np.asarray(embedding, dtype=np.float64).reshape(-1)
+    if v.shape[0] != dim:
+        raise ConfigError(f"the embedding has dimension {v.shape[0]} but the gallery holds {dim}.")
+    if not np.isfinite(v).all():
+        raise ConfigError("the embedding contains NaN or infinity.")
+    n = float(np.linalg.norm(v))
+    if n == 0.0:
+        raise ConfigError("the embedding is all zeros.")
+    return v / n
+
+
+def initial_meta(keyring: Keyring, dim: int) -> dict[str, str]:
+    """The meta a new store records: schema, dimension and the key versions (with their ids)."""
+    tv, sv, pv = keyring.version("transform"), keyring.version("seal"), keyring.version("pseudonym")
+    return {
+        "schema": str(SCHEMA_VERSION),
+        "dim": str(dim),
+        "transform_version": str(tv),
+        "transform_key_id": keyring.key_id("transform", tv),
+        "seal_version": str(sv),
+        "seal_key_id": keyring.key_id("seal", sv),
+        "pseudonym_version": str(pv),
+        "pseudonym_key_id": keyring.key_id("pseudonym", pv),
+    }
+
+
+def keys_from_meta(meta: dict[str, str], keyring: Keyring, dim: int, where: str) -> tuple[Keys, int]:
+    """The keys a store's meta names, checked against the keyring; and the pseudonym key
+    version. `where` names the store in errors."""
+    if meta.get("schema") != str(SCHEMA_VERSION):
+        raise ConfigError(f"{where} has schema {meta.get('schema')!r}; this safeface reads schema "
+                          f"{SCHEMA_VERSION}. Upgrade safeface, or open it with the version that wrote it.")
+    if meta.get("dim") != str(dim):
+        raise ConfigError(f"{where} holds {meta.get('dim')}-dimensional templates, but it was opened with "
+                          f"dim={dim}; use the engine it was enrolled with.")
+    tv, sv, pv = int(meta["transform_version"]), int(meta["seal_version"]), int(meta["pseudonym_version"])
+    for purpose, v, kid in (("transform", tv, meta["transform_key_id"]), ("seal", sv, meta["seal_key_id"]),
+                            ("pseudonym", pv, meta["pseudonym_key_id"])):
+        if v not in keyring.versions(purpose):
+            refresh = getattr(keyring, "refresh", None)
+            if refresh is not None:
+                refresh()
+        if v not in keyring.versions(purpose):
+            raise ConfigError(f"the keyring holds no {purpose} key version {v}, which {where} is under; "
+                              f"open it with the keyring it was made with.")
+        if keyring.key_id(purpose, v) != kid:
+            raise ConfigError(f"the keyring's {purpose} key version {v} (id {keyring.key_id(purpose, v)}) is not "
+                              f"the one {where} is under (id {kid}); open it with the keyring it was made with.")
+    keys = [keyring.key("transform", tv), keyring.key("seal", sv), keyring.key("pseudonym", pv)]
+    if len({hashlib.sha256(k).digest() for k in keys}) != 3:
+        raise ConfigError("the keyring hands out one key for several purposes; the transform, seal and "
+                          "pseudonym keys must be independent.")
+    return (Keys(tv, sv, TemplateTransform.from_key(keyring.key("transform", tv), dim), Sealer(keyring.key("seal", sv))),
+            pv)
+
+
+def pseudonym_of(keyring: Keyring, version: int, subject_id: str) -> str:
+    return pseudonymize(keyring.key("pseudonym", version), subject_id)
+
+
+def blob(template: np.ndarray, token: Optional[str]) -> bytes:
+    """What a seal covers: the protected template (little-endian float32), then the token."""
+    return template.astype("<f4").tobytes() + (token or "").encode("utf-8")
+
+
+def seal_row(keys: Keys, row_id: int, pseudonym: str, purposes: Sequence[str], token_id: str, provenance: str,
+             expires_us: int, template: np.ndarray, token: Optional[str]) -> bytes:
+    binding = RowBinding(int(row_id), pseudonym, tuple(purposes), token_id, provenance, int(expires_us),
+                         keys.transform_version, keys.seal_version)
+    return keys.sealer.seal(blob(template, token), binding)
+
+
+def unseal_row(keys: Keys, row: Sequence[Any], dim: int) -> tuple[Entry, np.ndarray, Optional[str]]:
+    """A row in ROW_COLS order, opened: its entry, protected template and token. Raises
+    IntegrityError naming the row when any bound column or the blob was altered."""
+    (row_id, pseudonym, purposes_json, token_id, provenance, expires_us, tv, sv, sealed) = row
+    try:
+        purposes = tuple(json.loads(purposes_json))
+    except ValueError:
+        raise IntegrityError(f"gallery row {row_id} failed its integrity check: its purposes "
+                             f"column is not valid.") from None
+    if tv != keys.transform_version or sv != keys.seal_version:
+        raise IntegrityError(f"gallery row {row_id} failed its integrity check: it claims key versions "
+                             f"{tv}/{sv} but the gallery is under {keys.transform_version}/{keys.seal_version}.")
+    binding = RowBinding(int(row_id), str(pseudonym), purposes, str(token_id), str(provenance),
+                         int(expires_us), int(tv), int(sv))
+    plain = keys.sealer.open(bytes(sealed), binding)
+    n = 4 * dim
+    if len(plain) < n:
+        raise IntegrityError(f"gallery row {row_id} failed its integrity check: its template has the wrong length.")
+    token = plain[n:].decode("utf-8") if len(plain) > n else None
+    vec = np.frombuffer(plain[:n], dtype="<f4").astype(np.float32)
+    return Entry(str(pseudonym), frozenset(purposes), str(token_id), int(expires_us)), vec, token
+
+
+def describe(entry: Entry, row_id: int, provenance: str, created_at: str, last_interaction: Optional[str],
+             token: Optional[str]) -> GalleryRow:
+    return GalleryRow(int(row_id), entry.pseudonym, tuple(sorted(entry.purposes)), entry.token_id,
+                      from_us(entry.expires_us), str(provenance), datetime.fromisoformat(created_at),
+                      datetime.fromisoformat(last_interaction) if last_interaction else None, token)
