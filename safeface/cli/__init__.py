@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "eval_cmds",
     "anonymize_cmd",
     "liveness_cmd",
+    "storage_cmds",
 )
 
 

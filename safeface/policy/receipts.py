@@ -43,12 +43,19 @@ class ErasureReceipt:
     deployment: str
     kid: str
     signature: str
+    # Where vectors live in an external index (Milvus): "removed" once a query by id found none of
+    # them, "pending" when the index could not confirm it (the removal is queued and retried).
+    # Absent for a store searched in process, whose erasure is one transaction.
+    vectors: Optional[str] = None
 
     def body(self) -> dict[str, Any]:
-        return {"format": RECEIPT_FORMAT, "receipt_id": self.receipt_id, "time": self.time, "reason": self.reason,
-                "subjects": list(self.subjects), "token_id": self.token_id,
-                "templates_removed": self.templates_removed, "rows": list(self.rows),
-                "deployment": self.deployment, "kid": self.kid}
+        out = {"format": RECEIPT_FORMAT, "receipt_id": self.receipt_id, "time": self.time, "reason": self.reason,
+               "subjects": list(self.subjects), "token_id": self.token_id,
+               "templates_removed": self.templates_removed, "rows": list(self.rows),
+               "deployment": self.deployment, "kid": self.kid}
+        if self.vectors is not None:
+            out["vectors"] = self.vectors
+        return out
 
     def to_dict(self) -> dict[str, Any]:
         return {**self.body(), "signature": self.signature}
@@ -59,10 +66,11 @@ def _canon(body: Mapping[str, Any]) -> bytes:
 
 
 def issue_receipt(key: Ed25519PrivateKey, *, reason: str, subjects: Sequence[str], token_id: Optional[str],
-                  rows: Sequence[int], deployment: str, now: dt.datetime) -> ErasureReceipt:
+                  rows: Sequence[int], deployment: str, now: dt.datetime,
+                  vectors: Optional[str] = None) -> ErasureReceipt:
     unsigned = ErasureReceipt(secrets.token_hex(8), now.astimezone(dt.timezone.utc).isoformat(timespec="seconds"),
                               reason, tuple(sorted(set(subjects))), token_id, len(rows), tuple(rows), deployment,
-                              key_id(key.public_key()), "")
+                              key_id(key.public_key()), "", vectors)
     sig = b64e(key.sign(_canon(unsigned.body())))
     return ErasureReceipt(**{**unsigned.__dict__, "signature": sig})
 

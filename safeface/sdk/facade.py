@@ -101,10 +101,11 @@ class SafeFace:
         holds and what their embeddings are; its use is recorded in the audit log. `clock` is
         for --demo workspaces only (tests and trials): a real workspace always uses the system
         clock, so tokens and audit entries cannot be backdated."""
-        from ..storage.gallery import Gallery
+        from ..storage.factory import StorageConfig, open_store
 
         paths = WorkspacePaths(Path(workspace))
         deployment = Deployment.load(paths.config)
+        storage = StorageConfig.from_section(deployment.section("storage"))
         if clock is not None and not paths.demo_issuer.is_file():
             raise ConfigError("a clock can be set only for a --demo workspace; a real workspace uses the system clock.")
         if keyring is None:
@@ -117,7 +118,12 @@ class SafeFace:
             raise
         state = PolicyState(paths.policy)
         dim = int(deployment.section("matching").get("dim") or 128)
-        gallery = Gallery.open(paths.gallery, keyring, dim)
+        try:
+            gallery = open_store(storage, paths.root, paths.gallery, keyring, dim)
+        except BaseException:
+            audit.close()
+            state.close()
+            raise
         sf = cls(_OPENER, paths, deployment, keyring, gallery, audit, state, trust, role or deployment.default_role,
                  clock or utc_now, pipeline)
         if pipeline is not None:
@@ -433,10 +439,10 @@ class SafeFace:
                 self._state.revoke_subject(pseud, now)
                 result = self._gallery.erase_subject(subject)
                 self._state.forget_subject(pseud)
-                receipt = self._receipt("erase", [pseud], None, result.row_ids, now)
+                receipt = self._receipt("erase", [pseud], None, result.row_ids, now, result.vectors)
                 self._append("erase", "allowed", subjects=[pseud], rule=self._rule("withdrawal"),
                              note=f"{result.count} template(s) removed; rows={_rows(result.row_ids)}; "
-                                  f"receipt {receipt.receipt_id}")
+                                  f"receipt {receipt.receipt_id}{_vec_note(result.vectors)}")
             return receipt, None
 
         return self._run(request, [pseud], body)
@@ -462,10 +468,10 @@ class SafeFace:
                     self._state.revoke_token(str(ref), now)
                     result = self._gallery.remove_token(str(ref))
                     subjects = [result.pseudonym] if result.pseudonym else []
-                receipt = self._receipt("revoke", subjects, ref, result.row_ids, now)
+                receipt = self._receipt("revoke", subjects, ref, result.row_ids, now, result.vectors)
                 self._append("revoke", "allowed", token_id=ref, subjects=subjects, rule=self._rule("withdrawal"),
                              note=f"{result.count} template(s) removed; rows={_rows(result.row_ids)}; "
-                                  f"receipt {receipt.receipt_id}")
+                                  f"receipt {receipt.receipt_id}{_vec_note(result.vectors)}")
             return receipt, None
 
         return self._run(request, [pseud] if pseud else [], body)
@@ -479,7 +485,7 @@ class SafeFace:
                 return None
             rows = [r for res in results for r in res.row_ids]
             subjects = [res.pseudonym for res in results if res.pseudonym]
-            receipt = self._receipt("purge", subjects, None, rows, now)
+            receipt = self._receipt("purge", subjects, None, rows, now, _vectors(results))
             # The store check reads the rows each removal entry names, and an entry's note and
             # subject list are bounded: a large purge is recorded in several entries.
             batch: list[Any] = []
@@ -493,7 +499,7 @@ class SafeFace:
                 self._append("purge", "allowed", subjects=[b.pseudonym for b in batch if b.pseudonym],
                              rule=self._rule("retention"),
                              note=f"{len(ids)} expired template(s) removed; rows={_rows(ids)}; "
-                                  f"receipt {receipt.receipt_id}")
+                                  f"receipt {receipt.receipt_id}{_vec_note(receipt.vectors)}")
                 batch = [res] if res is not None else []
         return receipt
 
@@ -518,6 +524,44 @@ class SafeFace:
                               "retired"))
 
         return self._run(request, [], body)
+
+    def rebuild_index(self) -> dict[str, Any]:
+        """Rebuild the external vector index (Milvus) from the sealed records, under the write
+        lock; audited. A store searched in process rebuilds its in-memory index."""
+        with self._gallery.locked():
+            n = self._gallery.rebuild_index()
+            count = len(self._gallery) if n is None else int(n)
+            self._append("index-rebuild", "allowed", note=f"{count} vector(s) rebuilt from the records")
+        return {"vectors": count}
+
+    def migrate_storage(self, section: dict[str, Any]) -> dict[str, Any]:
+        """Move the templates of a local workspace to PostgreSQL and Milvus (`section` is the new
+        deployment.json "storage" section, without credentials): copy the sealed rows, check the
+        copy, point deployment.json at it, then erase the local gallery files. Audited."""
+        import json
+
+        from ..storage.gallery import Gallery
+        from ..workspace.migrate import copy_to_server, erase_file
+
+        if not isinstance(self._gallery, Gallery):
+            raise ConfigError("this workspace's templates are already on the server backends.")
+        dim = int(self._deployment.section("matching").get("dim") or 128)
+        with self._gallery.locked():
+            target, n = copy_to_server(self._gallery, section, self._paths.root, self._keyring, dim)
+            raw = json.loads(self._paths.config.read_text(encoding="utf-8"))
+            raw["storage"] = dict(section)
+            self._paths.config.write_text(json.dumps(raw, indent=2) + "\n", encoding="utf-8")
+            old, self._gallery = self._gallery, target
+            self._guard._store = target
+            self._sync_deployment()
+            old.close()
+            self._append("storage-migrate", "allowed",
+                         note=f"{n} sealed template(s) copied to {target.where} and {target.vectors.where}, "
+                              "checked; local gallery erased")
+        gone = [p.name for p in (self._paths.gallery, Path(f"{self._paths.gallery}-wal"),
+                                 Path(f"{self._paths.gallery}-shm"), Path(f"{self._paths.gallery}.lock"))
+                if erase_file(p)]
+        return {"templates": n, "records": target.where, "vectors": target.vectors.where, "erased": gone}
 
     def audit_verify(self) -> AuditReport:
         """Check the audit chain, then the store against it (see :meth:`verify_store`); raise
@@ -699,9 +743,20 @@ class SafeFace:
                              note=f"threshold {self._deployment.filing_threshold} reached")
 
     def _receipt(self, reason: str, subjects: Sequence[str], token_ref: Optional[str], rows: Sequence[int],
-                 now: dt.datetime) -> ErasureReceipt:
+                 now: dt.datetime, vectors: Optional[str] = None) -> ErasureReceipt:
         return issue_receipt(self._receipt_key, reason=reason, subjects=subjects, token_id=token_ref, rows=rows,
-                             deployment=str(self._deployment.raw.get("name") or self._paths.root.name), now=now)
+                             deployment=str(self._deployment.raw.get("name") or self._paths.root.name), now=now,
+                             vectors=vectors)
+
+
+def _vectors(results: Sequence[Any]) -> Optional[str]:
+    """One status for several erasures' vectors: "pending" if any is."""
+    states = {r.vectors for r in results if getattr(r, "vectors", None)}
+    return "pending" if "pending" in states else (states.pop() if states else None)
+
+
+def _vec_note(vectors: Optional[str]) -> str:
+    return f"; vectors {vectors}" if vectors else ""
 
 
 def _rows(ids: Sequence[int]) -> str:

@@ -639,6 +639,18 @@ class Gallery:
                 out.append(describe(entry, r[0], r[4], r[9], r[10], token))
             return out
 
+    def sealed_rows(self, after: int = -1, limit: int = 5000) -> list[tuple[Any, ...]]:
+        """Rows as stored (sealed, ROW_COLS then created_at, last_interaction), for copying to
+        another record store; nothing is unsealed."""
+        with self._lock:
+            return [tuple(r) for r in self._db().execute(
+                f"SELECT {ROW_COLS}, created_at, last_interaction FROM rows WHERE row_id > ? ORDER BY row_id LIMIT ?",
+                (after, limit)).fetchall()]
+
+    def meta(self) -> dict[str, str]:
+        with self._lock:
+            return self._read_meta()
+
     def has_subject(self, subject_id: str) -> bool:
         p = self.pseudonym(subject_id)
         with self._lock:

@@ -1,0 +1,49 @@
+"""Where a workspace keeps its templates: `index rebuild` (Milvus from the records) and
+`storage migrate` (a local workspace to PostgreSQL and Milvus)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from .common import EXIT_OK, print_json
+from .policy_cmds import _open, _ws
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("index", help="the vector index of a workspace")
+    ix = p.add_subparsers(dest="index_command", metavar="ACTION")
+    r = ix.add_parser("rebuild", help="rebuild the vector index (Milvus) from the sealed records")
+    _ws(r)
+    r.set_defaults(func=_rebuild)
+
+    p = sub.add_parser("storage", help="where the workspace keeps its templates")
+    st = p.add_subparsers(dest="storage_command", metavar="ACTION")
+    m = st.add_parser("migrate", help="move a local workspace's templates to PostgreSQL and Milvus, then erase "
+                                      "the local files")
+    _ws(m)
+    m.add_argument("--to", choices=("server",), required=True)
+    m.add_argument("--records", required=True, help="postgresql://user@host:port/db (password from "
+                                                    "$SAFEFACE_PG_PASSWORD or $SAFEFACE_PG_PASSWORD_FILE)")
+    m.add_argument("--vectors", required=True, help="milvus:<uri> or milvus-lite:<file>")
+    m.add_argument("--namespace", default=None)
+    m.add_argument("--collection", default=None)
+    m.set_defaults(func=_migrate)
+
+
+def _rebuild(args: argparse.Namespace) -> int:
+    with _open(args) as sf:
+        print_json(sf.rebuild_index())
+    return EXIT_OK
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    section = {"records": args.records, "vectors": args.vectors}
+    if args.namespace:
+        section["namespace"] = args.namespace
+    if args.collection:
+        section["collection"] = args.collection
+    with _open(args) as sf:
+        out = sf.migrate_storage(section)
+    print_json(out)
+    return EXIT_OK

@@ -1,0 +1,90 @@
+"""The one place a workspace's template store is chosen, from deployment.json's "storage" section:
+
+    "storage": {"records": "sqlite" | "postgresql://user@host:port/db",
+                "vectors": "local" | "milvus:<uri>" | "milvus-lite:<file>",
+                "namespace": "safeface", "collection": "safeface_templates", "vector_index": "FLAT"}
+
+"sqlite" + "local" (the default) is the SQLite gallery searched in memory; "postgresql://..." +
+a Milvus target is the server store. Credentials never sit in deployment.json: the PostgreSQL
+password comes from $SAFEFACE_PG_PASSWORD or the file named by $SAFEFACE_PG_PASSWORD_FILE (or
+libpq's own PGPASSWORD / ~/.pgpass), the Milvus token from $SAFEFACE_MILVUS_TOKEN or
+$SAFEFACE_MILVUS_TOKEN_FILE."""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Optional
+
+from ..errors import ConfigError
+from ..hazmat.templates.keyring import Keyring
+
+DEFAULT_COLLECTION = "safeface_templates"
+
+
+@dataclass(frozen=True)
+class StorageConfig:
+    records: str = "sqlite"
+    vectors: str = "local"
+    namespace: str = "safeface"
+    collection: str = DEFAULT_COLLECTION
+    vector_index: str = "FLAT"
+
+    @property
+    def server(self) -> bool:
+        return self.records != "sqlite"
+
+    @classmethod
+    def from_section(cls, section: Mapping[str, Any]) -> "StorageConfig":
+        unknown = sorted(set(section) - {"records", "vectors", "namespace", "collection", "vector_index"})
+        if unknown:
+            raise ConfigError(f"deployment.json's storage section has unknown fields {unknown}.")
+        cfg = cls(**{k: str(v) for k, v in section.items()})
+        if cfg.records == "sqlite":
+            if cfg.vectors != "local":
+                raise ConfigError("storage.vectors must be 'local' when storage.records is 'sqlite' (Milvus indexes "
+                                  "a PostgreSQL record store).")
+            return cfg
+        if not cfg.records.startswith(("postgresql://", "postgres://")):
+            raise ConfigError(f"storage.records must be 'sqlite' or a 'postgresql://...' URL, got {cfg.records!r}.")
+        if re.search(r"://[^/@]*:[^/@]*@", cfg.records) or "password=" in cfg.records:
+            raise ConfigError("storage.records holds a password; credentials never go in deployment.json. Remove it "
+                              "and set SAFEFACE_PG_PASSWORD or SAFEFACE_PG_PASSWORD_FILE instead.")
+        if not cfg.vectors.startswith(("milvus:", "milvus-lite:")):
+            raise ConfigError("storage.vectors must be 'milvus:<uri>' or 'milvus-lite:<file>' with a PostgreSQL "
+                              f"record store, got {cfg.vectors!r}.")
+        if not re.match(r"^[A-Za-z_][A-Za-z0-9_]{0,200}$", cfg.collection):
+            raise ConfigError(f"storage.collection must be a plain name, got {cfg.collection!r}.")
+        return cfg
+
+
+def secret_from_env(name: str) -> Optional[str]:
+    """$NAME, or the contents of the file $NAME_FILE; None when neither is set."""
+    value = os.environ.get(name)
+    if value:
+        return value
+    path = os.environ.get(name + "_FILE")
+    if path:
+        try:
+            return Path(path).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(f"cannot read {name}_FILE ({path}: {exc.strerror}).") from None
+    return None
+
+
+def open_store(cfg: StorageConfig, root: Path, gallery_path: Path, keyring: Keyring, dim: int) -> Any:
+    """The workspace's TemplateStore."""
+    if not cfg.server:
+        from .gallery import Gallery
+
+        return Gallery.open(gallery_path, keyring, dim)
+    from .server import ServerStore
+    from .vectors import MilvusVectors
+
+    token = secret_from_env("SAFEFACE_MILVUS_TOKEN")
+    return ServerStore.open(
+        cfg.records, secret_from_env("SAFEFACE_PG_PASSWORD"),
+        lambda: MilvusVectors.connect(cfg.vectors, root, cfg.collection, dim, cfg.vector_index, token),
+        keyring, dim, cfg.namespace)

@@ -1,0 +1,607 @@
+"""The server store: sealed rows in PostgreSQL (the store of record), protected vectors in Milvus
+(an index of it). Many processes on many machines share one workspace through it.
+
+The rows are those of the SQLite gallery, sealed the same way (storage/rows.py). Nothing is held
+in memory: opening reads the meta and the pending list, not the rows, so a process joins in
+seconds whatever the gallery size; every read goes to PostgreSQL and sees every commit.
+
+Records first, vectors second. Every write runs under a PostgreSQL advisory lock (the store's
+write lock, which erasure and revocation also hold): one transaction changes the rows and notes
+each row whose vector must change in ``pending``; after the commit, still under the lock, Milvus
+is written and the notes cleared. A crash or an unreachable Milvus between the two leaves notes
+that the next write or the next open carries out (reconciling by row id). An erasure reports its
+vectors "removed" only once a query by id finds none of them, otherwise "pending". A search asks
+Milvus for candidates, then opens each candidate's record and scores it from there: a row
+erased, expired or outside the purpose is never returned, whatever Milvus still holds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import threading
+from contextlib import AbstractContextManager, contextmanager
+from datetime import datetime
+from typing import Any, Callable, Iterator, Optional, Sequence
+
+import numpy as np
+
+from ..errors import BackendError, ConfigError
+from ..hazmat.templates.keyring import Keyring
+from ..hazmat.templates.transform import TemplateTransform
+from ..hazmat.templates.sealing import Sealer
+from .rows import (ROW_COLS, Enrollment, Entry, ErasureResult, GalleryRow, Keys, Match, RekeyResult,
+                   check_embedding, check_purposes, check_text, describe, from_us, initial_meta, iso, keys_from_meta,
+                   pseudonym_of, seal_row, to_us, unseal_row, utc_now)
+from .vectors import MilvusVectors
+
+NAMESPACE_RE = re.compile(r"^[a-z_][a-z0-9_]{0,40}$")
+REBUILD = 0  # the pending note's row id that asks for the whole index to be rebuilt
+FETCH_MAX = 16384  # Milvus's largest search limit
+
+_SCHEMA = """
+CREATE SCHEMA IF NOT EXISTS {ns};
+CREATE TABLE IF NOT EXISTS {ns}.meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS {ns}.rows (
+    row_id BIGSERIAL PRIMARY KEY,
+    pseudonym TEXT NOT NULL,
+    purposes TEXT NOT NULL,
+    token_id TEXT NOT NULL,
+    provenance TEXT NOT NULL,
+    expires_us BIGINT NOT NULL,
+    created_at TEXT NOT NULL,
+    last_interaction TEXT,
+    transform_version INTEGER NOT NULL,
+    seal_version INTEGER NOT NULL,
+    sealed BYTEA NOT NULL
+);
+CREATE INDEX IF NOT EXISTS rows_pseudonym ON {ns}.rows (pseudonym);
+CREATE INDEX IF NOT EXISTS rows_token ON {ns}.rows (token_id);
+CREATE INDEX IF NOT EXISTS rows_expiry ON {ns}.rows (expires_us);
+CREATE TABLE IF NOT EXISTS {ns}.pending (row_id BIGINT PRIMARY KEY, op TEXT NOT NULL)
+"""
+
+
+def pg_connect(dsn: str, password: Optional[str], where: str) -> Any:
+    try:
+        import psycopg
+    except ImportError:
+        raise ConfigError("the deployment keeps its records in PostgreSQL, but psycopg is not installed: "
+                          "pip install 'safeface[server]'.") from None
+    kwargs: dict[str, Any] = {"autocommit": True, "connect_timeout": 5}
+    if password is not None:
+        kwargs["password"] = password
+    try:
+        return psycopg.connect(dsn, **kwargs)
+    except psycopg.Error as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[-1][:200]
+        raise BackendError(f"{where} cannot be reached or refused the credentials ({first}). Check that it runs and "
+                           "that SAFEFACE_PG_PASSWORD (or SAFEFACE_PG_PASSWORD_FILE) is right; nothing was written."
+                           ) from None
+
+
+class AdvisoryLock:
+    """The store's write lock: a PostgreSQL session advisory lock on its own connection (so it
+    spans processes and machines, and the server releases it if the holder dies), re-entrant
+    within a process."""
+
+    def __init__(self, conn: Any, key: int) -> None:
+        self._conn = conn
+        self._key = key
+        self._thread_lock = threading.RLock()
+        self._depth = 0
+
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        with self._thread_lock:
+            if self._depth == 0:
+                self._conn.execute("SELECT pg_advisory_lock(%s)", (self._key,))
+            self._depth += 1
+            try:
+                yield
+            finally:
+                self._depth -= 1
+                if self._depth == 0:
+                    self._conn.execute("SELECT pg_advisory_unlock(%s)", (self._key,))
+
+
+class ServerStore:
+    """Sealed rows in PostgreSQL, protected vectors in Milvus. Use `ServerStore.open`."""
+
+    def __init__(self, conn: Any, lock_conn: Any, where: str, ns: str, keyring: Keyring, dim: int,
+                 vectors: MilvusVectors) -> None:
+        self._conn = conn
+        self._lock_conn = lock_conn
+        self.where = where
+        self._ns = ns
+        self._keyring = keyring
+        self._dim = dim
+        self.vectors = vectors
+        self._lock = threading.RLock()  # one statement at a time on the connection
+        key = int.from_bytes(hashlib.sha256(f"safeface write lock {ns}".encode()).digest()[:8], "big", signed=True)
+        self._write_lock = AdvisoryLock(lock_conn, key)
+        self._keys: Optional[Keys] = None
+        self._pseudonym_version = 0
+        self._closed = False
+        # Test seam: called with a point name ("add:recorded", "erase:recorded") between the
+        # record's commit and the vector write, so a test can stop the process there.
+        self._hook: Optional[Callable[[str], None]] = None
+
+    def __repr__(self) -> str:
+        return f"ServerStore({self.where!r}, {self.vectors!r})"
+
+    # ---------------------------------------------------------------- opening
+
+    @classmethod
+    def open(cls, dsn: str, password: Optional[str], vectors: Callable[[], MilvusVectors], keyring: Keyring,
+             dim: int, namespace: str = "safeface") -> "ServerStore":
+        """Connect, check the records' schema, dimension and keys and the Milvus collection, and
+        only then create what is missing; carry out pending vector writes. Reads no row."""
+        if not NAMESPACE_RE.match(namespace):
+            raise ConfigError(f"storage.namespace must be a lower-case SQL name, got {namespace!r}.")
+        where = f"the PostgreSQL record store {_safe_dsn(dsn)} (schema {namespace})"
+        conn = pg_connect(dsn, password, where)
+        lock_conn = None
+        vec = None
+        try:
+            lock_conn = pg_connect(dsn, password, where)
+            meta = _read_meta(conn, namespace) if _exists(conn, namespace) else None
+            if meta is not None:
+                keys_from_meta(meta, keyring, dim, where)
+            vec = vectors()
+            store = cls(conn, lock_conn, where, namespace, keyring, dim, vec)
+            with store._write_lock.held():
+                store._create(meta is None)
+                vec.ensure()
+                store._keys, store._pseudonym_version = keys_from_meta(_read_meta(conn, namespace), keyring, dim,
+                                                                       where)
+                store._drain_pending(best_effort=True)
+            return store
+        except BaseException:
+            for c in (conn, lock_conn):
+                if c is not None:
+                    c.close()
+            if vec is not None:
+                vec.close()
+            raise
+
+    def _create(self, fresh: bool) -> None:
+        if not fresh:
+            return
+        with self._conn.transaction():
+            for stmt in _SCHEMA.format(ns=self._ns).split(";"):
+                if stmt.strip():
+                    self._conn.execute(stmt)
+            if not self._conn.execute(f"SELECT 1 FROM {self._ns}.meta LIMIT 1").fetchone():
+                with self._conn.cursor() as cur:
+                    cur.executemany(f"INSERT INTO {self._ns}.meta (k, v) VALUES (%s, %s)",
+                                    list(initial_meta(self._keyring, self._dim).items()))
+
+    def close(self) -> None:
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                self._conn.close()
+                self._lock_conn.close()
+                self.vectors.close()
+
+    def __enter__(self) -> "ServerStore":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def dim(self) -> int:
+        return self._dim
+
+    @property
+    def key_versions(self) -> dict[str, int]:
+        k = self._require_keys()
+        return {"transform": k.transform_version, "seal": k.seal_version}
+
+    def _require_keys(self) -> Keys:
+        if self._closed or self._keys is None:
+            raise ConfigError(f"{self.where} is closed.")
+        return self._keys
+
+    def _at(self, point: str) -> None:
+        if self._hook is not None:
+            self._hook(point)
+
+    def _sql(self, query: str, args: Sequence[Any] = ()) -> list[Any]:
+        with self._lock:
+            self._require_keys()
+            try:
+                cur = self._conn.execute(query.format(ns=self._ns), args)
+                return cur.fetchall() if cur.description else []
+            except Exception as exc:
+                _raise_pg(exc, self.where)
+                raise
+
+    def pseudonym(self, subject_id: str) -> str:
+        self._require_keys()
+        return pseudonym_of(self._keyring, self._pseudonym_version, subject_id)
+
+    def locked(self) -> AbstractContextManager[None]:
+        """The write lock (threads, processes and machines) that every write of this store holds."""
+        return self._write_lock.held()
+
+    # ---------------------------------------------------------------- the vector side
+
+    def _note(self, ids: Sequence[int], op: str) -> None:
+        """Inside a record transaction: these rows' vectors must be written ("upsert") or removed."""
+        with self._conn.cursor() as cur:
+            cur.executemany(f"INSERT INTO {self._ns}.pending (row_id, op) VALUES (%s, %s) "
+                            "ON CONFLICT (row_id) DO UPDATE SET op = EXCLUDED.op", [(int(r), op) for r in ids])
+
+    def _clear(self, ids: Sequence[int]) -> None:
+        for i in range(0, len(ids), 10_000):
+            self._sql("DELETE FROM {ns}.pending WHERE row_id = ANY(%s)", ([int(r) for r in ids[i:i + 10_000]],))
+
+    def _upsert_vectors(self, ids: Sequence[int]) -> None:
+        """Write the vectors of these rows as the records hold them now (rows gone are removed)."""
+        keys = self._require_keys()
+        found: dict[int, tuple[Entry, np.ndarray]] = {}
+        for i in range(0, len(ids), 5000):
+            part = [int(r) for r in ids[i:i + 5000]]
+            for r in self._sql(f"SELECT {ROW_COLS} FROM {{ns}}.rows WHERE row_id = ANY(%s)", (part,)):
+                entry, vec, _ = unseal_row(keys, r, self._dim)
+                found[int(r[0])] = (entry, vec)
+        if found:
+            rids = list(found)
+            self.vectors.upsert(rids, np.stack([v for _, v in found.values()]),
+                                [sorted(e.purposes) for e, _ in found.values()], [e.expires_us for e, _ in found.values()])
+        gone = [int(r) for r in ids if int(r) not in found]
+        if gone:
+            self.vectors.delete(gone)
+
+    def _remove_vectors(self, ids: Sequence[int]) -> bool:
+        """Delete, then confirm by a query by id; True when none is left."""
+        self.vectors.delete(ids)
+        return not self.vectors.present(ids)
+
+    def _drain_pending(self, best_effort: bool = False) -> int:
+        """Carry out the vector writes the records still ask for. Under the write lock."""
+        notes = self._sql("SELECT row_id, op FROM {ns}.pending ORDER BY row_id")
+        if not notes:
+            return 0
+        try:
+            if any(int(r) == REBUILD for r, _ in notes):
+                self._rebuild_vectors()
+                return len(notes)
+            ups = [int(r) for r, op in notes if op == "upsert"]
+            dels = [int(r) for r, op in notes if op == "delete"]
+            if ups:
+                self._upsert_vectors(ups)
+                self._clear(ups)
+            if dels and self._remove_vectors(dels):
+                self._clear(dels)
+        except BackendError:
+            if not best_effort:
+                raise
+        return len(notes)
+
+    def pending(self) -> dict[str, int]:
+        """How many vector writes and removals the records still wait for."""
+        return {str(op): int(n) for op, n in self._sql("SELECT op, COUNT(*) FROM {ns}.pending GROUP BY op")}
+
+    def rebuild_index(self) -> int:
+        """Rebuild the Milvus collection from the records; returns the number of vectors."""
+        with self.locked():
+            return self._rebuild_vectors()
+
+    def _rebuild_vectors(self) -> int:
+        keys = self._require_keys()
+        self.vectors.drop()
+        self.vectors.ensure()
+        n = 0
+        last = -1
+        while True:
+            batch = self._sql(f"SELECT {ROW_COLS} FROM {{ns}}.rows WHERE row_id > %s ORDER BY row_id LIMIT 5000",
+                              (last,))
+            if not batch:
+                break
+            opened = [unseal_row(keys, r, self._dim) for r in batch]
+            self.vectors.upsert([int(r[0]) for r in batch], np.stack([v for _, v, _ in opened]),
+                                [sorted(e.purposes) for e, _, _ in opened], [e.expires_us for e, _, _ in opened])
+            n += len(batch)
+            last = int(batch[-1][0])
+        self._sql("DELETE FROM {ns}.pending")
+        return n
+
+    # ---------------------------------------------------------------- writing
+
+    @contextmanager
+    def _write(self) -> Iterator[None]:
+        """One record transaction under the write lock, after any vector writes still pending."""
+        with self._write_lock.held(), self._lock:
+            self._drain_pending(best_effort=True)
+            try:
+                with self._conn.transaction():
+                    yield
+            except Exception as exc:
+                _raise_pg(exc, self.where)
+                raise
+
+    def add_many(self, items: Sequence[Enrollment], *, decide: Optional[Callable[[], None]] = None,
+                 before_commit: Optional[Callable[[list[GalleryRow]], None]] = None) -> list[GalleryRow]:
+        """Store several templates: the records in one transaction (all or none), then their
+        vectors. Both hooks run inside the transaction, under the write lock (as in the SQLite
+        gallery). Milvus is checked first, so an unreachable index refuses before anything is
+        written; if it fails between the two writes the vectors are written later."""
+        prepared = []
+        for it in items:
+            purposes_t = check_purposes(it.purposes)
+            check_text(it.token_id, "token_id")
+            check_text(it.provenance, "provenance")
+            prepared.append((self.pseudonym(it.subject_id), check_embedding(it.embedding, self._dim), purposes_t,
+                             it.token_id, it.provenance, to_us(it.expires_at, "expires_at"), it.token))
+        created = utc_now()
+        out: list[GalleryRow] = []
+        with self._write_lock.held():
+            self.vectors.ensure()  # reachable, and the collection is there
+            with self._write():
+                if decide is not None:
+                    decide()
+                keys = self._require_keys()
+                raw = np.stack([v for _, v, *_ in prepared]) if prepared else np.zeros((0, self._dim))
+                templates = keys.transform.apply(raw).astype(np.float32)
+                ids = [int(r[0]) for r in self._conn.execute(
+                    f"SELECT nextval(pg_get_serial_sequence('{self._ns}.rows', 'row_id')) "
+                    "FROM generate_series(1, %s)", (len(prepared),)).fetchall()] if prepared else []
+                records = []
+                for rid, (ps, _, purposes_t, token_id, prov, exp_us, token), t in zip(ids, prepared, templates):
+                    records.append((rid, ps, json.dumps(list(purposes_t)), token_id, prov, exp_us, iso(created),
+                                    iso(created), keys.transform_version, keys.seal_version,
+                                    seal_row(keys, rid, ps, purposes_t, token_id, prov, exp_us, t, token)))
+                    out.append(GalleryRow(rid, ps, purposes_t, token_id, from_us(exp_us), prov, created, created))
+                with self._conn.cursor() as cur:
+                    cur.executemany(f"INSERT INTO {self._ns}.rows (row_id, pseudonym, purposes, token_id, provenance, "
+                                    "expires_us, created_at, last_interaction, transform_version, seal_version, "
+                                    "sealed) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)", records)
+                self._note(ids, "upsert")
+                if before_commit is not None:
+                    before_commit(out)
+            self._at("add:recorded")
+            try:
+                self.vectors.upsert(ids, templates, [p for _, _, p, *_ in prepared], [p[5] for p in prepared])
+                self._clear(ids)
+            except BackendError:
+                pass  # recorded; the note stays and the next write or open writes the vectors
+        return out
+
+    def _erase(self, where: str, args: tuple[Any, ...]) -> tuple[list[tuple[int, str]], Optional[str]]:
+        with self._write_lock.held():
+            with self._write():
+                found = [(int(r), str(p)) for r, p in self._conn.execute(
+                    f"DELETE FROM {self._ns}.rows WHERE {where} RETURNING row_id, pseudonym", args).fetchall()]
+                self._note([r for r, _ in found], "delete")
+            if not found:
+                return found, None
+            self._at("erase:recorded")
+            ids = [r for r, _ in found]
+            try:
+                if self._remove_vectors(ids):
+                    self._clear(ids)
+                    return found, "removed"
+            except BackendError:
+                pass
+            return found, "pending"
+
+    def erase_subject(self, subject_id: str) -> ErasureResult:
+        """Remove every row of the subject from the records and its vectors from Milvus."""
+        p = self.pseudonym(subject_id)
+        found, vectors = self._erase("pseudonym = %s", (p,))
+        return ErasureResult(p, tuple(sorted(r for r, _ in found)), len(found), vectors)
+
+    def remove_token(self, token_id: str) -> ErasureResult:
+        check_text(token_id, "token_id")
+        found, vectors = self._erase("token_id = %s", (token_id,))
+        ps = {p for _, p in found}
+        return ErasureResult(ps.pop() if len(ps) == 1 else None, tuple(sorted(r for r, _ in found)), len(found),
+                             vectors)
+
+    def purge_expired(self, now: Optional[datetime] = None) -> list[ErasureResult]:
+        now_us = to_us(now or utc_now(), "now")
+        found, vectors = self._erase("expires_us <= %s", (now_us,))
+        by_p: dict[str, list[int]] = {}
+        for r, p in found:
+            by_p.setdefault(p, []).append(r)
+        return [ErasureResult(p, tuple(sorted(rs)), len(rs), vectors) for p, rs in by_p.items()]
+
+    def touch(self, subject_id: str, now: Optional[datetime] = None, new_expiry: Optional[datetime] = None) -> int:
+        """Record an interaction; optionally move the expiry of the subject's rows (re-sealed, and
+        their vectors' expiry field rewritten)."""
+        now_t = now or utc_now()
+        to_us(now_t, "now")
+        exp_us = None if new_expiry is None else to_us(new_expiry, "new_expiry")
+        p = self.pseudonym(subject_id)
+        with self._write_lock.held():
+            with self._write():
+                keys = self._require_keys()
+                rows = self._conn.execute(f"SELECT {ROW_COLS} FROM {self._ns}.rows WHERE pseudonym = %s",
+                                          (p,)).fetchall()
+                self._conn.execute(f"UPDATE {self._ns}.rows SET last_interaction = %s WHERE pseudonym = %s",
+                                   (iso(now_t), p))
+                if exp_us is not None and rows:
+                    for r in rows:
+                        entry, vec, token = unseal_row(keys, r, self._dim)
+                        sealed = seal_row(keys, int(r[0]), p, sorted(entry.purposes), entry.token_id, str(r[4]),
+                                          exp_us, vec, token)
+                        self._conn.execute(f"UPDATE {self._ns}.rows SET expires_us = %s, sealed = %s "
+                                           "WHERE row_id = %s", (exp_us, sealed, int(r[0])))
+                    self._note([int(r[0]) for r in rows], "upsert")
+            if exp_us is not None and rows:
+                self._drain_pending(best_effort=True)
+        return len(rows)
+
+    def rekey(self, keyring: Optional[Keyring] = None) -> RekeyResult:
+        """Move every record to the newest transform and seal keys in one transaction, then
+        rebuild the vectors (a note asks for it, so a crash between the two finishes on open)."""
+        target = keyring or self._keyring
+        with self._write_lock.held():
+            with self._write():
+                old = self._require_keys()
+                meta = _read_meta(self._conn, self._ns)
+                pv = int(meta["pseudonym_version"])
+                if pv not in target.versions("pseudonym") or target.key_id("pseudonym", pv) != meta["pseudonym_key_id"]:
+                    raise ConfigError("the new keyring does not hold this store's pseudonym key; the pseudonym key "
+                                      "cannot change, so carry it over to the new keyring.")
+                tv, sv = target.version("transform"), target.version("seal")
+                t_id, s_id = target.key_id("transform", tv), target.key_id("seal", sv)
+                if t_id == meta["transform_key_id"] and s_id == meta["seal_key_id"]:
+                    return RekeyResult(0, (old.transform_version, tv), (old.seal_version, sv))
+                same = t_id == meta["transform_key_id"]
+                new = Keys(tv, sv, old.transform if same else TemplateTransform.from_key(target.key("transform", tv),
+                                                                                          self._dim),
+                           Sealer(target.key("seal", sv)))
+                rows = self._conn.execute(f"SELECT {ROW_COLS} FROM {self._ns}.rows ORDER BY row_id").fetchall()
+                for r in rows:
+                    entry, t_old, token = unseal_row(old, r, self._dim)
+                    t_new = (t_old if same else old.transform.rekey_to(new.transform, t_old)).astype("<f4")
+                    sealed = seal_row(new, int(r[0]), entry.pseudonym, json.loads(r[2]), entry.token_id, str(r[4]),
+                                      entry.expires_us, t_new, token)
+                    self._conn.execute(f"UPDATE {self._ns}.rows SET transform_version = %s, seal_version = %s, "
+                                       "sealed = %s WHERE row_id = %s", (tv, sv, sealed, int(r[0])))
+                with self._conn.cursor() as cur:
+                    cur.executemany(f"UPDATE {self._ns}.meta SET v = %s WHERE k = %s", [
+                        (str(tv), "transform_version"), (t_id, "transform_key_id"),
+                        (str(sv), "seal_version"), (s_id, "seal_key_id")])
+                if not same:
+                    self._note([REBUILD], "rebuild")
+            self._keyring = target
+            self._keys = new
+            self._drain_pending(best_effort=True)
+        return RekeyResult(len(rows), (old.transform_version, tv), (old.seal_version, sv))
+
+    # ---------------------------------------------------------------- reading
+
+    def _open_rows(self, ids: Sequence[int]) -> dict[int, tuple[Entry, np.ndarray]]:
+        keys = self._require_keys()
+        out = {}
+        for r in self._sql(f"SELECT {ROW_COLS} FROM {{ns}}.rows WHERE row_id = ANY(%s)", ([int(i) for i in ids],)):
+            entry, vec, _ = unseal_row(keys, r, self._dim)
+            out[int(r[0])] = (entry, vec)
+        return out
+
+    def search(self, embedding: np.ndarray, purpose: str, k: int = 5, threshold: Optional[float] = None,
+               now: Optional[datetime] = None) -> list[Match]:
+        """The best-matching subjects (one match each, their best row) among rows whose purposes
+        include `purpose` and that have not expired at `now`, best first, at most `k`. Milvus
+        proposes; each proposal is opened from the records and scored from its sealed template."""
+        check_text(purpose, "purpose")
+        if isinstance(k, bool) or not isinstance(k, int) or k <= 0:
+            raise ConfigError(f"k must be a positive integer, got {k!r}.")
+        now_us = to_us(now or utc_now(), "now")
+        q = self._require_keys().transform.apply(check_embedding(embedding, self._dim)).astype(np.float32)
+        fetch = min(FETCH_MAX, 4 * k)
+        while True:
+            hits = self.vectors.search(q, purpose, now_us, fetch)
+            if threshold is not None:
+                hits = [(i, s) for i, s in hits if s >= threshold - 1e-4]
+            opened = self._open_rows([i for i, _ in hits])
+            best: dict[str, Match] = {}
+            for rid, (entry, vec) in opened.items():
+                if purpose not in entry.purposes or entry.expires_us <= now_us:
+                    continue
+                score = float(np.dot(vec, q))
+                if threshold is not None and score < threshold:
+                    continue
+                m = best.get(entry.pseudonym)
+                if m is None or score > m.score:
+                    best[entry.pseudonym] = Match(entry.pseudonym, score, rid, entry.token_id)
+            if len(best) >= k or len(hits) < fetch or fetch >= FETCH_MAX:
+                break
+            fetch = min(FETCH_MAX, fetch * 4)
+        return sorted(best.values(), key=lambda m: -m.score)[:k]
+
+    def verify(self, subject_id: str, embedding: np.ndarray, purpose: str,
+               now: Optional[datetime] = None) -> Optional[float]:
+        """The best score between the embedding and the subject's rows allowed for `purpose` at
+        `now`, from the records alone; None when there is no such row."""
+        check_text(purpose, "purpose")
+        now_us = to_us(now or utc_now(), "now")
+        keys = self._require_keys()
+        q = keys.transform.apply(check_embedding(embedding, self._dim)).astype(np.float32)
+        scores = []
+        for r in self._sql(f"SELECT {ROW_COLS} FROM {{ns}}.rows WHERE pseudonym = %s", (self.pseudonym(subject_id),)):
+            entry, vec, _ = unseal_row(keys, r, self._dim)
+            if purpose in entry.purposes and entry.expires_us > now_us:
+                scores.append(float(np.dot(vec, q)))
+        return max(scores) if scores else None
+
+    def _described(self, where: str, args: tuple[Any, ...]) -> list[GalleryRow]:
+        keys = self._require_keys()
+        out = []
+        for r in self._sql(f"SELECT {ROW_COLS}, created_at, last_interaction FROM {{ns}}.rows {where} ORDER BY row_id",
+                           args):
+            entry, _, token = unseal_row(keys, r[:9], self._dim)
+            out.append(describe(entry, r[0], r[4], r[9], r[10], token))
+        return out
+
+    def rows(self) -> list[GalleryRow]:
+        """Every row's description (never a template), each checked against its seal."""
+        return self._described("", ())
+
+    def rows_for(self, subject_id: str) -> list[GalleryRow]:
+        return self._described("WHERE pseudonym = %s", (self.pseudonym(subject_id),))
+
+    def sealed_rows(self, after: int = -1, limit: int = 5000) -> list[tuple[Any, ...]]:
+        """Rows as stored (sealed), for copying between stores."""
+        return [tuple(r) for r in self._sql(f"SELECT {ROW_COLS}, created_at, last_interaction FROM {{ns}}.rows "
+                                            "WHERE row_id > %s ORDER BY row_id LIMIT %s", (after, limit))]
+
+    def meta(self) -> dict[str, str]:
+        with self._lock:
+            return _read_meta(self._conn, self._ns)
+
+    def import_sealed(self, rows: Sequence[tuple[Any, ...]]) -> None:
+        """Copy rows sealed by another store of this deployment verbatim (same row ids, so the
+        seals still open), noting their vectors for writing. Refuses a store that is not empty
+        or is under other keys: the caller copies into a fresh store only."""
+        with self._write_lock.held():
+            with self._write():
+                with self._conn.cursor() as cur:
+                    cur.executemany(f"INSERT INTO {self._ns}.rows (row_id, pseudonym, purposes, token_id, provenance, "
+                                    "expires_us, transform_version, seal_version, sealed, created_at, "
+                                    "last_interaction) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                                    [tuple(r[:8]) + (bytes(r[8]),) + tuple(r[9:11]) for r in rows])
+                self._conn.execute(f"SELECT setval(pg_get_serial_sequence('{self._ns}.rows', 'row_id'), "
+                                   f"GREATEST((SELECT COALESCE(MAX(row_id), 0) FROM {self._ns}.rows), 1))")
+                self._note([int(r[0]) for r in rows], "upsert")
+            self._drain_pending()
+
+    def has_subject(self, subject_id: str) -> bool:
+        return bool(self._sql("SELECT 1 FROM {ns}.rows WHERE pseudonym = %s LIMIT 1", (self.pseudonym(subject_id),)))
+
+    def subject_count(self) -> int:
+        return int(self._sql("SELECT COUNT(DISTINCT pseudonym) FROM {ns}.rows")[0][0])
+
+    def __len__(self) -> int:
+        return int(self._sql("SELECT COUNT(*) FROM {ns}.rows")[0][0])
+
+
+def _exists(conn: Any, ns: str) -> bool:
+    return conn.execute("SELECT to_regclass(%s)", (f"{ns}.meta",)).fetchone()[0] is not None
+
+
+def _read_meta(conn: Any, ns: str) -> dict[str, str]:
+    return {str(k): str(v) for k, v in conn.execute(f"SELECT k, v FROM {ns}.meta").fetchall()}
+
+
+def _safe_dsn(dsn: str) -> str:
+    """The DSN without any password, for messages."""
+    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", re.sub(r"password=\S+", "password=***", dsn))
+
+
+def _raise_pg(exc: BaseException, where: str) -> None:
+    """A connection lost mid-call becomes a BackendError naming the record store."""
+    try:
+        import psycopg
+    except ImportError:
+        return
+    if isinstance(exc, psycopg.OperationalError):
+        raise BackendError(f"{where} failed ({str(exc).strip().splitlines()[-1][:160] if str(exc).strip() else ''}); "
+                           "the write was rolled back.") from None

@@ -1,0 +1,77 @@
+"""Moving a local workspace's templates (SQLite) to the server backends (PostgreSQL and Milvus).
+
+The sealed rows are copied as they are, with their row ids, so their seals still open and no
+template is unsealed on the way to PostgreSQL; Milvus receives the protected templates, opened
+from the copied records. Nothing raw exists at any step: no image, no raw embedding. The copy is
+checked (every row's description, token and seal equal on both sides; every vector present in
+Milvus) before the local files are overwritten and removed. The audit log is not moved, so its
+chain simply continues; the migration is one entry in it."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Mapping
+
+from ..errors import ConfigError, IntegrityError
+from ..hazmat.templates.keyring import Keyring
+from ..storage.factory import StorageConfig, open_store
+
+BATCH = 5000
+_SAME = ("schema", "dim", "transform_version", "transform_key_id", "seal_version", "seal_key_id",
+         "pseudonym_version", "pseudonym_key_id")
+
+
+def copy_to_server(old: Any, section: Mapping[str, Any], root: Path, keyring: Keyring, dim: int) -> tuple[Any, int]:
+    """Copy every sealed row of the local gallery `old` into the server store `section` names,
+    and check the copy. Returns the opened server store and the row count. The caller holds
+    the old store's write lock."""
+    cfg = StorageConfig.from_section(section)
+    if not cfg.server:
+        raise ConfigError("storage migrate --to server needs a postgresql:// record store and a Milvus target.")
+    target = open_store(cfg, root, root / "unused", keyring, dim)
+    try:
+        if len(target) != 0:
+            raise ConfigError(f"{target.where} already holds rows; migrate into an empty database or namespace.")
+        mine, theirs = old.meta(), target.meta()
+        differ = [k for k in _SAME if mine.get(k) != theirs.get(k)]
+        if differ:
+            raise ConfigError(f"{target.where} is under other keys or another schema ({', '.join(differ)}); migrate "
+                              "into an empty database or namespace.")
+        after, n = -1, 0
+        while True:
+            rows = old.sealed_rows(after, BATCH)
+            if not rows:
+                break
+            target.import_sealed(rows)
+            n += len(rows)
+            after = int(rows[-1][0])
+        if old.rows() != target.rows():
+            raise IntegrityError(f"the copy in {target.where} differs from the local gallery; the local files are "
+                                 "kept. Drop the copy and migrate again.")
+        ids = [r.row_id for r in target.rows()]
+        if target.pending() or len(target.vectors.present(ids)) != len(ids):
+            raise IntegrityError(f"{target.vectors.where} does not hold every vector of the copy; the local files "
+                                 "are kept. Run the migration again once Milvus is reachable.")
+        return target, n
+    except BaseException:
+        target.close()
+        raise
+
+
+def erase_file(path: Path) -> bool:
+    """Overwrite a file with zeros, flush it, then remove it (best effort on flash and
+    copy-on-write file systems, which may keep old blocks; the rows were sealed anyway)."""
+    if not path.exists():
+        return False
+    size = path.stat().st_size
+    with open(path, "r+b") as f:
+        left = size
+        while left > 0:
+            step = min(left, 1 << 20)
+            f.write(b"\0" * step)
+            left -= step
+        f.flush()
+        os.fsync(f.fileno())
+    path.unlink()
+    return True

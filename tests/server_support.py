@@ -1,0 +1,152 @@
+"""A real PostgreSQL cluster and a real Milvus Lite server for the server-store tests, started once
+per test session in a temporary folder on free ports.
+
+PostgreSQL comes from Debian's postgresql package (initdb, pg_ctl); initdb refuses to run as
+root, so as root the cluster runs as the `postgres` system user. Password authentication is on
+(scram-sha-256), so wrong credentials are refused as they would be in production."""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Optional
+
+import pytest
+
+PG_USER = "safeface_test"
+PG_PASSWORD = "not a secret: test cluster only"
+
+
+def _pg_bin() -> Optional[Path]:
+    for d in sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True):
+        if Path(d, "initdb").is_file() and Path(d, "pg_ctl").is_file():
+            return Path(d)
+    found = shutil.which("initdb")
+    return Path(found).parent if found else None
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _as_owner(cmd: list[str], owner: Optional[str]) -> list[str]:
+    return ["runuser", "-u", owner, "--", *cmd] if owner else cmd
+
+
+@dataclass
+class PgCluster:
+    bin: Path
+    data: Path
+    port: int
+    owner: Optional[str]
+
+    def dsn(self, db: str = "postgres", user: str = PG_USER) -> str:
+        return f"postgresql://{user}@127.0.0.1:{self.port}/{db}"
+
+    def new_database(self) -> str:
+        import psycopg
+
+        name = "t_" + uuid.uuid4().hex[:12]
+        with psycopg.connect(self.dsn(), password=PG_PASSWORD, autocommit=True) as c:
+            c.execute(f"CREATE DATABASE {name}")
+        return self.dsn(name)
+
+    def stop(self) -> None:
+        subprocess.run(_as_owner([str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "stop"],
+                                 self.owner), capture_output=True, timeout=60)
+
+
+def start_pg(base: Path) -> PgCluster:
+    bin_dir = _pg_bin()
+    if bin_dir is None:
+        pytest.skip("PostgreSQL's server binaries (initdb, pg_ctl) are absent: apt-get install postgresql")
+    owner = "postgres" if os.geteuid() == 0 else None
+    base.mkdir(parents=True, exist_ok=True)
+    data, pwfile = base / "pgdata", base / "pwfile"
+    pwfile.write_text(PG_PASSWORD + "\n")
+    if owner:
+        shutil.chown(base, owner)
+        shutil.chown(pwfile, owner)
+        os.chmod(base, 0o700)
+    subprocess.run(_as_owner([str(bin_dir / "initdb"), "-D", str(data), "-U", PG_USER, "--auth=scram-sha-256",
+                              f"--pwfile={pwfile}", "-E", "UTF8", "--no-sync"], owner),
+                   check=True, capture_output=True, timeout=120)
+    port = free_port()
+    opts = f"-c listen_addresses=127.0.0.1 -c port={port} -c unix_socket_directories={base} -c fsync=off"
+    subprocess.run(_as_owner([str(bin_dir / "pg_ctl"), "-D", str(data), "-o", opts, "-l", str(base / "log"), "-w",
+                              "start"], owner), check=True, capture_output=True, timeout=120)
+    return PgCluster(bin_dir, data, port, owner)
+
+
+@dataclass
+class MilvusServer:
+    proc: subprocess.Popen  # type: ignore[type-arg]
+    port: int
+    data: Path
+
+    @property
+    def uri(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def start_milvus(data: Path) -> MilvusServer:
+    """Milvus Lite as a server process, so several processes can share one collection."""
+    port = free_port()
+    log = open(data.parent / f"milvus-{port}.log", "wb")
+    proc = subprocess.Popen([sys.executable, "-m", "milvus_lite", "server", "--data-dir", str(data), "--host",
+                             "127.0.0.1", "--port", str(port)], stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the Milvus Lite server exited: {(data.parent / f'milvus-{port}.log').read_text()}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return MilvusServer(proc, port, data)
+        except OSError:
+            time.sleep(0.2)
+    proc.kill()
+    raise RuntimeError("the Milvus Lite server did not start within 60 s")
+
+
+def server_modules() -> None:
+    for mod in ("psycopg", "pymilvus", "milvus_lite"):
+        try:
+            __import__(mod)
+        except ImportError:
+            pytest.skip(f"{mod} is not installed: pip install '.[server,test]'")
+
+
+def pg_fixture() -> Iterator[PgCluster]:
+    """A session's cluster, in a folder of its own under the system temp dir (pytest's temp
+    folders are private to the user running the tests, which the `postgres` user cannot enter)."""
+    server_modules()
+    base = Path(tempfile.mkdtemp(prefix="safeface-pg-"))
+    cluster = start_pg(base)
+    old = os.environ.get("SAFEFACE_PG_PASSWORD")
+    os.environ["SAFEFACE_PG_PASSWORD"] = PG_PASSWORD
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+        if old is None:
+            os.environ.pop("SAFEFACE_PG_PASSWORD", None)
+        shutil.rmtree(base, ignore_errors=True)

@@ -1,0 +1,414 @@
+"""The server store: sealed rows in a real PostgreSQL cluster, protected vectors in Milvus Lite
+(in process, and as a server several processes share). Started once per session."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+import uuid
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from child_process import child_env  # noqa: E402
+from server_support import PG_PASSWORD, MilvusServer, PgCluster, free_port, pg_fixture, server_modules, start_milvus  # noqa: E402
+
+from safeface.errors import BackendError, ConfigError, IntegrityError  # noqa: E402
+from safeface.hazmat.templates import PassphraseKeyring, ScryptParams  # noqa: E402
+from safeface.storage.factory import StorageConfig  # noqa: E402
+from safeface.storage.rows import Enrollment  # noqa: E402
+from safeface.storage.server import ServerStore  # noqa: E402
+from safeface.storage.vectors import MilvusVectors  # noqa: E402
+
+DIM = 128
+FAST = ScryptParams(n=2**10, r=8, p=1)
+LATER = datetime.now(timezone.utc) + timedelta(days=365)
+
+
+@pytest.fixture(scope="session")
+def pg() -> Iterator[PgCluster]:
+    yield from pg_fixture()
+
+
+@pytest.fixture(scope="session")
+def milvus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MilvusServer]:
+    server_modules()
+    srv = start_milvus(tmp_path_factory.mktemp("milvus") / "data")
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture
+def keyring(tmp_path: Path) -> PassphraseKeyring:
+    return PassphraseKeyring.create(tmp_path / "keys.json", "pw", FAST)
+
+
+def unit_rows(n: int, seed: int = 0) -> np.ndarray:
+    x = np.random.default_rng(seed).standard_normal((n, DIM)).astype(np.float32)
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+class Setup:
+    """One test's database and collection."""
+
+    def __init__(self, pg: PgCluster, vectors: str, root: Path, keyring: Any) -> None:
+        self.dsn = pg.new_database()
+        self.vectors = vectors
+        self.root = root
+        self.keyring = keyring
+        self.collection = "c_" + uuid.uuid4().hex[:10]
+
+    def milvus(self) -> MilvusVectors:
+        return MilvusVectors.connect(self.vectors, self.root, self.collection, DIM)
+
+    def open(self, password: str = PG_PASSWORD, dsn: str = "") -> ServerStore:
+        return ServerStore.open(dsn or self.dsn, password, self.milvus, self.keyring, DIM)
+
+
+@pytest.fixture
+def setup(pg: PgCluster, milvus: MilvusServer, tmp_path: Path, keyring: Any) -> Setup:
+    return Setup(pg, f"milvus:{milvus.uri}", tmp_path, keyring)
+
+
+def fill(store: ServerStore, x: np.ndarray, purposes: Any = ("access",), prefix: str = "s") -> list[Any]:
+    return store.add_many([Enrollment(f"{prefix}{i}", v, purposes, f"tok-{prefix}{i}", LATER) for i, v in enumerate(x)])
+
+
+def _tables(dsn: str) -> bool:
+    import psycopg
+
+    with psycopg.connect(dsn, password=PG_PASSWORD, autocommit=True) as c:
+        return c.execute("SELECT to_regclass('safeface.meta')").fetchone()[0] is not None
+
+
+# ------------------------------------------------------------------- the store's contract
+
+
+def test_enrol_search_verify_and_erase_confirmed_by_a_milvus_query(setup: Setup) -> None:
+    x = unit_rows(20)
+    with setup.open() as s:
+        fill(s, x[:10], ("access",))
+        fill(s, x[10:], ("payments",), prefix="p")
+        hit = s.search(x[3], "access", k=1)
+        assert hit[0].pseudonym == s.pseudonym("s3") and hit[0].score == pytest.approx(1.0, abs=1e-5)
+        # The purpose filter runs inside Milvus and again against the records.
+        assert all(m.pseudonym != s.pseudonym("p0") for m in s.search(x[10], "access", k=5))
+        assert s.verify("s3", x[3], "access") == pytest.approx(1.0, abs=1e-5)
+        assert s.verify("s3", x[3], "payments") is None
+        ids = [r.row_id for r in s.rows_for("s3")]
+        res = s.erase_subject("s3")
+        assert res.vectors == "removed" and res.row_ids == tuple(ids)
+        assert s.search(x[3], "access", k=1)[0].pseudonym != s.pseudonym("s3")
+    # Asked directly, Milvus holds no vector of the erased person.
+    direct = setup.milvus()
+    assert direct.present(ids) == [] and direct.count() == 19
+
+
+def test_milvus_holds_only_protected_vectors_and_no_identifiers(setup: Setup) -> None:
+    x = unit_rows(3)
+    with setup.open() as s:
+        fill(s, x)
+    from pymilvus import MilvusClient
+
+    client = MilvusClient(uri=setup.vectors[len("milvus:"):])
+    got = client.query(setup.collection, filter="id >= 0", output_fields=["*"])
+    assert {k for r in got for k in r} == {"id", "vector", "purposes", "expires_us"}
+    stored = np.array([r["vector"] for r in got], dtype=np.float32)
+    # Protected: no stored vector is (close to) any raw embedding; scores between them survive.
+    assert np.abs(stored @ x.T).max() < 0.5
+    assert np.allclose(stored @ stored.T, (x @ x.T)[np.ix_([r["id"] - 1 for r in got], [r["id"] - 1 for r in got])],
+                       atol=1e-4)
+
+
+def test_search_is_checked_against_the_records_when_milvus_lags_or_lies(setup: Setup) -> None:
+    import psycopg
+
+    x = unit_rows(4)
+    with setup.open() as s:
+        rows = fill(s, x)
+        # A row erased from the records behind Milvus's back (as if Milvus lagged): never returned.
+        with psycopg.connect(setup.dsn, password=PG_PASSWORD, autocommit=True) as c:
+            c.execute("DELETE FROM safeface.rows WHERE row_id = %s", (rows[0].row_id,))
+        assert all(m.row_id != rows[0].row_id for m in s.search(x[0], "access", k=4))
+        # A Milvus operator rewrites a vector's purposes: the sealed record still decides.
+        from pymilvus import MilvusClient
+
+        client = MilvusClient(uri=setup.vectors[len("milvus:"):])
+        client.upsert(setup.collection, [{"id": rows[1].row_id, "vector": x[1].tolist(), "purposes": ["payments"],
+                                          "expires_us": 2**62}])
+        assert s.search(x[1], "payments", k=3) == []
+        # ...or plants the query itself as row 3's vector: the score comes from the sealed template.
+        client.upsert(setup.collection, [{"id": rows[2].row_id, "vector": s._require_keys().transform.apply(
+            x[3].astype(np.float64)).tolist(), "purposes": ["access"], "expires_us": 2**62}])
+        top = s.search(x[3], "access", k=1)
+        assert top[0].row_id == rows[3].row_id
+
+
+def test_expired_rows_are_not_returned_and_purge_removes_their_vectors(setup: Setup) -> None:
+    x = unit_rows(2)
+    with setup.open() as s:
+        soon = datetime.now(timezone.utc) + timedelta(seconds=30)
+        s.add_many([Enrollment("a", x[0], ["access"], "t-a", soon), Enrollment("b", x[1], ["access"], "t-b", LATER)])
+        later = soon + timedelta(seconds=1)
+        assert [m.pseudonym for m in s.search(x[0], "access", k=2, now=later)] == [s.pseudonym("b")]
+        out = s.purge_expired(later)
+        assert [r.vectors for r in out] == ["removed"] and setup.milvus().count() == 1
+
+
+def test_a_crash_between_the_record_and_the_vector_is_repaired_on_open(setup: Setup) -> None:
+    x = unit_rows(3)
+    s = setup.open()
+    fill(s, x[:2])
+
+    def crash(point: str) -> None:
+        if point == "add:recorded":
+            raise KeyboardInterrupt("killed between the two writes")
+
+    s._hook = crash
+    with pytest.raises(KeyboardInterrupt):
+        s.add_many([Enrollment("late", x[2], ["access"], "t-late", LATER)])
+    s.close()
+    assert setup.milvus().count() == 2  # the record is there, the vector is not
+    with setup.open() as s2:
+        assert s2.pending() == {}
+        assert s2.search(x[2], "access", k=1)[0].pseudonym == s2.pseudonym("late")
+
+
+def test_milvus_down_at_erasure_gives_pending_then_the_next_open_finishes(pg: PgCluster, tmp_path: Path,
+                                                                          keyring: Any) -> None:
+    srv = start_milvus(tmp_path / "own-milvus")
+    setup = Setup(pg, f"milvus:{srv.uri}", tmp_path, keyring)
+    x = unit_rows(3)
+    s = setup.open()
+    rows = fill(s, x)
+    srv.stop()
+    try:
+        res = s.erase_subject("s1")
+        assert res.count == 1 and res.vectors == "pending"  # never "removed" while unconfirmed
+        assert not s.has_subject("s1") and s.pending() == {"delete": 1}
+        with pytest.raises(BackendError, match="Milvus"):
+            s.add_many([Enrollment("new", x[0], ["access"], "t-new", LATER)])  # refused before any write
+        assert len(s) == 2
+    finally:
+        s.close()
+    srv2 = start_milvus(srv.data)
+    try:
+        setup.vectors = f"milvus:{srv2.uri}"
+        with setup.open() as s2:
+            assert s2.pending() == {}
+            assert setup.milvus().present([rows[1].row_id]) == []
+    finally:
+        srv2.stop()
+
+
+def test_a_joining_process_reads_no_row_and_sees_every_commit(setup: Setup, tmp_path: Path) -> None:
+    import psycopg
+
+    x = unit_rows(50)
+    with setup.open() as s:
+        rows = fill(s, x)
+        with psycopg.connect(setup.dsn, password=PG_PASSWORD, autocommit=True) as c:
+            c.execute("UPDATE safeface.rows SET sealed = set_byte(sealed, 20, get_byte(sealed, 20) # 1) "
+                      "WHERE row_id = %s", (rows[7].row_id,))
+    # Opening reads no row (it joins at once whatever the size); the tampered row is caught where read.
+    with setup.open() as joined:
+        with pytest.raises(IntegrityError, match=f"row {rows[7].row_id}"):
+            joined.rows()
+    # Another process enrols; this one sees it at its next call, with no refresh step.
+    script = f"""
+import numpy as np, sys
+sys.path.insert(0, {str(Path(__file__).resolve().parent)!r})
+from test_storage_server import Setup, unit_rows, DIM, LATER
+from safeface.hazmat.templates import PassphraseKeyring
+from safeface.storage.rows import Enrollment
+from safeface.storage.server import ServerStore
+from safeface.storage.vectors import MilvusVectors
+kr = PassphraseKeyring.open({str(tmp_path / 'keys.json')!r}, "pw")
+s = ServerStore.open({setup.dsn!r}, {PG_PASSWORD!r},
+                     lambda: MilvusVectors.connect({setup.vectors!r}, None, {setup.collection!r}, DIM), kr, DIM)
+s.add_many([Enrollment("other", unit_rows(1, seed=9)[0], ["access"], "t-o", LATER)])
+with s.locked():
+    print("locked", flush=True)
+    import time; time.sleep(1.5)
+s.close()
+"""
+    with setup.open() as s:
+        proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, env=child_env(),
+                                cwd=str(tmp_path), text=True)
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "locked"
+        assert s.search(unit_rows(1, seed=9)[0], "access", k=1)[0].pseudonym == s.pseudonym("other")
+        t = time.monotonic()
+        with s.locked():  # the other process's advisory lock holds this one off
+            waited = time.monotonic() - t
+        assert proc.wait(timeout=60) == 0
+        assert waited > 0.5
+
+
+# ------------------------------------------------------------------- bad conditions
+
+
+def test_wrong_credentials_or_unreachable_server_name_postgresql_and_write_nothing(setup: Setup,
+                                                                                   pg: PgCluster) -> None:
+    with pytest.raises(BackendError, match="PostgreSQL") as exc:
+        setup.open(password="wrong")
+    assert "wrong" not in str(exc.value) and not _tables(setup.dsn)
+    with pytest.raises(BackendError, match="PostgreSQL.*cannot be reached"):
+        setup.open(dsn=f"postgresql://u@127.0.0.1:{free_port()}/x")
+    with pytest.raises(BackendError, match="Milvus"):
+        ServerStore.open(setup.dsn, PG_PASSWORD, lambda: MilvusVectors.connect(
+            f"milvus:http://127.0.0.1:{free_port()}", setup.root, "c", DIM, timeout=2), setup.keyring, DIM)
+    assert not _tables(setup.dsn)
+
+
+def test_unknown_schema_version_is_refused_before_anything_is_written(setup: Setup) -> None:
+    import psycopg
+
+    with setup.open():
+        pass
+    with psycopg.connect(setup.dsn, password=PG_PASSWORD, autocommit=True) as c:
+        c.execute("UPDATE safeface.meta SET v = '99' WHERE k = 'schema'")
+    setup.collection = "fresh_" + uuid.uuid4().hex[:8]
+    with pytest.raises(ConfigError, match="PostgreSQL.*schema '99'"):
+        setup.open()
+    from pymilvus import MilvusClient
+
+    assert not MilvusClient(uri=setup.vectors[len("milvus:"):]).has_collection(setup.collection)
+
+
+def test_a_collection_of_another_dimension_is_refused_and_nothing_written(setup: Setup) -> None:
+    other = MilvusVectors.connect(setup.vectors, setup.root, setup.collection, 64)
+    other.ensure()
+    with pytest.raises(ConfigError, match=f"{setup.collection}.*64-dimensional.*128"):
+        setup.open()
+    assert not _tables(setup.dsn)
+
+
+def test_credentials_never_in_deployment_json() -> None:
+    with pytest.raises(ConfigError, match="password"):
+        StorageConfig.from_section({"records": "postgresql://u:secret@h/db", "vectors": "milvus-lite:v.db"})
+    with pytest.raises(ConfigError, match="vectors"):
+        StorageConfig.from_section({"records": "sqlite", "vectors": "milvus:http://h:19530"})
+    with pytest.raises(ConfigError, match="vectors"):
+        StorageConfig.from_section({"records": "postgresql://u@h/db", "vectors": "local"})
+
+
+# ------------------------------------------------------------------- the CLI on the server backends
+
+
+def _raw_chunks(vectors: list[np.ndarray]) -> list[bytes]:
+    """Every 32-byte window, at float32 boundaries, of each raw embedding."""
+    out = []
+    for v in vectors:
+        b = np.asarray(v, dtype="<f4").tobytes()
+        out.extend(b[i:i + 32] for i in range(0, len(b) - 31, 16))
+    return out
+
+
+def _scan(folder: Path, needles: list[bytes]) -> list[str]:
+    found = []
+    for p in folder.rglob("*"):
+        if p.is_file():
+            data = p.read_bytes()
+            found.extend(f"{p}" for n in needles if n in data)
+    return found
+
+
+def test_cli_scenario_on_the_server_backends(pg: PgCluster, tmp_path: Path, capsys: Any) -> None:
+    from policy_support import images
+    from test_cli_policy import Cli, edit
+
+    img = images()
+    cli = Cli(capsys)
+    ws = tmp_path / "ws"
+    cli("init", ws, "--demo")
+    dsn = pg.new_database()
+    edit(ws, lambda r: r.__setitem__("storage", {"records": dsn, "vectors": "milvus-lite:vectors.db"}))
+    people = {"alice": "obama.jpg", "bob": "biden.jpg", "carol": "../knn/train/rose_leslie/img1.jpg"}
+    tokens = {p: cli("consent", "issue", ws, "--subject", p, "--purpose", "demo")[0].strip() for p in people}
+    enrolled = {p: json.loads(cli("enroll", ws, img / f, "--subject", p, "--purpose", "demo", "--consent", tokens[p],
+                                  "--json")[0]) for p, f in people.items()}
+    out, _ = cli("identify", ws, img / "obama2.jpg", "--purpose", "demo", "--consent", tokens["alice"], "--json")
+    assert json.loads(out)["candidates"][0]["subject"] == enrolled["alice"]["subject"]
+    fresh = cli("consent", "issue", ws, "--subject", "alice", "--purpose", "demo")[0].strip()
+    receipt = json.loads(cli("erase", ws, "--subject", "alice", "--json")[0])
+    assert receipt["templates_removed"] == 1 and receipt["vectors"] == "removed"
+    cli.refused("CN-05", "verify", ws, img / "obama2.jpg", "--subject", "alice", "--purpose", "demo", "--consent", fresh)
+    out, _ = cli("identify", ws, img / "obama2.jpg", "--purpose", "demo", "--consent", tokens["bob"], "--json")
+    assert enrolled["alice"]["subject"] not in [c["subject"] for c in json.loads(out)["candidates"]]
+    assert "intact" in cli("audit", "verify", ws)[0]
+    assert not (ws / "gallery.db").exists()  # the records went to PostgreSQL
+
+    # Milvus, asked directly: no vector of the erased person.
+    direct = MilvusVectors.connect("milvus-lite:vectors.db", ws, "safeface_templates", DIM)
+    assert direct.present(receipt["rows"]) == [] and direct.count() == len(people) - 1
+    direct.close()
+    # `index rebuild` rebuilds Milvus from the records.
+    out, _ = cli("index", "rebuild", ws)
+    assert json.loads(out)["vectors"] == len(people) - 1
+
+    # A byte scan of the PostgreSQL data and the Milvus Lite files finds no raw embedding.
+    import psycopg
+
+    with psycopg.connect(dsn, password=PG_PASSWORD, autocommit=True) as c:
+        c.execute("CHECKPOINT")
+    from safeface.hazmat.vision import DEFAULT_ENGINE, Pipeline, get_engine
+    from safeface.storage.rows import check_embedding
+
+    pipe = Pipeline(get_engine(DEFAULT_ENGINE))  # the engine the CLI used
+    raws = [np.asarray(pipe.embed(img / f).embedding, dtype=np.float32) for f in people.values()]
+    needles = _raw_chunks(raws + [check_embedding(r, DIM) for r in raws])
+    assert _scan(pg.data, needles) == [] and _scan(ws / "vectors.db", needles) == []
+    # The scan can see: the protected vectors Milvus must hold are found in its files.
+    from safeface.hazmat.templates import PassphraseKeyring
+    from safeface.hazmat.templates.transform import TemplateTransform
+    from safeface.workspace.layout import resolve_passphrase
+
+    kr = PassphraseKeyring.open(ws / "keys" / "keyring.json", resolve_passphrase(ws, None, None))
+    t = TemplateTransform.from_key(kr.key("transform"), DIM)
+    bob = t.apply(check_embedding(raws[1], DIM)).astype("<f4").tobytes()
+    assert _scan(ws / "vectors.db", [bob[:32]])
+
+
+def test_migrate_a_local_workspace_to_the_server_backends(pg: PgCluster, tmp_path: Path, capsys: Any) -> None:
+    from policy_support import images
+    from test_cli_policy import Cli
+
+    img = images()
+    cli = Cli(capsys)
+    ws = tmp_path / "ws"
+    cli("init", ws, "--demo")
+    tokens = {p: cli("consent", "issue", ws, "--subject", p, "--purpose", "demo")[0].strip() for p in ("ann", "ben")}
+    cli("enroll", ws, img / "obama.jpg", "--subject", "ann", "--purpose", "demo", "--consent", tokens["ann"])
+    cli("enroll", ws, img / "biden.jpg", "--subject", "ben", "--purpose", "demo", "--consent", tokens["ben"])
+    local = [r.__dict__ for r in _records(ws)]
+    dsn = pg.new_database()
+    out = json.loads(cli("storage", "migrate", ws, "--to", "server", "--records", dsn,
+                         "--vectors", "milvus-lite:vectors.db")[0])
+    assert out["templates"] == 2 and "gallery.db" in out["erased"]
+    assert not (ws / "gallery.db").exists() and "password" not in (ws / "deployment.json").read_text()
+    assert json.loads((ws / "deployment.json").read_text())["storage"]["records"] == dsn
+    # The same rows (ids, seals, tokens), the audit chain continuous and the store matching it.
+    assert [r.__dict__ for r in _records(ws)] == local
+    assert "intact" in cli("audit", "verify", ws)[0]
+    from safeface.sdk import SafeFace
+
+    with SafeFace.open(ws) as sf:
+        sf.audit_verify()
+        assert [e.operation for e in sf.audit_entries()][-1] == "storage-migrate"
+    out, _ = cli("identify", ws, img / "obama2.jpg", "--purpose", "demo", "--consent", tokens["ann"], "--json")
+    assert json.loads(out)["candidates"][0]["subject"] == local[0]["pseudonym"]
+    # A second migration is refused: the workspace is already there.
+    cli("storage", "migrate", ws, "--to", "server", "--records", dsn, "--vectors", "milvus-lite:v2.db", code=1)
+
+
+def _records(ws: Path) -> list[Any]:
+    from safeface.sdk import SafeFace
+
+    with SafeFace.open(ws) as sf:
+        return sf.records()
