@@ -1,0 +1,239 @@
+"""The server store (PostgreSQL records + Milvus vectors) against the raw engines and ExactIndex,
+all in the same run on the same protected 128-d templates.
+
+* enrol: ServerStore.add_many (transform, seal, INSERT, pending notes, Milvus upsert) against
+  the raw ceiling: plain COPY of the same sealed rows into PostgreSQL plus plain pymilvus inserts
+  of the same vectors with the same scalar fields.
+* ready: a new process opening the store and answering one search, against Gallery.open of the
+  same rows in SQLite (which unseals every row into an in-memory ExactIndex).
+* identify: ServerStore.search (Milvus proposes, the records are opened and re-scored) against a
+  raw pymilvus search with the same filter, and ExactIndex with the same allowed rows; filters
+  allowing 100% and 10% of rows; FLAT and HNSW; recall@1 against exact search.
+* visibility: the delay until another process finds a new enrolment.
+
+Milvus Lite runs as its own server process (``python -m milvus_lite server``) so that several
+processes share the collection, as they would share a Milvus cluster; PostgreSQL is a real
+cluster started in a temporary folder (tests/server_support.py).
+
+Run: PYTHONPATH=$PWD python3 benches/scaleout.py --n 100000
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+from server_support import PG_PASSWORD, start_milvus, start_pg  # noqa: E402
+
+from safeface.hazmat.index import ExactIndex  # noqa: E402
+from safeface.hazmat.templates import HostKeyring, StaticKeyProvider  # noqa: E402
+from safeface.storage.gallery import Gallery  # noqa: E402
+from safeface.storage.rows import Enrollment  # noqa: E402
+from safeface.storage.server import ServerStore  # noqa: E402
+from safeface.storage.vectors import SEARCH_PARAMS, MilvusVectors  # noqa: E402
+
+DIM = 128
+BATCH = 2000
+
+CHILD = r"""
+import json, sys, time
+t0 = time.perf_counter()
+import numpy as np
+from safeface.hazmat.templates import HostKeyring, StaticKeyProvider
+from safeface.storage.server import ServerStore
+from safeface.storage.vectors import MilvusVectors
+a = json.loads(sys.argv[1])
+kr = HostKeyring(StaticKeyProvider({p: {int(v): bytes.fromhex(k) for v, k in vs.items()} for p, vs in a["keys"].items()}))
+t1 = time.perf_counter()
+s = ServerStore.open(a["dsn"], a["pw"], lambda: MilvusVectors.connect(a["vec"], None, a["coll"], a["dim"]), kr, a["dim"])
+q = np.asarray(a["q"], dtype=np.float32)
+s.search(q, "all", k=1)
+t2 = time.perf_counter()
+print(json.dumps({"ready_s": t2 - t1, "with_imports_s": t2 - t0}), flush=True)
+if a.get("watch"):
+    target = np.asarray(a["watch"], dtype=np.float32)
+    print("watching", flush=True)
+    while True:
+        m = s.search(target, "all", k=1)
+        if m and m[0].score > 0.999:
+            print(json.dumps({"seen_at": time.time()}), flush=True)
+            break
+        time.sleep(0.002)
+s.close()
+"""
+
+
+def timed(fn: Any) -> tuple[Any, float]:
+    t = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - t
+
+
+def child(args: dict[str, Any], env: dict[str, str]) -> subprocess.Popen:  # type: ignore[type-arg]
+    return subprocess.Popen([sys.executable, "-c", CHILD, json.dumps(args)], stdout=subprocess.PIPE, text=True,
+                            env=env, cwd=tempfile.gettempdir())
+
+
+def main() -> None:
+    import os
+
+    import psycopg
+    from pymilvus import MilvusClient
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--n", type=int, default=100_000)
+    ap.add_argument("--queries", type=int, default=200)
+    ap.add_argument("--json", type=Path, default=None)
+    args = ap.parse_args()
+    n = args.n
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((n, DIM)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    qi = rng.choice(n, args.queries, replace=False)
+    noisy = x[qi] + 0.35 * rng.standard_normal((args.queries, DIM)).astype(np.float32) / np.sqrt(DIM)
+    exp = datetime.now(timezone.utc) + timedelta(days=30)
+    keys = StaticKeyProvider.generate()
+    kr = HostKeyring(keys)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OPENBLAS_NUM_THREADS": "1"}
+    res: dict[str, Any] = {"n": n, "dim": DIM, "queries": args.queries}
+
+    with tempfile.TemporaryDirectory(prefix="safeface-bench-") as d:
+        base = Path(d)
+        pg = start_pg(Path(tempfile.mkdtemp(prefix="safeface-pg-")))
+        mv = start_milvus(base / "milvus")
+        try:
+            dsn = pg.new_database()
+            vec = f"milvus:{mv.uri}"
+            # Purposes: every row "all"; one row in ten also "tenth".
+            purposes = [["all", "tenth"] if i % 10 == 0 else ["all"] for i in range(n)]
+
+            # ---- enrolment through the store
+            store = ServerStore.open(dsn, PG_PASSWORD, lambda: MilvusVectors.connect(vec, base, "flat", DIM), kr, DIM)
+            items = [Enrollment(f"s{i}", x[i], purposes[i], f"t{i}", exp) for i in range(n)]
+            t = time.perf_counter()
+            for i in range(0, n, BATCH):
+                store.add_many(items[i:i + BATCH])
+            res["enrol_store_s"] = time.perf_counter() - t
+            del items
+
+            # ---- the raw ceiling: COPY the same sealed rows, insert the same vectors
+            sealed = store.sealed_rows(-1, n + 1)
+            keysobj = store._require_keys()
+            templates = keysobj.transform.apply(x.astype(np.float64)).astype(np.float32)
+            with psycopg.connect(dsn, password=PG_PASSWORD, autocommit=True) as c:
+                c.execute("CREATE TABLE raw_rows (LIKE safeface.rows)")
+                t = time.perf_counter()
+                with c.cursor() as cur, cur.copy("COPY raw_rows (row_id, pseudonym, purposes, token_id, provenance, "
+                                                 "expires_us, transform_version, seal_version, sealed, created_at, "
+                                                 "last_interaction) FROM STDIN") as cp:
+                    for r in sealed:
+                        cp.write_row(r)
+                res["enrol_raw_copy_s"] = time.perf_counter() - t
+            raw = MilvusClient(uri=mv.uri)
+            ids = [int(r[0]) for r in sealed]
+            exp_us = [int(r[5]) for r in sealed]
+            for kind in ("FLAT", "HNSW"):
+                mvx = MilvusVectors.connect(vec, base, f"raw_{kind.lower()}", DIM, kind)
+                mvx.ensure()
+                t = time.perf_counter()
+                for i in range(0, n, 5000):
+                    raw.insert(f"raw_{kind.lower()}", [{"id": ids[j], "vector": templates[j], "purposes": purposes[j],
+                                                        "expires_us": exp_us[j]} for j in range(i, min(n, i + 5000))])
+                res[f"enrol_raw_milvus_{kind}_s"] = time.perf_counter() - t
+            res["enrol_raw_s"] = res["enrol_raw_copy_s"] + res["enrol_raw_milvus_FLAT_s"]
+            res["enrol_store_rows_per_s"] = n / res["enrol_store_s"]
+            res["enrol_raw_rows_per_s"] = n / res["enrol_raw_s"]
+            res["enrol_ratio_to_raw"] = res["enrol_raw_s"] / res["enrol_store_s"]
+
+            # ---- identify: store vs raw Milvus vs ExactIndex, FLAT and HNSW, filters 100% / 10%
+            exact = ExactIndex(DIM)
+            exact.add(np.asarray(ids, dtype=np.int64), templates)
+            tenth = np.asarray([ids[i] for i in range(n) if i % 10 == 0], dtype=np.int64)
+            qt = keysobj.transform.apply((noisy / np.linalg.norm(noisy, axis=1, keepdims=True)).astype(np.float64)
+                                         ).astype(np.float32)
+            now_us = int(time.time() * 1e6)
+            for kind in ("FLAT", "HNSW"):
+                coll = "flat" if kind == "FLAT" else "raw_hnsw"
+                s2 = store if kind == "FLAT" else ServerStore.open(
+                    dsn, PG_PASSWORD, lambda: MilvusVectors.connect(vec, base, coll, DIM, kind), kr, DIM)
+                for label, purpose, allowed in (("100", "all", None), ("10", "tenth", tenth)):
+                    truth = exact.search(qt, 1, allowed=allowed)[1][:, 0]
+                    got, lat = [], []
+                    for q in noisy:
+                        m, dt_ = timed(lambda: s2.search(q, purpose, k=1))
+                        got.append(m[0].row_id if m else -1)
+                        lat.append(dt_)
+                    flt = f'array_contains(purposes, "{purpose}") and expires_us > {now_us}'
+                    rlat, rgot = [], []
+                    for q in qt:
+                        h, dt_ = timed(lambda: raw.search(coll if kind == "FLAT" else "raw_hnsw", [q.tolist()], limit=4,
+                                                          filter=flt, output_fields=["id"], search_params={
+                                                              "metric_type": "IP", "params": SEARCH_PARAMS[kind]}))
+                        rgot.append(int(h[0][0]["id"]) if h[0] else -1)
+                        rlat.append(dt_)
+                    elat = [timed(lambda: exact.search(q[None, :], 1, allowed=allowed))[1] for q in qt]
+                    key = f"identify_{kind}_{label}pct"
+                    res[key] = {
+                        "store_ms": 1000 * float(np.median(lat)), "raw_milvus_ms": 1000 * float(np.median(rlat)),
+                        "exact_ms": 1000 * float(np.median(elat)),
+                        "ratio_to_raw": float(np.median(lat) / np.median(rlat)),
+                        "recall1_store": float(np.mean(np.asarray(got) == truth)),
+                        "recall1_raw": float(np.mean(np.asarray(rgot) == truth)),
+                    }
+                    print(key, res[key], flush=True)
+                if s2 is not store:
+                    s2.close()
+
+            # ---- a new process: ready time, then the delay until it sees a new enrolment
+            keyhex = {p: {str(v): keys.key(p, v).hex() for v in keys.versions(p)} for p in ("transform", "seal", "pseudonym", "audit")}
+            if True:
+                new_vec = rng.standard_normal(DIM).astype(np.float32)
+                new_vec /= np.linalg.norm(new_vec)
+                p = child({"dsn": dsn, "pw": PG_PASSWORD, "vec": vec, "coll": "flat", "dim": DIM,
+                           "keys": keyhex, "q": noisy[0].tolist(), "watch": new_vec.tolist()}, env)
+                assert p.stdout is not None
+                ready = json.loads(p.stdout.readline())
+                res["ready_new_process_s"] = ready["ready_s"]
+                res["ready_new_process_with_imports_s"] = ready["with_imports_s"]
+                p.stdout.readline()  # watching
+                time.sleep(0.5)
+                t_done = None
+                t0 = time.time()
+                store.add_many([Enrollment("late", new_vec, ["all"], "t-late", exp)])
+                t_done = time.time()
+                seen = json.loads(p.stdout.readline())["seen_at"]
+                p.wait(timeout=60)
+                res["visibility_after_commit_s"] = max(0.0, seen - t_done)
+                res["visibility_from_call_start_s"] = seen - t0
+            store.close()
+
+            # ---- the local gallery of the same rows: open (unseal all into ExactIndex)
+            gpath = base / "g.db"
+            g = Gallery.open(gpath, kr, DIM)
+            for i in range(0, n, 20_000):
+                g.add_many([Enrollment(f"s{j}", x[j], purposes[j], f"t{j}", exp) for j in range(i, min(n, i + 20_000))])
+            g.close()
+            _, res["ready_local_gallery_s"] = timed(lambda: Gallery.open(gpath, kr, DIM).close())
+        finally:
+            mv.stop()
+            pg.stop()
+
+    print(json.dumps(res, indent=2))
+    if args.json:
+        args.json.write_text(json.dumps(res, indent=2))
+
+
+if __name__ == "__main__":
+    main()
