@@ -367,7 +367,7 @@ def test_cli_scenario_on_the_server_backends(pg: PgCluster, tmp_path: Path, caps
     # The scan can see: the protected vectors Milvus must hold are found in its files.
     from safeface.hazmat.templates import PassphraseKeyring
     from safeface.hazmat.templates.transform import TemplateTransform
-    from safeface.workspace.layout import resolve_passphrase
+    from safeface.workspace.passphrase import resolve_passphrase
 
     kr = PassphraseKeyring.open(ws / "keys" / "keyring.json", resolve_passphrase(ws, None, None))
     t = TemplateTransform.from_key(kr.key("transform"), DIM)

@@ -138,14 +138,16 @@ def audit_verify(root: Path, passphrase_file: Optional[Path] = None, *, checkpoi
 
 def _store_rows(paths: WorkspacePaths, r: Any) -> list[Any]:
     """Every stored row's description; none if the store file is gone (the check then names
-    every row the log says is stored as missing)."""
-    from ..storage.gallery import Gallery
+    every row the log says is stored as missing). The store deployment.json names: the local
+    gallery, or the PostgreSQL record store."""
+    from ..storage.factory import StorageConfig, open_store
 
-    if not paths.gallery.is_file():
+    cfg = StorageConfig.from_section(r.deployment.section("storage"))
+    if not cfg.server and not paths.gallery.is_file():
         return []
     dim = int(r.deployment.section("matching").get("dim") or 128)
-    with Gallery.open(paths.gallery, r.keyring, dim) as gallery:
-        return list(gallery.rows())
+    with open_store(cfg, paths.root, paths.gallery, r.keyring, dim) as store:
+        return list(store.rows())
 
 
 def audit_checkpoint(root: Path, out: Path, passphrase_file: Optional[Path] = None) -> dict[str, Any]:
