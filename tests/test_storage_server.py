@@ -412,3 +412,26 @@ def _records(ws: Path) -> list[Any]:
 
     with SafeFace.open(ws) as sf:
         return sf.records()
+
+
+def test_rekey_and_a_moved_expiry_reach_milvus(setup: Setup) -> None:
+    x = unit_rows(3)
+    with setup.open() as s:
+        rows = fill(s, x)
+        before = setup.milvus()
+        soon = datetime.now(timezone.utc) + timedelta(days=2)
+        assert s.touch("s0", new_expiry=soon) == 1
+        # The vector's expiry field moved with the sealed record's: filtered inside Milvus.
+        q0 = s._require_keys().transform.apply(x[0].astype(np.float64))
+        after_soon = int((soon + timedelta(seconds=1)).timestamp() * 1e6)
+        assert rows[0].row_id in dict(before.search(q0, "access", 0, 3))
+        assert rows[0].row_id not in dict(before.search(q0, "access", after_soon, 3))
+        old_t = s._require_keys().transform.apply(x[1].astype(np.float64))
+        setup.keyring.rotate("transform", "seal")
+        assert s.rekey().rows == 3 and s.pending() == {}
+        new_t = s._require_keys().transform.apply(x[1].astype(np.float64))
+        # Milvus now holds the templates under the new key only.
+        hits = dict(before.search(new_t, "access", 0, 3))
+        assert hits[rows[1].row_id] == pytest.approx(1.0, abs=1e-4)
+        assert all(abs(sc) < 0.9 for sc in dict(before.search(old_t, "access", 0, 3)).values())
+        assert s.search(x[1], "access", k=1)[0].row_id == rows[1].row_id
