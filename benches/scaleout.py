@@ -58,19 +58,22 @@ a = json.loads(sys.argv[1])
 kr = HostKeyring(StaticKeyProvider({p: {int(v): bytes.fromhex(k) for v, k in vs.items()} for p, vs in a["keys"].items()}))
 t1 = time.perf_counter()
 s = ServerStore.open(a["dsn"], a["pw"], lambda: MilvusVectors.connect(a["vec"], None, a["coll"], a["dim"]), kr, a["dim"])
+t2 = time.perf_counter()
 q = np.asarray(a["q"], dtype=np.float32)
 s.search(q, "all", k=1)
-t2 = time.perf_counter()
-print(json.dumps({"ready_s": t2 - t1, "with_imports_s": t2 - t0}), flush=True)
+t3 = time.perf_counter()
+print(json.dumps({"open_s": t2 - t1, "ready_s": t3 - t1, "with_imports_s": t3 - t0}), flush=True)
 if a.get("watch"):
     target = np.asarray(a["watch"], dtype=np.float32)
     print("watching", flush=True)
-    while True:
+    while not s.has_subject("late"):  # the record, in PostgreSQL
+        time.sleep(0.001)
+    record_at = time.time()
+    while True:  # the vector, found by a filtered search in Milvus
         m = s.search(target, "all", k=1)
         if m and m[0].score > 0.999:
-            print(json.dumps({"seen_at": time.time()}), flush=True)
+            print(json.dumps({"record_at": record_at, "seen_at": time.time()}), flush=True)
             break
-        time.sleep(0.002)
 s.close()
 """
 
@@ -86,6 +89,40 @@ def child(args: dict[str, Any], env: dict[str, str]) -> subprocess.Popen:  # typ
                             env=env, cwd=tempfile.gettempdir())
 
 
+def node_figures(n: int, queries: int) -> dict[str, Any]:
+    """Per-node figures for the capacity plan, on an engine that serves like a Milvus query node
+    (FAISS HNSW, the graph Milvus's knowhere builds, M=32, efConstruction=200, ef=256), and the
+    exact scan, on n protected templates, one query at a time on one thread."""
+    import faiss
+
+    faiss.omp_set_num_threads(1)
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((n, DIM)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    qi = rng.choice(n, queries, replace=False)
+    q = x[qi] + 0.35 * rng.standard_normal((queries, DIM)).astype(np.float32) / np.sqrt(DIM)
+    q /= np.linalg.norm(q, axis=1, keepdims=True)
+    exact = ExactIndex(DIM)
+    exact.add(np.arange(n, dtype=np.int64), x)
+    truth = exact.search(q, 1)[1][:, 0]
+    elat = [timed(lambda: exact.search(v[None, :], 1))[1] for v in q]
+    faiss.omp_set_num_threads(2)
+    h = faiss.IndexHNSWFlat(DIM, 32, faiss.METRIC_INNER_PRODUCT)
+    h.hnsw.efConstruction = 200
+    _, build = timed(lambda: h.add(x))
+    faiss.omp_set_num_threads(1)
+    h.hnsw.efSearch = 256
+    got, hlat = [], []
+    for v in q:
+        (_, ids), dt_ = timed(lambda: h.search(v[None, :], 1))
+        got.append(int(ids[0, 0]))
+        hlat.append(dt_)
+    size = faiss.serialize_index(h).nbytes
+    return {"n": n, "hnsw_build_s": build, "hnsw_bytes_per_vector": size / n, "hnsw_ms": 1000 * float(np.median(hlat)),
+            "hnsw_p99_ms": 1000 * float(np.percentile(hlat, 99)), "hnsw_recall1": float(np.mean(np.asarray(got) == truth)),
+            "exact_ms": 1000 * float(np.median(elat))}
+
+
 def main() -> None:
     import os
 
@@ -96,7 +133,14 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=100_000)
     ap.add_argument("--queries", type=int, default=200)
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--node-n", type=int, default=0, help="only the per-node engine figures, at this size")
     args = ap.parse_args()
+    if args.node_n:
+        out = node_figures(args.node_n, args.queries)
+        print(json.dumps(out, indent=2))
+        if args.json:
+            args.json.write_text(json.dumps(out, indent=2))
+        return
     n = args.n
     rng = np.random.default_rng(0)
     x = rng.standard_normal((n, DIM)).astype(np.float32)
@@ -133,6 +177,8 @@ def main() -> None:
             keysobj = store._require_keys()
             templates = keysobj.transform.apply(x.astype(np.float64)).astype(np.float32)
             with psycopg.connect(dsn, password=PG_PASSWORD, autocommit=True) as c:
+                size = c.execute("SELECT pg_total_relation_size('safeface.rows')").fetchone()[0]
+                res["pg_bytes_per_row"] = size / n
                 c.execute("CREATE TABLE raw_rows (LIKE safeface.rows)")
                 t = time.perf_counter()
                 with c.cursor() as cur, cur.copy("COPY raw_rows (row_id, pseudonym, purposes, token_id, provenance, "
@@ -198,25 +244,26 @@ def main() -> None:
 
             # ---- a new process: ready time, then the delay until it sees a new enrolment
             keyhex = {p: {str(v): keys.key(p, v).hex() for v in keys.versions(p)} for p in ("transform", "seal", "pseudonym", "audit")}
-            if True:
-                new_vec = rng.standard_normal(DIM).astype(np.float32)
-                new_vec /= np.linalg.norm(new_vec)
-                p = child({"dsn": dsn, "pw": PG_PASSWORD, "vec": vec, "coll": "flat", "dim": DIM,
-                           "keys": keyhex, "q": noisy[0].tolist(), "watch": new_vec.tolist()}, env)
-                assert p.stdout is not None
-                ready = json.loads(p.stdout.readline())
-                res["ready_new_process_s"] = ready["ready_s"]
-                res["ready_new_process_with_imports_s"] = ready["with_imports_s"]
-                p.stdout.readline()  # watching
-                time.sleep(0.5)
-                t_done = None
-                t0 = time.time()
-                store.add_many([Enrollment("late", new_vec, ["all"], "t-late", exp)])
-                t_done = time.time()
-                seen = json.loads(p.stdout.readline())["seen_at"]
-                p.wait(timeout=60)
-                res["visibility_after_commit_s"] = max(0.0, seen - t_done)
-                res["visibility_from_call_start_s"] = seen - t0
+            new_vec = rng.standard_normal(DIM).astype(np.float32)
+            new_vec /= np.linalg.norm(new_vec)
+            p = child({"dsn": dsn, "pw": PG_PASSWORD, "vec": vec, "coll": "flat", "dim": DIM,
+                       "keys": keyhex, "q": noisy[0].tolist(), "watch": new_vec.tolist()}, env)
+            assert p.stdout is not None
+            ready = json.loads(p.stdout.readline())
+            res["open_new_process_s"] = ready["open_s"]
+            res["ready_new_process_s"] = ready["ready_s"]
+            res["ready_new_process_with_imports_s"] = ready["with_imports_s"]
+            p.stdout.readline()  # watching
+            time.sleep(0.5)
+            t0 = time.time()
+            store.add_many([Enrollment("late", new_vec, ["all"], "t-late", exp)])
+            t_done = time.time()
+            got = json.loads(p.stdout.readline())
+            seen = got["seen_at"]
+            p.wait(timeout=120)
+            res["visibility_record_after_call_s"] = max(0.0, got["record_at"] - t_done)
+            res["visibility_after_commit_s"] = max(0.0, seen - t_done)
+            res["visibility_from_call_start_s"] = seen - t0
             store.close()
 
             # ---- the local gallery of the same rows: open (unseal all into ExactIndex)
