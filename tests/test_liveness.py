@@ -327,3 +327,35 @@ def test_a_pad_model_can_veto_a_live_clip_but_never_make_one(tmp_path: Path) -> 
         ch = sf.liveness_challenge(steps=("left", "right"))
         r = sf.liveness_check(_waved_print(images() / "obama.jpg"), ch.nonce, fps=15)
     assert not r.live and r.evidence is None
+
+
+def test_two_processes_racing_with_one_evidence_let_one_call_through(tmp_path: Path) -> None:
+    """Two SafeFace objects on one workspace (as two app processes) spend the same evidence at the
+    same moment: the nonce ledger's single INSERT lets exactly one of them through."""
+    import threading
+
+    ws = _liveness_ws(tmp_path)
+    imgs = images()
+    with open_sf(ws) as sf:
+        sf.enroll(imgs / "obama.jpg", "alice", "demo", consent(ws, "alice"),
+                  liveness=_evidence_for(ws, imgs / "obama.jpg", dt.datetime.now(dt.timezone.utc), nonce="enrol"))
+    ev = _evidence_for(ws, imgs / "obama.jpg", dt.datetime.now(dt.timezone.utc), nonce="shared")
+    t = consent(ws, "alice")
+    outcomes: list[str] = []
+    barrier = threading.Barrier(2)
+
+    def call() -> None:
+        with open_sf(ws) as sf:
+            barrier.wait()
+            try:
+                sf.verify(imgs / "obama2.jpg", "alice", "demo", t, liveness=ev)
+                outcomes.append("allowed")
+            except PolicyViolation as exc:
+                outcomes.append(exc.rule)
+
+    threads = [threading.Thread(target=call) for _ in range(2)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert sorted(outcomes) == ["PA-01", "allowed"]
