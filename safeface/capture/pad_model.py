@@ -93,12 +93,13 @@ class PadModel:
         x1, y1, x2, y2 = box
         cx, cy, side = (x1 + x2) / 2, (y1 + y2) / 2, max(x2 - x1, y2 - y1) * s.crop_scale
         # Outside the frame is black, as the models in use expect of a face near the border.
-        m = np.float32([[s.input_size / side, 0, s.input_size / 2 - cx * s.input_size / side],
-                        [0, s.input_size / side, s.input_size / 2 - cy * s.input_size / side]])
+        k = s.input_size / side
+        m = np.array([[k, 0, s.input_size / 2 - cx * k], [0, k, s.input_size / 2 - cy * k]], dtype=np.float32)
         crop = cv2.warpAffine(frame, m, (s.input_size, s.input_size), flags=cv2.INTER_LINEAR)
         if s.bgr:
             crop = crop[..., ::-1]
-        return (crop.astype(np.float32) * s.scale - s.mean).transpose(2, 0, 1)
+        out: np.ndarray = (crop.astype(np.float32) * s.scale - s.mean).transpose(2, 0, 1)
+        return out
 
     def live_probability(self, frames: Sequence[np.ndarray], boxes: Sequence[Sequence[float]]) -> float:
         batch = np.stack([self._crop(f, b) for f, b in zip(frames, boxes)]).astype(np.float32)
