@@ -257,6 +257,10 @@ def test_real_head_motion_yields_evidence_that_lets_the_same_face_in(tmp_path: P
         t = consent(ws, "lin")
         probe = frames[4]
         sf.enroll(probe, "lin", "demo", t, liveness=result.evidence)
+        check, enrol = [e for e in sf.audit_entries() if e.operation in ("liveness", "enroll")][-2:]
+        ref = (check.note or "").rsplit("liveness ", 1)[1]
+        assert check.decision == "allowed" and enrol.decision == "allowed" and ref in (enrol.note or "")
+        sf.audit_verify()  # the store still matches the log
         with pytest.raises(PolicyViolation, match="already used"):
             sf.verify(probe, "lin", "demo", t, liveness=result.evidence)
         assert dataclasses.asdict(sf.records()[0])  # one row, described without any image

@@ -332,7 +332,7 @@ class SafeFace:
         decision = result.decision if evidence is not None or not result.live else "inconclusive"
         self._append("liveness", "allowed" if evidence is not None else "refused", rule=rule,
                      note=f"{decision}; score {result.score:.2f}; steps {','.join(steps)}; clip sha256 "
-                          f"{result.clip_sha256[:16]}")
+                          f"{result.clip_sha256[:16]}; liveness {_nonce_ref(str(challenge))}")
         return LivenessCheck(decision, result.score, result.checks, result.clip_sha256, evidence, expires)
 
     def _pad_model(self) -> Any:
@@ -641,6 +641,8 @@ class SafeFace:
             return self._audit.append(operation, decision, **fields)
 
     def _record(self, d: Decision, outcome: str, subjects: Sequence[str], note: Optional[str]) -> None:
+        if d.evidence is not None:  # which liveness check let the call in (the check's entry names it too)
+            note = f"{note}; liveness {_nonce_ref(d.evidence.nonce)}" if note else f"liveness {_nonce_ref(d.evidence.nonce)}"
         self._append(d.operation.value, outcome, purpose=d.purpose.name if d.purpose else None,
                      token_id=d.token_ref, basis=d.basis, subjects=subjects, rule=d.rule, note=note)
 
@@ -757,6 +759,11 @@ def _vectors(results: Sequence[Any]) -> Optional[str]:
 
 def _vec_note(vectors: Optional[str]) -> str:
     return f"; vectors {vectors}" if vectors else ""
+
+
+def _nonce_ref(nonce: str) -> str:
+    """A liveness nonce as the log names it: enough to pair a check with the call it let in."""
+    return hashlib.sha256(nonce.encode("utf-8")).hexdigest()[:12]
 
 
 def _rows(ids: Sequence[int]) -> str:
