@@ -72,7 +72,7 @@ def test_a_face_cut_by_the_frame_and_a_second_face_fail(obama: Any) -> None:
 def test_pose_from_five_points_follows_a_turned_head() -> None:
     # Eye corners and nose base of a head-like 3D shape (eye distance 1, nose 0.35 in front of the
     # eye centres), turned and projected.
-    pts = np.array([[0.75, 0, -0.2], [0.25, 0, 0], [-0.75, 0, -0.2], [-0.25, 0, 0], [0, 0.77, 0.25]])
+    pts = np.array([[0.75, 0, -0.2], [0.25, 0, 0], [-0.75, 0, -0.2], [-0.25, 0, 0], [0, 0.74, 0.25]])
     for yaw in (-25.0, 0.0, 20.0):
         a = np.radians(yaw)
         rot = np.array([[np.cos(a), 0, np.sin(a)], [0, 1, 0], [-np.sin(a), 0, np.cos(a)]])

@@ -8,7 +8,7 @@ Pose comes from the 5 points alone (dlib order: outer and inner corner of the ey
 right, outer and inner corner of the other eye, base of the nose). The base of the nose sits in
 front of the plane of the eye corners, about 0.35 eye distances deep, so turning the head shifts
 it along the eye line by 0.35 * tan(yaw) eye distances. Nodding shifts it across the eye line
-from its frontal position (0.77 eye distances below it, the LFW dev median); noses differ in length
+from its frontal position (0.74 eye distances below it, the LFW dev median); noses differ in length
 from person to person by about 0.1 eye distance, so pitch uses an effective sensitivity of 0.5
 per radian, which keeps that spread to about +-12 degrees. Both are coarse estimates: a gate needs
 to tell a turned or tilted head from a frontal one, not to measure the angle.
@@ -25,7 +25,7 @@ import numpy as np
 from ..errors import ConfigError
 
 NOSE_DEPTH = 0.35  # nose base in front of the eye-corner plane, in eye distances
-NOSE_DROP = 0.77  # frontal nose base below the eye line, in eye distances (LFW dev median)
+NOSE_DROP = 0.74  # frontal nose base below the eye line, in eye distances (LFW dev median, yaw undone)
 PITCH_SENSITIVITY = 0.5  # shift across the eye line per radian of pitch, in eye distances (see above)
 ANALYSIS_SIDE = 96  # the face region is measured at this size, so focus is judged independent of scale
 
