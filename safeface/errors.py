@@ -48,3 +48,16 @@ class InvalidArgument(SafeFaceError, ValueError):
 class BackendError(SafeFaceError):
     """A component under safeface (ONNX Runtime, SQLite, NumPy) failed inside an authorised call;
     the call was audited as failed and nothing was stored."""
+
+
+class AuthenticationError(SafeFaceError):
+    """A service credential (API key or console session) is missing, unknown, revoked or expired."""
+
+
+class ServiceBusy(SafeFaceError):
+    """The service refused the call for now (its work queue is full, or the key is over its rate);
+    nothing was done. `retry_after` is the number of seconds to wait."""
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after

@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "anonymize_cmd",
     "liveness_cmd",
     "storage_cmds",
+    "service_cmds",
 )
 
 

@@ -44,6 +44,7 @@ class Operation(str, Enum):
     REKEY = "rekey"
     REPORT = "report"
     ANONYMIZE = "anonymize"
+    APIKEY = "apikey"  # issue or revoke a service API key
 
     @property
     def token_operation(self) -> str:
@@ -55,7 +56,8 @@ class Operation(str, Enum):
 # not process. (Purging at open and anonymizing, which touches no template, need no role at all.)
 # The calls that take a probe from a camera, which the capture rules judge.
 CAPTURED = frozenset({Operation.ENROLL, Operation.VERIFY, Operation.IDENTIFY})
-HOUSEKEEPING = frozenset({Operation.ERASE, Operation.REVOKE, Operation.PURGE, Operation.REKEY, Operation.REPORT})
+HOUSEKEEPING = frozenset({Operation.ERASE, Operation.REVOKE, Operation.PURGE, Operation.REKEY, Operation.REPORT,
+                          Operation.APIKEY})
 
 
 @dataclass(frozen=True)

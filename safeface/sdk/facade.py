@@ -13,6 +13,7 @@ namespace hands out a store, and a row written behind this object is named by `a
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import hashlib
 import threading
@@ -29,6 +30,7 @@ from ..policy.deployment import Deployment, working_days_after
 from ..policy.guard import BatchItem, CaptureFacts, Decision, Guard, Operation, Request
 from ..policy.receipts import ErasureReceipt, issue_receipt, receipt_key
 from ..policy.rules import rule_for
+from ..workspace.apikeys import ApiKey, ApiKeys, hashing_key
 from ..workspace.audit import AuditEntry, AuditLog, AuditReport
 from ..workspace.passphrase import open_keyring
 from ..workspace.paths import WorkspacePaths
@@ -77,6 +79,8 @@ class SafeFace:
         self._audit_lock = threading.Lock()
         self._state = state
         self._role = role
+        self._actor: Optional[str] = None  # the credential acting (an API key id), recorded in each entry
+        self._is_view = False
         self._clock = clock
         self._pipeline = pipeline
         self._receipt_key = receipt_key(keyring.key("pseudonym"))
@@ -88,6 +92,7 @@ class SafeFace:
                                            int(deployment.section("matching").get("dim") or 128))
         self._guard = Guard(deployment, trust["consent_issuers"], trust["authorities"], state, gallery.pseudonym,
                             self.token_ref, gallery, evidence=self._evidence_keys, nonces=state)
+        self._apikeys = ApiKeys(paths.apikeys, hashing_key(keyring.key("pseudonym")))
 
     # -- opening ----------------------------------------------------------------------------
     @classmethod
@@ -134,9 +139,28 @@ class SafeFace:
         return sf
 
     def close(self) -> None:
+        if self._is_view:  # the workspace belongs to the object the view was made from
+            return
         self._gallery.close()
         self._audit.close()
         self._state.close()
+        self._apikeys.close()
+
+    def acting_as(self, role: str, actor: str) -> "SafeFace":
+        """A view of this open workspace whose calls run as `role` and are recorded as made by
+        `actor` (the service passes the role and id of the caller's API key). It shares this
+        object's store, log, guard and pipeline, so it needs no closing; every call still goes
+        through the one audited wrapper."""
+        if not isinstance(role, str) or not role or not isinstance(actor, str) or not actor:
+            raise InvalidArgument("acting_as needs a role and an actor (non-empty strings).")
+        self._pipe()  # loaded now, so that every view shares this pipeline
+        view = copy.copy(self)
+        view._role, view._actor, view._is_view = role, actor[:64], True
+        return view
+
+    @property
+    def role(self) -> str:
+        return self._role
 
     def __enter__(self) -> "SafeFace":
         return self
@@ -426,18 +450,19 @@ class SafeFace:
                                                    f"{report.face_count} face(s) covered ({report.mode})")
 
     # -- rights and housekeeping ------------------------------------------------------------
-    def erase(self, subject: str) -> ErasureReceipt:
-        """Remove every template of the subject at once and withdraw the consents given so far;
-        returns a signed receipt (CN-05, EU-06). Under the store's write lock: once the receipt
-        exists, no enrolment that was in flight can store a row of this subject."""
+    def erase(self, subject: Optional[str] = None, *, pseudonym: Optional[str] = None) -> ErasureReceipt:
+        """Remove every template of the subject (by id, or by pseudonym as an operator sees it) at
+        once and withdraw the consents given so far; returns a signed receipt (CN-05, EU-06). Under
+        the store's write lock: once the receipt exists, no enrolment that was in flight can store
+        a row of this subject."""
         now = self._clock()
-        pseud = self.pseudonym(subject)
+        pseud = self._pseudonym_of(subject, pseudonym)
         request = Request(Operation.ERASE, self._role, now)
 
         def body(d: Decision) -> tuple[ErasureReceipt, None]:
             with self._gallery.locked():
                 self._state.revoke_subject(pseud, now)
-                result = self._gallery.erase_subject(subject)
+                result = self._gallery.erase_pseudonym(pseud)
                 self._state.forget_subject(pseud)
                 receipt = self._receipt("erase", [pseud], None, result.row_ids, now, result.vectors)
                 self._append("erase", "allowed", subjects=[pseud], rule=self._rule("withdrawal"),
@@ -447,15 +472,19 @@ class SafeFace:
 
         return self._run(request, [pseud], body)
 
-    def revoke(self, token_id: Optional[str] = None, subject: Optional[str] = None) -> ErasureReceipt:
-        """Withdraw a consent (by token id) or all of a subject's consents: processing under them
-        stops at once and the templates enrolled under them are erased."""
-        if (token_id is None) == (subject is None):
-            raise InvalidArgument("revoke needs exactly one of token_id or subject.")
+    def revoke(self, token_id: Optional[str] = None, subject: Optional[str] = None, *,
+               token_ref: Optional[str] = None) -> ErasureReceipt:
+        """Withdraw a consent (by token id, or by the reference the store and log show) or all of a
+        subject's consents: processing under them stops at once and the templates enrolled under
+        them are erased."""
+        if sum(x is not None for x in (token_id, subject, token_ref)) != 1:
+            raise InvalidArgument("revoke needs exactly one of token_id, token_ref or subject.")
+        if token_ref is not None and (not isinstance(token_ref, str) or not token_ref.startswith("t-")):
+            raise InvalidArgument("a token reference reads t-<hex>, as the records and the audit log show it.")
         now = self._clock()
         request = Request(Operation.REVOKE, self._role, now)
         pseud = self.pseudonym(subject) if subject is not None else None
-        ref = self.token_ref(token_id) if token_id is not None else None
+        ref = self.token_ref(token_id) if token_id is not None else token_ref
 
         def body(d: Decision) -> tuple[ErasureReceipt, None]:
             with self._gallery.locked():
@@ -475,6 +504,20 @@ class SafeFace:
             return receipt, None
 
         return self._run(request, [pseud] if pseud else [], body)
+
+    def _pseudonym_of(self, subject: Optional[str], pseudonym: Optional[str]) -> str:
+        if (subject is None) == (pseudonym is None):
+            raise InvalidArgument("erase needs exactly one of subject or pseudonym.")
+        if pseudonym is not None:
+            if not isinstance(pseudonym, str) or len(pseudonym) != 64 or any(c not in "0123456789abcdef"
+                                                                           for c in pseudonym):
+                raise InvalidArgument("a pseudonym is 64 lowercase hex characters, as the records show it.")
+            return pseudonym
+        return self.pseudonym(str(subject))
+
+    def purge(self) -> Optional[ErasureReceipt]:
+        """:meth:`purge_expired` as a caller's call: its role must allow purge."""
+        return self._run(Request(Operation.PURGE, self._role, self._clock()), [], lambda d: (self.purge_expired(), None))
 
     def purge_expired(self) -> Optional[ErasureReceipt]:
         """Remove every expired template (CN-08, US-01); a receipt when anything was removed."""
@@ -563,12 +606,72 @@ class SafeFace:
                 if erase_file(p)]
         return {"templates": n, "records": target.where, "vectors": target.vectors.where, "erased": gone}
 
+    # -- the service's API keys -------------------------------------------------------------
+    def issue_api_key(self, role: str, *, label: str = "", expires: Optional[dt.date] = None,
+                      rate: Optional[float] = None) -> tuple[ApiKey, str]:
+        """A new service API key for `role` (a role of deployment.json): (its description, the key,
+        to be shown once; only a keyed hash of it is stored)."""
+        if role not in self._deployment.roles:
+            raise InvalidArgument(f"role {role!r} is not defined in deployment.json; defined roles: "
+                                  f"{', '.join(sorted(self._deployment.roles))}.")
+        request = Request(Operation.APIKEY, self._role, self._clock())
+
+        def body(d: Decision) -> tuple[tuple[ApiKey, str], _Note]:
+            info, key = self._apikeys.issue(role, label, expires, rate, request.now)
+            return (info, key), _Note([], f"API key {info.key_id} issued for role {role}"
+                                          f"{'; expires ' + info.expires if info.expires else ''}")
+
+        return self._run(request, [], body)
+
+    def revoke_api_key(self, key_id: str) -> ApiKey:
+        request = Request(Operation.APIKEY, self._role, self._clock())
+
+        def body(d: Decision) -> tuple[ApiKey, _Note]:
+            info = self._apikeys.revoke(str(key_id), request.now)
+            return info, _Note([], f"API key {info.key_id} revoked")
+
+        return self._run(request, [], body)
+
+    def trusted_keys(self) -> dict[str, list[str]]:
+        """The ids of the public keys trusted to sign consents and legal bases, by kind."""
+        return {kind: sorted(keys) for kind, keys in self._trust.items()}
+
+    def api_keys(self) -> list[ApiKey]:
+        """The service's API keys, described (never a secret)."""
+        return self._apikeys.list()
+
+    def authenticate(self, api_key: Optional[str]) -> ApiKey:
+        """The description of a genuine, unrevoked, unexpired API key; AuthenticationError else."""
+        return self._apikeys.authenticate(api_key, self._clock())
+
+    def open_session(self, api_key: Optional[str]) -> tuple[ApiKey, str]:
+        """Exchange an API key for a console session value (see workspace/apikeys.py)."""
+        return self._apikeys.open_session(api_key, self._clock())
+
+    def session(self, value: Optional[str]) -> ApiKey:
+        """The key behind a console session; AuthenticationError once it or its key has ended."""
+        return self._apikeys.session(value, self._clock())
+
+    def csrf_token(self, session: str) -> str:
+        return self._apikeys.csrf_token(session)
+
     def audit_verify(self) -> AuditReport:
         """Check the audit chain, then the store against it (see :meth:`verify_store`); raise
-        IntegrityError naming the first problems."""
+        IntegrityError naming the first problems. Reading the evidence needs a role that may
+        read the report; the check itself writes nothing to the log it judges."""
+        self._run(Request(Operation.REPORT, self._role, self._clock()), [], lambda d: (None, None))
         report = self._audit.verify()
         self.verify_store().raise_for_problems()
         return report
+
+    def may(self, operation: str) -> bool:
+        """Whether this caller's role may call `operation` (the guard's role rule), e.g. for a
+        console deciding whom to let in."""
+        try:
+            self._guard.check_role(self._role, str(operation))
+        except PolicyViolation:
+            return False
+        return True
 
     def verify_store(self) -> StoreReport:
         """Every row explained by the log and carrying a genuinely signed token; every row the
@@ -601,6 +704,7 @@ class SafeFace:
             "trusted_keys": TrustStore.load(self._paths, self._keyring).listing(),
             "receipt_public_key": self._paths.receipt_public.read_text().strip()
             if self._paths.receipt_public.is_file() else None,
+            "api_keys": [k.to_dict() for k in self._apikeys.list()],
         }
 
     def _store_facts(self) -> dict[str, Any]:
@@ -638,7 +742,7 @@ class SafeFace:
 
     def _append(self, operation: str, decision: str, **fields: Any) -> AuditEntry:
         with self._audit_lock:
-            return self._audit.append(operation, decision, **fields)
+            return self._audit.append(operation, decision, actor=self._actor, **fields)
 
     def _record(self, d: Decision, outcome: str, subjects: Sequence[str], note: Optional[str]) -> None:
         if d.evidence is not None:  # which liveness check let the call in (the check's entry names it too)

@@ -456,9 +456,13 @@ class Gallery:
 
     def erase_subject(self, subject_id: str) -> ErasureResult:
         """Remove every row of the subject from the store and the index."""
-        p = self.pseudonym(subject_id)
-        found = self._erase("pseudonym = ?", (p,))
-        return ErasureResult(p, tuple(r for r, _ in found), len(found))
+        return self.erase_pseudonym(self.pseudonym(subject_id))
+
+    def erase_pseudonym(self, pseudonym: str) -> ErasureResult:
+        """The same, for a subject known only by pseudonym (an operator's console)."""
+        _check_text(pseudonym, "pseudonym")
+        found = self._erase("pseudonym = ?", (pseudonym,))
+        return ErasureResult(pseudonym, tuple(r for r, _ in found), len(found))
 
     def remove_token(self, token_id: str) -> ErasureResult:
         """Remove every row enrolled under the consent token (e.g. on withdrawal)."""

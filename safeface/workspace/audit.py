@@ -2,7 +2,7 @@
 anchored outside the file.
 
 One SQLite file. Each entry holds the time, operation, purpose, token id, legal basis, subject
-pseudonyms, decision and rule; never an image, a template or a raw subject id. Entry n stores
+pseudonyms, decision, rule and the acting credential (the service's API key id); never an image, a template or a raw subject id. Entry n stores
 ``hash_n = SHA-256(hash_{n-1} || canonical JSON of entry n)``; the head row stores the last
 sequence number and hash with an HMAC-SHA256 under the audit key, so that deleting the tail and
 re-chaining needs the key. Each append is one IMMEDIATE transaction (the write lock is held from
@@ -34,13 +34,14 @@ from .anchor import Anchor, AnchorStore, check_anchor
 
 GENESIS = hashlib.sha256(b"safeface-audit-genesis-v1").hexdigest()
 FIELDS = ("seq", "time", "operation", "purpose", "token_id", "basis", "subjects", "decision", "rule", "note")
+_COLUMNS = "seq, time, operation, purpose, token_id, basis, subjects, decision, rule, note, actor"
 # NTP may step the clock back a little; more than this is a clock set back (or a forged entry).
 CLOCK_TOLERANCE = dt.timedelta(seconds=2)
 # Longest text kept per field; longer values are cut and marked (see `_bounded`). Notes are
 # written by the SDK and list the rows an erasure or purge removed (the store check reads them),
 # so theirs is generous: about 9,000 row ids; a removal of more rows must be split over entries.
 LIMITS = {"operation": 32, "purpose": 128, "token_id": 128, "basis": 256, "decision": 16, "rule": 32,
-          "note": 65_536, "subject": 128}
+          "note": 65_536, "subject": 128, "actor": 64}
 MAX_SUBJECTS = 100
 
 _SCHEMA = """
@@ -56,7 +57,8 @@ CREATE TABLE IF NOT EXISTS entries (
     rule TEXT,
     note TEXT,
     prev TEXT NOT NULL,
-    hash TEXT NOT NULL
+    hash TEXT NOT NULL,
+    actor TEXT
 );
 CREATE TABLE IF NOT EXISTS head (
     id INTEGER PRIMARY KEY CHECK (id = 1),
@@ -79,15 +81,19 @@ class AuditEntry:
     decision: str  # "allowed", "refused", "failed"
     rule: Optional[str]
     note: Optional[str]
+    actor: Optional[str] = None  # the credential that made the call (an API key id), when one did
 
     def canonical(self) -> bytes:
         d = {k: getattr(self, k) for k in FIELDS}
         d["subjects"] = list(self.subjects)
+        if self.actor is not None:  # absent from entries without one, so older chains still verify
+            d["actor"] = self.actor
         return json.dumps(d, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
     def to_dict(self) -> dict[str, Any]:
         d = {k: getattr(self, k) for k in FIELDS}
         d["subjects"] = list(self.subjects)
+        d["actor"] = self.actor
         return d
 
 
@@ -139,6 +145,16 @@ class AuditLog:
         self._anchors = tuple(anchors)
         self._db = connect(self.path, "audit log")
         self._db.executescript(_SCHEMA)
+        self._add_actor_column()
+
+    def _add_actor_column(self) -> None:
+        """Logs written before entries named their caller gain the column (empty for old rows)."""
+        cols = {r[1] for r in self._db.execute("PRAGMA table_info(entries)")}
+        if "actor" not in cols:
+            try:
+                self._db.execute("ALTER TABLE entries ADD COLUMN actor TEXT")
+            except sqlite3.OperationalError:  # another process added it first
+                pass
 
     def close(self) -> None:
         self._db.close()
@@ -158,9 +174,10 @@ class AuditLog:
 
     def append(self, operation: str, decision: str, *, purpose: Optional[str] = None,
                token_id: Optional[str] = None, basis: Optional[str] = None,
-               subjects: Sequence[str] = (), rule: Optional[str] = None, note: Optional[str] = None) -> AuditEntry:
+               subjects: Sequence[str] = (), rule: Optional[str] = None, note: Optional[str] = None,
+               actor: Optional[str] = None) -> AuditEntry:
         fields = {"operation": operation, "purpose": purpose, "token_id": token_id, "basis": basis,
-                  "decision": decision, "rule": rule, "note": note}
+                  "decision": decision, "rule": rule, "note": note, "actor": actor}
         b = {k: _bounded(v, LIMITS[k]) for k, v in fields.items()}
         subs = _bounded_subjects(subjects)
         db = self._db
@@ -178,11 +195,11 @@ class AuditLog:
                         "entry is written before a later one.")
                 when = max(when, last)  # within the tolerance: keep the log's times in order
             entry = AuditEntry(seq, when.isoformat(timespec="microseconds"), str(b["operation"]), b["purpose"],
-                               b["token_id"], b["basis"], subs, str(b["decision"]), b["rule"], b["note"])
+                               b["token_id"], b["basis"], subs, str(b["decision"]), b["rule"], b["note"], b["actor"])
             h = _chain(prev, entry)
-            db.execute("INSERT INTO entries VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+            db.execute(f"INSERT INTO entries ({_COLUMNS}, prev, hash) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
                        (seq, entry.time, entry.operation, entry.purpose, entry.token_id, entry.basis,
-                        json.dumps(list(subs)), entry.decision, entry.rule, entry.note, prev, h))
+                        json.dumps(list(subs)), entry.decision, entry.rule, entry.note, entry.actor, prev, h))
             db.execute("INSERT OR REPLACE INTO head (id, seq, hash, mac) VALUES (1, ?, ?, ?)",
                        (seq, h, self._mac(seq, h)))
             db.execute("COMMIT")
@@ -195,19 +212,16 @@ class AuditLog:
         return entry
 
     def entries(self) -> Iterator[AuditEntry]:
-        for r in self._db.execute(
-                "SELECT seq, time, operation, purpose, token_id, basis, subjects, decision, rule, note "
-                "FROM entries ORDER BY rowid"):
-            yield AuditEntry(r[0], r[1], r[2], r[3], r[4], r[5], tuple(json.loads(r[6])), r[7], r[8], r[9])
+        for r in self._db.execute(f"SELECT {_COLUMNS} FROM entries ORDER BY rowid"):
+            yield AuditEntry(r[0], r[1], r[2], r[3], r[4], r[5], tuple(json.loads(r[6])), r[7], r[8], r[9], r[10])
 
     def last_entry(self, operations: Sequence[str]) -> Optional[AuditEntry]:
         """The newest entry of one of `operations` (e.g. the last trust change)."""
         marks = ",".join("?" for _ in operations)
-        r = self._db.execute(
-            "SELECT seq, time, operation, purpose, token_id, basis, subjects, decision, rule, note FROM entries "
-            f"WHERE operation IN ({marks}) ORDER BY seq DESC LIMIT 1", tuple(operations)).fetchone()
+        r = self._db.execute(f"SELECT {_COLUMNS} FROM entries WHERE operation IN ({marks}) ORDER BY seq DESC LIMIT 1",
+                             tuple(operations)).fetchone()
         return None if r is None else AuditEntry(r[0], r[1], r[2], r[3], r[4], r[5], tuple(json.loads(r[6])),
-                                                 r[7], r[8], r[9])
+                                                 r[7], r[8], r[9], r[10])
 
     def hash_at(self, seq: int) -> Optional[str]:
         r = self._db.execute("SELECT hash FROM entries WHERE seq = ?", (int(seq),)).fetchone()
@@ -223,9 +237,7 @@ class AuditLog:
         first break."""
         anchors = self._read_anchors(self._anchors)
         try:
-            rows = self._db.execute(
-                "SELECT seq, time, operation, purpose, token_id, basis, subjects, decision, rule, note, prev, hash "
-                "FROM entries ORDER BY rowid").fetchall()
+            rows = self._db.execute(f"SELECT {_COLUMNS}, prev, hash FROM entries ORDER BY rowid").fetchall()
             head = self._db.execute("SELECT seq, hash, mac FROM head WHERE id = 1").fetchone()
         except sqlite3.DatabaseError as exc:
             raise IntegrityError(f"the audit log {self.path} cannot be read ({exc}).") from None
@@ -241,13 +253,13 @@ class AuditLog:
                 subjects = tuple(json.loads(r[6]))
             except (TypeError, ValueError):
                 raise IntegrityError(f"audit entry {seq} is corrupt.") from None
-            entry = AuditEntry(seq, r[1], r[2], r[3], r[4], r[5], subjects, r[7], r[8], r[9])
-            if r[10] != prev:
+            entry = AuditEntry(seq, r[1], r[2], r[3], r[4], r[5], subjects, r[7], r[8], r[9], r[10])
+            if r[11] != prev:
                 raise IntegrityError(f"audit entry {seq} does not follow entry {seq - 1}: the chain is broken "
                                      "(an entry was deleted, inserted or reordered).")
-            if not hmac.compare_digest(_chain(prev, entry), str(r[11])):
+            if not hmac.compare_digest(_chain(prev, entry), str(r[12])):
                 raise IntegrityError(f"audit entry {seq} was altered after it was written.")
-            prev = str(r[11])
+            prev = str(r[12])
             hashes.append(prev)
             expected_seq += 1
         if head is None:

@@ -8,6 +8,7 @@
     WS/gallery.db               protected, sealed templates
     WS/audit.db                 the hash-chained audit log (audit.py)
     WS/policy.db                revocations, filing crossing, purpose ends (state.py)
+    WS/apikeys.db               the service's API keys, as keyed hashes only (apikeys.py)
     WS/reports/                 compliance reports; reports/evaluation/ from `safeface eval`
 
 A --demo workspace also holds DEMO-INSECURE-* files: the consent issuer's and an authority's
@@ -72,6 +73,10 @@ class WorkspacePaths:
     @property
     def policy(self) -> Path:
         return self.root / "policy.db"
+
+    @property
+    def apikeys(self) -> Path:
+        return self.root / "apikeys.db"
 
     @property
     def reports(self) -> Path:

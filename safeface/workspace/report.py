@@ -148,6 +148,7 @@ def build_report(sf: "SafeFace", now: dt.datetime) -> dict[str, Any]:
             "key_versions": facts["key_versions"],
             "pseudonyms": "HMAC-SHA256 of subject ids under the pseudonym key; raw ids are never stored",
             "access_control": {role: list(ops) for role, ops in dep.roles.items()},
+            "api_keys": facts["api_keys"],
             "audit": "SHA-256 hash chain with an HMAC-signed head, anchored outside the log (keys/audit-anchor.json "
                      "and any witness in deployment.json audit.witness); signed checkpoints; `safeface audit verify`",
             "trust_store": "MACed with a keyring key; every change audited (trust-add / trust-remove)",

@@ -1,0 +1,241 @@
+"""The HTTP API under /v1. Each route authenticates the API key (its role is the caller's role),
+applies the key's rate, then makes one SafeFace call as (role, key id) on a pool thread. The
+guard decides every rule; this module only translates HTTP to calls and back.
+
+Images come as a multipart file field `image` or as `image_base64` in a JSON body; consent and
+legal-basis tokens as the fields `consent` / `legal_basis` or the headers X-Consent-Token /
+X-Legal-Basis.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import tempfile
+from pathlib import Path
+from typing import Any, Optional
+
+from fastapi import APIRouter, Depends, Request, Security
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+
+from ..errors import InvalidArgument
+from ..workspace.apikeys import ApiKey
+from .runtime import Runtime
+
+_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="the key from `safeface apikey new`")
+_bearer = HTTPBearer(auto_error=False, description="the same key as a bearer token")
+
+MAX_FIELD = 16 * 1024  # tokens and ids are far shorter; a larger field is malformed
+
+_IMAGE_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {"schema": {"type": "object", "required": ["image"], "properties": {
+                "image": {"type": "string", "format": "binary"}, "subject": {"type": "string"},
+                "purpose": {"type": "string"}, "consent": {"type": "string"}, "legal_basis": {"type": "string"},
+                "top_k": {"type": "integer"}, "attributes": {"type": "string"}}}},
+            "application/json": {"schema": {"type": "object", "required": ["image_base64"], "properties": {
+                "image_base64": {"type": "string", "format": "byte"}, "subject": {"type": "string"},
+                "purpose": {"type": "string"}, "consent": {"type": "string"}, "legal_basis": {"type": "string"},
+                "top_k": {"type": "integer"}, "attributes": {"type": "array", "items": {"type": "string"}}}}},
+        },
+    }
+}
+
+
+def _json_body(*props: str, required: tuple[str, ...] = ()) -> dict[str, Any]:
+    return {"requestBody": {"required": bool(required), "content": {"application/json": {"schema": {
+        "type": "object", "required": list(required), "properties": {p: {"type": "string"} for p in props}}}}}}
+
+
+class Call:
+    """One request's fields, whichever way they came."""
+
+    def __init__(self, fields: dict[str, Any], image: Optional[bytes], headers: Any) -> None:
+        self.fields = fields
+        self.image = image
+        self._headers = headers
+
+    def text(self, name: str, required: bool = True) -> Optional[str]:
+        v = self.fields.get(name)
+        if v is None or v == "":
+            if required:
+                raise InvalidArgument(f"the field {name!r} is required.")
+            return None
+        if not isinstance(v, str) or len(v) > MAX_FIELD:
+            raise InvalidArgument(f"the field {name!r} must be a string of at most {MAX_FIELD} characters.")
+        return v
+
+    def token(self, name: str, header: str) -> Optional[str]:
+        return self.text(name, required=False) or (self._headers.get(header) or None)
+
+    def require_image(self) -> bytes:
+        if not self.image:
+            raise InvalidArgument("an image is required: a multipart file field 'image' or 'image_base64' in JSON.")
+        return self.image
+
+
+async def read_call(request: Request, image: bool) -> Call:
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if ctype == "multipart/form-data":
+        form = await request.form(max_files=1, max_fields=16)
+        fields: dict[str, Any] = {}
+        data: Optional[bytes] = None
+        for k, v in form.multi_items():
+            if hasattr(v, "read"):
+                if k != "image":
+                    raise InvalidArgument(f"unexpected file field {k!r}; the image goes in 'image'.")
+                data = await v.read()
+            else:
+                fields[k] = v
+        return Call(fields, data, request.headers)
+    if ctype == "application/json" or (ctype == "" and not image):
+        raw = await request.body()
+        try:
+            body = json.loads(raw) if raw else {}
+        except ValueError:
+            raise InvalidArgument("the body is not valid JSON.") from None
+        if not isinstance(body, dict):
+            raise InvalidArgument("the JSON body must be an object.")
+        data = None
+        if "image_base64" in body:
+            b64 = body.pop("image_base64")
+            try:
+                data = base64.b64decode(b64 if isinstance(b64, str) else "", validate=True)
+            except (binascii.Error, ValueError):
+                raise InvalidArgument("image_base64 is not valid base64.") from None
+        return Call(body, data, request.headers)
+    raise InvalidArgument("send multipart/form-data or application/json.")
+
+
+def build_router(rt: Runtime) -> APIRouter:
+    router = APIRouter(prefix="/v1")
+
+    async def caller(request: Request, key: Optional[str] = Security(_key_header),
+                     bearer: Optional[HTTPAuthorizationCredentials] = Security(_bearer)) -> ApiKey:
+        presented = key or (bearer.credentials if bearer is not None else None)
+        info: ApiKey = rt.light(lambda sf: sf.authenticate(presented))
+        rt.limit(info.key_id, info.rate)
+        request.state.key_id = info.key_id
+        return info
+
+    def as_(info: ApiKey, sf: Any) -> Any:
+        return sf.acting_as(info.role, info.key_id)
+
+    @router.post("/enroll", openapi_extra=_IMAGE_BODY, summary="Enrol a face (stored and audited before 200)")
+    async def enroll(request: Request, info: ApiKey = Depends(caller)) -> dict[str, Any]:
+        c = await read_call(request, image=True)
+        img, subject, purpose = c.require_image(), c.text("subject"), c.text("purpose")
+        consent, basis = c.token("consent", "x-consent-token"), c.token("legal_basis", "x-legal-basis")
+        r = await rt.call(lambda sf: as_(info, sf).enroll(img, subject, purpose, consent, legal_basis=basis))
+        return dict(r.to_dict())
+
+    @router.post("/verify", openapi_extra=_IMAGE_BODY, summary="Verify a face against a subject's templates")
+    async def verify(request: Request, info: ApiKey = Depends(caller)) -> dict[str, Any]:
+        c = await read_call(request, image=True)
+        img, subject, purpose = c.require_image(), c.text("subject"), c.text("purpose")
+        consent, basis = c.token("consent", "x-consent-token"), c.token("legal_basis", "x-legal-basis")
+        r = await rt.call(lambda sf: as_(info, sf).verify(img, subject, purpose, consent, legal_basis=basis))
+        return {**r.to_dict(), "subject": r.pseudonym}
+
+    @router.post("/identify", openapi_extra=_IMAGE_BODY, summary="Identify a face (pseudonyms, best first)")
+    async def identify(request: Request, info: ApiKey = Depends(caller)) -> dict[str, Any]:
+        c = await read_call(request, image=True)
+        img, purpose = c.require_image(), c.text("purpose")
+        consent, basis = c.token("consent", "x-consent-token"), c.token("legal_basis", "x-legal-basis")
+        top_k = _int(c.fields.get("top_k", 5), "top_k")
+        r = await rt.call(lambda sf: as_(info, sf).identify(img, purpose, consent, basis, top_k=top_k))
+        return {"candidates": [{"subject": x.subject, "score": round(x.score, 4)} for x in r]}
+
+    @router.post("/analyze", openapi_extra=_IMAGE_BODY, summary="Technical facts about the faces (no attributes)")
+    async def analyze(request: Request, info: ApiKey = Depends(caller)) -> dict[str, Any]:
+        c = await read_call(request, image=True)
+        img = c.require_image()
+        attrs = c.fields.get("attributes", ["faces"])
+        if isinstance(attrs, str):
+            attrs = [a.strip() for a in attrs.split(",") if a.strip()]
+        if not isinstance(attrs, list) or not all(isinstance(a, str) for a in attrs):
+            raise InvalidArgument("attributes must be a list of strings (or comma-separated in a form).")
+        return dict(await rt.call(lambda sf: as_(info, sf).analyze(img, attrs)))
+
+    @router.post("/export", openapi_extra=_json_body("subject", "purpose", "recipient", "consent", "legal_basis",
+                                                     required=("subject", "purpose", "recipient")),
+                 summary="Disclose a subject's record descriptions to a recipient")
+    async def export(request: Request, info: ApiKey = Depends(caller)) -> dict[str, Any]:
+        c = await read_call(request, image=False)
+        subject, purpose, recipient = c.text("subject"), c.text("purpose"), c.text("recipient")
+        consent, basis = c.token("consent", "x-consent-token"), c.token("legal_basis", "x-legal-basis")
+        r = await rt.call(lambda sf: as_(info, sf).export(subject, purpose, recipient, consent, legal_basis=basis))
+        return dict(r.to_dict())
+
+    @router.post("/erase", openapi_extra=_json_body("subject", "pseudonym"),
+                 summary="Erase a subject (by id or pseudonym); a signed receipt")
+    async def erase(request: Request, info: ApiKey = Depends(caller)) -> dict[str, Any]:
+        c = await read_call(request, image=False)
+        subject, pseud = c.text("subject", False), c.text("pseudonym", False)
+        r = await rt.call(lambda sf: as_(info, sf).erase(subject, pseudonym=pseud))
+        return dict(r.to_dict())
+
+    @router.post("/consent/revoke", openapi_extra=_json_body("token_id", "token_ref", "subject"),
+                 summary="Withdraw a consent (by token id or reference) or all of a subject's")
+    async def revoke(request: Request, info: ApiKey = Depends(caller)) -> dict[str, Any]:
+        c = await read_call(request, image=False)
+        tid, ref, subject = c.text("token_id", False), c.text("token_ref", False), c.text("subject", False)
+        r = await rt.call(lambda sf: as_(info, sf).revoke(tid, subject, token_ref=ref))
+        return dict(r.to_dict())
+
+    @router.post("/purge", summary="Remove expired templates now")
+    async def purge(info: ApiKey = Depends(caller)) -> dict[str, Any]:
+        r = await rt.call(lambda sf: as_(info, sf).purge())
+        return {"removed": 0} if r is None else {"removed": r.templates_removed, "receipt": r.to_dict()}
+
+    @router.get("/audit/verify", summary="Check the audit chain and the store against it")
+    async def audit_verify(info: ApiKey = Depends(caller)) -> dict[str, Any]:
+        r = await rt.call(lambda sf: as_(info, sf).audit_verify())
+        return {"ok": True, "entries": r.entries, "head_seq": r.head_seq, "head_hash": r.head_hash}
+
+    @router.get("/report", summary="The compliance report (JSON, or HTML with ?format=html)",
+                response_model=None)
+    async def report(format: str = "json", info: ApiKey = Depends(caller)) -> Any:
+        if format not in ("json", "html"):
+            raise InvalidArgument("format is json or html.")
+
+        def run(sf: Any) -> str:
+            with tempfile.TemporaryDirectory(prefix="safeface-report-") as d:
+                files = as_(info, sf).report(d)
+                return Path(files[format]).read_text(encoding="utf-8")
+
+        text = await rt.call(run)
+        if format == "html":
+            return HTMLResponse(text)
+        return JSONResponse(json.loads(text))
+
+    @router.get("/health", summary="The process is up (no key needed)")
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @router.get("/ready", summary="Ready to serve: workspace open and pipelines loaded (no key needed)",
+                response_model=None)
+    async def ready() -> Any:
+        if not rt.ready:
+            return JSONResponse({"status": "starting"}, status_code=503, headers={"Retry-After": "1"})
+        return {"status": "ready", "in_flight": rt.in_flight}
+
+    return router
+
+
+def metrics_route(rt: Runtime) -> Any:
+    async def metrics() -> PlainTextResponse:
+        return PlainTextResponse(rt.metrics.render(), media_type="text/plain; version=0.0.4")
+
+    return metrics
+
+
+def _int(v: Any, name: str) -> int:
+    try:
+        return int(v)
+    except (TypeError, ValueError):
+        raise InvalidArgument(f"{name} must be an integer.") from None

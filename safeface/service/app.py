@@ -1,0 +1,185 @@
+"""The FastAPI application: the /v1 API, /metrics, and the operator console at /.
+
+Errors become status codes here, once: 401 no valid key, 403 a refusal by the guard (a role that
+may not, or any compliance rule) with the CLI's JSON ``{"error","rule","message"}``, 422 malformed
+input or an unusable image, 413 a body over the limit, 429 a key over its rate and 503 a full work
+queue (both with Retry-After), 409 a failed integrity check. Every response carries a strict
+Content-Security-Policy; there is no interactive docs page (it would need outside scripts), only
+/openapi.json.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import threading
+import time
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, AsyncIterator, Awaitable, Callable
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from ..errors import (AuthenticationError, BackendError, ConfigError, ImageError, IntegrityError, InvalidArgument,
+                      PolicyViolation, SafeFaceError, ServiceBusy)
+from .runtime import RateLimited, Runtime, ServiceConfig
+
+CONFIG_ENV = "SAFEFACE_SERVICE_CONFIG"
+CSP = ("default-src 'none'; img-src 'self'; style-src 'self'; form-action 'self'; frame-ancestors 'none'; "
+       "base-uri 'none'")
+_SECURITY_HEADERS = [
+    (b"content-security-policy", CSP.encode()),
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"cache-control", b"no-store"),
+]
+
+
+class BodyLimit:
+    """413 for a body over the limit, whether announced by Content-Length or streamed."""
+
+    def __init__(self, app: Any, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for k, v in scope.get("headers", []):
+            if k == b"content-length":
+                try:
+                    too_big = int(v) > self.limit
+                except ValueError:
+                    too_big = True
+                if too_big:
+                    await _too_large(send, self.limit)
+                    return
+        seen = 0
+        started = False
+
+        async def limited() -> Any:
+            nonlocal seen
+            msg = await receive()
+            if msg["type"] == "http.request":
+                seen += len(msg.get("body", b""))
+                if seen > self.limit:
+                    raise _TooLarge()
+            return msg
+
+        async def tracking_send(msg: Any) -> None:
+            nonlocal started
+            if msg["type"] == "http.response.start":
+                started = True
+            await send(msg)
+
+        try:
+            await self.app(scope, limited, tracking_send)
+        except _TooLarge:
+            if not started:
+                await _too_large(send, self.limit)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+async def _too_large(send: Any, limit: int) -> None:
+    body = json.dumps({"error": "PayloadTooLarge", "message": f"the request body is over {limit} bytes."}).encode()
+    await send({"type": "http.response.start", "status": 413,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                            (b"connection", b"close"), *_SECURITY_HEADERS]})
+    await send({"type": "http.response.body", "body": body})
+
+
+def _error(status: int, exc: Exception, headers: dict[str, str] | None = None) -> JSONResponse:
+    body = exc.to_dict() if isinstance(exc, PolicyViolation) else {"error": type(exc).__name__, "message": str(exc)}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def create_app(config: ServiceConfig) -> FastAPI:
+    from .api import build_router, metrics_route
+    from .console import build_console
+
+    rt = Runtime(config)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        threading.Thread(target=rt.warm, name="safeface-warm", daemon=True).start()
+        try:
+            yield
+        finally:
+            rt.close()
+
+    app = FastAPI(title="safeface", version="1", lifespan=lifespan, docs_url=None, redoc_url=None,
+                  description="Face recognition with compliance guardrails, as a service. Every call passes the "
+                              "same guard as the SDK; the caller's role comes from its API key.")
+    app.state.runtime = rt
+
+    @app.exception_handler(PolicyViolation)
+    async def _policy(request: Request, exc: PolicyViolation) -> JSONResponse:
+        return _error(403, exc)
+
+    @app.exception_handler(AuthenticationError)
+    async def _auth(request: Request, exc: AuthenticationError) -> JSONResponse:
+        rt.metrics.count("safeface_auth_failures_total")
+        return _error(401, exc, {"WWW-Authenticate": 'Bearer realm="safeface"'})
+
+    @app.exception_handler(ServiceBusy)
+    async def _busy(request: Request, exc: ServiceBusy) -> JSONResponse:
+        status = 429 if isinstance(exc, RateLimited) else 503
+        return _error(status, exc, {"Retry-After": str(max(1, math.ceil(exc.retry_after)))})
+
+    @app.exception_handler(InvalidArgument)
+    @app.exception_handler(ImageError)
+    async def _invalid(request: Request, exc: SafeFaceError) -> JSONResponse:
+        return _error(422, exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        where = "; ".join(f"{'.'.join(str(x) for x in e.get('loc', ()))}: {e.get('msg')}" for e in exc.errors()[:3])
+        return JSONResponse({"error": "InvalidArgument", "message": f"malformed request ({where})."}, status_code=422)
+
+    @app.exception_handler(IntegrityError)
+    async def _integrity(request: Request, exc: IntegrityError) -> JSONResponse:
+        return _error(409, exc)
+
+    @app.exception_handler(SafeFaceError)
+    async def _other(request: Request, exc: SafeFaceError) -> JSONResponse:
+        return _error(500 if isinstance(exc, (BackendError, ConfigError)) else 400, exc)
+
+    @app.middleware("http")
+    async def _measure(request: Request, call_next: Callable[[Request], Awaitable[Any]]) -> Any:
+        t0 = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        path = getattr(route, "path", "unmatched")
+        rt.metrics.count("safeface_requests_total", {"route": path, "status": str(response.status_code)})
+        rt.metrics.observe(path, time.perf_counter() - t0)
+        for k, v in _SECURITY_HEADERS:
+            response.headers.setdefault(k.decode(), v.decode())
+        return response
+
+    app.include_router(build_router(rt))
+    app.add_api_route("/metrics", metrics_route(rt), methods=["GET"], include_in_schema=True,
+                      summary="Prometheus metrics of this process")
+    app.include_router(build_console(rt))
+    app.add_middleware(BodyLimit, limit=config.max_body)
+    return app
+
+
+def config_from_env() -> ServiceConfig:
+    raw = json.loads(os.environ[CONFIG_ENV])
+    return ServiceConfig(workspace=Path(raw["workspace"]),
+                         passphrase_file=Path(raw["passphrase_file"]) if raw.get("passphrase_file") else None,
+                         threads=int(raw["threads"]), queue=int(raw["queue"]), max_body=int(raw["max_body"]),
+                         tls=bool(raw["tls"]), engine=raw.get("engine"))
+
+
+def app_from_env() -> FastAPI:
+    """The factory uvicorn calls in each worker process (`safeface serve` sets the environment)."""
+    return create_app(config_from_env())

@@ -1,0 +1,321 @@
+"""The operator console: server-rendered pages, no JavaScript.
+
+Login exchanges an API key whose role may read the report for a session cookie (HttpOnly,
+SameSite=Strict, Secure under TLS); each page re-checks the session, so revoking the key ends it.
+Every form carries a CSRF token (an HMAC of the session; the login form a double-submit cookie).
+Every action is a SafeFace call made as the session's (role, key id): the guard decides it and the
+audit log names the key. Pages show pseudonyms, token references and counts, never a face image
+or a template.
+"""
+
+from __future__ import annotations
+
+import hmac
+import html
+import json
+import re
+import secrets
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Optional
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
+
+from ..errors import AuthenticationError, IntegrityError, PolicyViolation
+from ..workspace.apikeys import SESSION_SECONDS, ApiKey
+from .runtime import Runtime
+
+SESSION = "sf_session"
+LOGIN = "sf_login"
+_RECEIPT_ID = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
+_PLOT = re.compile(r"^[A-Za-z0-9_.-]{1,80}\.(png|svg)$")
+_CSS = """body{font-family:sans-serif;max-width:1100px;margin:1em auto;padding:0 1em}
+nav a{margin-right:1em}table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 6px;
+text-align:left;vertical-align:top;font-size:90%}.ok{color:#060}.bad{color:#a00;font-weight:bold}
+code{font-size:85%}form.inline{display:inline}.msg{background:#eef;padding:.5em}img{max-width:640px}"""
+
+
+def _e(v: Any) -> str:
+    return html.escape("" if v is None else str(v))
+
+
+class Session:
+    def __init__(self, key: ApiKey, cookie: str, csrf: str) -> None:
+        self.key, self.cookie, self.csrf = key, cookie, csrf
+
+
+def build_console(rt: Runtime) -> APIRouter:
+    router = APIRouter(include_in_schema=False)
+    secure = rt.config.tls
+
+    def page(title: str, body: str, s: Optional[Session] = None, status: int = 200) -> HTMLResponse:
+        nav = ""
+        if s is not None:
+            nav = ("<nav><a href='/audit'>Audit log</a><a href='/consents'>Consents</a><a href='/subjects'>Subjects</a>"
+                   "<a href='/keys'>Keys</a><a href='/report'>Report</a>"
+                   f"<form class='inline' method='post' action='/logout'>{_csrf(s)}<button>Log out</button></form>"
+                   f" <small>key {_e(s.key.key_id)} ({_e(s.key.role)})</small></nav>")
+        return HTMLResponse(f"<!doctype html><html><head><meta charset='utf-8'><title>{_e(title)} - safeface</title>"
+                            f"<link rel='stylesheet' href='/console.css'></head><body>{nav}<h1>{_e(title)}</h1>{body}"
+                            "</body></html>", status_code=status)
+
+    def _csrf(s: Session) -> str:
+        return f"<input type='hidden' name='csrf' value='{_e(s.csrf)}'>"
+
+    def session(request: Request) -> Optional[Session]:
+        cookie = request.cookies.get(SESSION)
+        try:
+            key: ApiKey = rt.light(lambda sf: sf.session(cookie))
+        except AuthenticationError:
+            return None
+        if not rt.light(lambda sf: sf.acting_as(key.role, key.key_id).may("report")):
+            return None
+        return Session(key, str(cookie), rt.light(lambda sf: sf.csrf_token(cookie)))
+
+    async def form_of(request: Request, s: Session) -> dict[str, str]:
+        form = await request.form(max_files=0, max_fields=8)
+        got = str(form.get("csrf") or "")
+        if not hmac.compare_digest(got.encode(), s.csrf.encode()):
+            raise AuthenticationError("the form's CSRF token is missing or wrong; reload the page and try again.")
+        return {k: str(v) for k, v in form.items()}
+
+    def to_login() -> RedirectResponse:
+        return RedirectResponse("/login", status_code=303)
+
+    async def as_session(request: Request, fn: Any) -> Any:
+        s = session(request)
+        if s is None:
+            return None, to_login()
+        try:
+            return s, await rt.call(lambda sf: fn(sf.acting_as(s.key.role, s.key.key_id)))
+        except PolicyViolation as exc:
+            return s, page("Refused", f"<p class='bad'>Refused by rule {_e(exc.rule)}: {_e(exc.message)}</p>", s, 403)
+
+    @router.get("/console.css")
+    async def css() -> Response:
+        return Response(_CSS, media_type="text/css")
+
+    @router.get("/login")
+    async def login_form(request: Request, error: str = "") -> HTMLResponse:
+        token = secrets.token_urlsafe(24)
+        msg = f"<p class='bad'>{_e(error)}</p>" if error else ""
+        resp = page("Operator console", f"""{msg}<form method='post' action='/login'>
+<input type='hidden' name='csrf' value='{token}'>
+<label>API key <input type='password' name='api_key' id='api_key' autocomplete='off' size='70'></label>
+<button type='submit' id='login'>Log in</button></form>
+<p>Use a key from <code>safeface apikey new WS --role operator</code>; it is exchanged for a session cookie.</p>""")
+        resp.set_cookie(LOGIN, token, httponly=True, samesite="strict", secure=secure, max_age=600)
+        return resp
+
+    @router.post("/login")
+    async def login(request: Request) -> Response:
+        form = await request.form(max_files=0, max_fields=4)
+        want = request.cookies.get(LOGIN) or ""
+        if not want or not hmac.compare_digest(str(form.get("csrf") or "").encode(), want.encode()):
+            return RedirectResponse("/login?error=The+login+form+expired%3B+try+again.", status_code=303)
+        try:
+            key, cookie = rt.light(lambda sf: sf.open_session(str(form.get("api_key") or "").strip()))
+        except AuthenticationError:
+            return RedirectResponse("/login?error=That+API+key+is+not+valid.", status_code=303)
+        if not rt.light(lambda sf: sf.acting_as(key.role, key.key_id).may("report")):
+            return RedirectResponse("/login?error=That+key%27s+role+may+not+use+the+console.", status_code=303)
+        resp = RedirectResponse("/audit", status_code=303)
+        resp.set_cookie(SESSION, cookie, httponly=True, samesite="strict", secure=secure, max_age=SESSION_SECONDS)
+        resp.delete_cookie(LOGIN)
+        return resp
+
+    @router.post("/logout")
+    async def logout(request: Request) -> Response:
+        resp = to_login()
+        resp.delete_cookie(SESSION)
+        return resp
+
+    @router.get("/")
+    async def root(request: Request) -> Response:
+        return RedirectResponse("/audit" if session(request) else "/login", status_code=303)
+
+    @router.get("/audit")
+    async def audit(request: Request) -> Response:
+        def read(sf: Any) -> tuple[str, list[Any]]:
+            try:
+                r = sf.audit_verify()
+                state = f"<p class='ok' id='verify'>Verified: {r.entries} entries, head {r.head_hash[:16]}...</p>"
+            except IntegrityError as exc:
+                state = f"<p class='bad' id='verify'>FAILS verification: {_e(exc)}</p>"
+            return state, sf.audit_entries()[-300:]
+
+        s, out = await as_session(request, read)
+        if not isinstance(out, tuple):
+            return out
+        state, entries = out
+        rows = "".join(f"<tr><td>{e.seq}</td><td>{_e(e.time[:19])}</td><td>{_e(e.operation)}</td>"
+                       f"<td>{_e(e.decision)}</td><td>{_e(e.rule)}</td><td>{_e(e.purpose)}</td><td>{_e(e.actor)}</td>"
+                       f"<td>{_e(', '.join(x[:12] for x in e.subjects))}</td><td>{_e(e.note)}</td></tr>"
+                       for e in reversed(entries))
+        return page("Audit log", f"{state}<table id='audit'><tr><th>#</th><th>time (UTC)</th><th>operation</th>"
+                    f"<th>decision</th><th>rule</th><th>purpose</th><th>key</th><th>subjects</th><th>note</th></tr>"
+                    f"{rows}</table>", s)
+
+    @router.get("/consents")
+    async def consents(request: Request, done: str = "") -> Response:
+        s, recs = await as_session(request, lambda sf: sf.records())
+        if s is None or not isinstance(recs, list):
+            return recs
+        by: dict[str, list[Any]] = defaultdict(list)
+        for r in recs:
+            by[r.token_ref].append(r)
+        rows = "".join(
+            f"<tr><td><code>{_e(ref)}</code></td><td>{_e(rs[0].provenance)}</td>"
+            f"<td>{_e(', '.join(sorted({p for r in rs for p in r.purposes})))}</td><td>{len(rs)}</td>"
+            f"<td><form method='post' action='/consents/revoke'>{_csrf(s)}<input type='hidden' name='token_ref' "
+            f"value='{_e(ref)}'><button class='revoke'>Revoke</button></form></td></tr>" for ref, rs in sorted(by.items()))
+        msg = f"<p class='msg' id='done'>{_e(done)}</p>" if done else ""
+        return page("Consents", f"""{msg}<table id='consents'><tr><th>token reference</th><th>basis</th><th>purposes</th>
+<th>templates</th><th></th></tr>{rows or "<tr><td colspan=5>no stored consents</td></tr>"}</table>
+<h2>Revoke by token id</h2><form method='post' action='/consents/revoke'>{_csrf(s)}
+<input name='token_id' id='token_id' size='40'><button id='revoke_id'>Revoke</button></form>""", s)
+
+    @router.post("/consents/revoke")
+    async def revoke(request: Request) -> Response:
+        s = session(request)
+        if s is None:
+            return to_login()
+        f = await form_of(request, s)
+        ref, tid = f.get("token_ref") or None, f.get("token_id") or None
+        _, out = await as_session(request, lambda sf: sf.revoke(token_id=tid, token_ref=None if tid else ref))
+        return _receipt_saved(out)
+
+    @router.get("/subjects")
+    async def subjects(request: Request) -> Response:
+        s, recs = await as_session(request, lambda sf: sf.records())
+        if s is None or not isinstance(recs, list):
+            return recs
+        by: dict[str, list[Any]] = defaultdict(list)
+        for r in recs:
+            by[r.pseudonym].append(r)
+        rows = "".join(
+            f"<tr><td><code>{_e(p)}</code></td><td>{len(rs)}</td>"
+            f"<td>{_e(', '.join(sorted({x for r in rs for x in r.purposes})))}</td>"
+            f"<td>{_e(min(r.expires_at for r in rs).date())}</td>"
+            f"<td><form method='post' action='/subjects/erase'>{_csrf(s)}<input type='hidden' name='pseudonym' "
+            f"value='{_e(p)}'><button class='erase'>Erase</button></form></td></tr>" for p, rs in sorted(by.items()))
+        return page("Subjects", f"<table id='subjects'><tr><th>pseudonym</th><th>templates</th><th>purposes</th>"
+                    f"<th>first expiry</th><th></th></tr>{rows or '<tr><td colspan=5>no subjects</td></tr>'}</table>", s)
+
+    @router.post("/subjects/erase")
+    async def erase(request: Request) -> Response:
+        s = session(request)
+        if s is None:
+            return to_login()
+        f = await form_of(request, s)
+        _, out = await as_session(request, lambda sf: sf.erase(pseudonym=f.get("pseudonym", "")))
+        return _receipt_saved(out)
+
+    def _receipt_saved(out: Any) -> Response:
+        if isinstance(out, Response):
+            return out
+        d = rt.config.workspace / "reports" / "receipts"
+        d.mkdir(parents=True, exist_ok=True)
+        (d / f"{out.receipt_id}.json").write_text(json.dumps(out.to_dict(), indent=2) + "\n", encoding="utf-8")
+        return RedirectResponse(f"/receipts/{out.receipt_id}", status_code=303)
+
+    @router.get("/receipts/{receipt_id}.json")
+    async def receipt_file(request: Request, receipt_id: str) -> Response:
+        if session(request) is None:
+            return to_login()
+        path = _receipt_path(receipt_id)
+        if path is None:
+            return PlainTextResponse("no such receipt", status_code=404)
+        return Response(path.read_bytes(), media_type="application/json",
+                        headers={"Content-Disposition": f'attachment; filename="receipt-{receipt_id}.json"'})
+
+    @router.get("/receipts/{receipt_id}")
+    async def receipt(request: Request, receipt_id: str) -> Response:
+        s = session(request)
+        if s is None:
+            return to_login()
+        path = _receipt_path(receipt_id)
+        if path is None:
+            return page("No such receipt", "<p>No receipt has that id.</p>", s, 404)
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        return page("Erasure receipt", f"<p class='msg' id='done'>{_e(doc['reason'])}: {doc['templates_removed']} "
+                    f"template(s) removed.</p><pre id='receipt'>{_e(json.dumps(doc, indent=2))}</pre>"
+                    f"<p><a id='download' href='/receipts/{_e(receipt_id)}.json'>Download the signed receipt</a></p>", s)
+
+    def _receipt_path(receipt_id: str) -> Optional[Path]:
+        if not _RECEIPT_ID.match(receipt_id):
+            return None
+        path = rt.config.workspace / "reports" / "receipts" / f"{receipt_id}.json"
+        return path if path.is_file() else None
+
+    @router.get("/keys")
+    async def keys(request: Request, issued: str = "") -> Response:
+        s, out = await as_session(request, lambda sf: (sf.trusted_keys(), sf.api_keys()))
+        if s is None or not isinstance(out, tuple):
+            return out
+        trusted, api = out
+        trows = "".join(f"<tr><td>{_e(kind)}</td><td><code>{_e(k)}</code></td></tr>"
+                        for kind, ks in trusted.items() for k in ks)
+        arows = "".join(
+            f"<tr><td><code>{_e(k.key_id)}</code></td><td>{_e(k.role)}</td><td>{_e(k.label)}</td><td>{_e(k.created)}</td>"
+            f"<td>{_e(k.expires or 'never')}</td><td>{k.rate:g}/s</td><td>{_e(k.revoked or '')}</td><td>"
+            + ("" if k.revoked else f"<form method='post' action='/keys/revoke'>{_csrf(s)}<input type='hidden' "
+               f"name='key_id' value='{_e(k.key_id)}'><button class='revoke-key'>Revoke</button></form>")
+            + "</td></tr>" for k in api)
+        return page("Keys", f"<h2>Trusted signing keys</h2><table id='trusted'><tr><th>kind</th><th>key id</th></tr>"
+                    f"{trows}</table><h2>API keys</h2><table id='apikeys'><tr><th>id</th><th>role</th><th>label</th>"
+                    f"<th>created</th><th>expires</th><th>rate</th><th>revoked</th><th></th></tr>{arows}</table>"
+                    "<p>New keys: <code>safeface apikey new WS --role ROLE</code> (the key is shown once).</p>", s)
+
+    @router.post("/keys/revoke")
+    async def revoke_key(request: Request) -> Response:
+        s = session(request)
+        if s is None:
+            return to_login()
+        f = await form_of(request, s)
+        _, out = await as_session(request, lambda sf: sf.revoke_api_key(f.get("key_id", "")))
+        return out if isinstance(out, Response) else RedirectResponse("/keys", status_code=303)
+
+    @router.get("/report")
+    async def report(request: Request) -> Response:
+        out_dir = rt.config.workspace / "reports" / "console"
+
+        def run(sf: Any) -> dict[str, Any]:
+            files = sf.report(out_dir)
+            return dict(json.loads(Path(files["json"]).read_text(encoding="utf-8")))
+
+        s, r = await as_session(request, run)
+        if s is None or not isinstance(r, dict):
+            return r
+        status = "may process" if r["can_process"] else "CANNOT PROCESS: a rule is failing"
+        rules = "".join(f"<tr class='{'bad' if x['state'] == 'failing' else ''}'><td>{_e(x['id'])}</td>"
+                        f"<td>{_e(x['title'])}</td><td>{_e(x['state'])}</td><td>{_e(x['detail'])}</td>"
+                        f"<td>{x['refusals']}</td></tr>" for x in r["rules"])
+        counts = "".join(f"<tr><th>{_e(k)}</th><td>{_e(json.dumps(v) if isinstance(v, dict) else v)}</td></tr>"
+                         for k, v in r["counts"].items())
+        plots = "".join(f"<p><img src='/report/{_e(p)}' alt='{_e(p)}'></p>" for p in r.get("assessment_plots", []))
+        return page("Compliance report", f"<p id='status'>Deployment <b>{_e(r['deployment'])}</b>, profiles "
+                    f"{_e(', '.join(r['profiles']))}: <b>{_e(status)}</b>; generated {_e(r['generated'])}.</p>"
+                    f"<h2>Counts</h2><table>{counts}</table><h2>Rules</h2><table id='rules'><tr><th>rule</th>"
+                    f"<th>title</th><th>state</th><th>detail</th><th>refusals</th></tr>{rules}</table>"
+                    f"<h2>Evaluation</h2>{plots or '<p>No evaluation plots yet (safeface eval ... --workspace WS).</p>'}"
+                    "<p><a href='/report/compliance.json'>compliance.json</a></p>", s)
+
+    @router.get("/report/{name:path}")
+    async def report_file(request: Request, name: str) -> Response:
+        if session(request) is None:
+            return to_login()
+        base = rt.config.workspace / "reports" / "console"
+        if name == "compliance.json":
+            path = base / name
+        elif name.startswith("assessment/") and _PLOT.match(name[len("assessment/"):]):
+            path = base / "assessment" / name[len("assessment/"):]
+        else:
+            return PlainTextResponse("not found", status_code=404)
+        if not path.is_file():
+            return PlainTextResponse("not found", status_code=404)
+        media = {".json": "application/json", ".png": "image/png", ".svg": "image/svg+xml"}[path.suffix]
+        return Response(path.read_bytes(), media_type=media)
+
+    return router

@@ -1,0 +1,157 @@
+"""What one service process holds: the open workspace, a bounded pool of worker threads, per-key
+rate buckets and the metrics.
+
+Calls run off the event loop on a fixed pool of threads, each with its own SafeFace on the shared
+workspace (its own connections and pipeline: the same arrangement as several processes, which the
+store's cross-process lock and SQLite's WAL already make safe). At most `threads + queue` calls
+are admitted at once; the next is answered 503 with Retry-After, so memory stays bounded however
+many clients call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional, TypeVar
+
+from ..errors import ServiceBusy
+from .metrics import Metrics
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    workspace: Path
+    passphrase_file: Optional[Path] = None
+    threads: int = 2
+    queue: int = 8
+    max_body: int = 8 * 1024 * 1024
+    tls: bool = False
+    engine: Optional[str] = None  # test hook: "dlib" or "onnx"; None: the deployment's engine
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class RateLimited(ServiceBusy):
+    """The key is over its rate: 429 with Retry-After."""
+
+
+class _Bucket:
+    def __init__(self, rate: float) -> None:
+        self.rate = rate
+        self.capacity = max(1.0, rate)
+        self.tokens = self.capacity
+        self.stamp = time.monotonic()
+
+    def take(self) -> float:
+        """0 when a request may go now, else the seconds until one may."""
+        now = time.monotonic()
+        self.tokens = min(self.capacity, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return 0.0
+        return (1.0 - self.tokens) / self.rate
+
+
+class Runtime:
+    def __init__(self, config: ServiceConfig) -> None:
+        from ..sdk import SafeFace
+
+        if config.threads < 1 or config.queue < 0:
+            raise ValueError("threads must be at least 1 and queue at least 0")
+        self.config = config
+        self.metrics = Metrics()
+        self._local = threading.local()
+        self._opened: list[Any] = []
+        self._opened_lock = threading.Lock()
+        # The main handle: credentials and the console's light reads.
+        self.main = self._open()
+        self._main_lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(max_workers=config.threads, thread_name_prefix="safeface-call")
+        self._capacity = config.threads + config.queue
+        self._admitted = 0
+        self._buckets: dict[str, _Bucket] = {}
+        self._ready = threading.Event()
+        self._SafeFace = SafeFace
+
+    def _open(self) -> Any:
+        from ..sdk import SafeFace
+
+        pipeline = None
+        if self.config.engine is not None:
+            from ..hazmat.vision import Pipeline, get_engine
+
+            pipeline = Pipeline(get_engine(self.config.engine))
+        sf = SafeFace.open(self.config.workspace, passphrase_file=self.config.passphrase_file, pipeline=pipeline)
+        with getattr(self, "_opened_lock", threading.Lock()):
+            self._opened.append(sf)
+        return sf
+
+    def _thread_sf(self) -> Any:
+        sf = getattr(self._local, "sf", None)
+        if sf is None:
+            sf = self._local.sf = self._open()
+        return sf
+
+    def warm(self) -> None:
+        """Open every pool thread's workspace handle and load its pipeline, then mark ready."""
+        barrier = threading.Barrier(self.config.threads)
+
+        def one() -> None:
+            self._thread_sf().acting_as("warmup", "warmup")  # loads the pipeline
+            barrier.wait(timeout=600)
+
+        for f in [self._pool.submit(one) for _ in range(self.config.threads)]:
+            f.result()
+        self._ready.set()
+
+    @property
+    def ready(self) -> bool:
+        return self._ready.is_set()
+
+    @property
+    def in_flight(self) -> int:
+        return self._admitted
+
+    def limit(self, key_id: str, rate: float) -> None:
+        """Raise RateLimited when the key is over its rate (per process)."""
+        b = self._buckets.get(key_id)
+        if b is None or b.rate != rate:
+            b = self._buckets[key_id] = _Bucket(rate)
+        wait = b.take()
+        if wait > 0:
+            self.metrics.count("safeface_rate_limited_total")
+            raise RateLimited(f"this API key is over its rate of {rate:g} requests per second; retry later.",
+                              max(1, math.ceil(wait)))
+
+    async def call(self, fn: Callable[[Any], T]) -> T:
+        """Run fn(SafeFace of a pool thread) off the event loop; 503 when the queue is full."""
+        if self._admitted >= self._capacity:
+            self.metrics.count("safeface_overload_total")
+            raise ServiceBusy("the service is at capacity; nothing was done. Retry shortly.", 1)
+        self._admitted += 1
+        self.metrics.gauge("safeface_in_flight", self._admitted)
+        try:
+            loop = asyncio.get_running_loop()
+            return await asyncio.wrap_future(self._pool.submit(lambda: fn(self._thread_sf())), loop=loop)
+        finally:
+            self._admitted -= 1
+            self.metrics.gauge("safeface_in_flight", self._admitted)
+
+    def light(self, fn: Callable[[Any], T]) -> T:
+        """A quick call on the main handle (credential checks), serialised."""
+        with self._main_lock:
+            return fn(self.main)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        with self._opened_lock:
+            for sf in self._opened:
+                sf.close()
+            self._opened.clear()

@@ -1,0 +1,171 @@
+"""The service's API keys (WS/apikeys.db). A key decides its caller's role: the role is never
+taken from a request.
+
+A key reads ``sfk_<id>_<secret>`` and is shown once, when issued. The file keeps only its id, role,
+label, expiry and rate with an HMAC-SHA256 of all of them and the secret, under a key derived from
+the keyring. So the file alone cannot authenticate anyone, and editing a key's role, expiry or
+rate by hand makes the key stop working rather than gain rights. Revocation erases the hash: the
+key can never work again, even if someone clears the revocation mark. Comparisons are
+constant-time.
+
+The operator console exchanges a key for a session cookie ``<key id>.<expiry>.<HMAC>`` under a
+key derived the same way (so every worker process accepts it), checked against the key's row at
+each request: revoking the key ends its sessions. CSRF tokens are an HMAC of the session.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+import re
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+from ..errors import AuthenticationError, InvalidArgument
+from ..sqlite_store import connect
+
+PREFIX = "sfk"
+DEFAULT_RATE = 20.0  # requests per second per key and worker process
+_KEY = re.compile(r"^sfk_([0-9a-f]{12})_([A-Za-z0-9_-]{43})$")
+_SESSION = re.compile(r"^([0-9a-f]{12})\.([0-9]{1,12})\.([0-9a-f]{64})$")
+SESSION_SECONDS = 8 * 3600
+_LABEL = re.compile(r"^[^\x00-\x1f\x7f]{0,80}$")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS apikeys (
+    key_id TEXT PRIMARY KEY,
+    role TEXT NOT NULL,
+    label TEXT NOT NULL,
+    created TEXT NOT NULL,
+    expires TEXT,
+    rate REAL NOT NULL,
+    revoked TEXT,
+    digest TEXT NOT NULL
+);
+"""
+
+
+def hashing_key(pseudonym_key: bytes) -> bytes:
+    """The key under which API keys are hashed, derived from the keyring (its own label)."""
+    return hmac.new(pseudonym_key, b"safeface api key hashing v1", hashlib.sha256).digest()
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    """A key described: never its secret."""
+
+    key_id: str
+    role: str
+    label: str
+    created: str
+    expires: Optional[str]  # ISO date: the key works until the end of that day (UTC)
+    rate: float
+    revoked: Optional[str]
+
+    def expired(self, now: dt.datetime) -> bool:
+        return self.expires is not None and now.date() > dt.date.fromisoformat(self.expires)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"key_id": self.key_id, "role": self.role, "label": self.label, "created": self.created,
+                "expires": self.expires, "rate": self.rate, "revoked": self.revoked}
+
+
+class ApiKeys:
+    def __init__(self, path: Path, key: bytes) -> None:
+        self._key = key
+        self._db = connect(Path(path), "API key store")
+        self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def _digest(self, key_id: str, role: str, expires: Optional[str], rate: float, secret: str) -> str:
+        msg = f"safeface-apikey|{key_id}|{role}|{expires or ''}|{rate!r}|{secret}".encode("utf-8")
+        return hmac.new(self._key, msg, hashlib.sha256).hexdigest()
+
+    def issue(self, role: str, label: str, expires: Optional[dt.date], rate: Optional[float],
+              now: dt.datetime) -> tuple[ApiKey, str]:
+        """A new key for `role`: (its description, the key itself, to be shown once)."""
+        if not _LABEL.match(label):
+            raise InvalidArgument("an API key label is at most 80 printable characters.")
+        rate_v = DEFAULT_RATE if rate is None else float(rate)
+        if not (0 < rate_v <= 100_000):
+            raise InvalidArgument(f"the rate must be between 0 and 100000 requests per second, got {rate!r}.")
+        if expires is not None and expires < now.date():
+            raise InvalidArgument(f"the expiry date {expires.isoformat()} is in the past.")
+        key_id = secrets.token_hex(6)
+        secret = secrets.token_urlsafe(32)
+        exp = expires.isoformat() if expires is not None else None
+        info = ApiKey(key_id, role, label, now.isoformat(timespec="seconds"), exp, rate_v, None)
+        self._db.execute("INSERT INTO apikeys VALUES (?,?,?,?,?,?,?,?)",
+                         (key_id, role, label, info.created, exp, rate_v, None,
+                          self._digest(key_id, role, exp, rate_v, secret)))
+        return info, f"{PREFIX}_{key_id}_{secret}"
+
+    def revoke(self, key_id: str, now: dt.datetime) -> ApiKey:
+        found = self.get(key_id)
+        if found is None:
+            raise InvalidArgument(f"no API key has the id {key_id!r}; `safeface report` lists them.")
+        self._db.execute("UPDATE apikeys SET revoked = COALESCE(revoked, ?), digest = '' WHERE key_id = ?",
+                         (now.isoformat(timespec="seconds"), key_id))
+        return self.get(key_id) or found
+
+    def get(self, key_id: str) -> Optional[ApiKey]:
+        r = self._db.execute("SELECT key_id, role, label, created, expires, rate, revoked FROM apikeys "
+                             "WHERE key_id = ?", (key_id,)).fetchone()
+        return ApiKey(*r) if r else None
+
+    def list(self) -> list[ApiKey]:
+        return [ApiKey(*r) for r in self._db.execute(
+            "SELECT key_id, role, label, created, expires, rate, revoked FROM apikeys ORDER BY created, key_id")]
+
+    def authenticate(self, presented: Optional[str], now: dt.datetime) -> ApiKey:
+        """The key's description if `presented` is a genuine, unrevoked, unexpired key; else
+        AuthenticationError (whose message never repeats the key)."""
+        m = _KEY.match(presented or "")
+        if m is None:
+            raise AuthenticationError("a valid API key is required (header X-API-Key or Authorization: Bearer).")
+        key_id, secret = m.group(1), m.group(2)
+        r = self._db.execute("SELECT key_id, role, label, created, expires, rate, revoked, digest FROM apikeys "
+                             "WHERE key_id = ?", (key_id,)).fetchone()
+        # Compare against a dummy digest for unknown ids too, so timing does not tell ids apart.
+        info = ApiKey(*r[:7]) if r else None
+        stored = str(r[7]) if r else ""
+        want = self._digest(key_id, info.role if info else "", info.expires if info else None,
+                            info.rate if info else 0.0, secret)
+        if info is None or not stored or not hmac.compare_digest(want, stored):
+            raise AuthenticationError("the API key is unknown or revoked.")
+        if info.expired(now):
+            raise AuthenticationError(f"the API key {key_id} expired on {info.expires}.")
+        return info
+
+    # -- console sessions ---------------------------------------------------------------------
+    def _mac(self, label: str, text: str) -> str:
+        return hmac.new(self._key, f"safeface-{label}|{text}".encode("utf-8"), hashlib.sha256).hexdigest()
+
+    def open_session(self, presented: Optional[str], now: dt.datetime) -> tuple[ApiKey, str]:
+        info = self.authenticate(presented, now)
+        exp = int(now.timestamp()) + SESSION_SECONDS
+        return info, f"{info.key_id}.{exp}.{self._mac('session', f'{info.key_id}.{exp}')}"
+
+    def session(self, cookie: Optional[str], now: dt.datetime) -> ApiKey:
+        """The key behind a genuine, unexpired session whose key is still valid."""
+        m = _SESSION.match(cookie or "")
+        if m is None or not hmac.compare_digest(self._mac("session", f"{m.group(1)}.{m.group(2)}"), m.group(3)):
+            raise AuthenticationError("no valid console session; log in with an API key.")
+        if int(m.group(2)) < now.timestamp():
+            raise AuthenticationError("the console session expired; log in again.")
+        r = self._db.execute("SELECT key_id, role, label, created, expires, rate, revoked, digest FROM apikeys "
+                             "WHERE key_id = ?", (m.group(1),)).fetchone()
+        if r is None or not r[7]:
+            raise AuthenticationError("the API key behind this session was revoked; log in again.")
+        info = ApiKey(*r[:7])
+        if info.expired(now):
+            raise AuthenticationError(f"the API key behind this session expired on {info.expires}.")
+        return info
+
+    def csrf_token(self, cookie: str) -> str:
+        return self._mac("csrf", cookie)[:40]
