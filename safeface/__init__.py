@@ -39,6 +39,9 @@ _EXPORTS = {
     "Verification": "safeface.sdk",
     "LivenessCheck": "safeface.sdk",
     "check_liveness": "safeface.capture.liveness",
+    "AuthenticationError": "safeface.errors",
+    "ServiceBusy": "safeface.errors",
+    "Client": "safeface.client",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]
@@ -65,5 +68,6 @@ if TYPE_CHECKING:
     from .policy.deployment import Deployment
     from .policy.receipts import ErasureReceipt, verify_receipt
     from .policy.tokens import ConsentToken, LegalBasisToken
-    from .errors import BackendError
+    from .client import Client
+    from .errors import AuthenticationError, BackendError, ServiceBusy
     from .sdk import Candidate, Enrollment, Export, Record, SafeFace, Verification

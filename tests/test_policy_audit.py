@@ -62,7 +62,8 @@ TAMPERING = {
     "delete the head": ["DELETE FROM head"],
     "delete everything": ["DELETE FROM entries", "DELETE FROM head"],
     "insert an entry": ["INSERT INTO entries SELECT 7, time, operation, purpose, token_id, basis, subjects, decision, "
-                        "rule, note, hash, hash FROM entries WHERE seq = 6"],
+                        "rule, note, hash, hash, actor FROM entries WHERE seq = 6"],
+    "name another key as the caller": ["UPDATE entries SET actor = 'a1b2c3d4e5f6' WHERE seq = 3"],
 }
 
 
@@ -168,4 +169,20 @@ def test_entries_hold_no_template_fields(tmp_path: Path) -> None:
     cols = [r[1] for r in db.execute("PRAGMA table_info(entries)")]
     db.close()
     assert cols == ["seq", "time", "operation", "purpose", "token_id", "basis", "subjects", "decision", "rule",
-                    "note", "prev", "hash"]
+                    "note", "prev", "hash", "actor"]  # actor: an API key id, never a secret
+
+
+def test_actor_is_chained_and_older_logs_still_verify(tmp_path: Path) -> None:
+    """Entries name the acting key; a log written before that column existed gains it and still
+    verifies, and the key named cannot be changed unnoticed."""
+    path = tmp_path / "old.db"
+    filled(path).close()
+    sql(path, "ALTER TABLE entries DROP COLUMN actor")  # as written by an earlier version
+    log = AuditLog(path, KEY)
+    assert log.verify().entries == 6
+    e = log.append("enroll", "allowed", purpose="demo", actor="0123456789ab")
+    assert [x.actor for x in log.entries()][-1] == "0123456789ab" and log.verify().entries == 7
+    log.close()
+    sql(path, f"UPDATE entries SET actor = 'ba9876543210' WHERE seq = {e.seq}")
+    with pytest.raises(IntegrityError, match="altered"):
+        AuditLog(path, KEY).verify()

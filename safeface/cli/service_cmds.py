@@ -27,7 +27,6 @@ def register(sub: Any) -> None:
     p.add_argument("--max-body", type=int, default=8 * 1024 * 1024, help="largest request body in bytes (default 8 MiB)")
     p.add_argument("--tls-cert", type=Path, default=None)
     p.add_argument("--tls-key", type=Path, default=None)
-    p.add_argument("--engine", choices=("onnx", "dlib"), default=None, help=argparse.SUPPRESS)
     p.set_defaults(func=_serve)
 
     p = sub.add_parser("apikey", help="API keys for the service: each key carries the caller's role")
@@ -98,8 +97,7 @@ def _serve(args: argparse.Namespace) -> int:
         pass
     os.environ[CONFIG_ENV] = json.dumps({
         "workspace": str(ws), "passphrase_file": str(args.passphrase_file.resolve()) if args.passphrase_file else None,
-        "threads": args.threads, "queue": args.queue, "max_body": args.max_body, "tls": args.tls_cert is not None,
-        "engine": args.engine})
+        "threads": args.threads, "queue": args.queue, "max_body": args.max_body, "tls": args.tls_cert is not None})
     say(f"safeface serving {ws} on {'https' if args.tls_cert else 'http'}://{args.host}:{args.port} "
         f"({args.workers} worker(s) x {args.threads} thread(s))")
     uvicorn.run("safeface.service.app:app_from_env", factory=True, host=args.host, port=args.port,

@@ -17,7 +17,7 @@ import threading
 import time
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, AsyncIterator, Awaitable, Callable
+from typing import Any, AsyncIterator
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -39,49 +39,66 @@ _SECURITY_HEADERS = [
 ]
 
 
-class BodyLimit:
-    """413 for a body over the limit, whether announced by Content-Length or streamed."""
+class Edge:
+    """The outermost layer (plain ASGI): 413 for a body over the limit, whether announced by
+    Content-Length or streamed; the security headers on every response; the request metrics."""
 
-    def __init__(self, app: Any, limit: int) -> None:
+    def __init__(self, app: Any, limit: int, metrics: Any) -> None:
         self.app = app
         self.limit = limit
+        self.metrics = metrics
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        for k, v in scope.get("headers", []):
-            if k == b"content-length":
-                try:
-                    too_big = int(v) > self.limit
-                except ValueError:
-                    too_big = True
-                if too_big:
-                    await _too_large(send, self.limit)
-                    return
-        seen = 0
+        t0 = time.perf_counter()
+        status = [500]
         started = False
-
-        async def limited() -> Any:
-            nonlocal seen
-            msg = await receive()
-            if msg["type"] == "http.request":
-                seen += len(msg.get("body", b""))
-                if seen > self.limit:
-                    raise _TooLarge()
-            return msg
 
         async def tracking_send(msg: Any) -> None:
             nonlocal started
             if msg["type"] == "http.response.start":
                 started = True
+                status[0] = int(msg["status"])
+                names = {k.lower() for k, _ in msg.get("headers", [])}
+                msg = {**msg, "headers": [*msg.get("headers", []),
+                                          *[(k, v) for k, v in _SECURITY_HEADERS if k not in names]]}
             await send(msg)
 
         try:
+            if self._announced_too_big(scope):
+                raise _TooLarge()
+            seen = 0
+
+            async def limited() -> Any:
+                nonlocal seen
+                msg = await receive()
+                if msg["type"] == "http.request":
+                    seen += len(msg.get("body", b""))
+                    if seen > self.limit:
+                        raise _TooLarge()
+                return msg
+
             await self.app(scope, limited, tracking_send)
         except _TooLarge:
-            if not started:
-                await _too_large(send, self.limit)
+            if started:
+                raise
+            status[0] = 413
+            await _too_large(send, self.limit)
+        finally:
+            path = getattr(scope.get("route"), "path", "unmatched")
+            self.metrics.count("safeface_requests_total", {"route": path, "status": str(status[0])})
+            self.metrics.observe(path, time.perf_counter() - t0)
+
+    def _announced_too_big(self, scope: Any) -> bool:
+        for k, v in scope.get("headers", []):
+            if k == b"content-length":
+                try:
+                    return int(v) > self.limit
+                except ValueError:
+                    return True
+        return False
 
 
 class _TooLarge(Exception):
@@ -152,23 +169,11 @@ def create_app(config: ServiceConfig) -> FastAPI:
     async def _other(request: Request, exc: SafeFaceError) -> JSONResponse:
         return _error(500 if isinstance(exc, (BackendError, ConfigError)) else 400, exc)
 
-    @app.middleware("http")
-    async def _measure(request: Request, call_next: Callable[[Request], Awaitable[Any]]) -> Any:
-        t0 = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        path = getattr(route, "path", "unmatched")
-        rt.metrics.count("safeface_requests_total", {"route": path, "status": str(response.status_code)})
-        rt.metrics.observe(path, time.perf_counter() - t0)
-        for k, v in _SECURITY_HEADERS:
-            response.headers.setdefault(k.decode(), v.decode())
-        return response
-
     app.include_router(build_router(rt))
     app.add_api_route("/metrics", metrics_route(rt), methods=["GET"], include_in_schema=True,
                       summary="Prometheus metrics of this process")
     app.include_router(build_console(rt))
-    app.add_middleware(BodyLimit, limit=config.max_body)
+    app.add_middleware(Edge, limit=config.max_body, metrics=rt.metrics)
     return app
 
 
@@ -177,7 +182,7 @@ def config_from_env() -> ServiceConfig:
     return ServiceConfig(workspace=Path(raw["workspace"]),
                          passphrase_file=Path(raw["passphrase_file"]) if raw.get("passphrase_file") else None,
                          threads=int(raw["threads"]), queue=int(raw["queue"]), max_body=int(raw["max_body"]),
-                         tls=bool(raw["tls"]), engine=raw.get("engine"))
+                         tls=bool(raw["tls"]))
 
 
 def app_from_env() -> FastAPI:

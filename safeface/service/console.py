@@ -17,7 +17,7 @@ import re
 import secrets
 from collections import defaultdict
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, cast
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
@@ -147,7 +147,7 @@ def build_console(rt: Runtime) -> APIRouter:
 
         s, out = await as_session(request, read)
         if not isinstance(out, tuple):
-            return out
+            return cast(Response, out)
         state, entries = out
         rows = "".join(f"<tr><td>{e.seq}</td><td>{_e(e.time[:19])}</td><td>{_e(e.operation)}</td>"
                        f"<td>{_e(e.decision)}</td><td>{_e(e.rule)}</td><td>{_e(e.purpose)}</td><td>{_e(e.actor)}</td>"
@@ -161,7 +161,7 @@ def build_console(rt: Runtime) -> APIRouter:
     async def consents(request: Request, done: str = "") -> Response:
         s, recs = await as_session(request, lambda sf: sf.records())
         if s is None or not isinstance(recs, list):
-            return recs
+            return cast(Response, recs)
         by: dict[str, list[Any]] = defaultdict(list)
         for r in recs:
             by[r.token_ref].append(r)
@@ -190,7 +190,7 @@ def build_console(rt: Runtime) -> APIRouter:
     async def subjects(request: Request) -> Response:
         s, recs = await as_session(request, lambda sf: sf.records())
         if s is None or not isinstance(recs, list):
-            return recs
+            return cast(Response, recs)
         by: dict[str, list[Any]] = defaultdict(list)
         for r in recs:
             by[r.pseudonym].append(r)
@@ -253,7 +253,7 @@ def build_console(rt: Runtime) -> APIRouter:
     async def keys(request: Request, issued: str = "") -> Response:
         s, out = await as_session(request, lambda sf: (sf.trusted_keys(), sf.api_keys()))
         if s is None or not isinstance(out, tuple):
-            return out
+            return cast(Response, out)
         trusted, api = out
         trows = "".join(f"<tr><td>{_e(kind)}</td><td><code>{_e(k)}</code></td></tr>"
                         for kind, ks in trusted.items() for k in ks)
@@ -287,7 +287,7 @@ def build_console(rt: Runtime) -> APIRouter:
 
         s, r = await as_session(request, run)
         if s is None or not isinstance(r, dict):
-            return r
+            return cast(Response, r)
         status = "may process" if r["can_process"] else "CANNOT PROCESS: a rule is failing"
         rules = "".join(f"<tr class='{'bad' if x['state'] == 'failing' else ''}'><td>{_e(x['id'])}</td>"
                         f"<td>{_e(x['title'])}</td><td>{_e(x['state'])}</td><td>{_e(x['detail'])}</td>"

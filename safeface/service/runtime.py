@@ -15,11 +15,11 @@ import math
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional, TypeVar
 
-from ..errors import ServiceBusy
+from ..errors import InvalidArgument, ServiceBusy
 from .metrics import Metrics
 
 T = TypeVar("T")
@@ -33,8 +33,6 @@ class ServiceConfig:
     queue: int = 8
     max_body: int = 8 * 1024 * 1024
     tls: bool = False
-    engine: Optional[str] = None  # test hook: "dlib" or "onnx"; None: the deployment's engine
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class RateLimited(ServiceBusy):
@@ -61,10 +59,8 @@ class _Bucket:
 
 class Runtime:
     def __init__(self, config: ServiceConfig) -> None:
-        from ..sdk import SafeFace
-
         if config.threads < 1 or config.queue < 0:
-            raise ValueError("threads must be at least 1 and queue at least 0")
+            raise InvalidArgument("the service needs at least 1 thread and a queue of at least 0.")
         self.config = config
         self.metrics = Metrics()
         self._local = threading.local()
@@ -78,18 +74,12 @@ class Runtime:
         self._admitted = 0
         self._buckets: dict[str, _Bucket] = {}
         self._ready = threading.Event()
-        self._SafeFace = SafeFace
 
     def _open(self) -> Any:
         from ..sdk import SafeFace
 
-        pipeline = None
-        if self.config.engine is not None:
-            from ..hazmat.vision import Pipeline, get_engine
-
-            pipeline = Pipeline(get_engine(self.config.engine))
-        sf = SafeFace.open(self.config.workspace, passphrase_file=self.config.passphrase_file, pipeline=pipeline)
-        with getattr(self, "_opened_lock", threading.Lock()):
+        sf = SafeFace.open(self.config.workspace, passphrase_file=self.config.passphrase_file)
+        with self._opened_lock:
             self._opened.append(sf)
         return sf
 

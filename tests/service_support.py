@@ -1,0 +1,95 @@
+"""A real `safeface serve` on 127.0.0.1 (a free port) for the service tests, and 640x480 JPEGs
+made from the real test images (in memory: no image is written)."""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import pytest
+
+from child_process import child_env
+from policy_support import PASSPHRASE
+
+httpx = pytest.importorskip("httpx", reason="the service tests need httpx: pip install '.[test]'")
+pytest.importorskip("fastapi", reason="the service tests need fastapi: pip install '.[test]'")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def jpeg_640(path: Path) -> bytes:
+    """The image scaled and padded to 640x480, as a JPEG (what a gate camera sends)."""
+    from PIL import Image
+
+    im = Image.open(path).convert("RGB")
+    im.thumbnail((640, 480))
+    canvas = Image.new("RGB", (640, 480), (128, 128, 128))
+    canvas.paste(im, ((640 - im.width) // 2, (480 - im.height) // 2))
+    buf = io.BytesIO()
+    canvas.save(buf, "JPEG", quality=90)
+    return buf.getvalue()
+
+
+class Server:
+    """`safeface serve WS` in a child process; `url`, `kill9()`, `stop()`."""
+
+    def __init__(self, workspace: Path, log: Path, args: Sequence[str] = (), port: Optional[int] = None) -> None:
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = log
+        cmd = [sys.executable, "-m", "safeface.cli", "serve", str(workspace), "--port", str(self.port), *args]
+        self._log = open(log, "ab")
+        self.proc = subprocess.Popen(cmd, env=child_env(SAFEFACE_PASSPHRASE=PASSPHRASE), cwd=str(log.parent), stdout=self._log,
+                                     stderr=subprocess.STDOUT, start_new_session=True)
+
+    def wait_ready(self, timeout: float = 240.0) -> "Server":
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"the server exited ({self.proc.returncode}): {self.log()}")
+            try:
+                if httpx.get(self.url + "/v1/ready", timeout=2).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.3)
+        self.stop()
+        raise RuntimeError(f"the server was not ready in {timeout:.0f}s: {self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-3000:]
+
+    def kill9(self) -> None:
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(timeout=30)
+        self._log.close()
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=20)
+        self._log.close()
+
+
+def key_header(key: str) -> dict[str, str]:
+    return {"X-API-Key": key}
+
+
+def post_image(url: str, path: str, key: str, image: bytes, **fields: Any) -> Any:
+    return httpx.post(url + path, headers=key_header(key), files={"image": ("face.jpg", image, "image/jpeg")},
+                      data={k: str(v) for k, v in fields.items()}, timeout=120)

@@ -1,0 +1,234 @@
+"""The operator console in a real browser: Playwright drives Debian's Chromium against a real
+`safeface serve` over TLS on 127.0.0.1. Screenshots are kept under the test's tmp folder."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from policy_support import consent, images, make_workspace, open_sf  # noqa: E402
+from service_support import Server, httpx  # noqa: E402
+
+CHROMIUM = os.environ.get("SAFEFACE_CHROMIUM", "/usr/bin/chromium")
+sync_api = pytest.importorskip("playwright.sync_api", reason="the console tests need playwright: pip install '.[test]'")
+if not Path(CHROMIUM).is_file():
+    pytest.skip(f"Chromium is not installed at {CHROMIUM} (apt-get install -y chromium; .ci/run installs it)",
+                allow_module_level=True)
+
+pytestmark = pytest.mark.slow
+
+
+def self_signed(folder: Path) -> tuple[Path, Path]:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+    import ipaddress
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = dt.datetime.now(dt.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=5))
+            .not_valid_after(now + dt.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+            .sign(key, hashes.SHA256()))
+    c, k = folder / "cert.pem", folder / "key.pem"
+    c.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    k.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                    serialization.NoEncryption()))
+    return c, k
+
+
+@pytest.fixture(scope="module")
+def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    root = tmp_path_factory.mktemp("console")
+    paths = make_workspace(root / "ws")
+    with open_sf(paths) as sf:
+        op_info, op = sf.issue_api_key("operator", label="compliance desk")
+        kiosk = sf.issue_api_key("kiosk", label="gate 3")[1]
+        aud_info, aud = sf.issue_api_key("auditor", label="auditor")
+        for subject, img in (("alice", "obama.jpg"), ("bob", "biden.jpg")):
+            sf.enroll(images() / img, subject, "demo", consent(paths, subject))
+        pseudonyms = {s: sf.pseudonym(s) for s in ("alice", "bob")}
+    cert, key = self_signed(root)
+    server = Server(paths.root, root / "server.log", ["--tls-cert", str(cert), "--tls-key", str(key)])
+    server.url = server.url.replace("http://", "https://")
+    _wait_tls(server)
+    shots = root / "screenshots"
+    shots.mkdir()
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"], headless=True)
+        try:
+            yield {"paths": paths, "url": server.url, "op": op, "op_id": op_info.key_id, "kiosk": kiosk, "aud": aud,
+                   "browser": browser, "shots": shots, "pseudonyms": pseudonyms}
+        finally:
+            browser.close()
+            server.stop()
+
+
+def _wait_tls(server: Server) -> None:
+    import time
+
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        if server.proc.poll() is not None:
+            raise RuntimeError(server.log())
+        try:
+            if httpx.get(server.url + "/v1/ready", verify=False, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    raise RuntimeError("the TLS server was not ready: " + server.log())
+
+
+def login(c: dict[str, Any], key: str) -> Any:
+    ctx = c["browser"].new_context(ignore_https_errors=True)
+    page = ctx.new_page()
+    page.goto(c["url"] + "/login")
+    page.fill("#api_key", key)
+    page.click("#login")
+    return ctx, page
+
+
+def test_pages_without_a_session_redirect_to_login(console: dict[str, Any]) -> None:
+    ctx = console["browser"].new_context(ignore_https_errors=True)
+    page = ctx.new_page()
+    for path in ("/", "/audit", "/subjects", "/consents", "/keys", "/report"):
+        page.goto(console["url"] + path)
+        assert page.url.endswith("/login"), path
+    page.screenshot(path=str(console["shots"] / "login.png"))
+    # A forged session cookie is no session either.
+    ctx.add_cookies([{"name": "sf_session", "value": f"{console['op_id']}.9999999999.{'0' * 64}",
+                      "url": console["url"]}])
+    page.goto(console["url"] + "/audit")
+    assert page.url.endswith("/login")
+    ctx.close()
+
+
+def test_login_sets_a_strict_secure_httponly_session_and_kiosk_keys_stay_out(console: dict[str, Any]) -> None:
+    ctx, page = login(console, console["kiosk"])
+    assert page.url.split("?")[0].endswith("/login") and "may not use the console" in page.content()
+    ctx.close()
+    ctx, page = login(console, "sfk_000000000000_" + "C" * 43)
+    assert "not valid" in page.content()
+    ctx.close()
+    ctx, page = login(console, console["op"])
+    assert page.url.endswith("/audit")
+    cookie = {c["name"]: c for c in ctx.cookies()}["sf_session"]
+    assert cookie["httpOnly"] and cookie["secure"] and cookie["sameSite"] == "Strict"
+    assert console["op"] not in cookie["value"] and console["op"].split("_")[2] not in page.content()
+    assert "Verified" in page.inner_text("#verify")
+    page.screenshot(path=str(console["shots"] / "audit.png"), full_page=True)
+    ctx.close()
+
+
+def test_revoke_a_consent_then_download_its_receipt(console: dict[str, Any]) -> None:
+    from safeface.policy.receipts import verify_receipt
+    from safeface.policy.tokens import public_key_from_text
+
+    ctx, page = login(console, console["op"])
+    page.click("text=Consents")
+    assert page.url.endswith("/consents") and page.locator("button.revoke").count() == 2
+    page.screenshot(path=str(console["shots"] / "consents.png"), full_page=True)
+    page.locator("button.revoke").first.click()
+    assert "/receipts/" in page.url and "revoke: 1 template(s) removed" in page.inner_text("#done")
+    with page.expect_download() as dl:
+        page.click("#download")
+    receipt = json.loads(Path(dl.value.path()).read_text())
+    verify_receipt(receipt, public_key_from_text(console["paths"].receipt_public.read_text().strip()))
+    assert receipt["reason"] == "revoke" and receipt["templates_removed"] == 1
+    page.screenshot(path=str(console["shots"] / "receipt.png"), full_page=True)
+    page.goto(console["url"] + "/consents")
+    assert page.locator("button.revoke").count() == 1
+    # The audit log names the console's key as the actor.
+    page.goto(console["url"] + "/audit")
+    assert console["op_id"] in page.inner_text("#audit")
+    ctx.close()
+
+
+def test_erase_a_subject_by_pseudonym(console: dict[str, Any]) -> None:
+    ctx, page = login(console, console["op"])
+    page.click("text=Subjects")
+    before = page.locator("button.erase").count()
+    assert before >= 1
+    target = page.locator("#subjects code").first.inner_text()
+    assert target in console["pseudonyms"].values()
+    page.locator("button.erase").first.click()
+    assert "erase: 1 template(s) removed" in page.inner_text("#done")
+    assert target in page.inner_text("#receipt")
+    page.goto(console["url"] + "/subjects")
+    assert page.locator("button.erase").count() == before - 1 and target not in page.content()
+    page.screenshot(path=str(console["shots"] / "subjects.png"), full_page=True)
+    with open_sf(console["paths"]) as sf:
+        assert not any(r.pseudonym == target for r in sf.records())
+        e = [x for x in sf.audit_entries() if x.operation == "erase"][-1]
+        assert e.actor == console["op_id"] and e.subjects == (target,)
+    ctx.close()
+
+
+def test_forms_without_the_csrf_token_do_nothing(console: dict[str, Any]) -> None:
+    ctx, page = login(console, console["op"])
+    session = {c["name"]: c["value"] for c in ctx.cookies()}["sf_session"]
+    with open_sf(console["paths"]) as sf:
+        before = len(sf.records())
+        victim = sf.records()[0].pseudonym if before else "0" * 64
+    for csrf in ("", "forged"):
+        r = httpx.post(console["url"] + "/subjects/erase", data={"pseudonym": victim, "csrf": csrf},
+                       cookies={"sf_session": session}, verify=False)
+        assert r.status_code == 401
+    with open_sf(console["paths"]) as sf:
+        assert len(sf.records()) == before
+    ctx.close()
+
+
+def test_report_page_and_keys_page(console: dict[str, Any]) -> None:
+    ctx, page = login(console, console["aud"])  # an auditor may read the report
+    page.click("text=Report")
+    assert "may process" in page.inner_text("#status")
+    assert page.locator("#rules tr").count() > 5
+    page.screenshot(path=str(console["shots"] / "report.png"), full_page=True)
+    page.click("text=Keys")
+    table = page.inner_text("#apikeys")
+    assert "compliance desk" in table and "gate 3" in table and "sfk_" not in page.content()
+    assert "consent_issuers" in page.inner_text("#trusted")
+    # An auditor's erasure is refused by the guard (CN-16) and shown as such.
+    page.click("text=Subjects")
+    if page.locator("button.erase").count():
+        page.locator("button.erase").first.click()
+        assert "CN-16" in page.content()
+    ctx.close()
+
+
+def test_no_face_image_or_template_is_ever_shown_and_the_csp_is_strict(console: dict[str, Any]) -> None:
+    ctx, page = login(console, console["op"])
+    for path in ("/audit", "/subjects", "/consents", "/keys", "/report"):
+        resp = page.goto(console["url"] + path)
+        assert resp is not None
+        csp = resp.headers["content-security-policy"]
+        assert "default-src 'none'" in csp and "script-src" not in csp and "unsafe" not in csp
+        html = page.content()
+        assert "data:image" not in html and "<script" not in html.lower()
+        srcs = page.eval_on_selector_all("img", "els => els.map(e => e.getAttribute('src'))")
+        assert all(s.startswith("/report/assessment/") for s in srcs), srcs
+    ctx.close()
+
+
+def test_revoking_the_key_ends_its_sessions(console: dict[str, Any]) -> None:
+    with open_sf(console["paths"]) as sf:
+        info, key = sf.issue_api_key("operator", label="to revoke")
+    ctx, page = login(console, key)
+    assert page.url.endswith("/audit")
+    page.click("text=Keys")
+    page.locator(f"tr:has-text('{info.key_id}') button.revoke-key").click()
+    assert page.url.endswith("/login")  # its own session ended with it
+    page.screenshot(path=str(console["shots"] / "revoked.png"))
+    ctx.close()
