@@ -16,7 +16,6 @@ what else the machine runs; only ratios within one run mean much."""
 from __future__ import annotations
 
 import argparse
-import io
 import os
 import signal
 import socket
@@ -30,25 +29,15 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 import httpx
-from PIL import Image
 
 from safeface.policy.deployment import Deployment
 from safeface.policy.issuer import issue_consent
 from safeface.sdk import SafeFace
 from safeface.workspace.layout import init_workspace, read_signing_key
+from tests.face_fixtures import jpeg_640
 
 DATASETS = Path(os.environ.get("SAFEFACE_DATASETS", Path(__file__).resolve().parents[1].parent / "shared" / "datasets"))
 PASSPHRASE = "benchmark passphrase, not secret"
-
-
-def jpeg_640(path: Path) -> bytes:
-    im = Image.open(path).convert("RGB")
-    im.thumbnail((640, 480))
-    canvas = Image.new("RGB", (640, 480), (128, 128, 128))
-    canvas.paste(im, ((640 - im.width) // 2, (480 - im.height) // 2))
-    buf = io.BytesIO()
-    canvas.save(buf, "JPEG", quality=90)
-    return buf.getvalue()
 
 
 def pct(xs: list[float], q: float) -> float:

@@ -23,3 +23,18 @@ def lfw_face_chips(engine: Any, root: Path, n: int) -> np.ndarray:
             if len(chips) == n:
                 return np.stack(chips)
     return np.stack(chips) if chips else np.zeros((0, 150, 150, 3), np.uint8)
+
+
+def jpeg_640(path: Path) -> bytes:
+    """The image scaled and padded to 640x480, as JPEG bytes in memory (what a gate camera sends)."""
+    import io
+
+    from PIL import Image
+
+    im = Image.open(path).convert("RGB")
+    im.thumbnail((640, 480))
+    canvas = Image.new("RGB", (640, 480), (128, 128, 128))
+    canvas.paste(im, ((640 - im.width) // 2, (480 - im.height) // 2))
+    buf = io.BytesIO()
+    canvas.save(buf, "JPEG", quality=90)
+    return buf.getvalue()

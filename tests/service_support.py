@@ -1,9 +1,7 @@
-"""A real `safeface serve` on 127.0.0.1 (a free port) for the service tests, and 640x480 JPEGs
-made from the real test images (in memory: no image is written)."""
+"""A real `safeface serve` on 127.0.0.1 (a free port) for the service tests."""
 
 from __future__ import annotations
 
-import io
 import os
 import signal
 import socket
@@ -16,6 +14,7 @@ from typing import Any, Optional, Sequence
 import pytest
 
 from child_process import child_env
+from face_fixtures import jpeg_640  # noqa: F401 (re-exported for the service tests)
 from policy_support import PASSPHRASE
 
 httpx = pytest.importorskip("httpx", reason="the service tests need httpx: pip install '.[test]'")
@@ -26,19 +25,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def jpeg_640(path: Path) -> bytes:
-    """The image scaled and padded to 640x480, as a JPEG (what a gate camera sends)."""
-    from PIL import Image
-
-    im = Image.open(path).convert("RGB")
-    im.thumbnail((640, 480))
-    canvas = Image.new("RGB", (640, 480), (128, 128, 128))
-    canvas.paste(im, ((640 - im.width) // 2, (480 - im.height) // 2))
-    buf = io.BytesIO()
-    canvas.save(buf, "JPEG", quality=90)
-    return buf.getvalue()
 
 
 class Server:

@@ -157,60 +157,62 @@ def build_console(rt: Runtime) -> APIRouter:
                     f"<th>decision</th><th>rule</th><th>purpose</th><th>key</th><th>subjects</th><th>note</th></tr>"
                     f"{rows}</table>", s)
 
-    @router.get("/consents")
-    async def consents(request: Request, done: str = "") -> Response:
+    async def grouped(request: Request, attr: str) -> tuple[Optional[Session], Any]:
+        """The stored records grouped by `attr` (descriptions only), or the response to send."""
         s, recs = await as_session(request, lambda sf: sf.records())
         if s is None or not isinstance(recs, list):
-            return cast(Response, recs)
+            return None, recs
         by: dict[str, list[Any]] = defaultdict(list)
         for r in recs:
-            by[r.token_ref].append(r)
+            by[getattr(r, attr)].append(r)
+        return s, sorted(by.items())
+
+    def purposes(rs: list[Any]) -> str:
+        return _e(", ".join(sorted({p for r in rs for p in r.purposes})))
+
+    async def act(request: Request, fn: Any) -> Any:
+        """A console form: session, CSRF token, then fn(view, form) as the session's key."""
+        s = session(request)
+        if s is None:
+            return to_login()
+        f = await form_of(request, s)
+        return (await as_session(request, lambda sf: fn(sf, f)))[1]
+
+    @router.get("/consents")
+    async def consents(request: Request) -> Response:
+        s, groups = await grouped(request, "token_ref")
+        if s is None:
+            return cast(Response, groups)
         rows = "".join(
-            f"<tr><td><code>{_e(ref)}</code></td><td>{_e(rs[0].provenance)}</td>"
-            f"<td>{_e(', '.join(sorted({p for r in rs for p in r.purposes})))}</td><td>{len(rs)}</td>"
+            f"<tr><td><code>{_e(ref)}</code></td><td>{_e(rs[0].provenance)}</td><td>{purposes(rs)}</td><td>{len(rs)}</td>"
             f"<td><form method='post' action='/consents/revoke'>{_csrf(s)}<input type='hidden' name='token_ref' "
-            f"value='{_e(ref)}'><button class='revoke'>Revoke</button></form></td></tr>" for ref, rs in sorted(by.items()))
-        msg = f"<p class='msg' id='done'>{_e(done)}</p>" if done else ""
-        return page("Consents", f"""{msg}<table id='consents'><tr><th>token reference</th><th>basis</th><th>purposes</th>
+            f"value='{_e(ref)}'><button class='revoke'>Revoke</button></form></td></tr>" for ref, rs in groups)
+        return page("Consents", f"""<table id='consents'><tr><th>token reference</th><th>basis</th><th>purposes</th>
 <th>templates</th><th></th></tr>{rows or "<tr><td colspan=5>no stored consents</td></tr>"}</table>
 <h2>Revoke by token id</h2><form method='post' action='/consents/revoke'>{_csrf(s)}
 <input name='token_id' id='token_id' size='40'><button id='revoke_id'>Revoke</button></form>""", s)
 
     @router.post("/consents/revoke")
     async def revoke(request: Request) -> Response:
-        s = session(request)
-        if s is None:
-            return to_login()
-        f = await form_of(request, s)
-        ref, tid = f.get("token_ref") or None, f.get("token_id") or None
-        _, out = await as_session(request, lambda sf: sf.revoke(token_id=tid, token_ref=None if tid else ref))
-        return _receipt_saved(out)
+        return _receipt_saved(await act(request, lambda sf, f: sf.revoke(
+            token_id=f.get("token_id") or None, token_ref=None if f.get("token_id") else (f.get("token_ref") or None))))
 
     @router.get("/subjects")
     async def subjects(request: Request) -> Response:
-        s, recs = await as_session(request, lambda sf: sf.records())
-        if s is None or not isinstance(recs, list):
-            return cast(Response, recs)
-        by: dict[str, list[Any]] = defaultdict(list)
-        for r in recs:
-            by[r.pseudonym].append(r)
+        s, groups = await grouped(request, "pseudonym")
+        if s is None:
+            return cast(Response, groups)
         rows = "".join(
-            f"<tr><td><code>{_e(p)}</code></td><td>{len(rs)}</td>"
-            f"<td>{_e(', '.join(sorted({x for r in rs for x in r.purposes})))}</td>"
+            f"<tr><td><code>{_e(p)}</code></td><td>{len(rs)}</td><td>{purposes(rs)}</td>"
             f"<td>{_e(min(r.expires_at for r in rs).date())}</td>"
             f"<td><form method='post' action='/subjects/erase'>{_csrf(s)}<input type='hidden' name='pseudonym' "
-            f"value='{_e(p)}'><button class='erase'>Erase</button></form></td></tr>" for p, rs in sorted(by.items()))
+            f"value='{_e(p)}'><button class='erase'>Erase</button></form></td></tr>" for p, rs in groups)
         return page("Subjects", f"<table id='subjects'><tr><th>pseudonym</th><th>templates</th><th>purposes</th>"
                     f"<th>first expiry</th><th></th></tr>{rows or '<tr><td colspan=5>no subjects</td></tr>'}</table>", s)
 
     @router.post("/subjects/erase")
     async def erase(request: Request) -> Response:
-        s = session(request)
-        if s is None:
-            return to_login()
-        f = await form_of(request, s)
-        _, out = await as_session(request, lambda sf: sf.erase(pseudonym=f.get("pseudonym", "")))
-        return _receipt_saved(out)
+        return _receipt_saved(await act(request, lambda sf, f: sf.erase(pseudonym=f.get("pseudonym", ""))))
 
     def _receipt_saved(out: Any) -> Response:
         if isinstance(out, Response):
@@ -270,11 +272,7 @@ def build_console(rt: Runtime) -> APIRouter:
 
     @router.post("/keys/revoke")
     async def revoke_key(request: Request) -> Response:
-        s = session(request)
-        if s is None:
-            return to_login()
-        f = await form_of(request, s)
-        _, out = await as_session(request, lambda sf: sf.revoke_api_key(f.get("key_id", "")))
+        out = await act(request, lambda sf, f: sf.revoke_api_key(f.get("key_id", "")))
         return out if isinstance(out, Response) else RedirectResponse("/keys", status_code=303)
 
     @router.get("/report")
