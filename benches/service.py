@@ -33,7 +33,8 @@ import httpx
 from safeface.policy.deployment import Deployment
 from safeface.policy.issuer import issue_consent
 from safeface.sdk import SafeFace
-from safeface.workspace.layout import init_workspace, read_signing_key
+from safeface.workspace.init import init_workspace
+from safeface.workspace.keys import read_signing_key
 from tests.face_fixtures import jpeg_640
 
 DATASETS = Path(os.environ.get("SAFEFACE_DATASETS", Path(__file__).resolve().parents[1].parent / "shared" / "datasets"))

@@ -326,8 +326,9 @@ def test_overload_answers_only_503_and_loses_no_acknowledged_enrolment(svc: dict
 
 @pytest.mark.slow
 def test_kill9_mid_enrolment_then_restart_loses_no_acknowledged_enrolment(tmp_path: Path) -> None:
-    """A loaded server is killed with SIGKILL; after a restart the audit verifies and every
-    acknowledged enrolment is stored and named by its entry."""
+    """Two worker processes share the workspace under an enrolment load, then every process of
+    the server is killed with SIGKILL; after a restart the audit verifies and every acknowledged
+    enrolment is stored and named by its entry."""
     import time
 
     paths = make_workspace(tmp_path / "ws")
@@ -335,7 +336,7 @@ def test_kill9_mid_enrolment_then_restart_loses_no_acknowledged_enrolment(tmp_pa
         key = sf.issue_api_key("operator", rate=1000)[1]
     image = jpeg_640(images() / "obama.jpg")
     tokens = {f"k{i}": consent(paths, f"k{i}") for i in range(40)}
-    server = Server(paths.root, tmp_path / "server.log", ["--threads", "2", "--queue", "4"]).wait_ready()
+    server = Server(paths.root, tmp_path / "server.log", ["--workers", "2", "--threads", "1", "--queue", "4"]).wait_ready()
     acked: dict[str, int] = {}
     failed: list[str] = []
     lock = threading.Lock()

@@ -14,7 +14,7 @@ from typing import Any
 
 def schema() -> dict[str, Any]:
     """The schema of an app on a throwaway demo workspace (routes do not depend on the workspace)."""
-    from ..workspace.layout import init_workspace
+    from ..workspace.init import init_workspace
     from .app import create_app
     from .runtime import ServiceConfig
 
