@@ -52,22 +52,23 @@ class Client:
 
     # -- the guarded calls ------------------------------------------------------------------
     def enroll(self, image: ImageLike, subject: str, purpose: str, consent: Optional[str] = None, *,
-               legal_basis: Optional[str] = None) -> Enrollment:
+               legal_basis: Optional[str] = None, liveness: Optional[str] = None) -> Enrollment:
         d = self._image_call("/v1/enroll", image, subject=subject, purpose=purpose, consent=consent,
-                             legal_basis=legal_basis)
+                             legal_basis=legal_basis, liveness=liveness)
         return Enrollment(d["subject"], int(d["row_id"]), d["purpose"], dt.datetime.fromisoformat(d["expires_at"]),
                           d["token_id"])
 
     def verify(self, image: ImageLike, subject: str, purpose: str, consent: Optional[str] = None, *,
-               legal_basis: Optional[str] = None) -> Verification:
+               legal_basis: Optional[str] = None, liveness: Optional[str] = None) -> Verification:
         d = self._image_call("/v1/verify", image, subject=subject, purpose=purpose, consent=consent,
-                             legal_basis=legal_basis)
+                             legal_basis=legal_basis, liveness=liveness)
         return Verification(bool(d["match"]), d["score"], float(d["threshold"]), d["subject"])
 
     def identify(self, image: ImageLike, purpose: str, consent: Optional[str] = None,
-                 legal_basis: Optional[str] = None, top_k: int = 5) -> list[Candidate]:
+                 legal_basis: Optional[str] = None, top_k: int = 5, *, liveness: Optional[str] = None
+                 ) -> list[Candidate]:
         d = self._image_call("/v1/identify", image, purpose=purpose, consent=consent, legal_basis=legal_basis,
-                             top_k=str(top_k))
+                             top_k=str(top_k), liveness=liveness)
         return [Candidate(c["subject"], float(c["score"])) for c in d["candidates"]]
 
     def analyze(self, image: ImageLike, attributes: Sequence[str] = ("faces",)) -> dict[str, Any]:

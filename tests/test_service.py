@@ -127,6 +127,30 @@ def test_compliance_refusals_are_403_with_the_cli_json(svc: dict[str, Any], monk
     assert code == 3 and json.loads(err.getvalue().strip().splitlines()[-1])["rule"] == "CN-18"
 
 
+def test_liveness_evidence_travels_as_a_field_or_header(svc: dict[str, Any]) -> None:
+    """A purpose that requires liveness (PA-01): no evidence, or forged evidence, is refused by the
+    guard behind the service exactly as in process."""
+    from policy_support import edit_config
+
+    url, paths, op = svc["url"], svc["paths"], svc["keys"]["operator"]
+    token = consent(paths, "gina")
+    original = paths.config.read_text()
+
+    def require(raw: dict[str, Any]) -> None:
+        raw["purposes"]["demo"]["liveness"] = "required"
+
+    edit_config(paths, require)
+    try:
+        r = post_image(url, "/v1/verify", op, svc["obama"], subject="gina", purpose="demo", consent=token)
+        assert r.status_code == 403 and r.json()["rule"] == "PA-01", r.text
+        r = httpx.post(url + "/v1/verify", headers={**key_header(op), "X-Liveness-Evidence": "forged.evidence"},
+                       files={"image": ("f.jpg", svc["obama"], "image/jpeg")},
+                       data={"subject": "gina", "purpose": "demo", "consent": token}, timeout=120)
+        assert r.status_code == 403 and r.json()["rule"] == "PA-01", r.text
+    finally:
+        paths.config.write_text(original)
+
+
 def test_malformed_input_is_422(svc: dict[str, Any]) -> None:
     url, op = svc["url"], svc["keys"]["operator"]
     h = key_header(op)
@@ -379,3 +403,24 @@ def test_kill9_mid_enrolment_then_restart_loses_no_acknowledged_enrolment(tmp_pa
         notes = " ".join(e.note or "" for e in sf.audit_entries() if e.operation == "enroll" and e.decision == "allowed")
     for s, row in acked.items():
         assert row in rows and f"rows={row};" in notes, s
+
+
+def test_views_follow_a_deployment_edited_while_open(tmp_path: Path) -> None:
+    """acting_as views share the workspace's reading of deployment.json: a change made through one
+    view's call, and its undoing, take effect for the next view too."""
+    from policy_support import edit_config
+
+    paths = make_workspace(tmp_path / "ws")
+    original = paths.config.read_text()
+    with open_sf(paths) as sf:
+        assert sf.acting_as("operator", "k1").may("enroll")
+
+        def kiosk_only(raw: dict[str, Any]) -> None:
+            raw["roles"]["operator"] = ["report"]
+
+        edit_config(paths, kiosk_only)
+        with pytest.raises(PolicyViolation):
+            sf.acting_as("operator", "k1").purge()
+        paths.config.write_text(original)
+        assert sf.acting_as("operator", "k2").purge() is None  # allowed again, for a fresh view
+        assert sf.purge() is None

@@ -81,6 +81,8 @@ class SafeFace:
         self._role = role
         self._actor: Optional[str] = None  # the credential acting (an API key id), recorded in each entry
         self._is_view = False
+        self._root = self  # a view's state that can change (the deployment read, caches) lives here
+        self._pad_cache: Optional[tuple[str, Any]] = None
         self._clock = clock
         self._pipeline = pipeline
         self._receipt_key = receipt_key(keyring.key("pseudonym"))
@@ -153,8 +155,9 @@ class SafeFace:
         through the one audited wrapper."""
         if not isinstance(role, str) or not role or not isinstance(actor, str) or not actor:
             raise InvalidArgument("acting_as needs a role and an actor (non-empty strings).")
-        self._pipe()  # loaded now, so that every view shares this pipeline
-        view = copy.copy(self)
+        root = self._root
+        root._pipe()  # loaded now, so that every view shares this pipeline
+        view = copy.copy(root)
         view._role, view._actor, view._is_view = role, actor[:64], True
         return view
 
@@ -364,13 +367,13 @@ class SafeFace:
         raw = self._deployment.raw.get("liveness_model")
         if not raw:
             return None
-        cached = getattr(self, "_pad_cache", None)
+        cached = self._root._pad_cache
         if cached is not None and cached[0] == self._config_digest:
             return cached[1]
         from ..capture.pad_model import PadModel, PadModelSpec
 
         model = PadModel(PadModelSpec.from_mapping(raw, self._paths.root))
-        self._pad_cache = (self._config_digest, model)
+        self._root._pad_cache = (self._config_digest, model)
         return model
 
     @staticmethod
@@ -735,10 +738,12 @@ class SafeFace:
         except OSError:
             raise ConfigError(f"{self._paths.config} can no longer be read; restore it.") from None
         digest = hashlib.sha256(raw).hexdigest()
-        if digest != self._config_digest:
-            self._deployment = Deployment.load(self._paths.config)
-            self._guard.deployment = self._deployment
-            self._config_digest = digest
+        root = self._root  # the object views were made from: they all judge by its reading
+        if digest != root._config_digest:
+            root._deployment = Deployment.load(self._paths.config)
+            root._guard.deployment = root._deployment
+            root._config_digest = digest
+        self._deployment, self._config_digest = root._deployment, root._config_digest
 
     def _append(self, operation: str, decision: str, **fields: Any) -> AuditEntry:
         with self._audit_lock:

@@ -4,7 +4,8 @@ guard decides every rule; this module only translates HTTP to calls and back.
 
 Images come as a multipart file field `image` or as `image_base64` in a JSON body; consent and
 legal-basis tokens as the fields `consent` / `legal_basis` or the headers X-Consent-Token /
-X-Legal-Basis.
+X-Legal-Basis; liveness evidence (PA-01, from `safeface liveness check`) as `liveness` or
+X-Liveness-Evidence.
 """
 
 from __future__ import annotations
@@ -36,11 +37,12 @@ _IMAGE_BODY = {
             "multipart/form-data": {"schema": {"type": "object", "required": ["image"], "properties": {
                 "image": {"type": "string", "format": "binary"}, "subject": {"type": "string"},
                 "purpose": {"type": "string"}, "consent": {"type": "string"}, "legal_basis": {"type": "string"},
-                "top_k": {"type": "integer"}, "attributes": {"type": "string"}}}},
+                "liveness": {"type": "string"}, "top_k": {"type": "integer"}, "attributes": {"type": "string"}}}},
             "application/json": {"schema": {"type": "object", "required": ["image_base64"], "properties": {
                 "image_base64": {"type": "string", "format": "byte"}, "subject": {"type": "string"},
                 "purpose": {"type": "string"}, "consent": {"type": "string"}, "legal_basis": {"type": "string"},
-                "top_k": {"type": "integer"}, "attributes": {"type": "array", "items": {"type": "string"}}}}},
+                "liveness": {"type": "string"}, "top_k": {"type": "integer"},
+                "attributes": {"type": "array", "items": {"type": "string"}}}}},
         },
     }
 }
@@ -130,7 +132,9 @@ def build_router(rt: Runtime) -> APIRouter:
         c = await read_call(request, image=True)
         img, subject, purpose = c.require_image(), c.text("subject"), c.text("purpose")
         consent, basis = c.token("consent", "x-consent-token"), c.token("legal_basis", "x-legal-basis")
-        r = await rt.call(lambda sf: as_(info, sf).enroll(img, subject, purpose, consent, legal_basis=basis))
+        live = c.token("liveness", "x-liveness-evidence")
+        r = await rt.call(lambda sf: as_(info, sf).enroll(img, subject, purpose, consent, legal_basis=basis,
+                                                          liveness=live))
         return dict(r.to_dict())
 
     @router.post("/verify", openapi_extra=_IMAGE_BODY, summary="Verify a face against a subject's templates")
@@ -138,7 +142,9 @@ def build_router(rt: Runtime) -> APIRouter:
         c = await read_call(request, image=True)
         img, subject, purpose = c.require_image(), c.text("subject"), c.text("purpose")
         consent, basis = c.token("consent", "x-consent-token"), c.token("legal_basis", "x-legal-basis")
-        r = await rt.call(lambda sf: as_(info, sf).verify(img, subject, purpose, consent, legal_basis=basis))
+        live = c.token("liveness", "x-liveness-evidence")
+        r = await rt.call(lambda sf: as_(info, sf).verify(img, subject, purpose, consent, legal_basis=basis,
+                                                          liveness=live))
         return {**r.to_dict(), "subject": r.pseudonym}
 
     @router.post("/identify", openapi_extra=_IMAGE_BODY, summary="Identify a face (pseudonyms, best first)")
@@ -147,7 +153,8 @@ def build_router(rt: Runtime) -> APIRouter:
         img, purpose = c.require_image(), c.text("purpose")
         consent, basis = c.token("consent", "x-consent-token"), c.token("legal_basis", "x-legal-basis")
         top_k = _int(c.fields.get("top_k", 5), "top_k")
-        r = await rt.call(lambda sf: as_(info, sf).identify(img, purpose, consent, basis, top_k=top_k))
+        live = c.token("liveness", "x-liveness-evidence")
+        r = await rt.call(lambda sf: as_(info, sf).identify(img, purpose, consent, basis, top_k=top_k, liveness=live))
         return {"candidates": [{"subject": x.subject, "score": round(x.score, 4)} for x in r]}
 
     @router.post("/analyze", openapi_extra=_IMAGE_BODY, summary="Technical facts about the faces (no attributes)")
