@@ -392,9 +392,13 @@ class ServerStore:
 
     def erase_subject(self, subject_id: str) -> ErasureResult:
         """Remove every row of the subject from the records and its vectors from Milvus."""
-        p = self.pseudonym(subject_id)
-        found, vectors = self._erase("pseudonym = %s", (p,))
-        return ErasureResult(p, tuple(sorted(r for r, _ in found)), len(found), vectors)
+        return self.erase_pseudonym(self.pseudonym(subject_id))
+
+    def erase_pseudonym(self, pseudonym: str) -> ErasureResult:
+        """The same, for a subject known only by pseudonym (an operator's console)."""
+        check_text(pseudonym, "pseudonym")
+        found, vectors = self._erase("pseudonym = %s", (pseudonym,))
+        return ErasureResult(pseudonym, tuple(sorted(r for r, _ in found)), len(found), vectors)
 
     def remove_token(self, token_id: str) -> ErasureResult:
         check_text(token_id, "token_id")
