@@ -254,6 +254,7 @@ def test_real_head_motion_yields_evidence_that_lets_the_same_face_in(tmp_path: P
         ch = sf.liveness_challenge(steps=("right",))
         result = sf.liveness_check(frames, ch.nonce, fps=29.97)
         assert result.live and result.evidence, result.checks
+        assert result.checks["replay"]["border_share"] <= 0.4  # a stage, not a frame around the face
         t = consent(ws, "lin")
         probe = frames[4]
         sf.enroll(probe, "lin", "demo", t, liveness=result.evidence)
@@ -363,3 +364,20 @@ def test_two_processes_racing_with_one_evidence_let_one_call_through(tmp_path: P
     for th in threads:
         th.join()
     assert sorted(outcomes) == ["PA-01", "allowed"]
+
+
+def test_replay_cues_see_a_print_margin_and_frozen_frames() -> None:
+    from safeface.capture.replay import replay_cues
+
+    frames = _waved_print(images() / "obama.jpg", seed=2)
+    boxes = []
+    from policy_support import CachedPipeline as _P
+
+    engine = _P().engine
+    for f in frames:
+        found = engine.detect(f, "hog", 0)
+        boxes.append(found[0].box if found else (270.0, 150.0, 370.0, 250.0))
+    cues = replay_cues(frames, boxes)
+    assert cues.border_share >= 0.6 and not cues.frozen
+    still = replay_cues([frames[0]] * 10, [boxes[0]] * 10)
+    assert still.frozen and still.flagged

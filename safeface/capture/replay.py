@@ -6,6 +6,10 @@
   the high band, on the face at its native resolution.
 * Frozen frames: a still picture shown to the camera, or a replayed video at a lower frame rate,
   repeats frames exactly; a live sensor never does (its noise alone changes every pixel).
+* Borders (reported, not decisive): long straight edges around the face, both across and along,
+  as a print's margin or a screen's bezel makes. A room has straight edges too (doors, windows),
+  and this cue does not yet check that the edges move with the face, so it informs the checks'
+  reader and the evaluation but does not decide.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ SIDE = 128
 class Replay:
     spectrum_peak: float
     frozen_share: float
+    border_share: float = 0.0  # share of sampled frames with a frame-like pair of long edges around the face
 
     @property
     def periodic(self) -> bool:
@@ -40,7 +45,8 @@ class Replay:
 
     def to_dict(self) -> dict[str, object]:
         return {"spectrum_peak": round(self.spectrum_peak, 1), "periodic": self.periodic,
-                "frozen_share": round(self.frozen_share, 3), "frozen": self.frozen}
+                "frozen_share": round(self.frozen_share, 3), "frozen": self.frozen,
+                "border_share": round(self.border_share, 3)}
 
 
 def _face_grey(frame: np.ndarray, box: Sequence[float]) -> np.ndarray:
@@ -76,6 +82,31 @@ def spectrum_peak(grey: np.ndarray) -> float:
     return float(vals.max() / med) if med > 0 else 0.0
 
 
+def framed(frame: np.ndarray, box: Sequence[float]) -> bool:
+    """Long straight edges (at least 0.9 face widths) outside the face, within 1.6 face sizes of
+    it, one roughly horizontal and one roughly vertical: the corner of a print or a screen."""
+    import cv2
+
+    h, w = frame.shape[:2]
+    x1, y1, x2, y2 = (float(v) for v in box)
+    bw, bh = max(1.0, x2 - x1), max(1.0, y2 - y1)
+    rx1, ry1 = int(max(0, x1 - 1.6 * bw)), int(max(0, y1 - 1.6 * bh))
+    rx2, ry2 = int(min(w, x2 + 1.6 * bw)), int(min(h, y2 + 1.6 * bh))
+    if rx2 - rx1 < 16 or ry2 - ry1 < 16:
+        return False
+    grey = cv2.cvtColor(np.ascontiguousarray(frame[ry1:ry2, rx1:rx2]), cv2.COLOR_RGB2GRAY)
+    lines = cv2.HoughLinesP(cv2.Canny(grey, 60, 160), 1, np.pi / 180, 50, minLineLength=int(0.9 * bw), maxLineGap=6)
+    across = along = False
+    for ax, ay, bx, by in ([] if lines is None else lines[:, 0]):
+        mx, my = (ax + bx) / 2 + rx1, (ay + by) / 2 + ry1
+        if x1 - 0.1 * bw < mx < x2 + 0.1 * bw and y1 - 0.1 * bh < my < y2 + 0.1 * bh:
+            continue  # an edge of the face itself
+        angle = abs(float(np.degrees(np.arctan2(by - ay, bx - ax)))) % 180
+        across |= angle < 30 or angle > 150
+        along |= 60 < angle < 120
+    return across and along
+
+
 def replay_cues(frames: Sequence[np.ndarray], boxes: Sequence[Sequence[float]]) -> Replay:
     """Cues on the tracked frames (`boxes`: the face box in each)."""
     step = max(1, len(frames) // 4)
@@ -92,4 +123,6 @@ def replay_cues(frames: Sequence[np.ndarray], boxes: Sequence[Sequence[float]]) 
             continue
         pairs += 1
         same += float(np.mean(np.abs(a - b))) < FROZEN_DIFF
-    return Replay(peak, same / pairs if pairs else 0.0)
+    sampled = list(zip(frames, boxes))[:: max(1, len(frames) // 5)][:5]
+    borders = float(np.mean([framed(f, b) for f, b in sampled])) if sampled else 0.0
+    return Replay(peak, same / pairs if pairs else 0.0, borders)
