@@ -64,6 +64,7 @@ def assert_unlinkable(engine: DlibEngine, original: np.ndarray, covered: np.ndar
     return len(faces)
 
 
+@pytest.mark.slow
 @needs_data
 @pytest.mark.parametrize("mode", ["blur", "pixelate", "solid"])
 def test_lfw_faces_are_neither_detected_nor_matched(engine: DlibEngine, finder: FaceFinder, mode: str) -> None:
@@ -82,6 +83,7 @@ LOW_DETAIL = [("Paul-Henri_Mathieu", "Paul-Henri_Mathieu_0003.jpg"), ("Aleksande
               ("Fernando_Vargas", "Fernando_Vargas_0004.jpg"), ("Rod_Blagojevich", "Rod_Blagojevich_0001.jpg")]
 
 
+@pytest.mark.slow
 @needs_data
 def test_low_detail_faces_that_a_grey_square_matches_are_not_matched(engine: DlibEngine, finder: FaceFinder) -> None:
     grey = engine.embed_chips(np.full((1, 150, 150, 3), 128, np.uint8))[0]
@@ -115,6 +117,7 @@ def test_cover_grain_is_reproducible_and_tied_to_the_covered_pixels() -> None:
     assert np.array_equal(np.delete(first, np.s_[20:120], axis=1), np.delete(image, np.s_[20:120], axis=1))
 
 
+@pytest.mark.slow
 @needs_data
 def test_group_photo_all_six_faces_covered(engine: DlibEngine, finder: FaceFinder) -> None:
     original = load_image(T1)
@@ -152,6 +155,7 @@ def _jpeg_with_gps(path: Path) -> None:
     im.save(path, format="JPEG", exif=exif.tobytes(), comment=b"taken at home")
 
 
+@pytest.mark.slow
 @needs_data
 def test_exif_and_gps_are_stripped(tmp_path: Path) -> None:
     src = tmp_path / "with_gps.jpg"
@@ -188,6 +192,7 @@ def _video_facts(path: Path) -> tuple[int, int, dict[str, str], list[np.ndarray]
     return len(frames), audio_packets, meta, frames
 
 
+@pytest.mark.slow
 @needs_data
 def test_video_mp4_faces_covered_audio_kept(engine: DlibEngine, finder: FaceFinder, face_video: Path, tmp_path: Path) -> None:
     n_in, audio_in, meta_in, frames_in = _video_facts(face_video)
@@ -204,6 +209,7 @@ def test_video_mp4_faces_covered_audio_kept(engine: DlibEngine, finder: FaceFind
         assert not engine.detect(frame, "hog", 1), f"a face shows in output frame {i}"
 
 
+@pytest.mark.slow
 @needs_data
 def test_video_searched_by_several_threads_gives_the_same_result(finder: FaceFinder, face_video: Path,
                                                                  tmp_path: Path) -> None:
@@ -221,6 +227,7 @@ def test_video_searched_by_several_threads_gives_the_same_result(finder: FaceFin
     assert all(np.array_equal(a, b) for a, b in zip(*frames))
 
 
+@pytest.mark.slow
 @needs_data
 def test_video_fast_setting_mkv_and_avi(engine: DlibEngine, finder: FaceFinder, tmp_path: Path) -> None:
     for ext in (".mkv", ".avi"):
@@ -271,6 +278,7 @@ def test_output_equal_to_input_is_refused(tmp_path: Path) -> None:
     assert src.read_bytes() == before
 
 
+@pytest.mark.slow
 def test_unreadable_inputs_raise_and_leave_no_output(tmp_path: Path) -> None:
     cases = {
         "missing.jpg": None,
@@ -321,6 +329,7 @@ def test_kind_mismatch_and_bad_options(tmp_path: Path) -> None:
         anonymize_file(src, tmp_path / "nowhere" / "out.jpg")
 
 
+@pytest.mark.slow
 @needs_data
 def test_onnx_detector_works_or_says_it_is_unavailable(engine: DlibEngine) -> None:
     try:
@@ -354,6 +363,7 @@ def test_cli_anonymize_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
         bad.func(bad)
 
 
+@pytest.mark.slow
 def test_audio_the_container_cannot_hold_is_reencoded(tmp_path: Path) -> None:
     from fractions import Fraction
 

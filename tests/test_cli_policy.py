@@ -64,6 +64,7 @@ def jws_parts(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
     return json.loads(b64d(head)), json.loads(b64d(payload))
 
 
+@pytest.mark.slow
 def test_stranger_scenario(tmp_path: Path, cli: Cli) -> None:
     img = images()
     ws = tmp_path / "ws"
@@ -189,6 +190,7 @@ def test_private_space_refused_at_registration_cn15(tmp_path: Path, cli: Cli, pr
     assert "PIA-2" in out and json.loads((ws / "deployment.json").read_text())["assessment"]["reference"] == "PIA-2"
 
 
+@pytest.mark.slow
 def test_filing_threshold_through_the_cli(tmp_path: Path, cli: Cli) -> None:
     img = images()
     ws = tmp_path / "ws"
@@ -228,6 +230,7 @@ def test_usage_errors_exit_2(cli: Cli, tmp_path: Path) -> None:
     cli("init", tmp_path / "w", "--profile", "mars", code=2)
 
 
+@pytest.mark.slow
 def test_module_entry_point_and_exit_codes(tmp_path: Path) -> None:
     """`python -m safeface.cli` in a fresh process, as a user runs it."""
     env = child_env()
@@ -253,6 +256,7 @@ def test_demo_workspace_ignores_a_real_passphrase_in_the_environment(tmp_path: P
     assert "intact" in out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("delay", [0.5, 1.5, 3.0])
 def test_enrol_killed_mid_call_leaves_no_unrecorded_template(tmp_path: Path, cli: Cli, delay: float) -> None:
     """Whenever the process dies, the log verifies and every stored template has its record

@@ -22,6 +22,7 @@ def test_detect_t1_json(datasets: Path, capsys: pytest.CaptureFixture[str]) -> N
         assert isinstance(f["score"], float)
 
 
+@pytest.mark.slow
 def test_compare_same_and_different(fr_images: Path, capsys: pytest.CaptureFixture[str]) -> None:
     t = fr_images / "test_images"
     assert main(["compare", str(t / "obama.jpg"), str(t / "obama2.jpg"), "--json"]) == 0
@@ -32,6 +33,7 @@ def test_compare_same_and_different(fr_images: Path, capsys: pytest.CaptureFixtu
     assert diff["same"] is False and diff["score"] < diff["threshold"]
 
 
+@pytest.mark.slow
 def test_embed_writes_rows_in_order_with_nan_for_no_face(
     fr_images: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -50,6 +52,7 @@ def test_embed_writes_rows_in_order_with_nan_for_no_face(
     assert "1 with no face" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_usage_and_error_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exc:
         main(["detect"])
@@ -65,6 +68,7 @@ def test_usage_and_error_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert main([]) == 2
 
 
+@pytest.mark.slow
 def test_compare_without_face_is_an_error(fr_images: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from PIL import Image
 
@@ -75,6 +79,7 @@ def test_compare_without_face_is_an_error(fr_images: Path, tmp_path: Path, capsy
     assert "no face found" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_demo_runs(capsys: pytest.CaptureFixture[str]) -> None:
     pytest.importorskip("insightface", reason="the demo's sample images come with insightface (safeface[cpu])")
     assert main(["demo"]) == 0

@@ -44,6 +44,7 @@ def _rate(x: Any) -> None:
     assert isinstance(x, float) and 0.0 <= x <= 1.0
 
 
+@pytest.mark.slow
 def test_verify_writes_json_html_plots_and_workspace_summary(tmp_path: Path, cache: Path,
                                                              capsys: pytest.CaptureFixture[str]) -> None:
     out, ws = tmp_path / "out", tmp_path / "ws"
@@ -75,6 +76,7 @@ def test_verify_writes_json_html_plots_and_workspace_summary(tmp_path: Path, cac
     assert not list(ws.rglob("*.npz"))
 
 
+@pytest.mark.slow
 def test_interrupted_run_resumes_from_the_cache(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     pairs = read_pairs(PAIRS, LFW, limit=6)
     paths = list(dict.fromkeys(p for pr in pairs for p in (pr.image1, pr.image2)))
@@ -121,6 +123,7 @@ def test_interrupted_run_resumes_from_the_cache(tmp_path: Path, capsys: pytest.C
     assert doc["metrics"]["run"]["images_embedded"] == 0
 
 
+@pytest.mark.slow
 def test_identify(tmp_path: Path, cache: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "out"
     doc = _run(capsys, "eval", "identify", "--root", str(LFW), "--limit", "14", "--holdout", "3", *FAST,

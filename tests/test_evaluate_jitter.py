@@ -49,6 +49,7 @@ class _NoDlibJitter:
         return self._e.embed_chips(chips)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not IMAGE.is_file(), reason=f"LFW dev test image not found at {IMAGE}")
 def test_jittered_descriptors_stay_close_to_the_plain_one() -> None:
     img = load_image(IMAGE)

@@ -150,6 +150,7 @@ def test_unreadable_registry_is_refused_clearly(tmp_path: Path, monkeypatch: pyt
     assert reg.read_text() == "{not json"  # left for the user to look at, not overwritten
 
 
+@pytest.mark.slow
 def test_get_engine_by_name(home: Path) -> None:
     assert get_engine("onnx").name == "onnx"
     assert type(get_engine("dlib")) is DlibEngine
@@ -160,6 +161,7 @@ def test_get_engine_by_name(home: Path) -> None:
 
 # -- equivalence with dlib ----------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_descriptors_equal_dlibs_on_200_lfw_faces(engines: tuple[DlibEngine, OnnxEngine], lfw_chips: np.ndarray) -> None:
     dl, ox = engines
     ref = dl.raw_descriptors(lfw_chips)
@@ -182,6 +184,7 @@ def _mmod_cases() -> list[tuple[str, int, int]]:
     ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name,step,upsample", _mmod_cases())
 def test_mmod_boxes_equal_dlibs_cnn_detector(engines: tuple[DlibEngine, OnnxEngine], name: str, step: int,
                                              upsample: int) -> None:
@@ -212,6 +215,7 @@ def test_hog_still_dlibs(engines: tuple[DlibEngine, OnnxEngine]) -> None:
     assert [f.box for f in ox.detect(image, "hog")] == [f.box for f in dl.detect(image, "hog")]
 
 
+@pytest.mark.slow
 def test_mmod_landmarks_start_from_a_hog_like_box(engines: tuple[DlibEngine, OnnxEngine]) -> None:
     """MMOD faces keep the detector's box, but their landmarks start from the box shifted to where
     HOG would put it; they land closer to the landmarks HOG's box gives than unshifted ones do."""

@@ -35,11 +35,13 @@ def test_image_shapes(fr_images: Path, expected: dict) -> None:  # type: ignore[
         assert list(load_image(fr_images / rel).shape) == shape
 
 
+@pytest.mark.slow
 def test_face_counts(dlib_engine, fr_images: Path, expected: dict) -> None:  # type: ignore[no-untyped-def,type-arg]
     for rel, count in expected["face_counts_hog_upsample_1"].items():
         assert len(dlib_engine.detect(load_image(fr_images / rel), "hog", 1)) == count, rel
 
 
+@pytest.mark.slow
 def test_raw_descriptors_equal_dlibs_own_and_expected_distances(dlib_engine, fr_images: Path, expected: dict) -> None:  # type: ignore[no-untyped-def,type-arg]
     """Our chips give the descriptors that dlib computes from the whole image and its 5-point
     shape (what face_recognition does) within 1e-5, and the peer's expected Euclidean distances."""
@@ -70,6 +72,7 @@ def test_raw_descriptors_equal_dlibs_own_and_expected_distances(dlib_engine, fr_
         assert abs(np.linalg.norm(base - other) - dist) < 2e-3, rel
 
 
+@pytest.mark.slow
 def test_raw_descriptors_equal_face_recognition_when_installed(dlib_engine, fr_images: Path) -> None:  # type: ignore[no-untyped-def]
     """The peer itself, where it is installed (pip install --no-deps face_recognition)."""
     fr = pytest.importorskip("face_recognition", reason="the face_recognition peer is not installed (benchmarks install it)")
@@ -80,6 +83,7 @@ def test_raw_descriptors_equal_face_recognition_when_installed(dlib_engine, fr_i
     assert np.abs(ours - peer).max() < 1e-5
 
 
+@pytest.mark.slow
 def test_same_and_different_decisions(dlib_engine, fr_images: Path, expected: dict) -> None:  # type: ignore[no-untyped-def,type-arg]
     pipe = Pipeline(dlib_engine)
     for a, b in expected["same_person_below_0_6"]:
@@ -99,6 +103,7 @@ def test_t1_has_six_faces(dlib_engine, datasets: Path) -> None:  # type: ignore[
         assert (f.landmarks[:, 0] > x1 - 5).all() and (f.landmarks[:, 0] < x2 + 5).all()
 
 
+@pytest.mark.slow
 def test_outcomes_are_explicit(dlib_engine, fr_images: Path) -> None:  # type: ignore[no-untyped-def]
     pipe = Pipeline(dlib_engine, PipelineConfig(steps=(("hog", 1),)))
     blank = np.full((200, 200, 3), 128, dtype=np.uint8)
@@ -176,6 +181,7 @@ def test_subject_is_the_framed_face_not_a_closer_bystander(dlib_engine, datasets
         assert cosine(default.embedding, other) >= DEFAULT_THRESHOLD > cosine(largest.embedding, other)
 
 
+@pytest.mark.slow
 def test_hog_detection_from_several_threads_matches_one(dlib_engine, datasets: Path) -> None:  # type: ignore[no-untyped-def]
     from concurrent.futures import ThreadPoolExecutor
 
@@ -190,6 +196,7 @@ def test_hog_detection_from_several_threads_matches_one(dlib_engine, datasets: P
     assert len(alone) == 6 and all(b == alone for b in together)
 
 
+@pytest.mark.slow
 def test_embed_many_on_threads_matches_one_thread(dlib_engine, fr_images: Path) -> None:  # type: ignore[no-untyped-def]
     paths = sorted((fr_images / "test_images").glob("*.jpg")) + [fr_images / "examples" / "two_people.jpg"]
     steps = (("hog", 1),)

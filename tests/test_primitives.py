@@ -212,6 +212,7 @@ def test_write_new_never_overwrites_and_never_shows_half_a_file(tmp_path: Path) 
     assert sorted(p.name for p in tmp_path.iterdir()) == ["eval-cache.key"]
 
 
+@pytest.mark.slow
 def test_racing_processes_agree_on_one_created_key(tmp_path: Path) -> None:
     """Eight processes create the evaluation-cache key at once: all read the same 32 bytes."""
     script = "from safeface.evaluate.embedcache import cache_key; print(cache_key().hex())"

@@ -286,6 +286,7 @@ def test_invalid_deployment_refuses_every_call_but_erasure_works(tmp_path: Path,
         assert sf.erase("alice").templates_removed == 1
 
 
+@pytest.mark.slow
 def test_several_faces_refused_for_enrolment(tmp_path: Path, imgs: Path) -> None:
     from PIL import Image
 
@@ -301,6 +302,7 @@ def test_several_faces_refused_for_enrolment(tmp_path: Path, imgs: Path) -> None
         assert templates(sf) == 0 and last(sf).decision == "failed"
 
 
+@pytest.mark.slow
 def test_rekey_keeps_matching(tmp_path: Path, imgs: Path) -> None:
     ws = make_workspace(tmp_path / "ws")
     with open_sf(ws) as sf:
@@ -400,6 +402,7 @@ def test_bulk_enrolment_beyond_filing_threshold_refused_whole(tmp_path: Path, im
         assert templates(sf) == 0
 
 
+@pytest.mark.slow
 def test_anonymize_through_the_facade_is_audited_without_identity(tmp_path: Path, imgs: Path) -> None:
     """SafeFace.anonymize needs no consent, stores no template and leaves one audit record with
     the input's hash and face count."""

@@ -271,6 +271,7 @@ def _writer(db: str, keys: str, prefix: str, n: int, seed: int) -> None:
             g.add(f"{prefix}{i}", x[i], ["access"], f"tok-{prefix}{i}", LATER)
 
 
+@pytest.mark.slow
 def test_two_processes_writing_lose_nothing(db: Path, keyring: PassphraseKeyring) -> None:
     with Gallery.open(db, keyring, DIM) as watcher:
         assert len(watcher) == 0
@@ -366,6 +367,7 @@ def test_exit_mid_add_leaves_consistent_store(db: Path, keyring: PassphraseKeyri
         assert len(g) == 3
 
 
+@pytest.mark.slow
 def test_sigkill_mid_writes_leaves_consistent_store(db: Path, keyring: PassphraseKeyring) -> None:
     Gallery.open(db, keyring, DIM).close()
     p = subprocess.Popen([sys.executable, "-c", CHILD, str(db), str(keyring.path), "forever", "0"], env=child_env(),

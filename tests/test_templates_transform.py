@@ -35,6 +35,7 @@ def test_transform_keeps_scores_and_inverts(dim: int) -> None:
     np.testing.assert_allclose(m @ m.T, np.eye(dim), atol=1e-5)
 
 
+@pytest.mark.slow
 def test_transform_is_deterministic_per_key_and_differs_across_keys() -> None:
     x = unit(np.random.default_rng(1).standard_normal((4, 128)))
     a1, a2 = TemplateTransform.from_key(K1, 128), TemplateTransform.from_key(K1, 128)
@@ -115,6 +116,7 @@ def lfw_pairs() -> tuple[np.ndarray, np.ndarray]:
     return a, b
 
 
+@pytest.mark.slow
 def test_cross_key_templates_do_not_link_on_lfw(lfw_pairs: tuple[np.ndarray, np.ndarray]) -> None:
     a, b = lfw_pairs
     n = len(a)
