@@ -46,8 +46,8 @@ class GatedPipeline(CachedPipeline):
         self.entered = threading.Event()
         self.gate = threading.Event()
 
-    def embed(self, image: Any) -> Any:
-        out = super().embed(image)
+    def embed(self, image: Any, **kw: Any) -> Any:
+        out = super().embed(image, **kw)
         self.entered.set()
         if not self.gate.wait(30):
             raise TimeoutError("the test never opened the gate")
@@ -193,7 +193,7 @@ def test_a_real_workspace_refuses_a_clock(tmp_path: Path) -> None:
 
 
 class BrokenPipeline(CachedPipeline):
-    def embed(self, image: Any) -> Any:
+    def embed(self, image: Any, **kw: Any) -> Any:
         raise RuntimeError("the inference backend fell over")
 
 
@@ -243,7 +243,7 @@ class SyntheticPipeline:
 
         self._rng = np.random.default_rng(0)
 
-    def embed(self, image: Any) -> Any:
+    def embed(self, image: Any, **kw: Any) -> Any:
         from types import SimpleNamespace
 
         face = object()
