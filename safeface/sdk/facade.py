@@ -818,7 +818,7 @@ class SafeFace:
         """Store the templates in one transaction. Inside it, under the write lock, the guard
         decides again and the "enroll allowed" entries naming the new rows are written, so no
         row exists without its entry and none appears after an erasure or revocation."""
-        from ..storage.gallery import Enrollment as Row
+        from ..storage.rows import Enrollment as Row
 
         parts = d.batch or (d,)
         if d.purpose is None:
