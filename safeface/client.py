@@ -19,7 +19,7 @@ from typing import Any, Optional, Sequence, Union
 from .errors import (AuthenticationError, BackendError, ConfigError, ImageError, IntegrityError, InvalidArgument,
                      PolicyViolation, SafeFaceError, ServiceBusy)
 from .policy.receipts import ErasureReceipt
-from .sdk.results import Candidate, Enrollment, Export, Verification
+from .sdk.results import Candidate, Enrollment, Export, LivenessCheck, Verification
 from .workspace.audit import AuditReport
 
 ImageLike = Union[str, Path, bytes]
@@ -70,6 +70,17 @@ class Client:
         d = self._image_call("/v1/identify", image, purpose=purpose, consent=consent, legal_basis=legal_basis,
                              top_k=str(top_k), liveness=liveness)
         return [Candidate(c["subject"], float(c["score"])) for c in d["candidates"]]
+
+    def liveness_challenge(self) -> dict[str, Any]:
+        """A challenge issued by the service's workspace: {"challenge", "steps", "instruction", ...}."""
+        return self._json("/v1/liveness/challenge")
+
+    def liveness_check(self, clip: ImageLike, challenge: str, *, mirrored: bool = False) -> LivenessCheck:
+        """Check a 1-3 s clip answering `challenge`; when live, the result carries the evidence."""
+        d = self._image_call("/v1/liveness/check", clip, challenge=challenge, mirrored="1" if mirrored else None)
+        expires = d.get("expires_at")
+        return LivenessCheck(d["decision"], float(d["score"]), dict(d["checks"]), d["clip_sha256"], d.get("evidence"),
+                             dt.datetime.fromisoformat(expires) if expires else None)
 
     def analyze(self, image: ImageLike, attributes: Sequence[str] = ("faces",)) -> dict[str, Any]:
         if isinstance(attributes, str):

@@ -424,3 +424,22 @@ def test_views_follow_a_deployment_edited_while_open(tmp_path: Path) -> None:
         paths.config.write_text(original)
         assert sf.acting_as("operator", "k2").purge() is None  # allowed again, for a fresh view
         assert sf.purge() is None
+
+
+def test_liveness_challenge_and_check_over_the_service(svc: dict[str, Any], tmp_path: Path) -> None:
+    """The same calls as in process: a challenge, then a clip answering it; a waved print is not live
+    and gets no evidence; a challenge answers once."""
+    from safeface.client import Client
+    from safeface.evaluate.pad import waved_attack, write_clip
+    from safeface.imageio import load_image
+
+    clip = write_clip(waved_attack(load_image(images() / "obama.jpg"), "print", seed=4)[::2],
+                      tmp_path / "print.mp4", fps=15)
+    with Client(svc["url"], svc["keys"]["operator"], timeout=240) as client:
+        ch = client.liveness_challenge()
+        assert ch["steps"] and len(ch["challenge"]) >= 20
+        result = client.liveness_check(clip, ch["challenge"])
+        assert not result.live and result.evidence is None and "physics" in result.checks
+        with pytest.raises(PolicyViolation) as info:
+            client.liveness_check(clip, ch["challenge"])
+        assert info.value.rule == "PA-01"

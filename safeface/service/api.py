@@ -88,8 +88,9 @@ async def read_call(request: Request, image: bool) -> Call:
         data: Optional[bytes] = None
         for k, v in form.multi_items():
             if hasattr(v, "read"):
-                if k != "image":
-                    raise InvalidArgument(f"unexpected file field {k!r}; the image goes in 'image'.")
+                if k not in ("image", "clip"):
+                    raise InvalidArgument(f"unexpected file field {k!r}; the image (or a liveness clip) goes in "
+                                          "'image' (or 'clip').")
                 data = await v.read()
             else:
                 fields[k] = v
@@ -156,6 +157,22 @@ def build_router(rt: Runtime) -> APIRouter:
         live = c.token("liveness", "x-liveness-evidence")
         r = await rt.call(lambda sf: as_(info, sf).identify(img, purpose, consent, basis, top_k=top_k, liveness=live))
         return {"candidates": [{"subject": x.subject, "score": round(x.score, 4)} for x in r]}
+
+    @router.post("/liveness/challenge", summary="Issue a liveness challenge (head turns; answered once, within seconds)")
+    async def liveness_challenge(info: ApiKey = Depends(caller)) -> dict[str, Any]:
+        ch = await rt.call(lambda sf: as_(info, sf).liveness_challenge())
+        return dict(ch.to_dict())
+
+    @router.post("/liveness/check", openapi_extra=_IMAGE_BODY,
+                 summary="Check a 1-3 s clip (file field 'clip' or 'image', or image_base64) answering a challenge")
+    async def liveness_check(request: Request, info: ApiKey = Depends(caller)) -> dict[str, Any]:
+        c = await read_call(request, image=True)
+        if not c.image:
+            raise InvalidArgument("a clip is required: a multipart file field 'clip' (or 'image_base64' in JSON).")
+        clip, challenge = c.image, c.text("challenge")
+        mirrored = str(c.fields.get("mirrored", "")).lower() in ("1", "true", "yes")
+        r = await rt.call(lambda sf: as_(info, sf).liveness_check(clip, challenge, mirrored=mirrored))
+        return dict(r.to_dict())
 
     @router.post("/analyze", openapi_extra=_IMAGE_BODY, summary="Technical facts about the faces (no attributes)")
     async def analyze(request: Request, info: ApiKey = Depends(caller)) -> dict[str, Any]:
