@@ -327,7 +327,11 @@ def test_workspace_without_id_is_told_to_add_one(tmp_path: Path, cli: Cli) -> No
     ws = tmp_path / "ws"
     cli("init", ws, "--demo")
     token = cli("consent", "issue", ws, "--subject", "alice", "--purpose", "demo")[0].strip()
+    # The id is covered by the assessment: drop it and record the assessment again, as an
+    # operator upgrading such a workspace would, so that only the missing id is left.
     edit(ws, lambda raw: raw.pop("id"))
+    cli("assess", ws, "--reference", "DPIA-upgrade", "--date", json.loads((ws / "deployment.json").read_text())
+        ["assessment"]["date"])
     _, err = cli("consent", "issue", ws, "--subject", "alice", "--purpose", "demo", code=1)
     assert '"id"' in err and "deployment.json" in err
     _, err = cli("legal-basis", "issue", ws, "--authority", "B", "--provision", "P", "--purpose", "demo", code=1)
