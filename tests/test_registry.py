@@ -137,6 +137,7 @@ def test_a_failed_update_writes_nothing(home: Path) -> None:
     assert [r.path.name for r in registry.load().files()] == ["a.onnx"]
 
 
+@pytest.mark.slow
 def test_two_processes_updating_at_once_lose_nothing(home: Path, tmp_path: Path) -> None:
     """Two installs racing (each a read-modify-write of the registry) both end up recorded."""
     script = textwrap.dedent("""

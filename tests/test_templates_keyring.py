@@ -131,3 +131,33 @@ def test_host_keyring_provider_and_callback() -> None:
     with pytest.raises(ConfigError, match="must be 32 bytes, got 16") as err:
         bad.key("seal")
     assert "07" * 16 not in str(err.value)
+
+
+@pytest.mark.slow
+def test_two_processes_creating_one_keyring_one_wins(tmp_path: Path) -> None:
+    """Two `init`s racing on one path: exactly one keyring is written, whole, and it opens with
+    the winner's passphrase; the loser is told the file exists (nothing is overwritten)."""
+    import subprocess
+    import sys
+    import textwrap
+
+    from tests.child_process import child_env
+
+    path = tmp_path / "keyring.json"
+    script = textwrap.dedent(f"""
+        import sys
+        from safeface.errors import ConfigError
+        from safeface.hazmat.templates.keyring import PassphraseKeyring, ScryptParams
+        try:
+            PassphraseKeyring.create({str(path)!r}, sys.argv[1], ScryptParams(n=2**10))
+            print("created")
+        except ConfigError as exc:
+            print("refused" if "already exists" in str(exc) else exc)
+    """)
+    kids = [subprocess.Popen([sys.executable, "-c", script, f"pass-{i}"], env=child_env(), cwd=tmp_path,
+                             stdout=subprocess.PIPE, text=True) for i in range(6)]
+    outcomes = [k.communicate(timeout=120)[0].strip() for k in kids]
+    assert sorted(outcomes) == ["created"] + ["refused"] * 5
+    winner = outcomes.index("created")
+    assert PassphraseKeyring.open(path, f"pass-{winner}").versions("seal") == [1]
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.endswith(".lock")) == ["keyring.json"]

@@ -25,6 +25,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
+from ..atomicfile import write_atomic
 from ..errors import ConfigError
 
 CLIP_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm")
@@ -253,5 +254,5 @@ def evaluate_pad(root: Path, out: Optional[Path] = None, engine: Any = None) -> 
     result["det_plot"] = str(det_plot({"PAD (physics + replay cues)": det_curve(outcomes)}, out / "pad_det.png",
                                       xlabel="APCER (worst attack type)", ylabel="BPCER"))
     result["outcomes"] = [o.__dict__ for o in outcomes]
-    (out / "pad.json").write_text(json.dumps(result, indent=2))
+    write_atomic(out / "pad.json", json.dumps(result, indent=2))
     return result

@@ -23,6 +23,7 @@ from typing import Any, Callable, Optional, Sequence, TypeVar, Union
 
 import numpy as np
 
+from ..atomicfile import write_atomic
 from ..errors import BackendError, ConfigError, ImageError, IntegrityError, InvalidArgument, PolicyViolation, SafeFaceError
 from ..hazmat.templates.pseudonym import token_pseudonym
 from ..imageio import ImageInput
@@ -596,7 +597,7 @@ class SafeFace:
             target, n = copy_to_server(self._gallery, section, self._paths.root, self._keyring, dim)
             raw = json.loads(self._paths.config.read_text(encoding="utf-8"))
             raw["storage"] = dict(section)
-            self._paths.config.write_text(json.dumps(raw, indent=2) + "\n", encoding="utf-8")
+            write_atomic(self._paths.config, json.dumps(raw, indent=2) + "\n")
             old, self._gallery = self._gallery, target
             self._guard._store = target
             self._sync_deployment()

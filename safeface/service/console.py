@@ -22,6 +22,7 @@ from typing import Any, Optional, cast
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 
+from ..atomicfile import write_atomic
 from ..errors import AuthenticationError, IntegrityError, PolicyViolation
 from ..workspace.apikeys import SESSION_SECONDS, ApiKey
 from .runtime import Runtime
@@ -219,7 +220,7 @@ def build_console(rt: Runtime) -> APIRouter:
             return out
         d = rt.config.workspace / "reports" / "receipts"
         d.mkdir(parents=True, exist_ok=True)
-        (d / f"{out.receipt_id}.json").write_text(json.dumps(out.to_dict(), indent=2) + "\n", encoding="utf-8")
+        write_atomic(d / f"{out.receipt_id}.json", json.dumps(out.to_dict(), indent=2) + "\n")
         return RedirectResponse(f"/receipts/{out.receipt_id}", status_code=303)
 
     @router.get("/receipts/{receipt_id}.json")

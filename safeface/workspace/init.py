@@ -13,7 +13,7 @@ from ..policy.deployment import Deployment, blank_config, demo_config
 from ..policy.rules import DEFAULT_PROFILE, check_profiles
 from ..policy.tokens import public_key_text
 from .audit import AuditLog
-from ..atomicfile import write_new
+from ..atomicfile import write_atomic, write_new
 from .keys import new_signing_key
 from .passphrase import resolve_passphrase
 from .paths import WorkspacePaths
@@ -44,8 +44,7 @@ def init_workspace(root: Path, *, demo: bool = False, profiles: Sequence[str] = 
     deployment = Deployment.from_dict(demo_config(today, profs) if demo else blank_config(profs))
     deployment.save(paths.config)
     keyring = PassphraseKeyring.create(paths.keyring, passphrase)
-    paths.receipt_public.write_text(public_key_text(receipt_key(keyring.key("pseudonym")).public_key()) + "\n",
-                                    encoding="utf-8")
+    write_atomic(paths.receipt_public, public_key_text(receipt_key(keyring.key("pseudonym")).public_key()) + "\n")
     paths.reports.mkdir(exist_ok=True)
     write_empty(paths, keyring)
     with AuditLog(paths.audit, keyring.key("audit"), workspace_anchors(paths, keyring, deployment)) as log:

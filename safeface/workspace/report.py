@@ -15,6 +15,7 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..atomicfile import write_atomic
 from ..policy.deployment import DEFAULT_FILING_THRESHOLD, Finding
 from ..policy.rules import FLOOR_RULES, RULES, rule_for
 
@@ -179,9 +180,9 @@ def write_report(sf: "SafeFace", out: Path, now: dt.datetime) -> dict[str, Path]
                 plots.append(f"assessment/{f.name}")
     report["assessment_plots"] = plots
     json_path = out / "compliance.json"
-    json_path.write_text(json.dumps(report, indent=2, default=str) + "\n", encoding="utf-8")
+    write_atomic(json_path, json.dumps(report, indent=2, default=str) + "\n")
     html_path = out / "compliance.html"
-    html_path.write_text(_html(report), encoding="utf-8")
+    write_atomic(html_path, _html(report))
     return {"json": json_path, "html": html_path}
 
 

@@ -266,5 +266,5 @@ def read_jwks(path: Path) -> list[tuple[Ed25519PublicKey, str]]:
 
 def write_jwks(store: TrustStore, kind: str, out: Path) -> int:
     doc = store.jwks(kind)
-    Path(out).write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+    write_atomic(Path(out), json.dumps(doc, indent=2) + "\n")
     return len(doc["keys"])

@@ -19,7 +19,6 @@ import base64
 import hashlib
 import hmac
 import json
-import os
 import secrets
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -27,9 +26,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Optional, Protocol, Sequence, Union, runtime_checkable
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from ...aead import Aead, random_nonce
+from ...atomicfile import exclusive_lock, write_atomic, write_new
 from ...errors import ConfigError, IntegrityError
 
 PURPOSES: tuple[str, ...] = ("pseudonym", "transform", "seal", "audit")
@@ -183,7 +182,7 @@ class PassphraseKeyring(_KeyringBase):
         ring = cls(path, doc, kek, {p: {} for p in PURPOSES})
         for p in PURPOSES:
             ring._add_version(p, 1, secrets.token_bytes(KEY_BYTES))
-        ring._write()
+        ring._write(new=True)
         return ring
 
     @classmethod
@@ -208,7 +207,8 @@ class PassphraseKeyring(_KeyringBase):
     def _load(path: Path, kek: bytes, doc: Optional[dict[str, Any]] = None
               ) -> tuple[dict[str, Any], dict[str, dict[int, bytes]]]:
         doc = _read_doc(path) if doc is None else doc
-        aead = AESGCM(kek)
+        aead = Aead(kek, "the keyring's passphrase key")
+        refused = f"the keyring at {path} could not be unlocked: the passphrase is wrong or the file was altered."
         keys: dict[str, dict[int, bytes]] = {p: {} for p in PURPOSES}
         for p in PURPOSES:
             try:
@@ -220,11 +220,7 @@ class PassphraseKeyring(_KeyringBase):
                     v = int(item["version"])
                     nonce = base64.b64decode(item["nonce"])
                     wrapped = base64.b64decode(item["wrapped"])
-                    key = aead.decrypt(nonce, wrapped, _wrap_aad(p, v))
-                except InvalidTag:
-                    raise IntegrityError(
-                        f"the keyring at {path} could not be unlocked: the passphrase is wrong or the "
-                        f"file was altered.") from None
+                    key = aead.decrypt(nonce, wrapped, _wrap_aad(p, v), refused)
                 except (KeyError, TypeError, ValueError):
                     raise ConfigError(f"the keyring at {path} is malformed; restore it from a backup.") from None
                 if not hmac.compare_digest(key_id_of(key), str(item.get("key_id", ""))):
@@ -277,19 +273,9 @@ class PassphraseKeyring(_KeyringBase):
     def _exclusive(self) -> Iterator[None]:
         """Hold an exclusive lock on the keyring and start from the file as it is now, so two
         holders rotating at once cannot overwrite each other's new versions."""
-        lock_path = self._path.with_name(self._path.name + ".lock")
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            try:
-                import fcntl
-
-                fcntl.flock(fd, fcntl.LOCK_EX)
-            except ImportError:  # not POSIX: no advisory lock; the rename still keeps the file whole
-                pass
+        with exclusive_lock(self._path.with_name(self._path.name + ".lock")):
             self.refresh()
             yield
-        finally:
-            os.close(fd)
 
     def refresh(self) -> None:
         """Re-read the file, e.g. after another process rotated a key. The passphrase-derived key
@@ -297,8 +283,8 @@ class PassphraseKeyring(_KeyringBase):
         self._doc, self._keys = self._load(self._path, self._kek)
 
     def _add_version(self, purpose: str, version: int, key: bytes) -> None:
-        nonce = secrets.token_bytes(12)
-        wrapped = AESGCM(self._kek).encrypt(nonce, key, _wrap_aad(purpose, version))
+        nonce = random_nonce()
+        wrapped = Aead(self._kek, "the keyring's passphrase key").encrypt(nonce, key, _wrap_aad(purpose, version))
         self._keys[purpose][version] = key
         self._doc["keys"][purpose].append({
             "version": version,
@@ -308,26 +294,18 @@ class PassphraseKeyring(_KeyringBase):
             "wrapped": base64.b64encode(wrapped).decode("ascii"),
         })
 
-    def _write(self) -> None:
-        # Write-then-rename so a crash leaves either the old file or the new one, never half.
-        tmp = self._path.with_name(self._path.name + ".tmp")
+    def _write(self, new: bool = False) -> None:
+        # Atomic and owner-only: a crash leaves the old file or the new one, never half. A new
+        # keyring is created only where none exists (two creators racing: one wins, one fails).
         data = json.dumps(self._doc, indent=2, sort_keys=True).encode("utf-8")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            os.write(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, self._path)
-        try:
-            dfd = os.open(self._path.parent, os.O_RDONLY)
-        except OSError:
-            return
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-
+        if new:
+            try:
+                write_new(self._path, data, mode=0o600)
+            except FileExistsError:
+                raise ConfigError(f"{self._path} already exists; open it with PassphraseKeyring.open or choose "
+                                  "another path.") from None
+        else:
+            write_atomic(self._path, data, mode=0o600)
 
 def _read_doc(path: Path) -> dict[str, Any]:
     try:
