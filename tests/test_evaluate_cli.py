@@ -85,11 +85,11 @@ def test_interrupted_run_resumes_from_the_cache(tmp_path: Path, capsys: pytest.C
     class Interrupted(Pipeline):
         calls = 0
 
-        def detect(self, image):  # type: ignore[no-untyped-def,override]
+        def detect(self, image, **kw):  # type: ignore[no-untyped-def,override]
             Interrupted.calls += 1
             if Interrupted.calls == 4:
                 raise KeyboardInterrupt
-            return super().detect(image)
+            return super().detect(image, **kw)
 
     cfg = PipelineConfig(flip=False)
     fp = config_fingerprint(Pipeline(engine, cfg))

@@ -24,7 +24,7 @@ from typing import Any, Callable, Optional, Sequence, TypeVar, Union
 import numpy as np
 
 from ..atomicfile import write_atomic
-from ..errors import BackendError, ConfigError, ImageError, IntegrityError, InvalidArgument, PolicyViolation, SafeFaceError
+from ..errors import BackendError, ConfigError, ImageError, InvalidArgument, PolicyViolation, SafeFaceError
 from ..hazmat.templates.pseudonym import token_pseudonym
 from ..imageio import ImageInput
 from ..policy.deployment import Deployment, working_days_after
