@@ -59,3 +59,25 @@ def build_face_video(path: Path, photos: Sequence[Path], frames: int, size: tupl
                     out.mux(p)
             for p in as_.encode(None):
                 out.mux(p)
+
+
+def cut(src: Path, dst: Path, start: int, count: int, metadata: Optional[dict[str, str]] = None) -> Path:
+    """Frames [start, start + count) of `src` re-encoded as an MP4 at its frame rate."""
+    with av.open(str(src)) as inp, av.open(str(dst), "w") as out:
+        for k, v in (metadata or {}).items():
+            out.metadata[k] = v
+        vin = inp.streams.video[0]
+        rate = vin.average_rate or Fraction(10)
+        vs = out.add_stream("libx264", rate=rate)
+        vs.width, vs.height, vs.pix_fmt = vin.codec_context.width, vin.codec_context.height, "yuv420p"
+        for i, frame in enumerate(inp.decode(vin)):
+            if i >= start + count:
+                break
+            if i >= start:
+                f = av.VideoFrame.from_ndarray(frame.to_ndarray(format="rgb24"), format="rgb24")
+                f.pts, f.time_base = i - start, Fraction(1) / Fraction(rate)
+                for p in vs.encode(f):
+                    out.mux(p)
+        for p in vs.encode(None):
+            out.mux(p)
+    return dst

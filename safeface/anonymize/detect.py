@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import queue
 from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
@@ -17,6 +18,31 @@ DEFAULT_DETECTOR = "hog"
 SMALL_IMAGE_SIDE = 1600
 
 Box = tuple[float, float, float, float]
+
+
+class DetectionEngine:
+    """dlib's HOG face detector and nothing else: no landmark model, no recognition network is
+    loaded. For callers that must prove no face can be recognised on their path (tracking).
+    Thread-safe as DlibEngine's HOG is: each call takes a detector of its own from a pool."""
+
+    def __init__(self) -> None:
+        import dlib
+
+        self._dlib = dlib
+        self._hogs: "queue.SimpleQueue[Any]" = queue.SimpleQueue()
+
+    def detect_rects(self, image: np.ndarray, detector: str = "hog", upsample: int = 1) -> list[tuple[Any, float]]:
+        if detector != "hog":
+            raise SafeFaceError(f"the detection-only engine has only the HOG detector, not {detector!r}.")
+        try:
+            hog = self._hogs.get_nowait()
+        except queue.Empty:
+            hog = self._dlib.get_frontal_face_detector()
+        try:
+            rects, scores, _ = hog.run(np.ascontiguousarray(image), upsample, 0.0)
+        finally:
+            self._hogs.put(hog)
+        return list(zip(rects, [float(s) for s in scores]))
 
 
 def check_detector(detector: str) -> str:

@@ -10,7 +10,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 
@@ -23,6 +23,9 @@ from ..atomicfile import atomic_path
 from .files import VIDEO_EXTENSIONS
 from .report import AnonymizeReport
 from .track import FaceTracker
+
+
+FrameHook = Callable[[int, np.ndarray], np.ndarray]
 
 
 @dataclass(frozen=True)
@@ -75,10 +78,11 @@ _LAYOUTS = {1: "mono", 2: "stereo", 3: "2.1", 4: "quad", 5: "5.0", 6: "5.1", 7: 
 def anonymize_video_file(
     in_path: Path, out_path: Path, mode: str = DEFAULT_MODE, margin: float = DEFAULT_MARGIN,
     detector: str = DEFAULT_DETECTOR, *, options: Optional[VideoOptions] = None,
-    finder: Optional[FaceFinder] = None,
+    finder: Optional[FaceFinder] = None, on_frame: Optional[FrameHook] = None,
 ) -> AnonymizeReport:
     """Cover every face in every frame of `in_path` and write `out_path` (MP4, MKV, MOV, AVI).
-    Paths are checked by the caller."""
+    Paths are checked by the caller. `on_frame(index, rgb)` sees each frame, in order, only
+    after its faces are covered, and returns the frame to encode (tracking draws on it)."""
     check_mode(mode)
     margin = check_margin(margin)
     opts = options or VideoOptions()
@@ -93,7 +97,8 @@ def anonymize_video_file(
         if not inp.streams.video:
             raise ImageError(f"{in_path}: the file holds no video stream.")
         with atomic_path(out_path) as tmp:
-            stats = _transcode(inp, tmp, VIDEO_EXTENSIONS[out_path.suffix.lower()], finder, mode, margin, opts, in_path)
+            stats = _transcode(inp, tmp, VIDEO_EXTENSIONS[out_path.suffix.lower()], finder, mode, margin, opts, in_path,
+                               on_frame)
     finally:
         inp.close()
     report = AnonymizeReport(
@@ -106,7 +111,7 @@ def anonymize_video_file(
 
 
 def _transcode(inp: Any, tmp: Path, fmt: str, finder: FaceFinder, mode: str, margin: float,
-               opts: VideoOptions, in_path: Path) -> dict[str, Any]:
+               opts: VideoOptions, in_path: Path, on_frame: Optional[FrameHook] = None) -> dict[str, Any]:
     av = _av()
     from tqdm import tqdm
 
@@ -160,6 +165,8 @@ def _transcode(inp: Any, tmp: Path, fmt: str, finder: FaceFinder, mode: str, mar
                 if boxes:
                     stats["frames_with_faces"] += 1
                     rgb = apply_cover(rgb, [region_for_box(b, margin, width, height) for b in boxes], mode)
+                if on_frame is not None:
+                    rgb = on_frame(idx, rgb)
                 frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb[:eh, :ew]), format="rgb24")
                 frame.pts = idx
                 frame.time_base = Fraction(1) / Fraction(rate)

@@ -23,6 +23,7 @@ COMMAND_MODULES = (
     "liveness_cmd",
     "storage_cmds",
     "service_cmds",
+    "track_cmd",
 )
 
 

@@ -45,6 +45,7 @@ class Operation(str, Enum):
     REPORT = "report"
     ANONYMIZE = "anonymize"
     APIKEY = "apikey"  # issue or revoke a service API key
+    TRACK = "track"  # people followed by clothing, faces covered: no biometric, so no token
 
     @property
     def token_operation(self) -> str:
@@ -214,6 +215,8 @@ class Guard:
             self.check_deployment(request.now)
             return Decision(op, attributes=wanted)
         self.check_deployment(request.now)
+        if op is Operation.TRACK:
+            return Decision(op, self._track_purpose(request))
         if request.purpose is None:
             raise PolicyViolation(self._rule("purpose"), f"{op.value} needs a declared purpose.")
         p = self.check_purpose(request.purpose)
@@ -226,6 +229,16 @@ class Guard:
             # Last, so that a call refused for any other reason does not use up the evidence.
             decision = replace(decision, evidence=self.check_liveness(request.evidence, request.now))
         return decision
+
+    def _track_purpose(self, request: Request) -> Purpose:
+        """Tracking processes no biometric, so it needs no consent token; it is still a declared,
+        open purpose with its retention, under the deployment's notice and location rules."""
+        if request.purpose is None:
+            raise PolicyViolation(self._rule("purpose"), "track needs a declared purpose (its retention and notice "
+                                  "tell people why they are followed); pass one declared in deployment.json.")
+        p = self.check_purpose(request.purpose)
+        self.check_purpose_open(p, request.now)
+        return p
 
     def _token_decision(self, op: Operation, p: Purpose, now: dt.datetime, subject: Optional[str],
                         consent: Optional[str], legal_basis: Optional[str]) -> Decision:

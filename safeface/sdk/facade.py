@@ -448,6 +448,23 @@ class SafeFace:
         self.record_anonymization(report)
         return result
 
+    def track(self, video: Union[str, Path], purpose: str, out: Optional[Union[str, Path]] = None, *,
+              options: Any = None) -> Any:
+        """Follow people through a video by clothing and motion, faces covered first (see
+        safeface.tracking). A declared, open purpose is required; no consent token, as no
+        biometric is processed; audited with the input's SHA-256 and the track count. Returns a
+        TrackResult whose descriptors live only in memory; search it with `.search(text)`."""
+        from ..tracking import track_video
+
+        request = Request(Operation.TRACK, self._role, self._clock(), purpose=purpose)
+
+        def body(d: Decision) -> tuple[Any, _Note]:
+            result = track_video(video, out, options)
+            return result, _Note([], f"video sha256={result.report.input_sha256}; {len(result.people)} track(s); "
+                                     f"{result.report.face_count} face(s) covered; no face recognised")
+
+        return self._run(request, [], body)
+
     def record_anonymization(self, report: Any) -> None:
         """Audit an anonymization run: what was covered, never who."""
         self._append("anonymize", "allowed", note=f"{report.kind} sha256={report.input_sha256}; "

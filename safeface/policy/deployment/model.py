@@ -28,7 +28,7 @@ FORMAT = "safeface-deployment/1"
 NOTICE_FIELDS = ("controller", "purpose", "method", "retention", "necessity", "effects", "rights")
 LOCATION_CLASSES = ("personal-device", "premises", "public-place")
 ALL_OPERATIONS = ("enroll", "verify", "identify", "erase", "export", "analyze", "revoke", "purge", "report",
-                  "rekey", "apikey")
+                  "rekey", "apikey", "track")
 DEFAULT_FILING_THRESHOLD = 100_000
 # CN-17 (Measures art. 15): filing is due at 100,000 people; a deployment may file earlier, never later.
 CN_MAX_FILING_THRESHOLD = 100_000

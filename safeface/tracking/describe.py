@@ -1,0 +1,116 @@
+"""Search by description: a closed vocabulary, parsed and scored against tracks.
+
+The vocabulary (documented in the README):
+
+- colours: black, white, grey, red, orange, yellow, green, blue, purple, pink, brown (and the
+  synonyms in colours.COLOUR_SYNONYMS: gray, navy, beige, ...);
+- garments that name the top: top, shirt, t-shirt, jacket, coat, jumper, sweater, hoodie, blouse;
+- garments that name the bottom: trousers, pants, jeans, skirt, shorts, bottom, bottoms, leggings;
+- sizes: child (or kid), adult, tall.
+
+"red top, blue trousers, child" asks for red on the upper body, blue on the lower body and a
+small person. A colour with no garment after it ("in red") applies to the whole figure. Every
+other word is refused with this list: the search can never be asked about a face, skin, hair,
+age, sex or anything else about who a person is.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import InvalidArgument
+from .colours import COLOUR_SYNONYMS, COLOURS
+
+TOPS = ("top", "shirt", "t-shirt", "tshirt", "jacket", "coat", "jumper", "sweater", "hoodie", "blouse")
+BOTTOMS = ("trousers", "pants", "jeans", "skirt", "shorts", "bottom", "bottoms", "leggings")
+SIZES = {"child": "child", "kid": "child", "adult": "adult", "tall": "tall"}
+FILLER = ("a", "an", "and", "in", "with", "wearing", "the", "person", "someone", "small", "dark", "light")
+# Height relative to the scene's typical person at the same place (perspective fitted per video).
+CHILD_BELOW = 0.8
+TALL_ABOVE = 1.1
+
+
+@dataclass(frozen=True)
+class Query:
+    top: tuple[str, ...] = ()
+    bottom: tuple[str, ...] = ()
+    anywhere: tuple[str, ...] = ()
+    size: str = ""
+
+    @property
+    def empty(self) -> bool:
+        return not (self.top or self.bottom or self.anywhere or self.size)
+
+
+def vocabulary() -> dict[str, list[str]]:
+    return {"colours": list(COLOURS) + sorted(COLOUR_SYNONYMS), "tops": list(TOPS), "bottoms": list(BOTTOMS),
+            "sizes": sorted(SIZES)}
+
+
+def parse(text: str) -> Query:
+    """The query a description asks for; InvalidArgument naming any word outside the vocabulary."""
+    if not isinstance(text, str) or not text.strip():
+        raise InvalidArgument("describe the person with colours and garments, e.g. \"red top, blue trousers, child\".")
+    s = text.lower()
+    for phrase, name in COLOUR_SYNONYMS.items():
+        if " " in phrase:
+            s = s.replace(phrase, name)
+    words = [w for w in re.split(r"[\s,;.]+", s) if w]
+    top: list[str] = []
+    bottom: list[str] = []
+    anywhere: list[str] = []
+    pending: list[str] = []
+    size = ""
+    unknown: list[str] = []
+    for w in words:
+        w = COLOUR_SYNONYMS.get(w, w)
+        if w in COLOURS:
+            pending.append(w)
+        elif w in TOPS:
+            top += pending
+            pending = []
+        elif w in BOTTOMS:
+            bottom += pending
+            pending = []
+        elif w in SIZES:
+            size = SIZES[w]
+        elif w not in FILLER:
+            unknown.append(w)
+    anywhere += pending
+    if unknown:
+        v = vocabulary()
+        raise InvalidArgument(f"the description can use only colours, garments and sizes; not understood: "
+                              f"{', '.join(repr(u[:32]) for u in unknown[:5])}. Colours: {', '.join(COLOURS)}; "
+                              f"tops: {', '.join(TOPS)}; bottoms: {', '.join(BOTTOMS)}; sizes: {', '.join(v['sizes'])}.")
+    q = Query(tuple(dict.fromkeys(top)), tuple(dict.fromkeys(bottom)), tuple(dict.fromkeys(anywhere)), size)
+    if q.empty:
+        raise InvalidArgument("the description names no colour, garment colour or size.")
+    return q
+
+
+def _share(shares: np.ndarray, names: tuple[str, ...]) -> float:
+    # Several colours for one garment (a "red and white top") share it: each counts.
+    return min(1.0, float(sum(shares[COLOURS.index(n)] for n in names)) * (1.0 if len(names) == 1 else 1.2))
+
+
+def score(q: Query, upper: np.ndarray, lower: np.ndarray, relative_height: float) -> float:
+    """0 to 1: how well a track's clothing shares and height fit the query."""
+    parts: list[float] = []
+    if q.top:
+        parts.append(_share(upper, q.top) ** 0.5)
+    if q.bottom:
+        parts.append(_share(lower, q.bottom) ** 0.5)
+    if q.anywhere:
+        parts.append(_share((upper + lower) / 2, q.anywhere) ** 0.5)
+    if q.size:
+        if q.size == "child":
+            fit = 1.0 if relative_height < CHILD_BELOW else max(0.0, 1.0 - (relative_height - CHILD_BELOW) * 4)
+        elif q.size == "tall":
+            fit = 1.0 if relative_height > TALL_ABOVE else max(0.0, 1.0 - (TALL_ABOVE - relative_height) * 4)
+        else:
+            fit = 1.0 if relative_height >= CHILD_BELOW else max(0.0, 1.0 - (CHILD_BELOW - relative_height) * 4)
+        parts.append(fit)
+    return float(np.mean(parts)) if parts else 0.0

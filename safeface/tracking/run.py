@@ -1,0 +1,259 @@
+"""Tracking a video: every frame is decoded and its faces covered by the anonymizer first; only
+then does the person detector, the appearance model and the tracker see it (the anonymizer's
+`on_frame` hook receives covered frames only). Face detection uses dlib's HOG detector alone
+(anonymize.DetectionEngine): no landmark model, no recognition network, no embedding."""
+
+from __future__ import annotations
+
+import tempfile
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import numpy as np
+
+from ..anonymize import DEFAULT_MARGIN, DEFAULT_MODE, AnonymizeReport, FaceFinder, VideoOptions
+from ..anonymize.detect import DetectionEngine
+from ..anonymize.files import check_paths
+from ..anonymize.video import anonymize_video_file
+from ..errors import ImageError
+from .appearance import describe
+from .assign import AssignOptions, Assigner, LiveTrack
+from .colours import summary
+from .describe import CHILD_BELOW, TALL_ABOVE, parse, score
+from .motion import Box
+from .people import DEFAULT_PERSON_DETECTOR, HogDetector, check_person_detector, make_person_detector
+
+PathLike = Union[str, Path]
+# Tracks shorter than this many detections are dropped: a person crossing the scene is seen for
+# longer, a flicker of the background model is not.
+MIN_DETECTIONS = 6
+THUMB_MAX_SIDE = 160
+
+
+@dataclass(frozen=True)
+class TrackOptions:
+    detector: str = DEFAULT_PERSON_DETECTOR
+    assign: AssignOptions = field(default_factory=AssignOptions)
+    video: VideoOptions = field(default_factory=lambda: VideoOptions(progress=False))
+    mode: str = DEFAULT_MODE
+    margin: float = DEFAULT_MARGIN
+    draw: bool = True
+    max_frames: Optional[int] = None  # stop tracking (not covering) after this many frames
+
+
+@dataclass
+class Person:
+    """One track: a random id local to this run, the frames it was detected on and its boxes
+    (x1, y1, x2, y2), its clothing colours and its height relative to the scene's typical
+    person at the same place. `thumbnail` is a crop of a covered frame, in memory only."""
+
+    track_id: str
+    frames: list[int]
+    boxes: list[Box]
+    upper: np.ndarray = field(repr=False)
+    lower: np.ndarray = field(repr=False)
+    relative_height: float = 1.0
+    thumbnail: Optional[np.ndarray] = field(default=None, repr=False)
+
+    @property
+    def size(self) -> str:
+        return "child" if self.relative_height < CHILD_BELOW else ("tall" if self.relative_height > TALL_ABOVE else "adult")
+
+    def box_at(self, frame: int, max_gap: int = 25) -> Optional[Box]:
+        """The detected box, or one interpolated across a gap of at most `max_gap` frames."""
+        i = int(np.searchsorted(self.frames, frame))
+        if i < len(self.frames) and self.frames[i] == frame:
+            return self.boxes[i]
+        if 0 < i < len(self.frames) and self.frames[i] - self.frames[i - 1] <= max_gap:
+            a, b = self.frames[i - 1], self.frames[i]
+            t = (frame - a) / (b - a)
+            return tuple(x + (y - x) * t for x, y in zip(self.boxes[i - 1], self.boxes[i]))  # type: ignore[return-value]
+        return None
+
+    def to_dict(self, fps: float) -> dict[str, Any]:
+        return {"id": self.track_id, "start_s": round(self.frames[0] / fps, 2), "end_s": round(self.frames[-1] / fps, 2),
+                "frames": list(self.frames), "boxes": [[round(v, 1) for v in b] for b in self.boxes],
+                "colours": {"top": summary(self.upper), "bottom": summary(self.lower)}, "size": self.size,
+                "relative_height": round(self.relative_height, 2)}
+
+
+@dataclass(frozen=True)
+class Hit:
+    track_id: str
+    score: float
+    start_s: float
+    end_s: float
+    colours: dict[str, list[str]]
+    size: str
+    thumbnail: Optional[np.ndarray] = field(default=None, repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.track_id, "score": round(self.score, 3), "start_s": self.start_s, "end_s": self.end_s,
+                "colours": self.colours, "size": self.size}
+
+
+@dataclass
+class TrackResult:
+    people: list[Person]
+    fps: float
+    frames: int
+    width: int
+    height: int
+    report: AnonymizeReport
+    detector: str
+
+    def search(self, description: str, top_k: int = 3) -> list[Hit]:
+        """The tracks that best fit a description in the closed vocabulary (describe.py)."""
+        q = parse(description)
+        ranked = sorted(((score(q, p.upper, p.lower, p.relative_height), p) for p in self.people),
+                        key=lambda sp: -sp[0])
+        return [Hit(p.track_id, s, round(p.frames[0] / self.fps, 2), round(p.frames[-1] / self.fps, 2),
+                    {"top": summary(p.upper), "bottom": summary(p.lower)}, p.size, p.thumbnail)
+                for s, p in ranked[:max(1, int(top_k))]]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"frames": self.frames, "fps": self.fps, "width": self.width, "height": self.height,
+                "person_detector": self.detector, "faces_covered": self.report.face_count,
+                "tracks": [p.to_dict(self.fps) for p in self.people]}
+
+
+class _Run:
+    """The per-frame hook: detect, describe, assign, remember a thumbnail, draw."""
+
+    def __init__(self, opts: TrackOptions) -> None:
+        self.opts = opts
+        self.detector = make_person_detector(opts.detector)
+        # HOG covers the motion model's blind spots: its first second, and people it loses.
+        self.hog = self.detector if isinstance(self.detector, HogDetector) else HogDetector()
+        self.assigner = Assigner(opts.assign)
+        self.sums: dict[str, list[Any]] = {}
+        self.thumbs: dict[str, tuple[float, np.ndarray]] = {}
+
+    def __call__(self, index: int, rgb: np.ndarray) -> np.ndarray:
+        if self.opts.max_frames is not None and index >= self.opts.max_frames:
+            return rgb
+        import cv2
+
+        boxes = self.detector.detect(rgb)
+        if getattr(self.detector, "warming_up", False):
+            boxes = self.hog.detect(rgb)
+        hsv = cv2.cvtColor(rgb, cv2.COLOR_RGB2HSV)
+        grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+        looks = [describe(hsv, grey, b) for b in boxes]
+        self.assigner.step(index, boxes, looks)
+        for t in self.assigner.live:
+            if t.confirmed and t.missed:
+                found = self.hog.detect_near(rgb, t.kalman.box)
+                if found is not None:
+                    boxes.append(found)
+                    looks.append(describe(hsv, grey, found))
+                    self.assigner.recover(index, t, found, looks[-1])
+        for t in self.assigner.live:
+            if t.frames[-1] != index:
+                continue
+            look = looks[boxes.index(t.boxes[-1])]
+            s = self.sums.setdefault(t.track_id, [np.zeros_like(look.upper_names), np.zeros_like(look.lower_names)])
+            s[0] += look.upper_names
+            s[1] += look.lower_names
+            self._thumb(t, rgb)
+        if self.opts.draw:
+            rgb = np.ascontiguousarray(rgb)
+            for t in self.assigner.live:
+                if t.confirmed and t.frames[-1] == index:
+                    _draw(rgb, t)
+        return rgb
+
+    def _thumb(self, t: LiveTrack, rgb: np.ndarray) -> None:
+        x1, y1, x2, y2 = (int(round(v)) for v in t.boxes[-1])
+        h = y2 - y1
+        if h <= self.thumbs.get(t.track_id, (0.0, None))[0]:
+            return
+        H, W = rgb.shape[:2]
+        pad = h // 8
+        crop = rgb[max(0, y1 - pad):min(H, y2 + pad), max(0, x1 - pad):min(W, x2 + pad)].copy()
+        if crop.size:
+            self.thumbs[t.track_id] = (float(h), crop)
+
+
+def _draw(rgb: np.ndarray, t: LiveTrack) -> None:
+    import cv2
+
+    c = zlib.crc32(t.track_id.encode())
+    colour = (64 + c % 192, 64 + (c >> 8) % 192, 64 + (c >> 16) % 192)
+    x1, y1, x2, y2 = (int(round(v)) for v in t.boxes[-1])
+    cv2.rectangle(rgb, (x1, y1), (x2, y2), colour, 2)
+    cv2.putText(rgb, t.track_id[:4], (x1, max(10, y1 - 3)), cv2.FONT_HERSHEY_SIMPLEX, 0.4, colour, 1, cv2.LINE_AA)
+
+
+def _relative_heights(tracks: list[LiveTrack]) -> dict[str, float]:
+    """Each track's height over the height a typical person has with feet at the same row: the
+    camera's perspective, fitted on this video's own tracks (least squares, h = a*y + b)."""
+    ys = np.array([b[3] for t in tracks for b in t.boxes], np.float64)
+    hs = np.array([b[3] - b[1] for t in tracks for b in t.boxes], np.float64)
+    if len(ys) >= 10 and np.ptp(ys) > 20:
+        a, b = np.polyfit(ys, hs, 1)
+    else:
+        a, b = 0.0, float(np.median(hs)) if len(hs) else 1.0
+    out: dict[str, float] = {}
+    for t in tracks:
+        r = [(bx[3] - bx[1]) / max(a * bx[3] + b, 1.0) for bx in t.boxes]
+        out[t.track_id] = float(np.median(r))
+    return out
+
+
+def track_video(video: PathLike, out: Optional[PathLike] = None, options: Optional[TrackOptions] = None) -> TrackResult:
+    """Follow every person through `video` without their faces. With `out`, write the video
+    with faces covered and tracks drawn (no container metadata). Descriptors live only in the
+    returned result's memory."""
+    opts = options or TrackOptions()
+    check_person_detector(opts.detector)
+    src = Path(video)
+    if out is None:
+        with tempfile.TemporaryDirectory(prefix="safeface-track-") as tmp:
+            return _track(src, Path(tmp) / "covered.mp4", opts)
+    dst = Path(out)
+    kind, _ = check_paths(src, dst)
+    if kind != "video":
+        raise ImageError(f"{src}: tracking needs a video (MP4, MOV, MKV, AVI).")
+    return _track(src, dst, opts)
+
+
+def _track(src: Path, dst: Path, opts: TrackOptions) -> TrackResult:
+    if not src.is_file():
+        raise ImageError(f"{src}: no such file; check the path.")
+    hook = _Run(opts)
+    finder = FaceFinder("hog", engine=DetectionEngine())
+    report = anonymize_video_file(src, dst, opts.mode, opts.margin, "hog", options=opts.video, finder=finder,
+                                  on_frame=hook)
+    tracks = [t for t in hook.assigner.finish() if len(t.frames) >= MIN_DETECTIONS]
+    rel = _relative_heights(tracks)
+    people = []
+    for t in tracks:
+        up, lo = hook.sums[t.track_id]
+        n = max(len(t.frames), 1)
+        thumb = hook.thumbs.get(t.track_id, (0.0, None))[1]
+        people.append(Person(t.track_id, list(t.frames), list(t.boxes), up / n, lo / n, rel[t.track_id], _small(thumb)))
+    return TrackResult(people, _fps(src), report.frames, report.width, report.height, report, opts.detector)
+
+
+def _small(crop: Optional[np.ndarray]) -> Optional[np.ndarray]:
+    if crop is None:
+        return None
+    from PIL import Image
+
+    h, w = crop.shape[:2]
+    s = min(1.0, THUMB_MAX_SIDE / max(h, w))
+    if s >= 1.0:
+        return crop
+    return np.asarray(Image.fromarray(crop).resize((max(1, round(w * s)), max(1, round(h * s)))))
+
+
+def _fps(src: Path) -> float:
+    import av
+
+    with av.open(str(src)) as c:
+        s = c.streams.video[0]
+        rate = s.average_rate or s.guessed_rate
+        return float(rate) if rate else 25.0

@@ -1,0 +1,252 @@
+"""Tracking people without their faces, on the real OpenCV pedestrian clip (vtest.avi): tracks
+are made, faces are covered in every output frame, the description search works within its
+closed vocabulary, the recognizer is never loaded, and the guard decides every workspace run."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from safeface.anonymize import FaceFinder
+from safeface.anonymize.detect import DetectionEngine
+from safeface.errors import InvalidArgument, PolicyViolation
+from safeface.tracking import TrackOptions, parse, track_video
+from tests.child_process import child_env
+from tests.video_fixtures import cut
+from tests.policy_support import datasets, edit_config, make_workspace, open_sf
+
+VTEST = datasets() / "opencv" / "vtest.avi"
+needs_clip = pytest.mark.skipif(not VTEST.is_file(), reason=f"the OpenCV sample clip is absent ({VTEST}); "
+                                "set SAFEFACE_DATASETS to the shared datasets")
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    if not VTEST.is_file():
+        pytest.skip(f"the OpenCV sample clip is absent ({VTEST})")
+    # 4 s from 10 s in: five to seven people walking, two pairs side by side.
+    return cut(VTEST, tmp_path_factory.mktemp("clip") / "clip.mp4", 100, 40, {"title": "plaza camera 3"})
+
+
+@pytest.fixture(scope="module")
+def tracked(clip: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[object, Path]:
+    out = tmp_path_factory.mktemp("out") / "tracked.mp4"
+    return track_video(clip, out), out
+
+
+def frames_of(path: Path) -> list[np.ndarray]:
+    with av.open(str(path)) as c:
+        return [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+
+
+@needs_clip
+def test_people_are_tracked_on_the_real_clip(tracked: tuple[object, Path]) -> None:
+    result, out = tracked
+    assert result.frames == 40
+    long_tracks = [p for p in result.people if len(p.frames) >= 20]
+    # At least the four people who walk through the whole four seconds are followed throughout.
+    assert len(long_tracks) >= 4, [len(p.frames) for p in result.people]
+    for p in result.people:
+        assert p.frames == sorted(p.frames) and len(p.frames) == len(p.boxes)
+        assert p.thumbnail is not None and p.thumbnail.ndim == 3
+    doc = result.to_dict()
+    assert {"id", "frames", "boxes", "colours", "start_s", "end_s"} <= set(doc["tracks"][0])
+    json.dumps(doc)  # plain JSON: no array or descriptor leaks into it
+
+
+@needs_clip
+def test_output_has_no_detectable_face_and_no_container_metadata(tracked: tuple[object, Path]) -> None:
+    _, out = tracked
+    finder = FaceFinder("hog", engine=DetectionEngine())
+    frames = frames_of(out)
+    assert len(frames) == 40
+    for i, frame in enumerate(frames):
+        assert finder.find(frame, upsample=[1, 2]) == [], f"a face is detectable in output frame {i}"
+    with av.open(str(out)) as c:
+        assert "title" not in c.metadata
+
+
+def test_faces_are_covered_before_the_tracker_sees_them(tmp_path: Path) -> None:
+    """On a video of real faces, the hook the tracker runs in receives only covered frames."""
+    from safeface.anonymize.video import anonymize_video_file
+    from tests.video_fixtures import build_face_video
+
+    lfw = datasets() / "lfw-dev" / "images"
+    if not lfw.is_dir():
+        pytest.skip(f"real face images absent ({lfw})")
+    src = tmp_path / "faces.mp4"
+    build_face_video(src, sorted(lfw.glob("*/*.jpg"))[::151][:3], frames=12, audio=False)
+    finder = FaceFinder("hog", engine=DetectionEngine())
+    assert finder.find(frames_of(src)[0]), "the input must show a face for the check to mean anything"
+    seen: list[int] = []
+
+    def hook(i: int, rgb: np.ndarray) -> np.ndarray:
+        seen.append(len(finder.find(rgb, upsample=[1])))
+        return rgb
+
+    anonymize_video_file(src, tmp_path / "out.mp4", finder=finder, on_frame=hook)
+    assert len(seen) == 12 and sum(seen) == 0, seen
+
+
+@needs_clip
+def test_track_ids_are_random_and_local_to_a_run(clip: Path) -> None:
+    a = track_video(clip, options=TrackOptions(max_frames=20))
+    b = track_video(clip, options=TrackOptions(max_frames=20))
+    assert a.people and b.people
+    assert not {p.track_id for p in a.people} & {p.track_id for p in b.people}
+
+
+@needs_clip
+def test_search_ranks_a_track_by_its_own_colours(tracked: tuple[object, Path]) -> None:
+    result, _ = tracked
+    target = next(p for p in result.people if p.to_dict(10)["colours"]["top"][0] != "black") \
+        if any(p.to_dict(10)["colours"]["top"][0] != "black" for p in result.people) else result.people[0]
+    c = target.to_dict(10)["colours"]
+    hits = result.search(f"{c['top'][0]} top, {c['bottom'][0]} trousers", top_k=3)
+    assert target.track_id in [h.track_id for h in hits]
+    assert all(0.0 <= h.score <= 1.0 for h in hits) and hits[0].start_s <= hits[0].end_s
+
+
+def test_description_vocabulary_is_closed() -> None:
+    q = parse("a child in a red top and navy jeans")
+    assert (q.top, q.bottom, q.size) == (("red",), ("blue",), "child")
+    assert parse("in green").anywhere == ("green",)
+    for bad in ("red top, brown eyes", "tall man", "blue top, asian", "dark skin", "face like alice", ""):
+        with pytest.raises(InvalidArgument):
+            parse(bad)
+
+
+RECOGNIZER_CHECK = textwrap.dedent("""
+    import sys, dlib
+    def tripwire(*a, **k):
+        raise SystemExit("RECOGNIZER LOADED")
+    # Any landmark or recognition network built during the run ends it.
+    dlib.face_recognition_model_v1 = tripwire
+    dlib.shape_predictor = tripwire
+    dlib.cnn_face_detection_model_v1 = tripwire
+    {body}
+    bad = sorted(m for m in sys.modules if m.startswith(("safeface.hazmat.vision", "onnxruntime", "insightface",
+                                                          "safeface.storage", "safeface.hazmat.index")))
+    print("LOADED:" + ",".join(bad))
+""")
+
+
+def _child(body: str, tmp: Path) -> subprocess.CompletedProcess[str]:
+    code = RECOGNIZER_CHECK.format(body=body)
+    return subprocess.run([sys.executable, "-c", code], cwd=tmp, env=child_env(), capture_output=True, text=True,
+                          timeout=300)
+
+
+@needs_clip
+def test_the_recognizer_is_never_loaded_during_a_tracking_run(clip: Path, tmp_path: Path) -> None:
+    run = _child(f"from safeface.tracking import track_video, TrackOptions\n"
+                 f"r = track_video({str(clip)!r}, {str(tmp_path / 'o.mp4')!r}, TrackOptions(max_frames=15))\n"
+                 f"assert r.frames == 40", tmp_path)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "LOADED:\n" in run.stdout, run.stdout
+    # The same tripwire does fire when the recognizer is built: the check can fail.
+    trip = _child("from safeface.anonymize import FaceFinder\nFaceFinder('hog')", tmp_path)
+    assert "RECOGNIZER LOADED" in trip.stderr
+
+
+@needs_clip
+def test_tracking_in_a_workspace_is_a_guarded_audited_purpose(clip: Path, tmp_path: Path) -> None:
+    ws = make_workspace(tmp_path / "ws")
+    opts = TrackOptions(max_frames=10)
+    with open_sf(ws) as sf:
+        with pytest.raises(PolicyViolation) as no_purpose:
+            sf.track(clip, None, options=opts)  # type: ignore[arg-type]
+        with pytest.raises(PolicyViolation) as undeclared:
+            sf.track(clip, "find-lost-children", options=opts)
+        assert no_purpose.value.rule == undeclared.value.rule
+        result = sf.track(clip, "demo", options=opts)  # no consent token: no biometric
+        entries = sf.audit_entries()
+        assert [e.decision for e in entries if e.operation == "track"] == ["refused", "refused", "allowed"]
+        assert result.report.input_sha256 in (entries[-1].note or "") and entries[-1].purpose == "demo"
+        assert sf.audit_verify().entries == len(sf.audit_entries())
+    # A role that may not track is refused; a deployment without a notice processes nothing (CN-02).
+    edit_config(ws, lambda r: r["roles"].__setitem__("kiosk", ["verify"]))
+    with open_sf(ws, role="kiosk") as sf:
+        with pytest.raises(PolicyViolation):
+            sf.track(clip, "demo", options=opts)
+    edit_config(ws, lambda r: r["notice"].__setitem__("retention", ""))
+    with open_sf(ws) as sf:
+        with pytest.raises(PolicyViolation) as notice:
+            sf.track(clip, "demo", options=opts)
+        assert notice.value.rule == "CN-02"
+
+
+@needs_clip
+def test_cli_track_and_search(clip: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from safeface.cli import main
+
+    out = tmp_path / "t.mp4"
+    assert main(["track", str(clip), str(out), "--json", "--fast"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert out.is_file() and doc["frames"] == 40 and doc["tracks"]
+    thumbs = tmp_path / "thumbs"
+    thumbs.mkdir()
+    assert main(["track", "search", str(clip), "--describe", "blue trousers", "--json", "--thumbnails", str(thumbs)]) == 0
+    hits = json.loads(capsys.readouterr().out)["hits"]
+    assert 1 <= len(hits) <= 3 and len(list(thumbs.glob("*.png"))) == len(hits)
+    assert main(["track", "search", str(clip), "--describe", "blue eyes"]) == 1
+
+
+ANNOTATION = Path(__file__).parent / "data" / "vtest_people.json"
+
+
+@pytest.fixture(scope="module")
+def annotated(tmp_path_factory: pytest.TempPathFactory) -> tuple[object, dict[str, object]]:
+    """The first 6 s of the annotated segment (frames 100-159), tracked."""
+    if not VTEST.is_file():
+        pytest.skip(f"the OpenCV sample clip is absent ({VTEST})")
+    ann = json.loads(ANNOTATION.read_text())
+    seg = cut(VTEST, tmp_path_factory.mktemp("ann") / "seg.mp4", 100, 60)
+    frames = {int(k) - 100: v for k, v in ann["frames"].items() if int(k) < 160}
+    return track_video(seg, options=TrackOptions(draw=False)), {"frames": frames, "descriptions": ann["descriptions"]}
+
+
+def _iou(a: list[int], b: tuple[float, ...]) -> float:
+    from safeface.anonymize.detect import iou
+
+    return iou(tuple(float(v) for v in a), b)  # type: ignore[arg-type]
+
+
+def _covering_tracks(result: object, frames: dict[int, list[dict[str, object]]], pid: str) -> dict[str, float]:
+    """For one annotated person: the share of their boxes each track matches (IoU >= 0.5)."""
+    boxes = [(f, p["box"]) for f, ps in frames.items() for p in ps if p["id"] == pid]
+    out: dict[str, float] = {}
+    for person in result.people:  # type: ignore[attr-defined]
+        n = sum(1 for f, b in boxes if (h := person.box_at(f)) is not None and _iou(b, h) >= 0.5)  # type: ignore[arg-type]
+        if n:
+            out[person.track_id] = n / len(boxes)
+    return out
+
+
+@needs_clip
+def test_tracks_match_the_hand_annotation_above_a_floor(annotated: tuple[object, dict[str, object]]) -> None:
+    result, ann = annotated
+    frames = ann["frames"]
+    gt = [(f, p["box"]) for f, ps in frames.items() for p in ps]  # type: ignore[union-attr]
+    found = sum(1 for f, b in gt if any((h := p.box_at(f)) is not None and _iou(b, h) >= 0.5
+                                        for p in result.people))  # type: ignore[attr-defined]
+    # Floors well under what the bench measures, above what chance or a broken tracker gives.
+    assert found / len(gt) >= 0.4, f"only {found} of {len(gt)} annotated boxes matched"
+    people = {p["id"] for ps in frames.values() for p in ps}  # type: ignore[union-attr]
+    followed = [pid for pid in people if max(_covering_tracks(result, frames, pid).values(), default=0) >= 0.5]
+    assert len(followed) >= 3, followed
+
+
+@needs_clip
+def test_search_finds_an_annotated_person(annotated: tuple[object, dict[str, object]]) -> None:
+    result, ann = annotated
+    # P7 is the one person in a light blue jacket with a white hood.
+    hits = [h.track_id for h in result.search(ann["descriptions"]["P7"], 3)]  # type: ignore[index]
+    assert set(hits) & set(_covering_tracks(result, ann["frames"], "P7")), hits  # type: ignore[arg-type]
