@@ -1,5 +1,5 @@
 """Finding people in frames whose faces are already covered. Two detectors, both OpenCV
-(Apache-2.0, installed from the registry, nothing downloaded):
+(opencv-python below 5, Apache-2.0; nothing is downloaded at run time):
 
 - "motion" (the default, for a fixed camera): a Gaussian-mixture background model (MOG2) at half
   size; each moving blob of a person's size is a person, and a blob wider than one person is cut
