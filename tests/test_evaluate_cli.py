@@ -168,3 +168,30 @@ def test_protection_command(tmp_path: Path, cache: Path, capsys: pytest.CaptureF
     assert m["scores_agree"] is True and m["accuracy_raw"] == m["accuracy_protected"]
     assert 0.0 <= m["dsys_across_keys"] <= 1.0
     assert (tmp_path / "out" / "protection-unlinkability.png").is_file()
+
+
+def test_verify_and_identify_with_masked_probes(tmp_path: Path, cache: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "out"
+    doc = _run(capsys, "eval", "verify", "--pairs", str(PAIRS), "--root", str(LFW), "--limit", "8", *FAST,
+               "--mask-probe", "surgical", "--out", str(out), "--cache", str(cache), "--json")
+    m = doc["metrics"]["masked"]
+    assert m["kind"] == "surgical" and m["failure_to_acquire"]["masked_images"] > 0
+    for name in ("unmasked", "probe_masked", "probe_masked_plain", "both_masked", "both_masked_plain"):
+        _rate(m[name]["accuracy_10fold"]["mean"])
+        for far in ("0.001", "0.01"):
+            _rate(m[name]["fnmr_at_fmr"][far])
+    # The unmasked figures of the masked report are the run's own.
+    assert m["unmasked"]["accuracy_10fold"] == doc["metrics"]["accuracy_10fold"]
+    assert m["probe_masked"]["masked_path_pairs"] > 0 and m["probe_masked_plain"]["masked_path_pairs"] == 0
+    _rate(m["mask_detection"]["masked_found"]["value"])
+    _rate(m["mask_detection"]["bare_called_masked"]["value"])
+    assert (out / "verify-probe-masked-scores.png").is_file() and (out / "verify-both-masked-scores.png").is_file()
+    again = _run(capsys, "eval", "verify", "--pairs", str(PAIRS), "--root", str(LFW), "--limit", "8", *FAST,
+                 "--mask-probe", "surgical", "--out", str(out), "--cache", str(cache), "--json")
+    assert again["metrics"]["masked"]["probe_masked"] == m["probe_masked"]  # same seed, same masks, from cache
+    doc = _run(capsys, "eval", "identify", "--root", str(LFW), "--limit", "6", *FAST, "--mask-probe", "n95",
+               "--out", str(tmp_path / "ident"), "--cache", str(cache), "--json")
+    mi = doc["metrics"]["masked"]
+    assert {"probe_masked", "probe_masked_plain", "both_masked"} <= set(mi)
+    _rate(mi["probe_masked"]["rank1"]["value"])

@@ -13,7 +13,7 @@ from typing import Any, Optional
 import numpy as np
 
 from ..errors import ConfigError
-from ..hazmat.vision import DEFAULT_ENGINE, DEFAULT_PICK, DEFAULT_THRESHOLD, ENGINES, PICKS
+from ..hazmat.vision import DEFAULT_ENGINE, DEFAULT_MASKED_THRESHOLD, DEFAULT_PICK, DEFAULT_THRESHOLD, ENGINES, PICKS
 from .common import EXIT_OK, print_json, say
 
 
@@ -43,15 +43,28 @@ def _common(p: argparse.ArgumentParser, pairs: bool) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
+def _mask_args(p: argparse.ArgumentParser) -> None:
+    from ..hazmat.vision.masks import MASK_KINDS, RANDOM
+
+    p.add_argument("--mask-probe", choices=MASK_KINDS + (RANDOM,), default=None, metavar="KIND",
+                   help=f"also measure masked faces: draw a synthetic mask ({', '.join(MASK_KINDS)} or {RANDOM}) "
+                        "on each image before detection; reports masked probe and both masked next to unmasked")
+    p.add_argument("--mask-seed", type=int, default=0, help="seed of the synthetic masks (default 0)")
+    p.add_argument("--masked-threshold", type=float, default=DEFAULT_MASKED_THRESHOLD,
+                   help=f"the masked path's threshold (default {DEFAULT_MASKED_THRESHOLD})")
+
+
 def register(sub: Any) -> None:
     ev = sub.add_parser("eval", help="evaluate accuracy, fairness and template protection on a test set")
     es = ev.add_subparsers(dest="eval_command", metavar="KIND")
     p = es.add_parser("verify", help="1:1 verification on a pairs file (LFW protocol)")
     _common(p, pairs=True)
+    _mask_args(p)
     p.set_defaults(func=_verify)
     p = es.add_parser("identify", help="1:N identification on a folder-per-identity set")
     _common(p, pairs=False)
     p.add_argument("--holdout", type=int, default=5, help="hold one in N people out of the gallery (default 5)")
+    _mask_args(p)
     p.set_defaults(func=_identify)
     p = es.add_parser("demographics", help="per-group FMR and FNMR from operator-supplied group labels")
     _common(p, pairs=True)
@@ -134,7 +147,41 @@ def _verify(args: argparse.Namespace) -> int:
           "det": plots.det_plot(curve, out / "verify-det.png"),
           "scores": plots.score_histogram(g[ps.acquired[ps.same]], i[ps.acquired[~ps.same]], out / "verify-scores.png",
                                           threshold=args.threshold)}
+    if args.mask_probe:
+        from ..evaluate import masked as mk
+
+        mrec = mk.masked_records(session, [p for pr in pairs for p in (pr.image1, pr.image2)], args.mask_probe,
+                                 args.mask_seed, progress=not args.no_progress)
+        mfig, scen = mk.masked_verification(pairs, records, mrec, args.threshold, args.masked_threshold)
+        mfig["kind"], mfig["seed"] = args.mask_probe, args.mask_seed
+        figures["masked"] = mfig
+        for name in ("probe_masked", "both_masked"):
+            s = scen[name].scores
+            ok = s.acquired
+            curve[name.replace("_", " ")] = metrics.roc(s.scores[s.same], s.scores[~s.same])
+            pl[f"{name}_scores"] = plots.score_histogram(
+                s.scores[s.same & ok], s.scores[~s.same & ok], out / f"verify-{name.replace('_', '-')}-scores.png",
+                threshold=args.threshold, title=f"{name.replace('_', ' ')} ({args.mask_probe}): score distributions")
+        pl["roc"] = plots.roc_plot(curve, out / "verify-roc.png")
+        pl["det"] = plots.det_plot(curve, out / "verify-det.png")
+        _say_masked(mfig)
     return _finish(args, "verify", _dataset(args, pairs=len(pairs)), session, figures, pl, started, stats)
+
+
+def _say_masked(m: dict[str, Any]) -> None:
+    fta = m["failure_to_acquire"]
+    md = m["mask_detection"]
+    say(f"masked: failure to acquire {fta['no_face']}/{fta['masked_images']}; mask detection: masked found "
+        f"{md['masked_found']['value']:.4f}, bare called masked {md['bare_called_masked']['value']:.4f}")
+    for name in ("unmasked", "probe_masked", "probe_masked_plain", "both_masked", "both_masked_plain"):
+        f = m.get(name)
+        if not isinstance(f, dict):
+            continue
+        at = f["at_default_threshold"]
+        acc = f.get("accuracy_10fold", {})
+        say(f"  {name:20s} 10-fold {acc.get('mean', float('nan')):.4f}  at threshold: accuracy "
+            f"{at['accuracy']['value']:.4f} FMR {at['fmr']['value']:.4f} FNMR {at['fnmr']['value']:.4f}  "
+            f"FNMR@FMR1e-3 {f['fnmr_at_fmr']['0.001']:.4f} @1e-2 {f['fnmr_at_fmr']['0.01']:.4f}")
 
 
 def _identify(args: argparse.Namespace) -> int:
@@ -155,6 +202,13 @@ def _identify(args: argparse.Namespace) -> int:
         pl["scores"] = plots.score_histogram(sc.mate_scores[np.isfinite(sc.mate_scores)], sc.nonmated_top,
                                              out / "identify-scores.png", threshold=args.threshold,
                                              title="mate scores vs best non-mated scores")
+    if args.mask_probe:
+        from ..evaluate import masked as mk
+
+        mrec = mk.masked_records(session, ss.paths(), args.mask_probe, args.mask_seed, progress=not args.no_progress)
+        ifig = mk.masked_identification(ss, records, mrec, args.threshold, args.masked_threshold)
+        ifig["kind"], ifig["seed"] = args.mask_probe, args.mask_seed
+        figures["masked"] = ifig
     return _finish(args, "identify", _dataset(args, people=len({n for n, _ in ss.gallery + ss.mated + ss.nonmated})),
                    session, figures, pl, started, stats)
 

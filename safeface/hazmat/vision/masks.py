@@ -113,7 +113,8 @@ class FaceFrame:
 
     def to_image(self, xy: np.ndarray) -> np.ndarray:
         xy = np.asarray(xy, dtype=np.float64)
-        return self.origin + self.unit * (xy[..., :1] * self.ux + xy[..., 1:2] * self.uy)
+        out: np.ndarray = self.origin + self.unit * (xy[..., :1] * self.ux + xy[..., 1:2] * self.uy)
+        return out
 
     def to_face(self, px: np.ndarray, py: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         dx, dy = px - self.origin[0], py - self.origin[1]
@@ -169,7 +170,8 @@ def _texture(style: MaskStyle, u: np.ndarray, v: np.ndarray, top: float, bottom:
         shade = shade * (1.0 - 0.35 * dots)
     colour = base[None, None, :] * shade[..., None]
     colour += rng.normal(0.0, style.texture, size=colour.shape)
-    return np.clip(colour, 0.0, 255.0)
+    out: np.ndarray = np.clip(colour, 0.0, 255.0)
+    return out
 
 
 def draw_mask(image: np.ndarray, landmarks: np.ndarray, box: Optional[Sequence[float]] = None,
@@ -195,7 +197,7 @@ def draw_mask(image: np.ndarray, landmarks: np.ndarray, box: Optional[Sequence[f
     h, w = img.shape[:2]
     x0, y0 = int(max(0, np.floor(pts[:, 0].min()) - 2)), int(max(0, np.floor(pts[:, 1].min()) - 2))
     x1i, y1i = int(min(w, np.ceil(pts[:, 0].max()) + 3)), int(min(h, np.ceil(pts[:, 1].max()) + 3))
-    out = img.copy()
+    out: np.ndarray = np.array(img, copy=True)
     if x1i <= x0 or y1i <= y0:
         return out
     # Coverage with 8x sub-pixel edges (cv2's shift), so edges are smooth and deterministic.
@@ -235,4 +237,4 @@ def lower_face_polygon(landmarks: np.ndarray) -> np.ndarray:
     what the mask detector compares with the upper face."""
     frame = FaceFrame.from_landmarks(landmarks)
     style = MaskStyle(MaskKind.SURGICAL, (0, 0, 0), 1.0, 1.0, 0.0, 0, 0.0)
-    return frame.to_image(_outline(style, frame, 1.05))
+    return np.asarray(frame.to_image(_outline(style, frame, 1.05)))

@@ -5,6 +5,7 @@ ResNet descriptor and MMOD detector run as converted ONNX graphs (see onnx_conve
 
 from __future__ import annotations
 
+import hashlib
 import os
 import threading
 from typing import Any, Optional, Sequence
@@ -15,7 +16,7 @@ from ...errors import ImageError, ModelError
 from ...modelstore import onnx_convert, registry
 from . import mmod_decode
 from .arrays import check_chips, check_rgb_image, l2_normalize
-from .dlib_engine import CHIP_SIZE, DlibEngine
+from .dlib_engine import CHIP_SIZE, MASKED_HOG_THRESHOLD, MASKED_MMOD_THRESHOLD, DlibEngine
 from .ort_session import default_providers, new_session
 from ...modelstore.dlib_format import Network, read_network
 
@@ -52,6 +53,7 @@ class OnnxEngine(DlibEngine):
         self._sessions: dict[str, Any] = {}
         self._mmod_net: Optional[Network] = None
         self._session_lock = threading.Lock()
+        self._last_mmod = threading.local()
 
     # -- sessions -------------------------------------------------------------------------------
     def _session(self, name: str) -> Any:
@@ -94,10 +96,37 @@ class OnnxEngine(DlibEngine):
         check_rgb_image(image)
         return [(self._dlib.rectangle(*d.rect), d.score) for d in self.mmod_detections(image, upsample)]
 
-    def mmod_detections(self, image: np.ndarray, upsample: int = 1) -> list[mmod_decode.Detection]:
-        """dlib's cnn_face_detection_model_v1(image, upsample) on ONNX Runtime: unclipped boxes."""
+    def masked_rects(self, image: np.ndarray, upsample: int = 1) -> list[tuple[Any, float, str]]:
+        """Candidates for a masked face: MMOD with a lower bar, then HOG with a lower bar."""
+        check_rgb_image(image)
+        dets = self.mmod_detections(image, upsample, MASKED_MMOD_THRESHOLD)
+        if dets:
+            return [(self._dlib.rectangle(*d.rect), d.score, "mmod") for d in dets]
+        return [(r, s, "hog") for r, s in self._hog_rects(image, upsample, MASKED_HOG_THRESHOLD)]
+
+    def mmod_detections(self, image: np.ndarray, upsample: int = 1,
+                        threshold: float = 0.0) -> list[mmod_decode.Detection]:
+        """dlib's cnn_face_detection_model_v1(image, upsample) on ONNX Runtime: unclipped boxes
+        (with `threshold` 0, dlib's own; lower finds weaker faces)."""
         if upsample < 0:
             raise ValueError("upsample must be >= 0.")
+        key = (upsample, image.shape, hashlib.blake2b(np.ascontiguousarray(image).data, digest_size=16).digest())
+        last = getattr(self._last_mmod, "value", None)
+        if last is not None and last[0] == key:
+            scores, rects = last[1], last[2]
+        else:
+            scores, rects = self._mmod_scores(image, upsample)
+            # The masked step looks again at the same image with a lower bar: keep the network's
+            # output for that second look (one per thread, so threads never share it).
+            self._last_mmod.value = (key, scores, rects)
+        if scores is None or not rects:
+            return []
+        dets = mmod_decode.decode(scores, rects, self._mmod_network(), threshold)
+        if upsample:
+            dets = [mmod_decode.Detection(mmod_decode.rect_down_2(d.rect, upsample), d.score) for d in dets]
+        return dets
+
+    def _mmod_scores(self, image: np.ndarray, upsample: int) -> tuple[Optional[np.ndarray], list[Any]]:
         net = self._mmod_network()
         img = np.ascontiguousarray(image)
         for _ in range(upsample):
@@ -106,14 +135,11 @@ class OnnxEngine(DlibEngine):
             img = self._dlib.resize_image(img, rows, cols)
         pyramid, rects = mmod_decode.build_pyramid(img, net)
         if not rects:
-            return []
+            return None, []
         try:
             scores = self._session("dlib-mmod").run(["scores"], {"pyramid": pyramid})[0][0]
         except Exception as exc:  # onnxruntime raises its own untyped errors (a 1x1 image, ...)
             h, w = image.shape[:2]
             raise ImageError(f"the MMOD detector cannot search a {w}x{h} image ({type(exc).__name__}); "
                              "pass a photograph of the face.") from None
-        dets = mmod_decode.decode(scores, rects, net)
-        if upsample:
-            dets = [mmod_decode.Detection(mmod_decode.rect_down_2(d.rect, upsample), d.score) for d in dets]
-        return dets
+        return scores, list(rects)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from typing import Optional, Sequence
+from typing import TYPE_CHECKING, Optional, Sequence
 
 import numpy as np
 from PIL import Image
@@ -15,6 +15,9 @@ from ...imageio import ImageInput, load_image
 from ...workers import worker_count
 from .arrays import l2_normalize
 from .types import Engine, Face, FaceEmbedding, Outcome
+
+if TYPE_CHECKING:
+    from .mask_detect import MaskCheck
 
 # A detection step: (detector, upsample). The pipeline tries them in order until one finds a face.
 Step = tuple[str, int]
@@ -29,6 +32,10 @@ DEFAULT_DETECT_MEGAPIXELS = 4.0
 MIN_DETECT_SIDE = 20
 # Two detections from different steps are one face when their overlap covers half the smaller box.
 SAME_FACE_OVERLAP = 0.5
+# The masked step weighs at most this many of its weak candidates, best score first.
+MASKED_CANDIDATES = 5
+# Engines whose embeddings the mask detector was trained on (the same dlib networks).
+MASK_CHECK_ENGINES = ("dlib", "onnx")
 
 # Which face of several is the subject. "prominent": the largest, less a penalty for distance
 # from the image centre (area minus twice the squared offset of its centre, both in pixels), so
@@ -68,7 +75,9 @@ class PipelineConfig:
     """How faces are found and embedded.
 
     `steps`: detectors tried in order until one finds a face. HOG at upsample 1 finds most faces
-    quickly; upsampling finds small ones; MMOD finds turned and poorly lit faces that HOG misses.
+    quickly; upsampling finds small ones; MMOD finds turned and poorly lit faces that HOG misses;
+    "masked" looks again with a lower bar and keeps only faces whose lower face the mask detector
+    finds covered (a mask hides what HOG and MMOD look for; see dlib_engine.MASKED_*).
     `flip`: average the descriptors of the chip and its mirror image, which lowers the variance
     of the descriptor at twice the embedding cost.
     `center_prior`: for pre-cropped face images only (the face fills the middle of the frame),
@@ -85,7 +94,7 @@ class PipelineConfig:
     same detector is skipped. It bounds the time and memory of one call.
     """
 
-    steps: tuple[Step, ...] = (("hog", 1), ("hog", 2), ("mmod", 1))
+    steps: tuple[Step, ...] = (("hog", 1), ("hog", 2), ("mmod", 1), ("masked", 1))
     flip: bool = True
     center_prior: bool = False
     center_fraction: float = 0.5
@@ -126,6 +135,8 @@ class Pipeline:
         finest: dict[str, float] = {}
         found: list[Face] = []
         for detector, upsample in self.config.steps:
+            if detector == "masked" and found:
+                continue  # the masked step is for images where no other step found a face
             scale = min(1.0, math.sqrt(budget / (h * w * 4.0 ** upsample)))
             effective = scale * 2.0 ** upsample
             if effective <= finest.get(detector, 0.0) * 1.01:
@@ -133,7 +144,10 @@ class Pipeline:
             finest[detector] = effective
             if scale < 1.0 and scale not in scaled:
                 scaled[scale] = _resized(img, scale)
-            faces = self.engine.detect(scaled.get(scale, img), detector=detector, upsample=upsample)
+            if detector == "masked":
+                faces = self._masked_faces(scaled.get(scale, img), upsample)
+            else:
+                faces = self.engine.detect(scaled.get(scale, img), detector=detector, upsample=upsample)
             if scale < 1.0:
                 faces = [_rescaled(f, 1.0 / scale, w, h) for f in faces]
             found += [f for f in faces if not any(_same_face(f, g) for g in found)]
@@ -142,6 +156,39 @@ class Pipeline:
         if not found and self.config.center_prior:
             return [self._center_face(img)]
         return found
+
+    def _masked_faces(self, img: np.ndarray, upsample: int) -> list[Face]:
+        """Weak candidates kept only when their lower face is covered: a low bar alone would find
+        faces in wallpaper. Engines without a masked search (insightface) skip the step."""
+        if not hasattr(self.engine, "masked_rects"):
+            return []
+        from .mask_detect import check_mask
+
+        h, w = img.shape[:2]
+        # A weak candidate in a corner of the image (cut by two edges) is far more often texture
+        # than a face: random noise gave one.
+        faces = [f for f in self.engine.detect(img, detector="masked", upsample=upsample)
+                 if (f.box[0] <= 0) + (f.box[1] <= 0) + (f.box[2] >= w) + (f.box[3] >= h) < 2]
+        faces = sorted(faces, key=lambda f: -f.score)[:MASKED_CANDIDATES]
+        if not faces:
+            return []
+        vecs = self.embed_faces(img, faces)
+        return [f for f, v in zip(faces, vecs) if check_mask(img, f.landmarks, v).masked]
+
+    def mask_check(self, image: ImageInput, face: Face, embedding: np.ndarray) -> Optional["MaskCheck"]:
+        """Whether the face's lower half is covered; None for an engine the mask detector was not
+        trained for (it weighs the dlib recognizer's embedding)."""
+        if self.engine.name not in MASK_CHECK_ENGINES:
+            return None
+        from .mask_detect import check_mask
+
+        return check_mask(load_image(image), face.landmarks, embedding)
+
+    def visible_embedding(self, image: ImageInput, face: Face) -> np.ndarray:
+        """The visible-region template of `face` (see visible.py)."""
+        from .visible import visible_region_embedding
+
+        return visible_region_embedding(self, image, face)
 
     def _center_face(self, img: np.ndarray) -> Face:
         h, w = img.shape[:2]

@@ -1,0 +1,264 @@
+"""Masked-face evaluation, after NIST's FRVT masked-face tests: a synthetic mask is drawn on each
+image BEFORE detection (as a camera sees it), then the whole pipeline runs on the masked image.
+
+For every image we keep:
+- the masked image's embedding (None: failure to acquire) and the mask detector's confidence;
+- the mask detector's confidence on the bare face (how often a bare face is called masked);
+- the visible-region template of the bare image (what enrolment stores for masked probes).
+
+Pairs are scored the way the SDK decides: a probe the mask detector calls masked is compared with
+the enrolment's visible-region template (both masked: with the masked enrolment image) against
+the masked threshold; any other probe with the enrolment's main template against the usual one.
+So one set of scores carries two thresholds; each score is reported relative to its own path's
+threshold, shifted so the deployed threshold reads the same for every pair
+(`score - path threshold + deployed threshold`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Optional, Sequence
+
+import numpy as np
+
+from ..hashing import read_hashed
+from ..hazmat.vision import pick_subject
+from ..hazmat.vision.mask_detect import check_mask, mask_threshold, model_id
+from ..hazmat.vision.masks import GENERATOR_VERSION, MASK_KINDS, RANDOM, draw_mask
+from ..hazmat.vision.visible import visible_region_embedding
+from ..imageio import load_image
+from . import metrics
+from .datasets import Pair
+from .embedcache import EmbeddingCache, Record
+from .verification import NO_FACE_SCORE, PairScores, verification_metrics
+
+MASK_PROBES = MASK_KINDS + (RANDOM,)
+# Names the masked search of the pipeline in cache keys: a change to it never reuses old records.
+MASKED_STEP_VERSION = 3
+
+
+@dataclass(frozen=True)
+class MaskedRecord:
+    """One image, bare and masked. `drawn`: a bare face was found, so a mask could be drawn."""
+
+    drawn: bool
+    masked: Optional[np.ndarray]
+    detector: str
+    mask_confidence: float  # on the masked face (nan when it was not found)
+    bare_confidence: float  # on the bare face (nan when there is none)
+    visible: Optional[np.ndarray]
+
+    @property
+    def detected_masked(self) -> bool:
+        return bool(self.mask_confidence >= mask_threshold())
+
+
+def image_seed(key: str, seed: int) -> int:
+    """Each image gets its own mask, the same on every run with the same seed."""
+    return int.from_bytes(hashlib.sha256(f"{key}|{seed}".encode()).digest()[:4], "big")
+
+
+def _ckey(*parts: object) -> str:
+    return hashlib.sha256("|".join(str(p) for p in parts).encode()).hexdigest()
+
+
+def _pack(detector: str, conf: float) -> str:
+    return f"{detector};{conf:.5f}"
+
+
+def _unpack(s: str) -> tuple[str, float]:
+    det, _, conf = s.partition(";")
+    return det, float(conf) if conf else float("nan")
+
+
+def masked_records(session: Any, paths: Sequence[Path], kind: str, seed: int = 0,
+                   progress: bool = True) -> dict[Path, MaskedRecord]:
+    """A MaskedRecord per distinct path; cached next to the bare embeddings (sealed the same way)
+    under keys that name the mask kind, seed, generator and mask detector."""
+    from tqdm import tqdm
+
+    pipeline = session.pipeline
+    cache: Optional[EmbeddingCache] = session.cache
+    out: dict[Path, MaskedRecord] = {}
+    unique = list(dict.fromkeys(Path(p) for p in paths))
+    pending: list[tuple[str, Record]] = []
+    for path in tqdm(unique, desc=f"masked ({kind})", unit="img", file=sys.stderr, disable=not progress, leave=False):
+        key, data = read_hashed(path)
+        km = _ckey(key, "masked", kind, seed, GENERATOR_VERSION, model_id(), MASKED_STEP_VERSION)
+        kv = _ckey(key, "visible", GENERATOR_VERSION, model_id())
+        rm, rv = (cache.get(km), cache.get(kv)) if cache is not None else (None, None)
+        if rm is None or rv is None:
+            rm, rv = _compute(pipeline, data, kind, image_seed(key, seed))
+            pending += [(km, rm), (kv, rv)]
+        det, mconf = _unpack(rm.detector)
+        _, bconf = _unpack(rv.detector)
+        out[path] = MaskedRecord(rv.faces > 0, rm.embedding, det, mconf, bconf, rv.embedding)
+        if cache is not None and len(pending) >= 64:
+            cache.put_many(pending)
+            pending = []
+    if cache is not None:
+        cache.put_many(pending)
+    return out
+
+
+def _compute(pipeline: Any, data: bytes, kind: str, seed: int) -> tuple[Record, Record]:
+    img = load_image(data)
+    bare = pick_subject(pipeline.detect(img), img.shape, pipeline.config.pick)
+    if bare is None:
+        return Record(None, 0, _pack("", float("nan"))), Record(None, 0, _pack("", float("nan")))
+    visible = visible_region_embedding(pipeline, img, bare)
+    bare_conf = check_mask(img, bare.landmarks, pipeline.embed_faces(img, [bare])[0]).confidence
+    masked = draw_mask(img, bare.landmarks, bare.box, kind, seed)
+    r = pipeline.embed(masked)
+    conf = (check_mask(masked, r.face.landmarks, r.embedding).confidence
+            if r.face is not None and r.embedding is not None else float("nan"))
+    det = r.face.detector if r.face is not None else ""
+    return Record(r.embedding, len(r.faces), _pack(det, conf)), Record(visible, 1, _pack("visible", bare_conf))
+
+
+def _cos(a: Optional[np.ndarray], b: Optional[np.ndarray]) -> Optional[float]:
+    if a is None or b is None:
+        return None
+    return float(np.dot(a, b) / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """Scores of one way of pairing, each relative to its path's threshold (see the module)."""
+
+    scores: PairScores
+    masked_path: np.ndarray  # the probe went the masked way
+
+
+def scenario(pairs: Sequence[Pair], bare: Mapping[Path, Record], masked: Mapping[Path, MaskedRecord],
+             mode: str, threshold: float, masked_threshold: float, aware: bool = True) -> Scenario:
+    """mode "probe": enrolment bare, probe masked; "both": both masked; "bare": neither.
+    `aware` False scores the masked probe against the main template with the usual threshold
+    (the pipeline without the masked path)."""
+    scores, acquired, path_m = [], [], []
+    for p in pairs:
+        probe = masked[p.image2]
+        enrol_bare = bare[p.image1].embedding
+        if mode == "bare":
+            s, m = _cos(enrol_bare, bare[p.image2].embedding), False
+        else:
+            m = aware and probe.detected_masked
+            if mode == "both":
+                s = _cos(masked[p.image1].masked, probe.masked)
+            else:
+                s = _cos(masked[p.image1].visible if m else enrol_bare, probe.masked)
+        if s is None:
+            scores.append(NO_FACE_SCORE)
+            acquired.append(False)
+        else:
+            scores.append(s - masked_threshold + threshold if m else s)
+            acquired.append(True)
+        path_m.append(m)
+    ps = PairScores(np.array(scores), np.array([p.same for p in pairs]), np.array([p.fold for p in pairs]),
+                    np.array(acquired, dtype=bool))
+    return Scenario(ps, np.array(path_m, dtype=bool))
+
+
+def calibrated_masked_threshold(bare_nonmated: np.ndarray, masked_nonmated: np.ndarray, threshold: float) -> float:
+    """The masked-path threshold whose FMR on `masked_nonmated` equals the bare path's FMR at
+    `threshold` on `bare_nonmated` (never below that rate's resolution)."""
+    fmr = float(np.mean(bare_nonmated >= threshold))
+    return metrics.threshold_at_rate(masked_nonmated, max(fmr, 1.0 / max(len(masked_nonmated), 1)))
+
+
+def scenario_figures(sc: Scenario, records: Mapping[Path, Any], threshold: float) -> dict[str, object]:
+    g, i = sc.scores.scores[sc.scores.same], sc.scores.scores[~sc.scores.same]
+    fig = verification_metrics(sc.scores, records, threshold, bootstrap_rounds=100)
+    fig["fnmr_at_fmr"] = {f"{far:g}": 1.0 - metrics.tar_at_far(g, i, far).tmr.value for far in (1e-3, 1e-2)}
+    fig["masked_path_pairs"] = int(sc.masked_path.sum())
+    return fig
+
+
+def mask_detection_figures(masked: Mapping[Path, MaskedRecord]) -> dict[str, object]:
+    on_masked = [r.detected_masked for r in masked.values() if r.masked is not None]
+    on_bare = [bool(r.bare_confidence >= mask_threshold()) for r in masked.values() if r.drawn]
+    found, false = int(sum(on_masked)), int(sum(on_bare))
+    return {"masked_found": metrics.wilson(found, len(on_masked)).to_dict(),
+            "bare_called_masked": metrics.wilson(false, len(on_bare)).to_dict(),
+            "threshold": mask_threshold()}
+
+
+def fta_figures(masked: Mapping[Path, MaskedRecord]) -> dict[str, object]:
+    drawn = [r for r in masked.values() if r.drawn]
+    lost = sum(1 for r in drawn if r.masked is None)
+    by: dict[str, int] = {}
+    for r in drawn:
+        if r.masked is not None:
+            by[r.detector] = by.get(r.detector, 0) + 1
+    return {"masked_images": len(drawn), "no_face": lost, "rate": metrics.wilson(lost, len(drawn)).to_dict(),
+            "images_without_bare_face": len(masked) - len(drawn), "faces_found_by": by}
+
+
+def masked_verification(pairs: Sequence[Pair], bare: Mapping[Path, Record], masked: Mapping[Path, MaskedRecord],
+                        threshold: float, masked_threshold: float) -> tuple[dict[str, object], dict[str, Scenario]]:
+    """Every masked-face figure of `eval verify`, next to the unmasked ones of the same run."""
+    scen = {
+        "unmasked": scenario(pairs, bare, masked, "bare", threshold, masked_threshold),
+        "probe_masked": scenario(pairs, bare, masked, "probe", threshold, masked_threshold),
+        "probe_masked_plain": scenario(pairs, bare, masked, "probe", threshold, masked_threshold, aware=False),
+        "both_masked": scenario(pairs, bare, masked, "both", threshold, masked_threshold),
+        "both_masked_plain": scenario(pairs, bare, masked, "both", threshold, masked_threshold, aware=False),
+    }
+    tagged = {Path(f"{p}#masked"): Record(r.masked, 1 if r.masked is not None else 0, r.detector)
+              for p, r in masked.items()}
+    recs = {"unmasked": bare,
+            "probe_masked": {**{p.image1: bare[p.image1] for p in pairs},
+                             **{Path(f"{p.image2}#masked"): tagged[Path(f"{p.image2}#masked")] for p in pairs}},
+            "both_masked": tagged}
+    figures: dict[str, object] = {
+        "failure_to_acquire": fta_figures(masked),
+        "mask_detection": mask_detection_figures(masked),
+        "masked_threshold": masked_threshold,
+        "scores_note": "masked-path scores are shifted by (deployed threshold - masked threshold), so the "
+                       "deployed threshold decides every pair",
+    }
+    for name, sc in scen.items():
+        figures[name] = scenario_figures(sc, recs[name.replace("_plain", "")], threshold)
+    # The masked threshold this run's own impostors would give: FMR of masked-path probes equal to
+    # the unmasked FMR at the deployed threshold.
+    bare_i = scen["unmasked"].scores
+    raw = scenario(pairs, bare, masked, "probe", threshold, threshold).scores
+    mp = scen["probe_masked"].masked_path
+    imp = raw.scores[~raw.same & mp & raw.acquired]
+    if imp.size:
+        figures["masked_threshold_equal_fmr_this_run"] = calibrated_masked_threshold(
+            bare_i.scores[~bare_i.same & bare_i.acquired], imp, threshold)
+    return figures, scen
+
+
+def masked_identification(ss: Any, bare: Mapping[Path, Record], masked: Mapping[Path, MaskedRecord],
+                          threshold: float, masked_threshold: float) -> dict[str, object]:
+    """`eval identify` with masked probes: against the gallery's visible-region templates (the
+    masked path) and against its main templates (no masked path); and with gallery and probes
+    both masked. Scores of the masked path are shifted as in verification."""
+    from . import identification as ident
+
+    shift = threshold - masked_threshold
+
+    def rec(e: Optional[np.ndarray]) -> Record:
+        return Record(e, 1 if e is not None else 0, "")
+
+    gallery_paths = {p for _, p in ss.gallery}
+    probes = [p for _, p in ss.mated + ss.nonmated]
+    masked_probe = {p: rec(masked[p].masked) for p in probes}
+    out: dict[str, object] = {"failure_to_acquire": fta_figures({p: masked[p] for p in probes}),
+                              "mask_detection": mask_detection_figures(masked), "masked_threshold": masked_threshold}
+    for name, gal in (("probe_masked", {p: rec(masked[p].visible) for p in gallery_paths}),
+                      ("probe_masked_plain", {p: bare[p] for p in gallery_paths}),
+                      ("both_masked", {p: rec(masked[p].masked) for p in gallery_paths})):
+        sc = ident.search(ss, {**gal, **masked_probe})
+        if name != "probe_masked_plain":
+            sc = ident.SearchScores(sc.mate_scores + shift, sc.mate_ranks, sc.nonmated_top + shift, sc.gallery_size,
+                                    sc.failed_to_enrol, sc.mated_without_face, sc.nonmated_without_face)
+        fig = ident.identification_metrics(sc)
+        fig.pop("cmc", None)
+        out[name] = fig
+    return out
