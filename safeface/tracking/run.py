@@ -16,6 +16,7 @@ import numpy as np
 from ..anonymize import DEFAULT_MARGIN, DEFAULT_MODE, AnonymizeReport, FaceFinder, VideoOptions
 from ..anonymize.detect import DetectionEngine
 from ..anonymize.files import check_paths
+from ..anonymize.detect import iou
 from ..anonymize.video import anonymize_video_file
 from ..errors import ImageError
 from .appearance import describe
@@ -143,10 +144,13 @@ class _Run:
         grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
         looks = [describe(hsv, grey, b) for b in boxes]
         self.assigner.step(index, boxes, looks)
+        taken = [t.boxes[-1] for t in self.assigner.live if t.frames[-1] == index]
         for t in self.assigner.live:
             if t.confirmed and t.missed:
                 found = self.hog.detect_near(rgb, t.kalman.box)
-                if found is not None:
+                # A box another track already holds this frame is that person, not this one.
+                if found is not None and all(iou(found, b) < 0.3 for b in taken):
+                    taken.append(found)
                     boxes.append(found)
                     looks.append(describe(hsv, grey, found))
                     self.assigner.recover(index, t, found, looks[-1])
