@@ -229,6 +229,8 @@ def test_revoking_the_key_ends_its_sessions(console: dict[str, Any]) -> None:
     assert page.url.endswith("/audit")
     page.click("text=Keys")
     page.locator(f"tr:has-text('{info.key_id}') button.revoke-key").click()
-    assert page.url.endswith("/login")  # its own session ended with it
+    page.wait_for_url("**/login")  # its own session ended with it
+    page.wait_for_load_state("load")  # the redirect's page, whole, before the screenshot
+    assert page.url.endswith("/login")
     page.screenshot(path=str(console["shots"] / "revoked.png"))
     ctx.close()
