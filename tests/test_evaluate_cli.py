@@ -170,6 +170,7 @@ def test_protection_command(tmp_path: Path, cache: Path, capsys: pytest.CaptureF
     assert (tmp_path / "out" / "protection-unlinkability.png").is_file()
 
 
+@pytest.mark.slow
 def test_verify_and_identify_with_masked_probes(tmp_path: Path, cache: Path,
                                                 capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "out"

@@ -30,6 +30,7 @@ def held_out(datasets: Path) -> list[Path]:
     return [sorted(p.glob("*.jpg"))[0] for p in people[::37]][:N]
 
 
+@pytest.mark.slow
 def test_detector_rates_on_a_small_held_out_set(pipe: Pipeline, held_out: list[Path]) -> None:
     bare_called, masked_found, acquired, by = 0, 0, 0, []
     for i, path in enumerate(held_out):
