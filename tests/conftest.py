@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
 
-
-def datasets_root() -> Path:
-    env = os.environ.get("SAFEFACE_DATASETS")
-    if env:
-        return Path(env)
-    return Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
+# The tests' own helper modules (datasets_path, policy_support, child_process, ...) import by name.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from datasets_path import datasets as datasets_root  # noqa: E402
 
 
 @pytest.fixture(scope="session", autouse=True)

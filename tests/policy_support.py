@@ -8,11 +8,12 @@ import dataclasses
 import datetime as dt
 import functools
 import json
-import os
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence, Union
 
 import pytest
+
+from datasets_path import datasets  # noqa: F401  (re-exported for the policy tests)
 
 from safeface.policy.deployment import Deployment
 from safeface.policy.guard import Decision, Guard, Operation, Request
@@ -40,11 +41,6 @@ def authorize(g: Guard, operation: str, purpose: str, now: dt.datetime, **kw: An
     """One call as the facade makes it, by an operator (whose role may do everything)."""
     op = Operation.EXPORT if operation == "transmit" else Operation(operation)
     return g.authorize(Request(op, "operator", now, purpose=purpose, **kw))
-
-
-def datasets() -> Path:
-    env = os.environ.get("SAFEFACE_DATASETS")
-    return Path(env) if env else Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
 
 
 def images() -> Path:

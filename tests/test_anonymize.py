@@ -13,6 +13,7 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+from datasets_path import datasets
 from PIL import Image
 
 import safeface.hazmat.vision as vision
@@ -24,7 +25,7 @@ from safeface.hazmat.vision.dlib_engine import DlibEngine
 
 from tests.video_fixtures import build_face_video
 
-DATASETS = Path(os.environ.get("SAFEFACE_DATASETS", Path(__file__).resolve().parents[1].parent / "shared" / "datasets"))
+DATASETS = datasets()
 LFW = DATASETS / "lfw-dev" / "images"
 T1 = DATASETS / "insightface" / "t1.jpg"
 # Cosine on unit dlib descriptors at which two faces are taken for one person.

@@ -4,12 +4,12 @@ the workspace summary in place, and an interrupted run resumed from the embeddin
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from datasets_path import datasets
 
 from safeface.cli import main
 from safeface.evaluate.datasets import read_pairs
@@ -17,7 +17,7 @@ from safeface.errors import ConfigError
 from safeface.evaluate.embedcache import EmbeddingCache, config_fingerprint, embed_images
 from safeface.hazmat.vision import DEFAULT_ENGINE, Pipeline, PipelineConfig, get_engine
 
-DATASETS = Path(os.environ.get("SAFEFACE_DATASETS", Path(__file__).resolve().parents[1].parent / "shared" / "datasets"))
+DATASETS = datasets()
 LFW = DATASETS / "lfw-dev"
 PAIRS = LFW / "pairsDevTest.txt"
 

@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import pytest
+from datasets_path import datasets
 
 from safeface.imageio import load_image
 from safeface.hazmat.vision import Face, Pipeline, PipelineConfig, get_engine
 from safeface.hazmat.vision.jitter import jitter_chip, jittered_embeddings
 
-DATASETS = Path(os.environ.get("SAFEFACE_DATASETS", Path(__file__).resolve().parents[1].parent / "shared" / "datasets"))
+DATASETS = datasets()
 IMAGE = DATASETS / "lfw-dev" / "images" / "Abdullah_Gul" / "Abdullah_Gul_0013.jpg"
 
 

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 import pytest
+from datasets_path import datasets
 
 from safeface.errors import ModelError
 from safeface.hashing import sha256_file_cached
@@ -20,7 +20,7 @@ from safeface.hazmat.vision.onnx_engine import OnnxEngine
 
 from tests.face_fixtures import lfw_face_chips
 
-DATASETS = Path(os.environ.get("SAFEFACE_DATASETS", Path(__file__).resolve().parents[1].parent / "shared" / "datasets"))
+DATASETS = datasets()
 LFW = DATASETS / "lfw-dev" / "images"
 N_FACES = 200
 

@@ -3,11 +3,11 @@ not link (measured on real LFW embeddings), and pseudonyms."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
+from datasets_path import datasets
 
 from safeface.errors import ConfigError, InvalidArgument
 from safeface.hazmat.templates import TemplateTransform, pseudonymize, same_pseudonym
@@ -79,11 +79,6 @@ def test_pseudonyms() -> None:
 # ---------------------------------------------------------------- unlinkability on LFW
 
 
-def _datasets() -> Path:
-    env = os.environ.get("SAFEFACE_DATASETS")
-    return Path(env) if env else Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
-
-
 def _auc(pos: np.ndarray, neg: np.ndarray) -> float:
     """Probability that a random genuine score exceeds a random impostor score (ties count half)."""
     gt = (pos[:, None] > neg[None, :]).mean()
@@ -94,7 +89,7 @@ def _auc(pos: np.ndarray, neg: np.ndarray) -> float:
 @pytest.fixture(scope="module")
 def lfw_pairs() -> tuple[np.ndarray, np.ndarray]:
     """Embeddings of 20 same-person LFW pairs (40 images, 20 different people), held in memory."""
-    lfw = _datasets() / "lfw-dev"
+    lfw = datasets() / "lfw-dev"
     if not (lfw / "pairsDevTest.txt").is_file():
         pytest.skip(f"LFW dev images not found at {lfw} (set SAFEFACE_DATASETS to the shared datasets folder)")
     from safeface.hazmat.vision import Pipeline, get_engine
