@@ -112,7 +112,7 @@ def test_detection_scans_at_most_the_pixel_budget(imgs: Path, onnx_engine: Any) 
     rec.scanned.clear()
     flat = np.full((1500, 2000, 3), 128, np.uint8)
     assert Pipeline(rec, PipelineConfig(detect_megapixels=0.5)).detect(flat, count_all=True) == []  # type: ignore[arg-type]
-    assert [(d, up) for d, _, _, up in rec.scanned] == [("hog", 1), ("mmod", 1)]
+    assert [(d, up) for d, _, _, up in rec.scanned] == [("hog", 1), ("mmod", 1), ("masked", 1)]
     assert all(h * w * 4 ** up <= 0.5e6 * 1.01 for _, h, w, up in rec.scanned), rec.scanned
 
 
