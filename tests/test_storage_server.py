@@ -319,6 +319,7 @@ def _scan(folder: Path, needles: list[bytes]) -> list[str]:
     return found
 
 
+@pytest.mark.slow
 def test_cli_scenario_on_the_server_backends(pg: PgCluster, tmp_path: Path, capsys: Any) -> None:
     from policy_support import images
     from test_cli_policy import Cli, edit

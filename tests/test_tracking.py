@@ -61,6 +61,7 @@ def test_people_are_tracked_on_the_real_clip(tracked: tuple[object, Path]) -> No
     json.dumps(doc)  # plain JSON: no array or descriptor leaks into it
 
 
+@pytest.mark.slow
 @needs_clip
 def test_output_has_no_detectable_face_and_no_container_metadata(tracked: tuple[object, Path]) -> None:
     _, out = tracked
@@ -95,6 +96,7 @@ def test_faces_are_covered_before_the_tracker_sees_them(tmp_path: Path) -> None:
     assert len(seen) == 12 and sum(seen) == 0, seen
 
 
+@pytest.mark.slow
 @needs_clip
 def test_track_ids_are_random_and_local_to_a_run(clip: Path) -> None:
     a = track_video(clip, options=TrackOptions(max_frames=20))
@@ -183,6 +185,7 @@ def test_tracking_in_a_workspace_is_a_guarded_audited_purpose(clip: Path, tmp_pa
         assert notice.value.rule == "CN-02"
 
 
+@pytest.mark.slow
 @needs_clip
 def test_cli_track_and_search(clip: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from safeface.cli import main
