@@ -74,6 +74,11 @@ class Call:
     def token(self, name: str, header: str) -> Optional[str]:
         return self.text(name, required=False) or (self._headers.get(header) or None)
 
+    def credentials(self) -> tuple[Optional[str], Optional[str], Optional[str]]:
+        """(consent, legal basis, liveness evidence), each from its field or its header."""
+        return (self.token("consent", "x-consent-token"), self.token("legal_basis", "x-legal-basis"),
+                self.token("liveness", "x-liveness-evidence"))
+
     def require_image(self) -> bytes:
         if not self.image:
             raise InvalidArgument("an image is required: a multipart file field 'image' or 'image_base64' in JSON.")
@@ -132,8 +137,7 @@ def build_router(rt: Runtime) -> APIRouter:
     async def enroll(request: Request, info: ApiKey = Depends(caller)) -> dict[str, Any]:
         c = await read_call(request, image=True)
         img, subject, purpose = c.require_image(), c.text("subject"), c.text("purpose")
-        consent, basis = c.token("consent", "x-consent-token"), c.token("legal_basis", "x-legal-basis")
-        live = c.token("liveness", "x-liveness-evidence")
+        consent, basis, live = c.credentials()
         r = await rt.call(lambda sf: as_(info, sf).enroll(img, subject, purpose, consent, legal_basis=basis,
                                                           liveness=live))
         return dict(r.to_dict())
@@ -142,8 +146,7 @@ def build_router(rt: Runtime) -> APIRouter:
     async def verify(request: Request, info: ApiKey = Depends(caller)) -> dict[str, Any]:
         c = await read_call(request, image=True)
         img, subject, purpose = c.require_image(), c.text("subject"), c.text("purpose")
-        consent, basis = c.token("consent", "x-consent-token"), c.token("legal_basis", "x-legal-basis")
-        live = c.token("liveness", "x-liveness-evidence")
+        consent, basis, live = c.credentials()
         r = await rt.call(lambda sf: as_(info, sf).verify(img, subject, purpose, consent, legal_basis=basis,
                                                           liveness=live))
         return {**r.to_dict(), "subject": r.pseudonym}
@@ -152,9 +155,8 @@ def build_router(rt: Runtime) -> APIRouter:
     async def identify(request: Request, info: ApiKey = Depends(caller)) -> dict[str, Any]:
         c = await read_call(request, image=True)
         img, purpose = c.require_image(), c.text("purpose")
-        consent, basis = c.token("consent", "x-consent-token"), c.token("legal_basis", "x-legal-basis")
+        consent, basis, live = c.credentials()
         top_k = _int(c.fields.get("top_k", 5), "top_k")
-        live = c.token("liveness", "x-liveness-evidence")
         r = await rt.call(lambda sf: as_(info, sf).identify(img, purpose, consent, basis, top_k=top_k, liveness=live))
         return {"candidates": [{"subject": x.subject, "score": round(x.score, 4)} for x in r]}
 
