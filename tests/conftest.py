@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import Any, Iterator
 
 import pytest
 
@@ -37,3 +38,12 @@ def dlib_engine():  # type: ignore[no-untyped-def]
     from safeface.hazmat.vision.dlib_engine import DlibEngine
 
     return DlibEngine()
+
+
+@pytest.fixture(scope="session")
+def pg() -> Iterator[Any]:
+    """A real PostgreSQL cluster for the session (server_support.py), shared by every test file
+    that uses the server backends."""
+    from server_support import pg_fixture
+
+    yield from pg_fixture()

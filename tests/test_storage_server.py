@@ -17,7 +17,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from child_process import child_env  # noqa: E402
-from server_support import PG_PASSWORD, MilvusServer, PgCluster, free_port, pg_fixture, server_modules, start_milvus  # noqa: E402
+from server_support import PG_PASSWORD, MilvusServer, PgCluster, free_port, server_modules, start_milvus  # noqa: E402
 
 from safeface.errors import BackendError, ConfigError, IntegrityError  # noqa: E402
 from safeface.hazmat.templates import PassphraseKeyring, ScryptParams  # noqa: E402
@@ -29,11 +29,6 @@ from safeface.storage.vectors import MilvusVectors  # noqa: E402
 DIM = 128
 FAST = ScryptParams(n=2**10, r=8, p=1)
 LATER = datetime.now(timezone.utc) + timedelta(days=365)
-
-
-@pytest.fixture(scope="session")
-def pg() -> Iterator[PgCluster]:
-    yield from pg_fixture()
 
 
 @pytest.fixture(scope="session")
@@ -322,14 +317,17 @@ def _scan(folder: Path, needles: list[bytes]) -> list[str]:
 @pytest.mark.slow
 def test_cli_scenario_on_the_server_backends(pg: PgCluster, tmp_path: Path, capsys: Any) -> None:
     from policy_support import images
-    from test_cli_policy import Cli, edit
+    from test_cli_policy import Cli
 
     img = images()
     cli = Cli(capsys)
     ws = tmp_path / "ws"
     cli("init", ws, "--demo")
     dsn = pg.new_database()
-    edit(ws, lambda r: r.__setitem__("storage", {"records": dsn, "vectors": "milvus-lite:vectors.db"}))
+    # A fresh workspace goes to the servers the one way there is: its (empty) gallery, its audit
+    # chain and its policy state move together.
+    cli("storage", "migrate", ws, "--to", "server", "--records", dsn, "--vectors", "milvus-lite:vectors.db")
+    assert not (ws / "audit.db").exists() and not (ws / "policy.db").exists()
     people = {"alice": "obama.jpg", "bob": "biden.jpg", "carol": "../knn/train/rose_leslie/img1.jpg"}
     tokens = {p: cli("consent", "issue", ws, "--subject", p, "--purpose", "demo")[0].strip() for p in people}
     enrolled = {p: json.loads(cli("enroll", ws, img / f, "--subject", p, "--purpose", "demo", "--consent", tokens[p],
@@ -387,21 +385,40 @@ def test_migrate_a_local_workspace_to_the_server_backends(pg: PgCluster, tmp_pat
     tokens = {p: cli("consent", "issue", ws, "--subject", p, "--purpose", "demo")[0].strip() for p in ("ann", "ben")}
     cli("enroll", ws, img / "obama.jpg", "--subject", "ann", "--purpose", "demo", "--consent", tokens["ann"])
     cli("enroll", ws, img / "biden.jpg", "--subject", "ben", "--purpose", "demo", "--consent", tokens["ben"])
+    revoked = cli("consent", "issue", ws, "--subject", "cy", "--purpose", "demo")[0].strip()
+    cli("consent", "revoke", ws, "--subject", "cy")
     local = [r.__dict__ for r in _records(ws)]
+    from safeface.sdk import SafeFace
+
+    with SafeFace.open(ws) as sf:
+        chain_before = sf.audit_entries()
+        head_before = sf.audit_verify().head_hash
     dsn = pg.new_database()
     out = json.loads(cli("storage", "migrate", ws, "--to", "server", "--records", dsn,
                          "--vectors", "milvus-lite:vectors.db")[0])
-    assert out["templates"] == 2 and "gallery.db" in out["erased"]
-    assert not (ws / "gallery.db").exists() and "password" not in (ws / "deployment.json").read_text()
+    assert out["templates"] == 2 and out["audit_entries"] == len(chain_before)
+    assert {"gallery.db", "audit.db", "policy.db"} <= set(out["erased"])
+    assert not any((ws / f).exists() for f in ("gallery.db", "audit.db", "policy.db"))
+    assert "password" not in (ws / "deployment.json").read_text()
+    # The chain continued in PostgreSQL: the same entries, then the migration's, linked to the
+    # local log's last hash.
+    import psycopg
+
+    with psycopg.connect(dsn, password=PG_PASSWORD, autocommit=True) as c:
+        stored = c.execute("SELECT seq, prev, operation FROM safeface.audit_entries ORDER BY seq").fetchall()
+    assert len(stored) == len(chain_before) + 1
+    assert stored[-1] == (len(chain_before) + 1, head_before, "storage-migrate")
+    with SafeFace.open(ws) as sf:
+        assert sf.audit_entries()[:-1] == chain_before
+    # The policy state came along: the revoked consent stays revoked.
+    cli.refused("CN-05", "enroll", ws, img / "obama.jpg", "--subject", "cy", "--purpose", "demo", "--consent", revoked)
     assert json.loads((ws / "deployment.json").read_text())["storage"]["records"] == dsn
     # The same rows (ids, seals, tokens), the audit chain continuous and the store matching it.
     assert [r.__dict__ for r in _records(ws)] == local
     assert "intact" in cli("audit", "verify", ws)[0]
-    from safeface.sdk import SafeFace
-
     with SafeFace.open(ws) as sf:
         sf.audit_verify()
-        assert [e.operation for e in sf.audit_entries()][-1] == "storage-migrate"
+        assert [e.operation for e in sf.audit_entries()][-2] == "storage-migrate"
     out, _ = cli("identify", ws, img / "obama2.jpg", "--purpose", "demo", "--consent", tokens["ann"], "--json")
     assert json.loads(out)["candidates"][0]["subject"] == local[0]["pseudonym"]
     # A second migration is refused: the workspace is already there.

@@ -35,7 +35,7 @@ from ..workspace.apikeys import ApiKey, ApiKeys, hashing_key
 from ..workspace.audit import AuditEntry, AuditLog, AuditReport
 from ..workspace.passphrase import open_keyring
 from ..workspace.paths import WorkspacePaths
-from ..workspace.session import open_audit
+from ..workspace.session import open_audit, open_state
 from ..workspace.trust import TrustStore, load_trust
 from ..workspace.state import PolicyState
 from ..workspace.storecheck import StoreReport, check_store
@@ -124,7 +124,11 @@ class SafeFace:
         except BaseException:
             audit.close()
             raise
-        state = PolicyState(paths.policy)
+        try:
+            state = open_state(paths, deployment)
+        except BaseException:
+            audit.close()
+            raise
         dim = int(deployment.section("matching").get("dim") or 128)
         try:
             gallery = open_store(storage, paths.root, paths.gallery, keyring, dim)
@@ -599,33 +603,44 @@ class SafeFace:
         return {"vectors": count}
 
     def migrate_storage(self, section: dict[str, Any]) -> dict[str, Any]:
-        """Move the templates of a local workspace to PostgreSQL and Milvus (`section` is the new
-        deployment.json "storage" section, without credentials): copy the sealed rows, check the
-        copy, point deployment.json at it, then erase the local gallery files. Audited."""
+        """Move a local workspace to PostgreSQL and Milvus (`section` is the new deployment.json
+        "storage" section, without credentials): copy the sealed rows, the audit chain and the
+        policy state, check the copies, point deployment.json at them, then erase the local
+        files. The chain continues there with this migration's entry. Audited."""
         import json
 
         from ..storage.gallery import Gallery
-        from ..workspace.migrate import copy_to_server, erase_file
+        from ..workspace.migrate import copy_to_server, erase_file, move_policy_records
 
         if not isinstance(self._gallery, Gallery):
             raise ConfigError("this workspace's templates are already on the server backends.")
         dim = int(self._deployment.section("matching").get("dim") or 128)
-        with self._gallery.locked():
-            target, n = copy_to_server(self._gallery, section, self._paths.root, self._keyring, dim)
+
+        def point_deployment_at_servers() -> None:
             raw = json.loads(self._paths.config.read_text(encoding="utf-8"))
             raw["storage"] = dict(section)
             write_atomic(self._paths.config, json.dumps(raw, indent=2) + "\n")
+
+        with self._gallery.locked(), self._audit_lock:
+            target, n = copy_to_server(self._gallery, section, self._paths.root, self._keyring, dim)
+            try:
+                seq, head = move_policy_records(self._audit, self._state, self._keyring.key("audit"), section,
+                                                point_deployment_at_servers)
+            except BaseException:
+                target.close()
+                raise
             old, self._gallery = self._gallery, target
             self._guard._store = target
             self._sync_deployment()
             old.close()
-            self._append("storage-migrate", "allowed",
-                         note=f"{n} sealed template(s) copied to {target.where} and {target.vectors.where}, "
-                              "checked; local gallery erased")
-        gone = [p.name for p in (self._paths.gallery, Path(f"{self._paths.gallery}-wal"),
-                                 Path(f"{self._paths.gallery}-shm"), Path(f"{self._paths.gallery}.lock"))
-                if erase_file(p)]
-        return {"templates": n, "records": target.where, "vectors": target.vectors.where, "erased": gone}
+        self._append("storage-migrate", "allowed",
+                     note=f"{n} sealed template(s), the audit chain (entries 1-{seq}, head {head[:16]}...) and the "
+                          f"policy state copied to {target.where} and {target.vectors.where}, checked; local files "
+                          "erased")
+        gone = [p.name for base in (self._paths.gallery, self._paths.audit, self._paths.policy)
+                for p in (base, Path(f"{base}-wal"), Path(f"{base}-shm"), Path(f"{base}.lock")) if erase_file(p)]
+        return {"templates": n, "audit_entries": seq, "records": target.where, "vectors": target.vectors.where,
+                "erased": gone}
 
     # -- the service's API keys -------------------------------------------------------------
     def issue_api_key(self, role: str, *, label: str = "", expires: Optional[dt.date] = None,

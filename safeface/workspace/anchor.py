@@ -134,7 +134,8 @@ def check_anchor(anchor: AnchorStore, value: Optional[Anchor], log_end: int, has
     if value.seq > log_end:
         raise IntegrityError(f"the audit log was rolled back or cut: it ends at entry {log_end} but the "
                              f"{anchor.name} ({_where(anchor)}) records entry {value.seq}. An older copy of "
-                             "audit.db was restored, or its last entries were deleted.")
+                             "the audit log (audit.db, or its tables in PostgreSQL) was restored, or its last entries "
+                             "were deleted.")
     if value.seq > 0 and not hmac.compare_digest(str(hash_at(value.seq) or ""), value.hash):
         raise IntegrityError(f"the audit log was replaced: its entry {value.seq} differs from the one the "
                              f"{anchor.name} ({_where(anchor)}) records. The log was rewritten or swapped for "

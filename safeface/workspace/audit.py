@@ -1,13 +1,15 @@
 """The audit log: append-only, hash-chained, its head signed with the workspace's audit key and
 anchored outside the file.
 
-One SQLite file. Each entry holds the time, operation, purpose, token id, legal basis, subject
+Two tables, in the workspace's SQLite file or in the PostgreSQL record store (storage/sqltables.py:
+one chain logic, two places to keep it). Each entry holds the time, operation, purpose, token id, legal basis, subject
 pseudonyms, decision, rule and the acting credential (the service's API key id); never an image, a template or a raw subject id. Entry n stores
 ``hash_n = SHA-256(hash_{n-1} || canonical JSON of entry n)``; the head row stores the last
 sequence number and hash with an HMAC-SHA256 under the audit key, so that deleting the tail and
-re-chaining needs the key. Each append is one IMMEDIATE transaction (the write lock is held from
-reading the previous entry to committing), so two processes appending at once serialise, and a
-process killed mid-append leaves the previous, consistent state (SQLite's journal rolls back).
+re-chaining needs the key. Each append is one serialised write transaction (SQLite's BEGIN
+IMMEDIATE, or a PostgreSQL advisory lock, held from reading the previous entry to committing), so
+two processes, on one machine or many, appending at once take turns and the chain never forks;
+a process killed mid-append leaves the previous, consistent state (the transaction rolls back).
 
 The head inside the file cannot tell a restored older copy from the real one, so after each
 commit the new head also goes to the anchors (anchor.py), and `verify`/`check_head` compare the
@@ -23,13 +25,13 @@ import datetime as dt
 import hashlib
 import hmac
 import json
-import sqlite3
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Optional, Sequence
+from typing import Any, Iterator, Optional, Sequence, Union
 
 from ..errors import IntegrityError
-from ..sqlite_store import connect
+from ..storage.sqltables import SqliteTables
 from .anchor import Anchor, AnchorStore, check_anchor
 
 GENESIS = hashlib.sha256(b"safeface-audit-genesis-v1").hexdigest()
@@ -109,6 +111,10 @@ def _chain(prev: str, entry: AuditEntry) -> str:
     return hashlib.sha256(prev.encode("ascii") + entry.canonical()).hexdigest()
 
 
+def _entry(r: Sequence[Any]) -> AuditEntry:
+    return AuditEntry(int(r[0]), r[1], r[2], r[3], r[4], r[5], tuple(json.loads(r[6])), r[7], r[8], r[9], r[10])
+
+
 def _utc_now() -> dt.datetime:
     """The host's clock; the only source of entry times."""
     return dt.datetime.now(dt.timezone.utc)
@@ -136,28 +142,22 @@ def _bounded_subjects(subjects: Sequence[str]) -> tuple[str, ...]:
 
 
 class AuditLog:
-    """Open with the audit key (from the workspace keyring) and the anchors to keep the head in
+    """Open with where the log is kept (a SQLite file's path, or PgTables from the record
+    store), the audit key (from the workspace keyring) and the anchors to keep the head in
     (none: the log is only checked against itself); `append` and `verify`."""
 
-    def __init__(self, path: Path, key: bytes, anchors: Sequence[AnchorStore] = ()) -> None:
-        self.path = Path(path)
+    def __init__(self, where: Union[Path, str, Any], key: bytes, anchors: Sequence[AnchorStore] = ()) -> None:
+        if isinstance(where, (str, Path)):
+            where = SqliteTables(Path(where), "audit log", _SCHEMA)
+            if "actor" not in where.columns("entries"):  # logs from before entries named their caller
+                where.add_column("entries", "actor TEXT")
+        self._t = where
+        self.where = str(where.where)
         self._key = key
         self._anchors = tuple(anchors)
-        self._db = connect(self.path, "audit log")
-        self._db.executescript(_SCHEMA)
-        self._add_actor_column()
-
-    def _add_actor_column(self) -> None:
-        """Logs written before entries named their caller gain the column (empty for old rows)."""
-        cols = {r[1] for r in self._db.execute("PRAGMA table_info(entries)")}
-        if "actor" not in cols:
-            try:
-                self._db.execute("ALTER TABLE entries ADD COLUMN actor TEXT")
-            except sqlite3.OperationalError:  # another process added it first
-                pass
 
     def close(self) -> None:
-        self._db.close()
+        self._t.close()
 
     def __enter__(self) -> "AuditLog":
         return self
@@ -180,10 +180,10 @@ class AuditLog:
                   "decision": decision, "rule": rule, "note": note, "actor": actor}
         b = {k: _bounded(v, LIMITS[k]) for k, v in fields.items()}
         subs = _bounded_subjects(subjects)
-        db = self._db
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            row = db.execute("SELECT seq, hash, time FROM entries ORDER BY seq DESC LIMIT 1").fetchone()
+        t = self._t
+        with t.write():
+            got = t.q("SELECT seq, hash, time FROM {t}entries ORDER BY seq DESC LIMIT 1")
+            row = got[0] if got else None
             seq, prev = (row[0] + 1, row[1]) if row else (1, GENESIS)
             when = _utc_now()
             if row is not None:
@@ -197,35 +197,52 @@ class AuditLog:
             entry = AuditEntry(seq, when.isoformat(timespec="microseconds"), str(b["operation"]), b["purpose"],
                                b["token_id"], b["basis"], subs, str(b["decision"]), b["rule"], b["note"], b["actor"])
             h = _chain(prev, entry)
-            db.execute(f"INSERT INTO entries ({_COLUMNS}, prev, hash) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                       (seq, entry.time, entry.operation, entry.purpose, entry.token_id, entry.basis,
-                        json.dumps(list(subs)), entry.decision, entry.rule, entry.note, entry.actor, prev, h))
-            db.execute("INSERT OR REPLACE INTO head (id, seq, hash, mac) VALUES (1, ?, ?, ?)",
-                       (seq, h, self._mac(seq, h)))
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
+            t.run(f"INSERT INTO {{t}}entries ({_COLUMNS}, prev, hash) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                  (seq, entry.time, entry.operation, entry.purpose, entry.token_id, entry.basis,
+                   json.dumps(list(subs)), entry.decision, entry.rule, entry.note, entry.actor, prev, h))
+            t.run("INSERT INTO {t}head (id, seq, hash, mac) VALUES (1, ?, ?, ?) ON CONFLICT (id) DO UPDATE "
+                  "SET seq = excluded.seq, hash = excluded.hash, mac = excluded.mac", (seq, h, self._mac(seq, h)))
         # After the commit: an anchor must never name an entry the log could still lose.
         for anchor in self._anchors:
             anchor.advance(seq, h)
         return entry
 
+    def _chain_rows(self) -> tuple[list[tuple[Any, ...]], Optional[tuple[Any, ...]]]:
+        """Every entry as stored (fields, prev, hash), in order, and the signed head."""
+        rows = self._t.q(f"SELECT {_COLUMNS}, prev, hash FROM {{t}}entries ORDER BY seq")
+        heads = self._t.q("SELECT seq, hash, mac FROM {t}head WHERE id = 1")
+        return rows, (heads[0] if heads else None)
+
+    @contextmanager
+    def frozen(self) -> Iterator[tuple[list[tuple[Any, ...]], tuple[Any, ...]]]:
+        """Hold the log's write lock, so no one appends, and give the chain as stored (entries
+        and signed head), checked whole first: what a migration copies verbatim."""
+        with self._t.write():
+            self.verify()
+            rows, head = self._chain_rows()
+            if head is None:  # verify() has refused a log without one
+                raise IntegrityError(f"{self.where} has no signed head.")
+            yield rows, head
+
+    def move_to(self, where: Any) -> None:
+        """Continue the chain in `where` (holding a verbatim copy of this one) from now on."""
+        old, self._t, self.where = self._t, where, str(where.where)
+        old.close()
+
     def entries(self) -> Iterator[AuditEntry]:
-        for r in self._db.execute(f"SELECT {_COLUMNS} FROM entries ORDER BY rowid"):
-            yield AuditEntry(r[0], r[1], r[2], r[3], r[4], r[5], tuple(json.loads(r[6])), r[7], r[8], r[9], r[10])
+        for r in self._t.q(f"SELECT {_COLUMNS} FROM {{t}}entries ORDER BY seq"):
+            yield _entry(r)
 
     def last_entry(self, operations: Sequence[str]) -> Optional[AuditEntry]:
         """The newest entry of one of `operations` (e.g. the last trust change)."""
         marks = ",".join("?" for _ in operations)
-        r = self._db.execute(f"SELECT {_COLUMNS} FROM entries WHERE operation IN ({marks}) ORDER BY seq DESC LIMIT 1",
-                             tuple(operations)).fetchone()
-        return None if r is None else AuditEntry(r[0], r[1], r[2], r[3], r[4], r[5], tuple(json.loads(r[6])),
-                                                 r[7], r[8], r[9], r[10])
+        got = self._t.q(f"SELECT {_COLUMNS} FROM {{t}}entries WHERE operation IN ({marks}) ORDER BY seq DESC LIMIT 1",
+                        tuple(operations))
+        return _entry(got[0]) if got else None
 
     def hash_at(self, seq: int) -> Optional[str]:
-        r = self._db.execute("SELECT hash FROM entries WHERE seq = ?", (int(seq),)).fetchone()
-        return None if r is None else str(r[0])
+        got = self._t.q("SELECT hash FROM {t}entries WHERE seq = ?", (int(seq),))
+        return str(got[0][0]) if got else None
 
     def _read_anchors(self, anchors: Sequence[AnchorStore]) -> list[tuple[AnchorStore, Optional[Anchor]]]:
         # Read before the log: an anchor only moves after a commit, so one read first can never
@@ -237,10 +254,9 @@ class AuditLog:
         first break."""
         anchors = self._read_anchors(self._anchors)
         try:
-            rows = self._db.execute(f"SELECT {_COLUMNS}, prev, hash FROM entries ORDER BY rowid").fetchall()
-            head = self._db.execute("SELECT seq, hash, mac FROM head WHERE id = 1").fetchone()
-        except sqlite3.DatabaseError as exc:
-            raise IntegrityError(f"the audit log {self.path} cannot be read ({exc}).") from None
+            rows, head = self._chain_rows()
+        except self._t.read_errors() as exc:
+            raise IntegrityError(f"{self.where} cannot be read ({exc}).") from None
         prev = GENESIS
         expected_seq = 1
         hashes: list[str] = []
@@ -282,14 +298,15 @@ class AuditLog:
         """A quick check at open: the signed head exists, is genuine, names the last entry and
         agrees with every anchor. (verify() checks the whole chain.)"""
         anchors = self._read_anchors(self._anchors)
-        head = self._db.execute("SELECT seq, hash, mac FROM head WHERE id = 1").fetchone()
-        last = self._db.execute("SELECT seq, hash FROM entries ORDER BY seq DESC LIMIT 1").fetchone()
+        heads = self._t.q("SELECT seq, hash, mac FROM {t}head WHERE id = 1")
+        lasts = self._t.q("SELECT seq, hash FROM {t}entries ORDER BY seq DESC LIMIT 1")
+        head, last = (heads[0] if heads else None), (lasts[0] if lasts else None)
         if head is None or last is None:
-            raise IntegrityError(f"the audit log {self.path} has no signed head or no entries: it was truncated or "
+            raise IntegrityError(f"{self.where} has no signed head or no entries: it was truncated or "
                                  "replaced. Restore it from a backup before processing.")
         if not hmac.compare_digest(self._mac(int(head[0]), str(head[1])), str(head[2])) or \
                 (int(last[0]), str(last[1])) != (int(head[0]), str(head[1])):
-            raise IntegrityError(f"the audit log {self.path} does not match its signed head: run `safeface audit "
+            raise IntegrityError(f"{self.where} does not match its signed head: run `safeface audit "
                                  "verify` and restore it from a backup.")
         for anchor, value in anchors:
             check_anchor(anchor, value, int(last[0]), self.hash_at)
@@ -297,12 +314,12 @@ class AuditLog:
     def counts(self) -> dict[str, Any]:
         """Totals for the report: by operation and decision, refusals by rule."""
         by_op: dict[str, dict[str, int]] = {}
-        for op, decision, n in self._db.execute(
-                "SELECT operation, decision, COUNT(*) FROM entries GROUP BY operation, decision"):
-            by_op.setdefault(op, {})[decision] = n
-        refusals = {rule: n for rule, n in self._db.execute(
-            "SELECT rule, COUNT(*) FROM entries WHERE decision = 'refused' GROUP BY rule ORDER BY rule")}
-        legal = self._db.execute("SELECT COUNT(*) FROM entries WHERE basis LIKE 'legal-basis%'").fetchone()[0]
-        first = self._db.execute("SELECT MIN(time), MAX(time) FROM entries").fetchone()
+        for op, decision, n in self._t.q(
+                "SELECT operation, decision, COUNT(*) FROM {t}entries GROUP BY operation, decision"):
+            by_op.setdefault(op, {})[decision] = int(n)
+        refusals = {rule: int(n) for rule, n in self._t.q(
+            "SELECT rule, COUNT(*) FROM {t}entries WHERE decision = 'refused' GROUP BY rule ORDER BY rule")}
+        legal = int(self._t.q("SELECT COUNT(*) FROM {t}entries WHERE basis LIKE ?", ("legal-basis%",))[0][0])
+        first = self._t.q("SELECT MIN(time), MAX(time) FROM {t}entries")[0]
         return {"by_operation": by_op, "refusals_by_rule": refusals, "legal_basis_calls": legal,
                 "first": first[0], "last": first[1]}

@@ -4,18 +4,27 @@ The sealed rows are copied as they are, with their row ids, so their seals still
 template is unsealed on the way to PostgreSQL; Milvus receives the protected templates, opened
 from the copied records. Nothing raw exists at any step: no image, no raw embedding. The copy is
 checked (every row's description, token and seal equal on both sides; every vector present in
-Milvus) before the local files are overwritten and removed. The audit log is not moved, so its
-chain simply continues; the migration is one entry in it."""
+Milvus) before the local files are overwritten and removed.
+
+The audit chain and the policy state move with them (`move_policy_records`): while both are
+frozen (their write locks held, so nothing is appended meanwhile) the chain is checked whole,
+copied verbatim (every entry with its hashes, and the signed head) into PostgreSQL in one
+transaction with the state, the copy is checked against the same anchors, deployment.json is
+pointed at the servers, and only then is the lock released. The chain continues in PostgreSQL:
+the migration's own entry there links to the local log's last hash."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from ..errors import ConfigError, IntegrityError
 from ..hazmat.templates.keyring import Keyring
-from ..storage.factory import StorageConfig, open_store
+from ..storage.factory import StorageConfig, open_store, secret_from_env
+from ..storage.sqltables import PgTables, create_and_fill
+from .audit import AuditLog
+from .state import PolicyState
 
 BATCH = 5000
 _SAME = ("schema", "dim", "transform_version", "transform_key_id", "seal_version", "seal_key_id",
@@ -57,6 +66,39 @@ def copy_to_server(old: Any, section: Mapping[str, Any], root: Path, keyring: Ke
     except BaseException:
         target.close()
         raise
+
+
+def move_policy_records(audit: AuditLog, state: PolicyState, key: bytes, section: Mapping[str, Any],
+                        commit: Callable[[], None]) -> tuple[int, str]:
+    """Copy the audit chain and the policy state into the record store `section` names, check
+    the copy, run `commit` (which points deployment.json at it) while nothing can be appended,
+    then continue both there. Returns the chain's (seq, hash) at the move."""
+    cfg = StorageConfig.from_section(section)
+    password = secret_from_env("SAFEFACE_PG_PASSWORD")
+    with audit.frozen() as (entries, head), state.frozen():
+        create_and_fill(cfg.records, password, cfg.namespace, entries, head, state.dump())
+        log_t = PgTables.open(cfg.records, password, cfg.namespace, "audit", "audit log")
+        try:
+            state_t = PgTables.open(cfg.records, password, cfg.namespace, "state", "policy state")
+        except BaseException:
+            log_t.close()
+            raise
+        try:
+            copy = AuditLog(log_t, key, audit.anchors).verify()
+            if (copy.head_seq, copy.head_hash) != (int(head[0]), str(head[1])):
+                raise IntegrityError(f"{log_t.where} does not end where the local audit log does; the local files "
+                                     "are kept. Drop the copy and migrate again.")
+            if PolicyState(state_t).dump() != state.dump():
+                raise IntegrityError(f"{state_t.where} differs from the local policy state; the local files are "
+                                     "kept. Drop the copy and migrate again.")
+            commit()
+        except BaseException:
+            log_t.close()
+            state_t.close()
+            raise
+    audit.move_to(log_t)
+    state.move_to(state_t)
+    return int(head[0]), str(head[1])
 
 
 def erase_file(path: Path) -> bool:

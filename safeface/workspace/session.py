@@ -1,5 +1,7 @@
-"""Opening what every workspace command shares: the keyring, the deployment, and the audit log
-anchored in the keyring and in the operator's witnesses."""
+"""Opening what every workspace command shares: the keyring, the deployment, the audit log
+anchored in the keyring and in the operator's witnesses, and the policy state. The log and the
+state are kept where deployment.json's "storage" puts the records: the workspace's SQLite files,
+or the PostgreSQL record store (their tables must already be there: a migration puts them)."""
 
 from __future__ import annotations
 
@@ -11,10 +13,12 @@ from typing import Any, Iterator, Optional, Sequence
 from ..errors import IntegrityError
 from ..policy.deployment import Deployment
 from .anchor import AnchorStore, FileAnchor, HostAnchor
+from ..storage.factory import StorageConfig, secret_from_env
 from .audit import AuditLog
 from .keys import ANCHOR_MAC, derived_key
 from .passphrase import open_keyring
 from .paths import WorkspacePaths
+from .state import PolicyState
 
 
 def witness_paths(paths: WorkspacePaths, deployment: Deployment, extra: Sequence[Path] = ()) -> list[Path]:
@@ -47,16 +51,34 @@ def workspace_anchors(paths: WorkspacePaths, keyring: Any, deployment: Deploymen
 def open_audit(paths: WorkspacePaths, keyring: Any, deployment: Deployment, *, strict: bool = False,
                extra_witnesses: Sequence[Path] = ()) -> AuditLog:
     """The workspace's audit log, anchored; its head checked against itself and every anchor."""
-    if not paths.audit.is_file():
+    anchors = workspace_anchors(paths, keyring, deployment, strict=strict, extra_witnesses=extra_witnesses)
+    tables = _server_tables(paths, deployment, "audit", "audit log")
+    if tables is None and not paths.audit.is_file():
         raise IntegrityError(f"the audit log {paths.audit} is missing: it was deleted. Restore it before processing.")
-    log = AuditLog(paths.audit, keyring.key("audit"),
-                   workspace_anchors(paths, keyring, deployment, strict=strict, extra_witnesses=extra_witnesses))
+    log = AuditLog(paths.audit if tables is None else tables, keyring.key("audit"), anchors)
     try:
         log.check_head()
     except BaseException:
         log.close()
         raise
     return log
+
+
+def open_state(paths: WorkspacePaths, deployment: Deployment) -> PolicyState:
+    """The workspace's policy state (revocations, filing, purpose ends, liveness nonces)."""
+    tables = _server_tables(paths, deployment, "state", "policy state")
+    return PolicyState(paths.policy if tables is None else tables)
+
+
+def _server_tables(paths: WorkspacePaths, deployment: Deployment, part: str, what: str) -> Any:
+    """The record store's tables for `part` when deployment.json puts the records in
+    PostgreSQL; None for a local workspace."""
+    cfg = StorageConfig.from_section(deployment.section("storage"))
+    if not cfg.server:
+        return None
+    from ..storage.sqltables import PgTables
+
+    return PgTables.open(cfg.records, secret_from_env("SAFEFACE_PG_PASSWORD"), cfg.namespace, part, what)
 
 
 @dataclass

@@ -1,15 +1,16 @@
-"""What the policy layer remembers between calls, in the workspace's ``policy.db`` (SQLite):
-revoked tokens and subjects, the filing-threshold crossing, and each subject's purpose end (for
-BIPA's "last interaction + 3 years"), the liveness challenges issued and the nonces already used
-(PA-01). Subjects appear only as pseudonyms."""
+"""What the policy layer remembers between calls: revoked tokens and subjects, the
+filing-threshold crossing, and each subject's purpose end (for BIPA's "last interaction + 3
+years"), the liveness challenges issued and the nonces already used (PA-01). Subjects appear only
+as pseudonyms. Kept in the workspace's ``policy.db`` (SQLite), or, when the records are in
+PostgreSQL, in its ``state_*`` tables (storage/sqltables.py): the same statements on either."""
 
 from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional, Union
 
-from ..sqlite_store import connect
+from ..storage.sqltables import SqliteTables
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS revoked_tokens (token_id TEXT PRIMARY KEY, at TEXT NOT NULL);
@@ -23,71 +24,87 @@ CREATE TABLE IF NOT EXISTS challenges (nonce TEXT PRIMARY KEY, steps TEXT NOT NU
 """
 
 
+TABLES = ("revoked_tokens", "revoked_subjects", "facts", "purpose_ends", "used_nonces", "challenges")
+
+
 class PolicyState:
-    def __init__(self, path: Path) -> None:
-        self._db = connect(path, "policy state")
-        self._db.executescript(_SCHEMA)
+    """Open with a SQLite file's path or the record store's PgTables."""
+
+    def __init__(self, where: Union[Path, str, Any]) -> None:
+        self._t = SqliteTables(Path(where), "policy state", _SCHEMA) if isinstance(where, (str, Path)) else where
 
     def close(self) -> None:
-        self._db.close()
+        self._t.close()
+
+    def dump(self) -> dict[str, list[tuple[Any, ...]]]:
+        """Every table's rows, for a migration to copy verbatim."""
+        return {name: self._t.q(f"SELECT * FROM {{t}}{name}") for name in TABLES}
+
+    def frozen(self) -> Any:
+        """The state's write lock, held while a migration copies it."""
+        return self._t.write()
+
+    def move_to(self, where: Any) -> None:
+        """Keep the state in `where` (holding a copy of this one) from now on."""
+        old, self._t = self._t, where
+        old.close()
 
     # -- revocation -------------------------------------------------------------------------
     def revoke_token(self, token_ref: str, now: dt.datetime) -> None:
-        self._db.execute("INSERT OR IGNORE INTO revoked_tokens VALUES (?, ?)", (token_ref, now.isoformat()))
+        self._t.run("INSERT INTO {t}revoked_tokens VALUES (?, ?) ON CONFLICT DO NOTHING", (token_ref, now.isoformat()))
 
     def revoke_subject(self, pseudonym: str, now: dt.datetime) -> None:
         """Every token for this subject issued up to now is revoked; a later, new consent is not."""
-        self._db.execute("INSERT OR REPLACE INTO revoked_subjects VALUES (?, ?)", (pseudonym, int(now.timestamp())))
+        self._t.run("INSERT INTO {t}revoked_subjects VALUES (?, ?) ON CONFLICT (pseudonym) DO UPDATE SET at = excluded.at",
+                    (pseudonym, int(now.timestamp())))
 
     def is_revoked(self, token_id: str, pseudonym: Optional[str], issued_at: int) -> bool:
-        if self._db.execute("SELECT 1 FROM revoked_tokens WHERE token_id = ?", (token_id,)).fetchone():
+        if self._t.q("SELECT 1 FROM {t}revoked_tokens WHERE token_id = ?", (token_id,)):
             return True
         if pseudonym is not None:
-            row = self._db.execute("SELECT at FROM revoked_subjects WHERE pseudonym = ?", (pseudonym,)).fetchone()
-            if row and issued_at <= int(row[0]):
+            rows = self._t.q("SELECT at FROM {t}revoked_subjects WHERE pseudonym = ?", (pseudonym,))
+            if rows and issued_at <= int(rows[0][0]):
                 return True
         return False
 
     def revoked_count(self) -> int:
-        return int(self._db.execute("SELECT COUNT(*) FROM revoked_tokens").fetchone()[0]) + int(
-            self._db.execute("SELECT COUNT(*) FROM revoked_subjects").fetchone()[0])
+        return int(self._t.q("SELECT COUNT(*) FROM {t}revoked_tokens")[0][0]) + int(
+            self._t.q("SELECT COUNT(*) FROM {t}revoked_subjects")[0][0])
 
     # -- facts (filing) ---------------------------------------------------------------------
     def fact(self, name: str) -> Optional[str]:
-        row = self._db.execute("SELECT value FROM facts WHERE name = ?", (name,)).fetchone()
-        return str(row[0]) if row else None
+        rows = self._t.q("SELECT value FROM {t}facts WHERE name = ?", (name,))
+        return str(rows[0][0]) if rows else None
 
     def set_fact_once(self, name: str, value: str) -> bool:
-        cur = self._db.execute("INSERT OR IGNORE INTO facts VALUES (?, ?)", (name, value))
-        return cur.rowcount == 1
+        return self._t.run("INSERT INTO {t}facts VALUES (?, ?) ON CONFLICT DO NOTHING", (name, value)) == 1
 
     # -- purpose ends (BIPA) ----------------------------------------------------------------
     def set_purpose_end(self, pseudonym: str, purpose: str, ends: dt.datetime) -> None:
-        self._db.execute("INSERT OR REPLACE INTO purpose_ends VALUES (?, ?, ?)", (pseudonym, purpose, ends.isoformat()))
+        self._t.run("INSERT INTO {t}purpose_ends VALUES (?, ?, ?) ON CONFLICT (pseudonym, purpose) DO UPDATE "
+                    "SET ends = excluded.ends", (pseudonym, purpose, ends.isoformat()))
 
     def purpose_end(self, pseudonym: str, purpose: str) -> Optional[dt.datetime]:
-        row = self._db.execute("SELECT ends FROM purpose_ends WHERE pseudonym = ? AND purpose = ?",
-                               (pseudonym, purpose)).fetchone()
-        return dt.datetime.fromisoformat(row[0]) if row else None
+        rows = self._t.q("SELECT ends FROM {t}purpose_ends WHERE pseudonym = ? AND purpose = ?", (pseudonym, purpose))
+        return dt.datetime.fromisoformat(rows[0][0]) if rows else None
 
     def forget_subject(self, pseudonym: str) -> None:
-        self._db.execute("DELETE FROM purpose_ends WHERE pseudonym = ?", (pseudonym,))
+        self._t.run("DELETE FROM {t}purpose_ends WHERE pseudonym = ?", (pseudonym,))
 
     # -- liveness (PA-01) ----------------------------------------------------------------------
     def use_nonce(self, nonce: str, until: dt.datetime) -> bool:
         """Mark a nonce used; False when it already was. One INSERT, so two processes racing with
         the same nonce cannot both win. Entries past `until` are dropped: by then whatever carried
         the nonce has expired anyway."""
-        self._db.execute("DELETE FROM used_nonces WHERE until < ?", (dt.datetime.now(dt.timezone.utc).timestamp(),))
-        cur = self._db.execute("INSERT OR IGNORE INTO used_nonces VALUES (?, ?)", (nonce, until.timestamp()))
-        return cur.rowcount == 1
+        self._t.run("DELETE FROM {t}used_nonces WHERE until < ?", (dt.datetime.now(dt.timezone.utc).timestamp(),))
+        return self._t.run("INSERT INTO {t}used_nonces VALUES (?, ?) ON CONFLICT DO NOTHING",
+                           (nonce, until.timestamp())) == 1
 
     def add_challenge(self, nonce: str, steps: str, issued_at: float, expires_at: float) -> None:
-        self._db.execute("DELETE FROM challenges WHERE expires_at < ?", (issued_at - 3600,))
-        self._db.execute("INSERT INTO challenges VALUES (?, ?, ?, ?)", (nonce, steps, issued_at, expires_at))
+        self._t.run("DELETE FROM {t}challenges WHERE expires_at < ?", (issued_at - 3600,))
+        self._t.run("INSERT INTO {t}challenges VALUES (?, ?, ?, ?)", (nonce, steps, issued_at, expires_at))
 
     def challenge(self, nonce: str) -> Optional[tuple[str, float, float]]:
         """(steps, issued_at, expires_at) of an issued challenge, or None."""
-        row = self._db.execute("SELECT steps, issued_at, expires_at FROM challenges WHERE nonce = ?",
-                               (nonce,)).fetchone()
-        return (str(row[0]), float(row[1]), float(row[2])) if row else None
+        rows = self._t.q("SELECT steps, issued_at, expires_at FROM {t}challenges WHERE nonce = ?", (nonce,))
+        return (str(rows[0][0]), float(rows[0][1]), float(rows[0][2])) if rows else None

@@ -1,0 +1,232 @@
+"""Where the audit chain and the policy state persist: a few tables in a workspace's SQLite file
+(the embedded default) or in the PostgreSQL record store (a deployment whose records are on a
+server). The chain's logic (workspace/audit.py) and the state's (workspace/state.py) are one code
+path over either; this module only runs their SQL.
+
+The SQL is written once, with ``?`` placeholders and ``{t}`` before each table name, in the
+subset both engines speak (``INSERT ... ON CONFLICT``). A write transaction is serialised across
+every process and machine: SQLite's BEGIN IMMEDIATE, or in PostgreSQL a transaction-scoped
+advisory lock taken first, so two appenders can never both read the same last entry.
+
+In PostgreSQL the tables sit in the store's schema (``audit_*``, ``state_*``) beside a
+``workspace_meta`` table that names their schema version. Opening never creates them: only
+`create_and_fill` does, in the one transaction that fills them (a migration), so a failure
+anywhere leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+import threading
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Optional, Sequence
+
+from ..errors import BackendError, ConfigError, IntegrityError
+from ..sqlite_store import connect
+
+WORKSPACE_SCHEMA = 1
+
+PG_AUDIT = """
+CREATE TABLE IF NOT EXISTS {ns}.audit_entries (
+    seq BIGINT PRIMARY KEY, time TEXT NOT NULL, operation TEXT NOT NULL, purpose TEXT, token_id TEXT,
+    basis TEXT, subjects TEXT NOT NULL, decision TEXT NOT NULL, rule TEXT, note TEXT, prev TEXT NOT NULL,
+    hash TEXT NOT NULL, actor TEXT);
+CREATE TABLE IF NOT EXISTS {ns}.audit_head (
+    id INTEGER PRIMARY KEY CHECK (id = 1), seq BIGINT NOT NULL, hash TEXT NOT NULL, mac TEXT NOT NULL)
+"""
+PG_STATE = """
+CREATE TABLE IF NOT EXISTS {ns}.state_revoked_tokens (token_id TEXT PRIMARY KEY, at TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS {ns}.state_revoked_subjects (pseudonym TEXT PRIMARY KEY, at BIGINT NOT NULL);
+CREATE TABLE IF NOT EXISTS {ns}.state_facts (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS {ns}.state_purpose_ends (pseudonym TEXT NOT NULL, purpose TEXT NOT NULL,
+                                                    ends TEXT NOT NULL, PRIMARY KEY (pseudonym, purpose));
+CREATE TABLE IF NOT EXISTS {ns}.state_used_nonces (nonce TEXT PRIMARY KEY, until DOUBLE PRECISION NOT NULL);
+CREATE TABLE IF NOT EXISTS {ns}.state_challenges (nonce TEXT PRIMARY KEY, steps TEXT NOT NULL,
+                                                  issued_at DOUBLE PRECISION NOT NULL,
+                                                  expires_at DOUBLE PRECISION NOT NULL)
+"""
+PG_META = "CREATE TABLE IF NOT EXISTS {ns}.workspace_meta (k TEXT PRIMARY KEY, v TEXT NOT NULL)"
+
+
+class SqliteTables:
+    """Tables in one of the workspace's SQLite files."""
+
+    dialect = "sqlite"
+
+    def __init__(self, path: Path, what: str, schema: str) -> None:
+        self.where = f"the {what} {path}"
+        self.path = Path(path)
+        self.prefix = ""
+        self._db = connect(self.path, what)
+        self._db.executescript(schema)
+
+    def q(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        return [tuple(r) for r in self._db.execute(sql.format(t=self.prefix), tuple(args)).fetchall()]
+
+    def run(self, sql: str, args: Sequence[Any] = ()) -> int:
+        """One statement; the number of rows it changed."""
+        return int(self._db.execute(sql.format(t=self.prefix), tuple(args)).rowcount)
+
+    @contextmanager
+    def write(self) -> Iterator[None]:
+        """One transaction, holding the file's write lock from its first read to its commit."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    def columns(self, table: str) -> set[str]:
+        return {str(r[1]) for r in self._db.execute(f"PRAGMA table_info({table})")}
+
+    def add_column(self, table: str, decl: str) -> None:
+        try:
+            self._db.execute(f"ALTER TABLE {table} ADD COLUMN {decl}")
+        except sqlite3.OperationalError:  # another process added it first
+            pass
+
+    def read_errors(self) -> tuple[type[BaseException], ...]:
+        return (sqlite3.DatabaseError,)
+
+    def close(self) -> None:
+        self._db.close()
+
+
+class PgTables:
+    """Tables in the PostgreSQL record store's schema. One connection per object, used by one
+    thread at a time; every write transaction first takes the advisory lock of its `part`."""
+
+    dialect = "postgresql"
+
+    def __init__(self, conn: Any, where: str, ns: str, part: str) -> None:
+        self._conn = conn
+        self.where = where
+        self.prefix = f"{ns}.{part}_"
+        self._ns = ns
+        self._key = int.from_bytes(hashlib.sha256(f"safeface {part} lock {ns}".encode()).digest()[:8], "big",
+                                   signed=True)
+        self._lock = threading.RLock()
+
+    @classmethod
+    def open(cls, dsn: str, password: Optional[str], ns: str, part: str, what: str) -> "PgTables":
+        """Connect and check that this workspace's tables exist in a schema version this code
+        reads; creates nothing."""
+        from .server import NAMESPACE_RE, _safe_dsn, pg_connect
+
+        if not NAMESPACE_RE.match(ns):
+            raise ConfigError(f"storage.namespace must be a lower-case SQL name, got {ns!r}.")
+        where = f"the {what} in PostgreSQL {_safe_dsn(dsn)} (schema {ns})"
+        conn = pg_connect(dsn, password, where)
+        try:
+            check_schema(conn, ns, where)
+        except BaseException:
+            conn.close()
+            raise
+        return cls(conn, where, ns, part)
+
+    def _sql(self, sql: str) -> str:
+        return sql.format(t=self.prefix).replace("?", "%s")
+
+    def _guard(self, exc: BaseException) -> None:
+        import psycopg
+
+        if isinstance(exc, psycopg.OperationalError):
+            text = (str(exc).strip().splitlines() or [type(exc).__name__])[-1][:160]
+            raise BackendError(f"{self.where} failed ({text}); nothing was written.") from None
+        if isinstance(exc, psycopg.Error):
+            text = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+            raise IntegrityError(f"{self.where} cannot be read or written ({text}): its tables were altered or "
+                                 "dropped. Restore them from a backup.") from None
+
+    def q(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        with self._lock:
+            try:
+                cur = self._conn.execute(self._sql(sql), tuple(args))
+                return [tuple(r) for r in cur.fetchall()] if cur.description else []
+            except Exception as exc:
+                self._guard(exc)
+                raise
+
+    def run(self, sql: str, args: Sequence[Any] = ()) -> int:
+        with self._lock:
+            try:
+                return int(self._conn.execute(self._sql(sql), tuple(args)).rowcount)
+            except Exception as exc:
+                self._guard(exc)
+                raise
+
+    @contextmanager
+    def write(self) -> Iterator[None]:
+        """One transaction under this part's advisory lock (released by the commit or rollback,
+        or by the server if the holder dies), so writers on every machine take turns."""
+        with self._lock:
+            try:
+                with self._conn.transaction():
+                    self._conn.execute("SELECT pg_advisory_xact_lock(%s)", (self._key,))
+                    yield
+            except Exception as exc:
+                self._guard(exc)
+                raise
+
+    def read_errors(self) -> tuple[type[BaseException], ...]:
+        return ()
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+
+def check_schema(conn: Any, ns: str, where: str) -> None:
+    """Refuse a record store that holds no workspace tables, or ones of an unknown version."""
+    if conn.execute("SELECT to_regclass(%s)", (f"{ns}.workspace_meta",)).fetchone()[0] is None:
+        raise ConfigError(f"{where} does not exist: this workspace's audit log and policy state were never moved "
+                          "there. Move a local workspace with `safeface storage migrate WS --to server`, which "
+                          "carries them over with the templates.")
+    meta = dict(conn.execute(f"SELECT k, v FROM {ns}.workspace_meta").fetchall())
+    if meta.get("schema") != str(WORKSPACE_SCHEMA):
+        raise ConfigError(f"{where} has schema {meta.get('schema')!r}; this safeface reads schema "
+                          f"{WORKSPACE_SCHEMA}. Upgrade safeface, or open it with the version that wrote it.")
+
+
+def create_and_fill(dsn: str, password: Optional[str], ns: str, entries: Sequence[tuple[Any, ...]],
+                    head: tuple[Any, ...], state: Mapping[str, Sequence[tuple[Any, ...]]]) -> None:
+    """Create the workspace tables in PostgreSQL and fill them, in one transaction: the audit
+    chain verbatim (`entries`: seq, fields..., prev, hash; `head`: seq, hash, mac) and the
+    policy state (table name without prefix -> rows). Refuses a schema that already holds them."""
+    from .server import _safe_dsn, pg_connect
+
+    where = f"the audit log and policy state in PostgreSQL {_safe_dsn(dsn)} (schema {ns})"
+    conn = pg_connect(dsn, password, where)
+    try:
+        if conn.execute("SELECT to_regclass(%s)", (f"{ns}.workspace_meta",)).fetchone()[0] is not None:
+            raise ConfigError(f"{where} already exist; migrate into an empty database or namespace.")
+        with conn.transaction():
+            conn.execute(f"CREATE SCHEMA IF NOT EXISTS {ns}")
+            for stmt in (PG_AUDIT + ";" + PG_STATE + ";" + PG_META).format(ns=ns).split(";"):
+                if stmt.strip():
+                    conn.execute(stmt)
+            with conn.cursor() as cur:
+                if entries:
+                    marks = ", ".join(["%s"] * len(entries[0]))
+                    cur.executemany(f"INSERT INTO {ns}.audit_entries (seq, time, operation, purpose, token_id, basis, "
+                                    "subjects, decision, rule, note, actor, prev, hash) "
+                                    f"VALUES ({marks})", [tuple(e) for e in entries])
+                cur.execute(f"INSERT INTO {ns}.audit_head (id, seq, hash, mac) VALUES (1, %s, %s, %s)", tuple(head))
+                for table, rows in state.items():
+                    if rows:
+                        marks = ", ".join(["%s"] * len(rows[0]))
+                        cur.executemany(f"INSERT INTO {ns}.state_{table} VALUES ({marks})", [tuple(r) for r in rows])
+                cur.execute(f"INSERT INTO {ns}.workspace_meta (k, v) VALUES ('schema', %s)", (str(WORKSPACE_SCHEMA),))
+    except BaseException as exc:
+        conn.close()
+        import psycopg
+
+        if isinstance(exc, psycopg.Error):
+            raise BackendError(f"{where} could not be written ({str(exc).strip()[:160]}); nothing was written there."
+                               ) from None
+        raise
+    conn.close()

@@ -1,0 +1,196 @@
+"""The audit chain and the policy state in PostgreSQL, attacked the way an operator of the
+database would: two machines appending at once, a row edited by hand, the tables restored from an
+older dump, a schema this code does not know, wrong credentials, a migration that fails halfway."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from child_process import child_env  # noqa: E402
+from server_support import PG_PASSWORD, PgCluster, server_modules  # noqa: E402
+
+from safeface.errors import BackendError, ConfigError, IntegrityError  # noqa: E402
+from safeface.sdk import SafeFace  # noqa: E402
+from safeface.workspace.init import init_workspace  # noqa: E402
+from safeface.workspace.paths import WorkspacePaths  # noqa: E402
+from safeface.workspace.session import opened  # noqa: E402
+
+
+def _sql(dsn: str, query: str) -> list[Any]:
+    import psycopg
+
+    with psycopg.connect(dsn, password=PG_PASSWORD, autocommit=True) as c:
+        cur = c.execute(query)
+        return cur.fetchall() if cur.description else []
+
+
+def server_workspace(pg: PgCluster, root: Path) -> tuple[Path, str]:
+    """A demo workspace moved to PostgreSQL and Milvus Lite."""
+    server_modules()
+    ws = root / "ws"
+    init_workspace(ws, demo=True)
+    dsn = pg.new_database()
+    with SafeFace.open(ws) as sf:
+        sf.migrate_storage({"records": dsn, "vectors": "milvus-lite:vectors.db"})
+    return ws, dsn
+
+
+def _append(ws: Path, n: int, tag: str = "test") -> None:
+    with opened(WorkspacePaths(ws)) as r:
+        for i in range(n):
+            r.audit.append("test-append", "allowed", note=f"{tag} {i}")
+
+
+def _verify(ws: Path, **kw: Any) -> Any:
+    from safeface.workspace.admin import audit_verify
+
+    return audit_verify(ws, **kw)
+
+
+CHILD = """
+import sys, time
+from pathlib import Path
+from safeface.workspace.paths import WorkspacePaths
+from safeface.workspace.session import opened
+
+ws, n, go, tag = Path(sys.argv[1]), int(sys.argv[2]), Path(sys.argv[3]), sys.argv[4]
+with opened(WorkspacePaths(ws)) as r:
+    (go.parent / (tag + ".ready")).touch()
+    while not go.exists():
+        time.sleep(0.005)
+    for i in range(n):
+        r.audit.append("test-append", "allowed", note=f"{tag} {i}")
+"""
+
+
+def test_two_processes_appending_at_once_never_fork_the_chain(pg: PgCluster, tmp_path: Path) -> None:
+    ws, dsn = server_workspace(pg, tmp_path)
+    before = _verify(ws).report.entries
+    n = 60
+    script = tmp_path / "child.py"
+    script.write_text(CHILD)
+    go = tmp_path / "go"
+    procs = [subprocess.Popen([sys.executable, str(script), str(ws), str(n), str(go), tag], env=child_env(),
+                              cwd=tmp_path) for tag in ("a", "b")]
+    deadline = time.monotonic() + 120
+    while not all((tmp_path / f"{t}.ready").exists() for t in ("a", "b")):
+        assert time.monotonic() < deadline and all(p.poll() is None for p in procs), "a child failed to open"
+        time.sleep(0.02)
+    go.touch()  # both start appending at the same moment
+    assert [p.wait(timeout=300) for p in procs] == [0, 0]
+    report = _verify(ws).report
+    assert report.entries == before + 2 * n
+    notes = [r[0] for r in _sql(dsn, "SELECT note FROM safeface.audit_entries WHERE operation = 'test-append'")]
+    assert sorted(notes) == sorted(f"{t} {i}" for t in ("a", "b") for i in range(n))
+    # One entry per seq, each linked to the one before: no two entries share a predecessor.
+    prevs = [r[0] for r in _sql(dsn, "SELECT prev FROM safeface.audit_entries")]
+    assert len(set(prevs)) == len(prevs)
+    # The appends really interleaved (so the lock, not luck, kept the chain whole).
+    order = [r[0][0] for r in _sql(dsn, "SELECT note FROM safeface.audit_entries WHERE operation = 'test-append' "
+                                        "ORDER BY seq")]
+    assert sum(1 for x, y in zip(order, order[1:]) if x != y) >= 2
+
+
+def test_an_entry_edited_by_hand_in_postgresql_is_found(pg: PgCluster, tmp_path: Path) -> None:
+    ws, dsn = server_workspace(pg, tmp_path)
+    _append(ws, 3)
+    _sql(dsn, "UPDATE safeface.audit_entries SET decision = 'refused' WHERE seq = 2")
+    with pytest.raises(IntegrityError, match="entry 2 was altered"):
+        _verify(ws)
+    _sql(dsn, "UPDATE safeface.audit_entries SET decision = 'allowed' WHERE seq = 2")
+    _verify(ws)
+    # Deleting the newest entry and pointing the head back needs the audit key for its MAC.
+    last = _sql(dsn, "SELECT max(seq) FROM safeface.audit_entries")[0][0]
+    _sql(dsn, f"DELETE FROM safeface.audit_entries WHERE seq = {last}")
+    with pytest.raises(IntegrityError, match="truncation|signed head"):
+        _verify(ws)
+    _sql(dsn, f"UPDATE safeface.audit_head SET seq = {last - 1}, hash = (SELECT hash FROM safeface.audit_entries "
+              f"WHERE seq = {last - 1})")
+    with pytest.raises(IntegrityError, match="does not match its signed head"):
+        SafeFace.open(ws)
+    with pytest.raises(IntegrityError, match="signed head|head signature"):
+        _verify(ws)
+
+
+def test_audit_tables_restored_from_an_older_dump_are_found(pg: PgCluster, tmp_path: Path) -> None:
+    ws, dsn = server_workspace(pg, tmp_path)
+    _append(ws, 2, "early")
+    env = {**os.environ, "PGPASSWORD": PG_PASSWORD}
+    dump = tmp_path / "audit.sql"
+    subprocess.run([str(pg.bin / "pg_dump"), "--data-only", "-t", "safeface.audit_entries", "-t",
+                    "safeface.audit_head", "-f", str(dump), dsn], env=env, check=True, capture_output=True)
+    anchor_then = (ws / "keys" / "audit-anchor.json").read_bytes()
+    _append(ws, 2, "late")
+    cp = tmp_path / "cp.json"
+    from safeface.workspace.admin import audit_checkpoint
+
+    audit_checkpoint(ws, cp)  # an assessor keeps this, off the operator's machines
+
+    # The operator restores the audit tables from the older dump.
+    _sql(dsn, "TRUNCATE safeface.audit_entries, safeface.audit_head")
+    subprocess.run([str(pg.bin / "psql"), "-v", "ON_ERROR_STOP=1", "-q", "-f", str(dump), dsn], env=env, check=True,
+                   capture_output=True)
+    with pytest.raises(IntegrityError, match="rolled back"):
+        _verify(ws)
+    with pytest.raises(IntegrityError, match="rolled back"):
+        SafeFace.open(ws)  # refused at open too, before any call
+    # Holding the passphrase, they restore the keyring's anchor from the same time: the
+    # workspace alone cannot tell, the assessor's checkpoint can.
+    (ws / "keys" / "audit-anchor.json").write_bytes(anchor_then)
+    _verify(ws)
+    with pytest.raises(IntegrityError, match="checkpoint.*rolled back|rolled back.*checkpoint"):
+        _verify(ws, checkpoints=[cp])
+
+
+def test_wrong_credentials_and_an_unknown_schema_name_the_audit_log_and_write_nothing(
+        pg: PgCluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    ws, dsn = server_workspace(pg, tmp_path)
+    count = _sql(dsn, "SELECT count(*) FROM safeface.audit_entries")[0][0]
+    monkeypatch.setenv("SAFEFACE_PG_PASSWORD", "wrong password")
+    with pytest.raises(BackendError, match="audit log in PostgreSQL.*cannot be reached or refused") as exc:
+        SafeFace.open(ws)
+    assert "wrong password" not in str(exc.value)
+    monkeypatch.setenv("SAFEFACE_PG_PASSWORD", PG_PASSWORD)
+    _sql(dsn, "UPDATE safeface.workspace_meta SET v = '99' WHERE k = 'schema'")
+    with pytest.raises(ConfigError, match="audit log in PostgreSQL.*schema '99'"):
+        SafeFace.open(ws)
+    _sql(dsn, "UPDATE safeface.workspace_meta SET v = '1' WHERE k = 'schema'")
+    assert _sql(dsn, "SELECT count(*) FROM safeface.audit_entries")[0][0] == count
+    _verify(ws)
+    # Tables dropped by hand: named, not a crash.
+    _sql(dsn, "DROP TABLE safeface.state_facts")
+    with SafeFace.open(ws) as sf, pytest.raises(IntegrityError, match="policy state in PostgreSQL.*dropped"):
+        sf.report(tmp_path / "reports")
+
+
+def test_a_migration_failing_halfway_leaves_the_local_workspace_whole(pg: PgCluster, tmp_path: Path) -> None:
+    server_modules()
+    ws = tmp_path / "ws"
+    init_workspace(ws, demo=True)
+    config = (ws / "deployment.json").read_text()
+    dsn = pg.new_database()
+    # A table in the way: the copy's transaction fails at the signed head, after the entries.
+    _sql(dsn, "CREATE SCHEMA safeface; CREATE TABLE safeface.audit_head (x INTEGER)")
+    with SafeFace.open(ws) as sf, pytest.raises(BackendError, match="nothing was written there"):
+        sf.migrate_storage({"records": dsn, "vectors": "milvus-lite:vectors.db"})
+    assert _sql(dsn, "SELECT to_regclass('safeface.audit_entries'), to_regclass('safeface.workspace_meta')") == [
+        (None, None)]
+    assert (ws / "deployment.json").read_text() == config and (ws / "audit.db").is_file()
+    with SafeFace.open(ws) as sf:
+        sf.audit_verify()
+    # Into a database that already holds another workspace's log: refused, nothing changed.
+    other, other_dsn = server_workspace(pg, tmp_path / "other")
+    with SafeFace.open(ws) as sf, pytest.raises(ConfigError, match="already|other keys|is not the one"):
+        sf.migrate_storage({"records": other_dsn, "vectors": "milvus-lite:vectors.db"})
+    assert (ws / "deployment.json").read_text() == config
+    assert json.loads((other / "deployment.json").read_text())["storage"]["records"] == other_dsn
+    _verify(other)
