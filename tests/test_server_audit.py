@@ -194,3 +194,26 @@ def test_a_migration_failing_halfway_leaves_the_local_workspace_whole(pg: PgClus
     assert (ws / "deployment.json").read_text() == config
     assert json.loads((other / "deployment.json").read_text())["storage"]["records"] == other_dsn
     _verify(other)
+
+
+def test_index_check_on_the_command_line_is_audited(pg: PgCluster, tmp_path: Path, capsys: Any) -> None:
+    from test_cli_policy import Cli
+
+    from safeface.storage.vectors import MilvusVectors
+
+    ws, _ = server_workspace(pg, tmp_path)
+    cli = Cli(capsys)
+    assert json.loads(cli("index", "check", ws)[0])["consistent"] is True
+    direct = MilvusVectors.connect("milvus-lite:vectors.db", ws, "safeface_templates", 128)
+    x = [1.0] + [0.0] * 127
+    direct.upsert([4242], [x], [["demo"]], [2**62])  # a vector no record stands behind
+    direct.close()
+    out = json.loads(cli("index", "check", ws, code=4)[0])
+    assert out["orphans"] == [4242] and out["consistent"] is False
+    assert json.loads(cli("index", "check", ws, "--repair")[0])["repaired"] is True
+    assert json.loads(cli("index", "check", ws)[0])["consistent"] is True
+    with SafeFace.open(ws) as sf:
+        notes = [e.note for e in sf.audit_entries() if e.operation == "index-check"]
+    assert len(notes) == 4 and "orphans [4242]" in str(notes[1]) and "repaired" in str(notes[2])
+    assert "consistent" in str(notes[3])
+    cli("audit", "verify", ws)

@@ -453,3 +453,37 @@ def test_rekey_and_a_moved_expiry_reach_milvus(setup: Setup) -> None:
         assert hits[rows[1].row_id] == pytest.approx(1.0, abs=1e-4)
         assert all(abs(sc) < 0.9 for sc in dict(before.search(old_t, "access", 0, 3)).values())
         assert s.search(x[1], "access", k=1)[0].row_id == rows[1].row_id
+
+
+def test_index_check_finds_and_repairs_missing_orphan_and_stale_vectors(setup: Setup) -> None:
+    x = unit_rows(6)
+    with setup.open() as s:
+        ids = [r.row_id for r in fill(s, x)]
+        assert s.check_index().consistent
+        protect = s._require_keys().transform.apply
+        direct = setup.milvus()
+        exp = int(LATER.timestamp() * 1e6)
+        direct.delete([ids[0]])  # a row whose vector is gone
+        direct.upsert([999_999], protect(x[0].astype(np.float64))[None], [["access"]], [exp])  # written behind the store
+        direct.upsert([ids[2]], protect(x[5].astype(np.float64))[None], [["access"]], [exp])  # another template
+        direct.upsert([ids[3]], protect(x[3].astype(np.float64))[None], [["access", "payments"]], [exp])  # purposes
+        direct.upsert([ids[1]], protect(x[1].astype(np.float64))[None], [["access"]], [exp + 10**9])  # expiry
+
+        def crash(point: str) -> None:
+            if point == "erase:recorded":
+                raise KeyboardInterrupt("killed between the two deletes")
+
+        s._hook = crash
+        with pytest.raises(KeyboardInterrupt):
+            s.erase_subject("s4")  # the record is gone, its vector's delete still pending
+        s._hook = None
+        found = s.check_index()
+        assert found.missing == (ids[0],) and found.orphans == (ids[4], 999_999)
+        assert found.stale == (ids[1], ids[2], ids[3]) and found.pending == 1 and not found.consistent
+        assert found.rows == 5 and found.vectors == 6
+        fixed = s.check_index(repair=True)
+        assert fixed.repaired and s.pending() == {}
+        assert s.check_index().consistent
+        assert direct.present([999_999, ids[4]]) == [] and direct.count() == 5
+        assert s.search(x[2], "access", k=1)[0].row_id == ids[2]
+        direct.close()

@@ -1,12 +1,13 @@
-"""Where a workspace keeps its templates: `index rebuild` (Milvus from the records) and
-`storage migrate` (a local workspace to PostgreSQL and Milvus)."""
+"""Where a workspace keeps its templates: `index rebuild` (Milvus from the records), `index
+check` (Milvus against the records), and `storage migrate` (a local workspace to PostgreSQL and
+Milvus)."""
 
 from __future__ import annotations
 
 import argparse
 from typing import Any
 
-from .common import EXIT_OK, print_json
+from .common import EXIT_INTEGRITY, EXIT_OK, print_json
 from .policy_cmds import _open, _ws
 
 
@@ -16,6 +17,12 @@ def register(sub: Any) -> None:
     r = ix.add_parser("rebuild", help="rebuild the vector index (Milvus) from the sealed records")
     _ws(r)
     r.set_defaults(func=_rebuild)
+    c = ix.add_parser("check", help="compare the vector index (Milvus) with the sealed records; exit 4 when they "
+                                    "differ, unless --repair fixed it")
+    _ws(c)
+    c.add_argument("--repair", action="store_true", help="write missing and stale vectors from the records and "
+                                                         "delete orphans")
+    c.set_defaults(func=_check)
 
     p = sub.add_parser("storage", help="where the workspace keeps its templates")
     st = p.add_subparsers(dest="storage_command", metavar="ACTION")
@@ -35,6 +42,13 @@ def _rebuild(args: argparse.Namespace) -> int:
     with _open(args) as sf:
         print_json(sf.rebuild_index())
     return EXIT_OK
+
+
+def _check(args: argparse.Namespace) -> int:
+    with _open(args) as sf:
+        out = sf.check_index(repair=args.repair)
+    print_json(out)
+    return EXIT_OK if out["consistent"] or out["repaired"] else EXIT_INTEGRITY
 
 
 def _migrate(args: argparse.Namespace) -> int:

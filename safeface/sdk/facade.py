@@ -602,6 +602,24 @@ class SafeFace:
             self._append("index-rebuild", "allowed", note=f"{count} vector(s) rebuilt from the records")
         return {"vectors": count}
 
+    def check_index(self, repair: bool = False) -> dict[str, Any]:
+        """Compare the external vector index (Milvus) with the sealed records: rows missing there,
+        orphan vectors (no live row), vectors that differ from their record; with `repair`, fix
+        them from the records. Audited, with the row ids found."""
+        check = getattr(self._gallery, "check_index", None)
+        if check is None:
+            raise ConfigError("this workspace searches its templates in process, from the records themselves "
+                              "(storage.vectors is 'local'): there is no external index to check.")
+        with self._gallery.locked():
+            found = check(repair)
+            ids = ", ".join(f"{k} {list(v)[:200]}" for k, v in (("missing", found.missing), ("orphans", found.orphans),
+                                                                  ("stale", found.stale)) if v)
+            self._append("index-check", "allowed",
+                         note=f"{found.rows} row(s), {found.vectors} vector(s): "
+                              f"{'consistent' if found.consistent else found.summary()}"
+                              f"{' (' + ids + ')' if ids else ''}{'; repaired' if repair and not found.consistent else ''}")
+        return dict(found.to_dict())
+
     def migrate_storage(self, section: dict[str, Any]) -> dict[str, Any]:
         """Move a local workspace to PostgreSQL and Milvus (`section` is the new deployment.json
         "storage" section, without credentials): copy the sealed rows, the audit chain and the

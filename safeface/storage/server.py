@@ -22,6 +22,7 @@ import json
 import re
 import threading
 from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Callable, Iterator, Optional, Sequence
 
@@ -311,6 +312,58 @@ class ServerStore:
         self._sql("DELETE FROM {ns}.pending")
         return n
 
+    def check_index(self, repair: bool = False) -> "IndexCheck":
+        """Compare Milvus with the records, under the write lock (so neither moves meanwhile):
+        rows whose vector is missing, vectors with no live row (orphans: an erasure's delete
+        still pending, or a vector written behind the store), and vectors that differ from
+        their sealed record (another key version, purposes or expiry). With `repair`, the
+        pending notes are carried out first, then every finding is fixed from the records and
+        orphans are deleted and confirmed gone."""
+        with self.locked():
+            pending = len(self._sql("SELECT row_id FROM {ns}.pending"))
+            if repair:
+                self._drain_pending()
+            found = self._compare()
+            if repair and (found.missing or found.stale or found.orphans):
+                if found.missing or found.stale:
+                    self._upsert_vectors(list(found.missing) + list(found.stale))
+                if found.orphans and not self._remove_vectors(list(found.orphans)):
+                    raise BackendError(f"{self.vectors.where} still holds orphan vectors after deleting them; run "
+                                       "`safeface index check --repair` again.")
+                self._clear(list(found.missing) + list(found.stale) + list(found.orphans))
+                after = self._compare()
+                if after.missing or after.stale or after.orphans:
+                    raise BackendError(f"{self.vectors.where} still differs from the records after the repair "
+                                       f"({after.summary()}); run it again.")
+            return IndexCheck(found.rows, found.vectors, found.missing, found.orphans, found.stale, pending, repair)
+
+    def _compare(self) -> "IndexCheck":
+        keys = self._require_keys()
+        in_milvus = set(self.vectors.ids())
+        total = len(in_milvus)
+        missing: list[int] = []
+        stale: list[int] = []
+        rows, last = 0, -1
+        while True:
+            batch = self._sql(f"SELECT {ROW_COLS} FROM {{ns}}.rows WHERE row_id > %s ORDER BY row_id LIMIT 5000",
+                              (last,))
+            if not batch:
+                break
+            ids = [int(r[0]) for r in batch]
+            held = self.vectors.fetch([i for i in ids if i in in_milvus])
+            for r in batch:
+                entry, vec, _ = unseal_row(keys, r, self._dim)
+                got = held.get(int(r[0]))
+                if got is None:
+                    missing.append(int(r[0]))
+                elif (sorted(got[1]) != sorted(entry.purposes) or got[2] != entry.expires_us
+                      or got[0].shape != vec.shape or not np.allclose(got[0], vec, atol=1e-5)):
+                    stale.append(int(r[0]))
+                in_milvus.discard(int(r[0]))
+            rows += len(batch)
+            last = ids[-1]
+        return IndexCheck(rows, total, tuple(missing), tuple(sorted(in_milvus)), tuple(stale), 0, False)
+
     # ---------------------------------------------------------------- writing
 
     @contextmanager
@@ -585,6 +638,31 @@ class ServerStore:
 
     def __len__(self) -> int:
         return int(self._sql("SELECT COUNT(*) FROM {ns}.rows")[0][0])
+
+
+@dataclass(frozen=True)
+class IndexCheck:
+    """What `check_index` found (row ids only; never a vector)."""
+
+    rows: int
+    vectors: int
+    missing: tuple[int, ...]  # rows with no vector in Milvus
+    orphans: tuple[int, ...]  # vectors with no live row
+    stale: tuple[int, ...]  # vectors that differ from their sealed record
+    pending: int  # vector writes the records were still waiting for
+    repaired: bool
+
+    @property
+    def consistent(self) -> bool:
+        return not (self.missing or self.orphans or self.stale)
+
+    def summary(self) -> str:
+        return f"{len(self.missing)} missing, {len(self.orphans)} orphan(s), {len(self.stale)} stale"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"rows": self.rows, "vectors": self.vectors, "missing": list(self.missing),
+                "orphans": list(self.orphans), "stale": list(self.stale), "pending": self.pending,
+                "consistent": self.consistent, "repaired": self.repaired}
 
 
 def _exists(conn: Any, ns: str) -> bool:

@@ -157,6 +157,32 @@ class MilvusVectors:
                              "metric_type": "IP", "params": SEARCH_PARAMS[self._kind]}, consistency_level="Strong")
         return [(int(h["id"]), float(h["distance"])) for h in res[0]]
 
+    def ids(self) -> list[int]:
+        """Every id the collection holds, sorted (for the consistency check)."""
+        it = self._call("list vectors", self._client.query_iterator, self.collection, batch_size=BATCH, filter="",
+                        output_fields=[ID], consistency_level="Strong")
+        out: list[int] = []
+        try:
+            while True:
+                page = self._call("list vectors", it.next)
+                if not page:
+                    break
+                out.extend(int(r[ID]) for r in page)
+        finally:
+            it.close()
+        return sorted(out)
+
+    def fetch(self, ids: Sequence[int]) -> dict[int, tuple[np.ndarray, list[str], int]]:
+        """What Milvus holds under these ids: (protected vector, purposes, expiry)."""
+        out: dict[int, tuple[np.ndarray, list[str], int]] = {}
+        for i in range(0, len(ids), BATCH):
+            part = [int(r) for r in ids[i:i + BATCH]]
+            for r in self._call("read vectors", self._client.query, self.collection, filter=f"{ID} in {json.dumps(part)}",
+                                output_fields=[ID, VECTOR, PURPOSES, EXPIRES], consistency_level="Strong"):
+                out[int(r[ID])] = (np.asarray(r[VECTOR], dtype=np.float32), [str(p) for p in r[PURPOSES]],
+                                   int(r[EXPIRES]))
+        return out
+
     def count(self) -> int:
         res = self._call("count vectors", self._client.query, self.collection, filter="", output_fields=["count(*)"],
                          consistency_level="Strong")
