@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from ..errors import ConfigError, InvalidArgument, IntegrityError, PolicyViolation
+from ..errors import ConfigError, InvalidArgument, PolicyViolation
 from ..hazmat.templates.pseudonym import token_pseudonym
 from ..policy.deployment import Deployment
 from ..policy.rules import rule_for

@@ -1,0 +1,63 @@
+"""`safeface serve` over real HTTP on a workspace whose records, audit chain and policy state are
+in PostgreSQL and whose vectors are in Milvus Lite: enrol, identify, erase, audit verify."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from policy_support import consent, images, make_workspace, open_sf  # noqa: E402
+from server_support import PG_PASSWORD, PgCluster, server_modules  # noqa: E402
+from service_support import Server, httpx, jpeg_640, key_header, post_image  # noqa: E402
+
+
+@pytest.mark.slow
+def test_service_enrol_identify_erase_on_postgresql_and_milvus_lite(pg: PgCluster, tmp_path: Path) -> None:
+    import psycopg
+
+    server_modules()
+    img = images()
+    paths = make_workspace(tmp_path / "ws")
+    dsn = pg.new_database()
+    with open_sf(paths) as sf:
+        sf.migrate_storage({"records": dsn, "vectors": "milvus-lite:vectors.db"})
+        op = sf.issue_api_key("operator", label="op")[1]
+        kiosk = sf.issue_api_key("kiosk", label="gate")[1]
+    assert not paths.audit.exists() and not paths.policy.exists()
+    tokens = {p: consent(paths, p) for p in ("alice", "bob")}
+    server = Server(paths.root, tmp_path / "server.log").wait_ready()
+    try:
+        url = server.url
+        subjects: dict[str, Any] = {}
+        for person, face in (("alice", "obama.jpg"), ("bob", "biden.jpg")):
+            r = post_image(url, "/v1/enroll", op, jpeg_640(img / face), subject=person, purpose="demo",
+                           consent=tokens[person])
+            assert r.status_code == 200, r.text
+            subjects[person] = r.json()["subject"]
+        probe = jpeg_640(img / "obama2.jpg")
+        r = post_image(url, "/v1/identify", kiosk, probe, purpose="demo", consent=tokens["alice"])
+        assert r.status_code == 200, r.text
+        assert r.json()["candidates"][0]["subject"] == subjects["alice"]
+        r = httpx.post(url + "/v1/erase", json={"subject": "alice"}, headers=key_header(op), timeout=120)
+        assert r.status_code == 200 and r.json()["templates_removed"] == 1 and r.json()["vectors"] == "removed", r.text
+        r = post_image(url, "/v1/identify", kiosk, probe, purpose="demo", consent=tokens["bob"])
+        assert subjects["alice"] not in [c["subject"] for c in r.json()["candidates"]]
+        r = post_image(url, "/v1/verify", op, probe, subject="alice", purpose="demo", consent=consent(paths, "alice"))
+        assert r.status_code == 403 and r.json()["rule"] == "CN-05", r.text
+        r = httpx.get(url + "/v1/audit/verify", headers=key_header(op), timeout=120)
+        assert r.status_code == 200 and r.json()["ok"] is True, r.text
+    finally:
+        server.stop()
+    # The service wrote to PostgreSQL: bob's sealed row, and the chain with each call and its key.
+    with psycopg.connect(dsn, password=PG_PASSWORD, autocommit=True) as c:
+        assert c.execute("SELECT count(*) FROM safeface.rows").fetchone()[0] == 1
+        ops = c.execute("SELECT operation, decision, actor FROM safeface.audit_entries ORDER BY seq").fetchall()
+        revoked = c.execute("SELECT count(*) FROM safeface.state_revoked_subjects").fetchone()[0]
+    assert ("erase", "allowed", op.split("_")[1]) in ops
+    assert ("identify", "allowed", kiosk.split("_")[1]) in ops and ("verify", "refused", op.split("_")[1]) in ops
+    assert revoked >= 1  # the erasure's revocation is policy state, in PostgreSQL too
+    assert not paths.audit.exists() and not paths.gallery.exists()
