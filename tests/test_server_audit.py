@@ -217,3 +217,31 @@ def test_index_check_on_the_command_line_is_audited(pg: PgCluster, tmp_path: Pat
     assert len(notes) == 4 and "orphans [4242]" in str(notes[1]) and "repaired" in str(notes[2])
     assert "consistent" in str(notes[3])
     cli("audit", "verify", ws)
+
+
+def test_policy_state_in_postgresql_holds_across_processes_at_once(pg: PgCluster, tmp_path: Path) -> None:
+    import datetime as dt
+
+    from safeface.policy.deployment import Deployment
+    from safeface.workspace.session import open_state
+
+    ws, dsn = server_workspace(pg, tmp_path)
+    paths = WorkspacePaths(ws)
+    here, there = (open_state(paths, Deployment.load(paths.config)) for _ in range(2))  # two machines' views
+    try:
+        now = dt.datetime.now(dt.timezone.utc)
+        until = now + dt.timedelta(minutes=5)
+        # One liveness nonce spent once, whichever machine is first; the other is refused.
+        assert [here.use_nonce("n-1", until), there.use_nonce("n-1", until)] == [True, False]
+        here.revoke_token("tok-ref", now)
+        assert there.is_revoked("tok-ref", None, int(now.timestamp()))
+        here.revoke_subject("pseud-1", now)
+        assert there.is_revoked("other", "pseud-1", int(now.timestamp()) - 1)
+        assert not there.is_revoked("other", "pseud-1", int(now.timestamp()) + 10)  # a later consent counts
+        assert [here.set_fact_once("filing", "x"), there.set_fact_once("filing", "y")] == [True, False]
+        assert there.fact("filing") == "x"
+        assert _sql(dsn, "SELECT count(*) FROM safeface.state_used_nonces")[0][0] == 1
+    finally:
+        here.close()
+        there.close()
+    assert not (ws / "policy.db").exists()

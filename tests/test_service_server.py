@@ -3,6 +3,7 @@ in PostgreSQL and whose vectors are in Milvus Lite: enrol, identify, erase, audi
 
 from __future__ import annotations
 
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -10,7 +11,8 @@ from typing import Any
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from policy_support import consent, images, make_workspace, open_sf  # noqa: E402
+from child_process import child_env  # noqa: E402
+from policy_support import PASSPHRASE, consent, images, make_workspace, open_sf  # noqa: E402
 from server_support import PG_PASSWORD, PgCluster, server_modules  # noqa: E402
 from service_support import Server, httpx, jpeg_640, key_header, post_image  # noqa: E402
 
@@ -24,9 +26,13 @@ def test_service_enrol_identify_erase_on_postgresql_and_milvus_lite(pg: PgCluste
     paths = make_workspace(tmp_path / "ws")
     dsn = pg.new_database()
     with open_sf(paths) as sf:
-        sf.migrate_storage({"records": dsn, "vectors": "milvus-lite:vectors.db"})
         op = sf.issue_api_key("operator", label="op")[1]
         kiosk = sf.issue_api_key("kiosk", label="gate")[1]
+    # Migrated by another process: Milvus Lite's file is then free for the service (this process
+    # never opens it; Milvus Lite keeps a file locked for the life of the process that opened it).
+    subprocess.run([sys.executable, "-m", "safeface.cli", "storage", "migrate", str(paths.root), "--to", "server",
+                    "--records", dsn, "--vectors", "milvus-lite:vectors.db"], env=child_env(SAFEFACE_PASSPHRASE=PASSPHRASE),
+                   cwd=str(tmp_path), check=True, capture_output=True, timeout=300)
     assert not paths.audit.exists() and not paths.policy.exists()
     tokens = {p: consent(paths, p) for p in ("alice", "bob")}
     server = Server(paths.root, tmp_path / "server.log").wait_ready()
@@ -42,11 +48,12 @@ def test_service_enrol_identify_erase_on_postgresql_and_milvus_lite(pg: PgCluste
         r = post_image(url, "/v1/identify", kiosk, probe, purpose="demo", consent=tokens["alice"])
         assert r.status_code == 200, r.text
         assert r.json()["candidates"][0]["subject"] == subjects["alice"]
+        fresh = consent(paths, "alice")  # a consent given before the erasure is withdrawn by it
         r = httpx.post(url + "/v1/erase", json={"subject": "alice"}, headers=key_header(op), timeout=120)
         assert r.status_code == 200 and r.json()["templates_removed"] == 1 and r.json()["vectors"] == "removed", r.text
         r = post_image(url, "/v1/identify", kiosk, probe, purpose="demo", consent=tokens["bob"])
         assert subjects["alice"] not in [c["subject"] for c in r.json()["candidates"]]
-        r = post_image(url, "/v1/verify", op, probe, subject="alice", purpose="demo", consent=consent(paths, "alice"))
+        r = post_image(url, "/v1/verify", op, probe, subject="alice", purpose="demo", consent=fresh)
         assert r.status_code == 403 and r.json()["rule"] == "CN-05", r.text
         r = httpx.get(url + "/v1/audit/verify", headers=key_header(op), timeout=120)
         assert r.status_code == 200 and r.json()["ok"] is True, r.text
