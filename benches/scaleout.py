@@ -8,7 +8,8 @@ all in the same run on the same protected 128-d templates.
   same rows in SQLite (which unseals every row into an in-memory ExactIndex).
 * identify: ServerStore.search (Milvus proposes, the records are opened and re-scored) against a
   raw pymilvus search with the same filter, and ExactIndex with the same allowed rows; filters
-  allowing 100% and 10% of rows; FLAT and HNSW; recall@1 against exact search.
+  allowing 100% and 10% of rows; FLAT and an approximate index (--ann: HNSW or IVF_FLAT);
+  recall@1 against exact search.
 * visibility: the delay until another process finds a new enrolment.
 
 Milvus Lite runs as its own server process (``python -m milvus_lite server``) so that several
@@ -21,8 +22,8 @@ Run: PYTHONPATH=$PWD python3 benches/scaleout.py --n 100000
 from __future__ import annotations
 
 import argparse
-import io
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -42,7 +43,7 @@ from safeface.hazmat.templates import HostKeyring, StaticKeyProvider  # noqa: E4
 from safeface.storage.gallery import Gallery  # noqa: E402
 from safeface.storage.rows import Enrollment  # noqa: E402
 from safeface.storage.server import ServerStore  # noqa: E402
-from safeface.storage.vectors import SEARCH_PARAMS, MilvusVectors  # noqa: E402
+from safeface.storage.vectors import FLUSH_ROWS, SEARCH_PARAMS, MilvusVectors, purpose_filter, purpose_set  # noqa: E402
 
 DIM = 128
 BATCH = 2000
@@ -85,6 +86,24 @@ def timed(fn: Any) -> tuple[Any, float]:
     return out, time.perf_counter() - t
 
 
+def settle(pid: int, quiet_s: float = 5.0) -> float:
+    """Wait until the Milvus Lite server has finished its background compaction and index builds
+    (its process used under 2% of a core for `quiet_s`); returns the seconds waited. Milvus Lite
+    has no call that reports them, and a search before they end scans unindexed segments."""
+    t0 = time.perf_counter()
+    tick = os.sysconf("SC_CLK_TCK")
+
+    def cpu() -> float:
+        f = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(f[11]) + int(f[12])) / tick
+
+    while True:
+        before = cpu()
+        time.sleep(quiet_s)
+        if cpu() - before < 0.02 * quiet_s:
+            return time.perf_counter() - t0 - quiet_s
+
+
 def child(args: dict[str, Any], env: dict[str, str]) -> subprocess.Popen:  # type: ignore[type-arg]
     return subprocess.Popen([sys.executable, "-c", CHILD, json.dumps(args)], stdout=subprocess.PIPE, text=True,
                             env=env, cwd=tempfile.gettempdir())
@@ -125,8 +144,6 @@ def node_figures(n: int, queries: int) -> dict[str, Any]:
 
 
 def main() -> None:
-    import os
-
     import psycopg
     from pymilvus import MilvusClient
 
@@ -134,6 +151,8 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=100_000)
     ap.add_argument("--queries", type=int, default=200)
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--ann", choices=("HNSW", "IVF_FLAT"), default="HNSW",
+                    help="the approximate index (IVF_FLAT builds far faster on a small machine)")
     ap.add_argument("--node-n", type=int, default=0, help="only the per-node engine figures, at this size")
     ap.add_argument("--skip-identify", action="store_true", help="enrolment, ready time and visibility only")
     args = ap.parse_args()
@@ -153,7 +172,14 @@ def main() -> None:
     keys = StaticKeyProvider.generate()
     kr = HostKeyring(keys)
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OPENBLAS_NUM_THREADS": "1"}
-    res: dict[str, Any] = {"n": n, "dim": DIM, "queries": args.queries}
+    res: dict[str, Any] = {"n": n, "dim": DIM, "queries": args.queries, "flush_rows": FLUSH_ROWS}
+
+    def save(phase: str) -> None:  # after each phase, so a long run killed late still leaves its figures
+        res["phase_done"] = phase
+        res["loadavg_1_5_15"] = os.getloadavg()
+        print(f"[{time.strftime('%H:%M:%S')}] {phase} done; load {os.getloadavg()}", flush=True)
+        if args.json:
+            args.json.write_text(json.dumps(res, indent=2))
 
     with tempfile.TemporaryDirectory(prefix="safeface-bench-") as d:
         base = Path(d)
@@ -173,6 +199,7 @@ def main() -> None:
                 store.add_many(items[i:i + BATCH])
             res["enrol_store_s"] = time.perf_counter() - t
             del items
+            save("enrol through the store")
 
             # ---- the raw ceiling: COPY the same sealed rows, insert the same vectors
             sealed = store.sealed_rows(-1, n + 1)
@@ -192,45 +219,56 @@ def main() -> None:
             raw = MilvusClient(uri=mv.uri)
             ids = [int(r[0]) for r in sealed]
             exp_us = [int(r[5]) for r in sealed]
-            for kind in ("FLAT", "HNSW"):
-                mvx = MilvusVectors.connect(vec, base, f"raw_{kind.lower()}", DIM, kind)
+            del sealed
+            res["settle_after_store_s"] = settle(mv.proc.pid)
+            # Plain inserts of the same rows (same schema, same encoded purposes), flushed at the
+            # store's cadence (every FLUSH_ROWS rows) so that both leave the vectors equally searchable.
+            for kind in ("FLAT", args.ann):
+                coll = f"raw_{kind.lower()}"
+                mvx = MilvusVectors.connect(vec, base, coll, DIM, kind)
                 mvx.ensure()
                 t = time.perf_counter()
-                for i in range(0, n, 5000):
-                    raw.insert(f"raw_{kind.lower()}", [{"id": ids[j], "vector": templates[j], "purposes": purposes[j],
-                                                        "expires_us": exp_us[j]} for j in range(i, min(n, i + 5000))])
+                for i in range(0, n, FLUSH_ROWS):
+                    raw.insert(coll, [{"id": ids[j], "vector": templates[j], "purposes": purpose_set(purposes[j]),
+                                       "expires_us": exp_us[j]} for j in range(i, min(n, i + FLUSH_ROWS))])
+                    raw.flush(coll)
                 res[f"enrol_raw_milvus_{kind}_s"] = time.perf_counter() - t
+                res[f"settle_raw_{kind}_s"] = settle(mv.proc.pid)
             res["enrol_raw_s"] = res["enrol_raw_copy_s"] + res["enrol_raw_milvus_FLAT_s"]
             res["enrol_store_rows_per_s"] = n / res["enrol_store_s"]
             res["enrol_raw_rows_per_s"] = n / res["enrol_raw_s"]
             res["enrol_ratio_to_raw"] = res["enrol_raw_s"] / res["enrol_store_s"]
+            save("raw enrolment ceiling")
 
-            # ---- identify: store vs raw Milvus vs ExactIndex, FLAT and HNSW, filters 100% / 10%
+            # ---- identify: store vs raw Milvus vs ExactIndex, FLAT and the ANN index, filters 100% / 10%
             exact = ExactIndex(DIM)
             exact.add(np.asarray(ids, dtype=np.int64), templates)
             tenth = np.asarray([ids[i] for i in range(n) if i % 10 == 0], dtype=np.int64)
             qt = keysobj.transform.apply((noisy / np.linalg.norm(noisy, axis=1, keepdims=True)).astype(np.float64)
                                          ).astype(np.float32)
             now_us = int(time.time() * 1e6)
-            for kind in () if args.skip_identify else ("FLAT", "HNSW"):
-                coll = "flat" if kind == "FLAT" else "raw_hnsw"
+            for kind in () if args.skip_identify else ("FLAT", args.ann):
+                coll = "flat" if kind == "FLAT" else f"raw_{kind.lower()}"
                 s2 = store if kind == "FLAT" else ServerStore.open(
                     dsn, PG_PASSWORD, lambda: MilvusVectors.connect(vec, base, coll, DIM, kind), kr, DIM)
                 for label, purpose, allowed in (("100", "all", None), ("10", "tenth", tenth)):
                     truth = exact.search(qt, 1, allowed=allowed)[1][:, 0]
-                    got, lat = [], []
-                    for q in noisy:
-                        m, dt_ = timed(lambda: s2.search(q, purpose, k=1))
-                        got.append(m[0].row_id if m else -1)
-                        lat.append(dt_)
-                    flt = f'array_contains(purposes, "{purpose}") and expires_us > {now_us}'
-                    rlat, rgot = [], []
-                    for q in qt:
-                        h, dt_ = timed(lambda: raw.search(coll if kind == "FLAT" else "raw_hnsw", [q.tolist()], limit=4,
-                                                          filter=flt, output_fields=["id"], search_params={
-                                                              "metric_type": "IP", "params": SEARCH_PARAMS[kind]}))
-                        rgot.append(int(h[0][0]["id"]) if h[0] else -1)
-                        rlat.append(dt_)
+                    flt = purpose_filter(purpose, now_us)
+                    got, lat, rlat, rgot = [], [], [], []
+                    # Store and raw alternate query by query (and which goes first), so that the
+                    # load of this shared machine falls on both alike.
+                    for i in range(len(noisy)):
+                        for side in ((0, 1) if i % 2 else (1, 0)):
+                            if side == 0:
+                                m, dt_ = timed(lambda: s2.search(noisy[i], purpose, k=1))
+                                got.append(m[0].row_id if m else -1)
+                                lat.append(dt_)
+                            else:
+                                h, dt_ = timed(lambda: raw.search(coll, [qt[i].tolist()], limit=4, filter=flt,
+                                                                  output_fields=["id"], search_params={
+                                                                      "metric_type": "IP", "params": SEARCH_PARAMS[kind]}))
+                                rgot.append(int(h[0][0]["id"]) if h[0] else -1)
+                                rlat.append(dt_)
                     elat = [timed(lambda: exact.search(q[None, :], 1, allowed=allowed))[1] for q in qt]
                     key = f"identify_{kind}_{label}pct"
                     res[key] = {
@@ -240,7 +278,7 @@ def main() -> None:
                         "recall1_store": float(np.mean(np.asarray(got) == truth)),
                         "recall1_raw": float(np.mean(np.asarray(rgot) == truth)),
                     }
-                    print(key, res[key], flush=True)
+                    save(key)
                 if s2 is not store:
                     s2.close()
 
@@ -267,6 +305,7 @@ def main() -> None:
             res["visibility_after_commit_s"] = max(0.0, seen - t_done)
             res["visibility_from_call_start_s"] = seen - t0
             store.close()
+            save("new process")
 
             # ---- the local gallery of the same rows: open (unseal all into ExactIndex)
             gpath = base / "g.db"
@@ -275,13 +314,12 @@ def main() -> None:
                 g.add_many([Enrollment(f"s{j}", x[j], purposes[j], f"t{j}", exp) for j in range(i, min(n, i + 20_000))])
             g.close()
             _, res["ready_local_gallery_s"] = timed(lambda: Gallery.open(gpath, kr, DIM).close())
+            save("local gallery")
         finally:
             mv.stop()
             pg.stop()
 
     print(json.dumps(res, indent=2))
-    if args.json:
-        args.json.write_text(json.dumps(res, indent=2))
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ from safeface.hazmat.templates import PassphraseKeyring, ScryptParams  # noqa: E
 from safeface.storage.factory import StorageConfig  # noqa: E402
 from safeface.storage.rows import Enrollment  # noqa: E402
 from safeface.storage.server import ServerStore  # noqa: E402
-from safeface.storage.vectors import MilvusVectors  # noqa: E402
+from safeface.storage.vectors import MilvusVectors, purpose_set  # noqa: E402
 
 DIM = 128
 FAST = ScryptParams(n=2**10, r=8, p=1)
@@ -135,12 +135,12 @@ def test_search_is_checked_against_the_records_when_milvus_lags_or_lies(setup: S
         from pymilvus import MilvusClient
 
         client = MilvusClient(uri=setup.vectors[len("milvus:"):])
-        client.upsert(setup.collection, [{"id": rows[1].row_id, "vector": x[1].tolist(), "purposes": ["payments"],
+        client.upsert(setup.collection, [{"id": rows[1].row_id, "vector": x[1].tolist(), "purposes": purpose_set(["payments"]),
                                           "expires_us": 2**62}])
         assert s.search(x[1], "payments", k=3) == []
         # ...or plants the query itself as row 3's vector: the score comes from the sealed template.
         client.upsert(setup.collection, [{"id": rows[2].row_id, "vector": s._require_keys().transform.apply(
-            x[3].astype(np.float64)).tolist(), "purposes": ["access"], "expires_us": 2**62}])
+            x[3].astype(np.float64)).tolist(), "purposes": purpose_set(["access"]), "expires_us": 2**62}])
         top = s.search(x[3], "access", k=1)
         assert top[0].row_id == rows[3].row_id
 
@@ -497,3 +497,42 @@ def test_index_check_finds_and_repairs_missing_orphan_and_stale_vectors(setup: S
         assert direct.present([999_999, ids[4]]) == [] and direct.count() == 5
         assert s.search(x[2], "access", k=1)[0].row_id == ids[2]
         direct.close()
+
+
+def test_purpose_filter_is_exact_even_for_wildcards_and_separators(setup: Setup) -> None:
+    # Purposes reach Milvus as hex inside a LIKE pattern: a purpose spelled with LIKE's wildcards
+    # or the separator must match itself only, never a neighbour (a hostile app naming its purpose
+    # "%" to reach every row, or "a|b" to reach rows of "a" and "b").
+    v = setup.milvus()
+    v.ensure()
+    x = unit_rows(5)
+    names = [["%"], ["_"], ["a|b"], ["a", "b"], ["ab"]]
+    v.upsert(list(range(5)), x, names, [2**62] * 5)
+    for i, ps in enumerate(names):
+        for p in ps:
+            assert {r for r, _ in v.search(x[i], p, 0, 5)} == {j for j, qs in enumerate(names) if p in qs}
+    assert v.search(x[0], "a%", 0, 5) == [] and v.search(x[0], "|", 0, 5) == []
+    v.close()
+
+
+def test_a_collection_with_the_old_array_purposes_is_refused(setup: Setup) -> None:
+    from pymilvus import DataType, MilvusClient
+
+    client = MilvusClient(uri=setup.vectors[len("milvus:"):])
+    schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
+    schema.add_field("id", DataType.INT64, is_primary=True)
+    schema.add_field("vector", DataType.FLOAT_VECTOR, dim=DIM)
+    schema.add_field("purposes", DataType.ARRAY, element_type=DataType.VARCHAR, max_capacity=8, max_length=64)
+    schema.add_field("expires_us", DataType.INT64)
+    client.create_collection(setup.collection, schema=schema)
+    with pytest.raises(ConfigError, match="not made by safeface"):
+        setup.milvus()
+
+
+def test_stored_purposes_read_back_exactly_and_an_edited_value_matches_no_record() -> None:
+    from safeface.storage.vectors import purposes_of
+
+    for ps in (["access"], ["b", "a|b", "%", "é"], ["a", "a"]):
+        assert purposes_of(purpose_set(ps)) == sorted(set(ps))
+    for edited in ("access", "|zz|", "|61", "61|", ""):  # what an operator might type into the field
+        assert purposes_of(edited) == [edited]

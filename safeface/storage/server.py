@@ -233,9 +233,8 @@ class ServerStore:
 
     def _note(self, ids: Sequence[int], op: str) -> None:
         """Inside a record transaction: these rows' vectors must be written ("upsert") or removed."""
-        with self._conn.cursor() as cur:
-            cur.executemany(f"INSERT INTO {self._ns}.pending (row_id, op) VALUES (%s, %s) "
-                            "ON CONFLICT (row_id) DO UPDATE SET op = EXCLUDED.op", [(int(r), op) for r in ids])
+        self._conn.execute(f"INSERT INTO {self._ns}.pending (row_id, op) SELECT unnest(%s::bigint[]), %s "
+                           "ON CONFLICT (row_id) DO UPDATE SET op = EXCLUDED.op", ([int(r) for r in ids], op))
 
     def _clear(self, ids: Sequence[int]) -> None:
         for i in range(0, len(ids), 10_000):
@@ -410,10 +409,12 @@ class ServerStore:
                                     iso(created), keys.transform_version, keys.seal_version,
                                     seal_row(keys, rid, ps, purposes_t, token_id, prov, exp_us, t, token)))
                     out.append(GalleryRow(rid, ps, purposes_t, token_id, from_us(exp_us), prov, created, created))
-                with self._conn.cursor() as cur:
-                    cur.executemany(f"INSERT INTO {self._ns}.rows (row_id, pseudonym, purposes, token_id, provenance, "
-                                    "expires_us, created_at, last_interaction, transform_version, seal_version, "
-                                    "sealed) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)", records)
+                # COPY, not INSERT per row: a third of the enrolment time at 2,000-row batches.
+                with self._conn.cursor() as cur, cur.copy(
+                        f"COPY {self._ns}.rows (row_id, pseudonym, purposes, token_id, provenance, expires_us, "
+                        "created_at, last_interaction, transform_version, seal_version, sealed) FROM STDIN") as cp:
+                    for rec in records:
+                        cp.write_row(rec)
                 self._note(ids, "upsert")
                 if before_commit is not None:
                     before_commit(out)

@@ -19,8 +19,11 @@ import numpy as np
 from ..errors import BackendError, ConfigError
 
 ID, VECTOR, PURPOSES, EXPIRES = "id", "vector", "purposes", "expires_us"
-MAX_PURPOSES = 64
-MAX_PURPOSE_LEN = 256
+# The purposes travel as one VARCHAR, "|<hex>|<hex>|" (each purpose's UTF-8 in hex, sorted), and
+# the filter is `purposes like "%|<hex>|%"`. Hex cannot hold LIKE's wildcards or the separator,
+# so the match is exact. Not an ARRAY with array_contains: Milvus Lite evaluates that row by row
+# in Python (about 25 us a row: 0.5 s a search at 20k rows), while LIKE runs as one Arrow kernel.
+PURPOSES_MAX_LEN = 65_535  # Milvus's VARCHAR limit, in bytes
 INDEX_KINDS = {
     "FLAT": {},
     "HNSW": {"M": 32, "efConstruction": 200},
@@ -28,6 +31,38 @@ INDEX_KINDS = {
 }
 SEARCH_PARAMS = {"FLAT": {}, "HNSW": {"ef": 256}, "IVF_FLAT": {"nprobe": 64}}
 BATCH = 5000
+# Milvus Lite searches its unflushed rows (the memtable, sealed only at 128 MiB, about 200k
+# templates) by walking them in Python on every search: 0.5 s at 20k rows, seconds beyond. So on
+# Milvus Lite this client flushes once it has written FLUSH_ROWS rows since its last flush, and
+# the memtable stays small; flushed segments are searched by FAISS and compacted in the
+# background. A Milvus server seals its growing segments itself and discourages client flushes.
+FLUSH_ROWS = 2000
+
+
+def purpose_set(purposes: Sequence[str]) -> str:
+    """The VARCHAR that carries a row's purposes (see PURPOSES)."""
+    out = "|" + "".join(p.encode("utf-8").hex() + "|" for p in sorted(set(purposes)))
+    if len(out) > PURPOSES_MAX_LEN:
+        raise ConfigError(f"a row's purposes take {len(out)} bytes in Milvus, more than its {PURPOSES_MAX_LEN}; "
+                          "use fewer or shorter purpose names.")
+    return out
+
+
+def purposes_of(value: str) -> list[str]:
+    """The purposes a stored VARCHAR carries (the inverse of purpose_set). A value edited into
+    something else comes back whole, as one purpose no record has, so a check reports it."""
+    parts = str(value).split("|")
+    try:
+        if len(parts) < 2 or parts[0] or parts[-1]:
+            raise ValueError(value)
+        return [bytes.fromhex(h).decode("utf-8") for h in parts[1:-1]]
+    except ValueError:
+        return [str(value)]
+
+
+def purpose_filter(purpose: str, now_us: int) -> str:
+    """The Milvus filter for rows allowed for `purpose` and not expired at `now_us`."""
+    return f'{PURPOSES} like "%|{purpose.encode("utf-8").hex()}|%" and {EXPIRES} > {int(now_us)}'
 
 
 def _client_error() -> tuple[type[BaseException], ...]:
@@ -45,6 +80,9 @@ class MilvusVectors:
         self.collection = collection
         self._dim = dim
         self._kind = index_kind
+        self._lite = False  # set by connect: Milvus Lite needs the flushes (see FLUSH_ROWS)
+        self._unflushed = 0
+        self._loaded = False
 
     def __repr__(self) -> str:
         return f"MilvusVectors({self.where!r}, collection={self.collection!r})"
@@ -78,6 +116,8 @@ class MilvusVectors:
             raise BackendError(f"{where} cannot be reached or refused the credentials ({_short(exc)}). Check that it "
                                "runs and that SAFEFACE_MILVUS_TOKEN is right; nothing was written.") from None
         out = cls(client, where, collection, dim, index_kind)
+        version = str(out._call("read the server version", client.get_server_version))
+        out._lite = version.startswith("milvus_lite") or target.startswith("milvus-lite:")
         out._check_existing()
         return out
 
@@ -93,7 +133,7 @@ class MilvusVectors:
         desc = self._call("describe the collection", self._client.describe_collection, self.collection)
         fields = {f["name"]: f for f in desc.get("fields", [])}
         vec = fields.get(VECTOR)
-        if vec is None or set(fields) != {ID, VECTOR, PURPOSES, EXPIRES}:
+        if vec is None or set(fields) != {ID, VECTOR, PURPOSES, EXPIRES} or not _is_varchar(fields[PURPOSES]):
             raise ConfigError(f"the collection {self.collection!r} in {self.where} was not made by safeface (fields "
                               f"{sorted(fields)}); name another collection in storage.collection.")
         have = int(vec.get("params", {}).get("dim", 0))
@@ -107,13 +147,14 @@ class MilvusVectors:
         from pymilvus import DataType, MilvusClient
 
         if self._call("list collections", self._client.has_collection, self.collection):
-            self._call("load the collection", self._client.load_collection, self.collection)
+            if not self._loaded:  # once per client: Milvus Lite's load waits behind any compaction
+                self._call("load the collection", self._client.load_collection, self.collection)
+                self._loaded = True
             return
         schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
         schema.add_field(ID, DataType.INT64, is_primary=True)
         schema.add_field(VECTOR, DataType.FLOAT_VECTOR, dim=self._dim)
-        schema.add_field(PURPOSES, DataType.ARRAY, element_type=DataType.VARCHAR, max_capacity=MAX_PURPOSES,
-                         max_length=MAX_PURPOSE_LEN)
+        schema.add_field(PURPOSES, DataType.VARCHAR, max_length=PURPOSES_MAX_LEN)
         schema.add_field(EXPIRES, DataType.INT64)
         params = self._client.prepare_index_params()
         params.add_index(VECTOR, index_type=self._kind, metric_type="IP", params=INDEX_KINDS[self._kind])
@@ -123,20 +164,33 @@ class MilvusVectors:
     def drop(self) -> None:
         if self._call("list collections", self._client.has_collection, self.collection):
             self._call("drop the collection", self._client.drop_collection, self.collection)
+        self._loaded = False
 
     def upsert(self, ids: Sequence[int], vectors: np.ndarray, purposes: Sequence[Sequence[str]],
                expires_us: Sequence[int]) -> None:
         """Write protected templates (never anything else) under their row ids."""
         vecs = np.asarray(vectors, dtype=np.float32)
         for i in range(0, len(ids), BATCH):
-            rows = [{ID: int(r), VECTOR: v, PURPOSES: list(p), EXPIRES: int(e)}
+            rows = [{ID: int(r), VECTOR: v, PURPOSES: purpose_set(p), EXPIRES: int(e)}
                     for r, v, p, e in zip(ids[i:i + BATCH], vecs[i:i + BATCH], purposes[i:i + BATCH],
                                           expires_us[i:i + BATCH])]
             self._call("store vectors", self._client.upsert, self.collection, rows)
+        self._written(len(ids))
+
+    def _written(self, n: int) -> None:
+        self._unflushed += n
+        if self._lite and self._unflushed >= FLUSH_ROWS:
+            self.flush()
+
+    def flush(self) -> None:
+        """Seal what this client wrote into searchable segments (see FLUSH_ROWS)."""
+        self._call("flush", self._client.flush, self.collection)
+        self._unflushed = 0
 
     def delete(self, ids: Sequence[int]) -> None:
         for i in range(0, len(ids), BATCH):
             self._call("delete vectors", self._client.delete, self.collection, ids=[int(r) for r in ids[i:i + BATCH]])
+        self._written(len(ids))
 
     def present(self, ids: Sequence[int]) -> list[int]:
         """Which of these ids Milvus still holds (a strongly consistent query by id)."""
@@ -151,9 +205,8 @@ class MilvusVectors:
     def search(self, query: np.ndarray, purpose: str, now_us: int, limit: int) -> list[tuple[int, float]]:
         """(row id, score) of the best vectors whose purposes include `purpose` and whose expiry is
         after `now_us`, filtered inside Milvus."""
-        flt = f"array_contains({PURPOSES}, {json.dumps(purpose)}) and {EXPIRES} > {int(now_us)}"
         res = self._call("search", self._client.search, self.collection, [np.asarray(query, np.float32).tolist()],
-                         limit=int(limit), filter=flt, output_fields=[ID], search_params={
+                         limit=int(limit), filter=purpose_filter(purpose, now_us), output_fields=[ID], search_params={
                              "metric_type": "IP", "params": SEARCH_PARAMS[self._kind]}, consistency_level="Strong")
         return [(int(h["id"]), float(h["distance"])) for h in res[0]]
 
@@ -179,7 +232,7 @@ class MilvusVectors:
             part = [int(r) for r in ids[i:i + BATCH]]
             for r in self._call("read vectors", self._client.query, self.collection, filter=f"{ID} in {json.dumps(part)}",
                                 output_fields=[ID, VECTOR, PURPOSES, EXPIRES], consistency_level="Strong"):
-                out[int(r[ID])] = (np.asarray(r[VECTOR], dtype=np.float32), [str(p) for p in r[PURPOSES]],
+                out[int(r[ID])] = (np.asarray(r[VECTOR], dtype=np.float32), purposes_of(r[PURPOSES]),
                                    int(r[EXPIRES]))
         return out
 
@@ -193,6 +246,12 @@ class MilvusVectors:
             self._client.close()
         except Exception:  # closing a client whose server went away is not an error worth raising
             pass
+
+
+def _is_varchar(field: dict[str, Any]) -> bool:
+    from pymilvus import DataType
+
+    return field.get("type") in (DataType.VARCHAR, int(DataType.VARCHAR), "VARCHAR")
 
 
 def _short(exc: BaseException) -> str:
