@@ -97,6 +97,8 @@ def search_rate(result: TrackResult, ann: dict[str, Any], start: int) -> tuple[i
     described = ann.get("descriptions", {})
     for pid, text in described.items():
         boxes = [(int(k) - start, p["box"]) for k, ps in ann["frames"].items() for p in ps if p["id"] == pid]
+        if not boxes:  # not in view in the frames cut
+            continue
         ok = set()
         for p in result.people:
             covered = sum(1 for f, b in boxes if (h := p.box_at(f)) is not None and iou(tuple(b), h) >= 0.5)
@@ -106,7 +108,7 @@ def search_rate(result: TrackResult, ann: dict[str, Any], start: int) -> tuple[i
         found = bool(ok & set(top))
         hits += found
         lines.append(f"  {'hit ' if found else 'miss'} {pid:>4}: {text}")
-    return hits, len(described), lines
+    return hits, len(lines), lines
 
 
 def main() -> int:
@@ -145,6 +147,8 @@ def main() -> int:
         print(f"no-face check: {clean}/{frames} output frames with no detectable face ({100 * clean / frames:.1f}%)")
         if a.annotation is not None:
             ann = json.loads(a.annotation.read_text())
+            # Only the annotated frames inside the segment cut count (a shorter run scores its part).
+            ann["frames"] = {k: v for k, v in ann["frames"].items() if a.start <= int(k) < a.start + count}
             m = mot(result, ann, a.start)
             print("MOT: " + ", ".join(f"{k} {v:.3f}" if isinstance(v, float) and v < 10 else f"{k} {v:.0f}"
                                       for k, v in m.items()))
