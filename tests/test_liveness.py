@@ -89,6 +89,58 @@ def test_too_little_motion_is_inconclusive_never_live() -> None:
     assert analyse(pinhole_track(False, 30.0, 3)[:5], 640).decision == "inconclusive"
 
 
+def _rendered(solid: bool, seed: int, n: int = 30, w: int = 320, h: int = 240) -> tuple[list[np.ndarray], np.ndarray]:
+    """Frames of a textured surface and its 5 points, turning. Solid: a dome (100 px deep, its top
+    at the nose) turned +-20 degrees about the vertical, seen orthographically, so its points move
+    with their depth; flat: the same texture on a plane sheared so that the nose moves along the
+    eye line as in a turn (what a print tilted about a diagonal does), every point by one map."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    tex = cv2.GaussianBlur(rng.uniform(0, 255, (h, w)).astype(np.float32), (0, 0), 1.5)
+    tex = cv2.normalize(tex, None, 0, 255, cv2.NORM_MINMAX)
+    cx, cy = w / 2, h / 2 - 10
+    yy, xx = np.mgrid[:h, :w].astype(np.float32)
+    x, y = xx - cx, yy - cy
+
+    def depth(a: Any, b: Any) -> Any:
+        return 100.0 * np.clip(1 - (a ** 2 + (b - 30) ** 2) / 100.0 ** 2, 0, 1) if solid else 0 * a
+
+    lm = np.array([[45, 0], [15, 0], [-45, 0], [-15, 0], [0, 45]], np.float64)
+    frames, pts = [], []
+    for i in range(n):
+        a = np.radians(20.0 * np.sin(2 * np.pi * i / n))
+        s = 0.35 * np.sin(2 * np.pi * i / n)
+        if solid:  # each output pixel samples the texture where it came from (first order in the turn)
+            src = x - (x * (np.cos(a) - 1) + depth(x, y) * np.sin(a))
+            p = np.stack([lm[:, 0] * np.cos(a) + depth(lm[:, 0], lm[:, 1]) * np.sin(a), lm[:, 1]], axis=1)
+        else:
+            src = x - s * y
+            p = np.stack([lm[:, 0] + s * lm[:, 1], lm[:, 1]], axis=1)
+        img = cv2.remap(tex, (src + cx).astype(np.float32), (y + cy).astype(np.float32), cv2.INTER_LINEAR)
+        img = np.clip(img + rng.normal(0, 2, img.shape), 0, 255).astype(np.uint8)
+        frames.append(np.repeat(img[..., None], 3, axis=2))
+        pts.append(p + [cx, cy])
+    return frames, np.array(pts)
+
+
+def test_surface_parallax_separates_a_solid_from_a_plane_of_known_geometry() -> None:
+    """The surface check (parallax.py): the points of a turning solid leave the best homography,
+    those of a plane moved to mimic the same turn of the landmarks do not."""
+    from safeface.capture.liveness import MIN_OFF_PLANE
+    from safeface.capture.parallax import measure
+
+    for seed in range(3):
+        flat = measure(*_rendered(False, seed))
+        solid = measure(*_rendered(True, seed))
+        assert flat.measured and solid.measured, (flat, solid)
+        assert flat.off_plane < MIN_OFF_PLANE / 4 and flat.residual_px < 0.5, flat
+        assert solid.off_plane > 1.5 * MIN_OFF_PLANE and solid.residual_px > 1.5, solid
+    # Frames in which the landmarks do not turn are not judged: a still head is as flat as a picture.
+    frames, pts = _rendered(True, 0)
+    assert not measure(frames, np.repeat(pts[:1], len(pts), axis=0)).measured
+
+
 def test_challenge_moves_must_come_in_order() -> None:
     left_then_right = list(np.concatenate([np.linspace(0, 25, 10), np.linspace(25, -25, 20)]))
     track = pinhole_track(False, 0.0, 0, yaws=left_then_right)
@@ -249,7 +301,7 @@ def test_real_head_motion_yields_evidence_that_lets_the_same_face_in(tmp_path: P
     """End to end on real footage: a performer turning to his right answers a "right" challenge;
     the evidence lets a frame of him be enrolled, once."""
     ws = _liveness_ws(tmp_path)
-    frames = _hamilton(180)
+    frames = _hamilton(84)  # 2.8-4.8 s, inside one shot (the clip cuts to the audience at 7.04 s)
     with open_sf(ws) as sf:
         ch = sf.liveness_challenge(steps=("right",))
         result = sf.liveness_check(frames, ch.nonce, fps=29.97)
@@ -318,7 +370,7 @@ def test_a_pad_model_can_veto_a_live_clip_but_never_make_one(tmp_path: Path) -> 
     ws = make_workspace(tmp_path / "ws", edit=lambda r: r.update(
         {"liveness_model": {"file": str(tmp_path / "veto.onnx"), "sha256": sha_veto, "licence": "test-only",
                             "input_size": 16}}))
-    frames = _hamilton(180)
+    frames = _hamilton(84)  # 2.8-4.8 s, inside one shot (the clip cuts to the audience at 7.04 s)
     with open_sf(ws) as sf:
         ch = sf.liveness_challenge(steps=("right",))
         r = sf.liveness_check(frames, ch.nonce, fps=29.97)

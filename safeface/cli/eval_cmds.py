@@ -83,6 +83,8 @@ def register(sub: Any) -> None:
     p.add_argument("--live", type=Path, nargs="*", default=[], help="real clips with head motion (genuine)")
     p.add_argument("--per-kind", type=int, default=50, help="attacks per type (print, screen) for --make")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--live-stride", type=float, default=0.25, help="seconds between the starts of the 2 s "
+                   "windows of a --live clip (within each shot; overlapping windows are not independent)")
     p.add_argument("--out", type=Path, default=None, help="where pad.json and pad_det.png go (default: --root)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_pad)
@@ -263,7 +265,8 @@ def _pad(args: argparse.Namespace) -> int:
         stills: list[Path] = []
         for s in args.stills:
             stills += sorted(p for p in s.rglob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png")) if s.is_dir() else [s]
-        counts = make_pad_set(args.make, stills, args.live, per_kind=args.per_kind, seed=args.seed)
+        counts = make_pad_set(args.make, stills, args.live, per_kind=args.per_kind, seed=args.seed,
+                              live_stride=args.live_stride)
         print_json({"written": str(args.make), "counts": counts})
         return EXIT_OK
     result = evaluate_pad(args.root, args.out)
@@ -272,11 +275,12 @@ def _pad(args: argparse.Namespace) -> int:
         print_json(summary)
     else:
         for t, v in result["apcer"].items():
-            print(f"APCER {t:10s} {100 * v:5.1f}%  ({result['rates'][t]['count']} attacks, "
-                  f"{100 * result['rates'][t]['inconclusive']:.0f}% inconclusive)")
+            r = result["rates"][t]
+            print(f"APCER {t:10s} {100 * v:5.1f}%  ({r['acquired']} of {r['count']} attacks acquired: "
+                  f"{100 * r['attack']:.0f}% called attack, {100 * r['inconclusive']:.0f}% inconclusive)")
         live = result["rates"]["live"]
-        print(f"BPCER            {100 * result['bpcer']:5.1f}%  ({live['count']} live clips: "
-              f"{100 * live['attack']:.0f}% called attack, {100 * live['inconclusive']:.0f}% inconclusive)")
+        print(f"BPCER            {100 * result['bpcer']:5.1f}%  ({live['acquired']} of {live['count']} live clips "
+              f"acquired: {100 * live['attack']:.0f}% called attack, {100 * live['inconclusive']:.0f}% inconclusive)")
         print(f"ACER             {100 * result['acer']:5.1f}%")
         print(f"check time: median {1000 * result['seconds_median']:.0f} ms, p95 {1000 * result['seconds_p95']:.0f} ms")
         print(f"DET plot: {result['det_plot']}")

@@ -1,11 +1,14 @@
 """Presentation attack detection, measured (ISO/IEC 30107-3), and a generator of test sets.
 
 Evaluation: DIR holds ``live/`` and ``attack/<type>/``, each entry a clip file or a folder of
-frames. Every entry gets the workspace-free check (physics and replay cues, no challenge). Per
-ISO/IEC 30107-3: APCER per attack type = the share of that type's attacks accepted as live;
-BPCER = the share of live clips not accepted as live (an "inconclusive" live clip counts against
-BPCER: the person has to try again); ACER = (max APCER + BPCER) / 2. The inconclusive rates are
-reported beside them, and a DET curve (APCER of the worst type against BPCER over the score).
+frames. Every entry gets the workspace-free check (physics, surface and replay cues, no
+challenge). A clip in which no face was followed through enough frames is a failure to acquire
+(reported per type as "fta", outside the rates below, as ISO/IEC 30107-3 keeps non-responses
+apart). Over the acquired clips: APCER per attack type = the share accepted as live; BPCER = the
+share of live clips not accepted as live, an "inconclusive" counting against it (the person has
+to try again); "bpcer_attack_only" counts only those called attack; ACER = (max APCER + BPCER) / 2.
+The inconclusive rates are reported beside them, and a DET curve (APCER of the worst type
+against BPCER over the score).
 
 Generator: attacks from still photographs (a print or a screen waved in front of the camera):
 the photo, with a print's white margin and halftone dots, or a screen's bezel, sub-pixel grid
@@ -142,22 +145,39 @@ def write_clip(frames: Sequence[np.ndarray], path: Path, fps: float = FPS) -> Pa
     return path
 
 
+CUT_DIFF = 22.0  # mean absolute grey change between frames (0-255, at 64 px wide) that marks a cut: the
+# Hamilton clip's three cuts change 28-31, its fastest camera and stage motion at most 18
+
+
+def shots(frames: Sequence[np.ndarray]) -> list[tuple[int, int]]:
+    """(start, end) frame ranges between cuts. An edited clip joins shots of different scenes; a
+    window across a cut is not one presentation (the face jumps, or another person appears), so
+    genuine samples are taken within a shot."""
+    import cv2
+
+    greys = [cv2.resize(cv2.cvtColor(f, cv2.COLOR_RGB2GRAY), (64, 36)).astype(np.float32) for f in frames]
+    cuts = [i for i in range(1, len(greys)) if float(np.mean(np.abs(greys[i] - greys[i - 1]))) > CUT_DIFF]
+    bounds = [0, *cuts, len(frames)]
+    return [(a, b) for a, b in zip(bounds, bounds[1:]) if b > a]
+
+
 def live_windows(video: Path, seconds: float = 2.0, stride: float = 1.0) -> list[tuple[list[np.ndarray], float]]:
-    """Windows of a real clip: (frames, fps)."""
+    """Windows of a real clip, each inside one shot: (frames, fps)."""
     import av
 
     with av.open(str(video)) as c:
         s = c.streams.video[0]
         fps = float(s.average_rate or FPS)
         frames = [f.to_ndarray(format="rgb24") for f in c.decode(s)]
-    n, step = int(round(seconds * fps)), int(round(stride * fps))
-    return [(frames[i:i + n], fps) for i in range(0, len(frames) - n + 1, step)]
+    n, step = int(round(seconds * fps)), max(1, int(round(stride * fps)))
+    return [(frames[i:i + n], fps) for a, b in shots(frames) for i in range(a, b - n + 1, step)]
 
 
 def make_pad_set(root: Path, stills: Sequence[Path], live_clips: Sequence[Path], per_kind: int = 20,
-                 seed: int = 0) -> dict[str, int]:
+                 seed: int = 0, live_stride: float = 0.25) -> dict[str, int]:
     """Write a PAD test set: attack/print and attack/screen (waved stills), live (2 s windows of
-    real clips, every 0.5 s: overlapping, so not independent samples). Returns the count per folder."""
+    real clips within each shot, every `live_stride` s: overlapping, so not independent samples).
+    Returns the count per folder."""
     from ..imageio import load_image
 
     root = Path(root)
@@ -173,7 +193,7 @@ def make_pad_set(root: Path, stills: Sequence[Path], live_clips: Sequence[Path],
         counts[f"attack/{kind}"] = per_kind
     n = 0
     for clip in live_clips:
-        for frames, fps in live_windows(clip, stride=0.5):
+        for frames, fps in live_windows(clip, stride=live_stride):
             write_clip(frames, root / "live" / f"{clip.stem}_{n:03d}.mp4", fps)
             n += 1
     counts["live"] = n
@@ -188,6 +208,7 @@ class Outcome:
     decision: str
     score: float
     seconds: float
+    acquired: bool = True  # a face was followed through the clip
 
 
 def _entries(folder: Path) -> list[Path]:
@@ -210,21 +231,28 @@ def run_pad(root: Path, engine: Any = None) -> list[Outcome]:
     out = []
     for path, kind in jobs:
         result, _ = check_clip(path, engine)
-        out.append(Outcome(str(path.relative_to(root)), kind, result.decision, result.score, result.seconds))
+        out.append(Outcome(str(path.relative_to(root)), kind, result.decision, result.score, result.seconds,
+                           bool(result.checks.get("acquired", True))))
     return out
 
 
 def pad_metrics(outcomes: Sequence[Outcome]) -> dict[str, Any]:
-    live = [o for o in outcomes if o.kind == "live"]
-    types = sorted({o.kind for o in outcomes if o.kind != "live"})
-    if not live or not types:
-        raise ConfigError("a PAD evaluation needs live clips and at least one attack type.")
-    apcer = {t: float(np.mean([o.decision == "live" for o in outcomes if o.kind == t])) for t in types}
-    bpcer = float(np.mean([o.decision != "live" for o in live]))
-    rates = {t: {"count": sum(o.kind == t for o in outcomes),
-                 "attack": float(np.mean([o.decision == "attack" for o in outcomes if o.kind == t])),
-                 "inconclusive": float(np.mean([o.decision == "inconclusive" for o in outcomes if o.kind == t]))}
-             for t in ["live", *types]}
+    kinds = sorted({o.kind for o in outcomes})
+    types = [k for k in kinds if k != "live"]
+    got = [o for o in outcomes if o.acquired]
+    if not any(o.kind == "live" for o in got) or not types:
+        raise ConfigError("a PAD evaluation needs live clips in which a face is found and at least one attack type.")
+
+    def share(kind: str, decision: str) -> float:
+        of = [o for o in got if o.kind == kind]
+        return float(np.mean([o.decision == decision for o in of])) if of else 0.0
+
+    apcer = {t: share(t, "live") for t in types}
+    rates = {k: {"count": sum(o.kind == k for o in outcomes), "acquired": sum(o.kind == k for o in got),
+                 "fta": float(np.mean([not o.acquired for o in outcomes if o.kind == k])),
+                 "live": share(k, "live"), "attack": share(k, "attack"), "inconclusive": share(k, "inconclusive")}
+             for k in ["live", *types]}
+    bpcer = 1.0 - rates["live"]["live"]
     times = [o.seconds for o in outcomes]
     return {"apcer": apcer, "bpcer": bpcer, "acer": (max(apcer.values()) + bpcer) / 2,
             "bpcer_attack_only": rates["live"]["attack"], "rates": rates,
@@ -235,10 +263,12 @@ def det_curve(outcomes: Sequence[Outcome]) -> Any:
     """APCER (worst type) against BPCER as the live threshold on the score moves."""
     from .metrics import Curve
 
+    outcomes = [o for o in outcomes if o.acquired]
     live = np.array([o.score for o in outcomes if o.kind == "live"])
     types = sorted({o.kind for o in outcomes if o.kind != "live"})
     ths = np.unique(np.concatenate([[0.0, 1.01], [o.score for o in outcomes]]))[::-1]
-    ap = np.array([max(float(np.mean([o.score >= t for o in outcomes if o.kind == k])) for k in types) for t in ths])
+    ap = np.array([max(float(np.mean([o.score >= t for o in outcomes if o.kind == k] or [0.0])) for k in types)
+                   for t in ths])
     bp = np.array([float(np.mean(live < t)) if len(live) else 0.0 for t in ths])
     return Curve(ths, ap, bp)
 
