@@ -67,3 +67,23 @@ def test_eval_pad_reports_apcer_and_bpcer(tmp_path: Path, cli: Cli, print_clip: 
     assert body["apcer"] == {"print": 0.0} and body["bpcer"] == 1.0 and body["acer"] == 0.5
     assert Path(body["det_plot"]).is_file() and (root / "pad.json").is_file()
     cli("eval", "pad", "--root", tmp_path / "nothing", code=1)
+
+
+@pytest.mark.slow
+def test_check_without_a_workspace_takes_a_pinned_pad_model_that_can_veto(tmp_path: Path, cli: Cli) -> None:
+    from test_liveness import _hamilton, _pad_onnx
+
+    clip = write_clip(_hamilton(84), tmp_path / "live.mp4", fps=29.97)  # real head motion, one shot
+    out, _ = cli("liveness", "check", clip, "--json")
+    assert json.loads(out)["decision"] == "live"
+    sha = _pad_onnx(tmp_path / "veto.onnx", -50.0)
+    spec = tmp_path / "pad.json"
+    spec.write_text(json.dumps({"file": "veto.onnx", "sha256": sha, "licence": "test-only", "input_size": 16}))
+    out, _ = cli("liveness", "check", clip, "--pad-model", spec, "--json")
+    body = json.loads(out)
+    assert body["decision"] == "attack" and body["checks"]["pad_model"]["licence"] == "test-only"
+    assert body["checks"]["pad_model"]["live_probability"] < 0.01
+    # The model file swapped for another: it no longer matches its pin, and nothing is checked.
+    _pad_onnx(tmp_path / "veto.onnx", 50.0)
+    _, err = cli("liveness", "check", clip, "--pad-model", spec, "--json", code=1)
+    assert "pinned SHA-256" in err

@@ -78,10 +78,11 @@ def check_clip(source: Any, engine: Any = None, challenge: Optional[Sequence[str
                           time.perf_counter() - t0, result.track), clip
 
 
-def check_liveness(clip: Any, *, fps: float = 10.0, mirrored: bool = False) -> LivenessResult:
-    """The workspace-free check of a clip: physics and replay cues (no challenge, no evidence).
-    `clip`: a video path or its bytes, a folder of frames or a list of RGB frames (timed at `fps`)."""
-    return check_clip(clip, fps=fps, mirrored=mirrored)[0]
+def check_liveness(clip: Any, *, fps: float = 10.0, mirrored: bool = False, pad_model: Any = None) -> LivenessResult:
+    """The workspace-free check of a clip: physics, surface and replay cues (no challenge, no
+    evidence). `clip`: a video path or its bytes, a folder of frames or a list of RGB frames (timed
+    at `fps`). `pad_model`: a capture.pad_model.PadModel of the caller's, which can only veto."""
+    return check_clip(clip, fps=fps, mirrored=mirrored, pad_model=pad_model)[0]
 
 
 def analyse_clip(clip: Clip, engine: Any, challenge: Optional[Sequence[str]] = None,

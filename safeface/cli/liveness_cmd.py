@@ -27,6 +27,10 @@ def register(sub: Any) -> None:
     p.add_argument("--challenge", default=None, help="the challenge id from `liveness challenge`")
     p.add_argument("--fps", type=float, default=10.0, help="frame rate of a folder of frames (default 10)")
     p.add_argument("--mirrored", action="store_true", help="the clip was recorded mirrored (a selfie preview)")
+    p.add_argument("--pad-model", type=Path, default=None, metavar="SPEC.json",
+                   help="without a workspace: your ONNX PAD model, described as deployment.json's liveness_model "
+                   "(file relative to SPEC.json, sha256, licence, ...); it can only veto (in a workspace the "
+                   "deployment's liveness_model is used)")
     p.add_argument("--passphrase-file", type=Path, default=None)
     p.add_argument("--role", default=None)
     p.add_argument("--json", action="store_true")
@@ -54,6 +58,9 @@ def _check(args: argparse.Namespace) -> int:
         if not args.challenge:
             raise InvalidArgument("a check in a workspace answers a challenge: pass --challenge ID from "
                                   "`safeface liveness challenge WS`.")
+        if args.pad_model is not None:
+            raise InvalidArgument("in a workspace the PAD model is the deployment's liveness_model; --pad-model is "
+                                  "for a check without one.")
         with SafeFace.open(args.paths[0], passphrase_file=args.passphrase_file, role=args.role) as sf:
             result: Any = sf.liveness_check(args.paths[1], args.challenge, mirrored=args.mirrored, fps=args.fps)
     else:
@@ -61,7 +68,8 @@ def _check(args: argparse.Namespace) -> int:
             raise InvalidArgument("a challenge belongs to a workspace: `safeface liveness check WS CLIP --challenge ID`.")
         from ..capture.liveness import check_liveness
 
-        result = check_liveness(args.paths[0], fps=args.fps, mirrored=args.mirrored)
+        model = _pad_model(args.pad_model) if args.pad_model is not None else None
+        result = check_liveness(args.paths[0], fps=args.fps, mirrored=args.mirrored, pad_model=model)
     if args.json:
         print_json(result.to_dict())
     else:
@@ -69,3 +77,18 @@ def _check(args: argparse.Namespace) -> int:
         if getattr(result, "evidence", None):
             print(f"evidence: {result.evidence}")
     return EXIT_OK
+
+
+def _pad_model(spec_file: Path) -> Any:
+    """The user's PAD model from a JSON description (the keys of deployment.json's liveness_model),
+    pinned by its SHA-256 like the workspace's."""
+    import json
+
+    from ..capture.pad_model import PadModel, PadModelSpec
+    from ..errors import ConfigError
+
+    try:
+        raw = json.loads(Path(spec_file).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{spec_file}: not a readable JSON description of a PAD model ({type(exc).__name__}).") from None
+    return PadModel(PadModelSpec.from_mapping(raw, Path(spec_file).resolve().parent))
