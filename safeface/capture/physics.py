@@ -27,6 +27,12 @@ exceeds both a noise floor and the perspective bound. The rank-3 parallax is rep
 
 A face that did not turn cannot show depth, so too little motion is "inconclusive", never "live".
 A face that turned with no depth moved as a plane: "attack".
+
+In a clip check (liveness.py) only the motion gate of this decision is used; whether the turned
+face is solid is judged from many points of its surface (parallax.py), because on a small face
+(under 40 px between the eyes) the asymmetry sits within the 5-point tracker's noise, and the
+tracker's shape prior gives a turned picture a head's asymmetry too. This decision stays in the
+checks for the reader ("physics.decision").
 """
 
 from __future__ import annotations
