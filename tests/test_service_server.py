@@ -3,6 +3,7 @@ in PostgreSQL and whose vectors are in Milvus Lite: enrol, identify, erase, audi
 
 from __future__ import annotations
 
+import datetime as dt
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +16,11 @@ from child_process import child_env  # noqa: E402
 from policy_support import PASSPHRASE, consent, images, make_workspace, open_sf  # noqa: E402
 from server_support import PG_PASSWORD, PgCluster, server_modules  # noqa: E402
 from service_support import Server, httpx, jpeg_640, key_header, post_image  # noqa: E402
+
+from safeface.policy.deployment import Deployment  # noqa: E402
+from safeface.workspace.apikeys import hashing_key  # noqa: E402
+from safeface.workspace.passphrase import open_keyring  # noqa: E402
+from safeface.workspace.session import open_apikeys  # noqa: E402
 
 
 @pytest.mark.slow
@@ -33,7 +39,7 @@ def test_service_enrol_identify_erase_on_postgresql_and_milvus_lite(pg: PgCluste
     subprocess.run([sys.executable, "-m", "safeface.cli", "storage", "migrate", str(paths.root), "--to", "server",
                     "--records", dsn, "--vectors", "milvus-lite:vectors.db"], env=child_env(SAFEFACE_PASSPHRASE=PASSPHRASE),
                    cwd=str(tmp_path), check=True, capture_output=True, timeout=300)
-    assert not paths.audit.exists() and not paths.policy.exists()
+    assert not paths.audit.exists() and not paths.policy.exists() and not paths.apikeys.exists()
     tokens = {p: consent(paths, p) for p in ("alice", "bob")}
     server = Server(paths.root, tmp_path / "server.log").wait_ready()
     try:
@@ -57,6 +63,13 @@ def test_service_enrol_identify_erase_on_postgresql_and_milvus_lite(pg: PgCluste
         assert r.status_code == 403 and r.json()["rule"] == "CN-05", r.text
         r = httpx.get(url + "/v1/audit/verify", headers=key_header(op), timeout=120)
         assert r.status_code == 200 and r.json()["ok"] is True, r.text
+        # The API keys moved too: a key revoked by another process (another host of the
+        # service) is refused by this one at its next request.
+        keys = open_apikeys(paths, Deployment.load(paths.config),
+                            hashing_key(open_keyring(paths, PASSPHRASE).key("pseudonym")))
+        keys.revoke(kiosk.split("_")[1], dt.datetime.now(dt.timezone.utc))
+        keys.close()
+        assert post_image(url, "/v1/identify", kiosk, probe, purpose="demo", consent=tokens["bob"]).status_code == 401
     finally:
         server.stop()
     # The service wrote to PostgreSQL: bob's sealed row, and the chain with each call and its key.
@@ -67,4 +80,7 @@ def test_service_enrol_identify_erase_on_postgresql_and_milvus_lite(pg: PgCluste
     assert ("erase", "allowed", op.split("_")[1]) in ops
     assert ("identify", "allowed", kiosk.split("_")[1]) in ops and ("verify", "refused", op.split("_")[1]) in ops
     assert revoked >= 1  # the erasure's revocation is policy state, in PostgreSQL too
-    assert not paths.audit.exists() and not paths.gallery.exists()
+    assert not paths.audit.exists() and not paths.gallery.exists() and not paths.apikeys.exists()
+    with psycopg.connect(dsn, password=PG_PASSWORD, autocommit=True) as c:
+        assert c.execute("SELECT count(*) FROM safeface.service_apikeys WHERE revoked IS NOT NULL AND digest = ''"
+                         ).fetchone()[0] == 1

@@ -35,7 +35,7 @@ from ..workspace.apikeys import ApiKey, ApiKeys, hashing_key
 from ..workspace.audit import AuditEntry, AuditLog, AuditReport
 from ..workspace.passphrase import open_keyring
 from ..workspace.paths import WorkspacePaths
-from ..workspace.session import open_audit, open_state
+from ..workspace.session import open_apikeys, open_audit, open_state
 from ..workspace.trust import TrustStore, load_trust
 from ..workspace.state import PolicyState
 from ..workspace.storecheck import StoreReport, check_store
@@ -66,8 +66,8 @@ class SafeFace:
     """Open a workspace with :meth:`open`; close it (or use ``with``) when done."""
 
     def __init__(self, opener: object, paths: WorkspacePaths, deployment: Deployment, keyring: Any, gallery: Any,
-                 audit: AuditLog, state: PolicyState, trust: dict[str, Any], role: str, clock: Clock,
-                 pipeline: Any) -> None:
+                 audit: AuditLog, state: PolicyState, apikeys: ApiKeys, trust: dict[str, Any], role: str,
+                 clock: Clock, pipeline: Any) -> None:
         if opener is not _OPENER:
             raise ConfigError("a SafeFace is built only by SafeFace.open(workspace, ...), which checks the keyring, "
                               "the audit log and the trust store.")
@@ -95,7 +95,7 @@ class SafeFace:
                                            int(deployment.section("matching").get("dim") or 128))
         self._guard = Guard(deployment, trust["consent_issuers"], trust["authorities"], state, gallery.pseudonym,
                             self.token_ref, gallery, evidence=self._evidence_keys, nonces=state)
-        self._apikeys = ApiKeys(paths.apikeys, hashing_key(keyring.key("pseudonym")))
+        self._apikeys = apikeys
 
     # -- opening ----------------------------------------------------------------------------
     @classmethod
@@ -124,20 +124,20 @@ class SafeFace:
         except BaseException:
             audit.close()
             raise
+        opened: list[Any] = [audit]
         try:
             state = open_state(paths, deployment)
-        except BaseException:
-            audit.close()
-            raise
-        dim = int(deployment.section("matching").get("dim") or 128)
-        try:
+            opened.append(state)
+            apikeys = open_apikeys(paths, deployment, hashing_key(keyring.key("pseudonym")))
+            opened.append(apikeys)
+            dim = int(deployment.section("matching").get("dim") or 128)
             gallery = open_store(storage, paths.root, paths.gallery, keyring, dim)
         except BaseException:
-            audit.close()
-            state.close()
+            for part in opened:
+                part.close()
             raise
-        sf = cls(_OPENER, paths, deployment, keyring, gallery, audit, state, trust, role or deployment.default_role,
-                 clock or utc_now, pipeline)
+        sf = cls(_OPENER, paths, deployment, keyring, gallery, audit, state, apikeys, trust,
+                 role or deployment.default_role, clock or utc_now, pipeline)
         if pipeline is not None:
             kind = f"{type(pipeline).__module__}.{type(pipeline).__qualname__}"
             sf._append("open", "allowed", note=f"host pipeline {kind[:120]} (hazmat: its face counts and "
@@ -642,8 +642,8 @@ class SafeFace:
         with self._gallery.locked(), self._audit_lock:
             target, n = copy_to_server(self._gallery, section, self._paths.root, self._keyring, dim)
             try:
-                seq, head = move_policy_records(self._audit, self._state, self._keyring.key("audit"), section,
-                                                point_deployment_at_servers)
+                seq, head = move_policy_records(self._audit, self._state, self._apikeys, self._keyring.key("audit"),
+                                                section, point_deployment_at_servers)
             except BaseException:
                 target.close()
                 raise
@@ -652,10 +652,10 @@ class SafeFace:
             self._sync_deployment()
             old.close()
         self._append("storage-migrate", "allowed",
-                     note=f"{n} sealed template(s), the audit chain (entries 1-{seq}, head {head[:16]}...) and the "
-                          f"policy state copied to {target.where} and {target.vectors.where}, checked; local files "
+                     note=f"{n} sealed template(s), the audit chain (entries 1-{seq}, head {head[:16]}...), the "
+                          f"policy state and the API keys copied to {target.where} and {target.vectors.where}, checked; local files "
                           "erased")
-        gone = [p.name for base in (self._paths.gallery, self._paths.audit, self._paths.policy)
+        gone = [p.name for base in (self._paths.gallery, self._paths.audit, self._paths.policy, self._paths.apikeys)
                 for p in (base, Path(f"{base}-wal"), Path(f"{base}-shm"), Path(f"{base}.lock")) if erase_file(p)]
         return {"templates": n, "audit_entries": seq, "records": target.where, "vectors": target.vectors.where,
                 "erased": gone}

@@ -8,7 +8,8 @@ subset both engines speak (``INSERT ... ON CONFLICT``). A write transaction is s
 every process and machine: SQLite's BEGIN IMMEDIATE, or in PostgreSQL a transaction-scoped
 advisory lock taken first, so two appenders can never both read the same last entry.
 
-In PostgreSQL the tables sit in the store's schema (``audit_*``, ``state_*``) beside a
+In PostgreSQL the tables sit in the store's schema (``audit_*``, ``state_*``, and the service's
+API keys, ``service_apikeys``) beside a
 ``workspace_meta`` table that names their schema version. Opening never creates them: only
 `create_and_fill` does, in the one transaction that fills them (a migration), so a failure
 anywhere leaves nothing behind.
@@ -46,6 +47,11 @@ CREATE TABLE IF NOT EXISTS {ns}.state_used_nonces (nonce TEXT PRIMARY KEY, until
 CREATE TABLE IF NOT EXISTS {ns}.state_challenges (nonce TEXT PRIMARY KEY, steps TEXT NOT NULL,
                                                   issued_at DOUBLE PRECISION NOT NULL,
                                                   expires_at DOUBLE PRECISION NOT NULL)
+"""
+PG_SERVICE = """
+CREATE TABLE IF NOT EXISTS {ns}.service_apikeys (key_id TEXT PRIMARY KEY, role TEXT NOT NULL, label TEXT NOT NULL,
+                                                 created TEXT NOT NULL, expires TEXT, rate DOUBLE PRECISION NOT NULL,
+                                                 revoked TEXT, digest TEXT NOT NULL)
 """
 PG_META = "CREATE TABLE IF NOT EXISTS {ns}.workspace_meta (k TEXT PRIMARY KEY, v TEXT NOT NULL)"
 
@@ -193,10 +199,11 @@ def check_schema(conn: Any, ns: str, where: str) -> None:
 
 
 def create_and_fill(dsn: str, password: Optional[str], ns: str, entries: Sequence[tuple[Any, ...]],
-                    head: tuple[Any, ...], state: Mapping[str, Sequence[tuple[Any, ...]]]) -> None:
+                    head: tuple[Any, ...], tables: Mapping[str, Sequence[tuple[Any, ...]]]) -> None:
     """Create the workspace tables in PostgreSQL and fill them, in one transaction: the audit
     chain verbatim (`entries`: seq, fields..., prev, hash; `head`: seq, hash, mac) and the
-    policy state (table name without prefix -> rows). Refuses a schema that already holds them."""
+    other tables' rows (name within the schema, e.g. "state_facts" -> rows). Refuses a schema
+    that already holds them."""
     from .server import _safe_dsn, pg_connect
 
     where = f"the audit log and policy state in PostgreSQL {_safe_dsn(dsn)} (schema {ns})"
@@ -206,7 +213,7 @@ def create_and_fill(dsn: str, password: Optional[str], ns: str, entries: Sequenc
             raise ConfigError(f"{where} already exist; migrate into an empty database or namespace.")
         with conn.transaction():
             conn.execute(f"CREATE SCHEMA IF NOT EXISTS {ns}")
-            for stmt in (PG_AUDIT + ";" + PG_STATE + ";" + PG_META).format(ns=ns).split(";"):
+            for stmt in ";".join((PG_AUDIT, PG_STATE, PG_SERVICE, PG_META)).format(ns=ns).split(";"):
                 if stmt.strip():
                     conn.execute(stmt)
             with conn.cursor() as cur:
@@ -216,10 +223,10 @@ def create_and_fill(dsn: str, password: Optional[str], ns: str, entries: Sequenc
                                     "subjects, decision, rule, note, actor, prev, hash) "
                                     f"VALUES ({marks})", [tuple(e) for e in entries])
                 cur.execute(f"INSERT INTO {ns}.audit_head (id, seq, hash, mac) VALUES (1, %s, %s, %s)", tuple(head))
-                for table, rows in state.items():
+                for table, rows in tables.items():
                     if rows:
                         marks = ", ".join(["%s"] * len(rows[0]))
-                        cur.executemany(f"INSERT INTO {ns}.state_{table} VALUES ({marks})", [tuple(r) for r in rows])
+                        cur.executemany(f"INSERT INTO {ns}.{table} VALUES ({marks})", [tuple(r) for r in rows])
                 cur.execute(f"INSERT INTO {ns}.workspace_meta (k, v) VALUES ('schema', %s)", (str(WORKSPACE_SCHEMA),))
     except BaseException as exc:
         conn.close()

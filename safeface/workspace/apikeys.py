@@ -1,4 +1,6 @@
-"""The service's API keys (WS/apikeys.db). A key decides its caller's role: the role is never
+"""The service's API keys (WS/apikeys.db, or the ``service_apikeys`` table of the PostgreSQL
+record store when the records are there, so every host of the service sees a revocation at
+once). A key decides its caller's role: the role is never
 taken from a request.
 
 A key reads ``sfk_<id>_<secret>`` and is shown once, when issued. The file keeps only its id, role,
@@ -22,10 +24,10 @@ import re
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 from ..errors import AuthenticationError, InvalidArgument
-from ..sqlite_store import connect
+from ..storage.sqltables import SqliteTables
 
 PREFIX = "sfk"
 DEFAULT_RATE = 20.0  # requests per second per key and worker process
@@ -46,6 +48,10 @@ CREATE TABLE IF NOT EXISTS apikeys (
     digest TEXT NOT NULL
 );
 """
+
+
+def _described(r: Any) -> "ApiKey":
+    return ApiKey(str(r[0]), str(r[1]), str(r[2]), str(r[3]), r[4], float(r[5]), r[6])
 
 
 def hashing_key(pseudonym_key: bytes) -> bytes:
@@ -73,14 +79,26 @@ class ApiKey:
                 "expires": self.expires, "rate": self.rate, "revoked": self.revoked}
 
 
+_COLS = "key_id, role, label, created, expires, rate, revoked"
+
+
 class ApiKeys:
-    def __init__(self, path: Path, key: bytes) -> None:
+    """Open with a SQLite file's path or the record store's PgTables, and the hashing key."""
+
+    def __init__(self, where: Union[Path, str, Any], key: bytes) -> None:
         self._key = key
-        self._db = connect(Path(path), "API key store")
-        self._db.executescript(_SCHEMA)
+        self._t = SqliteTables(Path(where), "API key store", _SCHEMA) if isinstance(where, (str, Path)) else where
 
     def close(self) -> None:
-        self._db.close()
+        self._t.close()
+
+    def dump(self) -> dict[str, list[tuple[Any, ...]]]:
+        """The rows as stored (hashes only), by their table's name in PostgreSQL, for a migration."""
+        return {"service_apikeys": self._t.q("SELECT * FROM {t}apikeys")}
+
+    def move_to(self, where: Any) -> None:
+        old, self._t = self._t, where
+        old.close()
 
     def _digest(self, key_id: str, role: str, expires: Optional[str], rate: float, secret: str) -> str:
         msg = f"safeface-apikey|{key_id}|{role}|{expires or ''}|{rate!r}|{secret}".encode("utf-8")
@@ -100,27 +118,24 @@ class ApiKeys:
         secret = secrets.token_urlsafe(32)
         exp = expires.isoformat() if expires is not None else None
         info = ApiKey(key_id, role, label, now.isoformat(timespec="seconds"), exp, rate_v, None)
-        self._db.execute("INSERT INTO apikeys VALUES (?,?,?,?,?,?,?,?)",
-                         (key_id, role, label, info.created, exp, rate_v, None,
-                          self._digest(key_id, role, exp, rate_v, secret)))
+        self._t.run("INSERT INTO {t}apikeys VALUES (?,?,?,?,?,?,?,?)",
+                    (key_id, role, label, info.created, exp, rate_v, None, self._digest(key_id, role, exp, rate_v, secret)))
         return info, f"{PREFIX}_{key_id}_{secret}"
 
     def revoke(self, key_id: str, now: dt.datetime) -> ApiKey:
         found = self.get(key_id)
         if found is None:
             raise InvalidArgument(f"no API key has the id {key_id!r}; `safeface report` lists them.")
-        self._db.execute("UPDATE apikeys SET revoked = COALESCE(revoked, ?), digest = '' WHERE key_id = ?",
-                         (now.isoformat(timespec="seconds"), key_id))
+        self._t.run("UPDATE {t}apikeys SET revoked = COALESCE(revoked, ?), digest = '' WHERE key_id = ?",
+                    (now.isoformat(timespec="seconds"), key_id))
         return self.get(key_id) or found
 
     def get(self, key_id: str) -> Optional[ApiKey]:
-        r = self._db.execute("SELECT key_id, role, label, created, expires, rate, revoked FROM apikeys "
-                             "WHERE key_id = ?", (key_id,)).fetchone()
-        return ApiKey(*r) if r else None
+        rows = self._t.q(f"SELECT {_COLS} FROM {{t}}apikeys WHERE key_id = ?", (key_id,))
+        return _described(rows[0]) if rows else None
 
     def list(self) -> list[ApiKey]:
-        return [ApiKey(*r) for r in self._db.execute(
-            "SELECT key_id, role, label, created, expires, rate, revoked FROM apikeys ORDER BY created, key_id")]
+        return [_described(r) for r in self._t.q(f"SELECT {_COLS} FROM {{t}}apikeys ORDER BY created, key_id")]
 
     def authenticate(self, presented: Optional[str], now: dt.datetime) -> ApiKey:
         """The key's description if `presented` is a genuine, unrevoked, unexpired key; else
@@ -129,10 +144,10 @@ class ApiKeys:
         if m is None:
             raise AuthenticationError("a valid API key is required (header X-API-Key or Authorization: Bearer).")
         key_id, secret = m.group(1), m.group(2)
-        r = self._db.execute("SELECT key_id, role, label, created, expires, rate, revoked, digest FROM apikeys "
-                             "WHERE key_id = ?", (key_id,)).fetchone()
+        rows = self._t.q(f"SELECT {_COLS}, digest FROM {{t}}apikeys WHERE key_id = ?", (key_id,))
+        r = rows[0] if rows else None
         # Compare against a dummy digest for unknown ids too, so timing does not tell ids apart.
-        info = ApiKey(*r[:7]) if r else None
+        info = _described(r) if r else None
         stored = str(r[7]) if r else ""
         want = self._digest(key_id, info.role if info else "", info.expires if info else None,
                             info.rate if info else 0.0, secret)
@@ -158,11 +173,10 @@ class ApiKeys:
             raise AuthenticationError("no valid console session; log in with an API key.")
         if int(m.group(2)) < now.timestamp():
             raise AuthenticationError("the console session expired; log in again.")
-        r = self._db.execute("SELECT key_id, role, label, created, expires, rate, revoked, digest FROM apikeys "
-                             "WHERE key_id = ?", (m.group(1),)).fetchone()
-        if r is None or not r[7]:
+        rows = self._t.q(f"SELECT {_COLS}, digest FROM {{t}}apikeys WHERE key_id = ?", (m.group(1),))
+        if not rows or not rows[0][7]:
             raise AuthenticationError("the API key behind this session was revoked; log in again.")
-        info = ApiKey(*r[:7])
+        info = _described(rows[0])
         if info.expired(now):
             raise AuthenticationError(f"the API key behind this session expired on {info.expires}.")
         return info

@@ -6,7 +6,7 @@ from the copied records. Nothing raw exists at any step: no image, no raw embedd
 checked (every row's description, token and seal equal on both sides; every vector present in
 Milvus) before the local files are overwritten and removed.
 
-The audit chain and the policy state move with them (`move_policy_records`): while both are
+The audit chain, the policy state and the service's API keys move with them (`move_policy_records`): while both are
 frozen (their write locks held, so nothing is appended meanwhile) the chain is checked whole,
 copied verbatim (every entry with its hashes, and the signed head) into PostgreSQL in one
 transaction with the state, the copy is checked against the same anchors, deployment.json is
@@ -23,6 +23,7 @@ from ..errors import ConfigError, IntegrityError
 from ..hazmat.templates.keyring import Keyring
 from ..storage.factory import StorageConfig, open_store, secret_from_env
 from ..storage.sqltables import PgTables, create_and_fill
+from .apikeys import ApiKeys
 from .audit import AuditLog
 from .state import PolicyState
 
@@ -68,37 +69,43 @@ def copy_to_server(old: Any, section: Mapping[str, Any], root: Path, keyring: Ke
         raise
 
 
-def move_policy_records(audit: AuditLog, state: PolicyState, key: bytes, section: Mapping[str, Any],
-                        commit: Callable[[], None]) -> tuple[int, str]:
-    """Copy the audit chain and the policy state into the record store `section` names, check
-    the copy, run `commit` (which points deployment.json at it) while nothing can be appended,
-    then continue both there. Returns the chain's (seq, hash) at the move."""
+def move_policy_records(audit: AuditLog, state: PolicyState, apikeys: ApiKeys, key: bytes,
+                        section: Mapping[str, Any], commit: Callable[[], None]) -> tuple[int, str]:
+    """Copy the audit chain, the policy state and the service's API keys into the record store
+    `section` names, check the copy, run `commit` (which points deployment.json at it) while
+    nothing can be appended, then continue all three there. Returns the chain's (seq, hash) at
+    the move."""
     cfg = StorageConfig.from_section(section)
     password = secret_from_env("SAFEFACE_PG_PASSWORD")
+    opened: list[PgTables] = []
     with audit.frozen() as (entries, head), state.frozen():
-        create_and_fill(cfg.records, password, cfg.namespace, entries, head, state.dump())
-        log_t = PgTables.open(cfg.records, password, cfg.namespace, "audit", "audit log")
+        rest = {**state.dump(), **apikeys.dump()}
+        create_and_fill(cfg.records, password, cfg.namespace, entries, head, rest)
         try:
-            state_t = PgTables.open(cfg.records, password, cfg.namespace, "state", "policy state")
-        except BaseException:
-            log_t.close()
-            raise
-        try:
+            for part, what in (("audit", "audit log"), ("state", "policy state"), ("service", "API key store")):
+                opened.append(PgTables.open(cfg.records, password, cfg.namespace, part, what))
+            log_t, state_t, keys_t = opened
             copy = AuditLog(log_t, key, audit.anchors).verify()
             if (copy.head_seq, copy.head_hash) != (int(head[0]), str(head[1])):
                 raise IntegrityError(f"{log_t.where} does not end where the local audit log does; the local files "
                                      "are kept. Drop the copy and migrate again.")
-            if PolicyState(state_t).dump() != state.dump():
-                raise IntegrityError(f"{state_t.where} differs from the local policy state; the local files are "
-                                     "kept. Drop the copy and migrate again.")
+            if _canon({**PolicyState(state_t).dump(), **ApiKeys(keys_t, b"").dump()}) != _canon(rest):
+                raise IntegrityError(f"{state_t.where} differs from the local policy state or API keys; the local "
+                                     "files are kept. Drop the copy and migrate again.")
             commit()
         except BaseException:
-            log_t.close()
-            state_t.close()
+            for t in opened:
+                t.close()
             raise
     audit.move_to(log_t)
     state.move_to(state_t)
+    apikeys.move_to(keys_t)
     return int(head[0]), str(head[1])
+
+
+def _canon(tables: Mapping[str, Any]) -> dict[str, list[str]]:
+    """Rows comparable across engines, whatever order each returns them in."""
+    return {name: sorted(repr(tuple(r)) for r in rows) for name, rows in tables.items()}
 
 
 def erase_file(path: Path) -> bool:

@@ -14,6 +14,7 @@ from ..errors import IntegrityError
 from ..policy.deployment import Deployment
 from .anchor import AnchorStore, FileAnchor, HostAnchor
 from ..storage.factory import StorageConfig, secret_from_env
+from .apikeys import ApiKeys
 from .audit import AuditLog
 from .keys import ANCHOR_MAC, derived_key
 from .passphrase import open_keyring
@@ -68,6 +69,12 @@ def open_state(paths: WorkspacePaths, deployment: Deployment) -> PolicyState:
     """The workspace's policy state (revocations, filing, purpose ends, liveness nonces)."""
     tables = _server_tables(paths, deployment, "state", "policy state")
     return PolicyState(paths.policy if tables is None else tables)
+
+
+def open_apikeys(paths: WorkspacePaths, deployment: Deployment, key: bytes) -> ApiKeys:
+    """The service's API keys, kept with the policy state."""
+    tables = _server_tables(paths, deployment, "service", "API key store")
+    return ApiKeys(paths.apikeys if tables is None else tables, key)
 
 
 def _server_tables(paths: WorkspacePaths, deployment: Deployment, part: str, what: str) -> Any:

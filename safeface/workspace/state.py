@@ -37,8 +37,8 @@ class PolicyState:
         self._t.close()
 
     def dump(self) -> dict[str, list[tuple[Any, ...]]]:
-        """Every table's rows, for a migration to copy verbatim."""
-        return {name: self._t.q(f"SELECT * FROM {{t}}{name}") for name in TABLES}
+        """Every table's rows (by its name in PostgreSQL), for a migration to copy verbatim."""
+        return {f"state_{name}": self._t.q(f"SELECT * FROM {{t}}{name}") for name in TABLES}
 
     def frozen(self) -> Any:
         """The state's write lock, held while a migration copies it."""
