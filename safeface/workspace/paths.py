@@ -11,8 +11,9 @@
     WS/apikeys.db               the service's API keys, as keyed hashes only (apikeys.py)
     WS/reports/                 compliance reports; reports/evaluation/ from `safeface eval`
 
-With records in PostgreSQL (deployment.json "storage"), gallery.db, audit.db and policy.db are
-not here: the rows, the audit chain and the policy state are tables of the record store.
+With records in PostgreSQL (deployment.json "storage"), gallery.db, audit.db, policy.db and
+apikeys.db are not here: the rows, the audit chain, the policy state and the API keys are tables
+of the record store.
 
 A --demo workspace also holds DEMO-INSECURE-* files: the consent issuer's and an authority's
 private keys and the keyring passphrase, so that everything can be tried on one machine. A real
