@@ -245,3 +245,18 @@ def test_policy_state_in_postgresql_holds_across_processes_at_once(pg: PgCluster
         here.close()
         there.close()
     assert not (ws / "policy.db").exists()
+
+
+def test_a_workspace_pointed_at_postgresql_by_hand_is_told_to_migrate(pg: PgCluster, tmp_path: Path) -> None:
+    server_modules()
+    ws = tmp_path / "ws"
+    init_workspace(ws, demo=True)
+    dsn = pg.new_database()
+    raw = json.loads((ws / "deployment.json").read_text())
+    raw["storage"] = {"records": dsn, "vectors": "milvus-lite:vectors.db"}
+    (ws / "deployment.json").write_text(json.dumps(raw))
+    with pytest.raises(ConfigError, match="audit log in PostgreSQL.*never moved there.*storage migrate"):
+        SafeFace.open(ws)
+    # Nothing was created on the server by the refused opening.
+    assert _sql(dsn, "SELECT to_regclass('safeface.workspace_meta'), to_regclass('safeface.audit_entries')") == [
+        (None, None)]
