@@ -183,7 +183,7 @@ def _restore_db(src: Path, dst: Path) -> None:
 
 def test_a_safeface_is_built_only_by_open(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="only by SafeFace.open"):
-        SafeFace(object(), None, None, None, None, None, None, {}, "operator", lambda: None, None)  # type: ignore[arg-type]
+        SafeFace(object(), None, None, None, None, None, None, None, {}, "operator", lambda: None, None)  # type: ignore[arg-type]
 
 
 def test_a_real_workspace_refuses_a_clock(tmp_path: Path) -> None:
