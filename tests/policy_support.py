@@ -79,12 +79,29 @@ class CachedPipeline:
     def embed_faces(self, image: Any, faces: Any) -> Any:
         return self._pipe.embed_faces(image, faces)
 
+    def mask_check(self, image: Any, face: Any, embedding: Any) -> Any:
+        return self._pipe.mask_check(image, face, embedding)
+
+    def visible_embedding(self, image: Any, face: Any) -> Any:
+        if isinstance(image, (str, Path)):
+            return _cached_visible(str(Path(image).resolve()))
+        return self._pipe.visible_embedding(image, face)
+
 
 @functools.lru_cache(maxsize=64)
 def _cached_embed(path: str, count_all: bool) -> Any:
     from safeface.hazmat.vision import Pipeline
 
     return Pipeline(_engine()).embed(path, count_all=count_all)
+
+
+@functools.lru_cache(maxsize=64)
+def _cached_visible(path: str) -> Any:
+    from safeface.hazmat.vision import Pipeline
+
+    pipe = Pipeline(_engine())
+    face = _cached_embed(path, True).face
+    return pipe.visible_embedding(path, face)
 
 
 class Clock:

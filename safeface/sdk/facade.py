@@ -55,6 +55,18 @@ def utc_now() -> dt.datetime:
 
 
 @dataclass(frozen=True)
+class _Probe:
+    """What the pipeline made of the one face of a call's image. `masked`: the mask detector
+    called its lower face covered (None: the pipeline has no mask detector); `visible`: the raw
+    visible-region embedding, made for an enrolment only and sealed into its row."""
+
+    vec: np.ndarray
+    masked: Optional[bool] = None
+    mask_confidence: Optional[float] = None
+    visible: Optional[np.ndarray] = None
+
+
+@dataclass(frozen=True)
 class _Note:
     """What the "allowed" audit entry of a call says (None: the call wrote its own entry)."""
 
@@ -191,6 +203,16 @@ class SafeFace:
         t = self._deployment.match_threshold
         return DEFAULT_THRESHOLD if t is None else t
 
+    @property
+    def masked_threshold(self) -> float:
+        """The threshold of the masked path: a probe the mask detector calls masked, against the
+        visible-region templates. Its default is set where masked impostors reach the plain
+        threshold's FMR (README, "Masked faces")."""
+        from ..hazmat.vision import DEFAULT_MASKED_THRESHOLD
+
+        t = self._deployment.masked_threshold
+        return DEFAULT_MASKED_THRESHOLD if t is None else t
+
     def pseudonym(self, subject: str) -> str:
         return str(self._gallery.pseudonym(subject))
 
@@ -204,7 +226,7 @@ class SafeFace:
         expiry, provenance, token reference. Never an image, a vector or the token itself."""
         rows = self._gallery.rows() if subject is None else self._gallery.rows_for(subject)
         return [Record(r.row_id, r.pseudonym, r.purposes, r.token_id, r.provenance, r.expires_at, r.created_at,
-                       r.last_interaction) for r in rows]
+                       r.last_interaction, r.masked_template) for r in rows]
 
     def audit_entries(self) -> list[AuditEntry]:
         return list(self._audit.entries())
@@ -248,15 +270,23 @@ class SafeFace:
                           legal_basis=legal_basis, evidence=liveness)
 
         def body(d: Decision) -> tuple[Verification, _Note]:
-            vec = self._embed_single(image, d)
-            score = self._gallery.verify(subject, vec, purpose, now=now)
-            match = score is not None and score >= self.threshold
+            probe = self._embed_single(image, d)
+            # A masked probe meets the visible-region templates with their own threshold; a
+            # subject whose rows predate them is matched the plain way until the next enrolment.
+            score, path_masked, threshold = None, False, self.threshold
+            if probe.masked:
+                score = self._gallery.verify(subject, probe.vec, purpose, now=now, path="visible")
+                path_masked, threshold = score is not None, self.masked_threshold
+            if score is None:
+                score, threshold = self._gallery.verify(subject, probe.vec, purpose, now=now), self.threshold
+            match = score is not None and score >= threshold
             if match:
                 expiry = self._guard.interaction_expiry(pseud, purpose, now)
                 if expiry is not None:
                     self._gallery.touch(subject, now, new_expiry=expiry)
-            note = "no template" if score is None else ("match" if match else "no match")
-            return Verification(match, score, self.threshold, pseud), _Note([pseud], note)
+            note = ("no template" if score is None else ("match" if match else "no match")) + _path_note(probe, path_masked)
+            return (Verification(match, score, threshold, pseud, path_masked, probe.mask_confidence),
+                    _Note([pseud], note))
 
         return self._run(request, [pseud], body)
 
@@ -272,14 +302,28 @@ class SafeFace:
                           legal_basis=legal_basis, evidence=liveness)
 
         def body(d: Decision) -> tuple[list[Candidate], _Note]:
-            result = self._pipe().embed(image)
-            if result.embedding is None:
+            pipe = self._pipe()
+            result = pipe.embed(image)
+            if result.embedding is None or result.face is None:
                 raise ImageError("no face was found in the image.")
             vec = np.asarray(result.embedding, dtype=np.float32)
             self._guard.check_capture(d, CaptureFacts(vec, None, self.threshold))
-            matches = self._gallery.search(vec, purpose, k=top_k, threshold=self.threshold, now=now)
-            out = [Candidate(m.pseudonym, float(m.score)) for m in matches]
-            return out, _Note([c.subject for c in out], f"{len(out)} candidate(s)")
+            probe = _probe(pipe, image, result.face, vec, enrol=False)
+            if not probe.masked:
+                found = [(m, False, self.threshold) for m in
+                         self._gallery.search(vec, purpose, k=top_k, threshold=self.threshold, now=now)]
+            else:
+                # Each row by its own path: its visible-region template with the masked threshold,
+                # or (a row enrolled before those were made) its main template the plain way.
+                found = [(m, True, self.masked_threshold) for m in self._gallery.search(
+                    vec, purpose, k=top_k, threshold=self.masked_threshold, now=now, path="visible")]
+                found += [(m, False, self.threshold) for m in self._gallery.search(
+                    vec, purpose, k=top_k, threshold=self.threshold, now=now, path="plain-only")]
+            best: dict[str, tuple[Any, bool]] = {}
+            for m, masked, t in sorted(found, key=lambda f: f[2] - f[0].score):  # the widest margin first
+                best.setdefault(m.pseudonym, (m, masked))
+            out = [Candidate(m.pseudonym, float(m.score), masked) for m, masked in list(best.values())[:top_k]]
+            return out, _Note([c.subject for c in out], f"{len(out)} candidate(s)" + _path_note(probe, bool(probe.masked)))
 
         return self._run(request, [], body)
 
@@ -844,11 +888,13 @@ class SafeFace:
                      basis="legal-basis" if legal else ("consent" if request.consent else None),
                      note=f"role {self._role}" if exc.rule == rule_for("security", self._deployment.profiles) else None)
 
-    def _embed_single(self, image: ImageInput, d: Decision) -> np.ndarray:
+    def _embed_single(self, image: ImageInput, d: Decision) -> _Probe:
         """The embedding of the one face in the image: several faces are refused, so that a
         bystander is never enrolled or verified in the subject's place. The guard then judges
-        the capture rules on what the pipeline found (PA-01, PA-02)."""
-        result = self._pipe().embed(image, count_all=True)  # faces of every detector step
+        the capture rules on what the pipeline found (PA-01, PA-02). Whether the face is masked
+        is checked too, and an enrolment also gets its visible-region embedding."""
+        pipe = self._pipe()
+        result = pipe.embed(image, count_all=True)  # faces of every detector step
         if result.embedding is None or result.face is None:
             raise ImageError("no face was found in the image; use a clear, frontal photo of the person.")
         if len(result.faces) > 1:
@@ -863,12 +909,13 @@ class SafeFace:
             floor = QualityThresholds.from_mapping(dict(d.purpose.quality), f"purpose {d.purpose.name!r} quality")
             quality = assess(load_image(image), result.face.landmarks, len(result.faces), floor)
         self._guard.check_capture(d, CaptureFacts(vec, quality, self.threshold))
-        return vec
+        return _probe(pipe, image, result.face, vec, enrol=d.operation is Operation.ENROLL)
 
-    def _store(self, d: Decision, items: Sequence[tuple[str, np.ndarray]], now: dt.datetime) -> list[Enrollment]:
+    def _store(self, d: Decision, items: Sequence[tuple[str, _Probe]], now: dt.datetime) -> list[Enrollment]:
         """Store the templates in one transaction. Inside it, under the write lock, the guard
         decides again and the "enroll allowed" entries naming the new rows are written, so no
-        row exists without its entry and none appears after an erasure or revocation."""
+        row exists without its entry and none appears after an erasure or revocation. The
+        visible-region template is sealed into its enrolment's row: one consent, expiry, erasure."""
         from ..storage.rows import Enrollment as Row
 
         parts = d.batch or (d,)
@@ -876,14 +923,15 @@ class SafeFace:
             raise ConfigError("an enrolment decision without a purpose.")
         purpose = d.purpose
         expires = self._deployment.expiry(purpose, now)
-        rows = [Row(subject, vec, [purpose.name], str(part.token_ref), expires, provenance=part.provenance,
-                    token=part.raw_token) for (subject, vec), part in zip(items, parts)]
+        rows = [Row(subject, pr.vec, [purpose.name], str(part.token_ref), expires, provenance=part.provenance,
+                    token=part.raw_token, visible=pr.visible) for (subject, pr), part in zip(items, parts)]
         bulk = "bulk; " if d.batch else ""
 
         def before_commit(stored: Sequence[Any]) -> None:
             for g, part in zip(stored, parts):
+                vis = "; visible-region template" if g.masked_template else ""
                 self._record(part, "allowed", [g.pseudonym],
-                             f"{bulk}rows={g.row_id}; expires {g.expires_at.date().isoformat()}")
+                             f"{bulk}rows={g.row_id}; expires {g.expires_at.date().isoformat()}{vis}")
 
         stored = self._gallery.add_many(rows, decide=lambda: self._guard.recheck_at_write(d, [s for s, _ in items], now),
                                         before_commit=before_commit)
@@ -909,6 +957,30 @@ class SafeFace:
         return issue_receipt(self._receipt_key, reason=reason, subjects=subjects, token_id=token_ref, rows=rows,
                              deployment=str(self._deployment.raw.get("name") or self._paths.root.name), now=now,
                              vectors=vectors)
+
+
+def _probe(pipe: Any, image: ImageInput, face: Any, vec: np.ndarray, *, enrol: bool) -> _Probe:
+    """The mask check of a call's face, and for an enrolment the visible-region embedding. A
+    pipeline without a mask detector (a caller's own, or an engine it was not trained for) gives
+    neither, and its calls take the plain path."""
+    check_fn = getattr(pipe, "mask_check", None)
+    check = None if check_fn is None else check_fn(image, face, vec)
+    if check is None:
+        return _Probe(vec)
+    visible_fn = getattr(pipe, "visible_embedding", None)
+    visible = visible_fn(image, face) if enrol and visible_fn is not None else None
+    return _Probe(vec, bool(check.masked), float(check.confidence), visible)
+
+
+def _path_note(probe: _Probe, masked_path: bool) -> str:
+    """What the audit entry says about the mask: the path taken, and the detector's confidence."""
+    if probe.mask_confidence is None:
+        return ""
+    if masked_path:
+        return f"; masked path (mask {probe.mask_confidence:.2f})"
+    if probe.masked:
+        return f"; masked probe, no visible-region template: plain path (mask {probe.mask_confidence:.2f})"
+    return ""
 
 
 def _vectors(results: Sequence[Any]) -> Optional[str]:

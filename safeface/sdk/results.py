@@ -23,20 +23,27 @@ class Enrollment:
 
 @dataclass(frozen=True)
 class Verification:
+    """`masked`: the probe's lower face was covered and it was matched on its visible region,
+    against the visible-region templates and with the masked threshold (`threshold`)."""
+
     match: bool
     score: Optional[float]
     threshold: float
     pseudonym: str
+    masked: bool = False
+    mask_confidence: Optional[float] = None  # the mask detector's; None where the pipeline has none
 
     def to_dict(self) -> dict[str, Any]:
         return {"match": self.match, "score": None if self.score is None else round(self.score, 4),
-                "threshold": self.threshold}
+                "threshold": self.threshold, "path": "masked" if self.masked else "plain",
+                "mask_confidence": None if self.mask_confidence is None else round(self.mask_confidence, 4)}
 
 
 @dataclass(frozen=True)
 class Candidate:
     subject: str  # pseudonym
     score: float
+    masked: bool = False  # found through the visible-region templates (the masked path)
 
 
 @dataclass(frozen=True)
@@ -64,6 +71,7 @@ class Record:
     expires_at: dt.datetime
     created_at: dt.datetime
     last_interaction: Optional[dt.datetime]
+    masked_template: bool = False  # a visible-region template for masked probes is sealed with it
 
 
 @dataclass(frozen=True)

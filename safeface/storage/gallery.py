@@ -1,11 +1,12 @@
 """The gallery: protected, sealed templates in SQLite, and the in-memory index that searches them.
 
 Each row holds a protected template (the embedding after the keyed orthogonal transform, as
-float32 bytes) sealed with AES-256-GCM, next to its subject pseudonym, purposes, consent token id,
+float32 bytes) and, for rows enrolled since masked faces are matched, the protected visible-region
+template (storage/rows.py), sealed together with AES-256-GCM, next to its subject pseudonym, purposes, consent token id,
 expiry and provenance; the seal's associated data binds those columns to the template. No subject
 id, image or raw embedding is ever written.
 
-The index lives in memory and is rebuilt from the store on open (every row unsealed, so a tampered
+The index lives in memory (a second one holds the visible-region templates, for masked probes) and is rebuilt from the store on open (every row unsealed, so a tampered
 row is caught at once). Several processes may share one file: each write runs in one
 ``BEGIN IMMEDIATE`` transaction that also appends to a change log, and each process replays the
 log (or reloads) when ``PRAGMA data_version`` says another connection committed.
@@ -33,7 +34,7 @@ from .lock import WriteLock
 from .rows import (ROW_COLS, SCHEMA_VERSION, Entry as _Entry, Enrollment, ErasureResult, GalleryRow,  # noqa: F401
                    Keys as _Keys, Match, RekeyResult, check_embedding, check_purposes as _check_purposes,
                    check_text as _check_text, describe, from_us, initial_meta, iso as _iso, keys_from_meta,
-                   pseudonym_of, seal_row, to_us, unseal_row, utc_now as _now)
+                   protect, pseudonym_of, rekeyed, seal_row, to_us, unseal_row, utc_now as _now)
 # Change-log entries kept for other processes to replay; one that falls further behind reloads.
 CHANGE_LOG_KEEP = 10_000
 
@@ -111,6 +112,8 @@ class Gallery:
         self._write_lock = WriteLock(path.with_name(path.name + ".lock"))
         self._keys: Optional[_Keys] = None
         self._index: SearchIndex = index_factory(dim, 0)
+        self._vindex: SearchIndex = index_factory(dim, 0)  # visible-region templates, by row id
+        self._visible_ids: set[int] = set()
         self._next_index_check = INDEX_CHECK_FIRST
         self._entries: dict[int, _Entry] = {}
         self._by_pseudonym: dict[str, set[int]] = {}
@@ -156,6 +159,8 @@ class Gallery:
             self._entries.clear()
             self._by_pseudonym.clear()
             self._index = self._factory(self._dim, 0)
+            self._vindex = self._factory(self._dim, 0)
+            self._visible_ids = set()
             self._filter = RowFilter()
 
     def __enter__(self) -> "Gallery":
@@ -258,6 +263,11 @@ class Gallery:
         index = self._factory(self._dim, len(rows))
         if rows:
             index.add(np.fromiter(entries.keys(), dtype=np.int64, count=len(entries)), vecs)
+        visible = {rid: e.visible for rid, e in entries.items() if e.visible is not None}
+        vindex = self._factory(self._dim, len(visible))
+        if visible:
+            vindex.add(np.fromiter(visible.keys(), dtype=np.int64, count=len(visible)), np.stack(list(visible.values())))
+        self._vindex, self._visible_ids = vindex, set(visible)
         by_p: dict[str, set[int]] = {}
         for rid, e in entries.items():
             by_p.setdefault(e.pseudonym, set()).add(rid)
@@ -304,6 +314,7 @@ class Gallery:
     def _apply(self, upserts: dict[int, tuple[_Entry, np.ndarray]], removals: Sequence[int]) -> None:
         if removals:
             self._index.remove(np.asarray(removals, dtype=np.int64))
+            self._drop_visible(removals)
             for rid in removals:
                 gone = self._entries.pop(rid, None)
                 if gone is not None:
@@ -312,6 +323,12 @@ class Gallery:
         if upserts:
             ids = np.fromiter(upserts.keys(), dtype=np.int64, count=len(upserts))
             self._index.add(ids, np.stack([v for _, v in upserts.values()]))
+            # An upserted row's visible-region template replaces the one it had (or its absence).
+            self._drop_visible(list(upserts))
+            vis = {rid: e.visible for rid, (e, _) in upserts.items() if e.visible is not None}
+            if vis:
+                self._vindex.add(np.fromiter(vis.keys(), dtype=np.int64, count=len(vis)), np.stack(list(vis.values())))
+                self._visible_ids.update(vis)
             for rid, (entry, _) in upserts.items():
                 old = self._entries.get(rid)
                 if old is not None:
@@ -321,6 +338,12 @@ class Gallery:
                 self._filter.upsert(rid, entry.purposes, entry.expires_us)
             if len(self._entries) >= self._next_index_check:
                 self._follow_factory()
+
+    def _drop_visible(self, row_ids: Sequence[int]) -> None:
+        gone = [rid for rid in row_ids if rid in self._visible_ids]
+        if gone:
+            self._vindex.remove(np.asarray(gone, dtype=np.int64))
+            self._visible_ids.difference_update(gone)
 
     def _follow_factory(self) -> None:
         """Ask the index factory again now that the gallery has grown: where it would now build
@@ -391,7 +414,8 @@ class Gallery:
             _check_text(it.token_id, "token_id")
             _check_text(it.provenance, "provenance")
             prepared.append((self.pseudonym(it.subject_id), self._check_embedding(it.embedding), purposes_t,
-                             it.token_id, it.provenance, to_us(it.expires_at, "expires_at"), it.token))
+                             it.token_id, it.provenance, to_us(it.expires_at, "expires_at"), it.token,
+                             None if it.visible is None else self._check_embedding(it.visible)))
         created = _now()
         out: list[GalleryRow] = []
         with self._write() as after:
@@ -402,7 +426,9 @@ class Gallery:
             upserts: dict[int, tuple[_Entry, np.ndarray]] = {}
             raw = np.stack([v for _, v, *_ in prepared]) if prepared else np.zeros((0, self._dim))
             templates = keys.transform.apply(raw)
-            for (pseudonym, _, purposes_t, token_id, provenance, exp_us, token), template in zip(prepared, templates):
+            for (pseudonym, _, purposes_t, token_id, provenance, exp_us, token, raw_visible), template in zip(
+                    prepared, templates):
+                visible = protect(keys, raw_visible, self._dim)
                 cur = db.execute(
                     "INSERT INTO rows (pseudonym, purposes, token_id, provenance, expires_us, created_at, "
                     "last_interaction, transform_version, seal_version, sealed) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -411,11 +437,11 @@ class Gallery:
                 row_id = int(cur.lastrowid or 0)
                 db.execute("UPDATE rows SET sealed = ? WHERE row_id = ?",
                            (seal_row(keys, row_id, pseudonym, purposes_t, token_id, provenance, exp_us, template,
-                                     token), row_id))
-                upserts[row_id] = (_Entry(pseudonym, frozenset(purposes_t), token_id, exp_us),
+                                     token, visible), row_id))
+                upserts[row_id] = (_Entry(pseudonym, frozenset(purposes_t), token_id, exp_us, visible),
                                    template.astype(np.float32))
                 out.append(GalleryRow(row_id, pseudonym, purposes_t, token_id, from_us(exp_us), provenance,
-                                      created, created))
+                                      created, created, masked_template=visible is not None))
             self._log(list(upserts), "upsert")
             self._at("add:sealed")
             if before_commit is not None:
@@ -499,9 +525,9 @@ class Gallery:
                     entry, vec, token = self._unseal_full(keys, r)
                     rid = int(r[0])
                     sealed = seal_row(keys, rid, p, sorted(entry.purposes), entry.token_id, str(r[4]), exp_us, vec,
-                                      token)
+                                      token, entry.visible)
                     db.execute("UPDATE rows SET expires_us = ?, sealed = ? WHERE row_id = ?", (exp_us, sealed, rid))
-                    updates[rid] = (_Entry(p, entry.purposes, entry.token_id, exp_us), vec)
+                    updates[rid] = (_Entry(p, entry.purposes, entry.token_id, exp_us, entry.visible), vec)
                 self._log(list(updates), "upsert")
                 after.append(lambda: self._apply(updates, []))
         return len(rows)
@@ -538,9 +564,10 @@ class Gallery:
             for r in rows:
                 entry, t_old, token = self._unseal_full(old, r)
                 t_new = (t_old if same_transform else old.transform.rekey_to(new.transform, t_old)).astype("<f4")
+                v_new = rekeyed(old, new, same_transform, entry.visible)
                 rid = int(r[0])
                 sealed = seal_row(new, rid, entry.pseudonym, json.loads(r[2]), entry.token_id, str(r[4]),
-                                  entry.expires_us, t_new, token)
+                                  entry.expires_us, t_new, token, v_new)
                 db.execute("UPDATE rows SET transform_version = ?, seal_version = ?, sealed = ? WHERE row_id = ?",
                            (tv, sv, sealed, rid))
                 self._at("rekey:row")
@@ -574,10 +601,24 @@ class Gallery:
             return np.asarray(mine, dtype=np.int64)
         return self._filter.allowed(purpose, now_us)
 
+    def _by_path(self, allowed: np.ndarray, path: Optional[str]) -> tuple[np.ndarray, SearchIndex]:
+        """The allowed rows and the index a path searches: None, every row's template; "visible",
+        the visible-region templates of the rows that hold one; "plain-only", the main templates
+        of the rows that hold none (those a masked probe can meet only the plain way)."""
+        if path is None:
+            return allowed, self._index
+        if path not in ("visible", "plain-only"):
+            raise ConfigError(f"path must be None, 'visible' or 'plain-only', got {path!r}.")
+        ids = np.fromiter(self._visible_ids, dtype=np.int64, count=len(self._visible_ids))
+        if path == "visible":
+            return np.intersect1d(allowed, ids), self._vindex
+        return np.setdiff1d(allowed, ids), self._index
+
     def search(self, embedding: np.ndarray, purpose: str, k: int = 5, threshold: Optional[float] = None,
-               now: Optional[datetime] = None) -> list[Match]:
+               now: Optional[datetime] = None, *, path: Optional[str] = None) -> list[Match]:
         """The best-matching subjects (one match each, their best row) among rows whose purposes
-        include `purpose` and that have not expired at `now`, best first, at most `k`."""
+        include `purpose` and that have not expired at `now`, best first, at most `k`. `path`:
+        see `_by_path` ("visible" for a masked probe)."""
         _check_text(purpose, "purpose")
         if isinstance(k, bool) or not isinstance(k, int) or k <= 0:
             raise ConfigError(f"k must be a positive integer, got {k!r}.")
@@ -585,13 +626,13 @@ class Gallery:
         vec = self._check_embedding(embedding)
         with self._lock:
             self._refresh()
-            allowed = self._allowed(purpose, now_us)
+            allowed, index = self._by_path(self._allowed(purpose, now_us), path)
             if allowed.size == 0:
                 return []
             q = self._require_keys().transform.apply(vec).reshape(1, -1)
             fetch = min(int(allowed.size), 4 * k)
             while True:
-                scores, ids = self._index.search(q, fetch, threshold=threshold, allowed=allowed)
+                scores, ids = index.search(q, fetch, threshold=threshold, allowed=allowed)
                 best: dict[str, Match] = {}
                 hits = 0
                 for s, i in zip(scores[0].tolist(), ids[0].tolist()):
@@ -607,20 +648,21 @@ class Gallery:
         return sorted(best.values(), key=lambda m: -m.score)[:k]
 
     def verify(self, subject_id: str, embedding: np.ndarray, purpose: str,
-               now: Optional[datetime] = None) -> Optional[float]:
+               now: Optional[datetime] = None, *, path: Optional[str] = None) -> Optional[float]:
         """The best score between the embedding and the subject's rows allowed for `purpose` at
-        `now`; None when the subject has no such row."""
+        `now`; None when the subject has no such row. `path="visible"`: against the rows'
+        visible-region templates (None when none of them holds one)."""
         _check_text(purpose, "purpose")
         now_us = to_us(now or _now(), "now")
         vec = self._check_embedding(embedding)
         p = self.pseudonym(subject_id)
         with self._lock:
             self._refresh()
-            allowed = self._allowed(purpose, now_us, pseudonym=p)
+            allowed, index = self._by_path(self._allowed(purpose, now_us, pseudonym=p), path)
             if allowed.size == 0:
                 return None
             q = self._require_keys().transform.apply(vec).reshape(1, -1)
-            scores, ids = self._index.search(q, 1, allowed=allowed)
+            scores, ids = index.search(q, 1, allowed=allowed)
             return float(scores[0, 0]) if ids[0, 0] >= 0 else None
 
     def rows_for(self, subject_id: str) -> list[GalleryRow]:

@@ -1,5 +1,7 @@
 """Sealed gallery rows, whatever holds them: the row types, the key versions a store is under, and
-how a row is sealed and opened. The SQLite gallery and the PostgreSQL record store both use this,
+how a row is sealed and opened. A row sealed since masked faces are matched also holds, inside the
+same seal, its visible-region template (the face under synthetic masks, protected by the same
+keyed transform): one consent, one expiry, one erasure for both. The SQLite gallery and the PostgreSQL record store both use this,
 so a row sealed by one opens in the other byte for byte (the seal binds the row id, pseudonym,
 purposes, token reference, provenance, expiry and key versions, never where the row lives)."""
 
@@ -23,6 +25,9 @@ SCHEMA_VERSION = 1
 # A row as both stores select it, in this order.
 ROW_COLS = ("row_id, pseudonym, purposes, token_id, provenance, expires_us, "
             "transform_version, seal_version, sealed")
+# Marks a visible-region template inside a sealed blob, between the template and the token (a
+# token never starts with a NUL byte). Rows sealed without one open as before.
+VISIBLE_MAGIC = b"\x00sf-visible-1\x00"
 
 
 @dataclass(frozen=True)
@@ -38,6 +43,7 @@ class GalleryRow:
     created_at: datetime
     last_interaction: Optional[datetime]
     token: Optional[str] = field(default=None, repr=False)  # sealed with the row; None before tokens were kept
+    masked_template: bool = False  # the row holds a visible-region template for masked probes
 
 
 @dataclass(frozen=True)
@@ -51,6 +57,8 @@ class Enrollment:
     expires_at: datetime
     provenance: str = "consent"
     token: Optional[str] = None  # the consent or legal-basis token, sealed with the row
+    # The raw visible-region embedding for masked probes; protected and sealed into the same row.
+    visible: Optional[np.ndarray] = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -87,6 +95,7 @@ class Entry:
     purposes: frozenset[str]
     token_id: str
     expires_us: int
+    visible: Optional[np.ndarray] = field(default=None, repr=False, compare=False)  # protected
 
 
 @dataclass
@@ -198,21 +207,40 @@ def pseudonym_of(keyring: Keyring, version: int, subject_id: str) -> str:
     return pseudonymize(keyring.key("pseudonym", version), subject_id)
 
 
-def blob(template: np.ndarray, token: Optional[str]) -> bytes:
-    """What a seal covers: the protected template (little-endian float32), then the token."""
-    return template.astype("<f4").tobytes() + (token or "").encode("utf-8")
+def blob(template: np.ndarray, token: Optional[str], visible: Optional[np.ndarray] = None) -> bytes:
+    """What a seal covers: the protected template (little-endian float32), then the protected
+    visible-region template behind its marker if there is one, then the token."""
+    mid = b"" if visible is None else VISIBLE_MAGIC + np.asarray(visible).astype("<f4").tobytes()
+    return template.astype("<f4").tobytes() + mid + (token or "").encode("utf-8")
 
 
 def seal_row(keys: Keys, row_id: int, pseudonym: str, purposes: Sequence[str], token_id: str, provenance: str,
-             expires_us: int, template: np.ndarray, token: Optional[str]) -> bytes:
+             expires_us: int, template: np.ndarray, token: Optional[str],
+             visible: Optional[np.ndarray] = None) -> bytes:
     binding = RowBinding(int(row_id), pseudonym, tuple(purposes), token_id, provenance, int(expires_us),
                          keys.transform_version, keys.seal_version)
-    return keys.sealer.seal(blob(template, token), binding)
+    return keys.sealer.seal(blob(template, token, visible), binding)
+
+
+def protect(keys: Keys, raw: Optional[np.ndarray], dim: int) -> Optional[np.ndarray]:
+    """A raw visible-region embedding through the store's keyed transform (as the main template),
+    or None."""
+    if raw is None:
+        return None
+    return keys.transform.apply(check_embedding(raw, dim).reshape(1, -1))[0].astype(np.float32)
+
+
+def rekeyed(old: Keys, new: Keys, same_transform: bool, visible: Optional[np.ndarray]) -> Optional[np.ndarray]:
+    """A protected visible-region template moved to the new transform (as rekey moves the main one)."""
+    if visible is None or same_transform:
+        return visible
+    return np.asarray(old.transform.rekey_to(new.transform, visible)).astype(np.float32)
 
 
 def unseal_row(keys: Keys, row: Sequence[Any], dim: int) -> tuple[Entry, np.ndarray, Optional[str]]:
-    """A row in ROW_COLS order, opened: its entry, protected template and token. Raises
-    IntegrityError naming the row when any bound column or the blob was altered."""
+    """A row in ROW_COLS order, opened: its entry (with its visible-region template, if any),
+    protected template and token. Raises IntegrityError naming the row when any bound column or
+    the blob was altered."""
     (row_id, pseudonym, purposes_json, token_id, provenance, expires_us, tv, sv, sealed) = row
     try:
         purposes = tuple(json.loads(purposes_json))
@@ -228,13 +256,22 @@ def unseal_row(keys: Keys, row: Sequence[Any], dim: int) -> tuple[Entry, np.ndar
     n = 4 * dim
     if len(plain) < n:
         raise IntegrityError(f"gallery row {row_id} failed its integrity check: its template has the wrong length.")
-    token = plain[n:].decode("utf-8") if len(plain) > n else None
+    rest, visible = plain[n:], None
+    if rest.startswith(VISIBLE_MAGIC):
+        m = len(VISIBLE_MAGIC)
+        if len(rest) < m + n:
+            raise IntegrityError(f"gallery row {row_id} failed its integrity check: its visible-region template "
+                                 f"has the wrong length.")
+        visible = np.frombuffer(rest[m:m + n], dtype="<f4").astype(np.float32)
+        rest = rest[m + n:]
+    token = rest.decode("utf-8") if rest else None
     vec = np.frombuffer(plain[:n], dtype="<f4").astype(np.float32)
-    return Entry(str(pseudonym), frozenset(purposes), str(token_id), int(expires_us)), vec, token
+    return Entry(str(pseudonym), frozenset(purposes), str(token_id), int(expires_us), visible), vec, token
 
 
 def describe(entry: Entry, row_id: int, provenance: str, created_at: str, last_interaction: Optional[str],
              token: Optional[str]) -> GalleryRow:
     return GalleryRow(int(row_id), entry.pseudonym, tuple(sorted(entry.purposes)), entry.token_id,
                       from_us(entry.expires_us), str(provenance), datetime.fromisoformat(created_at),
-                      datetime.fromisoformat(last_interaction) if last_interaction else None, token)
+                      datetime.fromisoformat(last_interaction) if last_interaction else None, token,
+                      entry.visible is not None)

@@ -13,6 +13,12 @@ that the next write or the next open carries out (reconciling by row id). An era
 vectors "removed" only once a query by id finds none of them, otherwise "pending". A search asks
 Milvus for candidates, then opens each candidate's record and scores it from there: a row
 erased, expired or outside the purpose is never returned, whatever Milvus still holds.
+
+Visible-region templates (masked probes) live only in the sealed records, not in Milvus: a masked
+search takes Milvus's candidates for the probe against the main templates (a wider net, MASKED_FETCH
+times as many) and scores each from its record's visible-region template. In a gallery no larger
+than the net that is every row; beyond it, a mated row whose main template ranks below the net is
+missed.
 """
 
 from __future__ import annotations
@@ -34,12 +40,14 @@ from ..hazmat.templates.transform import TemplateTransform
 from ..hazmat.templates.sealing import Sealer
 from .rows import (ROW_COLS, Enrollment, Entry, ErasureResult, GalleryRow, Keys, Match, RekeyResult,
                    check_embedding, check_purposes, check_text, describe, from_us, initial_meta, iso, keys_from_meta,
-                   pseudonym_of, seal_row, to_us, unseal_row, utc_now)
+                   protect, pseudonym_of, rekeyed, seal_row, to_us, unseal_row, utc_now)
 from .vectors import MilvusVectors
 
 NAMESPACE_RE = re.compile(r"^[a-z_][a-z0-9_]{0,40}$")
 REBUILD = 0  # the pending note's row id that asks for the whole index to be rebuilt
 FETCH_MAX = 16384  # Milvus's largest search limit
+MASKED_FETCH = 8  # a masked search asks Milvus for this many times the candidates (see above)
+PATHS = (None, "visible", "plain-only")
 
 _SCHEMA = """
 CREATE SCHEMA IF NOT EXISTS {ns};
@@ -389,7 +397,8 @@ class ServerStore:
             check_text(it.token_id, "token_id")
             check_text(it.provenance, "provenance")
             prepared.append((self.pseudonym(it.subject_id), check_embedding(it.embedding, self._dim), purposes_t,
-                             it.token_id, it.provenance, to_us(it.expires_at, "expires_at"), it.token))
+                             it.token_id, it.provenance, to_us(it.expires_at, "expires_at"), it.token,
+                             None if it.visible is None else check_embedding(it.visible, self._dim)))
         created = utc_now()
         out: list[GalleryRow] = []
         with self._write_lock.held():
@@ -404,11 +413,13 @@ class ServerStore:
                     f"SELECT nextval(pg_get_serial_sequence('{self._ns}.rows', 'row_id')) "
                     "FROM generate_series(1, %s)", (len(prepared),)).fetchall()] if prepared else []
                 records = []
-                for rid, (ps, _, purposes_t, token_id, prov, exp_us, token), t in zip(ids, prepared, templates):
+                for rid, (ps, _, purposes_t, token_id, prov, exp_us, token, raw_vis), t in zip(ids, prepared, templates):
+                    vis = protect(keys, raw_vis, self._dim)
                     records.append((rid, ps, json.dumps(list(purposes_t)), token_id, prov, exp_us, iso(created),
                                     iso(created), keys.transform_version, keys.seal_version,
-                                    seal_row(keys, rid, ps, purposes_t, token_id, prov, exp_us, t, token)))
-                    out.append(GalleryRow(rid, ps, purposes_t, token_id, from_us(exp_us), prov, created, created))
+                                    seal_row(keys, rid, ps, purposes_t, token_id, prov, exp_us, t, token, vis)))
+                    out.append(GalleryRow(rid, ps, purposes_t, token_id, from_us(exp_us), prov, created, created,
+                                          masked_template=vis is not None))
                 # COPY, not INSERT per row: a third of the enrolment time at 2,000-row batches.
                 with self._conn.cursor() as cur, cur.copy(
                         f"COPY {self._ns}.rows (row_id, pseudonym, purposes, token_id, provenance, expires_us, "
@@ -487,7 +498,7 @@ class ServerStore:
                     for r in rows:
                         entry, vec, token = unseal_row(keys, r, self._dim)
                         sealed = seal_row(keys, int(r[0]), p, sorted(entry.purposes), entry.token_id, str(r[4]),
-                                          exp_us, vec, token)
+                                          exp_us, vec, token, entry.visible)
                         self._conn.execute(f"UPDATE {self._ns}.rows SET expires_us = %s, sealed = %s "
                                            "WHERE row_id = %s", (exp_us, sealed, int(r[0])))
                     self._note([int(r[0]) for r in rows], "upsert")
@@ -520,7 +531,7 @@ class ServerStore:
                     entry, t_old, token = unseal_row(old, r, self._dim)
                     t_new = (t_old if same else old.transform.rekey_to(new.transform, t_old)).astype("<f4")
                     sealed = seal_row(new, int(r[0]), entry.pseudonym, json.loads(r[2]), entry.token_id, str(r[4]),
-                                      entry.expires_us, t_new, token)
+                                      entry.expires_us, t_new, token, rekeyed(old, new, same, entry.visible))
                     self._conn.execute(f"UPDATE {self._ns}.rows SET transform_version = %s, seal_version = %s, "
                                        "sealed = %s WHERE row_id = %s", (tv, sv, sealed, int(r[0])))
                 with self._conn.cursor() as cur:
@@ -545,26 +556,31 @@ class ServerStore:
         return out
 
     def search(self, embedding: np.ndarray, purpose: str, k: int = 5, threshold: Optional[float] = None,
-               now: Optional[datetime] = None) -> list[Match]:
+               now: Optional[datetime] = None, *, path: Optional[str] = None) -> list[Match]:
         """The best-matching subjects (one match each, their best row) among rows whose purposes
         include `purpose` and that have not expired at `now`, best first, at most `k`. Milvus
-        proposes; each proposal is opened from the records and scored from its sealed template."""
+        proposes; each proposal is opened from the records and scored from its sealed template.
+        `path` as in the SQLite gallery: "visible" scores the rows' visible-region templates
+        (rows without one take no part), "plain-only" the main templates of rows without one."""
         check_text(purpose, "purpose")
+        _check_path(path)
         if isinstance(k, bool) or not isinstance(k, int) or k <= 0:
             raise ConfigError(f"k must be a positive integer, got {k!r}.")
         now_us = to_us(now or utc_now(), "now")
         q = self._require_keys().transform.apply(check_embedding(embedding, self._dim)).astype(np.float32)
-        fetch = min(FETCH_MAX, 4 * k)
+        fetch = min(FETCH_MAX, 4 * k * (MASKED_FETCH if path == "visible" else 1))
         while True:
             hits = self.vectors.search(q, purpose, now_us, fetch)
-            if threshold is not None:
+            if threshold is not None and path != "visible":  # Milvus scores main templates only
                 hits = [(i, s) for i, s in hits if s >= threshold - 1e-4]
             opened = self._open_rows([i for i, _ in hits])
             best: dict[str, Match] = {}
             for rid, (entry, vec) in opened.items():
                 if purpose not in entry.purposes or entry.expires_us <= now_us:
                     continue
-                score = float(np.dot(vec, q))
+                if (path == "visible") != (entry.visible is not None) and path is not None:
+                    continue
+                score = float(np.dot(entry.visible if path == "visible" else vec, q))
                 if threshold is not None and score < threshold:
                     continue
                 m = best.get(entry.pseudonym)
@@ -576,18 +592,22 @@ class ServerStore:
         return sorted(best.values(), key=lambda m: -m.score)[:k]
 
     def verify(self, subject_id: str, embedding: np.ndarray, purpose: str,
-               now: Optional[datetime] = None) -> Optional[float]:
+               now: Optional[datetime] = None, *, path: Optional[str] = None) -> Optional[float]:
         """The best score between the embedding and the subject's rows allowed for `purpose` at
-        `now`, from the records alone; None when there is no such row."""
+        `now`, from the records alone; None when there is no such row. `path="visible"`: against
+        the rows' visible-region templates (None when none holds one)."""
         check_text(purpose, "purpose")
+        _check_path(path)
         now_us = to_us(now or utc_now(), "now")
         keys = self._require_keys()
         q = keys.transform.apply(check_embedding(embedding, self._dim)).astype(np.float32)
         scores = []
         for r in self._sql(f"SELECT {ROW_COLS} FROM {{ns}}.rows WHERE pseudonym = %s", (self.pseudonym(subject_id),)):
             entry, vec, _ = unseal_row(keys, r, self._dim)
+            if path is not None and (path == "visible") != (entry.visible is not None):
+                continue
             if purpose in entry.purposes and entry.expires_us > now_us:
-                scores.append(float(np.dot(vec, q)))
+                scores.append(float(np.dot(entry.visible if path == "visible" else vec, q)))
         return max(scores) if scores else None
 
     def _described(self, where: str, args: tuple[Any, ...]) -> list[GalleryRow]:
@@ -664,6 +684,11 @@ class IndexCheck:
         return {"rows": self.rows, "vectors": self.vectors, "missing": list(self.missing),
                 "orphans": list(self.orphans), "stale": list(self.stale), "pending": self.pending,
                 "consistent": self.consistent, "repaired": self.repaired}
+
+
+def _check_path(path: Optional[str]) -> None:
+    if path not in PATHS:
+        raise ConfigError(f"path must be None, 'visible' or 'plain-only', got {path!r}.")
 
 
 def _exists(conn: Any, ns: str) -> bool:

@@ -179,6 +179,18 @@ class Deployment:
         return float(t)
 
     @property
+    def masked_threshold(self) -> Optional[float]:
+        """The threshold of the masked path (a masked probe against visible-region templates),
+        or None for the engine's default; (0, 1] as the plain one."""
+        t = self.section("matching").get("masked_threshold")
+        if t is None:
+            return None
+        if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t) or not 0 < t <= 1:
+            raise ConfigError(f"matching.masked_threshold must be a number in (0, 1] (or null for the default), "
+                              f"not {t!r}.")
+        return float(t)
+
+    @property
     def guardian_age(self) -> int:
         """Below this age consent comes from a parent or guardian, whatever the profiles (floors.py);
         eu takes minors.eu_guardian_age (13 to 16, default 16)."""

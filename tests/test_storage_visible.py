@@ -1,0 +1,159 @@
+"""Visible-region templates (masked probes) in both stores: sealed into their enrolment's own row
+(storage/rows.py), matched only on the "visible" path, carried by touch and rekey, erased with
+the row; and the attacks a hostile operator would try on the file (swap the sealed blob from
+another row, strip the visible part, restore a row sealed without one under another row)."""
+
+from __future__ import annotations
+
+import sqlite3
+import sys
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from safeface.errors import ConfigError, IntegrityError  # noqa: E402
+from safeface.hazmat.templates import PassphraseKeyring, ScryptParams  # noqa: E402
+from safeface.storage.gallery import Gallery  # noqa: E402
+from safeface.storage.rows import VISIBLE_MAGIC, Enrollment  # noqa: E402
+
+DIM = 128
+FAST = ScryptParams(n=2**10, r=8, p=1)
+LATER = datetime.now(timezone.utc) + timedelta(days=365)
+
+
+def unit_rows(n: int, seed: int = 0) -> np.ndarray:
+    x = np.random.default_rng(seed).standard_normal((n, DIM)).astype(np.float32)
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+@pytest.fixture
+def keyring(tmp_path: Path) -> PassphraseKeyring:
+    return PassphraseKeyring.create(tmp_path / "keys.json", "pw", FAST)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    from server_support import pg_fixture, server_modules, start_milvus
+
+    server_modules()
+    pg_gen = pg_fixture()
+    pg = next(pg_gen)
+    srv = start_milvus(tmp_path_factory.mktemp("milvus") / "data")
+    try:
+        yield pg, srv
+    finally:
+        srv.stop()
+        pg_gen.close()
+
+
+def _opener(kind: str, tmp_path: Path, keyring: Any, request: pytest.FixtureRequest) -> Callable[[], Any]:
+    if kind == "sqlite":
+        return lambda: Gallery.open(tmp_path / "gallery.db", keyring, DIM)
+    import uuid
+
+    from server_support import PG_PASSWORD
+
+    from safeface.storage.server import ServerStore
+    from safeface.storage.vectors import MilvusVectors
+
+    pg, srv = request.getfixturevalue("server")
+    dsn, coll = pg.new_database(), "c_" + uuid.uuid4().hex[:10]
+    return lambda: ServerStore.open(dsn, PG_PASSWORD, lambda: MilvusVectors.connect(f"milvus:{srv.uri}", tmp_path, coll,
+                                                                                    DIM), keyring, DIM)
+
+
+@pytest.fixture(params=["sqlite", "server"])
+def opener(request: pytest.FixtureRequest, tmp_path: Path, keyring: Any) -> Callable[[], Any]:
+    return _opener(request.param, tmp_path, keyring, request)
+
+
+def _enrol(store: Any, subject: str, main: np.ndarray, visible: Any) -> Any:
+    return store.add_many([Enrollment(subject, main, ("access",), f"tok-{subject}", LATER, visible=visible)])[0]
+
+
+def test_visible_template_is_matched_on_its_own_path_and_goes_with_its_row(opener: Callable[[], Any]) -> None:
+    x, v = unit_rows(3), unit_rows(3, seed=1)
+    with opener() as s:
+        assert _enrol(s, "a", x[0], v[0]).masked_template
+        assert not _enrol(s, "old", x[1], None).masked_template  # a row from before masked matching
+        _enrol(s, "b", x[2], v[2])
+        assert [r.masked_template for r in s.rows()] == [True, False, True]
+        # The visible path scores the visible-region template, never the main one.
+        assert s.verify("a", v[0], "access", path="visible") == pytest.approx(1.0, abs=1e-5)
+        assert s.verify("a", x[0], "access", path="visible") == pytest.approx(float(x[0] @ v[0]), abs=1e-4)
+        assert s.verify("a", v[0], "access") == pytest.approx(float(x[0] @ v[0]), abs=1e-4)
+        assert s.verify("old", x[1], "access", path="visible") is None
+        hits = s.search(v[2], "access", k=3, path="visible")
+        assert hits[0].pseudonym == s.pseudonym("b") and s.pseudonym("old") not in [m.pseudonym for m in hits]
+        assert [m.pseudonym for m in s.search(x[1], "access", k=3, path="plain-only")] == [s.pseudonym("old")]
+        with pytest.raises(ConfigError):
+            s.verify("a", v[0], "access", path="masked")
+        # A new expiry re-seals the row; its visible-region template stays inside the seal.
+        s.touch("a", new_expiry=LATER + timedelta(days=1))
+        assert s.verify("a", v[0], "access", path="visible") == pytest.approx(1.0, abs=1e-5)
+        rows = [r.row_id for r in s.rows_for("a")]
+        assert s.erase_subject("a").row_ids == tuple(rows)
+        assert s.verify("a", v[0], "access", path="visible") is None
+        assert s.pseudonym("a") not in [m.pseudonym for m in s.search(v[0], "access", k=3, path="visible")]
+    with opener() as s:  # reopened: the erased row's template is gone from the visible path too
+        assert s.pseudonym("a") not in [m.pseudonym for m in s.search(v[0], "access", k=3, path="visible")]
+        assert s.verify("b", v[2], "access", path="visible") == pytest.approx(1.0, abs=1e-5)
+
+
+def test_rekey_carries_the_visible_template(opener: Callable[[], Any], keyring: Any) -> None:
+    x, v = unit_rows(2), unit_rows(2, seed=1)
+    with opener() as s:
+        _enrol(s, "a", x[0], v[0])
+        keyring.rotate()
+        s.rekey()
+        assert s.verify("a", v[0], "access", path="visible") == pytest.approx(1.0, abs=1e-5)
+    with opener() as s:
+        assert s.verify("a", v[0], "access", path="visible") == pytest.approx(1.0, abs=1e-5)
+
+
+def test_the_visible_template_is_protected_not_raw(tmp_path: Path, keyring: Any) -> None:
+    """No 16-byte window of the raw visible-region embedding is in any file of the store."""
+    x, v = unit_rows(1), unit_rows(1, seed=1)
+    with Gallery.open(tmp_path / "gallery.db", keyring, DIM) as g:
+        _enrol(g, "a", x[0], v[0])
+    blobs = b"".join(p.read_bytes() for p in tmp_path.rglob("*") if p.is_file())
+    raw = v[0].astype("<f4").tobytes()
+    assert not [i for i in range(0, len(raw) - 15, 4) if raw[i:i + 16] in blobs]
+    assert VISIBLE_MAGIC not in blobs  # the marker too sits inside the encrypted seal
+
+
+def _sealed(db: Path) -> list[bytes]:
+    with sqlite3.connect(db) as c:
+        return [bytes(r[0]) for r in c.execute("SELECT sealed FROM rows ORDER BY row_id")]
+
+
+def _put(db: Path, row: int, sealed: bytes) -> None:
+    with sqlite3.connect(db) as c:
+        c.execute("UPDATE rows SET sealed = ? WHERE row_id = (SELECT row_id FROM rows ORDER BY row_id LIMIT 1 OFFSET ?)",
+                  (sealed, row))
+
+
+@pytest.mark.parametrize("attack", ["swap from another row", "row without one over it", "cut the tail",
+                                    "flip a byte"])
+def test_a_tampered_visible_template_is_caught_by_the_seal(tmp_path: Path, keyring: Any, attack: str) -> None:
+    """A hostile operator edits the file so that a masked probe would meet another person's
+    visible-region template (or none, pushing the subject onto the plain path): every such row
+    fails its seal, which binds the row id, subject and the whole blob."""
+    x, v = unit_rows(2), unit_rows(2, seed=1)
+    db = tmp_path / "gallery.db"
+    with Gallery.open(db, keyring, DIM) as g:
+        _enrol(g, "a", x[0], v[0])
+        _enrol(g, "b", x[1], v[1])
+        _enrol(g, "c", x[1], None)
+    a, b, c = _sealed(db)
+    forged = {"swap from another row": b, "row without one over it": c,
+              "cut the tail": a[:-(4 * DIM + len(VISIBLE_MAGIC))],
+              "flip a byte": a[:60] + bytes([a[60] ^ 1]) + a[61:]}[attack]
+    _put(db, 0, forged)
+    with pytest.raises(IntegrityError, match="row"):
+        Gallery.open(db, keyring, DIM)
