@@ -260,13 +260,13 @@ class Gallery:
         finally:
             if own_txn:
                 db.execute("COMMIT")
-        index = self._factory(self._dim, len(rows))
-        if rows:
-            index.add(np.fromiter(entries.keys(), dtype=np.int64, count=len(entries)), vecs)
         visible = {rid: e.visible for rid, e in entries.items() if e.visible is not None}
         vindex = self._factory(self._dim, len(visible))
         if visible:
             vindex.add(np.fromiter(visible.keys(), dtype=np.int64, count=len(visible)), np.stack(list(visible.values())))
+        index = self._factory(self._dim, len(rows))
+        if rows:
+            index.add(np.fromiter(entries.keys(), dtype=np.int64, count=len(entries)), vecs)
         self._vindex, self._visible_ids = vindex, set(visible)
         by_p: dict[str, set[int]] = {}
         for rid, e in entries.items():

@@ -227,7 +227,8 @@ def protect(keys: Keys, raw: Optional[np.ndarray], dim: int) -> Optional[np.ndar
     or None."""
     if raw is None:
         return None
-    return keys.transform.apply(check_embedding(raw, dim).reshape(1, -1))[0].astype(np.float32)
+    out: np.ndarray = keys.transform.apply(check_embedding(raw, dim).reshape(1, -1))[0].astype(np.float32)
+    return out
 
 
 def rekeyed(old: Keys, new: Keys, same_transform: bool, visible: Optional[np.ndarray]) -> Optional[np.ndarray]:

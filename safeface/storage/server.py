@@ -578,9 +578,10 @@ class ServerStore:
             for rid, (entry, vec) in opened.items():
                 if purpose not in entry.purposes or entry.expires_us <= now_us:
                     continue
-                if (path == "visible") != (entry.visible is not None) and path is not None:
+                t = _scored(entry, vec, path)
+                if t is None:
                     continue
-                score = float(np.dot(entry.visible if path == "visible" else vec, q))
+                score = float(np.dot(t, q))
                 if threshold is not None and score < threshold:
                     continue
                 m = best.get(entry.pseudonym)
@@ -604,10 +605,9 @@ class ServerStore:
         scores = []
         for r in self._sql(f"SELECT {ROW_COLS} FROM {{ns}}.rows WHERE pseudonym = %s", (self.pseudonym(subject_id),)):
             entry, vec, _ = unseal_row(keys, r, self._dim)
-            if path is not None and (path == "visible") != (entry.visible is not None):
-                continue
-            if purpose in entry.purposes and entry.expires_us > now_us:
-                scores.append(float(np.dot(entry.visible if path == "visible" else vec, q)))
+            t = _scored(entry, vec, path)
+            if t is not None and purpose in entry.purposes and entry.expires_us > now_us:
+                scores.append(float(np.dot(t, q)))
         return max(scores) if scores else None
 
     def _described(self, where: str, args: tuple[Any, ...]) -> list[GalleryRow]:
@@ -689,6 +689,13 @@ class IndexCheck:
 def _check_path(path: Optional[str]) -> None:
     if path not in PATHS:
         raise ConfigError(f"path must be None, 'visible' or 'plain-only', got {path!r}.")
+
+
+def _scored(entry: Entry, vec: np.ndarray, path: Optional[str]) -> Optional[np.ndarray]:
+    """The template of a row that `path` scores, or None when the row takes no part in it."""
+    if path == "visible":
+        return entry.visible
+    return vec if path is None or entry.visible is None else None
 
 
 def _exists(conn: Any, ns: str) -> bool:
