@@ -11,6 +11,7 @@ and nothing that links them to another deployment's or inverts them without the 
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -110,11 +111,18 @@ class MilvusVectors:
             where = f"Milvus at {uri}"
         else:
             raise ConfigError(f"storage.vectors must be 'local', 'milvus:<uri>' or 'milvus-lite:<file>', got {target!r}.")
-        try:
-            client = MilvusClient(uri=uri, token=token or "", timeout=timeout)
-        except _client_error() as exc:
-            raise BackendError(f"{where} cannot be reached or refused the credentials ({_short(exc)}). Check that it "
-                               "runs and that SAFEFACE_MILVUS_TOKEN is right; nothing was written.") from None
+        # pymilvus pools one channel per server address; one the server dropped while idle (a
+        # keepalive GOAWAY) can fail the first connect although the server is up: retry once.
+        for attempt in (1, 2):
+            try:
+                client = MilvusClient(uri=uri, token=token or "", timeout=timeout)
+                break
+            except _client_error() as exc:
+                if attempt == 2:
+                    raise BackendError(f"{where} cannot be reached or refused the credentials ({_short(exc)}). Check "
+                                       "that it runs and that SAFEFACE_MILVUS_TOKEN is right; nothing was written."
+                                       ) from None
+                time.sleep(0.5)
         out = cls(client, where, collection, dim, index_kind)
         version = str(out._call("read the server version", client.get_server_version))
         out._lite = version.startswith("milvus_lite") or target.startswith("milvus-lite:")
