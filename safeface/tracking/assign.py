@@ -1,27 +1,39 @@
 """Frame-to-frame assignment: each track's Kalman prediction is matched to the frame's person
 boxes by the Hungarian method (scipy's linear_sum_assignment) on a cost of distance, overlap and
-clothing; a track unseen for up to `max_age` frames keeps predicting and can be found again."""
+clothing. Three rules keep identities through crowds:
+
+- a track whose prediction lies inside another person's box is occluded (two people merged into
+  one blob): it coasts on its prediction and learns no clothing from the shared box;
+- a box mostly inside a box already given to a track is a fragment of that person, not a new one;
+- a new track, once confirmed, takes over a lost track (unseen for up to `reid_window` frames)
+  that wore the same clothes and could have walked there in the time: re-identification after
+  an occlusion the motion model could not bridge."""
 
 from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 
 from ..anonymize.detect import iou
-from .appearance import Appearance, distance
+from .appearance import INSET, LOWER, UPPER, Appearance, distance
 from .motion import Box, BoxKalman
 
 INF = 1e6
+# Looks kept per track for matching: the most recent clear views (box not shared with anyone).
+GALLERY = 12
 
 
 @dataclass
 class AssignOptions:
     """`confirm`: detections in a row before a track counts; `max_age`: frames a confirmed track
     is predicted without a detection before it ends (25 = 2.5 s at 10 fps); `gate`: farthest a
-    detection may be from the prediction, in person heights; `max_cost`: worst accepted match."""
+    detection may be from the prediction, in person heights; `max_cost`: worst accepted match;
+    `reid_window`: frames after a track is lost during which a new track may turn out to be it;
+    `reid_distance`: the worst clothing distance (0-1) for that; `walk`: the farthest a person
+    walks in a frame, in person heights (0.12 is a brisk 1.5 m/s at 10 fps, with margin)."""
 
     confirm: int = 3
     max_age: int = 25
@@ -29,9 +41,12 @@ class AssignOptions:
     max_cost: float = 0.7
     appearance_weight: float = 0.45
     learn: float = 0.1
+    reid_window: int = 60
+    reid_distance: float = 0.5
+    walk: float = 0.12
 
 
-@dataclass
+@dataclass(eq=False)  # tracks are compared by identity
 class LiveTrack:
     track_id: str
     kalman: BoxKalman
@@ -39,13 +54,42 @@ class LiveTrack:
     hits: int = 1
     missed: int = 0
     confirmed: bool = False
+    occluded: bool = False
     frames: list[int] = field(default_factory=list)
     boxes: list[Box] = field(default_factory=list)
+    # Per detection: its look and whether the box was the person's alone (no other box touched it).
+    looks: list[tuple[Appearance, bool]] = field(default_factory=list)
+    gallery: list[Appearance] = field(default_factory=list)
+    thumb: Optional[tuple[float, Any]] = None
+    # Detections that came from a person-shape detector (HOG), not from motion alone.
+    shaped: int = 0
+
+    def clothing_distance(self, look: Appearance) -> float:
+        """The closest of the running mean and the recent clear views: a person turning or
+        passing a shadow still matches one of their own recent views."""
+        return min([distance(self.look, look)] + [distance(g, look) for g in self.gallery])
 
 
 def new_track_id() -> str:
     """Random and local to one run: nothing links it to another video or deployment."""
     return secrets.token_hex(4)
+
+
+def _inside(inner: Box, outer: Box) -> float:
+    """The share of `inner`'s area that lies inside `outer`."""
+    ix = max(0.0, min(inner[2], outer[2]) - max(inner[0], outer[0]))
+    iy = max(0.0, min(inner[3], outer[3]) - max(inner[1], outer[1]))
+    area = (inner[2] - inner[0]) * (inner[3] - inner[1])
+    return ix * iy / area if area > 0 else 0.0
+
+
+def alone(boxes: list[Box], j: int) -> bool:
+    """True when no other box of the frame covers more than a sliver of box j's clothing region
+    (the inset the appearance is measured on): its colours are one person's."""
+    x1, y1, x2, y2 = boxes[j]
+    w, h = x2 - x1, y2 - y1
+    core = (x1 + INSET * w, y1 + UPPER[0] * h, x2 - INSET * w, y1 + LOWER[1] * h)
+    return all(k == j or _inside(core, b) < 0.1 for k, b in enumerate(boxes))
 
 
 class Assigner:
@@ -67,11 +111,12 @@ class Assigner:
         gate = self.o.gate * (1.0 + 0.25 * min(t.missed, 8))
         if d > gate:
             return INF
-        a = distance(t.look, look)
+        a = t.clothing_distance(look)
         w = self.o.appearance_weight
         return (1 - w) * (0.6 * d / gate + 0.4 * (1.0 - iou(pred, box))) + w * a + 0.01 * t.missed
 
-    def step(self, index: int, boxes: list[Box], looks: list[Appearance]) -> None:
+    def step(self, index: int, boxes: list[Box], looks: list[Appearance], shaped: bool = False) -> None:
+        """Assign the frame's boxes; `shaped` says they came from a person-shape detector."""
         from scipy.optimize import linear_sum_assignment
 
         preds = [t.kalman.predict() for t in self.live]
@@ -88,7 +133,7 @@ class Assigner:
             for r, c in zip(rows, cols):
                 i = order[r]
                 if cost[i, c] <= self.o.max_cost:
-                    self._hit(self.live[i], index, boxes[c], looks[c])
+                    self._hit(self.live[i], index, boxes[c], looks[c], alone(boxes, c), shaped)
                     matched_t.add(i)
                     matched_d.add(c)
         keep: list[LiveTrack] = []
@@ -96,30 +141,84 @@ class Assigner:
             if i not in matched_t:
                 t.missed += 1
                 t.kalman.slow_down()
+                # Hidden inside someone else's box: occluded, not gone.
+                t.occluded = t.confirmed and any(_inside(preds[i], boxes[j]) >= 0.5 for j in matched_d)
                 if not t.confirmed or t.missed > self.o.max_age:
                     if t.confirmed:
                         self.ended.append(t)
                     continue
             keep.append(t)
+        held = [boxes[j] for j in matched_d]
         for j, (b, lk) in enumerate(zip(boxes, looks)):
-            if j not in matched_d:
-                keep.append(LiveTrack(new_track_id(), BoxKalman(b), lk, frames=[index], boxes=[b]))
+            # A box mostly inside one a track holds is a piece of that person (an arm, a bag).
+            if j not in matched_d and all(_inside(b, h) < 0.5 for h in held):
+                keep.append(LiveTrack(new_track_id(), BoxKalman(b), lk, frames=[index], boxes=[b],
+                                      looks=[(lk, alone(boxes, j))], shaped=int(shaped)))
         self.live = keep
+        self._reidentify(index)
 
-    def recover(self, index: int, track: LiveTrack, box: Box, look: Appearance) -> None:
+    def recover(self, index: int, track: LiveTrack, box: Box, look: Appearance, clear: bool) -> None:
         """A box found for `track` after the frame's assignment (re-detection near its prediction)."""
         track.missed = 0
-        self._hit(track, index, box, look)
+        self._hit(track, index, box, look, clear, True)
 
-    def _hit(self, t: LiveTrack, index: int, box: Box, look: Appearance) -> None:
+    def _hit(self, t: LiveTrack, index: int, box: Box, look: Appearance, clear: bool, shaped: bool) -> None:
+        t.shaped += shaped
         t.kalman.update(box)
-        t.look = t.look.blend(look, self.o.learn)
+        if clear:
+            t.look = t.look.blend(look, self.o.learn)
+            t.gallery = (t.gallery + [look])[-GALLERY:]
         t.hits += 1
         t.missed = 0
+        t.occluded = False
         t.frames.append(index)
         t.boxes.append(box)
-        if t.hits >= self.o.confirm:
+        t.looks.append((look, clear))
+        if t.hits == self.o.confirm:
             t.confirmed = True
+
+    def _reidentify(self, index: int) -> None:
+        """Each track confirmed on this frame is matched against the tracks lost within the
+        window; the best fit (clothing within `reid_distance`, reachable on foot) absorbs it."""
+        fresh = [t for t in self.live if t.confirmed and t.hits == self.o.confirm and t.frames[-1] == index]
+        if not fresh:
+            return
+        lost = [t for t in self.live if t.confirmed and t.missed > 0]
+        lost += [t for t in self.ended if index - t.frames[-1] <= self.o.reid_window]
+        for t in fresh:
+            best: Optional[LiveTrack] = None
+            best_d = self.o.reid_distance
+            for c in lost:
+                gap = t.frames[0] - c.frames[-1]
+                if gap <= 0:
+                    continue
+                h = max(c.boxes[-1][3] - c.boxes[-1][1], 1.0)
+                a, b = c.boxes[-1], t.boxes[0]
+                far = float(np.hypot((a[0] + a[2] - b[0] - b[2]) / 2, a[3] - b[3]))
+                if far > (0.5 + self.o.walk * gap) * h or not 0.6 <= (b[3] - b[1]) / h <= 1.65:
+                    continue
+                d = float(np.median([c.clothing_distance(lk) for lk, _ in t.looks]))
+                if d < best_d:
+                    best, best_d = c, d
+            if best is not None:
+                self._absorb(best, t)
+                lost = [c for c in lost if c is not best]
+
+    def _absorb(self, old: LiveTrack, new: LiveTrack) -> None:
+        """`old` continues as `new`: one id, one history."""
+        old.kalman = new.kalman
+        old.frames += new.frames
+        old.boxes += new.boxes
+        old.looks += new.looks
+        old.gallery = (old.gallery + [lk for lk, clear in new.looks if clear])[-GALLERY:]
+        old.hits += new.hits
+        old.shaped += new.shaped
+        old.missed = 0
+        old.occluded = False
+        if new.thumb is not None and (old.thumb is None or new.thumb[0] > old.thumb[0]):
+            old.thumb = new.thumb
+        self.live = [t for t in self.live if t is not new and t is not old] + [old]
+        self.ended = [t for t in self.ended if t is not old]
 
     def finish(self) -> list[LiveTrack]:
         done = self.ended + [t for t in self.live if t.confirmed]

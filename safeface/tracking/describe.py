@@ -91,20 +91,44 @@ def parse(text: str) -> Query:
     return q
 
 
+# How much a pixel of each name counts for an asked colour. CCTV greys out colour: navy and dark
+# brown read as black, a red jacket in shade as brown, a faded blue as grey. A region that is
+# mostly the asked colour still scores highest; a near colour earns partial credit instead of
+# none, so one dim frame does not sink the right person below a stranger.
+CONFUSION: dict[str, dict[str, float]] = {
+    "black": {"grey": 0.3, "blue": 0.3, "brown": 0.3, "purple": 0.2},
+    "white": {"grey": 0.4, "yellow": 0.2, "pink": 0.2},
+    "grey": {"white": 0.4, "black": 0.4, "blue": 0.2, "brown": 0.2},
+    "red": {"pink": 0.5, "orange": 0.4, "brown": 0.4, "purple": 0.3},
+    "orange": {"red": 0.4, "yellow": 0.4, "brown": 0.4},
+    "yellow": {"orange": 0.4, "white": 0.2, "green": 0.2, "brown": 0.2},
+    "green": {"blue": 0.3, "yellow": 0.2, "grey": 0.2},
+    "blue": {"black": 0.35, "grey": 0.3, "purple": 0.3, "green": 0.2},
+    "purple": {"blue": 0.3, "pink": 0.3, "red": 0.3, "black": 0.2},
+    "pink": {"red": 0.5, "purple": 0.3, "white": 0.2},
+    "brown": {"black": 0.3, "orange": 0.4, "red": 0.3, "grey": 0.2, "yellow": 0.2},
+}
+_WEIGHTS = {c: np.array([1.0 if n == c else CONFUSION[c].get(n, 0.0) for n in COLOURS], np.float32)
+            for c in COLOURS}
+
+
 def _share(shares: np.ndarray, names: tuple[str, ...]) -> float:
-    # Several colours for one garment (a "red and white top") share it: each counts.
-    return min(1.0, float(sum(shares[COLOURS.index(n)] for n in names)) * (1.0 if len(names) == 1 else 1.2))
+    """The share of a region that fits the asked colours, near colours counting in part. Several
+    colours for one garment (a "red and white top") share it: each counts."""
+    w = np.max([_WEIGHTS[n] for n in names], axis=0)
+    return min(1.0, float(w @ shares) * (1.0 if len(names) == 1 else 1.2))
 
 
 def score(q: Query, upper: np.ndarray, lower: np.ndarray, relative_height: float) -> float:
-    """0 to 1: how well a track's clothing shares and height fit the query."""
+    """0 to 1: how well a track's clothing shares and height fit the query. Top and bottom are
+    scored apart and both must fit: the geometric mean lets no part make up for a miss."""
     parts: list[float] = []
     if q.top:
-        parts.append(_share(upper, q.top) ** 0.5)
+        parts.append(_share(upper, q.top))
     if q.bottom:
-        parts.append(_share(lower, q.bottom) ** 0.5)
+        parts.append(_share(lower, q.bottom))
     if q.anywhere:
-        parts.append(_share((upper + lower) / 2, q.anywhere) ** 0.5)
+        parts.append(_share((upper + lower) / 2, q.anywhere))
     if q.size:
         if q.size == "child":
             fit = 1.0 if relative_height < CHILD_BELOW else max(0.0, 1.0 - (relative_height - CHILD_BELOW) * 4)
@@ -113,4 +137,13 @@ def score(q: Query, upper: np.ndarray, lower: np.ndarray, relative_height: float
         else:
             fit = 1.0 if relative_height >= CHILD_BELOW else max(0.0, 1.0 - (CHILD_BELOW - relative_height) * 4)
         parts.append(fit)
-    return float(np.mean(parts)) if parts else 0.0
+    if not parts:
+        return 0.0
+    return float(np.exp(np.mean(np.log(np.maximum(parts, 0.02)))))
+
+
+def shrink(shares: np.ndarray, observations: int, scene: np.ndarray, prior: float = 10.0) -> np.ndarray:
+    """A track's colour shares pulled toward the scene's average by `prior` frames' weight: a
+    track seen in three frames has an unsure summary and should not outrank one seen in three
+    hundred on the strength of a lucky frame."""
+    return (observations * shares + prior * scene) / (observations + prior)

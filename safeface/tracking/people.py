@@ -25,6 +25,9 @@ Box = tuple[float, float, float, float]
 # A standing person is about 0.42 times as wide as tall; a blob wider than SPLIT_ASPECT times
 # its height holds several people side by side.
 PERSON_ASPECT = 0.42
+# How much of a person a foreground blob misses at the top and at the feet, in blob heights.
+BLOB_TOP = 0.03
+BLOB_FEET = 0.09
 SPLIT_ASPECT = 0.8
 # At the half-size working scale: smaller blobs are noise, leaves or litter.
 MIN_HEIGHT = 14
@@ -81,8 +84,21 @@ class MotionDetector:
             if bh < MIN_HEIGHT or area < MIN_AREA:
                 continue
             for x1, x2 in _split(mask[y:y + bh, x:x + bw], int(bh)):
-                boxes.append((2.0 * (x + x1), 2.0 * y, 2.0 * (x + x2), 2.0 * (y + bh)))
+                boxes.append(person_box((2.0 * (x + x1), 2.0 * y, 2.0 * (x + x2), 2.0 * (y + bh))))
         return boxes
+
+
+def person_box(blob: Box) -> Box:
+    """The box a person fills, from the box of their moving pixels. The blob is short at both
+    ends (the feet go with the shadow, which is not foreground, and the opening trims the top)
+    and narrower than the person (thin arms vanish at half size), so it is grown to the usual
+    person box: the HOG detector's and the MOT benchmarks' convention, PERSON_ASPECT wide."""
+    x1, y1, x2, y2 = blob
+    h = y2 - y1
+    y1, y2 = y1 - BLOB_TOP * h, y2 + BLOB_FEET * h
+    w = max(x2 - x1, PERSON_ASPECT * (y2 - y1))
+    cx = (x1 + x2) / 2
+    return (cx - w / 2, y1, cx + w / 2, y2)
 
 
 def _split(blob: np.ndarray, height: int) -> list[tuple[int, int]]:

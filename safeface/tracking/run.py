@@ -20,9 +20,9 @@ from ..anonymize.detect import iou
 from ..anonymize.video import anonymize_video_file
 from ..errors import ImageError
 from .appearance import describe
-from .assign import AssignOptions, Assigner, LiveTrack
+from .assign import AssignOptions, Assigner, LiveTrack, alone
 from .colours import summary
-from .describe import CHILD_BELOW, TALL_ABOVE, parse, score
+from .describe import CHILD_BELOW, TALL_ABOVE, parse, score, shrink
 from .motion import Box
 from .people import DEFAULT_PERSON_DETECTOR, HogDetector, check_person_detector, make_person_detector
 
@@ -31,6 +31,8 @@ PathLike = Union[str, Path]
 # longer, a flicker of the background model is not.
 MIN_DETECTIONS = 6
 THUMB_MAX_SIDE = 160
+# A track that moved less than this many of its heights in its whole life may be a ghost.
+GHOST_TRAVEL = 0.5
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,7 @@ class Person:
     lower: np.ndarray = field(repr=False)
     relative_height: float = 1.0
     thumbnail: Optional[np.ndarray] = field(default=None, repr=False)
+    observations: int = 0  # frames the colours were measured on
 
     @property
     def size(self) -> str:
@@ -108,8 +111,12 @@ class TrackResult:
     def search(self, description: str, top_k: int = 3) -> list[Hit]:
         """The tracks that best fit a description in the closed vocabulary (describe.py)."""
         q = parse(description)
-        ranked = sorted(((score(q, p.upper, p.lower, p.relative_height), p) for p in self.people),
-                        key=lambda sp: -sp[0])
+        if not self.people:
+            return []
+        up = np.mean([p.upper for p in self.people], axis=0)
+        lo = np.mean([p.lower for p in self.people], axis=0)
+        ranked = sorted(((score(q, shrink(p.upper, p.observations, up), shrink(p.lower, p.observations, lo),
+                                p.relative_height), p) for p in self.people), key=lambda sp: -sp[0])
         return [Hit(p.track_id, s, round(p.frames[0] / self.fps, 2), round(p.frames[-1] / self.fps, 2),
                     {"top": summary(p.upper), "bottom": summary(p.lower)}, p.size, p.thumbnail)
                 for s, p in ranked[:max(1, int(top_k))]]
@@ -129,8 +136,6 @@ class _Run:
         # HOG covers the motion model's blind spots: its first second, and people it loses.
         self.hog = self.detector if isinstance(self.detector, HogDetector) else HogDetector()
         self.assigner = Assigner(opts.assign)
-        self.sums: dict[str, list[Any]] = {}
-        self.thumbs: dict[str, tuple[float, np.ndarray]] = {}
 
     def __call__(self, index: int, rgb: np.ndarray) -> np.ndarray:
         if self.opts.max_frames is not None and index >= self.opts.max_frames:
@@ -138,30 +143,25 @@ class _Run:
         import cv2
 
         boxes = self.detector.detect(rgb)
+        shaped = self.detector is self.hog
         if getattr(self.detector, "warming_up", False):
-            boxes = self.hog.detect(rgb)
+            boxes, shaped = self.hog.detect(rgb), True
         hsv = cv2.cvtColor(rgb, cv2.COLOR_RGB2HSV)
         grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
         looks = [describe(hsv, grey, b) for b in boxes]
-        self.assigner.step(index, boxes, looks)
+        self.assigner.step(index, boxes, looks, shaped)
         taken = [t.boxes[-1] for t in self.assigner.live if t.frames[-1] == index]
         for t in self.assigner.live:
-            if t.confirmed and t.missed:
+            # An occluded track is inside another person's box: HOG there would find that person.
+            if t.confirmed and t.missed and not t.occluded:
                 found = self.hog.detect_near(rgb, t.kalman.box)
                 # A box another track already holds this frame is that person, not this one.
                 if found is not None and all(iou(found, b) < 0.3 for b in taken):
                     taken.append(found)
-                    boxes.append(found)
-                    looks.append(describe(hsv, grey, found))
-                    self.assigner.recover(index, t, found, looks[-1])
+                    self.assigner.recover(index, t, found, describe(hsv, grey, found), alone(taken, len(taken) - 1))
         for t in self.assigner.live:
-            if t.frames[-1] != index:
-                continue
-            look = looks[boxes.index(t.boxes[-1])]
-            s = self.sums.setdefault(t.track_id, [np.zeros_like(look.upper_names), np.zeros_like(look.lower_names)])
-            s[0] += look.upper_names
-            s[1] += look.lower_names
-            self._thumb(t, rgb)
+            if t.frames[-1] == index:
+                self._thumb(t, rgb)
         if self.opts.draw:
             rgb = np.ascontiguousarray(rgb)
             for t in self.assigner.live:
@@ -172,13 +172,13 @@ class _Run:
     def _thumb(self, t: LiveTrack, rgb: np.ndarray) -> None:
         x1, y1, x2, y2 = (int(round(v)) for v in t.boxes[-1])
         h = y2 - y1
-        if h <= self.thumbs.get(t.track_id, (0.0, None))[0]:
+        if t.thumb is not None and h <= t.thumb[0]:
             return
         H, W = rgb.shape[:2]
         pad = h // 8
         crop = rgb[max(0, y1 - pad):min(H, y2 + pad), max(0, x1 - pad):min(W, x2 + pad)].copy()
         if crop.size:
-            self.thumbs[t.track_id] = (float(h), crop)
+            t.thumb = (float(h), crop)
 
 
 def _draw(rgb: np.ndarray, t: LiveTrack) -> None:
@@ -231,15 +231,40 @@ def _track(src: Path, dst: Path, opts: TrackOptions) -> TrackResult:
     finder = FaceFinder("hog", engine=DetectionEngine())
     report = anonymize_video_file(src, dst, opts.mode, opts.margin, "hog", options=opts.video, finder=finder,
                                   on_frame=hook)
-    tracks = [t for t in hook.assigner.finish() if len(t.frames) >= MIN_DETECTIONS]
+    people = _people(hook.assigner.finish())
+    return TrackResult(people, _fps(src), report.frames, report.width, report.height, report, opts.detector)
+
+
+def _people(finished: list[LiveTrack]) -> list[Person]:
+    """The finished tracks long enough to be people, with their clothing colours: the median
+    over the frames where the box was the person's alone (all frames when there were none), so
+    a passer-by's coat or a shadow in a few frames does not colour the summary."""
+    tracks = [t for t in finished if len(t.frames) >= MIN_DETECTIONS and not _ghost(t)]
     rel = _relative_heights(tracks)
     people = []
     for t in tracks:
-        up, lo = hook.sums[t.track_id]
-        n = max(len(t.frames), 1)
-        thumb = hook.thumbs.get(t.track_id, (0.0, None))[1]
-        people.append(Person(t.track_id, list(t.frames), list(t.boxes), up / n, lo / n, rel[t.track_id], _small(thumb)))
-    return TrackResult(people, _fps(src), report.frames, report.width, report.height, report, opts.detector)
+        clear = [lk for lk, ok in t.looks if ok] or [lk for lk, _ in t.looks]
+        up = _shares(np.median([lk.upper_names for lk in clear], axis=0))
+        lo = _shares(np.median([lk.lower_names for lk in clear], axis=0))
+        thumb = t.thumb[1] if t.thumb is not None else None
+        people.append(Person(t.track_id, list(t.frames), list(t.boxes), up, lo, rel[t.track_id], _small(thumb),
+                             len(clear)))
+    return people
+
+
+def _ghost(t: LiveTrack) -> bool:
+    """A blob that never moved and that the person-shape detector never confirmed: the hole a
+    person leaves in the background model when they walk off after standing still."""
+    if t.shaped:
+        return False
+    feet = np.array([((b[0] + b[2]) / 2, b[3]) for b in t.boxes])
+    height = float(np.median([b[3] - b[1] for b in t.boxes]))
+    return float(np.linalg.norm(feet - feet[0], axis=1).max()) < GHOST_TRAVEL * height
+
+
+def _shares(v: np.ndarray) -> np.ndarray:
+    total = float(v.sum())
+    return (v / total).astype(np.float32) if total > 0 else v.astype(np.float32)
 
 
 def _small(crop: Optional[np.ndarray]) -> Optional[np.ndarray]:
