@@ -240,16 +240,44 @@ def test_tracks_match_the_hand_annotation_above_a_floor(annotated: tuple[object,
     gt = [(f, p["box"]) for f, ps in frames.items() for p in ps]  # type: ignore[union-attr]
     found = sum(1 for f, b in gt if any((h := p.box_at(f)) is not None and _iou(b, h) >= 0.5
                                         for p in result.people))  # type: ignore[attr-defined]
-    # Floors well under what the bench measures, above what chance or a broken tracker gives.
-    assert found / len(gt) >= 0.4, f"only {found} of {len(gt)} annotated boxes matched"
+    # Floors under what this segment gives (0.85 of the boxes, 7 of 8 people followed for half
+    # their boxes), above what a tracker that loses people in crowds or mis-sizes boxes gives.
+    assert found / len(gt) >= 0.7, f"only {found} of {len(gt)} annotated boxes matched"
     people = {p["id"] for ps in frames.values() for p in ps}  # type: ignore[union-attr]
     followed = [pid for pid in people if max(_covering_tracks(result, frames, pid).values(), default=0) >= 0.5]
-    assert len(followed) >= 3, followed
+    assert len(followed) >= 6, followed
 
 
 @needs_clip
-def test_search_finds_an_annotated_person(annotated: tuple[object, dict[str, object]]) -> None:
+def test_identities_hold_through_the_crowd(annotated: tuple[object, dict[str, object]]) -> None:
+    """IDF1 (motmetrics, IoU >= 0.5) on the segment: 0.81 when measured; a tracker that swaps
+    people where they cross, or splits them into pieces, falls under the floor."""
+    mm = pytest.importorskip("motmetrics")
+    from safeface.anonymize.detect import iou
+
+    result, ann = annotated
+    acc = mm.MOTAccumulator(auto_id=True)
+    for f, ps in sorted(ann["frames"].items()):  # type: ignore[union-attr]
+        hyp = [(p.track_id, p.box_at(f)) for p in result.people]  # type: ignore[attr-defined]
+        hyp = [(i, b) for i, b in hyp if b is not None and b[3] - b[1] >= 40]
+        dist = [[1 - iou(tuple(g["box"]), h) if iou(tuple(g["box"]), h) >= 0.5 else float("nan") for _, h in hyp]
+                for g in ps]
+        acc.update([int(g["id"].lstrip("P")) for g in ps], [int(i, 16) for i, _ in hyp], dist)
+    s = mm.metrics.create().compute(acc, metrics=["idf1", "num_switches"], name="x")
+    assert float(s["idf1"].iloc[0]) >= 0.65, s
+    assert int(s["num_switches"].iloc[0]) <= 5, s
+
+
+@needs_clip
+def test_search_finds_annotated_people(annotated: tuple[object, dict[str, object]]) -> None:
     result, ann = annotated
     # P7 is the one person in a light blue jacket with a white hood.
     hits = [h.track_id for h in result.search(ann["descriptions"]["P7"], 3)]  # type: ignore[index]
     assert set(hits) & set(_covering_tracks(result, ann["frames"], "P7")), hits  # type: ignore[arg-type]
+    # Every described person in this segment (eight when measured) is found in the top 3;
+    # the floor is three in four.
+    present = {p["id"] for ps in ann["frames"].values() for p in ps}  # type: ignore[union-attr]
+    asked = {pid: text for pid, text in ann["descriptions"].items() if pid in present}  # type: ignore[union-attr]
+    found = [pid for pid, text in asked.items()
+             if {h.track_id for h in result.search(text, 3)} & set(_covering_tracks(result, ann["frames"], pid))]  # type: ignore[attr-defined, arg-type]
+    assert len(asked) >= 4 and len(found) >= 0.75 * len(asked), (found, sorted(asked))

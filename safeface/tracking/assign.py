@@ -24,6 +24,12 @@ from .motion import Box, BoxKalman
 INF = 1e6
 # Looks kept per track for matching: the most recent clear views (box not shared with anyone).
 GALLERY = 12
+# The farthest a new view may be from the running mean to join the gallery: about the median
+# distance between two views of one person on CCTV.
+GALLERY_DISTANCE = 0.4
+# A box wider than this times its height holds more than one person (a standing person is about
+# 0.42 times as wide as tall).
+SINGLE_ASPECT = 0.5
 
 
 @dataclass
@@ -31,6 +37,7 @@ class AssignOptions:
     """`confirm`: detections in a row before a track counts; `max_age`: frames a confirmed track
     is predicted without a detection before it ends (25 = 2.5 s at 10 fps); `gate`: farthest a
     detection may be from the prediction, in person heights; `max_cost`: worst accepted match;
+    `clothing_gate`: the worst clothing distance (0-1) at which a known person may still match;
     `reid_window`: frames after a track is lost during which a new track may turn out to be it;
     `reid_distance`: the worst clothing distance (0-1) for that; `walk`: the farthest a person
     walks in a frame, in person heights (0.12 is a brisk 1.5 m/s at 10 fps, with margin)."""
@@ -41,6 +48,7 @@ class AssignOptions:
     max_cost: float = 0.7
     appearance_weight: float = 0.45
     learn: float = 0.1
+    clothing_gate: float = 0.6
     reid_window: int = 60
     reid_distance: float = 0.5
     walk: float = 0.12
@@ -84,10 +92,13 @@ def _inside(inner: Box, outer: Box) -> float:
 
 
 def alone(boxes: list[Box], j: int) -> bool:
-    """True when no other box of the frame covers more than a sliver of box j's clothing region
-    (the inset the appearance is measured on): its colours are one person's."""
+    """True when box j has one person's shape (not the width of two people merged into one
+    blob) and no other box of the frame covers more than a sliver of its clothing region (the
+    inset the appearance is measured on): its colours are one person's."""
     x1, y1, x2, y2 = boxes[j]
     w, h = x2 - x1, y2 - y1
+    if w > SINGLE_ASPECT * h:
+        return False
     core = (x1 + INSET * w, y1 + UPPER[0] * h, x2 - INSET * w, y1 + LOWER[1] * h)
     return all(k == j or _inside(core, b) < 0.1 for k, b in enumerate(boxes))
 
@@ -112,6 +123,10 @@ class Assigner:
         if d > gate:
             return INF
         a = t.clothing_distance(look)
+        # A known person does not change clothes: a box that fits none of their clear views is
+        # someone else, however close (the usual swap when two people cross).
+        if t.confirmed and len(t.gallery) >= 3 and a > self.o.clothing_gate:
+            return INF
         w = self.o.appearance_weight
         return (1 - w) * (0.6 * d / gate + 0.4 * (1.0 - iou(pred, box))) + w * a + 0.01 * t.missed
 
@@ -166,8 +181,11 @@ class Assigner:
         t.shaped += shaped
         t.kalman.update(box)
         if clear:
+            # A view unlike the person's usual look (a passer-by half inside the box, a shadow)
+            # is not kept as one of their views: one such view would let a stranger match.
+            if len(t.gallery) < 3 or distance(t.look, look) <= GALLERY_DISTANCE:
+                t.gallery = (t.gallery + [look])[-GALLERY:]
             t.look = t.look.blend(look, self.o.learn)
-            t.gallery = (t.gallery + [look])[-GALLERY:]
         t.hits += 1
         t.missed = 0
         t.occluded = False
