@@ -36,7 +36,8 @@ SINGLE_ASPECT = 0.5
 class AssignOptions:
     """`confirm`: detections in a row before a track counts; `max_age`: frames a confirmed track
     is predicted without a detection before it ends (25 = 2.5 s at 10 fps); `gate`: farthest a
-    detection may be from the prediction, in person heights; `max_cost`: worst accepted match;
+    detection may be from the prediction, in person heights; `resize`: the most a box's height
+    may change from the prediction (as a ratio either way); `max_cost`: worst accepted match;
     `clothing_gate`: the worst clothing distance (0-1) at which a known person may still match;
     `reid_window`: frames after a track is lost during which a new track may turn out to be it;
     `reid_distance`: the worst clothing distance (0-1) for that; `walk`: the farthest a person
@@ -45,6 +46,7 @@ class AssignOptions:
     confirm: int = 3
     max_age: int = 25
     gate: float = 0.5
+    resize: float = 1.65
     max_cost: float = 0.7
     appearance_weight: float = 0.45
     learn: float = 0.1
@@ -113,7 +115,7 @@ class Assigner:
         ph = max(pred[3] - pred[1], 1.0)
         dh = max(box[3] - box[1], 1.0)
         ratio = dh / ph
-        if not 0.6 <= ratio <= 1.65:
+        if not 1 / self.o.resize <= ratio <= self.o.resize:
             return INF
         dx = ((pred[0] + pred[2]) - (box[0] + box[2])) / 2
         # Feet are steadier than heads: a box's bottom moves less when a blob grows or shrinks.
