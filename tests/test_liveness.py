@@ -236,6 +236,38 @@ def test_a_purpose_requiring_liveness_refuses_missing_stale_reused_and_other_fac
         _refused(sf, lambda: sf.verify(imgs / "obama2.jpg", "alice", "demo", t, liveness=other), "not genuine")
 
 
+def test_a_hand_edited_liveness_ledger_is_refused(tmp_path: Path) -> None:
+    """A hostile operator edits policy.db: moves a used nonce's "until" into the past (so that the
+    ledger would drop it and the evidence would work again), stretches a challenge's expiry, or
+    forges a challenge row with the moves of their choice. Each row fails its MAC: IntegrityError,
+    and the evidence still serves one call only."""
+    import sqlite3
+
+    ws = _liveness_ws(tmp_path)
+    imgs = images()
+    clock = Clock()
+    blank = [np.zeros((48, 64, 3), np.uint8)] * 10
+    with open_sf(ws, clock=clock) as sf:
+        t = consent(ws, "alice", now=clock.now - dt.timedelta(minutes=1))
+        ev = _evidence_for(ws, imgs / "obama.jpg", clock.now)
+        sf.enroll(imgs / "obama.jpg", "alice", "demo", t, liveness=ev)
+        ch = sf.liveness_challenge()
+    db = sqlite3.connect(ws.policy)
+    db.execute("UPDATE used_nonces SET until = 0")
+    db.execute("UPDATE challenges SET expires_at = expires_at + 3600 WHERE nonce = ?", (ch.nonce,))
+    row = db.execute("SELECT issued_at, expires_at, mac FROM challenges WHERE nonce = ?", (ch.nonce,)).fetchone()
+    db.execute("INSERT INTO challenges VALUES ('forged-nonce', 'left', ?, ?, ?)", row)  # a real row's MAC
+    db.commit()
+    db.close()
+    with open_sf(ws, clock=clock) as sf:
+        with pytest.raises(IntegrityError, match="edited by hand"):
+            sf.verify(imgs / "obama2.jpg", "alice", "demo", t, liveness=ev)
+        for nonce in (ch.nonce, "forged-nonce"):
+            with pytest.raises(IntegrityError, match="edited by hand"):
+                sf.liveness_check(blank, nonce)
+        assert len(sf.records()) == 1
+
+
 def test_a_refusal_for_another_reason_does_not_use_up_the_evidence(tmp_path: Path) -> None:
     ws = _liveness_ws(tmp_path)
     imgs = images()
@@ -433,3 +465,34 @@ def test_replay_cues_see_a_print_margin_and_frozen_frames() -> None:
     assert cues.border_share >= 0.6 and not cues.frozen
     still = replay_cues([frames[0]] * 10, [boxes[0]] * 10)
     assert still.frozen and still.flagged
+
+
+def test_a_ledger_from_before_its_rows_were_authenticated_is_adopted_once(tmp_path: Path) -> None:
+    """A policy.db written before the liveness rows carried a MAC: its rows are taken as they are
+    when the column is added (so a used nonce stays used); a MAC removed later is an edit."""
+    import sqlite3
+
+    from safeface.workspace.state import PolicyState
+
+    old = tmp_path / "policy.db"
+    db = sqlite3.connect(old)
+    db.execute("CREATE TABLE used_nonces (nonce TEXT PRIMARY KEY, until REAL NOT NULL)")
+    db.execute("CREATE TABLE challenges (nonce TEXT PRIMARY KEY, steps TEXT NOT NULL, issued_at REAL NOT NULL, "
+               "expires_at REAL NOT NULL)")
+    until = dt.datetime.now(dt.timezone.utc) + dt.timedelta(minutes=5)
+    db.execute("INSERT INTO used_nonces VALUES ('evidence:n-1', ?)", (until.timestamp(),))
+    db.commit()
+    db.close()
+    key = b"k" * 32
+    state = PolicyState(old, key)
+    assert state.use_nonce("evidence:n-1", until) is False  # still used
+    assert state.use_nonce("evidence:n-2", until) is True
+    state.close()
+    db = sqlite3.connect(old)
+    db.execute("UPDATE used_nonces SET mac = NULL, until = 0")
+    db.commit()
+    db.close()
+    state = PolicyState(old, key)
+    with pytest.raises(IntegrityError, match="edited by hand"):
+        state.use_nonce("evidence:n-1", until)
+    state.close()

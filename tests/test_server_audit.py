@@ -227,7 +227,10 @@ def test_policy_state_in_postgresql_holds_across_processes_at_once(pg: PgCluster
 
     ws, dsn = server_workspace(pg, tmp_path)
     paths = WorkspacePaths(ws)
-    here, there = (open_state(paths, Deployment.load(paths.config)) for _ in range(2))  # two machines' views
+    from safeface.workspace.passphrase import open_keyring
+
+    keyring = open_keyring(paths, None, None)  # the demo workspace's, which signs the liveness rows
+    here, there = (open_state(paths, Deployment.load(paths.config), keyring) for _ in range(2))  # two machines' views
     try:
         now = dt.datetime.now(dt.timezone.utc)
         until = now + dt.timedelta(minutes=5)
@@ -241,6 +244,11 @@ def test_policy_state_in_postgresql_holds_across_processes_at_once(pg: PgCluster
         assert [here.set_fact_once("filing", "x"), there.set_fact_once("filing", "y")] == [True, False]
         assert there.fact("filing") == "x"
         assert _sql(dsn, "SELECT count(*) FROM safeface.state_used_nonces")[0][0] == 1
+        # The server's operator moves the used nonce's expiry into the past, so that it would be
+        # dropped and the evidence accepted again: its row fails its MAC.
+        _sql(dsn, "UPDATE safeface.state_used_nonces SET until = 0")
+        with pytest.raises(IntegrityError, match="edited by hand"):
+            there.use_nonce("n-1", until)
     finally:
         here.close()
         there.close()

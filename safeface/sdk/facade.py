@@ -138,7 +138,7 @@ class SafeFace:
             raise
         opened: list[Any] = [audit]
         try:
-            state = open_state(paths, deployment)
+            state = open_state(paths, deployment, keyring)
             opened.append(state)
             apikeys = open_apikeys(paths, deployment, hashing_key(keyring.key("pseudonym")))
             opened.append(apikeys)

@@ -43,10 +43,11 @@ CREATE TABLE IF NOT EXISTS {ns}.state_revoked_subjects (pseudonym TEXT PRIMARY K
 CREATE TABLE IF NOT EXISTS {ns}.state_facts (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS {ns}.state_purpose_ends (pseudonym TEXT NOT NULL, purpose TEXT NOT NULL,
                                                     ends TEXT NOT NULL, PRIMARY KEY (pseudonym, purpose));
-CREATE TABLE IF NOT EXISTS {ns}.state_used_nonces (nonce TEXT PRIMARY KEY, until DOUBLE PRECISION NOT NULL);
+CREATE TABLE IF NOT EXISTS {ns}.state_used_nonces (nonce TEXT PRIMARY KEY, until DOUBLE PRECISION NOT NULL,
+                                                   mac TEXT);
 CREATE TABLE IF NOT EXISTS {ns}.state_challenges (nonce TEXT PRIMARY KEY, steps TEXT NOT NULL,
                                                   issued_at DOUBLE PRECISION NOT NULL,
-                                                  expires_at DOUBLE PRECISION NOT NULL)
+                                                  expires_at DOUBLE PRECISION NOT NULL, mac TEXT)
 """
 PG_SERVICE = """
 CREATE TABLE IF NOT EXISTS {ns}.service_apikeys (key_id TEXT PRIMARY KEY, role TEXT NOT NULL, label TEXT NOT NULL,
@@ -177,6 +178,15 @@ class PgTables:
             except Exception as exc:
                 self._guard(exc)
                 raise
+
+    def columns(self, table: str) -> set[str]:
+        name = self.prefix.split(".", 1)[1] + table
+        return {str(r[0]) for r in self.q("SELECT column_name FROM information_schema.columns WHERE table_schema = ? "
+                                          "AND table_name = ?", (self._ns, name))}
+
+    def add_column(self, table: str, decl: str) -> None:
+        """For tables made before the column existed (IF NOT EXISTS: another machine may race)."""
+        self.run(f"ALTER TABLE {{t}}{table} ADD COLUMN IF NOT EXISTS {decl}")
 
     def read_errors(self) -> tuple[type[BaseException], ...]:
         return ()

@@ -16,7 +16,7 @@ from .anchor import AnchorStore, FileAnchor, HostAnchor
 from ..storage.factory import StorageConfig, secret_from_env
 from .apikeys import ApiKeys
 from .audit import AuditLog
-from .keys import ANCHOR_MAC, derived_key
+from .keys import ANCHOR_MAC, POLICY_MAC, derived_key
 from .passphrase import open_keyring
 from .paths import WorkspacePaths
 from .state import PolicyState
@@ -65,10 +65,12 @@ def open_audit(paths: WorkspacePaths, keyring: Any, deployment: Deployment, *, s
     return log
 
 
-def open_state(paths: WorkspacePaths, deployment: Deployment) -> PolicyState:
-    """The workspace's policy state (revocations, filing, purpose ends, liveness nonces)."""
+def open_state(paths: WorkspacePaths, deployment: Deployment, keyring: Any = None) -> PolicyState:
+    """The workspace's policy state (revocations, filing, purpose ends, liveness nonces); with the
+    keyring, its liveness rows can be written and checked (state.py)."""
     tables = _server_tables(paths, deployment, "state", "policy state")
-    return PolicyState(paths.policy if tables is None else tables)
+    key = None if keyring is None else derived_key(keyring, POLICY_MAC)
+    return PolicyState(paths.policy if tables is None else tables, key)
 
 
 def open_apikeys(paths: WorkspacePaths, deployment: Deployment, key: bytes) -> ApiKeys:

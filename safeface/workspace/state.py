@@ -2,14 +2,24 @@
 filing-threshold crossing, and each subject's purpose end (for BIPA's "last interaction + 3
 years"), the liveness challenges issued and the nonces already used (PA-01). Subjects appear only
 as pseudonyms. Kept in the workspace's ``policy.db`` (SQLite), or, when the records are in
-PostgreSQL, in its ``state_*`` tables (storage/sqltables.py): the same statements on either."""
+PostgreSQL, in its ``state_*`` tables (storage/sqltables.py): the same statements on either.
+
+The liveness rows carry an HMAC under a key derived from the keyring (workspace/keys.py:
+POLICY_MAC), so a hand edit cannot stretch a challenge's expiry, ease its moves, forge a challenge,
+or move a used nonce's "until" into the past so that it is pruned early and the nonce can be used
+again: such a row fails its check and the call is refused with IntegrityError. A row deleted
+outright (or the file restored from an older copy) is not caught here; what bounds that is the
+evidence's own signed 60 s validity."""
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import hmac
 from pathlib import Path
 from typing import Any, Optional, Union
 
+from ..errors import IntegrityError
 from ..storage.sqltables import SqliteTables
 
 _SCHEMA = """
@@ -18,10 +28,11 @@ CREATE TABLE IF NOT EXISTS revoked_subjects (pseudonym TEXT PRIMARY KEY, at INTE
 CREATE TABLE IF NOT EXISTS facts (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS purpose_ends (pseudonym TEXT NOT NULL, purpose TEXT NOT NULL, ends TEXT NOT NULL,
                                          PRIMARY KEY (pseudonym, purpose));
-CREATE TABLE IF NOT EXISTS used_nonces (nonce TEXT PRIMARY KEY, until REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS used_nonces (nonce TEXT PRIMARY KEY, until REAL NOT NULL, mac TEXT);
 CREATE TABLE IF NOT EXISTS challenges (nonce TEXT PRIMARY KEY, steps TEXT NOT NULL, issued_at REAL NOT NULL,
-                                       expires_at REAL NOT NULL);
+                                       expires_at REAL NOT NULL, mac TEXT);
 """
+MACED = ("used_nonces", "challenges")  # their rows carry a "mac" column (added to files made before it)
 
 
 TABLES = ("revoked_tokens", "revoked_subjects", "facts", "purpose_ends", "used_nonces", "challenges")
@@ -30,8 +41,38 @@ TABLES = ("revoked_tokens", "revoked_subjects", "facts", "purpose_ends", "used_n
 class PolicyState:
     """Open with a SQLite file's path or the record store's PgTables."""
 
-    def __init__(self, where: Union[Path, str, Any]) -> None:
+    def __init__(self, where: Union[Path, str, Any], mac_key: Optional[bytes] = None) -> None:
+        """`mac_key`: the key of the liveness rows' HMACs; without it (a tool that reads
+        revocations, a migration's copy) liveness rows can be neither written nor read."""
         self._t = SqliteTables(Path(where), "policy state", _SCHEMA) if isinstance(where, (str, Path)) else where
+        self._key = mac_key
+        for table in MACED:
+            if "mac" not in self._t.columns(table):  # a state from before the rows were authenticated
+                self._t.add_column(table, "mac TEXT")
+                if mac_key is not None:  # its rows are adopted as they are, once, when the column is added
+                    self._adopt(table)
+
+    def _mac(self, table: str, *fields: object) -> str:
+        if self._key is None:
+            raise IntegrityError("the policy state was opened without its key; liveness rows cannot be checked.")
+        body = "\x1f".join([table, *(repr(f) for f in fields)]).encode("utf-8")
+        return hmac.new(self._key, body, hashlib.sha256).hexdigest()
+
+    def _adopt(self, table: str) -> None:
+        if table == "used_nonces":
+            for nonce, until in self._t.q("SELECT nonce, until FROM {t}used_nonces WHERE mac IS NULL"):
+                self._t.run("UPDATE {t}used_nonces SET mac = ? WHERE nonce = ?",
+                            (self._mac(table, str(nonce), float(until)), nonce))
+        else:
+            for nonce, steps, issued, expires in self._t.q("SELECT nonce, steps, issued_at, expires_at FROM "
+                                                           "{t}challenges WHERE mac IS NULL"):
+                self._t.run("UPDATE {t}challenges SET mac = ? WHERE nonce = ?",
+                            (self._mac(table, str(nonce), str(steps), float(issued), float(expires)), nonce))
+
+    def _check(self, table: str, mac: Any, *fields: object) -> None:
+        if not isinstance(mac, str) or not hmac.compare_digest(mac, self._mac(table, *fields)):
+            raise IntegrityError(f"a row of {table} in {self._t.where} fails its check: it was edited by hand; "
+                                 "restore it from a backup and investigate who changed it.")
 
     def close(self) -> None:
         self._t.close()
@@ -95,16 +136,29 @@ class PolicyState:
     def use_nonce(self, nonce: str, until: dt.datetime) -> bool:
         """Mark a nonce used; False when it already was. One INSERT, so two processes racing with
         the same nonce cannot both win. Entries past `until` are dropped: by then whatever carried
-        the nonce has expired anyway."""
-        self._t.run("DELETE FROM {t}used_nonces WHERE until < ?", (dt.datetime.now(dt.timezone.utc).timestamp(),))
-        return self._t.run("INSERT INTO {t}used_nonces VALUES (?, ?) ON CONFLICT DO NOTHING",
-                           (nonce, until.timestamp())) == 1
+        the nonce has expired anyway. A row is dropped only when its "until" is authentic, and the
+        row of this nonce, if there is one, must be authentic too."""
+        now = dt.datetime.now(dt.timezone.utc).timestamp()
+        for old, old_until, mac in self._t.q("SELECT nonce, until, mac FROM {t}used_nonces WHERE until < ? OR nonce = ?",
+                                             (now, nonce)):
+            self._check("used_nonces", mac, str(old), float(old_until))
+        self._t.run("DELETE FROM {t}used_nonces WHERE until < ?", (now,))
+        stamp = float(until.timestamp())
+        return self._t.run("INSERT INTO {t}used_nonces VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+                           (nonce, stamp, self._mac("used_nonces", nonce, stamp))) == 1
 
     def add_challenge(self, nonce: str, steps: str, issued_at: float, expires_at: float) -> None:
         self._t.run("DELETE FROM {t}challenges WHERE expires_at < ?", (issued_at - 3600,))
-        self._t.run("INSERT INTO {t}challenges VALUES (?, ?, ?, ?)", (nonce, steps, issued_at, expires_at))
+        self._t.run("INSERT INTO {t}challenges VALUES (?, ?, ?, ?, ?)",
+                    (nonce, steps, issued_at, expires_at,
+                     self._mac("challenges", nonce, steps, float(issued_at), float(expires_at))))
 
     def challenge(self, nonce: str) -> Optional[tuple[str, float, float]]:
-        """(steps, issued_at, expires_at) of an issued challenge, or None."""
-        rows = self._t.q("SELECT steps, issued_at, expires_at FROM {t}challenges WHERE nonce = ?", (nonce,))
-        return (str(rows[0][0]), float(rows[0][1]), float(rows[0][2])) if rows else None
+        """(steps, issued_at, expires_at) of an issued challenge, or None; IntegrityError when its
+        row was edited or forged."""
+        rows = self._t.q("SELECT steps, issued_at, expires_at, mac FROM {t}challenges WHERE nonce = ?", (nonce,))
+        if not rows:
+            return None
+        steps, issued, expires = str(rows[0][0]), float(rows[0][1]), float(rows[0][2])
+        self._check("challenges", rows[0][3], nonce, steps, issued, expires)
+        return steps, issued, expires
