@@ -11,7 +11,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 
@@ -28,6 +28,8 @@ PERSON_ASPECT = 0.42
 # How much of a person a foreground blob misses at the top and at the feet, in blob heights.
 BLOB_TOP = 0.03
 BLOB_FEET = 0.09
+# A blob taller than this times the scene's person height at its feet holds more than one person.
+TALL_BLOB = 1.4
 SPLIT_ASPECT = 0.8
 # At the half-size working scale: smaller blobs are noise, leaves or litter.
 MIN_HEIGHT = 14
@@ -61,6 +63,9 @@ class MotionDetector:
         self._open = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (3, 3))
         self._close = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 9))
         self._frames = 0
+        # Full-frame box height of a typical person whose feet are at row y, once the tracker
+        # has learnt the camera's perspective (Perspective below); None until then.
+        self.expected: Optional[Callable[[float], Optional[float]]] = None
 
     @property
     def warming_up(self) -> bool:
@@ -83,6 +88,13 @@ class MotionDetector:
         for x, y, bw, bh, area in stats[1:n]:
             if bh < MIN_HEIGHT or area < MIN_AREA:
                 continue
+            want = self.expected(2.0 * (y + bh)) if self.expected is not None else None
+            if want is not None:
+                # Two people one behind the other make one tall blob: keep the near one, whose
+                # feet are the blob's bottom, at the height a person has there.
+                cut = int(round(want / 2.0 / (1.0 + BLOB_TOP + BLOB_FEET)))
+                if bh > TALL_BLOB * cut:
+                    y, bh = y + bh - cut, cut
             for x1, x2 in _split(mask[y:y + bh, x:x + bw], int(bh)):
                 boxes.append(person_box((2.0 * (x + x1), 2.0 * y, 2.0 * (x + x2), 2.0 * (y + bh))))
         return boxes
@@ -172,3 +184,33 @@ class HogDetector:
 def make_person_detector(name: str) -> Any:
     check_person_detector(name)
     return MotionDetector() if name == "motion" else HogDetector()
+
+
+class Perspective:
+    """The height of a person's box against the row of their feet (h = a*y + b, least squares
+    over clear one-person boxes of this video): a fixed camera sees people larger nearer it."""
+
+    def __init__(self, min_samples: int = 40, keep: int = 600) -> None:
+        self._ys: list[float] = []
+        self._hs: list[float] = []
+        self._min = min_samples
+        self._keep = keep
+        self._fit: Optional[tuple[float, float]] = None
+
+    def add(self, box: Box) -> None:
+        self._ys.append(box[3])
+        self._hs.append(box[3] - box[1])
+        if len(self._ys) > self._keep:
+            del self._ys[0], self._hs[0]
+
+    def refit(self) -> None:
+        if len(self._ys) < self._min or float(np.ptp(self._ys)) < 20:
+            return
+        a, b = np.polyfit(np.array(self._ys), np.array(self._hs), 1)
+        self._fit = (float(a), float(b))
+
+    def height(self, y: float) -> Optional[float]:
+        if self._fit is None:
+            return None
+        h = self._fit[0] * y + self._fit[1]
+        return h if h >= 2 * MIN_HEIGHT else None

@@ -24,7 +24,8 @@ from .assign import AssignOptions, Assigner, LiveTrack, alone
 from .colours import summary
 from .describe import CHILD_BELOW, TALL_ABOVE, parse, score, shrink
 from .motion import Box
-from .people import DEFAULT_PERSON_DETECTOR, HogDetector, check_person_detector, make_person_detector
+from .people import (DEFAULT_PERSON_DETECTOR, HogDetector, MotionDetector, Perspective, check_person_detector,
+                     make_person_detector)
 
 PathLike = Union[str, Path]
 # Tracks shorter than this many detections are dropped: a person crossing the scene is seen for
@@ -33,6 +34,8 @@ MIN_DETECTIONS = 6
 THUMB_MAX_SIDE = 160
 # A track that moved less than this many of its heights in its whole life may be a ghost.
 GHOST_TRAVEL = 0.5
+# Frames between refits of the camera's perspective.
+PERSPECTIVE_EVERY = 25
 
 
 @dataclass(frozen=True)
@@ -136,6 +139,9 @@ class _Run:
         # HOG covers the motion model's blind spots: its first second, and people it loses.
         self.hog = self.detector if isinstance(self.detector, HogDetector) else HogDetector()
         self.assigner = Assigner(opts.assign)
+        self.perspective = Perspective()
+        if isinstance(self.detector, MotionDetector):
+            self.detector.expected = self.perspective.height
 
     def __call__(self, index: int, rgb: np.ndarray) -> np.ndarray:
         if self.opts.max_frames is not None and index >= self.opts.max_frames:
@@ -162,6 +168,10 @@ class _Run:
         for t in self.assigner.live:
             if t.frames[-1] == index:
                 self._thumb(t, rgb)
+                if t.confirmed and t.looks[-1][1]:
+                    self.perspective.add(t.boxes[-1])
+        if index % PERSPECTIVE_EVERY == 0:
+            self.perspective.refit()
         if self.opts.draw:
             rgb = np.ascontiguousarray(rgb)
             for t in self.assigner.live:
