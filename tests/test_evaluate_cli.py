@@ -188,6 +188,17 @@ def test_verify_and_identify_with_masked_probes(tmp_path: Path, cache: Path,
     _rate(m["mask_detection"]["masked_found"]["value"])
     _rate(m["mask_detection"]["bare_called_masked"]["value"])
     assert (out / "verify-probe-masked-scores.png").is_file() and (out / "verify-both-masked-scores.png").is_file()
+    # The mask detector's own training people are set apart: the held-out report names only
+    # people it never saw, and the threshold calibration only people it did.
+    from safeface.hazmat.vision.mask_detect import trained_on
+
+    people = {p.parent.name for p in LFW.rglob("*.jpg")}
+    assert any(trained_on(n) for n in people) and not all(trained_on(n) for n in people)
+    held = m.get("held_out")
+    if held is not None:
+        assert 0 < held["pairs"] < 8 and held["failure_to_acquire"]["masked_images"] < m["failure_to_acquire"]["masked_images"]
+    cal = m["calibration_on_trained_half"]
+    assert cal == {} or (0 < cal["masked_threshold"] <= 1 and cal["images"] < m["failure_to_acquire"]["masked_images"])
     again = _run(capsys, "eval", "verify", "--pairs", str(PAIRS), "--root", str(LFW), "--limit", "8", *FAST,
                  "--mask-probe", "surgical", "--out", str(out), "--cache", str(cache), "--json")
     assert again["metrics"]["masked"]["probe_masked"] == m["probe_masked"]  # same seed, same masks, from cache

@@ -170,10 +170,10 @@ def _verify(args: argparse.Namespace) -> int:
     return _finish(args, "verify", _dataset(args, pairs=len(pairs)), session, figures, pl, started, stats)
 
 
-def _say_masked(m: dict[str, Any]) -> None:
+def _say_masked(m: dict[str, Any], title: str = "masked") -> None:
     fta = m["failure_to_acquire"]
     md = m["mask_detection"]
-    say(f"masked: failure to acquire {fta['no_face']}/{fta['masked_images']}; mask detection: masked found "
+    say(f"{title}: failure to acquire {fta['no_face']}/{fta['masked_images']}; mask detection: masked found "
         f"{md['masked_found']['value']:.4f}, bare called masked {md['bare_called_masked']['value']:.4f}")
     for name in ("unmasked", "probe_masked", "probe_masked_plain", "both_masked", "both_masked_plain"):
         f = m.get(name)
@@ -184,6 +184,9 @@ def _say_masked(m: dict[str, Any]) -> None:
         say(f"  {name:20s} 10-fold {acc.get('mean', float('nan')):.4f}  at threshold: accuracy "
             f"{at['accuracy']['value']:.4f} FMR {at['fmr']['value']:.4f} FNMR {at['fnmr']['value']:.4f}  "
             f"FNMR@FMR1e-3 {f['fnmr_at_fmr']['0.001']:.4f} @1e-2 {f['fnmr_at_fmr']['0.01']:.4f}")
+    held = m.get("held_out")
+    if isinstance(held, dict):
+        _say_masked(held, f"held-out people only ({held['pairs']} pairs; the mask detector never saw them)")
 
 
 def _identify(args: argparse.Namespace) -> int:

@@ -58,7 +58,8 @@ def utc_now() -> dt.datetime:
 class _Probe:
     """What the pipeline made of the one face of a call's image. `masked`: the mask detector
     called its lower face covered (None: the pipeline has no mask detector); `visible`: the raw
-    visible-region embedding, made for an enrolment only and sealed into its row."""
+    visible-region embedding (synthetic masks drawn over the face, see visible.py), made for an
+    enrolment, which seals it into its row, and for a masked probe, which is matched by it."""
 
     vec: np.ndarray
     masked: Optional[bool] = None
@@ -274,8 +275,8 @@ class SafeFace:
             # A masked probe meets the visible-region templates with their own threshold; a
             # subject whose rows predate them is matched the plain way until the next enrolment.
             score, path_masked, threshold = None, False, self.threshold
-            if probe.masked:
-                score = self._gallery.verify(subject, probe.vec, purpose, now=now, path="visible")
+            if probe.masked and probe.visible is not None:
+                score = self._gallery.verify(subject, probe.visible, purpose, now=now, path="visible")
                 path_masked, threshold = score is not None, self.masked_threshold
             if score is None:
                 score, threshold = self._gallery.verify(subject, probe.vec, purpose, now=now), self.threshold
@@ -309,14 +310,14 @@ class SafeFace:
             vec = np.asarray(result.embedding, dtype=np.float32)
             self._guard.check_capture(d, CaptureFacts(vec, None, self.threshold))
             probe = _probe(pipe, image, result.face, vec, enrol=False)
-            if not probe.masked:
+            if not probe.masked or probe.visible is None:
                 found = [(m, False, self.threshold) for m in
                          self._gallery.search(vec, purpose, k=top_k, threshold=self.threshold, now=now)]
             else:
                 # Each row by its own path: its visible-region template with the masked threshold,
                 # or (a row enrolled before those were made) its main template the plain way.
                 found = [(m, True, self.masked_threshold) for m in self._gallery.search(
-                    vec, purpose, k=top_k, threshold=self.masked_threshold, now=now, path="visible")]
+                    probe.visible, purpose, k=top_k, threshold=self.masked_threshold, now=now, path="visible")]
                 found += [(m, False, self.threshold) for m in self._gallery.search(
                     vec, purpose, k=top_k, threshold=self.threshold, now=now, path="plain-only")]
             best: dict[str, tuple[Any, bool]] = {}
@@ -960,15 +961,16 @@ class SafeFace:
 
 
 def _probe(pipe: Any, image: ImageInput, face: Any, vec: np.ndarray, *, enrol: bool) -> _Probe:
-    """The mask check of a call's face, and for an enrolment the visible-region embedding. A
-    pipeline without a mask detector (a caller's own, or an engine it was not trained for) gives
-    neither, and its calls take the plain path."""
+    """The mask check of a call's face, and the visible-region embedding for an enrolment or a
+    masked probe: drawn over a masked face, the synthetic masks hide its own mask, so probe and
+    template wear the same ones. A pipeline without a mask detector (a caller's own, or an engine
+    it was not trained for) gives neither, and its calls take the plain path."""
     check_fn = getattr(pipe, "mask_check", None)
     check = None if check_fn is None else check_fn(image, face, vec)
     if check is None:
         return _Probe(vec)
     visible_fn = getattr(pipe, "visible_embedding", None)
-    visible = visible_fn(image, face) if enrol and visible_fn is not None else None
+    visible = visible_fn(image, face) if (enrol or check.masked) and visible_fn is not None else None
     return _Probe(vec, bool(check.masked), float(check.confidence), visible)
 
 
