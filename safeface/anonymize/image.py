@@ -59,7 +59,9 @@ def cover_all(pixels: np.ndarray, finder: FaceFinder, mode: str, margin: float) 
     out = pixels
     passes = 0
     for passes in range(1, MAX_PASSES + 1):
-        found = finder.find(out)
+        # The masked search's low bar is for the first look only: on covered pixels it would
+        # keep finding the covers themselves.
+        found = finder.find(out, masked=None if passes == 1 else False)
         # A face found again where a cover already is means the cover was too weak there:
         # it is covered once more (the cover is idempotent in kind, stronger in effect).
         new = [b for b in found if not any(iou(b, k) > 0.5 for k in boxes)] if boxes else found
