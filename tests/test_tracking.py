@@ -281,3 +281,46 @@ def test_search_finds_annotated_people(annotated: tuple[object, dict[str, object
     found = [pid for pid, text in asked.items()
              if {h.track_id for h in result.search(text, 3)} & set(_covering_tracks(result, ann["frames"], pid))]  # type: ignore[attr-defined, arg-type]
     assert len(asked) >= 4 and len(found) >= 0.75 * len(asked), (found, sorted(asked))
+
+
+def _look(top: tuple[int, int, int], bottom: tuple[int, int, int]) -> tuple[object, tuple[float, ...]]:
+    """A real descriptor of a painted person: `top` and `bottom` are RGB clothing colours."""
+    import cv2
+
+    from safeface.tracking.appearance import describe
+
+    rgb = np.full((200, 100, 3), 128, np.uint8)
+    rgb[40:110, 20:80] = top
+    rgb[110:190, 25:75] = bottom
+    box = (20.0, 10.0, 80.0, 190.0)
+    return describe(cv2.cvtColor(rgb, cv2.COLOR_RGB2HSV), cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), box), box
+
+
+@pytest.mark.parametrize("same_clothes", [True, False])
+def test_a_lost_person_gets_their_id_back_only_in_their_own_clothes(same_clothes: bool) -> None:
+    """Walking right, hidden for 3 s (longer than a track coasts, so the track has ended), seen
+    again further on: the new track takes the lost track's id when the clothes match, and a
+    stranger in other clothes there does not."""
+    from safeface.tracking.assign import RECENT, Assigner
+
+    red_blue, _ = _look((200, 30, 30), (30, 40, 160))
+    green_grey, _ = _look((30, 160, 40), (120, 120, 120))
+
+    def box(i: int) -> tuple[float, float, float, float]:
+        return (100.0 + 6 * i, 100.0, 140.0 + 6 * i, 200.0)
+
+    a = Assigner()
+    for i in range(8):
+        a.step(i, [box(i)], [red_blue])
+    first = {t.track_id for t in a.live if t.confirmed}
+    assert len(first) == 1
+    for i in range(8, 38):
+        a.step(i, [], [])
+    assert not a.live
+    for i in range(38, 44):
+        a.step(i, [box(i)], [red_blue if same_clothes else green_grey])
+    done = a.finish()
+    ids = {t.track_id for t in done}
+    assert (ids == first) is same_clothes, ids
+    # What a track keeps per frame is bounded: a few recent looks and colour-name shares only.
+    assert all(len(t.recent) <= RECENT and all(c.shape == (22,) for c, _ in t.colours) for t in done)

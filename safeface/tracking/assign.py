@@ -27,6 +27,8 @@ GALLERY = 12
 # The farthest a new view may be from the running mean to join the gallery: about the median
 # distance between two views of one person on CCTV.
 GALLERY_DISTANCE = 0.4
+# Looks kept per track for re-identification: at least AssignOptions.confirm.
+RECENT = 5
 # A box wider than this times its height holds more than one person (a standing person is about
 # 0.42 times as wide as tall).
 SINGLE_ASPECT = 0.5
@@ -67,8 +69,11 @@ class LiveTrack:
     occluded: bool = False
     frames: list[int] = field(default_factory=list)
     boxes: list[Box] = field(default_factory=list)
-    # Per detection: its look and whether the box was the person's alone (no other box touched it).
-    looks: list[tuple[Appearance, bool]] = field(default_factory=list)
+    # The last few looks, each with whether the box was the person's alone (see `alone`).
+    recent: list[tuple[Appearance, bool]] = field(default_factory=list)
+    # Per detection, only the colour-name shares (upper then lower) and that flag: a long video
+    # keeps 88 bytes a detection for the colour summary, not a whole descriptor.
+    colours: list[tuple[np.ndarray, bool]] = field(default_factory=list)
     gallery: list[Appearance] = field(default_factory=list)
     thumb: Optional[tuple[float, Any]] = None
     # Detections that came from a person-shape detector (HOG), not from motion alone.
@@ -78,6 +83,10 @@ class LiveTrack:
         """The closest of the running mean and the recent clear views: a person turning or
         passing a shadow still matches one of their own recent views."""
         return min([distance(self.look, look)] + [distance(g, look) for g in self.gallery])
+
+
+def _names(look: Appearance) -> np.ndarray:
+    return np.concatenate([look.upper_names, look.lower_names]).astype(np.float32)
 
 
 def new_track_id() -> str:
@@ -169,8 +178,9 @@ class Assigner:
         for j, (b, lk) in enumerate(zip(boxes, looks)):
             # A box mostly inside one a track holds is a piece of that person (an arm, a bag).
             if j not in matched_d and all(_inside(b, h) < 0.5 for h in held):
-                keep.append(LiveTrack(new_track_id(), BoxKalman(b), lk, frames=[index], boxes=[b],
-                                      looks=[(lk, alone(boxes, j))], shaped=int(shaped)))
+                clear = alone(boxes, j)
+                keep.append(LiveTrack(new_track_id(), BoxKalman(b), lk, frames=[index], boxes=[b], recent=[(lk, clear)],
+                                      colours=[(_names(lk), clear)], shaped=int(shaped)))
         self.live = keep
         self._reidentify(index)
 
@@ -193,7 +203,8 @@ class Assigner:
         t.occluded = False
         t.frames.append(index)
         t.boxes.append(box)
-        t.looks.append((look, clear))
+        t.recent = (t.recent + [(look, clear)])[-RECENT:]
+        t.colours.append((_names(look), clear))
         if t.hits == self.o.confirm:
             t.confirmed = True
 
@@ -217,7 +228,7 @@ class Assigner:
                 far = float(np.hypot((a[0] + a[2] - b[0] - b[2]) / 2, a[3] - b[3]))
                 if far > (0.5 + self.o.walk * gap) * h or not 0.6 <= (b[3] - b[1]) / h <= 1.65:
                     continue
-                d = float(np.median([c.clothing_distance(lk) for lk, _ in t.looks]))
+                d = float(np.median([c.clothing_distance(lk) for lk, _ in t.recent]))
                 if d < best_d:
                     best, best_d = c, d
             if best is not None:
@@ -229,8 +240,9 @@ class Assigner:
         old.kalman = new.kalman
         old.frames += new.frames
         old.boxes += new.boxes
-        old.looks += new.looks
-        old.gallery = (old.gallery + [lk for lk, clear in new.looks if clear])[-GALLERY:]
+        old.recent = (old.recent + new.recent)[-RECENT:]
+        old.colours += new.colours
+        old.gallery = (old.gallery + [lk for lk, clear in new.recent if clear])[-GALLERY:]
         old.hits += new.hits
         old.shaped += new.shaped
         old.missed = 0

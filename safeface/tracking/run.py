@@ -168,7 +168,7 @@ class _Run:
         for t in self.assigner.live:
             if t.frames[-1] == index:
                 self._thumb(t, rgb)
-                if t.confirmed and t.looks[-1][1]:
+                if t.confirmed and t.recent[-1][1]:
                     self.perspective.add(t.boxes[-1])
         if index % PERSPECTIVE_EVERY == 0:
             self.perspective.refit()
@@ -253,9 +253,10 @@ def _people(finished: list[LiveTrack]) -> list[Person]:
     rel = _relative_heights(tracks)
     people = []
     for t in tracks:
-        clear = [lk for lk, ok in t.looks if ok] or [lk for lk, _ in t.looks]
-        up = _shares(np.median([lk.upper_names for lk in clear], axis=0))
-        lo = _shares(np.median([lk.lower_names for lk in clear], axis=0))
+        clear = [c for c, ok in t.colours if ok] or [c for c, _ in t.colours]
+        mid = np.median(clear, axis=0)
+        half = len(mid) // 2
+        up, lo = _shares(mid[:half]), _shares(mid[half:])
         thumb = t.thumb[1] if t.thumb is not None else None
         people.append(Person(t.track_id, list(t.frames), list(t.boxes), up, lo, rel[t.track_id], _small(thumb),
                              len(clear)))
