@@ -164,19 +164,27 @@ class ApiKeys:
     def open_session(self, presented: Optional[str], now: dt.datetime) -> tuple[ApiKey, str]:
         info = self.authenticate(presented, now)
         exp = int(now.timestamp()) + SESSION_SECONDS
-        return info, f"{info.key_id}.{exp}.{self._mac('session', f'{info.key_id}.{exp}')}"
+        rows = self._t.q("SELECT digest FROM {t}apikeys WHERE key_id = ?", (info.key_id,))
+        return info, f"{info.key_id}.{exp}.{self._session_mac(info, exp, str(rows[0][0]) if rows else '')}"
+
+    def _session_mac(self, info: ApiKey, exp: int, digest: str) -> str:
+        # Bound to the row's role, expiry, rate and digest as they were at login: a session
+        # outlives no hand edit of its key's row (the key's own check needs its secret, which a
+        # session does not carry).
+        return self._mac("session", f"{info.key_id}.{exp}|{info.role}|{info.expires or ''}|{info.rate!r}|{digest}")
 
     def session(self, cookie: Optional[str], now: dt.datetime) -> ApiKey:
         """The key behind a genuine, unexpired session whose key is still valid."""
         m = _SESSION.match(cookie or "")
-        if m is None or not hmac.compare_digest(self._mac("session", f"{m.group(1)}.{m.group(2)}"), m.group(3)):
-            raise AuthenticationError("no valid console session; log in with an API key.")
+        rows = self._t.q(f"SELECT {_COLS}, digest FROM {{t}}apikeys WHERE key_id = ?", (m.group(1),)) if m else []
+        info = _described(rows[0]) if rows else None
+        if m is None or info is None or not hmac.compare_digest(
+                self._session_mac(info, int(m.group(2)), str(rows[0][7] or "")), m.group(3)):
+            raise AuthenticationError("no valid console session (or its key was changed); log in with an API key.")
         if int(m.group(2)) < now.timestamp():
             raise AuthenticationError("the console session expired; log in again.")
-        rows = self._t.q(f"SELECT {_COLS}, digest FROM {{t}}apikeys WHERE key_id = ?", (m.group(1),))
-        if not rows or not rows[0][7]:
+        if not rows[0][7]:
             raise AuthenticationError("the API key behind this session was revoked; log in again.")
-        info = _described(rows[0])
         if info.expired(now):
             raise AuthenticationError(f"the API key behind this session expired on {info.expires}.")
         return info
