@@ -51,3 +51,44 @@ def test_a_session_of_an_untouched_key_still_works(tmp_path: Path) -> None:
     with pytest.raises(AuthenticationError):
         keys.session(cookie, NOW + dt.timedelta(hours=1))
     keys.close()
+
+
+def test_dropping_the_mac_column_does_not_get_a_forged_challenge_adopted(tmp_path: Path) -> None:
+    """The operator drops the "mac" column of challenges (so the file looks older than the MACs),
+    forges a challenge with easy moves and a day's validity, and reopens: the forged row must not
+    be adopted as if it predated the column."""
+    db = tmp_path / "policy.db"
+    state = PolicyState(db, KEY)
+    now = dt.datetime.now(dt.timezone.utc).timestamp()
+    state.add_challenge("real", "left,right", now, now + 30)
+    state.close()
+    con = sqlite3.connect(str(db))
+    con.execute("ALTER TABLE challenges DROP COLUMN mac")
+    con.execute("UPDATE challenges SET steps = 'left', expires_at = ? WHERE nonce = 'real'", (now + 86_400,))
+    con.execute("INSERT INTO challenges VALUES ('forged', 'left', ?, ?)", (now, now + 86_400))
+    con.commit()
+    con.close()
+    state = PolicyState(db, KEY)
+    assert state.challenge("forged") is None
+    assert state.challenge("real") is None
+    state.add_challenge("next", "up", now, now + 30)  # the state works on
+    assert state.challenge("next") == ("up", now, now + 30)
+    state.close()
+
+
+def test_dropping_the_mac_column_does_not_get_an_early_until_adopted(tmp_path: Path) -> None:
+    """The same with a used nonce: its "until" moved into the past once the column is gone. The
+    nonce must stay used for as long as the evidence that carried it is valid."""
+    db = tmp_path / "policy.db"
+    state = PolicyState(db, KEY)
+    until = dt.datetime.now(dt.timezone.utc) + dt.timedelta(minutes=5)
+    assert state.use_nonce("evidence:n-1", until) is True
+    state.close()
+    con = sqlite3.connect(str(db))
+    con.execute("ALTER TABLE used_nonces DROP COLUMN mac")
+    con.execute("UPDATE used_nonces SET until = 0")
+    con.commit()
+    con.close()
+    state = PolicyState(db, KEY)
+    assert state.use_nonce("evidence:n-1", until) is False
+    state.close()

@@ -7,7 +7,8 @@ PostgreSQL, in its ``state_*`` tables (storage/sqltables.py): the same statement
 The liveness rows carry an HMAC under a key derived from the keyring (workspace/keys.py:
 POLICY_MAC), so a hand edit cannot stretch a challenge's expiry, ease its moves, forge a challenge,
 or move a used nonce's "until" into the past so that it is pruned early and the nonce can be used
-again: such a row fails its check and the call is refused with IntegrityError. A row deleted
+again: such a row fails its check and the call is refused with IntegrityError (the column dropped
+to pass edited rows off as older than the MACs gains nothing: see `_adopt`). A row deleted
 outright (or the file restored from an older copy) is not caught here; what bounds that is the
 evidence's own signed 60 s validity."""
 
@@ -32,6 +33,7 @@ CREATE TABLE IF NOT EXISTS used_nonces (nonce TEXT PRIMARY KEY, until REAL NOT N
 CREATE TABLE IF NOT EXISTS challenges (nonce TEXT PRIMARY KEY, steps TEXT NOT NULL, issued_at REAL NOT NULL,
                                        expires_at REAL NOT NULL, mac TEXT);
 """
+ADOPTED_HOLD_S = 3600  # longer than any evidence or challenge is valid (60 s by default)
 MACED = ("used_nonces", "challenges")  # their rows carry a "mac" column (added to files made before it)
 
 
@@ -49,7 +51,7 @@ class PolicyState:
         for table in MACED:
             if "mac" not in self._t.columns(table):  # a state from before the rows were authenticated
                 self._t.add_column(table, "mac TEXT")
-                if mac_key is not None:  # its rows are adopted as they are, once, when the column is added
+                if mac_key is not None:  # its rows are adopted, once, when the column is added
                     self._adopt(table)
 
     def _mac(self, table: str, *fields: object) -> str:
@@ -59,15 +61,18 @@ class PolicyState:
         return hmac.new(self._key, body, hashlib.sha256).hexdigest()
 
     def _adopt(self, table: str) -> None:
+        """A missing column may also mean one dropped by hand to pass edited rows off as old, so
+        nothing in them is trusted: a used nonce stays used for at least ADOPTED_HOLD_S (its "until"
+        may have been moved into the past), and challenges are dropped (they live for seconds; the
+        client asks for a new one) rather than let a forged one with easy moves be adopted."""
         if table == "used_nonces":
+            floor = dt.datetime.now(dt.timezone.utc).timestamp() + ADOPTED_HOLD_S
             for nonce, until in self._t.q("SELECT nonce, until FROM {t}used_nonces WHERE mac IS NULL"):
-                self._t.run("UPDATE {t}used_nonces SET mac = ? WHERE nonce = ?",
-                            (self._mac(table, str(nonce), float(until)), nonce))
+                held = max(float(until), floor)
+                self._t.run("UPDATE {t}used_nonces SET until = ?, mac = ? WHERE nonce = ?",
+                            (held, self._mac(table, str(nonce), held), nonce))
         else:
-            for nonce, steps, issued, expires in self._t.q("SELECT nonce, steps, issued_at, expires_at FROM "
-                                                           "{t}challenges WHERE mac IS NULL"):
-                self._t.run("UPDATE {t}challenges SET mac = ? WHERE nonce = ?",
-                            (self._mac(table, str(nonce), str(steps), float(issued), float(expires)), nonce))
+            self._t.run("DELETE FROM {t}challenges WHERE mac IS NULL")
 
     def _check(self, table: str, mac: Any, *fields: object) -> None:
         if not isinstance(mac, str) or not hmac.compare_digest(mac, self._mac(table, *fields)):
