@@ -329,3 +329,27 @@ def test_malformed_birth_date_is_refused_under_every_profile(make_guard, issuer)
 
         assert guardian_problem(dep.guardian_age, "2020-13-45", None, TODAY) is not None
         assert guardian_problem(dep.guardian_age, None, None, TODAY) is None
+
+
+@pytest.mark.parametrize("name", ["d\u0435mo",  # Cyrillic е
+                                  "dem\u03bf",  # Greek ο
+                                  "de\u200bmo",  # zero-width space
+                                  "\uff44\uff45\uff4d\uff4f",  # fullwidth
+                                  "demo ", "DEMO", ""])
+def test_a_purpose_that_passes_for_another_is_refused(name: str) -> None:
+    """An operator adds a purpose that reads as "demo" in the assessment, a consent and the audit
+    log (a look-alike letter, an invisible one, fullwidth letters, another case) with laxer rules:
+    the deployment does not load."""
+    def add(raw: dict[str, Any]) -> None:
+        raw["purposes"][name] = dict(raw["purposes"]["demo"], liveness="none")
+
+    with pytest.raises(ConfigError, match="purpose name"):
+        deployment(edit=add)
+
+
+def test_purpose_names_in_one_script_load() -> None:
+    def add(raw: dict[str, Any]) -> None:
+        for name in ("门禁", "контроль доступа", "access control", "staff-entry.v2"):
+            raw["purposes"][name] = dict(raw["purposes"]["demo"])
+
+    assert {"demo", "门禁", "контроль доступа", "access control", "staff-entry.v2"} <= set(deployment(edit=add).purposes)

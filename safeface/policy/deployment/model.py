@@ -11,6 +11,7 @@ import datetime as dt
 import hashlib
 import json
 import math
+import unicodedata
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,7 +81,9 @@ class Deployment:
         pconf = raw.get("purposes") or {}
         if not isinstance(pconf, Mapping):
             raise ConfigError("'purposes' must map each purpose name to its description.")
+        folded: dict[str, str] = {}
         for name, p in pconf.items():
+            _check_purpose_name(name, folded)
             if not isinstance(p, Mapping):
                 raise ConfigError(f"purpose {name!r} must be an object.")
             try:
@@ -275,6 +278,29 @@ class Deployment:
 
 def new_deployment_id() -> str:
     return str(uuid.uuid4())
+
+
+# Scripts whose letters pass for Latin ones ("dеmo" with a Cyrillic е reads as "demo").
+_CONFUSABLE_WITH_LATIN = ("CYRILLIC", "GREEK", "ARMENIAN", "CHEROKEE")
+
+
+def _check_purpose_name(name: Any, folded: dict[str, str]) -> None:
+    """A purpose name a person reading the assessment, a consent or the audit log cannot take for
+    another: no invisible or compatibility characters, no Latin mixed with a look-alike script,
+    and no two names the same but for case. Other scripts (a Chinese name) are fine."""
+    if not isinstance(name, str) or not name or name != name.strip() or len(name) > 128:
+        raise ConfigError(f"purpose name {name!r} must be 1-128 characters with no spaces at either end.")
+    if unicodedata.normalize("NFKC", name) != name or any(unicodedata.category(c)[0] in "CZ" and c != " " for c in name):
+        raise ConfigError(f"purpose name {ascii(name)} holds invisible, control or compatibility characters; "
+                          f"write it in plain characters.")
+    scripts = {unicodedata.name(c, "").split(" ")[0] for c in name if c.isalpha()}
+    if "LATIN" in scripts and scripts & set(_CONFUSABLE_WITH_LATIN):
+        raise ConfigError(f"purpose name {ascii(name)} mixes Latin letters with {'/'.join(sorted(scripts - {'LATIN'}))} "
+                          f"ones that look alike; write it in one script.")
+    key = name.casefold()
+    if key in folded:
+        raise ConfigError(f"purpose names {folded[key]!r} and {name!r} differ only in case; use one name.")
+    folded[key] = name
 
 
 def _provision(value: Any) -> Optional[str]:
