@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from child_process import child_env  # noqa: E402
 from server_support import PG_PASSWORD, PgCluster, server_modules  # noqa: E402
 
-from safeface.errors import BackendError, ConfigError, IntegrityError  # noqa: E402
+from safeface.errors import AuthenticationError, BackendError, ConfigError, IntegrityError  # noqa: E402
 from safeface.sdk import SafeFace  # noqa: E402
 from safeface.workspace.init import init_workspace  # noqa: E402
 from safeface.workspace.paths import WorkspacePaths  # noqa: E402
@@ -253,6 +253,45 @@ def test_policy_state_in_postgresql_holds_across_processes_at_once(pg: PgCluster
         here.close()
         there.close()
     assert not (ws / "policy.db").exists()
+
+
+def test_hand_edits_in_postgresql_gain_no_liveness_moves_and_no_console_rights(pg: PgCluster, tmp_path: Path) -> None:
+    """The server's operator, without the keyring: drops the MAC column of the challenges and
+    forges one with easy moves (it must not be adopted), and raises the role of a logged-in
+    auditor key's row (its console session must end)."""
+    import datetime as dt
+
+    from safeface.policy.deployment import Deployment
+    from safeface.workspace.apikeys import hashing_key
+    from safeface.workspace.passphrase import open_keyring
+    from safeface.workspace.session import open_apikeys, open_state
+
+    ws, dsn = server_workspace(pg, tmp_path)
+    paths = WorkspacePaths(ws)
+    keyring = open_keyring(paths, None, None)
+    dep = Deployment.load(paths.config)
+    now = dt.datetime.now(dt.timezone.utc)
+    state = open_state(paths, dep, keyring)
+    state.add_challenge("real", "left,right", now.timestamp(), now.timestamp() + 30)
+    state.close()
+    _sql(dsn, "ALTER TABLE safeface.state_challenges DROP COLUMN mac")
+    _sql(dsn, f"INSERT INTO safeface.state_challenges VALUES ('forged', 'left', {now.timestamp()}, "
+              f"{now.timestamp() + 86_400})")
+    state = open_state(paths, dep, keyring)
+    try:
+        assert state.challenge("forged") is None and state.challenge("real") is None
+    finally:
+        state.close()
+    keys = open_apikeys(paths, dep, hashing_key(keyring.key("pseudonym")))
+    try:
+        info, key = keys.issue("auditor", "console", None, None, now)
+        _, cookie = keys.open_session(key, now)
+        assert keys.session(cookie, now).role == "auditor"
+        _sql(dsn, f"UPDATE safeface.service_apikeys SET role = 'operator' WHERE key_id = '{info.key_id}'")
+        with pytest.raises(AuthenticationError):
+            keys.session(cookie, now)
+    finally:
+        keys.close()
 
 
 def test_a_workspace_pointed_at_postgresql_by_hand_is_told_to_migrate(pg: PgCluster, tmp_path: Path) -> None:
