@@ -536,3 +536,37 @@ def test_stored_purposes_read_back_exactly_and_an_edited_value_matches_no_record
         assert purposes_of(purpose_set(ps)) == sorted(set(ps))
     for edited in ("access", "|zz|", "|61", "61|", ""):  # what an operator might type into the field
         assert purposes_of(edited) == [edited]
+
+
+def test_ivf_probes_more_cells_as_the_filter_allows_fewer_rows() -> None:
+    # A filter allowing a fraction f leaves an nprobe-cell IVF search about f times the allowed
+    # candidates: the probe widens by 1/f, and past half the cells it takes them all (exact over
+    # the allowed rows). The other kinds keep their parameters.
+    from safeface.storage.vectors import INDEX_KINDS, SEARCH_PARAMS, search_params
+
+    nlist, base = INDEX_KINDS["IVF_FLAT"]["nlist"], SEARCH_PARAMS["IVF_FLAT"]["nprobe"]
+    assert search_params("IVF_FLAT") == search_params("IVF_FLAT", 1.0) == {"nprobe": base}
+    assert search_params("IVF_FLAT", 0.5) == {"nprobe": 2 * base}
+    assert search_params("IVF_FLAT", 0.25) == {"nprobe": 4 * base}
+    for f in (0.1, 0.01, 0.0, -1.0):
+        assert search_params("IVF_FLAT", f) == {"nprobe": nlist}
+    assert search_params("IVF_FLAT", 7.0) == {"nprobe": base}
+    assert search_params("HNSW", 0.1) == SEARCH_PARAMS["HNSW"] and search_params("FLAT", 0.1) == {}
+
+
+def test_the_store_estimates_each_purposes_share_of_the_rows_and_refreshes_it(setup: Setup) -> None:
+    x = unit_rows(50)
+    with setup.open() as s:
+        assert s.allowed_fraction("access") == 1.0  # an empty store: nothing to narrow
+        fill(s, x[:5], ("access", "payments"), prefix="p")
+        fill(s, x[5:], ("access",))
+        assert s.allowed_fraction("access") == pytest.approx(1.0)
+        assert s.allowed_fraction("payments") == pytest.approx(0.1)
+        assert s.allowed_fraction("boarding") == 0.0  # no row: the widest probe, never a narrower one
+        fill(s, unit_rows(50, seed=3), ("payments",), prefix="q")
+        assert s.allowed_fraction("payments") == pytest.approx(0.1)  # cached until it is due
+        s._fractions_at -= 3600  # an hour later
+        assert s.allowed_fraction("payments") == pytest.approx(55 / 100)
+        assert s.allowed_fraction("access") == pytest.approx(50 / 100)
+        top = s.search(x[2], "payments", k=1)
+        assert top and top[0].pseudonym == s.pseudonym("p2")

@@ -27,6 +27,7 @@ import hashlib
 import json
 import re
 import threading
+import time
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -46,6 +47,11 @@ from .vectors import MilvusVectors
 NAMESPACE_RE = re.compile(r"^[a-z_][a-z0-9_]{0,40}$")
 REBUILD = 0  # the pending note's row id that asks for the whole index to be rebuilt
 FETCH_MAX = 16384  # Milvus's largest search limit
+# How many rows each purpose allows only tunes the approximate index's effort (vectors.search_params),
+# never what is returned, so it is estimated from a sample of about FRACTION_SAMPLE rows and kept
+# for FRACTION_TTL_S seconds.
+FRACTION_SAMPLE = 20_000
+FRACTION_TTL_S = 60.0
 MASKED_FETCH = 8  # a masked search asks Milvus for this many times the candidates (see above)
 PATHS = (None, "visible", "plain-only")
 
@@ -133,6 +139,8 @@ class ServerStore:
         self._keys: Optional[Keys] = None
         self._pseudonym_version = 0
         self._closed = False
+        self._fractions: dict[str, float] = {}
+        self._fractions_at = float("-inf")
         # Test seam: called with a point name ("add:recorded", "erase:recorded") between the
         # record's commit and the vector write, so a test can stop the process there.
         self._hook: Optional[Callable[[str], None]] = None
@@ -570,7 +578,7 @@ class ServerStore:
         q = self._require_keys().transform.apply(check_embedding(embedding, self._dim)).astype(np.float32)
         fetch = min(FETCH_MAX, 4 * k * (MASKED_FETCH if path == "visible" else 1))
         while True:
-            hits = self.vectors.search(q, purpose, now_us, fetch)
+            hits = self.vectors.search(q, purpose, now_us, fetch, self.allowed_fraction(purpose))
             if threshold is not None and path != "visible":  # Milvus scores main templates only
                 hits = [(i, s) for i, s in hits if s >= threshold - 1e-4]
             opened = self._open_rows([i for i, _ in hits])
@@ -591,6 +599,23 @@ class ServerStore:
                 break
             fetch = min(FETCH_MAX, fetch * 4)
         return sorted(best.values(), key=lambda m: -m.score)[:k]
+
+    def allowed_fraction(self, purpose: str) -> float:
+        """About what fraction of the rows `purpose` allows (0.0 when none; 1.0 in an empty store),
+        from a sample of the records refreshed every FRACTION_TTL_S seconds."""
+        now = time.monotonic()
+        if now - self._fractions_at > FRACTION_TTL_S:
+            est = self._sql("SELECT reltuples FROM pg_class WHERE oid = %s::regclass", (f"{self._ns}.rows",))
+            pct = min(100.0, 100.0 * FRACTION_SAMPLE / max(1.0, float(est[0][0]) if est else 0.0))
+            sample = f"TABLESAMPLE SYSTEM ({pct:.6f})" if pct < 100.0 else ""
+            sets = self._sql(f"SELECT purposes, count(*) FROM {{ns}}.rows {sample} GROUP BY purposes")
+            total = sum(int(c) for _, c in sets)
+            fractions: dict[str, float] = {}
+            for text, c in sets:
+                for purpose_ in set(json.loads(text)):
+                    fractions[purpose_] = fractions.get(purpose_, 0.0) + int(c) / total
+            self._fractions, self._fractions_at = fractions, (now if total else float("-inf"))
+        return self._fractions.get(purpose, 0.0) if self._fractions else 1.0
 
     def verify(self, subject_id: str, embedding: np.ndarray, purpose: str,
                now: Optional[datetime] = None, *, path: Optional[str] = None) -> Optional[float]:

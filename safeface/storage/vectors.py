@@ -31,6 +31,21 @@ INDEX_KINDS = {
     "IVF_FLAT": {"nlist": 1024},
 }
 SEARCH_PARAMS = {"FLAT": {}, "HNSW": {"ef": 256}, "IVF_FLAT": {"nprobe": 64}}
+
+
+def search_params(kind: str, allowed_fraction: float = 1.0) -> dict[str, int]:
+    """The search parameters for an index `kind` when the filter allows about `allowed_fraction`
+    of the rows. IVF skips the rows a filter refuses inside the cells it probes, so a filter that
+    allows a fraction f leaves an nprobe-cell search about f times the candidates; probing nprobe/f
+    cells keeps that number. Once that reaches half the cells, it probes them all: at most twice
+    the work, and the search becomes exact over the allowed rows, which matters most for a query
+    whose own row is not allowed (its best allowed row is a stranger, in no particular cell)."""
+    params = dict(SEARCH_PARAMS[kind])
+    if kind == "IVF_FLAT":
+        nlist, f = INDEX_KINDS[kind]["nlist"], min(1.0, max(float(allowed_fraction), 1.0 / INDEX_KINDS[kind]["nlist"]))
+        nprobe = int(np.ceil(params["nprobe"] / f))
+        params["nprobe"] = nlist if nprobe >= nlist // 2 else nprobe
+    return params
 BATCH = 5000
 # Milvus Lite searches its unflushed rows (the memtable, sealed only at 128 MiB, about 200k
 # templates) by walking them in Python on every search: 0.5 s at 20k rows, seconds beyond. So on
@@ -210,12 +225,15 @@ class MilvusVectors:
             out.extend(int(r[ID]) for r in found)
         return sorted(out)
 
-    def search(self, query: np.ndarray, purpose: str, now_us: int, limit: int) -> list[tuple[int, float]]:
+    def search(self, query: np.ndarray, purpose: str, now_us: int, limit: int,
+               allowed_fraction: float = 1.0) -> list[tuple[int, float]]:
         """(row id, score) of the best vectors whose purposes include `purpose` and whose expiry is
-        after `now_us`, filtered inside Milvus."""
+        after `now_us`, filtered inside Milvus; `allowed_fraction` (about how many rows the filter
+        allows) widens an IVF search (see search_params)."""
         res = self._call("search", self._client.search, self.collection, [np.asarray(query, np.float32).tolist()],
                          limit=int(limit), filter=purpose_filter(purpose, now_us), output_fields=[ID], search_params={
-                             "metric_type": "IP", "params": SEARCH_PARAMS[self._kind]}, consistency_level="Strong")
+                             "metric_type": "IP", "params": search_params(self._kind, allowed_fraction)},
+                         consistency_level="Strong")
         return [(int(h["id"]), float(h["distance"])) for h in res[0]]
 
     def ids(self) -> list[int]:
