@@ -130,6 +130,16 @@ def test_undeclared_purpose_refused_cn01(make_guard, keys) -> None:
     refused("CN-01", lambda: authorize(g, "enroll", "marketing", NOW, subject="alice", consent=t))
 
 
+def test_a_look_alike_purpose_is_refused_and_shown_apart(make_guard, keys) -> None:
+    """"d\u0435mo" (a Cyrillic "e") reads like the declared "demo": refused, and the message spells
+    the difference out so the person reading it can see why."""
+    g = make_guard()
+    look_alike = "d\u0435mo"
+    t = token(keys, g.deployment, purposes=[look_alike])
+    exc = refused("CN-01", lambda: authorize(g, "enroll", look_alike, NOW, subject="alice", consent=t))
+    assert "\\u0435" in exc.message
+
+
 def test_stale_notice_refused_cn02(make_guard, keys) -> None:
     old = deployment()
     t = token(keys, old)

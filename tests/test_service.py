@@ -234,6 +234,35 @@ def test_hand_edited_key_store_grants_nothing(svc: dict[str, Any]) -> None:
     assert kkey.split("_")[2].encode() not in raw and rkey.split("_")[2].encode() not in raw
 
 
+def test_a_key_table_restored_from_before_a_revocation_grants_nothing(svc: dict[str, Any]) -> None:
+    """The operator copies apikeys.db, a key is revoked, then the old copy is put back: the key
+    table says the key is live again, but the anchored audit log still records its revocation."""
+    import sqlite3
+
+    url, paths = svc["url"], svc["paths"]
+    with open_sf(paths) as sf:
+        info, key = sf.issue_api_key("operator", label="to restore")
+    assert httpx.post(url + "/v1/purge", headers=key_header(key)).status_code == 200
+    db_path = str(paths.root / "apikeys.db")
+    older = sqlite3.connect(":memory:")
+    with sqlite3.connect(db_path) as live:
+        live.backup(older)
+    with open_sf(paths) as sf:
+        sf.revoke_api_key(info.key_id)
+    assert httpx.post(url + "/v1/purge", headers=key_header(key)).status_code == 401
+    with sqlite3.connect(db_path) as live:
+        older.backup(live)
+    older.close()
+    with sqlite3.connect(db_path) as live:  # the restore did bring the key back in its table
+        assert live.execute("SELECT revoked, digest FROM apikeys WHERE key_id = ?", (info.key_id,)).fetchone()[1]
+    r = httpx.post(url + "/v1/purge", headers=key_header(key))
+    assert r.status_code == 401 and "restored" in r.json()["message"]
+    assert key.split("_")[2] not in r.text
+    with open_sf(paths) as sf:
+        with pytest.raises(AuthenticationError, match="revoked"):
+            sf.open_session(key)
+
+
 def test_rights_and_evidence_over_http(svc: dict[str, Any]) -> None:
     url, paths, op = svc["url"], svc["paths"], svc["keys"]["operator"]
     h = key_header(op)

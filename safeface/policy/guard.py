@@ -371,7 +371,9 @@ class Guard:
     def check_purpose(self, purpose: str) -> Purpose:
         p = self.deployment.purpose(purpose)
         if p is None:
-            raise PolicyViolation(self._rule("purpose"), f"purpose {purpose!r} is not declared by this deployment "
+            # Spelled out in escapes too, so a look-alike letter shows where it differs.
+            shown = repr(purpose) if purpose.isascii() else f"{purpose!r} ({ascii(purpose)})"
+            raise PolicyViolation(self._rule("purpose"), f"purpose {shown} is not declared by this deployment "
                                   f"(declared: {', '.join(sorted(self.deployment.purposes)) or 'none'}).")
         return p
 

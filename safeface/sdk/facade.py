@@ -24,7 +24,8 @@ from typing import Any, Callable, Optional, Sequence, TypeVar, Union
 import numpy as np
 
 from ..atomicfile import write_atomic
-from ..errors import BackendError, ConfigError, ImageError, InvalidArgument, PolicyViolation, SafeFaceError
+from ..errors import (AuthenticationError, BackendError, ConfigError, ImageError, InvalidArgument, PolicyViolation,
+                      SafeFaceError)
 from ..hazmat.templates.pseudonym import token_pseudonym
 from ..imageio import ImageInput
 from ..policy.deployment import Deployment, working_days_after
@@ -74,6 +75,11 @@ class _Note:
     subjects: Sequence[str]
     text: Optional[str]
 
+
+
+def _key_revoked(key_id: str) -> str:
+    """The audit note of a key's revocation, which authentication looks for."""
+    return f"API key {key_id} revoked"
 
 class SafeFace:
     """Open a workspace with :meth:`open`; close it (or use ``with``) when done."""
@@ -727,7 +733,7 @@ class SafeFace:
 
         def body(d: Decision) -> tuple[ApiKey, _Note]:
             info = self._apikeys.revoke(str(key_id), request.now)
-            return info, _Note([], f"API key {info.key_id} revoked")
+            return info, _Note([], _key_revoked(info.key_id))
 
         return self._run(request, [], body)
 
@@ -741,15 +747,25 @@ class SafeFace:
 
     def authenticate(self, api_key: Optional[str]) -> ApiKey:
         """The description of a genuine, unrevoked, unexpired API key; AuthenticationError else."""
-        return self._apikeys.authenticate(api_key, self._clock())
+        return self._not_revoked(self._apikeys.authenticate(api_key, self._clock()))
 
     def open_session(self, api_key: Optional[str]) -> tuple[ApiKey, str]:
         """Exchange an API key for a console session value (see workspace/apikeys.py)."""
+        self.authenticate(api_key)
         return self._apikeys.open_session(api_key, self._clock())
 
     def session(self, value: Optional[str]) -> ApiKey:
         """The key behind a console session; AuthenticationError once it or its key has ended."""
-        return self._apikeys.session(value, self._clock())
+        return self._not_revoked(self._apikeys.session(value, self._clock()))
+
+    def _not_revoked(self, info: ApiKey) -> ApiKey:
+        # Revoking clears the key's digest, but a key table restored from an older copy brings it
+        # back; the anchored audit chain still records the revocation.
+        if self._audit.records(Operation.APIKEY.value, _key_revoked(info.key_id)):
+            raise AuthenticationError(f"the API key {info.key_id} was revoked (the audit log records it), though the "
+                                      "key table lists it as live: that table looks restored from an older copy. "
+                                      "Issue a new key; check who restored the table.")
+        return info
 
     def csrf_token(self, session: str) -> str:
         return self._apikeys.csrf_token(session)

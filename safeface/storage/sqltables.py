@@ -34,6 +34,7 @@ CREATE TABLE IF NOT EXISTS {ns}.audit_entries (
     seq BIGINT PRIMARY KEY, time TEXT NOT NULL, operation TEXT NOT NULL, purpose TEXT, token_id TEXT,
     basis TEXT, subjects TEXT NOT NULL, decision TEXT NOT NULL, rule TEXT, note TEXT, prev TEXT NOT NULL,
     hash TEXT NOT NULL, actor TEXT);
+CREATE INDEX IF NOT EXISTS audit_entries_operation ON {ns}.audit_entries (operation);
 CREATE TABLE IF NOT EXISTS {ns}.audit_head (
     id INTEGER PRIMARY KEY CHECK (id = 1), seq BIGINT NOT NULL, hash TEXT NOT NULL, mac TEXT NOT NULL)
 """

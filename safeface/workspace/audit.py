@@ -62,6 +62,7 @@ CREATE TABLE IF NOT EXISTS entries (
     hash TEXT NOT NULL,
     actor TEXT
 );
+CREATE INDEX IF NOT EXISTS entries_operation ON entries (operation);
 CREATE TABLE IF NOT EXISTS head (
     id INTEGER PRIMARY KEY CHECK (id = 1),
     seq INTEGER NOT NULL,
@@ -239,6 +240,12 @@ class AuditLog:
         got = self._t.q(f"SELECT {_COLUMNS} FROM {{t}}entries WHERE operation IN ({marks}) ORDER BY seq DESC LIMIT 1",
                         tuple(operations))
         return _entry(got[0]) if got else None
+
+    def records(self, operation: str, note: str) -> bool:
+        """Whether an allowed entry of `operation` carries exactly `note` (say, a key's revocation):
+        a fact the anchored chain keeps even when a table beside it is restored from an older copy."""
+        return bool(self._t.q("SELECT 1 FROM {t}entries WHERE operation = ? AND decision = 'allowed' AND note = ? "
+                              "LIMIT 1", (operation, note)))
 
     def hash_at(self, seq: int) -> Optional[str]:
         got = self._t.q("SELECT hash FROM {t}entries WHERE seq = ?", (int(seq),))
