@@ -324,3 +324,27 @@ def test_a_lost_person_gets_their_id_back_only_in_their_own_clothes(same_clothes
     assert (ids == first) is same_clothes, ids
     # What a track keeps per frame is bounded: a few recent looks and colour-name shares only.
     assert all(len(t.recent) <= RECENT and all(c.shape == (22,) for c, _ in t.colours) for t in done)
+
+
+def _fabric(dark_hsv: tuple[int, int, int], lit_hsv: tuple[int, int, int], lit_share: float) -> np.ndarray:
+    """A 40x40 HSV garment region: folds in shadow and the part light falls on."""
+    region = np.empty((40, 40, 3), np.uint8)
+    region[:] = dark_hsv
+    region[:int(round(40 * lit_share))] = lit_hsv
+    return region
+
+
+def test_dark_jeans_read_blue_and_black_trousers_stay_black() -> None:
+    from safeface.tracking.colours import COLOURS, colour_shares
+
+    black, blue = COLOURS.index("black"), COLOURS.index("blue")
+    # Measured on vtest.avi: dark jeans are half in shadow, their lit part saturated blue.
+    jeans = colour_shares(_fabric((110, 120, 35), (105, 110, 110), 0.45))
+    assert jeans[blue] > 0.8 and jeans[black] < 0.1, jeans
+    # Black trousers in the same light: the lit part is grey (saturation about 12), not a colour.
+    trousers = colour_shares(_fabric((0, 0, 20), (100, 12, 110), 0.45))
+    assert trousers[black] > 0.5 and trousers[blue] == 0, trousers
+    # A black coat with a small blue badge stays black: too little of it is lit to name its colour.
+    coat = colour_shares(_fabric((0, 0, 20), (110, 200, 160), 0.1))
+    assert coat[black] > 0.85, coat
+    assert abs(float(jeans.sum()) - 1.0) < 1e-5 and abs(float(trousers.sum()) - 1.0) < 1e-5
