@@ -39,7 +39,7 @@ from ..workspace.paths import WorkspacePaths
 from ..workspace.session import open_apikeys, open_audit, open_state
 from ..workspace.trust import TrustStore, load_trust
 from ..workspace.state import PolicyState
-from ..workspace.storecheck import StoreReport, check_store
+from ..workspace.storecheck import COMMITTED, UNCOMMITTED, StoreReport, check_store, rows_named
 from .results import Candidate, Enrollment, Export, Record, Verification
 
 Clock = Callable[[], dt.datetime]
@@ -161,8 +161,38 @@ class SafeFace:
             kind = f"{type(pipeline).__module__}.{type(pipeline).__qualname__}"
             sf._append("open", "allowed", note=f"host pipeline {kind[:120]} (hazmat: its face counts and "
                        "embeddings are trusted)")
+        sf._settle_uncommitted()
         sf.purge_expired()  # expired templates go as soon as anyone opens the workspace
         return sf
+
+    def _settle_uncommitted(self) -> None:
+        """An enrolment whose "enroll allowed" entry committed but whose store transaction did not
+        (the process was killed between the two commits) is recorded as not stored, in an entry of
+        its own, so the store check does not take it for a row deleted behind the guard. Only the
+        enrolment entries after the newest "enroll-committed" entry can be such (each enrolment
+        writes one after its store commit, under the store's write lock, held here too), and only
+        rows above the store's committed id counter: a row deleted, or a store restored from an
+        older copy after a later enrolment committed, stays a problem. SQLite store only: its id
+        counter commits with its rows."""
+        ceiling = getattr(self._gallery, "committed_ceiling", None)
+        if ceiling is None:
+            return
+        with self._gallery.locked():
+            top = ceiling()
+            pending: set[int] = set()
+            for e in self._audit.newest_first(("enroll", COMMITTED, UNCOMMITTED)):
+                if e.operation != "enroll":
+                    break
+                pending.update(rows_named(e.note))
+            else:
+                return  # no enrolment has written its commit mark yet: nothing can be told apart
+            lost = sorted(r for r in pending if r > top)
+            if not lost:
+                return
+            self._append(UNCOMMITTED, "allowed", note=f"rows={','.join(map(str, lost))}; their enrolment entries "
+                         "were committed but the store's transaction was not (the process stopped between the two "
+                         "commits): nothing was stored, nothing acknowledged")
+            self._gallery.skip_ids(lost[-1])
 
     def close(self) -> None:
         if self._is_view:  # the workspace belongs to the object the view was made from
@@ -950,8 +980,10 @@ class SafeFace:
                 self._record(part, "allowed", [g.pseudonym],
                              f"{bulk}rows={g.row_id}; expires {g.expires_at.date().isoformat()}{vis}")
 
-        stored = self._gallery.add_many(rows, decide=lambda: self._guard.recheck_at_write(d, [s for s, _ in items], now),
-                                        before_commit=before_commit)
+        with self._gallery.locked():  # the commit mark follows the store's commit before any other write
+            stored = self._gallery.add_many(rows, decide=lambda: self._guard.recheck_at_write(d, [s for s, _ in items], now),
+                                            before_commit=before_commit)
+            self._append(COMMITTED, "allowed", note=f"rows={','.join(str(g.row_id) for g in stored)}; stored")
         for g in stored:
             self._state.set_purpose_end(g.pseudonym, purpose.name, self._deployment.purpose_end(purpose, now))
         self._note_filing(now)

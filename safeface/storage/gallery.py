@@ -702,6 +702,21 @@ class Gallery:
         with self._lock:
             return self._db().execute("SELECT 1 FROM rows WHERE pseudonym = ? LIMIT 1", (p,)).fetchone() is not None
 
+    def committed_ceiling(self) -> int:
+        """The highest row id any committed write has used (SQLite's AUTOINCREMENT counter is
+        part of each transaction, so an enrolment that never committed left it lower)."""
+        with self._lock:
+            got = self._db().execute("SELECT seq FROM sqlite_sequence WHERE name = 'rows'").fetchone()
+            return int(got[0]) if got else 0
+
+    def skip_ids(self, upto: int) -> None:
+        """Never hand out row ids up to `upto` (ids the audit log already named for an enrolment
+        that never committed), so no later row takes one of them."""
+        with self._write():
+            self._db().execute("INSERT INTO sqlite_sequence (name, seq) SELECT 'rows', 0 WHERE NOT EXISTS "
+                               "(SELECT 1 FROM sqlite_sequence WHERE name = 'rows')")
+            self._db().execute("UPDATE sqlite_sequence SET seq = MAX(seq, ?) WHERE name = 'rows'", (int(upto),))
+
     def subject_count(self) -> int:
         with self._lock:
             return int(self._db().execute("SELECT COUNT(DISTINCT pseudonym) FROM rows").fetchone()[0])

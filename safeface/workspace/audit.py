@@ -247,6 +247,21 @@ class AuditLog:
         return bool(self._t.q("SELECT 1 FROM {t}entries WHERE operation = ? AND decision = 'allowed' AND note = ? "
                               "LIMIT 1", (operation, note)))
 
+    def newest_first(self, operations: Sequence[str]) -> Iterator[AuditEntry]:
+        """The allowed entries of `operations`, newest first (read in pages)."""
+        marks = ",".join("?" for _ in operations)
+        before = None
+        while True:
+            page = self._t.q(f"SELECT {_COLUMNS} FROM {{t}}entries WHERE operation IN ({marks}) AND "
+                             "decision = 'allowed'" + (" AND seq < ?" if before is not None else "")
+                             + " ORDER BY seq DESC LIMIT 256",
+                             tuple(operations) + ((before,) if before is not None else ()))
+            if not page:
+                return
+            for r in page:
+                yield _entry(r)
+            before = page[-1][0]
+
     def hash_at(self, seq: int) -> Optional[str]:
         got = self._t.q("SELECT hash FROM {t}entries WHERE seq = ?", (int(seq),))
         return str(got[0][0]) if got else None

@@ -31,6 +31,13 @@ from ..policy.tokens import TokenError, decode_consent, decode_legal_basis
 
 _ROWS = re.compile(r"\brows=([0-9,]+)")
 REMOVALS = ("erase", "revoke", "purge")
+# Rows an "enroll allowed" entry named whose store transaction never committed (the process
+# stopped between the log's commit and the store's); see SafeFace.open. They count as removed,
+# so one that appears later is flagged.
+UNCOMMITTED = "uncommitted"
+# Written after the store's commit, under its write lock: enrolment entries older than the newest
+# of these were stored, so a row they name that is missing was deleted or rolled back.
+COMMITTED = "enroll-committed"
 
 
 @dataclass(frozen=True)
@@ -51,7 +58,8 @@ class StoreReport:
                                  + more)
 
 
-def _rows_named(note: Optional[str]) -> list[int]:
+def rows_named(note: Optional[str]) -> list[int]:
+    """The row ids an audit note names ("rows=3,4")."""
     m = _ROWS.search(note or "")
     return [int(x) for x in m.group(1).split(",") if x] if m else []
 
@@ -64,9 +72,9 @@ def expected_rows(entries: Iterable[Any]) -> tuple[set[int], set[int]]:
         if e.decision != "allowed":
             continue
         if e.operation == "enroll":
-            live.update(_rows_named(e.note))
-        elif e.operation in REMOVALS:
-            gone = _rows_named(e.note)
+            live.update(rows_named(e.note))
+        elif e.operation in REMOVALS or e.operation == UNCOMMITTED:
+            gone = rows_named(e.note)
             live.difference_update(gone)
             removed.update(gone)
     return live, removed

@@ -1,0 +1,81 @@
+"""A process killed between the audit log's commit and the store's: the "enroll allowed" entry
+names a row that was never stored. The next open records that in an entry of its own, so the
+store check does not read it as a row deleted behind the guard, and no later row takes its id."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from child_process import child_env  # noqa: E402
+from policy_support import consent, images, make_workspace, open_sf  # noqa: E402
+
+# The child enrols with the store's commit cut off: the enrolment entry is committed inside the
+# store's transaction (before_commit), then the process dies before the store commits.
+CHILD = r"""
+import os, sys
+sys.path.insert(0, sys.argv[1])
+from policy_support import open_sf
+from safeface.storage.gallery import Gallery
+from safeface.workspace.paths import WorkspacePaths
+
+original = Gallery.add_many
+
+def add_many(self, items, *, decide=None, before_commit=None):
+    def then_die(rows):
+        before_commit(rows)
+        os._exit(137)
+    return original(self, items, decide=decide, before_commit=then_die)
+
+Gallery.add_many = add_many
+sf = open_sf(WorkspacePaths(sys.argv[2]))
+sf.enroll(sys.argv[3], "bob", "demo", sys.argv[4])
+"""
+
+
+def test_a_kill_between_the_two_commits_is_recorded_not_mistaken_for_tampering(tmp_path: Path) -> None:
+    paths = make_workspace(tmp_path / "ws")
+    img = images()
+    with open_sf(paths) as sf:
+        first = sf.enroll(img / "obama.jpg", "alice", "demo", consent(paths, "alice"))
+    tests_dir = str(Path(__file__).resolve().parent)
+    child = subprocess.run([sys.executable, "-c", CHILD, tests_dir, str(paths.root), str(img / "biden.jpg"),
+                            consent(paths, "bob")], env=child_env(), cwd=tmp_path, capture_output=True, text=True,
+                           timeout=300)
+    assert child.returncode == 137, child.stderr[-2000:]
+    with open_sf(paths) as sf:
+        entries = sf.audit_entries()
+        lost = [e for e in entries if e.operation == "enroll" and e.decision == "allowed"][-1]
+        assert lost.note and f"rows={first.row_id + 1};" in lost.note  # the log named a row...
+        assert {r.row_id for r in sf.records()} == {first.row_id}  # ...the store never got
+        settled = [e for e in entries if e.operation == "uncommitted"]
+        assert len(settled) == 1 and f"rows={first.row_id + 1};" in (settled[0].note or "")
+        assert sf.verify_store().ok
+        sf.audit_verify()
+        again = sf.enroll(img / "biden.jpg", "bob", "demo", consent(paths, "bob"))
+        assert again.row_id > first.row_id + 1  # the named id is never handed out again
+        sf.audit_verify()
+    with open_sf(paths) as sf:  # settled once: a second open adds nothing
+        assert sum(e.operation == "uncommitted" for e in sf.audit_entries()) == 1
+        sf.audit_verify()
+
+
+def test_a_row_deleted_behind_the_guard_is_still_caught(tmp_path: Path) -> None:
+    """The settling must not excuse a real deletion: a stored row deleted by hand stays a problem."""
+    import sqlite3
+
+    paths = make_workspace(tmp_path / "ws")
+    img = images()
+    with open_sf(paths) as sf:
+        sf.enroll(img / "obama.jpg", "alice", "demo", consent(paths, "alice"))
+        last = sf.enroll(img / "biden.jpg", "bob", "demo", consent(paths, "bob"))
+    db = sqlite3.connect(str(paths.gallery))
+    db.execute("DELETE FROM rows WHERE row_id = ?", (last.row_id,))
+    db.commit()
+    db.close()
+    with open_sf(paths) as sf:
+        report = sf.verify_store()
+        assert not report.ok and any(f"row {last.row_id} was enrolled" in p for p in report.problems)
+        assert not any(e.operation == "uncommitted" for e in sf.audit_entries())
