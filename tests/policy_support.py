@@ -184,3 +184,9 @@ def resigned(paths: WorkspacePaths, token: Union[ConsentToken, LegalBasisToken],
     such as a blank provision or a birth date that is not a date."""
     key = paths.demo_authority if isinstance(token, LegalBasisToken) else paths.demo_issuer
     return sign(dataclasses.replace(token, **changes), read_signing_key(key))
+
+
+def last_call(sf: Any) -> Any:
+    """The newest audit entry of a call: an enrolment's store-commit mark, which follows its
+    entry, is skipped."""
+    return [e for e in sf.audit_entries() if e.operation != "enroll-committed"][-1]

@@ -28,6 +28,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from policy_support import edit_config  # noqa: E402
+from policy_support import last_call  # noqa: E402
 
 from safeface.cli import main  # noqa: E402
 from safeface.errors import IntegrityError  # noqa: E402
@@ -302,7 +303,7 @@ def test_append_takes_no_time_from_the_caller(tmp_path: Path) -> None:
     with SafeFace.open(paths.root, pipeline=CachedPipeline(), clock=backdated) as sf:
         with pytest.raises(Exception):
             sf.analyze("/nonexistent.jpg", ["race"])  # refused and audited
-        last = sf.audit_entries()[-1]
+        last = last_call(sf)
     assert last.operation == "analyze" and last.decision == "refused"
     written = dt.datetime.fromisoformat(last.time)
     assert abs(written - dt.datetime.now(dt.timezone.utc)) < dt.timedelta(minutes=5)
@@ -333,7 +334,7 @@ def test_a_purpose_of_100k_chars_is_logged_cut(tmp_path: Path) -> None:
     with SafeFace.open(paths.root, pipeline=CachedPipeline()) as sf:
         with pytest.raises(Exception):
             sf.verify("/nonexistent.jpg", "alice", purpose, None)  # refused: undeclared purpose
-        last = sf.audit_entries()[-1]
+        last = last_call(sf)
         assert sf.audit_verify().entries >= last.seq
     assert last.decision == "refused" and last.purpose is not None
     assert len(last.purpose) <= LIMITS["purpose"] and "[cut 100000:" in last.purpose

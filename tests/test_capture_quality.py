@@ -14,6 +14,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from policy_support import consent, edit_config, images, make_workspace, open_sf  # noqa: E402
+from policy_support import last_call  # noqa: E402
 
 from safeface.capture.quality import QualityThresholds, assess, pose_of  # noqa: E402
 from safeface.errors import ConfigError, PolicyViolation  # noqa: E402
@@ -145,7 +146,7 @@ def test_a_purpose_requiring_quality_enrols_a_good_capture_and_refuses_a_poor_on
         with pytest.raises(PolicyViolation) as info:
             sf.enroll(dark, "alice", "demo", t)
         assert info.value.rule == "PA-02" and "add light" in info.value.message
-        last = sf.audit_entries()[-1]
+        last = last_call(sf)
         assert (last.operation, last.decision, last.rule) == ("enroll", "refused", "PA-02")
         assert sf.records() == []
         sf.enroll(images() / "obama.jpg", "alice", "demo", t)

@@ -15,6 +15,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from policy_support import PASSPHRASE, CachedPipeline, Clock, consent, datasets, images, make_workspace, open_sf  # noqa: E402
+from policy_support import last_call  # noqa: E402
 
 from safeface.capture.challenge import verify_moves  # noqa: E402
 from safeface.capture.evidence import EvidenceKeys  # noqa: E402
@@ -203,7 +204,7 @@ def _refused(sf: Any, fn: Any, words: str) -> None:
     with pytest.raises(PolicyViolation) as info:
         fn()
     assert info.value.rule == "PA-01" and words in info.value.message, info.value
-    last = sf.audit_entries()[-1]
+    last = last_call(sf)
     assert (last.decision, last.rule) == ("refused", "PA-01")
 
 
@@ -293,7 +294,7 @@ def test_a_waved_print_is_refused_and_no_evidence_is_issued(tmp_path: Path) -> N
         ch = sf.liveness_challenge(steps=("left", "right"))
         result = sf.liveness_check(_waved_print(images() / "obama.jpg"), ch.nonce, fps=15)
         assert not result.live and result.evidence is None and result.decision in ("attack", "inconclusive")
-        last = sf.audit_entries()[-1]
+        last = last_call(sf)
         assert (last.operation, last.decision, last.rule) == ("liveness", "refused", "PA-01")
         assert result.clip_sha256[:16] in (last.note or "")
         # The challenge was answered (by the print): it cannot be answered again.

@@ -17,6 +17,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from policy_support import PASSPHRASE, CachedPipeline, consent, edit_config, images, make_workspace, open_sf  # noqa: E402
+from policy_support import last_call  # noqa: E402
 
 from safeface import BackendError, ConfigError, IntegrityError, PolicyViolation, SafeFace  # noqa: E402
 from safeface.hazmat.templates import PassphraseKeyring  # noqa: E402
@@ -92,7 +93,7 @@ def test_no_row_appears_after_an_erasure_receipt(tmp_path: Path, imgs: Path, how
         err = box.get("error")
         assert isinstance(err, PolicyViolation) and err.rule == "CN-05", box
         assert other.records() == [] and sf.records() == []
-        last = other.audit_entries()[-1]
+        last = last_call(other)
         assert (last.operation, last.decision, last.rule) == ("enroll", "refused", "CN-05")
         assert other.identify(imgs / "obama2.jpg", "demo", consent(ws, "bob")) == []
         other.audit_verify()
@@ -202,7 +203,7 @@ def test_a_backend_error_inside_an_authorised_call_is_audited(tmp_path: Path) ->
     with _open(ws, BrokenPipeline()) as sf:
         with pytest.raises(BackendError, match="nothing was stored"):
             sf.enroll(b"not used", "alice", "demo", consent(ws, "alice"))
-        last = sf.audit_entries()[-1]
+        last = last_call(sf)
         assert (last.operation, last.decision) == ("enroll", "failed") and "RuntimeError" in (last.note or "")
         assert sf.records() == []
         # The host pipeline's use is on the record.

@@ -20,6 +20,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from policy_support import (  # noqa: E402
+    last_call,
     consent, edit_config, images, issued_consent, issued_legal_basis, legal_basis, make_workspace, open_sf, resigned,
 )
 
@@ -41,13 +42,13 @@ def refused(sf: Any, rule: str, operation: str, fn: Callable[[], Any]) -> Policy
         fn()
     assert info.value.rule == rule, info.value
     assert len(info.value.message) > 20
-    last = sf.audit_entries()[-1]
+    last = last_call(sf)
     assert (last.operation, last.decision, last.rule) == (operation, "refused", rule)
     return info.value
 
 
 def allowed(sf: Any, operation: str) -> None:
-    last = sf.audit_entries()[-1]
+    last = last_call(sf)
     assert (last.operation, last.decision) == (operation, "allowed")
 
 
@@ -215,7 +216,7 @@ def test_cn16b_legal_basis_refused(tmp_path: Path, case: str) -> None:
     lb = _lb_case(ws, case)
     with open_sf(ws) as sf:
         refused(sf, "CN-16b", "identify", lambda: sf.identify(NO_IMAGE, "demo", legal_basis=lb))
-        assert sf.audit_entries()[-1].basis == "legal-basis"
+        assert last_call(sf).basis == "legal-basis"
 
 
 def test_cn16b_revoked_legal_basis_refused_after_it_was_allowed(tmp_path: Path, imgs: Path) -> None:
@@ -225,7 +226,7 @@ def test_cn16b_revoked_legal_basis_refused_after_it_was_allowed(tmp_path: Path, 
         sf.enroll(imgs / "obama.jpg", "alice", "demo", consent(ws, "alice"))
         assert [c.subject for c in sf.identify(imgs / "obama2.jpg", "demo", legal_basis=lb)] == [sf.pseudonym("alice")]
         allowed(sf, "identify")
-        assert sf.audit_entries()[-1].rule == "CN-16b"  # logged as a legal-basis call
+        assert last_call(sf).rule == "CN-16b"  # logged as a legal-basis call
         sf.revoke(token_id=issued.token_id)
         e = refused(sf, "CN-16b", "identify", lambda: sf.identify(imgs / "obama2.jpg", "demo", legal_basis=lb))
         assert "revoked" in e.message

@@ -15,7 +15,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from policy_support import (  # noqa: E402
-    PASSPHRASE, Clock, CachedPipeline, consent, edit_config, images, legal_basis, make_workspace, open_sf,
+    PASSPHRASE, Clock, CachedPipeline, consent, edit_config, images, last_call, legal_basis, make_workspace, open_sf,
 )
 
 from safeface.hazmat.templates.keyring import PassphraseKeyring  # noqa: E402
@@ -37,8 +37,7 @@ def refused(rule: str, fn: Any) -> PolicyViolation:
 
 
 def last(sf: Any) -> Any:
-    """The newest entry of a call (an enrolment's store-commit mark follows its entry)."""
-    return [e for e in sf.audit_entries() if e.operation != "enroll-committed"][-1]
+    return last_call(sf)
 
 
 def templates(sf: Any) -> int:

@@ -15,6 +15,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from policy_support import PASSPHRASE, CachedPipeline, consent, edit_config, images, make_workspace, open_sf  # noqa: E402
+from policy_support import last_call  # noqa: E402
 
 from safeface.errors import ConfigError, IntegrityError  # noqa: E402
 from safeface.hazmat.vision.masks import draw_mask  # noqa: E402
@@ -42,7 +43,7 @@ class PlainPipeline(CachedPipeline):
 
 
 def _note(sf: SafeFace) -> str:
-    return [e for e in sf.audit_entries() if e.operation != "enroll-committed"][-1].note or ""
+    return last_call(sf).note or ""
 
 
 def test_a_masked_probe_takes_the_masked_path_and_the_result_and_audit_say_so(tmp_path: Path, imgs: Path) -> None:
@@ -62,7 +63,7 @@ def test_a_masked_probe_takes_the_masked_path_and_the_result_and_audit_say_so(tm
             assert v.threshold == sf.masked_threshold != sf.threshold
             assert v.mask_confidence is not None and v.mask_confidence >= 0.5
             assert v.to_dict()["path"] == "masked"
-            entry = sf.audit_entries()[-1]
+            entry = last_call(sf)
             assert entry.operation == "verify" and entry.decision == "allowed" and "masked path" in (entry.note or "")
         # A masked stranger does not pass on the masked path.
         other = sf.verify(masked(imgs / "biden.jpg"), "alice", "demo", t)
