@@ -781,8 +781,8 @@ class SafeFace:
 
     def open_session(self, api_key: Optional[str]) -> tuple[ApiKey, str]:
         """Exchange an API key for a console session value (see workspace/apikeys.py)."""
-        self.authenticate(api_key)
-        return self._apikeys.open_session(api_key, self._clock())
+        info, value = self._apikeys.open_session(api_key, self._clock())  # authenticates the key
+        return self._not_revoked(info), value
 
     def session(self, value: Optional[str]) -> ApiKey:
         """The key behind a console session; AuthenticationError once it or its key has ended."""
