@@ -7,10 +7,13 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from child_process import child_env  # noqa: E402
 from policy_support import consent, images, make_workspace, open_sf  # noqa: E402
+
+from safeface.workspace.storecheck import rows_named  # noqa: E402
 
 # The child enrols with the store's commit cut off: the enrolment entry is committed inside the
 # store's transaction (before_commit), then the process dies before the store commits.
@@ -79,3 +82,97 @@ def test_a_row_deleted_behind_the_guard_is_still_caught(tmp_path: Path) -> None:
         report = sf.verify_store()
         assert not report.ok and any(f"row {last.row_id} was enrolled" in p for p in report.problems)
         assert not any(e.operation == "uncommitted" for e in sf.audit_entries())
+
+
+# The same cut on the server store: records in PostgreSQL (whose row id sequence is not rolled
+# back, so the store keeps a committed ceiling of its own), vectors in Milvus Lite. Milvus Lite
+# holds its file for the life of the process that opened it, so every step that opens the store
+# before the last one runs in a child of its own.
+SERVER_CHILD = r"""
+import os, sys
+sys.path.insert(0, sys.argv[1])
+from policy_support import consent, images, open_sf
+from safeface.storage.server import ServerStore
+from safeface.workspace.paths import WorkspacePaths
+
+from pathlib import Path
+paths, step = WorkspacePaths(Path(sys.argv[2])), sys.argv[3]
+if step == "setup":
+    with open_sf(paths) as sf:
+        sf.migrate_storage({"records": sys.argv[4], "vectors": "milvus-lite:vectors.db"})
+    with open_sf(paths) as sf:
+        print(sf.enroll(images() / "obama.jpg", "alice", "demo", consent(paths, "alice")).row_id)
+    sys.exit(0)
+original = ServerStore.add_many
+
+def add_many(self, items, *, decide=None, before_commit=None):
+    if step == "before-store-commit":
+        def then_die(rows):
+            before_commit(rows)
+            os._exit(137)
+        return original(self, items, decide=decide, before_commit=then_die)
+    original(self, items, decide=decide, before_commit=before_commit)
+    os._exit(137)  # "after-store-commit": before the commit mark
+
+ServerStore.add_many = add_many
+sf = open_sf(paths)
+sf.enroll(images() / "biden.jpg", "bob", "demo", consent(paths, "bob"))
+"""
+
+
+def _server_child(tmp_path: Path, paths: Any, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-c", SERVER_CHILD, str(Path(__file__).resolve().parent), str(paths.root),
+                           *args], env=child_env(), cwd=tmp_path, capture_output=True, text=True, timeout=300)
+
+
+def _server_workspace(pg: Any, tmp_path: Path) -> tuple[Any, str, int]:
+    """A workspace on PostgreSQL and Milvus Lite holding alice's row, made by a child process."""
+    from server_support import server_modules
+
+    server_modules()
+    paths = make_workspace(tmp_path / "ws")
+    dsn = pg.new_database()
+    setup = _server_child(tmp_path, paths, "setup", dsn)
+    assert setup.returncode == 0, setup.stderr[-2000:]
+    return paths, dsn, int(setup.stdout.split()[-1])
+
+
+def test_a_kill_between_the_two_commits_on_the_server_store_is_recorded_not_mistaken(pg: Any, tmp_path: Path) -> None:
+    paths, _, first = _server_workspace(pg, tmp_path)
+    child = _server_child(tmp_path, paths, "before-store-commit")
+    assert child.returncode == 137, child.stderr[-2000:]
+    img = images()
+    with open_sf(paths) as sf:
+        entries = sf.audit_entries()
+        lost = [e for e in entries if e.operation == "enroll" and e.decision == "allowed"][-1]
+        named = rows_named(lost.note)
+        assert len(named) == 1 and named[0] > first  # the log named a row...
+        assert {r.row_id for r in sf.records()} == {first}  # ...the store never got
+        settled = [e for e in entries if e.operation == "uncommitted"]
+        assert len(settled) == 1 and rows_named(settled[0].note) == named
+        assert sf.verify_store().ok
+        sf.audit_verify()
+        again = sf.enroll(img / "biden.jpg", "bob", "demo", consent(paths, "bob"))
+        assert again.row_id > named[0]
+        assert sf.verify_store().ok
+    with open_sf(paths) as sf:  # settled once
+        assert sum(e.operation == "uncommitted" for e in sf.audit_entries()) == 1
+
+
+def test_the_newest_row_deleted_in_postgresql_is_caught_even_without_its_commit_mark(pg: Any, tmp_path: Path) -> None:
+    """The process died after the store committed, before its commit mark, and the operator then
+    deletes that newest row: the committed ceiling still says it was stored, so the deletion is
+    not excused as a crash."""
+    import psycopg
+    from server_support import PG_PASSWORD
+
+    paths, dsn, _ = _server_workspace(pg, tmp_path)
+    child = _server_child(tmp_path, paths, "after-store-commit")
+    assert child.returncode == 137, child.stderr[-2000:]
+    with psycopg.connect(dsn, password=PG_PASSWORD, autocommit=True) as c:
+        newest = c.execute("SELECT MAX(row_id) FROM safeface.rows").fetchone()[0]
+        c.execute("DELETE FROM safeface.rows WHERE row_id = %s", (newest,))
+    with open_sf(paths) as sf:
+        assert not any(e.operation == "uncommitted" for e in sf.audit_entries())
+        report = sf.verify_store()
+        assert not report.ok and any(f"row {newest} was enrolled" in p for p in report.problems)

@@ -172,13 +172,9 @@ class SafeFace:
         enrolment entries after the newest "enroll-committed" entry can be such (each enrolment
         writes one after its store commit, under the store's write lock, held here too), and only
         rows above the store's committed id counter: a row deleted, or a store restored from an
-        older copy after a later enrolment committed, stays a problem. SQLite store only: its id
-        counter commits with its rows."""
-        ceiling = getattr(self._gallery, "committed_ceiling", None)
-        if ceiling is None:
-            return
+        older copy after a later enrolment committed, stays a problem. Each store keeps a ceiling
+        that commits with its rows (TemplateStore.never_committed)."""
         with self._gallery.locked():
-            top = ceiling()
             pending: set[int] = set()
             for e in self._audit.newest_first(("enroll", COMMITTED, UNCOMMITTED)):
                 if e.operation != "enroll":
@@ -186,7 +182,7 @@ class SafeFace:
                 pending.update(rows_named(e.note))
             else:
                 return  # no enrolment has written its commit mark yet: nothing can be told apart
-            lost = sorted(r for r in pending if r > top)
+            lost = self._gallery.never_committed(sorted(pending))
             if not lost:
                 return
             self._append(UNCOMMITTED, "allowed", note=f"rows={','.join(map(str, lost))}; their enrolment entries "

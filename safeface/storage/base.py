@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from contextlib import AbstractContextManager
 from datetime import datetime
-from typing import Any, Optional, Protocol
+from typing import Any, Optional, Protocol, Sequence
 
 import numpy as np
 
@@ -16,6 +16,15 @@ class TemplateStore(Protocol):
         ...
 
     def pseudonym(self, subject_id: str) -> str: ...
+
+    def never_committed(self, ids: Sequence[int]) -> list[int]:
+        """Of these row ids (named by enrolment entries that have no commit mark after them),
+        those no committed transaction of the store ever wrote. Called under `locked()`."""
+        ...
+
+    def skip_ids(self, upto: int) -> None:
+        """Never hand out row ids up to `upto` again."""
+        ...
 
     def has_subject(self, subject_id: str) -> bool: ...
 

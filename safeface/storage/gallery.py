@@ -702,12 +702,15 @@ class Gallery:
         with self._lock:
             return self._db().execute("SELECT 1 FROM rows WHERE pseudonym = ? LIMIT 1", (p,)).fetchone() is not None
 
-    def committed_ceiling(self) -> int:
-        """The highest row id any committed write has used (SQLite's AUTOINCREMENT counter is
-        part of each transaction, so an enrolment that never committed left it lower)."""
+    def never_committed(self, ids: Sequence[int]) -> list[int]:
+        """The ids above the highest row id any committed write has used: SQLite's AUTOINCREMENT
+        counter is part of each transaction, so an enrolment that never committed left it lower,
+        while a committed row deleted since (or lost to a restore of an older copy after a later
+        enrolment) stays below it and is not excused."""
         with self._lock:
             got = self._db().execute("SELECT seq FROM sqlite_sequence WHERE name = 'rows'").fetchone()
-            return int(got[0]) if got else 0
+        ceiling = int(got[0]) if got else 0
+        return sorted(int(i) for i in ids if int(i) > ceiling)
 
     def skip_ids(self, upto: int) -> None:
         """Never hand out row ids up to `upto` (ids the audit log already named for an enrolment

@@ -54,6 +54,7 @@ FRACTION_SAMPLE = 20_000
 FRACTION_TTL_S = 60.0
 MASKED_FETCH = 8  # a masked search asks Milvus for this many times the candidates (see above)
 PATHS = (None, "visible", "plain-only")
+CEILING = "committed_ceiling"  # meta key: see ServerStore._raise_ceiling
 
 _SCHEMA = """
 CREATE SCHEMA IF NOT EXISTS {ns};
@@ -435,6 +436,7 @@ class ServerStore:
                     for rec in records:
                         cp.write_row(rec)
                 self._note(ids, "upsert")
+                self._raise_ceiling(max(ids, default=0))
                 if before_commit is not None:
                     before_commit(out)
             self._at("add:recorded")
@@ -674,7 +676,30 @@ class ServerStore:
                 self._conn.execute(f"SELECT setval(pg_get_serial_sequence('{self._ns}.rows', 'row_id'), "
                                    f"GREATEST((SELECT COALESCE(MAX(row_id), 0) FROM {self._ns}.rows), 1))")
                 self._note([int(r[0]) for r in rows], "upsert")
+                self._raise_ceiling(max((int(r[0]) for r in rows), default=0))
             self._drain_pending()
+
+    def _raise_ceiling(self, top: int) -> None:
+        """Inside a record transaction: the highest row id a committed write has used. The row id
+        sequence cannot tell (nextval is not rolled back), so the store keeps its own, in meta."""
+        self._conn.execute(f"INSERT INTO {self._ns}.meta (k, v) VALUES ('{CEILING}', %s) ON CONFLICT (k) DO UPDATE "
+                           f"SET v = GREATEST({self._ns}.meta.v::bigint, EXCLUDED.v::bigint)::text", (str(int(top)),))
+
+    def never_committed(self, ids: Sequence[int]) -> list[int]:
+        """Ids above the committed ceiling (an enrolment that never committed did not raise it;
+        a committed row deleted since stays below it and is not excused). A store made before the
+        ceiling was kept has none: there, the ids with no row."""
+        wanted = sorted({int(i) for i in ids})
+        if not wanted:
+            return []
+        got = self._sql(f"SELECT v FROM {{ns}}.meta WHERE k = '{CEILING}'")
+        if got:
+            return [i for i in wanted if i > int(got[0][0])]
+        present = {int(r[0]) for r in self._sql("SELECT row_id FROM {ns}.rows WHERE row_id = ANY(%s)", (wanted,))}
+        return [i for i in wanted if i not in present]
+
+    def skip_ids(self, upto: int) -> None:
+        """Nothing to do: the row id sequence never hands out an id twice, committed or not."""
 
     def has_subject(self, subject_id: str) -> bool:
         return bool(self._sql("SELECT 1 FROM {ns}.rows WHERE pseudonym = %s LIMIT 1", (self.pseudonym(subject_id),)))
