@@ -329,6 +329,39 @@ def _hamilton(start: int, n: int = 60) -> list[np.ndarray]:
     return frames[start:start + n]
 
 
+@pytest.mark.parametrize("attack", ["restore-older-copy", "delete-used-row"])
+def test_used_evidence_stays_used_when_the_policy_state_forgets_it(tmp_path: Path, attack: str) -> None:
+    """The host's operator puts back a copy of policy.db from before the evidence was used (or
+    deletes its used-nonce row) and replays the evidence within its validity: the audit chain
+    still names the call it let in, so the replay is refused."""
+    import shutil
+    import sqlite3
+
+    ws = _liveness_ws(tmp_path)
+    imgs = images()
+    clock = Clock()
+    with open_sf(ws, clock=clock) as sf:
+        t = consent(ws, "alice", now=clock.now - dt.timedelta(minutes=1))
+        sf.audit_entries()  # the policy state exists before the copy is taken
+    older = tmp_path / "policy-before.db"
+    shutil.copyfile(ws.policy, older)
+    with open_sf(ws, clock=clock) as sf:
+        ev = _evidence_for(ws, imgs / "obama.jpg", clock.now)
+        sf.enroll(imgs / "obama.jpg", "alice", "demo", t, liveness=ev)
+    if attack == "restore-older-copy":
+        shutil.copyfile(older, ws.policy)
+    else:
+        con = sqlite3.connect(str(ws.policy))
+        assert con.execute("DELETE FROM used_nonces").rowcount >= 1
+        con.commit()
+        con.close()
+    with open_sf(ws, clock=clock) as sf:
+        _refused(sf, lambda: sf.verify(imgs / "obama2.jpg", "alice", "demo", t, liveness=ev), "the audit log records")
+        # Fresh evidence still lets the call in: only the replay is refused.
+        ev2 = _evidence_for(ws, imgs / "obama.jpg", clock.now, nonce="nonce-fresh")
+        assert sf.verify(imgs / "obama2.jpg", "alice", "demo", t, liveness=ev2).match
+
+
 @pytest.mark.slow
 def test_real_head_motion_yields_evidence_that_lets_the_same_face_in(tmp_path: Path) -> None:
     """End to end on real footage: a performer turning to his right answers a "right" challenge;

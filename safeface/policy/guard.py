@@ -128,6 +128,11 @@ class EvidenceReader(Protocol):
 class NonceLedger(Protocol):
     def use_nonce(self, nonce: str, until: dt.datetime) -> bool: ...
 
+    def recorded_use(self, nonce: str, since: dt.datetime) -> bool:
+        """Whether the audit log records a call this evidence nonce let in since `since`: the
+        anchored chain keeps that even when the used-nonce table is restored from an older copy."""
+        ...
+
 
 class StoreFacts(Protocol):
     """What the guard reads of the store to decide filing (CN-17)."""
@@ -308,6 +313,12 @@ class Guard:
         if not self._nonces.use_nonce("evidence:" + ev.nonce, until):
             raise PolicyViolation(rule, "this liveness evidence was already used: each check proves presence for "
                                   "one call. Run the liveness check again.")
+        # The table can be rolled back by whoever holds its file; the anchored chain cannot.
+        since = dt.datetime.fromtimestamp(ev.issued_at - CLOCK_SKEW_S, dt.timezone.utc)
+        if self._nonces.recorded_use(ev.nonce, since):
+            raise PolicyViolation(rule, "this liveness evidence was already used: the audit log records a call it let "
+                                  "in, though the policy state does not (it was restored from an older copy or edited). "
+                                  "Run the liveness check again, and check the workspace with `safeface audit verify`.")
         return ev
 
     def check_capture(self, decision: Decision, facts: CaptureFacts) -> None:

@@ -40,6 +40,7 @@ from ..workspace.session import open_apikeys, open_audit, open_state
 from ..workspace.trust import TrustStore, load_trust
 from ..workspace.state import PolicyState
 from ..workspace.storecheck import COMMITTED, UNCOMMITTED, StoreReport, check_store, rows_named
+from .nonces import RecordedNonces, nonce_ref
 from .results import Candidate, Enrollment, Export, Record, Verification
 
 Clock = Callable[[], dt.datetime]
@@ -113,7 +114,8 @@ class SafeFace:
         self._evidence_keys = EvidenceKeys(keyring.key("pseudonym"),
                                            int(deployment.section("matching").get("dim") or 128))
         self._guard = Guard(deployment, trust["consent_issuers"], trust["authorities"], state, gallery.pseudonym,
-                            self.token_ref, gallery, evidence=self._evidence_keys, nonces=state)
+                            self.token_ref, gallery, evidence=self._evidence_keys,
+                            nonces=RecordedNonces(state, audit))
         self._apikeys = apikeys
 
     # -- opening ----------------------------------------------------------------------------
@@ -441,7 +443,7 @@ class SafeFace:
         decision = result.decision if evidence is not None or not result.live else "inconclusive"
         self._append("liveness", "allowed" if evidence is not None else "refused", rule=rule,
                      note=f"{decision}; score {result.score:.2f}; steps {','.join(steps)}; clip sha256 "
-                          f"{result.clip_sha256[:16]}; liveness {_nonce_ref(str(challenge))}")
+                          f"{result.clip_sha256[:16]}; liveness {nonce_ref(str(challenge))}")
         return LivenessCheck(decision, result.score, result.checks, result.clip_sha256, evidence, expires)
 
     def _pad_model(self) -> Any:
@@ -889,7 +891,7 @@ class SafeFace:
 
     def _record(self, d: Decision, outcome: str, subjects: Sequence[str], note: Optional[str]) -> None:
         if d.evidence is not None:  # which liveness check let the call in (the check's entry names it too)
-            note = f"{note}; liveness {_nonce_ref(d.evidence.nonce)}" if note else f"liveness {_nonce_ref(d.evidence.nonce)}"
+            note = f"{note}; liveness {nonce_ref(d.evidence.nonce)}" if note else f"liveness {nonce_ref(d.evidence.nonce)}"
         self._append(d.operation.value, outcome, purpose=d.purpose.name if d.purpose else None,
                      token_id=d.token_ref, basis=d.basis, subjects=subjects, rule=d.rule, note=note)
 
@@ -1037,11 +1039,6 @@ def _vectors(results: Sequence[Any]) -> Optional[str]:
 
 def _vec_note(vectors: Optional[str]) -> str:
     return f"; vectors {vectors}" if vectors else ""
-
-
-def _nonce_ref(nonce: str) -> str:
-    """A liveness nonce as the log names it: enough to pair a check with the call it let in."""
-    return hashlib.sha256(nonce.encode("utf-8")).hexdigest()[:12]
 
 
 def _rows(ids: Sequence[int]) -> str:

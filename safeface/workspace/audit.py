@@ -262,6 +262,25 @@ class AuditLog:
                 yield _entry(r)
             before = page[-1][0]
 
+    def mentions_since(self, operations: Sequence[str], text: str, since: dt.datetime) -> bool:
+        """Whether an entry of `operations` (any decision) written at or after `since` has `text`
+        in its note. Read newest first, in pages, stopping at the first entry older than `since`:
+        the cost is the entries of that window, not the log."""
+        marks = ",".join("?" for _ in operations)
+        before = None
+        while True:
+            page = self._t.q(f"SELECT seq, time, note FROM {{t}}entries WHERE operation IN ({marks})"
+                             + (" AND seq < ?" if before is not None else "") + " ORDER BY seq DESC LIMIT 256",
+                             tuple(operations) + ((before,) if before is not None else ()))
+            for seq, when, note in page:
+                if dt.datetime.fromisoformat(str(when)) < since:
+                    return False
+                if note is not None and text in str(note):
+                    return True
+            if len(page) < 256:
+                return False
+            before = page[-1][0]
+
     def hash_at(self, seq: int) -> Optional[str]:
         got = self._t.q("SELECT hash FROM {t}entries WHERE seq = ?", (int(seq),))
         return str(got[0][0]) if got else None
