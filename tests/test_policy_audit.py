@@ -64,11 +64,22 @@ TAMPERING = {
     "insert an entry": ["INSERT INTO entries SELECT 7, time, operation, purpose, token_id, basis, subjects, decision, "
                         "rule, note, hash, hash, actor FROM entries WHERE seq = 6"],
     "name another key as the caller": ["UPDATE entries SET actor = 'a1b2c3d4e5f6' WHERE seq = 3"],
+    "insert an entry before the first": ["INSERT INTO entries SELECT 0, time, operation, purpose, token_id, basis, "
+                                         "subjects, decision, rule, note, prev, hash, actor FROM entries WHERE seq = 1"],
 }
 
 
+# verify() reads the chain in pages: a page of 2 entries puts every break across a page boundary.
+@pytest.mark.parametrize("page", [2, 5000])
 @pytest.mark.parametrize("name", list(TAMPERING))
-def test_tampering_is_detected(tmp_path: Path, name: str) -> None:
+def test_tampering_is_detected(tmp_path: Path, name: str, page: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    import safeface.workspace.audit as audit_module
+
+    monkeypatch.setattr(audit_module, "PAGE_ROWS", page)
+    with AuditLog(tmp_path / "ok.db", KEY) as log:  # the same page size reads an intact log whole
+        for i in range(7):
+            log.append("verify", "allowed", note=str(i))
+        assert log.verify().entries == 7
     path = tmp_path / "a.db"
     filled(path).close()
     sql(path, *TAMPERING[name])

@@ -36,6 +36,7 @@ from .anchor import Anchor, AnchorStore, check_anchor
 
 GENESIS = hashlib.sha256(b"safeface-audit-genesis-v1").hexdigest()
 FIELDS = ("seq", "time", "operation", "purpose", "token_id", "basis", "subjects", "decision", "rule", "note")
+PAGE_ROWS = 5000  # entries read at a time by verify()
 _COLUMNS = "seq, time, operation, purpose, token_id, basis, subjects, decision, rule, note, actor"
 # NTP may step the clock back a little; more than this is a clock set back (or a forged entry).
 CLOCK_TOLERANCE = dt.timedelta(seconds=2)
@@ -231,7 +232,8 @@ class AuditLog:
         old.close()
 
     def entries(self) -> Iterator[AuditEntry]:
-        for r in self._t.q(f"SELECT {_COLUMNS} FROM {{t}}entries ORDER BY seq"):
+        """Every entry in order, read a page at a time (the store check walks the whole log)."""
+        for r in self._pages():
             yield _entry(r)
 
     def last_entry(self, operations: Sequence[str]) -> Optional[AuditEntry]:
@@ -290,35 +292,59 @@ class AuditLog:
         # be ahead of the log read after it, even while other processes append.
         return [(a, a.read()) for a in anchors]
 
+    def _pages(self) -> Iterator[tuple[Any, ...]]:
+        """Every entry as stored (fields, prev, hash), in seq order, read a page at a time."""
+        size = PAGE_ROWS
+        after: Optional[int] = None  # the first page has no lower bound: a forged seq 0 or below is seen
+        while True:
+            page = self._t.q(f"SELECT {_COLUMNS}, prev, hash FROM {{t}}entries"
+                             + (" WHERE seq > ?" if after is not None else "") + " ORDER BY seq LIMIT ?",
+                             ((after,) if after is not None else ()) + (size,))
+            yield from page
+            if len(page) < size:
+                return
+            after = int(page[-1][0])
+
+    @staticmethod
+    def _check_link(r: tuple[Any, ...], prev: str) -> str:
+        """The stored hash of entry `r`, once it is shown to follow `prev` and match its fields."""
+        seq = r[0]
+        try:
+            subjects = tuple(json.loads(r[6]))
+        except (TypeError, ValueError):
+            raise IntegrityError(f"audit entry {seq} is corrupt.") from None
+        entry = AuditEntry(seq, r[1], r[2], r[3], r[4], r[5], subjects, r[7], r[8], r[9], r[10])
+        if r[11] != prev:
+            raise IntegrityError(f"audit entry {seq} does not follow entry {seq - 1}: the chain is broken "
+                                 "(an entry was deleted, inserted or reordered).")
+        if not hmac.compare_digest(_chain(prev, entry), str(r[12])):
+            raise IntegrityError(f"audit entry {seq} was altered after it was written.")
+        return str(r[12])
+
     def verify(self) -> AuditReport:
         """Check the whole chain, the signed head and every anchor; raise IntegrityError at the
         first break."""
         anchors = self._read_anchors(self._anchors)
-        try:
-            rows, head = self._chain_rows()
-        except self._t.read_errors() as exc:
-            raise IntegrityError(f"{self.where} cannot be read ({exc}).") from None
+        # Only the hashes the anchors name are kept: the chain is read in pages, so memory stays
+        # flat however long the log grows.
+        wanted = {v.seq for _, v in anchors if v is not None}
+        hashes: dict[int, str] = {}
         prev = GENESIS
         expected_seq = 1
-        hashes: list[str] = []
-        for r in rows:
-            seq = r[0]
-            if seq != expected_seq:
-                raise IntegrityError(f"audit entry {expected_seq} is missing or out of order (found {seq} there): "
-                                     "entries were deleted or reordered.")
-            try:
-                subjects = tuple(json.loads(r[6]))
-            except (TypeError, ValueError):
-                raise IntegrityError(f"audit entry {seq} is corrupt.") from None
-            entry = AuditEntry(seq, r[1], r[2], r[3], r[4], r[5], subjects, r[7], r[8], r[9], r[10])
-            if r[11] != prev:
-                raise IntegrityError(f"audit entry {seq} does not follow entry {seq - 1}: the chain is broken "
-                                     "(an entry was deleted, inserted or reordered).")
-            if not hmac.compare_digest(_chain(prev, entry), str(r[12])):
-                raise IntegrityError(f"audit entry {seq} was altered after it was written.")
-            prev = str(r[12])
-            hashes.append(prev)
-            expected_seq += 1
+        try:
+            for r in self._pages():
+                seq = r[0]
+                if seq != expected_seq:
+                    raise IntegrityError(f"audit entry {expected_seq} is missing or out of order (found {seq} "
+                                         "there): entries were deleted or reordered.")
+                prev = self._check_link(r, prev)
+                if seq in wanted:
+                    hashes[seq] = prev
+                expected_seq += 1
+            heads = self._t.q("SELECT seq, hash, mac FROM {t}head WHERE id = 1")
+        except self._t.read_errors() as exc:
+            raise IntegrityError(f"{self.where} cannot be read ({exc}).") from None
+        head = heads[0] if heads else None
         if head is None:
             raise IntegrityError("the audit log has no signed head: it was truncated or replaced.")
         n = expected_seq - 1
@@ -331,7 +357,7 @@ class AuditLog:
         if n == 0:
             raise IntegrityError("the audit log is empty although the workspace was initialised: it was truncated.")
         for anchor, value in anchors:
-            check_anchor(anchor, value, n, lambda s: hashes[s - 1] if 0 < s <= n else None)
+            check_anchor(anchor, value, n, hashes.get)
         return AuditReport(entries=n, head_seq=int(head[0]), head_hash=prev,
                            anchors=tuple(a.name for a, _ in anchors))
 
