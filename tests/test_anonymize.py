@@ -17,7 +17,8 @@ from datasets_path import datasets
 from PIL import Image
 
 import safeface.hazmat.vision as vision
-from safeface.anonymize import FaceFinder, VideoOptions, anonymize_file, anonymize_image
+from safeface.anonymize import FaceFinder, Search, VideoOptions, anonymize_file, anonymize_image
+from safeface.anonymize.detect import iou
 from safeface.anonymize.track import FaceTracker
 from safeface.errors import ImageError, ModelError, SafeFaceError
 from safeface.imageio import load_image
@@ -242,6 +243,26 @@ def test_video_fast_setting_mkv_and_avi(engine: DlibEngine, finder: FaceFinder, 
         assert report.frames_with_faces == 18
         for frame in frames:
             assert not engine.detect(frame, "hog", 1)
+
+
+@needs_data
+def test_video_search_finds_whatever_its_no_face_check_finds(finder: FaceFinder) -> None:
+    """A video is verified with its own search's definition at dlib's bar (FaceFinder.detectable);
+    the video path searches under that bar. LFW faces pasted into a 768x576 frame at sizes around
+    the default search's smallest face: every face the check finds, the search finds, and the
+    search also finds faces just under the check's bar."""
+    search = VideoOptions().search
+    assert search.smallest_face(768, 576) == pytest.approx(48)
+    checked = searched = 0
+    for path in lfw_sample(16):
+        face = Image.open(path).convert("RGB")
+        frame = np.full((576, 768, 3), 120, np.uint8)
+        for j, side in enumerate((90, 100, 110, 125)):
+            frame[100:100 + side, 20 + 190 * j:20 + 190 * j + side] = np.asarray(face.resize((side, side)))
+        found, seen = finder.search(frame, search), finder.detectable(frame, search)
+        assert all(any(iou(s, f) > 0 for f in found) for s in seen), (path.name, seen, found)
+        checked, searched = checked + len(seen), searched + len(found)
+    assert 0 < checked < searched
 
 
 def test_tracker_bridges_gaps_and_holds() -> None:

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from .api import anonymize_file
 from .cover import DEFAULT_MARGIN, DEFAULT_MODE, MODES
-from .detect import DEFAULT_DETECTOR, DETECTORS, FaceFinder
+from .detect import DEFAULT_DETECTOR, DETECTORS, FaceFinder, Search
 from .image import anonymize_image
 from .report import AnonymizeReport
-from .video import VideoOptions
+from .video import VideoOptions, detectable_frames
 
 __all__ = [
     "AnonymizeReport",
@@ -18,7 +18,9 @@ __all__ = [
     "DETECTORS",
     "FaceFinder",
     "MODES",
+    "Search",
     "VideoOptions",
     "anonymize_file",
     "anonymize_image",
+    "detectable_frames",
 ]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import queue
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence
 
 import numpy as np
@@ -21,6 +21,14 @@ SMALL_IMAGE_SIDE = 1600
 # masked faces at its own bar 0 and about 89% at -0.7; at -1.0, 96%, but it also covers bits of
 # wallpaper (0.18 per bare image; two on face_recognition's obama.jpg, one at -0.80 on t1.jpg).
 MASKED_MMOD_BAR = -0.7
+# dlib's HOG window: a face about this wide (in the searched copy) is the smallest found without
+# upsampling; each upsampling halves it.
+HOG_WINDOW = 80
+# How far under the no-face check's bar (dlib's own, 0) the video search looks. The check reads
+# the encoded output, tracks drawn on it, whose pixels differ a little from the frame searched: a
+# window just under the bar in one can be over it in the other. On vtest.avi an 18 px face scored
+# -0.08 (HOG, upsample 2, full size) in the input and passed the bar in a tracked output.
+SEARCH_MARGIN = 0.25
 
 Box = tuple[float, float, float, float]
 
@@ -36,7 +44,9 @@ class DetectionEngine:
         self._dlib = dlib
         self._hogs: "queue.SimpleQueue[Any]" = queue.SimpleQueue()
 
-    def detect_rects(self, image: np.ndarray, detector: str = "hog", upsample: int = 1) -> list[tuple[Any, float]]:
+    def detect_rects(self, image: np.ndarray, detector: str = "hog", upsample: int = 1,
+                     threshold: float = 0.0) -> list[tuple[Any, float]]:
+        """HOG rectangles with their scores, those at or above `threshold` (dlib's bar is 0)."""
         if detector != "hog":
             raise SafeFaceError(f"the detection-only engine has only the HOG detector, not {detector!r}.")
         try:
@@ -44,10 +54,29 @@ class DetectionEngine:
         except queue.Empty:
             hog = self._dlib.get_frontal_face_detector()
         try:
-            rects, scores, _ = hog.run(np.ascontiguousarray(image), upsample, 0.0)
+            rects, scores, _ = hog.run(np.ascontiguousarray(image), upsample, float(threshold))
         finally:
             self._hogs.put(hog)
         return list(zip(rects, [float(s) for s in scores]))
+
+
+@dataclass(frozen=True)
+class Search:
+    """What a detectable face in a video frame is, in one place: dlib's HOG on a copy scaled down
+    to `max_side` (never up), upsampled `upsample` times, at dlib's bar. The video path searches
+    every frame this way at a bar SEARCH_MARGIN lower (FaceFinder.search), and its output is
+    verified with the same Search at dlib's bar (FaceFinder.detectable, video.detectable_frames):
+    so the anonymizer always searches at least as hard as the check it is verified by."""
+
+    max_side: int = 640
+    upsample: int = 1
+
+    def scale(self, width: int, height: int) -> float:
+        return min(1.0, self.max_side / max(width, height, 1))
+
+    def smallest_face(self, width: int, height: int) -> float:
+        """About the narrowest face (px, in the full frame) this search finds."""
+        return HOG_WINDOW / 2 ** self.upsample / self.scale(width, height)
 
 
 def check_detector(detector: str) -> str:
@@ -69,6 +98,7 @@ class FaceFinder:
     engine: Any = None
     onnx_engine: Any = None
     masked: bool = True
+    _hog: Optional[DetectionEngine] = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         check_detector(self.detector)
@@ -110,18 +140,33 @@ class FaceFinder:
             return []
         return [tuple(map(float, d.rect)) for d in search(image, 1, MASKED_MMOD_BAR)]  # type: ignore[misc]
 
-    def find_fast(self, image: np.ndarray, max_side: int, upsample: int) -> list[Box]:
-        """HOG on a copy downscaled to `max_side`: the real-time path for video frames."""
+    def search(self, image: np.ndarray, search: Search) -> list[Box]:
+        """The video path's search of one frame: `search` at a bar SEARCH_MARGIN under dlib's
+        (plus the chosen detector's own search of the scaled copy)."""
+        return self._search(image, search, -SEARCH_MARGIN, extra=True)
+
+    def detectable(self, image: np.ndarray, search: Search) -> list[Box]:
+        """The no-face check of one frame: the faces `search` finds at dlib's own bar. Whatever
+        it finds, `self.search` of the same pixels finds too (or a stronger box over it: dlib
+        suppresses overlapping windows weakest first)."""
+        return self._search(image, search, 0.0, extra=False)
+
+    def _search(self, image: np.ndarray, search: Search, threshold: float, extra: bool) -> list[Box]:
         h, w = image.shape[:2]
-        scale = min(1.0, max_side / max(h, w))
+        scale = search.scale(w, h)
         small = image
         if scale < 1.0:
             size = (max(1, round(w * scale)), max(1, round(h * scale)))
             small = np.asarray(Image.fromarray(image).resize(size, Image.Resampling.BILINEAR))
-        boxes = self._rects(small, "hog", upsample)
-        if self.detector == "mmod":
-            boxes += self._rects(small, "mmod", upsample)
-        elif self.detector == "onnx":
+        # HOG through the detection-only engine, which takes a bar (DlibEngine's HOG is the same
+        # dlib detector at its own bar).
+        if self._hog is None:
+            self._hog = self.engine if isinstance(self.engine, DetectionEngine) else DetectionEngine()
+        boxes = [(float(r.left()), float(r.top()), float(r.right()), float(r.bottom()))
+                 for r, _ in self._hog.detect_rects(small, "hog", search.upsample, threshold)]
+        if extra and self.detector == "mmod":
+            boxes += self._rects(small, "mmod", search.upsample)
+        elif extra and self.detector == "onnx":
             boxes += [tuple(map(float, f.box)) for f in self.onnx_engine.detect(small)]  # type: ignore[misc]
         boxes = [(x1 / scale, y1 / scale, x2 / scale, y2 / scale) for x1, y1, x2, y2 in boxes]
         return merge_boxes(boxes)

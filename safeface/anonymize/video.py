@@ -16,7 +16,7 @@ import numpy as np
 
 from ..errors import ImageError
 from .cover import DEFAULT_MARGIN, DEFAULT_MODE, apply_cover, check_margin, check_mode, region_for_box
-from .detect import DEFAULT_DETECTOR, FaceFinder
+from .detect import DEFAULT_DETECTOR, DetectionEngine, FaceFinder, Search
 from ..hashing import sha256_file
 from ..workers import worker_count
 from ..atomicfile import atomic_path
@@ -32,7 +32,8 @@ FrameHook = Callable[[int, np.ndarray], np.ndarray]
 class VideoOptions:
     """How frames are searched. Detection runs every `detect_every` frames on a copy scaled down
     to `detect_max_side` (HOG with `upsample`; 1 finds faces down to about 40 px at that scale,
-    0 down to about 80 px). `hold` frames of look-ahead and memory let a cover bridge missed
+    0 down to about 80 px): `search`, which is also what the output is verified with
+    (detectable_frames). `hold` frames of look-ahead and memory let a cover bridge missed
     detections and the frames between detections; it is raised to at least `detect_every`.
     `threads` frames are searched at once (0: one per core, at most 4); the detector releases
     the GIL, so on two cores two threads nearly double the rate."""
@@ -45,11 +46,33 @@ class VideoOptions:
     progress: bool = True
     threads: int = 0
 
+    @property
+    def search(self) -> Search:
+        return Search(self.detect_max_side, self.upsample)
+
     @classmethod
     def fast(cls, progress: bool = True) -> "VideoOptions":
         """The real-time setting: HOG without upsampling on every other frame (faces from about
         80 px at 640 px frame width), the gaps bridged by the tracker."""
         return cls(detect_max_side=640, upsample=0, detect_every=2, hold=4, progress=progress)
+
+
+def detectable_frames(path: Path, search: Search, finder: Optional[FaceFinder] = None) -> list[int]:
+    """The no-face check of a video: the indices of the frames of `path` in which `search` finds
+    a face at dlib's own bar (FaceFinder.detectable). The output of a run that searched every
+    frame with `search` (VideoOptions.search, detect_every 1) is verified this way
+    (benches/tracking.py, tests): the run searched each frame at a lower bar than this."""
+    finder = finder or FaceFinder("hog", engine=DetectionEngine())
+    av = _av()
+    found: list[int] = []
+    try:
+        with av.open(str(path)) as c:
+            for i, frame in enumerate(c.decode(video=0)):
+                if finder.detectable(frame.to_ndarray(format="rgb24"), search):
+                    found.append(i)
+    except (av.error.FFmpegError, OSError, ValueError) as exc:
+        raise ImageError(f"{path}: not a video safeface can read ({exc}).") from None
+    return found
 
 
 def _av() -> Any:
@@ -178,6 +201,7 @@ def _transcode(inp: Any, tmp: Path, fmt: str, finder: FaceFinder, mode: str, mar
         # Frames are searched by a pool of threads, a few frames ahead of the one being encoded;
         # their results reach the tracker in frame order.
         workers = worker_count(int(opts.threads))
+        search = opts.search
         searching: deque[tuple[int, np.ndarray, Optional[Future[list[Any]]]]] = deque()
 
         def settle(keep: int) -> None:
@@ -198,7 +222,7 @@ def _transcode(inp: Any, tmp: Path, fmt: str, finder: FaceFinder, mode: str, mar
                         idx = stats["frames"]
                         stats["frames"] += 1
                         rgb = frame.to_ndarray(format="rgb24")
-                        job = (pool.submit(finder.find_fast, rgb, opts.detect_max_side, opts.upsample)
+                        job = (pool.submit(finder.search, rgb, search)
                                if idx % every == 0 else None)
                         searching.append((idx, rgb, job))
                         settle(2 * workers)
