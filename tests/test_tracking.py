@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from safeface.anonymize import FaceFinder, detectable_frames
+from safeface.anonymize.detect import Search
 from safeface.anonymize.detect import DetectionEngine
 from safeface.errors import InvalidArgument, PolicyViolation
 from safeface.tracking import TrackOptions, parse, track_video
@@ -69,6 +70,9 @@ def test_output_has_no_detectable_face_and_no_container_metadata(tracked: tuple[
     result, out = tracked
     assert len(frames_of(out)) == result.frames == 40
     assert detectable_frames(out, TrackOptions().video.search) == []
+    # At photo strength too (full size, upsample 2: faces from about 20 px), which the video
+    # search cannot afford: the head zone of every tracked person is covered.
+    assert detectable_frames(out, Search(max_side=1 << 16, upsample=2)) == []
     with av.open(str(out)) as c:
         assert "title" not in c.metadata
 
@@ -347,3 +351,20 @@ def test_dark_jeans_read_blue_and_black_trousers_stay_black() -> None:
     coat = colour_shares(_fabric((0, 0, 20), (110, 200, 160), 0.1))
     assert coat[black] > 0.85, coat
     assert abs(float(jeans.sum()) - 1.0) < 1e-5 and abs(float(trousers.sum()) - 1.0) < 1e-5
+
+
+def test_the_head_zone_of_a_person_box_is_covered_and_nothing_else() -> None:
+    from safeface.tracking.heads import cover_heads, head_zone
+
+    rng = np.random.default_rng(0)
+    frame = rng.integers(0, 256, (300, 400, 3), dtype=np.uint8)
+    box = (100.0, 80.0, 160.0, 230.0)  # a person 150 px tall
+    out = cover_heads(frame.copy(), [box], "blur")
+    x1, y1, x2, y2 = (int(round(v)) for v in head_zone(box))
+    assert y1 < 80 and x1 >= 100 and x2 <= 160 and y2 > 80 + 0.2 * 150
+    head = (slice(max(y1, 0) + 2, y2 - 2), slice(x1 + 2, x2 - 2))
+    # Covered: the noise is smoothed away; below the zone and beside the box, untouched.
+    assert out[head].std() < 0.5 * frame[head].std()
+    assert np.array_equal(out[y2 + 20:, :], frame[y2 + 20:, :])
+    assert np.array_equal(out[:, 200:], frame[:, 200:])
+    assert np.array_equal(cover_heads(frame, [], "blur"), frame)

@@ -23,6 +23,7 @@ from .appearance import describe
 from .assign import AssignOptions, Assigner, LiveTrack, alone
 from .colours import summary
 from .describe import CHILD_BELOW, TALL_ABOVE, parse, score, shrink
+from .heads import cover_heads
 from .motion import Box
 from .people import (DEFAULT_PERSON_DETECTOR, HogDetector, MotionDetector, Perspective, check_person_detector,
                      make_person_detector)
@@ -36,6 +37,8 @@ THUMB_MAX_SIDE = 160
 GHOST_TRAVEL = 0.5
 # Frames between refits of the camera's perspective.
 PERSPECTIVE_EVERY = 25
+# A track unseen for up to this many frames still has its predicted head zone covered.
+COAST_COVER = 5
 
 
 @dataclass(frozen=True)
@@ -47,6 +50,7 @@ class TrackOptions:
     margin: float = DEFAULT_MARGIN
     draw: bool = True
     max_frames: Optional[int] = None  # stop tracking (not covering) after this many frames
+    cover_heads: bool = True  # also cover the head zone of every person box (heads.py)
 
 
 @dataclass
@@ -165,6 +169,8 @@ class _Run:
                 if found is not None and all(iou(found, b) < 0.3 for b in taken):
                     taken.append(found)
                     self.assigner.recover(index, t, found, describe(hsv, grey, found), alone(taken, len(taken) - 1))
+        if self.opts.cover_heads:
+            rgb = cover_heads(rgb, self._heads(index, boxes), self.opts.mode)
         for t in self.assigner.live:
             if t.frames[-1] == index:
                 self._thumb(t, rgb)
@@ -178,6 +184,17 @@ class _Run:
                 if t.confirmed and t.frames[-1] == index:
                     _draw(rgb, t)
         return rgb
+
+    def _heads(self, index: int, boxes: list[Box]) -> list[Box]:
+        """Where people are this frame: the detector's boxes, the tracks' boxes (recovered ones
+        too) and, for a track that just went unseen, its predicted box."""
+        out = list(boxes)
+        for t in self.assigner.live:
+            if t.frames[-1] == index:
+                out.append(t.boxes[-1])
+            elif t.confirmed and t.missed <= COAST_COVER:
+                out.append(t.kalman.box)
+        return out
 
     def _thumb(self, t: LiveTrack, rgb: np.ndarray) -> None:
         x1, y1, x2, y2 = (int(round(v)) for v in t.boxes[-1])
