@@ -368,3 +368,31 @@ def test_the_head_zone_of_a_person_box_is_covered_and_nothing_else() -> None:
     assert np.array_equal(out[y2 + 20:, :], frame[y2 + 20:, :])
     assert np.array_equal(out[:, 200:], frame[:, 200:])
     assert np.array_equal(cover_heads(frame, [], "blur"), frame)
+
+
+def test_a_brown_jacket_in_shade_reads_brown_and_a_black_one_stays_black() -> None:
+    from safeface.tracking.colours import COLOURS, colour_shares
+
+    black, brown = COLOURS.index("black"), COLOURS.index("brown")
+    # Measured on vtest.avi: a brown jacket in shade keeps a warm, saturated hue at low value;
+    # a black jacket's dark pixels are neutral or purple-pink.
+    jacket = colour_shares(_fabric((0, 0, 12), (176, 120, 40), 0.3))
+    assert jacket[brown] >= 0.25, jacket
+    black_jacket = colour_shares(_fabric((0, 0, 12), (150, 70, 40), 0.3))
+    assert black_jacket[brown] == 0 and black_jacket[black] > 0.9, black_jacket
+
+
+def test_a_track_inside_a_longer_one_is_dropped_as_a_piece_of_it() -> None:
+    from safeface.tracking.assign import Assigner
+
+    look, _ = _look((200, 30, 30), (30, 30, 200))
+    a = Assigner()
+    # A person walking right, and a blob on their upper body that the background model split
+    # off; in two frames only the blob was found, so it started a track of its own there.
+    for i in range(12):
+        x = 100.0 + 4 * i
+        person, piece = (x, 100.0, x + 40, 200.0), (x + 8, 110.0, x + 32, 150.0)
+        boxes = [person] if i < 4 else ([piece] if i < 6 else [person, piece])
+        a.step(i, boxes, [look] * len(boxes))
+    done = a.finish()
+    assert len(done) == 1 and len(done[0].frames) == 10, [(t.frames[0], len(t.frames)) for t in done]

@@ -167,8 +167,9 @@ class _Run:
                 found = self.hog.detect_near(rgb, t.kalman.box)
                 # A box another track already holds this frame is that person, not this one.
                 if found is not None and all(iou(found, b) < 0.3 for b in taken):
-                    taken.append(found)
-                    self.assigner.recover(index, t, found, describe(hsv, grey, found), alone(taken, len(taken) - 1))
+                    clear = alone(taken + [found], len(taken))
+                    if self.assigner.recover(index, t, found, describe(hsv, grey, found), clear):
+                        taken.append(found)
         if self.opts.cover_heads:
             rgb = cover_heads(rgb, self._heads(index, boxes), self.opts.mode)
         for t in self.assigner.live:
