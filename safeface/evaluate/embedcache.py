@@ -65,7 +65,15 @@ class EmbedStats:
 
 def config_fingerprint(pipeline: Pipeline) -> dict[str, object]:
     c = pipeline.config
+    masked: dict[str, object] = {}
+    if any(d == "masked" for d, _ in c.steps):
+        from ..hazmat.vision.mask_detect import model_id
+
+        # The masked search, and the weak faces looked at beside a bystander, keep a face only
+        # when the mask detector says so: new weights can change which face an image gives.
+        masked = {"mask_detector": model_id()}
     return {
+        **masked,
         "engine": pipeline.engine.name,
         "dim": int(pipeline.engine.embedding_dim),
         "steps": [list(s) for s in c.steps],

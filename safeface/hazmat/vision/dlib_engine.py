@@ -3,6 +3,7 @@ face descriptor (128-d), all from face-recognition-models, verified by the regis
 
 from __future__ import annotations
 
+import hashlib
 import queue
 import threading
 from typing import Any, Sequence
@@ -61,6 +62,9 @@ class DlibEngine:
         self._mmod: Any = None
         self._lock = threading.Lock()
         self._mmod_lock = threading.Lock()
+        # The weak detections of the last image this thread searched, by (detector, upsample):
+        # see weak_rects.
+        self._weak = threading.local()
 
     # -- detection -------------------------------------------------------------------------
     def _mmod_model(self) -> Any:
@@ -74,7 +78,12 @@ class DlibEngine:
         """dlib rectangles (unclipped) with their detector scores."""
         check_rgb_image(image)
         if detector == "hog":
-            return self._hog_rects(image, upsample, 0.0)
+            # One scan at the masked step's lower bar: the faces above dlib's own bar are the
+            # step's; those under it are kept for weak_faces (a scan's strongest detections come
+            # out the same at either bar: dlib suppresses overlaps weakest first).
+            rects = self._hog_rects(image, upsample, MASKED_HOG_THRESHOLD)
+            self._keep_weak(image, ("hog", upsample), [(r, s) for r, s in rects if s < 0.0])
+            return [(r, s) for r, s in rects if s >= 0.0]
         if detector == "mmod":
             model = self._mmod_model()
             with self._mmod_lock:
@@ -83,10 +92,34 @@ class DlibEngine:
         raise ValueError(f"unknown detector {detector!r}; choose one of {', '.join(DETECTORS)}.")
 
     def masked_rects(self, image: np.ndarray, upsample: int = 1) -> list[tuple[Any, float, str]]:
-        """Candidates for a masked face: (rect, score, which detector). dlib's own CNN takes no
-        threshold, so the dlib engine looks again with HOG only."""
+        """Candidates for a masked face: (rect, score, which detector), the weak detections of
+        this thread's searches of this very image (HOG at every upsampling it was searched at;
+        dlib's own CNN takes no threshold), HOG's at `upsample` searched for when missing."""
         check_rgb_image(image)
-        return [(r, s, "hog") for r, s in self._hog_rects(image, upsample, MASKED_HOG_THRESHOLD)]
+        if ("hog", upsample) not in self._kept_weak(image):
+            self.detect_rects(image, "hog", upsample)
+        return [(r, s, det) for (det, _), rects in self._kept_weak(image).items() for r, s in rects]
+
+    def weak_rects(self, image: np.ndarray, detector: str, upsample: int = 1) -> list[tuple[Any, float]]:
+        """The detections under the bar, and above the masked step's, that `detector`'s search of
+        this very image at `upsample` found, in this thread: no second scan is made. [] when the
+        thread's last search was of another image."""
+        return list(self._kept_weak(image).get((detector, upsample), []))
+
+    def _keep_weak(self, image: np.ndarray, search: tuple[str, int], rects: list[tuple[Any, float]]) -> None:
+        key = _image_key(image)
+        last = getattr(self._weak, "value", None)
+        if last is None or last[0] != key:
+            last = self._weak.value = (key, {})
+        last[1][search] = rects
+
+    def _kept_weak(self, image: np.ndarray) -> dict[tuple[str, int], list[tuple[Any, float]]]:
+        last = getattr(self._weak, "value", None)
+        return last[1] if last is not None and last[0] == _image_key(image) else {}
+
+    def weak_faces(self, image: np.ndarray, detector: str, upsample: int = 1) -> list[Face]:
+        """weak_rects as faces (labelled "masked-DETECTOR"), with landmarks."""
+        return self._faces(image, [(r, s, f"masked-{detector}") for r, s in self.weak_rects(image, detector, upsample)])
 
     def _hog_rects(self, image: np.ndarray, upsample: int, threshold: float) -> list[tuple[Any, float]]:
         try:
@@ -105,12 +138,15 @@ class DlibEngine:
         return np.array([[p.x, p.y] for p in shape.parts()], dtype=np.float32)
 
     def detect(self, image: np.ndarray, detector: str = "hog", upsample: int = 1) -> list[Face]:
-        h, w = image.shape[:2]
-        faces = []
         if detector == "masked":
             found = [(r, s, f"masked-{src}") for r, s, src in self.masked_rects(image, upsample)]
         else:
             found = [(r, s, detector) for r, s in self.detect_rects(image, detector, upsample)]
+        return self._faces(image, found)
+
+    def _faces(self, image: np.ndarray, found: Sequence[tuple[Any, float, str]]) -> list[Face]:
+        h, w = image.shape[:2]
+        faces = []
         for rect, score, label in found:
             box = (
                 float(max(rect.left(), 0)),
@@ -166,3 +202,8 @@ class DlibEngine:
     def embed_chips(self, chips: np.ndarray) -> np.ndarray:
         """(N, 128) float32 unit vectors from (N, 150, 150, 3) uint8 RGB chips."""
         return l2_normalize(self.raw_descriptors(chips))
+
+
+def _image_key(image: np.ndarray) -> tuple[Any, ...]:
+    """Names an image's pixels for the per-thread caches of what a search of it found."""
+    return (image.shape, hashlib.blake2b(np.ascontiguousarray(image).data, digest_size=16).digest())

@@ -5,7 +5,6 @@ ResNet descriptor and MMOD detector run as converted ONNX graphs (see onnx_conve
 
 from __future__ import annotations
 
-import hashlib
 import os
 import threading
 from typing import Any, Optional, Sequence
@@ -16,7 +15,7 @@ from ...errors import ImageError, ModelError
 from ...modelstore import onnx_convert, registry
 from . import mmod_decode
 from .arrays import check_chips, check_rgb_image, l2_normalize
-from .dlib_engine import CHIP_SIZE, MASKED_HOG_THRESHOLD, MASKED_MMOD_THRESHOLD, DlibEngine
+from .dlib_engine import CHIP_SIZE, MASKED_MMOD_THRESHOLD, DlibEngine, _image_key
 from .ort_session import default_providers, new_session
 from ...modelstore.dlib_format import Network, read_network
 
@@ -94,15 +93,19 @@ class OnnxEngine(DlibEngine):
         if detector != "mmod":
             return super().detect_rects(image, detector, upsample)
         check_rgb_image(image)
-        return [(self._dlib.rectangle(*d.rect), d.score) for d in self.mmod_detections(image, upsample)]
+        # Decoded at the masked step's lower bar once: the strongest boxes come out the same
+        # (suppression runs strongest first), and the weak ones are kept for weak_rects.
+        dets = [(self._dlib.rectangle(*d.rect), d.score) for d in self.mmod_detections(image, upsample, MASKED_MMOD_THRESHOLD)]
+        self._keep_weak(image, ("mmod", upsample), [(r, s) for r, s in dets if s < 0.0])
+        return [(r, s) for r, s in dets if s >= 0.0]
 
     def masked_rects(self, image: np.ndarray, upsample: int = 1) -> list[tuple[Any, float, str]]:
-        """Candidates for a masked face: MMOD with a lower bar, then HOG with a lower bar."""
+        """As DlibEngine's, with MMOD's weak detections too (at `upsample` searched for when
+        missing)."""
         check_rgb_image(image)
-        dets = self.mmod_detections(image, upsample, MASKED_MMOD_THRESHOLD)
-        if dets:
-            return [(self._dlib.rectangle(*d.rect), d.score, "mmod") for d in dets]
-        return [(r, s, "hog") for r, s in self._hog_rects(image, upsample, MASKED_HOG_THRESHOLD)]
+        if ("mmod", upsample) not in self._kept_weak(image):
+            self.detect_rects(image, "mmod", upsample)
+        return super().masked_rects(image, upsample)
 
     def mmod_detections(self, image: np.ndarray, upsample: int = 1,
                         threshold: float = 0.0) -> list[mmod_decode.Detection]:
@@ -110,7 +113,7 @@ class OnnxEngine(DlibEngine):
         (with `threshold` 0, dlib's own; lower finds weaker faces)."""
         if upsample < 0:
             raise ValueError("upsample must be >= 0.")
-        key = (upsample, image.shape, hashlib.blake2b(np.ascontiguousarray(image).data, digest_size=16).digest())
+        key = (upsample, *_image_key(image))
         last = getattr(self._last_mmod, "value", None)
         if last is not None and last[0] == key:
             scores, rects = last[1], last[2]

@@ -34,6 +34,12 @@ MIN_DETECT_SIDE = 20
 SAME_FACE_OVERLAP = 0.5
 # The masked step weighs at most this many of its weak candidates, best score first.
 MASKED_CANDIDATES = 5
+# A weak detection beside the faces a step found is asked about its lower face only when its box
+# is at least this share of the widest of them as wide. On LFW dev with synthetic masks, the
+# masked subjects found beside a bystander were 0.83 to 6 times as wide as it; a small weak box
+# is more often texture (on a bare portrait with the face high up, a suit's pattern near the
+# middle of the picture outranked the face and was called masked).
+BESIDE_MIN_SIDE = 0.8
 # Engines whose embeddings the mask detector was trained on (the same dlib networks).
 MASK_CHECK_ENGINES = ("dlib", "onnx")
 
@@ -77,7 +83,9 @@ class PipelineConfig:
     `steps`: detectors tried in order until one finds a face. HOG at upsample 1 finds most faces
     quickly; upsampling finds small ones; MMOD finds turned and poorly lit faces that HOG misses;
     "masked" looks again with a lower bar and keeps only faces whose lower face the mask detector
-    finds covered (a mask hides what HOG and MMOD look for; see dlib_engine.MASKED_*).
+    finds covered (a mask hides what HOG and MMOD look for; see dlib_engine.MASKED_*); with it in
+    the steps, a step that finds only a bystander also has the weak detections of its own search
+    that would be picked over it asked the same (a masked subject scores under the bar).
     `flip`: average the descriptors of the chip and its mirror image, which lowers the variance
     of the descriptor at twice the embedding cost.
     `center_prior`: for pre-cropped face images only (the face fills the middle of the frame),
@@ -134,6 +142,7 @@ class Pipeline:
         scaled: dict[float, np.ndarray] = {}
         finest: dict[str, float] = {}
         found: list[Face] = []
+        masked_step = any(d == "masked" for d, _ in self.config.steps)
         for detector, upsample in self.config.steps:
             if detector == "masked" and found:
                 continue  # the masked step is for images where no other step found a face
@@ -148,6 +157,8 @@ class Pipeline:
                 faces = self._masked_faces(scaled.get(scale, img), upsample)
             else:
                 faces = self.engine.detect(scaled.get(scale, img), detector=detector, upsample=upsample)
+                if faces and masked_step:
+                    faces += self._masked_beside(scaled.get(scale, img), faces, detector, upsample)
             if scale < 1.0:
                 faces = [_rescaled(f, 1.0 / scale, w, h) for f in faces]
             found += [f for f in faces if not any(_same_face(f, g) for g in found)]
@@ -162,14 +173,44 @@ class Pipeline:
         faces in wallpaper. Engines without a masked search (insightface) skip the step."""
         if not hasattr(self.engine, "masked_rects"):
             return []
+        return self._covered(img, self.masked_candidates(img, self.engine.detect(img, detector="masked", upsample=upsample)))
+
+    def _masked_beside(self, img: np.ndarray, faces: list[Face], detector: str, upsample: int) -> list[Face]:
+        """A masked subject next to a bare face: when a step finds only a bystander, the masked
+        face in the middle of the picture often scored just under the bar in the same search.
+        Those weak detections are kept when their lower face is covered."""
+        return self._covered(img, self.masked_candidates(img, self.beside(img, faces, detector, upsample)))
+
+    def beside(self, img: np.ndarray, faces: list[Face], detector: str, upsample: int) -> list[Face]:
+        """The weak detections of the search by `detector` that just found `faces` in `img` (no
+        second scan) that are none of them and would be picked over every one of them."""
+        weak_faces = getattr(self.engine, "weak_faces", None)
+        if weak_faces is None:
+            return []
+        rule = self.config.pick
+        side = BESIDE_MIN_SIDE * max(f.box[2] - f.box[0] for f in faces)
+        return [c for c in weak_faces(img, detector, upsample)
+                if c.box[2] - c.box[0] >= side and not any(_same_face(c, f) for f in faces)
+                and pick_subject([*faces, c], img.shape, rule) is c]
+
+    def masked_candidates(self, img: np.ndarray, candidates: Sequence[Face]) -> list[Face]:
+        """The weak candidates the mask detector is asked about: the best MASKED_CANDIDATES, best
+        first (HOG and MMOD scores both read 0 at their detector's own bar), a face that two
+        searches found counted once."""
+        h, w = img.shape[:2]
+        faces: list[Face] = []
+        for f in sorted(candidates, key=lambda f: -f.score):
+            # A weak candidate in a corner of the image (cut by two edges) is far more often
+            # texture than a face: random noise gave one.
+            corner = (f.box[0] <= 0) + (f.box[1] <= 0) + (f.box[2] >= w) + (f.box[3] >= h) >= 2
+            if not corner and not any(_same_face(f, g) for g in faces):
+                faces.append(f)
+        return faces[:MASKED_CANDIDATES]
+
+    def _covered(self, img: np.ndarray, faces: list[Face]) -> list[Face]:
+        """The faces whose lower face the mask detector finds covered."""
         from .mask_detect import check_mask
 
-        h, w = img.shape[:2]
-        # A weak candidate in a corner of the image (cut by two edges) is far more often texture
-        # than a face: random noise gave one.
-        faces = [f for f in self.engine.detect(img, detector="masked", upsample=upsample)
-                 if (f.box[0] <= 0) + (f.box[1] <= 0) + (f.box[2] >= w) + (f.box[3] >= h) < 2]
-        faces = sorted(faces, key=lambda f: -f.score)[:MASKED_CANDIDATES]
         if not faces:
             return []
         vecs = self.embed_faces(img, faces)
