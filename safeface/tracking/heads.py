@@ -29,7 +29,8 @@ def head_zone(box: Sequence[float]) -> tuple[float, float, float, float]:
 
 
 def cover_heads(rgb: np.ndarray, boxes: Iterable[Sequence[float]], mode: str) -> np.ndarray:
-    """`rgb` with the head zone of every person box covered (in place when it can be)."""
+    """A copy of `rgb` with the head zone of every person box covered (`rgb` itself when there
+    is none)."""
     h, w = rgb.shape[:2]
     regions = [region_for_box(head_zone(b), MARGIN, w, h) for b in boxes]
     return apply_cover(rgb, regions, mode) if regions else rgb

@@ -249,14 +249,15 @@ class AuditLog:
         return bool(self._t.q("SELECT 1 FROM {t}entries WHERE operation = ? AND decision = 'allowed' AND note = ? "
                               "LIMIT 1", (operation, note)))
 
-    def newest_first(self, operations: Sequence[str]) -> Iterator[AuditEntry]:
-        """The allowed entries of `operations`, newest first (read in pages)."""
+    def newest_first(self, operations: Sequence[str], *, allowed_only: bool = True) -> Iterator[AuditEntry]:
+        """The entries of `operations` (allowed ones only, unless told otherwise), newest first,
+        read in pages: a caller that stops early reads no further."""
         marks = ",".join("?" for _ in operations)
+        decided = " AND decision = 'allowed'" if allowed_only else ""
         before = None
         while True:
-            page = self._t.q(f"SELECT {_COLUMNS} FROM {{t}}entries WHERE operation IN ({marks}) AND "
-                             "decision = 'allowed'" + (" AND seq < ?" if before is not None else "")
-                             + " ORDER BY seq DESC LIMIT 256",
+            page = self._t.q(f"SELECT {_COLUMNS} FROM {{t}}entries WHERE operation IN ({marks}){decided}"
+                             + (" AND seq < ?" if before is not None else "") + " ORDER BY seq DESC LIMIT 256",
                              tuple(operations) + ((before,) if before is not None else ()))
             if not page:
                 return
@@ -266,22 +267,14 @@ class AuditLog:
 
     def mentions_since(self, operations: Sequence[str], text: str, since: dt.datetime) -> bool:
         """Whether an entry of `operations` (any decision) written at or after `since` has `text`
-        in its note. Read newest first, in pages, stopping at the first entry older than `since`:
-        the cost is the entries of that window, not the log."""
-        marks = ",".join("?" for _ in operations)
-        before = None
-        while True:
-            page = self._t.q(f"SELECT seq, time, note FROM {{t}}entries WHERE operation IN ({marks})"
-                             + (" AND seq < ?" if before is not None else "") + " ORDER BY seq DESC LIMIT 256",
-                             tuple(operations) + ((before,) if before is not None else ()))
-            for seq, when, note in page:
-                if dt.datetime.fromisoformat(str(when)) < since:
-                    return False
-                if note is not None and text in str(note):
-                    return True
-            if len(page) < 256:
+        in its note. Read newest first, stopping at the first entry older than `since`: the cost
+        is the entries of that window, not the log."""
+        for e in self.newest_first(operations, allowed_only=False):
+            if dt.datetime.fromisoformat(e.time) < since:
                 return False
-            before = page[-1][0]
+            if e.note is not None and text in e.note:
+                return True
+        return False
 
     def hash_at(self, seq: int) -> Optional[str]:
         got = self._t.q("SELECT hash FROM {t}entries WHERE seq = ?", (int(seq),))
