@@ -40,7 +40,7 @@ from .verification import NO_FACE_SCORE, PairScores, verification_metrics
 
 MASK_PROBES = MASK_KINDS + (RANDOM,)
 # Names the masked search of the pipeline in cache keys: a change to it never reuses old records.
-MASKED_STEP_VERSION = 4
+MASKED_STEP_VERSION = 5
 
 
 @dataclass(frozen=True)

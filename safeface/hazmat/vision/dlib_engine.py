@@ -6,13 +6,14 @@ from __future__ import annotations
 import hashlib
 import queue
 import threading
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
 
 from ...errors import ModelError
 from ...modelstore import registry
 from .arrays import check_chips, check_rgb_image, l2_normalize
+from .masked_faces import MaskedFaceDetector
 from .types import Face
 
 CHIP_SIZE = 150
@@ -32,6 +33,8 @@ MASKED_MMOD_THRESHOLD = -1.0
 # only the shift is applied. Landmarks for MMOD faces start from the box moved by it; the box
 # reported stays the detector's. LFW dev with MMOD alone: 97.8% -> 98.3% (HOG alone: 98.4%).
 MMOD_LANDMARK_SHIFT = (0.03, 0.07)
+# Names the masked-face detector's candidates (faces it finds are labelled "masked-maskface").
+MASKED_FACE_SOURCE = "maskface"
 
 
 def _dlib() -> Any:
@@ -60,8 +63,10 @@ class DlibEngine:
         self._shape = dlib.shape_predictor(str(registry.verified_path("dlib-shape-5")))
         self._rec = dlib.face_recognition_model_v1(str(registry.verified_path("dlib-resnet-v1")))
         self._mmod: Any = None
+        self._masked_faces: Optional[MaskedFaceDetector] = None
         self._lock = threading.Lock()
         self._mmod_lock = threading.Lock()
+        self._init_lock = threading.Lock()
         # The weak detections of the last image this thread searched, by (detector, upsample):
         # see weak_rects.
         self._weak = threading.local()
@@ -92,13 +97,21 @@ class DlibEngine:
         raise ValueError(f"unknown detector {detector!r}; choose one of {', '.join(DETECTORS)}.")
 
     def masked_rects(self, image: np.ndarray, upsample: int = 1) -> list[tuple[Any, float, str]]:
-        """Candidates for a masked face: (rect, score, which detector), the weak detections of
-        this thread's searches of this very image (HOG at every upsampling it was searched at;
-        dlib's own CNN takes no threshold), HOG's at `upsample` searched for when missing."""
+        """Candidates for a masked face: (rect, score, which detector). The faces our masked-face
+        detector finds at `upsample` (masked_faces.py), then the weak detections of this thread's
+        searches of this very image (HOG at every upsampling it was searched at; dlib's own CNN
+        takes no threshold), HOG's at `upsample` searched for when missing."""
         check_rgb_image(image)
         if ("hog", upsample) not in self._kept_weak(image):
             self.detect_rects(image, "hog", upsample)
-        return [(r, s, det) for (det, _), rects in self._kept_weak(image).items() for r, s in rects]
+        found = [(r, s, MASKED_FACE_SOURCE) for r, s in self._masked_face_detector().rects(image, upsample)]
+        return found + [(r, s, det) for (det, _), rects in self._kept_weak(image).items() for r, s in rects]
+
+    def _masked_face_detector(self) -> MaskedFaceDetector:
+        with self._init_lock:
+            if self._masked_faces is None:
+                self._masked_faces = MaskedFaceDetector()
+            return self._masked_faces
 
     def weak_rects(self, image: np.ndarray, detector: str, upsample: int = 1) -> list[tuple[Any, float]]:
         """The detections under the bar, and above the masked step's, that `detector`'s search of
