@@ -104,6 +104,16 @@ def _cached_visible(path: str) -> Any:
     return pipe.visible_embedding(path, face)
 
 
+def masked_image(path: Path, kind: str = "surgical", seed: int = 1) -> Any:
+    """The image with a synthetic mask drawn where the bare face is: what a camera would see."""
+    from safeface.hazmat.vision.masks import draw_mask
+    from safeface.imageio import load_image
+
+    face = CachedPipeline().embed(path).face
+    assert face is not None
+    return draw_mask(load_image(path), face.landmarks, face.box, kind, seed)
+
+
 class Clock:
     def __init__(self, start: Optional[dt.datetime] = None) -> None:
         self.now = start or dt.datetime.now(dt.timezone.utc)

@@ -15,24 +15,15 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from policy_support import PASSPHRASE, CachedPipeline, consent, edit_config, images, make_workspace, open_sf  # noqa: E402
-from policy_support import last_call  # noqa: E402
+from policy_support import last_call, masked_image as masked  # noqa: E402
 
 from safeface.errors import ConfigError, IntegrityError  # noqa: E402
-from safeface.hazmat.vision.masks import draw_mask  # noqa: E402
-from safeface.imageio import load_image  # noqa: E402
 from safeface.sdk.facade import SafeFace  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def imgs() -> Path:
     return images()
-
-
-def masked(path: Path, kind: str = "surgical", seed: int = 1) -> np.ndarray:
-    """The image with a synthetic mask drawn where the bare face is: what a camera would see."""
-    face = CachedPipeline().embed(path).face
-    assert face is not None
-    return draw_mask(load_image(path), face.landmarks, face.box, kind, seed)
 
 
 class PlainPipeline(CachedPipeline):

@@ -19,7 +19,7 @@ import hashlib
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence, TypeVar, Union
+from typing import Any, Callable, NamedTuple, Optional, Sequence, TypeVar, Union
 
 import numpy as np
 
@@ -67,6 +67,15 @@ class _Probe:
     masked: Optional[bool] = None
     mask_confidence: Optional[float] = None
     visible: Optional[np.ndarray] = None
+
+
+class _Route(NamedTuple):
+    """A store path a probe is matched on (storage.rows.PATHS), with its threshold; whether its
+    templates come from masked enrolments."""
+
+    path: Optional[str]
+    threshold: float
+    masked_enrolment: bool
 
 
 @dataclass(frozen=True)
@@ -248,6 +257,21 @@ class SafeFace:
         t = self._deployment.masked_threshold
         return DEFAULT_MASKED_THRESHOLD if t is None else t
 
+    @property
+    def both_masked_threshold(self) -> float:
+        """The threshold of a masked probe against the visible-region templates of rows enrolled
+        from a masked image (two masked strangers look more alike): `matching.both_masked_threshold`,
+        default `DEFAULT_BOTH_MASKED_THRESHOLD` (README, "Masked faces")."""
+        from ..hazmat.vision import DEFAULT_BOTH_MASKED_THRESHOLD
+
+        t = self._deployment.both_masked_threshold
+        return DEFAULT_BOTH_MASKED_THRESHOLD if t is None else t
+
+    def _masked_routes(self) -> tuple[_Route, ...]:
+        """The store paths a masked probe's visible-region embedding takes, each with its threshold."""
+        return (_Route("visible", self.masked_threshold, False),
+                _Route("visible-masked", self.both_masked_threshold, True))
+
     def pseudonym(self, subject: str) -> str:
         return str(self._gallery.pseudonym(subject))
 
@@ -261,7 +285,7 @@ class SafeFace:
         expiry, provenance, token reference. Never an image, a vector or the token itself."""
         rows = self._gallery.rows() if subject is None else self._gallery.rows_for(subject)
         return [Record(r.row_id, r.pseudonym, r.purposes, r.token_id, r.provenance, r.expires_at, r.created_at,
-                       r.last_interaction, r.masked_template) for r in rows]
+                       r.last_interaction, r.masked_template, r.masked_enrolment) for r in rows]
 
     def audit_entries(self) -> list[AuditEntry]:
         return list(self._audit.entries())
@@ -306,22 +330,32 @@ class SafeFace:
 
         def body(d: Decision) -> tuple[Verification, _Note]:
             probe = self._embed_single(image, d)
-            # A masked probe meets the visible-region templates with their own threshold; a
-            # subject whose rows predate them is matched the plain way until the next enrolment.
-            score, path_masked, threshold = None, False, self.threshold
+            # A masked probe meets the visible-region templates, those of bare and of masked
+            # enrolments each with its own threshold, and the one with the widest margin decides;
+            # a subject whose rows predate them is matched the plain way until the next enrolment.
+            scored: list[tuple[float, _Route]] = []
             if probe.masked and probe.visible is not None:
-                score = self._gallery.verify(subject, probe.visible, purpose, now=now, path="visible")
-                path_masked, threshold = score is not None, self.masked_threshold
-            if score is None:
-                score, threshold = self._gallery.verify(subject, probe.vec, purpose, now=now), self.threshold
+                for r in self._masked_routes():
+                    s = self._gallery.verify(subject, probe.visible, purpose, now=now, path=r.path)
+                    if s is not None:
+                        scored.append((s, r))
+            score: Optional[float]
+            route: Optional[_Route] = None
+            if scored:
+                score, route = max(scored, key=lambda sr: sr[0] - sr[1].threshold)
+            else:
+                score = self._gallery.verify(subject, probe.vec, purpose, now=now)
+            threshold = self.threshold if route is None else route.threshold
             match = score is not None and score >= threshold
             if match:
                 expiry = self._guard.interaction_expiry(pseud, purpose, now)
                 if expiry is not None:
                     self._gallery.touch(subject, now, new_expiry=expiry)
-            note = ("no template" if score is None else ("match" if match else "no match")) + _path_note(probe, path_masked)
-            return (Verification(match, score, threshold, pseud, path_masked, probe.mask_confidence),
-                    _Note([pseud], note))
+            enrolled_masked = route is not None and route.masked_enrolment
+            note = (("no template" if score is None else ("match" if match else "no match"))
+                    + _path_note(probe, route is not None, ", masked enrolment" if enrolled_masked else ""))
+            return (Verification(match, score, threshold, pseud, route is not None, probe.mask_confidence,
+                                 enrolled_masked), _Note([pseud], note))
 
         return self._run(request, [pseud], body)
 
@@ -344,21 +378,26 @@ class SafeFace:
             vec = np.asarray(result.embedding, dtype=np.float32)
             self._guard.check_capture(d, CaptureFacts(vec, None, self.threshold))
             probe = _probe(pipe, image, result.face, vec, enrol=False)
+            plain = _Route(None, self.threshold, False)
             if not probe.masked or probe.visible is None:
-                found = [(m, False, self.threshold) for m in
+                found = [(m, plain) for m in
                          self._gallery.search(vec, purpose, k=top_k, threshold=self.threshold, now=now)]
             else:
-                # Each row by its own path: its visible-region template with the masked threshold,
-                # or (a row enrolled before those were made) its main template the plain way.
-                found = [(m, True, self.masked_threshold) for m in self._gallery.search(
-                    probe.visible, purpose, k=top_k, threshold=self.masked_threshold, now=now, path="visible")]
-                found += [(m, False, self.threshold) for m in self._gallery.search(
+                # Each row by its own path: its visible-region template with the masked threshold
+                # (or the both-masked one, for a masked enrolment), or (a row enrolled before those
+                # were made) its main template the plain way.
+                found = [(m, r) for r in self._masked_routes() for m in self._gallery.search(
+                    probe.visible, purpose, k=top_k, threshold=r.threshold, now=now, path=r.path)]
+                found += [(m, plain) for m in self._gallery.search(
                     vec, purpose, k=top_k, threshold=self.threshold, now=now, path="plain-only")]
-            best: dict[str, tuple[Any, bool]] = {}
-            for m, masked, t in sorted(found, key=lambda f: f[2] - f[0].score):  # the widest margin first
-                best.setdefault(m.pseudonym, (m, masked))
-            out = [Candidate(m.pseudonym, float(m.score), masked) for m, masked in list(best.values())[:top_k]]
-            return out, _Note([c.subject for c in out], f"{len(out)} candidate(s)" + _path_note(probe, bool(probe.masked)))
+            best: dict[str, tuple[Any, _Route]] = {}
+            for m, r in sorted(found, key=lambda f: f[1].threshold - f[0].score):  # the widest margin first
+                best.setdefault(m.pseudonym, (m, r))
+            out = [Candidate(m.pseudonym, float(m.score), r.path is not None, r.masked_enrolment)
+                   for m, r in list(best.values())[:top_k]]
+            by_masked = sum(c.masked_enrolment for c in out)
+            note = _path_note(probe, bool(probe.masked), f", {by_masked} by masked enrolment" if by_masked else "")
+            return out, _Note([c.subject for c in out], f"{len(out)} candidate(s)" + note)
 
         return self._run(request, [], body)
 
@@ -968,13 +1007,17 @@ class SafeFace:
             raise ConfigError("an enrolment decision without a purpose.")
         purpose = d.purpose
         expires = self._deployment.expiry(purpose, now)
+        # An enrolment image the mask detector called masked is recorded so (sealed with the
+        # visible-region template): masked probes meet that template with the both-masked threshold.
         rows = [Row(subject, pr.vec, [purpose.name], str(part.token_ref), expires, provenance=part.provenance,
-                    token=part.raw_token, visible=pr.visible) for (subject, pr), part in zip(items, parts)]
+                    token=part.raw_token, visible=pr.visible, visible_masked=bool(pr.masked) and pr.visible is not None)
+                for (subject, pr), part in zip(items, parts)]
         bulk = "bulk; " if d.batch else ""
 
         def before_commit(stored: Sequence[Any]) -> None:
             for g, part in zip(stored, parts):
-                vis = "; visible-region template" if g.masked_template else ""
+                vis = ("; visible-region template" + (" (masked enrolment)" if g.masked_enrolment else "")
+                       if g.masked_template else "")
                 self._record(part, "allowed", [g.pseudonym],
                              f"{bulk}rows={g.row_id}; expires {g.expires_at.date().isoformat()}{vis}")
 
@@ -1020,12 +1063,13 @@ def _probe(pipe: Any, image: ImageInput, face: Any, vec: np.ndarray, *, enrol: b
     return _Probe(vec, bool(check.masked), float(check.confidence), visible)
 
 
-def _path_note(probe: _Probe, masked_path: bool) -> str:
-    """What the audit entry says about the mask: the path taken, and the detector's confidence."""
+def _path_note(probe: _Probe, masked_path: bool, detail: str = "") -> str:
+    """What the audit entry says about the mask: the path taken (`detail`: which templates of
+    the masked path, e.g. ", masked enrolment"), and the detector's confidence."""
     if probe.mask_confidence is None:
         return ""
     if masked_path:
-        return f"; masked path (mask {probe.mask_confidence:.2f})"
+        return f"; masked path{detail} (mask {probe.mask_confidence:.2f})"
     if probe.masked:
         return f"; masked probe, no visible-region template: plain path (mask {probe.mask_confidence:.2f})"
     return ""

@@ -21,10 +21,19 @@ class Enrollment:
                 "expires_at": self.expires_at.isoformat(timespec="seconds"), "token_id": self.token_id}
 
 
+def path_name(masked: bool, masked_enrolment: bool) -> str:
+    """How a probe was matched, as results and the service name it: "plain"; "masked" (a masked
+    probe against the visible-region template of a bare enrolment, the masked threshold);
+    "masked-enrolment" (against that of a masked enrolment, the both-masked threshold)."""
+    return "masked-enrolment" if masked and masked_enrolment else ("masked" if masked else "plain")
+
+
 @dataclass(frozen=True)
 class Verification:
     """`masked`: the probe's lower face was covered and it was matched on its visible region,
-    against the visible-region templates and with the masked threshold (`threshold`)."""
+    against the visible-region templates, with the masked threshold (`threshold`);
+    `masked_enrolment`: the template that decided came from a masked enrolment image, and
+    `threshold` is the both-masked one."""
 
     match: bool
     score: Optional[float]
@@ -32,10 +41,15 @@ class Verification:
     pseudonym: str
     masked: bool = False
     mask_confidence: Optional[float] = None  # the mask detector's; None where the pipeline has none
+    masked_enrolment: bool = False
+
+    @property
+    def path(self) -> str:
+        return path_name(self.masked, self.masked_enrolment)
 
     def to_dict(self) -> dict[str, Any]:
         return {"match": self.match, "score": None if self.score is None else round(self.score, 4),
-                "threshold": self.threshold, "path": "masked" if self.masked else "plain",
+                "threshold": self.threshold, "path": self.path,
                 "mask_confidence": None if self.mask_confidence is None else round(self.mask_confidence, 4)}
 
 
@@ -44,6 +58,11 @@ class Candidate:
     subject: str  # pseudonym
     score: float
     masked: bool = False  # found through the visible-region templates (the masked path)
+    masked_enrolment: bool = False  # through the visible-region template of a masked enrolment
+
+    @property
+    def path(self) -> str:
+        return path_name(self.masked, self.masked_enrolment)
 
 
 @dataclass(frozen=True)
@@ -72,6 +91,7 @@ class Record:
     created_at: dt.datetime
     last_interaction: Optional[dt.datetime]
     masked_template: bool = False  # a visible-region template for masked probes is sealed with it
+    masked_enrolment: bool = False  # the enrolment image was masked (sealed; the both-masked threshold)
 
 
 @dataclass(frozen=True)

@@ -159,7 +159,7 @@ def build_router(rt: Runtime) -> APIRouter:
         top_k = _int(c.fields.get("top_k", 5), "top_k")
         r = await rt.call(lambda sf: as_(info, sf).identify(img, purpose, consent, basis, top_k=top_k, liveness=live))
         return {"candidates": [{"subject": x.subject, "score": round(x.score, 4),
-                                "path": "masked" if x.masked else "plain"} for x in r]}
+                                "path": x.path} for x in r]}
 
     @router.post("/liveness/challenge", summary="Issue a liveness challenge (head turns; answered once, within seconds)")
     async def liveness_challenge(info: ApiKey = Depends(caller)) -> dict[str, Any]:

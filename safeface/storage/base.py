@@ -34,8 +34,10 @@ class TemplateStore(Protocol):
 
     def rows_for(self, subject_id: str) -> list[Any]: ...
 
-    # `path`: None matches every row's main template; "visible" the visible-region templates of
-    # the rows that hold one (a masked probe); "plain-only" the main templates of rows without one.
+    # `path` (storage.rows.PATHS): None matches every row's main template; a masked probe meets
+    # "visible", the visible-region templates of rows enrolled from a bare image, "visible-masked",
+    # those of rows enrolled from a masked one (each with its own threshold: two masked strangers
+    # look more alike), and "plain-only", the main templates of rows without a visible-region one.
     def search(self, embedding: np.ndarray, purpose: str, k: int = 5, threshold: Optional[float] = None,
                now: Optional[datetime] = None, *, path: Optional[str] = None) -> list[object]: ...
 

@@ -2,9 +2,10 @@
 
 Each row holds a protected template (the embedding after the keyed orthogonal transform, as
 float32 bytes) and, for rows enrolled since masked faces are matched, the protected visible-region
-template (storage/rows.py), sealed together with AES-256-GCM, next to its subject pseudonym, purposes, consent token id,
-expiry and provenance; the seal's associated data binds those columns to the template. No subject
-id, image or raw embedding is ever written.
+template (storage/rows.py) and whether its enrolment image was masked, sealed together with
+AES-256-GCM, next to its subject pseudonym, purposes, consent token id, expiry and provenance;
+the seal's associated data binds those columns to the template. No subject id, image or raw
+embedding is ever written.
 
 The index lives in memory (a second one holds the visible-region templates, for masked probes) and is rebuilt from the store on open (every row unsealed, so a tampered
 row is caught at once). Several processes may share one file: each write runs in one
@@ -14,6 +15,7 @@ log (or reloads) when ``PRAGMA data_version`` says another connection committed.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sqlite3
 import threading
@@ -32,9 +34,9 @@ from ..hazmat.templates.sealing import Sealer
 from ..hazmat.templates.transform import TemplateTransform
 from .lock import WriteLock
 from .rows import (ROW_COLS, SCHEMA_VERSION, Entry as _Entry, Enrollment, ErasureResult, GalleryRow,  # noqa: F401
-                   Keys as _Keys, Match, RekeyResult, check_embedding, check_purposes as _check_purposes,
+                   Keys as _Keys, Match, RekeyResult, check_embedding, check_path, check_purposes as _check_purposes,
                    check_text as _check_text, describe, from_us, initial_meta, iso as _iso, keys_from_meta,
-                   protect, pseudonym_of, rekeyed, seal_row, to_us, unseal_row, utc_now as _now)
+                   prepare, protect, pseudonym_of, rekeyed, seal_row, to_us, unseal_row, utc_now as _now)
 # Change-log entries kept for other processes to replay; one that falls further behind reloads.
 CHANGE_LOG_KEEP = 10_000
 
@@ -114,6 +116,7 @@ class Gallery:
         self._index: SearchIndex = index_factory(dim, 0)
         self._vindex: SearchIndex = index_factory(dim, 0)  # visible-region templates, by row id
         self._visible_ids: set[int] = set()
+        self._masked_ids: set[int] = set()  # of those, the rows enrolled from a masked image
         self._next_index_check = INDEX_CHECK_FIRST
         self._entries: dict[int, _Entry] = {}
         self._by_pseudonym: dict[str, set[int]] = {}
@@ -160,7 +163,7 @@ class Gallery:
             self._by_pseudonym.clear()
             self._index = self._factory(self._dim, 0)
             self._vindex = self._factory(self._dim, 0)
-            self._visible_ids = set()
+            self._visible_ids, self._masked_ids = set(), set()
             self._filter = RowFilter()
 
     def __enter__(self) -> "Gallery":
@@ -268,6 +271,7 @@ class Gallery:
         if rows:
             index.add(np.fromiter(entries.keys(), dtype=np.int64, count=len(entries)), vecs)
         self._vindex, self._visible_ids = vindex, set(visible)
+        self._masked_ids = {rid for rid, e in entries.items() if e.visible is not None and e.masked_enrolment}
         by_p: dict[str, set[int]] = {}
         for rid, e in entries.items():
             by_p.setdefault(e.pseudonym, set()).add(rid)
@@ -329,6 +333,7 @@ class Gallery:
             if vis:
                 self._vindex.add(np.fromiter(vis.keys(), dtype=np.int64, count=len(vis)), np.stack(list(vis.values())))
                 self._visible_ids.update(vis)
+                self._masked_ids.update(rid for rid in vis if upserts[rid][0].masked_enrolment)
             for rid, (entry, _) in upserts.items():
                 old = self._entries.get(rid)
                 if old is not None:
@@ -344,6 +349,7 @@ class Gallery:
         if gone:
             self._vindex.remove(np.asarray(gone, dtype=np.int64))
             self._visible_ids.difference_update(gone)
+            self._masked_ids.difference_update(gone)
 
     def _follow_factory(self) -> None:
         """Ask the index factory again now that the gallery has grown: where it would now build
@@ -408,14 +414,7 @@ class Gallery:
         Both hooks run inside the transaction, under the write lock: `decide` before anything is
         written (it sees the store as it is), `before_commit` once the rows have their ids.
         Either may refuse (raise), and nothing is stored."""
-        prepared = []
-        for it in items:
-            purposes_t = _check_purposes(it.purposes)
-            _check_text(it.token_id, "token_id")
-            _check_text(it.provenance, "provenance")
-            prepared.append((self.pseudonym(it.subject_id), self._check_embedding(it.embedding), purposes_t,
-                             it.token_id, it.provenance, to_us(it.expires_at, "expires_at"), it.token,
-                             None if it.visible is None else self._check_embedding(it.visible)))
+        prepared = [prepare(it, self.pseudonym(it.subject_id), self._dim) for it in items]
         created = _now()
         out: list[GalleryRow] = []
         with self._write() as after:
@@ -424,24 +423,24 @@ class Gallery:
             keys = self._require_keys()
             db = self._db()
             upserts: dict[int, tuple[_Entry, np.ndarray]] = {}
-            raw = np.stack([v for _, v, *_ in prepared]) if prepared else np.zeros((0, self._dim))
+            raw = np.stack([p.embedding for p in prepared]) if prepared else np.zeros((0, self._dim))
             templates = keys.transform.apply(raw)
-            for (pseudonym, _, purposes_t, token_id, provenance, exp_us, token, raw_visible), template in zip(
-                    prepared, templates):
-                visible = protect(keys, raw_visible, self._dim)
+            for p, template in zip(prepared, templates):
+                visible = protect(keys, p.visible, self._dim)
                 cur = db.execute(
                     "INSERT INTO rows (pseudonym, purposes, token_id, provenance, expires_us, created_at, "
                     "last_interaction, transform_version, seal_version, sealed) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (pseudonym, json.dumps(list(purposes_t)), token_id, provenance, exp_us, _iso(created),
+                    (p.pseudonym, json.dumps(list(p.purposes)), p.token_id, p.provenance, p.expires_us, _iso(created),
                      _iso(created), keys.transform_version, keys.seal_version, b""))
                 row_id = int(cur.lastrowid or 0)
                 db.execute("UPDATE rows SET sealed = ? WHERE row_id = ?",
-                           (seal_row(keys, row_id, pseudonym, purposes_t, token_id, provenance, exp_us, template,
-                                     token, visible), row_id))
-                upserts[row_id] = (_Entry(pseudonym, frozenset(purposes_t), token_id, exp_us, visible),
-                                   template.astype(np.float32))
-                out.append(GalleryRow(row_id, pseudonym, purposes_t, token_id, from_us(exp_us), provenance,
-                                      created, created, masked_template=visible is not None))
+                           (seal_row(keys, row_id, p.pseudonym, p.purposes, p.token_id, p.provenance, p.expires_us,
+                                     template, p.token, visible=visible, masked_enrolment=p.visible_masked), row_id))
+                upserts[row_id] = (_Entry(p.pseudonym, frozenset(p.purposes), p.token_id, p.expires_us, visible,
+                                          p.visible_masked), template.astype(np.float32))
+                out.append(GalleryRow(row_id, p.pseudonym, p.purposes, p.token_id, from_us(p.expires_us),
+                                      p.provenance, created, created, masked_template=visible is not None,
+                                      masked_enrolment=p.visible_masked))
             self._log(list(upserts), "upsert")
             self._at("add:sealed")
             if before_commit is not None:
@@ -525,9 +524,9 @@ class Gallery:
                     entry, vec, token = self._unseal_full(keys, r)
                     rid = int(r[0])
                     sealed = seal_row(keys, rid, p, sorted(entry.purposes), entry.token_id, str(r[4]), exp_us, vec,
-                                      token, entry.visible)
+                                      token, visible=entry.visible, masked_enrolment=entry.masked_enrolment)
                     db.execute("UPDATE rows SET expires_us = ?, sealed = ? WHERE row_id = ?", (exp_us, sealed, rid))
-                    updates[rid] = (_Entry(p, entry.purposes, entry.token_id, exp_us, entry.visible), vec)
+                    updates[rid] = (dataclasses.replace(entry, expires_us=exp_us), vec)
                 self._log(list(updates), "upsert")
                 after.append(lambda: self._apply(updates, []))
         return len(rows)
@@ -567,7 +566,8 @@ class Gallery:
                 v_new = rekeyed(old, new, same_transform, entry.visible)
                 rid = int(r[0])
                 sealed = seal_row(new, rid, entry.pseudonym, json.loads(r[2]), entry.token_id, str(r[4]),
-                                  entry.expires_us, t_new, token, v_new)
+                                  entry.expires_us, t_new, token, visible=v_new,
+                                  masked_enrolment=entry.masked_enrolment)
                 db.execute("UPDATE rows SET transform_version = ?, seal_version = ?, sealed = ? WHERE row_id = ?",
                            (tv, sv, sealed, rid))
                 self._at("rekey:row")
@@ -602,23 +602,24 @@ class Gallery:
         return self._filter.allowed(purpose, now_us)
 
     def _by_path(self, allowed: np.ndarray, path: Optional[str]) -> tuple[np.ndarray, SearchIndex]:
-        """The allowed rows and the index a path searches: None, every row's template; "visible",
-        the visible-region templates of the rows that hold one; "plain-only", the main templates
-        of the rows that hold none (those a masked probe can meet only the plain way)."""
+        """The allowed rows and the index a path searches (storage.rows.PATHS): None, every row's
+        template; "visible" and "visible-masked", the visible-region templates of the rows
+        enrolled bare and masked; "plain-only", the main templates of the rows that hold none."""
+        check_path(path)
         if path is None:
             return allowed, self._index
-        if path not in ("visible", "plain-only"):
-            raise ConfigError(f"path must be None, 'visible' or 'plain-only', got {path!r}.")
-        ids = np.fromiter(self._visible_ids, dtype=np.int64, count=len(self._visible_ids))
-        if path == "visible":
-            return np.intersect1d(allowed, ids), self._vindex
-        return np.setdiff1d(allowed, ids), self._index
+        if path == "plain-only":
+            return np.setdiff1d(allowed, _ids(self._visible_ids)), self._index
+        masked = _ids(self._masked_ids)
+        if path == "visible-masked":
+            return np.intersect1d(allowed, masked), self._vindex
+        return np.setdiff1d(np.intersect1d(allowed, _ids(self._visible_ids)), masked), self._vindex
 
     def search(self, embedding: np.ndarray, purpose: str, k: int = 5, threshold: Optional[float] = None,
                now: Optional[datetime] = None, *, path: Optional[str] = None) -> list[Match]:
         """The best-matching subjects (one match each, their best row) among rows whose purposes
         include `purpose` and that have not expired at `now`, best first, at most `k`. `path`:
-        see `_by_path` ("visible" for a masked probe)."""
+        see `_by_path` ("visible" and "visible-masked" for a masked probe)."""
         _check_text(purpose, "purpose")
         if isinstance(k, bool) or not isinstance(k, int) or k <= 0:
             raise ConfigError(f"k must be a positive integer, got {k!r}.")
@@ -650,8 +651,8 @@ class Gallery:
     def verify(self, subject_id: str, embedding: np.ndarray, purpose: str,
                now: Optional[datetime] = None, *, path: Optional[str] = None) -> Optional[float]:
         """The best score between the embedding and the subject's rows allowed for `purpose` at
-        `now`; None when the subject has no such row. `path="visible"`: against the rows'
-        visible-region templates (None when none of them holds one)."""
+        `now`; None when the subject has no such row. `path` as in `search` (None when no row of
+        the subject takes part in it)."""
         _check_text(purpose, "purpose")
         now_us = to_us(now or _now(), "now")
         vec = self._check_embedding(embedding)
@@ -728,3 +729,6 @@ class Gallery:
         with self._lock:
             return int(self._db().execute("SELECT COUNT(*) FROM rows").fetchone()[0])
 
+
+def _ids(rows: set[int]) -> np.ndarray:
+    return np.fromiter(rows, dtype=np.int64, count=len(rows))

@@ -1,7 +1,10 @@
 """Sealed gallery rows, whatever holds them: the row types, the key versions a store is under, and
 how a row is sealed and opened. A row sealed since masked faces are matched also holds, inside the
 same seal, its visible-region template (the face under synthetic masks, protected by the same
-keyed transform): one consent, one expiry, one erasure for both. The SQLite gallery and the PostgreSQL record store both use this,
+keyed transform): one consent, one expiry, one erasure for both. Whether the enrolment image
+itself was masked is sealed with it too (the marker in front of the visible-region template), so
+a masked probe meets such a row with its own threshold and a hand edit of the flag fails the seal.
+The SQLite gallery and the PostgreSQL record store both use this,
 so a row sealed by one opens in the other byte for byte (the seal binds the row id, pseudonym,
 purposes, token reference, provenance, expiry and key versions, never where the row lives)."""
 
@@ -26,8 +29,15 @@ SCHEMA_VERSION = 1
 ROW_COLS = ("row_id, pseudonym, purposes, token_id, provenance, expires_us, "
             "transform_version, seal_version, sealed")
 # Marks a visible-region template inside a sealed blob, between the template and the token (a
-# token never starts with a NUL byte). Rows sealed without one open as before.
+# token never starts with a NUL byte). Rows sealed without one open as before. The second marker,
+# same layout after it, says the enrolment image was masked (the mask detector said so).
 VISIBLE_MAGIC = b"\x00sf-visible-1\x00"
+VISIBLE_MAGIC_MASKED = b"\x00sf-visible-masked-1\x00"
+# What a store's search and verify match (`path`): None, every row's main template; "visible", the
+# visible-region templates of rows enrolled bare; "visible-masked", those of rows enrolled masked
+# (a masked probe meets each with its own threshold); "plain-only", the main templates of rows
+# without a visible-region template (those a masked probe can meet only the plain way).
+PATHS = (None, "visible", "visible-masked", "plain-only")
 
 
 @dataclass(frozen=True)
@@ -44,6 +54,7 @@ class GalleryRow:
     last_interaction: Optional[datetime]
     token: Optional[str] = field(default=None, repr=False)  # sealed with the row; None before tokens were kept
     masked_template: bool = False  # the row holds a visible-region template for masked probes
+    masked_enrolment: bool = False  # its enrolment image was masked (sealed; a masked probe's own threshold)
 
 
 @dataclass(frozen=True)
@@ -59,6 +70,8 @@ class Enrollment:
     token: Optional[str] = None  # the consent or legal-basis token, sealed with the row
     # The raw visible-region embedding for masked probes; protected and sealed into the same row.
     visible: Optional[np.ndarray] = field(default=None, repr=False)
+    # The mask detector called the enrolment image masked; sealed with the visible-region template.
+    visible_masked: bool = False
 
 
 @dataclass(frozen=True)
@@ -96,6 +109,7 @@ class Entry:
     token_id: str
     expires_us: int
     visible: Optional[np.ndarray] = field(default=None, repr=False, compare=False)  # protected
+    masked_enrolment: bool = False  # the visible-region template comes from a masked enrolment image
 
 
 @dataclass
@@ -207,19 +221,71 @@ def pseudonym_of(keyring: Keyring, version: int, subject_id: str) -> str:
     return pseudonymize(keyring.key("pseudonym", version), subject_id)
 
 
-def blob(template: np.ndarray, token: Optional[str], visible: Optional[np.ndarray] = None) -> bytes:
+def blob(template: np.ndarray, token: Optional[str], visible: Optional[np.ndarray], masked_enrolment: bool) -> bytes:
     """What a seal covers: the protected template (little-endian float32), then the protected
-    visible-region template behind its marker if there is one, then the token."""
-    mid = b"" if visible is None else VISIBLE_MAGIC + np.asarray(visible).astype("<f4").tobytes()
+    visible-region template behind its marker if there is one (VISIBLE_MAGIC_MASKED when the
+    enrolment image was masked), then the token."""
+    if visible is None:
+        if masked_enrolment:
+            raise ConfigError("a masked enrolment is recorded with its visible-region template; this row has none. "
+                              "Pass the visible-region embedding with visible_masked=True, or leave the flag off.")
+        mid = b""
+    else:
+        magic = VISIBLE_MAGIC_MASKED if masked_enrolment else VISIBLE_MAGIC
+        mid = magic + np.asarray(visible).astype("<f4").tobytes()
     return template.astype("<f4").tobytes() + mid + (token or "").encode("utf-8")
 
 
 def seal_row(keys: Keys, row_id: int, pseudonym: str, purposes: Sequence[str], token_id: str, provenance: str,
-             expires_us: int, template: np.ndarray, token: Optional[str],
-             visible: Optional[np.ndarray] = None) -> bytes:
+             expires_us: int, template: np.ndarray, token: Optional[str], *,
+             visible: Optional[np.ndarray], masked_enrolment: bool) -> bytes:
+    """Seal a row. `visible` and `masked_enrolment` have no defaults: a re-seal (touch, rekey)
+    that forgot them would drop the visible-region template or the masked-enrolment flag."""
     binding = RowBinding(int(row_id), pseudonym, tuple(purposes), token_id, provenance, int(expires_us),
                          keys.transform_version, keys.seal_version)
-    return keys.sealer.seal(blob(template, token, visible), binding)
+    return keys.sealer.seal(blob(template, token, visible, masked_enrolment), binding)
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """An Enrollment checked for storing (as `add_many` of either store needs it): its pseudonym,
+    the unit raw embeddings, purposes sorted, expiry in microseconds."""
+
+    pseudonym: str
+    embedding: np.ndarray = field(repr=False)
+    purposes: tuple[str, ...]
+    token_id: str
+    provenance: str
+    expires_us: int
+    token: Optional[str] = field(repr=False)
+    visible: Optional[np.ndarray] = field(repr=False)
+    visible_masked: bool
+
+
+def prepare(item: Enrollment, pseudonym: str, dim: int) -> Prepared:
+    purposes = check_purposes(item.purposes)
+    check_text(item.token_id, "token_id")
+    check_text(item.provenance, "provenance")
+    if item.visible_masked and item.visible is None:
+        raise ConfigError("visible_masked=True needs the enrolment's visible-region embedding (visible=...): the "
+                          "flag is sealed with that template.")
+    return Prepared(pseudonym, check_embedding(item.embedding, dim), purposes, item.token_id, item.provenance,
+                    to_us(item.expires_at, "expires_at"), item.token,
+                    None if item.visible is None else check_embedding(item.visible, dim), bool(item.visible_masked))
+
+
+def check_path(path: Optional[str]) -> None:
+    if path not in PATHS:
+        raise ConfigError(f"path must be one of {', '.join(map(repr, PATHS))}, got {path!r}.")
+
+
+def path_template(entry: Entry, vec: np.ndarray, path: Optional[str]) -> Optional[np.ndarray]:
+    """The template of a row that `path` (see PATHS) scores, or None when the row takes no part."""
+    if path is None:
+        return vec
+    if path == "plain-only":
+        return vec if entry.visible is None else None
+    return entry.visible if entry.masked_enrolment == (path == "visible-masked") else None
 
 
 def protect(keys: Keys, raw: Optional[np.ndarray], dim: int) -> Optional[np.ndarray]:
@@ -257,17 +323,20 @@ def unseal_row(keys: Keys, row: Sequence[Any], dim: int) -> tuple[Entry, np.ndar
     n = 4 * dim
     if len(plain) < n:
         raise IntegrityError(f"gallery row {row_id} failed its integrity check: its template has the wrong length.")
-    rest, visible = plain[n:], None
-    if rest.startswith(VISIBLE_MAGIC):
-        m = len(VISIBLE_MAGIC)
-        if len(rest) < m + n:
-            raise IntegrityError(f"gallery row {row_id} failed its integrity check: its visible-region template "
-                                 f"has the wrong length.")
-        visible = np.frombuffer(rest[m:m + n], dtype="<f4").astype(np.float32)
-        rest = rest[m + n:]
+    rest, visible, masked_enrolment = plain[n:], None, False
+    for magic, masked in ((VISIBLE_MAGIC, False), (VISIBLE_MAGIC_MASKED, True)):
+        if rest.startswith(magic):
+            m = len(magic)
+            if len(rest) < m + n:
+                raise IntegrityError(f"gallery row {row_id} failed its integrity check: its visible-region template "
+                                     f"has the wrong length.")
+            visible, masked_enrolment = np.frombuffer(rest[m:m + n], dtype="<f4").astype(np.float32), masked
+            rest = rest[m + n:]
+            break
     token = rest.decode("utf-8") if rest else None
     vec = np.frombuffer(plain[:n], dtype="<f4").astype(np.float32)
-    return Entry(str(pseudonym), frozenset(purposes), str(token_id), int(expires_us), visible), vec, token
+    return (Entry(str(pseudonym), frozenset(purposes), str(token_id), int(expires_us), visible, masked_enrolment),
+            vec, token)
 
 
 def describe(entry: Entry, row_id: int, provenance: str, created_at: str, last_interaction: Optional[str],
@@ -275,4 +344,4 @@ def describe(entry: Entry, row_id: int, provenance: str, created_at: str, last_i
     return GalleryRow(int(row_id), entry.pseudonym, tuple(sorted(entry.purposes)), entry.token_id,
                       from_us(entry.expires_us), str(provenance), datetime.fromisoformat(created_at),
                       datetime.fromisoformat(last_interaction) if last_interaction else None, token,
-                      entry.visible is not None)
+                      entry.visible is not None, entry.masked_enrolment)

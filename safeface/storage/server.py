@@ -14,9 +14,10 @@ vectors "removed" only once a query by id finds none of them, otherwise "pending
 Milvus for candidates, then opens each candidate's record and scores it from there: a row
 erased, expired or outside the purpose is never returned, whatever Milvus still holds.
 
-Visible-region templates (masked probes) live only in the sealed records, not in Milvus: a masked
-search takes Milvus's candidates for the probe against the main templates (a wider net, MASKED_FETCH
-times as many) and scores each from its record's visible-region template. In a gallery no larger
+Visible-region templates (masked probes, with the flag saying whether the enrolment image was
+masked) live only in the sealed records, not in Milvus: a masked search takes Milvus's candidates
+for the probe against the main templates (a wider net, MASKED_FETCH times as many) and scores
+each from its record's visible-region template. In a gallery no larger
 than the net that is every row; beyond it, a mated row whose main template ranks below the net is
 missed.
 """
@@ -40,8 +41,8 @@ from ..hazmat.templates.keyring import Keyring
 from ..hazmat.templates.transform import TemplateTransform
 from ..hazmat.templates.sealing import Sealer
 from .rows import (ROW_COLS, Enrollment, Entry, ErasureResult, GalleryRow, Keys, Match, RekeyResult,
-                   check_embedding, check_purposes, check_text, describe, from_us, initial_meta, iso, keys_from_meta,
-                   protect, pseudonym_of, rekeyed, seal_row, to_us, unseal_row, utc_now)
+                   check_embedding, check_path, check_text, describe, from_us, initial_meta, iso, keys_from_meta,
+                   path_template, prepare, protect, pseudonym_of, rekeyed, seal_row, to_us, unseal_row, utc_now)
 from .vectors import MilvusVectors
 
 NAMESPACE_RE = re.compile(r"^[a-z_][a-z0-9_]{0,40}$")
@@ -53,7 +54,7 @@ FETCH_MAX = 16384  # Milvus's largest search limit
 FRACTION_SAMPLE = 20_000
 FRACTION_TTL_S = 60.0
 MASKED_FETCH = 8  # a masked search asks Milvus for this many times the candidates (see above)
-PATHS = (None, "visible", "plain-only")
+VISIBLE_PATHS = ("visible", "visible-masked")  # scored from the sealed records' visible-region templates
 CEILING = "committed_ceiling"  # meta key: see ServerStore._raise_ceiling
 
 _SCHEMA = """
@@ -400,14 +401,7 @@ class ServerStore:
         vectors. Both hooks run inside the transaction, under the write lock (as in the SQLite
         gallery). Milvus is checked first, so an unreachable index refuses before anything is
         written; if it fails between the two writes the vectors are written later."""
-        prepared = []
-        for it in items:
-            purposes_t = check_purposes(it.purposes)
-            check_text(it.token_id, "token_id")
-            check_text(it.provenance, "provenance")
-            prepared.append((self.pseudonym(it.subject_id), check_embedding(it.embedding, self._dim), purposes_t,
-                             it.token_id, it.provenance, to_us(it.expires_at, "expires_at"), it.token,
-                             None if it.visible is None else check_embedding(it.visible, self._dim)))
+        prepared = [prepare(it, self.pseudonym(it.subject_id), self._dim) for it in items]
         created = utc_now()
         out: list[GalleryRow] = []
         with self._write_lock.held():
@@ -416,19 +410,21 @@ class ServerStore:
                 if decide is not None:
                     decide()
                 keys = self._require_keys()
-                raw = np.stack([v for _, v, *_ in prepared]) if prepared else np.zeros((0, self._dim))
+                raw = np.stack([p.embedding for p in prepared]) if prepared else np.zeros((0, self._dim))
                 templates = keys.transform.apply(raw).astype(np.float32)
                 ids = [int(r[0]) for r in self._conn.execute(
                     f"SELECT nextval(pg_get_serial_sequence('{self._ns}.rows', 'row_id')) "
                     "FROM generate_series(1, %s)", (len(prepared),)).fetchall()] if prepared else []
                 records = []
-                for rid, (ps, _, purposes_t, token_id, prov, exp_us, token, raw_vis), t in zip(ids, prepared, templates):
-                    vis = protect(keys, raw_vis, self._dim)
-                    records.append((rid, ps, json.dumps(list(purposes_t)), token_id, prov, exp_us, iso(created),
-                                    iso(created), keys.transform_version, keys.seal_version,
-                                    seal_row(keys, rid, ps, purposes_t, token_id, prov, exp_us, t, token, vis)))
-                    out.append(GalleryRow(rid, ps, purposes_t, token_id, from_us(exp_us), prov, created, created,
-                                          masked_template=vis is not None))
+                for rid, p, t in zip(ids, prepared, templates):
+                    vis = protect(keys, p.visible, self._dim)
+                    records.append((rid, p.pseudonym, json.dumps(list(p.purposes)), p.token_id, p.provenance,
+                                    p.expires_us, iso(created), iso(created), keys.transform_version, keys.seal_version,
+                                    seal_row(keys, rid, p.pseudonym, p.purposes, p.token_id, p.provenance, p.expires_us,
+                                             t, p.token, visible=vis, masked_enrolment=p.visible_masked)))
+                    out.append(GalleryRow(rid, p.pseudonym, p.purposes, p.token_id, from_us(p.expires_us), p.provenance,
+                                          created, created, masked_template=vis is not None,
+                                          masked_enrolment=p.visible_masked))
                 # COPY, not INSERT per row: a third of the enrolment time at 2,000-row batches.
                 with self._conn.cursor() as cur, cur.copy(
                         f"COPY {self._ns}.rows (row_id, pseudonym, purposes, token_id, provenance, expires_us, "
@@ -441,7 +437,7 @@ class ServerStore:
                     before_commit(out)
             self._at("add:recorded")
             try:
-                self.vectors.upsert(ids, templates, [p for _, _, p, *_ in prepared], [p[5] for p in prepared])
+                self.vectors.upsert(ids, templates, [p.purposes for p in prepared], [p.expires_us for p in prepared])
                 self._clear(ids)
             except BackendError:
                 pass  # recorded; the note stays and the next write or open writes the vectors
@@ -508,7 +504,8 @@ class ServerStore:
                     for r in rows:
                         entry, vec, token = unseal_row(keys, r, self._dim)
                         sealed = seal_row(keys, int(r[0]), p, sorted(entry.purposes), entry.token_id, str(r[4]),
-                                          exp_us, vec, token, entry.visible)
+                                          exp_us, vec, token, visible=entry.visible,
+                                          masked_enrolment=entry.masked_enrolment)
                         self._conn.execute(f"UPDATE {self._ns}.rows SET expires_us = %s, sealed = %s "
                                            "WHERE row_id = %s", (exp_us, sealed, int(r[0])))
                     self._note([int(r[0]) for r in rows], "upsert")
@@ -541,7 +538,8 @@ class ServerStore:
                     entry, t_old, token = unseal_row(old, r, self._dim)
                     t_new = (t_old if same else old.transform.rekey_to(new.transform, t_old)).astype("<f4")
                     sealed = seal_row(new, int(r[0]), entry.pseudonym, json.loads(r[2]), entry.token_id, str(r[4]),
-                                      entry.expires_us, t_new, token, rekeyed(old, new, same, entry.visible))
+                                      entry.expires_us, t_new, token, visible=rekeyed(old, new, same, entry.visible),
+                                      masked_enrolment=entry.masked_enrolment)
                     self._conn.execute(f"UPDATE {self._ns}.rows SET transform_version = %s, seal_version = %s, "
                                        "sealed = %s WHERE row_id = %s", (tv, sv, sealed, int(r[0])))
                 with self._conn.cursor() as cur:
@@ -570,25 +568,26 @@ class ServerStore:
         """The best-matching subjects (one match each, their best row) among rows whose purposes
         include `purpose` and that have not expired at `now`, best first, at most `k`. Milvus
         proposes; each proposal is opened from the records and scored from its sealed template.
-        `path` as in the SQLite gallery: "visible" scores the rows' visible-region templates
-        (rows without one take no part), "plain-only" the main templates of rows without one."""
+        `path` as in the SQLite gallery (storage.rows.PATHS): "visible" and "visible-masked" score
+        the visible-region templates of the rows enrolled bare and masked (other rows take no
+        part), "plain-only" the main templates of rows without one."""
         check_text(purpose, "purpose")
-        _check_path(path)
+        check_path(path)
         if isinstance(k, bool) or not isinstance(k, int) or k <= 0:
             raise ConfigError(f"k must be a positive integer, got {k!r}.")
         now_us = to_us(now or utc_now(), "now")
         q = self._require_keys().transform.apply(check_embedding(embedding, self._dim)).astype(np.float32)
-        fetch = min(FETCH_MAX, 4 * k * (MASKED_FETCH if path == "visible" else 1))
+        fetch = min(FETCH_MAX, 4 * k * (MASKED_FETCH if path in VISIBLE_PATHS else 1))
         while True:
             hits = self.vectors.search(q, purpose, now_us, fetch, self.allowed_fraction(purpose))
-            if threshold is not None and path != "visible":  # Milvus scores main templates only
+            if threshold is not None and path not in VISIBLE_PATHS:  # Milvus scores main templates only
                 hits = [(i, s) for i, s in hits if s >= threshold - 1e-4]
             opened = self._open_rows([i for i, _ in hits])
             best: dict[str, Match] = {}
             for rid, (entry, vec) in opened.items():
                 if purpose not in entry.purposes or entry.expires_us <= now_us:
                     continue
-                t = _scored(entry, vec, path)
+                t = path_template(entry, vec, path)
                 if t is None:
                     continue
                 score = float(np.dot(t, q))
@@ -622,17 +621,17 @@ class ServerStore:
     def verify(self, subject_id: str, embedding: np.ndarray, purpose: str,
                now: Optional[datetime] = None, *, path: Optional[str] = None) -> Optional[float]:
         """The best score between the embedding and the subject's rows allowed for `purpose` at
-        `now`, from the records alone; None when there is no such row. `path="visible"`: against
-        the rows' visible-region templates (None when none holds one)."""
+        `now`, from the records alone; None when there is no such row. `path` as in `search`
+        (None when no row of the subject takes part in it)."""
         check_text(purpose, "purpose")
-        _check_path(path)
+        check_path(path)
         now_us = to_us(now or utc_now(), "now")
         keys = self._require_keys()
         q = keys.transform.apply(check_embedding(embedding, self._dim)).astype(np.float32)
         scores = []
         for r in self._sql(f"SELECT {ROW_COLS} FROM {{ns}}.rows WHERE pseudonym = %s", (self.pseudonym(subject_id),)):
             entry, vec, _ = unseal_row(keys, r, self._dim)
-            t = _scored(entry, vec, path)
+            t = path_template(entry, vec, path)
             if t is not None and purpose in entry.purposes and entry.expires_us > now_us:
                 scores.append(float(np.dot(t, q)))
         return max(scores) if scores else None
@@ -734,18 +733,6 @@ class IndexCheck:
         return {"rows": self.rows, "vectors": self.vectors, "missing": list(self.missing),
                 "orphans": list(self.orphans), "stale": list(self.stale), "pending": self.pending,
                 "consistent": self.consistent, "repaired": self.repaired}
-
-
-def _check_path(path: Optional[str]) -> None:
-    if path not in PATHS:
-        raise ConfigError(f"path must be None, 'visible' or 'plain-only', got {path!r}.")
-
-
-def _scored(entry: Entry, vec: np.ndarray, path: Optional[str]) -> Optional[np.ndarray]:
-    """The template of a row that `path` scores, or None when the row takes no part in it."""
-    if path == "visible":
-        return entry.visible
-    return vec if path is None or entry.visible is None else None
 
 
 def _exists(conn: Any, ns: str) -> bool:

@@ -174,23 +174,28 @@ class Deployment:
     def match_threshold(self) -> Optional[float]:
         """The cosine score from which two faces match, or None for the engine's default. A value
         outside (0, 1] would let strangers match (-1, 0, NaN) or nobody (2), so it is refused."""
-        t = self.section("matching").get("threshold")
-        if t is None:
-            return None
-        if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t) or not 0 < t <= 1:
-            raise ConfigError(f"matching.threshold must be a number in (0, 1] (or null for the default), not {t!r}.")
-        return float(t)
+        return self._score_threshold("threshold")
 
     @property
     def masked_threshold(self) -> Optional[float]:
-        """The threshold of the masked path (a masked probe against visible-region templates),
-        or None for the engine's default; (0, 1] as the plain one."""
-        t = self.section("matching").get("masked_threshold")
+        """The threshold of the masked path (a masked probe against the visible-region templates
+        of bare enrolments), or None for the engine's default; (0, 1] as the plain one."""
+        return self._score_threshold("masked_threshold")
+
+    @property
+    def both_masked_threshold(self) -> Optional[float]:
+        """The threshold of a masked probe against the visible-region templates of masked
+        enrolments (two masked strangers look more alike), or None for the engine's default;
+        (0, 1] as the plain one."""
+        return self._score_threshold("both_masked_threshold")
+
+    def _score_threshold(self, key: str) -> Optional[float]:
+        """matching.<key>: a cosine score in (0, 1], or None (null or absent) for the default."""
+        t = self.section("matching").get(key)
         if t is None:
             return None
         if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t) or not 0 < t <= 1:
-            raise ConfigError(f"matching.masked_threshold must be a number in (0, 1] (or null for the default), "
-                              f"not {t!r}.")
+            raise ConfigError(f"matching.{key} must be a number in (0, 1] (or null for the default), not {t!r}.")
         return float(t)
 
     @property

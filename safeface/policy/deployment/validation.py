@@ -109,7 +109,8 @@ def findings(dep: "Deployment", today: dt.date) -> list[Finding]:
     roles = dep.roles
     unknown = sorted({o for ops in roles.values() for o in ops} - set(ALL_OPERATIONS))
     problem = (f"roles name unknown operations {unknown}." if unknown
-               else _error_of(lambda: dep.match_threshold) or _error_of(lambda: dep.masked_threshold))
+               else _error_of(lambda: dep.match_threshold) or _error_of(lambda: dep.masked_threshold)
+               or _error_of(lambda: dep.both_masked_threshold))
     add("security", problem, f"roles: {', '.join(sorted(roles))}; matching threshold "
         f"{_or_none(lambda: dep.match_threshold) or 'default'}.")
     return out
