@@ -9,6 +9,7 @@ what the masked search costs on bare images: covers beyond those HOG and MMOD fi
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from safeface.anonymize.detect import FaceFinder, iou
@@ -17,7 +18,10 @@ from safeface.hazmat.vision.dlib_engine import DlibEngine
 from safeface.hazmat.vision.masks import draw_mask
 from safeface.imageio import load_image
 
-ROOT = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "lfw-dev" / "images"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from lfw import datasets_root  # noqa: E402
+
+ROOT = datasets_root() / "lfw-dev" / "images"
 
 
 def main() -> None:

@@ -113,3 +113,44 @@ def test_weak_detections_come_from_the_same_search(pipe: Pipeline, fr_images: Pa
     other = np.ascontiguousarray(img[:, ::-1])
     assert engine.weak_rects(other, "hog", 1) == []  # type: ignore[attr-defined]
     assert engine.weak_rects(img, "mmod", 1) == []  # type: ignore[attr-defined]  # never searched
+
+
+@pytest.mark.slow
+def test_the_masked_face_detector_finds_faces_the_other_searches_miss(pipe: Pipeline, datasets: Path) -> None:
+    # Held-out people, the evaluation's masks: HOG, HOG x2 and MMOD find no face, and none of
+    # their weak detections is a covered face; our masked-face detector finds the masked face.
+    from safeface.hazmat.vision.mask_detect import check_mask
+
+    plain = Pipeline(pipe.engine, PipelineConfig(steps=(("hog", 1), ("hog", 2), ("mmod", 1))))
+    for name in ("Barbara_Roberts/Barbara_Roberts_0001.jpg", "Don_King/Don_King_0001.jpg",
+                 "Jack_Nicholson/Jack_Nicholson_0003.jpg", "James_Smith/James_Smith_0001.jpg"):
+        path = datasets / "lfw-dev" / "images" / name
+        assert not trained_on(path.parent.name)
+        key, data = read_hashed(path)
+        img = load_image(data)
+        bare = pick_subject(pipe.detect(img), img.shape)
+        assert bare is not None
+        masked = draw_mask(img, bare.landmarks, bare.box, "random", image_seed(key, 0))
+        assert plain.detect(masked) == [], name
+        weak = pipe.masked_candidates(masked, [f for f in pipe.engine.detect(masked, "masked", 1)
+                                               if f.detector != "masked-maskface"])
+        vecs = pipe.embed_faces(masked, weak)
+        assert not any(check_mask(masked, f.landmarks, v).masked for f, v in zip(weak, vecs)), name
+        r = pipe.embed(masked)
+        assert r.face is not None and r.face.detector == "masked-maskface", (name, r.face)
+        assert _overlap(r.face.box, bare.box) > 0.7, name
+
+
+def test_an_altered_masked_face_detector_file_is_refused(tmp_path: Path) -> None:
+    from safeface.errors import ModelError
+    from safeface.modelstore import registry
+    from safeface.hazmat.vision.masked_faces import MODEL_FILE, MODEL_NAME
+
+    entry = registry.entry(MODEL_NAME)
+    assert registry.verify(entry) == MODEL_FILE  # the shipped file is the manifest's
+    swapped = tmp_path / MODEL_FILE.name
+    raw = bytearray(MODEL_FILE.read_bytes())
+    raw[len(raw) // 2] ^= 0x01  # one weight nudged: a detector that finds other things
+    swapped.write_bytes(bytes(raw))
+    with pytest.raises(ModelError, match="not loaded"):
+        registry.verify(entry, swapped)

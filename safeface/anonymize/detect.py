@@ -21,6 +21,11 @@ SMALL_IMAGE_SIDE = 1600
 # masked faces at its own bar 0 and about 89% at -0.7; at -1.0, 96%, but it also covers bits of
 # wallpaper (0.18 per bare image; two on face_recognition's obama.jpg, one at -0.80 on t1.jpg).
 MASKED_MMOD_BAR = -0.7
+# And our masked-face detector (hazmat/vision/masked_faces.py) at this bar, unconfirmed too: on the
+# LFW dev people it was not trained on it finds 98% of masked faces at upsample 1, with a box
+# elsewhere on 0.6% of bare images (at the recognition pipeline's -0.75, where the mask detector
+# confirms each box: 99%, and 5%).
+MASKED_FACE_BAR = -0.5
 # dlib's HOG window: a face about this wide (in the searched copy) is the smallest found without
 # upsampling; each upsampling halves it.
 HOG_WINDOW = 80
@@ -89,8 +94,8 @@ def check_detector(detector: str) -> str:
 class FaceFinder:
     """Detector(s) used to find faces to cover. HOG always runs as a safety net beside the chosen
     detector: for anonymization a missed face costs far more than a spare cover. `masked` (on by
-    default): also the masked search, MMOD at a lower bar (MASKED_MMOD_BAR) on the ONNX engine,
-    unconfirmed, since confirming a masked face would need landmarks and an embedding, which the
+    default): also the masked search, our masked-face detector (MASKED_FACE_BAR) and MMOD at a
+    lower bar (MASKED_MMOD_BAR) on the ONNX engine, both unconfirmed, since confirming a masked face would need landmarks and an embedding, which the
     anonymizer never computes. Without the ONNX engine (or with a detection-only engine, as
     tracking uses) there is no masked search."""
 
@@ -99,6 +104,7 @@ class FaceFinder:
     onnx_engine: Any = None
     masked: bool = True
     _hog: Optional[DetectionEngine] = field(default=None, init=False, repr=False)
+    _masked_faces: Any = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         check_detector(self.detector)
@@ -129,16 +135,22 @@ class FaceFinder:
     def _masked_boxes(self, image: np.ndarray) -> list[Box]:
         if isinstance(self.engine, DetectionEngine):
             return []
+        if self._masked_faces is None:
+            from ..hazmat.vision.masked_faces import MaskedFaceDetector
+
+            self._masked_faces = MaskedFaceDetector()
+        boxes = [(float(r.left()), float(r.top()), float(r.right()), float(r.bottom()))
+                 for r, _ in self._masked_faces.rects(image, 1, MASKED_FACE_BAR)]
         if self.onnx_engine is None:
             try:
                 self.onnx_engine = _onnx_engine()
             except ModelError:
                 self.masked = False  # said once in the docstring; HOG (and MMOD) still run
-                return []
+                return boxes
         search = getattr(self.onnx_engine, "mmod_detections", None)
         if search is None:
-            return []
-        return [tuple(map(float, d.rect)) for d in search(image, 1, MASKED_MMOD_BAR)]  # type: ignore[misc]
+            return boxes
+        return boxes + [tuple(map(float, d.rect)) for d in search(image, 1, MASKED_MMOD_BAR)]  # type: ignore[misc]
 
     def search(self, image: np.ndarray, search: Search) -> list[Box]:
         """The video path's search of one frame: `search` at a bar SEARCH_MARGIN under dlib's

@@ -13,7 +13,7 @@ from typing import Any, Optional
 import numpy as np
 
 from ..errors import ConfigError
-from ..hazmat.vision import DEFAULT_ENGINE, DEFAULT_MASKED_THRESHOLD, DEFAULT_PICK, DEFAULT_THRESHOLD, ENGINES, PICKS
+from ..hazmat.vision import DEFAULT_BOTH_MASKED_THRESHOLD, DEFAULT_ENGINE, DEFAULT_MASKED_THRESHOLD, DEFAULT_PICK, DEFAULT_THRESHOLD, ENGINES, PICKS
 from .common import EXIT_OK, print_json, say
 
 
@@ -52,6 +52,9 @@ def _mask_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mask-seed", type=int, default=0, help="seed of the synthetic masks (default 0)")
     p.add_argument("--masked-threshold", type=float, default=DEFAULT_MASKED_THRESHOLD,
                    help=f"the masked path's threshold (default {DEFAULT_MASKED_THRESHOLD})")
+    p.add_argument("--both-masked-threshold", type=float, default=DEFAULT_BOTH_MASKED_THRESHOLD,
+                   help="the masked path's threshold for an enrolment the mask detector called masked "
+                        f"(default {DEFAULT_BOTH_MASKED_THRESHOLD})")
 
 
 def register(sub: Any) -> None:
@@ -154,7 +157,8 @@ def _verify(args: argparse.Namespace) -> int:
 
         mrec = mk.masked_records(session, [p for pr in pairs for p in (pr.image1, pr.image2)], args.mask_probe,
                                  args.mask_seed, progress=not args.no_progress)
-        mfig, scen = mk.masked_verification(pairs, records, mrec, args.threshold, args.masked_threshold)
+        mfig, scen = mk.masked_verification(pairs, records, mrec, args.threshold, args.masked_threshold,
+                                             args.both_masked_threshold)
         mfig["kind"], mfig["seed"] = args.mask_probe, args.mask_seed
         figures["masked"] = mfig
         for name in ("probe_masked", "both_masked"):
@@ -211,7 +215,8 @@ def _identify(args: argparse.Namespace) -> int:
         from ..evaluate import masked as mk
 
         mrec = mk.masked_records(session, ss.paths(), args.mask_probe, args.mask_seed, progress=not args.no_progress)
-        ifig = mk.masked_identification(ss, records, mrec, args.threshold, args.masked_threshold)
+        ifig = mk.masked_identification(ss, records, mrec, args.threshold, args.masked_threshold,
+                                        args.both_masked_threshold)
         ifig["kind"], ifig["seed"] = args.mask_probe, args.mask_seed
         figures["masked"] = ifig
     return _finish(args, "identify", _dataset(args, people=len({n for n, _ in ss.gallery + ss.mated + ss.nonmated})),

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -58,12 +58,18 @@ class SearchScores:
     nonmated_without_face: int
 
 
-def search(ss: SearchSet, records: Mapping[Path, Record]) -> SearchScores:
+def search(ss: SearchSet, records: Mapping[Path, Record],
+           offsets: Optional[Mapping[Path, float]] = None) -> SearchScores:
+    """Scores of every search. `offsets`: added to the scores of each gallery image's template
+    (a path's threshold moved onto the deployed one, so that templates matched with different
+    thresholds rank by their margin, as the SDK ranks them)."""
     enrolled: list[tuple[str, np.ndarray]] = []
+    shift: list[float] = []
     for n, p in ss.gallery:
         e = records[p].embedding
         if e is not None:
             enrolled.append((n, e))
+            shift.append(0.0 if offsets is None else float(offsets[p]))
     fte = len(ss.gallery) - len(enrolled)
     if not enrolled:
         raise ConfigError("no gallery image gave a face; nothing to search (check --root and --limit).")
@@ -71,6 +77,7 @@ def search(ss: SearchSet, records: Mapping[Path, Record]) -> SearchScores:
     index = {n: k for k, n in enumerate(names)}
     g = np.stack([e for _, e in enrolled]).astype(np.float32)
     g /= np.linalg.norm(g, axis=1, keepdims=True)
+    off = np.asarray(shift, dtype=np.float32)
     mate_scores, mate_ranks, no_face_m = [], [], 0
     for n, p in ss.mated:
         e = records[p].embedding
@@ -81,7 +88,7 @@ def search(ss: SearchSet, records: Mapping[Path, Record]) -> SearchScores:
             mate_scores.append(-np.inf)
             mate_ranks.append(len(g) + 1)
             continue
-        s = g @ (e / np.linalg.norm(e))
+        s = g @ (e / np.linalg.norm(e)) + off
         mate_scores.append(float(s[index[n]]))
         mate_ranks.append(int(metrics.mate_ranks(s[None, :], [index[n]])[0]))
     top, no_face_n = [], 0
@@ -90,7 +97,7 @@ def search(ss: SearchSet, records: Mapping[Path, Record]) -> SearchScores:
         if e is None:
             no_face_n += 1
             continue
-        top.append(float(np.max(g @ (e / np.linalg.norm(e)))))
+        top.append(float(np.max(g @ (e / np.linalg.norm(e)) + off)))
     return SearchScores(np.array(mate_scores), np.array(mate_ranks, dtype=np.int64), np.array(top),
                         len(g), fte, no_face_m, no_face_n)
 

@@ -40,7 +40,7 @@ from .verification import NO_FACE_SCORE, PairScores, verification_metrics
 
 MASK_PROBES = MASK_KINDS + (RANDOM,)
 # Names the masked search of the pipeline in cache keys: a change to it never reuses old records.
-MASKED_STEP_VERSION = 5
+MASKED_STEP_VERSION = 6
 
 
 @dataclass(frozen=True)
@@ -122,7 +122,8 @@ def _compute(pipeline: Any, data: bytes, kind: str, seed: int) -> tuple[Record, 
     conf = (check_mask(masked, r.face.landmarks, r.embedding).confidence
             if r.face is not None and r.embedding is not None else float("nan"))
     det = r.face.detector if r.face is not None else ""
-    mv = visible_region_embedding(pipeline, masked, r.face) if r.face is not None else None
+    mv = (visible_region_embedding(pipeline, masked, r.face, masked=bool(conf >= mask_threshold()))
+          if r.face is not None else None)
     return (Record(r.embedding, len(r.faces), _pack(det, conf)), Record(visible, 1, _pack("visible", bare_conf)),
             Record(mv, 1 if mv is not None else 0, ""))
 
@@ -142,14 +143,17 @@ class Scenario:
 
 
 def scenario(pairs: Sequence[Pair], bare: Mapping[Path, Record], masked: Mapping[Path, MaskedRecord],
-             mode: str, threshold: float, masked_threshold: float, aware: bool = True) -> Scenario:
+             mode: str, threshold: float, masked_threshold: float, aware: bool = True,
+             both_masked_threshold: Optional[float] = None) -> Scenario:
     """mode "probe": enrolment bare, probe masked; "both": both masked; "bare": neither.
     `aware` False scores the masked probe against the main template with the usual threshold
-    (the pipeline without the masked path)."""
+    (the pipeline without the masked path). `both_masked_threshold`: the masked path's threshold
+    for an enrolment the mask detector called masked (None: `masked_threshold`)."""
     scores, acquired, path_m = [], [], []
     for p in pairs:
         probe = masked[p.image2]
         enrol_bare = bare[p.image1].embedding
+        path_threshold = masked_threshold
         if mode == "bare":
             s, m = _cos(enrol_bare, bare[p.image2].embedding), False
         else:
@@ -157,13 +161,15 @@ def scenario(pairs: Sequence[Pair], bare: Mapping[Path, Record], masked: Mapping
             if mode == "both":
                 s = (_cos(masked[p.image1].masked_visible, probe.masked_visible) if m
                      else _cos(masked[p.image1].masked, probe.masked))
+                if both_masked_threshold is not None and masked[p.image1].detected_masked:
+                    path_threshold = both_masked_threshold
             else:
                 s = _cos(masked[p.image1].visible, probe.masked_visible) if m else _cos(enrol_bare, probe.masked)
         if s is None:
             scores.append(NO_FACE_SCORE)
             acquired.append(False)
         else:
-            scores.append(s - masked_threshold + threshold if m else s)
+            scores.append(s - path_threshold + threshold if m else s)
             acquired.append(True)
         path_m.append(m)
     ps = PairScores(np.array(scores), np.array([p.same for p in pairs]), np.array([p.fold for p in pairs]),
@@ -201,10 +207,19 @@ def calibrate_on_trained_half(bare: Mapping[Path, Record], masked: Mapping[Path,
     v, mv = unit([masked[p].visible for p in paths]), unit([masked[p].masked_visible for p in paths])
     probe_masked = np.array([masked[p].detected_masked for p in paths], dtype=bool)
     masked_imp = (v @ mv.T)[diff & probe_masked[None, :]]
+    # Both masked: a masked enrolment's visible-region template (made from the masked image)
+    # against a masked probe's, each image once as enrolment and once as probe.
+    both = diff & probe_masked[None, :] & probe_masked[:, None]
+    both_imp = (mv @ mv.T)[np.triu(both, 1)]
     fmr = float(np.mean(bare_imp >= threshold))
+
+    def at_fmr(imp: np.ndarray) -> float:
+        return metrics.threshold_at_rate(imp, max(fmr, 1.0 / max(imp.size, 1)))
+
     return {"images": len(paths), "bare_impostor_pairs": int(bare_imp.size),
-            "masked_impostor_pairs": int(masked_imp.size), "bare_fmr_at_threshold": fmr,
-            "masked_threshold": metrics.threshold_at_rate(masked_imp, max(fmr, 1.0 / max(masked_imp.size, 1)))}
+            "masked_impostor_pairs": int(masked_imp.size), "both_masked_impostor_pairs": int(both_imp.size),
+            "bare_fmr_at_threshold": fmr, "masked_threshold": at_fmr(masked_imp),
+            "both_masked_threshold": at_fmr(both_imp)}
 
 
 def scenario_figures(sc: Scenario, records: Mapping[Path, Any], threshold: float) -> dict[str, object]:
@@ -236,13 +251,15 @@ def fta_figures(masked: Mapping[Path, MaskedRecord]) -> dict[str, object]:
 
 
 def masked_verification(pairs: Sequence[Pair], bare: Mapping[Path, Record], masked: Mapping[Path, MaskedRecord],
-                        threshold: float, masked_threshold: float) -> tuple[dict[str, object], dict[str, Scenario]]:
+                        threshold: float, masked_threshold: float, both_masked_threshold: float
+                        ) -> tuple[dict[str, object], dict[str, Scenario]]:
     """Every masked-face figure of `eval verify`, next to the unmasked ones of the same run."""
     scen = {
         "unmasked": scenario(pairs, bare, masked, "bare", threshold, masked_threshold),
         "probe_masked": scenario(pairs, bare, masked, "probe", threshold, masked_threshold),
         "probe_masked_plain": scenario(pairs, bare, masked, "probe", threshold, masked_threshold, aware=False),
-        "both_masked": scenario(pairs, bare, masked, "both", threshold, masked_threshold),
+        "both_masked": scenario(pairs, bare, masked, "both", threshold, masked_threshold,
+                                both_masked_threshold=both_masked_threshold),
         "both_masked_plain": scenario(pairs, bare, masked, "both", threshold, masked_threshold, aware=False),
     }
     tagged = {Path(f"{p}#masked"): Record(r.masked, 1 if r.masked is not None else 0, r.detector)
@@ -255,8 +272,9 @@ def masked_verification(pairs: Sequence[Pair], bare: Mapping[Path, Record], mask
         "failure_to_acquire": fta_figures(masked),
         "mask_detection": mask_detection_figures(masked),
         "masked_threshold": masked_threshold,
-        "scores_note": "masked-path scores are shifted by (deployed threshold - masked threshold), so the "
-                       "deployed threshold decides every pair",
+        "both_masked_threshold": both_masked_threshold,
+        "scores_note": "masked-path scores are shifted by (deployed threshold - the path's threshold: masked, "
+                       "or both masked for an enrolment called masked), so the deployed threshold decides every pair",
     }
     for name, sc in scen.items():
         figures[name] = scenario_figures(sc, recs[name.replace("_plain", "")], threshold)
@@ -284,18 +302,24 @@ def masked_verification(pairs: Sequence[Pair], bare: Mapping[Path, Record], mask
     if imp.size:
         figures["masked_threshold_equal_fmr_this_run"] = calibrated_masked_threshold(
             bare_i.scores[~bare_i.same & bare_i.acquired], imp, threshold)
+    raw_both = scenario(pairs, bare, masked, "both", threshold, threshold).scores
+    enrol_masked = np.array([masked[p.image1].detected_masked for p in pairs], dtype=bool)
+    imp = raw_both.scores[~raw_both.same & scen["both_masked"].masked_path & enrol_masked & raw_both.acquired]
+    if imp.size:
+        figures["both_masked_threshold_equal_fmr_this_run"] = calibrated_masked_threshold(
+            bare_i.scores[~bare_i.same & bare_i.acquired], imp, threshold)
     figures["calibration_on_trained_half"] = calibrate_on_trained_half(bare, masked, threshold)
     return figures, scen
 
 
 def masked_identification(ss: Any, bare: Mapping[Path, Record], masked: Mapping[Path, MaskedRecord],
-                          threshold: float, masked_threshold: float) -> dict[str, object]:
+                          threshold: float, masked_threshold: float, both_masked_threshold: float) -> dict[str, object]:
     """`eval identify` with masked probes: against the gallery's visible-region templates (the
     masked path) and against its main templates (no masked path); and with gallery and probes
-    both masked. Scores of the masked path are shifted as in verification."""
+    both masked. Scores of the masked path are shifted as in verification, each gallery template
+    by its own path's threshold (a masked enrolment's: `both_masked_threshold`)."""
     from . import identification as ident
 
-    shift = threshold - masked_threshold
 
     def rec(e: Optional[np.ndarray]) -> Record:
         return Record(e, 1 if e is not None else 0, "")
@@ -305,14 +329,15 @@ def masked_identification(ss: Any, bare: Mapping[Path, Record], masked: Mapping[
     masked_probe = {p: rec(masked[p].masked) for p in probes}
     visible_probe = {p: rec(masked[p].masked_visible) for p in probes}
     out: dict[str, object] = {"failure_to_acquire": fta_figures({p: masked[p] for p in probes}),
-                              "mask_detection": mask_detection_figures(masked), "masked_threshold": masked_threshold}
-    for name, gal in (("probe_masked", {p: rec(masked[p].visible) for p in gallery_paths}),
-                      ("probe_masked_plain", {p: bare[p] for p in gallery_paths}),
-                      ("both_masked", {p: rec(masked[p].masked_visible) for p in gallery_paths})):
-        sc = ident.search(ss, {**gal, **(masked_probe if name == "probe_masked_plain" else visible_probe)})
-        if name != "probe_masked_plain":
-            sc = ident.SearchScores(sc.mate_scores + shift, sc.mate_ranks, sc.nonmated_top + shift, sc.gallery_size,
-                                    sc.failed_to_enrol, sc.mated_without_face, sc.nonmated_without_face)
+                              "mask_detection": mask_detection_figures(masked), "masked_threshold": masked_threshold,
+                              "both_masked_threshold": both_masked_threshold}
+    to_masked = {p: threshold - masked_threshold for p in gallery_paths}
+    to_both = {p: threshold - (both_masked_threshold if masked[p].detected_masked else masked_threshold)
+               for p in gallery_paths}
+    for name, gal, offsets in (("probe_masked", {p: rec(masked[p].visible) for p in gallery_paths}, to_masked),
+                               ("probe_masked_plain", {p: bare[p] for p in gallery_paths}, None),
+                               ("both_masked", {p: rec(masked[p].masked_visible) for p in gallery_paths}, to_both)):
+        sc = ident.search(ss, {**gal, **(masked_probe if name == "probe_masked_plain" else visible_probe)}, offsets)
         fig = ident.identification_metrics(sc)
         fig.pop("cmc", None)
         out[name] = fig

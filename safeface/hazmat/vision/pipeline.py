@@ -225,11 +225,11 @@ class Pipeline:
 
         return check_mask(load_image(image), face.landmarks, embedding)
 
-    def visible_embedding(self, image: ImageInput, face: Face) -> np.ndarray:
-        """The visible-region template of `face` (see visible.py)."""
+    def visible_embedding(self, image: ImageInput, face: Face, *, masked: bool = False) -> np.ndarray:
+        """The visible-region template of `face` (see visible.py); `masked`: the face wears a mask."""
         from .visible import visible_region_embedding
 
-        return visible_region_embedding(self, image, face)
+        return visible_region_embedding(self, image, face, masked=masked)
 
     def _center_face(self, img: np.ndarray) -> Face:
         h, w = img.shape[:2]
