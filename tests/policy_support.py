@@ -82,10 +82,10 @@ class CachedPipeline:
     def mask_check(self, image: Any, face: Any, embedding: Any) -> Any:
         return self._pipe.mask_check(image, face, embedding)
 
-    def visible_embedding(self, image: Any, face: Any) -> Any:
+    def visible_embedding(self, image: Any, face: Any, *, masked: bool = False) -> Any:
         if isinstance(image, (str, Path)):
-            return _cached_visible(str(Path(image).resolve()))
-        return self._pipe.visible_embedding(image, face)
+            return _cached_visible(str(Path(image).resolve()), masked)
+        return self._pipe.visible_embedding(image, face, masked=masked)
 
 
 @functools.lru_cache(maxsize=64)
@@ -96,12 +96,12 @@ def _cached_embed(path: str, count_all: bool) -> Any:
 
 
 @functools.lru_cache(maxsize=64)
-def _cached_visible(path: str) -> Any:
+def _cached_visible(path: str, masked: bool) -> Any:
     from safeface.hazmat.vision import Pipeline
 
     pipe = Pipeline(_engine())
     face = _cached_embed(path, True).face
-    return pipe.visible_embedding(path, face)
+    return pipe.visible_embedding(path, face, masked=masked)
 
 
 def masked_image(path: Path, kind: str = "surgical", seed: int = 1) -> Any:

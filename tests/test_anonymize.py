@@ -438,8 +438,16 @@ def test_masked_faces_that_hog_misses_are_covered(engine: DlibEngine, finder: Fa
             continue
         missed_by_hog += 1
         out, report = anonymize_image(masked, finder=finder)
-        if any(iou(tuple(map(float, r)), face.box) > 0.3 for r in report.regions):
+        # Covered: nine tenths of the face's box lie under one cover (a cover has a margin, so
+        # its overlap ratio with the bare box says little).
+        if any(_inside(face.box, tuple(map(float, r))) >= 0.9 for r in report.regions):
             covered += 1
             assert faces_found(engine, out) == 0
     assert missed_by_hog >= 6, "the sample should hold masked faces that HOG alone misses"
-    assert 3 * covered >= 2 * missed_by_hog, (covered, missed_by_hog)  # 8 of 11 here; 59 of 69 in the bench
+    assert covered >= missed_by_hog - 1, (covered, missed_by_hog)  # 11 of 11 here; 69 of 69 in the bench
+
+
+def _inside(a: tuple[float, ...], b: tuple[float, ...]) -> float:
+    """The share of box `a` that lies inside box `b`."""
+    inter = max(0.0, min(a[2], b[2]) - max(a[0], b[0])) * max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    return inter / max(1e-6, (a[2] - a[0]) * (a[3] - a[1]))

@@ -385,6 +385,27 @@ def test_real_head_motion_yields_evidence_that_lets_the_same_face_in(tmp_path: P
         assert dataclasses.asdict(sf.records()[0])  # one row, described without any image
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["n95", "gaiter"])
+def test_a_masked_performers_real_head_motion_still_reads_live(kind: str) -> None:
+    """A mask hides the nose and mouth that HOG looks for: the tracker falls back to our
+    masked-face detector, so a masked person's turn is followed and judged like a bare one's."""
+    from safeface.capture.liveness import check_liveness
+    from safeface.hazmat.vision import Pipeline, get_engine, pick_subject
+    from safeface.hazmat.vision.masks import draw_mask
+
+    pipe = Pipeline(get_engine("onnx"))
+    frames = []
+    for f in _hamilton(84):  # the same shot as above; one mask (same seed) on every frame
+        face = pick_subject(pipe.detect(f), f.shape)
+        assert face is not None
+        frames.append(draw_mask(f, face.landmarks, face.box, kind, seed=3))
+    assert pipe.engine.detect(frames[0], "hog", 0) == []  # HOG alone loses the masked face
+    r = check_liveness(frames, fps=29.97)
+    assert r.checks["acquired"] and r.checks["tracked"] >= 25, r.checks
+    assert r.live, r.checks
+
+
 # -- the optional PAD model ------------------------------------------------------------------------
 def _pad_onnx(path: Path, bias_live: float, size: int = 16) -> str:
     """A tiny ONNX classifier (2 classes: attack, live) whose live logit grows with brightness."""

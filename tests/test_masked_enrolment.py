@@ -47,7 +47,7 @@ def test_a_masked_probe_meets_a_masked_enrolment_with_the_both_masked_threshold(
                                                                                  probe: np.ndarray) -> None:
     ws = make_workspace(tmp_path / "ws")
     with open_sf(ws) as sf:
-        assert sf.both_masked_threshold == DEFAULT_BOTH_MASKED_THRESHOLD > DEFAULT_MASKED_THRESHOLD
+        assert sf.both_masked_threshold == DEFAULT_BOTH_MASKED_THRESHOLD >= DEFAULT_MASKED_THRESHOLD
         t = consent(ws, "alice")
         sf.enroll(masked(imgs / "obama.jpg", "cloth", 3), "alice", "demo", t)
         assert "visible-region template (masked enrolment)" in _note(sf)

@@ -16,6 +16,7 @@ from typing import Any, Optional
 import numpy as np
 
 from ..hazmat.vision import pick_subject
+from ..hazmat.vision.dlib_engine import MASKED_FACE_SOURCE
 from .clip import Clip
 
 SAMPLE_FPS = 15.0
@@ -66,6 +67,9 @@ def _detect_in(engine: Any, frame: np.ndarray, window: Optional[tuple[float, flo
     # the whole frame is searched as it is (a face under 80 px in a 640 px frame is too far).
     up = 1 if window is not None and (x2 - x1) < 2.6 * 80 else 0
     faces: list[Any] = list(engine.detect(crop, "hog", up))
+    if not faces and MASKED_FACE_SOURCE in getattr(engine, "detectors", ()):
+        # A mask hides the nose and mouth HOG looks for; our masked-face detector does not need them.
+        faces = list(engine.detect(crop, MASKED_FACE_SOURCE, up))
     if x1 or y1:
         from ..hazmat.vision.types import Face
 

@@ -1059,7 +1059,8 @@ def _probe(pipe: Any, image: ImageInput, face: Any, vec: np.ndarray, *, enrol: b
     if check is None:
         return _Probe(vec)
     visible_fn = getattr(pipe, "visible_embedding", None)
-    visible = visible_fn(image, face) if (enrol or check.masked) and visible_fn is not None else None
+    visible = (visible_fn(image, face, masked=bool(check.masked))
+               if (enrol or check.masked) and visible_fn is not None else None)
     return _Probe(vec, bool(check.masked), float(check.confidence), visible)
 
 
