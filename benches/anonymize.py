@@ -75,7 +75,13 @@ def bench_video(frames: int, finder: FaceFinder) -> None:
                 ("anonymize default (HOG up1, every frame)",
                  lambda: anonymize_file(src, Path(tmp) / "full.mp4", video=VideoOptions(progress=False), finder=finder)),
                 ("  the same, 1 search thread",
-                 lambda: anonymize_file(src, Path(tmp) / "full1.mp4", video=VideoOptions(**one), finder=finder))]
+                 lambda: anonymize_file(src, Path(tmp) / "full1.mp4", video=VideoOptions(**one), finder=finder)),
+                ("anonymize --masked (default + masked faces)",
+                 lambda: anonymize_file(src, Path(tmp) / "masked.mp4", video=VideoOptions(progress=False, masked=True),
+                                        finder=finder)),
+                ("anonymize --fast --masked",
+                 lambda: anonymize_file(src, Path(tmp) / "fastmasked.mp4",
+                                        video=replace(VideoOptions.fast(progress=False), masked=True), finder=finder))]
         base = None
         for name, fn in rows:
             wall, cpu = timed(fn)

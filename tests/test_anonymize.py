@@ -451,3 +451,36 @@ def _inside(a: tuple[float, ...], b: tuple[float, ...]) -> float:
     """The share of box `a` that lies inside box `b`."""
     inter = max(0.0, min(a[2], b[2]) - max(a[0], b[0])) * max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
     return inter / max(1e-6, (a[2] - a[0]) * (a[3] - a[1]))
+
+
+@pytest.mark.slow
+def test_a_video_searched_for_masked_faces_keeps_none(tmp_path: Path) -> None:
+    """A masked performer's face: the video search finds it only when asked for masked faces
+    (VideoOptions.masked); so asked, no frame of the output shows a face to either check."""
+    from safeface.anonymize import detectable_frames
+    from safeface.evaluate.pad import write_clip
+    from safeface.hazmat.vision import Pipeline, get_engine, pick_subject
+    from safeface.hazmat.vision.masks import draw_mask
+
+    clip = datasets() / "face_recognition" / "examples" / "short_hamilton_clip.mp4"
+    if not clip.is_file():
+        pytest.skip("the Hamilton example clip is absent")
+    pipe = Pipeline(get_engine("onnx"))
+    frames = []
+    with av.open(str(clip)) as c:
+        for i, f in zip(range(104), c.decode(video=0)):
+            if i >= 84:  # one shot, the performer facing the camera
+                rgb = f.to_ndarray(format="rgb24")
+                face = pick_subject(pipe.detect(rgb), rgb.shape)
+                assert face is not None
+                frames.append(draw_mask(rgb, face.landmarks, face.box, "n95", seed=3))
+    src = write_clip(frames, tmp_path / "masked.mp4", fps=29.97)
+    masked_check = VideoOptions(masked=True).search
+    assert len(detectable_frames(src, masked_check)) >= 15  # the masked face is there to find
+    plain_out, masked_out = tmp_path / "plain.mp4", tmp_path / "covered.mp4"
+    anonymize_file(src, plain_out, video=VideoOptions(progress=False))
+    assert detectable_frames(plain_out, masked_check)  # without the option it stays uncovered
+    report = anonymize_file(src, masked_out, video=VideoOptions(progress=False, masked=True))
+    assert report.frames == len(frames) and report.frames_with_faces >= 15
+    assert detectable_frames(masked_out, masked_check) == []
+    assert detectable_frames(masked_out, VideoOptions().search) == []

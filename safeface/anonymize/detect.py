@@ -75,6 +75,10 @@ class Search:
 
     max_side: int = 640
     upsample: int = 1
+    # Also our masked-face detector (hazmat/vision/masked_faces.py) at the same scale: a face
+    # whose nose and mouth a mask hides is a face too. The video path searches at
+    # MASKED_FACE_BAR, the check at the detector's own bar (0).
+    masked: bool = False
 
     def scale(self, width: int, height: int) -> float:
         return min(1.0, self.max_side / max(width, height, 1))
@@ -132,15 +136,19 @@ class FaceFinder:
             boxes += self._masked_boxes(image)
         return merge_boxes(boxes)
 
-    def _masked_boxes(self, image: np.ndarray) -> list[Box]:
-        if isinstance(self.engine, DetectionEngine):
-            return []
+    def _masked_face_boxes(self, image: np.ndarray, upsample: int, bar: float) -> list[Box]:
+        """Our masked-face detector's boxes: a detector only, like HOG (no landmarks)."""
         if self._masked_faces is None:
             from ..hazmat.vision.masked_faces import MaskedFaceDetector
 
             self._masked_faces = MaskedFaceDetector()
-        boxes = [(float(r.left()), float(r.top()), float(r.right()), float(r.bottom()))
-                 for r, _ in self._masked_faces.rects(image, 1, MASKED_FACE_BAR)]
+        return [(float(r.left()), float(r.top()), float(r.right()), float(r.bottom()))
+                for r, _ in self._masked_faces.rects(image, upsample, bar)]
+
+    def _masked_boxes(self, image: np.ndarray) -> list[Box]:
+        if isinstance(self.engine, DetectionEngine):
+            return []
+        boxes = self._masked_face_boxes(image, 1, MASKED_FACE_BAR)
         if self.onnx_engine is None:
             try:
                 self.onnx_engine = _onnx_engine()
@@ -176,6 +184,8 @@ class FaceFinder:
             self._hog = self.engine if isinstance(self.engine, DetectionEngine) else DetectionEngine()
         boxes = [(float(r.left()), float(r.top()), float(r.right()), float(r.bottom()))
                  for r, _ in self._hog.detect_rects(small, "hog", search.upsample, threshold)]
+        if search.masked:
+            boxes += self._masked_face_boxes(small, search.upsample, MASKED_FACE_BAR if extra else 0.0)
         if extra and self.detector == "mmod":
             boxes += self._rects(small, "mmod", search.upsample)
         elif extra and self.detector == "onnx":

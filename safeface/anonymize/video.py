@@ -36,7 +36,8 @@ class VideoOptions:
     (detectable_frames). `hold` frames of look-ahead and memory let a cover bridge missed
     detections and the frames between detections; it is raised to at least `detect_every`.
     `threads` frames are searched at once (0: one per core, at most 4); the detector releases
-    the GIL, so on two cores two threads nearly double the rate."""
+    the GIL, so on two cores two threads nearly double the rate. `masked`: also search for faces
+    whose nose and mouth a mask hides (Search.masked), at about twice the search's cost."""
 
     detect_max_side: int = 640
     upsample: int = 1
@@ -45,10 +46,11 @@ class VideoOptions:
     crf: int = 20
     progress: bool = True
     threads: int = 0
+    masked: bool = False
 
     @property
     def search(self) -> Search:
-        return Search(self.detect_max_side, self.upsample)
+        return Search(self.detect_max_side, self.upsample, self.masked)
 
     @classmethod
     def fast(cls, progress: bool = True) -> "VideoOptions":
