@@ -13,7 +13,7 @@ import pytest
 
 from safeface.evaluate.masked import image_seed
 from safeface.hashing import read_hashed
-from safeface.hazmat.vision import Outcome, Pipeline, get_engine, pick_subject
+from safeface.hazmat.vision import Face, Outcome, Pipeline, get_engine, pick_subject
 from safeface.hazmat.vision.mask_detect import mask_threshold, trained_on
 from safeface.hazmat.vision.masks import draw_mask
 from safeface.hazmat.vision.pipeline import PipelineConfig
@@ -70,6 +70,21 @@ def test_masked_step_finds_no_face_in_wallpaper(pipe: Pipeline) -> None:
         assert pipe.detect(img) == []
 
 
+PLAIN_STEPS = (("hog", 1), ("hog", 2), ("mmod", 1))  # the pipeline's steps before the masked one
+
+
+def _held_out_masked(pipe: Pipeline, datasets: Path, name: str) -> tuple[np.ndarray, Face]:
+    """An LFW dev image of a person the detectors were not trained on, with the evaluation's mask
+    (seed 0) drawn before detection, and its bare subject."""
+    path = datasets / "lfw-dev" / "images" / name
+    assert not trained_on(path.parent.name)
+    key, data = read_hashed(path)
+    img = load_image(data)
+    bare = pick_subject(pipe.detect(img), img.shape)
+    assert bare is not None
+    return draw_mask(img, bare.landmarks, bare.box, "random", image_seed(key, 0)), bare
+
+
 def _overlap(a: tuple[float, ...], b: tuple[float, ...]) -> float:
     inter = max(0.0, min(a[2], b[2]) - max(a[0], b[0])) * max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
     return inter / min((a[2] - a[0]) * (a[3] - a[1]), (b[2] - b[0]) * (b[3] - b[1]))
@@ -80,16 +95,10 @@ def test_a_masked_subject_beside_a_bare_bystander_is_found(pipe: Pipeline, datas
     # With the evaluation's masks (seed 0), the plain steps find only a bystander in these images
     # of people the detector was not trained on; the weak detections of the same search that
     # would be picked over the bystander are asked about their lower face.
-    plain = Pipeline(pipe.engine, PipelineConfig(steps=(("hog", 1), ("hog", 2), ("mmod", 1))))
+    plain = Pipeline(pipe.engine, PipelineConfig(steps=PLAIN_STEPS))
     for name in ("Alex_Penelas/Alex_Penelas_0001.jpg", "Asif_Ali_Zardari/Asif_Ali_Zardari_0001.jpg",
                  "Ben_Affleck/Ben_Affleck_0003.jpg"):
-        path = datasets / "lfw-dev" / "images" / name
-        assert not trained_on(path.parent.name)
-        key, data = read_hashed(path)
-        img = load_image(data)
-        bare = pick_subject(pipe.detect(img), img.shape)
-        assert bare is not None
-        masked = draw_mask(img, bare.landmarks, bare.box, "random", image_seed(key, 0))
+        masked, bare = _held_out_masked(pipe, datasets, name)
         bystander = pick_subject(plain.detect(masked), masked.shape)
         assert bystander is not None and _overlap(bystander.box, bare.box) < 0.3, name
         r = pipe.embed(masked)
@@ -121,16 +130,10 @@ def test_the_masked_face_detector_finds_faces_the_other_searches_miss(pipe: Pipe
     # their weak detections is a covered face; our masked-face detector finds the masked face.
     from safeface.hazmat.vision.mask_detect import check_mask
 
-    plain = Pipeline(pipe.engine, PipelineConfig(steps=(("hog", 1), ("hog", 2), ("mmod", 1))))
+    plain = Pipeline(pipe.engine, PipelineConfig(steps=PLAIN_STEPS))
     for name in ("Barbara_Roberts/Barbara_Roberts_0001.jpg", "Don_King/Don_King_0001.jpg",
                  "Jack_Nicholson/Jack_Nicholson_0003.jpg", "James_Smith/James_Smith_0001.jpg"):
-        path = datasets / "lfw-dev" / "images" / name
-        assert not trained_on(path.parent.name)
-        key, data = read_hashed(path)
-        img = load_image(data)
-        bare = pick_subject(pipe.detect(img), img.shape)
-        assert bare is not None
-        masked = draw_mask(img, bare.landmarks, bare.box, "random", image_seed(key, 0))
+        masked, bare = _held_out_masked(pipe, datasets, name)
         assert plain.detect(masked) == [], name
         weak = pipe.masked_candidates(masked, [f for f in pipe.engine.detect(masked, "masked", 1)
                                                if f.detector != "masked-maskface"])

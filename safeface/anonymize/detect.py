@@ -99,16 +99,16 @@ class FaceFinder:
     """Detector(s) used to find faces to cover. HOG always runs as a safety net beside the chosen
     detector: for anonymization a missed face costs far more than a spare cover. `masked` (on by
     default): also the masked search, our masked-face detector (MASKED_FACE_BAR) and MMOD at a
-    lower bar (MASKED_MMOD_BAR) on the ONNX engine, both unconfirmed, since confirming a masked face would need landmarks and an embedding, which the
-    anonymizer never computes. Without the ONNX engine (or with a detection-only engine, as
-    tracking uses) there is no masked search."""
+    lower bar (MASKED_MMOD_BAR) on the ONNX engine, both unconfirmed, since confirming a masked
+    face would need landmarks and an embedding, which the anonymizer never computes. Without the
+    ONNX engine only the masked-face detector searches; with a detection-only engine (as tracking
+    uses) there is no masked search of photos (video: VideoOptions.masked)."""
 
     detector: str = DEFAULT_DETECTOR
     engine: Any = None
     onnx_engine: Any = None
     masked: bool = True
     _hog: Optional[DetectionEngine] = field(default=None, init=False, repr=False)
-    _masked_faces: Any = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         check_detector(self.detector)
@@ -138,12 +138,9 @@ class FaceFinder:
 
     def _masked_face_boxes(self, image: np.ndarray, upsample: int, bar: float) -> list[Box]:
         """Our masked-face detector's boxes: a detector only, like HOG (no landmarks)."""
-        if self._masked_faces is None:
-            from ..hazmat.vision.masked_faces import MaskedFaceDetector
+        from ..hazmat.vision.masked_faces import shared_detector
 
-            self._masked_faces = MaskedFaceDetector()
-        return [(float(r.left()), float(r.top()), float(r.right()), float(r.bottom()))
-                for r, _ in self._masked_faces.rects(image, upsample, bar)]
+        return [_box(r) for r, _ in shared_detector().rects(image, upsample, bar)]
 
     def _masked_boxes(self, image: np.ndarray) -> list[Box]:
         if isinstance(self.engine, DetectionEngine):
@@ -182,8 +179,7 @@ class FaceFinder:
         # dlib detector at its own bar).
         if self._hog is None:
             self._hog = self.engine if isinstance(self.engine, DetectionEngine) else DetectionEngine()
-        boxes = [(float(r.left()), float(r.top()), float(r.right()), float(r.bottom()))
-                 for r, _ in self._hog.detect_rects(small, "hog", search.upsample, threshold)]
+        boxes = [_box(r) for r, _ in self._hog.detect_rects(small, "hog", search.upsample, threshold)]
         if search.masked:
             boxes += self._masked_face_boxes(small, search.upsample, MASKED_FACE_BAR if extra else 0.0)
         if extra and self.detector == "mmod":
@@ -196,10 +192,12 @@ class FaceFinder:
     def _rects(self, image: np.ndarray, detector: str, upsample: int) -> list[Box]:
         # Unclipped dlib rectangles and no landmarks: a face half out of frame still gets its
         # whole cover, and nothing about the face beyond where it is gets computed.
-        return [
-            (float(r.left()), float(r.top()), float(r.right()), float(r.bottom()))
-            for r, _ in self.engine.detect_rects(image, detector, upsample)
-        ]
+        return [_box(r) for r, _ in self.engine.detect_rects(image, detector, upsample)]
+
+
+def _box(rect: Any) -> Box:
+    """A dlib rectangle as a box (x1, y1, x2, y2), unclipped."""
+    return (float(rect.left()), float(rect.top()), float(rect.right()), float(rect.bottom()))
 
 
 def _onnx_engine() -> Any:

@@ -119,10 +119,11 @@ def _compute(pipeline: Any, data: bytes, kind: str, seed: int) -> tuple[Record, 
     bare_conf = check_mask(img, bare.landmarks, pipeline.embed_faces(img, [bare])[0]).confidence
     masked = draw_mask(img, bare.landmarks, bare.box, kind, seed)
     r = pipeline.embed(masked)
-    conf = (check_mask(masked, r.face.landmarks, r.embedding).confidence
-            if r.face is not None and r.embedding is not None else float("nan"))
+    check = (check_mask(masked, r.face.landmarks, r.embedding)
+             if r.face is not None and r.embedding is not None else None)
+    conf = check.confidence if check is not None else float("nan")
     det = r.face.detector if r.face is not None else ""
-    mv = (visible_region_embedding(pipeline, masked, r.face, masked=bool(conf >= mask_threshold()))
+    mv = (visible_region_embedding(pipeline, masked, r.face, masked=check is not None and check.masked)
           if r.face is not None else None)
     return (Record(r.embedding, len(r.faces), _pack(det, conf)), Record(visible, 1, _pack("visible", bare_conf)),
             Record(mv, 1 if mv is not None else 0, ""))
@@ -211,15 +212,11 @@ def calibrate_on_trained_half(bare: Mapping[Path, Record], masked: Mapping[Path,
     # against a masked probe's, each image once as enrolment and once as probe.
     both = diff & probe_masked[None, :] & probe_masked[:, None]
     both_imp = (mv @ mv.T)[np.triu(both, 1)]
-    fmr = float(np.mean(bare_imp >= threshold))
-
-    def at_fmr(imp: np.ndarray) -> float:
-        return metrics.threshold_at_rate(imp, max(fmr, 1.0 / max(imp.size, 1)))
-
     return {"images": len(paths), "bare_impostor_pairs": int(bare_imp.size),
             "masked_impostor_pairs": int(masked_imp.size), "both_masked_impostor_pairs": int(both_imp.size),
-            "bare_fmr_at_threshold": fmr, "masked_threshold": at_fmr(masked_imp),
-            "both_masked_threshold": at_fmr(both_imp)}
+            "bare_fmr_at_threshold": float(np.mean(bare_imp >= threshold)),
+            "masked_threshold": calibrated_masked_threshold(bare_imp, masked_imp, threshold),
+            "both_masked_threshold": calibrated_masked_threshold(bare_imp, both_imp, threshold)}
 
 
 def scenario_figures(sc: Scenario, records: Mapping[Path, Any], threshold: float) -> dict[str, object]:

@@ -6,14 +6,14 @@ from __future__ import annotations
 import hashlib
 import queue
 import threading
-from typing import Any, Optional, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
 from ...errors import ModelError
 from ...modelstore import registry
 from .arrays import check_chips, check_rgb_image, l2_normalize
-from .masked_faces import MaskedFaceDetector
+from .masked_faces import shared_detector
 from .types import Face
 
 CHIP_SIZE = 150
@@ -71,10 +71,8 @@ class DlibEngine:
         self._shape = dlib.shape_predictor(str(registry.verified_path("dlib-shape-5")))
         self._rec = dlib.face_recognition_model_v1(str(registry.verified_path("dlib-resnet-v1")))
         self._mmod: Any = None
-        self._masked_faces: Optional[MaskedFaceDetector] = None
         self._lock = threading.Lock()
         self._mmod_lock = threading.Lock()
-        self._init_lock = threading.Lock()
         # The weak detections of the last image this thread searched, by (detector, upsample):
         # see weak_rects.
         self._weak = threading.local()
@@ -99,7 +97,7 @@ class DlibEngine:
             return [(r, s) for r, s in rects if s >= 0.0]
         if detector == MASKED_FACE_SOURCE:
             # Alone (no mask detector to confirm what it finds), at its own bar.
-            return self._masked_face_detector().rects(image, upsample, threshold=MASKED_FACE_ALONE_BAR)
+            return shared_detector().rects(image, upsample, threshold=MASKED_FACE_ALONE_BAR)
         if detector == "mmod":
             model = self._mmod_model()
             with self._mmod_lock:
@@ -115,14 +113,8 @@ class DlibEngine:
         check_rgb_image(image)
         if ("hog", upsample) not in self._kept_weak(image):
             self.detect_rects(image, "hog", upsample)
-        found = [(r, s, MASKED_FACE_SOURCE) for r, s in self._masked_face_detector().rects(image, upsample)]
+        found = [(r, s, MASKED_FACE_SOURCE) for r, s in shared_detector().rects(image, upsample)]
         return found + [(r, s, det) for (det, _), rects in self._kept_weak(image).items() for r, s in rects]
-
-    def _masked_face_detector(self) -> MaskedFaceDetector:
-        with self._init_lock:
-            if self._masked_faces is None:
-                self._masked_faces = MaskedFaceDetector()
-            return self._masked_faces
 
     def weak_rects(self, image: np.ndarray, detector: str, upsample: int = 1) -> list[tuple[Any, float]]:
         """The detections under the bar, and above the masked step's, that `detector`'s search of
