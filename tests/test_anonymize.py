@@ -484,3 +484,27 @@ def test_a_video_searched_for_masked_faces_keeps_none(tmp_path: Path) -> None:
     assert report.frames == len(frames) and report.frames_with_faces >= 15
     assert detectable_frames(masked_out, masked_check) == []
     assert detectable_frames(masked_out, VideoOptions().search) == []
+
+
+@needs_data
+def test_without_the_onnx_engine_the_masked_face_detector_keeps_searching(
+        engine: DlibEngine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An installation whose ONNX engine cannot start loses MMOD's masked search, not ours: every
+    photo, not only the first, is still searched with the masked-face detector."""
+    import safeface.anonymize.detect as detect
+    from safeface.hazmat.vision import Pipeline, get_engine, pick_subject
+    from safeface.hazmat.vision.masks import draw_mask
+
+    img = load_image(LFW / "Don_King" / "Don_King_0001.jpg")
+    face = pick_subject(Pipeline(get_engine("onnx")).detect(img), img.shape)
+    assert face is not None
+    masked = draw_mask(img, face.landmarks, face.box, "n95", seed=3)
+    assert not any(iou(b, face.box) >= 0.3 for b in FaceFinder("hog", engine=engine, masked=False).find(masked))
+
+    def unavailable() -> None:
+        raise ModelError("the ONNX engine is unavailable (test); use detector 'hog' or 'mmod'.")
+
+    monkeypatch.setattr(detect, "_onnx_engine", unavailable)
+    finder = FaceFinder("hog", engine=engine)
+    for _ in range(2):
+        assert any(iou(b, face.box) >= 0.3 for b in finder.find(masked))

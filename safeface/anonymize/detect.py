@@ -109,6 +109,7 @@ class FaceFinder:
     onnx_engine: Any = None
     masked: bool = True
     _hog: Optional[DetectionEngine] = field(default=None, init=False, repr=False)
+    _no_onnx: bool = field(default=False, init=False, repr=False)  # the ONNX engine failed to start
 
     def __post_init__(self) -> None:
         check_detector(self.detector)
@@ -146,12 +147,12 @@ class FaceFinder:
         if isinstance(self.engine, DetectionEngine):
             return []
         boxes = self._masked_face_boxes(image, 1, MASKED_FACE_BAR)
-        if self.onnx_engine is None:
+        if self.onnx_engine is None and not self._no_onnx:
             try:
                 self.onnx_engine = _onnx_engine()
             except ModelError:
-                self.masked = False  # said once in the docstring; HOG (and MMOD) still run
-                return boxes
+                # Said once in the docstring; the masked-face detector, HOG (and MMOD) still run.
+                self._no_onnx = True
         search = getattr(self.onnx_engine, "mmod_detections", None)
         if search is None:
             return boxes
