@@ -406,6 +406,26 @@ def test_a_masked_performers_real_head_motion_still_reads_live(kind: str) -> Non
     assert r.live, r.checks
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["n95", "gaiter"])
+def test_a_waved_print_of_a_masked_face_is_still_refused(kind: str) -> None:
+    """The masked-face fallback follows a masked face that HOG loses, in a print too: the print is
+    followed, and refused for how it moves, never let through for being hard to find."""
+    from safeface.capture.liveness import check_liveness
+    from safeface.evaluate.pad import waved_attack
+    from safeface.hazmat.vision import Pipeline, get_engine, pick_subject
+    from safeface.hazmat.vision.masks import draw_mask
+    from safeface.imageio import load_image
+
+    photo = load_image(images() / "obama.jpg")
+    face = pick_subject(Pipeline(get_engine("onnx")).detect(photo), photo.shape)
+    assert face is not None
+    masked = draw_mask(photo, face.landmarks, face.box, kind, seed=3)
+    r = check_liveness(waved_attack(masked, "print", seed=0, seconds=2.0, max_turn=35.0)[::2], fps=15)
+    assert r.checks["acquired"], r.checks
+    assert not r.live and r.decision in ("attack", "inconclusive"), r.checks
+
+
 # -- the optional PAD model ------------------------------------------------------------------------
 def _pad_onnx(path: Path, bias_live: float, size: int = 16) -> str:
     """A tiny ONNX classifier (2 classes: attack, live) whose live logit grows with brightness."""
