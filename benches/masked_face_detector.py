@@ -36,7 +36,7 @@ from safeface.hashing import read_hashed
 from safeface.hazmat.vision import Pipeline, get_engine, pick_subject
 from safeface.hazmat.vision.mask_detect import trained_on
 from safeface.hazmat.vision.masked_faces import MODEL_FILE
-from safeface.hazmat.vision.masks import FaceFrame, draw_mask
+from safeface.hazmat.vision.masks import draw_mask
 from safeface.imageio import load_image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -51,16 +51,14 @@ def overlap(a: tuple[float, ...], b: tuple[float, ...]) -> float:
     return inter / max(1e-6, min((a[2] - a[0]) * (a[3] - a[1]), (b[2] - b[0]) * (b[3] - b[1])))
 
 
-def collect(seeds: list[int], every: int) -> tuple[list[np.ndarray], list[list[tuple[float, ...]]], list[Any], list[float]]:
-    """Training images (masked), their labelled boxes; the held-out cases (masked image, bare
-    image, the bare faces' boxes, the subject's box); and the depth of the nose base below the
-    eyes of every bare training subject (visible.MASKED_NOSE_DEPTH is their mean)."""
+def collect(seeds: list[int], every: int) -> tuple[list[np.ndarray], list[list[tuple[float, ...]]], list[Any]]:
+    """Training images (masked), their labelled boxes; and the held-out cases (masked image, bare
+    image, the bare faces' boxes, the subject's box)."""
     pipe = Pipeline(get_engine())
     engine = pipe.engine
     images: list[np.ndarray] = []
     boxes: list[list[tuple[float, ...]]] = []
     held: list[Any] = []
-    depths: list[float] = []
     for path in sorted(ROOT.glob("*/*.jpg"))[::every]:
         key, data = read_hashed(path)
         img = load_image(data)
@@ -72,7 +70,6 @@ def collect(seeds: list[int], every: int) -> tuple[list[np.ndarray], list[list[t
             others = [f.box for f in pipe.detect(img, count_all=True)]
             held.append((masked, img, others, bare.box))
             continue
-        depths.append(FaceFrame.from_landmarks(bare.landmarks).nose)
         if bare.detector != "hog":
             continue
         faces = engine.detect(img, "hog", 1)
@@ -81,7 +78,7 @@ def collect(seeds: list[int], every: int) -> tuple[list[np.ndarray], list[list[t
         for seed in seeds:
             images.append(draw_mask(img, bare.landmarks, bare.box, "random", image_seed(key, seed)))
             boxes.append([f.box for f in faces])
-    return images, boxes, held, depths
+    return images, boxes, held
 
 
 def train(images: list[np.ndarray], boxes: list[list[tuple[float, ...]]], c: float) -> Any:
@@ -128,13 +125,9 @@ def main() -> None:
     ap.add_argument("--every", type=int, default=1, help="use every Nth LFW dev image")
     ap.add_argument("--C", type=float, default=5.0, help="the SVM's C")
     ap.add_argument("--write", action="store_true", help=f"write the detector to {MODEL_FILE.name}")
-    ap.add_argument("--no-train", action="store_true", help="only print the training subjects' nose depth")
     args = ap.parse_args()
     t0 = time.time()
-    images, boxes, held, depths = collect([int(s) for s in args.seeds.split(",")], args.every)
-    print(json.dumps({"bare_training_subjects": len(depths), "mean_nose_depth": round(float(np.mean(depths)), 4)}))
-    if args.no_train:
-        return
+    images, boxes, held = collect([int(s) for s in args.seeds.split(",")], args.every)
     t1 = time.time()
     detector = train(images, boxes, args.C)
     t2 = time.time()

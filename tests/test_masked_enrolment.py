@@ -92,7 +92,8 @@ def test_a_person_enrolled_both_ways_is_decided_by_the_widest_margin(tmp_path: P
         sf.enroll(masked_img, "alice", "demo", t)
         assert [r.masked_enrolment for r in sf.records("alice")] == [False, True]
         # The bare enrolment's visible-region template clears its threshold by more: it decides.
-        assert max(s_bare, s_masked) < 0.97
+        # (Room for thresholds 0.02 above either score, under 1.)
+        assert max(s_bare, s_masked) < 0.975
         _thresholds(ws, s_bare - 0.02, s_masked + 0.01)
         v = sf.verify(probe, "alice", "demo", t)
         assert v.match and v.path == "masked" and v.score == pytest.approx(s_bare, abs=1e-4)

@@ -30,9 +30,11 @@ import numpy as np
 from ..hashing import read_hashed
 from ..hazmat.vision import pick_subject
 from ..hazmat.vision.mask_detect import check_mask, mask_threshold, model_id, trained_on
+from ..hazmat.vision.masked_shape import MODEL_NAME as SHAPE_MODEL
 from ..hazmat.vision.masks import GENERATOR_VERSION, MASK_KINDS, RANDOM, draw_mask
 from ..hazmat.vision.visible import visible_region_embedding
 from ..imageio import load_image
+from ..modelstore import registry
 from . import metrics
 from .datasets import Pair
 from .embedcache import EmbeddingCache, Record
@@ -40,7 +42,7 @@ from .verification import NO_FACE_SCORE, PairScores, verification_metrics
 
 MASK_PROBES = MASK_KINDS + (RANDOM,)
 # Names the masked search of the pipeline in cache keys: a change to it never reuses old records.
-MASKED_STEP_VERSION = 6
+MASKED_STEP_VERSION = 7
 
 
 @dataclass(frozen=True)
@@ -93,7 +95,8 @@ def masked_records(session: Any, paths: Sequence[Path], kind: str, seed: int = 0
         key, data = read_hashed(path)
         km = _ckey(key, "masked", kind, seed, GENERATOR_VERSION, model_id(), MASKED_STEP_VERSION)
         kv = _ckey(key, "visible", GENERATOR_VERSION, model_id())
-        kmv = _ckey(key, "masked-visible", kind, seed, GENERATOR_VERSION, model_id(), MASKED_STEP_VERSION)
+        kmv = _ckey(key, "masked-visible", kind, seed, GENERATOR_VERSION, model_id(), MASKED_STEP_VERSION,
+                    registry.entry(SHAPE_MODEL).sha256)
         rm, rv, rmv = (cache.get(km), cache.get(kv), cache.get(kmv)) if cache is not None else (None, None, None)
         if rm is None or rv is None or rmv is None:
             rm, rv, rmv = _compute(pipeline, data, kind, image_seed(key, seed))

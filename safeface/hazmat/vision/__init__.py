@@ -18,16 +18,17 @@ DEFAULT_THRESHOLD = 0.91
 # visible-region embedding, against the visible-region templates, whose impostor scores run
 # higher. Set apart from the measured people (evaluate/masked.calibrate_on_trained_half): on every
 # different-person pair of the LFW dev half the mask detector was trained on (749 images, 554,186
-# masked-path impostor pairs, random synthetic masks drawn before detection), where masked-path
-# impostors reach the FMR that DEFAULT_THRESHOLD gives bare impostors there (1.0%): 0.9528.
+# masked-path impostor pairs, random synthetic masks drawn before detection, masked faces aligned
+# on the masked-face shape model's landmarks), where masked-path impostors reach the FMR that
+# DEFAULT_THRESHOLD gives bare impostors there (1.03%): 0.9531.
 DEFAULT_MASKED_THRESHOLD = 0.953
 # A masked probe against the visible-region template of a row whose enrolment image was masked
 # too (its row is flagged inside the seal). Two masked strangers can look more alike than a masked
-# stranger and a bare face: before masked faces had their nose placed from the eyes
-# (visible.masked_landmarks), both-masked pairs reached an FMR of 1.4% at the masked threshold
-# against 0.8% unmasked. Calibrated the same way on the same half (274,499 both-masked impostor
-# pairs): 0.9530, the masked threshold's value since that fix; kept apart so that a deployment
-# can calibrate it on its own captures.
+# stranger and a bare face: with the 5-point model's landmarks on masked faces, both-masked pairs
+# reached an FMR of 1.4% at the masked threshold against 0.8% unmasked. Calibrated the same way on
+# the same half (274,499 both-masked impostor pairs): 0.9531, the masked threshold's value since
+# masked faces are aligned apart (visible.masked_landmarks); kept apart so that a deployment can
+# calibrate it on its own captures.
 DEFAULT_BOTH_MASKED_THRESHOLD = 0.953
 
 ENGINES = ("dlib", "onnx")

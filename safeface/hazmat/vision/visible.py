@@ -13,7 +13,8 @@ import numpy as np
 
 from ...imageio import ImageInput, load_image
 from .arrays import l2_normalize
-from .masks import MASK_KINDS, FaceFrame, draw_mask
+from .masked_shape import shared_model
+from .masks import MASK_KINDS, draw_mask
 from .types import Face
 
 if TYPE_CHECKING:
@@ -21,31 +22,22 @@ if TYPE_CHECKING:
 
 # One fixed seed: the same enrolment image always gives the same template.
 VISIBLE_SEED = 0
-# Under a mask the 5-point model guesses where the base of the nose is. On LFW dev (held-out half,
-# the evaluation's masks) its guess lay 0.20 eye distances from where it sits on the bare face,
-# mostly up or down (0.17); the depth below the eyes that bare faces of the training half have on
-# average (benches/masked_face_detector.py prints it) misses by 0.14. A masked face keeps the
-# model's nose across the face (which follows a turned head) and takes this depth.
-MASKED_NOSE_DEPTH = 0.756
 
 
-def masked_landmarks(landmarks: np.ndarray) -> np.ndarray:
-    """The 5 landmarks of a masked face with the base of the nose put MASKED_NOSE_DEPTH eye
-    distances below the eyes (along the face)."""
-    frame = FaceFrame.from_landmarks(landmarks)
-    out = np.array(landmarks, dtype=np.float32).reshape(5, 2)
-    across = float(np.dot(out[4] - frame.origin, frame.ux)) / frame.unit
-    out[4] = frame.to_image(np.array([across, MASKED_NOSE_DEPTH]))
-    return out
+def masked_landmarks(image: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+    """The 5 landmarks of a masked face: dlib's 5-point model misplaces them under a mask (the
+    base of the nose most, the eyes after it); the masked-face shape model (masked_shape.py) reads
+    them again in the box the first ones set."""
+    return shared_model().landmarks(image, landmarks)
 
 
 def visible_region_embedding(pipeline: "Pipeline", image: ImageInput, face: Face, *, masked: bool = False) -> np.ndarray:
     """Unit float32 embedding of `face` of `image` under each synthetic mask kind, averaged. The
     chips keep the face's own landmarks, so the alignment is the image's own; with `masked` (the
-    face wears a mask), the nose's depth from masked_landmarks."""
+    face wears a mask), the landmarks of masked_landmarks."""
     img = load_image(image)
     if masked:
-        face = replace(face, landmarks=masked_landmarks(face.landmarks))
+        face = replace(face, landmarks=masked_landmarks(img, face.landmarks))
     chips = np.concatenate([pipeline.engine.chips(draw_mask(img, face.landmarks, face.box, kind, VISIBLE_SEED), [face])
                             for kind in MASK_KINDS])
     vecs = pipeline.embed_chips(chips)
