@@ -13,7 +13,7 @@ from typing import Any, Iterator
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from policy_support import consent, images, make_workspace, open_sf  # noqa: E402
+from policy_support import consent, images, make_workspace, masked_image, open_sf  # noqa: E402
 from service_support import Server, httpx  # noqa: E402
 
 CHROMIUM = os.environ.get("SAFEFACE_CHROMIUM", "/usr/bin/chromium")
@@ -153,6 +153,34 @@ def test_revoke_a_consent_then_download_its_receipt(console: dict[str, Any]) -> 
     page.goto(console["url"] + "/audit")
     assert console["op_id"] in page.inner_text("#audit")
     ctx.close()
+
+
+def test_subjects_show_the_templates_a_masked_probe_meets(console: dict[str, Any]) -> None:
+    # One subject enrolled once bare and once from a masked image: both rows hold a visible-region
+    # template, one of them from the masked image (met with the both-masked threshold). Another
+    # enrolled bare only.
+    with open_sf(console["paths"]) as sf:
+        t, t2 = consent(console["paths"], "dora"), consent(console["paths"], "erin")
+        sf.enroll(images() / "obama2.jpg", "dora", "demo", t)
+        sf.enroll(masked_image(images() / "obama.jpg", "cloth", 3), "dora", "demo", t)
+        sf.enroll(images() / "biden.jpg", "erin", "demo", t2)
+        assert [r.masked_enrolment for r in sf.records("dora")] == [False, True]
+        dora, erin = sf.pseudonym("dora"), sf.pseudonym("erin")
+    ctx, page = login(console, console["op"])
+    try:
+        page.goto(console["url"] + "/subjects")
+
+        def cell(pseudonym: str) -> str:
+            row = page.locator("#subjects tr", has=page.locator(f"code:text-is('{pseudonym}')"))
+            return str(row.locator("td.masked").inner_text())
+
+        assert cell(dora) == "2 (1 from a masked image)"
+        assert cell(erin) == "1"
+    finally:
+        ctx.close()
+        with open_sf(console["paths"]) as sf:  # the other tests count the fixture's subjects
+            sf.erase(pseudonym=dora)
+            sf.erase(pseudonym=erin)
 
 
 def test_erase_a_subject_by_pseudonym(console: dict[str, Any]) -> None:

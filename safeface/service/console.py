@@ -171,6 +171,12 @@ def build_console(rt: Runtime) -> APIRouter:
     def purposes(rs: list[Any]) -> str:
         return _e(", ".join(sorted({p for r in rs for p in r.purposes})))
 
+    def masked_path(rs: list[Any]) -> str:
+        """How many of the subject's templates a masked probe can meet (a visible-region template),
+        and how many of those came from a masked image (met with the both-masked threshold)."""
+        n, m = sum(bool(r.masked_template) for r in rs), sum(bool(r.masked_enrolment) for r in rs)
+        return f"{n} ({m} from a masked image)" if m else str(n)
+
     async def act(request: Request, fn: Any) -> Any:
         """A console form: session, CSRF token, then fn(view, form) as the session's key."""
         s = session(request)
@@ -204,12 +210,13 @@ def build_console(rt: Runtime) -> APIRouter:
         if s is None:
             return cast(Response, groups)
         rows = "".join(
-            f"<tr><td><code>{_e(p)}</code></td><td>{len(rs)}</td><td>{purposes(rs)}</td>"
-            f"<td>{_e(min(r.expires_at for r in rs).date())}</td>"
+            f"<tr><td><code>{_e(p)}</code></td><td>{len(rs)}</td><td class='masked'>{masked_path(rs)}</td>"
+            f"<td>{purposes(rs)}</td><td>{_e(min(r.expires_at for r in rs).date())}</td>"
             f"<td><form method='post' action='/subjects/erase'>{_csrf(s)}<input type='hidden' name='pseudonym' "
             f"value='{_e(p)}'><button class='erase'>Erase</button></form></td></tr>" for p, rs in groups)
-        return page("Subjects", f"<table id='subjects'><tr><th>pseudonym</th><th>templates</th><th>purposes</th>"
-                    f"<th>first expiry</th><th></th></tr>{rows or '<tr><td colspan=5>no subjects</td></tr>'}</table>", s)
+        return page("Subjects", f"<table id='subjects'><tr><th>pseudonym</th><th>templates</th>"
+                    f"<th>for masked probes</th><th>purposes</th><th>first expiry</th><th></th></tr>"
+                    f"{rows or '<tr><td colspan=6>no subjects</td></tr>'}</table>", s)
 
     @router.post("/subjects/erase")
     async def erase(request: Request) -> Response:
