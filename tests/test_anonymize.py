@@ -385,6 +385,17 @@ def test_cli_anonymize_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
         bad.func(bad)
 
 
+def test_cli_searches_video_for_masked_faces_unless_told_not_to() -> None:
+    from safeface.cli import anonymize_cmd
+
+    parser = argparse.ArgumentParser(prog="safeface")
+    anonymize_cmd.register(parser.add_subparsers(dest="command"))
+    assert VideoOptions().masked and VideoOptions.fast().masked
+    assert parser.parse_args(["anonymize", "in.mp4", "out.mp4"]).masked
+    assert parser.parse_args(["anonymize", "in.mp4", "out.mp4", "--masked"]).masked
+    assert not parser.parse_args(["anonymize", "in.mp4", "out.mp4", "--no-masked"]).masked
+
+
 @pytest.mark.slow
 def test_audio_the_container_cannot_hold_is_reencoded(tmp_path: Path) -> None:
     from fractions import Fraction
@@ -455,8 +466,9 @@ def _inside(a: tuple[float, ...], b: tuple[float, ...]) -> float:
 
 @pytest.mark.slow
 def test_a_video_searched_for_masked_faces_keeps_none(tmp_path: Path) -> None:
-    """A masked performer's face: the video search finds it only when asked for masked faces
-    (VideoOptions.masked); so asked, no frame of the output shows a face to either check."""
+    """A masked performer's face: the video search finds it only with the masked search
+    (VideoOptions.masked, on by default); with it, no frame of the output shows a face to either
+    check, and `--no-masked` (masked=False) leaves the face there to find."""
     from safeface.anonymize import detectable_frames
     from safeface.evaluate.pad import write_clip
     from safeface.hazmat.vision import Pipeline, get_engine, pick_subject
@@ -478,12 +490,16 @@ def test_a_video_searched_for_masked_faces_keeps_none(tmp_path: Path) -> None:
     masked_check = VideoOptions(masked=True).search
     assert len(detectable_frames(src, masked_check)) >= 15  # the masked face is there to find
     plain_out, masked_out = tmp_path / "plain.mp4", tmp_path / "covered.mp4"
-    anonymize_file(src, plain_out, video=VideoOptions(progress=False))
-    assert detectable_frames(plain_out, masked_check)  # without the option it stays uncovered
-    report = anonymize_file(src, masked_out, video=VideoOptions(progress=False, masked=True))
+    anonymize_file(src, plain_out, video=VideoOptions(progress=False, masked=False))
+    assert detectable_frames(plain_out, masked_check)  # without the masked search it stays uncovered
+    report = anonymize_file(src, masked_out, video=VideoOptions(progress=False))
     assert report.frames == len(frames) and report.frames_with_faces >= 15
     assert detectable_frames(masked_out, masked_check) == []
-    assert detectable_frames(masked_out, VideoOptions().search) == []
+    assert detectable_frames(masked_out, VideoOptions(masked=False).search) == []
+    fast_out = tmp_path / "fast.mp4"
+    anonymize_file(src, fast_out, video=VideoOptions.fast(progress=False))
+    assert detectable_frames(fast_out, VideoOptions.fast().search) == []
+    assert detectable_frames(fast_out, masked_check) == []
 
 
 @needs_data

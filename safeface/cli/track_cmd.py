@@ -38,11 +38,10 @@ def register(sub: Any) -> None:
 
 
 def _run_tracking(args: argparse.Namespace, video: str, out: Optional[str]) -> Any:
-    from ..anonymize import VideoOptions
     from ..tracking import TrackOptions, track_video
+    from ..tracking.run import covering
 
-    covering = VideoOptions.fast(progress=False) if args.fast else VideoOptions(progress=False)
-    opts = TrackOptions(detector=args.person_detector, video=covering)
+    opts = TrackOptions(detector=args.person_detector, video=covering(args.fast))
     if args.workspace:
         from ..sdk import SafeFace
 
