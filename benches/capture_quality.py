@@ -9,7 +9,10 @@ fails and the reasons for each half of LFW dev: the "calibration" half (people w
 starts with an even byte), on whose extremes the default size, pose and focus floors were set, and
 the "held-out" half, on which they were not. It prints the spread of each measure (5th/50th/95th
 percentile) so a floor can be judged against real photographs, and shows that blurring, darkening
-and shrinking make passing images fail with the right reason.
+and shrinking make passing images fail with the right reason, and that a synthetic mask drawn
+before detection fails "lower_face" (the mask detector's confidence above the floor's bar, PA-02's
+occlusion); and, for each half, how many bare and masked faces each bar on that confidence
+would refuse.
 
 Run: PYTHONPATH=$PWD python benches/capture_quality.py [--limit N]
 """
@@ -23,6 +26,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -30,6 +34,8 @@ import numpy as np
 from safeface.capture.quality import QualityThresholds, assess
 from safeface.evaluate.datasets import read_pairs
 from safeface.hazmat.vision import DEFAULT_THRESHOLD, Pipeline, cosine, get_engine, pick_subject
+from safeface.hazmat.vision.mask_detect import mask_threshold
+from safeface.hazmat.vision.masks import RANDOM, draw_mask
 from safeface.imageio import load_image
 
 DATASETS = Path(os.environ.get("SAFEFACE_DATASETS", Path(__file__).resolve().parents[1].parent / "shared" / "datasets"))
@@ -58,7 +64,8 @@ def main() -> int:
             continue
         vec[path] = pipe.embed_faces(img, [subject])[0]
         nfaces[path] = len(faces)
-        reports[path] = assess(img, subject.landmarks, len(faces), others=[f.landmarks for f in faces if f is not subject])
+        reports[path] = assess(img, subject.landmarks, len(faces), others=[f.landmarks for f in faces if f is not subject],
+                               mask_confidence=_mask(pipe, img, subject, vec[path]))
     elapsed = time.perf_counter() - t0
     wrong: set[Path] = set()
     for p in pairs:
@@ -115,7 +122,33 @@ def main() -> int:
             hit += reason in assess(img, subject.landmarks, len(faces), t,
                                    [f.landmarks for f in faces if f is not subject]).reasons
         print(f"  {label:24s} {hit}/{found} refused for {reason}")
+    # Masked copies of every correctly matched image: a random synthetic mask drawn where the bare
+    # face is, then searched as a camera's frame would be (seeds other than the evaluation's).
+    masked: dict[Path, float] = {}
+    for n, i in enumerate(correct):
+        img = load_image(i)
+        r = pipe.embed(img)
+        if r.face is None:
+            continue
+        m = draw_mask(img, r.face.landmarks, r.face.box, RANDOM, 100 + n)
+        rm = pipe.embed(m)
+        masked[i] = 0.0 if rm.face is None or rm.embedding is None else _mask(pipe, m, rm.face, rm.embedding)
+    print(f"lower_face: refused at each bar on the mask confidence (default {t.max_mask_confidence:g}; the mask "
+          f"detector's own decision at {mask_threshold():.3f}), bare images / masked copies (no face found: 0):")
+    for label in ("calibration", "held-out"):
+        part = [i for i in correct if half(i) == label and i in masked]
+        b = np.array([next(c.value for c in reports[i].components if c.name == "lower_face") for i in part])
+        mk = np.array([masked[i] for i in part])
+        cells = ", ".join(f"{bar:.2f}: {np.sum(b > bar)} / {np.mean(mk > bar):.1%}"
+                          for bar in (mask_threshold(), 0.6, 0.8, 0.9, 0.95))
+        print(f"  {label:11s} ({len(part)} images) {cells}")
     return 0
+
+
+def _mask(pipe: Pipeline, img: np.ndarray, face: Any, vec: np.ndarray) -> float:
+    check = pipe.mask_check(img, face, vec)
+    assert check is not None
+    return float(check.confidence)
 
 
 if __name__ == "__main__":

@@ -122,9 +122,22 @@ def test_a_strong_profile_and_a_tiny_face_fail_at_the_defaults(obama: Any) -> No
     assert QualityThresholds().max_yaw < 75 and QualityThresholds().min_eye_distance >= 20
 
 
+def test_a_covered_lower_face_fails_at_the_mask_confidence_bar(obama: Any) -> None:
+    img, face = obama
+    assert "lower_face" not in [c.name for c in assess(img, face.landmarks, 1).components]  # not judged
+    assert assess(img, face.landmarks, 1, mask_confidence=0.6).ok  # above the detector's decision, under the bar
+    r = assess(img, face.landmarks, 1, mask_confidence=0.95)
+    assert r.reasons == ("lower_face",) and r.score == 0 and "take off the mask" in r.advice
+    # A purpose's own bar: 1 accepts any mask, 0.1 refuses what the default lets by.
+    assert assess(img, face.landmarks, 1, QualityThresholds(max_mask_confidence=1.0), mask_confidence=1.0).ok
+    assert assess(img, face.landmarks, 1, QualityThresholds(max_mask_confidence=0.1), mask_confidence=0.2).reasons == (
+        "lower_face",)
+
+
 def test_thresholds_from_a_purpose_are_checked() -> None:
     assert QualityThresholds.from_mapping({"min_eye_distance": 60}).min_eye_distance == 60
-    for bad in ({"min_eye_distanse": 60}, {"max_yaw": "wide"}, {"max_yaw": -1}, [1]):
+    assert QualityThresholds.from_mapping({"max_mask_confidence": 1}).max_mask_confidence == 1.0
+    for bad in ({"min_eye_distanse": 60}, {"max_yaw": "wide"}, {"max_yaw": -1}, [1], {"max_mask_confidence": 1.5}):
         with pytest.raises(ConfigError):
             QualityThresholds.from_mapping(bad)  # type: ignore[arg-type]
 
@@ -164,6 +177,30 @@ def test_a_purpose_floor_is_applied(tmp_path: Path) -> None:
         with pytest.raises(PolicyViolation, match="move closer") as info:
             sf.enroll(images() / "obama.jpg", "alice", "demo", consent(ws, "alice"))
     assert info.value.rule == "PA-02"
+
+
+def test_a_masked_capture_is_refused_as_a_reference_unless_the_purpose_accepts_masks(tmp_path: Path) -> None:
+    """PA-02 names occlusion: a mask drawn on the photo, as a camera sees it, fails the quality
+    floor with what to do; the same capture enrols where the purpose accepts masked references,
+    and its row says it came from a masked image."""
+    from policy_support import masked_image
+
+    ws = _quality_ws(tmp_path)
+    capture = masked_image(images() / "obama.jpg", "n95")
+    with open_sf(ws) as sf:
+        t = consent(ws, "alice")
+        with pytest.raises(PolicyViolation, match="take off the mask") as info:
+            sf.enroll(capture, "alice", "demo", t)
+        assert info.value.rule == "PA-02" and sf.records() == []
+        assert (last_call(sf).decision, last_call(sf).rule) == ("refused", "PA-02")
+        # A masked probe is still verified: quality is an enrolment rule.
+        sf.enroll(images() / "obama.jpg", "alice", "demo", t)
+        v = sf.verify(masked_image(images() / "obama2.jpg"), "alice", "demo", t)
+        assert v.masked and v.match
+    ws2 = _quality_ws(tmp_path / "accepts", {"max_mask_confidence": 1})
+    with open_sf(ws2) as sf:
+        sf.enroll(capture, "alice", "demo", consent(ws2, "alice"))
+        assert [r.masked_enrolment for r in sf.records()] == [True]
 
 
 def test_a_misspelt_floor_is_an_error(tmp_path: Path) -> None:

@@ -21,6 +21,11 @@ comparable in size (COMPARABLE_SIZE of the subject's eye distance, each correcte
 and about as central (no more than CENTRE_MARGIN subject eye distances further from the picture's
 centre). A small face in the background, or a neighbour at the edge of a press photo, does not
 make the capture ambiguous; two people side by side in the middle do.
+
+A covered lower face (a mask, a scarf) is an occlusion ISO/IEC 29794-5 counts against a
+reference: the template of a masked enrolment image serves bare probes poorly and masked ones
+no better than a bare enrolment does. The caller passes the mask detector's confidence
+(hazmat/vision/mask_detect.py); this module never runs a model itself.
 """
 
 from __future__ import annotations
@@ -62,6 +67,13 @@ class QualityThresholds:
     max_clipped: float = 0.25  # share of face pixels at 0-5 or 250-255
     min_contrast: float = 14.0  # grey-level standard deviation of the face region
     max_faces: int = 1
+    # The mask detector's confidence that the lower face is covered, above which a capture is
+    # refused; 1 accepts masked references. Far above the detector's own decision (0.41): a false
+    # refusal locks out a person who cannot fix it (bearded and sunglassed faces score 0.4-0.8),
+    # while a masked reference let through still takes the masked-enrolment path. On LFW dev's
+    # held-out half: 0 of 792 bare faces refused (5 at the detector's decision), 95.6% of their
+    # synthetic-masked copies (benches/capture_quality.py).
+    max_mask_confidence: float = 0.9
 
     @classmethod
     def from_mapping(cls, raw: Optional[Mapping[str, Any]], where: str = "quality") -> "QualityThresholds":
@@ -78,6 +90,8 @@ class QualityThresholds:
                 raise ConfigError(f"{where}: unknown threshold {k!r}; known: {', '.join(sorted(known))}.")
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
                 raise ConfigError(f"{where}.{k} must be a non-negative number, got {v!r}.")
+            if k == "max_mask_confidence" and v > 1:
+                raise ConfigError(f"{where}.{k} is a confidence from 0 to 1 (1 accepts any mask), got {v!r}.")
             values[k] = int(v) if k == "max_faces" else float(v)
         return replace(cls(), **values)
 
@@ -248,10 +262,13 @@ def competing(image_shape: tuple[int, ...], subject: np.ndarray, others: Sequenc
 
 def assess(image: np.ndarray, landmarks: Optional[np.ndarray], faces: int,
            thresholds: Optional[QualityThresholds] = None,
-           others: Optional[Sequence[np.ndarray]] = None) -> QualityReport:
+           others: Optional[Sequence[np.ndarray]] = None,
+           mask_confidence: Optional[float] = None) -> QualityReport:
     """Judge one capture: `image` RGB uint8, `landmarks` the subject's 5 points (None when no face
     was found), `faces` how many faces the image holds. With `others` (the 5 points of every other
-    face found), only the faces that could be taken for the subject count against "one face"."""
+    face found), only the faces that could be taken for the subject count against "one face".
+    With `mask_confidence` (the mask detector's, for the subject), a covered lower face fails
+    "lower_face"; without it that component is not judged."""
     t = thresholds or QualityThresholds()
     if landmarks is None or faces == 0:
         comp = Component("face", 0.0, False, 0.0, "one face", "no face was found: face the camera in good light")
@@ -298,6 +315,11 @@ def assess(image: np.ndarray, landmarks: Optional[np.ndarray], faces: int,
         Component("contrast", contrast, contrast >= t.min_contrast, _ramp(contrast, t.min_contrast, 0.4 * t.min_contrast),
                   f">= {t.min_contrast:g}", "light the face evenly from the front (it looks flat or washed out)"),
     ]
+    if mask_confidence is not None:
+        covered = mask_confidence > t.max_mask_confidence
+        comps.append(Component("lower_face", float(mask_confidence), not covered, 0.0 if covered else 1.0,
+                               f"mask confidence <= {t.max_mask_confidence:g}",
+                               "take off the mask or whatever covers the nose and mouth"))
     score = 100.0 * min(c.score for c in comps)
     return QualityReport(score, tuple(comps), (yaw, pitch, roll), t)
 

@@ -377,7 +377,7 @@ class SafeFace:
                 raise ImageError("no face was found in the image.")
             vec = np.asarray(result.embedding, dtype=np.float32)
             self._guard.check_capture(d, CaptureFacts(vec, None, self.threshold))
-            probe = _probe(pipe, image, result.face, vec, enrol=False)
+            probe = _probe(pipe, image, result.face, vec, _mask_check(pipe, image, result.face, vec), enrol=False)
             plain = _Route(None, self.threshold, False)
             if not probe.masked or probe.visible is None:
                 found = [(m, plain) for m in
@@ -985,15 +985,17 @@ class SafeFace:
             raise ImageError(f"the image shows {len(result.faces)} faces; use a photo of the consenting person "
                              "alone, so that no bystander is processed.")
         vec = np.asarray(result.embedding, dtype=np.float32)
+        check = _mask_check(pipe, image, result.face, vec)
         quality = None
         if d.purpose is not None and d.purpose.capture_quality and d.operation is Operation.ENROLL:
             from ..capture.quality import QualityThresholds, assess
             from ..imageio import load_image
 
             floor = QualityThresholds.from_mapping(dict(d.purpose.quality), f"purpose {d.purpose.name!r} quality")
-            quality = assess(load_image(image), result.face.landmarks, len(result.faces), floor)
+            quality = assess(load_image(image), result.face.landmarks, len(result.faces), floor,
+                             mask_confidence=None if check is None else float(check.confidence))
         self._guard.check_capture(d, CaptureFacts(vec, quality, self.threshold))
-        return _probe(pipe, image, result.face, vec, enrol=d.operation is Operation.ENROLL)
+        return _probe(pipe, image, result.face, vec, check, enrol=d.operation is Operation.ENROLL)
 
     def _store(self, d: Decision, items: Sequence[tuple[str, _Probe]], now: dt.datetime) -> list[Enrollment]:
         """Store the templates in one transaction. Inside it, under the write lock, the guard
@@ -1049,13 +1051,18 @@ class SafeFace:
                              vectors=vectors)
 
 
-def _probe(pipe: Any, image: ImageInput, face: Any, vec: np.ndarray, *, enrol: bool) -> _Probe:
-    """The mask check of a call's face, and the visible-region embedding for an enrolment or a
-    masked probe: drawn over a masked face, the synthetic masks hide its own mask, so probe and
-    template wear the same ones. A pipeline without a mask detector (a caller's own, or an engine
-    it was not trained for) gives neither, and its calls take the plain path."""
+def _mask_check(pipe: Any, image: ImageInput, face: Any, vec: np.ndarray) -> Any:
+    """The mask detector's verdict on a call's face (MaskCheck); None from a pipeline without
+    one (a caller's own, or an engine it was not trained for)."""
     check_fn = getattr(pipe, "mask_check", None)
-    check = None if check_fn is None else check_fn(image, face, vec)
+    return None if check_fn is None else check_fn(image, face, vec)
+
+
+def _probe(pipe: Any, image: ImageInput, face: Any, vec: np.ndarray, check: Any, *, enrol: bool) -> _Probe:
+    """The probe of a call's face with its mask check (`_mask_check`), and the visible-region
+    embedding for an enrolment or a masked probe: drawn over a masked face, the synthetic masks
+    hide its own mask, so probe and template wear the same ones. Without a mask check, neither:
+    the call takes the plain path."""
     if check is None:
         return _Probe(vec)
     visible_fn = getattr(pipe, "visible_embedding", None)
