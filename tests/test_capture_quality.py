@@ -203,6 +203,31 @@ def test_a_masked_capture_is_refused_as_a_reference_unless_the_purpose_accepts_m
         assert [r.masked_enrolment for r in sf.records()] == [True]
 
 
+def test_a_masked_capture_in_a_batch_refuses_the_whole_batch(tmp_path: Path) -> None:
+    """Bulk enrolment is no way around PA-02: one masked reference among good ones refuses the
+    batch, naming what to fix, and nothing is stored."""
+    from policy_support import masked_image
+
+    ws = _quality_ws(tmp_path)
+    with open_sf(ws) as sf:
+        items = [(images() / "biden.jpg", "bob", consent(ws, "bob")),
+                 (masked_image(images() / "obama.jpg", "n95"), "alice", consent(ws, "alice"))]
+        with pytest.raises(PolicyViolation, match="take off the mask") as info:
+            sf.enroll_many(items, "demo")
+        assert info.value.rule == "PA-02" and sf.records() == []
+
+
+def test_mask_floor_on_a_purpose_without_capture_quality_is_an_error(tmp_path: Path) -> None:
+    """A max_mask_confidence on a purpose that does not require capture quality would judge no
+    enrolment, so a masked reference would enrol under a floor that reads as refusing it: the
+    configuration is refused, saying how to make the floor apply."""
+    ws = make_workspace(tmp_path / "ws")
+    edit_config(ws, lambda r: r["purposes"]["demo"].__setitem__("quality", {"max_mask_confidence": 0.5}),
+                reassess=False)
+    with pytest.raises(ConfigError, match="PA-02.*\"capture_quality\": \"required\""):
+        open_sf(ws)
+
+
 def test_a_misspelt_floor_is_an_error(tmp_path: Path) -> None:
     ws = make_workspace(tmp_path / "ws")
     edit_config(ws, lambda r: r["purposes"]["demo"].__setitem__("quality", {"min_eyes": 3}), reassess=False)

@@ -179,6 +179,9 @@ WEAKENING = {
     # Tokens are bound to the id: a borrowed id would accept another deployment's tokens.
     "another deployment's id": lambda r: r.__setitem__("id", "0f1e2d3c-4b5a-4968-8776-a5b4c3d2e1f0"),
     "audit witness moved": lambda r: r.__setitem__("audit", {"witness": "/mnt/elsewhere/ws.anchor"}),
+    # The masked path's thresholds weaken it as the plain one does (masked impostors match).
+    "lower masked threshold": lambda r: r["matching"].__setitem__("masked_threshold", 0.5),
+    "lower both-masked threshold": lambda r: r["matching"].__setitem__("both_masked_threshold", 0.5),
 }
 
 
@@ -187,6 +190,25 @@ def test_assessment_goes_stale_when_a_weakening_setting_changes(what) -> None:
     dep = deployment(edit=WEAKENING[what], reassess=False)
     assert "CN-09" in failing(dep), f"{what} changed without a new assessment and the deployment still validates"
     assert "CN-09" not in failing(deployment(edit=WEAKENING[what], reassess=True))
+
+
+CAPTURE_RELAXED = {
+    "masked references accepted": lambda p: p["quality"].__setitem__("max_mask_confidence", 1),
+    "lower eye-distance floor": lambda p: p["quality"].__setitem__("min_eye_distance", 10),
+    "capture quality dropped": lambda p: (p.pop("quality"), p.__setitem__("capture_quality", "none")),
+}
+
+
+@pytest.mark.parametrize("what", sorted(CAPTURE_RELAXED))
+def test_relaxing_capture_quality_after_assessment_makes_it_stale(what) -> None:
+    """PA-02's floors (the mask bar among them) are covered by the assessment like the matching
+    threshold: relaxing one by hand leaves the deployment unable to process until reassessed."""
+    def edit(r: dict[str, Any]) -> None:
+        r["purposes"]["demo"].update(capture_quality="required", quality={"max_mask_confidence": 0.9})
+        r["assessment"]["covers"] = Deployment.from_dict(r).config_digest()
+        CAPTURE_RELAXED[what](r["purposes"]["demo"])
+
+    assert "CN-09" in failing(deployment(edit=edit, reassess=False))
 
 
 def test_filing_reference_and_notice_do_not_need_a_new_assessment() -> None:

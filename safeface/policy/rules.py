@@ -89,7 +89,8 @@ RULES: tuple[Rule, ...] = (
          "face, used once."),
     Rule("PA-02", "capture", "enforce", "Enrolment only from a capture fit for recognition (ISO/IEC 29794-5)",
          "Applies to a purpose that declares \"capture_quality\": \"required\": enrolment refuses a capture below "
-         "the purpose's quality floor (eye distance, pose, focus, light, framing, one face), naming what to fix."),
+         "the purpose's quality floor (eye distance, pose, focus, light, framing, one face, nose and mouth "
+         "uncovered), naming what to fix; quality floors on a purpose that does not require it are refused."),
     Rule("ST-01", "standard", "measure", "Protected references (ISO/IEC 24745)",
          "Keyed revocable transform plus authenticated encryption; re-keying without images."),
     Rule("ST-02", "standard", "measure", "Template protection measured (ISO/IEC 30136)", "Evaluation tool."),

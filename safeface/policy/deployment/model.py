@@ -90,6 +90,7 @@ class Deployment:
                 retention = int(p.get("retention_days") or 0)
             except (TypeError, ValueError, OverflowError):
                 raise ConfigError(f"purpose {name!r}: retention_days must be a whole number of days.") from None
+            capture_quality = _required(p.get("capture_quality"), f"purpose {name!r} capture_quality")
             purposes[str(name)] = Purpose(
                 name=str(name), description=str(p.get("description") or ""),
                 necessity=str(p.get("necessity") or ""), retention_days=retention,
@@ -98,8 +99,8 @@ class Deployment:
                 alternatives=tuple(str(a) for a in (p.get("alternatives") or []) if str(a).strip()),
                 mandatory_by_law=_provision(p.get("mandatory_by_law")),
                 liveness=_required(p.get("liveness"), f"purpose {name!r} liveness"),
-                capture_quality=_required(p.get("capture_quality"), f"purpose {name!r} capture_quality"),
-                quality=_quality(p.get("quality"), f"purpose {name!r} quality"),
+                capture_quality=capture_quality,
+                quality=_quality(p.get("quality"), capture_quality, f"purpose {name!r}"),
             )
         method = str((raw.get("matching") or {}).get("method") or "dlib-resnet-128")
         return cls(raw=dict(raw), profiles=profiles, purposes=purposes, method=method)
@@ -321,14 +322,20 @@ def _required(value: Any, what: str) -> bool:
     raise ConfigError(f"{what} must be \"required\" or \"none\", not {value!r}.")
 
 
-def _quality(value: Any, what: str) -> tuple[tuple[str, float], ...]:
+def _quality(value: Any, required: bool, purpose: str) -> tuple[tuple[str, float], ...]:
     """A purpose's quality floors, checked against the known names now (a misspelt floor must
-    never fall back silently to the default)."""
+    never fall back silently to the default), and only where capture quality is required: floors
+    no capture is judged by (a max_mask_confidence meant to refuse masked references) would read
+    as a protection that is not there."""
     if value in (None, {}):
         return ()
     from ...capture.quality import QualityThresholds
 
-    QualityThresholds.from_mapping(value, what)
+    QualityThresholds.from_mapping(value, f"{purpose} quality")
+    if not required:
+        raise ConfigError(f"{purpose} sets quality floors, but its capture_quality is not \"required\", so no "
+                          f"enrolment is judged by them (PA-02); set \"capture_quality\": \"required\" or "
+                          f"remove \"quality\".")
     return tuple(sorted((str(k), float(v)) for k, v in value.items()))
 
 
