@@ -151,6 +151,30 @@ def test_liveness_evidence_travels_as_a_field_or_header(svc: dict[str, Any]) -> 
         paths.config.write_text(original)
 
 
+def test_a_masked_reference_sent_to_the_service_is_refused_by_pa02(svc: dict[str, Any]) -> None:
+    """The service's enrol endpoint is no way around PA-02: a masked capture, as a camera sends
+    it, is refused with the rule and what to fix, and nothing is stored."""
+    import io
+
+    from PIL import Image
+    from policy_support import edit_config, masked_image
+
+    url, paths, op = svc["url"], svc["paths"], svc["keys"]["operator"]
+    buf = io.BytesIO()
+    Image.fromarray(masked_image(images() / "obama.jpg", "n95")).save(buf, "JPEG", quality=90)
+    original = paths.config.read_text()
+    edit_config(paths, lambda raw: raw["purposes"]["demo"].__setitem__("capture_quality", "required"))
+    try:
+        r = post_image(url, "/v1/enroll", op, buf.getvalue(), subject="hana", purpose="demo",
+                       consent=consent(paths, "hana"))
+        assert r.status_code == 403 and r.json()["rule"] == "PA-02", r.text
+        assert "take off the mask" in r.text
+    finally:
+        paths.config.write_text(original)
+    with open_sf(paths) as sf:
+        assert sf.records("hana") == []
+
+
 def test_malformed_input_is_422(svc: dict[str, Any]) -> None:
     url, op = svc["url"], svc["keys"]["operator"]
     h = key_header(op)
