@@ -228,6 +228,20 @@ def test_mask_floor_on_a_purpose_without_capture_quality_is_an_error(tmp_path: P
         open_sf(ws)
 
 
+def test_a_mask_bar_written_twice_is_an_error(tmp_path: Path) -> None:
+    """A hostile operator writes the purpose's mask bar twice: a reviewer reading the file sees
+    the first (0.9) while a JSON parser keeps the last (1, masked references accepted), which the
+    recorded assessment covers. The file is refused instead, naming the member."""
+    ws = make_workspace(tmp_path / "ws", edit=lambda r: r["purposes"]["demo"].update(
+        capture_quality="required", quality={"max_mask_confidence": 1}))
+    text = ws.config.read_text()
+    assert text.count('"max_mask_confidence": 1') == 1
+    ws.config.write_text(text.replace('"max_mask_confidence": 1',
+                                      '"max_mask_confidence": 0.9, "max_mask_confidence": 1'))
+    with pytest.raises(ConfigError, match="'max_mask_confidence' twice"):
+        open_sf(ws)
+
+
 def test_a_misspelt_floor_is_an_error(tmp_path: Path) -> None:
     ws = make_workspace(tmp_path / "ws")
     edit_config(ws, lambda r: r["purposes"]["demo"].__setitem__("quality", {"min_eyes": 3}), reassess=False)

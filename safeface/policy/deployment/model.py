@@ -108,7 +108,7 @@ class Deployment:
     @classmethod
     def load(cls, path: Path) -> "Deployment":
         try:
-            raw = json.loads(path.read_text(encoding="utf-8"))
+            raw = json.loads(path.read_text(encoding="utf-8"), object_pairs_hook=_members_once)
         except FileNotFoundError:
             raise ConfigError(f"{path} is missing: is this a safeface workspace? Create one with `safeface init`.") from None
         except (OSError, ValueError) as exc:
@@ -312,6 +312,19 @@ def _check_purpose_name(name: Any, folded: dict[str, str]) -> None:
 def _provision(value: Any) -> Optional[str]:
     """CN-11's exemption holds only when it names the provision: `true` or blank names none."""
     return value.strip() if isinstance(value, str) and value.strip() else None
+
+
+def _members_once(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object of deployment.json, each name once: with a name twice, a person (or another
+    tool) reading the file takes the first value and this parser the last, so a reviewer could
+    see a mask bar of 0.9 where 1 applies."""
+    seen: dict[str, Any] = {}
+    for name, value in pairs:
+        if name in seen:
+            raise ConfigError(f"deployment.json names {name!r} twice in one object; keep the one value meant "
+                              f"and delete the other.")
+        seen[name] = value
+    return seen
 
 
 def _required(value: Any, what: str) -> bool:
