@@ -137,7 +137,9 @@ def test_a_covered_lower_face_fails_at_the_mask_confidence_bar(obama: Any) -> No
 def test_thresholds_from_a_purpose_are_checked() -> None:
     assert QualityThresholds.from_mapping({"min_eye_distance": 60}).min_eye_distance == 60
     assert QualityThresholds.from_mapping({"max_mask_confidence": 1}).max_mask_confidence == 1.0
-    for bad in ({"min_eye_distanse": 60}, {"max_yaw": "wide"}, {"max_yaw": -1}, [1], {"max_mask_confidence": 1.5}):
+    for bad in ({"min_eye_distanse": 60}, {"max_yaw": "wide"}, {"max_yaw": -1}, [1], {"max_mask_confidence": 1.5},
+                {"max_mask_confidence": float("nan")}, {"max_mask_confidence": True}, {"max_mask_confidence": "1"},
+                {"max_mask_confidence": -0.1}, {"max_mask_confidence": float("inf")}):
         with pytest.raises(ConfigError):
             QualityThresholds.from_mapping(bad)  # type: ignore[arg-type]
 

@@ -93,19 +93,25 @@ def test_deployment_package_keeps_its_public_names() -> None:
     assert deployment_pkg.working_days_after(dt.date(2026, 6, 12), 1) == dt.date(2026, 6, 15)  # Friday -> Monday
 
 
-# -- matching.threshold: finite, in (0, 1] -----------------------------------------------------
+# -- matching thresholds (plain, masked, both masked): finite, in (0, 1] ------------------------
+THRESHOLDS = {"threshold": "match_threshold", "masked_threshold": "masked_threshold",
+              "both_masked_threshold": "both_masked_threshold"}
+
+
 @pytest.mark.parametrize("bad", [math.nan, -1, 0, 2, math.inf, -math.inf, 1.0000001, True, "0.9"])
 @pytest.mark.parametrize("profiles", PROFILES)
-def test_matching_threshold_outside_0_1_refuses_every_call(make_guard, issuer, bad, profiles) -> None:
-    # A threshold of -1, 0 or NaN lets a stranger verify as anyone; 2 lets nobody match.
-    dep = deployment(profiles, lambda r: r["matching"].__setitem__("threshold", bad))
-    assert "matching.threshold" in failing(dep).get("CN-16", "")
-    with pytest.raises(ConfigError, match="matching.threshold"):
-        dep.match_threshold
+@pytest.mark.parametrize("key", sorted(THRESHOLDS))
+def test_matching_threshold_outside_0_1_refuses_every_call(make_guard, issuer, bad, profiles, key) -> None:
+    # A threshold of -1, 0 or NaN lets a stranger verify as anyone (on the masked path, anyone
+    # wearing a mask); 2 lets nobody match.
+    dep = deployment(profiles, lambda r: r["matching"].__setitem__(key, bad))
+    assert f"matching.{key}" in failing(dep).get("CN-16", "")
+    with pytest.raises(ConfigError, match=f"matching.{key}"):
+        getattr(dep, THRESHOLDS[key])
     g = make_guard(dep)
     for op in ("enroll", "verify", "identify"):
         e = refused("CN-16", lambda: g.authorize(op, "demo", NOW, subject="alice", consent=token(issuer, dep)))
-        assert "matching.threshold" in e.message
+        assert f"matching.{key}" in e.message
 
 
 @pytest.mark.parametrize("good", [0.5, 0.91, 1, 1.0, None])
