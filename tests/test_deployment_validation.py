@@ -217,6 +217,17 @@ def test_relaxing_capture_quality_after_assessment_makes_it_stale(what) -> None:
     assert "CN-09" in failing(deployment(edit=edit, reassess=False))
 
 
+def test_the_report_names_a_relaxed_mask_bar_and_the_masked_thresholds() -> None:
+    """What the assessor reads: a purpose accepting masked references, and masked thresholds set
+    by hand, are named in the findings, not hidden behind "default"."""
+    dep = deployment(edit=lambda r: (
+        r["purposes"]["demo"].update(capture_quality="required", quality={"max_mask_confidence": 1}),
+        r["matching"].update(masked_threshold=0.93, both_masked_threshold=0.96)))
+    said = {f.rule: f.message for f in dep.findings(TODAY)}
+    assert "'max_mask_confidence': 1.0" in said["PA-02"]
+    assert "masked 0.93, both masked 0.96" in said["CN-16"]
+
+
 def test_filing_reference_and_notice_do_not_need_a_new_assessment() -> None:
     # Recording the filing reference after filing must not stop processing; the notice has its
     # own hash bound into every consent (CN-02).

@@ -100,8 +100,12 @@ def findings(dep: "Deployment", today: dt.date) -> list[Finding]:
         "every purpose has a non-biometric alternative.")
 
     # PA-01, PA-02: judged only where a purpose asks; the guard checks every call (safeface/capture).
+    # The floors set over the defaults (only a purpose requiring capture quality may set them) are
+    # named, so that the assessor sees a relaxed one: a mask bar of 1 accepts masked references.
+    floors = {p.name: dict(p.quality) for p in dep.purposes.values() if p.quality}
     for concept, field_, what in (("liveness", "liveness", "fresh signed liveness evidence bound to the probe's face"),
-                                  ("capture-quality", "capture_quality", "an enrolment capture above the quality floor")):
+                                  ("capture-quality", "capture_quality", "an enrolment capture above the quality floor"
+                                   + (f" (over the defaults: {floors})" if floors else ""))):
         asking = [p.name for p in dep.purposes.values() if getattr(p, field_)]
         if asking:
             add(concept, None, f"purposes {asking} require {what}")
@@ -112,7 +116,9 @@ def findings(dep: "Deployment", today: dt.date) -> list[Finding]:
                else _error_of(lambda: dep.match_threshold) or _error_of(lambda: dep.masked_threshold)
                or _error_of(lambda: dep.both_masked_threshold))
     add("security", problem, f"roles: {', '.join(sorted(roles))}; matching threshold "
-        f"{_or_none(lambda: dep.match_threshold) or 'default'}.")
+        f"{_or_none(lambda: dep.match_threshold) or 'default'}, masked "
+        f"{_or_none(lambda: dep.masked_threshold) or 'default'}, both masked "
+        f"{_or_none(lambda: dep.both_masked_threshold) or 'default'}.")
     return out
 
 
