@@ -138,3 +138,23 @@ def test_a_pipeline_without_a_mask_detector_keeps_the_plain_path(tmp_path: Path,
         v: Any = sf.verify(masked(imgs / "obama2.jpg"), "alice", "demo", t)
         assert not v.masked and v.mask_confidence is None and v.threshold == sf.threshold
         assert "mask" not in _note(sf)
+
+
+def test_an_identify_over_mixed_rows_takes_each_row_by_its_own_path(tmp_path: Path, imgs: Path) -> None:
+    """A masked probe against a gallery that mixes a row from before masked matching (no
+    visible-region template), a bare enrolment and a masked one: each person is met by their own
+    row's path (plain, masked, both masked), and a masked stranger reaches no one through
+    another person's path."""
+    ws = make_workspace(tmp_path / "ws")
+    with SafeFace.open(ws.root, PASSPHRASE, pipeline=PlainPipeline()) as sf:
+        sf.enroll(imgs / "biden.jpg", "bob", "demo", consent(ws, "bob"))  # before masked matching
+    with open_sf(ws) as sf:
+        sf.enroll(masked(imgs / "obama.jpg", "n95"), "alice", "demo", consent(ws, "alice"))
+        assert [(r.pseudonym, r.masked_template, r.masked_enrolment) for r in sf.records()] == [
+            (sf.pseudonym("bob"), False, False), (sf.pseudonym("alice"), True, True)]
+        walk_in = consent(ws, "walk-in")
+        found = sf.identify(masked(imgs / "obama2.jpg", "surgical"), "demo", walk_in)
+        assert [(c.subject, c.masked, c.masked_enrolment) for c in found] == [(sf.pseudonym("alice"), True, True)]
+        assert "1 by masked enrolment" in _note(sf)
+        found = sf.identify(masked(imgs / "biden.jpg", "cloth", 2), "demo", walk_in)
+        assert [(c.subject, c.masked) for c in found] == [(sf.pseudonym("bob"), False)]
