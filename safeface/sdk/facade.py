@@ -33,6 +33,7 @@ from ..policy.guard import BatchItem, CaptureFacts, Decision, Guard, Operation, 
 from ..policy.receipts import ErasureReceipt, issue_receipt, receipt_key
 from ..policy.rules import rule_for
 from ..workspace.apikeys import ApiKey, ApiKeys, hashing_key
+from ..workspace.assessment import ASSESSMENT_OPERATIONS, assessment_note
 from ..workspace.audit import AuditEntry, AuditLog, AuditReport
 from ..workspace.passphrase import open_keyring
 from ..workspace.paths import WorkspacePaths
@@ -172,6 +173,7 @@ class SafeFace:
             kind = f"{type(pipeline).__module__}.{type(pipeline).__qualname__}"
             sf._append("open", "allowed", note=f"host pipeline {kind[:120]} (hazmat: its face counts and "
                        "embeddings are trusted)")
+        sf._note_assessment()
         sf._settle_uncommitted()
         sf.purge_expired()  # expired templates go as soon as anyone opens the workspace
         return sf
@@ -922,7 +924,23 @@ class SafeFace:
             root._deployment = Deployment.load(self._paths.config)
             root._guard.deployment = root._deployment
             root._config_digest = digest
+            root._note_assessment()
         self._deployment, self._config_digest = root._deployment, root._config_digest
+
+    def _note_assessment(self) -> None:
+        """Audit an impact assessment the log has not seen. `safeface assess` needs no passphrase,
+        so whoever can write deployment.json can weaken a covered setting and record the
+        assessment again; it is judged at once, and this entry, written when a workspace holding
+        the keys first reads it, makes the change visible afterwards."""
+        a = self._deployment.section("assessment")
+        covers = a.get("covers")
+        if not covers:
+            return  # no assessment: every call is refused until one is recorded
+        note = assessment_note(a)
+        last = self._audit.last_entry(ASSESSMENT_OPERATIONS)
+        if last is not None and (last.note or "").endswith(note):
+            return
+        self._append("assessment", "allowed", note=note)
 
     def _append(self, operation: str, decision: str, **fields: Any) -> AuditEntry:
         with self._audit_lock:

@@ -12,6 +12,7 @@ from ..errors import ConfigError
 from ..policy.deployment import Deployment, blank_config, demo_config
 from ..policy.rules import DEFAULT_PROFILE, check_profiles
 from ..policy.tokens import public_key_text
+from .assessment import assessment_note
 from .audit import AuditLog
 from ..atomicfile import write_atomic, write_new
 from .keys import new_signing_key
@@ -49,7 +50,9 @@ def init_workspace(root: Path, *, demo: bool = False, profiles: Sequence[str] = 
     write_empty(paths, keyring)
     with AuditLog(paths.audit, keyring.key("audit"), workspace_anchors(paths, keyring, deployment)) as log:
         kind = "demo workspace" if demo else "workspace"
-        log.append("init", "allowed", note=f"{kind}; profiles {','.join(profs)}")
+        assessed = deployment.section("assessment")
+        log.append("init", "allowed", note=f"{kind}; profiles {','.join(profs)}"
+                   + (f"; {assessment_note(assessed)}" if assessed.get("covers") else ""))
         if demo:
             issuer = new_signing_key(paths.demo_issuer)
             authority = new_signing_key(paths.demo_authority)
