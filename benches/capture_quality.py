@@ -56,6 +56,7 @@ def main() -> int:
     vec: dict[Path, np.ndarray] = {}
     reports = {}
     nfaces: dict[Path, int] = {}
+    subjects: dict[Path, Any] = {}
     for path in images:
         img = load_image(path)
         faces = pipe.detect(img)
@@ -63,7 +64,7 @@ def main() -> int:
         if subject is None:
             continue
         vec[path] = pipe.embed_faces(img, [subject])[0]
-        nfaces[path] = len(faces)
+        nfaces[path], subjects[path] = len(faces), subject
         reports[path] = assess(img, subject.landmarks, len(faces), others=[f.landmarks for f in faces if f is not subject],
                                mask_confidence=_mask(pipe, img, subject, vec[path]))
     elapsed = time.perf_counter() - t0
@@ -126,11 +127,8 @@ def main() -> int:
     # face is, then searched as a camera's frame would be (seeds other than the evaluation's).
     masked: dict[Path, float] = {}
     for n, i in enumerate(correct):
-        img = load_image(i)
-        r = pipe.embed(img)
-        if r.face is None:
-            continue
-        m = draw_mask(img, r.face.landmarks, r.face.box, RANDOM, 100 + n)
+        bare = subjects[i]
+        m = draw_mask(load_image(i), bare.landmarks, bare.box, RANDOM, 100 + n)
         rm = pipe.embed(m)
         masked[i] = 0.0 if rm.face is None or rm.embedding is None else _mask(pipe, m, rm.face, rm.embedding)
     print(f"lower_face: refused at each bar on the mask confidence (default {t.max_mask_confidence:g}; the mask "

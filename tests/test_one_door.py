@@ -234,7 +234,7 @@ def test_a_weakened_setting_assessed_again_without_the_keys_is_audited(tmp_path:
     from safeface.workspace.admin import record_assessment
 
     def assessed(sf: SafeFace) -> list[str]:
-        return [e.note or "" for e in sf._audit.entries() if e.operation == "assessment"]
+        return [e.note or "" for e in sf.audit_entries() if e.operation == "assessment"]
 
     ws = make_workspace(tmp_path / "ws")
     with open_sf(ws) as sf:

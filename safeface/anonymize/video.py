@@ -38,8 +38,9 @@ class VideoOptions:
     `threads` frames are searched at once (0: one per core, at most 4); the detector releases
     the GIL, so on two cores two threads nearly double the rate. `masked` (on by default): also
     search for faces whose nose and mouth a mask hides (Search.masked; so does the check made
-    with `search`). It costs about a third of the default setting's rate; off, a masked face can
-    be left uncovered, and for anonymization a missed face costs far more than time."""
+    with `search`). It about halves the default setting's rate (benches/anonymize.py); off, a
+    masked face can be left uncovered, and for anonymization a missed face costs far more than
+    time."""
 
     detect_max_side: int = 640
     upsample: int = 1
