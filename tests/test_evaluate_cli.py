@@ -178,13 +178,15 @@ def test_verify_and_identify_with_masked_probes(tmp_path: Path, cache: Path,
                "--mask-probe", "surgical", "--out", str(out), "--cache", str(cache), "--json")
     m = doc["metrics"]["masked"]
     assert m["kind"] == "surgical" and m["failure_to_acquire"]["masked_images"] > 0
-    for name in ("unmasked", "probe_masked", "probe_masked_plain", "both_masked", "both_masked_plain"):
+    for name in ("unmasked", "probe_masked", "probe_masked_plain", "both_masked", "both_masked_plain",
+                 "enrolment_masked", "enrolment_masked_plain"):
         _rate(m[name]["accuracy_10fold"]["mean"])
         for far in ("0.001", "0.01"):
             _rate(m[name]["fnmr_at_fmr"][far])
     # The unmasked figures of the masked report are the run's own.
     assert m["unmasked"]["accuracy_10fold"] == doc["metrics"]["accuracy_10fold"]
     assert m["probe_masked"]["masked_path_pairs"] > 0 and m["probe_masked_plain"]["masked_path_pairs"] == 0
+    assert m["enrolment_masked"]["masked_path_pairs"] > 0 and m["enrolment_masked_plain"]["masked_path_pairs"] == 0
     _rate(m["mask_detection"]["masked_found"]["value"])
     _rate(m["mask_detection"]["bare_called_masked"]["value"])
     assert (out / "verify-probe-masked-scores.png").is_file() and (out / "verify-both-masked-scores.png").is_file()

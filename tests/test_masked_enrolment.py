@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from policy_support import consent, edit_config, images, last_call, make_workspace, open_sf  # noqa: E402
+from policy_support import CachedPipeline, consent, datasets, edit_config, images, last_call, make_workspace  # noqa: E402
+from policy_support import open_sf  # noqa: E402
 from policy_support import masked_image as masked  # noqa: E402
 
 from safeface.errors import ConfigError, IntegrityError  # noqa: E402
@@ -171,6 +172,10 @@ def test_a_masked_enrolment_on_postgresql_and_milvus_lite(pg: Any, tmp_path: Pat
         sf.enroll(masked(imgs / "obama.jpg", "cloth", 3), "alice", "demo", t)
         sf.enroll(imgs / "biden.jpg", "joe", "demo", consent(ws, "joe"))
         assert [r.masked_enrolment for r in sf.records()] == [True, False]
+        bare = sf.verify(imgs / "obama2.jpg", "alice", "demo", t)  # met by its visible region, never whole
+        assert bare.match and bare.path == "masked-enrolment-bare-probe" and bare.threshold == sf.masked_threshold
+        found = sf.identify(imgs / "obama2.jpg", "demo", consent(ws, "walk-in"))
+        assert [(c.subject, c.path) for c in found] == [(sf.pseudonym("alice"), "masked-enrolment-bare-probe")]
         v = sf.verify(probe, "alice", "demo", t)
         assert v.path == "masked-enrolment" and v.threshold == sf.both_masked_threshold and v.score is not None
         _thresholds(ws, v.score + 0.01, v.score - 0.01)
@@ -178,3 +183,66 @@ def test_a_masked_enrolment_on_postgresql_and_milvus_lite(pg: Any, tmp_path: Pat
         assert [(c.subject, c.path) for c in found] == [(sf.pseudonym("alice"), "masked-enrolment")]
         assert sf.erase("alice").templates_removed == 1
         assert sf.identify(probe, "demo", consent(ws, "walk-in")) == []
+
+
+def _lfw_masked(name: str) -> np.ndarray:
+    """An LFW dev image with the mask `safeface eval verify --mask-probe random` draws on it (seed
+    0): the face found in the bare image, its own seeded mask."""
+    from safeface.evaluate.masked import image_seed
+    from safeface.hashing import read_hashed
+    from safeface.hazmat.vision import pick_subject
+    from safeface.hazmat.vision.masks import draw_mask
+    from safeface.imageio import load_image
+
+    path = datasets() / "lfw-dev" / "images" / name.rsplit("_", 1)[0] / f"{name}.jpg"
+    if not path.is_file():
+        pytest.skip(f"the LFW dev images are absent ({path}); set SAFEFACE_DATASETS to the shared datasets")
+    key, data = read_hashed(path)
+    img = load_image(data)
+    face = CachedPipeline().embed(path).face
+    assert face is not None
+    return draw_mask(img, face.landmarks, face.box, "random", image_seed(key, 0))
+
+
+def test_a_masked_stranger_the_detector_misses_does_not_pass_as_a_masked_enrolment(tmp_path: Path) -> None:
+    """The attack: Carlos was enrolled from a masked image. A stranger wears a covering the mask
+    detector does not call masked (here the evaluation's own mask on an LFW face, confidence
+    about 0.001), so his probe is not sent down the masked path. Compared whole, two masked
+    faces look alike: this pair scores above the plain threshold, and the old plain path let
+    him in. A masked enrolment is now met only by visible regions, at the masked threshold."""
+    enrol, stranger = _lfw_masked("Carlos_Beltran_0001"), _lfw_masked("Sofyan_Dawood_0001")
+    ws = make_workspace(tmp_path / "ws")
+    with open_sf(ws) as sf:
+        t = consent(ws, "carlos")
+        sf.enroll(enrol, "carlos", "demo", t)
+        assert [r.masked_enrolment for r in sf.records()] == [True]
+        whole = float(np.dot(*(CachedPipeline()._pipe.embed(x).embedding for x in (enrol, stranger))))
+        assert whole >= sf.threshold  # what the plain path scored: a false match
+        v = sf.verify(stranger, "carlos", "demo", t)
+        assert v.mask_confidence is not None and v.mask_confidence < 0.5 and not v.match
+        assert v.path == "masked-enrolment-bare-probe" and v.threshold == sf.masked_threshold
+        assert v.score is not None and v.score < sf.masked_threshold and abs(v.score - whole) > 1e-3
+        assert "bare probe by its visible region, masked enrolment (mask" in _note(sf)
+        assert sf.identify(stranger, "demo", consent(ws, "walk-in")) == []
+
+
+def test_a_bare_probe_meets_a_masked_enrolment_by_its_visible_region(tmp_path: Path, imgs: Path) -> None:
+    """The genuine side: a bare photo of the person enrolled masked still matches, by its own
+    visible-region embedding at the masked threshold; a store with no masked enrolment never
+    makes that embedding (may_hold), and the bare enrolment is met whole as before."""
+    ws = make_workspace(tmp_path / "ws")
+    with open_sf(ws) as sf:
+        t = consent(ws, "alice")
+        sf.enroll(masked(imgs / "obama.jpg", "cloth", 3), "alice", "demo", t)
+        sf.enroll(imgs / "biden.jpg", "joe", "demo", consent(ws, "joe"))
+        assert not sf._gallery.may_hold("visible-masked", "demo", subject_id="joe")
+        assert sf._gallery.may_hold("visible-masked", "demo", subject_id="alice")
+        v = sf.verify(imgs / "obama2.jpg", "alice", "demo", t)
+        assert v.match and v.path == "masked-enrolment-bare-probe" and v.threshold == sf.masked_threshold
+        assert v.to_dict()["path"] == "masked-enrolment-bare-probe"
+        found = sf.identify(imgs / "obama2.jpg", "demo", consent(ws, "walk-in"))
+        assert [(c.subject, c.path) for c in found] == [(sf.pseudonym("alice"), "masked-enrolment-bare-probe")]
+        assert "bare probe by its visible region, 1 by masked enrolment" in _note(sf)
+        v = sf.verify(imgs / "biden.jpg", "joe", "demo", consent(ws, "joe"))
+        assert v.match and v.path == "plain" and v.threshold == sf.threshold
+        assert sf.verify(imgs / "biden.jpg", "alice", "demo", t).match is False

@@ -203,6 +203,33 @@ def test_a_masked_enrolment_is_flagged_and_matched_on_its_own_path(opener: Calla
         assert s.verify("b", v[1], "access", path="visible") == pytest.approx(1.0, abs=1e-5)
 
 
+def test_a_masked_enrolment_is_never_met_whole(opener: Callable[[], Any], keyring: Any) -> None:
+    """"plain-bare" (how the SDK matches a probe not called masked) scores the main templates of
+    every row except a masked enrolment's, so two masked faces are never compared whole; may_hold
+    says whether a path has any row, and for one subject it is exact in both stores."""
+    x, v = unit_rows(3), unit_rows(3, seed=1)
+    with opener() as s:
+        _enrol(s, "m", x[0], v[0], masked=True)
+        _enrol(s, "b", x[1], v[1])
+        _enrol(s, "old", x[2], None)
+        assert s.verify("m", x[0], "access", path="plain-bare") is None
+        assert s.verify("m", x[0], "access") == pytest.approx(1.0, abs=1e-5)  # None: every row, whole
+        assert s.verify("b", x[1], "access", path="plain-bare") == pytest.approx(1.0, abs=1e-5)
+        assert s.verify("old", x[2], "access", path="plain-bare") == pytest.approx(1.0, abs=1e-5)
+        assert s.pseudonym("m") not in _pseudonyms(s.search(x[0], "access", k=3, path="plain-bare"))
+        assert _pseudonyms(s.search(x[1], "access", k=1, threshold=0.99, path="plain-bare")) == [s.pseudonym("b")]
+        assert s.may_hold("visible-masked", "access", subject_id="m")
+        assert not s.may_hold("visible-masked", "access", subject_id="b")
+        assert not s.may_hold("plain-bare", "access", subject_id="m")
+        assert not s.may_hold("visible-masked", "other", subject_id="m")  # no row for that purpose
+        assert not s.may_hold("visible-masked", "access", LATER + timedelta(days=2), subject_id="m")  # expired
+        assert s.may_hold("visible-masked", "access")
+        with pytest.raises(ConfigError, match="path"):
+            s.may_hold("whole", "access")
+        assert s.erase_subject("m").count == 1
+        assert not s.may_hold("visible-masked", "access", subject_id="m")
+
+
 def test_the_masked_flag_needs_a_visible_template(tmp_path: Path, keyring: Any) -> None:
     x = unit_rows(1)
     with Gallery.open(tmp_path / "gallery.db", keyring, DIM) as g:

@@ -179,13 +179,14 @@ def _say_masked(m: dict[str, Any], title: str = "masked") -> None:
     md = m["mask_detection"]
     say(f"{title}: failure to acquire {fta['no_face']}/{fta['masked_images']}; mask detection: masked found "
         f"{md['masked_found']['value']:.4f}, bare called masked {md['bare_called_masked']['value']:.4f}")
-    for name in ("unmasked", "probe_masked", "probe_masked_plain", "both_masked", "both_masked_plain"):
+    for name in ("unmasked", "probe_masked", "probe_masked_plain", "both_masked", "both_masked_plain",
+                 "enrolment_masked", "enrolment_masked_plain"):
         f = m.get(name)
         if not isinstance(f, dict):
             continue
         at = f["at_default_threshold"]
         acc = f.get("accuracy_10fold", {})
-        say(f"  {name:20s} 10-fold {acc.get('mean', float('nan')):.4f}  at threshold: accuracy "
+        say(f"  {name:22s} 10-fold {acc.get('mean', float('nan')):.4f}  at threshold: accuracy "
             f"{at['accuracy']['value']:.4f} FMR {at['fmr']['value']:.4f} FNMR {at['fnmr']['value']:.4f}  "
             f"FNMR@FMR1e-3 {f['fnmr_at_fmr']['0.001']:.4f} @1e-2 {f['fnmr_at_fmr']['0.01']:.4f}")
     held = m.get("held_out")

@@ -11,7 +11,8 @@ For every image we keep:
 Pairs are scored the way the SDK decides: a probe the mask detector calls masked is compared, by
 its visible-region embedding, with the enrolment's visible-region template (both masked: that of
 the masked enrolment image) against the masked threshold; any other probe by its embedding with
-the enrolment's main template against the usual one.
+the enrolment's main template against the usual one, except that an enrolment the detector
+called masked is met only by visible regions (the probe's own, at the masked threshold).
 So one set of scores carries two thresholds; each score is reported relative to its own path's
 threshold, shifted so the deployed threshold reads the same for every pair
 (`score - path threshold + deployed threshold`).
@@ -149,10 +150,11 @@ class Scenario:
 def scenario(pairs: Sequence[Pair], bare: Mapping[Path, Record], masked: Mapping[Path, MaskedRecord],
              mode: str, threshold: float, masked_threshold: float, aware: bool = True,
              both_masked_threshold: Optional[float] = None) -> Scenario:
-    """mode "probe": enrolment bare, probe masked; "both": both masked; "bare": neither.
-    `aware` False scores the masked probe against the main template with the usual threshold
-    (the pipeline without the masked path). `both_masked_threshold`: the masked path's threshold
-    for an enrolment the mask detector called masked (None: `masked_threshold`)."""
+    """mode "probe": enrolment bare, probe masked; "both": both masked; "enrolment": enrolment
+    masked, probe bare; "bare": neither. `aware` False scores every pair whole with the usual
+    threshold (the pipeline without the masked path). `both_masked_threshold`: the masked path's
+    threshold for a masked probe against an enrolment the mask detector called masked (None:
+    `masked_threshold`)."""
     scores, acquired, path_m = [], [], []
     for p in pairs:
         probe = masked[p.image2]
@@ -160,13 +162,19 @@ def scenario(pairs: Sequence[Pair], bare: Mapping[Path, Record], masked: Mapping
         path_threshold = masked_threshold
         if mode == "bare":
             s, m = _cos(enrol_bare, bare[p.image2].embedding), False
+        elif mode == "enrolment":
+            enrol = masked[p.image1]
+            m = aware and enrol.detected_masked
+            s = _cos(enrol.masked_visible, probe.visible) if m else _cos(enrol.masked, bare[p.image2].embedding)
         else:
             m = aware and probe.detected_masked
             if mode == "both":
-                s = (_cos(masked[p.image1].masked_visible, probe.masked_visible) if m
+                by_region = m or (aware and masked[p.image1].detected_masked)
+                s = (_cos(masked[p.image1].masked_visible, probe.masked_visible) if by_region
                      else _cos(masked[p.image1].masked, probe.masked))
-                if both_masked_threshold is not None and masked[p.image1].detected_masked:
+                if m and both_masked_threshold is not None and masked[p.image1].detected_masked:
                     path_threshold = both_masked_threshold
+                m = by_region
             else:
                 s = _cos(masked[p.image1].visible, probe.masked_visible) if m else _cos(enrol_bare, probe.masked)
         if s is None:
@@ -261,13 +269,18 @@ def masked_verification(pairs: Sequence[Pair], bare: Mapping[Path, Record], mask
         "both_masked": scenario(pairs, bare, masked, "both", threshold, masked_threshold,
                                 both_masked_threshold=both_masked_threshold),
         "both_masked_plain": scenario(pairs, bare, masked, "both", threshold, masked_threshold, aware=False),
+        "enrolment_masked": scenario(pairs, bare, masked, "enrolment", threshold, masked_threshold),
+        "enrolment_masked_plain": scenario(pairs, bare, masked, "enrolment", threshold, masked_threshold,
+                                           aware=False),
     }
     tagged = {Path(f"{p}#masked"): Record(r.masked, 1 if r.masked is not None else 0, r.detector)
               for p, r in masked.items()}
     recs = {"unmasked": bare,
             "probe_masked": {**{p.image1: bare[p.image1] for p in pairs},
                              **{Path(f"{p.image2}#masked"): tagged[Path(f"{p.image2}#masked")] for p in pairs}},
-            "both_masked": tagged}
+            "both_masked": tagged,
+            "enrolment_masked": {**{Path(f"{p.image1}#masked"): tagged[Path(f"{p.image1}#masked")] for p in pairs},
+                                 **{p.image2: bare[p.image2] for p in pairs}}}
     figures: dict[str, object] = {
         "failure_to_acquire": fta_figures(masked),
         "mask_detection": mask_detection_figures(masked),

@@ -17,7 +17,7 @@ import copy
 import datetime as dt
 import hashlib
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, NamedTuple, Optional, Sequence, TypeVar, Union
 
@@ -68,6 +68,12 @@ class _Probe:
     masked: Optional[bool] = None
     mask_confidence: Optional[float] = None
     visible: Optional[np.ndarray] = None
+    # A bare probe's visible-region embedding, made only when it meets a masked enrolment (four
+    # more chips to embed): None when the pipeline cannot make one.
+    bare_visible: Optional[Callable[[], np.ndarray]] = field(default=None, repr=False, compare=False)
+
+
+_REGION_PATHS = ("visible", "visible-masked")  # the store paths that score visible-region templates
 
 
 class _Route(NamedTuple):
@@ -274,6 +280,14 @@ class SafeFace:
         return (_Route("visible", self.masked_threshold, False),
                 _Route("visible-masked", self.both_masked_threshold, True))
 
+    def _bare_routes(self) -> tuple[_Route, _Route]:
+        """The store paths of a probe not called masked: the main templates of rows enrolled bare,
+        and the visible-region templates of masked enrolments, which meet the probe's own
+        visible-region embedding at the masked threshold (the same kind of pair as a masked probe
+        against a bare enrolment, sides swapped). A masked enrolment is never matched whole: two
+        masked faces look alike, so a probe whose covering the detector missed would pass."""
+        return _Route("plain-bare", self.threshold, False), _Route("visible-masked", self.masked_threshold, True)
+
     def pseudonym(self, subject: str) -> str:
         return str(self._gallery.pseudonym(subject))
 
@@ -333,31 +347,42 @@ class SafeFace:
         def body(d: Decision) -> tuple[Verification, _Note]:
             probe = self._embed_single(image, d)
             # A masked probe meets the visible-region templates, those of bare and of masked
-            # enrolments each with its own threshold, and the one with the widest margin decides;
-            # a subject whose rows predate them is matched the plain way until the next enrolment.
+            # enrolments each with its own threshold; a subject whose rows predate them is matched
+            # the plain way until the next enrolment. Any other probe meets bare enrolments whole
+            # and masked ones by its visible region (`_bare_routes`). The widest margin decides.
             scored: list[tuple[float, _Route]] = []
+
+            def meet(vec: np.ndarray, r: _Route) -> None:
+                s = self._gallery.verify(subject, vec, purpose, now=now, path=r.path)
+                if s is not None:
+                    scored.append((s, r))
+
+            plain = _Route(None, self.threshold, False)
             if probe.masked and probe.visible is not None:
                 for r in self._masked_routes():
-                    s = self._gallery.verify(subject, probe.visible, purpose, now=now, path=r.path)
-                    if s is not None:
-                        scored.append((s, r))
-            score: Optional[float]
-            route: Optional[_Route] = None
+                    meet(probe.visible, r)
+                if not scored:
+                    meet(probe.vec, _Route("plain-only", self.threshold, False))
+            else:
+                whole, by_visible = self._bare_routes()
+                meet(probe.vec, whole)
+                if probe.bare_visible is not None and self._gallery.may_hold(by_visible.path, purpose, now,
+                                                                             subject_id=subject):
+                    meet(probe.bare_visible(), by_visible)
+            score: Optional[float] = None
+            route = plain
             if scored:
                 score, route = max(scored, key=lambda sr: sr[0] - sr[1].threshold)
-            else:
-                score = self._gallery.verify(subject, probe.vec, purpose, now=now)
-            threshold = self.threshold if route is None else route.threshold
-            match = score is not None and score >= threshold
+            match = score is not None and score >= route.threshold
             if match:
                 expiry = self._guard.interaction_expiry(pseud, purpose, now)
                 if expiry is not None:
                     self._gallery.touch(subject, now, new_expiry=expiry)
-            enrolled_masked = route is not None and route.masked_enrolment
+            by_region = route.path in _REGION_PATHS
             note = (("no template" if score is None else ("match" if match else "no match"))
-                    + _path_note(probe, route is not None, ", masked enrolment" if enrolled_masked else ""))
-            return (Verification(match, score, threshold, pseud, route is not None, probe.mask_confidence,
-                                 enrolled_masked), _Note([pseud], note))
+                    + _path_note(probe, by_region, route.masked_enrolment))
+            return (Verification(match, score, route.threshold, pseud, by_region, probe.mask_confidence,
+                                 route.masked_enrolment, by_region and not probe.masked), _Note([pseud], note))
 
         return self._run(request, [pseud], body)
 
@@ -382,8 +407,14 @@ class SafeFace:
             probe = _probe(pipe, image, result.face, vec, _mask_check(pipe, image, result.face, vec), enrol=False)
             plain = _Route(None, self.threshold, False)
             if not probe.masked or probe.visible is None:
-                found = [(m, plain) for m in
-                         self._gallery.search(vec, purpose, k=top_k, threshold=self.threshold, now=now)]
+                # Bare enrolments whole; masked ones by the probe's visible region (`_bare_routes`).
+                whole, by_visible = self._bare_routes()
+                found = [(m, whole) for m in self._gallery.search(vec, purpose, k=top_k, threshold=whole.threshold,
+                                                                  now=now, path=whole.path)]
+                if probe.bare_visible is not None and self._gallery.may_hold(by_visible.path, purpose, now):
+                    found += [(m, by_visible) for m in self._gallery.search(
+                        probe.bare_visible(), purpose, k=top_k, threshold=by_visible.threshold, now=now,
+                        path=by_visible.path)]
             else:
                 # Each row by its own path: its visible-region template with the masked threshold
                 # (or the both-masked one, for a masked enrolment), or (a row enrolled before those
@@ -395,10 +426,11 @@ class SafeFace:
             best: dict[str, tuple[Any, _Route]] = {}
             for m, r in sorted(found, key=lambda f: f[1].threshold - f[0].score):  # the widest margin first
                 best.setdefault(m.pseudonym, (m, r))
-            out = [Candidate(m.pseudonym, float(m.score), r.path is not None, r.masked_enrolment)
-                   for m, r in list(best.values())[:top_k]]
+            out = [Candidate(m.pseudonym, float(m.score), r.path in _REGION_PATHS, r.masked_enrolment,
+                             r.masked_enrolment and not probe.masked) for m, r in list(best.values())[:top_k]]
             by_masked = sum(c.masked_enrolment for c in out)
-            note = _path_note(probe, bool(probe.masked), f", {by_masked} by masked enrolment" if by_masked else "")
+            note = _path_note(probe, bool(probe.masked and probe.visible is not None) or by_masked > 0, by_masked,
+                              count=True)
             return out, _Note([c.subject for c in out], f"{len(out)} candidate(s)" + note)
 
         return self._run(request, [], body)
@@ -1086,18 +1118,27 @@ def _probe(pipe: Any, image: ImageInput, face: Any, vec: np.ndarray, check: Any,
     visible_fn = getattr(pipe, "visible_embedding", None)
     visible = (visible_fn(image, face, masked=bool(check.masked))
                if (enrol or check.masked) and visible_fn is not None else None)
-    return _Probe(vec, bool(check.masked), float(check.confidence), visible)
+    later = (None if visible_fn is None or check.masked or enrol
+             else (lambda: np.asarray(visible_fn(image, face, masked=False), dtype=np.float32)))
+    return _Probe(vec, bool(check.masked), float(check.confidence), visible, later)
 
 
-def _path_note(probe: _Probe, masked_path: bool, detail: str = "") -> str:
-    """What the audit entry says about the mask: the path taken (`detail`: which templates of
-    the masked path, e.g. ", masked enrolment"), and the detector's confidence."""
+def _path_note(probe: _Probe, by_region: bool, masked_enrolment: Union[bool, int] = False, *,
+               count: bool = False) -> str:
+    """What the audit entry says about the mask: the path taken (by the visible region or whole),
+    whether (`count`: how many of the candidates) a masked enrolment's template decided, and the
+    detector's confidence. A probe not called masked says so only when it met a masked enrolment."""
     if probe.mask_confidence is None:
         return ""
-    if masked_path:
-        return f"; masked path{detail} (mask {probe.mask_confidence:.2f})"
+    conf = f"(mask {probe.mask_confidence:.2f})"
+    detail = ((f", {int(masked_enrolment)} by masked enrolment" if count else ", masked enrolment")
+              if masked_enrolment else "")
+    if by_region and probe.masked:
+        return f"; masked path{detail} {conf}"
+    if by_region:
+        return f"; bare probe by its visible region{detail} {conf}"
     if probe.masked:
-        return f"; masked probe, no visible-region template: plain path (mask {probe.mask_confidence:.2f})"
+        return f"; masked probe, no visible-region template: plain path {conf}"
     return ""
 
 

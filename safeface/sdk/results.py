@@ -21,19 +21,24 @@ class Enrollment:
                 "expires_at": self.expires_at.isoformat(timespec="seconds"), "token_id": self.token_id}
 
 
-def path_name(masked: bool, masked_enrolment: bool) -> str:
+def path_name(masked: bool, masked_enrolment: bool, bare_probe: bool = False) -> str:
     """How a probe was matched, as results and the service name it: "plain"; "masked" (a masked
     probe against the visible-region template of a bare enrolment, the masked threshold);
-    "masked-enrolment" (against that of a masked enrolment, the both-masked threshold)."""
-    return "masked-enrolment" if masked and masked_enrolment else ("masked" if masked else "plain")
+    "masked-enrolment" (against that of a masked enrolment, the both-masked threshold);
+    "masked-enrolment-bare-probe" (a probe not called masked, by its own visible-region
+    embedding, against a masked enrolment's: the masked threshold)."""
+    if masked and masked_enrolment:
+        return "masked-enrolment-bare-probe" if bare_probe else "masked-enrolment"
+    return "masked" if masked else "plain"
 
 
 @dataclass(frozen=True)
 class Verification:
-    """`masked`: the probe's lower face was covered and it was matched on its visible region,
-    against the visible-region templates, with the masked threshold (`threshold`);
-    `masked_enrolment`: the template that decided came from a masked enrolment image, and
-    `threshold` is the both-masked one."""
+    """`masked`: the probe was matched on its visible region, against the visible-region
+    templates, with the masked threshold (`threshold`); `masked_enrolment`: the template that
+    decided came from a masked enrolment image, and `threshold` is the both-masked one, unless
+    `bare_probe`: the probe's lower face was not called covered (a masked enrolment is met only
+    by the visible region), and `threshold` is the masked one."""
 
     match: bool
     score: Optional[float]
@@ -42,10 +47,11 @@ class Verification:
     masked: bool = False
     mask_confidence: Optional[float] = None  # the mask detector's; None where the pipeline has none
     masked_enrolment: bool = False
+    bare_probe: bool = False
 
     @property
     def path(self) -> str:
-        return path_name(self.masked, self.masked_enrolment)
+        return path_name(self.masked, self.masked_enrolment, self.bare_probe)
 
     def to_dict(self) -> dict[str, Any]:
         return {"match": self.match, "score": None if self.score is None else round(self.score, 4),
@@ -59,10 +65,11 @@ class Candidate:
     score: float
     masked: bool = False  # found through the visible-region templates (the masked path)
     masked_enrolment: bool = False  # through the visible-region template of a masked enrolment
+    bare_probe: bool = False  # ... by a probe not called masked (its own visible region)
 
     @property
     def path(self) -> str:
-        return path_name(self.masked, self.masked_enrolment)
+        return path_name(self.masked, self.masked_enrolment, self.bare_probe)
 
 
 @dataclass(frozen=True)

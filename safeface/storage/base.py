@@ -37,12 +37,20 @@ class TemplateStore(Protocol):
     # `path` (storage.rows.PATHS): None matches every row's main template; a masked probe meets
     # "visible", the visible-region templates of rows enrolled from a bare image, "visible-masked",
     # those of rows enrolled from a masked one (each with its own threshold: two masked strangers
-    # look more alike), and "plain-only", the main templates of rows without a visible-region one.
+    # look more alike), "plain-only", the main templates of rows without a visible-region one, and
+    # "plain-bare", the main templates of rows not enrolled masked (how the SDK matches a plain
+    # probe: a masked enrolment is met only through its visible-region template).
     def search(self, embedding: np.ndarray, purpose: str, k: int = 5, threshold: Optional[float] = None,
                now: Optional[datetime] = None, *, path: Optional[str] = None) -> list[object]: ...
 
     def verify(self, subject_id: str, embedding: np.ndarray, purpose: str,
                now: Optional[datetime] = None, *, path: Optional[str] = None) -> Optional[float]: ...
+
+    def may_hold(self, path: Optional[str], purpose: str, now: Optional[datetime] = None, *,
+                 subject_id: Optional[str] = None) -> bool:
+        """False only when no row allowed for `purpose` at `now` (of `subject_id`, or of anyone)
+        takes part in `path`; a store that cannot tell cheaply says True."""
+        ...
 
     def close(self) -> None: ...
 

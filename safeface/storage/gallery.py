@@ -604,13 +604,16 @@ class Gallery:
     def _by_path(self, allowed: np.ndarray, path: Optional[str]) -> tuple[np.ndarray, SearchIndex]:
         """The allowed rows and the index a path searches (storage.rows.PATHS): None, every row's
         template; "visible" and "visible-masked", the visible-region templates of the rows
-        enrolled bare and masked; "plain-only", the main templates of the rows that hold none."""
+        enrolled bare and masked; "plain-only", the main templates of the rows that hold none;
+        "plain-bare", the main templates of the rows not enrolled masked."""
         check_path(path)
         if path is None:
             return allowed, self._index
         if path == "plain-only":
             return np.setdiff1d(allowed, _ids(self._visible_ids)), self._index
         masked = _ids(self._masked_ids)
+        if path == "plain-bare":
+            return np.setdiff1d(allowed, masked), self._index
         if path == "visible-masked":
             return np.intersect1d(allowed, masked), self._vindex
         return np.setdiff1d(np.intersect1d(allowed, _ids(self._visible_ids)), masked), self._vindex
@@ -665,6 +668,18 @@ class Gallery:
             q = self._require_keys().transform.apply(vec).reshape(1, -1)
             scores, ids = index.search(q, 1, allowed=allowed)
             return float(scores[0, 0]) if ids[0, 0] >= 0 else None
+
+    def may_hold(self, path: Optional[str], purpose: str, now: Optional[datetime] = None, *,
+                 subject_id: Optional[str] = None) -> bool:
+        """Whether any row allowed for `purpose` at `now` (of `subject_id`, or of anyone) takes part
+        in `path`; exact here. Lets a caller skip making a probe for a path with nothing on it."""
+        _check_text(purpose, "purpose")
+        now_us = to_us(now or _now(), "now")
+        p = None if subject_id is None else self.pseudonym(subject_id)
+        with self._lock:
+            self._refresh()
+            allowed, _ = self._by_path(self._allowed(purpose, now_us, pseudonym=p), path)
+            return bool(allowed.size)
 
     def rows_for(self, subject_id: str) -> list[GalleryRow]:
         """The subject's rows (descriptions only), each checked against its seal."""

@@ -36,8 +36,11 @@ VISIBLE_MAGIC_MASKED = b"\x00sf-visible-masked-1\x00"
 # What a store's search and verify match (`path`): None, every row's main template; "visible", the
 # visible-region templates of rows enrolled bare; "visible-masked", those of rows enrolled masked
 # (a masked probe meets each with its own threshold); "plain-only", the main templates of rows
-# without a visible-region template (those a masked probe can meet only the plain way).
-PATHS = (None, "visible", "visible-masked", "plain-only")
+# without a visible-region template (those a masked probe can meet only the plain way);
+# "plain-bare", the main templates of every row not enrolled masked: the SDK meets a masked
+# enrolment only through its visible-region template, whatever the probe, because two masked
+# faces compared whole look alike (a probe whose mask the detector missed would pass).
+PATHS = (None, "visible", "visible-masked", "plain-only", "plain-bare")
 
 
 @dataclass(frozen=True)
@@ -285,6 +288,8 @@ def path_template(entry: Entry, vec: np.ndarray, path: Optional[str]) -> Optiona
         return vec
     if path == "plain-only":
         return vec if entry.visible is None else None
+    if path == "plain-bare":
+        return None if entry.masked_enrolment else vec
     return entry.visible if entry.masked_enrolment == (path == "visible-masked") else None
 
 

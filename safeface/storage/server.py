@@ -636,6 +636,23 @@ class ServerStore:
                 scores.append(float(np.dot(t, q)))
         return max(scores) if scores else None
 
+    def may_hold(self, path: Optional[str], purpose: str, now: Optional[datetime] = None, *,
+                 subject_id: Optional[str] = None) -> bool:
+        """Whether any row allowed for `purpose` at `now` takes part in `path`: exact for one
+        subject (from its records); for the whole store True, since the masked-enrolment flag is
+        inside each seal and finding it would mean opening every record."""
+        check_text(purpose, "purpose")
+        check_path(path)
+        now_us = to_us(now or utc_now(), "now")
+        if subject_id is None:
+            return True
+        keys = self._require_keys()
+        for r in self._sql(f"SELECT {ROW_COLS} FROM {{ns}}.rows WHERE pseudonym = %s", (self.pseudonym(subject_id),)):
+            entry, vec, _ = unseal_row(keys, r, self._dim)
+            if path_template(entry, vec, path) is not None and purpose in entry.purposes and entry.expires_us > now_us:
+                return True
+        return False
+
     def _described(self, where: str, args: tuple[Any, ...]) -> list[GalleryRow]:
         keys = self._require_keys()
         out = []
