@@ -209,8 +209,9 @@ def test_a_masked_enrolment_is_never_met_whole(opener: Callable[[], Any], keyrin
     says whether a path has any row, and for one subject it is exact in both stores."""
     x, v = unit_rows(3), unit_rows(3, seed=1)
     with opener() as s:
-        _enrol(s, "m", x[0], v[0], masked=True)
         _enrol(s, "b", x[1], v[1])
+        assert not s.may_hold("visible-masked", "access")  # no masked enrolment yet: no visible search
+        _enrol(s, "m", x[0], v[0], masked=True)
         _enrol(s, "old", x[2], None)
         assert s.verify("m", x[0], "access", path="plain-bare") is None
         assert s.verify("m", x[0], "access") == pytest.approx(1.0, abs=1e-5)  # None: every row, whole
@@ -228,6 +229,51 @@ def test_a_masked_enrolment_is_never_met_whole(opener: Callable[[], Any], keyrin
             s.may_hold("whole", "access")
         assert s.erase_subject("m").count == 1
         assert not s.may_hold("visible-masked", "access", subject_id="m")
+        # SQLite knows exactly; the server store's mark is never lowered (the flag is in the seals).
+        assert s.may_hold("visible-masked", "access") is not isinstance(s, Gallery)
+
+
+def test_the_server_stores_masked_mark_fails_closed(server: Any, tmp_path: Path, keyring: Any) -> None:
+    """The server store answers may_hold for the whole store from a meta mark, set in the same
+    transaction as a masked enrolment and by any verbatim copy. A store without the mark (made
+    before it) may hold one; an operator who sets it back to "0" only hides masked enrolments from
+    bare probes, which never meet them whole: a refusal, not a match."""
+    import uuid
+
+    import psycopg
+    from server_support import PG_PASSWORD
+
+    from safeface.storage.server import MASKED_SEEN, ServerStore
+    from safeface.storage.vectors import MilvusVectors
+
+    pg, srv = server
+    dsn, coll = pg.new_database(), "c_" + uuid.uuid4().hex[:10]
+
+    def opener() -> Any:
+        return ServerStore.open(dsn, PG_PASSWORD, lambda: MilvusVectors.connect(f"milvus:{srv.uri}", tmp_path, coll,
+                                                                                DIM), keyring, DIM)
+
+    def set_mark(sql: str) -> None:
+        with psycopg.connect(dsn, password=PG_PASSWORD, autocommit=True) as c:
+            c.execute(sql, (MASKED_SEEN,))
+
+    x, v = unit_rows(2), unit_rows(2, seed=1)
+    with opener() as s:
+        assert not s.may_hold("visible-masked", "access")
+        _enrol(s, "m", x[0], v[0], masked=True)
+        assert s.may_hold("visible-masked", "access")
+        (row,) = s.sealed_rows()
+    set_mark("DELETE FROM safeface.meta WHERE k = %s")
+    with opener() as s:
+        assert s.may_hold("visible-masked", "access")  # a store from before the mark: it may hold one
+    set_mark("INSERT INTO safeface.meta (k, v) VALUES (%s, '0') ON CONFLICT (k) DO UPDATE SET v = '0'")
+    with opener() as s:
+        assert not s.may_hold("visible-masked", "access")
+        assert s.may_hold("visible-masked", "access", subject_id="m")  # one subject: from its records
+        assert s.pseudonym("m") not in _pseudonyms(s.search(x[0], "access", k=3, path="plain-bare"))
+        assert s.erase_subject("m").count == 1
+        s.import_sealed([row])  # a verbatim copy sets the mark again
+        assert s.may_hold("visible-masked", "access")
 
 
 def test_the_masked_flag_needs_a_visible_template(tmp_path: Path, keyring: Any) -> None:

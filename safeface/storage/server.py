@@ -56,6 +56,9 @@ FRACTION_TTL_S = 60.0
 MASKED_FETCH = 8  # a masked search asks Milvus for this many times the candidates (see above)
 VISIBLE_PATHS = ("visible", "visible-masked")  # scored from the sealed records' visible-region templates
 CEILING = "committed_ceiling"  # meta key: see ServerStore._raise_ceiling
+# Meta key: "0" while no masked enrolment was ever written, "1" after (never lowered, erasure
+# included); a store made before it has none, which reads as "may hold" (see may_hold).
+MASKED_SEEN = "masked_enrolments_seen"
 
 _SCHEMA = """
 CREATE SCHEMA IF NOT EXISTS {ns};
@@ -195,7 +198,7 @@ class ServerStore:
             if not self._conn.execute(f"SELECT 1 FROM {self._ns}.meta LIMIT 1").fetchone():
                 with self._conn.cursor() as cur:
                     cur.executemany(f"INSERT INTO {self._ns}.meta (k, v) VALUES (%s, %s)",
-                                    list(initial_meta(self._keyring, self._dim).items()))
+                                    list(initial_meta(self._keyring, self._dim).items()) + [(MASKED_SEEN, "0")])
 
     def close(self) -> None:
         with self._lock:
@@ -433,6 +436,8 @@ class ServerStore:
                         cp.write_row(rec)
                 self._note(ids, "upsert")
                 self._raise_ceiling(max(ids, default=0))
+                if any(p.visible_masked for p in prepared):
+                    self._saw_masked()
                 if before_commit is not None:
                     before_commit(out)
             self._at("add:recorded")
@@ -639,13 +644,18 @@ class ServerStore:
     def may_hold(self, path: Optional[str], purpose: str, now: Optional[datetime] = None, *,
                  subject_id: Optional[str] = None) -> bool:
         """Whether any row allowed for `purpose` at `now` takes part in `path`: exact for one
-        subject (from its records); for the whole store True, since the masked-enrolment flag is
-        inside each seal and finding it would mean opening every record."""
+        subject (from its records). For the whole store the masked-enrolment flag is inside each
+        seal, so "visible-masked" is False only while no masked enrolment was ever written (or
+        copied in) and every other path is True. Editing the meta key to "0" hides masked
+        enrolments from bare probes (they are never met whole): a refusal, never a false match."""
         check_text(purpose, "purpose")
         check_path(path)
         now_us = to_us(now or utc_now(), "now")
         if subject_id is None:
-            return True
+            if path != "visible-masked":
+                return True
+            got = self._sql(f"SELECT v FROM {{ns}}.meta WHERE k = '{MASKED_SEEN}'")
+            return not got or str(got[0][0]) != "0"
         keys = self._require_keys()
         for r in self._sql(f"SELECT {ROW_COLS} FROM {{ns}}.rows WHERE pseudonym = %s", (self.pseudonym(subject_id),)):
             entry, vec, _ = unseal_row(keys, r, self._dim)
@@ -693,7 +703,14 @@ class ServerStore:
                                    f"GREATEST((SELECT COALESCE(MAX(row_id), 0) FROM {self._ns}.rows), 1))")
                 self._note([int(r[0]) for r in rows], "upsert")
                 self._raise_ceiling(max((int(r[0]) for r in rows), default=0))
+                if rows:
+                    self._saw_masked()  # the flag is inside the seals, which a verbatim copy does not open
             self._drain_pending()
+
+    def _saw_masked(self) -> None:
+        """Inside a record transaction: a masked enrolment may now be in the store (MASKED_SEEN)."""
+        self._conn.execute(f"INSERT INTO {self._ns}.meta (k, v) VALUES ('{MASKED_SEEN}', '1') ON CONFLICT (k) DO UPDATE "
+                           "SET v = '1'")
 
     def _raise_ceiling(self, top: int) -> None:
         """Inside a record transaction: the highest row id a committed write has used. The row id
