@@ -631,15 +631,19 @@ class ServerStore:
         check_text(purpose, "purpose")
         check_path(path)
         now_us = to_us(now or utc_now(), "now")
+        q = self._require_keys().transform.apply(check_embedding(embedding, self._dim)).astype(np.float32)
+        scores = [float(np.dot(t, q)) for t in self._subject_templates(subject_id, path, purpose, now_us)]
+        return max(scores) if scores else None
+
+    def _subject_templates(self, subject_id: str, path: Optional[str], purpose: str, now_us: int) -> Iterator[np.ndarray]:
+        """The templates `path` scores of the subject's rows allowed for `purpose` at `now_us`,
+        each opened from its sealed record."""
         keys = self._require_keys()
-        q = keys.transform.apply(check_embedding(embedding, self._dim)).astype(np.float32)
-        scores = []
         for r in self._sql(f"SELECT {ROW_COLS} FROM {{ns}}.rows WHERE pseudonym = %s", (self.pseudonym(subject_id),)):
             entry, vec, _ = unseal_row(keys, r, self._dim)
             t = path_template(entry, vec, path)
             if t is not None and purpose in entry.purposes and entry.expires_us > now_us:
-                scores.append(float(np.dot(t, q)))
-        return max(scores) if scores else None
+                yield t
 
     def may_hold(self, path: Optional[str], purpose: str, now: Optional[datetime] = None, *,
                  subject_id: Optional[str] = None) -> bool:
@@ -656,12 +660,7 @@ class ServerStore:
                 return True
             got = self._sql(f"SELECT v FROM {{ns}}.meta WHERE k = '{MASKED_SEEN}'")
             return not got or str(got[0][0]) != "0"
-        keys = self._require_keys()
-        for r in self._sql(f"SELECT {ROW_COLS} FROM {{ns}}.rows WHERE pseudonym = %s", (self.pseudonym(subject_id),)):
-            entry, vec, _ = unseal_row(keys, r, self._dim)
-            if path_template(entry, vec, path) is not None and purpose in entry.purposes and entry.expires_us > now_us:
-                return True
-        return False
+        return next(self._subject_templates(subject_id, path, purpose, now_us), None) is not None
 
     def _described(self, where: str, args: tuple[Any, ...]) -> list[GalleryRow]:
         keys = self._require_keys()
