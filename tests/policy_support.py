@@ -151,12 +151,32 @@ def make_workspace(root: Path, profiles: Sequence[str] = ("cn-2025",),
     return paths
 
 
+def _passphrase(paths: WorkspacePaths) -> Optional[str]:
+    """PASSPHRASE for make_workspace's workspaces; None (the stored demo one) for the others."""
+    return None if paths.demo_passphrase.is_file() else PASSPHRASE
+
+
 def edit_config(paths: WorkspacePaths, edit: Callable[[dict[str, Any]], None], reassess: bool = True) -> None:
+    """Change deployment.json by hand; `reassess` then records the assessment with the keys, as
+    `safeface assess` does (the edited section's reference and dates)."""
+    from safeface.workspace.admin import record_assessment
+
     raw = json.loads(paths.config.read_text())
     edit(raw)
-    if reassess:
-        raw["assessment"]["covers"] = Deployment.from_dict(raw).config_digest()
     paths.config.write_text(json.dumps(raw, indent=2))
+    if reassess:
+        a = raw["assessment"]
+        record_assessment(paths.root, a["reference"], a["date"], passphrase=_passphrase(paths), reviewed=a.get("reviewed"))
+
+
+def restore_config(paths: WorkspacePaths, text: str) -> None:
+    """Put back an earlier deployment.json and record its assessment again: restored alone, it is
+    an older copy the audit log no longer names last, and every call would be refused."""
+    from safeface.workspace.admin import record_assessment
+
+    paths.config.write_text(text)
+    a = json.loads(text)["assessment"]
+    record_assessment(paths.root, a["reference"], a["date"], passphrase=_passphrase(paths), reviewed=a.get("reviewed"))
 
 
 def open_sf(paths: WorkspacePaths, clock: Optional[Clock] = None, role: Optional[str] = None) -> SafeFace:

@@ -130,7 +130,7 @@ def test_compliance_refusals_are_403_with_the_cli_json(svc: dict[str, Any], monk
 def test_liveness_evidence_travels_as_a_field_or_header(svc: dict[str, Any]) -> None:
     """A purpose that requires liveness (PA-01): no evidence, or forged evidence, is refused by the
     guard behind the service exactly as in process."""
-    from policy_support import edit_config
+    from policy_support import edit_config, restore_config
 
     url, paths, op = svc["url"], svc["paths"], svc["keys"]["operator"]
     token = consent(paths, "gina")
@@ -148,7 +148,7 @@ def test_liveness_evidence_travels_as_a_field_or_header(svc: dict[str, Any]) -> 
                        data={"subject": "gina", "purpose": "demo", "consent": token}, timeout=120)
         assert r.status_code == 403 and r.json()["rule"] == "PA-01", r.text
     finally:
-        paths.config.write_text(original)
+        restore_config(paths, original)
 
 
 def test_a_masked_reference_sent_to_the_service_is_refused_by_pa02(svc: dict[str, Any]) -> None:
@@ -157,7 +157,7 @@ def test_a_masked_reference_sent_to_the_service_is_refused_by_pa02(svc: dict[str
     import io
 
     from PIL import Image
-    from policy_support import edit_config, masked_image
+    from policy_support import edit_config, masked_image, restore_config
 
     url, paths, op = svc["url"], svc["paths"], svc["keys"]["operator"]
     buf = io.BytesIO()
@@ -170,7 +170,7 @@ def test_a_masked_reference_sent_to_the_service_is_refused_by_pa02(svc: dict[str
         assert r.status_code == 403 and r.json()["rule"] == "PA-02", r.text
         assert "take off the mask" in r.text
     finally:
-        paths.config.write_text(original)
+        restore_config(paths, original)
     with open_sf(paths) as sf:
         assert sf.records("hana") == []
 
@@ -461,7 +461,7 @@ def test_kill9_mid_enrolment_then_restart_loses_no_acknowledged_enrolment(tmp_pa
 def test_views_follow_a_deployment_edited_while_open(tmp_path: Path) -> None:
     """acting_as views share the workspace's reading of deployment.json: a change made through one
     view's call, and its undoing, take effect for the next view too."""
-    from policy_support import edit_config
+    from policy_support import edit_config, restore_config
 
     paths = make_workspace(tmp_path / "ws")
     original = paths.config.read_text()
@@ -474,7 +474,7 @@ def test_views_follow_a_deployment_edited_while_open(tmp_path: Path) -> None:
         edit_config(paths, kiosk_only)
         with pytest.raises(PolicyViolation):
             sf.acting_as("operator", "k1").purge()
-        paths.config.write_text(original)
+        restore_config(paths, original)
         assert sf.acting_as("operator", "k2").purge() is None  # allowed again, for a fresh view
         assert sf.purge() is None
 

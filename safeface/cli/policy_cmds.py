@@ -57,10 +57,12 @@ def register(sub: Any) -> None:
     p.add_argument("--passphrase-file", type=Path, default=None)
     p.set_defaults(func=_init)
 
-    p = sub.add_parser("assess", help="record the impact assessment covering the current configuration")
+    p = sub.add_parser("assess", help="record the impact assessment covering the current configuration "
+                       "(needs the passphrase; audited)")
     _ws(p)
     p.add_argument("--reference", required=True)
     p.add_argument("--date", required=True, help="YYYY-MM-DD")
+    p.add_argument("--reviewed", default=None, help="YYYY-MM-DD of the assessment's latest review (yearly)")
     p.set_defaults(func=_assess)
 
     p = sub.add_parser("keys", help="trust the public keys that sign consent and legal bases (needs the passphrase; audited)")
@@ -221,8 +223,9 @@ def _init(args: argparse.Namespace) -> int:
 def _assess(args: argparse.Namespace) -> int:
     from ..workspace.admin import record_assessment
 
-    record_assessment(Path(args.workspace), args.reference, args.date)
-    print(f"assessment {args.reference} ({args.date}) recorded as covering the current configuration")
+    record_assessment(Path(args.workspace), args.reference, args.date, args.passphrase_file, reviewed=args.reviewed)
+    print(f"assessment {args.reference} ({args.date}) recorded as covering the current configuration, "
+          "and named in the audit log")
     return EXIT_OK
 
 

@@ -184,6 +184,9 @@ class Guard:
                  pseudonym: Callable[[str], str], token_ref: Callable[[str], str], store: StoreFacts,
                  evidence: Optional[EvidenceReader] = None, nonces: Optional[NonceLedger] = None) -> None:
         self.deployment = deployment
+        # Set by the workspace that holds the audit log: why the assessment in the deployment is
+        # not the one the log names last (None when it is). The guard holds no log of its own.
+        self.unrecorded_assessment: Optional[str] = None
         self._consent_keys = consent_keys
         self._authority_keys = authority_keys
         self._state = state
@@ -369,6 +372,8 @@ class Guard:
         if problems:
             first = problems[0]
             raise PolicyViolation(first.rule, f"this deployment cannot process: {first.message}")
+        if self.unrecorded_assessment:
+            raise PolicyViolation(self._rule("assessment"), f"this deployment cannot process: {self.unrecorded_assessment}")
 
     def check_role(self, role: str, operation: str) -> None:
         allowed = self.deployment.roles.get(role)

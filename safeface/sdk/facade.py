@@ -28,12 +28,12 @@ from ..errors import (AuthenticationError, BackendError, ConfigError, ImageError
                       SafeFaceError)
 from ..hazmat.templates.pseudonym import token_pseudonym
 from ..imageio import ImageInput
-from ..policy.deployment import Deployment, working_days_after
+from ..policy.deployment import Deployment, Finding, working_days_after
 from ..policy.guard import BatchItem, CaptureFacts, Decision, Guard, Operation, Request
 from ..policy.receipts import ErasureReceipt, issue_receipt, receipt_key
 from ..policy.rules import rule_for
 from ..workspace.apikeys import ApiKey, ApiKeys, hashing_key
-from ..workspace.assessment import ASSESSMENT_OPERATIONS, assessment_note
+from ..workspace.assessment import ASSESSMENT_OPERATIONS, assessment_recorded
 from ..workspace.audit import AuditEntry, AuditLog, AuditReport
 from ..workspace.passphrase import open_keyring
 from ..workspace.paths import WorkspacePaths
@@ -179,7 +179,7 @@ class SafeFace:
             kind = f"{type(pipeline).__module__}.{type(pipeline).__qualname__}"
             sf._append("open", "allowed", note=f"host pipeline {kind[:120]} (hazmat: its face counts and "
                        "embeddings are trusted)")
-        sf._note_assessment()
+        sf._check_assessment()
         sf._settle_uncommitted()
         sf.purge_expired()  # expired templates go as soon as anyone opens the workspace
         return sf
@@ -956,23 +956,36 @@ class SafeFace:
             root._deployment = Deployment.load(self._paths.config)
             root._guard.deployment = root._deployment
             root._config_digest = digest
-            root._note_assessment()
+            root._check_assessment()
+        elif root._guard.unrecorded_assessment is not None:
+            root._check_assessment()  # `safeface assess` writes the file before its entry: look again
         self._deployment, self._config_digest = root._deployment, root._config_digest
 
-    def _note_assessment(self) -> None:
-        """Audit an impact assessment the log has not seen. `safeface assess` needs no passphrase,
-        so whoever can write deployment.json can weaken a covered setting and record the
-        assessment again; it is judged at once, and this entry, written when a workspace holding
-        the keys first reads it, makes the change visible afterwards."""
+    def _check_assessment(self) -> None:
+        """Process only under the assessment the audit log names last. `safeface assess` needs the
+        passphrase and names it there; an assessment written into deployment.json by hand (to
+        put a weakened setting into force), or restored with an older copy of the file, is not
+        the newest one named, and every call is refused until it is recorded again."""
         a = self._deployment.section("assessment")
-        covers = a.get("covers")
-        if not covers:
-            return  # no assessment: every call is refused until one is recorded
-        note = assessment_note(a)
-        last = self._audit.last_entry(ASSESSMENT_OPERATIONS)
-        if last is not None and (last.note or "").endswith(note):
-            return
-        self._append("assessment", "allowed", note=note)
+        problem = None
+        if a.get("covers"):  # without an assessment the deployment's own findings refuse every call
+            last = self._audit.last_entry(ASSESSMENT_OPERATIONS)
+            if not assessment_recorded(a, last.note if last is not None else None):
+                ref = str(a.get("reference") or "")[:80]
+                problem = (f"the impact assessment in deployment.json ({ref!r} of {a.get('date')}) is not the one this "
+                           "workspace's audit log names last: it was written without the passphrase, edited by hand, "
+                           "or restored from an older copy. Record it with `safeface assess` (needs the passphrase).")
+        self._guard.unrecorded_assessment = problem
+
+    def findings(self, today: dt.date) -> list[Finding]:
+        """The deployment's findings (Deployment.findings), the assessment failing where the audit
+        log does not name it: what every call is judged by."""
+        out = self._deployment.findings(today)
+        problem = self._root._guard.unrecorded_assessment
+        rule = rule_for("assessment", self._deployment.profiles)
+        if problem is None or rule is None:
+            return out
+        return [Finding(f.rule, False, problem) if f.rule == rule and f.ok else f for f in out]
 
     def _append(self, operation: str, decision: str, **fields: Any) -> AuditEntry:
         with self._audit_lock:

@@ -16,9 +16,10 @@ from ..hazmat.templates.pseudonym import token_pseudonym
 from ..policy.deployment import Deployment
 from ..policy.rules import rule_for
 from ..policy.receipts import receipt_key
+from .assessment import assessment_note
 from .audit import AuditReport
 from .checkpoint import check_checkpoint, make_checkpoint, read_checkpoint
-from ..atomicfile import write_new
+from ..atomicfile import exclusive_lock, write_new
 from .keys import new_signing_key
 from .paths import WorkspacePaths
 from .session import deployment_name, opened
@@ -87,19 +88,37 @@ def check_registrable(dep: Deployment) -> None:
             raise PolicyViolation(f.rule, f"this deployment cannot be registered: {f.message}")
 
 
-def record_assessment(root: Path, reference: str, date: str) -> None:
-    """Record the impact assessment as covering the configuration as it is now."""
-    paths = WorkspacePaths(Path(root))
-    dep = Deployment.load(paths.config)
-    check_registrable(dep)
-    try:
-        dt.date.fromisoformat(date)
-    except ValueError:
-        raise InvalidArgument(f"the assessment date must be YYYY-MM-DD, not {date!r}.") from None
-    raw = dict(dep.raw)
-    raw["assessment"] = {**dep.section("assessment"), "reference": reference, "date": date,
-                         "covers": dep.config_digest()}
-    Deployment.from_dict(raw).save(paths.config)
+def record_assessment(root: Path, reference: str, date: str, passphrase_file: Optional[Path] = None, *,
+                      passphrase: Optional[str] = None, reviewed: Optional[str] = None) -> str:
+    """Record the impact assessment as covering the configuration as it is now, and name it in
+    the audit log. It needs the passphrase: a workspace processes only under the assessment its
+    log names last (SafeFace refuses any other), so whoever can write deployment.json but holds
+    no key cannot put a weakened setting into force by recording it again. Returns the entry's
+    note."""
+    paths = _workspace(root)
+    for name, value in (("date", date), ("reviewed date", reviewed)):
+        if value is None:
+            continue
+        try:
+            dt.date.fromisoformat(value)
+        except (TypeError, ValueError):
+            raise InvalidArgument(f"the assessment {name} must be YYYY-MM-DD, not {value!r}.") from None
+    if not str(reference).strip():
+        raise InvalidArgument("the assessment needs a reference (the document's identifier).")
+    with opened(paths, passphrase, passphrase_file) as r, exclusive_lock(paths.config_lock):
+        dep = Deployment.load(paths.config)  # read under the lock, after the passphrase: nothing written without it
+        check_registrable(dep)
+        raw = dict(dep.raw)
+        section = {**dep.section("assessment"), "reference": reference, "date": date, "covers": dep.config_digest()}
+        if reviewed is not None:
+            section["reviewed"] = reviewed
+        raw["assessment"] = section
+        Deployment.from_dict(raw).save(paths.config)
+        # The file first: a crash before the entry leaves an assessment the log does not name,
+        # which processes nothing until it is recorded again; never the other way round.
+        note = assessment_note(section)
+        r.audit.append("assessment", "allowed", note=note)
+    return note
 
 
 # -- audit evidence ------------------------------------------------------------------------

@@ -35,6 +35,12 @@ class WorkspacePaths:
         return self.root / "deployment.json"
 
     @property
+    def config_lock(self) -> Path:
+        """Held while `safeface assess` writes deployment.json and names the assessment in the
+        audit log, so two of them cannot leave the file and the log naming different ones."""
+        return self.keys / "assessment.lock"
+
+    @property
     def keys(self) -> Path:
         return self.root / "keys"
 

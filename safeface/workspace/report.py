@@ -102,7 +102,7 @@ def _record_detail(sf: "SafeFace", rule: str) -> str:
 def build_report(sf: "SafeFace", now: dt.datetime) -> dict[str, Any]:
     dep = sf.deployment
     facts = sf.facts()
-    findings = dep.findings(now.date())
+    findings = sf.findings(now.date())
     evaluation = None
     if sf.paths.evaluation.is_file():
         try:
