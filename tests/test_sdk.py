@@ -181,6 +181,46 @@ def test_bipa_interaction_moves_expiry_us01(tmp_path: Path, imgs: Path) -> None:
         refused("US-02", lambda: sf.verify(imgs / "obama2.jpg", "alice", "demo", None))
 
 
+@pytest.mark.parametrize("verified", ["demo", "short"])
+def test_an_interaction_moves_only_its_own_purposes_rows_us01(tmp_path: Path, imgs: Path, verified: str) -> None:
+    """A match under one purpose is an interaction for that purpose only: verified under the long
+    purpose, the short purpose's row still goes at its own end; verified under the short one,
+    the long purpose's row is not cut short."""
+    clock = Clock()
+
+    def add_short(r: dict) -> None:
+        r["purposes"]["short"] = dict(r["purposes"]["demo"], retention_days=5, description="a short purpose")
+
+    ws = make_workspace(tmp_path / "ws", profiles=("us-bipa",), edit=add_short)
+    with open_sf(ws, clock) as sf:
+        tokens = {p: consent(ws, "alice", (p,), now=clock.now) for p in ("short", "demo")}
+        ends = {p: sf.enroll(imgs / "obama.jpg", "alice", p, tokens[p]).expires_at for p in ("short", "demo")}
+        clock.advance(days=1)
+        assert sf.verify(imgs / "obama2.jpg", "alice", verified, tokens[verified]).match
+        after = {r.purposes: r.expires_at for r in sf.records("alice")}
+        other = "demo" if verified == "short" else "short"
+        assert after[(other,)] == ends[other]
+        assert after[(verified,)] >= ends[verified]
+        clock.advance(days=5)  # past the short purpose's retention, well inside the long one's
+        sf.purge_expired()
+        assert [r.purposes for r in sf.records("alice")] == [("demo",)]
+
+
+def test_a_purpose_that_is_not_a_string_is_refused_and_audited(tmp_path: Path, imgs: Path) -> None:
+    ws = make_workspace(tmp_path / "ws")
+    with open_sf(ws) as sf:
+        t = consent(ws, "alice")
+        for bad in (5, ["demo"], b"demo"):
+            before = len(sf.audit_entries())
+            e = refused("CN-01", lambda: sf.verify(imgs / "obama2.jpg", "alice", bad, t))  # type: ignore[arg-type]
+            assert "string" in e.message and "demo" in e.message
+            refused("CN-01", lambda: sf.enroll(imgs / "obama.jpg", "alice", bad, t))  # type: ignore[arg-type]
+            got = sf.audit_entries()[before:]
+            assert [(x.operation, x.decision, x.rule) for x in got] == [("verify", "refused", "CN-01"),
+                                                                         ("enroll", "refused", "CN-01")]
+        assert sf.records("alice") == []
+
+
 def test_filing_threshold_cn17(tmp_path: Path, imgs: Path) -> None:
     ws = make_workspace(tmp_path / "ws", edit=lambda r: r["filing"].__setitem__("threshold", 2))
     with open_sf(ws) as sf:

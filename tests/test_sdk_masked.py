@@ -124,6 +124,11 @@ def test_older_rows_get_a_visible_template_at_the_next_enrolment(tmp_path: Path,
         # No visible-region template yet (no image was kept to make one): the plain path, said so.
         assert not v.masked and v.threshold == sf.threshold and v.mask_confidence is not None
         assert "no visible-region template" in _note(sf)
+        assert v.match  # 0.915 whole
+        # Identify says the same of its candidate: found whole, not by a visible region.
+        found = sf.identify(probe, "demo", consent(ws, "walk-in"))
+        assert [(c.subject, c.path) for c in found] == [(sf.pseudonym("alice"), "plain")]
+        assert "1 whole on the plain path (no visible-region template)" in _note(sf)
         sf.enroll(imgs / "obama3.jpg", "alice", "demo", t)
         assert [r.masked_template for r in sf.records("alice")] == [False, True]
         v = sf.verify(probe, "alice", "demo", t)

@@ -138,11 +138,29 @@ def test_expiry_purpose_erase_never_return_disallowed_rows(db: Path, keyring: Pa
         assert {m.row_id for m in got} == {rid for rid, (_, ps, _) in truth.items() if "access" in ps}
 
 
+def test_touch_moves_only_the_rows_held_for_its_purpose(db: Path, keyring: PassphraseKeyring) -> None:
+    x = unit_rows(3)
+    with Gallery.open(db, keyring, DIM) as g:
+        g.add("alice", x[0], ["short"], "t1", T0 + timedelta(days=5))
+        g.add("alice", x[1], ["long"], "t2", T0 + timedelta(days=30))
+        g.add("alice", x[2], ["long", "short"], "t3", T0 + timedelta(days=5))
+        assert g.touch("alice", T0, T0 + timedelta(days=90), purpose="long") == 2
+        got = {r.purposes: r.expires_at for r in g.rows_for("alice")}
+        assert got[("short",)] == T0 + timedelta(days=5)  # another purpose's row: untouched
+        assert got[("long",)] == T0 + timedelta(days=90)
+        assert got[("long", "short")] == T0 + timedelta(days=5)  # never later than it was
+        with pytest.raises(ConfigError, match="purpose"):
+            g.touch("alice", T0, T0 + timedelta(days=90))
+        assert g.touch("alice", T0) == 3  # an interaction without a moved expiry
+    with Gallery.open(db, keyring, DIM) as g:  # the re-sealed rows open
+        assert sum(r.count for r in g.purge_expired(T0 + timedelta(days=6))) == 2 and len(g) == 1
+
+
 def test_touch_moves_expiry_and_reseals(db: Path, keyring: PassphraseKeyring) -> None:
     x = unit_rows(2)
     with Gallery.open(db, keyring, DIM) as g:
         g.add("alice", x[0], ["access"], "tok", T0 + timedelta(days=1))
-        assert g.touch("alice", T0, T0 + timedelta(days=90)) == 1
+        assert g.touch("alice", T0, T0 + timedelta(days=90), purpose="access") == 1
         assert g.rows_for("alice")[0].expires_at == T0 + timedelta(days=90)
         assert g.rows_for("alice")[0].last_interaction == T0
         assert g.search(x[0], "access", now=T0 + timedelta(days=30))

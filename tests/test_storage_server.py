@@ -448,7 +448,12 @@ def test_rekey_and_a_moved_expiry_reach_milvus(setup: Setup) -> None:
         rows = fill(s, x)
         before = setup.milvus()
         soon = datetime.now(timezone.utc) + timedelta(days=2)
-        assert s.touch("s0", new_expiry=soon) == 1
+        assert s.touch("s0", new_expiry=soon, purpose="access") == 1
+        # An interaction under another purpose moves none of the rows held for "access" only.
+        assert s.touch("s1", new_expiry=soon, purpose="other") == 0
+        assert s.rows_for("s1")[0].expires_at == LATER
+        with pytest.raises(ConfigError, match="purpose"):
+            s.touch("s1", new_expiry=soon)
         # The vector's expiry field moved with the sealed record's: filtered inside Milvus.
         q0 = s._require_keys().transform.apply(x[0].astype(np.float64))
         after_soon = int((soon + timedelta(seconds=1)).timestamp() * 1e6)

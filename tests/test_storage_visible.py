@@ -99,7 +99,7 @@ def test_visible_template_is_matched_on_its_own_path_and_goes_with_its_row(opene
         with pytest.raises(ConfigError):
             s.verify("a", v[0], "access", path="masked")
         # A new expiry re-seals the row; its visible-region template stays inside the seal.
-        s.touch("a", new_expiry=LATER + timedelta(days=1))
+        s.touch("a", new_expiry=LATER + timedelta(days=1), purpose="access")
         assert s.verify("a", v[0], "access", path="visible") == pytest.approx(1.0, abs=1e-5)
         rows = [r.row_id for r in s.rows_for("a")]
         assert s.erase_subject("a").row_ids == tuple(rows)
@@ -187,7 +187,7 @@ def test_a_masked_enrolment_is_flagged_and_matched_on_its_own_path(opener: Calla
         assert s.pseudonym("m") not in _pseudonyms(s.search(v[0], "access", k=3, path="visible"))
         assert _pseudonyms(s.search(x[0], "access", k=3, path="plain-only")) == [s.pseudonym("old")]
         assert _pseudonyms(s.search(v[0], "access", k=1, threshold=0.99, path="visible-masked")) == [s.pseudonym("m")]
-        s.touch("m", new_expiry=LATER + timedelta(days=1))
+        s.touch("m", new_expiry=LATER + timedelta(days=1), purpose="access")
         keyring.rotate()
         s.rekey()
         assert s.rows_for("m")[0].masked_enrolment

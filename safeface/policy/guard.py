@@ -385,6 +385,10 @@ class Guard:
                                   "role allows it.")
 
     def check_purpose(self, purpose: str) -> Purpose:
+        if not isinstance(purpose, str):
+            raise PolicyViolation(self._rule("purpose"), f"the purpose must be the name of a declared purpose (a "
+                                  f"string), not a {type(purpose).__name__}; declared: "
+                                  f"{', '.join(sorted(self.deployment.purposes)) or 'none'}.")
         p = self.deployment.purpose(purpose)
         if p is None:
             # Spelled out in escapes too, so a look-alike letter shows where it differs.

@@ -377,7 +377,7 @@ class SafeFace:
             if match:
                 expiry = self._guard.interaction_expiry(pseud, purpose, now)
                 if expiry is not None:
-                    self._gallery.touch(subject, now, new_expiry=expiry)
+                    self._gallery.touch(subject, now, new_expiry=expiry, purpose=purpose)
             by_region = route.path in _REGION_PATHS
             note = (("no template" if score is None else ("match" if match else "no match"))
                     + _path_note(probe, by_region, route.masked_enrolment))
@@ -428,10 +428,7 @@ class SafeFace:
                 best.setdefault(m.pseudonym, (m, r))
             out = [Candidate(m.pseudonym, float(m.score), r.path in _REGION_PATHS, r.masked_enrolment,
                              r.masked_enrolment and not probe.masked) for m, r in list(best.values())[:top_k]]
-            by_masked = sum(c.masked_enrolment for c in out)
-            note = _path_note(probe, bool(probe.masked and probe.visible is not None) or by_masked > 0, by_masked,
-                              count=True)
-            return out, _Note([c.subject for c in out], f"{len(out)} candidate(s)" + note)
+            return out, _Note([c.subject for c in out], f"{len(out)} candidate(s)" + _candidates_note(probe, out))
 
         return self._run(request, [], body)
 
@@ -1136,16 +1133,14 @@ def _probe(pipe: Any, image: ImageInput, face: Any, vec: np.ndarray, check: Any,
     return _Probe(vec, bool(check.masked), float(check.confidence), visible, later)
 
 
-def _path_note(probe: _Probe, by_region: bool, masked_enrolment: Union[bool, int] = False, *,
-               count: bool = False) -> str:
-    """What the audit entry says about the mask: the path taken (by the visible region or whole),
-    whether (`count`: how many of the candidates) a masked enrolment's template decided, and the
-    detector's confidence. A probe not called masked says so only when it met a masked enrolment."""
+def _path_note(probe: _Probe, by_region: bool, masked_enrolment: bool = False) -> str:
+    """What a verification's audit entry says about the mask: the path taken (by the visible
+    region or whole), whether a masked enrolment's template decided, and the detector's
+    confidence. A probe not called masked says so only when it met a masked enrolment."""
     if probe.mask_confidence is None:
         return ""
     conf = f"(mask {probe.mask_confidence:.2f})"
-    detail = ((f", {int(masked_enrolment)} by masked enrolment" if count else ", masked enrolment")
-              if masked_enrolment else "")
+    detail = ", masked enrolment" if masked_enrolment else ""
     if by_region and probe.masked:
         return f"; masked path{detail} {conf}"
     if by_region:
@@ -1153,6 +1148,24 @@ def _path_note(probe: _Probe, by_region: bool, masked_enrolment: Union[bool, int
     if probe.masked:
         return f"; masked probe, no visible-region template: plain path {conf}"
     return ""
+
+
+def _candidates_note(probe: _Probe, out: Sequence[Candidate]) -> str:
+    """The same for an identification, counted over its candidates: a masked probe's candidates
+    come by their visible-region templates, or whole (rows enrolled before those were made), and
+    the entry names how many came each way."""
+    if probe.mask_confidence is None:
+        return ""
+    conf = f"(mask {probe.mask_confidence:.2f})"
+    by_masked = sum(c.masked_enrolment for c in out)
+    of_masked = f", {by_masked} by masked enrolment" if by_masked else ""
+    if probe.masked and probe.visible is not None:
+        whole = sum(not c.masked for c in out)
+        of_whole = f", {whole} whole on the plain path (no visible-region template)" if whole else ""
+        return f"; masked path{of_masked}{of_whole} {conf}"
+    if probe.masked:
+        return f"; masked probe, no visible-region template: plain path {conf}"
+    return f"; bare probe by its visible region{of_masked} {conf}" if by_masked else ""
 
 
 def _vectors(results: Sequence[Any]) -> Optional[str]:

@@ -52,5 +52,12 @@ class TemplateStore(Protocol):
         takes part in `path`; a store that cannot tell cheaply says True."""
         ...
 
+    def touch(self, subject_id: str, now: Optional[datetime] = None, new_expiry: Optional[datetime] = None, *,
+              purpose: Optional[str] = None) -> int:
+        """Record an interaction under `purpose` with the subject's rows held for it, and move
+        their expiry to `new_expiry` (US-01), never a row's held for other purposes too later
+        than it was. Moving an expiry needs the purpose."""
+        ...
+
     def close(self) -> None: ...
 

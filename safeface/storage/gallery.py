@@ -36,7 +36,8 @@ from .lock import WriteLock
 from .rows import (ROW_COLS, SCHEMA_VERSION, Entry as _Entry, Enrollment, ErasureResult, GalleryRow,  # noqa: F401
                    Keys as _Keys, Match, RekeyResult, check_embedding, check_path, check_purposes as _check_purposes,
                    check_text as _check_text, describe, from_us, initial_meta, iso as _iso, keys_from_meta,
-                   prepare, protect, pseudonym_of, rekeyed, seal_row, to_us, unseal_row, utc_now as _now)
+                   moved_expiry, prepare, protect, pseudonym_of, rekeyed, seal_row, to_us, touched_expiry, unseal_row,
+                   utc_now as _now)
 # Change-log entries kept for other processes to replay; one that falls further behind reloads.
 CHANGE_LOG_KEEP = 10_000
 
@@ -506,30 +507,35 @@ class Gallery:
         return [ErasureResult(p, tuple(rs), len(rs)) for p, rs in by_p.items()]
 
     def touch(self, subject_id: str, now: Optional[datetime] = None,
-              new_expiry: Optional[datetime] = None) -> int:
-        """Record an interaction with the subject, and optionally move the expiry of all their rows
-        (re-sealed, since the seal binds the expiry). Returns the number of rows touched."""
+              new_expiry: Optional[datetime] = None, *, purpose: Optional[str] = None) -> int:
+        """Record an interaction under `purpose` with the subject's rows held for it, and optionally
+        move their expiry (re-sealed, since the seal binds the expiry). Without `purpose`, every
+        row of the subject, and no expiry may be moved. Returns the number of rows touched."""
         now_t = now or _now()
         to_us(now_t, "now")
-        exp_us = None if new_expiry is None else to_us(new_expiry, "new_expiry")
+        exp_us = touched_expiry(new_expiry, purpose)
         p = self.pseudonym(subject_id)
         with self._write() as after:
             db = self._db()
             keys = self._require_keys()
             rows = db.execute(f"SELECT {self._ROW_COLS} FROM rows WHERE pseudonym = ?", (p,)).fetchall()
-            db.execute("UPDATE rows SET last_interaction = ? WHERE pseudonym = ?", (_iso(now_t), p))
-            if exp_us is not None and rows:
+            opened = [(r, *self._unseal_full(keys, r)) for r in rows]
+            if purpose is not None:
+                opened = [o for o in opened if purpose in o[1].purposes]
+            db.executemany("UPDATE rows SET last_interaction = ? WHERE row_id = ?",
+                           [(_iso(now_t), int(r[0])) for r, *_ in opened])
+            if exp_us is not None and opened:
                 updates: dict[int, tuple[_Entry, np.ndarray]] = {}
-                for r in rows:
-                    entry, vec, token = self._unseal_full(keys, r)
+                for r, entry, vec, token in opened:
                     rid = int(r[0])
-                    sealed = seal_row(keys, rid, p, sorted(entry.purposes), entry.token_id, str(r[4]), exp_us, vec,
+                    exp = moved_expiry(entry.purposes, entry.expires_us, exp_us)
+                    sealed = seal_row(keys, rid, p, sorted(entry.purposes), entry.token_id, str(r[4]), exp, vec,
                                       token, visible=entry.visible, masked_enrolment=entry.masked_enrolment)
-                    db.execute("UPDATE rows SET expires_us = ?, sealed = ? WHERE row_id = ?", (exp_us, sealed, rid))
-                    updates[rid] = (dataclasses.replace(entry, expires_us=exp_us), vec)
+                    db.execute("UPDATE rows SET expires_us = ?, sealed = ? WHERE row_id = ?", (exp, sealed, rid))
+                    updates[rid] = (dataclasses.replace(entry, expires_us=exp), vec)
                 self._log(list(updates), "upsert")
                 after.append(lambda: self._apply(updates, []))
-        return len(rows)
+        return len(opened)
 
     # ---------------------------------------------------------------- re-keying
 

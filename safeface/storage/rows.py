@@ -134,6 +134,25 @@ def to_us(t: datetime, what: str) -> int:
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
+def touched_expiry(new_expiry: Optional[datetime], purpose: Optional[str]) -> Optional[int]:
+    """The expiry an interaction moves rows to, in microseconds. An interaction happens under one
+    purpose and moves only the rows held for it: a match under a long purpose must not carry a
+    short purpose's rows past their retention, nor cut a long one's short."""
+    if new_expiry is None:
+        return None
+    if purpose is None:
+        raise ConfigError("moving an expiry needs the purpose the interaction was under (touch(..., purpose=...)).")
+    check_text(purpose, "purpose")
+    return to_us(new_expiry, "new_expiry")
+
+
+def moved_expiry(purposes: Sequence[str], current_us: int, new_us: int) -> int:
+    """A row's expiry after an interaction under one of its purposes: the new one for a row held
+    for that purpose alone; never later than it was for a row also held for others, whose
+    retention this interaction says nothing about."""
+    return new_us if len(purposes) <= 1 else min(current_us, new_us)
+
+
 def from_us(us: int) -> datetime:
     return datetime(1970, 1, 1, tzinfo=timezone.utc) + timedelta(microseconds=int(us))
 

@@ -42,7 +42,8 @@ from ..hazmat.templates.transform import TemplateTransform
 from ..hazmat.templates.sealing import Sealer
 from .rows import (ROW_COLS, Enrollment, Entry, ErasureResult, GalleryRow, Keys, Match, RekeyResult,
                    check_embedding, check_path, check_text, describe, from_us, initial_meta, iso, keys_from_meta,
-                   path_template, prepare, protect, pseudonym_of, rekeyed, seal_row, to_us, unseal_row, utc_now)
+                   moved_expiry, path_template, prepare, protect, pseudonym_of, rekeyed, seal_row, to_us, touched_expiry,
+                   unseal_row, utc_now)
 from .vectors import MilvusVectors
 
 NAMESPACE_RE = re.compile(r"^[a-z_][a-z0-9_]{0,40}$")
@@ -491,32 +492,38 @@ class ServerStore:
             by_p.setdefault(p, []).append(r)
         return [ErasureResult(p, tuple(sorted(rs)), len(rs), vectors) for p, rs in by_p.items()]
 
-    def touch(self, subject_id: str, now: Optional[datetime] = None, new_expiry: Optional[datetime] = None) -> int:
-        """Record an interaction; optionally move the expiry of the subject's rows (re-sealed, and
-        their vectors' expiry field rewritten)."""
+    def touch(self, subject_id: str, now: Optional[datetime] = None, new_expiry: Optional[datetime] = None, *,
+              purpose: Optional[str] = None) -> int:
+        """Record an interaction under `purpose` with the subject's rows held for it; optionally
+        move their expiry (re-sealed, and their vectors' expiry field rewritten). Without
+        `purpose`, every row of the subject, and no expiry may be moved."""
         now_t = now or utc_now()
         to_us(now_t, "now")
-        exp_us = None if new_expiry is None else to_us(new_expiry, "new_expiry")
+        exp_us = touched_expiry(new_expiry, purpose)
         p = self.pseudonym(subject_id)
         with self._write_lock.held():
             with self._write():
                 keys = self._require_keys()
                 rows = self._conn.execute(f"SELECT {ROW_COLS} FROM {self._ns}.rows WHERE pseudonym = %s",
                                           (p,)).fetchall()
-                self._conn.execute(f"UPDATE {self._ns}.rows SET last_interaction = %s WHERE pseudonym = %s",
-                                   (iso(now_t), p))
-                if exp_us is not None and rows:
-                    for r in rows:
-                        entry, vec, token = unseal_row(keys, r, self._dim)
+                opened = [(r, *unseal_row(keys, r, self._dim)) for r in rows]
+                if purpose is not None:
+                    opened = [o for o in opened if purpose in o[1].purposes]
+                for r, *_ in opened:
+                    self._conn.execute(f"UPDATE {self._ns}.rows SET last_interaction = %s WHERE row_id = %s",
+                                       (iso(now_t), int(r[0])))
+                if exp_us is not None and opened:
+                    for r, entry, vec, token in opened:
+                        exp = moved_expiry(entry.purposes, entry.expires_us, exp_us)
                         sealed = seal_row(keys, int(r[0]), p, sorted(entry.purposes), entry.token_id, str(r[4]),
-                                          exp_us, vec, token, visible=entry.visible,
+                                          exp, vec, token, visible=entry.visible,
                                           masked_enrolment=entry.masked_enrolment)
                         self._conn.execute(f"UPDATE {self._ns}.rows SET expires_us = %s, sealed = %s "
-                                           "WHERE row_id = %s", (exp_us, sealed, int(r[0])))
-                    self._note([int(r[0]) for r in rows], "upsert")
-            if exp_us is not None and rows:
+                                           "WHERE row_id = %s", (exp, sealed, int(r[0])))
+                    self._note([int(r[0]) for r, *_ in opened], "upsert")
+            if exp_us is not None and opened:
                 self._drain_pending(best_effort=True)
-        return len(rows)
+        return len(opened)
 
     def rekey(self, keyring: Optional[Keyring] = None) -> RekeyResult:
         """Move every record to the newest transform and seal keys in one transaction, then
