@@ -166,7 +166,8 @@ def edit_config(paths: WorkspacePaths, edit: Callable[[dict[str, Any]], None], r
     paths.config.write_text(json.dumps(raw, indent=2))
     if reassess:
         a = raw["assessment"]
-        record_assessment(paths.root, a["reference"], a["date"], passphrase=_passphrase(paths), reviewed=a.get("reviewed"))
+        record_assessment(paths.root, a["reference"], a["date"], passphrase=_passphrase(paths), reviewed=a.get("reviewed"),
+                          accept_changes=True)
 
 
 def restore_config(paths: WorkspacePaths, text: str) -> None:
@@ -176,7 +177,8 @@ def restore_config(paths: WorkspacePaths, text: str) -> None:
 
     paths.config.write_text(text)
     a = json.loads(text)["assessment"]
-    record_assessment(paths.root, a["reference"], a["date"], passphrase=_passphrase(paths), reviewed=a.get("reviewed"))
+    record_assessment(paths.root, a["reference"], a["date"], passphrase=_passphrase(paths), reviewed=a.get("reviewed"),
+                          accept_changes=True)
 
 
 def open_sf(paths: WorkspacePaths, clock: Optional[Clock] = None, role: Optional[str] = None) -> SafeFace:

@@ -1,12 +1,16 @@
-"""The impact assessment in force is the one the audit log names last. Attacks by someone who
-can write deployment.json but holds no key: weaken a covered setting and write the assessment's
-digest by hand (what `safeface assess` did before it needed the passphrase), restore an older,
-weaker deployment.json with its own assessment, or race two assessments."""
+"""The impact assessment in force is sealed under the keyring and named last in the audit log.
+Attacks by someone who can write the workspace's files but holds no key: weaken a covered
+setting and write the assessment's digest by hand (a digest is public arithmetic over the
+file), edit the audit entry to match, switch to a profile without an assessment rule, restore
+an older, weaker deployment.json with its own assessment, plant a review date in the future,
+race two assessments; and the operator asked to "run safeface assess" after such an edit."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import multiprocessing
+import sqlite3
 import sys
 from pathlib import Path
 from typing import Any
@@ -14,27 +18,45 @@ from typing import Any
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from policy_support import PASSPHRASE, consent, images, make_workspace, open_sf  # noqa: E402
+from policy_support import PASSPHRASE, Clock, consent, images, make_workspace, open_sf  # noqa: E402
 
-from safeface import IntegrityError, PolicyViolation  # noqa: E402
+from safeface import ConfigError, ImageError, IntegrityError, InvalidArgument, PolicyViolation  # noqa: E402
 from safeface.policy.deployment import Deployment  # noqa: E402
 from safeface.workspace.admin import record_assessment  # noqa: E402
 from safeface.workspace.assessment import assessment_note  # noqa: E402
 from safeface.workspace.paths import WorkspacePaths  # noqa: E402
+
+TODAY = dt.date.today().isoformat()
 
 
 def _assessed(sf: Any) -> list[str]:
     return [e.note or "" for e in sf.audit_entries() if e.operation == "assessment"]
 
 
-def _set_threshold_by_hand(ws: WorkspacePaths, threshold: float, *, digest: bool = True) -> None:
-    """Lower the threshold and, with `digest`, write the assessment's covers digest to match, as
-    anyone who can write the file can: the digest is public arithmetic over the file."""
+def _passes_the_guard(sf: Any) -> bool:
+    """A verify that gets past the guard fails on the missing image; a refusal comes first."""
+    try:
+        sf.verify("/nonexistent/probe.jpg", "alice", "demo", "no token needed to be refused first")
+    except ImageError:
+        return True
+    except PolicyViolation as e:
+        if e.rule in ("CN-09", "EU-08"):
+            return False
+        return True  # refused for the token, after the deployment passed
+    return True
+
+
+def _edit(ws: WorkspacePaths, change: Any, *, digest: bool = True) -> None:
+    """Change deployment.json by hand; with `digest`, write the assessment's covers to match."""
     raw = json.loads(ws.config.read_text())
-    raw["matching"]["threshold"] = threshold
+    change(raw)
     if digest:
         raw["assessment"].update(reference="PIA-LAX", covers=Deployment.from_dict(raw).config_digest())
     ws.config.write_text(json.dumps(raw))
+
+
+def _threshold(value: float) -> Any:
+    return lambda raw: raw["matching"].__setitem__("threshold", value)
 
 
 def test_an_assessment_written_without_the_keys_processes_nothing(tmp_path: Path) -> None:
@@ -43,48 +65,95 @@ def test_an_assessment_written_without_the_keys_processes_nothing(tmp_path: Path
     t = consent(ws, "alice")
     with open_sf(ws) as sf:
         sf.enroll(img / "obama.jpg", "alice", "demo", t)
-        _set_threshold_by_hand(ws, 0.5)  # while the workspace is open
+        _edit(ws, _threshold(0.5))  # while the workspace is open
         with pytest.raises(PolicyViolation) as e:
             sf.verify(img / "biden.jpg", "alice", "demo", t)  # a stranger, a match at 0.5
-        assert e.value.rule == "CN-09" and "safeface assess" in str(e.value) and "PIA-LAX" in str(e.value)
+        assert e.value.rule == "CN-09" and "not sealed" in str(e.value) and "safeface assess" in str(e.value)
         assert _assessed(sf) == []  # nothing names it
         report = json.loads(sf.report(tmp_path / "report")["json"].read_text())
         assert report["can_process"] is False
         assert any(r["id"] == "CN-09" and r["state"] == "failing" and "safeface assess" in r["detail"]
                    for r in report["rules"])
     with open_sf(ws) as sf:  # and at the next open
-        with pytest.raises(PolicyViolation) as e:
-            sf.verify(img / "biden.jpg", "alice", "demo", t)
-        assert e.value.rule == "CN-09"
-        # Recorded with the keys, the same configuration is in force and named once.
-        note = record_assessment(ws.root, "PIA-LAX-2", "2026-12-01", passphrase=PASSPHRASE)
-        assert "PIA-LAX-2" in note and str(Deployment.load(ws.config).section("assessment")["covers"]) in note
+        assert not _passes_the_guard(sf)
+        # The operator asked to record it is warned that the section was forged, and records
+        # nothing unasked.
+        with pytest.raises(ConfigError, match="seal does not hold") as e:
+            record_assessment(ws.root, "PIA-2", TODAY, passphrase=PASSPHRASE)
+        assert "--accept-changes" in str(e.value)
+        assert not _passes_the_guard(sf) and _assessed(sf) == []
+        done = record_assessment(ws.root, "PIA-2", TODAY, passphrase=PASSPHRASE, accept_changes=True)
+        assert done.changes is None  # nothing sealed to compare with
+        assert str(Deployment.load(ws.config).section("assessment")["covers"]) in done.note
         assert sf.verify(img / "biden.jpg", "alice", "demo", t).threshold == 0.5
-        assert _assessed(sf) == [note]
+        assert _assessed(sf) == [done.note]
         assert sf.audit_verify().entries > 0
 
 
-def test_a_stale_assessment_refuses_under_the_eu_rule_too(tmp_path: Path) -> None:
-    img = images()
-    ws = make_workspace(tmp_path / "ws", profiles=("eu",))
-    t = consent(ws, "alice")
-    _set_threshold_by_hand(ws, 0.5)
-    with open_sf(ws) as sf, pytest.raises(PolicyViolation) as e:
-        sf.enroll(img / "obama.jpg", "alice", "demo", t)
-    assert e.value.rule == "EU-08"
+def test_assess_lists_the_covered_settings_changed_since_the_last_assessment(tmp_path: Path) -> None:
+    """Asked to "run safeface assess" after a hand edit that kept the seal, the operator is
+    shown exactly what they would sign off, and nothing is recorded until they accept it."""
+    ws = make_workspace(tmp_path / "ws")
+    _edit(ws, lambda raw: (raw["matching"].__setitem__("threshold", 0.5),
+                           raw["purposes"]["demo"].__setitem__("retention_days", 3650)), digest=False)
+    before = ws.config.read_bytes()
+    with pytest.raises(ConfigError) as e:
+        record_assessment(ws.root, "PIA-2", TODAY, passphrase=PASSPHRASE)
+    assert "matching.threshold: (not set) -> 0.5" in str(e.value)
+    assert "purposes.demo.retention_days: 30 -> 3650" in str(e.value)
+    assert ws.config.read_bytes() == before
+    done = record_assessment(ws.root, "PIA-2", TODAY, passphrase=PASSPHRASE, accept_changes=True)
+    assert done.changes is not None and "matching.threshold: (not set) -> 0.5" in done.changes
+    # Nothing changed since: recorded again without being asked.
+    assert record_assessment(ws.root, "PIA-3", TODAY, passphrase=PASSPHRASE).changes == ()
+
+
+def test_an_audit_entry_edited_to_name_a_hand_written_assessment_does_not_help(tmp_path: Path) -> None:
+    ws = make_workspace(tmp_path / "ws")
+    _edit(ws, _threshold(0.5))
+    section = Deployment.load(ws.config).section("assessment")
+    with sqlite3.connect(ws.root / "audit.db") as db:
+        db.execute("UPDATE entries SET note = ? WHERE seq = (SELECT MAX(seq) FROM entries WHERE operation = 'init')",
+                   (f"demo workspace; profiles cn-2025; {assessment_note(section)}",))
+    with open_sf(ws) as sf:
+        assert not _passes_the_guard(sf)
+    (tmp_path / "pass").write_text(PASSPHRASE)
+    with pytest.raises(IntegrityError, match="altered"):  # and the full check names the edited entry
+        from safeface.workspace.admin import audit_verify
+
+        audit_verify(ws.root, tmp_path / "pass")
+
+
+@pytest.mark.parametrize("profiles", [["us-bipa"], ["eu"]])
+def test_a_profile_switched_by_hand_keeps_the_assessment_check(tmp_path: Path, profiles: list[str]) -> None:
+    """us-bipa names no assessment rule of its own: switching to it must not shed the check."""
+    ws = make_workspace(tmp_path / "ws")
+
+    def switch(raw: dict[str, Any]) -> None:
+        raw["profiles"] = profiles
+        raw["matching"]["threshold"] = 0.5
+        raw.setdefault("bipa", {})["retention_schedule_url"] = "https://example.org/retention"
+
+    for digest in (False, True):
+        _edit(ws, switch, digest=digest)
+        with open_sf(ws) as sf:
+            assert not _passes_the_guard(sf)
+            report = json.loads(sf.report(tmp_path / f"r{digest}")["json"].read_text())
+            assert report["can_process"] is False
+            assert any(r["id"] in ("CN-09", "EU-08") and r["state"] == "failing" for r in report["rules"])
 
 
 def test_an_older_deployment_restored_with_its_own_assessment_processes_nothing(tmp_path: Path) -> None:
-    """Each copy of deployment.json carries a genuine assessment, recorded with the keys; the
-    older one (a lower threshold) is no longer the one in force."""
+    """Each copy of deployment.json carries a genuine, sealed assessment; the older one (a lower
+    threshold) is no longer the one in force."""
     img = images()
     ws = make_workspace(tmp_path / "ws")
     t = consent(ws, "alice")
-    _set_threshold_by_hand(ws, 0.5, digest=False)
-    record_assessment(ws.root, "PIA-OLD", "2026-12-01", passphrase=PASSPHRASE)
+    _edit(ws, _threshold(0.5), digest=False)
+    record_assessment(ws.root, "PIA-OLD", TODAY, passphrase=PASSPHRASE, accept_changes=True)
     older = ws.config.read_bytes()
-    _set_threshold_by_hand(ws, 0.95, digest=False)
-    record_assessment(ws.root, "PIA-NEW", "2026-12-02", passphrase=PASSPHRASE)
+    _edit(ws, _threshold(0.95), digest=False)
+    record_assessment(ws.root, "PIA-NEW", TODAY, passphrase=PASSPHRASE, accept_changes=True)
     with open_sf(ws) as sf:
         sf.enroll(img / "obama.jpg", "alice", "demo", t)
         assert sf.verify(img / "obama2.jpg", "alice", "demo", t).threshold == 0.95
@@ -94,18 +163,32 @@ def test_an_older_deployment_restored_with_its_own_assessment_processes_nothing(
         assert e.value.rule == "CN-09" and "PIA-OLD" in str(e.value) and "older copy" in str(e.value)
 
 
-def test_assess_needs_the_passphrase(tmp_path: Path) -> None:
+def test_assess_needs_the_passphrase_and_a_sound_reference(tmp_path: Path) -> None:
     ws = make_workspace(tmp_path / "ws")
     before = ws.config.read_bytes()
     with pytest.raises(IntegrityError):
-        record_assessment(ws.root, "PIA-X", "2026-12-01", passphrase="not the passphrase")
+        record_assessment(ws.root, "PIA-X", TODAY, passphrase="not the passphrase")
+    for bad in ("", "   ", "R" * 201):
+        with pytest.raises(InvalidArgument):
+            record_assessment(ws.root, bad, TODAY, passphrase=PASSPHRASE)
+    with pytest.raises(InvalidArgument):
+        record_assessment(ws.root, "PIA-X", "03/12/2026", passphrase=PASSPHRASE)
     assert ws.config.read_bytes() == before  # nothing written
+
+
+def test_a_reference_edited_past_what_the_note_shows_breaks_the_seal(tmp_path: Path) -> None:
+    ws = make_workspace(tmp_path / "ws")
+    record_assessment(ws.root, "R" * 200, TODAY, passphrase=PASSPHRASE)
+    raw = json.loads(ws.config.read_text())
+    raw["assessment"]["reference"] = "R" * 200 + " FORGED: approved by the regulator"
+    ws.config.write_text(json.dumps(raw))
+    with open_sf(ws) as sf:
+        assert not _passes_the_guard(sf)
 
 
 def _assess_many(root: str, tag: str, n: int) -> None:
     for i in range(n):
-        raw = json.loads(Path(root, "deployment.json").read_text())
-        record_assessment(Path(root), f"PIA-{tag}-{i}", raw["assessment"]["date"], passphrase=PASSPHRASE)
+        record_assessment(Path(root), f"PIA-{tag}-{i}", dt.date.today().isoformat(), passphrase=PASSPHRASE)
 
 
 @pytest.mark.slow
@@ -129,19 +212,31 @@ def test_two_processes_recording_assessments_leave_the_last_one_in_force(tmp_pat
         sf.enroll(img / "obama.jpg", "alice", "demo", t)  # in force: no refusal
 
 
-def test_a_review_date_edited_by_hand_is_not_in_force(tmp_path: Path) -> None:
-    """The yearly review date extends how long an assessment holds; it is named with it."""
-    img = images()
+def test_a_review_date_is_sealed_and_never_in_the_future(tmp_path: Path) -> None:
+    """The yearly review date extends how long an assessment holds: moved by hand it breaks the
+    seal; planted in the future it is refused, and a new assessment does not carry it over."""
     ws = make_workspace(tmp_path / "ws")
-    t = consent(ws, "alice")
+    clock = Clock()
     raw = json.loads(ws.config.read_text())
-    raw["assessment"]["reviewed"] = raw["assessment"]["date"]
+    raw["assessment"]["reviewed"] = TODAY
     ws.config.write_text(json.dumps(raw))
     with open_sf(ws) as sf:
-        with pytest.raises(PolicyViolation) as e:
-            sf.enroll(img / "obama.jpg", "alice", "demo", t)
-        assert e.value.rule == "CN-09"
-        a = raw["assessment"]
-        note = record_assessment(ws.root, a["reference"], a["date"], passphrase=PASSPHRASE, reviewed=a["reviewed"])
-        assert note.endswith(f"; reviewed {a['reviewed']}")
-        sf.enroll(img / "obama.jpg", "alice", "demo", t)
+        assert not _passes_the_guard(sf)
+    done = record_assessment(ws.root, raw["assessment"]["reference"], TODAY, passphrase=PASSPHRASE, reviewed=TODAY,
+                             accept_changes=True)  # the hand edit broke the seal: the operator is warned
+    assert done.note.endswith(f"; reviewed {TODAY}")
+    with open_sf(ws) as sf:
+        assert _passes_the_guard(sf)
+    future = "9999-12-31"
+    with pytest.raises(InvalidArgument, match="review date"):
+        record_assessment(ws.root, "PIA-3", TODAY, passphrase=PASSPHRASE, reviewed=future)
+    raw = json.loads(ws.config.read_text())
+    raw["assessment"]["reviewed"] = future  # planted before the operator's next assessment
+    ws.config.write_text(json.dumps(raw))
+    assert "between" in " ".join(f.message for f in Deployment.load(ws.config).problems(dt.date.today()))
+    record_assessment(ws.root, "PIA-3", TODAY, passphrase=PASSPHRASE, accept_changes=True)
+    assert Deployment.load(ws.config).section("assessment")["reviewed"] is None  # not carried over
+    with open_sf(ws, clock=clock) as sf:
+        assert _passes_the_guard(sf)
+        clock.advance(days=400)  # and the yearly review is due again
+        assert not _passes_the_guard(sf)

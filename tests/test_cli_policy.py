@@ -165,7 +165,7 @@ def test_deployment_that_cannot_process(tmp_path: Path, cli: Cli, name: str, cha
     if rule == "CN-15":  # refused at registration too: no assessment is recorded for it
         cli.refused(rule, "assess", ws, "--reference", "PIA-2", "--date", dt.date.today().isoformat())
     elif rule != "CN-09":  # a changed configuration is re-assessed, so only the rule under test fails
-        cli("assess", ws, "--reference", "PIA-2", "--date", dt.date.today().isoformat())
+        cli("assess", ws, "--reference", "PIA-2", "--date", dt.date.today().isoformat(), "--accept-changes")
     for argv in (("enroll", ws, img / "obama.jpg", "--subject", "alice", "--purpose", "demo", "--consent", token),
                  ("identify", ws, img / "obama.jpg", "--purpose", "demo", "--consent", token)):
         body = cli.refused(rule, *argv)
@@ -186,7 +186,8 @@ def test_private_space_refused_at_registration_cn15(tmp_path: Path, cli: Cli, pr
     assert (ws / "deployment.json").read_text() == before  # nothing recorded
     # Moved out of the private space, the same deployment registers.
     edit(ws, lambda r: r["location"].update({"class": "premises", "kind": ""}))
-    out, _ = cli("assess", ws, "--reference", "PIA-2", "--date", dt.date.today().isoformat())
+    out, _ = cli("assess", ws, "--reference", "PIA-2", "--date", dt.date.today().isoformat(), "--accept-changes")
+    assert "changed since the last assessment: location." in out
     assert "PIA-2" in out and json.loads((ws / "deployment.json").read_text())["assessment"]["reference"] == "PIA-2"
 
 
@@ -196,7 +197,7 @@ def test_filing_threshold_through_the_cli(tmp_path: Path, cli: Cli) -> None:
     ws = tmp_path / "ws"
     cli("init", ws, "--demo")
     edit(ws, lambda r: r["filing"].__setitem__("threshold", 1))
-    cli("assess", ws, "--reference", "PIA-2", "--date", dt.date.today().isoformat())  # the digest covers it
+    cli("assess", ws, "--reference", "PIA-2", "--date", dt.date.today().isoformat(), "--accept-changes")  # covered
     a = cli("consent", "issue", ws, "--subject", "alice", "--purpose", "demo")[0].strip()
     b = cli("consent", "issue", ws, "--subject", "bob", "--purpose", "demo")[0].strip()
     cli("enroll", ws, img / "obama.jpg", "--subject", "alice", "--purpose", "demo", "--consent", a)
@@ -331,7 +332,7 @@ def test_workspace_without_id_is_told_to_add_one(tmp_path: Path, cli: Cli) -> No
     # operator upgrading such a workspace would, so that only the missing id is left.
     edit(ws, lambda raw: raw.pop("id"))
     cli("assess", ws, "--reference", "DPIA-upgrade", "--date", json.loads((ws / "deployment.json").read_text())
-        ["assessment"]["date"])
+        ["assessment"]["date"], "--accept-changes")
     _, err = cli("consent", "issue", ws, "--subject", "alice", "--purpose", "demo", code=1)
     assert '"id"' in err and "deployment.json" in err
     _, err = cli("legal-basis", "issue", ws, "--authority", "B", "--provision", "P", "--purpose", "demo", code=1)

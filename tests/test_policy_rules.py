@@ -304,8 +304,12 @@ def test_reviewed_assessment_is_allowed(make_guard, keys) -> None:
     assert authorize(g, "verify", "demo", NOW, subject="alice", consent=token(keys, dep))
 
 
-def test_assessment_rule_absent_from_bipa_profile(make_guard, keys) -> None:
+def test_the_assessment_is_a_floor_under_the_bipa_profile_too(make_guard, keys) -> None:
+    """BIPA names no impact assessment, but the assessment is what authenticates the settings
+    that can weaken protection: a deployment switched to us-bipa alone must not shed it."""
     g = make_guard(deployment(("us-bipa",), lambda r: r["assessment"].update({"reference": "", "date": None})))
+    refused("CN-09", lambda: authorize(g, "verify", "demo", NOW, subject="alice", consent=token(keys, g.deployment)))
+    g = make_guard(deployment(("us-bipa",)))
     assert authorize(g, "verify", "demo", NOW, subject="alice", consent=token(keys, g.deployment))
 
 

@@ -63,6 +63,8 @@ def register(sub: Any) -> None:
     p.add_argument("--reference", required=True)
     p.add_argument("--date", required=True, help="YYYY-MM-DD")
     p.add_argument("--reviewed", default=None, help="YYYY-MM-DD of the assessment's latest review (yearly)")
+    p.add_argument("--accept-changes", action="store_true",
+                   help="record it although covered settings changed since the last assessment (they are listed)")
     p.set_defaults(func=_assess)
 
     p = sub.add_parser("keys", help="trust the public keys that sign consent and legal bases (needs the passphrase; audited)")
@@ -223,9 +225,12 @@ def _init(args: argparse.Namespace) -> int:
 def _assess(args: argparse.Namespace) -> int:
     from ..workspace.admin import record_assessment
 
-    record_assessment(Path(args.workspace), args.reference, args.date, args.passphrase_file, reviewed=args.reviewed)
+    done = record_assessment(Path(args.workspace), args.reference, args.date, args.passphrase_file,
+                             reviewed=args.reviewed, accept_changes=args.accept_changes)
     print(f"assessment {args.reference} ({args.date}) recorded as covering the current configuration, "
-          "and named in the audit log")
+          "sealed and named in the audit log")
+    for change in done.changes or ():
+        print(f"  changed since the last assessment: {change}")
     return EXIT_OK
 
 

@@ -129,9 +129,11 @@ CONCEPTS: dict[str, dict[str, str]] = {
 }
 # Private spaces and minors are floors (deployment/floors.py): no profile permits a camera in a
 # toilet or an under-age consent without a guardian, so CN-15 and CN-06 hold under all of them.
+# The impact assessment is a floor too: it is what authenticates the settings that can weaken
+# protection, so a deployment switched to a profile without one must not shed that check.
 BASELINE = frozenset({"purpose", "consent", "withdrawal", "transmit", "retention", "records", "security",
                       "legal-basis", "sensitive", "emotion", "liveness", "capture-quality", "private-space",
-                      "guardian"})
+                      "guardian", "assessment"})
 
 
 def check_profiles(profiles: Sequence[str]) -> tuple[str, ...]:
@@ -161,7 +163,8 @@ def rule_for(concept: str, profiles: Sequence[str]) -> Optional[str]:
 
 
 # The rules that are floors under every profile (BASELINE concepts held by one profile only).
-FLOOR_RULES = frozenset({CONCEPTS["private-space"]["cn-2025"], CONCEPTS["guardian"]["cn-2025"]})
+FLOOR_RULES = frozenset({CONCEPTS["private-space"]["cn-2025"], CONCEPTS["guardian"]["cn-2025"],
+                         CONCEPTS["assessment"]["cn-2025"]})
 
 
 def active_rules(profiles: Sequence[str]) -> list[Rule]:

@@ -33,8 +33,9 @@ from ..policy.guard import BatchItem, CaptureFacts, Decision, Guard, Operation, 
 from ..policy.receipts import ErasureReceipt, issue_receipt, receipt_key
 from ..policy.rules import rule_for
 from ..workspace.apikeys import ApiKey, ApiKeys, hashing_key
-from ..workspace.assessment import ASSESSMENT_OPERATIONS, assessment_recorded
+from ..workspace.assessment import ASSESSMENT_OPERATIONS, assessment_recorded, seal_holds
 from ..workspace.audit import AuditEntry, AuditLog, AuditReport
+from ..workspace.keys import ASSESSMENT_MAC, derived_key
 from ..workspace.passphrase import open_keyring
 from ..workspace.paths import WorkspacePaths
 from ..workspace.session import open_apikeys, open_audit, open_state
@@ -124,6 +125,7 @@ class SafeFace:
         self._pipeline = pipeline
         self._receipt_key = receipt_key(keyring.key("pseudonym"))
         self._token_key = keyring.key("pseudonym")
+        self._assessment_key = derived_key(keyring, ASSESSMENT_MAC)
         self._trust = trust
         from ..capture.evidence import EvidenceKeys
 
@@ -959,19 +961,26 @@ class SafeFace:
         self._deployment, self._config_digest = root._deployment, root._config_digest
 
     def _check_assessment(self) -> None:
-        """Process only under the assessment the audit log names last. `safeface assess` needs the
-        passphrase and names it there; an assessment written into deployment.json by hand (to
-        put a weakened setting into force), or restored with an older copy of the file, is not
-        the newest one named, and every call is refused until it is recorded again."""
+        """Process only under a sealed assessment that the audit log names last. `safeface assess`
+        needs the passphrase, seals the section and names it there; a section written or edited
+        by hand (to put a weakened setting into force) fails its seal, and one restored with an
+        older copy of the file is not the newest named: every call is refused until it is
+        recorded again."""
         a = self._deployment.section("assessment")
         problem = None
         if a.get("covers"):  # without an assessment the deployment's own findings refuse every call
+            ref = str(a.get("reference") or "")[:80]
+            shown = repr(ref) if ref.isascii() else f"{ref!r} ({ascii(ref)})"
             last = self._audit.last_entry(ASSESSMENT_OPERATIONS)
-            if not assessment_recorded(a, last.note if last is not None else None):
-                ref = str(a.get("reference") or "")[:80]
-                problem = (f"the impact assessment in deployment.json ({ref!r} of {a.get('date')}) is not the one this "
-                           "workspace's audit log names last: it was written without the passphrase, edited by hand, "
-                           "or restored from an older copy. Record it with `safeface assess` (needs the passphrase).")
+            if not seal_holds(self._assessment_key, a):
+                problem = (f"the impact assessment in deployment.json ({shown} of {a.get('date')}) is not sealed by "
+                           "this workspace's keys: it was written or edited without the passphrase, or by a safeface "
+                           "that did not seal it. Record it with `safeface assess` (needs the passphrase).")
+            elif not assessment_recorded(a, last.note if last is not None else None):
+                problem = (f"the impact assessment in deployment.json ({shown} of {a.get('date')}) is not the one this "
+                           "workspace's audit log names last: deployment.json was restored from an older copy, or "
+                           "`safeface assess` stopped before its audit entry. Restore the current deployment.json, or "
+                           "record the assessment with `safeface assess` (needs the passphrase).")
         self._guard.unrecorded_assessment = problem
 
     def findings(self, today: dt.date) -> list[Finding]:

@@ -16,11 +16,11 @@ from ..hazmat.templates.pseudonym import token_pseudonym
 from ..policy.deployment import Deployment
 from ..policy.rules import rule_for
 from ..policy.receipts import receipt_key
-from .assessment import assessment_note
+from .assessment import MAX_REFERENCE, assessment_note, changed_settings, seal_holds, sealed
 from .audit import AuditReport
 from .checkpoint import check_checkpoint, make_checkpoint, read_checkpoint
 from ..atomicfile import exclusive_lock, write_new
-from .keys import new_signing_key
+from .keys import ASSESSMENT_MAC, derived_key, new_signing_key
 from .paths import WorkspacePaths
 from .session import deployment_name, opened
 from .storecheck import StoreReport, check_store
@@ -88,37 +88,69 @@ def check_registrable(dep: Deployment) -> None:
             raise PolicyViolation(f.rule, f"this deployment cannot be registered: {f.message}")
 
 
+@dataclass(frozen=True)
+class RecordedAssessment:
+    note: str  # what the audit entry says
+    # The covered settings changed since the assessment recorded before, or None when there was
+    # no sealed one to compare with (the first assessment, or one written by hand).
+    changes: Optional[tuple[str, ...]]
+
+
 def record_assessment(root: Path, reference: str, date: str, passphrase_file: Optional[Path] = None, *,
-                      passphrase: Optional[str] = None, reviewed: Optional[str] = None) -> str:
-    """Record the impact assessment as covering the configuration as it is now, and name it in
-    the audit log. It needs the passphrase: a workspace processes only under the assessment its
-    log names last (SafeFace refuses any other), so whoever can write deployment.json but holds
-    no key cannot put a weakened setting into force by recording it again. Returns the entry's
-    note."""
+                      passphrase: Optional[str] = None, reviewed: Optional[str] = None,
+                      accept_changes: bool = False) -> RecordedAssessment:
+    """Record the impact assessment as covering the configuration as it is now: the section,
+    sealed under the keyring, then its audit entry. A workspace processes only under the
+    assessment its log names last and whose seal holds, so whoever can write deployment.json but
+    holds no key cannot put a weakened setting into force. When the covered settings changed
+    since the last sealed assessment, nothing is recorded unless `accept_changes`: the error
+    lists them, so an operator asked to "run safeface assess" sees what they would sign off."""
     paths = _workspace(root)
-    for name, value in (("date", date), ("reviewed date", reviewed)):
-        if value is None:
-            continue
-        try:
-            dt.date.fromisoformat(value)
-        except (TypeError, ValueError):
-            raise InvalidArgument(f"the assessment {name} must be YYYY-MM-DD, not {value!r}.") from None
-    if not str(reference).strip():
-        raise InvalidArgument("the assessment needs a reference (the document's identifier).")
+    day = _iso_date(date, "date")
+    if reviewed is not None and not (day <= _iso_date(reviewed, "reviewed date") <= dt.date.today()):
+        raise InvalidArgument(f"the review date {reviewed} must fall between the assessment's date ({date}) and "
+                              "today.")
+    if not isinstance(reference, str) or not reference.strip() or len(reference) > MAX_REFERENCE:
+        raise InvalidArgument(f"the assessment needs a reference (the document's identifier) of 1 to "
+                              f"{MAX_REFERENCE} characters.")
     with opened(paths, passphrase, passphrase_file) as r, exclusive_lock(paths.config_lock):
         dep = Deployment.load(paths.config)  # read under the lock, after the passphrase: nothing written without it
         check_registrable(dep)
-        raw = dict(dep.raw)
-        section = {**dep.section("assessment"), "reference": reference, "date": date, "covers": dep.config_digest()}
-        if reviewed is not None:
-            section["reviewed"] = reviewed
-        raw["assessment"] = section
-        Deployment.from_dict(raw).save(paths.config)
+        key = derived_key(r.keyring, ASSESSMENT_MAC)
+        before = dep.section("assessment")
+        covered = dep.covered_settings()
+        changes: Optional[tuple[str, ...]] = None
+        if seal_holds(key, before):
+            changes = tuple(changed_settings(before.get("covered"), covered))
+            if changes and not accept_changes:
+                shown = "; ".join(changes[:20]) + (f"; and {len(changes) - 20} more" if len(changes) > 20 else "")
+                raise ConfigError(f"the settings an assessment covers changed since assessment "
+                                  f"{str(before.get('reference'))!r} of {before.get('date')}: {shown}. Nothing was "
+                                  "recorded: review these changes, then record the assessment again, accepting them "
+                                  "(--accept-changes).")
+        elif before.get("covers") and not accept_changes:
+            raise ConfigError("the assessment section of deployment.json was written or edited without the keys (its "
+                              "seal does not hold), so what changed since the last assessment cannot be shown. "
+                              "Nothing was recorded: check every setting the assessment covers (purposes, matching, "
+                              "filing, location, roles, profiles, bipa, minors, id, audit), then record it again "
+                              "with --accept-changes.")
+        # A new assessment starts its own review cycle: an earlier review date is not carried over.
+        section = {k: v for k, v in before.items() if k not in ("covered", "seal", "reviewed")}
+        section.update(reference=reference, date=date, covers=dep.config_digest(), reviewed=reviewed)
+        section = sealed(key, section, covered)
+        Deployment.from_dict({**dep.raw, "assessment": section}).save(paths.config)
         # The file first: a crash before the entry leaves an assessment the log does not name,
         # which processes nothing until it is recorded again; never the other way round.
         note = assessment_note(section)
         r.audit.append("assessment", "allowed", note=note)
-    return note
+    return RecordedAssessment(note, changes)
+
+
+def _iso_date(value: Any, what: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(value)
+    except (TypeError, ValueError):
+        raise InvalidArgument(f"the assessment {what} must be YYYY-MM-DD, not {value!r}.") from None
 
 
 # -- audit evidence ------------------------------------------------------------------------

@@ -1,26 +1,71 @@
-"""The impact assessment as the audit log records it. Only `safeface assess`, which needs the
-passphrase, or a demo workspace's creation names an assessment in the log; a workspace
-processes only under the assessment its log names last, so one written into deployment.json
-by hand, or restored with an older copy of the file, processes nothing."""
+"""The impact assessment in deployment.json, sealed and named in the audit log.
+
+`safeface assess` (it needs the passphrase) writes the section with the settings it covers and
+a MAC under a key derived from the keyring, and names it in the audit log; a demo workspace's
+creation does the same. A workspace processes only under a sealed assessment that the log names
+last: a section written or edited by hand fails its seal, and one restored with an older copy
+of the file is not the newest named, so either refuses every call."""
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+import hashlib
+import hmac
+import json
+from typing import Any, Mapping, Optional
 
 # The entries that name an assessment: the newest of them is the one in force.
 ASSESSMENT_OPERATIONS = ("assessment", "init")
+# What the seal binds; the `covered` settings let the next assessment say what changed since.
+SEALED_FIELDS = ("reference", "date", "reviewed", "covers", "covered")
+MAX_REFERENCE = 200
 
 
 def assessment_note(section: Mapping[str, Any]) -> str:
     """What an entry says of the assessment in deployment.json's "assessment" section: its
     reference, date, the configuration digest it covers and, once reviewed, the review's date."""
-    reference = str(section.get("reference") or "")[:200]
+    reference = str(section.get("reference") or "")[:MAX_REFERENCE]
     note = f"impact assessment {reference!r} of {section.get('date')} covers configuration {section.get('covers')}"
     reviewed = section.get("reviewed")
     return f"{note}; reviewed {str(reviewed)[:40]}" if reviewed else note
 
 
-def assessment_recorded(section: Mapping[str, Any], newest_note: str | None) -> bool:
-    """Whether the newest note naming an assessment names this one (the demo's creation entry
-    names it after the workspace's own description, hence the suffix)."""
-    return bool(newest_note) and str(newest_note).endswith(assessment_note(section))
+def assessment_recorded(section: Mapping[str, Any], newest_note: Optional[str]) -> bool:
+    """Whether the newest note naming an assessment names this one: the whole note of an
+    "assessment" entry, or the last part of a demo workspace's creation entry."""
+    own, note = assessment_note(section), str(newest_note or "")
+    return note == own or note.endswith("; " + own)
+
+
+def _mac(key: bytes, section: Mapping[str, Any]) -> str:
+    body = {k: section.get(k) for k in SEALED_FIELDS}
+    canon = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    return hmac.new(key, canon.encode("utf-8"), hashlib.sha256).hexdigest()
+
+
+def sealed(key: bytes, section: Mapping[str, Any], covered: Mapping[str, Any]) -> dict[str, Any]:
+    """The section with the settings it covers and its seal."""
+    out = {**section, "covered": dict(covered)}
+    out["seal"] = _mac(key, out)
+    return out
+
+
+def seal_holds(key: bytes, section: Mapping[str, Any]) -> bool:
+    got = section.get("seal")
+    return isinstance(got, str) and hmac.compare_digest(_mac(key, section), got)
+
+
+def changed_settings(before: Any, after: Any, prefix: str = "") -> list[str]:
+    """The covered settings that differ, as dotted paths with both values (bounded): what an
+    operator recording a new assessment is asked to look at."""
+    if isinstance(before, dict) and isinstance(after, dict):
+        out: list[str] = []
+        for k in sorted(set(before) | set(after), key=str):
+            out += changed_settings(before.get(k), after.get(k), f"{prefix}.{k}" if prefix else str(k))
+        return out
+    if before == after:
+        return []
+
+    def shown(v: Any) -> str:
+        return "(not set)" if v is None else json.dumps(v, default=str, ensure_ascii=True)[:80]
+
+    return [f"{prefix or 'settings'}: {shown(before)} -> {shown(after)}"]

@@ -12,10 +12,10 @@ from ..errors import ConfigError
 from ..policy.deployment import Deployment, blank_config, demo_config
 from ..policy.rules import DEFAULT_PROFILE, check_profiles
 from ..policy.tokens import public_key_text
-from .assessment import assessment_note
+from .assessment import assessment_note, sealed
 from .audit import AuditLog
 from ..atomicfile import write_atomic, write_new
-from .keys import new_signing_key
+from .keys import ASSESSMENT_MAC, derived_key, new_signing_key
 from .passphrase import resolve_passphrase
 from .paths import WorkspacePaths
 from .session import workspace_anchors
@@ -48,9 +48,13 @@ def init_workspace(root: Path, *, demo: bool = False, profiles: Sequence[str] = 
     write_atomic(paths.receipt_public, public_key_text(receipt_key(keyring.key("pseudonym")).public_key()) + "\n")
     paths.reports.mkdir(exist_ok=True)
     write_empty(paths, keyring)
+    assessed = deployment.section("assessment")
+    if assessed.get("covers"):  # a demo is created assessed: sealed like `safeface assess` seals it
+        assessed = sealed(derived_key(keyring, ASSESSMENT_MAC), assessed, deployment.covered_settings())
+        deployment = Deployment.from_dict({**deployment.raw, "assessment": assessed})
+        deployment.save(paths.config)
     with AuditLog(paths.audit, keyring.key("audit"), workspace_anchors(paths, keyring, deployment)) as log:
         kind = "demo workspace" if demo else "workspace"
-        assessed = deployment.section("assessment")
         log.append("init", "allowed", note=f"{kind}; profiles {','.join(profs)}"
                    + (f"; {assessment_note(assessed)}" if assessed.get("covers") else ""))
         if demo:

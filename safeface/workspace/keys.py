@@ -21,6 +21,7 @@ from .paths import WorkspacePaths
 TRUST_MAC = b"safeface trust store MAC v1"
 ANCHOR_MAC = b"safeface audit anchor MAC v1"
 POLICY_MAC = b"safeface policy state liveness rows MAC v1"
+ASSESSMENT_MAC = b"safeface impact assessment MAC v1"
 
 
 def derived_key(keyring: Any, label: bytes) -> bytes:

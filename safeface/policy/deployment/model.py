@@ -244,13 +244,19 @@ class Deployment:
         return end if last is None else min(end, last)
 
     def config_digest(self) -> str:
+        """The digest of `covered_settings`, which an assessment records as `covers`."""
+        canon = json.dumps(self.covered_settings(), sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                           default=str)
+        return hashlib.sha256(canon.encode("utf-8")).hexdigest()
+
+    def covered_settings(self) -> dict[str, Any]:
         """What an impact assessment covers: every setting that can weaken protection. Changing
         any of them (a longer retention, a later end date, a lower matching threshold, a higher
         filing threshold, another location, wider roles, another profile or purpose, another
         deployment id, a witness removed from the audit section) leaves the
         assessment stale until it is redone (`safeface assess`). The notice has its own hash
         (CN-02); the filing reference, recorded after filing, is deliberately not covered."""
-        covered = {
+        covered: dict[str, Any] = {
             "digest": DIGEST_VERSION,
             "profiles": list(self.profiles),
             "purposes": self.raw.get("purposes") or {},
@@ -268,8 +274,7 @@ class Deployment:
             "id": self.raw.get("id"),
             "audit": self.section("audit"),
         }
-        canon = json.dumps(covered, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
-        return hashlib.sha256(canon.encode("utf-8")).hexdigest()
+        return json.loads(json.dumps(covered, default=str))  # plain JSON values, as a file holds them
 
     # -- judging (validation.py) ------------------------------------------------------------
     def findings(self, today: dt.date) -> list["Finding"]:

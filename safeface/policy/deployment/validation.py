@@ -162,6 +162,9 @@ def _assessment_problem(dep: "Deployment", today: dt.date) -> Optional[str]:
         return "assessment.date is empty; record the date of the impact assessment."
     if done > today:
         return f"the impact assessment is dated {done}, in the future; processing may start only after it."
+    if reviewed is not None and not done <= reviewed <= today:
+        return (f"assessment.reviewed ({reviewed}) must fall between the assessment's date ({done}) and today: a "
+                "review in the future would put off the yearly review.")
     if go_live is not None and done > go_live:
         return f"the impact assessment ({done}) postdates go-live ({go_live}); it must come before processing."
     last = max(done, reviewed or done)
