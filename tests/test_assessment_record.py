@@ -78,7 +78,7 @@ def test_an_assessment_written_without_the_keys_processes_nothing(tmp_path: Path
         assert not _passes_the_guard(sf)
         # The operator asked to record it is warned that the section was forged, and records
         # nothing unasked.
-        with pytest.raises(ConfigError, match="seal does not hold") as e:
+        with pytest.raises(ConfigError, match="not the sealed one") as e:
             record_assessment(ws.root, "PIA-2", TODAY, passphrase=PASSPHRASE)
         assert "--accept-changes" in str(e.value)
         assert not _passes_the_guard(sf) and _assessed(sf) == []
@@ -239,4 +239,61 @@ def test_a_review_date_is_sealed_and_never_in_the_future(tmp_path: Path) -> None
     with open_sf(ws, clock=clock) as sf:
         assert _passes_the_guard(sf)
         clock.advance(days=400)  # and the yearly review is due again
+        assert not _passes_the_guard(sf)
+
+
+def test_the_change_list_compares_settings_as_written_and_names_every_one() -> None:
+    from safeface.workspace.assessment import changed_settings
+
+    assert changed_settings({"a": True}, {"a": 1}) == ["a: true -> 1"]
+    assert changed_settings({"a": 1}, {"a": 1.0}) == ["a: 1 -> 1.0"]
+    assert changed_settings({"a": {"b": [1, 2]}}, {"a": {"b": [2, 1]}}) == ["a.b: reordered"]
+    assert changed_settings({"a": 1}, {}) == ["a: 1 -> (not set)"]
+    many = {f"k{i:02d}": i for i in range(30)}
+    assert len(changed_settings(many, {k: v + 1 for k, v in many.items()})) == 30
+    # A role widened by one operation, among many: the list says which.
+    ops = ["verify", "identify", "analyze", "report", "track", "anonymize", "liveness", "export"]
+    assert changed_settings({"kiosk": ops}, {"kiosk": ops + ["enroll"]}) == ['kiosk: gained "enroll"']
+    # Two long values that differ only past the cut never look alike.
+    a, b = "w/" + "x" * 100 + "-1.json", "w/" + "x" * 100 + "-2.json"
+    (line,) = changed_settings({"witness": [a, b]}, {"witness": [a]})
+    assert line.startswith("witness: lost ") and "sha256" in line
+    (line,) = changed_settings({"w": a}, {"w": b})
+    left, right = line.split(" -> ")
+    assert left.split(": ", 1)[1] != right
+    # A key name cannot smuggle terminal control into the list.
+    (line,) = changed_settings({"note\x1b[8m": 1}, {"note\x1b[8m": 2})
+    assert "\x1b" not in line and "\\u001b" in line
+
+
+def test_assess_after_a_rollback_or_a_removed_section_asks_before_signing_off(tmp_path: Path) -> None:
+    """Told to run `safeface assess` after an older sealed deployment.json was restored (or the
+    section removed), a plain run must not sign the rollback off as "nothing changed"."""
+    ws = make_workspace(tmp_path / "ws")
+    _edit(ws, _threshold(0.5), digest=False)
+    record_assessment(ws.root, "PIA-A1", TODAY, passphrase=PASSPHRASE, accept_changes=True)
+    older = ws.config.read_bytes()
+    _edit(ws, _threshold(0.8), digest=False)
+    record_assessment(ws.root, "PIA-A2", TODAY, passphrase=PASSPHRASE, accept_changes=True)
+    ws.config.write_bytes(older)  # sealed, and once genuine
+    with pytest.raises(ConfigError, match="names last"):
+        record_assessment(ws.root, "PIA-A3", TODAY, passphrase=PASSPHRASE)
+    assert ws.config.read_bytes() == older
+    for remove in (lambda raw: raw.pop("assessment"), lambda raw: raw["assessment"].pop("covers")):
+        _edit(ws, remove, digest=False)
+        with pytest.raises(ConfigError, match="--accept-changes"):
+            record_assessment(ws.root, "PIA-A3", TODAY, passphrase=PASSPHRASE)
+        ws.config.write_bytes(older)
+
+
+@pytest.mark.parametrize("change", [
+    lambda raw: raw.__setitem__("liveness_model", {"file": "models/pad.onnx", "sha256": "0" * 64, "threshold": 0.0}),
+    lambda raw: raw.__setitem__("go_live", None),
+])
+def test_the_pad_veto_and_go_live_are_covered(tmp_path: Path, change: Any) -> None:
+    ws = make_workspace(tmp_path / "ws")
+    before = Deployment.load(ws.config).config_digest()
+    _edit(ws, change, digest=False)
+    assert Deployment.load(ws.config).config_digest() != before
+    with open_sf(ws) as sf:
         assert not _passes_the_guard(sf)

@@ -16,7 +16,8 @@ from ..hazmat.templates.pseudonym import token_pseudonym
 from ..policy.deployment import Deployment
 from ..policy.rules import rule_for
 from ..policy.receipts import receipt_key
-from .assessment import MAX_REFERENCE, assessment_note, changed_settings, seal_holds, sealed
+from .assessment import (ASSESSMENT_OPERATIONS, MAX_REFERENCE, assessment_note, assessment_recorded,
+                         changed_settings, seal_holds, sealed)
 from .audit import AuditReport
 from .checkpoint import check_checkpoint, make_checkpoint, read_checkpoint
 from ..atomicfile import exclusive_lock, write_new
@@ -119,21 +120,25 @@ def record_assessment(root: Path, reference: str, date: str, passphrase_file: Op
         key = derived_key(r.keyring, ASSESSMENT_MAC)
         before = dep.section("assessment")
         covered = dep.covered_settings()
+        last = r.audit.last_entry(ASSESSMENT_OPERATIONS)
+        assessed_before = last is not None and "impact assessment " in (last.note or "")
         changes: Optional[tuple[str, ...]] = None
-        if seal_holds(key, before):
+        # The baseline is the section the log names last, and only if its seal holds: an older
+        # sealed section restored with its configuration would make a rollback look unchanged.
+        if seal_holds(key, before) and assessment_recorded(before, last.note if last is not None else None):
             changes = tuple(changed_settings(before.get("covered"), covered))
             if changes and not accept_changes:
-                shown = "; ".join(changes[:20]) + (f"; and {len(changes) - 20} more" if len(changes) > 20 else "")
                 raise ConfigError(f"the settings an assessment covers changed since assessment "
-                                  f"{str(before.get('reference'))!r} of {before.get('date')}: {shown}. Nothing was "
-                                  "recorded: review these changes, then record the assessment again, accepting them "
-                                  "(--accept-changes).")
-        elif before.get("covers") and not accept_changes:
-            raise ConfigError("the assessment section of deployment.json was written or edited without the keys (its "
-                              "seal does not hold), so what changed since the last assessment cannot be shown. "
-                              "Nothing was recorded: check every setting the assessment covers (purposes, matching, "
-                              "filing, location, roles, profiles, bipa, minors, id, audit), then record it again "
-                              "with --accept-changes.")
+                                  f"{ascii(str(before.get('reference')))} of {before.get('date')}: "
+                                  f"{'; '.join(changes)}. Nothing was recorded: review these changes, then record "
+                                  "the assessment again, accepting them (--accept-changes).")
+        elif assessed_before and not accept_changes:
+            raise ConfigError("the assessment section of deployment.json is not the sealed one the audit log names last "
+                              "(written, edited or removed without the keys, restored from an older copy, or left by an "
+                              "`assess` that stopped before its audit entry), so what changed since the last "
+                              "assessment cannot be shown. Nothing was recorded: check every setting the assessment "
+                              "covers (purposes, matching, filing, location, roles, profiles, bipa, minors, id, audit, "
+                              "liveness_model, go_live), then record it again with --accept-changes.")
         # A new assessment starts its own review cycle: an earlier review date is not carried over.
         section = {k: v for k, v in before.items() if k not in ("covered", "seal", "reviewed")}
         section.update(reference=reference, date=date, covers=dep.config_digest(), reviewed=reviewed)

@@ -55,17 +55,38 @@ def seal_holds(key: bytes, section: Mapping[str, Any]) -> bool:
 
 
 def changed_settings(before: Any, after: Any, prefix: str = "") -> list[str]:
-    """The covered settings that differ, as dotted paths with both values (bounded): what an
-    operator recording a new assessment is asked to look at."""
+    """Every covered setting that differs, as a path with both values: what an operator
+    recording a new assessment signs off. Settings are compared as written (1, 1.0, true and "1"
+    differ); a list says which items it lost and gained; a long value is cut with its hash, so
+    two values never look alike; key names are escaped, so none can hide the rest."""
     if isinstance(before, dict) and isinstance(after, dict):
         out: list[str] = []
         for k in sorted(set(before) | set(after), key=str):
-            out += changed_settings(before.get(k), after.get(k), f"{prefix}.{k}" if prefix else str(k))
+            out += changed_settings(before.get(k), after.get(k), f"{prefix}.{_key(k)}" if prefix else _key(k))
         return out
-    if before == after:
+    where = prefix or "settings"
+    if _text(before) == _text(after):
         return []
+    if isinstance(before, list) and isinstance(after, list):
+        gone = [_shown(x) for x in before if _text(x) not in {_text(y) for y in after}]
+        new = [_shown(x) for x in after if _text(x) not in {_text(y) for y in before}]
+        if not gone and not new:
+            return [f"{where}: reordered"]
+        return [f"{where}: " + ", ".join([f"lost {g}" for g in gone] + [f"gained {n}" for n in new])]
+    return [f"{where}: {_shown(before)} -> {_shown(after)}"]
 
-    def shown(v: Any) -> str:
-        return "(not set)" if v is None else json.dumps(v, default=str, ensure_ascii=True)[:80]
 
-    return [f"{prefix or 'settings'}: {shown(before)} -> {shown(after)}"]
+def _text(v: Any) -> str:
+    return json.dumps(v, default=str, ensure_ascii=True, sort_keys=True)
+
+
+def _shown(v: Any) -> str:
+    if v is None:
+        return "(not set)"
+    t = _text(v)
+    return t if len(t) <= 80 else f"{t[:60]}...(sha256 {hashlib.sha256(t.encode()).hexdigest()[:12]})"
+
+
+def _key(k: Any) -> str:
+    k = str(k)
+    return k if k.isascii() and k.replace("_", "").replace("-", "").isalnum() else json.dumps(k, ensure_ascii=True)

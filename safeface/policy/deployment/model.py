@@ -40,7 +40,7 @@ MAX_RETENTION_DAYS = 36_500
 MAX_ID_CHARS = 128
 # Bumped whenever the digest covers more fields: an assessment recorded by an older safeface does
 # not cover what it never saw.
-DIGEST_VERSION = 3
+DIGEST_VERSION = 4
 
 
 @dataclass(frozen=True)
@@ -253,9 +253,11 @@ class Deployment:
         """What an impact assessment covers: every setting that can weaken protection. Changing
         any of them (a longer retention, a later end date, a lower matching threshold, a higher
         filing threshold, another location, wider roles, another profile or purpose, another
-        deployment id, a witness removed from the audit section) leaves the
-        assessment stale until it is redone (`safeface assess`). The notice has its own hash
-        (CN-02); the filing reference, recorded after filing, is deliberately not covered."""
+        deployment id, a witness removed from the audit section, the PAD model's veto, go-live)
+        leaves the assessment stale until it is redone (`safeface assess`). The notice has its own
+        hash (CN-02); the filing reference, recorded after filing, is deliberately not covered, nor
+        are the storage backend (`safeface storage migrate` moves it; the store is checked against
+        the audit log) and the consent screen's version (recorded in each token, CN-13)."""
         covered: dict[str, Any] = {
             "digest": DIGEST_VERSION,
             "profiles": list(self.profiles),
@@ -273,6 +275,10 @@ class Deployment:
             # would accept its tokens. A witness dropped from the audit section weakens the log.
             "id": self.raw.get("id"),
             "audit": self.section("audit"),
+            # The PAD model's veto (its file, pinned hash, threshold, live output) and go-live,
+            # which the assessment must predate.
+            "liveness_model": self.raw.get("liveness_model"),
+            "go_live": self.raw.get("go_live"),
         }
         return json.loads(json.dumps(covered, default=str))  # plain JSON values, as a file holds them
 
