@@ -224,7 +224,7 @@ def test_a_review_date_is_sealed_and_never_in_the_future(tmp_path: Path) -> None
         assert not _passes_the_guard(sf)
     done = record_assessment(ws.root, raw["assessment"]["reference"], TODAY, passphrase=PASSPHRASE, reviewed=TODAY,
                              accept_changes=True)  # the hand edit broke the seal: the operator is warned
-    assert done.note.endswith(f"; reviewed {TODAY}")
+    assert f"; reviewed {TODAY}; roles " in done.note
     with open_sf(ws) as sf:
         assert _passes_the_guard(sf)
     future = "9999-12-31"
@@ -297,3 +297,103 @@ def test_the_pad_veto_and_go_live_are_covered(tmp_path: Path, change: Any) -> No
     assert Deployment.load(ws.config).config_digest() != before
     with open_sf(ws) as sf:
         assert not _passes_the_guard(sf)
+
+
+def test_roles_widened_by_hand_do_not_reach_the_calls_the_assessment_does_not_gate(tmp_path: Path) -> None:
+    """Erasure, revocation and the report need no assessment to run; while deployment.json is not
+    the assessed one, they are judged by the roles the last recorded assessment set, not by roles
+    widened by hand (an auditor made able to erase), nor a default role changed by hand."""
+    img = images()
+    ws = make_workspace(tmp_path / "ws", edit=lambda raw: raw.__setitem__("default_role", "kiosk"))
+    with open_sf(ws, role="operator") as sf:
+        sf.enroll(img / "obama.jpg", "bob", "demo", consent(ws, "bob"))
+        with pytest.raises(PolicyViolation) as e:
+            sf.acting_as("auditor", "k-aud").erase("bob")
+        assert e.value.rule == "CN-16"
+
+    def widen(raw: dict[str, Any]) -> None:
+        raw["roles"]["auditor"] = sorted(set(raw["roles"]["auditor"]) | {"erase", "revoke", "apikey"})
+        raw["default_role"] = "operator"
+
+    for digest in (False, True):
+        _edit(ws, widen, digest=digest)
+        with open_sf(ws, role="auditor") as sf:
+            with pytest.raises(PolicyViolation) as e:
+                sf.erase("bob")
+            assert e.value.rule == "CN-16"
+            assert sf.acting_as("operator", "k-op").records("bob")  # still there
+        with open_sf(ws) as sf:  # the default role as recorded (kiosk), not as edited
+            with pytest.raises(PolicyViolation):
+                sf.erase("bob")
+
+
+def test_a_liveness_check_is_refused_while_the_assessment_is_not_in_force(tmp_path: Path) -> None:
+    """The PAD model that judges a clip is an assessed setting: a check run under a file edited
+    by hand (the veto removed) must not mint evidence that a later, assessed call accepts."""
+    ws = make_workspace(tmp_path / "ws")
+    _edit(ws, _threshold(0.5), digest=False)
+    with open_sf(ws) as sf:
+        with pytest.raises(PolicyViolation) as e:
+            sf.liveness_challenge()
+        assert e.value.rule == "CN-09"
+        with pytest.raises(PolicyViolation) as e:
+            sf.liveness_check(b"not a clip", "no-such-nonce")
+        assert e.value.rule == "CN-09"
+        assert [x.decision for x in sf.audit_entries() if x.operation.startswith("liveness")] == ["refused", "refused"]
+
+
+def test_threads_never_judge_by_a_configuration_whose_assessment_is_unchecked(tmp_path: Path) -> None:
+    """Views on threads share one reading of deployment.json; while another thread swaps in a
+    weakened, unsealed file and back, no call is judged by the weakened threshold."""
+    import threading
+
+    from safeface.policy.guard import Guard
+
+    ws = make_workspace(tmp_path / "ws")
+    good = ws.config.read_bytes()
+    _edit(ws, _threshold(0.2))
+    weak = ws.config.read_bytes()
+    ws.config.write_bytes(good)
+    allowed_weak: list[float] = []
+    real = Guard.authorize
+
+    def spy(self: Guard, request: Any) -> Any:
+        d = real(self, request)
+        if request.operation.value == "verify" and self.deployment.section("matching").get("threshold") == 0.2:
+            allowed_weak.append(0.2)
+        return d
+
+    stop = threading.Event()
+
+    def flip() -> None:
+        while not stop.is_set():
+            for body in (weak, good):
+                tmp = ws.config.with_suffix(".tmp")
+                tmp.write_bytes(body)
+                tmp.replace(ws.config)
+
+    Guard.authorize = spy  # type: ignore[method-assign]
+    try:
+        with open_sf(ws) as sf:
+            t = consent(ws, "alice")
+
+            def call(i: int) -> None:
+                view = sf.acting_as("operator", f"k{i}")
+                for _ in range(30):
+                    try:
+                        view.verify("/nonexistent/probe.jpg", "alice", "demo", t)
+                    except (ImageError, PolicyViolation):
+                        pass
+
+            flipper = threading.Thread(target=flip)
+            flipper.start()
+            workers = [threading.Thread(target=call, args=(i,)) for i in range(4)]
+            for w in workers:
+                w.start()
+            for w in workers:
+                w.join(120)
+            stop.set()
+            flipper.join(10)
+    finally:
+        Guard.authorize = real  # type: ignore[method-assign]
+    assert allowed_weak == []

@@ -187,6 +187,8 @@ class Guard:
         # Set by the workspace that holds the audit log: why the assessment in the deployment is
         # not the one the log names last (None when it is). The guard holds no log of its own.
         self.unrecorded_assessment: Optional[str] = None
+        # Meanwhile, the roles (and default role) of the last assessment the log names, if known.
+        self.sealed_roles: Optional[tuple[dict[str, tuple[str, ...]], str]] = None
         self._consent_keys = consent_keys
         self._authority_keys = authority_keys
         self._state = state
@@ -286,7 +288,7 @@ class Guard:
     def check_capture_role(self, role: str) -> None:
         """A liveness challenge or check is part of an enrolment or a match: the role must be
         allowed one of those."""
-        allowed = self.deployment.roles.get(role, ())
+        allowed = self._roles().get(role, ())
         if not any(op.value in allowed for op in CAPTURED):
             raise PolicyViolation(self._rule("security"), f"role {role!r} may not enroll, verify or identify, so it "
                                   "may not run liveness checks either.")
@@ -375,8 +377,18 @@ class Guard:
         if self.unrecorded_assessment:
             raise PolicyViolation(self._rule("assessment"), f"this deployment cannot process: {self.unrecorded_assessment}")
 
+    def _roles(self) -> dict[str, tuple[str, ...]]:
+        """The roles calls are judged by: the deployment's, or while its assessment is not the one
+        in force, the last recorded assessment's (roles widened by hand would otherwise reach the
+        calls the assessment does not gate, erasure among them); none when those are unknown."""
+        if self.unrecorded_assessment is None:
+            return self.deployment.roles
+        if self.sealed_roles is None:
+            raise PolicyViolation(self._rule("assessment"), f"no role can be judged: {self.unrecorded_assessment}")
+        return self.sealed_roles[0]
+
     def check_role(self, role: str, operation: str) -> None:
-        allowed = self.deployment.roles.get(role)
+        allowed = self._roles().get(role)
         if allowed is None:
             raise PolicyViolation(self._rule("security"), f"role {role!r} is not defined in this deployment; "
                                   f"defined roles: {', '.join(sorted(self.deployment.roles))}.")

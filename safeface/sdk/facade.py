@@ -33,7 +33,7 @@ from ..policy.guard import BatchItem, CaptureFacts, Decision, Guard, Operation, 
 from ..policy.receipts import ErasureReceipt, issue_receipt, receipt_key
 from ..policy.rules import rule_for
 from ..workspace.apikeys import ApiKey, ApiKeys, hashing_key
-from ..workspace.assessment import ASSESSMENT_OPERATIONS, assessment_recorded, seal_holds
+from ..workspace.assessment import ASSESSMENT_OPERATIONS, assessment_recorded, recorded_roles, seal_holds
 from ..workspace.audit import AuditEntry, AuditLog, AuditReport
 from ..workspace.keys import ASSESSMENT_MAC, derived_key
 from ..workspace.passphrase import open_keyring
@@ -115,6 +115,9 @@ class SafeFace:
         self._gallery = gallery
         self._audit = audit
         self._audit_lock = threading.Lock()
+        # Held across reading deployment.json and judging a call by it, so that no thread judges
+        # by a configuration whose assessment another thread has not checked yet.
+        self._judge_lock = threading.RLock()
         self._state = state
         self._role = role
         self._actor: Optional[str] = None  # the credential acting (an API key id), recorded in each entry
@@ -181,7 +184,9 @@ class SafeFace:
             kind = f"{type(pipeline).__module__}.{type(pipeline).__qualname__}"
             sf._append("open", "allowed", note=f"host pipeline {kind[:120]} (hazmat: its face counts and "
                        "embeddings are trusted)")
-        sf._check_assessment()
+        sf._check_assessment(deployment)
+        if role is None and sf._guard.sealed_roles is not None:
+            sf._role = sf._guard.sealed_roles[1]  # the default role as last recorded, not as edited since
         sf._settle_uncommitted()
         sf.purge_expired()  # expired templates go as soon as anyone opens the workspace
         return sf
@@ -461,9 +466,9 @@ class SafeFace:
 
         now = self._clock()
         try:
-            self._guard.check_capture_role(self._role)
+            self._judge_capture(now)
         except PolicyViolation as exc:
-            self._append("liveness-challenge", "refused", rule=exc.rule, note=f"role {self._role}")
+            self._append("liveness-challenge", "refused", rule=exc.rule, note=exc.message[:120])
             raise
         ch = new_challenge(now.timestamp())
         if steps is not None:
@@ -488,7 +493,7 @@ class SafeFace:
         now = self._clock()
         rule = self._rule("liveness")
         try:
-            self._guard.check_capture_role(self._role)
+            self._judge_capture(now)
             steps = self._open_challenge(str(challenge), now)
         except PolicyViolation as exc:
             self._append("liveness", "refused", rule=exc.rule, note=exc.message[:120])
@@ -517,6 +522,15 @@ class SafeFace:
                      note=f"{decision}; score {result.score:.2f}; steps {','.join(steps)}; clip sha256 "
                           f"{result.clip_sha256[:16]}; liveness {nonce_ref(str(challenge))}")
         return LivenessCheck(decision, result.score, result.checks, result.clip_sha256, evidence, expires)
+
+    def _judge_capture(self, now: dt.datetime) -> None:
+        """A liveness challenge or check belongs to an enrolment or a match: the role must allow
+        one, and the deployment must be able to process (its assessment in force), so the PAD
+        model that judges the clip is the assessed one."""
+        with self._root._judge_lock:
+            self._sync_deployment()
+            self._guard.check_capture_role(self._role)
+            self._guard.check_deployment(now)
 
     def _pad_model(self) -> Any:
         """The deployment's optional PAD model (liveness_model), loaded once per configuration."""
@@ -951,36 +965,47 @@ class SafeFace:
             raise ConfigError(f"{self._paths.config} can no longer be read; restore it.") from None
         digest = hashlib.sha256(raw).hexdigest()
         root = self._root  # the object views were made from: they all judge by its reading
-        if digest != root._config_digest:
-            root._deployment = Deployment.load(self._paths.config)
-            root._guard.deployment = root._deployment
-            root._config_digest = digest
-            root._check_assessment()
-        elif root._guard.unrecorded_assessment is not None:
-            root._check_assessment()  # `safeface assess` writes the file before its entry: look again
-        self._deployment, self._config_digest = root._deployment, root._config_digest
+        with root._judge_lock:
+            if digest != root._config_digest:
+                deployment = Deployment.load(self._paths.config)
+                root._check_assessment(deployment)  # before the new reading is published
+                root._deployment = deployment
+                root._guard.deployment = deployment
+                root._config_digest = digest
+            elif root._guard.unrecorded_assessment is not None:
+                root._check_assessment(root._deployment)  # `safeface assess` writes the file before its entry
+            self._deployment, self._config_digest = root._deployment, root._config_digest
 
-    def _check_assessment(self) -> None:
-        """Process only under a sealed assessment that the audit log names last. `safeface assess`
-        needs the passphrase, seals the section and names it there; a section written or edited
-        by hand (to put a weakened setting into force) fails its seal, and one restored with an
-        older copy of the file is not the newest named: every call is refused until it is
-        recorded again."""
-        a = self._deployment.section("assessment")
+    def _check_assessment(self, deployment: Deployment) -> None:
+        """Process only under a sealed assessment that the audit log names last and that covers
+        the configuration. `safeface assess` needs the passphrase, seals the section and names it
+        there; a section written, edited or removed by hand (to put a weakened setting into
+        force) fails its seal, and one restored with an older copy of the file is not the newest
+        named: every call is refused until it is recorded again. Meanwhile roles are judged as
+        the last recorded assessment set them, so roles widened by hand do not reach the calls
+        the assessment does not gate (erasure, revocation, the report)."""
+        a = deployment.section("assessment")
+        last = self._audit.last_entry(ASSESSMENT_OPERATIONS)
+        named = last.note if last is not None else None
         problem = None
-        if a.get("covers"):  # without an assessment the deployment's own findings refuse every call
+        # Neither the file nor the log names an assessment (a new workspace): the deployment's
+        # own findings refuse every call until one is recorded.
+        if a.get("covers") or "impact assessment " in (named or ""):
             ref = str(a.get("reference") or "")[:80]
-            shown = repr(ref) if ref.isascii() else f"{ref!r} ({ascii(ref)})"
-            last = self._audit.last_entry(ASSESSMENT_OPERATIONS)
+            shown = f"({ref!r} of {a.get('date')})" if ref.isascii() else f"({ref!r} ({ascii(ref)}) of {a.get('date')})"
             if not seal_holds(self._assessment_key, a):
-                problem = (f"the impact assessment in deployment.json ({shown} of {a.get('date')}) is not sealed by "
-                           "this workspace's keys: it was written or edited without the passphrase, or by a safeface "
-                           "that did not seal it. Record it with `safeface assess` (needs the passphrase).")
-            elif not assessment_recorded(a, last.note if last is not None else None):
-                problem = (f"the impact assessment in deployment.json ({shown} of {a.get('date')}) is not the one this "
-                           "workspace's audit log names last: deployment.json was restored from an older copy, or "
-                           "`safeface assess` stopped before its audit entry. Restore the current deployment.json, or "
-                           "record the assessment with `safeface assess` (needs the passphrase).")
+                problem = (f"the impact assessment in deployment.json {shown} is not sealed by this workspace's keys: "
+                           "it was written, edited or removed without the passphrase, or by a safeface that did not "
+                           "seal it. Record it with `safeface assess` (needs the passphrase).")
+            elif not assessment_recorded(a, named):
+                problem = (f"the impact assessment in deployment.json {shown} is not the one this workspace's audit "
+                           "log names last: deployment.json was restored from an older copy, or `safeface assess` "
+                           "stopped before its audit entry. Restore the current deployment.json, or record the "
+                           "assessment with `safeface assess` (needs the passphrase).")
+            elif a.get("covers") != deployment.config_digest():
+                problem = (f"the impact assessment {shown} does not cover the configuration as it is now (a covered "
+                           "setting changed since); record it again with `safeface assess`.")
+        self._guard.sealed_roles = recorded_roles(named) if problem is not None else None
         self._guard.unrecorded_assessment = problem
 
     def findings(self, today: dt.date) -> list[Finding]:
@@ -1008,8 +1033,9 @@ class SafeFace:
         """The one audited call: guard, then the body; every outcome lands in the audit log."""
         op = request.operation.value
         try:
-            self._sync_deployment()
-            decision = self._guard.authorize(request)
+            with self._root._judge_lock:
+                self._sync_deployment()
+                decision = self._guard.authorize(request)
         except PolicyViolation as exc:
             self._refused(request, subjects, exc)
             raise

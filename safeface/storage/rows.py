@@ -14,7 +14,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any, Optional, Sequence
+from typing import Any, Collection, Optional, Sequence
 
 import numpy as np
 
@@ -146,7 +146,7 @@ def touched_expiry(new_expiry: Optional[datetime], purpose: Optional[str]) -> Op
     return to_us(new_expiry, "new_expiry")
 
 
-def moved_expiry(purposes: Sequence[str], current_us: int, new_us: int) -> int:
+def moved_expiry(purposes: Collection[str], current_us: int, new_us: int) -> int:
     """A row's expiry after an interaction under one of its purposes: the new one for a row held
     for that purpose alone; never later than it was for a row also held for others, whose
     retention this interaction says nothing about."""

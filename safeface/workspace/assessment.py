@@ -13,6 +13,8 @@ import hmac
 import json
 from typing import Any, Mapping, Optional
 
+from ..policy.deployment.model import default_role_of, roles_of
+
 # The entries that name an assessment: the newest of them is the one in force.
 ASSESSMENT_OPERATIONS = ("assessment", "init")
 # What the seal binds; the `covered` settings let the next assessment say what changed since.
@@ -26,7 +28,25 @@ def assessment_note(section: Mapping[str, Any]) -> str:
     reference = str(section.get("reference") or "")[:MAX_REFERENCE]
     note = f"impact assessment {reference!r} of {section.get('date')} covers configuration {section.get('covers')}"
     reviewed = section.get("reviewed")
-    return f"{note}; reviewed {str(reviewed)[:40]}" if reviewed else note
+    if reviewed:
+        note += f"; reviewed {str(reviewed)[:40]}"
+    covered = section.get("covered")
+    if isinstance(covered, dict):  # so a workspace can judge roles by it while the file is not in force
+        roles = {"roles": covered.get("roles") or {}, "default_role": covered.get("default_role")}
+        note += "; roles " + json.dumps(roles, sort_keys=True, separators=(",", ":"), ensure_ascii=True, default=str)
+    return note
+
+
+def recorded_roles(note: Optional[str]) -> Optional[tuple[dict[str, tuple[str, ...]], str]]:
+    """The roles and default role an assessment entry's note records, or None (none recorded)."""
+    if not note or "; roles " not in note:
+        return None
+    try:
+        got = json.loads(note.rsplit("; roles ", 1)[1])
+        roles = roles_of(got["roles"] if isinstance(got["roles"], dict) else {})
+        return roles, default_role_of(got.get("default_role"), roles)
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None
 
 
 def assessment_recorded(section: Mapping[str, Any], newest_note: Optional[str]) -> bool:

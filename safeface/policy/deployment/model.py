@@ -210,14 +210,11 @@ class Deployment:
 
     @property
     def roles(self) -> dict[str, tuple[str, ...]]:
-        roles = self.section("roles")
-        if not roles:
-            return {"operator": ALL_OPERATIONS}
-        return {str(k): tuple(str(o) for o in (v or [])) for k, v in roles.items()}
+        return roles_of(self.section("roles"))
 
     @property
     def default_role(self) -> str:
-        return str(self.raw.get("default_role") or next(iter(self.roles)))
+        return default_role_of(self.raw.get("default_role"), self.roles)
 
     @property
     def bipa(self) -> dict[str, Any]:
@@ -280,7 +277,8 @@ class Deployment:
             "liveness_model": self.raw.get("liveness_model"),
             "go_live": self.raw.get("go_live"),
         }
-        return json.loads(json.dumps(covered, default=str))  # plain JSON values, as a file holds them
+        plain: dict[str, Any] = json.loads(json.dumps(covered, default=str))  # JSON values, as a file holds them
+        return plain
 
     # -- judging (validation.py) ------------------------------------------------------------
     def findings(self, today: dt.date) -> list["Finding"]:
@@ -291,6 +289,17 @@ class Deployment:
 
     def problems(self, today: dt.date) -> list["Finding"]:
         return [f for f in self.findings(today) if not f.ok]
+
+
+def roles_of(section: Mapping[str, Any]) -> dict[str, tuple[str, ...]]:
+    """The roles a "roles" section defines (none: one operator who may do everything)."""
+    if not section:
+        return {"operator": ALL_OPERATIONS}
+    return {str(k): tuple(str(o) for o in (v or [])) for k, v in section.items()}
+
+
+def default_role_of(named: Any, roles: Mapping[str, Any]) -> str:
+    return str(named or next(iter(roles)))
 
 
 def new_deployment_id() -> str:
