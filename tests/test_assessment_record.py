@@ -198,7 +198,7 @@ def test_two_processes_recording_assessments_leave_the_last_one_in_force(tmp_pat
     img = images()
     ws = make_workspace(tmp_path / "ws")
     t = consent(ws, "alice")
-    ctx = multiprocessing.get_context("spawn")
+    ctx = multiprocessing.get_context("fork")  # spawn would re-import this module by a name CI lacks
     procs = [ctx.Process(target=_assess_many, args=(str(ws.root), tag, 3)) for tag in ("A", "B")]
     for p in procs:
         p.start()
