@@ -397,3 +397,42 @@ def test_threads_never_judge_by_a_configuration_whose_assessment_is_unchecked(tm
     finally:
         Guard.authorize = real  # type: ignore[method-assign]
     assert allowed_weak == []
+
+
+def test_the_default_role_is_covered_as_callers_get_it(tmp_path: Path) -> None:
+    """With no `default_role`, a caller gets the first role listed: reordering the roles by hand
+    (kiosk first, then an admin first) must leave the assessment stale, and the role recorded
+    for judging meanwhile is the kiosk, not whichever sorts first."""
+    ops = ["enroll", "verify", "identify", "erase", "export", "analyze", "revoke", "purge", "report", "rekey",
+           "apikey", "track"]
+
+    def kiosk_first(raw: dict[str, Any]) -> None:
+        raw.pop("default_role", None)
+        raw["roles"] = {"kiosk": ["verify", "identify"], "admin": ops, "auditor": ["report"]}
+
+    ws = make_workspace(tmp_path / "ws", edit=kiosk_first)
+    with open_sf(ws) as sf:
+        assert sf._role == "kiosk" and _passes_the_guard(sf)
+
+    def admin_first(raw: dict[str, Any]) -> None:
+        raw["roles"] = {"admin": raw["roles"]["admin"], "kiosk": raw["roles"]["kiosk"], "auditor": ["report"]}
+
+    _edit(ws, admin_first, digest=False)
+    with open_sf(ws) as sf:
+        assert not _passes_the_guard(sf)  # stale
+        assert sf._role == "kiosk"  # as recorded
+        with pytest.raises(PolicyViolation) as e:
+            sf.erase("bob")
+        assert e.value.rule == "CN-16"
+
+
+def test_an_assessment_whose_entry_the_log_would_cut_is_not_recorded(tmp_path: Path) -> None:
+    from safeface.workspace.audit import LIMITS
+
+    ws = make_workspace(tmp_path / "ws")
+    _edit(ws, lambda raw: raw["roles"].update({f"role-{i:05d}-" + "x" * 40: ["verify"] for i in range(1500)}),
+          digest=False)
+    before = ws.config.read_bytes()
+    with pytest.raises(ConfigError, match="roles"):
+        record_assessment(ws.root, "PIA-BIG", TODAY, passphrase=PASSPHRASE, accept_changes=True)
+    assert ws.config.read_bytes() == before and LIMITS["note"] == 65_536

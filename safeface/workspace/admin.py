@@ -18,7 +18,7 @@ from ..policy.rules import rule_for
 from ..policy.receipts import receipt_key
 from .assessment import (ASSESSMENT_OPERATIONS, MAX_REFERENCE, assessment_note, assessment_recorded,
                          changed_settings, seal_holds, sealed)
-from .audit import AuditReport
+from .audit import LIMITS as AUDIT_LIMITS, AuditReport
 from .checkpoint import check_checkpoint, make_checkpoint, read_checkpoint
 from ..atomicfile import exclusive_lock, write_new
 from .keys import ASSESSMENT_MAC, derived_key, new_signing_key
@@ -143,10 +143,13 @@ def record_assessment(root: Path, reference: str, date: str, passphrase_file: Op
         section = {k: v for k, v in before.items() if k not in ("covered", "seal", "reviewed")}
         section.update(reference=reference, date=date, covers=dep.config_digest(), reviewed=reviewed)
         section = sealed(key, section, covered)
+        note = assessment_note(section)
+        if len(note) > AUDIT_LIMITS["note"]:  # a cut note would never name it: nothing would process
+            raise ConfigError(f"this assessment's audit entry would run to {len(note)} characters, over the log's "
+                              f"{AUDIT_LIMITS['note']}, because of the roles section; define fewer or shorter roles.")
         Deployment.from_dict({**dep.raw, "assessment": section}).save(paths.config)
         # The file first: a crash before the entry leaves an assessment the log does not name,
         # which processes nothing until it is recorded again; never the other way round.
-        note = assessment_note(section)
         r.audit.append("assessment", "allowed", note=note)
     return RecordedAssessment(note, changes)
 

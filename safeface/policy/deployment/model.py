@@ -265,7 +265,9 @@ class Deployment:
             "filing_threshold": self.section("filing").get("threshold"),
             "location": self.location,
             "roles": self.section("roles"),
-            "default_role": self.raw.get("default_role"),
+            # The role a caller gets without naming one: when the file names none it is the first
+            # role listed, an order a sorted digest would not see.
+            "default_role": self.default_role,
             "bipa": self.bipa,
             "minors": self.section("minors"),
             # Tokens are bound to this id (their audience): borrowing another deployment's id
