@@ -33,7 +33,8 @@ from ..policy.guard import BatchItem, CaptureFacts, Decision, Guard, Operation, 
 from ..policy.receipts import ErasureReceipt, issue_receipt, receipt_key
 from ..policy.rules import rule_for
 from ..workspace.apikeys import ApiKey, ApiKeys, hashing_key
-from ..workspace.assessment import ASSESSMENT_OPERATIONS, assessment_recorded, recorded_roles, seal_holds
+from ..workspace.assessment import (ASSESSMENT_OPERATIONS, assessment_recorded, names_an_assessment, recorded_roles,
+                                   seal_holds)
 from ..workspace.audit import AuditEntry, AuditLog, AuditReport
 from ..workspace.keys import ASSESSMENT_MAC, derived_key
 from ..workspace.passphrase import open_keyring
@@ -990,7 +991,7 @@ class SafeFace:
         problem = None
         # Neither the file nor the log names an assessment (a new workspace): the deployment's
         # own findings refuse every call until one is recorded.
-        if a.get("covers") or "impact assessment " in (named or ""):
+        if a.get("covers") or names_an_assessment(named):
             ref = str(a.get("reference") or "")[:80]
             shown = f"({ref!r} of {a.get('date')})" if ref.isascii() else f"({ref!r} ({ascii(ref)}) of {a.get('date')})"
             if not seal_holds(self._assessment_key, a):
@@ -1013,9 +1014,9 @@ class SafeFace:
         log does not name it: what every call is judged by."""
         out = self._deployment.findings(today)
         problem = self._root._guard.unrecorded_assessment
-        rule = rule_for("assessment", self._deployment.profiles)
-        if problem is None or rule is None:
+        if problem is None:
             return out
+        rule = rule_for("assessment", self._deployment.profiles)  # a floor: never None
         return [Finding(f.rule, False, problem) if f.rule == rule and f.ok else f for f in out]
 
     def _append(self, operation: str, decision: str, **fields: Any) -> AuditEntry:

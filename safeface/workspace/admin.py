@@ -17,7 +17,7 @@ from ..policy.deployment import Deployment
 from ..policy.rules import rule_for
 from ..policy.receipts import receipt_key
 from .assessment import (ASSESSMENT_OPERATIONS, MAX_REFERENCE, assessment_note, assessment_recorded,
-                         changed_settings, seal_holds, sealed)
+                         changed_settings, names_an_assessment, seal_holds, sealed)
 from .audit import LIMITS as AUDIT_LIMITS, AuditReport
 from .checkpoint import check_checkpoint, make_checkpoint, read_checkpoint
 from ..atomicfile import exclusive_lock, write_new
@@ -121,7 +121,7 @@ def record_assessment(root: Path, reference: str, date: str, passphrase_file: Op
         before = dep.section("assessment")
         covered = dep.covered_settings()
         last = r.audit.last_entry(ASSESSMENT_OPERATIONS)
-        assessed_before = last is not None and "impact assessment " in (last.note or "")
+        assessed_before = last is not None and names_an_assessment(last.note)
         changes: Optional[tuple[str, ...]] = None
         # The baseline is the section the log names last, and only if its seal holds: an older
         # sealed section restored with its configuration would make a rollback look unchanged.

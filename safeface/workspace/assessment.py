@@ -49,6 +49,12 @@ def recorded_roles(note: Optional[str]) -> Optional[tuple[dict[str, tuple[str, .
         return None
 
 
+def names_an_assessment(note: Optional[str]) -> bool:
+    """Whether an entry of ASSESSMENT_OPERATIONS names an assessment at all (a workspace created
+    without one has an "init" entry that names none)."""
+    return "impact assessment " in (note or "")
+
+
 def assessment_recorded(section: Mapping[str, Any], newest_note: Optional[str]) -> bool:
     """Whether the newest note naming an assessment names this one: the whole note of an
     "assessment" entry, or the last part of a demo workspace's creation entry."""
