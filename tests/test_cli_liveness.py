@@ -44,10 +44,10 @@ def test_challenge_then_check_in_a_workspace(tmp_path: Path, cli: Cli, print_cli
     out, _ = cli("liveness", "challenge", ws.root, "--json")
     ch = json.loads(out)
     assert ch["steps"] and ch["expires_at"] > ch["issued_at"] and "turn your head" in ch["instruction"].lower()
-    out, _ = cli("liveness", "check", ws.root, print_clip, "--challenge", ch["challenge"], "--json")
+    out, _ = cli("liveness", "check", ws.root, print_clip, f"--challenge={ch['challenge']}", "--json")
     body = json.loads(out)
     assert body["live"] is False and "evidence" not in body
-    cli.refused("PA-01", "liveness", "check", ws.root, print_clip, "--challenge", ch["challenge"])
+    cli.refused("PA-01", "liveness", "check", ws.root, print_clip, f"--challenge={ch['challenge']}")
     cli("liveness", "check", ws.root, print_clip, code=1)  # no --challenge
     token = consent(ws, "alice")
     cli.refused("PA-01", "enroll", ws.root, images() / "obama.jpg", "--subject", "alice", "--purpose", "demo",
