@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from policy_support import PASSPHRASE, CachedPipeline, Clock, consent, datasets, images, make_workspace, open_sf  # noqa: E402
 from policy_support import last_call  # noqa: E402
 
-from safeface.capture.challenge import verify_moves  # noqa: E402
+from safeface.capture.challenge import new_challenge, verify_moves  # noqa: E402
 from safeface.capture.evidence import EvidenceKeys  # noqa: E402
 from safeface.capture.physics import analyse  # noqa: E402
 from safeface.errors import IntegrityError, PolicyViolation  # noqa: E402
@@ -150,6 +150,13 @@ def test_challenge_moves_must_come_in_order() -> None:
     assert not verify_moves(track, ("right", "left")).ok
     assert verify_moves(track, ("right", "left"), mirrored=True).ok
     assert not verify_moves(pinhole_track(False, 0.0, 0, yaws=[0.0] * 30), ("left",)).ok
+
+
+def test_a_challenge_nonce_can_be_typed_on_a_command_line() -> None:
+    # A nonce starting with "-" would be read by the CLI as an option (`--challenge -abc` fails).
+    nonces = {new_challenge(0.0).nonce for _ in range(2000)}
+    assert len(nonces) == 2000
+    assert all(len(n) >= 32 and n.isalnum() and n.isascii() and n[0] != "-" for n in nonces)
 
 
 # -- evidence --------------------------------------------------------------------------------------

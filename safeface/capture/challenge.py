@@ -45,7 +45,8 @@ class Challenge:
 
 def new_challenge(now: float) -> Challenge:
     steps = SEQUENCES[secrets.randbelow(len(SEQUENCES))]
-    return Challenge(secrets.token_urlsafe(18), steps, now, now + CHALLENGE_TTL_S)
+    # Hex, not URL-safe base64: a nonce starting with "-" would be read as an option by a command line.
+    return Challenge(secrets.token_hex(18), steps, now, now + CHALLENGE_TTL_S)
 
 
 def parse_steps(text: str) -> tuple[str, ...]:
