@@ -327,6 +327,27 @@ def test_roles_widened_by_hand_do_not_reach_the_calls_the_assessment_does_not_ga
                 sf.erase("bob")
 
 
+def test_a_role_added_by_hand_gets_no_api_key_until_it_is_assessed(tmp_path: Path) -> None:
+    """An admin asked for a key of a role that only a hand edit defines: no key is issued while
+    that edit is unassessed (the key could do nothing, and the refusal would list the edit's roles)."""
+    ws = make_workspace(tmp_path / "ws")
+    _edit(ws, lambda raw: raw["roles"].__setitem__("intruder", ["erase"]), digest=True)
+    with open_sf(ws, role="operator") as sf:
+        with pytest.raises(InvalidArgument) as e:
+            sf.issue_api_key("intruder", label="planted")
+        assert "intruder" not in str(e.value).split("defined roles:")[1]
+        assert not sf.api_keys()
+        with pytest.raises(PolicyViolation) as p:
+            sf.acting_as("intruder", "k-x").erase("bob")
+        assert "intruder" not in str(p.value).split("defined roles:")[1]
+        assert sf.issue_api_key("operator", label="still fine")[0].role == "operator"
+        out = json.loads(sf.report(tmp_path / "report")["json"].read_text())["security_measures"]
+        assert "intruder" not in out["access_control"] and "intruder" in out["access_control_as_written"]
+    record_assessment(ws.root, "PIA-ROLES", TODAY, passphrase=PASSPHRASE, accept_changes=True)
+    with open_sf(ws, role="operator") as sf:
+        assert sf.issue_api_key("intruder", label="assessed now")[0].role == "intruder"
+
+
 def test_a_liveness_check_is_refused_while_the_assessment_is_not_in_force(tmp_path: Path) -> None:
     """The PAD model that judges a clip is an assessed setting: a check run under a file edited
     by hand (the veto removed) must not mint evidence that a later, assessed call accepts."""

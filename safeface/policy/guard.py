@@ -288,7 +288,7 @@ class Guard:
     def check_capture_role(self, role: str) -> None:
         """A liveness challenge or check is part of an enrolment or a match: the role must be
         allowed one of those."""
-        allowed = self._roles().get(role, ())
+        allowed = self.roles().get(role, ())
         if not any(op.value in allowed for op in CAPTURED):
             raise PolicyViolation(self._rule("security"), f"role {role!r} may not enroll, verify or identify, so it "
                                   "may not run liveness checks either.")
@@ -377,7 +377,7 @@ class Guard:
         if self.unrecorded_assessment:
             raise PolicyViolation(self._rule("assessment"), f"this deployment cannot process: {self.unrecorded_assessment}")
 
-    def _roles(self) -> dict[str, tuple[str, ...]]:
+    def roles(self) -> dict[str, tuple[str, ...]]:
         """The roles calls are judged by: the deployment's, or while its assessment is not the one
         in force, the last recorded assessment's (roles widened by hand would otherwise reach the
         calls the assessment does not gate, erasure among them); none when those are unknown."""
@@ -388,10 +388,10 @@ class Guard:
         return self.sealed_roles[0]
 
     def check_role(self, role: str, operation: str) -> None:
-        allowed = self._roles().get(role)
+        allowed = self.roles().get(role)
         if allowed is None:
             raise PolicyViolation(self._rule("security"), f"role {role!r} is not defined in this deployment; "
-                                  f"defined roles: {', '.join(sorted(self.deployment.roles))}.")
+                                  f"defined roles: {', '.join(sorted(self.roles()))}.")
         if operation not in allowed:
             raise PolicyViolation(self._rule("security"), f"role {role!r} may not {operation}; ask someone whose "
                                   "role allows it.")

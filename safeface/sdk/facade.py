@@ -831,12 +831,15 @@ class SafeFace:
                       rate: Optional[float] = None) -> tuple[ApiKey, str]:
         """A new service API key for `role` (a role of deployment.json): (its description, the key,
         to be shown once; only a keyed hash of it is stored)."""
-        if role not in self._deployment.roles:
-            raise InvalidArgument(f"role {role!r} is not defined in deployment.json; defined roles: "
-                                  f"{', '.join(sorted(self._deployment.roles))}.")
         request = Request(Operation.APIKEY, self._role, self._clock())
 
         def body(d: Decision) -> tuple[tuple[ApiKey, str], _Note]:
+            # The roles judged now: while the assessment is not in force, those it last recorded,
+            # so a role added to deployment.json by hand gets no key until it is assessed.
+            roles = self._guard.roles()
+            if role not in roles:
+                raise InvalidArgument(f"role {role!r} is not defined in this deployment's assessed roles; defined "
+                                      f"roles: {', '.join(sorted(roles))}.")
             info, key = self._apikeys.issue(role, label, expires, rate, request.now)
             return (info, key), _Note([], f"API key {info.key_id} issued for role {role}"
                                           f"{'; expires ' + info.expires if info.expires else ''}")
@@ -935,7 +938,16 @@ class SafeFace:
             "receipt_public_key": self._paths.receipt_public.read_text().strip()
             if self._paths.receipt_public.is_file() else None,
             "api_keys": [k.to_dict() for k in self._apikeys.list()],
+            "roles_in_force": self._roles_in_force(),
         }
+
+    def _roles_in_force(self) -> Optional[dict[str, list[str]]]:
+        """The roles calls are judged by (the last assessment's while it is not in force); None
+        when no assessment records them."""
+        try:
+            return {role: list(ops) for role, ops in self._guard.roles().items()}
+        except PolicyViolation:
+            return None
 
     def _store_facts(self) -> dict[str, Any]:
         s = self.verify_store()

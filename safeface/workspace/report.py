@@ -148,7 +148,9 @@ def build_report(sf: "SafeFace", now: dt.datetime) -> dict[str, Any]:
             "keys": "keyring wrapped with AES-256-GCM under a scrypt-derived passphrase key, apart from the data",
             "key_versions": facts["key_versions"],
             "pseudonyms": "HMAC-SHA256 of subject ids under the pseudonym key; raw ids are never stored",
-            "access_control": {role: list(ops) for role, ops in dep.roles.items()},
+            # What is enforced: a role added to deployment.json by hand counts only once assessed.
+            "access_control": facts["roles_in_force"],
+            "access_control_as_written": {role: list(ops) for role, ops in dep.roles.items()},
             "api_keys": facts["api_keys"],
             "audit": "SHA-256 hash chain with an HMAC-signed head, anchored outside the log (keys/audit-anchor.json "
                      "and any witness in deployment.json audit.witness); signed checkpoints; `safeface audit verify`",
