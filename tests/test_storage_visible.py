@@ -276,6 +276,51 @@ def test_the_server_stores_masked_mark_fails_closed(server: Any, tmp_path: Path,
         assert s.may_hold("visible-masked", "access")
 
 
+def test_the_index_check_lowers_the_masked_mark_only_when_no_masked_enrolment_is_left(
+        server: Any, tmp_path: Path, keyring: Any) -> None:
+    """An erasure leaves the mark up (it would have to open every record); `check_index` opens
+    them all under the write lock: a mark hiding a stored masked enrolment is a finding that
+    `repair` raises, and a mark no row needs any more is lowered by `repair`, so bare identifies
+    stop making the visible-region embedding."""
+    import uuid
+
+    import psycopg
+    from server_support import PG_PASSWORD
+
+    from safeface.storage.server import MASKED_SEEN, ServerStore
+    from safeface.storage.vectors import MilvusVectors
+
+    pg, srv = server
+    dsn, coll = pg.new_database(), "c_" + uuid.uuid4().hex[:10]
+
+    def opener() -> Any:
+        return ServerStore.open(dsn, PG_PASSWORD, lambda: MilvusVectors.connect(f"milvus:{srv.uri}", tmp_path, coll,
+                                                                                DIM), keyring, DIM)
+
+    x, v = unit_rows(2), unit_rows(2, seed=1)
+    with opener() as s:
+        _enrol(s, "b", x[1], v[1])
+        _enrol(s, "m", x[0], v[0], masked=True)
+        found = s.check_index()
+        assert found.consistent and found.masked and found.mark == "1"
+    with psycopg.connect(dsn, password=PG_PASSWORD, autocommit=True) as c:  # hand-lowered while "m" is stored
+        c.execute("UPDATE safeface.meta SET v = '0' WHERE k = %s", (MASKED_SEEN,))
+    with opener() as s:
+        found = s.check_index()
+        assert found.mark_hides and not found.consistent and "hides" in found.summary()
+        assert found.to_dict()["masked_mark"] == "0" and not found.to_dict()["consistent"]
+        assert s.check_index(repair=True).repaired
+        assert s.check_index().consistent and s.may_hold("visible-masked", "access")
+        assert s.erase_subject("m").count == 1
+        assert s.may_hold("visible-masked", "access")  # the erasure left it up
+        found = s.check_index()
+        assert found.consistent and not found.masked and found.mark == "1"  # a cost, not a finding
+        s.check_index(repair=True)
+        assert not s.may_hold("visible-masked", "access") and s.check_index().mark == "0"
+        _enrol(s, "m2", x[0], v[0], masked=True)  # a new masked enrolment raises it in its transaction
+        assert s.may_hold("visible-masked", "access") and s.check_index().consistent
+
+
 def test_the_masked_flag_needs_a_visible_template(tmp_path: Path, keyring: Any) -> None:
     x = unit_rows(1)
     with Gallery.open(tmp_path / "gallery.db", keyring, DIM) as g:

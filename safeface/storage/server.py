@@ -30,7 +30,7 @@ import re
 import threading
 import time
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Callable, Iterator, Optional, Sequence
 
@@ -57,8 +57,9 @@ FRACTION_TTL_S = 60.0
 MASKED_FETCH = 8  # a masked search asks Milvus for this many times the candidates (see above)
 VISIBLE_PATHS = ("visible", "visible-masked")  # scored from the sealed records' visible-region templates
 CEILING = "committed_ceiling"  # meta key: see ServerStore._raise_ceiling
-# Meta key: "0" while no masked enrolment was ever written, "1" after (never lowered, erasure
-# included); a store made before it has none, which reads as "may hold" (see may_hold).
+# Meta key: "0" while no masked enrolment was ever written, "1" after (an erasure does not lower it:
+# only `check_index`, which opens every record under the write lock, sets it to what it finds); a
+# store made before it has none, which reads as "may hold" (see may_hold).
 MASKED_SEEN = "masked_enrolments_seen"
 
 _SCHEMA = """
@@ -339,12 +340,18 @@ class ServerStore:
         still pending, or a vector written behind the store), and vectors that differ from
         their sealed record (another key version, purposes or expiry). With `repair`, the
         pending notes are carried out first, then every finding is fixed from the records and
-        orphans are deleted and confirmed gone."""
+        orphans are deleted and confirmed gone. The masked-enrolment mark is compared too: a "0"
+        while a masked enrolment is stored hides it from bare probes (a finding), and a "1" or none
+        while none is stored only costs bare identifies an embedding; `repair` sets it to what
+        the records hold."""
         with self.locked():
             pending = len(self._sql("SELECT row_id FROM {ns}.pending"))
             if repair:
                 self._drain_pending()
             found = self._compare()
+            if repair and found.mark != ("1" if found.masked else "0"):
+                self._sql(f"INSERT INTO {{ns}}.meta (k, v) VALUES ('{MASKED_SEEN}', %s) ON CONFLICT (k) DO UPDATE "
+                          "SET v = EXCLUDED.v", ("1" if found.masked else "0",))
             if repair and (found.missing or found.stale or found.orphans):
                 if found.missing or found.stale:
                     self._upsert_vectors(list(found.missing) + list(found.stale))
@@ -356,7 +363,7 @@ class ServerStore:
                 if after.missing or after.stale or after.orphans:
                     raise BackendError(f"{self.vectors.where} still differs from the records after the repair "
                                        f"({after.summary()}); run it again.")
-            return IndexCheck(found.rows, found.vectors, found.missing, found.orphans, found.stale, pending, repair)
+            return replace(found, pending=pending, repaired=repair)
 
     def _compare(self) -> "IndexCheck":
         keys = self._require_keys()
@@ -364,7 +371,7 @@ class ServerStore:
         total = len(in_milvus)
         missing: list[int] = []
         stale: list[int] = []
-        rows, last = 0, -1
+        rows, last, masked = 0, -1, False
         while True:
             batch = self._sql(f"SELECT {ROW_COLS} FROM {{ns}}.rows WHERE row_id > %s ORDER BY row_id LIMIT 5000",
                               (last,))
@@ -374,6 +381,7 @@ class ServerStore:
             held = self.vectors.fetch([i for i in ids if i in in_milvus])
             for r in batch:
                 entry, vec, _ = unseal_row(keys, r, self._dim)
+                masked = masked or entry.masked_enrolment
                 got = held.get(int(r[0]))
                 if got is None:
                     missing.append(int(r[0]))
@@ -383,7 +391,9 @@ class ServerStore:
                 in_milvus.discard(int(r[0]))
             rows += len(batch)
             last = ids[-1]
-        return IndexCheck(rows, total, tuple(missing), tuple(sorted(in_milvus)), tuple(stale), 0, False)
+        mark = self._sql(f"SELECT v FROM {{ns}}.meta WHERE k = '{MASKED_SEEN}'")
+        return IndexCheck(rows, total, tuple(missing), tuple(sorted(in_milvus)), tuple(stale), 0, False,
+                          masked, str(mark[0][0]) if mark else None)
 
     # ---------------------------------------------------------------- writing
 
@@ -761,17 +771,26 @@ class IndexCheck:
     stale: tuple[int, ...]  # vectors that differ from their sealed record
     pending: int  # vector writes the records were still waiting for
     repaired: bool
+    masked: bool = False  # any row is a masked enrolment
+    mark: Optional[str] = None  # the masked-enrolment mark as found (MASKED_SEEN; None: absent)
+
+    @property
+    def mark_hides(self) -> bool:
+        """The mark says no masked enrolment was written while one is stored: bare probes never meet it."""
+        return self.masked and self.mark == "0"
 
     @property
     def consistent(self) -> bool:
-        return not (self.missing or self.orphans or self.stale)
+        return not (self.missing or self.orphans or self.stale or self.mark_hides)
 
     def summary(self) -> str:
-        return f"{len(self.missing)} missing, {len(self.orphans)} orphan(s), {len(self.stale)} stale"
+        hides = "; the masked-enrolment mark hides masked enrolments" if self.mark_hides else ""
+        return f"{len(self.missing)} missing, {len(self.orphans)} orphan(s), {len(self.stale)} stale{hides}"
 
     def to_dict(self) -> dict[str, Any]:
         return {"rows": self.rows, "vectors": self.vectors, "missing": list(self.missing),
                 "orphans": list(self.orphans), "stale": list(self.stale), "pending": self.pending,
+                "masked_enrolments": self.masked, "masked_mark": self.mark,
                 "consistent": self.consistent, "repaired": self.repaired}
 
 
