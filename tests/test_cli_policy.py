@@ -249,12 +249,23 @@ def test_module_entry_point_and_exit_codes(tmp_path: Path) -> None:
     assert run("audit", "verify", ws).returncode == 0
 
 
-def test_demo_workspace_ignores_a_real_passphrase_in_the_environment(tmp_path: Path, cli: Cli,
-                                                                      monkeypatch: Any) -> None:
-    monkeypatch.setenv("SAFEFACE_PASSPHRASE", "the passphrase of some real workspace")
+def test_the_environments_passphrase_comes_before_a_demo_passphrase(tmp_path: Path, cli: Cli,
+                                                                     monkeypatch: Any) -> None:
+    """A demo made with $SAFEFACE_PASSPHRASE set is keyed by it; one made without keeps its own,
+    which is used only while the variable is unset (a workspace file never overrides the caller's
+    passphrase: see test_demo_marks.py)."""
+    secret = "the passphrase of some real workspace"
+    monkeypatch.setenv("SAFEFACE_PASSPHRASE", secret)
     cli("init", tmp_path / "ws", "--demo")
+    assert not (tmp_path / "ws" / "keys" / "DEMO-INSECURE-passphrase.txt").exists()
     out, _ = cli("audit", "verify", tmp_path / "ws")
     assert "intact" in out
+    monkeypatch.delenv("SAFEFACE_PASSPHRASE")
+    cli("init", tmp_path / "own", "--demo")
+    assert "intact" in cli("audit", "verify", tmp_path / "own")[0]
+    monkeypatch.setenv("SAFEFACE_PASSPHRASE", secret)
+    _, err = cli("audit", "verify", tmp_path / "own", code=4)
+    assert "unset it" in err and secret not in err
 
 
 @pytest.mark.slow

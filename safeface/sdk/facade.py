@@ -36,7 +36,7 @@ from ..workspace.apikeys import ApiKey, ApiKeys, hashing_key
 from ..workspace.assessment import (ASSESSMENT_OPERATIONS, assessment_recorded, names_an_assessment, recorded_roles,
                                    seal_holds)
 from ..workspace.audit import AuditEntry, AuditLog, AuditReport
-from ..workspace.keys import ASSESSMENT_MAC, derived_key
+from ..workspace.keys import ASSESSMENT_MAC, derived_key, is_demo
 from ..workspace.passphrase import open_keyring
 from ..workspace.paths import WorkspacePaths
 from ..workspace.session import open_apikeys, open_audit, open_state
@@ -157,10 +157,12 @@ class SafeFace:
         paths = WorkspacePaths(Path(workspace))
         deployment = Deployment.load(paths.config)
         storage = StorageConfig.from_section(deployment.section("storage"))
-        if clock is not None and not paths.demo_issuer.is_file():
-            raise ConfigError("a clock can be set only for a --demo workspace; a real workspace uses the system clock.")
         if keyring is None:
             keyring = open_keyring(paths, passphrase, passphrase_file)
+        if clock is not None and not is_demo(paths, keyring):
+            raise ConfigError("a clock can be set only for a workspace created with --demo (its keys/"
+                              f"{paths.demo_mark.name} verifies under its keyring); a real workspace uses the "
+                              "system clock.")
         audit = open_audit(paths, keyring, deployment)  # the head checked against itself and its anchors
         try:
             trust = load_trust(paths, keyring, audit)  # MACed, and the store the log's last trust change made
@@ -473,7 +475,7 @@ class SafeFace:
             raise
         ch = new_challenge(now.timestamp())
         if steps is not None:
-            if not self._paths.demo_issuer.is_file():
+            if not is_demo(self._paths, self._keyring):
                 raise ConfigError("challenge steps can be chosen only in a --demo workspace; a real challenge is random.")
             ch = type(ch)(ch.nonce, parse_steps(",".join(steps)), ch.issued_at, ch.expires_at)
         self._state.add_challenge(ch.nonce, ",".join(ch.steps), ch.issued_at, ch.expires_at)

@@ -4,6 +4,7 @@ with its anchor, and, for a demo, insecure demo keys trusted through the audited
 from __future__ import annotations
 
 import datetime as dt
+import os
 import secrets
 from pathlib import Path
 from typing import Optional, Sequence
@@ -15,8 +16,8 @@ from ..policy.tokens import public_key_text
 from .assessment import assessment_note, sealed
 from .audit import AuditLog
 from ..atomicfile import write_atomic, write_new
-from .keys import ASSESSMENT_MAC, derived_key, new_signing_key
-from .passphrase import resolve_passphrase
+from .keys import ASSESSMENT_MAC, derived_key, mark_demo, new_signing_key
+from .passphrase import PASSPHRASE_ENV, resolve_passphrase
 from .paths import WorkspacePaths
 from .session import workspace_anchors
 from .trust import change_trust, write_empty
@@ -38,13 +39,16 @@ def init_workspace(root: Path, *, demo: bool = False, profiles: Sequence[str] = 
     paths.root.mkdir(parents=True, exist_ok=True)
     paths.keys.mkdir(mode=0o700, exist_ok=True)
     today = today or dt.datetime.now(dt.timezone.utc).date()
-    if demo and not passphrase and passphrase_file is None:
+    if demo and not passphrase and passphrase_file is None and not os.environ.get(PASSPHRASE_ENV):
+        # With none given, a demo keeps its own passphrase in the workspace (insecure by design).
         passphrase = "demo-" + secrets.token_urlsafe(18)
         write_new(paths.demo_passphrase, (passphrase + "\n").encode())
     passphrase = resolve_passphrase(paths.root, passphrase, passphrase_file)
     deployment = Deployment.from_dict(demo_config(today, profs) if demo else blank_config(profs))
     deployment.save(paths.config)
     keyring = PassphraseKeyring.create(paths.keyring, passphrase)
+    if demo:
+        mark_demo(paths, keyring)
     write_atomic(paths.receipt_public, public_key_text(receipt_key(keyring.key("pseudonym")).public_key()) + "\n")
     paths.reports.mkdir(exist_ok=True)
     write_empty(paths, keyring)

@@ -4,6 +4,7 @@ keys the workspace derives from its keyring for the files it must authenticate."
 
 from __future__ import annotations
 
+import hmac
 from pathlib import Path
 from typing import Any, Optional
 
@@ -22,6 +23,7 @@ TRUST_MAC = b"safeface trust store MAC v1"
 ANCHOR_MAC = b"safeface audit anchor MAC v1"
 POLICY_MAC = b"safeface policy state liveness rows MAC v1"
 ASSESSMENT_MAC = b"safeface impact assessment MAC v1"
+DEMO_MARK = b"safeface demo workspace mark v1"
 
 
 def derived_key(keyring: Any, label: bytes) -> bytes:
@@ -60,3 +62,22 @@ def issuer_signing_key(paths: WorkspacePaths, given: Optional[Path], kind: str) 
         return read_signing_key(demo)
     raise ConfigError(f"issuing needs the {kind}'s private key: pass it with --{kind}-key (only a demo "
                       "workspace keeps one inside the workspace).")
+
+
+def _demo_mac(keyring: Any) -> bytes:
+    return hmac.new(derived_key(keyring, DEMO_MARK), b"a --demo workspace: its clock may be set", "sha256").digest()
+
+
+def mark_demo(paths: WorkspacePaths, keyring: Any) -> None:
+    """Mark a workspace created with --demo: a MAC under a key derived from its keyring, so that
+    no one without the keys can turn a real workspace into a demo (whose clock a caller sets)."""
+    write_new(paths.demo_mark, (_demo_mac(keyring).hex() + "\n").encode())
+
+
+def is_demo(paths: WorkspacePaths, keyring: Any) -> bool:
+    """Whether the workspace carries a genuine demo mark (a planted or copied one does not verify)."""
+    try:
+        text = paths.demo_mark.read_text(encoding="ascii").strip()
+    except (OSError, UnicodeDecodeError):
+        return False
+    return hmac.compare_digest(text.encode("ascii"), _demo_mac(keyring).hex().encode("ascii"))

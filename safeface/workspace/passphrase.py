@@ -13,10 +13,15 @@ PASSPHRASE_ENV = "SAFEFACE_PASSPHRASE"
 
 
 def resolve_passphrase(root: Path, passphrase: Optional[str] = None, passphrase_file: Optional[Path] = None) -> str:
-    """The keyring passphrase: given, else from a file, else (demo workspaces only) the insecure
-    demo passphrase stored in the workspace, else $SAFEFACE_PASSPHRASE."""
+    """The keyring passphrase: given, else from a file, else $SAFEFACE_PASSPHRASE, else (demo
+    workspaces only) the insecure demo passphrase stored in the workspace."""
+    return _resolved(root, passphrase, passphrase_file)[0]
+
+
+def _resolved(root: Path, passphrase: Optional[str], passphrase_file: Optional[Path]) -> tuple[str, str]:
+    """(the passphrase, where it came from: "given", "file", "environment" or "demo")."""
     if passphrase:
-        return passphrase
+        return passphrase, "given"
     if passphrase_file is not None:
         try:
             text = Path(passphrase_file).read_text(encoding="utf-8").strip()
@@ -24,15 +29,16 @@ def resolve_passphrase(root: Path, passphrase: Optional[str] = None, passphrase_
             raise ConfigError(f"cannot read the passphrase file {passphrase_file} ({exc.strerror}).") from None
         if not text:
             raise ConfigError(f"the passphrase file {passphrase_file} is empty.")
-        return text
-    # A demo workspace's own passphrase comes before the environment's, which is meant for real
-    # workspaces: a user with $SAFEFACE_PASSPHRASE set can still try the demo.
-    demo = WorkspacePaths(Path(root)).demo_passphrase
-    if demo.is_file():
-        return demo.read_text(encoding="utf-8").strip()
+        return text, "file"
+    # The caller's passphrase always comes first: were a file inside the workspace read before it,
+    # whoever can write the folder could swap in a workspace of their own, with a "demo"
+    # passphrase, and an app holding the real one would seal new templates under their keys.
     env = os.environ.get(PASSPHRASE_ENV)
     if env:
-        return env
+        return env, "environment"
+    demo = WorkspacePaths(Path(root)).demo_passphrase
+    if demo.is_file():
+        return demo.read_text(encoding="utf-8").strip(), "demo"
     raise ConfigError(f"the workspace keyring needs its passphrase: set ${PASSPHRASE_ENV} or pass --passphrase-file.")
 
 
@@ -46,4 +52,14 @@ def open_keyring(paths: WorkspacePaths, passphrase: Optional[str] = None,
                           "`safeface init`.")
     if not paths.keyring.is_file():
         raise ConfigError(f"{paths.keyring} is missing: the workspace has no keys. Restore it from a backup.")
-    return PassphraseKeyring.open(paths.keyring, resolve_passphrase(paths.root, passphrase, passphrase_file))
+    from ..errors import IntegrityError
+
+    secret, source = _resolved(paths.root, passphrase, passphrase_file)
+    try:
+        return PassphraseKeyring.open(paths.keyring, secret)
+    except IntegrityError as exc:
+        if source == "environment" and paths.demo_passphrase.is_file():
+            raise IntegrityError(f"{exc} ${PASSPHRASE_ENV} is set, and it is used before the demo passphrase "
+                                 f"stored in {paths.demo_passphrase.name}: unset it to open this demo "
+                                 "workspace.") from None
+        raise

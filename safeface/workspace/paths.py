@@ -73,6 +73,10 @@ class WorkspacePaths:
         return self.keys / "DEMO-INSECURE-passphrase.txt"
 
     @property
+    def demo_mark(self) -> Path:
+        return self.keys / "DEMO-INSECURE-mark"
+
+    @property
     def gallery(self) -> Path:
         return self.root / "gallery.db"
 
