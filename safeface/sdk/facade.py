@@ -44,6 +44,7 @@ from ..workspace.trust import TrustStore, load_trust
 from ..workspace.state import PolicyState
 from ..workspace.storecheck import COMMITTED, UNCOMMITTED, StoreReport, check_store, rows_named
 from .nonces import RecordedNonces, nonce_ref
+from .revocations import RecordedRevocations
 from .results import Candidate, Enrollment, Export, Record, Verification
 
 Clock = Callable[[], dt.datetime]
@@ -135,7 +136,8 @@ class SafeFace:
 
         self._evidence_keys = EvidenceKeys(keyring.key("pseudonym"),
                                            int(deployment.section("matching").get("dim") or 128))
-        self._guard = Guard(deployment, trust["consent_issuers"], trust["authorities"], state, gallery.pseudonym,
+        self._guard = Guard(deployment, trust["consent_issuers"], trust["authorities"],
+                            RecordedRevocations(state, audit), gallery.pseudonym,
                             self.token_ref, gallery, evidence=self._evidence_keys,
                             nonces=RecordedNonces(state, audit))
         self._apikeys = apikeys

@@ -35,6 +35,9 @@ CREATE TABLE IF NOT EXISTS {ns}.audit_entries (
     basis TEXT, subjects TEXT NOT NULL, decision TEXT NOT NULL, rule TEXT, note TEXT, prev TEXT NOT NULL,
     hash TEXT NOT NULL, actor TEXT);
 CREATE INDEX IF NOT EXISTS audit_entries_operation ON {ns}.audit_entries (operation);
+CREATE INDEX IF NOT EXISTS audit_entries_revoked_tokens ON {ns}.audit_entries (token_id) WHERE operation = 'revoke';
+CREATE INDEX IF NOT EXISTS audit_entries_withdrawn_subjects ON {ns}.audit_entries (subjects)
+    WHERE operation IN ('erase', 'revoke');
 CREATE TABLE IF NOT EXISTS {ns}.audit_head (
     id INTEGER PRIMARY KEY CHECK (id = 1), seq BIGINT NOT NULL, hash TEXT NOT NULL, mac TEXT NOT NULL)
 """

@@ -15,9 +15,10 @@ but an anchor beyond the log's end, or naming a different hash at its seq, means
 rolled back or cut (IntegrityError). Anchors only move forward: writers take a lock, re-read
 and keep the larger seq.
 
-What this cannot stop: whoever holds the passphrase can restore the log AND the keyring's
-anchor from the same older backup; only a witness (or a signed checkpoint, checkpoint.py) that
-they cannot roll back detects that.
+What this cannot stop: whoever can write the workspace folder, with or without the passphrase,
+can restore the log AND the keyring's anchor from the same older backup (both are genuine); only
+a host anchor or a witness (or a signed checkpoint, checkpoint.py) that they cannot roll back
+detects that.
 """
 
 from __future__ import annotations

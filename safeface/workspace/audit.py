@@ -64,6 +64,8 @@ CREATE TABLE IF NOT EXISTS entries (
     actor TEXT
 );
 CREATE INDEX IF NOT EXISTS entries_operation ON entries (operation);
+CREATE INDEX IF NOT EXISTS entries_revoked_tokens ON entries (token_id) WHERE operation = 'revoke';
+CREATE INDEX IF NOT EXISTS entries_withdrawn_subjects ON entries (subjects) WHERE operation IN ('erase', 'revoke');
 CREATE TABLE IF NOT EXISTS head (
     id INTEGER PRIMARY KEY CHECK (id = 1),
     seq INTEGER NOT NULL,
@@ -275,6 +277,20 @@ class AuditLog:
             if e.note is not None and text in e.note:
                 return True
         return False
+
+    def records_withdrawal(self, token_ref: str, pseudonym: Optional[str], issued_at: int) -> bool:
+        """Whether the log records the withdrawal of this token: its own revocation, or an erasure
+        or revocation of its subject at or after `issued_at` (Unix seconds). The anchored chain
+        keeps these when the policy state's tables are restored from an older copy or deleted;
+        both lookups use partial indexes, so a call costs two index probes, not a scan."""
+        if self._t.q("SELECT 1 FROM {t}entries WHERE operation = 'revoke' AND token_id = ? AND decision = 'allowed' "
+                     "LIMIT 1", (token_ref,)):
+            return True
+        if pseudonym is None:
+            return False
+        rows = self._t.q("SELECT time FROM {t}entries WHERE operation IN ('erase', 'revoke') AND subjects = ? "
+                         "AND token_id IS NULL AND decision = 'allowed'", (json.dumps([pseudonym]),))
+        return any(issued_at <= int(dt.datetime.fromisoformat(str(r[0])).timestamp()) for r in rows)
 
     def hash_at(self, seq: int) -> Optional[str]:
         got = self._t.q("SELECT hash FROM {t}entries WHERE seq = ?", (int(seq),))
