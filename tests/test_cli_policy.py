@@ -265,7 +265,7 @@ def test_the_environments_passphrase_comes_before_a_demo_passphrase(tmp_path: Pa
     assert "intact" in cli("audit", "verify", tmp_path / "own")[0]
     monkeypatch.setenv("SAFEFACE_PASSPHRASE", secret)
     _, err = cli("audit", "verify", tmp_path / "own", code=4)
-    assert "unset it" in err and secret not in err
+    assert "not your own demo workspace" in err and secret not in err
 
 
 @pytest.mark.slow

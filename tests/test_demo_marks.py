@@ -94,3 +94,39 @@ def test_a_planted_demo_file_sets_no_clock_and_picks_no_challenge(tmp_path: Path
     with SafeFace.open(other.root, PASSPHRASE, pipeline=CachedPipeline(),
                        clock=lambda: now + dt.timedelta(days=1)) as sf:
         assert sf.liveness_challenge(steps=("left", "right")).steps == ("left", "right")
+
+
+def test_a_swapped_receipt_key_file_is_never_published_and_fails_the_audit(tmp_path: Path) -> None:
+    """keys/receipt_public.txt is what others check erasure receipts with; someone who can write
+    the folder puts their own key there, so that receipts they forge would check out."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from safeface.policy.receipts import receipt_key
+    from safeface.policy.tokens import public_key_text
+    from safeface.workspace.admin import audit_verify
+    from safeface.workspace.passphrase import open_keyring
+
+    ws, _ = _real(tmp_path)
+    true_key = public_key_text(receipt_key(open_keyring(ws, PASSPHRASE).key("pseudonym")).public_key())
+    assert ws.receipt_public.read_text().strip() == true_key
+    fake = public_key_text(Ed25519PrivateKey.generate().public_key())
+    for swap in (fake, None):
+        if swap is None:
+            ws.receipt_public.unlink()
+        else:
+            ws.receipt_public.write_text(swap + "\n")
+        with SafeFace.open(ws.root, PASSPHRASE, pipeline=CachedPipeline()) as sf:
+            with pytest.raises(IntegrityError, match="receipt public key"):
+                sf.audit_verify()
+            report = json.loads(sf.report(tmp_path / "report")["json"].read_text())
+        assert true_key in report["security_measures"]["receipts"] and fake not in json.dumps(report)
+        with pytest.raises(IntegrityError, match="receipt public key"):
+            audit_verify(ws.root, passphrase_file=_passphrase_file(tmp_path))
+    ws.receipt_public.write_text(true_key + "\n")
+    assert audit_verify(ws.root, passphrase_file=_passphrase_file(tmp_path)).report.entries > 0
+
+
+def _passphrase_file(tmp_path: Path) -> Path:
+    f = tmp_path / "passphrase.txt"
+    f.write_text(PASSPHRASE)
+    return f

@@ -24,8 +24,8 @@ from typing import Any, Callable, NamedTuple, Optional, Sequence, TypeVar, Union
 import numpy as np
 
 from ..atomicfile import write_atomic
-from ..errors import (AuthenticationError, BackendError, ConfigError, ImageError, InvalidArgument, PolicyViolation,
-                      SafeFaceError)
+from ..errors import (AuthenticationError, BackendError, ConfigError, ImageError, IntegrityError, InvalidArgument,
+                      PolicyViolation, SafeFaceError)
 from ..hazmat.templates.pseudonym import token_pseudonym
 from ..imageio import ImageInput
 from ..policy.deployment import Deployment, Finding, working_days_after
@@ -36,7 +36,7 @@ from ..workspace.apikeys import ApiKey, ApiKeys, hashing_key
 from ..workspace.assessment import (ASSESSMENT_OPERATIONS, assessment_recorded, names_an_assessment, recorded_roles,
                                    seal_holds)
 from ..workspace.audit import AuditEntry, AuditLog, AuditReport
-from ..workspace.keys import ASSESSMENT_MAC, derived_key, is_demo
+from ..workspace.keys import ASSESSMENT_MAC, derived_key, is_demo, receipt_file_problem
 from ..workspace.passphrase import open_keyring
 from ..workspace.paths import WorkspacePaths
 from ..workspace.session import open_apikeys, open_audit, open_state
@@ -899,7 +899,15 @@ class SafeFace:
         self._run(Request(Operation.REPORT, self._role, self._clock()), [], lambda d: (None, None))
         report = self._audit.verify()
         self.verify_store().raise_for_problems()
+        problem = receipt_file_problem(self._paths, self._receipt_public())
+        if problem is not None:
+            raise IntegrityError(problem)
         return report
+
+    def _receipt_public(self) -> str:
+        from ..policy.tokens import public_key_text
+
+        return public_key_text(self._receipt_key.public_key())
 
     def may(self, operation: str) -> bool:
         """Whether this caller's role may call `operation` (the guard's role rule), e.g. for a
@@ -939,8 +947,8 @@ class SafeFace:
             "key_versions": self._gallery.key_versions,
             "store": self._store_facts(),
             "trusted_keys": TrustStore.load(self._paths, self._keyring).listing(),
-            "receipt_public_key": self._paths.receipt_public.read_text().strip()
-            if self._paths.receipt_public.is_file() else None,
+            # From the keyring, not the file beside it, which anyone who can write the folder can swap.
+            "receipt_public_key": self._receipt_public(),
             "api_keys": [k.to_dict() for k in self._apikeys.list()],
             "roles_in_force": self._roles_in_force(),
         }

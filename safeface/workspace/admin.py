@@ -11,17 +11,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from ..errors import ConfigError, InvalidArgument, PolicyViolation
+from ..errors import ConfigError, IntegrityError, InvalidArgument, PolicyViolation
 from ..hazmat.templates.pseudonym import token_pseudonym
 from ..policy.deployment import Deployment
 from ..policy.rules import rule_for
 from ..policy.receipts import receipt_key
+from ..policy.tokens import public_key_text
 from .assessment import (ASSESSMENT_OPERATIONS, MAX_REFERENCE, assessment_note, assessment_recorded,
                          changed_settings, names_an_assessment, seal_holds, sealed)
 from .audit import LIMITS as AUDIT_LIMITS, AuditReport
 from .checkpoint import check_checkpoint, make_checkpoint, read_checkpoint
 from ..atomicfile import exclusive_lock, write_new
-from .keys import ASSESSMENT_MAC, derived_key, new_signing_key
+from .keys import ASSESSMENT_MAC, derived_key, new_signing_key, receipt_file_problem
 from .paths import WorkspacePaths
 from .session import deployment_name, opened
 from .storecheck import StoreReport, check_store
@@ -184,12 +185,15 @@ def audit_verify(root: Path, passphrase_file: Optional[Path] = None, *, checkpoi
         name = deployment_name(paths, r.deployment)
         seen = tuple(check_checkpoint(d, public, deployment=name, log_end=report.entries, hash_at=r.audit.hash_at)
                      for d in docs)
+        published = receipt_file_problem(paths, public_key_text(public))
         rows = _store_rows(paths, r)
         trusted = store.for_guard()
         token_key = r.keyring.key("pseudonym")
         checked = check_store(rows, r.audit.entries(), trusted["consent_issuers"], trusted["authorities"],
                               lambda token_id: token_pseudonym(token_key, token_id), token_key)
     checked.raise_for_problems()
+    if published is not None:
+        raise IntegrityError(published)
     return AuditStatus(report, len(store.active()), seen, checked)
 
 

@@ -81,3 +81,17 @@ def is_demo(paths: WorkspacePaths, keyring: Any) -> bool:
     except (OSError, UnicodeDecodeError):
         return False
     return hmac.compare_digest(text.encode("ascii"), _demo_mac(keyring).hex().encode("ascii"))
+
+
+def receipt_file_problem(paths: WorkspacePaths, public_text: str) -> Optional[str]:
+    """Why keys/receipt_public.txt is not this workspace's receipt key (`public_text`, derived
+    from the keyring), or None. It is what others check receipts and checkpoints with, so a file
+    swapped for someone else's key would let their forgeries pass and the genuine ones fail."""
+    try:
+        got = paths.receipt_public.read_text(encoding="ascii").strip()
+    except (OSError, UnicodeDecodeError):
+        got = None
+    if got is not None and hmac.compare_digest(got.encode("ascii"), public_text.strip().encode("ascii")):
+        return None
+    return (f"{paths.receipt_public} does not hold this workspace's receipt public key (missing or replaced); "
+            f"receipts and checkpoints are checked with {public_text.strip()}: write that back to the file.")

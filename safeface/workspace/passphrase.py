@@ -59,7 +59,8 @@ def open_keyring(paths: WorkspacePaths, passphrase: Optional[str] = None,
         return PassphraseKeyring.open(paths.keyring, secret)
     except IntegrityError as exc:
         if source == "environment" and paths.demo_passphrase.is_file():
-            raise IntegrityError(f"{exc} ${PASSPHRASE_ENV} is set, and it is used before the demo passphrase "
-                                 f"stored in {paths.demo_passphrase.name}: unset it to open this demo "
-                                 "workspace.") from None
+            # No advice on opening it: this may be a workspace swapped in for the real one.
+            raise IntegrityError(f"{exc} ${PASSPHRASE_ENV} is set and comes before the demo passphrase stored in "
+                                 f"{paths.demo_passphrase.name}: if this is not your own demo workspace, it may have "
+                                 "been put in place of yours; check the folder before using it.") from None
         raise
