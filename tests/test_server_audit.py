@@ -302,8 +302,124 @@ def test_a_workspace_pointed_at_postgresql_by_hand_is_told_to_migrate(pg: PgClus
     raw = json.loads((ws / "deployment.json").read_text())
     raw["storage"] = {"records": dsn, "vectors": "milvus-lite:vectors.db"}
     (ws / "deployment.json").write_text(json.dumps(raw))
-    with pytest.raises(ConfigError, match="audit log in PostgreSQL.*never moved there.*storage migrate"):
+    with pytest.raises(ConfigError, match="not one this workspace sealed.*storage migrate"):
         SafeFace.open(ws)
     # Nothing was created on the server by the refused opening.
     assert _sql(dsn, "SELECT to_regclass('safeface.workspace_meta'), to_regclass('safeface.audit_entries')") == [
         (None, None)]
+
+
+def test_a_storage_target_written_by_hand_gets_no_connection_and_no_password(pg: PgCluster, tmp_path: Path,
+                                                                              monkeypatch: Any) -> None:
+    """Someone who can write deployment.json but holds no key points a server workspace's records
+    at a server of their own, to be sent the database password (then the audit entries and sealed
+    rows). The storage section is sealed by `storage migrate`: an edited one is refused before
+    anything connects. A workspace an earlier safeface moved (no seal) is confirmed once by an
+    operator who restates the target and holds the passphrase."""
+    import socket
+    import threading
+
+    from safeface.workspace.admin import confirm_storage
+
+    ws, dsn = server_workspace(pg, tmp_path)
+    monkeypatch.setenv("SAFEFACE_PG_PASSWORD", PG_PASSWORD)
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(4)
+    listener.settimeout(0.2)
+    received: list[bytes] = []
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                continue
+            with conn:
+                conn.settimeout(1)
+                try:
+                    received.append(conn.recv(4096) or b"connected")
+                except OSError:
+                    received.append(b"connected")
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    config = ws / "deployment.json"
+    genuine = config.read_text()
+    raw = json.loads(genuine)
+    port = listener.getsockname()[1]
+    try:
+        for edit in ({**raw["storage"], "records": f"postgresql://safeface@127.0.0.1:{port}/x"},
+                     {k: v for k, v in raw["storage"].items() if k != "seal"} | {
+                         "records": f"postgresql://safeface@127.0.0.1:{port}/x"}):
+            config.write_text(json.dumps({**raw, "storage": edit}))
+            with pytest.raises(ConfigError, match="not one this workspace sealed"):
+                SafeFace.open(ws)
+            with pytest.raises(ConfigError, match="not one this workspace sealed"):
+                _verify(ws)
+        time.sleep(0.3)
+        assert received == []
+        # An earlier safeface's migration: no seal. Confirming a target other than the file's
+        # seals nothing; restating the file's own seals it, audited.
+        config.write_text(json.dumps({**raw, "storage": {k: v for k, v in raw["storage"].items() if k != "seal"}}))
+        with pytest.raises(ConfigError, match="not one this workspace sealed"):
+            SafeFace.open(ws)
+        with pytest.raises(ConfigError, match="not what was given"):
+            confirm_storage(ws, {"records": f"postgresql://safeface@127.0.0.1:{port}/x",
+                                 "vectors": "milvus-lite:vectors.db"})
+        out = confirm_storage(ws, {"records": dsn, "vectors": "milvus-lite:vectors.db"})
+        assert out["confirmed"] and json.loads(config.read_text())["storage"]["seal"] == raw["storage"]["seal"]
+        with SafeFace.open(ws) as sf:
+            assert [e for e in sf.audit_entries() if e.operation == "storage-confirm"]
+        _verify(ws)
+    finally:
+        stop.set()
+        t.join()
+        listener.close()
+    assert received == []
+
+
+def test_the_database_password_never_goes_out_in_the_clear(tmp_path: Path) -> None:
+    """A server (a spoofed host, or one the URL names by mistake) that asks for the password in
+    the clear, or as an MD5 hash, gets nothing: the password goes out only inside SCRAM."""
+    import socket
+    import struct
+    import threading
+
+    server_modules()
+    from safeface.storage.server import pg_connect
+
+    for method in (3, 5):  # AuthenticationCleartextPassword, AuthenticationMD5Password
+        listener = socket.socket()
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        got: list[bytes] = []
+
+        def serve() -> None:
+            conn, _ = listener.accept()
+            with conn:
+                conn.settimeout(3)
+                first = conn.recv(8)
+                if len(first) == 8 and struct.unpack("!ii", first)[1] == 80877103:  # SSLRequest
+                    conn.sendall(b"N")
+                    first = b""
+                head = first + conn.recv(4096)  # the startup message
+                del head
+                body = struct.pack("!i", method) + (b"salt" if method == 5 else b"")
+                conn.sendall(b"R" + struct.pack("!i", 4 + len(body)) + body)
+                try:
+                    while chunk := conn.recv(4096):
+                        got.append(chunk)
+                except OSError:
+                    pass
+
+        t = threading.Thread(target=serve, daemon=True)
+        t.start()
+        dsn = f"postgresql://safeface@127.0.0.1:{listener.getsockname()[1]}/x?sslmode=disable"
+        with pytest.raises(BackendError):
+            pg_connect(dsn, "the real database password", "the record store")
+        t.join(5)
+        listener.close()
+        assert b"the real database password" not in b"".join(got)
+        assert not any(c.startswith(b"p") for c in got)

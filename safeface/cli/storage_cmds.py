@@ -36,6 +36,14 @@ def register(sub: Any) -> None:
     m.add_argument("--namespace", default=None)
     m.add_argument("--collection", default=None)
     m.set_defaults(func=_migrate)
+    k = st.add_parser("confirm", help="seal the storage section of a workspace an earlier safeface moved to the "
+                                      "servers (restate the targets; needs the passphrase)")
+    _ws(k)
+    k.add_argument("--records", required=True, help="the postgresql:// URL deployment.json should name")
+    k.add_argument("--vectors", required=True, help="the milvus:<uri> or milvus-lite:<file> it should name")
+    k.add_argument("--namespace", default=None)
+    k.add_argument("--collection", default=None)
+    k.set_defaults(func=_confirm)
 
 
 def _rebuild(args: argparse.Namespace) -> int:
@@ -51,12 +59,24 @@ def _check(args: argparse.Namespace) -> int:
     return EXIT_OK if out["consistent"] or out["repaired"] else EXIT_INTEGRITY
 
 
-def _migrate(args: argparse.Namespace) -> int:
+def _section(args: argparse.Namespace) -> dict[str, str]:
     section = {"records": args.records, "vectors": args.vectors}
     if args.namespace:
         section["namespace"] = args.namespace
     if args.collection:
         section["collection"] = args.collection
+    return section
+
+
+def _confirm(args: argparse.Namespace) -> int:
+    from ..workspace.admin import confirm_storage
+
+    print_json(confirm_storage(args.workspace, _section(args), args.passphrase_file))
+    return EXIT_OK
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    section = _section(args)
     with _open(args) as sf:
         out = sf.migrate_storage(section)
     print_json(out)

@@ -799,6 +799,7 @@ class SafeFace:
 
         from ..storage.gallery import Gallery
         from ..workspace.migrate import copy_to_server, erase_file, move_policy_records
+        from ..workspace.storage_seal import sealed_storage
 
         if not isinstance(self._gallery, Gallery):
             raise ConfigError("this workspace's templates are already on the server backends.")
@@ -806,7 +807,7 @@ class SafeFace:
 
         def point_deployment_at_servers() -> None:
             raw = json.loads(self._paths.config.read_text(encoding="utf-8"))
-            raw["storage"] = dict(section)
+            raw["storage"] = sealed_storage(self._keyring, section)
             write_atomic(self._paths.config, json.dumps(raw, indent=2) + "\n")
 
         with self._gallery.locked(), self._audit_lock:

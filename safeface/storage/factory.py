@@ -38,10 +38,11 @@ class StorageConfig:
 
     @classmethod
     def from_section(cls, section: Mapping[str, Any]) -> "StorageConfig":
-        unknown = sorted(set(section) - {"records", "vectors", "namespace", "collection", "vector_index"})
+        # "seal" is checked by the workspace (workspace/storage_seal.py) before anything connects.
+        unknown = sorted(set(section) - {"records", "vectors", "namespace", "collection", "vector_index", "seal"})
         if unknown:
             raise ConfigError(f"deployment.json's storage section has unknown fields {unknown}.")
-        cfg = cls(**{k: str(v) for k, v in section.items()})
+        cfg = cls(**{k: str(v) for k, v in section.items() if k != "seal"})
         if cfg.records == "sqlite":
             if cfg.vectors != "local":
                 raise ConfigError("storage.vectors must be 'local' when storage.records is 'sqlite' (Milvus indexes "

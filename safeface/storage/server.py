@@ -94,6 +94,9 @@ def pg_connect(dsn: str, password: Optional[str], where: str) -> Any:
     kwargs: dict[str, Any] = {"autocommit": True, "connect_timeout": 5}
     if password is not None:
         kwargs["password"] = password
+        # The password goes out only inside a SCRAM exchange, never in the clear (or as an MD5
+        # hash) to a server that asks for it that way.
+        kwargs["require_auth"] = "scram-sha-256"
     try:
         return psycopg.connect(dsn, **kwargs)
     except psycopg.Error as exc:

@@ -9,7 +9,7 @@ import datetime as dt
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 from ..errors import ConfigError, IntegrityError, InvalidArgument, PolicyViolation
 from ..hazmat.templates.pseudonym import token_pseudonym
@@ -153,6 +153,40 @@ def record_assessment(root: Path, reference: str, date: str, passphrase_file: Op
         # which processes nothing until it is recorded again; never the other way round.
         r.audit.append("assessment", "allowed", note=note)
     return RecordedAssessment(note, changes)
+
+
+def confirm_storage(root: Path, section: Mapping[str, Any], passphrase_file: Optional[Path] = None, *,
+                    passphrase: Optional[str] = None) -> dict[str, Any]:
+    """Seal the storage section of a workspace moved to the servers by an earlier safeface. The
+    operator restates where the records and vectors are (`section`); nothing is sealed unless
+    deployment.json says exactly that, so a target written there by someone else is not
+    confirmed unseen. Then audited, on the servers."""
+    from ..storage.factory import StorageConfig
+    from .passphrase import open_keyring
+    from .storage_seal import SEAL, sealed_storage
+
+    paths = _workspace(root)
+    keyring = open_keyring(paths, passphrase, passphrase_file)
+    with exclusive_lock(paths.config_lock):
+        dep = Deployment.load(paths.config)
+        written = {k: v for k, v in dep.section("storage").items() if k != SEAL}
+        if StorageConfig.from_section(written) != StorageConfig.from_section(section):
+            raise ConfigError(f"deployment.json's storage section is {json.dumps(written)}, not what was given "
+                              f"({json.dumps(dict(section))}); nothing was sealed. If the file is not what you set "
+                              "up, someone else wrote it: restore it before confirming.")
+        if not StorageConfig.from_section(written).server:
+            raise ConfigError("this workspace keeps its records locally; there is no server target to confirm.")
+        Deployment.from_dict({**dep.raw, "storage": sealed_storage(keyring, written)}).save(paths.config)
+    with opened(paths, passphrase, passphrase_file) as r:
+        r.audit.append("storage-confirm", "allowed", note=f"storage target confirmed: records "
+                       f"{_safe_target(str(written['records']))}, vectors {str(written.get('vectors'))[:200]}")
+    return {"confirmed": True, "storage": written}
+
+
+def _safe_target(dsn: str) -> str:
+    from ..storage.server import _safe_dsn
+
+    return _safe_dsn(dsn)[:200]
 
 
 def _iso_date(value: Any, what: str) -> dt.date:

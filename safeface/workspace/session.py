@@ -20,6 +20,7 @@ from .keys import ANCHOR_MAC, POLICY_MAC, derived_key
 from .passphrase import open_keyring
 from .paths import WorkspacePaths
 from .state import PolicyState
+from .storage_seal import check_storage_seal
 
 
 def witness_paths(paths: WorkspacePaths, deployment: Deployment, extra: Sequence[Path] = ()) -> list[Path]:
@@ -53,6 +54,7 @@ def open_audit(paths: WorkspacePaths, keyring: Any, deployment: Deployment, *, s
                extra_witnesses: Sequence[Path] = ()) -> AuditLog:
     """The workspace's audit log, anchored; its head checked against itself and every anchor."""
     anchors = workspace_anchors(paths, keyring, deployment, strict=strict, extra_witnesses=extra_witnesses)
+    check_storage_seal(keyring, deployment.section("storage"))  # the first connection of every opening
     tables = _server_tables(paths, deployment, "audit", "audit log")
     if tables is None and not paths.audit.is_file():
         raise IntegrityError(f"the audit log {paths.audit} is missing: it was deleted. Restore it before processing.")
