@@ -38,20 +38,22 @@ class Aead:
 
     def encrypt(self, nonce: bytes, plaintext: bytes | memoryview, aad: bytes = b"") -> bytes:
         """ciphertext || tag under a nonce the caller guarantees is never reused with this key."""
-        return self._aesgcm.encrypt(nonce, plaintext, aad)
+        sealed: bytes = self._aesgcm.encrypt(nonce, plaintext, aad)
+        return sealed
 
     def decrypt(self, nonce: bytes, sealed: bytes | memoryview, aad: bytes = b"",
                 refused: str = "sealed data failed its integrity check: it was altered or sealed under another key.") -> bytes:
         """The plaintext, or IntegrityError(`refused`) when the tag does not verify."""
         try:
-            return self._aesgcm.decrypt(nonce, sealed, aad)
+            plaintext: bytes = self._aesgcm.decrypt(nonce, sealed, aad)
         except (InvalidTag, ValueError):
             raise IntegrityError(refused) from None
+        return plaintext
 
     def seal(self, plaintext: bytes | memoryview, aad: bytes = b"") -> bytes:
         """nonce || ciphertext || tag, with a fresh random nonce."""
         nonce = random_nonce()
-        return nonce + self._aesgcm.encrypt(nonce, plaintext, aad)
+        return nonce + self.encrypt(nonce, plaintext, aad)
 
     def open(self, blob: bytes, aad: bytes = b"",
              refused: str = "sealed data failed its integrity check: it was altered or sealed under another key.") -> bytes:

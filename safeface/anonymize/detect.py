@@ -85,7 +85,7 @@ class Search:
 
     def smallest_face(self, width: int, height: int) -> float:
         """About the narrowest face (px, in the full frame) this search finds."""
-        return HOG_WINDOW / 2 ** self.upsample / self.scale(width, height)
+        return HOG_WINDOW / 2.0 ** self.upsample / self.scale(width, height)
 
 
 def check_detector(detector: str) -> str:

@@ -9,7 +9,7 @@ import io
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence, Union
+from typing import Any, Sequence, Union, cast
 
 import numpy as np
 
@@ -42,7 +42,7 @@ def _shrink(frame: np.ndarray) -> np.ndarray:
         return np.ascontiguousarray(frame)
     import cv2
 
-    return cv2.resize(frame, (MAX_WIDTH, int(round(h * MAX_WIDTH / w))), interpolation=cv2.INTER_AREA)
+    return cast(np.ndarray, cv2.resize(frame, (MAX_WIDTH, int(round(h * MAX_WIDTH / w))), interpolation=cv2.INTER_AREA))
 
 
 def _decode_video(data: bytes, label: str) -> tuple[list[np.ndarray], list[float]]:

@@ -48,7 +48,8 @@ def _b64d(text: str) -> bytes:
 
 
 def _derive(secret: bytes, label: bytes) -> bytes:
-    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=label).derive(secret)
+    key: bytes = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=label).derive(secret)
+    return key
 
 
 @dataclass(frozen=True)

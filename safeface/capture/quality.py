@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, fields, replace
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence, cast
 
 import numpy as np
 
@@ -206,7 +206,8 @@ def _grey_face(image: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
         return np.zeros((ANALYSIS_SIDE, ANALYSIS_SIDE), np.float32)
     crop = image[y1:y2, x1:x2]
     grey = crop.mean(axis=2) if crop.ndim == 3 else crop
-    return cv2.resize(grey.astype(np.float32), (ANALYSIS_SIDE, ANALYSIS_SIDE), interpolation=cv2.INTER_AREA)
+    return cast(np.ndarray, cv2.resize(grey.astype(np.float32), (ANALYSIS_SIDE, ANALYSIS_SIDE),
+                                       interpolation=cv2.INTER_AREA))
 
 
 def sharpness_of(grey: np.ndarray) -> float:

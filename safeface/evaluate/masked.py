@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
+import numpy.typing as npt
 
 from ..hashing import read_hashed
 from ..hazmat.vision import pick_subject
@@ -212,7 +213,8 @@ def calibrate_on_trained_half(bare: Mapping[Path, Record], masked: Mapping[Path,
 
     def unit(vs: list[Optional[np.ndarray]]) -> np.ndarray:
         x = np.stack([np.asarray(v, dtype=np.float64) for v in vs])
-        return x / np.linalg.norm(x, axis=1, keepdims=True)
+        norms: npt.NDArray[np.float64] = np.linalg.norm(x, axis=1, keepdims=True)
+        return x / norms
 
     e = unit([bare[p].embedding for p in paths])
     bare_imp = (e @ e.T)[np.triu(diff, 1)]

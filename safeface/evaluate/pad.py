@@ -24,7 +24,7 @@ import json
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Optional, Sequence, cast
 
 import numpy as np
 
@@ -78,7 +78,7 @@ def _background(rng: np.random.Generator) -> np.ndarray:
 
     w, h = FRAME_SIZE
     small = rng.uniform(40, 200, size=(6, 8, 3)).astype(np.float32)
-    return cv2.resize(small, (w, h), interpolation=cv2.INTER_CUBIC)
+    return cast(np.ndarray, cv2.resize(small, (w, h), interpolation=cv2.INTER_CUBIC))
 
 
 def _rotation(yaw: float, pitch: float, roll: float) -> np.ndarray:

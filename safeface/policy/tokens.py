@@ -94,8 +94,9 @@ def public_key_from_text(text: str) -> Ed25519PublicKey:
 
 
 def private_key_pem(key: Ed25519PrivateKey) -> bytes:
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption())
+    pem: bytes = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                   serialization.NoEncryption())
+    return pem
 
 
 def load_private_key(pem: bytes) -> Ed25519PrivateKey:
@@ -183,8 +184,9 @@ def sign(token: Token, key: Ed25519PrivateKey) -> str:
         token = dataclasses.replace(token, issuer=default_issuer(key.public_key()))
     header = {"alg": SIGNING_ALG, "kid": key_id(key.public_key()), "typ": TYP[token.typ]}
     payload = json.dumps(_claims(token), separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-    return jws.serialize_compact(header, payload, OKPKey.import_key(key), algorithms=[SIGNING_ALG],
-                                 registry=_REGISTRY)
+    compact: str = jws.serialize_compact(header, payload, OKPKey.import_key(key), algorithms=[SIGNING_ALG],
+                                         registry=_REGISTRY)
+    return compact
 
 
 # -- verifying -----------------------------------------------------------------------------------

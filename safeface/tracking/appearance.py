@@ -58,7 +58,8 @@ def _hist(hsv: np.ndarray) -> np.ndarray:
     px = hsv.reshape(-1, 3).astype(np.int32)
     idx = (px[:, 0] * BINS[0] // 180) * BINS[1] * BINS[2] + (px[:, 1] * BINS[1] // 256) * BINS[2] + px[:, 2] * BINS[2] // 256
     hist = np.bincount(idx, minlength=int(np.prod(BINS))).astype(np.float32)
-    return hist / hist.sum()
+    total: np.float32 = hist.sum()
+    return hist / total
 
 
 def _texture(grey: np.ndarray) -> float:

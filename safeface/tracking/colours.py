@@ -58,7 +58,7 @@ def colour_shares(hsv: np.ndarray) -> np.ndarray:
     dark pixels of a coloured garment given its colour (LIT_FLOOR)."""
     names = colour_names(hsv).ravel()
     counts = np.bincount(names, minlength=len(COLOURS)).astype(np.float32)
-    total = counts.sum()
+    total: np.float32 = counts.sum()
     if not total:
         return counts
     black = COLOURS.index("black")

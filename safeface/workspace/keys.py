@@ -30,7 +30,8 @@ def derived_key(keyring: Any, label: bytes) -> bytes:
     """A 32-byte key for `label`, derived from the keyring's pseudonym key: that key is never
     rotated (rows are keyed by it), so what it authenticates stays checkable for the life of the
     deployment, and it never leaves the keyring (a KMS-held key works the same)."""
-    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=label).derive(keyring.key("pseudonym"))
+    key: bytes = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=label).derive(keyring.key("pseudonym"))
+    return key
 
 
 def new_signing_key(out: Path) -> Ed25519PrivateKey:

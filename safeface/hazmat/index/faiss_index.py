@@ -231,7 +231,7 @@ class FaissIndex:
     def _params(self, sel: Optional[faiss.IDSelector], k: int) -> Any:
         params: Any
         if self.kind == "hnsw":
-            params = faiss.SearchParametersHNSW()  # type: ignore[attr-defined]
+            params = faiss.SearchParametersHNSW()  # type: ignore[attr-defined,unused-ignore]
             params.efSearch = max(self.params["ef_search"], k)
         elif self.kind.startswith("ivf"):
             params = faiss.SearchParametersIVF()

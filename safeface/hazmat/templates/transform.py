@@ -29,7 +29,8 @@ def _keystream(seed: bytes, nbytes: int) -> bytes:
     # ChaCha20 of zeros = the keystream; the 16-byte nonce (counter || nonce) is fixed because
     # each seed is used for exactly one stream.
     enc = Cipher(algorithms.ChaCha20(seed, b"\x00" * 16), mode=None).encryptor()
-    return enc.update(b"\x00" * nbytes)
+    stream: bytes = enc.update(b"\x00" * nbytes)
+    return stream
 
 
 def _uniform(stream: bytes) -> np.ndarray:

@@ -126,7 +126,8 @@ class DlibEngine:
         key = _image_key(image)
         last = getattr(self._weak, "value", None)
         if last is None or last[0] != key:
-            last = self._weak.value = (key, {})
+            kept: dict[tuple[str, int], list[tuple[Any, float]]] = {}
+            last = self._weak.value = (key, kept)
         last[1][search] = rects
 
     def _kept_weak(self, image: np.ndarray) -> dict[tuple[str, int], list[tuple[Any, float]]]:

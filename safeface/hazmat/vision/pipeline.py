@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Optional, Sequence
+from typing import TYPE_CHECKING, Callable, Optional, Sequence
 
 import numpy as np
 from PIL import Image
@@ -184,7 +184,7 @@ class Pipeline:
     def beside(self, img: np.ndarray, faces: list[Face], detector: str, upsample: int) -> list[Face]:
         """The weak detections of the search by `detector` that just found `faces` in `img` (no
         second scan) that are none of them and would be picked over every one of them."""
-        weak_faces = getattr(self.engine, "weak_faces", None)
+        weak_faces: Optional[Callable[[np.ndarray, str, int], list[Face]]] = getattr(self.engine, "weak_faces", None)
         if weak_faces is None:
             return []
         rule = self.config.pick
