@@ -130,3 +130,14 @@ def _passphrase_file(tmp_path: Path) -> Path:
     f = tmp_path / "passphrase.txt"
     f.write_text(PASSPHRASE)
     return f
+
+
+def test_an_empty_passphrase_is_refused_not_taken_as_none(tmp_path: Path, monkeypatch: Any) -> None:
+    """An app passing "" (a missing setting) must not fall through to a stored demo passphrase."""
+    monkeypatch.delenv("SAFEFACE_PASSPHRASE", raising=False)
+    ws = init_workspace(tmp_path / "ws", demo=True)
+    assert ws.demo_passphrase.is_file()
+    with pytest.raises(ConfigError, match="empty"):
+        SafeFace.open(ws.root, "")
+    with SafeFace.open(ws.root) as sf:  # none given: the demo's own
+        assert sf.audit_verify().entries > 0

@@ -380,9 +380,11 @@ def test_a_storage_target_written_by_hand_gets_no_connection_and_no_password(pg:
     assert received == []
 
 
-def test_the_database_password_never_goes_out_in_the_clear(tmp_path: Path) -> None:
+@pytest.mark.parametrize("source", ["safeface", "PGPASSWORD"])
+def test_the_database_password_never_goes_out_in_the_clear(tmp_path: Path, source: str, monkeypatch: Any) -> None:
     """A server (a spoofed host, or one the URL names by mistake) that asks for the password in
-    the clear, or as an MD5 hash, gets nothing: the password goes out only inside SCRAM."""
+    the clear, or as an MD5 hash, gets nothing: the password goes out only inside SCRAM, whether
+    safeface holds it or libpq finds it on its own."""
     import socket
     import struct
     import threading
@@ -417,8 +419,10 @@ def test_the_database_password_never_goes_out_in_the_clear(tmp_path: Path) -> No
         t = threading.Thread(target=serve, daemon=True)
         t.start()
         dsn = f"postgresql://safeface@127.0.0.1:{listener.getsockname()[1]}/x?sslmode=disable"
+        if source == "PGPASSWORD":
+            monkeypatch.setenv("PGPASSWORD", "the real database password")
         with pytest.raises(BackendError):
-            pg_connect(dsn, "the real database password", "the record store")
+            pg_connect(dsn, "the real database password" if source == "safeface" else None, "the record store")
         t.join(5)
         listener.close()
         assert b"the real database password" not in b"".join(got)

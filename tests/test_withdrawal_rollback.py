@@ -60,3 +60,85 @@ def test_a_withdrawn_consent_stays_withdrawn_when_policy_db_is_rolled_back(tmp_p
         if withdrawal != "revoke-token":
             assert sf.enroll(img / "obama.jpg", "alice", "demo", again).row_id > 0
             assert len(sf.records("alice")) == 1
+
+
+def _sql(db: Path, query: str, args: tuple[object, ...] = ()) -> None:
+    import sqlite3
+
+    con = sqlite3.connect(str(db))
+    con.execute(query, args)
+    con.commit()
+    con.close()
+
+
+@pytest.mark.parametrize("edit", ["respaced-subjects", "decision-edited-and-put-back", "token-edited-and-put-back"])
+def test_a_withdrawal_hidden_in_the_log_is_found_by_the_audit(tmp_path: Path, edit: str) -> None:
+    """The policy state restored, and the log's withdrawal entry hidden from the guard's lookup:
+    its subjects re-spaced (the chain hashes them parsed), or a field changed for the length of
+    one call and put back. The call may get in meanwhile (the chain is checked whole only by the
+    audit), but the audit then fails: on the altered entry, or on the call let in under the
+    withdrawn consent."""
+    from safeface import IntegrityError
+    from safeface.workspace.admin import audit_verify
+
+    img = images()
+    ws = make_workspace(tmp_path / "ws")
+    token, tok = issued_consent(ws, "alice")
+    with _open(ws) as sf:
+        sf.enroll(img / "obama.jpg", "alice", "demo", token)
+        sf.verify(img / "obama2.jpg", "alice", "demo", token)
+    backup = tmp_path / "policy-before.db"
+    shutil.copyfile(ws.policy, backup)
+    with _open(ws) as sf:
+        if edit == "token-edited-and-put-back":
+            sf.revoke(token_id=tok.token_id)
+        else:
+            sf.erase("alice")
+        seq = [e for e in sf.audit_entries() if e.operation in ("erase", "revoke")][-1].seq
+    shutil.copyfile(backup, ws.policy)
+    if edit == "respaced-subjects":
+        _sql(ws.audit, "UPDATE entries SET subjects = replace(subjects, '[\"', '[ \"') WHERE seq = ?", (seq,))
+    elif edit == "decision-edited-and-put-back":
+        _sql(ws.audit, "UPDATE entries SET decision = 'allowed ' WHERE seq = ?", (seq,))
+    else:
+        _sql(ws.audit, "UPDATE entries SET token_id = token_id || 'x' WHERE seq = ?", (seq,))
+    with _open(ws) as sf:
+        try:
+            sf.verify(img / "obama2.jpg", "alice", "demo", token)
+        except PolicyViolation:
+            pass
+    if edit == "decision-edited-and-put-back":
+        _sql(ws.audit, "UPDATE entries SET decision = 'allowed' WHERE seq = ?", (seq,))
+    elif edit == "token-edited-and-put-back":
+        _sql(ws.audit, "UPDATE entries SET token_id = substr(token_id, 1, length(token_id) - 1) WHERE seq = ?", (seq,))
+    with pytest.raises(IntegrityError, match="altered|withdrawal was hidden"):
+        audit_verify(ws.root, passphrase_file=_passphrase_file(tmp_path))
+    with _open(ws) as sf:
+        with pytest.raises(IntegrityError, match="altered|withdrawal was hidden"):
+            sf.audit_verify()
+
+
+def _passphrase_file(tmp_path: Path) -> Path:
+    f = tmp_path / "passphrase.txt"
+    f.write_text(PASSPHRASE)
+    return f
+
+
+def test_a_token_reference_is_taken_only_as_written(tmp_path: Path) -> None:
+    """A revocation by a reference that differs from the stored one (upper case, a trailing
+    newline) would get a signed receipt and withdraw nothing: refused instead."""
+    from safeface import InvalidArgument
+
+    ws = make_workspace(tmp_path / "ws")
+    token, tok = issued_consent(ws, "alice")
+    with _open(ws) as sf:
+        sf.enroll(images() / "obama.jpg", "alice", "demo", token)
+        ref = sf.token_ref(tok.token_id)
+        for bad in ("t-" + ref[2:].upper(), ref + "\n", ref[:-1], " " + ref):
+            with pytest.raises(InvalidArgument, match="32 lowercase hex"):
+                sf.revoke(token_ref=bad)
+        assert sf.records("alice")
+        sf.revoke(token_ref=ref)
+        assert not sf.records("alice")
+        with pytest.raises(PolicyViolation):
+            sf.verify(images() / "obama2.jpg", "alice", "demo", token)

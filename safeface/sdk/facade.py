@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 import datetime as dt
 import hashlib
+import re
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -77,6 +78,7 @@ class _Probe:
 
 
 _REGION_PATHS = ("visible", "visible-masked")  # the store paths that score visible-region templates
+_TOKEN_REF = re.compile(r"t-[0-9a-f]{32}")
 
 
 class _Route(NamedTuple):
@@ -674,8 +676,10 @@ class SafeFace:
         them are erased."""
         if sum(x is not None for x in (token_id, subject, token_ref)) != 1:
             raise InvalidArgument("revoke needs exactly one of token_id, token_ref or subject.")
-        if token_ref is not None and (not isinstance(token_ref, str) or not token_ref.startswith("t-")):
-            raise InvalidArgument("a token reference reads t-<hex>, as the records and the audit log show it.")
+        # Exactly as token_ref writes it: a variant would get a receipt but match no stored reference.
+        if token_ref is not None and (not isinstance(token_ref, str) or not _TOKEN_REF.fullmatch(token_ref)):
+            raise InvalidArgument("a token reference reads t- and 32 lowercase hex digits, as the records and the "
+                                  "audit log show it.")
         now = self._clock()
         request = Request(Operation.REVOKE, self._role, now)
         pseud = self.pseudonym(subject) if subject is not None else None

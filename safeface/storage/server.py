@@ -94,8 +94,14 @@ def pg_connect(dsn: str, password: Optional[str], where: str) -> Any:
     kwargs: dict[str, Any] = {"autocommit": True, "connect_timeout": 5}
     if password is not None:
         kwargs["password"] = password
-        # The password goes out only inside a SCRAM exchange, never in the clear (or as an MD5
-        # hash) to a server that asks for it that way.
+    # A password (ours, or one libpq finds in PGPASSWORD or ~/.pgpass) goes out only inside a
+    # SCRAM exchange, never in the clear or as an MD5 hash to a server that asks for it that way.
+    # The URL may say otherwise (certificate or peer authentication): it is sealed in deployment.json.
+    try:
+        named = "require_auth" in psycopg.conninfo.conninfo_to_dict(dsn)
+    except psycopg.Error:
+        named = False
+    if not named:
         kwargs["require_auth"] = "scram-sha-256"
     try:
         return psycopg.connect(dsn, **kwargs)

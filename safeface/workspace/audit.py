@@ -323,6 +323,11 @@ class AuditLog:
         except (TypeError, ValueError):
             raise IntegrityError(f"audit entry {seq} is corrupt.") from None
         entry = AuditEntry(seq, r[1], r[2], r[3], r[4], r[5], subjects, r[7], r[8], r[9], r[10])
+        # The chain hashes the parsed subjects; the text is looked up as written (records_withdrawal),
+        # so it must be exactly as append wrote it: a re-spaced or escaped copy would hide a withdrawal.
+        if r[6] != json.dumps(list(subjects)):
+            raise IntegrityError(f"audit entry {seq} was altered after it was written (its subjects are not as "
+                                 "written).")
         if r[11] != prev:
             raise IntegrityError(f"audit entry {seq} does not follow entry {seq - 1}: the chain is broken "
                                  "(an entry was deleted, inserted or reordered).")

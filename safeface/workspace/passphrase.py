@@ -20,7 +20,10 @@ def resolve_passphrase(root: Path, passphrase: Optional[str] = None, passphrase_
 
 def _resolved(root: Path, passphrase: Optional[str], passphrase_file: Optional[Path]) -> tuple[str, str]:
     """(the passphrase, where it came from: "given", "file", "environment" or "demo")."""
-    if passphrase:
+    if passphrase is not None:
+        # An empty one is refused, not taken as "none given" (which would fall through to a demo's).
+        if not passphrase:
+            raise ConfigError("the passphrase given is empty.")
         return passphrase, "given"
     if passphrase_file is not None:
         try:

@@ -10,7 +10,10 @@ Checked for each row of the template store:
   older copy of the store).
 And for the log: every row an "enroll allowed" entry names, and no later entry removed, is
 still in the store (a missing one was deleted behind the guard, the store was restored from an
-older copy, or a crash fell between the log's commit and the store's).
+older copy, or a crash fell between the log's commit and the store's); and no call was let in
+under a withdrawn consent: a token reference used after its own "revoke" entry, or after an
+erasure or revocation of its subject when it was already in use before it (the policy state's
+revocations can be rolled back, and a log entry edited for a while and put back; this shows it).
 
 A keyed digest over the set of rows (HMAC-SHA256 under the pseudonym key) is reported, so an
 assessor can compare two checks of the same workspace without seeing any row.
@@ -31,6 +34,7 @@ from ..policy.tokens import TokenError, decode_consent, decode_legal_basis
 
 _ROWS = re.compile(r"\brows=([0-9,]+)")
 REMOVALS = ("erase", "revoke", "purge")
+USES = ("enroll", "verify", "identify", "export")  # calls a consent or legal basis lets in
 # Rows an "enroll allowed" entry named whose store transaction never committed (the process
 # stopped between the log's commit and the store's); see SafeFace.open. They count as removed,
 # so one that appears later is flagged.
@@ -64,20 +68,40 @@ def rows_named(note: Optional[str]) -> list[int]:
     return [int(x) for x in m.group(1).split(",") if x] if m else []
 
 
-def expected_rows(entries: Iterable[Any]) -> tuple[set[int], set[int]]:
-    """(rows the log says are stored now, rows the log says were removed)."""
+def expected_rows(entries: Iterable[Any]) -> tuple[set[int], set[int], list[str]]:
+    """(rows the log says are stored now, rows the log says were removed, calls let in under a
+    withdrawn consent)."""
     live: set[int] = set()
     removed: set[int] = set()
+    late: list[str] = []
+    revoked_refs: dict[str, int] = {}  # token reference -> seq of its "revoke" entry
+    withdrawn: dict[str, int] = {}  # subject -> seq of the latest erasure or revocation of it
+    first_use: dict[str, int] = {}  # token reference -> seq of the first call it let in
     for e in entries:
         if e.decision != "allowed":
             continue
+        if e.operation in USES and e.token_id:
+            ref = str(e.token_id)
+            first_use.setdefault(ref, e.seq)
+            if ref in revoked_refs:
+                late.append(f"entry {e.seq} ({e.operation}) let in token {ref[:14]}... after its revocation in entry "
+                            f"{revoked_refs[ref]}: the withdrawal was hidden from the guard.")
+            elif e.basis == "consent":  # an erasure withdraws consents, not a legal basis
+                after = [withdrawn[s] for s in e.subjects if s in withdrawn and first_use[ref] < withdrawn[s]]
+                if after:
+                    late.append(f"entry {e.seq} ({e.operation}) let in token {ref[:14]}..., used before its subject's "
+                                f"withdrawal in entry {max(after)}: the withdrawal was hidden from the guard.")
         if e.operation == "enroll":
             live.update(rows_named(e.note))
         elif e.operation in REMOVALS or e.operation == UNCOMMITTED:
             gone = rows_named(e.note)
             live.difference_update(gone)
             removed.update(gone)
-    return live, removed
+            if e.operation == "revoke" and e.token_id:
+                revoked_refs.setdefault(str(e.token_id), e.seq)
+            elif e.operation in ("erase", "revoke"):
+                withdrawn.update({str(s): e.seq for s in e.subjects})
+    return live, removed, late
 
 
 def rows_digest(key: bytes, rows: Sequence[Any]) -> str:
@@ -105,8 +129,8 @@ def _token_problem(row: Any, consent_keys: Mapping[str, Ed25519PublicKey],
 def check_store(rows: Sequence[Any], entries: Iterable[Any], consent_keys: Mapping[str, Ed25519PublicKey],
                 authority_keys: Mapping[str, Ed25519PublicKey], token_ref: Callable[[str], str],
                 digest_key: bytes) -> StoreReport:
-    live, removed = expected_rows(entries)
-    problems: list[str] = []
+    live, removed, late = expected_rows(entries)
+    problems: list[str] = list(late)
     present = {r.row_id for r in rows}
     for r in rows:
         if r.row_id in removed:
