@@ -9,6 +9,7 @@ import shutil
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -23,17 +24,14 @@ def _open(ws: object) -> SafeFace:
     return SafeFace.open(ws.root, PASSPHRASE, pipeline=CachedPipeline())  # type: ignore[attr-defined]
 
 
-@pytest.mark.parametrize("withdrawal", ["revoke-token", "revoke-subject", "erase-subject"])
-@pytest.mark.parametrize("how", ["restore-older-copy", "delete"])
-def test_a_withdrawn_consent_stays_withdrawn_when_policy_db_is_rolled_back(tmp_path: Path, how: str,
-                                                                            withdrawal: str) -> None:
-    img = images()
+def _withdrawn(tmp_path: Path, withdrawal: str, before: Any) -> tuple[Any, str, Path]:
+    """A workspace where alice enrolled (and `before(ws, sf, her token)` ran), then her consent was withdrawn;
+    returns it, her token and a copy of policy.db taken before the withdrawal."""
     ws = make_workspace(tmp_path / "ws")
     token, tok = issued_consent(ws, "alice")
-    other, _ = issued_consent(ws, "bob")
     with _open(ws) as sf:
-        sf.enroll(img / "obama.jpg", "alice", "demo", token)
-        sf.enroll(img / "biden.jpg", "bob", "demo", other)
+        sf.enroll(images() / "obama.jpg", "alice", "demo", token)
+        before(ws, sf, token)
     backup = tmp_path / "policy-before.db"
     shutil.copyfile(ws.policy, backup)
     with _open(ws) as sf:
@@ -43,6 +41,22 @@ def test_a_withdrawn_consent_stays_withdrawn_when_policy_db_is_rolled_back(tmp_p
             sf.revoke(subject="alice")
         else:
             sf.erase("alice")
+    return ws, token, backup
+
+
+@pytest.mark.parametrize("withdrawal", ["revoke-token", "revoke-subject", "erase-subject"])
+@pytest.mark.parametrize("how", ["restore-older-copy", "delete"])
+def test_a_withdrawn_consent_stays_withdrawn_when_policy_db_is_rolled_back(tmp_path: Path, how: str,
+                                                                            withdrawal: str) -> None:
+    img = images()
+    bob: list[str] = []
+
+    def enrol_bob(ws: Any, sf: SafeFace, _alices: str) -> None:
+        bob.append(issued_consent(ws, "bob")[0])
+        sf.enroll(img / "biden.jpg", "bob", "demo", bob[0])
+
+    ws, token, backup = _withdrawn(tmp_path, withdrawal, enrol_bob)
+    other = bob[0]
     if how == "delete":
         ws.policy.unlink()
     else:
@@ -82,18 +96,9 @@ def test_a_withdrawal_hidden_in_the_log_is_found_by_the_audit(tmp_path: Path, ed
     from safeface.workspace.admin import audit_verify
 
     img = images()
-    ws = make_workspace(tmp_path / "ws")
-    token, tok = issued_consent(ws, "alice")
+    ws, token, backup = _withdrawn(tmp_path, "revoke-token" if edit == "token-edited-and-put-back" else "erase",
+                                   lambda ws, sf, t: sf.verify(img / "obama2.jpg", "alice", "demo", t))
     with _open(ws) as sf:
-        sf.enroll(img / "obama.jpg", "alice", "demo", token)
-        sf.verify(img / "obama2.jpg", "alice", "demo", token)
-    backup = tmp_path / "policy-before.db"
-    shutil.copyfile(ws.policy, backup)
-    with _open(ws) as sf:
-        if edit == "token-edited-and-put-back":
-            sf.revoke(token_id=tok.token_id)
-        else:
-            sf.erase("alice")
         seq = [e for e in sf.audit_entries() if e.operation in ("erase", "revoke")][-1].seq
     shutil.copyfile(backup, ws.policy)
     if edit == "respaced-subjects":
