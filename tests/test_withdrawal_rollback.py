@@ -147,3 +147,55 @@ def test_a_token_reference_is_taken_only_as_written(tmp_path: Path) -> None:
         assert not sf.records("alice")
         with pytest.raises(PolicyViolation):
             sf.verify(images() / "obama2.jpg", "alice", "demo", token)
+
+
+def test_honest_identify_calls_never_fail_the_audit(tmp_path: Path) -> None:
+    """An identify entry's subjects are its candidates, not the person whose consent let it in:
+    bob identifies under his own consent before and after alice's erasure and new consent, with
+    alice among the candidates, and the audit stays clean."""
+    img = images()
+    ws = make_workspace(tmp_path / "ws")
+    a1, _ = issued_consent(ws, "alice")
+    b, _ = issued_consent(ws, "bob")
+    with _open(ws) as sf:
+        sf.enroll(img / "obama.jpg", "alice", "demo", a1)
+        sf.enroll(img / "biden.jpg", "bob", "demo", b)
+        sf.identify(img / "obama2.jpg", "demo", b)
+        sf.erase("alice")
+    time.sleep(1.1)
+    a2, _ = issued_consent(ws, "alice")
+    with _open(ws) as sf:
+        sf.enroll(img / "obama.jpg", "alice", "demo", a2)
+        found = sf.identify(img / "obama2.jpg", "demo", b)
+        assert found and found[0].subject == sf.pseudonym("alice")
+        assert f"consent of {sf.pseudonym('bob')}" in (sf.audit_entries()[-1].note or "")
+        sf.audit_verify()
+
+
+@pytest.mark.parametrize("used_before", ["enrolled", "identify-only"])
+def test_an_identify_under_a_withdrawn_consent_is_named_by_the_audit(tmp_path: Path, used_before: str) -> None:
+    """The same hidden withdrawal as above, the late call an identify: its entry names its
+    candidates (none: alice's rows are gone), so the audit judges it by whose consent it was,
+    learned from the token's other calls or named in the identify entry itself."""
+    from safeface import IntegrityError
+
+    img = images()
+    ws = make_workspace(tmp_path / "ws")
+    token, _ = issued_consent(ws, "alice")
+    with _open(ws) as sf:
+        if used_before == "enrolled":
+            sf.enroll(img / "obama.jpg", "alice", "demo", token)
+        sf.identify(img / "obama2.jpg", "demo", token)
+    shutil.copyfile(ws.policy, tmp_path / "policy-before.db")
+    with _open(ws) as sf:
+        sf.erase("alice")
+        seq = sf.audit_entries()[-1].seq
+    shutil.copyfile(tmp_path / "policy-before.db", ws.policy)
+    _sql(ws.audit, "UPDATE entries SET decision = 'allowed ' WHERE seq = ?", (seq,))
+    with _open(ws) as sf:
+        sf.identify(img / "obama2.jpg", "demo", token)
+        assert sf.audit_entries()[-1].operation == "identify" and sf.audit_entries()[-1].decision == "allowed"
+    _sql(ws.audit, "UPDATE entries SET decision = 'allowed' WHERE seq = ?", (seq,))
+    with _open(ws) as sf:
+        with pytest.raises(IntegrityError, match="withdrawal was hidden"):
+            sf.audit_verify()

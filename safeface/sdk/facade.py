@@ -43,7 +43,7 @@ from ..workspace.paths import WorkspacePaths
 from ..workspace.session import open_apikeys, open_audit, open_state
 from ..workspace.trust import TrustStore, load_trust
 from ..workspace.state import PolicyState
-from ..workspace.storecheck import COMMITTED, UNCOMMITTED, StoreReport, check_store, rows_named
+from ..workspace.storecheck import CONSENT_OF, COMMITTED, UNCOMMITTED, StoreReport, check_store, rows_named
 from .nonces import RecordedNonces, nonce_ref
 from .revocations import RecordedRevocations
 from .results import Candidate, Enrollment, Export, Record, Verification
@@ -442,7 +442,12 @@ class SafeFace:
                 best.setdefault(m.pseudonym, (m, r))
             out = [Candidate(m.pseudonym, float(m.score), r.path in _REGION_PATHS, r.masked_enrolment,
                              r.masked_enrolment and not probe.masked) for m, r in list(best.values())[:top_k]]
-            return out, _Note([c.subject for c in out], f"{len(out)} candidate(s)" + _candidates_note(probe, out))
+            # The entry's subjects are the candidates; whose consent let the call in is named apart,
+            # so the store check judges a withdrawal by that person only (storecheck.expected_rows).
+            giver = (f"; {CONSENT_OF} {self.pseudonym(d.consent.subject)}"
+                     if d.consent is not None and d.consent.subject else "")
+            return out, _Note([c.subject for c in out],
+                              f"{len(out)} candidate(s)" + _candidates_note(probe, out) + giver)
 
         return self._run(request, [], body)
 

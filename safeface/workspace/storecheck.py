@@ -33,6 +33,9 @@ from ..errors import IntegrityError
 from ..policy.tokens import TokenError, decode_consent, decode_legal_basis
 
 _ROWS = re.compile(r"\brows=([0-9,]+)")
+# An identify entry's subjects are its candidates; the note names whose consent let it in.
+CONSENT_OF = "consent of"
+_CONSENT_OF = re.compile(CONSENT_OF + r" ([0-9a-f]{64})\b")
 REMOVALS = ("erase", "revoke", "purge")
 USES = ("enroll", "verify", "identify", "export")  # calls a consent or legal basis lets in
 # Rows an "enroll allowed" entry named whose store transaction never committed (the process
@@ -77,17 +80,24 @@ def expected_rows(entries: Iterable[Any]) -> tuple[set[int], set[int], list[str]
     revoked_refs: dict[str, int] = {}  # token reference -> seq of its "revoke" entry
     withdrawn: dict[str, int] = {}  # subject -> seq of the latest erasure or revocation of it
     first_use: dict[str, int] = {}  # token reference -> seq of the first call it let in
+    giver: dict[str, set[str]] = {}  # token reference -> the subject whose consent it is
     for e in entries:
         if e.decision != "allowed":
             continue
         if e.operation in USES and e.token_id:
             ref = str(e.token_id)
             first_use.setdefault(ref, e.seq)
+            # Enroll, verify and export name the consent's own subject; identify names its
+            # candidates, so only the note's "consent of" (or what other calls taught) counts.
+            if e.operation != "identify":
+                giver.setdefault(ref, set()).update(str(s) for s in e.subjects)
+            else:
+                giver.setdefault(ref, set()).update(_CONSENT_OF.findall(e.note or ""))
             if ref in revoked_refs:
                 late.append(f"entry {e.seq} ({e.operation}) let in token {ref[:14]}... after its revocation in entry "
                             f"{revoked_refs[ref]}: the withdrawal was hidden from the guard.")
             elif e.basis == "consent":  # an erasure withdraws consents, not a legal basis
-                after = [withdrawn[s] for s in e.subjects if s in withdrawn and first_use[ref] < withdrawn[s]]
+                after = [withdrawn[s] for s in giver[ref] if s in withdrawn and first_use[ref] < withdrawn[s]]
                 if after:
                     late.append(f"entry {e.seq} ({e.operation}) let in token {ref[:14]}..., used before its subject's "
                                 f"withdrawal in entry {max(after)}: the withdrawal was hidden from the guard.")
