@@ -446,8 +446,9 @@ class SafeFace:
             # so the store check judges a withdrawal by that person only (storecheck.expected_rows).
             giver = (f"; {CONSENT_OF} {self.pseudonym(d.consent.subject)}"
                      if d.consent is not None and d.consent.subject else "")
+            # Before the candidates' details, which a long list could have cut at the log's limit.
             return out, _Note([c.subject for c in out],
-                              f"{len(out)} candidate(s)" + _candidates_note(probe, out) + giver)
+                              f"{len(out)} candidate(s)" + giver + _candidates_note(probe, out))
 
         return self._run(request, [], body)
 
