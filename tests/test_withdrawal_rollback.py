@@ -199,3 +199,106 @@ def test_an_identify_under_a_withdrawn_consent_is_named_by_the_audit(tmp_path: P
     with _open(ws) as sf:
         with pytest.raises(IntegrityError, match="withdrawal was hidden"):
             sf.audit_verify()
+
+
+class _HookPipeline(CachedPipeline):
+    """The real pipeline; `hook` runs once while a probe is embedded: where a second caller's
+    withdrawal lands while this call's image is processed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.hook: Any = None
+
+    def embed(self, image: Any, *, count_all: bool = False) -> Any:
+        hook, self.hook = self.hook, None
+        if hook is not None:
+            hook()
+        return super().embed(image, count_all=count_all)
+
+
+# The service's views share one workspace: its erasure case stands for the three.
+@pytest.mark.parametrize("where, withdrawal", [("two-processes", "erase"), ("two-processes", "revoke-subject"),
+                                               ("two-processes", "revoke-token"), ("one-service-process", "erase")])
+@pytest.mark.parametrize("call", ["verify", "identify", "export"])
+def test_a_call_judged_before_a_withdrawal_and_recorded_after_it_is_honest(tmp_path: Path, call: str,
+                                                                           withdrawal: str, where: str) -> None:
+    """A verify, identify or export judged before another caller's withdrawal, whose entry lands
+    after the withdrawal's: honest use, so the audit stays clean (each such entry names where it
+    was judged)."""
+    img = images()
+    ws = make_workspace(tmp_path / "ws")
+    token, tok = issued_consent(ws, "alice", operations=("enroll", "verify", "identify", "transmit"))
+    pipe = _HookPipeline()
+    with SafeFace.open(ws.root, PASSPHRASE, pipeline=pipe) as sf, _open(ws) as second:
+        sf.enroll(img / "obama.jpg", "alice", "demo", token)
+        other = second if where == "two-processes" else sf.acting_as("operator", "key-2")
+
+        def withdraw() -> None:
+            if withdrawal == "erase":
+                other.erase("alice")
+            elif withdrawal == "revoke-subject":
+                other.revoke(subject="alice")
+            else:
+                other.revoke(token_id=tok.token_id)
+
+        if call == "export":  # no image: the withdrawal lands while it reads the store
+            read = sf._gallery.rows_for
+
+            def rows_for(subject: str) -> Any:
+                withdraw()
+                return read(subject)
+
+            sf._gallery.rows_for = rows_for  # type: ignore[method-assign]
+            sf.export("alice", "demo", "auditor", token)
+        else:
+            pipe.hook = withdraw
+            getattr(sf, call)(*((img / "obama2.jpg", "alice") if call == "verify" else (img / "obama2.jpg",)),
+                              "demo", token)
+        last, before = sf.audit_entries()[-1], sf.audit_entries()[-2]
+        assert (last.operation, before.operation) == (call, "revoke" if "revoke" in withdrawal else "erase")
+        sf.audit_verify()
+
+
+def test_a_consent_from_an_issuer_whose_clock_runs_ahead_is_still_withdrawn(tmp_path: Path) -> None:
+    """The consent service's clock runs 60 s ahead (within the tolerated skew): its token's
+    issue time falls after the erasure, yet it was used before it, so it was given before it."""
+    import datetime as dt
+
+    img = images()
+    ws = make_workspace(tmp_path / "ws")
+    token, _ = issued_consent(ws, "alice", now=dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=60))
+    with _open(ws) as sf:
+        sf.enroll(img / "obama.jpg", "alice", "demo", token)
+        sf.erase("alice")
+        with pytest.raises(PolicyViolation, match="withdrawn"):
+            sf.verify(img / "obama2.jpg", "alice", "demo", token)
+        assert sf.verify_store().ok
+
+
+def test_a_reenrolment_under_a_legal_basis_issued_before_a_hidden_erasure_is_named(tmp_path: Path) -> None:
+    """The guard refuses to enrol an erased person again under a legal basis issued before the
+    erasure; with the erasure hidden from it (the policy state rolled back, the entry changed for
+    one call and put back), the row that got in is named by the audit."""
+    from safeface import IntegrityError
+    from policy_support import issued_legal_basis
+
+    img = images()
+    ws = make_workspace(tmp_path / "ws")
+    lb, _ = issued_legal_basis(ws, operations=["enroll", "identify"])
+    with _open(ws) as sf:
+        sf.enroll(img / "obama.jpg", "alice", "demo", legal_basis=lb)
+    shutil.copyfile(ws.policy, tmp_path / "policy-before.db")
+    with _open(ws) as sf:
+        sf.erase("alice")
+        with pytest.raises(PolicyViolation):
+            sf.enroll(img / "obama.jpg", "alice", "demo", legal_basis=lb)
+        seq = [e for e in sf.audit_entries() if e.operation == "erase"][-1].seq
+    shutil.copyfile(tmp_path / "policy-before.db", ws.policy)
+    _sql(ws.audit, "UPDATE entries SET decision = 'allowed ' WHERE seq = ?", (seq,))
+    with _open(ws) as sf:
+        sf.enroll(img / "obama.jpg", "alice", "demo", legal_basis=lb)
+    _sql(ws.audit, "UPDATE entries SET decision = 'allowed' WHERE seq = ?", (seq,))
+    with _open(ws) as sf:
+        assert sf.records("alice")
+        with pytest.raises(IntegrityError, match="issued before its subject's withdrawal"):
+            sf.audit_verify()

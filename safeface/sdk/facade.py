@@ -43,7 +43,8 @@ from ..workspace.paths import WorkspacePaths
 from ..workspace.session import open_apikeys, open_audit, open_state
 from ..workspace.trust import TrustStore, load_trust
 from ..workspace.state import PolicyState
-from ..workspace.storecheck import CONSENT_OF, COMMITTED, UNCOMMITTED, StoreReport, check_store, rows_named
+from ..workspace.storecheck import (CONSENT_OF, COMMITTED, JUDGED_AFTER, UNCOMMITTED, StoreReport, check_store,
+                                    rows_named)
 from .nonces import RecordedNonces, nonce_ref
 from .revocations import RecordedRevocations
 from .results import Candidate, Enrollment, Export, Record, Verification
@@ -79,6 +80,9 @@ class _Probe:
 
 _REGION_PATHS = ("visible", "visible-masked")  # the store paths that score visible-region templates
 _TOKEN_REF = re.compile(r"t-[0-9a-f]{32}")
+# Calls recorded when their work ends, not where they were judged (enrolment is judged again under
+# the store's write lock, where its entry is written): their entries name the judging point.
+_JUDGED_AHEAD = frozenset({Operation.VERIFY, Operation.IDENTIFY, Operation.EXPORT})
 
 
 class _Route(NamedTuple):
@@ -1071,6 +1075,10 @@ class SafeFace:
         try:
             with self._root._judge_lock:
                 self._sync_deployment()
+                # Read before judging: a withdrawal whose entry is at or before this point had
+                # changed the policy state already, so the store check can tell a call judged
+                # before a withdrawal (and recorded after it) from one let in despite it.
+                judged = self._audit.end() if request.operation in _JUDGED_AHEAD else None
                 decision = self._guard.authorize(request)
         except PolicyViolation as exc:
             self._refused(request, subjects, exc)
@@ -1093,7 +1101,8 @@ class SafeFace:
             raise BackendError(f"{op} failed inside the pipeline or the store ({type(exc).__name__}); nothing was "
                                "stored. Check the image and the workspace, then try again.") from exc
         if note is not None:
-            self._record(decision, "allowed", note.subjects, note.text)
+            self._record(decision, "allowed", note.subjects,
+                         note.text if judged is None else f"{note.text}; {JUDGED_AFTER} {judged}")
         return result
 
     def _refused(self, request: Request, subjects: Sequence[str], exc: PolicyViolation) -> None:

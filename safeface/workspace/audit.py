@@ -65,6 +65,7 @@ CREATE TABLE IF NOT EXISTS entries (
 );
 CREATE INDEX IF NOT EXISTS entries_operation ON entries (operation);
 CREATE INDEX IF NOT EXISTS entries_revoked_tokens ON entries (token_id) WHERE operation = 'revoke';
+CREATE INDEX IF NOT EXISTS entries_token ON entries (token_id);
 CREATE INDEX IF NOT EXISTS entries_withdrawn_subjects ON entries (subjects) WHERE operation IN ('erase', 'revoke');
 CREATE TABLE IF NOT EXISTS head (
     id INTEGER PRIMARY KEY CHECK (id = 1),
@@ -288,9 +289,21 @@ class AuditLog:
             return True
         if pseudonym is None:
             return False
-        rows = self._t.q("SELECT time FROM {t}entries WHERE operation IN ('erase', 'revoke') AND subjects = ? "
+        rows = self._t.q("SELECT seq, time FROM {t}entries WHERE operation IN ('erase', 'revoke') AND subjects = ? "
                          "AND token_id IS NULL AND decision = 'allowed'", (json.dumps([pseudonym]),))
-        return any(issued_at <= int(dt.datetime.fromisoformat(str(r[0])).timestamp()) for r in rows)
+        for seq, time in rows:
+            if issued_at <= int(dt.datetime.fromisoformat(str(time)).timestamp()):
+                return True
+            # Issued "after" it by its issuer's clock, yet used before it: given before, withdrawn.
+            if self._t.q("SELECT 1 FROM {t}entries WHERE token_id = ? AND seq < ? AND decision = 'allowed' AND "
+                         "operation IN ('enroll', 'verify', 'identify', 'export') LIMIT 1", (token_ref, int(seq))):
+                return True
+        return False
+
+    def end(self) -> int:
+        """The last entry's seq (0 for an empty log)."""
+        got = self._t.q("SELECT MAX(seq) FROM {t}entries")
+        return int(got[0][0]) if got and got[0][0] is not None else 0
 
     def hash_at(self, seq: int) -> Optional[str]:
         got = self._t.q("SELECT hash FROM {t}entries WHERE seq = ?", (int(seq),))

@@ -21,6 +21,7 @@ assessor can compare two checks of the same workspace without seeing any row.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import hmac
 import re
@@ -36,6 +37,8 @@ _ROWS = re.compile(r"\brows=([0-9,]+)")
 # An identify entry's subjects are its candidates; the note names whose consent let it in.
 CONSENT_OF = "consent of"
 _CONSENT_OF = re.compile(CONSENT_OF + r" ([0-9a-f]{64})\b")
+JUDGED_AFTER = "judged after entry"
+_JUDGED = re.compile(JUDGED_AFTER + r" ([0-9]+)\b")
 REMOVALS = ("erase", "revoke", "purge")
 USES = ("enroll", "verify", "identify", "export")  # calls a consent or legal basis lets in
 # Rows an "enroll allowed" entry named whose store transaction never committed (the process
@@ -71,14 +74,30 @@ def rows_named(note: Optional[str]) -> list[int]:
     return [int(x) for x in m.group(1).split(",") if x] if m else []
 
 
-def expected_rows(entries: Iterable[Any]) -> tuple[set[int], set[int], list[str]]:
-    """(rows the log says are stored now, rows the log says were removed, calls let in under a
-    withdrawn consent)."""
-    live: set[int] = set()
-    removed: set[int] = set()
-    late: list[str] = []
+@dataclass
+class _Log:
+    """What the store check reads off the log in one pass."""
+
+    live: set[int] = field(default_factory=set)  # rows the log says are stored now
+    removed: set[int] = field(default_factory=set)  # rows the log says were removed
+    late: list[str] = field(default_factory=list)  # calls let in under a withdrawn consent
+    enrolled_at: dict[int, int] = field(default_factory=dict)  # row -> seq of its "enroll allowed" entry
+    withdrawals: dict[str, list[tuple[int, str]]] = field(default_factory=dict)  # subject -> [(seq, time)]
+
+
+def _judged(e: Any) -> Optional[int]:
+    """The last entry before the guard judged this call: an enrolment is judged again under the
+    store's write lock, where its entry is written; the others name it (SafeFace._run). None for
+    an entry written before calls named it: not judged here, so no earlier race reads as a hiding."""
+    if e.operation == "enroll":
+        return int(e.seq) - 1
+    m = _JUDGED.search(e.note or "")
+    return int(m.group(1)) if m else None
+
+
+def read_log(entries: Iterable[Any]) -> _Log:
+    out = _Log()
     revoked_refs: dict[str, int] = {}  # token reference -> seq of its "revoke" entry
-    withdrawn: dict[str, int] = {}  # subject -> seq of the latest erasure or revocation of it
     first_use: dict[str, int] = {}  # token reference -> seq of the first call it let in
     giver: dict[str, set[str]] = {}  # token reference -> the subject whose consent it is
     for e in entries:
@@ -93,25 +112,30 @@ def expected_rows(entries: Iterable[Any]) -> tuple[set[int], set[int], list[str]
                 giver.setdefault(ref, set()).update(str(s) for s in e.subjects)
             else:
                 giver.setdefault(ref, set()).update(_CONSENT_OF.findall(e.note or ""))
-            if ref in revoked_refs:
-                late.append(f"entry {e.seq} ({e.operation}) let in token {ref[:14]}... after its revocation in entry "
-                            f"{revoked_refs[ref]}: the withdrawal was hidden from the guard.")
-            elif e.basis == "consent":  # an erasure withdraws consents, not a legal basis
-                after = [withdrawn[s] for s in giver[ref] if s in withdrawn and first_use[ref] < withdrawn[s]]
+            judged = _judged(e)
+            if judged is not None and revoked_refs.get(ref, judged + 1) <= judged:
+                out.late.append(f"entry {e.seq} ({e.operation}) let in token {ref[:14]}... after its revocation in "
+                                f"entry {revoked_refs[ref]}: the withdrawal was hidden from the guard.")
+            elif judged is not None and e.basis == "consent":  # an erasure withdraws consents, not a legal basis
+                after = [w for s in giver[ref] for w, _ in out.withdrawals.get(s, ()) if first_use[ref] < w <= judged]
                 if after:
-                    late.append(f"entry {e.seq} ({e.operation}) let in token {ref[:14]}..., used before its subject's "
-                                f"withdrawal in entry {max(after)}: the withdrawal was hidden from the guard.")
+                    out.late.append(f"entry {e.seq} ({e.operation}) let in token {ref[:14]}..., used before its "
+                                    f"subject's withdrawal in entry {max(after)}: the withdrawal was hidden from the "
+                                    "guard.")
         if e.operation == "enroll":
-            live.update(rows_named(e.note))
+            for row in rows_named(e.note):
+                out.live.add(row)
+                out.enrolled_at[row] = int(e.seq)
         elif e.operation in REMOVALS or e.operation == UNCOMMITTED:
             gone = rows_named(e.note)
-            live.difference_update(gone)
-            removed.update(gone)
+            out.live.difference_update(gone)
+            out.removed.update(gone)
             if e.operation == "revoke" and e.token_id:
                 revoked_refs.setdefault(str(e.token_id), e.seq)
             elif e.operation in ("erase", "revoke"):
-                withdrawn.update({str(s): e.seq for s in e.subjects})
-    return live, removed, late
+                for s in e.subjects:
+                    out.withdrawals.setdefault(str(s), []).append((int(e.seq), str(e.time)))
+    return out
 
 
 def rows_digest(key: bytes, rows: Sequence[Any]) -> str:
@@ -123,7 +147,8 @@ def rows_digest(key: bytes, rows: Sequence[Any]) -> str:
 
 
 def _token_problem(row: Any, consent_keys: Mapping[str, Ed25519PublicKey],
-                   authority_keys: Mapping[str, Ed25519PublicKey], token_ref: Callable[[str], str]) -> Optional[str]:
+                   authority_keys: Mapping[str, Ed25519PublicKey], token_ref: Callable[[str], str],
+                   log: _Log) -> Optional[str]:
     if not row.token:
         return f"row {row.row_id} keeps no signed token: it was not stored through the guard."
     try:
@@ -133,14 +158,22 @@ def _token_problem(row: Any, consent_keys: Mapping[str, Ed25519PublicKey],
         return f"row {row.row_id}'s sealed token does not verify against the trusted keys ({exc})."
     if not hmac.compare_digest(token_ref(tok.token_id), row.token_id):
         return f"row {row.row_id} is filed under another token than the one sealed with it."
+    # The guard refuses to enrol a person under a consent or legal basis issued before their
+    # erasure or revocation; a row enrolled so got past a withdrawal hidden from it.
+    at = log.enrolled_at.get(row.row_id)
+    for seq, time in log.withdrawals.get(str(row.pseudonym), ()):
+        if at is not None and seq < at and tok.issued_at <= int(dt.datetime.fromisoformat(time).timestamp()):
+            return (f"row {row.row_id} was enrolled under a token issued before its subject's withdrawal in entry "
+                    f"{seq}: the withdrawal was hidden from the guard.")
     return None
 
 
 def check_store(rows: Sequence[Any], entries: Iterable[Any], consent_keys: Mapping[str, Ed25519PublicKey],
                 authority_keys: Mapping[str, Ed25519PublicKey], token_ref: Callable[[str], str],
                 digest_key: bytes) -> StoreReport:
-    live, removed, late = expected_rows(entries)
-    problems: list[str] = list(late)
+    log = read_log(entries)
+    live, removed = log.live, log.removed
+    problems: list[str] = list(log.late)
     present = {r.row_id for r in rows}
     for r in rows:
         if r.row_id in removed:
@@ -148,7 +181,7 @@ def check_store(rows: Sequence[Any], entries: Iterable[Any], consent_keys: Mappi
                             "store was restored from an older copy or the row was re-inserted.")
         elif r.row_id not in live:
             problems.append(f"row {r.row_id} has no \"enroll allowed\" audit entry: it was added behind the guard.")
-        p = _token_problem(r, consent_keys, authority_keys, token_ref)
+        p = _token_problem(r, consent_keys, authority_keys, token_ref, log)
         if p is not None:
             problems.append(p)
     for rid in sorted(live - present):
