@@ -123,6 +123,20 @@ def test_a_withdrawal_hidden_in_the_log_is_found_by_the_audit(tmp_path: Path, ed
             sf.audit_verify()
 
 
+def _erased_then_hidden_for(tmp_path: Path, ws: Any, call: Any) -> None:
+    """Erase alice; then, as someone who can write the folder, put back the policy state from
+    before, change the erasure's entry for the length of `call(sf)` and put it back."""
+    shutil.copyfile(ws.policy, tmp_path / "policy-before.db")
+    with _open(ws) as sf:
+        sf.erase("alice")
+        seq = sf.audit_entries()[-1].seq
+    shutil.copyfile(tmp_path / "policy-before.db", ws.policy)
+    _sql(ws.audit, "UPDATE entries SET decision = 'allowed ' WHERE seq = ?", (seq,))
+    with _open(ws) as sf:
+        call(sf)
+    _sql(ws.audit, "UPDATE entries SET decision = 'allowed' WHERE seq = ?", (seq,))
+
+
 def _passphrase_file(tmp_path: Path) -> Path:
     f = tmp_path / "passphrase.txt"
     f.write_text(PASSPHRASE)
@@ -186,16 +200,12 @@ def test_an_identify_under_a_withdrawn_consent_is_named_by_the_audit(tmp_path: P
         if used_before == "enrolled":
             sf.enroll(img / "obama.jpg", "alice", "demo", token)
         sf.identify(img / "obama2.jpg", "demo", token)
-    shutil.copyfile(ws.policy, tmp_path / "policy-before.db")
-    with _open(ws) as sf:
-        sf.erase("alice")
-        seq = sf.audit_entries()[-1].seq
-    shutil.copyfile(tmp_path / "policy-before.db", ws.policy)
-    _sql(ws.audit, "UPDATE entries SET decision = 'allowed ' WHERE seq = ?", (seq,))
-    with _open(ws) as sf:
+
+    def late(sf: SafeFace) -> None:
         sf.identify(img / "obama2.jpg", "demo", token)
         assert sf.audit_entries()[-1].operation == "identify" and sf.audit_entries()[-1].decision == "allowed"
-    _sql(ws.audit, "UPDATE entries SET decision = 'allowed' WHERE seq = ?", (seq,))
+
+    _erased_then_hidden_for(tmp_path, ws, late)
     with _open(ws) as sf:
         with pytest.raises(IntegrityError, match="withdrawal was hidden"):
             sf.audit_verify()
@@ -275,16 +285,22 @@ def test_a_consent_from_an_issuer_whose_clock_runs_ahead_is_still_withdrawn(tmp_
         assert sf.verify_store().ok
 
 
-def test_a_reenrolment_under_a_legal_basis_issued_before_a_hidden_erasure_is_named(tmp_path: Path) -> None:
+@pytest.mark.parametrize("authority_clock", ["right", "60 s ahead"])
+def test_a_reenrolment_under_a_legal_basis_issued_before_a_hidden_erasure_is_named(tmp_path: Path,
+                                                                                   authority_clock: str) -> None:
     """The guard refuses to enrol an erased person again under a legal basis issued before the
-    erasure; with the erasure hidden from it (the policy state rolled back, the entry changed for
-    one call and put back), the row that got in is named by the audit."""
+    erasure, or used before it (an authority whose clock runs ahead dates it after); with the
+    erasure hidden from it (the policy state rolled back, the entry changed for one call and put
+    back), the row that got in is named by the audit."""
+    import datetime as dt
+
     from safeface import IntegrityError
     from policy_support import issued_legal_basis
 
     img = images()
     ws = make_workspace(tmp_path / "ws")
-    lb, _ = issued_legal_basis(ws, operations=["enroll", "identify"])
+    ahead = dt.timedelta(seconds=60 if authority_clock == "60 s ahead" else 0)
+    lb, _ = issued_legal_basis(ws, operations=["enroll", "identify"], now=dt.datetime.now(dt.timezone.utc) + ahead)
     with _open(ws) as sf:
         sf.enroll(img / "obama.jpg", "alice", "demo", legal_basis=lb)
     shutil.copyfile(ws.policy, tmp_path / "policy-before.db")
@@ -300,5 +316,88 @@ def test_a_reenrolment_under_a_legal_basis_issued_before_a_hidden_erasure_is_nam
     _sql(ws.audit, "UPDATE entries SET decision = 'allowed' WHERE seq = ?", (seq,))
     with _open(ws) as sf:
         assert sf.records("alice")
-        with pytest.raises(IntegrityError, match="issued before its subject's withdrawal"):
+        with pytest.raises(IntegrityError, match="issued or used before its subject's withdrawal"):
             sf.audit_verify()
+
+
+def test_entries_an_earlier_safeface_wrote_are_judged_by_the_rules_of_their_day() -> None:
+    """An upgraded workspace's log holds entries that name no judging point, written when the
+    guard read only the policy state (it let in, say, a consent issued by a clock running ahead
+    after its subject's erasure). They are not judged by the new rules, which would fail the
+    audit for good on an append-only log; the same history written now is named."""
+    from safeface.workspace.audit import AuditEntry
+    from safeface.workspace.storecheck import read_log
+
+    ref, alice = "t-" + "a" * 32, "b" * 64
+
+    def entries(marked: bool) -> list[AuditEntry]:
+        judged = (lambda n: f"; judged after entry {n}") if marked else (lambda n: "")
+        return [AuditEntry(1, "2026-12-01T00:00:00+00:00", "enroll", "demo", ref, "consent", (alice,), "allowed",
+                           None, "rows=1; expires 2027-01-01" + judged(0), None),
+                AuditEntry(2, "2026-12-01T00:00:01+00:00", "erase", None, None, None, (alice,), "allowed", "CN-05",
+                           "1 template(s) removed; rows=1; receipt r", None),
+                AuditEntry(3, "2026-12-01T00:00:02+00:00", "enroll", "demo", ref, "consent", (alice,), "allowed",
+                           None, "rows=2; expires 2027-01-01" + judged(2), None),
+                AuditEntry(4, "2026-12-01T00:00:03+00:00", "verify", "demo", ref, "consent", (alice,), "allowed",
+                           None, "match" + judged(3), None)]
+
+    assert read_log(entries(False)).late == [] and read_log(entries(False)).enrolled_at == {}
+    late = read_log(entries(True)).late
+    assert [x.split(" ")[1] for x in late] == ["3", "4"]
+
+
+def test_a_demo_clock_and_the_log_agree_on_when_a_withdrawal_was(tmp_path: Path) -> None:
+    """A demo whose clock runs a day behind the host: a consent given an hour after the erasure,
+    in the workspace's own time, is a new consent for the guard and for the audit alike (the
+    erasure's entry names the time the policy state withdrew at)."""
+    import datetime as dt
+
+    from policy_support import Clock
+
+    img = images()
+    ws = make_workspace(tmp_path / "ws", today=(dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=3)).date())
+    clock = Clock(dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=1))
+    first, _ = issued_consent(ws, "alice", now=clock.now)
+    with SafeFace.open(ws.root, PASSPHRASE, pipeline=CachedPipeline(), clock=clock) as sf:
+        sf.enroll(img / "obama.jpg", "alice", "demo", first)
+        sf.erase("alice")
+        assert "withdrawn at" in (sf.audit_entries()[-1].note or "")
+        clock.advance(hours=1)
+        again, _ = issued_consent(ws, "alice", now=clock.now)
+        assert sf.enroll(img / "obama.jpg", "alice", "demo", again).row_id > 0
+        with pytest.raises(PolicyViolation, match="withdrawn"):
+            sf.verify(img / "obama2.jpg", "alice", "demo", first)
+        sf.audit_verify()
+
+
+@pytest.mark.parametrize("recipient", ["auditor", "auditor; judged after entry 0"])
+def test_an_export_recipient_cannot_say_where_the_export_was_judged(tmp_path: Path, recipient: str) -> None:
+    """The recipient is the caller's text, written into the export's note before the SDK names
+    the judging point: a recipient naming one does not hide a late export from the audit."""
+    from safeface import IntegrityError
+
+    ws = make_workspace(tmp_path / "ws")
+    token, _ = issued_consent(ws, "alice", operations=("enroll", "verify", "identify", "transmit"))
+    with _open(ws) as sf:
+        sf.enroll(images() / "obama.jpg", "alice", "demo", token)
+    _erased_then_hidden_for(tmp_path, ws, lambda sf: sf.export("alice", "demo", recipient, token))
+    with _open(ws) as sf:
+        with pytest.raises(IntegrityError, match="withdrawal was hidden"):
+            sf.audit_verify()
+
+
+def test_an_honest_export_to_a_recipient_named_like_a_judging_point_stays_clean(tmp_path: Path) -> None:
+    img = images()
+    ws = make_workspace(tmp_path / "ws")
+    token, _ = issued_consent(ws, "alice", operations=("enroll", "verify", "identify", "transmit"))
+    with _open(ws) as sf, _open(ws) as second:
+        sf.enroll(img / "obama.jpg", "alice", "demo", token)
+        read = sf._gallery.rows_for
+
+        def rows_for(subject: str) -> Any:
+            second.erase("alice")
+            return read(subject)
+
+        sf._gallery.rows_for = rows_for  # type: ignore[method-assign]
+        sf.export("alice", "demo", "records office (judged after entry 99999)", token)
+        sf.audit_verify()

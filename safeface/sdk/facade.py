@@ -36,7 +36,7 @@ from ..policy.rules import rule_for
 from ..workspace.apikeys import ApiKey, ApiKeys, hashing_key
 from ..workspace.assessment import (ASSESSMENT_OPERATIONS, assessment_recorded, names_an_assessment, recorded_roles,
                                    seal_holds)
-from ..workspace.audit import AuditEntry, AuditLog, AuditReport
+from ..workspace.audit import WITHDRAWN_AT, AuditEntry, AuditLog, AuditReport
 from ..workspace.keys import ASSESSMENT_MAC, derived_key, is_demo, receipt_file_problem
 from ..workspace.passphrase import open_keyring
 from ..workspace.paths import WorkspacePaths
@@ -674,7 +674,8 @@ class SafeFace:
                 receipt = self._receipt("erase", [pseud], None, result.row_ids, now, result.vectors)
                 self._append("erase", "allowed", subjects=[pseud], rule=self._rule("withdrawal"),
                              note=f"{result.count} template(s) removed; rows={_rows(result.row_ids)}; "
-                                  f"receipt {receipt.receipt_id}{_vec_note(result.vectors)}")
+                                  f"receipt {receipt.receipt_id}{_vec_note(result.vectors)}; "
+                                  f"{WITHDRAWN_AT} {int(now.timestamp())}")
             return receipt, None
 
         return self._run(request, [pseud], body)
@@ -709,7 +710,8 @@ class SafeFace:
                 receipt = self._receipt("revoke", subjects, ref, result.row_ids, now, result.vectors)
                 self._append("revoke", "allowed", token_id=ref, subjects=subjects, rule=self._rule("withdrawal"),
                              note=f"{result.count} template(s) removed; rows={_rows(result.row_ids)}; "
-                                  f"receipt {receipt.receipt_id}{_vec_note(result.vectors)}")
+                                  f"receipt {receipt.receipt_id}{_vec_note(result.vectors)}; "
+                                  f"{WITHDRAWN_AT} {int(now.timestamp())}")
             return receipt, None
 
         return self._run(request, [pseud] if pseud else [], body)
@@ -1157,11 +1159,12 @@ class SafeFace:
         bulk = "bulk; " if d.batch else ""
 
         def before_commit(stored: Sequence[Any]) -> None:
+            judged = self._audit.end()  # under the write lock, right after the guard decided again
             for g, part in zip(stored, parts):
                 vis = ("; visible-region template" + (" (masked enrolment)" if g.masked_enrolment else "")
                        if g.masked_template else "")
-                self._record(part, "allowed", [g.pseudonym],
-                             f"{bulk}rows={g.row_id}; expires {g.expires_at.date().isoformat()}{vis}")
+                self._record(part, "allowed", [g.pseudonym], f"{bulk}rows={g.row_id}; expires "
+                             f"{g.expires_at.date().isoformat()}{vis}; {JUDGED_AFTER} {judged}")
 
         with self._gallery.locked():  # the commit mark follows the store's commit before any other write
             stored = self._gallery.add_many(rows, decide=lambda: self._guard.recheck_at_write(d, [s for s, _ in items], now),

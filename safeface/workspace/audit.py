@@ -25,6 +25,7 @@ import datetime as dt
 import hashlib
 import hmac
 import json
+import re
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +39,16 @@ GENESIS = hashlib.sha256(b"safeface-audit-genesis-v1").hexdigest()
 FIELDS = ("seq", "time", "operation", "purpose", "token_id", "basis", "subjects", "decision", "rule", "note")
 PAGE_ROWS = 5000  # entries read at a time by verify()
 _COLUMNS = "seq, time, operation, purpose, token_id, basis, subjects, decision, rule, note, actor"
+# An erasure's or revocation's entry names the time the policy state withdrew at (the SDK's clock,
+# which a demo may set), so the log and the state judge a token's issue time alike.
+WITHDRAWN_AT = "withdrawn at"
+_WITHDRAWN_AT = re.compile(WITHDRAWN_AT + r" ([0-9]+)$")
+
+
+def withdrawal_time(note: Optional[str], time: Any) -> int:
+    """When a withdrawal entry withdrew (Unix seconds): as it names it, else the entry's own time."""
+    m = _WITHDRAWN_AT.search(note or "")
+    return int(m.group(1)) if m else int(dt.datetime.fromisoformat(str(time)).timestamp())
 # NTP may step the clock back a little; more than this is a clock set back (or a forged entry).
 CLOCK_TOLERANCE = dt.timedelta(seconds=2)
 # Longest text kept per field; longer values are cut and marked (see `_bounded`). Notes are
@@ -289,10 +300,10 @@ class AuditLog:
             return True
         if pseudonym is None:
             return False
-        rows = self._t.q("SELECT seq, time FROM {t}entries WHERE operation IN ('erase', 'revoke') AND subjects = ? "
-                         "AND token_id IS NULL AND decision = 'allowed'", (json.dumps([pseudonym]),))
-        for seq, time in rows:
-            if issued_at <= int(dt.datetime.fromisoformat(str(time)).timestamp()):
+        rows = self._t.q("SELECT seq, time, note FROM {t}entries WHERE operation IN ('erase', 'revoke') AND "
+                         "subjects = ? AND token_id IS NULL AND decision = 'allowed'", (json.dumps([pseudonym]),))
+        for seq, time, note in rows:
+            if issued_at <= withdrawal_time(note, time):
                 return True
             # Issued "after" it by its issuer's clock, yet used before it: given before, withdrawn.
             if self._t.q("SELECT 1 FROM {t}entries WHERE token_id = ? AND seq < ? AND decision = 'allowed' AND "

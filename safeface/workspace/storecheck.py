@@ -21,7 +21,6 @@ assessor can compare two checks of the same workspace without seeing any row.
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import hmac
 import re
@@ -32,6 +31,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from ..errors import IntegrityError
 from ..policy.tokens import TokenError, decode_consent, decode_legal_basis
+from .audit import withdrawal_time
 
 _ROWS = re.compile(r"\brows=([0-9,]+)")
 # An identify entry's subjects are its candidates; the note names whose consent let it in.
@@ -81,24 +81,24 @@ class _Log:
     live: set[int] = field(default_factory=set)  # rows the log says are stored now
     removed: set[int] = field(default_factory=set)  # rows the log says were removed
     late: list[str] = field(default_factory=list)  # calls let in under a withdrawn consent
-    enrolled_at: dict[int, int] = field(default_factory=dict)  # row -> seq of its "enroll allowed" entry
-    withdrawals: dict[str, list[tuple[int, str]]] = field(default_factory=dict)  # subject -> [(seq, time)]
+    enrolled_at: dict[int, int] = field(default_factory=dict)  # row -> seq of its judged "enroll" entry
+    withdrawals: dict[str, list[tuple[int, int]]] = field(default_factory=dict)  # subject -> [(seq, when)]
+    first_use: dict[str, int] = field(default_factory=dict)  # token reference -> seq of the first call it let in
 
 
 def _judged(e: Any) -> Optional[int]:
-    """The last entry before the guard judged this call: an enrolment is judged again under the
-    store's write lock, where its entry is written; the others name it (SafeFace._run). None for
-    an entry written before calls named it: not judged here, so no earlier race reads as a hiding."""
-    if e.operation == "enroll":
-        return int(e.seq) - 1
-    m = _JUDGED.search(e.note or "")
-    return int(m.group(1)) if m else None
+    """The last entry before the guard judged this call, as its entry names it (SafeFace._run;
+    an enrolment's, where it is judged again under the store's write lock). The last mention
+    counts: the SDK writes it after any caller text (an export's recipient). None for an entry
+    written before entries named it, under the rules of its day: not judged by these."""
+    found = _JUDGED.findall(e.note or "")
+    return int(found[-1]) if found else None
 
 
 def read_log(entries: Iterable[Any]) -> _Log:
     out = _Log()
     revoked_refs: dict[str, int] = {}  # token reference -> seq of its "revoke" entry
-    first_use: dict[str, int] = {}  # token reference -> seq of the first call it let in
+    first_use = out.first_use
     giver: dict[str, set[str]] = {}  # token reference -> the subject whose consent it is
     for e in entries:
         if e.decision != "allowed":
@@ -125,7 +125,8 @@ def read_log(entries: Iterable[Any]) -> _Log:
         if e.operation == "enroll":
             for row in rows_named(e.note):
                 out.live.add(row)
-                out.enrolled_at[row] = int(e.seq)
+                if _judged(e) is not None:
+                    out.enrolled_at[row] = int(e.seq)
         elif e.operation in REMOVALS or e.operation == UNCOMMITTED:
             gone = rows_named(e.note)
             out.live.difference_update(gone)
@@ -134,7 +135,7 @@ def read_log(entries: Iterable[Any]) -> _Log:
                 revoked_refs.setdefault(str(e.token_id), e.seq)
             elif e.operation in ("erase", "revoke"):
                 for s in e.subjects:
-                    out.withdrawals.setdefault(str(s), []).append((int(e.seq), str(e.time)))
+                    out.withdrawals.setdefault(str(s), []).append((int(e.seq), withdrawal_time(e.note, e.time)))
     return out
 
 
@@ -159,12 +160,13 @@ def _token_problem(row: Any, consent_keys: Mapping[str, Ed25519PublicKey],
     if not hmac.compare_digest(token_ref(tok.token_id), row.token_id):
         return f"row {row.row_id} is filed under another token than the one sealed with it."
     # The guard refuses to enrol a person under a consent or legal basis issued before their
-    # erasure or revocation; a row enrolled so got past a withdrawal hidden from it.
+    # erasure or revocation, or used before it: a row enrolled so got past a withdrawal hidden from it.
     at = log.enrolled_at.get(row.row_id)
-    for seq, time in log.withdrawals.get(str(row.pseudonym), ()):
-        if at is not None and seq < at and tok.issued_at <= int(dt.datetime.fromisoformat(time).timestamp()):
-            return (f"row {row.row_id} was enrolled under a token issued before its subject's withdrawal in entry "
-                    f"{seq}: the withdrawal was hidden from the guard.")
+    used = log.first_use.get(str(row.token_id))
+    for seq, when in log.withdrawals.get(str(row.pseudonym), ()):
+        if at is not None and seq < at and (tok.issued_at <= when or (used is not None and used < seq)):
+            return (f"row {row.row_id} was enrolled under a token issued or used before its subject's withdrawal in "
+                    f"entry {seq}: the withdrawal was hidden from the guard.")
     return None
 
 
