@@ -401,3 +401,22 @@ def test_an_honest_export_to_a_recipient_named_like_a_judging_point_stays_clean(
         sf._gallery.rows_for = rows_for  # type: ignore[method-assign]
         sf.export("alice", "demo", "records office (judged after entry 99999)", token)
         sf.audit_verify()
+
+
+def test_the_withdrawal_time_opens_its_note_so_a_cut_row_list_keeps_it(tmp_path: Path, monkeypatch: Any) -> None:
+    """A subject with very many rows gives an erasure note longer than the log keeps; the cut
+    takes the row list's tail, never the time the policy state withdrew at."""
+    from safeface.workspace import audit as audit_mod
+
+    ws = make_workspace(tmp_path / "ws")
+    token, _ = issued_consent(ws, "alice")
+    with _open(ws) as sf:
+        for _ in range(12):
+            sf.enroll(images() / "obama.jpg", "alice", "demo", token)
+        monkeypatch.setitem(audit_mod.LIMITS, "note", 90)  # as if alice had some 13,000 rows
+        sf.erase("alice")
+        e = sf.audit_entries()[-1]
+        assert "[cut " in (e.note or "") and e.note.startswith("withdrawn at ")
+        at = int(e.note.split(" ")[2].rstrip(";"))
+        assert audit_mod.withdrawal_time(e.note, "2000-01-01T00:00:00+00:00") == at
+    assert audit_mod.withdrawal_time("1 template(s) removed; withdrawn at 5;", "1970-01-01T00:01:40+00:00") == 100

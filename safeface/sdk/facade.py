@@ -673,9 +673,9 @@ class SafeFace:
                 self._state.forget_subject(pseud)
                 receipt = self._receipt("erase", [pseud], None, result.row_ids, now, result.vectors)
                 self._append("erase", "allowed", subjects=[pseud], rule=self._rule("withdrawal"),
-                             note=f"{result.count} template(s) removed; rows={_rows(result.row_ids)}; "
-                                  f"receipt {receipt.receipt_id}{_vec_note(result.vectors)}; "
-                                  f"{WITHDRAWN_AT} {int(now.timestamp())}")
+                             note=f"{WITHDRAWN_AT} {int(now.timestamp())}; {result.count} template(s) removed; "
+                                  f"rows={_rows(result.row_ids)}; receipt {receipt.receipt_id}"
+                                  f"{_vec_note(result.vectors)}")
             return receipt, None
 
         return self._run(request, [pseud], body)
@@ -709,9 +709,9 @@ class SafeFace:
                     subjects = [result.pseudonym] if result.pseudonym else []
                 receipt = self._receipt("revoke", subjects, ref, result.row_ids, now, result.vectors)
                 self._append("revoke", "allowed", token_id=ref, subjects=subjects, rule=self._rule("withdrawal"),
-                             note=f"{result.count} template(s) removed; rows={_rows(result.row_ids)}; "
-                                  f"receipt {receipt.receipt_id}{_vec_note(result.vectors)}; "
-                                  f"{WITHDRAWN_AT} {int(now.timestamp())}")
+                             note=f"{WITHDRAWN_AT} {int(now.timestamp())}; {result.count} template(s) removed; "
+                                  f"rows={_rows(result.row_ids)}; receipt {receipt.receipt_id}"
+                                  f"{_vec_note(result.vectors)}")
             return receipt, None
 
         return self._run(request, [pseud] if pseud else [], body)

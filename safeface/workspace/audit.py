@@ -40,9 +40,10 @@ FIELDS = ("seq", "time", "operation", "purpose", "token_id", "basis", "subjects"
 PAGE_ROWS = 5000  # entries read at a time by verify()
 _COLUMNS = "seq, time, operation, purpose, token_id, basis, subjects, decision, rule, note, actor"
 # An erasure's or revocation's entry names the time the policy state withdrew at (the SDK's clock,
-# which a demo may set), so the log and the state judge a token's issue time alike.
+# which a demo may set), so the log and the state judge a token's issue time alike. It opens the
+# note (which holds no caller text), so a long row list cut at the log's limit never takes it.
 WITHDRAWN_AT = "withdrawn at"
-_WITHDRAWN_AT = re.compile(WITHDRAWN_AT + r" ([0-9]+)$")
+_WITHDRAWN_AT = re.compile("^" + WITHDRAWN_AT + r" ([0-9]+);")
 
 
 def withdrawal_time(note: Optional[str], time: Any) -> int:
