@@ -403,20 +403,28 @@ def test_an_honest_export_to_a_recipient_named_like_a_judging_point_stays_clean(
         sf.audit_verify()
 
 
-def test_the_withdrawal_time_opens_its_note_so_a_cut_row_list_keeps_it(tmp_path: Path, monkeypatch: Any) -> None:
-    """A subject with very many rows gives an erasure note longer than the log keeps; the cut
-    takes the row list's tail, never the time the policy state withdrew at."""
-    from safeface.workspace import audit as audit_mod
+@pytest.mark.parametrize("withdrawal", ["erase-subject", "revoke-token"])
+def test_a_withdrawal_of_many_rows_is_recorded_in_parts_the_audit_reads_whole(tmp_path: Path, monkeypatch: Any,
+                                                                             withdrawal: str) -> None:
+    """A subject with very many rows (some 9,000 would overflow one note, whose row list the log
+    would cut): the removal is recorded in parts, each naming its rows and the time the policy
+    state withdrew at, so the audit finds every row removed and the withdrawal whole."""
+    from safeface.sdk import facade
+    from safeface.workspace.audit import withdrawal_time
 
     ws = make_workspace(tmp_path / "ws")
-    token, _ = issued_consent(ws, "alice")
+    token, tok = issued_consent(ws, "alice")
+    monkeypatch.setattr(facade, "PURGE_ENTRY_ROWS", 5)  # as if each part held 5 of alice's 12,000 rows
     with _open(ws) as sf:
         for _ in range(12):
             sf.enroll(images() / "obama.jpg", "alice", "demo", token)
-        monkeypatch.setitem(audit_mod.LIMITS, "note", 90)  # as if alice had some 13,000 rows
-        sf.erase("alice")
-        e = sf.audit_entries()[-1]
-        assert "[cut " in (e.note or "") and e.note.startswith("withdrawn at ")
-        at = int(e.note.split(" ")[2].rstrip(";"))
-        assert audit_mod.withdrawal_time(e.note, "2000-01-01T00:00:00+00:00") == at
-    assert audit_mod.withdrawal_time("1 template(s) removed; withdrawn at 5;", "1970-01-01T00:01:40+00:00") == 100
+        receipt = sf.erase("alice") if withdrawal == "erase-subject" else sf.revoke(token_id=tok.token_id)
+        parts = [e for e in sf.audit_entries() if e.operation in ("erase", "revoke")]
+        assert [e.note.split("; ")[1] for e in parts] == [f"{n} template(s) removed (part {i} of 3)"
+                                                          for i, n in ((1, 5), (2, 5), (3, 2))]
+        assert len({withdrawal_time(e.note, e.time) for e in parts}) == 1 and receipt.templates_removed == 12
+        assert not sf.records("alice")
+        with pytest.raises(PolicyViolation, match="withdrawn"):
+            sf.verify(images() / "obama2.jpg", "alice", "demo", token)
+        sf.audit_verify()
+    assert withdrawal_time("1 template(s) removed; withdrawn at 5;", "1970-01-01T00:01:40+00:00") == 100

@@ -672,10 +672,7 @@ class SafeFace:
                 result = self._gallery.erase_pseudonym(pseud)
                 self._state.forget_subject(pseud)
                 receipt = self._receipt("erase", [pseud], None, result.row_ids, now, result.vectors)
-                self._append("erase", "allowed", subjects=[pseud], rule=self._rule("withdrawal"),
-                             note=f"{WITHDRAWN_AT} {int(now.timestamp())}; {result.count} template(s) removed; "
-                                  f"rows={_rows(result.row_ids)}; receipt {receipt.receipt_id}"
-                                  f"{_vec_note(result.vectors)}")
+                self._removal_entries("erase", None, [pseud], result, receipt, now)
             return receipt, None
 
         return self._run(request, [pseud], body)
@@ -708,13 +705,23 @@ class SafeFace:
                     result = self._gallery.remove_token(str(ref))
                     subjects = [result.pseudonym] if result.pseudonym else []
                 receipt = self._receipt("revoke", subjects, ref, result.row_ids, now, result.vectors)
-                self._append("revoke", "allowed", token_id=ref, subjects=subjects, rule=self._rule("withdrawal"),
-                             note=f"{WITHDRAWN_AT} {int(now.timestamp())}; {result.count} template(s) removed; "
-                                  f"rows={_rows(result.row_ids)}; receipt {receipt.receipt_id}"
-                                  f"{_vec_note(result.vectors)}")
+                self._removal_entries("revoke", ref, subjects, result, receipt, now)
             return receipt, None
 
         return self._run(request, [pseud] if pseud else [], body)
+
+    def _removal_entries(self, op: str, ref: Optional[str], subjects: list[str], result: Any, receipt: Any,
+                         now: dt.datetime) -> None:
+        """The entries of one erasure or revocation: the store check reads the rows each names and
+        a note is bounded, so a removal of many rows is recorded in parts of PURGE_ENTRY_ROWS, each
+        a whole withdrawal entry (the time the policy state withdrew at comes first)."""
+        ids = list(result.row_ids)
+        parts = [ids[i:i + PURGE_ENTRY_ROWS] for i in range(0, len(ids), PURGE_ENTRY_ROWS)] or [[]]
+        for n, part in enumerate(parts, 1):
+            of = f" (part {n} of {len(parts)})" if len(parts) > 1 else ""
+            self._append(op, "allowed", token_id=ref, subjects=subjects, rule=self._rule("withdrawal"),
+                         note=f"{WITHDRAWN_AT} {int(now.timestamp())}; {len(part)} template(s) removed{of}; "
+                              f"rows={_rows(part)}; receipt {receipt.receipt_id}{_vec_note(result.vectors)}")
 
     def _pseudonym_of(self, subject: Optional[str], pseudonym: Optional[str]) -> str:
         if (subject is None) == (pseudonym is None):
