@@ -447,7 +447,7 @@ class SafeFace:
             out = [Candidate(m.pseudonym, float(m.score), r.path in _REGION_PATHS, r.masked_enrolment,
                              r.masked_enrolment and not probe.masked) for m, r in list(best.values())[:top_k]]
             # The entry's subjects are the candidates; whose consent let the call in is named apart,
-            # so the store check judges a withdrawal by that person only (storecheck.expected_rows).
+            # so the store check judges a withdrawal by that person only (storecheck.read_log).
             giver = (f"; {CONSENT_OF} {self.pseudonym(d.consent.subject)}"
                      if d.consent is not None and d.consent.subject else "")
             # Before the candidates' details, which a long list could have cut at the log's limit.

@@ -35,7 +35,6 @@ CREATE TABLE IF NOT EXISTS {ns}.audit_entries (
     basis TEXT, subjects TEXT NOT NULL, decision TEXT NOT NULL, rule TEXT, note TEXT, prev TEXT NOT NULL,
     hash TEXT NOT NULL, actor TEXT);
 CREATE INDEX IF NOT EXISTS audit_entries_operation ON {ns}.audit_entries (operation);
-CREATE INDEX IF NOT EXISTS audit_entries_revoked_tokens ON {ns}.audit_entries (token_id) WHERE operation = 'revoke';
 CREATE INDEX IF NOT EXISTS audit_entries_token ON {ns}.audit_entries (token_id);
 CREATE INDEX IF NOT EXISTS audit_entries_withdrawn_subjects ON {ns}.audit_entries (subjects)
     WHERE operation IN ('erase', 'revoke');

@@ -24,7 +24,7 @@ from .checkpoint import check_checkpoint, make_checkpoint, read_checkpoint
 from ..atomicfile import exclusive_lock, write_new
 from .keys import ASSESSMENT_MAC, derived_key, new_signing_key, receipt_file_problem
 from .paths import WorkspacePaths
-from .session import deployment_name, opened
+from .session import deployment_name, open_audit, opened
 from .storecheck import StoreReport, check_store
 from .trust import TrustedKey, TrustStore, change_trust, read_jwks, write_jwks
 
@@ -170,15 +170,17 @@ def confirm_storage(root: Path, section: Mapping[str, Any], passphrase_file: Opt
     with exclusive_lock(paths.config_lock):
         dep = Deployment.load(paths.config)
         written = {k: v for k, v in dep.section("storage").items() if k != SEAL}
-        if StorageConfig.from_section(written) != StorageConfig.from_section(section):
+        target = StorageConfig.from_section(written)
+        if target != StorageConfig.from_section(section):
             raise ConfigError(f"deployment.json's storage section is {json.dumps(written)}, not what was given "
                               f"({json.dumps(dict(section))}); nothing was sealed. If the file is not what you set "
                               "up, someone else wrote it: restore it before confirming.")
-        if not StorageConfig.from_section(written).server:
+        if not target.server:
             raise ConfigError("this workspace keeps its records locally; there is no server target to confirm.")
-        Deployment.from_dict({**dep.raw, "storage": sealed_storage(keyring, written)}).save(paths.config)
-    with opened(paths, passphrase, passphrase_file) as r:
-        r.audit.append("storage-confirm", "allowed", note=f"storage target confirmed: records "
+        dep = Deployment.from_dict({**dep.raw, "storage": sealed_storage(keyring, written)})
+        dep.save(paths.config)
+    with open_audit(paths, keyring, dep) as log:  # the keyring already open: one scrypt, not two
+        log.append("storage-confirm", "allowed", note=f"storage target confirmed: records "
                        f"{_safe_target(str(written['records']))}, vectors {str(written.get('vectors'))[:200]}")
     return {"confirmed": True, "storage": written}
 

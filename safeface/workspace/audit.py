@@ -41,15 +41,9 @@ PAGE_ROWS = 5000  # entries read at a time by verify()
 _COLUMNS = "seq, time, operation, purpose, token_id, basis, subjects, decision, rule, note, actor"
 # An erasure's or revocation's entry names the time the policy state withdrew at (the SDK's clock,
 # which a demo may set), so the log and the state judge a token's issue time alike. It opens the
-# note (which holds no caller text), so a long row list cut at the log's limit never takes it.
+# note (which holds no caller text); see withdrawal_time.
 WITHDRAWN_AT = "withdrawn at"
 _WITHDRAWN_AT = re.compile("^" + WITHDRAWN_AT + r" ([0-9]+);")
-
-
-def withdrawal_time(note: Optional[str], time: Any) -> int:
-    """When a withdrawal entry withdrew (Unix seconds): as it names it, else the entry's own time."""
-    m = _WITHDRAWN_AT.search(note or "")
-    return int(m.group(1)) if m else int(dt.datetime.fromisoformat(str(time)).timestamp())
 # NTP may step the clock back a little; more than this is a clock set back (or a forged entry).
 CLOCK_TOLERANCE = dt.timedelta(seconds=2)
 # Longest text kept per field; longer values are cut and marked (see `_bounded`). Notes are
@@ -58,6 +52,13 @@ CLOCK_TOLERANCE = dt.timedelta(seconds=2)
 LIMITS = {"operation": 32, "purpose": 128, "token_id": 128, "basis": 256, "decision": 16, "rule": 32,
           "note": 65_536, "subject": 128, "actor": 64}
 MAX_SUBJECTS = 100
+
+
+def withdrawal_time(note: Optional[str], time: Any) -> int:
+    """When a withdrawal entry withdrew (Unix seconds): as it names it, else the entry's own time."""
+    m = _WITHDRAWN_AT.search(note or "")
+    return int(m.group(1)) if m else int(dt.datetime.fromisoformat(str(time)).timestamp())
+
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS entries (
@@ -76,7 +77,6 @@ CREATE TABLE IF NOT EXISTS entries (
     actor TEXT
 );
 CREATE INDEX IF NOT EXISTS entries_operation ON entries (operation);
-CREATE INDEX IF NOT EXISTS entries_revoked_tokens ON entries (token_id) WHERE operation = 'revoke';
 CREATE INDEX IF NOT EXISTS entries_token ON entries (token_id);
 CREATE INDEX IF NOT EXISTS entries_withdrawn_subjects ON entries (subjects) WHERE operation IN ('erase', 'revoke');
 CREATE TABLE IF NOT EXISTS head (
@@ -295,7 +295,8 @@ class AuditLog:
         """Whether the log records the withdrawal of this token: its own revocation, or an erasure
         or revocation of its subject at or after `issued_at` (Unix seconds). The anchored chain
         keeps these when the policy state's tables are restored from an older copy or deleted;
-        both lookups use partial indexes, so a call costs two index probes, not a scan."""
+        both lookups use indexes (token_id; subjects of withdrawals), so a call costs index probes,
+        not a scan."""
         if self._t.q("SELECT 1 FROM {t}entries WHERE operation = 'revoke' AND token_id = ? AND decision = 'allowed' "
                      "LIMIT 1", (token_ref,)):
             return True

@@ -103,6 +103,7 @@ def read_log(entries: Iterable[Any]) -> _Log:
     for e in entries:
         if e.decision != "allowed":
             continue
+        judged = _judged(e)
         if e.operation in USES and e.token_id:
             ref = str(e.token_id)
             first_use.setdefault(ref, e.seq)
@@ -112,7 +113,6 @@ def read_log(entries: Iterable[Any]) -> _Log:
                 giver.setdefault(ref, set()).update(str(s) for s in e.subjects)
             else:
                 giver.setdefault(ref, set()).update(_CONSENT_OF.findall(e.note or ""))
-            judged = _judged(e)
             if judged is not None and revoked_refs.get(ref, judged + 1) <= judged:
                 out.late.append(f"entry {e.seq} ({e.operation}) let in token {ref[:14]}... after its revocation in "
                                 f"entry {revoked_refs[ref]}: the withdrawal was hidden from the guard.")
@@ -125,7 +125,7 @@ def read_log(entries: Iterable[Any]) -> _Log:
         if e.operation == "enroll":
             for row in rows_named(e.note):
                 out.live.add(row)
-                if _judged(e) is not None:
+                if judged is not None:
                     out.enrolled_at[row] = int(e.seq)
         elif e.operation in REMOVALS or e.operation == UNCOMMITTED:
             gone = rows_named(e.note)
