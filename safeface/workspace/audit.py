@@ -405,9 +405,12 @@ class AuditLog:
         """A quick check at open: the signed head exists, is genuine, names the last entry and
         agrees with every anchor. (verify() checks the whole chain.)"""
         anchors = self._read_anchors(self._anchors)
-        heads = self._t.q("SELECT seq, hash, mac FROM {t}head WHERE id = 1")
-        lasts = self._t.q("SELECT seq, hash FROM {t}entries ORDER BY seq DESC LIMIT 1")
-        head, last = (heads[0] if heads else None), (lasts[0] if lasts else None)
+        # One statement, so one snapshot: read apart, another process's append could fall between
+        # the head and the last entry and look like a mismatch.
+        got = self._t.q("SELECT h.seq, h.hash, h.mac, e.seq, e.hash FROM {t}head h LEFT JOIN {t}entries e ON "
+                        "e.seq = (SELECT MAX(seq) FROM {t}entries) WHERE h.id = 1")
+        head = got[0][:3] if got else None
+        last = got[0][3:] if got and got[0][3] is not None else None
         if head is None or last is None:
             raise IntegrityError(f"{self.where} has no signed head or no entries: it was truncated or "
                                  "replaced. Restore it from a backup before processing.")
