@@ -211,6 +211,64 @@ def test_an_identify_under_a_withdrawn_consent_is_named_by_the_audit(tmp_path: P
             sf.audit_verify()
 
 
+_ALL_OPS = ("enroll", "verify", "identify", "transmit")
+
+
+def _enrolled_with_a_spare_consent(tmp_path: Path) -> tuple[Any, str]:
+    """Alice enrolled under one consent, a second one she gave at the same time kept unused."""
+    ws = make_workspace(tmp_path / "ws")
+    first, _ = issued_consent(ws, "alice", operations=_ALL_OPS)
+    unused, _ = issued_consent(ws, "alice", operations=_ALL_OPS)
+    with _open(ws) as sf:
+        sf.enroll(images() / "obama.jpg", "alice", "demo", first)
+    return ws, unused
+
+
+@pytest.mark.parametrize("call", ["identify", "verify", "export"])
+def test_a_consent_issued_before_a_hidden_erasure_and_first_used_after_it_is_named(tmp_path: Path, call: str) -> None:
+    """A second consent alice gave before her erasure, never used before it: the guard refuses it
+    afterwards (issued at or before the withdrawal). With the erasure hidden from the guard (policy
+    state rolled back, the entry changed for one call and put back) the call gets in, and the
+    audit names it by the issue time its entry records."""
+    from safeface import IntegrityError
+
+    img = images()
+    ws, unused = _enrolled_with_a_spare_consent(tmp_path)
+
+    def late(sf: SafeFace) -> None:
+        if call == "identify":
+            sf.identify(img / "obama2.jpg", "demo", unused)
+        elif call == "verify":
+            sf.verify(img / "obama2.jpg", "alice", "demo", unused)
+        else:
+            sf.export("alice", "demo", "auditor", unused)
+        assert sf.audit_entries()[-1].decision == "allowed"
+
+    _erased_then_hidden_for(tmp_path, ws, late)
+    with _open(ws) as sf:
+        with pytest.raises(IntegrityError, match="issued or used before its subject's withdrawal"):
+            sf.audit_verify()
+
+
+def test_a_consent_given_after_an_erasure_never_fails_the_audit(tmp_path: Path) -> None:
+    """The honest counterpart: alice erased, then a consent she gives afterwards (a later second)
+    used for every kind of call; the audit stays clean, and the unused consent from before the
+    erasure is refused live."""
+    img = images()
+    ws, unused = _enrolled_with_a_spare_consent(tmp_path)
+    with _open(ws) as sf:
+        sf.erase("alice")
+        with pytest.raises(PolicyViolation, match="withdrawn|revoked"):
+            sf.identify(img / "obama2.jpg", "demo", unused)
+        time.sleep(1.1)
+        again, _ = issued_consent(ws, "alice", operations=_ALL_OPS)
+        sf.enroll(img / "obama.jpg", "alice", "demo", again)
+        assert sf.verify(img / "obama2.jpg", "alice", "demo", again).match
+        sf.identify(img / "obama2.jpg", "demo", again)
+        sf.export("alice", "demo", "auditor", again)
+        assert sf.audit_verify().entries > 0  # raises IntegrityError on any problem
+
+
 class _HookPipeline(CachedPipeline):
     """The real pipeline; `hook` runs once while a probe is embedded: where a second caller's
     withdrawal lands while this call's image is processed."""

@@ -43,8 +43,8 @@ from ..workspace.paths import WorkspacePaths
 from ..workspace.session import open_apikeys, open_audit, open_state
 from ..workspace.trust import TrustStore, load_trust
 from ..workspace.state import PolicyState
-from ..workspace.storecheck import (CONSENT_OF, COMMITTED, JUDGED_AFTER, UNCOMMITTED, StoreReport, check_store,
-                                    rows_named)
+from ..workspace.storecheck import (CONSENT_OF, COMMITTED, JUDGED_AFTER, TOKEN_ISSUED, UNCOMMITTED, StoreReport,
+                                    check_store, rows_named)
 from .nonces import RecordedNonces, nonce_ref
 from .revocations import RecordedRevocations
 from .results import Candidate, Enrollment, Export, Record, Verification
@@ -1074,6 +1074,9 @@ class SafeFace:
     def _record(self, d: Decision, outcome: str, subjects: Sequence[str], note: Optional[str]) -> None:
         if d.evidence is not None:  # which liveness check let the call in (the check's entry names it too)
             note = f"{note}; liveness {nonce_ref(d.evidence.nonce)}" if note else f"liveness {nonce_ref(d.evidence.nonce)}"
+        if outcome == "allowed" and d.consent is not None:  # last, after any caller text (storecheck._issued)
+            issued = f"{TOKEN_ISSUED} {int(d.consent.issued_at)}"
+            note = f"{note}; {issued}" if note else issued
         self._append(d.operation.value, outcome, purpose=d.purpose.name if d.purpose else None,
                      token_id=d.token_ref, basis=d.basis, subjects=subjects, rule=d.rule, note=note)
 

@@ -39,6 +39,11 @@ CONSENT_OF = "consent of"
 _CONSENT_OF = re.compile(CONSENT_OF + r" ([0-9a-f]{64})\b")
 JUDGED_AFTER = "judged after entry"
 _JUDGED = re.compile(JUDGED_AFTER + r" ([0-9]+)\b")
+# When the consent that let a call in was issued, by its issuer's clock (Unix seconds): the guard
+# refuses a consent issued at or before its subject's withdrawal, so the audit can tell one issued
+# before an erasure and first used after it from a consent given afresh.
+TOKEN_ISSUED = "token issued"
+_ISSUED = re.compile(TOKEN_ISSUED + r" ([0-9]+)\b")
 REMOVALS = ("erase", "revoke", "purge")
 USES = ("enroll", "verify", "identify", "export")  # calls a consent or legal basis lets in
 # Rows an "enroll allowed" entry named whose store transaction never committed (the process
@@ -95,6 +100,13 @@ def _judged(e: Any) -> Optional[int]:
     return int(found[-1]) if found else None
 
 
+def _issued(e: Any) -> Optional[int]:
+    """When the call's consent was issued, as its entry names it (the SDK's mark comes last,
+    after any caller text); None for an entry written before entries named it."""
+    found = _ISSUED.findall(e.note or "")
+    return int(found[-1]) if found else None
+
+
 def read_log(entries: Iterable[Any]) -> _Log:
     out = _Log()
     revoked_refs: dict[str, int] = {}  # token reference -> seq of its "revoke" entry
@@ -117,10 +129,14 @@ def read_log(entries: Iterable[Any]) -> _Log:
                 out.late.append(f"entry {e.seq} ({e.operation}) let in token {ref[:14]}... after its revocation in "
                                 f"entry {revoked_refs[ref]}: the withdrawal was hidden from the guard.")
             elif judged is not None and e.basis == "consent":  # an erasure withdraws consents, not a legal basis
-                after = [w for s in giver[ref] for w, _ in out.withdrawals.get(s, ()) if first_use[ref] < w <= judged]
+                # Withdrawn if used before the withdrawal, or issued at or before it (as the guard
+                # judges: PolicyState.is_revoked, AuditLog.records_withdrawal).
+                issued = _issued(e)
+                after = [w for s in giver[ref] for w, when in out.withdrawals.get(s, ())
+                         if w <= judged and (first_use[ref] < w or (issued is not None and issued <= when))]
                 if after:
-                    out.late.append(f"entry {e.seq} ({e.operation}) let in token {ref[:14]}..., used before its "
-                                    f"subject's withdrawal in entry {max(after)}: the withdrawal was hidden from the "
+                    out.late.append(f"entry {e.seq} ({e.operation}) let in token {ref[:14]}..., issued or used before "
+                                    f"its subject's withdrawal in entry {max(after)}: the withdrawal was hidden from the "
                                     "guard.")
         if e.operation == "enroll":
             for row in rows_named(e.note):
