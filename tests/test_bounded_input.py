@@ -158,7 +158,19 @@ def test_subject_ids_are_normalised_before_pseudonymisation(tmp_path: Path, imgs
         assert sf.erase(" bob").templates_removed == 1
 
 
-@pytest.mark.parametrize("bad", ["", "   ", "bo\x00b", "a\nb", "x\u2028y", "\x1b[31mred", 7, None])
+@pytest.mark.parametrize("variant", ["alice\u200b", "\ufeffalice", "ali\u200dce", "alice\u2060", "al\u00adice"])
+def test_invisible_characters_make_no_second_subject(tmp_path: Path, imgs: Path, variant: str) -> None:
+    """An id that prints as "alice" (a zero-width character, a word joiner, a CSV export's
+    byte-order mark, a soft hyphen) is alice: enrolled under it, an erasure of alice removes it."""
+    ws = make_workspace(tmp_path / "ws")
+    with open_sf(ws) as sf:
+        assert sf.pseudonym(variant) == sf.pseudonym("alice")
+        sf.enroll(imgs / "obama.jpg", variant, "demo", consent(ws, variant))
+        assert sf.erase("alice").templates_removed == 1 and not sf.records("alice")
+
+
+@pytest.mark.parametrize("bad", ["", "   ", "bo\x00b", "a\nb", "x\u2028y", "\x1b[31mred", "\u202eecila",
+                                 "\u200b", 7, None])
 def test_empty_or_control_character_subject_ids_are_invalid(tmp_path: Path, bad: Any) -> None:
     with pytest.raises(InvalidArgument):
         normalize_subject(bad)

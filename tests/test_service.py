@@ -60,7 +60,7 @@ def test_enroll_verify_identify_as_the_key_and_audited_with_its_id(svc: dict[str
     with open_sf(paths) as sf:
         assert any(rec.row_id == row for rec in sf.records())
         e = [x for x in sf.audit_entries() if x.operation == "enroll" and x.decision == "allowed"][-1]
-        assert e.actor == op_id and f"rows={row}" in (e.note or "")
+        assert e.actor.split(" ")[0] == op_id and f"rows={row}" in (e.note or "")
     # Base64 JSON with the token in a header.
     body = {"image_base64": base64.b64encode(svc["obama2"]).decode(), "subject": "alice", "purpose": "demo"}
     r = httpx.post(url + "/v1/verify", json=body, headers={**key_header(op), "X-Consent-Token": token}, timeout=120)
@@ -71,7 +71,7 @@ def test_enroll_verify_identify_as_the_key_and_audited_with_its_id(svc: dict[str
     assert r.status_code == 200 and r.json()["candidates"][0]["subject"] == r.json()["candidates"][0]["subject"]
     assert len(r.json()["candidates"]) == 1 and r.json()["candidates"][0]["path"] == "plain"
     last = entries(paths)[-1]
-    assert (last.operation, last.actor) == ("identify", svc["keys"]["kiosk"].split("_")[1])
+    assert (last.operation, last.actor.split(" ")[0]) == ("identify", svc["keys"]["kiosk"].split("_")[1])
 
 
 def test_missing_or_invalid_key_is_401(svc: dict[str, Any]) -> None:
@@ -95,7 +95,8 @@ def test_role_comes_from_the_key_never_the_request(svc: dict[str, Any]) -> None:
                                                  "message": r.json()["message"]}
     assert "kiosk" in r.json()["message"]
     last = entries(paths)[-1]
-    assert (last.operation, last.decision, last.rule, last.actor) == ("enroll", "refused", "CN-16", kiosk.split("_")[1])
+    assert (last.operation, last.decision, last.rule, last.actor.split(" ")[0]) == ("enroll", "refused", "CN-16",
+                                                                            kiosk.split("_")[1])
     # The auditor may read the evidence but not erase.
     aud = svc["keys"]["auditor"]
     assert httpx.get(url + "/v1/audit/verify", headers=key_header(aud), timeout=120).status_code == 200
@@ -190,6 +191,13 @@ def test_malformed_input_is_422(svc: dict[str, Any]) -> None:
         post_image(url, "/v1/verify", op, b"\xff\xd8 not really a jpeg", subject="a", purpose="demo",
                    consent=consent(svc["paths"], "a")),  # an unreadable image: ImageError
         httpx.post(url + "/v1/consent/revoke", json={}, headers=h),
+        # Nested past the parser's depth (well under the size limit), and numbers JSON has not.
+        httpx.post(url + "/v1/erase", content=b"[" * 100_000 + b"]" * 100_000,
+                   headers={**h, "content-type": "application/json"}),
+        httpx.post(url + "/v1/identify", content=b'{"image_base64": "eHg=", "purpose": "demo", "top_k": Infinity}',
+                   headers={**h, "content-type": "application/json"}),
+        httpx.post(url + "/v1/identify", content=b'{"image_base64": "eHg=", "purpose": "demo", "top_k": 1e999}',
+                   headers={**h, "content-type": "application/json"}),
     ]
     for r in cases:
         assert r.status_code == 422, (r.request.url, r.text)

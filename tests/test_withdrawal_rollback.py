@@ -486,3 +486,135 @@ def test_a_withdrawal_of_many_rows_is_recorded_in_parts_the_audit_reads_whole(tm
             sf.verify(images() / "obama2.jpg", "alice", "demo", token)
         sf.audit_verify()
     assert withdrawal_time("1 template(s) removed; withdrawn at 5;", "1970-01-01T00:01:40+00:00") == 100
+
+
+def _script(db: Path, script: str) -> None:
+    import sqlite3
+
+    con = sqlite3.connect(str(db))
+    con.executescript(script)
+    con.commit()
+    con.close()
+
+
+@pytest.mark.parametrize("moved", ["entries", "entries-and-head"])
+@pytest.mark.parametrize("call", ["verify", "identify", "export"])
+def test_a_log_tail_moved_aside_for_one_call_stops_the_call(tmp_path: Path, call: str, moved: str) -> None:
+    """The policy state rolled back and, for the length of one call, the erasure entry and what
+    follows moved out of the log (and the signed head row put back as it was before them), to be
+    put back unchanged once the call is judged: the call's judging point would move back with
+    them and the audit would take it for an honest call in flight. The head check where a call is
+    judged refuses it: the log no longer matches its signed head, or the head no longer matches
+    the anchor outside the log."""
+    from safeface import IntegrityError
+
+    img = images()
+    ws = make_workspace(tmp_path / "ws")
+    token, _ = issued_consent(ws, "alice", operations=_ALL_OPS)
+    with _open(ws) as sf:
+        sf.enroll(img / "obama.jpg", "alice", "demo", token)
+    shutil.copyfile(ws.policy, tmp_path / "policy-before.db")
+    _script(ws.audit, "CREATE TABLE head_before AS SELECT * FROM head;")
+    with _open(ws) as sf:
+        sf.erase("alice")
+        seq = [e for e in sf.audit_entries() if e.operation == "erase"][-1].seq
+    shutil.copyfile(tmp_path / "policy-before.db", ws.policy)
+    with _open(ws) as sf:
+        n = len(sf.audit_entries())
+        head = "DELETE FROM head; INSERT INTO head SELECT * FROM head_before;" if moved == "entries-and-head" else ""
+        _script(ws.audit, f"CREATE TABLE stash AS SELECT * FROM entries WHERE seq >= {seq}; "
+                f"DELETE FROM entries WHERE seq >= {seq}; CREATE TABLE head_now AS SELECT * FROM head; {head}")
+        with pytest.raises(IntegrityError, match="signed head|anchor"):
+            if call == "verify":
+                sf.verify(img / "obama2.jpg", "alice", "demo", token)
+            elif call == "identify":
+                sf.identify(img / "obama2.jpg", "demo", token)
+            else:
+                sf.export("alice", "demo", "auditor", token)
+        _script(ws.audit, "INSERT INTO entries SELECT * FROM stash; DELETE FROM head; "
+                "INSERT INTO head SELECT * FROM head_now; DROP TABLE stash; DROP TABLE head_now; DROP TABLE head_before;")
+        assert len(sf.audit_entries()) == n  # nothing was let in, nothing recorded
+        with pytest.raises(PolicyViolation, match="withdrawn|erased"):
+            sf.verify(img / "obama2.jpg", "alice", "demo", token)
+
+
+def test_a_consent_in_use_when_its_subject_is_erased_stays_withdrawn_though_its_issuer_runs_ahead(
+        tmp_path: Path) -> None:
+    """No tampering: the consent service's clock runs 60 s ahead (tolerated), so alice's consent
+    looks issued after her erasure. A verify under it is judged before the erasure, which another
+    process makes while the probe is embedded; its entry lands after the erasure's. The consent
+    was in use before the erasure, so it is withdrawn: a use counts where it was judged, for the
+    guard and the audit alike."""
+    import datetime as dt
+
+    img = images()
+    ws = make_workspace(tmp_path / "ws")
+    token, _ = issued_consent(ws, "alice", operations=_ALL_OPS,
+                              now=dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=60))
+    pipe = _HookPipeline()
+    with SafeFace.open(ws.root, PASSPHRASE, pipeline=pipe) as sf, _open(ws) as second:
+        pipe.hook = lambda: second.erase("alice")
+        sf.verify(img / "obama2.jpg", "alice", "demo", token)
+        entries = sf.audit_entries()
+        assert (entries[-1].operation, entries[-2].operation) == ("verify", "erase")
+        with pytest.raises(PolicyViolation, match="withdrawn|erased"):
+            sf.verify(img / "obama2.jpg", "alice", "demo", token)
+        assert sf.audit_verify().entries > 0  # the honest history stays clean
+
+
+def test_a_consent_dated_before_1970_is_judged_by_its_issue_time(tmp_path: Path) -> None:
+    """An issuer clock before 1970 gives a negative issue time, which the entry records as such;
+    with the erasure hidden from the guard for one call, the audit still reads it."""
+    import datetime as dt
+
+    from safeface import IntegrityError
+
+    img = images()
+    ws = make_workspace(tmp_path / "ws")
+    first, _ = issued_consent(ws, "alice", operations=_ALL_OPS)
+    old, tok = issued_consent(ws, "alice", operations=_ALL_OPS,
+                              now=dt.datetime(1969, 12, 31, 23, 59, tzinfo=dt.timezone.utc), days=365 * 80)
+    assert tok.issued_at < 0
+    with _open(ws) as sf:
+        sf.enroll(img / "obama.jpg", "alice", "demo", first)
+    _erased_then_hidden_for(tmp_path, ws, lambda sf: sf.verify(img / "obama2.jpg", "alice", "demo", old))
+    with _open(ws) as sf:
+        with pytest.raises(IntegrityError, match="issued or used before its subject's withdrawal"):
+            sf.audit_verify()
+
+
+def test_a_legal_basis_reenrolment_past_a_hidden_erasure_stays_named_after_its_row_is_gone(tmp_path: Path) -> None:
+    """The row enrolled under a legal basis issued before a hidden erasure is named while it is
+    stored (above); its entry is named too, so the evidence outlives the row (here removed by
+    revoking the legal basis)."""
+    from safeface import IntegrityError
+    from policy_support import issued_legal_basis
+
+    img = images()
+    ws = make_workspace(tmp_path / "ws")
+    lb, lbt = issued_legal_basis(ws, operations=["enroll", "identify"])
+    with _open(ws) as sf:
+        sf.enroll(img / "obama.jpg", "alice", "demo", legal_basis=lb)
+    _erased_then_hidden_for(tmp_path, ws, lambda sf: sf.enroll(img / "obama.jpg", "alice", "demo", legal_basis=lb))
+    with _open(ws) as sf:
+        sf.revoke(token_id=lbt.token_id)
+        assert not sf.records("alice")
+        with pytest.raises(IntegrityError, match="withdrawal was hidden"):
+            sf.audit_verify()
+
+
+def test_one_legal_basis_for_many_people_never_fails_the_audit_when_one_is_erased(tmp_path: Path) -> None:
+    """The honest counterpart: a legal basis enrols alice and bob; alice is erased; bob's next
+    enrolment and identify under the same legal basis go on, and the audit stays clean."""
+    from policy_support import issued_legal_basis
+
+    img = images()
+    ws = make_workspace(tmp_path / "ws")
+    lb, _ = issued_legal_basis(ws, operations=["enroll", "identify"])
+    with _open(ws) as sf:
+        sf.enroll(img / "obama.jpg", "alice", "demo", legal_basis=lb)
+        sf.enroll(img / "biden.jpg", "bob", "demo", legal_basis=lb)
+        sf.erase("alice")
+        sf.enroll(img / "biden.jpg", "bob", "demo", legal_basis=lb)
+        sf.identify(img / "obama2.jpg", "demo", legal_basis=lb)
+        assert sf.audit_verify().entries > 0

@@ -14,6 +14,7 @@ namespace hands out a store, and a row written behind this object is named by `a
 from __future__ import annotations
 
 import copy
+import dataclasses
 import datetime as dt
 import hashlib
 import re
@@ -44,7 +45,7 @@ from ..workspace.session import open_apikeys, open_audit, open_state
 from ..workspace.trust import TrustStore, load_trust
 from ..workspace.state import PolicyState
 from ..workspace.storecheck import (CONSENT_OF, COMMITTED, JUDGED_AFTER, TOKEN_ISSUED, UNCOMMITTED, StoreReport,
-                                    check_store, rows_named)
+                                    check_store, key_actor, key_revoked_note, rows_named)
 from .nonces import RecordedNonces, nonce_ref
 from .revocations import RecordedRevocations
 from .results import Candidate, Enrollment, Export, Record, Verification
@@ -103,9 +104,6 @@ class _Note:
 
 
 
-def _key_revoked(key_id: str) -> str:
-    """The audit note of a key's revocation, which authentication looks for."""
-    return f"API key {key_id} revoked"
 
 class SafeFace:
     """Open a workspace with :meth:`open`; close it (or use ``with``) when done."""
@@ -247,6 +245,12 @@ class SafeFace:
         view = copy.copy(root)
         view._role, view._actor, view._is_view = role, actor[:64], True
         return view
+
+    def acting_as_key(self, key: ApiKey) -> "SafeFace":
+        """A view acting as an authenticated API key (see :meth:`authenticate`): its role, and
+        entries that name the key with the point of the log at which it was found unrevoked, so
+        `audit verify` tells a use after a hidden revocation from a call in flight during one."""
+        return self.acting_as(key.role, key_actor(key.key_id, key.checked_after))
 
     @property
     def role(self) -> str:
@@ -879,7 +883,7 @@ class SafeFace:
 
         def body(d: Decision) -> tuple[ApiKey, _Note]:
             info = self._apikeys.revoke(str(key_id), request.now)
-            return info, _Note([], _key_revoked(info.key_id))
+            return info, _Note([], key_revoked_note(info.key_id))
 
         return self._run(request, [], body)
 
@@ -900,18 +904,24 @@ class SafeFace:
         info, value = self._apikeys.open_session(api_key, self._clock())  # authenticates the key
         return self._not_revoked(info), value
 
+    def end_session(self, value: Optional[str]) -> bool:
+        """End a console session (logout), so that a copy of its cookie opens nothing more."""
+        return self._apikeys.end_session(value, self._clock())
+
     def session(self, value: Optional[str]) -> ApiKey:
         """The key behind a console session; AuthenticationError once it or its key has ended."""
         return self._not_revoked(self._apikeys.session(value, self._clock()))
 
     def _not_revoked(self, info: ApiKey) -> ApiKey:
         # Revoking clears the key's digest, but a key table restored from an older copy brings it
-        # back; the anchored audit chain still records the revocation.
-        if self._audit.records(Operation.APIKEY.value, _key_revoked(info.key_id)):
+        # back; the anchored audit chain still records the revocation. The log's end is read
+        # first: a revocation at or before it was in the log when the key was checked.
+        point = self._audit.end()
+        if self._audit.records(Operation.APIKEY.value, key_revoked_note(info.key_id)):
             raise AuthenticationError(f"the API key {info.key_id} was revoked (the audit log records it), though the "
                                       "key table lists it as live: that table looks restored from an older copy. "
                                       "Issue a new key; check who restored the table.")
-        return info
+        return dataclasses.replace(info, checked_after=point)
 
     def csrf_token(self, session: str) -> str:
         return self._apikeys.csrf_token(session)
@@ -1074,8 +1084,8 @@ class SafeFace:
     def _record(self, d: Decision, outcome: str, subjects: Sequence[str], note: Optional[str]) -> None:
         if d.evidence is not None:  # which liveness check let the call in (the check's entry names it too)
             note = f"{note}; liveness {nonce_ref(d.evidence.nonce)}" if note else f"liveness {nonce_ref(d.evidence.nonce)}"
-        if outcome == "allowed" and d.consent is not None:  # last, after any caller text (storecheck._issued)
-            issued = f"{TOKEN_ISSUED} {int(d.consent.issued_at)}"
+        if outcome == "allowed" and d.token is not None:  # last, after any caller text (storecheck._issued)
+            issued = f"{TOKEN_ISSUED} {int(d.token.issued_at)}"
             note = f"{note}; {issued}" if note else issued
         self._append(d.operation.value, outcome, purpose=d.purpose.name if d.purpose else None,
                      token_id=d.token_ref, basis=d.basis, subjects=subjects, rule=d.rule, note=note)
@@ -1090,7 +1100,9 @@ class SafeFace:
                 # Read before judging: a withdrawal whose entry is at or before this point had
                 # changed the policy state already, so the store check can tell a call judged
                 # before a withdrawal (and recorded after it) from one let in despite it.
-                judged = self._audit.end() if request.operation in _JUDGED_AHEAD else None
+                # The head check, not the last row alone: entries moved out of the log for the
+                # length of this call would otherwise move its judging point back with them.
+                judged = self._audit.check_head() if request.operation in _JUDGED_AHEAD else None
                 decision = self._guard.authorize(request)
         except PolicyViolation as exc:
             self._refused(request, subjects, exc)

@@ -103,9 +103,10 @@ async def read_call(request: Request, image: bool) -> Call:
     if ctype == "application/json" or (ctype == "" and not image):
         raw = await request.body()
         try:
-            body = json.loads(raw) if raw else {}
-        except ValueError:
-            raise InvalidArgument("the body is not valid JSON.") from None
+            body = json.loads(raw, parse_constant=_no_constant) if raw else {}
+        except (ValueError, RecursionError):  # RecursionError: arrays nested past the parser's depth
+            raise InvalidArgument("the body is not valid JSON (NaN, Infinity and deeply nested values are "
+                                  "refused).") from None
         if not isinstance(body, dict):
             raise InvalidArgument("the JSON body must be an object.")
         data = None
@@ -131,7 +132,7 @@ def build_router(rt: Runtime) -> APIRouter:
         return info
 
     def as_(info: ApiKey, sf: Any) -> Any:
-        return sf.acting_as(info.role, info.key_id)
+        return sf.acting_as_key(info)
 
     @router.post("/enroll", openapi_extra=_IMAGE_BODY, summary="Enrol a face (stored and audited before 200)")
     async def enroll(request: Request, info: ApiKey = Depends(caller)) -> dict[str, Any]:
@@ -261,8 +262,13 @@ def metrics_route(rt: Runtime) -> Any:
     return metrics
 
 
+def _no_constant(name: str) -> Any:
+    """NaN and Infinity are not JSON (RFC 8259), though Python's parser takes them."""
+    raise ValueError(f"{name} is not a JSON value")
+
+
 def _int(v: Any, name: str) -> int:
     try:
         return int(v)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise InvalidArgument(f"{name} must be an integer.") from None

@@ -70,7 +70,7 @@ def build_console(rt: Runtime) -> APIRouter:
             key: ApiKey = rt.light(lambda sf: sf.session(cookie))
         except AuthenticationError:
             return None
-        if not rt.light(lambda sf: sf.acting_as(key.role, key.key_id).may("report")):
+        if not rt.light(lambda sf: sf.acting_as_key(key).may("report")):
             return None
         return Session(key, str(cookie), rt.light(lambda sf: sf.csrf_token(cookie)))
 
@@ -89,7 +89,7 @@ def build_console(rt: Runtime) -> APIRouter:
         if s is None:
             return None, to_login()
         try:
-            return s, await rt.call(lambda sf: fn(sf.acting_as(s.key.role, s.key.key_id)))
+            return s, await rt.call(lambda sf: fn(sf.acting_as_key(s.key)))
         except PolicyViolation as exc:
             return s, page("Refused", f"<p class='bad'>Refused by rule {_e(exc.rule)}: {_e(exc.message)}</p>", s, 403)
 
@@ -119,7 +119,7 @@ def build_console(rt: Runtime) -> APIRouter:
             key, cookie = rt.light(lambda sf: sf.open_session(str(form.get("api_key") or "").strip()))
         except AuthenticationError:
             return RedirectResponse("/login?error=That+API+key+is+not+valid.", status_code=303)
-        if not rt.light(lambda sf: sf.acting_as(key.role, key.key_id).may("report")):
+        if not rt.light(lambda sf: sf.acting_as_key(key).may("report")):
             return RedirectResponse("/login?error=That+key%27s+role+may+not+use+the+console.", status_code=303)
         resp = RedirectResponse("/audit", status_code=303)
         resp.set_cookie(SESSION, cookie, httponly=True, samesite="strict", secure=secure, max_age=SESSION_SECONDS)
@@ -128,6 +128,8 @@ def build_console(rt: Runtime) -> APIRouter:
 
     @router.post("/logout")
     async def logout(request: Request) -> Response:
+        cookie = request.cookies.get(SESSION)
+        rt.light(lambda sf: sf.end_session(cookie))  # ended on the server, not only in this browser
         resp = to_login()
         resp.delete_cookie(SESSION)
         return resp

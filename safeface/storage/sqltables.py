@@ -56,7 +56,8 @@ CREATE TABLE IF NOT EXISTS {ns}.state_challenges (nonce TEXT PRIMARY KEY, steps 
 PG_SERVICE = """
 CREATE TABLE IF NOT EXISTS {ns}.service_apikeys (key_id TEXT PRIMARY KEY, role TEXT NOT NULL, label TEXT NOT NULL,
                                                  created TEXT NOT NULL, expires TEXT, rate DOUBLE PRECISION NOT NULL,
-                                                 revoked TEXT, digest TEXT NOT NULL)
+                                                 revoked TEXT, digest TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS {ns}.service_ended_sessions (session TEXT PRIMARY KEY, until BIGINT NOT NULL)
 """
 PG_META = "CREATE TABLE IF NOT EXISTS {ns}.workspace_meta (k TEXT PRIMARY KEY, v TEXT NOT NULL)"
 

@@ -22,7 +22,7 @@ import hashlib
 import hmac
 import re
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Union
 
@@ -47,11 +47,19 @@ CREATE TABLE IF NOT EXISTS apikeys (
     revoked TEXT,
     digest TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS ended_sessions (session TEXT PRIMARY KEY, until INTEGER NOT NULL);
 """
+# Console sessions ended at logout before their time (a SHA-256 of the cookie; kept until it
+# would have expired). Also created on a PostgreSQL store moved there before logout ended them.
+_ENDED = "CREATE TABLE IF NOT EXISTS {t}ended_sessions (session TEXT PRIMARY KEY, until BIGINT NOT NULL)"
 
 
 def _described(r: Any) -> "ApiKey":
     return ApiKey(str(r[0]), str(r[1]), str(r[2]), str(r[3]), r[4], float(r[5]), r[6])
+
+
+def _session_ref(cookie: str) -> str:
+    return hashlib.sha256(b"safeface console session|" + cookie.encode("utf-8")).hexdigest()
 
 
 def hashing_key(pseudonym_key: bytes) -> bytes:
@@ -70,6 +78,9 @@ class ApiKey:
     expires: Optional[str]  # ISO date: the key works until the end of that day (UTC)
     rate: float
     revoked: Optional[str]
+    # The audit log's last entry when this key was found unrevoked there (SafeFace._not_revoked):
+    # each entry made under the key names it, so a use after the revocation is told from one in flight.
+    checked_after: Optional[int] = field(default=None, compare=False)
 
     def expired(self, now: dt.datetime) -> bool:
         return self.expires is not None and now.date() > dt.date.fromisoformat(self.expires)
@@ -88,6 +99,8 @@ class ApiKeys:
     def __init__(self, where: Union[Path, str, Any], key: bytes) -> None:
         self._key = key
         self._t = SqliteTables(Path(where), "API key store", _SCHEMA) if isinstance(where, (str, Path)) else where
+        if getattr(self._t, "dialect", None) == "postgresql":
+            self._t.run(_ENDED)
 
     def close(self) -> None:
         self._t.close()
@@ -99,6 +112,7 @@ class ApiKeys:
     def move_to(self, where: Any) -> None:
         old, self._t = self._t, where
         old.close()
+        self._t.run(_ENDED)
 
     def _digest(self, key_id: str, role: str, expires: Optional[str], rate: float, secret: str) -> str:
         msg = f"safeface-apikey|{key_id}|{role}|{expires or ''}|{rate!r}|{secret}".encode("utf-8")
@@ -183,11 +197,26 @@ class ApiKeys:
             raise AuthenticationError("no valid console session (or its key was changed); log in with an API key.")
         if int(m.group(2)) < now.timestamp():
             raise AuthenticationError("the console session expired; log in again.")
+        if self._t.q("SELECT 1 FROM {t}ended_sessions WHERE session = ?", (_session_ref(str(cookie)),)):
+            raise AuthenticationError("the console session was ended (logged out); log in again.")
         if not rows[0][7]:
             raise AuthenticationError("the API key behind this session was revoked; log in again.")
         if info.expired(now):
             raise AuthenticationError(f"the API key behind this session expired on {info.expires}.")
         return info
+
+    def end_session(self, cookie: Optional[str], now: dt.datetime) -> bool:
+        """End a console session before its time (logout): a copy of the cookie opens nothing
+        afterwards. False when the value is no session (nothing to end)."""
+        m = _SESSION.match(cookie or "")
+        if m is None:
+            return False
+        ts = int(now.timestamp())
+        with self._t.write():
+            self._t.run("DELETE FROM {t}ended_sessions WHERE until < ?", (ts,))
+            self._t.run("INSERT INTO {t}ended_sessions VALUES (?, ?) ON CONFLICT DO NOTHING",
+                        (_session_ref(str(cookie)), max(int(m.group(2)), ts)))
+        return True
 
     def csrf_token(self, cookie: str) -> str:
         return self._mac("csrf", cookie)[:40]

@@ -54,6 +54,19 @@ LIMITS = {"operation": 32, "purpose": 128, "token_id": 128, "basis": 256, "decis
 MAX_SUBJECTS = 100
 
 
+# A call's entry names the last entry before the guard judged it (see SafeFace._run); the SDK
+# writes it after any caller text, so the last mention counts. Entries an earlier safeface wrote
+# name none.
+JUDGED_AFTER = "judged after entry"
+_JUDGED = re.compile(JUDGED_AFTER + r" ([0-9]+)\b")
+
+
+def judged_after(note: Optional[str]) -> Optional[int]:
+    """The judging point an entry's note names, or None."""
+    found = _JUDGED.findall(note or "")
+    return int(found[-1]) if found else None
+
+
 def withdrawal_time(note: Optional[str], time: Any) -> int:
     """When a withdrawal entry withdrew (Unix seconds): as it names it, else the entry's own time."""
     m = _WITHDRAWN_AT.search(note or "")
@@ -308,8 +321,12 @@ class AuditLog:
             if issued_at <= withdrawal_time(note, time):
                 return True
             # Issued "after" it by its issuer's clock, yet used before it: given before, withdrawn.
-            if self._t.q("SELECT 1 FROM {t}entries WHERE token_id = ? AND seq < ? AND decision = 'allowed' AND "
-                         "operation IN ('enroll', 'verify', 'identify', 'export') LIMIT 1", (token_ref, int(seq))):
+            # A use counts where it was judged: a call judged before the withdrawal may be recorded
+            # after it (its work ended later), so the first uses are read with their judging points.
+            uses = self._t.q("SELECT seq, note FROM {t}entries WHERE token_id = ? AND decision = 'allowed' AND "
+                             "operation IN ('enroll', 'verify', 'identify', 'export') ORDER BY seq LIMIT 32",
+                             (token_ref,))
+            if any(min(int(s), judged_after(n) or int(s)) < int(seq) for s, n in uses):
                 return True
         return False
 
@@ -365,6 +382,7 @@ class AuditLog:
         """Check the whole chain, the signed head and every anchor; raise IntegrityError at the
         first break."""
         anchors = self._read_anchors(self._anchors)
+        self._check_file()
         # Only the hashes the anchors name are kept: the chain is read in pages, so memory stays
         # flat however long the log grows.
         wanted = {v.seq for _, v in anchors if v is not None}
@@ -401,9 +419,26 @@ class AuditLog:
         return AuditReport(entries=n, head_seq=int(head[0]), head_hash=prev,
                            anchors=tuple(a.name for a, _ in anchors))
 
-    def check_head(self) -> None:
-        """A quick check at open: the signed head exists, is genuine, names the last entry and
-        agrees with every anchor. (verify() checks the whole chain.)"""
+    def _check_file(self) -> None:
+        """SQLite's own integrity check: the chain is read from the table, but the guard's lookups
+        (a revocation, an erasure) go through its indexes, which someone who edits the file's
+        schema can make skip an entry. (A PostgreSQL server's files are its operator's.)"""
+        if getattr(self._t, "dialect", None) != "sqlite":
+            return
+        try:
+            got = [str(r[0]) for r in self._t.q("PRAGMA integrity_check(20)")]
+        except self._t.read_errors() as exc:
+            raise IntegrityError(f"{self.where} cannot be read ({exc}).") from None
+        if got != ["ok"]:
+            raise IntegrityError(f"{self.where} fails SQLite's integrity check ({'; '.join(got)[:300]}): its indexes "
+                                 "no longer match its entries, which can hide an entry (a revocation, an erasure) "
+                                 "from the guard. The file was edited or damaged: restore it from a backup.")
+
+    def check_head(self) -> int:
+        """A quick check at open, and where a call is judged: the signed head exists, is genuine,
+        names the last entry and agrees with every anchor; returns the last entry's seq. (verify()
+        checks the whole chain.) Entries moved out of the log for a while, to hide a withdrawal
+        from the guard, fail here unless the head and the anchors are rolled back with them."""
         anchors = self._read_anchors(self._anchors)
         # One statement, so one snapshot: read apart, another process's append could fall between
         # the head and the last entry and look like a mismatch.
@@ -420,6 +455,7 @@ class AuditLog:
                                  "verify` and restore it from a backup.")
         for anchor, value in anchors:
             check_anchor(anchor, value, int(last[0]), self.hash_at)
+        return int(last[0])
 
     def counts(self) -> dict[str, Any]:
         """Totals for the report: by operation and decision, refusals by rule."""

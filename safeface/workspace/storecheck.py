@@ -31,19 +31,33 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from ..errors import IntegrityError
 from ..policy.tokens import TokenError, decode_consent, decode_legal_basis
-from .audit import withdrawal_time
+from .audit import JUDGED_AFTER, judged_after, withdrawal_time
 
 _ROWS = re.compile(r"\brows=([0-9,]+)")
 # An identify entry's subjects are its candidates; the note names whose consent let it in.
 CONSENT_OF = "consent of"
 _CONSENT_OF = re.compile(CONSENT_OF + r" ([0-9a-f]{64})\b")
-JUDGED_AFTER = "judged after entry"
-_JUDGED = re.compile(JUDGED_AFTER + r" ([0-9]+)\b")
 # When the consent that let a call in was issued, by its issuer's clock (Unix seconds): the guard
 # refuses a consent issued at or before its subject's withdrawal, so the audit can tell one issued
 # before an erasure and first used after it from a consent given afresh.
 TOKEN_ISSUED = "token issued"
-_ISSUED = re.compile(TOKEN_ISSUED + r" ([0-9]+)\b")
+_ISSUED = re.compile(TOKEN_ISSUED + r" (-?[0-9]+)\b")  # an issuer may date a token before 1970
+# A service key's revocation (the note authentication looks for, exactly), and the actor of an
+# entry made under a key: its id and the last entry when the key was found unrevoked.
+_KEY_REVOKED = re.compile(r"API key ([0-9a-f]{1,64}) revoked")
+_KEY_ACTOR = re.compile(r"([0-9a-f]{1,64}) \(key checked after entry ([0-9]+)\)")
+
+
+def key_revoked_note(key_id: str) -> str:
+    """The audit note of a key's revocation, which authentication looks for."""
+    return f"API key {key_id} revoked"
+
+
+def key_actor(key_id: str, checked_after: Optional[int]) -> str:
+    """How an entry made under an API key names it (at most 64 characters, the log's limit)."""
+    return key_id if checked_after is None else f"{key_id} (key checked after entry {int(checked_after)})"
+
+
 REMOVALS = ("erase", "revoke", "purge")
 USES = ("enroll", "verify", "identify", "export")  # calls a consent or legal basis lets in
 # Rows an "enroll allowed" entry named whose store transaction never committed (the process
@@ -96,8 +110,7 @@ def _judged(e: Any) -> Optional[int]:
     an enrolment's, where it is judged again under the store's write lock). The last mention
     counts: the SDK writes it after any caller text (an export's recipient). None for an entry
     written before entries named it, under the rules of its day: not judged by these."""
-    found = _JUDGED.findall(e.note or "")
-    return int(found[-1]) if found else None
+    return judged_after(e.note)
 
 
 def _issued(e: Any) -> Optional[int]:
@@ -112,13 +125,25 @@ def read_log(entries: Iterable[Any]) -> _Log:
     revoked_refs: dict[str, int] = {}  # token reference -> seq of its "revoke" entry
     first_use = out.first_use
     giver: dict[str, set[str]] = {}  # token reference -> the subject whose consent it is
+    revoked_keys: dict[str, int] = {}  # API key id -> seq of its revocation
     for e in entries:
+        acted = _KEY_ACTOR.fullmatch(e.actor or "")
+        if acted and revoked_keys.get(acted[1], int(acted[2]) + 1) <= int(acted[2]):
+            out.late.append(f"entry {e.seq} ({e.operation}) was made under API key {acted[1]}, found unrevoked after "
+                            f"its revocation in entry {revoked_keys[acted[1]]}: the revocation was hidden from the "
+                            "key check.")
         if e.decision != "allowed":
             continue
+        if e.operation == "apikey":
+            revoked = _KEY_REVOKED.fullmatch(e.note or "")
+            if revoked:
+                revoked_keys.setdefault(revoked[1], int(e.seq))
         judged = _judged(e)
         if e.operation in USES and e.token_id:
             ref = str(e.token_id)
-            first_use.setdefault(ref, e.seq)
+            # A use counts where it was judged: one judged before a withdrawal may be recorded after it.
+            point = judged if judged is not None else int(e.seq)
+            first_use[ref] = min(first_use.get(ref, point), point)
             # Enroll, verify and export name the consent's own subject; identify names its
             # candidates, so only the note's "consent of" (or what other calls taught) counts.
             if e.operation != "identify":
@@ -128,11 +153,15 @@ def read_log(entries: Iterable[Any]) -> _Log:
             if judged is not None and revoked_refs.get(ref, judged + 1) <= judged:
                 out.late.append(f"entry {e.seq} ({e.operation}) let in token {ref[:14]}... after its revocation in "
                                 f"entry {revoked_refs[ref]}: the withdrawal was hidden from the guard.")
-            elif judged is not None and e.basis == "consent":  # an erasure withdraws consents, not a legal basis
+            elif judged is not None and (e.basis == "consent" or e.operation == "enroll"):
                 # Withdrawn if used before the withdrawal, or issued at or before it (as the guard
-                # judges: PolicyState.is_revoked, AuditLog.records_withdrawal).
+                # judges: PolicyState.is_revoked, AuditLog.records_withdrawal). An erasure withdraws
+                # consents; a legal basis it does not withdraw, but it enrols no one erased after it
+                # was issued or used (judged for the enrolled subject only: one legal basis may
+                # cover many people).
                 issued = _issued(e)
-                after = [w for s in giver[ref] for w, when in out.withdrawals.get(s, ())
+                whose = giver[ref] if e.basis == "consent" else {str(s) for s in e.subjects}
+                after = [w for s in whose for w, when in out.withdrawals.get(s, ())
                          if w <= judged and (first_use[ref] < w or (issued is not None and issued <= when))]
                 if after:
                     out.late.append(f"entry {e.seq} ({e.operation}) let in token {ref[:14]}..., issued or used before "

@@ -17,24 +17,31 @@ _LABEL = b"safeface pseudonym v1\x00"
 MAX_SUBJECT_CHARS = 256
 # Control characters, line and paragraph separators, unassigned and private-use code points,
 # lone surrogates: never part of a name or an account id, and invisible in a log.
-_REFUSED_CATEGORIES = frozenset({"Cc", "Zl", "Zp", "Cs", "Co", "Cn"})
+_REFUSED_CATEGORIES = frozenset({"Cc", "Zl", "Zp", "Cs", "Co", "Cn", "Cf"})
+# Format characters that show nothing and change no letter: removed, so "alice" with a zero-width
+# space, a word joiner or a byte-order mark (a CSV export's) is alice, not a second subject an
+# erasure of alice would miss. (The joiners shape some scripts' rendering, never the name.) Other
+# format characters (direction overrides, which reorder what a log shows) are refused.
+_INVISIBLE = dict.fromkeys(map(ord, "\u00ad\u180e\u200b\u200c\u200d\u2060\ufeff"))
 
 
 def normalize_subject(subject_id: object) -> str:
     """The subject id as it is pseudonymised: Unicode NFC ("José" typed with a combining accent
     is "José"), leading and trailing white space removed ("bob " is "bob"). Case is kept:
-    ids are the caller's and may be case-sensitive. Raises InvalidArgument for a non-string,
-    an empty id, or one holding control characters."""
+    ids are the caller's and may be case-sensitive; invisible format characters (zero-width
+    space and joiners, word joiner, byte-order mark, soft hyphen) removed. Raises
+    InvalidArgument for a non-string, an empty id, or one holding control or other format
+    characters (direction overrides)."""
     if not isinstance(subject_id, str):
         raise InvalidArgument(f"a subject id must be a string, not {type(subject_id).__name__}.")
-    s = unicodedata.normalize("NFC", subject_id).strip()
+    s = unicodedata.normalize("NFC", subject_id.translate(_INVISIBLE)).strip()
     if not s:
         raise InvalidArgument("a subject id must be a non-empty string (white space alone is empty).")
     if len(s) > MAX_SUBJECT_CHARS:
         raise InvalidArgument(f"a subject id may have at most {MAX_SUBJECT_CHARS} characters, not {len(s)}.")
     bad = [c for c in s if unicodedata.category(c) in _REFUSED_CATEGORIES]
     if bad:
-        raise InvalidArgument(f"a subject id may not contain control or unassigned characters "
+        raise InvalidArgument(f"a subject id may not contain control, format or unassigned characters "
                               f"(found U+{ord(bad[0]):04X}); pass the id as printable text.")
     return s
 
