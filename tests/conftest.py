@@ -47,3 +47,14 @@ def pg() -> Iterator[Any]:
     from server_support import pg_fixture
 
     yield from pg_fixture()
+
+
+@pytest.fixture(scope="session")
+def milvus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """One Milvus Lite server for the session's server-store tests."""
+    from server_support import server_modules, start_milvus
+
+    server_modules()
+    srv = start_milvus(tmp_path_factory.mktemp("milvus") / "data")
+    yield srv
+    srv.stop()

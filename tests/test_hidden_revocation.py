@@ -90,9 +90,19 @@ def test_a_key_revoked_while_its_call_is_in_flight_never_fails_the_audit(tmp_pat
     paths = make_workspace(tmp_path / "ws")
     with open_sf(paths) as sf:
         info, key = sf.issue_api_key("operator", label="gate")
-        view = sf.acting_as_key(sf.authenticate(key))  # checked
-        sf.revoke_api_key(info.key_id)  # another operator revokes it meanwhile
-        view.issue_api_key("kiosk", label="lobby")  # the call let in ends after the revocation
+        view = sf.acting_as_key(sf.authenticate(key))
+        issue = sf._apikeys.issue
+
+        def revoked_meanwhile(*args: object, **kw: object) -> object:
+            sf.revoke_api_key(info.key_id)  # another operator, while the call (judged) does its work
+            return issue(*args, **kw)  # type: ignore[arg-type]
+
+        sf._apikeys.issue = revoked_meanwhile  # type: ignore[method-assign]
+        view.issue_api_key("kiosk", label="lobby")  # judged before the revocation, recorded after it
+        sf._apikeys.issue = issue  # type: ignore[method-assign]
+        assert [e.operation for e in sf.audit_entries()[-2:]] == ["apikey", "apikey"]
+        with pytest.raises(AuthenticationError):  # its next call is refused where it is judged
+            view.issue_api_key("kiosk", label="lobby 2")
         last = sf.audit_entries()[-1]
         assert last.actor is not None and last.actor.startswith(info.key_id + " ")
         with pytest.raises(AuthenticationError):

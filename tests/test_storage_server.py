@@ -10,7 +10,7 @@ import time
 import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import pytest
@@ -29,14 +29,6 @@ from safeface.storage.vectors import MilvusVectors, purpose_set  # noqa: E402
 DIM = 128
 FAST = ScryptParams(n=2**10, r=8, p=1)
 LATER = datetime.now(timezone.utc) + timedelta(days=365)
-
-
-@pytest.fixture(scope="session")
-def milvus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MilvusServer]:
-    server_modules()
-    srv = start_milvus(tmp_path_factory.mktemp("milvus") / "data")
-    yield srv
-    srv.stop()
 
 
 @pytest.fixture

@@ -37,15 +37,15 @@ from ..policy.rules import rule_for
 from ..workspace.apikeys import ApiKey, ApiKeys, hashing_key
 from ..workspace.assessment import (ASSESSMENT_OPERATIONS, assessment_recorded, names_an_assessment, recorded_roles,
                                    seal_holds)
-from ..workspace.audit import WITHDRAWN_AT, AuditEntry, AuditLog, AuditReport
+from ..workspace.audit import JUDGED_AFTER, WITHDRAWN_AT, AuditEntry, AuditLog, AuditReport
 from ..workspace.keys import ASSESSMENT_MAC, derived_key, is_demo, receipt_file_problem
 from ..workspace.passphrase import open_keyring
 from ..workspace.paths import WorkspacePaths
 from ..workspace.session import open_apikeys, open_audit, open_state
 from ..workspace.trust import TrustStore, load_trust
 from ..workspace.state import PolicyState
-from ..workspace.storecheck import (CONSENT_OF, COMMITTED, JUDGED_AFTER, TOKEN_ISSUED, UNCOMMITTED, StoreReport,
-                                    check_store, key_actor, key_revoked_note, rows_named)
+from ..workspace.storecheck import (CONSENT_OF, COMMITTED, TOKEN_ISSUED, UNCOMMITTED, StoreReport, check_store,
+                                    key_actor, key_revoked_note, rows_named)
 from .nonces import RecordedNonces, nonce_ref
 from .revocations import RecordedRevocations
 from .results import Candidate, Enrollment, Export, Record, Verification
@@ -127,6 +127,7 @@ class SafeFace:
         self._state = state
         self._role = role
         self._actor: Optional[str] = None  # the credential acting (an API key id), recorded in each entry
+        self._key: Optional[ApiKey] = None  # the API key a view acts as (acting_as_key), checked again per call
         self._is_view = False
         self._root = self  # a view's state that can change (the deployment read, caches) lives here
         self._pad_cache: Optional[tuple[str, Any]] = None
@@ -210,20 +211,24 @@ class SafeFace:
         older copy after a later enrolment committed, stays a problem. Each store keeps a ceiling
         that commits with its rows (TemplateStore.never_committed)."""
         with self._gallery.locked():
-            pending: set[int] = set()
-            for e in self._audit.newest_first(("enroll", COMMITTED, UNCOMMITTED)):
-                if e.operation != "enroll":
-                    break
-                pending.update(rows_named(e.note))
-            else:
-                return  # no enrolment has written its commit mark yet: nothing can be told apart
-            lost = self._gallery.never_committed(sorted(pending))
-            if not lost:
-                return
-            self._append(UNCOMMITTED, "allowed", note=f"rows={','.join(map(str, lost))}; their enrolment entries "
-                         "were committed but the store's transaction was not (the process stopped between the two "
-                         "commits): nothing was stored, nothing acknowledged")
-            self._gallery.skip_ids(lost[-1])
+            self._settle_locked()
+
+    def _settle_locked(self) -> None:
+        """:meth:`_settle_uncommitted`'s work, its caller holding the store's write lock."""
+        pending: set[int] = set()
+        for e in self._audit.newest_first(("enroll", COMMITTED, UNCOMMITTED)):
+            if e.operation != "enroll":
+                break
+            pending.update(rows_named(e.note))
+        else:
+            return  # no enrolment has written its commit mark yet: nothing can be told apart
+        lost = self._gallery.never_committed(sorted(pending))
+        if not lost:
+            return
+        self._append(UNCOMMITTED, "allowed", note=f"rows={','.join(map(str, lost))}; their enrolment entries "
+                     "were committed but the store's transaction was not (the process stopped between the two "
+                     "commits): nothing was stored, nothing acknowledged")
+        self._gallery.skip_ids(lost[-1])
 
     def close(self) -> None:
         if self._is_view:  # the workspace belongs to the object the view was made from
@@ -243,14 +248,16 @@ class SafeFace:
         root = self._root
         root._pipe()  # loaded now, so that every view shares this pipeline
         view = copy.copy(root)
-        view._role, view._actor, view._is_view = role, actor[:64], True
+        view._role, view._actor, view._is_view, view._key = role, actor[:64], True, None
         return view
 
     def acting_as_key(self, key: ApiKey) -> "SafeFace":
         """A view acting as an authenticated API key (see :meth:`authenticate`): its role, and
         entries that name the key with the point of the log at which it was found unrevoked, so
         `audit verify` tells a use after a hidden revocation from a call in flight during one."""
-        return self.acting_as(key.role, key_actor(key.key_id, key.checked_after))
+        view = self.acting_as(key.role, key_actor(key.key_id, key.checked_after))
+        view._key = key
+        return view
 
     @property
     def role(self) -> str:
@@ -670,13 +677,21 @@ class SafeFace:
         pseud = self._pseudonym_of(subject, pseudonym)
         request = Request(Operation.ERASE, self._role, now)
 
+        # Rows an earlier release filed under another spelling of the same id go too.
+        pseuds = [pseud] + ([p for p in self._gallery.earlier_pseudonyms(subject) if p != pseud]
+                            if subject is not None else [])
+
         def body(d: Decision) -> tuple[ErasureReceipt, None]:
             with self._gallery.locked():
-                self._state.revoke_subject(pseud, now)
-                result = self._gallery.erase_pseudonym(pseud)
-                self._state.forget_subject(pseud)
-                receipt = self._receipt("erase", [pseud], None, result.row_ids, now, result.vectors)
-                self._removal_entries("erase", None, [pseud], result, receipt, now)
+                results = []
+                for p in pseuds:
+                    self._state.revoke_subject(p, now)
+                    results.append(self._gallery.erase_pseudonym(p))
+                    self._state.forget_subject(p)
+                receipt = self._receipt("erase", pseuds, None, [r for res in results for r in res.row_ids], now,
+                                        _vectors(results))
+                for p, res in zip(pseuds, results):  # an entry per pseudonym: the guard looks each up alone
+                    self._removal_entries("erase", None, [p], res, receipt, now)
             return receipt, None
 
         return self._run(request, [pseud], body)
@@ -955,8 +970,12 @@ class SafeFace:
     def verify_store(self) -> StoreReport:
         """Every row explained by the log and carrying a genuinely signed token; every row the
         log says is stored present (workspace/storecheck.py)."""
-        return check_store(self._gallery.rows(), self._audit.entries(), self._trust["consent_issuers"],
-                           self._trust["authorities"], self.token_ref, self._token_key)
+        # Under the store's write lock, which every enrolment, erasure and purge holds around its
+        # entries and its rows: read apart, one landing between the rows and the log looks like a
+        # row deleted behind the guard or restored after its erasure.
+        with self._gallery.locked():
+            return check_store(self._gallery.rows(), self._audit.entries(), self._trust["consent_issuers"],
+                               self._trust["authorities"], self.token_ref, self._token_key)
 
     def report(self, out_dir: Union[str, Path]) -> dict[str, Path]:
         from ..workspace.report import write_report
@@ -1096,13 +1115,24 @@ class SafeFace:
         op = request.operation.value
         try:
             with self._root._judge_lock:
+                if self._key is not None:
+                    # Again where the call is judged: a request's body may arrive long after its
+                    # key was checked, and the key be revoked meanwhile.
+                    self._key = self._not_revoked(self._key)
+                    self._actor = key_actor(self._key.key_id, self._key.checked_after)
                 self._sync_deployment()
                 # Read before judging: a withdrawal whose entry is at or before this point had
                 # changed the policy state already, so the store check can tell a call judged
                 # before a withdrawal (and recorded after it) from one let in despite it.
                 # The head check, not the last row alone: entries moved out of the log for the
                 # length of this call would otherwise move its judging point back with them.
-                judged = self._audit.check_head() if request.operation in _JUDGED_AHEAD else None
+                # Under the log's lock too: threads sharing this handle share its connection, and
+                # one's append (entry, then head, in one transaction) must not be read half-done.
+                if request.operation in _JUDGED_AHEAD:
+                    with self._audit_lock:
+                        judged: Optional[int] = self._audit.check_head()
+                else:
+                    judged = None
                 decision = self._guard.authorize(request)
         except PolicyViolation as exc:
             self._refused(request, subjects, exc)
@@ -1189,6 +1219,12 @@ class SafeFace:
                              f"{g.expires_at.date().isoformat()}{vis}; {JUDGED_AFTER} {judged}")
 
         with self._gallery.locked():  # the commit mark follows the store's commit before any other write
+            # An enrolment killed between its entry's commit and its store's (in another process,
+            # since this one opened) is settled before this one writes: a later row would raise
+            # the store's ceiling past the lost ids, and they would read as deleted behind the guard.
+            if self._audit.newest_seq("enroll") > max(self._audit.newest_seq(COMMITTED),
+                                                       self._audit.newest_seq(UNCOMMITTED)):
+                self._settle_locked()
             stored = self._gallery.add_many(rows, decide=lambda: self._guard.recheck_at_write(d, [s for s, _ in items], now),
                                             before_commit=before_commit)
             self._append(COMMITTED, "allowed", note=f"rows={','.join(str(g.row_id) for g in stored)}; stored")

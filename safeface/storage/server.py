@@ -41,9 +41,9 @@ from ..hazmat.templates.keyring import Keyring
 from ..hazmat.templates.transform import TemplateTransform
 from ..hazmat.templates.sealing import Sealer
 from .rows import (ROW_COLS, Enrollment, Entry, ErasureResult, GalleryRow, Keys, Match, RekeyResult,
-                   check_embedding, check_path, check_text, describe, from_us, initial_meta, iso, keys_from_meta,
-                   moved_expiry, path_template, prepare, protect, pseudonym_of, rekeyed, seal_row, to_us, touched_expiry,
-                   unseal_row, utc_now)
+                   check_embedding, check_path, check_text, describe, earlier_pseudonyms_of, from_us, initial_meta, iso,
+                   keys_from_meta, moved_expiry, path_template, prepare, protect, pseudonym_of, rekeyed, seal_row, to_us,
+                   touched_expiry, unseal_row, utc_now)
 from .vectors import MilvusVectors
 
 NAMESPACE_RE = re.compile(r"^[a-z_][a-z0-9_]{0,40}$")
@@ -256,6 +256,11 @@ class ServerStore:
     def pseudonym(self, subject_id: str) -> str:
         self._require_keys()
         return pseudonym_of(self._keyring, self._pseudonym_version, subject_id)
+
+    def earlier_pseudonyms(self, subject_id: str) -> list[str]:
+        """Pseudonyms an earlier release gave this id, where they differ (pseudonym.earlier_pseudonyms)."""
+        self._require_keys()
+        return earlier_pseudonyms_of(self._keyring, self._pseudonym_version, subject_id)
 
     def locked(self) -> AbstractContextManager[None]:
         """The write lock (threads, processes and machines) that every write of this store holds."""

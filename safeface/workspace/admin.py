@@ -9,7 +9,7 @@ import datetime as dt
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 from ..errors import ConfigError, IntegrityError, InvalidArgument, PolicyViolation
 from ..hazmat.templates.pseudonym import token_pseudonym
@@ -222,29 +222,31 @@ def audit_verify(root: Path, passphrase_file: Optional[Path] = None, *, checkpoi
         seen = tuple(check_checkpoint(d, public, deployment=name, log_end=report.entries, hash_at=r.audit.hash_at)
                      for d in docs)
         published = receipt_file_problem(paths, public_key_text(public))
-        rows = _store_rows(paths, r)
         trusted = store.for_guard()
         token_key = r.keyring.key("pseudonym")
-        checked = check_store(rows, r.audit.entries(), trusted["consent_issuers"], trusted["authorities"],
-                              lambda token_id: token_pseudonym(token_key, token_id), token_key)
+        checked = _store_rows(paths, r, lambda rows: check_store(
+            rows, r.audit.entries(), trusted["consent_issuers"], trusted["authorities"],
+            lambda token_id: token_pseudonym(token_key, token_id), token_key))
     checked.raise_for_problems()
     if published is not None:
         raise IntegrityError(published)
     return AuditStatus(report, len(store.active()), seen, checked)
 
 
-def _store_rows(paths: WorkspacePaths, r: Any) -> list[Any]:
-    """Every stored row's description; none if the store file is gone (the check then names
-    every row the log says is stored as missing). The store deployment.json names: the local
-    gallery, or the PostgreSQL record store."""
+def _store_rows(paths: WorkspacePaths, r: Any, check: Callable[[list[Any]], StoreReport]) -> StoreReport:
+    """`check` of every stored row's description, under the store's write lock (an enrolment,
+    erasure or purge in another process writes its entries and rows under it, so the rows and the
+    log `check` reads agree); of none if the store file is gone (the check then names every row
+    the log says is stored as missing). The store deployment.json names: the local gallery, or
+    the PostgreSQL record store."""
     from ..storage.factory import StorageConfig, open_store
 
     cfg = StorageConfig.from_section(r.deployment.section("storage"))
     if not cfg.server and not paths.gallery.is_file():
-        return []
+        return check([])
     dim = int(r.deployment.section("matching").get("dim") or 128)
-    with open_store(cfg, paths.root, paths.gallery, r.keyring, dim) as store:
-        return list(store.rows())
+    with open_store(cfg, paths.root, paths.gallery, r.keyring, dim) as store, store.locked():
+        return check(list(store.rows()))
 
 
 def audit_checkpoint(root: Path, out: Path, passphrase_file: Optional[Path] = None) -> dict[str, Any]:

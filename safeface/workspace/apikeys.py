@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Union
 
-from ..errors import AuthenticationError, InvalidArgument
+from ..errors import AuthenticationError, ConfigError, IntegrityError, InvalidArgument
 from ..storage.sqltables import SqliteTables
 
 PREFIX = "sfk"
@@ -50,7 +50,8 @@ CREATE TABLE IF NOT EXISTS apikeys (
 CREATE TABLE IF NOT EXISTS ended_sessions (session TEXT PRIMARY KEY, until INTEGER NOT NULL);
 """
 # Console sessions ended at logout before their time (a SHA-256 of the cookie; kept until it
-# would have expired). Also created on a PostgreSQL store moved there before logout ended them.
+# would have expired). A PostgreSQL store moved there by an earlier safeface lacks the table: the
+# first logout creates it (ApiKeys._ended_table).
 _ENDED = "CREATE TABLE IF NOT EXISTS {t}ended_sessions (session TEXT PRIMARY KEY, until BIGINT NOT NULL)"
 
 
@@ -99,8 +100,7 @@ class ApiKeys:
     def __init__(self, where: Union[Path, str, Any], key: bytes) -> None:
         self._key = key
         self._t = SqliteTables(Path(where), "API key store", _SCHEMA) if isinstance(where, (str, Path)) else where
-        if getattr(self._t, "dialect", None) == "postgresql":
-            self._t.run(_ENDED)
+        self._ended = getattr(self._t, "dialect", None) != "postgresql"  # whether the table is known to exist
 
     def close(self) -> None:
         self._t.close()
@@ -112,7 +112,7 @@ class ApiKeys:
     def move_to(self, where: Any) -> None:
         old, self._t = self._t, where
         old.close()
-        self._t.run(_ENDED)
+        self._ended = False
 
     def _digest(self, key_id: str, role: str, expires: Optional[str], rate: float, secret: str) -> str:
         msg = f"safeface-apikey|{key_id}|{role}|{expires or ''}|{rate!r}|{secret}".encode("utf-8")
@@ -197,7 +197,8 @@ class ApiKeys:
             raise AuthenticationError("no valid console session (or its key was changed); log in with an API key.")
         if int(m.group(2)) < now.timestamp():
             raise AuthenticationError("the console session expired; log in again.")
-        if self._t.q("SELECT 1 FROM {t}ended_sessions WHERE session = ?", (_session_ref(str(cookie)),)):
+        if self._ended_table(create=False) and self._t.q("SELECT 1 FROM {t}ended_sessions WHERE session = ?",
+                                                         (_session_ref(str(cookie)),)):
             raise AuthenticationError("the console session was ended (logged out); log in again.")
         if not rows[0][7]:
             raise AuthenticationError("the API key behind this session was revoked; log in again.")
@@ -207,16 +208,36 @@ class ApiKeys:
 
     def end_session(self, cookie: Optional[str], now: dt.datetime) -> bool:
         """End a console session before its time (logout): a copy of the cookie opens nothing
-        afterwards. False when the value is no session (nothing to end)."""
-        m = _SESSION.match(cookie or "")
-        if m is None:
+        afterwards. Only a live session is recorded, until its own end (8 hours at most), so the
+        table holds no more than the sessions opened in that time; False when there was none."""
+        try:
+            self.session(cookie, now)
+        except AuthenticationError:
             return False
-        ts = int(now.timestamp())
+        until = int(str(cookie).split(".")[1])
+        self._ended_table(create=True)
         with self._t.write():
-            self._t.run("DELETE FROM {t}ended_sessions WHERE until < ?", (ts,))
+            self._t.run("DELETE FROM {t}ended_sessions WHERE until < ?", (int(now.timestamp()),))
             self._t.run("INSERT INTO {t}ended_sessions VALUES (?, ?) ON CONFLICT DO NOTHING",
-                        (_session_ref(str(cookie)), max(int(m.group(2)), ts)))
+                        (_session_ref(str(cookie)), until))
         return True
+
+    def _ended_table(self, *, create: bool) -> bool:
+        """Whether the ended-sessions table exists (on PostgreSQL, asked once it does); with
+        `create`, made when missing: a store moved to PostgreSQL by an earlier safeface."""
+        if self._ended:
+            return True
+        self._ended = bool(self._t.q("SELECT to_regclass(?) IS NOT NULL", (self._t.prefix + "ended_sessions",))[0][0])
+        if not self._ended and create:
+            try:
+                with self._t.write():  # the key store's advisory lock: two first logouts take turns
+                    self._t.run(_ENDED)
+            except IntegrityError as exc:
+                raise ConfigError("logging out needs a table the API key store lacks (it was moved to PostgreSQL by an "
+                                  "earlier safeface), and this database role may not create it. Run "
+                                  f"`{_ENDED.format(t=self._t.prefix)}` once as the schema's owner.") from exc
+            self._ended = True
+        return self._ended
 
     def csrf_token(self, cookie: str) -> str:
         return self._mac("csrf", cookie)[:40]

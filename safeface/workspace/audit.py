@@ -330,6 +330,11 @@ class AuditLog:
                 return True
         return False
 
+    def newest_seq(self, operation: str) -> int:
+        """The seq of the newest allowed entry of `operation` (0 for none): one index probe."""
+        got = self._t.q("SELECT MAX(seq) FROM {t}entries WHERE operation = ? AND decision = 'allowed'", (operation,))
+        return int(got[0][0]) if got and got[0][0] is not None else 0
+
     def end(self) -> int:
         """The last entry's seq (0 for an empty log)."""
         got = self._t.q("SELECT MAX(seq) FROM {t}entries")
@@ -390,21 +395,25 @@ class AuditLog:
         prev = GENESIS
         expected_seq = 1
         try:
+            # The head first, then the chain up to it: entries appended meanwhile (by other
+            # threads or processes) are the next check's, not a mismatch with a head read after them.
+            heads = self._t.q("SELECT seq, hash, mac FROM {t}head WHERE id = 1")
+            head = heads[0] if heads else None
+            if head is None:
+                raise IntegrityError("the audit log has no signed head: it was truncated or replaced.")
             for r in self._pages():
                 seq = r[0]
                 if seq != expected_seq:
                     raise IntegrityError(f"audit entry {expected_seq} is missing or out of order (found {seq} "
                                          "there): entries were deleted or reordered.")
+                if int(seq) > int(head[0]):
+                    break
                 prev = self._check_link(r, prev)
                 if seq in wanted:
                     hashes[seq] = prev
                 expected_seq += 1
-            heads = self._t.q("SELECT seq, hash, mac FROM {t}head WHERE id = 1")
         except self._t.read_errors() as exc:
             raise IntegrityError(f"{self.where} cannot be read ({exc}).") from None
-        head = heads[0] if heads else None
-        if head is None:
-            raise IntegrityError("the audit log has no signed head: it was truncated or replaced.")
         n = expected_seq - 1
         if not hmac.compare_digest(self._mac(int(head[0]), str(head[1])), str(head[2])):
             raise IntegrityError("the audit log's head signature is wrong: the log was rewritten without the audit "

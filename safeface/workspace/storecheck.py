@@ -102,7 +102,8 @@ class _Log:
     late: list[str] = field(default_factory=list)  # calls let in under a withdrawn consent
     enrolled_at: dict[int, int] = field(default_factory=dict)  # row -> seq of its judged "enroll" entry
     withdrawals: dict[str, list[tuple[int, int]]] = field(default_factory=dict)  # subject -> [(seq, when)]
-    first_use: dict[str, int] = field(default_factory=dict)  # token reference -> seq of the first call it let in
+    first_use: dict[str, int] = field(default_factory=dict)  # token reference -> judging point of its first use
+    revoked_refs: dict[str, int] = field(default_factory=dict)  # token reference -> seq of its "revoke" entry
 
 
 def _judged(e: Any) -> Optional[int]:
@@ -122,7 +123,7 @@ def _issued(e: Any) -> Optional[int]:
 
 def read_log(entries: Iterable[Any]) -> _Log:
     out = _Log()
-    revoked_refs: dict[str, int] = {}  # token reference -> seq of its "revoke" entry
+    revoked_refs = out.revoked_refs
     first_use = out.first_use
     giver: dict[str, set[str]] = {}  # token reference -> the subject whose consent it is
     revoked_keys: dict[str, int] = {}  # API key id -> seq of its revocation
@@ -207,6 +208,13 @@ def _token_problem(row: Any, consent_keys: Mapping[str, Ed25519PublicKey],
     # The guard refuses to enrol a person under a consent or legal basis issued before their
     # erasure or revocation, or used before it: a row enrolled so got past a withdrawal hidden from it.
     at = log.enrolled_at.get(row.row_id)
+    # A withdrawal removes every row of its subject (or token) stored before it, under the store's
+    # write lock: one still present was kept by the store (a database rule that skips the delete).
+    later = [seq for seq, _ in log.withdrawals.get(str(row.pseudonym), ()) if at is not None and seq > at]
+    revoked = log.revoked_refs.get(str(row.token_id))
+    if later or (at is not None and revoked is not None and revoked > at):
+        return (f"row {row.row_id} is still stored after its subject's erasure or its consent's revocation in entry "
+                f"{min(later) if later else revoked}: the store kept a row the withdrawal removed.")
     used = log.first_use.get(str(row.token_id))
     for seq, when in log.withdrawals.get(str(row.pseudonym), ()):
         if at is not None and seq < at and (tok.issued_at <= when or (used is not None and used < seq)):

@@ -18,20 +18,25 @@ MAX_SUBJECT_CHARS = 256
 # Control characters, line and paragraph separators, unassigned and private-use code points,
 # lone surrogates: never part of a name or an account id, and invisible in a log.
 _REFUSED_CATEGORIES = frozenset({"Cc", "Zl", "Zp", "Cs", "Co", "Cn", "Cf"})
-# Format characters that show nothing and change no letter: removed, so "alice" with a zero-width
-# space, a word joiner or a byte-order mark (a CSV export's) is alice, not a second subject an
-# erasure of alice would miss. (The joiners shape some scripts' rendering, never the name.) Other
-# format characters (direction overrides, which reorder what a log shows) are refused.
-_INVISIBLE = dict.fromkeys(map(ord, "\u00ad\u180e\u200b\u200c\u200d\u2060\ufeff"))
+# Code points that show nothing (Unicode's Default_Ignorable_Code_Point, and the blank fillers):
+# removed, so "alice" with a zero-width space, a joiner, a variation selector, a direction mark or
+# a byte-order mark (a CSV export's) is alice, not a second subject an erasure of alice would
+# miss. They shape or order how a name is drawn, never which letters it has. Format characters
+# left after that (a prepended number sign, say) are refused.
+_IGNORABLE = ((0x00AD, 0x00AD), (0x034F, 0x034F), (0x061C, 0x061C), (0x115F, 0x1160), (0x17B4, 0x17B5),
+              (0x180B, 0x180F), (0x200B, 0x200F), (0x202A, 0x202E), (0x2060, 0x206F), (0x2800, 0x2800),
+              (0x3164, 0x3164), (0xFE00, 0xFE0F), (0xFEFF, 0xFEFF), (0xFFA0, 0xFFA0), (0xFFF0, 0xFFF8),
+              (0x1BCA0, 0x1BCA3), (0x1D173, 0x1D17A), (0xE0000, 0xE0FFF))
+_INVISIBLE = {c: None for lo, hi in _IGNORABLE for c in range(lo, hi + 1)}
 
 
 def normalize_subject(subject_id: object) -> str:
     """The subject id as it is pseudonymised: Unicode NFC ("José" typed with a combining accent
     is "José"), leading and trailing white space removed ("bob " is "bob"). Case is kept:
-    ids are the caller's and may be case-sensitive; invisible format characters (zero-width
-    space and joiners, word joiner, byte-order mark, soft hyphen) removed. Raises
-    InvalidArgument for a non-string, an empty id, or one holding control or other format
-    characters (direction overrides)."""
+    ids are the caller's and may be case-sensitive; code points that show nothing (zero-width
+    space and joiners, direction marks, variation selectors, byte-order mark, soft hyphen, blank
+    fillers) removed. Raises InvalidArgument for a non-string, an empty id, or one holding
+    control characters or other format characters."""
     if not isinstance(subject_id, str):
         raise InvalidArgument(f"a subject id must be a string, not {type(subject_id).__name__}.")
     s = unicodedata.normalize("NFC", subject_id.translate(_INVISIBLE)).strip()
@@ -48,10 +53,34 @@ def normalize_subject(subject_id: object) -> str:
 
 def pseudonymize(key: bytes, subject_id: str) -> str:
     """The subject's pseudonym: 64 hex digits of HMAC-SHA256(key, label || utf-8 normalised id)."""
-    subject = normalize_subject(subject_id)
+    return _keyed(key, normalize_subject(subject_id))
+
+
+def _keyed(key: bytes, subject: str) -> str:
     if len(key) < 32:
         raise ConfigError("the pseudonym key must be at least 32 bytes.")
     return hmac.new(key, _LABEL + subject.encode("utf-8"), hashlib.sha256).hexdigest()
+
+
+_EARLIER_REFUSED = frozenset({"Cc", "Zl", "Zp", "Cs", "Co", "Cn"})
+
+
+def earlier_pseudonyms(key: bytes, subject_id: object) -> list[str]:
+    """The pseudonyms releases before invisible code points were removed gave this id, where they
+    differ from today's (they kept them: "alice" with a byte-order mark was its own subject). An
+    erasure or revocation by id removes those rows too, so an upgrade never lets one miss them."""
+    if not isinstance(subject_id, str):
+        return []
+    earlier = unicodedata.normalize("NFC", subject_id).strip()
+    if not earlier or len(earlier) > MAX_SUBJECT_CHARS or any(unicodedata.category(c) in _EARLIER_REFUSED
+                                                              for c in earlier):
+        return []
+    try:
+        if normalize_subject(subject_id) == earlier:
+            return []
+    except InvalidArgument:
+        pass  # refused today (a format character this release no longer takes), not then
+    return [_keyed(key, earlier)]
 
 
 def same_subject(a: object, b: object) -> bool:

@@ -1,0 +1,124 @@
+"""The audit under honest concurrency: threads sharing one handle, other handles and processes
+appending while a call is judged or the log is verified, enrolments and erasures landing while
+the store is checked against the log. None of it may read as tampering."""
+
+from __future__ import annotations
+
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from policy_support import consent, images, legal_basis, make_workspace, open_sf  # noqa: E402
+
+from safeface.errors import IntegrityError  # noqa: E402
+
+
+# -- F1: check_head at every verify/identify/export: false alarms for threads on one SafeFace ------
+def test_threads_on_one_safeface_never_see_a_false_head_mismatch(tmp_path: Path) -> None:
+    """Threads sharing one SafeFace (or its views) share one SQLite connection: one thread's append
+    writes the entry and then the head, in one transaction on it. Another thread's call, judged
+    meanwhile, reads the head under the log's lock, never the entry without its head. The writer
+    is paused between its two statements here; a busy machine does that at random."""
+    ws = make_workspace(tmp_path / "ws")
+    with open_sf(ws) as sf:
+        lb = legal_basis(ws, operations=["transmit"])
+        sf.export("alice", "demo", "acme", legal_basis=lb)
+        t = sf._audit._t  # the audit log's tables (one connection for the object and its views)
+        real_run = t.run
+        inserted, checked = threading.Event(), threading.Event()
+        writer: list[Any] = []
+
+        def slow_run(sql: str, args: Any = ()) -> int:
+            n = real_run(sql, args)
+            if "INSERT INTO {t}entries" in sql and threading.current_thread() in writer:
+                inserted.set()
+                checked.wait(5)  # the scheduler runs the other thread here
+            return n
+
+        t.run = slow_run  # type: ignore[method-assign]
+        errors: list[BaseException] = []
+
+        def first() -> None:
+            try:
+                sf.acting_as("operator", "clerk-1").export("alice", "demo", "acme", legal_basis=lb)
+            except BaseException as exc:  # noqa: BLE001
+                errors.append(exc)
+
+        th = threading.Thread(target=first)
+        writer.append(th)
+        th.start()
+        assert inserted.wait(30)
+        try:
+            sf.acting_as("operator", "clerk-2").export("alice", "demo", "acme", legal_basis=lb)
+        except IntegrityError as exc:
+            errors.append(exc)
+        finally:
+            checked.set()
+            th.join()
+            t.run = real_run  # type: ignore[method-assign]
+        assert not errors, f"an honest export was refused as tampering: {errors[0]!r}"
+        assert sf.audit_verify().entries > 0
+
+
+# -- F7: audit verify on a busy log: false "truncation" -------------------------------------------
+def test_audit_verify_while_another_handle_appends_is_not_a_truncation_alarm(tmp_path: Path) -> None:
+    """`AuditLog.verify` reads the signed head first and the chain up to it: another handle (a
+    service thread, another worker, the CLI) appending while the chain is read is the next
+    check's, not a truncation."""
+    from safeface.workspace.audit import AuditLog
+
+    key = b"k" * 32
+    writer, checker = AuditLog(tmp_path / "audit.db", key), AuditLog(tmp_path / "audit.db", key)
+    for i in range(5):
+        writer.append("report", "allowed", note=f"entry {i}")
+    real_q = checker._t.q
+
+    def q(sql: str, args: Any = ()) -> Any:
+        out = real_q(sql, args)
+        if "FROM {t}entries" in sql and "ORDER BY seq LIMIT" in sql:
+            writer.append("report", "allowed", note="another handle's call ends now")  # while the chain is read
+        return out
+
+    checker._t.q = q  # type: ignore[method-assign]
+    try:
+        assert checker.verify().entries >= 5
+    finally:
+        writer.close()
+        checker.close()
+
+
+def test_the_store_check_while_another_handle_enrols_and_erases_never_alarms(tmp_path: Path) -> None:
+    """`audit verify` reads the rows and the log under the store's write lock, which enrolment,
+    erasure and purge hold around their entries and rows: one landing between the two reads
+    would look like a row deleted behind the guard, or restored after its erasure."""
+    ws = make_workspace(tmp_path / "ws")
+    img = images()
+    people = [f"p{i}" for i in range(6)]
+    tokens = {p: consent(ws, p) for p in people}
+    errors: list[BaseException] = []
+    done = threading.Event()
+
+    def writer() -> None:
+        try:
+            with open_sf(ws) as w:
+                for n, p in enumerate(people):
+                    w.enroll(img / ("obama.jpg" if n % 2 else "biden.jpg"), p, "demo", tokens[p])
+                    if n % 2:
+                        w.erase(people[n - 1])
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+        finally:
+            done.set()
+
+    with open_sf(ws) as auditor:
+        th = threading.Thread(target=writer)
+        th.start()
+        checks = 0
+        while not done.is_set() or checks == 0:
+            auditor.audit_verify()
+            checks += 1
+        th.join()
+        assert not errors, errors
+        assert auditor.audit_verify().entries > 0 and len(auditor.records()) == 3

@@ -1,0 +1,115 @@
+"""Service keys and console sessions under attack: a key revoked while a request's body is held
+back, forged values sent to logout, a least-privilege database role."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from policy_support import PASSPHRASE, legal_basis, make_workspace, open_sf  # noqa: E402
+
+from safeface.errors import AuthenticationError  # noqa: E402
+
+
+# -- F2: a revoked API key still acts, unrefused and unnamed ("in flight" for as long as it likes) --
+def test_a_key_revoked_before_its_request_body_arrives_is_refused(tmp_path: Path) -> None:
+    """The service checks the key when the headers arrive and reads the body afterwards. A key
+    holder who holds a request's body back until the key is revoked gets nothing: the key is
+    checked again where the call is judged, and nothing is exported or recorded as allowed."""
+    pytest.importorskip("fastapi")
+    from safeface.service.app import create_app
+    from safeface.service.runtime import ServiceConfig
+
+    ws = make_workspace(tmp_path / "ws")
+    pf = tmp_path / "pass"
+    pf.write_text(PASSPHRASE)
+    with open_sf(ws) as sf:
+        info, key = sf.issue_api_key("operator", label="contractor")
+        lb = legal_basis(ws, operations=["transmit"])
+    app = create_app(ServiceConfig(workspace=ws.root, passphrase_file=pf, threads=1, queue=2))
+    body = json.dumps({"subject": "alice", "purpose": "demo", "recipient": "data broker", "legal_basis": lb}).encode()
+    sent: list[dict[str, Any]] = []
+    calls = [0]
+
+    async def receive() -> dict[str, Any]:
+        calls[0] += 1
+        if calls[0] == 1:
+            # The body is held back; meanwhile the operator revokes the key (the key is gone now).
+            with open_sf(ws) as admin:
+                admin.revoke_api_key(info.key_id)
+                with pytest.raises(AuthenticationError):
+                    admin.authenticate(key)
+            return {"type": "http.request", "body": body, "more_body": False}
+        await asyncio.sleep(3600)
+        return {"type": "http.disconnect"}
+
+    async def send(msg: dict[str, Any]) -> None:
+        sent.append(msg)
+
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
+             "path": "/v1/export", "raw_path": b"/v1/export", "root_path": "", "query_string": b"",
+             "headers": [(b"host", b"svc"), (b"content-type", b"application/json"),
+                         (b"content-length", str(len(body)).encode()), (b"x-api-key", key.encode())],
+             "client": ("127.0.0.1", 40000), "server": ("svc", 80)}
+    asyncio.run(asyncio.wait_for(app(scope, receive, send), 300))
+    status = next(m["status"] for m in sent if m["type"] == "http.response.start")
+    assert status == 401
+    with open_sf(ws) as sf:
+        assert not [e for e in sf.audit_entries() if e.operation == "export" and e.decision == "allowed"]
+        assert sf.audit_verify().entries > 0
+
+
+# -- F3: logout stores any session-shaped value, unauthenticated, for up to ~31,000 years ----------
+def test_logout_does_not_store_forged_session_values(tmp_path: Path) -> None:
+    """POST /logout needs no key: only a genuine, live session is recorded as ended (until its own
+    end, 8 hours at most), so forged session-shaped values sent to it store nothing and the
+    table stays bounded by the sessions opened in 8 hours."""
+    ws = make_workspace(tmp_path / "ws")
+    with open_sf(ws) as sf:
+        for i in range(50):
+            sf.end_session(f"{i:012x}.999999999999.{'0' * 64}")
+        stored = sf._apikeys._t.q("SELECT COUNT(*) FROM {t}ended_sessions")[0][0]
+    assert stored == 0, f"{stored} forged session values were stored"
+
+
+def _pg_workspace(pg: Any, tmp_path: Path) -> tuple[Path, str]:
+    from test_server_audit import server_workspace
+
+    return server_workspace(pg, tmp_path)
+
+
+def _open_keys(dsn: str) -> Any:
+    from server_support import PG_PASSWORD
+
+    from safeface.storage.sqltables import PgTables
+    from safeface.workspace.apikeys import ApiKeys
+
+    return ApiKeys(PgTables.open(dsn, PG_PASSWORD, "safeface", "service", "API key store"), b"k" * 32)
+
+
+def test_a_dml_only_database_role_still_opens_the_workspace(pg: Any, tmp_path: Path) -> None:
+    """A database role with only the rights the service uses (USAGE on the schema, SELECT, INSERT,
+    UPDATE and DELETE on its tables) opens the API key store: nothing is created at open."""
+    import uuid
+
+    import psycopg
+    from server_support import PG_PASSWORD
+
+    ws, dsn = _pg_workspace(pg, tmp_path)
+    role = "app_" + uuid.uuid4().hex[:8]
+    with psycopg.connect(dsn, password=PG_PASSWORD, autocommit=True) as c:
+        c.execute(f"CREATE ROLE {role} LOGIN PASSWORD '{PG_PASSWORD}'")
+        c.execute(f"GRANT USAGE ON SCHEMA safeface TO {role}")
+        c.execute(f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA safeface TO {role}")
+    app_dsn = dsn.replace("safeface_test@", f"{role}@")
+    keys = _open_keys(app_dsn)
+    try:
+        assert isinstance(keys.list(), list)
+    finally:
+        keys.close()
