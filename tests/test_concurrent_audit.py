@@ -9,6 +9,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from policy_support import consent, images, legal_basis, make_workspace, open_sf  # noqa: E402
 
@@ -122,3 +124,38 @@ def test_the_store_check_while_another_handle_enrols_and_erases_never_alarms(tmp
         th.join()
         assert not errors, errors
         assert auditor.audit_verify().entries > 0 and len(auditor.records()) == 3
+
+
+def test_an_entry_chained_past_the_signed_head_without_the_key_fails_the_audit(tmp_path: Path) -> None:
+    """The chain's hash needs no key, so someone who can write audit.db can append an entry that
+    links correctly (an "enroll allowed" naming a row put in behind the guard, say) without moving
+    the signed head. Checking the chain only up to the head must not let it through: the store
+    check reads the log up to its signed end, and that end must be the last entry."""
+    import json
+    import sqlite3
+
+    from safeface.workspace.audit import AuditEntry, _chain
+
+    ws = make_workspace(tmp_path / "ws")
+    with open_sf(ws) as sf:
+        sf.export("alice", "demo", "acme", legal_basis=legal_basis(ws, operations=["transmit"]))
+    con = sqlite3.connect(str(ws.audit))
+    seq, h = con.execute("SELECT seq, hash FROM entries ORDER BY seq DESC LIMIT 1").fetchone()
+    forged = AuditEntry(seq + 1, "2099-01-01T00:00:00+00:00", "enroll", "demo", None, None, (), "allowed", None,
+                        "rows=99; expires 2100-01-01", None)
+    con.execute("INSERT INTO entries (seq, time, operation, purpose, token_id, basis, subjects, decision, rule, note, "
+                "actor, prev, hash) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (forged.seq, forged.time, forged.operation, forged.purpose, None, None, json.dumps([]),
+                 forged.decision, None, forged.note, None, h, _chain(h, forged)))
+    con.commit()
+    con.close()
+    with pytest.raises(IntegrityError, match="signed head"):
+        open_sf(ws)
+    from safeface.workspace.admin import audit_verify
+
+    pf = tmp_path / "pass"
+    from policy_support import PASSPHRASE
+
+    pf.write_text(PASSPHRASE)
+    with pytest.raises(IntegrityError, match="signed head"):
+        audit_verify(ws.root, passphrase_file=pf)

@@ -132,3 +132,21 @@ def test_a_row_kept_through_an_erasure_by_a_database_trigger_is_named(pg: PgClus
         assert survivors == [1] and receipt.templates_removed == 0 and found  # the attack worked
         with pytest.raises(IntegrityError, match="still stored after its subject's erasure"):
             sf.audit_verify()
+
+
+def test_row_ids_erased_before_a_migration_are_never_handed_out_again(pg: PgCluster, tmp_path: Path) -> None:
+    """The highest row is erased, then the workspace moves to PostgreSQL: the server's row ids
+    start above every id the local store ever used, so no new row takes an id the log names as
+    removed, and the audit stays whole."""
+    server_modules()
+    ws = make_workspace(tmp_path / "ws")
+    img = images()
+    with open_sf(ws) as sf:
+        sf.enroll(img / "obama.jpg", "alice", "demo", consent(ws, "alice"))
+        sf.enroll(img / "biden.jpg", "bob", "demo", consent(ws, "bob"))
+        sf.erase("bob")  # row 2, the highest, goes
+        sf.migrate_storage({"records": pg.new_database(), "vectors": "milvus-lite:vectors.db"})
+    with open_sf(ws) as sf:
+        got = sf.enroll(img / "obama2.jpg", "carol", "demo", consent(ws, "carol"))
+        assert got.row_id > 2
+        assert sf.audit_verify().entries > 0

@@ -17,6 +17,7 @@ import copy
 import dataclasses
 import datetime as dt
 import hashlib
+import itertools
 import re
 import threading
 from dataclasses import dataclass, field
@@ -28,7 +29,7 @@ import numpy as np
 from ..atomicfile import write_atomic
 from ..errors import (AuthenticationError, BackendError, ConfigError, ImageError, IntegrityError, InvalidArgument,
                       PolicyViolation, SafeFaceError)
-from ..hazmat.templates.pseudonym import token_pseudonym
+from ..hazmat.templates.pseudonym import new_subject_problem, token_pseudonym
 from ..imageio import ImageInput
 from ..policy.deployment import Deployment, Finding, working_days_after
 from ..policy.guard import BatchItem, CaptureFacts, Decision, Guard, Operation, Request
@@ -341,6 +342,7 @@ class SafeFace:
         """Enrol the one face of `image`. `liveness`: the evidence of a passed liveness check, for a
         purpose that requires it (PA-01); a purpose that requires capture quality refuses a poor
         capture naming what to fix (PA-02)."""
+        _check_new_subject(subject)
         now = self._clock()
         pseud = self.pseudonym(subject)
         request = Request(Operation.ENROLL, self._role, now, purpose=purpose, subject=subject, consent=consent,
@@ -356,6 +358,8 @@ class SafeFace:
         """Bulk enrolment of (image, subject, consent token) items. Every item needs its own
         person's consent: a batch with any item lacking one is refused whole and nothing is
         stored (EU-02: no database built by untargeted collection)."""
+        for _, subject, _ in items:
+            _check_new_subject(subject)
         now = self._clock()
         request = Request(Operation.ENROLL, self._role, now, purpose=purpose,
                           batch=tuple(BatchItem(s, c) for _, s, c in items))
@@ -677,21 +681,13 @@ class SafeFace:
         pseud = self._pseudonym_of(subject, pseudonym)
         request = Request(Operation.ERASE, self._role, now)
 
-        # Rows an earlier release filed under another spelling of the same id go too.
-        pseuds = [pseud] + ([p for p in self._gallery.earlier_pseudonyms(subject) if p != pseud]
-                            if subject is not None else [])
-
         def body(d: Decision) -> tuple[ErasureReceipt, None]:
             with self._gallery.locked():
-                results = []
-                for p in pseuds:
-                    self._state.revoke_subject(p, now)
-                    results.append(self._gallery.erase_pseudonym(p))
-                    self._state.forget_subject(p)
-                receipt = self._receipt("erase", pseuds, None, [r for res in results for r in res.row_ids], now,
-                                        _vectors(results))
-                for p, res in zip(pseuds, results):  # an entry per pseudonym: the guard looks each up alone
-                    self._removal_entries("erase", None, [p], res, receipt, now)
+                self._state.revoke_subject(pseud, now)
+                result = self._gallery.erase_pseudonym(pseud)
+                self._state.forget_subject(pseud)
+                receipt = self._receipt("erase", [pseud], None, result.row_ids, now, result.vectors)
+                self._removal_entries("erase", None, [pseud], result, receipt, now)
             return receipt, None
 
         return self._run(request, [pseud], body)
@@ -852,7 +848,8 @@ class SafeFace:
             raw["storage"] = sealed_storage(self._keyring, section)
             write_atomic(self._paths.config, json.dumps(raw, indent=2) + "\n")
 
-        with self._gallery.locked(), self._audit_lock:
+        # The judging lock first, as every call takes it before the log's (_sync_deployment below).
+        with self._root._judge_lock, self._gallery.locked(), self._audit_lock:
             target, n = copy_to_server(self._gallery, section, self._paths.root, self._keyring, dim)
             try:
                 seq, head = move_policy_records(self._audit, self._state, self._apikeys, self._keyring.key("audit"),
@@ -946,8 +943,9 @@ class SafeFace:
         IntegrityError naming the first problems. Reading the evidence needs a role that may
         read the report; the check itself writes nothing to the log it judges."""
         self._run(Request(Operation.REPORT, self._role, self._clock()), [], lambda d: (None, None))
-        report = self._audit.verify()
-        self.verify_store().raise_for_problems()
+        rows, end = self._store_snapshot()
+        report = self._audit.verify(through=end, lock=self._audit_lock)
+        self._check_rows(rows, end[0]).raise_for_problems()
         problem = receipt_file_problem(self._paths, self._receipt_public())
         if problem is not None:
             raise IntegrityError(problem)
@@ -970,12 +968,25 @@ class SafeFace:
     def verify_store(self) -> StoreReport:
         """Every row explained by the log and carrying a genuinely signed token; every row the
         log says is stored present (workspace/storecheck.py)."""
-        # Under the store's write lock, which every enrolment, erasure and purge holds around its
-        # entries and its rows: read apart, one landing between the rows and the log looks like a
-        # row deleted behind the guard or restored after its erasure.
+        rows, end = self._store_snapshot()
+        return self._check_rows(rows, end[0])
+
+    def _store_snapshot(self) -> tuple[list[Any], tuple[int, str]]:
+        """The rows and the log's signed end, read under the store's write lock, which every
+        enrolment, erasure and purge holds around its entries and its rows: read apart, one
+        landing between them looks like a row deleted behind the guard or restored after its
+        erasure. The lock covers these two reads only, not the check."""
         with self._gallery.locked():
-            return check_store(self._gallery.rows(), self._audit.entries(), self._trust["consent_issuers"],
-                               self._trust["authorities"], self.token_ref, self._token_key)
+            rows = list(self._gallery.rows())
+            with self._audit_lock:  # threads sharing this handle share its connection
+                return rows, self._audit.explained_end()
+
+    def _check_rows(self, rows: list[Any], upto: int) -> StoreReport:
+        """The store check of `rows` against the log up to entry `upto` (later entries are calls
+        made since, and an unsigned tail is not evidence)."""
+        entries = itertools.takewhile(lambda e: int(e.seq) <= upto, self._audit.entries())
+        return check_store(rows, entries, self._trust["consent_issuers"], self._trust["authorities"], self.token_ref,
+                           self._token_key)
 
     def report(self, out_dir: Union[str, Path]) -> dict[str, Path]:
         from ..workspace.report import write_report
@@ -1222,8 +1233,9 @@ class SafeFace:
             # An enrolment killed between its entry's commit and its store's (in another process,
             # since this one opened) is settled before this one writes: a later row would raise
             # the store's ceiling past the lost ids, and they would read as deleted behind the guard.
-            if self._audit.newest_seq("enroll") > max(self._audit.newest_seq(COMMITTED),
-                                                       self._audit.newest_seq(UNCOMMITTED)):
+            # (A settled enrolment's "uncommitted" entry is not asked for: rare, so a scan for it
+            # could read the whole log; settling again finds nothing and the next mark ends it.)
+            if self._audit.newest_seq("enroll") > self._audit.newest_seq(COMMITTED):
                 self._settle_locked()
             stored = self._gallery.add_many(rows, decide=lambda: self._guard.recheck_at_write(d, [s for s, _ in items], now),
                                             before_commit=before_commit)
@@ -1307,6 +1319,13 @@ def _candidates_note(probe: _Probe, out: Sequence[Candidate]) -> str:
     if probe.masked:
         return f"; masked probe, no visible-region template: plain path {conf}"
     return f"; bare probe by its visible region{of_masked} {conf}" if by_masked else ""
+
+
+def _check_new_subject(subject: object) -> None:
+    """Refuse a new enrolment under an id that prints as another (pseudonym.new_subject_problem)."""
+    problem = new_subject_problem(subject)
+    if problem is not None:
+        raise InvalidArgument(problem)
 
 
 def _vectors(results: Sequence[Any]) -> Optional[str]:

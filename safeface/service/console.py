@@ -23,7 +23,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 
 from ..atomicfile import write_atomic
-from ..errors import AuthenticationError, IntegrityError, PolicyViolation
+from ..errors import AuthenticationError, ConfigError, IntegrityError, PolicyViolation
 from ..workspace.apikeys import SESSION_SECONDS, ApiKey
 from .runtime import Runtime
 
@@ -129,8 +129,12 @@ def build_console(rt: Runtime) -> APIRouter:
     @router.post("/logout")
     async def logout(request: Request) -> Response:
         cookie = request.cookies.get(SESSION)
-        rt.light(lambda sf: sf.end_session(cookie))  # ended on the server, not only in this browser
-        resp = to_login()
+        resp: Response = to_login()
+        try:
+            rt.light(lambda sf: sf.end_session(cookie))  # ended on the server, not only in this browser
+        except ConfigError as exc:  # the store cannot record it: say so; the browser forgets it anyway
+            resp = page("Logged out here only", f"<p class='bad'>{_e(str(exc))}</p><p><a href='/login'>Log in</a></p>",
+                        None, 500)
         resp.delete_cookie(SESSION)
         return resp
 

@@ -17,8 +17,6 @@ class TemplateStore(Protocol):
 
     def pseudonym(self, subject_id: str) -> str: ...
 
-    def earlier_pseudonyms(self, subject_id: str) -> list[str]: ...
-
     def never_committed(self, ids: Sequence[int]) -> list[int]:
         """Of these row ids (named by enrolment entries that have no commit mark after them),
         those no committed transaction of the store ever wrote. Called under `locked()`."""

@@ -35,9 +35,9 @@ from ..hazmat.templates.transform import TemplateTransform
 from .lock import WriteLock
 from .rows import (ROW_COLS, SCHEMA_VERSION, Entry as _Entry, Enrollment, ErasureResult, GalleryRow,  # noqa: F401
                    Keys as _Keys, Match, RekeyResult, check_embedding, check_path, check_purposes as _check_purposes,
-                   check_text as _check_text, describe, earlier_pseudonyms_of, from_us, initial_meta, iso as _iso,
-                   keys_from_meta, moved_expiry, prepare, protect, pseudonym_of, rekeyed, seal_row, to_us, touched_expiry,
-                   unseal_row, utc_now as _now)
+                   check_text as _check_text, describe, from_us, initial_meta, iso as _iso, keys_from_meta,
+                   moved_expiry, prepare, protect, pseudonym_of, rekeyed, seal_row, to_us, touched_expiry, unseal_row,
+                   utc_now as _now)
 # Change-log entries kept for other processes to replay; one that falls further behind reloads.
 CHANGE_LOG_KEEP = 10_000
 
@@ -230,12 +230,6 @@ class Gallery:
         with self._lock:
             self._db()
             return pseudonym_of(self._keyring, self._pseudonym_version, subject_id)
-
-    def earlier_pseudonyms(self, subject_id: str) -> list[str]:
-        """Pseudonyms an earlier release gave this id, where they differ (pseudonym.earlier_pseudonyms)."""
-        with self._lock:
-            self._db()
-            return earlier_pseudonyms_of(self._keyring, self._pseudonym_version, subject_id)
 
     # ---------------------------------------------------------------- sync with the store
 
@@ -735,10 +729,15 @@ class Gallery:
         counter is part of each transaction, so an enrolment that never committed left it lower,
         while a committed row deleted since (or lost to a restore of an older copy after a later
         enrolment) stays below it and is not excused."""
+        ceiling = self.id_ceiling()
+        return sorted(int(i) for i in ids if int(i) > ceiling)
+
+    def id_ceiling(self) -> int:
+        """The highest row id any committed write has used (or skip_ids passed), removed rows'
+        included: a store these rows are copied to must hand out none of them again."""
         with self._lock:
             got = self._db().execute("SELECT seq FROM sqlite_sequence WHERE name = 'rows'").fetchone()
-        ceiling = int(got[0]) if got else 0
-        return sorted(int(i) for i in ids if int(i) > ceiling)
+        return int(got[0]) if got else 0
 
     def skip_ids(self, upto: int) -> None:
         """Never hand out row ids up to `upto` (ids the audit log already named for an enrolment

@@ -20,7 +20,7 @@ import numpy as np
 
 from ..errors import ConfigError, IntegrityError
 from ..hazmat.templates.keyring import Keyring
-from ..hazmat.templates.pseudonym import earlier_pseudonyms, pseudonymize
+from ..hazmat.templates.pseudonym import pseudonymize
 from ..hazmat.templates.sealing import RowBinding, Sealer
 from ..hazmat.templates.transform import TemplateTransform
 
@@ -241,10 +241,6 @@ def keys_from_meta(meta: dict[str, str], keyring: Keyring, dim: int, where: str)
 
 def pseudonym_of(keyring: Keyring, version: int, subject_id: str) -> str:
     return pseudonymize(keyring.key("pseudonym", version), subject_id)
-
-
-def earlier_pseudonyms_of(keyring: Keyring, version: int, subject_id: str) -> list[str]:
-    return earlier_pseudonyms(keyring.key("pseudonym", version), subject_id)
 
 
 def blob(template: np.ndarray, token: Optional[str], visible: Optional[np.ndarray], masked_enrolment: bool) -> bytes:

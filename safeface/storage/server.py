@@ -41,9 +41,9 @@ from ..hazmat.templates.keyring import Keyring
 from ..hazmat.templates.transform import TemplateTransform
 from ..hazmat.templates.sealing import Sealer
 from .rows import (ROW_COLS, Enrollment, Entry, ErasureResult, GalleryRow, Keys, Match, RekeyResult,
-                   check_embedding, check_path, check_text, describe, earlier_pseudonyms_of, from_us, initial_meta, iso,
-                   keys_from_meta, moved_expiry, path_template, prepare, protect, pseudonym_of, rekeyed, seal_row, to_us,
-                   touched_expiry, unseal_row, utc_now)
+                   check_embedding, check_path, check_text, describe, from_us, initial_meta, iso, keys_from_meta,
+                   moved_expiry, path_template, prepare, protect, pseudonym_of, rekeyed, seal_row, to_us, touched_expiry,
+                   unseal_row, utc_now)
 from .vectors import MilvusVectors
 
 NAMESPACE_RE = re.compile(r"^[a-z_][a-z0-9_]{0,40}$")
@@ -256,11 +256,6 @@ class ServerStore:
     def pseudonym(self, subject_id: str) -> str:
         self._require_keys()
         return pseudonym_of(self._keyring, self._pseudonym_version, subject_id)
-
-    def earlier_pseudonyms(self, subject_id: str) -> list[str]:
-        """Pseudonyms an earlier release gave this id, where they differ (pseudonym.earlier_pseudonyms)."""
-        self._require_keys()
-        return earlier_pseudonyms_of(self._keyring, self._pseudonym_version, subject_id)
 
     def locked(self) -> AbstractContextManager[None]:
         """The write lock (threads, processes and machines) that every write of this store holds."""
@@ -718,10 +713,12 @@ class ServerStore:
         with self._lock:
             return _read_meta(self._conn, self._ns)
 
-    def import_sealed(self, rows: Sequence[tuple[Any, ...]]) -> None:
+    def import_sealed(self, rows: Sequence[tuple[Any, ...]], *, ceiling: int = 0) -> None:
         """Copy rows sealed by another store of this deployment verbatim (same row ids, so the
         seals still open), noting their vectors for writing. Refuses a store that is not empty
-        or is under other keys: the caller copies into a fresh store only."""
+        or is under other keys: the caller copies into a fresh store only. `ceiling`: the highest
+        id the other store ever used, removed rows' included, which no new row may take (the
+        audit log names those ids as removed, or as never stored)."""
         with self._write_lock.held():
             with self._write():
                 with self._conn.cursor() as cur:
@@ -729,10 +726,12 @@ class ServerStore:
                                     "expires_us, transform_version, seal_version, sealed, created_at, "
                                     "last_interaction) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
                                     [tuple(r[:8]) + (bytes(r[8]),) + tuple(r[9:11]) for r in rows])
-                self._conn.execute(f"SELECT setval(pg_get_serial_sequence('{self._ns}.rows', 'row_id'), "
-                                   f"GREATEST((SELECT COALESCE(MAX(row_id), 0) FROM {self._ns}.rows), 1))")
+                # The next id follows the highest ever used; 1 when none was (is_called false).
+                self._conn.execute(f"SELECT setval(pg_get_serial_sequence('{self._ns}.rows', 'row_id'), GREATEST(u, 1), "
+                                   f"u > 0) FROM (SELECT GREATEST((SELECT COALESCE(MAX(row_id), 0) FROM {self._ns}.rows), "
+                                   "%s) AS u) AS used", (int(ceiling),))
                 self._note([int(r[0]) for r in rows], "upsert")
-                self._raise_ceiling(max((int(r[0]) for r in rows), default=0))
+                self._raise_ceiling(max([int(r[0]) for r in rows] + [int(ceiling)]))
                 if rows:
                     self._saw_masked()  # the flag is inside the seals, which a verbatim copy does not open
             self._drain_pending()

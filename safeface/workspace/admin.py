@@ -6,10 +6,11 @@ Every trust change opens the keyring (so it needs the passphrase) and is audited
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 from ..errors import ConfigError, IntegrityError, InvalidArgument, PolicyViolation
 from ..hazmat.templates.pseudonym import token_pseudonym
@@ -215,7 +216,8 @@ def audit_verify(root: Path, passphrase_file: Optional[Path] = None, *, checkpoi
     paths = _workspace(root)
     docs = [read_checkpoint(c) for c in checkpoints]
     with opened(paths, passphrase_file=passphrase_file, strict=True, extra_witnesses=witnesses) as r:
-        report = r.audit.verify()
+        rows, end = _store_rows(paths, r)
+        report = r.audit.verify(through=end)
         store = _checked_store(r)
         public = receipt_key(r.keyring.key("pseudonym")).public_key()
         name = deployment_name(paths, r.deployment)
@@ -224,29 +226,29 @@ def audit_verify(root: Path, passphrase_file: Optional[Path] = None, *, checkpoi
         published = receipt_file_problem(paths, public_key_text(public))
         trusted = store.for_guard()
         token_key = r.keyring.key("pseudonym")
-        checked = _store_rows(paths, r, lambda rows: check_store(
-            rows, r.audit.entries(), trusted["consent_issuers"], trusted["authorities"],
-            lambda token_id: token_pseudonym(token_key, token_id), token_key))
+        entries = itertools.takewhile(lambda e: int(e.seq) <= end[0], r.audit.entries())
+        checked = check_store(rows, entries, trusted["consent_issuers"], trusted["authorities"],
+                              lambda token_id: token_pseudonym(token_key, token_id), token_key)
     checked.raise_for_problems()
     if published is not None:
         raise IntegrityError(published)
     return AuditStatus(report, len(store.active()), seen, checked)
 
 
-def _store_rows(paths: WorkspacePaths, r: Any, check: Callable[[list[Any]], StoreReport]) -> StoreReport:
-    """`check` of every stored row's description, under the store's write lock (an enrolment,
-    erasure or purge in another process writes its entries and rows under it, so the rows and the
-    log `check` reads agree); of none if the store file is gone (the check then names every row
-    the log says is stored as missing). The store deployment.json names: the local gallery, or
-    the PostgreSQL record store."""
+def _store_rows(paths: WorkspacePaths, r: Any) -> tuple[list[Any], tuple[int, str]]:
+    """Every stored row's description and the log's signed end, read together under the store's
+    write lock (an enrolment, erasure or purge in another process writes its entries and rows
+    under it, so the two agree); no rows if the store file is gone (the check then names every
+    row the log says is stored as missing). The store deployment.json names: the local gallery,
+    or the PostgreSQL record store."""
     from ..storage.factory import StorageConfig, open_store
 
     cfg = StorageConfig.from_section(r.deployment.section("storage"))
     if not cfg.server and not paths.gallery.is_file():
-        return check([])
+        return [], r.audit.explained_end()
     dim = int(r.deployment.section("matching").get("dim") or 128)
     with open_store(cfg, paths.root, paths.gallery, r.keyring, dim) as store, store.locked():
-        return check(list(store.rows()))
+        return list(store.rows()), r.audit.explained_end()
 
 
 def audit_checkpoint(root: Path, out: Path, passphrase_file: Optional[Path] = None) -> dict[str, Any]:

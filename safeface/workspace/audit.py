@@ -21,6 +21,7 @@ logged verbatim.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import hmac
@@ -383,14 +384,16 @@ class AuditLog:
             raise IntegrityError(f"audit entry {seq} was altered after it was written.")
         return str(r[12])
 
-    def verify(self) -> AuditReport:
+    def verify(self, through: Optional[tuple[int, str]] = None, lock: Optional[Any] = None) -> AuditReport:
         """Check the whole chain, the signed head and every anchor; raise IntegrityError at the
-        first break."""
+        first break. `through`: a (seq, hash) that `signed_end` read earlier, which the chain must
+        reach and agree with (what a store check judged is then covered by this check). `lock`:
+        the one its caller's appends hold, where threads share this handle's connection."""
         anchors = self._read_anchors(self._anchors)
         self._check_file()
         # Only the hashes the anchors name are kept: the chain is read in pages, so memory stays
         # flat however long the log grows.
-        wanted = {v.seq for _, v in anchors if v is not None}
+        wanted = {v.seq for _, v in anchors if v is not None} | ({int(through[0])} if through else set())
         hashes: dict[int, str] = {}
         prev = GENESIS
         expected_seq = 1
@@ -425,6 +428,12 @@ class AuditLog:
             raise IntegrityError("the audit log is empty although the workspace was initialised: it was truncated.")
         for anchor, value in anchors:
             check_anchor(anchor, value, n, hashes.get)
+        if through is not None and not hmac.compare_digest(hashes.get(int(through[0]), ""), str(through[1])):
+            raise IntegrityError(f"audit entry {through[0]} changed while the log was checked: it was rewritten.")
+        # Entries past the head read first are appends made meanwhile, or entries chained on
+        # without the key (the chain's hash needs none): the head now must name the last one.
+        with lock if lock is not None else contextlib.nullcontext():
+            self.signed_end()
         return AuditReport(entries=n, head_seq=int(head[0]), head_hash=prev,
                            anchors=tuple(a.name for a, _ in anchors))
 
@@ -444,6 +453,18 @@ class AuditLog:
                                  "from the guard. The file was edited or damaged: restore it from a backup.")
 
     def check_head(self) -> int:
+        """:meth:`signed_end`'s seq."""
+        return self.signed_end()[0]
+
+    def explained_end(self) -> tuple[int, str]:
+        """:meth:`signed_end`, or on a mismatch the whole chain's check, which names the break."""
+        try:
+            return self.signed_end()
+        except IntegrityError:
+            self.verify()
+            raise
+
+    def signed_end(self) -> tuple[int, str]:
         """A quick check at open, and where a call is judged: the signed head exists, is genuine,
         names the last entry and agrees with every anchor; returns the last entry's seq. (verify()
         checks the whole chain.) Entries moved out of the log for a while, to hide a withdrawal
@@ -464,7 +485,7 @@ class AuditLog:
                                  "verify` and restore it from a backup.")
         for anchor, value in anchors:
             check_anchor(anchor, value, int(last[0]), self.hash_at)
-        return int(last[0])
+        return int(last[0]), str(last[1])
 
     def counts(self) -> dict[str, Any]:
         """Totals for the report: by operation and decision, refusals by rule."""

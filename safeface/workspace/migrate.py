@@ -56,6 +56,7 @@ def copy_to_server(old: Any, section: Mapping[str, Any], root: Path, keyring: Ke
             target.import_sealed(rows)
             n += len(rows)
             after = int(rows[-1][0])
+        target.import_sealed([], ceiling=old.id_ceiling())  # ids erased or never stored stay used
         if old.rows() != target.rows():
             raise IntegrityError(f"the copy in {target.where} differs from the local gallery; the local files are "
                                  "kept. Drop the copy and migrate again.")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import unicodedata
+from typing import Optional
 
 from ...errors import ConfigError, InvalidArgument
 
@@ -17,70 +18,55 @@ _LABEL = b"safeface pseudonym v1\x00"
 MAX_SUBJECT_CHARS = 256
 # Control characters, line and paragraph separators, unassigned and private-use code points,
 # lone surrogates: never part of a name or an account id, and invisible in a log.
-_REFUSED_CATEGORIES = frozenset({"Cc", "Zl", "Zp", "Cs", "Co", "Cn", "Cf"})
+_REFUSED_CATEGORIES = frozenset({"Cc", "Zl", "Zp", "Cs", "Co", "Cn"})
 # Code points that show nothing (Unicode's Default_Ignorable_Code_Point, and the blank fillers):
-# removed, so "alice" with a zero-width space, a joiner, a variation selector, a direction mark or
-# a byte-order mark (a CSV export's) is alice, not a second subject an erasure of alice would
-# miss. They shape or order how a name is drawn, never which letters it has. Format characters
-# left after that (a prepended number sign, say) are refused.
+# zero-width space and joiners, direction marks and overrides, variation selectors, byte-order
+# mark, soft hyphen. "alice" with one of them prints as alice but is another subject, which an
+# erasure of alice would miss: a new enrolment under such an id is refused (new_subject_problem).
+# Ids are pseudonymised as written, so subjects enrolled under one before keep their pseudonym.
 _IGNORABLE = ((0x00AD, 0x00AD), (0x034F, 0x034F), (0x061C, 0x061C), (0x115F, 0x1160), (0x17B4, 0x17B5),
               (0x180B, 0x180F), (0x200B, 0x200F), (0x202A, 0x202E), (0x2060, 0x206F), (0x2800, 0x2800),
               (0x3164, 0x3164), (0xFE00, 0xFE0F), (0xFEFF, 0xFEFF), (0xFFA0, 0xFFA0), (0xFFF0, 0xFFF8),
               (0x1BCA0, 0x1BCA3), (0x1D173, 0x1D17A), (0xE0000, 0xE0FFF))
-_INVISIBLE = {c: None for lo, hi in _IGNORABLE for c in range(lo, hi + 1)}
 
 
 def normalize_subject(subject_id: object) -> str:
     """The subject id as it is pseudonymised: Unicode NFC ("José" typed with a combining accent
     is "José"), leading and trailing white space removed ("bob " is "bob"). Case is kept:
-    ids are the caller's and may be case-sensitive; code points that show nothing (zero-width
-    space and joiners, direction marks, variation selectors, byte-order mark, soft hyphen, blank
-    fillers) removed. Raises InvalidArgument for a non-string, an empty id, or one holding
-    control characters or other format characters."""
+    ids are the caller's and may be case-sensitive. Raises InvalidArgument for a non-string,
+    an empty id, or one holding control characters."""
     if not isinstance(subject_id, str):
         raise InvalidArgument(f"a subject id must be a string, not {type(subject_id).__name__}.")
-    s = unicodedata.normalize("NFC", subject_id.translate(_INVISIBLE)).strip()
+    s = unicodedata.normalize("NFC", subject_id).strip()
     if not s:
         raise InvalidArgument("a subject id must be a non-empty string (white space alone is empty).")
     if len(s) > MAX_SUBJECT_CHARS:
         raise InvalidArgument(f"a subject id may have at most {MAX_SUBJECT_CHARS} characters, not {len(s)}.")
     bad = [c for c in s if unicodedata.category(c) in _REFUSED_CATEGORIES]
     if bad:
-        raise InvalidArgument(f"a subject id may not contain control, format or unassigned characters "
+        raise InvalidArgument(f"a subject id may not contain control or unassigned characters "
                               f"(found U+{ord(bad[0]):04X}); pass the id as printable text.")
     return s
 
 
+def new_subject_problem(subject_id: object) -> Optional[str]:
+    """Why an id may not name a new enrolment (a sentence naming the code point), or None: one
+    holding a code point that shows nothing would be a look-alike of the id without it."""
+    s = normalize_subject(subject_id)
+    hidden = [c for c in s if any(lo <= ord(c) <= hi for lo, hi in _IGNORABLE)]
+    if not hidden:
+        return None
+    return (f"the subject id holds U+{ord(hidden[0]):04X}, which shows nothing: it would print as another id and "
+            "be a second person an erasure of that id misses. Enrol under the id without invisible characters "
+            "(zero-width spaces and joiners, direction marks, variation selectors, byte-order marks).")
+
+
 def pseudonymize(key: bytes, subject_id: str) -> str:
     """The subject's pseudonym: 64 hex digits of HMAC-SHA256(key, label || utf-8 normalised id)."""
-    return _keyed(key, normalize_subject(subject_id))
-
-
-def _keyed(key: bytes, subject: str) -> str:
+    subject = normalize_subject(subject_id)
     if len(key) < 32:
         raise ConfigError("the pseudonym key must be at least 32 bytes.")
     return hmac.new(key, _LABEL + subject.encode("utf-8"), hashlib.sha256).hexdigest()
-
-
-_EARLIER_REFUSED = frozenset({"Cc", "Zl", "Zp", "Cs", "Co", "Cn"})
-
-
-def earlier_pseudonyms(key: bytes, subject_id: object) -> list[str]:
-    """The pseudonyms releases before invisible code points were removed gave this id, where they
-    differ from today's (they kept them: "alice" with a byte-order mark was its own subject). An
-    erasure or revocation by id removes those rows too, so an upgrade never lets one miss them."""
-    if not isinstance(subject_id, str):
-        return []
-    earlier = unicodedata.normalize("NFC", subject_id).strip()
-    if not earlier or len(earlier) > MAX_SUBJECT_CHARS or any(unicodedata.category(c) in _EARLIER_REFUSED
-                                                              for c in earlier):
-        return []
-    try:
-        if normalize_subject(subject_id) == earlier:
-            return []
-    except InvalidArgument:
-        pass  # refused today (a format character this release no longer takes), not then
-    return [_keyed(key, earlier)]
 
 
 def same_subject(a: object, b: object) -> bool:
