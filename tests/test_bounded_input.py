@@ -160,7 +160,7 @@ def test_subject_ids_are_normalised_before_pseudonymisation(tmp_path: Path, imgs
 
 @pytest.mark.parametrize("variant", ["alice\u200b", "\ufeffalice", "ali\u200dce", "alice\u2060", "al\u00adice",
                                      "alice\u034f", "alice\ufe0f", "alice\U000e0100", "alice\u3164", "\u115falice",
-                                     "alice\u2800", "alice\u17b4", "alice\u200e", "\u202eecila"])
+                                     "alice\u2800", "alice\u17b4", "alice\u200e", "\u202eecila", "alice\ufff9"])
 def test_an_id_with_a_code_point_that_shows_nothing_enrols_no_one(tmp_path: Path, imgs: Path, variant: str) -> None:
     """An id that prints as "alice" (a zero-width character, a joiner, a CSV export's byte-order
     mark, a soft hyphen, a variation selector, a blank filler, a direction mark) would be a second

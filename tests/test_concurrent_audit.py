@@ -129,16 +129,16 @@ def test_the_store_check_while_another_handle_enrols_and_erases_never_alarms(tmp
 def test_an_entry_chained_past_the_signed_head_without_the_key_fails_the_audit(tmp_path: Path) -> None:
     """The chain's hash needs no key, so someone who can write audit.db can append an entry that
     links correctly (an "enroll allowed" naming a row put in behind the guard, say) without moving
-    the signed head. Checking the chain only up to the head must not let it through: the store
-    check reads the log up to its signed end, and that end must be the last entry."""
+    the signed head. No append chains onto it (the next one would sign over it), no open accepts
+    it, and `audit verify` names it: the head must name the last entry."""
     import json
     import sqlite3
 
     from safeface.workspace.audit import AuditEntry, _chain
 
     ws = make_workspace(tmp_path / "ws")
-    with open_sf(ws) as sf:
-        sf.export("alice", "demo", "acme", legal_basis=legal_basis(ws, operations=["transmit"]))
+    running = open_sf(ws)  # a process that opened before the entry was added
+    running.export("alice", "demo", "acme", legal_basis=legal_basis(ws, operations=["transmit"]))
     con = sqlite3.connect(str(ws.audit))
     seq, h = con.execute("SELECT seq, hash FROM entries ORDER BY seq DESC LIMIT 1").fetchone()
     forged = AuditEntry(seq + 1, "2099-01-01T00:00:00+00:00", "enroll", "demo", None, None, (), "allowed", None,
@@ -149,6 +149,10 @@ def test_an_entry_chained_past_the_signed_head_without_the_key_fails_the_audit(t
                  forged.decision, None, forged.note, None, h, _chain(h, forged)))
     con.commit()
     con.close()
+    # Its next append would sign over the added entry: it refuses to chain onto it instead.
+    with pytest.raises(IntegrityError, match="signed head"):
+        running.erase("bob")
+    running.close()
     with pytest.raises(IntegrityError, match="signed head"):
         open_sf(ws)
     from safeface.workspace.admin import audit_verify

@@ -976,10 +976,14 @@ class SafeFace:
         enrolment, erasure and purge holds around its entries and its rows: read apart, one
         landing between them looks like a row deleted behind the guard or restored after its
         erasure. The lock covers these two reads only, not the check."""
-        with self._gallery.locked():
-            rows = list(self._gallery.rows())
-            with self._audit_lock:  # threads sharing this handle share its connection
-                return rows, self._audit.explained_end()
+        try:
+            with self._gallery.locked():
+                rows = list(self._gallery.rows())
+                with self._audit_lock:  # threads sharing this handle share its connection
+                    return rows, self._audit.signed_end()
+        except IntegrityError:
+            self._audit.verify()  # names the break, outside the locks (it reads the whole log)
+            raise
 
     def _check_rows(self, rows: list[Any], upto: int) -> StoreReport:
         """The store check of `rows` against the log up to entry `upto` (later entries are calls

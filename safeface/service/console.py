@@ -23,7 +23,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 
 from ..atomicfile import write_atomic
-from ..errors import AuthenticationError, ConfigError, IntegrityError, PolicyViolation
+from ..errors import AuthenticationError, IntegrityError, PolicyViolation, SafeFaceError
 from ..workspace.apikeys import SESSION_SECONDS, ApiKey
 from .runtime import Runtime
 
@@ -132,7 +132,7 @@ def build_console(rt: Runtime) -> APIRouter:
         resp: Response = to_login()
         try:
             rt.light(lambda sf: sf.end_session(cookie))  # ended on the server, not only in this browser
-        except ConfigError as exc:  # the store cannot record it: say so; the browser forgets it anyway
+        except SafeFaceError as exc:  # the store cannot record it: say so; the browser forgets it anyway
             resp = page("Logged out here only", f"<p class='bad'>{_e(str(exc))}</p><p><a href='/login'>Log in</a></p>",
                         None, 500)
         resp.delete_cookie(SESSION)

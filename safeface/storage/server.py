@@ -715,8 +715,8 @@ class ServerStore:
 
     def import_sealed(self, rows: Sequence[tuple[Any, ...]], *, ceiling: int = 0) -> None:
         """Copy rows sealed by another store of this deployment verbatim (same row ids, so the
-        seals still open), noting their vectors for writing. Refuses a store that is not empty
-        or is under other keys: the caller copies into a fresh store only. `ceiling`: the highest
+        seals still open), noting their vectors for writing. The caller (workspace/migrate.py)
+        copies into an empty store under the same keys only, and checks both first. `ceiling`: the highest
         id the other store ever used, removed rows' included, which no new row may take (the
         audit log names those ids as removed, or as never stored)."""
         with self._write_lock.held():

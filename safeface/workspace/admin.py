@@ -244,11 +244,15 @@ def _store_rows(paths: WorkspacePaths, r: Any) -> tuple[list[Any], tuple[int, st
     from ..storage.factory import StorageConfig, open_store
 
     cfg = StorageConfig.from_section(r.deployment.section("storage"))
-    if not cfg.server and not paths.gallery.is_file():
-        return [], r.audit.explained_end()
-    dim = int(r.deployment.section("matching").get("dim") or 128)
-    with open_store(cfg, paths.root, paths.gallery, r.keyring, dim) as store, store.locked():
-        return list(store.rows()), r.audit.explained_end()
+    try:
+        if not cfg.server and not paths.gallery.is_file():
+            return [], r.audit.signed_end()
+        dim = int(r.deployment.section("matching").get("dim") or 128)
+        with open_store(cfg, paths.root, paths.gallery, r.keyring, dim) as store, store.locked():
+            return list(store.rows()), r.audit.signed_end()
+    except IntegrityError:
+        r.audit.verify()  # names the break, outside the store's lock (it reads the whole log)
+        raise
 
 
 def audit_checkpoint(root: Path, out: Path, passphrase_file: Optional[Path] = None) -> dict[str, Any]:

@@ -213,10 +213,18 @@ class AuditLog:
         subs = _bounded_subjects(subjects)
         t = self._t
         with t.write():
-            got = t.q("SELECT seq, hash, time FROM {t}entries ORDER BY seq DESC LIMIT 1")
+            got = t.q("SELECT e.seq, e.hash, e.time, h.seq, h.hash, h.mac FROM {t}entries e LEFT JOIN {t}head h "
+                      "ON h.id = 1 ORDER BY e.seq DESC LIMIT 1")
             row = got[0] if got else None
             seq, prev = (row[0] + 1, row[1]) if row else (1, GENESIS)
             when = _utc_now()
+            # Chain only onto the entry the signed head names: the chain's hash needs no key, so an
+            # entry added behind the log's back would otherwise be signed over by this append.
+            if row is not None and (row[3] is None or (int(row[3]), str(row[4])) != (int(row[0]), str(row[1]))
+                                    or not hmac.compare_digest(self._mac(int(row[3]), str(row[4])), str(row[5]))):
+                raise IntegrityError(f"{self.where} does not match its signed head: an entry was added or removed "
+                                     "without the audit key. Nothing was written; run `safeface audit verify` and "
+                                     "restore the log from a backup.")
             if row is not None:
                 last = dt.datetime.fromisoformat(str(row[2]))
                 if when < last - CLOCK_TOLERANCE:
@@ -455,14 +463,6 @@ class AuditLog:
     def check_head(self) -> int:
         """:meth:`signed_end`'s seq."""
         return self.signed_end()[0]
-
-    def explained_end(self) -> tuple[int, str]:
-        """:meth:`signed_end`, or on a mismatch the whole chain's check, which names the break."""
-        try:
-            return self.signed_end()
-        except IntegrityError:
-            self.verify()
-            raise
 
     def signed_end(self) -> tuple[int, str]:
         """A quick check at open, and where a call is judged: the signed head exists, is genuine,

@@ -51,9 +51,10 @@ def normalize_subject(subject_id: object) -> str:
 
 def new_subject_problem(subject_id: object) -> Optional[str]:
     """Why an id may not name a new enrolment (a sentence naming the code point), or None: one
-    holding a code point that shows nothing would be a look-alike of the id without it."""
+    holding a code point that shows nothing (or any other format character) would be a
+    look-alike of the id without it."""
     s = normalize_subject(subject_id)
-    hidden = [c for c in s if any(lo <= ord(c) <= hi for lo, hi in _IGNORABLE)]
+    hidden = [c for c in s if any(lo <= ord(c) <= hi for lo, hi in _IGNORABLE) or unicodedata.category(c) == "Cf"]
     if not hidden:
         return None
     return (f"the subject id holds U+{ord(hidden[0]):04X}, which shows nothing: it would print as another id and "
