@@ -1118,7 +1118,7 @@ class SafeFace:
     def _record(self, d: Decision, outcome: str, subjects: Sequence[str], note: Optional[str]) -> None:
         if d.evidence is not None:  # which liveness check let the call in (the check's entry names it too)
             note = f"{note}; liveness {nonce_ref(d.evidence.nonce)}" if note else f"liveness {nonce_ref(d.evidence.nonce)}"
-        if outcome == "allowed" and d.token is not None:  # last, after any caller text (storecheck._issued)
+        if outcome == "allowed" and d.token is not None:  # last, after any caller text (audit.last_mention)
             issued = f"{TOKEN_ISSUED} {int(d.token.issued_at)}"
             note = f"{note}; {issued}" if note else issued
         self._append(d.operation.value, outcome, purpose=d.purpose.name if d.purpose else None,

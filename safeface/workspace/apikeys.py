@@ -47,12 +47,12 @@ CREATE TABLE IF NOT EXISTS apikeys (
     revoked TEXT,
     digest TEXT NOT NULL
 );
-CREATE TABLE IF NOT EXISTS ended_sessions (session TEXT PRIMARY KEY, until INTEGER NOT NULL);
 """
 # Console sessions ended at logout before their time (a SHA-256 of the cookie; kept until it
 # would have expired). A PostgreSQL store moved there by an earlier safeface lacks the table: the
 # first logout creates it (ApiKeys._ended_table).
 _ENDED = "CREATE TABLE IF NOT EXISTS {t}ended_sessions (session TEXT PRIMARY KEY, until BIGINT NOT NULL)"
+_SCHEMA += _ENDED.format(t="") + ";\n"
 
 
 def _described(r: Any) -> "ApiKey":

@@ -62,10 +62,16 @@ JUDGED_AFTER = "judged after entry"
 _JUDGED = re.compile(JUDGED_AFTER + r" ([0-9]+)\b")
 
 
+def last_mention(mark: re.Pattern[str], note: Optional[str]) -> Optional[int]:
+    """The number the last mention of `mark` in a note carries, or None. The SDK writes its own
+    marks after any caller text (an export's recipient), so the last one is the SDK's."""
+    found = mark.findall(note or "")
+    return int(found[-1]) if found else None
+
+
 def judged_after(note: Optional[str]) -> Optional[int]:
     """The judging point an entry's note names, or None."""
-    found = _JUDGED.findall(note or "")
-    return int(found[-1]) if found else None
+    return last_mention(_JUDGED, note)
 
 
 def withdrawal_time(note: Optional[str], time: Any) -> int:

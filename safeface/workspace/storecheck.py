@@ -31,7 +31,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from ..errors import IntegrityError
 from ..policy.tokens import TokenError, decode_consent, decode_legal_basis
-from .audit import JUDGED_AFTER, judged_after, withdrawal_time
+from .audit import judged_after, last_mention, withdrawal_time
 
 _ROWS = re.compile(r"\brows=([0-9,]+)")
 # An identify entry's subjects are its candidates; the note names whose consent let it in.
@@ -106,21 +106,6 @@ class _Log:
     revoked_refs: dict[str, int] = field(default_factory=dict)  # token reference -> seq of its "revoke" entry
 
 
-def _judged(e: Any) -> Optional[int]:
-    """The last entry before the guard judged this call, as its entry names it (SafeFace._run;
-    an enrolment's, where it is judged again under the store's write lock). The last mention
-    counts: the SDK writes it after any caller text (an export's recipient). None for an entry
-    written before entries named it, under the rules of its day: not judged by these."""
-    return judged_after(e.note)
-
-
-def _issued(e: Any) -> Optional[int]:
-    """When the call's consent was issued, as its entry names it (the SDK's mark comes last,
-    after any caller text); None for an entry written before entries named it."""
-    found = _ISSUED.findall(e.note or "")
-    return int(found[-1]) if found else None
-
-
 def read_log(entries: Iterable[Any]) -> _Log:
     out = _Log()
     revoked_refs = out.revoked_refs
@@ -139,7 +124,10 @@ def read_log(entries: Iterable[Any]) -> _Log:
             revoked = _KEY_REVOKED.fullmatch(e.note or "")
             if revoked:
                 revoked_keys.setdefault(revoked[1], int(e.seq))
-        judged = _judged(e)
+        # The last entry before the guard judged this call (SafeFace._run; an enrolment's, where it
+        # is judged again under the store's write lock). None for an entry written before entries
+        # named it, under the rules of its day: not judged by these.
+        judged = judged_after(e.note)
         if e.operation in USES and e.token_id:
             ref = str(e.token_id)
             # A use counts where it was judged: one judged before a withdrawal may be recorded after it.
@@ -160,7 +148,7 @@ def read_log(entries: Iterable[Any]) -> _Log:
                 # consents; a legal basis it does not withdraw, but it enrols no one erased after it
                 # was issued or used (judged for the enrolled subject only: one legal basis may
                 # cover many people).
-                issued = _issued(e)
+                issued = last_mention(_ISSUED, e.note)  # None: written before entries named it
                 whose = giver[ref] if e.basis == "consent" else {str(s) for s in e.subjects}
                 after = [w for s in whose for w, when in out.withdrawals.get(s, ())
                          if w <= judged and (first_use[ref] < w or (issued is not None and issued <= when))]
