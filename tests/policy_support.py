@@ -15,6 +15,7 @@ import pytest
 
 from datasets_path import datasets  # noqa: F401  (re-exported for the policy tests)
 
+from safeface.hazmat.templates.pseudonym import normalize_subject
 from safeface.policy.deployment import Deployment
 from safeface.policy.guard import Decision, Guard, Operation, Request
 from safeface.policy.issuer import issue_consent, issue_legal_basis
@@ -194,6 +195,13 @@ def issued_consent(paths: WorkspacePaths, subject: str, purposes: Sequence[str] 
 
 def consent(paths: WorkspacePaths, subject: str, purposes: Sequence[str] = ("demo",), **kw: Any) -> str:
     return issued_consent(paths, subject, purposes, **kw)[0]
+
+
+def foreign_consent(paths: WorkspacePaths, subject: str, purposes: Sequence[str] = ("demo",)) -> str:
+    """A consent for `subject` signed by the workspace's issuer key but minted by other code (any
+    JOSE library), which our issuer refuses to write: say, one to enrol under an id that prints
+    as another."""
+    return resigned(paths, issued_consent(paths, "placeholder", purposes)[1], subject=normalize_subject(subject))
 
 
 def issued_legal_basis(paths: WorkspacePaths, purposes: Sequence[str] = ("demo",),

@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from policy_support import PASSPHRASE, consent, images, make_workspace, open_sf  # noqa: E402
+from policy_support import PASSPHRASE, consent, foreign_consent, images, make_workspace, open_sf  # noqa: E402
 
 from safeface.errors import ImageError, InvalidArgument, SafeFaceError  # noqa: E402
 from safeface.hazmat.templates import normalize_subject, pseudonymize  # noqa: E402
@@ -168,11 +168,28 @@ def test_an_id_with_a_code_point_that_shows_nothing_enrols_no_one(tmp_path: Path
     ws = make_workspace(tmp_path / "ws")
     with open_sf(ws) as sf:
         with pytest.raises(InvalidArgument, match="shows nothing"):
-            sf.enroll(imgs / "obama.jpg", variant, "demo", consent(ws, variant))
+            sf.enroll(imgs / "obama.jpg", variant, "demo", foreign_consent(ws, variant))
         with pytest.raises(InvalidArgument, match="shows nothing"):
             sf.enroll_many([(imgs / "biden.jpg", "bob", consent(ws, "bob")),
-                            (imgs / "obama.jpg", variant, consent(ws, variant))], "demo")
+                            (imgs / "obama.jpg", variant, foreign_consent(ws, variant))], "demo")
         assert not sf.records()
+
+
+@pytest.mark.parametrize("variant", ["alice\u200b", "\ufeffalice", "alice\u200e"])
+def test_no_consent_to_enrol_is_issued_under_an_id_that_prints_as_another(tmp_path: Path, variant: str) -> None:
+    """The shipped issuer (`safeface consent issue`, the demo) refuses a consent that names enrolment
+    for an id enrolment would refuse, while the person is still at the consent screen; a consent
+    to verify only is still issued (a subject enrolled under that id by an earlier release)."""
+    from safeface.policy.deployment import Deployment
+    from safeface.policy.issuer import issue_consent
+    from safeface.workspace.keys import read_signing_key
+
+    ws = make_workspace(tmp_path / "ws")
+    key, dep = read_signing_key(ws.demo_issuer), Deployment.load(ws.config)
+    with pytest.raises(InvalidArgument, match="shows nothing"):
+        issue_consent(key, dep, variant, ["demo"])
+    _, token = issue_consent(key, dep, variant, ["demo"], operations=["verify"])
+    assert token.subject == normalize_subject(variant) and token.operations == ("verify",)
 
 
 @pytest.mark.parametrize("bad", ["", "   ", "bo\x00b", "a\nb", "x\u2028y", "\x1b[31mred", 7, None])
@@ -202,7 +219,7 @@ def test_a_subject_enrolled_under_an_invisible_character_before_keeps_working(tm
 
     ws = make_workspace(tmp_path / "ws")
     subject = "\ufeffalice"
-    token = consent(ws, subject)
+    token = foreign_consent(ws, subject)
     with monkeypatch.context() as m:
         m.setattr(facade, "_check_new_subject", lambda s: None)  # as an earlier release enrolled
         with open_sf(ws) as sf:

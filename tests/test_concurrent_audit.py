@@ -21,7 +21,7 @@ from safeface.errors import IntegrityError  # noqa: E402
 def test_threads_on_one_safeface_never_see_a_false_head_mismatch(tmp_path: Path) -> None:
     """Threads sharing one SafeFace (or its views) share one SQLite connection: one thread's append
     writes the entry and then the head, in one transaction on it. Another thread's call, judged
-    meanwhile, reads the head under the log's lock, never the entry without its head. The writer
+    meanwhile, waits for that connection's turn, never reading the entry without its head. The writer
     is paused between its two statements here; a busy machine does that at random."""
     ws = make_workspace(tmp_path / "ws")
     with open_sf(ws) as sf:
@@ -36,7 +36,7 @@ def test_threads_on_one_safeface_never_see_a_false_head_mismatch(tmp_path: Path)
             n = real_run(sql, args)
             if "INSERT INTO {t}entries" in sql and threading.current_thread() in writer:
                 inserted.set()
-                checked.wait(5)  # the scheduler runs the other thread here
+                checked.wait(2)  # the scheduler runs the other thread here
             return n
 
         t.run = slow_run  # type: ignore[method-assign]
@@ -163,3 +163,49 @@ def test_an_entry_chained_past_the_signed_head_without_the_key_fails_the_audit(t
     pf.write_text(PASSPHRASE)
     with pytest.raises(IntegrityError, match="signed head"):
         audit_verify(ws.root, passphrase_file=pf)
+
+
+def test_threads_writing_through_one_sqlite_handle_take_turns(tmp_path: Path) -> None:
+    """A service runs requests on a pool of threads over one handle, so one SQLite connection: a
+    transaction belongs to the connection, so without turns a second thread's BEGIN fails inside
+    the first's ("cannot start a transaction within a transaction"), and one thread's COMMIT or
+    ROLLBACK ends another's work half-done. Logouts and audit appends race here with no lock
+    of the caller's; none may fail, and every write must land whole."""
+    import datetime as dt
+
+    from safeface.workspace.apikeys import ApiKeys
+    from safeface.workspace.audit import AuditLog
+
+    now = dt.datetime(2026, 12, 1, 9, 0, tzinfo=dt.timezone.utc)
+    keys = ApiKeys(tmp_path / "apikeys.db", b"k" * 32)
+    log = AuditLog(tmp_path / "audit.db", b"a" * 32)
+    _, key = keys.issue("operator", "console", None, None, now)
+    cookies = [keys.open_session(key, now + dt.timedelta(seconds=i))[1] for i in range(40)]
+    errors: list[BaseException] = []
+    ended: list[bool] = []
+
+    def work(n: int) -> None:
+        try:
+            for i in range(n, len(cookies), 4):
+                ended.append(keys.end_session(cookies[i], now + dt.timedelta(minutes=1)))
+                log.append("report", "allowed", note=f"thread {n} call {i}")
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(4)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    try:
+        assert not errors, f"an honest write failed: {errors[0]!r}"
+        assert ended == [True] * len(cookies)
+        assert log.verify().entries == len(cookies)
+        from safeface.errors import AuthenticationError
+
+        for c in cookies:
+            with pytest.raises(AuthenticationError):
+                keys.session(c, now + dt.timedelta(minutes=2))
+    finally:
+        keys.close()
+        log.close()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -75,7 +76,9 @@ def test_logout_does_not_store_forged_session_values(tmp_path: Path) -> None:
         for i in range(50):
             sf.end_session(f"{i:012x}.999999999999.{'0' * 64}")
         stored = sf._apikeys._t.q("SELECT COUNT(*) FROM {t}ended_sessions")[0][0]
+        logged = [e for e in sf.audit_entries() if "console session" in (e.note or "")]
     assert stored == 0, f"{stored} forged session values were stored"
+    assert not logged, f"{len(logged)} forged session values were written to the audit log"
 
 
 def _pg_workspace(pg: Any, tmp_path: Path) -> tuple[Path, str]:
@@ -113,3 +116,36 @@ def test_a_dml_only_database_role_still_opens_the_workspace(pg: Any, tmp_path: P
         assert isinstance(keys.list(), list)
     finally:
         keys.close()
+
+
+def test_a_logout_is_not_undone_by_restoring_the_key_table(tmp_path: Path) -> None:
+    """A logged-out console cookie, kept by whoever copied it, opens nothing again after the key
+    table (apikeys.db) is restored from a copy taken before the logout: the anchored audit log
+    records the logout too, under a hash of the cookie, never the cookie."""
+    import shutil
+
+    ws = make_workspace(tmp_path / "ws")
+    with open_sf(ws) as sf:
+        _, key = sf.issue_api_key("auditor", label="console")
+        _, cookie = sf.open_session(key)
+        assert sf.session(cookie).role == "auditor"
+    backup = tmp_path / "apikeys-before-logout.db"
+    shutil.copyfile(ws.apikeys, backup)
+    with open_sf(ws) as sf:
+        assert sf.end_session(cookie) is True
+        assert sf.end_session(cookie) is False  # already ended: nothing more is recorded
+        with pytest.raises(AuthenticationError):
+            sf.session(cookie)
+        notes = [e.note or "" for e in sf.audit_entries() if e.operation == "apikey"]
+    assert sum("console session" in n and n.endswith("ended") for n in notes) == 1
+    assert not any(cookie.split(".")[2] in n or cookie in n for n in notes)
+    shutil.copyfile(backup, ws.apikeys)  # the old table, without the ended session
+    for extra in ("-wal", "-shm"):
+        Path(f"{ws.apikeys}{extra}").unlink(missing_ok=True)
+    with open_sf(ws) as sf:
+        with pytest.raises(AuthenticationError, match="restored from an older copy"):
+            sf.session(cookie)
+        time.sleep(1.1)  # a session is named by its key and its end, to the second
+        _, again = sf.open_session(key)  # the key itself still works: a new login is a new session
+        assert sf.session(again).role == "auditor"
+        assert sf.audit_verify().entries > 0

@@ -10,8 +10,8 @@ from typing import Any, Optional, Sequence
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from ..errors import ConfigError
-from ..hazmat.templates.pseudonym import normalize_subject
+from ..errors import ConfigError, InvalidArgument
+from ..hazmat.templates.pseudonym import new_subject_problem, normalize_subject
 from .deployment import Deployment
 from .tokens import ConsentToken, LegalBasisToken, check_operations, default_issuer, key_id, new_token_id, sign
 
@@ -37,6 +37,12 @@ def issue_consent(key: Ed25519PrivateKey, deployment: Deployment, subject: str, 
     if not subject:
         raise ConfigError("a consent names its subject (a pseudonymous id of the person).")
     subject = normalize_subject(subject)  # as the gallery will pseudonymise it
+    # A consent to enrol under an id the SDK will not enrol (a look-alike of another id) is
+    # refused here, where the person is still in front of the screen; verify-only consents
+    # still serve subjects enrolled under such ids before enrolment refused them.
+    problem = new_subject_problem(subject) if "enroll" in operations else None
+    if problem is not None:
+        raise InvalidArgument(problem)
     if not purposes:
         raise ConfigError("a consent names at least one purpose.")
     if birth_date is not None:

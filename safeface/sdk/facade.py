@@ -35,7 +35,7 @@ from ..policy.deployment import Deployment, Finding, working_days_after
 from ..policy.guard import BatchItem, CaptureFacts, Decision, Guard, Operation, Request
 from ..policy.receipts import ErasureReceipt, issue_receipt, receipt_key
 from ..policy.rules import rule_for
-from ..workspace.apikeys import ApiKey, ApiKeys, hashing_key
+from ..workspace.apikeys import ApiKey, ApiKeys, hashing_key, session_ref
 from ..workspace.assessment import (ASSESSMENT_OPERATIONS, assessment_recorded, names_an_assessment, recorded_roles,
                                    seal_holds)
 from ..workspace.audit import JUDGED_AFTER, WITHDRAWN_AT, AuditEntry, AuditLog, AuditReport
@@ -46,7 +46,7 @@ from ..workspace.session import open_apikeys, open_audit, open_state
 from ..workspace.trust import TrustStore, load_trust
 from ..workspace.state import PolicyState
 from ..workspace.storecheck import (CONSENT_OF, COMMITTED, TOKEN_ISSUED, UNCOMMITTED, StoreReport, check_store,
-                                    key_actor, key_revoked_note, rows_named)
+                                    key_actor, key_revoked_note, rows_named, session_ended_note)
 from .nonces import RecordedNonces, nonce_ref
 from .revocations import RecordedRevocations
 from .results import Candidate, Enrollment, Export, Record, Verification
@@ -917,12 +917,24 @@ class SafeFace:
         return self._not_revoked(info), value
 
     def end_session(self, value: Optional[str]) -> bool:
-        """End a console session (logout), so that a copy of its cookie opens nothing more."""
+        """End a console session (logout), so that a copy of its cookie opens nothing more; False
+        when it was not a live session. Recorded in the audit log first (which an older copy of
+        the key table cannot roll back), then in the key table (the quick check)."""
+        try:
+            self.session(value)
+        except AuthenticationError:
+            return False
+        self._append(Operation.APIKEY.value, "allowed", note=session_ended_note(session_ref(str(value))))
         return self._apikeys.end_session(value, self._clock())
 
     def session(self, value: Optional[str]) -> ApiKey:
         """The key behind a console session; AuthenticationError once it or its key has ended."""
-        return self._not_revoked(self._apikeys.session(value, self._clock()))
+        info = self._apikeys.session(value, self._clock())
+        if self._audit.records(Operation.APIKEY.value, session_ended_note(session_ref(str(value)))):
+            raise AuthenticationError("the console session was ended (logged out; the audit log records it), though "
+                                      "the key table does not list it as ended: that table looks restored from an "
+                                      "older copy. Log in again; check who restored the table.")
+        return self._not_revoked(info)
 
     def _not_revoked(self, info: ApiKey) -> ApiKey:
         # Revoking clears the key's digest, but a key table restored from an older copy brings it
@@ -944,7 +956,7 @@ class SafeFace:
         read the report; the check itself writes nothing to the log it judges."""
         self._run(Request(Operation.REPORT, self._role, self._clock()), [], lambda d: (None, None))
         rows, end = self._store_snapshot()
-        report = self._audit.verify(through=end, lock=self._audit_lock)
+        report = self._audit.verify(through=end)
         self._check_rows(rows, end[0]).raise_for_problems()
         problem = receipt_file_problem(self._paths, self._receipt_public())
         if problem is not None:
@@ -978,9 +990,7 @@ class SafeFace:
         erasure. The lock covers these two reads only, not the check."""
         try:
             with self._gallery.locked():
-                rows = list(self._gallery.rows())
-                with self._audit_lock:  # threads sharing this handle share its connection
-                    return rows, self._audit.signed_end()
+                return list(self._gallery.rows()), self._audit.signed_end()
         except IntegrityError:
             self._audit.verify()  # names the break, outside the locks (it reads the whole log)
             raise
@@ -1141,13 +1151,7 @@ class SafeFace:
                 # before a withdrawal (and recorded after it) from one let in despite it.
                 # The head check, not the last row alone: entries moved out of the log for the
                 # length of this call would otherwise move its judging point back with them.
-                # Under the log's lock too: threads sharing this handle share its connection, and
-                # one's append (entry, then head, in one transaction) must not be read half-done.
-                if request.operation in _JUDGED_AHEAD:
-                    with self._audit_lock:
-                        judged: Optional[int] = self._audit.check_head()
-                else:
-                    judged = None
+                judged = self._audit.check_head() if request.operation in _JUDGED_AHEAD else None
                 decision = self._guard.authorize(request)
         except PolicyViolation as exc:
             self._refused(request, subjects, exc)

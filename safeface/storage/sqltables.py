@@ -63,7 +63,10 @@ PG_META = "CREATE TABLE IF NOT EXISTS {ns}.workspace_meta (k TEXT PRIMARY KEY, v
 
 
 class SqliteTables:
-    """Tables in one of the workspace's SQLite files."""
+    """Tables in one of the workspace's SQLite files. One connection, used by one thread at a
+    time: a transaction belongs to the connection, not the thread, so a second thread's BEGIN
+    inside the first's would fail, its reads would see the first's uncommitted rows, and one
+    thread's COMMIT or ROLLBACK would end the other's work. A write holds the lock throughout."""
 
     dialect = "sqlite"
 
@@ -71,41 +74,48 @@ class SqliteTables:
         self.where = f"the {what} {path}"
         self.path = Path(path)
         self.prefix = ""
+        self._lock = threading.RLock()
         self._db = connect(self.path, what)
         self._db.executescript(schema)
 
     def q(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        return [tuple(r) for r in self._db.execute(sql.format(t=self.prefix), tuple(args)).fetchall()]
+        with self._lock:
+            return [tuple(r) for r in self._db.execute(sql.format(t=self.prefix), tuple(args)).fetchall()]
 
     def run(self, sql: str, args: Sequence[Any] = ()) -> int:
         """One statement; the number of rows it changed."""
-        return int(self._db.execute(sql.format(t=self.prefix), tuple(args)).rowcount)
+        with self._lock:
+            return int(self._db.execute(sql.format(t=self.prefix), tuple(args)).rowcount)
 
     @contextmanager
     def write(self) -> Iterator[None]:
         """One transaction, holding the file's write lock from its first read to its commit."""
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            yield
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
 
     def columns(self, table: str) -> set[str]:
-        return {str(r[1]) for r in self._db.execute(f"PRAGMA table_info({table})")}
+        with self._lock:
+            return {str(r[1]) for r in self._db.execute(f"PRAGMA table_info({table})")}
 
     def add_column(self, table: str, decl: str) -> None:
-        try:
-            self._db.execute(f"ALTER TABLE {table} ADD COLUMN {decl}")
-        except sqlite3.OperationalError:  # another process added it first
-            pass
+        with self._lock:
+            try:
+                self._db.execute(f"ALTER TABLE {table} ADD COLUMN {decl}")
+            except sqlite3.OperationalError:  # another process added it first
+                pass
 
     def read_errors(self) -> tuple[type[BaseException], ...]:
         return (sqlite3.DatabaseError,)
 
     def close(self) -> None:
-        self._db.close()
+        with self._lock:
+            self._db.close()
 
 
 class PgTables:

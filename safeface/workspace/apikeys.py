@@ -59,7 +59,8 @@ def _described(r: Any) -> "ApiKey":
     return ApiKey(str(r[0]), str(r[1]), str(r[2]), str(r[3]), r[4], float(r[5]), r[6])
 
 
-def _session_ref(cookie: str) -> str:
+def session_ref(cookie: str) -> str:
+    """A console session's reference (a hash: the cookie cannot be rebuilt from it)."""
     return hashlib.sha256(b"safeface console session|" + cookie.encode("utf-8")).hexdigest()
 
 
@@ -198,7 +199,7 @@ class ApiKeys:
         if int(m.group(2)) < now.timestamp():
             raise AuthenticationError("the console session expired; log in again.")
         if self._ended_table(create=False) and self._t.q("SELECT 1 FROM {t}ended_sessions WHERE session = ?",
-                                                         (_session_ref(str(cookie)),)):
+                                                         (session_ref(str(cookie)),)):
             raise AuthenticationError("the console session was ended (logged out); log in again.")
         if not rows[0][7]:
             raise AuthenticationError("the API key behind this session was revoked; log in again.")
@@ -219,7 +220,7 @@ class ApiKeys:
         with self._t.write():
             self._t.run("DELETE FROM {t}ended_sessions WHERE until < ?", (int(now.timestamp()),))
             self._t.run("INSERT INTO {t}ended_sessions VALUES (?, ?) ON CONFLICT DO NOTHING",
-                        (_session_ref(str(cookie)), until))
+                        (session_ref(str(cookie)), until))
         return True
 
     def _ended_table(self, *, create: bool) -> bool:

@@ -21,7 +21,6 @@ logged verbatim.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import hashlib
 import hmac
@@ -398,11 +397,10 @@ class AuditLog:
             raise IntegrityError(f"audit entry {seq} was altered after it was written.")
         return str(r[12])
 
-    def verify(self, through: Optional[tuple[int, str]] = None, lock: Optional[Any] = None) -> AuditReport:
+    def verify(self, through: Optional[tuple[int, str]] = None) -> AuditReport:
         """Check the whole chain, the signed head and every anchor; raise IntegrityError at the
         first break. `through`: a (seq, hash) that `signed_end` read earlier, which the chain must
-        reach and agree with (what a store check judged is then covered by this check). `lock`:
-        the one its caller's appends hold, where threads share this handle's connection."""
+        reach and agree with (what a store check judged is then covered by this check)."""
         anchors = self._read_anchors(self._anchors)
         self._check_file()
         # Only the hashes the anchors name are kept: the chain is read in pages, so memory stays
@@ -446,8 +444,7 @@ class AuditLog:
             raise IntegrityError(f"audit entry {through[0]} changed while the log was checked: it was rewritten.")
         # Entries past the head read first are appends made meanwhile, or entries chained on
         # without the key (the chain's hash needs none): the head now must name the last one.
-        with lock if lock is not None else contextlib.nullcontext():
-            self.signed_end()
+        self.signed_end()
         return AuditReport(entries=n, head_seq=int(head[0]), head_hash=prev,
                            anchors=tuple(a.name for a, _ in anchors))
 

@@ -53,6 +53,11 @@ def key_revoked_note(key_id: str) -> str:
     return f"API key {key_id} revoked"
 
 
+def session_ended_note(ref: str) -> str:
+    """The audit note of a console logout, which a session check looks for (`ref`: apikeys.session_ref)."""
+    return f"console session {ref[:32]} ended"
+
+
 def key_actor(key_id: str, checked_after: Optional[int]) -> str:
     """How an entry made under an API key names it (at most 64 characters, the log's limit)."""
     return key_id if checked_after is None else f"{key_id} (key checked after entry {int(checked_after)})"
