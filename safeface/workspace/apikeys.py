@@ -32,7 +32,7 @@ from ..storage.sqltables import SqliteTables
 PREFIX = "sfk"
 DEFAULT_RATE = 20.0  # requests per second per key and worker process
 _KEY = re.compile(r"^sfk_([0-9a-f]{12})_([A-Za-z0-9_-]{43})$")
-_SESSION = re.compile(r"^([0-9a-f]{12})\.([0-9]{1,12})\.([0-9a-f]{64})$")
+_SESSION = re.compile(r"^([0-9a-f]{12})\.([0-9]{1,12})\.([0-9a-f]{16})\.([0-9a-f]{64})$")
 SESSION_SECONDS = 8 * 3600
 _LABEL = re.compile(r"^[^\x00-\x1f\x7f]{0,80}$")
 
@@ -179,14 +179,18 @@ class ApiKeys:
     def open_session(self, presented: Optional[str], now: dt.datetime) -> tuple[ApiKey, str]:
         info = self.authenticate(presented, now)
         exp = int(now.timestamp()) + SESSION_SECONDS
+        # Each login its own session, even two in one second: logging out of one ends no other.
+        nonce = secrets.token_hex(8)
         rows = self._t.q("SELECT digest FROM {t}apikeys WHERE key_id = ?", (info.key_id,))
-        return info, f"{info.key_id}.{exp}.{self._session_mac(info, exp, str(rows[0][0]) if rows else '')}"
+        mac = self._session_mac(info, exp, nonce, str(rows[0][0]) if rows else "")
+        return info, f"{info.key_id}.{exp}.{nonce}.{mac}"
 
-    def _session_mac(self, info: ApiKey, exp: int, digest: str) -> str:
+    def _session_mac(self, info: ApiKey, exp: int, nonce: str, digest: str) -> str:
         # Bound to the row's role, expiry, rate and digest as they were at login: a session
         # outlives no hand edit of its key's row (the key's own check needs its secret, which a
         # session does not carry).
-        return self._mac("session", f"{info.key_id}.{exp}|{info.role}|{info.expires or ''}|{info.rate!r}|{digest}")
+        return self._mac("session", f"{info.key_id}.{exp}.{nonce}|{info.role}|{info.expires or ''}|{info.rate!r}|"
+                                    f"{digest}")
 
     def session(self, cookie: Optional[str], now: dt.datetime) -> ApiKey:
         """The key behind a genuine, unexpired session whose key is still valid."""
@@ -194,7 +198,7 @@ class ApiKeys:
         rows = self._t.q(f"SELECT {_COLS}, digest FROM {{t}}apikeys WHERE key_id = ?", (m.group(1),)) if m else []
         info = _described(rows[0]) if rows else None
         if m is None or info is None or not hmac.compare_digest(
-                self._session_mac(info, int(m.group(2)), str(rows[0][7] or "")), m.group(3)):
+                self._session_mac(info, int(m.group(2)), m.group(3), str(rows[0][7] or "")), m.group(4)):
             raise AuthenticationError("no valid console session (or its key was changed); log in with an API key.")
         if int(m.group(2)) < now.timestamp():
             raise AuthenticationError("the console session expired; log in again.")
