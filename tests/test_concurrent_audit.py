@@ -209,3 +209,114 @@ def test_threads_writing_through_one_sqlite_handle_take_turns(tmp_path: Path) ->
     finally:
         keys.close()
         log.close()
+
+
+@pytest.mark.parametrize("third", ["verify", "enroll"])
+def test_a_new_consent_used_while_its_subjects_erasure_commits_is_no_alarm(tmp_path: Path, third: str) -> None:
+    """alice is being erased (the erasure waits for the store, held by another writer) when she
+    consents again; an identify under the new consent is judged before the erasure's entry and
+    still working when a verify (or an enrolment) under it is judged after. The guard rightly let
+    the second in: the first's use was not in the log yet. The store check must judge each call
+    by the uses recorded by its judging point, not by one written later: no tampering is named."""
+    import time
+
+    from policy_support import CachedPipeline
+
+    from safeface.sdk import SafeFace
+
+    class SlowPipe(CachedPipeline):
+        gates = {n: (threading.Event(), threading.Event()) for n in ("identify", "third")}  # (entered, go)
+
+        def embed(self, image: Any, *, count_all: bool = False) -> Any:
+            gate = SlowPipe.gates.get(threading.current_thread().name)
+            if gate is not None:
+                gate[0].set()
+                gate[1].wait(30)  # judged, and still working
+            return super().embed(image, count_all=count_all)
+
+    ws = make_workspace(tmp_path / "ws")
+    img = images()
+    from policy_support import PASSPHRASE
+
+    sf = SafeFace.open(ws.root, PASSPHRASE, pipeline=SlowPipe())
+    try:
+        sf.enroll(img / "obama.jpg", "alice", "demo", consent(ws, "alice"))
+        out: dict[str, Any] = {}
+        errors: list[BaseException] = []
+
+        def run(name: str, fn: Any) -> threading.Thread:
+            def body() -> None:
+                try:
+                    out[name] = fn()
+                except BaseException as exc:  # noqa: BLE001
+                    errors.append(exc)
+            th = threading.Thread(target=body, name=name)
+            th.start()
+            return th
+
+        store = sf._gallery.locked()
+        store.__enter__()  # another writer holds the store
+        eraser = run("erase", lambda: sf.erase("alice"))
+        time.sleep(1.2)  # the erasure's time is taken; a consent issued now is a second later
+        new = consent(ws, "alice")
+        ident = run("identify", lambda: sf.identify(img / "biden.jpg", "demo", new))
+        assert SlowPipe.gates["identify"][0].wait(30)
+        store.__exit__(None, None, None)
+        eraser.join(30)
+        fn = ((lambda: sf.enroll(img / "obama2.jpg", "alice", "demo", new)) if third == "enroll"
+              else (lambda: sf.verify(img / "obama2.jpg", "alice", "demo", new)))
+        last = run("third", fn)
+        assert SlowPipe.gates["third"][0].wait(30)
+        order = (last, ident) if third == "enroll" else (ident, last)  # which call's entry is written first
+        for th in order:
+            SlowPipe.gates["identify" if th is ident else "third"][1].set()
+            th.join(30)
+        assert not errors, errors
+        ops = [(e.operation, e.decision) for e in sf.audit_entries()]
+        assert ("erase", "allowed") in ops and ops.count(("identify", "allowed")) == 1
+        assert sf.audit_verify().entries > 0
+        assert not sf.verify_store().problems
+    finally:
+        sf.close()
+
+
+def test_an_erasure_during_an_enrolment_leaves_no_trace_of_the_subject(tmp_path: Path) -> None:
+    """An erasure that lands just after an enrolment's store commit (the enrolling thread paused
+    there, as a busy machine pauses it at random) must not leave the erased subject's pseudonym
+    in policy.db: the enrolment writes the purpose's end under the store's lock, which the
+    erasure takes before it forgets the subject."""
+    import sqlite3
+    import time
+
+    ws = make_workspace(tmp_path / "ws", profiles=("cn-2025",))
+    img = images()
+    with open_sf(ws) as sf:
+        pseudonym = sf.pseudonym("alice")
+        real = sf._state.set_purpose_end
+
+        reached = threading.Event()
+
+        def paused(*a: Any, **k: Any) -> None:
+            reached.set()
+            time.sleep(0.5)
+            real(*a, **k)
+
+        sf._state.set_purpose_end = paused  # type: ignore[method-assign]
+        errors: list[BaseException] = []
+
+        def enrol() -> None:
+            try:
+                sf.enroll(img / "obama.jpg", "alice", "demo", consent(ws, "alice"))
+            except BaseException as exc:  # noqa: BLE001
+                errors.append(exc)
+
+        th = threading.Thread(target=enrol)
+        th.start()
+        assert reached.wait(60)  # the rows are stored; the purpose's end is being written
+        receipt = sf.erase("alice")
+        th.join(30)
+        assert not errors, errors
+        assert receipt.rows and not sf.records("alice")
+    with sqlite3.connect(ws.policy) as db:
+        left = db.execute("SELECT purpose FROM purpose_ends WHERE pseudonym = ?", (pseudonym,)).fetchall()
+    assert left == [], f"the erased subject's pseudonym is still in policy.db: {left}"

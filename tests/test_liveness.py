@@ -244,6 +244,16 @@ def test_a_purpose_requiring_liveness_refuses_missing_stale_reused_and_other_fac
         _refused(sf, lambda: sf.verify(imgs / "obama2.jpg", "alice", "demo", t, liveness=other), "not genuine")
 
 
+def _enrolled_with_a_challenge(ws: Any, clock: Clock) -> tuple[str, str, Any]:
+    """alice enrolled with liveness evidence, and a challenge issued: (consent, the used
+    evidence, the challenge)."""
+    with open_sf(ws, clock=clock) as sf:
+        t = consent(ws, "alice", now=clock.now - dt.timedelta(minutes=1))
+        ev = _evidence_for(ws, images() / "obama.jpg", clock.now)
+        sf.enroll(images() / "obama.jpg", "alice", "demo", t, liveness=ev)
+        return t, ev, sf.liveness_challenge()
+
+
 def test_a_hand_edited_liveness_ledger_is_refused(tmp_path: Path) -> None:
     """A hostile operator edits policy.db: moves a used nonce's "until" into the past (so that the
     ledger would drop it and the evidence would work again), stretches a challenge's expiry, or
@@ -255,11 +265,7 @@ def test_a_hand_edited_liveness_ledger_is_refused(tmp_path: Path) -> None:
     imgs = images()
     clock = Clock()
     blank = [np.zeros((48, 64, 3), np.uint8)] * 10
-    with open_sf(ws, clock=clock) as sf:
-        t = consent(ws, "alice", now=clock.now - dt.timedelta(minutes=1))
-        ev = _evidence_for(ws, imgs / "obama.jpg", clock.now)
-        sf.enroll(imgs / "obama.jpg", "alice", "demo", t, liveness=ev)
-        ch = sf.liveness_challenge()
+    t, ev, ch = _enrolled_with_a_challenge(ws, clock)
     db = sqlite3.connect(ws.policy)
     db.execute("UPDATE used_nonces SET until = 0")
     db.execute("UPDATE challenges SET expires_at = expires_at + 3600 WHERE nonce = ?", (ch.nonce,))
@@ -274,6 +280,78 @@ def test_a_hand_edited_liveness_ledger_is_refused(tmp_path: Path) -> None:
             with pytest.raises(IntegrityError, match="edited by hand"):
                 sf.liveness_check(blank, nonce)
         assert len(sf.records()) == 1
+
+
+@pytest.mark.parametrize("edit", ["UPDATE used_nonces SET until = 'soon'", "UPDATE used_nonces SET until = x'00'",
+                                  "UPDATE challenges SET expires_at = 'later'", "UPDATE challenges SET issued_at = 'x'"])
+def test_a_time_edited_into_text_in_the_liveness_ledger_is_tampering(tmp_path: Path, edit: str) -> None:
+    """A time in policy.db replaced by text or a blob is named as an edit (IntegrityError), not a
+    crash of the call with a bare ValueError that leaves no audit trail."""
+    import sqlite3
+
+    ws = _liveness_ws(tmp_path)
+    imgs = images()
+    clock = Clock()
+    t, ev, ch = _enrolled_with_a_challenge(ws, clock)
+    db = sqlite3.connect(ws.policy)
+    db.execute(edit)
+    db.commit()
+    db.close()
+    with open_sf(ws, clock=clock) as sf:
+        with pytest.raises(IntegrityError, match="edited by hand"):
+            if "challenges" in edit:
+                sf.liveness_check([np.zeros((48, 64, 3), np.uint8)] * 10, ch.nonce)
+            else:
+                sf.verify(imgs / "obama2.jpg", "alice", "demo", t, liveness=ev)
+        assert len(sf.records()) == 1
+
+
+def _video(w: int, h: int, n: int, rate: int, same_time: bool = False) -> bytes:
+    """An encoded clip of n grey frames (every frame at time 0 with `same_time`)."""
+    import io
+
+    import av
+
+    buf = io.BytesIO()
+    with av.open(buf, "w", format="matroska" if same_time else "mp4") as c:
+        stream = c.add_stream("libx264", rate=rate)
+        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+        frame = av.VideoFrame.from_ndarray(np.full((h, w, 3), 90, np.uint8), format="rgb24")
+        for i in range(n):
+            frame.pts = 0 if same_time else i
+            for packet in stream.encode(frame):
+                c.mux(packet)
+        for packet in stream.encode():
+            c.mux(packet)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("case", ["1000 fps", "one time for every frame", "a tall frame", "frames change size"])
+def test_a_small_clip_cannot_take_unbounded_memory_or_crash_the_check(case: str) -> None:
+    """A clip of a few kilobytes that decodes to thousands of frames (1000 fps, or every frame at
+    one time, so the 5 s limit never trips), frames 16 times taller than wide, or frames that change
+    size mid-clip: a typed refusal, or at most a few hundred frames each within 640 x 960, never
+    gigabytes of frames or a raw OpenCV error."""
+    from safeface.capture.clip import MAX_HEIGHT, MAX_WIDTH, read_clip
+    from safeface.capture.liveness import check_liveness
+    from safeface.errors import InvalidArgument
+
+    if case == "1000 fps":
+        with pytest.raises(InvalidArgument, match="more than 1200 frames"):
+            read_clip(_video(64, 48, 1500, 1000))
+    elif case == "one time for every frame":
+        with pytest.raises(InvalidArgument, match="more than 1200 frames"):
+            read_clip(_video(64, 48, 1300, 30, same_time=True))
+        with pytest.raises(InvalidArgument, match="1 frame"):  # one time: one frame kept, not 200
+            read_clip(_video(64, 48, 200, 30, same_time=True))
+    elif case == "a tall frame":
+        clip = read_clip(_video(128, 2048, 20, 10))
+        assert all(f.shape[0] <= MAX_HEIGHT and f.shape[1] <= MAX_WIDTH for f in clip.frames)
+        assert len(clip.frames) == 20
+    else:
+        frames = [np.zeros((360, 640, 3) if i < 15 else (180, 320, 3), np.uint8) for i in range(30)]
+        with pytest.raises(InvalidArgument, match="one resolution"):
+            check_liveness(frames, fps=15)
 
 
 def test_a_refusal_for_another_reason_does_not_use_up_the_evidence(tmp_path: Path) -> None:
@@ -369,6 +447,59 @@ def test_used_evidence_stays_used_when_the_policy_state_forgets_it(tmp_path: Pat
         assert sf.verify(imgs / "obama2.jpg", "alice", "demo", t, liveness=ev2).match
 
 
+def test_evidence_spent_by_a_call_still_working_is_not_spent_again_when_its_row_is_deleted(tmp_path: Path) -> None:
+    """Two app processes hold one liveness evidence. The first call is judged and still working
+    (its own entry comes when it ends) when someone with the file deletes the used-nonce row and
+    the second call arrives: the audit chain already records the spending (appended where the
+    first call was judged, in the chain's write transaction), so the second is refused."""
+    import sqlite3
+    import threading
+
+    from safeface.sdk import SafeFace
+
+    ws = _liveness_ws(tmp_path)
+    imgs = images()
+    t = consent(ws, "alice")
+    with open_sf(ws) as sf:
+        sf.enroll(imgs / "obama.jpg", "alice", "demo", t, liveness=_evidence_for(ws, imgs / "obama.jpg", Clock().now,
+                                                                               nonce="enrol"))
+    entered, go = threading.Event(), threading.Event()
+
+    class SlowPipe(CachedPipeline):
+        def embed(self, image: Any, *, count_all: bool = False) -> Any:
+            if threading.current_thread().name == "first":
+                entered.set()
+                go.wait(30)
+            return super().embed(image, count_all=count_all)
+
+    ev = _evidence_for(ws, imgs / "obama.jpg", dt.datetime.now(dt.timezone.utc), nonce="one-pass")
+    outcomes: list[Any] = []
+
+    def first() -> None:
+        with SafeFace.open(ws.root, PASSPHRASE, pipeline=SlowPipe()) as a:
+            try:
+                outcomes.append(a.verify(imgs / "obama2.jpg", "alice", "demo", t, liveness=ev).match)
+            except PolicyViolation as exc:
+                outcomes.append(exc)
+
+    th = threading.Thread(target=first, name="first")
+    th.start()
+    assert entered.wait(60)  # judged, evidence spent, still working
+    with sqlite3.connect(str(ws.policy)) as db:
+        assert db.execute("DELETE FROM used_nonces WHERE nonce = 'evidence:one-pass'").rowcount == 1
+    with open_sf(ws) as b:
+        _refused(b, lambda: b.verify(imgs / "obama2.jpg", "alice", "demo", t, liveness=ev), "the audit log records")
+    go.set()
+    th.join(60)
+    assert outcomes == [True]
+    with open_sf(ws) as sf:
+        from safeface.sdk.nonces import nonce_ref
+
+        named = [(e.operation, e.decision) for e in sf.audit_entries() if nonce_ref("one-pass") in (e.note or "")]
+        assert named.count(("verify", "allowed")) == 1 and ("liveness-spent", "allowed") in named
+        assert sf.audit_verify().entries > 0
+
+
 @pytest.mark.slow
 def test_real_head_motion_yields_evidence_that_lets_the_same_face_in(tmp_path: Path) -> None:
     """End to end on real footage: a performer turning to his right answers a "right" challenge;
@@ -390,6 +521,54 @@ def test_real_head_motion_yields_evidence_that_lets_the_same_face_in(tmp_path: P
         with pytest.raises(PolicyViolation, match="already used"):
             sf.verify(probe, "lin", "demo", t, liveness=result.evidence)
         assert dataclasses.asdict(sf.records()[0])  # one row, described without any image
+
+
+def _photo_over(frame: np.ndarray, photo: np.ndarray, photo_box: Any, box: Any, k: int) -> np.ndarray:
+    """`frame` with `photo` scaled so its face covers `box`, shifted a pixel by k, with noise."""
+    import cv2
+
+    x1, y1, x2, _ = [float(v) for v in photo_box]
+    s = (box[2] - box[0]) / (x2 - x1)
+    scaled = cv2.resize(photo, None, fx=s, fy=s, interpolation=cv2.INTER_AREA)
+    dx, dy = int(box[0] - x1 * s) + (k % 3) - 1, int(box[1] - y1 * s) + (k % 2)
+    out = frame.copy()
+    h, w = out.shape[:2]
+    sx, sy = max(0, -dx), max(0, -dy)
+    ex, ey = min(scaled.shape[1], w - dx), min(scaled.shape[0], h - dy)
+    out[dy + sy:dy + ey, dx + sx:dx + ex] = scaled[sy:ey, sx:ex]
+    noise = np.random.default_rng(k).integers(-3, 4, out.shape)
+    return np.clip(out.astype(np.int16) + noise, 0, 255).astype(np.uint8)
+
+
+@pytest.mark.slow
+def test_a_photo_shown_frontally_while_someone_else_turns_yields_no_evidence(tmp_path: Path) -> None:
+    """A thief holds a print of the victim over an accomplice's face for the first third of a
+    second, where the face is most frontal, and the accomplice makes the turns asked. The moves
+    and the head's depth are the accomplice's; the evidence must not carry the victim's face."""
+    from safeface.hazmat.vision import Pipeline, get_engine, pick_subject
+    from safeface.imageio import load_image
+
+    ws = _liveness_ws(tmp_path)
+    imgs = images()
+    live = _hamilton(84)
+    photo = load_image(imgs / "obama.jpg")
+    pipe = Pipeline(get_engine("onnx"))
+    victim = pick_subject(pipe.detect(photo), photo.shape)
+    performer = pick_subject(pipe.detect(live[0]), live[0].shape)
+    assert victim is not None and performer is not None
+    clip = [_photo_over(live[0], photo, victim.box, performer.box, k) for k in range(10)] + live
+    with open_sf(ws) as sf:
+        ch = sf.liveness_challenge(steps=("right",))
+        result = sf.liveness_check(clip, ch.nonce, fps=29.97)
+        assert result.evidence is None and not result.live, result.checks
+        assert result.decision == "attack" and result.checks["identity"]["consistent"] is False, result.checks
+        assert result.checks["challenge"]["ok"]  # the turns were made: only the face gave it away
+        last = [e for e in sf.audit_entries() if e.operation == "liveness"][-1]
+        assert last.decision == "refused" and (last.note or "").startswith("attack")
+        # The accomplice's own clip still passes: the check refuses the swap, not the motion.
+        ch = sf.liveness_challenge(steps=("right",))
+        honest = sf.liveness_check(live, ch.nonce, fps=29.97)
+        assert honest.live and honest.evidence and honest.checks["identity"]["consistent"], honest.checks
 
 
 @pytest.mark.slow

@@ -21,6 +21,9 @@ ClipInput = Union[str, "os.PathLike[str]", bytes, Sequence[np.ndarray]]
 MAX_SECONDS = 5.0  # a check takes 1-3 s; a little slack for the recorder
 MAX_BYTES = 64 * 1024 * 1024
 MAX_WIDTH = 640  # frames are reduced to this width: landmarks need no more
+MAX_HEIGHT = 960  # and to this height (a portrait phone clip, 9:16, keeps 540 x 960)
+KEEP_FPS = 60.0  # frames closer together than this are not kept: the tracker samples at 15 fps
+MAX_DECODED = int(MAX_SECONDS * 240)  # frames decoded at most, kept or not: a 240 fps clip's 5 s
 FRAME_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 BURST_FPS = 10.0  # a folder or list of frames without timing is taken as a 10 fps burst
 
@@ -36,16 +39,26 @@ class Clip:
         return self.times[-1] - self.times[0] if len(self.times) > 1 else 0.0
 
 
+def _fitted(w: int, h: int) -> tuple[int, int]:
+    """The size a w x h frame is reduced to (never enlarged)."""
+    scale = min(1.0, MAX_WIDTH / max(w, 1), MAX_HEIGHT / max(h, 1))
+    return max(1, int(round(w * scale))), max(1, int(round(h * scale)))
+
+
 def _shrink(frame: np.ndarray) -> np.ndarray:
     h, w = frame.shape[:2]
-    if w <= MAX_WIDTH:
+    nw, nh = _fitted(w, h)
+    if (nw, nh) == (w, h):
         return np.ascontiguousarray(frame)
     import cv2
 
-    return cast(np.ndarray, cv2.resize(frame, (MAX_WIDTH, int(round(h * MAX_WIDTH / w))), interpolation=cv2.INTER_AREA))
+    return cast(np.ndarray, cv2.resize(frame, (nw, nh), interpolation=cv2.INTER_AREA))
 
 
 def _decode_video(data: bytes, label: str) -> tuple[list[np.ndarray], list[float]]:
+    """The frames at most KEEP_FPS apart in time, each reduced in the decoder (a huge frame is
+    never held whole), with their times. The container's times are not trusted to bound the
+    work: frames are counted too, and a frame not later than the one kept before is skipped."""
     import av
 
     frames: list[np.ndarray] = []
@@ -55,15 +68,23 @@ def _decode_video(data: bytes, label: str) -> tuple[list[np.ndarray], list[float
             stream = container.streams.video[0]
             stream.thread_type = "AUTO"
             base = None
-            for frame in container.decode(stream):
-                t = float(frame.time) if frame.time is not None else len(frames) / float(stream.average_rate or 30)
+            for n, frame in enumerate(container.decode(stream)):
+                if n >= MAX_DECODED:
+                    raise InvalidArgument(f"{label} holds more than {MAX_DECODED} frames; a liveness check takes a "
+                                          "1-3 s clip.")
+                t = float(frame.time) if frame.time is not None else n / float(stream.average_rate or 30)
                 base = t if base is None else base
                 if t - base > MAX_SECONDS:
                     raise InvalidArgument(f"{label} is longer than {MAX_SECONDS:g} s; a liveness check takes a "
                                           "1-3 s clip.")
-                frames.append(_shrink(frame.to_ndarray(format="rgb24")))
+                if times and t - base < times[-1] + 1.0 / KEEP_FPS:
+                    continue
+                w, h = _fitted(frame.width, frame.height)
+                frames.append(np.ascontiguousarray(frame.reformat(width=w, height=h, format="rgb24").to_ndarray()))
                 times.append(t - base)
-    except (av.error.FFmpegError, IndexError) as exc:  # type: ignore[attr-defined,unused-ignore]
+    except InvalidArgument:
+        raise
+    except (av.error.FFmpegError, IndexError, ValueError) as exc:  # type: ignore[attr-defined,unused-ignore]
         raise ImageError(f"{label} is not a readable video ({type(exc).__name__}).") from None
     return frames, times
 
@@ -117,4 +138,10 @@ def read_clip(source: Any, fps: float = BURST_FPS) -> Clip:
 def _clip(frames: list[np.ndarray], times: list[float], digest: str, label: str) -> Clip:
     if len(frames) < 2:
         raise InvalidArgument(f"{label} holds {len(frames)} frame(s); a liveness check needs a 1-3 s clip.")
+    # Points are followed from frame to frame: a clip whose frames change size cannot be judged.
+    first = frames[0].shape[:2]
+    changed = next((i for i, f in enumerate(frames) if f.shape[:2] != first), None)
+    if changed is not None:
+        raise InvalidArgument(f"frame {changed} of {label} is {frames[changed].shape[1]}x{frames[changed].shape[0]} "
+                              f"but the first is {first[1]}x{first[0]}; record the clip at one resolution.")
     return Clip(tuple(frames), tuple(times), digest)

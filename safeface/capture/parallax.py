@@ -44,6 +44,9 @@ class Parallax:
     residual_px: float  # median over pairs of the points' RMS distance from it, pixels
     points: int  # median number of points followed through a pair
     pairs: int  # pairs of frames across which the face turned and enough points were followed
+    # The tracked samples those pairs start and end at: the frames whose motion was judged, so
+    # the face bound to the evidence can be shown to be the one that moved (liveness.bind_face).
+    samples: tuple[int, ...] = ()
 
     @property
     def measured(self) -> bool:
@@ -128,6 +131,7 @@ def measure(frames: Sequence[np.ndarray], points: np.ndarray) -> Parallax:
     shares: list[float] = []
     rms: list[float] = []
     found: list[int] = []
+    used: set[int] = set()
     for k in range(0, len(frames) - GAP, PAIR_STEP):
         if abs(along[k + GAP] - along[k]) < MIN_TURN:
             continue
@@ -136,6 +140,8 @@ def measure(frames: Sequence[np.ndarray], points: np.ndarray) -> Parallax:
             shares.append(share)
             rms.append(dist)
             found.append(n)
+            used |= {k, k + GAP}
     if not shares:
         return Parallax(0.0, 0.0, 0, 0)
-    return Parallax(float(np.median(shares)), float(np.median(rms)), int(np.median(found)), len(shares))
+    return Parallax(float(np.median(shares)), float(np.median(rms)), int(np.median(found)), len(shares),
+                    tuple(sorted(used)))

@@ -519,7 +519,7 @@ class SafeFace:
         template), valid for seconds and for one call. The check is audited; neither the clip nor
         any frame is stored."""
         from ..capture.evidence import DEFAULT_VALIDITY_S
-        from ..capture.liveness import check_clip, default_engine, frontal_indices
+        from ..capture.liveness import bind_face, check_clip, default_engine
         from .results import LivenessCheck
 
         now = self._clock()
@@ -538,22 +538,31 @@ class SafeFace:
             self._append("liveness", "failed", rule=rule, note=type(exc).__name__)
             raise
         evidence = expires = None
-        if result.live and result.track is not None:
-            # The live face: the mean embedding of the most frontal frames (one frame may be blurred).
-            vecs = [v for v in (self._tracked_face(pipe, decoded.frames[result.track.frames[i]],
-                                                   result.track.boxes[i], result.track.points[i])
-                                for i in frontal_indices(result.track)) if v is not None]
-            if vecs:
-                evidence = self._evidence_keys.issue(
-                    nonce=str(challenge), clip_sha256=result.clip_sha256, now=now.timestamp(), decision="live",
-                    score=result.score, challenge=tuple(steps), embedding=np.mean(vecs, axis=0),
-                    validity_s=DEFAULT_VALIDITY_S)
-                expires = now + dt.timedelta(seconds=DEFAULT_VALIDITY_S)
-        decision = result.decision if evidence is not None or not result.live else "inconclusive"
+        checks = dict(result.checks)
+        # The live face: the mean embedding of the most frontal frames, shown to be the face whose
+        # turns were judged (liveness.bind_face).
+        face, identity = bind_face(result, decoded.frames, lambda f, b, p: self._tracked_face(pipe, f, b, p),
+                                   self.threshold)
+        if identity:
+            checks["identity"] = identity
+        if face is not None:
+            evidence = self._evidence_keys.issue(
+                nonce=str(challenge), clip_sha256=result.clip_sha256, now=now.timestamp(), decision="live",
+                score=result.score, challenge=tuple(steps), embedding=face, validity_s=DEFAULT_VALIDITY_S)
+            expires = now + dt.timedelta(seconds=DEFAULT_VALIDITY_S)
+        decision, score = result.decision, result.score
+        if result.live and evidence is None:
+            score = min(score, 0.49)  # score >= 0.5 if and only if live
+            if identity.get("consistent") is False and "similarity" in identity:
+                decision = "attack"
+                checks["reason"] = ("the face that turned is not the face shown frontally (another face in some "
+                                    "frames): the person who moves must be the one presented")
+            else:
+                decision = "inconclusive"
         self._append("liveness", "allowed" if evidence is not None else "refused", rule=rule,
-                     note=f"{decision}; score {result.score:.2f}; steps {','.join(steps)}; clip sha256 "
+                     note=f"{decision}; score {score:.2f}; steps {','.join(steps)}; clip sha256 "
                           f"{result.clip_sha256[:16]}; liveness {nonce_ref(str(challenge))}")
-        return LivenessCheck(decision, result.score, result.checks, result.clip_sha256, evidence, expires)
+        return LivenessCheck(decision, score, checks, result.clip_sha256, evidence, expires)
 
     def _judge_capture(self, now: dt.datetime) -> None:
         """A liveness challenge or check belongs to an enrolment or a match: the role must allow
@@ -918,14 +927,16 @@ class SafeFace:
 
     def end_session(self, value: Optional[str]) -> bool:
         """End a console session (logout), so that a copy of its cookie opens nothing more; False
-        when it was not a live session. Recorded in the audit log first (which an older copy of
-        the key table cannot roll back), then in the key table (the quick check)."""
+        when it was not a live session. Recorded in the key table (the quick check), then in the
+        audit log, which an older copy of the table cannot roll back. (In that order: a session
+        check in between finds it ended in the table, not missing there as if restored.)"""
         try:
             self.session(value)
         except AuthenticationError:
             return False
+        ended = self._apikeys.end_session(value, self._clock())
         self._append(Operation.APIKEY.value, "allowed", note=session_ended_note(session_ref(str(value))))
-        return self._apikeys.end_session(value, self._clock())
+        return ended
 
     def session(self, value: Optional[str]) -> ApiKey:
         """The key behind a console session; AuthenticationError once it or its key has ended."""
@@ -1248,8 +1259,10 @@ class SafeFace:
             stored = self._gallery.add_many(rows, decide=lambda: self._guard.recheck_at_write(d, [s for s, _ in items], now),
                                             before_commit=before_commit)
             self._append(COMMITTED, "allowed", note=f"rows={','.join(str(g.row_id) for g in stored)}; stored")
-        for g in stored:
-            self._state.set_purpose_end(g.pseudonym, purpose.name, self._deployment.purpose_end(purpose, now))
+            # Under the store's lock, which erasure holds while it forgets the subject: written
+            # after it, the purpose's end would put an erased person's pseudonym back.
+            for g in stored:
+                self._state.set_purpose_end(g.pseudonym, purpose.name, self._deployment.purpose_end(purpose, now))
         self._note_filing(now)
         # The caller's own token id comes back to it; the store and the log hold only its reference.
         return [Enrollment(g.pseudonym, g.row_id, purpose.name, g.expires_at, str(part.token.token_id if part.token else ""))

@@ -1,8 +1,9 @@
-"""Used liveness nonces, read from two places: the policy state's used-nonce table (one atomic
-insert, so two processes racing with the same evidence cannot both win) and the audit log, whose
-call entries name the evidence that let each call in. A used-nonce row deleted by hand, or a
-policy state restored from an older copy, does not let the evidence in again while the chain
-still records its use."""
+"""Used liveness nonces, kept in two places: the policy state's used-nonce table (one atomic
+insert, so two processes racing with the same evidence cannot both win) and the audit log, where
+the evidence is spent by an entry appended only if no entry since its issue names it (one write
+transaction: the chain's own lock decides a race). A used-nonce row deleted by hand, even while
+two calls with the evidence overlap, or a policy state restored from an older copy, does not let
+the evidence in again: the chain, which cannot be rolled back unseen, records its spending."""
 
 from __future__ import annotations
 
@@ -10,8 +11,10 @@ import datetime as dt
 import hashlib
 from typing import Any
 
-# The calls whose entries name the liveness evidence that let them in (SafeFace._record).
-_GATED = ("enroll", "verify", "identify")
+# The entry that spends an evidence, written where the call is judged, before its work.
+SPENT = "liveness-spent"
+# The entries that name the liveness evidence: its spending, and the calls it let in (SafeFace._record).
+_GATED = (SPENT, "enroll", "verify", "identify")
 
 
 def nonce_ref(nonce: str) -> str:
@@ -27,5 +30,8 @@ class RecordedNonces:
     def use_nonce(self, nonce: str, until: dt.datetime) -> bool:
         return bool(self._state.use_nonce(nonce, until))
 
-    def recorded_use(self, nonce: str, since: dt.datetime) -> bool:
-        return bool(self._audit.mentions_since(_GATED, f"liveness {nonce_ref(nonce)}", since))
+    def spend(self, nonce: str, since: dt.datetime) -> bool:
+        """Spend the evidence in the audit log; False when an entry since `since` names it."""
+        text = f"liveness {nonce_ref(nonce)}"
+        return self._audit.append_unless(lambda: bool(self._audit.mentions_since(_GATED, text, since)), SPENT,
+                                         "allowed", note=f"evidence spent; {text}") is not None

@@ -29,7 +29,7 @@ import re
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Optional, Sequence, Union
+from typing import Any, Callable, Iterator, Optional, Sequence, Union
 
 from ..errors import IntegrityError
 from ..storage.sqltables import SqliteTables
@@ -212,6 +212,22 @@ class AuditLog:
                token_id: Optional[str] = None, basis: Optional[str] = None,
                subjects: Sequence[str] = (), rule: Optional[str] = None, note: Optional[str] = None,
                actor: Optional[str] = None) -> AuditEntry:
+        entry = self._append(None, operation, decision, purpose=purpose, token_id=token_id, basis=basis,
+                             subjects=subjects, rule=rule, note=note, actor=actor)
+        assert entry is not None  # nothing to decide against
+        return entry
+
+    def append_unless(self, already: Callable[[], bool], operation: str, decision: str, *,
+                      note: Optional[str] = None, actor: Optional[str] = None) -> Optional[AuditEntry]:
+        """Append, unless `already()` (a read of this log) is true; both in one write transaction,
+        so of two processes racing, only one appends: what makes the chain a ledger of one-time
+        things (a liveness evidence spent). None when `already()` held."""
+        return self._append(already, operation, decision, note=note, actor=actor)
+
+    def _append(self, already: Optional[Callable[[], bool]], operation: str, decision: str, *,
+                purpose: Optional[str] = None, token_id: Optional[str] = None, basis: Optional[str] = None,
+                subjects: Sequence[str] = (), rule: Optional[str] = None, note: Optional[str] = None,
+                actor: Optional[str] = None) -> Optional[AuditEntry]:
         fields = {"operation": operation, "purpose": purpose, "token_id": token_id, "basis": basis,
                   "decision": decision, "rule": rule, "note": note, "actor": actor}
         b = {k: _bounded(v, LIMITS[k]) for k, v in fields.items()}
@@ -238,6 +254,8 @@ class AuditLog:
                         f"was written at {last.isoformat(timespec='seconds')}. Set the host's clock right; no "
                         "entry is written before a later one.")
                 when = max(when, last)  # within the tolerance: keep the log's times in order
+            if already is not None and already():
+                return None
             entry = AuditEntry(seq, when.isoformat(timespec="microseconds"), str(b["operation"]), b["purpose"],
                                b["token_id"], b["basis"], subs, str(b["decision"]), b["rule"], b["note"], b["actor"])
             h = _chain(prev, entry)

@@ -68,11 +68,24 @@ class PolicyState:
         if table == "used_nonces":
             floor = dt.datetime.now(dt.timezone.utc).timestamp() + ADOPTED_HOLD_S
             for nonce, until in self._t.q("SELECT nonce, until FROM {t}used_nonces WHERE mac IS NULL"):
-                held = max(float(until), floor)
+                try:
+                    held = max(float(until), floor)
+                except (TypeError, ValueError):  # edited into text: held the longest either way
+                    held = floor
                 self._t.run("UPDATE {t}used_nonces SET until = ?, mac = ? WHERE nonce = ?",
                             (held, self._mac(table, str(nonce), held), nonce))
         else:
             self._t.run("DELETE FROM {t}challenges WHERE mac IS NULL")
+
+    def _number(self, table: str, value: Any) -> float:
+        """A stored time as a number; a value of another type (text, a blob) was written by hand."""
+        try:
+            if isinstance(value, (bytes, bytearray, memoryview)):
+                raise TypeError
+            return float(value)
+        except (TypeError, ValueError):
+            raise IntegrityError(f"a row of {table} in {self._t.where} holds a time that is not a number: it was "
+                                 "edited by hand; restore it from a backup and investigate who changed it.") from None
 
     def _check(self, table: str, mac: Any, *fields: object) -> None:
         if not isinstance(mac, str) or not hmac.compare_digest(mac, self._mac(table, *fields)):
@@ -109,8 +122,11 @@ class PolicyState:
             return True
         if pseudonym is not None:
             rows = self._t.q("SELECT at FROM {t}revoked_subjects WHERE pseudonym = ?", (pseudonym,))
-            if rows and issued_at <= int(rows[0][0]):
-                return True
+            if rows:
+                try:
+                    return issued_at <= int(rows[0][0])
+                except (TypeError, ValueError):  # a time edited into text: the revocation still stands
+                    return True
         return False
 
     def revoked_count(self) -> int:
@@ -146,7 +162,7 @@ class PolicyState:
         now = dt.datetime.now(dt.timezone.utc).timestamp()
         for old, old_until, mac in self._t.q("SELECT nonce, until, mac FROM {t}used_nonces WHERE until < ? OR nonce = ?",
                                              (now, nonce)):
-            self._check("used_nonces", mac, str(old), float(old_until))
+            self._check("used_nonces", mac, str(old), self._number("used_nonces", old_until))
         self._t.run("DELETE FROM {t}used_nonces WHERE until < ?", (now,))
         stamp = float(until.timestamp())
         return self._t.run("INSERT INTO {t}used_nonces VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
@@ -164,6 +180,7 @@ class PolicyState:
         rows = self._t.q("SELECT steps, issued_at, expires_at, mac FROM {t}challenges WHERE nonce = ?", (nonce,))
         if not rows:
             return None
-        steps, issued, expires = str(rows[0][0]), float(rows[0][1]), float(rows[0][2])
+        steps = str(rows[0][0])
+        issued, expires = self._number("challenges", rows[0][1]), self._number("challenges", rows[0][2])
         self._check("challenges", rows[0][3], nonce, steps, issued, expires)
         return steps, issued, expires

@@ -21,9 +21,11 @@ assessor can compare two checks of the same workspace without seeing any row.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import hmac
 import re
+import sys
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
 
@@ -105,16 +107,26 @@ class _Log:
     live: set[int] = field(default_factory=set)  # rows the log says are stored now
     removed: set[int] = field(default_factory=set)  # rows the log says were removed
     late: list[str] = field(default_factory=list)  # calls let in under a withdrawn consent
-    enrolled_at: dict[int, int] = field(default_factory=dict)  # row -> seq of its judged "enroll" entry
+    enrolled_at: dict[int, tuple[int, int]] = field(default_factory=dict)  # row -> (seq, judging point) of its
+    # judged "enroll" entry
     withdrawals: dict[str, list[tuple[int, int]]] = field(default_factory=dict)  # subject -> [(seq, when)]
-    first_use: dict[str, int] = field(default_factory=dict)  # token reference -> judging point of its first use
+    # token reference -> [(seq, judging point of the earliest use recorded up to that entry)], a
+    # step each time that earliest point moves back: what the guard could see when it judged.
+    uses: dict[str, list[tuple[int, int]]] = field(default_factory=dict)
     revoked_refs: dict[str, int] = field(default_factory=dict)  # token reference -> seq of its "revoke" entry
+
+    def first_use(self, ref: str, seen_by: int) -> Optional[int]:
+        """The judging point of the token's earliest use among the entries up to `seen_by` (a
+        call's judging point): a use judged earlier but recorded later (calls are recorded when
+        their work ends) was not in the log the guard read, so it cannot have been hidden from it."""
+        steps = self.uses.get(ref, ())
+        i = bisect.bisect_right(steps, (seen_by, sys.maxsize))
+        return steps[i - 1][1] if i else None
 
 
 def read_log(entries: Iterable[Any]) -> _Log:
     out = _Log()
     revoked_refs = out.revoked_refs
-    first_use = out.first_use
     giver: dict[str, set[str]] = {}  # token reference -> the subject whose consent it is
     revoked_keys: dict[str, int] = {}  # API key id -> seq of its revocation
     for e in entries:
@@ -137,7 +149,9 @@ def read_log(entries: Iterable[Any]) -> _Log:
             ref = str(e.token_id)
             # A use counts where it was judged: one judged before a withdrawal may be recorded after it.
             point = judged if judged is not None else int(e.seq)
-            first_use[ref] = min(first_use.get(ref, point), point)
+            steps = out.uses.setdefault(ref, [])
+            if not steps or point < steps[-1][1]:
+                steps.append((int(e.seq), point))
             # Enroll, verify and export name the consent's own subject; identify names its
             # candidates, so only the note's "consent of" (or what other calls taught) counts.
             if e.operation != "identify":
@@ -155,8 +169,9 @@ def read_log(entries: Iterable[Any]) -> _Log:
                 # cover many people).
                 issued = last_mention(_ISSUED, e.note)  # None: written before entries named it
                 whose = giver[ref] if e.basis == "consent" else {str(s) for s in e.subjects}
+                used = out.first_use(ref, judged)
                 after = [w for s in whose for w, when in out.withdrawals.get(s, ())
-                         if w <= judged and (first_use[ref] < w or (issued is not None and issued <= when))]
+                         if w <= judged and ((used is not None and used < w) or (issued is not None and issued <= when))]
                 if after:
                     out.late.append(f"entry {e.seq} ({e.operation}) let in token {ref[:14]}..., issued or used before "
                                     f"its subject's withdrawal in entry {max(after)}: the withdrawal was hidden from the "
@@ -165,7 +180,7 @@ def read_log(entries: Iterable[Any]) -> _Log:
             for row in rows_named(e.note):
                 out.live.add(row)
                 if judged is not None:
-                    out.enrolled_at[row] = int(e.seq)
+                    out.enrolled_at[row] = (int(e.seq), judged)
         elif e.operation in REMOVALS or e.operation == UNCOMMITTED:
             gone = rows_named(e.note)
             out.live.difference_update(gone)
@@ -200,7 +215,7 @@ def _token_problem(row: Any, consent_keys: Mapping[str, Ed25519PublicKey],
         return f"row {row.row_id} is filed under another token than the one sealed with it."
     # The guard refuses to enrol a person under a consent or legal basis issued before their
     # erasure or revocation, or used before it: a row enrolled so got past a withdrawal hidden from it.
-    at = log.enrolled_at.get(row.row_id)
+    at, judged = log.enrolled_at.get(row.row_id, (None, None))
     # A withdrawal removes every row of its subject (or token) stored before it, under the store's
     # write lock: one still present was kept by the store (a database rule that skips the delete).
     later = [seq for seq, _ in log.withdrawals.get(str(row.pseudonym), ()) if at is not None and seq > at]
@@ -208,7 +223,7 @@ def _token_problem(row: Any, consent_keys: Mapping[str, Ed25519PublicKey],
     if later or (at is not None and revoked is not None and revoked > at):
         return (f"row {row.row_id} is still stored after its subject's erasure or its consent's revocation in entry "
                 f"{min(later) if later else revoked}: the store kept a row the withdrawal removed.")
-    used = log.first_use.get(str(row.token_id))
+    used = log.first_use(str(row.token_id), judged) if judged is not None else None
     for seq, when in log.withdrawals.get(str(row.pseudonym), ()):
         if at is not None and seq < at and (tok.issued_at <= when or (used is not None and used < seq)):
             return (f"row {row.row_id} was enrolled under a token issued or used before its subject's withdrawal in "
