@@ -320,3 +320,78 @@ def test_an_erasure_during_an_enrolment_leaves_no_trace_of_the_subject(tmp_path:
     with sqlite3.connect(ws.policy) as db:
         left = db.execute("SELECT purpose FROM purpose_ends WHERE pseudonym = ?", (pseudonym,)).fetchall()
     assert left == [], f"the erased subject's pseudonym is still in policy.db: {left}"
+
+
+@pytest.mark.parametrize("case", ["33 uses recorded first", "enrolment re-decided meanwhile"])
+def test_the_guard_and_the_store_check_see_the_same_uses_of_a_new_consent(tmp_path: Path, case: str) -> None:
+    """As above, an identify under alice's new consent is judged before her erasure's entry and
+    records its own late. Meanwhile (a) 33 verifies under it are judged after the erasure, or (b)
+    an enrolment under it is re-decided under the store's lock, and the identify's entry lands
+    before that enrolment's entry. The guard must see every use recorded by a call's judging
+    point (not the first 32), and an enrolment's judging point is read before the guard decides
+    again: the two then agree, and no honest call is named as let in past a hidden withdrawal."""
+    import time
+
+    from policy_support import PASSPHRASE, CachedPipeline
+
+    from safeface.errors import PolicyViolation
+    from safeface.sdk import SafeFace
+
+    paused, go = threading.Event(), threading.Event()
+    ws = make_workspace(tmp_path / "ws")
+    img = images()
+    sf = SafeFace.open(ws.root, PASSPHRASE, pipeline=CachedPipeline())
+    real_record = sf._record
+
+    def record(*a: Any, **k: Any) -> None:  # the identify has searched; its entry waits
+        if threading.current_thread().name == "identify":
+            paused.set()
+            go.wait(60)
+        real_record(*a, **k)
+
+    sf._record = record  # type: ignore[method-assign]
+    try:
+        sf.enroll(img / "obama.jpg", "alice", "demo", consent(ws, "alice"))
+        store = sf._gallery.locked()
+        store.__enter__()  # another writer holds the store
+        eraser = threading.Thread(target=lambda: sf.erase("alice"))
+        eraser.start()
+        time.sleep(1.2)  # the erasure's time is taken; a consent issued now is a second later
+        new = consent(ws, "alice")
+        ident = threading.Thread(target=lambda: sf.identify(img / "biden.jpg", "demo", new), name="identify")
+        ident.start()
+        assert paused.wait(60)
+        store.__exit__(None, None, None)
+        eraser.join(60)
+        if case == "33 uses recorded first":
+            for _ in range(33):
+                sf.verify(img / "obama2.jpg", "alice", "demo", new)
+            go.set()
+            ident.join(60)
+            # Used (by the identify) before the withdrawal: the guard now sees it, however late.
+            with pytest.raises(PolicyViolation):
+                sf.verify(img / "obama2.jpg", "alice", "demo", new)
+        else:
+            real = sf._guard.recheck_at_write
+            decided, resume = threading.Event(), threading.Event()
+
+            def recheck(*a: Any, **k: Any) -> None:
+                real(*a, **k)
+                if threading.current_thread().name == "enrol":
+                    decided.set()
+                    resume.wait(60)
+
+            sf._guard.recheck_at_write = recheck  # type: ignore[method-assign]
+            enrol = threading.Thread(target=lambda: sf.enroll(img / "obama2.jpg", "alice", "demo", new), name="enrol")
+            enrol.start()
+            assert decided.wait(60)  # the guard has decided again; the store's transaction is open
+            go.set()
+            ident.join(60)  # the identify's entry lands now, before the enrolment's
+            resume.set()
+            enrol.join(60)
+            assert len(sf.records("alice")) == 1
+        assert sf.audit_verify().entries > 0
+        assert not sf.verify_store().problems
+    finally:
+        go.set()
+        sf.close()

@@ -427,3 +427,58 @@ def test_the_database_password_never_goes_out_in_the_clear(tmp_path: Path, sourc
         listener.close()
         assert b"the real database password" not in b"".join(got)
         assert not any(c.startswith(b"p") for c in got)
+
+
+def test_appends_race_cleanly_under_a_repeatable_read_default(pg: Any, tmp_path: Path) -> None:
+    """A database (or role) whose default isolation is repeatable read: the second of two racing
+    appenders must wait for the first and chain after it, not read the log as it was before its
+    lock was granted (a duplicate entry number, taken for tampering), and of two racing spends of
+    one liveness evidence exactly one wins."""
+    import threading
+
+    import psycopg
+    from server_support import PG_PASSWORD
+
+    from safeface.storage.sqltables import PgTables, create_and_fill
+    from safeface.workspace.audit import AuditLog
+
+    key = b"k" * 32
+    dsn = pg.new_database()
+    seed = AuditLog(tmp_path / "seed.db", key)
+    seed.append("init", "allowed", note="seed")
+    with seed.frozen() as (rows, head):
+        create_and_fill(dsn, PG_PASSWORD, "sf", rows, head, {})
+    seed.close()
+    with psycopg.connect(pg.dsn(), password=PG_PASSWORD, autocommit=True) as c:
+        c.execute(f"ALTER DATABASE {dsn.rsplit('/', 1)[1]} SET default_transaction_isolation = 'repeatable read'")
+    logs = [AuditLog(PgTables.open(dsn, PG_PASSWORD, "sf", "audit", "audit log"), key) for _ in range(2)]
+    results: list[Any] = [None, None]
+    start = threading.Barrier(2)
+
+    def spend(i: int) -> None:
+        log = logs[i]
+        start.wait()
+        if i == 1:
+            time.sleep(0.2)  # begins while the first holds the lock
+
+        def already() -> bool:
+            if i == 0:
+                time.sleep(0.6)  # the first is slow inside its transaction
+            return log.names_token("liveness-spent", "liveness:n1")
+
+        try:
+            results[i] = log.append_unless(already, "liveness-spent", "allowed", token_id="liveness:n1") is not None
+        except Exception as exc:  # noqa: BLE001
+            results[i] = exc
+
+    threads = [threading.Thread(target=spend, args=(i,)) for i in range(2)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(30)
+    try:
+        assert sorted(map(repr, results)) == ["False", "True"], results
+        assert logs[0].verify().entries == 2
+    finally:
+        for log in logs:
+            log.close()

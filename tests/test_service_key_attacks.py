@@ -136,6 +136,10 @@ def test_a_logout_is_not_undone_by_restoring_the_key_table(tmp_path: Path) -> No
         assert sf.end_session(cookie) is False  # already ended: nothing more is recorded
         with pytest.raises(AuthenticationError):
             sf.session(cookie)
+        kid, exp, nonce, mac = cookie.split(".")
+        for variant in (f"{kid}.0{exp}.{nonce}.{mac}", f"{kid}.00{exp}.{nonce}.{mac}", cookie + "\n", " " + cookie):
+            with pytest.raises(AuthenticationError):  # another spelling of the ended session opens nothing
+                sf.session(variant)
         assert sf.session(other).role == "auditor"  # logging out of one session ends no other
         notes = [e.note or "" for e in sf.audit_entries() if e.operation == "apikey"]
     assert sum("console session" in n and n.endswith("ended") for n in notes) == 1

@@ -128,10 +128,10 @@ class EvidenceReader(Protocol):
 class NonceLedger(Protocol):
     def use_nonce(self, nonce: str, until: dt.datetime) -> bool: ...
 
-    def spend(self, nonce: str, since: dt.datetime) -> bool:
-        """Record in the audit log that this evidence nonce is spent, unless an entry since `since`
-        already names it (False): the anchored chain keeps that even when the used-nonce table is
-        restored from an older copy or its row deleted, and decides a race atomically."""
+    def spend(self, nonce: str) -> bool:
+        """Record in the audit log that this evidence nonce is spent, unless an entry already did
+        (False): the anchored chain keeps that even when the used-nonce table is restored from an
+        older copy or its row deleted, and decides a race atomically."""
         ...
 
 
@@ -320,8 +320,7 @@ class Guard:
             raise PolicyViolation(rule, "this liveness evidence was already used: each check proves presence for "
                                   "one call. Run the liveness check again.")
         # The table can be rolled back by whoever holds its file; the anchored chain cannot.
-        since = dt.datetime.fromtimestamp(ev.issued_at - CLOCK_SKEW_S, dt.timezone.utc)
-        if not self._nonces.spend(ev.nonce, since):
+        if not self._nonces.spend(ev.nonce):
             raise PolicyViolation(rule, "this liveness evidence was already used: the audit log records a call it let "
                                   "in, though the policy state does not (it was restored from an older copy or edited). "
                                   "Run the liveness check again, and check the workspace with `safeface audit verify`.")

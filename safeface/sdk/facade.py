@@ -1240,8 +1240,16 @@ class SafeFace:
                 for (subject, pr), part in zip(items, parts)]
         bulk = "bulk; " if d.batch else ""
 
+        seen: list[int] = []
+
+        def decide() -> None:
+            # The log's end before the guard decides again (under the store's write lock, which
+            # every withdrawal takes): a use recorded after this point was not in what it read.
+            seen.append(self._audit.end())
+            self._guard.recheck_at_write(d, [s for s, _ in items], now)
+
         def before_commit(stored: Sequence[Any]) -> None:
-            judged = self._audit.end()  # under the write lock, right after the guard decided again
+            judged = seen[-1]
             for g, part in zip(stored, parts):
                 vis = ("; visible-region template" + (" (masked enrolment)" if g.masked_enrolment else "")
                        if g.masked_template else "")
@@ -1256,8 +1264,7 @@ class SafeFace:
             # could read the whole log; settling again finds nothing and the next mark ends it.)
             if self._audit.newest_seq("enroll") > self._audit.newest_seq(COMMITTED):
                 self._settle_locked()
-            stored = self._gallery.add_many(rows, decide=lambda: self._guard.recheck_at_write(d, [s for s, _ in items], now),
-                                            before_commit=before_commit)
+            stored = self._gallery.add_many(rows, decide=decide, before_commit=before_commit)
             self._append(COMMITTED, "allowed", note=f"rows={','.join(str(g.row_id) for g in stored)}; stored")
             # Under the store's lock, which erasure holds while it forgets the subject: written
             # after it, the purpose's end would put an erased person's pseudonym back.

@@ -1,6 +1,6 @@
 """Used liveness nonces, kept in two places: the policy state's used-nonce table (one atomic
 insert, so two processes racing with the same evidence cannot both win) and the audit log, where
-the evidence is spent by an entry appended only if no entry since its issue names it (one write
+the evidence is spent by an entry appended only if no entry spent it already (one write
 transaction: the chain's own lock decides a race). A used-nonce row deleted by hand, even while
 two calls with the evidence overlap, or a policy state restored from an older copy, does not let
 the evidence in again: the chain, which cannot be rolled back unseen, records its spending."""
@@ -11,10 +11,9 @@ import datetime as dt
 import hashlib
 from typing import Any
 
-# The entry that spends an evidence, written where the call is judged, before its work.
+# The entry that spends an evidence, written where the call is judged, before its work; it names
+# the evidence in its token column, which is indexed: finding it is one probe, however busy the log.
 SPENT = "liveness-spent"
-# The entries that name the liveness evidence: its spending, and the calls it let in (SafeFace._record).
-_GATED = (SPENT, "enroll", "verify", "identify")
 
 
 def nonce_ref(nonce: str) -> str:
@@ -30,8 +29,9 @@ class RecordedNonces:
     def use_nonce(self, nonce: str, until: dt.datetime) -> bool:
         return bool(self._state.use_nonce(nonce, until))
 
-    def spend(self, nonce: str, since: dt.datetime) -> bool:
-        """Spend the evidence in the audit log; False when an entry since `since` names it."""
-        text = f"liveness {nonce_ref(nonce)}"
-        return self._audit.append_unless(lambda: bool(self._audit.mentions_since(_GATED, text, since)), SPENT,
-                                         "allowed", note=f"evidence spent; {text}") is not None
+    def spend(self, nonce: str) -> bool:
+        """Spend the evidence in the audit log; False when an entry already spent it."""
+        ref = nonce_ref(nonce)
+        key = "liveness:" + hashlib.sha256(nonce.encode("utf-8")).hexdigest()  # whole: no two evidences share it
+        return self._audit.append_unless(lambda: self._audit.names_token(SPENT, key), SPENT, "allowed", token_id=key,
+                                         note=f"evidence spent; liveness {ref}") is not None

@@ -104,7 +104,13 @@ def pg_connect(dsn: str, password: Optional[str], where: str) -> Any:
     if not named:
         kwargs["require_auth"] = "scram-sha-256"
     try:
-        return psycopg.connect(dsn, **kwargs)
+        conn = psycopg.connect(dsn, **kwargs)
+        # Read committed whatever the server's or role's default: a writer's transaction begins,
+        # then waits for the lock its part's writers take in turn; under repeatable read its
+        # snapshot would predate the last writer's commit, and it would miss that entry or row
+        # (a false "duplicate" alarm, a one-time spend seen as unspent).
+        conn.isolation_level = psycopg.IsolationLevel.READ_COMMITTED
+        return conn
     except psycopg.Error as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[-1][:200]
         raise BackendError(f"{where} cannot be reached or refused the credentials ({first}). Check that it runs and "

@@ -32,7 +32,9 @@ from ..storage.sqltables import SqliteTables
 PREFIX = "sfk"
 DEFAULT_RATE = 20.0  # requests per second per key and worker process
 _KEY = re.compile(r"^sfk_([0-9a-f]{12})_([A-Za-z0-9_-]{43})$")
-_SESSION = re.compile(r"^([0-9a-f]{12})\.([0-9]{1,12})\.([0-9a-f]{16})\.([0-9a-f]{64})$")
+# One spelling per session (no leading zero, nothing after it): a logout is recorded under a hash of
+# the cookie, so a second spelling that still validated would be a session never logged out.
+_SESSION = re.compile(r"([0-9a-f]{12})\.([1-9][0-9]{0,11})\.([0-9a-f]{16})\.([0-9a-f]{64})")
 SESSION_SECONDS = 8 * 3600
 _LABEL = re.compile(r"^[^\x00-\x1f\x7f]{0,80}$")
 
@@ -155,7 +157,7 @@ class ApiKeys:
     def authenticate(self, presented: Optional[str], now: dt.datetime) -> ApiKey:
         """The key's description if `presented` is a genuine, unrevoked, unexpired key; else
         AuthenticationError (whose message never repeats the key)."""
-        m = _KEY.match(presented or "")
+        m = _KEY.fullmatch(presented) if isinstance(presented, str) else None
         if m is None:
             raise AuthenticationError("a valid API key is required (header X-API-Key or Authorization: Bearer).")
         key_id, secret = m.group(1), m.group(2)
@@ -194,7 +196,7 @@ class ApiKeys:
 
     def session(self, cookie: Optional[str], now: dt.datetime) -> ApiKey:
         """The key behind a genuine, unexpired session whose key is still valid."""
-        m = _SESSION.match(cookie or "")
+        m = _SESSION.fullmatch(cookie) if isinstance(cookie, str) else None
         rows = self._t.q(f"SELECT {_COLS}, digest FROM {{t}}apikeys WHERE key_id = ?", (m.group(1),)) if m else []
         info = _described(rows[0]) if rows else None
         if m is None or info is None or not hmac.compare_digest(

@@ -218,11 +218,17 @@ class AuditLog:
         return entry
 
     def append_unless(self, already: Callable[[], bool], operation: str, decision: str, *,
-                      note: Optional[str] = None, actor: Optional[str] = None) -> Optional[AuditEntry]:
+                      token_id: Optional[str] = None, note: Optional[str] = None) -> Optional[AuditEntry]:
         """Append, unless `already()` (a read of this log) is true; both in one write transaction,
         so of two processes racing, only one appends: what makes the chain a ledger of one-time
-        things (a liveness evidence spent). None when `already()` held."""
-        return self._append(already, operation, decision, note=note, actor=actor)
+        things (a liveness evidence spent). Keep `already` to index probes: appends wait for it.
+        None when `already()` held."""
+        return self._append(already, operation, decision, token_id=token_id, note=note)
+
+    def names_token(self, operation: str, token_id: str) -> bool:
+        """Whether an entry of `operation` names `token_id` (one index probe)."""
+        return bool(self._t.q("SELECT 1 FROM {t}entries WHERE token_id = ? AND operation = ? LIMIT 1",
+                              (token_id, operation)))
 
     def _append(self, already: Optional[Callable[[], bool]], operation: str, decision: str, *,
                 purpose: Optional[str] = None, token_id: Optional[str] = None, basis: Optional[str] = None,
@@ -325,23 +331,11 @@ class AuditLog:
                 yield _entry(r)
             before = page[-1][0]
 
-    def mentions_since(self, operations: Sequence[str], text: str, since: dt.datetime) -> bool:
-        """Whether an entry of `operations` (any decision) written at or after `since` has `text`
-        in its note. Read newest first, stopping at the first entry older than `since`: the cost
-        is the entries of that window, not the log."""
-        for e in self.newest_first(operations, allowed_only=False):
-            if dt.datetime.fromisoformat(e.time) < since:
-                return False
-            if e.note is not None and text in e.note:
-                return True
-        return False
-
     def records_withdrawal(self, token_ref: str, pseudonym: Optional[str], issued_at: int) -> bool:
         """Whether the log records the withdrawal of this token: its own revocation, or an erasure
         or revocation of its subject at or after `issued_at` (Unix seconds). The anchored chain
         keeps these when the policy state's tables are restored from an older copy or deleted;
-        both lookups use indexes (token_id; subjects of withdrawals), so a call costs index probes,
-        not a scan."""
+        the lookups use indexes (token_id; subjects of withdrawals)."""
         if self._t.q("SELECT 1 FROM {t}entries WHERE operation = 'revoke' AND token_id = ? AND decision = 'allowed' "
                      "LIMIT 1", (token_ref,)):
             return True
@@ -355,10 +349,15 @@ class AuditLog:
             # Issued "after" it by its issuer's clock, yet used before it: given before, withdrawn.
             # A use counts where it was judged: a call judged before the withdrawal may be recorded
             # after it (its work ended later), so the first uses are read with their judging points.
-            uses = self._t.q("SELECT seq, note FROM {t}entries WHERE token_id = ? AND decision = 'allowed' AND "
-                             "operation IN ('enroll', 'verify', 'identify', 'export') ORDER BY seq LIMIT 32",
-                             (token_ref,))
-            if any(min(int(s), judged_after(n) or int(s)) < int(seq) for s, n in uses):
+            # Every use, not the first few: one judged before the withdrawal may be recorded after
+            # any number of later ones (the store check reads them all, and must agree). A range of
+            # the token index, read only for a subject withdrawn after this token was issued.
+            if self._t.q("SELECT 1 FROM {t}entries WHERE token_id = ? AND decision = 'allowed' AND seq < ? AND "
+                         "operation IN ('enroll', 'verify', 'identify', 'export') LIMIT 1", (token_ref, int(seq))):
+                return True
+            later = self._t.q("SELECT note FROM {t}entries WHERE token_id = ? AND decision = 'allowed' AND seq > ? "
+                              "AND operation IN ('enroll', 'verify', 'identify', 'export')", (token_ref, int(seq)))
+            if any((judged_after(n) or int(seq)) < int(seq) for (n,) in later):
                 return True
         return False
 
