@@ -214,7 +214,8 @@ class AuditLog:
                actor: Optional[str] = None) -> AuditEntry:
         entry = self._append(None, operation, decision, purpose=purpose, token_id=token_id, basis=basis,
                              subjects=subjects, rule=rule, note=note, actor=actor)
-        assert entry is not None  # nothing to decide against
+        if entry is None:  # cannot happen: there was nothing to decide against
+            raise IntegrityError(f"{self.where} wrote no entry for {operation!r}.")
         return entry
 
     def append_unless(self, already: Callable[[], bool], operation: str, decision: str, *,
