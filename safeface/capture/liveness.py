@@ -30,6 +30,7 @@ from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
+from ..hazmat.vision.arrays import l2_normalize
 from .challenge import ChallengeResult, verify_moves
 from .clip import Clip, read_clip
 from .parallax import Parallax, measure
@@ -165,10 +166,7 @@ def bind_face(result: LivenessResult, frames: Sequence[np.ndarray], embed: Calla
     def mean_of(idx: Sequence[int]) -> Optional[np.ndarray]:
         vecs = [v for v in (embed(frames[track.frames[i]], track.boxes[i], track.points[i]) for i in idx)
                 if v is not None]
-        if not vecs:
-            return None
-        m = np.mean(vecs, axis=0)
-        return np.asarray(m / (np.linalg.norm(m) or 1.0), np.float32)
+        return l2_normalize(np.mean(vecs, axis=0)) if vecs else None
 
     frontal = mean_of(frontal_indices(track))
     moved = list(result.moved)

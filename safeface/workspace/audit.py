@@ -26,6 +26,7 @@ import hashlib
 import hmac
 import json
 import re
+import sys
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -344,21 +345,19 @@ class AuditLog:
             return False
         rows = self._t.q("SELECT seq, time, note FROM {t}entries WHERE operation IN ('erase', 'revoke') AND "
                          "subjects = ? AND token_id IS NULL AND decision = 'allowed'", (json.dumps([pseudonym]),))
+        first: list[int] = []  # the judging point of the token's first use, read once if needed
         for seq, time, note in rows:
             if issued_at <= withdrawal_time(note, time):
                 return True
             # Issued "after" it by its issuer's clock, yet used before it: given before, withdrawn.
             # A use counts where it was judged: a call judged before the withdrawal may be recorded
-            # after it (its work ended later), so the first uses are read with their judging points.
-            # Every use, not the first few: one judged before the withdrawal may be recorded after
-            # any number of later ones (the store check reads them all, and must agree). A range of
-            # the token index, read only for a subject withdrawn after this token was issued.
-            if self._t.q("SELECT 1 FROM {t}entries WHERE token_id = ? AND decision = 'allowed' AND seq < ? AND "
-                         "operation IN ('enroll', 'verify', 'identify', 'export') LIMIT 1", (token_ref, int(seq))):
-                return True
-            later = self._t.q("SELECT note FROM {t}entries WHERE token_id = ? AND decision = 'allowed' AND seq > ? "
-                              "AND operation IN ('enroll', 'verify', 'identify', 'export')", (token_ref, int(seq)))
-            if any((judged_after(n) or int(seq)) < int(seq) for (n,) in later):
+            # after it (its work ended later), so every use is read with its judging point, not the
+            # first few (the store check reads them all, and must agree).
+            if not first:
+                uses = self._t.q("SELECT seq, note FROM {t}entries WHERE token_id = ? AND decision = 'allowed' AND "
+                                 "operation IN ('enroll', 'verify', 'identify', 'export')", (token_ref,))
+                first.append(min((min(int(s), judged_after(n) or int(s)) for s, n in uses), default=sys.maxsize))
+            if first[0] < int(seq):
                 return True
         return False
 
