@@ -361,6 +361,41 @@ def test_rekey_keeps_matching(tmp_path: Path, imgs: Path) -> None:
         assert sf.verify(imgs / "obama2.jpg", "alice", "demo", t).match
 
 
+def test_two_handles_rekeying_at_once_both_finish_and_the_gallery_still_matches(tmp_path: Path, imgs: Path) -> None:
+    """Two handles (a CLI run and a service worker, say) re-key at once. Each rotates, moves the
+    rows and retires the older versions; interleaved, one retired the version the other had just
+    moved to, and the other's call failed half done (ConfigError for a version that was gone)."""
+    import threading
+
+    ws = make_workspace(tmp_path / "ws")
+    with open_sf(ws) as sf:
+        t = consent(ws, "alice")
+        sf.enroll(imgs / "obama.jpg", "alice", "demo", t)
+    outcomes: list[Any] = []
+
+    def rekey_thrice() -> None:
+        with open_sf(ws) as h:
+            for _ in range(3):
+                try:
+                    outcomes.append(h.rekey())
+                except Exception as exc:  # noqa: BLE001
+                    outcomes.append(exc)
+
+    threads = [threading.Thread(target=rekey_thrice) for _ in range(2)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    failed = [o for o in outcomes if isinstance(o, BaseException)]
+    assert not failed, f"a re-key failed while another ran: {failed[0]!r}"
+    assert sorted(o["versions"]["transform"] for o in outcomes) == list(range(2, 8))
+    keyring = PassphraseKeyring.open(ws.keyring, PASSPHRASE)
+    assert list(keyring.versions("transform")) == [7] and list(keyring.versions("seal")) == [7]
+    with open_sf(ws) as sf:
+        assert sf.verify(imgs / "obama2.jpg", "alice", "demo", t).match
+        assert sf.audit_verify().entries > 0
+
+
 def test_report_lists_every_rule(tmp_path: Path, imgs: Path) -> None:
     ws = make_workspace(tmp_path / "ws", profiles=("cn-2025", "eu"))
     (ws.reports / "evaluation").mkdir(parents=True)

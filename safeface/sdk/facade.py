@@ -794,16 +794,20 @@ class SafeFace:
         request = Request(Operation.REKEY, self._role, self._clock())
 
         def body(d: Decision) -> tuple[dict[str, Any], _Note]:
-            versions = self._keyring.rotate("transform", "seal")
-            result = self._gallery.rekey()
-            # One gallery per workspace: once it has moved, the old versions protect nothing and go,
-            # so a leaked old key no longer links or opens anything.
-            retired = 0
-            for purpose, newest in versions.items():
-                for v in list(self._keyring.versions(purpose)):
-                    if v < newest:
-                        self._keyring.retire(purpose, v)
-                        retired += 1
+            # Rotation, move and retirement as one step under the store's write lock: a second
+            # re-key (another process) that rotated in between would otherwise retire the very
+            # version this one is moving to, or this one the version it finds the rows under.
+            with self._gallery.locked():
+                versions = self._keyring.rotate("transform", "seal")
+                result = self._gallery.rekey()
+                # One gallery per workspace: once it has moved, the old versions protect nothing
+                # and go, so a leaked old key no longer links or opens anything.
+                retired = 0
+                for purpose, newest in versions.items():
+                    for v in list(self._keyring.versions(purpose)):
+                        if v < newest:
+                            self._keyring.retire(purpose, v)
+                            retired += 1
             return ({"templates": result.rows, "versions": versions, "retired": retired},
                     _Note([], f"{result.rows} template(s) moved to keys {versions}; {retired} old key version(s) "
                               "retired"))
