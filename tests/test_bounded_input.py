@@ -192,6 +192,35 @@ def test_no_consent_to_enrol_is_issued_under_an_id_that_prints_as_another(tmp_pa
     assert token.subject == normalize_subject(variant) and token.operations == ("verify",)
 
 
+LOOK_ALIKES = {"\u0430lice": "CYRILLIC SMALL LETTER A", "bob-\u03bf": "GREEK SMALL LETTER OMICRON",
+               "\uff41lice": "FULLWIDTH LATIN SMALL LETTER A", "\ufb01ona": "LATIN SMALL LIGATURE FI",
+               "alice\u00a0smith": "NO-BREAK SPACE", "alice\u00b2": "SUPERSCRIPT TWO"}
+
+
+def test_an_id_that_prints_as_another_visibly_enrols_no_one(tmp_path: Path, imgs: Path) -> None:
+    """Visible look-alikes of "alice" (a Cyrillic а among Latin letters, a full-width ａ, a
+    ligature, a no-break space) would be second subjects an erasure of the plain id misses: no
+    enrolment, and no consent to enrol from the shipped issuer. Ids written in one script, Latin
+    or not, and accented ones, are enrolled as before."""
+    from safeface.policy.deployment import Deployment
+    from safeface.policy.issuer import issue_consent
+    from safeface.workspace.keys import read_signing_key
+
+    ws = make_workspace(tmp_path / "ws")
+    key, dep = read_signing_key(ws.demo_issuer), Deployment.load(ws.config)
+    with open_sf(ws) as sf:
+        for variant, named in LOOK_ALIKES.items():
+            with pytest.raises(InvalidArgument, match=f"{named}.*print as another id") as info:
+                sf.enroll(imgs / "obama.jpg", variant, "demo", foreign_consent(ws, variant))
+            assert variant not in str(info.value)  # the error names the code point, not the id
+            with pytest.raises(InvalidArgument, match="print as another id"):
+                issue_consent(key, dep, variant, ["demo"])
+        assert not sf.records()
+        for plain in ("\u0418\u0432\u0430\u043d", "\u674e\u96f7", "Jos\u00e9", "Zo\u00eb van Dijk"):
+            sf.enroll(imgs / "obama.jpg", plain, "demo", consent(ws, plain))
+        assert len(sf.records()) == 4
+
+
 @pytest.mark.parametrize("bad", ["", "   ", "bo\x00b", "a\nb", "x\u2028y", "\x1b[31mred", 7, None])
 def test_empty_or_control_character_subject_ids_are_invalid(tmp_path: Path, bad: Any) -> None:
     with pytest.raises(InvalidArgument):

@@ -12,6 +12,7 @@ import unicodedata
 from typing import Optional
 
 from ...errors import ConfigError, InvalidArgument
+from ...lookalike import compatibility_char, describe, first_of_script, hidden_char, lookalike_scripts
 
 # Domain separation: the same key used for anything else would give unrelated digests.
 _LABEL = b"safeface pseudonym v1\x00"
@@ -19,15 +20,9 @@ MAX_SUBJECT_CHARS = 256
 # Control characters, line and paragraph separators, unassigned and private-use code points,
 # lone surrogates: never part of a name or an account id, and invisible in a log.
 _REFUSED_CATEGORIES = frozenset({"Cc", "Zl", "Zp", "Cs", "Co", "Cn"})
-# Code points that show nothing (Unicode's Default_Ignorable_Code_Point, and the blank fillers):
-# zero-width space and joiners, direction marks and overrides, variation selectors, byte-order
-# mark, soft hyphen. "alice" with one of them prints as alice but is another subject, which an
-# erasure of alice would miss: a new enrolment under such an id is refused (new_subject_problem).
-# Ids are pseudonymised as written, so subjects enrolled under one before keep their pseudonym.
-_IGNORABLE = ((0x00AD, 0x00AD), (0x034F, 0x034F), (0x061C, 0x061C), (0x115F, 0x1160), (0x17B4, 0x17B5),
-              (0x180B, 0x180F), (0x200B, 0x200F), (0x202A, 0x202E), (0x2060, 0x206F), (0x2800, 0x2800),
-              (0x3164, 0x3164), (0xFE00, 0xFE0F), (0xFEFF, 0xFEFF), (0xFFA0, 0xFFA0), (0xFFF0, 0xFFF8),
-              (0x1BCA0, 0x1BCA3), (0x1D173, 0x1D17A), (0xE0000, 0xE0FFF))
+# A new enrolment under an id that prints as another is refused (new_subject_problem): it would
+# be a second person whom an erasure of the other id misses. Ids are pseudonymised as written, so
+# subjects enrolled under one before keep their pseudonym.
 
 
 def normalize_subject(subject_id: object) -> str:
@@ -51,15 +46,26 @@ def normalize_subject(subject_id: object) -> str:
 
 def new_subject_problem(subject_id: object) -> Optional[str]:
     """Why an id may not name a new enrolment (a sentence naming the code point), or None: one
-    holding a code point that shows nothing (or any other format character) would be a
-    look-alike of the id without it."""
+    that would print as another id. That is a code point that shows nothing (or any other format
+    character), one that compatibility normalisation writes otherwise (a full-width letter, a
+    ligature), or Latin letters mixed with Cyrillic, Greek, Armenian or Cherokee ones."""
     s = normalize_subject(subject_id)
-    hidden = [c for c in s if any(lo <= ord(c) <= hi for lo, hi in _IGNORABLE) or unicodedata.category(c) == "Cf"]
-    if not hidden:
-        return None
-    return (f"the subject id holds U+{ord(hidden[0]):04X}, which shows nothing: it would print as another id and "
-            "be a second person an erasure of that id misses. Enrol under the id without invisible characters "
-            "(zero-width spaces and joiners, direction marks, variation selectors, byte-order marks).")
+    why = ("it would print as another id and be a second person an erasure of that id misses. "
+           "Enrol under the id as it is usually written")
+    hidden = hidden_char(s)
+    if hidden is not None:
+        return (f"the subject id holds {describe(hidden)}, which shows nothing: {why}, without invisible characters "
+                "(zero-width spaces and joiners, direction marks, variation selectors, byte-order marks).")
+    compat = compatibility_char(s)
+    if compat is not None:
+        return (f"the subject id holds {describe(compat)}, a compatibility form of "
+                f"{ascii(unicodedata.normalize('NFKC', compat))}: {why}, in plain characters.")
+    scripts = lookalike_scripts(s)
+    if scripts:
+        c = first_of_script(s, scripts[0])
+        return (f"the subject id mixes Latin letters with {'/'.join(x.title() for x in scripts)} ones such as {describe(c)} "
+                f"that look like Latin letters: {why}, in one script.")
+    return None
 
 
 def pseudonymize(key: bytes, subject_id: str) -> str:

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Optional
 
 from ...atomicfile import write_atomic
 from ...errors import ConfigError
+from ...lookalike import compatibility_char, lookalike_scripts
 from ..rules import DEFAULT_PROFILE, check_profiles
 from .floors import EU_GUARDIAN_AGES, GUARDIAN_AGES, guardian_age
 
@@ -308,22 +309,18 @@ def new_deployment_id() -> str:
     return str(uuid.uuid4())
 
 
-# Scripts whose letters pass for Latin ones ("dеmo" with a Cyrillic е reads as "demo").
-_CONFUSABLE_WITH_LATIN = ("CYRILLIC", "GREEK", "ARMENIAN", "CHEROKEE")
-
-
 def _check_purpose_name(name: Any, folded: dict[str, str]) -> None:
     """A purpose name a person reading the assessment, a consent or the audit log cannot take for
     another: no invisible or compatibility characters, no Latin mixed with a look-alike script,
     and no two names the same but for case. Other scripts (a Chinese name) are fine."""
     if not isinstance(name, str) or not name or name != name.strip() or len(name) > 128:
         raise ConfigError(f"purpose name {name!r} must be 1-128 characters with no spaces at either end.")
-    if unicodedata.normalize("NFKC", name) != name or any(unicodedata.category(c)[0] in "CZ" and c != " " for c in name):
+    if compatibility_char(name) is not None or any(unicodedata.category(c)[0] in "CZ" and c != " " for c in name):
         raise ConfigError(f"purpose name {ascii(name)} holds invisible, control or compatibility characters; "
                           f"write it in plain characters.")
-    scripts = {unicodedata.name(c, "").split(" ")[0] for c in name if c.isalpha()}
-    if "LATIN" in scripts and scripts & set(_CONFUSABLE_WITH_LATIN):
-        raise ConfigError(f"purpose name {ascii(name)} mixes Latin letters with {'/'.join(sorted(scripts - {'LATIN'}))} "
+    scripts = lookalike_scripts(name)
+    if scripts:
+        raise ConfigError(f"purpose name {ascii(name)} mixes Latin letters with {'/'.join(scripts)} "
                           f"ones that look alike; write it in one script.")
     key = name.casefold()
     if key in folded:
