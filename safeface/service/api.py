@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any, Optional
@@ -20,6 +21,7 @@ from typing import Any, Optional
 from fastapi import APIRouter, Depends, Request, Security
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from starlette.formparsers import MultiPartParser
 
 from ..errors import InvalidArgument
 from ..workspace.apikeys import ApiKey
@@ -85,21 +87,32 @@ class Call:
         return self.image
 
 
+class _PartsInMemory(MultiPartParser):
+    """Starlette's multipart parser with every uploaded part kept in memory. Its default moves a
+    part over 1 MiB (a phone photo, any liveness clip) to a temporary file: the face would reach
+    the disk in the clear. The body is bounded already (`max_body`, checked at the edge)."""
+
+    spool_max_size = sys.maxsize
+
+
 async def read_call(request: Request, image: bool) -> Call:
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if ctype == "multipart/form-data":
-        form = await request.form(max_files=1, max_fields=16)
-        fields: dict[str, Any] = {}
-        data: Optional[bytes] = None
-        for k, v in form.multi_items():
-            if hasattr(v, "read"):
-                if k not in ("image", "clip"):
-                    raise InvalidArgument(f"unexpected file field {k!r}; the image (or a liveness clip) goes in "
-                                          "'image' (or 'clip').")
-                data = await v.read()
-            else:
-                fields[k] = v
-        return Call(fields, data, request.headers)
+        form = await _PartsInMemory(request.headers, request.stream(), max_files=1, max_fields=16).parse()
+        try:
+            fields: dict[str, Any] = {}
+            data: Optional[bytes] = None
+            for k, v in form.multi_items():
+                if hasattr(v, "read"):
+                    if k not in ("image", "clip"):
+                        raise InvalidArgument(f"unexpected file field {k!r}; the image (or a liveness clip) goes "
+                                              "in 'image' (or 'clip').")
+                    data = await v.read()
+                else:
+                    fields[k] = v
+            return Call(fields, data, request.headers)
+        finally:
+            await form.close()
     if ctype == "application/json" or (ctype == "" and not image):
         raw = await request.body()
         try:
