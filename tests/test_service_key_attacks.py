@@ -22,17 +22,13 @@ def test_a_key_revoked_before_its_request_body_arrives_is_refused(tmp_path: Path
     """The service checks the key when the headers arrive and reads the body afterwards. A key
     holder who holds a request's body back until the key is revoked gets nothing: the key is
     checked again where the call is judged, and nothing is exported or recorded as allowed."""
-    pytest.importorskip("fastapi")
-    from safeface.service.app import create_app
-    from safeface.service.runtime import ServiceConfig
+    from service_support import in_process_app
 
     ws = make_workspace(tmp_path / "ws")
-    pf = tmp_path / "pass"
-    pf.write_text(PASSPHRASE)
     with open_sf(ws) as sf:
         info, key = sf.issue_api_key("operator", label="contractor")
         lb = legal_basis(ws, operations=["transmit"])
-    app = create_app(ServiceConfig(workspace=ws.root, passphrase_file=pf, threads=1, queue=2))
+    app = in_process_app(ws.root, tmp_path)
     body = json.dumps({"subject": "alice", "purpose": "demo", "recipient": "data broker", "legal_basis": lb}).encode()
     sent: list[dict[str, Any]] = []
     calls = [0]

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from policy_support import PASSPHRASE, consent, images, make_workspace, open_sf  # noqa: E402
+from policy_support import consent, images, make_workspace, open_sf  # noqa: E402
 
 
 def phone_photo(path: Path) -> bytes:
@@ -29,16 +29,11 @@ def phone_photo(path: Path) -> bytes:
 
 def test_an_uploaded_photo_over_a_mebibyte_never_reaches_a_temporary_file(tmp_path: Path,
                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
-    pytest.importorskip("fastapi")
-    pytest.importorskip("httpx")
+    from service_support import in_process_app
+
     from fastapi.testclient import TestClient
 
-    from safeface.service.app import create_app
-    from safeface.service.runtime import ServiceConfig
-
     ws = make_workspace(tmp_path / "ws")
-    pf = tmp_path / "pass"
-    pf.write_text(PASSPHRASE)
     with open_sf(ws) as sf:
         _, key = sf.issue_api_key("operator", label="gate")
     photo = phone_photo(images() / "obama.jpg")
@@ -52,8 +47,7 @@ def test_an_uploaded_photo_over_a_mebibyte_never_reaches_a_temporary_file(tmp_pa
             return _real(*a, **k)
 
         monkeypatch.setattr(tempfile, name, spy)
-    app = create_app(ServiceConfig(workspace=ws.root, passphrase_file=pf, threads=1, queue=2))
-    with TestClient(app) as client:
+    with TestClient(in_process_app(ws.root, tmp_path)) as client:
         before = list(opened)
         r = client.post("/v1/enroll", headers={"X-API-Key": key}, files={"image": ("me.jpg", photo, "image/jpeg")},
                         data={"subject": "alice", "purpose": "demo", "consent": consent(ws, "alice")})
