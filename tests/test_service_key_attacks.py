@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from policy_support import PASSPHRASE, legal_basis, make_workspace, open_sf  # noqa: E402
+from policy_support import legal_basis, make_workspace, open_sf  # noqa: E402
 
 from safeface.errors import AuthenticationError  # noqa: E402
 
