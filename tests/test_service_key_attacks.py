@@ -18,6 +18,40 @@ from safeface.errors import AuthenticationError  # noqa: E402
 
 
 # -- F2: a revoked API key still acts, unrefused and unnamed ("in flight" for as long as it likes) --
+def revoke(ws: Any, key_id: str, key: str) -> None:
+    """The operator revokes the key (from another handle); it no longer authenticates."""
+    with open_sf(ws) as admin:
+        admin.revoke_api_key(key_id)
+        with pytest.raises(AuthenticationError):
+            admin.authenticate(key)
+
+
+def held_back(app: Any, path: str, key: str, body: bytes, ctype: bytes, meanwhile: Any) -> int:
+    """POST `body` to the app with the key, the body held back until `meanwhile` has run; the
+    answer's status."""
+    sent: list[dict[str, Any]] = []
+    calls = [0]
+
+    async def receive() -> dict[str, Any]:
+        calls[0] += 1
+        if calls[0] == 1:
+            meanwhile()
+            return {"type": "http.request", "body": body, "more_body": False}
+        await asyncio.sleep(3600)
+        return {"type": "http.disconnect"}
+
+    async def send(msg: dict[str, Any]) -> None:
+        sent.append(msg)
+
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
+             "path": path, "raw_path": path.encode(), "root_path": "", "query_string": b"",
+             "headers": [(b"host", b"svc"), (b"content-type", ctype),
+                         (b"content-length", str(len(body)).encode()), (b"x-api-key", key.encode())],
+             "client": ("127.0.0.1", 40000), "server": ("svc", 80)}
+    asyncio.run(asyncio.wait_for(app(scope, receive, send), 300))
+    return int(next(m["status"] for m in sent if m["type"] == "http.response.start"))
+
+
 def test_a_key_revoked_before_its_request_body_arrives_is_refused(tmp_path: Path) -> None:
     """The service checks the key when the headers arrive and reads the body afterwards. A key
     holder who holds a request's body back until the key is revoked gets nothing: the key is
@@ -30,34 +64,32 @@ def test_a_key_revoked_before_its_request_body_arrives_is_refused(tmp_path: Path
         lb = legal_basis(ws, operations=["transmit"])
     app = in_process_app(ws.root, tmp_path)
     body = json.dumps({"subject": "alice", "purpose": "demo", "recipient": "data broker", "legal_basis": lb}).encode()
-    sent: list[dict[str, Any]] = []
-    calls = [0]
-
-    async def receive() -> dict[str, Any]:
-        calls[0] += 1
-        if calls[0] == 1:
-            # The body is held back; meanwhile the operator revokes the key (the key is gone now).
-            with open_sf(ws) as admin:
-                admin.revoke_api_key(info.key_id)
-                with pytest.raises(AuthenticationError):
-                    admin.authenticate(key)
-            return {"type": "http.request", "body": body, "more_body": False}
-        await asyncio.sleep(3600)
-        return {"type": "http.disconnect"}
-
-    async def send(msg: dict[str, Any]) -> None:
-        sent.append(msg)
-
-    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
-             "path": "/v1/export", "raw_path": b"/v1/export", "root_path": "", "query_string": b"",
-             "headers": [(b"host", b"svc"), (b"content-type", b"application/json"),
-                         (b"content-length", str(len(body)).encode()), (b"x-api-key", key.encode())],
-             "client": ("127.0.0.1", 40000), "server": ("svc", 80)}
-    asyncio.run(asyncio.wait_for(app(scope, receive, send), 300))
-    status = next(m["status"] for m in sent if m["type"] == "http.response.start")
+    status = held_back(app, "/v1/export", key, body, b"application/json", lambda: revoke(ws, info.key_id, key))
     assert status == 401
     with open_sf(ws) as sf:
         assert not [e for e in sf.audit_entries() if e.operation == "export" and e.decision == "allowed"]
+        assert sf.audit_verify().entries > 0
+
+
+def test_a_key_revoked_before_its_liveness_clip_arrives_is_refused(tmp_path: Path) -> None:
+    """The same for a liveness check: the clip is held back until the key is revoked. The check is
+    judged where the key is checked again, so nothing is decoded, judged or recorded under it."""
+    from service_support import in_process_app
+
+    ws = make_workspace(tmp_path / "ws")
+    with open_sf(ws) as sf:
+        info, key = sf.issue_api_key("kiosk", label="gate app")
+        nonce = sf.liveness_challenge().nonce
+    app = in_process_app(ws.root, tmp_path)
+    b = b"sfboundary"
+    body = (b"--" + b + b'\r\nContent-Disposition: form-data; name="challenge"\r\n\r\n' + nonce.encode()
+            + b"\r\n--" + b + b'\r\nContent-Disposition: form-data; name="clip"; filename="c.mp4"\r\n'
+            b"Content-Type: video/mp4\r\n\r\n" + b"\x00" * 2048 + b"\r\n--" + b + b"--\r\n")
+    status = held_back(app, "/v1/liveness/check", key, body, b"multipart/form-data; boundary=" + b,
+                       lambda: revoke(ws, info.key_id, key))
+    assert status == 401
+    with open_sf(ws) as sf:
+        assert not [e for e in sf.audit_entries() if e.operation == "liveness"]
         assert sf.audit_verify().entries > 0
 
 

@@ -569,6 +569,7 @@ class SafeFace:
         one, and the deployment must be able to process (its assessment in force), so the PAD
         model that judges the clip is the assessed one."""
         with self._root._judge_lock:
+            self._recheck_key()
             self._sync_deployment()
             self._guard.check_capture_role(self._role)
             self._guard.check_deployment(now)
@@ -951,6 +952,13 @@ class SafeFace:
                                       "older copy. Log in again; check who restored the table.")
         return self._not_revoked(info)
 
+    def _recheck_key(self) -> None:
+        """Check the caller's API key again where a call is judged: a request's body (an image,
+        a clip) may arrive long after its key was checked, and the key be revoked meanwhile."""
+        if self._key is not None:
+            self._key = self._not_revoked(self._key)
+            self._actor = key_actor(self._key.key_id, self._key.checked_after)
+
     def _not_revoked(self, info: ApiKey) -> ApiKey:
         # Revoking clears the key's digest, but a key table restored from an older copy brings it
         # back; the anchored audit chain still records the revocation. The log's end is read
@@ -1155,11 +1163,7 @@ class SafeFace:
         op = request.operation.value
         try:
             with self._root._judge_lock:
-                if self._key is not None:
-                    # Again where the call is judged: a request's body may arrive long after its
-                    # key was checked, and the key be revoked meanwhile.
-                    self._key = self._not_revoked(self._key)
-                    self._actor = key_actor(self._key.key_id, self._key.checked_after)
+                self._recheck_key()
                 self._sync_deployment()
                 # Read before judging: a withdrawal whose entry is at or before this point had
                 # changed the policy state already, so the store check can tell a call judged
