@@ -206,3 +206,50 @@ def test_a_session_checked_while_its_logout_is_recorded_is_not_called_restored(t
         assert between and "restored" not in between[0] and "logged out" in between[0]
         with pytest.raises(AuthenticationError, match="logged out"):
             sf.session(cookie)
+
+
+def test_the_console_keeps_the_keys_rate_and_shows_only_its_own_messages(tmp_path: Path) -> None:
+    """A key issued at 1 request a second gets 429 on /v1 past its rate; logged in to the console
+    with it, full reports and audits ran at any speed. And the login page printed whatever text a
+    link put in `?error=`, so a link to the real console could carry a stranger's instructions."""
+    from fastapi.testclient import TestClient
+    from service_support import in_process_app
+
+    ws = make_workspace(tmp_path / "ws")
+    with open_sf(ws) as sf:
+        _, key = sf.issue_api_key("operator", label="rate 1", rate=1)
+    with TestClient(in_process_app(ws.root, tmp_path)) as client:
+        lure = "Your key was revoked. Mail it to keys@elsewhere.example to restore access."
+        assert "elsewhere.example" not in client.get("/login", params={"error": lure}).text
+        assert "not valid" in client.get("/login", params={"error": "invalid"}).text
+        page = client.get("/login")
+        token = page.text.split("name='csrf' value='")[1].split("'")[0]
+        r = client.post("/login", data={"csrf": token, "api_key": key}, follow_redirects=False)
+        assert r.status_code == 303 and r.headers["location"] == "/audit"
+        statuses = [client.get("/audit").status_code for _ in range(4)]
+        assert 429 in statuses, statuses
+
+
+def test_a_client_that_hangs_up_mid_body_leaves_no_traceback(tmp_path: Path) -> None:
+    """A client sends part of a body and hangs up. The app answered with an unhandled exception,
+    which the server logs as a traceback of some 70 lines: anyone, without a key (at /login),
+    could fill the log at 40 bytes of log for each byte sent."""
+    from service_support import in_process_app
+
+    ws = make_workspace(tmp_path / "ws")
+    app = in_process_app(ws.root, tmp_path)
+    sent: list[dict[str, Any]] = []
+    parts = [{"type": "http.request", "body": b"csrf=abc&api_", "more_body": True}, {"type": "http.disconnect"}]
+
+    async def receive() -> dict[str, Any]:
+        return parts.pop(0) if parts else {"type": "http.disconnect"}
+
+    async def send(msg: dict[str, Any]) -> None:
+        sent.append(msg)
+
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
+             "path": "/login", "raw_path": b"/login", "root_path": "", "query_string": b"",
+             "headers": [(b"host", b"svc"), (b"content-type", b"application/x-www-form-urlencoded"),
+                         (b"content-length", b"5000")], "client": ("127.0.0.1", 40000), "server": ("svc", 80)}
+    asyncio.run(asyncio.wait_for(app(scope, receive, send), 60))  # raised ClientDisconnect before
+    assert [m["status"] for m in sent if m["type"] == "http.response.start"] == [400]

@@ -29,6 +29,8 @@ from .runtime import Runtime
 
 SESSION = "sf_session"
 LOGIN = "sf_login"
+_LOGIN_ERRORS = {"expired": "The login form expired; try again.", "invalid": "That API key is not valid.",
+                 "role": "That key's role may not use the console."}
 _RECEIPT_ID = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
 _PLOT = re.compile(r"^[A-Za-z0-9_.-]{1,80}\.(png|svg)$")
 _CSS = """body{font-family:sans-serif;max-width:1100px;margin:1em auto;padding:0 1em}
@@ -88,6 +90,7 @@ def build_console(rt: Runtime) -> APIRouter:
         s = session(request)
         if s is None:
             return None, to_login()
+        rt.limit(s.key.key_id, s.key.rate)  # the key's rate holds in the console as on /v1
         try:
             return s, await rt.call(lambda sf: fn(sf.acting_as_key(s.key)))
         except PolicyViolation as exc:
@@ -100,7 +103,9 @@ def build_console(rt: Runtime) -> APIRouter:
     @router.get("/login")
     async def login_form(request: Request, error: str = "") -> HTMLResponse:
         token = secrets.token_urlsafe(24)
-        msg = f"<p class='bad'>{_e(error)}</p>" if error else ""
+        # The link names one of our own messages, never text: a link to the real console could
+        # otherwise show a stranger's words in its error box ("mail your key to ...").
+        msg = f"<p class='bad'>{_e(_LOGIN_ERRORS[error])}</p>" if error in _LOGIN_ERRORS else ""
         resp = page("Operator console", f"""{msg}<form method='post' action='/login'>
 <input type='hidden' name='csrf' value='{token}'>
 <label>API key <input type='password' name='api_key' id='api_key' autocomplete='off' size='70'></label>
@@ -114,13 +119,13 @@ def build_console(rt: Runtime) -> APIRouter:
         form = await request.form(max_files=0, max_fields=4)
         want = request.cookies.get(LOGIN) or ""
         if not want or not hmac.compare_digest(str(form.get("csrf") or "").encode(), want.encode()):
-            return RedirectResponse("/login?error=The+login+form+expired%3B+try+again.", status_code=303)
+            return RedirectResponse("/login?error=expired", status_code=303)
         try:
             key, cookie = rt.light(lambda sf: sf.open_session(str(form.get("api_key") or "").strip()))
         except AuthenticationError:
-            return RedirectResponse("/login?error=That+API+key+is+not+valid.", status_code=303)
+            return RedirectResponse("/login?error=invalid", status_code=303)
         if not rt.light(lambda sf: sf.acting_as_key(key).may("report")):
-            return RedirectResponse("/login?error=That+key%27s+role+may+not+use+the+console.", status_code=303)
+            return RedirectResponse("/login?error=role", status_code=303)
         resp = RedirectResponse("/audit", status_code=303)
         resp.set_cookie(SESSION, cookie, httponly=True, samesite="strict", secure=secure, max_age=SESSION_SECONDS)
         resp.delete_cookie(LOGIN)
