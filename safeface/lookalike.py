@@ -1,9 +1,14 @@
 """Text that prints as other text: what makes a name (a subject id, a purpose) a look-alike of
 another. One place for the checks, so that an id the gallery refuses and a purpose name the
-deployment refuses are judged alike."""
+deployment refuses are judged alike.
+
+Unicode's own answer (UTS #39: confusable skeletons, Script_Extensions) needs data Python does
+not ship; these checks take the cases that need none: invisible code points, compatibility
+forms, scripts mixed within a word, Latin's phonetic letters and marks that draw nothing new."""
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from typing import Optional
 
@@ -17,6 +22,28 @@ _IGNORABLE = ((0x00AD, 0x00AD), (0x034F, 0x034F), (0x061C, 0x061C), (0x115F, 0x1
 
 # Scripts whose letters pass for Latin ones ("dеmo" with a Cyrillic е reads as "demo").
 CONFUSABLE_WITH_LATIN = ("CYRILLIC", "GREEK", "ARMENIAN", "CHEROKEE")
+# Their letters that are drawn as Latin ones in common fonts: a word of nothing else, beside a
+# Latin word, reads as Latin ("bob-ο" with a Greek omicron is "bob-o").
+_DRAWN_AS_LATIN = frozenset(
+    "аеорсуххіјѕԁԛԝүһАВЕКМНОРСТХІЈЅԚԜҮ"  # Cyrillic
+    "οανρτικυΑΒΕΖΗΙΚΜΝΟΡΤΥΧ"  # Greek
+    "օսհոցզՕՍ"  # Armenian
+    "ᎪᏴᏟᎠᎬᏀᎻᏆᏦᏞᎷᏃᎤᏢᏚᏙᏔᏩᎳᏒᏕᏫᏀ")  # Cherokee
+
+# Latin letters for phonetics, not for names, many of them drawn as ordinary ones (ɑ for a, ɡ
+# for g, ᴀ for A): IPA Extensions, Phonetic Extensions (and their supplement), Latin
+# Extended-E; and the click letters drawn as l and ll (ǀ, ǁ; ǂ and ǃ do not pass for letters).
+_PHONETIC_LATIN = ((0x01C0, 0x01C1), (0x0250, 0x02AF), (0x1D00, 0x1DBF), (0xAB30, 0xAB6F))
+# Compatibility characters that are ordinary letters of their orthography: Armenian "և" (as in
+# the name Գևորգ) is written so, not as the two letters NFKC makes of it.
+_ORTHOGRAPHIC = frozenset("\u0587")
+
+# Scripts that are written together within one word: Japanese mixes Han, hiragana and katakana,
+# Korean hangul and Han, Chinese Han and bopomofo.
+_WRITTEN_TOGETHER = ({"CJK", "HIRAGANA", "KATAKANA", "KATAKANA-HIRAGANA"}, {"HANGUL", "CJK"}, {"CJK", "BOPOMOFO"})
+# Name prefixes that are one script under another name.
+_SAME_SCRIPT = {"ARABIC-INDIC": "ARABIC", "EXTENDED": "ARABIC"}
+_DOT_ABOVE = "\u0307"
 
 
 def hidden_char(text: str) -> Optional[str]:
@@ -30,6 +57,7 @@ def hidden_char(text: str) -> Optional[str]:
 def compatibility_char(text: str) -> Optional[str]:
     """The first code point that Unicode's compatibility normalisation (NFKC) writes otherwise (a
     full-width "ａ" is "a", the ligature "ﬁ" is "fi", a superscript "²" is "2"), or None."""
+    text = "".join(c for c in text if c not in _ORTHOGRAPHIC)
     if unicodedata.normalize("NFKC", text) == text:
         return None
     # The first place where the text stops being its own normal form (a decomposed accent only
@@ -37,19 +65,80 @@ def compatibility_char(text: str) -> Optional[str]:
     return next(text[i] for i in range(len(text)) if unicodedata.normalize("NFKC", text[:i + 1]) != text[:i + 1])
 
 
+def script_of(c: str) -> Optional[str]:
+    """The script a letter or digit is written in, read from its name ("CYRILLIC SMALL LETTER A"
+    is Cyrillic); None for what every script shares (ASCII digits, modifier letters such as the
+    ʻokina) and for marks, which take their letter's script."""
+    if unicodedata.category(c)[0] not in "LN" or "0" <= c <= "9":
+        return None
+    first = unicodedata.name(c, "").split(" ")[0]
+    if first in ("", "MODIFIER", "DIGIT"):
+        return None
+    return _SAME_SCRIPT.get(first, first)
+
+
+def mixed_word(text: str) -> Optional[tuple[str, list[str]]]:
+    """The first word (letters, marks and digits between other characters) that mixes scripts not
+    written together, with those scripts: "аlice" (a Cyrillic а among Latin letters), "b၀b"
+    (a Myanmar zero), "Πетров" (a Greek Π in a Cyrillic name). None when every word keeps to
+    one script, so "EMP-0042 Дмитрий" and "Σοφία García" pass."""
+    word: list[str] = []
+    for c in text + " ":
+        if unicodedata.category(c)[0] in "LMN":
+            word.append(c)
+            continue
+        scripts = {s for s in map(script_of, word) if s is not None}
+        if len(scripts) > 1 and not any(scripts <= together for together in _WRITTEN_TOGETHER):
+            return "".join(word), sorted(scripts)
+        word = []
+    return None
+
+
+def latin_lookalike_word(text: str) -> Optional[str]:
+    """In text with a Latin word, a word written in a script confusable with Latin only in letters
+    drawn as Latin ones ("bob-ο", "alice асе"), or None."""
+    words = re.findall(r"[^\W_]+", text)
+    if not any("LATIN" in map(script_of, w) for w in words):
+        return None
+    return next((w for w in words if set(map(script_of, w)) & set(CONFUSABLE_WITH_LATIN)
+                 and all(c in _DRAWN_AS_LATIN for c in w if script_of(c) is not None)), None)
+
+
 def lookalike_scripts(text: str) -> list[str]:
-    """The scripts other than Latin whose letters `text` mixes with Latin ones, where they look
-    alike ("CYRILLIC" for "аlice" with a Cyrillic а); empty when it is written in one of them, or
-    in any other script (a Chinese name)."""
-    scripts = {unicodedata.name(c, "").split(" ")[0] for c in text if c.isalpha()}
+    """The scripts other than Latin whose letters `text` mixes with Latin ones anywhere, where
+    they look alike ("CYRILLIC" for "dеmo" with a Cyrillic е); empty when it is written in one
+    of them, or in any other script (a Chinese name)."""
+    scripts = {s for s in map(script_of, text) if s is not None}
     if "LATIN" not in scripts:
         return []
     return sorted(scripts & set(CONFUSABLE_WITH_LATIN))
 
 
+def phonetic_latin(text: str) -> Optional[str]:
+    """The first Latin letter made for phonetics rather than names (ɑ, ɡ, ᴀ, ǀ), or None."""
+    return next((c for c in text if any(lo <= ord(c) <= hi for lo, hi in _PHONETIC_LATIN)), None)
+
+
+def mark_that_draws_nothing(text: str) -> Optional[str]:
+    """A combining mark that changes no letter's look: a dot above on i or j (or on the dotless
+    ı, making an i), or the same mark twice in a row. None otherwise."""
+    for prev, c in zip(text, text[1:]):
+        if c == _DOT_ABOVE and prev in "ijıȷ":
+            return c
+        if unicodedata.category(c) == "Mn" and c == prev:
+            return c
+    return None
+
+
+def other_space(text: str) -> Optional[str]:
+    """A space other than the plain one that compatibility normalisation leaves as it is (the
+    Ogham space mark), or None."""
+    return next((c for c in text if unicodedata.category(c) == "Zs" and c != " "), None)
+
+
 def first_of_script(text: str, script: str) -> str:
-    """The first letter of `text` in `script` (to name it in an error)."""
-    return next(c for c in text if c.isalpha() and unicodedata.name(c, "").startswith(script + " "))
+    """The first letter or digit of `text` in `script` (to name it in an error)."""
+    return next(c for c in text if script_of(c) == script)
 
 
 def describe(c: str) -> str:

@@ -18,7 +18,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from policy_support import PASSPHRASE, consent, foreign_consent, images, make_workspace, open_sf  # noqa: E402
 
-from safeface.errors import ImageError, InvalidArgument, SafeFaceError  # noqa: E402
+from safeface.errors import ImageError, InvalidArgument, PolicyViolation, SafeFaceError  # noqa: E402
 from safeface.hazmat.templates import normalize_subject, pseudonymize  # noqa: E402
 from safeface.hazmat.vision import Outcome, Pipeline, PipelineConfig  # noqa: E402
 from safeface.sdk import SafeFace  # noqa: E402
@@ -194,14 +194,24 @@ def test_no_consent_to_enrol_is_issued_under_an_id_that_prints_as_another(tmp_pa
 
 LOOK_ALIKES = {"\u0430lice": "CYRILLIC SMALL LETTER A", "bob-\u03bf": "GREEK SMALL LETTER OMICRON",
                "\uff41lice": "FULLWIDTH LATIN SMALL LETTER A", "\ufb01ona": "LATIN SMALL LIGATURE FI",
-               "alice\u00a0smith": "NO-BREAK SPACE", "alice\u00b2": "SUPERSCRIPT TWO"}
+               "alice\u00a0smith": "NO-BREAK SPACE", "alice\u00b2": "SUPERSCRIPT TWO",
+               "ali\u0307ce": "COMBINING DOT ABOVE", "al\u0131\u0307ce": "COMBINING DOT ABOVE",
+               "a\u01c0ice": "LATIN LETTER DENTAL CLICK", "\u0251lice": "LATIN SMALL LETTER ALPHA",
+               "\u0261reg": "LATIN SMALL LETTER SCRIPT G", "AL\ua4f2CE": "LISU LETTER I", "b\u2c9fb": "COPTIC",
+               "b\u1040b": "MYANMAR DIGIT ZERO", "user\u0661": "ARABIC-INDIC DIGIT ONE",
+               "alice\u1680smith": "OGHAM SPACE MARK", "\u03a0\u0435\u0442\u0440\u043e\u0432": "GREEK CAPITAL LETTER PI"}
+# Honest ids: one script a word, accents, other scripts, digits, the ʻokina, Armenian's և.
+HONEST = ("\u0418\u0432\u0430\u043d", "\u674e\u96f7", "Jos\u00e9", "Zo\u00eb van Dijk", "EMP-0042 \u0414\u043c\u0438\u0442\u0440\u0438\u0439",
+          "\u03a3\u03bf\u03c6\u03af\u03b1 Garc\u00eda", "\u0438\u0432\u0430\u043d@example.com", "Nguy\u1ec5n V\u0103n Th\u00e0nh",
+          "\u0130smail Y\u0131ld\u0131z", "O\u2019Brien", "\u02bbOkina", "\u5c71\u7530 \u305f\u308d\u3046",
+          "\u0533\u0587\u0578\u0580\u0563", "\u0645\u062d\u0645\u062f\u0661")
 
 
 def test_an_id_that_prints_as_another_visibly_enrols_no_one(tmp_path: Path, imgs: Path) -> None:
-    """Visible look-alikes of "alice" (a Cyrillic а among Latin letters, a full-width ａ, a
-    ligature, a no-break space) would be second subjects an erasure of the plain id misses: no
-    enrolment, and no consent to enrol from the shipped issuer. Ids written in one script, Latin
-    or not, and accented ones, are enrolled as before."""
+    """Visible look-alikes of a plain id (a Cyrillic а among Latin letters, a full-width ａ, a
+    ligature, a no-break space, a dot above an i, a phonetic ɑ, a Myanmar zero) would be second
+    subjects an erasure of the plain id misses: no enrolment, and no consent to enrol from the
+    shipped issuer. Honest ids are enrolled as before."""
     from safeface.policy.deployment import Deployment
     from safeface.policy.issuer import issue_consent
     from safeface.workspace.keys import read_signing_key
@@ -216,9 +226,30 @@ def test_an_id_that_prints_as_another_visibly_enrols_no_one(tmp_path: Path, imgs
             with pytest.raises(InvalidArgument, match="print as another id"):
                 issue_consent(key, dep, variant, ["demo"])
         assert not sf.records()
-        for plain in ("\u0418\u0432\u0430\u043d", "\u674e\u96f7", "Jos\u00e9", "Zo\u00eb van Dijk"):
+        for plain in HONEST:
             sf.enroll(imgs / "obama.jpg", plain, "demo", consent(ws, plain))
-        assert len(sf.records()) == 4
+        assert len(sf.records()) == len(HONEST)
+
+
+@pytest.mark.parametrize("asked,enrolled", [("\uff41lice", "alice"), ("Jos\u00e9\u00a0Mar\u00eda", "Jos\u00e9 Mar\u00eda"),
+                                            ("\u5c71\u7530\u3000\u592a\u90ce", "\u5c71\u7530 \u592a\u90ce"),
+                                            ("bob\u200b", "bob")])
+def test_an_erasure_in_a_spelling_enrolment_refuses_reaches_the_usual_spelling(tmp_path: Path, imgs: Path,
+                                                                              asked: str, enrolled: str) -> None:
+    """Enrolment refused the source system's spelling and the person was enrolled as usually
+    written. An erasure (or a withdrawal) that arrives in the source system's spelling reached
+    nobody and said so with a receipt for 0 templates; it now reaches the usual spelling too."""
+    for op in ("erase", "revoke"):
+        ws = make_workspace(tmp_path / op)
+        with open_sf(ws) as sf:
+            t = consent(ws, enrolled)
+            sf.enroll(imgs / "obama.jpg", enrolled, "demo", t)
+            receipt = sf.erase(asked) if op == "erase" else sf.revoke(subject=asked)
+            assert receipt.templates_removed == 1 and not sf.records(), op
+            assert sf.pseudonym(enrolled) in receipt.subjects
+            with pytest.raises(PolicyViolation):
+                sf.verify(imgs / "obama2.jpg", enrolled, "demo", t)
+            assert sf.audit_verify().entries > 0
 
 
 @pytest.mark.parametrize("bad", ["", "   ", "bo\x00b", "a\nb", "x\u2028y", "\x1b[31mred", 7, None])

@@ -29,12 +29,13 @@ import numpy as np
 from ..atomicfile import write_atomic
 from ..errors import (AuthenticationError, BackendError, ConfigError, ImageError, IntegrityError, InvalidArgument,
                       PolicyViolation, SafeFaceError)
-from ..hazmat.templates.pseudonym import new_subject_problem, token_pseudonym
+from ..hazmat.templates.pseudonym import new_subject_problem, token_pseudonym, usual_spelling
 from ..imageio import ImageInput
 from ..policy.deployment import Deployment, Finding, working_days_after
 from ..policy.guard import BatchItem, CaptureFacts, Decision, Guard, Operation, Request
 from ..policy.receipts import ErasureReceipt, issue_receipt, receipt_key
 from ..policy.rules import rule_for
+from ..storage.rows import ErasureResult
 from ..workspace.apikeys import ApiKey, ApiKeys, hashing_key, session_ref
 from ..workspace.assessment import (ASSESSMENT_OPERATIONS, assessment_recorded, names_an_assessment, recorded_roles,
                                    seal_holds)
@@ -688,19 +689,34 @@ class SafeFace:
         the store's write lock: once the receipt exists, no enrolment that was in flight can store
         a row of this subject."""
         now = self._clock()
-        pseud = self._pseudonym_of(subject, pseudonym)
+        pseuds = [self._pseudonym_of(subject, pseudonym)] + self._usual_pseudonym(subject)
         request = Request(Operation.ERASE, self._role, now)
 
         def body(d: Decision) -> tuple[ErasureReceipt, None]:
             with self._gallery.locked():
-                self._state.revoke_subject(pseud, now)
-                result = self._gallery.erase_pseudonym(pseud)
-                self._state.forget_subject(pseud)
-                receipt = self._receipt("erase", [pseud], None, result.row_ids, now, result.vectors)
-                self._removal_entries("erase", None, [pseud], result, receipt, now)
+                result = self._withdraw_subjects(pseuds, now)
+                receipt = self._receipt("erase", pseuds, None, result.row_ids, now, result.vectors)
+                self._removal_entries("erase", None, pseuds, result, receipt, now)
             return receipt, None
 
-        return self._run(request, [pseud], body)
+        return self._run(request, pseuds, body)
+
+    def _usual_pseudonym(self, subject: Optional[str]) -> list[str]:
+        """The pseudonym of the spelling enrolment asks for, when `subject` is one it refuses (a
+        full-width letter, a no-break space, a zero-width space): the person was enrolled under
+        that spelling, and a request in the source system's spelling must not miss them."""
+        usual = usual_spelling(subject) if subject is not None else None
+        return [self.pseudonym(usual)] if usual is not None else []
+
+    def _withdraw_subjects(self, pseuds: Sequence[str], now: dt.datetime) -> ErasureResult:
+        """Withdraw each subject's consents and remove their rows (under the store's lock)."""
+        results = []
+        for p in pseuds:
+            self._state.revoke_subject(p, now)
+            results.append(self._gallery.erase_pseudonym(p))
+            self._state.forget_subject(p)
+        rows = tuple(r for res in results for r in res.row_ids)
+        return ErasureResult(pseuds[0] if len(pseuds) == 1 else None, rows, len(rows), _vectors(results))
 
     def revoke(self, token_id: Optional[str] = None, subject: Optional[str] = None, *,
                token_ref: Optional[str] = None) -> ErasureReceipt:
@@ -715,16 +731,14 @@ class SafeFace:
                                   "audit log show it.")
         now = self._clock()
         request = Request(Operation.REVOKE, self._role, now)
-        pseud = self.pseudonym(subject) if subject is not None else None
+        pseuds = [self.pseudonym(subject)] + self._usual_pseudonym(subject) if subject is not None else []
         ref = self.token_ref(token_id) if token_id is not None else token_ref
 
         def body(d: Decision) -> tuple[ErasureReceipt, None]:
             with self._gallery.locked():
-                if subject is not None and pseud is not None:
-                    self._state.revoke_subject(pseud, now)
-                    result = self._gallery.erase_subject(subject)
-                    self._state.forget_subject(pseud)
-                    subjects = [pseud]
+                if pseuds:
+                    result = self._withdraw_subjects(pseuds, now)
+                    subjects = list(pseuds)
                 else:
                     self._state.revoke_token(str(ref), now)
                     result = self._gallery.remove_token(str(ref))
@@ -733,7 +747,7 @@ class SafeFace:
                 self._removal_entries("revoke", ref, subjects, result, receipt, now)
             return receipt, None
 
-        return self._run(request, [pseud] if pseud else [], body)
+        return self._run(request, pseuds, body)
 
     def _removal_entries(self, op: str, ref: Optional[str], subjects: list[str], result: Any, receipt: Any,
                          now: dt.datetime) -> None:

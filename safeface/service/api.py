@@ -87,18 +87,15 @@ class Call:
         return self.image
 
 
-class _PartsInMemory(MultiPartParser):
-    """Starlette's multipart parser with every uploaded part kept in memory. Its default moves a
-    part over 1 MiB (a phone photo, any liveness clip) to a temporary file: the face would reach
-    the disk in the clear. The body is bounded already (`max_body`, checked at the edge)."""
-
-    spool_max_size = sys.maxsize
-
-
 async def read_call(request: Request, image: bool) -> Call:
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if ctype == "multipart/form-data":
-        form = await _PartsInMemory(request.headers, request.stream(), max_files=1, max_fields=16).parse()
+        parser = MultiPartParser(request.headers, request.stream(), max_files=1, max_fields=16)
+        # Every part stays in memory: by default a part over 1 MiB (a phone photo, any liveness
+        # clip) goes to a temporary file, and the face would reach the disk in the clear. The
+        # body is bounded already (`max_body`, checked at the edge).
+        parser.spool_max_size = sys.maxsize
+        form = await parser.parse()
         try:
             fields: dict[str, Any] = {}
             data: Optional[bytes] = None

@@ -12,7 +12,8 @@ import unicodedata
 from typing import Optional
 
 from ...errors import ConfigError, InvalidArgument
-from ...lookalike import compatibility_char, describe, first_of_script, hidden_char, lookalike_scripts
+from ...lookalike import (compatibility_char, describe, first_of_script, hidden_char, latin_lookalike_word,
+                          mark_that_draws_nothing, mixed_word, other_space, phonetic_latin, script_of)
 
 # Domain separation: the same key used for anything else would give unrelated digests.
 _LABEL = b"safeface pseudonym v1\x00"
@@ -46,9 +47,10 @@ def normalize_subject(subject_id: object) -> str:
 
 def new_subject_problem(subject_id: object) -> Optional[str]:
     """Why an id may not name a new enrolment (a sentence naming the code point), or None: one
-    that would print as another id. That is a code point that shows nothing (or any other format
-    character), one that compatibility normalisation writes otherwise (a full-width letter, a
-    ligature), or Latin letters mixed with Cyrillic, Greek, Armenian or Cherokee ones."""
+    that would print as another id (lookalike): a code point that shows nothing, a compatibility
+    form (a full-width letter, a ligature, a no-break space), a space other than the plain one, a
+    word mixing scripts (a Cyrillic а among Latin letters), a Latin letter made for phonetics (ɑ,
+    ɡ), or a combining mark that draws nothing new (a dot above an i)."""
     s = normalize_subject(subject_id)
     why = ("it would print as another id and be a second person an erasure of that id misses. "
            "Enrol under the id as it is usually written")
@@ -60,12 +62,40 @@ def new_subject_problem(subject_id: object) -> Optional[str]:
     if compat is not None:
         return (f"the subject id holds {describe(compat)}, a compatibility form of "
                 f"{ascii(unicodedata.normalize('NFKC', compat))}: {why}, in plain characters.")
-    scripts = lookalike_scripts(s)
-    if scripts:
-        c = first_of_script(s, scripts[0])
-        return (f"the subject id mixes Latin letters with {'/'.join(x.title() for x in scripts)} ones such as {describe(c)} "
-                f"that look like Latin letters: {why}, in one script.")
+    space = other_space(s)
+    if space is not None:
+        return f"the subject id holds {describe(space)}, a space other than the plain one: {why}, with plain spaces."
+    mixed = mixed_word(s)
+    if mixed is not None:
+        word, scripts = mixed
+        # Name a letter of the script the word has least of: the one slipped in.
+        c = first_of_script(word, min(scripts, key=lambda x: sum(script_of(ch) == x for ch in word)))
+        return (f"a word of the subject id mixes {' and '.join(x.title() for x in scripts)} characters, such as "
+                f"{describe(c)}: {why}, each word in one script.")
+    drawn = latin_lookalike_word(s)
+    if drawn is not None:
+        c = next(ch for ch in drawn if script_of(ch) is not None)
+        return (f"a word of the subject id is written in {str(script_of(c)).title()} letters that are drawn as Latin "
+                f"ones, such as {describe(c)}, beside Latin words: {why}, in one script.")
+    odd = phonetic_latin(s) or mark_that_draws_nothing(s)
+    if odd is not None:
+        return (f"the subject id holds {describe(odd)}, which draws like a plain letter (or adds nothing to it): "
+                f"{why}, in the letters of the language.")
     return None
+
+
+def usual_spelling(subject_id: object) -> Optional[str]:
+    """The id as a new enrolment must write it, where that can be told from the id alone: without
+    the code points that show nothing, compatibility forms written plainly (NFKC) and every space
+    a plain one. None when that is the id itself, or cannot be told (mixed scripts)."""
+    s = normalize_subject(subject_id)
+    plain = unicodedata.normalize("NFKC", "".join(c for c in s if hidden_char(c) is None))
+    plain = "".join(" " if unicodedata.category(c) == "Zs" else c for c in plain)
+    try:
+        usual = normalize_subject(plain)
+    except InvalidArgument:  # nothing but invisible characters
+        return None
+    return usual if usual != s and new_subject_problem(usual) is None else None
 
 
 def pseudonymize(key: bytes, subject_id: str) -> str:
