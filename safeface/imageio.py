@@ -11,7 +11,7 @@ import io
 import os
 import warnings
 from pathlib import Path
-from typing import Union
+from typing import Callable, Union
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -89,16 +89,24 @@ def _decode(data: bytes, label: str, max_pixels: int) -> np.ndarray:
 def _to_rgb(im: Image.Image, label: str) -> np.ndarray:
     mode = im.mode
     if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
-        arr = np.asarray(im)
-        return _from_array(arr)
+        k = np.float32(255.0 / (65535.0 if im.getextrema()[1] > 255 else 255.0))
+        return _bands(im, lambda c: np.clip(np.rint(c.astype(np.float32) * k), 0, 255)[:, :, None])
     if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in im.info):
-        # Transparent areas become white: a face is never on a transparent background,
-        # and white keeps the detector away from false edges.
-        rgba = im.convert("RGBA")
-        bg = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        im = Image.alpha_composite(bg, rgba)
+        # Transparent areas become white: a face is never on a transparent background, and
+        # white keeps the detector away from false edges.
+        return _bands(im if mode == "RGBA" else im.convert("RGBA"), _over_white)
     rgb = im.convert("RGB")
     return np.ascontiguousarray(np.asarray(rgb, dtype=np.uint8))
+
+
+def _bands(im: Image.Image, fn: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    """fn over the image a band of rows at a time, into one HxWx3 uint8 array: no full-size copy
+    of the decoded pixels (a 50-megapixel 16-bit or transparent image would need several)."""
+    w, h = im.size
+    out = np.empty((h, w, 3), dtype=np.uint8)
+    for r in range(0, h, _BAND_ROWS):
+        out[r:r + _BAND_ROWS] = fn(np.asarray(im.crop((0, r, w, min(h, r + _BAND_ROWS)))))
+    return out
 
 
 def _from_array(arr: np.ndarray) -> np.ndarray:
@@ -113,18 +121,35 @@ def _from_array(arr: np.ndarray) -> np.ndarray:
     if arr.dtype == np.uint8:
         out = arr
     elif arr.dtype in (np.uint16, np.int32, np.uint32, np.int64):
-        top = 65535.0 if arr.max(initial=0) > 255 else 255.0
-        out = np.clip(np.rint(arr.astype(np.float64) * (255.0 / top)), 0, 255).astype(np.uint8)
+        k = np.float32(255.0 / (65535.0 if arr.max(initial=0) > 255 else 255.0))
+        out = _by_rows(arr, lambda c: np.clip(np.rint(c.astype(np.float32) * k), 0, 255), arr.shape[2:])
     elif arr.dtype in (np.float32, np.float64):
         if not np.isfinite(arr).all():
             raise ImageError("the image array holds NaN or infinite values.")
-        scale = 255.0 if arr.max(initial=0.0) <= 1.0 else 1.0
-        out = np.clip(np.rint(arr * scale), 0, 255).astype(np.uint8)
+        scale = np.float32(255.0 if arr.max(initial=0.0) <= 1.0 else 1.0)
+        out = _by_rows(arr, lambda c: np.clip(np.rint(c.astype(np.float32) * scale), 0, 255), arr.shape[2:])
     else:
         raise ImageError(f"image array of dtype {arr.dtype}: expected uint8, uint16 or float.")
     if out.ndim == 2:
-        out = np.stack([out] * 3, axis=-1)
+        out = np.repeat(out[:, :, None], 3, axis=2)
     elif out.shape[2] == 4:
-        alpha = out[:, :, 3:4].astype(np.float32) / 255.0
-        out = np.rint(out[:, :, :3] * alpha + 255.0 * (1.0 - alpha)).astype(np.uint8)
+        out = _by_rows(out, _over_white, (3,))
     return np.ascontiguousarray(out)
+
+
+# Rows converted at a time: a large image's float copy would be 4-8 times its pixels' bytes at
+# once (about a gigabyte for 50 megapixels), where a band of rows is a few megabytes.
+_BAND_ROWS = 256
+
+
+def _by_rows(arr: np.ndarray, fn: Callable[[np.ndarray], np.ndarray], channels: tuple[int, ...]) -> np.ndarray:
+    """fn applied to bands of rows, into one uint8 array of `channels` channels."""
+    out = np.empty(arr.shape[:2] + channels, dtype=np.uint8)
+    for r in range(0, arr.shape[0], _BAND_ROWS):
+        out[r:r + _BAND_ROWS] = fn(arr[r:r + _BAND_ROWS])
+    return out
+
+
+def _over_white(rgba: np.ndarray) -> np.ndarray:
+    alpha = rgba[:, :, 3:4].astype(np.float32) / np.float32(255.0)
+    return np.asarray(np.rint(rgba[:, :, :3] * alpha + np.float32(255.0) * (1 - alpha)))

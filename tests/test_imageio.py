@@ -67,6 +67,30 @@ def test_16bit_png_scaled_to_8bit() -> None:
     assert out[-1, -1, 0] == round(99 * 600 * 255 / 65535)
 
 
+@pytest.mark.parametrize("mode", ["I;16", "RGBA"])
+def test_a_small_file_of_many_pixels_decodes_without_copies_of_its_size(mode: str) -> None:
+    """A flat 7,070 x 7,070 PNG (50 megapixels, the limit) is a few hundred kilobytes. Converted
+    to 8-bit RGB in one go, a 16-bit one made float copies of 400 MB each, and a transparent one
+    two more full copies: over a gigabyte for one call. Converted a band of rows at a time, the
+    arrays beside the result stay small."""
+    import tracemalloc
+
+    side = 7070
+    buf = io.BytesIO()
+    Image.new(mode, (side, side), 3000 if mode == "I;16" else (10, 20, 30, 128)).save(buf, format="PNG")
+    data = buf.getvalue()
+    assert len(data) < 400_000
+    tracemalloc.start()
+    try:
+        out = load_image(data)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert out.shape == (side, side, 3) and out.dtype == np.uint8
+    assert tuple(out[-1, -1]) == ((12, 12, 12) if mode == "I;16" else (132, 137, 142))
+    assert peak < 1.5 * out.nbytes, f"{peak / 2**20:.0f} MB of arrays for a {out.nbytes / 2**20:.0f} MB image"
+
+
 def test_exif_orientation_applied(gradient: np.ndarray) -> None:
     exif = Image.Exif()
     exif[0x0112] = 6  # rotate 90 degrees clockwise on display
