@@ -42,17 +42,37 @@ _SECURITY_HEADERS = [
 
 class Edge:
     """The outermost layer (plain ASGI): 413 for a body over the limit, whether announced by
-    Content-Length or streamed; the security headers on every response; the request metrics."""
+    Content-Length or streamed; 503 for a request with a body while `open_bodies` others are
+    still arriving or being served; the security headers on every response; the request
+    metrics."""
 
-    def __init__(self, app: Any, limit: int, metrics: Any) -> None:
+    def __init__(self, app: Any, limit: int, metrics: Any, open_bodies: int) -> None:
         self.app = app
         self.limit = limit
         self.metrics = metrics
+        self.open_bodies = open_bodies
+        self._open = 0  # one event loop a process: no lock needed
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        if scope.get("method") in ("GET", "HEAD", "OPTIONS"):
+            await self._serve(scope, receive, send)
+            return
+        # Bodies are read before a call is admitted (Runtime.call): without a bound here, clients
+        # holding back the last bytes of many bodies would keep them all in memory.
+        if self._open >= self.open_bodies:
+            self.metrics.count("safeface_overload_total")
+            await _busy(send)
+            return
+        self._open += 1
+        try:
+            await self._serve(scope, receive, send)
+        finally:
+            self._open -= 1
+
+    async def _serve(self, scope: Any, receive: Any, send: Any) -> None:
         t0 = time.perf_counter()
         status = [500]
         started = False
@@ -104,6 +124,15 @@ class Edge:
 
 class _TooLarge(Exception):
     pass
+
+
+async def _busy(send: Any) -> None:
+    body = json.dumps({"error": "ServiceBusy", "message": "the service is at capacity; nothing was done. "
+                                                         "Retry shortly."}).encode()
+    await send({"type": "http.response.start", "status": 503,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                            (b"retry-after", b"1"), (b"connection", b"close"), *_SECURITY_HEADERS]})
+    await send({"type": "http.response.body", "body": body})
 
 
 async def _too_large(send: Any, limit: int) -> None:
@@ -181,7 +210,10 @@ def create_app(config: ServiceConfig) -> FastAPI:
     app.add_api_route("/metrics", metrics_route(rt), methods=["GET"], include_in_schema=True,
                       summary="Prometheus metrics of this process")
     app.include_router(build_console(rt))
-    app.add_middleware(Edge, limit=config.max_body, metrics=rt.metrics)
+    # Twice the calls that can be admitted, and a few more: room for bodies arriving while
+    # the admitted calls run, and memory bounded by this many times `max_body`.
+    app.add_middleware(Edge, limit=config.max_body, metrics=rt.metrics,
+                       open_bodies=2 * (config.threads + config.queue) + 4)
     return app
 
 
