@@ -396,6 +396,26 @@ def test_two_handles_rekeying_at_once_both_finish_and_the_gallery_still_matches(
         assert sf.audit_verify().entries > 0
 
 
+def test_a_rekey_killed_after_the_store_moved_is_finished_and_recorded_at_the_next_open(tmp_path: Path,
+                                                                                       imgs: Path) -> None:
+    """The process dies right after the store committed the move (as kill -9 there): the rows are
+    under the new keys, the old versions still in the keyring, and nothing in the log. The next
+    open retires the old versions and records it."""
+    ws = make_workspace(tmp_path / "ws")
+    with open_sf(ws) as sf:
+        t = consent(ws, "alice")
+        sf.enroll(imgs / "obama.jpg", "alice", "demo", t)
+        sf._keyring.rotate("transform", "seal")
+        sf._gallery.rekey()  # the move committed; the call ends here
+    with open_sf(ws) as sf:
+        keyring = PassphraseKeyring.open(ws.keyring, PASSPHRASE)
+        assert list(keyring.versions("transform")) == [2] and list(keyring.versions("seal")) == [2]
+        notes = [e.note for e in sf.audit_entries() if e.operation == "rekey"]
+        assert len(notes) == 1 and "interrupted re-key finished" in str(notes[0])
+        assert sf.verify(imgs / "obama2.jpg", "alice", "demo", t).match
+        assert sf.audit_verify().entries > 0
+
+
 def test_report_lists_every_rule(tmp_path: Path, imgs: Path) -> None:
     ws = make_workspace(tmp_path / "ws", profiles=("cn-2025", "eu"))
     (ws.reports / "evaluation").mkdir(parents=True)

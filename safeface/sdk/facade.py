@@ -200,8 +200,26 @@ class SafeFace:
         if role is None and sf._guard.sealed_roles is not None:
             sf._role = sf._guard.sealed_roles[1]  # the default role as last recorded, not as edited since
         sf._settle_uncommitted()
+        sf._finish_rekey()
         sf.purge_expired()  # expired templates go as soon as anyone opens the workspace
         return sf
+
+    def _finish_rekey(self) -> None:
+        """A re-key killed after the store moved to the new keys, before the old versions were
+        retired and the call recorded: the old versions, which protect nothing now, are retired
+        here, and the log says so (a leaked old key must not keep opening a backup of the rows)."""
+        retire = getattr(self._keyring, "retire", None)
+        if retire is None:  # a host keyring: rotation and retirement are the host's
+            return
+        with self._gallery.locked():  # a re-key in progress holds it from rotation to retirement
+            in_use = self._gallery.key_versions
+            old = [(p, v) for p, now in in_use.items() for v in self._keyring.versions(p) if v < now]
+            if not old:
+                return
+            for p, v in old:
+                retire(p, v)
+            self._append("rekey", "allowed", note=f"an interrupted re-key finished: templates under keys {in_use}; "
+                                                  f"{len(old)} old key version(s) retired")
 
     def _settle_uncommitted(self) -> None:
         """An enrolment whose "enroll allowed" entry committed but whose store transaction did not
