@@ -107,6 +107,30 @@ def test_rotate_retire_refresh(tmp_path: Path) -> None:
         kr.key("marketing")
 
 
+def test_a_keyring_file_restored_from_before_a_rotation_is_not_rotated_over(tmp_path: Path) -> None:
+    """The file is put back from a copy made before a rotation while a process that holds the new
+    version is open. Its next rotation started from the old file and wrote another key under the
+    same version number: the key the rows were moved to was left only in that process's memory.
+    Now it is refused, the file untouched, and the keys in memory kept."""
+    path = tmp_path / "keys.json"
+    kr = PassphraseKeyring.create(path, PASS, FAST)
+    before = path.read_bytes()
+    kr.rotate()
+    moved_to = kr.key("transform", 2)
+    path.write_bytes(before)
+    with pytest.raises(ConfigError, match="restored from an older copy"):
+        kr.rotate()
+    assert path.read_bytes() == before and kr.key("transform", 2) == moved_to
+    # A version retired by another holder is not a restore: the older versions may go.
+    path.write_bytes(before)
+    fresh = PassphraseKeyring.open(path, PASS)
+    fresh.rotate()
+    other = PassphraseKeyring.open(path, PASS)
+    fresh.retire("transform", 1)
+    other.refresh()
+    assert other.versions("transform") == [2]
+
+
 def test_host_keyring_provider_and_callback() -> None:
     provider = StaticKeyProvider.generate()
     kr = HostKeyring(provider)
