@@ -11,7 +11,7 @@ import io
 import os
 import warnings
 from pathlib import Path
-from typing import Callable, Union
+from typing import Callable, Iterator, Union
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -71,7 +71,8 @@ def _decode(data: bytes, label: str, max_pixels: int) -> np.ndarray:
                         "(a decompression bomb or an oversized scan); resize it first."
                     )
                 im.load()
-                im = ImageOps.exif_transpose(im)
+                if _turned(im):  # exif_transpose copies even an image it leaves as it is
+                    im = ImageOps.exif_transpose(im)
                 return _to_rgb(im, label)
     except ImageError:
         raise
@@ -86,26 +87,38 @@ def _decode(data: bytes, label: str, max_pixels: int) -> np.ndarray:
         raise ImageError(f"{label}: corrupt or truncated image ({exc}).") from None
 
 
+def _turned(im: Image.Image) -> bool:
+    """Whether the image says it is stored turned or mirrored (EXIF or XMP orientation)."""
+    return bool(im.getexif().get(0x0112, 1) != 1 or "XML:com.adobe.xmp" in im.info or "xmp" in im.info)
+
+
 def _to_rgb(im: Image.Image, label: str) -> np.ndarray:
+    """The decoded image as HxWx3 uint8, converted a band of rows at a time (_bands)."""
     mode = im.mode
     if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
-        k = np.float32(255.0 / (65535.0 if im.getextrema()[1] > 255 else 255.0))
-        return _bands(im, lambda c: np.clip(np.rint(c.astype(np.float32) * k), 0, 255)[:, :, None])
+        top = max(int(np.asarray(band).max()) for band in _crops(im))
+        k = np.float32(255.0 / (65535.0 if top > 255 else 255.0))
+        return _bands(im, lambda b: np.clip(np.rint(np.asarray(b).astype(np.float32) * k), 0, 255)[:, :, None])
     if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in im.info):
         # Transparent areas become white: a face is never on a transparent background, and
         # white keeps the detector away from false edges.
-        return _bands(im if mode == "RGBA" else im.convert("RGBA"), _over_white)
-    rgb = im.convert("RGB")
-    return np.ascontiguousarray(np.asarray(rgb, dtype=np.uint8))
+        return _bands(im, lambda b: _over_white(np.asarray(b if b.mode == "RGBA" else b.convert("RGBA"))))
+    return _bands(im, lambda b: np.asarray(b if b.mode == "RGB" else b.convert("RGB")))
 
 
-def _bands(im: Image.Image, fn: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+def _crops(im: Image.Image) -> Iterator[Image.Image]:
+    w, h = im.size
+    for r in range(0, h, _BAND_ROWS):
+        yield im.crop((0, r, w, min(h, r + _BAND_ROWS)))
+
+
+def _bands(im: Image.Image, fn: Callable[[Image.Image], np.ndarray]) -> np.ndarray:
     """fn over the image a band of rows at a time, into one HxWx3 uint8 array: no full-size copy
-    of the decoded pixels (a 50-megapixel 16-bit or transparent image would need several)."""
+    of the decoded pixels beside the result (a 50-megapixel image would need one or several)."""
     w, h = im.size
     out = np.empty((h, w, 3), dtype=np.uint8)
-    for r in range(0, h, _BAND_ROWS):
-        out[r:r + _BAND_ROWS] = fn(np.asarray(im.crop((0, r, w, min(h, r + _BAND_ROWS)))))
+    for r, band in zip(range(0, h, _BAND_ROWS), _crops(im)):
+        out[r:r + _BAND_ROWS] = fn(band)
     return out
 
 

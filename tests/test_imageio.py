@@ -91,6 +91,16 @@ def test_a_small_file_of_many_pixels_decodes_without_copies_of_its_size(mode: st
     assert peak < 1.5 * out.nbytes, f"{peak / 2**20:.0f} MB of arrays for a {out.nbytes / 2**20:.0f} MB image"
 
 
+def test_a_big_endian_16_bit_tiff_decodes_like_its_little_endian_twin() -> None:
+    g16 = (np.arange(48 * 64, dtype=np.uint16).reshape(48, 64) * 20)
+    little = io.BytesIO()
+    Image.fromarray(g16).save(little, format="TIFF")
+    big = io.BytesIO()
+    Image.frombuffer("I;16B", (64, 48), g16.astype(">u2").tobytes(), "raw", "I;16B", 0, 1).save(big, format="TIFF")
+    assert Image.open(io.BytesIO(big.getvalue())).mode == "I;16B"
+    assert np.array_equal(load_image(big.getvalue()), load_image(little.getvalue()))
+
+
 def test_exif_orientation_applied(gradient: np.ndarray) -> None:
     exif = Image.Exif()
     exif[0x0112] = 6  # rotate 90 degrees clockwise on display
