@@ -81,12 +81,13 @@ def post_image(url: str, path: str, key: str, image: bytes, **fields: Any) -> An
                       data={k: str(v) for k, v in fields.items()}, timeout=120)
 
 
-def in_process_app(workspace: Path, tmp_path: Path) -> Any:
-    """The service's ASGI app in this process (one worker thread, a queue of 2), for tests that
-    drive it call by call: a held-back body, a spy on the process's temporary files."""
+def in_process_app(workspace: Path, tmp_path: Path, **config: Any) -> Any:
+    """The service's ASGI app in this process (one worker thread, a queue of 2, other settings
+    from `config`), for tests that drive it call by call: a held-back body, a spy on the
+    process's temporary files."""
     from safeface.service.app import create_app
     from safeface.service.runtime import ServiceConfig
 
     pf = tmp_path / "pass"
     pf.write_text(PASSPHRASE)
-    return create_app(ServiceConfig(workspace=workspace, passphrase_file=pf, threads=1, queue=2))
+    return create_app(ServiceConfig(workspace=workspace, passphrase_file=pf, **{"threads": 1, "queue": 2, **config}))

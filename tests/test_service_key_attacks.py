@@ -93,6 +93,20 @@ def test_a_key_revoked_before_its_liveness_clip_arrives_is_refused(tmp_path: Pat
         assert sf.audit_verify().entries > 0
 
 
+def test_the_consoles_reads_check_the_key_again_when_they_run(tmp_path: Path) -> None:
+    """A console page queued behind others runs after its key was revoked: the records, the key
+    table and the trusted keys are read as that key, which is checked again there."""
+    ws = make_workspace(tmp_path / "ws")
+    with open_sf(ws) as sf:
+        info, key = sf.issue_api_key("operator", label="console")
+        view = sf.acting_as_key(sf.authenticate(key))
+        assert view.records() == [] and view.api_keys()
+        revoke(ws, info.key_id, key)
+        for read in (view.records, view.api_keys, view.trusted_keys, view.audit_entries):
+            with pytest.raises(AuthenticationError):
+                read()
+
+
 # -- F3: logout stores any session-shaped value, unauthenticated, for up to ~31,000 years ----------
 def test_logout_does_not_store_forged_session_values(tmp_path: Path) -> None:
     """POST /logout needs no key: only a genuine, live session is recorded as ended (until its own

@@ -60,52 +60,81 @@ def test_an_uploaded_photo_over_a_mebibyte_never_reaches_a_temporary_file(tmp_pa
         assert opened == before, f"the upload went through a temporary file ({opened[len(before):]})"
 
 
-def test_bodies_held_back_by_many_clients_are_bounded_before_they_are_read(tmp_path: Path) -> None:
+def test_bodies_held_back_by_many_clients_are_bounded_and_idle_connections_block_no_one(tmp_path: Path) -> None:
     """Calls are admitted (threads + queue) once their bodies are in. Clients that hold back the
     last bytes of many bodies kept each one in memory, none refused: 40 connections held 320 MB.
-    Past twice the admitted calls and four more, a request with a body is refused at once (503),
-    before any of it is read."""
+    The bytes that bodies hold together in a worker are bounded (full bodies for twice the calls
+    that can be admitted, and four more): past that, a body is refused with 503. Connections that
+    send nothing hold nothing, so they keep no one else out."""
     from service_support import in_process_app
 
     ws = make_workspace(tmp_path / "ws")
     with open_sf(ws) as sf:
-        _, key = sf.issue_api_key("operator", label="gate")
-    app = in_process_app(ws.root, tmp_path)  # 1 thread, a queue of 2: 10 bodies may be open
-    body = b'{"subject": "alice", "purpose": "demo"}'
+        _, key = sf.issue_api_key("operator", label="gate", rate=1000)  # the burst is not rate-limited
+    limit = 100_000  # 1 thread, a queue of 2: bodies may hold 10 x 100 kB together
+    app = in_process_app(ws.root, tmp_path, max_body=limit)
+    small = b'{"subject": "alice"}'
 
-    async def request(release: asyncio.Event, read: list[int]) -> int:
+    async def request(first: bytes, release: asyncio.Event, events: list[str]) -> int:
         sent: list[dict[str, Any]] = []
+        parts = [first]
 
         async def receive() -> dict[str, Any]:
-            read.append(1)
+            if parts:
+                events.append("read")
+                return {"type": "http.request", "body": parts.pop(), "more_body": True}
             await release.wait()
-            return {"type": "http.request", "body": body, "more_body": False}
+            return {"type": "http.request", "body": b"", "more_body": False}
 
         async def send(msg: dict[str, Any]) -> None:
             sent.append(msg)
 
         scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
-                 "scheme": "http", "path": "/v1/verify", "raw_path": b"/v1/verify", "root_path": "",
+                 "scheme": "http", "path": "/v1/erase", "raw_path": b"/v1/erase", "root_path": "",
                  "query_string": b"", "headers": [(b"host", b"svc"), (b"content-type", b"application/json"),
-                                                  (b"content-length", str(len(body)).encode()),
                                                   (b"x-api-key", key.encode())],
                  "client": ("127.0.0.1", 40000), "server": ("svc", 80)}
         await app(scope, receive, send)
         return int(next(m["status"] for m in sent if m["type"] == "http.response.start"))
 
-    async def main() -> tuple[list[int], int, list[int]]:
+    async def main() -> tuple[int, int, list[int]]:
         async with app.router.lifespan_context(app):
-            held, late = asyncio.Event(), asyncio.Event()
-            reads: list[int] = []
-            tasks = [asyncio.create_task(request(held, reads)) for _ in range(10)]
-            while len(reads) < 10:  # every held request is waiting for its body
+            held, go = asyncio.Event(), asyncio.Event()
+            go.set()
+            idle = [asyncio.create_task(request(b"", held, [])) for _ in range(30)]
+            honest = await asyncio.wait_for(request(small, go, []), 60)  # 30 idle connections open
+            reads: list[str] = []
+            big = [asyncio.create_task(request(b" " * 90_000, held, reads)) for _ in range(11)]
+            for _ in range(3000):
+                if len(reads) == 11:
+                    break
                 await asyncio.sleep(0.01)
-            late.set()
-            late_reads: list[int] = []
-            status = await asyncio.wait_for(request(late, late_reads), 30)
+            late = await asyncio.wait_for(request(b" " * 90_000, go, []), 60)
             held.set()
-            return list(await asyncio.gather(*tasks)), status, late_reads
+            return honest, late, list(await asyncio.gather(*big, *idle))
 
-    held_statuses, status, late_reads = asyncio.run(main())
-    assert status == 503 and not late_reads, "an eleventh body was read while ten were held back"
-    assert 503 not in held_statuses
+    honest, late, others = asyncio.run(main())
+    assert honest == 200, f"thirty connections that sent nothing kept an honest call out ({honest})"
+    assert late == 503, "a twelfth body was taken while eleven held 990 kB of a 1 MB bound"
+    assert set(others) <= {200, 422, 503}  # released at once, past the admitted calls: 503 from the queue
+
+
+def test_a_malformed_multipart_body_is_a_422_not_a_server_error(tmp_path: Path) -> None:
+    """Too many fields, two files, a part over its limit, no boundary: the caller's mistake, told
+    as one (422 InvalidArgument), never an unhandled error with a traceback in the log."""
+    from fastapi.testclient import TestClient
+    from service_support import in_process_app
+
+    ws = make_workspace(tmp_path / "ws")
+    with open_sf(ws) as sf:
+        _, key = sf.issue_api_key("operator", label="gate")
+    h = {"X-API-Key": key}
+    with TestClient(in_process_app(ws.root, tmp_path), raise_server_exceptions=False) as client:
+        answers = [
+            client.post("/v1/verify", headers=h, files={"image": ("a.jpg", b"1")}, data={f"f{i}": "x" for i in range(17)}),
+            client.post("/v1/verify", headers=h, files=[("image", ("a.jpg", b"1")), ("image", ("b.jpg", b"2"))]),
+            client.post("/v1/verify", headers=h, files={"image": ("a.jpg", b"1")}, data={"subject": "x" * 1_100_000}),
+            client.post("/v1/verify", headers={**h, "content-type": "multipart/form-data"}, content=b"--x\r\n"),
+        ]
+    assert [r.status_code for r in answers] == [422] * 4, [r.text[:80] for r in answers]
+    assert all(r.json()["error"] == "InvalidArgument" for r in answers)

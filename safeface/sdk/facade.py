@@ -348,11 +348,13 @@ class SafeFace:
     def records(self, subject: Optional[str] = None) -> list[Record]:
         """The stored templates' descriptions, all of them or one subject's: pseudonym, purposes,
         expiry, provenance, token reference. Never an image, a vector or the token itself."""
+        self._recheck_read()
         rows = self._gallery.rows() if subject is None else self._gallery.rows_for(subject)
         return [Record(r.row_id, r.pseudonym, r.purposes, r.token_id, r.provenance, r.expires_at, r.created_at,
                        r.last_interaction, r.masked_template, r.masked_enrolment) for r in rows]
 
     def audit_entries(self) -> list[AuditEntry]:
+        self._recheck_read()
         return list(self._audit.entries())
 
     # -- the guarded calls ------------------------------------------------------------------
@@ -947,10 +949,12 @@ class SafeFace:
 
     def trusted_keys(self) -> dict[str, list[str]]:
         """The ids of the public keys trusted to sign consents and legal bases, by kind."""
+        self._recheck_read()
         return {kind: sorted(keys) for kind, keys in self._trust.items()}
 
     def api_keys(self) -> list[ApiKey]:
         """The service's API keys, described (never a secret)."""
+        self._recheck_read()
         return self._apikeys.list()
 
     def authenticate(self, api_key: Optional[str]) -> ApiKey:
@@ -983,6 +987,13 @@ class SafeFace:
                                       "the key table does not list it as ended: that table looks restored from an "
                                       "older copy. Log in again; check who restored the table.")
         return self._not_revoked(info)
+
+    def _recheck_read(self) -> None:
+        """A read of the record made as an API key (the console's pages) checks the key again when
+        it runs: a page queued behind others may run after the key was revoked."""
+        if self._key is not None:
+            with self._root._judge_lock:
+                self._recheck_key()
 
     def _recheck_key(self) -> None:
         """Check the caller's API key again where a call is judged: a request's body (an image,

@@ -21,7 +21,7 @@ from typing import Any, Optional
 from fastapi import APIRouter, Depends, Request, Security
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
-from starlette.formparsers import MultiPartParser
+from starlette.formparsers import MultiPartException, MultiPartParser
 
 from ..errors import InvalidArgument
 from ..workspace.apikeys import ApiKey
@@ -95,7 +95,10 @@ async def read_call(request: Request, image: bool) -> Call:
         # clip) goes to a temporary file, and the face would reach the disk in the clear. The
         # body is bounded already (`max_body`, checked at the edge).
         parser.spool_max_size = sys.maxsize
-        form = await parser.parse()
+        try:
+            form = await parser.parse()
+        except MultiPartException as exc:  # request.form() made these a 400; here they are ours
+            raise InvalidArgument(f"malformed multipart body ({exc.message}).") from None
         try:
             fields: dict[str, Any] = {}
             data: Optional[bytes] = None

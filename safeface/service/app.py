@@ -42,37 +42,24 @@ _SECURITY_HEADERS = [
 
 class Edge:
     """The outermost layer (plain ASGI): 413 for a body over the limit, whether announced by
-    Content-Length or streamed; 503 for a request with a body while `open_bodies` others are
-    still arriving or being served; the security headers on every response; the request
+    Content-Length or streamed; 503 for a body whose bytes would take those held by all requests
+    in this worker past `held_bytes`; the security headers on every response; the request
     metrics."""
 
-    def __init__(self, app: Any, limit: int, metrics: Any, open_bodies: int) -> None:
+    def __init__(self, app: Any, limit: int, metrics: Any, held_bytes: int) -> None:
         self.app = app
         self.limit = limit
         self.metrics = metrics
-        self.open_bodies = open_bodies
-        self._open = 0  # one event loop a process: no lock needed
+        # Bodies are read before a call is admitted (Runtime.call): without a bound on what they
+        # hold together, clients holding back the last bytes of many bodies would keep them all
+        # in memory. Bytes, not requests: a connection that sends nothing holds nothing.
+        self.held_bytes = held_bytes
+        self._held = 0  # one event loop a process: no lock needed
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        if scope.get("method") in ("GET", "HEAD", "OPTIONS"):
-            await self._serve(scope, receive, send)
-            return
-        # Bodies are read before a call is admitted (Runtime.call): without a bound here, clients
-        # holding back the last bytes of many bodies would keep them all in memory.
-        if self._open >= self.open_bodies:
-            self.metrics.count("safeface_overload_total")
-            await _busy(send)
-            return
-        self._open += 1
-        try:
-            await self._serve(scope, receive, send)
-        finally:
-            self._open -= 1
-
-    async def _serve(self, scope: Any, receive: Any, send: Any) -> None:
         t0 = time.perf_counter()
         status = [500]
         started = False
@@ -87,18 +74,22 @@ class Edge:
                                           *[(k, v) for k, v in _SECURITY_HEADERS if k not in names]]}
             await send(msg)
 
+        seen = 0
         try:
             if self._announced_too_big(scope):
                 raise _TooLarge()
-            seen = 0
 
             async def limited() -> Any:
                 nonlocal seen
                 msg = await receive()
                 if msg["type"] == "http.request":
-                    seen += len(msg.get("body", b""))
-                    if seen > self.limit:
+                    n = len(msg.get("body", b""))
+                    if seen + n > self.limit:
                         raise _TooLarge()
+                    if self._held + n > self.held_bytes:
+                        raise _Busy()
+                    seen += n
+                    self._held += n
                 return msg
 
             await self.app(scope, limited, tracking_send)
@@ -107,7 +98,14 @@ class Edge:
                 raise
             status[0] = 413
             await _too_large(send, self.limit)
+        except _Busy:
+            if started:
+                raise
+            status[0] = 503
+            self.metrics.count("safeface_overload_total")
+            await _busy(send)
         finally:
+            self._held -= seen
             path = getattr(scope.get("route"), "path", "unmatched")
             self.metrics.count("safeface_requests_total", {"route": path, "status": str(status[0])})
             self.metrics.observe(path, time.perf_counter() - t0)
@@ -123,6 +121,10 @@ class Edge:
 
 
 class _TooLarge(Exception):
+    pass
+
+
+class _Busy(Exception):
     pass
 
 
@@ -210,10 +212,10 @@ def create_app(config: ServiceConfig) -> FastAPI:
     app.add_api_route("/metrics", metrics_route(rt), methods=["GET"], include_in_schema=True,
                       summary="Prometheus metrics of this process")
     app.include_router(build_console(rt))
-    # Twice the calls that can be admitted, and a few more: room for bodies arriving while
-    # the admitted calls run, and memory bounded by this many times `max_body`.
+    # Full bodies for twice the calls that can be admitted, and four more: room for bodies
+    # arriving while the admitted calls run.
     app.add_middleware(Edge, limit=config.max_body, metrics=rt.metrics,
-                       open_bodies=2 * (config.threads + config.queue) + 4)
+                       held_bytes=(2 * (config.threads + config.queue) + 4) * config.max_body)
     return app
 
 
