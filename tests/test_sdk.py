@@ -407,6 +407,7 @@ def test_a_rekey_killed_after_the_store_moved_is_finished_and_recorded_at_the_ne
         sf.enroll(imgs / "obama.jpg", "alice", "demo", t)
         sf._keyring.rotate("transform", "seal")
         sf._gallery.rekey()  # the move committed; the call ends here
+    late = PassphraseKeyring.open(ws.keyring, PASSPHRASE)  # a worker starting now reads versions 1 and 2
     with open_sf(ws) as sf:
         keyring = PassphraseKeyring.open(ws.keyring, PASSPHRASE)
         assert list(keyring.versions("transform")) == [2] and list(keyring.versions("seal")) == [2]
@@ -414,6 +415,33 @@ def test_a_rekey_killed_after_the_store_moved_is_finished_and_recorded_at_the_ne
         assert len(notes) == 1 and "interrupted re-key finished" in str(notes[0])
         assert sf.verify(imgs / "obama2.jpg", "alice", "demo", t).match
         assert sf.audit_verify().entries > 0
+    # ...and opens once the first open has retired version 1 (its keyring is read again first).
+    from safeface.sdk import SafeFace
+
+    with SafeFace.open(ws.root, keyring=late, pipeline=CachedPipeline()) as sf:
+        assert sf.verify(imgs / "obama2.jpg", "alice", "demo", t).match
+
+
+def test_a_rekey_with_a_host_keyring_moves_the_rows_and_leaves_retirement_to_the_host(tmp_path: Path,
+                                                                                       imgs: Path) -> None:
+    """A host keyring (a KMS) has no retirement here: the re-key moved the rows and then failed
+    on the missing call, recorded as failed with "nothing was stored"."""
+    from safeface.hazmat.templates import PURPOSES, HostKeyring, StaticKeyProvider
+    from safeface.sdk import SafeFace
+
+    ws = make_workspace(tmp_path / "ws")
+    with open_sf(ws) as sf:
+        t = consent(ws, "alice")
+        sf.enroll(imgs / "obama.jpg", "alice", "demo", t)
+    kr = PassphraseKeyring.open(ws.keyring, PASSPHRASE)
+    provider = StaticKeyProvider({p: {v: kr.key(p, v) for v in kr.versions(p)} for p in PURPOSES})
+    with SafeFace.open(ws.root, keyring=HostKeyring(provider), pipeline=CachedPipeline()) as sf:
+        out = sf.rekey()
+        assert out["versions"] == {"transform": 2, "seal": 2} and out["retired"] == 0
+        assert sf.facts()["key_versions"] == {"transform": 2, "seal": 2}
+        assert [e.decision for e in sf.audit_entries() if e.operation == "rekey"] == ["allowed"]
+        assert sf.verify(imgs / "obama2.jpg", "alice", "demo", t).match
+        assert provider.versions("transform") == [1, 2]  # the host retires its own versions
 
 
 def test_report_lists_every_rule(tmp_path: Path, imgs: Path) -> None:

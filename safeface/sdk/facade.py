@@ -208,18 +208,27 @@ class SafeFace:
         """A re-key killed after the store moved to the new keys, before the old versions were
         retired and the call recorded: the old versions, which protect nothing now, are retired
         here, and the log says so (a leaked old key must not keep opening a backup of the rows)."""
-        retire = getattr(self._keyring, "retire", None)
-        if retire is None:  # a host keyring: rotation and retirement are the host's
+        if getattr(self._keyring, "retire", None) is None:
             return
         with self._gallery.locked():  # a re-key in progress holds it from rotation to retirement
             in_use = self._gallery.key_versions
-            old = [(p, v) for p, now in in_use.items() for v in self._keyring.versions(p) if v < now]
-            if not old:
-                return
-            for p, v in old:
-                retire(p, v)
-            self._append("rekey", "allowed", note=f"an interrupted re-key finished: templates under keys {in_use}; "
-                                                  f"{len(old)} old key version(s) retired")
+            retired = self._retire_below(in_use)
+            if retired:
+                self._append("rekey", "allowed", note=f"an interrupted re-key finished: templates under keys "
+                                                      f"{in_use}; {retired} old key version(s) retired")
+
+    def _retire_below(self, in_use: dict[str, int]) -> int:
+        """Retire every key version older than the one the store is under, as the keyring file is
+        now (another process may have retired some already); how many went. A host keyring
+        (a KMS) has no retirement here: its versions are the host's to delete."""
+        retire = getattr(self._keyring, "retire", None)
+        if retire is None:
+            return 0
+        self._keyring.refresh()
+        old = [(p, v) for p, now in in_use.items() for v in self._keyring.versions(p) if v < now]
+        for p, v in old:
+            retire(p, v)
+        return len(old)
 
     def _settle_uncommitted(self) -> None:
         """An enrolment whose "enroll allowed" entry committed but whose store transaction did not
@@ -837,12 +846,7 @@ class SafeFace:
                 result = self._gallery.rekey()
                 # One gallery per workspace: once it has moved, the old versions protect nothing
                 # and go, so a leaked old key no longer links or opens anything.
-                retired = 0
-                for purpose, newest in versions.items():
-                    for v in list(self._keyring.versions(purpose)):
-                        if v < newest:
-                            self._keyring.retire(purpose, v)
-                            retired += 1
+                retired = self._retire_below(versions)
             return ({"templates": result.rows, "versions": versions, "retired": retired},
                     _Note([], f"{result.rows} template(s) moved to keys {versions}; {retired} old key version(s) "
                               "retired"))
