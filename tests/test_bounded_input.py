@@ -252,6 +252,33 @@ def test_an_erasure_in_a_spelling_enrolment_refuses_reaches_the_usual_spelling(t
             assert sf.audit_verify().entries > 0
 
 
+def test_an_erasure_reaches_the_usual_spelling_only_for_an_id_no_one_is_enrolled_under(
+        tmp_path: Path, imgs: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """"Գևորգ" is a spelling enrolment takes (Armenian writes "և" so), and "Գեւորգ" is another
+    subject; "user²" was enrolled by an earlier release and may be another account than "user2".
+    Erasing either reaches its own rows only. A number still names the subject its text does."""
+    import safeface.sdk.facade as facade
+
+    ws = make_workspace(tmp_path / "ws")
+    legacy = "user\u00b2"
+    with monkeypatch.context() as m:
+        m.setattr(facade, "_check_new_subject", lambda s: None)  # as an earlier release enrolled
+        with open_sf(ws) as sf:
+            sf.enroll(imgs / "obama.jpg", legacy, "demo", foreign_consent(ws, legacy))
+    pairs = (("\u0533\u0587\u0578\u0580\u0563", "\u0533\u0565\u0582\u0578\u0580\u0563"), (legacy, "user2"))
+    with open_sf(ws) as sf:
+        for _, other in pairs:
+            sf.enroll(imgs / "biden.jpg", other, "demo", consent(ws, other))
+        sf.enroll(imgs / "obama2.jpg", "42", "demo", consent(ws, "42"))
+        sf.enroll(imgs / "obama.jpg", pairs[0][0], "demo", consent(ws, pairs[0][0]))
+        for asked, other in pairs:
+            receipt = sf.erase(asked)
+            assert receipt.templates_removed == 1 and receipt.subjects == (sf.pseudonym(asked),)
+            assert sf.records(other), f"erasing {asked!a} reached {other!a}"
+        assert sf.erase(42).templates_removed == 1  # type: ignore[arg-type]
+        assert sf.audit_verify().entries > 0
+
+
 @pytest.mark.parametrize("bad", ["", "   ", "bo\x00b", "a\nb", "x\u2028y", "\x1b[31mred", 7, None])
 def test_empty_or_control_character_subject_ids_are_invalid(tmp_path: Path, bad: Any) -> None:
     with pytest.raises(InvalidArgument):

@@ -732,10 +732,17 @@ class SafeFace:
 
     def _usual_pseudonym(self, subject: Optional[str]) -> list[str]:
         """The pseudonym of the spelling enrolment asks for, when `subject` is one it refuses (a
-        full-width letter, a no-break space, a zero-width space): the person was enrolled under
-        that spelling, and a request in the source system's spelling must not miss them."""
-        usual = usual_spelling(subject) if subject is not None else None
-        return [self.pseudonym(usual)] if usual is not None else []
+        full-width letter, a no-break space, a zero-width space) and nobody is enrolled under it:
+        the person was enrolled under the usual spelling, and a request in the source system's
+        spelling must not miss them."""
+        if subject is None:
+            return []
+        usual = usual_spelling(str(subject))
+        # An id an earlier release enrolled under that spelling ("user²") names its own subject,
+        # who may be another person than the usual spelling's ("user2"): only its own rows go.
+        if usual is None or self._gallery.has_subject(str(subject)):
+            return []
+        return [self.pseudonym(usual)]
 
     def _withdraw_subjects(self, pseuds: Sequence[str], now: dt.datetime) -> ErasureResult:
         """Withdraw each subject's consents and remove their rows (under the store's lock)."""

@@ -85,10 +85,14 @@ def new_subject_problem(subject_id: object) -> Optional[str]:
 
 
 def usual_spelling(subject_id: object) -> Optional[str]:
-    """The id as a new enrolment must write it, where that can be told from the id alone: without
-    the code points that show nothing, compatibility forms written plainly (NFKC) and every space
-    a plain one. None when that is the id itself, or cannot be told (mixed scripts)."""
+    """The id as a new enrolment must write it, for an id a new enrolment refuses, where that can
+    be told from the id alone: without the code points that show nothing, compatibility forms
+    written plainly (NFKC) and every space a plain one. None for an id a new enrolment takes (it
+    is its own spelling, whatever NFKC makes of it: Armenian "և"), or where the usual spelling
+    cannot be told (mixed scripts)."""
     s = normalize_subject(subject_id)
+    if new_subject_problem(s) is None:
+        return None
     plain = unicodedata.normalize("NFKC", "".join(c for c in s if hidden_char(c) is None))
     plain = "".join(" " if unicodedata.category(c) == "Zs" else c for c in plain)
     try:
