@@ -22,18 +22,23 @@ _IGNORABLE = ((0x00AD, 0x00AD), (0x034F, 0x034F), (0x061C, 0x061C), (0x115F, 0x1
 
 # Scripts whose letters pass for Latin ones ("dеmo" with a Cyrillic е reads as "demo").
 CONFUSABLE_WITH_LATIN = ("CYRILLIC", "GREEK", "ARMENIAN", "CHEROKEE")
-# Their letters that are drawn as Latin ones in common fonts: a word of nothing else, beside a
-# Latin word, reads as Latin ("bob-ο" with a Greek omicron is "bob-o").
+# Letters of those scripts, and of Lisu and Coptic, drawn as Latin ones in common fonts: a word
+# of nothing else, beside a Latin word, reads as Latin ("bob-ο" with a Greek omicron is "bob-o").
 _DRAWN_AS_LATIN = frozenset(
-    "аеорсуххіјѕԁԛԝүһАВЕКМНОРСТХІЈЅԚԜҮ"  # Cyrillic
-    "οανρτικυΑΒΕΖΗΙΚΜΝΟΡΤΥΧ"  # Greek
+    "аеорсухіјѕԁԛԝүһѵӏӧёӓАВЕКМНОРСТХІЈЅԚԜҮѴӀӦЁӒ"  # Cyrillic
+    "οανρτικυϳόίύΑΒΕΖΗΙΚΜΝΟΡΤΥΧ"  # Greek
     "օսհոցզՕՍ"  # Armenian
-    "ᎪᏴᏟᎠᎬᏀᎻᏆᏦᏞᎷᏃᎤᏢᏚᏙᏔᏩᎳᏒᏕᏫᏀ")  # Cherokee
+    "ᎪᏴᏟᎠᎬᏀᎻᏆᏦᏞᎷᏃᎤᏢᏚᏙᏔᏩᎳᏒᏕᏫ"  # Cherokee
+    "ⲟⲞⲣⲢⲥⲤ"  # Coptic
+    + "".join(map(chr, range(0xA4D0, 0xA4F8))))  # Lisu: capitals of Latin's shapes, upright or turned
+_DRAWN_AS_LATIN_SCRIPTS = frozenset(CONFUSABLE_WITH_LATIN + ("LISU", "COPTIC"))
 
 # Latin letters for phonetics, not for names, many of them drawn as ordinary ones (ɑ for a, ɡ
-# for g, ᴀ for A): IPA Extensions, Phonetic Extensions (and their supplement), Latin
-# Extended-E; and the click letters drawn as l and ll (ǀ, ǁ; ǂ and ǃ do not pass for letters).
-_PHONETIC_LATIN = ((0x01C0, 0x01C1), (0x0250, 0x02AF), (0x1D00, 0x1DBF), (0xAB30, 0xAB6F))
+# for g, ᴀ for A, ꜱ for s): IPA Extensions, Phonetic Extensions (and their supplement), Latin
+# Extended-E, the small capitals of Latin Extended-D, the length marks (ː for a colon); and the
+# click letters drawn as l and ll (ǀ, ǁ; ǂ and ǃ do not pass for letters).
+_PHONETIC_LATIN = ((0x01C0, 0x01C1), (0x0250, 0x02AF), (0x02D0, 0x02D1), (0x1D00, 0x1DBF), (0xA730, 0xA731),
+                   (0xA7AE, 0xA7AF), (0xAB30, 0xAB6F))
 # Compatibility characters that are ordinary letters of their orthography: Armenian "և" (as in
 # the name Գևորգ) is written so, not as the two letters NFKC makes of it.
 _ORTHOGRAPHIC = frozenset("\u0587")
@@ -42,7 +47,7 @@ _ORTHOGRAPHIC = frozenset("\u0587")
 # Korean hangul and Han, Chinese Han and bopomofo.
 _WRITTEN_TOGETHER = ({"CJK", "HIRAGANA", "KATAKANA", "KATAKANA-HIRAGANA"}, {"HANGUL", "CJK"}, {"CJK", "BOPOMOFO"})
 # Name prefixes that are one script under another name.
-_SAME_SCRIPT = {"ARABIC-INDIC": "ARABIC", "EXTENDED": "ARABIC"}
+_SAME_SCRIPT = {"ARABIC-INDIC": "ARABIC", "EXTENDED": "ARABIC", "IDEOGRAPHIC": "CJK"}  # 々 and 〇 are Han
 _DOT_ABOVE = "\u0307"
 
 
@@ -95,13 +100,22 @@ def mixed_word(text: str) -> Optional[tuple[str, list[str]]]:
 
 
 def latin_lookalike_word(text: str) -> Optional[str]:
-    """In text with a Latin word, a word written in a script confusable with Latin only in letters
-    drawn as Latin ones ("bob-ο", "alice асе"), or None."""
+    """In text with a Latin word, a word written in another script only in letters drawn as
+    Latin ones ("bob-ο", "alice асе", "ꓙ.Smith"), or None."""
     words = re.findall(r"[^\W_]+", text)
     if not any("LATIN" in map(script_of, w) for w in words):
         return None
-    return next((w for w in words if set(map(script_of, w)) & set(CONFUSABLE_WITH_LATIN)
+    return next((w for w in words if set(map(script_of, w)) & _DRAWN_AS_LATIN_SCRIPTS
                  and all(c in _DRAWN_AS_LATIN for c in w if script_of(c) is not None)), None)
+
+
+def foreign_digit(text: str) -> Optional[str]:
+    """A decimal digit other than 0-9 in text that also holds ASCII letters or digits ("EMP-၀၀42"
+    with Myanmar zeros, "user١"), or None: digits of one kind only (an Arabic name with its own
+    digits) pass."""
+    if not any(c.isascii() and c.isalnum() for c in text):
+        return None
+    return next((c for c in text if unicodedata.category(c) == "Nd" and not "0" <= c <= "9"), None)
 
 
 def lookalike_scripts(text: str) -> list[str]:
@@ -120,14 +134,16 @@ def phonetic_latin(text: str) -> Optional[str]:
 
 
 def mark_that_draws_nothing(text: str) -> Optional[str]:
-    """A combining mark that changes no letter's look: a dot above on i or j (or on the dotless
-    ı, making an i), or the same mark twice in a row. None otherwise."""
+    """A combining mark that changes no letter's look, or makes it another letter's: a dot above
+    on i or j, a mark above on the dotless ı or ȷ (ı with an acute is í), or the same mark twice
+    in a row (counted decomposed: é and an acute is e with two). None otherwise."""
     for prev, c in zip(text, text[1:]):
-        if c == _DOT_ABOVE and prev in "ijıȷ":
+        if c == _DOT_ABOVE and prev in "ij":
             return c
-        if unicodedata.category(c) == "Mn" and c == prev:
+        if prev in "ıȷ" and unicodedata.combining(c) == 230:
             return c
-    return None
+    decomposed = unicodedata.normalize("NFD", text)
+    return next((c for prev, c in zip(decomposed, decomposed[1:]) if unicodedata.combining(c) and c == prev), None)
 
 
 def other_space(text: str) -> Optional[str]:

@@ -199,12 +199,15 @@ LOOK_ALIKES = {"\u0430lice": "CYRILLIC SMALL LETTER A", "bob-\u03bf": "GREEK SMA
                "a\u01c0ice": "LATIN LETTER DENTAL CLICK", "\u0251lice": "LATIN SMALL LETTER ALPHA",
                "\u0261reg": "LATIN SMALL LETTER SCRIPT G", "AL\ua4f2CE": "LISU LETTER I", "b\u2c9fb": "COPTIC",
                "b\u1040b": "MYANMAR DIGIT ZERO", "user\u0661": "ARABIC-INDIC DIGIT ONE",
-               "alice\u1680smith": "OGHAM SPACE MARK", "\u03a0\u0435\u0442\u0440\u043e\u0432": "GREEK CAPITAL LETTER PI"}
+               "alice\u1680smith": "OGHAM SPACE MARK", "\u03a0\u0435\u0442\u0440\u043e\u0432": "GREEK CAPITAL LETTER PI",
+               "EMP-\u1040\u104042": "MYANMAR DIGIT ZERO", "Jos\u00e9\u0301": "COMBINING ACUTE ACCENT",
+               "Mar\u0131\u0301a": "COMBINING ACUTE ACCENT", "Louis \u0425\u0406\u0474": "CYRILLIC",
+               "\ua731am": "SMALL CAPITAL S", "\ua4d9.Smith": "LISU", "user\u02d0123": "TRIANGULAR COLON"}
 # Honest ids: one script a word, accents, other scripts, digits, the ʻokina, Armenian's և.
 HONEST = ("\u0418\u0432\u0430\u043d", "\u674e\u96f7", "Jos\u00e9", "Zo\u00eb van Dijk", "EMP-0042 \u0414\u043c\u0438\u0442\u0440\u0438\u0439",
           "\u03a3\u03bf\u03c6\u03af\u03b1 Garc\u00eda", "\u0438\u0432\u0430\u043d@example.com", "Nguy\u1ec5n V\u0103n Th\u00e0nh",
           "\u0130smail Y\u0131ld\u0131z", "O\u2019Brien", "\u02bbOkina", "\u5c71\u7530 \u305f\u308d\u3046",
-          "\u0533\u0587\u0578\u0580\u0563", "\u0645\u062d\u0645\u062f\u0661")
+          "\u0533\u0587\u0578\u0580\u0563", "\u0645\u062d\u0645\u062f\u0661", "\u4f50\u3005\u6728", "\u674e\u3007")
 
 
 def test_an_id_that_prints_as_another_visibly_enrols_no_one(tmp_path: Path, imgs: Path) -> None:

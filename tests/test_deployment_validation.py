@@ -374,6 +374,9 @@ def test_malformed_birth_date_is_refused_under_every_profile(make_guard, issuer)
                                   "dem\u03bf",  # Greek ο
                                   "de\u200bmo",  # zero-width space
                                   "\uff44\uff45\uff4d\uff4f",  # fullwidth
+                                  "\u0251ccess",  # phonetic ɑ, beside "access" below
+                                  "ent\u0131\u0301",  # dotless ı with an acute, as "entí"
+                                  "door-\u1040\u1040",  # Myanmar zeros, as "door-00"
                                   "demo ", "DEMO", ""])
 def test_a_purpose_that_passes_for_another_is_refused(name: str) -> None:
     """An operator adds a purpose that reads as "demo" in the assessment, a consent and the audit

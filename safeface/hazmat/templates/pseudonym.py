@@ -12,7 +12,7 @@ import unicodedata
 from typing import Optional
 
 from ...errors import ConfigError, InvalidArgument
-from ...lookalike import (compatibility_char, describe, first_of_script, hidden_char, latin_lookalike_word,
+from ...lookalike import (compatibility_char, describe, first_of_script, foreign_digit, hidden_char, latin_lookalike_word,
                           mark_that_draws_nothing, mixed_word, other_space, phonetic_latin, script_of)
 
 # Domain separation: the same key used for anything else would give unrelated digests.
@@ -77,6 +77,10 @@ def new_subject_problem(subject_id: object) -> Optional[str]:
         c = next(ch for ch in drawn if script_of(ch) is not None)
         return (f"a word of the subject id is written in {str(script_of(c)).title()} letters that are drawn as Latin "
                 f"ones, such as {describe(c)}, beside Latin words: {why}, in one script.")
+    digit = foreign_digit(s)
+    if digit is not None:
+        return (f"the subject id holds {describe(digit)} beside the digits 0-9 or Latin letters: {why}, with one "
+                "kind of digit.")
     odd = phonetic_latin(s) or mark_that_draws_nothing(s)
     if odd is not None:
         return (f"the subject id holds {describe(odd)}, which draws like a plain letter (or adds nothing to it): "

@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING, Any, Mapping, Optional
 
 from ...atomicfile import write_atomic
 from ...errors import ConfigError
-from ...lookalike import compatibility_char, lookalike_scripts
+from ...lookalike import (compatibility_char, foreign_digit, latin_lookalike_word, lookalike_scripts,
+                          mark_that_draws_nothing, mixed_word, phonetic_latin)
 from ..rules import DEFAULT_PROFILE, check_profiles
 from .floors import EU_GUARDIAN_AGES, GUARDIAN_AGES, guardian_age
 
@@ -319,9 +320,13 @@ def _check_purpose_name(name: Any, folded: dict[str, str]) -> None:
         raise ConfigError(f"purpose name {ascii(name)} holds invisible, control or compatibility characters; "
                           f"write it in plain characters.")
     scripts = lookalike_scripts(name)
-    if scripts:
-        raise ConfigError(f"purpose name {ascii(name)} mixes Latin letters with {'/'.join(scripts)} "
+    if scripts or mixed_word(name) or latin_lookalike_word(name):
+        raise ConfigError(f"purpose name {ascii(name)} mixes Latin letters with {'/'.join(scripts) or 'other'} "
                           f"ones that look alike; write it in one script.")
+    odd = phonetic_latin(name) or mark_that_draws_nothing(name) or foreign_digit(name)
+    if odd is not None:
+        raise ConfigError(f"purpose name {ascii(name)} holds U+{ord(odd):04X}, which reads as a plain letter or "
+                          f"digit; write it in the letters and digits of the language.")
     key = name.casefold()
     if key in folded:
         raise ConfigError(f"purpose names {folded[key]!r} and {name!r} differ only in case; use one name.")
