@@ -194,6 +194,29 @@ def test_milvus_down_at_erasure_gives_pending_then_the_next_open_finishes(pg: Pg
         srv2.stop()
 
 
+def test_a_handle_open_while_another_rekeys_follows_the_new_keys(setup: Setup, tmp_path: Path) -> None:
+    """A service worker holds the store open while the CLI re-keys it and retires the old key
+    versions. The worker kept the keys it opened with: its verifications failed as tampering,
+    its own re-key failed, and its next enrolment was sealed under the retired key, which left
+    the whole store unreadable. It reads the keys again when the store has moved."""
+    x = unit_rows(3)
+    worker_keys = PassphraseKeyring.open(tmp_path / "keys.json", "pw")  # the worker's own copy
+    with setup.open() as cli, ServerStore.open(setup.dsn, PG_PASSWORD, setup.milvus, worker_keys, DIM) as worker:
+        rows = fill(cli, x[:2])
+        assert worker.search(x[0], "access", k=1)[0].row_id == rows[0].row_id
+        setup.keyring.rotate("transform", "seal")
+        assert cli.rekey().rows == 2
+        for p in ("transform", "seal"):
+            setup.keyring.retire(p, 1)
+        assert worker.key_versions == {"transform": 2, "seal": 2}
+        assert worker.search(x[0], "access", k=1)[0].row_id == rows[0].row_id
+        late = fill(worker, x[2:], prefix="late")
+        assert {r.row_id for r in cli.rows()} == {rows[0].row_id, rows[1].row_id, late[0].row_id}
+        worker_keys.rotate("transform", "seal")
+        assert worker.rekey().rows == 3  # the worker's turn, from the keys the store is under
+        assert cli.search(x[2], "access", k=1)[0].row_id == late[0].row_id
+
+
 def test_a_joining_process_reads_no_row_and_sees_every_commit(setup: Setup, tmp_path: Path) -> None:
     import psycopg
 

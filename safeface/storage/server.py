@@ -237,8 +237,21 @@ class ServerStore:
 
     @property
     def key_versions(self) -> dict[str, int]:
-        k = self._require_keys()
+        k = self._keys_now()
         return {"transform": k.transform_version, "seal": k.seal_version}
+
+    def _keys_now(self) -> Keys:
+        """The keys the records are under now. Another process's re-key moves them while this
+        handle is open (a service worker while the CLI re-keys): the meta's versions are read
+        again, one query, and the keys follow them."""
+        with self._lock:
+            keys = self._require_keys()
+            got = dict(self._sql("SELECT k, v FROM {ns}.meta WHERE k IN ('transform_version', 'seal_version')"))
+            if (int(got["transform_version"]), int(got["seal_version"])) != (keys.transform_version, keys.seal_version):
+                keys, self._pseudonym_version = keys_from_meta(_read_meta(self._conn, self._ns), self._keyring,
+                                                               self._dim, self.where)
+                self._keys = keys
+            return keys
 
     def _require_keys(self) -> Keys:
         if self._closed or self._keys is None:
@@ -280,7 +293,7 @@ class ServerStore:
 
     def _upsert_vectors(self, ids: Sequence[int]) -> None:
         """Write the vectors of these rows as the records hold them now (rows gone are removed)."""
-        keys = self._require_keys()
+        keys = self._keys_now()
         found: dict[int, tuple[Entry, np.ndarray]] = {}
         for i in range(0, len(ids), 5000):
             part = [int(r) for r in ids[i:i + 5000]]
@@ -331,7 +344,7 @@ class ServerStore:
             return self._rebuild_vectors()
 
     def _rebuild_vectors(self) -> int:
-        keys = self._require_keys()
+        keys = self._keys_now()
         self.vectors.drop()
         self.vectors.ensure()
         n = 0
@@ -381,7 +394,7 @@ class ServerStore:
             return replace(found, pending=pending, repaired=repair)
 
     def _compare(self) -> "IndexCheck":
-        keys = self._require_keys()
+        keys = self._keys_now()
         in_milvus = set(self.vectors.ids())
         total = len(in_milvus)
         missing: list[int] = []
@@ -438,7 +451,7 @@ class ServerStore:
             with self._write():
                 if decide is not None:
                     decide()
-                keys = self._require_keys()
+                keys = self._keys_now()
                 raw = np.stack([p.embedding for p in prepared]) if prepared else np.zeros((0, self._dim))
                 templates = keys.transform.apply(raw).astype(np.float32)
                 ids = [int(r[0]) for r in self._conn.execute(
@@ -528,7 +541,7 @@ class ServerStore:
         p = self.pseudonym(subject_id)
         with self._write_lock.held():
             with self._write():
-                keys = self._require_keys()
+                keys = self._keys_now()
                 rows = self._conn.execute(f"SELECT {ROW_COLS} FROM {self._ns}.rows WHERE pseudonym = %s",
                                           (p,)).fetchall()
                 opened = [(r, *unseal_row(keys, r, self._dim)) for r in rows]
@@ -556,7 +569,7 @@ class ServerStore:
         target = keyring or self._keyring
         with self._write_lock.held():
             with self._write():
-                old = self._require_keys()
+                old = self._keys_now()
                 meta = _read_meta(self._conn, self._ns)
                 pv = int(meta["pseudonym_version"])
                 if pv not in target.versions("pseudonym") or target.key_id("pseudonym", pv) != meta["pseudonym_key_id"]:
@@ -593,7 +606,7 @@ class ServerStore:
     # ---------------------------------------------------------------- reading
 
     def _open_rows(self, ids: Sequence[int]) -> dict[int, tuple[Entry, np.ndarray]]:
-        keys = self._require_keys()
+        keys = self._keys_now()
         out = {}
         for r in self._sql(f"SELECT {ROW_COLS} FROM {{ns}}.rows WHERE row_id = ANY(%s)", ([int(i) for i in ids],)):
             entry, vec, _ = unseal_row(keys, r, self._dim)
@@ -613,7 +626,7 @@ class ServerStore:
         if isinstance(k, bool) or not isinstance(k, int) or k <= 0:
             raise ConfigError(f"k must be a positive integer, got {k!r}.")
         now_us = to_us(now or utc_now(), "now")
-        q = self._require_keys().transform.apply(check_embedding(embedding, self._dim)).astype(np.float32)
+        q = self._keys_now().transform.apply(check_embedding(embedding, self._dim)).astype(np.float32)
         fetch = min(FETCH_MAX, 4 * k * (MASKED_FETCH if path in VISIBLE_PATHS else 1))
         while True:
             hits = self.vectors.search(q, purpose, now_us, fetch, self.allowed_fraction(purpose))
@@ -663,14 +676,14 @@ class ServerStore:
         check_text(purpose, "purpose")
         check_path(path)
         now_us = to_us(now or utc_now(), "now")
-        q = self._require_keys().transform.apply(check_embedding(embedding, self._dim)).astype(np.float32)
+        q = self._keys_now().transform.apply(check_embedding(embedding, self._dim)).astype(np.float32)
         scores = [float(np.dot(t, q)) for t in self._subject_templates(subject_id, path, purpose, now_us)]
         return max(scores) if scores else None
 
     def _subject_templates(self, subject_id: str, path: Optional[str], purpose: str, now_us: int) -> Iterator[np.ndarray]:
         """The templates `path` scores of the subject's rows allowed for `purpose` at `now_us`,
         each opened from its sealed record."""
-        keys = self._require_keys()
+        keys = self._keys_now()
         for r in self._sql(f"SELECT {ROW_COLS} FROM {{ns}}.rows WHERE pseudonym = %s", (self.pseudonym(subject_id),)):
             entry, vec, _ = unseal_row(keys, r, self._dim)
             t = path_template(entry, vec, path)
@@ -695,7 +708,7 @@ class ServerStore:
         return next(self._subject_templates(subject_id, path, purpose, now_us), None) is not None
 
     def _described(self, where: str, args: tuple[Any, ...]) -> list[GalleryRow]:
-        keys = self._require_keys()
+        keys = self._keys_now()
         out = []
         for r in self._sql(f"SELECT {ROW_COLS}, created_at, last_interaction FROM {{ns}}.rows {where} ORDER BY row_id",
                            args):
