@@ -25,8 +25,8 @@ CONFUSABLE_WITH_LATIN = ("CYRILLIC", "GREEK", "ARMENIAN", "CHEROKEE")
 # Letters of those scripts, and of Lisu and Coptic, drawn as Latin ones in common fonts: a word
 # of nothing else, beside a Latin word, reads as Latin ("bob-ο" with a Greek omicron is "bob-o").
 _DRAWN_AS_LATIN = frozenset(
-    "аеорсухіјѕԁԛԝүһѵӏӧёӓАВЕКМНОРСТХІЈЅԚԜҮѴӀӦЁӒ"  # Cyrillic
-    "οανρτικυϳόίύΑΒΕΖΗΙΚΜΝΟΡΤΥΧ"  # Greek
+    "аеорсухіјѕԁԛԝүһѵӏАВЕКМНОРСТХІЈЅԚԜҮѴӀ"  # Cyrillic
+    "οανρτικυϳΑΒΕΖΗΙΚΜΝΟΡΤΥΧ"  # Greek (accented letters left out: Greek and Russian names use them)
     "օսհոցզՕՍ"  # Armenian
     "ᎪᏴᏟᎠᎬᏀᎻᏆᏦᏞᎷᏃᎤᏢᏚᏙᏔᏩᎳᏒᏕᏫ"  # Cherokee
     "ⲟⲞⲣⲢⲥⲤ"  # Coptic
@@ -44,8 +44,10 @@ _PHONETIC_LATIN = ((0x01C0, 0x01C1), (0x0250, 0x02AF), (0x02D0, 0x02D1), (0x1D00
 _ORTHOGRAPHIC = frozenset("\u0587")
 
 # Scripts that are written together within one word: Japanese mixes Han, hiragana and katakana,
-# Korean hangul and Han, Chinese Han and bopomofo.
-_WRITTEN_TOGETHER = ({"CJK", "HIRAGANA", "KATAKANA", "KATAKANA-HIRAGANA"}, {"HANGUL", "CJK"}, {"CJK", "BOPOMOFO"})
+# Korean hangul and Han, Chinese Han and bopomofo; each takes Latin letters too ("VIP识别",
+# "IDカード"), none of which looks like them.
+_WRITTEN_TOGETHER = ({"LATIN", "CJK", "HIRAGANA", "KATAKANA", "KATAKANA-HIRAGANA"}, {"LATIN", "HANGUL", "CJK"},
+                     {"LATIN", "CJK", "BOPOMOFO"})
 # Name prefixes that are one script under another name.
 _SAME_SCRIPT = {"ARABIC-INDIC": "ARABIC", "EXTENDED": "ARABIC", "IDEOGRAPHIC": "CJK"}  # 々 and 〇 are Han
 _DOT_ABOVE = "\u0307"

@@ -207,7 +207,8 @@ LOOK_ALIKES = {"\u0430lice": "CYRILLIC SMALL LETTER A", "bob-\u03bf": "GREEK SMA
 HONEST = ("\u0418\u0432\u0430\u043d", "\u674e\u96f7", "Jos\u00e9", "Zo\u00eb van Dijk", "EMP-0042 \u0414\u043c\u0438\u0442\u0440\u0438\u0439",
           "\u03a3\u03bf\u03c6\u03af\u03b1 Garc\u00eda", "\u0438\u0432\u0430\u043d@example.com", "Nguy\u1ec5n V\u0103n Th\u00e0nh",
           "\u0130smail Y\u0131ld\u0131z", "O\u2019Brien", "\u02bbOkina", "\u5c71\u7530 \u305f\u308d\u3046",
-          "\u0533\u0587\u0578\u0580\u0563", "\u0645\u062d\u0645\u062f\u0661", "\u4f50\u3005\u6728", "\u674e\u3007")
+          "\u0533\u0587\u0578\u0580\u0563", "\u0645\u062d\u0645\u062f\u0661", "\u4f50\u3005\u6728", "\u674e\u3007",
+          "VIP\u5ba2\u6237001", "\u039d\u03af\u03bd\u03b1 M\u00fcller", "\u0415\u0440\u0451\u0445\u0430 Smith")
 
 
 def test_an_id_that_prints_as_another_visibly_enrols_no_one(tmp_path: Path, imgs: Path) -> None:

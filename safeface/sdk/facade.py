@@ -224,7 +224,9 @@ class SafeFace:
         retire = getattr(self._keyring, "retire", None)
         if retire is None:
             return 0
-        self._keyring.refresh()
+        refresh = getattr(self._keyring, "refresh", None)  # not part of the Keyring protocol
+        if refresh is not None:
+            refresh()
         old = [(p, v) for p, now in in_use.items() for v in self._keyring.versions(p) if v < now]
         for p, v in old:
             retire(p, v)
