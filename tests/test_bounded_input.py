@@ -276,9 +276,13 @@ def test_an_erasure_reaches_the_usual_spelling_only_for_an_id_no_one_is_enrolled
         sf.enroll(imgs / "obama2.jpg", "42", "demo", consent(ws, "42"))
         sf.enroll(imgs / "obama.jpg", pairs[0][0], "demo", consent(ws, pairs[0][0]))
         for asked, other in pairs:
-            receipt = sf.erase(asked)
-            assert receipt.templates_removed == 1 and receipt.subjects == (sf.pseudonym(asked),)
-            assert sf.records(other), f"erasing {asked!a} reached {other!a}"
+            removed = []
+            for _ in range(2):  # a retried erasure finds no rows under the spelling, and still not the other
+                receipt = sf.erase(asked)
+                assert receipt.subjects == (sf.pseudonym(asked),)
+                assert sf.records(other), f"erasing {asked!a} reached {other!a}"
+                removed.append(receipt.templates_removed)
+            assert removed == [1, 0]
         assert sf.erase(42).templates_removed == 1  # type: ignore[arg-type]
         assert sf.audit_verify().entries > 0
 

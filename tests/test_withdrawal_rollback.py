@@ -39,12 +39,14 @@ def _withdrawn(tmp_path: Path, withdrawal: str, before: Any) -> tuple[Any, str, 
             sf.revoke(token_id=tok.token_id)
         elif withdrawal == "revoke-subject":
             sf.revoke(subject="alice")
+        elif withdrawal == "erase-usual-spelling":  # the source system's full-width spelling
+            sf.erase("\uff41lice")
         else:
             sf.erase("alice")
     return ws, token, backup
 
 
-@pytest.mark.parametrize("withdrawal", ["revoke-token", "revoke-subject", "erase-subject"])
+@pytest.mark.parametrize("withdrawal", ["revoke-token", "revoke-subject", "erase-subject", "erase-usual-spelling"])
 @pytest.mark.parametrize("how", ["restore-older-copy", "delete"])
 def test_a_withdrawn_consent_stays_withdrawn_when_policy_db_is_rolled_back(tmp_path: Path, how: str,
                                                                             withdrawal: str) -> None:

@@ -725,9 +725,11 @@ class SafeFace:
 
         def body(d: Decision) -> tuple[ErasureReceipt, None]:
             with self._gallery.locked():
-                result = self._withdraw_subjects(pseuds, now)
+                results = self._withdraw_subjects(pseuds, now)
+                result = _merged(results)
                 receipt = self._receipt("erase", pseuds, None, result.row_ids, now, result.vectors)
-                self._removal_entries("erase", None, pseuds, result, receipt, now)
+                for res in results:  # one entry a subject: the withdrawal lookups find it by subject
+                    self._removal_entries("erase", None, [str(res.pseudonym)], res, receipt, now)
             return receipt, None
 
         return self._run(request, pseuds, body)
@@ -741,20 +743,21 @@ class SafeFace:
             return []
         usual = usual_spelling(str(subject))
         # An id an earlier release enrolled under that spelling ("user²") names its own subject,
-        # who may be another person than the usual spelling's ("user2"): only its own rows go.
-        if usual is None or self._gallery.has_subject(str(subject)):
+        # who may be another person than the usual spelling's ("user2"): only its own rows go,
+        # now and at any later erasure (a retry finds no rows, but the log names the first).
+        if usual is None or self._gallery.has_subject(str(subject)) or \
+                self._audit.names_removed(self.pseudonym(str(subject))):
             return []
         return [self.pseudonym(usual)]
 
-    def _withdraw_subjects(self, pseuds: Sequence[str], now: dt.datetime) -> ErasureResult:
+    def _withdraw_subjects(self, pseuds: Sequence[str], now: dt.datetime) -> list[ErasureResult]:
         """Withdraw each subject's consents and remove their rows (under the store's lock)."""
         results = []
         for p in pseuds:
             self._state.revoke_subject(p, now)
             results.append(self._gallery.erase_pseudonym(p))
             self._state.forget_subject(p)
-        rows = tuple(r for res in results for r in res.row_ids)
-        return ErasureResult(pseuds[0] if len(pseuds) == 1 else None, rows, len(rows), _vectors(results))
+        return results
 
     def revoke(self, token_id: Optional[str] = None, subject: Optional[str] = None, *,
                token_ref: Optional[str] = None) -> ErasureReceipt:
@@ -775,14 +778,19 @@ class SafeFace:
         def body(d: Decision) -> tuple[ErasureReceipt, None]:
             with self._gallery.locked():
                 if pseuds:
-                    result = self._withdraw_subjects(pseuds, now)
+                    results = self._withdraw_subjects(pseuds, now)
                     subjects = list(pseuds)
+                    # One entry a subject: the withdrawal lookups find it by subject.
+                    parts = [([str(r.pseudonym)], r) for r in results]
                 else:
                     self._state.revoke_token(str(ref), now)
-                    result = self._gallery.remove_token(str(ref))
-                    subjects = [result.pseudonym] if result.pseudonym else []
-                receipt = self._receipt("revoke", subjects, ref, result.row_ids, now, result.vectors)
-                self._removal_entries("revoke", ref, subjects, result, receipt, now)
+                    results = [self._gallery.remove_token(str(ref))]
+                    subjects = [results[0].pseudonym] if results[0].pseudonym else []
+                    parts = [(subjects, results[0])]
+                merged = _merged(results)
+                receipt = self._receipt("revoke", subjects, ref, merged.row_ids, now, merged.vectors)
+                for named, res in parts:
+                    self._removal_entries("revoke", ref, named, res, receipt, now)
             return receipt, None
 
         return self._run(request, pseuds, body)
@@ -1418,6 +1426,12 @@ def _check_new_subject(subject: object) -> None:
     problem = new_subject_problem(subject)
     if problem is not None:
         raise InvalidArgument(problem)
+
+
+def _merged(results: Sequence[ErasureResult]) -> ErasureResult:
+    """Several subjects' erasures as one (for their receipt)."""
+    rows = tuple(r for res in results for r in res.row_ids)
+    return ErasureResult(results[0].pseudonym if len(results) == 1 else None, rows, len(rows), _vectors(results))
 
 
 def _vectors(results: Sequence[Any]) -> Optional[str]:

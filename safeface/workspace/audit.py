@@ -361,6 +361,12 @@ class AuditLog:
                 return True
         return False
 
+    def names_removed(self, pseudonym: str) -> bool:
+        """Whether an erasure, revocation or purge entry names this subject: someone was enrolled
+        under the pseudonym once, whether or not rows remain."""
+        return bool(self._t.q("SELECT 1 FROM {t}entries WHERE operation IN ('erase', 'revoke', 'purge') AND "
+                              "instr(subjects, ?) > 0 LIMIT 1", (json.dumps(pseudonym),)))
+
     def newest_seq(self, operation: str) -> int:
         """The seq of the newest allowed entry of `operation` (0 for none): one index probe."""
         got = self._t.q("SELECT MAX(seq) FROM {t}entries WHERE operation = ? AND decision = 'allowed'", (operation,))
