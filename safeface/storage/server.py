@@ -605,8 +605,7 @@ class ServerStore:
 
     # ---------------------------------------------------------------- reading
 
-    def _open_rows(self, ids: Sequence[int]) -> dict[int, tuple[Entry, np.ndarray]]:
-        keys = self._keys_now()
+    def _open_rows(self, ids: Sequence[int], keys: Keys) -> dict[int, tuple[Entry, np.ndarray]]:
         out = {}
         for r in self._sql(f"SELECT {ROW_COLS} FROM {{ns}}.rows WHERE row_id = ANY(%s)", ([int(i) for i in ids],)):
             entry, vec, _ = unseal_row(keys, r, self._dim)
@@ -626,13 +625,14 @@ class ServerStore:
         if isinstance(k, bool) or not isinstance(k, int) or k <= 0:
             raise ConfigError(f"k must be a positive integer, got {k!r}.")
         now_us = to_us(now or utc_now(), "now")
-        q = self._keys_now().transform.apply(check_embedding(embedding, self._dim)).astype(np.float32)
+        keys = self._keys_now()  # once: the probe and the rows it meets under the same keys
+        q = keys.transform.apply(check_embedding(embedding, self._dim)).astype(np.float32)
         fetch = min(FETCH_MAX, 4 * k * (MASKED_FETCH if path in VISIBLE_PATHS else 1))
         while True:
             hits = self.vectors.search(q, purpose, now_us, fetch, self.allowed_fraction(purpose))
             if threshold is not None and path not in VISIBLE_PATHS:  # Milvus scores main templates only
                 hits = [(i, s) for i, s in hits if s >= threshold - 1e-4]
-            opened = self._open_rows([i for i, _ in hits])
+            opened = self._open_rows([i for i, _ in hits], keys)
             best: dict[str, Match] = {}
             for rid, (entry, vec) in opened.items():
                 if purpose not in entry.purposes or entry.expires_us <= now_us:
@@ -676,14 +676,15 @@ class ServerStore:
         check_text(purpose, "purpose")
         check_path(path)
         now_us = to_us(now or utc_now(), "now")
-        q = self._keys_now().transform.apply(check_embedding(embedding, self._dim)).astype(np.float32)
-        scores = [float(np.dot(t, q)) for t in self._subject_templates(subject_id, path, purpose, now_us)]
+        keys = self._keys_now()  # once: the probe and the rows it meets under the same keys
+        q = keys.transform.apply(check_embedding(embedding, self._dim)).astype(np.float32)
+        scores = [float(np.dot(t, q)) for t in self._subject_templates(subject_id, path, purpose, now_us, keys)]
         return max(scores) if scores else None
 
-    def _subject_templates(self, subject_id: str, path: Optional[str], purpose: str, now_us: int) -> Iterator[np.ndarray]:
+    def _subject_templates(self, subject_id: str, path: Optional[str], purpose: str, now_us: int,
+                           keys: Keys) -> Iterator[np.ndarray]:
         """The templates `path` scores of the subject's rows allowed for `purpose` at `now_us`,
-        each opened from its sealed record."""
-        keys = self._keys_now()
+        each opened from its sealed record with `keys`."""
         for r in self._sql(f"SELECT {ROW_COLS} FROM {{ns}}.rows WHERE pseudonym = %s", (self.pseudonym(subject_id),)):
             entry, vec, _ = unseal_row(keys, r, self._dim)
             t = path_template(entry, vec, path)
@@ -705,7 +706,7 @@ class ServerStore:
                 return True
             got = self._sql(f"SELECT v FROM {{ns}}.meta WHERE k = '{MASKED_SEEN}'")
             return not got or str(got[0][0]) != "0"
-        return next(self._subject_templates(subject_id, path, purpose, now_us), None) is not None
+        return next(self._subject_templates(subject_id, path, purpose, now_us, self._keys_now()), None) is not None
 
     def _described(self, where: str, args: tuple[Any, ...]) -> list[GalleryRow]:
         keys = self._keys_now()
