@@ -98,7 +98,7 @@ def _to_rgb(im: Image.Image, label: str) -> np.ndarray:
     if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
         top = max(int(np.asarray(band).max()) for band in _crops(im))
         k = np.float32(255.0 / (65535.0 if top > 255 else 255.0))
-        return _bands(im, lambda b: np.clip(np.rint(np.asarray(b).astype(np.float32) * k), 0, 255)[:, :, None])
+        return _bands(im, lambda b: _scaled(np.asarray(b), k)[:, :, None])
     if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in im.info):
         # Transparent areas become white: a face is never on a transparent background, and
         # white keeps the detector away from false edges.
@@ -135,12 +135,12 @@ def _from_array(arr: np.ndarray) -> np.ndarray:
         out = arr
     elif arr.dtype in (np.uint16, np.int32, np.uint32, np.int64):
         k = np.float32(255.0 / (65535.0 if arr.max(initial=0) > 255 else 255.0))
-        out = _by_rows(arr, lambda c: np.clip(np.rint(c.astype(np.float32) * k), 0, 255), arr.shape[2:])
+        out = _by_rows(arr, lambda c: _scaled(c, k), arr.shape[2:])
     elif arr.dtype in (np.float32, np.float64):
         if not np.isfinite(arr).all():
             raise ImageError("the image array holds NaN or infinite values.")
         scale = np.float32(255.0 if arr.max(initial=0.0) <= 1.0 else 1.0)
-        out = _by_rows(arr, lambda c: np.clip(np.rint(c.astype(np.float32) * scale), 0, 255), arr.shape[2:])
+        out = _by_rows(arr, lambda c: _scaled(c, scale), arr.shape[2:])
     else:
         raise ImageError(f"image array of dtype {arr.dtype}: expected uint8, uint16 or float.")
     if out.ndim == 2:
@@ -161,6 +161,11 @@ def _by_rows(arr: np.ndarray, fn: Callable[[np.ndarray], np.ndarray], channels: 
     for r in range(0, arr.shape[0], _BAND_ROWS):
         out[r:r + _BAND_ROWS] = fn(arr[r:r + _BAND_ROWS])
     return out
+
+
+def _scaled(values: np.ndarray, k: np.float32) -> np.ndarray:
+    """Values times k, rounded into 0-255 (a band of a 16-bit or float image)."""
+    return np.asarray(np.clip(np.rint(values.astype(np.float32) * k), 0, 255))
 
 
 def _over_white(rgba: np.ndarray) -> np.ndarray:

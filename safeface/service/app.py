@@ -97,13 +97,14 @@ class Edge:
             if started:
                 raise
             status[0] = 413
-            await _too_large(send, self.limit)
+            await _refuse(send, 413, "PayloadTooLarge", f"the request body is over {self.limit} bytes.")
         except _Busy:
             if started:
                 raise
             status[0] = 503
             self.metrics.count("safeface_overload_total")
-            await _busy(send)
+            await _refuse(send, 503, "ServiceBusy", "the service is at capacity; nothing was done. Retry shortly.",
+                          (b"retry-after", b"1"))
         finally:
             self._held -= seen
             path = getattr(scope.get("route"), "path", "unmatched")
@@ -128,20 +129,12 @@ class _Busy(Exception):
     pass
 
 
-async def _busy(send: Any) -> None:
-    body = json.dumps({"error": "ServiceBusy", "message": "the service is at capacity; nothing was done. "
-                                                         "Retry shortly."}).encode()
-    await send({"type": "http.response.start", "status": 503,
+async def _refuse(send: Any, status: int, error: str, message: str, *extra: tuple[bytes, bytes]) -> None:
+    """An answer the edge gives before the app has read the body, closing the connection."""
+    body = json.dumps({"error": error, "message": message}).encode()
+    await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                            (b"retry-after", b"1"), (b"connection", b"close"), *_SECURITY_HEADERS]})
-    await send({"type": "http.response.body", "body": body})
-
-
-async def _too_large(send: Any, limit: int) -> None:
-    body = json.dumps({"error": "PayloadTooLarge", "message": f"the request body is over {limit} bytes."}).encode()
-    await send({"type": "http.response.start", "status": 413,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                            (b"connection", b"close"), *_SECURITY_HEADERS]})
+                            *extra, (b"connection", b"close"), *_SECURITY_HEADERS]})
     await send({"type": "http.response.body", "body": body})
 
 
