@@ -163,3 +163,33 @@ def describe(c: str) -> str:
     """A code point as a person can look it up: "U+0430 CYRILLIC SMALL LETTER A"."""
     name = unicodedata.name(c, "")
     return f"U+{ord(c):04X}" + (f" {name}" if name else "")
+
+
+# The Latin letter each letter of _DRAWN_AS_LATIN (and Latin's phonetic twins of plain letters)
+# is drawn as, for `skeleton`. Lisu is left out: its letters are Latin capitals upright or turned,
+# and a turned one is no plain letter.
+_AS_LATIN = dict(zip(
+    "аеорсухіјѕԁԛԝүһѵӏАВЕКМНОРСТХІЈЅԚԜҮѴӀ"
+    "οανρτικυϳΑΒΕΖΗΙΚΜΝΟΡΤΥΧ"
+    "օսհոցզՕՍ"
+    "ᎪᏴᏟᎠᎬᏀᎻᏆᏦᏞᎷᏃᏢᏚᏙᏔᏩᎳ"
+    "ⲟⲞⲣⲢⲥⲤ"
+    "ɑɡɩɪʏᴀᴄᴅᴇᴊᴋᴍᴏᴘᴛᴜᴠᴡᴢꜱǀı",
+    "aeopcyxijsdqwyhvlABEKMHOPCTXIJSQWYVl"
+    "oavptikujABEZHIKMNOPTYX"
+    "ouhnggOU"
+    "ABCDEGHIKLMZPSVTWW"
+    "oOpPcC"
+    "agiiyacdejkmoptuvwzsli"))
+
+
+def skeleton(text: str) -> str:
+    """What `text` looks like, for telling two names that print alike: compatibility forms
+    written plainly (NFKC), code points that show nothing dropped, every space a plain one,
+    letters of other scripts drawn as Latin ones written as those ("сосоа" is "cocoa"), then
+    case folded ("ALICE" is "alice"). Accents stay: "José" and "Jose" are told apart; so does an
+    orthographic form NFKC would rewrite (Armenian "և")."""
+    shown = [c for c in text if hidden_char(c) is None]
+    plain = "".join(c if c in _ORTHOGRAPHIC else unicodedata.normalize("NFKC", c) for c in shown)
+    latin = "".join(" " if unicodedata.category(c) == "Zs" else _AS_LATIN.get(c, c) for c in plain)
+    return unicodedata.normalize("NFC", "".join(c if c in _ORTHOGRAPHIC else c.casefold() for c in latin))

@@ -6,6 +6,7 @@ enough that only the upsampled detector step finds them, "bob " for "bob"."""
 from __future__ import annotations
 
 import io
+import sqlite3
 import sys
 import unicodedata
 from pathlib import Path
@@ -235,6 +236,26 @@ def test_an_id_that_prints_as_another_visibly_enrols_no_one(tmp_path: Path, imgs
         assert len(sf.records()) == len(HONEST)
 
 
+def test_an_id_that_prints_as_an_enrolled_one_enrols_no_one(tmp_path: Path, imgs: Path) -> None:
+    """Ids that pass every check alone but print as an enrolled subject's: "ALICE" beside "alice",
+    an all-Cyrillic "сосоа" beside "cocoa". A consent for them is genuine (the issuer cannot see
+    the gallery), so the store refuses, under its write lock, and the attempt is on record.
+    After "alice" is erased, "ALICE" may enrol."""
+    ws = make_workspace(tmp_path / "ws")
+    with open_sf(ws) as sf:
+        sf.enroll(imgs / "obama.jpg", "alice", "demo", consent(ws, "alice"))
+        sf.enroll(imgs / "biden.jpg", "cocoa", "demo", consent(ws, "cocoa"))
+        for twin in ("ALICE", "Alice", "\u0441\u043e\u0441\u043e\u0430"):
+            with pytest.raises(InvalidArgument, match="prints as the id of a subject already enrolled"):
+                sf.enroll(imgs / "obama2.jpg", twin, "demo", consent(ws, twin))
+        assert len(sf.records()) == 2
+        refused = [e for e in sf.audit_entries() if e.operation == "enroll" and e.decision != "allowed"]
+        assert [(e.decision, e.note) for e in refused] == [("failed", "InvalidArgument")] * 3
+        assert sf.erase("alice").templates_removed == 1
+        sf.enroll(imgs / "obama2.jpg", "ALICE", "demo", consent(ws, "ALICE"))
+        assert len(sf.records()) == 2 and sf.audit_verify().entries > 0
+
+
 @pytest.mark.parametrize("asked,enrolled", [("\uff41lice", "alice"), ("Jos\u00e9\u00a0Mar\u00eda", "Jos\u00e9 Mar\u00eda"),
                                             ("\u5c71\u7530\u3000\u592a\u90ce", "\u5c71\u7530 \u592a\u90ce"),
                                             ("bob\u200b", "bob")])
@@ -269,6 +290,8 @@ def test_an_erasure_reaches_the_usual_spelling_only_for_an_id_no_one_is_enrolled
         m.setattr(facade, "_check_new_subject", lambda s: None)  # as an earlier release enrolled
         with open_sf(ws) as sf:
             sf.enroll(imgs / "obama.jpg", legacy, "demo", foreign_consent(ws, legacy))
+    with sqlite3.connect(ws.gallery) as db:  # an earlier release stored no look digest
+        db.execute("UPDATE rows SET look = NULL")
     pairs = (("\u0533\u0587\u0578\u0580\u0563", "\u0533\u0565\u0582\u0578\u0580\u0563"), (legacy, "user2"))
     with open_sf(ws) as sf:
         for _, other in pairs:

@@ -12,6 +12,7 @@ import sys
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -20,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from child_process import child_env  # noqa: E402
 
 from safeface.errors import ConfigError, IntegrityError
-from safeface.storage.gallery import Gallery
+from safeface.storage.gallery import Enrollment, Gallery
 from safeface.hazmat.templates import (
     HostKeyring,
     PassphraseKeyring,
@@ -606,3 +607,91 @@ def test_add_many_is_one_transaction(db: Path, keyring: PassphraseKeyring) -> No
         g._hook = None
         assert len(g) == 5 and not g.has_subject("r0")
         assert {m.row_id for m in g.search(x[0], "access", k=10, now=T0)} == {1, 2, 3, 4, 5}
+
+
+# ---------------------------------------------------------------- ids that print alike
+
+def _add_or_refuse(db: str, keys: str, subject: str, seed: int, go: Any) -> None:
+    from safeface.errors import InvalidArgument
+
+    with Gallery.open(Path(db), PassphraseKeyring.open(keys, PASS), DIM) as g:
+        go.wait(30)
+        try:
+            g.add(subject, unit_rows(1, seed)[0], ["access"], f"tok-{seed}", LATER)
+        except InvalidArgument:
+            sys.exit(3)
+
+
+def test_a_new_subject_whose_id_prints_as_an_enrolled_one_is_refused(db: Path, keyring: PassphraseKeyring) -> None:
+    """"ALICE" beside "alice", "сосоа" (Cyrillic) beside "cocoa": second persons an erasure of the
+    first id misses. A new one is refused; the enrolled subject enrols again; once it is erased
+    the other spelling is free; a batch cannot slip both in at once."""
+    from safeface.errors import InvalidArgument
+
+    x = unit_rows(8, 5)
+    with Gallery.open(db, keyring, DIM) as g:
+        g.add("alice", x[0], ["access"], "t0", LATER)
+        g.add("cocoa", x[1], ["access"], "t1", LATER)
+        for twin in ("ALICE", "Alice", "\u0441\u043e\u0441\u043e\u0430", "COCOA", "\uff41lice"):
+            with pytest.raises(InvalidArgument, match="prints as the id of a subject already enrolled") as info:
+                g.add(twin, x[2], ["access"], "t2", LATER)
+            assert twin not in str(info.value)
+        assert len(g) == 2
+        g.add("alice", x[3], ["access"], "t3", LATER)  # the same subject again
+        g.add("alice b", x[4], ["access"], "t4", LATER)  # another id
+        assert len(g) == 4
+        g.erase_subject("alice")
+        g.add("Alice", x[5], ["access"], "t5", LATER)
+        with pytest.raises(InvalidArgument, match="prints as"):
+            g.add_many([Enrollment("dana", x[6], ["access"], "t6", LATER),
+                        Enrollment("DANA", x[7], ["access"], "t7", LATER)])
+        assert not g.rows_for("dana") and not g.rows_for("DANA")
+        assert len(g) == 3
+    # The look digest is keyed: the stored column names no id, and it goes with the row.
+    with sqlite3.connect(db) as con:
+        looks = [r[0] for r in con.execute("SELECT look FROM rows ORDER BY row_id")]
+    assert len(looks) == 3 and all(len(v) == 64 and "alice" not in v for v in looks)
+    assert looks[0] != looks[1]
+
+
+def test_rows_stored_before_look_digests_block_no_one_and_the_column_is_added(db: Path,
+                                                                              keyring: PassphraseKeyring) -> None:
+    """A gallery written by an earlier release has no look column: opening adds it, its rows keep
+    none, and subjects enrolled under ids that print alike before both enrol again."""
+    x = unit_rows(4, 9)
+    with Gallery.open(db, keyring, DIM) as g:
+        g.add("Eve", x[0], ["access"], "t0", LATER)
+    with sqlite3.connect(db) as con:
+        con.execute("DROP INDEX rows_look")
+        con.execute("ALTER TABLE rows DROP COLUMN look")
+        con.execute("INSERT INTO rows (pseudonym, purposes, token_id, provenance, expires_us, created_at, "
+                    "transform_version, seal_version, sealed) SELECT 'x', purposes, token_id, provenance, expires_us, "
+                    "created_at, transform_version, seal_version, sealed FROM rows WHERE 0")
+    with Gallery.open(db, keyring, DIM) as g:
+        assert [r[0] for r in g._db().execute("SELECT look FROM rows")] == [None]
+        g.add("eve", x[1], ["access"], "t1", LATER)  # "Eve" has no look digest to clash with
+        g.add("Eve", x[2], ["access"], "t2", LATER)  # enrolled already: not new
+        assert len(g) == 3
+
+
+def test_two_processes_enrolling_ids_that_print_alike_at_once_store_one(db: Path,
+                                                                         keyring: PassphraseKeyring) -> None:
+    """The check and the insert are one step under the store's write lock: of "carol" and "CAROL"
+    sent at the same moment from two processes, exactly one is stored."""
+    with Gallery.open(db, keyring, DIM) as g:
+        assert len(g) == 0
+    ctx = multiprocessing.get_context("fork")
+    for n, (a, b) in enumerate((("carol", "CAROL"), ("ann", "Ann"),
+                                ("pop", "\u0440\u043e\u0440"))):
+        go = ctx.Event()
+        procs = [ctx.Process(target=_add_or_refuse, args=(str(db), str(keyring.path), s, 10 * n + i, go))
+                 for i, s in enumerate((a, b))]
+        for p in procs:
+            p.start()
+        time.sleep(1.0)
+        go.set()
+        for p in procs:
+            p.join(60)
+        assert sorted(p.exitcode for p in procs) == [0, 3], (a, b)
+    with Gallery.open(db, keyring, DIM) as g:
+        assert len(g) == 3 and g.subject_count() == 3

@@ -217,6 +217,35 @@ def test_a_handle_open_while_another_rekeys_follows_the_new_keys(setup: Setup, t
         assert cli.search(x[2], "access", k=1)[0].row_id == late[0].row_id
 
 
+def test_a_new_subject_whose_id_prints_as_an_enrolled_one_is_refused_and_older_stores_gain_the_column(
+        setup: Setup) -> None:
+    """As in the SQLite gallery: "BOB" (or an all-Cyrillic "ВОВ") beside an enrolled "bob" is
+    refused inside the write transaction. A store made before look digests gets the column at its
+    next open, and its rows, which have none, block no one."""
+    import psycopg
+
+    from safeface.errors import InvalidArgument
+
+    x = unit_rows(6, 4)
+    with setup.open() as s:
+        s.add_many([Enrollment("bob", x[0], ["access"], "t0", LATER)])
+        for twin in ("BOB", "\u0412\u041e\u0412"):
+            with pytest.raises(InvalidArgument, match="prints as the id of a subject already enrolled"):
+                s.add_many([Enrollment(twin, x[1], ["access"], "t1", LATER)])
+        with pytest.raises(InvalidArgument, match="prints as"):
+            s.add_many([Enrollment("kim", x[2], ["access"], "t2", LATER), Enrollment("Kim", x[3], ["access"], "t3",
+                                                                                      LATER)])
+        assert len(s) == 1 and not s.rows_for("kim")
+        s.add_many([Enrollment("bob", x[4], ["access"], "t4", LATER)])  # the same subject again
+    with psycopg.connect(setup.dsn, password=PG_PASSWORD, autocommit=True) as c:
+        c.execute("ALTER TABLE safeface.rows DROP COLUMN look")
+    with setup.open() as s:
+        s.add_many([Enrollment("Bob", x[5], ["access"], "t5", LATER)])  # the old rows carry no look digest
+        assert len(s) == 3
+        with pytest.raises(InvalidArgument, match="prints as"):
+            s.add_many([Enrollment("BOB", x[1], ["access"], "t1", LATER)])
+
+
 def test_a_joining_process_reads_no_row_and_sees_every_commit(setup: Setup, tmp_path: Path) -> None:
     import psycopg
 
@@ -446,6 +475,12 @@ def test_migrate_a_local_workspace_to_the_server_backends(pg: PgCluster, tmp_pat
         assert [e.operation for e in sf.audit_entries()][-2] == "storage-migrate"
     out, _ = cli("identify", ws, img / "obama2.jpg", "--purpose", "demo", "--consent", tokens["ann"], "--json")
     assert json.loads(out)["candidates"][0]["subject"] == local[0]["pseudonym"]
+    # The look digests came along: a new "ANN" prints as "ann" and is refused on the server too.
+    with psycopg.connect(dsn, password=PG_PASSWORD, autocommit=True) as c:
+        assert c.execute("SELECT count(look) FROM safeface.rows").fetchone()[0] == 2
+    upper = cli("consent", "issue", ws, "--subject", "ANN", "--purpose", "demo")[0].strip()
+    _, err = cli("enroll", ws, img / "obama2.jpg", "--subject", "ANN", "--purpose", "demo", "--consent", upper, code=1)
+    assert "prints as the id of a subject already enrolled" in err
     # A second migration is refused: the workspace is already there.
     cli("storage", "migrate", ws, "--to", "server", "--records", dsn, "--vectors", "milvus-lite:v2.db", code=1)
 

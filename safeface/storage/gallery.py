@@ -36,8 +36,8 @@ from .lock import WriteLock
 from .rows import (ROW_COLS, SCHEMA_VERSION, Entry as _Entry, Enrollment, ErasureResult, GalleryRow,  # noqa: F401
                    Keys as _Keys, Match, RekeyResult, check_embedding, check_path, check_purposes as _check_purposes,
                    check_text as _check_text, describe, from_us, initial_meta, iso as _iso, keys_from_meta,
-                   moved_expiry, prepare, protect, pseudonym_of, rekeyed, seal_row, to_us, touched_expiry, unseal_row,
-                   utc_now as _now)
+                   look_of, moved_expiry, prepare, protect, pseudonym_of, refuse_lookalikes, rekeyed, seal_row, to_us,
+                   touched_expiry, unseal_row, utc_now as _now)
 # Change-log entries kept for other processes to replay; one that falls further behind reloads.
 CHANGE_LOG_KEEP = 10_000
 
@@ -54,7 +54,8 @@ CREATE TABLE IF NOT EXISTS rows (
     last_interaction TEXT,
     transform_version INTEGER NOT NULL,
     seal_version INTEGER NOT NULL,
-    sealed BLOB NOT NULL
+    sealed BLOB NOT NULL,
+    look TEXT
 );
 CREATE INDEX IF NOT EXISTS rows_pseudonym ON rows (pseudonym);
 CREATE INDEX IF NOT EXISTS rows_token ON rows (token_id);
@@ -210,6 +211,10 @@ class Gallery:
             for stmt in _SCHEMA.split(";"):
                 if stmt.strip():
                     db.execute(stmt)
+            # A gallery made before look digests (pseudonym.look_digest): its rows keep none.
+            if "look" not in {str(r[1]) for r in db.execute("PRAGMA table_info(rows)")}:
+                db.execute("ALTER TABLE rows ADD COLUMN look TEXT")
+            db.execute("CREATE INDEX IF NOT EXISTS rows_look ON rows (look)")
             meta = dict(db.execute("SELECT k, v FROM meta").fetchall())
             if not meta:
                 values = initial_meta(self._keyring, self._dim)
@@ -230,6 +235,12 @@ class Gallery:
         with self._lock:
             self._db()
             return pseudonym_of(self._keyring, self._pseudonym_version, subject_id)
+
+    def look(self, subject_id: str) -> str:
+        """The subject id's look digest under the pseudonym key (rows.refuse_lookalikes)."""
+        with self._lock:
+            self._db()
+            return look_of(self._keyring, self._pseudonym_version, subject_id)
 
     # ---------------------------------------------------------------- sync with the store
 
@@ -415,7 +426,7 @@ class Gallery:
         Both hooks run inside the transaction, under the write lock: `decide` before anything is
         written (it sees the store as it is), `before_commit` once the rows have their ids.
         Either may refuse (raise), and nothing is stored."""
-        prepared = [prepare(it, self.pseudonym(it.subject_id), self._dim) for it in items]
+        prepared = [prepare(it, self.pseudonym(it.subject_id), self.look(it.subject_id), self._dim) for it in items]
         created = _now()
         out: list[GalleryRow] = []
         with self._write() as after:
@@ -423,6 +434,11 @@ class Gallery:
                 decide()
             keys = self._require_keys()
             db = self._db()
+            refuse_lookalikes(
+                prepared,
+                lambda look, p: db.execute("SELECT 1 FROM rows WHERE look = ? AND pseudonym != ? LIMIT 1",
+                                           (look, p)).fetchone() is not None,
+                lambda p: db.execute("SELECT 1 FROM rows WHERE pseudonym = ? LIMIT 1", (p,)).fetchone() is not None)
             upserts: dict[int, tuple[_Entry, np.ndarray]] = {}
             raw = np.stack([p.embedding for p in prepared]) if prepared else np.zeros((0, self._dim))
             templates = keys.transform.apply(raw)
@@ -430,9 +446,9 @@ class Gallery:
                 visible = protect(keys, p.visible, self._dim)
                 cur = db.execute(
                     "INSERT INTO rows (pseudonym, purposes, token_id, provenance, expires_us, created_at, "
-                    "last_interaction, transform_version, seal_version, sealed) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "last_interaction, transform_version, seal_version, sealed, look) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (p.pseudonym, json.dumps(list(p.purposes)), p.token_id, p.provenance, p.expires_us, _iso(created),
-                     _iso(created), keys.transform_version, keys.seal_version, b""))
+                     _iso(created), keys.transform_version, keys.seal_version, b"", p.look))
                 row_id = int(cur.lastrowid or 0)
                 db.execute("UPDATE rows SET sealed = ? WHERE row_id = ?",
                            (seal_row(keys, row_id, p.pseudonym, p.purposes, p.token_id, p.provenance, p.expires_us,
@@ -708,11 +724,12 @@ class Gallery:
             return out
 
     def sealed_rows(self, after: int = -1, limit: int = 5000) -> list[tuple[Any, ...]]:
-        """Rows as stored (sealed, ROW_COLS then created_at, last_interaction), for copying to
-        another record store; nothing is unsealed."""
+        """Rows as stored (sealed, ROW_COLS then created_at, last_interaction, look), for copying
+        to another record store; nothing is unsealed."""
         with self._lock:
             return [tuple(r) for r in self._db().execute(
-                f"SELECT {ROW_COLS}, created_at, last_interaction FROM rows WHERE row_id > ? ORDER BY row_id LIMIT ?",
+                f"SELECT {ROW_COLS}, created_at, last_interaction, look FROM rows WHERE row_id > ? ORDER BY row_id "
+                "LIMIT ?",
                 (after, limit)).fetchall()]
 
     def meta(self) -> dict[str, str]:

@@ -14,13 +14,13 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any, Collection, Optional, Sequence
+from typing import Any, Callable, Collection, Optional, Sequence
 
 import numpy as np
 
-from ..errors import ConfigError, IntegrityError
+from ..errors import ConfigError, IntegrityError, InvalidArgument
 from ..hazmat.templates.keyring import Keyring
-from ..hazmat.templates.pseudonym import pseudonymize
+from ..hazmat.templates.pseudonym import look_digest, pseudonymize
 from ..hazmat.templates.sealing import RowBinding, Sealer
 from ..hazmat.templates.transform import TemplateTransform
 
@@ -243,6 +243,10 @@ def pseudonym_of(keyring: Keyring, version: int, subject_id: str) -> str:
     return pseudonymize(keyring.key("pseudonym", version), subject_id)
 
 
+def look_of(keyring: Keyring, version: int, subject_id: str) -> str:
+    return look_digest(keyring.key("pseudonym", version), subject_id)
+
+
 def blob(template: np.ndarray, token: Optional[str], visible: Optional[np.ndarray], masked_enrolment: bool) -> bytes:
     """What a seal covers: the protected template (little-endian float32), then the protected
     visible-region template behind its marker if there is one (VISIBLE_MAGIC_MASKED when the
@@ -282,9 +286,10 @@ class Prepared:
     token: Optional[str] = field(repr=False)
     visible: Optional[np.ndarray] = field(repr=False)
     visible_masked: bool
+    look: str  # the id's look digest (pseudonym.look_digest), stored beside the row
 
 
-def prepare(item: Enrollment, pseudonym: str, dim: int) -> Prepared:
+def prepare(item: Enrollment, pseudonym: str, look: str, dim: int) -> Prepared:
     purposes = check_purposes(item.purposes)
     check_text(item.token_id, "token_id")
     check_text(item.provenance, "provenance")
@@ -293,7 +298,28 @@ def prepare(item: Enrollment, pseudonym: str, dim: int) -> Prepared:
                           "flag is sealed with that template.")
     return Prepared(pseudonym, check_embedding(item.embedding, dim), purposes, item.token_id, item.provenance,
                     to_us(item.expires_at, "expires_at"), item.token,
-                    None if item.visible is None else check_embedding(item.visible, dim), bool(item.visible_masked))
+                    None if item.visible is None else check_embedding(item.visible, dim), bool(item.visible_masked),
+                    look)
+
+
+LOOKALIKE_REFUSED = ("the subject id prints as the id of a subject already enrolled: the two differ only in case, or "
+                     "in letters of another script drawn alike (a Cyrillic \"о\" for a Latin \"o\"). A second person "
+                     "under it would be missed by an erasure of the other. Enrol under the id as it is already "
+                     "written, or under one that reads differently.")
+
+
+def refuse_lookalikes(prepared: Sequence[Prepared], others: Callable[[str, str], bool],
+                      enrolled: Callable[[str], bool]) -> None:
+    """Inside a store's write (so that two processes cannot both pass): refuse a batch that would
+    enrol a new subject whose id prints as another's, in the store or earlier in the batch.
+    `others(look, pseudonym)`: whether a row of another subject has that look digest;
+    `enrolled(pseudonym)`: whether the subject has rows (one already enrolled is not new; rows
+    stored before look digests existed have none and are not found)."""
+    seen: dict[str, str] = {}
+    for p in prepared:
+        clash = seen.setdefault(p.look, p.pseudonym) != p.pseudonym or others(p.look, p.pseudonym)
+        if clash and not enrolled(p.pseudonym):
+            raise InvalidArgument(LOOKALIKE_REFUSED)
 
 
 def check_path(path: Optional[str]) -> None:

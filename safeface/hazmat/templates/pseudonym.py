@@ -13,10 +13,11 @@ from typing import Optional
 
 from ...errors import ConfigError, InvalidArgument
 from ...lookalike import (compatibility_char, describe, first_of_script, foreign_digit, hidden_char, latin_lookalike_word,
-                          mark_that_draws_nothing, mixed_word, other_space, phonetic_latin, script_of)
+                          mark_that_draws_nothing, mixed_word, other_space, phonetic_latin, script_of, skeleton)
 
 # Domain separation: the same key used for anything else would give unrelated digests.
 _LABEL = b"safeface pseudonym v1\x00"
+_LOOK_LABEL = b"safeface look v1\x00"
 MAX_SUBJECT_CHARS = 256
 # Control characters, line and paragraph separators, unassigned and private-use code points,
 # lone surrogates: never part of a name or an account id, and invisible in a log.
@@ -112,6 +113,17 @@ def pseudonymize(key: bytes, subject_id: str) -> str:
     if len(key) < 32:
         raise ConfigError("the pseudonym key must be at least 32 bytes.")
     return hmac.new(key, _LABEL + subject.encode("utf-8"), hashlib.sha256).hexdigest()
+
+
+def look_digest(key: bytes, subject_id: str) -> str:
+    """A keyed digest of how the id prints (lookalike.skeleton: case folded, look-alike letters
+    written as Latin ones): two ids that differ only so get the same one. A store keeps it beside
+    each row so that a new subject whose id prints as an enrolled one can be refused; like the
+    pseudonym, it reveals no id without the key."""
+    subject = normalize_subject(subject_id)
+    if len(key) < 32:
+        raise ConfigError("the pseudonym key must be at least 32 bytes.")
+    return hmac.new(key, _LOOK_LABEL + skeleton(subject).encode("utf-8"), hashlib.sha256).hexdigest()
 
 
 def same_subject(a: object, b: object) -> bool:
