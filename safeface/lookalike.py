@@ -166,30 +166,58 @@ def describe(c: str) -> str:
 
 
 # The Latin letter each letter of _DRAWN_AS_LATIN (and Latin's phonetic twins of plain letters)
-# is drawn as, for `skeleton`. Lisu is left out: its letters are Latin capitals upright or turned,
+# is drawn as, for `skeletons`. Lisu is left out: its letters are Latin capitals upright or turned,
 # and a turned one is no plain letter.
 _AS_LATIN = dict(zip(
-    "аеорсухіјѕԁԛԝүһѵӏАВЕКМНОРСТХІЈЅԚԜҮѴӀ"
-    "οανρτικυϳΑΒΕΖΗΙΚΜΝΟΡΤΥΧ"
+    "аеорсухіјѕԁԛԝүһѵӏѡАВЕКМНОРСТХІЈЅԚԜҮѴӀҺѠ"
+    "οανρτικυϳΑΒΕΖΗΙΚΜΝΟΡΤΥΧͿ"
     "օսհոցզՕՍ"
-    "ᎪᏴᏟᎠᎬᏀᎻᏆᏦᏞᎷᏃᏢᏚᏙᏔᏩᎳ"
+    "ᎪᏴᏟᎠᎬᏀᎻᏆᏦᏞᎷᏃᏢᏚᏙᏔᏩᎳᏒ"
     "ⲟⲞⲣⲢⲥⲤ"
-    "ɑɡɩɪʏᴀᴄᴅᴇᴊᴋᴍᴏᴘᴛᴜᴠᴡᴢꜱǀı",
-    "aeopcyxijsdqwyhvlABEKMHOPCTXIJSQWYVl"
-    "oavptikujABEZHIKMNOPTYX"
+    "ɑɡɩɪʏᴀᴄᴅᴇᴊᴋᴍᴏᴘᴛᴜᴠᴡᴢꜱǀıȷ",
+    "aeopcyxijsdqwyhvlwABEKMHOPCTXIJSQWYVlHW"
+    "oavptikujABEZHIKMNOPTYXJ"
     "ouhnggOU"
-    "ABCDEGHIKLMZPSVTWW"
+    "ABCDEGHIKLMZPSVTWWR"
     "oOpPcC"
-    "agiiyacdejkmoptuvwzsli"))
+    "agiiyacdejkmoptuvwzslij"))
+# Punctuation drawn as ASCII's ("EMP‐0042" with a Unicode hyphen, "O’Brien", "j·smith").
+_AS_ASCII = {**{c: "-" for c in "\u2010\u2011\u2012\u2013\u2014\u2015\u2043\u2212\u2796\ufe58\u02d7"},
+             **{c: "'" for c in "\u2018\u2019\u201b\u2032\u02b9\u02bc\u02bb\u00b4\u0060"},
+             **{c: '"' for c in "\u201c\u201d\u201f\u2033\u02ba"},
+             **{c: "." for c in "\u00b7\u2027\u2219\u22c5\u30fb"},
+             **{c: "/" for c in "\u2215\u2044\u29f8"}}
+# Letters case folding would make another spelling: German "ß" is not "ss" ("Strauß" and
+# "Strauss" are two surnames); Armenian "և" (see _ORTHOGRAPHIC).
+_KEEP_CASE = frozenset("ß\u0587")
 
 
-def skeleton(text: str) -> str:
-    """What `text` looks like, for telling two names that print alike: compatibility forms
-    written plainly (NFKC), code points that show nothing dropped, every space a plain one,
-    letters of other scripts drawn as Latin ones written as those ("сосоа" is "cocoa"), then
-    case folded ("ALICE" is "alice"). Accents stay: "José" and "Jose" are told apart; so does an
-    orthographic form NFKC would rewrite (Armenian "և")."""
+def _each(text: str, change: str) -> str:
+    out = []
+    for c in text:
+        if c in _KEEP_CASE or c == "\u1e9e":  # capital ẞ is ß
+            out.append("ß" if c == "\u1e9e" else c)
+        else:
+            out.append(c.upper() if change == "upper" else c.casefold())
+    return "".join(out)
+
+
+def skeletons(text: str) -> tuple[str, str]:
+    """What `text` looks like, for telling two names that print alike, twice: read by its
+    capitals and by its small letters, since a letter's two cases are drawn as different Latin
+    letters (Cyrillic "Н" as H, "н" not; Greek "ν" as v, "Ν" as N). Two names print alike when
+    either reading is equal. Each reading: compatibility forms written plainly (NFKC), code
+    points that show nothing dropped, every space a plain one, punctuation drawn as ASCII's
+    written so, letters of other scripts drawn as Latin ones written as those ("сосоа" is
+    "cocoa", "АННА" is "ahha"), case folded ("ALICE" is "alice"). Accents stay: "José" and
+    "Jose" are told apart; so do "ß" and "ss", and an orthographic form NFKC would rewrite
+    (Armenian "և")."""
     shown = [c for c in text if hidden_char(c) is None]
     plain = "".join(c if c in _ORTHOGRAPHIC else unicodedata.normalize("NFKC", c) for c in shown)
-    latin = "".join(" " if unicodedata.category(c) == "Zs" else _AS_LATIN.get(c, c) for c in plain)
-    return unicodedata.normalize("NFC", "".join(c if c in _ORTHOGRAPHIC else c.casefold() for c in latin))
+    plain = "".join(" " if unicodedata.category(c) == "Zs" else _AS_ASCII.get(c, c) for c in plain)
+
+    def latin(t: str) -> str:
+        return "".join(_AS_LATIN.get(c, c) for c in t)
+
+    return (unicodedata.normalize("NFC", _each(latin(_each(plain, "upper")), "fold")),
+            unicodedata.normalize("NFC", _each(latin(_each(plain, "fold")), "fold")))

@@ -236,6 +236,32 @@ def test_an_id_that_prints_as_another_visibly_enrols_no_one(tmp_path: Path, imgs
         assert len(sf.records()) == len(HONEST)
 
 
+PRINT_ALIKE = (("alice", "ALICE"), ("\u0410\u043d\u043d\u0430", "\u0410\u041d\u041d\u0410"),  # Анна, АННА
+               ("\u03bd\u03b9\u03ba\u03bf\u03c2", "\u039d\u0399\u039a\u039f\u03a3"),  # νικος, ΝΙΚΟΣ
+               ("cocoa", "\u0441\u043e\u0441\u043e\u0430"), ("bob", "\u0412\u041e\u0412"),
+               ("EMP-0042", "EMP\u20100042"), ("EMP-0042", "EMP\u22120042"), ("EMP-0042", "EMP\u20130042"),
+               ("O'Brien", "O\u2019Brien"), ("j.smith", "j\u00b7smith"), ("a/b", "a\u2215b"),
+               ("JOE", "\u037f\u039f\u0395"), ("cocoa", "\u1c83\u1c82\u1c83\u1c82\u0430"),
+               ("HOP", "\u04ba\u041e\u0420"), ("LILI", "\uabae\uab96\uabae\uab96"), ("RED", "\u13d2\u13ac\u13a0"),
+               ("wow", "\u0461\u043e\u0461"), ("joe", "\u0237oe"), ("vika", "\u03bd\u03b9\u03ba\u03b1"))
+TOLD_APART = (("Strau\u00df", "Strauss"), ("Wei\u00df", "WEISS"), ("\u0533\u0587\u0578\u0580\u0563", "\u0533\u0565\u0582\u0578\u0580\u0563"),
+              ("Jos\u00e9", "Jose"), ("I\u015f\u0131k", "Isik"), ("anna", "anne"), ("EMP-0042", "EMP-0043"))
+
+
+def test_ids_that_print_alike_share_a_look_and_others_do_not() -> None:
+    """The look digests (read by capitals and by small letters) of ids that differ only in
+    case, in punctuation drawn alike, or in letters of other scripts drawn as Latin ones: one of
+    them is shared. Different spellings ("Strauß", "Strauss"; "José", "Jose") share none."""
+    from safeface.hazmat.templates.pseudonym import look_digests
+
+    key = b"k" * 32
+    for a, b in PRINT_ALIKE:
+        assert set(look_digests(key, a)) & set(look_digests(key, b)), (a, b)
+    for a, b in TOLD_APART:
+        assert not set(look_digests(key, a)) & set(look_digests(key, b)), (a, b)
+    assert not set(look_digests(key, "alice")) & set(look_digests(b"j" * 32, "alice"))  # keyed
+
+
 def test_an_id_that_prints_as_an_enrolled_one_enrols_no_one(tmp_path: Path, imgs: Path) -> None:
     """Ids that pass every check alone but print as an enrolled subject's: "ALICE" beside "alice",
     an all-Cyrillic "сосоа" beside "cocoa". A consent for them is genuine (the issuer cannot see
@@ -291,7 +317,7 @@ def test_an_erasure_reaches_the_usual_spelling_only_for_an_id_no_one_is_enrolled
         with open_sf(ws) as sf:
             sf.enroll(imgs / "obama.jpg", legacy, "demo", foreign_consent(ws, legacy))
     with sqlite3.connect(ws.gallery) as db:  # an earlier release stored no look digest
-        db.execute("UPDATE rows SET look = NULL")
+        db.execute("UPDATE rows SET look = NULL, look_small = NULL")
     pairs = (("\u0533\u0587\u0578\u0580\u0563", "\u0533\u0565\u0582\u0578\u0580\u0563"), (legacy, "user2"))
     with open_sf(ws) as sf:
         for _, other in pairs:

@@ -632,7 +632,8 @@ def test_a_new_subject_whose_id_prints_as_an_enrolled_one_is_refused(db: Path, k
     with Gallery.open(db, keyring, DIM) as g:
         g.add("alice", x[0], ["access"], "t0", LATER)
         g.add("cocoa", x[1], ["access"], "t1", LATER)
-        for twin in ("ALICE", "Alice", "\u0441\u043e\u0441\u043e\u0430", "COCOA", "\uff41lice"):
+        for twin in ("ALICE", "Alice", "\u0441\u043e\u0441\u043e\u0430", "COCOA", "\uff41lice",
+                     "\u1c83\u1c82\u1c83\u1c82\u0430"):
             with pytest.raises(InvalidArgument, match="prints as the id of a subject already enrolled") as info:
                 g.add(twin, x[2], ["access"], "t2", LATER)
             assert twin not in str(info.value)
@@ -647,31 +648,39 @@ def test_a_new_subject_whose_id_prints_as_an_enrolled_one_is_refused(db: Path, k
                         Enrollment("DANA", x[7], ["access"], "t7", LATER)])
         assert not g.rows_for("dana") and not g.rows_for("DANA")
         assert len(g) == 3
-    # The look digest is keyed: the stored column names no id, and it goes with the row.
+    # The look digests are keyed: the stored columns name no id, and they go with the row.
     with sqlite3.connect(db) as con:
-        looks = [r[0] for r in con.execute("SELECT look FROM rows ORDER BY row_id")]
-    assert len(looks) == 3 and all(len(v) == 64 and "alice" not in v for v in looks)
+        looks = con.execute("SELECT look, look_small FROM rows ORDER BY row_id").fetchall()
+    assert len(looks) == 3 and all(len(v) == 64 and "alice" not in v for pair in looks for v in pair)
     assert looks[0] != looks[1]
 
 
-def test_rows_stored_before_look_digests_block_no_one_and_the_column_is_added(db: Path,
-                                                                              keyring: PassphraseKeyring) -> None:
-    """A gallery written by an earlier release has no look column: opening adds it, its rows keep
-    none, and subjects enrolled under ids that print alike before both enrol again."""
+def test_rows_stored_before_look_digests_block_no_one_and_an_older_safeface_cannot_add_rows(
+        db: Path, keyring: PassphraseKeyring) -> None:
+    """A gallery written by an earlier release has no look columns: opening adds them, its rows
+    keep none, and subjects enrolled under ids that print alike before both enrol again. From
+    then on an older safeface (whose INSERT names no look digest) can add no row: pinning an old
+    release would otherwise store "ALICE" beside "alice" unchecked, and make it "enrolled"."""
     x = unit_rows(4, 9)
     with Gallery.open(db, keyring, DIM) as g:
         g.add("Eve", x[0], ["access"], "t0", LATER)
     with sqlite3.connect(db) as con:
-        con.execute("DROP INDEX rows_look")
-        con.execute("ALTER TABLE rows DROP COLUMN look")
-        con.execute("INSERT INTO rows (pseudonym, purposes, token_id, provenance, expires_us, created_at, "
-                    "transform_version, seal_version, sealed) SELECT 'x', purposes, token_id, provenance, expires_us, "
-                    "created_at, transform_version, seal_version, sealed FROM rows WHERE 0")
+        con.execute("DROP TRIGGER rows_need_looks")
+        for col in ("look", "look_small"):
+            con.execute(f"DROP INDEX rows_{col}")
+            con.execute(f"ALTER TABLE rows DROP COLUMN {col}")
     with Gallery.open(db, keyring, DIM) as g:
-        assert [r[0] for r in g._db().execute("SELECT look FROM rows")] == [None]
+        assert g._db().execute("SELECT look, look_small FROM rows").fetchall() == [(None, None)]
         g.add("eve", x[1], ["access"], "t1", LATER)  # "Eve" has no look digest to clash with
         g.add("Eve", x[2], ["access"], "t2", LATER)  # enrolled already: not new
         assert len(g) == 3
+    with sqlite3.connect(db) as con:  # the previous release's INSERT, word for word
+        with pytest.raises(sqlite3.IntegrityError, match="upgrade safeface"):
+            con.execute("INSERT INTO rows (pseudonym, purposes, token_id, provenance, expires_us, created_at, "
+                        "last_interaction, transform_version, seal_version, sealed) SELECT 'x', purposes, token_id, "
+                        "provenance, expires_us, created_at, last_interaction, transform_version, seal_version, "
+                        "sealed FROM rows LIMIT 1")
+        assert con.execute("SELECT count(*) FROM rows").fetchone()[0] == 3
 
 
 def test_two_processes_enrolling_ids_that_print_alike_at_once_store_one(db: Path,

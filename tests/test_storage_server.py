@@ -238,12 +238,19 @@ def test_a_new_subject_whose_id_prints_as_an_enrolled_one_is_refused_and_older_s
         assert len(s) == 1 and not s.rows_for("kim")
         s.add_many([Enrollment("bob", x[4], ["access"], "t4", LATER)])  # the same subject again
     with psycopg.connect(setup.dsn, password=PG_PASSWORD, autocommit=True) as c:
-        c.execute("ALTER TABLE safeface.rows DROP COLUMN look")
+        c.execute("ALTER TABLE safeface.rows DROP COLUMN look, DROP COLUMN look_small")
     with setup.open() as s:
         s.add_many([Enrollment("Bob", x[5], ["access"], "t5", LATER)])  # the old rows carry no look digest
         assert len(s) == 3
         with pytest.raises(InvalidArgument, match="prints as"):
             s.add_many([Enrollment("BOB", x[1], ["access"], "t1", LATER)])
+    with psycopg.connect(setup.dsn, password=PG_PASSWORD, autocommit=True) as c:
+        assert c.execute("SELECT look, look_small FROM safeface.rows ORDER BY row_id LIMIT 1").fetchone() == ("", "")
+        # An older safeface's row, which names no look digest, is refused from now on.
+        with pytest.raises(psycopg.errors.CheckViolation):
+            c.execute("INSERT INTO safeface.rows (pseudonym, purposes, token_id, provenance, expires_us, created_at, "
+                      "transform_version, seal_version, sealed) SELECT 'x', purposes, token_id, provenance, "
+                      "expires_us, created_at, transform_version, seal_version, sealed FROM safeface.rows LIMIT 1")
 
 
 def test_a_joining_process_reads_no_row_and_sees_every_commit(setup: Setup, tmp_path: Path) -> None:
@@ -477,7 +484,8 @@ def test_migrate_a_local_workspace_to_the_server_backends(pg: PgCluster, tmp_pat
     assert json.loads(out)["candidates"][0]["subject"] == local[0]["pseudonym"]
     # The look digests came along: a new "ANN" prints as "ann" and is refused on the server too.
     with psycopg.connect(dsn, password=PG_PASSWORD, autocommit=True) as c:
-        assert c.execute("SELECT count(look) FROM safeface.rows").fetchone()[0] == 2
+        assert c.execute("SELECT count(*) FROM safeface.rows WHERE length(look) = 64 AND length(look_small) = 64"
+                         ).fetchone()[0] == 2
     upper = cli("consent", "issue", ws, "--subject", "ANN", "--purpose", "demo")[0].strip()
     _, err = cli("enroll", ws, img / "obama2.jpg", "--subject", "ANN", "--purpose", "demo", "--consent", upper, code=1)
     assert "prints as the id of a subject already enrolled" in err

@@ -36,7 +36,7 @@ from .lock import WriteLock
 from .rows import (ROW_COLS, SCHEMA_VERSION, Entry as _Entry, Enrollment, ErasureResult, GalleryRow,  # noqa: F401
                    Keys as _Keys, Match, RekeyResult, check_embedding, check_path, check_purposes as _check_purposes,
                    check_text as _check_text, describe, from_us, initial_meta, iso as _iso, keys_from_meta,
-                   look_of, moved_expiry, prepare, protect, pseudonym_of, refuse_lookalikes, rekeyed, seal_row, to_us,
+                   looks_of, moved_expiry, prepare, protect, pseudonym_of, refuse_lookalikes, rekeyed, seal_row, to_us,
                    touched_expiry, unseal_row, utc_now as _now)
 # Change-log entries kept for other processes to replay; one that falls further behind reloads.
 CHANGE_LOG_KEEP = 10_000
@@ -55,7 +55,8 @@ CREATE TABLE IF NOT EXISTS rows (
     transform_version INTEGER NOT NULL,
     seal_version INTEGER NOT NULL,
     sealed BLOB NOT NULL,
-    look TEXT
+    look TEXT,
+    look_small TEXT
 );
 CREATE INDEX IF NOT EXISTS rows_pseudonym ON rows (pseudonym);
 CREATE INDEX IF NOT EXISTS rows_token ON rows (token_id);
@@ -211,10 +212,17 @@ class Gallery:
             for stmt in _SCHEMA.split(";"):
                 if stmt.strip():
                     db.execute(stmt)
-            # A gallery made before look digests (pseudonym.look_digest): its rows keep none.
-            if "look" not in {str(r[1]) for r in db.execute("PRAGMA table_info(rows)")}:
-                db.execute("ALTER TABLE rows ADD COLUMN look TEXT")
-            db.execute("CREATE INDEX IF NOT EXISTS rows_look ON rows (look)")
+            # A gallery made before look digests (pseudonym.look_digests): its rows keep none. From
+            # here on every new row must have them, whichever safeface writes it: an older one,
+            # which stores none, is refused (its rows would escape the look-alike check).
+            have = {str(r[1]) for r in db.execute("PRAGMA table_info(rows)")}
+            for col in ("look", "look_small"):
+                if col not in have:
+                    db.execute(f"ALTER TABLE rows ADD COLUMN {col} TEXT")
+                db.execute(f"CREATE INDEX IF NOT EXISTS rows_{col} ON rows ({col})")
+            db.execute("CREATE TRIGGER IF NOT EXISTS rows_need_looks BEFORE INSERT ON rows "
+                       "WHEN NEW.look IS NULL OR NEW.look_small IS NULL BEGIN SELECT RAISE(ABORT, "
+                       "'this gallery stores rows with look digests only: upgrade safeface'); END")
             meta = dict(db.execute("SELECT k, v FROM meta").fetchall())
             if not meta:
                 values = initial_meta(self._keyring, self._dim)
@@ -236,11 +244,11 @@ class Gallery:
             self._db()
             return pseudonym_of(self._keyring, self._pseudonym_version, subject_id)
 
-    def look(self, subject_id: str) -> str:
-        """The subject id's look digest under the pseudonym key (rows.refuse_lookalikes)."""
+    def looks(self, subject_id: str) -> tuple[str, str]:
+        """The subject id's look digests under the pseudonym key (rows.refuse_lookalikes)."""
         with self._lock:
             self._db()
-            return look_of(self._keyring, self._pseudonym_version, subject_id)
+            return looks_of(self._keyring, self._pseudonym_version, subject_id)
 
     # ---------------------------------------------------------------- sync with the store
 
@@ -426,7 +434,7 @@ class Gallery:
         Both hooks run inside the transaction, under the write lock: `decide` before anything is
         written (it sees the store as it is), `before_commit` once the rows have their ids.
         Either may refuse (raise), and nothing is stored."""
-        prepared = [prepare(it, self.pseudonym(it.subject_id), self.look(it.subject_id), self._dim) for it in items]
+        prepared = [prepare(it, self.pseudonym(it.subject_id), self.looks(it.subject_id), self._dim) for it in items]
         created = _now()
         out: list[GalleryRow] = []
         with self._write() as after:
@@ -436,8 +444,8 @@ class Gallery:
             db = self._db()
             refuse_lookalikes(
                 prepared,
-                lambda look, p: db.execute("SELECT 1 FROM rows WHERE look = ? AND pseudonym != ? LIMIT 1",
-                                           (look, p)).fetchone() is not None,
+                lambda looks, p: db.execute("SELECT 1 FROM rows WHERE (look = ? OR look_small = ?) AND pseudonym != ? "
+                                            "LIMIT 1", (*looks, p)).fetchone() is not None,
                 lambda p: db.execute("SELECT 1 FROM rows WHERE pseudonym = ? LIMIT 1", (p,)).fetchone() is not None)
             upserts: dict[int, tuple[_Entry, np.ndarray]] = {}
             raw = np.stack([p.embedding for p in prepared]) if prepared else np.zeros((0, self._dim))
@@ -446,9 +454,10 @@ class Gallery:
                 visible = protect(keys, p.visible, self._dim)
                 cur = db.execute(
                     "INSERT INTO rows (pseudonym, purposes, token_id, provenance, expires_us, created_at, "
-                    "last_interaction, transform_version, seal_version, sealed, look) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "last_interaction, transform_version, seal_version, sealed, look, look_small) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (p.pseudonym, json.dumps(list(p.purposes)), p.token_id, p.provenance, p.expires_us, _iso(created),
-                     _iso(created), keys.transform_version, keys.seal_version, b"", p.look))
+                     _iso(created), keys.transform_version, keys.seal_version, b"", *p.looks))
                 row_id = int(cur.lastrowid or 0)
                 db.execute("UPDATE rows SET sealed = ? WHERE row_id = ?",
                            (seal_row(keys, row_id, p.pseudonym, p.purposes, p.token_id, p.provenance, p.expires_us,
@@ -724,12 +733,12 @@ class Gallery:
             return out
 
     def sealed_rows(self, after: int = -1, limit: int = 5000) -> list[tuple[Any, ...]]:
-        """Rows as stored (sealed, ROW_COLS then created_at, last_interaction, look), for copying
-        to another record store; nothing is unsealed."""
+        """Rows as stored (sealed, ROW_COLS then created_at, last_interaction, look, look_small),
+        for copying to another record store; nothing is unsealed."""
         with self._lock:
             return [tuple(r) for r in self._db().execute(
-                f"SELECT {ROW_COLS}, created_at, last_interaction, look FROM rows WHERE row_id > ? ORDER BY row_id "
-                "LIMIT ?",
+                f"SELECT {ROW_COLS}, created_at, last_interaction, look, look_small FROM rows WHERE row_id > ? "
+                "ORDER BY row_id LIMIT ?",
                 (after, limit)).fetchall()]
 
     def meta(self) -> dict[str, str]:

@@ -20,7 +20,7 @@ import numpy as np
 
 from ..errors import ConfigError, IntegrityError, InvalidArgument
 from ..hazmat.templates.keyring import Keyring
-from ..hazmat.templates.pseudonym import look_digest, pseudonymize
+from ..hazmat.templates.pseudonym import look_digests, pseudonymize
 from ..hazmat.templates.sealing import RowBinding, Sealer
 from ..hazmat.templates.transform import TemplateTransform
 
@@ -243,8 +243,8 @@ def pseudonym_of(keyring: Keyring, version: int, subject_id: str) -> str:
     return pseudonymize(keyring.key("pseudonym", version), subject_id)
 
 
-def look_of(keyring: Keyring, version: int, subject_id: str) -> str:
-    return look_digest(keyring.key("pseudonym", version), subject_id)
+def looks_of(keyring: Keyring, version: int, subject_id: str) -> tuple[str, str]:
+    return look_digests(keyring.key("pseudonym", version), subject_id)
 
 
 def blob(template: np.ndarray, token: Optional[str], visible: Optional[np.ndarray], masked_enrolment: bool) -> bytes:
@@ -286,10 +286,10 @@ class Prepared:
     token: Optional[str] = field(repr=False)
     visible: Optional[np.ndarray] = field(repr=False)
     visible_masked: bool
-    look: str  # the id's look digest (pseudonym.look_digest), stored beside the row
+    looks: tuple[str, str]  # the id's look digests (pseudonym.look_digests), stored beside the row
 
 
-def prepare(item: Enrollment, pseudonym: str, look: str, dim: int) -> Prepared:
+def prepare(item: Enrollment, pseudonym: str, looks: tuple[str, str], dim: int) -> Prepared:
     purposes = check_purposes(item.purposes)
     check_text(item.token_id, "token_id")
     check_text(item.provenance, "provenance")
@@ -299,25 +299,28 @@ def prepare(item: Enrollment, pseudonym: str, look: str, dim: int) -> Prepared:
     return Prepared(pseudonym, check_embedding(item.embedding, dim), purposes, item.token_id, item.provenance,
                     to_us(item.expires_at, "expires_at"), item.token,
                     None if item.visible is None else check_embedding(item.visible, dim), bool(item.visible_masked),
-                    look)
+                    looks)
 
 
-LOOKALIKE_REFUSED = ("the subject id prints as the id of a subject already enrolled: the two differ only in case, or "
-                     "in letters of another script drawn alike (a Cyrillic \"о\" for a Latin \"o\"). A second person "
+LOOKALIKE_REFUSED = ("the subject id prints as the id of a subject already enrolled: the two differ only in case, in "
+                     "punctuation drawn alike (a Unicode hyphen), or in letters of another script drawn alike (a "
+                     "Cyrillic \"о\" for a Latin \"o\"). A second person "
                      "under it would be missed by an erasure of the other. Enrol under the id as it is already "
                      "written, or under one that reads differently.")
 
 
-def refuse_lookalikes(prepared: Sequence[Prepared], others: Callable[[str, str], bool],
+def refuse_lookalikes(prepared: Sequence[Prepared], others: Callable[[tuple[str, str], str], bool],
                       enrolled: Callable[[str], bool]) -> None:
     """Inside a store's write (so that two processes cannot both pass): refuse a batch that would
     enrol a new subject whose id prints as another's, in the store or earlier in the batch.
-    `others(look, pseudonym)`: whether a row of another subject has that look digest;
-    `enrolled(pseudonym)`: whether the subject has rows (one already enrolled is not new; rows
-    stored before look digests existed have none and are not found)."""
-    seen: dict[str, str] = {}
+    `others(looks, pseudonym)`: whether a row of another subject shares either look digest
+    (columns look and look_small); `enrolled(pseudonym)`: whether the subject has rows (one
+    already enrolled is not new; rows stored before look digests existed have none and are not
+    found)."""
+    seen: dict[tuple[int, str], str] = {}
     for p in prepared:
-        clash = seen.setdefault(p.look, p.pseudonym) != p.pseudonym or others(p.look, p.pseudonym)
+        mine = [seen.setdefault((i, d), p.pseudonym) for i, d in enumerate(p.looks)]
+        clash = any(m != p.pseudonym for m in mine) or others(p.looks, p.pseudonym)
         if clash and not enrolled(p.pseudonym):
             raise InvalidArgument(LOOKALIKE_REFUSED)
 

@@ -42,7 +42,7 @@ from ..hazmat.templates.transform import TemplateTransform
 from ..hazmat.templates.sealing import Sealer
 from .rows import (ROW_COLS, Enrollment, Entry, ErasureResult, GalleryRow, Keys, Match, RekeyResult,
                    check_embedding, check_path, check_text, describe, from_us, initial_meta, iso, keys_from_meta,
-                   look_of, moved_expiry, path_template, prepare, protect, pseudonym_of, refuse_lookalikes, rekeyed,
+                   looks_of, moved_expiry, path_template, prepare, protect, pseudonym_of, refuse_lookalikes, rekeyed,
                    seal_row, to_us, touched_expiry, unseal_row, utc_now)
 from .vectors import MilvusVectors
 
@@ -77,10 +77,12 @@ CREATE TABLE IF NOT EXISTS {ns}.rows (
     transform_version INTEGER NOT NULL,
     seal_version INTEGER NOT NULL,
     sealed BYTEA NOT NULL,
-    look TEXT
+    look TEXT CHECK (look IS NOT NULL),
+    look_small TEXT CHECK (look_small IS NOT NULL)
 );
 CREATE INDEX IF NOT EXISTS rows_pseudonym ON {ns}.rows (pseudonym);
 CREATE INDEX IF NOT EXISTS rows_look ON {ns}.rows (look);
+CREATE INDEX IF NOT EXISTS rows_look_small ON {ns}.rows (look_small);
 CREATE INDEX IF NOT EXISTS rows_token ON {ns}.rows (token_id);
 CREATE INDEX IF NOT EXISTS rows_expiry ON {ns}.rows (expires_us);
 CREATE TABLE IF NOT EXISTS {ns}.pending (row_id BIGINT PRIMARY KEY, op TEXT NOT NULL)
@@ -209,12 +211,18 @@ class ServerStore:
 
     def _create(self, fresh: bool) -> None:
         if not fresh:
-            # A store made before look digests (pseudonym.look_digest): its rows keep none.
+            # A store made before look digests (pseudonym.look_digests): its rows keep none ("").
+            # From here on every new row must have them, whichever safeface writes it: an older
+            # one, which stores none, is refused.
             if self._conn.execute("SELECT 1 FROM information_schema.columns WHERE table_schema = %s AND "
-                                  "table_name = 'rows' AND column_name = 'look'", (self._ns,)).fetchone() is None:
+                                  "table_name = 'rows' AND column_name = 'look_small'", (self._ns,)).fetchone() is None:
                 with self._conn.transaction():
-                    self._conn.execute(f"ALTER TABLE {self._ns}.rows ADD COLUMN IF NOT EXISTS look TEXT")
-                    self._conn.execute(f"CREATE INDEX IF NOT EXISTS rows_look ON {self._ns}.rows (look)")
+                    for col in ("look", "look_small"):
+                        self._conn.execute(f"ALTER TABLE {self._ns}.rows ADD COLUMN IF NOT EXISTS {col} TEXT")
+                        self._conn.execute(f"UPDATE {self._ns}.rows SET {col} = '' WHERE {col} IS NULL")
+                        self._conn.execute(f"ALTER TABLE {self._ns}.rows ADD CONSTRAINT rows_{col}_set CHECK ({col} "
+                                           "IS NOT NULL)")
+                        self._conn.execute(f"CREATE INDEX IF NOT EXISTS rows_{col} ON {self._ns}.rows ({col})")
             return
         with self._conn.transaction():
             for stmt in _SCHEMA.format(ns=self._ns).split(";"):
@@ -284,10 +292,10 @@ class ServerStore:
         self._require_keys()
         return pseudonym_of(self._keyring, self._pseudonym_version, subject_id)
 
-    def look(self, subject_id: str) -> str:
-        """The subject id's look digest under the pseudonym key (rows.refuse_lookalikes)."""
+    def looks(self, subject_id: str) -> tuple[str, str]:
+        """The subject id's look digests under the pseudonym key (rows.refuse_lookalikes)."""
         self._require_keys()
-        return look_of(self._keyring, self._pseudonym_version, subject_id)
+        return looks_of(self._keyring, self._pseudonym_version, subject_id)
 
     def locked(self) -> AbstractContextManager[None]:
         """The write lock (threads, processes and machines) that every write of this store holds."""
@@ -456,7 +464,7 @@ class ServerStore:
         vectors. Both hooks run inside the transaction, under the write lock (as in the SQLite
         gallery). Milvus is checked first, so an unreachable index refuses before anything is
         written; if it fails between the two writes the vectors are written later."""
-        prepared = [prepare(it, self.pseudonym(it.subject_id), self.look(it.subject_id), self._dim) for it in items]
+        prepared = [prepare(it, self.pseudonym(it.subject_id), self.looks(it.subject_id), self._dim) for it in items]
         created = utc_now()
         out: list[GalleryRow] = []
         with self._write_lock.held():
@@ -467,8 +475,9 @@ class ServerStore:
                 keys = self._keys_now()
                 refuse_lookalikes(
                     prepared,
-                    lambda look, p: self._conn.execute(f"SELECT 1 FROM {self._ns}.rows WHERE look = %s AND pseudonym "
-                                                       "<> %s LIMIT 1", (look, p)).fetchone() is not None,
+                    lambda looks, p: self._conn.execute(f"SELECT 1 FROM {self._ns}.rows WHERE (look = %s OR look_small "
+                                                        "= %s) AND pseudonym <> %s LIMIT 1",
+                                                        (*looks, p)).fetchone() is not None,
                     lambda p: self._conn.execute(f"SELECT 1 FROM {self._ns}.rows WHERE pseudonym = %s LIMIT 1",
                                                  (p,)).fetchone() is not None)
                 raw = np.stack([p.embedding for p in prepared]) if prepared else np.zeros((0, self._dim))
@@ -482,14 +491,15 @@ class ServerStore:
                     records.append((rid, p.pseudonym, json.dumps(list(p.purposes)), p.token_id, p.provenance,
                                     p.expires_us, iso(created), iso(created), keys.transform_version, keys.seal_version,
                                     seal_row(keys, rid, p.pseudonym, p.purposes, p.token_id, p.provenance, p.expires_us,
-                                             t, p.token, visible=vis, masked_enrolment=p.visible_masked), p.look))
+                                             t, p.token, visible=vis, masked_enrolment=p.visible_masked), *p.looks))
                     out.append(GalleryRow(rid, p.pseudonym, p.purposes, p.token_id, from_us(p.expires_us), p.provenance,
                                           created, created, masked_template=vis is not None,
                                           masked_enrolment=p.visible_masked))
                 # COPY, not INSERT per row: a third of the enrolment time at 2,000-row batches.
                 with self._conn.cursor() as cur, cur.copy(
                         f"COPY {self._ns}.rows (row_id, pseudonym, purposes, token_id, provenance, expires_us, "
-                        "created_at, last_interaction, transform_version, seal_version, sealed, look) FROM STDIN") as cp:
+                        "created_at, last_interaction, transform_version, seal_version, sealed, look, look_small) FROM STDIN"
+                        ) as cp:
                     for rec in records:
                         cp.write_row(rec)
                 self._note(ids, "upsert")
@@ -745,8 +755,8 @@ class ServerStore:
 
     def sealed_rows(self, after: int = -1, limit: int = 5000) -> list[tuple[Any, ...]]:
         """Rows as stored (sealed), for copying between stores."""
-        return [tuple(r) for r in self._sql(f"SELECT {ROW_COLS}, created_at, last_interaction, look FROM {{ns}}.rows "
-                                            "WHERE row_id > %s ORDER BY row_id LIMIT %s", (after, limit))]
+        return [tuple(r) for r in self._sql(f"SELECT {ROW_COLS}, created_at, last_interaction, look, look_small "
+                                            "FROM {ns}.rows WHERE row_id > %s ORDER BY row_id LIMIT %s", (after, limit))]
 
     def meta(self) -> dict[str, str]:
         with self._lock:
@@ -763,8 +773,10 @@ class ServerStore:
                 with self._conn.cursor() as cur:
                     cur.executemany(f"INSERT INTO {self._ns}.rows (row_id, pseudonym, purposes, token_id, provenance, "
                                     "expires_us, transform_version, seal_version, sealed, created_at, "
-                                    "last_interaction, look) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-                                    [tuple(r[:8]) + (bytes(r[8]),) + tuple(r[9:11]) + (r[11] if len(r) > 11 else None,)
+                                    "last_interaction, look, look_small) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, "
+                                    "%s, %s, %s, %s)",
+                                    # A row stored before look digests has none: "" (never a digest).
+                                    [tuple(r[:8]) + (bytes(r[8]),) + tuple(r[9:11]) + tuple(v or "" for v in r[11:13])
                                      for r in rows])
                 # The next id follows the highest ever used; 1 when none was (is_called false).
                 self._conn.execute(f"SELECT setval(pg_get_serial_sequence('{self._ns}.rows', 'row_id'), GREATEST(u, 1), "

@@ -57,7 +57,7 @@ def copy_to_server(old: Any, section: Mapping[str, Any], root: Path, keyring: Ke
             n += len(rows)
             after = int(rows[-1][0])
         target.import_sealed([], ceiling=old.id_ceiling())  # ids erased or never stored stay used
-        if old.rows() != target.rows():
+        if old.rows() != target.rows() or _looks(old) != _looks(target):
             raise IntegrityError(f"the copy in {target.where} differs from the local gallery; the local files are "
                                  "kept. Drop the copy and migrate again.")
         ids = [r.row_id for r in target.rows()]
@@ -68,6 +68,15 @@ def copy_to_server(old: Any, section: Mapping[str, Any], root: Path, keyring: Ke
     except BaseException:
         target.close()
         raise
+
+
+def _looks(store: Any) -> list[tuple[int, str, str]]:
+    """Each row's look digests (a row stored before them has none: "")."""
+    out, after = [], -1
+    while rows := store.sealed_rows(after, BATCH):
+        out += [(int(r[0]), r[11] or "", r[12] or "") for r in rows]
+        after = int(rows[-1][0])
+    return out
 
 
 def move_policy_records(audit: AuditLog, state: PolicyState, apikeys: ApiKeys, key: bytes,

@@ -13,7 +13,7 @@ from typing import Optional
 
 from ...errors import ConfigError, InvalidArgument
 from ...lookalike import (compatibility_char, describe, first_of_script, foreign_digit, hidden_char, latin_lookalike_word,
-                          mark_that_draws_nothing, mixed_word, other_space, phonetic_latin, script_of, skeleton)
+                          mark_that_draws_nothing, mixed_word, other_space, phonetic_latin, script_of, skeletons)
 
 # Domain separation: the same key used for anything else would give unrelated digests.
 _LABEL = b"safeface pseudonym v1\x00"
@@ -115,15 +115,17 @@ def pseudonymize(key: bytes, subject_id: str) -> str:
     return hmac.new(key, _LABEL + subject.encode("utf-8"), hashlib.sha256).hexdigest()
 
 
-def look_digest(key: bytes, subject_id: str) -> str:
-    """A keyed digest of how the id prints (lookalike.skeleton: case folded, look-alike letters
-    written as Latin ones): two ids that differ only so get the same one. A store keeps it beside
-    each row so that a new subject whose id prints as an enrolled one can be refused; like the
-    pseudonym, it reveals no id without the key."""
+def look_digests(key: bytes, subject_id: str) -> tuple[str, str]:
+    """Keyed digests of how the id prints (lookalike.skeletons, read by its capitals and by its
+    small letters): two ids that differ only in case or in look-alike letters share one of them.
+    A store keeps them beside each row so that a new subject whose id prints as an enrolled one
+    can be refused; like the pseudonym, they reveal no id without the key."""
     subject = normalize_subject(subject_id)
     if len(key) < 32:
         raise ConfigError("the pseudonym key must be at least 32 bytes.")
-    return hmac.new(key, _LOOK_LABEL + skeleton(subject).encode("utf-8"), hashlib.sha256).hexdigest()
+    big, small = skeletons(subject)
+    return (hmac.new(key, _LOOK_LABEL + big.encode("utf-8"), hashlib.sha256).hexdigest(),
+            hmac.new(key, _LOOK_LABEL + small.encode("utf-8"), hashlib.sha256).hexdigest())
 
 
 def same_subject(a: object, b: object) -> bool:
