@@ -217,6 +217,46 @@ def test_a_handle_open_while_another_rekeys_follows_the_new_keys(setup: Setup, t
         assert cli.search(x[2], "access", k=1)[0].row_id == late[0].row_id
 
 
+def test_a_read_that_another_process_rekeys_under_runs_again_with_the_new_keys(setup: Setup, tmp_path: Path,
+                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """The worker read the key versions, then the CLI's re-key committed, then the worker read
+    the rows: every row failed its check under the old keys and the call raised IntegrityError
+    (tampering), or the probe under the old transform met no vector. Now a read the versions
+    moved under runs again. A row whose check fails while the versions stay is still tampering."""
+    from safeface.errors import IntegrityError
+
+    x = unit_rows(3)
+    worker_keys = PassphraseKeyring.open(tmp_path / "keys.json", "pw")
+    with setup.open() as cli, ServerStore.open(setup.dsn, PG_PASSWORD, setup.milvus, worker_keys, DIM) as worker:
+        rows = fill(cli, x[:2])
+        sql = worker._sql
+
+        def rekey_first(marker: str) -> Any:
+            def run(query: str, args: Any = ()) -> Any:
+                if marker in query and not moved:
+                    moved.append(True)
+                    setup.keyring.rotate("transform", "seal")
+                    assert cli.rekey().rows == 2
+                return sql(query, args)
+            return run
+
+        for marker, call, expected in (("WHERE pseudonym", lambda: worker.verify("s0", x[0], "access"), 1.0),
+                                       ("row_id = ANY", lambda: worker.search(x[1], "access", k=1)[0].score, 1.0),
+                                       ("ORDER BY row_id", lambda: len(worker.rows()), 2)):
+            moved: list[bool] = []
+            monkeypatch.setattr(worker, "_sql", rekey_first(marker))
+            got = call()
+            assert moved == [True] and got == pytest.approx(expected, abs=1e-5), marker
+        assert worker.key_versions == cli.key_versions == {"transform": 4, "seal": 4}
+        monkeypatch.setattr(worker, "_sql", sql)
+        import psycopg
+
+        with psycopg.connect(setup.dsn, password=PG_PASSWORD, autocommit=True) as c:
+            c.execute("UPDATE safeface.rows SET token_id = 'forged' WHERE row_id = %s", (rows[0].row_id,))
+        with pytest.raises(IntegrityError):
+            worker.verify("s0", x[0], "access")
+
+
 def test_a_new_subject_whose_id_prints_as_an_enrolled_one_is_refused_and_older_stores_gain_the_column(
         setup: Setup) -> None:
     """As in the SQLite gallery: "BOB" (or an all-Cyrillic "ВОВ") beside an enrolled "bob" is

@@ -32,11 +32,11 @@ import time
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any, Callable, Iterator, Optional, Sequence
+from typing import Any, Callable, Iterator, Optional, Sequence, TypeVar
 
 import numpy as np
 
-from ..errors import BackendError, ConfigError
+from ..errors import BackendError, ConfigError, IntegrityError
 from ..hazmat.templates.keyring import Keyring
 from ..hazmat.templates.transform import TemplateTransform
 from ..hazmat.templates.sealing import Sealer
@@ -47,6 +47,8 @@ from .rows import (ROW_COLS, Enrollment, Entry, ErasureResult, GalleryRow, Keys,
 from .vectors import MilvusVectors
 
 NAMESPACE_RE = re.compile(r"^[a-z_][a-z0-9_]{0,40}$")
+READ_TRIES = 3  # a read that another process's re-key overlaps runs again (ServerStore._steady)
+_T = TypeVar("_T")
 REBUILD = 0  # the pending note's row id that asks for the whole index to be rebuilt
 FETCH_MAX = 16384  # Milvus's largest search limit
 # How many rows each purpose allows only tunes the approximate index's effort (vectors.search_params),
@@ -262,12 +264,33 @@ class ServerStore:
         again, one query, and the keys follow them."""
         with self._lock:
             keys = self._require_keys()
-            got = dict(self._sql("SELECT k, v FROM {ns}.meta WHERE k IN ('transform_version', 'seal_version')"))
-            if (int(got["transform_version"]), int(got["seal_version"])) != (keys.transform_version, keys.seal_version):
+            if self._versions() != (keys.transform_version, keys.seal_version):
                 keys, self._pseudonym_version = keys_from_meta(_read_meta(self._conn, self._ns), self._keyring,
                                                                self._dim, self.where)
                 self._keys = keys
             return keys
+
+    def _steady(self, read: Callable[[Keys], _T]) -> _T:
+        """`read` with the keys the records are under, run again with the new ones when another
+        process re-keyed the store while it ran (the versions moved): a row it met already moved
+        would read as tampered, and its probe, under the old transform, would meet none. A check
+        that fails while the versions stayed is raised: that is tampering."""
+        for _ in range(READ_TRIES):
+            keys = self._keys_now()
+            try:
+                out = read(keys)
+            except IntegrityError:
+                if self._versions() == (keys.transform_version, keys.seal_version):
+                    raise
+                continue
+            if self._versions() == (keys.transform_version, keys.seal_version):
+                return out
+        raise BackendError(f"{self.where} was re-keyed {READ_TRIES} times during one read; nothing was changed. "
+                           "Try again.")
+
+    def _versions(self) -> tuple[int, int]:
+        got = dict(self._sql("SELECT k, v FROM {ns}.meta WHERE k IN ('transform_version', 'seal_version')"))
+        return int(got["transform_version"]), int(got["seal_version"])
 
     def _require_keys(self) -> Keys:
         if self._closed or self._keys is None:
@@ -654,8 +677,12 @@ class ServerStore:
         if isinstance(k, bool) or not isinstance(k, int) or k <= 0:
             raise ConfigError(f"k must be a positive integer, got {k!r}.")
         now_us = to_us(now or utc_now(), "now")
-        keys = self._keys_now()  # once: the probe and the rows it meets under the same keys
-        q = keys.transform.apply(check_embedding(embedding, self._dim)).astype(np.float32)
+        probe = check_embedding(embedding, self._dim)
+        return self._steady(lambda keys: self._search(keys, probe, purpose, k, threshold, now_us, path))
+
+    def _search(self, keys: Keys, probe: np.ndarray, purpose: str, k: int, threshold: Optional[float], now_us: int,
+                path: Optional[str]) -> list[Match]:
+        q = keys.transform.apply(probe).astype(np.float32)  # the probe and the rows it meets under the same keys
         fetch = min(FETCH_MAX, 4 * k * (MASKED_FETCH if path in VISIBLE_PATHS else 1))
         while True:
             hits = self.vectors.search(q, purpose, now_us, fetch, self.allowed_fraction(purpose))
@@ -705,10 +732,14 @@ class ServerStore:
         check_text(purpose, "purpose")
         check_path(path)
         now_us = to_us(now or utc_now(), "now")
-        keys = self._keys_now()  # once: the probe and the rows it meets under the same keys
-        q = keys.transform.apply(check_embedding(embedding, self._dim)).astype(np.float32)
-        scores = [float(np.dot(t, q)) for t in self._subject_templates(subject_id, path, purpose, now_us, keys)]
-        return max(scores) if scores else None
+        probe = check_embedding(embedding, self._dim)
+
+        def read(keys: Keys) -> Optional[float]:
+            q = keys.transform.apply(probe).astype(np.float32)  # the probe and the rows under the same keys
+            scores = [float(np.dot(t, q)) for t in self._subject_templates(subject_id, path, purpose, now_us, keys)]
+            return max(scores) if scores else None
+
+        return self._steady(read)
 
     def _subject_templates(self, subject_id: str, path: Optional[str], purpose: str, now_us: int,
                            keys: Keys) -> Iterator[np.ndarray]:
@@ -735,10 +766,13 @@ class ServerStore:
                 return True
             got = self._sql(f"SELECT v FROM {{ns}}.meta WHERE k = '{MASKED_SEEN}'")
             return not got or str(got[0][0]) != "0"
-        return next(self._subject_templates(subject_id, path, purpose, now_us, self._keys_now()), None) is not None
+        return self._steady(lambda keys: next(self._subject_templates(subject_id, path, purpose, now_us, keys),
+                                              None) is not None)
 
     def _described(self, where: str, args: tuple[Any, ...]) -> list[GalleryRow]:
-        keys = self._keys_now()
+        return self._steady(lambda keys: self._describe(keys, where, args))
+
+    def _describe(self, keys: Keys, where: str, args: tuple[Any, ...]) -> list[GalleryRow]:
         out = []
         for r in self._sql(f"SELECT {ROW_COLS}, created_at, last_interaction FROM {{ns}}.rows {where} ORDER BY row_id",
                            args):
