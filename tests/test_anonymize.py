@@ -483,7 +483,7 @@ def test_a_video_searched_for_masked_faces_keeps_none(tmp_path: Path) -> None:
     pipe = Pipeline(get_engine("onnx"))
     frames = []
     with av.open(str(clip)) as c:
-        for i, f in zip(range(104), c.decode(video=0)):
+        for i, f in zip(range(96), c.decode(video=0)):
             if i >= 84:  # one shot, the performer facing the camera
                 rgb = f.to_ndarray(format="rgb24")
                 face = pick_subject(pipe.detect(rgb), rgb.shape)
@@ -491,13 +491,13 @@ def test_a_video_searched_for_masked_faces_keeps_none(tmp_path: Path) -> None:
                 frames.append(draw_mask(rgb, face.landmarks, face.box, "n95", seed=3))
     src = write_clip(frames, tmp_path / "masked.mp4", fps=29.97)
     masked_check = VideoOptions(masked=True).search
-    assert len(detectable_frames(src, masked_check)) >= 15  # the masked face is there to find
+    assert len(detectable_frames(src, masked_check)) >= 9  # the masked face is there to find
     plain_out, masked_out = tmp_path / "plain.mp4", tmp_path / "covered.mp4"
     anonymize_file(src, plain_out, video=VideoOptions(progress=False, masked=False))
     assert detectable_frames(plain_out, masked_check)  # without the masked search it stays uncovered
     with open_sf(make_workspace(tmp_path / "ws")) as sf:
         report = sf.anonymize(src, masked_out)
-    assert report.frames == len(frames) and report.frames_with_faces >= 15
+    assert report.frames == len(frames) and report.frames_with_faces >= 9
     assert detectable_frames(masked_out, masked_check) == []
     assert detectable_frames(masked_out, VideoOptions(masked=False).search) == []
     fast_out = tmp_path / "fast.mp4"

@@ -102,8 +102,8 @@ def test_faces_are_covered_before_the_tracker_sees_them(tmp_path: Path) -> None:
 @pytest.mark.slow
 @needs_clip
 def test_track_ids_are_random_and_local_to_a_run(clip: Path) -> None:
-    a = track_video(clip, options=TrackOptions(max_frames=20))
-    b = track_video(clip, options=TrackOptions(max_frames=20))
+    a = track_video(clip, options=TrackOptions(max_frames=8))
+    b = track_video(clip, options=TrackOptions(max_frames=8))
     assert a.people and b.people
     assert not {p.track_id for p in a.people} & {p.track_id for p in b.people}
 
