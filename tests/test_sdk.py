@@ -19,7 +19,7 @@ from policy_support import (  # noqa: E402
 )
 
 from safeface.hazmat.templates.keyring import PassphraseKeyring  # noqa: E402
-from safeface.errors import ImageError, IntegrityError, PolicyViolation  # noqa: E402
+from safeface.errors import ConfigError, ImageError, IntegrityError, PolicyViolation  # noqa: E402
 from safeface.policy.receipts import verify_receipt  # noqa: E402
 from safeface.policy.tokens import public_key_from_text  # noqa: E402
 
@@ -425,7 +425,8 @@ def test_a_rekey_killed_after_the_store_moved_is_finished_and_recorded_at_the_ne
 def test_a_rekey_with_a_host_keyring_moves_the_rows_and_leaves_retirement_to_the_host(tmp_path: Path,
                                                                                        imgs: Path) -> None:
     """A host keyring (a KMS) has no retirement here: the re-key moved the rows and then failed
-    on the missing call, recorded as failed with "nothing was stored"."""
+    on the missing call, recorded as failed with "nothing was stored". A StaticKeyProvider makes
+    a new key only with somewhere to keep it: the rows moved to a key that lived in memory only."""
     from safeface.hazmat.templates import PURPOSES, HostKeyring, StaticKeyProvider
     from safeface.sdk import SafeFace
 
@@ -434,14 +435,24 @@ def test_a_rekey_with_a_host_keyring_moves_the_rows_and_leaves_retirement_to_the
         t = consent(ws, "alice")
         sf.enroll(imgs / "obama.jpg", "alice", "demo", t)
     kr = PassphraseKeyring.open(ws.keyring, PASSPHRASE)
-    provider = StaticKeyProvider({p: {v: kr.key(p, v) for v in kr.versions(p)} for p in PURPOSES})
+    held = {p: {v: kr.key(p, v) for v in kr.versions(p)} for p in PURPOSES}  # the host's secrets manager
+    # Keys held only in memory: a re-key to a key made here would not outlive the process.
+    with SafeFace.open(ws.root, keyring=HostKeyring(StaticKeyProvider(held)), pipeline=CachedPipeline()) as sf:
+        with pytest.raises(ConfigError, match="keep="):
+            sf.rekey()
+        assert sf.facts()["key_versions"] == {"transform": 1, "seal": 1}
+        assert [e.decision for e in sf.audit_entries() if e.operation == "rekey"] == ["failed"]
+    provider = StaticKeyProvider(held, keep=lambda p, v, k: held[p].__setitem__(v, k))
     with SafeFace.open(ws.root, keyring=HostKeyring(provider), pipeline=CachedPipeline()) as sf:
         out = sf.rekey()
         assert out["versions"] == {"transform": 2, "seal": 2} and out["retired"] == 0
         assert sf.facts()["key_versions"] == {"transform": 2, "seal": 2}
-        assert [e.decision for e in sf.audit_entries() if e.operation == "rekey"] == ["allowed"]
+        assert [e.decision for e in sf.audit_entries() if e.operation == "rekey"] == ["failed", "allowed"]
         assert sf.verify(imgs / "obama2.jpg", "alice", "demo", t).match
         assert provider.versions("transform") == [1, 2]  # the host retires its own versions
+    # The process ends; the host starts again from what it kept, and the templates open.
+    with SafeFace.open(ws.root, keyring=HostKeyring(StaticKeyProvider(held)), pipeline=CachedPipeline()) as sf:
+        assert sf.verify(imgs / "obama2.jpg", "alice", "demo", t).match
 
 
 def test_report_lists_every_rule(tmp_path: Path, imgs: Path) -> None:

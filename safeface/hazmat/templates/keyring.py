@@ -395,18 +395,25 @@ class _CallbackProvider:
 
 class StaticKeyProvider:
     """A :class:`KeyProvider` over keys the host already holds in memory, e.g. fetched once from a
-    secrets manager at start-up: ``{"transform": {1: b"...", 2: b"..."}, ...}``."""
+    secrets manager at start-up: ``{"transform": {1: b"...", 2: b"..."}, ...}``.
 
-    def __init__(self, keys: Mapping[str, Mapping[int, bytes]]) -> None:
+    `keep`: where a key made by ``rotate`` goes before anything is sealed under it, called as
+    ``keep(purpose, version, key)`` (store it in the secrets manager; raise to stop the rotation).
+    Without it ``rotate`` refuses: a re-key would move every template to a key that exists only in
+    this process, and they would be lost with it."""
+
+    def __init__(self, keys: Mapping[str, Mapping[int, bytes]],
+                 keep: Optional[Callable[[str, int, bytes], None]] = None) -> None:
         self._keys = {p: {int(v): _check_key(k, p, int(v)) for v, k in vs.items()} for p, vs in keys.items()}
+        self._keep = keep
 
     def __repr__(self) -> str:
         return f"StaticKeyProvider(purposes={sorted(self._keys)})"
 
     @classmethod
-    def generate(cls) -> "StaticKeyProvider":
+    def generate(cls, keep: Optional[Callable[[str, int, bytes], None]] = None) -> "StaticKeyProvider":
         """Fresh random keys, version 1 of every purpose (for tests and ephemeral deployments)."""
-        return cls({p: {1: secrets.token_bytes(KEY_BYTES)} for p in PURPOSES})
+        return cls({p: {1: secrets.token_bytes(KEY_BYTES)} for p in PURPOSES}, keep)
 
     def key(self, purpose: str, version: int) -> bytes:
         try:
@@ -418,11 +425,19 @@ class StaticKeyProvider:
         return sorted(self._keys.get(purpose, {}))
 
     def rotate(self, *purposes: str) -> dict[str, int]:
-        out: dict[str, int] = {}
+        """New versions of `purposes` (the transform and seal keys by default), each handed to
+        `keep` before it is added; a `keep` that raises adds none of them."""
+        if self._keep is None:
+            raise ConfigError("this StaticKeyProvider holds its keys only in memory, so a key it made would be lost "
+                              "with the process, and every template re-keyed to it. Give it keep=, a function that "
+                              "stores each new key where the host keeps the others.")
+        made: dict[str, tuple[int, bytes]] = {}
         for p in purposes or ("transform", "seal"):
             if p not in ROTATABLE:
                 raise ConfigError(f"the {p} key cannot be rotated.")
-            v = max(self._keys[p]) + 1
-            self._keys[p][v] = secrets.token_bytes(KEY_BYTES)
-            out[p] = v
-        return out
+            made[p] = (max(self._keys[p]) + 1, secrets.token_bytes(KEY_BYTES))
+        for p, (v, k) in made.items():
+            self._keep(p, v, k)
+        for p, (v, k) in made.items():
+            self._keys[p][v] = k
+        return {p: v for p, (v, _) in made.items()}
