@@ -165,31 +165,35 @@ def describe(c: str) -> str:
     return f"U+{ord(c):04X}" + (f" {name}" if name else "")
 
 
-# The Latin letter each letter of _DRAWN_AS_LATIN (and Latin's phonetic twins of plain letters)
-# is drawn as, for `skeletons`. Lisu is left out: its letters are Latin capitals upright or turned,
-# and a turned one is no plain letter.
+# The Latin letter (or digit) each letter of _DRAWN_AS_LATIN, and other letters drawn as Latin
+# ones, is written as for `skeletons`: Cyrillic, Greek, Armenian, Cherokee, Coptic, and Latin's own
+# phonetic and historic twins of plain letters. A letter takes its accents along (decomposed
+# first: "ё" is "ë"). Lisu is left out: its letters are Latin capitals upright or turned, and a
+# turned one is no plain letter; so are the dotless "ı" and "ȷ", which Turkish and others write
+# for another sound ("Aydın" is not "Aydin").
 _AS_LATIN = dict(zip(
-    "аеорсухіјѕԁԛԝүһѵӏѡАВЕКМНОРСТХІЈЅԚԜҮѴӀҺѠ"
-    "οανρτικυϳΑΒΕΖΗΙΚΜΝΟΡΤΥΧͿ"
-    "օսհոցզՕՍ"
-    "ᎪᏴᏟᎠᎬᏀᎻᏆᏦᏞᎷᏃᏢᏚᏙᏔᏩᎳᏒ"
-    "ⲟⲞⲣⲢⲥⲤ"
-    "ɑɡɩɪʏᴀᴄᴅᴇᴊᴋᴍᴏᴘᴛᴜᴠᴡᴢꜱǀıȷ",
-    "aeopcyxijsdqwyhvlwABEKMHOPCTXIJSQWYVlHW"
-    "oavptikujABEZHIKMNOPTYXJ"
-    "ouhnggOU"
-    "ABCDEGHIKLMZPSVTWWR"
-    "oOpPcC"
-    "agiiyacdejkmoptuvwzslij"))
+    "аеорсухіјѕԁԛԝүһѵӏѡгҽбꙇАВЕКМНОРСТХІЈЅԚԜҮѴӀҺѠУЬԌЗӠꙄ"
+    "οανρτικυϳγσΑΒΕΖΗΙΚΜΝΟΡΤΥΧͿϜϺ"
+    "օսհոցզագռքՕՍՏ"
+    "ᎪᏴᏟᎠᎬᏀᎻᏆᏦᏞᎷᏃᏢᏚᏙᏔᏩᎳᏒᎡᎢᎩᎫᎽᏕᏳᎥᏂᏎᏏᏧᏮ"
+    "ⲟⲞⲣⲢⲥⲤⲎⲔⲘⲚⲦⲨⲬⲒⲄϨⳌ"
+    "ɑɡɩɪʏᴀᴄᴅᴇᴊᴋᴍᴏᴘᴛᴜᴠᴡᴢꜱǀƖƦƧƷƼȜꞴꞳꞲ",
+    "aeopcyxijsdqwyhvlwre6iABEKMHOPCTXIJSQWYVlHWYbG332"
+    "oavptikujyoABEZHIKMNOPTYXJFM"
+    "ouhngqwqnfOUS"
+    "ABCDEGHIKLMZPSVWWWRRTYJYSGiH4bd6"
+    "oOpPcCHKMNTYXlr23"
+    "agiiyacdejkmoptuvwzsllR235" "3BXJ"))
 # Punctuation drawn as ASCII's ("EMP‐0042" with a Unicode hyphen, "O’Brien", "j·smith").
 _AS_ASCII = {**{c: "-" for c in "\u2010\u2011\u2012\u2013\u2014\u2015\u2043\u2212\u2796\ufe58\u02d7"},
              **{c: "'" for c in "\u2018\u2019\u201b\u2032\u02b9\u02bc\u02bb\u00b4\u0060"},
              **{c: '"' for c in "\u201c\u201d\u201f\u2033\u02ba"},
              **{c: "." for c in "\u00b7\u2027\u2219\u22c5\u30fb"},
              **{c: "/" for c in "\u2215\u2044\u29f8"}}
-# Letters case folding would make another spelling: German "ß" is not "ss" ("Strauß" and
-# "Strauss" are two surnames); Armenian "և" (see _ORTHOGRAPHIC).
-_KEEP_CASE = frozenset("ß\u0587")
+# Letters case mapping would make another spelling: German "ß" is not "ss" ("Strauß" and
+# "Strauss" are two surnames); Armenian "և" (see _ORTHOGRAPHIC); the dotless "ı" and "ȷ", whose
+# capitals are the plain I and J ("Aydın" is not "Aydin").
+_KEEP_CASE = frozenset("ß\u0587\u0131\u0237")
 
 
 def _each(text: str, change: str) -> str:
@@ -217,7 +221,7 @@ def skeletons(text: str) -> tuple[str, str]:
     plain = "".join(" " if unicodedata.category(c) == "Zs" else _AS_ASCII.get(c, c) for c in plain)
 
     def latin(t: str) -> str:
-        return "".join(_AS_LATIN.get(c, c) for c in t)
+        return "".join(_AS_LATIN.get(c, c) for c in unicodedata.normalize("NFD", t))
 
     return (unicodedata.normalize("NFC", _each(latin(_each(plain, "upper")), "fold")),
             unicodedata.normalize("NFC", _each(latin(_each(plain, "fold")), "fold")))

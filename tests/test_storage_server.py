@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import time
@@ -247,7 +248,22 @@ def test_a_read_that_another_process_rekeys_under_runs_again_with_the_new_keys(s
             monkeypatch.setattr(worker, "_sql", rekey_first(marker))
             got = call()
             assert moved == [True] and got == pytest.approx(expected, abs=1e-5), marker
-        assert worker.key_versions == cli.key_versions == {"transform": 4, "seal": 4}
+        # A probe under the old transform that meets nothing above the threshold reads no row:
+        # the versions, read again when the read ends, send it round once more.
+        search = worker.vectors.search
+        moved = []
+
+        def rekey_then_search(*args: Any) -> Any:
+            if not moved:
+                moved.append(True)
+                setup.keyring.rotate("transform", "seal")
+                assert cli.rekey().rows == 2
+            return search(*args)
+
+        monkeypatch.setattr(worker.vectors, "search", rekey_then_search)
+        assert [m.row_id for m in worker.search(x[1], "access", k=1, threshold=0.9)] == [rows[1].row_id]
+        assert moved == [True]
+        assert worker.key_versions == cli.key_versions == {"transform": 5, "seal": 5}
         monkeypatch.setattr(worker, "_sql", sql)
         import psycopg
 
@@ -255,6 +271,13 @@ def test_a_read_that_another_process_rekeys_under_runs_again_with_the_new_keys(s
             c.execute("UPDATE safeface.rows SET token_id = 'forged' WHERE row_id = %s", (rows[0].row_id,))
         with pytest.raises(IntegrityError):
             worker.verify("s0", x[0], "access")
+        # Versions edited down mid-read are no re-key: tampering, not a retry.
+        with psycopg.connect(setup.dsn, password=PG_PASSWORD, autocommit=True) as c:
+            lower = "UPDATE safeface.meta SET v = '4' WHERE k IN ('transform_version', 'seal_version')"
+            monkeypatch.setattr(worker, "_sql", lambda q, a=(): (c.execute(lower) if "WHERE pseudonym" in q else None,
+                                                                  sql(q, a))[1])
+            with pytest.raises(IntegrityError, match="went down"):
+                worker.verify("s1", x[1], "access")
 
 
 def test_a_new_subject_whose_id_prints_as_an_enrolled_one_is_refused_and_older_stores_gain_the_column(
@@ -287,10 +310,38 @@ def test_a_new_subject_whose_id_prints_as_an_enrolled_one_is_refused_and_older_s
     with psycopg.connect(setup.dsn, password=PG_PASSWORD, autocommit=True) as c:
         assert c.execute("SELECT look, look_small FROM safeface.rows ORDER BY row_id LIMIT 1").fetchone() == ("", "")
         # An older safeface's row, which names no look digest, is refused from now on.
-        with pytest.raises(psycopg.errors.CheckViolation):
+        with pytest.raises(psycopg.errors.NotNullViolation):
             c.execute("INSERT INTO safeface.rows (pseudonym, purposes, token_id, provenance, expires_us, created_at, "
                       "transform_version, seal_version, sealed) SELECT 'x', purposes, token_id, provenance, "
                       "expires_us, created_at, transform_version, seal_version, sealed FROM safeface.rows LIMIT 1")
+
+
+def test_a_store_made_before_look_digests_is_upgraded_by_its_owner_and_then_opens_for_a_data_only_role(
+        setup: Setup) -> None:
+    """Adding the look-digest columns needs the tables' owner. A service role with data rights
+    only gets a ConfigError that says so (not a raw database error), until the owner has opened
+    the store once; then it opens and enrols as before."""
+    import uuid
+
+    import psycopg
+
+    x = unit_rows(2, 8)
+    with setup.open() as s:
+        fill(s, x[:1])
+    role = "svc_" + uuid.uuid4().hex[:8]
+    with psycopg.connect(setup.dsn, password=PG_PASSWORD, autocommit=True) as c:
+        c.execute("ALTER TABLE safeface.rows DROP COLUMN look, DROP COLUMN look_small")
+        c.execute(f"CREATE ROLE {role} LOGIN PASSWORD '{PG_PASSWORD}'")
+        c.execute(f"GRANT USAGE ON SCHEMA safeface TO {role}")
+        c.execute(f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA safeface TO {role}")
+        c.execute(f"GRANT USAGE, SELECT, UPDATE ON ALL SEQUENCES IN SCHEMA safeface TO {role}")
+    svc = re.sub(r"//[^@/]*@", f"//{role}@", setup.dsn)
+    with pytest.raises(ConfigError, match="owner"):
+        setup.open(dsn=svc)
+    setup.open().close()  # the owner
+    with setup.open(dsn=svc) as s:
+        fill(s, x[1:], prefix="late")
+        assert len(s) == 2 and s.verify("s0", x[0], "access") == pytest.approx(1.0, abs=1e-5)
 
 
 def test_a_joining_process_reads_no_row_and_sees_every_commit(setup: Setup, tmp_path: Path) -> None:

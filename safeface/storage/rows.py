@@ -302,11 +302,11 @@ def prepare(item: Enrollment, pseudonym: str, looks: tuple[str, str], dim: int) 
                     looks)
 
 
-LOOKALIKE_REFUSED = ("the subject id prints as the id of a subject already enrolled: the two differ only in case, in "
-                     "punctuation drawn alike (a Unicode hyphen), or in letters of another script drawn alike (a "
-                     "Cyrillic \"о\" for a Latin \"o\"). A second person "
-                     "under it would be missed by an erasure of the other. Enrol under the id as it is already "
-                     "written, or under one that reads differently.")
+LOOKALIKE_REFUSED = ("the subject id prints as the id of a subject already enrolled, or of another in the same batch: "
+                     "the two differ only in case, in punctuation drawn alike (a Unicode hyphen), or in letters "
+                     "drawn alike (a Cyrillic \"о\" for a Latin \"o\", a small capital). A second person under it "
+                     "would be missed by an erasure of the other. Enrol under the id as it is already written, or "
+                     "under one that reads differently.")
 
 
 def refuse_lookalikes(prepared: Sequence[Prepared], others: Callable[[tuple[str, str], str], bool],

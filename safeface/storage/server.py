@@ -79,8 +79,8 @@ CREATE TABLE IF NOT EXISTS {ns}.rows (
     transform_version INTEGER NOT NULL,
     seal_version INTEGER NOT NULL,
     sealed BYTEA NOT NULL,
-    look TEXT CHECK (look IS NOT NULL),
-    look_small TEXT CHECK (look_small IS NOT NULL)
+    look TEXT NOT NULL,
+    look_small TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS rows_pseudonym ON {ns}.rows (pseudonym);
 CREATE INDEX IF NOT EXISTS rows_look ON {ns}.rows (look);
@@ -213,18 +213,26 @@ class ServerStore:
 
     def _create(self, fresh: bool) -> None:
         if not fresh:
-            # A store made before look digests (pseudonym.look_digests): its rows keep none ("").
-            # From here on every new row must have them, whichever safeface writes it: an older
-            # one, which stores none, is refused.
+            # A store made before look digests (pseudonym.look_digests): its rows keep none (""),
+            # and from here on every new row must have them, whichever safeface writes it: an
+            # older one, which writes none, is refused. NOT NULL with a constant default is a
+            # change of the catalogue only, not a rewrite of every row under an exclusive lock.
             if self._conn.execute("SELECT 1 FROM information_schema.columns WHERE table_schema = %s AND "
                                   "table_name = 'rows' AND column_name = 'look_small'", (self._ns,)).fetchone() is None:
-                with self._conn.transaction():
-                    for col in ("look", "look_small"):
-                        self._conn.execute(f"ALTER TABLE {self._ns}.rows ADD COLUMN IF NOT EXISTS {col} TEXT")
-                        self._conn.execute(f"UPDATE {self._ns}.rows SET {col} = '' WHERE {col} IS NULL")
-                        self._conn.execute(f"ALTER TABLE {self._ns}.rows ADD CONSTRAINT rows_{col}_set CHECK ({col} "
-                                           "IS NOT NULL)")
-                        self._conn.execute(f"CREATE INDEX IF NOT EXISTS rows_{col} ON {self._ns}.rows ({col})")
+                import psycopg
+
+                try:
+                    with self._conn.transaction():
+                        for col in ("look", "look_small"):
+                            self._conn.execute(f"ALTER TABLE {self._ns}.rows ADD COLUMN IF NOT EXISTS {col} TEXT "
+                                               "NOT NULL DEFAULT ''")
+                            self._conn.execute(f"ALTER TABLE {self._ns}.rows ALTER COLUMN {col} DROP DEFAULT")
+                            self._conn.execute(f"CREATE INDEX IF NOT EXISTS rows_{col} ON {self._ns}.rows ({col})")
+                except psycopg.errors.InsufficientPrivilege:
+                    raise ConfigError(f"{self.where} was made by an earlier safeface and needs two new columns (look "
+                                      "digests), which only the owner of its tables may add. Open the workspace once "
+                                      "with the owner's credentials (any safeface command does it), then again with "
+                                      "these.") from None
             return
         with self._conn.transaction():
             for stmt in _SCHEMA.format(ns=self._ns).split(";"):
@@ -272,19 +280,30 @@ class ServerStore:
 
     def _steady(self, read: Callable[[Keys], _T]) -> _T:
         """`read` with the keys the records are under, run again with the new ones when another
-        process re-keyed the store while it ran (the versions moved): a row it met already moved
-        would read as tampered, and its probe, under the old transform, would meet none. A check
-        that fails while the versions stayed is raised: that is tampering."""
+        process re-keyed the store while it ran (the versions moved up): a row it met already
+        moved would read as tampered, and its probe, under the old transform, would meet none. A
+        check that fails while the versions stayed, or went down (a re-key never lowers them),
+        is raised: that is tampering."""
+        failed: Optional[IntegrityError] = None
         for _ in range(READ_TRIES):
             keys = self._keys_now()
+            was = (keys.transform_version, keys.seal_version)
             try:
                 out = read(keys)
-            except IntegrityError:
-                if self._versions() == (keys.transform_version, keys.seal_version):
+            except IntegrityError as exc:
+                now = self._versions()
+                if now == was or now[0] < was[0] or now[1] < was[1]:
                     raise
+                failed = exc
                 continue
-            if self._versions() == (keys.transform_version, keys.seal_version):
+            now = self._versions()
+            if now == was:
                 return out
+            if now[0] < was[0] or now[1] < was[1]:
+                raise IntegrityError(f"{self.where}: its key versions went down during a read ({was} to {now}); a "
+                                     "re-key never lowers them, so its meta table was edited. Restore it.")
+        if failed is not None:
+            raise failed
         raise BackendError(f"{self.where} was re-keyed {READ_TRIES} times during one read; nothing was changed. "
                            "Try again.")
 
