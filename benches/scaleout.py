@@ -217,7 +217,7 @@ def main() -> None:
                 t = time.perf_counter()
                 with c.cursor() as cur, cur.copy("COPY raw_rows (row_id, pseudonym, purposes, token_id, provenance, "
                                                  "expires_us, transform_version, seal_version, sealed, created_at, "
-                                                 "last_interaction) FROM STDIN") as cp:
+                                                 "last_interaction, look, look_small) FROM STDIN") as cp:
                     for r in sealed:
                         cp.write_row(r)
                 res["enrol_raw_copy_s"] = time.perf_counter() - t

@@ -216,7 +216,7 @@ def skeletons(text: str) -> tuple[str, str]:
     "cocoa", "АННА" is "ahha"), case folded ("ALICE" is "alice"). Accents stay: "José" and
     "Jose" are told apart; so do "ß" and "ss", and an orthographic form NFKC would rewrite
     (Armenian "և")."""
-    shown = [c for c in text if hidden_char(c) is None]
+    shown = [_AS_ASCII.get(c, c) for c in unicodedata.normalize("NFC", text) if hidden_char(c) is None]
     plain = "".join(c if c in _ORTHOGRAPHIC else unicodedata.normalize("NFKC", c) for c in shown)
     plain = "".join(" " if unicodedata.category(c) == "Zs" else _AS_ASCII.get(c, c) for c in plain)
 

@@ -442,7 +442,15 @@ def test_a_rekey_with_a_host_keyring_moves_the_rows_and_leaves_retirement_to_the
             sf.rekey()
         assert sf.facts()["key_versions"] == {"transform": 1, "seal": 1}
         assert [e.decision for e in sf.audit_entries() if e.operation == "rekey"] == ["failed"]
-    provider = StaticKeyProvider(held, keep=lambda p, v, k: held[p].__setitem__(v, k))
+    def keep(new: Any) -> None:  # all or nothing, and never over a version already held
+        if any(v in held[p] for p, (v, _) in new.items()):
+            raise FileExistsError("that key version is already kept")
+        for p, (v, k) in new.items():
+            held[p][v] = k
+
+    stale = StaticKeyProvider({p: dict(vs) for p, vs in held.items()}, keep=keep)  # another worker's copy
+    worker = SafeFace.open(ws.root, keyring=HostKeyring(stale), pipeline=CachedPipeline())
+    provider = StaticKeyProvider(held, keep=keep)
     with SafeFace.open(ws.root, keyring=HostKeyring(provider), pipeline=CachedPipeline()) as sf:
         out = sf.rekey()
         assert out["versions"] == {"transform": 2, "seal": 2} and out["retired"] == 0
@@ -450,6 +458,13 @@ def test_a_rekey_with_a_host_keyring_moves_the_rows_and_leaves_retirement_to_the
         assert [e.decision for e in sf.audit_entries() if e.operation == "rekey"] == ["failed", "allowed"]
         assert sf.verify(imgs / "obama2.jpg", "alice", "demo", t).match
         assert provider.versions("transform") == [1, 2]  # the host retires its own versions
+    # A worker that loaded the keys before that re-key would number its new key 2 again: it is
+    # refused before anything is made or kept, and the key the templates are under stays.
+    kept_before = {p: dict(vs) for p, vs in held.items()}
+    with worker:
+        with pytest.raises(ConfigError, match="does not hold"):
+            worker.rekey()
+    assert held == kept_before and stale.versions("transform") == [1]
     # The process ends; the host starts again from what it kept, and the templates open.
     with SafeFace.open(ws.root, keyring=HostKeyring(StaticKeyProvider(held)), pipeline=CachedPipeline()) as sf:
         assert sf.verify(imgs / "obama2.jpg", "alice", "demo", t).match

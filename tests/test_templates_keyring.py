@@ -132,15 +132,15 @@ def test_a_keyring_file_restored_from_before_a_rotation_is_not_rotated_over(tmp_
 
 
 def test_host_keyring_provider_and_callback() -> None:
-    kept: list[tuple[str, int, bytes]] = []
-    provider = StaticKeyProvider.generate(keep=lambda p, v, k: kept.append((p, v, k)))
+    kept: list[Any] = []
+    provider = StaticKeyProvider.generate(keep=kept.append)
     kr = HostKeyring(provider)
     assert isinstance(kr, Keyring)
     assert kr.key("seal") == provider.key("seal", 1) and kr.version("seal") == 1
     assert kr.rotate("transform") == {"transform": 2} and kr.version("transform") == 2
-    assert kept == [("transform", 2, kr.key("transform"))]  # handed over before it was used
+    assert kept == [{"transform": (2, kr.key("transform"))}]  # handed over before it was used
 
-    def full(p: str, v: int, k: bytes) -> None:
+    def full(new: Any) -> None:
         raise OSError("the secrets manager is full")
 
     stuck = StaticKeyProvider.generate(keep=full)

@@ -17,6 +17,7 @@ import copy
 import dataclasses
 import datetime as dt
 import hashlib
+import hmac
 import itertools
 import re
 import threading
@@ -859,6 +860,7 @@ class SafeFace:
             # re-key (another process) that rotated in between would otherwise retire the very
             # version this one is moving to, or this one the version it finds the rows under.
             with self._gallery.locked():
+                self._check_keys_current()
                 versions = self._keyring.rotate("transform", "seal")
                 result = self._gallery.rekey()
                 # One gallery per workspace: once it has moved, the old versions protect nothing
@@ -869,6 +871,23 @@ class SafeFace:
                               "retired"))
 
         return self._run(request, [], body)
+
+    def _check_keys_current(self) -> None:
+        """Under the store's write lock, before a rotation: this keyring holds the keys the store
+        is under. A handle whose keys are older (another process re-keyed since it loaded them)
+        would otherwise number its new key as the one the store is under, and a host that keeps
+        keys by version would overwrite that key: every template lost."""
+        refresh = getattr(self._keyring, "refresh", None)
+        if refresh is not None:
+            refresh()
+        meta = self._gallery.meta()
+        for p in ("transform", "seal"):
+            v = int(meta[f"{p}_version"])
+            if v not in self._keyring.versions(p) or not hmac.compare_digest(self._keyring.key_id(p, v),
+                                                                              str(meta[f"{p}_key_id"])):
+                raise ConfigError(f"the templates are under {p} key version {v}, which this keyring does not hold "
+                                  "(another process re-keyed them since these keys were loaded). Load the current "
+                                  "keys and re-key again; nothing was changed.")
 
     def rebuild_index(self) -> dict[str, Any]:
         """Rebuild the external vector index (Milvus) from the sealed records, under the write

@@ -299,6 +299,7 @@ class ServerStore:
             now = self._versions()
             if now == was:
                 return out
+            failed = None  # a later read passed its checks: the earlier failure was the re-key's
             if now[0] < was[0] or now[1] < was[1]:
                 raise IntegrityError(f"{self.where}: its key versions went down during a read ({was} to {now}); a "
                                      "re-key never lowers them, so its meta table was edited. Restore it.")

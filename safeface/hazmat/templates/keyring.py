@@ -397,13 +397,15 @@ class StaticKeyProvider:
     """A :class:`KeyProvider` over keys the host already holds in memory, e.g. fetched once from a
     secrets manager at start-up: ``{"transform": {1: b"...", 2: b"..."}, ...}``.
 
-    `keep`: where a key made by ``rotate`` goes before anything is sealed under it, called as
-    ``keep(purpose, version, key)`` (store it in the secrets manager; raise to stop the rotation).
-    Without it ``rotate`` refuses: a re-key would move every template to a key that exists only in
-    this process, and they would be lost with it."""
+    `keep`: where the keys made by ``rotate`` go before anything is sealed under them, called once
+    per rotation with every new key, ``keep({"transform": (2, key), "seal": (2, key)})``. It must
+    store all of them or none (raise to stop the rotation), and must refuse a version it already
+    holds: a process whose keys are out of date would otherwise overwrite the key the templates
+    are under. Without it ``rotate`` refuses: a re-key would move every template to a key that
+    exists only in this process, and they would be lost with it."""
 
     def __init__(self, keys: Mapping[str, Mapping[int, bytes]],
-                 keep: Optional[Callable[[str, int, bytes], None]] = None) -> None:
+                 keep: Optional[Callable[[Mapping[str, tuple[int, bytes]]], None]] = None) -> None:
         self._keys = {p: {int(v): _check_key(k, p, int(v)) for v, k in vs.items()} for p, vs in keys.items()}
         self._keep = keep
 
@@ -411,7 +413,8 @@ class StaticKeyProvider:
         return f"StaticKeyProvider(purposes={sorted(self._keys)})"
 
     @classmethod
-    def generate(cls, keep: Optional[Callable[[str, int, bytes], None]] = None) -> "StaticKeyProvider":
+    def generate(cls, keep: Optional[Callable[[Mapping[str, tuple[int, bytes]]], None]] = None
+                 ) -> "StaticKeyProvider":
         """Fresh random keys, version 1 of every purpose (for tests and ephemeral deployments)."""
         return cls({p: {1: secrets.token_bytes(KEY_BYTES)} for p in PURPOSES}, keep)
 
@@ -425,8 +428,8 @@ class StaticKeyProvider:
         return sorted(self._keys.get(purpose, {}))
 
     def rotate(self, *purposes: str) -> dict[str, int]:
-        """New versions of `purposes` (the transform and seal keys by default), each handed to
-        `keep` before it is added; a `keep` that raises adds none of them."""
+        """New versions of `purposes` (the transform and seal keys by default), handed to `keep`
+        together before any is added; a `keep` that raises adds none of them."""
         if self._keep is None:
             raise ConfigError("this StaticKeyProvider holds its keys only in memory, so a key it made would be lost "
                               "with the process, and every template re-keyed to it. Give it keep=, a function that "
@@ -436,8 +439,7 @@ class StaticKeyProvider:
             if p not in ROTATABLE:
                 raise ConfigError(f"the {p} key cannot be rotated.")
             made[p] = (max(self._keys[p]) + 1, secrets.token_bytes(KEY_BYTES))
-        for p, (v, k) in made.items():
-            self._keep(p, v, k)
+        self._keep(dict(made))
         for p, (v, k) in made.items():
             self._keys[p][v] = k
         return {p: v for p, (v, _) in made.items()}
