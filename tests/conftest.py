@@ -14,6 +14,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from datasets_path import datasets as datasets_root  # noqa: E402
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Files holding slow tests run first, each file's tests kept together and in order: on
+    several workers (-n 2), the run then ends on quick tests instead of one worker finishing a
+    minute-long video test while the other waits."""
+    slow_files = {item.path for item in items if item.get_closest_marker("slow") is not None}
+    items.sort(key=lambda item: item.path not in slow_files)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _isolated_home(tmp_path_factory: pytest.TempPathFactory) -> None:
     """Converted models and fetched packs go to a temporary folder, never the user's home."""
