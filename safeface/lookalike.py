@@ -218,6 +218,7 @@ def skeletons(text: str) -> tuple[str, str]:
     (Armenian "և")."""
     shown = [_AS_ASCII.get(c, c) for c in unicodedata.normalize("NFC", text) if hidden_char(c) is None]
     plain = "".join(c if c in _ORTHOGRAPHIC else unicodedata.normalize("NFKC", c) for c in shown)
+    # Again after NFKC, which writes some compatibility forms as these marks (a small hyphen).
     plain = "".join(" " if unicodedata.category(c) == "Zs" else _AS_ASCII.get(c, c) for c in plain)
 
     def latin(t: str) -> str:

@@ -17,7 +17,6 @@ import copy
 import dataclasses
 import datetime as dt
 import hashlib
-import hmac
 import itertools
 import re
 import threading
@@ -36,7 +35,7 @@ from ..policy.deployment import Deployment, Finding, working_days_after
 from ..policy.guard import BatchItem, CaptureFacts, Decision, Guard, Operation, Request
 from ..policy.receipts import ErasureReceipt, issue_receipt, receipt_key
 from ..policy.rules import rule_for
-from ..storage.rows import ErasureResult
+from ..storage.rows import ErasureResult, keys_from_meta
 from ..workspace.apikeys import ApiKey, ApiKeys, hashing_key, session_ref
 from ..workspace.assessment import (ASSESSMENT_OPERATIONS, assessment_recorded, names_an_assessment, recorded_roles,
                                    seal_holds)
@@ -874,20 +873,15 @@ class SafeFace:
 
     def _check_keys_current(self) -> None:
         """Under the store's write lock, before a rotation: this keyring holds the keys the store
-        is under. A handle whose keys are older (another process re-keyed since it loaded them)
-        would otherwise number its new key as the one the store is under, and a host that keeps
-        keys by version would overwrite that key: every template lost."""
-        refresh = getattr(self._keyring, "refresh", None)
-        if refresh is not None:
-            refresh()
-        meta = self._gallery.meta()
-        for p in ("transform", "seal"):
-            v = int(meta[f"{p}_version"])
-            if v not in self._keyring.versions(p) or not hmac.compare_digest(self._keyring.key_id(p, v),
-                                                                              str(meta[f"{p}_key_id"])):
-                raise ConfigError(f"the templates are under {p} key version {v}, which this keyring does not hold "
-                                  "(another process re-keyed them since these keys were loaded). Load the current "
-                                  "keys and re-key again; nothing was changed.")
+        is under (rows.keys_from_meta). A handle whose keys are older (another process re-keyed
+        since it loaded them) would otherwise number its new key as the one the store is under,
+        and a host that keeps keys by version would overwrite that key: every template lost."""
+        try:
+            keys_from_meta(self._gallery.meta(), self._keyring, self._gallery.dim, "the templates")
+        except ConfigError as exc:
+            raise ConfigError(f"{exc} This keyring does not hold the keys the templates are under (another process "
+                              "re-keyed them since these keys were loaded): load the current keys and re-key again; "
+                              "nothing was changed.") from None
 
     def rebuild_index(self) -> dict[str, Any]:
         """Rebuild the external vector index (Milvus) from the sealed records, under the write

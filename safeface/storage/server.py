@@ -288,21 +288,20 @@ class ServerStore:
         for _ in range(READ_TRIES):
             keys = self._keys_now()
             was = (keys.transform_version, keys.seal_version)
+            out: Optional[_T] = None
             try:
-                out = read(keys)
+                out, failed = read(keys), None
             except IntegrityError as exc:
-                now = self._versions()
-                if now == was or now[0] < was[0] or now[1] < was[1]:
-                    raise
                 failed = exc
-                continue
             now = self._versions()
-            if now == was:
-                return out
-            failed = None  # a later read passed its checks: the earlier failure was the re-key's
             if now[0] < was[0] or now[1] < was[1]:
-                raise IntegrityError(f"{self.where}: its key versions went down during a read ({was} to {now}); a "
-                                     "re-key never lowers them, so its meta table was edited. Restore it.")
+                raise failed or IntegrityError(f"{self.where}: its key versions went down during a read ({was} to "
+                                               f"{now}); a re-key never lowers them, so its meta table was edited. "
+                                               "Restore it.")
+            if now == was:
+                if failed is not None:
+                    raise failed
+                return out  # type: ignore[return-value]  # read returned: out is its result
         if failed is not None:
             raise failed
         raise BackendError(f"{self.where} was re-keyed {READ_TRIES} times during one read; nothing was changed. "

@@ -109,10 +109,14 @@ def usual_spelling(subject_id: object) -> Optional[str]:
 
 def pseudonymize(key: bytes, subject_id: str) -> str:
     """The subject's pseudonym: 64 hex digits of HMAC-SHA256(key, label || utf-8 normalised id)."""
-    subject = normalize_subject(subject_id)
+    return _keyed(key, _LABEL, normalize_subject(subject_id))
+
+
+def _keyed(key: bytes, label: bytes, text: str) -> str:
+    """64 hex digits of HMAC-SHA256(key, label || utf-8 text), under a pseudonym key."""
     if len(key) < 32:
         raise ConfigError("the pseudonym key must be at least 32 bytes.")
-    return hmac.new(key, _LABEL + subject.encode("utf-8"), hashlib.sha256).hexdigest()
+    return hmac.new(key, label + text.encode("utf-8"), hashlib.sha256).hexdigest()
 
 
 def look_digests(key: bytes, subject_id: str) -> tuple[str, str]:
@@ -120,12 +124,8 @@ def look_digests(key: bytes, subject_id: str) -> tuple[str, str]:
     small letters): two ids that differ only in case or in look-alike letters share one of them.
     A store keeps them beside each row so that a new subject whose id prints as an enrolled one
     can be refused; like the pseudonym, they reveal no id without the key."""
-    subject = normalize_subject(subject_id)
-    if len(key) < 32:
-        raise ConfigError("the pseudonym key must be at least 32 bytes.")
-    big, small = skeletons(subject)
-    return (hmac.new(key, _LOOK_LABEL + big.encode("utf-8"), hashlib.sha256).hexdigest(),
-            hmac.new(key, _LOOK_LABEL + small.encode("utf-8"), hashlib.sha256).hexdigest())
+    big, small = skeletons(normalize_subject(subject_id))
+    return _keyed(key, _LOOK_LABEL, big), _keyed(key, _LOOK_LABEL, small)
 
 
 def same_subject(a: object, b: object) -> bool:
