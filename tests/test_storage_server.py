@@ -149,16 +149,16 @@ def test_expired_rows_are_not_returned_and_purge_removes_their_vectors(setup: Se
         assert [r.vectors for r in out] == ["removed"] and setup.milvus().count() == 1
 
 
+def _crash_after_the_record(point: str) -> None:
+    if point == "add:recorded":
+        raise KeyboardInterrupt("killed between the two writes")
+
+
 def test_a_crash_between_the_record_and_the_vector_is_repaired_on_open(setup: Setup) -> None:
     x = unit_rows(3)
     s = setup.open()
     fill(s, x[:2])
-
-    def crash(point: str) -> None:
-        if point == "add:recorded":
-            raise KeyboardInterrupt("killed between the two writes")
-
-    s._hook = crash
+    s._hook = _crash_after_the_record
     with pytest.raises(KeyboardInterrupt):
         s.add_many([Enrollment("late", x[2], ["access"], "t-late", LATER)])
     s.close()
@@ -589,6 +589,58 @@ def _records(ws: Path) -> list[Any]:
 
     with SafeFace.open(ws) as sf:
         return sf.records()
+
+
+class _RebuildFails(MilvusVectors):
+    """Milvus going away as a re-key starts rewriting it (the records are committed by then)."""
+
+    def drop(self) -> None:
+        raise BackendError("Milvus: unreachable (test)")
+
+
+def test_a_search_while_milvus_lags_the_records_scores_the_lagging_rows_from_the_records(
+        setup: Setup, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A re-key commits the records under a new transform, then rewrites Milvus. Until that
+    rewrite ends (or, with Milvus down, until the next write), Milvus held the vectors under the
+    old transform: a search under the new one met no mate, and a gate turned its subject away.
+    So did a search for a row whose vector a crash left unwritten. Now the lagging rows are
+    scored from the records."""
+    import safeface.storage.server as server_mod
+
+    x = unit_rows(40, seed=7)
+    cli_keys = PassphraseKeyring.open(tmp_path / "keys.json", "pw")
+    with setup.open() as worker:
+        rows = fill(worker, x[:30])
+        cli = ServerStore.open(setup.dsn, PG_PASSWORD,
+                               lambda: _RebuildFails.connect(setup.vectors, setup.root, setup.collection, DIM),
+                               cli_keys, DIM)
+        cli_keys.rotate("transform", "seal")
+        assert cli.rekey().rows == 30
+        cli.close()
+        assert worker.pending() == {"rebuild": 1}
+        for i in (0, 17, 29):
+            top = worker.search(x[i], "access", k=1, threshold=0.9)
+            assert [m.row_id for m in top] == [rows[i].row_id], i
+        # A row outside the purpose stays out.
+        assert worker.search(x[3], "payments", k=3) == []
+        # Too many rows to score one by one: refused, naming what ends the wait, not a miss.
+        monkeypatch.setattr(server_mod, "SCAN_MAX", 10)
+        with pytest.raises(BackendError, match="being rebuilt") as err:
+            worker.search(x[0], "access", k=1)
+        assert "pw" not in str(err.value)
+        monkeypatch.setattr(server_mod, "SCAN_MAX", 100_000)
+        assert worker.check_index(repair=True).repaired and worker.pending() == {}
+        assert worker.search(x[5], "access", k=1)[0].row_id == rows[5].row_id
+
+        # A row recorded whose vector a crash left unwritten: found before the next write drains it.
+        writer = setup.open()
+        writer._hook = _crash_after_the_record
+        with pytest.raises(KeyboardInterrupt):
+            writer.add_many([Enrollment("late", x[35], ["access"], "t-late", LATER)])
+        writer.close()
+        assert worker.pending() == {"upsert": 1}
+        assert worker.search(x[35], "access", k=1, threshold=0.9)[0].pseudonym == worker.pseudonym("late")
+        assert worker.search(x[6], "access", k=1)[0].row_id == rows[6].row_id  # Milvus's candidates still count
 
 
 def test_rekey_and_a_moved_expiry_reach_milvus(setup: Setup) -> None:
