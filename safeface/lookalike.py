@@ -53,10 +53,49 @@ _SAME_SCRIPT = {"ARABIC-INDIC": "ARABIC", "EXTENDED": "ARABIC", "IDEOGRAPHIC": "
 _DOT_ABOVE = "\u0307"
 
 
-def hidden_char(text: str) -> Optional[str]:
-    """The first code point of `text` that shows nothing (or any other format character)."""
-    for c in text:
+_ZWNJ, _ZWJ = "\u200c", "\u200d"
+_VIRAMA = 9  # the canonical combining class of a virama (Indic scripts' vowel killer)
+# Arabic-script letters that join only the letter before them, or none (Unicode's Joining_Type R
+# and U): a ZWNJ after one of them breaks no join, so it shows nothing.
+_JOINS_BEFORE_ONLY = frozenset(
+    "\u0621\u0622\u0623\u0624\u0625\u0627\u0629\u062f\u0630\u0631\u0632\u0648\u0671\u0672\u0673\u0674\u0675\u0676"
+    "\u0677\u06c0\u06c3\u06c4\u06c5\u06c6\u06c7\u06c8\u06c9\u06ca\u06cb\u06cd\u06cf\u06d2\u06d3\u06d5\u06dd"
+    "\u06ee\u06ef\u0759\u075a\u075b\u076b\u076c\u0771\u0773\u0774\u0778\u0779"
+    + "".join(map(chr, range(0x0688, 0x069A))))
+
+
+def _arabic_letter(c: Optional[str]) -> bool:
+    return c is not None and unicodedata.category(c) == "Lo" and script_of(c) == "ARABIC"
+
+
+def joiner_shows(text: str, i: int) -> bool:
+    """Whether the joiner at text[i] changes how its neighbours are drawn, after IDNA's rules for
+    them (RFC 5892, appendix A.1 and A.2), so that it is spelling, not a hidden character: a ZWJ
+    or ZWNJ right after a virama (the Sinhala "ශ්‍රී" of many names, the Marathi eyelash ra), or
+    a ZWNJ between two Arabic-script letters that would otherwise join (the Persian "مهدی‌زاده")."""
+    c = text[i]
+    if c not in (_ZWNJ, _ZWJ):
+        return False
+    # After a virama, a joiner shapes the conjunct with the letter that follows (none: nothing).
+    if 0 < i < len(text) - 1 and unicodedata.combining(text[i - 1]) == _VIRAMA:
+        return unicodedata.category(text[i + 1])[0] == "L"
+    if c != _ZWNJ:
+        return False
+    # The letters either side, past any marks on them.
+    before = next((x for x in reversed(text[:i]) if not unicodedata.combining(x)), None)
+    after = next((x for x in text[i + 1:] if not unicodedata.combining(x)), None)
+    return (_arabic_letter(before) and before not in _JOINS_BEFORE_ONLY and _arabic_letter(after)
+            and after not in ("\u0621", "\u0674", "\u06dd"))
+
+
+def hidden_char(text: str, *, spelling_joiners: bool = False) -> Optional[str]:
+    """The first code point of `text` that shows nothing (or any other format character). With
+    `spelling_joiners`, a joiner that changes how its neighbours are drawn (joiner_shows) is not
+    one."""
+    for i, c in enumerate(text):
         if unicodedata.category(c) == "Cf" or any(lo <= ord(c) <= hi for lo, hi in _IGNORABLE):
+            if spelling_joiners and joiner_shows(text, i):
+                continue
             return c
     return None
 

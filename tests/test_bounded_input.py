@@ -161,7 +161,11 @@ def test_subject_ids_are_normalised_before_pseudonymisation(tmp_path: Path, imgs
 
 @pytest.mark.parametrize("variant", ["alice\u200b", "\ufeffalice", "ali\u200dce", "alice\u2060", "al\u00adice",
                                      "alice\u034f", "alice\ufe0f", "alice\U000e0100", "alice\u3164", "\u115falice",
-                                     "alice\u2800", "alice\u17b4", "alice\u200e", "\u202eecila", "alice\ufff9"])
+                                     "alice\u2800", "alice\u17b4", "alice\u200e", "\u202eecila", "alice\ufff9",
+                                     # joiners where they join nothing: after a letter that joins no
+                                     # further (ا), at an end, after a virama with no letter next
+                                     "\u0645\u0647\u062f\u0627\u200c\u0632\u0627\u062f\u0647", "\u0645\u0647\u062f\u06cc\u200c",
+                                     "\u0dc1\u200d\u0dbb\u0dd3", "\u0dc1\u0dca\u200d", "\u0dc1\u0dca\u200d\u200d\u0dbb"])
 def test_an_id_with_a_code_point_that_shows_nothing_enrols_no_one(tmp_path: Path, imgs: Path, variant: str) -> None:
     """An id that prints as "alice" (a zero-width character, a joiner, a CSV export's byte-order
     mark, a soft hyphen, a variation selector, a blank filler, a direction mark) would be a second
@@ -209,7 +213,11 @@ HONEST = ("\u0418\u0432\u0430\u043d", "\u674e\u96f7", "Jos\u00e9", "Zo\u00eb van
           "\u03a3\u03bf\u03c6\u03af\u03b1 Garc\u00eda", "\u0438\u0432\u0430\u043d@example.com", "Nguy\u1ec5n V\u0103n Th\u00e0nh",
           "\u0130smail Y\u0131ld\u0131z", "O\u2019Brien", "\u02bbOkina", "\u5c71\u7530 \u305f\u308d\u3046",
           "\u0533\u0587\u0578\u0580\u0563", "\u0645\u062d\u0645\u062f\u0661", "\u4f50\u3005\u6728", "\u674e\u3007",
-          "VIP\u5ba2\u6237001", "\u039d\u03af\u03bd\u03b1 M\u00fcller", "\u0415\u0440\u0451\u0445\u0430 Smith")
+          "VIP\u5ba2\u6237001", "\u039d\u03af\u03bd\u03b1 M\u00fcller", "\u0415\u0440\u0451\u0445\u0430 Smith",
+          # joiners that are spelling: Persian "Mahdizadeh" with its non-joiner, Sinhala "Sri",
+          # Marathi "maryada" with the eyelash ra
+          "\u0645\u0647\u062f\u06cc\u200c\u0632\u0627\u062f\u0647", "\u0dc1\u0dca\u200d\u0dbb\u0dd3 \u0db4\u0dd9\u0dbb\u0dda\u0dbb\u0dcf",
+          "\u092e\u0930\u094d\u200d\u092f\u093e\u0926\u093e")
 
 
 def test_an_id_that_prints_as_another_visibly_enrols_no_one(tmp_path: Path, imgs: Path) -> None:
@@ -246,7 +254,9 @@ PRINT_ALIKE = (("alice", "ALICE"), ("\u0410\u043d\u043d\u0430", "\u0410\u041d\u0
                ("wow", "\u0461\u043e\u0461"), ("vika", "\u03bd\u03b9\u03ba\u03b1"),
                ("Chlo\u00eb", "\u0421\u04bb\u04cf\u043e\u0451"), ("A\u00efda", "\u0410\u0457\u0501\u0430"),
                ("TOM", "\u2ca6\u2c9e\u2c98"), ("3141", "\u0417141"), ("BOB", "\ua7b4OB"), ("Xavier", "\ua7b3avier"),
-               ("O'Brien", "O\u00b4Brien"))
+               ("O'Brien", "O\u00b4Brien"),
+               # the same name without its non-joiner: the look keeps no joiner
+               ("\u0645\u0647\u062f\u06cc\u0632\u0627\u062f\u0647", "\u0645\u0647\u062f\u06cc\u200c\u0632\u0627\u062f\u0647"))
 TOLD_APART = (("Strau\u00df", "Strauss"), ("Wei\u00df", "WEISS"), ("\u0533\u0587\u0578\u0580\u0563", "\u0533\u0565\u0582\u0578\u0580\u0563"),
               ("Jos\u00e9", "Jose"), ("I\u015f\u0131k", "Isik"), ("anna", "anne"), ("EMP-0042", "EMP-0043"),
               ("Ayd\u0131n", "Aydin"), ("\u0237oe", "joe"))

@@ -55,7 +55,7 @@ def new_subject_problem(subject_id: object) -> Optional[str]:
     s = normalize_subject(subject_id)
     why = ("it would print as another id and be a second person an erasure of that id misses. "
            "Enrol under the id as it is usually written")
-    hidden = hidden_char(s)
+    hidden = hidden_char(s, spelling_joiners=True)
     if hidden is not None:
         return (f"the subject id holds {describe(hidden)}, which shows nothing: {why}, without invisible characters "
                 "(zero-width spaces and joiners, direction marks, variation selectors, byte-order marks).")
