@@ -218,6 +218,15 @@ def test_a_purpose_that_is_not_a_string_is_refused_and_audited(tmp_path: Path, i
             got = sf.audit_entries()[before:]
             assert [(x.operation, x.decision, x.rule) for x in got] == [("verify", "refused", "CN-01"),
                                                                          ("enroll", "refused", "CN-01")]
+        # A lone surrogate (a JSON "\\ud800") cannot be written as UTF-8: the refusal failed to
+        # be recorded and an untyped UnicodeEncodeError came out instead. It is recorded, escaped.
+        before = len(sf.audit_entries())
+        refused("CN-01", lambda: sf.identify(imgs / "obama2.jpg", "de\ud800mo", t))
+        got = sf.audit_entries()[before:]
+        assert [(x.operation, x.decision, x.rule, x.purpose) for x in got] == [
+            ("identify", "refused", "CN-01", "de\\ud800mo")]
+        sf.revoke(token_id="\ud800")  # names no token: nothing revoked, and no untyped error
+        assert sf.audit_verify().entries == len(sf.audit_entries())
         assert sf.records("alice") == []
 
 

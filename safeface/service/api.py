@@ -25,6 +25,7 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 
 from ..errors import InvalidArgument
 from ..workspace.apikeys import ApiKey
+from .bodies import check_json_size, media_type
 from .runtime import Runtime
 
 _key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="the key from `safeface apikey new`")
@@ -71,6 +72,10 @@ class Call:
             return None
         if not isinstance(v, str) or len(v) > MAX_FIELD:
             raise InvalidArgument(f"the field {name!r} must be a string of at most {MAX_FIELD} characters.")
+        try:
+            v.encode("utf-8")
+        except UnicodeEncodeError:  # a JSON "\\ud800": no text holds a lone surrogate
+            raise InvalidArgument(f"the field {name!r} holds a lone surrogate; send it as UTF-8 text.") from None
         return v
 
     def token(self, name: str, header: str) -> Optional[str]:
@@ -88,7 +93,7 @@ class Call:
 
 
 async def read_call(request: Request, image: bool) -> Call:
-    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    ctype = media_type(request)
     if ctype == "multipart/form-data":
         parser = MultiPartParser(request.headers, request.stream(), max_files=1, max_fields=16)
         # Every part stays in memory: by default a part over 1 MiB (a phone photo, any liveness
@@ -115,6 +120,7 @@ async def read_call(request: Request, image: bool) -> Call:
             await form.close()
     if ctype == "application/json" or (ctype == "" and not image):
         raw = await request.body()
+        check_json_size(raw)
         try:
             body = json.loads(raw, parse_constant=_no_constant) if raw else {}
         except (ValueError, RecursionError):  # RecursionError: arrays nested past the parser's depth

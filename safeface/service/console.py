@@ -25,6 +25,7 @@ from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse,
 from ..atomicfile import write_atomic
 from ..errors import AuthenticationError, IntegrityError, PolicyViolation, SafeFaceError
 from ..workspace.apikeys import SESSION_SECONDS, ApiKey
+from .bodies import media_type
 from .runtime import Runtime
 
 SESSION = "sf_session"
@@ -77,11 +78,17 @@ def build_console(rt: Runtime) -> APIRouter:
         return Session(key, str(cookie), rt.light(lambda sf: sf.csrf_token(cookie)))
 
     async def form_of(request: Request, s: Session) -> dict[str, str]:
-        form = await request.form(max_files=0, max_fields=8)
+        form = await request.form(max_files=0, max_fields=8) if plain_form(request) else {}
         got = str(form.get("csrf") or "")
         if not hmac.compare_digest(got.encode(), s.csrf.encode()):
             raise AuthenticationError("the form's CSRF token is missing or wrong; reload the page and try again.")
         return {k: str(v) for k, v in form.items()}
+
+    def plain_form(request: Request) -> bool:
+        """Whether the body is what the console's forms send (URL-encoded, UTF-8); any other is
+        read as an empty form, never parsed (a multipart field is decoded in a charset the
+        request names, however slow: service/bodies.py)."""
+        return media_type(request) == "application/x-www-form-urlencoded"
 
     def to_login() -> RedirectResponse:
         return RedirectResponse("/login", status_code=303)
@@ -116,7 +123,7 @@ def build_console(rt: Runtime) -> APIRouter:
 
     @router.post("/login")
     async def login(request: Request) -> Response:
-        form = await request.form(max_files=0, max_fields=4)
+        form = await request.form(max_files=0, max_fields=4) if plain_form(request) else {}
         want = request.cookies.get(LOGIN) or ""
         if not want or not hmac.compare_digest(str(form.get("csrf") or "").encode(), want.encode()):
             return RedirectResponse("/login?error=expired", status_code=303)

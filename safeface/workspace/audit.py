@@ -163,6 +163,12 @@ def _bounded(value: Optional[str], limit: int) -> Optional[str]:
     if value is None:
         return None
     value = str(value)
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        # A lone surrogate (a JSON "\\ud800") cannot be stored as UTF-8: written as its escape,
+        # so the call is still recorded rather than failing unrecorded.
+        value = value.encode("utf-8", "backslashreplace").decode("utf-8")
     if len(value) <= limit:
         return value
     marker = f"[cut {len(value)}:{hashlib.sha256(value.encode('utf-8', 'replace')).hexdigest()[:12]}]"
