@@ -12,6 +12,8 @@ import re
 import unicodedata
 from typing import Optional
 
+from idna.core import valid_contextj  # Unicode's joining types, which Python's unicodedata lacks
+
 # Code points that show nothing (Unicode's Default_Ignorable_Code_Point, and the blank fillers):
 # zero-width space and joiners, direction marks and overrides, variation selectors, byte-order
 # mark, soft hyphen. "alice" with one of them prints as alice.
@@ -55,37 +57,35 @@ _DOT_ABOVE = "\u0307"
 
 _ZWNJ, _ZWJ = "\u200c", "\u200d"
 _VIRAMA = 9  # the canonical combining class of a virama (Indic scripts' vowel killer)
-# Arabic-script letters that join only the letter before them, or none (Unicode's Joining_Type R
-# and U): a ZWNJ after one of them breaks no join, so it shows nothing.
-_JOINS_BEFORE_ONLY = frozenset(
-    "\u0621\u0622\u0623\u0624\u0625\u0627\u0629\u062f\u0630\u0631\u0632\u0648\u0671\u0672\u0673\u0674\u0675\u0676"
-    "\u0677\u06c0\u06c3\u06c4\u06c5\u06c6\u06c7\u06c8\u06c9\u06ca\u06cb\u06cd\u06cf\u06d2\u06d3\u06d5\u06dd"
-    "\u06ee\u06ef\u0759\u075a\u075b\u076b\u076c\u0771\u0773\u0774\u0778\u0779"
-    + "".join(map(chr, range(0x0688, 0x069A))))
+_SINHALA_AL_LAKUNA = "\u0dca"
+_SINHALA_CONSONANTS = (0x0D9A, 0x0DC6)
 
 
-def _arabic_letter(c: Optional[str]) -> bool:
-    return c is not None and unicodedata.category(c) == "Lo" and script_of(c) == "ARABIC"
+def _sinhala_consonant(c: str) -> bool:
+    return _SINHALA_CONSONANTS[0] <= ord(c) <= _SINHALA_CONSONANTS[1]
 
 
 def joiner_shows(text: str, i: int) -> bool:
-    """Whether the joiner at text[i] changes how its neighbours are drawn, after IDNA's rules for
-    them (RFC 5892, appendix A.1 and A.2), so that it is spelling, not a hidden character: a ZWJ
-    or ZWNJ right after a virama (the Sinhala "ශ්‍රී" of many names, the Marathi eyelash ra), or
-    a ZWNJ between two Arabic-script letters that would otherwise join (the Persian "مهدی‌زاده")."""
+    """Whether the joiner at text[i] is spelling that shows, in the two cases names need and no
+    other spelling draws alike: a ZWNJ between two letters of a cursive script (Arabic, Syriac,
+    N'Ko, ...) that would otherwise join, by Unicode's joining types (RFC 5892's rule, from the
+    `idna` package's data: the Persian "مهدی‌زاده"); and a ZWJ between a Sinhala consonant with
+    its al-lakuna and the next consonant (the "ශ්‍රී" of many Sinhala names). After a virama in
+    other scripts a joiner is not taken: there another spelling can draw the same (Malayalam's
+    atomic chillu letters, Marathi's eyelash ra), or it draws nothing (Thai)."""
     c = text[i]
-    if c not in (_ZWNJ, _ZWJ):
+    if c == _ZWJ:
+        return (1 < i < len(text) - 1 and text[i - 1] == _SINHALA_AL_LAKUNA and _sinhala_consonant(text[i - 2])
+                and _sinhala_consonant(text[i + 1]))
+    if c != _ZWNJ or (i > 0 and unicodedata.combining(text[i - 1]) == _VIRAMA):
         return False
-    # After a virama, a joiner shapes the conjunct with the letter that follows (none: nothing).
-    if 0 < i < len(text) - 1 and unicodedata.combining(text[i - 1]) == _VIRAMA:
-        return unicodedata.category(text[i + 1])[0] == "L"
-    if c != _ZWNJ:
-        return False
-    # The letters either side, past any marks on them.
-    before = next((x for x in reversed(text[:i]) if not unicodedata.combining(x)), None)
-    after = next((x for x in text[i + 1:] if not unicodedata.combining(x)), None)
-    return (_arabic_letter(before) and before not in _JOINS_BEFORE_ONLY and _arabic_letter(after)
-            and after not in ("\u0621", "\u0674", "\u06dd"))
+    return bool(valid_contextj(text, i))
+
+
+def spelling_joiners_dropped(text: str) -> str:
+    """`text` without the joiners joiner_shows takes, so that the letters either side are read
+    as one word (a ZWNJ between an Arabic and a Syriac letter is no word break)."""
+    return "".join(c for i, c in enumerate(text) if not (c in (_ZWNJ, _ZWJ) and joiner_shows(text, i)))
 
 
 def hidden_char(text: str, *, spelling_joiners: bool = False) -> Optional[str]:

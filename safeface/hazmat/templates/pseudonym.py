@@ -13,7 +13,8 @@ from typing import Optional
 
 from ...errors import ConfigError, InvalidArgument
 from ...lookalike import (compatibility_char, describe, first_of_script, foreign_digit, hidden_char, latin_lookalike_word,
-                          mark_that_draws_nothing, mixed_word, other_space, phonetic_latin, script_of, skeletons)
+                          mark_that_draws_nothing, mixed_word, other_space, phonetic_latin, script_of, skeletons,
+                          spelling_joiners_dropped)
 
 # Domain separation: the same key used for anything else would give unrelated digests.
 _LABEL = b"safeface pseudonym v1\x00"
@@ -66,14 +67,15 @@ def new_subject_problem(subject_id: object) -> Optional[str]:
     space = other_space(s)
     if space is not None:
         return f"the subject id holds {describe(space)}, a space other than the plain one: {why}, with plain spaces."
-    mixed = mixed_word(s)
+    words = spelling_joiners_dropped(s)  # a joiner taken as spelling splits no word
+    mixed = mixed_word(words)
     if mixed is not None:
         word, scripts = mixed
         # Name a letter of the script the word has least of: the one slipped in.
         c = first_of_script(word, min(scripts, key=lambda x: sum(script_of(ch) == x for ch in word)))
         return (f"a word of the subject id mixes {' and '.join(x.title() for x in scripts)} characters, such as "
                 f"{describe(c)}: {why}, each word in one script.")
-    drawn = latin_lookalike_word(s)
+    drawn = latin_lookalike_word(words)
     if drawn is not None:
         c = next(ch for ch in drawn if script_of(ch) is not None)
         return (f"a word of the subject id is written in {str(script_of(c)).title()} letters that are drawn as Latin "
