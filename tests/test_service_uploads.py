@@ -176,3 +176,30 @@ def test_a_body_in_another_charset_a_lone_surrogate_or_many_containers_is_a_422_
                         content=b'{"subject": "a", "x": [' + b"{}," * 200 + b"{}]}")
         assert r.status_code == 422 and "objects and lists" in r.json()["message"]
     assert "Traceback" not in capfd.readouterr().err
+
+
+def test_a_storage_failure_tells_the_caller_a_reference_and_the_operator_the_cause(
+        tmp_path: Path, caplog: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A 500 or 409 from the service's storage carried its message to any key holder: the record
+    store's host, user and database, and what was found in it. The caller now gets the kind and a
+    reference; the cause is in the operator's log under it."""
+    from fastapi.testclient import TestClient
+    from service_support import in_process_app
+
+    from safeface.errors import BackendError
+    from safeface.sdk import SafeFace
+
+    ws = make_workspace(tmp_path / "ws")
+    with open_sf(ws) as sf:
+        _, key = sf.issue_api_key("operator", label="gate")
+
+    def down(*args: Any, **kw: Any) -> Any:
+        raise BackendError("the PostgreSQL record store postgresql://svc@db.internal:5432/faces failed")
+
+    with TestClient(in_process_app(ws.root, tmp_path), raise_server_exceptions=False) as client:
+        monkeypatch.setattr(SafeFace, "erase", down)  # the store failing mid-call
+        r = client.post("/v1/erase", headers={"X-API-Key": key}, json={"subject": "alice"})
+    body = r.json()
+    assert r.status_code == 500 and body["error"] == "BackendError"
+    assert "db.internal" not in r.text and "svc" not in r.text and body["reference"] in body["message"]
+    assert any(body["reference"] in m and "db.internal" in m for m in caplog.messages)

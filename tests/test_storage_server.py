@@ -435,6 +435,19 @@ def test_credentials_never_in_deployment_json() -> None:
         StorageConfig.from_section({"records": "postgresql://u@h/db", "vectors": "local"})
 
 
+def test_a_password_never_reaches_a_message_however_it_is_written() -> None:
+    """A password holding "@" kept its tail in messages ("svc:***@ssw0rd@h"), and a quoted one
+    with a space kept its last word."""
+    from safeface.storage.server import _safe_dsn
+
+    for dsn in ("postgresql://svc:p@ssw0rd@h/db", "host=h password='s3cr et' user=u", "host=h password=s3cret",
+                "postgresql://svc:s3cret@h:5432/db", "postgresql://h/db?password=s3cret&sslmode=require"):
+        shown = _safe_dsn(dsn)
+        assert not any(part in shown for part in ("ssw0rd", "s3cr", "et'", "cret")), shown
+        assert "h" in shown and "***" in shown
+    assert _safe_dsn("postgresql://svc@h/db") == "postgresql://svc@h/db"
+
+
 # ------------------------------------------------------------------- the CLI on the server backends
 
 
@@ -598,6 +611,13 @@ class _RebuildFails(MilvusVectors):
         raise BackendError("Milvus: unreachable (test)")
 
 
+class _WritesFail(MilvusVectors):
+    """Milvus going away once a rebuild has emptied the collection."""
+
+    def upsert(self, *args: Any, **kw: Any) -> None:
+        raise BackendError("Milvus: unreachable (test)")
+
+
 def test_a_search_while_milvus_lags_the_records_scores_the_lagging_rows_from_the_records(
         setup: Setup, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A re-key commits the records under a new transform, then rewrites Milvus. Until that
@@ -625,7 +645,7 @@ def test_a_search_while_milvus_lags_the_records_scores_the_lagging_rows_from_the
         assert worker.search(x[3], "payments", k=3) == []
         # Too many rows to score one by one: refused, naming what ends the wait, not a miss.
         monkeypatch.setattr(server_mod, "SCAN_MAX", 10)
-        with pytest.raises(BackendError, match="being rebuilt") as err:
+        with pytest.raises(BackendError, match="lags the records") as err:
             worker.search(x[0], "access", k=1)
         assert "pw" not in str(err.value)
         monkeypatch.setattr(server_mod, "SCAN_MAX", 100_000)
@@ -641,6 +661,43 @@ def test_a_search_while_milvus_lags_the_records_scores_the_lagging_rows_from_the
         assert worker.pending() == {"upsert": 1}
         assert worker.search(x[35], "access", k=1, threshold=0.9)[0].pseudonym == worker.pseudonym("late")
         assert worker.search(x[6], "access", k=1)[0].row_id == rows[6].row_id  # Milvus's candidates still count
+
+        # A lagging row that is no mate does not end the search before a better subject Milvus
+        # has not proposed yet: "far" (0.3) was returned in place of "near" (0.8).
+        p = x[36]
+        side = x[37] - np.dot(x[37], p) * p
+        side /= np.linalg.norm(side)
+        near, far = 0.8 * p + 0.6 * side, 0.3 * p + np.sqrt(1 - 0.09) * side
+        worker.add_many([Enrollment("twin", p, ["access"], f"t-twin{i}", LATER) for i in range(8)]
+                        + [Enrollment("near", near.astype(np.float32), ["access"], "t-near", LATER)])
+        writer = setup.open()
+        writer._hook = _crash_after_the_record
+        with pytest.raises(KeyboardInterrupt):
+            writer.add_many([Enrollment("far", far.astype(np.float32), ["access"], "t-far", LATER)])
+        writer.close()
+        got = worker.search(p, "access", k=2, threshold=0.25)  # Milvus's first 8 candidates: twin's rows
+        assert [m.pseudonym for m in got] == [worker.pseudonym("twin"), worker.pseudonym("near")]
+        assert worker.check_index(repair=True).repaired and worker.pending() == {}
+
+        # A bulk enrolment in flight (its writer holds the write lock, its notes are many) sends
+        # no search to score the whole store: its rows are not enrolled until its call returns.
+        monkeypatch.setattr(server_mod, "SCAN_MAX", 10)
+        with setup.open() as bulk, bulk.locked():
+            bulk._note_now(list(range(10_000, 12_000)), "upsert")
+            assert worker.search(x[7], "access", k=1)[0].row_id == rows[7].row_id
+            bulk._sql("DELETE FROM {ns}.pending")
+        monkeypatch.setattr(server_mod, "SCAN_MAX", 100_000)
+
+        # A rebuild that fails once the collection is emptied leaves its note: searches score
+        # the records rather than meeting an empty index.
+        broken = ServerStore.open(setup.dsn, PG_PASSWORD,
+                                  lambda: _WritesFail.connect(setup.vectors, setup.root, setup.collection, DIM),
+                                  cli_keys, DIM)
+        with pytest.raises(BackendError, match="unreachable"):
+            broken.rebuild_index()
+        broken.close()
+        assert worker.pending() == {"rebuild": 1} and setup.milvus().count() == 0
+        assert worker.search(x[8], "access", k=1)[0].row_id == rows[8].row_id
 
 
 def test_rekey_and_a_moved_expiry_reach_milvus(setup: Setup) -> None:

@@ -136,7 +136,7 @@ class AdvisoryLock:
 
     def __init__(self, conn: Any, key: int) -> None:
         self._conn = conn
-        self._key = key
+        self.key = key
         self._thread_lock = threading.RLock()
         self._depth = 0
 
@@ -144,14 +144,14 @@ class AdvisoryLock:
     def held(self) -> Iterator[None]:
         with self._thread_lock:
             if self._depth == 0:
-                self._conn.execute("SELECT pg_advisory_lock(%s)", (self._key,))
+                self._conn.execute("SELECT pg_advisory_lock(%s)", (self.key,))
             self._depth += 1
             try:
                 yield
             finally:
                 self._depth -= 1
                 if self._depth == 0:
-                    self._conn.execute("SELECT pg_advisory_unlock(%s)", (self._key,))
+                    self._conn.execute("SELECT pg_advisory_unlock(%s)", (self.key,))
 
 
 class ServerStore:
@@ -407,9 +407,17 @@ class ServerStore:
         return {str(op): int(n) for op, n in self._sql("SELECT op, COUNT(*) FROM {ns}.pending GROUP BY op")}
 
     def rebuild_index(self) -> int:
-        """Rebuild the Milvus collection from the records; returns the number of vectors."""
+        """Rebuild the Milvus collection from the records; returns the number of vectors. The
+        rebuild is noted first, so that searches meanwhile, or after a failure part way, score
+        the records instead of a collection being emptied."""
         with self.locked():
+            self._note_now([REBUILD], "rebuild")
             return self._rebuild_vectors()
+
+    def _note_now(self, ids: Sequence[int], op: str) -> None:
+        """Note vector writes about to be made outside a record transaction (committed at once)."""
+        self._sql("INSERT INTO {ns}.pending (row_id, op) SELECT unnest(%s::bigint[]), %s "
+                  "ON CONFLICT (row_id) DO UPDATE SET op = EXCLUDED.op", ([int(r) for r in ids], op))
 
     def _rebuild_vectors(self) -> int:
         keys = self._keys_now()
@@ -458,6 +466,7 @@ class ServerStore:
                           "SET v = EXCLUDED.v", ("1" if found.masked else "0",))
             if repair and (found.missing or found.stale or found.orphans):
                 if found.missing or found.stale:
+                    self._note_now(list(found.missing) + list(found.stale), "upsert")
                     self._upsert_vectors(list(found.missing) + list(found.stale))
                 if found.orphans and not self._remove_vectors(list(found.orphans)):
                     raise BackendError(f"{self.vectors.where} still holds orphan vectors after deleting them; run "
@@ -717,18 +726,13 @@ class ServerStore:
     def _search(self, keys: Keys, probe: np.ndarray, purpose: str, k: int, threshold: Optional[float], now_us: int,
                 path: Optional[str]) -> list[Match]:
         q = keys.transform.apply(probe).astype(np.float32)  # the probe and the rows it meets under the same keys
+        lagging = self._lagging()
+        if lagging is None:
+            found: dict[str, Match] = {}
+            for opened in self._every_row(keys):
+                self._score(opened, q, purpose, threshold, now_us, path, found)
+            return sorted(found.values(), key=lambda m: -m.score)[:k]
         best: dict[str, Match] = {}
-        # Milvus lags the records while notes are pending: a re-key's rebuild (its vectors are
-        # under the old transform, or being rewritten) or rows whose vector a crash or an outage
-        # left unwritten. Those rows are scored from the records, so a lagging index cannot miss
-        # them.
-        notes = self._sql("SELECT row_id FROM {ns}.pending WHERE op <> 'delete' ORDER BY row_id LIMIT %s",
-                          (LAGGING_MAX + 1,))
-        lagging = [int(r[0]) for r in notes]
-        if REBUILD in lagging or len(lagging) > LAGGING_MAX:
-            self._scan_records(keys, q, purpose, threshold, now_us, path, best)
-            return sorted(best.values(), key=lambda m: -m.score)[:k]
-        self._score(self._open_rows(lagging, keys), q, purpose, threshold, now_us, path, best)
         fetch = min(FETCH_MAX, 4 * k * (MASKED_FETCH if path in VISIBLE_PATHS else 1))
         while True:
             hits = self.vectors.search(q, purpose, now_us, fetch, self.allowed_fraction(purpose))
@@ -736,10 +740,43 @@ class ServerStore:
                 hits = [(i, s) for i, s in hits if s >= threshold - 1e-4]
             self._score(self._open_rows([i for i, _ in hits if i not in lagging], keys), q, purpose, threshold,
                         now_us, path, best)
+            # Only Milvus's proposals count towards k: a lagging row scored beside them is no
+            # reason to stop before a better one Milvus has not proposed yet.
             if len(best) >= k or len(hits) < fetch or fetch >= FETCH_MAX:
                 break
             fetch = min(FETCH_MAX, fetch * 4)
+        self._score(self._open_rows(sorted(lagging), keys), q, purpose, threshold, now_us, path, best)
         return sorted(best.values(), key=lambda m: -m.score)[:k]
+
+    def _lagging(self) -> Optional[set[int]]:
+        """The rows Milvus lags on, to be scored from the records; None when every record must
+        be (a rebuild is pending: a re-key's, under way or stopped, or `rebuild_index`'s, or more
+        rows than LAGGING_MAX). Rows whose writer still holds the write lock are left out: that
+        enrolment has not returned, and each such call would otherwise make every search in
+        every process open its rows. Refused with BackendError past SCAN_MAX records."""
+        notes = self._sql("SELECT row_id FROM {ns}.pending WHERE op <> 'delete' ORDER BY row_id LIMIT %s",
+                          (LAGGING_MAX + 1,))
+        ids = {int(r[0]) for r in notes}
+        if not ids:
+            return ids
+        if REBUILD not in ids:
+            if self._writer_in_flight():
+                return set()
+            if len(ids) <= LAGGING_MAX:
+                return ids
+        if int(self._sql("SELECT count(*) FROM {ns}.rows")[0][0]) > SCAN_MAX:
+            raise BackendError(f"{self.where}: its Milvus index lags the records (a rebuild, or vector writes "
+                               "that did not finish), and the store has too many rows to search without it; nothing "
+                               "was changed. Try again once the rebuild ends, or run `safeface index check WS "
+                               "--repair` if no process is rebuilding it.")
+        return None
+
+    def _writer_in_flight(self) -> bool:
+        """Whether a process holds the store's write lock now (PostgreSQL's lock table)."""
+        key = self._write_lock.key & 0xFFFF_FFFF_FFFF_FFFF
+        got = self._sql("SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted AND classid = %s::oid "
+                        "AND objid = %s::oid AND objsubid = 1 LIMIT 1", (key >> 32, key & 0xFFFF_FFFF))
+        return bool(got)
 
     @staticmethod
     def _score(opened: dict[int, tuple[Entry, np.ndarray]], q: np.ndarray, purpose: str, threshold: Optional[float],
@@ -757,19 +794,6 @@ class ServerStore:
             m = best.get(entry.pseudonym)
             if m is None or score > m.score:
                 best[entry.pseudonym] = Match(entry.pseudonym, score, rid, entry.token_id)
-
-    def _scan_records(self, keys: Keys, q: np.ndarray, purpose: str, threshold: Optional[float], now_us: int,
-                      path: Optional[str], best: dict[str, Match]) -> None:
-        """Score every record, while Milvus is not to be trusted for candidates; refused beyond
-        SCAN_MAX rows (a search would take minutes), naming what ends the wait."""
-        count = self._sql("SELECT count(*) FROM {ns}.rows")[0][0]
-        if int(count) > SCAN_MAX:
-            raise BackendError(f"{self.where}: its Milvus index is being rebuilt (after a re-key, or a vector "
-                               f"write that did not finish), and {int(count):,} rows are too many to search "
-                               "without it; nothing was changed. Try again once the rebuild ends, or run "
-                               "`safeface index check WS --repair` if no process is rebuilding it.")
-        for opened in self._every_row(keys):
-            self._score(opened, q, purpose, threshold, now_us, path, best)
 
     def allowed_fraction(self, purpose: str) -> float:
         """About what fraction of the rows `purpose` allows (0.0 when none; 1.0 in an empty store),
@@ -966,8 +990,15 @@ def _read_meta(conn: Any, ns: str) -> dict[str, str]:
 
 
 def _safe_dsn(dsn: str) -> str:
-    """The DSN without any password, for messages."""
-    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", re.sub(r"password=\S+", "password=***", dsn))
+    """The DSN without any password, for messages: a URI's user information up to its last "@"
+    (a password may hold one), and a password parameter, quoted (spaces and all) or not."""
+    dsn = re.sub(r"password\s*=\s*('(?:[^'\\]|\\.)*'|[^\s&]*)", "password=***", dsn)
+    m = re.match(r"^([A-Za-z][A-Za-z0-9+.-]*://)([^/?#]*)(.*)$", dsn, re.S)
+    if m is None or "@" not in m.group(2):
+        return dsn
+    userinfo, _, host = m.group(2).rpartition("@")
+    user, secret, _ = userinfo.partition(":")
+    return f"{m.group(1)}{user}{':***' if secret else ''}@{host}{m.group(3)}"
 
 
 def _raise_pg(exc: BaseException, where: str) -> None:
