@@ -19,7 +19,7 @@ from policy_support import (  # noqa: E402
 )
 
 from safeface.hazmat.templates.keyring import PassphraseKeyring  # noqa: E402
-from safeface.errors import ConfigError, ImageError, IntegrityError, PolicyViolation  # noqa: E402
+from safeface.errors import ConfigError, ImageError, IntegrityError, InvalidArgument, PolicyViolation  # noqa: E402
 from safeface.policy.receipts import verify_receipt  # noqa: E402
 from safeface.policy.tokens import public_key_from_text  # noqa: E402
 
@@ -225,6 +225,10 @@ def test_a_purpose_that_is_not_a_string_is_refused_and_audited(tmp_path: Path, i
         got = sf.audit_entries()[before:]
         assert [(x.operation, x.decision, x.rule, x.purpose) for x in got] == [
             ("identify", "refused", "CN-01", "de\\ud800mo")]
+        # Malformed batches: an untyped ValueError or TypeError came out before the guard.
+        for bad_items in ([(imgs / "obama.jpg", "alice")], None, [], "abc", [None]):
+            with pytest.raises(InvalidArgument, match="enroll_many takes"):
+                sf.enroll_many(bad_items, "demo")  # type: ignore[arg-type]
         sf.revoke(token_id="\ud800")  # names no token: nothing revoked, and no untyped error
         assert sf.audit_verify().entries == len(sf.audit_entries())
         assert sf.records("alice") == []

@@ -525,6 +525,42 @@ def test_erased_rows_leave_no_sealed_bytes_behind(db: Path, keyring: PassphraseK
         assert g.pseudonym("s3").encode() in data
 
 
+def test_an_erasure_while_another_connection_reads_finishes_its_scrub_at_the_next_write(
+        db: Path, keyring: PassphraseKeyring) -> None:
+    """A reader holding the write-ahead log (another worker mid-search, a backup, a shell) made
+    the truncating checkpoint fail in silence: the erased row's sealed bytes stayed in
+    gallery.db-wal after the receipt, through later writes and a close. Now the erasure says so
+    ("copies": "pending") and the scrub is owed: done after the next write, or at close or open."""
+    x = unit_rows(6, seed=11)
+    g = Gallery.open(db, keyring, DIM)
+    fill(g, x)
+    c = sqlite3.connect(db)
+    blob = bytes(c.execute("SELECT sealed FROM rows WHERE pseudonym = ?", (g.pseudonym("s2"),)).fetchone()[0])
+    c.close()
+    reader = sqlite3.connect(db)
+    reader.execute("BEGIN")
+    reader.execute("SELECT count(*) FROM rows").fetchone()
+    res = g.erase_subject("s2")
+    assert res.count == 1 and res.copies == "pending"
+    assert blob[:24] in _file_bytes(db)  # still in the log while the reader holds it
+    g.touch("s3", purpose="access")  # a write while it still reads: still owed, no wait
+    reader.rollback()
+    reader.close()
+    g.touch("s3", purpose="access")
+    assert blob[:24] not in _file_bytes(db) and blob[-24:] not in _file_bytes(db)
+    assert g.erase_subject("s4").copies is None
+    # Owed at close: done there.
+    reader = sqlite3.connect(db)
+    reader.execute("BEGIN")
+    reader.execute("SELECT count(*) FROM rows").fetchone()
+    blob5 = bytes(reader.execute("SELECT sealed FROM rows WHERE pseudonym = ?", (g.pseudonym("s5"),)).fetchone()[0])
+    assert g.erase_subject("s5").copies == "pending"
+    reader.rollback()
+    reader.close()
+    g.close()
+    assert blob5[:24] not in _file_bytes(db)
+
+
 def test_index_factory_sees_the_gallery_size(db: Path, keyring: PassphraseKeyring) -> None:
     from safeface.hazmat.index import ExactIndex
 

@@ -390,6 +390,10 @@ class SafeFace:
         """Bulk enrolment of (image, subject, consent token) items. Every item needs its own
         person's consent: a batch with any item lacking one is refused whole and nothing is
         stored (EU-02: no database built by untargeted collection)."""
+        if isinstance(items, (str, bytes)) or not isinstance(items, Sequence) or not items or any(
+                not isinstance(item, (tuple, list)) or len(item) != 3 for item in items):
+            raise InvalidArgument("enroll_many takes a non-empty list of (image, subject, consent token) items.")
+        items = [tuple(item) for item in items]  # type: ignore[misc]  # checked above: three each
         for _, subject, _ in items:
             _check_new_subject(subject)
         now = self._clock()
@@ -806,7 +810,7 @@ class SafeFace:
             of = f" (part {n} of {len(parts)})" if len(parts) > 1 else ""
             self._append(op, "allowed", token_id=ref, subjects=subjects, rule=self._rule("withdrawal"),
                          note=f"{WITHDRAWN_AT} {int(now.timestamp())}; {len(part)} template(s) removed{of}; "
-                              f"rows={_rows(part)}; receipt {receipt.receipt_id}{_vec_note(result.vectors)}")
+                              f"rows={_rows(part)}; receipt {receipt.receipt_id}{_vec_note(result.vectors, result.copies)}")
 
     def _pseudonym_of(self, subject: Optional[str], pseudonym: Optional[str]) -> str:
         if (subject is None) == (pseudonym is None):
@@ -1444,7 +1448,8 @@ def _check_new_subject(subject: object) -> None:
 def _merged(results: Sequence[ErasureResult]) -> ErasureResult:
     """Several subjects' erasures as one (for their receipt)."""
     rows = tuple(r for res in results for r in res.row_ids)
-    return ErasureResult(results[0].pseudonym if len(results) == 1 else None, rows, len(rows), _vectors(results))
+    return ErasureResult(results[0].pseudonym if len(results) == 1 else None, rows, len(rows), _vectors(results),
+                         "pending" if any(getattr(r, "copies", None) for r in results) else None)
 
 
 def _vectors(results: Sequence[Any]) -> Optional[str]:
@@ -1453,8 +1458,11 @@ def _vectors(results: Sequence[Any]) -> Optional[str]:
     return "pending" if "pending" in states else (states.pop() if states else None)
 
 
-def _vec_note(vectors: Optional[str]) -> str:
-    return f"; vectors {vectors}" if vectors else ""
+def _vec_note(vectors: Optional[str], copies: Optional[str] = None) -> str:
+    """What the removal left to finish: an external index's vectors, or a SQLite store's write-ahead
+    log still holding the erased rows' old pages (dropped at the store's next write, open or close)."""
+    return (f"; vectors {vectors}" if vectors else "") + ("; old pages pending in the write-ahead log" if copies
+                                                          else "")
 
 
 def _rows(ids: Sequence[int]) -> str:

@@ -27,7 +27,7 @@ from typing import Any, Callable, Iterator, Optional, Protocol, Sequence, Union
 import numpy as np
 
 from ..errors import ConfigError
-from ..sqlite_store import connect as _connect_store
+from ..sqlite_store import BUSY_TIMEOUT_MS, connect as _connect_store
 from ..hazmat.templates.keyring import Keyring
 from ..hazmat.templates.rowfilter import RowFilter
 from ..hazmat.templates.sealing import Sealer
@@ -40,6 +40,9 @@ from .rows import (ROW_COLS, SCHEMA_VERSION, Entry as _Entry, Enrollment, Erasur
                    touched_expiry, unseal_row, utc_now as _now)
 # Change-log entries kept for other processes to replay; one that falls further behind reloads.
 CHANGE_LOG_KEEP = 10_000
+# How long an erasure waits for readers of the write-ahead log before leaving its old pages
+# there, owed (Gallery._scrub_wal); the store's other statements wait BUSY_TIMEOUT_MS.
+SCRUB_WAIT_MS = 2000
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
@@ -125,6 +128,7 @@ class Gallery:
         self._by_pseudonym: dict[str, set[int]] = {}
         self._filter = RowFilter()
         self._seen_seq = 0
+        self._scrub_owed = False  # see _scrub_wal
         self._data_version = -1
         self._pseudonym_version = 0
         # Test seam: called with a point name inside write transactions ("add:sealed",
@@ -151,6 +155,7 @@ class Gallery:
             with g._lock:
                 g._init_schema()
                 g._reload()
+                g._scrub_wal(wait=False)  # what an erasure before could not drop (see _scrub_wal)
         except BaseException:
             conn.close()
             g._conn = None
@@ -160,6 +165,8 @@ class Gallery:
     def close(self) -> None:
         with self._lock:
             if self._conn is not None:
+                if self._scrub_owed:
+                    self._scrub_wal(wait=False)
                 self._conn.close()
                 self._conn = None
             self._entries.clear()
@@ -408,6 +415,8 @@ class Gallery:
             for fn in after:
                 fn()
             self._seen_seq = seq
+            if self._scrub_owed:
+                self._scrub_wal(wait=False)
 
     def _log(self, row_ids: Sequence[int], op: str) -> None:
         self._db().executemany("INSERT INTO changes (row_id, op) VALUES (?, ?)", [(int(r), op) for r in row_ids])
@@ -496,14 +505,25 @@ class Gallery:
             self._scrub_wal()
         return found
 
-    def _scrub_wal(self) -> None:
-        # secure_delete zeroes freed pages in the database file; a truncating checkpoint also
-        # drops the WAL frames that still hold the erased rows' pages. Best effort: a reader in
-        # another process may hold the WAL, and the next checkpoint finishes the job.
+    def _scrub_wal(self, wait: bool = True) -> bool:
+        """Drop the write-ahead log's frames, which still hold erased rows' pages (secure_delete
+        zeroes them in the database file only). A connection reading the log (another worker
+        mid-search, a backup, a shell) makes the truncating checkpoint fail after the busy
+        timeout: it is owed, and tried again, without waiting (`wait` False), after each write,
+        at open and at close."""
+        db = self._db()
         try:
-            self._db().execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+            db.execute(f"PRAGMA busy_timeout = {SCRUB_WAIT_MS if wait else 0}")
+            busy = db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
         except sqlite3.Error:
-            pass
+            busy = 1
+        finally:
+            db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        self._scrub_owed = bool(busy)
+        return not self._scrub_owed
+
+    def _copies(self) -> Optional[str]:
+        return "pending" if self._scrub_owed else None
 
     def erase_subject(self, subject_id: str) -> ErasureResult:
         """Remove every row of the subject from the store and the index."""
@@ -513,14 +533,15 @@ class Gallery:
         """The same, for a subject known only by pseudonym (an operator's console)."""
         _check_text(pseudonym, "pseudonym")
         found = self._erase("pseudonym = ?", (pseudonym,))
-        return ErasureResult(pseudonym, tuple(r for r, _ in found), len(found))
+        return ErasureResult(pseudonym, tuple(r for r, _ in found), len(found), copies=self._copies())
 
     def remove_token(self, token_id: str) -> ErasureResult:
         """Remove every row enrolled under the consent token (e.g. on withdrawal)."""
         _check_text(token_id, "token_id")
         found = self._erase("token_id = ?", (token_id,))
         ps = {p for _, p in found}
-        return ErasureResult(ps.pop() if len(ps) == 1 else None, tuple(r for r, _ in found), len(found))
+        return ErasureResult(ps.pop() if len(ps) == 1 else None, tuple(r for r, _ in found), len(found),
+                             copies=self._copies())
 
     def purge_expired(self, now: Optional[datetime] = None) -> list[ErasureResult]:
         """Remove rows whose expiry is at or before `now`; one result per subject."""

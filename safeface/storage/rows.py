@@ -96,6 +96,9 @@ class ErasureResult:
     row_ids: tuple[int, ...]
     count: int
     vectors: Optional[str] = None
+    # "pending" when the SQLite store could not yet drop the erased rows' old pages from its
+    # write-ahead log (another connection was reading it): done at its next write, open or close.
+    copies: Optional[str] = None
 
 
 @dataclass(frozen=True)
