@@ -93,8 +93,9 @@ class Call:
 
 
 async def read_call(request: Request, image: bool) -> Call:
-    ctype = media_type(request)
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if ctype == "multipart/form-data":
+        media_type(request)  # its parts are decoded in the charset it names: UTF-8 only
         parser = MultiPartParser(request.headers, request.stream(), max_files=1, max_fields=16)
         # Every part stays in memory: by default a part over 1 MiB (a phone photo, any liveness
         # clip) goes to a temporary file, and the face would reach the disk in the clear. The

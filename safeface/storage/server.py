@@ -123,7 +123,10 @@ def pg_connect(dsn: str, password: Optional[str], where: str) -> Any:
         conn.isolation_level = psycopg.IsolationLevel.READ_COMMITTED
         return conn
     except psycopg.Error as exc:
+        # libpq's own words, except where it quotes the DSN it could not read (a password in it).
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[-1][:200]
+        if isinstance(exc, psycopg.ProgrammingError) or "connection info string" in first or "URI" in first:
+            first = "the DSN does not parse"
         raise BackendError(f"{where} cannot be reached or refused the credentials ({first}). Check that it runs and "
                            "that SAFEFACE_PG_PASSWORD (or SAFEFACE_PG_PASSWORD_FILE) is right; nothing was written."
                            ) from None
@@ -774,8 +777,11 @@ class ServerStore:
     def _writer_in_flight(self) -> bool:
         """Whether a process holds the store's write lock now (PostgreSQL's lock table)."""
         key = self._write_lock.key & 0xFFFF_FFFF_FFFF_FFFF
+        # pg_locks spans the cluster: an advisory lock is this database's only where its
+        # database is (another database's store of the same schema name has the same key).
         got = self._sql("SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted AND classid = %s::oid "
-                        "AND objid = %s::oid AND objsubid = 1 LIMIT 1", (key >> 32, key & 0xFFFF_FFFF))
+                        "AND objid = %s::oid AND objsubid = 1 AND database = (SELECT oid FROM pg_database "
+                        "WHERE datname = current_database()) LIMIT 1", (key >> 32, key & 0xFFFF_FFFF))
         return bool(got)
 
     @staticmethod
@@ -990,15 +996,19 @@ def _read_meta(conn: Any, ns: str) -> dict[str, str]:
 
 
 def _safe_dsn(dsn: str) -> str:
-    """The DSN without any password, for messages: a URI's user information up to its last "@"
-    (a password may hold one), and a password parameter, quoted (spaces and all) or not."""
-    dsn = re.sub(r"password\s*=\s*('(?:[^'\\]|\\.)*'|[^\s&]*)", "password=***", dsn)
-    m = re.match(r"^([A-Za-z][A-Za-z0-9+.-]*://)([^/?#]*)(.*)$", dsn, re.S)
-    if m is None or "@" not in m.group(2):
-        return dsn
-    userinfo, _, host = m.group(2).rpartition("@")
-    user, secret, _ = userinfo.partition(":")
-    return f"{m.group(1)}{user}{':***' if secret else ''}@{host}{m.group(3)}"
+    """The DSN as messages show it: rebuilt from libpq's own reading with the user, host, port and
+    database only, so no spelling of a password (in the user information, however escaped, or a
+    parameter) can come through; a DSN libpq cannot read is not shown at all."""
+    try:
+        import psycopg
+
+        parts = psycopg.conninfo.conninfo_to_dict(dsn)
+    except Exception:  # noqa: BLE001 - not psycopg, or not a DSN: shown as neither
+        return "(a DSN that does not parse)"
+    user, host, port, db = (str(parts.get(k) or "") for k in ("user", "host", "port", "dbname"))
+    if "@" in user + host + port + db:  # libpq split a password holding "@" at the first one
+        return "(a DSN whose user information holds an unescaped '@')"
+    return f"postgresql://{user + '@' if user else ''}{host}{':' + port if port else ''}/{db}"
 
 
 def _raise_pg(exc: BaseException, where: str) -> None:

@@ -124,7 +124,7 @@ class ApiKeys:
     def issue(self, role: str, label: str, expires: Optional[dt.date], rate: Optional[float],
               now: dt.datetime) -> tuple[ApiKey, str]:
         """A new key for `role`: (its description, the key itself, to be shown once)."""
-        if not _LABEL.match(label):
+        if not isinstance(label, str) or not _LABEL.match(label) or any(0xD800 <= ord(c) <= 0xDFFF for c in label):
             raise InvalidArgument("an API key label is at most 80 printable characters.")
         rate_v = DEFAULT_RATE if rate is None else float(rate)
         if not (0 < rate_v <= 100_000):
