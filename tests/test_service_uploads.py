@@ -202,7 +202,12 @@ def test_a_storage_failure_tells_the_caller_a_reference_and_the_operator_the_cau
 
     with TestClient(in_process_app(ws.root, tmp_path), raise_server_exceptions=False) as client:
         monkeypatch.setattr(SafeFace, "erase", down)  # the store failing mid-call
+        monkeypatch.setattr(SafeFace, "end_session", down)
         r = client.post("/v1/erase", headers={"X-API-Key": key}, json={"subject": "alice"})
+        # The console's logout answers anyone, logged in or not.
+        client.cookies.set("sf_session", "made-up")
+        out = client.post("/logout", follow_redirects=False)
+        assert out.status_code == 500 and "db.internal" not in out.text and "reference" in out.text
     body = r.json()
     assert r.status_code == 500 and body["error"] == "BackendError"
     assert "db.internal" not in r.text and "svc" not in r.text and body["reference"] in body["message"]

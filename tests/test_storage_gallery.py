@@ -525,6 +525,19 @@ def test_erased_rows_leave_no_sealed_bytes_behind(db: Path, keyring: PassphraseK
         assert g.pseudonym("s3").encode() in data
 
 
+def _reading(db: Path) -> sqlite3.Connection:
+    """A connection holding a read transaction open: it holds the write-ahead log."""
+    reader = sqlite3.connect(db)
+    reader.execute("BEGIN")
+    reader.execute("SELECT count(*) FROM rows").fetchone()
+    return reader
+
+
+def _done(reader: sqlite3.Connection) -> None:
+    reader.rollback()
+    reader.close()
+
+
 def test_an_erasure_while_another_connection_reads_finishes_its_scrub_at_the_next_write(
         db: Path, keyring: PassphraseKeyring) -> None:
     """A reader holding the write-ahead log (another worker mid-search, a backup, a shell) made
@@ -537,28 +550,42 @@ def test_an_erasure_while_another_connection_reads_finishes_its_scrub_at_the_nex
     c = sqlite3.connect(db)
     blob = bytes(c.execute("SELECT sealed FROM rows WHERE pseudonym = ?", (g.pseudonym("s2"),)).fetchone()[0])
     c.close()
-    reader = sqlite3.connect(db)
-    reader.execute("BEGIN")
-    reader.execute("SELECT count(*) FROM rows").fetchone()
+    reader = _reading(db)
     res = g.erase_subject("s2")
     assert res.count == 1 and res.copies == "pending"
     assert blob[:24] in _file_bytes(db)  # still in the log while the reader holds it
     g.touch("s3", purpose="access")  # a write while it still reads: still owed, no wait
-    reader.rollback()
-    reader.close()
+    _done(reader)
     g.touch("s3", purpose="access")
     assert blob[:24] not in _file_bytes(db) and blob[-24:] not in _file_bytes(db)
     assert g.erase_subject("s4").copies is None
     # Owed at close: done there.
-    reader = sqlite3.connect(db)
-    reader.execute("BEGIN")
-    reader.execute("SELECT count(*) FROM rows").fetchone()
+    reader = _reading(db)
     blob5 = bytes(reader.execute("SELECT sealed FROM rows WHERE pseudonym = ?", (g.pseudonym("s5"),)).fetchone()[0])
     assert g.erase_subject("s5").copies == "pending"
-    reader.rollback()
-    reader.close()
+    _done(reader)
     g.close()
     assert blob5[:24] not in _file_bytes(db)
+    # Another process erased while the log was held, then ended (its owed scrub with it): a
+    # process that sees its deletions owes the scrub, and does it after its next write. So does
+    # a purge of expired rows, which says so too.
+    worker, short = Gallery.open(db, keyring, DIM), Gallery.open(db, keyring, DIM)
+    c = sqlite3.connect(db)
+    blob3 = bytes(c.execute("SELECT sealed FROM rows WHERE pseudonym = ?", (worker.pseudonym("s3"),)).fetchone()[0])
+    c.close()
+    reader = _reading(db)
+    assert short.erase_subject("s3").copies == "pending"
+    short.close()
+    _done(reader)
+    assert blob3[:24] in _file_bytes(db)
+    worker.search(x[0], "access", k=1, now=T0)  # reads the other process's deletion
+    worker.touch("s0", purpose="access")
+    assert blob3[:24] not in _file_bytes(db)
+    reader = _reading(db)
+    purged = worker.purge_expired(datetime(9999, 1, 1, tzinfo=timezone.utc))
+    assert purged and {r.copies for r in purged} == {"pending"}
+    _done(reader)
+    worker.close()
 
 
 def test_index_factory_sees_the_gallery_size(db: Path, keyring: PassphraseKeyring) -> None:

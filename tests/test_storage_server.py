@@ -427,8 +427,18 @@ def test_a_collection_of_another_dimension_is_refused_and_nothing_written(setup:
 
 
 def test_credentials_never_in_deployment_json() -> None:
-    with pytest.raises(ConfigError, match="password"):
-        StorageConfig.from_section({"records": "postgresql://u:secret@h/db", "vectors": "milvus-lite:v.db"})
+    # However written: in the user information (holding "/" too), or as a parameter whose name is
+    # percent-encoded, which libpq decodes.
+    for records in ("postgresql://u:secret@h/db", "postgresql://alice:Tr0ub/4dor@h/db", "postgresql://h/db?password=s",
+                    "postgresql://h/db?pass%77ord=S3cret", "postgresql://h/db?sslpass%77ord=S3cret"):
+        with pytest.raises(ConfigError, match="password") as err:
+            StorageConfig.from_section({"records": records, "vectors": "milvus-lite:v.db"})
+        assert "S3cret" not in str(err.value) and "Tr0ub" not in str(err.value)
+    with pytest.raises(ConfigError, match="user information") as err:
+        StorageConfig.from_section({"records": "postgresql://u@h/db", "vectors": "milvus:http://root:MilvusPw@m:19530"})
+    assert "MilvusPw" not in str(err.value)
+    StorageConfig.from_section({"records": "postgresql://u@h:5432/db?sslmode=require&options=-c%20x%3Dy",
+                                "vectors": "milvus:http://m:19530"})
     with pytest.raises(ConfigError, match="vectors"):
         StorageConfig.from_section({"records": "sqlite", "vectors": "milvus:http://h:19530"})
     with pytest.raises(ConfigError, match="vectors"):
@@ -443,7 +453,7 @@ def test_a_password_never_reaches_a_message_however_it_is_written() -> None:
     for dsn in ("postgresql://svc:p@ssw0rd@h/db", "host=h password='s3cr et' user=u", "host=h password=s3cret",
                 "postgresql://svc:s3cret@h:5432/db", "postgresql://h/db?password=s3cret&sslmode=require",
                 "postgresql://app:se?cret@h/sf", "postgresql://app:se#cret@h/sf", "postgresql://h/db?%70assword=s3cret",
-                "host=h password=Hunter2 s3cret"):
+                "host=h password=Hunter2 s3cret", "postgresql://alice:S3cr/et?application_name=x@h/prod"):
         shown = _safe_dsn(dsn)
         assert not any(part in shown for part in ("ssw0rd", "s3cr", "et'", "cret", "Hunter")), (dsn, shown)
     assert _safe_dsn("postgresql://svc@h/db") == "postgresql://svc@h/db"

@@ -849,7 +849,8 @@ class SafeFace:
                 self._append("purge", "allowed", subjects=[b.pseudonym for b in batch if b.pseudonym],
                              rule=self._rule("retention"),
                              note=f"{len(ids)} expired template(s) removed; rows={_rows(ids)}; "
-                                  f"receipt {receipt.receipt_id}{_vec_note(receipt.vectors)}")
+                                  f"receipt {receipt.receipt_id}"
+                                  f"{_vec_note(receipt.vectors, _merged(batch).copies)}")
                 batch = [res] if res is not None else []
         return receipt
 

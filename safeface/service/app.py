@@ -11,10 +11,8 @@ Content-Security-Policy; there is no interactive docs page (it would need outsid
 from __future__ import annotations
 
 import json
-import logging
 import math
 import os
-import secrets
 import threading
 import time
 from contextlib import asynccontextmanager
@@ -28,6 +26,7 @@ from starlette.requests import ClientDisconnect
 
 from ..errors import (AuthenticationError, BackendError, ConfigError, ImageError, IntegrityError, InvalidArgument,
                       PolicyViolation, SafeFaceError, ServiceBusy)
+from .failures import told
 from .runtime import RateLimited, Runtime, ServiceConfig
 
 CONFIG_ENV = "SAFEFACE_SERVICE_CONFIG"
@@ -140,23 +139,12 @@ async def _refuse(send: Any, status: int, error: str, message: str, *extra: tupl
     await send({"type": "http.response.body", "body": body})
 
 
-# Failures of the service's own storage, configuration or records: their messages name the
-# record store (its host, user and database) and what was found in it, which are the operator's
-# to read, not an API key holder's. The caller gets the kind and a reference into the log.
-_OPERATOR_ONLY = (BackendError, ConfigError, IntegrityError)
-_log = logging.getLogger("safeface.service")
-
-
 def _error(status: int, exc: Exception, headers: dict[str, str] | None = None) -> JSONResponse:
     if isinstance(exc, PolicyViolation):
         body = exc.to_dict()
-    elif isinstance(exc, _OPERATOR_ONLY):
-        ref = secrets.token_hex(6)
-        _log.error("call failed, reference %s: %s: %s", ref, type(exc).__name__, exc)
-        body = {"error": type(exc).__name__, "message": f"the service could not complete the call; its operator "
-                f"finds the cause in the service's log under reference {ref}.", "reference": ref}
     else:
-        body = {"error": type(exc).__name__, "message": str(exc)}
+        message, ref = told(exc)
+        body = {"error": type(exc).__name__, "message": message, **({"reference": ref} if ref else {})}
     return JSONResponse(body, status_code=status, headers=headers)
 
 

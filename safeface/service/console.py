@@ -26,6 +26,7 @@ from ..atomicfile import write_atomic
 from ..errors import AuthenticationError, IntegrityError, PolicyViolation, SafeFaceError
 from ..workspace.apikeys import SESSION_SECONDS, ApiKey
 from .bodies import media_type
+from .failures import told
 from .runtime import Runtime
 
 SESSION = "sf_session"
@@ -145,7 +146,7 @@ def build_console(rt: Runtime) -> APIRouter:
         try:
             rt.light(lambda sf: sf.end_session(cookie))  # ended on the server, not only in this browser
         except SafeFaceError as exc:  # the store cannot record it: say so; the browser forgets it anyway
-            resp = page("Logged out here only", f"<p class='bad'>{_e(str(exc))}</p><p><a href='/login'>Log in</a></p>",
+            resp = page("Logged out here only", f"<p class='bad'>{_e(told(exc)[0])}</p><p><a href='/login'>Log in</a></p>",
                         None, 500)
         resp.delete_cookie(SESSION)
         return resp

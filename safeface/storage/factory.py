@@ -50,15 +50,32 @@ class StorageConfig:
             return cfg
         if not cfg.records.startswith(("postgresql://", "postgres://")):
             raise ConfigError(f"storage.records must be 'sqlite' or a 'postgresql://...' URL, got {cfg.records!r}.")
-        if re.search(r"://[^/@]*:[^/@]*@", cfg.records) or "password=" in cfg.records:
+        if _holds_password(cfg.records):
             raise ConfigError("storage.records holds a password; credentials never go in deployment.json. Remove it "
                               "and set SAFEFACE_PG_PASSWORD or SAFEFACE_PG_PASSWORD_FILE instead.")
         if not cfg.vectors.startswith(("milvus:", "milvus-lite:")):
             raise ConfigError("storage.vectors must be 'milvus:<uri>' or 'milvus-lite:<file>' with a PostgreSQL "
-                              f"record store, got {cfg.vectors!r}.")
+                              "record store.")
+        if re.search(r"://[^/?#]*@", cfg.vectors):
+            raise ConfigError("storage.vectors holds user information (a user or password before '@'); credentials "
+                              "never go in deployment.json.")
         if not re.match(r"^[A-Za-z_][A-Za-z0-9_]{0,200}$", cfg.collection):
             raise ConfigError(f"storage.collection must be a plain name, got {cfg.collection!r}.")
         return cfg
+
+
+def _holds_password(dsn: str) -> bool:
+    """Whether libpq would read a password (or a client key's password) from `dsn`, however it is
+    written: in the user information, or as a parameter whose name is percent-encoded."""
+    if re.search(r"://[^/?#]*:[^@]*@", dsn):  # user:password@, the password holding "/" or "?" too
+        return True
+    try:
+        import psycopg
+
+        parts = psycopg.conninfo.conninfo_to_dict(dsn)
+    except Exception:  # noqa: BLE001 - no psycopg, or a DSN libpq cannot read (refused when it connects)
+        return "password" in dsn.lower()
+    return any(k in parts for k in ("password", "sslpassword")) or "@" in str(parts.get("host") or "")
 
 
 def secret_from_env(name: str) -> Optional[str]:

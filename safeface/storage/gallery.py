@@ -328,6 +328,9 @@ class Gallery:
                 return
             keys = self._require_keys()
             changed = sorted({int(rid) for _, rid, _ in changes})
+            # Another process erased rows: their old pages may still be in the log if that
+            # process could not truncate it (its owed scrub dies with it), so this one owes it too.
+            self._scrub_owed = self._scrub_owed or any(op == "delete" for _, _, op in changes)
             found: dict[int, tuple[_Entry, np.ndarray]] = {}
             for i in range(0, len(changed), 500):
                 part = changed[i:i + 500]
@@ -511,16 +514,17 @@ class Gallery:
         mid-search, a backup, a shell) makes the truncating checkpoint fail after the busy
         timeout: it is owed, and tried again, without waiting (`wait` False), after each write,
         at open and at close."""
-        db = self._db()
-        try:
-            db.execute(f"PRAGMA busy_timeout = {SCRUB_WAIT_MS if wait else 0}")
-            busy = db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
-        except sqlite3.Error:
-            busy = 1
-        finally:
-            db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        self._scrub_owed = bool(busy)
-        return not self._scrub_owed
+        with self._lock:  # the busy timeout is the connection's: no other thread's statement meanwhile
+            db = self._db()
+            try:
+                db.execute(f"PRAGMA busy_timeout = {SCRUB_WAIT_MS if wait else 0}")
+                busy = db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+            except sqlite3.Error:
+                busy = 1
+            finally:
+                db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            self._scrub_owed = bool(busy)
+            return not self._scrub_owed
 
     def _copies(self) -> Optional[str]:
         return "pending" if self._scrub_owed else None
@@ -550,7 +554,7 @@ class Gallery:
         by_p: dict[str, list[int]] = {}
         for r, p in found:
             by_p.setdefault(p, []).append(r)
-        return [ErasureResult(p, tuple(rs), len(rs)) for p, rs in by_p.items()]
+        return [ErasureResult(p, tuple(rs), len(rs), copies=self._copies()) for p, rs in by_p.items()]
 
     def touch(self, subject_id: str, now: Optional[datetime] = None,
               new_expiry: Optional[datetime] = None, *, purpose: Optional[str] = None) -> int:

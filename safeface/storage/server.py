@@ -1006,8 +1006,9 @@ def _safe_dsn(dsn: str) -> str:
     except Exception:  # noqa: BLE001 - not psycopg, or not a DSN: shown as neither
         return "(a DSN that does not parse)"
     user, host, port, db = (str(parts.get(k) or "") for k in ("user", "host", "port", "dbname"))
-    if "@" in user + host + port + db:  # libpq split a password holding "@" at the first one
-        return "(a DSN whose user information holds an unescaped '@')"
+    if "@" in user + host + port + db or not re.fullmatch(r"[0-9,]*", port):
+        # libpq split user information holding "@", or "/" and "?", where the DSN's writer did not.
+        return "(a DSN whose user information libpq reads otherwise than it is written)"
     return f"postgresql://{user + '@' if user else ''}{host}{':' + port if port else ''}/{db}"
 
 

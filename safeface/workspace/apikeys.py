@@ -22,6 +22,7 @@ import hashlib
 import hmac
 import re
 import secrets
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Union
@@ -124,7 +125,8 @@ class ApiKeys:
     def issue(self, role: str, label: str, expires: Optional[dt.date], rate: Optional[float],
               now: dt.datetime) -> tuple[ApiKey, str]:
         """A new key for `role`: (its description, the key itself, to be shown once)."""
-        if not isinstance(label, str) or not _LABEL.match(label) or any(0xD800 <= ord(c) <= 0xDFFF for c in label):
+        if not isinstance(label, str) or not _LABEL.fullmatch(label) or any(
+                unicodedata.category(c) in ("Cc", "Cf", "Cs", "Zl", "Zp") for c in label):
             raise InvalidArgument("an API key label is at most 80 printable characters.")
         rate_v = DEFAULT_RATE if rate is None else float(rate)
         if not (0 < rate_v <= 100_000):

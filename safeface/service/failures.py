@@ -1,0 +1,25 @@
+"""What a caller is told of a failure of the service's own storage, configuration or records.
+Their messages name the record store (its host, user and database) and what was found in it,
+which are the operator's to read, not an API key holder's or a browser's: the caller gets the
+error's kind and a reference, and the service's log the cause under that reference."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from typing import Optional
+
+from ..errors import BackendError, ConfigError, IntegrityError
+
+OPERATOR_ONLY = (BackendError, ConfigError, IntegrityError)
+_log = logging.getLogger("safeface.service")
+
+
+def told(exc: Exception) -> tuple[str, Optional[str]]:
+    """(the message a caller may read, the log reference when the cause was kept from it)."""
+    if not isinstance(exc, OPERATOR_ONLY):
+        return str(exc), None
+    ref = secrets.token_hex(6)
+    _log.error("call failed, reference %s: %s: %s", ref, type(exc).__name__, exc)
+    return (f"the service could not complete the call; its operator finds the cause in the service's log under "
+            f"reference {ref}.", ref)
