@@ -437,8 +437,12 @@ def test_credentials_never_in_deployment_json() -> None:
     with pytest.raises(ConfigError, match="user information") as err:
         StorageConfig.from_section({"records": "postgresql://u@h/db", "vectors": "milvus:http://root:MilvusPw@m:19530"})
     assert "MilvusPw" not in str(err.value)
-    StorageConfig.from_section({"records": "postgresql://u@h:5432/db?sslmode=require&options=-c%20x%3Dy",
-                                "vectors": "milvus:http://m:19530"})
+    for honest in ("postgresql://u@h:5432/db?sslmode=require&options=-c%20x%3Dy",
+                   "postgresql://u@h:5432/db?application_name=gate@lobby"):
+        StorageConfig.from_section({"records": honest, "vectors": "milvus:http://m:19530"})
+    with pytest.raises(ConfigError, match="password"):  # libpq reads host "alice", port "S3cr" there
+        StorageConfig.from_section({"records": "postgresql://alice:S3cr/et?application_name=x@h/prod",
+                                    "vectors": "milvus:http://m:19530"})
     with pytest.raises(ConfigError, match="vectors"):
         StorageConfig.from_section({"records": "sqlite", "vectors": "milvus:http://h:19530"})
     with pytest.raises(ConfigError, match="vectors"):

@@ -64,18 +64,31 @@ class StorageConfig:
         return cfg
 
 
-def _holds_password(dsn: str) -> bool:
-    """Whether libpq would read a password (or a client key's password) from `dsn`, however it is
-    written: in the user information, or as a parameter whose name is percent-encoded."""
-    if re.search(r"://[^/?#]*:[^@]*@", dsn):  # user:password@, the password holding "/" or "?" too
-        return True
+def dsn_parts(dsn: str) -> Optional[dict[str, str]]:
+    """libpq's own reading of `dsn` (through psycopg), or None when psycopg is missing or libpq
+    cannot read it."""
     try:
         import psycopg
 
-        parts = psycopg.conninfo.conninfo_to_dict(dsn)
-    except Exception:  # noqa: BLE001 - no psycopg, or a DSN libpq cannot read (refused when it connects)
-        return "password" in dsn.lower()
-    return any(k in parts for k in ("password", "sslpassword")) or "@" in str(parts.get("host") or "")
+        return {str(k): str(v) for k, v in psycopg.conninfo.conninfo_to_dict(dsn).items()}
+    except Exception:  # noqa: BLE001 - no psycopg, or no DSN libpq can read
+        return None
+
+
+def misread(parts: Mapping[str, str]) -> bool:
+    """Whether libpq read the user information otherwise than it was written: a password holding
+    "@", or "/" and then "?", leaves an "@" in a part or a port that is no port."""
+    return "@" in "".join(parts.get(k, "") for k in ("user", "host", "port", "dbname")) or not re.fullmatch(
+        r"[0-9,]*", parts.get("port", ""))
+
+
+def _holds_password(dsn: str) -> bool:
+    """Whether libpq would read a password (or a client key's password) from `dsn`, however it is
+    written: in the user information, or as a parameter whose name is percent-encoded."""
+    parts = dsn_parts(dsn)
+    if parts is None:  # libpq will refuse it at connection; here, only what shows
+        return "password" in dsn.lower() or re.search(r"://[^/@]*:[^@]*@", dsn) is not None
+    return "password" in parts or "sslpassword" in parts or misread(parts)
 
 
 def secret_from_env(name: str) -> Optional[str]:

@@ -44,6 +44,7 @@ from .rows import (ROW_COLS, Enrollment, Entry, ErasureResult, GalleryRow, Keys,
                    check_embedding, check_path, check_text, describe, from_us, initial_meta, iso, keys_from_meta,
                    looks_of, moved_expiry, path_template, prepare, protect, pseudonym_of, refuse_lookalikes, rekeyed,
                    seal_row, to_us, touched_expiry, unseal_row, utc_now)
+from .factory import dsn_parts, misread
 from .vectors import MilvusVectors
 
 NAMESPACE_RE = re.compile(r"^[a-z_][a-z0-9_]{0,40}$")
@@ -998,17 +999,14 @@ def _read_meta(conn: Any, ns: str) -> dict[str, str]:
 def _safe_dsn(dsn: str) -> str:
     """The DSN as messages show it: rebuilt from libpq's own reading with the user, host, port and
     database only, so no spelling of a password (in the user information, however escaped, or a
-    parameter) can come through; a DSN libpq cannot read is not shown at all."""
-    try:
-        import psycopg
-
-        parts = psycopg.conninfo.conninfo_to_dict(dsn)
-    except Exception:  # noqa: BLE001 - not psycopg, or not a DSN: shown as neither
+    parameter) can come through; a DSN libpq cannot read, or reads otherwise than it is written,
+    is not shown at all."""
+    parts = dsn_parts(dsn)
+    if parts is None:
         return "(a DSN that does not parse)"
-    user, host, port, db = (str(parts.get(k) or "") for k in ("user", "host", "port", "dbname"))
-    if "@" in user + host + port + db or not re.fullmatch(r"[0-9,]*", port):
-        # libpq split user information holding "@", or "/" and "?", where the DSN's writer did not.
+    if misread(parts):
         return "(a DSN whose user information libpq reads otherwise than it is written)"
+    user, host, port, db = (parts.get(k, "") for k in ("user", "host", "port", "dbname"))
     return f"postgresql://{user + '@' if user else ''}{host}{':' + port if port else ''}/{db}"
 
 
