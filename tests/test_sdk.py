@@ -230,7 +230,7 @@ def test_a_purpose_that_is_not_a_string_is_refused_and_audited(tmp_path: Path, i
             with pytest.raises(InvalidArgument, match="enroll_many takes"):
                 sf.enroll_many(bad_items, "demo")  # type: ignore[arg-type]
         sf.revoke(token_id="\ud800")  # names no token: nothing revoked, and no untyped error
-        for label in ("gate\ud800", "gate\n", "gate\u202eexe.jpg", "gate\x85"):  # a label is shown to operators
+        for label in ("gate\ud800", "gate\n", "gate\u202eexe.jpg", "gate\x85", "g" * 81):  # shown to operators
             with pytest.raises(InvalidArgument, match="label"):
                 sf.issue_api_key("operator", label=label)
         assert sf.audit_verify().entries == len(sf.audit_entries())
