@@ -65,8 +65,11 @@ def test_enroll_verify_identify_as_the_key_and_audited_with_its_id(svc: dict[str
     body = {"image_base64": base64.b64encode(svc["obama2"]).decode(), "subject": "alice", "purpose": "demo"}
     r = httpx.post(url + "/v1/verify", json=body, headers={**key_header(op), "X-Consent-Token": token}, timeout=120)
     assert r.status_code == 200 and r.json()["match"] is True and r.json()["path"] == "plain", r.text
+    assert isinstance(r.json()["score"], float) and r.json()["score"] >= r.json()["threshold"]
+    # A miss does not say how near it came: a score per image would let one consent's holder
+    # climb toward alice's template.
     r = post_image(url, "/v1/verify", op, svc["biden"], subject="alice", purpose="demo", consent=token)
-    assert r.status_code == 200 and r.json()["match"] is False
+    assert r.status_code == 200 and r.json()["match"] is False and r.json()["score"] is None, r.text
     r = post_image(url, "/v1/identify", svc["keys"]["kiosk"], svc["obama2"], purpose="demo", consent=token)
     assert r.status_code == 200 and r.json()["candidates"][0]["subject"] == r.json()["candidates"][0]["subject"]
     assert len(r.json()["candidates"]) == 1 and r.json()["candidates"][0]["path"] == "plain"

@@ -170,7 +170,12 @@ def build_router(rt: Runtime) -> APIRouter:
         consent, basis, live = c.credentials()
         r = await rt.call(lambda sf: as_(info, sf).verify(img, subject, purpose, consent, legal_basis=basis,
                                                           liveness=live))
-        return {**r.to_dict(), "subject": r.pseudonym}
+        out = {**r.to_dict(), "subject": r.pseudonym}
+        if not r.match:
+            # A miss's score would let a key holder climb toward the subject's template one
+            # image at a time; across the network a miss says only that it missed.
+            out["score"] = None
+        return out
 
     @router.post("/identify", openapi_extra=_IMAGE_BODY, summary="Identify a face (pseudonyms, best first)")
     async def identify(request: Request, info: ApiKey = Depends(caller)) -> dict[str, Any]:
