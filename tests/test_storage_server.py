@@ -784,6 +784,50 @@ def test_index_check_finds_and_repairs_missing_orphan_and_stale_vectors(setup: S
         direct.close()
 
 
+def test_milvus_restored_from_an_older_copy_or_emptied_is_searched_from_the_records_then_rebuilt(
+        setup: Setup) -> None:
+    """Milvus data restored from a backup taken before the last enrolments, or a collection
+    emptied or made afresh behind the store, left no note in the records: each later enrolee
+    read as a stranger at the gate until someone ran `index check`."""
+    x = unit_rows(12, seed=11)
+    direct = setup.milvus()
+    with setup.open() as s:
+        early = fill(s, x[:6], prefix="a")
+        ids = direct.ids()
+        backup = direct.fetch(ids)  # the operator's copy, stamp and all
+        stamp = direct.stamp()
+        assert stamp is not None and sorted(backup) == sorted(r.row_id for r in early)
+        late = fill(s, x[6:], prefix="b")
+        s.erase_subject("a0")
+        # The copy comes back: the later six are gone from Milvus, the erased a0 is there again.
+        direct.drop()
+        direct.ensure()
+        direct.upsert(list(backup), np.stack([v for v, _, _ in backup.values()]),
+                      [p for _, p, _ in backup.values()], [e for _, _, e in backup.values()])
+        direct.set_stamp(stamp)
+        assert s.pending() == {}  # nothing in the records says so
+        for i in range(6, 12):
+            assert [m.row_id for m in s.search(x[i], "access", k=1, threshold=0.9)] == [late[i - 6].row_id], i
+        assert s.search(x[0], "access", k=1, threshold=0.9) == []  # erased stays erased
+        assert s.check_index().behind
+        # The next write rebuilds the index and counts the loss; searches go through Milvus again.
+        s.touch("b1")
+        fill(s, x[:1], prefix="c")
+        assert direct.stamp() is not None and not s._behind()
+        found = s.check_index()
+        assert found.consistent and found.losses == 1 and found.vectors == 12
+        assert [m.row_id for m in s.search(x[7], "access", k=1)] == [late[1].row_id]
+    # Emptied behind the store: the search scores the records; the next open rebuilds.
+    direct.drop()
+    direct.ensure()
+    with setup.open() as s:
+        assert s.check_index().consistent and s.check_index().losses == 2
+        assert [m.row_id for m in s.search(x[9], "access", k=1)] == [late[3].row_id]
+        direct.drop()
+        assert [m.row_id for m in s.search(x[10], "access", k=1, threshold=0.9)] == [late[4].row_id]
+    direct.close()
+
+
 def test_purpose_filter_is_exact_even_for_wildcards_and_separators(setup: Setup) -> None:
     # Purposes reach Milvus as hex inside a LIKE pattern: a purpose spelled with LIKE's wildcards
     # or the separator must match itself only, never a neighbour (a hostile app naming its purpose

@@ -909,10 +909,12 @@ class SafeFace:
             found = check(repair)
             ids = ", ".join(f"{k} {list(v)[:200]}" for k, v in (("missing", found.missing), ("orphans", found.orphans),
                                                                   ("stale", found.stale)) if v)
+            lost = f"; found behind its confirmed writes and rebuilt {found.losses} time(s)" if found.losses else ""
             self._append("index-check", "allowed",
                          note=f"{found.rows} row(s), {found.vectors} vector(s): "
                               f"{'consistent' if found.consistent else found.summary()}"
-                              f"{' (' + ids + ')' if ids else ''}{'; repaired' if repair and not found.consistent else ''}")
+                              f"{' (' + ids + ')' if ids else ''}{'; repaired' if repair and not found.consistent else ''}"
+                              f"{lost}")
         return dict(found.to_dict())
 
     def migrate_storage(self, section: dict[str, Any]) -> dict[str, Any]:

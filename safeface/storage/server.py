@@ -14,6 +14,12 @@ vectors "removed" only once a query by id finds none of them, otherwise "pending
 Milvus for candidates, then opens each candidate's record and scores it from there: a row
 erased, expired or outside the purpose is never returned, whatever Milvus still holds.
 
+Milvus may also lose what it confirmed: its data restored from an older copy, or its collection
+emptied or made afresh. Each confirmed vector write is counted in both stores, Milvus first (a
+stamp entity no search admits); a search that finds Milvus's count behind the records' scores the
+records instead, and the next write or open rebuilds the index and counts the loss, which `index
+check` reports.
+
 Visible-region templates (masked probes, with the flag saying whether the enrolment image was
 masked) live only in the sealed records, not in Milvus: a masked search takes Milvus's candidates
 for the probe against the main templates (a wider net, MASKED_FETCH times as many) and scores
@@ -26,6 +32,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import re
 import threading
 import time
@@ -47,6 +54,7 @@ from .rows import (ROW_COLS, Enrollment, Entry, ErasureResult, GalleryRow, Keys,
 from .factory import dsn_parts, misread
 from .vectors import MilvusVectors
 
+log = logging.getLogger("safeface.storage")
 NAMESPACE_RE = re.compile(r"^[a-z_][a-z0-9_]{0,40}$")
 READ_TRIES = 3  # a read that another process's re-key overlaps runs again (ServerStore._steady)
 _T = TypeVar("_T")
@@ -69,6 +77,8 @@ CEILING = "committed_ceiling"  # meta key: see ServerStore._raise_ceiling
 # only `check_index`, which opens every record under the write lock, sets it to what it finds); a
 # store made before it has none, which reads as "may hold" (see may_hold).
 MASKED_SEEN = "masked_enrolments_seen"
+STAMP = "vector_stamp"  # meta key: the vector writes Milvus confirmed, as stamped there too (see _behind)
+LOSSES = "vector_losses_found"  # meta key: how often Milvus was found behind and rebuilt
 
 _SCHEMA = """
 CREATE SCHEMA IF NOT EXISTS {ns};
@@ -379,14 +389,54 @@ class ServerStore:
         gone = [int(r) for r in ids if int(r) not in found]
         if gone:
             self.vectors.delete(gone)
+        self._stamp()
 
     def _remove_vectors(self, ids: Sequence[int]) -> bool:
         """Delete, then confirm by a query by id; True when none is left."""
         self.vectors.delete(ids)
-        return not self.vectors.present(ids)
+        if self.vectors.present(ids):
+            return False
+        self._stamp()
+        return True
+
+    def _stamp(self) -> None:
+        """After a vector write Milvus confirmed, under the write lock: count it, in Milvus first
+        and then in the records, so that a reader (which reads the records' count first) never
+        sees Milvus behind unless it lost what it had confirmed."""
+        n = self._stamp_recorded() + 1
+        self.vectors.set_stamp(n)
+        self._sql(f"INSERT INTO {{ns}}.meta (k, v) VALUES ('{STAMP}', %s) ON CONFLICT (k) DO UPDATE SET v = "
+                  "EXCLUDED.v", (str(n),))
+
+    def _stamp_recorded(self) -> int:
+        got = self._sql(f"SELECT v FROM {{ns}}.meta WHERE k = '{STAMP}'")
+        return int(got[0][0]) if got else 0
+
+    def _behind(self) -> bool:
+        """Whether Milvus holds fewer confirmed writes than the records counted: its data was
+        restored from an older copy, or its collection emptied or made afresh behind the store.
+        A search then scores the records, and the next write rebuilds the index. A vector
+        deleted or written one by one behind the store is not seen here (`check_index` finds it)."""
+        recorded = self._stamp_recorded()
+        if recorded == 0:
+            return False
+        held = self.vectors.stamp()
+        return held is None or held < recorded
 
     def _drain_pending(self, best_effort: bool = False) -> int:
-        """Carry out the vector writes the records still ask for. Under the write lock."""
+        """Carry out the vector writes the records still ask for, and rebuild an index that lost
+        confirmed writes (see _behind). Under the write lock."""
+        try:
+            if self._behind():
+                # Rebuilt at once, and counted where `index check` reports it: the loss stays visible.
+                log.warning("%s lost vector writes it had confirmed (restored from an older copy, or emptied); "
+                            "rebuilding it from the records", self.vectors.where)
+                self._sql(f"WITH n AS (INSERT INTO {{ns}}.pending (row_id, op) VALUES ({REBUILD}, 'rebuild') ON "
+                          "CONFLICT (row_id) DO UPDATE SET op = EXCLUDED.op) INSERT INTO {ns}.meta (k, v) VALUES "
+                          f"('{LOSSES}', '1') ON CONFLICT (k) DO UPDATE SET v = ({{ns}}.meta.v::bigint + 1)::text")
+        except BackendError:
+            if not best_effort:
+                raise
         notes = self._sql("SELECT row_id, op FROM {ns}.pending ORDER BY row_id")
         if not notes:
             return 0
@@ -432,6 +482,7 @@ class ServerStore:
             self.vectors.upsert(list(opened), np.stack([v for _, v in opened.values()]),
                                 [sorted(e.purposes) for e, _ in opened.values()], [e.expires_us for e, _ in opened.values()])
             n += len(opened)
+        self._stamp()
         self._sql("DELETE FROM {ns}.pending")
         return n
 
@@ -462,6 +513,7 @@ class ServerStore:
         the records hold."""
         with self.locked():
             pending = len(self._sql("SELECT row_id FROM {ns}.pending"))
+            behind = self._behind()  # found at a write or open, this is already rebuilt (`losses`)
             if repair:
                 self._drain_pending()
             found = self._compare()
@@ -480,7 +532,9 @@ class ServerStore:
                 if after.missing or after.stale or after.orphans:
                     raise BackendError(f"{self.vectors.where} still differs from the records after the repair "
                                        f"({after.summary()}); run it again.")
-            return replace(found, pending=pending, repaired=repair)
+            losses = self._sql(f"SELECT v FROM {{ns}}.meta WHERE k = '{LOSSES}'")
+            return replace(found, pending=pending, repaired=repair, behind=behind,
+                           losses=int(losses[0][0]) if losses else 0)
 
     def _compare(self) -> "IndexCheck":
         keys = self._keys_now()
@@ -579,6 +633,7 @@ class ServerStore:
             self._at("add:recorded")
             try:
                 self.vectors.upsert(ids, templates, [p.purposes for p in prepared], [p.expires_us for p in prepared])
+                self._stamp()
                 self._clear(ids)
             except BackendError:
                 pass  # recorded; the note stays and the next write or open writes the vectors
@@ -754,25 +809,26 @@ class ServerStore:
 
     def _lagging(self) -> Optional[set[int]]:
         """The rows Milvus lags on, to be scored from the records; None when every record must
-        be (a rebuild is pending: a re-key's, under way or stopped, or `rebuild_index`'s, or more
-        rows than LAGGING_MAX). Rows whose writer still holds the write lock are left out: that
+        be (a rebuild is pending: a re-key's, under way or stopped, or `rebuild_index`'s; Milvus
+        lost writes it had confirmed (_behind); or more rows than LAGGING_MAX). Rows whose writer still holds the write lock are left out: that
         enrolment has not returned, and each such call would otherwise make every search in
         every process open its rows. Refused with BackendError past SCAN_MAX records."""
         notes = self._sql("SELECT row_id FROM {ns}.pending WHERE op <> 'delete' ORDER BY row_id LIMIT %s",
                           (LAGGING_MAX + 1,))
         ids = {int(r[0]) for r in notes}
-        if not ids:
+        behind = REBUILD not in ids and self._behind()
+        if not ids and not behind:
             return ids
-        if REBUILD not in ids:
+        if REBUILD not in ids and not behind:
             if self._writer_in_flight():
                 return set()
             if len(ids) <= LAGGING_MAX:
                 return ids
         if int(self._sql("SELECT count(*) FROM {ns}.rows")[0][0]) > SCAN_MAX:
-            raise BackendError(f"{self.where}: its Milvus index lags the records (a rebuild, or vector writes "
-                               "that did not finish), and the store has too many rows to search without it; nothing "
-                               "was changed. Try again once the rebuild ends, or run `safeface index check WS "
-                               "--repair` if no process is rebuilding it.")
+            raise BackendError(f"{self.where}: its Milvus index lags the records (a rebuild, vector writes that did "
+                               "not finish, or an index restored from an older copy or emptied), and the store has "
+                               "too many rows to search without it; nothing was changed. Try again once the rebuild "
+                               "ends, or run `safeface index check WS --repair` if no process is rebuilding it.")
         return None
 
     def _writer_in_flight(self) -> bool:
@@ -967,6 +1023,8 @@ class IndexCheck:
     repaired: bool
     masked: bool = False  # any row is a masked enrolment
     mark: Optional[str] = None  # the masked-enrolment mark as found (MASKED_SEEN; None: absent)
+    behind: bool = False  # Milvus lost writes it had confirmed (restored from an older copy, emptied)
+    losses: int = 0  # how often the store found that and rebuilt the index (at a write or an open)
 
     @property
     def mark_hides(self) -> bool:
@@ -975,16 +1033,18 @@ class IndexCheck:
 
     @property
     def consistent(self) -> bool:
-        return not (self.missing or self.orphans or self.stale or self.mark_hides)
+        return not (self.missing or self.orphans or self.stale or self.mark_hides or self.behind)
 
     def summary(self) -> str:
         hides = "; the masked-enrolment mark hides masked enrolments" if self.mark_hides else ""
-        return f"{len(self.missing)} missing, {len(self.orphans)} orphan(s), {len(self.stale)} stale{hides}"
+        behind = "; the index lost writes it had confirmed (an older copy, or emptied)" if self.behind else ""
+        return f"{len(self.missing)} missing, {len(self.orphans)} orphan(s), {len(self.stale)} stale{hides}{behind}"
 
     def to_dict(self) -> dict[str, Any]:
         return {"rows": self.rows, "vectors": self.vectors, "missing": list(self.missing),
                 "orphans": list(self.orphans), "stale": list(self.stale), "pending": self.pending,
-                "masked_enrolments": self.masked, "masked_mark": self.mark,
+                "masked_enrolments": self.masked, "masked_mark": self.mark, "behind": self.behind,
+                "losses_found": self.losses,
                 "consistent": self.consistent, "repaired": self.repaired}
 
 

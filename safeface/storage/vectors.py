@@ -53,6 +53,10 @@ BATCH = 5000
 # the memtable stays small; flushed segments are searched by FAISS and compacted in the
 # background. A Milvus server seals its growing segments itself and discourages client flushes.
 FLUSH_ROWS = 2000
+# The stamp's entity (no row has a negative id). Its expiry field carries the count of vector
+# writes the store has confirmed; its purposes are none and its expiry is long past, so no
+# search filter admits it. See ServerStore._behind.
+STAMP_ID = -1
 
 
 def purpose_set(purposes: Sequence[str]) -> str:
@@ -236,9 +240,25 @@ class MilvusVectors:
                          consistency_level="Strong")
         return [(int(h["id"]), float(h["distance"])) for h in res[0]]
 
+    def stamp(self) -> Optional[int]:
+        """The stamp the store last wrote here (None: none, as in a collection made afresh)."""
+        if not self._call("list collections", self._client.has_collection, self.collection):
+            return None
+        got = self._call("read the stamp", self._client.query, self.collection, filter=f"{ID} in [{STAMP_ID}]",
+                         output_fields=[EXPIRES], consistency_level="Strong")
+        return int(got[0][EXPIRES]) if got else None
+
+    def set_stamp(self, n: int) -> None:
+        unit = np.zeros(self._dim, np.float32)
+        unit[0] = 1.0  # any unit vector: an index may refuse a zero one
+        self._call("write the stamp", self._client.upsert, self.collection,
+                   [{ID: STAMP_ID, VECTOR: unit, PURPOSES: purpose_set(()), EXPIRES: int(n)}])
+        self._written(1)
+
     def ids(self) -> list[int]:
-        """Every id the collection holds, sorted (for the consistency check)."""
-        it = self._call("list vectors", self._client.query_iterator, self.collection, batch_size=BATCH, filter="",
+        """Every id the collection holds but the stamp's, sorted (for the consistency check)."""
+        it = self._call("list vectors", self._client.query_iterator, self.collection, batch_size=BATCH,
+                        filter=f"{ID} != {STAMP_ID}",
                         output_fields=[ID], consistency_level="Strong")
         out: list[int] = []
         try:
@@ -263,7 +283,8 @@ class MilvusVectors:
         return out
 
     def count(self) -> int:
-        res = self._call("count vectors", self._client.query, self.collection, filter="", output_fields=["count(*)"],
+        res = self._call("count vectors", self._client.query, self.collection, filter=f"{ID} != {STAMP_ID}",
+                         output_fields=["count(*)"],
                          consistency_level="Strong")
         return int(res[0]["count(*)"])
 
