@@ -412,12 +412,12 @@ class ServerStore:
         got = self._sql(f"SELECT v FROM {{ns}}.meta WHERE k = '{STAMP}'")
         return int(got[0][0]) if got else 0
 
-    def _behind(self) -> bool:
+    def _behind(self, recorded: Optional[int] = None) -> bool:
         """Whether Milvus holds fewer confirmed writes than the records counted: its data was
         restored from an older copy, or its collection emptied or made afresh behind the store.
         A search then scores the records, and the next write rebuilds the index. A vector
         deleted or written one by one behind the store is not seen here (`check_index` finds it)."""
-        recorded = self._stamp_recorded()
+        recorded = self._stamp_recorded() if recorded is None else recorded
         if recorded == 0:
             return False
         held = self.vectors.stamp()
@@ -813,10 +813,11 @@ class ServerStore:
         lost writes it had confirmed (_behind); or more rows than LAGGING_MAX). Rows whose writer still holds the write lock are left out: that
         enrolment has not returned, and each such call would otherwise make every search in
         every process open its rows. Refused with BackendError past SCAN_MAX records."""
-        notes = self._sql("SELECT row_id FROM {ns}.pending WHERE op <> 'delete' ORDER BY row_id LIMIT %s",
-                          (LAGGING_MAX + 1,))
-        ids = {int(r[0]) for r in notes}
-        behind = REBUILD not in ids and self._behind()
+        (notes, stamp), = self._sql("SELECT ARRAY(SELECT row_id FROM {ns}.pending WHERE op <> 'delete' ORDER BY "
+                                    f"row_id LIMIT %s), (SELECT v FROM {{ns}}.meta WHERE k = '{STAMP}')",
+                                    (LAGGING_MAX + 1,))
+        ids = {int(r) for r in notes}
+        behind = REBUILD not in ids and self._behind(int(stamp or 0))
         if not ids and not behind:
             return ids
         if REBUILD not in ids and not behind:

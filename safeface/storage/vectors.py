@@ -242,10 +242,15 @@ class MilvusVectors:
 
     def stamp(self) -> Optional[int]:
         """The stamp the store last wrote here (None: none, as in a collection made afresh)."""
-        if not self._call("list collections", self._client.has_collection, self.collection):
-            return None
-        got = self._call("read the stamp", self._client.query, self.collection, filter=f"{ID} in [{STAMP_ID}]",
-                         output_fields=[EXPIRES], consistency_level="Strong")
+        try:
+            got = self._call("read the stamp", self._client.query, self.collection, filter=f"{ID} in [{STAMP_ID}]",
+                             output_fields=[EXPIRES], consistency_level="Strong")
+        except BackendError:
+            # Asked only on failure (a search pays one round trip): a collection that is gone
+            # has no stamp; an unreachable Milvus is an error, never a loss.
+            if not self._call("list collections", self._client.has_collection, self.collection):
+                return None
+            raise
         return int(got[0][EXPIRES]) if got else None
 
     def set_stamp(self, n: int) -> None:
