@@ -79,7 +79,8 @@ class Client:
         """Check a 1-3 s clip answering `challenge`; when live, the result carries the evidence."""
         d = self._image_call("/v1/liveness/check", clip, challenge=challenge, mirrored="1" if mirrored else None)
         expires = d.get("expires_at")
-        return LivenessCheck(d["decision"], float(d["score"]), dict(d["checks"]), d["clip_sha256"], d.get("evidence"),
+        score = None if d.get("score") is None else float(d["score"])
+        return LivenessCheck(d["decision"], score, dict(d["checks"]), d["clip_sha256"], d.get("evidence"),
                              dt.datetime.fromisoformat(expires) if expires else None)
 
     def analyze(self, image: ImageLike, attributes: Sequence[str] = ("faces",)) -> dict[str, Any]:

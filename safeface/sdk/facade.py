@@ -595,6 +595,7 @@ class SafeFace:
                                     "frames): the person who moves must be the one presented")
             else:
                 decision = "inconclusive"
+                checks["reason"] = "the face could not be recognised in the clip's frames: face the camera in good light"
         self._append("liveness", "allowed" if evidence is not None else "refused", rule=rule,
                      note=f"{decision}; score {score:.2f}; steps {','.join(steps)}; clip sha256 "
                           f"{result.clip_sha256[:16]}; liveness {nonce_ref(str(challenge))}")

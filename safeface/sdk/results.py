@@ -107,7 +107,7 @@ class LivenessCheck:
     identify call of a purpose that requires liveness; it is valid for seconds and for one call."""
 
     decision: str  # "live", "attack", "inconclusive"
-    score: float
+    score: Optional[float]  # None from the service, which keeps the cues' measurements to itself
     checks: dict[str, Any]
     clip_sha256: str
     evidence: Optional[str] = field(default=None, repr=False)
@@ -118,7 +118,8 @@ class LivenessCheck:
         return self.decision == "live"
 
     def to_dict(self) -> dict[str, Any]:
-        out = {"live": self.live, "decision": self.decision, "score": round(self.score, 3), "checks": self.checks,
+        out = {"live": self.live, "decision": self.decision,
+               "score": None if self.score is None else round(self.score, 3), "checks": self.checks,
                "clip_sha256": self.clip_sha256}
         if self.evidence is not None:
             out["evidence"] = self.evidence

@@ -25,6 +25,7 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 
 from ..errors import InvalidArgument
 from ..workspace.apikeys import ApiKey
+from .answers import liveness_answer, verify_answer
 from .bodies import check_json_size, media_type
 from .runtime import Runtime
 
@@ -170,12 +171,7 @@ def build_router(rt: Runtime) -> APIRouter:
         consent, basis, live = c.credentials()
         r = await rt.call(lambda sf: as_(info, sf).verify(img, subject, purpose, consent, legal_basis=basis,
                                                           liveness=live))
-        out = {**r.to_dict(), "subject": r.pseudonym}
-        if not r.match:
-            # A miss's score would let a key holder climb toward the subject's template one
-            # image at a time; across the network a miss says only that it missed.
-            out["score"] = None
-        return out
+        return verify_answer(r)
 
     @router.post("/identify", openapi_extra=_IMAGE_BODY, summary="Identify a face (pseudonyms, best first)")
     async def identify(request: Request, info: ApiKey = Depends(caller)) -> dict[str, Any]:
@@ -201,7 +197,7 @@ def build_router(rt: Runtime) -> APIRouter:
         clip, challenge = c.image, c.text("challenge")
         mirrored = str(c.fields.get("mirrored", "")).lower() in ("1", "true", "yes")
         r = await rt.call(lambda sf: as_(info, sf).liveness_check(clip, challenge, mirrored=mirrored))
-        return dict(r.to_dict())
+        return liveness_answer(r)
 
     @router.post("/analyze", openapi_extra=_IMAGE_BODY, summary="Technical facts about the faces (no attributes)")
     async def analyze(request: Request, info: ApiKey = Depends(caller)) -> dict[str, Any]:
