@@ -704,10 +704,16 @@ def test_a_search_while_milvus_lags_the_records_scores_the_lagging_rows_from_the
         # A bulk enrolment in flight (its writer holds the write lock, its notes are many) sends
         # no search to score the whole store: its rows are not enrolled until its call returns.
         monkeypatch.setattr(server_mod, "SCAN_MAX", 10)
-        with setup.open() as bulk, bulk.locked():
-            bulk._note_now(list(range(10_000, 12_000)), "upsert")
-            assert worker.search(x[7], "access", k=1)[0].row_id == rows[7].row_id
-            bulk._sql("DELETE FROM {ns}.pending")
+        seen: list[int] = []
+        with setup.open() as bulk:
+            def search_mid_batch(point: str) -> None:
+                if point == "add:recorded":  # 1,500 rows committed and noted, their vectors not yet written
+                    seen.append(worker.search(x[7], "access", k=1)[0].row_id)
+
+            bulk._hook = search_mid_batch
+            bulk.add_many([Enrollment(f"bulk{i}", v, ["access"], f"t-bulk{i}", LATER)
+                           for i, v in enumerate(unit_rows(1500, seed=3))])
+        assert seen == [rows[7].row_id]
         monkeypatch.setattr(server_mod, "SCAN_MAX", 100_000)
 
         # A rebuild that fails once the collection is emptied leaves its note: searches score
@@ -809,11 +815,11 @@ def test_milvus_restored_from_an_older_copy_or_emptied_is_searched_from_the_reco
         for i in range(6, 12):
             assert [m.row_id for m in s.search(x[i], "access", k=1, threshold=0.9)] == [late[i - 6].row_id], i
         assert s.search(x[0], "access", k=1, threshold=0.9) == []  # erased stays erased
-        assert s.check_index().behind
+        assert s.check_index().stamp_differs
         # The next write rebuilds the index and counts the loss; searches go through Milvus again.
         s.touch("b1")
         fill(s, x[:1], prefix="c")
-        assert direct.stamp() is not None and not s._behind()
+        assert direct.stamp() is not None and not s._index_differs(*s._stamps())
         found = s.check_index()
         assert found.consistent and found.losses == 1 and found.vectors == 12
         assert [m.row_id for m in s.search(x[7], "access", k=1)] == [late[1].row_id]
@@ -826,6 +832,180 @@ def test_milvus_restored_from_an_older_copy_or_emptied_is_searched_from_the_reco
         direct.drop()
         assert [m.row_id for m in s.search(x[10], "access", k=1, threshold=0.9)] == [late[4].row_id]
     direct.close()
+
+
+def test_a_rebuild_stopped_part_way_is_finished_and_not_counted_as_a_lost_index(setup: Setup) -> None:
+    """`index rebuild` empties the collection under its own note; Milvus failing part way must
+    leave a rebuild to finish, not an index "restored from another time"."""
+    x = unit_rows(4, seed=3)
+    with setup.open() as s:
+        fill(s, x[:3])
+        broken = ServerStore.open(setup.dsn, PG_PASSWORD,
+                                  lambda: _WritesFail.connect(setup.vectors, setup.root, setup.collection, DIM),
+                                  setup.keyring, DIM)
+        with pytest.raises(BackendError, match="unreachable"):
+            broken.rebuild_index()
+        broken.close()
+        assert s.pending() == {"rebuild": 1}
+        during = s.check_index()
+        fill(s, x[3:], prefix="n")  # the next write finishes the rebuild
+        found = s.check_index()
+        assert found.consistent and found.vectors == 4 and found.losses == 0 and not during.stamp_differs
+
+
+def test_a_search_that_index_rebuild_overtakes_answers_from_the_records(setup: Setup) -> None:
+    """A search read the notes (none), then another process's `index rebuild` noted itself and
+    emptied the collection before the search asked Milvus: the mate must still be found."""
+    import threading
+
+    x = unit_rows(6, seed=5)
+    emptied, go = threading.Event(), threading.Event()
+
+    class _Slow(MilvusVectors):
+        def upsert(self, *a: Any, **kw: Any) -> None:
+            emptied.set()  # dropped and made afresh: empty until this write
+            go.wait(30)
+            super().upsert(*a, **kw)
+
+    with setup.open() as reader:
+        rows = fill(reader, x)
+        op = ServerStore.open(setup.dsn, PG_PASSWORD,
+                              lambda: _Slow.connect(setup.vectors, setup.root, setup.collection, DIM), setup.keyring, DIM)
+        real = reader.vectors.search
+        started: list[threading.Thread] = []
+
+        def search(*a: Any, **kw: Any) -> Any:
+            if not started:  # the reader has read the notes; the rebuild starts now
+                started.append(threading.Thread(target=op.rebuild_index))
+                started[0].start()
+                assert emptied.wait(30)
+            return real(*a, **kw)
+
+        reader.vectors.search = search  # type: ignore[method-assign]
+        try:
+            got = reader.search(x[2], "access", k=1, threshold=0.9)
+        finally:
+            go.set()
+            if started:
+                started[0].join(60)
+            op.close()
+        assert [m.row_id for m in got] == [rows[2].row_id]
+
+
+def test_a_stamp_half_recorded_is_never_given_twice_so_a_restore_is_still_seen(setup: Setup) -> None:
+    """The records' half of a stamp failing (a statement timeout) must not let the next write
+    reuse the number Milvus already holds: two Milvus states with one stamp would hide a restore
+    of the earlier one, and the person enrolled after it would be missed."""
+    from safeface.storage.server import STAMP
+
+    x = unit_rows(8, seed=9)
+    direct = setup.milvus()
+    with setup.open() as s:
+        fill(s, x[:4])
+        real_upsert, calls = s.vectors.upsert, {"n": 0}
+
+        def flaky(*a: Any, **kw: Any) -> None:
+            calls["n"] += 1
+            if calls["n"] == 1:
+                raise BackendError("Milvus: unreachable (test)")
+            real_upsert(*a, **kw)
+
+        s.vectors.upsert = flaky  # type: ignore[method-assign]
+        s.add_many([Enrollment("b", x[4], ["access"], "t-b", LATER)])  # recorded; its vector noted
+        assert s.pending() == {"upsert": 1}
+        real_sql, failed = s._sql, []
+
+        def sql(query: str, args: Any = ()) -> Any:
+            if not failed and "INSERT INTO {ns}.meta" in query and tuple(args[:1]) == (STAMP,):
+                failed.append(query)
+                raise BackendError("PostgreSQL: canceling statement due to statement timeout (test)")
+            return real_sql(query, args)
+
+        s._sql = sql  # type: ignore[method-assign]
+        backup: dict[str, Any] = {}
+
+        def snapshot(point: str) -> None:  # the operator's copy, just before "c"'s vector is written
+            if point == "add:recorded":
+                backup.update(vectors=direct.fetch(direct.ids()), stamp=direct.stamp())
+
+        s._hook = snapshot
+        c = s.add_many([Enrollment("c", x[5], ["access"], "t-c", LATER)])
+        s._hook = None
+        assert failed
+        saved = backup["vectors"]
+        direct.drop()
+        direct.ensure()
+        direct.upsert(list(saved), np.stack([v for v, _, _ in saved.values()]), [p for _, p, _ in saved.values()],
+                      [e for _, _, e in saved.values()])
+        direct.set_stamp(backup["stamp"])
+        assert [m.row_id for m in s.search(x[5], "access", k=1, threshold=0.9)] == [c[0].row_id]
+        assert s.check_index().stamp_differs
+    direct.close()
+
+
+def test_a_returned_enrolment_whose_vector_failed_is_found_whoever_holds_the_write_lock(setup: Setup) -> None:
+    """Only the rows of the enrolment still writing are left out of a search: a returned one
+    whose vector Milvus refused is scored from the records while another process holds the
+    lock (an `index check`, a purge, another batch)."""
+    x = unit_rows(6, seed=13)
+    with setup.open() as s:
+        fill(s, x[:4])
+        real_upsert = s.vectors.upsert
+
+        def down(*a: Any, **kw: Any) -> None:
+            raise BackendError("Milvus: unreachable (test)")
+
+        s.vectors.upsert = down  # type: ignore[method-assign]
+        late = s.add_many([Enrollment("late", x[4], ["access"], "t-late", LATER)])  # returned: enrolled
+        s.vectors.upsert = real_upsert  # type: ignore[method-assign]
+        with setup.open() as other:
+            other.vectors.delete([late[0].row_id])  # its open drained the note: as if Milvus had refused it
+            other._note_now([late[0].row_id], "upsert")
+            with other.locked():
+                assert [m.row_id for m in s.search(x[4], "access", k=1, threshold=0.9)] == [late[0].row_id]
+
+            # An enrolment still writing (in this thread, stopped after its commit) stays out.
+            def search_now(point: str) -> None:
+                if point == "add:recorded":
+                    got = s.search(x[5], "access", k=1, threshold=0.9)
+                    seen.append([m.row_id for m in got])
+                    seen.append([m.row_id for m in s.search(x[4], "access", k=1, threshold=0.9)])
+
+            seen: list[list[int]] = []
+            other._hook = search_now
+            batch = other.add_many([Enrollment("now", x[5], ["access"], "t-now", LATER)])
+            other._hook = None
+            assert seen == [[], [late[0].row_id]]
+            assert [m.row_id for m in s.search(x[5], "access", k=1, threshold=0.9)] == [batch[0].row_id]
+
+
+def test_records_restored_from_before_a_rekey_rebuild_the_index_they_no_longer_match(setup: Setup) -> None:
+    """The records restored from a backup older than a re-key: Milvus still holds the templates
+    under the new transform, its count ahead of the records'. The store follows the records and
+    rebuilds the index, so the gate finds its people."""
+    import psycopg
+
+    x = unit_rows(30, seed=17)
+    with setup.open() as s:
+        rows = fill(s, x)
+        with psycopg.connect(setup.dsn, password=PG_PASSWORD, autocommit=True) as c:  # the nightly backup
+            for t in ("rows", "meta", "pending"):
+                c.execute(f"CREATE TABLE public.bk_{t} AS SELECT * FROM safeface.{t}")
+        setup.keyring.rotate("transform", "seal")
+        assert s.rekey().rows == 30 and s.pending() == {}
+        with psycopg.connect(setup.dsn, password=PG_PASSWORD, autocommit=True) as c:  # the restore
+            for t in ("rows", "meta", "pending"):
+                c.execute(f"DELETE FROM safeface.{t}")
+                c.execute(f"INSERT INTO safeface.{t} SELECT * FROM public.bk_{t}")
+        # A process still open finds the index is not these records' before its next write.
+        assert s.check_index().stamp_differs
+        assert [m.row_id for m in s.search(x[3], "access", k=1, threshold=0.9)] == [rows[3].row_id]
+    with setup.open() as s:  # the service restarts on the restored records: the open rebuilds
+        assert s.key_versions == {"transform": 1, "seal": 1}
+        found = s.check_index()
+        assert found.consistent and found.losses == 1
+        assert all([m.row_id for m in s.search(x[i], "access", k=1, threshold=0.9)] == [rows[i].row_id]
+                   for i in range(0, 30, 3))
 
 
 def test_purpose_filter_is_exact_even_for_wildcards_and_separators(setup: Setup) -> None:

@@ -14,11 +14,11 @@ vectors "removed" only once a query by id finds none of them, otherwise "pending
 Milvus for candidates, then opens each candidate's record and scores it from there: a row
 erased, expired or outside the purpose is never returned, whatever Milvus still holds.
 
-Milvus may also lose what it confirmed: its data restored from an older copy, or its collection
-emptied or made afresh. Each confirmed vector write is counted in both stores, Milvus first (a
-stamp entity no search admits); a search that finds Milvus's count behind the records' scores the
-records instead, and the next write or open rebuilds the index and counts the loss, which `index
-check` reports.
+Milvus may also stop being the index of these records without a note: its data restored from an
+older copy, its collection emptied or made afresh, or the records restored from before later
+writes. Each confirmed vector write is counted in both stores (Milvus's in a stamp entity no search
+admits); a search that finds Milvus's count outside the records' scores the records instead, and
+the next write or open rebuilds the index and counts the loss, which `index check` reports.
 
 Visible-region templates (masked probes, with the flag saying whether the enrolment image was
 masked) live only in the sealed records, not in Milvus: a masked search takes Milvus's candidates
@@ -77,8 +77,12 @@ CEILING = "committed_ceiling"  # meta key: see ServerStore._raise_ceiling
 # only `check_index`, which opens every record under the write lock, sets it to what it finds); a
 # store made before it has none, which reads as "may hold" (see may_hold).
 MASKED_SEEN = "masked_enrolments_seen"
-STAMP = "vector_stamp"  # meta key: the vector writes Milvus confirmed, as stamped there too (see _behind)
-LOSSES = "vector_losses_found"  # meta key: how often Milvus was found behind and rebuilt
+# Meta keys of the index's bookkeeping (see _stamp, _index_differs, _lagging):
+STAMP = "vector_stamp"  # the vector writes Milvus confirmed, counted after Milvus's own stamp
+STAMP_INTENDED = "vector_stamp_intended"  # the same count, written before Milvus's stamp
+LOSSES = "vector_losses_found"  # how often Milvus's count was found to differ and the index rebuilt
+REBUILDS = "vector_rebuilds_noted"  # each rebuild note counts here, so a search can tell one began under it
+IN_FLIGHT = "enrolment_in_flight"  # "<lock connection's pid>:<first row id>" of the enrolment writing now
 
 _SCHEMA = """
 CREATE SCHEMA IF NOT EXISTS {ns};
@@ -183,6 +187,7 @@ class ServerStore:
         self._lock = threading.RLock()  # one statement at a time on the connection
         key = int.from_bytes(hashlib.sha256(f"safeface write lock {ns}".encode()).digest()[:8], "big", signed=True)
         self._write_lock = AdvisoryLock(lock_conn, key)
+        self._lock_pid = int(lock_conn.execute("SELECT pg_backend_pid()").fetchone()[0])
         self._keys: Optional[Keys] = None
         self._pseudonym_version = 0
         self._closed = False
@@ -400,44 +405,67 @@ class ServerStore:
         return True
 
     def _stamp(self) -> None:
-        """After a vector write Milvus confirmed, under the write lock: count it, in Milvus first
-        and then in the records, so that a reader (which reads the records' count first) never
-        sees Milvus behind unless it lost what it had confirmed."""
-        n = self._stamp_recorded() + 1
+        """After a vector write Milvus confirmed, under the write lock: count it three times. The
+        records' intended count first, then Milvus's stamp, then the records' count, so that at
+        any moment recorded <= Milvus's <= intended unless one store went back in time."""
+        n = self._stamps()[1] + 1
+        self._set_meta(STAMP_INTENDED, str(n))
         self.vectors.set_stamp(n)
-        self._sql(f"INSERT INTO {{ns}}.meta (k, v) VALUES ('{STAMP}', %s) ON CONFLICT (k) DO UPDATE SET v = "
-                  "EXCLUDED.v", (str(n),))
+        self._set_meta(STAMP, str(n))
 
-    def _stamp_recorded(self) -> int:
-        got = self._sql(f"SELECT v FROM {{ns}}.meta WHERE k = '{STAMP}'")
-        return int(got[0][0]) if got else 0
+    def _set_meta(self, k: str, v: str) -> None:
+        self._sql("INSERT INTO {ns}.meta (k, v) VALUES (%s, %s) ON CONFLICT (k) DO UPDATE SET v = EXCLUDED.v", (k, v))
 
-    def _behind(self, recorded: Optional[int] = None) -> bool:
-        """Whether Milvus holds fewer confirmed writes than the records counted: its data was
-        restored from an older copy, or its collection emptied or made afresh behind the store.
-        A search then scores the records, and the next write rebuilds the index. A vector
-        deleted or written one by one behind the store is not seen here (`check_index` finds it)."""
-        recorded = self._stamp_recorded() if recorded is None else recorded
-        if recorded == 0:
-            return False
-        held = self.vectors.stamp()
-        return held is None or held < recorded
+    def _stamps(self) -> tuple[int, int]:
+        """(recorded, intended) counts of confirmed vector writes."""
+        got = dict(self._sql(f"SELECT k, v FROM {{ns}}.meta WHERE k IN ('{STAMP}', '{STAMP_INTENDED}')"))
+        recorded = int(got.get(STAMP, 0))
+        return recorded, max(recorded, int(got.get(STAMP_INTENDED, 0)))
+
+    def _index_differs(self, recorded: int, intended: int) -> bool:
+        """Whether Milvus's count of confirmed writes is outside the records' [recorded, intended]:
+        below, Milvus lost writes (restored from an older copy, its collection emptied or made
+        afresh); above, the records went back (restored from before later writes, a re-key's
+        rebuild among them). Either way Milvus is not the index of these records: a search scores
+        the records, and the next write or open rebuilds it. Not seen here: single vectors
+        deleted or rewritten behind the store with the stamp left alone (`check_index` finds those)."""
+        held = self.vectors.stamp() or 0
+        if held < recorded:
+            return True
+        if held > intended:
+            # A writer raises the intended count before Milvus's: read it again, so a write
+            # between this reader's two reads is not taken for the records going back.
+            return held > self._stamps()[1]
+        return False
+
+    def _rebuild_note(self, lost: bool = False) -> str:
+        """One statement: the rebuild note, counted in REBUILDS (and in LOSSES when Milvus's count
+        differed). Its table names are filled in, so it runs inside a transaction or outside."""
+        def count(k: str) -> str:
+            return (f"INSERT INTO {self._ns}.meta (k, v) VALUES ('{k}', '1') ON CONFLICT (k) DO UPDATE SET "
+                    f"v = ({self._ns}.meta.v::bigint + 1)::text")
+        parts = [f"INSERT INTO {self._ns}.pending (row_id, op) VALUES ({REBUILD}, 'rebuild') ON CONFLICT (row_id) "
+                 "DO UPDATE SET op = EXCLUDED.op", count(REBUILDS)] + ([count(LOSSES)] if lost else [])
+        return "WITH " + ", ".join(f"s{i} AS ({q})" for i, q in enumerate(parts[:-1])) + " " + parts[-1]
 
     def _drain_pending(self, best_effort: bool = False) -> int:
-        """Carry out the vector writes the records still ask for, and rebuild an index that lost
-        confirmed writes (see _behind). Under the write lock."""
-        try:
-            if self._behind():
-                # Rebuilt at once, and counted where `index check` reports it: the loss stays visible.
-                log.warning("%s lost vector writes it had confirmed (restored from an older copy, or emptied); "
-                            "rebuilding it from the records", self.vectors.where)
-                self._sql(f"WITH n AS (INSERT INTO {{ns}}.pending (row_id, op) VALUES ({REBUILD}, 'rebuild') ON "
-                          "CONFLICT (row_id) DO UPDATE SET op = EXCLUDED.op) INSERT INTO {ns}.meta (k, v) VALUES "
-                          f"('{LOSSES}', '1') ON CONFLICT (k) DO UPDATE SET v = ({{ns}}.meta.v::bigint + 1)::text")
-        except BackendError:
-            if not best_effort:
-                raise
+        """Carry out the vector writes the records still ask for, and rebuild an index whose
+        count of confirmed writes differs from the records' (see _index_differs). Under the
+        write lock."""
         notes = self._sql("SELECT row_id, op FROM {ns}.pending ORDER BY row_id")
+        # A rebuild under way (or stopped part way) emptied the collection itself: no loss.
+        if not any(int(r) == REBUILD for r, _ in notes):
+            try:
+                if self._index_differs(*self._stamps()):
+                    # Rebuilt at once, and counted where `index check` reports it: it stays visible.
+                    log.warning("%s is not the index of these records (its count of confirmed writes differs: "
+                                "one of them was restored from another time, or the index emptied); rebuilding "
+                                "it from the records", self.vectors.where)
+                    self._sql(self._rebuild_note(lost=True))
+                    notes = self._sql("SELECT row_id, op FROM {ns}.pending ORDER BY row_id")
+            except BackendError:
+                if not best_effort:
+                    raise
         if not notes:
             return 0
         try:
@@ -465,7 +493,7 @@ class ServerStore:
         rebuild is noted first, so that searches meanwhile, or after a failure part way, score
         the records instead of a collection being emptied."""
         with self.locked():
-            self._note_now([REBUILD], "rebuild")
+            self._sql(self._rebuild_note())
             return self._rebuild_vectors()
 
     def _note_now(self, ids: Sequence[int], op: str) -> None:
@@ -512,8 +540,10 @@ class ServerStore:
         while none is stored only costs bare identifies an embedding; `repair` sets it to what
         the records hold."""
         with self.locked():
-            pending = len(self._sql("SELECT row_id FROM {ns}.pending"))
-            behind = self._behind()  # found at a write or open, this is already rebuilt (`losses`)
+            notes = self._sql("SELECT row_id FROM {ns}.pending")
+            pending = len(notes)
+            # Found at a write or an open, it is rebuilt there already (`losses`).
+            differs = all(int(r) != REBUILD for r, in notes) and self._index_differs(*self._stamps())
             if repair:
                 self._drain_pending()
             found = self._compare()
@@ -533,7 +563,7 @@ class ServerStore:
                     raise BackendError(f"{self.vectors.where} still differs from the records after the repair "
                                        f"({after.summary()}); run it again.")
             losses = self._sql(f"SELECT v FROM {{ns}}.meta WHERE k = '{LOSSES}'")
-            return replace(found, pending=pending, repaired=repair, behind=behind,
+            return replace(found, pending=pending, repaired=repair, stamp_differs=differs,
                            losses=int(losses[0][0]) if losses else 0)
 
     def _compare(self) -> "IndexCheck":
@@ -625,6 +655,7 @@ class ServerStore:
                     for rec in records:
                         cp.write_row(rec)
                 self._note(ids, "upsert")
+                flight = self._in_flight(ids)
                 self._raise_ceiling(max(ids, default=0))
                 if any(p.visible_masked for p in prepared):
                     self._saw_masked()
@@ -637,7 +668,26 @@ class ServerStore:
                 self._clear(ids)
             except BackendError:
                 pass  # recorded; the note stays and the next write or open writes the vectors
+            finally:
+                self._landed(flight)
         return out
+
+    def _in_flight(self, ids: Sequence[int]) -> Optional[str]:
+        """Inside a record transaction: these new rows' vectors are being written by this handle
+        (see _lagging), until _landed."""
+        if not ids:
+            return None
+        flight = f"{self._lock_pid}:{min(int(i) for i in ids)}"
+        self._conn.execute(f"INSERT INTO {self._ns}.meta (k, v) VALUES ('{IN_FLIGHT}', %s) ON CONFLICT (k) DO "
+                           "UPDATE SET v = EXCLUDED.v", (flight,))
+        return flight
+
+    def _landed(self, flight: Optional[str]) -> None:
+        if flight is not None:
+            try:
+                self._sql(f"DELETE FROM {{ns}}.meta WHERE k = '{IN_FLIGHT}' AND v = %s", (flight,))
+            except BackendError:
+                pass  # left behind: this handle's next enrolment overwrites it, and its pid goes with the handle
 
     def _erase(self, where: str, args: tuple[Any, ...]) -> tuple[list[tuple[int, str]], Optional[str]]:
         with self._write_lock.held():
@@ -749,7 +799,7 @@ class ServerStore:
                         (str(tv), "transform_version"), (t_id, "transform_key_id"),
                         (str(sv), "seal_version"), (s_id, "seal_key_id")])
                 if not same:
-                    self._note([REBUILD], "rebuild")
+                    self._conn.execute(self._rebuild_note())
             self._keyring = target
             self._keys = new
             self._drain_pending(best_effort=True)
@@ -785,12 +835,9 @@ class ServerStore:
     def _search(self, keys: Keys, probe: np.ndarray, purpose: str, k: int, threshold: Optional[float], now_us: int,
                 path: Optional[str]) -> list[Match]:
         q = keys.transform.apply(probe).astype(np.float32)  # the probe and the rows it meets under the same keys
-        lagging = self._lagging()
+        lagging, rebuilds = self._lagging()
         if lagging is None:
-            found: dict[str, Match] = {}
-            for opened in self._every_row(keys):
-                self._score(opened, q, purpose, threshold, now_us, path, found)
-            return sorted(found.values(), key=lambda m: -m.score)[:k]
+            return self._scan(keys, q, purpose, k, threshold, now_us, path)
         best: dict[str, Match] = {}
         fetch = min(FETCH_MAX, 4 * k * (MASKED_FETCH if path in VISIBLE_PATHS else 1))
         while True:
@@ -804,43 +851,67 @@ class ServerStore:
             if len(best) >= k or len(hits) < fetch or fetch >= FETCH_MAX:
                 break
             fetch = min(FETCH_MAX, fetch * 4)
+        # A rebuild noted since the notes were read (another process's `index rebuild`) may have
+        # emptied the collection under this search: its answer is the records'.
+        (now_noted,), = self._sql(f"SELECT (SELECT v FROM {{ns}}.meta WHERE k = '{REBUILDS}')")
+        if int(now_noted or 0) != rebuilds:
+            self._refuse_scan_past_max()
+            return self._scan(keys, q, purpose, k, threshold, now_us, path)
         self._score(self._open_rows(sorted(lagging), keys), q, purpose, threshold, now_us, path, best)
         return sorted(best.values(), key=lambda m: -m.score)[:k]
 
-    def _lagging(self) -> Optional[set[int]]:
-        """The rows Milvus lags on, to be scored from the records; None when every record must
-        be (a rebuild is pending: a re-key's, under way or stopped, or `rebuild_index`'s; Milvus
-        lost writes it had confirmed (_behind); or more rows than LAGGING_MAX). Rows whose writer still holds the write lock are left out: that
-        enrolment has not returned, and each such call would otherwise make every search in
-        every process open its rows. Refused with BackendError past SCAN_MAX records."""
-        (notes, stamp), = self._sql("SELECT ARRAY(SELECT row_id FROM {ns}.pending WHERE op <> 'delete' ORDER BY "
-                                    f"row_id LIMIT %s), (SELECT v FROM {{ns}}.meta WHERE k = '{STAMP}')",
-                                    (LAGGING_MAX + 1,))
+    def _scan(self, keys: Keys, q: np.ndarray, purpose: str, k: int, threshold: Optional[float], now_us: int,
+              path: Optional[str]) -> list[Match]:
+        """Every record scored, without Milvus."""
+        found: dict[str, Match] = {}
+        for opened in self._every_row(keys):
+            self._score(opened, q, purpose, threshold, now_us, path, found)
+        return sorted(found.values(), key=lambda m: -m.score)[:k]
+
+    def _lagging(self) -> tuple[Optional[set[int]], int]:
+        """The rows Milvus lags on, to be scored from the records, and the count of rebuilds
+        noted so far. None instead of rows when every record must be scored: a rebuild is
+        pending (a re-key's, under way or stopped, or `rebuild_index`'s); Milvus is not the index
+        of these records (_index_differs); or more rows than LAGGING_MAX lag. The rows of an
+        enrolment still writing (its process holds the write lock) are left out: that call has
+        not returned, and a bulk enrolment would otherwise make every search in every process
+        open its rows. Rows whose enrolment returned are scored whoever holds the lock. Refused
+        with BackendError past SCAN_MAX records."""
+        (notes, meta), = self._sql(
+            "SELECT ARRAY(SELECT row_id FROM {ns}.pending WHERE op <> 'delete' ORDER BY row_id LIMIT %s), "
+            f"(SELECT json_object_agg(k, v) FROM {{ns}}.meta WHERE k IN ('{STAMP}', '{STAMP_INTENDED}', "
+            f"'{REBUILDS}', '{IN_FLIGHT}'))", (LAGGING_MAX + 1,))
+        meta = meta or {}
+        rebuilds = int(meta.get(REBUILDS, 0))
         ids = {int(r) for r in notes}
-        behind = REBUILD not in ids and self._behind(int(stamp or 0))
-        if not ids and not behind:
-            return ids
-        if REBUILD not in ids and not behind:
-            if self._writer_in_flight():
-                return set()
-            if len(ids) <= LAGGING_MAX:
-                return ids
+        if REBUILD not in ids:
+            recorded = int(meta.get(STAMP, 0))
+            if not self._index_differs(recorded, max(recorded, int(meta.get(STAMP_INTENDED, 0)))):
+                if ids and IN_FLIGHT in meta:
+                    pid, first = (int(v) for v in str(meta[IN_FLIGHT]).split(":"))
+                    if pid == self._lock_holder():
+                        ids = {i for i in ids if i < first}
+                if len(ids) <= LAGGING_MAX:
+                    return ids, rebuilds
+        self._refuse_scan_past_max()
+        return None, rebuilds
+
+    def _refuse_scan_past_max(self) -> None:
         if int(self._sql("SELECT count(*) FROM {ns}.rows")[0][0]) > SCAN_MAX:
             raise BackendError(f"{self.where}: its Milvus index lags the records (a rebuild, vector writes that did "
-                               "not finish, or an index restored from an older copy or emptied), and the store has "
+                               "not finish, or an index or records restored from another time), and the store has "
                                "too many rows to search without it; nothing was changed. Try again once the rebuild "
                                "ends, or run `safeface index check WS --repair` if no process is rebuilding it.")
-        return None
 
-    def _writer_in_flight(self) -> bool:
-        """Whether a process holds the store's write lock now (PostgreSQL's lock table)."""
+    def _lock_holder(self) -> Optional[int]:
+        """The backend pid of the connection holding the store's write lock now, if any."""
         key = self._write_lock.key & 0xFFFF_FFFF_FFFF_FFFF
         # pg_locks spans the cluster: an advisory lock is this database's only where its
         # database is (another database's store of the same schema name has the same key).
-        got = self._sql("SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted AND classid = %s::oid "
+        got = self._sql("SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND classid = %s::oid "
                         "AND objid = %s::oid AND objsubid = 1 AND database = (SELECT oid FROM pg_database "
                         "WHERE datname = current_database()) LIMIT 1", (key >> 32, key & 0xFFFF_FFFF))
-        return bool(got)
+        return int(got[0][0]) if got else None
 
     @staticmethod
     def _score(opened: dict[int, tuple[Entry, np.ndarray]], q: np.ndarray, purpose: str, threshold: Optional[float],
@@ -969,10 +1040,14 @@ class ServerStore:
                                    f"u > 0) FROM (SELECT GREATEST((SELECT COALESCE(MAX(row_id), 0) FROM {self._ns}.rows), "
                                    "%s) AS u) AS used", (int(ceiling),))
                 self._note([int(r[0]) for r in rows], "upsert")
+                flight = self._in_flight([int(r[0]) for r in rows])
                 self._raise_ceiling(max([int(r[0]) for r in rows] + [int(ceiling)]))
                 if rows:
                     self._saw_masked()  # the flag is inside the seals, which a verbatim copy does not open
-            self._drain_pending()
+            try:
+                self._drain_pending()
+            finally:
+                self._landed(flight)
 
     def _saw_masked(self) -> None:
         """Inside a record transaction: a masked enrolment may now be in the store (MASKED_SEEN)."""
@@ -1024,7 +1099,7 @@ class IndexCheck:
     repaired: bool
     masked: bool = False  # any row is a masked enrolment
     mark: Optional[str] = None  # the masked-enrolment mark as found (MASKED_SEEN; None: absent)
-    behind: bool = False  # Milvus lost writes it had confirmed (restored from an older copy, emptied)
+    stamp_differs: bool = False  # Milvus's count of confirmed writes is not the records' (_index_differs)
     losses: int = 0  # how often the store found that and rebuilt the index (at a write or an open)
 
     @property
@@ -1034,17 +1109,18 @@ class IndexCheck:
 
     @property
     def consistent(self) -> bool:
-        return not (self.missing or self.orphans or self.stale or self.mark_hides or self.behind)
+        return not (self.missing or self.orphans or self.stale or self.mark_hides or self.stamp_differs)
 
     def summary(self) -> str:
         hides = "; the masked-enrolment mark hides masked enrolments" if self.mark_hides else ""
-        behind = "; the index lost writes it had confirmed (an older copy, or emptied)" if self.behind else ""
-        return f"{len(self.missing)} missing, {len(self.orphans)} orphan(s), {len(self.stale)} stale{hides}{behind}"
+        differs = ("; the index's count of confirmed writes is not the records' (one of them restored from another "
+                   "time, or the index emptied)") if self.stamp_differs else ""
+        return f"{len(self.missing)} missing, {len(self.orphans)} orphan(s), {len(self.stale)} stale{hides}{differs}"
 
     def to_dict(self) -> dict[str, Any]:
         return {"rows": self.rows, "vectors": self.vectors, "missing": list(self.missing),
                 "orphans": list(self.orphans), "stale": list(self.stale), "pending": self.pending,
-                "masked_enrolments": self.masked, "masked_mark": self.mark, "behind": self.behind,
+                "masked_enrolments": self.masked, "masked_mark": self.mark, "stamp_differs": self.stamp_differs,
                 "losses_found": self.losses,
                 "consistent": self.consistent, "repaired": self.repaired}
 

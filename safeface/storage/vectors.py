@@ -55,7 +55,7 @@ BATCH = 5000
 FLUSH_ROWS = 2000
 # The stamp's entity (no row has a negative id). Its expiry field carries the count of vector
 # writes the store has confirmed; its purposes are none and its expiry is long past, so no
-# search filter admits it. See ServerStore._behind.
+# search filter admits it. See ServerStore._stamp.
 STAMP_ID = -1
 
 
