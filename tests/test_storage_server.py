@@ -810,7 +810,7 @@ def test_milvus_restored_from_an_older_copy_or_emptied_is_searched_from_the_reco
         direct.ensure()
         direct.upsert(list(backup), np.stack([v for v, _, _ in backup.values()]),
                       [p for _, p, _ in backup.values()], [e for _, _, e in backup.values()])
-        direct.set_stamp(stamp)
+        direct.set_stamp(*stamp)
         assert s.pending() == {}  # nothing in the records says so
         for i in range(6, 12):
             assert [m.row_id for m in s.search(x[i], "access", k=1, threshold=0.9)] == [late[i - 6].row_id], i
@@ -819,7 +819,7 @@ def test_milvus_restored_from_an_older_copy_or_emptied_is_searched_from_the_reco
         # The next write rebuilds the index and counts the loss; searches go through Milvus again.
         s.touch("b1")
         fill(s, x[:1], prefix="c")
-        assert direct.stamp() is not None and not s._index_differs(*s._stamps())
+        assert direct.stamp() is not None and s._index_state(s._book()) == "ok"
         found = s.check_index()
         assert found.consistent and found.losses == 1 and found.vectors == 12
         assert [m.row_id for m in s.search(x[7], "access", k=1)] == [late[1].row_id]
@@ -937,7 +937,7 @@ def test_a_stamp_half_recorded_is_never_given_twice_so_a_restore_is_still_seen(s
         direct.ensure()
         direct.upsert(list(saved), np.stack([v for v, _, _ in saved.values()]), [p for _, p, _ in saved.values()],
                       [e for _, _, e in saved.values()])
-        direct.set_stamp(backup["stamp"])
+        direct.set_stamp(*backup["stamp"])
         assert [m.row_id for m in s.search(x[5], "access", k=1, threshold=0.9)] == [c[0].row_id]
         assert s.check_index().stamp_differs
     direct.close()
@@ -1006,6 +1006,166 @@ def test_records_restored_from_before_a_rekey_rebuild_the_index_they_no_longer_m
         assert found.consistent and found.losses == 1
         assert all([m.row_id for m in s.search(x[i], "access", k=1, threshold=0.9)] == [rows[i].row_id]
                    for i in range(0, 30, 3))
+
+
+def test_a_second_workspace_given_the_same_collection_is_refused_and_empties_nothing(setup: Setup,
+                                                                                       pg: PgCluster) -> None:
+    """Two workspaces pointed at one Milvus with the default collection name: the second one's
+    open took the first's stamp for records restored and rebuilt, emptying the first's index."""
+    x = unit_rows(50, seed=21)
+    with setup.open() as a:
+        rows = fill(a, x)
+        with pytest.raises(ConfigError, match="another store's index"):
+            ServerStore.open(pg.new_database(), PG_PASSWORD, setup.milvus, setup.keyring, DIM)
+        assert [m.row_id for m in a.search(x[7], "access", k=1, threshold=0.9)] == [rows[7].row_id]
+        assert setup.milvus().count() == 50
+
+
+def _backup(dsn: str, tag: str) -> None:
+    import psycopg
+
+    with psycopg.connect(dsn, password=PG_PASSWORD, autocommit=True) as c:
+        for t in ("rows", "meta", "pending"):
+            c.execute(f"CREATE TABLE public.{tag}_{t} AS SELECT * FROM safeface.{t}")
+
+
+def _restore(dsn: str, tag: str) -> None:
+    import psycopg
+
+    with psycopg.connect(dsn, password=PG_PASSWORD, autocommit=True) as c:
+        for t in ("rows", "meta", "pending"):
+            c.execute(f"DELETE FROM safeface.{t}")
+            c.execute(f"INSERT INTO safeface.{t} SELECT * FROM public.{tag}_{t}")
+
+
+def test_a_rebuild_starts_a_new_count_so_restores_across_it_are_seen(setup: Setup) -> None:
+    """A rebuild after a restore of the records counted on from the restored number, one Milvus
+    had already held: a second restore (a later backup), or Milvus's own copy from before the
+    first, then matched the count, and the people enrolled in between were missed."""
+    x = unit_rows(40, seed=31)
+    direct = setup.milvus()
+    with setup.open() as s:
+        a = fill(s, x[:10], prefix="a")
+        _backup(setup.dsn, "nightly")
+        b = fill(s, x[10:20], prefix="b")
+        _backup(setup.dsn, "hourly")
+        fill(s, x[20:25], prefix="c")
+        saved, stamp = direct.fetch(direct.ids()), direct.stamp()
+    _restore(setup.dsn, "nightly")
+    with setup.open() as s:  # Milvus ahead of the records: rebuilt
+        assert s.check_index().losses == 1
+    _restore(setup.dsn, "hourly")  # the operator takes the later backup instead
+    with setup.open() as s:
+        assert [m.row_id for m in s.search(x[3], "access", k=1, threshold=0.9)] == [a[3].row_id]
+        assert [m.row_id for m in s.search(x[13], "access", k=1, threshold=0.9)] == [b[3].row_id]
+        d = fill(s, x[25:], prefix="d")
+    # Milvus's own copy from before the first restore comes back.
+    direct.drop()
+    direct.ensure()
+    direct.upsert(list(saved), np.stack([v for v, _, _ in saved.values()]), [p for _, p, _ in saved.values()],
+                  [e for _, _, e in saved.values()])
+    direct.set_stamp(*stamp)
+    with setup.open() as s:
+        assert [m.row_id for m in s.search(x[26], "access", k=1, threshold=0.9)] == [d[1].row_id]
+    direct.close()
+
+
+def test_a_mark_left_by_a_failed_landing_hides_nothing_once_the_lock_is_taken_again(setup: Setup) -> None:
+    """An enrolment whose vector write failed returned, and the statement removing its in-flight
+    mark failed too: that mark names a live lock connection, and hid the person from other
+    processes whenever this handle held the lock again."""
+    x = unit_rows(6, seed=41)
+    with setup.open() as s, setup.open() as reader:
+        fill(s, x[:4])
+        real_upsert, real_sql = s.vectors.upsert, s._sql
+
+        def down(*a: Any, **kw: Any) -> None:
+            raise BackendError("Milvus: unreachable (test)")
+
+        def sql(query: str, args: Any = ()) -> Any:
+            if query.lstrip().startswith("DELETE") and "enrolment_in_flight" in query:
+                raise BackendError("PostgreSQL: canceling statement due to statement timeout (test)")
+            return real_sql(query, args)
+
+        s.vectors.upsert = down  # type: ignore[method-assign]
+        s._sql = sql  # type: ignore[method-assign]
+        late = s.add_many([Enrollment("late", x[4], ["access"], "t-late", LATER)])  # returned: enrolled
+        s.vectors.upsert = real_upsert  # type: ignore[method-assign]
+        s._sql = real_sql  # type: ignore[method-assign]
+        with s.locked():
+            got = reader.search(x[4], "access", k=1, threshold=0.9)
+        assert [m.row_id for m in got] == [late[0].row_id]
+
+
+def test_a_bulk_enrolment_that_ends_mid_search_sends_it_to_no_scan(setup: Setup,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """The search read the notes and the mark of a bulk enrolment, which then finished and let
+    the lock go before the search asked who held it: its rows looked left behind, past
+    LAGGING_MAX, and the search scanned (past SCAN_MAX, refused). Limits scaled down."""
+    import threading
+
+    import safeface.storage.server as server_mod
+
+    x = unit_rows(20, seed=51)
+    with setup.open() as s, setup.open() as bulk:
+        rows = fill(s, x[:4])
+        monkeypatch.setattr(server_mod, "LAGGING_MAX", 5)
+        monkeypatch.setattr(server_mod, "SCAN_MAX", 10)
+        recorded, read = threading.Event(), threading.Event()
+
+        def hook(point: str) -> None:
+            if point == "add:recorded":
+                recorded.set()
+                assert read.wait(30)
+
+        bulk._hook = hook
+        t = threading.Thread(target=lambda: bulk.add_many(
+            [Enrollment(f"bulk{i}", v, ["access"], f"t-bulk{i}", LATER) for i, v in enumerate(x[4:14])]))
+        t.start()
+        assert recorded.wait(30)
+        real_stamp = s.vectors.stamp
+
+        def stamp() -> Any:  # the search has read the notes and the mark: the bulk ends now
+            read.set()
+            t.join(60)
+            return real_stamp()
+
+        s.vectors.stamp = stamp  # type: ignore[method-assign]
+        try:
+            got = s.search(x[1], "access", k=1, threshold=0.9)
+        finally:
+            read.set()
+            t.join(60)
+            s.vectors.stamp = real_stamp  # type: ignore[method-assign]
+        assert [m.row_id for m in got] == [rows[1].row_id]
+
+
+def test_a_row_milvus_cannot_hold_is_refused_before_the_records(setup: Setup) -> None:
+    """Purposes past Milvus's 65,535-byte field were committed to the records, and every later
+    drain (each write, each open) raised on that row's vector."""
+    x = unit_rows(3, seed=61)
+    with setup.open() as s:
+        fill(s, x[:1])
+        with pytest.raises(ConfigError, match="purposes take"):
+            s.add_many([Enrollment("long", x[1], ["p" * 40_000], "t-long", LATER)])
+        assert len(s) == 1 and s.pending() == {}
+    with setup.open() as s:
+        fill(s, x[2:], prefix="n")
+        assert len(s) == 2
+
+
+def test_a_repair_that_rebuilt_a_lost_index_reports_it_consistent(setup: Setup) -> None:
+    x = unit_rows(4, seed=71)
+    direct = setup.milvus()
+    with setup.open() as s:
+        fill(s, x)
+        direct.drop()
+        direct.ensure()
+        before = s.check_index()
+        fixed = s.check_index(repair=True)
+        assert before.stamp_differs and not before.consistent
+        assert fixed.consistent and fixed.repaired, fixed.summary()
+    direct.close()
 
 
 def test_purpose_filter_is_exact_even_for_wildcards_and_separators(setup: Setup) -> None:

@@ -34,6 +34,7 @@ import hashlib
 import json
 import logging
 import re
+import secrets
 import threading
 import time
 from contextlib import AbstractContextManager, contextmanager
@@ -52,7 +53,7 @@ from .rows import (ROW_COLS, Enrollment, Entry, ErasureResult, GalleryRow, Keys,
                    looks_of, moved_expiry, path_template, prepare, protect, pseudonym_of, refuse_lookalikes, rekeyed,
                    seal_row, to_us, touched_expiry, unseal_row, utc_now)
 from .factory import dsn_parts, misread
-from .vectors import MilvusVectors
+from .vectors import MilvusVectors, purpose_set
 
 log = logging.getLogger("safeface.storage")
 NAMESPACE_RE = re.compile(r"^[a-z_][a-z0-9_]{0,40}$")
@@ -77,12 +78,16 @@ CEILING = "committed_ceiling"  # meta key: see ServerStore._raise_ceiling
 # only `check_index`, which opens every record under the write lock, sets it to what it finds); a
 # store made before it has none, which reads as "may hold" (see may_hold).
 MASKED_SEEN = "masked_enrolments_seen"
-# Meta keys of the index's bookkeeping (see _stamp, _index_differs, _lagging):
+# Meta keys of the index's bookkeeping (see _stamp, _index_state, _lagging):
 STAMP = "vector_stamp"  # the vector writes Milvus confirmed, counted after Milvus's own stamp
 STAMP_INTENDED = "vector_stamp_intended"  # the same count, written before Milvus's stamp
 LOSSES = "vector_losses_found"  # how often Milvus's count was found to differ and the index rebuilt
 REBUILDS = "vector_rebuilds_noted"  # each rebuild note counts here, so a search can tell one began under it
 IN_FLIGHT = "enrolment_in_flight"  # "<lock connection's pid>:<first row id>" of the enrolment writing now
+STORE_ID = "vector_store_id"  # random, made once: whose index a collection is (the stamp's tag carries it)
+EPOCH = "vector_epoch"  # random, made anew by each rebuild: which filling of the collection the counts count
+_BOOK = [STAMP, STAMP_INTENDED, REBUILDS, IN_FLIGHT, STORE_ID, EPOCH]
+OK, DIFFERS, FOREIGN = "ok", "differs", "foreign"  # what _index_state finds
 
 _SCHEMA = """
 CREATE SCHEMA IF NOT EXISTS {ns};
@@ -152,17 +157,24 @@ class AdvisoryLock:
     spans processes and machines, and the server releases it if the holder dies), re-entrant
     within a process."""
 
-    def __init__(self, conn: Any, key: int) -> None:
+    def __init__(self, conn: Any, key: int, on_acquire: Optional[Callable[[Any], None]] = None) -> None:
         self._conn = conn
         self.key = key
         self._thread_lock = threading.RLock()
         self._depth = 0
+        self._on_acquire = on_acquire
 
     @contextmanager
     def held(self) -> Iterator[None]:
         with self._thread_lock:
             if self._depth == 0:
                 self._conn.execute("SELECT pg_advisory_lock(%s)", (self.key,))
+                if self._on_acquire is not None:
+                    try:
+                        self._on_acquire(self._conn)
+                    except BaseException:
+                        self._conn.execute("SELECT pg_advisory_unlock(%s)", (self.key,))
+                        raise
             self._depth += 1
             try:
                 yield
@@ -186,8 +198,9 @@ class ServerStore:
         self.vectors = vectors
         self._lock = threading.RLock()  # one statement at a time on the connection
         key = int.from_bytes(hashlib.sha256(f"safeface write lock {ns}".encode()).digest()[:8], "big", signed=True)
-        self._write_lock = AdvisoryLock(lock_conn, key)
         self._lock_pid = int(lock_conn.execute("SELECT pg_backend_pid()").fetchone()[0])
+        self._opened = False  # the tables exist and this handle may clear its own marks (_forget_flight)
+        self._write_lock = AdvisoryLock(lock_conn, key, self._forget_flight)
         self._keys: Optional[Keys] = None
         self._pseudonym_version = 0
         self._closed = False
@@ -225,6 +238,9 @@ class ServerStore:
                 vec.ensure()
                 store._keys, store._pseudonym_version = keys_from_meta(_read_meta(conn, namespace), keyring, dim,
                                                                        where)
+                store._sql(f"INSERT INTO {{ns}}.meta (k, v) VALUES ('{STORE_ID}', %s) ON CONFLICT (k) DO NOTHING",
+                           (secrets.token_hex(8),))
+                store._opened = True
                 store._drain_pending(best_effort=True)
             return store
         except BaseException:
@@ -407,36 +423,58 @@ class ServerStore:
     def _stamp(self) -> None:
         """After a vector write Milvus confirmed, under the write lock: count it three times. The
         records' intended count first, then Milvus's stamp, then the records' count, so that at
-        any moment recorded <= Milvus's <= intended unless one store went back in time."""
-        n = self._stamps()[1] + 1
+        any moment recorded <= Milvus's <= intended unless one store went back in time. The
+        stamp's tag names this store and the epoch of the collection's filling (see _index_state)."""
+        book = self._book()
+        n = _counts(book)[1] + 1
         self._set_meta(STAMP_INTENDED, str(n))
-        self.vectors.set_stamp(n)
+        self.vectors.set_stamp(n, f"#{book.get(STORE_ID, '')}#{book.get(EPOCH, '0')}")
         self._set_meta(STAMP, str(n))
 
     def _set_meta(self, k: str, v: str) -> None:
         self._sql("INSERT INTO {ns}.meta (k, v) VALUES (%s, %s) ON CONFLICT (k) DO UPDATE SET v = EXCLUDED.v", (k, v))
 
-    def _stamps(self) -> tuple[int, int]:
-        """(recorded, intended) counts of confirmed vector writes."""
-        got = dict(self._sql(f"SELECT k, v FROM {{ns}}.meta WHERE k IN ('{STAMP}', '{STAMP_INTENDED}')"))
-        recorded = int(got.get(STAMP, 0))
-        return recorded, max(recorded, int(got.get(STAMP_INTENDED, 0)))
+    def _book(self) -> dict[str, str]:
+        """The meta keys of the index's bookkeeping (_BOOK)."""
+        return {str(k): str(v) for k, v in self._sql("SELECT k, v FROM {ns}.meta WHERE k = ANY(%s)", (_BOOK,))}
 
-    def _index_differs(self, recorded: int, intended: int) -> bool:
-        """Whether Milvus's count of confirmed writes is outside the records' [recorded, intended]:
-        below, Milvus lost writes (restored from an older copy, its collection emptied or made
-        afresh); above, the records went back (restored from before later writes, a re-key's
-        rebuild among them). Either way Milvus is not the index of these records: a search scores
-        the records, and the next write or open rebuilds it. Not seen here: single vectors
-        deleted or rewritten behind the store with the stamp left alone (`check_index` finds those)."""
-        held = self.vectors.stamp() or 0
-        if held < recorded:
-            return True
-        if held > intended:
+    def _index_state(self, book: dict[str, str]) -> str:
+        """Whether Milvus holds this store's index as the records count it. FOREIGN: its stamp
+        names another store (two workspaces given one collection). DIFFERS: its count lies
+        outside the records' [recorded, intended], or it counts another filling (epoch): below,
+        Milvus lost writes (restored from an older copy, its collection emptied or made afresh);
+        above or another epoch, the records went back (restored from before later writes or a
+        rebuild). A search then scores the records, and the next write or open rebuilds the
+        index. Not seen here: single vectors deleted or rewritten behind the store with the
+        stamp left alone (`check_index` finds those)."""
+        held = self.vectors.stamp()
+        recorded, intended = _counts(book)
+        if held is None:
+            return DIFFERS if recorded > 0 else OK
+        count, tag = held
+        _, store, epoch = (tag.split("#") + ["", "", ""])[:3]
+        if store != book.get(STORE_ID, ""):
+            return FOREIGN
+        if epoch != book.get(EPOCH, "0") or count < recorded:
+            return DIFFERS
+        if count > intended:
             # A writer raises the intended count before Milvus's: read it again, so a write
             # between this reader's two reads is not taken for the records going back.
-            return held > self._stamps()[1]
-        return False
+            again = self._book()
+            return DIFFERS if count > _counts(again)[1] or epoch != again.get(EPOCH, "0") else OK
+        return OK
+
+    def _foreign(self) -> ConfigError:
+        return ConfigError(f"the collection {self.vectors.collection!r} in {self.vectors.where} holds another "
+                           f"store's index (another workspace's records name it), not that of {self.where}; nothing "
+                           "was written. Give each workspace its own collection in storage.collection.")
+
+    def _forget_flight(self, lock_conn: Any) -> None:
+        """On taking the write lock: a mark of this handle's own enrolment in flight left by a
+        failed _landed would hide that returned enrolment while this handle holds the lock."""
+        if self._opened:
+            lock_conn.execute(f"DELETE FROM {self._ns}.meta WHERE k = '{IN_FLIGHT}' AND v LIKE %s",
+                              (f"{self._lock_pid}:%",))
 
     def _rebuild_note(self, lost: bool = False) -> str:
         """One statement: the rebuild note, counted in REBUILDS (and in LOSSES when Milvus's count
@@ -450,13 +488,16 @@ class ServerStore:
 
     def _drain_pending(self, best_effort: bool = False) -> int:
         """Carry out the vector writes the records still ask for, and rebuild an index whose
-        count of confirmed writes differs from the records' (see _index_differs). Under the
+        count of confirmed writes differs from the records' (see _index_state). Under the
         write lock."""
         notes = self._sql("SELECT row_id, op FROM {ns}.pending ORDER BY row_id")
         # A rebuild under way (or stopped part way) emptied the collection itself: no loss.
         if not any(int(r) == REBUILD for r, _ in notes):
             try:
-                if self._index_differs(*self._stamps()):
+                state = self._index_state(self._book())
+                if state == FOREIGN:
+                    raise self._foreign()
+                if state == DIFFERS:
                     # Rebuilt at once, and counted where `index check` reports it: it stays visible.
                     log.warning("%s is not the index of these records (its count of confirmed writes differs: "
                                 "one of them was restored from another time, or the index emptied); rebuilding "
@@ -503,6 +544,10 @@ class ServerStore:
 
     def _rebuild_vectors(self) -> int:
         keys = self._keys_now()
+        held = self.vectors.stamp()
+        if held is not None and (held[1].split("#") + ["", ""])[1] != self._book().get(STORE_ID, ""):
+            raise self._foreign()  # never empty another store's index
+        self._set_meta(EPOCH, secrets.token_hex(8))  # this filling's counts are not any other's
         self.vectors.drop()
         self.vectors.ensure()
         n = 0
@@ -543,7 +588,7 @@ class ServerStore:
             notes = self._sql("SELECT row_id FROM {ns}.pending")
             pending = len(notes)
             # Found at a write or an open, it is rebuilt there already (`losses`).
-            differs = all(int(r) != REBUILD for r, in notes) and self._index_differs(*self._stamps())
+            differs = all(int(r) != REBUILD for r, in notes) and self._index_state(self._book()) != OK
             if repair:
                 self._drain_pending()
             found = self._compare()
@@ -563,6 +608,8 @@ class ServerStore:
                     raise BackendError(f"{self.vectors.where} still differs from the records after the repair "
                                        f"({after.summary()}); run it again.")
             losses = self._sql(f"SELECT v FROM {{ns}}.meta WHERE k = '{LOSSES}'")
+            if repair:
+                differs = self._index_state(self._book()) != OK
             return replace(found, pending=pending, repaired=repair, stamp_differs=differs,
                            losses=int(losses[0][0]) if losses else 0)
 
@@ -617,6 +664,8 @@ class ServerStore:
         gallery). Milvus is checked first, so an unreachable index refuses before anything is
         written; if it fails between the two writes the vectors are written later."""
         prepared = [prepare(it, self.pseudonym(it.subject_id), self.looks(it.subject_id), self._dim) for it in items]
+        for p in prepared:
+            purpose_set(p.purposes)  # refused before the records: a row Milvus cannot hold would block every drain
         created = utc_now()
         out: list[GalleryRow] = []
         with self._write_lock.held():
@@ -872,24 +921,25 @@ class ServerStore:
         """The rows Milvus lags on, to be scored from the records, and the count of rebuilds
         noted so far. None instead of rows when every record must be scored: a rebuild is
         pending (a re-key's, under way or stopped, or `rebuild_index`'s); Milvus is not the index
-        of these records (_index_differs); or more rows than LAGGING_MAX lag. The rows of an
+        of these records (_index_state); or more rows than LAGGING_MAX lag. The rows of an
         enrolment still writing (its process holds the write lock) are left out: that call has
         not returned, and a bulk enrolment would otherwise make every search in every process
         open its rows. Rows whose enrolment returned are scored whoever holds the lock. Refused
         with BackendError past SCAN_MAX records."""
+        # The lock's holder first: an enrolment whose mark this search then reads is still in
+        # flight, or a newer one is (read after, a holder may have finished and taken its notes).
+        holder = self._lock_holder()
         (notes, meta), = self._sql(
             "SELECT ARRAY(SELECT row_id FROM {ns}.pending WHERE op <> 'delete' ORDER BY row_id LIMIT %s), "
-            f"(SELECT json_object_agg(k, v) FROM {{ns}}.meta WHERE k IN ('{STAMP}', '{STAMP_INTENDED}', "
-            f"'{REBUILDS}', '{IN_FLIGHT}'))", (LAGGING_MAX + 1,))
-        meta = meta or {}
-        rebuilds = int(meta.get(REBUILDS, 0))
+            "(SELECT json_object_agg(k, v) FROM {ns}.meta WHERE k = ANY(%s))", (LAGGING_MAX + 1, _BOOK))
+        book = {str(k): str(v) for k, v in (meta or {}).items()}
+        rebuilds = int(book.get(REBUILDS, 0))
         ids = {int(r) for r in notes}
         if REBUILD not in ids:
-            recorded = int(meta.get(STAMP, 0))
-            if not self._index_differs(recorded, max(recorded, int(meta.get(STAMP_INTENDED, 0)))):
-                if ids and IN_FLIGHT in meta:
-                    pid, first = (int(v) for v in str(meta[IN_FLIGHT]).split(":"))
-                    if pid == self._lock_holder():
+            if self._index_state(book) == OK:
+                if ids and IN_FLIGHT in book:
+                    pid, first = (int(v) for v in book[IN_FLIGHT].split(":"))
+                    if pid == holder:
                         ids = {i for i in ids if i < first}
                 if len(ids) <= LAGGING_MAX:
                     return ids, rebuilds
@@ -1025,6 +1075,8 @@ class ServerStore:
         copies into an empty store under the same keys only, and checks both first. `ceiling`: the highest
         id the other store ever used, removed rows' included, which no new row may take (the
         audit log names those ids as removed, or as never stored)."""
+        for r in rows:
+            purpose_set(json.loads(r[2]))  # as in add_many
         with self._write_lock.held():
             with self._write():
                 with self._conn.cursor() as cur:
@@ -1099,7 +1151,7 @@ class IndexCheck:
     repaired: bool
     masked: bool = False  # any row is a masked enrolment
     mark: Optional[str] = None  # the masked-enrolment mark as found (MASKED_SEEN; None: absent)
-    stamp_differs: bool = False  # Milvus's count of confirmed writes is not the records' (_index_differs)
+    stamp_differs: bool = False  # Milvus's count of confirmed writes is not the records' (_index_state)
     losses: int = 0  # how often the store found that and rebuilt the index (at a write or an open)
 
     @property
@@ -1127,6 +1179,12 @@ class IndexCheck:
 
 def _exists(conn: Any, ns: str) -> bool:
     return conn.execute("SELECT to_regclass(%s)", (f"{ns}.meta",)).fetchone()[0] is not None
+
+
+def _counts(book: dict[str, str]) -> tuple[int, int]:
+    """(recorded, intended) counts of confirmed vector writes (ServerStore._stamp)."""
+    recorded = int(book.get(STAMP, 0))
+    return recorded, max(recorded, int(book.get(STAMP_INTENDED, 0)))
 
 
 def _read_meta(conn: Any, ns: str) -> dict[str, str]:

@@ -54,8 +54,9 @@ BATCH = 5000
 # background. A Milvus server seals its growing segments itself and discourages client flushes.
 FLUSH_ROWS = 2000
 # The stamp's entity (no row has a negative id). Its expiry field carries the count of vector
-# writes the store has confirmed; its purposes are none and its expiry is long past, so no
-# search filter admits it. See ServerStore._stamp.
+# writes the store has confirmed, its purposes field "#<store id>#<epoch>" (see
+# ServerStore._stamp). No search filter admits it: the field holds no "|", and the expiry is
+# long past.
 STAMP_ID = -1
 
 
@@ -240,24 +241,27 @@ class MilvusVectors:
                          consistency_level="Strong")
         return [(int(h["id"]), float(h["distance"])) for h in res[0]]
 
-    def stamp(self) -> Optional[int]:
-        """The stamp the store last wrote here (None: none, as in a collection made afresh)."""
+    def stamp(self) -> Optional[tuple[int, str]]:
+        """The stamp the store last wrote here, (count, tag); None where there is none, as in a
+        collection made afresh."""
         try:
             got = self._call("read the stamp", self._client.query, self.collection, filter=f"{ID} in [{STAMP_ID}]",
-                             output_fields=[EXPIRES], consistency_level="Strong")
+                             output_fields=[EXPIRES, PURPOSES], consistency_level="Strong")
         except BackendError:
             # Asked only on failure (a search pays one round trip): a collection that is gone
             # has no stamp; an unreachable Milvus is an error, never a loss.
             if not self._call("list collections", self._client.has_collection, self.collection):
                 return None
             raise
-        return int(got[0][EXPIRES]) if got else None
+        return (int(got[0][EXPIRES]), str(got[0][PURPOSES])) if got else None
 
-    def set_stamp(self, n: int) -> None:
+    def set_stamp(self, n: int, tag: str) -> None:
+        if "|" in tag:
+            raise ValueError("a stamp's tag may not hold '|' (a purpose filter would read it)")
         unit = np.zeros(self._dim, np.float32)
         unit[0] = 1.0  # any unit vector: an index may refuse a zero one
         self._call("write the stamp", self._client.upsert, self.collection,
-                   [{ID: STAMP_ID, VECTOR: unit, PURPOSES: purpose_set(()), EXPIRES: int(n)}])
+                   [{ID: STAMP_ID, VECTOR: unit, PURPOSES: tag, EXPIRES: int(n)}])
         self._written(1)
 
     def ids(self) -> list[int]:
