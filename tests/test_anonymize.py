@@ -528,3 +528,61 @@ def test_without_the_onnx_engine_the_masked_face_detector_keeps_searching(
     finder = FaceFinder("hog", engine=engine)
     for _ in range(2):
         assert any(iou(b, face.box) >= 0.3 for b in finder.find(masked))
+
+
+OBAMA = DATASETS / "face_recognition" / "test_images" / "obama.jpg"
+
+
+def _best_match(engine: DlibEngine, rgb: np.ndarray, reference: np.ndarray) -> float:
+    """The highest cosine to `reference` of any face the recognizer finds in `rgb` (-1: none)."""
+    rgb = np.ascontiguousarray(rgb)
+    faces = [f for up in (1, 2) for f in engine.detect(rgb, "hog", up)]
+    return float((engine.embed_chips(engine.chips(rgb, faces)) @ reference).max()) if faces else -1.0
+
+
+def _portrait_phone_video(path: Path, face: np.ndarray) -> None:
+    """Frames stored landscape, a quarter turned, with the display matrix a phone writes."""
+    from fractions import Fraction
+
+    with av.open(str(path), "w") as out:
+        vs = out.add_stream("libx264", rate=30)
+        vs.width, vs.height, vs.pix_fmt = 640, 480, "yuv420p"
+        vs.set_display_rotation(-90)
+        for i in range(12):
+            upright = np.full((640, 480, 3), 100, np.uint8)
+            upright[150 + i:150 + i + face.shape[0], 120:120 + face.shape[1]] = face
+            f = av.VideoFrame.from_ndarray(np.ascontiguousarray(np.rot90(upright, 1)), format="rgb24")
+            f.pts, f.time_base = i, Fraction(1, 30)
+            for p in vs.encode(f):
+                out.mux(p)
+        for p in vs.encode(None):
+            out.mux(p)
+
+
+@pytest.mark.skipif(not OBAMA.is_file(), reason=f"face_recognition's photos not found under {DATASETS}")
+def test_a_portrait_phone_video_is_covered_as_it_is_shown(engine: DlibEngine, finder: FaceFinder,
+                                                          tmp_path: Path) -> None:
+    """The stored frames were searched sideways, so no face was found, and the display matrix
+    was dropped: every frame of the output, shown as the input was, gave the face back. Now the
+    frames are turned upright first, and written upright; tracking goes through the same path."""
+    from safeface.tracking import track_video
+
+    face = np.asarray(Image.fromarray(load_image(OBAMA)).resize((228, 284)))
+    reference = engine.embed_chips(engine.chips(face, engine.detect(face, "hog", 1)[:1]))[0]
+    src = tmp_path / "portrait.mp4"
+    _portrait_phone_video(src, face)
+    with av.open(str(src)) as c:
+        first = next(c.decode(video=0))
+        shown = np.rot90(first.to_ndarray(format="rgb24"), int(first.rotation) // 90)
+    assert _best_match(engine, shown, reference) >= THRESHOLD  # the input, as shown, is the face
+    out = tmp_path / "anon.mp4"
+    report = anonymize_file(src, out, video=VideoOptions(progress=False), finder=finder)
+    assert report.frames_with_faces == 12 and (report.width, report.height) == (480, 640)
+    tracked = tmp_path / "tracked.mp4"
+    track_video(src, tracked)
+    for path in (out, tracked):
+        with av.open(str(path)) as c:
+            frames = [(int(f.rotation or 0), f.to_ndarray(format="rgb24")) for f in c.decode(video=0)]
+        assert all(rot == 0 and rgb.shape[:2] == (640, 480) for rot, rgb in frames), path
+        scores = [_best_match(engine, rgb, reference) for _, rgb in frames[::4]]
+        assert max(scores) < THRESHOLD, (path.name, scores)

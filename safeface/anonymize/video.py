@@ -103,6 +103,27 @@ _REENCODE = {"avi": "libmp3lame"}
 _LAYOUTS = {1: "mono", 2: "stereo", 3: "2.1", 4: "quad", 5: "5.0", 6: "5.1", 7: "6.1", 8: "7.1"}
 
 
+def _quarter_turns(frame: Any, in_path: Path) -> int:
+    """How many quarter turns (np.rot90's sense) show a decoded frame as players do."""
+    degrees = int(round(float(getattr(frame, "rotation", 0) or 0)))
+    if degrees % 90:
+        raise ImageError(f"{in_path}: its display rotation is {degrees} degrees; safeface anonymizes videos shown "
+                         "upright or turned by quarter turns only.")
+    return (degrees // 90) % 4
+
+
+def _display_turn(in_path: Path) -> int:
+    """The first frame's quarter turns (the output's size depends on it before any frame is read)."""
+    av = _av()
+    try:
+        with av.open(str(in_path), "r") as probe:
+            for frame in probe.decode(video=0):
+                return _quarter_turns(frame, in_path)
+    except av.error.FFmpegError as exc:
+        raise ImageError(f"{in_path}: the video could not be decoded ({exc}).") from None
+    return 0
+
+
 def anonymize_video_file(
     in_path: Path, out_path: Path, mode: str = DEFAULT_MODE, margin: float = DEFAULT_MARGIN,
     detector: str = DEFAULT_DETECTOR, *, options: Optional[VideoOptions] = None,
@@ -150,6 +171,11 @@ def _transcode(inp: Any, tmp: Path, fmt: str, finder: FaceFinder, mode: str, mar
     height = int(vin.codec_context.height)
     if width <= 0 or height <= 0:
         raise ImageError(f"{in_path}: the video stream has no frame size.")
+    # A phone stores a portrait video turned a quarter, with a display matrix players apply:
+    # faces are searched, covered and written upright, as they are shown (no matrix is written).
+    turn = _display_turn(in_path)
+    if turn % 2:
+        width, height = height, width
     # 4:2:0 encoders need even sides; the odd last row or column is dropped.
     ew, eh = width - width % 2, height - height % 2
     rate = vin.average_rate or vin.guessed_rate or Fraction(30)
@@ -227,6 +253,11 @@ def _transcode(inp: Any, tmp: Path, fmt: str, finder: FaceFinder, mode: str, mar
                         idx = stats["frames"]
                         stats["frames"] += 1
                         rgb = frame.to_ndarray(format="rgb24")
+                        if _quarter_turns(frame, in_path) != turn:
+                            raise ImageError(f"{in_path}: its frames change their display rotation part way; "
+                                             "safeface anonymizes only videos shown one way throughout.")
+                        if turn:
+                            rgb = np.ascontiguousarray(np.rot90(rgb, turn))
                         job = (pool.submit(finder.search, rgb, search)
                                if idx % every == 0 else None)
                         searching.append((idx, rgb, job))
