@@ -586,3 +586,45 @@ def test_a_portrait_phone_video_is_covered_as_it_is_shown(engine: DlibEngine, fi
         assert all(rot == 0 and rgb.shape[:2] == (640, 480) for rot, rgb in frames), path
         scores = [_best_match(engine, rgb, reference) for _, rgb in frames[::4]]
         assert max(scores) < THRESHOLD, (path.name, scores)
+
+
+def test_a_box_found_in_a_turned_view_maps_back_onto_the_photo() -> None:
+    from safeface.anonymize.views import _turned_back
+
+    photo = np.zeros((7, 11), int)
+    photo[1:3, 2:5] = 1  # the box (2, 1, 5, 3)
+    for k in (1, 2, 3):
+        ys, xs = np.nonzero(np.rot90(photo, k))
+        assert _turned_back(k, 11, 7)((xs.min(), ys.min(), xs.max() + 1, ys.max() + 1)) == (2, 1, 5, 3), k
+
+
+def _half_obama() -> np.ndarray:
+    o = load_image(OBAMA)
+    return np.asarray(Image.fromarray(o).resize((o.shape[1] // 2, o.shape[0] // 2)))
+
+
+_ONE_STEP = {  # what the uploader does, and what anyone holding the output does to undo it
+    "turned twice": (lambda x: np.rot90(x, 2), lambda y: np.rot90(y, -2)),
+    "turned once": (lambda x: np.rot90(x, 1), lambda y: np.rot90(y, -1)),
+    "negative": (lambda x: 255 - x, lambda y: 255 - y),
+    "nearly black": (lambda x: x // 32, lambda y: np.clip(y.astype(np.int32) * 32, 0, 255).astype(np.uint8)),
+}
+
+
+@needs_data
+@pytest.mark.skipif(not OBAMA.is_file(), reason=f"face_recognition's photos not found under {DATASETS}")
+@pytest.mark.parametrize("source,step", [("obama", "turned twice"), ("Candice_Bergen/Candice_Bergen_0001.jpg", "turned once"),
+                                         ("Candice_Bergen/Candice_Bergen_0001.jpg", "turned twice"),
+                                         ("Candice_Bergen/Candice_Bergen_0001.jpg", "negative"),
+                                         ("obama", "nearly black")])
+def test_a_face_one_step_from_upright_is_covered(engine: DlibEngine, finder: FaceFinder, source: str,
+                                                 step: str) -> None:
+    """A photo turned with no orientation tag, a negative, or values squeezed near black: the
+    upright search found no face, and undoing the step on the output gave the original back (at
+    0.99-1.00 against it)."""
+    original = _half_obama() if source == "obama" else load_image(LFW / source)
+    reference = engine.embed_chips(engine.chips(original, engine.detect(original, "hog", 1)[:1]))[0]
+    forward, back = _ONE_STEP[step]
+    covered, report = anonymize_image(np.ascontiguousarray(forward(original)), finder=finder)
+    score = _best_match(engine, back(covered), reference)
+    assert report.face_count >= 1 and score < THRESHOLD, (report.face_count, score)

@@ -396,3 +396,33 @@ def test_a_track_inside_a_longer_one_is_dropped_as_a_piece_of_it() -> None:
         a.step(i, boxes, [look] * len(boxes))
     done = a.finish()
     assert len(done) == 1 and len(done[0].frames) == 10, [(t.frames[0], len(t.frames)) for t in done]
+
+
+def test_a_run_with_no_output_writes_no_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`safeface track search` asks for no video, yet the whole covered video was encoded to a
+    temporary folder, which a process killed mid-run left on disk. Now no file is opened."""
+    import tempfile
+
+    import safeface.tracking.run as run
+    from tests.video_fixtures import build_face_video
+
+    lfw = datasets() / "lfw-dev" / "images"
+    if not lfw.is_dir():
+        pytest.skip(f"real face images absent ({lfw})")
+    src = tmp_path / "faces.mp4"
+    build_face_video(src, sorted(lfw.glob("*/*.jpg"))[::151][:2], frames=12, audio=False)
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    seen: list[str] = []
+    call = run._Run.__call__
+
+    def spy(self: object, index: int, rgb: np.ndarray) -> np.ndarray:
+        if index == 6:  # mid-run, where a kill would leave what is there
+            seen.extend(str(p) for p in scratch.rglob("*") if p.is_file())
+        return call(self, index, rgb)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(run._Run, "__call__", spy)
+    result = track_video(src)
+    assert result.frames == 12 and seen == [] and not list(scratch.rglob("*"))
+    assert result.report.output_path is None

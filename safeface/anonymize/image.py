@@ -14,11 +14,12 @@ from PIL import Image
 from ..errors import ImageError
 from ..imageio import ImageInput, load_image
 from .cover import DEFAULT_MARGIN, DEFAULT_MODE, apply_cover, check_margin, check_mode, region_for_box
-from .detect import DEFAULT_DETECTOR, Box, FaceFinder, iou
+from .detect import DEFAULT_DETECTOR, Box, FaceFinder, iou, merge_boxes
 from ..hashing import sha256_file
 from ..atomicfile import atomic_path
 from .files import IMAGE_EXTENSIONS
 from .report import AnonymizeReport
+from .views import find_in_views
 
 # After covering, the result is searched again and anything still found is covered too; two
 # extra passes have always sufficed in our tests, the bound keeps a pathological image finite.
@@ -62,6 +63,8 @@ def cover_all(pixels: np.ndarray, finder: FaceFinder, mode: str, margin: float) 
         # The masked search's low bar is for the first look only: on covered pixels it would
         # keep finding the covers themselves.
         found = finder.find(out, masked=None if passes == 1 else False)
+        # Turned, negative or nearly black faces too: each is one step from being shown again.
+        found = merge_boxes(found + find_in_views(finder, out))
         # A face found again where a cover already is means the cover was too weak there:
         # it is covered once more (the cover is idempotent in kind, stronger in effect).
         new = [b for b in found if not any(iou(b, k) > 0.5 for k in boxes)] if boxes else found

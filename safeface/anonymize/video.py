@@ -4,6 +4,7 @@ input container's metadata is written."""
 
 from __future__ import annotations
 
+import os
 import sys
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -87,6 +88,8 @@ def _av() -> Any:
 
 
 def _codec_for(fmt: str) -> tuple[str, dict[str, str]]:
+    if fmt == "null":
+        return "rawvideo", {}  # no output asked for: nothing is compressed, nothing written
     if fmt == "avi":
         # AVI has no B-frame-safe timestamps for H.264 in every player; MPEG-4 Part 2 is its native.
         return "mpeg4", {"qscale": "3"}
@@ -125,13 +128,15 @@ def _display_turn(in_path: Path) -> int:
 
 
 def anonymize_video_file(
-    in_path: Path, out_path: Path, mode: str = DEFAULT_MODE, margin: float = DEFAULT_MARGIN,
+    in_path: Path, out_path: Optional[Path], mode: str = DEFAULT_MODE, margin: float = DEFAULT_MARGIN,
     detector: str = DEFAULT_DETECTOR, *, options: Optional[VideoOptions] = None,
     finder: Optional[FaceFinder] = None, on_frame: Optional[FrameHook] = None,
 ) -> AnonymizeReport:
     """Cover every face in every frame of `in_path` and write `out_path` (MP4, MKV, MOV, AVI).
     Paths are checked by the caller. `on_frame(index, rgb)` sees each frame, in order, only
-    after its faces are covered, and returns the frame to encode (tracking draws on it)."""
+    after its faces are covered, and returns the frame to encode (tracking draws on it).
+    Without `out_path` the covered frames reach only `on_frame`: no file is written, not even
+    a temporary one (FFmpeg's null muxer takes the stream)."""
     check_mode(mode)
     margin = check_margin(margin)
     opts = options or VideoOptions()
@@ -145,9 +150,12 @@ def anonymize_video_file(
     try:
         if not inp.streams.video:
             raise ImageError(f"{in_path}: the file holds no video stream.")
-        with atomic_path(out_path) as tmp:
-            stats = _transcode(inp, tmp, VIDEO_EXTENSIONS[out_path.suffix.lower()], finder, mode, margin, opts, in_path,
-                               on_frame)
+        if out_path is None:
+            stats = _transcode(inp, Path(os.devnull), "null", finder, mode, margin, opts, in_path, on_frame)
+        else:
+            with atomic_path(out_path) as tmp:
+                stats = _transcode(inp, tmp, VIDEO_EXTENSIONS[out_path.suffix.lower()], finder, mode, margin, opts,
+                                   in_path, on_frame)
     finally:
         inp.close()
     report = AnonymizeReport(
@@ -156,6 +164,8 @@ def anonymize_video_file(
         frames=stats["frames"], frames_with_faces=stats["frames_with_faces"],
         detections=stats["detections"], audio_streams=stats["audio"], notes=tuple(stats["notes"]),
     )
+    if out_path is None:
+        return report
     return replace(report, output_path=str(out_path), output_sha256=sha256_file(out_path))
 
 

@@ -5,7 +5,6 @@ then does the person detector, the appearance model and the tracker see it (the 
 
 from __future__ import annotations
 
-import tempfile
 import zlib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -251,8 +250,7 @@ def track_video(video: PathLike, out: Optional[PathLike] = None, options: Option
     check_person_detector(opts.detector)
     src = Path(video)
     if out is None:
-        with tempfile.TemporaryDirectory(prefix="safeface-track-") as tmp:
-            return _track(src, Path(tmp) / "covered.mp4", opts)
+        return _track(src, None, opts)  # nothing written: the covered frames reach only the tracker
     dst = Path(out)
     kind, _ = check_paths(src, dst)
     if kind != "video":
@@ -260,7 +258,7 @@ def track_video(video: PathLike, out: Optional[PathLike] = None, options: Option
     return _track(src, dst, opts)
 
 
-def _track(src: Path, dst: Path, opts: TrackOptions) -> TrackResult:
+def _track(src: Path, dst: Optional[Path], opts: TrackOptions) -> TrackResult:
     if not src.is_file():
         raise ImageError(f"{src}: no such file; check the path.")
     hook = _Run(opts)

@@ -1,0 +1,56 @@
+"""Other views of a photo, in which a face the upright search misses may show.
+
+HOG finds upright faces in ordinary exposure. A photo can hold a face it misses and a person sees,
+or gets back with one step anyone can take:
+- turned a quarter or upside down, with no orientation tag to say so (a scan put in turned, a
+  phone photo whose tag a messenger stripped): turning the output back shows the face;
+- a negative: inverting the output gives the face back;
+- nearly black (an underexposed night shot, or values squeezed to 0-7 on purpose): brightening
+  the output gives it back.
+Each view is searched too, and its boxes are mapped back onto the photo's pixels."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+from .detect import Box, FaceFinder, merge_boxes
+
+# A photo whose 99th percentile is under this is stretched to the full range for a second look.
+DARK_P99 = 64
+
+
+def _turned_back(k: int, w: int, h: int) -> Callable[[Box], Box]:
+    """Maps a box found in np.rot90(photo, k) back onto the photo (w x h)."""
+    def back(b: Box) -> Box:
+        left, top, right, bottom = b
+        if k == 1:
+            return (w - bottom, left, w - top, right)
+        if k == 2:
+            return (w - right, h - bottom, w - left, h - top)
+        return (top, h - right, bottom, h - left)
+    return back
+
+
+def views(pixels: np.ndarray) -> list[tuple[np.ndarray, Callable[[Box], Box]]]:
+    """(view, map back to the photo's coordinates) for each other view worth a search."""
+    h, w = pixels.shape[:2]
+    out: list[tuple[np.ndarray, Callable[[Box], Box]]] = [
+        (np.ascontiguousarray(np.rot90(pixels, k)), _turned_back(k, w, h)) for k in (1, 2, 3)]
+    same: Callable[[Box], Box] = lambda b: b  # noqa: E731
+    out.append((np.ascontiguousarray(255 - pixels), same))
+    top = float(np.percentile(pixels, 99))
+    if top < DARK_P99:
+        lo = float(pixels.min())
+        stretched = (pixels.astype(np.float32) - lo) * (255.0 / max(top - lo, 1.0))
+        out.append((np.clip(stretched, 0, 255).astype(np.uint8), same))
+    return out
+
+
+def find_in_views(finder: FaceFinder, pixels: np.ndarray) -> list[Box]:
+    """Faces found in the other views (HOG at upsampling 1, no masked search), on the photo."""
+    found: list[Box] = []
+    for view, back in views(pixels):
+        found += [back(b) for b in finder.find(view, [1], masked=False)]
+    return merge_boxes(found)
