@@ -15,7 +15,7 @@ from typing import Callable
 
 import numpy as np
 
-from .detect import Box, FaceFinder, merge_boxes
+from .detect import Box, FaceFinder
 
 # A photo whose 99th percentile is under this is stretched to the full range for a second look.
 DARK_P99 = 64
@@ -49,8 +49,9 @@ def views(pixels: np.ndarray) -> list[tuple[np.ndarray, Callable[[Box], Box]]]:
 
 
 def find_in_views(finder: FaceFinder, pixels: np.ndarray) -> list[Box]:
-    """Faces found in the other views (HOG at upsampling 1, no masked search), on the photo."""
+    """Faces found in the other views (HOG at upsampling 1, no masked search), on the photo;
+    unmerged (the caller merges them with its own)."""
     found: list[Box] = []
     for view, back in views(pixels):
         found += [back(b) for b in finder.find(view, [1], masked=False)]
-    return merge_boxes(found)
+    return found

@@ -428,11 +428,15 @@ class ServerStore:
         book = self._book()
         n = _counts(book)[1] + 1
         self._set_meta(STAMP_INTENDED, str(n))
-        self.vectors.set_stamp(n, f"#{book.get(STORE_ID, '')}#{book.get(EPOCH, '0')}")
+        self.vectors.set_stamp(n, _tag(book.get(STORE_ID, ""), book.get(EPOCH, "0")))
         self._set_meta(STAMP, str(n))
 
     def _set_meta(self, k: str, v: str) -> None:
         self._sql("INSERT INTO {ns}.meta (k, v) VALUES (%s, %s) ON CONFLICT (k) DO UPDATE SET v = EXCLUDED.v", (k, v))
+
+    def _meta_int(self, k: str) -> int:
+        got = self._sql("SELECT v FROM {ns}.meta WHERE k = %s", (k,))
+        return int(got[0][0]) if got else 0
 
     def _book(self) -> dict[str, str]:
         """The meta keys of the index's bookkeeping (_BOOK)."""
@@ -452,7 +456,7 @@ class ServerStore:
         if held is None:
             return DIFFERS if recorded > 0 else OK
         count, tag = held
-        _, store, epoch = (tag.split("#") + ["", "", ""])[:3]
+        store, epoch = _tag_parts(tag)
         if store != book.get(STORE_ID, ""):
             return FOREIGN
         if epoch != book.get(EPOCH, "0") or count < recorded:
@@ -545,7 +549,7 @@ class ServerStore:
     def _rebuild_vectors(self) -> int:
         keys = self._keys_now()
         held = self.vectors.stamp()
-        if held is not None and (held[1].split("#") + ["", ""])[1] != self._book().get(STORE_ID, ""):
+        if held is not None and _tag_parts(held[1])[0] != self._book().get(STORE_ID, ""):
             raise self._foreign()  # never empty another store's index
         self._set_meta(EPOCH, secrets.token_hex(8))  # this filling's counts are not any other's
         self.vectors.drop()
@@ -593,8 +597,7 @@ class ServerStore:
                 self._drain_pending()
             found = self._compare()
             if repair and found.mark != ("1" if found.masked else "0"):
-                self._sql(f"INSERT INTO {{ns}}.meta (k, v) VALUES ('{MASKED_SEEN}', %s) ON CONFLICT (k) DO UPDATE "
-                          "SET v = EXCLUDED.v", ("1" if found.masked else "0",))
+                self._set_meta(MASKED_SEEN, "1" if found.masked else "0")
             if repair and (found.missing or found.stale or found.orphans):
                 if found.missing or found.stale:
                     self._note_now(list(found.missing) + list(found.stale), "upsert")
@@ -607,11 +610,10 @@ class ServerStore:
                 if after.missing or after.stale or after.orphans:
                     raise BackendError(f"{self.vectors.where} still differs from the records after the repair "
                                        f"({after.summary()}); run it again.")
-            losses = self._sql(f"SELECT v FROM {{ns}}.meta WHERE k = '{LOSSES}'")
             if repair:
                 differs = self._index_state(self._book()) != OK
             return replace(found, pending=pending, repaired=repair, stamp_differs=differs,
-                           losses=int(losses[0][0]) if losses else 0)
+                           losses=self._meta_int(LOSSES))
 
     def _compare(self) -> "IndexCheck":
         keys = self._keys_now()
@@ -902,8 +904,7 @@ class ServerStore:
             fetch = min(FETCH_MAX, fetch * 4)
         # A rebuild noted since the notes were read (another process's `index rebuild`) may have
         # emptied the collection under this search: its answer is the records'.
-        (now_noted,), = self._sql(f"SELECT (SELECT v FROM {{ns}}.meta WHERE k = '{REBUILDS}')")
-        if int(now_noted or 0) != rebuilds:
+        if self._meta_int(REBUILDS) != rebuilds:
             self._refuse_scan_past_max()
             return self._scan(keys, q, purpose, k, threshold, now_us, path)
         self._score(self._open_rows(sorted(lagging), keys), q, purpose, threshold, now_us, path, best)
@@ -926,15 +927,14 @@ class ServerStore:
         not returned, and a bulk enrolment would otherwise make every search in every process
         open its rows. Rows whose enrolment returned are scored whoever holds the lock. Refused
         with BackendError past SCAN_MAX records."""
-        # The lock's holder first: an enrolment whose mark this search then reads is still in
-        # flight, or a newer one is (read after, a holder may have finished and taken its notes).
-        holder = self._lock_holder()
-        (notes, meta), = self._sql(
-            "SELECT ARRAY(SELECT row_id FROM {ns}.pending WHERE op <> 'delete' ORDER BY row_id LIMIT %s), "
-            "(SELECT json_object_agg(k, v) FROM {ns}.meta WHERE k = ANY(%s))", (LAGGING_MAX + 1, _BOOK))
-        book = {str(k): str(v) for k, v in (meta or {}).items()}
+        ids, book = self._notes_and_book()
+        holder = None
+        if ids and IN_FLIGHT in book:
+            # Read again after the lock's holder: a mark still there then is that holder's flight
+            # or a newer one (read before it, a holder may have finished and taken its notes).
+            holder = self._lock_holder()
+            ids, book = self._notes_and_book()
         rebuilds = int(book.get(REBUILDS, 0))
-        ids = {int(r) for r in notes}
         if REBUILD not in ids:
             if self._index_state(book) == OK:
                 if ids and IN_FLIGHT in book:
@@ -945,6 +945,13 @@ class ServerStore:
                     return ids, rebuilds
         self._refuse_scan_past_max()
         return None, rebuilds
+
+    def _notes_and_book(self) -> tuple[set[int], dict[str, str]]:
+        """The rows noted for a vector write (at most LAGGING_MAX + 1) and the bookkeeping, in one read."""
+        (notes, meta), = self._sql(
+            "SELECT ARRAY(SELECT row_id FROM {ns}.pending WHERE op <> 'delete' ORDER BY row_id LIMIT %s), "
+            "(SELECT json_object_agg(k, v) FROM {ns}.meta WHERE k = ANY(%s))", (LAGGING_MAX + 1, _BOOK))
+        return {int(r) for r in notes}, {str(k): str(v) for k, v in (meta or {}).items()}
 
     def _refuse_scan_past_max(self) -> None:
         if int(self._sql("SELECT count(*) FROM {ns}.rows")[0][0]) > SCAN_MAX:
@@ -1179,6 +1186,17 @@ class IndexCheck:
 
 def _exists(conn: Any, ns: str) -> bool:
     return conn.execute("SELECT to_regclass(%s)", (f"{ns}.meta",)).fetchone()[0] is not None
+
+
+def _tag(store: str, epoch: str) -> str:
+    """The stamp's tag: "#<store id>#<epoch>" (no "|", so no purpose filter reads it)."""
+    return f"#{store}#{epoch}"
+
+
+def _tag_parts(tag: str) -> tuple[str, str]:
+    """(store id, epoch) of a stamp's tag; empty strings where it holds none."""
+    _, store, epoch = (tag.split("#") + ["", "", ""])[:3]
+    return store, epoch
 
 
 def _counts(book: dict[str, str]) -> tuple[int, int]:
