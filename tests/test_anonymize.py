@@ -17,10 +17,10 @@ from datasets_path import datasets
 from PIL import Image
 
 import safeface.hazmat.vision as vision
-from safeface.anonymize import FaceFinder, Search, VideoOptions, anonymize_file, anonymize_image
+from safeface.anonymize import FaceFinder, Search, VideoOptions, anonymize_file, anonymize_image, detectable_frames
 from safeface.anonymize.detect import iou
 from safeface.anonymize.track import FaceTracker
-from safeface.errors import ImageError, ModelError, SafeFaceError
+from safeface.errors import ImageError, InvalidArgument, ModelError, SafeFaceError
 from safeface.imageio import load_image
 from safeface.hazmat.vision.dlib_engine import DlibEngine
 
@@ -265,6 +265,39 @@ def test_video_search_finds_whatever_its_no_face_check_finds(finder: FaceFinder)
     assert 0 < checked < searched
 
 
+@pytest.mark.slow
+@needs_data
+def test_a_large_frame_is_searched_for_faces_as_small_as_a_720p_frame(finder: FaceFinder, tmp_path: Path) -> None:
+    """The search's copy of a frame once had a fixed size: every face under about 120 px in a
+    1920x1080 frame (240 px at 4K) was left uncovered, though faces that size match their
+    originals. LFW photos shrunk to 160 px (faces about 70 px) in a 1920x1080 video."""
+    src, out = tmp_path / "hd.mp4", tmp_path / "out.mp4"
+    photos = []
+    for i, path in enumerate(lfw_sample(2, step=211)):
+        photos.append(tmp_path / f"face{i}.png")
+        Image.open(path).convert("RGB").resize((160, 160)).save(photos[-1])
+    build_face_video(src, photos, frames=6, size=(1920, 1080), per_photo=3, audio=False)
+    strong = Search(max_side=1 << 16, upsample=1)  # every frame at full size, faces from about 40 px
+    assert detectable_frames(src, strong, finder) == list(range(6))
+    # The old fixed copy (640 px on the long side) finds none of them.
+    assert detectable_frames(src, Search(max_side=640, min_face=1e9), finder) == []
+    report = anonymize_file(src, out, video=VideoOptions(progress=False), finder=finder)
+    assert report.smallest_face == pytest.approx(80) and report.frames_with_faces == 6
+    assert detectable_frames(out, strong, finder) == []
+
+
+def test_the_video_search_refuses_a_size_it_cannot_use() -> None:
+    assert Search().smallest_face(3840, 2160) == pytest.approx(80)
+    assert VideoOptions.fast().search.smallest_face(1920, 1080) == pytest.approx(160)
+    assert Search(min_face=40).smallest_face(1920, 1080) == pytest.approx(40)
+    for bad in ({"min_face": 0}, {"min_face": float("nan")}, {"min_face": True}, {"max_side": -5},
+                {"max_side": "640"}, {"upsample": 4}, {"upsample": 1.0}):
+        with pytest.raises(InvalidArgument, match="video search"):
+            Search(**bad)  # type: ignore[arg-type]
+    with pytest.raises(InvalidArgument, match="min_face"):
+        anonymize_file(Path("/nonexistent.mp4"), Path("/tmp/never.mp4"), video=VideoOptions(min_face=-1))
+
+
 def test_tracker_bridges_gaps_and_holds() -> None:
     t = FaceTracker(hold=3)
     t.observe(0, [(0.0, 0.0, 100.0, 100.0)])
@@ -472,7 +505,6 @@ def test_a_video_searched_for_masked_faces_keeps_none(tmp_path: Path) -> None:
     SDK's own: `sf.anonymize` of a video searches for masked faces without being asked."""
     from policy_support import make_workspace, open_sf
 
-    from safeface.anonymize import detectable_frames
     from safeface.evaluate.pad import write_clip
     from safeface.hazmat.vision import Pipeline, get_engine, pick_subject
     from safeface.hazmat.vision.masks import draw_mask

@@ -11,7 +11,8 @@ class AnonymizeReport:
     """`input_sha256` is the hash of the input file's bytes (or of the decoded pixels when an
     array was given); `face_count` the faces covered (for video: distinct face tracks).
     `regions` are the covered rectangles [x1, y1, x2, y2] (image only). Nothing here can be
-    used to recognise anyone."""
+    used to recognise anyone. `smallest_face` (video only): about the narrowest face, in px of
+    the frame, that every frame was searched for; narrower faces may be left uncovered."""
 
     kind: str
     input_sha256: str
@@ -30,6 +31,7 @@ class AnonymizeReport:
     output_path: Optional[str] = None
     output_sha256: Optional[str] = None
     notes: tuple[str, ...] = field(default=())
+    smallest_face: Optional[float] = None
 
     def to_dict(self) -> dict[str, object]:
         d = asdict(self)

@@ -17,7 +17,7 @@ import numpy as np
 
 from ..errors import ImageError
 from .cover import DEFAULT_MARGIN, DEFAULT_MODE, apply_cover, check_margin, check_mode, region_for_box
-from .detect import DEFAULT_DETECTOR, DetectionEngine, FaceFinder, Search
+from .detect import DEFAULT_DETECTOR, DEFAULT_MIN_FACE, DetectionEngine, FaceFinder, Search
 from ..hashing import sha256_file
 from ..workers import worker_count
 from ..atomicfile import atomic_path
@@ -32,9 +32,11 @@ FrameHook = Callable[[int, np.ndarray], np.ndarray]
 @dataclass(frozen=True)
 class VideoOptions:
     """How frames are searched. Detection runs every `detect_every` frames on a copy scaled down
-    to `detect_max_side` (HOG with `upsample`; 1 finds faces down to about 40 px at that scale,
-    0 down to about 80 px): `search`, which is also what the output is verified with
-    (detectable_frames). `hold` frames of look-ahead and memory let a cover bridge missed
+    to `detect_max_side`, or less far where faces `min_face` px wide would be lost (HOG with
+    `upsample`; 1 finds faces down to about 40 px at that scale, 0 down to about 80 px):
+    `search`, which is also what the output is verified with (detectable_frames). A frame
+    larger than 1280x720 therefore costs more by default; raise `min_face` to trade faces for
+    time. `hold` frames of look-ahead and memory let a cover bridge missed
     detections and the frames between detections; it is raised to at least `detect_every`.
     `threads` frames are searched at once (0: one per core, at most 4); the detector releases
     the GIL, so on two cores two threads nearly double the rate. `masked` (on by default): also
@@ -51,16 +53,18 @@ class VideoOptions:
     progress: bool = True
     threads: int = 0
     masked: bool = True
+    min_face: float = DEFAULT_MIN_FACE
 
     @property
     def search(self) -> Search:
-        return Search(self.detect_max_side, self.upsample, self.masked)
+        return Search(self.detect_max_side, self.upsample, self.masked, self.min_face)
 
     @classmethod
     def fast(cls, progress: bool = True) -> "VideoOptions":
         """The real-time setting: HOG without upsampling on every other frame (faces from about
-        80 px at 640 px frame width), the gaps bridged by the tracker."""
-        return cls(detect_max_side=640, upsample=0, detect_every=2, hold=4, progress=progress)
+        80 px at 640 px frame width, 160 px in larger frames), the gaps bridged by the tracker."""
+        return cls(detect_max_side=640, upsample=0, detect_every=2, hold=4, progress=progress,
+                   min_face=2 * DEFAULT_MIN_FACE)
 
 
 def detectable_frames(path: Path, search: Search, finder: Optional[FaceFinder] = None) -> list[int]:
@@ -140,6 +144,7 @@ def anonymize_video_file(
     check_mode(mode)
     margin = check_margin(margin)
     opts = options or VideoOptions()
+    _ = opts.search  # a bad size or upsampling is refused before the file is read
     finder = finder or FaceFinder(detector)
     digest = sha256_file(in_path)
     av = _av()
@@ -163,6 +168,7 @@ def anonymize_video_file(
         detector=finder.detector, width=stats["width"], height=stats["height"], passes=1,
         frames=stats["frames"], frames_with_faces=stats["frames_with_faces"],
         detections=stats["detections"], audio_streams=stats["audio"], notes=tuple(stats["notes"]),
+        smallest_face=round(opts.search.smallest_face(stats["width"], stats["height"]), 1),
     )
     if out_path is None:
         return report

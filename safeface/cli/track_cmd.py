@@ -4,6 +4,7 @@ VIDEO --describe "red top, blue trousers"`: the tracks that fit a description.""
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Optional
 
@@ -29,7 +30,11 @@ def register(sub: Any) -> None:
     p.add_argument("--person-detector", choices=("motion", "hog"), default="motion",
                    help="motion: fixed camera, real time (default); hog: OpenCV's HOG people detector, slower")
     p.add_argument("--fast", action="store_true",
-                   help="the anonymizer's real-time face search (every other frame, faces from about 80 px at 640 px width)")
+                   help="the anonymizer's real-time face search (every other frame, faces from about 80 px at 640 px "
+                        "width, 160 px in larger frames)")
+    p.add_argument("--min-face", type=float, default=None, metavar="PX",
+                   help="the anonymizer's face search: the widest face a frame may be searched too coarsely to find "
+                        "(default 80, 160 with --fast)")
     p.add_argument("--json", action="store_true", help="print the tracks (or hits) as JSON on stdout")
     p.add_argument("--workspace", default=None, help="run under this workspace's guard and audit log")
     p.add_argument("--purpose", default=None, help="with --workspace: the declared purpose of the tracking")
@@ -41,7 +46,10 @@ def _run_tracking(args: argparse.Namespace, video: str, out: Optional[str]) -> A
     from ..tracking import TrackOptions, track_video
     from ..tracking.run import covering
 
-    opts = TrackOptions(detector=args.person_detector, video=covering(args.fast))
+    video_opts = covering(args.fast)
+    if args.min_face is not None:
+        video_opts = replace(video_opts, min_face=args.min_face)
+    opts = TrackOptions(detector=args.person_detector, video=video_opts)
     if args.workspace:
         from ..sdk import SafeFace
 
