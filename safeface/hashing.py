@@ -18,10 +18,18 @@ _CACHE_LOCK = threading.Lock()
 
 
 def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
     with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(CHUNK), b""):
-            h.update(block)
+        return sha256_open_file(fh)
+
+
+def sha256_open_file(fh: IO[bytes]) -> str:
+    """The SHA-256 of an open file's whole content, read from its start; the position is left
+    at the end. Hashing the descriptor a reader uses names the file it read, even if the path
+    is pointed at another file meanwhile."""
+    fh.seek(0)
+    h = hashlib.sha256()
+    for block in iter(lambda: fh.read(CHUNK), b""):
+        h.update(block)
     return h.hexdigest()
 
 

@@ -7,6 +7,7 @@ here writes to disk.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import warnings
@@ -31,26 +32,47 @@ def load_image(source: ImageInput, *, max_pixels: int = MAX_PIXELS) -> np.ndarra
     """Return the image as a contiguous (H, W, 3) uint8 RGB array."""
     if isinstance(source, np.ndarray):
         return _from_array(source)
-    if isinstance(source, (bytes, bytearray, memoryview)):
-        data = bytes(source)
-        label = "the image bytes"
-    elif isinstance(source, (str, os.PathLike)):
-        path = Path(source)
-        label = str(path)
-        if not path.exists():
-            raise ImageError(f"{label}: no such file; check the path.")
-        if not path.is_file():
-            raise ImageError(f"{label}: not a regular file.")
-        size = path.stat().st_size
-        if size > MAX_FILE_BYTES:
-            raise ImageError(f"{label}: {size} bytes is larger than the {MAX_FILE_BYTES}-byte limit.")
-        data = path.read_bytes()
-    else:
-        raise ImageError(
-            f"unsupported image input of type {type(source).__name__}; "
-            "pass a path, bytes or a NumPy array."
-        )
+    data, label = _bytes_of(source)
     return _decode(data, label, max_pixels)
+
+
+def load_image_hashed(source: ImageInput, *, max_pixels: int = MAX_PIXELS) -> tuple[str, np.ndarray]:
+    """The image as load_image gives it, with the SHA-256 of the very bytes decoded (of the
+    array's bytes for an array). A file is read once: a path pointed at another file meanwhile
+    cannot have one file's hash named on the other's pixels."""
+    if isinstance(source, np.ndarray):
+        return hashlib.sha256(np.ascontiguousarray(source).tobytes()).hexdigest(), _from_array(source)
+    data, label = _bytes_of(source)
+    return hashlib.sha256(data).hexdigest(), _decode(data, label, max_pixels)
+
+
+def _bytes_of(source: ImageInput) -> tuple[bytes, str]:
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return bytes(source), "the image bytes"
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        return _read_file(path, str(path)), str(path)
+    raise ImageError(
+        f"unsupported image input of type {type(source).__name__}; "
+        "pass a path, bytes or a NumPy array."
+    )
+
+
+def _read_file(path: Path, label: str) -> bytes:
+    if not path.exists():
+        raise ImageError(f"{label}: no such file; check the path.")
+    if not path.is_file():
+        raise ImageError(f"{label}: not a regular file.")
+    try:
+        with open(path, "rb") as fh:
+            # One byte over the limit is enough to refuse: a file grown after a size check is
+            # never read whole.
+            data = fh.read(MAX_FILE_BYTES + 1)
+    except OSError as exc:
+        raise ImageError(f"{label}: could not be read ({exc.strerror}).") from None
+    if len(data) > MAX_FILE_BYTES:
+        raise ImageError(f"{label}: larger than the {MAX_FILE_BYTES}-byte limit.")
+    return data
 
 
 def _decode(data: bytes, label: str, max_pixels: int) -> np.ndarray:

@@ -20,8 +20,9 @@ import safeface.hazmat.vision as vision
 from safeface.anonymize import FaceFinder, Search, VideoOptions, anonymize_file, anonymize_image, detectable_frames
 from safeface.anonymize.detect import iou
 from safeface.anonymize.track import FaceTracker
+from safeface.anonymize.video import anonymize_video_file
 from safeface.errors import ImageError, InvalidArgument, ModelError, SafeFaceError
-from safeface.imageio import load_image
+from safeface.imageio import MAX_FILE_BYTES, load_image, load_image_hashed
 from safeface.hazmat.vision.dlib_engine import DlibEngine
 
 from tests.video_fixtures import build_face_video
@@ -355,6 +356,58 @@ def test_unreadable_inputs_raise_and_leave_no_output(tmp_path: Path) -> None:
             assert src.read_bytes() == data
         assert out.read_bytes() == b"earlier output"
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out")], "a temporary file was left behind"
+
+
+@needs_data
+def test_a_video_rewritten_while_it_is_read_leaves_no_output(finder: FaceFinder, face_video: Path,
+                                                              tmp_path: Path) -> None:
+    """The report's input hash names the bytes whose frames were covered. A file rewritten in
+    place during the run (its tail, after the first frame is covered) was reported under the
+    hash taken before, and the output written; now the run fails and writes nothing. A path
+    pointed at another file during the run changes nothing: the file opened is read throughout."""
+    src, out = tmp_path / "in.mp4", tmp_path / "out.mp4"
+    original = face_video.read_bytes()
+    src.write_bytes(original)
+
+    def rewrite(index: int, rgb: np.ndarray) -> np.ndarray:
+        if index == 0:
+            with open(src, "r+b") as fh:
+                fh.seek(-16, os.SEEK_END)
+                fh.write(b"\x00" * 16)
+        return rgb
+
+    with pytest.raises(ImageError, match="changed while it was being anonymized"):
+        anonymize_video_file(src, out, options=VideoOptions(progress=False), finder=finder, on_frame=rewrite)
+    assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".out")]
+
+    src.write_bytes(original)
+    other = tmp_path / "other.mp4"
+    build_face_video(other, lfw_sample(1, step=313), frames=4, audio=False)
+
+    def swap(index: int, rgb: np.ndarray) -> np.ndarray:
+        if index == 0:
+            os.replace(other, src)
+        return rgb
+
+    report = anonymize_video_file(src, out, options=VideoOptions(progress=False), finder=finder, on_frame=swap)
+    assert report.input_sha256 == hashlib.sha256(original).hexdigest() and report.frames == 30
+    assert report.output_sha256 == hashlib.sha256(out.read_bytes()).hexdigest()
+
+
+@needs_data
+def test_an_image_is_hashed_from_the_bytes_it_is_decoded_from(tmp_path: Path) -> None:
+    src = lfw_sample(1)[0]
+    digest, pixels = load_image_hashed(src)
+    assert digest == hashlib.sha256(src.read_bytes()).hexdigest()
+    assert np.array_equal(pixels, load_image(src))
+    big = tmp_path / "big.jpg"
+    with open(big, "wb") as fh:
+        fh.truncate(MAX_FILE_BYTES + 1)
+    with pytest.raises(ImageError, match="byte limit"):
+        load_image_hashed(big)
+    out = tmp_path / "out.png"
+    report = anonymize_file(src, out)
+    assert report.input_sha256 == digest and report.output_sha256 == hashlib.sha256(out.read_bytes()).hexdigest()
 
 
 def test_zero_frame_video_is_refused(tmp_path: Path) -> None:

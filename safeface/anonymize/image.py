@@ -3,16 +3,15 @@ without any of the input's metadata."""
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Optional
 
 import numpy as np
 from PIL import Image
 
 from ..errors import ImageError
-from ..imageio import ImageInput, load_image
+from ..imageio import ImageInput, load_image_hashed
 from .cover import DEFAULT_MARGIN, DEFAULT_MODE, apply_cover, check_margin, check_mode, region_for_box
 from .detect import DEFAULT_DETECTOR, Box, FaceFinder, iou, merge_boxes
 from ..hashing import sha256_file
@@ -39,8 +38,7 @@ def anonymize_image(
     RGB array with a report. Detection only: no landmarks kept, no embedding, no gallery."""
     check_mode(mode)
     margin = check_margin(margin)
-    digest = _input_digest(image)
-    pixels = load_image(image)
+    digest, pixels = load_image_hashed(image)
     finder = finder or FaceFinder(detector)
     out, boxes, passes = cover_all(pixels, finder, mode, margin)
     h, w = pixels.shape[:2]
@@ -84,11 +82,11 @@ def anonymize_image_file(
     """Read `in_path`, write the anonymized image to `out_path` (format from its extension)
     with no EXIF, GPS, XMP, ICC or text metadata. Paths are checked by the caller."""
     out, report = anonymize_image(in_path, mode, margin, detector, finder=finder)
-    write_clean_image(out, out_path)
-    return _with_output(report, out_path)
+    return replace(report, output_path=str(out_path), output_sha256=write_clean_image(out, out_path))
 
 
-def write_clean_image(pixels: np.ndarray, out_path: Path) -> None:
+def write_clean_image(pixels: np.ndarray, out_path: Path) -> str:
+    """Writes the file atomically; returns the SHA-256 of the bytes renamed into place."""
     fmt = IMAGE_EXTENSIONS[out_path.suffix.lower()]
     # A fresh PIL image made from bare pixels carries no info dict, so nothing of the input's
     # metadata can reach the file; exif=b"" makes that explicit for the formats that take it.
@@ -105,18 +103,6 @@ def write_clean_image(pixels: np.ndarray, out_path: Path) -> None:
             im.save(tmp, format=fmt, **params)
         except (OSError, ValueError) as exc:
             raise ImageError(f"{out_path}: could not write the {fmt} image ({exc}).") from None
+        return sha256_file(tmp)
 
 
-def _with_output(report: AnonymizeReport, out_path: Path) -> AnonymizeReport:
-    return replace(report, output_path=str(out_path), output_sha256=sha256_file(out_path))
-
-
-def _input_digest(image: Union[ImageInput, Any]) -> str:
-    if isinstance(image, np.ndarray):
-        return hashlib.sha256(np.ascontiguousarray(image).tobytes()).hexdigest()
-    if isinstance(image, (bytes, bytearray, memoryview)):
-        return hashlib.sha256(bytes(image)).hexdigest()
-    path = Path(image)
-    if not path.is_file():
-        raise ImageError(f"{path}: no such file; check the path.")
-    return sha256_file(path)

@@ -4,6 +4,7 @@ input container's metadata is written."""
 
 from __future__ import annotations
 
+import hmac
 import os
 import sys
 from collections import deque
@@ -11,14 +12,14 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import IO, Any, Callable, Optional
 
 import numpy as np
 
 from ..errors import ImageError
 from .cover import DEFAULT_MARGIN, DEFAULT_MODE, apply_cover, check_margin, check_mode, region_for_box
 from .detect import DEFAULT_DETECTOR, DEFAULT_MIN_FACE, DetectionEngine, FaceFinder, Search
-from ..hashing import sha256_file
+from ..hashing import sha256_file, sha256_open_file
 from ..workers import worker_count
 from ..atomicfile import atomic_path
 from .files import VIDEO_EXTENSIONS
@@ -119,15 +120,17 @@ def _quarter_turns(frame: Any, in_path: Path) -> int:
     return (degrees // 90) % 4
 
 
-def _display_turn(in_path: Path) -> int:
-    """The first frame's quarter turns (the output's size depends on it before any frame is read)."""
+def _display_turn(fh: IO[bytes], in_path: Path) -> int:
+    """The first frame's quarter turns (the output's size depends on it before any frame is
+    read; every later frame is checked against it)."""
     av = _av()
+    fh.seek(0)
     try:
-        with av.open(str(in_path), "r") as probe:
+        with av.open(fh, "r") as probe:
             for frame in probe.decode(video=0):
                 return _quarter_turns(frame, in_path)
-    except av.error.FFmpegError as exc:
-        raise ImageError(f"{in_path}: the video could not be decoded ({exc}).") from None
+    except (av.error.FFmpegError, OSError, ValueError) as exc:
+        raise ImageError(f"{in_path}: not a video safeface can read ({exc}).") from None
     return 0
 
 
@@ -146,23 +149,38 @@ def anonymize_video_file(
     opts = options or VideoOptions()
     _ = opts.search  # a bad size or upsampling is refused before the file is read
     finder = finder or FaceFinder(detector)
-    digest = sha256_file(in_path)
     av = _av()
+    # One descriptor for everything: the hash, the rotation probe and the frames all read the
+    # same file, and the hash is taken again at the end. A path pointed at another file between
+    # steps, or a file rewritten while it is read, cannot have one file's hash named on another
+    # file's covered frames; no output is written then.
     try:
-        inp = av.open(str(in_path), "r")
-    except (av.error.FFmpegError, OSError, ValueError) as exc:
-        raise ImageError(f"{in_path}: not a video safeface can read ({exc}).") from None
-    try:
-        if not inp.streams.video:
-            raise ImageError(f"{in_path}: the file holds no video stream.")
-        if out_path is None:
-            stats = _transcode(inp, Path(os.devnull), "null", finder, mode, margin, opts, in_path, on_frame)
-        else:
-            with atomic_path(out_path) as tmp:
-                stats = _transcode(inp, tmp, VIDEO_EXTENSIONS[out_path.suffix.lower()], finder, mode, margin, opts,
-                                   in_path, on_frame)
-    finally:
-        inp.close()
+        fh = open(in_path, "rb")
+    except OSError as exc:
+        raise ImageError(f"{in_path}: the video could not be opened ({exc.strerror}).") from None
+    with fh:
+        digest = sha256_open_file(fh)
+        turn = _display_turn(fh, in_path)
+        fh.seek(0)
+        try:
+            inp = av.open(fh, "r")
+        except (av.error.FFmpegError, OSError, ValueError) as exc:
+            raise ImageError(f"{in_path}: not a video safeface can read ({exc}).") from None
+        out_digest: Optional[str] = None
+        try:
+            if not inp.streams.video:
+                raise ImageError(f"{in_path}: the file holds no video stream.")
+            if out_path is None:
+                stats = _transcode(inp, turn, Path(os.devnull), "null", finder, mode, margin, opts, in_path, on_frame)
+                _same_input(fh, digest, in_path)
+            else:
+                with atomic_path(out_path) as tmp:
+                    stats = _transcode(inp, turn, tmp, VIDEO_EXTENSIONS[out_path.suffix.lower()], finder, mode,
+                                       margin, opts, in_path, on_frame)
+                    _same_input(fh, digest, in_path)
+                    out_digest = sha256_file(tmp)  # the bytes renamed into place, not what the path holds later
+        finally:
+            inp.close()
     report = AnonymizeReport(
         kind="video", input_sha256=digest, face_count=stats["tracks"], mode=mode, margin=margin,
         detector=finder.detector, width=stats["width"], height=stats["height"], passes=1,
@@ -172,10 +190,16 @@ def anonymize_video_file(
     )
     if out_path is None:
         return report
-    return replace(report, output_path=str(out_path), output_sha256=sha256_file(out_path))
+    return replace(report, output_path=str(out_path), output_sha256=out_digest)
 
 
-def _transcode(inp: Any, tmp: Path, fmt: str, finder: FaceFinder, mode: str, margin: float,
+def _same_input(fh: IO[bytes], digest: str, in_path: Path) -> None:
+    if not hmac.compare_digest(sha256_open_file(fh), digest):
+        raise ImageError(f"{in_path}: the file changed while it was being anonymized; nothing was written. "
+                         "Anonymize a copy that nothing else writes to.")
+
+
+def _transcode(inp: Any, turn: int, tmp: Path, fmt: str, finder: FaceFinder, mode: str, margin: float,
                opts: VideoOptions, in_path: Path, on_frame: Optional[FrameHook] = None) -> dict[str, Any]:
     av = _av()
     from tqdm import tqdm
@@ -189,7 +213,6 @@ def _transcode(inp: Any, tmp: Path, fmt: str, finder: FaceFinder, mode: str, mar
         raise ImageError(f"{in_path}: the video stream has no frame size.")
     # A phone stores a portrait video turned a quarter, with a display matrix players apply:
     # faces are searched, covered and written upright, as they are shown (no matrix is written).
-    turn = _display_turn(in_path)
     if turn % 2:
         width, height = height, width
     # 4:2:0 encoders need even sides; the odd last row or column is dropped.
