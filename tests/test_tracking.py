@@ -201,7 +201,8 @@ def test_cli_track_and_search(clip: Path, tmp_path: Path, capsys: pytest.Capture
     thumbs.mkdir()
     assert main(["track", "search", str(clip), "--describe", "blue trousers", "--json", "--thumbnails", str(thumbs)]) == 0
     hits = json.loads(capsys.readouterr().out)["hits"]
-    assert 1 <= len(hits) <= 3 and len(list(thumbs.glob("*.png"))) == len(hits)
+    assert 1 <= len(hits) <= 3 and len(list(thumbs.glob("*.png"))) == len(hits) == len(list(thumbs.iterdir()))
+    assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in thumbs.iterdir())
     assert main(["track", "search", str(clip), "--describe", "blue eyes"]) == 1
 
 

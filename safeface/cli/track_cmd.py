@@ -90,11 +90,15 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _write_thumbnails(folder: Path, hits: list[Any]) -> None:
-    """Crops of covered frames, written only when asked for."""
+    """Crops of covered frames, written only when asked for, each atomically: a killed run
+    leaves no half-written file."""
     from PIL import Image
+
+    from ..atomicfile import atomic_writer
 
     if not folder.is_dir():
         raise InvalidArgument(f"{folder}: the thumbnails folder does not exist.")
     for rank, h in enumerate(hits, 1):
         if h.thumbnail is not None:
-            Image.fromarray(h.thumbnail).save(folder / f"{rank}-{h.track_id}.png")
+            with atomic_writer(folder / f"{rank}-{h.track_id}.png") as fh:
+                Image.fromarray(h.thumbnail).save(fh, format="PNG")
