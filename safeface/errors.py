@@ -50,6 +50,11 @@ class BackendError(SafeFaceError):
     the call was audited as failed and nothing was stored."""
 
 
+class IndexUnavailable(BackendError):
+    """The server store's vector index (Milvus) failed a call or could not be reached. Its
+    records are intact: a write is refused or noted for later, a search answers from the records."""
+
+
 class AuthenticationError(SafeFaceError):
     """A service credential (API key or console session) is missing, unknown, revoked or expired."""
 

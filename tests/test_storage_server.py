@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from child_process import child_env  # noqa: E402
 from server_support import PG_PASSWORD, MilvusServer, PgCluster, free_port, server_modules, start_milvus  # noqa: E402
 
-from safeface.errors import BackendError, ConfigError, IntegrityError  # noqa: E402
+from safeface.errors import BackendError, ConfigError, IndexUnavailable, IntegrityError  # noqa: E402
 from safeface.hazmat.templates import PassphraseKeyring, ScryptParams  # noqa: E402
 from safeface.storage.factory import StorageConfig  # noqa: E402
 from safeface.storage.rows import Enrollment  # noqa: E402
@@ -618,6 +618,38 @@ def _records(ws: Path) -> list[Any]:
 
     with SafeFace.open(ws) as sf:
         return sf.records()
+
+
+@pytest.mark.slow
+def test_a_search_while_milvus_is_down_answers_from_the_records(pg: PgCluster, tmp_path: Path, keyring: Any,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Milvus stopped under a running store (its own server process, terminated). Every search
+    raised until it came back: a gate turned everyone away. Now a search scores the records (a
+    purpose and an erasure still hold there); a write is refused and writes nothing; past
+    SCAN_MAX rows the search is refused with IndexUnavailable, not answered as a miss."""
+    import safeface.storage.server as server_mod
+
+    own = start_milvus(tmp_path / "milvus-data")
+    try:
+        setup = Setup(pg, f"milvus:{own.uri}", tmp_path, keyring)
+        x = unit_rows(12, seed=21)
+        with setup.open() as s:
+            rows = fill(s, x[:8])
+            fill(s, x[8:], ("payments",), prefix="p")
+            s.erase_subject("s5")
+            own.stop()
+            for i in (0, 3, 7):
+                assert [m.row_id for m in s.search(x[i], "access", k=1, threshold=0.9)] == [rows[i].row_id], i
+            assert all(m.pseudonym != s.pseudonym("s5") for m in s.search(x[5], "access", k=8))
+            assert all(m.pseudonym != s.pseudonym("p0") for m in s.search(x[8], "access", k=8))
+            with pytest.raises(BackendError):
+                fill(s, unit_rows(1, seed=99), prefix="late")
+            assert s.rows_for("late0") == []
+            monkeypatch.setattr(server_mod, "SCAN_MAX", 5)
+            with pytest.raises(IndexUnavailable, match="cannot be asked now.*Try again once Milvus answers"):
+                s.search(x[0], "access", k=1)
+    finally:
+        own.stop()
 
 
 class _RebuildFails(MilvusVectors):

@@ -44,7 +44,7 @@ from typing import Any, Callable, Iterator, Optional, Sequence, TypeVar
 
 import numpy as np
 
-from ..errors import BackendError, ConfigError, IntegrityError
+from ..errors import BackendError, ConfigError, IndexUnavailable, IntegrityError
 from ..hazmat.templates.keyring import Keyring
 from ..hazmat.templates.transform import TemplateTransform
 from ..hazmat.templates.sealing import Sealer
@@ -886,6 +886,17 @@ class ServerStore:
     def _search(self, keys: Keys, probe: np.ndarray, purpose: str, k: int, threshold: Optional[float], now_us: int,
                 path: Optional[str]) -> list[Match]:
         q = keys.transform.apply(probe).astype(np.float32)  # the probe and the rows it meets under the same keys
+        try:
+            return self._search_with_index(keys, q, purpose, k, threshold, now_us, path)
+        except IndexUnavailable as exc:
+            # Milvus went away under a running store: the records answer, slower, rather than a
+            # gate refusing everyone until it is back. A write still needs Milvus (or notes it).
+            log.warning("%s; this search scored the records instead", exc)
+            self._refuse_scan_past_max("cannot be asked now")
+            return self._scan(keys, q, purpose, k, threshold, now_us, path)
+
+    def _search_with_index(self, keys: Keys, q: np.ndarray, purpose: str, k: int, threshold: Optional[float],
+                           now_us: int, path: Optional[str]) -> list[Match]:
         lagging, rebuilds = self._lagging()
         if lagging is None:
             return self._scan(keys, q, purpose, k, threshold, now_us, path)
@@ -953,12 +964,16 @@ class ServerStore:
             "(SELECT json_object_agg(k, v) FROM {ns}.meta WHERE k = ANY(%s))", (LAGGING_MAX + 1, _BOOK))
         return {int(r) for r in notes}, {str(k): str(v) for k, v in (meta or {}).items()}
 
-    def _refuse_scan_past_max(self) -> None:
-        if int(self._sql("SELECT count(*) FROM {ns}.rows")[0][0]) > SCAN_MAX:
-            raise BackendError(f"{self.where}: its Milvus index lags the records (a rebuild, vector writes that did "
-                               "not finish, or an index or records restored from another time), and the store has "
-                               "too many rows to search without it; nothing was changed. Try again once the rebuild "
-                               "ends, or run `safeface index check WS --repair` if no process is rebuilding it.")
+    def _refuse_scan_past_max(self, why: str = "") -> None:
+        if int(self._sql("SELECT count(*) FROM {ns}.rows")[0][0]) <= SCAN_MAX:
+            return
+        if why:
+            raise IndexUnavailable(f"{self.where}: its Milvus index {why}, and the store has too many rows to search "
+                                   "without it; nothing was changed. Try again once Milvus answers.")
+        raise BackendError(f"{self.where}: its Milvus index lags the records (a rebuild, vector writes that did "
+                           "not finish, or an index or records restored from another time), and the store has "
+                           "too many rows to search without it; nothing was changed. Try again once the rebuild "
+                           "ends, or run `safeface index check WS --repair` if no process is rebuilding it.")
 
     def _lock_holder(self) -> Optional[int]:
         """The backend pid of the connection holding the store's write lock now, if any."""

@@ -17,7 +17,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from ..errors import BackendError, ConfigError
+from ..errors import BackendError, ConfigError, IndexUnavailable
 
 ID, VECTOR, PURPOSES, EXPIRES = "id", "vector", "purposes", "expires_us"
 # The purposes travel as one VARCHAR, "|<hex>|<hex>|" (each purpose's UTF-8 in hex, sorted), and
@@ -153,7 +153,7 @@ class MilvusVectors:
         try:
             return fn(*args, **kwargs)
         except _client_error() as exc:
-            raise BackendError(f"{self.where} failed to {what} ({_short(exc)}).") from None
+            raise IndexUnavailable(f"{self.where} failed to {what} ({_short(exc)}).") from None
 
     def _check_existing(self) -> None:
         if not self._call("list collections", self._client.has_collection, self.collection):
