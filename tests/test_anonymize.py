@@ -299,6 +299,29 @@ def test_the_video_search_refuses_a_size_it_cannot_use() -> None:
         anonymize_file(Path("/nonexistent.mp4"), Path("/tmp/never.mp4"), video=VideoOptions(min_face=-1))
 
 
+@pytest.mark.slow
+@needs_data
+def test_a_dark_video_gives_no_face_back_when_brightened(engine: DlibEngine, finder: FaceFinder,
+                                                         tmp_path: Path) -> None:
+    """A video squeezed to values 0-12 (an underexposed night clip, or darkened on purpose):
+    HOG finds no face in its frames, so none was covered, and brightening the output gave the
+    faces back. Dark frames are now searched stretched too."""
+    src, out = tmp_path / "dark.mp4", tmp_path / "out.mp4"
+    build_face_video(src, lfw_sample(3, step=151), frames=12, audio=False, dim=12)
+
+    def brightened(frame: np.ndarray) -> np.ndarray:  # what anyone's "levels" tool does
+        lo, top = float(frame.min()), float(np.percentile(frame, 99))
+        return np.clip((frame.astype(np.float32) - lo) * (255.0 / max(top - lo, 1.0)), 0, 255).astype(np.uint8)
+
+    frames_in = _video_facts(src)[3]
+    assert not any(engine.detect(f, "hog", 1) for f in frames_in), "the dark input must hide its faces from HOG"
+    assert sum(bool(engine.detect(brightened(f), "hog", 1)) for f in frames_in) >= 6, "and show them brightened"
+    report = anonymize_file(src, out, video=VideoOptions(progress=False), finder=finder)
+    assert report.frames_with_faces == 12
+    for i, frame in enumerate(_video_facts(out)[3]):
+        assert not engine.detect(brightened(frame), "hog", 1), f"brightening output frame {i} shows a face"
+
+
 def test_tracker_bridges_gaps_and_holds() -> None:
     t = FaceTracker(hold=3)
     t.observe(0, [(0.0, 0.0, 100.0, 100.0)])

@@ -15,9 +15,10 @@ from safeface.imageio import load_image
 
 def build_face_video(path: Path, photos: Sequence[Path], frames: int, size: tuple[int, int] = (640, 480),
                      fps: int = 30, audio: bool = True, codec: str = "libx264", per_photo: int = 6,
-                     metadata: Optional[dict[str, str]] = None) -> None:
+                     metadata: Optional[dict[str, str]] = None, dim: Optional[int] = None) -> None:
     """`frames` frames of `size`; each photo is shown for `per_photo` frames, drifting 2 px per
-    frame; with `audio`, a 440 Hz AAC (or MP3 in AVI) tone as long as the video."""
+    frame; with `audio`, a 440 Hz AAC (or MP3 in AVI) tone as long as the video. `dim`: every
+    frame's values squeezed into 0..dim (an underexposed video)."""
     w, h = size
     faces = [load_image(p) for p in photos]
     with av.open(str(path), "w") as out:
@@ -37,6 +38,8 @@ def build_face_video(path: Path, photos: Sequence[Path], frames: int, size: tupl
             x = min(w - iw, 40 + 2 * (i % per_photo) + (i // per_photo) % 3 * 120)
             y = min(h - ih, 60 + (i // per_photo) % 2 * 80)
             canvas[y:y + ih, x:x + iw] = img
+            if dim is not None:
+                canvas = (canvas.astype(np.uint16) * dim // 255).astype(np.uint8)
             frame = av.VideoFrame.from_ndarray(canvas, format="rgb24")
             frame.pts = i
             frame.time_base = Fraction(1, fps)

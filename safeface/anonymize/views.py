@@ -16,9 +16,7 @@ from typing import Callable
 import numpy as np
 
 from .detect import Box, FaceFinder
-
-# A photo whose 99th percentile is under this is stretched to the full range for a second look.
-DARK_P99 = 64
+from .exposure import stretched_if_dark
 
 
 def _turned_back(k: int, w: int, h: int) -> Callable[[Box], Box]:
@@ -40,11 +38,9 @@ def views(pixels: np.ndarray) -> list[tuple[np.ndarray, Callable[[Box], Box]]]:
         (np.ascontiguousarray(np.rot90(pixels, k)), _turned_back(k, w, h)) for k in (1, 2, 3)]
     same: Callable[[Box], Box] = lambda b: b  # noqa: E731
     out.append((np.ascontiguousarray(255 - pixels), same))
-    top = float(np.percentile(pixels, 99))
-    if top < DARK_P99:
-        lo = float(pixels.min())
-        stretched = (pixels.astype(np.float32) - lo) * (255.0 / max(top - lo, 1.0))
-        out.append((np.clip(stretched, 0, 255).astype(np.uint8), same))
+    stretched = stretched_if_dark(pixels)
+    if stretched is not None:
+        out.append((stretched, same))
     return out
 
 
