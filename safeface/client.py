@@ -62,7 +62,8 @@ class Client:
                legal_basis: Optional[str] = None, liveness: Optional[str] = None) -> Verification:
         d = self._image_call("/v1/verify", image, subject=subject, purpose=purpose, consent=consent,
                              legal_basis=legal_basis, liveness=liveness)
-        return Verification(bool(d["match"]), d["score"], float(d["threshold"]), d["subject"])
+        threshold = d["threshold"]
+        return Verification(bool(d["match"]), d["score"], None if threshold is None else float(threshold), d["subject"])
 
     def identify(self, image: ImageLike, purpose: str, consent: Optional[str] = None,
                  legal_basis: Optional[str] = None, top_k: int = 5, *, liveness: Optional[str] = None

@@ -67,10 +67,16 @@ def test_enroll_verify_identify_as_the_key_and_audited_with_its_id(svc: dict[str
     r = httpx.post(url + "/v1/verify", json=body, headers={**key_header(op), "X-Consent-Token": token}, timeout=120)
     assert r.status_code == 200 and r.json()["match"] is True and r.json()["path"] == "plain", r.text
     assert isinstance(r.json()["score"], float) and r.json()["score"] >= r.json()["threshold"]
-    # A miss does not say how near it came: a score per image would let one consent's holder
-    # climb toward alice's template.
+    # The mask detector's confidence is no one's business over the network: it would guide a
+    # covering past the detector, a request at a time.
+    assert r.json()["mask_confidence"] is None
+    # A miss does not say how near it came (a score per image would let one consent's holder
+    # climb toward alice's template), nor by which path and threshold (whether alice enrolled
+    # masked).
     r = post_image(url, "/v1/verify", op, svc["biden"], subject="alice", purpose="demo", consent=token)
-    assert r.status_code == 200 and r.json()["match"] is False and r.json()["score"] is None, r.text
+    assert r.status_code == 200 and r.json()["match"] is False, r.text
+    assert {k: r.json()[k] for k in ("score", "threshold", "path", "mask_confidence")} == dict.fromkeys(
+        ("score", "threshold", "path", "mask_confidence")), r.text
     r = post_image(url, "/v1/identify", svc["keys"]["kiosk"], svc["obama2"], purpose="demo", consent=token)
     assert r.status_code == 200 and r.json()["candidates"][0]["subject"] == r.json()["candidates"][0]["subject"]
     assert len(r.json()["candidates"]) == 1 and r.json()["candidates"][0]["path"] == "plain"
@@ -359,7 +365,9 @@ def test_client_same_calls_and_errors_as_safeface(svc: dict[str, Any]) -> None:
         e = c.enroll(svc["obama"], "frank", "demo", token)
         assert e.row_id > 0 and e.purpose == "demo"
         v = c.verify(svc["obama2"], "frank", "demo", token)
-        assert v.match and v.pseudonym == e.pseudonym
+        assert v.match and v.pseudonym == e.pseudonym and v.threshold is not None and v.score >= v.threshold
+        miss = c.verify(svc["biden"], "frank", "demo", token)
+        assert not miss.match and miss.score is None and miss.threshold is None
         assert c.identify(svc["obama2"], "demo", token)[0].subject == e.pseudonym
         assert c.analyze(svc["obama"])["faces"] == 1
         with pytest.raises(PolicyViolation) as exc:

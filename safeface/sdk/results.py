@@ -38,11 +38,12 @@ class Verification:
     templates, with the masked threshold (`threshold`); `masked_enrolment`: the template that
     decided came from a masked enrolment image, and `threshold` is the both-masked one, unless
     `bare_probe`: the probe's lower face was not called covered (a masked enrolment is met only
-    by the visible region), and `threshold` is the masked one."""
+    by the visible region), and `threshold` is the masked one. Over the service (client.py) a
+    miss carries no score and no threshold (None): see service/answers.py."""
 
     match: bool
     score: Optional[float]
-    threshold: float
+    threshold: Optional[float]
     pseudonym: str
     masked: bool = False
     mask_confidence: Optional[float] = None  # the mask detector's; None where the pipeline has none

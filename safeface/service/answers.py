@@ -4,7 +4,11 @@ act on, and no measurement that would guide an attack one request at a time.
 In process the host holds the keys anyway, and the SDK's results carry every figure. Over the
 network the caller may be anyone holding a key of a role that may verify or check liveness:
 - a verify's score on a miss would let them climb toward the subject's template, an image at a
-  time (identify names only candidates over the threshold already);
+  time (identify names only candidates over the threshold already); its path and threshold on a
+  miss would tell them whether the subject enrolled masked;
+- the mask detector's confidence would let them tune a covering the detector does not call
+  masked (a probe it misses is met whole), or one it does (so a masked enrolment's looser
+  visible-region path meets it);
 - a liveness check's cue measurements (the surface's share of points off one plane, the motion,
   the replay cues, the PAD model's probability, the similarity of the face that turned to the
   frontal one) would let them tune a print, a screen or an accomplice, a clip at a time.
@@ -26,9 +30,10 @@ NOT_LIVE = ("the clip did not pass the liveness checks: the person presented mus
 
 
 def verify_answer(r: Verification) -> dict[str, Any]:
-    out = {**r.to_dict(), "subject": r.pseudonym}
+    _log.info("verify of %s: %s", r.pseudonym[:16], json.dumps(r.to_dict(), sort_keys=True))
+    out = {**r.to_dict(), "subject": r.pseudonym, "mask_confidence": None}
     if not r.match:
-        out["score"] = None
+        out.update(score=None, threshold=None, path=None)
     return out
 
 
