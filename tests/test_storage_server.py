@@ -4,9 +4,12 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from datetime import datetime, timedelta, timezone
@@ -649,6 +652,101 @@ def test_a_search_while_milvus_is_down_answers_from_the_records(pg: PgCluster, t
             with pytest.raises(IndexUnavailable, match="cannot be asked now.*Try again once Milvus answers"):
                 s.search(x[0], "access", k=1)
     finally:
+        own.stop()
+
+
+def _finishes(fn: Any, limit: float) -> tuple[bool, Any]:
+    """fn's result (or exception) if it returns within `limit` seconds; (False, None) if not."""
+    box: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            box["out"] = fn()
+        except BaseException as exc:  # noqa: BLE001 - handed back to the test
+            box["out"] = exc
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    t.join(limit)
+    return not t.is_alive(), box.get("out")
+
+
+@pytest.mark.slow
+def test_a_hung_milvus_neither_stalls_a_search_nor_an_erasure(pg: PgCluster, tmp_path: Path, keyring: Any,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """Milvus alive but not answering (its process paused: a stuck node). No request had a
+    deadline: every search waited for ever, and an erasure waited holding the store's write
+    lock, so no other writer could go on. Now each request fails at its deadline: the search
+    answers from the records, the erasure removes the records and reports the vectors pending."""
+    import safeface.storage.vectors as vectors_mod
+
+    monkeypatch.setattr(vectors_mod, "CALL_TIMEOUT", 1.0)
+    own = start_milvus(tmp_path / "milvus-data")
+    try:
+        setup = Setup(pg, f"milvus:{own.uri}", tmp_path, keyring)
+        x = unit_rows(6, seed=3)
+        with setup.open() as s, setup.open() as other:
+            rows = fill(s, x)
+            os.kill(own.proc.pid, signal.SIGSTOP)
+            done, got = _finishes(lambda: s.search(x[1], "access", k=1), 60)
+            assert done and [m.row_id for m in got] == [rows[1].row_id], got
+            done, got = _finishes(lambda: s.search(x[2], "access", k=1), 60)  # no second wait
+            assert done and [m.row_id for m in got] == [rows[2].row_id], got
+            done, receipt = _finishes(lambda: s.erase_subject("s2"), 60)
+            assert done and receipt.vectors == "pending", receipt
+            assert other.rows_for("s2") == []
+            done, receipt = _finishes(lambda: other.erase_subject("s3"), 60)  # the lock was let go
+            assert done and receipt.vectors == "pending", receipt
+    finally:
+        os.kill(own.proc.pid, signal.SIGCONT)
+        own.stop()
+
+
+def _refusing_gateway(port: int, code: Any) -> Any:
+    """A gRPC endpoint on Milvus's port that refuses every call with `code` (a gateway in front
+    of Milvus refusing a rotated token)."""
+    from concurrent import futures
+
+    import grpc
+
+    class Refuse(grpc.GenericRpcHandler):
+        def service(self, details: Any) -> Any:
+            def fail(request: Any, context: Any) -> Any:
+                context.abort(code, "refused by the gateway (test)")
+            return grpc.unary_unary_rpc_method_handler(fail)
+
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2), handlers=[Refuse()])
+    server.add_insecure_port(f"127.0.0.1:{port}")
+    server.start()
+    return server
+
+
+@pytest.mark.slow
+def test_a_gateway_refusing_milvus_calls_is_an_outage_not_a_crash(pg: PgCluster, tmp_path: Path,
+                                                                   keyring: Any) -> None:
+    """pymilvus passes some gRPC refusals through unwrapped (UNAUTHENTICATED after a token
+    rotation, RESOURCE_EXHAUSTED from a gateway shedding load): they escaped the store as raw
+    gRPC errors, a search crashed instead of answering from the records, and an erasure left
+    the subject's records in place."""
+    import grpc
+
+    own = start_milvus(tmp_path / "milvus-data")
+    gateway = None
+    try:
+        setup = Setup(pg, f"milvus:{own.uri}", tmp_path, keyring)
+        x = unit_rows(4, seed=5)
+        with setup.open() as s:
+            rows = fill(s, x)
+            own.stop()
+            gateway = _refusing_gateway(own.port, grpc.StatusCode.UNAUTHENTICATED)
+            assert [m.row_id for m in s.search(x[1], "access", k=1)] == [rows[1].row_id]
+            assert s.erase_subject("s2").vectors == "pending" and s.rows_for("s2") == []
+            with pytest.raises(IndexUnavailable):
+                fill(s, unit_rows(1, seed=77), prefix="late")
+            assert s.rows_for("late0") == []
+    finally:
+        if gateway is not None:
+            gateway.stop(0)
         own.stop()
 
 

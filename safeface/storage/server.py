@@ -71,6 +71,8 @@ FRACTION_TTL_S = 60.0
 # record is scored, up to SCAN_MAX rows (benches/lagging_search.py: 0.69 s over 20,000 rows on 2 cores).
 LAGGING_MAX = 1000
 SCAN_MAX = 100_000
+# How long searches score the records without asking Milvus again after it failed one.
+INDEX_RETRY_S = 30.0
 MASKED_FETCH = 8  # a masked search asks Milvus for this many times the candidates (see above)
 VISIBLE_PATHS = ("visible", "visible-masked")  # scored from the sealed records' visible-region templates
 CEILING = "committed_ceiling"  # meta key: see ServerStore._raise_ceiling
@@ -202,6 +204,7 @@ class ServerStore:
         self._opened = False  # the tables exist and this handle may clear its own marks (_forget_flight)
         self._write_lock = AdvisoryLock(lock_conn, key, self._forget_flight)
         self._keys: Optional[Keys] = None
+        self._index_down_until = 0.0  # monotonic time until which searches skip a failing Milvus
         self._pseudonym_version = 0
         self._closed = False
         self._fractions: dict[str, float] = {}
@@ -886,14 +889,18 @@ class ServerStore:
     def _search(self, keys: Keys, probe: np.ndarray, purpose: str, k: int, threshold: Optional[float], now_us: int,
                 path: Optional[str]) -> list[Match]:
         q = keys.transform.apply(probe).astype(np.float32)  # the probe and the rows it meets under the same keys
-        try:
-            return self._search_with_index(keys, q, purpose, k, threshold, now_us, path)
-        except IndexUnavailable as exc:
-            # Milvus went away under a running store: the records answer, slower, rather than a
-            # gate refusing everyone until it is back. A write still needs Milvus (or notes it).
-            log.warning("%s; this search scored the records instead", exc)
-            self._refuse_scan_past_max("cannot be asked now")
-            return self._scan(keys, q, purpose, k, threshold, now_us, path)
+        if time.monotonic() >= self._index_down_until:
+            try:
+                return self._search_with_index(keys, q, purpose, k, threshold, now_us, path)
+            except IndexUnavailable as exc:
+                # Milvus went away under a running store: the records answer, slower, rather than
+                # a gate refusing everyone until it is back. A write still needs Milvus (or notes
+                # it). A hung Milvus fails only at each request's deadline, so searches leave it
+                # alone for a while instead of each waiting that long.
+                self._index_down_until = time.monotonic() + INDEX_RETRY_S
+                log.warning("%s; searches score the records for the next %.0f s", exc, INDEX_RETRY_S)
+        self._refuse_scan_past_max("cannot be asked now")
+        return self._scan(keys, q, purpose, k, threshold, now_us, path)
 
     def _search_with_index(self, keys: Keys, q: np.ndarray, purpose: str, k: int, threshold: Optional[float],
                            now_us: int, path: Optional[str]) -> list[Match]:

@@ -47,6 +47,11 @@ def search_params(kind: str, allowed_fraction: float = 1.0) -> dict[str, int]:
         params["nprobe"] = nlist if nprobe >= nlist // 2 else nprobe
     return params
 BATCH = 5000
+# Seconds each Milvus request may take (MilvusVectors.call_timeout): a search or a batch write
+# of BATCH rows takes well under one on a healthy server. Collection-wide work (create, load,
+# flush, drop) may take longer on a large collection.
+CALL_TIMEOUT = 15.0
+SLOW_CALL_TIMEOUT = 120.0
 # Milvus Lite searches its unflushed rows (the memtable, sealed only at 128 MiB, about 200k
 # templates) by walking them in Python on every search: 0.5 s at 20k rows, seconds beyond. So on
 # Milvus Lite this client flushes once it has written FLUSH_ROWS rows since its last flush, and
@@ -87,9 +92,12 @@ def purpose_filter(purpose: str, now_us: int) -> str:
 
 
 def _client_error() -> tuple[type[BaseException], ...]:
+    import grpc
     from pymilvus.exceptions import MilvusException
 
-    return (MilvusException, OSError, ConnectionError, TimeoutError)
+    # pymilvus passes some gRPC failures through unwrapped: a deadline passed, a gateway refusing
+    # a token (UNAUTHENTICATED, PERMISSION_DENIED) or shedding load (RESOURCE_EXHAUSTED).
+    return (MilvusException, grpc.RpcError, grpc.FutureTimeoutError, OSError, ConnectionError, TimeoutError)
 
 
 class MilvusVectors:
@@ -104,6 +112,7 @@ class MilvusVectors:
         self._lite = False  # set by connect: Milvus Lite needs the flushes (see FLUSH_ROWS)
         self._unflushed = 0
         self._loaded = False
+        self.call_timeout = CALL_TIMEOUT
 
     def __repr__(self) -> str:
         return f"MilvusVectors({self.where!r}, collection={self.collection!r})"
@@ -150,6 +159,11 @@ class MilvusVectors:
         return out
 
     def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        if getattr(fn, "__self__", None) is self._client:
+            # Every request has a deadline: a Milvus that hangs (a stuck node, a paused process)
+            # fails the call, so a search falls back to the records and an erasure holding the
+            # store's write lock goes on, instead of both waiting for ever.
+            kwargs.setdefault("timeout", self.call_timeout)
         try:
             return fn(*args, **kwargs)
         except _client_error() as exc:
@@ -176,7 +190,8 @@ class MilvusVectors:
 
         if self._call("list collections", self._client.has_collection, self.collection):
             if not self._loaded:  # once per client: Milvus Lite's load waits behind any compaction
-                self._call("load the collection", self._client.load_collection, self.collection)
+                self._call("load the collection", self._client.load_collection, self.collection,
+                           timeout=max(self.call_timeout, SLOW_CALL_TIMEOUT))
                 self._loaded = True
             return
         schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
@@ -187,11 +202,12 @@ class MilvusVectors:
         params = self._client.prepare_index_params()
         params.add_index(VECTOR, index_type=self._kind, metric_type="IP", params=INDEX_KINDS[self._kind])
         self._call("create the collection", self._client.create_collection, self.collection, schema=schema,
-                   index_params=params, consistency_level="Strong")
+                   index_params=params, consistency_level="Strong", timeout=max(self.call_timeout, SLOW_CALL_TIMEOUT))
 
     def drop(self) -> None:
         if self._call("list collections", self._client.has_collection, self.collection):
-            self._call("drop the collection", self._client.drop_collection, self.collection)
+            self._call("drop the collection", self._client.drop_collection, self.collection,
+                       timeout=max(self.call_timeout, SLOW_CALL_TIMEOUT))
         self._loaded = False
 
     def upsert(self, ids: Sequence[int], vectors: np.ndarray, purposes: Sequence[Sequence[str]],
@@ -212,7 +228,7 @@ class MilvusVectors:
 
     def flush(self) -> None:
         """Seal what this client wrote into searchable segments (see FLUSH_ROWS)."""
-        self._call("flush", self._client.flush, self.collection)
+        self._call("flush", self._client.flush, self.collection, timeout=max(self.call_timeout, SLOW_CALL_TIMEOUT))
         self._unflushed = 0
 
     def delete(self, ids: Sequence[int]) -> None:
