@@ -18,6 +18,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import ImageError
+from .regularfile import open_regular
 
 ImageInput = Union[str, "os.PathLike[str]", bytes, bytearray, memoryview, np.ndarray]
 
@@ -41,7 +42,10 @@ def load_image_hashed(source: ImageInput, *, max_pixels: int = MAX_PIXELS) -> tu
     array's bytes for an array). A file is read once: a path pointed at another file meanwhile
     cannot have one file's hash named on the other's pixels."""
     if isinstance(source, np.ndarray):
-        return hashlib.sha256(np.ascontiguousarray(source).tobytes()).hexdigest(), _from_array(source)
+        # The shape and type are hashed with the bytes: one buffer read as 886x1280 or 1280x886
+        # is two images.
+        head = f"{source.dtype.str}{source.shape}".encode()
+        return hashlib.sha256(head + np.ascontiguousarray(source).tobytes()).hexdigest(), _from_array(source)
     data, label = _bytes_of(source)
     return hashlib.sha256(data).hexdigest(), _decode(data, label, max_pixels)
 
@@ -59,17 +63,13 @@ def _bytes_of(source: ImageInput) -> tuple[bytes, str]:
 
 
 def _read_file(path: Path, label: str) -> bytes:
-    if not path.exists():
-        raise ImageError(f"{label}: no such file; check the path.")
-    if not path.is_file():
-        raise ImageError(f"{label}: not a regular file.")
-    try:
-        with open(path, "rb") as fh:
+    with open_regular(path, label) as fh:
+        try:
             # One byte over the limit is enough to refuse: a file grown after a size check is
             # never read whole.
             data = fh.read(MAX_FILE_BYTES + 1)
-    except OSError as exc:
-        raise ImageError(f"{label}: could not be read ({exc.strerror}).") from None
+        except OSError as exc:
+            raise ImageError(f"{label}: could not be read ({exc.strerror}).") from None
     if len(data) > MAX_FILE_BYTES:
         raise ImageError(f"{label}: larger than the {MAX_FILE_BYTES}-byte limit.")
     return data

@@ -8,6 +8,8 @@ import argparse
 import hashlib
 import json
 import os
+import threading
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -431,6 +433,62 @@ def test_an_image_is_hashed_from_the_bytes_it_is_decoded_from(tmp_path: Path) ->
     out = tmp_path / "out.png"
     report = anonymize_file(src, out)
     assert report.input_sha256 == digest and report.output_sha256 == hashlib.sha256(out.read_bytes()).hexdigest()
+
+
+def test_a_video_whose_frames_change_size_is_refused(tmp_path: Path) -> None:
+    """Two H.264 streams back to back, 640x480 then 1920x1080 (a spliced clip). Every frame was
+    searched at the first frame's scale and cut to its size: the larger frames' faces were
+    searched too coarsely, or cut away, and the report's smallest face was the small frame's."""
+    parts = []
+    for size in ((640, 480), (1920, 1080)):
+        part = tmp_path / f"{size[0]}.h264"
+        with av.open(str(part), "w", format="h264") as c:
+            s = c.add_stream("libx264", rate=30)
+            s.width, s.height, s.pix_fmt = size[0], size[1], "yuv420p"
+            for i in range(3):
+                frame = av.VideoFrame.from_ndarray(np.full((size[1], size[0], 3), 120, np.uint8), format="rgb24")
+                frame.pts, frame.time_base = i, Fraction(1, 30)
+                for packet in s.encode(frame):
+                    c.mux(packet)
+            for packet in s.encode(None):
+                c.mux(packet)
+        parts.append(part.read_bytes())
+    src, out = tmp_path / "spliced.mkv", tmp_path / "out.mp4"
+    src.write_bytes(b"".join(parts))
+    with pytest.raises(ImageError, match="change size part way"):
+        anonymize_file(src, out, video=VideoOptions(progress=False, masked=False))
+    assert not out.exists()
+
+
+def test_an_input_that_is_not_a_regular_file_is_refused_without_waiting(tmp_path: Path) -> None:
+    """A link flipped to a FIFO or a device between the path check and the open: the photo's
+    open waited for ever on the FIFO, and the video's hash read /dev/zero for ever. The
+    descriptor read is judged now, and opening it never blocks."""
+    fifo = tmp_path / "pipe.mp4"
+    os.mkfifo(fifo)
+    for source in (fifo, Path("/dev/zero")):
+        box: dict[str, object] = {}
+
+        def run(source: Path = source) -> None:
+            for call in (lambda: anonymize_video_file(source, tmp_path / "out.mp4"), lambda: load_image_hashed(source)):
+                try:
+                    call()
+                except ImageError as exc:
+                    box.setdefault("errors", []).append(str(exc))  # type: ignore[union-attr]
+
+        worker = threading.Thread(target=run, daemon=True)
+        worker.start()
+        worker.join(30)
+        assert not worker.is_alive(), f"reading {source} never returned"
+        assert box.get("errors") and all("not a regular file" in e for e in box["errors"]), box  # type: ignore[union-attr]
+    assert not (tmp_path / "out.mp4").exists()
+
+
+def test_arrays_of_one_buffer_and_two_shapes_have_two_hashes() -> None:
+    pixels = np.random.default_rng(0).integers(0, 255, (48, 64, 3), dtype=np.uint8)
+    turned = np.ascontiguousarray(pixels).reshape(64, 48, 3)  # the same bytes, another image
+    assert load_image_hashed(pixels)[0] != load_image_hashed(turned)[0]
+    assert load_image_hashed(pixels)[0] == load_image_hashed(pixels.copy())[0]
 
 
 def test_zero_frame_video_is_refused(tmp_path: Path) -> None:

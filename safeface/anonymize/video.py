@@ -20,6 +20,7 @@ from ..errors import ImageError
 from .cover import DEFAULT_MARGIN, DEFAULT_MODE, apply_cover, check_margin, check_mode, region_for_box
 from .detect import DEFAULT_DETECTOR, DEFAULT_MIN_FACE, DetectionEngine, FaceFinder, Search
 from ..hashing import sha256_file, sha256_open_file
+from ..regularfile import open_regular
 from ..workers import worker_count
 from ..atomicfile import atomic_path
 from .files import VIDEO_EXTENSIONS
@@ -154,11 +155,7 @@ def anonymize_video_file(
     # same file, and the hash is taken again at the end. A path pointed at another file between
     # steps, or a file rewritten while it is read, cannot have one file's hash named on another
     # file's covered frames; no output is written then.
-    try:
-        fh = open(in_path, "rb")
-    except OSError as exc:
-        raise ImageError(f"{in_path}: the video could not be opened ({exc.strerror}).") from None
-    with fh:
+    with open_regular(in_path, str(in_path)) as fh:
         digest = sha256_open_file(fh)
         turn = _display_turn(fh, in_path)
         fh.seek(0)
@@ -211,6 +208,7 @@ def _transcode(inp: Any, turn: int, tmp: Path, fmt: str, finder: FaceFinder, mod
     height = int(vin.codec_context.height)
     if width <= 0 or height <= 0:
         raise ImageError(f"{in_path}: the video stream has no frame size.")
+    stored = (width, height)
     # A phone stores a portrait video turned a quarter, with a display matrix players apply:
     # faces are searched, covered and written upright, as they are shown (no matrix is written).
     if turn % 2:
@@ -295,6 +293,12 @@ def _transcode(inp: Any, turn: int, tmp: Path, fmt: str, finder: FaceFinder, mod
                         if _quarter_turns(frame, in_path) != turn:
                             raise ImageError(f"{in_path}: its frames change their display rotation part way; "
                                              "safeface anonymizes only videos shown one way throughout.")
+                        if (frame.width, frame.height) != stored:
+                            # Searched at the first frame's scale and cut to its size, a larger
+                            # frame's faces were searched too coarsely, or cut off uncovered.
+                            raise ImageError(f"{in_path}: its frames change size part way ({stored[0]}x{stored[1]} "
+                                             f"to {frame.width}x{frame.height}); safeface anonymizes only videos "
+                                             "whose frames keep one size. Split it where the size changes.")
                         if turn:
                             rgb = np.ascontiguousarray(np.rot90(rgb, turn))
                         job = (pool.submit(finder.search, rgb, search)
