@@ -20,7 +20,6 @@ import sys
 import tempfile
 import time
 from dataclasses import replace
-from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -31,7 +30,7 @@ from safeface.anonymize import FaceFinder, VideoOptions, anonymize_file, anonymi
 from safeface.anonymize.detect import iou
 from safeface.imageio import load_image
 from safeface.hazmat.vision.dlib_engine import DlibEngine
-from tests.video_fixtures import build_face_video
+from tests.video_fixtures import build_face_video, reencode
 
 DATASETS = Path(os.environ.get("SAFEFACE_DATASETS", Path(__file__).resolve().parents[1].parent / "shared" / "datasets"))
 THRESHOLD = float(getattr(vision, "DEFAULT_THRESHOLD", 0.92))
@@ -48,17 +47,7 @@ def timed(fn: object) -> tuple[float, float]:
 
 
 def plain_transcode(src: Path, dst: Path) -> None:
-    with av.open(str(src)) as inp, av.open(str(dst), "w") as out:
-        vin = inp.streams.video[0]
-        vs = out.add_stream("libx264", rate=30, options={"preset": "veryfast", "crf": "20"})
-        vs.width, vs.height, vs.pix_fmt = vin.codec_context.width, vin.codec_context.height, "yuv420p"
-        for i, f in enumerate(inp.decode(vin)):
-            g = av.VideoFrame.from_ndarray(f.to_ndarray(format="rgb24"), format="rgb24")
-            g.pts, g.time_base = i, Fraction(1, 30)
-            for p in vs.encode(g):
-                out.mux(p)
-        for p in vs.encode(None):
-            out.mux(p)
+    reencode(src, dst, options={"preset": "veryfast", "crf": "20"})
 
 
 def bench_video(frames: int, finder: FaceFinder) -> None:

@@ -11,6 +11,7 @@ import os
 import threading
 from fractions import Fraction
 from pathlib import Path
+from typing import Any, Optional
 
 import av
 import numpy as np
@@ -20,7 +21,7 @@ from PIL import Image
 
 import safeface.hazmat.vision as vision
 from safeface.anonymize import FaceFinder, Search, VideoOptions, anonymize_file, anonymize_image, detectable_frames
-from safeface.anonymize.detect import iou
+from safeface.anonymize.detect import DetectionEngine, iou
 from safeface.anonymize.track import FaceTracker
 from safeface.anonymize.video import anonymize_video_file
 from safeface.errors import ImageError, InvalidArgument, ModelError, SafeFaceError
@@ -301,27 +302,57 @@ def test_the_video_search_refuses_a_size_it_cannot_use() -> None:
         anonymize_file(Path("/nonexistent.mp4"), Path("/tmp/never.mp4"), video=VideoOptions(min_face=-1))
 
 
+def _white_border(canvas: np.ndarray, where: tuple[int, int, int, int]) -> np.ndarray:
+    canvas[:10], canvas[-10:], canvas[:, :10], canvas[:, -10:] = 255, 255, 255, 255
+    return canvas
+
+
+def _face_in_shadow(canvas: np.ndarray, where: tuple[int, int, int, int]) -> np.ndarray:
+    x, y, w, h = where
+    canvas[y:y + h, x:x + w] = (canvas[y:y + h, x:x + w].astype(np.uint16) * 12 // 255).astype(np.uint8)
+    return canvas
+
+
 @pytest.mark.slow
 @needs_data
-def test_a_dark_video_gives_no_face_back_when_brightened(engine: DlibEngine, finder: FaceFinder,
-                                                         tmp_path: Path) -> None:
-    """A video squeezed to values 0-12 (an underexposed night clip, or darkened on purpose):
-    HOG finds no face in its frames, so none was covered, and brightening the output gave the
-    faces back. Dark frames are now searched stretched too."""
+@pytest.mark.parametrize("dim, paint", [(12, None), (12, _white_border), (None, _face_in_shadow)],
+                         ids=["squeezed", "squeezed-with-a-white-border", "face-in-shadow"])
+def test_a_dark_video_gives_no_face_back_when_brightened(engine: DlibEngine, finder: FaceFinder, tmp_path: Path,
+                                                         dim: Optional[int], paint: Any) -> None:
+    """Faces at values 0-12: a whole clip squeezed (an underexposed night clip, or darkened on
+    purpose), the same with a white border (whose 1% of bright pixels hid the darkness from a
+    test of the frame's 99th percentile), or a face in shadow in a bright frame. HOG finds no
+    face in such frames, so none was covered, and a levels step on the output (white at 12)
+    gave the faces back. Dark frames and shadows are now searched brightened too."""
     src, out = tmp_path / "dark.mp4", tmp_path / "out.mp4"
-    build_face_video(src, lfw_sample(3, step=151), frames=12, audio=False, dim=12)
+    build_face_video(src, lfw_sample(3, step=151), frames=12, audio=False, dim=dim, paint=paint)
 
-    def brightened(frame: np.ndarray) -> np.ndarray:  # what anyone's "levels" tool does
-        lo, top = float(frame.min()), float(np.percentile(frame, 99))
-        return np.clip((frame.astype(np.float32) - lo) * (255.0 / max(top - lo, 1.0)), 0, 255).astype(np.uint8)
+    def levels(frame: np.ndarray) -> np.ndarray:  # what anyone's "levels" tool does
+        return (np.minimum(frame, 12).astype(np.uint16) * 255 // 12).astype(np.uint8)
 
     frames_in = _video_facts(src)[3]
     assert not any(engine.detect(f, "hog", 1) for f in frames_in), "the dark input must hide its faces from HOG"
-    assert sum(bool(engine.detect(brightened(f), "hog", 1)) for f in frames_in) >= 6, "and show them brightened"
+    assert sum(bool(engine.detect(levels(f), "hog", 1)) for f in frames_in) >= 6, "and show them brightened"
     report = anonymize_file(src, out, video=VideoOptions(progress=False), finder=finder)
     assert report.frames_with_faces == 12
     for i, frame in enumerate(_video_facts(out)[3]):
-        assert not engine.detect(brightened(frame), "hog", 1), f"brightening output frame {i} shows a face"
+        assert not engine.detect(levels(frame), "hog", 1), f"brightening output frame {i} shows a face"
+
+
+@needs_data
+@pytest.mark.parametrize("paint", [_white_border, _face_in_shadow], ids=["white-border", "face-in-shadow"])
+def test_a_dark_face_in_a_photo_with_bright_parts_is_covered(engine: DlibEngine, tmp_path: Path, paint: Any) -> None:
+    photo = np.full((480, 640, 3), 90, np.uint8)
+    face = load_image(lfw_sample(1, step=151)[0])
+    photo[60:60 + face.shape[0], 40:40 + face.shape[1]] = face
+    if paint is _white_border:
+        photo = (photo.astype(np.uint16) * 12 // 255).astype(np.uint8)
+    photo = paint(photo, (40, 60, face.shape[1], face.shape[0]))
+    lifted = (np.minimum(photo, 12).astype(np.uint16) * 255 // 12).astype(np.uint8)
+    assert not engine.detect(photo, "hog", 1) and engine.detect(lifted, "hog", 1)
+    covered, report = anonymize_image(photo)
+    assert report.face_count >= 1
+    assert not engine.detect((np.minimum(covered, 12).astype(np.uint16) * 255 // 12).astype(np.uint8), "hog", 1)
 
 
 def test_tracker_bridges_gaps_and_holds() -> None:
@@ -388,8 +419,9 @@ def test_a_video_rewritten_while_it_is_read_leaves_no_output(finder: FaceFinder,
                                                               tmp_path: Path) -> None:
     """The report's input hash names the bytes whose frames were covered. A file rewritten in
     place during the run (its tail, after the first frame is covered) was reported under the
-    hash taken before, and the output written; now the run fails and writes nothing. A path
-    pointed at another file during the run changes nothing: the file opened is read throughout."""
+    hash taken before, and the output written; now the run fails and writes nothing. So does a
+    path pointed at another file during the run (the file opened is still the one read, but it
+    lost its name: its change time moved). Left alone, the run names the bytes it read."""
     src, out = tmp_path / "in.mp4", tmp_path / "out.mp4"
     original = face_video.read_bytes()
     src.write_bytes(original)
@@ -414,9 +446,47 @@ def test_a_video_rewritten_while_it_is_read_leaves_no_output(finder: FaceFinder,
             os.replace(other, src)
         return rgb
 
-    report = anonymize_video_file(src, out, options=VideoOptions(progress=False), finder=finder, on_frame=swap)
+    with pytest.raises(ImageError, match="changed while it was being anonymized"):
+        anonymize_video_file(src, out, options=VideoOptions(progress=False), finder=finder, on_frame=swap)
+    assert not out.exists()
+    src.write_bytes(original)
+    report = anonymize_video_file(src, out, options=VideoOptions(progress=False), finder=finder)
     assert report.input_sha256 == hashlib.sha256(original).hexdigest() and report.frames == 30
     assert report.output_sha256 == hashlib.sha256(out.read_bytes()).hexdigest()
+
+
+def test_a_rewrite_put_back_before_the_end_is_caught(tmp_path: Path) -> None:
+    """Two raw-video AVIs of one layout, A blue and B red: B written over A in place after the
+    first frame, A put back before the last. The hashes at the start and the end agree, and
+    the run succeeded naming A's hash with B's frames in its output; a write moves the file's
+    change time, which the end compares too."""
+    def build(path: Path, colour: tuple[int, int, int]) -> bytes:
+        with av.open(str(path), "w", format="avi") as c:
+            s = c.add_stream("rawvideo", rate=30)
+            s.width, s.height, s.pix_fmt = 160, 120, "bgr24"
+            for i in range(12):
+                frame = av.VideoFrame.from_ndarray(np.full((120, 160, 3), colour, np.uint8), format="rgb24")
+                frame.pts, frame.time_base = i, Fraction(1, 30)
+                for packet in s.encode(frame):
+                    c.mux(packet)
+            for packet in s.encode(None):
+                c.mux(packet)
+        return path.read_bytes()
+
+    a, b = build(tmp_path / "a.avi", (0, 0, 200)), build(tmp_path / "b.avi", (200, 0, 0))
+    src, out = tmp_path / "in.avi", tmp_path / "out.mp4"
+    src.write_bytes(a)
+
+    def writer(index: int, rgb: np.ndarray) -> np.ndarray:  # the timing of a concurrent writer
+        if index in (0, 11):
+            with open(src, "r+b") as fh:
+                fh.write(b if index == 0 else a)
+        return rgb
+
+    with pytest.raises(ImageError, match="changed while it was being anonymized"):
+        anonymize_video_file(src, out, options=VideoOptions(progress=False, masked=False),
+                             finder=FaceFinder("hog", engine=DetectionEngine()), on_frame=writer)
+    assert src.read_bytes() == a and not out.exists()
 
 
 @needs_data

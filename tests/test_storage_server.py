@@ -692,11 +692,50 @@ def test_a_hung_milvus_neither_stalls_a_search_nor_an_erasure(pg: PgCluster, tmp
             assert done and [m.row_id for m in got] == [rows[1].row_id], got
             done, got = _finishes(lambda: s.search(x[2], "access", k=1), 60)  # no second wait
             assert done and [m.row_id for m in got] == [rows[2].row_id], got
+            # Milvus failed a request moments ago: the erasure leaves its vector removal noted
+            # rather than waiting out more deadlines under the write lock.
+            asked: list[str] = []
+            real_call = s.vectors._call
+            monkeypatch.setattr(s.vectors, "_call", lambda what, *a, **kw: asked.append(what) or real_call(what, *a, **kw))
             done, receipt = _finishes(lambda: s.erase_subject("s2"), 60)
-            assert done and receipt.vectors == "pending", receipt
+            assert done and receipt.vectors == "pending" and asked == [], (receipt, asked)
             assert other.rows_for("s2") == []
             done, receipt = _finishes(lambda: other.erase_subject("s3"), 60)  # the lock was let go
             assert done and receipt.vectors == "pending", receipt
+            with pytest.raises(IndexUnavailable, match="nothing was written"):
+                fill(s, unit_rows(1, seed=78), prefix="late")
+            assert other.rows_for("late0") == [] and asked == []
+    finally:
+        os.kill(own.proc.pid, signal.SIGCONT)
+        own.stop()
+
+
+@pytest.mark.slow
+def test_an_index_check_on_a_milvus_that_hangs_part_way_lets_go_of_the_write_lock(
+        pg: PgCluster, tmp_path: Path, keyring: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`index check` holds the write lock and lists every vector. pymilvus's listing asks Milvus
+    for the collection's description with no deadline: a Milvus that hung after the check read
+    the stamp kept the check, and every erasure in every process, waiting for ever."""
+    import safeface.storage.vectors as vectors_mod
+
+    monkeypatch.setattr(vectors_mod, "CALL_TIMEOUT", 1.0)
+    own = start_milvus(tmp_path / "milvus-data")
+    try:
+        setup = Setup(pg, f"milvus:{own.uri}", tmp_path, keyring)
+        with setup.open() as s, setup.open() as other:
+            fill(s, unit_rows(4, seed=3))
+            real_stamp = s.vectors.stamp
+
+            def stamp_then_hang() -> Any:
+                got = real_stamp()
+                os.kill(own.proc.pid, signal.SIGSTOP)
+                return got
+
+            monkeypatch.setattr(s.vectors, "stamp", stamp_then_hang)
+            done, got = _finishes(s.check_index, 60)
+            assert done and isinstance(got, IndexUnavailable), got
+            done, receipt = _finishes(lambda: other.erase_subject("s2"), 60)
+            assert done and receipt.vectors == "pending" and other.rows_for("s2") == [], receipt
     finally:
         os.kill(own.proc.pid, signal.SIGCONT)
         own.stop()

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from fractions import Fraction
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import av
 import numpy as np
@@ -15,10 +15,12 @@ from safeface.imageio import load_image
 
 def build_face_video(path: Path, photos: Sequence[Path], frames: int, size: tuple[int, int] = (640, 480),
                      fps: int = 30, audio: bool = True, codec: str = "libx264", per_photo: int = 6,
-                     metadata: Optional[dict[str, str]] = None, dim: Optional[int] = None) -> None:
+                     metadata: Optional[dict[str, str]] = None, dim: Optional[int] = None,
+                     paint: Optional[Callable[[np.ndarray, tuple[int, int, int, int]], np.ndarray]] = None) -> None:
     """`frames` frames of `size`; each photo is shown for `per_photo` frames, drifting 2 px per
     frame; with `audio`, a 440 Hz AAC (or MP3 in AVI) tone as long as the video. `dim`: every
-    frame's values squeezed into 0..dim (an underexposed video)."""
+    frame's values squeezed into 0..dim (an underexposed video). `paint(canvas, (x, y, w, h))`
+    changes each frame last, given where its photo lies."""
     w, h = size
     faces = [load_image(p) for p in photos]
     with av.open(str(path), "w") as out:
@@ -40,6 +42,8 @@ def build_face_video(path: Path, photos: Sequence[Path], frames: int, size: tupl
             canvas[y:y + ih, x:x + iw] = img
             if dim is not None:
                 canvas = (canvas.astype(np.uint16) * dim // 255).astype(np.uint8)
+            if paint is not None:
+                canvas = paint(canvas, (x, y, iw, ih))
             frame = av.VideoFrame.from_ndarray(canvas, format="rgb24")
             frame.pts = i
             frame.time_base = Fraction(1, fps)
@@ -84,3 +88,21 @@ def cut(src: Path, dst: Path, start: int, count: int, metadata: Optional[dict[st
         for p in vs.encode(None):
             out.mux(p)
     return dst
+
+
+def reencode(src: Path, dst: Path, frames: Optional[int] = None, options: Optional[dict[str, str]] = None) -> None:
+    """`src`'s video (its first `frames` frames) decoded and encoded again as H.264 at 30 fps,
+    without audio: a real clip cut for a test or a bench, or the ceiling a transcoder can reach."""
+    with av.open(str(src)) as inp, av.open(str(dst), "w") as out:
+        vin = inp.streams.video[0]
+        vs = out.add_stream("libx264", rate=30, options=options or {})
+        vs.width, vs.height, vs.pix_fmt = vin.codec_context.width, vin.codec_context.height, "yuv420p"
+        for i, frame in enumerate(inp.decode(vin)):
+            if i == frames:
+                break
+            g = av.VideoFrame.from_ndarray(frame.to_ndarray(format="rgb24"), format="rgb24")
+            g.pts, g.time_base = i, Fraction(1, 30)
+            for packet in vs.encode(g):
+                out.mux(packet)
+        for packet in vs.encode(None):
+            out.mux(packet)

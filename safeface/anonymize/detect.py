@@ -11,7 +11,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import InvalidArgument, ModelError, SafeFaceError
-from .exposure import stretched_if_dark
+from .exposure import dark_view
 
 DETECTORS = ("hog", "mmod", "onnx")
 DEFAULT_DETECTOR = "hog"
@@ -204,9 +204,9 @@ class FaceFinder:
         if self._hog is None:
             self._hog = self.engine if isinstance(self.engine, DetectionEngine) else DetectionEngine()
         boxes = [_box(r) for r, _ in self._hog.detect_rects(small, "hog", search.upsample, threshold)]
-        # A nearly black frame is searched stretched too (exposure.py), by the search and its
-        # check alike: brightening the output gave back the faces HOG missed in the dark.
-        bright = stretched_if_dark(small, sample=True)
+        # A frame dark enough to hide a face is searched brightened too (exposure.py), by the
+        # search and its check alike: brightening the output gave back faces HOG missed there.
+        bright = dark_view(small, sample=True)
         if bright is not None:
             boxes += [_box(r) for r, _ in self._hog.detect_rects(bright, "hog", search.upsample, threshold)]
         if search.masked:

@@ -1,7 +1,12 @@
-"""Nearly black pixels, stretched: a face HOG misses in an underexposed photo or frame (a night
-shot, or values squeezed to 0-7 on purpose) is given back by brightening the output, so the
-search looks at the stretched copy too. One place for the test and the stretch, for photos
-(views.py) and video frames (detect.FaceFinder)."""
+"""Dark pixels, brightened: a face HOG misses in the dark (a night shot, a face in shadow, or
+values squeezed to 0-12 on purpose) is given back by a "levels" step on the output, so the
+search looks at a brightened copy too. One place for the test and the view, for photos
+(views.py) and video frames (detect.FaceFinder).
+
+Two cases. Pixels that are nearly all dark (99th percentile under DARK_P99) are stretched from
+their minimum to that percentile. Otherwise, a dark area large enough to hold a face (a face in
+shadow, or a dark frame with a lamp or a white border in it, which lifts the percentile) has its
+shadows lifted: every value up to LIFT_WHITE is spread over the full range, the rest is white."""
 
 from __future__ import annotations
 
@@ -9,20 +14,44 @@ from typing import Optional
 
 import numpy as np
 
-# Pixels whose 99th percentile is under this are stretched to the full range for a second look.
 DARK_P99 = 64
-# A frame's percentile is read on every 4th row and column: a video pays for it on every frame.
+LIFT_WHITE = 32
+# A shadow worth a look: a square this wide (the smallest face the video search looks for in its
+# copy: 40 px at upsampling 1) at least DARK_SHARE dark (every channel under LIFT_WHITE). Dark hair
+# or a dark coat in an ordinary frame fills no such square; a face in deep shadow does.
+SHADOW_SIDE = 40
+DARK_SHARE = 0.6
+# Pixels are read on every 4th row and column: a video pays for the test on every frame.
 _SAMPLE_STEP = 4
 
 
-def stretched_if_dark(pixels: np.ndarray, sample: bool = False) -> Optional[np.ndarray]:
-    """The pixels stretched from their minimum to their 99th percentile, or None when they are
-    not dark. `sample`: read the percentile on a sparse grid (video frames)."""
-    seen = pixels[::_SAMPLE_STEP, ::_SAMPLE_STEP] if sample else pixels
+def dark_view(pixels: np.ndarray, sample: bool = False) -> Optional[np.ndarray]:
+    """The brightened copy worth a second search, or None when nothing is dark enough to hide
+    a face. `sample`: decide on a sparse grid (video frames)."""
+    step = _SAMPLE_STEP if sample else 1
+    seen = pixels[::step, ::step]
     top = float(np.percentile(seen, 99))
-    if top >= DARK_P99:
+    if top < DARK_P99:
+        lo = float(pixels.min())
+        stretched = (pixels.astype(np.float32) - lo) * (255.0 / max(top - lo, 1.0))
+        out: np.ndarray = np.clip(stretched, 0, 255).astype(np.uint8)
+        return out
+    dark = (seen.max(axis=-1) if seen.ndim == 3 else seen) < LIFT_WHITE
+    if not _dark_square(dark, max(1, SHADOW_SIDE // step)):
         return None
-    lo = float(pixels.min())
-    stretched = (pixels.astype(np.float32) - lo) * (255.0 / max(top - lo, 1.0))
-    out: np.ndarray = np.clip(stretched, 0, 255).astype(np.uint8)
-    return out
+    lifted: np.ndarray = (np.minimum(pixels, LIFT_WHITE - 1).astype(np.uint16) * 255 // (LIFT_WHITE - 1)).astype(np.uint8)
+    return lifted
+
+
+def _dark_square(dark: np.ndarray, side: int) -> bool:
+    """Whether some side x side block of the grid (blocks tiled, and tiled again half a block
+    over, so a square straddling two blocks is not missed) is at least DARK_SHARE dark."""
+    h, w = dark.shape
+    for oy, ox in ((0, 0), (side // 2, side // 2)):
+        rows, cols = (h - oy) // side, (w - ox) // side
+        if rows == 0 or cols == 0:
+            continue
+        blocks = dark[oy:oy + rows * side, ox:ox + cols * side].reshape(rows, side, cols, side)
+        if float(blocks.mean(axis=(1, 3)).max()) >= DARK_SHARE:
+            return True
+    return False

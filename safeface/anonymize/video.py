@@ -156,6 +156,7 @@ def anonymize_video_file(
     # steps, or a file rewritten while it is read, cannot have one file's hash named on another
     # file's covered frames; no output is written then.
     with open_regular(in_path, str(in_path)) as fh:
+        before = _file_state(fh)
         digest = sha256_open_file(fh)
         turn = _display_turn(fh, in_path)
         fh.seek(0)
@@ -169,12 +170,12 @@ def anonymize_video_file(
                 raise ImageError(f"{in_path}: the file holds no video stream.")
             if out_path is None:
                 stats = _transcode(inp, turn, Path(os.devnull), "null", finder, mode, margin, opts, in_path, on_frame)
-                _same_input(fh, digest, in_path)
+                _same_input(fh, before, digest, in_path)
             else:
                 with atomic_path(out_path) as tmp:
                     stats = _transcode(inp, turn, tmp, VIDEO_EXTENSIONS[out_path.suffix.lower()], finder, mode,
                                        margin, opts, in_path, on_frame)
-                    _same_input(fh, digest, in_path)
+                    _same_input(fh, before, digest, in_path)
                     out_digest = sha256_file(tmp)  # the bytes renamed into place, not what the path holds later
         finally:
             inp.close()
@@ -190,8 +191,16 @@ def anonymize_video_file(
     return replace(report, output_path=str(out_path), output_sha256=out_digest)
 
 
-def _same_input(fh: IO[bytes], digest: str, in_path: Path) -> None:
-    if not hmac.compare_digest(sha256_open_file(fh), digest):
+def _file_state(fh: IO[bytes]) -> tuple[int, int, int, int]:
+    st = os.fstat(fh.fileno())
+    return st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
+
+
+def _same_input(fh: IO[bytes], before: tuple[int, int, int, int], digest: str, in_path: Path) -> None:
+    """The file read is the file hashed: its content hashes the same at the end, and nothing
+    wrote to it meanwhile (a write moves its change time, which only root can set back), so a
+    rewrite put back before the end is caught too."""
+    if _file_state(fh) != before or not hmac.compare_digest(sha256_open_file(fh), digest):
         raise ImageError(f"{in_path}: the file changed while it was being anonymized; nothing was written. "
                          "Anonymize a copy that nothing else writes to.")
 

@@ -5,8 +5,8 @@ or gets back with one step anyone can take:
 - turned a quarter or upside down, with no orientation tag to say so (a scan put in turned, a
   phone photo whose tag a messenger stripped): turning the output back shows the face;
 - a negative: inverting the output gives the face back;
-- nearly black (an underexposed night shot, or values squeezed to 0-7 on purpose): brightening
-  the output gives it back.
+- nearly black (an underexposed night shot, or values squeezed to 0-7 on purpose), or a face in
+  shadow in a photo with bright parts: brightening the output gives it back (exposure.py).
 Each view is searched too, and its boxes are mapped back onto the photo's pixels."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Callable
 import numpy as np
 
 from .detect import Box, FaceFinder
-from .exposure import stretched_if_dark
+from .exposure import dark_view
 
 
 def _turned_back(k: int, w: int, h: int) -> Callable[[Box], Box]:
@@ -38,9 +38,9 @@ def views(pixels: np.ndarray) -> list[tuple[np.ndarray, Callable[[Box], Box]]]:
         (np.ascontiguousarray(np.rot90(pixels, k)), _turned_back(k, w, h)) for k in (1, 2, 3)]
     same: Callable[[Box], Box] = lambda b: b  # noqa: E731
     out.append((np.ascontiguousarray(255 - pixels), same))
-    stretched = stretched_if_dark(pixels)
-    if stretched is not None:
-        out.append((stretched, same))
+    bright = dark_view(pixels)
+    if bright is not None:
+        out.append((bright, same))
     return out
 
 

@@ -71,7 +71,8 @@ FRACTION_TTL_S = 60.0
 # record is scored, up to SCAN_MAX rows (benches/lagging_search.py: 0.69 s over 20,000 rows on 2 cores).
 LAGGING_MAX = 1000
 SCAN_MAX = 100_000
-# How long searches score the records without asking Milvus again after it failed one.
+# How long searches score the records, and writes leave their vector writes noted, without asking
+# Milvus again after it failed a request (a hung one fails each only at its deadline).
 INDEX_RETRY_S = 30.0
 MASKED_FETCH = 8  # a masked search asks Milvus for this many times the candidates (see above)
 VISIBLE_PATHS = ("visible", "visible-masked")  # scored from the sealed records' visible-region templates
@@ -204,7 +205,7 @@ class ServerStore:
         self._opened = False  # the tables exist and this handle may clear its own marks (_forget_flight)
         self._write_lock = AdvisoryLock(lock_conn, key, self._forget_flight)
         self._keys: Optional[Keys] = None
-        self._index_down_until = 0.0  # monotonic time until which searches skip a failing Milvus
+        self._index_down_until = 0.0  # until then (monotonic) searches and writes leave a failing Milvus alone
         self._pseudonym_version = 0
         self._closed = False
         self._fractions: dict[str, float] = {}
@@ -496,7 +497,10 @@ class ServerStore:
     def _drain_pending(self, best_effort: bool = False) -> int:
         """Carry out the vector writes the records still ask for, and rebuild an index whose
         count of confirmed writes differs from the records' (see _index_state). Under the
-        write lock."""
+        write lock. Best effort, it waits for a later write or open while Milvus is taken for
+        down (_index_down): each request to a hung Milvus waits out its deadline, under the lock."""
+        if best_effort and self._index_down():
+            return 0
         notes = self._sql("SELECT row_id, op FROM {ns}.pending ORDER BY row_id")
         # A rebuild under way (or stopped part way) emptied the collection itself: no loss.
         if not any(int(r) == REBUILD for r, _ in notes):
@@ -511,9 +515,11 @@ class ServerStore:
                                 "it from the records", self.vectors.where)
                     self._sql(self._rebuild_note(lost=True))
                     notes = self._sql("SELECT row_id, op FROM {ns}.pending ORDER BY row_id")
-            except BackendError:
+            except BackendError as exc:
+                self._note_index_failure(exc)
                 if not best_effort:
                     raise
+                return 0
         if not notes:
             return 0
         try:
@@ -527,10 +533,19 @@ class ServerStore:
                 self._clear(ups)
             if dels and self._remove_vectors(dels):
                 self._clear(dels)
-        except BackendError:
+        except BackendError as exc:
+            self._note_index_failure(exc)
             if not best_effort:
                 raise
         return len(notes)
+
+    def _index_down(self) -> bool:
+        """Whether Milvus failed a request in the last INDEX_RETRY_S seconds."""
+        return time.monotonic() < self._index_down_until
+
+    def _note_index_failure(self, exc: BaseException) -> None:
+        if isinstance(exc, IndexUnavailable):
+            self._index_down_until = time.monotonic() + INDEX_RETRY_S
 
     def pending(self) -> dict[str, int]:
         """How many vector writes and removals the records still wait for."""
@@ -673,8 +688,15 @@ class ServerStore:
             purpose_set(p.purposes)  # refused before the records: a row Milvus cannot hold would block every drain
         created = utc_now()
         out: list[GalleryRow] = []
+        if self._index_down():
+            raise IndexUnavailable(f"{self.where}: its Milvus index failed a request in the last {INDEX_RETRY_S:.0f} s; "
+                                   "nothing was written. Try again once Milvus answers.")
         with self._write_lock.held():
-            self.vectors.ensure()  # reachable, and the collection is there
+            try:
+                self.vectors.ensure()  # reachable, and the collection is there
+            except BackendError as exc:
+                self._note_index_failure(exc)
+                raise
             with self._write():
                 if decide is not None:
                     decide()
@@ -720,8 +742,8 @@ class ServerStore:
                 self.vectors.upsert(ids, templates, [p.purposes for p in prepared], [p.expires_us for p in prepared])
                 self._stamp()
                 self._clear(ids)
-            except BackendError:
-                pass  # recorded; the note stays and the next write or open writes the vectors
+            except BackendError as exc:
+                self._note_index_failure(exc)  # recorded; the note stays and a later write or open writes the vectors
             finally:
                 self._landed(flight)
         return out
@@ -753,12 +775,14 @@ class ServerStore:
                 return found, None
             self._at("erase:recorded")
             ids = [r for r, _ in found]
+            if self._index_down():
+                return found, "pending"  # the note stays; a later write or open removes them
             try:
                 if self._remove_vectors(ids):
                     self._clear(ids)
                     return found, "removed"
-            except BackendError:
-                pass
+            except BackendError as exc:
+                self._note_index_failure(exc)
             return found, "pending"
 
     def erase_subject(self, subject_id: str) -> ErasureResult:
@@ -897,7 +921,7 @@ class ServerStore:
                 # a gate refusing everyone until it is back. A write still needs Milvus (or notes
                 # it). A hung Milvus fails only at each request's deadline, so searches leave it
                 # alone for a while instead of each waiting that long.
-                self._index_down_until = time.monotonic() + INDEX_RETRY_S
+                self._note_index_failure(exc)
                 log.warning("%s; searches score the records for the next %.0f s", exc, INDEX_RETRY_S)
         self._refuse_scan_past_max("cannot be asked now")
         return self._scan(keys, q, purpose, k, threshold, now_us, path)

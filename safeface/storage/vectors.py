@@ -11,13 +11,16 @@ and nothing that links them to another deployment's or inverts them without the 
 from __future__ import annotations
 
 import json
+import threading
 import time
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence, TypeVar
 
 import numpy as np
 
 from ..errors import BackendError, ConfigError, IndexUnavailable
+
+_T = TypeVar("_T")
 
 ID, VECTOR, PURPOSES, EXPIRES = "id", "vector", "purposes", "expires_us"
 # The purposes travel as one VARCHAR, "|<hex>|<hex>|" (each purpose's UTF-8 in hex, sorted), and
@@ -261,14 +264,16 @@ class MilvusVectors:
         """The stamp the store last wrote here, (count, tag); None where there is none, as in a
         collection made afresh."""
         try:
-            got = self._call("read the stamp", self._client.query, self.collection, filter=f"{ID} in [{STAMP_ID}]",
-                             output_fields=[EXPIRES, PURPOSES], consistency_level="Strong")
-        except BackendError:
-            # Asked only on failure (a search pays one round trip): a collection that is gone
-            # has no stamp; an unreachable Milvus is an error, never a loss.
-            if not self._call("list collections", self._client.has_collection, self.collection):
+            got = self._client.query(self.collection, filter=f"{ID} in [{STAMP_ID}]", output_fields=[EXPIRES, PURPOSES],
+                                     consistency_level="Strong", timeout=self.call_timeout)
+        except _client_error() as exc:
+            # A collection that is gone has no stamp (asked again only when Milvus says so: a
+            # search pays one round trip); an unreachable or hung Milvus is an error, never a
+            # loss, and costs one deadline, not two.
+            if _collection_missing(exc) and not self._call("list collections", self._client.has_collection,
+                                                           self.collection):
                 return None
-            raise
+            raise IndexUnavailable(f"{self.where} failed to read the stamp ({_short(exc)}).") from None
         return (int(got[0][EXPIRES]), str(got[0][PURPOSES])) if got else None
 
     def set_stamp(self, n: int, tag: str) -> None:
@@ -281,7 +286,15 @@ class MilvusVectors:
         self._written(1)
 
     def ids(self) -> list[int]:
-        """Every id the collection holds but the stamp's, sorted (for the consistency check)."""
+        """Every id the collection holds but the stamp's, sorted (for the consistency check).
+        pymilvus's query iterator asks Milvus for the collection's description with no deadline
+        (QueryIterator's set-up), so the whole listing runs under one: a hung Milvus would
+        otherwise keep `index check` waiting for ever, holding the store's write lock."""
+        pages = 2 + self.count() // BATCH
+        return _within(self.call_timeout * pages, f"{self.where} did not list its vectors within "
+                       f"{self.call_timeout * pages:.0f} s", self._ids)
+
+    def _ids(self) -> list[int]:
         it = self._call("list vectors", self._client.query_iterator, self.collection, batch_size=BATCH,
                         filter=f"{ID} != {STAMP_ID}",
                         output_fields=[ID], consistency_level="Strong")
@@ -318,6 +331,35 @@ class MilvusVectors:
             self._client.close()
         except Exception:  # closing a client whose server went away is not an error worth raising
             pass
+
+
+def _collection_missing(exc: BaseException) -> bool:
+    """Whether Milvus said the collection does not exist (its code 100, or the words)."""
+    text = str(exc).lower()
+    return getattr(exc, "code", None) == 100 or "not exist" in text or "not found" in text
+
+
+def _within(seconds: float, late: str, fn: Callable[[], _T]) -> _T:
+    """fn's result, or IndexUnavailable(`late`) once `seconds` have passed. For client work that
+    cannot be given a deadline itself: the thread left behind is a daemon, so a Milvus that never
+    answers does not keep the process from exiting."""
+    box: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            box["out"] = fn()
+        except BaseException as exc:  # handed to the caller's thread
+            box["err"] = exc
+
+    worker = threading.Thread(target=run, name="safeface-milvus-deadline", daemon=True)
+    worker.start()
+    worker.join(seconds)
+    if worker.is_alive():
+        raise IndexUnavailable(late + ".")
+    if "err" in box:
+        raise box["err"]
+    out: _T = box["out"]
+    return out
 
 
 def _is_varchar(field: dict[str, Any]) -> bool:
