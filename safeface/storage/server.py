@@ -689,8 +689,14 @@ class ServerStore:
         created = utc_now()
         out: list[GalleryRow] = []
         if self._index_down():
-            raise IndexUnavailable(f"{self.where}: its Milvus index failed a request in the last {INDEX_RETRY_S:.0f} s; "
-                                   "nothing was written. Try again once Milvus answers.")
+            # Milvus failed a request moments ago: ask it once before taking the write lock, so
+            # that a hung one keeps this caller waiting out the deadline, not every writer.
+            try:
+                self.vectors.reachable()
+            except BackendError as exc:
+                self._note_index_failure(exc)
+                raise
+            self._index_down_until = 0.0
         with self._write_lock.held():
             try:
                 self.vectors.ensure()  # reachable, and the collection is there

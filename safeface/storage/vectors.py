@@ -207,6 +207,10 @@ class MilvusVectors:
         self._call("create the collection", self._client.create_collection, self.collection, schema=schema,
                    index_params=params, consistency_level="Strong", timeout=max(self.call_timeout, SLOW_CALL_TIMEOUT))
 
+    def reachable(self) -> bool:
+        """Whether the collection exists; raises IndexUnavailable when Milvus does not answer."""
+        return bool(self._call("list collections", self._client.has_collection, self.collection))
+
     def drop(self) -> None:
         if self._call("list collections", self._client.has_collection, self.collection):
             self._call("drop the collection", self._client.drop_collection, self.collection,
