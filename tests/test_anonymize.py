@@ -313,10 +313,20 @@ def _face_in_shadow(canvas: np.ndarray, where: tuple[int, int, int, int]) -> np.
     return canvas
 
 
+def _face_under_a_red_lamp(canvas: np.ndarray, where: tuple[int, int, int, int]) -> np.ndarray:
+    """Green and blue at 0-12, red full: no pixel is dark in every channel."""
+    x, y, w, h = where
+    grey = canvas[y:y + h, x:x + w].mean(axis=-1)
+    canvas[y:y + h, x:x + w, 0] = 255
+    canvas[y:y + h, x:x + w, 1:] = (grey * 12 // 255).astype(np.uint8)[..., None]
+    return canvas
+
+
 @pytest.mark.slow
 @needs_data
-@pytest.mark.parametrize("dim, paint", [(12, None), (12, _white_border), (None, _face_in_shadow)],
-                         ids=["squeezed", "squeezed-with-a-white-border", "face-in-shadow"])
+@pytest.mark.parametrize("dim, paint", [(12, None), (12, _white_border), (None, _face_in_shadow),
+                                         (None, _face_under_a_red_lamp)],
+                         ids=["squeezed", "squeezed-with-a-white-border", "face-in-shadow", "face-under-a-red-lamp"])
 def test_a_dark_video_gives_no_face_back_when_brightened(engine: DlibEngine, finder: FaceFinder, tmp_path: Path,
                                                          dim: Optional[int], paint: Any) -> None:
     """Faces at values 0-12: a whole clip squeezed (an underexposed night clip, or darkened on
@@ -340,7 +350,8 @@ def test_a_dark_video_gives_no_face_back_when_brightened(engine: DlibEngine, fin
 
 
 @needs_data
-@pytest.mark.parametrize("paint", [_white_border, _face_in_shadow], ids=["white-border", "face-in-shadow"])
+@pytest.mark.parametrize("paint", [_white_border, _face_in_shadow, _face_under_a_red_lamp],
+                         ids=["white-border", "face-in-shadow", "face-under-a-red-lamp"])
 def test_a_dark_face_in_a_photo_with_bright_parts_is_covered(engine: DlibEngine, tmp_path: Path, paint: Any) -> None:
     photo = np.full((480, 640, 3), 90, np.uint8)
     face = load_image(lfw_sample(1, step=151)[0])

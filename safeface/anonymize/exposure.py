@@ -5,8 +5,9 @@ search looks at a brightened copy too. One place for the test and the view, for 
 
 Two cases. Pixels that are nearly all dark (99th percentile under DARK_P99) are stretched from
 their minimum to that percentile. Otherwise, a dark area large enough to hold a face (a face in
-shadow, or a dark frame with a lamp or a white border in it, which lifts the percentile) has its
-shadows lifted: every value up to LIFT_WHITE is spread over the full range, the rest is white."""
+shadow, or a dark frame with a lamp or a white border in it, which lifts the percentile; dark in
+one channel or all) has its shadows lifted: in each channel, every value up to LIFT_WHITE is
+spread over the full range, the rest is white."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import numpy as np
 DARK_P99 = 64
 LIFT_WHITE = 32
 # A shadow worth a look: a square this wide (the smallest face the video search looks for in its
-# copy: 40 px at upsampling 1) at least DARK_SHARE dark (every channel under LIFT_WHITE). Dark hair
+# copy: 40 px at upsampling 1) at least DARK_SHARE dark (a channel under LIFT_WHITE). Dark hair
 # or a dark coat in an ordinary frame fills no such square; a face in deep shadow does.
 SHADOW_SIDE = 40
 DARK_SHARE = 0.6
@@ -36,7 +37,9 @@ def dark_view(pixels: np.ndarray, sample: bool = False) -> Optional[np.ndarray]:
         stretched = (pixels.astype(np.float32) - lo) * (255.0 / max(top - lo, 1.0))
         out: np.ndarray = np.clip(stretched, 0, 255).astype(np.uint8)
         return out
-    dark = (seen.max(axis=-1) if seen.ndim == 3 else seen) < LIFT_WHITE
+    # A pixel is dark if any channel is: a face under a red lamp is dark in green and blue only,
+    # and lifting each channel brings those back.
+    dark = (seen.min(axis=-1) if seen.ndim == 3 else seen) < LIFT_WHITE
     if not _dark_square(dark, max(1, SHADOW_SIDE // step)):
         return None
     lifted: np.ndarray = (np.minimum(pixels, LIFT_WHITE - 1).astype(np.uint16) * 255 // (LIFT_WHITE - 1)).astype(np.uint8)
