@@ -44,8 +44,9 @@ def load_image_hashed(source: ImageInput, *, max_pixels: int = MAX_PIXELS) -> tu
     if isinstance(source, np.ndarray):
         # The shape and type are hashed with the bytes: one buffer read as 886x1280 or 1280x886
         # is two images.
-        head = f"{source.dtype.str}{source.shape}".encode()
-        return hashlib.sha256(head + np.ascontiguousarray(source).tobytes()).hexdigest(), _from_array(source)
+        h = hashlib.sha256(f"{source.dtype.str}{source.shape}".encode())
+        h.update(np.ascontiguousarray(source).data)
+        return h.hexdigest(), _from_array(source)
     data, label = _bytes_of(source)
     return hashlib.sha256(data).hexdigest(), _decode(data, label, max_pixels)
 

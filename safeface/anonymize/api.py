@@ -28,8 +28,6 @@ def anonymize_file(
     check_mode(mode)
     check_margin(margin)
     check_detector(detector)
-    if video is not None:
-        _ = video.search  # a bad size or upsampling is refused before any path is looked at
     kind, _ = check_paths(src, dst)
     if kind == "image":
         return anonymize_image_file(src, dst, mode, margin, detector, finder=finder)

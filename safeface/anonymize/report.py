@@ -8,8 +8,8 @@ from typing import Optional
 
 @dataclass(frozen=True)
 class AnonymizeReport:
-    """`input_sha256` is the hash of the input file's bytes (or of the decoded pixels when an
-    array was given); `face_count` the faces covered (for video: distinct face tracks).
+    """`input_sha256` is the hash of the input file's bytes (or of the array's type, shape and
+    bytes when an array was given); `face_count` the faces covered (for video: distinct face tracks).
     `regions` are the covered rectangles [x1, y1, x2, y2] (image only). Nothing here can be
     used to recognise anyone. `smallest_face` (video only): about the narrowest face, in px of
     the frame, that every frame was searched for; narrower faces may be left uncovered."""

@@ -57,6 +57,9 @@ class VideoOptions:
     masked: bool = True
     min_face: float = DEFAULT_MIN_FACE
 
+    def __post_init__(self) -> None:
+        _ = self.search  # a bad size or upsampling is refused where the options are made
+
     @property
     def search(self) -> Search:
         return Search(self.detect_max_side, self.upsample, self.masked, self.min_face)
@@ -148,7 +151,6 @@ def anonymize_video_file(
     check_mode(mode)
     margin = check_margin(margin)
     opts = options or VideoOptions()
-    _ = opts.search  # a bad size or upsampling is refused before the file is read
     finder = finder or FaceFinder(detector)
     av = _av()
     # One descriptor for everything: the hash, the rotation probe and the frames all read the

@@ -919,7 +919,7 @@ class ServerStore:
     def _search(self, keys: Keys, probe: np.ndarray, purpose: str, k: int, threshold: Optional[float], now_us: int,
                 path: Optional[str]) -> list[Match]:
         q = keys.transform.apply(probe).astype(np.float32)  # the probe and the rows it meets under the same keys
-        if time.monotonic() >= self._index_down_until:
+        if not self._index_down():
             try:
                 return self._search_with_index(keys, q, purpose, k, threshold, now_us, path)
             except IndexUnavailable as exc:

@@ -117,6 +117,11 @@ class MilvusVectors:
         self._loaded = False
         self.call_timeout = CALL_TIMEOUT
 
+    @property
+    def slow_timeout(self) -> float:
+        """The deadline of collection-wide work (create, load, flush, drop)."""
+        return max(self.call_timeout, SLOW_CALL_TIMEOUT)
+
     def __repr__(self) -> str:
         return f"MilvusVectors({self.where!r}, collection={self.collection!r})"
 
@@ -194,7 +199,7 @@ class MilvusVectors:
         if self._call("list collections", self._client.has_collection, self.collection):
             if not self._loaded:  # once per client: Milvus Lite's load waits behind any compaction
                 self._call("load the collection", self._client.load_collection, self.collection,
-                           timeout=max(self.call_timeout, SLOW_CALL_TIMEOUT))
+                           timeout=self.slow_timeout)
                 self._loaded = True
             return
         schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
@@ -205,7 +210,7 @@ class MilvusVectors:
         params = self._client.prepare_index_params()
         params.add_index(VECTOR, index_type=self._kind, metric_type="IP", params=INDEX_KINDS[self._kind])
         self._call("create the collection", self._client.create_collection, self.collection, schema=schema,
-                   index_params=params, consistency_level="Strong", timeout=max(self.call_timeout, SLOW_CALL_TIMEOUT))
+                   index_params=params, consistency_level="Strong", timeout=self.slow_timeout)
 
     def reachable(self) -> bool:
         """Whether the collection exists; raises IndexUnavailable when Milvus does not answer."""
@@ -214,7 +219,7 @@ class MilvusVectors:
     def drop(self) -> None:
         if self._call("list collections", self._client.has_collection, self.collection):
             self._call("drop the collection", self._client.drop_collection, self.collection,
-                       timeout=max(self.call_timeout, SLOW_CALL_TIMEOUT))
+                       timeout=self.slow_timeout)
         self._loaded = False
 
     def upsert(self, ids: Sequence[int], vectors: np.ndarray, purposes: Sequence[Sequence[str]],
@@ -235,7 +240,7 @@ class MilvusVectors:
 
     def flush(self) -> None:
         """Seal what this client wrote into searchable segments (see FLUSH_ROWS)."""
-        self._call("flush", self._client.flush, self.collection, timeout=max(self.call_timeout, SLOW_CALL_TIMEOUT))
+        self._call("flush", self._client.flush, self.collection, timeout=self.slow_timeout)
         self._unflushed = 0
 
     def delete(self, ids: Sequence[int]) -> None:
