@@ -565,6 +565,88 @@ def test_an_input_that_is_not_a_regular_file_is_refused_without_waiting(tmp_path
     assert not (tmp_path / "out.mp4").exists()
 
 
+def test_a_huge_sparse_video_is_refused_before_it_is_read(tmp_path: Path) -> None:
+    """A sparse file of a terabyte named .mp4 (a few blocks on disk) was hashed whole before a
+    frame was read: hours of reading zeros. A file past the limit is refused from its size."""
+    import safeface.anonymize.video as video_mod
+
+    src = tmp_path / "huge.mp4"
+    with open(src, "wb") as fh:
+        fh.truncate(1 << 40)
+    read: list[object] = []
+    real = video_mod.sha256_open_file
+    box: dict[str, object] = {}
+
+    def run() -> None:
+        try:
+            video_mod.sha256_open_file = lambda fh: read.append(fh) or real(fh)  # type: ignore[assignment]
+            anonymize_video_file(src, tmp_path / "out.mp4", options=VideoOptions(progress=False, masked=False))
+        except ImageError as exc:
+            box["error"] = str(exc)
+        finally:
+            video_mod.sha256_open_file = real
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    worker.join(60)
+    assert not worker.is_alive(), "the sparse file was read"
+    assert "larger than the 34359738368-byte limit" in str(box.get("error")) and read == [], box
+    assert not (tmp_path / "out.mp4").exists()
+
+
+def test_the_video_size_limit_is_the_callers_to_set(tmp_path: Path) -> None:
+    src, out = tmp_path / "in.mp4", tmp_path / "out.mp4"
+    with av.open(str(src), "w") as c:
+        s = c.add_stream("libx264", rate=10)
+        s.width, s.height, s.pix_fmt = 64, 48, "yuv420p"
+        for i in range(3):
+            frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), 100, np.uint8), format="rgb24")
+            frame.pts, frame.time_base = i, Fraction(1, 10)
+            for packet in s.encode(frame):
+                c.mux(packet)
+        for packet in s.encode(None):
+            c.mux(packet)
+    size = src.stat().st_size
+    with pytest.raises(ImageError, match=f"{size} bytes is larger than the {size - 1}-byte limit"):
+        anonymize_file(src, out, video=VideoOptions(progress=False, masked=False, max_bytes=size - 1))
+    assert not out.exists()
+    report = anonymize_file(src, out, video=VideoOptions(progress=False, masked=False, max_bytes=size))
+    assert report.frames == 3 and out.exists()
+    from safeface.cli import anonymize_cmd, track_cmd
+
+    parser = argparse.ArgumentParser(prog="safeface")
+    sub = parser.add_subparsers(dest="command")
+    anonymize_cmd.register(sub)
+    track_cmd.register(sub)
+    args = parser.parse_args(["anonymize", str(src), str(tmp_path / "cli.mp4"), "--no-masked",
+                              "--max-video-bytes", str(size - 1)])
+    with pytest.raises(ImageError, match=f"larger than the {size - 1}-byte limit"):
+        args.func(args)
+    args = parser.parse_args(["track", str(src), str(tmp_path / "track.mp4"), "--max-video-bytes", str(size - 1)])
+    with pytest.raises(ImageError, match=f"larger than the {size - 1}-byte limit"):
+        args.func(args)
+    assert not (tmp_path / "cli.mp4").exists() and not (tmp_path / "track.mp4").exists()
+    for bad in (0, -1, 1.5, True, "1"):
+        with pytest.raises(InvalidArgument, match="max_bytes"):
+            VideoOptions(max_bytes=bad)  # type: ignore[arg-type]
+
+
+def test_a_video_of_frames_larger_than_a_photo_may_be_is_refused(tmp_path: Path) -> None:
+    """One 10240x5120 frame (52 megapixels, a 150 KB file): each of the frames held in flight
+    would take 157 MB as RGB, and a header can claim far more. The limit is a photo's."""
+    src, out = tmp_path / "wide.mkv", tmp_path / "out.mp4"
+    with av.open(str(src), "w") as c:
+        s = c.add_stream("libx264", rate=1, options={"preset": "ultrafast"})
+        s.width, s.height, s.pix_fmt = 10240, 5120, "yuv420p"
+        frame = av.VideoFrame.from_ndarray(np.full((5120, 10240, 3), 90, np.uint8), format="rgb24")
+        frame.pts, frame.time_base = 0, Fraction(1)
+        for packet in list(s.encode(frame)) + list(s.encode(None)):
+            c.mux(packet)
+    with pytest.raises(ImageError, match="10240x5120 pixels exceed the 50000000-pixel limit"):
+        anonymize_file(src, out, video=VideoOptions(progress=False, masked=False))
+    assert not out.exists()
+
+
 def test_arrays_of_one_buffer_and_two_shapes_have_two_hashes() -> None:
     pixels = np.random.default_rng(0).integers(0, 255, (48, 64, 3), dtype=np.uint8)
     turned = np.ascontiguousarray(pixels).reshape(64, 48, 3)  # the same bytes, another image

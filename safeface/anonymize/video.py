@@ -16,10 +16,11 @@ from typing import IO, Any, Callable, Optional
 
 import numpy as np
 
-from ..errors import ImageError
+from ..errors import ImageError, InvalidArgument
 from .cover import DEFAULT_MARGIN, DEFAULT_MODE, apply_cover, check_margin, check_mode, region_for_box
 from .detect import DEFAULT_DETECTOR, DEFAULT_MIN_FACE, DetectionEngine, FaceFinder, Search
 from ..hashing import sha256_file, sha256_open_file
+from ..imageio import MAX_PIXELS
 from ..regularfile import open_regular
 from ..workers import worker_count
 from ..atomicfile import atomic_path
@@ -29,6 +30,14 @@ from .track import FaceTracker
 
 
 FrameHook = Callable[[int, np.ndarray], np.ndarray]
+
+# The largest video file taken (VideoOptions.max_bytes): the whole file is hashed before a frame
+# is read, so without a cap a sparse file of a terabyte is read for hours. An hour of 4K footage
+# at 40 Mbit/s is about 18 GB.
+MAX_VIDEO_BYTES = 32 * 1024 ** 3
+# Frames larger than a photo may be are refused (8K is 33 megapixels): a header claiming a huge
+# frame would have each of the few frames held in flight take gigabytes.
+MAX_FRAME_PIXELS = MAX_PIXELS
 
 
 @dataclass(frozen=True)
@@ -45,7 +54,7 @@ class VideoOptions:
     search for faces whose nose and mouth a mask hides (Search.masked; so does the check made
     with `search`). It about halves the default setting's rate (benches/anonymize.py); off, a
     masked face can be left uncovered, and for anonymization a missed face costs far more than
-    time."""
+    time. A file larger than `max_bytes` is refused before it is read."""
 
     detect_max_side: int = 640
     upsample: int = 1
@@ -56,9 +65,13 @@ class VideoOptions:
     threads: int = 0
     masked: bool = True
     min_face: float = DEFAULT_MIN_FACE
+    max_bytes: int = MAX_VIDEO_BYTES
 
     def __post_init__(self) -> None:
         _ = self.search  # a bad size or upsampling is refused where the options are made
+        if isinstance(self.max_bytes, bool) or not isinstance(self.max_bytes, int) or self.max_bytes < 1:
+            raise InvalidArgument(f"VideoOptions.max_bytes must be a positive whole number of bytes, got "
+                                  f"{self.max_bytes!r}.")
 
     @property
     def search(self) -> Search:
@@ -159,6 +172,10 @@ def anonymize_video_file(
     # file's covered frames; no output is written then.
     with open_regular(in_path, str(in_path)) as fh:
         before = _file_state(fh)
+        if before[1] > opts.max_bytes:
+            raise ImageError(f"{in_path}: {before[1]} bytes is larger than the {opts.max_bytes}-byte limit for a "
+                             "video; nothing was read. Split it, or raise the limit (VideoOptions.max_bytes, "
+                             "--max-video-bytes) if the file is meant to be that large.")
         digest = sha256_open_file(fh)
         turn = _display_turn(fh, in_path)
         fh.seek(0)
@@ -219,6 +236,9 @@ def _transcode(inp: Any, turn: int, tmp: Path, fmt: str, finder: FaceFinder, mod
     height = int(vin.codec_context.height)
     if width <= 0 or height <= 0:
         raise ImageError(f"{in_path}: the video stream has no frame size.")
+    if width * height > MAX_FRAME_PIXELS:
+        raise ImageError(f"{in_path}: its frames of {width}x{height} pixels exceed the {MAX_FRAME_PIXELS}-pixel "
+                         "limit; scale the video down first.")
     stored = (width, height)
     # A phone stores a portrait video turned a quarter, with a display matrix players apply:
     # faces are searched, covered and written upright, as they are shown (no matrix is written).
@@ -300,16 +320,17 @@ def _transcode(inp: Any, turn: int, tmp: Path, fmt: str, finder: FaceFinder, mod
                     for frame in packet.decode():
                         idx = stats["frames"]
                         stats["frames"] += 1
-                        rgb = frame.to_ndarray(format="rgb24")
                         if _quarter_turns(frame, in_path) != turn:
                             raise ImageError(f"{in_path}: its frames change their display rotation part way; "
                                              "safeface anonymizes only videos shown one way throughout.")
                         if (frame.width, frame.height) != stored:
                             # Searched at the first frame's scale and cut to its size, a larger
                             # frame's faces were searched too coarsely, or cut off uncovered.
+                            # Checked before the frame is converted: it may also be a huge one.
                             raise ImageError(f"{in_path}: its frames change size part way ({stored[0]}x{stored[1]} "
                                              f"to {frame.width}x{frame.height}); safeface anonymizes only videos "
                                              "whose frames keep one size. Split it where the size changes.")
+                        rgb = frame.to_ndarray(format="rgb24")
                         if turn:
                             rgb = np.ascontiguousarray(np.rot90(rgb, turn))
                         job = (pool.submit(finder.search, rgb, search)

@@ -31,6 +31,8 @@ def register(sub: Any) -> None:
     p.add_argument("--min-face", type=float, default=None, metavar="PX",
                    help="video: the widest face a frame may be searched too coarsely to find, in px of the frame "
                         "(default 80, 160 with --fast); a large frame searched finer costs more time")
+    p.add_argument("--max-video-bytes", type=int, default=None, metavar="N",
+                   help="video: refuse a larger file before reading it (default 32 GiB)")
     p.add_argument("--masked", action=argparse.BooleanOptionalAction, default=True,
                    help="video: also search every frame for masked faces (default; photos always are); "
                         "--no-masked is faster and can leave a masked face uncovered")
@@ -47,6 +49,8 @@ def run(args: argparse.Namespace) -> int:
     video = dataclasses.replace(video, masked=args.masked)
     if args.min_face is not None:
         video = dataclasses.replace(video, min_face=args.min_face)
+    if args.max_video_bytes is not None:
+        video = dataclasses.replace(video, max_bytes=args.max_video_bytes)
     report = anonymize_file(args.input, args.output, args.mode, args.margin, args.detector, video=video)
     if args.workspace:
         from ..sdk import SafeFace

@@ -35,6 +35,8 @@ def register(sub: Any) -> None:
     p.add_argument("--min-face", type=float, default=None, metavar="PX",
                    help="the anonymizer's face search: the widest face a frame may be searched too coarsely to find "
                         "(default 80, 160 with --fast)")
+    p.add_argument("--max-video-bytes", type=int, default=None, metavar="N",
+                   help="video: refuse a larger file before reading it (default 32 GiB)")
     p.add_argument("--json", action="store_true", help="print the tracks (or hits) as JSON on stdout")
     p.add_argument("--workspace", default=None, help="run under this workspace's guard and audit log")
     p.add_argument("--purpose", default=None, help="with --workspace: the declared purpose of the tracking")
@@ -49,6 +51,8 @@ def _run_tracking(args: argparse.Namespace, video: str, out: Optional[str]) -> A
     video_opts = covering(args.fast)
     if args.min_face is not None:
         video_opts = replace(video_opts, min_face=args.min_face)
+    if args.max_video_bytes is not None:
+        video_opts = replace(video_opts, max_bytes=args.max_video_bytes)
     opts = TrackOptions(detector=args.person_detector, video=video_opts)
     if args.workspace:
         from ..sdk import SafeFace
