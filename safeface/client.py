@@ -7,7 +7,8 @@
 
 A refusal raises PolicyViolation with the rule, as in-process; 401 raises AuthenticationError,
 422 InvalidArgument (or ImageError), 409 IntegrityError, 429 and 503 ServiceBusy with
-`retry_after`. Needs httpx (the `service` extra).
+`retry_after` (IndexUnavailable, with it too, where the service's Milvus cannot be asked now).
+Needs httpx (the `service` extra).
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ import datetime as dt
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
-from .errors import (AuthenticationError, BackendError, ConfigError, ImageError, IntegrityError, InvalidArgument,
-                     PolicyViolation, SafeFaceError, ServiceBusy)
+from .errors import (AuthenticationError, BackendError, ConfigError, ImageError, IndexUnavailable, IntegrityError,
+                     InvalidArgument, PolicyViolation, SafeFaceError, ServiceBusy)
 from .policy.receipts import ErasureReceipt
 from .sdk.results import Candidate, Enrollment, Export, LivenessCheck, Verification
 from .workspace.audit import AuditReport
@@ -150,6 +151,10 @@ def _error(status: int, headers: Any, d: dict[str, Any]) -> SafeFaceError:
             after = float(headers.get("retry-after", "1"))
         except ValueError:
             after = 1.0
+        if status == 503 and d.get("error") == "IndexUnavailable":  # as in-process: Milvus cannot be asked now
+            down = IndexUnavailable(msg)
+            down.retry_after = after
+            return down
         return ServiceBusy(msg, after)
     if status == 413:
         return InvalidArgument(msg)

@@ -108,10 +108,11 @@ class MilvusServer:
             self.proc.wait()
 
 
-def start_milvus(data: Path) -> MilvusServer:
-    """Milvus Lite as a server process, so several processes can share one collection."""
-    port = free_port()
-    log = open(data.parent / f"milvus-{port}.log", "wb")
+def start_milvus(data: Path, port: int = 0) -> MilvusServer:
+    """Milvus Lite as a server process, so several processes can share one collection; on
+    `port` (a stopped server's, to start it again where its clients look) or a free one."""
+    port = port or free_port()
+    log = open(data.parent / f"milvus-{port}.log", "ab")
     proc = subprocess.Popen([sys.executable, "-m", "milvus_lite", "server", "--data-dir", str(data), "--host",
                              "127.0.0.1", "--port", str(port)], stdout=log, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 60

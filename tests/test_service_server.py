@@ -14,7 +14,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from child_process import child_env  # noqa: E402
 from policy_support import PASSPHRASE, consent, images, make_workspace, open_sf  # noqa: E402
-from server_support import PG_PASSWORD, PgCluster, server_modules  # noqa: E402
+from server_support import PG_PASSWORD, PgCluster, server_modules, start_milvus  # noqa: E402
 from service_support import Server, httpx, jpeg_640, key_header, post_image  # noqa: E402
 
 from safeface.policy.deployment import Deployment  # noqa: E402
@@ -85,3 +85,59 @@ def test_service_enrol_identify_erase_on_postgresql_and_milvus_lite(pg: PgCluste
     with psycopg.connect(dsn, password=PG_PASSWORD, autocommit=True) as c:
         assert c.execute("SELECT count(*) FROM safeface.service_apikeys WHERE revoked IS NOT NULL AND digest = ''"
                          ).fetchone()[0] == 1
+
+
+@pytest.mark.slow
+def test_a_service_started_while_milvus_is_down_serves_from_the_records(pg: PgCluster, tmp_path: Path) -> None:
+    """A service (re)started during a Milvus outage never became ready: opening the workspace's
+    store raised, while a service already running served from the records. Now it starts: it
+    identifies from the records, erases (the vector removal left noted), and answers an enrolment
+    503 with Retry-After, a call to make again, rather than a 500."""
+    server_modules()
+    img = images()
+    paths = make_workspace(tmp_path / "ws")
+    dsn = pg.new_database()
+    own = start_milvus(tmp_path / "milvus-data")
+    try:
+        subprocess.run([sys.executable, "-m", "safeface.cli", "storage", "migrate", str(paths.root), "--to", "server",
+                        "--records", dsn, "--vectors", f"milvus:{own.uri}"],
+                       env=child_env(SAFEFACE_PASSPHRASE=PASSPHRASE), cwd=str(tmp_path), check=True,
+                       capture_output=True, timeout=300)
+        tokens = {p: consent(paths, p) for p in ("alice", "bob", "carol")}
+        with open_sf(paths) as sf:
+            op = sf.issue_api_key("operator", label="op")[1]
+            kiosk = sf.issue_api_key("kiosk", label="gate")[1]
+            alice = sf.enroll(img / "obama.jpg", "alice", "demo", tokens["alice"]).pseudonym
+            sf.enroll(img / "biden.jpg", "bob", "demo", tokens["bob"])
+        own.stop()
+        server = Server(paths.root, tmp_path / "server.log").wait_ready()
+        try:
+            r = post_image(server.url, "/v1/identify", kiosk, jpeg_640(img / "obama2.jpg"), purpose="demo",
+                           consent=tokens["alice"])
+            assert r.status_code == 200 and r.json()["candidates"][0]["subject"] == alice, r.text
+            r = httpx.post(server.url + "/v1/erase", json={"subject": "bob"}, headers=key_header(op), timeout=120)
+            assert r.status_code == 200 and r.json()["templates_removed"] == 1, r.text
+            assert r.json()["vectors"] == "pending", r.text
+            r = post_image(server.url, "/v1/enroll", op, jpeg_640(img / "biden.jpg"), subject="carol",
+                           purpose="demo", consent=tokens["carol"])
+            assert r.status_code == 503 and r.headers["retry-after"] == "30", r.text
+            assert r.json()["error"] == "IndexUnavailable" and "Milvus" not in r.text, r.text
+            from safeface.client import Client
+            from safeface.errors import IndexUnavailable
+
+            with Client(server.url, op) as client, pytest.raises(IndexUnavailable) as down:
+                client.enroll(jpeg_640(img / "biden.jpg"), "carol", "demo", consent=tokens["carol"])
+            assert down.value.retry_after == 30.0
+        finally:
+            server.stop()
+    finally:
+        own.stop()
+    with psycopg_connect(dsn) as c:
+        assert c.execute("SELECT count(*) FROM safeface.rows").fetchone()[0] == 1
+        assert c.execute("SELECT count(*) FROM safeface.pending WHERE op = 'delete'").fetchone()[0] == 1
+
+
+def psycopg_connect(dsn: str) -> Any:
+    import psycopg
+
+    return psycopg.connect(dsn, password=PG_PASSWORD, autocommit=True)

@@ -54,9 +54,11 @@ class Setup:
         self.root = root
         self.keyring = keyring
         self.collection = "c_" + uuid.uuid4().hex[:10]
+        self.timeout = 10.0
 
     def milvus(self) -> MilvusVectors:
-        return MilvusVectors.connect(self.vectors, self.root, self.collection, DIM)
+        # As the workspace's factory connects: at the first request (the open's own).
+        return MilvusVectors.connect(self.vectors, self.root, self.collection, DIM, timeout=self.timeout, wait=False)
 
     def open(self, password: str = PG_PASSWORD, dsn: str = "") -> ServerStore:
         return ServerStore.open(dsn or self.dsn, password, self.milvus, self.keyring, DIM)
@@ -651,6 +653,61 @@ def test_a_search_while_milvus_is_down_answers_from_the_records(pg: PgCluster, t
             monkeypatch.setattr(server_mod, "SCAN_MAX", 5)
             with pytest.raises(IndexUnavailable, match="cannot be asked now.*Try again once Milvus answers"):
                 s.search(x[0], "access", k=1)
+    finally:
+        own.stop()
+
+
+@pytest.mark.slow
+def test_a_store_opens_while_milvus_is_down_and_finishes_opening_once_it_is_back(
+        pg: PgCluster, tmp_path: Path, keyring: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A service restarted during a Milvus outage stayed down until Milvus answered: the open
+    raised, where a running store would have served from the records. Now a store whose records
+    exist opens: searches score the records, an erasure removes the records and leaves its
+    vector removal noted, an enrolment is refused and writes nothing. Once Milvus is back, the
+    first search loads the collection, carries out the noted removal and is answered by Milvus.
+    A new store still needs Milvus: nothing is created without it."""
+    import safeface.storage.server as server_mod
+
+    monkeypatch.setattr(server_mod, "INDEX_RETRY_S", 1.0)
+    own = start_milvus(tmp_path / "milvus-data")
+    try:
+        setup = Setup(pg, f"milvus:{own.uri}", tmp_path, keyring)
+        setup.timeout = 2.0
+        x = unit_rows(6, seed=8)
+        with setup.open() as s:
+            rows = fill(s, x)
+        own.stop()
+        with setup.open() as s:
+            assert [m.row_id for m in s.search(x[1], "access", k=1, threshold=0.9)] == [rows[1].row_id]
+            receipt = s.erase_subject("s2")
+            assert receipt.vectors == "pending" and s.rows_for("s2") == [] and s.pending() == {"delete": 1}
+            with pytest.raises(IndexUnavailable):
+                fill(s, unit_rows(1, seed=77), prefix="late")
+            assert s.rows_for("late0") == []
+            time.sleep(1.1)  # past the retry window, with Milvus still down: asked again, still records
+            assert [m.row_id for m in s.search(x[4], "access", k=1)] == [rows[4].row_id]
+            own = start_milvus(tmp_path / "milvus-data", port=own.port)
+            for _ in range(30):  # a server just started may refuse a request or two
+                time.sleep(1.1)
+                assert [m.row_id for m in s.search(x[3], "access", k=1)] == [rows[3].row_id]
+                if s.pending() == {}:
+                    break
+            assert s.pending() == {} and setup.milvus().present([r.row_id for r in rows]) == sorted(
+                r.row_id for i, r in enumerate(rows) if i != 2)
+
+            def no_scan(*a: Any, **kw: Any) -> Any:
+                raise AssertionError("scored the records, not asked Milvus")
+
+            monkeypatch.setattr(s, "_scan", no_scan)
+            assert [m.row_id for m in s.search(x[5], "access", k=1)] == [rows[5].row_id]
+            fill(s, unit_rows(1, seed=78), prefix="back")
+            assert len(s.rows_for("back0")) == 1 and s.pending() == {}
+        own.stop()
+        fresh = Setup(pg, f"milvus:{own.uri}", tmp_path, keyring)
+        fresh.timeout = 2.0
+        with pytest.raises(IndexUnavailable, match="cannot be reached"):
+            fresh.open()
+        assert not _tables(fresh.dsn)
     finally:
         own.stop()
 
@@ -1373,7 +1430,10 @@ def test_a_collection_with_the_old_array_purposes_is_refused(setup: Setup) -> No
     schema.add_field("expires_us", DataType.INT64)
     client.create_collection(setup.collection, schema=schema)
     with pytest.raises(ConfigError, match="not made by safeface"):
-        setup.milvus()
+        MilvusVectors.connect(setup.vectors, setup.root, setup.collection, DIM)
+    with pytest.raises(ConfigError, match="not made by safeface"):
+        setup.open()  # its connection waits for the first request: the open's own
+    assert not _tables(setup.dsn)
 
 
 def test_stored_purposes_read_back_exactly_and_an_edited_value_matches_no_record() -> None:

@@ -2,10 +2,10 @@
 
 Errors become status codes here, once: 401 no valid key, 403 a refusal by the guard (a role that
 may not, or any compliance rule) with the CLI's JSON ``{"error","rule","message"}``, 422 malformed
-input or an unusable image, 413 a body over the limit, 429 a key over its rate and 503 a full work
-queue (both with Retry-After), 409 a failed integrity check. Every response carries a strict
-Content-Security-Policy; there is no interactive docs page (it would need outside scripts), only
-/openapi.json.
+input or an unusable image, 413 a body over the limit, 429 a key over its rate, 503 a full work
+queue or a vector index (Milvus) that cannot be asked now (both with Retry-After), 409 a failed
+integrity check. Every response carries a strict Content-Security-Policy; there is no
+interactive docs page (it would need outside scripts), only /openapi.json.
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.requests import ClientDisconnect
 
-from ..errors import (AuthenticationError, BackendError, ConfigError, ImageError, IntegrityError, InvalidArgument,
-                      PolicyViolation, SafeFaceError, ServiceBusy)
+from ..errors import (AuthenticationError, BackendError, ConfigError, ImageError, IndexUnavailable, IntegrityError,
+                      InvalidArgument, PolicyViolation, SafeFaceError, ServiceBusy)
 from .failures import told
 from .runtime import RateLimited, Runtime, ServiceConfig
 
@@ -180,6 +180,12 @@ def create_app(config: ServiceConfig) -> FastAPI:
     async def _busy(request: Request, exc: ServiceBusy) -> JSONResponse:
         status = 429 if isinstance(exc, RateLimited) else 503
         return _error(status, exc, {"Retry-After": str(max(1, math.ceil(exc.retry_after)))})
+
+    @app.exception_handler(IndexUnavailable)
+    async def _index_down(request: Request, exc: IndexUnavailable) -> JSONResponse:
+        # Milvus is down or hung: the records are intact and the call can be made again once it
+        # answers; a load balancer or client retries a 503, not a 500.
+        return _error(503, exc, {"Retry-After": str(max(1, math.ceil(exc.retry_after)))})
 
     @app.exception_handler(InvalidArgument)
     @app.exception_handler(ImageError)

@@ -117,5 +117,5 @@ def open_store(cfg: StorageConfig, root: Path, gallery_path: Path, keyring: Keyr
     token = secret_from_env("SAFEFACE_MILVUS_TOKEN")
     return ServerStore.open(
         cfg.records, secret_from_env("SAFEFACE_PG_PASSWORD"),
-        lambda: MilvusVectors.connect(cfg.vectors, root, cfg.collection, dim, cfg.vector_index, token),
+        lambda: MilvusVectors.connect(cfg.vectors, root, cfg.collection, dim, cfg.vector_index, token, wait=False),
         keyring, dim, cfg.namespace)

@@ -73,7 +73,7 @@ LAGGING_MAX = 1000
 SCAN_MAX = 100_000
 # How long searches score the records, and writes leave their vector writes noted, without asking
 # Milvus again after it failed a request (a hung one fails each only at its deadline).
-INDEX_RETRY_S = 30.0
+INDEX_RETRY_S = IndexUnavailable.retry_after
 MASKED_FETCH = 8  # a masked search asks Milvus for this many times the candidates (see above)
 VISIBLE_PATHS = ("visible", "visible-masked")  # scored from the sealed records' visible-region templates
 CEILING = "committed_ceiling"  # meta key: see ServerStore._raise_ceiling
@@ -206,6 +206,7 @@ class ServerStore:
         self._write_lock = AdvisoryLock(lock_conn, key, self._forget_flight)
         self._keys: Optional[Keys] = None
         self._index_down_until = 0.0  # until then (monotonic) searches and writes leave a failing Milvus alone
+        self._half_open = False  # opened while Milvus could not be reached (open, _finish_open)
         self._pseudonym_version = 0
         self._closed = False
         self._fractions: dict[str, float] = {}
@@ -223,7 +224,13 @@ class ServerStore:
     def open(cls, dsn: str, password: Optional[str], vectors: Callable[[], MilvusVectors], keyring: Keyring,
              dim: int, namespace: str = "safeface") -> "ServerStore":
         """Connect, check the records' schema, dimension and keys and the Milvus collection, and
-        only then create what is missing; carry out pending vector writes. Reads no row."""
+        only then create what is missing; carry out pending vector writes. Reads no row.
+
+        A store whose records exist opens while Milvus cannot be reached (IndexUnavailable): a
+        service restarted during an outage serves from the records, as a running one does
+        (searches score them, erasures leave their vector removals noted, enrolments are
+        refused). It finishes opening at the first search or write once Milvus answers
+        (_finish_open). A new store needs Milvus: nothing is created without it."""
         if not NAMESPACE_RE.match(namespace):
             raise ConfigError(f"storage.namespace must be a lower-case SQL name, got {namespace!r}.")
         where = f"the PostgreSQL record store {_safe_dsn(dsn)} (schema {namespace})"
@@ -236,16 +243,35 @@ class ServerStore:
             if meta is not None:
                 keys_from_meta(meta, keyring, dim, where)
             vec = vectors()
+            down: Optional[IndexUnavailable] = None
+            try:
+                vec.reachable()  # connects: the collection is checked before anything is created
+            except IndexUnavailable as exc:
+                if meta is None:
+                    raise
+                down = exc
             store = cls(conn, lock_conn, where, namespace, keyring, dim, vec)
             with store._write_lock.held():
                 store._create(meta is None)
-                vec.ensure()
+                if down is None:
+                    try:
+                        vec.ensure()
+                    except IndexUnavailable as exc:
+                        if meta is None:
+                            raise
+                        down = exc
                 store._keys, store._pseudonym_version = keys_from_meta(_read_meta(conn, namespace), keyring, dim,
                                                                        where)
                 store._sql(f"INSERT INTO {{ns}}.meta (k, v) VALUES ('{STORE_ID}', %s) ON CONFLICT (k) DO NOTHING",
                            (secrets.token_hex(8),))
                 store._opened = True
-                store._drain_pending(best_effort=True)
+                if down is None:
+                    store._drain_pending(best_effort=True)
+                else:
+                    store._half_open = True
+                    store._note_index_failure(down)
+                    log.warning("%s; %s opened without it: searches score the records, enrolments are refused, and "
+                                "it finishes opening once Milvus answers", down, where)
             return store
         except BaseException:
             for c in (conn, lock_conn):
@@ -539,6 +565,24 @@ class ServerStore:
                 raise
         return len(notes)
 
+    def _finish_open(self) -> None:
+        """What an open during a Milvus outage left undone: load the collection (made afresh if
+        it is gone) and carry out the vector writes the records ask for, rebuilding an index
+        that is not theirs (_drain_pending). Tried at each search and write once the retry
+        window after the last failure has passed."""
+        if not self._half_open or self._index_down():
+            return
+        with self._write_lock.held(), self._lock:
+            if not self._half_open:
+                return
+            try:
+                self.vectors.ensure()
+            except IndexUnavailable as exc:
+                self._note_index_failure(exc)
+                return
+            self._half_open = False
+            self._drain_pending(best_effort=True)
+
     def _index_down(self) -> bool:
         """Whether Milvus failed a request in the last INDEX_RETRY_S seconds."""
         return time.monotonic() < self._index_down_until
@@ -556,6 +600,7 @@ class ServerStore:
         rebuild is noted first, so that searches meanwhile, or after a failure part way, score
         the records instead of a collection being emptied."""
         with self.locked():
+            self._finish_open()
             self._sql(self._rebuild_note())
             return self._rebuild_vectors()
 
@@ -607,6 +652,7 @@ class ServerStore:
         while none is stored only costs bare identifies an embedding; `repair` sets it to what
         the records hold."""
         with self.locked():
+            self._finish_open()
             notes = self._sql("SELECT row_id FROM {ns}.pending")
             pending = len(notes)
             # Found at a write or an open, it is rebuilt there already (`losses`).
@@ -669,6 +715,7 @@ class ServerStore:
     def _write(self) -> Iterator[None]:
         """One record transaction under the write lock, after any vector writes still pending."""
         with self._write_lock.held(), self._lock:
+            self._finish_open()
             self._drain_pending(best_effort=True)
             try:
                 with self._conn.transaction():
@@ -914,6 +961,7 @@ class ServerStore:
             raise ConfigError(f"k must be a positive integer, got {k!r}.")
         now_us = to_us(now or utc_now(), "now")
         probe = check_embedding(embedding, self._dim)
+        self._finish_open()
         return self._steady(lambda keys: self._search(keys, probe, purpose, k, threshold, now_us, path))
 
     def _search(self, keys: Keys, probe: np.ndarray, purpose: str, k: int, threshold: Optional[float], now_us: int,

@@ -106,8 +106,13 @@ def _client_error() -> tuple[type[BaseException], ...]:
 class MilvusVectors:
     """One collection of protected templates. Use `MilvusVectors.connect`."""
 
-    def __init__(self, client: Any, where: str, collection: str, dim: int, index_kind: str) -> None:
+    def __init__(self, client: Any, where: str, collection: str, dim: int, index_kind: str,
+                 opener: Optional[Callable[[], Any]] = None) -> None:
         self._client = client
+        # Makes the client when `client` is None (connect(wait=False)): at the first request,
+        # and again at each later one while Milvus cannot be reached.
+        self._opener = opener
+        self._opening = threading.RLock()
         self.where = where
         self.collection = collection
         self._dim = dim
@@ -127,10 +132,12 @@ class MilvusVectors:
 
     @classmethod
     def connect(cls, target: str, root: Path, collection: str, dim: int, index_kind: str = "FLAT",
-                token: Optional[str] = None, timeout: float = 10.0) -> "MilvusVectors":
+                token: Optional[str] = None, timeout: float = 10.0, *, wait: bool = True) -> "MilvusVectors":
         """`target` is "milvus:<uri>" (a Milvus server or cluster) or "milvus-lite:<path>"
         (relative to the workspace `root`). Checks the collection if it exists (its dimension);
-        creates nothing: call `ensure` once every check of the opening store has passed."""
+        creates nothing: call `ensure` once every check of the opening store has passed. Without
+        `wait`, nothing is asked yet: the first request connects (IndexUnavailable while Milvus
+        cannot be reached), so a store can open during an outage."""
         try:
             from pymilvus import MilvusClient
         except ImportError:
@@ -148,26 +155,47 @@ class MilvusVectors:
             where = f"Milvus at {uri}"
         else:
             raise ConfigError(f"storage.vectors must be 'local', 'milvus:<uri>' or 'milvus-lite:<file>', got {target!r}.")
-        # pymilvus pools one channel per server address; one the server dropped while idle (a
-        # keepalive GOAWAY) can fail the first connect although the server is up: retry once.
-        for attempt in (1, 2):
-            try:
-                client = MilvusClient(uri=uri, token=token or "", timeout=timeout)
-                break
-            except _client_error() as exc:
-                if attempt == 2:
-                    raise BackendError(f"{where} cannot be reached or refused the credentials ({_short(exc)}). Check "
-                                       "that it runs and that SAFEFACE_MILVUS_TOKEN is right; nothing was written."
-                                       ) from None
-                time.sleep(0.5)
-        out = cls(client, where, collection, dim, index_kind)
-        version = str(out._call("read the server version", client.get_server_version))
-        out._lite = version.startswith("milvus_lite") or target.startswith("milvus-lite:")
-        out._check_existing()
+        lite = target.startswith("milvus-lite:")
+
+        def opener() -> Any:
+            # pymilvus pools one channel per server address; one the server dropped while idle (a
+            # keepalive GOAWAY) can fail the first connect although the server is up: retry once.
+            for attempt in (1, 2):
+                try:
+                    return MilvusClient(uri=uri, token=token or "", timeout=timeout)
+                except _client_error() as exc:
+                    if attempt == 2:
+                        raise _unreachable(where, exc) from None
+                    time.sleep(0.5)
+
+        out = cls(None, where, collection, dim, index_kind, opener)
+        out._lite = lite
+        if wait:
+            out.reachable()
         return out
 
+    @property
+    def _api(self) -> Any:
+        """The client, connected (and the collection checked) at the first request."""
+        if self._client is None:
+            with self._opening:
+                if self._client is None and self._opener is not None:
+                    client = self._opener()
+                    try:
+                        try:
+                            version = str(client.get_server_version(timeout=self.call_timeout))
+                        except _client_error() as exc:  # pymilvus connects at the first request
+                            raise _unreachable(self.where, exc) from None
+                        self._lite = self._lite or version.startswith("milvus_lite")
+                        self._check_existing(client)
+                    except BaseException:
+                        _close_quietly(client)
+                        raise
+                    self._client = client  # only once checked: another thread may use it at once
+        return self._client
+
     def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        if getattr(fn, "__self__", None) is self._client:
+        if self._client is not None and getattr(fn, "__self__", None) is self._client:
             # Every request has a deadline: a Milvus that hangs (a stuck node, a paused process)
             # fails the call, so a search falls back to the records and an erasure holding the
             # store's write lock goes on, instead of both waiting for ever.
@@ -177,10 +205,11 @@ class MilvusVectors:
         except _client_error() as exc:
             raise IndexUnavailable(f"{self.where} failed to {what} ({_short(exc)}).") from None
 
-    def _check_existing(self) -> None:
-        if not self._call("list collections", self._client.has_collection, self.collection):
+    def _check_existing(self, client: Any) -> None:
+        if not self._call("list collections", client.has_collection, self.collection, timeout=self.call_timeout):
             return
-        desc = self._call("describe the collection", self._client.describe_collection, self.collection)
+        desc = self._call("describe the collection", client.describe_collection, self.collection,
+                          timeout=self.call_timeout)
         fields = {f["name"]: f for f in desc.get("fields", [])}
         vec = fields.get(VECTOR)
         if vec is None or set(fields) != {ID, VECTOR, PURPOSES, EXPIRES} or not _is_varchar(fields[PURPOSES]):
@@ -196,9 +225,9 @@ class MilvusVectors:
         """Create the collection (and its index) if it does not exist, and load it."""
         from pymilvus import DataType, MilvusClient
 
-        if self._call("list collections", self._client.has_collection, self.collection):
+        if self._call("list collections", self._api.has_collection, self.collection):
             if not self._loaded:  # once per client: Milvus Lite's load waits behind any compaction
-                self._call("load the collection", self._client.load_collection, self.collection,
+                self._call("load the collection", self._api.load_collection, self.collection,
                            timeout=self.slow_timeout)
                 self._loaded = True
             return
@@ -207,18 +236,18 @@ class MilvusVectors:
         schema.add_field(VECTOR, DataType.FLOAT_VECTOR, dim=self._dim)
         schema.add_field(PURPOSES, DataType.VARCHAR, max_length=PURPOSES_MAX_LEN)
         schema.add_field(EXPIRES, DataType.INT64)
-        params = self._client.prepare_index_params()
+        params = self._api.prepare_index_params()
         params.add_index(VECTOR, index_type=self._kind, metric_type="IP", params=INDEX_KINDS[self._kind])
-        self._call("create the collection", self._client.create_collection, self.collection, schema=schema,
+        self._call("create the collection", self._api.create_collection, self.collection, schema=schema,
                    index_params=params, consistency_level="Strong", timeout=self.slow_timeout)
 
     def reachable(self) -> bool:
         """Whether the collection exists; raises IndexUnavailable when Milvus does not answer."""
-        return bool(self._call("list collections", self._client.has_collection, self.collection))
+        return bool(self._call("list collections", self._api.has_collection, self.collection))
 
     def drop(self) -> None:
-        if self._call("list collections", self._client.has_collection, self.collection):
-            self._call("drop the collection", self._client.drop_collection, self.collection,
+        if self._call("list collections", self._api.has_collection, self.collection):
+            self._call("drop the collection", self._api.drop_collection, self.collection,
                        timeout=self.slow_timeout)
         self._loaded = False
 
@@ -230,7 +259,7 @@ class MilvusVectors:
             rows = [{ID: int(r), VECTOR: v, PURPOSES: purpose_set(p), EXPIRES: int(e)}
                     for r, v, p, e in zip(ids[i:i + BATCH], vecs[i:i + BATCH], purposes[i:i + BATCH],
                                           expires_us[i:i + BATCH])]
-            self._call("store vectors", self._client.upsert, self.collection, rows)
+            self._call("store vectors", self._api.upsert, self.collection, rows)
         self._written(len(ids))
 
     def _written(self, n: int) -> None:
@@ -240,12 +269,12 @@ class MilvusVectors:
 
     def flush(self) -> None:
         """Seal what this client wrote into searchable segments (see FLUSH_ROWS)."""
-        self._call("flush", self._client.flush, self.collection, timeout=self.slow_timeout)
+        self._call("flush", self._api.flush, self.collection, timeout=self.slow_timeout)
         self._unflushed = 0
 
     def delete(self, ids: Sequence[int]) -> None:
         for i in range(0, len(ids), BATCH):
-            self._call("delete vectors", self._client.delete, self.collection, ids=[int(r) for r in ids[i:i + BATCH]])
+            self._call("delete vectors", self._api.delete, self.collection, ids=[int(r) for r in ids[i:i + BATCH]])
         self._written(len(ids))
 
     def present(self, ids: Sequence[int]) -> list[int]:
@@ -253,7 +282,7 @@ class MilvusVectors:
         out: list[int] = []
         for i in range(0, len(ids), BATCH):
             part = [int(r) for r in ids[i:i + BATCH]]
-            found = self._call("query vectors", self._client.query, self.collection,
+            found = self._call("query vectors", self._api.query, self.collection,
                                filter=f"{ID} in {json.dumps(part)}", output_fields=[ID], consistency_level="Strong")
             out.extend(int(r[ID]) for r in found)
         return sorted(out)
@@ -263,7 +292,7 @@ class MilvusVectors:
         """(row id, score) of the best vectors whose purposes include `purpose` and whose expiry is
         after `now_us`, filtered inside Milvus; `allowed_fraction` (about how many rows the filter
         allows) widens an IVF search (see search_params)."""
-        res = self._call("search", self._client.search, self.collection, [np.asarray(query, np.float32).tolist()],
+        res = self._call("search", self._api.search, self.collection, [np.asarray(query, np.float32).tolist()],
                          limit=int(limit), filter=purpose_filter(purpose, now_us), output_fields=[ID], search_params={
                              "metric_type": "IP", "params": search_params(self._kind, allowed_fraction)},
                          consistency_level="Strong")
@@ -273,13 +302,13 @@ class MilvusVectors:
         """The stamp the store last wrote here, (count, tag); None where there is none, as in a
         collection made afresh."""
         try:
-            got = self._client.query(self.collection, filter=f"{ID} in [{STAMP_ID}]", output_fields=[EXPIRES, PURPOSES],
+            got = self._api.query(self.collection, filter=f"{ID} in [{STAMP_ID}]", output_fields=[EXPIRES, PURPOSES],
                                      consistency_level="Strong", timeout=self.call_timeout)
         except _client_error() as exc:
             # A collection that is gone has no stamp (asked again only when Milvus says so: a
             # search pays one round trip); an unreachable or hung Milvus is an error, never a
             # loss, and costs one deadline, not two.
-            if _collection_missing(exc) and not self._call("list collections", self._client.has_collection,
+            if _collection_missing(exc) and not self._call("list collections", self._api.has_collection,
                                                            self.collection):
                 return None
             raise IndexUnavailable(f"{self.where} failed to read the stamp ({_short(exc)}).") from None
@@ -290,7 +319,7 @@ class MilvusVectors:
             raise ValueError("a stamp's tag may not hold '|' (a purpose filter would read it)")
         unit = np.zeros(self._dim, np.float32)
         unit[0] = 1.0  # any unit vector: an index may refuse a zero one
-        self._call("write the stamp", self._client.upsert, self.collection,
+        self._call("write the stamp", self._api.upsert, self.collection,
                    [{ID: STAMP_ID, VECTOR: unit, PURPOSES: tag, EXPIRES: int(n)}])
         self._written(1)
 
@@ -304,7 +333,7 @@ class MilvusVectors:
                        f"{self.call_timeout * pages:.0f} s", self._ids)
 
     def _ids(self) -> list[int]:
-        it = self._call("list vectors", self._client.query_iterator, self.collection, batch_size=BATCH,
+        it = self._call("list vectors", self._api.query_iterator, self.collection, batch_size=BATCH,
                         filter=f"{ID} != {STAMP_ID}",
                         output_fields=[ID], consistency_level="Strong")
         out: list[int] = []
@@ -323,23 +352,33 @@ class MilvusVectors:
         out: dict[int, tuple[np.ndarray, list[str], int]] = {}
         for i in range(0, len(ids), BATCH):
             part = [int(r) for r in ids[i:i + BATCH]]
-            for r in self._call("read vectors", self._client.query, self.collection, filter=f"{ID} in {json.dumps(part)}",
+            for r in self._call("read vectors", self._api.query, self.collection, filter=f"{ID} in {json.dumps(part)}",
                                 output_fields=[ID, VECTOR, PURPOSES, EXPIRES], consistency_level="Strong"):
                 out[int(r[ID])] = (np.asarray(r[VECTOR], dtype=np.float32), purposes_of(r[PURPOSES]),
                                    int(r[EXPIRES]))
         return out
 
     def count(self) -> int:
-        res = self._call("count vectors", self._client.query, self.collection, filter=f"{ID} != {STAMP_ID}",
+        res = self._call("count vectors", self._api.query, self.collection, filter=f"{ID} != {STAMP_ID}",
                          output_fields=["count(*)"],
                          consistency_level="Strong")
         return int(res[0]["count(*)"])
 
     def close(self) -> None:
-        try:
-            self._client.close()
-        except Exception:  # closing a client whose server went away is not an error worth raising
-            pass
+        if self._client is not None:
+            _close_quietly(self._client)
+
+
+def _close_quietly(client: Any) -> None:
+    try:
+        client.close()
+    except Exception:  # closing a client whose server went away is not an error worth raising
+        pass
+
+
+def _unreachable(where: str, exc: BaseException) -> IndexUnavailable:
+    return IndexUnavailable(f"{where} cannot be reached or refused the credentials ({_short(exc)}). Check that it "
+                            "runs and that SAFEFACE_MILVUS_TOKEN is right; nothing was written.")
 
 
 def _collection_missing(exc: BaseException) -> bool:
