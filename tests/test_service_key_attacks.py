@@ -267,3 +267,37 @@ def test_a_client_that_hangs_up_mid_body_leaves_no_traceback(tmp_path: Path) -> 
                          (b"content-length", b"5000")], "client": ("127.0.0.1", 40000), "server": ("svc", 80)}
     asyncio.run(asyncio.wait_for(app(scope, receive, send), 60))  # raised ClientDisconnect before
     assert [m["status"] for m in sent if m["type"] == "http.response.start"] == [400]
+
+
+def test_the_console_names_a_failed_audit_check_by_reference_only(tmp_path: Path,
+                                                                  caplog: pytest.LogCaptureFixture) -> None:
+    """The console's audit page printed the failed check's text, which /v1/audit/verify keeps
+    from the caller (it names entries and, on a server workspace, the record store's host, user
+    and database): any key holder allowed the report read it. Now both give a reference, and the
+    service's log the cause under it."""
+    import sqlite3
+
+    from fastapi.testclient import TestClient
+    from service_support import in_process_app
+
+    from safeface.errors import IntegrityError
+
+    ws = make_workspace(tmp_path / "ws")
+    with open_sf(ws) as sf:
+        _, key = sf.issue_api_key("operator", label="op")
+    with sqlite3.connect(ws.audit) as db:
+        db.execute("UPDATE entries SET note = 'edited' WHERE seq = 2")
+    db.close()
+    with open_sf(ws) as sf, pytest.raises(IntegrityError) as failed:
+        sf.audit_verify()
+    cause = str(failed.value)
+    with TestClient(in_process_app(ws.root, tmp_path)) as client:
+        page = client.get("/login")
+        token = page.text.split("name='csrf' value='")[1].split("'")[0]
+        client.post("/login", data={"csrf": token, "api_key": key}, follow_redirects=False)
+        with caplog.at_level("ERROR", logger="safeface.service"):
+            text = client.get("/audit").text
+    assert "FAILS verification" in text and "reference" in text, text
+    assert cause not in text and "entry" not in text.split("FAILS verification")[1].split("</p>")[0]
+    ref = text.split("reference ")[1][:12]
+    assert any(ref in r.getMessage() and cause in r.getMessage() for r in caplog.records)

@@ -162,7 +162,9 @@ def build_console(rt: Runtime) -> APIRouter:
                 r = sf.audit_verify()
                 state = f"<p class='ok' id='verify'>Verified: {r.entries} entries, head {r.head_hash[:16]}...</p>"
             except IntegrityError as exc:
-                state = f"<p class='bad' id='verify'>FAILS verification: {_e(exc)}</p>"
+                # What failed names entries and, on a server workspace, the record store's host,
+                # user and database: the operator's to read in the service's log, as for /v1.
+                state = f"<p class='bad' id='verify'>FAILS verification: {_e(told(exc)[0])}</p>"
             return state, sf.audit_entries()[-300:]
 
         s, out = await as_session(request, read)
