@@ -666,9 +666,9 @@ def test_a_store_opens_while_milvus_is_down_and_finishes_opening_once_it_is_back
     vector removal noted, an enrolment is refused and writes nothing. Once Milvus is back, the
     first search loads the collection, carries out the noted removal and is answered by Milvus.
     A new store still needs Milvus: nothing is created without it."""
-    import safeface.storage.server as server_mod
+    import safeface.storage.vectors as vectors_mod
 
-    monkeypatch.setattr(server_mod, "INDEX_RETRY_S", 1.0)
+    monkeypatch.setattr(vectors_mod, "RETRY_S", 1.0)
     own = start_milvus(tmp_path / "milvus-data")
     try:
         setup = Setup(pg, f"milvus:{own.uri}", tmp_path, keyring)

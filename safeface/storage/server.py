@@ -53,7 +53,7 @@ from .rows import (ROW_COLS, Enrollment, Entry, ErasureResult, GalleryRow, Keys,
                    looks_of, moved_expiry, path_template, prepare, protect, pseudonym_of, refuse_lookalikes, rekeyed,
                    seal_row, to_us, touched_expiry, unseal_row, utc_now)
 from .factory import dsn_parts, misread
-from .vectors import MilvusVectors, purpose_set
+from .vectors import RETRY_S, MilvusVectors, purpose_set
 
 log = logging.getLogger("safeface.storage")
 NAMESPACE_RE = re.compile(r"^[a-z_][a-z0-9_]{0,40}$")
@@ -71,9 +71,6 @@ FRACTION_TTL_S = 60.0
 # record is scored, up to SCAN_MAX rows (benches/lagging_search.py: 0.69 s over 20,000 rows on 2 cores).
 LAGGING_MAX = 1000
 SCAN_MAX = 100_000
-# How long searches score the records, and writes leave their vector writes noted, without asking
-# Milvus again after it failed a request (a hung one fails each only at its deadline).
-INDEX_RETRY_S = IndexUnavailable.retry_after
 MASKED_FETCH = 8  # a masked search asks Milvus for this many times the candidates (see above)
 VISIBLE_PATHS = ("visible", "visible-masked")  # scored from the sealed records' visible-region templates
 CEILING = "committed_ceiling"  # meta key: see ServerStore._raise_ceiling
@@ -205,7 +202,6 @@ class ServerStore:
         self._opened = False  # the tables exist and this handle may clear its own marks (_forget_flight)
         self._write_lock = AdvisoryLock(lock_conn, key, self._forget_flight)
         self._keys: Optional[Keys] = None
-        self._index_down_until = 0.0  # until then (monotonic) searches and writes leave a failing Milvus alone
         self._half_open = False  # opened while Milvus could not be reached (open, _finish_open)
         self._pseudonym_version = 0
         self._closed = False
@@ -269,7 +265,6 @@ class ServerStore:
                     store._drain_pending(best_effort=True)
                 else:
                     store._half_open = True
-                    store._note_index_failure(down)
                     log.warning("%s; %s opened without it: searches score the records, enrolments are refused, and "
                                 "it finishes opening once Milvus answers", down, where)
             return store
@@ -541,8 +536,7 @@ class ServerStore:
                                 "it from the records", self.vectors.where)
                     self._sql(self._rebuild_note(lost=True))
                     notes = self._sql("SELECT row_id, op FROM {ns}.pending ORDER BY row_id")
-            except BackendError as exc:
-                self._note_index_failure(exc)
+            except BackendError:
                 if not best_effort:
                     raise
                 return 0
@@ -559,8 +553,7 @@ class ServerStore:
                 self._clear(ups)
             if dels and self._remove_vectors(dels):
                 self._clear(dels)
-        except BackendError as exc:
-            self._note_index_failure(exc)
+        except BackendError:
             if not best_effort:
                 raise
         return len(notes)
@@ -577,19 +570,14 @@ class ServerStore:
                 return
             try:
                 self.vectors.ensure()
-            except IndexUnavailable as exc:
-                self._note_index_failure(exc)
-                return
+            except IndexUnavailable:
+                return  # taken for down again (MilvusVectors.down)
             self._half_open = False
             self._drain_pending(best_effort=True)
 
     def _index_down(self) -> bool:
-        """Whether Milvus failed a request in the last INDEX_RETRY_S seconds."""
-        return time.monotonic() < self._index_down_until
-
-    def _note_index_failure(self, exc: BaseException) -> None:
-        if isinstance(exc, IndexUnavailable):
-            self._index_down_until = time.monotonic() + INDEX_RETRY_S
+        """Whether Milvus failed a request in the last vectors.RETRY_S seconds, none answered since."""
+        return self.vectors.down()
 
     def pending(self) -> dict[str, int]:
         """How many vector writes and removals the records still wait for."""
@@ -738,18 +726,9 @@ class ServerStore:
         if self._index_down():
             # Milvus failed a request moments ago: ask it once before taking the write lock, so
             # that a hung one keeps this caller waiting out the deadline, not every writer.
-            try:
-                self.vectors.reachable()
-            except BackendError as exc:
-                self._note_index_failure(exc)
-                raise
-            self._index_down_until = 0.0
+            self.vectors.reachable()
         with self._write_lock.held():
-            try:
-                self.vectors.ensure()  # reachable, and the collection is there
-            except BackendError as exc:
-                self._note_index_failure(exc)
-                raise
+            self.vectors.ensure()  # reachable, and the collection is there
             with self._write():
                 if decide is not None:
                     decide()
@@ -795,8 +774,8 @@ class ServerStore:
                 self.vectors.upsert(ids, templates, [p.purposes for p in prepared], [p.expires_us for p in prepared])
                 self._stamp()
                 self._clear(ids)
-            except BackendError as exc:
-                self._note_index_failure(exc)  # recorded; the note stays and a later write or open writes the vectors
+            except BackendError:
+                pass  # recorded; the note stays and a later write or open writes the vectors
             finally:
                 self._landed(flight)
         return out
@@ -834,8 +813,8 @@ class ServerStore:
                 if self._remove_vectors(ids):
                     self._clear(ids)
                     return found, "removed"
-            except BackendError as exc:
-                self._note_index_failure(exc)
+            except BackendError:
+                pass  # the note stays (and a failing Milvus is taken for down: MilvusVectors.down)
             return found, "pending"
 
     def erase_subject(self, subject_id: str) -> ErasureResult:
@@ -974,9 +953,8 @@ class ServerStore:
                 # Milvus went away under a running store: the records answer, slower, rather than
                 # a gate refusing everyone until it is back. A write still needs Milvus (or notes
                 # it). A hung Milvus fails only at each request's deadline, so searches leave it
-                # alone for a while instead of each waiting that long.
-                self._note_index_failure(exc)
-                log.warning("%s; searches score the records for the next %.0f s", exc, INDEX_RETRY_S)
+                # alone for a while (MilvusVectors.down) instead of each waiting that long.
+                log.warning("%s; searches score the records for the next %.0f s", exc, RETRY_S)
         self._refuse_scan_past_max("cannot be asked now")
         return self._scan(keys, q, purpose, k, threshold, now_us, path)
 

@@ -55,6 +55,10 @@ BATCH = 5000
 # flush, drop) may take longer on a large collection.
 CALL_TIMEOUT = 15.0
 SLOW_CALL_TIMEOUT = 120.0
+# How long after a failed request the store takes Milvus for down (MilvusVectors.down): searches
+# score the records and writes leave their vector writes noted rather than each waiting out a
+# hung Milvus's deadline. A request that succeeds ends it at once.
+RETRY_S = IndexUnavailable.retry_after
 # Milvus Lite searches its unflushed rows (the memtable, sealed only at 128 MiB, about 200k
 # templates) by walking them in Python on every search: 0.5 s at 20k rows, seconds beyond. So on
 # Milvus Lite this client flushes once it has written FLUSH_ROWS rows since its last flush, and
@@ -121,6 +125,7 @@ class MilvusVectors:
         self._unflushed = 0
         self._loaded = False
         self.call_timeout = CALL_TIMEOUT
+        self._down_until = 0.0  # monotonic; see down()
 
     @property
     def slow_timeout(self) -> float:
@@ -174,18 +179,31 @@ class MilvusVectors:
             out.reachable()
         return out
 
+    def down(self) -> bool:
+        """Whether a request failed (IndexUnavailable) less than RETRY_S seconds ago, with none
+        succeeding since. Every failure is counted here, where it is raised, so no caller can
+        leave one out."""
+        return time.monotonic() < self._down_until
+
+    def _failed(self, exc: IndexUnavailable) -> IndexUnavailable:
+        self._down_until = time.monotonic() + RETRY_S
+        return exc
+
     @property
     def _api(self) -> Any:
         """The client, connected (and the collection checked) at the first request."""
         if self._client is None:
             with self._opening:
                 if self._client is None and self._opener is not None:
-                    client = self._opener()
+                    try:
+                        client = self._opener()
+                    except IndexUnavailable as exc:
+                        raise self._failed(exc) from None
                     try:
                         try:
                             version = str(client.get_server_version(timeout=self.call_timeout))
                         except _client_error() as exc:  # pymilvus connects at the first request
-                            raise _unreachable(self.where, exc) from None
+                            raise self._failed(_unreachable(self.where, exc)) from None
                         self._lite = self._lite or version.startswith("milvus_lite")
                         self._check_existing(client)
                     except BaseException:
@@ -201,9 +219,11 @@ class MilvusVectors:
             # store's write lock goes on, instead of both waiting for ever.
             kwargs.setdefault("timeout", self.call_timeout)
         try:
-            return fn(*args, **kwargs)
+            out = fn(*args, **kwargs)
         except _client_error() as exc:
-            raise IndexUnavailable(f"{self.where} failed to {what} ({_short(exc)}).") from None
+            raise self._failed(IndexUnavailable(f"{self.where} failed to {what} ({_short(exc)}).")) from None
+        self._down_until = 0.0
+        return out
 
     def _check_existing(self, client: Any) -> None:
         if not self._call("list collections", client.has_collection, self.collection, timeout=self.call_timeout):
@@ -311,7 +331,8 @@ class MilvusVectors:
             if _collection_missing(exc) and not self._call("list collections", self._api.has_collection,
                                                            self.collection):
                 return None
-            raise IndexUnavailable(f"{self.where} failed to read the stamp ({_short(exc)}).") from None
+            raise self._failed(IndexUnavailable(f"{self.where} failed to read the stamp ({_short(exc)}).")) from None
+        self._down_until = 0.0
         return (int(got[0][EXPIRES]), str(got[0][PURPOSES])) if got else None
 
     def set_stamp(self, n: int, tag: str) -> None:
@@ -329,8 +350,11 @@ class MilvusVectors:
         (QueryIterator's set-up), so the whole listing runs under one: a hung Milvus would
         otherwise keep `index check` waiting for ever, holding the store's write lock."""
         pages = 2 + self.count() // BATCH
-        return _within(self.call_timeout * pages, f"{self.where} did not list its vectors within "
-                       f"{self.call_timeout * pages:.0f} s", self._ids)
+        try:
+            return _within(self.call_timeout * pages, f"{self.where} did not list its vectors within "
+                           f"{self.call_timeout * pages:.0f} s", self._ids)
+        except IndexUnavailable as exc:
+            raise self._failed(exc) from None
 
     def _ids(self) -> list[int]:
         it = self._call("list vectors", self._api.query_iterator, self.collection, batch_size=BATCH,
