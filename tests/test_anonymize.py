@@ -802,23 +802,9 @@ def test_a_video_searched_for_masked_faces_keeps_none(tmp_path: Path) -> None:
     SDK's own: `sf.anonymize` of a video searches for masked faces without being asked."""
     from policy_support import make_workspace, open_sf
 
-    from safeface.evaluate.pad import write_clip
-    from safeface.hazmat.vision import Pipeline, get_engine, pick_subject
-    from safeface.hazmat.vision.masks import draw_mask
+    from tests.video_fixtures import masked_performer_clip
 
-    clip = datasets() / "face_recognition" / "examples" / "short_hamilton_clip.mp4"
-    if not clip.is_file():
-        pytest.skip("the Hamilton example clip is absent")
-    pipe = Pipeline(get_engine("onnx"))
-    frames = []
-    with av.open(str(clip)) as c:
-        for i, f in zip(range(96), c.decode(video=0)):
-            if i >= 84:  # one shot, the performer facing the camera
-                rgb = f.to_ndarray(format="rgb24")
-                face = pick_subject(pipe.detect(rgb), rgb.shape)
-                assert face is not None
-                frames.append(draw_mask(rgb, face.landmarks, face.box, "n95", seed=3))
-    src = write_clip(frames, tmp_path / "masked.mp4", fps=29.97)
+    src, count = masked_performer_clip(tmp_path / "masked.mp4")
     masked_check = VideoOptions(masked=True).search
     assert len(detectable_frames(src, masked_check)) >= 9  # the masked face is there to find
     plain_out, masked_out = tmp_path / "plain.mp4", tmp_path / "covered.mp4"
@@ -826,7 +812,7 @@ def test_a_video_searched_for_masked_faces_keeps_none(tmp_path: Path) -> None:
     assert detectable_frames(plain_out, masked_check)  # without the masked search it stays uncovered
     with open_sf(make_workspace(tmp_path / "ws")) as sf:
         report = sf.anonymize(src, masked_out)
-    assert report.frames == len(frames) and report.frames_with_faces >= 9
+    assert report.frames == count and report.frames_with_faces >= 9
     assert detectable_frames(masked_out, masked_check) == []
     assert detectable_frames(masked_out, VideoOptions(masked=False).search) == []
     fast_out = tmp_path / "fast.mp4"

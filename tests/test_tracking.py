@@ -99,6 +99,26 @@ def test_faces_are_covered_before_the_tracker_sees_them(tmp_path: Path) -> None:
     assert len(seen) == 12 and sum(seen) == 0, seen
 
 
+def test_tracking_covers_masked_faces_when_asked(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Tracking leaves the anonymizer's masked-face search off by default (it covers each
+    tracked person's head zone instead, and keeps real time). A masked face on no tracked
+    person, a performer standing still, stays in the output then; `track --masked` covers it."""
+    from safeface.anonymize import VideoOptions
+    from safeface.cli import main
+    from tests.video_fixtures import masked_performer_clip
+
+    src, _ = masked_performer_clip(tmp_path / "masked.mp4")
+    masked_check = VideoOptions(masked=True).search
+    assert len(detectable_frames(src, masked_check)) >= 9  # the masked face is there to find
+    plain, covered = tmp_path / "plain.mp4", tmp_path / "covered.mp4"
+    assert main(["track", str(src), str(plain), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["tracks"] == []  # no person tracked: no head zone covered
+    assert detectable_frames(plain, masked_check)
+    assert main(["track", str(src), str(covered), "--json", "--masked"]) == 0
+    capsys.readouterr()
+    assert detectable_frames(covered, masked_check) == []
+
+
 @pytest.mark.slow
 @needs_clip
 def test_track_ids_are_random_and_local_to_a_run(clip: Path) -> None:

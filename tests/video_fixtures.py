@@ -106,3 +106,29 @@ def reencode(src: Path, dst: Path, frames: Optional[int] = None, options: Option
                 out.mux(packet)
         for packet in vs.encode(None):
             out.mux(packet)
+
+
+def masked_performer_clip(out: Path) -> tuple[Path, int]:
+    """Twelve frames of one shot of the face_recognition library's Hamilton clip (frames 84-95,
+    the performer facing the camera) with an N95 mask drawn on the performer's face from its
+    landmarks, written to `out`; and the frame count. Skips the test where the clip is absent."""
+    import pytest
+    from datasets_path import datasets
+
+    from safeface.evaluate.pad import write_clip
+    from safeface.hazmat.vision import Pipeline, get_engine, pick_subject
+    from safeface.hazmat.vision.masks import draw_mask
+
+    clip = datasets() / "face_recognition" / "examples" / "short_hamilton_clip.mp4"
+    if not clip.is_file():
+        pytest.skip("the Hamilton example clip is absent")
+    pipe = Pipeline(get_engine("onnx"))
+    frames = []
+    with av.open(str(clip)) as c:
+        for i, f in zip(range(96), c.decode(video=0)):
+            if i >= 84:
+                rgb = f.to_ndarray(format="rgb24")
+                face = pick_subject(pipe.detect(rgb), rgb.shape)
+                assert face is not None
+                frames.append(draw_mask(rgb, face.landmarks, face.box, "n95", seed=3))
+    return write_clip(frames, out, fps=29.97), len(frames)

@@ -37,6 +37,9 @@ def register(sub: Any) -> None:
                         "(default 80, 160 with --fast)")
     p.add_argument("--max-video-bytes", type=int, default=None, metavar="N",
                    help="video: refuse a larger file before reading it (default 32 GiB)")
+    p.add_argument("--masked", action="store_true",
+                   help="the anonymizer's face search also looks for masked faces beside the covered head zones "
+                        "(slower: below real time by default)")
     p.add_argument("--json", action="store_true", help="print the tracks (or hits) as JSON on stdout")
     p.add_argument("--workspace", default=None, help="run under this workspace's guard and audit log")
     p.add_argument("--purpose", default=None, help="with --workspace: the declared purpose of the tracking")
@@ -48,7 +51,7 @@ def _run_tracking(args: argparse.Namespace, video: str, out: Optional[str]) -> A
     from ..tracking import TrackOptions, track_video
     from ..tracking.run import covering
 
-    video_opts = covering(args.fast)
+    video_opts = replace(covering(args.fast), masked=bool(args.masked))
     if args.min_face is not None:
         video_opts = replace(video_opts, min_face=args.min_face)
     if args.max_video_bytes is not None:
