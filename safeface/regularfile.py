@@ -3,10 +3,13 @@
 A check by path and an open by path are two looks at a name: a link flipped in between to a
 FIFO or a device (/dev/zero) made a photo's open wait for ever on the FIFO, or a video's hash
 read /dev/zero for ever. The open never blocks (O_NONBLOCK, which a regular file ignores), and
-the descriptor itself must be a regular file."""
+the descriptor itself must be a regular file. `SizedReader` reads no further than the size a
+file had when it was judged."""
 
 from __future__ import annotations
 
+import errno
+import io
 import os
 import stat
 from pathlib import Path
@@ -30,3 +33,42 @@ def open_regular(path: Path, label: str) -> BinaryIO:
     except BaseException:
         os.close(fd)
         raise
+
+
+class SizedReader(io.RawIOBase):
+    """The first `size` bytes of an open file, as a file of that size: whatever lies past them
+    reads as its end. A size checked against a limit then bounds what is read, however the file
+    grows meanwhile (a sparse terabyte appended by another writer), and a regular file that
+    reads more than its size says (/proc/self/pagemap: size 0, 256 GiB of reads) reads as that
+    size. The caller compares the file's state at the end to catch the change itself."""
+
+    def __init__(self, fh: BinaryIO, size: int) -> None:
+        super().__init__()
+        self._fh = fh
+        self._size = int(size)
+        self._pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}.get(whence)
+        if base is None or base + offset < 0:
+            raise OSError(errno.EINVAL, "invalid seek")
+        self._pos = base + offset
+        return self._pos
+
+    def readinto(self, buffer: "bytearray | memoryview") -> int:  # type: ignore[override]
+        n = max(0, min(len(buffer), self._size - self._pos))
+        if n == 0:
+            return 0
+        self._fh.seek(self._pos)
+        got = self._fh.readinto(memoryview(buffer)[:n])  # type: ignore[attr-defined]
+        self._pos += got or 0
+        return got or 0

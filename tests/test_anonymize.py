@@ -594,18 +594,92 @@ def test_a_huge_sparse_video_is_refused_before_it_is_read(tmp_path: Path) -> Non
     assert not (tmp_path / "out.mp4").exists()
 
 
-def test_the_video_size_limit_is_the_callers_to_set(tmp_path: Path) -> None:
-    src, out = tmp_path / "in.mp4", tmp_path / "out.mp4"
-    with av.open(str(src), "w") as c:
+def _flat_video(path: Path, width: int = 64, height: int = 48, frames: int = 3) -> Path:
+    with av.open(str(path), "w") as c:
         s = c.add_stream("libx264", rate=10)
-        s.width, s.height, s.pix_fmt = 64, 48, "yuv420p"
-        for i in range(3):
-            frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), 100, np.uint8), format="rgb24")
+        s.width, s.height, s.pix_fmt = width, height, "yuv420p"
+        for i in range(frames):
+            frame = av.VideoFrame.from_ndarray(np.full((height, width, 3), 100, np.uint8), format="rgb24")
             frame.pts, frame.time_base = i, Fraction(1, 10)
             for packet in s.encode(frame):
                 c.mux(packet)
         for packet in s.encode(None):
             c.mux(packet)
+    return path
+
+
+def _bytes_read() -> int:
+    return next(int(line.split()[1]) for line in Path("/proc/self/io").read_text().splitlines()
+                if line.startswith("rchar:"))
+
+
+def test_a_video_that_grows_after_its_size_was_checked_is_read_no_further(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The size was checked once, and the hash then read to the end however far that was: a
+    file extended just after the check (a sparse terabyte appended by another writer) was read
+    whole. Now no more than the checked size is read, and the change refuses the run."""
+    import safeface.anonymize.video as video_mod
+
+    src, out = _flat_video(tmp_path / "in.mp4"), tmp_path / "out.mp4"
+    opts, finder = VideoOptions(progress=False, masked=False, max_bytes=1 << 20), FaceFinder("hog")
+    anonymize_video_file(src, tmp_path / "warm.mp4", options=opts, finder=finder)  # its models read once
+    real, seen = video_mod._file_state, []
+
+    def state_then_grow(fh: Any) -> Any:
+        got = real(fh)
+        if not seen:
+            with open(src, "r+b") as w:
+                w.truncate(512 << 20)
+        seen.append(got)
+        return got
+
+    monkeypatch.setattr(video_mod, "_file_state", state_then_grow)
+    before = _bytes_read()
+    with pytest.raises(ImageError, match="changed while it was being anonymized"):
+        anonymize_video_file(src, out, options=opts, finder=finder)
+    assert _bytes_read() - before < 16 << 20 and not out.exists()
+
+
+def test_a_regular_file_that_reads_more_than_its_size_is_read_no_further(tmp_path: Path) -> None:
+    """/proc/self/pagemap is a regular file of size 0 that reads as 8 bytes for every page of
+    the address space (256 GiB): named .mp4 by a link, it passed the size limit and was hashed
+    for minutes. It reads as its size now: nothing, not a video."""
+    link = tmp_path / "pagemap.mp4"
+    link.symlink_to("/proc/self/pagemap")
+    box: dict[str, object] = {}
+
+    def run() -> None:
+        try:
+            anonymize_video_file(link, tmp_path / "out.mp4", options=VideoOptions(progress=False, masked=False))
+        except ImageError as exc:
+            box["error"] = str(exc)
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    worker.join(60)
+    assert not worker.is_alive(), "the pagemap was still being read"
+    assert "not a video" in str(box.get("error")), box
+    assert not (tmp_path / "out.mp4").exists()
+
+
+def test_a_frame_too_large_is_refused_before_one_is_decoded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The rotation probe decoded the first frame before the frame-size limit was checked: a
+    header claiming a huge frame had FFmpeg allocate it first. Shown with the limit lowered
+    under a small video's frames."""
+    import safeface.anonymize.video as video_mod
+
+    src, out = _flat_video(tmp_path / "in.mp4"), tmp_path / "out.mp4"
+    monkeypatch.setattr(video_mod, "MAX_FRAME_PIXELS", 32 * 32)
+    decoded: list[int] = []
+    real = video_mod._quarter_turns
+    monkeypatch.setattr(video_mod, "_quarter_turns", lambda frame, p: decoded.append(frame.width) or real(frame, p))
+    with pytest.raises(ImageError, match="64x48 pixels exceed the 1024-pixel limit"):
+        anonymize_video_file(src, out, options=VideoOptions(progress=False, masked=False))
+    assert decoded == [] and not out.exists()
+
+
+def test_the_video_size_limit_is_the_callers_to_set(tmp_path: Path) -> None:
+    src, out = _flat_video(tmp_path / "in.mp4"), tmp_path / "out.mp4"
     size = src.stat().st_size
     with pytest.raises(ImageError, match=f"{size} bytes is larger than the {size - 1}-byte limit"):
         anonymize_file(src, out, video=VideoOptions(progress=False, masked=False, max_bytes=size - 1))

@@ -657,6 +657,23 @@ def test_a_search_while_milvus_is_down_answers_from_the_records(pg: PgCluster, t
         own.stop()
 
 
+def _stored_then_stopped(pg: PgCluster, tmp_path: Path, keyring: Any, seed: int) -> tuple[Any, Setup, np.ndarray,
+                                                                                    list[Any]]:
+    """Six rows stored through the test's own Milvus server, which is then stopped: (the
+    server, to start again on its port; the setup, whose requests time out after 2 s; the
+    rows' vectors; the rows)."""
+    own = start_milvus(tmp_path / "milvus-data")
+    try:
+        setup = Setup(pg, f"milvus:{own.uri}", tmp_path, keyring)
+        setup.timeout = 2.0
+        x = unit_rows(6, seed=seed)
+        with setup.open() as s:
+            rows = fill(s, x)
+    finally:
+        own.stop()
+    return own, setup, x, rows
+
+
 @pytest.mark.slow
 def test_a_store_opens_while_milvus_is_down_and_finishes_opening_once_it_is_back(
         pg: PgCluster, tmp_path: Path, keyring: Any, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -669,14 +686,8 @@ def test_a_store_opens_while_milvus_is_down_and_finishes_opening_once_it_is_back
     import safeface.storage.vectors as vectors_mod
 
     monkeypatch.setattr(vectors_mod, "RETRY_S", 1.0)
-    own = start_milvus(tmp_path / "milvus-data")
+    own, setup, x, rows = _stored_then_stopped(pg, tmp_path, keyring, seed=8)
     try:
-        setup = Setup(pg, f"milvus:{own.uri}", tmp_path, keyring)
-        setup.timeout = 2.0
-        x = unit_rows(6, seed=8)
-        with setup.open() as s:
-            rows = fill(s, x)
-        own.stop()
         with setup.open() as s:
             assert [m.row_id for m in s.search(x[1], "access", k=1, threshold=0.9)] == [rows[1].row_id]
             receipt = s.erase_subject("s2")
@@ -709,6 +720,92 @@ def test_a_store_opens_while_milvus_is_down_and_finishes_opening_once_it_is_back
             fresh.open()
         assert not _tables(fresh.dsn)
     finally:
+        own.stop()
+
+
+def _blocked_probe(store: ServerStore, monkeypatch: pytest.MonkeyPatch) -> tuple[threading.Event, threading.Event,
+                                                                               list[str]]:
+    """Makes `store`'s Milvus probes (vectors.reachable, which _finish_open asks first, and
+    ensure) wait until released and then fail, as a hung Milvus does at its deadline:
+    (entered, release, calls)."""
+    entered, release, calls = threading.Event(), threading.Event(), []
+
+    def hung() -> bool:
+        calls.append(threading.current_thread().name)
+        entered.set()
+        release.wait(60)
+        raise IndexUnavailable("Milvus (test) did not answer before its deadline.")
+
+    monkeypatch.setattr(store.vectors, "reachable", hung)
+    monkeypatch.setattr(store.vectors, "ensure", hung)
+    return entered, release, calls
+
+
+@pytest.mark.slow
+def test_a_store_still_opening_asks_milvus_from_one_thread_and_holds_no_lock_meanwhile(
+        pg: PgCluster, tmp_path: Path, keyring: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A store opened during an outage asked Milvus, once its retry window had passed, holding
+    the store's write lock (shared by every process) and its connection lock: each search of the
+    handle queued behind the other's attempt and waited out its own deadline, a verify (records
+    only) waited too, and another handle's erasure, which asks Milvus nothing, waited for it.
+    Now one thread asks, holding no lock; the rest answer from the records meanwhile."""
+    import safeface.storage.vectors as vectors_mod
+
+    own, setup, x, rows = _stored_then_stopped(pg, tmp_path, keyring, seed=31)
+    try:
+        monkeypatch.setattr(vectors_mod, "RETRY_S", 0.5)
+        with setup.open() as a, setup.open() as b:
+            assert a._half_open and b._half_open
+            time.sleep(0.6)  # past a's window: its next call asks Milvus
+            entered, release, calls = _blocked_probe(a, monkeypatch)
+            first = threading.Thread(target=lambda: a.search(x[0], "access", k=1), daemon=True)
+            first.start()
+            assert entered.wait(30)
+            try:
+                for i in (1, 2, 3):
+                    done, got = _finishes(lambda i=i: a.search(x[i], "access", k=1), 30)
+                    assert done and [m.row_id for m in got] == [rows[i].row_id], got
+                done, score = _finishes(lambda: a.verify("s4", x[4], "access"), 30)
+                assert done and score == pytest.approx(1.0, abs=1e-5), score
+                done, receipt = _finishes(lambda: b.erase_subject("s5"), 30)
+                assert done and receipt.vectors == "pending" and b.rows_for("s5") == [], receipt
+                with pytest.raises(IndexUnavailable, match="has not answered this store"):
+                    fill(a, unit_rows(1, seed=90), prefix="late")
+                assert len(calls) == 1, calls
+            finally:
+                release.set()
+                first.join(30)
+    finally:
+        own.stop()
+
+
+@pytest.mark.slow
+def test_a_milvus_that_refuses_the_credentials_is_no_outage_to_open_through(
+        pg: PgCluster, tmp_path: Path, keyring: Any) -> None:
+    """A store opens during an outage; a Milvus (or its gateway) that refuses the token is not
+    one: waiting does not mend a wrong or revoked SAFEFACE_MILVUS_TOKEN, and a store opened on it
+    would have scored every record for ever while its service said ready. The open refuses with
+    ConfigError. Under a running store the same refusal is still taken for an outage (see
+    test_a_gateway_refusing_milvus_calls_is_an_outage_not_a_crash)."""
+    import grpc
+
+    own = start_milvus(tmp_path / "milvus-data")
+    gateway = None
+    try:
+        setup = Setup(pg, f"milvus:{own.uri}", tmp_path, keyring)
+        setup.timeout = 3.0
+        with setup.open() as s:
+            fill(s, unit_rows(2, seed=33))
+        own.stop()
+        for code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
+            gateway = _refusing_gateway(own.port, code)
+            with pytest.raises(ConfigError, match="refused the credentials.*SAFEFACE_MILVUS_TOKEN"):
+                setup.open()
+            gateway.stop(0)
+            gateway = None
+    finally:
+        if gateway is not None:
+            gateway.stop(0)
         own.stop()
 
 

@@ -5,6 +5,7 @@ input container's metadata is written."""
 from __future__ import annotations
 
 import hmac
+import io
 import os
 import sys
 from collections import deque
@@ -21,7 +22,7 @@ from .cover import DEFAULT_MARGIN, DEFAULT_MODE, apply_cover, check_margin, chec
 from .detect import DEFAULT_DETECTOR, DEFAULT_MIN_FACE, DetectionEngine, FaceFinder, Search
 from ..hashing import sha256_file, sha256_open_file
 from ..imageio import MAX_PIXELS
-from ..regularfile import open_regular
+from ..regularfile import SizedReader, open_regular
 from ..workers import worker_count
 from ..atomicfile import atomic_path
 from .files import VIDEO_EXTENSIONS
@@ -137,6 +138,12 @@ def _quarter_turns(frame: Any, in_path: Path) -> int:
     return (degrees // 90) % 4
 
 
+def _check_frame_size(width: int, height: int, in_path: Path) -> None:
+    if width * height > MAX_FRAME_PIXELS:
+        raise ImageError(f"{in_path}: its frames of {width}x{height} pixels exceed the {MAX_FRAME_PIXELS}-pixel "
+                         "limit; scale the video down first.")
+
+
 def _display_turn(fh: IO[bytes], in_path: Path) -> int:
     """The first frame's quarter turns (the output's size depends on it before any frame is
     read; every later frame is checked against it)."""
@@ -144,6 +151,9 @@ def _display_turn(fh: IO[bytes], in_path: Path) -> int:
     fh.seek(0)
     try:
         with av.open(fh, "r") as probe:
+            if probe.streams.video:  # refused before FFmpeg allocates a first frame of that size
+                ctx = probe.streams.video[0].codec_context
+                _check_frame_size(int(ctx.width), int(ctx.height), in_path)
             for frame in probe.decode(video=0):
                 return _quarter_turns(frame, in_path)
     except (av.error.FFmpegError, OSError, ValueError) as exc:
@@ -170,12 +180,14 @@ def anonymize_video_file(
     # same file, and the hash is taken again at the end. A path pointed at another file between
     # steps, or a file rewritten while it is read, cannot have one file's hash named on another
     # file's covered frames; no output is written then.
-    with open_regular(in_path, str(in_path)) as fh:
-        before = _file_state(fh)
+    with open_regular(in_path, str(in_path)) as raw:
+        before = _file_state(raw)
         if before[1] > opts.max_bytes:
             raise ImageError(f"{in_path}: {before[1]} bytes is larger than the {opts.max_bytes}-byte limit for a "
                              "video; nothing was read. Split it, or raise the limit (VideoOptions.max_bytes, "
                              "--max-video-bytes) if the file is meant to be that large.")
+        # No read past the size checked: a file grown meanwhile is refused at the end.
+        fh = io.BufferedReader(SizedReader(raw, before[1]), 1 << 16)
         digest = sha256_open_file(fh)
         turn = _display_turn(fh, in_path)
         fh.seek(0)
@@ -189,12 +201,12 @@ def anonymize_video_file(
                 raise ImageError(f"{in_path}: the file holds no video stream.")
             if out_path is None:
                 stats = _transcode(inp, turn, Path(os.devnull), "null", finder, mode, margin, opts, in_path, on_frame)
-                _same_input(fh, before, digest, in_path)
+                _same_input(raw, fh, before, digest, in_path)
             else:
                 with atomic_path(out_path) as tmp:
                     stats = _transcode(inp, turn, tmp, VIDEO_EXTENSIONS[out_path.suffix.lower()], finder, mode,
                                        margin, opts, in_path, on_frame)
-                    _same_input(fh, before, digest, in_path)
+                    _same_input(raw, fh, before, digest, in_path)
                     out_digest = sha256_file(tmp)  # the bytes renamed into place, not what the path holds later
         finally:
             inp.close()
@@ -215,11 +227,13 @@ def _file_state(fh: IO[bytes]) -> tuple[int, int, int, int]:
     return st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
 
 
-def _same_input(fh: IO[bytes], before: tuple[int, int, int, int], digest: str, in_path: Path) -> None:
-    """The file read is the file hashed: its content hashes the same at the end, and nothing
-    wrote to it meanwhile (a write moves its change time, which only root can set back), so a
-    rewrite put back before the end is caught too."""
-    if _file_state(fh) != before or not hmac.compare_digest(sha256_open_file(fh), digest):
+def _same_input(raw: IO[bytes], fh: IO[bytes], before: tuple[int, int, int, int], digest: str,
+                in_path: Path) -> None:
+    """The file read is the file hashed: its content (`fh`, the sized view read) hashes the same
+    at the end, and nothing wrote to it meanwhile (`raw`'s state: a write moves its change time,
+    which only root can set back; a file grown past the view changes its size), so a rewrite put
+    back before the end is caught too."""
+    if _file_state(raw) != before or not hmac.compare_digest(sha256_open_file(fh), digest):
         raise ImageError(f"{in_path}: the file changed while it was being anonymized; nothing was written. "
                          "Anonymize a copy that nothing else writes to.")
 
@@ -236,9 +250,7 @@ def _transcode(inp: Any, turn: int, tmp: Path, fmt: str, finder: FaceFinder, mod
     height = int(vin.codec_context.height)
     if width <= 0 or height <= 0:
         raise ImageError(f"{in_path}: the video stream has no frame size.")
-    if width * height > MAX_FRAME_PIXELS:
-        raise ImageError(f"{in_path}: its frames of {width}x{height} pixels exceed the {MAX_FRAME_PIXELS}-pixel "
-                         "limit; scale the video down first.")
+    _check_frame_size(width, height, in_path)
     stored = (width, height)
     # A phone stores a portrait video turned a quarter, with a display matrix players apply:
     # faces are searched, covered and written upright, as they are shown (no matrix is written).

@@ -203,6 +203,7 @@ class ServerStore:
         self._write_lock = AdvisoryLock(lock_conn, key, self._forget_flight)
         self._keys: Optional[Keys] = None
         self._half_open = False  # opened while Milvus could not be reached (open, _finish_open)
+        self._finishing = threading.Lock()  # one thread of this handle asks Milvus for _finish_open
         self._pseudonym_version = 0
         self._closed = False
         self._fractions: dict[str, float] = {}
@@ -520,7 +521,7 @@ class ServerStore:
         count of confirmed writes differs from the records' (see _index_state). Under the
         write lock. Best effort, it waits for a later write or open while Milvus is taken for
         down (_index_down): each request to a hung Milvus waits out its deadline, under the lock."""
-        if best_effort and self._index_down():
+        if best_effort and not self._index_asked():
             return 0
         notes = self._sql("SELECT row_id, op FROM {ns}.pending ORDER BY row_id")
         # A rebuild under way (or stopped part way) emptied the collection itself: no loss.
@@ -561,19 +562,37 @@ class ServerStore:
     def _finish_open(self) -> None:
         """What an open during a Milvus outage left undone: load the collection (made afresh if
         it is gone) and carry out the vector writes the records ask for, rebuilding an index
-        that is not theirs (_drain_pending). Tried at each search and write once the retry
-        window after the last failure has passed."""
-        if not self._half_open or self._index_down():
+        that is not theirs (_drain_pending). Tried at each search and write, before it takes a
+        lock, once the retry window after the last failure has passed. Milvus is asked first
+        with no lock held and by one thread of the handle at a time: a hung one costs that
+        thread its deadline, while the handle's other calls score the records and other
+        handles' writes go on. Until it is done the store asks Milvus nothing else."""
+        if not self._half_open or self._index_down() or not self._finishing.acquire(blocking=False):
             return
-        with self._write_lock.held(), self._lock:
-            if not self._half_open:
-                return
+        try:
             try:
-                self.vectors.ensure()
+                self.vectors.reachable()
             except IndexUnavailable:
                 return  # taken for down again (MilvusVectors.down)
-            self._half_open = False
-            self._drain_pending(best_effort=True)
+            except ConfigError as exc:  # Milvus answers, but not to this store (the credentials, the collection)
+                log.error("%s; %s keeps scoring the records", exc, self.where)
+                return
+            with self._write_lock.held():
+                if not self._half_open or self._index_down():
+                    return
+                try:
+                    self.vectors.ensure()
+                except IndexUnavailable:
+                    return
+                self._half_open = False
+                self._drain_pending(best_effort=True)
+        finally:
+            self._finishing.release()
+
+    def _index_asked(self) -> bool:
+        """Whether searches and writes may ask Milvus now: the store opened with it (or finished
+        opening since), and it has not failed a request in the retry window."""
+        return not self._half_open and not self._index_down()
 
     def _index_down(self) -> bool:
         """Whether Milvus failed a request in the last vectors.RETRY_S seconds, none answered since."""
@@ -587,8 +606,8 @@ class ServerStore:
         """Rebuild the Milvus collection from the records; returns the number of vectors. The
         rebuild is noted first, so that searches meanwhile, or after a failure part way, score
         the records instead of a collection being emptied."""
+        self._finish_open()
         with self.locked():
-            self._finish_open()
             self._sql(self._rebuild_note())
             return self._rebuild_vectors()
 
@@ -639,8 +658,8 @@ class ServerStore:
         while a masked enrolment is stored hides it from bare probes (a finding), and a "1" or none
         while none is stored only costs bare identifies an embedding; `repair` sets it to what
         the records hold."""
+        self._finish_open()
         with self.locked():
-            self._finish_open()
             notes = self._sql("SELECT row_id FROM {ns}.pending")
             pending = len(notes)
             # Found at a write or an open, it is rebuilt there already (`losses`).
@@ -703,7 +722,6 @@ class ServerStore:
     def _write(self) -> Iterator[None]:
         """One record transaction under the write lock, after any vector writes still pending."""
         with self._write_lock.held(), self._lock:
-            self._finish_open()
             self._drain_pending(best_effort=True)
             try:
                 with self._conn.transaction():
@@ -723,6 +741,10 @@ class ServerStore:
             purpose_set(p.purposes)  # refused before the records: a row Milvus cannot hold would block every drain
         created = utc_now()
         out: list[GalleryRow] = []
+        self._finish_open()
+        if self._half_open and not self._index_down():  # another thread of this handle is asking Milvus
+            raise IndexUnavailable(f"{self.vectors.where} has not answered this store since it opened; nothing was "
+                                   "written. Try again once Milvus answers.")
         if self._index_down():
             # Milvus failed a request moments ago: ask it once before taking the write lock, so
             # that a hung one keeps this caller waiting out the deadline, not every writer.
@@ -798,6 +820,7 @@ class ServerStore:
                 pass  # left behind: this handle's next enrolment overwrites it, and its pid goes with the handle
 
     def _erase(self, where: str, args: tuple[Any, ...]) -> tuple[list[tuple[int, str]], Optional[str]]:
+        self._finish_open()
         with self._write_lock.held():
             with self._write():
                 found = [(int(r), str(p)) for r, p in self._conn.execute(
@@ -807,7 +830,7 @@ class ServerStore:
                 return found, None
             self._at("erase:recorded")
             ids = [r for r, _ in found]
-            if self._index_down():
+            if not self._index_asked():
                 return found, "pending"  # the note stays; a later write or open removes them
             try:
                 if self._remove_vectors(ids):
@@ -851,6 +874,7 @@ class ServerStore:
         to_us(now_t, "now")
         exp_us = touched_expiry(new_expiry, purpose)
         p = self.pseudonym(subject_id)
+        self._finish_open()
         with self._write_lock.held():
             with self._write():
                 keys = self._keys_now()
@@ -879,6 +903,7 @@ class ServerStore:
         """Move every record to the newest transform and seal keys in one transaction, then
         rebuild the vectors (a note asks for it, so a crash between the two finishes on open)."""
         target = keyring or self._keyring
+        self._finish_open()
         with self._write_lock.held():
             with self._write():
                 old = self._keys_now()
@@ -946,7 +971,7 @@ class ServerStore:
     def _search(self, keys: Keys, probe: np.ndarray, purpose: str, k: int, threshold: Optional[float], now_us: int,
                 path: Optional[str]) -> list[Match]:
         q = keys.transform.apply(probe).astype(np.float32)  # the probe and the rows it meets under the same keys
-        if not self._index_down():
+        if self._index_asked():
             try:
                 return self._search_with_index(keys, q, purpose, k, threshold, now_us, path)
             except IndexUnavailable as exc:

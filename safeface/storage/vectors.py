@@ -203,6 +203,12 @@ class MilvusVectors:
                         try:
                             version = str(client.get_server_version(timeout=self.call_timeout))
                         except _client_error() as exc:  # pymilvus connects at the first request
+                            self._failed(_unreachable(self.where, exc))  # asked again only after the window
+                            if _refused_credentials(exc):
+                                # Not an outage: the token is wrong or revoked, and waiting will not
+                                # mend it. A store refuses to open on it (an outage lets it open).
+                                raise ConfigError(f"{self.where} refused the credentials ({_short(exc)}); check "
+                                                  "SAFEFACE_MILVUS_TOKEN. Nothing was written.") from None
                             raise self._failed(_unreachable(self.where, exc)) from None
                         self._lite = self._lite or version.startswith("milvus_lite")
                         self._check_existing(client)
@@ -398,6 +404,22 @@ def _close_quietly(client: Any) -> None:
         client.close()
     except Exception:  # closing a client whose server went away is not an error worth raising
         pass
+
+
+def _refused_credentials(exc: BaseException) -> bool:
+    """Whether a failed first request was Milvus (or a gateway in front of it) refusing the
+    token: gRPC's UNAUTHENTICATED or PERMISSION_DENIED anywhere in the chain pymilvus wraps it in."""
+    import grpc
+
+    seen: set[int] = set()
+    cur: Optional[BaseException] = exc
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        if isinstance(cur, grpc.RpcError) and callable(getattr(cur, "code", None)):
+            if cur.code() in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
+                return True
+        cur = cur.__cause__ or cur.__context__
+    return False
 
 
 def _unreachable(where: str, exc: BaseException) -> IndexUnavailable:
