@@ -128,6 +128,26 @@ def start_milvus(data: Path, port: int = 0) -> MilvusServer:
     raise RuntimeError("the Milvus Lite server did not start within 60 s")
 
 
+def wait_answering(server: MilvusServer, timeout: float = 60.0) -> MilvusServer:
+    """`server` once it answers a request (a server just started takes connections before it
+    serves them)."""
+    from pymilvus import MilvusClient
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            client = MilvusClient(uri=server.uri, timeout=5)
+            try:
+                client.get_server_version(timeout=5)
+                return server
+            finally:
+                client.close()
+        except Exception:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.3)
+
+
 def server_modules() -> None:
     for mod in ("psycopg", "pymilvus", "milvus_lite"):
         try:

@@ -21,7 +21,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from child_process import child_env  # noqa: E402
-from server_support import PG_PASSWORD, MilvusServer, PgCluster, free_port, server_modules, start_milvus  # noqa: E402
+from server_support import (PG_PASSWORD, MilvusServer, PgCluster, free_port, server_modules, start_milvus,  # noqa: E402
+                            wait_answering)
 
 from safeface.errors import BackendError, ConfigError, IndexUnavailable, IntegrityError  # noqa: E402
 from safeface.hazmat.templates import PassphraseKeyring, ScryptParams  # noqa: E402
@@ -775,6 +776,38 @@ def test_a_store_still_opening_asks_milvus_from_one_thread_and_holds_no_lock_mea
             finally:
                 release.set()
                 first.join(30)
+    finally:
+        own.stop()
+
+
+@pytest.mark.slow
+def test_a_store_still_opening_meets_a_collection_not_its_own_once_a_window(
+        pg: PgCluster, tmp_path: Path, keyring: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Milvus back after the outage holding, under the store's collection name, one of another
+    dimension (made afresh by another deployment). Each search made a new client, failed its
+    check and logged it; now the store keeps scoring the records and asks again once a window."""
+    import safeface.storage.vectors as vectors_mod
+
+    own, setup, x, rows = _stored_then_stopped(pg, tmp_path, keyring, seed=41)
+    try:
+        monkeypatch.setattr(vectors_mod, "RETRY_S", 0.5)
+        with setup.open() as s:
+            own = wait_answering(start_milvus(tmp_path / "milvus-data", port=own.port))
+            other = MilvusVectors.connect(setup.vectors, setup.root, "scratch", 64)
+            other.ensure()
+            other._api.drop_collection(setup.collection)
+            other._api.rename_collection("scratch", setup.collection)
+            other.close()
+            made: list[int] = []
+            real = s.vectors._opener
+            assert real is not None
+            monkeypatch.setattr(s.vectors, "_opener", lambda: made.append(1) or real())
+            time.sleep(0.6)
+            for i in range(6):
+                assert [m.row_id for m in s.search(x[i], "access", k=1)] == [rows[i].row_id]
+            assert len(made) == 1 and s._half_open, made
+            with pytest.raises(ConfigError, match="64-dimensional"):
+                setup.open()
     finally:
         own.stop()
 

@@ -212,6 +212,12 @@ class MilvusVectors:
                             raise self._failed(_unreachable(self.where, exc)) from None
                         self._lite = self._lite or version.startswith("milvus_lite")
                         self._check_existing(client)
+                    except ConfigError:
+                        # Milvus answers, but not as this store's: asked again after the window,
+                        # not at every call (each would make a client and log the error).
+                        _close_quietly(client)
+                        self._down_until = time.monotonic() + RETRY_S
+                        raise
                     except BaseException:
                         _close_quietly(client)
                         raise
