@@ -128,6 +128,7 @@ def test_a_service_started_while_milvus_is_down_serves_from_the_records(pg: PgCl
             with Client(server.url, op) as client, pytest.raises(IndexUnavailable) as down:
                 client.enroll(jpeg_640(img / "biden.jpg"), "carol", "demo", consent=tokens["carol"])
             assert down.value.retry_after == 30.0
+            assert "safeface_index_unavailable_total 2" in httpx.get(server.url + "/metrics", timeout=30).text
         finally:
             server.stop()
     finally:

@@ -185,6 +185,7 @@ def create_app(config: ServiceConfig) -> FastAPI:
     async def _index_down(request: Request, exc: IndexUnavailable) -> JSONResponse:
         # Milvus is down or hung: the records are intact and the call can be made again once it
         # answers; a load balancer or client retries a 503, not a 500.
+        rt.metrics.count("safeface_index_unavailable_total")
         return _error(503, exc, {"Retry-After": str(max(1, math.ceil(exc.retry_after)))})
 
     @app.exception_handler(InvalidArgument)

@@ -15,6 +15,8 @@ _HELP = {
     "safeface_overload_total": ("counter", "Calls refused with 503 because the work queue was full."),
     "safeface_rate_limited_total": ("counter", "Calls refused with 429 because a key was over its rate."),
     "safeface_auth_failures_total": ("counter", "Requests refused with 401."),
+    "safeface_index_unavailable_total": ("counter", "Calls answered 503 because the store's Milvus could not be "
+                                                    "asked (searches answer from the records meanwhile)."),
 }
 
 
