@@ -726,9 +726,9 @@ def test_a_store_opens_while_milvus_is_down_and_finishes_opening_once_it_is_back
 
 def _blocked_probe(store: ServerStore, monkeypatch: pytest.MonkeyPatch) -> tuple[threading.Event, threading.Event,
                                                                                list[str]]:
-    """Makes `store`'s Milvus probes (vectors.reachable, which _finish_open asks first, and
-    ensure) wait until released and then fail, as a hung Milvus does at its deadline:
-    (entered, release, calls)."""
+    """Makes `store`'s Milvus probes (vectors.load_if_present, which _finish_open asks first,
+    reachable, ensure, probe) wait until released and then fail, as a hung Milvus does at its
+    deadline: (entered, release, calls)."""
     entered, release, calls = threading.Event(), threading.Event(), []
 
     def hung() -> bool:
@@ -737,8 +737,8 @@ def _blocked_probe(store: ServerStore, monkeypatch: pytest.MonkeyPatch) -> tuple
         release.wait(60)
         raise IndexUnavailable("Milvus (test) did not answer before its deadline.")
 
-    monkeypatch.setattr(store.vectors, "reachable", hung)
-    monkeypatch.setattr(store.vectors, "ensure", hung)
+    for name in ("reachable", "load_if_present", "ensure", "probe"):
+        monkeypatch.setattr(store.vectors, name, hung)
     return entered, release, calls
 
 
@@ -808,6 +808,132 @@ def test_a_store_still_opening_meets_a_collection_not_its_own_once_a_window(
             assert len(made) == 1 and s._half_open, made
             with pytest.raises(ConfigError, match="64-dimensional"):
                 setup.open()
+    finally:
+        own.stop()
+
+
+@pytest.mark.slow
+def test_an_enrolment_on_a_store_still_opening_never_hides_a_lost_index(
+        pg: PgCluster, tmp_path: Path, keyring: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Milvus back after the outage without the store's vectors (a new volume, a restore from
+    before them), an enrolment arriving inside the retry window. It wrote its vector and a stamp
+    of the records' count plus one before the index was judged: the stamp then matched the
+    records, the index read as this store's, and the lost vectors were never rebuilt. Now an
+    enrolment first finishes the opening, which finds the index lost and rebuilds it."""
+    import safeface.storage.vectors as vectors_mod
+
+    monkeypatch.setattr(vectors_mod, "RETRY_S", 600.0)  # the window outlasts Milvus's restart
+    own, setup, x, rows = _stored_then_stopped(pg, tmp_path, keyring, seed=51)
+    try:
+        with setup.open() as s:
+            assert s._half_open and s.vectors.down()
+            own = wait_answering(start_milvus(tmp_path / "milvus-empty", port=own.port))
+            fill(s, unit_rows(1, seed=52), prefix="new")
+            assert not s._half_open and s.pending() == {}
+            assert [m.row_id for m in s.search(x[0], "access", k=1, threshold=0.9)] == [rows[0].row_id]
+            assert setup.milvus().present([r.row_id for r in rows]) == sorted(r.row_id for r in rows)
+            assert s.check_index().consistent
+    finally:
+        own.stop()
+
+
+def test_a_milvus_whose_searches_hang_stays_down_though_its_writes_answer(
+        setup: Setup, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Milvus's query nodes hang (queries and searches reach their deadline) while its proxy
+    answers metadata and writes. Any request that succeeded ended the retry window, so after
+    each enrolment the next search waited out the hung read path again. Now only a read ends
+    it: the enrolment asks one (the stamp) before the write lock and is refused, and searches
+    keep scoring the records without asking."""
+    from pymilvus.exceptions import MilvusException
+
+    x = unit_rows(4, seed=61)
+    with setup.open() as s:
+        rows = fill(s, x)
+        client = s.vectors._api
+        asked: list[str] = []
+
+        def hung(what: str) -> Any:
+            def fn(*a: Any, **kw: Any) -> Any:
+                asked.append(what)
+                raise MilvusException(message=f"{what}: deadline exceeded (test: query nodes hang)")
+            return fn
+
+        monkeypatch.setattr(client, "query", hung("query"))
+        monkeypatch.setattr(client, "search", hung("search"))
+        assert [m.row_id for m in s.search(x[0], "access", k=1)] == [rows[0].row_id]
+        assert asked == ["query"] and s.vectors.down()
+        with pytest.raises(IndexUnavailable, match="read the stamp"):
+            fill(s, unit_rows(1, seed=62), prefix="new")
+        assert s.rows_for("new0") == [] and asked == ["query", "query"]
+        assert [m.row_id for m in s.search(x[1], "access", k=1)] == [rows[1].row_id]
+        assert asked == ["query", "query"]
+
+
+@pytest.mark.slow
+def test_a_store_still_opening_onto_another_stores_index_keeps_scoring_its_records(
+        pg: PgCluster, tmp_path: Path, keyring: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Milvus back holding, under the store's collection name, another store's index (same
+    schema and dimension: a second workspace given the same collection). Finishing the open
+    raised that out of a search (a 500 at a gate) and left the store taking it for its own, so
+    every erasure's drain raised too. Now the store stays as it opened: it scores its records,
+    leaves vector removals noted, and empties nothing of the other store's."""
+    import safeface.storage.vectors as vectors_mod
+
+    monkeypatch.setattr(vectors_mod, "RETRY_S", 0.5)
+    own, setup, x, rows = _stored_then_stopped(pg, tmp_path, keyring, seed=71)
+    try:
+        with setup.open() as s:
+            own = wait_answering(start_milvus(tmp_path / "milvus-other", port=own.port))
+            (tmp_path / "other").mkdir()
+            other = Setup(pg, setup.vectors, tmp_path / "other", keyring)
+            other.collection = setup.collection
+            with other.open() as o:
+                fill(o, unit_rows(1, seed=72), prefix="o")
+            time.sleep(0.6)
+            assert [m.row_id for m in s.search(x[0], "access", k=1)] == [rows[0].row_id]
+            assert s._half_open
+            assert s.erase_subject("s1").vectors == "pending"
+            with other.open() as o:
+                assert len(o.rows_for("o0")) == 1 and o.vectors.count() == 1
+    finally:
+        own.stop()
+
+
+@pytest.mark.slow
+def test_a_store_still_opening_loads_its_collection_holding_no_lock(
+        pg: PgCluster, tmp_path: Path, keyring: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Finishing the open loaded the collection under the store's write lock, shared by every
+    process; a load waits behind a compaction on Milvus Lite (its deadline is 120 s), and every
+    other handle's erasure waited as long, though it asks Milvus nothing."""
+    import safeface.storage.vectors as vectors_mod
+    from pymilvus import MilvusClient
+
+    monkeypatch.setattr(vectors_mod, "RETRY_S", 0.5)
+    own, setup, x, rows = _stored_then_stopped(pg, tmp_path, keyring, seed=81)
+    entered, release = threading.Event(), threading.Event()
+    real_load = MilvusClient.load_collection
+
+    def slow_load(self: Any, *a: Any, **kw: Any) -> Any:
+        if threading.current_thread().name == "finisher":
+            entered.set()
+            release.wait(60)
+        return real_load(self, *a, **kw)
+
+    try:
+        with setup.open() as a, setup.open() as b:
+            own = wait_answering(start_milvus(tmp_path / "milvus-data", port=own.port))
+            monkeypatch.setattr(MilvusClient, "load_collection", slow_load)
+            time.sleep(0.6)
+            first = threading.Thread(target=lambda: a.search(x[0], "access", k=1), name="finisher", daemon=True)
+            first.start()
+            try:
+                assert entered.wait(30)
+                done, receipt = _finishes(lambda: b.erase_subject("s1"), 30)
+                assert done and b.rows_for("s1") == [], receipt
+            finally:
+                release.set()
+                first.join(60)
+            assert not a._half_open
     finally:
         own.stop()
 
@@ -889,10 +1015,10 @@ def test_a_hung_milvus_neither_stalls_a_search_nor_an_erasure(pg: PgCluster, tmp
             assert other.rows_for("s2") == []
             done, receipt = _finishes(lambda: other.erase_subject("s3"), 60)  # the lock was let go
             assert done and receipt.vectors == "pending", receipt
-            # An enrolment asks Milvus once, before the write lock, and is refused.
-            with pytest.raises(IndexUnavailable, match="list collections"):
+            # An enrolment asks Milvus once (a read of the stamp), before the write lock, and is refused.
+            with pytest.raises(IndexUnavailable, match="read the stamp"):
                 fill(s, unit_rows(1, seed=78), prefix="late")
-            assert other.rows_for("late0") == [] and asked == ["list collections"]
+            assert other.rows_for("late0") == [] and asked == []
             done, receipt = _finishes(lambda: other.erase_subject("s4"), 60)  # the lock was free meanwhile
             assert done and receipt.vectors == "pending", receipt
             # Milvus back within the 30 s: the next enrolment asks, goes on, and carries out the

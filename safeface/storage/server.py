@@ -559,30 +559,41 @@ class ServerStore:
                 raise
         return len(notes)
 
-    def _finish_open(self) -> None:
+    def _finish_open(self, probe_now: bool = False) -> None:
         """What an open during a Milvus outage left undone: load the collection (made afresh if
         it is gone) and carry out the vector writes the records ask for, rebuilding an index
         that is not theirs (_drain_pending). Tried at each search and write, before it takes a
-        lock, once the retry window after the last failure has passed. Milvus is asked first
-        with no lock held and by one thread of the handle at a time: a hung one costs that
-        thread its deadline, while the handle's other calls score the records and other
-        handles' writes go on. Until it is done the store asks Milvus nothing else."""
-        if not self._half_open or self._index_down() or not self._finishing.acquire(blocking=False):
+        lock, once the retry window after the last failure has passed (at once with
+        `probe_now`: an enrolment, which needs Milvus). Milvus is asked and the collection
+        loaded with no lock held, by one thread of the handle at a time: a hung or slow Milvus
+        costs that thread its wait, while the handle's other calls score the records and other
+        handles' writes go on. Until it is done the store asks Milvus nothing else, and writes
+        no vector: a stamp written before the index was judged would hide an index that lost
+        its vectors. An index that is another store's keeps the store scoring the records."""
+        if not self._half_open or (self._index_down() and not probe_now):
+            return
+        if not self._finishing.acquire(blocking=False):
             return
         try:
             try:
-                self.vectors.reachable()
+                self.vectors.load_if_present()
             except IndexUnavailable:
                 return  # taken for down again (MilvusVectors.down)
             except ConfigError as exc:  # Milvus answers, but not to this store (the credentials, the collection)
                 log.error("%s; %s keeps scoring the records", exc, self.where)
                 return
             with self._write_lock.held():
-                if not self._half_open or self._index_down():
+                if not self._half_open:
                     return
                 try:
-                    self.vectors.ensure()
+                    self.vectors.ensure()  # a missing collection is made under the lock, as a rebuild makes it
+                    self.vectors.probe()  # a read answers: the window ends
+                    state = self._index_state(self._book())
                 except IndexUnavailable:
+                    return
+                if state == FOREIGN:
+                    log.error("%s; %s keeps scoring the records", self._foreign(), self.where)
+                    self.vectors.hold_off()
                     return
                 self._half_open = False
                 self._drain_pending(best_effort=True)
@@ -741,14 +752,14 @@ class ServerStore:
             purpose_set(p.purposes)  # refused before the records: a row Milvus cannot hold would block every drain
         created = utc_now()
         out: list[GalleryRow] = []
-        self._finish_open()
-        if self._half_open and not self._index_down():  # another thread of this handle is asking Milvus
+        self._finish_open(probe_now=True)
+        if self._half_open:
             raise IndexUnavailable(f"{self.vectors.where} has not answered this store since it opened; nothing was "
                                    "written. Try again once Milvus answers.")
         if self._index_down():
-            # Milvus failed a request moments ago: ask it once before taking the write lock, so
-            # that a hung one keeps this caller waiting out the deadline, not every writer.
-            self.vectors.reachable()
+            # Milvus failed a request moments ago: ask it a read once before taking the write
+            # lock, so that a hung one keeps this caller waiting out the deadline, not every writer.
+            self.vectors.probe()
         with self._write_lock.held():
             self.vectors.ensure()  # reachable, and the collection is there
             with self._write():

@@ -57,7 +57,8 @@ CALL_TIMEOUT = 15.0
 SLOW_CALL_TIMEOUT = 120.0
 # How long after a failed request the store takes Milvus for down (MilvusVectors.down): searches
 # score the records and writes leave their vector writes noted rather than each waiting out a
-# hung Milvus's deadline. A request that succeeds ends it at once.
+# hung Milvus's deadline. Only a read that answers (MilvusVectors.probe) ends it sooner: a
+# Milvus whose metadata and writes answer while its searches hang is still down.
 RETRY_S = IndexUnavailable.retry_after
 # Milvus Lite searches its unflushed rows (the memtable, sealed only at 128 MiB, about 200k
 # templates) by walking them in Python on every search: 0.5 s at 20k rows, seconds beyond. So on
@@ -180,14 +181,25 @@ class MilvusVectors:
         return out
 
     def down(self) -> bool:
-        """Whether a request failed (IndexUnavailable) less than RETRY_S seconds ago, with none
-        succeeding since. Every failure is counted here, where it is raised, so no caller can
-        leave one out."""
+        """Whether a request failed (IndexUnavailable) less than RETRY_S seconds ago, with no
+        probe answered since. Every failure is counted here, where it is raised, so no caller
+        can leave one out."""
         return time.monotonic() < self._down_until
 
     def _failed(self, exc: IndexUnavailable) -> IndexUnavailable:
-        self._down_until = time.monotonic() + RETRY_S
+        self.hold_off()
         return exc
+
+    def hold_off(self) -> None:
+        """Take Milvus for down for RETRY_S seconds (a failure, or an answer that is not this
+        store's to use)."""
+        self._down_until = time.monotonic() + RETRY_S
+
+    def probe(self) -> None:
+        """Read the stamp, a strongly consistent query; if Milvus answers, it is up again and
+        the window ends (IndexUnavailable if not)."""
+        self.stamp()
+        self._down_until = 0.0
 
     @property
     def _api(self) -> Any:
@@ -216,7 +228,7 @@ class MilvusVectors:
                         # Milvus answers, but not as this store's: asked again after the window,
                         # not at every call (each would make a client and log the error).
                         _close_quietly(client)
-                        self._down_until = time.monotonic() + RETRY_S
+                        self.hold_off()
                         raise
                     except BaseException:
                         _close_quietly(client)
@@ -231,11 +243,9 @@ class MilvusVectors:
             # store's write lock goes on, instead of both waiting for ever.
             kwargs.setdefault("timeout", self.call_timeout)
         try:
-            out = fn(*args, **kwargs)
+            return fn(*args, **kwargs)
         except _client_error() as exc:
             raise self._failed(IndexUnavailable(f"{self.where} failed to {what} ({_short(exc)}).")) from None
-        self._down_until = 0.0
-        return out
 
     def _check_existing(self, client: Any) -> None:
         if not self._call("list collections", client.has_collection, self.collection, timeout=self.call_timeout):
@@ -272,6 +282,13 @@ class MilvusVectors:
         params.add_index(VECTOR, index_type=self._kind, metric_type="IP", params=INDEX_KINDS[self._kind])
         self._call("create the collection", self._api.create_collection, self.collection, schema=schema,
                    index_params=params, consistency_level="Strong", timeout=self.slow_timeout)
+
+    def load_if_present(self) -> None:
+        """Load the collection if it exists (once per client), creating nothing: a slow load
+        (behind a compaction) is waited for without any lock of the store held."""
+        if not self._loaded and self._call("list collections", self._api.has_collection, self.collection):
+            self._call("load the collection", self._api.load_collection, self.collection, timeout=self.slow_timeout)
+            self._loaded = True
 
     def reachable(self) -> bool:
         """Whether the collection exists; raises IndexUnavailable when Milvus does not answer."""
@@ -344,7 +361,6 @@ class MilvusVectors:
                                                            self.collection):
                 return None
             raise self._failed(IndexUnavailable(f"{self.where} failed to read the stamp ({_short(exc)}).")) from None
-        self._down_until = 0.0
         return (int(got[0][EXPIRES]), str(got[0][PURPOSES])) if got else None
 
     def set_stamp(self, n: int, tag: str) -> None:
