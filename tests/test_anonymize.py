@@ -565,6 +565,26 @@ def test_an_input_that_is_not_a_regular_file_is_refused_without_waiting(tmp_path
     assert not (tmp_path / "out.mp4").exists()
 
 
+@pytest.mark.parametrize("size", [(1, 1), (2, 2), (12, 12), (16, 16), (30, 30), (7, 200), (200, 7)])
+def test_a_tiny_photo_or_video_is_anonymized_without_an_error(tmp_path: Path, size: tuple[int, int]) -> None:
+    """The dark view's test for a shadow large enough to hold a face read a block grid at an
+    offset: on an image smaller than the offset the grid's size came out negative and the
+    run failed with an untyped ValueError (a 10x10 photo, a 2x2 video). Dark pixels, so the
+    view is asked for."""
+    w, h = size
+    pixels = np.full((h, w, 3), 20, np.uint8)
+    if min(w, h) >= 7:
+        out, report = anonymize_image(pixels)
+        assert out.shape == pixels.shape and report.face_count == 0
+    else:  # too small for MMOD to search: refused as such, a typed error saying so
+        with pytest.raises(ImageError, match=f"cannot search a {w}x{h} image"):
+            anonymize_image(pixels)
+    if w % 2 == 0 and h % 2 == 0:  # 4:2:0 video needs even sides
+        src = _flat_video(tmp_path / "tiny.mp4", w, h)
+        report = anonymize_file(src, tmp_path / "out.mp4", video=VideoOptions(progress=False))
+        assert report.frames == 3 and report.face_count == 0
+
+
 def test_a_huge_sparse_video_is_refused_before_it_is_read(tmp_path: Path) -> None:
     """A sparse file of a terabyte named .mp4 (a few blocks on disk) was hashed whole before a
     frame was read: hours of reading zeros. A file past the limit is refused from its size."""

@@ -5,9 +5,11 @@ closed vocabulary, the recognizer is never loaded, and the guard decides every w
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
 
 import av
@@ -97,6 +99,63 @@ def test_faces_are_covered_before_the_tracker_sees_them(tmp_path: Path) -> None:
 
     anonymize_video_file(src, tmp_path / "out.mp4", finder=finder, on_frame=hook)
     assert len(seen) == 12 and sum(seen) == 0, seen
+
+
+def _small_video(path: Path, width: int, height: int, rate: int = 10, frames: int = 6) -> Path:
+    from fractions import Fraction
+
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("libx264", rate=rate)
+        s.width, s.height, s.pix_fmt = width, height, "yuv420p"
+        for i in range(frames):
+            frame = av.VideoFrame.from_ndarray(np.full((height, width, 3), 40 * i, np.uint8), format="rgb24")
+            frame.pts, frame.time_base = i, Fraction(1, rate)
+            for packet in s.encode(frame):
+                c.mux(packet)
+        for packet in s.encode(None):
+            c.mux(packet)
+    return path
+
+
+@pytest.mark.parametrize("size", [(96, 64), (2, 2), (640, 40), (40, 640)])
+def test_a_video_smaller_than_a_person_is_tracked_without_a_crash(tmp_path: Path, size: tuple[int, int]) -> None:
+    """OpenCV's people detector crashed the process (SIGSEGV) on a frame smaller than its
+    64x128 window: a 96x64 video killed any tracking run, a service's worker with it. Run in a
+    child, so that a crash fails this test rather than the test run."""
+    src = _small_video(tmp_path / "small.mp4", *size)
+    code = ("import sys; from safeface.tracking import track_video\n"
+            f"r = track_video({str(src)!r})\n"
+            "print('tracked', r.frames, len(r.people))\n")
+    run = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=child_env(), capture_output=True, text=True,
+                         timeout=300)
+    assert run.returncode == 0 and "tracked 6 0" in run.stdout, (run.returncode, run.stderr[-2000:])
+
+
+def test_the_frame_rate_is_the_streams_read_not_the_paths_after_the_run(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """The frame rate was read by opening the path again after the run: a path pointed at a
+    FIFO meanwhile kept the call waiting for ever, and one pointed at another video gave that
+    video's rate. It is the rate of the stream the frames were read from."""
+    import safeface.tracking.run as run
+
+    src = _small_video(tmp_path / "v.mp4", 160, 240, rate=12)
+    real = run.anonymize_video_file
+
+    def then_a_fifo(*a: object, **kw: object) -> object:
+        report = real(*a, **kw)  # type: ignore[arg-type]
+        os.unlink(src)
+        os.mkfifo(src)
+        return report
+
+    monkeypatch.setattr(run, "anonymize_video_file", then_a_fifo)
+    box: dict[str, object] = {}
+    worker = threading.Thread(target=lambda: box.setdefault("out", track_video(src)), daemon=True)
+    worker.start()
+    worker.join(60)
+    if worker.is_alive():  # let a blocked open go: a writer comes and leaves
+        os.close(os.open(src, os.O_WRONLY | os.O_NONBLOCK))
+    assert not worker.is_alive() and "out" in box, "track_video waited on a FIFO put at its path after the run"
+    assert box["out"].fps == 12.0 and box["out"].frames == 6  # type: ignore[attr-defined]
 
 
 def test_tracking_covers_masked_faces_when_asked(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

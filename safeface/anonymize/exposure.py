@@ -52,7 +52,7 @@ def _dark_square(dark: np.ndarray, side: int) -> bool:
     h, w = dark.shape
     for oy, ox in ((0, 0), (side // 2, side // 2)):
         rows, cols = (h - oy) // side, (w - ox) // side
-        if rows == 0 or cols == 0:
+        if rows <= 0 or cols <= 0:  # smaller than the offset itself: negative, and reshape would raise
             continue
         blocks = dark[oy:oy + rows * side, ox:ox + cols * side].reshape(rows, side, cols, side)
         if float(blocks.mean(axis=(1, 3)).max()) >= DARK_SHARE:

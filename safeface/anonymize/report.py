@@ -12,7 +12,8 @@ class AnonymizeReport:
     bytes when an array was given); `face_count` the faces covered (for video: distinct face tracks).
     `regions` are the covered rectangles [x1, y1, x2, y2] (image only). Nothing here can be
     used to recognise anyone. `smallest_face` (video only): about the narrowest face, in px of
-    the frame, that every frame was searched for; narrower faces may be left uncovered."""
+    the frame, that every frame was searched for; narrower faces may be left uncovered. `fps`
+    (video only): the frame rate read from the stream the frames came from."""
 
     kind: str
     input_sha256: str
@@ -32,6 +33,7 @@ class AnonymizeReport:
     output_sha256: Optional[str] = None
     notes: tuple[str, ...] = field(default=())
     smallest_face: Optional[float] = None
+    fps: Optional[float] = None
 
     def to_dict(self) -> dict[str, object]:
         d = asdict(self)

@@ -215,7 +215,7 @@ def anonymize_video_file(
         detector=finder.detector, width=stats["width"], height=stats["height"], passes=1,
         frames=stats["frames"], frames_with_faces=stats["frames_with_faces"],
         detections=stats["detections"], audio_streams=stats["audio"], notes=tuple(stats["notes"]),
-        smallest_face=round(opts.search.smallest_face(stats["width"], stats["height"]), 1),
+        smallest_face=round(opts.search.smallest_face(stats["width"], stats["height"]), 1), fps=stats["fps"],
     )
     if out_path is None:
         return report
@@ -262,7 +262,7 @@ def _transcode(inp: Any, turn: int, tmp: Path, fmt: str, finder: FaceFinder, mod
     codec, codec_opts = _codec_for(fmt)
     notes: list[str] = []
     stats: dict[str, Any] = {"frames": 0, "frames_with_faces": 0, "detections": 0, "audio": 0,
-                             "tracks": 0, "width": width, "height": height, "notes": notes}
+                             "tracks": 0, "width": width, "height": height, "notes": notes, "fps": float(rate)}
     out = av.open(str(tmp), "w", format=fmt)
     try:
         vout = out.add_stream(codec, rate=rate, options=dict(codec_opts, **({"crf": str(opts.crf)} if codec == "libx264" else {})))

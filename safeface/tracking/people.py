@@ -129,6 +129,9 @@ def _split(blob: np.ndarray, height: int) -> list[tuple[int, int]]:
     return [(a, b) for a, b in zip(edges, edges[1:]) if b - a >= 3]
 
 
+HOG_WINDOW = (64, 128)  # OpenCV's default people detector: width, height
+
+
 class HogDetector:
     """OpenCV's HOG people detector, upscaled by `upscale` so that people down to 128/upscale px
     tall are found."""
@@ -143,6 +146,10 @@ class HogDetector:
     def detect(self, rgb: np.ndarray) -> list[Box]:
         cv2 = _cv2()
         image = cv2.resize(rgb, None, fx=self._up, fy=self._up) if self._up != 1 else rgb
+        if image.shape[0] < HOG_WINDOW[1] or image.shape[1] < HOG_WINDOW[0]:
+            # No person fits; and OpenCV's detector crashed the process (SIGSEGV) on a frame
+            # smaller than its window: a 96x64 video killed a tracking run.
+            return []
         rects, _ = self._hog.detectMultiScale(image, hitThreshold=self._hit, winStride=(8, 8), padding=(8, 8),
                                               scale=1.05)
         out: list[Box] = []
@@ -167,7 +174,7 @@ class HogDetector:
             return None
         s = RESCUE_HEIGHT / h
         crop = cv2.resize(rgb[cy1:cy2, cx1:cx2], None, fx=s, fy=s)
-        if crop.shape[0] < 128 or crop.shape[1] < 64:
+        if crop.shape[0] < HOG_WINDOW[1] or crop.shape[1] < HOG_WINDOW[0]:
             return None
         rects, _ = self._hog.detectMultiScale(crop, hitThreshold=0.0, winStride=(4, 4), padding=(8, 8), scale=1.05)
         best: Optional[Box] = None

@@ -266,7 +266,8 @@ def _track(src: Path, dst: Optional[Path], opts: TrackOptions) -> TrackResult:
     report = anonymize_video_file(src, dst, opts.mode, opts.margin, "hog", options=opts.video, finder=finder,
                                   on_frame=hook)
     people = _people(hook.assigner.finish())
-    return TrackResult(people, _fps(src), report.frames, report.width, report.height, report, opts.detector)
+    # The rate of the stream the frames came from, not of what the path holds after the run.
+    return TrackResult(people, report.fps or 25.0, report.frames, report.width, report.height, report, opts.detector)
 
 
 def _people(finished: list[LiveTrack]) -> list[Person]:
@@ -312,12 +313,3 @@ def _small(crop: Optional[np.ndarray]) -> Optional[np.ndarray]:
     if s >= 1.0:
         return crop
     return np.asarray(Image.fromarray(crop).resize((max(1, round(w * s)), max(1, round(h * s)))))
-
-
-def _fps(src: Path) -> float:
-    import av
-
-    with av.open(str(src)) as c:
-        s = c.streams.video[0]
-        rate = s.average_rate or s.guessed_rate
-        return float(rate) if rate else 25.0
