@@ -145,7 +145,23 @@ def _bands(im: Image.Image, fn: Callable[[Image.Image], np.ndarray]) -> np.ndarr
     return out
 
 
+def c_order(a: np.ndarray) -> np.ndarray:
+    """`a` in C order with the strides a new array of its shape has (a copy only where they
+    differ). NumPy counts a view whose size-1 axis has any stride as C-contiguous, so
+    np.ascontiguousarray hands back a one-row image turned a quarter (500x1, strides of the
+    row) as it is, and dlib refuses it with an untyped RuntimeError."""
+    want: list[int] = []
+    step = a.itemsize
+    for n in reversed(a.shape):
+        want.insert(0, step)
+        step *= max(n, 1)
+    if a.flags.c_contiguous and list(a.strides) == want:
+        return a
+    return np.array(a, order="C", copy=True)
+
+
 def _from_array(arr: np.ndarray) -> np.ndarray:
+    arr = np.asarray(arr)  # an ndarray subclass (np.matrix) indexes otherwise
     if arr.size == 0:
         raise ImageError("the image array is empty.")
     if arr.ndim == 3 and arr.shape[2] == 1:
@@ -170,7 +186,7 @@ def _from_array(arr: np.ndarray) -> np.ndarray:
         out = np.repeat(out[:, :, None], 3, axis=2)
     elif out.shape[2] == 4:
         out = _by_rows(out, _over_white, (3,))
-    return np.ascontiguousarray(out)
+    return c_order(out)
 
 
 # Rows converted at a time: a large image's float copy would be 4-8 times its pixels' bytes at

@@ -11,6 +11,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import InvalidArgument, ModelError, SafeFaceError
+from ..imageio import c_order
 from .exposure import dark_view
 
 DETECTORS = ("hog", "mmod", "onnx")
@@ -64,7 +65,7 @@ class DetectionEngine:
         except queue.Empty:
             hog = self._dlib.get_frontal_face_detector()
         try:
-            rects, scores, _ = hog.run(np.ascontiguousarray(image), upsample, float(threshold))
+            rects, scores, _ = hog.run(c_order(image), upsample, float(threshold))
         finally:
             self._hogs.put(hog)
         return list(zip(rects, [float(s) for s in scores]))

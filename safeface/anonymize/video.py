@@ -21,7 +21,7 @@ from ..errors import ImageError, InvalidArgument
 from .cover import DEFAULT_MARGIN, DEFAULT_MODE, apply_cover, check_margin, check_mode, region_for_box
 from .detect import DEFAULT_DETECTOR, DEFAULT_MIN_FACE, DetectionEngine, FaceFinder, Search
 from ..hashing import sha256_file, sha256_open_file
-from ..imageio import MAX_PIXELS
+from ..imageio import MAX_PIXELS, c_order
 from ..regularfile import SizedReader, open_regular
 from ..workers import worker_count
 from ..atomicfile import atomic_path
@@ -96,6 +96,8 @@ def detectable_frames(path: Path, search: Search, finder: Optional[FaceFinder] =
     found: list[int] = []
     try:
         with av.open(str(path)) as c:
+            if not c.streams.video:
+                raise ImageError(f"{path}: the file holds no video stream.")
             for i, frame in enumerate(c.decode(video=0)):
                 if finder.detectable(frame.to_ndarray(format="rgb24"), search):
                     found.append(i)
@@ -151,9 +153,11 @@ def _display_turn(fh: IO[bytes], in_path: Path) -> int:
     fh.seek(0)
     try:
         with av.open(fh, "r") as probe:
-            if probe.streams.video:  # refused before FFmpeg allocates a first frame of that size
-                ctx = probe.streams.video[0].codec_context
-                _check_frame_size(int(ctx.width), int(ctx.height), in_path)
+            if not probe.streams.video:
+                raise ImageError(f"{in_path}: the file holds no video stream.")
+            # Refused before FFmpeg allocates a first frame of that size.
+            ctx = probe.streams.video[0].codec_context
+            _check_frame_size(int(ctx.width), int(ctx.height), in_path)
             for frame in probe.decode(video=0):
                 return _quarter_turns(frame, in_path)
     except (av.error.FFmpegError, OSError, ValueError) as exc:
@@ -258,6 +262,9 @@ def _transcode(inp: Any, turn: int, tmp: Path, fmt: str, finder: FaceFinder, mod
         width, height = height, width
     # 4:2:0 encoders need even sides; the odd last row or column is dropped.
     ew, eh = width - width % 2, height - height % 2
+    if ew == 0 or eh == 0:
+        raise ImageError(f"{in_path}: its frames of {width}x{height} pixels are too small to encode (both sides "
+                         "must be at least 2); no face fits in them.")
     rate = vin.average_rate or vin.guessed_rate or Fraction(30)
     codec, codec_opts = _codec_for(fmt)
     notes: list[str] = []
@@ -344,7 +351,7 @@ def _transcode(inp: Any, turn: int, tmp: Path, fmt: str, finder: FaceFinder, mod
                                              "whose frames keep one size. Split it where the size changes.")
                         rgb = frame.to_ndarray(format="rgb24")
                         if turn:
-                            rgb = np.ascontiguousarray(np.rot90(rgb, turn))
+                            rgb = c_order(np.rot90(rgb, turn))
                         job = (pool.submit(finder.search, rgb, search)
                                if idx % every == 0 else None)
                         searching.append((idx, rgb, job))

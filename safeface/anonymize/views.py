@@ -15,6 +15,7 @@ from typing import Callable
 
 import numpy as np
 
+from ..imageio import c_order
 from .detect import Box, FaceFinder
 from .exposure import dark_view
 
@@ -35,7 +36,7 @@ def views(pixels: np.ndarray) -> list[tuple[np.ndarray, Callable[[Box], Box]]]:
     """(view, map back to the photo's coordinates) for each other view worth a search."""
     h, w = pixels.shape[:2]
     out: list[tuple[np.ndarray, Callable[[Box], Box]]] = [
-        (np.ascontiguousarray(np.rot90(pixels, k)), _turned_back(k, w, h)) for k in (1, 2, 3)]
+        (c_order(np.rot90(pixels, k)), _turned_back(k, w, h)) for k in (1, 2, 3)]
     same: Callable[[Box], Box] = lambda b: b  # noqa: E731
     out.append((np.ascontiguousarray(255 - pixels), same))
     bright = dark_view(pixels)

@@ -75,6 +75,8 @@ class MotionDetector:
     def detect(self, rgb: np.ndarray) -> list[Box]:
         cv2 = _cv2()
         h, w = rgb.shape[:2]
+        if w < 2 or h < 2:  # halved to nothing (OpenCV's resize raises); no person fits anyway
+            return []
         small = cv2.resize(rgb, (w // 2, h // 2), interpolation=cv2.INTER_AREA)
         # Learn fast while the model starts, then slowly, so a person who stops stays visible.
         rate = -1 if self._frames < 30 else self._rate

@@ -5,11 +5,14 @@ from __future__ import annotations
 import numpy as np
 
 from ...errors import ImageError
+from ...imageio import c_order
 
 
-def check_rgb_image(image: np.ndarray) -> None:
+def check_rgb_image(image: np.ndarray) -> np.ndarray:
+    """The image, checked, in the memory layout dlib and ONNX Runtime take (imageio.c_order)."""
     if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
         raise ImageError("expected a decoded (H, W, 3) uint8 RGB image; use safeface.load_image first.")
+    return c_order(image)
 
 
 def check_chips(chips: np.ndarray, size: int) -> np.ndarray:

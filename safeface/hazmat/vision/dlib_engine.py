@@ -10,7 +10,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ...errors import ModelError
+from ...errors import ImageError, ModelError
 from ...modelstore import registry
 from .arrays import check_chips, check_rgb_image, l2_normalize
 from .masked_faces import shared_detector
@@ -87,7 +87,7 @@ class DlibEngine:
 
     def detect_rects(self, image: np.ndarray, detector: str = "hog", upsample: int = 1) -> list[tuple[Any, float]]:
         """dlib rectangles (unclipped) with their detector scores."""
-        check_rgb_image(image)
+        image = check_rgb_image(image)
         if detector == "hog":
             # One scan at the masked step's lower bar: the faces above dlib's own bar are the
             # step's; those under it are kept for weak_faces (a scan's strongest detections come
@@ -99,9 +99,16 @@ class DlibEngine:
             # Alone (no mask detector to confirm what it finds), at its own bar.
             return shared_detector().rects(image, upsample, threshold=MASKED_FACE_ALONE_BAR)
         if detector == "mmod":
+            if mmod_too_small(image, upsample):
+                return []
             model = self._mmod_model()
-            with self._mmod_lock:
-                dets = model(image, upsample)
+            try:
+                with self._mmod_lock:
+                    dets = model(image, upsample)
+            except RuntimeError as exc:  # dlib's own refusals of odd inputs, untyped
+                h, w = image.shape[:2]
+                raise ImageError(f"the MMOD detector cannot search a {w}x{h} image ({str(exc)[:80]}); pass a "
+                                 "photograph of the face.") from None
             return [(d.rect, float(d.confidence)) for d in dets]
         raise ValueError(f"unknown detector {detector!r}; choose one of {', '.join(DETECTORS)}.")
 
@@ -110,7 +117,7 @@ class DlibEngine:
         detector finds at `upsample` (masked_faces.py), then the weak detections of this thread's
         searches of this very image (HOG at every upsampling it was searched at; dlib's own CNN
         takes no threshold), HOG's at `upsample` searched for when missing."""
-        check_rgb_image(image)
+        image = check_rgb_image(image)
         if ("hog", upsample) not in self._kept_weak(image):
             self.detect_rects(image, "hog", upsample)
         found = [(r, s, MASKED_FACE_SOURCE) for r, s in shared_detector().rects(image, upsample)]
@@ -192,7 +199,7 @@ class DlibEngine:
     # -- alignment and embedding -----------------------------------------------------------
     def chips(self, image: np.ndarray, faces: Sequence[Face]) -> np.ndarray:
         """Aligned (N, 150, 150, 3) uint8 RGB chips, dlib's get_face_chip geometry."""
-        check_rgb_image(image)
+        image = check_rgb_image(image)
         out = np.empty((len(faces), CHIP_SIZE, CHIP_SIZE, 3), dtype=np.uint8)
         for i, face in enumerate(faces):
             shape = self._full_object_detection(face)
@@ -219,6 +226,18 @@ class DlibEngine:
     def embed_chips(self, chips: np.ndarray) -> np.ndarray:
         """(N, 128) float32 unit vectors from (N, 150, 150, 3) uint8 RGB chips."""
         return l2_normalize(self.raw_descriptors(chips))
+
+
+# MMOD's smallest face is about 40 px at upsampling 0; on an image whose short side is under this
+# many pixels once upsampled, dlib's CNN detector corrupted the heap (SIGSEGV or an abort on a
+# 500x1 image, a bus error on a 2x2 video frame) or raised, and no face fits there anyway.
+MMOD_MIN_SIDE = 20
+
+
+def mmod_too_small(image: np.ndarray, upsample: int) -> bool:
+    """Whether `image`, upsampled `upsample` times, is too small for MMOD to search."""
+    side = int(min(image.shape[:2])) << max(int(upsample), 0)
+    return side < MMOD_MIN_SIDE
 
 
 def _image_key(image: np.ndarray) -> tuple[Any, ...]:

@@ -134,7 +134,7 @@ class InsightFaceEngine:
     def detect(self, image: np.ndarray, detector: str = "scrfd", upsample: int = 1) -> list[Face]:
         """Faces in an RGB image, best score first. `upsample` is accepted for the Engine
         protocol; SCRFD runs at its input size (det_size) and ignores it."""
-        check_rgb_image(image)
+        image = check_rgb_image(image)
         if detector not in DETECTORS:
             raise ValueError(f"the insightface engine has one detector, 'scrfd'; got {detector!r}.")
         lb = scrfd.letterbox(image, self.det_size)
@@ -158,7 +158,7 @@ class InsightFaceEngine:
     # -- alignment and embedding ---------------------------------------------------------------
     def chips(self, image: np.ndarray, faces: Sequence[Face]) -> np.ndarray:
         """Aligned (N, 112, 112, 3) uint8 RGB chips (ArcFace 5-point similarity transform)."""
-        check_rgb_image(image)
+        image = check_rgb_image(image)
         out = np.empty((len(faces), CHIP_SIZE, CHIP_SIZE, 3), dtype=np.uint8)
         for i, face in enumerate(faces):
             lm = np.asarray(face.landmarks, dtype=np.float64)

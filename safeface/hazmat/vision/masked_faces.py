@@ -48,7 +48,7 @@ class MaskedFaceDetector:
     def rects(self, image: np.ndarray, upsample: int = 1,
               threshold: float = MASKED_FACE_THRESHOLD) -> list[tuple[Any, float]]:
         """dlib rectangles (unclipped) and scores of the faces found at `threshold` or above."""
-        check_rgb_image(image)
+        image = check_rgb_image(image)
         try:
             det = self._pool.get_nowait()
         except queue.Empty:

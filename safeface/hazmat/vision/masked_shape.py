@@ -55,7 +55,7 @@ class MaskedShapeModel:
     def landmarks(self, image: np.ndarray, first: np.ndarray) -> np.ndarray:
         """(5, 2) float32: the masked face's landmarks, in the 5-point model's order, read in the
         box that `first` (the 5-point model's landmarks of the same face) sets."""
-        check_rgb_image(image)
+        image = check_rgb_image(image)
         shape = self._model(image, self._dlib.rectangle(*frame_box(first)))
         return np.array([[shape.part(i).x, shape.part(i).y] for i in range(shape.num_parts)], dtype=np.float32)
 

@@ -182,6 +182,10 @@ def _point_up(v: float, levels: int, n: int = PYRAMID_N) -> float:
     return v
 
 
+# The windows over the bar decoded at most (the best by score; ties at the last score kept).
+MAX_CANDIDATES = 4096
+
+
 def decode(scores: np.ndarray, rects: Sequence[Rect], net: Network, threshold: float = 0.0) -> list[Detection]:
     """Boxes in the pyramid's base image from (windows, h, w) scores: every cell above the threshold
     is a window centred on the cell's input position, mapped back through the pyramid, then dlib's
@@ -193,8 +197,16 @@ def decode(scores: np.ndarray, rects: Sequence[Rect], net: Network, threshold: f
         return []
     ax, bx, ay, by = output_to_input_map(net)
     cands: list[tuple[float, Rect]] = []
+    above = [np.nonzero(scores[k] > threshold) for k in range(len(loss.windows))]
+    total = sum(len(rr) for rr, _ in above)
+    if total > MAX_CANDIDATES:
+        # Only the best: a flat strip of a million rows had millions of windows over a weak bar,
+        # and their suppression, one by one in Python, ran for minutes.
+        bar = np.partition(np.concatenate([scores[k][rr, cc] for k, (rr, cc) in enumerate(above)]),
+                           total - MAX_CANDIDATES)[total - MAX_CANDIDATES]
+        above = [np.nonzero(scores[k] >= bar) for k in range(len(loss.windows))]  # bar is over the threshold
     for k, window in enumerate(loss.windows):
-        rr, cc = np.nonzero(scores[k] > threshold)
+        rr, cc = above[k]
         for r, c in zip(rr.tolist(), cc.tolist()):
             px, py = ax * c + bx, ay * r + by
             hw, hh = (window.width - 1) / 2, (window.height - 1) / 2

@@ -15,7 +15,7 @@ from ...errors import ImageError, ModelError
 from ...modelstore import onnx_convert, registry
 from . import mmod_decode
 from .arrays import check_chips, check_rgb_image, l2_normalize
-from .dlib_engine import CHIP_SIZE, MASKED_MMOD_THRESHOLD, DlibEngine, _image_key
+from .dlib_engine import CHIP_SIZE, MASKED_MMOD_THRESHOLD, DlibEngine, _image_key, mmod_too_small
 from .ort_session import default_providers, new_session
 from ...modelstore.dlib_format import Network, read_network
 
@@ -92,7 +92,7 @@ class OnnxEngine(DlibEngine):
     def detect_rects(self, image: np.ndarray, detector: str = "hog", upsample: int = 1) -> list[tuple[Any, float]]:
         if detector != "mmod":
             return super().detect_rects(image, detector, upsample)
-        check_rgb_image(image)
+        image = check_rgb_image(image)
         # Decoded at the masked step's lower bar once: the strongest boxes come out the same
         # (suppression runs strongest first), and the weak ones are kept for weak_rects.
         dets = [(self._dlib.rectangle(*d.rect), d.score) for d in self.mmod_detections(image, upsample, MASKED_MMOD_THRESHOLD)]
@@ -102,7 +102,7 @@ class OnnxEngine(DlibEngine):
     def masked_rects(self, image: np.ndarray, upsample: int = 1) -> list[tuple[Any, float, str]]:
         """As DlibEngine's, with MMOD's weak detections too (at `upsample` searched for when
         missing)."""
-        check_rgb_image(image)
+        image = check_rgb_image(image)
         if ("mmod", upsample) not in self._kept_weak(image):
             self.detect_rects(image, "mmod", upsample)
         return super().masked_rects(image, upsample)
@@ -113,6 +113,8 @@ class OnnxEngine(DlibEngine):
         (with `threshold` 0, dlib's own; lower finds weaker faces)."""
         if upsample < 0:
             raise ValueError("upsample must be >= 0.")
+        if mmod_too_small(image, upsample):
+            return []
         key = (upsample, *_image_key(image))
         last = getattr(self._last_mmod, "value", None)
         if last is not None and last[0] == key:
