@@ -162,6 +162,8 @@ def c_order(a: np.ndarray) -> np.ndarray:
 
 def _from_array(arr: np.ndarray) -> np.ndarray:
     arr = np.asarray(arr)  # an ndarray subclass (np.matrix) indexes otherwise
+    if arr.dtype.byteorder == ">":  # the same values in the machine's order: '>u2' is uint16 too
+        arr = arr.astype(arr.dtype.newbyteorder("="))
     if arr.size == 0:
         raise ImageError("the image array is empty.")
     if arr.ndim == 3 and arr.shape[2] == 1:

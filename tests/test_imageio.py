@@ -157,3 +157,12 @@ def test_bad_arrays() -> None:
         load_image(np.full((4, 4), np.nan, dtype=np.float32))
     with pytest.raises(ImageError, match="unsupported image input"):
         load_image(12345)  # type: ignore[arg-type]
+
+
+def test_big_endian_arrays_are_read_as_their_values() -> None:
+    """An array stored big-endian (from a file format or a network buffer) was refused as an
+    unsupported dtype, though uint16 and float are accepted."""
+    values = np.arange(12 * 10 * 3).reshape(12, 10, 3) % 256
+    for little, big in (("<u2", ">u2"), ("<f4", ">f4")):
+        assert np.array_equal(load_image(values.astype(big)), load_image(values.astype(little)))
+    assert np.array_equal(load_image((values * 257).astype(">u2")), load_image((values * 257).astype("<u2")))
