@@ -96,8 +96,7 @@ def detectable_frames(path: Path, search: Search, finder: Optional[FaceFinder] =
     found: list[int] = []
     try:
         with av.open(str(path)) as c:
-            if not c.streams.video:
-                raise ImageError(f"{path}: the file holds no video stream.")
+            _video_stream(c, path)
             for i, frame in enumerate(c.decode(video=0)):
                 if finder.detectable(frame.to_ndarray(format="rgb24"), search):
                     found.append(i)
@@ -140,6 +139,13 @@ def _quarter_turns(frame: Any, in_path: Path) -> int:
     return (degrees // 90) % 4
 
 
+def _video_stream(container: Any, path: Path) -> Any:
+    """The container's first video stream; ImageError when it holds none (an audio-only file)."""
+    if not container.streams.video:
+        raise ImageError(f"{path}: the file holds no video stream.")
+    return container.streams.video[0]
+
+
 def _check_frame_size(width: int, height: int, in_path: Path) -> None:
     if width * height > MAX_FRAME_PIXELS:
         raise ImageError(f"{in_path}: its frames of {width}x{height} pixels exceed the {MAX_FRAME_PIXELS}-pixel "
@@ -153,10 +159,8 @@ def _display_turn(fh: IO[bytes], in_path: Path) -> int:
     fh.seek(0)
     try:
         with av.open(fh, "r") as probe:
-            if not probe.streams.video:
-                raise ImageError(f"{in_path}: the file holds no video stream.")
             # Refused before FFmpeg allocates a first frame of that size.
-            ctx = probe.streams.video[0].codec_context
+            ctx = _video_stream(probe, in_path).codec_context
             _check_frame_size(int(ctx.width), int(ctx.height), in_path)
             for frame in probe.decode(video=0):
                 return _quarter_turns(frame, in_path)
@@ -201,8 +205,7 @@ def anonymize_video_file(
             raise ImageError(f"{in_path}: not a video safeface can read ({exc}).") from None
         out_digest: Optional[str] = None
         try:
-            if not inp.streams.video:
-                raise ImageError(f"{in_path}: the file holds no video stream.")
+            _video_stream(inp, in_path)
             if out_path is None:
                 stats = _transcode(inp, turn, Path(os.devnull), "null", finder, mode, margin, opts, in_path, on_frame)
                 _same_input(raw, fh, before, digest, in_path)

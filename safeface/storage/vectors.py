@@ -215,10 +215,10 @@ class MilvusVectors:
                         try:
                             version = str(client.get_server_version(timeout=self.call_timeout))
                         except _client_error() as exc:  # pymilvus connects at the first request
-                            self._failed(_unreachable(self.where, exc))  # asked again only after the window
                             if _refused_credentials(exc):
                                 # Not an outage: the token is wrong or revoked, and waiting will not
-                                # mend it. A store refuses to open on it (an outage lets it open).
+                                # mend it. A store refuses to open on it (an outage lets it open);
+                                # asked again only after the window (below).
                                 raise ConfigError(f"{self.where} refused the credentials ({_short(exc)}); check "
                                                   "SAFEFACE_MILVUS_TOKEN. Nothing was written.") from None
                             raise self._failed(_unreachable(self.where, exc)) from None
@@ -267,11 +267,7 @@ class MilvusVectors:
         """Create the collection (and its index) if it does not exist, and load it."""
         from pymilvus import DataType, MilvusClient
 
-        if self._call("list collections", self._api.has_collection, self.collection):
-            if not self._loaded:  # once per client: Milvus Lite's load waits behind any compaction
-                self._call("load the collection", self._api.load_collection, self.collection,
-                           timeout=self.slow_timeout)
-                self._loaded = True
+        if self.load_if_present():
             return
         schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
         schema.add_field(ID, DataType.INT64, is_primary=True)
@@ -283,12 +279,16 @@ class MilvusVectors:
         self._call("create the collection", self._api.create_collection, self.collection, schema=schema,
                    index_params=params, consistency_level="Strong", timeout=self.slow_timeout)
 
-    def load_if_present(self) -> None:
-        """Load the collection if it exists (once per client), creating nothing: a slow load
-        (behind a compaction) is waited for without any lock of the store held."""
-        if not self._loaded and self._call("list collections", self._api.has_collection, self.collection):
+    def load_if_present(self) -> bool:
+        """Whether the collection exists, loading it if so (once per client: Milvus Lite's load
+        waits behind any compaction); creates nothing, so a store can wait for a slow load
+        holding no lock."""
+        if not self._call("list collections", self._api.has_collection, self.collection):
+            return False
+        if not self._loaded:
             self._call("load the collection", self._api.load_collection, self.collection, timeout=self.slow_timeout)
             self._loaded = True
+        return True
 
     def reachable(self) -> bool:
         """Whether the collection exists; raises IndexUnavailable when Milvus does not answer."""
