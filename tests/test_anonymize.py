@@ -28,7 +28,7 @@ from safeface.errors import ImageError, InvalidArgument, ModelError, SafeFaceErr
 from safeface.imageio import MAX_FILE_BYTES, load_image, load_image_hashed
 from safeface.hazmat.vision.dlib_engine import DlibEngine
 
-from tests.video_fixtures import build_face_video
+from tests.video_fixtures import build_face_video, synthetic_video
 
 DATASETS = datasets()
 LFW = DATASETS / "lfw-dev" / "images"
@@ -576,7 +576,7 @@ def test_a_tiny_photo_or_video_is_anonymized_without_an_error(tmp_path: Path, si
     out, report = anonymize_image(pixels)  # too small for MMOD's masked search: it is skipped, not refused
     assert out.shape == pixels.shape and report.face_count == 0
     if w % 2 == 0 and h % 2 == 0:  # 4:2:0 video needs even sides
-        src = _flat_video(tmp_path / "tiny.mp4", w, h)
+        src = synthetic_video(tmp_path / "tiny.mp4", w, h)
         report = anonymize_file(src, tmp_path / "out.mp4", video=VideoOptions(progress=False))
         assert report.frames == 3 and report.face_count == 0
 
@@ -610,20 +610,6 @@ def test_a_huge_sparse_video_is_refused_before_it_is_read(tmp_path: Path) -> Non
     assert not (tmp_path / "out.mp4").exists()
 
 
-def _flat_video(path: Path, width: int = 64, height: int = 48, frames: int = 3) -> Path:
-    with av.open(str(path), "w") as c:
-        s = c.add_stream("libx264", rate=10)
-        s.width, s.height, s.pix_fmt = width, height, "yuv420p"
-        for i in range(frames):
-            frame = av.VideoFrame.from_ndarray(np.full((height, width, 3), 100, np.uint8), format="rgb24")
-            frame.pts, frame.time_base = i, Fraction(1, 10)
-            for packet in s.encode(frame):
-                c.mux(packet)
-        for packet in s.encode(None):
-            c.mux(packet)
-    return path
-
-
 def _bytes_read() -> int:
     return next(int(line.split()[1]) for line in Path("/proc/self/io").read_text().splitlines()
                 if line.startswith("rchar:"))
@@ -636,7 +622,7 @@ def test_a_video_that_grows_after_its_size_was_checked_is_read_no_further(
     whole. Now no more than the checked size is read, and the change refuses the run."""
     import safeface.anonymize.video as video_mod
 
-    src, out = _flat_video(tmp_path / "in.mp4"), tmp_path / "out.mp4"
+    src, out = synthetic_video(tmp_path / "in.mp4", 64, 48), tmp_path / "out.mp4"
     opts, finder = VideoOptions(progress=False, masked=False, max_bytes=1 << 20), FaceFinder("hog")
     anonymize_video_file(src, tmp_path / "warm.mp4", options=opts, finder=finder)  # its models read once
     real, seen = video_mod._file_state, []
@@ -684,7 +670,7 @@ def test_a_frame_too_large_is_refused_before_one_is_decoded(tmp_path: Path, monk
     under a small video's frames."""
     import safeface.anonymize.video as video_mod
 
-    src, out = _flat_video(tmp_path / "in.mp4"), tmp_path / "out.mp4"
+    src, out = synthetic_video(tmp_path / "in.mp4", 64, 48), tmp_path / "out.mp4"
     monkeypatch.setattr(video_mod, "MAX_FRAME_PIXELS", 32 * 32)
     decoded: list[int] = []
     real = video_mod._quarter_turns
@@ -695,7 +681,7 @@ def test_a_frame_too_large_is_refused_before_one_is_decoded(tmp_path: Path, monk
 
 
 def test_the_video_size_limit_is_the_callers_to_set(tmp_path: Path) -> None:
-    src, out = _flat_video(tmp_path / "in.mp4"), tmp_path / "out.mp4"
+    src, out = synthetic_video(tmp_path / "in.mp4", 64, 48), tmp_path / "out.mp4"
     size = src.stat().st_size
     with pytest.raises(ImageError, match=f"{size} bytes is larger than the {size - 1}-byte limit"):
         anonymize_file(src, out, video=VideoOptions(progress=False, masked=False, max_bytes=size - 1))

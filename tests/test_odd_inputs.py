@@ -20,6 +20,7 @@ import av
 import numpy as np
 
 from child_process import child_env
+from video_fixtures import synthetic_video
 
 _CHILD = r'''
 import resource, sys, traceback
@@ -58,20 +59,8 @@ def _no_crash(result: str) -> None:
 def _video(path: Path, w: int, h: int, n: int = 3, codec: str = "libx264", pix_fmt: str = "yuv420p",
            rotation: Optional[int] = None) -> Path:
     rng = np.random.default_rng(0)
-    with av.open(str(path), "w") as out:
-        vs = out.add_stream(codec, rate=10)
-        vs.width, vs.height, vs.pix_fmt = w, h, pix_fmt
-        if rotation is not None:
-            vs.set_display_rotation(rotation)
-        for i in range(n):
-            fr = av.VideoFrame.from_ndarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8), format="rgb24")
-            fr = fr.reformat(format=pix_fmt)
-            fr.pts, fr.time_base = i, Fraction(1, 10)
-            for p in vs.encode(fr):
-                out.mux(p)
-        for p in vs.encode(None):
-            out.mux(p)
-    return path
+    return synthetic_video(path, w, h, frames=n, frame=lambda i: rng.integers(0, 256, (h, w, 3), dtype=np.uint8),
+                           codec=codec, pix_fmt=pix_fmt, rotation=rotation)
 
 
 def _audio_only(path: Path) -> Path:

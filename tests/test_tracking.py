@@ -11,6 +11,7 @@ import sys
 import textwrap
 import threading
 from pathlib import Path
+from typing import Callable
 
 import av
 import numpy as np
@@ -22,7 +23,7 @@ from safeface.anonymize.detect import DetectionEngine
 from safeface.errors import InvalidArgument, PolicyViolation
 from safeface.tracking import TrackOptions, parse, track_video
 from tests.child_process import child_env
-from tests.video_fixtures import cut
+from tests.video_fixtures import cut, synthetic_video
 from tests.policy_support import datasets, edit_config, make_workspace, open_sf
 
 VTEST = datasets() / "opencv" / "vtest.avi"
@@ -101,20 +102,8 @@ def test_faces_are_covered_before_the_tracker_sees_them(tmp_path: Path) -> None:
     assert len(seen) == 12 and sum(seen) == 0, seen
 
 
-def _small_video(path: Path, width: int, height: int, rate: int = 10, frames: int = 6) -> Path:
-    from fractions import Fraction
-
-    with av.open(str(path), "w") as c:
-        s = c.add_stream("libx264", rate=rate)
-        s.width, s.height, s.pix_fmt = width, height, "yuv420p"
-        for i in range(frames):
-            frame = av.VideoFrame.from_ndarray(np.full((height, width, 3), 40 * i, np.uint8), format="rgb24")
-            frame.pts, frame.time_base = i, Fraction(1, rate)
-            for packet in s.encode(frame):
-                c.mux(packet)
-        for packet in s.encode(None):
-            c.mux(packet)
-    return path
+def _brightening(width: int, height: int) -> Callable[[int], np.ndarray]:
+    return lambda i: np.full((height, width, 3), 40 * i, np.uint8)
 
 
 @pytest.mark.parametrize("size", [(96, 64), (2, 2), (640, 40), (40, 640)])
@@ -122,7 +111,7 @@ def test_a_video_smaller_than_a_person_is_tracked_without_a_crash(tmp_path: Path
     """OpenCV's people detector crashed the process (SIGSEGV) on a frame smaller than its
     64x128 window: a 96x64 video killed any tracking run, a service's worker with it. Run in a
     child, so that a crash fails this test rather than the test run."""
-    src = _small_video(tmp_path / "small.mp4", *size)
+    src = synthetic_video(tmp_path / "small.mp4", *size, frames=6, frame=_brightening(*size))
     code = ("import sys; from safeface.tracking import track_video\n"
             f"r = track_video({str(src)!r})\n"
             "print('tracked', r.frames, len(r.people))\n")
@@ -138,7 +127,7 @@ def test_the_frame_rate_is_the_streams_read_not_the_paths_after_the_run(tmp_path
     video's rate. It is the rate of the stream the frames were read from."""
     import safeface.tracking.run as run
 
-    src = _small_video(tmp_path / "v.mp4", 160, 240, rate=12)
+    src = synthetic_video(tmp_path / "v.mp4", 160, 240, frames=6, rate=12, frame=_brightening(160, 240))
     real = run.anonymize_video_file
 
     def then_a_fifo(*a: object, **kw: object) -> object:

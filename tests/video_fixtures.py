@@ -132,3 +132,24 @@ def masked_performer_clip(out: Path) -> tuple[Path, int]:
                 assert face is not None
                 frames.append(draw_mask(rgb, face.landmarks, face.box, "n95", seed=3))
     return write_clip(frames, out, fps=29.97), len(frames)
+
+
+def synthetic_video(path: Path, width: int, height: int, frames: int = 3, rate: int = 10,
+                    frame: Optional[Callable[[int], np.ndarray]] = None, codec: str = "libx264",
+                    pix_fmt: str = "yuv420p", rotation: Optional[int] = None) -> Path:
+    """`frames` frames of `width` x `height` at `rate` (frame(i), an RGB array, is frame i; flat
+    grey 100 by default), with a display rotation when given; no audio."""
+    with av.open(str(path), "w") as out:
+        vs = out.add_stream(codec, rate=rate)
+        vs.width, vs.height, vs.pix_fmt = width, height, pix_fmt
+        if rotation is not None:
+            vs.set_display_rotation(rotation)
+        for i in range(frames):
+            rgb = frame(i) if frame is not None else np.full((height, width, 3), 100, np.uint8)
+            f = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format=pix_fmt)
+            f.pts, f.time_base = i, Fraction(1, rate)
+            for packet in vs.encode(f):
+                out.mux(packet)
+        for packet in vs.encode(None):
+            out.mux(packet)
+    return path
