@@ -53,8 +53,8 @@ class BackendError(SafeFaceError):
 class IndexUnavailable(BackendError):
     """The server store's vector index (Milvus) failed a call or could not be reached. Its
     records are intact: a write is refused or noted for later, a search answers from the records.
-    `retry_after`: the seconds a store leaves a failed Milvus alone before asking it again
-    (what the service sends as Retry-After with its 503)."""
+    `retry_after`: the longest a store leaves a failed Milvus alone before asking it again
+    (storage.vectors.RETRY_S; what the service sends as Retry-After with its 503)."""
 
     retry_after = 30.0
 

@@ -336,7 +336,7 @@ def test_health_ready_metrics_and_headers(svc: dict[str, Any]) -> None:
     r = httpx.get(url + "/v1/health")
     assert r.status_code == 200 and r.json() == {"status": "ok"}
     assert "default-src 'none'" in r.headers["content-security-policy"]
-    assert httpx.get(url + "/v1/ready").json()["status"] == "ready"
+    assert httpx.get(url + "/v1/ready").json() | {"in_flight": 0} == {"status": "ready", "in_flight": 0, "index": "local"}
     m = httpx.get(url + "/metrics")
     assert m.status_code == 200 and m.headers["content-type"].startswith("text/plain")
     lines = m.text.splitlines()

@@ -54,6 +54,8 @@ def test_service_enrol_identify_erase_on_postgresql_and_milvus_lite(pg: PgCluste
         r = post_image(url, "/v1/identify", kiosk, probe, purpose="demo", consent=tokens["alice"])
         assert r.status_code == 200, r.text
         assert r.json()["candidates"][0]["subject"] == subjects["alice"]
+        assert httpx.get(url + "/v1/ready", timeout=30).json()["index"] == "up"
+        assert "safeface_index_up 1" in httpx.get(url + "/metrics", timeout=30).text
         fresh = consent(paths, "alice")  # a consent given before the erasure is withdrawn by it
         r = httpx.post(url + "/v1/erase", json={"subject": "alice"}, headers=key_header(op), timeout=120)
         assert r.status_code == 200 and r.json()["templates_removed"] == 1 and r.json()["vectors"] == "removed", r.text
@@ -112,6 +114,9 @@ def test_a_service_started_while_milvus_is_down_serves_from_the_records(pg: PgCl
         own.stop()
         server = Server(paths.root, tmp_path / "server.log").wait_ready()
         try:
+            # Ready (the records answer), and says the index is out of reach.
+            assert httpx.get(server.url + "/v1/ready", timeout=30).json()["index"] == "opening"
+            assert "safeface_index_up 0" in httpx.get(server.url + "/metrics", timeout=30).text
             r = post_image(server.url, "/v1/identify", kiosk, jpeg_640(img / "obama2.jpg"), purpose="demo",
                            consent=tokens["alice"])
             assert r.status_code == 200 and r.json()["candidates"][0]["subject"] == alice, r.text

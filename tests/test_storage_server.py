@@ -823,6 +823,7 @@ def test_an_enrolment_on_a_store_still_opening_never_hides_a_lost_index(
     import safeface.storage.vectors as vectors_mod
 
     monkeypatch.setattr(vectors_mod, "RETRY_S", 600.0)  # the window outlasts Milvus's restart
+    monkeypatch.setattr(vectors_mod, "RETRY_FIRST_S", 600.0)
     own, setup, x, rows = _stored_then_stopped(pg, tmp_path, keyring, seed=51)
     try:
         with setup.open() as s:
@@ -867,6 +868,47 @@ def test_a_milvus_whose_searches_hang_stays_down_though_its_writes_answer(
         assert s.rows_for("new0") == [] and asked == ["query", "query"]
         assert [m.row_id for m in s.search(x[1], "access", k=1)] == [rows[1].row_id]
         assert asked == ["query", "query"]
+
+
+def test_the_retry_window_starts_short_and_grows_while_milvus_stays_down(
+        setup: Setup, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every failure held Milvus off for 30 s: a blip of a second cost half a minute of record
+    scans. Now the first window is short and each that ends in another failure doubles the next,
+    up to the cap; a search in a window asks Milvus nothing; once a search answers, the next
+    outage starts short again."""
+    import safeface.storage.vectors as vectors_mod
+    from pymilvus.exceptions import MilvusException
+
+    monkeypatch.setattr(vectors_mod, "RETRY_FIRST_S", 0.3)
+    monkeypatch.setattr(vectors_mod, "RETRY_S", 1.2)
+    x = unit_rows(3, seed=71)
+    with setup.open() as s:
+        rows = fill(s, x)
+        client = s.vectors._api
+        answered = client.search
+        asked: list[int] = []
+
+        def failing(*a: Any, **kw: Any) -> Any:
+            asked.append(1)
+            raise MilvusException(message="search: deadline exceeded (test: Milvus down)")
+
+        monkeypatch.setattr(client, "search", failing)
+        windows = []
+        for i in range(4):
+            assert [m.row_id for m in s.search(x[i % 3], "access", k=1, threshold=0.9)] == [rows[i % 3].row_id]
+            windows.append(s.vectors.window_left())
+            assert len(asked) == i + 1 and s.vectors.down()
+            assert [m.row_id for m in s.search(x[1], "access", k=1)] == [rows[1].row_id]
+            assert len(asked) == i + 1  # inside the window: the records answer, Milvus is not asked
+            time.sleep(windows[-1] + 0.05)
+        for got, nominal in zip(windows, (0.3, 0.6, 1.2, 1.2)):
+            assert nominal / 2 < got <= nominal, windows
+        monkeypatch.setattr(client, "search", answered)
+        assert [m.row_id for m in s.search(x[2], "access", k=1)] == [rows[2].row_id]
+        assert not s.vectors.down() and len(asked) == 4
+        monkeypatch.setattr(client, "search", failing)
+        s.search(x[0], "access", k=1)
+        assert len(asked) == 5 and 0.15 < s.vectors.window_left() <= 0.3
 
 
 @pytest.mark.slow

@@ -305,6 +305,12 @@ class SafeFace:
         return self._deployment
 
     @property
+    def index_state(self) -> str:
+        """How the store answers searches now (storage.base.TemplateStore.index_state): "local",
+        "up", "opening" or "down"; the last two answer from the records and refuse enrolments."""
+        return str(self._gallery.index_state())
+
+    @property
     def paths(self) -> WorkspacePaths:
         return self._paths
 

@@ -271,13 +271,18 @@ def build_router(rt: Runtime) -> APIRouter:
     async def ready() -> Any:
         if not rt.ready:
             return JSONResponse({"status": "starting"}, status_code=503, headers={"Retry-After": "1"})
-        return {"status": "ready", "in_flight": rt.in_flight}
+        # Still ready while the store's index is out of reach: searches answer from the records,
+        # and every replica shares that index, so a 503 here would take all of them out of a
+        # balancer at once. "index" tells an operator (and a probe that wants enrolments).
+        return {"status": "ready", "in_flight": rt.in_flight, "index": rt.main.index_state}
 
     return router
 
 
 def metrics_route(rt: Runtime) -> Any:
     async def metrics() -> PlainTextResponse:
+        # 1 while searches use the index, 0 while the records answer them (opening or down).
+        rt.metrics.gauge("safeface_index_up", 1 if rt.main.index_state in ("up", "local") else 0)
         return PlainTextResponse(rt.metrics.render(), media_type="text/plain; version=0.0.4")
 
     return metrics

@@ -17,6 +17,8 @@ _HELP = {
     "safeface_auth_failures_total": ("counter", "Requests refused with 401."),
     "safeface_index_unavailable_total": ("counter", "Calls answered 503 because the store's Milvus could not be "
                                                     "asked (searches answer from the records meanwhile)."),
+    "safeface_index_up": ("gauge", "1 while searches use the store's index; 0 while the records answer them (the "
+                                   "index still opening or in a retry window after a failure)."),
 }
 
 

@@ -59,5 +59,12 @@ class TemplateStore(Protocol):
         than it was. Moving an expiry needs the purpose."""
         ...
 
+    def index_state(self) -> str:
+        """How searches are answered now: "local" (the in-process index), "up" (the server's
+        index), "opening" (opened while it could not be reached: the records answer, an
+        enrolment is refused until it is asked again), "down" (it failed a request lately: the
+        records answer until its retry window passes)."""
+        ...
+
     def close(self) -> None: ...
 

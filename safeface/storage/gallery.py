@@ -186,6 +186,9 @@ class Gallery:
     def path(self) -> Path:
         return self._path
 
+    def index_state(self) -> str:
+        return "local"  # the in-process index, rebuilt from the rows: never out of reach
+
     @property
     def dim(self) -> int:
         return self._dim

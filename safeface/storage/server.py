@@ -53,7 +53,7 @@ from .rows import (ROW_COLS, Enrollment, Entry, ErasureResult, GalleryRow, Keys,
                    looks_of, moved_expiry, path_template, prepare, protect, pseudonym_of, refuse_lookalikes, rekeyed,
                    seal_row, to_us, touched_expiry, unseal_row, utc_now)
 from .factory import dsn_parts, misread
-from .vectors import RETRY_S, MilvusVectors, purpose_set
+from .vectors import MilvusVectors, purpose_set
 
 log = logging.getLogger("safeface.storage")
 NAMESPACE_RE = re.compile(r"^[a-z_][a-z0-9_]{0,40}$")
@@ -327,6 +327,9 @@ class ServerStore:
     def dim(self) -> int:
         return self._dim
 
+    def index_state(self) -> str:
+        return "opening" if self._half_open else "down" if self._index_down() else "up"
+
     @property
     def key_versions(self) -> dict[str, int]:
         k = self._keys_now()
@@ -593,7 +596,7 @@ class ServerStore:
                     return
                 if state == FOREIGN:
                     log.error("%s; %s keeps scoring the records", self._foreign(), self.where)
-                    self.vectors.hold_off()
+                    self.vectors.hold_off(longest=True)
                     return
                 self._half_open = False
                 self._drain_pending(best_effort=True)
@@ -606,7 +609,7 @@ class ServerStore:
         return not self._half_open and not self._index_down()
 
     def _index_down(self) -> bool:
-        """Whether Milvus failed a request in the last vectors.RETRY_S seconds, none answered since."""
+        """Whether Milvus failed a request and its retry window (MilvusVectors.hold_off) has not passed."""
         return self.vectors.down()
 
     def pending(self) -> dict[str, int]:
@@ -990,7 +993,7 @@ class ServerStore:
                 # a gate refusing everyone until it is back. A write still needs Milvus (or notes
                 # it). A hung Milvus fails only at each request's deadline, so searches leave it
                 # alone for a while (MilvusVectors.down) instead of each waiting that long.
-                log.warning("%s; searches score the records for the next %.0f s", exc, RETRY_S)
+                log.warning("%s; searches score the records for the next %.0f s", exc, self.vectors.window_left())
         self._refuse_scan_past_max("cannot be asked now")
         return self._scan(keys, q, purpose, k, threshold, now_us, path)
 

@@ -57,8 +57,12 @@ CALL_TIMEOUT = 15.0
 SLOW_CALL_TIMEOUT = 120.0
 # How long after a failed request the store takes Milvus for down (MilvusVectors.down): searches
 # score the records and writes leave their vector writes noted rather than each waiting out a
-# hung Milvus's deadline. Only a read that answers (MilvusVectors.probe) ends it sooner: a
-# Milvus whose metadata and writes answer while its searches hang is still down.
+# hung Milvus's deadline. The first window is RETRY_FIRST_S, each failure after a window doubles
+# it, up to RETRY_S: a Milvus back in a second is asked again in a second, a long outage costs a
+# request every RETRY_S. Only a read that answers (MilvusVectors.probe) ends a window sooner and
+# starts the next outage at RETRY_FIRST_S again: a Milvus whose metadata and writes answer while
+# its searches hang is still down.
+RETRY_FIRST_S = 1.0
 RETRY_S = IndexUnavailable.retry_after
 # Milvus Lite searches its unflushed rows (the memtable, sealed only at 128 MiB, about 200k
 # templates) by walking them in Python on every search: 0.5 s at 20k rows, seconds beyond. So on
@@ -127,6 +131,8 @@ class MilvusVectors:
         self._loaded = False
         self.call_timeout = CALL_TIMEOUT
         self._down_until = 0.0  # monotonic; see down()
+        self._windows = 0  # windows since a read last answered (hold_off)
+        self._window_lock = threading.Lock()
 
     @property
     def slow_timeout(self) -> float:
@@ -190,16 +196,31 @@ class MilvusVectors:
         self.hold_off()
         return exc
 
-    def hold_off(self) -> None:
-        """Take Milvus for down for RETRY_S seconds (a failure, or an answer that is not this
-        store's to use)."""
-        self._down_until = time.monotonic() + RETRY_S
+    def hold_off(self, *, longest: bool = False) -> None:
+        """Take Milvus for down for the next window: RETRY_FIRST_S, doubled after each window
+        that ended in another failure with no search or probe answered between, at most
+        RETRY_S. Failures inside a window (other threads' requests of the same outage) leave it
+        as it is. `longest`: Milvus answered, but not as this store's (the collection, the
+        credentials), which a second's wait will not mend: the window is RETRY_S."""
+        now = time.monotonic()
+        with self._window_lock:
+            if now < self._down_until:
+                return
+            self._windows += 1
+            window = RETRY_S if longest else min(RETRY_S, RETRY_FIRST_S * 2.0 ** min(self._windows - 1, 30))
+            self._down_until = now + window
+
+    def window_left(self) -> float:
+        """Seconds left of the present window (0 when Milvus is not taken for down)."""
+        return max(0.0, self._down_until - time.monotonic())
 
     def probe(self) -> None:
         """Read the stamp, a strongly consistent query; if Milvus answers, it is up again and
-        the window ends (IndexUnavailable if not)."""
+        the window ends (IndexUnavailable if not); the next outage starts at RETRY_FIRST_S."""
         self.stamp()
-        self._down_until = 0.0
+        with self._window_lock:
+            self._down_until = 0.0
+            self._windows = 0
 
     @property
     def _api(self) -> Any:
@@ -228,7 +249,7 @@ class MilvusVectors:
                         # Milvus answers, but not as this store's: asked again after the window,
                         # not at every call (each would make a client and log the error).
                         _close_quietly(client)
-                        self.hold_off()
+                        self.hold_off(longest=True)
                         raise
                     except BaseException:
                         _close_quietly(client)
@@ -345,6 +366,7 @@ class MilvusVectors:
                          limit=int(limit), filter=purpose_filter(purpose, now_us), output_fields=[ID], search_params={
                              "metric_type": "IP", "params": search_params(self._kind, allowed_fraction)},
                          consistency_level="Strong")
+        self._windows = 0  # reads answer: the next outage starts with a short window again
         return [(int(h["id"]), float(h["distance"])) for h in res[0]]
 
     def stamp(self) -> Optional[tuple[int, str]]:
