@@ -245,16 +245,42 @@ def _each(text: str, change: str) -> str:
     return "".join(out)
 
 
-def skeletons(text: str) -> tuple[str, str]:
+# Version 2 of the look (skeletons): what version 1 did not fold. Latin letters and digits drawn
+# alike in common fonts (Unicode's confusables: "0" as O, "1" as l or I, "rn" as m, "vv" as w),
+# read by small letters (where a capital "I" is drawn as "l") or by capitals (where "1" is I and
+# "rn" is no M); the dot of a Turkish capital "İ", which the small "i" draws anyway; Arabic
+# letters that Arabic and Persian keyboards write as different code points drawn alike (yeh,
+# Farsi yeh and alef maksura; kaf and keheh; heh, ae and heh goal), the tatweel that only
+# stretches a joint, and Persian digits written as Arabic-Indic ones.
+LOOK_VERSION = 2
+_DRAWN_ALIKE_SMALL = (("rn", "m"), ("vv", "w"), ("0", "o"), ("1", "l"))
+_DRAWN_ALIKE_CAPITALS = (("vv", "w"), ("0", "o"), ("1", "i"))  # read folded: "VV" is "vv", "I" is "i"
+_ARABIC_ALIKE = {**dict.fromkeys("\u0649\u06cc", "\u064a"), "\u06a9": "\u0643", **dict.fromkeys("\u06d5\u06c1", "\u0647"),
+                 "\u0640": "", **{chr(0x06F0 + d): chr(0x0660 + d) for d in range(10)}}
+
+
+def _drawn_alike(folded: str, pairs: tuple[tuple[str, str], ...]) -> str:
+    """Version 2's folds of a reading (decomposed, case folded): Arabic letters, the dot of "i"
+    and "j", then Latin's pairs."""
+    out = "".join(_ARABIC_ALIKE.get(c, c) for c in folded)
+    out = re.sub("(?<=[ij])\u0307", "", out)
+    for a, b in pairs:
+        out = out.replace(a, b)
+    return out
+
+
+def skeletons(text: str, version: int = LOOK_VERSION) -> tuple[str, str]:
     """What `text` looks like, for telling two names that print alike, twice: read by its
     capitals and by its small letters, since a letter's two cases are drawn as different Latin
-    letters (Cyrillic "Н" as H, "н" not; Greek "ν" as v, "Ν" as N). Two names print alike when
-    either reading is equal. Each reading: compatibility forms written plainly (NFKC), code
-    points that show nothing dropped, every space a plain one, punctuation drawn as ASCII's
-    written so, letters of other scripts drawn as Latin ones written as those ("сосоа" is
-    "cocoa", "АННА" is "ahha"), case folded ("ALICE" is "alice"). Accents stay: "José" and
-    "Jose" are told apart; so do "ß" and "ss", and an orthographic form NFKC would rewrite
-    (Armenian "և")."""
+    letters (Cyrillic "Н" as H, "н" not; Greek "ν" as v, "Ν" as N; Latin "I" as l). Two names
+    print alike when either reading is equal. Each reading: compatibility forms written plainly
+    (NFKC), code points that show nothing dropped, every space a plain one, punctuation drawn as
+    ASCII's written so, letters of other scripts drawn as Latin ones written as those ("сосоа" is
+    "cocoa", "АННА" is "ahha"), case folded ("ALICE" is "alice"), and from `version` 2 the folds
+    of LOOK_VERSION's comment ("EMP-O042" is "EMP-0042", "Ian" is "lan", "rnary" is "mary").
+    Accents stay: "José" and "Jose" are told apart; so do "ß" and "ss", and an orthographic
+    form NFKC would rewrite (Armenian "և"). Version 1 is kept to compare with rows stored
+    under it."""
     shown = [_AS_ASCII.get(c, c) for c in unicodedata.normalize("NFC", text) if hidden_char(c) is None]
     plain = "".join(c if c in _ORTHOGRAPHIC else unicodedata.normalize("NFKC", c) for c in shown)
     # Again after NFKC, which writes some compatibility forms as these marks (a small hyphen).
@@ -263,5 +289,9 @@ def skeletons(text: str) -> tuple[str, str]:
     def latin(t: str) -> str:
         return "".join(_AS_LATIN.get(c, c) for c in unicodedata.normalize("NFD", t))
 
-    return (unicodedata.normalize("NFC", _each(latin(_each(plain, "upper")), "fold")),
-            unicodedata.normalize("NFC", _each(latin(_each(plain, "fold")), "fold")))
+    big = _each(latin(_each(plain, "upper")), "fold")
+    if version < 2:
+        return unicodedata.normalize("NFC", big), unicodedata.normalize("NFC", _each(latin(_each(plain, "fold")), "fold"))
+    small = _each(latin(_each(plain.replace("I", "l"), "fold")), "fold")
+    return (unicodedata.normalize("NFC", _drawn_alike(big, _DRAWN_ALIKE_CAPITALS)),
+            unicodedata.normalize("NFC", _drawn_alike(small, _DRAWN_ALIKE_SMALL)))

@@ -264,11 +264,19 @@ PRINT_ALIKE = (("alice", "ALICE"), ("\u0410\u043d\u043d\u0430", "\u0410\u041d\u0
                ("Chlo\u00eb", "\u0421\u04bb\u04cf\u043e\u0451"), ("A\u00efda", "\u0410\u0457\u0501\u0430"),
                ("TOM", "\u2ca6\u2c9e\u2c98"), ("3141", "\u0417141"), ("BOB", "\ua7b4OB"), ("Xavier", "\ua7b3avier"),
                ("O'Brien", "O\u00b4Brien"),
+               # drawn alike in common fonts (look version 2): digits and letters, letter pairs
+               ("EMP-0042", "EMP-O042"), ("EMP-0042", "emp-oo42"), ("Ian", "lan"), ("B1LL", "BILL"), ("bi1l", "bill"),
+               ("mary", "rnary"), ("vvu", "wu"), ("\u0130ZM\u0130R", "izmir"),  # İZMİR, the Turkish capital dotted
+               # Arabic and Persian keyboards' letters drawn alike, a tatweel, Persian digits
+               ("\u0639\u0644\u06cc", "\u0639\u0644\u064a"), ("\u06a9\u0631\u06cc\u0645", "\u0643\u0631\u064a\u0645"),
+               ("\u0645\u062d\u0640\u0645\u062f", "\u0645\u062d\u0645\u062f"), ("\u0641\u0627\u0637\u0645\u06c1", "\u0641\u0627\u0637\u0645\u0647"),
+               ("\u06f1\u06f2\u06f3", "\u0661\u0662\u0663"),
                # the same name without its non-joiner: the look keeps no joiner
                ("\u0645\u0647\u062f\u06cc\u0632\u0627\u062f\u0647", "\u0645\u0647\u062f\u06cc\u200c\u0632\u0627\u062f\u0647"))
 TOLD_APART = (("Strau\u00df", "Strauss"), ("Wei\u00df", "WEISS"), ("\u0533\u0587\u0578\u0580\u0563", "\u0533\u0565\u0582\u0578\u0580\u0563"),
               ("Jos\u00e9", "Jose"), ("I\u015f\u0131k", "Isik"), ("anna", "anne"), ("EMP-0042", "EMP-0043"),
-              ("Ayd\u0131n", "Aydin"), ("\u0237oe", "joe"))
+              ("Ayd\u0131n", "Aydin"), ("\u0237oe", "joe"), ("ian", "lan"), ("EMP-0042", "EMP-0O43"),
+              ("\u0639\u0644\u06cc", "\u0639\u0644\u0649\u0627"))
 
 
 def test_ids_that_print_alike_share_a_look_and_others_do_not() -> None:

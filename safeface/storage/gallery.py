@@ -33,7 +33,7 @@ from ..hazmat.templates.rowfilter import RowFilter
 from ..hazmat.templates.sealing import Sealer
 from ..hazmat.templates.transform import TemplateTransform
 from .lock import WriteLock
-from .rows import (ROW_COLS, SCHEMA_VERSION, Entry as _Entry, Enrollment, ErasureResult, GalleryRow,  # noqa: F401
+from .rows import (ROW_COLS, SCHEMA_VERSION, Entry as _Entry, Enrollment, ErasureResult, GalleryRow, Looks,  # noqa: F401
                    Keys as _Keys, Match, RekeyResult, check_embedding, check_path, check_purposes as _check_purposes,
                    check_text as _check_text, describe, from_us, initial_meta, iso as _iso, keys_from_meta,
                    looks_of, moved_expiry, prepare, protect, pseudonym_of, refuse_lookalikes, rekeyed, seal_row, to_us,
@@ -254,7 +254,7 @@ class Gallery:
             self._db()
             return pseudonym_of(self._keyring, self._pseudonym_version, subject_id)
 
-    def looks(self, subject_id: str) -> tuple[str, str]:
+    def looks(self, subject_id: str) -> Looks:
         """The subject id's look digests under the pseudonym key (rows.refuse_lookalikes)."""
         with self._lock:
             self._db()
@@ -459,8 +459,8 @@ class Gallery:
             db = self._db()
             refuse_lookalikes(
                 prepared,
-                lambda looks, p: db.execute("SELECT 1 FROM rows WHERE (look = ? OR look_small = ?) AND pseudonym != ? "
-                                            "LIMIT 1", (*looks, p)).fetchone() is not None,
+                lambda looks, p: db.execute("SELECT 1 FROM rows WHERE (look IN (?, ?) OR look_small IN (?, ?)) AND "
+                                            "pseudonym != ? LIMIT 1", (*looks.query(), p)).fetchone() is not None,
                 lambda p: db.execute("SELECT 1 FROM rows WHERE pseudonym = ? LIMIT 1", (p,)).fetchone() is not None)
             upserts: dict[int, tuple[_Entry, np.ndarray]] = {}
             raw = np.stack([p.embedding for p in prepared]) if prepared else np.zeros((0, self._dim))
@@ -472,7 +472,7 @@ class Gallery:
                     "last_interaction, transform_version, seal_version, sealed, look, look_small) "
                     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (p.pseudonym, json.dumps(list(p.purposes)), p.token_id, p.provenance, p.expires_us, _iso(created),
-                     _iso(created), keys.transform_version, keys.seal_version, b"", *p.looks))
+                     _iso(created), keys.transform_version, keys.seal_version, b"", *p.looks.stored))
                 row_id = int(cur.lastrowid or 0)
                 db.execute("UPDATE rows SET sealed = ? WHERE row_id = ?",
                            (seal_row(keys, row_id, p.pseudonym, p.purposes, p.token_id, p.provenance, p.expires_us,

@@ -246,8 +246,23 @@ def pseudonym_of(keyring: Keyring, version: int, subject_id: str) -> str:
     return pseudonymize(keyring.key("pseudonym", version), subject_id)
 
 
-def looks_of(keyring: Keyring, version: int, subject_id: str) -> tuple[str, str]:
-    return look_digests(keyring.key("pseudonym", version), subject_id)
+@dataclass(frozen=True)
+class Looks:
+    """A subject id's look digests (pseudonym.look_digests): `stored`, of the present version,
+    kept beside each new row (columns look, look_small); `earlier`, of version 1, to compare with
+    rows stored under it (a row cannot be digested again: the id is not stored)."""
+
+    stored: tuple[str, str]
+    earlier: tuple[str, str]
+
+    def query(self) -> tuple[str, str, str, str]:
+        """Parameters of "(look IN (a, b) OR look_small IN (c, d))"."""
+        return self.stored[0], self.earlier[0], self.stored[1], self.earlier[1]
+
+
+def looks_of(keyring: Keyring, version: int, subject_id: str) -> Looks:
+    key = keyring.key("pseudonym", version)
+    return Looks(look_digests(key, subject_id), look_digests(key, subject_id, 1))
 
 
 def blob(template: np.ndarray, token: Optional[str], visible: Optional[np.ndarray], masked_enrolment: bool) -> bytes:
@@ -289,10 +304,10 @@ class Prepared:
     token: Optional[str] = field(repr=False)
     visible: Optional[np.ndarray] = field(repr=False)
     visible_masked: bool
-    looks: tuple[str, str]  # the id's look digests (pseudonym.look_digests), stored beside the row
+    looks: Looks  # the id's look digests, the present version's stored beside the row
 
 
-def prepare(item: Enrollment, pseudonym: str, looks: tuple[str, str], dim: int) -> Prepared:
+def prepare(item: Enrollment, pseudonym: str, looks: Looks, dim: int) -> Prepared:
     purposes = check_purposes(item.purposes)
     check_text(item.token_id, "token_id")
     check_text(item.provenance, "provenance")
@@ -312,17 +327,17 @@ LOOKALIKE_REFUSED = ("the subject id prints as the id of a subject already enrol
                      "under one that reads differently.")
 
 
-def refuse_lookalikes(prepared: Sequence[Prepared], others: Callable[[tuple[str, str], str], bool],
+def refuse_lookalikes(prepared: Sequence[Prepared], others: Callable[[Looks, str], bool],
                       enrolled: Callable[[str], bool]) -> None:
     """Inside a store's write (so that two processes cannot both pass): refuse a batch that would
     enrol a new subject whose id prints as another's, in the store or earlier in the batch.
-    `others(looks, pseudonym)`: whether a row of another subject shares either look digest
-    (columns look and look_small); `enrolled(pseudonym)`: whether the subject has rows (one
+    `others(looks, pseudonym)`: whether a row of another subject shares a look digest, of
+    either version (Looks.query); `enrolled(pseudonym)`: whether the subject has rows (one
     already enrolled is not new; rows stored before look digests existed have none and are not
     found)."""
     seen: dict[tuple[int, str], str] = {}
     for p in prepared:
-        mine = [seen.setdefault((i, d), p.pseudonym) for i, d in enumerate(p.looks)]
+        mine = [seen.setdefault((i, d), p.pseudonym) for i, d in enumerate(p.looks.stored)]
         clash = any(m != p.pseudonym for m in mine) or others(p.looks, p.pseudonym)
         if clash and not enrolled(p.pseudonym):
             raise InvalidArgument(LOOKALIKE_REFUSED)

@@ -48,7 +48,7 @@ from ..errors import BackendError, ConfigError, IndexUnavailable, IntegrityError
 from ..hazmat.templates.keyring import Keyring
 from ..hazmat.templates.transform import TemplateTransform
 from ..hazmat.templates.sealing import Sealer
-from .rows import (ROW_COLS, Enrollment, Entry, ErasureResult, GalleryRow, Keys, Match, RekeyResult,
+from .rows import (ROW_COLS, Enrollment, Entry, ErasureResult, GalleryRow, Keys, Looks, Match, RekeyResult,
                    check_embedding, check_path, check_text, describe, from_us, initial_meta, iso, keys_from_meta,
                    looks_of, moved_expiry, path_template, prepare, protect, pseudonym_of, refuse_lookalikes, rekeyed,
                    seal_row, to_us, touched_expiry, unseal_row, utc_now)
@@ -240,23 +240,13 @@ class ServerStore:
             if meta is not None:
                 keys_from_meta(meta, keyring, dim, where)
             vec = vectors()
-            down: Optional[IndexUnavailable] = None
-            try:
-                vec.reachable()  # connects: the collection is checked before anything is created
-            except IndexUnavailable as exc:
-                if meta is None:
-                    raise
-                down = exc
+            # Connects: the collection is checked before anything is created.
+            down = _outage_of(vec.reachable, fresh=meta is None)
             store = cls(conn, lock_conn, where, namespace, keyring, dim, vec)
             with store._write_lock.held():
                 store._create(meta is None)
                 if down is None:
-                    try:
-                        vec.ensure()
-                    except IndexUnavailable as exc:
-                        if meta is None:
-                            raise
-                        down = exc
+                    down = _outage_of(vec.ensure, fresh=meta is None)
                 store._keys, store._pseudonym_version = keys_from_meta(_read_meta(conn, namespace), keyring, dim,
                                                                        where)
                 store._sql(f"INSERT INTO {{ns}}.meta (k, v) VALUES ('{STORE_ID}', %s) ON CONFLICT (k) DO NOTHING",
@@ -403,7 +393,7 @@ class ServerStore:
         self._require_keys()
         return pseudonym_of(self._keyring, self._pseudonym_version, subject_id)
 
-    def looks(self, subject_id: str) -> tuple[str, str]:
+    def looks(self, subject_id: str) -> Looks:
         """The subject id's look digests under the pseudonym key (rows.refuse_lookalikes)."""
         self._require_keys()
         return looks_of(self._keyring, self._pseudonym_version, subject_id)
@@ -771,9 +761,9 @@ class ServerStore:
                 keys = self._keys_now()
                 refuse_lookalikes(
                     prepared,
-                    lambda looks, p: self._conn.execute(f"SELECT 1 FROM {self._ns}.rows WHERE (look = %s OR look_small "
-                                                        "= %s) AND pseudonym <> %s LIMIT 1",
-                                                        (*looks, p)).fetchone() is not None,
+                    lambda looks, p: self._conn.execute(f"SELECT 1 FROM {self._ns}.rows WHERE (look IN (%s, %s) OR "
+                                                        "look_small IN (%s, %s)) AND pseudonym <> %s LIMIT 1",
+                                                        (*looks.query(), p)).fetchone() is not None,
                     lambda p: self._conn.execute(f"SELECT 1 FROM {self._ns}.rows WHERE pseudonym = %s LIMIT 1",
                                                  (p,)).fetchone() is not None)
                 raw = np.stack([p.embedding for p in prepared]) if prepared else np.zeros((0, self._dim))
@@ -787,7 +777,7 @@ class ServerStore:
                     records.append((rid, p.pseudonym, json.dumps(list(p.purposes)), p.token_id, p.provenance,
                                     p.expires_us, iso(created), iso(created), keys.transform_version, keys.seal_version,
                                     seal_row(keys, rid, p.pseudonym, p.purposes, p.token_id, p.provenance, p.expires_us,
-                                             t, p.token, visible=vis, masked_enrolment=p.visible_masked), *p.looks))
+                                             t, p.token, visible=vis, masked_enrolment=p.visible_masked), *p.looks.stored))
                     out.append(GalleryRow(rid, p.pseudonym, p.purposes, p.token_id, from_us(p.expires_us), p.provenance,
                                           created, created, masked_template=vis is not None,
                                           masked_enrolment=p.visible_masked))
@@ -1320,6 +1310,18 @@ def _counts(book: dict[str, str]) -> tuple[int, int]:
     """(recorded, intended) counts of confirmed vector writes (ServerStore._stamp)."""
     recorded = int(book.get(STAMP, 0))
     return recorded, max(recorded, int(book.get(STAMP_INTENDED, 0)))
+
+
+def _outage_of(step: Callable[[], object], *, fresh: bool) -> Optional[IndexUnavailable]:
+    """Run an opening step that needs Milvus: None if it answered, the outage if it did not
+    and the store has records to open on (a store made now needs Milvus: it raises)."""
+    try:
+        step()
+    except IndexUnavailable as exc:
+        if fresh:
+            raise
+        return exc
+    return None
 
 
 def _read_meta(conn: Any, ns: str) -> dict[str, str]:

@@ -12,13 +12,15 @@ import unicodedata
 from typing import Optional
 
 from ...errors import ConfigError, InvalidArgument
-from ...lookalike import (compatibility_char, describe, first_of_script, foreign_digit, hidden_char, latin_lookalike_word,
-                          mark_that_draws_nothing, mixed_word, other_space, phonetic_latin, script_of, skeletons,
-                          spelling_joiners_dropped)
+from ...lookalike import (LOOK_VERSION, compatibility_char, describe, first_of_script, foreign_digit, hidden_char,
+                          latin_lookalike_word, mark_that_draws_nothing, mixed_word, other_space, phonetic_latin,
+                          script_of, skeletons, spelling_joiners_dropped)
 
 # Domain separation: the same key used for anything else would give unrelated digests.
 _LABEL = b"safeface pseudonym v1\x00"
-_LOOK_LABEL = b"safeface look v1\x00"
+# Look digests of each version of lookalike.skeletons, under their own labels: a version-1
+# digest never equals a version-2 one.
+_LOOK_LABELS = {1: b"safeface look v1\x00", 2: b"safeface look v2\x00"}
 MAX_SUBJECT_CHARS = 256
 # Control characters, line and paragraph separators, unassigned and private-use code points,
 # lone surrogates: never part of a name or an account id, and invisible in a log.
@@ -121,13 +123,15 @@ def _keyed(key: bytes, label: bytes, text: str) -> str:
     return hmac.new(key, label + text.encode("utf-8"), hashlib.sha256).hexdigest()
 
 
-def look_digests(key: bytes, subject_id: str) -> tuple[str, str]:
+def look_digests(key: bytes, subject_id: str, version: int = LOOK_VERSION) -> tuple[str, str]:
     """Keyed digests of how the id prints (lookalike.skeletons, read by its capitals and by its
     small letters): two ids that differ only in case or in look-alike letters share one of them.
     A store keeps them beside each row so that a new subject whose id prints as an enrolled one
-    can be refused; like the pseudonym, they reveal no id without the key."""
-    big, small = skeletons(normalize_subject(subject_id))
-    return _keyed(key, _LOOK_LABEL, big), _keyed(key, _LOOK_LABEL, small)
+    can be refused; like the pseudonym, they reveal no id without the key. A row keeps the
+    digests of the version it was stored under: it cannot be digested again (the id is not
+    stored), so a new id is compared with older rows by their version's digests."""
+    big, small = skeletons(normalize_subject(subject_id), version)
+    return _keyed(key, _LOOK_LABELS[version], big), _keyed(key, _LOOK_LABELS[version], small)
 
 
 def same_subject(a: object, b: object) -> bool:
