@@ -28,7 +28,7 @@ from safeface.errors import ImageError, InvalidArgument, ModelError, SafeFaceErr
 from safeface.imageio import MAX_FILE_BYTES, load_image, load_image_hashed
 from safeface.hazmat.vision.dlib_engine import DlibEngine
 
-from tests.video_fixtures import build_face_video, synthetic_video
+from tests.video_fixtures import build_face_video, header_lies_video, synthetic_video
 
 DATASETS = datasets()
 LFW = DATASETS / "lfw-dev" / "images"
@@ -516,12 +516,16 @@ def test_an_image_is_hashed_from_the_bytes_it_is_decoded_from(tmp_path: Path) ->
     assert report.input_sha256 == digest and report.output_sha256 == hashlib.sha256(out.read_bytes()).hexdigest()
 
 
-def test_a_video_whose_frames_change_size_is_refused(tmp_path: Path) -> None:
+@pytest.mark.parametrize("sizes,refusal", [(((640, 480), (1920, 1080)), "much larger than its header's 640x480"),
+                                           (((1920, 1080), (640, 480)), "change size part way")])
+def test_a_video_whose_frames_change_size_is_refused(tmp_path: Path, sizes: Any, refusal: str) -> None:
     """Two H.264 streams back to back, 640x480 then 1920x1080 (a spliced clip). Every frame was
     searched at the first frame's scale and cut to its size: the larger frames' faces were
-    searched too coarsely, or cut away, and the report's smallest face was the small frame's."""
+    searched too coarsely, or cut away, and the report's smallest face was the small frame's.
+    A larger frame is refused by the decoder (bounded by the header's size), a smaller one once
+    decoded."""
     parts = []
-    for size in ((640, 480), (1920, 1080)):
+    for size in sizes:
         part = tmp_path / f"{size[0]}.h264"
         with av.open(str(part), "w", format="h264") as c:
             s = c.add_stream("libx264", rate=30)
@@ -536,7 +540,7 @@ def test_a_video_whose_frames_change_size_is_refused(tmp_path: Path) -> None:
         parts.append(part.read_bytes())
     src, out = tmp_path / "spliced.mkv", tmp_path / "out.mp4"
     src.write_bytes(b"".join(parts))
-    with pytest.raises(ImageError, match="change size part way"):
+    with pytest.raises(ImageError, match=refusal):
         anonymize_file(src, out, video=VideoOptions(progress=False, masked=False))
     assert not out.exists()
 
@@ -678,6 +682,31 @@ def test_a_frame_too_large_is_refused_before_one_is_decoded(tmp_path: Path, monk
     with pytest.raises(ImageError, match="64x48 pixels exceed the 1024-pixel limit"):
         anonymize_video_file(src, out, options=VideoOptions(progress=False, masked=False))
     assert decoded == [] and not out.exists()
+
+
+def test_a_frame_larger_than_the_header_says_is_refused_before_it_is_decoded(tmp_path: Path) -> None:
+    """A header (and first frames) of 64x64, then a second sequence header with a frame of
+    8000x6400 (51 megapixels, 77 MB decoded): every size check ran on the header, so FFmpeg
+    decoded the huge frame before the size-change check refused it. Now the decoder is bounded
+    by the header's size (imageio.bound_video_decoder) and never hands out such a frame."""
+    from safeface.imageio import bound_video_decoder
+
+    src, out = header_lies_video(tmp_path / "lies.avi", (64, 64), (8000, 6400)), tmp_path / "out.mp4"
+    with pytest.raises(ImageError, match="could not be decoded") as info:
+        anonymize_video_file(src, out, options=VideoOptions(progress=False, masked=False))
+    assert "change size" not in str(info.value) and not out.exists()
+    for bounded in (False, True):
+        sizes: list[tuple[int, int]] = []
+        refused = False
+        with av.open(str(src)) as c:
+            if bounded:
+                bound_video_decoder(c.streams.video[0], 50_000_000)
+            try:
+                for f in c.decode(video=0):
+                    sizes.append((f.width, f.height))
+            except av.error.FFmpegError:
+                refused = True
+        assert refused == bounded and ((8000, 6400) in sizes) != bounded, sizes
 
 
 def test_the_video_size_limit_is_the_callers_to_set(tmp_path: Path) -> None:

@@ -20,7 +20,7 @@ from policy_support import last_call  # noqa: E402
 from safeface.capture.challenge import new_challenge, verify_moves  # noqa: E402
 from safeface.capture.evidence import EvidenceKeys  # noqa: E402
 from safeface.capture.physics import analyse  # noqa: E402
-from safeface.errors import IntegrityError, PolicyViolation  # noqa: E402
+from safeface.errors import ImageError, IntegrityError, PolicyViolation  # noqa: E402
 
 # Eye corners (outer, inner of the eye on the image's right; then the other eye) and the base of
 # the nose of a head, in mm: eye distance 63, outer corners 16 mm behind the inner ones, the nose
@@ -326,12 +326,14 @@ def _video(w: int, h: int, n: int, rate: int, same_time: bool = False) -> bytes:
     return buf.getvalue()
 
 
-@pytest.mark.parametrize("case", ["1000 fps", "one time for every frame", "a tall frame", "frames change size"])
-def test_a_small_clip_cannot_take_unbounded_memory_or_crash_the_check(case: str) -> None:
+@pytest.mark.parametrize("case", ["1000 fps", "one time for every frame", "a tall frame", "frames change size",
+                                  "a frame over 4K", "a frame larger than its header"])
+def test_a_small_clip_cannot_take_unbounded_memory_or_crash_the_check(case: str, tmp_path: Path) -> None:
     """A clip of a few kilobytes that decodes to thousands of frames (1000 fps, or every frame at
-    one time, so the 5 s limit never trips), frames 16 times taller than wide, or frames that change
-    size mid-clip: a typed refusal, or at most a few hundred frames each within 640 x 960, never
-    gigabytes of frames or a raw OpenCV error."""
+    one time, so the 5 s limit never trips), frames 16 times taller than wide, frames that change
+    size mid-clip, frames over 4K (decoded whole before they are reduced), a header of 64x64 over
+    a frame of 51 megapixels: a typed refusal, or at most a few hundred frames each within 640 x
+    960, never gigabytes of frames or a raw OpenCV error."""
     from safeface.capture.clip import MAX_HEIGHT, MAX_WIDTH, read_clip
     from safeface.capture.liveness import check_liveness
     from safeface.errors import InvalidArgument
@@ -344,6 +346,15 @@ def test_a_small_clip_cannot_take_unbounded_memory_or_crash_the_check(case: str)
             read_clip(_video(64, 48, 1300, 30, same_time=True))
         with pytest.raises(InvalidArgument, match="1 frame"):  # one time: one frame kept, not 200
             read_clip(_video(64, 48, 200, 30, same_time=True))
+    elif case == "a frame over 4K":  # a flat 4100x2200 clip is a few kilobytes, each frame 13 MB decoded
+        with pytest.raises(InvalidArgument, match="4100x2200 pixels.*at most 8847360 pixels"):
+            read_clip(_video(4100, 2200, 2, 10))
+    elif case == "a frame larger than its header":  # a second sequence header: 64x64, then 8000x6400
+        from video_fixtures import header_lies_video
+
+        src = header_lies_video(tmp_path / "lies.avi", (64, 64), (8000, 6400))
+        with pytest.raises(ImageError, match="not a readable video"):
+            read_clip(src.read_bytes())
     elif case == "a tall frame":
         clip = read_clip(_video(128, 2048, 20, 10))
         assert all(f.shape[0] <= MAX_HEIGHT and f.shape[1] <= MAX_WIDTH for f in clip.frames)

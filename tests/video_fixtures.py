@@ -153,3 +153,29 @@ def synthetic_video(path: Path, width: int, height: int, frames: int = 3, rate: 
         for packet in vs.encode(None):
             out.mux(packet)
     return path
+
+
+def header_lies_video(path: Path, claimed: tuple[int, int], real: tuple[int, int], small_frames: int = 2) -> Path:
+    """An AVI whose header (and first `small_frames` frames) says `claimed`, followed by one
+    frame of `real` size behind a second MPEG-4 sequence header: the decoder switches size part
+    way, which no header check before decoding can see."""
+
+    def packets(width: int, height: int, count: int) -> list[av.Packet]:
+        enc = av.CodecContext.create("mpeg4", "w")
+        enc.width, enc.height, enc.pix_fmt, enc.time_base = width, height, "yuv420p", Fraction(1, 10)
+        enc.open()
+        got: list[av.Packet] = []
+        for i in range(count):
+            f = av.VideoFrame.from_ndarray(np.full((height, width, 3), 90, np.uint8), format="rgb24")
+            f = f.reformat(format="yuv420p")
+            f.pts = i
+            got += enc.encode(f)
+        return got + list(enc.encode(None))
+
+    with av.open(str(path), "w", format="avi") as out:
+        vs = out.add_stream("mpeg4", rate=10)
+        vs.width, vs.height, vs.pix_fmt = claimed[0], claimed[1], "yuv420p"
+        for i, p in enumerate(packets(*claimed, small_frames) + packets(*real, 1)):
+            p.stream, p.pts, p.dts = vs, i, i
+            out.mux(p)
+    return path

@@ -21,7 +21,7 @@ from ..errors import ImageError, InvalidArgument
 from .cover import DEFAULT_MARGIN, DEFAULT_MODE, apply_cover, check_margin, check_mode, region_for_box
 from .detect import DEFAULT_DETECTOR, DEFAULT_MIN_FACE, DetectionEngine, FaceFinder, Search
 from ..hashing import sha256_file, sha256_open_file
-from ..imageio import MAX_PIXELS, c_order
+from ..imageio import MAX_PIXELS, bound_video_decoder, c_order
 from ..regularfile import SizedReader, open_regular
 from ..workers import worker_count
 from ..atomicfile import atomic_path
@@ -96,7 +96,9 @@ def detectable_frames(path: Path, search: Search, finder: Optional[FaceFinder] =
     found: list[int] = []
     try:
         with av.open(str(path)) as c:
-            _video_stream(c, path)
+            stream = _video_stream(c, path)
+            _check_frame_size(int(stream.codec_context.width), int(stream.codec_context.height), path)
+            bound_video_decoder(stream, MAX_FRAME_PIXELS)
             for i, frame in enumerate(c.decode(video=0)):
                 if finder.detectable(frame.to_ndarray(format="rgb24"), search):
                     found.append(i)
@@ -160,8 +162,9 @@ def _display_turn(fh: IO[bytes], in_path: Path) -> int:
     try:
         with av.open(fh, "r") as probe:
             # Refused before FFmpeg allocates a first frame of that size.
-            ctx = _video_stream(probe, in_path).codec_context
-            _check_frame_size(int(ctx.width), int(ctx.height), in_path)
+            stream = _video_stream(probe, in_path)
+            _check_frame_size(int(stream.codec_context.width), int(stream.codec_context.height), in_path)
+            bound_video_decoder(stream, MAX_FRAME_PIXELS)
             for frame in probe.decode(video=0):
                 return _quarter_turns(frame, in_path)
     except (av.error.FFmpegError, OSError, ValueError) as exc:
@@ -258,6 +261,7 @@ def _transcode(inp: Any, turn: int, tmp: Path, fmt: str, finder: FaceFinder, mod
     if width <= 0 or height <= 0:
         raise ImageError(f"{in_path}: the video stream has no frame size.")
     _check_frame_size(width, height, in_path)
+    bound_video_decoder(vin, MAX_FRAME_PIXELS)  # frames keep the header's size: a larger one is refused undecoded
     stored = (width, height)
     # A phone stores a portrait video turned a quarter, with a display matrix players apply:
     # faces are searched, covered and written upright, as they are shown (no matrix is written).
@@ -370,7 +374,11 @@ def _transcode(inp: Any, turn: int, tmp: Path, fmt: str, finder: FaceFinder, mod
                             out.mux(p)
             settle(0)
         except av.error.FFmpegError as exc:
-            raise ImageError(f"{in_path}: the video could not be decoded or re-encoded ({exc}).") from None
+            # A frame larger than the header says (bound_video_decoder) fails here too: FFmpeg
+            # reports it as ENOMEM, or as EINVAL from a frame thread.
+            raise ImageError(f"{in_path}: the video could not be decoded or re-encoded ({exc}); nothing was written. "
+                             f"Frames much larger than its header's {stored[0]}x{stored[1]} are refused "
+                             "undecoded.") from None
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
         emit(stats["frames"])
