@@ -176,14 +176,14 @@ def phonetic_latin(text: str) -> Optional[str]:
 
 def mark_that_draws_nothing(text: str) -> Optional[str]:
     """A combining mark that changes no letter's look, or makes it another letter's: a dot above
-    on i or j, a mark above on the dotless ı or ȷ (ı with an acute is í), or the same mark twice
+    on i or j (also behind marks below it), a mark above on the dotless ı or ȷ (ı with an acute is í), or the same mark twice
     in a row (counted decomposed: é and an acute is e with two). None otherwise."""
+    decomposed = unicodedata.normalize("NFD", text)
+    if _dot_of_i_dropped(decomposed) != decomposed:  # also behind marks below: "ị" and a dot
+        return _DOT_ABOVE
     for prev, c in zip(text, text[1:]):
-        if c == _DOT_ABOVE and prev in "ij":
-            return c
         if prev in "ıȷ" and unicodedata.combining(c) == 230:
             return c
-    decomposed = unicodedata.normalize("NFD", text)
     return next((c for prev, c in zip(decomposed, decomposed[1:]) if unicodedata.combining(c) and c == prev), None)
 
 
@@ -247,23 +247,46 @@ def _each(text: str, change: str) -> str:
 
 # Version 2 of the look (skeletons): what version 1 did not fold. Latin letters and digits drawn
 # alike in common fonts (Unicode's confusables: "0" as O, "1" as l or I, "rn" as m, "vv" as w),
-# read by small letters (where a capital "I" is drawn as "l") or by capitals (where "1" is I and
-# "rn" is no M); the dot of a Turkish capital "İ", which the small "i" draws anyway; Arabic
-# letters that Arabic and Persian keyboards write as different code points drawn alike (yeh,
-# Farsi yeh and alef maksura; kaf and keheh; heh, ae and heh goal), the tatweel that only
-# stretches a joint, and Persian digits written as Arabic-Indic ones.
+# read by small letters (where a capital drawn as I, in any script and with its accents, is read
+# as "l", and a capital L kept apart from both) or by capitals (where "1" is I and "rn" is no M).
+# "m" and "w" are written out as "rn" and "vv", so that "vw", "wv" and "vvv" read alike whatever
+# the order. Also the dot of a Turkish capital "İ" (or any dot above an i or j, past marks below),
+# which the small "i" draws anyway; Arabic letters that Arabic, Persian and Urdu keyboards write as
+# different code points drawn alike (yeh, Farsi yeh and alef maksura; kaf and keheh; heh, ae and
+# heh goal; teh marbuta and its Urdu form), the tatweel that only stretches a joint, and Persian
+# digits written as Arabic-Indic ones.
 LOOK_VERSION = 2
-_DRAWN_ALIKE_SMALL = (("rn", "m"), ("vv", "w"), ("0", "o"), ("1", "l"))
-_DRAWN_ALIKE_CAPITALS = (("vv", "w"), ("0", "o"), ("1", "i"))  # read folded: "VV" is "vv", "I" is "i"
+_LOOK_VERSIONS = (1, 2)
+_DRAWN_ALIKE_SMALL = (("m", "rn"), ("w", "vv"), ("0", "o"), ("1", "l"))
+_DRAWN_ALIKE_CAPITALS = (("w", "vv"), ("0", "o"), ("1", "i"))  # read folded: "W" is "w", "I" is "i"
 _ARABIC_ALIKE = {**dict.fromkeys("\u0649\u06cc", "\u064a"), "\u06a9": "\u0643", **dict.fromkeys("\u06d5\u06c1", "\u0647"),
-                 "\u0640": "", **{chr(0x06F0 + d): chr(0x0660 + d) for d in range(10)}}
+                 "\u06c3": "\u0629", "\u0640": "", **{chr(0x06F0 + d): chr(0x0660 + d) for d in range(10)}}
+# Capitals drawn as I (Latin's own, its capital iota, and those of other scripts), and a
+# placeholder for a capital L in the small-letter reading: folded, it would meet them as "l".
+_CAPITAL_I = frozenset("I\u0196") | frozenset(c for c, v in _AS_LATIN.items() if v in "Il" and c.isupper())
+_CAPITAL_L = "\ue04c"  # a private-use code point: never in an id that passes the checks
+
+
+def _dot_of_i_dropped(decomposed: str) -> str:
+    """A dot above (U+0307) on i or j dropped, also behind marks below ("ị" with a dot)."""
+    out: list[str] = []
+    base = ""
+    for c in decomposed:
+        klass = unicodedata.combining(c)
+        if klass == 0:
+            base = c
+        elif c == _DOT_ABOVE and base in "ij":
+            continue
+        elif klass == 230:
+            base = ""  # a mark above between them: the dot is drawn above that
+        out.append(c)
+    return "".join(out)
 
 
 def _drawn_alike(folded: str, pairs: tuple[tuple[str, str], ...]) -> str:
     """Version 2's folds of a reading (decomposed, case folded): Arabic letters, the dot of "i"
     and "j", then Latin's pairs."""
-    out = "".join(_ARABIC_ALIKE.get(c, c) for c in folded)
-    out = re.sub("(?<=[ij])\u0307", "", out)
+    out = _dot_of_i_dropped("".join(_ARABIC_ALIKE.get(c, c) for c in folded))
     for a, b in pairs:
         out = out.replace(a, b)
     return out
@@ -289,9 +312,13 @@ def skeletons(text: str, version: int = LOOK_VERSION) -> tuple[str, str]:
     def latin(t: str) -> str:
         return "".join(_AS_LATIN.get(c, c) for c in unicodedata.normalize("NFD", t))
 
+    if version not in _LOOK_VERSIONS:
+        raise ValueError(f"look version must be one of {_LOOK_VERSIONS}, got {version!r}")
     big = _each(latin(_each(plain, "upper")), "fold")
     if version < 2:
         return unicodedata.normalize("NFC", big), unicodedata.normalize("NFC", _each(latin(_each(plain, "fold")), "fold"))
-    small = _each(latin(_each(plain.replace("I", "l"), "fold")), "fold")
+    lettered = "".join("l" if c in _CAPITAL_I else _CAPITAL_L if c == "L" else c
+                       for c in unicodedata.normalize("NFD", plain))
+    small = _each(latin(_each(lettered, "fold")), "fold")
     return (unicodedata.normalize("NFC", _drawn_alike(big, _DRAWN_ALIKE_CAPITALS)),
             unicodedata.normalize("NFC", _drawn_alike(small, _DRAWN_ALIKE_SMALL)))

@@ -218,7 +218,7 @@ LOOK_ALIKES = {"\u0430lice": "CYRILLIC SMALL LETTER A", "bob-\u03bf": "GREEK SMA
                "EMP-\u1040\u104042": "MYANMAR DIGIT ZERO", "Jos\u00e9\u0301": "COMBINING ACUTE ACCENT",
                "Mar\u0131\u0301a": "COMBINING ACUTE ACCENT", "Louis \u0425\u0406\u0474": "CYRILLIC",
                "\ua731am": "SMALL CAPITAL S", "\ua4d9.Smith": "LISU", "user\u02d0123": "TRIANGULAR COLON",
-               "\u0628\u200c\u0712": "ARABIC LETTER BEH"}  # a non-joiner taken as spelling splits no word
+               "\u0628\u200c\u0712": "ARABIC LETTER BEH", "Th\u1ecb\u0307 Lan": "COMBINING DOT ABOVE"}  # a non-joiner taken as spelling splits no word
 # Honest ids: one script a word, accents, other scripts, digits, the ʻokina, Armenian's և.
 HONEST = ("\u0418\u0432\u0430\u043d", "\u674e\u96f7", "Jos\u00e9", "Zo\u00eb van Dijk", "EMP-0042 \u0414\u043c\u0438\u0442\u0440\u0438\u0439",
           "\u03a3\u03bf\u03c6\u03af\u03b1 Garc\u00eda", "\u0438\u0432\u0430\u043d@example.com", "Nguy\u1ec5n V\u0103n Th\u00e0nh",
@@ -270,12 +270,16 @@ PRINT_ALIKE = (("alice", "ALICE"), ("\u0410\u043d\u043d\u0430", "\u0410\u041d\u0
                # Arabic and Persian keyboards' letters drawn alike, a tatweel, Persian digits
                ("\u0639\u0644\u06cc", "\u0639\u0644\u064a"), ("\u06a9\u0631\u06cc\u0645", "\u0643\u0631\u064a\u0645"),
                ("\u0645\u062d\u0640\u0645\u062f", "\u0645\u062d\u0645\u062f"), ("\u0641\u0627\u0637\u0645\u06c1", "\u0641\u0627\u0637\u0645\u0647"),
-               ("\u06f1\u06f2\u06f3", "\u0661\u0662\u0663"),
+               ("\u06f1\u06f2\u06f3", "\u0661\u0662\u0663"), ("\u0641\u0627\u0637\u0645\u06c3", "\u0641\u0627\u0637\u0645\u0629"),
+               # letters drawn as a capital I, with accents or in other scripts; w and vv in any order
+               ("Iva", "\u0399\u03bd\u03b1"), ("Ida", "\u0406\u0501\u0430"), ("Ivan", "\u0196van"),
+               ("\u00cdsak", "\u013asak"), ("vw-7", "wv-7"), ("vvv", "wv"),
                # the same name without its non-joiner: the look keeps no joiner
                ("\u0645\u0647\u062f\u06cc\u0632\u0627\u062f\u0647", "\u0645\u0647\u062f\u06cc\u200c\u0632\u0627\u062f\u0647"))
 TOLD_APART = (("Strau\u00df", "Strauss"), ("Wei\u00df", "WEISS"), ("\u0533\u0587\u0578\u0580\u0563", "\u0533\u0565\u0582\u0578\u0580\u0563"),
               ("Jos\u00e9", "Jose"), ("I\u015f\u0131k", "Isik"), ("anna", "anne"), ("EMP-0042", "EMP-0043"),
               ("Ayd\u0131n", "Aydin"), ("\u0237oe", "joe"), ("ian", "lan"), ("EMP-0042", "EMP-0O43"),
+              ("Ian", "Lan"), ("ALI", "ALL"), ("EMP-1042", "EMP-L042"),
               ("\u0639\u0644\u06cc", "\u0639\u0644\u0649\u0627"))
 
 
@@ -286,15 +290,48 @@ def test_ids_that_print_alike_share_a_look_and_others_do_not() -> None:
     from safeface.hazmat.templates.pseudonym import look_digests
 
     key = b"k" * 32
+
+    def alike(a: str, b: str) -> bool:  # as a store compares them: capitals with capitals, small with small
+        return any(x == y for x, y in zip(look_digests(key, a), look_digests(key, b)))
+
     for a, b in PRINT_ALIKE:
-        assert set(look_digests(key, a)) & set(look_digests(key, b)), (a, b)
+        assert alike(a, b), (a, b)
     for a, b in TOLD_APART:
-        assert not set(look_digests(key, a)) & set(look_digests(key, b)), (a, b)
+        assert not alike(a, b), (a, b)
     assert not set(look_digests(key, "alice")) & set(look_digests(b"j" * 32, "alice"))  # keyed
     from safeface.lookalike import skeletons
 
     for text in ("\u1fb3\u0323", "Jos\u00e9", "\u0451\u0301", "\uac00\u11a8"):  # stable under NFD
         assert skeletons(text) == skeletons(unicodedata.normalize("NFD", text)), ascii(text)
+
+
+def test_what_look_version_1_read_alike_version_2_reads_alike_too() -> None:
+    """Version 2 must not let through what version 1 refused once a subject's rows carry its
+    digests: its first draft read an ASCII capital I as "l" but a Greek or Cyrillic one as "i",
+    so the all-Greek "Ινα" beside "Iva" was refused by version 1 and enrolled by version 2.
+    Every pair of ids of up to two letters and digits (ASCII, and Cyrillic and Greek drawn as
+    Latin) that may be enrolled and that version 1 read alike, version 2 reads alike (ids mixing
+    scripts in a word, such as "iν" with a Greek nu, are refused before any look is compared)."""
+    from collections import defaultdict
+
+    from safeface.hazmat.templates.pseudonym import new_subject_problem
+    from safeface.lookalike import skeletons
+
+    alphabet = sorted(set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")
+                      | set("\u0430\u0435\u043e\u0440\u0441\u0443\u0445\u0456\u0410\u0412\u0415\u041a\u041c\u041d\u041e"
+                            "\u0420\u0421\u0422\u0425\u0406\u03bf\u03b1\u03bd\u03c1\u0391\u0392\u0395\u0399\u039f\u03a1"))
+    ids = [t for t in list(alphabet) + [a + b for a in alphabet for b in alphabet] if new_subject_problem(t) is None]
+    v1 = {t: skeletons(t, 1) for t in ids}
+    v2 = {t: skeletons(t, 2) for t in ids}
+    lost = []
+    for reading in (0, 1):
+        groups = defaultdict(list)
+        for t in ids:
+            groups[v1[t][reading]].append(t)
+        for group in groups.values():
+            first = group[0]
+            lost += [(first, t) for t in group[1:] if not any(x == y for x, y in zip(v2[first], v2[t]))]
+    assert not lost, lost[:10]
 
 
 def test_an_id_that_prints_as_an_enrolled_one_enrols_no_one(tmp_path: Path, imgs: Path) -> None:

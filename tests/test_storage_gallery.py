@@ -724,7 +724,7 @@ def test_rows_stored_under_the_first_look_version_still_block_what_it_folded(
     Rows cannot be digested again (the id is not stored), so rows stored under version 1 are
     compared by version 1's digests of the new id: "ALICE" beside such an "alice" is still
     refused. A subject's next enrolment stores the new digests, which then refuse the new
-    folds too."""
+    folds too, also within that enrolment's batch."""
     from safeface.errors import InvalidArgument
     from safeface.hazmat.templates.pseudonym import look_digests
 
@@ -742,6 +742,12 @@ def test_rows_stored_under_the_first_look_version_still_block_what_it_folded(
     with Gallery.open(db, keyring, DIM) as g:
         with pytest.raises(InvalidArgument, match="prints as"):
             g.add("ALICE", x[2], ["access"], "t2", LATER)
+        # One batch of the look-alike and the subject again: refused whatever the order (the
+        # look-alike was checked only against the items before it, so it passed when first).
+        for order in ((("EMP-O042", 4), ("EMP-0042", 3)), (("EMP-0042", 3), ("EMP-O042", 4))):
+            with pytest.raises(InvalidArgument, match="prints as"):
+                g.add_many([Enrollment(sid, x[i], ["access"], f"t{i}", LATER) for sid, i in order])
+        assert len(g) == 2
         g.add("EMP-0042", x[3], ["access"], "t3", LATER)  # the same subject: its new row has version 2's look
         for twin in ("EMP-O042", "emp-oo42"):
             with pytest.raises(InvalidArgument, match="prints as"):

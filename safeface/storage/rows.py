@@ -330,15 +330,18 @@ LOOKALIKE_REFUSED = ("the subject id prints as the id of a subject already enrol
 def refuse_lookalikes(prepared: Sequence[Prepared], others: Callable[[Looks, str], bool],
                       enrolled: Callable[[str], bool]) -> None:
     """Inside a store's write (so that two processes cannot both pass): refuse a batch that would
-    enrol a new subject whose id prints as another's, in the store or earlier in the batch.
+    enrol a new subject whose id prints as another's, in the store or anywhere in the batch.
     `others(looks, pseudonym)`: whether a row of another subject shares a look digest, of
     either version (Looks.query); `enrolled(pseudonym)`: whether the subject has rows (one
     already enrolled is not new; rows stored before look digests existed have none and are not
     found)."""
-    seen: dict[tuple[int, str], str] = {}
+    owners: dict[tuple[int, str], set[str]] = {}  # every item's, before any is judged: order cannot matter
     for p in prepared:
-        mine = [seen.setdefault((i, d), p.pseudonym) for i, d in enumerate(p.looks.stored)]
-        clash = any(m != p.pseudonym for m in mine) or others(p.looks, p.pseudonym)
+        for i, d in enumerate(p.looks.stored):
+            owners.setdefault((i, d), set()).add(p.pseudonym)
+    for p in prepared:
+        clash = (any(owners[(i, d)] - {p.pseudonym} for i, d in enumerate(p.looks.stored))
+                 or others(p.looks, p.pseudonym))
         if clash and not enrolled(p.pseudonym):
             raise InvalidArgument(LOOKALIKE_REFUSED)
 
