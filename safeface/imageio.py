@@ -12,7 +12,7 @@ import io
 import os
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Iterator, Union
+from typing import Callable, Iterator, Union
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -143,22 +143,6 @@ def _bands(im: Image.Image, fn: Callable[[Image.Image], np.ndarray]) -> np.ndarr
     for r, band in zip(range(0, h, _BAND_ROWS), _crops(im)):
         out[r:r + _BAND_ROWS] = fn(band)
     return out
-
-
-def bound_video_decoder(stream: Any, limit: int) -> None:
-    """Have FFmpeg refuse, before it allocates one, any frame of the video `stream` much larger
-    than its header's size (which the caller has checked against `limit`), or than `limit` when
-    the header gives none. A sequence header part way through a stream switches the decoder to
-    another frame size: without the bound, a header claiming 64x64 over frames of 50 megapixels
-    was found out only once such a frame was held (with frame threads, several). The refusal is
-    an FFmpeg error at decode (ENOMEM). The margin covers FFmpeg's own rounding (it checks a
-    buffer's width rounded up to its stride alignment; codecs code whole macroblocks, 1088 rows
-    for 1080) and its scratch buffers (MPEG-4's decoder asks 54k pixels for a 64x64 frame): the
-    bound is never under a megapixel, whose frame is no threat."""
-    ctx = stream.codec_context
-    w, h = int(ctx.width), int(ctx.height)
-    cap = max((w + 128) * (h + 128), 1 << 20) if w > 0 and h > 0 else int(limit)
-    ctx.options = {**dict(ctx.options), "max_pixels": str(cap)}
 
 
 def c_order(a: np.ndarray) -> np.ndarray:

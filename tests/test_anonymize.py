@@ -8,6 +8,9 @@ import argparse
 import hashlib
 import json
 import os
+import subprocess
+import sys
+import textwrap
 import threading
 from fractions import Fraction
 from pathlib import Path
@@ -16,6 +19,7 @@ from typing import Any, Optional
 import av
 import numpy as np
 import pytest
+from child_process import child_env
 from datasets_path import datasets
 from PIL import Image
 
@@ -28,7 +32,7 @@ from safeface.errors import ImageError, InvalidArgument, ModelError, SafeFaceErr
 from safeface.imageio import MAX_FILE_BYTES, load_image, load_image_hashed
 from safeface.hazmat.vision.dlib_engine import DlibEngine
 
-from tests.video_fixtures import build_face_video, header_lies_video, synthetic_video
+from tests.video_fixtures import build_face_video, header_lies_video, spliced_video, synthetic_video
 
 DATASETS = datasets()
 LFW = DATASETS / "lfw-dev" / "images"
@@ -516,30 +520,18 @@ def test_an_image_is_hashed_from_the_bytes_it_is_decoded_from(tmp_path: Path) ->
     assert report.input_sha256 == digest and report.output_sha256 == hashlib.sha256(out.read_bytes()).hexdigest()
 
 
-@pytest.mark.parametrize("sizes,refusal", [(((640, 480), (1920, 1080)), "much larger than its header's 640x480"),
-                                           (((1920, 1080), (640, 480)), "change size part way")])
-def test_a_video_whose_frames_change_size_is_refused(tmp_path: Path, sizes: Any, refusal: str) -> None:
+@pytest.mark.parametrize("sizes,frames,refusal", [
+    (((640, 480), (1920, 1080)), (3, 3), "much larger than its header's 640x480"),
+    (((1920, 1080), (640, 480)), (3, 3), "change size part way"),
+    (((64, 64), (4000, 4000)), (3, 1), "much larger than its header's 64x64")])
+def test_a_video_whose_frames_change_size_is_refused(tmp_path: Path, sizes: Any, frames: Any, refusal: str) -> None:
     """Two H.264 streams back to back, 640x480 then 1920x1080 (a spliced clip). Every frame was
     searched at the first frame's scale and cut to its size: the larger frames' faces were
     searched too coarsely, or cut away, and the report's smallest face was the small frame's.
     A larger frame is refused by the decoder (bounded by the header's size), a smaller one once
-    decoded."""
-    parts = []
-    for size in sizes:
-        part = tmp_path / f"{size[0]}.h264"
-        with av.open(str(part), "w", format="h264") as c:
-            s = c.add_stream("libx264", rate=30)
-            s.width, s.height, s.pix_fmt = size[0], size[1], "yuv420p"
-            for i in range(3):
-                frame = av.VideoFrame.from_ndarray(np.full((size[1], size[0], 3), 120, np.uint8), format="rgb24")
-                frame.pts, frame.time_base = i, Fraction(1, 30)
-                for packet in s.encode(frame):
-                    c.mux(packet)
-            for packet in s.encode(None):
-                c.mux(packet)
-        parts.append(part.read_bytes())
-    src, out = tmp_path / "spliced.mkv", tmp_path / "out.mp4"
-    src.write_bytes(b"".join(parts))
+    decoded. A larger last frame, decoded with frame threads, ended the decode early without an
+    error: the run answered with one frame of four and no refusal."""
+    src, out = spliced_video(tmp_path / "spliced.mkv", sizes, frames, "libx264", "matroska"), tmp_path / "out.mp4"
     with pytest.raises(ImageError, match=refusal):
         anonymize_file(src, out, video=VideoOptions(progress=False, masked=False))
     assert not out.exists()
@@ -689,7 +681,7 @@ def test_a_frame_larger_than_the_header_says_is_refused_before_it_is_decoded(tmp
     8000x6400 (51 megapixels, 77 MB decoded): every size check ran on the header, so FFmpeg
     decoded the huge frame before the size-change check refused it. Now the decoder is bounded
     by the header's size (imageio.bound_video_decoder) and never hands out such a frame."""
-    from safeface.imageio import bound_video_decoder
+    from safeface.videoio import bound_video_decoder
 
     src, out = header_lies_video(tmp_path / "lies.avi", (64, 64), (8000, 6400)), tmp_path / "out.mp4"
     with pytest.raises(ImageError, match="could not be decoded") as info:
@@ -707,6 +699,45 @@ def test_a_frame_larger_than_the_header_says_is_refused_before_it_is_decoded(tmp
             except av.error.FFmpegError:
                 refused = True
         assert refused == bounded and ((8000, 6400) in sizes) != bounded, sizes
+
+
+def test_opening_a_video_decodes_no_frame_before_its_size_is_checked(tmp_path: Path) -> None:
+    """FFmpeg's probe, run when a file is opened, decoded the first frames of every stream
+    before any size check: a container claiming 64x64 over a first frame of 8000x6400 had
+    tens of megabytes allocated there (with ten H.264 streams of 8000x8000, 2.8 GB from 20 KB).
+    videoio.open_video's probe decodes no frame; the frame size is then the container's, and
+    the bounded decoder refuses the large frame. Measured in fresh child processes, against a
+    plain open of the same file; a file that is no container safeface reads is refused."""
+    src = spliced_video(tmp_path / "first-large.mkv", ((64, 64), (8000, 6400)), (0, 2), "libx264", "matroska")
+    # The peak (VmHWM, KiB) of the child's own memory: ru_maxrss carries the parent's over exec.
+    code = textwrap.dedent(f"""
+        import re, sys, av
+        from safeface.videoio import open_video
+        def peak():
+            return int(re.search(r"VmHWM:\\s+(\\d+)", open("/proc/self/status").read()).group(1))
+        before = peak()
+        with open({str(src)!r}, "rb") as fh:
+            c = open_video(fh, "x", 50_000_000) if sys.argv[1] == "bounded" else av.open(fh)
+            print(c.streams.video[0].codec_context.width, peak() - before)
+    """)
+    grew = {}
+    for how in ("plain", "bounded"):
+        r = subprocess.run([sys.executable, "-c", code, how], env=child_env(), capture_output=True, text=True,
+                           timeout=120)
+        assert r.returncode == 0, r.stderr[-2000:]
+        width, grew[how] = (int(v) for v in r.stdout.split())
+        assert (width == 8000) == (how == "plain"), (how, r.stdout)  # bounded: the container's 64, or none
+    assert grew["plain"] > 40_000 and grew["bounded"] < 20_000, grew  # KiB
+    with pytest.raises(ImageError, match="not a video safeface can read"):
+        anonymize_video_file(src, tmp_path / "out.mp4", options=VideoOptions(progress=False, masked=False))
+    ts = tmp_path / "stream.mp4"  # an MPEG transport stream named .mp4: its streams appear only in the probe
+    with av.open(str(ts), "w", format="mpegts") as out:
+        vs = out.add_stream("mpeg2video", rate=10)
+        vs.width, vs.height, vs.pix_fmt = 64, 64, "yuv420p"
+        for packet in list(vs.encode(av.VideoFrame.from_ndarray(np.zeros((64, 64, 3), np.uint8)))) + list(vs.encode()):
+            out.mux(packet)
+    with pytest.raises(ImageError, match="not an MP4, MOV, Matroska"):
+        anonymize_video_file(ts, tmp_path / "out.mp4", options=VideoOptions(progress=False, masked=False))
 
 
 def test_the_video_size_limit_is_the_callers_to_set(tmp_path: Path) -> None:

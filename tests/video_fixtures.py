@@ -155,13 +155,14 @@ def synthetic_video(path: Path, width: int, height: int, frames: int = 3, rate: 
     return path
 
 
-def header_lies_video(path: Path, claimed: tuple[int, int], real: tuple[int, int], small_frames: int = 2) -> Path:
-    """An AVI whose header (and first `small_frames` frames) says `claimed`, followed by one
-    frame of `real` size behind a second MPEG-4 sequence header: the decoder switches size part
-    way, which no header check before decoding can see."""
+def spliced_video(path: Path, sizes: Sequence[tuple[int, int]], frames: Sequence[int], codec: str = "mpeg4",
+                   container: str = "avi") -> Path:
+    """One video stream whose header says sizes[0], made of len(sizes) encodings back to back,
+    frames[i] flat frames of sizes[i] each, every one behind its own sequence header: the decoder
+    switches size part way (a spliced clip), which no header check before decoding can see."""
 
     def packets(width: int, height: int, count: int) -> list[av.Packet]:
-        enc = av.CodecContext.create("mpeg4", "w")
+        enc = av.CodecContext.create(codec, "w")
         enc.width, enc.height, enc.pix_fmt, enc.time_base = width, height, "yuv420p", Fraction(1, 10)
         enc.open()
         got: list[av.Packet] = []
@@ -172,10 +173,15 @@ def header_lies_video(path: Path, claimed: tuple[int, int], real: tuple[int, int
             got += enc.encode(f)
         return got + list(enc.encode(None))
 
-    with av.open(str(path), "w", format="avi") as out:
-        vs = out.add_stream("mpeg4", rate=10)
-        vs.width, vs.height, vs.pix_fmt = claimed[0], claimed[1], "yuv420p"
-        for i, p in enumerate(packets(*claimed, small_frames) + packets(*real, 1)):
-            p.stream, p.pts, p.dts = vs, i, i
+    with av.open(str(path), "w", format=container) as out:
+        vs = out.add_stream(codec, rate=10)
+        vs.width, vs.height, vs.pix_fmt = sizes[0][0], sizes[0][1], "yuv420p"
+        for i, p in enumerate(p for size, n in zip(sizes, frames) for p in packets(*size, n)):
+            p.stream, p.pts, p.dts, p.time_base = vs, i, i, Fraction(1, 10)
             out.mux(p)
     return path
+
+
+def header_lies_video(path: Path, claimed: tuple[int, int], real: tuple[int, int], small_frames: int = 2) -> Path:
+    """A header (and first `small_frames` frames) of `claimed`, then one frame of `real` size."""
+    return spliced_video(path, (claimed, real), (small_frames, 1))

@@ -21,7 +21,8 @@ from ..errors import ImageError, InvalidArgument
 from .cover import DEFAULT_MARGIN, DEFAULT_MODE, apply_cover, check_margin, check_mode, region_for_box
 from .detect import DEFAULT_DETECTOR, DEFAULT_MIN_FACE, DetectionEngine, FaceFinder, Search
 from ..hashing import sha256_file, sha256_open_file
-from ..imageio import MAX_PIXELS, bound_video_decoder, c_order
+from ..imageio import MAX_PIXELS, c_order
+from ..videoio import bound_video_decoder, open_video
 from ..regularfile import SizedReader, open_regular
 from ..workers import worker_count
 from ..atomicfile import atomic_path
@@ -95,7 +96,7 @@ def detectable_frames(path: Path, search: Search, finder: Optional[FaceFinder] =
     av = _av()
     found: list[int] = []
     try:
-        with av.open(str(path)) as c:
+        with open_regular(path, str(path)) as fh, open_video(fh, str(path), MAX_FRAME_PIXELS) as c:
             stream = _video_stream(c, path)
             _check_frame_size(int(stream.codec_context.width), int(stream.codec_context.height), path)
             bound_video_decoder(stream, MAX_FRAME_PIXELS)
@@ -103,7 +104,8 @@ def detectable_frames(path: Path, search: Search, finder: Optional[FaceFinder] =
                 if finder.detectable(frame.to_ndarray(format="rgb24"), search):
                     found.append(i)
     except (av.error.FFmpegError, OSError, ValueError) as exc:
-        raise ImageError(f"{path}: not a video safeface can read ({exc}).") from None
+        raise ImageError(f"{path}: not a video safeface can read ({exc}); frames much larger than its header "
+                         "says are refused undecoded.") from None
     return found
 
 
@@ -158,9 +160,8 @@ def _display_turn(fh: IO[bytes], in_path: Path) -> int:
     """The first frame's quarter turns (the output's size depends on it before any frame is
     read; every later frame is checked against it)."""
     av = _av()
-    fh.seek(0)
     try:
-        with av.open(fh, "r") as probe:
+        with open_video(fh, str(in_path), MAX_FRAME_PIXELS) as probe:
             # Refused before FFmpeg allocates a first frame of that size.
             stream = _video_stream(probe, in_path)
             _check_frame_size(int(stream.codec_context.width), int(stream.codec_context.height), in_path)
@@ -168,7 +169,8 @@ def _display_turn(fh: IO[bytes], in_path: Path) -> int:
             for frame in probe.decode(video=0):
                 return _quarter_turns(frame, in_path)
     except (av.error.FFmpegError, OSError, ValueError) as exc:
-        raise ImageError(f"{in_path}: not a video safeface can read ({exc}).") from None
+        raise ImageError(f"{in_path}: not a video safeface can read ({exc}); frames much larger than its "
+                         "header says are refused undecoded.") from None
     return 0
 
 
@@ -201,11 +203,7 @@ def anonymize_video_file(
         fh = io.BufferedReader(SizedReader(raw, before[1]), 1 << 16)
         digest = sha256_open_file(fh)
         turn = _display_turn(fh, in_path)
-        fh.seek(0)
-        try:
-            inp = av.open(fh, "r")
-        except (av.error.FFmpegError, OSError, ValueError) as exc:
-            raise ImageError(f"{in_path}: not a video safeface can read ({exc}).") from None
+        inp = open_video(fh, str(in_path), MAX_FRAME_PIXELS)
         out_digest: Optional[str] = None
         try:
             _video_stream(inp, in_path)
@@ -254,7 +252,6 @@ def _transcode(inp: Any, turn: int, tmp: Path, fmt: str, finder: FaceFinder, mod
     from tqdm import tqdm
 
     vin = inp.streams.video[0]
-    vin.thread_type = "AUTO"
     ain = list(inp.streams.audio)
     width = int(vin.codec_context.width)
     height = int(vin.codec_context.height)

@@ -1,0 +1,67 @@
+"""Opening a video for reading, bounded: what FFmpeg may decode and allocate before safeface has
+checked a frame's size. Used by anonymization, the no-face check and liveness clips.
+
+FFmpeg decodes the first frames of every stream while it opens a file (its probe), before any
+header can be checked: a few kilobytes of H.264 whose container claims ten streams of 64x64 and
+whose frames are 8000x8000 took 2.8 GB there. So a file is opened only as one of the containers
+safeface reads (whose demuxers name their streams, with their frame sizes, before the probe),
+with a cap on the streams, and the probe decodes no frame (its decoders skip every frame, and
+refuse any over the pixel cap): the frame size is the container's, and the decoder that reads
+the frames afterwards is bounded by it (bound_video_decoder)."""
+
+from __future__ import annotations
+
+from typing import IO, Any, Callable
+
+from .errors import ImageError
+
+# Streams read of a file (FFmpeg drops the rest): a phone's clip holds a video, its audio and a
+# few metadata tracks; a film its audio in several languages and subtitles.
+MAX_STREAMS = 16
+
+# The demuxer for each container safeface reads, by the file's first bytes (not its name: a file
+# named .mp4 may hold an MPEG transport stream, whose streams appear only during the probe).
+_CONTAINERS: tuple[tuple[str, Callable[[bytes], bool]], ...] = (
+    ("mp4", lambda h: h[4:8] in (b"ftyp", b"moov", b"mdat", b"wide", b"free", b"skip", b"pnot")),  # MP4, MOV
+    ("matroska", lambda h: h[:4] == b"\x1aE\xdf\xa3"),  # MKV, WebM
+    ("avi", lambda h: h[:4] == b"RIFF" and h[8:12] in (b"AVI ", b"AVIX")),
+)
+
+
+def open_video(fh: IO[bytes], label: str, max_pixels: int, max_streams: int = MAX_STREAMS) -> Any:
+    """An input container over `fh` (seekable, read from its start) whose probe decodes no frame
+    and which names at most `max_streams` streams (FFmpeg drops the rest). ImageError for another
+    container or an unreadable file."""
+    import av
+
+    fh.seek(0)
+    head = fh.read(16)
+    fh.seek(0)
+    fmt = next((name for name, test in _CONTAINERS if test(head)), None)
+    if fmt is None:
+        raise ImageError(f"{label}: not a video safeface can read: not an MP4, MOV, Matroska (MKV, WebM) or AVI "
+                         "file, the containers it reads. Remux it (ffmpeg -i IN -c copy OUT.mp4).")
+    try:
+        return av.open(fh, "r", format=fmt, options={"max_streams": str(max_streams)},
+                       stream_options=[{"max_pixels": str(max_pixels), "skip_frame": "all"}] * max_streams)
+    except (av.error.FFmpegError, OSError, ValueError) as exc:  # type: ignore[attr-defined,unused-ignore]
+        raise ImageError(f"{label}: not a video safeface can read ({exc}); it may hold more than {max_streams} "
+                         f"streams, or frames over {max_pixels} pixels.") from None
+
+
+def bound_video_decoder(stream: Any, limit: int) -> None:
+    """Have FFmpeg refuse, before it allocates one, any frame of the video `stream` much larger
+    than its header's size (which the caller has checked against `limit`), or than `limit` when
+    the header gives none. A sequence header part way through a stream switches the decoder to
+    another frame size: without the bound, a header claiming 64x64 over frames of 50 megapixels
+    was found out only once such a frame was held. The margin covers FFmpeg's own rounding (it
+    checks a buffer's width rounded up to its stride alignment; codecs code whole macroblocks,
+    1088 rows for 1080) and its scratch buffers (MPEG-4's decoder asks 54k pixels for a 64x64
+    frame): the bound is never under a megapixel, whose frame is no threat. Slice threads only:
+    with frame threads, a frame refused near the end of the stream ended the decode early with
+    no error, and the frames still in flight were silently dropped."""
+    ctx = stream.codec_context
+    w, h = int(ctx.width), int(ctx.height)
+    cap = max((w + 128) * (h + 128), 1 << 20) if w > 0 and h > 0 else int(limit)
+    ctx.options = {**dict(ctx.options), "max_pixels": str(cap)}
+    stream.thread_type = "SLICE"
