@@ -786,7 +786,8 @@ def test_a_store_still_opening_meets_a_collection_not_its_own_once_a_window(
         pg: PgCluster, tmp_path: Path, keyring: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """Milvus back after the outage holding, under the store's collection name, one of another
     dimension (made afresh by another deployment). Each search made a new client, failed its
-    check and logged it; now the store keeps scoring the records and asks again once a window."""
+    check and logged it; now the store keeps scoring the records and asks again once a window,
+    and so does an enrolment."""
     import safeface.storage.vectors as vectors_mod
 
     own, setup, x, rows = _stored_then_stopped(pg, tmp_path, keyring, seed=41)
@@ -807,6 +808,12 @@ def test_a_store_still_opening_meets_a_collection_not_its_own_once_a_window(
             for i in range(6):
                 assert [m.row_id for m in s.search(x[i], "access", k=1)] == [rows[i].row_id]
             assert len(made) == 1 and s._half_open, made
+            # Nor does an enrolment ask again inside the window (each made a client and logged),
+            # and it names the refusal rather than an outage ("has not answered").
+            for i in range(3):
+                with pytest.raises(ConfigError, match="64-dimensional"):
+                    fill(s, unit_rows(1, seed=90 + i), prefix=f"late{i}")
+            assert len(made) == 1 and s.rows_for("late0") == []
             with pytest.raises(ConfigError, match="64-dimensional"):
                 setup.open()
     finally:
@@ -876,7 +883,8 @@ def test_the_retry_window_starts_short_and_grows_while_milvus_stays_down(
     """Every failure held Milvus off for 30 s: a blip of a second cost half a minute of record
     scans. Now the first window is short and each that ends in another failure doubles the next,
     up to the cap; a search in a window asks Milvus nothing; once a search answers, the next
-    outage starts short again."""
+    outage starts short again; a request that waited out its deadline holds Milvus off for
+    twice that wait."""
     import safeface.storage.vectors as vectors_mod
     from pymilvus.exceptions import MilvusException
 
@@ -910,6 +918,18 @@ def test_the_retry_window_starts_short_and_grows_while_milvus_stays_down(
         monkeypatch.setattr(client, "search", failing)
         s.search(x[0], "access", k=1)
         assert len(asked) == 5 and 0.15 < s.vectors.window_left() <= 0.3
+        # A request that ran into its deadline: the window is at least twice its wait. Short
+        # windows let a hung Milvus be asked again a second after each caller had waited out the
+        # whole deadline (6 waits in 45 s against 2 with the fixed window).
+        s.vectors.probe()  # answers: the window ends
+
+        def hung(*a: Any, **kw: Any) -> Any:
+            time.sleep(0.45)
+            raise MilvusException(message="search: deadline exceeded (test: Milvus hangs)")
+
+        monkeypatch.setattr(client, "search", hung)
+        s.search(x[1], "access", k=1)
+        assert 0.7 < s.vectors.window_left() <= 0.9  # twice the 0.45 s it waited, not 0.3 s
 
 
 @pytest.mark.slow
@@ -934,8 +954,10 @@ def test_a_store_still_opening_onto_another_stores_index_keeps_scoring_its_recor
                 fill(o, unit_rows(1, seed=72), prefix="o")
             time.sleep(0.6)
             assert [m.row_id for m in s.search(x[0], "access", k=1)] == [rows[0].row_id]
-            assert s._half_open
+            assert s._half_open and s.index_state() == "opening"
             assert s.erase_subject("s1").vectors == "pending"
+            with pytest.raises(ConfigError, match="holds another store's index"):
+                fill(s, unit_rows(1, seed=73), prefix="late")  # in the window: not asked again
             with other.open() as o:
                 assert len(o.rows_for("o0")) == 1 and o.vectors.count() == 1
     finally:

@@ -274,7 +274,7 @@ def build_router(rt: Runtime) -> APIRouter:
         # Still ready while the store's index is out of reach: searches answer from the records,
         # and every replica shares that index, so a 503 here would take all of them out of a
         # balancer at once. "index" tells an operator (and a probe that wants enrolments).
-        return {"status": "ready", "in_flight": rt.in_flight, "index": rt.main.index_state}
+        return {"status": "ready", "in_flight": rt.in_flight, "index": rt.index_state}
 
     return router
 
@@ -282,7 +282,7 @@ def build_router(rt: Runtime) -> APIRouter:
 def metrics_route(rt: Runtime) -> Any:
     async def metrics() -> PlainTextResponse:
         # 1 while searches use the index, 0 while the records answer them (opening or down).
-        rt.metrics.gauge("safeface_index_up", 1 if rt.main.index_state in ("up", "local") else 0)
+        rt.metrics.gauge("safeface_index_up", 1 if rt.index_state in ("up", "local") else 0)
         return PlainTextResponse(rt.metrics.render(), media_type="text/plain; version=0.0.4")
 
     return metrics

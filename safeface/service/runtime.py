@@ -106,6 +106,17 @@ class Runtime:
         return self._ready.is_set()
 
     @property
+    def index_state(self) -> str:
+        """How this process's searches are answered (SafeFace.index_state), read from the pool
+        threads' handles, which search, each with its own connection and retry window (the main
+        handle only checks credentials: it never searches, nor finishes an open begun in an
+        outage). "down" if any is, else "opening" if any is, else "up" (or "local")."""
+        with self._opened_lock:
+            pool = self._opened[1:] or self._opened
+            states = [str(sf.index_state) for sf in pool]
+        return next((s for s in ("down", "opening") if s in states), states[0] if states else "local")
+
+    @property
     def in_flight(self) -> int:
         return self._admitted
 

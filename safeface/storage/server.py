@@ -563,8 +563,8 @@ class ServerStore:
         handles' writes go on. Until it is done the store asks Milvus nothing else, and writes
         no vector: a stamp written before the index was judged would hide an index that lost
         its vectors. An index that is another store's keeps the store scoring the records."""
-        if not self._half_open or (self._index_down() and not probe_now):
-            return
+        if not self._half_open or (self._index_down() and (not probe_now or self.vectors.refused_lately())):
+            return  # an answer not this store's is not asked again before its window ends, not even by an enrolment
         if not self._finishing.acquire(blocking=False):
             return
         try:
@@ -586,7 +586,7 @@ class ServerStore:
                     return
                 if state == FOREIGN:
                     log.error("%s; %s keeps scoring the records", self._foreign(), self.where)
-                    self.vectors.hold_off(longest=True)
+                    self.vectors.hold_off(refusal=self._foreign())
                     return
                 self._half_open = False
                 self._drain_pending(best_effort=True)
@@ -747,6 +747,9 @@ class ServerStore:
         out: list[GalleryRow] = []
         self._finish_open(probe_now=True)
         if self._half_open:
+            refusal = self.vectors.refused_lately()
+            if refusal is not None:  # Milvus answered, as another store's index or refusing the credentials
+                raise ConfigError(str(refusal))
             raise IndexUnavailable(f"{self.vectors.where} has not answered this store since it opened; nothing was "
                                    "written. Try again once Milvus answers.")
         if self._index_down():
@@ -983,7 +986,7 @@ class ServerStore:
                 # a gate refusing everyone until it is back. A write still needs Milvus (or notes
                 # it). A hung Milvus fails only at each request's deadline, so searches leave it
                 # alone for a while (MilvusVectors.down) instead of each waiting that long.
-                log.warning("%s; searches score the records for the next %.0f s", exc, self.vectors.window_left())
+                log.warning("%s; searches score the records for the next %.1f s", exc, self.vectors.window_left())
         self._refuse_scan_past_max("cannot be asked now")
         return self._scan(keys, q, purpose, k, threshold, now_us, path)
 

@@ -132,6 +132,7 @@ class MilvusVectors:
         self.call_timeout = CALL_TIMEOUT
         self._down_until = 0.0  # monotonic; see down()
         self._windows = 0  # windows since a read last answered (hold_off)
+        self._refusal: Optional[ConfigError] = None  # see refused_lately
         self._window_lock = threading.Lock()
 
     @property
@@ -192,23 +193,34 @@ class MilvusVectors:
         can leave one out."""
         return time.monotonic() < self._down_until
 
-    def _failed(self, exc: IndexUnavailable) -> IndexUnavailable:
-        self.hold_off()
+    def _failed(self, exc: IndexUnavailable, started: Optional[float] = None) -> IndexUnavailable:
+        """Count a failure (hold_off); `started`: when the failed request was sent (monotonic)."""
+        self.hold_off(waited=0.0 if started is None else time.monotonic() - started)
         return exc
 
-    def hold_off(self, *, longest: bool = False) -> None:
+    def hold_off(self, *, waited: float = 0.0, refusal: Optional[ConfigError] = None) -> None:
         """Take Milvus for down for the next window: RETRY_FIRST_S, doubled after each window
         that ended in another failure with no search or probe answered between, at most
-        RETRY_S. Failures inside a window (other threads' requests of the same outage) leave it
-        as it is. `longest`: Milvus answered, but not as this store's (the collection, the
-        credentials), which a second's wait will not mend: the window is RETRY_S."""
+        RETRY_S; and at least twice what the failed request `waited` (a request that ran into
+        its deadline, a hung Milvus, is not sent again a second later: each costs a caller that
+        deadline). Failures inside a window (other threads' requests of the same outage) leave it
+        as it is. `refusal`: Milvus answered, but not as this store's (the collection, the
+        credentials), which a second's wait will not mend: the window is RETRY_S, and
+        `refused_lately` gives the refusal until it ends."""
         now = time.monotonic()
         with self._window_lock:
             if now < self._down_until:
                 return
             self._windows += 1
-            window = RETRY_S if longest else min(RETRY_S, RETRY_FIRST_S * 2.0 ** min(self._windows - 1, 30))
+            window = min(RETRY_S, max(RETRY_FIRST_S * 2.0 ** min(self._windows - 1, 30), 2.0 * waited))
+            if refusal is not None:
+                window = RETRY_S
+            self._refusal = refusal
             self._down_until = now + window
+
+    def refused_lately(self) -> Optional[ConfigError]:
+        """Milvus's answer that it is not this store's (hold_off's `refusal`), while its window lasts."""
+        return self._refusal if time.monotonic() < self._down_until else None
 
     def window_left(self) -> float:
         """Seconds left of the present window (0 when Milvus is not taken for down)."""
@@ -221,6 +233,7 @@ class MilvusVectors:
         with self._window_lock:
             self._down_until = 0.0
             self._windows = 0
+            self._refusal = None
 
     @property
     def _api(self) -> Any:
@@ -228,10 +241,11 @@ class MilvusVectors:
         if self._client is None:
             with self._opening:
                 if self._client is None and self._opener is not None:
+                    started = time.monotonic()
                     try:
                         client = self._opener()
                     except IndexUnavailable as exc:
-                        raise self._failed(exc) from None
+                        raise self._failed(exc, started) from None
                     try:
                         try:
                             version = str(client.get_server_version(timeout=self.call_timeout))
@@ -242,14 +256,14 @@ class MilvusVectors:
                                 # asked again only after the window (below).
                                 raise ConfigError(f"{self.where} refused the credentials ({_short(exc)}); check "
                                                   "SAFEFACE_MILVUS_TOKEN. Nothing was written.") from None
-                            raise self._failed(_unreachable(self.where, exc)) from None
+                            raise self._failed(_unreachable(self.where, exc), started) from None
                         self._lite = self._lite or version.startswith("milvus_lite")
                         self._check_existing(client)
-                    except ConfigError:
+                    except ConfigError as exc:
                         # Milvus answers, but not as this store's: asked again after the window,
                         # not at every call (each would make a client and log the error).
                         _close_quietly(client)
-                        self.hold_off(longest=True)
+                        self.hold_off(refusal=exc)
                         raise
                     except BaseException:
                         _close_quietly(client)
@@ -263,10 +277,11 @@ class MilvusVectors:
             # fails the call, so a search falls back to the records and an erasure holding the
             # store's write lock goes on, instead of both waiting for ever.
             kwargs.setdefault("timeout", self.call_timeout)
+        started = time.monotonic()
         try:
             return fn(*args, **kwargs)
         except _client_error() as exc:
-            raise self._failed(IndexUnavailable(f"{self.where} failed to {what} ({_short(exc)}).")) from None
+            raise self._failed(IndexUnavailable(f"{self.where} failed to {what} ({_short(exc)})."), started) from None
 
     def _check_existing(self, client: Any) -> None:
         if not self._call("list collections", client.has_collection, self.collection, timeout=self.call_timeout):
@@ -366,15 +381,18 @@ class MilvusVectors:
                          limit=int(limit), filter=purpose_filter(purpose, now_us), output_fields=[ID], search_params={
                              "metric_type": "IP", "params": search_params(self._kind, allowed_fraction)},
                          consistency_level="Strong")
-        self._windows = 0  # reads answer: the next outage starts with a short window again
+        with self._window_lock:
+            self._windows = 0  # reads answer: the next outage starts with a short window again
         return [(int(h["id"]), float(h["distance"])) for h in res[0]]
 
     def stamp(self) -> Optional[tuple[int, str]]:
         """The stamp the store last wrote here, (count, tag); None where there is none, as in a
         collection made afresh."""
+        api = self._api
+        started = time.monotonic()
         try:
-            got = self._api.query(self.collection, filter=f"{ID} in [{STAMP_ID}]", output_fields=[EXPIRES, PURPOSES],
-                                     consistency_level="Strong", timeout=self.call_timeout)
+            got = api.query(self.collection, filter=f"{ID} in [{STAMP_ID}]", output_fields=[EXPIRES, PURPOSES],
+                            consistency_level="Strong", timeout=self.call_timeout)
         except _client_error() as exc:
             # A collection that is gone has no stamp (asked again only when Milvus says so: a
             # search pays one round trip); an unreachable or hung Milvus is an error, never a
@@ -382,7 +400,8 @@ class MilvusVectors:
             if _collection_missing(exc) and not self._call("list collections", self._api.has_collection,
                                                            self.collection):
                 return None
-            raise self._failed(IndexUnavailable(f"{self.where} failed to read the stamp ({_short(exc)}).")) from None
+            raise self._failed(IndexUnavailable(f"{self.where} failed to read the stamp ({_short(exc)})."),
+                               started) from None
         return (int(got[0][EXPIRES]), str(got[0][PURPOSES])) if got else None
 
     def set_stamp(self, n: int, tag: str) -> None:
@@ -400,11 +419,12 @@ class MilvusVectors:
         (QueryIterator's set-up), so the whole listing runs under one: a hung Milvus would
         otherwise keep `index check` waiting for ever, holding the store's write lock."""
         pages = 2 + self.count() // BATCH
+        started = time.monotonic()
         try:
             return _within(self.call_timeout * pages, f"{self.where} did not list its vectors within "
                            f"{self.call_timeout * pages:.0f} s", self._ids)
         except IndexUnavailable as exc:
-            raise self._failed(exc) from None
+            raise self._failed(exc, started) from None
 
     def _ids(self) -> list[int]:
         it = self._call("list vectors", self._api.query_iterator, self.collection, batch_size=BATCH,
