@@ -15,9 +15,19 @@ from typing import IO, Any, Callable
 
 from .errors import ImageError
 
-# Streams read of a file (FFmpeg drops the rest): a phone's clip holds a video, its audio and a
-# few metadata tracks; a film its audio in several languages and subtitles.
+# Streams a file may hold: a phone's clip holds a video, its audio and a few metadata tracks; a
+# film its audio in several languages and subtitles. A file with more is refused: FFmpeg's cap
+# drops the tracks past it, and a Matroska demuxer then stops at their first block, as if the
+# file ended there (3 frames of 30 read, and reported as the whole video).
 MAX_STREAMS = 16
+# The decoders a file may have opened, in FFmpeg's probe and afterwards: the video codecs that
+# cameras, phones and browsers record, and their audio. No other is opened (TTA's decoder sized
+# a buffer of 560 MB a track from its header in the probe; ALAC's may take 512 MB): a stream in
+# another codec is copied as it is, or left out.
+DECODERS = frozenset((
+    "h264,hevc,vp8,vp9,libdav1d,av1,mpeg4,msmpeg4v3,mjpeg,mpeg2video,mpeg1video,prores,ffv1,h263,theora,rawvideo,"
+    "aac,aac_fixed,mp3float,mp3,mp2,mp2float,opus,libopus,vorbis,ac3,ac3_fixed,eac3,flac,pcm_s16le,pcm_s16be,"
+    "pcm_s24le,pcm_s24be,pcm_s32le,pcm_f32le,pcm_f32be,pcm_u8,pcm_mulaw,pcm_alaw,amrnb,amrwb").split(","))
 
 # The demuxer for each container safeface reads, by the file's first bytes (not its name: a file
 # named .mp4 may hold an MPEG transport stream, whose streams appear only during the probe).
@@ -30,8 +40,8 @@ _CONTAINERS: tuple[tuple[str, Callable[[bytes], bool]], ...] = (
 
 def open_video(fh: IO[bytes], label: str, max_pixels: int, max_streams: int = MAX_STREAMS) -> Any:
     """An input container over `fh` (seekable, read from its start) whose probe decodes no frame
-    and which names at most `max_streams` streams (FFmpeg drops the rest). ImageError for another
-    container or an unreadable file."""
+    and opens no decoder outside DECODERS, holding at most `max_streams` streams. ImageError for
+    another container, more streams, or an unreadable file."""
     import av
 
     fh.seek(0)
@@ -41,12 +51,23 @@ def open_video(fh: IO[bytes], label: str, max_pixels: int, max_streams: int = MA
     if fmt is None:
         raise ImageError(f"{label}: not a video safeface can read: not an MP4, MOV, Matroska (MKV, WebM) or AVI "
                          "file, the containers it reads. Remux it (ffmpeg -i IN -c copy OUT.mp4).")
+    allowed = ",".join(sorted(DECODERS))
     try:
-        return av.open(fh, "r", format=fmt, options={"max_streams": str(max_streams)},
-                       stream_options=[{"max_pixels": str(max_pixels), "skip_frame": "all"}] * max_streams)
+        container = av.open(fh, "r", format=fmt, options={"max_streams": str(max_streams + 1),
+                                                          "codec_whitelist": allowed},
+                            stream_options=[{"max_pixels": str(max_pixels), "skip_frame": "all"}] * (max_streams + 1))
     except (av.error.FFmpegError, OSError, ValueError) as exc:  # type: ignore[attr-defined,unused-ignore]
         raise ImageError(f"{label}: not a video safeface can read ({exc}); it may hold more than {max_streams} "
                          f"streams, or frames over {max_pixels} pixels.") from None
+    if len(container.streams) > max_streams:
+        container.close()
+        raise ImageError(f"{label} holds more than {max_streams} streams; safeface reads videos of at most "
+                         f"{max_streams}. Remux it with the streams it needs (ffmpeg -i IN -map 0:v:0 -map 0:a? -c copy "
+                         "OUT.mp4).")
+    for stream in container.streams:
+        if stream.codec_context is not None:  # decoders opened later are held to the same list
+            stream.codec_context.options = {**dict(stream.codec_context.options), "codec_whitelist": allowed}
+    return container
 
 
 def bound_video_decoder(stream: Any, limit: int) -> None:

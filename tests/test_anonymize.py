@@ -32,7 +32,8 @@ from safeface.errors import ImageError, InvalidArgument, ModelError, SafeFaceErr
 from safeface.imageio import MAX_FILE_BYTES, load_image, load_image_hashed
 from safeface.hazmat.vision.dlib_engine import DlibEngine
 
-from tests.video_fixtures import build_face_video, header_lies_video, spliced_video, synthetic_video
+from tests.video_fixtures import (build_face_video, header_lies_video, many_tracks_video, spliced_video, synthetic_video,
+                                  tta_audio_video)
 
 DATASETS = datasets()
 LFW = DATASETS / "lfw-dev" / "images"
@@ -701,15 +702,10 @@ def test_a_frame_larger_than_the_header_says_is_refused_before_it_is_decoded(tmp
         assert refused == bounded and ((8000, 6400) in sizes) != bounded, sizes
 
 
-def test_opening_a_video_decodes_no_frame_before_its_size_is_checked(tmp_path: Path) -> None:
-    """FFmpeg's probe, run when a file is opened, decoded the first frames of every stream
-    before any size check: a container claiming 64x64 over a first frame of 8000x6400 had
-    tens of megabytes allocated there (with ten H.264 streams of 8000x8000, 2.8 GB from 20 KB).
-    videoio.open_video's probe decodes no frame; the frame size is then the container's, and
-    the bounded decoder refuses the large frame. Measured in fresh child processes, against a
-    plain open of the same file; a file that is no container safeface reads is refused."""
-    src = spliced_video(tmp_path / "first-large.mkv", ((64, 64), (8000, 6400)), (0, 2), "libx264", "matroska")
-    # The peak (VmHWM, KiB) of the child's own memory: ru_maxrss carries the parent's over exec.
+def _opened_in_children(src: Path, what: str) -> dict[str, tuple[int, int]]:
+    """For a plain `av.open` and for videoio.open_video of `src`, each in a fresh child process:
+    `what` (an expression of the container `c`) and how far the child's peak memory grew, in
+    KiB (VmHWM: ru_maxrss carries the parent's peak over exec)."""
     code = textwrap.dedent(f"""
         import re, sys, av
         from safeface.videoio import open_video
@@ -718,16 +714,29 @@ def test_opening_a_video_decodes_no_frame_before_its_size_is_checked(tmp_path: P
         before = peak()
         with open({str(src)!r}, "rb") as fh:
             c = open_video(fh, "x", 50_000_000) if sys.argv[1] == "bounded" else av.open(fh)
-            print(c.streams.video[0].codec_context.width, peak() - before)
+            print({what}, peak() - before)
     """)
-    grew = {}
+    out = {}
     for how in ("plain", "bounded"):
         r = subprocess.run([sys.executable, "-c", code, how], env=child_env(), capture_output=True, text=True,
                            timeout=120)
         assert r.returncode == 0, r.stderr[-2000:]
-        width, grew[how] = (int(v) for v in r.stdout.split())
-        assert (width == 8000) == (how == "plain"), (how, r.stdout)  # bounded: the container's 64, or none
-    assert grew["plain"] > 40_000 and grew["bounded"] < 20_000, grew  # KiB
+        value, grew = (int(v) for v in r.stdout.split())
+        out[how] = (value, grew)
+    return out
+
+
+def test_opening_a_video_decodes_no_frame_before_its_size_is_checked(tmp_path: Path) -> None:
+    """FFmpeg's probe, run when a file is opened, decoded the first frames of every stream
+    before any size check: a container claiming 64x64 over a first H.264 frame of 8000x6400
+    had 120 MB allocated there (with ten H.264 streams of 8000x8000, 2.8 GB from 20 KB).
+    videoio.open_video's probe decodes no frame; the frame size is then the container's, and
+    the bounded decoder refuses the large frame. Measured in fresh child processes, against a
+    plain open of the same file; a file that is no container safeface reads is refused."""
+    src = spliced_video(tmp_path / "first-large.mkv", ((64, 64), (8000, 6400)), (0, 2), "libx264", "matroska")
+    opened = _opened_in_children(src, "c.streams.video[0].codec_context.width")
+    assert opened["plain"][0] == 8000 and opened["bounded"][0] != 8000, opened  # bounded: the container's 64, or none
+    assert opened["plain"][1] > 40_000 and opened["bounded"][1] < 20_000, opened  # KiB
     with pytest.raises(ImageError, match="not a video safeface can read"):
         anonymize_video_file(src, tmp_path / "out.mp4", options=VideoOptions(progress=False, masked=False))
     ts = tmp_path / "stream.mp4"  # an MPEG transport stream named .mp4: its streams appear only in the probe
@@ -738,6 +747,34 @@ def test_opening_a_video_decodes_no_frame_before_its_size_is_checked(tmp_path: P
             out.mux(packet)
     with pytest.raises(ImageError, match="not an MP4, MOV, Matroska"):
         anonymize_video_file(ts, tmp_path / "out.mp4", options=VideoOptions(progress=False, masked=False))
+
+
+def test_an_audio_decoder_sized_from_a_forged_header_is_never_opened(tmp_path: Path) -> None:
+    """The probe decodes no video frame, but it opened every audio decoder: TTA's sizes its
+    buffer from the track's header, so a 40 KB Matroska file claiming 8,388,607 samples a
+    second on 16 channels took 732 MB, and seven such tracks 4.8 GB, through the liveness check
+    too. Only the decoders safeface needs are opened now (videoio.DECODERS); the track is
+    copied as it is. Measured in fresh child processes (VmHWM), against a plain open."""
+    src = tta_audio_video(tmp_path / "tta.mkv", 8388607.0, 4)
+    opened = _opened_in_children(src, "sum(1 for _ in c.decode(video=0))")
+    assert opened["plain"][0] == opened["bounded"][0] == 10, opened  # frames
+    assert opened["plain"][1] > 100_000 and opened["bounded"][1] < 30_000, opened  # KiB
+    report = anonymize_video_file(src, tmp_path / "out.mkv", options=VideoOptions(progress=False, masked=False))
+    assert report.frames == 10 and report.audio_streams == 1
+
+
+def test_a_video_with_more_streams_than_read_is_refused_not_cut_short(tmp_path: Path) -> None:
+    """FFmpeg's stream cap dropped the tracks past it, and the Matroska demuxer stopped at the
+    first block of a dropped track as if the file ended: a video with 17 audio tracks was
+    anonymized as 3 frames of 30, and reported as done. It is refused now; 9 tracks are read
+    whole."""
+    opts = VideoOptions(progress=False, masked=False)
+    report = anonymize_video_file(many_tracks_video(tmp_path / "nine.mkv", 9), tmp_path / "nine-out.mkv", options=opts)
+    assert report.frames == 30 and report.audio_streams == 9
+    out = tmp_path / "out.mkv"
+    with pytest.raises(ImageError, match="holds more than 16 streams"):
+        anonymize_video_file(many_tracks_video(tmp_path / "many.mkv", 17), out, options=opts)
+    assert not out.exists()
 
 
 def test_the_video_size_limit_is_the_callers_to_set(tmp_path: Path) -> None:

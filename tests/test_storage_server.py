@@ -932,6 +932,27 @@ def test_the_retry_window_starts_short_and_grows_while_milvus_stays_down(
         assert 0.7 < s.vectors.window_left() <= 0.9  # twice the 0.45 s it waited, not 0.3 s
 
 
+def test_a_failure_inside_a_window_keeps_its_wait_and_its_refusal(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A failure that arrived while a window was open was dropped: a request that had waited out
+    its deadline left the short window of a quick failure before it (the next caller waited the
+    deadline again), and an answer not this store's was lost (an enrolment was then refused as
+    an outage and Milvus asked again a second later). Now it lengthens the window, without
+    doubling the next one."""
+    import safeface.storage.vectors as vectors_mod
+
+    monkeypatch.setattr(vectors_mod, "RETRY_FIRST_S", 0.2)
+    monkeypatch.setattr(vectors_mod, "RETRY_S", 30.0)
+    v = MilvusVectors(None, "Milvus at test", "c", DIM, "FLAT")
+    v.hold_off()  # a quick failure: the first, short window
+    assert 0.1 < v.window_left() <= 0.2 and v.refused_lately() is None
+    v.hold_off(waited=2.0)  # a request of the same outage that waited 2 s
+    assert 3.9 < v.window_left() <= 4.0
+    refusal = ConfigError("the collection holds another store's index (test)")
+    v.hold_off(refusal=refusal)
+    assert v.refused_lately() is refusal and 29.9 < v.window_left() <= 30.0
+    assert v._windows == 1  # one window, lengthened, not doubled
+
+
 @pytest.mark.slow
 def test_a_store_still_opening_onto_another_stores_index_keeps_scoring_its_records(
         pg: PgCluster, tmp_path: Path, keyring: Any, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -3,6 +3,7 @@ from frame to frame, with a sine-tone audio track."""
 
 from __future__ import annotations
 
+import struct
 from fractions import Fraction
 from pathlib import Path
 from typing import Callable, Optional, Sequence
@@ -185,3 +186,53 @@ def spliced_video(path: Path, sizes: Sequence[tuple[int, int]], frames: Sequence
 def header_lies_video(path: Path, claimed: tuple[int, int], real: tuple[int, int], small_frames: int = 2) -> Path:
     """A header (and first `small_frames` frames) of `claimed`, then one frame of `real` size."""
     return spliced_video(path, (claimed, real), (small_frames, 1))
+
+
+def tta_audio_video(path: Path, rate: float, channels: int) -> Path:
+    """A Matroska file of ten 64x64 H.264 frames and a TTA audio track whose header is then
+    edited to claim `rate` samples a second and `channels` channels: FFmpeg's TTA decoder sizes
+    its buffer from those when it is opened, before any audio is read."""
+    with av.open(str(path), "w", format="matroska") as out:
+        vs = out.add_stream("libx264", rate=30)
+        vs.width, vs.height, vs.pix_fmt = 64, 64, "yuv420p"
+        aus = out.add_stream("tta", rate=48000, layout="stereo")
+        for _ in range(10):
+            for packet in vs.encode(av.VideoFrame.from_ndarray(np.zeros((64, 64, 3), np.uint8), format="rgb24")):
+                out.mux(packet)
+        for packet in vs.encode(None):
+            out.mux(packet)
+        size = aus.codec_context.frame_size or 1024
+        for _ in range(3):
+            frame = av.AudioFrame.from_ndarray(np.zeros((1, size * 2), np.int16), format="s16", layout="stereo")
+            frame.sample_rate = 48000
+            for packet in aus.encode(frame):
+                out.mux(packet)
+        for packet in aus.encode(None):
+            out.mux(packet)
+    data = bytearray(path.read_bytes())
+    at = data.find(b"\xb5\x88")  # SamplingFrequency, an 8-byte float
+    data[at + 2:at + 10] = struct.pack(">d", rate)
+    at = data.find(b"\x9f\x81\x02")  # Channels, one byte: 2
+    data[at + 2] = channels
+    path.write_bytes(bytes(data))
+    return path
+
+
+def many_tracks_video(path: Path, tracks: int) -> Path:
+    """A Matroska file of 30 64x64 H.264 frames and `tracks` short AAC audio tracks."""
+    with av.open(str(path), "w", format="matroska") as out:
+        vs = out.add_stream("libx264", rate=30)
+        vs.width, vs.height, vs.pix_fmt = 64, 64, "yuv420p"
+        audio = [out.add_stream("aac", rate=48000, layout="mono") for _ in range(tracks)]
+        for i in range(30):
+            for packet in vs.encode(av.VideoFrame.from_ndarray(np.full((64, 64, 3), i, np.uint8), format="rgb24")):
+                out.mux(packet)
+            for s in audio:
+                frame = av.AudioFrame.from_ndarray(np.zeros((1, 1600), np.float32), format="fltp", layout="mono")
+                frame.sample_rate, frame.pts = 48000, i * 1600
+                for packet in s.encode(frame):
+                    out.mux(packet)
+        for s in [vs, *audio]:
+            for packet in s.encode(None):
+                out.mux(packet)
+    return path

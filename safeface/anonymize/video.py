@@ -22,7 +22,7 @@ from .cover import DEFAULT_MARGIN, DEFAULT_MODE, apply_cover, check_margin, chec
 from .detect import DEFAULT_DETECTOR, DEFAULT_MIN_FACE, DetectionEngine, FaceFinder, Search
 from ..hashing import sha256_file, sha256_open_file
 from ..imageio import MAX_PIXELS, c_order
-from ..videoio import bound_video_decoder, open_video
+from ..videoio import DECODERS, bound_video_decoder, open_video
 from ..regularfile import SizedReader, open_regular
 from ..workers import worker_count
 from ..atomicfile import atomic_path
@@ -284,6 +284,10 @@ def _transcode(inp: Any, turn: int, tmp: Path, fmt: str, finder: FaceFinder, mod
             name = a.codec_context.name
             try:
                 if fmt in _COPYABLE and name not in _COPYABLE[fmt]:
+                    if name not in DECODERS:
+                        notes.append(f"audio stream {a.index} ({name}) left out: the container cannot hold {name}, "
+                                     "and safeface does not decode it")
+                        continue
                     s = out.add_stream(_REENCODE.get(fmt, "aac"), rate=a.codec_context.sample_rate or 48000)
                     # The channel count's default layout: an unordered source layout is refused.
                     s.layout = _LAYOUTS.get(a.codec_context.channels, "stereo")

@@ -26,7 +26,6 @@ MAX_HEIGHT = 960  # and to this height (a portrait phone clip, 9:16, keeps 540 x
 # A video clip's frames are decoded whole before they are reduced: at most a 4K frame (DCI's
 # 4096 x 2160, either way up). A few kilobytes can claim 16384 x 16384, 400 MB a frame decoded.
 MAX_CLIP_FRAME_PIXELS = 4096 * 2160
-MAX_CLIP_STREAMS = 8  # a phone's clip: its video, audio and a few metadata tracks
 KEEP_FPS = 60.0  # frames closer together than this are not kept: the tracker samples at 15 fps
 MAX_DECODED = int(MAX_SECONDS * 240)  # frames decoded at most, kept or not: a 240 fps clip's 5 s
 FRAME_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
@@ -69,7 +68,7 @@ def _decode_video(data: bytes, label: str) -> tuple[list[np.ndarray], list[float
     frames: list[np.ndarray] = []
     times: list[float] = []
     try:
-        with open_video(io.BytesIO(data), label, MAX_CLIP_FRAME_PIXELS, MAX_CLIP_STREAMS) as container:
+        with open_video(io.BytesIO(data), label, MAX_CLIP_FRAME_PIXELS) as container:
             stream = container.streams.video[0]
             w, h = int(stream.codec_context.width), int(stream.codec_context.height)
             if w * h > MAX_CLIP_FRAME_PIXELS:

@@ -203,13 +203,19 @@ class MilvusVectors:
         that ended in another failure with no search or probe answered between, at most
         RETRY_S; and at least twice what the failed request `waited` (a request that ran into
         its deadline, a hung Milvus, is not sent again a second later: each costs a caller that
-        deadline). Failures inside a window (other threads' requests of the same outage) leave it
-        as it is. `refusal`: Milvus answered, but not as this store's (the collection, the
+        deadline). Failures inside a window (other requests of the same outage) do not double it,
+        but may lengthen it to their own wait or refusal. `refusal`: Milvus answered, but not as this store's (the collection, the
         credentials), which a second's wait will not mend: the window is RETRY_S, and
         `refused_lately` gives the refusal until it ends."""
         now = time.monotonic()
         with self._window_lock:
             if now < self._down_until:
+                # Another request of the same outage: the window is not doubled, but lasts at
+                # least twice this request's wait, and the full RETRY_S for a refusal (which a
+                # failure already counted would otherwise lose).
+                self._down_until = max(self._down_until, now + (RETRY_S if refusal is not None
+                                                                else min(RETRY_S, 2.0 * waited)))
+                self._refusal = refusal or self._refusal
                 return
             self._windows += 1
             window = min(RETRY_S, max(RETRY_FIRST_S * 2.0 ** min(self._windows - 1, 30), 2.0 * waited))
