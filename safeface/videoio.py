@@ -25,9 +25,13 @@ MAX_STREAMS = 16
 # a buffer of 560 MB a track from its header in the probe; ALAC's may take 512 MB): a stream in
 # another codec is copied as it is, or left out.
 DECODERS = frozenset((
-    "h264,hevc,vp8,vp9,libdav1d,av1,mpeg4,msmpeg4v3,mjpeg,mpeg2video,mpeg1video,prores,ffv1,h263,theora,rawvideo,"
-    "aac,aac_fixed,mp3float,mp3,mp2,mp2float,opus,libopus,vorbis,ac3,ac3_fixed,eac3,flac,pcm_s16le,pcm_s16be,"
-    "pcm_s24le,pcm_s24be,pcm_s32le,pcm_f32le,pcm_f32be,pcm_u8,pcm_mulaw,pcm_alaw,amrnb,amrwb").split(","))
+    # Video: in the probe none decodes a frame (skip_frame), and each is bounded by max_pixels.
+    "h264,hevc,vp8,vp9,libdav1d,av1,mpeg4,msmpeg4v1,msmpeg4v2,msmpeg4v3,mjpeg,mpeg2video,mpeg1video,prores,ffv1,"
+    "h263,theora,rawvideo,dvvideo,dnxhd,vc1,wmv1,wmv2,wmv3,png,qtrle,cinepak,huffyuv,utvideo,v210,"
+    # Audio: their buffers are sized by frame, not by what a header may claim.
+    "aac,aac_fixed,mp3float,mp3,mp2,mp2float,opus,libopus,vorbis,ac3,ac3_fixed,eac3,flac,pcm_s8,pcm_u8,pcm_s16le,"
+    "pcm_s16be,pcm_u16le,pcm_s24le,pcm_s24be,pcm_s32le,pcm_f32le,pcm_f32be,pcm_mulaw,pcm_alaw,adpcm_ima_qt,adpcm_ms,"
+    "gsm,amrnb,amrwb").split(","))
 
 # The demuxer for each container safeface reads, by the file's first bytes (not its name: a file
 # named .mp4 may hold an MPEG transport stream, whose streams appear only during the probe).
@@ -67,6 +71,12 @@ def open_video(fh: IO[bytes], label: str, max_pixels: int, max_streams: int = MA
     for stream in container.streams:
         if stream.codec_context is not None:  # decoders opened later are held to the same list
             stream.codec_context.options = {**dict(stream.codec_context.options), "codec_whitelist": allowed}
+    video = container.streams.video
+    if video and video[0].codec_context is not None and video[0].codec_context.name not in DECODERS:
+        name = video[0].codec_context.name
+        container.close()
+        raise ImageError(f"{label}: its video is in {name}, which safeface does not decode. Convert it "
+                         "(ffmpeg -i IN -c:v libx264 -c:a copy OUT.mp4).")
     return container
 
 
