@@ -20,18 +20,18 @@ from .errors import ImageError
 # drops the tracks past it, and a Matroska demuxer then stops at their first block, as if the
 # file ended there (3 frames of 30 read, and reported as the whole video).
 MAX_STREAMS = 16
-# The decoders a file may have opened, in FFmpeg's probe and afterwards: the video codecs that
-# cameras, phones and browsers record, and their audio. No other is opened (TTA's decoder sized
-# a buffer of 560 MB a track from its header in the probe; ALAC's may take 512 MB): a stream in
-# another codec is copied as it is, or left out.
+# The decoders a file may have opened, in FFmpeg's probe and afterwards: the codecs that cameras,
+# phones and browsers record, and their audio. No other is opened: a track in another codec is
+# copied as it is, or left out, and a video in another codec is refused. Some decoders size
+# their tables from what a header claims, not from the frame: TTA's buffer took 560 MB a track
+# in the probe, FFV1's 1,024 slices of context tables 500 MB from 19 KB; ALAC's may take 512 MB.
 DECODERS = frozenset((
     # Video: in the probe none decodes a frame (skip_frame), and each is bounded by max_pixels.
-    "h264,hevc,vp8,vp9,libdav1d,av1,mpeg4,msmpeg4v1,msmpeg4v2,msmpeg4v3,mjpeg,mpeg2video,mpeg1video,prores,ffv1,"
-    "h263,theora,rawvideo,dvvideo,dnxhd,vc1,wmv1,wmv2,wmv3,png,qtrle,cinepak,huffyuv,utvideo,v210,"
-    # Audio: their buffers are sized by frame, not by what a header may claim.
-    "aac,aac_fixed,mp3float,mp3,mp2,mp2float,opus,libopus,vorbis,ac3,ac3_fixed,eac3,flac,pcm_s8,pcm_u8,pcm_s16le,"
-    "pcm_s16be,pcm_u16le,pcm_s24le,pcm_s24be,pcm_s32le,pcm_f32le,pcm_f32be,pcm_mulaw,pcm_alaw,adpcm_ima_qt,adpcm_ms,"
-    "gsm,amrnb,amrwb").split(","))
+    "h264,hevc,vp8,vp9,libdav1d,av1,mpeg4,msmpeg4v3,mjpeg,mpeg2video,mpeg1video,prores,h263,dvvideo,rawvideo,"
+    # Audio: buffers sized by the frame, not by what a header may claim.
+    "aac,aac_fixed,mp3float,mp3,mp2,mp2float,opus,libopus,ac3,ac3_fixed,eac3,flac,pcm_s8,pcm_u8,pcm_s16le,pcm_s16be,"
+    "pcm_u16le,pcm_s24le,pcm_s24be,pcm_s32le,pcm_f32le,pcm_f32be,pcm_mulaw,pcm_alaw,adpcm_ima_qt,adpcm_ms,gsm,amrnb,"
+    "amrwb").split(","))
 
 # The demuxer for each container safeface reads, by the file's first bytes (not its name: a file
 # named .mp4 may hold an MPEG transport stream, whose streams appear only during the probe).
