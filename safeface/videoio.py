@@ -7,7 +7,8 @@ whose frames are 8000x8000 took 2.8 GB there. So a file is opened only as one of
 safeface reads (whose demuxers name their streams, with their frame sizes, before the probe),
 with a cap on the streams, and the probe decodes no frame (its decoders skip every frame, and
 refuse any over the pixel cap): the frame size is the container's, and the decoder that reads
-the frames afterwards is bounded by it (bound_video_decoder)."""
+the frames afterwards is bounded by it (bound_video_decoder). Callers check the container's frame
+size against their own limit, with their own error."""
 
 from __future__ import annotations
 
@@ -44,8 +45,9 @@ _CONTAINERS: tuple[tuple[str, Callable[[bytes], bool]], ...] = (
 
 def open_video(fh: IO[bytes], label: str, max_pixels: int, max_streams: int = MAX_STREAMS) -> Any:
     """An input container over `fh` (seekable, read from its start) whose probe decodes no frame
-    and opens no decoder outside DECODERS, holding at most `max_streams` streams. ImageError for
-    another container, more streams, or an unreadable file."""
+    and opens no decoder outside DECODERS, holding at most `max_streams` streams, its first video
+    stream's decoder bounded (bound_video_decoder). ImageError for another container, more
+    streams, or an unreadable file."""
     import av
 
     fh.seek(0)
@@ -72,11 +74,13 @@ def open_video(fh: IO[bytes], label: str, max_pixels: int, max_streams: int = MA
         if stream.codec_context is not None:  # decoders opened later are held to the same list
             stream.codec_context.options = {**dict(stream.codec_context.options), "codec_whitelist": allowed}
     video = container.streams.video
-    if video and video[0].codec_context is not None and video[0].codec_context.name not in DECODERS:
-        name = video[0].codec_context.name
-        container.close()
-        raise ImageError(f"{label}: its video is in {name}, which safeface does not decode. Convert it "
-                         "(ffmpeg -i IN -c:v libx264 -c:a copy OUT.mp4).")
+    if video and video[0].codec_context is not None:  # the stream safeface decodes
+        if video[0].codec_context.name not in DECODERS:
+            name = video[0].codec_context.name
+            container.close()
+            raise ImageError(f"{label}: its video is in {name}, which safeface does not decode. Convert it "
+                             "(ffmpeg -i IN -c:v libx264 -c:a copy OUT.mp4).")
+        bound_video_decoder(video[0], max_pixels)
     return container
 
 

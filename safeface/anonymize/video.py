@@ -22,7 +22,7 @@ from .cover import DEFAULT_MARGIN, DEFAULT_MODE, apply_cover, check_margin, chec
 from .detect import DEFAULT_DETECTOR, DEFAULT_MIN_FACE, DetectionEngine, FaceFinder, Search
 from ..hashing import sha256_file, sha256_open_file
 from ..imageio import MAX_PIXELS, c_order
-from ..videoio import DECODERS, bound_video_decoder, open_video
+from ..videoio import DECODERS, open_video
 from ..regularfile import SizedReader, open_regular
 from ..workers import worker_count
 from ..atomicfile import atomic_path
@@ -99,7 +99,6 @@ def detectable_frames(path: Path, search: Search, finder: Optional[FaceFinder] =
         with open_regular(path, str(path)) as fh, open_video(fh, str(path), MAX_FRAME_PIXELS) as c:
             stream = _video_stream(c, path)
             _check_frame_size(int(stream.codec_context.width), int(stream.codec_context.height), path)
-            bound_video_decoder(stream, MAX_FRAME_PIXELS)
             for i, frame in enumerate(c.decode(video=0)):
                 if finder.detectable(frame.to_ndarray(format="rgb24"), search):
                     found.append(i)
@@ -165,7 +164,6 @@ def _display_turn(fh: IO[bytes], in_path: Path) -> int:
             # Refused before FFmpeg allocates a first frame of that size.
             stream = _video_stream(probe, in_path)
             _check_frame_size(int(stream.codec_context.width), int(stream.codec_context.height), in_path)
-            bound_video_decoder(stream, MAX_FRAME_PIXELS)
             for frame in probe.decode(video=0):
                 return _quarter_turns(frame, in_path)
     except (av.error.FFmpegError, OSError, ValueError) as exc:
@@ -257,8 +255,7 @@ def _transcode(inp: Any, turn: int, tmp: Path, fmt: str, finder: FaceFinder, mod
     height = int(vin.codec_context.height)
     if width <= 0 or height <= 0:
         raise ImageError(f"{in_path}: the video stream has no frame size.")
-    _check_frame_size(width, height, in_path)
-    bound_video_decoder(vin, MAX_FRAME_PIXELS)  # frames keep the header's size: a larger one is refused undecoded
+    _check_frame_size(width, height, in_path)  # and open_video bounded the decoder by it
     stored = (width, height)
     # A phone stores a portrait video turned a quarter, with a display matrix players apply:
     # faces are searched, covered and written upright, as they are shown (no matrix is written).

@@ -15,7 +15,7 @@ import numpy as np
 
 from ..errors import ImageError, InvalidArgument
 from ..imageio import load_image
-from ..videoio import bound_video_decoder, open_video
+from ..videoio import open_video
 
 ClipInput = Union[str, "os.PathLike[str]", bytes, Sequence[np.ndarray]]
 
@@ -74,7 +74,6 @@ def _decode_video(data: bytes, label: str) -> tuple[list[np.ndarray], list[float
             if w * h > MAX_CLIP_FRAME_PIXELS:
                 raise InvalidArgument(f"{label} has frames of {w}x{h} pixels; a liveness check takes frames of at "
                                       f"most {MAX_CLIP_FRAME_PIXELS} pixels (4K). Record the clip at 1080p or less.")
-            bound_video_decoder(stream, MAX_CLIP_FRAME_PIXELS)  # nor a frame larger than the header says
             base = None
             for n, frame in enumerate(container.decode(stream)):
                 if n >= MAX_DECODED:

@@ -203,26 +203,19 @@ class MilvusVectors:
         that ended in another failure with no search or probe answered between, at most
         RETRY_S; and at least twice what the failed request `waited` (a request that ran into
         its deadline, a hung Milvus, is not sent again a second later: each costs a caller that
-        deadline). Failures inside a window (other requests of the same outage) do not double it,
-        but may lengthen it to their own wait or refusal. `refusal`: Milvus answered, but not as this store's (the collection, the
-        credentials), which a second's wait will not mend: the window is RETRY_S, and
-        `refused_lately` gives the refusal until it ends."""
+        deadline). A failure inside a window (another request of the same outage) does not
+        double it, but may lengthen it to its own wait or refusal. `refusal`: Milvus answered,
+        but not as this store's (the collection, the credentials), which a second's wait will
+        not mend: the window is RETRY_S, and `refused_lately` gives the refusal until it ends."""
         now = time.monotonic()
+        until = now + (RETRY_S if refusal is not None else min(RETRY_S, 2.0 * waited))
         with self._window_lock:
-            if now < self._down_until:
-                # Another request of the same outage: the window is not doubled, but lasts at
-                # least twice this request's wait, and the full RETRY_S for a refusal (which a
-                # failure already counted would otherwise lose).
-                self._down_until = max(self._down_until, now + (RETRY_S if refusal is not None
-                                                                else min(RETRY_S, 2.0 * waited)))
-                self._refusal = refusal or self._refusal
-                return
-            self._windows += 1
-            window = min(RETRY_S, max(RETRY_FIRST_S * 2.0 ** min(self._windows - 1, 30), 2.0 * waited))
-            if refusal is not None:
-                window = RETRY_S
-            self._refusal = refusal
-            self._down_until = now + window
+            if now >= self._down_until:  # a new window
+                self._windows += 1
+                until = max(until, now + min(RETRY_S, RETRY_FIRST_S * 2.0 ** min(self._windows - 1, 30)))
+                self._refusal = None
+            self._down_until = max(self._down_until, until)
+            self._refusal = refusal or self._refusal
 
     def refused_lately(self) -> Optional[ConfigError]:
         """Milvus's answer that it is not this store's (hold_off's `refusal`), while its window lasts."""
@@ -387,8 +380,9 @@ class MilvusVectors:
                          limit=int(limit), filter=purpose_filter(purpose, now_us), output_fields=[ID], search_params={
                              "metric_type": "IP", "params": search_params(self._kind, allowed_fraction)},
                          consistency_level="Strong")
-        with self._window_lock:
-            self._windows = 0  # reads answer: the next outage starts with a short window again
+        if self._windows:  # reads answer: the next outage starts with a short window again
+            with self._window_lock:
+                self._windows = 0
         return [(int(h["id"]), float(h["distance"])) for h in res[0]]
 
     def stamp(self) -> Optional[tuple[int, str]]:
