@@ -255,8 +255,22 @@ def _each(text: str, change: str) -> str:
 # different code points drawn alike (yeh, Farsi yeh and alef maksura; kaf and keheh; heh, ae and
 # heh goal; teh marbuta and its Urdu form), the tatweel that only stretches a joint, and Persian
 # digits written as Arabic-Indic ones.
-LOOK_VERSION = 2
-_LOOK_VERSIONS = (1, 2)
+#
+# Version 3: what version 2 still read apart. The small-letter reading takes each letter drawn
+# as a Latin one at its own case before folding (a Greek capital "Ν" is N there, not the "v" its
+# small letter is drawn as: "ΙΑΝ" in Greek capitals reads as "lAN"); a small "c" before a small
+# "l" (or a capital I) is "d" ("clara" beside "dara"; "Clara" is no "Dara"); the Arabic-Indic
+# one and seven, drawn as a stroke and a V in Arabic and Persian alike, are "1" and "v"; and
+# Lisu's letters that are Latin capitals upright (its turned ones are no plain letter) are those
+# capitals. What it reads apart that version 2 read alike: a capital drawn unlike its small
+# letter ("Ν" beside "V"), and "C1" beside "cl" (a capital C before "1" or "l" stays "cl").
+LOOK_VERSION = 3
+_LOOK_VERSIONS = (1, 2, 3)
+_LISU_AS_LATIN = dict(zip("".join(map(chr, (0xA4D0, 0xA4D1, 0xA4D3, 0xA4D4, 0xA4D6, 0xA4D7, 0xA4D9, 0xA4DA, 0xA4DC, 0xA4DD,
+                                            0xA4DF, 0xA4E0, 0xA4E1, 0xA4E2, 0xA4E3, 0xA4E6, 0xA4E7, 0xA4EA, 0xA4EB, 0xA4EC,
+                                            0xA4EE, 0xA4F0, 0xA4F2, 0xA4F3, 0xA4F4))),
+                          "BPDTGKJCZFMNLSRVHWXYAEIOU"))
+_ARABIC_DIGITS_AS_LATIN = {"\u0661": "1", "\u06f1": "1", "\u0667": "v", "\u06f7": "v"}
 _DRAWN_ALIKE_SMALL = (("m", "rn"), ("w", "vv"), ("0", "o"), ("1", "l"))
 _DRAWN_ALIKE_CAPITALS = (("w", "vv"), ("0", "o"), ("1", "i"))  # read folded: "W" is "w", "I" is "i"
 _ARABIC_ALIKE = {**dict.fromkeys("\u0649\u06cc", "\u064a"), "\u06a9": "\u0643", **dict.fromkeys("\u06d5\u06c1", "\u0647"),
@@ -314,11 +328,17 @@ def skeletons(text: str, version: int = LOOK_VERSION) -> tuple[str, str]:
 
     if version not in _LOOK_VERSIONS:
         raise ValueError(f"look version must be one of {_LOOK_VERSIONS}, got {version!r}")
+    if version >= 3:
+        plain = "".join(_LISU_AS_LATIN.get(c, _ARABIC_DIGITS_AS_LATIN.get(c, c)) for c in plain)
     big = _each(latin(_each(plain, "upper")), "fold")
     if version < 2:
         return unicodedata.normalize("NFC", big), unicodedata.normalize("NFC", _each(latin(_each(plain, "fold")), "fold"))
+    if version >= 3:  # each letter as drawn at its own case
+        plain = latin(plain)
     lettered = "".join("l" if c in _CAPITAL_I else _CAPITAL_L if c == "L" else c
                        for c in unicodedata.normalize("NFD", plain))
+    if version >= 3:  # while the case still shows ("Cl" is no d)
+        lettered = lettered.replace("cl", "d")
     small = _each(latin(_each(lettered, "fold")), "fold")
     return (unicodedata.normalize("NFC", _drawn_alike(big, _DRAWN_ALIKE_CAPITALS)),
             unicodedata.normalize("NFC", _drawn_alike(small, _DRAWN_ALIKE_SMALL)))

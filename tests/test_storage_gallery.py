@@ -718,12 +718,13 @@ def test_a_new_subject_whose_id_prints_as_an_enrolled_one_is_refused(db: Path, k
     assert looks[0] != looks[1]
 
 
-def test_rows_stored_under_the_first_look_version_still_block_what_it_folded(
-        db: Path, keyring: PassphraseKeyring) -> None:
-    """Look digests of version 2 fold what version 1 did not ("EMP-O042" prints as "EMP-0042").
-    Rows cannot be digested again (the id is not stored), so rows stored under version 1 are
-    compared by version 1's digests of the new id: "ALICE" beside such an "alice" is still
-    refused. A subject's next enrolment stores the new digests, which then refuse the new
+@pytest.mark.parametrize("version", [1, 2])
+def test_rows_stored_under_an_earlier_look_version_still_block_what_it_folded(
+        db: Path, keyring: PassphraseKeyring, version: int) -> None:
+    """Each look version folds what the one before did not ("EMP-O042" prints as "EMP-0042").
+    Rows cannot be digested again (the id is not stored), so rows stored under an earlier
+    version are compared by that version's digests of the new id: "ALICE" beside such an
+    "alice" is still refused. A subject's next enrolment stores the new digests, which then refuse the new
     folds too, also within that enrolment's batch."""
     from safeface.errors import InvalidArgument
     from safeface.hazmat.templates.pseudonym import look_digests
@@ -735,7 +736,7 @@ def test_rows_stored_under_the_first_look_version_still_block_what_it_folded(
         key = keyring.key("pseudonym", g._pseudonym_version)
     with sqlite3.connect(db) as con:  # as an earlier release stored them
         for sid in ("alice", "EMP-0042"):
-            old = look_digests(key, sid, 1)
+            old = look_digests(key, sid, version)
             assert old != look_digests(key, sid)
             con.execute("UPDATE rows SET look = ?, look_small = ? WHERE look = ?", (*old, look_digests(key, sid)[0]))
         assert con.total_changes == 2
@@ -748,7 +749,7 @@ def test_rows_stored_under_the_first_look_version_still_block_what_it_folded(
             with pytest.raises(InvalidArgument, match="prints as"):
                 g.add_many([Enrollment(sid, x[i], ["access"], f"t{i}", LATER) for sid, i in order])
         assert len(g) == 2
-        g.add("EMP-0042", x[3], ["access"], "t3", LATER)  # the same subject: its new row has version 2's look
+        g.add("EMP-0042", x[3], ["access"], "t3", LATER)  # the same subject: its new row has the present version's look
         for twin in ("EMP-O042", "emp-oo42"):
             with pytest.raises(InvalidArgument, match="prints as"):
                 g.add(twin, x[4], ["access"], "t4", LATER)

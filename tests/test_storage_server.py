@@ -299,7 +299,7 @@ def test_a_new_subject_whose_id_prints_as_an_enrolled_one_is_refused_and_older_s
     with setup.open() as s:
         s.add_many([Enrollment("bob", x[0], ["access"], "t0", LATER)])
         s.add_many([Enrollment("EMP-0042", x[5], ["access"], "t5", LATER)])
-        for twin in ("BOB", "\u0412\u041e\u0412", "EMP-O042", "B0B"):
+        for twin in ("BOB", "\u0412\u041e\u0412", "EMP-O042", "B0B", "\ua4d0\ua4f3\ua4d0"):  # the last in Lisu
             with pytest.raises(InvalidArgument, match="prints as the id of a subject already enrolled"):
                 s.add_many([Enrollment(twin, x[1], ["access"], "t1", LATER)])
         with pytest.raises(InvalidArgument, match="prints as"):

@@ -459,8 +459,8 @@ class Gallery:
             db = self._db()
             refuse_lookalikes(
                 prepared,
-                lambda looks, p: db.execute("SELECT 1 FROM rows WHERE (look IN (?, ?) OR look_small IN (?, ?)) AND "
-                                            "pseudonym != ? LIMIT 1", (*looks.query(), p)).fetchone() is not None,
+                lambda looks, p: db.execute(f"SELECT 1 FROM rows WHERE {looks.where('?')} AND pseudonym != ? LIMIT 1",
+                                            (*looks.query(), p)).fetchone() is not None,
                 lambda p: db.execute("SELECT 1 FROM rows WHERE pseudonym = ? LIMIT 1", (p,)).fetchone() is not None)
             upserts: dict[int, tuple[_Entry, np.ndarray]] = {}
             raw = np.stack([p.embedding for p in prepared]) if prepared else np.zeros((0, self._dim))

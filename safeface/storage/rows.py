@@ -23,6 +23,7 @@ from ..hazmat.templates.keyring import Keyring
 from ..hazmat.templates.pseudonym import look_digests, pseudonymize
 from ..hazmat.templates.sealing import RowBinding, Sealer
 from ..hazmat.templates.transform import TemplateTransform
+from ..lookalike import LOOK_VERSION
 
 SCHEMA_VERSION = 1
 # A row as both stores select it, in this order.
@@ -249,20 +250,27 @@ def pseudonym_of(keyring: Keyring, version: int, subject_id: str) -> str:
 @dataclass(frozen=True)
 class Looks:
     """A subject id's look digests (pseudonym.look_digests): `stored`, of the present version,
-    kept beside each new row (columns look, look_small); `earlier`, of version 1, to compare with
-    rows stored under it (a row cannot be digested again: the id is not stored)."""
+    kept beside each new row (columns look, look_small); `earlier`, of each earlier version, to
+    compare with rows stored under it (a row cannot be digested again: the id is not stored)."""
 
     stored: tuple[str, str]
-    earlier: tuple[str, str]
+    earlier: tuple[tuple[str, str], ...]
 
-    def query(self) -> tuple[str, str, str, str]:
-        """Parameters of "(look IN (a, b) OR look_small IN (c, d))"."""
-        return self.stored[0], self.earlier[0], self.stored[1], self.earlier[1]
+    def where(self, mark: str) -> str:
+        """"(look IN (...) OR look_small IN (...))" with `mark` for each parameter of query()."""
+        marks = ", ".join([mark] * (1 + len(self.earlier)))
+        return f"(look IN ({marks}) OR look_small IN ({marks}))"
+
+    def query(self) -> tuple[str, ...]:
+        """Parameters of where(): every version's capitals reading, then its small-letter one."""
+        every = (self.stored, *self.earlier)
+        return tuple(d[0] for d in every) + tuple(d[1] for d in every)
 
 
 def looks_of(keyring: Keyring, version: int, subject_id: str) -> Looks:
     key = keyring.key("pseudonym", version)
-    return Looks(look_digests(key, subject_id), look_digests(key, subject_id, 1))
+    return Looks(look_digests(key, subject_id),
+                 tuple(look_digests(key, subject_id, v) for v in range(1, LOOK_VERSION)))
 
 
 def blob(template: np.ndarray, token: Optional[str], visible: Optional[np.ndarray], masked_enrolment: bool) -> bytes:

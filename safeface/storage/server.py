@@ -764,8 +764,8 @@ class ServerStore:
                 keys = self._keys_now()
                 refuse_lookalikes(
                     prepared,
-                    lambda looks, p: self._conn.execute(f"SELECT 1 FROM {self._ns}.rows WHERE (look IN (%s, %s) OR "
-                                                        "look_small IN (%s, %s)) AND pseudonym <> %s LIMIT 1",
+                    lambda looks, p: self._conn.execute(f"SELECT 1 FROM {self._ns}.rows WHERE {looks.where('%s')} "
+                                                        "AND pseudonym <> %s LIMIT 1",
                                                         (*looks.query(), p)).fetchone() is not None,
                     lambda p: self._conn.execute(f"SELECT 1 FROM {self._ns}.rows WHERE pseudonym = %s LIMIT 1",
                                                  (p,)).fetchone() is not None)

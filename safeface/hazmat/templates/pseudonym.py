@@ -18,9 +18,9 @@ from ...lookalike import (LOOK_VERSION, compatibility_char, describe, first_of_s
 
 # Domain separation: the same key used for anything else would give unrelated digests.
 _LABEL = b"safeface pseudonym v1\x00"
-# Look digests of each version of lookalike.skeletons, under their own labels: a version-1
-# digest never equals a version-2 one.
-_LOOK_LABELS = {1: b"safeface look v1\x00", 2: b"safeface look v2\x00"}
+# Look digests of each version of lookalike.skeletons, under their own labels: a digest of one
+# version never equals one of another.
+_LOOK_LABELS = {1: b"safeface look v1\x00", 2: b"safeface look v2\x00", 3: b"safeface look v3\x00"}
 MAX_SUBJECT_CHARS = 256
 # Control characters, line and paragraph separators, unassigned and private-use code points,
 # lone surrogates: never part of a name or an account id, and invisible in a log.
