@@ -79,7 +79,10 @@ def joiner_shows(text: str, i: int) -> bool:
                 and _sinhala_consonant(text[i + 1]))
     if c != _ZWNJ or (i > 0 and unicodedata.combining(text[i - 1]) == _VIRAMA):
         return False
-    return bool(valid_contextj(text, i))
+    try:
+        return bool(valid_contextj(text, i))
+    except ValueError:  # idna names its neighbours, and Python names no Tangut ideograph: no joining to keep
+        return False
 
 
 def spelling_joiners_dropped(text: str) -> str:
@@ -256,21 +259,22 @@ def _each(text: str, change: str) -> str:
 # heh goal; teh marbuta and its Urdu form), the tatweel that only stretches a joint, and Persian
 # digits written as Arabic-Indic ones.
 #
-# Version 3: what version 2 still read apart. The small-letter reading takes each letter drawn
-# as a Latin one at its own case before folding (a Greek capital "Ν" is N there, not the "v" its
-# small letter is drawn as: "ΙΑΝ" in Greek capitals reads as "lAN"); a small "c" before a small
-# "l" (or a capital I) is "d" ("clara" beside "dara"; "Clara" is no "Dara"); the Arabic-Indic
-# one and seven, drawn as a stroke and a V in Arabic and Persian alike, are "1" and "v"; and
-# Lisu's letters that are Latin capitals upright (its turned ones are no plain letter) are those
-# capitals. What it reads apart that version 2 read alike: a capital drawn unlike its small
-# letter ("Ν" beside "V"), and "C1" beside "cl" (a capital C before "1" or "l" stays "cl").
+# Version 3: Lisu's letters that are Latin capitals upright (its turned ones are no plain letter)
+# and its tone letters drawn as a full stop and a comma; the Arabic-Indic one and the alef, both
+# a stroke, as "1", and the Arabic-Indic seven, a V in Arabic and Persian alike, as "v". Each is
+# written so before anything else, so version 3 reads alike all that version 2 did. Not folded,
+# by choice: a small "cl" as "d", which would refuse honest ids by the dozen in a large gallery
+# of initials and surnames ("clim" and "dim", "cloh" and "doh"); and words that mix case and
+# script (an all-Greek "ΙΑΝ" beside "lAN"), which reading each letter at its own case would
+# catch at the cost of pairs version 2 caught ("КӀАНТ" beside "к1ант").
 LOOK_VERSION = 3
 _LOOK_VERSIONS = (1, 2, 3)
 _LISU_AS_LATIN = dict(zip("".join(map(chr, (0xA4D0, 0xA4D1, 0xA4D3, 0xA4D4, 0xA4D6, 0xA4D7, 0xA4D9, 0xA4DA, 0xA4DC, 0xA4DD,
                                             0xA4DF, 0xA4E0, 0xA4E1, 0xA4E2, 0xA4E3, 0xA4E6, 0xA4E7, 0xA4EA, 0xA4EB, 0xA4EC,
                                             0xA4EE, 0xA4F0, 0xA4F2, 0xA4F3, 0xA4F4))),
                           "BPDTGKJCZFMNLSRVHWXYAEIOU"))
-_ARABIC_DIGITS_AS_LATIN = {"\u0661": "1", "\u06f1": "1", "\u0667": "v", "\u06f7": "v"}
+_LISU_AS_LATIN["\ua4f8"], _LISU_AS_LATIN["\ua4f9"] = ".", ","
+_ARABIC_AS_LATIN = {"\u0627": "1", "\u0661": "1", "\u06f1": "1", "\u0667": "v", "\u06f7": "v"}
 _DRAWN_ALIKE_SMALL = (("m", "rn"), ("w", "vv"), ("0", "o"), ("1", "l"))
 _DRAWN_ALIKE_CAPITALS = (("w", "vv"), ("0", "o"), ("1", "i"))  # read folded: "W" is "w", "I" is "i"
 _ARABIC_ALIKE = {**dict.fromkeys("\u0649\u06cc", "\u064a"), "\u06a9": "\u0643", **dict.fromkeys("\u06d5\u06c1", "\u0647"),
@@ -329,16 +333,13 @@ def skeletons(text: str, version: int = LOOK_VERSION) -> tuple[str, str]:
     if version not in _LOOK_VERSIONS:
         raise ValueError(f"look version must be one of {_LOOK_VERSIONS}, got {version!r}")
     if version >= 3:
-        plain = "".join(_LISU_AS_LATIN.get(c, _ARABIC_DIGITS_AS_LATIN.get(c, c)) for c in plain)
+        plain = unicodedata.normalize("NFD", plain)  # an alef under a hamza or madda is an alef too
+        plain = "".join(_LISU_AS_LATIN.get(c, _ARABIC_AS_LATIN.get(c, c)) for c in plain)
     big = _each(latin(_each(plain, "upper")), "fold")
     if version < 2:
         return unicodedata.normalize("NFC", big), unicodedata.normalize("NFC", _each(latin(_each(plain, "fold")), "fold"))
-    if version >= 3:  # each letter as drawn at its own case
-        plain = latin(plain)
     lettered = "".join("l" if c in _CAPITAL_I else _CAPITAL_L if c == "L" else c
                        for c in unicodedata.normalize("NFD", plain))
-    if version >= 3:  # while the case still shows ("Cl" is no d)
-        lettered = lettered.replace("cl", "d")
     small = _each(latin(_each(lettered, "fold")), "fold")
     return (unicodedata.normalize("NFC", _drawn_alike(big, _DRAWN_ALIKE_CAPITALS)),
             unicodedata.normalize("NFC", _drawn_alike(small, _DRAWN_ALIKE_SMALL)))

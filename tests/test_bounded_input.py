@@ -174,8 +174,9 @@ def test_subject_ids_are_normalised_before_pseudonymisation(tmp_path: Path, imgs
                                      # where it draws nothing (Thai, a ZWNJ before a vowel, no letter)
                                      "\u0d15\u0d32\u0d4d\u200d\u0d2a\u0d28", "\u092e\u0930\u094d\u200d\u092f\u093e\u0926\u093e",
                                      "\u0e01\u0e3a\u200d\u0e01", "\u0915\u094d\u200c\u0905", "\u094d\u200dalice",
-                                     # beside a letter that joins only before it (Rohingya yeh)
-                                     "\u0628\u08ac\u200c\u0628"])
+                                     # beside a letter that joins only before it (Rohingya yeh); after
+                                     # a Tangut ideograph, which Python names not (a ValueError escaped)
+                                     "\u0628\u08ac\u200c\u0628", "\U00017000\u200c"])
 def test_an_id_with_a_code_point_that_shows_nothing_enrols_no_one(tmp_path: Path, imgs: Path, variant: str) -> None:
     """An id that prints as "alice" (a zero-width character, a joiner, a CSV export's byte-order
     mark, a soft hyphen, a variation selector, a blank filler, a direction mark) would be a second
@@ -276,16 +277,16 @@ PRINT_ALIKE = (("alice", "ALICE"), ("\u0410\u043d\u043d\u0430", "\u0410\u041d\u0
                ("\u00cdsak", "\u013asak"), ("vw-7", "wv-7"), ("vvv", "wv"),
                # the same name without its non-joiner: the look keeps no joiner
                ("\u0645\u0647\u062f\u06cc\u0632\u0627\u062f\u0647", "\u0645\u0647\u062f\u06cc\u200c\u0632\u0627\u062f\u0647"),
-               # look version 3: capitals of other scripts among a small l, "cl" for d, Arabic-Indic
-               # one and seven, Lisu's upright capitals
-               ("lAN", "\u0399\u0391\u039d"), ("lAH", "\u0406\u0410\u041d"), ("dara", "clara"), ("dara", "cIara"),
-               ("lv", "\u0661\u0667"), ("lv", "\u06f1\u06f7"), ("ALICE", "\ua4ee\ua4e1\ua4f2\ua4da\ua4f0"),
-               ("BOT", "\ua4d0\ua4f3\ua4d4"))
+               # look version 3: the Arabic-Indic one and seven and the alef, Lisu's upright capitals and
+               # its tone letters drawn as a full stop and a comma
+               ("lv", "\u0661\u0667"), ("lv", "\u06f1\u06f7"), ("\u0627\u062d\u0645\u062f", "\u0661\u062d\u0645\u062f"),
+               ("ALICE", "\ua4ee\ua4e1\ua4f2\ua4da\ua4f0"), ("BOT", "\ua4d0\ua4f3\ua4d4"),
+               ("LI.", "\ua4e1\ua4f2\ua4f8"), ("TO,", "\ua4d4\ua4f3\ua4f9"))
 TOLD_APART = (("Strau\u00df", "Strauss"), ("Wei\u00df", "WEISS"), ("\u0533\u0587\u0578\u0580\u0563", "\u0533\u0565\u0582\u0578\u0580\u0563"),
               ("Jos\u00e9", "Jose"), ("I\u015f\u0131k", "Isik"), ("anna", "anne"), ("EMP-0042", "EMP-0043"),
               ("Ayd\u0131n", "Aydin"), ("\u0237oe", "joe"), ("ian", "lan"), ("EMP-0042", "EMP-0O43"),
               ("Ian", "Lan"), ("ALI", "ALL"), ("EMP-1042", "EMP-L042"),
-              ("\u0639\u0644\u06cc", "\u0639\u0644\u0649\u0627"), ("Clara", "Dara"), ("CLARA", "DARA"),
+              ("\u0639\u0644\u06cc", "\u0639\u0644\u0649\u0627"), ("clim", "dim"), ("cloh", "doh"), ("Clara", "Dara"),
               ("\u0399\u03b1\u03bd", "lan"), ("\u039d\u0399\u039a\u039f\u03a3", "NIKOS"), ("\u0661\u0667", "17"))
 
 
@@ -318,27 +319,21 @@ _V1_ALPHABET = ("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
 
 @pytest.mark.parametrize("before,alphabet", [
     (1, _V1_ALPHABET),
-    (2, _V1_ALPHABET + "\u039d\u03b9\u04cf\u04c0\u0501\u0661\u0665\u0667\u06f1\u06f5\u06f7"
-     + "".join(map(chr, range(0xA4D0, 0xA4F8))))])
+    (2, _V1_ALPHABET + "\u039d\u03b9\u041a\u0422\u043a\u0442\u04cf\u04c0\u0501\u0627\u0661\u0665\u0667\u06f1\u06f5\u06f7"
+     + "".join(map(chr, range(0xA4D0, 0xA4FA))))])
 def test_what_a_look_version_read_alike_the_next_reads_alike_too(before: int, alphabet: str) -> None:
     """A version must not let through what the one before refused once a subject's rows carry
     its digests: version 2's first draft read an ASCII capital I as "l" but a Greek or Cyrillic
     one as "i", so the all-Greek "Ινα" beside "Iva" was refused by version 1 and enrolled by
-    version 2. Every pair of ids of up to two letters and digits (ASCII, Cyrillic and Greek drawn
-    as Latin; from version 3 also Lisu and Arabic-Indic digits) that may be enrolled and that a
+    version 2; version 3's first draft read "c1" apart from "cl" and "КӀАНТ" from "к1ант". Every
+    pair of ids of up to two letters and digits (ASCII, Cyrillic and Greek drawn as Latin; from
+    version 3 also Lisu, the alef and Arabic-Indic digits) that may be enrolled and that a
     version read alike, the next reads alike (ids mixing scripts in a word, such as "iν" with a
-    Greek nu, are refused before any look is compared). The exceptions are version 3's own
-    (lookalike.LOOK_VERSION's comment): a capital drawn unlike its small letter is no longer
-    read as that small letter ("Ν" beside "V", which version 2 folded into "ν"), and "C1" (a
-    capital C) beside "cl", which is now "d"."""
+    Greek nu, are refused before any look is compared)."""
     from collections import defaultdict
 
     from safeface.hazmat.templates.pseudonym import new_subject_problem
-    from safeface.lookalike import _AS_LATIN, skeletons
-
-    def read_apart_by_design(a: str, b: str) -> bool:
-        two_faced = any(c.isupper() and _AS_LATIN.get(c, c).lower() != _AS_LATIN.get(c.lower(), c.lower()) for c in a + b)
-        return before == 2 and (two_faced or {a[0], b[0]} <= set("C\u0421c\u0441"))
+    from safeface.lookalike import skeletons
 
     letters = sorted(set(alphabet))
     ids = [t for t in letters + [a + b for a in letters for b in letters] if new_subject_problem(t) is None]
@@ -351,11 +346,8 @@ def test_what_a_look_version_read_alike_the_next_reads_alike_too(before: int, al
             groups[old[t][reading]].append(t)
         for group in groups.values():
             first = group[0]
-            lost += [(first, t) for t in group[1:] if not any(x == y for x, y in zip(new[first], new[t]))
-                     and not read_apart_by_design(first, t)]
+            lost += [(first, t) for t in group[1:] if not any(x == y for x, y in zip(new[first], new[t]))]
     assert not lost, lost[:10]
-    if before == 2:  # what version 3 reads alike that version 2 did not
-        assert skeletons("\u0399\u0391\u039d")[1] == skeletons("lAN")[1] != skeletons("\u0399\u0391\u039d", 2)[1]
 
 
 def test_an_id_that_prints_as_an_enrolled_one_enrols_no_one(tmp_path: Path, imgs: Path) -> None:
