@@ -878,6 +878,101 @@ def test_a_milvus_whose_searches_hang_stays_down_though_its_writes_answer(
         assert asked == ["query", "query"]
 
 
+def test_a_milvus_whose_searches_alone_hang_stays_down_for_searches_after_an_enrolment(
+        setup: Setup, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Milvus answers queries and writes while its searches alone hang (a search node stuck, a
+    proxy dropping the search call). An enrolment's stamp read (a query) ended the window, so
+    the next search waited out the hung search again: after every enrolment, a caller at a gate
+    waited the whole deadline. Now the window a search opened is ended by a search only:
+    enrolments go on, searches keep scoring the records until the window ends, and a search that
+    answers then closes it."""
+    from pymilvus.exceptions import MilvusException
+
+    x = unit_rows(4, seed=63)
+    with setup.open() as s:
+        rows = fill(s, x[:2])
+        client = s.vectors._api
+        answered = client.search
+        asked: list[str] = []
+
+        def hung(*a: Any, **kw: Any) -> Any:
+            asked.append("search")
+            raise MilvusException(message="search: deadline exceeded (test: search nodes hang)")
+
+        monkeypatch.setattr(client, "search", hung)
+        assert [m.row_id for m in s.search(x[0], "access", k=1)] == [rows[0].row_id]
+        assert asked == ["search"] and s.index_state() == "down"
+        more = fill(s, x[2:3], prefix="new")  # in the window: the stamp read answers, the write goes through
+        assert len(more) == 1 and s.rows_for("new0")
+        assert [m.row_id for m in s.search(x[1], "access", k=1)] == [rows[1].row_id]
+        assert [m.row_id for m in s.search(x[2], "access", k=1)] == [more[0].row_id]
+        assert asked == ["search"]  # the records answered; the hung search was not asked again
+        assert s.index_state() == "down" and not s.vectors.down() and s.vectors.down(search=True)
+        s.vectors._outage.search_down_until = 0.0  # the window passes
+        monkeypatch.setattr(client, "search", answered)
+        assert [m.row_id for m in s.search(x[1], "access", k=1)] == [rows[1].row_id]
+        assert not s.vectors.down(search=True) and s.index_state() == "up"
+
+
+def test_after_a_window_one_request_alone_asks_a_hung_milvus_for_every_handle_of_the_process(
+        setup: Setup, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each handle (a service's worker threads hold one each) kept its own retry window: a hung
+    Milvus made every worker wait out the deadline once per window, and when a window ended
+    every search running then asked, each waiting again. Now a process's handles on one
+    collection share what they know: one handle's failure holds the others off, and once the
+    window has passed a single request (the trial) asks while the other searches answer from
+    the records; when it answers, all ask Milvus again."""
+    import threading
+
+    import safeface.storage.vectors as vectors_mod
+    from pymilvus.exceptions import MilvusException
+
+    monkeypatch.setattr(vectors_mod, "RETRY_FIRST_S", 0.2)
+    x = unit_rows(3, seed=64)
+    with setup.open() as a, setup.open() as b:
+        rows = fill(a, x)
+        clients = {"a": a.vectors._api, "b": b.vectors._api}
+        answered = {k: c.search for k, c in clients.items()}
+        asked: list[str] = []
+
+        def failing(who: str) -> Any:
+            def fn(*args: Any, **kw: Any) -> Any:
+                asked.append(who)
+                raise MilvusException(message="search: deadline exceeded (test: Milvus hangs)")
+            return fn
+
+        for who, c in clients.items():
+            monkeypatch.setattr(c, "search", failing(who))
+        assert [m.row_id for m in a.search(x[0], "access", k=1)] == [rows[0].row_id]
+        assert asked == ["a"]
+        assert [m.row_id for m in b.search(x[1], "access", k=1)] == [rows[1].row_id]
+        assert asked == ["a"] and b.index_state() == "down"  # a's failure holds b off: b asked nothing
+        time.sleep(a.vectors.window_left(search=True) + 0.05)
+
+        slow_started, release = threading.Event(), threading.Event()
+
+        def slow(*args: Any, **kw: Any) -> Any:  # Milvus back, slowly: the trial's answer takes a while
+            asked.append("a-trial")
+            slow_started.set()
+            release.wait(10)
+            return answered["a"](*args, **kw)
+
+        monkeypatch.setattr(clients["a"], "search", slow)
+        found: list[Any] = []
+        trial = threading.Thread(target=lambda: found.extend(a.search(x[2], "access", k=1)))
+        trial.start()
+        assert slow_started.wait(10)
+        for i in range(2):  # while the trial is out, b's searches answer from the records
+            assert [m.row_id for m in b.search(x[i], "access", k=1)] == [rows[i].row_id]
+        assert asked == ["a", "a-trial"] and b.index_state() == "down"
+        release.set()
+        trial.join(10)
+        assert [m.row_id for m in found] == [rows[2].row_id]
+        monkeypatch.setattr(clients["b"], "search", lambda *args, **kw: (asked.append("b"), answered["b"](*args, **kw))[1])
+        assert [m.row_id for m in b.search(x[0], "access", k=1)] == [rows[0].row_id]
+        assert asked[-1] == "b" and b.index_state() == "up" and not a.vectors.down(search=True)
+
+
 def test_the_retry_window_starts_short_and_grows_while_milvus_stays_down(
         setup: Setup, monkeypatch: pytest.MonkeyPatch) -> None:
     """Every failure held Milvus off for 30 s: a blip of a second cost half a minute of record
@@ -921,7 +1016,11 @@ def test_the_retry_window_starts_short_and_grows_while_milvus_stays_down(
         # A request that ran into its deadline: the window is at least twice its wait. Short
         # windows let a hung Milvus be asked again a second after each caller had waited out the
         # whole deadline (6 waits in 45 s against 2 with the fixed window).
-        s.vectors.probe()  # answers: the window ends
+        s.vectors.probe()  # a read answers: the window ends, but not the one the search opened
+        assert not s.vectors.down() and s.vectors.down(search=True)
+        s.vectors._outage.search_down_until = 0.0  # as if it had passed
+        monkeypatch.setattr(client, "search", answered)
+        s.search(x[1], "access", k=1)  # answers: the next outage starts short
 
         def hung(*a: Any, **kw: Any) -> Any:
             time.sleep(0.45)
@@ -950,7 +1049,7 @@ def test_a_failure_inside_a_window_keeps_its_wait_and_its_refusal(monkeypatch: p
     refusal = ConfigError("the collection holds another store's index (test)")
     v.hold_off(refusal=refusal)
     assert v.refused_lately() is refusal and 29.9 < v.window_left() <= 30.0
-    assert v._windows == 1  # one window, lengthened, not doubled
+    assert v._outage.windows == 1  # one window, lengthened, not doubled
 
 
 @pytest.mark.slow

@@ -53,7 +53,7 @@ from .rows import (ROW_COLS, Enrollment, Entry, ErasureResult, GalleryRow, Keys,
                    looks_of, moved_expiry, path_template, prepare, protect, pseudonym_of, refuse_lookalikes, rekeyed,
                    seal_row, to_us, touched_expiry, unseal_row, utc_now)
 from .factory import dsn_parts, misread
-from .vectors import MilvusVectors, purpose_set
+from .vectors import AskingAgain, MilvusVectors, purpose_set
 
 log = logging.getLogger("safeface.storage")
 NAMESPACE_RE = re.compile(r"^[a-z_][a-z0-9_]{0,40}$")
@@ -318,7 +318,7 @@ class ServerStore:
         return self._dim
 
     def index_state(self) -> str:
-        return "opening" if self._half_open else "down" if self._index_down() else "up"
+        return "opening" if self._half_open else "down" if self._index_down(search=True) else "up"
 
     @property
     def key_versions(self) -> dict[str, int]:
@@ -593,14 +593,15 @@ class ServerStore:
         finally:
             self._finishing.release()
 
-    def _index_asked(self) -> bool:
-        """Whether searches and writes may ask Milvus now: the store opened with it (or finished
-        opening since), and it has not failed a request in the retry window."""
-        return not self._half_open and not self._index_down()
+    def _index_asked(self, *, search: bool = False) -> bool:
+        """Whether searches (`search`) and writes may ask Milvus now: the store opened with it
+        (or finished opening since), and it has not failed a request in the retry window."""
+        return not self._half_open and not self._index_down(search=search)
 
-    def _index_down(self) -> bool:
-        """Whether Milvus failed a request and its retry window (MilvusVectors.hold_off) has not passed."""
-        return self.vectors.down()
+    def _index_down(self, *, search: bool = False) -> bool:
+        """Whether Milvus failed a request and its retry window (MilvusVectors.hold_off) has not
+        passed; with `search`, also a search's window that a probe does not end."""
+        return self.vectors.down(search=search)
 
     def pending(self) -> dict[str, int]:
         """How many vector writes and removals the records still wait for."""
@@ -978,7 +979,7 @@ class ServerStore:
     def _search(self, keys: Keys, probe: np.ndarray, purpose: str, k: int, threshold: Optional[float], now_us: int,
                 path: Optional[str]) -> list[Match]:
         q = keys.transform.apply(probe).astype(np.float32)  # the probe and the rows it meets under the same keys
-        if self._index_asked():
+        if self._index_asked(search=True):
             try:
                 return self._search_with_index(keys, q, purpose, k, threshold, now_us, path)
             except IndexUnavailable as exc:
@@ -986,7 +987,9 @@ class ServerStore:
                 # a gate refusing everyone until it is back. A write still needs Milvus (or notes
                 # it). A hung Milvus fails only at each request's deadline, so searches leave it
                 # alone for a while (MilvusVectors.down) instead of each waiting that long.
-                log.warning("%s; searches score the records for the next %.1f s", exc, self.vectors.window_left())
+                if not isinstance(exc, AskingAgain):
+                    log.warning("%s; searches score the records for the next %.1f s", exc,
+                                self.vectors.window_left(search=True))
         self._refuse_scan_past_max("cannot be asked now")
         return self._scan(keys, q, purpose, k, threshold, now_us, path)
 

@@ -61,7 +61,9 @@ SLOW_CALL_TIMEOUT = 120.0
 # it, up to RETRY_S: a Milvus back in a second is asked again in a second, a long outage costs a
 # request every RETRY_S. Only a read that answers (MilvusVectors.probe) ends a window sooner and
 # starts the next outage at RETRY_FIRST_S again: a Milvus whose metadata and writes answer while
-# its searches hang is still down.
+# its searches hang is still down. A window a search's failure opened is ended by a search only:
+# a Milvus whose queries answer while its searches alone hang stays down for searches after an
+# enrolment's stamp read has answered.
 RETRY_FIRST_S = 1.0
 RETRY_S = IndexUnavailable.retry_after
 # Milvus Lite searches its unflushed rows (the memtable, sealed only at 128 MiB, about 200k
@@ -112,11 +114,50 @@ def _client_error() -> tuple[type[BaseException], ...]:
     return (MilvusException, grpc.RpcError, grpc.FutureTimeoutError, OSError, ConnectionError, TimeoutError)
 
 
+class AskingAgain(IndexUnavailable):
+    """Another request of this process is asking Milvus whether it is back (Outage's trial);
+    this one was not sent. Not a failure: it opens no window."""
+
+
+class Outage:
+    """What this process knows of one collection's Milvus failing (MilvusVectors.hold_off),
+    shared by every handle on it (`Outage.of`): a service's worker threads each hold one, and
+    each would otherwise meet a hung Milvus's deadline itself, once per window. When a window
+    has passed with no read answered since, one request alone asks (the trial); the other
+    handles take Milvus for down until it answers or fails, instead of each waiting out the
+    same deadline."""
+
+    _shared: dict[tuple[str, str], "Outage"] = {}
+    _shared_lock = threading.Lock()
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.down_until = 0.0  # monotonic
+        self.search_down_until = 0.0  # the window a search's failure opened, which only a search ends
+        self.windows = 0  # windows since a read last answered
+        self.refusal: Optional[ConfigError] = None
+        self.trial: Optional[tuple[int, float]] = None  # (thread, until): the request asking alone
+
+    @classmethod
+    def of(cls, where: str, collection: str) -> "Outage":
+        with cls._shared_lock:
+            return cls._shared.setdefault((where, collection), cls())
+
+    def unconfirmed(self, search: bool) -> bool:
+        """Whether a failure has had no answer since (so a request now is a trial)."""
+        return self.windows > 0 or (search and self.search_down_until > 0.0)
+
+    def trial_elsewhere(self, now: float) -> bool:
+        """Whether another thread's trial is out (and has not outrun its deadline)."""
+        t = self.trial
+        return t is not None and t[0] != threading.get_ident() and now < t[1]
+
+
 class MilvusVectors:
     """One collection of protected templates. Use `MilvusVectors.connect`."""
 
     def __init__(self, client: Any, where: str, collection: str, dim: int, index_kind: str,
-                 opener: Optional[Callable[[], Any]] = None) -> None:
+                 opener: Optional[Callable[[], Any]] = None, outage: Optional[Outage] = None) -> None:
         self._client = client
         # Makes the client when `client` is None (connect(wait=False)): at the first request,
         # and again at each later one while Milvus cannot be reached.
@@ -130,10 +171,7 @@ class MilvusVectors:
         self._unflushed = 0
         self._loaded = False
         self.call_timeout = CALL_TIMEOUT
-        self._down_until = 0.0  # monotonic; see down()
-        self._windows = 0  # windows since a read last answered (hold_off)
-        self._refusal: Optional[ConfigError] = None  # see refused_lately
-        self._window_lock = threading.Lock()
+        self._outage = outage or Outage()  # see down() and hold_off(); connect() shares one per collection
 
     @property
     def slow_timeout(self) -> float:
@@ -181,24 +219,30 @@ class MilvusVectors:
                         raise _unreachable(where, exc) from None
                     time.sleep(0.5)
 
-        out = cls(None, where, collection, dim, index_kind, opener)
+        out = cls(None, where, collection, dim, index_kind, opener, Outage.of(where, collection))
         out._lite = lite
         if wait:
             out.reachable()
         return out
 
-    def down(self) -> bool:
+    def down(self, *, search: bool = False) -> bool:
         """Whether a request failed (IndexUnavailable) less than RETRY_S seconds ago, with no
-        probe answered since. Every failure is counted here, where it is raised, so no caller
-        can leave one out."""
-        return time.monotonic() < self._down_until
+        probe answered since; with `search`, also whether a search failed in a window a probe
+        does not end (a probe reads, it does not search); and whether, the window past, another
+        thread's trial (Outage) is asking Milvus now. Every failure is counted here, where it is
+        raised, so no caller can leave one out. Shared by this process's handles on the
+        collection."""
+        o, now = self._outage, time.monotonic()
+        if now < o.down_until or (search and now < o.search_down_until):
+            return True
+        return o.unconfirmed(search) and o.trial_elsewhere(now)
 
-    def _failed(self, exc: IndexUnavailable, started: Optional[float] = None) -> IndexUnavailable:
+    def _failed(self, exc: IndexUnavailable, started: Optional[float] = None, *, search: bool = False) -> IndexUnavailable:
         """Count a failure (hold_off); `started`: when the failed request was sent (monotonic)."""
-        self.hold_off(waited=0.0 if started is None else time.monotonic() - started)
+        self.hold_off(waited=0.0 if started is None else time.monotonic() - started, search=search)
         return exc
 
-    def hold_off(self, *, waited: float = 0.0, refusal: Optional[ConfigError] = None) -> None:
+    def hold_off(self, *, waited: float = 0.0, refusal: Optional[ConfigError] = None, search: bool = False) -> None:
         """Take Milvus for down for the next window: RETRY_FIRST_S, doubled after each window
         that ended in another failure with no search or probe answered between, at most
         RETRY_S; and at least twice what the failed request `waited` (a request that ran into
@@ -206,33 +250,69 @@ class MilvusVectors:
         deadline). A failure inside a window (another request of the same outage) does not
         double it, but may lengthen it to its own wait or refusal. `refusal`: Milvus answered,
         but not as this store's (the collection, the credentials), which a second's wait will
-        not mend: the window is RETRY_S, and `refused_lately` gives the refusal until it ends."""
-        now = time.monotonic()
+        not mend: the window is RETRY_S, and `refused_lately` gives the refusal until it ends.
+        `search`: a search failed, and only a search answering ends its window (RETRY_S's
+        comment). Any trial out ends with it."""
+        o, now = self._outage, time.monotonic()
         until = now + (RETRY_S if refusal is not None else min(RETRY_S, 2.0 * waited))
-        with self._window_lock:
-            if now >= self._down_until:  # a new window
-                self._windows += 1
-                until = max(until, now + min(RETRY_S, RETRY_FIRST_S * 2.0 ** min(self._windows - 1, 30)))
-                self._refusal = None
-            self._down_until = max(self._down_until, until)
-            self._refusal = refusal or self._refusal
+        with o.lock:
+            if now >= o.down_until:  # a new window
+                o.windows += 1
+                until = max(until, now + min(RETRY_S, RETRY_FIRST_S * 2.0 ** min(o.windows - 1, 30)))
+                o.refusal = None
+            o.down_until = max(o.down_until, until)
+            o.refusal = refusal or o.refusal
+            if search:
+                o.search_down_until = max(o.search_down_until, o.down_until)
+            o.trial = None
 
     def refused_lately(self) -> Optional[ConfigError]:
         """Milvus's answer that it is not this store's (hold_off's `refusal`), while its window lasts."""
-        return self._refusal if time.monotonic() < self._down_until else None
+        o = self._outage
+        return o.refusal if time.monotonic() < o.down_until else None
 
-    def window_left(self) -> float:
-        """Seconds left of the present window (0 when Milvus is not taken for down)."""
-        return max(0.0, self._down_until - time.monotonic())
+    def window_left(self, *, search: bool = False) -> float:
+        """Seconds left of the present window (0 when Milvus is not taken for down); with
+        `search`, of the window searches keep (down)."""
+        o = self._outage
+        until = max(o.down_until, o.search_down_until) if search else o.down_until
+        return max(0.0, until - time.monotonic())
 
     def probe(self) -> None:
         """Read the stamp, a strongly consistent query; if Milvus answers, it is up again and
-        the window ends (IndexUnavailable if not); the next outage starts at RETRY_FIRST_S."""
+        the window ends (IndexUnavailable if not); the next outage starts at RETRY_FIRST_S. A
+        window a search opened stays (down)."""
         self.stamp()
-        with self._window_lock:
-            self._down_until = 0.0
-            self._windows = 0
-            self._refusal = None
+        self._answered(read=True)
+
+    def _asking(self, search: bool = False) -> None:
+        """Before a request: after a failure that nothing has answered since, it goes as the
+        trial, alone in this process (Outage); while another thread's is out it is not sent
+        (AskingAgain)."""
+        o = self._outage
+        if not o.unconfirmed(search):
+            return
+        with o.lock:
+            now = time.monotonic()
+            if o.trial_elsewhere(now):
+                raise AskingAgain(f"{self.where} is being asked whether it is back by another request of this "
+                                  "process; the records answer meanwhile.")
+            o.trial = (threading.get_ident(), now + self.slow_timeout + 1.0)
+
+    def _answered(self, *, read: bool = False, search: bool = False) -> None:
+        """A request answered: any trial ends; a read (`read`) or a search (`search`) also ends
+        the window and starts the next outage at RETRY_FIRST_S; only a search ends a search's."""
+        o = self._outage
+        if o.trial is None and not ((read or search) and (o.unconfirmed(search) or o.down_until)):
+            return
+        with o.lock:
+            o.trial = None
+            if read or search:
+                o.down_until = 0.0
+                o.windows = 0
+                o.refusal = None
+            if search:
+                o.search_down_until = 0.0
 
     @property
     def _api(self) -> Any:
@@ -240,6 +320,7 @@ class MilvusVectors:
         if self._client is None:
             with self._opening:
                 if self._client is None and self._opener is not None:
+                    self._asking()
                     started = time.monotonic()
                     try:
                         client = self._opener()
@@ -266,8 +347,10 @@ class MilvusVectors:
                         raise
                     except BaseException:
                         _close_quietly(client)
+                        self._answered()  # not an outage (counted where it was): the trial ends
                         raise
                     self._client = client  # only once checked: another thread may use it at once
+                    self._answered()
         return self._client
 
     def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
@@ -276,11 +359,19 @@ class MilvusVectors:
             # fails the call, so a search falls back to the records and an erasure holding the
             # store's write lock goes on, instead of both waiting for ever.
             kwargs.setdefault("timeout", self.call_timeout)
+        search = what == "search"
+        self._asking(search)
         started = time.monotonic()
         try:
-            return fn(*args, **kwargs)
+            out = fn(*args, **kwargs)
         except _client_error() as exc:
-            raise self._failed(IndexUnavailable(f"{self.where} failed to {what} ({_short(exc)})."), started) from None
+            raise self._failed(IndexUnavailable(f"{self.where} failed to {what} ({_short(exc)})."), started,
+                               search=search) from None
+        except BaseException:
+            self._answered()  # not Milvus's failure (an interrupt, a reply pymilvus could not read): the trial ends
+            raise
+        self._answered(search=search)
+        return out
 
     def _check_existing(self, client: Any) -> None:
         if not self._call("list collections", client.has_collection, self.collection, timeout=self.call_timeout):
@@ -377,23 +468,25 @@ class MilvusVectors:
         after `now_us`, filtered inside Milvus; `allowed_fraction` (about how many rows the filter
         allows) widens an IVF search (see search_params)."""
         res = self._call("search", self._api.search, self.collection, [np.asarray(query, np.float32).tolist()],
-                         limit=int(limit), filter=purpose_filter(purpose, now_us), output_fields=[ID], search_params={
-                             "metric_type": "IP", "params": search_params(self._kind, allowed_fraction)},
+                         limit=int(limit), filter=purpose_filter(purpose, now_us), output_fields=[ID],
+                         search_params={"metric_type": "IP", "params": search_params(self._kind, allowed_fraction)},
                          consistency_level="Strong")
-        if self._windows:  # reads answer: the next outage starts with a short window again
-            with self._window_lock:
-                self._windows = 0
         return [(int(h["id"]), float(h["distance"])) for h in res[0]]
 
     def stamp(self) -> Optional[tuple[int, str]]:
         """The stamp the store last wrote here, (count, tag); None where there is none, as in a
         collection made afresh."""
         api = self._api
+        self._asking()
         started = time.monotonic()
         try:
             got = api.query(self.collection, filter=f"{ID} in [{STAMP_ID}]", output_fields=[EXPIRES, PURPOSES],
                             consistency_level="Strong", timeout=self.call_timeout)
-        except _client_error() as exc:
+            self._answered()
+        except BaseException as exc:
+            if not isinstance(exc, _client_error()):
+                self._answered()
+                raise
             # A collection that is gone has no stamp (asked again only when Milvus says so: a
             # search pays one round trip); an unreachable or hung Milvus is an error, never a
             # loss, and costs one deadline, not two.
