@@ -973,6 +973,29 @@ def test_after_a_window_one_request_alone_asks_a_hung_milvus_for_every_handle_of
         assert asked[-1] == "b" and b.index_state() == "up" and not a.vectors.down(search=True)
 
 
+def test_a_failed_request_is_reported_by_the_store_without_pymilvus_traceback(
+        setup: Setup, caplog: pytest.LogCaptureFixture) -> None:
+    """pymilvus logs every failed request at ERROR with a traceback before raising, and the store
+    then reports it again: during an outage the log filled with a traceback per search. Now the
+    store's requests are reported by the store alone; a host's own pymilvus calls still log."""
+    import logging
+
+    with setup.open() as s:
+        fill(s, unit_rows(1, seed=65))
+        client = s.vectors._api
+        caplog.set_level(logging.DEBUG)
+
+        def pymilvus_errors() -> list[logging.LogRecord]:
+            return [r for r in caplog.records if r.name.startswith("pymilvus") and r.levelno >= logging.ERROR]
+
+        with pytest.raises(IndexUnavailable, match="failed to describe"):
+            s.vectors._call("describe", client.describe_collection, "c_no_such_collection")
+        assert pymilvus_errors() == []
+        with pytest.raises(Exception):
+            client.describe_collection("c_no_such_collection")  # the host's own call
+        assert any("Traceback" in r.getMessage() for r in pymilvus_errors())
+
+
 def test_the_retry_window_starts_short_and_grows_while_milvus_stays_down(
         setup: Setup, monkeypatch: pytest.MonkeyPatch) -> None:
     """Every failure held Milvus off for 30 s: a blip of a second cost half a minute of record

@@ -10,11 +10,13 @@ and nothing that links them to another deployment's or inverts them without the 
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence, TypeVar
+from typing import Any, Callable, Iterator, Optional, Sequence, TypeVar
 
 import numpy as np
 
@@ -77,6 +79,32 @@ FLUSH_ROWS = 2000
 # ServerStore._stamp). No search filter admits it: the field holds no "|", and the expiry is
 # long past.
 STAMP_ID = -1
+
+
+# pymilvus logs every request that fails at ERROR, with a traceback, before raising; the store
+# reports each failure itself, once, with what it does about it (IndexUnavailable, the search
+# that scores the records). Its records are dropped for this module's requests only (`_own`): a
+# host's own pymilvus calls still log.
+_own = threading.local()
+
+
+class _OwnRequests(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not getattr(_own, "depth", 0)
+
+
+for _name in ("pymilvus.decorators", "pymilvus.client.connection_manager"):
+    logging.getLogger(_name).addFilter(_OwnRequests())
+
+
+@contextlib.contextmanager
+def _reported_here() -> Iterator[None]:
+    """pymilvus's failure records are not logged inside (see _OwnRequests)."""
+    _own.depth = getattr(_own, "depth", 0) + 1
+    try:
+        yield
+    finally:
+        _own.depth -= 1
 
 
 def purpose_set(purposes: Sequence[str]) -> str:
@@ -213,7 +241,8 @@ class MilvusVectors:
             # keepalive GOAWAY) can fail the first connect although the server is up: retry once.
             for attempt in (1, 2):
                 try:
-                    return MilvusClient(uri=uri, token=token or "", timeout=timeout)
+                    with _reported_here():
+                        return MilvusClient(uri=uri, token=token or "", timeout=timeout)
                 except _client_error() as exc:
                     if attempt == 2:
                         raise _unreachable(where, exc) from None
@@ -328,7 +357,8 @@ class MilvusVectors:
                         raise self._failed(exc, started) from None
                     try:
                         try:
-                            version = str(client.get_server_version(timeout=self.call_timeout))
+                            with _reported_here():
+                                version = str(client.get_server_version(timeout=self.call_timeout))
                         except _client_error() as exc:  # pymilvus connects at the first request
                             if _refused_credentials(exc):
                                 # Not an outage: the token is wrong or revoked, and waiting will not
@@ -363,7 +393,8 @@ class MilvusVectors:
         self._asking(search)
         started = time.monotonic()
         try:
-            out = fn(*args, **kwargs)
+            with _reported_here():
+                out = fn(*args, **kwargs)
         except _client_error() as exc:
             raise self._failed(IndexUnavailable(f"{self.where} failed to {what} ({_short(exc)})."), started,
                                search=search) from None
@@ -480,8 +511,9 @@ class MilvusVectors:
         self._asking()
         started = time.monotonic()
         try:
-            got = api.query(self.collection, filter=f"{ID} in [{STAMP_ID}]", output_fields=[EXPIRES, PURPOSES],
-                            consistency_level="Strong", timeout=self.call_timeout)
+            with _reported_here():
+                got = api.query(self.collection, filter=f"{ID} in [{STAMP_ID}]", output_fields=[EXPIRES, PURPOSES],
+                                consistency_level="Strong", timeout=self.call_timeout)
             self._answered()
         except BaseException as exc:
             if not isinstance(exc, _client_error()):
