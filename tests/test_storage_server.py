@@ -1152,7 +1152,7 @@ def test_a_milvus_that_refuses_the_credentials_is_no_outage_to_open_through(
     """A store opens during an outage; a Milvus (or its gateway) that refuses the token is not
     one: waiting does not mend a wrong or revoked SAFEFACE_MILVUS_TOKEN, and a store opened on it
     would have scored every record for ever while its service said ready. The open refuses with
-    ConfigError. Under a running store the same refusal is still taken for an outage (see
+    ConfigError. Under a running store the same refusal is taken for an outage of the full window (see
     test_a_gateway_refusing_milvus_calls_is_an_outage_not_a_crash)."""
     import grpc
 
@@ -1300,6 +1300,8 @@ def test_a_gateway_refusing_milvus_calls_is_an_outage_not_a_crash(pg: PgCluster,
     the subject's records in place."""
     import grpc
 
+    import safeface.storage.vectors as vectors_mod
+
     own = start_milvus(tmp_path / "milvus-data")
     gateway = None
     try:
@@ -1310,6 +1312,10 @@ def test_a_gateway_refusing_milvus_calls_is_an_outage_not_a_crash(pg: PgCluster,
             own.stop()
             gateway = _refusing_gateway(own.port, grpc.StatusCode.UNAUTHENTICATED)
             assert [m.row_id for m in s.search(x[1], "access", k=1)] == [rows[1].row_id]
+            # A refused token is not mended by a second's wait: the full window, not the short
+            # first one, and the refusal named (a token revoked while the store runs).
+            assert s.vectors.window_left(search=True) > vectors_mod.RETRY_S - 5
+            assert "refused the credentials" in str(s.vectors.refused_lately())
             assert s.erase_subject("s2").vectors == "pending" and s.rows_for("s2") == []
             with pytest.raises(IndexUnavailable):
                 fill(s, unit_rows(1, seed=77), prefix="late")

@@ -396,13 +396,22 @@ class MilvusVectors:
             with _reported_here():
                 out = fn(*args, **kwargs)
         except _client_error() as exc:
-            raise self._failed(IndexUnavailable(f"{self.where} failed to {what} ({_short(exc)})."), started,
-                               search=search) from None
+            raise self._failed(self._failure(what, exc), started, search=search) from None
         except BaseException:
             self._answered()  # not Milvus's failure (an interrupt, a reply pymilvus could not read): the trial ends
             raise
         self._answered(search=search)
         return out
+
+    def _failure(self, what: str, exc: BaseException) -> IndexUnavailable:
+        """The error for a request that failed. Credentials refused under a running store (a
+        token revoked or rotated): an outage to its callers, but one a second's wait will not
+        mend, so it holds Milvus off for RETRY_S as a refusal (hold_off), not the short windows."""
+        if _refused_credentials(exc):
+            said = f"{self.where} refused the credentials to {what} ({_short(exc)}); check SAFEFACE_MILVUS_TOKEN."
+            self.hold_off(refusal=ConfigError(said))
+            return IndexUnavailable(said)
+        return IndexUnavailable(f"{self.where} failed to {what} ({_short(exc)}).")
 
     def _check_existing(self, client: Any) -> None:
         if not self._call("list collections", client.has_collection, self.collection, timeout=self.call_timeout):
@@ -525,8 +534,7 @@ class MilvusVectors:
             if _collection_missing(exc) and not self._call("list collections", self._api.has_collection,
                                                            self.collection):
                 return None
-            raise self._failed(IndexUnavailable(f"{self.where} failed to read the stamp ({_short(exc)})."),
-                               started) from None
+            raise self._failed(self._failure("read the stamp", exc), started) from None
         return (int(got[0][EXPIRES]), str(got[0][PURPOSES])) if got else None
 
     def set_stamp(self, n: int, tag: str) -> None:
