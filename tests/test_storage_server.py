@@ -1023,8 +1023,8 @@ def test_the_retry_window_starts_short_and_grows_while_milvus_stays_down(
         windows = []
         for i in range(4):
             assert [m.row_id for m in s.search(x[i % 3], "access", k=1, threshold=0.9)] == [rows[i % 3].row_id]
-            windows.append(s.vectors.window_left())
-            assert len(asked) == i + 1 and s.vectors.down()
+            windows.append(s.vectors.window_left(search=True))
+            assert len(asked) == i + 1 and s.vectors.down(search=True)
             assert [m.row_id for m in s.search(x[1], "access", k=1)] == [rows[1].row_id]
             assert len(asked) == i + 1  # inside the window: the records answer, Milvus is not asked
             time.sleep(windows[-1] + 0.05)
@@ -1032,16 +1032,16 @@ def test_the_retry_window_starts_short_and_grows_while_milvus_stays_down(
             assert nominal / 2 < got <= nominal, windows
         monkeypatch.setattr(client, "search", answered)
         assert [m.row_id for m in s.search(x[2], "access", k=1)] == [rows[2].row_id]
-        assert not s.vectors.down() and len(asked) == 4
+        assert not s.vectors.down(search=True) and len(asked) == 4
         monkeypatch.setattr(client, "search", failing)
         s.search(x[0], "access", k=1)
-        assert len(asked) == 5 and 0.15 < s.vectors.window_left() <= 0.3
+        assert len(asked) == 5 and 0.15 < s.vectors.window_left(search=True) <= 0.3
         # A request that ran into its deadline: the window is at least twice its wait. Short
         # windows let a hung Milvus be asked again a second after each caller had waited out the
         # whole deadline (6 waits in 45 s against 2 with the fixed window).
         s.vectors.probe()  # a read answers: the window ends, but not the one the search opened
         assert not s.vectors.down() and s.vectors.down(search=True)
-        s.vectors._outage.search_down_until = 0.0  # as if it had passed
+        s.vectors._outage.search_down_until = 0.0  # as if it had passed (its count stays)
         monkeypatch.setattr(client, "search", answered)
         s.search(x[1], "access", k=1)  # answers: the next outage starts short
 
@@ -1051,7 +1051,7 @@ def test_the_retry_window_starts_short_and_grows_while_milvus_stays_down(
 
         monkeypatch.setattr(client, "search", hung)
         s.search(x[1], "access", k=1)
-        assert 0.7 < s.vectors.window_left() <= 0.9  # twice the 0.45 s it waited, not 0.3 s
+        assert 0.7 < s.vectors.window_left(search=True) <= 0.9  # twice the 0.45 s it waited, not 0.3 s
 
 
 def test_a_failure_inside_a_window_keeps_its_wait_and_its_refusal(monkeypatch: pytest.MonkeyPatch) -> None:

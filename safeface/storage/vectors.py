@@ -142,18 +142,25 @@ def _client_error() -> tuple[type[BaseException], ...]:
     return (MilvusException, grpc.RpcError, grpc.FutureTimeoutError, OSError, ConnectionError, TimeoutError)
 
 
+def _first_window(count: int) -> float:
+    """The length of the `count`th window in a row (MilvusVectors.hold_off)."""
+    return min(RETRY_S, RETRY_FIRST_S * 2.0 ** min(count - 1, 30))
+
+
 class AskingAgain(IndexUnavailable):
     """Another request of this process is asking Milvus whether it is back (Outage's trial);
     this one was not sent. Not a failure: it opens no window."""
 
 
 class Outage:
-    """What this process knows of one collection's Milvus failing (MilvusVectors.hold_off),
+    """What this process knows of one collection's Milvus failing to answer (MilvusVectors.hold_off),
     shared by every handle on it (`Outage.of`): a service's worker threads each hold one, and
     each would otherwise meet a hung Milvus's deadline itself, once per window. When a window
-    has passed with no read answered since, one request alone asks (the trial); the other
+    has passed with nothing answered since, one request alone asks (the trial); the other
     handles take Milvus for down until it answers or fails, instead of each waiting out the
-    same deadline."""
+    same deadline. An answer that is not a store's (a collection of another dimension, its
+    credentials refused) is that handle's alone: another workspace given the same collection
+    name is no outage of this one."""
 
     _shared: dict[tuple[str, str], "Outage"] = {}
     _shared_lock = threading.Lock()
@@ -162,8 +169,8 @@ class Outage:
         self.lock = threading.Lock()
         self.down_until = 0.0  # monotonic
         self.search_down_until = 0.0  # the window a search's failure opened, which only a search ends
-        self.windows = 0  # windows since a read last answered
-        self.refusal: Optional[ConfigError] = None
+        self.windows = 0  # windows since a request last answered
+        self.search_windows = 0  # windows since a search last answered
         self.trial: Optional[tuple[int, float]] = None  # (thread, until): the request asking alone
 
     @classmethod
@@ -173,7 +180,7 @@ class Outage:
 
     def unconfirmed(self, search: bool) -> bool:
         """Whether a failure has had no answer since (so a request now is a trial)."""
-        return self.windows > 0 or (search and self.search_down_until > 0.0)
+        return self.windows > 0 or (search and self.search_windows > 0)
 
     def trial_elsewhere(self, now: float) -> bool:
         """Whether another thread's trial is out (and has not outrun its deadline)."""
@@ -200,6 +207,8 @@ class MilvusVectors:
         self._loaded = False
         self.call_timeout = CALL_TIMEOUT
         self._outage = outage or Outage()  # see down() and hold_off(); connect() shares one per collection
+        self._refusal: Optional[ConfigError] = None  # this handle's own (hold_off's `refusal`)
+        self._refused_until = 0.0  # monotonic
 
     @property
     def slow_timeout(self) -> float:
@@ -256,63 +265,72 @@ class MilvusVectors:
 
     def down(self, *, search: bool = False) -> bool:
         """Whether a request failed (IndexUnavailable) less than RETRY_S seconds ago, with no
-        probe answered since; with `search`, also whether a search failed in a window a probe
-        does not end (a probe reads, it does not search); and whether, the window past, another
-        thread's trial (Outage) is asking Milvus now. Every failure is counted here, where it is
-        raised, so no caller can leave one out. Shared by this process's handles on the
-        collection."""
+        probe answered since, in any handle of this process on the collection, or Milvus refused
+        this handle (hold_off's `refusal`); with `search`, also whether a search failed in a
+        window a probe does not end (a probe reads, it does not search); and whether, the window
+        past, another thread's trial (Outage) is asking Milvus now. Every failure is counted
+        here, where it is raised, so no caller can leave one out."""
         o, now = self._outage, time.monotonic()
-        if now < o.down_until or (search and now < o.search_down_until):
+        if now < o.down_until or now < self._refused_until or (search and now < o.search_down_until):
             return True
         return o.unconfirmed(search) and o.trial_elsewhere(now)
 
     def _failed(self, exc: IndexUnavailable, started: Optional[float] = None, *, search: bool = False) -> IndexUnavailable:
-        """Count a failure (hold_off); `started`: when the failed request was sent (monotonic)."""
-        self.hold_off(waited=0.0 if started is None else time.monotonic() - started, search=search)
+        """Count a failure (hold_off); `started`: when the failed request was sent (monotonic).
+        A request not sent because another was asking (AskingAgain) is none."""
+        if not isinstance(exc, AskingAgain):
+            self.hold_off(waited=0.0 if started is None else time.monotonic() - started, search=search)
         return exc
 
     def hold_off(self, *, waited: float = 0.0, refusal: Optional[ConfigError] = None, search: bool = False) -> None:
         """Take Milvus for down for the next window: RETRY_FIRST_S, doubled after each window
-        that ended in another failure with no search or probe answered between, at most
-        RETRY_S; and at least twice what the failed request `waited` (a request that ran into
-        its deadline, a hung Milvus, is not sent again a second later: each costs a caller that
-        deadline). A failure inside a window (another request of the same outage) does not
-        double it, but may lengthen it to its own wait or refusal. `refusal`: Milvus answered,
-        but not as this store's (the collection, the credentials), which a second's wait will
-        not mend: the window is RETRY_S, and `refused_lately` gives the refusal until it ends.
+        that ended in another failure with nothing answered between, at most RETRY_S; and at
+        least twice what the failed request `waited` (a request that ran into its deadline, a
+        hung Milvus, is not sent again a second later: each costs a caller that deadline). A
+        failure inside a window (another request of the same outage) does not double it, but
+        may lengthen it to its own wait. `refusal`: Milvus answered, but not as this store's
+        (the collection, the credentials), which a second's wait will not mend: this handle
+        alone holds off for RETRY_S, and `refused_lately` gives the refusal until then.
         `search`: a search failed, and only a search answering ends its window (RETRY_S's
-        comment). Any trial out ends with it."""
+        comment). This thread's trial ends with it."""
         o, now = self._outage, time.monotonic()
-        until = now + (RETRY_S if refusal is not None else min(RETRY_S, 2.0 * waited))
         with o.lock:
-            if now >= o.down_until:  # a new window
-                o.windows += 1
-                until = max(until, now + min(RETRY_S, RETRY_FIRST_S * 2.0 ** min(o.windows - 1, 30)))
-                o.refusal = None
-            o.down_until = max(o.down_until, until)
-            o.refusal = refusal or o.refusal
-            if search:
-                o.search_down_until = max(o.search_down_until, o.down_until)
-            o.trial = None
+            if refusal is not None:
+                self._refused_until, self._refusal = max(self._refused_until, now + RETRY_S), refusal
+            else:
+                waits = now + min(RETRY_S, 2.0 * waited)
+                if now >= o.down_until:  # a new window
+                    o.windows += 1
+                    o.down_until = max(waits, now + _first_window(o.windows))
+                else:
+                    o.down_until = max(o.down_until, waits)
+                if search:  # counted apart: queries that answer between do not shorten it
+                    if now >= o.search_down_until:
+                        o.search_windows += 1
+                        o.search_down_until = max(o.down_until, now + _first_window(o.search_windows))
+                    else:
+                        o.search_down_until = max(o.search_down_until, o.down_until)
+            if o.trial is not None and o.trial[0] == threading.get_ident():
+                o.trial = None
 
     def refused_lately(self) -> Optional[ConfigError]:
         """Milvus's answer that it is not this store's (hold_off's `refusal`), while its window lasts."""
-        o = self._outage
-        return o.refusal if time.monotonic() < o.down_until else None
+        return self._refusal if time.monotonic() < self._refused_until else None
 
     def window_left(self, *, search: bool = False) -> float:
         """Seconds left of the present window (0 when Milvus is not taken for down); with
         `search`, of the window searches keep (down)."""
         o = self._outage
-        until = max(o.down_until, o.search_down_until) if search else o.down_until
+        until = max(o.down_until, self._refused_until, o.search_down_until if search else 0.0)
         return max(0.0, until - time.monotonic())
 
     def probe(self) -> None:
         """Read the stamp, a strongly consistent query; if Milvus answers, it is up again and
-        the window ends (IndexUnavailable if not); the next outage starts at RETRY_FIRST_S. A
-        window a search opened stays (down)."""
+        the window ends (IndexUnavailable if not), this handle's refusal too; the next outage
+        starts at RETRY_FIRST_S. A window a search opened stays (down)."""
         self.stamp()
         self._answered(read=True)
+        self._refused_until, self._refusal = 0.0, None
 
     def _asking(self, search: bool = False) -> None:
         """Before a request: after a failure that nothing has answered since, it goes as the
@@ -329,19 +347,29 @@ class MilvusVectors:
             o.trial = (threading.get_ident(), now + self.slow_timeout + 1.0)
 
     def _answered(self, *, read: bool = False, search: bool = False) -> None:
-        """A request answered: any trial ends; a read (`read`) or a search (`search`) also ends
-        the window and starts the next outage at RETRY_FIRST_S; only a search ends a search's."""
-        o = self._outage
-        if o.trial is None and not ((read or search) and (o.unconfirmed(search) or o.down_until)):
+        """A request answered: any trial ends, and once the window has passed Milvus is
+        confirmed (the next outage starts at RETRY_FIRST_S, and requests need no trial); a read
+        (`read`) or a search (`search`) also ends a window still open; only a search ends a
+        search's."""
+        o, now = self._outage, time.monotonic()
+        ends = read or search
+        if o.trial is None and not o.windows and not (search and o.search_windows) and not (ends and o.down_until):
             return
         with o.lock:
             o.trial = None
-            if read or search:
+            if ends:
                 o.down_until = 0.0
+            if now >= o.down_until:
                 o.windows = 0
-                o.refusal = None
             if search:
-                o.search_down_until = 0.0
+                o.search_down_until, o.search_windows = 0.0, 0
+
+    def _let_go(self) -> None:
+        """This thread's trial ends without an answer (an error not Milvus's): the next request asks."""
+        o = self._outage
+        with o.lock:
+            if o.trial is not None and o.trial[0] == threading.get_ident():
+                o.trial = None
 
     @property
     def _api(self) -> Any:
@@ -355,6 +383,9 @@ class MilvusVectors:
                         client = self._opener()
                     except IndexUnavailable as exc:
                         raise self._failed(exc, started) from None
+                    except BaseException:
+                        self._let_go()
+                        raise
                     try:
                         try:
                             with _reported_here():
@@ -377,7 +408,7 @@ class MilvusVectors:
                         raise
                     except BaseException:
                         _close_quietly(client)
-                        self._answered()  # not an outage (counted where it was): the trial ends
+                        self._let_go()  # not an outage (counted where it was): the trial ends
                         raise
                     self._client = client  # only once checked: another thread may use it at once
                     self._answered()
@@ -398,7 +429,7 @@ class MilvusVectors:
         except _client_error() as exc:
             raise self._failed(self._failure(what, exc), started, search=search) from None
         except BaseException:
-            self._answered()  # not Milvus's failure (an interrupt, a reply pymilvus could not read): the trial ends
+            self._let_go()  # not Milvus's failure (an interrupt, a reply pymilvus could not read): the trial ends
             raise
         self._answered(search=search)
         return out
@@ -526,7 +557,7 @@ class MilvusVectors:
             self._answered()
         except BaseException as exc:
             if not isinstance(exc, _client_error()):
-                self._answered()
+                self._let_go()
                 raise
             # A collection that is gone has no stamp (asked again only when Milvus says so: a
             # search pays one round trip); an unreachable or hung Milvus is an error, never a
