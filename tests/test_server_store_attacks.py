@@ -113,25 +113,36 @@ def test_a_kill_mid_enrolment_is_settled_even_when_another_process_enrols_next(p
         assert again.audit_verify().entries > 0
 
 
-def test_a_row_kept_through_an_erasure_by_a_database_trigger_is_named(pg: PgCluster, tmp_path: Path) -> None:
+def test_a_row_kept_through_an_erasure_by_a_database_trigger_fails_the_erasure(pg: PgCluster, tmp_path: Path) -> None:
     """Someone with the app's PostgreSQL role (no passphrase) adds a BEFORE DELETE trigger that
-    returns NULL: the erasure deletes nothing and its entry names no row, and the row stays
-    searchable. The store check names any row still stored after a later erasure of its subject
-    (or revocation of its consent)."""
+    returns NULL: the erasure deleted nothing, its receipt said 0 templates removed, and the row
+    stayed searchable, which only a later store check named. Now the erasure checks its delete
+    inside its transaction: it fails, naming the kept row, and is recorded as failed; the store
+    check still names a row kept through an erasure that was recorded as done (an older
+    release's)."""
     ws, dsn = _server_ws(pg, tmp_path)
     img = images()
     with open_sf(ws) as sf:
         sf.enroll(img / "obama.jpg", "alice", "demo", consent(ws, "alice"))
-    _sql(dsn, "CREATE FUNCTION safeface.keep_rows() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NULL; END $$")
-    _sql(dsn, "CREATE TRIGGER keep_rows BEFORE DELETE ON safeface.rows FOR EACH ROW "
-              "EXECUTE FUNCTION safeface.keep_rows()")
+        _sql(dsn, "CREATE FUNCTION safeface.keep_rows() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NULL; "
+                  "END $$")
+        _sql(dsn, "CREATE TRIGGER keep_rows BEFORE DELETE ON safeface.rows FOR EACH ROW "
+                  "EXECUTE FUNCTION safeface.keep_rows()")  # added while the workspace is open
+        with pytest.raises(IntegrityError, match="rows 1 are still stored after the erasure's delete: a database "
+                                                 "trigger or rule on safeface.rows kept them"):
+            sf.erase("alice")
+        assert [r.row_id for r in sf.records() if r.pseudonym == sf.pseudonym("alice")] == [1]
+        last = sf.audit_entries()[-1]
+        assert (last.operation, last.decision, last.note) == ("erase", "failed", "IntegrityError")
+    with pytest.raises(IntegrityError, match="holds triggers or rules safeface did not make .'rows.keep_rows'"):
+        open_sf(ws)
+    _sql(dsn, "DROP TRIGGER keep_rows ON safeface.rows")
+    _sql(dsn, "CREATE RULE keep_rows AS ON DELETE TO safeface.rows DO INSTEAD NOTHING")
+    with pytest.raises(IntegrityError, match="holds triggers or rules safeface did not make .'rows.keep_rows'"):
+        open_sf(ws)
+    _sql(dsn, "DROP RULE keep_rows ON safeface.rows")
     with open_sf(ws) as sf:
-        receipt = sf.erase("alice")
-        survivors = [r.row_id for r in sf.records() if r.pseudonym == sf.pseudonym("alice")]
-        found = sf.identify(img / "obama2.jpg", "demo", consent(ws, "bob"))
-        assert survivors == [1] and receipt.templates_removed == 0 and found  # the attack worked
-        with pytest.raises(IntegrityError, match="still stored after its subject's erasure"):
-            sf.audit_verify()
+        assert sf.erase("alice").templates_removed == 1 and sf.audit_verify().entries > 0
 
 
 def test_row_ids_erased_before_a_migration_are_never_handed_out_again(pg: PgCluster, tmp_path: Path) -> None:

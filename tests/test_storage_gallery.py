@@ -805,3 +805,51 @@ def test_two_processes_enrolling_ids_that_print_alike_at_once_store_one(db: Path
         assert sorted(p.exitcode for p in procs) == [0, 3], (a, b)
     with Gallery.open(db, keyring, DIM) as g:
         assert len(g) == 3 and g.subject_count() == 3
+
+
+@pytest.mark.parametrize("trigger", [
+    "CREATE TRIGGER keep_rows BEFORE DELETE ON rows BEGIN SELECT RAISE(IGNORE); END",
+    "CREATE TRIGGER put_back AFTER DELETE ON rows BEGIN INSERT INTO rows VALUES (OLD.row_id, OLD.pseudonym, "
+    "OLD.purposes, OLD.token_id, OLD.provenance, OLD.expires_us, OLD.created_at, OLD.last_interaction, "
+    "OLD.transform_version, OLD.seal_version, OLD.sealed, OLD.look, OLD.look_small); END",
+])
+def test_a_trigger_that_keeps_rows_through_an_erasure_fails_it_and_the_open(
+        db: Path, keyring: PassphraseKeyring, trigger: str) -> None:
+    """Someone with write access to gallery.db (no passphrase) adds a trigger that skips the
+    erasure's delete, or puts the row back: the erasure's receipt said the row was removed
+    while it stayed stored and, in every other process, searchable. Now an erasure checks its
+    delete inside its transaction and fails, naming the row, with nothing erased; and a gallery
+    holding a trigger safeface did not make is refused at open."""
+    x = unit_rows(2, seed=91)
+    with Gallery.open(db, keyring, DIM) as g:
+        fill(g, x)
+        with sqlite3.connect(db) as other:  # added while the gallery is open
+            other.execute(trigger)
+        with pytest.raises(IntegrityError, match=r"rows 1 are still stored after the erasure's delete: a database "
+                                                 r"trigger or rule on rows kept them"):
+            g.erase_subject("s0")
+        assert [m.row_id for m in g.search(x[0], "access", k=1, threshold=0.9)] == [1]  # nothing half done
+    with pytest.raises(IntegrityError, match="holds triggers safeface did not make .'keep_rows'|'put_back'"):
+        Gallery.open(db, keyring, DIM)
+    with sqlite3.connect(db) as other:
+        other.execute("DROP TRIGGER " + trigger.split()[2])
+    with Gallery.open(db, keyring, DIM) as g:
+        assert g.erase_subject("s0").count == 1 and g.search(x[0], "access", k=1, threshold=0.9) == []
+
+
+def test_safefaces_own_trigger_replaced_by_hand_is_made_again_at_open(db: Path, keyring: PassphraseKeyring) -> None:
+    """The trigger that refuses a row without look digests (an older release's, which would
+    escape the look-alike check), replaced under its own name by one that lets everything in:
+    the next open makes it again."""
+    with Gallery.open(db, keyring, DIM) as g:
+        fill(g, unit_rows(1, seed=92))
+    with sqlite3.connect(db) as other:
+        other.execute("DROP TRIGGER rows_need_looks")
+        other.execute("CREATE TRIGGER rows_need_looks BEFORE INSERT ON rows WHEN 0 BEGIN SELECT 1; END")
+    with Gallery.open(db, keyring, DIM):
+        pass
+    with sqlite3.connect(db) as other:
+        with pytest.raises(sqlite3.IntegrityError, match="look digests only"):
+            other.execute("INSERT INTO rows (pseudonym, purposes, token_id, provenance, expires_us, created_at, "
+                          "transform_version, seal_version, sealed) SELECT 'x', purposes, token_id, provenance, "
+                          "expires_us, created_at, transform_version, seal_version, sealed FROM rows LIMIT 1")

@@ -26,7 +26,7 @@ from typing import Any, Callable, Iterator, Optional, Protocol, Sequence, Union
 
 import numpy as np
 
-from ..errors import ConfigError
+from ..errors import ConfigError, IntegrityError
 from ..sqlite_store import BUSY_TIMEOUT_MS, connect as _connect_store
 from ..hazmat.templates.keyring import Keyring
 from ..hazmat.templates.rowfilter import RowFilter
@@ -36,8 +36,8 @@ from .lock import WriteLock
 from .rows import (ROW_COLS, SCHEMA_VERSION, Entry as _Entry, Enrollment, ErasureResult, GalleryRow, Looks,  # noqa: F401
                    Keys as _Keys, Match, RekeyResult, check_embedding, check_path, check_purposes as _check_purposes,
                    check_text as _check_text, describe, from_us, initial_meta, iso as _iso, keys_from_meta,
-                   looks_of, moved_expiry, prepare, protect, pseudonym_of, refuse_lookalikes, rekeyed, seal_row, to_us,
-                   touched_expiry, unseal_row, utc_now as _now)
+                   looks_of, moved_expiry, prepare, protect, pseudonym_of, refuse_kept, refuse_lookalikes, rekeyed, seal_row,
+                   to_us, touched_expiry, unseal_row, utc_now as _now)
 # Change-log entries kept for other processes to replay; one that falls further behind reloads.
 CHANGE_LOG_KEEP = 10_000
 # How long an erasure waits for readers of the write-ahead log before leaving its old pages
@@ -230,9 +230,19 @@ class Gallery:
                 if col not in have:
                     db.execute(f"ALTER TABLE rows ADD COLUMN {col} TEXT")
                 db.execute(f"CREATE INDEX IF NOT EXISTS rows_{col} ON rows ({col})")
-            db.execute("CREATE TRIGGER IF NOT EXISTS rows_need_looks BEFORE INSERT ON rows "
+            db.execute("DROP TRIGGER IF EXISTS rows_need_looks")  # ours, exactly, whatever was put in its place
+            db.execute("CREATE TRIGGER rows_need_looks BEFORE INSERT ON rows "
                        "WHEN NEW.look IS NULL OR NEW.look_small IS NULL BEGIN SELECT RAISE(ABORT, "
                        "'this gallery stores rows with look digests only: upgrade safeface'); END")
+            # No other: a trigger can skip an erasure's delete, put the row back, or copy sealed
+            # rows elsewhere (an erasure checks its delete too, for one added while open).
+            foreign = [str(n) for n, in db.execute("SELECT name FROM sqlite_master WHERE type = 'trigger' AND "
+                                                   "name != 'rows_need_looks' ORDER BY name")]
+            if foreign:
+                raise IntegrityError(f"the gallery at {self._path} holds triggers safeface did not make "
+                                     f"({', '.join(repr(n) for n in foreign[:5])}): one could keep rows through an "
+                                     "erasure or copy them elsewhere. Find who added them and drop them (DROP TRIGGER) "
+                                     "before opening it.")
             meta = dict(db.execute("SELECT k, v FROM meta").fetchall())
             if not meta:
                 values = initial_meta(self._keyring, self._dim)
@@ -498,6 +508,7 @@ class Gallery:
             for i in range(0, len(ids), 500):
                 part = ids[i:i + 500]
                 db.execute(f"DELETE FROM rows WHERE row_id IN ({','.join('?' * len(part))})", part)
+            refuse_kept([int(r) for r, in db.execute(f"SELECT row_id FROM rows WHERE {where} LIMIT 5", args)], "rows")
             self._log(ids, "delete")
         return found
 

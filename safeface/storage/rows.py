@@ -354,6 +354,17 @@ def refuse_lookalikes(prepared: Sequence[Prepared], others: Callable[[Looks, str
             raise InvalidArgument(LOOKALIKE_REFUSED)
 
 
+def refuse_kept(kept: Sequence[int], table: str) -> None:
+    """Inside an erasure's transaction, after its delete: rows it removed that are still there
+    (a trigger that skips the delete or puts the row back, a rule that does nothing instead).
+    The receipt would have said erased while the row stayed searchable; refused instead, so the
+    transaction is rolled back and the erasure recorded as failed."""
+    if kept:
+        raise IntegrityError(f"rows {', '.join(str(int(r)) for r in kept)} are still stored after the erasure's "
+                             f"delete: a database trigger or rule on {table} kept them. Nothing was erased. Find who "
+                             "added it, remove it, and erase again.")
+
+
 def check_path(path: Optional[str]) -> None:
     if path not in PATHS:
         raise ConfigError(f"path must be one of {', '.join(map(repr, PATHS))}, got {path!r}.")

@@ -50,7 +50,7 @@ from ..hazmat.templates.transform import TemplateTransform
 from ..hazmat.templates.sealing import Sealer
 from .rows import (ROW_COLS, Enrollment, Entry, ErasureResult, GalleryRow, Keys, Looks, Match, RekeyResult,
                    check_embedding, check_path, check_text, describe, from_us, initial_meta, iso, keys_from_meta,
-                   looks_of, moved_expiry, path_template, prepare, protect, pseudonym_of, refuse_lookalikes, rekeyed,
+                   looks_of, moved_expiry, path_template, prepare, protect, pseudonym_of, refuse_kept, refuse_lookalikes, rekeyed,
                    seal_row, to_us, touched_expiry, unseal_row, utc_now)
 from .factory import dsn_parts, misread
 from .vectors import AskingAgain, MilvusVectors, purpose_set
@@ -245,6 +245,7 @@ class ServerStore:
             store = cls(conn, lock_conn, where, namespace, keyring, dim, vec)
             with store._write_lock.held():
                 store._create(meta is None)
+                store._refuse_foreign_rules()
                 if down is None:
                     down = _outage_of(vec.ensure, fresh=meta is None)
                 store._keys, store._pseudonym_version = keys_from_meta(_read_meta(conn, namespace), keyring, dim,
@@ -298,6 +299,20 @@ class ServerStore:
                 with self._conn.cursor() as cur:
                     cur.executemany(f"INSERT INTO {self._ns}.meta (k, v) VALUES (%s, %s)",
                                     list(initial_meta(self._keyring, self._dim).items()) + [(MASKED_SEEN, "0")])
+
+    def _refuse_foreign_rules(self) -> None:
+        """A trigger or rule on the store's tables can skip an erasure's delete, put a row back
+        or copy sealed rows elsewhere; safeface makes none. (An erasure checks its delete too,
+        for one added while the store is open: rows.refuse_kept.)"""
+        found = [str(n) for n, in self._conn.execute(
+            "SELECT c.relname || '.' || t.tgname FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid "
+            "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s AND NOT t.tgisinternal "
+            "UNION ALL SELECT tablename || '.' || rulename FROM pg_rules WHERE schemaname = %s ORDER BY 1",
+            (self._ns, self._ns)).fetchall()]
+        if found:
+            raise IntegrityError(f"{self.where} holds triggers or rules safeface did not make "
+                                 f"({', '.join(repr(n) for n in found[:5])}): one could keep rows through an erasure or "
+                                 "copy them elsewhere. Find who added them and drop them before opening it.")
 
     def close(self) -> None:
         with self._lock:
@@ -833,6 +848,8 @@ class ServerStore:
             with self._write():
                 found = [(int(r), str(p)) for r, p in self._conn.execute(
                     f"DELETE FROM {self._ns}.rows WHERE {where} RETURNING row_id, pseudonym", args).fetchall()]
+                refuse_kept([int(r) for r, in self._conn.execute(
+                    f"SELECT row_id FROM {self._ns}.rows WHERE {where} LIMIT 5", args).fetchall()], f"{self._ns}.rows")
                 self._note([r for r, _ in found], "delete")
             if not found:
                 return found, None
