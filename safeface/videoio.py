@@ -12,7 +12,7 @@ size against their own limit, with their own error."""
 
 from __future__ import annotations
 
-from typing import IO, Any, Callable
+from typing import IO, Any, Callable, Optional
 
 from .errors import ImageError
 
@@ -21,18 +21,28 @@ from .errors import ImageError
 # drops the tracks past it, and a Matroska demuxer then stops at their first block, as if the
 # file ended there (3 frames of 30 read, and reported as the whole video).
 MAX_STREAMS = 16
-# The decoders a file may have opened, in FFmpeg's probe and afterwards: the codecs that cameras,
-# phones and browsers record, and their audio. No other is opened: a track in another codec is
-# copied as it is, or left out, and a video in another codec is refused. Some decoders size
-# their tables from what a header claims, not from the frame: TTA's buffer took 560 MB a track
-# in the probe, FFV1's 1,024 slices of context tables 500 MB from 19 KB; ALAC's may take 512 MB.
-DECODERS = frozenset((
-    # Video: in the probe none decodes a frame (skip_frame), and each is bounded by max_pixels.
-    "h264,hevc,vp8,vp9,libdav1d,av1,mpeg4,msmpeg4v3,mjpeg,mpeg2video,mpeg1video,prores,h263,dvvideo,rawvideo,"
-    # Audio: buffers sized by the frame, not by what a header may claim.
+# The decoders a file may have opened: the codecs that cameras, phones and browsers record, and
+# their audio. No other is opened: a track in another codec is copied as it is, or left out, and
+# a video in another codec is refused. Some decoders size their tables from what a header
+# claims, not from the frame: TTA's buffer took 560 MB a track in the probe, FFV1's 1,024 slices
+# of context tables 500 MB from 19 KB; ALAC's may take 512 MB.
+VIDEO_DECODERS = frozenset((
+    # In the probe none decodes a frame (skip_frame), and each is bounded by max_pixels.
+    "h264,hevc,vp8,vp9,libdav1d,av1,mpeg4,msmpeg4v3,mjpeg,mpeg2video,mpeg1video,prores,h263,dvvideo,rawvideo"
+).split(","))
+# Audio decoders are never opened by the probe (its whitelist holds the video ones only): a
+# 6 KB Matroska file of 15 Opus tracks claiming 255 channels each took 716 MB there, 15 AAC
+# tracks of 64 USAC elements 531 MB from 3 KB. One is opened only for a track the caller
+# re-encodes, once its header has passed allow_audio_decoding.
+AUDIO_DECODERS = frozenset((
     "aac,aac_fixed,mp3float,mp3,mp2,mp2float,opus,libopus,ac3,ac3_fixed,eac3,flac,pcm_s8,pcm_u8,pcm_s16le,pcm_s16be,"
     "pcm_u16le,pcm_s24le,pcm_s24be,pcm_s32le,pcm_f32le,pcm_f32be,pcm_mulaw,pcm_alaw,adpcm_ima_qt,adpcm_ms,gsm,amrnb,"
     "amrwb").split(","))
+DECODERS = VIDEO_DECODERS | AUDIO_DECODERS
+# What an audio track to be decoded may claim: a layout the encoders write, a rate they take.
+MAX_AUDIO_CHANNELS = 8
+MAX_AUDIO_RATE = 192_000
+_AAC_USAC = 42  # an AudioSpecificConfig's object type whose decoder sets up every element it names
 
 # The demuxer for each container safeface reads, by the file's first bytes (not its name: a file
 # named .mp4 may hold an MPEG transport stream, whose streams appear only during the probe).
@@ -45,7 +55,7 @@ _CONTAINERS: tuple[tuple[str, Callable[[bytes], bool]], ...] = (
 
 def open_video(fh: IO[bytes], label: str, max_pixels: int, max_streams: int = MAX_STREAMS) -> Any:
     """An input container over `fh` (seekable, read from its start) whose probe decodes no frame
-    and opens no decoder outside DECODERS, holding at most `max_streams` streams, its first video
+    and opens no decoder outside VIDEO_DECODERS (audio: allow_audio_decoding), holding at most `max_streams` streams, its first video
     stream's decoder bounded (bound_video_decoder). ImageError for another container, more
     streams, or an unreadable file."""
     import av
@@ -57,7 +67,7 @@ def open_video(fh: IO[bytes], label: str, max_pixels: int, max_streams: int = MA
     if fmt is None:
         raise ImageError(f"{label}: not a video safeface can read: not an MP4, MOV, Matroska (MKV, WebM) or AVI "
                          "file, the containers it reads. Remux it (ffmpeg -i IN -c copy OUT.mp4).")
-    allowed = ",".join(sorted(DECODERS))
+    allowed = ",".join(sorted(VIDEO_DECODERS))
     try:
         container = av.open(fh, "r", format=fmt, options={"max_streams": str(max_streams + 1),
                                                           "codec_whitelist": allowed},
@@ -75,13 +85,55 @@ def open_video(fh: IO[bytes], label: str, max_pixels: int, max_streams: int = MA
             stream.codec_context.options = {**dict(stream.codec_context.options), "codec_whitelist": allowed}
     video = container.streams.video
     if video and video[0].codec_context is not None:  # the stream safeface decodes
-        if video[0].codec_context.name not in DECODERS:
+        if video[0].codec_context.name not in VIDEO_DECODERS:
             name = video[0].codec_context.name
             container.close()
             raise ImageError(f"{label}: its video is in {name}, which safeface does not decode. Convert it "
                              "(ffmpeg -i IN -c:v libx264 -c:a copy OUT.mp4).")
         bound_video_decoder(video[0], max_pixels)
     return container
+
+
+def audio_header_problem(stream: Any) -> Optional[str]:
+    """Why the audio `stream`'s header is out of bounds, or None: at most MAX_AUDIO_CHANNELS
+    channels (an Opus header's own count too, which its decoder sets up whatever the container
+    says) at most MAX_AUDIO_RATE Hz, no AAC USAC. A track that fails is neither decoded nor
+    copied (a player of the output would meet it too)."""
+    ctx = stream.codec_context
+    if ctx is None:
+        return "it has no codec parameters"
+    name = str(ctx.name)
+    extra = bytes(ctx.extradata or b"")
+    channels = max(int(ctx.channels or 0), extra[9] if name in ("opus", "libopus") and len(extra) > 9 else 0)
+    rate = int(ctx.sample_rate or 0)
+    if channels > MAX_AUDIO_CHANNELS or rate > MAX_AUDIO_RATE:
+        return (f"its header claims {channels} channels at {rate} Hz; safeface takes at most {MAX_AUDIO_CHANNELS} "
+                f"channels at {MAX_AUDIO_RATE} Hz")
+    if name in ("aac", "aac_fixed") and extra and _aac_object_type(extra) == _AAC_USAC:
+        return "it is AAC USAC, which safeface does not take"
+    return None
+
+
+def allow_audio_decoding(stream: Any) -> Optional[str]:
+    """Let the audio `stream` of a container open_video opened be decoded, when its decoder is
+    one of AUDIO_DECODERS and its header is within bounds (audio_header_problem). Returns None
+    when allowed, else why not (the track is then to be left out)."""
+    name = str(stream.codec_context.name) if stream.codec_context is not None else "?"
+    if name not in AUDIO_DECODERS:
+        return f"safeface does not decode {name}"
+    problem = audio_header_problem(stream)
+    if problem is None:
+        ctx = stream.codec_context
+        ctx.options = {**dict(ctx.options), "codec_whitelist": ",".join(sorted(AUDIO_DECODERS))}
+    return problem
+
+
+def _aac_object_type(asc: bytes) -> int:
+    """The audio object type an AudioSpecificConfig opens with (5 bits; 31 escapes to 32 + 6 more)."""
+    first = asc[0] >> 3
+    if first != 31 or len(asc) < 2:
+        return first
+    return 32 + (((asc[0] & 0x07) << 3) | (asc[1] >> 5))
 
 
 def bound_video_decoder(stream: Any, limit: int) -> None:

@@ -32,8 +32,8 @@ from safeface.errors import ImageError, InvalidArgument, ModelError, SafeFaceErr
 from safeface.imageio import MAX_FILE_BYTES, load_image, load_image_hashed
 from safeface.hazmat.vision.dlib_engine import DlibEngine
 
-from tests.video_fixtures import (build_face_video, header_lies_video, many_tracks_video, spliced_video, synthetic_video,
-                                  tta_audio_video)
+from tests.video_fixtures import (build_face_video, header_lies_video, long_silence_video, many_tracks_video,
+                                  opus_channels_video, spliced_video, synthetic_video, tta_audio_video)
 
 DATASETS = datasets()
 LFW = DATASETS / "lfw-dev" / "images"
@@ -753,20 +753,58 @@ def test_an_audio_decoder_sized_from_a_forged_header_is_never_opened(tmp_path: P
     """The probe decodes no video frame, but it opened every audio decoder: TTA's sizes its
     buffer from the track's header, so a 40 KB Matroska file claiming 8,388,607 samples a
     second on 16 channels took 732 MB, and seven such tracks 4.8 GB, through the liveness check
-    too. Only the decoders safeface needs are opened now (videoio.DECODERS); the track is
-    copied as it is. Measured in fresh child processes (VmHWM), against a plain open."""
+    too. Only the decoders safeface needs are opened now (videoio.DECODERS), and no audio one
+    in the probe; the track, whose header claims more than safeface takes, is left out of the
+    output. Measured in fresh child processes (VmHWM), against a plain open."""
     src = tta_audio_video(tmp_path / "tta.mkv", 8388607.0, 4)
     opened = _opened_in_children(src, "sum(1 for _ in c.decode(video=0))")
     assert opened["plain"][0] == opened["bounded"][0] == 10, opened  # frames
     assert opened["plain"][1] > 100_000 and opened["bounded"][1] < 30_000, opened  # KiB
     report = anonymize_video_file(src, tmp_path / "out.mkv", options=VideoOptions(progress=False, masked=False))
-    assert report.frames == 10 and report.audio_streams == 1
+    assert report.frames == 10 and report.audio_streams == 0
+    assert any("left out: its header claims 4 channels at 8388607 Hz" in n for n in report.notes), report.notes
     # Video codecs outside the list: FFV1's decoder sized 1,024 slices of context tables from its
     # header, 500 MB from 19 KB (third review); JPEG 2000.
     for name, path in (("ffv1", tmp_path / "ffv1.mkv"), ("jpeg2000", tmp_path / "j2k.avi")):
         other = synthetic_video(path, 64, 64, codec=name)
         with pytest.raises(ImageError, match=f"its video is in {name}, which safeface does not decode"):
             anonymize_video_file(other, tmp_path / "other-out.mp4", options=VideoOptions(progress=False, masked=False))
+
+
+def test_audio_tracks_whose_headers_claim_many_channels_open_no_decoder_and_are_left_out(tmp_path: Path) -> None:
+    """FFmpeg's probe opened every audio decoder on the list, and Opus's sets up every stream
+    its header names: 15 Opus tracks claiming 255 channels took about 700 MB from a 10 KB
+    Matroska file, at open, in the anonymizer, the no-face check and the liveness check alike.
+    The probe opens no audio decoder now; a track is decoded (re-encoded for a container that
+    cannot hold it) only if its header claims at most 8 channels, and one that claims more is
+    not copied either. Measured in fresh child processes (VmHWM), against a plain open."""
+    src = opus_channels_video(tmp_path / "opus.mkv", 15)
+    assert src.stat().st_size < 20_000
+    opened = _opened_in_children(src, "sum(1 for _ in c.decode(video=0))")
+    assert opened["plain"][0] == opened["bounded"][0] == 10, opened  # frames
+    assert opened["plain"][1] > 300_000 and opened["bounded"][1] < 30_000, opened  # KiB
+    for suffix in (".mkv", ".mov"):  # copied as it is; re-encoded (MOV holds no Opus)
+        report = anonymize_video_file(src, tmp_path / f"out{suffix}", options=VideoOptions(progress=False, masked=False))
+        assert report.frames == 10 and report.audio_streams == 0, suffix
+        left = [n for n in report.notes if "left out" in n and "claims 255 channels" in n]
+        assert len(left) == 15, report.notes
+
+
+def test_audio_re_encoded_runs_no_further_than_the_video(tmp_path: Path) -> None:
+    """Silence costs a few bytes a FLAC frame and every decoded sample was re-encoded (for AVI,
+    as MP3): a 33 KB file of a third of a second of video took 17 s and wrote 23 MB. Re-encoded
+    audio now stops 10 s past the video decoded so far, and the report says where it was cut."""
+    import av
+
+    src = long_silence_video(tmp_path / "silence.mkv", 120.0)
+    out = tmp_path / "out.avi"
+    report = anonymize_video_file(src, out, options=VideoOptions(progress=False, masked=False))
+    assert report.frames == 10 and report.audio_streams == 1
+    assert any("cut where it runs more than 10 s past the video" in n for n in report.notes), report.notes
+    with av.open(str(out)) as c:
+        a = c.streams.audio[0]
+        heard = sum(f.samples for f in c.decode(a)) / a.codec_context.sample_rate
+    assert 9.0 < heard < 12.0, heard
 
 
 def test_a_video_with_more_streams_than_read_is_refused_not_cut_short(tmp_path: Path) -> None:

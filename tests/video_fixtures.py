@@ -6,7 +6,7 @@ from __future__ import annotations
 import struct
 from fractions import Fraction
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import av
 import numpy as np
@@ -188,19 +188,24 @@ def header_lies_video(path: Path, claimed: tuple[int, int], real: tuple[int, int
     return spliced_video(path, (claimed, real), (small_frames, 1))
 
 
+def _ten_black_frames(out: Any, vs: Any) -> None:
+    """Ten black 64x64 frames on the video stream `vs` of `out`, flushed."""
+    vs.width, vs.height, vs.pix_fmt = 64, 64, "yuv420p"
+    for _ in range(10):
+        for packet in vs.encode(av.VideoFrame.from_ndarray(np.zeros((64, 64, 3), np.uint8), format="rgb24")):
+            out.mux(packet)
+    for packet in vs.encode(None):
+        out.mux(packet)
+
+
 def tta_audio_video(path: Path, rate: float, channels: int) -> Path:
     """A Matroska file of ten 64x64 H.264 frames and a TTA audio track whose header is then
     edited to claim `rate` samples a second and `channels` channels: FFmpeg's TTA decoder sizes
     its buffer from those when it is opened, before any audio is read."""
     with av.open(str(path), "w", format="matroska") as out:
         vs = out.add_stream("libx264", rate=30)
-        vs.width, vs.height, vs.pix_fmt = 64, 64, "yuv420p"
         aus = out.add_stream("tta", rate=48000, layout="stereo")
-        for _ in range(10):
-            for packet in vs.encode(av.VideoFrame.from_ndarray(np.zeros((64, 64, 3), np.uint8), format="rgb24")):
-                out.mux(packet)
-        for packet in vs.encode(None):
-            out.mux(packet)
+        _ten_black_frames(out, vs)
         size = aus.codec_context.frame_size or 1024
         for _ in range(3):
             frame = av.AudioFrame.from_ndarray(np.zeros((1, size * 2), np.int16), format="s16", layout="stereo")
@@ -235,4 +240,70 @@ def many_tracks_video(path: Path, tracks: int) -> Path:
         for s in [vs, *audio]:
             for packet in s.encode(None):
                 out.mux(packet)
+    return path
+
+
+def _ebml_number(data: bytes, at: int, keep_marker: bool) -> tuple[int, int]:
+    """An EBML variable-length number at `at`: (value, length); an element id keeps its marker bit."""
+    length = next(n for n in range(1, 9) if data[at] & (0x80 >> (n - 1)))
+    value = data[at] if keep_marker else data[at] & (0xFF >> length)
+    for b in data[at + 1:at + length]:
+        value = (value << 8) | b
+    return value, length
+
+
+def _matroska_rewritten(data: bytes, fix: Callable[[int, bytes], bytes], start: int = 0,
+                        end: Optional[int] = None) -> bytes:
+    """`data` (Matroska) element by element, every leaf's value through `fix(id, value)`, every
+    size written again (8 bytes): the Segment, Tracks and TrackEntry masters are rebuilt around
+    what changed. Enough for FFmpeg's demuxer, which reads on when a seek entry is off."""
+    masters = {0x18538067, 0x1654AE6B, 0xAE}
+    out = bytearray()
+    at, stop = start, len(data) if end is None else end
+    while at < stop:
+        eid, a = _ebml_number(data, at, keep_marker=True)
+        size, b = _ebml_number(data, at + a, keep_marker=False)
+        body = at + a + b
+        value = (_matroska_rewritten(data, fix, body, body + size) if eid in masters
+                 else fix(eid, bytes(data[body:body + size])))
+        out += data[at:at + a] + b"\x01" + len(value).to_bytes(7, "big") + value
+        at = body + size
+    return bytes(out)
+
+
+def opus_channels_video(path: Path, tracks: int, channels: int = 255) -> Path:
+    """A Matroska file of ten 64x64 H.264 frames and `tracks` Opus tracks whose headers
+    (OpusHead, in CodecPrivate) claim `channels` channels in as many streams: FFmpeg's Opus
+    decoder sets up every one of them when it is opened, about 50 MB a track at 255."""
+    with av.open(str(path), "w", format="matroska") as out:
+        vs = out.add_stream("libx264", rate=30)
+        audio = [out.add_stream("libopus", rate=48000, layout="stereo") for _ in range(tracks)]
+        _ten_black_frames(out, vs)
+        for s in audio:
+            frame = av.AudioFrame.from_ndarray(np.zeros((2, 960), np.float32), format="fltp", layout="stereo")
+            frame.sample_rate = 48000
+            for packet in list(s.encode(frame)) + list(s.encode(None)):
+                out.mux(packet)
+    head = (b"OpusHead" + struct.pack("<BBHIhB", 1, channels, 312, 48000, 0, 255) + bytes([channels, 0])
+            + bytes(range(channels)))
+    path.write_bytes(_matroska_rewritten(path.read_bytes(), lambda eid, value: head if eid == 0x63A2
+                                         and value.startswith(b"OpusHead") else value))
+    return path
+
+
+def long_silence_video(path: Path, seconds: float) -> Path:
+    """A Matroska file of ten 64x64 H.264 frames (a third of a second) and a FLAC track of
+    `seconds` of silence, a few bytes a frame."""
+    with av.open(str(path), "w", format="matroska") as out:
+        vs = out.add_stream("libx264", rate=30)
+        aus = out.add_stream("flac", rate=48000, layout="stereo")
+        _ten_black_frames(out, vs)
+        step = 4608
+        for i in range(int(seconds * 48000) // step):
+            frame = av.AudioFrame.from_ndarray(np.zeros((1, 2 * step), np.int16), format="s16", layout="stereo")
+            frame.sample_rate, frame.pts = 48000, i * step
+            for packet in aus.encode(frame):
+                out.mux(packet)
+        for packet in aus.encode(None):
+            out.mux(packet)
     return path

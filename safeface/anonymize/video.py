@@ -22,7 +22,7 @@ from .cover import DEFAULT_MARGIN, DEFAULT_MODE, apply_cover, check_margin, chec
 from .detect import DEFAULT_DETECTOR, DEFAULT_MIN_FACE, DetectionEngine, FaceFinder, Search
 from ..hashing import sha256_file, sha256_open_file
 from ..imageio import MAX_PIXELS, c_order
-from ..videoio import DECODERS, open_video
+from ..videoio import allow_audio_decoding, audio_header_problem, open_video
 from ..regularfile import SizedReader, open_regular
 from ..workers import worker_count
 from ..atomicfile import atomic_path
@@ -130,6 +130,8 @@ _COPYABLE = {
     "avi": {"mp3", "mp2", "ac3", "aac", "pcm_s16le", "pcm_u8"},
 }
 _REENCODE = {"avi": "libmp3lame"}
+MAX_REENCODED = 2  # audio streams re-encoded (each holds a decoder and an encoder); others are left out
+AUDIO_AHEAD_S = 10.0  # how far re-encoded audio may run past the video decoded so far
 _LAYOUTS = {1: "mono", 2: "stereo", 3: "2.1", 4: "quad", 5: "5.0", 6: "5.1", 7: "6.1", 8: "7.1"}
 
 
@@ -281,9 +283,11 @@ def _transcode(inp: Any, turn: int, tmp: Path, fmt: str, finder: FaceFinder, mod
             name = a.codec_context.name
             try:
                 if fmt in _COPYABLE and name not in _COPYABLE[fmt]:
-                    if name not in DECODERS:
+                    refused = (f"safeface re-encodes at most {MAX_REENCODED} audio streams"
+                               if len(reencode) >= MAX_REENCODED else allow_audio_decoding(a))
+                    if refused is not None:
                         notes.append(f"audio stream {a.index} ({name}) left out: the container cannot hold {name}, "
-                                     "and safeface does not decode it")
+                                     f"and {refused}")
                         continue
                     s = out.add_stream(_REENCODE.get(fmt, "aac"), rate=a.codec_context.sample_rate or 48000)
                     # The channel count's default layout: an unordered source layout is refused.
@@ -292,6 +296,10 @@ def _transcode(inp: Any, turn: int, tmp: Path, fmt: str, finder: FaceFinder, mod
                     reencode[a.index] = s
                     notes.append(f"audio stream {a.index} ({name}) re-encoded as {s.codec_context.name}: the container cannot hold {name}")
                 else:
+                    refused = audio_header_problem(a)
+                    if refused is not None:
+                        notes.append(f"audio stream {a.index} ({name}) left out: {refused}")
+                        continue
                     s = out.add_stream_from_template(a)
                     s.metadata.clear()
                     amap[a.index] = s
@@ -337,6 +345,8 @@ def _transcode(inp: Any, turn: int, tmp: Path, fmt: str, finder: FaceFinder, mod
                 pending.append((idx, rgb))
                 emit(idx - tracker.hold)
 
+        decoded: dict[int, float] = {}  # seconds of each re-encoded audio stream decoded so far
+        cut: set[int] = set()
         pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="safeface-detect")
         try:
             for packet in inp.demux(vin, *ain):
@@ -365,8 +375,18 @@ def _transcode(inp: Any, turn: int, tmp: Path, fmt: str, finder: FaceFinder, mod
                     packet.stream = amap[packet.stream.index]
                     out.mux(packet)
                 elif packet.stream.index in reencode:
+                    # No further than the video has come, and AUDIO_AHEAD_S: a few KB of FLAC
+                    # silence decode to hours of samples, each one re-encoded (17 s from 33 KB).
+                    heard = decoded.setdefault(packet.stream.index, 0.0)
+                    if heard > stats["frames"] / float(rate) + AUDIO_AHEAD_S:
+                        if packet.stream.index not in cut:
+                            cut.add(packet.stream.index)
+                            notes.append(f"audio stream {packet.stream.index} cut where it runs more than "
+                                         f"{AUDIO_AHEAD_S:.0f} s past the video")
+                        continue
                     enc = reencode[packet.stream.index]
                     for aframe in packet.decode():
+                        decoded[packet.stream.index] += aframe.samples / max(1, int(aframe.sample_rate or 1))
                         aframe.pts = None  # the encoder numbers samples itself
                         for p in enc.encode(aframe):
                             out.mux(p)
