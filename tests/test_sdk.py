@@ -165,6 +165,37 @@ def test_expired_templates_never_match_and_are_purged_cn08(tmp_path: Path, imgs:
         assert sf.purge_expired() is None
 
 
+def test_a_purge_the_store_refuses_is_on_record_and_an_open_that_fails_leaves_nothing_open(
+        tmp_path: Path, imgs: Path) -> None:
+    """`purge_expired` (what `safeface purge` and every open call) ran outside the audited path:
+    a purge the store refused (a trigger another process added keeps the expired row) raised,
+    but the log said nothing of it; and when it failed inside an open, the workspace half
+    opened was never closed. Both are mended."""
+    import sqlite3
+
+    clock = Clock()
+    ws = make_workspace(tmp_path / "ws", edit=lambda r: r["purposes"]["demo"].__setitem__("retention_days", 2))
+    with open_sf(ws, clock) as sf:
+        sf.enroll(imgs / "obama.jpg", "alice", "demo", consent(ws, "alice", days=30, now=clock.now))
+        clock.advance(days=2, seconds=1)
+        with sqlite3.connect(ws.gallery) as other:
+            other.execute("CREATE TRIGGER keep BEFORE DELETE ON rows BEGIN SELECT RAISE(IGNORE); END")
+        before = len(sf.audit_entries())
+        with pytest.raises(IntegrityError, match="holds triggers safeface did not make"):
+            sf.purge_expired()
+        added = [(e.operation, e.decision, e.note) for e in sf.audit_entries()[before:]]
+        assert added == [("purge", "failed", "IntegrityError")]
+        with pytest.raises(IntegrityError):
+            sf.purge()  # the caller's call, audited once
+        assert [(e.operation, e.decision) for e in sf.audit_entries()[before + 1:]] == [("purge", "failed")]
+    with pytest.raises(IntegrityError):
+        open_sf(ws, clock)
+    with sqlite3.connect(ws.gallery) as other:
+        other.execute("DROP TRIGGER keep")
+    with open_sf(ws, clock) as sf:  # the open's purge goes through now
+        assert templates(sf) == 0 and sf.audit_verify().entries > 0
+
+
 def test_bipa_interaction_moves_expiry_us01(tmp_path: Path, imgs: Path) -> None:
     clock = Clock()
     ws = make_workspace(tmp_path / "ws", profiles=("us-bipa",),

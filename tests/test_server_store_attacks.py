@@ -116,8 +116,9 @@ def test_a_kill_mid_enrolment_is_settled_even_when_another_process_enrols_next(p
 def test_a_row_kept_through_an_erasure_by_a_database_trigger_fails_the_erasure(pg: PgCluster, tmp_path: Path) -> None:
     """Someone with the app's PostgreSQL role (no passphrase) adds a BEFORE DELETE trigger that
     returns NULL: the erasure deleted nothing, its receipt said 0 templates removed, and the row
-    stayed searchable, which only a later store check named. Now the erasure checks its delete
-    inside its transaction: it fails, naming the kept row, and is recorded as failed; the store
+    stayed searchable, which only a later store check named. Now the erasure refuses what
+    safeface did not make on its tables, and checks its delete last inside its transaction (and
+    once committed): it fails and is recorded as failed; the open refuses it too. The store
     check still names a row kept through an erasure that was recorded as done (an older
     release's)."""
     ws, dsn = _server_ws(pg, tmp_path)
@@ -128,17 +129,17 @@ def test_a_row_kept_through_an_erasure_by_a_database_trigger_fails_the_erasure(p
                   "END $$")
         _sql(dsn, "CREATE TRIGGER keep_rows BEFORE DELETE ON safeface.rows FOR EACH ROW "
                   "EXECUTE FUNCTION safeface.keep_rows()")  # added while the workspace is open
-        with pytest.raises(IntegrityError, match="rows 1 are still stored after the erasure's delete: a database "
-                                                 "trigger or rule on safeface.rows kept them"):
+        with pytest.raises(IntegrityError, match="holds what safeface did not make on its tables .'trigger "
+                                                 "rows.keep_rows'"):
             sf.erase("alice")
         assert [r.row_id for r in sf.records() if r.pseudonym == sf.pseudonym("alice")] == [1]
         last = sf.audit_entries()[-1]
         assert (last.operation, last.decision, last.note) == ("erase", "failed", "IntegrityError")
-    with pytest.raises(IntegrityError, match="holds triggers or rules safeface did not make .'rows.keep_rows'"):
+    with pytest.raises(IntegrityError, match="did not make on its tables .'trigger rows.keep_rows'"):
         open_sf(ws)
     _sql(dsn, "DROP TRIGGER keep_rows ON safeface.rows")
     _sql(dsn, "CREATE RULE keep_rows AS ON DELETE TO safeface.rows DO INSTEAD NOTHING")
-    with pytest.raises(IntegrityError, match="holds triggers or rules safeface did not make .'rows.keep_rows'"):
+    with pytest.raises(IntegrityError, match="did not make on its tables .'rule rows.keep_rows'"):
         open_sf(ws)
     _sql(dsn, "DROP RULE keep_rows ON safeface.rows")
     with open_sf(ws) as sf:
@@ -161,3 +162,76 @@ def test_row_ids_erased_before_a_migration_are_never_handed_out_again(pg: PgClus
         got = sf.enroll(img / "obama2.jpg", "carol", "demo", consent(ws, "carol"))
         assert got.row_id > 2
         assert sf.audit_verify().entries > 0
+
+
+_ROW_COLUMNS = ("row_id, pseudonym, purposes, token_id, provenance, expires_us, created_at, last_interaction, "
+                "transform_version, seal_version, sealed, look, look_small")
+
+
+def _app_role_ws(pg: PgCluster, root: Path) -> tuple[Any, str]:
+    """A workspace whose records an ordinary role owns (not a superuser, which row-level security
+    would not bind), as a deployment runs it; the workspace and that role's DSN."""
+    import uuid
+
+    server_modules()
+    name = "t_" + uuid.uuid4().hex[:12]
+    _sql(pg.dsn(), "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'app') THEN "
+                   f"CREATE ROLE app LOGIN PASSWORD '{PG_PASSWORD}'; END IF; END $$")
+    _sql(pg.dsn(), f"CREATE DATABASE {name} OWNER app")
+    ws = make_workspace(root / "ws")
+    dsn = pg.dsn(name, user="app")
+    with open_sf(ws) as sf:
+        sf.migrate_storage({"records": dsn, "vectors": "milvus-lite:vectors.db"})
+    return ws, dsn
+
+
+@pytest.mark.parametrize("attack", ["cascade", "row security", "publication"])
+def test_what_could_keep_or_copy_rows_through_an_erasure_is_refused(pg: PgCluster, tmp_path: Path,
+                                                                    attack: str) -> None:
+    """A review's attacks with the app's own role, none a trigger or rule on safeface's tables:
+    - a table in another schema tied to safeface.rows by a foreign key with ON DELETE CASCADE
+      (whose triggers PostgreSQL marks internal), with a deferred trigger of its own that puts
+      the row back at commit, after the erasure's check: the receipt said 1 removed, and a fresh
+      open still matched the subject;
+    - row-level security that hides rows inside transactions only (the erasure's delete and
+      check) and shows them to single statements: a receipt for 0 removed, the row kept;
+    - a publication for logical replication that leaves deletes out: every sealed row and no
+      erasure goes to its subscribers.
+    Each is refused at open now, and at the erasure when it is added while the store is open."""
+    ws, dsn = _app_role_ws(pg, tmp_path)
+    img = images()
+    with open_sf(ws) as sf:
+        sf.enroll(img / "obama.jpg", "alice", "demo", consent(ws, "alice"))
+        if attack == "cascade":
+            _sql(dsn, "CREATE SCHEMA keep")
+            _sql(dsn, "CREATE TABLE keep.copy AS SELECT * FROM safeface.rows WITH NO DATA")
+            _sql(dsn, "ALTER TABLE keep.copy ADD FOREIGN KEY (row_id) REFERENCES safeface.rows (row_id) "
+                      "ON DELETE CASCADE")
+            _sql(dsn, "INSERT INTO keep.copy SELECT * FROM safeface.rows")
+            _sql(dsn, "CREATE FUNCTION keep.put_back() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+                      f"INSERT INTO safeface.rows ({_ROW_COLUMNS}) SELECT (OLD).row_id, (OLD).pseudonym, "
+                      "(OLD).purposes, (OLD).token_id, (OLD).provenance, (OLD).expires_us, (OLD).created_at, "
+                      "(OLD).last_interaction, (OLD).transform_version, (OLD).seal_version, (OLD).sealed, (OLD).look, "
+                      "(OLD).look_small; RETURN NULL; END $$")
+            _sql(dsn, "CREATE CONSTRAINT TRIGGER put_back AFTER DELETE ON keep.copy DEFERRABLE INITIALLY DEFERRED "
+                      "FOR EACH ROW EXECUTE FUNCTION keep.put_back()")
+            named = "foreign key copy."
+        elif attack == "row security":
+            _sql(dsn, "ALTER TABLE safeface.rows ENABLE ROW LEVEL SECURITY")
+            _sql(dsn, "ALTER TABLE safeface.rows FORCE ROW LEVEL SECURITY")
+            _sql(dsn, "CREATE POLICY seen ON safeface.rows FOR SELECT USING "
+                      "(statement_timestamp() = transaction_timestamp())")
+            for cmd in ("INSERT", "UPDATE", "DELETE"):
+                check = "WITH CHECK (true)" if cmd == "INSERT" else "USING (true)"
+                _sql(dsn, f"CREATE POLICY any_{cmd.lower()} ON safeface.rows FOR {cmd} {check}")
+            named = "policy rows."
+        else:
+            _sql(dsn, "CREATE PUBLICATION keep FOR TABLE safeface.rows WITH (publish = 'insert, update')")
+            named = "publication keep"
+        with pytest.raises(IntegrityError, match=f"holds what safeface did not make on its tables .*'{named}"):
+            sf.erase("alice")
+        last = sf.audit_entries()[-1]
+        assert (last.operation, last.decision, last.note) == ("erase", "failed", "IntegrityError")
+    with pytest.raises(IntegrityError, match=f"'{named}"):
+        open_sf(ws)
+    assert _sql(dsn, "SELECT row_id FROM safeface.rows") == [(1,)]  # nothing was erased, and nothing claims so

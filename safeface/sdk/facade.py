@@ -196,12 +196,16 @@ class SafeFace:
             kind = f"{type(pipeline).__module__}.{type(pipeline).__qualname__}"
             sf._append("open", "allowed", note=f"host pipeline {kind[:120]} (hazmat: its face counts and "
                        "embeddings are trusted)")
-        sf._check_assessment(deployment)
-        if role is None and sf._guard.sealed_roles is not None:
-            sf._role = sf._guard.sealed_roles[1]  # the default role as last recorded, not as edited since
-        sf._settle_uncommitted()
-        sf._finish_rekey()
-        sf.purge_expired()  # expired templates go as soon as anyone opens the workspace
+        try:
+            sf._check_assessment(deployment)
+            if role is None and sf._guard.sealed_roles is not None:
+                sf._role = sf._guard.sealed_roles[1]  # the default role as last recorded, not as edited since
+            sf._settle_uncommitted()
+            sf._finish_rekey()
+            sf.purge_expired()  # expired templates go as soon as anyone opens the workspace
+        except BaseException:
+            sf.close()
+            raise
         return sf
 
     def _finish_rekey(self) -> None:
@@ -831,10 +835,18 @@ class SafeFace:
 
     def purge(self) -> Optional[ErasureReceipt]:
         """:meth:`purge_expired` as a caller's call: its role must allow purge."""
-        return self._run(Request(Operation.PURGE, self._role, self._clock()), [], lambda d: (self.purge_expired(), None))
+        return self._run(Request(Operation.PURGE, self._role, self._clock()), [], lambda d: (self._purge_expired(), None))
 
     def purge_expired(self) -> Optional[ErasureReceipt]:
-        """Remove every expired template (CN-08, US-01); a receipt when anything was removed."""
+        """Remove every expired template (CN-08, US-01); a receipt when anything was removed. A
+        purge that fails (the store refused its delete) is on record too, as purge's own call is."""
+        try:
+            return self._purge_expired()
+        except SafeFaceError as exc:
+            self._append("purge", "failed", rule=self._rule("retention"), note=type(exc).__name__)
+            raise
+
+    def _purge_expired(self) -> Optional[ErasureReceipt]:
         now = self._clock()
         with self._gallery.locked():
             results = self._gallery.purge_expired(now)

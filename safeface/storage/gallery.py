@@ -234,15 +234,7 @@ class Gallery:
             db.execute("CREATE TRIGGER rows_need_looks BEFORE INSERT ON rows "
                        "WHEN NEW.look IS NULL OR NEW.look_small IS NULL BEGIN SELECT RAISE(ABORT, "
                        "'this gallery stores rows with look digests only: upgrade safeface'); END")
-            # No other: a trigger can skip an erasure's delete, put the row back, or copy sealed
-            # rows elsewhere (an erasure checks its delete too, for one added while open).
-            foreign = [str(n) for n, in db.execute("SELECT name FROM sqlite_master WHERE type = 'trigger' AND "
-                                                   "name != 'rows_need_looks' ORDER BY name")]
-            if foreign:
-                raise IntegrityError(f"the gallery at {self._path} holds triggers safeface did not make "
-                                     f"({', '.join(repr(n) for n in foreign[:5])}): one could keep rows through an "
-                                     "erasure or copy them elsewhere. Find who added them and drop them (DROP TRIGGER) "
-                                     "before opening it.")
+            self._refuse_foreign_triggers(db)
             meta = dict(db.execute("SELECT k, v FROM meta").fetchall())
             if not meta:
                 values = initial_meta(self._keyring, self._dim)
@@ -499,17 +491,31 @@ class Gallery:
             after.append(lambda: self._apply(upserts, []))
         return out
 
+    def _refuse_foreign_triggers(self, db: sqlite3.Connection) -> None:
+        """No trigger but safeface's: one can skip an erasure's delete, put the row back (also
+        from a trigger on another table, after the delete), or copy sealed rows elsewhere.
+        Checked at open and at each erasure (rows.refuse_kept checks the delete itself)."""
+        foreign = [str(n) for n, in db.execute("SELECT name FROM sqlite_master WHERE type = 'trigger' AND "
+                                               "name != 'rows_need_looks' ORDER BY name")]
+        if foreign:
+            raise IntegrityError(f"the gallery at {self._path} holds triggers safeface did not make "
+                                 f"({', '.join(repr(n) for n in foreign[:5])}): one could keep rows through an "
+                                 "erasure or copy them elsewhere. Find who added them and drop them (DROP TRIGGER) "
+                                 "before using it.")
+
     def _delete_where(self, where: str, args: tuple[Any, ...]) -> list[tuple[int, str]]:
         """Delete matching rows inside the current write; returns (row_id, pseudonym) pairs."""
         db = self._db()
+        self._refuse_foreign_triggers(db)
         found = [(int(r), str(p)) for r, p in db.execute(f"SELECT row_id, pseudonym FROM rows WHERE {where}", args)]
         if found:
             ids = [r for r, _ in found]
             for i in range(0, len(ids), 500):
                 part = ids[i:i + 500]
                 db.execute(f"DELETE FROM rows WHERE row_id IN ({','.join('?' * len(part))})", part)
-            refuse_kept([int(r) for r, in db.execute(f"SELECT row_id FROM rows WHERE {where} LIMIT 5", args)], "rows")
             self._log(ids, "delete")
+            # Last, before the commit: nothing written after it can put a row back unseen.
+            refuse_kept([int(r) for r, in db.execute(f"SELECT row_id FROM rows WHERE {where} LIMIT 5", args)], "rows")
         return found
 
     def _erase(self, where: str, args: tuple[Any, ...]) -> list[tuple[int, str]]:

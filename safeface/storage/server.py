@@ -301,18 +301,32 @@ class ServerStore:
                                     list(initial_meta(self._keyring, self._dim).items()) + [(MASKED_SEEN, "0")])
 
     def _refuse_foreign_rules(self) -> None:
-        """A trigger or rule on the store's tables can skip an erasure's delete, put a row back
-        or copy sealed rows elsewhere; safeface makes none. (An erasure checks its delete too,
-        for one added while the store is open: rows.refuse_kept.)"""
+        """safeface's tables hold nothing that acts on their rows but safeface: a trigger or rule
+        can skip an erasure's delete, put a row back (a deferred one at commit, even on a table
+        in another schema that a foreign key with a cascade ties to them) or copy sealed rows
+        elsewhere; row-level security can hide rows from the erasure alone; a child table holds
+        rows of its own; a publication that leaves deletes out sends every row and no erasure.
+        Checked at open and at each erasure (rows.refuse_kept checks the delete itself)."""
+        ns = (self._ns,) * 7
         found = [str(n) for n, in self._conn.execute(
-            "SELECT c.relname || '.' || t.tgname FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid "
+            "SELECT 'trigger ' || c.relname || '.' || t.tgname FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid "
             "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s AND NOT t.tgisinternal "
-            "UNION ALL SELECT tablename || '.' || rulename FROM pg_rules WHERE schemaname = %s ORDER BY 1",
-            (self._ns, self._ns)).fetchall()]
+            "UNION ALL SELECT 'rule ' || tablename || '.' || rulename FROM pg_rules WHERE schemaname = %s "
+            "UNION ALL SELECT 'row security on ' || c.relname FROM pg_class c JOIN pg_namespace n "
+            "ON n.oid = c.relnamespace WHERE n.nspname = %s AND (c.relrowsecurity OR c.relforcerowsecurity) "
+            "UNION ALL SELECT 'policy ' || c.relname || '.' || p.polname FROM pg_policy p JOIN pg_class c "
+            "ON c.oid = p.polrelid JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s "
+            "UNION ALL SELECT 'foreign key ' || f.relname || '.' || k.conname FROM pg_constraint k JOIN pg_class c "
+            "ON c.oid = k.confrelid JOIN pg_namespace n ON n.oid = c.relnamespace JOIN pg_class f ON f.oid = k.conrelid "
+            "WHERE n.nspname = %s AND k.contype = 'f' "
+            "UNION ALL SELECT 'child table ' || ch.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhparent "
+            "JOIN pg_namespace n ON n.oid = c.relnamespace JOIN pg_class ch ON ch.oid = i.inhrelid WHERE n.nspname = %s "
+            "UNION ALL SELECT 'publication ' || p.pubname FROM pg_publication_tables t JOIN pg_publication p "
+            "ON p.pubname = t.pubname WHERE t.schemaname = %s AND NOT p.pubdelete ORDER BY 1", ns).fetchall()]
         if found:
-            raise IntegrityError(f"{self.where} holds triggers or rules safeface did not make "
-                                 f"({', '.join(repr(n) for n in found[:5])}): one could keep rows through an erasure or "
-                                 "copy them elsewhere. Find who added them and drop them before opening it.")
+            raise IntegrityError(f"{self.where} holds what safeface did not make on its tables "
+                                 f"({', '.join(repr(n) for n in found[:5])}): it could keep or copy rows through an "
+                                 "erasure. Find who added it and remove it before using the store.")
 
     def close(self) -> None:
         with self._lock:
@@ -846,11 +860,13 @@ class ServerStore:
         self._finish_open()
         with self._write_lock.held():
             with self._write():
+                self._refuse_foreign_rules()
                 found = [(int(r), str(p)) for r, p in self._conn.execute(
                     f"DELETE FROM {self._ns}.rows WHERE {where} RETURNING row_id, pseudonym", args).fetchall()]
-                refuse_kept([int(r) for r, in self._conn.execute(
-                    f"SELECT row_id FROM {self._ns}.rows WHERE {where} LIMIT 5", args).fetchall()], f"{self._ns}.rows")
                 self._note([r for r, _ in found], "delete")
+                self._conn.execute("SET CONSTRAINTS ALL IMMEDIATE")  # what is deferred to the commit runs now
+                refuse_kept(self._kept(where, args), f"{self._ns}.rows")
+            refuse_kept(self._kept(where, args), f"{self._ns}.rows")  # and once committed
             if not found:
                 return found, None
             self._at("erase:recorded")
@@ -864,6 +880,11 @@ class ServerStore:
             except BackendError:
                 pass  # the note stays (and a failing Milvus is taken for down: MilvusVectors.down)
             return found, "pending"
+
+    def _kept(self, where: str, args: tuple[Any, ...]) -> list[int]:
+        """Rows an erasure's WHERE still finds (at most five, to name them)."""
+        return [int(r) for r, in self._conn.execute(f"SELECT row_id FROM {self._ns}.rows WHERE {where} LIMIT 5",
+                                                    args).fetchall()]
 
     def erase_subject(self, subject_id: str) -> ErasureResult:
         """Remove every row of the subject from the records and its vectors from Milvus."""
