@@ -235,3 +235,49 @@ def test_what_could_keep_or_copy_rows_through_an_erasure_is_refused(pg: PgCluste
     with pytest.raises(IntegrityError, match=f"'{named}"):
         open_sf(ws)
     assert _sql(dsn, "SELECT row_id FROM safeface.rows") == [(1,)]  # nothing was erased, and nothing claims so
+
+
+@pytest.mark.parametrize("attack", ["operator", "view", "catalog"])
+def test_the_roles_own_names_cannot_blind_an_erasure(pg: PgCluster, tmp_path: Path, attack: str) -> None:
+    """A second review, with the app's own role (owner of its database and tables):
+    - the database's search_path set to a schema of the role's ahead of pg_catalog, holding an
+      "=" on text that is false for one pseudonym: the erasure's delete and its checks used it,
+      deleted nothing, found nothing kept, and a receipt was issued with the row still matched;
+    - safeface.rows renamed and a view put in its place that hides rows from the erasure's
+      statements alone (a view's own rule is not in pg_rules): the same;
+    - an empty pg_publication_tables of the role's ahead of the catalog: the publication that
+      leaves deletes out was no longer seen.
+    Every connection now resolves names in the catalog only, and anything in the store's schema
+    that is no plain table, index or sequence is refused."""
+    import uuid
+
+    ws, dsn = _app_role_ws(pg, tmp_path)
+    db = dsn.rsplit("/", 1)[1]
+    img = images()
+    with open_sf(ws) as sf:
+        sf.enroll(img / "obama.jpg", "alice", "demo", consent(ws, "alice"))
+        (pseudonym,), = _sql(dsn, "SELECT pseudonym FROM safeface.rows")
+    schema = "keep_" + uuid.uuid4().hex[:6]
+    if attack == "view":
+        _sql(dsn, "ALTER TABLE safeface.rows RENAME TO rows_kept")
+        _sql(dsn, "CREATE VIEW safeface.rows AS SELECT * FROM safeface.rows_kept WHERE "
+                  "current_query() !~* '^\\s*DELETE' AND current_query() !~ 'LIMIT 5$'")
+    else:
+        _sql(dsn, f"CREATE SCHEMA {schema}")
+        if attack == "operator":
+            _sql(dsn, f"CREATE FUNCTION {schema}.eq(a text, b text) RETURNS boolean LANGUAGE sql IMMUTABLE AS $$ "
+                      f"SELECT a OPERATOR(pg_catalog.=) b AND b OPERATOR(pg_catalog.<>) '{pseudonym}' $$")
+            _sql(dsn, f"CREATE OPERATOR {schema}.= (LEFTARG = text, RIGHTARG = text, FUNCTION = {schema}.eq)")
+        else:
+            _sql(dsn, f"CREATE VIEW {schema}.pg_publication_tables AS SELECT * FROM pg_catalog.pg_publication_tables "
+                      "WHERE false")
+            _sql(dsn, "CREATE PUBLICATION keep FOR TABLE safeface.rows WITH (publish = 'insert, update')")
+        _sql(dsn, f"ALTER DATABASE {db} SET search_path = {schema}, pg_catalog, public")
+    if attack == "operator":  # nothing to refuse: the erasure simply works
+        with open_sf(ws) as sf:
+            assert sf.erase("alice").templates_removed == 1
+            assert sf.identify(img / "obama2.jpg", "demo", consent(ws, "bob")) == []
+        assert _sql(dsn, "SELECT row_id FROM safeface.rows") == []
+        return
+    with pytest.raises(IntegrityError, match="not a table: rows" if attack == "view" else "'publication keep'"):
+        open_sf(ws)

@@ -853,3 +853,24 @@ def test_safefaces_own_trigger_replaced_by_hand_is_made_again_at_open(db: Path, 
             other.execute("INSERT INTO rows (pseudonym, purposes, token_id, provenance, expires_us, created_at, "
                           "transform_version, seal_version, sealed) SELECT 'x', purposes, token_id, provenance, "
                           "expires_us, created_at, transform_version, seal_version, sealed FROM rows LIMIT 1")
+
+
+def test_an_index_whose_entries_are_not_its_definition_cannot_hide_a_row_from_an_erasure(
+        db: Path, keyring: PassphraseKeyring) -> None:
+    """Whoever may write gallery.db rebuilds the pseudonym index over another column, then
+    (writable_schema) writes its old definition back: the erasure's lookup and its check both
+    went through the index, found nothing, and the receipt said 0 removed while the row stayed
+    and matched. The check reads the table itself now, whatever the lookup found."""
+    x = unit_rows(1, seed=93)
+    with Gallery.open(db, keyring, DIM) as g:
+        fill(g, x)
+    with sqlite3.connect(db, isolation_level=None) as other:
+        other.execute("DROP INDEX rows_pseudonym")
+        other.execute("CREATE INDEX rows_pseudonym ON rows (look)")
+        other.execute("PRAGMA writable_schema = ON")
+        other.execute("UPDATE sqlite_master SET sql = 'CREATE INDEX rows_pseudonym ON rows (pseudonym)' "
+                      "WHERE name = 'rows_pseudonym'")
+    with Gallery.open(db, keyring, DIM) as g:
+        with pytest.raises(IntegrityError, match="rows 1 are still stored after the erasure's delete"):
+            g.erase_subject("s0")
+        assert [m.row_id for m in g.search(x[0], "access", k=1, threshold=0.9)] == [1]

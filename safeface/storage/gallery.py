@@ -514,8 +514,11 @@ class Gallery:
                 part = ids[i:i + 500]
                 db.execute(f"DELETE FROM rows WHERE row_id IN ({','.join('?' * len(part))})", part)
             self._log(ids, "delete")
-            # Last, before the commit: nothing written after it can put a row back unseen.
-            refuse_kept([int(r) for r, in db.execute(f"SELECT row_id FROM rows WHERE {where} LIMIT 5", args)], "rows")
+        # Last, before the commit: nothing written after it can put a row back unseen. Read from
+        # the table itself, whatever the lookup found: an index whose entries were rebuilt over
+        # another column under its old definition (writable_schema) hid the row from both.
+        refuse_kept([int(r) for r, in db.execute(f"SELECT row_id FROM rows NOT INDEXED WHERE {where} LIMIT 5", args)],
+                    "rows")
         return found
 
     def _erase(self, where: str, args: tuple[Any, ...]) -> list[tuple[int, str]]:

@@ -141,6 +141,11 @@ def pg_connect(dsn: str, password: Optional[str], where: str) -> Any:
         # snapshot would predate the last writer's commit, and it would miss that entry or row
         # (a false "duplicate" alarm, a one-time spend seen as unspent).
         conn.isolation_level = psycopg.IsolationLevel.READ_COMMITTED
+        # Names resolve in the catalog only, whatever the database's or role's search_path: safeface
+        # names its own tables with their schema, and an operator or a catalog view of the role's
+        # earlier in the path (an "=" false for one pseudonym, an empty pg_publication_tables)
+        # made an erasure delete nothing, or the check of what acts on its tables see nothing.
+        conn.execute("SET search_path = pg_catalog, pg_temp")
         return conn
     except psycopg.Error as exc:
         # libpq's own words, except where it quotes the DSN it could not read (a password in it).
@@ -307,8 +312,13 @@ class ServerStore:
         elsewhere; row-level security can hide rows from the erasure alone; a child table holds
         rows of its own; a publication that leaves deletes out sends every row and no erasure.
         Checked at open and at each erasure (rows.refuse_kept checks the delete itself)."""
-        ns = (self._ns,) * 7
+        ns = (self._ns,) * 8
         found = [str(n) for n, in self._conn.execute(
+            # A view (its rule is not in pg_rules), or anything else that is no plain table, index
+            # or sequence, in place of one of safeface's: a view named rows over the renamed table
+            # hid the row from the erasure alone.
+            "SELECT 'not a table: ' || c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = %s AND c.relkind NOT IN ('r', 'i', 'S') UNION ALL "
             "SELECT 'trigger ' || c.relname || '.' || t.tgname FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid "
             "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s AND NOT t.tgisinternal "
             "UNION ALL SELECT 'rule ' || tablename || '.' || rulename FROM pg_rules WHERE schemaname = %s "
