@@ -96,15 +96,19 @@ def open_video(fh: IO[bytes], label: str, max_pixels: int, max_streams: int = MA
 
 def audio_header_problem(stream: Any) -> Optional[str]:
     """Why the audio `stream`'s header is out of bounds, or None: at most MAX_AUDIO_CHANNELS
-    channels (an Opus header's own count too, which its decoder sets up whatever the container
-    says) at most MAX_AUDIO_RATE Hz, no AAC USAC. A track that fails is neither decoded nor
+    channels (an Opus header's own counts of channels and streams too, which its decoder sets
+    up whatever the container says) at most MAX_AUDIO_RATE Hz, no AAC USAC. A track that fails is neither decoded nor
     copied (a player of the output would meet it too)."""
     ctx = stream.codec_context
     if ctx is None:
         return "it has no codec parameters"
     name = str(ctx.name)
     extra = bytes(ctx.extradata or b"")
-    channels = max(int(ctx.channels or 0), extra[9] if name in ("opus", "libopus") and len(extra) > 9 else 0)
+    channels = int(ctx.channels or 0)
+    if name in ("opus", "libopus") and len(extra) > 9:
+        # OpusHead: byte 9 the channels; past a mapping family other than 0 (byte 18), byte 19
+        # the streams, each of which the decoder sets up (2 channels in 255 streams: 57 MB).
+        channels = max(channels, extra[9], extra[19] if len(extra) > 19 and extra[18] else 0)
     rate = int(ctx.sample_rate or 0)
     if channels > MAX_AUDIO_CHANNELS or rate > MAX_AUDIO_RATE:
         return (f"its header claims {channels} channels at {rate} Hz; safeface takes at most {MAX_AUDIO_CHANNELS} "

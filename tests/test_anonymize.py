@@ -8,6 +8,7 @@ import argparse
 import hashlib
 import json
 import os
+import struct
 import subprocess
 import sys
 import textwrap
@@ -33,7 +34,8 @@ from safeface.imageio import MAX_FILE_BYTES, load_image, load_image_hashed
 from safeface.hazmat.vision.dlib_engine import DlibEngine
 
 from tests.video_fixtures import (build_face_video, header_lies_video, long_silence_video, many_tracks_video,
-                                  opus_channels_video, spliced_video, synthetic_video, tta_audio_video)
+                                  matroska_rewritten, opus_channels_video, spliced_video, synthetic_video,
+                                  ten_black_frames, tta_audio_video)
 
 DATASETS = datasets()
 LFW = DATASETS / "lfw-dev" / "images"
@@ -1160,3 +1162,217 @@ def test_a_face_one_step_from_upright_is_covered(engine: DlibEngine, finder: Fac
     covered, report = anonymize_image(np.ascontiguousarray(forward(original)), finder=finder)
     score = _best_match(engine, back(covered), reference)
     assert report.face_count >= 1 and score < THRESHOLD, (report.face_count, score)
+
+
+# Audio re-encoded for the output container (a second review): what a file claims cannot stretch
+# the work, and an honest track the encoder cannot take as it is does not fail the video.
+AUDIO_OPTS = VideoOptions(progress=False, masked=False)
+
+
+def _black(out: Any, vs: Any, n: int, step: Fraction) -> None:
+    vs.width, vs.height, vs.pix_fmt = 64, 64, "yuv420p"
+    for i in range(n):
+        f = av.VideoFrame.from_ndarray(np.zeros((64, 64, 3), np.uint8), format="rgb24")
+        f.pts, f.time_base = i, step
+        for p in vs.encode(f):
+            out.mux(p)
+    for p in vs.encode(None):
+        out.mux(p)
+
+
+def _slow_video_with_silence(path: Path, seconds_per_frame: int, audio_seconds: int, tracks: int = 1) -> Path:
+    """Ten 64x64 H.264 frames whose timestamps put them `seconds_per_frame` apart (the
+    container's frame rate is 1/seconds_per_frame), and `tracks` FLAC tracks of silence in
+    65,535-sample blocks: about 20 bytes a second of audio."""
+    with av.open(str(path), "w", format="matroska") as out:
+        vs = out.add_stream("libx264", rate=Fraction(1, seconds_per_frame))
+        auds = [out.add_stream("flac", rate=48000, layout="stereo") for _ in range(tracks)]
+        for a in auds:
+            a.codec_context.options = {"frame_size": "65535"}
+        _black(out, vs, 10, Fraction(seconds_per_frame))
+        step = 65535
+        for i in range(audio_seconds * 48000 // step):
+            for a in auds:
+                fr = av.AudioFrame.from_ndarray(np.zeros((1, 2 * step), np.int16), format="s16", layout="stereo")
+                fr.sample_rate, fr.pts = 48000, i * step
+                for p in a.encode(fr):
+                    out.mux(p)
+        for a in auds:
+            for p in a.encode(None):
+                out.mux(p)
+    return path
+
+
+def test_a_claimed_frame_rate_does_not_stretch_the_audio_cut(tmp_path: Path) -> None:
+    """The cut lets re-encoded audio run AUDIO_AHEAD_S past frames / average_rate, and the
+    average rate is the file's to claim. Ten frames claiming to be 30 s apart let 300 s of FLAC
+    silence (7 KB) be decoded and re-encoded as MP3. Measured: 22 KB (100 s a frame) took 10.9 s
+    and wrote 13.8 MB of MP3; 77 KB (two tracks, 200 s a frame) took 40.8 s and wrote 55 MB,
+    linear in the input (about 1 MB for 10 minutes). Ten decoded frames should not buy more than
+    a few tens of seconds of audio, whatever rate they claim: a frame counts for at most a
+    second."""
+    src = _slow_video_with_silence(tmp_path / "slow.mkv", 30, 300)
+    assert src.stat().st_size < 20_000
+    out = tmp_path / "out.avi"
+    report = anonymize_video_file(src, out, options=AUDIO_OPTS)
+    assert report.frames == 10
+    with av.open(str(out)) as c:
+        heard = sum(f.samples for f in c.decode(audio=0)) / c.streams.audio[0].codec_context.sample_rate \
+            if c.streams.audio else 0.0
+    assert heard < 30.0, (heard, out.stat().st_size, report.notes)
+
+
+def _opus_multistream_packet(streams: int) -> bytes:
+    """One Opus packet for `streams` streams (RFC 7845 self-delimited framing): each a CELT
+    fullband 20 ms code-3 packet of six empty frames."""
+    toc = (31 << 3) | 3
+    return bytes([toc, 6, 0]) * (streams - 1) + bytes([toc, 6])
+
+
+def _opus_many_streams_video(path: Path, tracks: int, streams: int, channels: int = 2, family: int = 1) -> Path:
+    """Ten 64x64 H.264 frames and `tracks` Opus tracks whose OpusHead claims `channels` output
+    channels (what audio_header_problem reads, at byte 9) but `streams` coded streams (byte 19),
+    each of which FFmpeg's decoder sets up; every audio block carries that many streams."""
+    with av.open(str(path), "w", format="matroska") as out:
+        vs = out.add_stream("libx264", rate=30)
+        audio = [out.add_stream("libopus", rate=48000, layout="stereo") for _ in range(tracks)]
+        ten_black_frames(out, vs)
+        for s in audio:
+            for _ in range(5):
+                frame = av.AudioFrame.from_ndarray(np.zeros((2, 960), np.float32), format="fltp", layout="stereo")
+                frame.sample_rate = 48000
+                for packet in s.encode(frame):
+                    out.mux(packet)
+            for packet in s.encode(None):
+                out.mux(packet)
+    head = (b"OpusHead" + struct.pack("<BBHIhB", 1, channels, 312, 48000, 0, family) + bytes([streams, 0])
+            + bytes(range(channels)))
+    audio_tracks = {0x80 | n for n in range(2, 2 + tracks)}
+
+    def fix(eid: int, value: bytes) -> bytes:
+        if eid == 0x63A2 and value.startswith(b"OpusHead"):
+            return head
+        if eid == 0x1F43B675:  # a cluster: its blocks
+            return matroska_rewritten(value, fix)
+        if eid == 0xA3 and value[0] in audio_tracks:
+            return value[:4] + _opus_multistream_packet(streams)
+        return value
+
+    path.write_bytes(matroska_rewritten(path.read_bytes(), fix))
+    return path
+
+
+def _anonymize_peak_kib(src: Path, out: Path) -> tuple[int, str]:
+    """Anonymize `src` to `out` in a fresh child process: how far its peak memory (VmHWM) grew,
+    in KiB, and the report's audio streams and notes (or the error)."""
+    code = textwrap.dedent(f"""
+        import re
+        from pathlib import Path
+        from safeface.anonymize.video import VideoOptions, anonymize_video_file
+        def peak():
+            return int(re.search(r"VmHWM:\\s+(\\d+)", open("/proc/self/status").read()).group(1))
+        import av, numpy, safeface.anonymize.detect
+        before = peak()
+        try:
+            r = anonymize_video_file(Path({str(src)!r}), Path({str(out)!r}),
+                                     options=VideoOptions(progress=False, masked=False))
+            what = f"{{r.audio_streams}} {{r.notes}}"
+        except Exception as exc:
+            what = f"{{type(exc).__name__}}: {{exc}}"
+        print(peak() - before, what)
+    """)
+    r = subprocess.run([sys.executable, "-c", code], env=child_env(), capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    grew, what = r.stdout.strip().splitlines()[-1].split(" ", 1)
+    return int(grew), what
+
+
+@pytest.mark.parametrize("suffix", [".mov", ".avi"])
+def test_an_opus_header_naming_many_streams_is_refused_before_its_decoder_is_opened(tmp_path: Path, suffix: str) -> None:
+    """audio_header_problem read an OpusHead's channel count (byte 9) but not its stream count
+    (byte 19, past the mapping family), which is what FFmpeg's Opus decoder sets up: a header claiming 2 channels coded
+    in 255 streams passes, and re-encoding two such tracks (MOV and AVI hold no Opus) took
+    111 MB from 16 KB of Matroska (116 MB from the same tracks in MP4, dOps), against 7 MB for
+    two honest stereo Opus tracks. The same header was copied unchanged into MP4 and MKV
+    outputs, where a player meets it; such a track is neither decoded nor copied now."""
+    src = _opus_many_streams_video(tmp_path / "opus.mkv", 2, 255)
+    honest = _opus_many_streams_video(tmp_path / "honest.mkv", 2, 1)
+    assert src.stat().st_size < 40_000
+    base, _ = _anonymize_peak_kib(honest, tmp_path / f"honest-out{suffix}")
+    grew, what = _anonymize_peak_kib(src, tmp_path / f"out{suffix}")
+    assert grew < base + 30_000, (grew, base, what)
+
+
+def _honest_video(path: Path, fmt: str, acodec: str, rate: int, layout: str, seconds: float = 0.5) -> Path:
+    """Ten 64x64 frames (H.264; VP8 in WebM) at 30 fps and `seconds` of quiet noise in `acodec`."""
+    with av.open(str(path), "w", format=fmt) as out:
+        vs = out.add_stream("libvpx" if fmt == "webm" else "libx264", rate=30)
+        a = out.add_stream(acodec, rate=rate, layout=layout)
+        ten_black_frames(out, vs)
+        fmt_name = a.codec_context.format.name
+        planar = a.codec_context.format.is_planar
+        nch = a.codec_context.layout.nb_channels
+        dtype = {"s16": np.int16, "s16p": np.int16, "s32": np.int32, "s32p": np.int32, "flt": np.float32,
+                 "fltp": np.float32}[fmt_name]
+        rng = np.random.default_rng(3)
+        t = 0
+        while t < seconds * rate:
+            n = a.codec_context.frame_size or 1024
+            shape = (nch, n) if planar else (1, nch * n)
+            data = (rng.random(shape) * 0.05).astype(dtype) if dtype == np.float32 else \
+                rng.integers(-500, 500, shape).astype(dtype)
+            fr = av.AudioFrame.from_ndarray(data, format=fmt_name, layout=layout)
+            fr.sample_rate, fr.pts, fr.time_base = rate, t, Fraction(1, rate)
+            for p in a.encode(fr):
+                out.mux(p)
+            t += n
+        for p in a.encode(None):
+            out.mux(p)
+    return path
+
+
+@pytest.mark.parametrize("name,fmt,acodec,rate,layout,suffix", [
+    ("flac51.mkv", "matroska", "flac", 48000, "5.1", ".avi"),     # MP3 takes 1 or 2 channels
+    ("opus51.webm", "webm", "libopus", 48000, "5.1", ".avi"),
+    ("flac96k.mkv", "matroska", "flac", 96000, "stereo", ".avi"),  # MP3 takes at most 48 kHz
+    ("pcm192k.mov", "mov", "pcm_s24le", 192000, "stereo", ".mp4"),  # AAC at most 96 kHz
+])
+def test_an_honest_track_the_encoder_cannot_take_leaves_the_video_anonymized(
+        tmp_path: Path, name: str, fmt: str, acodec: str, rate: int, layout: str, suffix: str) -> None:
+    """A track re-encoded for the output container is given the encoder at its own channel
+    count and rate; LAME takes neither 5.1 nor 96 kHz, FFmpeg's AAC encoder not 192 kHz
+    (which MAX_AUDIO_RATE admits). The encoder's open then fails inside the frame loop and the
+    whole video was refused ("could not be decoded or re-encoded"): an honest 5.1 WebM or MKV,
+    or a 96 kHz recording, could not be anonymized to AVI at all. The encoder is given a rate
+    and layout it takes now, and the track is mixed down or resampled."""
+    src = _honest_video(tmp_path / name, fmt, acodec, rate, layout)
+    report = anonymize_video_file(src, tmp_path / f"out{suffix}", options=AUDIO_OPTS)
+    assert report.frames == 10 and report.audio_streams == 1, report.notes
+
+
+def test_a_track_whose_frames_change_rate_part_way_stops_and_the_video_is_anonymized(tmp_path: Path) -> None:
+    """An MPEG audio track whose frames switch from 48 kHz stereo to 32 kHz mono (each MPEG
+    audio frame carries its own header; a spliced recording does) is re-encoded for MP4 or
+    MOV: PyAV's resampler, set up from the first frame, raised ValueError("Frame does not match
+    AudioResampler setup."), which escaped the anonymizer bare (the CLI catches only
+    SafeFaceError). The track now stops there, with a note, and the video is anonymized."""
+    src = tmp_path / "switch.mkv"
+    with av.open(str(src), "w", format="matroska") as out:
+        vs = out.add_stream("libx264", rate=30)
+        a = out.add_stream("mp2", rate=48000, layout="stereo")
+        ten_black_frames(out, vs)
+        other = av.CodecContext.create("mp2", "w")
+        other.sample_rate, other.layout, other.format = 32000, "mono", "s16"
+        for ctx, layout, nch in ((a.codec_context, "stereo", 2), (other, "mono", 1)):
+            for i in range(4):
+                fr = av.AudioFrame.from_ndarray(np.zeros((1, nch * 1152), np.int16), format="s16", layout=layout)
+                fr.sample_rate, fr.pts = ctx.sample_rate, i * 1152
+                for p in ctx.encode(fr):
+                    p.stream = a
+                    p.pts = p.dts = (i + (0 if ctx is a.codec_context else 4)) * 1152
+                    p.time_base = Fraction(1, 48000)
+                    out.mux(p)
+    for suffix in (".mp4", ".mov"):
+        report = anonymize_video_file(src, tmp_path / f"out{suffix}", options=AUDIO_OPTS)
+        assert report.frames == 10, suffix
+        assert any("stopped part way" in n for n in report.notes), report.notes

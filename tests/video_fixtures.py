@@ -188,7 +188,7 @@ def header_lies_video(path: Path, claimed: tuple[int, int], real: tuple[int, int
     return spliced_video(path, (claimed, real), (small_frames, 1))
 
 
-def _ten_black_frames(out: Any, vs: Any) -> None:
+def ten_black_frames(out: Any, vs: Any) -> None:
     """Ten black 64x64 frames on the video stream `vs` of `out`, flushed."""
     vs.width, vs.height, vs.pix_fmt = 64, 64, "yuv420p"
     for _ in range(10):
@@ -205,7 +205,7 @@ def tta_audio_video(path: Path, rate: float, channels: int) -> Path:
     with av.open(str(path), "w", format="matroska") as out:
         vs = out.add_stream("libx264", rate=30)
         aus = out.add_stream("tta", rate=48000, layout="stereo")
-        _ten_black_frames(out, vs)
+        ten_black_frames(out, vs)
         size = aus.codec_context.frame_size or 1024
         for _ in range(3):
             frame = av.AudioFrame.from_ndarray(np.zeros((1, size * 2), np.int16), format="s16", layout="stereo")
@@ -252,7 +252,7 @@ def _ebml_number(data: bytes, at: int, keep_marker: bool) -> tuple[int, int]:
     return value, length
 
 
-def _matroska_rewritten(data: bytes, fix: Callable[[int, bytes], bytes], start: int = 0,
+def matroska_rewritten(data: bytes, fix: Callable[[int, bytes], bytes], start: int = 0,
                         end: Optional[int] = None) -> bytes:
     """`data` (Matroska) element by element, every leaf's value through `fix(id, value)`, every
     size written again (8 bytes): the Segment, Tracks and TrackEntry masters are rebuilt around
@@ -264,7 +264,7 @@ def _matroska_rewritten(data: bytes, fix: Callable[[int, bytes], bytes], start: 
         eid, a = _ebml_number(data, at, keep_marker=True)
         size, b = _ebml_number(data, at + a, keep_marker=False)
         body = at + a + b
-        value = (_matroska_rewritten(data, fix, body, body + size) if eid in masters
+        value = (matroska_rewritten(data, fix, body, body + size) if eid in masters
                  else fix(eid, bytes(data[body:body + size])))
         out += data[at:at + a] + b"\x01" + len(value).to_bytes(7, "big") + value
         at = body + size
@@ -278,7 +278,7 @@ def opus_channels_video(path: Path, tracks: int, channels: int = 255) -> Path:
     with av.open(str(path), "w", format="matroska") as out:
         vs = out.add_stream("libx264", rate=30)
         audio = [out.add_stream("libopus", rate=48000, layout="stereo") for _ in range(tracks)]
-        _ten_black_frames(out, vs)
+        ten_black_frames(out, vs)
         for s in audio:
             frame = av.AudioFrame.from_ndarray(np.zeros((2, 960), np.float32), format="fltp", layout="stereo")
             frame.sample_rate = 48000
@@ -286,7 +286,7 @@ def opus_channels_video(path: Path, tracks: int, channels: int = 255) -> Path:
                 out.mux(packet)
     head = (b"OpusHead" + struct.pack("<BBHIhB", 1, channels, 312, 48000, 0, 255) + bytes([channels, 0])
             + bytes(range(channels)))
-    path.write_bytes(_matroska_rewritten(path.read_bytes(), lambda eid, value: head if eid == 0x63A2
+    path.write_bytes(matroska_rewritten(path.read_bytes(), lambda eid, value: head if eid == 0x63A2
                                          and value.startswith(b"OpusHead") else value))
     return path
 
@@ -297,7 +297,7 @@ def long_silence_video(path: Path, seconds: float) -> Path:
     with av.open(str(path), "w", format="matroska") as out:
         vs = out.add_stream("libx264", rate=30)
         aus = out.add_stream("flac", rate=48000, layout="stereo")
-        _ten_black_frames(out, vs)
+        ten_black_frames(out, vs)
         step = 4608
         for i in range(int(seconds * 48000) // step):
             frame = av.AudioFrame.from_ndarray(np.zeros((1, 2 * step), np.int16), format="s16", layout="stereo")

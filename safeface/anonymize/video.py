@@ -135,6 +135,16 @@ AUDIO_AHEAD_S = 10.0  # how far re-encoded audio may run past the video decoded 
 _LAYOUTS = {1: "mono", 2: "stereo", 3: "2.1", 4: "quad", 5: "5.0", 6: "5.1", 7: "6.1", 8: "7.1"}
 
 
+def _encoder_rate(encoder: Any, rate: int) -> int:
+    """`rate`, or the nearest the audio `encoder` takes below it (LAME at most 48 kHz, FFmpeg's
+    AAC 96 kHz), or its lowest."""
+    rates = sorted(int(r) for r in (encoder.audio_rates or ()))
+    if not rates or rate in rates:
+        return rate
+    below = [r for r in rates if r <= rate]
+    return below[-1] if below else rates[0]
+
+
 def _quarter_turns(frame: Any, in_path: Path) -> int:
     """How many quarter turns (np.rot90's sense) show a decoded frame as players do."""
     degrees = int(round(float(getattr(frame, "rotation", 0) or 0)))
@@ -289,10 +299,16 @@ def _transcode(inp: Any, turn: int, tmp: Path, fmt: str, finder: FaceFinder, mod
                         notes.append(f"audio stream {a.index} ({name}) left out: the container cannot hold {name}, "
                                      f"and {refused}")
                         continue
-                    s = out.add_stream(_REENCODE.get(fmt, "aac"), rate=a.codec_context.sample_rate or 48000)
-                    # The channel count's default layout: an unordered source layout is refused.
-                    s.layout = _LAYOUTS.get(a.codec_context.channels, "stereo")
-                    s.format = av.Codec(s.codec_context.name, "w").audio_formats[0].name
+                    encoder = av.Codec(_REENCODE.get(fmt, "aac"), "w")
+                    s = out.add_stream(encoder.name, rate=_encoder_rate(encoder, a.codec_context.sample_rate or 48000))
+                    # The channel count's default layout (an unordered source layout is refused),
+                    # within what the encoder takes: LAME writes mono or stereo, and the rest is
+                    # mixed down by PyAV's resampler.
+                    channels = int(a.codec_context.channels or 2)
+                    if encoder.name == "libmp3lame":
+                        channels = min(channels, 2)
+                    s.layout = _LAYOUTS.get(channels, "stereo")
+                    s.format = encoder.audio_formats[0].name
                     reencode[a.index] = s
                     notes.append(f"audio stream {a.index} ({name}) re-encoded as {s.codec_context.name}: the container cannot hold {name}")
                 else:
@@ -374,22 +390,30 @@ def _transcode(inp: Any, turn: int, tmp: Path, fmt: str, finder: FaceFinder, mod
                 elif packet.stream.index in amap and packet.dts is not None:
                     packet.stream = amap[packet.stream.index]
                     out.mux(packet)
-                elif packet.stream.index in reencode:
+                elif packet.stream.index in reencode and packet.stream.index not in cut:
                     # No further than the video has come, and AUDIO_AHEAD_S: a few KB of FLAC
                     # silence decode to hours of samples, each one re-encoded (17 s from 33 KB).
+                    # A frame counts for at most a second, whatever rate the file claims (ten
+                    # frames claiming to be 100 s apart stretched the cut past 1,000 s).
                     heard = decoded.setdefault(packet.stream.index, 0.0)
-                    if heard > stats["frames"] / float(rate) + AUDIO_AHEAD_S:
-                        if packet.stream.index not in cut:
-                            cut.add(packet.stream.index)
-                            notes.append(f"audio stream {packet.stream.index} cut where it runs more than "
-                                         f"{AUDIO_AHEAD_S:.0f} s past the video")
+                    if heard > stats["frames"] * min(1.0, 1.0 / float(rate)) + AUDIO_AHEAD_S:
+                        cut.add(packet.stream.index)
+                        notes.append(f"audio stream {packet.stream.index} cut where it runs more than "
+                                     f"{AUDIO_AHEAD_S:.0f} s past the video")
                         continue
                     enc = reencode[packet.stream.index]
-                    for aframe in packet.decode():
-                        decoded[packet.stream.index] += aframe.samples / max(1, int(aframe.sample_rate or 1))
-                        aframe.pts = None  # the encoder numbers samples itself
-                        for p in enc.encode(aframe):
-                            out.mux(p)
+                    try:
+                        for aframe in packet.decode():
+                            decoded[packet.stream.index] += aframe.samples / max(1, int(aframe.sample_rate or 1))
+                            aframe.pts = None  # the encoder numbers samples itself
+                            for p in enc.encode(aframe):
+                                out.mux(p)
+                    except (av.error.FFmpegError, ValueError) as exc:
+                        # The audio alone (a track whose frames change rate part way, which
+                        # PyAV's resampler refuses): the video goes on without the rest of it.
+                        cut.add(packet.stream.index)
+                        notes.append(f"audio stream {packet.stream.index} stopped part way: it could not be "
+                                     f"re-encoded ({exc})")
             settle(0)
         except av.error.FFmpegError as exc:
             # A frame larger than the header says (bound_video_decoder) fails here too: FFmpeg
