@@ -307,3 +307,52 @@ def long_silence_video(path: Path, seconds: float) -> Path:
         for packet in aus.encode(None):
             out.mux(packet)
     return path
+
+
+def _usac_config(elements: int) -> bytes:
+    """An AudioSpecificConfig of AAC USAC (object type 42, 48 kHz) naming `elements` single
+    channel elements on as many output channels (ISO/IEC 23003-3's UsacConfig, bit by bit)."""
+    bits: list[int] = []
+
+    def put(value: int, width: int) -> None:
+        bits.extend((value >> (width - 1 - i)) & 1 for i in range(width))
+
+    def escaped(value: int, *widths: int) -> None:  # escapedValue(nBits1, nBits2, ...)
+        for width in widths:
+            top = (1 << width) - 1
+            put(min(value, top), width)
+            if value < top:
+                return
+            value -= top
+
+    put(31, 5), put(42 - 32, 6), put(3, 4), put(0, 4)  # object type (escaped), 48 kHz, channel config 0
+    put(3, 5), put(1, 3), put(0, 5)  # usacSamplingFrequencyIndex, coreSbrFrameLengthIndex, channel config 0
+    escaped(elements, 5, 8, 16)
+    for i in range(elements):
+        put(i % 32, 5)  # bsOutputChannelPos
+    escaped(elements - 1, 4, 8, 16)
+    for _ in range(elements):
+        put(0, 2), put(0, 1), put(0, 1)  # an SCE: usacElementType, tw_mdct, noiseFilling
+    put(0, 1)  # no config extension
+    bits.extend([0] * (-len(bits) % 8))
+    return bytes(int("".join(map(str, bits[i:i + 8])), 2) for i in range(0, len(bits), 8))
+
+
+def usac_audio_video(path: Path, tracks: int, elements: int = 64) -> Path:
+    """A Matroska file of ten 64x64 H.264 frames and `tracks` AAC tracks whose configuration is
+    AAC USAC with `elements` channel elements: FFmpeg's decoder sets up every one of them when
+    it is opened, about 36 MB a track at 64."""
+    with av.open(str(path), "w", format="matroska") as out:
+        vs = out.add_stream("libx264", rate=30)
+        audio = [out.add_stream("aac", rate=48000, layout="stereo") for _ in range(tracks)]
+        ten_black_frames(out, vs)
+        for s in audio:
+            frame = av.AudioFrame.from_ndarray(np.zeros((2, 1024), np.float32), format="fltp", layout="stereo")
+            frame.sample_rate = 48000
+            for packet in list(s.encode(frame)) + list(s.encode(None)):
+                out.mux(packet)
+    config = _usac_config(elements)
+    # The AAC tracks' CodecPrivate, not the video's (an avcC record, which opens with version 1).
+    path.write_bytes(matroska_rewritten(path.read_bytes(), lambda eid, value: config if eid == 0x63A2
+                                        and value[:1] != b"\x01" else value))
+    return path
