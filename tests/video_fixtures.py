@@ -271,19 +271,25 @@ def matroska_rewritten(data: bytes, fix: Callable[[int, bytes], bytes], start: i
     return bytes(out)
 
 
+def _black_with_quiet_tracks(path: Path, codec: str, tracks: int, samples: int) -> None:
+    """A Matroska file of ten 64x64 H.264 frames and `tracks` stereo tracks in `codec`, each one
+    frame of `samples` silent samples at 48 kHz."""
+    with av.open(str(path), "w", format="matroska") as out:
+        vs = out.add_stream("libx264", rate=30)
+        audio = [out.add_stream(codec, rate=48000, layout="stereo") for _ in range(tracks)]
+        ten_black_frames(out, vs)
+        for s in audio:
+            frame = av.AudioFrame.from_ndarray(np.zeros((2, samples), np.float32), format="fltp", layout="stereo")
+            frame.sample_rate = 48000
+            for packet in list(s.encode(frame)) + list(s.encode(None)):
+                out.mux(packet)
+
+
 def opus_channels_video(path: Path, tracks: int, channels: int = 255) -> Path:
     """A Matroska file of ten 64x64 H.264 frames and `tracks` Opus tracks whose headers
     (OpusHead, in CodecPrivate) claim `channels` channels in as many streams: FFmpeg's Opus
     decoder sets up every one of them when it is opened, about 50 MB a track at 255."""
-    with av.open(str(path), "w", format="matroska") as out:
-        vs = out.add_stream("libx264", rate=30)
-        audio = [out.add_stream("libopus", rate=48000, layout="stereo") for _ in range(tracks)]
-        ten_black_frames(out, vs)
-        for s in audio:
-            frame = av.AudioFrame.from_ndarray(np.zeros((2, 960), np.float32), format="fltp", layout="stereo")
-            frame.sample_rate = 48000
-            for packet in list(s.encode(frame)) + list(s.encode(None)):
-                out.mux(packet)
+    _black_with_quiet_tracks(path, "libopus", tracks, 960)
     head = (b"OpusHead" + struct.pack("<BBHIhB", 1, channels, 312, 48000, 0, 255) + bytes([channels, 0])
             + bytes(range(channels)))
     path.write_bytes(matroska_rewritten(path.read_bytes(), lambda eid, value: head if eid == 0x63A2
@@ -342,15 +348,7 @@ def usac_audio_video(path: Path, tracks: int, elements: int = 64) -> Path:
     """A Matroska file of ten 64x64 H.264 frames and `tracks` AAC tracks whose configuration is
     AAC USAC with `elements` channel elements: FFmpeg's decoder sets up every one of them when
     it is opened, about 36 MB a track at 64."""
-    with av.open(str(path), "w", format="matroska") as out:
-        vs = out.add_stream("libx264", rate=30)
-        audio = [out.add_stream("aac", rate=48000, layout="stereo") for _ in range(tracks)]
-        ten_black_frames(out, vs)
-        for s in audio:
-            frame = av.AudioFrame.from_ndarray(np.zeros((2, 1024), np.float32), format="fltp", layout="stereo")
-            frame.sample_rate = 48000
-            for packet in list(s.encode(frame)) + list(s.encode(None)):
-                out.mux(packet)
+    _black_with_quiet_tracks(path, "aac", tracks, 1024)
     config = _usac_config(elements)
     # The AAC tracks' CodecPrivate, not the video's (an avcC record, which opens with version 1).
     path.write_bytes(matroska_rewritten(path.read_bytes(), lambda eid, value: config if eid == 0x63A2
