@@ -97,7 +97,8 @@ def open_video(fh: IO[bytes], label: str, max_pixels: int, max_streams: int = MA
 def audio_header_problem(stream: Any) -> Optional[str]:
     """Why the audio `stream`'s header is out of bounds, or None: at most MAX_AUDIO_CHANNELS
     channels (an Opus header's own counts of channels and streams too, which its decoder sets
-    up whatever the container says) at most MAX_AUDIO_RATE Hz, no AAC USAC. A track that fails is neither decoded nor
+    up whatever the container says) at most MAX_AUDIO_RATE Hz (FLAC's STREAMINFO too), no AAC
+    USAC. A track that fails is neither decoded nor
     copied (a player of the output would meet it too)."""
     ctx = stream.codec_context
     if ctx is None:
@@ -110,6 +111,11 @@ def audio_header_problem(stream: Any) -> Optional[str]:
         # the streams, each of which the decoder sets up (2 channels in 255 streams: 57 MB).
         channels = max(channels, extra[9], extra[19] if len(extra) > 19 and extra[18] else 0)
     rate = int(ctx.sample_rate or 0)
+    if name == "flac":  # its decoder runs at STREAMINFO's rate and channels, whatever the container says
+        info = extra[8:] if extra[:4] == b"fLaC" else extra
+        if len(info) >= 13:
+            rate = max(rate, (info[10] << 12) | (info[11] << 4) | (info[12] >> 4))
+            channels = max(channels, ((info[12] >> 1) & 7) + 1)
     if channels > MAX_AUDIO_CHANNELS or rate > MAX_AUDIO_RATE:
         return (f"its header claims {channels} channels at {rate} Hz; safeface takes at most {MAX_AUDIO_CHANNELS} "
                 f"channels at {MAX_AUDIO_RATE} Hz")

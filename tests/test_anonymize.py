@@ -1209,6 +1209,30 @@ def _slow_video_with_silence(path: Path, seconds_per_frame: int, audio_seconds: 
     return path
 
 
+def test_a_flac_header_is_judged_by_its_own_rate_not_the_containers(tmp_path: Path) -> None:
+    """FLAC's decoder runs at the rate and channels of its STREAMINFO, whatever the container
+    says: a track whose header claims 655,350 Hz on 8 channels under a Matroska header of
+    48 kHz stereo passed the bound and was decoded at 655 kHz (a review). It is judged by
+    both now, and left out."""
+    src = long_silence_video(tmp_path / "flac.mkv", 2.0)
+
+    def lie(eid: int, value: bytes) -> bytes:
+        if eid != 0x63A2 or value[:4] != b"fLaC":
+            return value
+        info = bytearray(value)
+        rate, channels, bits = 655_350, 8, 16  # STREAMINFO: 20 bits of rate, 3 of channels - 1, 5 of bits - 1
+        info[8 + 10], info[8 + 11] = rate >> 12, (rate >> 4) & 0xFF
+        info[8 + 12] = ((rate & 0xF) << 4) | ((channels - 1) << 1) | ((bits - 1) >> 4)
+        return bytes(info)
+
+    src.write_bytes(matroska_rewritten(src.read_bytes(), lie))
+    with av.open(str(src)) as c:
+        assert c.streams.audio[0].codec_context.sample_rate == 48000  # the container's, as it says
+    report = anonymize_video_file(src, tmp_path / "out.avi", options=AUDIO_OPTS)
+    assert report.frames == 10 and report.audio_streams == 0
+    assert any("claims 8 channels at 655350 Hz" in n for n in report.notes), report.notes
+
+
 def test_a_claimed_frame_rate_does_not_stretch_the_audio_cut(tmp_path: Path) -> None:
     """The cut lets re-encoded audio run AUDIO_AHEAD_S past frames / average_rate, and the
     average rate is the file's to claim. Ten frames claiming to be 30 s apart let 300 s of FLAC
