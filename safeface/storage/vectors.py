@@ -182,6 +182,11 @@ class Outage:
         """Whether a failure has had no answer since (so a request now is a trial)."""
         return self.windows > 0 or (search and self.search_windows > 0)
 
+    def drop_own_trial(self) -> None:
+        """This thread's trial, if it holds one, ends (the caller holds `lock`)."""
+        if self.trial is not None and self.trial[0] == threading.get_ident():
+            self.trial = None
+
     def trial_elsewhere(self, now: float) -> bool:
         """Whether another thread's trial is out (and has not outrun its deadline)."""
         t = self.trial
@@ -310,8 +315,7 @@ class MilvusVectors:
                         o.search_down_until = max(o.down_until, now + _first_window(o.search_windows))
                     else:
                         o.search_down_until = max(o.search_down_until, o.down_until)
-            if o.trial is not None and o.trial[0] == threading.get_ident():
-                o.trial = None
+            o.drop_own_trial()
 
     def refused_lately(self) -> Optional[ConfigError]:
         """Milvus's answer that it is not this store's (hold_off's `refusal`), while its window lasts."""
@@ -368,8 +372,7 @@ class MilvusVectors:
         """This thread's trial ends without an answer (an error not Milvus's): the next request asks."""
         o = self._outage
         with o.lock:
-            if o.trial is not None and o.trial[0] == threading.get_ident():
-                o.trial = None
+            o.drop_own_trial()
 
     @property
     def _api(self) -> Any:
