@@ -201,3 +201,57 @@ def test_a_vector_write_not_sent_beside_a_trial_is_noted_and_written_later(
         fill(a, x[3:4], prefix="m")
         assert a.pending() == {} and a.check_index().consistent
         assert [m.row_id for m in a.search(x[2], "access", k=1)] == [got[0].row_id]
+
+
+def _trial_elsewhere_ends(o: Any, after: float, *, answered: bool) -> threading.Thread:
+    """Another thread's trial is out now, and ends `after` seconds later: Milvus answered it, or
+    it failed (a window opens, as hold_off opens one)."""
+    o.windows, o.trial = 1, (-1, time.monotonic() + 30.0)
+
+    def end() -> None:
+        time.sleep(after)
+        with o.lock:
+            o.trial = None
+            if answered:
+                o.windows = 0
+            else:
+                o.down_until = time.monotonic() + 5.0
+
+    t = threading.Thread(target=end, daemon=True)
+    t.start()
+    return t
+
+
+def test_an_enrolment_arriving_during_a_trial_waits_for_its_answer(
+        setup: Setup, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An enrolment that found another thread asking Milvus whether it was back was refused
+    (AskingAgain, the service's 503), though the answer it needed was a moment away. It waits
+    for the trial; when Milvus answers, it is written."""
+    x = unit_rows(3, seed=361)
+    with setup.open() as a:
+        fill(a, x[:2])
+        ender = _trial_elsewhere_ends(a.vectors._outage, 0.4, answered=True)
+        started = time.monotonic()
+        got = fill(a, x[2:3], prefix="n")
+        ender.join(5)
+        assert time.monotonic() - started >= 0.35
+        assert len(got) == 1 and a.pending() == {} and a.check_index().consistent
+
+
+def test_an_enrolment_waiting_on_a_failed_trial_is_refused_without_asking_again(
+        setup: Setup, monkeypatch: pytest.MonkeyPatch) -> None:
+    """When the trial it waited for fails, the enrolment is refused at once with the window's
+    wait, and sends Milvus nothing: each waiting writer asking a hung Milvus in turn would cost
+    each its deadline."""
+    x = unit_rows(3, seed=371)
+    with setup.open() as a:
+        fill(a, x[:2])
+        asked: list[str] = []
+        client = a.vectors._api
+        for name in ("query", "upsert", "has_collection", "describe_collection", "load_collection"):
+            _counted(monkeypatch, client, name, asked, name)
+        ender = _trial_elsewhere_ends(a.vectors._outage, 0.3, answered=False)
+        with pytest.raises(IndexUnavailable, match="nothing was written. Try again in"):
+            fill(a, x[2:3], prefix="n")
+        ender.join(5)
+        assert asked == [] and len(a) == 2

@@ -793,9 +793,16 @@ class ServerStore:
             raise IndexUnavailable(f"{self.vectors.where} has not answered this store since it opened; nothing was "
                                    "written. Try again once Milvus answers.")
         if self._index_down():
+            # Another thread is asking Milvus whether it is back: its answer decides this
+            # enrolment too (a refusal while it was out sent callers away from a Milvus that
+            # was about to answer).
+            if self.vectors.await_trial() and self._index_down():
+                raise IndexUnavailable(f"{self.vectors.where} did not answer; nothing was written. Try again in "
+                                       f"{max(1, round(self.vectors.window_left()))} s.")
             # Milvus failed a request moments ago: ask it a read once before taking the write
             # lock, so that a hung one keeps this caller waiting out the deadline, not every writer.
-            self.vectors.probe()
+            if self._index_down():
+                self.vectors.probe()
         with self._write_lock.held():
             self.vectors.ensure()  # reachable, and the collection is there
             with self._write():

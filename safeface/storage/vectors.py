@@ -350,6 +350,21 @@ class MilvusVectors:
                                   "process; the records answer meanwhile.")
             o.trial = (threading.get_ident(), now + self.slow_timeout + 1.0)
 
+    def await_trial(self) -> bool:
+        """Wait while another thread's trial is out (Outage), at most until its deadline; True
+        if there was one. A write needs Milvus's answer, which that trial is about to give:
+        waiting for it beats refusing the caller, and beats sending a second request to a
+        Milvus that may hang."""
+        o, waited = self._outage, False
+        while True:
+            with o.lock:
+                now = time.monotonic()
+                if not o.trial_elsewhere(now):
+                    return waited
+                left = o.trial[1] - now if o.trial is not None else 0.0
+            waited = True
+            time.sleep(min(0.05, max(left, 0.001)))
+
     def _answered(self, *, read: bool = False, search: bool = False) -> None:
         """A request answered: any trial ends, and once the window has passed Milvus is
         confirmed (the next outage starts at RETRY_FIRST_S, and requests need no trial); a read
