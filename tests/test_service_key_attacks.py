@@ -93,6 +93,34 @@ def test_a_key_revoked_before_its_liveness_clip_arrives_is_refused(tmp_path: Pat
         assert sf.audit_verify().entries > 0
 
 
+def test_a_key_that_expires_before_its_request_body_arrives_is_refused(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The key's expiry was checked when the headers arrived, never where the call was judged: a
+    holder of a key on its last day held an erasure's body back, and two days later it was
+    judged and allowed under the expired key (with a signed receipt). Expiry is checked again
+    there too, as revocation is."""
+    import datetime as dt
+
+    import safeface.sdk.facade as facade
+    from service_support import in_process_app
+
+    later = [dt.timedelta(0)]
+    real = facade.utc_now
+    monkeypatch.setattr(facade, "utc_now", lambda: real() + later[0])
+    ws = make_workspace(tmp_path / "ws")
+    with open_sf(ws) as sf:
+        info, key = sf.issue_api_key("operator", label="contractor until today", expires=facade.utc_now().date())
+    app = in_process_app(ws.root, tmp_path)
+
+    def two_days_pass() -> None:
+        later[0] = dt.timedelta(days=2)
+
+    body = json.dumps({"subject": "alice"}).encode()
+    assert held_back(app, "/v1/erase", key, body, b"application/json", two_days_pass) == 401
+    with open_sf(ws) as sf:
+        assert not [e for e in sf.audit_entries() if e.operation == "erase" and e.decision == "allowed"]
+
+
 def test_the_consoles_reads_check_the_key_again_when_they_run(tmp_path: Path) -> None:
     """A console page queued behind others runs after its key was revoked: the records, the key
     table and the trusted keys are read as that key, which is checked again there."""

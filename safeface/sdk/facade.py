@@ -1057,8 +1057,11 @@ class SafeFace:
 
     def _recheck_key(self) -> None:
         """Check the caller's API key again where a call is judged: a request's body (an image,
-        a clip) may arrive long after its key was checked, and the key be revoked meanwhile."""
+        a clip) may arrive long after its key was checked, and the key be revoked, or expire,
+        meanwhile (a body held back past the key's last day was judged under it)."""
         if self._key is not None:
+            if self._key.expired(self._clock()):
+                raise AuthenticationError(f"the API key {self._key.key_id} expired on {self._key.expires}.")
             self._key = self._not_revoked(self._key)
             self._actor = key_actor(self._key.key_id, self._key.checked_after)
 
