@@ -64,6 +64,11 @@ TAMPERING = {
     "insert an entry": ["INSERT INTO entries SELECT 7, time, operation, purpose, token_id, basis, subjects, decision, "
                         "rule, note, hash, hash, actor FROM entries WHERE seq = 6"],
     "name another key as the caller": ["UPDATE entries SET actor = 'a1b2c3d4e5f6' WHERE seq = 3"],
+    # The same bytes stored as a BLOB: the chain hashed alike, verify crashed on it (a TypeError,
+    # not the entry named), and the guard's text lookups stopped seeing the entry (a revocation).
+    "store a field as a blob": ["UPDATE entries SET token_id = CAST(token_id AS BLOB) WHERE seq = 3"],
+    "store the decision as a blob": ["UPDATE entries SET decision = CAST(decision AS BLOB) WHERE seq = 2"],
+    "store the subjects as a blob": ["UPDATE entries SET subjects = CAST(subjects AS BLOB) WHERE seq = 2"],
     "insert an entry before the first": ["INSERT INTO entries SELECT 0, time, operation, purpose, token_id, basis, "
                                          "subjects, decision, rule, note, prev, hash, actor FROM entries WHERE seq = 1"],
 }

@@ -409,6 +409,12 @@ class AuditLog:
     def _check_link(r: tuple[Any, ...], prev: str) -> str:
         """The stored hash of entry `r`, once it is shown to follow `prev` and match its fields."""
         seq = r[0]
+        # SQLite keeps the type a value was written with: a field rewritten as a BLOB of the same
+        # bytes hashes alike here but no longer equals the text the guard's lookups ask for.
+        if not isinstance(seq, int) or any(not isinstance(v, str) for v in (r[1], r[2], r[6], r[7], r[11], r[12])) \
+                or any(v is not None and not isinstance(v, str) for v in (r[3], r[4], r[5], r[8], r[9], r[10])):
+            raise IntegrityError(f"audit entry {seq!r} was altered after it was written (a field is not stored as "
+                                 "text).")
         try:
             subjects = tuple(json.loads(r[6]))
         except (TypeError, ValueError):
