@@ -391,6 +391,27 @@ def test_an_erasure_in_a_spelling_enrolment_refuses_reaches_the_usual_spelling(t
             assert sf.audit_verify().entries > 0
 
 
+def test_a_refused_or_empty_erasure_in_an_odd_spelling_does_not_stop_the_next_reaching_the_usual(
+        tmp_path: Path, imgs: Path) -> None:
+    """The usual spelling was skipped whenever any erasure entry named the odd spelling's
+    pseudonym: a kiosk's refused erasure of "ａlice" (its entry names the spellings it asked for),
+    or an earlier erasure that reached alice through the usual spelling and found no row under
+    "ａlice" itself. The operator's next erasure in that spelling then removed 0 templates and
+    alice still verified. Only a removal that took rows of the odd spelling itself counts."""
+    ws = make_workspace(tmp_path / "ws")
+    with open_sf(ws) as sf:
+        sf.enroll(imgs / "obama.jpg", "alice", "demo", consent(ws, "alice"))
+    with open_sf(ws, role="kiosk") as kiosk, pytest.raises(PolicyViolation):
+        kiosk.erase("\uff41lice")
+    for round_ in range(2):  # the second: alice consented and enrolled again after the first erasure
+        with open_sf(ws) as sf:
+            if round_:
+                sf.enroll(imgs / "obama.jpg", "alice", "demo", consent(ws, "alice"))
+            receipt = sf.erase("\uff41lice")
+            assert receipt.templates_removed == 1 and not sf.records(), round_
+            assert sf.audit_verify().entries > 0
+
+
 def test_an_erasure_reaches_the_usual_spelling_only_for_an_id_no_one_is_enrolled_under(
         tmp_path: Path, imgs: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """"Գևորգ" is a spelling enrolment takes (Armenian writes "և" so), and "Գեւորգ" is another

@@ -368,10 +368,16 @@ class AuditLog:
         return False
 
     def names_removed(self, pseudonym: str) -> bool:
-        """Whether an erasure, revocation or purge entry names this subject: someone was enrolled
-        under the pseudonym once, whether or not rows remain."""
-        return bool(self._t.q("SELECT 1 FROM {t}entries WHERE operation IN ('erase', 'revoke', 'purge') AND "
-                              "instr(subjects, ?) > 0 LIMIT 1", (json.dumps(pseudonym),)))
+        """Whether an allowed erasure or revocation of this subject alone removed rows, or a purge
+        removed its rows: someone was enrolled under the pseudonym once. A refused request, or an
+        erasure that found no row, names a spelling without showing anyone was enrolled under it
+        (a refused erasure in a full-width spelling kept a later one from reaching the usual)."""
+        # LIKE with its patterns passed, not instr or GLOB: the same query runs on PostgreSQL (an
+        # empty removal says "rows=-").
+        return bool(self._t.q("SELECT 1 FROM {t}entries WHERE decision = 'allowed' AND ((operation IN ('erase', "
+                              "'revoke') AND subjects = ? AND note LIKE ? AND note NOT LIKE ?) OR "
+                              "(operation = 'purge' AND subjects LIKE ?)) LIMIT 1",
+                              (json.dumps([pseudonym]), "%rows=%", "%rows=-%", "%" + json.dumps(pseudonym) + "%")))
 
     def newest_seq(self, operation: str) -> int:
         """The seq of the newest allowed entry of `operation` (0 for none): one index probe."""
