@@ -199,6 +199,11 @@ class Guard:
         self._evidence = evidence
         self._nonces = nonces
 
+    def trust(self, consent_keys: Mapping[str, Ed25519PublicKey], authority_keys: Mapping[str, Ed25519PublicKey]
+              ) -> None:
+        """Judge by these keys from now on (a trust change recorded since the workspace opened)."""
+        self._consent_keys, self._authority_keys = consent_keys, authority_keys
+
     def _rule(self, concept: str) -> str:
         rule = rule_for(concept, self.deployment.profiles)
         if rule is None:

@@ -44,7 +44,7 @@ from ..workspace.keys import ASSESSMENT_MAC, derived_key, is_demo, receipt_file_
 from ..workspace.passphrase import open_keyring
 from ..workspace.paths import WorkspacePaths
 from ..workspace.session import open_apikeys, open_audit, open_state
-from ..workspace.trust import TrustStore, load_trust
+from ..workspace.trust import OPERATIONS as TRUST_OPERATIONS, TrustStore, load_trust
 from ..workspace.state import PolicyState
 from ..workspace.storecheck import (CONSENT_OF, COMMITTED, TOKEN_ISSUED, UNCOMMITTED, StoreReport, check_store,
                                     key_actor, key_revoked_note, rows_named, session_ended_note)
@@ -139,6 +139,9 @@ class SafeFace:
         self._token_key = keyring.key("pseudonym")
         self._assessment_key = derived_key(keyring, ASSESSMENT_MAC)
         self._trust = trust
+        # The log's last trust change when `trust` was read (_sync_trust).
+        last = audit.last_entry(TRUST_OPERATIONS)
+        self._trust_seq = last.seq if last is not None else 0
         from ..capture.evidence import EvidenceKeys
 
         self._evidence_keys = EvidenceKeys(keyring.key("pseudonym"),
@@ -1208,6 +1211,20 @@ class SafeFace:
                 root._check_assessment(root._deployment)  # `safeface assess` writes the file before its entry
             self._deployment, self._config_digest = root._deployment, root._config_digest
 
+    def _sync_trust(self) -> None:
+        """A trust change recorded since this workspace read its trusted keys (`safeface keys
+        remove` run from another process: a stolen issuer key) takes effect at the next call, as
+        a changed deployment.json does; a running service's workers judged by the keys of their
+        open. One index probe a call. The caller holds the judging lock."""
+        root = self._root
+        last = self._audit.last_entry(TRUST_OPERATIONS)
+        seq = last.seq if last is not None else 0
+        if seq != root._trust_seq:
+            trust = load_trust(self._paths, self._keyring, self._audit)  # MACed, and the store that change made
+            root._guard.trust(trust["consent_issuers"], trust["authorities"])
+            root._trust, root._trust_seq = trust, seq
+        self._trust = root._trust
+
     def _check_assessment(self, deployment: Deployment) -> None:
         """Process only under a sealed assessment that the audit log names last and that covers
         the configuration. `safeface assess` needs the passphrase, seals the section and names it
@@ -1271,6 +1288,7 @@ class SafeFace:
             with self._root._judge_lock:
                 self._recheck_key()
                 self._sync_deployment()
+                self._sync_trust()
                 # Read before judging: a withdrawal whose entry is at or before this point had
                 # changed the policy state already, so the store check can tell a call judged
                 # before a withdrawal (and recorded after it) from one let in despite it.
