@@ -265,3 +265,48 @@ def test_a_large_purge_is_recorded_so_the_store_check_still_holds(tmp_path: Path
         purges = [e for e in sf.audit_entries() if e.operation == "purge"]
         assert len(purges) >= 3 and all(len(e.subjects) <= 90 for e in purges)
         assert sf.verify_store().ok
+
+
+def test_a_signed_token_the_guard_cannot_use_is_refused_on_record(tmp_path: Path, imgs: Path) -> None:
+    """A consent signed by a trusted issuer whose subject no enrolment would take (300
+    characters, a NUL) or whose expiry no calendar holds (year 0) made the guard raise
+    InvalidArgument or a bare ValueError while judging: identify, verify and export left no
+    audit entry at all (the service answered 500). Each is now a refusal (CN-04, or CN-07 for
+    the export's transmit consent) on record."""
+    from policy_support import issued_consent, resigned
+
+    ws = make_workspace(tmp_path / "ws")
+    with open_sf(ws) as sf:
+        _, tok = issued_consent(ws, "placeholder", operations=["verify", "identify", "transmit"])
+        for change in ({"subject": "u" * 300}, {"subject": "alice\x00"},
+                       {"subject": "alice", "issued_at": -10**12, "expires_at": -62135596801}):
+            wire = resigned(ws, tok, **change)
+            for call in (lambda: sf.identify(imgs / "obama.jpg", "demo", wire),
+                         lambda: sf.verify(imgs / "obama.jpg", "alice", "demo", wire),
+                         lambda: sf.export("alice", "demo", "x.example", wire)):
+                before = len(sf.audit_entries())
+                with pytest.raises(PolicyViolation) as refused:
+                    call()
+                assert refused.value.rule in ("CN-04", "CN-07")  # CN-07: export's transmit consent
+                assert len(sf.audit_entries()) == before + 1 and last_call(sf).decision == "refused"
+
+
+def test_an_id_refused_as_a_look_alike_is_on_record(tmp_path: Path, imgs: Path) -> None:
+    """Enrolment refused an id that prints like another ("al\\u200bice", a Cyrillic "а", a
+    full-width "ａ") before its audited call began: the refusal left no entry. It is now made
+    inside the call, and recorded as failed (InvalidArgument), in a batch too."""
+    from policy_support import foreign_consent
+    from safeface import InvalidArgument
+
+    ws = make_workspace(tmp_path / "ws")
+    with open_sf(ws) as sf:
+        for odd in ("al\u200bice", "\u0430lice", "\uff41lice"):
+            before = len(sf.audit_entries())
+            with pytest.raises(InvalidArgument):
+                sf.enroll(imgs / "obama.jpg", odd, "demo", foreign_consent(ws, odd))
+            e = last_call(sf)
+            assert len(sf.audit_entries()) == before + 1 and (e.operation, e.decision) == ("enroll", "failed")
+        before = len(sf.audit_entries())
+        with pytest.raises(InvalidArgument):
+            sf.enroll_many([(imgs / "obama.jpg", "\u0430lice", foreign_consent(ws, "\u0430lice"))], "demo")
+        assert len(sf.audit_entries()) == before + 1 and not sf.records()

@@ -17,7 +17,7 @@ from typing import Any, Callable, Mapping, Optional, Protocol, Sequence
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from ..errors import PolicyViolation, SafeFaceError
+from ..errors import InvalidArgument, PolicyViolation, SafeFaceError
 from .attributes import classify, rule_for_category
 from ..hazmat.templates.pseudonym import same_subject
 from .deployment import Deployment, Purpose
@@ -479,9 +479,13 @@ class Guard:
         if max(t.issued_at, t.not_before or 0) > ts + CLOCK_SKEW_S:
             raise PolicyViolation(rule, "the consent token is not valid yet (issued in the future); check the clocks.")
         if ts >= t.expires_at:
-            when = dt.datetime.fromtimestamp(t.expires_at, dt.timezone.utc).isoformat(timespec="seconds")
-            raise PolicyViolation(rule, f"the consent token expired at {when}; ask the person for a new consent.")
-        pseud = self._pseudonym(t.subject) if t.subject else None
+            raise PolicyViolation(rule, f"the consent token expired at {_shown_time(t.expires_at)}; ask the person "
+                                  "for a new consent.")
+        try:
+            pseud = self._pseudonym(t.subject) if t.subject else None
+        except InvalidArgument as exc:  # signed by a trusted issuer, yet no id enrolment would take
+            raise PolicyViolation(rule, f"the consent token's subject is not a usable id ({exc}); ask its issuer "
+                                  "for a token naming the person as enrolled.") from None
         if self._state.is_revoked(self._token_ref(t.token_id), pseud, t.issued_at):
             raise PolicyViolation(self._rule("withdrawal"), "this consent was withdrawn; processing has stopped and "
                                   "needs a new consent.")
@@ -519,3 +523,11 @@ class Guard:
             raise PolicyViolation(rule, f"the legal basis covers {list(t.operations)} for {list(t.purposes)}, not "
                                   f"{operation} for {purpose!r}.")
         return t
+
+
+def _shown_time(unix: int) -> str:
+    """A token's time for a message: a signed token may carry one no calendar date holds."""
+    try:
+        return dt.datetime.fromtimestamp(unix, dt.timezone.utc).isoformat(timespec="seconds")
+    except (ValueError, OverflowError, OSError):
+        return f"{unix} (Unix seconds)"

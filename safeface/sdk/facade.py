@@ -387,13 +387,13 @@ class SafeFace:
         """Enrol the one face of `image`. `liveness`: the evidence of a passed liveness check, for a
         purpose that requires it (PA-01); a purpose that requires capture quality refuses a poor
         capture naming what to fix (PA-02)."""
-        _check_new_subject(subject)
         now = self._clock()
         pseud = self.pseudonym(subject)
         request = Request(Operation.ENROLL, self._role, now, purpose=purpose, subject=subject, consent=consent,
                           legal_basis=legal_basis, evidence=liveness)
 
         def body(d: Decision) -> tuple[Enrollment, None]:
+            _check_new_subject(subject)  # inside the audited call: a look-alike id refused is on record
             vec = self._embed_single(image, d)
             return self._store(d, [(subject, vec)], now)[0], None
 
@@ -407,13 +407,13 @@ class SafeFace:
                 not isinstance(item, (tuple, list)) or len(item) != 3 for item in items):
             raise InvalidArgument("enroll_many takes a non-empty list of (image, subject, consent token) items.")
         items = [tuple(item) for item in items]  # type: ignore[misc]  # checked above: three each
-        for _, subject, _ in items:
-            _check_new_subject(subject)
         now = self._clock()
         request = Request(Operation.ENROLL, self._role, now, purpose=purpose,
                           batch=tuple(BatchItem(s, c) for _, s, c in items))
 
         def body(d: Decision) -> tuple[list[Enrollment], None]:
+            for _, subject, _ in items:  # inside the audited call, as enroll's
+                _check_new_subject(subject)
             vecs = [(subject, self._embed_single(image, d)) for image, subject, _ in items]
             return self._store(d, vecs, now), None
 
@@ -1302,6 +1302,14 @@ class SafeFace:
         except ConfigError as exc:
             self._append(op, "failed", purpose=request.purpose, subjects=subjects, note=f"ConfigError: {str(exc)[:120]}")
             raise
+        except SafeFaceError as exc:  # an argument or a token the guard could not read (a key already refused above)
+            if not isinstance(exc, AuthenticationError):
+                self._append(op, "failed", purpose=request.purpose, subjects=subjects, note=type(exc).__name__)
+            raise
+        except Exception as exc:
+            self._append(op, "failed", purpose=request.purpose, subjects=subjects,
+                         note=f"guard error: {type(exc).__name__}")
+            raise BackendError(f"{op} could not be judged ({type(exc).__name__}); nothing was done.") from exc
         try:
             result, note = body(decision)
         except PolicyViolation as exc:  # decided again at the write
