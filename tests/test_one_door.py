@@ -310,3 +310,30 @@ def test_an_id_refused_as_a_look_alike_is_on_record(tmp_path: Path, imgs: Path) 
         with pytest.raises(InvalidArgument):
             sf.enroll_many([(imgs / "obama.jpg", "\u0430lice", foreign_consent(ws, "\u0430lice"))], "demo")
         assert len(sf.audit_entries()) == before + 1 and not sf.records()
+
+
+def test_a_purpose_ended_early_identifies_exports_and_keeps_no_one(tmp_path: Path, imgs: Path) -> None:
+    """The operator ended a purpose (an end date of yesterday, assessed): verification was
+    refused, but identification still found the people enrolled before, export still disclosed
+    them, and the purge kept their templates, which carried the expiry of their enrolment. An
+    ended purpose now identifies and exports no one (CN-08), and the purge at open removes its
+    templates."""
+    ws = make_workspace(tmp_path / "ws")
+    with open_sf(ws) as sf:
+        tok = consent(ws, "alice", operations=["enroll", "verify", "identify", "transmit"])
+        sf.enroll(imgs / "obama.jpg", "alice", "demo", tok)
+        sf.enroll(imgs / "biden.jpg", "bob", "demo", consent(ws, "bob"))
+        assert sf.identify(imgs / "obama2.jpg", "demo", tok)
+    yesterday = (dt.datetime.now(dt.timezone.utc).date() - dt.timedelta(days=1)).isoformat()
+    edit_config(ws, lambda raw: raw["purposes"]["demo"].__setitem__("end_date", yesterday))
+    with open_sf(ws) as sf:  # the open purges
+        assert not sf.records()
+        purge = [e for e in sf.audit_entries() if e.operation == "purge"][-1]
+        assert "2 expired template(s) removed" in str(purge.note)
+        for call in (lambda: sf.identify(imgs / "obama2.jpg", "demo", tok),
+                     lambda: sf.export("alice", "demo", "third-party.example", tok),
+                     lambda: sf.verify(imgs / "obama2.jpg", "alice", "demo", tok)):
+            with pytest.raises(PolicyViolation) as refused:
+                call()
+            assert refused.value.rule == "CN-08"
+        assert sf.audit_verify().entries > 0

@@ -258,8 +258,9 @@ class Guard:
 
     def _token_decision(self, op: Operation, p: Purpose, now: dt.datetime, subject: Optional[str],
                         consent: Optional[str], legal_basis: Optional[str]) -> Decision:
-        if op in (Operation.ENROLL, Operation.VERIFY):
-            self.check_purpose_open(p, now)
+        # Identify and export too: a template kept through a grace period after the end (us-bipa),
+        # or enrolled before an end date set early, is kept for its destruction, not for use.
+        self.check_purpose_open(p, now)
         token_op = op.token_operation
         if legal_basis is not None:
             lb = self.legal_basis(legal_basis, p.name, token_op, now)
@@ -415,10 +416,10 @@ class Guard:
         return p
 
     def check_purpose_open(self, p: Purpose, now: dt.datetime) -> None:
-        """An ended purpose enrols and verifies no one (its templates expire at its end)."""
+        """An ended purpose enrols, verifies, identifies and exports no one."""
         if p.end_date is not None and now.date() > p.end_date:
             raise PolicyViolation(self._rule("retention"), f"purpose {p.name!r} ended on {p.end_date.isoformat()}; "
-                                  "nobody can be enrolled or verified for it any more.")
+                                  "nobody can be enrolled, verified, identified or exported for it any more.")
 
     def check_attributes(self, attributes: Sequence[str]) -> tuple[str, ...]:
         """Only technical facts (count, boxes, landmarks, detector scores); any personal attribute

@@ -852,7 +852,7 @@ class SafeFace:
     def _purge_expired(self) -> Optional[ErasureReceipt]:
         now = self._clock()
         with self._gallery.locked():
-            results = self._gallery.purge_expired(now)
+            results = self._gallery.purge_expired(now, ended=self._ended_purposes(now))
             if not results:
                 return None
             rows = [r for res in results for r in res.row_ids]
@@ -875,6 +875,13 @@ class SafeFace:
                                   f"{_vec_note(receipt.vectors, _merged(batch).copies)}")
                 batch = [res] if res is not None else []
         return receipt
+
+    def _ended_purposes(self, now: dt.datetime) -> list[str]:
+        """The purposes whose every template must be gone by `now`: an end date (plus us-bipa's
+        grace) passed. A row enrolled before an end date was set, or brought forward, keeps the
+        expiry it was given; the purge takes it at the end all the same."""
+        dep = self._deployment
+        return [p.name for p in dep.purposes.values() if (end := p.end()) is not None and dep.expiry(p, end) <= now]
 
     def rekey(self) -> dict[str, Any]:
         """Rotate the template transform and seal keys and move every template to them, without

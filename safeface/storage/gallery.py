@@ -570,10 +570,13 @@ class Gallery:
         return ErasureResult(ps.pop() if len(ps) == 1 else None, tuple(r for r, _ in found), len(found),
                              copies=self._copies())
 
-    def purge_expired(self, now: Optional[datetime] = None) -> list[ErasureResult]:
-        """Remove rows whose expiry is at or before `now`; one result per subject."""
+    def purge_expired(self, now: Optional[datetime] = None, *, ended: Sequence[str] = ()) -> list[ErasureResult]:
+        """Remove rows whose expiry is at or before `now`, and every row of the purposes `ended`
+        names (ended since they were enrolled, whatever expiry the row was given); one result per
+        subject."""
         now_us = to_us(now or _now(), "now")
-        found = self._erase("expires_us <= ?", (now_us,))
+        gone = [json.dumps([str(p)]) for p in ended]
+        found = self._erase("expires_us <= ?" + "".join(" OR purposes = ?" for _ in gone), (now_us, *gone))
         by_p: dict[str, list[int]] = {}
         for r, p in found:
             by_p.setdefault(p, []).append(r)

@@ -920,9 +920,11 @@ class ServerStore:
         return ErasureResult(ps.pop() if len(ps) == 1 else None, tuple(sorted(r for r, _ in found)), len(found),
                              vectors)
 
-    def purge_expired(self, now: Optional[datetime] = None) -> list[ErasureResult]:
+    def purge_expired(self, now: Optional[datetime] = None, *, ended: Sequence[str] = ()) -> list[ErasureResult]:
+        """As Gallery.purge_expired."""
         now_us = to_us(now or utc_now(), "now")
-        found, vectors = self._erase("expires_us <= %s", (now_us,))
+        gone = [json.dumps([str(p)]) for p in ended]
+        found, vectors = self._erase("expires_us <= %s" + "".join(" OR purposes = %s" for _ in gone), (now_us, *gone))
         by_p: dict[str, list[int]] = {}
         for r, p in found:
             by_p.setdefault(p, []).append(r)
