@@ -6,7 +6,9 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import re
 import sys
+import time
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -281,4 +283,78 @@ def test_logging_out_ends_the_session_for_every_copy_of_its_cookie(console: dict
     ctx.close()
     ctx, page = login(console, console["op"])  # the key itself still logs in afresh
     assert page.url.endswith("/audit")
+    ctx.close()
+
+
+def _form_token(html: str) -> str:
+    m = re.search(r"name='csrf' value='([^']+)'", html)
+    return m.group(1) if m else ""
+
+
+def _ended_sessions(paths: Any) -> int:
+    """The logouts the audit log records (each one an "apikey" entry)."""
+    with open_sf(paths) as sf:
+        return sum(e.operation == "apikey" and "console session" in (e.note or "") for e in sf.audit_entries())
+
+
+def test_logging_in_and_out_keeps_to_the_keys_rate(console: dict[str, Any]) -> None:
+    """Login and logout were outside the key's rate: a holder of a key that may read the report,
+    at 1 request a second, looped GET /login, POST /login, POST /logout and logged in and out 182
+    times in 6 s, each logout an audit entry and a row of ended sessions, while its pages were
+    answered 429. Now both take from the key's rate as every page does: past it they answer 429,
+    set no cookie and end nothing, and the log grows by no more than the rate allows."""
+    rate = 0.5  # one request every 2 s: a burst of 1
+    with open_sf(console["paths"]) as sf:
+        key = sf.issue_api_key("auditor", label="rate 0.5", rate=rate)[1]
+    before = _ended_sessions(console["paths"])
+    logins: list[int] = []
+    logouts: list[int] = []
+    with httpx.Client(base_url=console["url"], verify=False) as c:
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 4:
+            r = c.post("/login", data={"csrf": _form_token(c.get("/login").text), "api_key": key})
+            logins.append(r.status_code)
+            page = c.get("/audit")  # the logout form's token, when the rate lets the page through
+            logouts.append(c.post("/logout", data={"csrf": _form_token(page.text)} if page.status_code == 200
+                                  else {}).status_code)
+        elapsed = time.monotonic() - t0
+        assert _ended_sessions(console["paths"]) - before <= 1 + rate * elapsed, (logins, logouts)
+        assert 429 in logins and logins.count(303) <= 1 + rate * elapsed, logins
+
+        # A logout with its form's token, past the rate: 429, and the session goes on.
+        time.sleep(1.2 / rate)
+        assert c.post("/login", data={"csrf": _form_token(c.get("/login").text), "api_key": key}).status_code == 303
+        time.sleep(1.2 / rate)
+        page = c.get("/keys")
+        assert page.status_code == 200
+        ended = _ended_sessions(console["paths"])
+        out = c.post("/logout", data={"csrf": _form_token(page.text)})
+        assert out.status_code == 429 and "sf_session" not in out.headers.get("set-cookie", "")
+        assert _ended_sessions(console["paths"]) == ended
+        time.sleep(1.2 / rate)
+        assert c.get("/keys").status_code == 200  # still logged in
+        time.sleep(1.2 / rate)
+        assert c.post("/logout", data={"csrf": _form_token(page.text)}).status_code == 303  # within the rate
+        assert _ended_sessions(console["paths"]) == ended + 1
+
+
+def test_a_logout_without_the_forms_csrf_token_ends_nothing(console: dict[str, Any]) -> None:
+    """POST /logout never read the form's CSRF token: a page on another origin of the same site
+    (another port of the host, a sibling subdomain: SameSite=Strict is per site, not per origin)
+    posted to it with the operator's cookie and the session was ended on the server. Now it is
+    refused (401) as every form without its token is, nothing is recorded, and the session goes
+    on; the console's own Log out button, which carries the token, still ends it."""
+    ctx, page = login(console, console["op"])
+    assert page.url.endswith("/audit")
+    session = {c["name"]: c["value"] for c in ctx.cookies()}["sf_session"]
+    before = _ended_sessions(console["paths"])
+    for form in ({}, {"csrf": ""}, {"csrf": "forged"}):
+        r = httpx.post(console["url"] + "/logout", data=form, cookies={"sf_session": session}, verify=False)
+        assert r.status_code == 401 and "sf_session" not in r.headers.get("set-cookie", ""), form
+    assert _ended_sessions(console["paths"]) == before
+    page.goto(console["url"] + "/keys")
+    assert page.url.endswith("/keys")  # the session still works
+    page.click("nav button:has-text('Log out')")
+    page.wait_for_url("**/login")
+    assert _ended_sessions(console["paths"]) == before + 1
     ctx.close()

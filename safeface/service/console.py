@@ -79,9 +79,13 @@ def build_console(rt: Runtime) -> APIRouter:
         return Session(key, str(cookie), rt.light(lambda sf: sf.csrf_token(cookie)))
 
     async def form_of(request: Request, s: Session) -> dict[str, str]:
+        return await form_with(request, s.csrf)
+
+    async def form_with(request: Request, csrf: str) -> dict[str, str]:
+        """The form, if it carries the CSRF token `csrf`; AuthenticationError (401) else."""
         form = await request.form(max_files=0, max_fields=8) if plain_form(request) else {}
         got = str(form.get("csrf") or "")
-        if not hmac.compare_digest(got.encode(), s.csrf.encode()):
+        if not hmac.compare_digest(got.encode(), csrf.encode()):
             raise AuthenticationError("the form's CSRF token is missing or wrong; reload the page and try again.")
         return {k: str(v) for k, v in form.items()}
 
@@ -132,6 +136,9 @@ def build_console(rt: Runtime) -> APIRouter:
             key, cookie = rt.light(lambda sf: sf.open_session(str(form.get("api_key") or "").strip()))
         except AuthenticationError:
             return RedirectResponse("/login?error=invalid", status_code=303)
+        # The key's rate holds for logins too (429, no cookie): each session opened is one more
+        # logout for the audit log to record.
+        rt.limit(key.key_id, key.rate)
         if not rt.light(lambda sf: sf.acting_as_key(key).may("report")):
             return RedirectResponse("/login?error=role", status_code=303)
         resp = RedirectResponse("/audit", status_code=303)
@@ -142,6 +149,13 @@ def build_console(rt: Runtime) -> APIRouter:
     @router.post("/logout")
     async def logout(request: Request) -> Response:
         cookie = request.cookies.get(SESSION)
+        key = rt.light(lambda sf: live_key(sf, cookie))
+        if key is not None:
+            # A live session is ended only by its own form (a post from another origin of the
+            # site carries the cookie, not the token: 401, nothing ended) and within its key's
+            # rate (429, nothing written): each logout is an audit entry and a key-table row.
+            await form_with(request, rt.light(lambda sf: sf.csrf_token(str(cookie))))
+            rt.limit(key.key_id, key.rate)
         resp: Response = to_login()
         try:
             rt.light(lambda sf: sf.end_session(cookie))  # ended on the server, not only in this browser
@@ -150,6 +164,14 @@ def build_console(rt: Runtime) -> APIRouter:
                         None, 500)
         resp.delete_cookie(SESSION)
         return resp
+
+    def live_key(sf: Any, cookie: Optional[str]) -> Optional[ApiKey]:
+        """The key behind `cookie` if it is a live session (whatever its role may do now), else
+        None: nothing to end (end_session checks again and records only a live one)."""
+        try:
+            return cast(ApiKey, sf.session(cookie))
+        except AuthenticationError:
+            return None
 
     @router.get("/")
     async def root(request: Request) -> Response:
