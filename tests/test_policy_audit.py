@@ -202,3 +202,17 @@ def test_actor_is_chained_and_older_logs_still_verify(tmp_path: Path) -> None:
     sql(path, f"UPDATE entries SET actor = 'ba9876543210' WHERE seq = {e.seq}")
     with pytest.raises(IntegrityError, match="altered"):
         AuditLog(path, KEY).verify()
+
+
+def test_a_keys_revocation_is_looked_up_by_index_however_many_logins_the_log_holds(tmp_path: Path) -> None:
+    """Every key check and console page asks the log whether its key was revoked or its session
+    ended; the lookup scanned every "apikey" entry, so a key holder looping logins and logouts
+    slowed every caller's authentication as the log grew. It is an index probe."""
+    with AuditLog(tmp_path / "a.db", KEY) as log:
+        for i in range(50):
+            log.append("apikey", "allowed", note=f"console session {i:032x} ended")
+        log.append("apikey", "allowed", note="API key 1a2b revoked")
+        assert log.records("apikey", "API key 1a2b revoked") and not log.records("apikey", "API key 9 revoked")
+        plan = log._t.q("EXPLAIN QUERY PLAN SELECT 1 FROM entries WHERE operation = 'apikey' AND "
+                        "decision = 'allowed' AND note = ? LIMIT 1", ("x",))
+        assert any("entries_apikey_notes" in str(step) for step in plan), plan
