@@ -337,3 +337,28 @@ def test_a_purpose_ended_early_identifies_exports_and_keeps_no_one(tmp_path: Pat
                 call()
             assert refused.value.rule == "CN-08"
         assert sf.audit_verify().entries > 0
+
+
+def test_an_erasure_hidden_from_the_change_log_still_reaches_an_open_handle(tmp_path: Path, imgs: Path) -> None:
+    """Another process's erasure reaches an open handle (a service worker) through the store's
+    change log. Deleting the erasure's rows from that log (and setting its counter back) kept the
+    erased person's template in the handle's memory: it went on identifying her after further
+    honest enrolments and erasures. A match is now confirmed against the store's rows; one that
+    is gone makes the handle read the store whole."""
+    ws = make_workspace(tmp_path / "ws")
+    bob = consent(ws, "bob", operations=["enroll", "identify"])
+    with open_sf(ws) as admin:
+        admin.enroll(imgs / "obama.jpg", "alice", "demo", consent(ws, "alice"))
+        admin.enroll(imgs / "biden.jpg", "bob", "demo", bob)
+    with open_sf(ws) as service:
+        alice = service.pseudonym("alice")
+        assert alice in {c.subject for c in service.identify(imgs / "obama2.jpg", "demo", bob)}
+        with open_sf(ws) as admin:
+            admin.erase("alice")
+        with sqlite3.connect(ws.gallery) as db:
+            db.execute("DELETE FROM changes WHERE op = 'delete'")
+            db.execute("UPDATE sqlite_sequence SET seq = (SELECT MAX(seq) FROM changes) WHERE name = 'changes'")
+        with open_sf(ws) as admin:  # honest traffic: the handle sees new changes, none of the erasure
+            admin.enroll(imgs / "obama.jpg", "carol", "demo", consent(ws, "carol"))
+            admin.erase("carol")
+        assert alice not in {c.subject for c in service.identify(imgs / "obama2.jpg", "demo", bob)}

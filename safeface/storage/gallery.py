@@ -712,26 +712,44 @@ class Gallery:
         vec = self._check_embedding(embedding)
         with self._lock:
             self._refresh()
-            allowed, index = self._by_path(self._allowed(purpose, now_us), path)
-            if allowed.size == 0:
-                return []
-            q = self._require_keys().transform.apply(vec).reshape(1, -1)
-            fetch = min(int(allowed.size), 4 * k)
-            while True:
-                scores, ids = index.search(q, fetch, threshold=threshold, allowed=allowed)
-                best: dict[str, Match] = {}
-                hits = 0
-                for s, i in zip(scores[0].tolist(), ids[0].tolist()):
-                    if i < 0:
-                        continue
-                    hits += 1
-                    e = self._entries[i]
-                    if e.pseudonym not in best:
-                        best[e.pseudonym] = Match(e.pseudonym, float(s), int(i), e.token_id)
-                if len(best) >= k or hits < fetch or fetch >= allowed.size:
-                    break
-                fetch = min(int(allowed.size), fetch * 4)
+            found = self._search_locked(vec, purpose, k, threshold, now_us, path)
+            if self._still_stored([m.row_id for m in found]):
+                return found
+            self._reload()  # the change log missed a removal: read the store whole
+            return self._search_locked(vec, purpose, k, threshold, now_us, path)
+
+    def _search_locked(self, vec: np.ndarray, purpose: str, k: int, threshold: Optional[float], now_us: int,
+                       path: Optional[str]) -> list[Match]:
+        allowed, index = self._by_path(self._allowed(purpose, now_us), path)
+        if allowed.size == 0:
+            return []
+        q = self._require_keys().transform.apply(vec).reshape(1, -1)
+        fetch = min(int(allowed.size), 4 * k)
+        while True:
+            scores, ids = index.search(q, fetch, threshold=threshold, allowed=allowed)
+            best: dict[str, Match] = {}
+            hits = 0
+            for s, i in zip(scores[0].tolist(), ids[0].tolist()):
+                if i < 0:
+                    continue
+                hits += 1
+                e = self._entries[i]
+                if e.pseudonym not in best:
+                    best[e.pseudonym] = Match(e.pseudonym, float(s), int(i), e.token_id)
+            if len(best) >= k or hits < fetch or fetch >= allowed.size:
+                break
+            fetch = min(int(allowed.size), fetch * 4)
         return sorted(best.values(), key=lambda m: -m.score)[:k]
+
+    def _still_stored(self, row_ids: Sequence[int]) -> bool:
+        """Whether every row a result names is in the store now. Other processes' removals reach
+        this handle through the change log; one whose entries were deleted by hand would leave
+        an erased person matchable here for as long as the handle lives. One index probe a row."""
+        if not row_ids:
+            return True
+        marks = ",".join("?" * len(row_ids))
+        got = self._db().execute(f"SELECT COUNT(*) FROM rows WHERE row_id IN ({marks})", [int(r) for r in row_ids])
+        return int(got.fetchone()[0]) == len(set(row_ids))
 
     def verify(self, subject_id: str, embedding: np.ndarray, purpose: str,
                now: Optional[datetime] = None, *, path: Optional[str] = None) -> Optional[float]:
@@ -744,12 +762,18 @@ class Gallery:
         p = self.pseudonym(subject_id)
         with self._lock:
             self._refresh()
-            allowed, index = self._by_path(self._allowed(purpose, now_us, pseudonym=p), path)
-            if allowed.size == 0:
-                return None
-            q = self._require_keys().transform.apply(vec).reshape(1, -1)
-            scores, ids = index.search(q, 1, allowed=allowed)
-            return float(scores[0, 0]) if ids[0, 0] >= 0 else None
+            for last in (False, True):
+                allowed, index = self._by_path(self._allowed(purpose, now_us, pseudonym=p), path)
+                if allowed.size == 0:
+                    return None
+                q = self._require_keys().transform.apply(vec).reshape(1, -1)
+                scores, ids = index.search(q, 1, allowed=allowed)
+                if ids[0, 0] < 0:
+                    return None
+                if last or self._still_stored([int(ids[0, 0])]):  # as search's
+                    return float(scores[0, 0])
+                self._reload()
+            return None  # not reached
 
     def may_hold(self, path: Optional[str], purpose: str, now: Optional[datetime] = None, *,
                  subject_id: Optional[str] = None) -> bool:
