@@ -362,3 +362,33 @@ def test_an_erasure_hidden_from_the_change_log_still_reaches_an_open_handle(tmp_
             admin.enroll(imgs / "obama.jpg", "carol", "demo", consent(ws, "carol"))
             admin.erase("carol")
         assert alice not in {c.subject for c in service.identify(imgs / "obama2.jpg", "demo", bob)}
+
+
+@pytest.mark.parametrize("how", ["deleted, counter set back", "older copy restored"])
+def test_a_lost_row_stays_named_after_the_next_enrolment(tmp_path: Path, imgs: Path, how: str) -> None:
+    """The store's row counter is a table anyone with the file can edit, and an older copy of
+    the store carries an older one: the next honest enrolment took the lost row's id, and the
+    log's two entries naming that id explained the one row, so the check passed. The counter is
+    now raised past every id the log named before an enrolment (recorded), and the lost row
+    stays named."""
+    ws = make_workspace(tmp_path / "ws")
+    with open_sf(ws) as sf:
+        sf.enroll(imgs / "obama.jpg", "alice", "demo", consent(ws, "alice"))
+        if how == "older copy restored":
+            sf.close()
+            _copy_db(ws.gallery, tmp_path / "older.db")
+            sf = open_sf(ws)
+        bob = sf.enroll(imgs / "biden.jpg", "bob", "demo", consent(ws, "bob"))
+        sf.close()
+    if how == "older copy restored":
+        _restore_db(tmp_path / "older.db", ws.gallery)
+    else:
+        with sqlite3.connect(ws.gallery) as db:
+            db.execute("DELETE FROM rows WHERE row_id = ?", (bob.row_id,))
+            db.execute("UPDATE sqlite_sequence SET seq = ? WHERE name = 'rows'", (bob.row_id - 1,))
+    with open_sf(ws) as sf:
+        carol = sf.enroll(imgs / "obama2.jpg", "carol", "demo", consent(ws, "carol"))
+        assert carol.row_id > bob.row_id
+        assert any(e.operation == "store-counter" for e in sf.audit_entries())
+        report = sf.verify_store()
+        assert any(f"row {bob.row_id} was enrolled (audit) but is missing" in p for p in report.problems)

@@ -268,6 +268,20 @@ class SafeFace:
                      "commits): nothing was stored, nothing acknowledged")
         self._gallery.skip_ids(lost[-1])
 
+    def _ids_past_the_log(self) -> None:
+        """Before an enrolment, under the store's write lock: the store hands out no row id the
+        log already named. Ids only grow, so the newest enrolment entry names the highest. A store
+        restored from an older copy, or its counter set back by hand, gave a new row the id of one
+        it had lost, and the log's entries for the two then explained each other; the counter is
+        raised past them, and that is recorded (the lost row stays missing, and named)."""
+        newest = next(self._audit.newest_first(("enroll",)), None)
+        top = max(rows_named(newest.note), default=0) if newest is not None else 0
+        if top and self._gallery.never_committed([top]):
+            self._gallery.skip_ids(top)
+            self._append("store-counter", "allowed", note=f"the store's row counter stood below row {top}, which "
+                         f"audit entry {newest.seq if newest else 0} named: raised past it (the store was restored "
+                         "from an older copy or its counter set back by hand)")
+
     def close(self) -> None:
         if self._is_view:  # the workspace belongs to the object the view was made from
             return
@@ -1411,6 +1425,7 @@ class SafeFace:
             # could read the whole log; settling again finds nothing and the next mark ends it.)
             if self._audit.newest_seq("enroll") > self._audit.newest_seq(COMMITTED):
                 self._settle_locked()
+            self._ids_past_the_log()
             stored = self._gallery.add_many(rows, decide=decide, before_commit=before_commit)
             self._append(COMMITTED, "allowed", note=f"rows={','.join(str(g.row_id) for g in stored)}; stored")
             # Under the store's lock, which erasure holds while it forgets the subject: written

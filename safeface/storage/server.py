@@ -1303,7 +1303,13 @@ class ServerStore:
         return [i for i in wanted if i not in present]
 
     def skip_ids(self, upto: int) -> None:
-        """Nothing to do: the row id sequence never hands out an id twice, committed or not."""
+        """Never hand out row ids up to `upto`, and count them as used: the row id sequence never
+        hands out an id twice on its own, but a sequence or ceiling set back by hand would."""
+        with self._write():
+            self._conn.execute(f"SELECT setval(pg_get_serial_sequence('{self._ns}.rows', 'row_id'), "
+                               f"GREATEST(%s, nextval(pg_get_serial_sequence('{self._ns}.rows', 'row_id'))))",
+                               (int(upto),))
+            self._raise_ceiling(int(upto))
 
     def has_subject(self, subject_id: str) -> bool:
         return bool(self._sql("SELECT 1 FROM {ns}.rows WHERE pseudonym = %s LIMIT 1", (self.pseudonym(subject_id),)))
