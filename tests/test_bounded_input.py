@@ -220,7 +220,8 @@ LOOK_ALIKES = {"\u0430lice": "CYRILLIC SMALL LETTER A", "bob-\u03bf": "GREEK SMA
                "EMP-\u1040\u104042": "MYANMAR DIGIT ZERO", "Jos\u00e9\u0301": "COMBINING ACUTE ACCENT",
                "Mar\u0131\u0301a": "COMBINING ACUTE ACCENT", "Louis \u0425\u0406\u0474": "CYRILLIC",
                "\ua731am": "SMALL CAPITAL S", "\ua4d9.Smith": "LISU", "user\u02d0123": "TRIANGULAR COLON",
-               "\u0628\u200c\u0712": "ARABIC LETTER BEH", "Th\u1ecb\u0307 Lan": "COMBINING DOT ABOVE"}  # a non-joiner taken as spelling splits no word
+               "\u0628\u200c\u0712": "ARABIC LETTER BEH", "Th\u1ecb\u0307 Lan": "COMBINING DOT ABOVE",
+               "alice  smith": "two spaces in a row"}  # a page shows them as one  # a non-joiner taken as spelling splits no word
 # Honest ids: one script a word, accents, other scripts, digits, the ʻokina, Armenian's և.
 HONEST = ("\u0418\u0432\u0430\u043d", "\u674e\u96f7", "Jos\u00e9", "Zo\u00eb van Dijk", "EMP-0042 \u0414\u043c\u0438\u0442\u0440\u0438\u0439",
           "\u03a3\u03bf\u03c6\u03af\u03b1 Garc\u00eda", "\u0438\u0432\u0430\u043d@example.com", "Nguy\u1ec5n V\u0103n Th\u00e0nh",
@@ -373,7 +374,7 @@ def test_an_id_that_prints_as_an_enrolled_one_enrols_no_one(tmp_path: Path, imgs
 
 @pytest.mark.parametrize("asked,enrolled", [("\uff41lice", "alice"), ("Jos\u00e9\u00a0Mar\u00eda", "Jos\u00e9 Mar\u00eda"),
                                             ("\u5c71\u7530\u3000\u592a\u90ce", "\u5c71\u7530 \u592a\u90ce"),
-                                            ("bob\u200b", "bob")])
+                                            ("bob\u200b", "bob"), ("alice  smith", "alice smith")])
 def test_an_erasure_in_a_spelling_enrolment_refuses_reaches_the_usual_spelling(tmp_path: Path, imgs: Path,
                                                                               asked: str, enrolled: str) -> None:
     """Enrolment refused the source system's spelling and the person was enrolled as usually

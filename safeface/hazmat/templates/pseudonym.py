@@ -69,6 +69,8 @@ def new_subject_problem(subject_id: object) -> Optional[str]:
     space = other_space(s)
     if space is not None:
         return f"the subject id holds {describe(space)}, a space other than the plain one: {why}, with plain spaces."
+    if "  " in s:  # a page shows two spaces as one ("alice  smith" beside "alice smith")
+        return f"the subject id holds two spaces in a row: {why}, with single spaces between words."
     words = spelling_joiners_dropped(s)  # a joiner taken as spelling splits no word
     mixed = mixed_word(words)
     if mixed is not None:
@@ -103,7 +105,7 @@ def usual_spelling(subject_id: object) -> Optional[str]:
     if new_subject_problem(s) is None:
         return None
     plain = unicodedata.normalize("NFKC", "".join(c for c in s if hidden_char(c) is None))
-    plain = "".join(" " if unicodedata.category(c) == "Zs" else c for c in plain)
+    plain = " ".join(w for w in "".join(" " if unicodedata.category(c) == "Zs" else c for c in plain).split(" ") if w)
     try:
         usual = normalize_subject(plain)
     except InvalidArgument:  # nothing but invisible characters
