@@ -4,7 +4,11 @@ Private spaces (CN-15): no face recognition in toilets, baths, changing rooms, h
 like. The catalogue holds this rule only under cn-2025, but no profile permits it (GDPR 9 and BIPA
 have no exemption that would make a camera in a toilet lawful), so it applies to all of them.
 Location names are compared after normalisation, so "Changing Room", "changing_rooms" and
-fullwidth "Ｃｈａｎｇｉｎｇ Ｒｏｏｍ" are all the same place.
+fullwidth "Ｃｈａｎｇｉｎｇ Ｒｏｏｍ" are all the same place; so are names that only print as one
+(lookalike.skeletons): "Rеstroom" with a Cyrillic е, "Hotel rοom" with a Greek ο, "R00M" with
+zeros. A location word that mixes scripts, or a word of another script drawn only in Latin
+shapes beside Latin words, is refused outright (check_location_names): such a name says one
+thing to a reader and another to any list of words.
 
 Minors (CN-06): a child's consent must come from a parent or guardian under every profile; the
 age differs: 14 (cn-2025, Measures art. 7), 16 (eu, GDPR 8, which lets a member state choose
@@ -15,7 +19,10 @@ from __future__ import annotations
 
 import datetime as dt
 import unicodedata
-from typing import Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence
+
+from ...errors import ConfigError
+from ...lookalike import describe, latin_lookalike_word, mixed_word, script_of, skeletons
 
 # Singular forms (plurals are reduced before comparing), matched as whole words however they are
 # spaced: "rest room" is "restroom".
@@ -57,22 +64,72 @@ def normalize_location(name: object) -> str:
     return "-".join(location_words(name, singular=False))
 
 
+_COMPACT = {"".join(t.split()): t for t in PRIVATE_SPACES}
+_LONGEST = max(len(t.split()) for t in PRIVATE_SPACES) + 1  # "rest room", "public bath house"
+# The catalogue as each of the two readings of skeletons draws it (by capitals, by small letters):
+# a letter's two cases pass for different Latin letters (Cyrillic "Т" for T, "т" for none).
+_DRAWN = tuple({skeletons(k)[reading]: t for k, t in _COMPACT.items()} for reading in (0, 1))
+
+
+def _catalogued(words: Sequence[str], catalogue: Mapping[str, str]) -> Optional[str]:
+    # Word runs written together: "changing room", "changingroom" and "changing-room" alike.
+    for i in range(len(words)):
+        for n in range(1, _LONGEST + 1):
+            if i + n <= len(words) and "".join(words[i:i + n]) in catalogue:
+                return catalogue["".join(words[i:i + n])]
+    return None
+
+
 def private_space(*names: object) -> Optional[str]:
-    """The private space that one of `names` (location class, kind, ...) names, or None."""
-    compact = {"".join(t.split()): t for t in PRIVATE_SPACES}
-    longest = max(len(t.split()) for t in PRIVATE_SPACES) + 1  # "rest room", "public bath house"
+    """The private space that one of `names` (location class, kind, ...) names, or None: as
+    written, or as it prints, each word read by skeletons (then made singular), so that a
+    look-alike letter of another script, or a digit drawn as a letter, hides nothing."""
     for name in names:
-        words = location_words(name)
-        # Word runs written together: "changing room", "changingroom" and "changing-room" alike.
-        for i in range(len(words)):
-            for n in range(1, longest + 1):
-                if i + n <= len(words) and "".join(words[i:i + n]) in compact:
-                    return compact["".join(words[i:i + n])]
+        found = _catalogued(location_words(name), _COMPACT)
+        plain = location_words(name, singular=False)
+        for reading, catalogue in enumerate(_DRAWN):
+            found = found or _catalogued([_singular(skeletons(w)[reading]) for w in plain], catalogue)
+        if found:
+            return found
         text = unicodedata.normalize("NFKC", str(name or ""))
         for term in PRIVATE_SPACES_ZH:
             if term in text:
                 return term
     return None
+
+
+def check_location_names(location: Mapping[str, Any]) -> None:
+    """Raise ConfigError when location.class or location.kind holds a word that prints as
+    another: letters of scripts not written together mixed in one word ("Rеstroom" with a
+    Cyrillic е), or, beside Latin words, a word of another script made only of letters drawn as
+    Latin ones ("Hotel ѕаunа"). A name wholly in another script ("Туалет", "Σάουνα") is its own
+    and passes."""
+    for field in ("class", "kind"):
+        value = location.get(field)
+        text = unicodedata.normalize("NFKC", value if isinstance(value, str) else str(value or ""))
+        mixed = mixed_word(text)
+        if mixed is not None:
+            word, scripts = mixed
+            named = " and ".join(s.title() for s in scripts)
+            raise ConfigError(f"location.{field} {text!r}: the word {word!r} mixes {named} letters "
+                              f"({describe(_odd_letter(word, scripts))}), so it prints as a word it is not; write it "
+                              f"in one script.")
+        drawn = latin_lookalike_word(text)
+        if drawn is not None:
+            first = next(c for c in drawn if script_of(c) is not None)
+            raise ConfigError(f"location.{field} {text!r}: the word {drawn!r} is written in "
+                              f"{str(script_of(first)).title()} letters drawn as Latin ones ({describe(first)}) beside "
+                              f"Latin words; write it in Latin letters.")
+
+
+def _odd_letter(word: str, scripts: Sequence[str]) -> str:
+    """The letter to name for a word of mixed scripts: the first not in Latin when Latin is among
+    them, else the first of the script with the fewest letters."""
+    if "LATIN" in scripts:
+        return next(c for c in word if script_of(c) not in (None, "LATIN"))
+    counts = {s: sum(script_of(c) == s for c in word) for s in scripts}
+    fewest = min(scripts, key=lambda s: counts[s])
+    return next(c for c in word if script_of(c) == fewest)
 
 
 def guardian_age(profiles: Sequence[str], eu_age: int = GUARDIAN_AGES["eu"]) -> int:
@@ -104,4 +161,4 @@ def guardian_problem(age_limit: int, birth_date: Optional[str], guardian: Option
 
 
 __all__ = ["PRIVATE_SPACES", "PRIVATE_SPACES_ZH", "GUARDIAN_AGES", "EU_GUARDIAN_AGES", "location_words",
-           "normalize_location", "private_space", "guardian_age", "age_on", "guardian_problem"]
+           "normalize_location", "private_space", "check_location_names", "guardian_age", "age_on", "guardian_problem"]

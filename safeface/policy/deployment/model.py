@@ -3,6 +3,11 @@ assessment, and under which policy profiles. Read from the workspace's ``deploym
 
 This module reads and holds the configuration; validation.py judges it (a deployment with any
 failing enforced rule cannot process); samples.py writes the blank and demo configurations.
+
+Fields are read as JSON writes them, never coerced: a flag is true or false, a list is a list
+of strings, a number of days a whole number. Coercion reads "false" as true, and the string
+"none" as the four alternatives n, o, n, e; a field written otherwise is refused (ConfigError)
+with what to write instead.
 """
 
 from __future__ import annotations
@@ -87,23 +92,23 @@ class Deployment:
             _check_purpose_name(name, folded)
             if not isinstance(p, Mapping):
                 raise ConfigError(f"purpose {name!r} must be an object.")
-            try:
-                retention = int(p.get("retention_days") or 0)
-            except (TypeError, ValueError, OverflowError):
-                raise ConfigError(f"purpose {name!r}: retention_days must be a whole number of days.") from None
+            what = f"purposes.{name}"
             capture_quality = _required(p.get("capture_quality"), f"purpose {name!r} capture_quality")
             purposes[str(name)] = Purpose(
-                name=str(name), description=str(p.get("description") or ""),
-                necessity=str(p.get("necessity") or ""), retention_days=retention,
+                name=str(name), description=_text(p.get("description"), f"{what}.description"),
+                necessity=_text(p.get("necessity"), f"{what}.necessity"),
+                retention_days=_whole(p.get("retention_days"), f"{what}.retention_days", "days"),
                 end_date=_date(p.get("end_date"), f"purpose {name!r} end_date"),
-                public_safety=bool(p.get("public_safety", False)),
-                alternatives=tuple(str(a) for a in (p.get("alternatives") or []) if str(a).strip()),
+                public_safety=_flag(p.get("public_safety"), f"{what}.public_safety"),
+                alternatives=tuple(a for a in _strings(p.get("alternatives"), f"{what}.alternatives",
+                                                       '["PIN code at the counter"]') if a.strip()),
                 mandatory_by_law=_provision(p.get("mandatory_by_law")),
                 liveness=_required(p.get("liveness"), f"purpose {name!r} liveness"),
                 capture_quality=capture_quality,
                 quality=_quality(p.get("quality"), capture_quality, f"purpose {name!r}"),
             )
         method = str((raw.get("matching") or {}).get("method") or "dlib-resnet-128")
+        _check_sections(raw)
         return cls(raw=dict(raw), profiles=profiles, purposes=purposes, method=method)
 
     @classmethod
@@ -332,6 +337,64 @@ def _check_purpose_name(name: Any, folded: dict[str, str]) -> None:
     if key in folded:
         raise ConfigError(f"purpose names {folded[key]!r} and {name!r} differ only in case; use one name.")
     folded[key] = name
+
+
+def _check_sections(raw: Mapping[str, Any]) -> None:
+    """The flags, lists and numbers outside the purposes, checked as they are written, so that
+    every reader of the raw sections (validation, the guard, the report) sees what they say."""
+    location, bipa, accessibility = (raw.get(k) for k in ("location", "bipa", "accessibility"))
+    if isinstance(location, Mapping):
+        _flag(location.get("signage_attested"), "location.signage_attested")
+    if isinstance(bipa, Mapping):
+        _flag(bipa.get("texas"), "bipa.texas")
+        _whole(bipa.get("grace_days_after_purpose"), "bipa.grace_days_after_purpose", "days")
+    if isinstance(accessibility, Mapping):
+        _flag(accessibility.get("attested"), "accessibility.attested")
+    roles = raw.get("roles")
+    if roles is not None and not isinstance(roles, Mapping):
+        # Read as no section at all, a list of roles would be one operator allowed everything.
+        raise ConfigError(f"roles must be an object naming each role's operations, e.g. {{\"kiosk\": [\"verify\"]}}, "
+                          f"not {roles!r}.")
+    for role, ops in (roles or {}).items():
+        _strings(ops, f"roles.{role}", '["verify", "identify"]')
+
+
+def _flag(value: Any, what: str) -> bool:
+    """A true/false field; absent or null is false. bool() would take the string "false" as true."""
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise ConfigError(f"{what} must be true or false, written without quotes (a JSON boolean), not {value!r}.")
+    return value
+
+
+def _strings(value: Any, what: str, example: str) -> tuple[str, ...]:
+    """A list of strings; absent or null is none. tuple() would make "none" four entries."""
+    if value is None:
+        return ()
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"{what} must be a list of strings, e.g. {example} ([] for none), not {value!r}.")
+    return tuple(value)
+
+
+def _text(value: Any, what: str) -> str:
+    """A text field; absent or null is empty. str() would take a list or true as a rationale."""
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise ConfigError(f"{what} must be text in quotes, not {value!r}.")
+    return value
+
+
+def _whole(value: Any, what: str, unit: str) -> int:
+    """A whole number; absent or null is 0 (which validation judges where it matters). A string,
+    a fraction or true is refused: int() reads "30" and true as numbers and cuts 30.9 to 30."""
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+            or value != int(value):
+        raise ConfigError(f"{what} must be a whole number of {unit}, written without quotes, not {value!r}.")
+    return int(value)
 
 
 def _provision(value: Any) -> Optional[str]:

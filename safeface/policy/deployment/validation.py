@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Callable, Optional
 
 from ...errors import ConfigError
 from ..rules import rule_for
-from .floors import normalize_location, private_space
+from .floors import check_location_names, normalize_location, private_space
 from .model import (ALL_OPERATIONS, ASSESSMENT_REVIEW_DAYS, CN_MAX_FILING_THRESHOLD, LOCATION_CLASSES,
                     MAX_RETENTION_DAYS, NOTICE_FIELDS, TEXAS_MAX_GRACE_DAYS, _date)
 
@@ -39,9 +39,10 @@ def findings(dep: "Deployment", today: dt.date) -> list[Finding]:
     cls_ = normalize_location(loc.get("class"))
     kind = str(loc.get("kind") or "")
     private = private_space(loc.get("class"), kind)
+    # A name that prints as another could hide a private space the catalogue does not draw.
     add("private-space",
         f"the location ({kind or loc.get('class')}) is a private space ({private}); face recognition may not be "
-        "installed there at all." if private else None,
+        "installed there at all." if private else _error_of(lambda: check_location_names(loc)),
         "the location is not a private space.")
     problem = None
     if not private and cls_ not in LOCATION_CLASSES:
@@ -83,7 +84,7 @@ def findings(dep: "Deployment", today: dt.date) -> list[Finding]:
             problem = "BIPA 15(a) needs a public written retention schedule: set bipa.retention_schedule_url."
         out.append(Finding("US-01", problem is None, problem or "public retention schedule published."))
         grace = int(dep.bipa.get("grace_days_after_purpose") or 0)
-        texas = bool(dep.bipa.get("texas"))
+        texas = dep.bipa.get("texas") is True  # a flag, checked as written when read (model._flag)
         limit = TEXAS_MAX_GRACE_DAYS if texas else None
         add("texas", f"bipa.grace_days_after_purpose is {grace}; Texas allows at most {limit} days after the "
             "purpose ends." if limit is not None and grace > limit else None,
