@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import re
 import sys
 from pathlib import Path
 from typing import Any, Callable
@@ -395,3 +396,141 @@ def test_purpose_names_in_one_script_load() -> None:
 
     assert {"demo", "门禁", "контроль доступа", "access control", "staff-entry.v2", "门禁A区", "IDカード認証",
             "Giriş nəzarəti"} <= set(deployment(edit=add).purposes)
+
+
+# -- look-alike letters in a location name ------------------------------------------------------
+LOOKALIKE_PRIVATE = {"R\u0435stroom": "restroom",  # Cyrillic е
+                     "Changing r\u043eom": "changing room",  # Cyrillic о
+                     "Hotel r\u03bfom": "hotel room",  # Greek ο
+                     "\u0422oilets": "toilet",  # Cyrillic Т
+                     "W\u0421": "wc",  # Cyrillic С
+                     "\u0405\u0430un\u0430": "sauna"}  # Cyrillic Ѕ and а
+
+
+@pytest.mark.parametrize("name", sorted(LOOKALIKE_PRIVATE))
+def test_a_private_space_spelt_with_look_alike_letters_is_still_refused(make_guard, issuer, name) -> None:
+    """An operator spells a private space with one Cyrillic or Greek letter that prints as the
+    Latin one ("Rеstroom"), as location.kind or class: it used to miss the catalogue, so the
+    assessment was recorded and enrolment allowed. Now the word is read as it prints (CN-15),
+    and a word mixing scripts is named with the letter that does not belong."""
+    assert private_space(name) == LOOKALIKE_PRIVATE[name]
+    for field in ("class", "kind"):
+        dep = deployment(edit=lambda r: r["location"].__setitem__(field, name))
+        assert "CN-15" in failing(dep), (name, field)
+        refused("CN-15", lambda: make_guard(dep).authorize("enroll", "demo", NOW, subject="alice",
+                                                           consent=token(issuer, dep)))
+
+
+@pytest.mark.parametrize("name,hidden", [("Hotel R00M", "hotel room"),  # zeros for the o's
+                                         ("\u0422\u041e\u0406\u04c0\u0415\u0422\u0405", "toilet"),  # all Cyrillic
+                                         ("\u051c\u0421", "wc")])  # Cyrillic Ԝ and С
+def test_a_private_space_written_wholly_in_look_alike_letters_is_refused(name, hidden) -> None:
+    """A name in which every letter is drawn as a Latin one, of one script ("ТОІӀЕТЅ" in
+    Cyrillic) or with digits for letters ("R00M"), mixes nothing, but prints as a private space:
+    it is read as the Latin word it shows."""
+    assert private_space(name) == hidden
+    message = failing(deployment(edit=lambda r: r["location"].__setitem__("kind", name)))["CN-15"]
+    assert f"private space ({hidden})" in message
+
+
+@pytest.mark.parametrize("name,letter", [("L\u043ebby", "U+043E CYRILLIC SMALL LETTER O"),
+                                         ("Office \u0455\u0430\u0441\u0435", "U+0455 CYRILLIC SMALL LETTER DZE"),
+                                         ("p\u0433emises", "U+0433 CYRILLIC SMALL LETTER GHE")])
+def test_a_location_word_that_mixes_scripts_is_refused_naming_the_letter(make_guard, issuer, name, letter) -> None:
+    """A location name that prints as another without naming a catalogued place ("Lоbby" with a
+    Cyrillic о) could hide one the catalogue does not draw: CN-15 refuses it and names the
+    letter, so the operator sees what to rewrite."""
+    from safeface.policy.deployment.floors import check_location_names
+
+    with pytest.raises(ConfigError, match=re.escape(letter)):
+        check_location_names({"kind": name})
+    dep = deployment(edit=lambda r: r["location"].__setitem__("kind", name))
+    assert letter in failing(dep)["CN-15"]
+    refused("CN-15", lambda: make_guard(dep).authorize("verify", "demo", NOW, subject="alice",
+                                                       consent=token(issuer, dep)))
+
+
+@pytest.mark.parametrize("name", ["\u0422\u0443\u0430\u043b\u0435\u0442 \u21162",  # Russian "toilet" No. 2
+                                  "\u03a3\u03ac\u03bf\u03c5\u03bd\u03b1",  # Greek "sauna"
+                                  "\u041f\u0440\u0438\u0451\u043c\u043d\u0430\u044f", "office lobby", "Hotel lobby"])
+def test_a_location_name_in_one_script_is_not_refused_for_its_script(name) -> None:
+    """A genuine word wholly in Cyrillic or Greek is its own name: no letter of it is refused for
+    its script (the catalogue is of English and Chinese names)."""
+    from safeface.policy.deployment.floors import check_location_names
+
+    check_location_names({"class": "premises", "kind": name})
+    assert "CN-15" not in failing(deployment(edit=lambda r: r["location"].__setitem__("kind", name)))
+
+
+# -- flags and lists read as JSON writes them --------------------------------------------------
+def public_place(public_safety: Any) -> Callable[[dict[str, Any]], None]:
+    def edit(r: dict[str, Any]) -> None:
+        r["location"] = {"class": "public-place", "capture_area": "station concourse", "signage_attested": True}
+        r["purposes"]["demo"]["public_safety"] = public_safety
+    return edit
+
+
+@pytest.mark.parametrize("value", ["false", "no", "0", "", 0, 1, "true", [], {}])
+def test_public_safety_must_be_a_json_boolean(value) -> None:
+    """A marketing purpose in a public place writes "public_safety": "false": bool() counted the
+    string as true, so CN-14 (public places serve public safety only) passed. Now any value but
+    true or false is refused when the deployment is read, naming the field."""
+    with pytest.raises(ConfigError, match=r"purposes\.demo\.public_safety must be true or false"):
+        deployment(edit=public_place(value))
+    assert "CN-14" in failing(deployment(edit=public_place(False)))
+    assert "CN-14" not in failing(deployment(edit=public_place(True)))
+
+
+@pytest.mark.parametrize("value", ["none", "PIN code", "staff check", [1], [None], {"pin": True},
+                                   ["PIN", 2], True])
+def test_alternatives_must_be_a_list_of_strings(value) -> None:
+    """"alternatives": "none" became ('n', 'o', 'n', 'e'), four alternatives, so CN-11 (a
+    non-biometric alternative for people who refuse) passed for a purpose that has none. Now
+    only a list of strings is read; anything else is refused, naming the field."""
+    with pytest.raises(ConfigError, match=r"purposes\.demo\.alternatives must be a list of strings"):
+        deployment(edit=lambda r: r["purposes"]["demo"].__setitem__("alternatives", value))
+    assert "CN-11" in failing(deployment(edit=lambda r: r["purposes"]["demo"].__setitem__("alternatives", [])))
+    assert "CN-11" in failing(deployment(edit=lambda r: r["purposes"]["demo"].__setitem__("alternatives", ["  "])))
+
+
+@pytest.mark.parametrize("field,edit,message", [
+    ("signage_attested", lambda r: r["location"].__setitem__("signage_attested", "true"),
+     "location.signage_attested must be true or false"),
+    ("texas", lambda r: r["bipa"].__setitem__("texas", "no"), "bipa.texas must be true or false"),
+    ("grace", lambda r: r["bipa"].__setitem__("grace_days_after_purpose", "400"),
+     "bipa.grace_days_after_purpose must be a whole number"),
+    ("attested", lambda r: r["accessibility"].__setitem__("attested", "false"),
+     "accessibility.attested must be true or false"),
+    ("retention string", lambda r: r["purposes"]["demo"].__setitem__("retention_days", "30"),
+     "retention_days must be a whole number"),
+    ("retention true", lambda r: r["purposes"]["demo"].__setitem__("retention_days", True),
+     "retention_days must be a whole number"),
+    ("retention fraction", lambda r: r["purposes"]["demo"].__setitem__("retention_days", 30.5),
+     "retention_days must be a whole number"),
+    ("necessity", lambda r: r["purposes"]["demo"].__setitem__("necessity", True), "necessity must be text"),
+    ("description", lambda r: r["purposes"]["demo"].__setitem__("description", ["a"]), "description must be text"),
+    ("role string", lambda r: r["roles"].__setitem__("kiosk", "verify"), "roles.kiosk must be a list of strings"),
+    ("roles list", lambda r: r.__setitem__("roles", ["kiosk"]), "roles must be an object"),
+])
+def test_every_flag_list_and_number_is_read_as_written(field, edit, message) -> None:
+    """Every other field read with bool(), tuple(), int() or str() took a value that says one
+    thing as another ("texas": "no" as true, "roles": ["kiosk"] as no roles section, hence one
+    operator allowed everything). Each is now refused when the deployment is read, with the field
+    named and what to write."""
+    with pytest.raises(ConfigError, match=message.replace(".", r"\.")):
+        deployment(edit=edit)
+
+
+def test_the_shipped_configurations_still_load() -> None:
+    """The demo and blank configurations write every flag, list and number as JSON does; the
+    stricter reading takes them as before, and null reads as absent."""
+    from safeface.policy.deployment import blank_config, demo_config
+
+    dep = Deployment.from_dict(demo_config(TODAY))
+    assert dep.purposes["demo"].alternatives == ("PIN code at the counter", "identity check by staff")
+    assert dep.purposes["demo"].public_safety is False and dep.purposes["demo"].retention_days == 30
+    assert Deployment.from_dict(blank_config()).purposes["PURPOSE-NAME"].alternatives == ()
+    nulls = deployment(edit=lambda r: r["purposes"]["demo"].update({"public_safety": None, "alternatives": None,
+                                                                     "retention_days": 30.0}))
+    assert nulls.purposes["demo"].public_safety is False and nulls.purposes["demo"].alternatives == ()
+    assert nulls.purposes["demo"].retention_days == 30
