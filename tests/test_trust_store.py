@@ -222,3 +222,118 @@ def test_the_report_lists_every_trusted_key(tmp_path: Path) -> None:
     assert all(k["added"] for k in listed.values())
     html = Path(files["html"]).read_text()
     assert RFC8037_THUMBPRINT in html and "Trusted keys" in html
+
+
+# -- keys under which anyone can sign ----------------------------------------------------------
+# Edwards25519 (RFC 8032 5.1): -x^2 + y^2 = 1 + d x^2 y^2 over GF(p), computed here apart from
+# the module under test.
+P = 2 ** 255 - 19
+D = -121665 * pow(121666, P - 2, P) % P
+I = pow(2, (P - 1) // 4, P)  # a square root of -1
+
+
+def _sqrt(a: int) -> int | None:
+    r = pow(a, (P + 3) // 8, P)
+    r = r if (r * r - a) % P == 0 else r * I % P
+    return r if (r * r - a) % P == 0 else None
+
+
+def _on_curve(x: int, y: int) -> bool:
+    return (-x * x + y * y - 1 - D * x * x * y * y) % P == 0
+
+
+def _encoding(x: int, y: int) -> bytes:
+    return (y % P | (x % P & 1) << 255).to_bytes(32, "little")
+
+
+def small_order_points() -> dict[str, tuple[int, int]]:
+    """The eight points whose multiple by 8 is the identity, from the curve equation: the identity;
+    (0, -1) of order 2; (±sqrt(-1), 0) of order 4, where y = 0; and the four of order 8, whose
+    double has y = 0, so y^2 = -x^2, hence -2x^2 = 1 - d x^4: x^2 = (1 ± sqrt(1 + d)) / d."""
+    points = {"identity": (0, 1), "order 2": (0, P - 1), "order 4 +": (I, 0), "order 4 -": (P - I, 0)}
+    root = _sqrt((1 + D) % P)
+    assert root is not None
+    for s in (root, P - root):
+        x = _sqrt((1 + s) * pow(D, P - 2, P) % P)
+        if x is None:
+            continue
+        for sx in (x, P - x):
+            for sy in (I, P - I):
+                points[f"order 8 ({len(points) - 3})"] = (sx, sx * sy % P)
+    assert len(points) == 8 and all(_on_curve(x, y) for x, y in points.values())
+    return points
+
+
+def _okp(raw: bytes) -> dict[str, Any]:
+    return {"kty": "OKP", "crv": "Ed25519", "x": base64.urlsafe_b64encode(raw).rstrip(b"=").decode()}
+
+
+@pytest.mark.parametrize("name,point", sorted(small_order_points().items()))
+def test_a_small_order_key_is_refused_on_import(tmp_path: Path, name: str, point: tuple[int, int]) -> None:
+    """A JWK Set whose key is a point of small order (the identity "AQAA...", or any of the seven
+    others): under it a consent signed with R a small-order point and S = 0 verifies without any
+    private key, so once trusted anyone could mint consents. It was imported; now it is refused
+    and nothing is trusted or audited."""
+    paths = demo(tmp_path)
+    before = (paths.trust.read_bytes(), len(entries(paths)))
+    with pytest.raises(ConfigError, match="small order"):
+        keys_import(paths.root, "consent-issuer", _jwks_file(tmp_path, _okp(_encoding(*point))))
+    assert (paths.trust.read_bytes(), len(entries(paths))) == before
+
+
+@pytest.mark.parametrize("raw", [(P + 1).to_bytes(32, "little"),  # y = p + 1: the identity's y, not reduced
+                                 (1 | 1 << 255).to_bytes(32, "little"),  # "-0": the identity with x's sign set
+                                 (2).to_bytes(32, "little")],  # y = 2: no x on the curve
+                         ids=["y-not-reduced", "negative-zero", "not-on-curve"])
+def test_a_key_that_is_not_a_canonical_curve_point_is_refused(tmp_path: Path, raw: bytes) -> None:
+    """Other encodings of small-order points (y not reduced mod p, a sign bit on x = 0), and 32
+    bytes that name no curve point, are refused as well."""
+    y = int.from_bytes(raw, "little") & ((1 << 255) - 1)
+    assert y >= P or raw[31] & 0x80 or _sqrt((y * y - 1) * pow(D * y * y + 1, P - 2, P) % P) is None
+    with pytest.raises(ConfigError, match="canonical encoding"):
+        keys_import(demo(tmp_path).root, "authority", _jwks_file(tmp_path, _okp(raw)))
+
+
+def test_genuine_keys_are_still_trusted(tmp_path: Path) -> None:
+    """Keys made by a signing library are of large order: imported as before, and the guard gets
+    each under its thumbprint."""
+    paths = demo(tmp_path)
+    keys = [Ed25519PrivateKey.generate().public_key() for _ in range(5)]
+    added = keys_import(paths.root, "consent-issuer", _jwks_file(tmp_path, *(public_jwk(k) for k in keys)))
+    assert [k.thumbprint for k in added] == [thumbprint(k) for k in keys]
+    assert {key_id(k) for k in keys} <= set(trusted(paths)["consent_issuers"])
+    from safeface.workspace.ed25519_points import decode, encode, multiply
+
+    for k in keys:  # the decoder round-trips a genuine key, and it is not killed by the cofactor
+        raw = base64.urlsafe_b64decode(public_jwk(k)["x"] + "=")
+        point = decode(raw)
+        assert point is not None and encode(point) == raw and _on_curve(*point) and multiply(point, 8) != (0, 1)
+
+
+def test_a_small_order_key_trusted_before_the_check_is_refused_until_removed(tmp_path: Path, monkeypatch: Any) -> None:
+    """A store that already trusts the identity key (imported before keys were judged, so its MAC
+    and audit record are genuine): the workspace does not open, nor are the keys exported, until
+    the key is removed, which the error says how to do; a key added programmatically is judged
+    too."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    from safeface.workspace import trust
+
+    paths = demo(tmp_path)
+    weak = _okp(_encoding(0, 1))
+    monkeypatch.setattr(trust, "key_problem", lambda key: None, raising=False)  # as before keys were judged
+    (added,) = keys_import(paths.root, "consent-issuer", _jwks_file(tmp_path, weak))
+    monkeypatch.undo()
+    with pytest.raises(ConfigError, match=f"small order.*--thumbprint {added.thumbprint}"):
+        SafeFace.open(paths.root, pipeline=CachedPipeline())
+    with pytest.raises(ConfigError, match="small order"):
+        keys_export(paths.root, "consent-issuer", tmp_path / "out.json")
+    assert added.thumbprint in {k["thumbprint"] for k in keys_list(paths.root)}
+    keys_remove(paths.root, "consent-issuer", added.thumbprint)
+    assert key_id(added.public_key) not in trusted(paths)["consent_issuers"]
+    with opened(paths) as r:
+        from safeface.workspace.trust import change_trust
+
+        with pytest.raises(ConfigError, match="small order"):
+            change_trust(paths, r.keyring, r.audit,
+                         add=[("authority", Ed25519PublicKey.from_public_bytes(_encoding(0, P - 1)), "x")])

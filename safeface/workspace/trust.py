@@ -13,7 +13,9 @@ Authenticated three ways, so that writing the workspace is not enough to trust a
   (anchor.py).
 
 Keys are Ed25519, identified by RFC 7638 JWK thumbprints, imported and exported as JWKS
-(RFC 7517, public keys only). A removed key stays listed with the time it was removed.
+(RFC 7517, public keys only). A removed key stays listed with the time it was removed. A key that
+is not the canonical encoding of a curve point of large order is never trusted (ed25519_points.py):
+under a small-order key anyone can sign.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from joserfc.errors import JoseError
 from joserfc.jwk import OKPKey
@@ -34,6 +37,7 @@ from joserfc.jwk import OKPKey
 from ..errors import ConfigError, IntegrityError
 from ..policy.tokens import key_id
 from .audit import AuditLog
+from .ed25519_points import public_key_problem
 from ..atomicfile import exclusive_lock, write_atomic
 from .keys import TRUST_MAC, derived_key
 from .paths import WorkspacePaths
@@ -86,7 +90,24 @@ def _canon(obj: Any) -> bytes:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
-def _key_from_jwk(jwk: Any, where: str) -> Ed25519PublicKey:
+def key_problem(public_key: Ed25519PublicKey) -> Optional[str]:
+    """Why this key cannot be trusted to sign (not a canonical curve point, or of small order),
+    or None."""
+    return public_key_problem(public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw))
+
+
+def check_public_key(public_key: Ed25519PublicKey, where: str) -> Ed25519PublicKey:
+    problem = key_problem(public_key)
+    if problem is not None:
+        raise ConfigError(f"{where} cannot be trusted: {problem}. Ask its owner for the public key they really sign "
+                          "with.")
+    return public_key
+
+
+def _key_from_jwk(jwk: Any, where: str, *, judged: bool = True) -> Ed25519PublicKey:
+    """The Ed25519 public key of a JWK; with `judged`, refused unless it can be trusted to sign
+    (check_public_key). The store reads its own keys unjudged, so that one trusted before this
+    check existed can still be listed and removed; it is judged again before any use (for_guard)."""
     if not isinstance(jwk, Mapping) or jwk.get("kty") != "OKP" or jwk.get("crv") != "Ed25519":
         raise ConfigError(f"{where}: only Ed25519 keys (kty OKP, crv Ed25519) can be trusted.")
     if "d" in jwk:
@@ -98,7 +119,7 @@ def _key_from_jwk(jwk: Any, where: str) -> Ed25519PublicKey:
         raise ConfigError(f"{where} is not a valid Ed25519 public key ({exc}).") from None
     if not isinstance(key, Ed25519PublicKey):
         raise ConfigError(f"{where} is not an Ed25519 public key.")
-    return key
+    return check_public_key(key, where) if judged else key
 
 
 class TrustStore:
@@ -142,7 +163,7 @@ class TrustStore:
         keys = []
         try:
             for item in doc["keys"]:
-                pk = _key_from_jwk(item["jwk"], f"{path}")
+                pk = _key_from_jwk(item["jwk"], f"{path}", judged=False)
                 keys.append(TrustedKey(_check_kind(str(item["kind"])), thumbprint(pk), pk, str(item.get("label", "")),
                                        str(item["added"]), item.get("removed")))
             audit_seq = int(doc["audit_seq"])
@@ -172,18 +193,30 @@ class TrustStore:
     def active(self, kind: Optional[str] = None) -> list[TrustedKey]:
         return [k for k in self.keys if k.active and (kind is None or k.kind == kind)]
 
+    def usable(self, kind: Optional[str] = None) -> list[TrustedKey]:
+        """The keys trusted now, once each is judged fit to sign; a store that still trusts one that
+        is not (trusted before that was checked) is refused until it is removed."""
+        keys = self.active(kind)
+        for k in keys:
+            problem = key_problem(k.public_key)
+            if problem is not None:
+                raise ConfigError(f"{self.paths.trust} trusts the {k.kind} key {k.thumbprint} ({k.label!r}), which "
+                                  f"cannot be trusted: {problem}. Stop trusting it with `safeface keys remove WS "
+                                  f"--kind {k.kind} --thumbprint {k.thumbprint}`.")
+        return keys
+
     def for_guard(self) -> dict[str, dict[str, Ed25519PublicKey]]:
         """{"consent_issuers": {key id: key}, "authorities": {...}} of the keys trusted now; ids are
         those tokens name their signer by (policy.tokens.key_id)."""
         out: dict[str, dict[str, Ed25519PublicKey]] = {name: {} for name in GUARD_NAMES.values()}
-        for k in self.active():
+        for k in self.usable():
             out[GUARD_NAMES[k.kind]][key_id(k.public_key)] = k.public_key
         return out
 
     def jwks(self, kind: str) -> dict[str, Any]:
         """The keys of `kind` trusted now as a JWK Set (RFC 7517), `kid` = RFC 7638 thumbprint."""
         _check_kind(kind)
-        return {"keys": [{**public_jwk(k.public_key), "kid": k.thumbprint, "use": "sig"} for k in self.active(kind)]}
+        return {"keys": [{**public_jwk(k.public_key), "kid": k.thumbprint, "use": "sig"} for k in self.usable(kind)]}
 
     def listing(self) -> list[dict[str, Any]]:
         """Every key ever trusted: kind, thumbprint, label, added, removed (for the report)."""
@@ -221,7 +254,7 @@ def change_trust(paths: WorkspacePaths, keyring: Any, audit: AuditLog, *,
         last_seq = store.audit_seq
         for kind, pk, label in add:
             _check_kind(kind)
-            tp = thumbprint(pk)
+            tp = thumbprint(check_public_key(pk, f"the {kind} key {thumbprint(pk)}"))
             if any(k.thumbprint == tp for k in store.active(kind)):
                 continue
             key = TrustedKey(kind, tp, pk, str(label or kind)[:200],
