@@ -392,3 +392,24 @@ def test_a_lost_row_stays_named_after_the_next_enrolment(tmp_path: Path, imgs: P
         assert any(e.operation == "store-counter" for e in sf.audit_entries())
         report = sf.verify_store()
         assert any(f"row {bob.row_id} was enrolled (audit) but is missing" in p for p in report.problems)
+
+
+def test_the_public_deployment_is_a_copy_the_guard_does_not_judge_by(tmp_path: Path, imgs: Path) -> None:
+    """`SafeFace.deployment` handed out the object the guard judged by: an app lowered its
+    matching threshold to 0.05 and added a purpose of 100 years in memory (its assessment's
+    digest set to match), and a stranger verified as alice while alice was enrolled for a
+    purpose no assessment covered. Changing what the property gives changes nothing judged."""
+    import dataclasses
+
+    ws = make_workspace(tmp_path / "ws")
+    with open_sf(ws) as sf:
+        t = consent(ws, "alice")
+        sf.enroll(imgs / "obama.jpg", "alice", "demo", t)
+        dep = sf.deployment
+        dep.raw.setdefault("matching", {})["threshold"] = 0.05
+        dep.purposes["marketing"] = dataclasses.replace(dep.purposes["demo"], name="marketing", retention_days=36500)
+        dep.raw["assessment"]["covers"] = dep.config_digest()
+        assert not sf.verify(imgs / "biden.jpg", "alice", "demo", t).match
+        with pytest.raises(PolicyViolation):
+            sf.enroll(imgs / "obama2.jpg", "alice", "marketing", consent(ws, "alice", ["marketing"]))
+        assert "marketing" not in sf.deployment.purposes

@@ -323,7 +323,9 @@ class SafeFace:
 
     @property
     def deployment(self) -> Deployment:
-        return self._deployment
+        """A copy of the configuration the guard judges by: changing it changes nothing judged
+        (the guard's own reading changes only with deployment.json, under its assessment)."""
+        return copy.deepcopy(self._deployment)
 
     @property
     def index_state(self) -> str:
