@@ -4,6 +4,7 @@ store check does not read it as a row deleted behind the guard, and no later row
 
 from __future__ import annotations
 
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -176,3 +177,46 @@ def test_the_newest_row_deleted_in_postgresql_is_caught_even_without_its_commit_
         assert not any(e.operation == "uncommitted" for e in sf.audit_entries())
         report = sf.verify_store()
         assert not report.ok and any(f"row {newest} was enrolled" in p for p in report.problems)
+
+
+_ERASE_KILLED = r"""
+import os, sys
+sys.path.insert(0, sys.argv[1])
+from policy_support import open_sf
+from safeface.storage.gallery import Gallery
+from safeface.workspace.paths import WorkspacePaths
+original = Gallery.erase_pseudonym
+def erase_pseudonym(self, p):
+    original(self, p)
+    os._exit(137)  # killed after the store's commit, before the erasure's entry
+Gallery.erase_pseudonym = erase_pseudonym
+open_sf(WorkspacePaths(sys.argv[2])).erase("alice")
+"""
+
+
+def test_an_erasure_killed_before_its_entry_is_settled_by_erasing_again(tmp_path: Path) -> None:
+    """A process killed between an erasure's store commit and its audit entry left the row gone
+    and no entry naming it: the store check reported it, for ever, as deleted behind the guard,
+    and erasing the person again did not settle it (its entry named no rows). The retried
+    erasure names the rows the log still listed, as already gone, and the check passes; a row
+    deleted by hand from another subject stays named."""
+    ws = make_workspace(tmp_path / "ws")
+    imgs = images()
+    with open_sf(ws) as sf:
+        sf.enroll(imgs / "obama.jpg", "alice", "demo", consent(ws, "alice"))
+        bob = sf.enroll(imgs / "biden.jpg", "bob", "demo", consent(ws, "bob"))
+    tests = Path(__file__).resolve().parent
+    child = subprocess.run([sys.executable, "-c", _ERASE_KILLED, str(tests), str(ws.root)], env=child_env(),
+                           cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert child.returncode == 137, child.stderr[-500:]
+    with sqlite3.connect(ws.gallery) as db:
+        db.execute("DELETE FROM rows WHERE row_id = ?", (bob.row_id,))
+    with open_sf(ws) as sf:
+        assert not sf.records("alice")
+        assert any("deleted behind the guard" in p for p in sf.verify_store().problems)
+        receipt = sf.erase("alice")
+        assert receipt.templates_removed == 0
+        entry = [e for e in sf.audit_entries() if e.operation == "erase"][-1]
+        assert "already gone" in str(entry.note)
+        problems = sf.verify_store().problems
+        assert len(problems) == 1 and f"row {bob.row_id} " in problems[0]

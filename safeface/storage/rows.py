@@ -100,6 +100,9 @@ class ErasureResult:
     # "pending" when the SQLite store could not yet drop the erased rows' old pages from its
     # write-ahead log (another connection was reading it): done at its next write, open or close.
     copies: Optional[str] = None
+    # Rows the audit log listed as stored that were already gone (an erasure stopped between its
+    # store's commit and its entry): named by this erasure's entry, not counted as removed by it.
+    settled: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)

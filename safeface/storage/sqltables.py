@@ -39,6 +39,7 @@ CREATE INDEX IF NOT EXISTS audit_entries_token ON {ns}.audit_entries (token_id);
 CREATE INDEX IF NOT EXISTS audit_entries_withdrawn_subjects ON {ns}.audit_entries (subjects)
     WHERE operation IN ('erase', 'revoke');
 CREATE INDEX IF NOT EXISTS audit_entries_apikey_notes ON {ns}.audit_entries (note) WHERE operation = 'apikey';
+CREATE INDEX IF NOT EXISTS audit_entries_enrolled_subjects ON {ns}.audit_entries (subjects) WHERE operation = 'enroll';
 CREATE TABLE IF NOT EXISTS {ns}.audit_head (
     id INTEGER PRIMARY KEY CHECK (id = 1), seq BIGINT NOT NULL, hash TEXT NOT NULL, mac TEXT NOT NULL)
 """

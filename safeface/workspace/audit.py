@@ -69,6 +69,15 @@ def last_mention(mark: re.Pattern[str], note: Optional[str]) -> Optional[int]:
     return int(found[-1]) if found else None
 
 
+_ROWS = re.compile(r"\brows=([0-9,]+)")
+
+
+def rows_named(note: Optional[str]) -> list[int]:
+    """The row ids an audit note names ("rows=3,4")."""
+    m = _ROWS.search(note or "")
+    return [int(x) for x in m.group(1).split(",") if x] if m else []
+
+
 def judged_after(note: Optional[str]) -> Optional[int]:
     """The judging point an entry's note names, or None."""
     return last_mention(_JUDGED, note)
@@ -102,6 +111,7 @@ CREATE INDEX IF NOT EXISTS entries_withdrawn_subjects ON entries (subjects) WHER
 -- Every key check looks for its key's revocation and every console page for its session's end
 -- (records): an index probe, however many logins and logouts the log holds.
 CREATE INDEX IF NOT EXISTS entries_apikey_notes ON entries (note) WHERE operation = 'apikey';
+CREATE INDEX IF NOT EXISTS entries_enrolled_subjects ON entries (subjects) WHERE operation = 'enroll';
 CREATE TABLE IF NOT EXISTS head (
     id INTEGER PRIMARY KEY CHECK (id = 1),
     seq INTEGER NOT NULL,
@@ -384,6 +394,24 @@ class AuditLog:
                               "'revoke') AND subjects = ? AND note LIKE ? AND note NOT LIKE ?) OR "
                               "(operation = 'purge' AND subjects LIKE ?)) LIMIT 1",
                               (json.dumps([pseudonym]), "%rows=%", "%rows=-%", "%" + json.dumps(pseudonym) + "%")))
+
+    def rows_left(self, pseudonym: str) -> set[int]:
+        """The rows the log says this subject has stored now: named by its enrolment entries and
+        by no removal (its erasures and revocations, a purge naming it, enrolments that never
+        committed). Index probes on the subject, and the purge and never-committed entries."""
+        subject = json.dumps([pseudonym])
+        named: set[int] = set()
+        gone: set[int] = set()
+        for (note,) in self._t.q("SELECT note FROM {t}entries WHERE operation = 'enroll' AND subjects = ? AND "
+                                 "decision = 'allowed'", (subject,)):
+            named.update(rows_named(note))
+        for (note,) in self._t.q("SELECT note FROM {t}entries WHERE operation IN ('erase', 'revoke') AND subjects = ? "
+                                 "AND decision = 'allowed'", (subject,)):
+            gone.update(rows_named(note))
+        for (note,) in self._t.q("SELECT note FROM {t}entries WHERE decision = 'allowed' AND ((operation = 'purge' "
+                                 "AND subjects LIKE ?) OR operation = 'uncommitted')", ("%" + json.dumps(pseudonym) + "%",)):
+            gone.update(rows_named(note))
+        return named - gone
 
     def newest_seq(self, operation: str) -> int:
         """The seq of the newest allowed entry of `operation` (0 for none): one index probe."""
