@@ -310,6 +310,15 @@ def _drawn_alike(folded: str, pairs: tuple[tuple[str, str], ...]) -> str:
     return out
 
 
+def as_latin(text: str) -> str:
+    """`text` with each letter of another script drawn as a Latin one written as that Latin
+    letter, in its own case ("аlice" with a Cyrillic а is "alice", "ХІѴ" is "XIV"), and a dot
+    above an i or j dropped: the id a refused spelling was most likely meant as. Nothing else is
+    folded ("rn" stays "rn", "0" stays "0")."""
+    decomposed = _dot_of_i_dropped(unicodedata.normalize("NFD", text))
+    return unicodedata.normalize("NFC", "".join(_AS_LATIN.get(c, c) for c in decomposed))
+
+
 def skeletons(text: str, version: int = LOOK_VERSION) -> tuple[str, str]:
     """What `text` looks like, for telling two names that print alike, twice: read by its
     capitals and by its small letters, since a letter's two cases are drawn as different Latin

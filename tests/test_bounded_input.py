@@ -374,7 +374,10 @@ def test_an_id_that_prints_as_an_enrolled_one_enrols_no_one(tmp_path: Path, imgs
 
 @pytest.mark.parametrize("asked,enrolled", [("\uff41lice", "alice"), ("Jos\u00e9\u00a0Mar\u00eda", "Jos\u00e9 Mar\u00eda"),
                                             ("\u5c71\u7530\u3000\u592a\u90ce", "\u5c71\u7530 \u592a\u90ce"),
-                                            ("bob\u200b", "bob"), ("alice  smith", "alice smith")])
+                                            ("bob\u200b", "bob"), ("alice  smith", "alice smith"),
+                                            # drawn as Latin letters: a Cyrillic а, a dot above
+                                            # the i, a phonetic ɑ (they reached nobody)
+                                            ("\u0430lice", "alice"), ("ali\u0307ce", "alice"), ("\u0251lice", "alice")])
 def test_an_erasure_in_a_spelling_enrolment_refuses_reaches_the_usual_spelling(tmp_path: Path, imgs: Path,
                                                                               asked: str, enrolled: str) -> None:
     """Enrolment refused the source system's spelling and the person was enrolled as usually

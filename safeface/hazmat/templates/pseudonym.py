@@ -12,7 +12,7 @@ import unicodedata
 from typing import Optional
 
 from ...errors import ConfigError, InvalidArgument
-from ...lookalike import (LOOK_VERSION, compatibility_char, describe, first_of_script, foreign_digit, hidden_char,
+from ...lookalike import (LOOK_VERSION, as_latin, compatibility_char, describe, first_of_script, foreign_digit, hidden_char,
                           latin_lookalike_word, mark_that_draws_nothing, mixed_word, other_space, phonetic_latin,
                           script_of, skeletons, spelling_joiners_dropped)
 
@@ -110,6 +110,10 @@ def usual_spelling(subject_id: object) -> Optional[str]:
         usual = normalize_subject(plain)
     except InvalidArgument:  # nothing but invisible characters
         return None
+    if new_subject_problem(usual) is not None:
+        # A letter of another script drawn as a Latin one among Latin letters (a Cyrillic а), a
+        # phonetic ɑ, a dot above an i: written as the Latin letter it is drawn as.
+        usual = normalize_subject(as_latin(usual))
     return usual if usual != s and new_subject_problem(usual) is None else None
 
 
