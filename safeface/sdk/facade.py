@@ -1322,7 +1322,13 @@ class SafeFace:
         try:
             with self._root._judge_lock:
                 self._recheck_key()
-                self._sync_deployment()
+                try:
+                    self._sync_deployment()
+                except ConfigError:
+                    # A deployment.json that no longer loads (a broken edit) stops processing, not a
+                    # person's erasure or withdrawal: those go on under the last reading that did.
+                    if request.operation not in (Operation.ERASE, Operation.REVOKE):
+                        raise
                 self._sync_trust()
                 # Read before judging: a withdrawal whose entry is at or before this point had
                 # changed the policy state already, so the store check can tell a call judged
