@@ -14,7 +14,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from child_process import child_env  # noqa: E402
 from policy_support import consent, images, make_workspace, open_sf  # noqa: E402
 
-from safeface.workspace.storecheck import rows_named  # noqa: E402
+from safeface.workspace.audit import rows_named  # noqa: E402
 
 # The child enrols with the store's commit cut off: the enrolment entry is committed inside the
 # store's transaction (before_commit), then the process dies before the store commits.

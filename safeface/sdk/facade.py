@@ -39,7 +39,7 @@ from ..storage.rows import ErasureResult, keys_from_meta
 from ..workspace.apikeys import ApiKey, ApiKeys, hashing_key, session_ref
 from ..workspace.assessment import (ASSESSMENT_OPERATIONS, assessment_recorded, names_an_assessment, recorded_roles,
                                    seal_holds)
-from ..workspace.audit import JUDGED_AFTER, WITHDRAWN_AT, AuditEntry, AuditLog, AuditReport
+from ..workspace.audit import JUDGED_AFTER, WITHDRAWN_AT, AuditEntry, AuditLog, AuditReport, rows_named
 from ..workspace.keys import ASSESSMENT_MAC, derived_key, is_demo, receipt_file_problem
 from ..workspace.passphrase import open_keyring
 from ..workspace.paths import WorkspacePaths
@@ -47,7 +47,7 @@ from ..workspace.session import open_apikeys, open_audit, open_state
 from ..workspace.trust import OPERATIONS as TRUST_OPERATIONS, TrustStore, load_trust
 from ..workspace.state import PolicyState
 from ..workspace.storecheck import (CONSENT_OF, COMMITTED, TOKEN_ISSUED, UNCOMMITTED, StoreReport, check_store,
-                                    key_actor, key_revoked_note, rows_named, session_ended_note)
+                                    key_actor, key_revoked_note, session_ended_note)
 from .nonces import RecordedNonces, nonce_ref
 from .revocations import RecordedRevocations
 from .results import Candidate, Enrollment, Export, Record, Verification
@@ -472,13 +472,16 @@ class SafeFace:
             if scored:
                 score, route = max(scored, key=lambda sr: sr[0] - sr[1].threshold)
             match = score is not None and score >= route.threshold
+            moved = ""
             if match:
                 expiry = self._guard.interaction_expiry(pseud, purpose, now)
                 if expiry is not None:
                     self._gallery.touch(subject, now, new_expiry=expiry, purpose=purpose)
+                    # The expiry the interaction moved to, which the store check holds the row to.
+                    moved = f"; expires {expiry.astimezone(dt.timezone.utc).date().isoformat()}"
             by_region = route.path in _REGION_PATHS
             note = (("no template" if score is None else ("match" if match else "no match"))
-                    + _path_note(probe, by_region, route.masked_enrolment))
+                    + _path_note(probe, by_region, route.masked_enrolment) + moved)
             return (Verification(match, score, route.threshold, pseud, by_region, probe.mask_confidence,
                                  route.masked_enrolment, by_region and not probe.masked), _Note([pseud], note))
 

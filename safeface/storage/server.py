@@ -1306,9 +1306,10 @@ class ServerStore:
         """Never hand out row ids up to `upto`, and count them as used: the row id sequence never
         hands out an id twice on its own, but a sequence or ceiling set back by hand would."""
         with self._write():
-            self._conn.execute(f"SELECT setval(pg_get_serial_sequence('{self._ns}.rows', 'row_id'), "
-                               f"GREATEST(%s, nextval(pg_get_serial_sequence('{self._ns}.rows', 'row_id'))))",
-                               (int(upto),))
+            seq = self._conn.execute(f"SELECT pg_get_serial_sequence('{self._ns}.rows', 'row_id')").fetchone()[0]
+            last, called = self._conn.execute(f"SELECT last_value, is_called FROM {seq}").fetchone()
+            if int(last) < int(upto) or (int(last) == int(upto) and not called):
+                self._conn.execute("SELECT setval(%s, %s, true)", (seq, int(upto)))
             self._raise_ceiling(int(upto))
 
     def has_subject(self, subject_id: str) -> bool:

@@ -7,13 +7,21 @@ Checked for each row of the template store:
 - an "enroll allowed" audit entry names the row (written inside the row's own write
   transaction, so a row without one was added behind the guard);
 - no erase, revoke or purge entry removed it since (a row that comes back was restored from an
-  older copy of the store).
+  older copy of the store);
+- what it is held for, whom it is filed under and how long it is kept are what the log and its
+  token allow: its purposes within the token's and its enrolment's, its pseudonym its
+  enrolment's (and its consent's subject's), its expiry no later than its enrolment recorded or
+  an interaction since moved it to (a row re-sealed with the keys binds what the host chose).
 And for the log: every row an "enroll allowed" entry names, and no later entry removed, is
 still in the store (a missing one was deleted behind the guard, the store was restored from an
 older copy, or a crash fell between the log's commit and the store's); and no call was let in
 under a withdrawn consent: a token reference used after its own "revoke" entry, or after an
 erasure or revocation of its subject when it was already in use before it (the policy state's
 revocations can be rolled back, and a log entry edited for a while and put back; this shows it).
+Also from the log alone: no row id named by two enrolments (the store's id counter was set back,
+so a lost row's id was handed out again and the loss hidden), and no identification finding a
+subject erased before it was judged and not enrolled again since (the store, or an open
+handle's index, kept the erased template).
 
 A keyed digest over the set of rows (HMAC-SHA256 under the pseudonym key) is reported, so an
 assessor can compare two checks of the same workspace without seeing any row.
@@ -22,6 +30,7 @@ assessor can compare two checks of the same workspace without seeing any row.
 from __future__ import annotations
 
 import bisect
+import datetime as dt
 import hashlib
 import hmac
 import re
@@ -31,11 +40,14 @@ from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from ..errors import IntegrityError
+from ..errors import IntegrityError, InvalidArgument
+from ..hazmat.templates.pseudonym import pseudonymize
+from ..policy.guard import BIPA_INTERACTION_DAYS
 from ..policy.tokens import TokenError, decode_consent, decode_legal_basis
-from .audit import judged_after, last_mention, withdrawal_time
+from .audit import judged_after, last_mention, rows_named, withdrawal_time
 
-_ROWS = re.compile(r"\brows=([0-9,]+)")
+# The expiry an enrolment stored its row with ("expires 2026-01-31"), or an interaction moved it to.
+_EXPIRES = re.compile(r"\bexpires ([0-9]{4}-[0-9]{2}-[0-9]{2})\b")
 # An identify entry's subjects are its candidates; the note names whose consent let it in.
 CONSENT_OF = "consent of"
 _CONSENT_OF = re.compile(CONSENT_OF + r" ([0-9a-f]{64})\b")
@@ -94,10 +106,31 @@ class StoreReport:
                                  + more)
 
 
-def rows_named(note: Optional[str]) -> list[int]:
-    """The row ids an audit note names ("rows=3,4")."""
-    m = _ROWS.search(note or "")
-    return [int(x) for x in m.group(1).split(",") if x] if m else []
+@dataclass(frozen=True)
+class _Enrolment:
+    """The "enroll allowed" entry that stored a row: what the row may be."""
+
+    seq: int
+    purpose: Optional[str]
+    subjects: tuple[str, ...]
+    expires: Optional[dt.date]  # None: written before entries named it
+
+
+def _recorded_expiry(note: Optional[str]) -> Optional[dt.date]:
+    found = _EXPIRES.findall(note or "")
+    try:
+        return dt.date.fromisoformat(found[-1]) if found else None
+    except ValueError:
+        return None
+
+
+def _entry_date(time: Any) -> dt.date:
+    when = dt.datetime.fromisoformat(str(time))
+    return (when if when.tzinfo is None else when.astimezone(dt.timezone.utc)).date()
+
+
+def _utc_date(t: dt.datetime) -> dt.date:
+    return (t if t.tzinfo is None else t.astimezone(dt.timezone.utc)).date()
 
 
 @dataclass
@@ -114,6 +147,13 @@ class _Log:
     # step each time that earliest point moves back: what the guard could see when it judged.
     uses: dict[str, list[tuple[int, int]]] = field(default_factory=dict)
     revoked_refs: dict[str, int] = field(default_factory=dict)  # token reference -> seq of its "revoke" entry
+    found: list[str] = field(default_factory=list)  # what the log alone shows the store did
+    enrolment: dict[int, _Enrolment] = field(default_factory=dict)  # row -> the latest entry that named it
+    last_enrolled: dict[str, int] = field(default_factory=dict)  # pseudonym -> seq of its latest enrolment
+    # (pseudonym, purpose) -> [(seq, date)]: a match under the purpose, which may move the expiry
+    # of the subject's rows held for it alone to that date (SafeFace.verify, Gallery.touch).
+    touched: dict[tuple[str, str], list[tuple[int, dt.date]]] = field(default_factory=dict)
+    _latest: dict[tuple[str, str], list[dt.date]] = field(default_factory=dict)
 
     def first_use(self, ref: str, seen_by: int) -> Optional[int]:
         """The judging point of the token's earliest use among the entries up to `seen_by` (a
@@ -122,6 +162,27 @@ class _Log:
         steps = self.uses.get(ref, ())
         i = bisect.bisect_right(steps, (seen_by, sys.maxsize))
         return steps[i - 1][1] if i else None
+
+    def kept_until(self, row: Any, enrolled: _Enrolment) -> Optional[dt.date]:
+        """The latest expiry the log allows the row: its enrolment's, or one an interaction
+        recorded after it moved it to. An interaction moves only the expiry of a row held for
+        its purpose alone (rows.moved_expiry). None when the enrolment recorded none."""
+        if enrolled.expires is None:
+            return None
+        if len(row.purposes) != 1:
+            return enrolled.expires
+        key = (str(row.pseudonym), str(row.purposes[0]))
+        steps = self.touched.get(key)
+        if not steps:
+            return enrolled.expires
+        latest = self._latest.get(key)
+        if latest is None:  # the latest date from each step on, once per key: the check stays linear
+            latest = [d for _, d in steps]
+            for i in range(len(latest) - 2, -1, -1):
+                latest[i] = max(latest[i], latest[i + 1])
+            self._latest[key] = latest
+        i = bisect.bisect_right(steps, (enrolled.seq, dt.date.max))
+        return max(enrolled.expires, latest[i]) if i < len(steps) else enrolled.expires
 
 
 def read_log(entries: Iterable[Any]) -> _Log:
@@ -176,11 +237,31 @@ def read_log(entries: Iterable[Any]) -> _Log:
                     out.late.append(f"entry {e.seq} ({e.operation}) let in token {ref[:14]}..., issued or used before "
                                     f"its subject's withdrawal in entry {max(after)}: the withdrawal was hidden from the "
                                     "guard.")
+        if e.operation == "identify" and judged is not None:
+            _matched_after_withdrawal(out, e, judged)
         if e.operation == "enroll":
+            enrolled = _Enrolment(int(e.seq), e.purpose, tuple(str(s) for s in e.subjects), _recorded_expiry(e.note))
             for row in rows_named(e.note):
+                earlier = out.enrolment.get(row)
+                if earlier is not None:
+                    # Ids are never handed out twice (an enrolment that never committed has its ids
+                    # skipped; a migration copies rows with their ids and the counter): the
+                    # counter was set back, by a hand edit or a restored older copy of the store.
+                    out.found.append(f"row {row} is named by two enrolments, entries {earlier.seq} and {e.seq}: the "
+                                     "store handed out its id twice (its id counter was set back by a hand edit or "
+                                     f"a restored older copy), so the row of entry {earlier.seq} was lost and hidden.")
+                out.enrolment[row] = enrolled
                 out.live.add(row)
                 if judged is not None:
                     out.enrolled_at[row] = (int(e.seq), judged)
+            for s in enrolled.subjects:
+                out.last_enrolled[s] = int(e.seq)
+        elif e.operation == "verify" and (e.note or "").startswith("match") and e.purpose:
+            # A match may move the expiry (US-01): to the date the entry records, or, for an entry
+            # that records none, at most the interaction's length from the day it was made.
+            until = _recorded_expiry(e.note) or (_entry_date(e.time) + dt.timedelta(days=BIPA_INTERACTION_DAYS))
+            for s in e.subjects:
+                out.touched.setdefault((str(s), str(e.purpose)), []).append((int(e.seq), until))
         elif e.operation in REMOVALS or e.operation == UNCOMMITTED:
             gone = rows_named(e.note)
             out.live.difference_update(gone)
@@ -193,6 +274,22 @@ def read_log(entries: Iterable[Any]) -> _Log:
     return out
 
 
+def _matched_after_withdrawal(out: _Log, e: Any, judged: int) -> None:
+    """An identification's candidates erased (or revoked as a subject) at or before its judging
+    point and not enrolled since: the erasure entry follows the store's delete, so the store, or
+    an open handle's index, still held the erased template. A candidate erased after the call was
+    judged, its entry recorded later, was found before the erasure."""
+    for s in e.subjects:
+        steps = out.withdrawals.get(str(s))
+        if not steps:
+            continue
+        i = bisect.bisect_right(steps, (judged, sys.maxsize))
+        if i and out.last_enrolled.get(str(s), -1) < steps[i - 1][0]:
+            out.found.append(f"entry {e.seq} (identify) found {str(s)[:14]}... as a candidate after its erasure or "
+                             f"revocation in entry {steps[i - 1][0]} (judged after entry {judged}), with no enrolment "
+                             "since: the store or an open handle still held an erased subject's template.")
+
+
 def rows_digest(key: bytes, rows: Sequence[Any]) -> str:
     h = hmac.new(key, b"safeface store digest v1\x00", hashlib.sha256)
     for r in sorted(rows, key=lambda r: r.row_id):
@@ -201,18 +298,58 @@ def rows_digest(key: bytes, rows: Sequence[Any]) -> str:
     return h.hexdigest()
 
 
-def _token_problem(row: Any, consent_keys: Mapping[str, Ed25519PublicKey],
-                   authority_keys: Mapping[str, Ed25519PublicKey], token_ref: Callable[[str], str],
-                   log: _Log) -> Optional[str]:
+def _row_problems(row: Any, consent_keys: Mapping[str, Ed25519PublicKey],
+                  authority_keys: Mapping[str, Ed25519PublicKey], token_ref: Callable[[str], str],
+                  pseudonym_key: bytes, log: _Log) -> list[str]:
     if not row.token:
-        return f"row {row.row_id} keeps no signed token: it was not stored through the guard."
+        return [f"row {row.row_id} keeps no signed token: it was not stored through the guard."]
     try:
         tok: Any = (decode_legal_basis(row.token, authority_keys) if row.provenance == "legal-basis"
                     else decode_consent(row.token, consent_keys))
     except TokenError as exc:
-        return f"row {row.row_id}'s sealed token does not verify against the trusted keys ({exc})."
+        return [f"row {row.row_id}'s sealed token does not verify against the trusted keys ({exc})."]
     if not hmac.compare_digest(token_ref(tok.token_id), row.token_id):
-        return f"row {row.row_id} is filed under another token than the one sealed with it."
+        return [f"row {row.row_id} is filed under another token than the one sealed with it."]
+    withdrawn = _withdrawal_problem(row, tok, log)
+    return ([withdrawn] if withdrawn is not None else []) + _record_problems(row, tok, pseudonym_key, log)
+
+
+def _record_problems(row: Any, tok: Any, pseudonym_key: bytes, log: _Log) -> list[str]:
+    """A row's description against what let it in: the seal binds whatever the key holder wrote,
+    so purposes, pseudonym and expiry are checked against the signed token and the log."""
+    out = []
+    what = "legal basis" if row.provenance == "legal-basis" else "consent"
+    wider = sorted(set(row.purposes) - set(tok.purposes))
+    if wider:
+        out.append(f"row {row.row_id} is held for {wider}, which its {what} does not cover: its purposes were "
+                   "widened behind the guard.")
+    subject = getattr(tok, "subject", "")  # a legal basis names no one
+    if subject:
+        try:
+            given_by = pseudonymize(pseudonym_key, subject)
+        except InvalidArgument:
+            given_by = ""
+        if not hmac.compare_digest(given_by, str(row.pseudonym)):
+            out.append(f"row {row.row_id} is filed under another pseudonym than its consent's subject: it was "
+                       "re-filed behind the guard.")
+    enrolled = log.enrolment.get(row.row_id)
+    if enrolled is None:
+        return out
+    if enrolled.purpose is not None and set(row.purposes) - {enrolled.purpose}:
+        out.append(f"row {row.row_id} is held for {sorted(row.purposes)} but was enrolled for {enrolled.purpose!r} "
+                   f"(entry {enrolled.seq}): its purposes were widened behind the guard.")
+    if enrolled.subjects and str(row.pseudonym) not in enrolled.subjects:
+        out.append(f"row {row.row_id} is filed under another pseudonym than its enrolment (entry {enrolled.seq}) "
+                   "named: it was re-filed behind the guard.")
+    until = log.kept_until(row, enrolled)
+    if until is not None and _utc_date(row.expires_at) > until:
+        out.append(f"row {row.row_id} is kept until {_utc_date(row.expires_at).isoformat()}, later than the log "
+                   f"allows ({until.isoformat()}, from its enrolment in entry {enrolled.seq} and any interaction "
+                   "since): its retention was extended behind the guard.")
+    return out
+
+
+def _withdrawal_problem(row: Any, tok: Any, log: _Log) -> Optional[str]:
     # The guard refuses to enrol a person under a consent or legal basis issued before their
     # erasure or revocation, or used before it: a row enrolled so got past a withdrawal hidden from it.
     at, judged = log.enrolled_at.get(row.row_id, (None, None))
@@ -234,9 +371,11 @@ def _token_problem(row: Any, consent_keys: Mapping[str, Ed25519PublicKey],
 def check_store(rows: Sequence[Any], entries: Iterable[Any], consent_keys: Mapping[str, Ed25519PublicKey],
                 authority_keys: Mapping[str, Ed25519PublicKey], token_ref: Callable[[str], str],
                 digest_key: bytes) -> StoreReport:
+    """`digest_key`: the pseudonym key, under which `token_ref` names tokens and the store names
+    subjects (the digest, and a consent's subject's pseudonym, are keyed by it)."""
     log = read_log(entries)
     live, removed = log.live, log.removed
-    problems: list[str] = list(log.late)
+    problems: list[str] = list(log.late) + log.found
     present = {r.row_id for r in rows}
     for r in rows:
         if r.row_id in removed:
@@ -244,9 +383,7 @@ def check_store(rows: Sequence[Any], entries: Iterable[Any], consent_keys: Mappi
                             "store was restored from an older copy or the row was re-inserted.")
         elif r.row_id not in live:
             problems.append(f"row {r.row_id} has no \"enroll allowed\" audit entry: it was added behind the guard.")
-        p = _token_problem(r, consent_keys, authority_keys, token_ref, log)
-        if p is not None:
-            problems.append(p)
+        problems += _row_problems(r, consent_keys, authority_keys, token_ref, digest_key, log)
     for rid in sorted(live - present):
         problems.append(f"row {rid} was enrolled (audit) but is missing from the store: it was deleted behind the "
                         "guard, the store was restored from an older copy, or a crash fell between the two commits.")
