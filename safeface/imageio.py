@@ -10,12 +10,13 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import re
 import warnings
 from pathlib import Path
 from typing import Callable, Iterator, Union
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps, TiffImagePlugin, UnidentifiedImageError
 
 from .errors import ImageError
 from .regularfile import open_regular
@@ -27,6 +28,18 @@ ImageInput = Union[str, "os.PathLike[str]", bytes, bytearray, memoryview, np.nda
 MAX_PIXELS = 50_000_000
 # Raw bytes larger than this are refused before decoding is attempted.
 MAX_FILE_BYTES = 200 * 1024 * 1024
+# The formats Pillow may try, and no others: each of its plugins is a decoder an upload could
+# reach, and some (FITS, PSD, ICNS...) size their buffers from headers no check here reads. A
+# JPEG holding several frames (MPO, as phones write) is opened by the JPEG plugin.
+FORMATS = ("JPEG", "PNG", "BMP", "GIF", "WEBP", "TIFF")
+# Scans a JPEG may hold. libjpeg decodes every scan over the whole image, so a 50-megapixel
+# progressive JPEG with one 75-byte scan repeated costs about 30 ms of CPU per copy. A colour
+# progressive JPEG of libjpeg's standard script has 10 scans and one with tuned scans some
+# tens; 100 leaves room for any of them and bounds the decode to a few seconds.
+MAX_JPEG_SCANS = 100
+# A TIFF tile may exceed the image it tiles (a thumbnail in 256x256 tiles, widths rounded up to
+# 16) but not by more than this many pixels: libtiff allocates a whole tile before reading it.
+TIFF_TILE_SLACK = 2048 * 2048
 
 
 def load_image(source: ImageInput, *, max_pixels: int = MAX_PIXELS) -> np.ndarray:
@@ -84,7 +97,7 @@ def _decode(data: bytes, label: str, max_pixels: int) -> np.ndarray:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as im:
+            with Image.open(io.BytesIO(data), formats=FORMATS) as im:
                 w, h = im.size
                 if w <= 0 or h <= 0:
                     raise ImageError(f"{label}: the image has no pixels.")
@@ -93,6 +106,10 @@ def _decode(data: bytes, label: str, max_pixels: int) -> np.ndarray:
                         f"{label}: {w}x{h} pixels exceeds the {max_pixels}-pixel limit "
                         "(a decompression bomb or an oversized scan); resize it first."
                     )
+                if isinstance(im, TiffImagePlugin.TiffImageFile):
+                    _check_tiff_blocks(im, len(data), label, max_pixels)
+                elif im.format in ("JPEG", "MPO"):
+                    _check_jpeg_scans(data, label)
                 im.load()
                 if _turned(im):  # exif_transpose copies even an image it leaves as it is
                     im = ImageOps.exif_transpose(im)
@@ -108,6 +125,96 @@ def _decode(data: bytes, label: str, max_pixels: int) -> np.ndarray:
         ) from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise ImageError(f"{label}: corrupt or truncated image ({exc}).") from None
+
+
+def _pad16(n: int) -> int:
+    return -(-n // 16) * 16
+
+
+def _tag_ints(im: TiffImagePlugin.TiffImageFile, tag: int) -> list[int]:
+    value = im.tag_v2.get(tag)
+    if value is None:
+        return []
+    values = value if isinstance(value, tuple) else (value,)
+    return [int(v) for v in values]
+
+
+def _check_tiff_blocks(im: TiffImagePlugin.TiffImageFile, size: int, label: str, max_pixels: int) -> None:
+    """Refuse a TIFF whose tiles or strips are out of proportion to the image. libtiff sizes its
+    buffer from the tile (or strip) tags, not from the image: a 1 KB file saying 64x64 in one
+    26000x26000 tile had 2 GB allocated and filled before anything failed."""
+    w, h = im.size
+    tile_w, tile_h = _tag_ints(im, 322), _tag_ints(im, 323)
+    if tile_w or tile_h:
+        tw, th = (tile_w or [0])[0], (tile_h or [0])[0]
+        area = tw * th
+        within_image = tw <= _pad16(w) and th <= _pad16(h)
+        if tw <= 0 or th <= 0 or not (within_image or area <= TIFF_TILE_SLACK) or area > max_pixels + TIFF_TILE_SLACK:
+            raise ImageError(
+                f"{label}: a {w}x{h} TIFF in tiles of {tw}x{th} pixels; tiles that much larger than "
+                "the image are refused (a decompression bomb); re-save it with ordinary tiles "
+                "(256x256) or in strips."
+            )
+    else:
+        # libtiff reads at most the image's height in one strip whatever RowsPerStrip says
+        # (2**32-1, "the whole image", is its default), so the clamped strip is what is allocated.
+        rows = min((_tag_ints(im, 278) or [h])[0], h)
+        if rows <= 0 or rows * w > max_pixels:
+            raise ImageError(
+                f"{label}: a {w}x{h} TIFF in strips of {rows} rows is refused (corrupt or a "
+                "decompression bomb); re-save it."
+            )
+    counts = _tag_ints(im, 325) or _tag_ints(im, 279)
+    if counts and max(counts) > size:
+        raise ImageError(
+            f"{label}: a TIFF strip or tile claims {max(counts)} bytes in a {size}-byte file "
+            "(corrupt or a decompression bomb); re-save it."
+        )
+
+
+# A JPEG marker outside scan data: 0xFF then any byte but 0x00 or a fill 0xFF (libjpeg skips
+# stray bytes and fill bytes between segments the same way).
+_JPEG_MARKER = re.compile(rb"\xff[^\x00\xff]")
+# The marker that ends a scan's entropy-coded data: 0xFF00 is a stuffed 0xFF and RST0-7
+# (0xFFD0-D7) sit inside the data.
+_JPEG_SCAN_END = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
+
+
+def _jpeg_scans(data: bytes, limit: int) -> int:
+    """The SOS segments before EOI, walked segment by segment as libjpeg reads them (so an
+    embedded thumbnail's scans, inside an APP1 segment, are not counted); stops past `limit`.
+    Each step moves forward: linear in the file's size."""
+    scans, i, n = 0, 2, len(data)
+    while scans <= limit:
+        found = _JPEG_MARKER.search(data, i)
+        if found is None:
+            break
+        code, i = data[found.start() + 1], found.end()
+        if code in (0xD8, 0xD9):  # EOI, or a second SOI, which libjpeg refuses
+            break
+        if 0xD0 <= code <= 0xD7 or code == 0x01:  # standalone markers: no length
+            continue
+        if i + 2 > n:
+            break
+        length = int.from_bytes(data[i:i + 2], "big")
+        if length < 2:
+            break
+        i += length
+        if code == 0xDA:
+            scans += 1
+            found = _JPEG_SCAN_END.search(data, i)
+            if found is None:
+                break
+            i = found.start()
+    return scans
+
+
+def _check_jpeg_scans(data: bytes, label: str) -> None:
+    if _jpeg_scans(data, MAX_JPEG_SCANS) > MAX_JPEG_SCANS:
+        raise ImageError(
+            f"{label}: a JPEG of more than {MAX_JPEG_SCANS} scans is refused (a photograph has "
+            "at most a few tens; so many would keep the decoder busy for minutes); re-save it."
+        )
 
 
 def _turned(im: Image.Image) -> bool:
