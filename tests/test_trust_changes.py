@@ -45,3 +45,24 @@ def test_a_key_removed_while_a_handle_is_open_is_refused_at_its_next_call(
         view = sf.acting_as("operator", "console")  # views judge by the same reading
         with pytest.raises(PolicyViolation):
             view.verify(imgs / "obama2.jpg", "alice", "demo", minted)
+
+
+def test_rows_enrolled_under_a_key_before_its_removal_stay_explained(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """After an honest `safeface keys remove`, every row enrolled under the removed key before
+    the removal failed the store check ("does not verify against the trusted keys"), a false
+    alarm for each, for as long as they were kept. The check now explains them by the key's
+    trusted period in the log; a key never trusted still explains nothing."""
+    from safeface.workspace.admin import audit_verify
+
+    monkeypatch.setenv("SAFEFACE_PASSPHRASE", PASSPHRASE)
+    ws = make_workspace(tmp_path / "ws")
+    imgs = images()
+    b = keys_new(ws.root, "consent-issuer", tmp_path / "b.pem", label="consent service B")
+    minted, _ = issue_consent(read_signing_key(tmp_path / "b.pem"), Deployment.load(ws.config), "alice", ["demo"])
+    with open_sf(ws) as sf:
+        sf.enroll(imgs / "obama.jpg", "alice", "demo", minted)
+    keys_remove(ws.root, "consent-issuer", b.thumbprint)
+    with open_sf(ws) as sf:
+        assert sf.verify_store().ok
+    assert audit_verify(ws.root).store.ok

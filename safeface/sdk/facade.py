@@ -1170,7 +1170,7 @@ class SafeFace:
         made since, and an unsigned tail is not evidence)."""
         entries = itertools.takewhile(lambda e: int(e.seq) <= upto, self._audit.entries())
         return check_store(rows, entries, self._trust["consent_issuers"], self._trust["authorities"], self.token_ref,
-                           self._token_key)
+                           self._token_key, TrustStore.load(self._paths, self._keyring).no_longer_trusted())
 
     def report(self, out_dir: Union[str, Path]) -> dict[str, Path]:
         from ..workspace.report import write_report

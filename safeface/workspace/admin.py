@@ -228,7 +228,8 @@ def audit_verify(root: Path, passphrase_file: Optional[Path] = None, *, checkpoi
         token_key = r.keyring.key("pseudonym")
         entries = itertools.takewhile(lambda e: int(e.seq) <= end[0], r.audit.entries())
         checked = check_store(rows, entries, trusted["consent_issuers"], trusted["authorities"],
-                              lambda token_id: token_pseudonym(token_key, token_id), token_key)
+                              lambda token_id: token_pseudonym(token_key, token_id), token_key,
+                              store.no_longer_trusted())
     checked.raise_for_problems()
     if published is not None:
         raise IntegrityError(published)

@@ -43,7 +43,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from ..errors import IntegrityError, InvalidArgument
 from ..hazmat.templates.pseudonym import pseudonymize
 from ..policy.guard import BIPA_INTERACTION_DAYS
-from ..policy.tokens import TokenError, decode_consent, decode_legal_basis
+from ..policy.tokens import TokenError, decode_consent, decode_legal_basis, key_id
 from .audit import judged_after, last_mention, rows_named, withdrawal_time
 
 # The expiry an enrolment stored its row with ("expires 2026-01-31"), or an interaction moved it to.
@@ -51,6 +51,8 @@ _EXPIRES = re.compile(r"\bexpires ([0-9]{4}-[0-9]{2}-[0-9]{2})\b")
 # An identify entry's subjects are its candidates; the note names whose consent let it in.
 CONSENT_OF = "consent of"
 _CONSENT_OF = re.compile(CONSENT_OF + r" ([0-9a-f]{64})\b")
+# A trust change's entry names its key by RFC 7638 thumbprint (trust._record).
+_TRUST_KEY = re.compile(r"(?:consent-issuer|authority) key ([A-Za-z0-9_-]{43})\b")
 # When the consent that let a call in was issued, by its issuer's clock (Unix seconds): the guard
 # refuses a consent issued at or before its subject's withdrawal, so the audit can tell one issued
 # before an erasure and first used after it from a consent given afresh.
@@ -147,6 +149,7 @@ class _Log:
     # step each time that earliest point moves back: what the guard could see when it judged.
     uses: dict[str, list[tuple[int, int]]] = field(default_factory=dict)
     revoked_refs: dict[str, int] = field(default_factory=dict)  # token reference -> seq of its "revoke" entry
+    untrusted: dict[str, int] = field(default_factory=dict)  # key thumbprint -> seq of its latest "trust-remove"
     found: list[str] = field(default_factory=list)  # what the log alone shows the store did
     enrolment: dict[int, _Enrolment] = field(default_factory=dict)  # row -> the latest entry that named it
     last_enrolled: dict[str, int] = field(default_factory=dict)  # pseudonym -> seq of its latest enrolment
@@ -198,6 +201,10 @@ def read_log(entries: Iterable[Any]) -> _Log:
                             "key check.")
         if e.decision != "allowed":
             continue
+        if e.operation == "trust-remove":
+            key = _TRUST_KEY.search(e.note or "")
+            if key:
+                out.untrusted[key[1]] = int(e.seq)
         if e.operation == "apikey":
             revoked = _KEY_REVOKED.fullmatch(e.note or "")
             if revoked:
@@ -300,18 +307,40 @@ def rows_digest(key: bytes, rows: Sequence[Any]) -> str:
 
 def _row_problems(row: Any, consent_keys: Mapping[str, Ed25519PublicKey],
                   authority_keys: Mapping[str, Ed25519PublicKey], token_ref: Callable[[str], str],
-                  pseudonym_key: bytes, log: _Log) -> list[str]:
+                  pseudonym_key: bytes, log: _Log, no_longer_trusted: Sequence[tuple[str, Ed25519PublicKey]] = ()
+                  ) -> list[str]:
     if not row.token:
         return [f"row {row.row_id} keeps no signed token: it was not stored through the guard."]
+    legal = row.provenance == "legal-basis"
+    decode = decode_legal_basis if legal else decode_consent
     try:
-        tok: Any = (decode_legal_basis(row.token, authority_keys) if row.provenance == "legal-basis"
-                    else decode_consent(row.token, consent_keys))
+        tok: Any = decode(row.token, authority_keys if legal else consent_keys)
     except TokenError as exc:
-        return [f"row {row.row_id}'s sealed token does not verify against the trusted keys ({exc})."]
+        tok = _signed_while_trusted(row, decode, no_longer_trusted, log)
+        if isinstance(tok, str) or tok is None:
+            return [tok or f"row {row.row_id}'s sealed token does not verify against the trusted keys ({exc})."]
     if not hmac.compare_digest(token_ref(tok.token_id), row.token_id):
         return [f"row {row.row_id} is filed under another token than the one sealed with it."]
     withdrawn = _withdrawal_problem(row, tok, log)
     return ([withdrawn] if withdrawn is not None else []) + _record_problems(row, tok, pseudonym_key, log)
+
+
+def _signed_while_trusted(row: Any, decode: Callable[..., Any], keys: Sequence[tuple[str, Ed25519PublicKey]],
+                          log: _Log) -> Any:
+    """The row's token if a key no longer trusted signed it and the row was enrolled before the
+    log's removal of that key (an honest removal leaves the rows it let in explained); a problem
+    (str) if it was enrolled after; None if no such key signed it."""
+    for thumbprint, public_key in keys:
+        try:
+            tok = decode(row.token, {key_id(public_key): public_key})
+        except TokenError:
+            continue
+        removed, enrolled = log.untrusted.get(thumbprint), log.enrolment.get(row.row_id)
+        if removed is not None and enrolled is not None and enrolled.seq < removed:
+            return tok
+        return (f"row {row.row_id}'s sealed token was signed by key {thumbprint}, which was no longer trusted when "
+                "the row was stored" + (f" (removed in entry {removed})" if removed is not None else "") + ".")
+    return None
 
 
 def _record_problems(row: Any, tok: Any, pseudonym_key: bytes, log: _Log) -> list[str]:
@@ -370,9 +399,12 @@ def _withdrawal_problem(row: Any, tok: Any, log: _Log) -> Optional[str]:
 
 def check_store(rows: Sequence[Any], entries: Iterable[Any], consent_keys: Mapping[str, Ed25519PublicKey],
                 authority_keys: Mapping[str, Ed25519PublicKey], token_ref: Callable[[str], str],
-                digest_key: bytes) -> StoreReport:
+                digest_key: bytes, no_longer_trusted: Mapping[str, Sequence[tuple[str, Ed25519PublicKey]]] = {}
+                ) -> StoreReport:
     """`digest_key`: the pseudonym key, under which `token_ref` names tokens and the store names
-    subjects (the digest, and a consent's subject's pseudonym, are keyed by it)."""
+    subjects (the digest, and a consent's subject's pseudonym, are keyed by it).
+    `no_longer_trusted`: {"consent_issuers" or "authorities": [(thumbprint, key)]} of the keys
+    removed from the trust store, by which rows enrolled before their removal are still explained."""
     log = read_log(entries)
     live, removed = log.live, log.removed
     problems: list[str] = list(log.late) + log.found
@@ -383,7 +415,9 @@ def check_store(rows: Sequence[Any], entries: Iterable[Any], consent_keys: Mappi
                             "store was restored from an older copy or the row was re-inserted.")
         elif r.row_id not in live:
             problems.append(f"row {r.row_id} has no \"enroll allowed\" audit entry: it was added behind the guard.")
-        problems += _row_problems(r, consent_keys, authority_keys, token_ref, digest_key, log)
+        problems += _row_problems(r, consent_keys, authority_keys, token_ref, digest_key, log,
+                                  no_longer_trusted.get("authorities" if r.provenance == "legal-basis"
+                                                        else "consent_issuers", ()))
     for rid in sorted(live - present):
         problems.append(f"row {rid} was enrolled (audit) but is missing from the store: it was deleted behind the "
                         "guard, the store was restored from an older copy, or a crash fell between the two commits.")

@@ -213,6 +213,16 @@ class TrustStore:
             out[GUARD_NAMES[k.kind]][key_id(k.public_key)] = k.public_key
         return out
 
+    def no_longer_trusted(self) -> dict[str, list[tuple[str, Ed25519PublicKey]]]:
+        """{"consent_issuers": [(thumbprint, key)], "authorities": [...]} of the keys removed and
+        not trusted again: the store check explains by them the rows enrolled before the removal."""
+        active = {(k.kind, k.thumbprint) for k in self.active()}
+        out: dict[str, list[tuple[str, Ed25519PublicKey]]] = {name: [] for name in GUARD_NAMES.values()}
+        for k in self.keys:
+            if not k.active and (k.kind, k.thumbprint) not in active:
+                out[GUARD_NAMES[k.kind]].append((k.thumbprint, k.public_key))
+        return out
+
     def jwks(self, kind: str) -> dict[str, Any]:
         """The keys of `kind` trusted now as a JWK Set (RFC 7517), `kid` = RFC 7638 thumbprint."""
         _check_kind(kind)
