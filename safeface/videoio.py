@@ -12,6 +12,7 @@ size against their own limit, with their own error."""
 
 from __future__ import annotations
 
+from fractions import Fraction
 from typing import IO, Any, Callable, Optional
 
 from .errors import ImageError
@@ -40,8 +41,15 @@ AUDIO_DECODERS = frozenset((
     "amrwb").split(","))
 DECODERS = VIDEO_DECODERS | AUDIO_DECODERS
 # What an audio track to be decoded may claim: a layout the encoders write, a rate they take.
+# A rate far below speech's is none a recorder writes: a PCM track claiming 1 Hz made each of its
+# samples a second, resampled 7,350 times over for AAC (1.6 GB from 17 KB).
 MAX_AUDIO_CHANNELS = 8
 MAX_AUDIO_RATE = 192_000
+MIN_AUDIO_RATE = 8_000
+# What one audio packet to be decoded may hold, checked before it is: a recorder's packets hold
+# a fraction of a second. Decoded, a packet takes a few times its size at most.
+MAX_AUDIO_PACKET_BYTES = 1 << 20
+MAX_AUDIO_PACKET_S = 10.0
 _AAC_USAC = 42  # an AudioSpecificConfig's object type whose decoder sets up every element it names
 
 # The demuxer for each container safeface reads, by the file's first bytes (not its name: a file
@@ -97,8 +105,8 @@ def open_video(fh: IO[bytes], label: str, max_pixels: int, max_streams: int = MA
 def audio_header_problem(stream: Any) -> Optional[str]:
     """Why the audio `stream`'s header is out of bounds, or None: at most MAX_AUDIO_CHANNELS
     channels (an Opus header's own counts of channels and streams too, which its decoder sets
-    up whatever the container says) at most MAX_AUDIO_RATE Hz (FLAC's STREAMINFO too), no AAC
-    USAC. A track that fails is neither decoded nor
+    up whatever the container says) at MIN_AUDIO_RATE to MAX_AUDIO_RATE Hz (FLAC's STREAMINFO and
+    AAC's configuration too), no AAC USAC. A track that fails is neither decoded nor
     copied (a player of the output would meet it too)."""
     ctx = stream.codec_context
     if ctx is None:
@@ -110,17 +118,121 @@ def audio_header_problem(stream: Any) -> Optional[str]:
         # OpusHead: byte 9 the channels; past a mapping family other than 0 (byte 18), byte 19
         # the streams, each of which the decoder sets up (2 channels in 255 streams: 57 MB).
         channels = max(channels, extra[9], extra[19] if len(extra) > 19 and extra[18] else 0)
-    rate = int(ctx.sample_rate or 0)
+    rate = lowest = int(ctx.sample_rate or 0)
     if name == "flac":  # its decoder runs at STREAMINFO's rate and channels, whatever the container says
         info = extra[8:] if extra[:4] == b"fLaC" else extra
         if len(info) >= 13:
-            rate = max(rate, (info[10] << 12) | (info[11] << 4) | (info[12] >> 4))
+            claimed = (info[10] << 12) | (info[11] << 4) | (info[12] >> 4)
+            rate, lowest = max(rate, claimed), min(lowest, claimed)
             channels = max(channels, ((info[12] >> 1) & 7) + 1)
-    if channels > MAX_AUDIO_CHANNELS or rate > MAX_AUDIO_RATE:
-        return (f"its header claims {channels} channels at {rate} Hz; safeface takes at most {MAX_AUDIO_CHANNELS} "
-                f"channels at {MAX_AUDIO_RATE} Hz")
+    if name in ("aac", "aac_fixed") and extra and _aac_object_type(extra) != _AAC_USAC:
+        config = aac_config(extra)  # its decoder runs at the configuration's rate
+        if config is not None:
+            rate, lowest = max(rate, config[1]), min(lowest, config[1])
+    if channels > MAX_AUDIO_CHANNELS or rate > MAX_AUDIO_RATE or lowest < MIN_AUDIO_RATE:
+        return (f"its header claims {channels} channels at {lowest if lowest < MIN_AUDIO_RATE else rate} Hz; "
+                f"safeface takes at most {MAX_AUDIO_CHANNELS} channels at {MIN_AUDIO_RATE} to {MAX_AUDIO_RATE} Hz")
     if name in ("aac", "aac_fixed") and extra and _aac_object_type(extra) == _AAC_USAC:
         return "it is AAC USAC, which safeface does not take"
+    return None
+
+
+def audio_packet_problem(packet: Any) -> Optional[str]:
+    """Why an audio `packet` of a track to be decoded is not, or None: more than
+    MAX_AUDIO_PACKET_BYTES, or a duration of more than MAX_AUDIO_PACKET_S. Checked before it is
+    decoded: how far re-encoded audio has run is known only between packets."""
+    size = int(packet.size)
+    seconds = float(packet.duration * packet.time_base) if packet.duration and packet.time_base else 0.0
+    if size > MAX_AUDIO_PACKET_BYTES or seconds > MAX_AUDIO_PACKET_S:
+        return (f"a packet of {size} bytes and {seconds:.0f} s is larger than the {MAX_AUDIO_PACKET_BYTES} bytes and "
+                f"{MAX_AUDIO_PACKET_S:.0f} s safeface decodes at once")
+    return None
+
+
+# The sample rates an AudioSpecificConfig names by index (ISO/IEC 14496-3, 1.6.3.4).
+_AAC_RATES = (96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000, 7350)
+
+
+def aac_config(asc: bytes) -> Optional[tuple[int, int]]:
+    """(its length in bits, its output rate) of the AudioSpecificConfig `asc` opens with, for
+    the kinds encoders write: AAC Main, LC, SSR or LTP, with SBR or PS signalled before or after
+    it, on channel configuration 1 to 7. None for any other (a program config element, configuration
+    0, carries a free comment)."""
+    value, total, at = int.from_bytes(asc, "big"), 8 * len(asc), 0
+
+    def read(width: int) -> int:
+        nonlocal at
+        if at + width > total:
+            raise ValueError("short")
+        at += width
+        return (value >> (total - at)) & ((1 << width) - 1)
+
+    def object_type() -> int:
+        first = read(5)
+        return 32 + read(6) if first == 31 else first
+
+    def sample_rate() -> int:
+        index = read(4)
+        return read(24) if index == 15 else _AAC_RATES[index] if index < len(_AAC_RATES) else 0
+
+    try:
+        kind, rate, channels = object_type(), sample_rate(), read(4)
+        if kind in (5, 29):  # SBR, PS: the output rate, then the core's object type
+            rate, kind = sample_rate(), object_type()
+        if kind not in (1, 2, 3, 4) or not 1 <= channels <= 7 or rate <= 0:
+            return None
+        read(1)  # frameLengthFlag
+        if read(1):  # dependsOnCoreCoder
+            read(14)
+        if read(1):  # extensionFlag: none for these object types
+            return None
+    except ValueError:
+        return None
+    end = at
+    try:  # SBR signalled after it (FFmpeg's encoder writes "none"), kept when whole
+        if total - at >= 16 and read(11) == 0x2B7 and object_type() == 5:
+            if read(1):
+                rate = sample_rate()
+            end = at
+            if total - at >= 12 and read(11) == 0x548:
+                read(1)  # psPresentFlag
+                end = at
+    except ValueError:
+        pass
+    return (end, rate) if rate > 0 else None
+
+
+def copied_extradata(stream: Any) -> Optional[bytes]:
+    """The codec extradata to write for the audio `stream` copied as it is: what its decoder needs,
+    rebuilt from the header, never bytes past it. A header may carry more: a Vorbis comment
+    header holds tags and cover art, and bytes after an AAC configuration are read by no
+    decoder yet were written out whole. b"" for codecs that need none (MP3, AC-3, PCM); None
+    when the track is not to be copied (Vorbis and any codec not known here)."""
+    ctx = stream.codec_context
+    if ctx is None:
+        return None
+    name, extra = str(ctx.name), bytes(ctx.extradata or b"")
+    if name in ("mp3", "mp2", "ac3", "eac3") or name.startswith("pcm_"):
+        return b""
+    if name == "aac":
+        if not extra:
+            return b""
+        config = aac_config(extra)
+        if config is None:
+            return None
+        kept = bytearray(extra[:(config[0] + 7) // 8])
+        kept[-1] &= (0xFF << (-config[0] % 8)) & 0xFF  # the padding bits after it, zero
+        return bytes(kept)
+    if name == "opus" and extra[:8] == b"OpusHead" and len(extra) >= 19:
+        # OpusHead: 19 bytes, and for a mapping family other than 0 the streams, coupled
+        # streams and one byte a channel. Its tags (OpusTags) are never in the extradata.
+        size = 19 if extra[18] == 0 else 21 + extra[9]
+        return extra[:size] if len(extra) >= size else None
+    if name == "flac":
+        # STREAMINFO alone (34 bytes); its other metadata blocks hold tags and pictures.
+        if extra[:4] == b"fLaC":
+            extra = extra[8:42] if extra[4] & 0x7F == 0 and extra[5:8] == b"\x00\x00\x22" else b""
+        return extra[:34] if len(extra) >= 34 else None
     return None
 
 
@@ -144,6 +256,32 @@ def _aac_object_type(asc: bytes) -> int:
     if first != 31 or len(asc) < 2:
         return first
     return 32 + (((asc[0] & 0x07) << 3) | (asc[1] >> 5))
+
+
+def pixel_aspect(stream: Any, label: str) -> Fraction:
+    """The shape of the video `stream`'s pixels as players show them (its sample aspect ratio: 3
+    for pixels shown three times as wide as tall), 1 when unset. Frames stored squeezed 3:1 show
+    a normal face that the squeezed pixels hide from the search. ImageError when the container's
+    and the codec's (which a sequence header part way may change) disagree: players differ in
+    which they follow. Read again after each frame decoded."""
+    ratios = {Fraction(r) for r in (stream.sample_aspect_ratio, stream.codec_context.sample_aspect_ratio)
+              if r is not None and r > 0}
+    if len(ratios) > 1:
+        raise ImageError(f"{label}: its container and its video give different pixel shapes ("
+                         f"{', '.join(str(r) for r in sorted(ratios))}), or its pixel shape changes part way; "
+                         "players show it either way. Re-encode it with square pixels (ffmpeg -i IN -vf "
+                         "scale=iw*sar:ih,setsar=1 OUT.mp4).")
+    return ratios.pop() if ratios else Fraction(1)
+
+
+def shown_size(width: int, height: int, aspect: Fraction) -> tuple[int, int]:
+    """`width`x`height` stored pixels of shape `aspect` as square pixels: stretched, never
+    squeezed, so a face keeps every pixel it was stored with."""
+    if aspect > 1:
+        return max(1, round(width * aspect)), height
+    if aspect < 1:
+        return width, max(1, round(height / aspect))
+    return width, height
 
 
 def bound_video_decoder(stream: Any, limit: int) -> None:

@@ -33,7 +33,7 @@ from safeface.errors import ImageError, InvalidArgument, ModelError, SafeFaceErr
 from safeface.imageio import MAX_FILE_BYTES, load_image, load_image_hashed
 from safeface.hazmat.vision.dlib_engine import DlibEngine
 
-from tests.video_fixtures import (build_face_video, header_lies_video, long_silence_video, many_tracks_video,
+from tests.video_fixtures import (anonymize_peak_kib, build_face_video, header_lies_video, long_silence_video, many_tracks_video,
                                   matroska_rewritten, opus_channels_video, spliced_video, synthetic_video,
                                   ten_black_frames, tta_audio_video, usac_audio_video)
 
@@ -1292,31 +1292,6 @@ def _opus_many_streams_video(path: Path, tracks: int, streams: int, channels: in
     return path
 
 
-def _anonymize_peak_kib(src: Path, out: Path) -> tuple[int, str]:
-    """Anonymize `src` to `out` in a fresh child process: how far its peak memory (VmHWM) grew,
-    in KiB, and the report's audio streams and notes (or the error)."""
-    code = textwrap.dedent(f"""
-        import re
-        from pathlib import Path
-        from safeface.anonymize.video import VideoOptions, anonymize_video_file
-        def peak():
-            return int(re.search(r"VmHWM:\\s+(\\d+)", open("/proc/self/status").read()).group(1))
-        import av, numpy, safeface.anonymize.detect
-        before = peak()
-        try:
-            r = anonymize_video_file(Path({str(src)!r}), Path({str(out)!r}),
-                                     options=VideoOptions(progress=False, masked=False))
-            what = f"{{r.audio_streams}} {{r.notes}}"
-        except Exception as exc:
-            what = f"{{type(exc).__name__}}: {{exc}}"
-        print(peak() - before, what)
-    """)
-    r = subprocess.run([sys.executable, "-c", code], env=child_env(), capture_output=True, text=True, timeout=120)
-    assert r.returncode == 0, r.stderr[-2000:]
-    grew, what = r.stdout.strip().splitlines()[-1].split(" ", 1)
-    return int(grew), what
-
-
 @pytest.mark.parametrize("suffix", [".mov", ".avi"])
 def test_an_opus_header_naming_many_streams_is_refused_before_its_decoder_is_opened(tmp_path: Path, suffix: str) -> None:
     """audio_header_problem read an OpusHead's channel count (byte 9) but not its stream count
@@ -1328,8 +1303,8 @@ def test_an_opus_header_naming_many_streams_is_refused_before_its_decoder_is_ope
     src = _opus_many_streams_video(tmp_path / "opus.mkv", 2, 255)
     honest = _opus_many_streams_video(tmp_path / "honest.mkv", 2, 1)
     assert src.stat().st_size < 40_000
-    base, _ = _anonymize_peak_kib(honest, tmp_path / f"honest-out{suffix}")
-    grew, what = _anonymize_peak_kib(src, tmp_path / f"out{suffix}")
+    base, _ = anonymize_peak_kib(honest, tmp_path / f"honest-out{suffix}")
+    grew, what = anonymize_peak_kib(src, tmp_path / f"out{suffix}")
     assert grew < base + 30_000, (grew, base, what)
 
 

@@ -4,6 +4,9 @@ from frame to frame, with a sine-tone audio track."""
 from __future__ import annotations
 
 import struct
+import subprocess
+import sys
+import textwrap
 from fractions import Fraction
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
@@ -354,3 +357,164 @@ def usac_audio_video(path: Path, tracks: int, elements: int = 64) -> Path:
     path.write_bytes(matroska_rewritten(path.read_bytes(), lambda eid, value: config if eid == 0x63A2
                                         and value[:1] != b"\x01" else value))
     return path
+
+
+def _xiph_split(private: bytes) -> list[bytes]:
+    """The packets of a Xiph-laced CodecPrivate (Vorbis: identification, comment, setup)."""
+    count, at, sizes = private[0] + 1, 1, []
+    for _ in range(count - 1):
+        size = 0
+        while private[at] == 255:
+            size, at = size + 255, at + 1
+        size, at = size + private[at], at + 1
+        sizes.append(size)
+    packets, rest = [], private[at:]
+    for size in sizes:
+        packets.append(rest[:size])
+        rest = rest[size:]
+    return packets + [rest]
+
+
+def _xiph_lace(size: int) -> bytes:
+    return b"\xff" * (size // 255) + bytes([size % 255])
+
+
+def tone_video(path: Path, codec: str, rate: int = 48000, channels: int = 2, frames: int = 20,
+               fmt: Optional[str] = None, options: Optional[dict[str, str]] = None) -> Path:
+    """Ten black 64x64 frames and `frames` frames of a 440 Hz tone in `codec` (container `fmt`,
+    else the suffix's)."""
+    layout = "mono" if channels == 1 else "stereo"
+    with av.open(str(path), "w", format=fmt) as out:
+        vs = out.add_stream("libx264" if path.suffix != ".avi" else "mpeg4", rate=10)
+        aus = out.add_stream(codec, rate=rate, layout=layout)
+        if options:
+            aus.codec_context.options = options
+        ten_black_frames(out, vs)
+        size = aus.codec_context.frame_size or 1024
+        for k in range(frames):  # PyAV converts the frames to the encoder's sample format
+            t = (np.arange(size) + k * size) / rate
+            tone = np.tile(0.3 * np.sin(2 * np.pi * 440 * t), (channels, 1)).astype(np.float32)
+            frame = av.AudioFrame.from_ndarray(tone, format="fltp", layout=layout)
+            frame.sample_rate, frame.pts = rate, k * size
+            for packet in aus.encode(frame):
+                out.mux(packet)
+        for packet in aus.encode(None):
+            out.mux(packet)
+    return path
+
+
+def codec_private_rewritten(path: Path, fix: Callable[[bytes], bytes]) -> Path:
+    """The Matroska file `path` with its audio track's CodecPrivate through `fix` (the video's,
+    an avcC record, opens with version 1 and is left as it is)."""
+    path.write_bytes(matroska_rewritten(path.read_bytes(), lambda eid, value: fix(value) if eid == 0x63A2
+                                        and value[:1] != b"\x01" else value))
+    return path
+
+
+def vorbis_tagged_video(path: Path, tags: Sequence[bytes]) -> Path:
+    """A Matroska file of ten black frames and a Vorbis track whose comment header (in its
+    CodecPrivate) holds `tags` (b"KEY=value", a picture as METADATA_BLOCK_PICTURE=base64)."""
+    tone_video(path, "vorbis", 44100, options={"strict": "experimental"}, fmt="matroska")
+    comment = b"\x03vorbis" + struct.pack("<I", 5) + b"forge" + struct.pack("<I", len(tags))
+    comment += b"".join(struct.pack("<I", len(t)) + t for t in tags) + b"\x01"
+
+    def fix(value: bytes) -> bytes:
+        if b"vorbis" not in value[:40]:
+            return value
+        ident, _, setup = _xiph_split(value)
+        return b"\x02" + _xiph_lace(len(ident)) + _xiph_lace(len(comment)) + ident + comment + setup
+
+    return codec_private_rewritten(path, fix)
+
+
+def flac_picture_block(jpeg: bytes, width: int, height: int) -> bytes:
+    """A FLAC PICTURE block's body (also a Vorbis comment's METADATA_BLOCK_PICTURE): a front cover."""
+    return (struct.pack(">II", 3, 10) + b"image/jpeg" + struct.pack(">I", 0)
+            + struct.pack(">IIII", width, height, 24, 0) + struct.pack(">I", len(jpeg)) + jpeg)
+
+
+def low_rate_pcm_video(path: Path, rate: int = 1, samples: int = 8000) -> Path:
+    """A Matroska file of ten black frames and one PCM block of `samples` samples whose track
+    claims `rate` samples a second: at 1 Hz, 8,000 "seconds" in 16 KB."""
+    with av.open(str(path), "w", format="matroska") as out:
+        vs = out.add_stream("libx264", rate=10)
+        aus = out.add_stream("pcm_s16le", rate=rate, layout="mono")
+        ten_black_frames(out, vs)
+        frame = av.AudioFrame.from_ndarray(np.random.default_rng(0).integers(-3000, 3000, (1, samples))
+                                           .astype(np.int16), format="s16", layout="mono")
+        frame.sample_rate, frame.pts = rate, 0
+        for packet in list(aus.encode(frame)) + list(aus.encode(None)):
+            out.mux(packet)
+    return path
+
+
+def adpcm_rate_avi(path: Path, rate: int = 1) -> Path:
+    """An AVI of ten black MPEG-4 frames and an MS-ADPCM track (8,192-byte blocks) whose
+    WAVEFORMATEX then claims `rate` samples a second: 51 KB."""
+    with av.open(str(path), "w", format="avi") as out:
+        vs = out.add_stream("mpeg4", rate=10)
+        aus = out.add_stream("adpcm_ms", rate=8000, layout="mono")
+        aus.codec_context.options = {"block_size": "8192"}
+        ten_black_frames(out, vs)
+        frame = av.AudioFrame.from_ndarray(np.random.default_rng(0).integers(-3000, 3000, (1, 65536))
+                                           .astype(np.int16), format="s16", layout="mono")
+        frame.sample_rate, frame.pts = 8000, 0
+        for packet in list(aus.encode(frame)) + list(aus.encode(None)):
+            out.mux(packet)
+    data = bytearray(path.read_bytes())
+    at = data.find(b"strf", data.find(b"auds"))
+    data[at + 12:at + 16] = struct.pack("<I", rate)  # WAVEFORMATEX.nSamplesPerSec
+    path.write_bytes(bytes(data))
+    return path
+
+
+def anamorphic_video(path: Path, face: np.ndarray, squeeze: int = 3, size: tuple[int, int] = (320, 640),
+                     frames: int = 10) -> Path:
+    """An H.264 MP4 whose frames hold `face` stored squeezed `squeeze` times in width, with a
+    sample aspect ratio of `squeeze`:1 that players stretch it back by."""
+    from PIL import Image
+
+    w, h = size
+    thin = np.asarray(Image.fromarray(face).resize((face.shape[1] // squeeze, face.shape[0])))
+    with av.open(str(path), "w") as out:
+        vs = out.add_stream("libx264", rate=10)
+        vs.width, vs.height, vs.pix_fmt = w, h, "yuv420p"
+        vs.codec_context.sample_aspect_ratio = Fraction(squeeze, 1)
+        for i in range(frames):
+            canvas = np.full((h, w, 3), 100, np.uint8)
+            canvas[30:30 + thin.shape[0], 40:40 + thin.shape[1]] = thin
+            frame = av.VideoFrame.from_ndarray(canvas, format="rgb24")
+            frame.pts, frame.time_base = i, Fraction(1, 10)
+            for packet in vs.encode(frame):
+                out.mux(packet)
+        for packet in vs.encode(None):
+            out.mux(packet)
+    return path
+
+
+def anonymize_peak_kib(src: Path, out: Path, timeout: float = 120) -> tuple[int, str]:
+    """Anonymize `src` to `out` in a fresh child process: how far its peak memory (VmHWM) grew,
+    in KiB, and the report's audio streams and notes (or the error's type and message)."""
+    from child_process import child_env
+
+    code = textwrap.dedent(f"""
+        import re
+        from pathlib import Path
+        from safeface.anonymize.video import VideoOptions, anonymize_video_file
+        def peak():
+            return int(re.search(r"VmHWM:\\s+(\\d+)", open("/proc/self/status").read()).group(1))
+        import av, numpy, safeface.anonymize.detect
+        before = peak()
+        try:
+            r = anonymize_video_file(Path({str(src)!r}), Path({str(out)!r}),
+                                     options=VideoOptions(progress=False, masked=False))
+            what = f"{{r.audio_streams}} {{r.notes}}"
+        except Exception as exc:
+            what = f"{{type(exc).__name__}}: {{exc}}"
+        print(peak() - before, what)
+    """)
+    r = subprocess.run([sys.executable, "-c", code], env=child_env(), capture_output=True, text=True, timeout=timeout,
+                       cwd=out.parent)
+    assert r.returncode == 0, r.stderr[-2000:]
+    grew, what = r.stdout.strip().splitlines()[-1].split(" ", 1)
+    return int(grew), what

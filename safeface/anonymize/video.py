@@ -1,6 +1,6 @@
 """Anonymizing a video with PyAV: frames are decoded, covered and encoded one by one (only the
-few frames of look-ahead are held), audio packets are copied unchanged, and nothing of the
-input container's metadata is written."""
+few frames of look-ahead are held), audio packets are copied unchanged under a codec header
+rebuilt to what their decoder needs, and nothing of the input container's metadata is written."""
 
 from __future__ import annotations
 
@@ -22,7 +22,8 @@ from .cover import DEFAULT_MARGIN, DEFAULT_MODE, apply_cover, check_margin, chec
 from .detect import DEFAULT_DETECTOR, DEFAULT_MIN_FACE, DetectionEngine, FaceFinder, Search
 from ..hashing import sha256_file, sha256_open_file
 from ..imageio import MAX_PIXELS, c_order
-from ..videoio import allow_audio_decoding, audio_header_problem, open_video
+from ..videoio import (MAX_AUDIO_RATE, MIN_AUDIO_RATE, allow_audio_decoding, audio_header_problem, audio_packet_problem,
+                       copied_extradata, open_video, pixel_aspect, shown_size)
 from ..regularfile import SizedReader, open_regular
 from ..workers import worker_count
 from ..atomicfile import atomic_path
@@ -99,8 +100,12 @@ def detectable_frames(path: Path, search: Search, finder: Optional[FaceFinder] =
         with open_regular(path, str(path)) as fh, open_video(fh, str(path), MAX_FRAME_PIXELS) as c:
             stream = _video_stream(c, path)
             _check_frame_size(int(stream.codec_context.width), int(stream.codec_context.height), path)
+            # Judged as shown: frames of pixels that are not square, stretched to square ones.
+            sw, sh = shown_size(int(stream.codec_context.width), int(stream.codec_context.height),
+                                pixel_aspect(stream, str(path)))
+            _check_frame_size(sw, sh, path)
             for i, frame in enumerate(c.decode(video=0)):
-                if finder.detectable(frame.to_ndarray(format="rgb24"), search):
+                if finder.detectable(frame.to_ndarray(format="rgb24", width=sw, height=sh), search):
                     found.append(i)
     except (av.error.FFmpegError, OSError, ValueError) as exc:
         raise ImageError(f"{path}: not a video safeface can read ({exc}); frames much larger than its header "
@@ -269,6 +274,12 @@ def _transcode(inp: Any, turn: int, tmp: Path, fmt: str, finder: FaceFinder, mod
         raise ImageError(f"{in_path}: the video stream has no frame size.")
     _check_frame_size(width, height, in_path)  # and open_video bounded the decoder by it
     stored = (width, height)
+    # Pixels shown wider or taller than they are stored (a sample aspect ratio) are stretched
+    # square before the search: a face stored squeezed 3:1 was found in none of its frames. The
+    # output is written in square pixels.
+    aspect = pixel_aspect(vin, str(in_path))
+    width, height = shown = shown_size(width, height, aspect)
+    _check_frame_size(width, height, in_path)
     # A phone stores a portrait video turned a quarter, with a display matrix players apply:
     # faces are searched, covered and written upright, as they are shown (no matrix is written).
     if turn % 2:
@@ -292,12 +303,20 @@ def _transcode(inp: Any, turn: int, tmp: Path, fmt: str, finder: FaceFinder, mod
         for a in ain:
             name = a.codec_context.name
             try:
-                if fmt in _COPYABLE and name not in _COPYABLE[fmt]:
+                # Copied, a track keeps only the codec header its decoder needs, rebuilt
+                # (copied_extradata): a Vorbis header carried tags and a face's picture into the output.
+                header = copied_extradata(a) if fmt not in _COPYABLE or name in _COPYABLE[fmt] else None
+                why = (f"the container cannot hold {name}" if header is None and fmt in _COPYABLE
+                       and name not in _COPYABLE[fmt] else f"safeface copies no {name} header as it is")
+                refused = audio_header_problem(a)  # neither copied nor decoded then
+                if refused is not None:
+                    notes.append(f"audio stream {a.index} ({name}) left out: {refused}")
+                    continue
+                if header is None:
                     refused = (f"safeface re-encodes at most {MAX_REENCODED} audio streams"
                                if len(reencode) >= MAX_REENCODED else allow_audio_decoding(a))
                     if refused is not None:
-                        notes.append(f"audio stream {a.index} ({name}) left out: the container cannot hold {name}, "
-                                     f"and {refused}")
+                        notes.append(f"audio stream {a.index} ({name}) left out: {why}, and {refused}")
                         continue
                     encoder = av.Codec(_REENCODE.get(fmt, "aac"), "w")
                     s = out.add_stream(encoder.name, rate=_encoder_rate(encoder, a.codec_context.sample_rate or 48000))
@@ -310,14 +329,11 @@ def _transcode(inp: Any, turn: int, tmp: Path, fmt: str, finder: FaceFinder, mod
                     s.layout = _LAYOUTS.get(channels, "stereo")
                     s.format = encoder.audio_formats[0].name
                     reencode[a.index] = s
-                    notes.append(f"audio stream {a.index} ({name}) re-encoded as {s.codec_context.name}: the container cannot hold {name}")
+                    notes.append(f"audio stream {a.index} ({name}) re-encoded as {s.codec_context.name}: {why}")
                 else:
-                    refused = audio_header_problem(a)
-                    if refused is not None:
-                        notes.append(f"audio stream {a.index} ({name}) left out: {refused}")
-                        continue
                     s = out.add_stream_from_template(a)
                     s.metadata.clear()
+                    s.codec_context.extradata = header or None
                     amap[a.index] = s
             except (av.error.FFmpegError, ValueError) as exc:
                 notes.append(f"audio stream {a.index} ({name}) left out: {exc}")
@@ -380,7 +396,10 @@ def _transcode(inp: Any, turn: int, tmp: Path, fmt: str, finder: FaceFinder, mod
                             raise ImageError(f"{in_path}: its frames change size part way ({stored[0]}x{stored[1]} "
                                              f"to {frame.width}x{frame.height}); safeface anonymizes only videos "
                                              "whose frames keep one size. Split it where the size changes.")
-                        rgb = frame.to_ndarray(format="rgb24")
+                        if pixel_aspect(vin, str(in_path)) != aspect:  # a sequence header part way may change it
+                            raise ImageError(f"{in_path}: its pixel shape changes part way; safeface anonymizes "
+                                             "only videos whose pixels keep one shape.")
+                        rgb = frame.to_ndarray(format="rgb24", width=shown[0], height=shown[1])
                         if turn:
                             rgb = c_order(np.rot90(rgb, turn))
                         job = (pool.submit(finder.search, rgb, search)
@@ -401,9 +420,18 @@ def _transcode(inp: Any, turn: int, tmp: Path, fmt: str, finder: FaceFinder, mod
                         notes.append(f"audio stream {packet.stream.index} cut where it runs more than "
                                      f"{AUDIO_AHEAD_S:.0f} s past the video")
                         continue
+                    # A packet is decoded whole: one claiming hours at 1 Hz is stopped before.
+                    too_large = audio_packet_problem(packet)
+                    if too_large is not None:
+                        cut.add(packet.stream.index)
+                        notes.append(f"audio stream {packet.stream.index} stopped part way: {too_large}")
+                        continue
                     enc = reencode[packet.stream.index]
                     try:
                         for aframe in packet.decode():
+                            if not MIN_AUDIO_RATE <= int(aframe.sample_rate or 0) <= MAX_AUDIO_RATE:
+                                # The header's rate was checked; a decoder may still run at another.
+                                raise ValueError(f"a frame at {aframe.sample_rate} Hz")
                             decoded[packet.stream.index] += aframe.samples / max(1, int(aframe.sample_rate or 1))
                             aframe.pts = None  # the encoder numbers samples itself
                             for p in enc.encode(aframe):
@@ -429,9 +457,12 @@ def _transcode(inp: Any, turn: int, tmp: Path, fmt: str, finder: FaceFinder, mod
             raise ImageError(f"{in_path}: the video has no frames.")
         for packet in vout.encode(None):
             out.mux(packet)
-        for enc in reencode.values():
-            for packet in enc.encode(None):
-                out.mux(packet)
+        for index, enc in reencode.items():
+            try:
+                for packet in enc.encode(None):
+                    out.mux(packet)
+            except (av.error.FFmpegError, ValueError) as exc:  # the audio alone, as above
+                notes.append(f"audio stream {index} stopped at its end: it could not be re-encoded ({exc})")
         stats["tracks"] = tracker.track_count
     finally:
         out.close()
