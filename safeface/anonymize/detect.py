@@ -5,14 +5,14 @@ from __future__ import annotations
 import math
 import queue
 from dataclasses import dataclass, field
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 from PIL import Image
 
 from ..errors import InvalidArgument, ModelError, SafeFaceError
 from ..imageio import c_order
-from .exposure import dark_view
+from .exposure import dark_view, narrow_view
 
 DETECTORS = ("hog", "mmod", "onnx")
 DEFAULT_DETECTOR = "hog"
@@ -40,6 +40,17 @@ SEARCH_MARGIN = 0.25
 # The widest face a video search may miss for want of pixels, whatever the frame's size: the
 # default search of a 1280x720 frame (640 px, upsampling 1) reaches this already.
 DEFAULT_MIN_FACE = 80.0
+
+# The most pixels (after upsampling) one detector pass scans; a larger image is scanned in
+# overlapping tiles at full size, plus once scaled to the budget for faces wider than the overlap.
+# Memory grows with the pixels scanned: MMOD took about 150 MB per megapixel scanned (a flat
+# 2000x2000 photo at upsampling 1: 2.6 GB, 3000x3000: 6.5 GB), dlib's fHOG detectors about 10.
+# The budgets leave ordinary photos whole: 1600x1600 at upsampling 2 for HOG, t1.jpg (1280x886)
+# at upsampling 1 for MMOD.
+FHOG_SCAN_PIXELS = 48e6
+MMOD_SCAN_PIXELS = 5e6
+# MMOD's smallest face without upsampling (dlib_engine.MMOD_MIN_SIDE's note).
+MMOD_WINDOW = 40
 
 Box = tuple[float, float, float, float]
 
@@ -165,7 +176,8 @@ class FaceFinder:
         """Our masked-face detector's boxes: a detector only, like HOG (no landmarks)."""
         from ..hazmat.vision.masked_faces import shared_detector
 
-        return [_box(r) for r, _ in shared_detector().rects(image, upsample, bar)]
+        return scan(image, upsample, FHOG_SCAN_PIXELS, HOG_WINDOW,
+                    lambda im: [_box(r) for r, _ in shared_detector().rects(im, upsample, bar)])
 
     def _masked_boxes(self, image: np.ndarray) -> list[Box]:
         if isinstance(self.engine, DetectionEngine):
@@ -180,7 +192,9 @@ class FaceFinder:
         search = getattr(self.onnx_engine, "mmod_detections", None)
         if search is None:
             return boxes
-        return boxes + [tuple(map(float, d.rect)) for d in search(image, 1, MASKED_MMOD_BAR)]  # type: ignore[misc]
+        return boxes + scan(image, 1, MMOD_SCAN_PIXELS, MMOD_WINDOW, lambda im: [
+            (float(d.rect[0]), float(d.rect[1]), float(d.rect[2]), float(d.rect[3]))
+            for d in search(im, 1, MASKED_MMOD_BAR)])
 
     def search(self, image: np.ndarray, search: Search) -> list[Box]:
         """The video path's search of one frame: `search` at a bar SEARCH_MARGIN under dlib's
@@ -207,9 +221,10 @@ class FaceFinder:
         boxes = [_box(r) for r, _ in self._hog.detect_rects(small, "hog", search.upsample, threshold)]
         # A frame dark enough to hide a face is searched brightened too (exposure.py), by the
         # search and its check alike: brightening the output gave back faces HOG missed there.
-        bright = dark_view(small, sample=True)
-        if bright is not None:
-            boxes += [_box(r) for r, _ in self._hog.detect_rects(bright, "hog", search.upsample, threshold)]
+        # So is one squeezed into a narrow band elsewhere (nearly white, mid-grey), stretched.
+        for view in (dark_view(small, sample=True), narrow_view(small, sample=True)):
+            if view is not None:
+                boxes += [_box(r) for r, _ in self._hog.detect_rects(view, "hog", search.upsample, threshold)]
         if search.masked:
             boxes += self._masked_face_boxes(small, search.upsample, MASKED_FACE_BAR if extra else 0.0)
         if extra and self.detector == "mmod":
@@ -222,7 +237,44 @@ class FaceFinder:
     def _rects(self, image: np.ndarray, detector: str, upsample: int) -> list[Box]:
         # Unclipped dlib rectangles and no landmarks: a face half out of frame still gets its
         # whole cover, and nothing about the face beyond where it is gets computed.
-        return [_box(r) for r, _ in self.engine.detect_rects(image, detector, upsample)]
+        budget, window = (MMOD_SCAN_PIXELS, MMOD_WINDOW) if detector == "mmod" else (FHOG_SCAN_PIXELS, HOG_WINDOW)
+        return scan(image, upsample, budget, window,
+                    lambda im: [_box(r) for r, _ in self.engine.detect_rects(im, detector, upsample)])
+
+
+def scan(image: np.ndarray, upsample: int, budget: float, window: float,
+         run: Callable[[np.ndarray], list[Box]]) -> list[Box]:
+    """`run`'s boxes on `image`, no pass scanning more than `budget` pixels once upsampled. A
+    larger image is scanned in tiles at full size, so no face narrower than the overlap is lost,
+    and once scaled down to the budget, where a face wider than the overlap is at least twice
+    the narrowest the detector finds (`window` px without upsampling). Unmerged."""
+    h, w = image.shape[:2]
+    per = 4.0 ** upsample
+    if h * w * per <= budget:
+        return run(image)
+    scale = math.sqrt(budget / (h * w * per))
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    small = np.asarray(Image.fromarray(c_order(image)).resize(size, Image.Resampling.BILINEAR))
+    boxes = [(x1 / scale, y1 / scale, x2 / scale, y2 / scale) for x1, y1, x2, y2 in run(small)]
+    side = max(1, int(math.sqrt(budget / per)))
+    overlap = min(side // 2, math.ceil(2 * window / 2.0 ** upsample / scale))
+    # A strip (a panorama, a 21-row sliver) is cut into long tiles, not thousands of squares.
+    th = min(h, side)
+    tw = min(w, max(side, int(budget / per / th)))
+    if tw == w:
+        th = min(h, max(side, int(budget / per / tw)))
+    for y in _starts(h, th, overlap):
+        for x in _starts(w, tw, overlap):
+            boxes += [(x1 + x, y1 + y, x2 + x, y2 + y) for x1, y1, x2, y2 in run(c_order(image[y:y + th, x:x + tw]))]
+    return boxes
+
+
+def _starts(length: int, tile: int, overlap: int) -> list[int]:
+    """Where tiles `tile` long, overlapping by `overlap`, start to cover `length`."""
+    if length <= tile:
+        return [0]
+    stride = max(1, tile - overlap)
+    return list(range(0, length - tile, stride)) + [length - tile]
 
 
 def _box(rect: Any) -> Box:

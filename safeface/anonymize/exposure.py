@@ -7,7 +7,13 @@ Two cases. Pixels that are nearly all dark (99th percentile under DARK_P99) are 
 their minimum to that percentile. Otherwise, a dark area large enough to hold a face (a face in
 shadow, or a dark frame with a lamp or a white border in it, which lifts the percentile; dark in
 one channel or all) has its shadows lifted: in each channel, every value up to LIFT_WHITE is
-spread over the full range, the rest is white."""
+spread over the full range, the rest is white.
+
+The same trick works anywhere in the range: values squeezed to 248-255 (nearly white) or to eight
+mid-grey levels hide a face from HOG as well as 0-7 does, and one "levels" step gives it back (the
+negative of a nearly white photo is nearly black, but is never brightened). So a photo or frame
+whose every channel spans fewer than NARROW_RANGE levels is also searched stretched to the full
+range (narrow_view). An ordinary photo spans far more and pays nothing."""
 
 from __future__ import annotations
 
@@ -22,6 +28,9 @@ LIFT_WHITE = 32
 # or a dark coat in an ordinary frame fills no such square; a face in deep shadow does.
 SHADOW_SIDE = 40
 DARK_SHARE = 0.6
+# A channel spanning fewer levels than this (1st to 99th percentile) is squeezed; the nearly black
+# case (dark_view) already stretches photos whose 99th percentile is under DARK_P99.
+NARROW_RANGE = 64
 # Pixels are read on every 4th row and column: a video pays for the test on every frame.
 _SAMPLE_STEP = 4
 
@@ -34,8 +43,7 @@ def dark_view(pixels: np.ndarray, sample: bool = False) -> Optional[np.ndarray]:
     top = float(np.percentile(seen, 99))
     if top < DARK_P99:
         lo = float(pixels.min())
-        stretched = (pixels.astype(np.float32) - lo) * (255.0 / max(top - lo, 1.0))
-        out: np.ndarray = np.clip(stretched, 0, 255).astype(np.uint8)
+        out: np.ndarray = _stretch(lo, top)[pixels]
         return out
     # A pixel is dark if any channel is: a face under a red lamp is dark in green and blue only,
     # and lifting each channel brings those back.
@@ -58,3 +66,31 @@ def _dark_square(dark: np.ndarray, side: int) -> bool:
         if float(blocks.mean(axis=(1, 3)).max()) >= DARK_SHARE:
             return True
     return False
+
+
+def narrow_view(pixels: np.ndarray, sample: bool = False) -> Optional[np.ndarray]:
+    """The copy stretched to the full range when every channel spans a narrow band of values
+    (nearly white, mid-grey, any level), or None (also where dark_view already stretches it).
+    Percentiles, not the extremes: a few black or white pixels must not hide the squeeze."""
+    step = _SAMPLE_STEP if sample else 1
+    seen = pixels[::step, ::step]
+    chans = seen.reshape(-1, seen.shape[-1]) if seen.ndim == 3 else seen.reshape(-1, 1)
+    if chans.shape[0] == 0:
+        return None
+    lo, hi = np.percentile(chans, [1, 99], axis=0)
+    if float(hi.max()) < DARK_P99 or float((hi - lo).max()) >= NARROW_RANGE:
+        return None
+    if pixels.ndim == 2:
+        gray: np.ndarray = _stretch(float(lo[0]), float(hi[0]))[pixels]
+        return gray
+    out = np.empty(pixels.shape, np.uint8)
+    for c, (a, b) in enumerate(zip(lo, hi)):
+        out[..., c] = _stretch(float(a), float(b))[pixels[..., c]]
+    return out
+
+
+def _stretch(lo: float, hi: float) -> np.ndarray:
+    """A table mapping lo..hi onto 0..255: a float copy of a 50-megapixel photo is 600 MB."""
+    levels = (np.arange(256, dtype=np.float32) - lo) * (255.0 / max(hi - lo, 1.0))
+    table: np.ndarray = np.clip(levels, 0, 255).astype(np.uint8)
+    return table

@@ -6,18 +6,21 @@ or gets back with one step anyone can take:
   phone photo whose tag a messenger stripped): turning the output back shows the face;
 - a negative: inverting the output gives the face back;
 - nearly black (an underexposed night shot, or values squeezed to 0-7 on purpose), or a face in
-  shadow in a photo with bright parts: brightening the output gives it back (exposure.py).
-Each view is searched too, and its boxes are mapped back onto the photo's pixels."""
+  shadow in a photo with bright parts: brightening the output gives it back (exposure.py);
+- squeezed into a narrow band anywhere else (nearly white, a few mid-grey levels): stretching
+  the output gives it back (exposure.narrow_view).
+Each view is searched too, and its boxes are mapped back onto the photo's pixels. Views are made
+one at a time: a turned copy of a 50-megapixel photo is 150 MB."""
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 
 from ..imageio import c_order
 from .detect import Box, FaceFinder
-from .exposure import dark_view
+from .exposure import dark_view, narrow_view
 
 
 def _turned_back(k: int, w: int, h: int) -> Callable[[Box], Box]:
@@ -32,17 +35,16 @@ def _turned_back(k: int, w: int, h: int) -> Callable[[Box], Box]:
     return back
 
 
-def views(pixels: np.ndarray) -> list[tuple[np.ndarray, Callable[[Box], Box]]]:
+def views(pixels: np.ndarray) -> Iterator[tuple[np.ndarray, Callable[[Box], Box]]]:
     """(view, map back to the photo's coordinates) for each other view worth a search."""
     h, w = pixels.shape[:2]
-    out: list[tuple[np.ndarray, Callable[[Box], Box]]] = [
-        (c_order(np.rot90(pixels, k)), _turned_back(k, w, h)) for k in (1, 2, 3)]
+    for k in (1, 2, 3):
+        yield c_order(np.rot90(pixels, k)), _turned_back(k, w, h)
     same: Callable[[Box], Box] = lambda b: b  # noqa: E731
-    out.append((np.ascontiguousarray(255 - pixels), same))
-    bright = dark_view(pixels)
-    if bright is not None:
-        out.append((bright, same))
-    return out
+    yield np.ascontiguousarray(255 - pixels), same
+    for view in (dark_view(pixels), narrow_view(pixels)):
+        if view is not None:
+            yield view, same
 
 
 def find_in_views(finder: FaceFinder, pixels: np.ndarray) -> list[Box]:

@@ -1,0 +1,146 @@
+"""The anonymizer's other views and its pixel budget: a face squeezed into a narrow band of values
+anywhere in the range is searched stretched (anonymize/exposure.py), and no detector pass scans
+more pixels than its budget, however large the photo (anonymize/detect.py)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import av
+import numpy as np
+import pytest
+from child_process import child_env
+from datasets_path import datasets
+from PIL import Image
+
+import safeface.hazmat.vision as vision
+from safeface.anonymize import FaceFinder, VideoOptions, anonymize_file, anonymize_image
+from safeface.imageio import load_image
+from safeface.hazmat.vision.dlib_engine import DlibEngine
+from tests.test_anonymize import engine, finder  # noqa: F401 (its fixtures)
+from tests.video_fixtures import build_face_video
+
+DATASETS = datasets()
+OBAMA = DATASETS / "face_recognition" / "test_images" / "obama.jpg"
+LFW = DATASETS / "lfw-dev" / "images"
+THRESHOLD = float(getattr(vision, "DEFAULT_THRESHOLD", 0.92))
+
+needs_photos = pytest.mark.skipif(not OBAMA.is_file() or not LFW.is_dir(),
+                                  reason=f"real test images not found under {DATASETS} (set SAFEFACE_DATASETS)")
+
+
+def _best_match(engine: DlibEngine, rgb: np.ndarray, reference: np.ndarray) -> float:
+    """The highest cosine to `reference` of any face the recognizer finds in `rgb` (-1: none)."""
+    rgb = np.ascontiguousarray(rgb)
+    faces = [f for up in (1, 2) for f in engine.detect(rgb, "hog", up)]
+    return float((engine.embed_chips(engine.chips(rgb, faces)) @ reference).max()) if faces else -1.0
+
+
+def _reference(engine: DlibEngine, rgb: np.ndarray) -> np.ndarray:
+    return engine.embed_chips(engine.chips(rgb, engine.detect(rgb, "hog", 1)[:1]))[0]
+
+
+def _squeeze(rgb: np.ndarray, lo: int) -> np.ndarray:
+    """Values squeezed into 8 levels from `lo`: what an uploader does to hide a face from HOG."""
+    return np.ascontiguousarray((lo + rgb // 32).astype(np.uint8))
+
+
+def _levels(rgb: np.ndarray, lo: int) -> np.ndarray:
+    """What anyone's "levels" tool does to undo it."""
+    return np.clip((rgb.astype(np.int32) - lo) * 32, 0, 255).astype(np.uint8)
+
+
+@needs_photos
+@pytest.mark.parametrize("lo", [248, 120], ids=["nearly-white", "mid-grey"])
+def test_a_photo_squeezed_into_a_narrow_band_has_its_face_covered(engine: DlibEngine, finder: FaceFinder,
+                                                                   lo: int) -> None:
+    """Values squeezed to 248-255 or to eight mid-grey levels: no face was found, the photo was
+    returned unchanged, and a levels step on the output gave the face back (0.99 against the
+    original). Only nearly black photos were brightened."""
+    o = load_image(OBAMA)
+    original = np.asarray(Image.fromarray(o).resize((o.shape[1] // 2, o.shape[0] // 2)))
+    reference = _reference(engine, original)
+    squeezed = _squeeze(original, lo)
+    assert not engine.detect(squeezed, "hog", 1), "the squeezed photo must hide its face from HOG"
+    assert _best_match(engine, _levels(squeezed, lo), reference) >= THRESHOLD, "and a levels step show it"
+    covered, report = anonymize_image(squeezed, finder=finder)
+    score = _best_match(engine, _levels(covered, lo), reference)
+    assert report.face_count >= 1 and score < THRESHOLD, (report.face_count, score)
+
+
+@needs_photos
+def test_a_nearly_white_video_gives_no_face_back_when_stretched(engine: DlibEngine, finder: FaceFinder,
+                                                                tmp_path: Path) -> None:
+    src, out = tmp_path / "white.mp4", tmp_path / "out.mp4"
+    photos = sorted(LFW.glob("*/*.jpg"))[::151][:3]
+
+    def whiten(canvas: np.ndarray, where: Any) -> np.ndarray:
+        return _squeeze(canvas, 248)
+
+    build_face_video(src, photos, frames=12, audio=False, paint=whiten)
+    with av.open(str(src)) as c:
+        frames_in = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+    assert not any(engine.detect(f, "hog", 1) for f in frames_in), "the white input must hide its faces from HOG"
+    assert sum(bool(engine.detect(_levels(f, 248), "hog", 1)) for f in frames_in) >= 3, "and show them stretched"
+    report = anonymize_file(src, out, video=VideoOptions(progress=False), finder=finder)
+    assert report.frames_with_faces == 12
+    with av.open(str(out)) as c:
+        for i, frame in enumerate(c.decode(video=0)):
+            assert not engine.detect(_levels(frame.to_ndarray(format="rgb24"), 248), "hog", 1), \
+                f"stretching output frame {i} shows a face"
+
+
+# A flat 2000x2000 PNG of 16 KB: the masked search ran MMOD over all of it at upsampling 1 and the
+# call peaked at 2.6 GB (6.5 GB at 3000x3000); now about 1.1 GB.
+PEAK_BOUND_MIB = 1500
+
+
+def test_a_large_flat_photo_is_anonymized_in_bounded_memory(tmp_path: Path) -> None:
+    path = tmp_path / "flat.png"
+    Image.new("RGB", (2000, 2000), (120, 130, 140)).save(path)
+    child = textwrap.dedent(f"""
+        from safeface.anonymize import anonymize_image
+        out, report = anonymize_image({str(path)!r})
+        print(report.face_count)
+        print([l for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1])
+        """)
+    done = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, env=child_env(),
+                          cwd=tmp_path, timeout=900)
+    assert done.returncode == 0, done.stderr[-2000:]
+    faces, hwm_kib = (int(x) for x in done.stdout.split()[-2:])
+    assert faces == 0
+    assert hwm_kib / 1024 < PEAK_BOUND_MIB, f"peak {hwm_kib / 1024:.0f} MiB"
+
+
+def _small_face(step: float = 0.5) -> np.ndarray:
+    face = load_image(LFW / "Candice_Bergen" / "Candice_Bergen_0001.jpg")
+    return np.asarray(Image.fromarray(face).resize((int(face.shape[1] * step), int(face.shape[0] * step))))
+
+
+@needs_photos
+def test_a_small_face_in_a_photo_larger_than_a_pass_scans_is_covered(engine: DlibEngine, finder: FaceFinder) -> None:
+    """A 1600x1300 photo (MMOD's pass is tiled: 1118 px tiles from x 0 and 482) with a face
+    about 55 px wide where the tiles overlap."""
+    face = _small_face()
+    photo = np.full((1300, 1600, 3), 100, np.uint8)
+    photo[600:600 + face.shape[0], 800:800 + face.shape[1]] = face
+    reference = _reference(engine, face)
+    assert _best_match(engine, photo, reference) >= THRESHOLD
+    covered, report = anonymize_image(photo, finder=finder)
+    assert report.face_count >= 1 and _best_match(engine, covered, reference) < THRESHOLD
+
+
+@needs_photos
+def test_hog_finds_a_small_face_in_a_photo_too_large_for_one_pass(finder: FaceFinder) -> None:
+    """6000x6000: HOG's pass is tiled, and its scaled copy is too coarse for a 55 px face, which
+    the full-size tiles must find (here where two tiles overlap)."""
+    face = _small_face()
+    photo = np.full((6000, 6000, 3), 100, np.uint8)
+    x, y = 3300, 3300
+    photo[y:y + face.shape[0], x:x + face.shape[1]] = face
+    found = finder.find(photo, [1], masked=False)
+    assert any(b[0] < x + face.shape[1] and b[2] > x and b[1] < y + face.shape[0] and b[3] > y for b in found), found
