@@ -324,3 +324,28 @@ def test_rekey_bulk_and_legal_basis_enrolments_are_not_named(tmp_path: Path) -> 
     with open_sf(paths) as sf:
         _clean(sf)
 
+
+
+def test_a_host_that_sets_the_sdks_clock_back_or_patches_the_subject_check_is_named(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The host process (no keys, no hazmat) set its handle's clock back, so a consent that had
+    expired enrolled carol, and patched the guard's subject comparison, so bob's face was
+    enrolled under alice's consent; the log's entries carried their true times and `audit
+    verify` found nothing. The entry's own time is held to the token's validity, and the row's
+    pseudonym to its consent's subject."""
+    import safeface.policy.guard as guard_mod
+
+    ws = make_workspace(tmp_path / "ws", today=dt.date.today() - dt.timedelta(days=60))
+    imgs = images()
+    now = dt.datetime.now(dt.timezone.utc)
+    with open_sf(ws) as sf:
+        expired = consent(ws, "carol", now=now - dt.timedelta(days=40), days=30)
+        sf._clock = lambda: now - dt.timedelta(days=20)
+        sf.enroll(imgs / "obama.jpg", "carol", "demo", expired)
+        sf._clock = lambda: dt.datetime.now(dt.timezone.utc)
+        monkeypatch.setattr(guard_mod, "same_subject", lambda a, b: True)
+        sf.enroll(imgs / "biden.jpg", "bob", "demo", consent(ws, "alice"))
+        monkeypatch.undo()
+        problems = sf.verify_store().problems
+    assert any("outside its consent's validity" in p for p in problems), problems
+    assert any("another pseudonym than its consent's subject" in p for p in problems), problems

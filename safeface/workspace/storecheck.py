@@ -42,11 +42,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from ..errors import IntegrityError, InvalidArgument
 from ..hazmat.templates.pseudonym import pseudonymize
-from ..policy.guard import BIPA_INTERACTION_DAYS
+from ..policy.guard import BIPA_INTERACTION_DAYS, CLOCK_SKEW_S
 from ..policy.tokens import TokenError, decode_consent, decode_legal_basis, key_id
 from .audit import judged_after, last_mention, rows_named, withdrawal_time
 
 # The expiry an enrolment stored its row with ("expires 2026-01-31"), or an interaction moved it to.
+# How long after its judging an enrolment's entry may be written (the face is found and embedded
+# between): a token that expired in between was valid when judged.
+ENROL_WORK_S = 600
 _EXPIRES = re.compile(r"\bexpires ([0-9]{4}-[0-9]{2}-[0-9]{2})\b")
 # An identify entry's subjects are its candidates; the note names whose consent let it in.
 CONSENT_OF = "consent of"
@@ -116,6 +119,7 @@ class _Enrolment:
     purpose: Optional[str]
     subjects: tuple[str, ...]
     expires: Optional[dt.date]  # None: written before entries named it
+    at: float = 0.0  # the entry's time (Unix seconds), the log's own clock (it refuses one set back)
 
 
 def _recorded_expiry(note: Optional[str]) -> Optional[dt.date]:
@@ -124,6 +128,11 @@ def _recorded_expiry(note: Optional[str]) -> Optional[dt.date]:
         return dt.date.fromisoformat(found[-1]) if found else None
     except ValueError:
         return None
+
+
+def _entry_time(time: Any) -> float:
+    when = dt.datetime.fromisoformat(str(time))
+    return (when if when.tzinfo is not None else when.replace(tzinfo=dt.timezone.utc)).timestamp()
 
 
 def _entry_date(time: Any) -> dt.date:
@@ -247,7 +256,8 @@ def read_log(entries: Iterable[Any]) -> _Log:
         if e.operation == "identify" and judged is not None:
             _matched_after_withdrawal(out, e, judged)
         if e.operation == "enroll":
-            enrolled = _Enrolment(int(e.seq), e.purpose, tuple(str(s) for s in e.subjects), _recorded_expiry(e.note))
+            enrolled = _Enrolment(int(e.seq), e.purpose, tuple(str(s) for s in e.subjects), _recorded_expiry(e.note),
+                                  _entry_time(e.time))
             for row in rows_named(e.note):
                 earlier = out.enrolment.get(row)
                 if earlier is not None:
@@ -370,6 +380,12 @@ def _record_problems(row: Any, tok: Any, pseudonym_key: bytes, log: _Log) -> lis
     if enrolled.subjects and str(row.pseudonym) not in enrolled.subjects:
         out.append(f"row {row.row_id} is filed under another pseudonym than its enrolment (entry {enrolled.seq}) "
                    "named: it was re-filed behind the guard.")
+    # The log's clock, not the caller's: a host that set the SDK's clock back let in a token that
+    # had expired, or forward one not yet valid; the entry's own time shows it. An enrolment is
+    # recorded when its work ends, so a token may expire while the face is embedded.
+    if enrolled.at and not (tok.issued_at - CLOCK_SKEW_S <= enrolled.at < tok.expires_at + ENROL_WORK_S):
+        out.append(f"row {row.row_id} was enrolled (entry {enrolled.seq}) outside its {what}'s validity: the "
+                   "guard was given another clock than the log's.")
     until = log.kept_until(row, enrolled)
     if until is not None and _utc_date(row.expires_at) > until:
         out.append(f"row {row.row_id} is kept until {_utc_date(row.expires_at).isoformat()}, later than the log "
