@@ -197,9 +197,10 @@ def _jpeg_scans(data: bytes, limit: int) -> int:
         if i + 2 > n:
             break
         length = int.from_bytes(data[i:i + 2], "big")
-        if length < 2:
-            break
-        i += length
+        # libjpeg skips a comment or APPn segment of length 0 or 1 as one of 2 (nothing after
+        # its length) and reads on: stopping here let the scans after it go uncounted. On the
+        # segments libjpeg checks, such a length fails the decode anyway.
+        i += max(length, 2)
         if code == 0xDA:
             scans += 1
             found = _JPEG_SCAN_END.search(data, i)
