@@ -434,3 +434,31 @@ def test_a_deployment_that_no_longer_loads_stops_processing_but_not_erasure(tmp_
         assert not sf.records()
         ws.config.write_text(good)
         assert sf.audit_verify().entries > 0
+
+
+def test_a_purposes_column_respelled_by_hand_fails_the_rows_check(tmp_path: Path, imgs: Path) -> None:
+    """The integrity check parsed the purposes column, so '["\\u0064emo"]' (the same JSON, spelled
+    otherwise) opened as "demo", while the purge of an ended purpose, matching the column's text,
+    passed the row by. The column must read exactly as written."""
+    ws = make_workspace(tmp_path / "ws")
+    with open_sf(ws) as sf:
+        sf.enroll(imgs / "obama.jpg", "alice", "demo", consent(ws, "alice"))
+    with sqlite3.connect(ws.gallery) as db:
+        db.execute("UPDATE rows SET purposes = ?", ('["\\u0064emo"]',))
+    with pytest.raises(IntegrityError, match="purposes column is not as written"):
+        open_sf(ws)
+
+
+def test_a_retention_past_the_calendar_on_a_dated_purpose_does_not_stop_erasure(tmp_path: Path, imgs: Path) -> None:
+    """retention_days of 10**12 on a purpose with an end date made the purge at open overflow
+    the calendar, so no process could open the workspace, not even to erase. The purpose simply
+    never ends by that date; processing is refused by validation; erasure works."""
+    ws = make_workspace(tmp_path / "ws")
+    with open_sf(ws) as sf:
+        sf.enroll(imgs / "obama.jpg", "alice", "demo", consent(ws, "alice"))
+    raw = json.loads(ws.config.read_text())
+    raw["purposes"]["demo"]["retention_days"] = 10**12
+    raw["purposes"]["demo"]["end_date"] = "2030-01-01"
+    ws.config.write_text(json.dumps(raw))
+    with open_sf(ws) as sf:
+        assert sf.erase("alice").templates_removed == 1

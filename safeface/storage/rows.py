@@ -407,9 +407,14 @@ def unseal_row(keys: Keys, row: Sequence[Any], dim: int) -> tuple[Entry, np.ndar
     (row_id, pseudonym, purposes_json, token_id, provenance, expires_us, tv, sv, sealed) = row
     try:
         purposes = tuple(json.loads(purposes_json))
-    except ValueError:
+    except (TypeError, ValueError):
         raise IntegrityError(f"gallery row {row_id} failed its integrity check: its purposes "
                              f"column is not valid.") from None
+    # Exactly as written, not only the same JSON: the purge and the index find rows by this text,
+    # so a respelled copy ('["\\u0064emo"]') kept an ended purpose's rows out of its purge.
+    if purposes_json != json.dumps(list(purposes)):
+        raise IntegrityError(f"gallery row {row_id} failed its integrity check: its purposes column is not "
+                             "as written (respelled by hand).")
     if tv != keys.transform_version or sv != keys.seal_version:
         raise IntegrityError(f"gallery row {row_id} failed its integrity check: it claims key versions "
                              f"{tv}/{sv} but the gallery is under {keys.transform_version}/{keys.seal_version}.")
