@@ -220,3 +220,22 @@ def test_an_erasure_killed_before_its_entry_is_settled_by_erasing_again(tmp_path
         assert "already gone" in str(entry.note)
         problems = sf.verify_store().problems
         assert len(problems) == 1 and f"row {bob.row_id} " in problems[0]
+
+
+def test_a_kill_during_the_very_first_enrolment_is_settled_not_called_a_restore(tmp_path: Path) -> None:
+    """With no commit mark in the log yet (the workspace's first enrolment was the one killed
+    between its two commits), nothing was settled, the next enrolment's counter check wrote that
+    the store "was restored from an older copy or its counter set back by hand", and the check
+    named the row missing for good. It is settled as never committed, like any later one."""
+    paths = make_workspace(tmp_path / "ws")
+    img = images()
+    tests_dir = str(Path(__file__).resolve().parent)
+    child = subprocess.run([sys.executable, "-c", CHILD, tests_dir, str(paths.root), str(img / "biden.jpg"),
+                            consent(paths, "bob")], env=child_env(), cwd=tmp_path, capture_output=True, text=True,
+                           timeout=300)
+    assert child.returncode == 137, child.stderr[-2000:]
+    with open_sf(paths) as sf:
+        sf.enroll(img / "obama.jpg", "alice", "demo", consent(paths, "alice"))
+        ops = [e.operation for e in sf.audit_entries()]
+        assert "uncommitted" in ops and "store-counter" not in ops
+        assert sf.verify_store().ok

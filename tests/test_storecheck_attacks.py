@@ -349,3 +349,21 @@ def test_a_host_that_sets_the_sdks_clock_back_or_patches_the_subject_check_is_na
         problems = sf.verify_store().problems
     assert any("outside its consent's validity" in p for p in problems), problems
     assert any("another pseudonym than its consent's subject" in p for p in problems), problems
+
+
+def test_an_honest_match_does_not_license_a_longer_retention(tmp_path: Path) -> None:
+    """A match entry that recorded no expiry was read as one that may have moved it by up to the
+    interaction's 3 years: after one honest match outside us-bipa, a key holder's `touch` kept
+    alice's row to 2029 unseen, and each later match added 3 more. A match that moves nothing
+    now says so ("expiry kept"), and holds the row to its enrolment's date."""
+    paths = make_workspace(tmp_path / "ws")
+    with open_sf(paths) as sf:
+        t = consent(paths, "alice")
+        sf.enroll(IMG / "obama.jpg", "alice", "demo", t)
+        assert sf.verify(IMG / "obama2.jpg", "alice", "demo", t).match
+        entry = [e for e in sf.audit_entries() if e.operation == "verify"][-1]
+        assert "expiry kept" in str(entry.note)
+    keyring = open_keyring(paths, PASSPHRASE)
+    with Gallery.open(paths.gallery, keyring, 128) as g:
+        g.touch("alice", new_expiry=dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=1093), purpose="demo")
+    assert _named(paths, "retention was extended behind the guard")

@@ -66,3 +66,16 @@ def test_rows_enrolled_under_a_key_before_its_removal_stay_explained(
     with open_sf(ws) as sf:
         assert sf.verify_store().ok
     assert audit_verify(ws.root).store.ok
+
+
+def test_the_trusted_keys_listing_follows_a_removal_made_elsewhere(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An open handle (the console's /keys page) listed a key removed from another process until
+    some guarded call ran; the listing reads the trust store again."""
+    monkeypatch.setenv("SAFEFACE_PASSPHRASE", PASSPHRASE)
+    ws = make_workspace(tmp_path / "ws")
+    b = keys_new(ws.root, "consent-issuer", tmp_path / "b.pem", label="consent service B")
+    with open_sf(ws) as sf:
+        before = sum(len(v) for v in sf.trusted_keys().values())
+        keys_remove(ws.root, "consent-issuer", b.thumbprint)
+        assert sum(len(v) for v in sf.trusted_keys().values()) == before - 1

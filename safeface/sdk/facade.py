@@ -46,8 +46,8 @@ from ..workspace.paths import WorkspacePaths
 from ..workspace.session import open_apikeys, open_audit, open_state
 from ..workspace.trust import OPERATIONS as TRUST_OPERATIONS, TrustStore, load_trust
 from ..workspace.state import PolicyState
-from ..workspace.storecheck import (CONSENT_OF, COMMITTED, TOKEN_ISSUED, UNCOMMITTED, StoreReport, check_store,
-                                    key_actor, key_revoked_note, session_ended_note)
+from ..workspace.storecheck import (CONSENT_OF, COMMITTED, EXPIRY_KEPT, TOKEN_ISSUED, UNCOMMITTED, StoreReport,
+                                    check_store, key_actor, key_revoked_note, session_ended_note)
 from .nonces import RecordedNonces, nonce_ref
 from .revocations import RecordedRevocations
 from .results import Candidate, Enrollment, Export, Record, Verification
@@ -258,8 +258,8 @@ class SafeFace:
             if e.operation != "enroll":
                 break
             pending.update(rows_named(e.note))
-        else:
-            return  # no enrolment has written its commit mark yet: nothing can be told apart
+        # (No commit mark in the whole log: the first enrolment was killed between its two
+        # commits, or marks came after these entries. Only ids above the ceiling are settled.)
         lost = self._gallery.never_committed(sorted(pending))
         if not lost:
             return
@@ -472,7 +472,7 @@ class SafeFace:
             if scored:
                 score, route = max(scored, key=lambda sr: sr[0] - sr[1].threshold)
             match = score is not None and score >= route.threshold
-            moved = ""
+            moved = f"; {EXPIRY_KEPT}" if match else ""
             if match:
                 expiry = self._guard.interaction_expiry(pseud, purpose, now)
                 if expiry is not None:
@@ -911,8 +911,15 @@ class SafeFace:
         """The purposes whose every template must be gone by `now`: an end date (plus us-bipa's
         grace) passed. A row enrolled before an end date was set, or brought forward, keeps the
         expiry it was given; the purge takes it at the end all the same."""
-        dep = self._deployment
-        return [p.name for p in dep.purposes.values() if (end := p.end()) is not None and dep.expiry(p, end) <= now]
+        dep, out = self._deployment, []
+        for p in dep.purposes.values():
+            end = p.end()
+            try:
+                if end is not None and dep.expiry(p, end) <= now:
+                    out.append(p.name)
+            except OverflowError:  # a retention past the calendar (refused by validation): never ends
+                continue
+        return out
 
     def rekey(self) -> dict[str, Any]:
         """Rotate the template transform and seal keys and move every template to them, without
@@ -1051,6 +1058,8 @@ class SafeFace:
     def trusted_keys(self) -> dict[str, list[str]]:
         """The ids of the public keys trusted to sign consents and legal bases, by kind."""
         self._recheck_read()
+        with self._root._judge_lock:
+            self._sync_trust()  # a removal from another process since the last call
         return {kind: sorted(keys) for kind, keys in self._trust.items()}
 
     def api_keys(self) -> list[ApiKey]:
@@ -1169,6 +1178,8 @@ class SafeFace:
         """The store check of `rows` against the log up to entry `upto` (later entries are calls
         made since, and an unsigned tail is not evidence)."""
         entries = itertools.takewhile(lambda e: int(e.seq) <= upto, self._audit.entries())
+        with self._root._judge_lock:
+            self._sync_trust()
         return check_store(rows, entries, self._trust["consent_issuers"], self._trust["authorities"], self.token_ref,
                            self._token_key, TrustStore.load(self._paths, self._keyring).no_longer_trusted())
 

@@ -47,6 +47,8 @@ from ..policy.tokens import TokenError, decode_consent, decode_legal_basis, key_
 from .audit import judged_after, last_mention, rows_named, withdrawal_time
 
 # The expiry an enrolment stored its row with ("expires 2026-01-31"), or an interaction moved it to.
+# A match entry's note when the match moved no expiry (SafeFace.verify).
+EXPIRY_KEPT = "expiry kept"
 # How long after its judging an enrolment's entry may be written (the face is found and embedded
 # between): a token that expired in between was valid when judged.
 ENROL_WORK_S = 600
@@ -273,9 +275,12 @@ def read_log(entries: Iterable[Any]) -> _Log:
                     out.enrolled_at[row] = (int(e.seq), judged)
             for s in enrolled.subjects:
                 out.last_enrolled[s] = int(e.seq)
-        elif e.operation == "verify" and (e.note or "").startswith("match") and e.purpose:
-            # A match may move the expiry (US-01): to the date the entry records, or, for an entry
-            # that records none, at most the interaction's length from the day it was made.
+        elif e.operation == "verify" and (e.note or "").startswith("match") and e.purpose \
+                and EXPIRY_KEPT not in (e.note or ""):
+            # A match may move the expiry (US-01): to the date the entry records. One that says it
+            # kept the expiry moves nothing (any match gave a key holder 3 years, again at each
+            # match); one written before match entries said either, at most the interaction's
+            # length from the day it was made.
             until = _recorded_expiry(e.note) or (_entry_date(e.time) + dt.timedelta(days=BIPA_INTERACTION_DAYS))
             for s in e.subjects:
                 out.touched.setdefault((str(s), str(e.purpose)), []).append((int(e.seq), until))
