@@ -534,3 +534,27 @@ def test_the_shipped_configurations_still_load() -> None:
                                                                      "retention_days": 30.0}))
     assert nulls.purposes["demo"].public_safety is False and nulls.purposes["demo"].alternatives == ()
     assert nulls.purposes["demo"].retention_days == 30
+
+
+@pytest.mark.parametrize("kind", ["HoteI room", "Iocker room", "Iavatory", "toiIet"])
+def test_a_private_space_with_a_capital_i_for_a_small_l_is_refused(kind: str) -> None:
+    """A capital I is drawn as a small l in most sans-serif fonts; a word of mixed case escaped
+    both readings of the look-alike check."""
+    from safeface.policy.deployment.floors import private_space
+
+    assert private_space(kind) is not None
+
+
+@pytest.mark.parametrize("field", ["notice", "controller", "filing"])
+def test_what_people_are_told_must_be_text(field: str) -> None:
+    """The notice's fields, the controller's name and contact and the filing reference loaded as
+    `true` and passed their rules."""
+    import datetime as dt
+
+    from safeface.policy.deployment import Deployment, demo_config
+
+    raw = demo_config(dt.date(2026, 12, 1))
+    key = {"notice": "retention", "controller": "name", "filing": "reference"}[field]
+    raw.setdefault(field, {})[key] = True
+    with pytest.raises(ConfigError, match=f"{field}.{key}"):
+        Deployment.from_dict(raw)

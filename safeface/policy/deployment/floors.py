@@ -84,6 +84,9 @@ def private_space(*names: object) -> Optional[str]:
     """The private space that one of `names` (location class, kind, ...) names, or None: as
     written, or as it prints, each word read by skeletons (then made singular), so that a
     look-alike letter of another script, or a digit drawn as a letter, hides nothing."""
+    # Also with each capital I read as a small l, one glyph in most sans-serif fonts: a word of
+    # mixed case ("HoteI room", "toiIet") escapes both readings, each of one case.
+    names = names + tuple(str(n).replace("I", "l") for n in names if isinstance(n, str) and "I" in n)
     for name in names:
         found = _catalogued(location_words(name), _COMPACT)
         plain = location_words(name, singular=False)

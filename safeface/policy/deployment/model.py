@@ -343,6 +343,16 @@ def _check_sections(raw: Mapping[str, Any]) -> None:
     """The flags, lists and numbers outside the purposes, checked as they are written, so that
     every reader of the raw sections (validation, the guard, the report) sees what they say."""
     location, bipa, accessibility = (raw.get(k) for k in ("location", "bipa", "accessibility"))
+    # What people are told and who answers them: text, or `true` would pass the rules as written.
+    notice, controller, filing = (raw.get(k) for k in ("notice", "controller", "filing"))
+    if isinstance(notice, Mapping):
+        for f in NOTICE_FIELDS:
+            _text(notice.get(f), f"notice.{f}")
+    if isinstance(controller, Mapping):
+        for f in ("name", "contact", "address", "dpo"):
+            _text(controller.get(f), f"controller.{f}")
+    if isinstance(filing, Mapping):
+        _text(filing.get("reference"), "filing.reference")
     if isinstance(location, Mapping):
         _flag(location.get("signage_attested"), "location.signage_attested")
     if isinstance(bipa, Mapping):
