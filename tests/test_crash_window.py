@@ -39,16 +39,21 @@ sf.enroll(sys.argv[3], "bob", "demo", sys.argv[4])
 """
 
 
-def test_a_kill_between_the_two_commits_is_recorded_not_mistaken_for_tampering(tmp_path: Path) -> None:
-    paths = make_workspace(tmp_path / "ws")
-    img = images()
-    with open_sf(paths) as sf:
-        first = sf.enroll(img / "obama.jpg", "alice", "demo", consent(paths, "alice"))
+def _killed_mid_enrolment(paths: Any, tmp_path: Path, img: Path) -> None:
+    """bob's enrolment in a child killed between its entry's commit and its store's (CHILD)."""
     tests_dir = str(Path(__file__).resolve().parent)
     child = subprocess.run([sys.executable, "-c", CHILD, tests_dir, str(paths.root), str(img / "biden.jpg"),
                             consent(paths, "bob")], env=child_env(), cwd=tmp_path, capture_output=True, text=True,
                            timeout=300)
     assert child.returncode == 137, child.stderr[-2000:]
+
+
+def test_a_kill_between_the_two_commits_is_recorded_not_mistaken_for_tampering(tmp_path: Path) -> None:
+    paths = make_workspace(tmp_path / "ws")
+    img = images()
+    with open_sf(paths) as sf:
+        first = sf.enroll(img / "obama.jpg", "alice", "demo", consent(paths, "alice"))
+    _killed_mid_enrolment(paths, tmp_path, img)
     with open_sf(paths) as sf:
         entries = sf.audit_entries()
         lost = [e for e in entries if e.operation == "enroll" and e.decision == "allowed"][-1]
@@ -229,11 +234,7 @@ def test_a_kill_during_the_very_first_enrolment_is_settled_not_called_a_restore(
     named the row missing for good. It is settled as never committed, like any later one."""
     paths = make_workspace(tmp_path / "ws")
     img = images()
-    tests_dir = str(Path(__file__).resolve().parent)
-    child = subprocess.run([sys.executable, "-c", CHILD, tests_dir, str(paths.root), str(img / "biden.jpg"),
-                            consent(paths, "bob")], env=child_env(), cwd=tmp_path, capture_output=True, text=True,
-                           timeout=300)
-    assert child.returncode == 137, child.stderr[-2000:]
+    _killed_mid_enrolment(paths, tmp_path, img)
     with open_sf(paths) as sf:
         sf.enroll(img / "obama.jpg", "alice", "demo", consent(paths, "alice"))
         ops = [e.operation for e in sf.audit_entries()]
