@@ -73,6 +73,33 @@ def test_a_photo_squeezed_into_a_narrow_band_has_its_face_covered(engine: DlibEn
 
 
 @needs_photos
+@pytest.mark.parametrize("around", ["black border", "gradient"])
+def test_a_face_squeezed_inside_a_full_range_photo_has_its_face_covered(engine: DlibEngine, finder: FaceFinder,
+                                                                        around: str) -> None:
+    """The same face at 248-255 inside a 12 px black border (9% of the pixels) or on an ordinary
+    gradient background: the whole-photo tests saw a full range, the face was never stretched,
+    and a levels step on the output gave it back at 0.99. Each region is now also searched at its
+    own contrast."""
+    o = load_image(OBAMA)
+    original = np.asarray(Image.fromarray(o).resize((o.shape[1] // 2, o.shape[0] // 2)))
+    reference = _reference(engine, original)
+    face = _squeeze(original, 248)
+    if around == "black border":
+        photo = np.pad(face, ((12, 12), (12, 12), (0, 0)), constant_values=0)
+    else:
+        h, w = face.shape[:2]
+        ramp = (np.arange(w + 300) * 255 // (w + 299)).astype(np.uint8)
+        photo = np.repeat(np.repeat(ramp[None, :, None], h + 100, axis=0), 3, axis=2)
+        photo[50:50 + h, 150:150 + w] = face
+    photo = np.ascontiguousarray(photo)
+    assert not engine.detect(photo, "hog", 1), "the squeezed face must hide from HOG"
+    assert _best_match(engine, _levels(photo, 248), reference) >= THRESHOLD, "and a levels step show it"
+    covered, report = anonymize_image(photo, finder=finder)
+    score = _best_match(engine, _levels(covered, 248), reference)
+    assert report.face_count >= 1 and score < THRESHOLD, (report.face_count, score)
+
+
+@needs_photos
 def test_a_nearly_white_video_gives_no_face_back_when_stretched(engine: DlibEngine, finder: FaceFinder,
                                                                 tmp_path: Path) -> None:
     src, out = tmp_path / "white.mp4", tmp_path / "out.mp4"

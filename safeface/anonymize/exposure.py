@@ -94,3 +94,26 @@ def _stretch(lo: float, hi: float) -> np.ndarray:
     levels = (np.arange(256, dtype=np.float32) - lo) * (255.0 / max(hi - lo, 1.0))
     table: np.ndarray = np.clip(levels, 0, 255).astype(np.uint8)
     return table
+
+
+# The local view's tiles: about the size of a small face searched at upsampling 1, so that a
+# face's own levels fill most of a tile's histogram.
+LOCAL_TILE = 128
+
+
+def local_contrast_view(pixels: np.ndarray) -> np.ndarray:
+    """Each region stretched by its own histogram (OpenCV's CLAHE, per channel, tiles of about
+    LOCAL_TILE px, a high clip limit): a face squeezed into a few levels beside a black border or
+    on an ordinary background, which the whole-image tests of dark_view and narrow_view miss, is
+    drawn at full contrast, as a "levels" step on that region would draw it."""
+    import cv2
+
+    h, w = pixels.shape[:2]
+    clahe = cv2.createCLAHE(clipLimit=40.0, tileGridSize=(max(1, -(-w // LOCAL_TILE)), max(1, -(-h // LOCAL_TILE))))
+    if pixels.ndim == 2:
+        gray: np.ndarray = clahe.apply(np.ascontiguousarray(pixels))
+        return gray
+    out = np.empty(pixels.shape, np.uint8)
+    for c in range(pixels.shape[-1]):
+        out[..., c] = clahe.apply(np.ascontiguousarray(pixels[..., c]))
+    return out
