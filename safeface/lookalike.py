@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from typing import Optional
+from typing import Optional, Sequence
 
 from idna.core import valid_contextj  # Unicode's joining types, which Python's unicodedata lacks
 
@@ -199,6 +199,12 @@ def other_space(text: str) -> Optional[str]:
 def first_of_script(text: str, script: str) -> str:
     """The first letter or digit of `text` in `script` (to name it in an error)."""
     return next(c for c in text if script_of(c) == script)
+
+
+def slipped_in(word: str, scripts: Sequence[str]) -> str:
+    """The letter to name in a word that mixes `scripts` (mixed_word): the first of the script
+    the word has least of, the one slipped in."""
+    return first_of_script(word, min(scripts, key=lambda x: sum(script_of(ch) == x for ch in word)))
 
 
 def describe(c: str) -> str:

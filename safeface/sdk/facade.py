@@ -275,12 +275,14 @@ class SafeFace:
         it had lost, and the log's entries for the two then explained each other; the counter is
         raised past them, and that is recorded (the lost row stays missing, and named)."""
         newest = next(self._audit.newest_first(("enroll",)), None)
-        top = max(rows_named(newest.note), default=0) if newest is not None else 0
+        if newest is None:
+            return
+        top = max(rows_named(newest.note), default=0)
         if top and self._gallery.never_committed([top]):
             self._gallery.skip_ids(top)
             self._append("store-counter", "allowed", note=f"the store's row counter stood below row {top}, which "
-                         f"audit entry {newest.seq if newest else 0} named: raised past it (the store was restored "
-                         "from an older copy or its counter set back by hand)")
+                         f"audit entry {newest.seq} named: raised past it (the store was restored from an older "
+                         "copy or its counter set back by hand)")
 
     def close(self) -> None:
         if self._is_view:  # the workspace belongs to the object the view was made from
@@ -840,12 +842,12 @@ class SafeFace:
 
         return self._run(request, pseuds, body)
 
-    def _removal_entries(self, op: str, ref: Optional[str], subjects: list[str], result: Any, receipt: Any,
+    def _removal_entries(self, op: str, ref: Optional[str], subjects: list[str], result: ErasureResult, receipt: Any,
                          now: dt.datetime) -> None:
         """The entries of one erasure or revocation: the store check reads the rows each names and
         a note is bounded, so a removal of many rows is recorded in parts of PURGE_ENTRY_ROWS, each
         a whole withdrawal entry (the time the policy state withdrew at comes first)."""
-        settled = set(getattr(result, "settled", ()))
+        settled = set(result.settled)
         ids = list(result.row_ids) + sorted(settled)
         parts = [ids[i:i + PURGE_ENTRY_ROWS] for i in range(0, len(ids), PURGE_ENTRY_ROWS)] or [[]]
         for n, part in enumerate(parts, 1):

@@ -36,8 +36,8 @@ from .lock import WriteLock
 from .rows import (ROW_COLS, SCHEMA_VERSION, Entry as _Entry, Enrollment, ErasureResult, GalleryRow, Looks,  # noqa: F401
                    Keys as _Keys, Match, RekeyResult, check_embedding, check_path, check_purposes as _check_purposes,
                    check_text as _check_text, describe, from_us, initial_meta, iso as _iso, keys_from_meta,
-                   looks_of, moved_expiry, prepare, protect, pseudonym_of, refuse_kept, refuse_lookalikes, rekeyed, seal_row,
-                   to_us, touched_expiry, unseal_row, utc_now as _now)
+                   looks_of, moved_expiry, prepare, protect, pseudonym_of, purge_condition, refuse_kept,
+                   refuse_lookalikes, rekeyed, seal_row, to_us, touched_expiry, unseal_row, utc_now as _now)
 # Change-log entries kept for other processes to replay; one that falls further behind reloads.
 CHANGE_LOG_KEEP = 10_000
 # How long an erasure waits for readers of the write-ahead log before leaving its old pages
@@ -575,8 +575,7 @@ class Gallery:
         names (ended since they were enrolled, whatever expiry the row was given); one result per
         subject."""
         now_us = to_us(now or _now(), "now")
-        gone = [json.dumps([str(p)]) for p in ended]
-        found = self._erase("expires_us <= ?" + "".join(" OR purposes = ?" for _ in gone), (now_us, *gone))
+        found = self._erase(*purge_condition(now_us, ended, "?"))
         by_p: dict[str, list[int]] = {}
         for r, p in found:
             by_p.setdefault(p, []).append(r)
@@ -762,18 +761,22 @@ class Gallery:
         p = self.pseudonym(subject_id)
         with self._lock:
             self._refresh()
-            for last in (False, True):
-                allowed, index = self._by_path(self._allowed(purpose, now_us, pseudonym=p), path)
-                if allowed.size == 0:
-                    return None
-                q = self._require_keys().transform.apply(vec).reshape(1, -1)
-                scores, ids = index.search(q, 1, allowed=allowed)
-                if ids[0, 0] < 0:
-                    return None
-                if last or self._still_stored([int(ids[0, 0])]):  # as search's
-                    return float(scores[0, 0])
-                self._reload()
-            return None  # not reached
+            best = self._best_locked(vec, p, purpose, now_us, path)
+            if best is None or self._still_stored([best[1]]):  # as search's
+                return None if best is None else best[0]
+            self._reload()
+            best = self._best_locked(vec, p, purpose, now_us, path)
+            return None if best is None else best[0]
+
+    def _best_locked(self, vec: np.ndarray, pseudonym: str, purpose: str, now_us: int, path: Optional[str]
+                     ) -> Optional[tuple[float, int]]:
+        """(score, row id) of the subject's best row allowed for `purpose`, or None."""
+        allowed, index = self._by_path(self._allowed(purpose, now_us, pseudonym=pseudonym), path)
+        if allowed.size == 0:
+            return None
+        q = self._require_keys().transform.apply(vec).reshape(1, -1)
+        scores, ids = index.search(q, 1, allowed=allowed)
+        return (float(scores[0, 0]), int(ids[0, 0])) if ids[0, 0] >= 0 else None
 
     def may_hold(self, path: Optional[str], purpose: str, now: Optional[datetime] = None, *,
                  subject_id: Optional[str] = None) -> bool:

@@ -153,6 +153,14 @@ def touched_expiry(new_expiry: Optional[datetime], purpose: Optional[str]) -> Op
     return to_us(new_expiry, "new_expiry")
 
 
+def purge_condition(now_us: int, ended: Sequence[str], mark: str) -> tuple[str, tuple[Any, ...]]:
+    """The WHERE clause (with `mark` as the placeholder) and arguments of the rows a purge takes:
+    expired at `now_us`, or held for a purpose `ended` names (the purposes column as rows are
+    written: the integrity check holds it to that spelling)."""
+    gone = [json.dumps([str(p)]) for p in ended]
+    return f"expires_us <= {mark}" + "".join(f" OR purposes = {mark}" for _ in gone), (now_us, *gone)
+
+
 def moved_expiry(purposes: Collection[str], current_us: int, new_us: int) -> int:
     """A row's expiry after an interaction under one of its purposes: the new one for a row held
     for that purpose alone; never later than it was for a row also held for others, whose

@@ -47,12 +47,12 @@ from ..policy.tokens import TokenError, decode_consent, decode_legal_basis, key_
 from .audit import judged_after, last_mention, rows_named, withdrawal_time
 
 # The expiry an enrolment stored its row with ("expires 2026-01-31"), or an interaction moved it to.
+_EXPIRES = re.compile(r"\bexpires ([0-9]{4}-[0-9]{2}-[0-9]{2})\b")
 # A match entry's note when the match moved no expiry (SafeFace.verify).
 EXPIRY_KEPT = "expiry kept"
 # How long after its judging an enrolment's entry may be written (the face is found and embedded
 # between): a token that expired in between was valid when judged.
 ENROL_WORK_S = 600
-_EXPIRES = re.compile(r"\bexpires ([0-9]{4}-[0-9]{2}-[0-9]{2})\b")
 # An identify entry's subjects are its candidates; the note names whose consent let it in.
 CONSENT_OF = "consent of"
 _CONSENT_OF = re.compile(CONSENT_OF + r" ([0-9a-f]{64})\b")
@@ -132,18 +132,14 @@ def _recorded_expiry(note: Optional[str]) -> Optional[dt.date]:
         return None
 
 
-def _entry_time(time: Any) -> float:
-    when = dt.datetime.fromisoformat(str(time))
-    return (when if when.tzinfo is not None else when.replace(tzinfo=dt.timezone.utc)).timestamp()
+def _utc(t: dt.datetime) -> dt.datetime:
+    """`t` in UTC (a time without a zone taken as UTC already)."""
+    return t.replace(tzinfo=dt.timezone.utc) if t.tzinfo is None else t.astimezone(dt.timezone.utc)
 
 
-def _entry_date(time: Any) -> dt.date:
-    when = dt.datetime.fromisoformat(str(time))
-    return (when if when.tzinfo is None else when.astimezone(dt.timezone.utc)).date()
-
-
-def _utc_date(t: dt.datetime) -> dt.date:
-    return (t if t.tzinfo is None else t.astimezone(dt.timezone.utc)).date()
+def _entry_time(time: Any) -> dt.datetime:
+    """An audit entry's time (ISO 8601, the log's own clock), in UTC."""
+    return _utc(dt.datetime.fromisoformat(str(time)))
 
 
 @dataclass
@@ -259,7 +255,7 @@ def read_log(entries: Iterable[Any]) -> _Log:
             _matched_after_withdrawal(out, e, judged)
         if e.operation == "enroll":
             enrolled = _Enrolment(int(e.seq), e.purpose, tuple(str(s) for s in e.subjects), _recorded_expiry(e.note),
-                                  _entry_time(e.time))
+                                  _entry_time(e.time).timestamp())
             for row in rows_named(e.note):
                 earlier = out.enrolment.get(row)
                 if earlier is not None:
@@ -281,7 +277,7 @@ def read_log(entries: Iterable[Any]) -> _Log:
             # kept the expiry moves nothing (any match gave a key holder 3 years, again at each
             # match); one written before match entries said either, at most the interaction's
             # length from the day it was made.
-            until = _recorded_expiry(e.note) or (_entry_date(e.time) + dt.timedelta(days=BIPA_INTERACTION_DAYS))
+            until = _recorded_expiry(e.note) or (_entry_time(e.time).date() + dt.timedelta(days=BIPA_INTERACTION_DAYS))
             for s in e.subjects:
                 out.touched.setdefault((str(s), str(e.purpose)), []).append((int(e.seq), until))
         elif e.operation in REMOVALS or e.operation == UNCOMMITTED:
@@ -392,8 +388,8 @@ def _record_problems(row: Any, tok: Any, pseudonym_key: bytes, log: _Log) -> lis
         out.append(f"row {row.row_id} was enrolled (entry {enrolled.seq}) outside its {what}'s validity: the "
                    "guard was given another clock than the log's.")
     until = log.kept_until(row, enrolled)
-    if until is not None and _utc_date(row.expires_at) > until:
-        out.append(f"row {row.row_id} is kept until {_utc_date(row.expires_at).isoformat()}, later than the log "
+    if until is not None and _utc(row.expires_at).date() > until:
+        out.append(f"row {row.row_id} is kept until {_utc(row.expires_at).date().isoformat()}, later than the log "
                    f"allows ({until.isoformat()}, from its enrolment in entry {enrolled.seq} and any interaction "
                    "since): its retention was extended behind the guard.")
     return out

@@ -12,9 +12,9 @@ import unicodedata
 from typing import Optional
 
 from ...errors import ConfigError, InvalidArgument
-from ...lookalike import (LOOK_VERSION, as_latin, compatibility_char, describe, first_of_script, foreign_digit, hidden_char,
+from ...lookalike import (LOOK_VERSION, as_latin, compatibility_char, describe, foreign_digit, hidden_char,
                           latin_lookalike_word, mark_that_draws_nothing, mixed_word, other_space, phonetic_latin,
-                          script_of, skeletons, spelling_joiners_dropped)
+                          script_of, skeletons, slipped_in, spelling_joiners_dropped)
 
 # Domain separation: the same key used for anything else would give unrelated digests.
 _LABEL = b"safeface pseudonym v1\x00"
@@ -75,8 +75,7 @@ def new_subject_problem(subject_id: object) -> Optional[str]:
     mixed = mixed_word(words)
     if mixed is not None:
         word, scripts = mixed
-        # Name a letter of the script the word has least of: the one slipped in.
-        c = first_of_script(word, min(scripts, key=lambda x: sum(script_of(ch) == x for ch in word)))
+        c = slipped_in(word, scripts)
         return (f"a word of the subject id mixes {' and '.join(x.title() for x in scripts)} characters, such as "
                 f"{describe(c)}: {why}, each word in one script.")
     drawn = latin_lookalike_word(words)

@@ -22,7 +22,7 @@ import unicodedata
 from typing import Any, Mapping, Optional, Sequence
 
 from ...errors import ConfigError
-from ...lookalike import describe, latin_lookalike_word, mixed_word, script_of, skeletons
+from ...lookalike import describe, latin_lookalike_word, mixed_word, script_of, skeletons, slipped_in
 
 # Singular forms (plurals are reduced before comparing), matched as whole words however they are
 # spaced: "rest room" is "restroom".
@@ -115,7 +115,7 @@ def check_location_names(location: Mapping[str, Any]) -> None:
             word, scripts = mixed
             named = " and ".join(s.title() for s in scripts)
             raise ConfigError(f"location.{field} {text!r}: the word {word!r} mixes {named} letters "
-                              f"({describe(_odd_letter(word, scripts))}), so it prints as a word it is not; write it "
+                              f"({describe(slipped_in(word, scripts))}), so it prints as a word it is not; write it "
                               f"in one script.")
         drawn = latin_lookalike_word(text)
         if drawn is not None:
@@ -123,16 +123,6 @@ def check_location_names(location: Mapping[str, Any]) -> None:
             raise ConfigError(f"location.{field} {text!r}: the word {drawn!r} is written in "
                               f"{str(script_of(first)).title()} letters drawn as Latin ones ({describe(first)}) beside "
                               f"Latin words; write it in Latin letters.")
-
-
-def _odd_letter(word: str, scripts: Sequence[str]) -> str:
-    """The letter to name for a word of mixed scripts: the first not in Latin when Latin is among
-    them, else the first of the script with the fewest letters."""
-    if "LATIN" in scripts:
-        return next(c for c in word if script_of(c) not in (None, "LATIN"))
-    counts = {s: sum(script_of(c) == s for c in word) for s in scripts}
-    fewest = min(scripts, key=lambda s: counts[s])
-    return next(c for c in word if script_of(c) == fewest)
 
 
 def guardian_age(profiles: Sequence[str], eu_age: int = GUARDIAN_AGES["eu"]) -> int:
