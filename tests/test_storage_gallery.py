@@ -880,3 +880,17 @@ def test_an_index_whose_entries_are_not_its_definition_cannot_hide_a_row_from_an
         with pytest.raises(IntegrityError, match="rows 1 are still stored after the erasure's delete"):
             g.erase_subject("s0")
         assert [m.row_id for m in g.search(x[0], "access", k=1, threshold=0.9)] == [1]
+
+
+def test_a_row_held_for_several_purposes_goes_when_all_of_them_end(db: Path, keyring: PassphraseKeyring) -> None:
+    """The purge took the rows of an ended purpose by their purposes column reading that one
+    purpose: a row held for two purposes that had both ended stayed to its own expiry."""
+    x = unit_rows(3)
+    with Gallery.open(db, keyring, DIM) as g:
+        g.add("alice", x[0], ["short", "long"], "t1", LATER)
+        g.add("bob", x[1], ["short"], "t2", LATER)
+        g.add("carol", x[2], ["long", "other"], "t3", LATER)
+        assert sum(r.count for r in g.purge_expired(T0, ended=["short"])) == 1  # bob; alice is held for long too
+        gone = g.purge_expired(T0, ended=["short", "long"])
+        assert [r.pseudonym for r in gone] == [g.pseudonym("alice")]  # carol is held for other too
+        assert len(g) == 1

@@ -155,6 +155,17 @@ def test_expired_rows_are_not_returned_and_purge_removes_their_vectors(setup: Se
         assert [r.vectors for r in out] == ["removed"] and setup.milvus().count() == 1
 
 
+def test_a_row_held_for_several_purposes_goes_when_all_of_them_end(setup: Setup) -> None:
+    """As on SQLite: a row whose purposes have all ended is purged, one still held is kept."""
+    x = unit_rows(2)
+    with setup.open() as s:
+        s.add_many([Enrollment("a", x[0], ["access", "payments"], "t-a", LATER),
+                    Enrollment("b", x[1], ["access", "other"], "t-b", LATER)])
+        assert s.purge_expired(ended=["access"]) == []
+        out = s.purge_expired(ended=["access", "payments"])
+        assert [r.pseudonym for r in out] == [s.pseudonym("a")] and setup.milvus().count() == 1
+
+
 def _crash_after_the_record(point: str) -> None:
     if point == "add:recorded":
         raise KeyboardInterrupt("killed between the two writes")

@@ -37,8 +37,8 @@ from ..policy.receipts import ErasureReceipt, issue_receipt, receipt_key
 from ..policy.rules import rule_for
 from ..storage.rows import ErasureResult, keys_from_meta
 from ..workspace.apikeys import ApiKey, ApiKeys, hashing_key, session_ref
-from ..workspace.assessment import (ASSESSMENT_OPERATIONS, assessment_recorded, names_an_assessment, recorded_roles,
-                                   seal_holds)
+from ..workspace.assessment import (ASSESSMENT_OPERATIONS, assessment_recorded, names_an_assessment,
+                                   recorded_purge_times, recorded_roles, seal_holds)
 from ..workspace.audit import JUDGED_AFTER, WITHDRAWN_AT, AuditEntry, AuditLog, AuditReport, rows_named
 from ..workspace.keys import ASSESSMENT_MAC, derived_key, is_demo, receipt_file_problem
 from ..workspace.passphrase import open_keyring
@@ -911,17 +911,16 @@ class SafeFace:
 
     def _ended_purposes(self, now: dt.datetime) -> list[str]:
         """The purposes whose every template must be gone by `now`: an end date (plus us-bipa's
-        grace) passed. A row enrolled before an end date was set, or brought forward, keeps the
-        expiry it was given; the purge takes it at the end all the same."""
-        dep, out = self._deployment, []
-        for p in dep.purposes.values():
-            end = p.end()
-            try:
-                if end is not None and dep.expiry(p, end) <= now:
-                    out.append(p.name)
-            except OverflowError:  # a retention past the calendar (refused by validation): never ends
-                continue
-        return out
+        grace) passed, in deployment.json as it is or in the assessment the audit log names last.
+        A row enrolled before an end date was set, or brought forward, keeps the expiry it was
+        given; the purge takes it at the end all the same. An end date removed, moved later or
+        its purpose renamed by hand stops processing (the assessment no longer covers the file)
+        and, by the log's record, purges all the same."""
+        last = self._audit.last_entry(ASSESSMENT_OPERATIONS)
+        times = recorded_purge_times(last.note if last is not None else None)
+        for name, t in self._deployment.purge_times().items():
+            times[name] = min(t, times.get(name, t))
+        return sorted(name for name, t in times.items() if t <= now.timestamp())
 
     def rekey(self) -> dict[str, Any]:
         """Rotate the template transform and seal keys and move every template to them, without

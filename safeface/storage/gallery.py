@@ -35,8 +35,8 @@ from ..hazmat.templates.transform import TemplateTransform
 from .lock import WriteLock
 from .rows import (ROW_COLS, SCHEMA_VERSION, Entry as _Entry, Enrollment, ErasureResult, GalleryRow, Looks,  # noqa: F401
                    Keys as _Keys, Match, RekeyResult, check_embedding, check_path, check_purposes as _check_purposes,
-                   check_text as _check_text, describe, from_us, initial_meta, iso as _iso, keys_from_meta,
-                   looks_of, moved_expiry, prepare, protect, pseudonym_of, purge_condition, refuse_kept,
+                   check_text as _check_text, describe, ended_columns, from_us, initial_meta, iso as _iso,
+                   keys_from_meta, looks_of, moved_expiry, prepare, protect, pseudonym_of, purge_condition, refuse_kept,
                    refuse_lookalikes, rekeyed, seal_row, to_us, touched_expiry, unseal_row, utc_now as _now)
 # Change-log entries kept for other processes to replay; one that falls further behind reloads.
 CHANGE_LOG_KEEP = 10_000
@@ -575,7 +575,12 @@ class Gallery:
         names (ended since they were enrolled, whatever expiry the row was given); one result per
         subject."""
         now_us = to_us(now or _now(), "now")
-        found = self._erase(*purge_condition(now_us, ended, "?"))
+        columns: list[str] = []
+        if ended:  # read from the table itself, as the erasure's own check reads it
+            with self._lock:
+                stored = [c for c, in self._db().execute("SELECT DISTINCT purposes FROM rows NOT INDEXED")]
+            columns = ended_columns(stored, ended)
+        found = self._erase(*purge_condition(now_us, columns, "?"))
         by_p: dict[str, list[int]] = {}
         for r, p in found:
             by_p.setdefault(p, []).append(r)

@@ -14,7 +14,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any, Callable, Collection, Optional, Sequence
+from typing import Any, Callable, Collection, Iterable, Optional, Sequence
 
 import numpy as np
 
@@ -153,12 +153,26 @@ def touched_expiry(new_expiry: Optional[datetime], purpose: Optional[str]) -> Op
     return to_us(new_expiry, "new_expiry")
 
 
-def purge_condition(now_us: int, ended: Sequence[str], mark: str) -> tuple[str, tuple[Any, ...]]:
+def ended_columns(columns: Iterable[Any], ended: Collection[str]) -> list[str]:
+    """Of the purposes columns stored (`columns`, as rows are written: the integrity check holds
+    them to that spelling), those of rows held only for purposes `ended` names: one purpose, or
+    several that have all ended."""
+    gone, out = {str(p) for p in ended}, []
+    for c in columns:
+        try:
+            held = json.loads(c) if isinstance(c, str) else None
+        except ValueError:
+            continue
+        if isinstance(held, list) and held and all(isinstance(p, str) and p in gone for p in held):
+            out.append(c)
+    return out
+
+
+def purge_condition(now_us: int, columns: Sequence[str], mark: str) -> tuple[str, tuple[Any, ...]]:
     """The WHERE clause (with `mark` as the placeholder) and arguments of the rows a purge takes:
-    expired at `now_us`, or held for a purpose `ended` names (the purposes column as rows are
-    written: the integrity check holds it to that spelling)."""
-    gone = [json.dumps([str(p)]) for p in ended]
-    return f"expires_us <= {mark}" + "".join(f" OR purposes = {mark}" for _ in gone), (now_us, *gone)
+    expired at `now_us`, or with a purposes column `columns` names (ended_columns)."""
+    return (f"expires_us <= {mark}" + "".join(f" OR purposes = {mark}" for _ in columns),
+            (now_us, *columns))
 
 
 def moved_expiry(purposes: Collection[str], current_us: int, new_us: int) -> int:

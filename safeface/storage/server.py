@@ -49,9 +49,9 @@ from ..hazmat.templates.keyring import Keyring
 from ..hazmat.templates.transform import TemplateTransform
 from ..hazmat.templates.sealing import Sealer
 from .rows import (ROW_COLS, Enrollment, Entry, ErasureResult, GalleryRow, Keys, Looks, Match, RekeyResult,
-                   check_embedding, check_path, check_text, describe, from_us, initial_meta, iso, keys_from_meta,
-                   looks_of, moved_expiry, path_template, prepare, protect, pseudonym_of, purge_condition, refuse_kept,
-                   refuse_lookalikes, rekeyed, seal_row, to_us, touched_expiry, unseal_row, utc_now)
+                   check_embedding, check_path, check_text, describe, ended_columns, from_us, initial_meta, iso,
+                   keys_from_meta, looks_of, moved_expiry, path_template, prepare, protect, pseudonym_of,
+                   purge_condition, refuse_kept, refuse_lookalikes, rekeyed, seal_row, to_us, touched_expiry, unseal_row, utc_now)
 from .factory import dsn_parts, misread
 from .vectors import AskingAgain, MilvusVectors, purpose_set
 
@@ -923,7 +923,12 @@ class ServerStore:
     def purge_expired(self, now: Optional[datetime] = None, *, ended: Sequence[str] = ()) -> list[ErasureResult]:
         """As Gallery.purge_expired."""
         now_us = to_us(now or utc_now(), "now")
-        found, vectors = self._erase(*purge_condition(now_us, ended, "%s"))
+        columns: list[str] = []
+        if ended:
+            self._finish_open()
+            columns = ended_columns([c for c, in self._conn.execute(
+                f"SELECT DISTINCT purposes FROM {self._ns}.rows").fetchall()], ended)
+        found, vectors = self._erase(*purge_condition(now_us, columns, "%s"))
         by_p: dict[str, list[int]] = {}
         for r, p in found:
             by_p.setdefault(p, []).append(r)

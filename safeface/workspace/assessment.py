@@ -13,36 +13,74 @@ import hmac
 import json
 from typing import Any, Mapping, Optional
 
-from ..policy.deployment.model import default_role_of, roles_of
+from ..errors import ConfigError
+from ..policy.deployment.model import Deployment, default_role_of, roles_of
 
 # The entries that name an assessment: the newest of them is the one in force.
 ASSESSMENT_OPERATIONS = ("assessment", "init")
 # What the seal binds; the `covered` settings let the next assessment say what changed since.
 SEALED_FIELDS = ("reference", "date", "reviewed", "covers", "covered")
 MAX_REFERENCE = 200
+ENDS = "; purposes end "
+ROLES = "; roles "
 
 
-def assessment_note(section: Mapping[str, Any]) -> str:
+def assessment_note(section: Mapping[str, Any], *, ends: bool = True) -> str:
     """What an entry says of the assessment in deployment.json's "assessment" section: its
-    reference, date, the configuration digest it covers and, once reviewed, the review's date."""
+    reference, date, the configuration digest it covers and, once reviewed, the review's date;
+    when its purposes end, when each one's templates are purged (`ends`: an older safeface's
+    entries say nothing of it)."""
     reference = str(section.get("reference") or "")[:MAX_REFERENCE]
     note = f"impact assessment {reference!r} of {section.get('date')} covers configuration {section.get('covers')}"
     reviewed = section.get("reviewed")
     if reviewed:
         note += f"; reviewed {str(reviewed)[:40]}"
     covered = section.get("covered")
+    times = _purge_times(covered) if ends else {}
+    if times:  # before the roles, which are read as the note's last part
+        note += ENDS + json.dumps(times, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
     if isinstance(covered, dict):  # so a workspace can judge roles by it while the file is not in force
         roles = {"roles": covered.get("roles") or {}, "default_role": covered.get("default_role")}
-        note += "; roles " + json.dumps(roles, sort_keys=True, separators=(",", ":"), ensure_ascii=True, default=str)
+        note += ROLES + json.dumps(roles, sort_keys=True, separators=(",", ":"), ensure_ascii=True, default=str)
     return note
+
+
+def _purge_times(covered: Any) -> dict[str, int]:
+    if not isinstance(covered, dict):
+        return {}
+    raw = {k: covered.get(k) for k in ("profiles", "purposes", "bipa") if covered.get(k) is not None}
+    try:
+        return Deployment.from_dict(raw).purge_times()
+    except ConfigError:  # what was assessed always loaded; an older digest's settings may not
+        return {}
+
+
+def recorded_purge_times(note: Optional[str]) -> dict[str, int]:
+    """When the purposes of the assessment an entry's note names end (their templates purged),
+    in Unix seconds, by purpose name: empty where none ends or the note does not say."""
+    if not note or ENDS not in note:
+        return {}
+    # The times come just before the roles; the reference, the review and names are free text,
+    # so the part read is the one whose JSON runs exactly to there.
+    head = note.rsplit(ROLES, 1)[0] if ROLES in note else note
+    at = head.find(ENDS)
+    while at >= 0:
+        try:
+            got, stop = json.JSONDecoder().raw_decode(head, at + len(ENDS))
+        except ValueError:
+            got, stop = None, -1
+        if stop == len(head) and isinstance(got, dict):
+            return {str(k): v for k, v in got.items() if isinstance(v, int) and not isinstance(v, bool)}
+        at = head.find(ENDS, at + 1)
+    return {}
 
 
 def recorded_roles(note: Optional[str]) -> Optional[tuple[dict[str, tuple[str, ...]], str]]:
     """The roles and default role an assessment entry's note records, or None (none recorded)."""
-    if not note or "; roles " not in note:
+    if not note or ROLES not in note:
         return None
     try:
-        got = json.loads(note.rsplit("; roles ", 1)[1])
+        got = json.loads(note.rsplit(ROLES, 1)[1])
         roles = roles_of(got["roles"] if isinstance(got["roles"], dict) else {})
         return roles, default_role_of(got.get("default_role"), roles)
     except (ValueError, KeyError, TypeError, AttributeError):
@@ -58,8 +96,11 @@ def names_an_assessment(note: Optional[str]) -> bool:
 def assessment_recorded(section: Mapping[str, Any], newest_note: Optional[str]) -> bool:
     """Whether the newest note naming an assessment names this one: the whole note of an
     "assessment" entry, or the last part of a demo workspace's creation entry."""
-    own, note = assessment_note(section), str(newest_note or "")
-    return note == own or note.endswith("; " + own)
+    note = str(newest_note or "")
+    for own in (assessment_note(section), assessment_note(section, ends=False)):  # recorded before ends were
+        if note == own or note.endswith("; " + own):
+            return True
+    return False
 
 
 def _mac(key: bytes, section: Mapping[str, Any]) -> str:

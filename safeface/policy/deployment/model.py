@@ -246,6 +246,21 @@ class Deployment:
         last = purpose.end()
         return end if last is None else min(end, last)
 
+    def purge_times(self) -> dict[str, int]:
+        """When each purpose with an end date has its last template purged (its end, plus the
+        us-bipa grace), in Unix seconds: what an assessment records, so that an end date later
+        removed or moved by hand still purges at the time assessed."""
+        out: dict[str, int] = {}
+        for p in self.purposes.values():
+            end = p.end()
+            if end is None:
+                continue
+            try:
+                out[p.name] = int(self.expiry(p, end).timestamp())
+            except OverflowError:  # a retention past the calendar (refused by validation): never ends
+                continue
+        return out
+
     def config_digest(self) -> str:
         """The digest of `covered_settings`, which an assessment records as `covers`."""
         canon = json.dumps(self.covered_settings(), sort_keys=True, separators=(",", ":"), ensure_ascii=False,
