@@ -30,7 +30,7 @@ from safeface.workspace.trust import load_trust  # noqa: E402
 
 def _trusted(ws: Any) -> Any:
     with opened(ws, PASSPHRASE) as r:
-        return load_trust(ws, r.keyring, r.audit)
+        return load_trust(ws, r.keyring, r.audit).for_guard()
 
 
 @pytest.fixture()

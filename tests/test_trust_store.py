@@ -62,7 +62,7 @@ def entries(paths: WorkspacePaths) -> list[Any]:
 
 def trusted(paths: WorkspacePaths) -> dict[str, dict[str, Any]]:
     with opened(paths) as r:
-        return load_trust(paths, r.keyring, r.audit)
+        return load_trust(paths, r.keyring, r.audit).for_guard()
 
 
 def independent_thumbprint(jwk: dict[str, str]) -> str:
@@ -148,6 +148,23 @@ def test_an_older_trust_store_put_back_is_refused(tmp_path: Path) -> None:
         SafeFace.open(paths.root, pipeline=CachedPipeline())
     with pytest.raises(IntegrityError, match="older copy"):
         audit_verify(paths.root)
+
+
+def test_an_older_trust_store_put_back_under_an_open_handle_fails_its_audit(tmp_path: Path) -> None:
+    """A running service's handle read the trust store when it opened; `audit verify` through it
+    then read the file again without holding it to the log, so a backup put back since (a
+    removed key trusted again) passed the check. The check now reads the file once, held to
+    the log's last trust change as an open is."""
+    paths = demo(tmp_path)
+    backup = tmp_path / "trust.bak"
+    shutil.copy2(paths.trust, backup)
+    issuer = next(k for k in keys_list(paths.root) if k["kind"] == "consent-issuer")
+    keys_remove(paths.root, "consent-issuer", issuer["thumbprint"])
+    with SafeFace.open(paths.root, pipeline=CachedPipeline()) as sf:
+        sf.audit_verify()
+        shutil.copy2(backup, paths.trust)
+        with pytest.raises(IntegrityError, match="older copy"):
+            sf.audit_verify()
 
 
 def test_a_deleted_trust_store_is_refused(tmp_path: Path) -> None:

@@ -111,7 +111,7 @@ class SafeFace:
     """Open a workspace with :meth:`open`; close it (or use ``with``) when done."""
 
     def __init__(self, opener: object, paths: WorkspacePaths, deployment: Deployment, keyring: Any, gallery: Any,
-                 audit: AuditLog, state: PolicyState, apikeys: ApiKeys, trust: dict[str, Any], role: str,
+                 audit: AuditLog, state: PolicyState, apikeys: ApiKeys, trust_store: TrustStore, role: str,
                  clock: Clock, pipeline: Any) -> None:
         if opener is not _OPENER:
             raise ConfigError("a SafeFace is built only by SafeFace.open(workspace, ...), which checks the keyring, "
@@ -138,10 +138,11 @@ class SafeFace:
         self._receipt_key = receipt_key(keyring.key("pseudonym"))
         self._token_key = keyring.key("pseudonym")
         self._assessment_key = derived_key(keyring, ASSESSMENT_MAC)
-        self._trust = trust
-        # The log's last trust change when `trust` was read (_sync_trust).
-        last = audit.last_entry(TRUST_OPERATIONS)
-        self._trust_seq = last.seq if last is not None else 0
+        # The trust store checked against the log's last trust change, and that change (_sync_trust);
+        # every reader of the trusted keys (the guard, the store check, the report) reads this one.
+        self._trust_store = trust_store
+        self._trust = trust = trust_store.for_guard()
+        self._trust_seq = trust_store.audit_seq
         from ..capture.evidence import EvidenceKeys
 
         self._evidence_keys = EvidenceKeys(keyring.key("pseudonym"),
@@ -1179,10 +1180,12 @@ class SafeFace:
         """The store check of `rows` against the log up to entry `upto` (later entries are calls
         made since, and an unsigned tail is not evidence)."""
         entries = itertools.takewhile(lambda e: int(e.seq) <= upto, self._audit.entries())
-        with self._root._judge_lock:
-            self._sync_trust()
-        return check_store(rows, entries, self._trust["consent_issuers"], self._trust["authorities"], self.token_ref,
-                           self._token_key, TrustStore.load(self._paths, self._keyring).no_longer_trusted())
+        # Read once, and checked against the log as an open does: a handle's own copy would not
+        # see the file swapped since, and a second read could meet another file.
+        store = load_trust(self._paths, self._keyring, self._audit)
+        trust = store.for_guard()
+        return check_store(rows, entries, trust["consent_issuers"], trust["authorities"], self.token_ref,
+                           self._token_key, store.no_longer_trusted())
 
     def report(self, out_dir: Union[str, Path]) -> dict[str, Path]:
         from ..workspace.report import write_report
@@ -1206,7 +1209,7 @@ class SafeFace:
             "audit": self._audit.counts(),
             "key_versions": self._gallery.key_versions,
             "store": self._store_facts(),
-            "trusted_keys": TrustStore.load(self._paths, self._keyring).listing(),
+            "trusted_keys": self._checked_trust().listing(),
             # From the keyring, not the file beside it, which anyone who can write the folder can swap.
             "receipt_public_key": self._receipt_public(),
             "api_keys": [k.to_dict() for k in self._apikeys.list()],
@@ -1270,10 +1273,17 @@ class SafeFace:
         last = self._audit.last_entry(TRUST_OPERATIONS)
         seq = last.seq if last is not None else 0
         if seq != root._trust_seq:
-            trust = load_trust(self._paths, self._keyring, self._audit)  # MACed, and the store that change made
+            store = load_trust(self._paths, self._keyring, self._audit)  # MACed, and the store that change made
+            trust = store.for_guard()
             root._guard.trust(trust["consent_issuers"], trust["authorities"])
-            root._trust, root._trust_seq = trust, seq
+            root._trust_store, root._trust, root._trust_seq = store, trust, store.audit_seq
         self._trust = root._trust
+
+    def _checked_trust(self) -> TrustStore:
+        """The trust store the log's last trust change made, as of now."""
+        with self._root._judge_lock:
+            self._sync_trust()
+            return self._root._trust_store
 
     def _check_assessment(self, deployment: Deployment) -> None:
         """Process only under a sealed assessment that the audit log names last and that covers

@@ -239,11 +239,13 @@ class TrustStore:
         self.audit_seq = audit_seq
 
 
-def load_trust(paths: WorkspacePaths, keyring: Any, audit: AuditLog) -> dict[str, dict[str, Ed25519PublicKey]]:
-    """The keys trusted now, for the guard, once the store's MAC and its audit record check."""
+def load_trust(paths: WorkspacePaths, keyring: Any, audit: AuditLog) -> TrustStore:
+    """The trust store, once its MAC and its audit record check (`for_guard()`: the keys trusted
+    now)."""
     store = TrustStore.load(paths, keyring)
     store.check_recorded(audit)
-    return store.for_guard()
+    store.for_guard()  # a key unfit to sign is refused here, as at every use
+    return store
 
 
 def write_empty(paths: WorkspacePaths, keyring: Any) -> None:
