@@ -237,3 +237,30 @@ def test_mmod_landmarks_start_from_a_hog_like_box(engines: tuple[DlibEngine, Onn
             faces += 1
     assert faces >= 5
     assert shifted_err < plain_err, (shifted_err, plain_err)
+
+
+def test_onnx_runtime_keeps_no_telemetry_and_reports_nothing(tmp_path: Path) -> None:
+    """ONNX Runtime's telemetry wrote a device id and an event store under ~/.cache and queued
+    session and inference events (model names, counts, timings) for its vendor: an ordinary
+    embedding through the default engine left them in a fresh home folder. The engine now
+    switches it off before the library loads."""
+    import subprocess
+    import sys
+
+    from safeface.modelstore.registry import safeface_home
+    from tests.child_process import child_env
+
+    _need(LFW)
+    home = tmp_path / "home"
+    home.mkdir()
+    face = next(LFW.rglob("*.jpg"))
+    code = ("import sys; from safeface.hazmat.vision import get_engine; from safeface.imageio import load_image; "
+            "import numpy as np; e = get_engine('onnx'); print(len(e.detect(load_image(sys.argv[1]))), "
+            "e.embed_chips(np.zeros((1, 150, 150, 3), np.uint8)).shape)")
+    env = child_env(HOME=str(home), SAFEFACE_HOME=str(safeface_home()))
+    env.pop("ORT_DISABLE_TELEMETRY", None)
+    run = subprocess.run([sys.executable, "-c", code, str(face)], env=env, cwd=tmp_path, capture_output=True,
+                         text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    written = sorted(str(p.relative_to(home)) for p in home.rglob("*"))
+    assert written == [], written

@@ -4,17 +4,26 @@ never a path, so what runs is what was hashed."""
 
 from __future__ import annotations
 
+import os
 from typing import Any, Optional, Sequence
 
 from ...errors import ModelError
 
 
 def onnxruntime() -> Any:
+    # ONNX Runtime's telemetry keeps a device id under ~/.cache and posts session and inference
+    # events (model names, counts, timings) to its vendor: nothing the SDK runs is reported
+    # anywhere. The variable is read when the library loads; a host that loaded it first has its
+    # events switched off here too.
+    os.environ["ORT_DISABLE_TELEMETRY"] = "1"
     try:
         import onnxruntime as ort
     except ImportError as exc:
         raise ModelError(f"onnxruntime cannot be imported ({exc}); install safeface[cpu] or safeface[gpu] "
                          "(or: pip install onnxruntime).") from None
+    off = getattr(ort, "disable_telemetry_events", None)
+    if off is not None:
+        off()
     return ort
 
 
