@@ -33,8 +33,8 @@ from ..hazmat.templates.rowfilter import RowFilter
 from ..hazmat.templates.sealing import Sealer
 from ..hazmat.templates.transform import TemplateTransform
 from .lock import WriteLock
-from .rows import (ROW_COLS, SCHEMA_VERSION, Entry as _Entry, Enrollment, ErasureResult, GalleryRow, Looks,  # noqa: F401
-                   Keys as _Keys, Match, RekeyResult, check_embedding, check_path, check_purposes as _check_purposes,
+from .rows import (REKEYED_FROM, ROW_COLS, SCHEMA_VERSION, Entry as _Entry, Enrollment, ErasureResult,  # noqa: F401
+                   GalleryRow, Looks, Keys as _Keys, Match, RekeyResult, check_embedding, check_path, check_purposes as _check_purposes,
                    check_text as _check_text, describe, ended_columns, from_us, initial_meta, iso as _iso,
                    keys_from_meta, looks_of, moved_expiry, prepare, protect, pseudonym_of, purge_condition, refuse_kept,
                    refuse_lookalikes, rekeyed, seal_row, to_us, touched_expiry, unseal_row, utc_now as _now)
@@ -324,6 +324,10 @@ class Gallery:
         try:
             changes = db.execute("SELECT seq, row_id, op FROM changes WHERE seq > ? ORDER BY seq",
                                  (self._seen_seq,)).fetchall()
+            if self._keys_moved():  # re-keyed elsewhere: read from the meta, whatever the change log says
+                self._reload()
+                self._data_version = dv
+                return
             if not changes:
                 self._data_version = dv
                 return
@@ -349,6 +353,14 @@ class Gallery:
         self._apply(upserts=found, removals=[rid for rid in changed if rid not in found])
         self._seen_seq = seq
         self._data_version = dv
+
+    def _keys_moved(self) -> bool:
+        """Whether the meta names other key versions than this handle holds: another process
+        re-keyed. Its "reload" change tells the same, but the change log is a table anyone with
+        the file can empty, and a handle that missed it sealed new rows under retired keys."""
+        meta, keys = self._read_meta(), self._require_keys()
+        return (meta.get("transform_version"), meta.get("seal_version")) != (str(keys.transform_version),
+                                                                             str(keys.seal_version))
 
     def _apply(self, upserts: dict[int, tuple[_Entry, np.ndarray]], removals: Sequence[int]) -> None:
         if removals:
@@ -660,6 +672,8 @@ class Gallery:
             db.executemany("UPDATE meta SET v = ? WHERE k = ?", [
                 (str(tv), "transform_version"), (t_id, "transform_key_id"),
                 (str(sv), "seal_version"), (s_id, "seal_key_id")])
+            db.execute("INSERT OR REPLACE INTO meta (k, v) VALUES (?, ?)",
+                       (REKEYED_FROM, f"{old.transform_version}/{old.seal_version}"))
             self._log([0], "reload")
             self._at("rekey:meta")
 

@@ -223,6 +223,12 @@ def check_embedding(embedding: np.ndarray, dim: int) -> np.ndarray:
     return v / n
 
 
+# The meta key a re-key sets, in the transaction that moves the rows, to the versions it moved
+# them from: a store made new under the keyring's newest keys has none, so the old versions its
+# rows (or their backup) may still be under are not taken for left over (SafeFace._finish_rekey).
+REKEYED_FROM = "rekeyed_from"
+
+
 def initial_meta(keyring: Keyring, dim: int) -> dict[str, str]:
     """The meta a new store records: schema, dimension and the key versions (with their ids)."""
     tv, sv, pv = keyring.version("transform"), keyring.version("seal"), keyring.version("pseudonym")
