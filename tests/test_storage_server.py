@@ -467,6 +467,16 @@ def test_credentials_never_in_deployment_json() -> None:
         StorageConfig.from_section({"records": "postgresql://u@h/db", "vectors": "local"})
 
 
+def test_a_url_the_scheme_check_refuses_is_not_shown_back() -> None:
+    """A records URL with a password in a form the scheme check refuses (another scheme, upper
+    case, a leading space) was printed whole in the refusal, password and all."""
+    for records in ("postgres+psycopg://safeface:Hunter2@db/faces", "PostgreSQL://u:Hunter2@db/faces",
+                    " postgresql://u:Hunter2@db/faces", "u:Hunter2@db://faces"):
+        with pytest.raises(ConfigError, match="storage.records must be") as err:
+            StorageConfig.from_section({"records": records, "vectors": "milvus-lite:v.db"})
+        assert "Hunter2" not in str(err.value), str(err.value)
+
+
 def test_a_password_never_reaches_a_message_however_it_is_written() -> None:
     """A password holding "@" kept its tail in messages ("svc:***@ssw0rd@h"), and a quoted one
     with a space kept its last word."""

@@ -49,7 +49,12 @@ class StorageConfig:
                                   "a PostgreSQL record store).")
             return cfg
         if not cfg.records.startswith(("postgresql://", "postgres://")):
-            raise ConfigError(f"storage.records must be 'sqlite' or a 'postgresql://...' URL, got {cfg.records!r}.")
+            # Not the value: a URL that fails this check may still hold a password.
+            scheme = cfg.records.split("://", 1)[0] if "://" in cfg.records else ""
+            got = (f"a URL of scheme {scheme!r}" if re.fullmatch(r"[A-Za-z][A-Za-z0-9+.-]{0,39}", scheme)
+                   else "something else")
+            raise ConfigError(f"storage.records must be 'sqlite' or a 'postgresql://...' URL (lower case, nothing "
+                              f"before it), got {got}.")
         if _holds_password(cfg.records):
             raise ConfigError("storage.records holds a password; credentials never go in deployment.json. Remove it "
                               "and set SAFEFACE_PG_PASSWORD or SAFEFACE_PG_PASSWORD_FILE instead.")
