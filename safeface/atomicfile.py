@@ -26,8 +26,10 @@ def _umask() -> int:
 
 
 def new_file_mode() -> int:
-    """The permissions any new file would get (mkstemp's are 0600)."""
-    return 0o666 & ~_umask()
+    """The permissions any new file would get (mkstemp's are 0600), less group and other write
+    whatever the host's umask: a host running under umask 000 left deployment.json writable by
+    every local account."""
+    return 0o666 & ~(_umask() | 0o022)
 
 
 def _fsync_dir(directory: Path) -> None:

@@ -36,7 +36,9 @@ def init_workspace(root: Path, *, demo: bool = False, profiles: Sequence[str] = 
     profs = check_profiles(list(profiles))
     if paths.config.exists():
         raise ConfigError(f"{paths.root} already holds a deployment; choose an empty directory.")
-    paths.root.mkdir(parents=True, exist_ok=True)
+    # Owner only, whatever the host's umask: the folder holds the configuration and the stores,
+    # and whoever may write it may delete or swap them (a folder that exists is left as it is).
+    paths.root.mkdir(mode=0o700, parents=True, exist_ok=True)
     paths.keys.mkdir(mode=0o700, exist_ok=True)
     today = today or dt.datetime.now(dt.timezone.utc).date()
     if demo and not passphrase and passphrase_file is None and not os.environ.get(PASSPHRASE_ENV):
@@ -50,7 +52,7 @@ def init_workspace(root: Path, *, demo: bool = False, profiles: Sequence[str] = 
     if demo:
         mark_demo(paths, keyring)
     write_atomic(paths.receipt_public, public_key_text(receipt_key(keyring.key("pseudonym")).public_key()) + "\n")
-    paths.reports.mkdir(exist_ok=True)
+    paths.reports.mkdir(mode=0o700, exist_ok=True)
     write_empty(paths, keyring)
     assessed = deployment.section("assessment")
     if assessed.get("covers"):  # a demo is created assessed: sealed like `safeface assess` seals it
