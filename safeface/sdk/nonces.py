@@ -11,9 +11,11 @@ import datetime as dt
 import hashlib
 from typing import Any
 
+from ..workspace.audit import LIVENESS_SPENT
+
 # The entry that spends an evidence, written where the call is judged, before its work; it names
 # the evidence in its token column, which is indexed: finding it is one probe, however busy the log.
-SPENT = "liveness-spent"
+SPENT = LIVENESS_SPENT
 
 
 def nonce_ref(nonce: str) -> str:

@@ -59,6 +59,16 @@ MAX_SUBJECTS = 100
 # writes it after any caller text, so the last mention counts. Entries an earlier safeface wrote
 # name none.
 JUDGED_AFTER = "judged after entry"
+# The entry that spends a liveness evidence where the call is judged (sdk/nonces.py), and how a
+# liveness check's entry and that one name the evidence ("liveness <ref>", nonces.nonce_ref).
+LIVENESS_SPENT = "liveness-spent"
+_LIVENESS_REF = re.compile(r"(?:^|; )liveness ([0-9a-f]{12})$")
+
+
+def liveness_ref(note: Optional[str]) -> Optional[str]:
+    """The evidence a liveness check's entry, or a spending entry, names last; None if none."""
+    found = _LIVENESS_REF.search(note or "")
+    return found[1] if found else None
 _JUDGED = re.compile(JUDGED_AFTER + r" ([0-9]+)\b")
 
 

@@ -40,11 +40,12 @@ from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from ..capture.evidence import DEFAULT_VALIDITY_S
 from ..errors import IntegrityError, InvalidArgument
 from ..hazmat.templates.pseudonym import pseudonymize
 from ..policy.guard import BIPA_INTERACTION_DAYS, CLOCK_SKEW_S
 from ..policy.tokens import TokenError, decode_consent, decode_legal_basis, key_id
-from .audit import judged_after, last_mention, rows_named, withdrawal_time
+from .audit import LIVENESS_SPENT, judged_after, last_mention, liveness_ref, rows_named, withdrawal_time
 
 # The expiry an enrolment stored its row with ("expires 2026-01-31"), or an interaction moved it to.
 _EXPIRES = re.compile(r"\bexpires ([0-9]{4}-[0-9]{2}-[0-9]{2})\b")
@@ -163,6 +164,7 @@ class _Log:
     # (pseudonym, purpose) -> [(seq, date)]: a match under the purpose, which may move the expiry
     # of the subject's rows held for it alone to that date (SafeFace.verify, Gallery.touch).
     touched: dict[tuple[str, str], list[tuple[int, dt.date]]] = field(default_factory=dict)
+    liveness: dict[str, float] = field(default_factory=dict)  # evidence ref -> time of the check that issued it
     _latest: dict[tuple[str, str], list[dt.date]] = field(default_factory=dict)
 
     def first_use(self, ref: str, seen_by: int) -> Optional[int]:
@@ -212,6 +214,8 @@ def read_log(entries: Iterable[Any]) -> _Log:
             key = _TRUST_KEY.search(e.note or "")
             if key:
                 out.untrusted[key[1]] = int(e.seq)
+        if e.operation in ("liveness", LIVENESS_SPENT):
+            _liveness_entry(out, e)
         if e.operation == "apikey":
             revoked = _KEY_REVOKED.fullmatch(e.note or "")
             if revoked:
@@ -290,6 +294,26 @@ def read_log(entries: Iterable[Any]) -> _Log:
                 for s in e.subjects:
                     out.withdrawals.setdefault(str(s), []).append((int(e.seq), withdrawal_time(e.note, e.time)))
     return out
+
+
+def _liveness_entry(out: _Log, e: Any) -> None:
+    """A check that issued evidence, or the spending of one where a call was judged: evidence
+    spent must come from a check this log records, within its validity (by the log's clock). A
+    host holding the keys can sign evidence no check issued (or date one back): the call it let
+    in is named afterwards."""
+    ref, at = liveness_ref(e.note), _entry_time(e.time).timestamp()
+    if ref is None:
+        return
+    if e.operation == "liveness":
+        out.liveness[ref] = at
+        return
+    issued = out.liveness.get(ref)
+    if issued is None:
+        out.late.append(f"entry {e.seq} spent liveness evidence {ref} that no liveness check in this log issued: "
+                        "it was made with the workspace's keys outside a check.")
+    elif not -CLOCK_SKEW_S <= at - issued <= DEFAULT_VALIDITY_S + CLOCK_SKEW_S:
+        out.late.append(f"entry {e.seq} spent liveness evidence {ref} {at - issued:.0f} s after the check that "
+                        f"issued it, outside its {DEFAULT_VALIDITY_S} s validity: a handle's clock was set back.")
 
 
 def _matched_after_withdrawal(out: _Log, e: Any, judged: int) -> None:
