@@ -5,11 +5,14 @@ dies, no temporary file either)."""
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Iterator, Optional, Union
+
+from .errors import ConfigError
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -103,12 +106,24 @@ def write_new(path: PathLike, data: bytes, mode: int = 0o600, durable: bool = Tr
         _fsync_dir(target.parent)
 
 
+def open_lock_file(lock_path: PathLike) -> int:
+    """A descriptor on the lock file `lock_path`, created 0600. A link is never followed: one
+    planted in its place (a shared witness folder) made safeface create files where it pointed."""
+    try:
+        return os.open(lock_path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o600)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise ConfigError(f"the lock file {lock_path} is a symbolic link; remove the link (safeface makes the "
+                              "file itself).") from None
+        raise
+
+
 @contextmanager
 def exclusive_lock(lock_path: PathLike) -> Iterator[None]:
     """Hold an advisory exclusive lock on `lock_path` (created 0600) for a read-modify-write, so
     two processes updating one file cannot lose each other's changes. Without fcntl (not POSIX)
     there is no lock; the atomic rename still keeps the file whole."""
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    fd = open_lock_file(lock_path)
     try:
         try:
             import fcntl

@@ -222,3 +222,19 @@ def test_racing_processes_agree_on_one_created_key(tmp_path: Path) -> None:
     keys = {k.communicate(timeout=120)[0].strip() for k in kids}
     assert [k.returncode for k in kids] == [0] * 8
     assert len(keys) == 1 and len(keys.pop()) == 64
+
+
+def test_a_lock_file_planted_as_a_link_is_not_followed(tmp_path: Path) -> None:
+    """A link planted in a lock file's place (a shared witness folder) made safeface create an
+    empty file wherever it pointed."""
+    from safeface.atomicfile import exclusive_lock
+    from safeface.errors import ConfigError
+    from safeface.storage.lock import WriteLock
+
+    for n, take in enumerate((lambda p: exclusive_lock(p), lambda p: WriteLock(p).held())):
+        target, link = tmp_path / f"elsewhere-{n}", tmp_path / f"store-{n}.lock"
+        link.symlink_to(target)
+        with pytest.raises(ConfigError, match="symbolic link"):
+            with take(link):
+                pass
+        assert not target.exists()

@@ -197,3 +197,21 @@ def test_two_processes_creating_one_keyring_one_wins(tmp_path: Path) -> None:
     winner = outcomes.index("created")
     assert PassphraseKeyring.open(path, f"pass-{winner}").versions("seal") == [1]
     assert sorted(p.name for p in tmp_path.iterdir() if not p.name.endswith(".lock")) == ["keyring.json"]
+
+
+@pytest.mark.parametrize("kdf", [{"p": 10**6}, {"n": 3000}, {"n": 2**40}, {"r": 10**5}])
+def test_scrypt_settings_edited_in_the_file_are_refused_before_any_work(tmp_path: Path, kdf: dict[str, int]) -> None:
+    """The scrypt settings sit in the file unauthenticated (they derive the key that checks it):
+    a huge p made every open spin for hours, an n that is no power of two raised a bare
+    ValueError."""
+    import time
+
+    path = tmp_path / "keys.json"
+    PassphraseKeyring.create(path, PASS, FAST)
+    doc = json.loads(path.read_text())
+    doc["kdf"].update(kdf)
+    path.write_text(json.dumps(doc))
+    started = time.monotonic()
+    with pytest.raises(ConfigError, match="edited"):
+        PassphraseKeyring.open(path, PASS)
+    assert time.monotonic() - started < 5

@@ -15,6 +15,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, Optional
 
+from ..atomicfile import open_lock_file
+
 
 class WriteLock:
     def __init__(self, path: Path) -> None:
@@ -27,7 +29,7 @@ class WriteLock:
     def held(self) -> Iterator[None]:
         with self._thread_lock:
             if self._depth == 0:
-                fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o600)
+                fd = open_lock_file(self._path)
                 try:
                     fcntl.flock(fd, fcntl.LOCK_EX)
                 except BaseException:

@@ -38,6 +38,7 @@ KEY_BYTES = 32
 ROTATABLE: tuple[str, ...] = ("transform", "seal", "audit")
 FILE_FORMAT = "safeface-keyring"
 FILE_VERSION = 1
+MAX_SCRYPT_N, MAX_SCRYPT_R, MAX_SCRYPT_P = 2**20, 16, 4
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,15 @@ class ScryptParams:
     n: int = 2**15
     r: int = 8
     p: int = 1
+
+    def __post_init__(self) -> None:
+        # The file records them unauthenticated (they are needed to derive the key that checks
+        # it): edited, a huge p made every open spin for hours, a bad n raised a bare ValueError.
+        if not (2 <= self.n <= MAX_SCRYPT_N and self.n & (self.n - 1) == 0 and 1 <= self.r <= MAX_SCRYPT_R
+                and 1 <= self.p <= MAX_SCRYPT_P):
+            raise ConfigError(f"scrypt settings n={self.n}, r={self.r}, p={self.p} are outside what safeface "
+                              f"uses (n a power of two up to 2**20, r up to {MAX_SCRYPT_R}, p up to {MAX_SCRYPT_P}): "
+                              "if the keyring file records them, it was edited; restore it from a backup.")
 
     def derive(self, passphrase: str, salt: bytes) -> bytes:
         if not passphrase:
