@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import datetime as dt
 import json
 import os
@@ -27,6 +28,8 @@ def register(sub: Any) -> None:
     p.add_argument("--max-body", type=int, default=8 * 1024 * 1024, help="largest request body in bytes (default 8 MiB)")
     p.add_argument("--tls-cert", type=Path, default=None)
     p.add_argument("--tls-key", type=Path, default=None)
+    p.add_argument("--plain-http", action="store_true",
+                   help="serve a host other than loopback without TLS (behind a proxy that terminates it)")
     p.set_defaults(func=_serve)
 
     p = sub.add_parser("apikey", help="API keys for the service: each key carries the caller's role")
@@ -80,6 +83,13 @@ def _apikey_list(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return host.lower() == "localhost"
+
+
 def _serve(args: argparse.Namespace) -> int:
     try:
         import uvicorn
@@ -89,6 +99,11 @@ def _serve(args: argparse.Namespace) -> int:
 
     if (args.tls_cert is None) != (args.tls_key is None):
         raise InvalidArgument("--tls-cert and --tls-key go together.")
+    if args.tls_cert is None and not args.plain_http and not _loopback(args.host):
+        # Faces, API keys, consent tokens and console cookies would cross the network in the clear.
+        raise InvalidArgument(f"serving {args.host} without TLS would send faces, API keys and consent tokens in "
+                              "the clear: give --tls-cert and --tls-key, or --plain-http when a proxy in front "
+                              "terminates TLS.")
     if args.workers < 1 or args.threads < 1 or args.queue < 0 or args.max_body < 1024:
         raise InvalidArgument("--workers and --threads must be at least 1, --queue at least 0, --max-body >= 1024.")
     ws = Path(args.workspace).resolve()
