@@ -73,13 +73,18 @@ class Client:
                              top_k=str(top_k), liveness=liveness)
         return [Candidate(c["subject"], float(c["score"])) for c in d["candidates"]]
 
-    def liveness_challenge(self) -> dict[str, Any]:
-        """A challenge issued by the service's workspace: {"challenge", "steps", "instruction", ...}."""
-        return self._json("/v1/liveness/challenge")
+    def liveness_challenge(self, *, mirrored: bool = False) -> dict[str, Any]:
+        """A challenge issued by the service's workspace: {"challenge", "steps", "instruction",
+        "mirrored", ...}. `mirrored`: the clip answering it will be recorded mirrored (a selfie
+        preview); the check reads the clip as the challenge says."""
+        return self._json("/v1/liveness/challenge", mirrored="true" if mirrored else None)
 
-    def liveness_check(self, clip: ImageLike, challenge: str, *, mirrored: bool = False) -> LivenessCheck:
-        """Check a 1-3 s clip answering `challenge`; when live, the result carries the evidence."""
-        d = self._image_call("/v1/liveness/check", clip, challenge=challenge, mirrored="1" if mirrored else None)
+    def liveness_check(self, clip: ImageLike, challenge: str, *, mirrored: Optional[bool] = None) -> LivenessCheck:
+        """Check a 1-3 s clip answering `challenge`; when live, the result carries the evidence.
+        The clip is read as mirrored or not as the challenge was issued; a `mirrored` given here
+        that differs is refused (InvalidArgument)."""
+        flag = None if mirrored is None else ("1" if mirrored else "0")
+        d = self._image_call("/v1/liveness/check", clip, challenge=challenge, mirrored=flag)
         expires = d.get("expires_at")
         score = None if d.get("score") is None else float(d["score"])
         return LivenessCheck(d["decision"], score, dict(d["checks"]), d["clip_sha256"], d.get("evidence"),

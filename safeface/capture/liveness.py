@@ -6,7 +6,8 @@ Combination rule (the decision, in order):
    made challenge already decide);
 2. the face turned but its surface moved as one plane (parallax.py: under MIN_OFF_PLANE of its
    points off the best homography), a replay cue fires (a periodic spectrum, frozen frames), or a
-   challenge was given and its moves were not made in order: "attack";
+   challenge was given and the clip did not show exactly its turns (all of them, in order, and
+   no other: challenge.py): "attack";
 3. a configured PAD model (pad_model.py, off by default) scores the face below its threshold:
    "attack" (the model can only veto);
 4. otherwise "live".
@@ -73,7 +74,8 @@ def default_engine() -> Any:
 def check_clip(source: Any, engine: Any = None, challenge: Optional[Sequence[str]] = None,
                mirrored: bool = False, fps: float = 10.0, pad_model: Any = None) -> tuple[LivenessResult, Clip]:
     """Check a clip (see clip.read_clip for the inputs; `fps` times a list or folder of frames).
-    With `challenge` (steps), the moves must be made in order. Returns the result and the decoded clip (for the caller's evidence)."""
+    With `challenge` (steps), the clip must show exactly those turns, in order (`mirrored`: as the
+    challenge was issued). Returns the result and the decoded clip (for the caller's evidence)."""
     t0 = time.perf_counter()
     clip = read_clip(source, fps)
     result = analyse_clip(clip, engine or default_engine(), challenge, mirrored, pad_model)
@@ -117,7 +119,7 @@ def analyse_clip(clip: Clip, engine: Any, challenge: Optional[Sequence[str]] = N
     if rep.frozen:
         failures.append("repeated frames (a still picture or a replayed video)")
     if chal is not None and not chal.ok:
-        failures.append(f"the moves asked ({', '.join(challenge or ())}) were not made in order")
+        failures.append(chal.reason)
     undecided = None
     if not turned:
         undecided = phys.reason

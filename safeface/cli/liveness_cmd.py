@@ -16,6 +16,8 @@ def register(sub: Any) -> None:
     ls = lv.add_subparsers(dest="liveness_command", metavar="STEP")
     p = ls.add_parser("challenge", help="issue a random challenge (head turns) that expires in seconds")
     p.add_argument("workspace")
+    p.add_argument("--mirrored", action="store_true", help="the clip answering it will be recorded mirrored (a selfie "
+                   "preview); `check` then reads the clip so")
     p.add_argument("--passphrase-file", type=Path, default=None)
     p.add_argument("--role", default=None)
     p.add_argument("--json", action="store_true")
@@ -26,7 +28,9 @@ def register(sub: Any) -> None:
                    "file or a folder of frames")
     p.add_argument("--challenge", default=None, help="the challenge id from `liveness challenge`")
     p.add_argument("--fps", type=float, default=10.0, help="frame rate of a folder of frames (default 10)")
-    p.add_argument("--mirrored", action="store_true", help="the clip was recorded mirrored (a selfie preview)")
+    p.add_argument("--mirrored", action="store_true", default=None,
+                   help="the clip was recorded mirrored (a selfie preview); in a workspace the challenge says so "
+                   "(`liveness challenge --mirrored`) and a check that differs is refused")
     p.add_argument("--pad-model", type=Path, default=None, metavar="SPEC.json",
                    help="without a workspace: your ONNX PAD model, described as deployment.json's liveness_model "
                    "(file relative to SPEC.json, sha256, licence, ...); it can only veto (in a workspace the "
@@ -41,11 +45,12 @@ def _challenge(args: argparse.Namespace) -> int:
     from ..sdk import SafeFace
 
     with SafeFace.open(args.workspace, passphrase_file=args.passphrase_file, role=args.role) as sf:
-        ch = sf.liveness_challenge()
+        ch = sf.liveness_challenge(mirrored=args.mirrored)
     if args.json:
         print_json(ch.to_dict())
     else:
-        print(f"challenge {ch.nonce}: {ch.text} (expires in {ch.expires_at - ch.issued_at:.0f} s)")
+        print(f"challenge {ch.nonce}: {ch.text} (expires in {ch.expires_at - ch.issued_at:.0f} s"
+              f"{'; the clip is read as mirrored' if ch.mirrored else ''})")
     return EXIT_OK
 
 
@@ -69,7 +74,7 @@ def _check(args: argparse.Namespace) -> int:
         from ..capture.liveness import check_liveness
 
         model = _pad_model(args.pad_model) if args.pad_model is not None else None
-        result = check_liveness(args.paths[0], fps=args.fps, mirrored=args.mirrored, pad_model=model)
+        result = check_liveness(args.paths[0], fps=args.fps, mirrored=bool(args.mirrored), pad_model=model)
     if args.json:
         print_json(result.to_dict())
     else:

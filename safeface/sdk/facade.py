@@ -566,11 +566,16 @@ class SafeFace:
         return self._run(request, [pseud], body)
 
     # -- liveness (PA-01) ------------------------------------------------------------------------
-    def liveness_challenge(self, steps: Optional[Sequence[str]] = None) -> Any:
+    def liveness_challenge(self, steps: Optional[Sequence[str]] = None, *, mirrored: bool = False) -> Any:
         """Issue a random challenge (head turns) with a nonce; it expires in seconds and can be
-        answered once, by :meth:`liveness_check`. `steps` fixes the moves, for --demo workspaces
-        only (tests and trials): a real challenge must be unpredictable."""
-        from ..capture.challenge import new_challenge, parse_steps
+        answered once, by :meth:`liveness_check`. `mirrored`: the clip answering it will be
+        recorded mirrored (a selfie preview); it is fixed here, with the steps, never by the
+        check. `steps` fixes the moves, for --demo workspaces only (tests and trials): a real
+        challenge must be unpredictable."""
+        from ..capture.challenge import new_challenge, with_steps
+
+        if not isinstance(mirrored, bool):
+            raise InvalidArgument(f"mirrored is True or False, got {mirrored!r}.")
 
         now = self._clock()
         try:
@@ -578,22 +583,23 @@ class SafeFace:
         except PolicyViolation as exc:
             self._append("liveness-challenge", "refused", rule=exc.rule, note=exc.message[:120])
             raise
-        ch = new_challenge(now.timestamp())
+        ch = new_challenge(now.timestamp(), mirrored)
         if steps is not None:
             if not is_demo(self._paths, self._keyring):
                 raise ConfigError("challenge steps can be chosen only in a --demo workspace; a real challenge is random.")
-            ch = type(ch)(ch.nonce, parse_steps(",".join(steps)), ch.issued_at, ch.expires_at)
-        self._state.add_challenge(ch.nonce, ",".join(ch.steps), ch.issued_at, ch.expires_at)
-        self._append("liveness-challenge", "allowed", note=f"steps {','.join(ch.steps)}; valid "
-                     f"{ch.expires_at - ch.issued_at:.0f} s")
+            ch = with_steps(ch, steps)
+        self._state.add_challenge(ch.nonce, ",".join(ch.steps), ch.issued_at, ch.expires_at, ch.mirrored)
+        self._append("liveness-challenge", "allowed", note=f"steps {','.join(ch.steps)}"
+                     f"{'; mirrored' if ch.mirrored else ''}; valid {ch.expires_at - ch.issued_at:.0f} s")
         return ch
 
-    def liveness_check(self, clip: Any, challenge: str, *, mirrored: bool = False, fps: float = 10.0) -> Any:
+    def liveness_check(self, clip: Any, challenge: str, *, mirrored: Optional[bool] = None, fps: float = 10.0) -> Any:
         """Check a 1-3 s clip of the person answering `challenge` (its nonce): physics, replay
-        cues and the moves asked. When live, the result carries evidence signed by this workspace,
-        bound to the nonce, the clip's SHA-256, the time and the live face (sealed protected
-        template), valid for seconds and for one call. The check is audited; neither the clip nor
-        any frame is stored."""
+        cues and the moves asked (exactly those turns). The clip is read as mirrored or not as the
+        challenge was issued; a `mirrored` given here that differs is refused. When live, the result
+        carries evidence signed by this workspace, bound to the nonce, the clip's SHA-256, the time
+        and the live face (sealed protected template), valid for seconds and for one call. The
+        check is audited; neither the clip nor any frame is stored."""
         from ..capture.evidence import DEFAULT_VALIDITY_S
         from ..capture.liveness import bind_face, check_clip, default_engine
         from .results import LivenessCheck
@@ -602,9 +608,12 @@ class SafeFace:
         rule = self._rule("liveness")
         try:
             self._judge_capture(now)
-            steps = self._open_challenge(str(challenge), now)
+            steps, mirrored = self._open_challenge(str(challenge), now, mirrored)
         except PolicyViolation as exc:
             self._append("liveness", "refused", rule=exc.rule, note=exc.message[:120])
+            raise
+        except InvalidArgument as exc:
+            self._append("liveness", "refused", rule=rule, note=str(exc)[:120])
             raise
         pipe = self._pipe()
         engine = getattr(pipe, "engine", None) or default_engine()
@@ -677,20 +686,28 @@ class SafeFace:
         found = pipe.embed(frame)
         return None if found.embedding is None else np.asarray(found.embedding, np.float32)
 
-    def _open_challenge(self, nonce: str, now: dt.datetime) -> tuple[str, ...]:
-        """The steps of an issued, unexpired, unanswered challenge; it is answered from now on."""
+    def _open_challenge(self, nonce: str, now: dt.datetime, mirrored: Optional[bool]) -> tuple[tuple[str, ...], bool]:
+        """The steps of an issued, unexpired, unanswered challenge, and whether its clip is
+        mirrored (as issued: a differing `mirrored` is refused, before the challenge is used);
+        it is answered from now on."""
         rule = self._rule("liveness")
-        row = self._state.challenge(nonce)
+        row = self._state.issued_challenge(nonce)
         if row is None:
             raise PolicyViolation(rule, "this workspace issued no such challenge; ask for one with "
                                   "`safeface liveness challenge`.")
-        steps, _, expires_at = row
+        steps, issued_mirrored, _, expires_at = row
         if now.timestamp() >= expires_at:
             raise PolicyViolation(rule, "the challenge expired; ask for a new one and answer it within seconds.")
+        if mirrored is not None and bool(mirrored) != issued_mirrored:
+            raise InvalidArgument(
+                f"this challenge was issued for a clip recorded {'mirrored' if issued_mirrored else 'not mirrored'}, "
+                "and the check says otherwise: leave `mirrored` out of the check (the challenge decides it), or ask "
+                f"for a new challenge {'without' if issued_mirrored else 'with'} `mirrored` if that is how the "
+                "camera records.")
         until = dt.datetime.fromtimestamp(expires_at, dt.timezone.utc)
         if not self._state.use_nonce("challenge:" + nonce, until):
             raise PolicyViolation(rule, "this challenge was already answered; each challenge is answered once.")
-        return tuple(steps.split(","))
+        return tuple(steps.split(",")), issued_mirrored
 
     def analyze(self, image: ImageInput, attributes: Sequence[str] = ("faces",)) -> dict[str, Any]:
         """Technical facts about the faces in an image (count, boxes, landmarks, detector

@@ -184,8 +184,16 @@ def build_router(rt: Runtime) -> APIRouter:
                                 "path": x.path} for x in r]}
 
     @router.post("/liveness/challenge", summary="Issue a liveness challenge (head turns; answered once, within seconds)")
-    async def liveness_challenge(info: ApiKey = Depends(caller)) -> dict[str, Any]:
-        ch = await rt.call(lambda sf: as_(info, sf).liveness_challenge())
+    async def liveness_challenge(request: Request, info: ApiKey = Depends(caller)) -> dict[str, Any]:
+        # No body, or JSON / a form with `mirrored`: whether the answering clip will be recorded
+        # mirrored is fixed here, with the steps, not by the check.
+        ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if ctype in ("", "application/json", "multipart/form-data") or await request.body():
+            fields = (await read_call(request, image=False)).fields  # (another type with a body: refused there)
+        else:
+            fields = {}  # an empty body of another type, as clients sent before the field existed
+        mirrored = bool(_flag(fields.get("mirrored"), "mirrored"))
+        ch = await rt.call(lambda sf: as_(info, sf).liveness_challenge(mirrored=mirrored))
         return dict(ch.to_dict())
 
     @router.post("/liveness/check", openapi_extra=_IMAGE_BODY,
@@ -195,7 +203,8 @@ def build_router(rt: Runtime) -> APIRouter:
         if not c.image:
             raise InvalidArgument("a clip is required: a multipart file field 'clip' (or 'image_base64' in JSON).")
         clip, challenge = c.image, c.text("challenge")
-        mirrored = str(c.fields.get("mirrored", "")).lower() in ("1", "true", "yes")
+        # As the challenge was issued; a differing value is refused (InvalidArgument, 422).
+        mirrored = _flag(c.fields.get("mirrored"), "mirrored")
         r = await rt.call(lambda sf: as_(info, sf).liveness_check(clip, challenge, mirrored=mirrored))
         return liveness_answer(r)
 
@@ -291,6 +300,20 @@ def metrics_route(rt: Runtime) -> Any:
 def _no_constant(name: str) -> Any:
     """NaN and Infinity are not JSON (RFC 8259), though Python's parser takes them."""
     raise ValueError(f"{name} is not a JSON value")
+
+
+def _flag(v: Any, name: str) -> Optional[bool]:
+    """A yes/no field (JSON true/false, or a form's 1/0, true/false, yes/no, on/off); None when absent."""
+    if v is None or v == "":
+        return None
+    if isinstance(v, bool):
+        return v
+    word = str(v).strip().lower() if isinstance(v, (str, int)) else None
+    if word in ("1", "true", "yes", "on"):
+        return True
+    if word in ("0", "false", "no", "off"):
+        return False
+    raise InvalidArgument(f"{name} is true or false (or 1 or 0).")
 
 
 def _int(v: Any, name: str) -> int:

@@ -35,6 +35,7 @@ CREATE TABLE IF NOT EXISTS challenges (nonce TEXT PRIMARY KEY, steps TEXT NOT NU
 """
 ADOPTED_HOLD_S = 3600  # longer than any evidence or challenge is valid (60 s by default)
 MACED = ("used_nonces", "challenges")  # their rows carry a "mac" column (added to files made before it)
+MIRRORED = ";mirrored"  # the end of a challenge's steps text when its clip will be recorded mirrored
 
 
 TABLES = ("revoked_tokens", "revoked_subjects", "facts", "purpose_ends", "used_nonces", "challenges")
@@ -168,19 +169,30 @@ class PolicyState:
         return self._t.run("INSERT INTO {t}used_nonces VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
                            (nonce, stamp, self._mac("used_nonces", nonce, stamp))) == 1
 
-    def add_challenge(self, nonce: str, steps: str, issued_at: float, expires_at: float) -> None:
+    def add_challenge(self, nonce: str, steps: str, issued_at: float, expires_at: float,
+                      mirrored: bool = False) -> None:
+        """`mirrored` (the clip will be recorded mirrored) is kept in the steps' text, so the row's
+        HMAC covers it as it covers the steps, and the table is that of every state already made
+        (SQLite or PostgreSQL, and a migration's copy between them); a row without it is unmirrored."""
+        stored = steps + (MIRRORED if mirrored else "")
         self._t.run("DELETE FROM {t}challenges WHERE expires_at < ?", (issued_at - 3600,))
         self._t.run("INSERT INTO {t}challenges VALUES (?, ?, ?, ?, ?)",
-                    (nonce, steps, issued_at, expires_at,
-                     self._mac("challenges", nonce, steps, float(issued_at), float(expires_at))))
+                    (nonce, stored, issued_at, expires_at,
+                     self._mac("challenges", nonce, stored, float(issued_at), float(expires_at))))
 
-    def challenge(self, nonce: str) -> Optional[tuple[str, float, float]]:
-        """(steps, issued_at, expires_at) of an issued challenge, or None; IntegrityError when its
-        row was edited or forged."""
+    def issued_challenge(self, nonce: str) -> Optional[tuple[str, bool, float, float]]:
+        """(steps, mirrored, issued_at, expires_at) of an issued challenge, or None; IntegrityError
+        when its row was edited or forged."""
         rows = self._t.q("SELECT steps, issued_at, expires_at, mac FROM {t}challenges WHERE nonce = ?", (nonce,))
         if not rows:
             return None
-        steps = str(rows[0][0])
+        stored = str(rows[0][0])
         issued, expires = self._number("challenges", rows[0][1]), self._number("challenges", rows[0][2])
-        self._check("challenges", rows[0][3], nonce, steps, issued, expires)
-        return steps, issued, expires
+        self._check("challenges", rows[0][3], nonce, stored, issued, expires)
+        mirrored = stored.endswith(MIRRORED)
+        return (stored[:-len(MIRRORED)] if mirrored else stored), mirrored, issued, expires
+
+    def challenge(self, nonce: str) -> Optional[tuple[str, float, float]]:
+        """(steps, issued_at, expires_at) of an issued challenge, or None (see issued_challenge)."""
+        row = self.issued_challenge(nonce)
+        return None if row is None else (row[0], row[2], row[3])
