@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import cv2
 import numpy as np
@@ -51,6 +51,89 @@ def test_degraded_captures_fail_with_the_reason_and_an_action(obama: Any, degrad
     r = assess(degrade(img), face.landmarks, 1)
     assert not r.ok and reason in r.reasons, r.to_dict()
     assert words in r.advice
+
+
+def _noisy(a: np.ndarray, sigma: float, seed: int = 0) -> np.ndarray:
+    """Sensor-like noise: Gaussian, `sigma` grey levels in each channel."""
+    n = np.random.default_rng(seed).normal(0.0, sigma, a.shape)
+    return cast(np.ndarray, np.clip(a.astype(np.float32) + n, 0, 255).astype(np.uint8))
+
+
+def _jpeg(a: np.ndarray, q: int = 75) -> np.ndarray:
+    """The image as a phone would store it: JPEG at quality `q`, decoded again."""
+    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(a, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, q])
+    assert ok
+    return cast(np.ndarray, cv2.cvtColor(cv2.imdecode(buf, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB))
+
+
+@pytest.mark.parametrize("sigma,noise", [(8.0, 8.0), (8.0, 12.0), (6.0, 8.0)])
+def test_a_blurred_capture_with_noise_added_fails_for_focus(obama: Any, sigma: float, noise: float) -> None:
+    """Noise is fine-scale energy whatever the focus: a defocused face with sensor-like noise on
+    it (a low-light phone capture), stored as JPEG or not, must still fail "sharpness" and ask to
+    let the camera focus, not pass on the noise's fine detail."""
+    img, face = obama
+    blurred = cv2.GaussianBlur(img, (0, 0), sigma)
+    for capture in (_noisy(blurred, noise), _jpeg(_noisy(blurred, noise))):
+        r = assess(capture, face.landmarks, 1)
+        assert not r.ok and "sharpness" in r.reasons, r.to_dict()
+        assert "hold still" in r.advice
+
+
+def test_an_honest_capture_and_its_jpeg_pass_with_their_noise_measured(obama: Any) -> None:
+    """The noise a clean photograph, its JPEG and a sharp face with a little sensor noise carry
+    is measured and stays under the floor; focus is not taken from them by the denoising."""
+    img, face = obama
+    for capture in (img, _jpeg(img), _jpeg(img, 50), _noisy(img, 6.0), _jpeg(_noisy(img, 6.0))):
+        r = assess(capture, face.landmarks, 1)
+        assert r.ok and r.score > 50, r.to_dict()
+        noise = next(c for c in r.components if c.name == "noise")
+        assert noise.ok and noise.value < QualityThresholds().max_noise / 2, r.to_dict()
+
+
+def test_a_very_noisy_capture_is_refused_asking_for_light(obama: Any) -> None:
+    """A capture too noisy for recognition fails the noise floor, saying what to fix; the floor is
+    a purpose's to set like the others."""
+    img, face = obama
+    noisy = _noisy(img, 60.0)
+    r = assess(noisy, face.landmarks, 1)
+    assert not r.ok and "noise" in r.reasons and "sharpness" not in r.reasons, r.to_dict()
+    assert "too noisy" in r.advice and "add light" in r.advice
+    assert r.to_dict()["components"]["noise"]["limit"] == f"<= {QualityThresholds().max_noise:g} grey levels"
+    loose = QualityThresholds.from_mapping({"max_noise": 40})
+    assert loose.max_noise == 40.0 and assess(noisy, face.landmarks, 1, loose).ok
+    with pytest.raises(ConfigError):
+        QualityThresholds.from_mapping({"max_noise": -1})
+
+
+def test_lfw_faces_blurred_with_noise_fail_while_their_clean_and_jpeg_copies_pass() -> None:
+    """Real 250 px LFW faces (where the blur and the noise are large against the face, as in a
+    low-light phone capture): each clean image and its JPEG pass; blurred at sigma 4 with noise of
+    6 grey levels, and at sigma 6 with 8, every one fails for focus (before the noise was taken
+    out, 98% and 95% of such copies of LFW dev's faces passed)."""
+    from policy_support import CachedPipeline, datasets
+
+    root = datasets() / "lfw-dev" / "images"
+    people = sorted(p for p in root.iterdir() if p.is_dir())[:40:4] if root.is_dir() else []
+    if not people:
+        pytest.skip(f"LFW dev is absent ({root}); set SAFEFACE_DATASETS to the shared datasets")
+    pipe = CachedPipeline()
+    judged = 0
+    for n, person in enumerate(people):
+        img = load_image(sorted(person.glob("*.jpg"))[0])
+        faces = pipe.detect(img)
+        if len(faces) != 1:
+            continue
+        lm = faces[0].landmarks
+        judged += 1
+        for capture in (img, _jpeg(img)):
+            r = assess(capture, lm, 1)
+            assert r.ok, (person.name, r.to_dict())
+        for sigma, noise in ((4.0, 6.0), (6.0, 8.0)):
+            blurred = cv2.GaussianBlur(img, (0, 0), sigma)
+            for capture in (_noisy(blurred, noise, n), _jpeg(_noisy(blurred, noise, n))):
+                r = assess(capture, lm, 1)
+                assert "sharpness" in r.reasons, (person.name, sigma, noise, r.to_dict())
+    assert judged >= 6
 
 
 def test_a_small_face_asks_to_move_closer(obama: Any) -> None:
@@ -171,6 +254,23 @@ def test_a_purpose_requiring_quality_enrols_a_good_capture_and_refuses_a_poor_on
         report = json.loads(sf.report(tmp_path / "report")["json"].read_text())
     rows = {r["id"]: r for r in report["rules"]}
     assert rows["PA-02"]["state"] == "satisfied" and report["can_process"] is True
+
+
+def test_a_purpose_requiring_quality_refuses_a_noisy_blurred_capture_and_a_very_noisy_one(tmp_path: Path) -> None:
+    """Through the SDK (PA-02): a defocused capture with noise on it is refused asking to let the
+    camera focus, a very noisy one asking for light; nothing is stored, and the clean capture
+    enrols."""
+    ws = _quality_ws(tmp_path)
+    img = load_image(images() / "obama.jpg")
+    with open_sf(ws) as sf:
+        t = consent(ws, "alice")
+        for capture, words in ((_noisy(cv2.GaussianBlur(img, (0, 0), 8.0), 8.0), "hold still"),
+                               (_noisy(img, 60.0), "too noisy")):
+            with pytest.raises(PolicyViolation, match=words) as info:
+                sf.enroll(capture, "alice", "demo", t)
+            assert info.value.rule == "PA-02" and sf.records() == []
+        sf.enroll(_jpeg(img), "alice", "demo", t)
+        assert len(sf.records()) == 1
 
 
 def test_a_purpose_floor_is_applied(tmp_path: Path) -> None:
