@@ -83,3 +83,20 @@ def test_free_text_in_the_assessment_cannot_pose_as_the_recorded_ends() -> None:
     section = {"reference": f"x{ENDS}" + '{"demo":1}', "date": "2026-01-01", "covers": "abc",
                "covered": {"purposes": {"demo": {"retention_days": 30}}, "roles": {}}}
     assert recorded_purge_times(assessment_note(section)) == {}
+
+
+def test_markers_spelt_inside_role_and_purpose_names_do_not_hide_what_the_note_records() -> None:
+    """The note was cut at the last "; roles ", which a role's name may hold ("front desk;
+    roles per HR-7"): the recorded ends and roles then read as none, and an end date moved
+    later by hand kept templates past the assessed end. Each part is now the one whose JSON runs
+    to its end."""
+    from safeface.workspace.assessment import ENDS, ROLES, assessment_note, recorded_roles
+
+    covered = {"purposes": {f"demo{ENDS}" + '{"x":1}': {"retention_days": 30, "end_date": "2030-01-31",
+                                                       "description": "d", "necessity": "n"}},
+               "roles": {f"front desk{ROLES}per HR-7": ["verify"]}, "default_role": f"front desk{ROLES}per HR-7"}
+    note = assessment_note({"reference": "r", "date": "2026-01-01", "covers": "abc", "covered": covered})
+    end = int(dt.datetime(2030, 1, 31, 23, 59, 59, tzinfo=dt.timezone.utc).timestamp())
+    assert recorded_purge_times(note) == {f"demo{ENDS}" + '{"x":1}': end}
+    got = recorded_roles(note)
+    assert got is not None and got[1] == f"front desk{ROLES}per HR-7"

@@ -55,32 +55,44 @@ def _purge_times(covered: Any) -> dict[str, int]:
         return {}
 
 
+def _json_tail(text: str, marker: str) -> Optional[tuple[Any, int]]:
+    """The JSON object after the `marker` whose JSON runs exactly to the end of `text`, and where
+    that marker starts; None if none does. Names, roles and the reference are free text and may
+    spell a marker: only the part that ends the text is the note's own."""
+    at = text.rfind(marker)
+    while at >= 0:
+        try:
+            got, stop = json.JSONDecoder().raw_decode(text, at + len(marker))
+        except ValueError:
+            got, stop = None, -1
+        if stop == len(text) and isinstance(got, dict):
+            return got, at
+        at = text.rfind(marker, 0, at)
+    return None
+
+
+def _parts(note: str) -> tuple[Optional[dict[str, Any]], Optional[dict[str, Any]]]:
+    """The purge times and the roles a note records (each None when it records none): the roles
+    last, the times just before them."""
+    roles = _json_tail(note, ROLES)
+    head = note[:roles[1]] if roles is not None else note
+    ends = _json_tail(head, ENDS)
+    return (ends[0] if ends is not None else None), (roles[0] if roles is not None else None)
+
+
 def recorded_purge_times(note: Optional[str]) -> dict[str, int]:
     """When the purposes of the assessment an entry's note names end (their templates purged),
     in Unix seconds, by purpose name: empty where none ends or the note does not say."""
-    if not note or ENDS not in note:
-        return {}
-    # The times come just before the roles; the reference, the review and names are free text,
-    # so the part read is the one whose JSON runs exactly to there.
-    head = note.rsplit(ROLES, 1)[0] if ROLES in note else note
-    at = head.find(ENDS)
-    while at >= 0:
-        try:
-            got, stop = json.JSONDecoder().raw_decode(head, at + len(ENDS))
-        except ValueError:
-            got, stop = None, -1
-        if stop == len(head) and isinstance(got, dict):
-            return {str(k): v for k, v in got.items() if isinstance(v, int) and not isinstance(v, bool)}
-        at = head.find(ENDS, at + 1)
-    return {}
+    got = _parts(note or "")[0] or {}
+    return {str(k): v for k, v in got.items() if isinstance(v, int) and not isinstance(v, bool)}
 
 
 def recorded_roles(note: Optional[str]) -> Optional[tuple[dict[str, tuple[str, ...]], str]]:
     """The roles and default role an assessment entry's note records, or None (none recorded)."""
-    if not note or ROLES not in note:
+    got = _parts(note or "")[1]
+    if got is None:
         return None
     try:
-        got = json.loads(note.rsplit(ROLES, 1)[1])
         roles = roles_of(got["roles"] if isinstance(got["roles"], dict) else {})
         return roles, default_role_of(got.get("default_role"), roles)
     except (ValueError, KeyError, TypeError, AttributeError):
