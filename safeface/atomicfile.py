@@ -35,6 +35,23 @@ def new_file_mode() -> int:
     return 0o666 & ~(_umask() | 0o022)
 
 
+def make_dirs(path: PathLike, mode: int = 0o755) -> None:
+    """`path` and any missing folder above it, none writable by group or others whatever the
+    host's umask (mkdir's `parents` gives those above the umask's mode: 0777 under umask 000)."""
+    target = Path(path)
+    missing = []
+    while not target.exists():
+        missing.append(target)
+        if target.parent == target:
+            break
+        target = target.parent
+    for folder in reversed(missing):
+        try:
+            folder.mkdir(mode=mode & ~0o022)
+        except FileExistsError:  # made meanwhile by another process
+            pass
+
+
 def _fsync_dir(directory: Path) -> None:
     try:
         fd = os.open(directory, os.O_RDONLY)

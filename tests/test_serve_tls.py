@@ -25,3 +25,11 @@ def test_serving_the_network_in_the_clear_is_refused(tmp_path: Path, capsys: Any
     except SystemExit as exc:
         rc = int(exc.code or 0)
     assert rc != 0 and "without TLS" in capsys.readouterr().err
+
+
+def test_every_spelling_of_this_machine_counts_as_loopback() -> None:
+    from safeface.cli.service_cmds import _loopback
+
+    assert all(_loopback(h) for h in ("127.0.0.1", "127.1", "::1", "[::1]", "::ffff:127.0.0.1", "localhost",
+                                      "localhost.", "ip6-localhost"))
+    assert not any(_loopback(h) for h in ("0.0.0.0", "0", "::", "10.1", "192.168.1.2", "gate.example", "fe80::1%eth0"))

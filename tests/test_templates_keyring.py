@@ -199,7 +199,7 @@ def test_two_processes_creating_one_keyring_one_wins(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir() if not p.name.endswith(".lock")) == ["keyring.json"]
 
 
-@pytest.mark.parametrize("kdf", [{"p": 10**6}, {"n": 3000}, {"n": 2**40}, {"r": 10**5}])
+@pytest.mark.parametrize("kdf", [{"p": 10**6}, {"n": 3000}, {"n": 2**40}, {"r": 10**5}, {"n": 2**20, "r": 8}])
 def test_scrypt_settings_edited_in_the_file_are_refused_before_any_work(tmp_path: Path, kdf: dict[str, int]) -> None:
     """The scrypt settings sit in the file unauthenticated (they derive the key that checks it):
     a huge p made every open spin for hours, an n that is no power of two raised a bare

@@ -7,6 +7,7 @@ import ipaddress
 import datetime as dt
 import json
 import os
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -84,10 +85,18 @@ def _apikey_list(args: argparse.Namespace) -> int:
 
 
 def _loopback(host: str) -> bool:
+    """Whether `host` names this machine only, as the resolver reads it (127.1 and an IPv4 address
+    mapped into IPv6 included)."""
+    name = host.strip("[]").split("%", 1)[0]
     try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
+        ip = ipaddress.ip_address(name)
     except ValueError:
-        return host.lower() == "localhost"
+        try:
+            ip = ipaddress.ip_address(socket.inet_aton(name))  # the short forms, 127.1
+        except OSError:
+            return name.lower().rstrip(".") in ("localhost", "ip6-localhost", "ip6-loopback")
+    mapped = getattr(ip, "ipv4_mapped", None)
+    return bool(ip.is_loopback or (mapped is not None and mapped.is_loopback))
 
 
 def _serve(args: argparse.Namespace) -> int:

@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from ..errors import ConfigError
 from ..policy.tokens import load_private_key, private_key_pem
-from ..atomicfile import write_new
+from ..atomicfile import make_dirs, write_new
 from .paths import WorkspacePaths
 
 # Each file authenticated by the workspace gets its own key, so a MAC made for one kind of file
@@ -38,7 +38,7 @@ def new_signing_key(out: Path) -> Ed25519PrivateKey:
     """Generate an Ed25519 key and write its private half (PEM, mode 0600) to `out`."""
     key = Ed25519PrivateKey.generate()
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    make_dirs(out.parent)
     try:
         write_new(out, private_key_pem(key))
     except FileExistsError:

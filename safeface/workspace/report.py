@@ -15,7 +15,7 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..atomicfile import write_atomic
+from ..atomicfile import make_dirs, write_atomic
 from ..policy.deployment import DEFAULT_FILING_THRESHOLD, Finding
 from ..policy.rules import FLOOR_RULES, RULES, rule_for
 
@@ -169,7 +169,7 @@ def build_report(sf: "SafeFace", now: dt.datetime) -> dict[str, Any]:
 
 
 def write_report(sf: "SafeFace", out: Path, now: dt.datetime) -> dict[str, Path]:
-    out.mkdir(parents=True, exist_ok=True)
+    make_dirs(out)  # none of it writable by others, who could swap the report
     report = build_report(sf, now)
     plots: list[str] = []
     eval_dir = sf.paths.evaluation.parent
@@ -177,7 +177,7 @@ def write_report(sf: "SafeFace", out: Path, now: dt.datetime) -> dict[str, Path]
         dest = out / "assessment"
         for f in sorted(eval_dir.iterdir()):
             if f.suffix.lower() in PLOT_SUFFIXES and f.is_file():
-                dest.mkdir(exist_ok=True)
+                make_dirs(dest)
                 shutil.copy2(f, dest / f.name)
                 plots.append(f"assessment/{f.name}")
     report["assessment_plots"] = plots

@@ -39,6 +39,7 @@ ROTATABLE: tuple[str, ...] = ("transform", "seal", "audit")
 FILE_FORMAT = "safeface-keyring"
 FILE_VERSION = 1
 MAX_SCRYPT_N, MAX_SCRYPT_R, MAX_SCRYPT_P = 2**20, 16, 4
+SCRYPT_MAXMEM = 256 * 1024 * 1024  # what derivation may take: 128 * n * r bytes, and a little more
 
 
 @dataclass(frozen=True)
@@ -54,16 +55,17 @@ class ScryptParams:
         # The file records them unauthenticated (they are needed to derive the key that checks
         # it): edited, a huge p made every open spin for hours, a bad n raised a bare ValueError.
         if not (2 <= self.n <= MAX_SCRYPT_N and self.n & (self.n - 1) == 0 and 1 <= self.r <= MAX_SCRYPT_R
-                and 1 <= self.p <= MAX_SCRYPT_P):
+                and 1 <= self.p <= MAX_SCRYPT_P and 129 * self.n * self.r <= SCRYPT_MAXMEM):
             raise ConfigError(f"scrypt settings n={self.n}, r={self.r}, p={self.p} are outside what safeface "
-                              f"uses (n a power of two up to 2**20, r up to {MAX_SCRYPT_R}, p up to {MAX_SCRYPT_P}): "
+                              f"uses (n a power of two up to 2**20, r up to {MAX_SCRYPT_R}, p up to {MAX_SCRYPT_P}, "
+                              f"within {SCRYPT_MAXMEM // 2**20} MiB): "
                               "if the keyring file records them, it was edited; restore it from a backup.")
 
     def derive(self, passphrase: str, salt: bytes) -> bytes:
         if not passphrase:
             raise ConfigError("the keyring passphrase is empty; choose a non-empty passphrase.")
         return hashlib.scrypt(passphrase.encode("utf-8"), salt=salt, n=self.n, r=self.r, p=self.p,
-                              maxmem=256 * 1024 * 1024, dklen=32)
+                              maxmem=SCRYPT_MAXMEM, dklen=32)
 
 
 def key_id_of(key: bytes) -> str:
