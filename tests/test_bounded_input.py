@@ -431,8 +431,18 @@ def test_an_erasure_reaches_the_usual_spelling_only_for_an_id_no_one_is_enrolled
         m.setattr(facade, "_check_new_subject", lambda s: None)  # as an earlier release enrolled
         with open_sf(ws) as sf:
             sf.enroll(imgs / "obama.jpg", legacy, "demo", foreign_consent(ws, legacy))
-    with sqlite3.connect(ws.gallery) as db:  # an earlier release stored no look digest
-        db.execute("UPDATE rows SET look = NULL, look_small = NULL")
+    from safeface.storage.gallery import Gallery
+    from safeface.storage.rows import ROW_COLS, seal_row, unseal_row
+    from safeface.workspace.passphrase import open_keyring
+
+    with Gallery.open(ws.gallery, open_keyring(ws, PASSPHRASE), 128) as g:
+        keys = g._require_keys()
+    with sqlite3.connect(ws.gallery) as db:  # an earlier release sealed no look digest and stored none
+        for r in db.execute(f"SELECT {ROW_COLS} FROM rows").fetchall():
+            e, vec, token = unseal_row(keys, r, 128)
+            db.execute("UPDATE rows SET sealed = ?, look = NULL, look_small = NULL WHERE row_id = ?", (seal_row(
+                keys, r[0], e.pseudonym, sorted(e.purposes), e.token_id, r[4], e.expires_us, vec, token,
+                visible=e.visible, masked_enrolment=e.masked_enrolment), r[0]))
     pairs = (("\u0533\u0587\u0578\u0580\u0563", "\u0533\u0565\u0582\u0578\u0580\u0563"), (legacy, "user2"))
     with open_sf(ws) as sf:
         for _, other in pairs:

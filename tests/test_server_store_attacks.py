@@ -281,3 +281,126 @@ def test_the_roles_own_names_cannot_blind_an_erasure(pg: PgCluster, tmp_path: Pa
         return
     with pytest.raises(IntegrityError, match="not a table: rows" if attack == "view" else "'publication keep'"):
         open_sf(ws)
+
+
+@pytest.mark.parametrize("second", ["enrolment", "erasure"])
+def test_ending_the_write_locks_connection_does_not_let_a_second_writer_in(pg: PgCluster, tmp_path: Path,
+                                                                          second: str) -> None:
+    """A third review, with the app's own role: every write held the store's write lock (a session
+    advisory lock) on a connection of its own, and nothing tied the write transaction to it. The
+    attacker holds the meta row 'committed_ceiling' locked, so enrolment A waits inside its write
+    transaction, past the guard's re-check; ends A's lock connection (pg_terminate_backend, which
+    any role may do to its own sessions); B, another handle, then got the lock at once and
+    committed its call, and A committed too: two people stored under a filing threshold of 1, or
+    an erasure receipt for 0 templates with the row committed after it. A's caller was also told
+    "nothing was stored" (the lock's release failed after the commit). Now each record
+    transaction also takes a transaction lock on its own connection: B waits for A's commit and
+    then sees A's row (refused at the threshold; erased with it), and A's enrolment is reported
+    as stored."""
+    import threading
+
+    import psycopg
+
+    from policy_support import make_workspace
+    from safeface.errors import PolicyViolation
+
+    server_modules()
+    edit = (lambda r: r["filing"].__setitem__("threshold", 1)) if second == "enrolment" else None
+    ws = make_workspace(tmp_path / "ws", edit=edit)
+    dsn = pg.new_database()
+    with open_sf(ws) as sf:
+        sf.migrate_storage({"records": dsn, "vectors": "milvus-lite:vectors.db"})
+    img = images()
+    out: dict[str, Any] = {}
+
+    def run(name: str, call: Any) -> None:
+        try:
+            out[name] = call()
+        except Exception as exc:  # noqa: BLE001 - recorded, asserted below
+            out[name] = exc
+
+    def wait_until(pred: Any, what: str) -> None:
+        end = time.monotonic() + 180
+        while not pred():
+            assert time.monotonic() < end, what
+            time.sleep(0.05)
+
+    def waiting(event: str) -> int:
+        return len(_sql(dsn, "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND "
+                             f"wait_event_type = 'Lock' AND wait_event {event}"))
+
+    with open_sf(ws) as a, open_sf(ws) as b:
+        att = psycopg.connect(dsn, password=PG_PASSWORD)
+        try:
+            att.execute("INSERT INTO safeface.meta (k, v) VALUES ('committed_ceiling', '0') "
+                        "ON CONFLICT (k) DO UPDATE SET v = safeface.meta.v")
+            ta = threading.Thread(target=run, args=("A", lambda: a.enroll(img / "obama.jpg", "alice", "demo",
+                                                                          consent(ws, "alice"))))
+            ta.start()
+            wait_until(lambda: waiting("<> 'advisory'") >= 1, "A never waited inside its transaction")
+            (holder,), = _sql(dsn, "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND database = "
+                                   "(SELECT oid FROM pg_database WHERE datname = current_database()) AND objsubid = 1 "
+                                   "AND pid <> pg_backend_pid() AND pid IN (SELECT pid FROM pg_stat_activity WHERE "
+                                   "state = 'idle')")
+            _sql(dsn, f"SELECT pg_terminate_backend({holder})")
+            call = (lambda: b.enroll(img / "biden.jpg", "joe", "demo", consent(ws, "joe"))) if second == "enrolment" \
+                else (lambda: b.erase("alice"))
+            tb = threading.Thread(target=run, args=("B", call))
+            tb.start()
+            # B is past its own checks, waiting for A's transaction (before the fix: its row lock, or done)
+            wait_until(lambda: waiting("= 'advisory'") >= 1 or waiting("<> 'advisory'") >= 2 or not tb.is_alive(),
+                       "B never got in")
+        finally:
+            att.rollback()
+            att.close()
+        ta.join(180)
+        tb.join(180)
+    assert not ta.is_alive() and not tb.is_alive()
+    if second == "enrolment":
+        assert isinstance(out["B"], PolicyViolation) and "filing threshold is 1" in str(out["B"]), out["B"]
+        assert _sql(dsn, "SELECT count(DISTINCT pseudonym) FROM safeface.rows") == [(1,)]
+    else:
+        assert not isinstance(out["B"], Exception), out["B"]
+        assert out["B"].templates_removed == 1
+        assert _sql(dsn, "SELECT row_id FROM safeface.rows") == []
+    assert not isinstance(out["A"], Exception), out["A"]  # stored, and reported so
+    with open_sf(ws) as sf:
+        assert sf.audit_verify().entries > 0
+        if second == "erasure":
+            assert sf.identify(img / "obama3.jpg", "demo", consent(ws, "dave")) == []
+
+
+def test_an_index_that_lies_about_its_column_cannot_hide_a_row_from_an_erasure(pg: PgCluster,
+                                                                                 tmp_path: Path) -> None:
+    """A third review, with a superuser role (the one these tests and many deployments use): the
+    index rows_pseudonym made again over token_id, its pg_index row edited to say pseudonym, and
+    sequential scans turned off for the database. The erasure's delete and its check of what it
+    kept both read that index: a signed receipt for 0 templates, alice still matched. Now an
+    index on safeface's tables unlike those it makes, or whose catalog entry names a column it
+    was not made over, is refused at open (and at each erasure); and with the catalog edited
+    throughout (its dependency too), the erasure reads the table itself and removes her."""
+    ws, dsn = _server_ws(pg, tmp_path)
+    db = dsn.rsplit("/", 1)[1]
+    img = images()
+    with open_sf(ws) as sf:
+        sf.enroll(img / "obama.jpg", "alice", "demo", consent(ws, "alice"))
+        sf.enroll(img / "biden.jpg", "bob", "demo", consent(ws, "bob"))
+    _sql(dsn, "DROP INDEX safeface.rows_pseudonym")
+    _sql(dsn, "CREATE INDEX rows_pseudonym ON safeface.rows (token_id)")  # plainly another index
+    with pytest.raises(IntegrityError, match="did not make on its tables .'index rows_pseudonym'"):
+        open_sf(ws)
+    (att,), = _sql(dsn, "SELECT attnum FROM pg_attribute WHERE attrelid = 'safeface.rows'::regclass AND "
+                        "attname = 'pseudonym'")
+    _sql(dsn, f"UPDATE pg_index SET indkey = '{att}'::int2vector WHERE indexrelid = "
+              "'safeface.rows_pseudonym'::regclass")
+    _sql(dsn, f"ALTER DATABASE {db} SET enable_seqscan = off")
+    with pytest.raises(IntegrityError, match="'index rows_pseudonym .its catalog entry was edited.'"):
+        open_sf(ws)
+    _sql(dsn, f"UPDATE pg_depend SET refobjsubid = {att} WHERE classid = 'pg_class'::regclass AND objid = "
+              "'safeface.rows_pseudonym'::regclass AND refobjid = 'safeface.rows'::regclass")
+    assert "rows_pseudonym" in str(_sql(dsn, "EXPLAIN SELECT row_id FROM safeface.rows WHERE pseudonym = 'x'"))
+    with open_sf(ws) as sf:
+        assert sf.erase("alice").templates_removed == 1
+        assert sf.identify(img / "obama3.jpg", "demo", consent(ws, "carol")) == []
+        assert sf.audit_verify().entries > 0
+    assert _sql(dsn, "SELECT count(*) FROM safeface.rows") == [(1,)]

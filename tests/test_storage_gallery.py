@@ -54,6 +54,22 @@ def db(tmp_path: Path) -> Path:
     return tmp_path / "ws" / "gallery.db"
 
 
+def seal_as_before_looks_were_bound(db: Path, keyring: Any) -> None:
+    """Re-seal every row as a release before the look digests were bound into the seal laid them
+    out (what such a release left behind): their look columns then carry no seal's word, and a
+    test may set them as an earlier release stored them."""
+    from safeface.storage.rows import ROW_COLS, seal_row, unseal_row
+
+    with Gallery.open(db, keyring, DIM) as g:
+        keys = g._require_keys()
+    with sqlite3.connect(db) as con:
+        for r in con.execute(f"SELECT {ROW_COLS} FROM rows").fetchall():
+            entry, vec, token = unseal_row(keys, r, DIM)
+            con.execute("UPDATE rows SET sealed = ? WHERE row_id = ?", (seal_row(
+                keys, r[0], entry.pseudonym, sorted(entry.purposes), entry.token_id, r[4], entry.expires_us, vec, token,
+                visible=entry.visible, masked_enrolment=entry.masked_enrolment), r[0]))
+
+
 def fill(g: Gallery, x: np.ndarray, purposes: tuple[str, ...] = ("access",), prefix: str = "s") -> None:
     for i, v in enumerate(x):
         g.add(f"{prefix}{i}", v, purposes, f"tok-{prefix}{i}", LATER)
@@ -276,7 +292,8 @@ def test_store_holds_no_raw_or_transformed_embedding(db: Path, keyring: Passphra
     c.close()
     plain = Sealer(keyring.key("seal")).open(r[8], RowBinding(r[0], r[1], tuple(json.loads(r[2])), r[3], r[4],
                                                              r[5], r[6], r[7]))
-    np.testing.assert_allclose(np.frombuffer(plain, "<f4"), t.apply(x[1]), atol=1e-6)
+    # (then the row's look digests behind their marker, which the seal binds too)
+    np.testing.assert_allclose(np.frombuffer(plain[:4 * DIM], "<f4"), t.apply(x[1]), atol=1e-6)
 
 
 # ---------------------------------------------------------------- several processes
@@ -440,7 +457,7 @@ def test_rekey_keeps_scores_and_drops_old_key(db: Path, keyring: PassphraseKeyri
     stored = []
     for r in rows:
         b = RowBinding(r[0], r[1], tuple(json.loads(r[2])), r[3], r[4], r[5], r[6], r[7])
-        stored.append(np.frombuffer(Sealer(keyring.key("seal", 2)).open(r[8], b), "<f4"))
+        stored.append(np.frombuffer(Sealer(keyring.key("seal", 2)).open(r[8], b)[:4 * DIM], "<f4"))
     stored_a = np.stack(stored)
     np.testing.assert_allclose(stored_a, new_t.apply(x), atol=1e-5)
     old_scores = np.diag(old_t.apply(x) @ stored_a.T)
@@ -734,6 +751,7 @@ def test_rows_stored_under_an_earlier_look_version_still_block_what_it_folded(
         for i, sid in enumerate(("alice", "EMP-0042")):
             g.add(sid, x[i], ["access"], f"t{i}", LATER)
         key = keyring.key("pseudonym", g._pseudonym_version)
+    seal_as_before_looks_were_bound(db, keyring)
     with sqlite3.connect(db) as con:  # as an earlier release stored them
         for sid in ("alice", "EMP-0042"):
             old = look_digests(key, sid, version)
@@ -765,6 +783,7 @@ def test_rows_stored_before_look_digests_block_no_one_and_an_older_safeface_cann
     x = unit_rows(4, 9)
     with Gallery.open(db, keyring, DIM) as g:
         g.add("Eve", x[0], ["access"], "t0", LATER)
+    seal_as_before_looks_were_bound(db, keyring)
     with sqlite3.connect(db) as con:
         con.execute("DROP TRIGGER rows_need_looks")
         for col in ("look", "look_small"):

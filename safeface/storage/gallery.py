@@ -38,6 +38,7 @@ from .rows import (REKEYED_FROM, ROW_COLS, SCHEMA_VERSION, Entry as _Entry, Enro
                    check_text as _check_text, describe, ended_columns, from_us, initial_meta, iso as _iso,
                    keys_from_meta, looks_of, moved_expiry, prepare, protect, pseudonym_of, purge_condition, refuse_kept,
                    refuse_lookalikes, rekeyed, seal_row, to_us, touched_expiry, unseal_row, utc_now as _now)
+from .rows import BLANK_LOOKS, OPEN_COLS, refuse_blanked, stored_looks
 # Change-log entries kept for other processes to replay; one that falls further behind reloads.
 CHANGE_LOG_KEEP = 10_000
 # How long an erasure waits for readers of the write-ahead log before leaving its old pages
@@ -275,7 +276,7 @@ class Gallery:
                      ) -> tuple[_Entry, np.ndarray, Optional[str]]:
         return unseal_row(keys, row, self._dim)
 
-    _ROW_COLS = ROW_COLS
+    _ROW_COLS = OPEN_COLS  # the look digests too, which unseal_row compares with the seal
 
     def _reload(self) -> None:
         """Rebuild keys, entries and index from the store, in one read snapshot."""
@@ -471,6 +472,7 @@ class Gallery:
                 decide()
             keys = self._require_keys()
             db = self._db()
+            refuse_blanked(db.execute(f"SELECT {OPEN_COLS} FROM rows WHERE {BLANK_LOOKS}"), keys, self._dim)
             refuse_lookalikes(
                 prepared,
                 lambda looks, p: db.execute(f"SELECT 1 FROM rows WHERE {looks.where('?')} AND pseudonym != ? LIMIT 1",
@@ -490,7 +492,8 @@ class Gallery:
                 row_id = int(cur.lastrowid or 0)
                 db.execute("UPDATE rows SET sealed = ? WHERE row_id = ?",
                            (seal_row(keys, row_id, p.pseudonym, p.purposes, p.token_id, p.provenance, p.expires_us,
-                                     template, p.token, visible=visible, masked_enrolment=p.visible_masked), row_id))
+                                     template, p.token, visible=visible, masked_enrolment=p.visible_masked,
+                                     looks=p.looks.stored), row_id))
                 upserts[row_id] = (_Entry(p.pseudonym, frozenset(p.purposes), p.token_id, p.expires_us, visible,
                                           p.visible_masked), template.astype(np.float32))
                 out.append(GalleryRow(row_id, p.pseudonym, p.purposes, p.token_id, from_us(p.expires_us),
@@ -607,6 +610,9 @@ class Gallery:
         to_us(now_t, "now")
         exp_us = touched_expiry(new_expiry, purpose)
         p = self.pseudonym(subject_id)
+        # A re-sealed row binds the subject's look digests (of the present version): a row an
+        # earlier release stored without them gets them here.
+        looks = self.looks(subject_id).stored
         with self._write() as after:
             db = self._db()
             keys = self._require_keys()
@@ -622,8 +628,10 @@ class Gallery:
                     rid = int(r[0])
                     exp = moved_expiry(entry.purposes, entry.expires_us, exp_us)
                     sealed = seal_row(keys, rid, p, sorted(entry.purposes), entry.token_id, str(r[4]), exp, vec,
-                                      token, visible=entry.visible, masked_enrolment=entry.masked_enrolment)
-                    db.execute("UPDATE rows SET expires_us = ?, sealed = ? WHERE row_id = ?", (exp, sealed, rid))
+                                      token, visible=entry.visible, masked_enrolment=entry.masked_enrolment,
+                                      looks=looks)
+                    db.execute("UPDATE rows SET expires_us = ?, sealed = ?, look = ?, look_small = ? WHERE row_id = ?",
+                               (exp, sealed, *looks, rid))
                     updates[rid] = (dataclasses.replace(entry, expires_us=exp), vec)
                 self._log(list(updates), "upsert")
                 after.append(lambda: self._apply(updates, []))
@@ -665,7 +673,7 @@ class Gallery:
                 rid = int(r[0])
                 sealed = seal_row(new, rid, entry.pseudonym, json.loads(r[2]), entry.token_id, str(r[4]),
                                   entry.expires_us, t_new, token, visible=v_new,
-                                  masked_enrolment=entry.masked_enrolment)
+                                  masked_enrolment=entry.masked_enrolment, looks=stored_looks(r[9], r[10]))
                 db.execute("UPDATE rows SET transform_version = ?, seal_version = ?, sealed = ? WHERE row_id = ?",
                            (tv, sv, sealed, rid))
                 self._at("rekey:row")
@@ -825,8 +833,8 @@ class Gallery:
             out = []
             for r in db.execute(f"SELECT {self._ROW_COLS}, created_at, last_interaction FROM rows "
                                 f"{where} ORDER BY row_id", args).fetchall():
-                entry, _, token = self._unseal_full(keys, r[:9])
-                out.append(describe(entry, r[0], r[4], r[9], r[10], token))
+                entry, _, token = self._unseal_full(keys, r[:11])
+                out.append(describe(entry, r[0], r[4], r[11], r[12], token))
             return out
 
     def sealed_rows(self, after: int = -1, limit: int = 5000) -> list[tuple[Any, ...]]:

@@ -4,6 +4,9 @@ same seal, its visible-region template (the face under synthetic masks, protecte
 keyed transform): one consent, one expiry, one erasure for both. Whether the enrolment image
 itself was masked is sealed with it too (the marker in front of the visible-region template), so
 a masked probe meets such a row with its own threshold and a hand edit of the flag fails the seal.
+A row sealed since LOOKS_MAGIC also holds its look digests (the columns look, look_small that
+refuse a look-alike id), so blanking or changing them fails the row where it is opened; a row
+sealed before binds none and opens with them blank or as two digests (check_looks).
 The SQLite gallery and the PostgreSQL record store both use this,
 so a row sealed by one opens in the other byte for byte (the seal binds the row id, pseudonym,
 purposes, token reference, provenance, expiry and key versions, never where the row lives)."""
@@ -29,9 +32,20 @@ SCHEMA_VERSION = 1
 # A row as both stores select it, in this order.
 ROW_COLS = ("row_id, pseudonym, purposes, token_id, provenance, expires_us, "
             "transform_version, seal_version, sealed")
-# Marks a visible-region template inside a sealed blob, between the template and the token (a
-# token never starts with a NUL byte). Rows sealed without one open as before. The second marker,
-# same layout after it, says the enrolment image was masked (the mask detector said so).
+# A row as the stores select it to open it: ROW_COLS, then its look digests (Looks), which the
+# seal binds in every row sealed since LOOKS_MAGIC (unseal_row compares them with these columns).
+OPEN_COLS = ROW_COLS + ", look, look_small"
+# Rows (in OPEN_COLS) that keep no look digest: those an earlier release stored, and the only ones
+# a look-alike check cannot see. A new subject's enrolment opens each of them first, so one whose
+# seal binds digests (blanked by hand) is refused there, not only where it is next opened.
+BLANK_LOOKS = "(look IS NULL OR look = '' OR look_small IS NULL OR look_small = '')"
+# Marks the row's look digests inside a sealed blob, right behind the template: each a 2-byte
+# big-endian length and its UTF-8 text ("" for a row an earlier release stored without). A row
+# sealed without the marker (before the look digests were bound) opens as before.
+LOOKS_MAGIC = b"\x00sf-looks-1\x00"
+# Marks a visible-region template inside a sealed blob, between the template (and its look
+# digests) and the token (a token never starts with a NUL byte). Rows sealed without one open as
+# before. The second marker, same layout after it, says the enrolment image was masked (the mask detector said so).
 VISIBLE_MAGIC = b"\x00sf-visible-1\x00"
 VISIBLE_MAGIC_MASKED = b"\x00sf-visible-masked-1\x00"
 # What a store's search and verify match (`path`): None, every row's main template; "visible", the
@@ -304,10 +318,26 @@ def looks_of(keyring: Keyring, version: int, subject_id: str) -> Looks:
                  tuple(look_digests(key, subject_id, v) for v in range(1, LOOK_VERSION)))
 
 
-def blob(template: np.ndarray, token: Optional[str], visible: Optional[np.ndarray], masked_enrolment: bool) -> bytes:
-    """What a seal covers: the protected template (little-endian float32), then the protected
-    visible-region template behind its marker if there is one (VISIBLE_MAGIC_MASKED when the
-    enrolment image was masked), then the token."""
+LookColumns = tuple[Optional[str], Optional[str]]  # a row's look, look_small as stored (None: NULL)
+
+
+def stored_looks(look: Any, look_small: Any) -> tuple[str, str]:
+    """A row's look columns as a seal binds them: NULL (an earlier release's SQLite row) is ""."""
+    return ("" if look is None else str(look), "" if look_small is None else str(look_small))
+
+
+def blob(template: np.ndarray, token: Optional[str], visible: Optional[np.ndarray], masked_enrolment: bool,
+         looks: Optional[LookColumns] = None) -> bytes:
+    """What a seal covers: the protected template (little-endian float32), then the row's look
+    digests behind LOOKS_MAGIC (`looks`; every row the stores seal now has them, None only lays
+    out a row as sealed before), then the protected visible-region template behind its marker if
+    there is one (VISIBLE_MAGIC_MASKED when the enrolment image was masked), then the token."""
+    head = b""
+    if looks is not None:
+        parts = [v.encode("utf-8") for v in stored_looks(*looks)]
+        if any(len(v) > 0xFFFF for v in parts):
+            raise ConfigError("a look digest column holds more than 65,535 bytes; it cannot be sealed.")
+        head = LOOKS_MAGIC + b"".join(len(v).to_bytes(2, "big") + v for v in parts)
     if visible is None:
         if masked_enrolment:
             raise ConfigError("a masked enrolment is recorded with its visible-region template; this row has none. "
@@ -316,17 +346,20 @@ def blob(template: np.ndarray, token: Optional[str], visible: Optional[np.ndarra
     else:
         magic = VISIBLE_MAGIC_MASKED if masked_enrolment else VISIBLE_MAGIC
         mid = magic + np.asarray(visible).astype("<f4").tobytes()
-    return template.astype("<f4").tobytes() + mid + (token or "").encode("utf-8")
+    return template.astype("<f4").tobytes() + head + mid + (token or "").encode("utf-8")
 
 
 def seal_row(keys: Keys, row_id: int, pseudonym: str, purposes: Sequence[str], token_id: str, provenance: str,
              expires_us: int, template: np.ndarray, token: Optional[str], *,
-             visible: Optional[np.ndarray], masked_enrolment: bool) -> bytes:
+             visible: Optional[np.ndarray], masked_enrolment: bool, looks: Optional[LookColumns] = None) -> bytes:
     """Seal a row. `visible` and `masked_enrolment` have no defaults: a re-seal (touch, rekey)
-    that forgot them would drop the visible-region template or the masked-enrolment flag."""
+    that forgot them would drop the visible-region template or the masked-enrolment flag.
+    `looks`: the look, look_small columns the row is stored with, bound by the seal (unseal_row
+    refuses the row once they differ). The stores always pass them; None seals a row as an
+    earlier release did, whose look columns nothing vouches for."""
     binding = RowBinding(int(row_id), pseudonym, tuple(purposes), token_id, provenance, int(expires_us),
                          keys.transform_version, keys.seal_version)
-    return keys.sealer.seal(blob(template, token, visible, masked_enrolment), binding)
+    return keys.sealer.seal(blob(template, token, visible, masked_enrolment, looks), binding)
 
 
 @dataclass(frozen=True)
@@ -385,6 +418,15 @@ def refuse_lookalikes(prepared: Sequence[Prepared], others: Callable[[Looks, str
             raise InvalidArgument(LOOKALIKE_REFUSED)
 
 
+def refuse_blanked(rows: Iterable[Sequence[Any]], keys: Keys, dim: int) -> None:
+    """Inside a store's write, before refuse_lookalikes: open each row BLANK_LOOKS selects (in
+    OPEN_COLS). A row sealed before look digests were bound opens; one whose seal binds digests
+    its columns no longer hold (blanked by hand, so that a look-alike finds nothing to clash with)
+    raises IntegrityError naming it, and nothing is written."""
+    for r in rows:
+        unseal_row(keys, r, dim)
+
+
 def refuse_kept(kept: Sequence[int], table: str) -> None:
     """Inside an erasure's transaction, after its delete: rows it removed that are still there
     (a trigger that skips the delete or puts the row back, a rule that does nothing instead).
@@ -428,11 +470,59 @@ def rekeyed(old: Keys, new: Keys, same_transform: bool, visible: Optional[np.nda
     return np.asarray(old.transform.rekey_to(new.transform, visible)).astype(np.float32)
 
 
+_HEX = frozenset("0123456789abcdef")
+
+
+def _digest_shaped(v: str) -> bool:
+    return len(v) == 64 and set(v) <= _HEX
+
+
+def _bound_looks(rest: bytes, row_id: Any) -> tuple[Optional[tuple[str, str]], bytes]:
+    """The look digests a sealed blob binds (the part behind its template), or None for a row
+    sealed before they were bound; and what follows them."""
+    if not rest.startswith(LOOKS_MAGIC):
+        return None, rest
+    at, out = len(LOOKS_MAGIC), []
+    for _ in range(2):
+        n = int.from_bytes(rest[at:at + 2], "big")
+        if len(rest) < at + 2 + n:
+            raise IntegrityError(f"gallery row {row_id} failed its integrity check: its sealed look digests are "
+                                 "truncated.")
+        try:
+            out.append(rest[at + 2:at + 2 + n].decode("utf-8"))
+        except UnicodeDecodeError:
+            raise IntegrityError(f"gallery row {row_id} failed its integrity check: its sealed look digests are "
+                                 "not valid.") from None
+        at += 2 + n
+    return (out[0], out[1]), rest[at:]
+
+
+def check_looks(row_id: Any, bound: Optional[tuple[str, str]], look: Any, look_small: Any) -> None:
+    """The row's look columns against what its seal binds. A row sealed before they were bound
+    (`bound` None) passes with none (as an earlier release stored it) or with two digests, as
+    safeface wrote them: nothing else ("x") was ever stored."""
+    stored = stored_looks(look, look_small)
+    if bound is not None:
+        if stored != bound:
+            raise IntegrityError(f"gallery row {row_id} failed its integrity check: its look digest columns "
+                                 "(look, look_small) are not the ones its seal binds (altered by hand: a look-alike "
+                                 "id could be enrolled beside its subject, and escape the subject's erasure).")
+    elif stored != ("", "") and not all(_digest_shaped(v) for v in stored):
+        raise IntegrityError(f"gallery row {row_id} failed its integrity check: its look digest columns hold "
+                             "neither digests nor nothing (altered by hand).")
+
+
 def unseal_row(keys: Keys, row: Sequence[Any], dim: int) -> tuple[Entry, np.ndarray, Optional[str]]:
-    """A row in ROW_COLS order, opened: its entry (with its visible-region template, if any),
+    """A row in OPEN_COLS order, opened: its entry (with its visible-region template, if any),
     protected template and token. Raises IntegrityError naming the row when any bound column or
-    the blob was altered."""
-    (row_id, pseudonym, purposes_json, token_id, provenance, expires_us, tv, sv, sealed) = row
+    the blob was altered, the look digests included (check_looks). The stores always pass
+    OPEN_COLS; a row in ROW_COLS order alone (a host's own tool) is opened without its look
+    columns compared."""
+    if len(row) == 11:
+        (row_id, pseudonym, purposes_json, token_id, provenance, expires_us, tv, sv, sealed, look,
+         look_small) = row
+    else:
+        (row_id, pseudonym, purposes_json, token_id, provenance, expires_us, tv, sv, sealed) = row
     try:
         purposes = tuple(json.loads(purposes_json))
     except (TypeError, ValueError):
@@ -452,7 +542,10 @@ def unseal_row(keys: Keys, row: Sequence[Any], dim: int) -> tuple[Entry, np.ndar
     n = 4 * dim
     if len(plain) < n:
         raise IntegrityError(f"gallery row {row_id} failed its integrity check: its template has the wrong length.")
-    rest, visible, masked_enrolment = plain[n:], None, False
+    bound, rest = _bound_looks(plain[n:], row_id)
+    if len(row) == 11:
+        check_looks(row_id, bound, look, look_small)
+    visible, masked_enrolment = None, False
     for magic, masked in ((VISIBLE_MAGIC, False), (VISIBLE_MAGIC_MASKED, True)):
         if rest.startswith(magic):
             m = len(magic)

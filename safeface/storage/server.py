@@ -6,7 +6,8 @@ in memory: opening reads the meta and the pending list, not the rows, so a proce
 seconds whatever the gallery size; every read goes to PostgreSQL and sees every commit.
 
 Records first, vectors second. Every write runs under a PostgreSQL advisory lock (the store's
-write lock, which erasure and revocation also hold): one transaction changes the rows and notes
+write lock, which erasure and revocation also hold; each record transaction also takes a
+transaction lock of its own, see ServerStore._write): one transaction changes the rows and notes
 each row whose vector must change in ``pending``; after the commit, still under the lock, Milvus
 is written and the notes cleared. A crash or an unreachable Milvus between the two leaves notes
 that the next write or the next open carries out (reconciling by row id). An erasure reports its
@@ -52,6 +53,7 @@ from .rows import (REKEYED_FROM, ROW_COLS, Enrollment, Entry, ErasureResult, Gal
                    check_embedding, check_path, check_text, describe, ended_columns, from_us, initial_meta, iso,
                    keys_from_meta, looks_of, moved_expiry, path_template, prepare, protect, pseudonym_of,
                    purge_condition, refuse_kept, refuse_lookalikes, rekeyed, seal_row, to_us, touched_expiry, unseal_row, utc_now)
+from .rows import BLANK_LOOKS, OPEN_COLS, refuse_blanked, stored_looks
 from .factory import dsn_parts, misread
 from .vectors import AskingAgain, MilvusVectors, purpose_set
 
@@ -88,6 +90,18 @@ STORE_ID = "vector_store_id"  # random, made once: whose index a collection is (
 EPOCH = "vector_epoch"  # random, made anew by each rebuild: which filling of the collection the counts count
 _BOOK = [STAMP, STAMP_INTENDED, REBUILDS, IN_FLIGHT, STORE_ID, EPOCH]
 OK, DIFFERS, FOREIGN = "ok", "differs", "foreign"  # what _index_state finds
+# An erasure's statements read the table itself (ServerStore._read_the_table): index scans off,
+# and the planner's costs as PostgreSQL ships them, so that no database or role default (a huge
+# cost per row, say) makes an index scan cheaper all the same.
+_TABLE_SCAN = (("enable_seqscan", "on"), ("enable_indexscan", "off"), ("enable_bitmapscan", "off"),
+               ("enable_indexonlyscan", "off"), ("seq_page_cost", "1"), ("random_page_cost", "4"),
+               ("cpu_tuple_cost", "0.01"), ("cpu_index_tuple_cost", "0.005"), ("cpu_operator_cost", "0.0025"))
+# The indexes safeface makes on the store's own tables (name, table, column, unique); an index
+# on them unlike these is refused (ServerStore._refuse_foreign_rules).
+_INDEXES = (("rows_pkey", "rows", "row_id", True), ("rows_pseudonym", "rows", "pseudonym", False),
+            ("rows_look", "rows", "look", False), ("rows_look_small", "rows", "look_small", False),
+            ("rows_token", "rows", "token_id", False), ("rows_expiry", "rows", "expires_us", False),
+            ("meta_pkey", "meta", "k", True), ("pending_pkey", "pending", "row_id", True))
 
 _SCHEMA = """
 CREATE SCHEMA IF NOT EXISTS {ns};
@@ -162,9 +176,11 @@ class AdvisoryLock:
     spans processes and machines, and the server releases it if the holder dies), re-entrant
     within a process."""
 
-    def __init__(self, conn: Any, key: int, on_acquire: Optional[Callable[[Any], None]] = None) -> None:
+    def __init__(self, conn: Any, key: int, on_acquire: Optional[Callable[[Any], None]] = None,
+                 where: str = "the PostgreSQL record store") -> None:
         self._conn = conn
         self.key = key
+        self.where = where
         self._thread_lock = threading.RLock()
         self._depth = 0
         self._on_acquire = on_acquire
@@ -173,12 +189,16 @@ class AdvisoryLock:
     def held(self) -> Iterator[None]:
         with self._thread_lock:
             if self._depth == 0:
-                self._conn.execute("SELECT pg_advisory_lock(%s)", (self.key,))
+                try:
+                    self._conn.execute("SELECT pg_advisory_lock(%s)", (self.key,))
+                except Exception as exc:  # its connection lost (ended, or closed by _release): nothing written
+                    _raise_pg(exc, self.where)
+                    raise
                 if self._on_acquire is not None:
                     try:
                         self._on_acquire(self._conn)
                     except BaseException:
-                        self._conn.execute("SELECT pg_advisory_unlock(%s)", (self.key,))
+                        self._release()
                         raise
             self._depth += 1
             try:
@@ -186,7 +206,22 @@ class AdvisoryLock:
             finally:
                 self._depth -= 1
                 if self._depth == 0:
-                    self._conn.execute("SELECT pg_advisory_unlock(%s)", (self.key,))
+                    self._release()
+
+    def _release(self) -> None:
+        """Unlock. A failure here is not the call's: what it wrote is committed or rolled back by
+        now, and a caller told "nothing was stored" of a committed row was misled. The lock goes
+        with its session, so the connection is closed (the server releases the lock for certain),
+        and this handle's next write fails on it before it writes anything."""
+        try:
+            self._conn.execute("SELECT pg_advisory_unlock(%s)", (self.key,))
+        except Exception as exc:
+            log.warning("the store's write lock could not be released (%s); its connection is closed, which "
+                        "releases it", type(exc).__name__)
+            try:
+                self._conn.close()
+            except Exception:
+                pass
 
 
 class ServerStore:
@@ -203,9 +238,13 @@ class ServerStore:
         self.vectors = vectors
         self._lock = threading.RLock()  # one statement at a time on the connection
         key = int.from_bytes(hashlib.sha256(f"safeface write lock {ns}".encode()).digest()[:8], "big", signed=True)
+        # The write lock's second half, taken inside each record transaction on this connection
+        # (see _write): another key, since the first is held on the other connection.
+        self._xact_key = int.from_bytes(hashlib.sha256(f"safeface write transaction lock {ns}".encode()).digest()[:8],
+                                        "big", signed=True)
         self._lock_pid = int(lock_conn.execute("SELECT pg_backend_pid()").fetchone()[0])
         self._opened = False  # the tables exist and this handle may clear its own marks (_forget_flight)
-        self._write_lock = AdvisoryLock(lock_conn, key, self._forget_flight)
+        self._write_lock = AdvisoryLock(lock_conn, key, self._forget_flight, where)
         self._keys: Optional[Keys] = None
         self._half_open = False  # opened while Milvus could not be reached (open, _finish_open)
         self._finishing = threading.Lock()  # one thread of this handle asks Milvus for _finish_open
@@ -312,7 +351,8 @@ class ServerStore:
         elsewhere; row-level security can hide rows from the erasure alone; a child table holds
         rows of its own; a publication that leaves deletes out sends every row and no erasure.
         Checked at open and at each erasure (rows.refuse_kept checks the delete itself)."""
-        ns = (self._ns,) * 8
+        ns = (self._ns,) * 10
+        ours = ", ".join(f"('{n}', '{t}', '{c}', {str(u).lower()})" for n, t, c, u in _INDEXES)
         found = [str(n) for n, in self._conn.execute(
             # A view (its rule is not in pg_rules), or anything else that is no plain table, index
             # or sequence, in place of one of safeface's: a view named rows over the renamed table
@@ -332,7 +372,25 @@ class ServerStore:
             "UNION ALL SELECT 'child table ' || ch.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhparent "
             "JOIN pg_namespace n ON n.oid = c.relnamespace JOIN pg_class ch ON ch.oid = i.inhrelid WHERE n.nspname = %s "
             "UNION ALL SELECT 'publication ' || p.pubname FROM pg_publication_tables t JOIN pg_publication p "
-            "ON p.pubname = t.pubname WHERE t.schemaname = %s AND NOT p.pubdelete ORDER BY 1", ns).fetchall()]
+            "ON p.pubname = t.pubname WHERE t.schemaname = %s AND NOT p.pubdelete "
+            # An index the planner may choose for an erasure's lookup whose entries are not what
+            # safeface put there: on its own tables, one unlike those it makes (_INDEXES), and on
+            # any table of the schema, one whose catalog entry names a column it was not made
+            # over (pg_index edited: the dependencies made with it still name the other column).
+            # The erasure's statements read the table itself anyway (_read_the_table).
+            "UNION ALL SELECT 'index ' || c.relname FROM pg_index x JOIN pg_class c ON c.oid = x.indexrelid "
+            "JOIN pg_class t ON t.oid = x.indrelid JOIN pg_namespace n ON n.oid = t.relnamespace "
+            f"LEFT JOIN (VALUES {ours}) AS w (name, tbl, col, uniq) ON w.name = c.relname AND w.tbl = t.relname "
+            "WHERE n.nspname = %s AND t.relname IN ('rows', 'meta', 'pending') AND CASE WHEN w.name IS NULL THEN true "
+            "ELSE pg_get_indexdef(x.indexrelid) <> format('CREATE %%sINDEX %%I ON %%I.%%I USING btree (%%I)', "
+            "CASE WHEN w.uniq THEN 'UNIQUE ' ELSE '' END, w.name, n.nspname, w.tbl, w.col) END "
+            "UNION ALL SELECT DISTINCT 'index ' || c.relname || ' (its catalog entry was edited)' FROM pg_index x "
+            "JOIN pg_class c ON c.oid = x.indexrelid JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "CROSS JOIN LATERAL unnest(x.indkey::int2[]) AS k (att) WHERE n.nspname = %s AND k.att > 0 "
+            "AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass "
+            "AND d.objid = x.indexrelid AND d.refclassid = 'pg_class'::regclass AND d.refobjid = x.indrelid "
+            "AND d.refobjsubid = k.att) AND NOT EXISTS (SELECT 1 FROM pg_constraint o WHERE o.conindid = x.indexrelid "
+            "AND o.conrelid = x.indrelid AND k.att = ANY (o.conkey)) ORDER BY 1", ns).fetchall()]
         if found:
             raise IntegrityError(f"{self.where} holds what safeface did not make on its tables "
                                  f"({', '.join(repr(n) for n in found[:5])}): it could keep or copy rows through an "
@@ -458,7 +516,7 @@ class ServerStore:
         found: dict[int, tuple[Entry, np.ndarray]] = {}
         for i in range(0, len(ids), 5000):
             part = [int(r) for r in ids[i:i + 5000]]
-            for r in self._sql(f"SELECT {ROW_COLS} FROM {{ns}}.rows WHERE row_id = ANY(%s)", (part,)):
+            for r in self._sql(f"SELECT {OPEN_COLS} FROM {{ns}}.rows WHERE row_id = ANY(%s)", (part,)):
                 entry, vec, _ = unseal_row(keys, r, self._dim)
                 found[int(r[0])] = (entry, vec)
         if found:
@@ -681,7 +739,7 @@ class ServerStore:
         """Every record, opened with `keys`, 5,000 at a time in row order."""
         last = -1
         while True:
-            batch = self._sql(f"SELECT {ROW_COLS} FROM {{ns}}.rows WHERE row_id > %s ORDER BY row_id LIMIT 5000",
+            batch = self._sql(f"SELECT {OPEN_COLS} FROM {{ns}}.rows WHERE row_id > %s ORDER BY row_id LIMIT 5000",
                               (last,))
             if not batch:
                 return
@@ -738,7 +796,7 @@ class ServerStore:
         stale: list[int] = []
         rows, last, masked = 0, -1, False
         while True:
-            batch = self._sql(f"SELECT {ROW_COLS} FROM {{ns}}.rows WHERE row_id > %s ORDER BY row_id LIMIT 5000",
+            batch = self._sql(f"SELECT {OPEN_COLS} FROM {{ns}}.rows WHERE row_id > %s ORDER BY row_id LIMIT 5000",
                               (last,))
             if not batch:
                 break
@@ -764,11 +822,23 @@ class ServerStore:
 
     @contextmanager
     def _write(self) -> Iterator[None]:
-        """One record transaction under the write lock, after any vector writes still pending."""
+        """One record transaction under the write lock, after any vector writes still pending.
+
+        The write lock is a session lock on another connection, which an operator with the app's
+        role may end (pg_terminate_backend) while this transaction waits: the server releases it,
+        another writer takes it, and both transactions committed (two people past a filing
+        threshold of one; a row committed after its subject's erasure receipt). So the
+        transaction also takes a transaction lock on this connection first (always after the
+        session lock: one order, no deadlock), which serialises the commits whatever happens to
+        the other connection, and goes on only if the session lock is still held once it has it.
+        (Rolling back one that lost the lock later would leave the "enroll allowed" entries its
+        hook committed naming rows never stored, which the next writer's rows would then pass.)"""
         with self._write_lock.held(), self._lock:
             self._drain_pending(best_effort=True)
             try:
                 with self._conn.transaction():
+                    self._conn.execute("SELECT pg_advisory_xact_lock(%s)", (self._xact_key,))
+                    self._refuse_lost_lock()
                     yield
             except Exception as exc:
                 _raise_pg(exc, self.where)
@@ -809,6 +879,8 @@ class ServerStore:
                 if decide is not None:
                     decide()
                 keys = self._keys_now()
+                refuse_blanked(self._conn.execute(f"SELECT {OPEN_COLS} FROM {self._ns}.rows WHERE {BLANK_LOOKS}"),
+                               keys, self._dim)
                 refuse_lookalikes(
                     prepared,
                     lambda looks, p: self._conn.execute(f"SELECT 1 FROM {self._ns}.rows WHERE {looks.where('%s')} "
@@ -827,7 +899,8 @@ class ServerStore:
                     records.append((rid, p.pseudonym, json.dumps(list(p.purposes)), p.token_id, p.provenance,
                                     p.expires_us, iso(created), iso(created), keys.transform_version, keys.seal_version,
                                     seal_row(keys, rid, p.pseudonym, p.purposes, p.token_id, p.provenance, p.expires_us,
-                                             t, p.token, visible=vis, masked_enrolment=p.visible_masked), *p.looks.stored))
+                                             t, p.token, visible=vis, masked_enrolment=p.visible_masked,
+                                             looks=p.looks.stored), *p.looks.stored))
                     out.append(GalleryRow(rid, p.pseudonym, p.purposes, p.token_id, from_us(p.expires_us), p.provenance,
                                           created, created, masked_template=vis is not None,
                                           masked_enrolment=p.visible_masked))
@@ -878,6 +951,7 @@ class ServerStore:
         with self._write_lock.held():
             with self._write():
                 self._refuse_foreign_rules()
+                self._read_the_table()
                 found = [(int(r), str(p)) for r, p in self._conn.execute(
                     f"DELETE FROM {self._ns}.rows WHERE {where} RETURNING row_id, pseudonym", args).fetchall()]
                 self._note([r for r, _ in found], "delete")
@@ -899,9 +973,21 @@ class ServerStore:
             return found, "pending"
 
     def _kept(self, where: str, args: tuple[Any, ...]) -> list[int]:
-        """Rows an erasure's WHERE still finds (at most five, to name them)."""
-        return [int(r) for r, in self._conn.execute(f"SELECT row_id FROM {self._ns}.rows WHERE {where} LIMIT 5",
-                                                    args).fetchall()]
+        """Rows an erasure's WHERE still finds (at most five, to name them), reading the table itself."""
+        with self._conn.transaction():
+            self._read_the_table()
+            return [int(r) for r, in self._conn.execute(f"SELECT row_id FROM {self._ns}.rows WHERE {where} LIMIT 5",
+                                                        args).fetchall()]
+
+    def _read_the_table(self) -> None:
+        """Inside a transaction, to its end: its statements read the tables, never an index. An
+        index whose entries are not what its catalog entry says (made over token_id, then its
+        pg_index row edited to say pseudonym, with sequential scans turned off for the database)
+        made an erasure's delete and its check of what it kept both find nothing: a receipt for 0
+        templates, the subject still matched. The open and each erasure also refuse an index
+        unlike safeface's (_refuse_foreign_rules); a superuser role, which may edit the catalog
+        at will, is not refused, only never needed."""
+        self._conn.execute("SELECT " + ", ".join(f"set_config('{k}', '{v}', true)" for k, v in _TABLE_SCAN))
 
     def erase_subject(self, subject_id: str) -> ErasureResult:
         """Remove every row of the subject from the records and its vectors from Milvus."""
@@ -943,11 +1029,12 @@ class ServerStore:
         to_us(now_t, "now")
         exp_us = touched_expiry(new_expiry, purpose)
         p = self.pseudonym(subject_id)
+        looks = self.looks(subject_id).stored  # bound by each re-sealed row (one stored without gets them)
         self._finish_open()
         with self._write_lock.held():
             with self._write():
                 keys = self._keys_now()
-                rows = self._conn.execute(f"SELECT {ROW_COLS} FROM {self._ns}.rows WHERE pseudonym = %s",
+                rows = self._conn.execute(f"SELECT {OPEN_COLS} FROM {self._ns}.rows WHERE pseudonym = %s",
                                           (p,)).fetchall()
                 opened = [(r, *unseal_row(keys, r, self._dim)) for r in rows]
                 if purpose is not None:
@@ -960,9 +1047,9 @@ class ServerStore:
                         exp = moved_expiry(entry.purposes, entry.expires_us, exp_us)
                         sealed = seal_row(keys, int(r[0]), p, sorted(entry.purposes), entry.token_id, str(r[4]),
                                           exp, vec, token, visible=entry.visible,
-                                          masked_enrolment=entry.masked_enrolment)
-                        self._conn.execute(f"UPDATE {self._ns}.rows SET expires_us = %s, sealed = %s "
-                                           "WHERE row_id = %s", (exp, sealed, int(r[0])))
+                                          masked_enrolment=entry.masked_enrolment, looks=looks)
+                        self._conn.execute(f"UPDATE {self._ns}.rows SET expires_us = %s, sealed = %s, look = %s, "
+                                           "look_small = %s WHERE row_id = %s", (exp, sealed, *looks, int(r[0])))
                     self._note([int(r[0]) for r, *_ in opened], "upsert")
             if exp_us is not None and opened:
                 self._drain_pending(best_effort=True)
@@ -989,13 +1076,13 @@ class ServerStore:
                 new = Keys(tv, sv, old.transform if same else TemplateTransform.from_key(target.key("transform", tv),
                                                                                           self._dim),
                            Sealer(target.key("seal", sv)))
-                rows = self._conn.execute(f"SELECT {ROW_COLS} FROM {self._ns}.rows ORDER BY row_id").fetchall()
+                rows = self._conn.execute(f"SELECT {OPEN_COLS} FROM {self._ns}.rows ORDER BY row_id").fetchall()
                 for r in rows:
                     entry, t_old, token = unseal_row(old, r, self._dim)
                     t_new = (t_old if same else old.transform.rekey_to(new.transform, t_old)).astype("<f4")
                     sealed = seal_row(new, int(r[0]), entry.pseudonym, json.loads(r[2]), entry.token_id, str(r[4]),
                                       entry.expires_us, t_new, token, visible=rekeyed(old, new, same, entry.visible),
-                                      masked_enrolment=entry.masked_enrolment)
+                                      masked_enrolment=entry.masked_enrolment, looks=stored_looks(r[9], r[10]))
                     self._conn.execute(f"UPDATE {self._ns}.rows SET transform_version = %s, seal_version = %s, "
                                        "sealed = %s WHERE row_id = %s", (tv, sv, sealed, int(r[0])))
                 with self._conn.cursor() as cur:
@@ -1016,7 +1103,7 @@ class ServerStore:
         out: dict[int, tuple[Entry, np.ndarray]] = {}
         if not ids:
             return out
-        for r in self._sql(f"SELECT {ROW_COLS} FROM {{ns}}.rows WHERE row_id = ANY(%s)", ([int(i) for i in ids],)):
+        for r in self._sql(f"SELECT {OPEN_COLS} FROM {{ns}}.rows WHERE row_id = ANY(%s)", ([int(i) for i in ids],)):
             entry, vec, _ = unseal_row(keys, r, self._dim)
             out[int(r[0])] = (entry, vec)
         return out
@@ -1135,6 +1222,13 @@ class ServerStore:
                            "too many rows to search without it; nothing was changed. Try again once the rebuild "
                            "ends, or run `safeface index check WS --repair` if no process is rebuilding it.")
 
+    def _refuse_lost_lock(self) -> None:
+        """Inside a record transaction, before it writes: refuse it unless this handle's lock
+        connection still holds the write lock (see _write)."""
+        if self._lock_holder() != self._lock_pid:
+            raise BackendError(f"{self.where}: the connection holding its write lock has ended (the server or an "
+                               "operator ended it); nothing was stored. Open the store again, then try again.")
+
     def _lock_holder(self) -> Optional[int]:
         """The backend pid of the connection holding the store's write lock now, if any."""
         key = self._write_lock.key & 0xFFFF_FFFF_FFFF_FFFF
@@ -1200,7 +1294,7 @@ class ServerStore:
                            keys: Keys) -> Iterator[np.ndarray]:
         """The templates `path` scores of the subject's rows allowed for `purpose` at `now_us`,
         each opened from its sealed record with `keys`."""
-        for r in self._sql(f"SELECT {ROW_COLS} FROM {{ns}}.rows WHERE pseudonym = %s", (self.pseudonym(subject_id),)):
+        for r in self._sql(f"SELECT {OPEN_COLS} FROM {{ns}}.rows WHERE pseudonym = %s", (self.pseudonym(subject_id),)):
             entry, vec, _ = unseal_row(keys, r, self._dim)
             t = path_template(entry, vec, path)
             if t is not None and purpose in entry.purposes and entry.expires_us > now_us:
@@ -1229,10 +1323,10 @@ class ServerStore:
 
     def _describe(self, keys: Keys, where: str, args: tuple[Any, ...]) -> list[GalleryRow]:
         out = []
-        for r in self._sql(f"SELECT {ROW_COLS}, created_at, last_interaction FROM {{ns}}.rows {where} ORDER BY row_id",
+        for r in self._sql(f"SELECT {OPEN_COLS}, created_at, last_interaction FROM {{ns}}.rows {where} ORDER BY row_id",
                            args):
-            entry, _, token = unseal_row(keys, r[:9], self._dim)
-            out.append(describe(entry, r[0], r[4], r[9], r[10], token))
+            entry, _, token = unseal_row(keys, r[:11], self._dim)
+            out.append(describe(entry, r[0], r[4], r[11], r[12], token))
         return out
 
     def rows(self) -> list[GalleryRow]:
