@@ -55,3 +55,19 @@ def test_evidence_is_spent_within_its_checks_validity_by_the_logs_clock() -> Non
     assert [p for p in read_log([check, late]).late if "outside its 60 s validity" in p]
     other = _entry(2, "2026-12-01T10:00:10+00:00", "liveness-spent", f"evidence spent; liveness {nonce_ref('x')}")
     assert [p for p in read_log([check, other]).late if "no liveness check in this log issued" in p]
+
+
+def test_evidence_signed_anew_for_a_checked_challenge_is_named() -> None:
+    """A host holding the keys passed a genuine check with an accomplice, threw that evidence
+    away and signed new evidence for the same challenge carrying the victim's face: the spending
+    paired with the honest check by its nonce and the audit passed. Both entries now name the
+    signed evidence itself."""
+    ref = nonce_ref("n")
+    check = _entry(1, "2026-12-01T10:00:00+00:00", "liveness", f"live; score 0.91; steps left,right; clip sha256 "
+                                                               f"0011; evidence {'a' * 16}; liveness {ref}")
+    same = _entry(2, "2026-12-01T10:00:20+00:00", "liveness-spent", f"evidence spent; evidence {'a' * 16}; "
+                                                                     f"liveness {ref}")
+    other = _entry(2, "2026-12-01T10:00:20+00:00", "liveness-spent", f"evidence spent; evidence {'b' * 16}; "
+                                                                      f"liveness {ref}")
+    assert read_log([check, same]).late == []
+    assert [p for p in read_log([check, other]).late if "other than the one its check issued" in p]

@@ -128,8 +128,8 @@ class EvidenceReader(Protocol):
 class NonceLedger(Protocol):
     def use_nonce(self, nonce: str, until: dt.datetime) -> bool: ...
 
-    def spend(self, nonce: str) -> bool:
-        """Record in the audit log that this evidence nonce is spent, unless an entry already did
+    def spend(self, nonce: str, token: str) -> bool:
+        """Record in the audit log that this evidence (`token`, of `nonce`) is spent, unless an entry already did
         (False): the anchored chain keeps that even when the used-nonce table is restored from an
         older copy or its row deleted, and decides a race atomically."""
         ...
@@ -326,7 +326,7 @@ class Guard:
             raise PolicyViolation(rule, "this liveness evidence was already used: each check proves presence for "
                                   "one call. Run the liveness check again.")
         # The table can be rolled back by whoever holds its file; the anchored chain cannot.
-        if not self._nonces.spend(ev.nonce):
+        if not self._nonces.spend(ev.nonce, token):
             raise PolicyViolation(rule, "this liveness evidence was already used: the audit log records a call it let "
                                   "in, though the policy state does not (it was restored from an older copy or edited). "
                                   "Run the liveness check again, and check the workspace with `safeface audit verify`.")

@@ -48,7 +48,7 @@ from ..workspace.trust import OPERATIONS as TRUST_OPERATIONS, TrustStore, load_t
 from ..workspace.state import PolicyState
 from ..workspace.storecheck import (CONSENT_OF, COMMITTED, EXPIRY_KEPT, TOKEN_ISSUED, UNCOMMITTED, StoreReport,
                                     check_store, key_actor, key_revoked_note, session_ended_note)
-from .nonces import RecordedNonces, nonce_ref
+from .nonces import RecordedNonces, evidence_ref, nonce_ref
 from .revocations import RecordedRevocations
 from .results import Candidate, Enrollment, Export, Record, Verification
 
@@ -645,9 +645,10 @@ class SafeFace:
             else:
                 decision = "inconclusive"
                 checks["reason"] = "the face could not be recognised in the clip's frames: face the camera in good light"
+        issued = f"evidence {evidence_ref(evidence)}; " if evidence is not None else ""
         self._append("liveness", "allowed" if evidence is not None else "refused", rule=rule,
                      note=f"{decision}; score {score:.2f}; steps {','.join(steps)}; clip sha256 "
-                          f"{result.clip_sha256[:16]}; liveness {nonce_ref(str(challenge))}")
+                          f"{result.clip_sha256[:16]}; {issued}liveness {nonce_ref(str(challenge))}")
         return LivenessCheck(decision, score, checks, result.clip_sha256, evidence, expires)
 
     def _judge_capture(self, now: dt.datetime) -> None:

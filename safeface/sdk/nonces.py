@@ -23,6 +23,13 @@ def nonce_ref(nonce: str) -> str:
     return hashlib.sha256(nonce.encode("utf-8")).hexdigest()[:12]
 
 
+def evidence_ref(token: str) -> str:
+    """A signed evidence as the log names it, in its check's entry and where it is spent: a host
+    holding the keys can sign other evidence for a checked nonce (another face), which the nonce
+    alone would pair with the honest check."""
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()[:16]
+
+
 class RecordedNonces:
     def __init__(self, state: Any, audit: Any) -> None:
         self._state = state
@@ -31,9 +38,11 @@ class RecordedNonces:
     def use_nonce(self, nonce: str, until: dt.datetime) -> bool:
         return bool(self._state.use_nonce(nonce, until))
 
-    def spend(self, nonce: str) -> bool:
-        """Spend the evidence in the audit log; False when an entry already spent it."""
+    def spend(self, nonce: str, token: str) -> bool:
+        """Spend the evidence `token` (of `nonce`) in the audit log; False when an entry already
+        spent its nonce."""
         ref = nonce_ref(nonce)
         key = "liveness:" + hashlib.sha256(nonce.encode("utf-8")).hexdigest()  # whole: no two evidences share it
         return self._audit.append_unless(lambda: self._audit.names_token(SPENT, key), SPENT, "allowed", token_id=key,
-                                         note=f"evidence spent; liveness {ref}") is not None
+                                         note=f"evidence spent; evidence {evidence_ref(token)}; liveness {ref}"
+                                         ) is not None

@@ -62,13 +62,14 @@ JUDGED_AFTER = "judged after entry"
 # The entry that spends a liveness evidence where the call is judged (sdk/nonces.py), and how a
 # liveness check's entry and that one name the evidence ("liveness <ref>", nonces.nonce_ref).
 LIVENESS_SPENT = "liveness-spent"
-_LIVENESS_REF = re.compile(r"(?:^|; )liveness ([0-9a-f]{12})$")
+_LIVENESS_REF = re.compile(r"(?:^|; )(?:evidence ([0-9a-f]{16}); )?liveness ([0-9a-f]{12})$")
 
 
-def liveness_ref(note: Optional[str]) -> Optional[str]:
-    """The evidence a liveness check's entry, or a spending entry, names last; None if none."""
+def liveness_ref(note: Optional[str]) -> Optional[tuple[str, Optional[str]]]:
+    """The nonce a liveness check's entry, or a spending entry, names last, and the signed
+    evidence it names with it (None in entries written before they named it); None if none."""
     found = _LIVENESS_REF.search(note or "")
-    return found[1] if found else None
+    return (found[2], found[1]) if found else None
 _JUDGED = re.compile(JUDGED_AFTER + r" ([0-9]+)\b")
 
 

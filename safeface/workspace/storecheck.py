@@ -164,7 +164,8 @@ class _Log:
     # (pseudonym, purpose) -> [(seq, date)]: a match under the purpose, which may move the expiry
     # of the subject's rows held for it alone to that date (SafeFace.verify, Gallery.touch).
     touched: dict[tuple[str, str], list[tuple[int, dt.date]]] = field(default_factory=dict)
-    liveness: dict[str, float] = field(default_factory=dict)  # evidence ref -> time of the check that issued it
+    # nonce ref -> (time of the check that issued evidence for it, that evidence's ref or None)
+    liveness: dict[str, tuple[float, Optional[str]]] = field(default_factory=dict)
     _latest: dict[tuple[str, str], list[dt.date]] = field(default_factory=dict)
 
     def first_use(self, ref: str, seen_by: int) -> Optional[int]:
@@ -301,18 +302,22 @@ def _liveness_entry(out: _Log, e: Any) -> None:
     spent must come from a check this log records, within its validity (by the log's clock). A
     host holding the keys can sign evidence no check issued (or date one back): the call it let
     in is named afterwards."""
-    ref, at = liveness_ref(e.note), _entry_time(e.time).timestamp()
-    if ref is None:
+    named, at = liveness_ref(e.note), _entry_time(e.time).timestamp()
+    if named is None:
         return
+    ref, evidence = named
     if e.operation == "liveness":
-        out.liveness[ref] = at
+        out.liveness[ref] = (at, evidence)
         return
     issued = out.liveness.get(ref)
     if issued is None:
         out.late.append(f"entry {e.seq} spent liveness evidence {ref} that no liveness check in this log issued: "
                         "it was made with the workspace's keys outside a check.")
-    elif not -CLOCK_SKEW_S <= at - issued <= DEFAULT_VALIDITY_S + CLOCK_SKEW_S:
-        out.late.append(f"entry {e.seq} spent liveness evidence {ref} {at - issued:.0f} s after the check that "
+    elif issued[1] is not None and evidence is not None and issued[1] != evidence:
+        out.late.append(f"entry {e.seq} spent liveness evidence {ref} other than the one its check issued: "
+                        "another was signed for the checked challenge with the workspace's keys.")
+    elif not -CLOCK_SKEW_S <= at - issued[0] <= DEFAULT_VALIDITY_S + CLOCK_SKEW_S:
+        out.late.append(f"entry {e.seq} spent liveness evidence {ref} {at - issued[0]:.0f} s after the check that "
                         f"issued it, outside its {DEFAULT_VALIDITY_S} s validity: a handle's clock was set back.")
 
 
