@@ -35,7 +35,7 @@ from ..policy.deployment import Deployment, Finding, working_days_after
 from ..policy.guard import BatchItem, CaptureFacts, Decision, Guard, Operation, Request
 from ..policy.receipts import ErasureReceipt, issue_receipt, receipt_key
 from ..policy.rules import rule_for
-from ..storage.rows import REKEYED_FROM, ErasureResult, keys_from_meta
+from ..storage.rows import ErasureResult, keys_from_meta, rekey_mark_holds
 from ..workspace.apikeys import ApiKey, ApiKeys, hashing_key, session_ref
 from ..workspace.assessment import (ASSESSMENT_OPERATIONS, assessment_recorded, names_an_assessment,
                                    recorded_purge_times, recorded_roles, seal_holds)
@@ -222,7 +222,7 @@ class SafeFace:
             # Only a store a re-key moved: one made new under the newest keys (its file deleted,
             # or moved aside for a restore, after a re-key that died before its move) would
             # otherwise retire the keys every real template, and its backup, are under.
-            if not self._gallery.meta().get(REKEYED_FROM):
+            if not rekey_mark_holds(self._keyring, self._gallery.meta()):
                 return
             in_use = self._gallery.key_versions
             retired = self._retire_below(in_use)

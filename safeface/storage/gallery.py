@@ -33,11 +33,12 @@ from ..hazmat.templates.rowfilter import RowFilter
 from ..hazmat.templates.sealing import Sealer
 from ..hazmat.templates.transform import TemplateTransform
 from .lock import WriteLock
-from .rows import (REKEYED_FROM, ROW_COLS, SCHEMA_VERSION, Entry as _Entry, Enrollment, ErasureResult,  # noqa: F401
-                   GalleryRow, Looks, Keys as _Keys, Match, RekeyResult, check_embedding, check_path, check_purposes as _check_purposes,
-                   check_text as _check_text, describe, ended_columns, from_us, initial_meta, iso as _iso,
-                   keys_from_meta, looks_of, moved_expiry, prepare, protect, pseudonym_of, purge_condition, refuse_kept,
-                   refuse_lookalikes, rekeyed, seal_row, to_us, touched_expiry, unseal_row, utc_now as _now)
+from .rows import (REKEYED_FROM, ROW_COLS, rekey_mark, SCHEMA_VERSION, Entry as _Entry, Enrollment,  # noqa: F401
+                   ErasureResult, GalleryRow, Looks, Keys as _Keys, Match, RekeyResult, check_embedding, check_path,
+                   check_purposes as _check_purposes, check_text as _check_text, describe, ended_columns, from_us,
+                   initial_meta, iso as _iso, keys_from_meta, looks_of, moved_expiry, prepare, protect, pseudonym_of,
+                   purge_condition, refuse_kept, refuse_lookalikes, rekeyed, seal_row, to_us, touched_expiry,
+                   unseal_row, utc_now as _now)
 from .rows import BLANK_LOOKS, OPEN_COLS, refuse_blanked, stored_looks
 # Change-log entries kept for other processes to replay; one that falls further behind reloads.
 CHANGE_LOG_KEEP = 10_000
@@ -681,7 +682,7 @@ class Gallery:
                 (str(tv), "transform_version"), (t_id, "transform_key_id"),
                 (str(sv), "seal_version"), (s_id, "seal_key_id")])
             db.execute("INSERT OR REPLACE INTO meta (k, v) VALUES (?, ?)",
-                       (REKEYED_FROM, f"{old.transform_version}/{old.seal_version}"))
+                       (REKEYED_FROM, rekey_mark(target, self._read_meta(), f"{old.transform_version}/{old.seal_version}")))
             self._log([0], "reload")
             self._at("rekey:meta")
 

@@ -14,6 +14,7 @@ purposes, token reference, provenance, expiry and key versions, never where the 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -238,9 +239,27 @@ def check_embedding(embedding: np.ndarray, dim: int) -> np.ndarray:
 
 
 # The meta key a re-key sets, in the transaction that moves the rows, to the versions it moved
-# them from: a store made new under the keyring's newest keys has none, so the old versions its
-# rows (or their backup) may still be under are not taken for left over (SafeFace._finish_rekey).
+# them from, MACed under the new seal key: a store made new under the keyring's newest keys has
+# none, so the old versions its rows (or their backup) may still be under are not taken for left
+# over (SafeFace._finish_rekey); one inserted by hand, without the key, does not hold.
 REKEYED_FROM = "rekeyed_from"
+
+
+def rekey_mark(keyring: Keyring, meta: dict[str, str], moved_from: str) -> str:
+    """The REKEYED_FROM value for a store whose meta names its new key versions and ids."""
+    key = keyring.key("seal", int(meta["seal_version"]))
+    body = f"safeface-rekeyed|{moved_from}|{meta['transform_key_id']}|{meta['seal_key_id']}"
+    return moved_from + "|" + hmac.new(key, body.encode("utf-8"), hashlib.sha256).hexdigest()
+
+
+def rekey_mark_holds(keyring: Keyring, meta: dict[str, str]) -> bool:
+    """Whether the store's meta carries a REKEYED_FROM value made with its keys."""
+    got = meta.get(REKEYED_FROM) or ""
+    try:
+        want = rekey_mark(keyring, meta, got.split("|", 1)[0])
+    except (KeyError, ValueError, ConfigError):
+        return False
+    return hmac.compare_digest(got, want)
 
 
 def initial_meta(keyring: Keyring, dim: int) -> dict[str, str]:

@@ -49,10 +49,11 @@ from ..errors import BackendError, ConfigError, IndexUnavailable, IntegrityError
 from ..hazmat.templates.keyring import Keyring
 from ..hazmat.templates.transform import TemplateTransform
 from ..hazmat.templates.sealing import Sealer
-from .rows import (REKEYED_FROM, ROW_COLS, Enrollment, Entry, ErasureResult, GalleryRow, Keys, Looks, Match, RekeyResult,
-                   check_embedding, check_path, check_text, describe, ended_columns, from_us, initial_meta, iso,
-                   keys_from_meta, looks_of, moved_expiry, path_template, prepare, protect, pseudonym_of,
-                   purge_condition, refuse_kept, refuse_lookalikes, rekeyed, seal_row, to_us, touched_expiry, unseal_row, utc_now)
+from .rows import (REKEYED_FROM, ROW_COLS, rekey_mark, Enrollment, Entry, ErasureResult, GalleryRow, Keys, Looks,
+                   Match, RekeyResult, check_embedding, check_path, check_text, describe, ended_columns, from_us,
+                   initial_meta, iso, keys_from_meta, looks_of, moved_expiry, path_template, prepare, protect,
+                   pseudonym_of, purge_condition, refuse_kept, refuse_lookalikes, rekeyed, seal_row, to_us,
+                   touched_expiry, unseal_row, utc_now)
 from .rows import BLANK_LOOKS, OPEN_COLS, refuse_blanked, stored_looks
 from .factory import dsn_parts, misread
 from .vectors import AskingAgain, MilvusVectors, purpose_set
@@ -1089,7 +1090,8 @@ class ServerStore:
                     cur.executemany(f"UPDATE {self._ns}.meta SET v = %s WHERE k = %s", [
                         (str(tv), "transform_version"), (t_id, "transform_key_id"),
                         (str(sv), "seal_version"), (s_id, "seal_key_id")])
-                self._set_meta(REKEYED_FROM, f"{old.transform_version}/{old.seal_version}")
+                self._set_meta(REKEYED_FROM, rekey_mark(target, _read_meta(self._conn, self._ns),
+                                                        f"{old.transform_version}/{old.seal_version}"))
                 if not same:
                     self._conn.execute(self._rebuild_note())
             self._keyring = target
