@@ -6,7 +6,14 @@
    now show exactly the turns asked.
 2. `mirrored` was chosen by whoever sent the clip, so an unedited clip turning right then left
    also answered "left, then right" with mirrored=True. It is now fixed when the challenge is
-   issued, sealed in its row; a check that says otherwise is refused."""
+   issued, sealed in its row; a check that says otherwise is refused.
+3. The tracker sampled 15 frames a second of the rate declared for the frames (`fps=`; over the
+   service, a video's timestamps), so the caller chose which frames the turns were read from:
+   the stage clip's frames 96-172 answered "left, right, left" at 20 and 29.97 fps and "left,
+   right" at 40; and a landmark glitch of two samples (yaw -35, +10.7, +10.5, -5 within 1/15 s)
+   passed the 3-frame median and read as a turn to the left where the performer only turns to
+   his right. Every frame is followed now, a rate above 60 is refused, and samples a head cannot
+   make (too fast, or a spike out and back) are dropped before a 5-sample median."""
 
 from __future__ import annotations
 
@@ -127,7 +134,7 @@ def stage() -> list[np.ndarray]:
     if not clip.is_file():
         pytest.skip("the Hamilton example clip is absent")
     with av.open(str(clip)) as c:
-        return [f.to_ndarray(format="rgb24") for _, f in zip(range(160), c.decode(video=0))]
+        return [f.to_ndarray(format="rgb24") for _, f in zip(range(212), c.decode(video=0))]  # to the cut
 
 
 def _liveness_ws(tmp_path: Path) -> Any:
@@ -284,3 +291,122 @@ def test_the_command_line_fixes_mirrored_at_the_challenge(tmp_path: Path, capsys
     clip.mkdir()
     _, err = cli("liveness", "check", ws.root, clip, f"--challenge={plain['challenge']}", "--mirrored", code=1)
     assert "issued for a clip recorded not mirrored" in err
+
+
+# -- 3. the rate declared does not pick the turns ---------------------------------------------------
+def test_a_landmark_glitch_of_two_samples_is_no_turn() -> None:
+    """The stage clip's glitch (README's shot, frames 116-122 at 15 samples a second): the
+    performer has turned to his right, the yaw jumps 45 degrees to the other side for two samples
+    and comes back. It read as a turn to the left, so the shot answered "right, left, right"."""
+    yaws = ([0.0] * 6 + [-3.0, -6, -9, -12, -15, -17, -17, -17, -18, -17]
+            + [-35.0, 18, 18, 2] + [-18.0, -22, -25, -28] + [-30.0] * 6)  # the glitch: -35, 18, 18, 2
+    track = pinhole_track(False, 0.0, 0, yaws=yaws)
+    times = np.arange(30) / 15.0
+    r = verify_moves(track, ("right",))  # samples 1/15 s apart
+    assert r.ok and r.turns == ("right",), r
+    assert not verify_moves(track, ("right", "left", "right")).ok
+    assert verify_moves(track, ("right",), times=times) == r
+    # Followed in every frame of a 30 fps clip (two frames a sample), the same: four frames out.
+    dense = pinhole_track(False, 0.0, 0, yaws=[y for y in yaws[:15] for _ in (0, 1)])
+    glitch = pinhole_track(False, 0.0, 1, yaws=[y for y in yaws[15:] for _ in (0, 1)])
+    r = verify_moves(np.concatenate([dense, glitch]), ("right",), times=np.arange(60) / 30.0)
+    assert r.ok and r.turns == ("right",), r
+    # A turn held as long as the glitch lasted, reached and left at a head's pace, is a turn.
+    held = [0.0] * 8 + [-6.0, -12, -18, -24, -20, -14, 0, 14, 20, 24, 26, 26, 26, 22, 16, 8, 2] + [0.0] * 5
+    r = verify_moves(pinhole_track(False, 0.0, 0, yaws=held), ("right", "left"), times=times)
+    assert r.ok and r.turns == ("right", "left"), r
+
+
+def test_a_move_faster_than_a_head_turns_is_a_glitch_by_the_samples_times() -> None:
+    from safeface.capture.challenge import MAX_YAW_RATE, glitches
+
+    # Out 40 degrees and back, three samples long: at 60 samples a second (2,400 degrees a
+    # second), a glitch; at 5 a second (200), a head can do it.
+    yaw = np.array([0.0] * 6 + [40.0] * 3 + [0.0] * 6)
+    assert glitches(yaw, np.arange(15) / 60.0).tolist() == [False] * 6 + [True] * 3 + [False] * 6
+    assert not glitches(yaw, np.arange(15) / 5.0).any()
+    # A quick real turn, 300 degrees a second at 30 samples a second, is kept whole.
+    assert MAX_YAW_RATE >= 300
+    turn = np.concatenate([np.zeros(5), np.linspace(0, -40, 5), np.full(5, -40.0), np.linspace(-40, 0, 5)])
+    assert not glitches(turn, np.arange(20) / 30.0).any()
+    # A lone spike out and back is dropped at any rate.
+    spike = np.array([0.0, 1, 0, 30, 0, 1, 0])
+    for fps in (5.0, 30.0, 60.0):
+        assert glitches(spike, np.arange(7) / fps).tolist() == [False] * 3 + [True] + [False] * 3
+
+
+def test_a_rate_above_what_a_clip_keeps_is_refused() -> None:
+    """Frames declared at more than 60 a second (the most a video keeps) are refused, not read
+    at a rate of the caller's choosing."""
+    from safeface.capture.clip import KEEP_FPS, read_clip
+    from safeface.capture.liveness import check_liveness
+
+    frames = [np.zeros((48, 64, 3), np.uint8)] * 12
+    assert KEEP_FPS == 60
+    assert len(read_clip(frames, 60).frames) == 12
+    for fps in (60.5, 120, 240):
+        with pytest.raises(InvalidArgument, match="between 1 and 60"):
+            read_clip(frames, fps)
+        with pytest.raises(InvalidArgument, match="between 1 and 60"):
+            check_liveness(frames, fps=fps)
+
+
+def test_the_same_frames_are_followed_alike_at_any_declared_rate(stage: list[np.ndarray]) -> None:
+    """Every frame is followed, so the points, and the turns, do not depend on the rate the
+    caller declares; frames 96-140 (the performer turns only to his right) read "right"."""
+    from safeface.capture.clip import read_clip
+    from safeface.capture.liveness import default_engine
+    from safeface.capture.track import track_subject
+
+    engine = default_engine()
+    for a, b, shown in ((96, 141, ("right",)), (96, 173, ("right", "left"))):
+        tracks = {fps: track_subject(read_clip(stage[a:b], fps), engine) for fps in (20, 29.97, 40, 59.94)}
+        first = tracks[20]
+        assert first is not None and first.frames == tuple(range(b - a)), first
+        for fps, tr in tracks.items():
+            assert tr is not None and tr.frames == first.frames and np.array_equal(tr.points, first.points), fps
+            r = verify_moves(tr.points, shown, times=tr.times)
+            assert r.ok and r.turns == shown, (a, b, fps, r)
+
+
+def test_the_turns_read_in_windows_over_the_stage_shot_do_not_depend_on_the_rate(stage: list[np.ndarray]) -> None:
+    """45-frame windows over the shot (frames 84-211), each read at three declared rates. The
+    turns the performer makes in each (from the yaw of the whole shot followed frame by frame):
+    right (to 102), right then left (105-123), left (129-141), right (150-165). Before, the
+    reading changed with the rate in 13 of 28 windows and read those turns in 20 of 25 at 29.97."""
+    from safeface.capture.clip import read_clip
+    from safeface.capture.liveness import analyse_clip, default_engine
+
+    engine = default_engine()
+    made = {84: ("right",), 96: ("right",), 108: ("right", "left"), 120: ("right", "left"),
+            132: ("left",), 141: ("left",), 153: ("right",), 165: ("right",)}
+    wrong = {}
+    for a, shown in made.items():
+        for fps in (20, 29.97, 40):
+            r = analyse_clip(read_clip(stage[a:a + 45], fps), engine, shown)
+            turns = tuple(r.checks["challenge"]["turns"])
+            if turns != shown:
+                wrong[(a, fps)] = turns
+    assert not wrong, wrong
+
+
+@pytest.mark.slow
+def test_one_shot_gets_evidence_for_at_most_one_sequence_whatever_rate_is_declared(
+        stage: list[np.ndarray], tmp_path: Path) -> None:
+    """The review's attack, end to end: the same unedited frames checked against each sequence
+    at each rate. Frames 96-172 were live for "left, right, left" at 20 and 29.97 fps and for
+    "left, right" at 40; frames 96-140 for "left, right" at 20 and 29.97."""
+    with open_sf(_liveness_ws(tmp_path)) as sf:
+        for a, b in ((96, 173), (96, 141)):
+            live: dict[tuple[str, ...], list[float]] = {}
+            for steps in SEQUENCES:
+                for fps in (15, 20, 29.97, 40, 59.94):
+                    if b - a > 5 * fps + 1:
+                        continue
+                    ch = sf.liveness_challenge(steps=steps)
+                    r = sf.liveness_check(stage[a:b], ch.nonce, fps=fps)
+                    if r.evidence is not None:
+                        live.setdefault(steps, []).append(fps)
+                        assert tuple(r.checks["challenge"]["turns"]) == steps
+            assert len(live) <= 1, (a, b, live)
+            assert set(live) <= {("right",), ("right", "left")}, (a, b, live)

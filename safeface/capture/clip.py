@@ -26,7 +26,7 @@ MAX_HEIGHT = 960  # and to this height (a portrait phone clip, 9:16, keeps 540 x
 # A video clip's frames are decoded whole before they are reduced: at most a 4K frame (DCI's
 # 4096 x 2160, either way up). A few kilobytes can claim 16384 x 16384, 400 MB a frame decoded.
 MAX_CLIP_FRAME_PIXELS = 4096 * 2160
-KEEP_FPS = 60.0  # frames closer together than this are not kept: the tracker samples at 15 fps
+KEEP_FPS = 60.0  # frames closer together than this are not kept (and frames are declared at most this rate)
 MAX_DECODED = int(MAX_SECONDS * 240)  # frames decoded at most, kept or not: a 240 fps clip's 5 s
 FRAME_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 BURST_FPS = 10.0  # a folder or list of frames without timing is taken as a 10 fps burst
@@ -98,10 +98,13 @@ def _decode_video(data: bytes, label: str) -> tuple[list[np.ndarray], list[float
 
 
 def read_clip(source: Any, fps: float = BURST_FPS) -> Clip:
-    """Decode a clip. `fps` times a folder or a list of frames (a video carries its own timing).
-    Raises ImageError when unreadable, InvalidArgument when too long or empty."""
-    if not (isinstance(fps, (int, float)) and 1 <= fps <= 240):
-        raise InvalidArgument(f"fps must be between 1 and 240, got {fps!r}.")
+    """Decode a clip. `fps` times a folder or a list of frames (a video carries its own timing),
+    at most KEEP_FPS, the most frames a second a video keeps: every frame given is followed, at
+    any rate declared (track.py). Raises ImageError when unreadable, InvalidArgument when too
+    long or empty."""
+    if not (isinstance(fps, (int, float)) and not isinstance(fps, bool) and 1 <= fps <= KEEP_FPS):
+        raise InvalidArgument(f"fps must be between 1 and {KEEP_FPS:g} (the most frames a second a clip keeps), "
+                              f"got {fps!r}.")
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
         if path.is_dir():

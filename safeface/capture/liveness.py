@@ -91,7 +91,8 @@ def check_liveness(clip: Any, *, fps: float = 10.0, mirrored: bool = False, pad_
 
 def analyse_clip(clip: Clip, engine: Any, challenge: Optional[Sequence[str]] = None,
                  mirrored: bool = False, pad_model: Any = None) -> LivenessResult:
-    track = track_subject(clip, engine)
+    followed = track_subject(clip, engine)  # every frame: the challenge reads these
+    track = followed.sampled() if followed is not None else None  # up to 15 a second: the other checks
     checks: dict[str, Any] = {"frames": len(clip.frames), "duration_s": round(clip.duration, 2)}
     if track is None or len(track) < MIN_FRAMES:
         checks.update(acquired=False, tracked=0 if track is None else len(track))
@@ -106,8 +107,8 @@ def analyse_clip(clip: Clip, engine: Any, challenge: Optional[Sequence[str]] = N
                   surface={**surface.to_dict(), "planar": surface.measured and surface.off_plane < MIN_OFF_PLANE},
                   replay=rep.to_dict())
     chal: Optional[ChallengeResult] = None
-    if challenge is not None:
-        chal = verify_moves(track.points, challenge, mirrored)
+    if challenge is not None and followed is not None:
+        chal = verify_moves(followed.points, challenge, mirrored, followed.times)
         checks["challenge"] = {"steps": list(challenge), **chal.to_dict()}
     turned = phys.decision != "inconclusive"
     score = float(np.clip(0.5 * surface.off_plane / MIN_OFF_PLANE, 0.0, 1.0)) if turned and surface.measured else 0.0
