@@ -32,6 +32,17 @@ standing out of the noise, eyelids, nostrils, lips), and the share is measured o
 The fine band's noise level has a ceiling of its own (max_noise): past it the capture is refused
 asking for more light.
 
+Noise read in the flattest quarter misses texture that is not everywhere: laid over all of a
+defocused face but its brow, the untouched rows are the flattest quarter and read no noise, and
+impulses (dead or hot pixels, 2% of them) barely move it; either way the texture outlived the
+denoising and passed for focus. So focus is judged on the region median-filtered first (impulses
+vanish), and it is the lower of two readings: the fine share above, and how much steeper the
+region's edges are than the same edges at a coarser scale, its gradients projected on its blur's
+(coherence_of). Texture that is not the face's own points anywhere against the face's edges and
+adds nothing to that projection in expectation; the little it adds through its own blur is taken
+out, twice over, from its energy read block by block (a robust median in each block, so texture on
+any part of the region counts, wherever it lies).
+
 A covered lower face (a mask, a scarf) is an occlusion ISO/IEC 29794-5 counts against a
 reference: the template of a masked enrolment image serves bare probes poorly and masked ones
 no better than a bare enrolment does. The caller passes the mask detector's confidence
@@ -61,6 +72,17 @@ NOISE_SHARE = 0.25  # ...the flattest quarter of them
 MID_SCALE = 3.0  # ...and the band between FINE_SCALE and this one is denoised too before focus is judged
 SHRINK_FINE = 3.0  # each band is soft-thresholded at this many of its noise levels (fine band)...
 SHRINK_MID = 2.0  # ...and the band below it
+MEDIAN = 3  # focus is judged on the region median-filtered (MEDIAN x MEDIAN, at the image's own resolution)
+COHERENCE_SCALE = 3.0  # Gaussian sigma (analysis pixels) of the reference the region's gradients are compared with
+# What texture independent of the face (white noise, median-filtered as focus is) adds to the coherence's
+# numerator and denominator per unit of its block-MAD energy, the mean of 80 and 160 px regions. It depends on
+# how far the region is resampled to ANALYSIS_SIDE (measured: 6.3 and 2.1 for an 80 px region, 2.4 and 0.7 at
+# 120, 1.3 and 0.4 at 160, 0.6 and 0.2 at 250): with NOISE_MARGIN it covers regions from about 75 px (eyes
+# 42 px apart; LFW's faces) up, and less than all of it on smaller faces, upsampled further.
+NOISE_COHERENCE = 4.0
+NOISE_REFERENCE = 1.3
+NOISE_MARGIN = 2.0  # the estimated texture energy is taken out this many times over
+COHERENCE_WEIGHT = 0.7  # coherence in units of the fine share (LFW dev medians: 0.42 against 0.30)
 
 
 @dataclass(frozen=True)
@@ -72,12 +94,14 @@ class QualityThresholds:
     (corrected for the estimated turn); below 25 px the 150 px chip (eyes about 45 px apart) is an
     upsampled blur. Pose is in estimated degrees (biased high, see the module's note): 65 yaw puts
     the nose base beyond the far eye's centre, close to a profile. Focus is measured with the noise
-    taken out (see the module's note), which reads lower on clean faces than the plain share of
-    fine energy did; its floor, 0.14, is set to keep refusing blur: LFW dev faces blurred at sigma
-    3 and 4 are refused as before (92% and 98% of all 1,549), blurred ones with noise on them,
-    stored as JPEG or not, as much (97-100%, where 95-99% of them passed the plain share), and 3 of
-    the 1,527 correctly matched images are refused (2 of them in the calibration half; the softest
-    under the plain share too, 0.18-0.21 against its floor 0.16). The noise ceiling, 8 grey levels,
+    taken out and as edge coherence, the lower of the two (see the module's note); its floor, 0.14,
+    is set to keep refusing blur: of all 1,549 LFW dev faces, blurred at sigma 3 and 4, 94.6% and
+    99.2% are refused, blurred with noise on them, stored as JPEG or not, 99.7-100%, blurred with
+    1-2% impulses or with texture over part of the region 98.1-100% (before the median filter and
+    the coherence, 0.1-4.3% of those), while 0.5% of the clean images and of their JPEG (q75-q30)
+    copies are refused (0.2-0.3% before), 0.6% of low-light ones and 1.4% of denoised ones
+    (non-local means; 0.5% and 0.6% before).
+    The noise ceiling, 8 grey levels,
     is where recognition starts to suffer: clean LFW dev faces read 0.9-3.3 (p1-p99), and with
     Gaussian noise of 20, 30 and 40 grey levels added they read about 7, 10 and 13 while the
     recogniser matched 96%, 93% and 87% of 120 same-person pairs (98% clean)."""
@@ -86,7 +110,7 @@ class QualityThresholds:
     max_yaw: float = 65.0  # degrees, estimated from the 5 points
     max_pitch: float = 50.0
     max_roll: float = 30.0
-    min_sharpness: float = 0.14  # fine-scale share of the face region's gradient energy, noise taken out (LFW p1: 0.16)
+    min_sharpness: float = 0.14  # focus: fine share (noise taken out) or edge coherence, the lower (LFW p1: 0.15)
     max_noise: float = 8.0  # grey levels: fine-scale residual in the face's flattest quarter (LFW p99: 3.3)
     min_brightness: float = 40.0  # mean grey level of the face region, 0-255
     max_brightness: float = 220.0
@@ -217,9 +241,11 @@ def face_region(landmarks: np.ndarray) -> tuple[float, float, float, float]:
 
 
 # -- photometry of the face region --------------------------------------------------------------
-def _grey_face(image: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+def _grey_face(image: np.ndarray, landmarks: np.ndarray, median: bool = False) -> np.ndarray:
     """The central face (between the eyes' outer reach, brow to mouth) as grey float32, resampled
-    to ANALYSIS_SIDE pixels, so that sharpness does not depend on how large the face is."""
+    to ANALYSIS_SIDE pixels, so that sharpness does not depend on how large the face is. With
+    `median`, the crop is first median-filtered (MEDIAN pixels, at the image's resolution): isolated
+    impulses (dead or hot pixels, bit errors, salt and pepper) vanish, edges stay."""
     import cv2
 
     left, right = eye_centres(landmarks)
@@ -231,8 +257,10 @@ def _grey_face(image: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
     if x2 - x1 < 4 or y2 - y1 < 4:
         return np.zeros((ANALYSIS_SIDE, ANALYSIS_SIDE), np.float32)
     crop = image[y1:y2, x1:x2]
-    grey = crop.mean(axis=2) if crop.ndim == 3 else crop
-    return cast(np.ndarray, cv2.resize(grey.astype(np.float32), (ANALYSIS_SIDE, ANALYSIS_SIDE),
+    grey = (crop.mean(axis=2) if crop.ndim == 3 else crop).astype(np.float32)
+    if median:
+        grey = cv2.medianBlur(grey, MEDIAN)
+    return cast(np.ndarray, cv2.resize(grey, (ANALYSIS_SIDE, ANALYSIS_SIDE),
                                        interpolation=cv2.INTER_AREA))
 
 
@@ -272,7 +300,7 @@ def _shrink(r: np.ndarray, t: float) -> np.ndarray:
     return cast(np.ndarray, np.sign(r) * np.maximum(np.abs(r) - t, 0.0))
 
 
-def sharpness_of(grey: np.ndarray) -> float:
+def fine_share_of(grey: np.ndarray) -> float:
     """The share of gradient energy the fine scale holds: gradients of the region against those of
     the region blurred a little. A focused face keeps fine edges (eyelids, nostrils, lips); motion
     and defocus blur remove them first. Independent of contrast and exposure. Noise adds fine
@@ -293,6 +321,57 @@ def sharpness_of(grey: np.ndarray) -> float:
     if total <= 1e-6:
         return 0.0
     return max(0.0, 1.0 - _energy(cv2.GaussianBlur(clean, (0, 0), FINE_SCALE)) / total)
+
+
+def _texture_energy(residual: np.ndarray) -> float:
+    """The energy of whatever fine texture covers the region, wherever it lies: each NOISE_BLOCK
+    block's robust noise variance (median absolute fine residual / 0.6745, squared: a face's edges
+    are sparse in a block and barely move the median, texture or noise is dense and sets it), summed
+    over the blocks' pixels. Unlike the flattest quarter, texture on any part of the region counts."""
+    r = np.abs(np.asarray(residual, np.float32))
+    b = NOISE_BLOCK
+    n, m = r.shape[0] // b, r.shape[1] // b
+    if n == 0 or m == 0:
+        return float(r.size * (np.median(r) / 0.6745) ** 2)
+    blocks = r[: n * b, : m * b].reshape(n, b, m, b).transpose(0, 2, 1, 3).reshape(n * m, b * b)
+    sigma = np.median(blocks, axis=1) / 0.6745
+    return float(b * b * np.sum(sigma * sigma))
+
+
+def coherence_of(grey: np.ndarray) -> float:
+    """How much steeper the region's edges are than the same edges seen at COHERENCE_SCALE: the
+    region's gradients projected on those of its COHERENCE_SCALE blur, against the blur's own, less
+    one. A step edge blurred to width s reads sqrt(2) * c / sqrt(s^2 + c^2) - 1 with
+    c^2 = s^2 + COHERENCE_SCALE^2: about 0.38 in focus (s = 0.7 analysis pixels), 0.04 at s = 7.
+    Texture that is not the face's own (noise, impulses, a pattern laid over a defocused face)
+    has fine gradients that point anywhere against the face's coarse ones, so it adds nothing in
+    expectation; what it does add, through its own blur, is taken out: NOISE_MARGIN times the
+    texture's energy (_texture_energy) at NOISE_COHERENCE and NOISE_REFERENCE per unit."""
+    import cv2
+
+    g = np.asarray(grey, np.float32)
+    b = cv2.GaussianBlur(g, (0, 0), COHERENCE_SCALE)
+    gx, gy = cv2.Sobel(g, cv2.CV_32F, 1, 0, ksize=3), cv2.Sobel(g, cv2.CV_32F, 0, 1, ksize=3)
+    bx, by = cv2.Sobel(b, cv2.CV_32F, 1, 0, ksize=3), cv2.Sobel(b, cv2.CV_32F, 0, 1, ksize=3)
+    num = float(np.sum(gx * bx + gy * by, dtype=np.float64))
+    den = float(np.sum(bx * bx + by * by, dtype=np.float64))
+    texture = NOISE_MARGIN * _texture_energy(g - cv2.GaussianBlur(g, (0, 0), FINE_SCALE))
+    num -= NOISE_COHERENCE * texture
+    den -= NOISE_REFERENCE * texture
+    if den <= 1e-6:
+        return 0.0
+    return max(0.0, num / den - 1.0)
+
+
+def sharpness_of(grey: np.ndarray) -> float:
+    """Focus, judged two ways and the lower kept: the fine share of the denoised region
+    (fine_share_of) and, in the same units (COHERENCE_WEIGHT), how much steeper its edges are than
+    at a coarser scale (coherence_of). The share alone credits any fine texture that outlives the
+    denoising (texture where the noise is not read, impulses); coherence credits only detail that
+    lines up with the face's own edges. `grey` is the region as assess() passes it: median-filtered
+    (_grey_face(..., median=True)), so that impulses are gone before either is measured."""
+    g = np.asarray(grey, np.float32)
+    return min(fine_share_of(g), COHERENCE_WEIGHT * coherence_of(g))
 
 
 def _ramp(value: float, floor: float, span: float) -> float:
@@ -357,7 +436,7 @@ def assess(image: np.ndarray, landmarks: Optional[np.ndarray], faces: int,
     contrast = float(grey.std())
     clipped = float(np.mean((grey <= 5) | (grey >= 250)))
     noise = noise_of(grey)
-    sharp = sharpness_of(grey)
+    sharp = sharpness_of(_grey_face(image, lm, median=True))
     light_action = ("add light in front of the face" if bright < t.min_brightness
                     else "avoid strong light or glare on the face")
     comps = [
