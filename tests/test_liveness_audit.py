@@ -35,7 +35,8 @@ def test_evidence_made_with_the_keys_outside_a_check_is_named_by_the_audit(tmp_p
                             score=0.99, challenge=("left", "right"), embedding=vec)
         sf.enroll(imgs / "obama.jpg", "alice", "demo", t, liveness=minted)
         assert not [e for e in sf.audit_entries() if e.operation == "liveness"]
-        with pytest.raises(IntegrityError, match=f"spent liveness evidence {nonce_ref('minted')} that no liveness check"):
+        named = f"spent liveness evidence {nonce_ref('minted')} that no liveness check"
+        with pytest.raises(IntegrityError, match=named):
             sf.audit_verify()
 
 

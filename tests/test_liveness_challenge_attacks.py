@@ -400,7 +400,7 @@ def test_one_shot_gets_evidence_for_at_most_one_sequence_whatever_rate_is_declar
         for a, b in ((96, 173), (96, 141)):
             live: dict[tuple[str, ...], list[float]] = {}
             for steps in SEQUENCES:
-                for fps in (15, 20, 29.97, 40, 59.94):
+                for fps in (20, 29.97, 40):  # the rates of the review's attack (the tracker test covers more)
                     if b - a > 5 * fps + 1:
                         continue
                     ch = sf.liveness_challenge(steps=steps)

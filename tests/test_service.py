@@ -506,11 +506,15 @@ def test_liveness_challenge_and_check_over_the_service(svc: dict[str, Any], tmp_
     from safeface.evaluate.pad import waved_attack, write_clip
     from safeface.imageio import load_image
 
-    clip = write_clip(waved_attack(load_image(images() / "obama.jpg"), "print", seed=0)[::2],
-                      tmp_path / "print.mp4", fps=15)
     with Client(svc["url"], svc["keys"]["operator"], timeout=240) as client:
         ch = client.liveness_challenge()
         assert ch["steps"] and len(ch["challenge"]) >= 20
+        # A print waved the way the challenge starts (seed 1 turns it to the person's left first,
+        # seed 2 to the right), so the physics and surface judge it: one that turns the other way
+        # fails the challenge first, "inconclusive" (test_liveness_challenge_attacks.py).
+        seed = 1 if ch["steps"][0] == "left" else 2
+        clip = write_clip(waved_attack(load_image(images() / "obama.jpg"), "print", seed=seed)[::2],
+                          tmp_path / "print.mp4", fps=15)
         result = client.liveness_check(clip, ch["challenge"])
         assert not result.live and result.evidence is None
         # No cue's measurement crosses the network (each would guide the next print); the

@@ -682,7 +682,8 @@ class Gallery:
                 (str(tv), "transform_version"), (t_id, "transform_key_id"),
                 (str(sv), "seal_version"), (s_id, "seal_key_id")])
             db.execute("INSERT OR REPLACE INTO meta (k, v) VALUES (?, ?)",
-                       (REKEYED_FROM, rekey_mark(target, self._read_meta(), f"{old.transform_version}/{old.seal_version}")))
+                       (REKEYED_FROM, rekey_mark(target, self._read_meta(),
+                                                 f"{old.transform_version}/{old.seal_version}")))
             self._log([0], "reload")
             self._at("rekey:meta")
 
