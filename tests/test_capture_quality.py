@@ -105,35 +105,40 @@ def test_a_very_noisy_capture_is_refused_asking_for_light(obama: Any) -> None:
         QualityThresholds.from_mapping({"max_noise": -1})
 
 
+def _lfw_faces(pick: slice) -> list[tuple[int, str, np.ndarray, Any]]:
+    """(seed, person, image, landmarks) of the first image of LFW dev people `pick` chooses,
+    those with one face found; the test is skipped without LFW dev."""
+    from policy_support import CachedPipeline, datasets
+
+    root = datasets() / "lfw-dev" / "images"
+    people = sorted(p for p in root.iterdir() if p.is_dir())[pick] if root.is_dir() else []
+    if not people:
+        pytest.skip(f"LFW dev is absent ({root}); set SAFEFACE_DATASETS to the shared datasets")
+    pipe, out = CachedPipeline(), []
+    for n, person in enumerate(people):
+        img = load_image(sorted(person.glob("*.jpg"))[0])
+        faces = pipe.detect(img)
+        if len(faces) == 1:
+            out.append((n, person.name, img, faces[0].landmarks))
+    return out
+
+
 def test_lfw_faces_blurred_with_noise_fail_while_their_clean_and_jpeg_copies_pass() -> None:
     """Real 250 px LFW faces (where the blur and the noise are large against the face, as in a
     low-light phone capture): each clean image and its JPEG pass; blurred at sigma 4 with noise of
     6 grey levels, and at sigma 6 with 8, every one fails for focus (before the noise was taken
     out, 98% and 95% of such copies of LFW dev's faces passed)."""
-    from policy_support import CachedPipeline, datasets
-
-    root = datasets() / "lfw-dev" / "images"
-    people = sorted(p for p in root.iterdir() if p.is_dir())[:40:4] if root.is_dir() else []
-    if not people:
-        pytest.skip(f"LFW dev is absent ({root}); set SAFEFACE_DATASETS to the shared datasets")
-    pipe = CachedPipeline()
-    judged = 0
-    for n, person in enumerate(people):
-        img = load_image(sorted(person.glob("*.jpg"))[0])
-        faces = pipe.detect(img)
-        if len(faces) != 1:
-            continue
-        lm = faces[0].landmarks
-        judged += 1
+    faces = _lfw_faces(slice(None, 40, 4))
+    for n, name, img, lm in faces:
         for capture in (img, _jpeg(img)):
             r = assess(capture, lm, 1)
-            assert r.ok, (person.name, r.to_dict())
+            assert r.ok, (name, r.to_dict())
         for sigma, noise in ((4.0, 6.0), (6.0, 8.0)):
             blurred = cv2.GaussianBlur(img, (0, 0), sigma)
             for capture in (_noisy(blurred, noise, n), _jpeg(_noisy(blurred, noise, n))):
                 r = assess(capture, lm, 1)
-                assert "sharpness" in r.reasons, (person.name, sigma, noise, r.to_dict())
-    assert judged >= 6
+                assert "sharpness" in r.reasons, (name, sigma, noise, r.to_dict())
+    assert len(faces) >= 6
 
 
 def _impulses(a: np.ndarray, share: float, seed: int = 0) -> np.ndarray:
@@ -222,29 +227,16 @@ def test_lfw_faces_blurred_with_impulses_or_partial_texture_fail_while_honest_co
     blurred at sigma 4 with 2% impulses, at sigma 6 with texture of 25 grey levels below the top
     3/8 of the region, and at 4 with 12 over the lower half, every one fails for focus (before,
     every such copy of 23 LFW dev people passed, and the recogniser matched 13% of them)."""
-    from policy_support import CachedPipeline, datasets
-
-    root = datasets() / "lfw-dev" / "images"
-    people = sorted(p for p in root.iterdir() if p.is_dir())[2:60:6] if root.is_dir() else []
-    if not people:
-        pytest.skip(f"LFW dev is absent ({root}); set SAFEFACE_DATASETS to the shared datasets")
-    pipe = CachedPipeline()
-    judged = 0
-    for n, person in enumerate(people):
-        img = load_image(sorted(person.glob("*.jpg"))[0])
-        faces = pipe.detect(img)
-        if len(faces) != 1:
-            continue
-        lm = faces[0].landmarks
-        judged += 1
+    faces = _lfw_faces(slice(2, 60, 6))
+    for n, name, img, lm in faces:
         for capture in (img, _jpeg(img, 50), _denoised(img, n)):
             r = assess(capture, lm, 1)
-            assert r.ok, (person.name, r.to_dict())
+            assert r.ok, (name, r.to_dict())
         for capture in (_impulses(cv2.GaussianBlur(img, (0, 0), 4.0), 0.02, n),
                         _textured(img, lm, 6.0, 25.0, (3, 8), n), _textured(img, lm, 4.0, 12.0, (4, 8), n)):
             r = assess(capture, lm, 1)
-            assert "sharpness" in r.reasons, (person.name, r.to_dict())
-    assert judged >= 6
+            assert "sharpness" in r.reasons, (name, r.to_dict())
+    assert len(faces) >= 6
 
 
 def test_a_small_face_asks_to_move_closer(obama: Any) -> None:
