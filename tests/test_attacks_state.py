@@ -69,10 +69,10 @@ def test_dropping_the_mac_column_does_not_get_a_forged_challenge_adopted(tmp_pat
     con.commit()
     con.close()
     state = PolicyState(db, KEY)
-    assert state.challenge("forged") is None
-    assert state.challenge("real") is None
+    assert state.issued_challenge("forged") is None
+    assert state.issued_challenge("real") is None
     state.add_challenge("next", "up", now, now + 30)  # the state works on
-    assert state.challenge("next") == ("up", now, now + 30)
+    assert state.issued_challenge("next") == ("up", False, now, now + 30)
     state.close()
 
 

@@ -279,7 +279,7 @@ def test_hand_edits_in_postgresql_gain_no_liveness_moves_and_no_console_rights(p
               f"{now.timestamp() + 86_400})")
     state = open_state(paths, dep, keyring)
     try:
-        assert state.challenge("forged") is None and state.challenge("real") is None
+        assert state.issued_challenge("forged") is None and state.issued_challenge("real") is None
     finally:
         state.close()
     keys = open_apikeys(paths, dep, hashing_key(keyring.key("pseudonym")))

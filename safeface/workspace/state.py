@@ -191,8 +191,3 @@ class PolicyState:
         self._check("challenges", rows[0][3], nonce, stored, issued, expires)
         mirrored = stored.endswith(MIRRORED)
         return (stored[:-len(MIRRORED)] if mirrored else stored), mirrored, issued, expires
-
-    def challenge(self, nonce: str) -> Optional[tuple[str, float, float]]:
-        """(steps, issued_at, expires_at) of an issued challenge, or None (see issued_challenge)."""
-        row = self.issued_challenge(nonce)
-        return None if row is None else (row[0], row[2], row[3])
