@@ -11,11 +11,10 @@ import datetime as dt
 import hashlib
 from typing import Any
 
+# The entry that spends an evidence (LIVENESS_SPENT), written where the call is judged, before
+# its work, names the evidence in its token column, which is indexed: finding it is one probe,
+# however busy the log.
 from ..workspace.audit import LIVENESS_SPENT
-
-# The entry that spends an evidence, written where the call is judged, before its work; it names
-# the evidence in its token column, which is indexed: finding it is one probe, however busy the log.
-SPENT = LIVENESS_SPENT
 
 
 def nonce_ref(nonce: str) -> str:
@@ -43,6 +42,7 @@ class RecordedNonces:
         spent its nonce."""
         ref = nonce_ref(nonce)
         key = "liveness:" + hashlib.sha256(nonce.encode("utf-8")).hexdigest()  # whole: no two evidences share it
-        return self._audit.append_unless(lambda: self._audit.names_token(SPENT, key), SPENT, "allowed", token_id=key,
+        return self._audit.append_unless(lambda: self._audit.names_token(LIVENESS_SPENT, key), LIVENESS_SPENT,
+                                         "allowed", token_id=key,
                                          note=f"evidence spent; evidence {evidence_ref(token)}; liveness {ref}"
                                          ) is not None
