@@ -109,12 +109,12 @@ def test_cutting_the_tail_and_putting_back_an_earlier_head_row_is_detected(tmp_p
     paths = workspace(tmp_path)
     append(paths, 2)
     db = sqlite3.connect(str(paths.audit))
-    saved = db.execute("SELECT seq, hash, mac FROM head").fetchone()  # a genuinely signed old head
+    saved = db.execute("SELECT seq, hash, mac, marks FROM head").fetchone()  # a genuinely signed old head
     db.close()
     append(paths, 4, "later")
     db = sqlite3.connect(str(paths.audit))
     db.execute("DELETE FROM entries WHERE seq > ?", (saved[0],))
-    db.execute("UPDATE head SET seq = ?, hash = ?, mac = ?", saved)
+    db.execute("UPDATE head SET seq = ?, hash = ?, mac = ?, marks = ?", saved)
     db.commit()
     db.close()
     # The log checked only against itself is consistent: this is what the anchor adds.

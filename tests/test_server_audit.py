@@ -121,6 +121,18 @@ def test_an_entry_edited_by_hand_in_postgresql_is_found(pg: PgCluster, tmp_path:
         _verify(ws)
 
 
+def test_a_trust_change_renamed_in_postgresql_is_refused_at_open(pg: PgCluster, tmp_path: Path) -> None:
+    """The log's last trust change is read through its signed head in PostgreSQL too: renaming
+    the entry by hand, so an older change looks like the last one, stops the open."""
+    ws, dsn = server_workspace(pg, tmp_path)
+    marks = json.loads(_sql(dsn, "SELECT marks FROM safeface.audit_head")[0][0])
+    seq = _sql(dsn, "SELECT max(seq) FROM safeface.audit_entries WHERE operation = 'trust-add'")[0][0]
+    assert marks["trust-add"][0] == seq
+    _sql(dsn, f"UPDATE safeface.audit_entries SET operation = 'trust-note' WHERE seq = {seq}")
+    with pytest.raises(IntegrityError, match=f"audit entry {seq}, the last trust-add/trust-remove entry"):
+        SafeFace.open(ws)
+
+
 def test_audit_tables_restored_from_an_older_dump_are_found(pg: PgCluster, tmp_path: Path) -> None:
     ws, dsn = server_workspace(pg, tmp_path)
     _append(ws, 2, "early")

@@ -41,7 +41,8 @@ CREATE INDEX IF NOT EXISTS audit_entries_withdrawn_subjects ON {ns}.audit_entrie
 CREATE INDEX IF NOT EXISTS audit_entries_apikey_notes ON {ns}.audit_entries (note) WHERE operation = 'apikey';
 CREATE INDEX IF NOT EXISTS audit_entries_enrolled_subjects ON {ns}.audit_entries (subjects) WHERE operation = 'enroll';
 CREATE TABLE IF NOT EXISTS {ns}.audit_head (
-    id INTEGER PRIMARY KEY CHECK (id = 1), seq BIGINT NOT NULL, hash TEXT NOT NULL, mac TEXT NOT NULL)
+    id INTEGER PRIMARY KEY CHECK (id = 1), seq BIGINT NOT NULL, hash TEXT NOT NULL, mac TEXT NOT NULL,
+    marks TEXT)
 """
 PG_STATE = """
 CREATE TABLE IF NOT EXISTS {ns}.state_revoked_tokens (token_id TEXT PRIMARY KEY, at TEXT NOT NULL);
@@ -228,7 +229,7 @@ def check_schema(conn: Any, ns: str, where: str) -> None:
 def create_and_fill(dsn: str, password: Optional[str], ns: str, entries: Sequence[tuple[Any, ...]],
                     head: tuple[Any, ...], tables: Mapping[str, Sequence[tuple[Any, ...]]]) -> None:
     """Create the workspace tables in PostgreSQL and fill them, in one transaction: the audit
-    chain verbatim (`entries`: seq, fields..., prev, hash; `head`: seq, hash, mac) and the
+    chain verbatim (`entries`: seq, fields..., prev, hash; `head`: seq, hash, mac, marks) and the
     other tables' rows (name within the schema, e.g. "state_facts" -> rows). Refuses a schema
     that already holds them."""
     from .server import _safe_dsn, pg_connect
@@ -249,7 +250,8 @@ def create_and_fill(dsn: str, password: Optional[str], ns: str, entries: Sequenc
                     cur.executemany(f"INSERT INTO {ns}.audit_entries (seq, time, operation, purpose, token_id, basis, "
                                     "subjects, decision, rule, note, actor, prev, hash) "
                                     f"VALUES ({marks})", [tuple(e) for e in entries])
-                cur.execute(f"INSERT INTO {ns}.audit_head (id, seq, hash, mac) VALUES (1, %s, %s, %s)", tuple(head))
+                cur.execute(f"INSERT INTO {ns}.audit_head (id, seq, hash, mac, marks) VALUES (1, %s, %s, %s, %s)",
+                            tuple(head))
                 for table, rows in tables.items():
                     if rows:
                         marks = ", ".join(["%s"] * len(rows[0]))

@@ -6,7 +6,10 @@ one chain logic, two places to keep it). Each entry holds the time, operation, p
 pseudonyms, decision, rule and the acting credential (the service's API key id); never an image, a template or a raw subject id. Entry n stores
 ``hash_n = SHA-256(hash_{n-1} || canonical JSON of entry n)``; the head row stores the last
 sequence number and hash with an HMAC-SHA256 under the audit key, so that deleting the tail and
-re-chaining needs the key. Each append is one serialised write transaction (SQLite's BEGIN
+re-chaining needs the key. The head also names, for each operation, its newest entry (seq and hash,
+under the same HMAC): the lookups the SDK decides by at open and at each call (the last trust
+change, the last assessment) read that entry through the head and check its hash, so an entry
+edited or renamed by hand in the file is refused there, not only by a full `verify`. Each append is one serialised write transaction (SQLite's BEGIN
 IMMEDIATE, or a PostgreSQL advisory lock, held from reading the previous entry to committing), so
 two processes, on one machine or many, appending at once take turns and the chain never forks;
 a process killed mid-append leaves the previous, consistent state (the transaction rolls back).
@@ -127,7 +130,8 @@ CREATE TABLE IF NOT EXISTS head (
     id INTEGER PRIMARY KEY CHECK (id = 1),
     seq INTEGER NOT NULL,
     hash TEXT NOT NULL,
-    mac TEXT NOT NULL
+    mac TEXT NOT NULL,
+    marks TEXT
 );
 """
 
@@ -170,6 +174,18 @@ class AuditReport:
 
 def _chain(prev: str, entry: AuditEntry) -> str:
     return hashlib.sha256(prev.encode("ascii") + entry.canonical()).hexdigest()
+
+
+def _marks(text: str) -> dict[str, list[Any]]:
+    """A head's marks, {operation: [seq, hash] of its newest entry}, once its MAC has held."""
+    got = json.loads(text)
+    if not isinstance(got, dict):
+        raise IntegrityError("the audit log's signed head is malformed.")
+    return got
+
+
+def _marks_text(marks: dict[str, list[Any]]) -> str:
+    return json.dumps(marks, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
 
 
 def _entry(r: Sequence[Any]) -> AuditEntry:
@@ -218,6 +234,8 @@ class AuditLog:
             where = SqliteTables(Path(where), "audit log", _SCHEMA)
             if "actor" not in where.columns("entries"):  # logs from before entries named their caller
                 where.add_column("entries", "actor TEXT")
+        if "marks" not in where.columns("head"):  # heads from before they named each operation's newest entry
+            where.add_column("head", "marks TEXT")
         self._t = where
         self.where = str(where.where)
         self._key = key
@@ -236,8 +254,27 @@ class AuditLog:
     def anchors(self) -> tuple[AnchorStore, ...]:
         return self._anchors
 
-    def _mac(self, seq: int, h: str) -> str:
-        return hmac.new(self._key, f"safeface-audit-head|{seq}|{h}".encode("ascii"), hashlib.sha256).hexdigest()
+    def _mac(self, seq: int, h: str, marks: Optional[str]) -> str:
+        # A head written before it carried marks has none (NULL) and its own message; one with
+        # marks cannot be passed off as one without, since the two messages differ.
+        body = f"safeface-audit-head|{seq}|{h}" if marks is None else f"safeface-audit-head-v2|{seq}|{h}|{marks}"
+        return hmac.new(self._key, body.encode("utf-8"), hashlib.sha256).hexdigest()
+
+    def _head_holds(self, seq: Any, h: Any, mac: Any, marks: Any) -> bool:
+        if marks is not None and not isinstance(marks, str):
+            return False
+        return hmac.compare_digest(self._mac(int(seq), str(h), marks), str(mac))
+
+    def _bootstrap_marks(self) -> dict[str, list[Any]]:
+        """Marks for a log whose head has none yet (written by an earlier safeface): the chain is
+        checked whole first, so the entries they name are the ones that were written. Once,
+        under the write lock, at the first append."""
+        self.verify()
+        marks: dict[str, list[Any]] = {}
+        for op, seq, h in self._t.q("SELECT e.operation, e.seq, e.hash FROM {t}entries e JOIN (SELECT operation, "
+                                    "MAX(seq) AS seq FROM {t}entries GROUP BY operation) m ON m.seq = e.seq"):
+            marks[str(op)] = [int(seq), str(h)]
+        return marks
 
     def append(self, operation: str, decision: str, *, purpose: Optional[str] = None,
                token_id: Optional[str] = None, basis: Optional[str] = None,
@@ -272,7 +309,7 @@ class AuditLog:
         subs = _bounded_subjects(subjects)
         t = self._t
         with t.write():
-            got = t.q("SELECT e.seq, e.hash, e.time, h.seq, h.hash, h.mac FROM {t}entries e LEFT JOIN {t}head h "
+            got = t.q("SELECT e.seq, e.hash, e.time, h.seq, h.hash, h.mac, h.marks FROM {t}entries e LEFT JOIN {t}head h "
                       "ON h.id = 1 ORDER BY e.seq DESC LIMIT 1")
             row = got[0] if got else None
             seq, prev = (row[0] + 1, row[1]) if row else (1, GENESIS)
@@ -280,7 +317,7 @@ class AuditLog:
             # Chain only onto the entry the signed head names: the chain's hash needs no key, so an
             # entry added behind the log's back would otherwise be signed over by this append.
             if row is not None and (row[3] is None or (int(row[3]), str(row[4])) != (int(row[0]), str(row[1]))
-                                    or not hmac.compare_digest(self._mac(int(row[3]), str(row[4])), str(row[5]))):
+                                    or not self._head_holds(row[3], row[4], row[5], row[6])):
                 raise IntegrityError(f"{self.where} does not match its signed head: an entry was added or removed "
                                      "without the audit key. Nothing was written; run `safeface audit verify` and "
                                      "restore the log from a backup.")
@@ -294,14 +331,18 @@ class AuditLog:
                 when = max(when, last)  # within the tolerance: keep the log's times in order
             if already is not None and already():
                 return None
+            marks = self._bootstrap_marks() if row is not None and row[6] is None else _marks(row[6] if row else "{}")
             entry = AuditEntry(seq, when.isoformat(timespec="microseconds"), str(b["operation"]), b["purpose"],
                                b["token_id"], b["basis"], subs, str(b["decision"]), b["rule"], b["note"], b["actor"])
             h = _chain(prev, entry)
+            marks[entry.operation] = [seq, h]
+            marked = _marks_text(marks)
             t.run(f"INSERT INTO {{t}}entries ({_COLUMNS}, prev, hash) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
                   (seq, entry.time, entry.operation, entry.purpose, entry.token_id, entry.basis,
                    json.dumps(list(subs)), entry.decision, entry.rule, entry.note, entry.actor, prev, h))
-            t.run("INSERT INTO {t}head (id, seq, hash, mac) VALUES (1, ?, ?, ?) ON CONFLICT (id) DO UPDATE "
-                  "SET seq = excluded.seq, hash = excluded.hash, mac = excluded.mac", (seq, h, self._mac(seq, h)))
+            t.run("INSERT INTO {t}head (id, seq, hash, mac, marks) VALUES (1, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE "
+                  "SET seq = excluded.seq, hash = excluded.hash, mac = excluded.mac, marks = excluded.marks",
+                  (seq, h, self._mac(seq, h, marked), marked))
         # After the commit: an anchor must never name an entry the log could still lose.
         for anchor in self._anchors:
             anchor.advance(seq, h)
@@ -310,7 +351,7 @@ class AuditLog:
     def _chain_rows(self) -> tuple[list[tuple[Any, ...]], Optional[tuple[Any, ...]]]:
         """Every entry as stored (fields, prev, hash), in order, and the signed head."""
         rows = self._t.q(f"SELECT {_COLUMNS}, prev, hash FROM {{t}}entries ORDER BY seq")
-        heads = self._t.q("SELECT seq, hash, mac FROM {t}head WHERE id = 1")
+        heads = self._t.q("SELECT seq, hash, mac, marks FROM {t}head WHERE id = 1")
         return rows, (heads[0] if heads else None)
 
     @contextmanager
@@ -335,7 +376,36 @@ class AuditLog:
             yield _entry(r)
 
     def last_entry(self, operations: Sequence[str]) -> Optional[AuditEntry]:
-        """The newest entry of one of `operations` (e.g. the last trust change)."""
+        """The newest entry of one of `operations` (e.g. the last trust change), as the signed
+        head names it: an entry renamed or edited by hand is refused here (IntegrityError), and
+        one added without the key is not the newest. A head written before heads named entries
+        is read the old way, the newest such entry in the table."""
+        heads = self._t.q("SELECT seq, hash, mac, marks FROM {t}head WHERE id = 1")
+        if heads and heads[0][3] is not None:
+            head = heads[0]
+            if not self._head_holds(*head):
+                raise IntegrityError(f"{self.where} does not match its signed head: run `safeface audit verify` and "
+                                     "restore it from a backup.")
+            named = [v for op, v in _marks(str(head[3])).items() if op in operations]
+            if not named:
+                return None
+            seq, h = max(named, key=lambda v: int(v[0]))
+            got = self._t.q(f"SELECT {_COLUMNS}, prev, hash FROM {{t}}entries WHERE seq = ?", (int(seq),))
+            problem = None
+            if not got:
+                problem = "is missing"
+            else:
+                try:
+                    stored = self._check_link(got[0], str(got[0][11]))
+                except IntegrityError:
+                    stored = ""
+                if not hmac.compare_digest(stored, str(h)) or got[0][2] not in operations:
+                    problem = "was altered after it was written"
+            if problem is not None:
+                raise IntegrityError(f"audit entry {seq}, the last {'/'.join(operations)} entry the log's signed head "
+                                     f"names, {problem} (edited or renamed by hand). Nothing is decided on it: run "
+                                     "`safeface audit verify` and restore the log from a backup.")
+            return _entry(got[0])
         marks = ",".join("?" for _ in operations)
         got = self._t.q(f"SELECT {_COLUMNS} FROM {{t}}entries WHERE operation IN ({marks}) ORDER BY seq DESC LIMIT 1",
                         tuple(operations))
@@ -498,10 +568,11 @@ class AuditLog:
         try:
             # The head first, then the chain up to it: entries appended meanwhile (by other
             # threads or processes) are the next check's, not a mismatch with a head read after them.
-            heads = self._t.q("SELECT seq, hash, mac FROM {t}head WHERE id = 1")
+            heads = self._t.q("SELECT seq, hash, mac, marks FROM {t}head WHERE id = 1")
             head = heads[0] if heads else None
             if head is None:
                 raise IntegrityError("the audit log has no signed head: it was truncated or replaced.")
+            newest: dict[str, list[Any]] = {}
             for r in self._pages():
                 seq = r[0]
                 if seq != expected_seq:
@@ -510,15 +581,19 @@ class AuditLog:
                 if int(seq) > int(head[0]):
                     break
                 prev = self._check_link(r, prev)
+                newest[str(r[2])] = [int(seq), prev]
                 if seq in wanted:
                     hashes[seq] = prev
                 expected_seq += 1
         except self._t.read_errors() as exc:
             raise IntegrityError(f"{self.where} cannot be read ({exc}).") from None
         n = expected_seq - 1
-        if not hmac.compare_digest(self._mac(int(head[0]), str(head[1])), str(head[2])):
+        if not self._head_holds(*head):
             raise IntegrityError("the audit log's head signature is wrong: the log was rewritten without the audit "
                                  "key.")
+        if head[3] is not None and _marks(str(head[3])) != newest:
+            raise IntegrityError("the audit log's signed head does not name each operation's newest entry: an entry "
+                                 "was renamed or its operation changed.")
         if int(head[0]) != n or not hmac.compare_digest(str(head[1]), prev):
             raise IntegrityError(f"the audit log ends at entry {n} but its signed head says {head[0]}: "
                                  "entries were removed from the end (truncation).")
@@ -561,15 +636,14 @@ class AuditLog:
         anchors = self._read_anchors(self._anchors)
         # One statement, so one snapshot: read apart, another process's append could fall between
         # the head and the last entry and look like a mismatch.
-        got = self._t.q("SELECT h.seq, h.hash, h.mac, e.seq, e.hash FROM {t}head h LEFT JOIN {t}entries e ON "
-                        "e.seq = (SELECT MAX(seq) FROM {t}entries) WHERE h.id = 1")
-        head = got[0][:3] if got else None
-        last = got[0][3:] if got and got[0][3] is not None else None
+        got = self._t.q("SELECT h.seq, h.hash, h.mac, h.marks, e.seq, e.hash FROM {t}head h LEFT JOIN {t}entries e "
+                        "ON e.seq = (SELECT MAX(seq) FROM {t}entries) WHERE h.id = 1")
+        head = got[0][:4] if got else None
+        last = got[0][4:] if got and got[0][4] is not None else None
         if head is None or last is None:
             raise IntegrityError(f"{self.where} has no signed head or no entries: it was truncated or "
                                  "replaced. Restore it from a backup before processing.")
-        if not hmac.compare_digest(self._mac(int(head[0]), str(head[1])), str(head[2])) or \
-                (int(last[0]), str(last[1])) != (int(head[0]), str(head[1])):
+        if not self._head_holds(*head) or (int(last[0]), str(last[1])) != (int(head[0]), str(head[1])):
             raise IntegrityError(f"{self.where} does not match its signed head: run `safeface audit "
                                  "verify` and restore it from a backup.")
         for anchor, value in anchors:

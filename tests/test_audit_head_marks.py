@@ -1,0 +1,196 @@
+"""The entries the SDK decides by at open and at every call (the last trust change, the last
+assessment) are read through the audit log's signed head, which names each operation's newest
+entry with its hash. Each test is an edit of audit.db by someone who can write the workspace
+but does not hold the audit key: before, such an edit was used at open and named only by a
+full `safeface audit verify`."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+import shutil
+import sqlite3
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from policy_support import PASSPHRASE, CachedPipeline, consent, edit_config, images, make_workspace  # noqa: E402
+
+from safeface.errors import IntegrityError  # noqa: E402
+from safeface.sdk import SafeFace  # noqa: E402
+from safeface.workspace.admin import audit_verify, keys_list, keys_remove  # noqa: E402
+from safeface.workspace.audit import AuditLog  # noqa: E402
+from safeface.workspace.init import init_workspace  # noqa: E402
+from safeface.workspace.paths import WorkspacePaths  # noqa: E402
+from safeface.workspace.session import opened  # noqa: E402
+
+TOMORROW = dt.datetime.now(dt.timezone.utc).date() + dt.timedelta(days=1)
+
+
+def _sql(paths: WorkspacePaths, *statements: str, args: tuple[Any, ...] = ()) -> None:
+    with sqlite3.connect(paths.audit) as db:
+        for s in statements:
+            db.execute(s, args)
+
+
+def _last_seq(paths: WorkspacePaths, operation: str) -> int:
+    with sqlite3.connect(paths.audit) as db:
+        return int(db.execute("SELECT MAX(seq) FROM entries WHERE operation = ?", (operation,)).fetchone()[0])
+
+
+def _removed_issuer(tmp_path: Path) -> tuple[WorkspacePaths, Path]:
+    """A demo workspace whose consent issuer was removed (say, its key leaked), and a backup of
+    the trust store from before the removal."""
+    paths = init_workspace(tmp_path / "ws", demo=True)
+    backup = tmp_path / "trust.bak"
+    shutil.copy2(paths.trust, backup)
+    issuer = next(k for k in keys_list(paths.root) if k["kind"] == "consent-issuer")
+    keys_remove(paths.root, "consent-issuer", issuer["thumbprint"])
+    return paths, backup
+
+
+def test_a_renamed_trust_removal_with_the_older_trust_store_is_refused_at_open(tmp_path: Path) -> None:
+    """The removed issuer trusted again: the backup put back, and the removal's entry renamed so
+    that the log's last trust change looks like the one the backup names. Before, the open
+    accepted it and the leaked key signed consent again."""
+    paths, backup = _removed_issuer(tmp_path)
+    seq = _last_seq(paths, "trust-remove")
+    _sql(paths, f"UPDATE entries SET operation = 'trust-note' WHERE seq = {seq}")
+    shutil.copy2(backup, paths.trust)
+    with pytest.raises(IntegrityError, match=f"audit entry {seq}, the last trust-add/trust-remove entry"):
+        SafeFace.open(paths.root, pipeline=CachedPipeline())
+    with pytest.raises(IntegrityError):
+        audit_verify(paths.root)
+
+
+def test_a_renamed_trust_removal_reaches_a_running_handle_as_a_refusal(tmp_path: Path) -> None:
+    """A running service checks the last trust change at every call: the same edit made while
+    it runs stops its calls."""
+    paths = init_workspace(tmp_path / "ws", demo=True)
+    backup = tmp_path / "trust.bak"
+    shutil.copy2(paths.trust, backup)
+    with SafeFace.open(paths.root, pipeline=CachedPipeline()) as sf:
+        issuer = next(k for k in keys_list(paths.root) if k["kind"] == "consent-issuer")
+        keys_remove(paths.root, "consent-issuer", issuer["thumbprint"])
+        _sql(paths, f"UPDATE entries SET operation = 'trust-note' WHERE seq = {_last_seq(paths, 'trust-remove')}")
+        shutil.copy2(backup, paths.trust)
+        with pytest.raises(IntegrityError, match="edited or renamed by hand"):
+            sf.verify(images() / "obama.jpg", "alice", "demo", "not a token")
+
+
+def test_a_trust_removal_whose_note_was_edited_is_refused(tmp_path: Path) -> None:
+    """The removal's note carries the digest of the store it made: pointing it at the backup's
+    digest (with the backup's entry number in the file) is an edit of the entry."""
+    paths, backup = _removed_issuer(tmp_path)
+    seq = _last_seq(paths, "trust-remove")
+    with sqlite3.connect(paths.audit) as db:
+        note = str(db.execute("SELECT note FROM entries WHERE seq = ?", (seq,)).fetchone()[0])
+    _sql(paths, "UPDATE entries SET note = ? WHERE seq = ?", args=(note + " edited", seq))
+    with pytest.raises(IntegrityError, match="was altered after it was written"):
+        SafeFace.open(paths.root, pipeline=CachedPipeline())
+
+
+def test_an_assessment_entry_stripped_of_its_purpose_ends_is_refused_at_open(tmp_path: Path) -> None:
+    """The assessment's entry records when each purpose's templates go; cutting that from the
+    note (and taking the end date out of deployment.json) kept the templates past the end."""
+    ws = make_workspace(tmp_path / "ws")
+    with SafeFace.open(ws.root, PASSPHRASE, pipeline=CachedPipeline()) as sf:
+        sf.enroll(images() / "obama.jpg", "alice", "demo", consent(ws, "alice"))
+    edit_config(ws, lambda raw: raw["purposes"]["demo"].__setitem__("end_date", TOMORROW.isoformat()))
+    seq = _last_seq(ws, "assessment")
+    with sqlite3.connect(ws.audit) as db:
+        note = str(db.execute("SELECT note FROM entries WHERE seq = ?", (seq,)).fetchone()[0])
+    stripped = re.sub(r"; purposes end \{[^}]*\}", "", note)
+    assert stripped != note
+    _sql(ws, "UPDATE entries SET note = ? WHERE seq = ?", args=(stripped, seq))
+    after_end = dt.datetime.combine(TOMORROW + dt.timedelta(days=2), dt.time(), tzinfo=dt.timezone.utc)
+    with pytest.raises(IntegrityError, match=f"audit entry {seq}, the last assessment/init entry"):
+        SafeFace.open(ws.root, PASSPHRASE, pipeline=CachedPipeline(), clock=lambda: after_end)
+
+
+def test_the_signed_marks_cannot_be_edited(tmp_path: Path) -> None:
+    """Pointing the head's marks at the older trust change needs the audit key."""
+    paths, backup = _removed_issuer(tmp_path)
+    with sqlite3.connect(paths.audit) as db:
+        marks = json.loads(db.execute("SELECT marks FROM head").fetchone()[0])
+        older = db.execute("SELECT seq, hash FROM entries WHERE operation = 'trust-add' ORDER BY seq DESC LIMIT 1").fetchone()
+    marks["trust-remove"] = [int(older[0]), str(older[1])]
+    _sql(paths, "UPDATE head SET marks = ?", args=(json.dumps(marks, sort_keys=True, separators=(",", ":")),))
+    shutil.copy2(backup, paths.trust)
+    with pytest.raises(IntegrityError, match="signed head"):
+        SafeFace.open(paths.root, pipeline=CachedPipeline())
+    # Nor can the marks be dropped: a head without them is signed by another message.
+    _sql(paths, "UPDATE head SET marks = NULL")
+    with pytest.raises(IntegrityError, match="signed head"):
+        SafeFace.open(paths.root, pipeline=CachedPipeline())
+
+
+def _as_written_before_marks(paths: WorkspacePaths) -> None:
+    """Turn the head into one an earlier safeface wrote: no marks, signed the old way (the test
+    holds the audit key)."""
+    with opened(paths) as r:
+        key = r.audit._key
+    with sqlite3.connect(paths.audit) as db:
+        seq, h = db.execute("SELECT seq, hash FROM head").fetchone()
+        log = AuditLog.__new__(AuditLog)
+        log._key = key
+        db.execute("UPDATE head SET marks = NULL, mac = ?", (log._mac(int(seq), str(h), None),))
+
+
+def test_a_log_from_before_marks_gains_them_at_its_next_append(tmp_path: Path) -> None:
+    """A log an earlier safeface wrote opens as before; its next append checks the chain whole
+    and signs marks, after which a renamed trust change is refused at open."""
+    paths, backup = _removed_issuer(tmp_path)
+    _as_written_before_marks(paths)
+    with sqlite3.connect(paths.audit) as db:
+        assert db.execute("SELECT marks FROM head").fetchone()[0] is None
+    with SafeFace.open(paths.root, pipeline=CachedPipeline()) as sf:
+        sf.audit_verify()
+    with sqlite3.connect(paths.audit) as db:
+        marks = json.loads(db.execute("SELECT marks FROM head").fetchone()[0])
+        newest = dict(db.execute("SELECT operation, MAX(seq) FROM entries GROUP BY operation").fetchall())
+    assert {op: v[0] for op, v in marks.items()} == newest
+    _sql(paths, f"UPDATE entries SET operation = 'trust-note' WHERE seq = {_last_seq(paths, 'trust-remove')}")
+    shutil.copy2(backup, paths.trust)
+    with pytest.raises(IntegrityError, match="edited or renamed by hand"):
+        SafeFace.open(paths.root, pipeline=CachedPipeline())
+
+
+def test_a_log_from_before_marks_edited_by_hand_gets_no_marks(tmp_path: Path) -> None:
+    """The first append after the upgrade checks the chain before it signs marks: an entry
+    already renamed then is refused there, rather than signed into the marks."""
+    paths, backup = _removed_issuer(tmp_path)
+    _as_written_before_marks(paths)
+    _sql(paths, f"UPDATE entries SET operation = 'trust-note' WHERE seq = {_last_seq(paths, 'trust-remove')}")
+    with opened(paths) as r:
+        with pytest.raises(IntegrityError, match="was altered"):
+            r.audit.append("test-append", "allowed")
+    with sqlite3.connect(paths.audit) as db:
+        assert db.execute("SELECT marks FROM head").fetchone()[0] is None
+
+
+def test_verify_holds_the_marks_to_the_chain(tmp_path: Path) -> None:
+    """`audit verify` checks that the marks name each operation's newest entry: marks that
+    skip the newest trust change fail it even when signed (here with the audit key, as a bug
+    in the writer would)."""
+    paths, _ = _removed_issuer(tmp_path)
+    audit_verify(paths.root)
+    with opened(paths) as r:
+        key = r.audit._key
+    with sqlite3.connect(paths.audit) as db:
+        seq, h, marks = db.execute("SELECT seq, hash, marks FROM head").fetchone()
+        rows = {int(s): str(x) for s, x in db.execute("SELECT seq, hash FROM entries")}
+        parsed = json.loads(marks)
+        assert all(rows[s] == x for s, x in parsed.values())
+        older = db.execute("SELECT seq, hash FROM entries WHERE operation = 'trust-add' ORDER BY seq DESC LIMIT 1").fetchone()
+        parsed["trust-remove"] = [int(older[0]), str(older[1])]
+        text = json.dumps(parsed, sort_keys=True, separators=(",", ":"))
+        log = AuditLog.__new__(AuditLog)
+        log._key = key
+        db.execute("UPDATE head SET marks = ?, mac = ?", (text, log._mac(int(seq), str(h), text)))
+    with pytest.raises(IntegrityError, match="does not name each operation's newest entry"):
+        audit_verify(paths.root)
