@@ -20,7 +20,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from policy_support import PASSPHRASE, CachedPipeline, consent, edit_config, images, make_workspace  # noqa: E402
 
-from safeface.errors import IntegrityError  # noqa: E402
+from safeface.errors import IntegrityError, PolicyViolation  # noqa: E402
 from safeface.sdk import SafeFace  # noqa: E402
 from safeface.workspace.admin import audit_verify, keys_list, keys_remove  # noqa: E402
 from safeface.workspace.audit import AuditLog  # noqa: E402
@@ -194,3 +194,70 @@ def test_verify_holds_the_marks_to_the_chain(tmp_path: Path) -> None:
         db.execute("UPDATE head SET marks = ?, mac = ?", (text, log._mac(int(seq), str(h), text)))
     with pytest.raises(IntegrityError, match="does not name each operation's newest entry"):
         audit_verify(paths.root)
+
+
+def test_a_replaced_assessment_copied_back_under_a_running_handle_is_refused(tmp_path: Path) -> None:
+    """No edit of audit.db at all: a worker's handle opened under v1, the controller narrowed
+    the kiosk role and recorded the assessment, and an operator without the passphrase put v1's
+    bytes back before the handle's next call. The handle judged again only when the file's
+    bytes differed from those it had read, so it kept v1 and the kiosk identified."""
+    ws = make_workspace(tmp_path / "ws")
+    token = consent(ws, "alice", operations=["enroll", "verify", "identify"])
+    with SafeFace.open(ws.root, PASSPHRASE, pipeline=CachedPipeline()) as sf:
+        sf.enroll(images() / "obama.jpg", "alice", "demo", token)
+    v1 = ws.config.read_bytes()
+    with SafeFace.open(ws.root, PASSPHRASE, pipeline=CachedPipeline(), role="kiosk") as kiosk:
+        edit_config(ws, lambda raw: raw["roles"].__setitem__("kiosk", ["verify"]))
+        ws.config.write_bytes(v1)
+        with pytest.raises(PolicyViolation) as refused:
+            kiosk.identify(images() / "obama2.jpg", "demo", token)
+        assert refused.value.rule == "CN-16"  # judged by the roles the last assessment recorded
+        problems = [f.message for f in kiosk.findings(dt.date.today()) if not f.ok]
+        assert any("not the one this workspace's audit log names last" in p for p in problems)
+
+
+class _HeadRestoringPipeline(CachedPipeline):
+    """The real pipeline; while it embeds, a second process puts audit.db back as it was."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.restore: Any = None
+
+    def embed(self, image: Any, **kw: Any) -> Any:
+        if self.restore is not None:
+            self.restore()
+            self.restore = None
+        return super().embed(image, **kw)
+
+
+@pytest.mark.parametrize("how", ["marks cleared", "head deleted"])
+def test_a_head_stripped_for_one_call_lets_no_removed_issuer_in(tmp_path: Path, how: str) -> None:
+    """The head's marks cleared (or the head row deleted) and the trust removal renamed, with
+    the older trust.json back, for the length of one enrolment: the last trust change was then
+    read from the table unchecked, the removed issuer's consent let in, and audit.db put back
+    while the face was embedded, so the enrolment committed."""
+    paths, backup = _removed_issuer(tmp_path)
+    leaked = consent(paths, "mallory")  # signed by the removed (leaked) issuer key
+    pipeline = _HeadRestoringPipeline()
+    with SafeFace.open(paths.root, pipeline=pipeline) as sf:
+        with pytest.raises(PolicyViolation):
+            sf.enroll(images() / "obama.jpg", "mallory", "demo", leaked)
+        current = paths.trust.read_bytes()
+        seq = _last_seq(paths, "trust-remove")
+        with sqlite3.connect(paths.audit) as db:
+            head = db.execute("SELECT id, seq, hash, mac, marks FROM head").fetchone()
+        strip = "UPDATE head SET marks = NULL" if how == "marks cleared" else "DELETE FROM head"
+        _sql(paths, strip, f"UPDATE entries SET operation = 'trust-note' WHERE seq = {seq}")
+        shutil.copy2(backup, paths.trust)
+
+        def restore() -> None:
+            _sql(paths, "DELETE FROM head", f"UPDATE entries SET operation = 'trust-remove' WHERE seq = {seq}")
+            _sql(paths, "INSERT INTO head (id, seq, hash, mac, marks) VALUES (?, ?, ?, ?, ?)", args=head)
+            paths.trust.write_bytes(current)
+
+        pipeline.restore = restore
+        with pytest.raises(IntegrityError, match="signed head"):
+            sf.enroll(images() / "obama2.jpg", "mallory", "demo", leaked)
+        if pipeline.restore is not None:
+            restore()
+        assert sf.records() == []

@@ -119,6 +119,7 @@ class SafeFace:
         self._paths = paths
         self._deployment = deployment
         self._config_digest = hashlib.sha256(paths.config.read_bytes()).hexdigest()
+        self._assessment_seq = -1  # the audit entry _check_assessment last judged by (-1: none yet)
         self._keyring = keyring
         self._gallery = gallery
         self._audit = audit
@@ -1277,7 +1278,10 @@ class SafeFace:
         digest = hashlib.sha256(raw).hexdigest()
         root = self._root  # the object views were made from: they all judge by its reading
         with root._judge_lock:
-            if digest != root._config_digest:
+            # Judged again when the file or the log's last assessment changed: an older file
+            # copied back over one a newer assessment replaced has bytes this handle read before.
+            last = self._audit.last_entry(ASSESSMENT_OPERATIONS)
+            if digest != root._config_digest or (last.seq if last is not None else 0) != root._assessment_seq:
                 deployment = Deployment.load(self._paths.config)
                 root._check_assessment(deployment)  # before the new reading is published
                 root._deployment = deployment
@@ -1318,6 +1322,7 @@ class SafeFace:
         the assessment does not gate (erasure, revocation, the report)."""
         a = deployment.section("assessment")
         last = self._audit.last_entry(ASSESSMENT_OPERATIONS)
+        self._assessment_seq = last.seq if last is not None else 0
         named = last.note if last is not None else None
         problem = None
         # Neither the file nor the log names an assessment (a new workspace): the deployment's

@@ -378,14 +378,16 @@ class AuditLog:
     def last_entry(self, operations: Sequence[str]) -> Optional[AuditEntry]:
         """The newest entry of one of `operations` (e.g. the last trust change), as the signed
         head names it: an entry renamed or edited by hand is refused here (IntegrityError), and
-        one added without the key is not the newest. A head written before heads named entries
-        is read the old way, the newest such entry in the table."""
+        one added without the key is not the newest. A genuine head written before heads named
+        entries (its old signature) is read the old way, the newest such entry in the table."""
         heads = self._t.q("SELECT seq, hash, mac, marks FROM {t}head WHERE id = 1")
-        if heads and heads[0][3] is not None:
-            head = heads[0]
-            if not self._head_holds(*head):
-                raise IntegrityError(f"{self.where} does not match its signed head: run `safeface audit verify` and "
-                                     "restore it from a backup.")
+        # The head is checked whatever it holds: a head deleted, or its marks cleared, must not
+        # turn this into the unchecked read of the table below.
+        if not heads or not self._head_holds(*heads[0]):
+            raise IntegrityError(f"{self.where} does not match its signed head: run `safeface audit verify` and "
+                                 "restore it from a backup.")
+        head = heads[0]
+        if head[3] is not None:
             named = [v for op, v in _marks(str(head[3])).items() if op in operations]
             if not named:
                 return None
