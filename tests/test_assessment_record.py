@@ -115,8 +115,8 @@ def test_an_audit_entry_edited_to_name_a_hand_written_assessment_does_not_help(t
     with sqlite3.connect(ws.root / "audit.db") as db:
         db.execute("UPDATE entries SET note = ? WHERE seq = (SELECT MAX(seq) FROM entries WHERE operation = 'init')",
                    (f"demo workspace; profiles cn-2025; {assessment_note(section)}",))
-    with open_sf(ws) as sf:
-        assert not _passes_the_guard(sf)
+    with pytest.raises(IntegrityError, match="altered"):  # the signed head names the entry: refused at open
+        open_sf(ws)
     (tmp_path / "pass").write_text(PASSPHRASE)
     with pytest.raises(IntegrityError, match="altered"):  # and the full check names the edited entry
         from safeface.workspace.admin import audit_verify
