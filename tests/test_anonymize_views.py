@@ -156,9 +156,11 @@ def test_a_small_face_in_a_photo_larger_than_a_pass_scans_is_covered(engine: Dli
     photo = np.full((1300, 1600, 3), 100, np.uint8)
     photo[600:600 + face.shape[0], 800:800 + face.shape[1]] = face
     reference = _reference(engine, face)
-    assert _best_match(engine, photo, reference) >= THRESHOLD
+    # Matched where the face was (with a wide margin): the rest of the photo is flat grey.
+    around = (slice(400, 600 + face.shape[0] + 200), slice(600, 800 + face.shape[1] + 200))
+    assert _best_match(engine, photo[around], reference) >= THRESHOLD
     covered, report = anonymize_image(photo, finder=finder)
-    assert report.face_count >= 1 and _best_match(engine, covered, reference) < THRESHOLD
+    assert report.face_count >= 1 and _best_match(engine, covered[around], reference) < THRESHOLD
 
 
 @needs_photos
