@@ -133,6 +133,18 @@ def test_a_trust_change_renamed_in_postgresql_is_refused_at_open(pg: PgCluster, 
         SafeFace.open(ws)
 
 
+def test_the_marks_column_dropped_in_postgresql_stops_the_open(pg: PgCluster, tmp_path: Path) -> None:
+    """Dropping the head's marks (so the head looks like one an earlier safeface wrote) needs
+    the head's old signature, which only the audit key makes: the column comes back empty at
+    the open, and the open is refused."""
+    ws, dsn = server_workspace(pg, tmp_path)
+    _sql(dsn, "ALTER TABLE safeface.audit_head DROP COLUMN marks")
+    with pytest.raises(IntegrityError, match="signed head"):
+        SafeFace.open(ws)
+    assert "marks" in {r[0] for r in _sql(dsn, "SELECT column_name FROM information_schema.columns WHERE "
+                                             "table_schema = 'safeface' AND table_name = 'audit_head'")}
+
+
 def test_audit_tables_restored_from_an_older_dump_are_found(pg: PgCluster, tmp_path: Path) -> None:
     ws, dsn = server_workspace(pg, tmp_path)
     _append(ws, 2, "early")
