@@ -260,7 +260,7 @@ def test_the_console_keeps_the_keys_rate_and_shows_only_its_own_messages(tmp_pat
     ws = make_workspace(tmp_path / "ws")
     with open_sf(ws) as sf:
         _, key = sf.issue_api_key("operator", label="rate 1", rate=1)
-    with TestClient(in_process_app(ws.root, tmp_path)) as client:
+    with TestClient(in_process_app(ws.root, tmp_path), base_url="https://testserver") as client:
         lure = "Your key was revoked. Mail it to keys@elsewhere.example to restore access."
         assert "elsewhere.example" not in client.get("/login", params={"error": lure}).text
         assert "not valid" in client.get("/login", params={"error": "invalid"}).text
@@ -319,7 +319,7 @@ def test_the_console_names_a_failed_audit_check_by_reference_only(tmp_path: Path
     with open_sf(ws) as sf, pytest.raises(IntegrityError) as failed:
         sf.audit_verify()
     cause = str(failed.value)
-    with TestClient(in_process_app(ws.root, tmp_path)) as client:
+    with TestClient(in_process_app(ws.root, tmp_path), base_url="https://testserver") as client:
         page = client.get("/login")
         token = page.text.split("name='csrf' value='")[1].split("'")[0]
         client.post("/login", data={"csrf": token, "api_key": key}, follow_redirects=False)

@@ -76,6 +76,11 @@ def _forms(w: str) -> set[str]:
     return out
 
 
+# What one analyze call may ask for: the technical facts are a handful of names.
+MAX_ATTRIBUTES = 32
+MAX_ATTRIBUTE_NAME = 64
+
+
 def classify(name: str) -> AttributeRequest:
     words = _words(str(name))
     joined = "_".join(words)

@@ -18,7 +18,7 @@ from typing import Any, Callable, Mapping, Optional, Protocol, Sequence
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from ..errors import InvalidArgument, PolicyViolation, SafeFaceError
-from .attributes import classify, rule_for_category
+from .attributes import MAX_ATTRIBUTE_NAME, MAX_ATTRIBUTES, classify, rule_for_category
 from ..hazmat.templates.pseudonym import same_subject
 from .deployment import Deployment, Purpose
 from .deployment.floors import guardian_problem
@@ -423,9 +423,17 @@ class Guard:
 
     def check_attributes(self, attributes: Sequence[str]) -> tuple[str, ...]:
         """Only technical facts (count, boxes, landmarks, detector scores); any personal attribute
-        is refused (CN-18, EU-01, EU-03)."""
+        is refused (CN-18, EU-01, EU-03). At most MAX_ATTRIBUTES names, each read once: each
+        is classified against every category's stems, and a service caller's list of 250,000
+        held a worker for 18 s."""
+        if isinstance(attributes, str) or not all(isinstance(a, str) for a in attributes):
+            raise InvalidArgument("attributes must be a list of names (strings).")
+        names = list(dict.fromkeys(attributes))
+        if len(names) > MAX_ATTRIBUTES or any(len(a) > MAX_ATTRIBUTE_NAME for a in names):
+            raise InvalidArgument(f"ask for at most {MAX_ATTRIBUTES} attributes, each a name of at most "
+                                  f"{MAX_ATTRIBUTE_NAME} characters.")
         wanted: list[str] = []
-        for a in attributes:
+        for a in names:
             req = classify(a)
             if req.category is not None or req.allowed is None:
                 rule = rule_for_category(str(req.category), self.deployment.profiles)

@@ -24,6 +24,7 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 from starlette.formparsers import MultiPartException, MultiPartParser
 
 from ..errors import InvalidArgument
+from ..policy.attributes import MAX_ATTRIBUTES
 from ..workspace.apikeys import ApiKey
 from .answers import liveness_answer, verify_answer
 from .bodies import check_json_size, media_type
@@ -214,9 +215,10 @@ def build_router(rt: Runtime) -> APIRouter:
         img = c.require_image()
         attrs = c.fields.get("attributes", ["faces"])
         if isinstance(attrs, str):
-            attrs = [a.strip() for a in attrs.split(",") if a.strip()]
-        if not isinstance(attrs, list) or not all(isinstance(a, str) for a in attrs):
-            raise InvalidArgument("attributes must be a list of strings (or comma-separated in a form).")
+            attrs = [a.strip() for a in (c.text("attributes") or "").split(",") if a.strip()]  # bounded as a field
+        if not isinstance(attrs, list) or not all(isinstance(a, str) for a in attrs) or len(attrs) > MAX_ATTRIBUTES:
+            raise InvalidArgument(f"attributes must be a list of at most {MAX_ATTRIBUTES} strings (or comma-separated "
+                                  "in a form).")
         return dict(await rt.call(lambda sf: as_(info, sf).analyze(img, attrs)))
 
     @router.post("/export", openapi_extra=_json_body("subject", "purpose", "recipient", "consent", "legal_basis",

@@ -33,8 +33,8 @@ SESSION = "sf_session"
 LOGIN = "sf_login"
 _LOGIN_ERRORS = {"expired": "The login form expired; try again.", "invalid": "That API key is not valid.",
                  "role": "That key's role may not use the console."}
-_RECEIPT_ID = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
-_PLOT = re.compile(r"^[A-Za-z0-9_.-]{1,80}\.(png|svg)$")
+_RECEIPT_ID = re.compile(r"^[A-Za-z0-9_-]{8,64}\Z")
+_PLOT = re.compile(r"^[A-Za-z0-9_.-]{1,80}\.(png|svg)\Z")
 _CSS = """body{font-family:sans-serif;max-width:1100px;margin:1em auto;padding:0 1em}
 nav a{margin-right:1em}table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 6px;
 text-align:left;vertical-align:top;font-size:90%}.ok{color:#060}.bad{color:#a00;font-weight:bold}
@@ -52,7 +52,10 @@ class Session:
 
 def build_console(rt: Runtime) -> APIRouter:
     router = APIRouter(include_in_schema=False)
-    secure = rt.config.tls
+    # Secure whatever the listener: behind a proxy that terminates TLS (--plain-http) the browser
+    # is on HTTPS, and an http:// request to the host (a redirect listener, a planted image)
+    # must not carry the session; browsers keep Secure cookies from http://localhost too.
+    secure = True
 
     def page(title: str, body: str, s: Optional[Session] = None, status: int = 200) -> HTMLResponse:
         nav = ""
@@ -94,6 +97,13 @@ def build_console(rt: Runtime) -> APIRouter:
         read as an empty form, never parsed (a multipart field is decoded in a charset the
         request names, however slow: service/bodies.py)."""
         return media_type(request) == "application/x-www-form-urlencoded"
+
+    def limited(request: Request) -> Optional[Session]:
+        """The session, with its key's rate spent (429 past it), as every console page spends it."""
+        s = session(request)
+        if s is not None:
+            rt.limit(s.key.key_id, s.key.rate)
+        return s
 
     def to_login() -> RedirectResponse:
         return RedirectResponse("/login", status_code=303)
@@ -175,7 +185,7 @@ def build_console(rt: Runtime) -> APIRouter:
 
     @router.get("/")
     async def root(request: Request) -> Response:
-        return RedirectResponse("/audit" if session(request) else "/login", status_code=303)
+        return RedirectResponse("/audit" if limited(request) else "/login", status_code=303)
 
     @router.get("/audit")
     async def audit(request: Request) -> Response:
@@ -275,7 +285,7 @@ def build_console(rt: Runtime) -> APIRouter:
 
     @router.get("/receipts/{receipt_id}.json")
     async def receipt_file(request: Request, receipt_id: str) -> Response:
-        if session(request) is None:
+        if limited(request) is None:
             return to_login()
         path = _receipt_path(receipt_id)
         if path is None:
@@ -285,7 +295,7 @@ def build_console(rt: Runtime) -> APIRouter:
 
     @router.get("/receipts/{receipt_id}")
     async def receipt(request: Request, receipt_id: str) -> Response:
-        s = session(request)
+        s = limited(request)
         if s is None:
             return to_login()
         path = _receipt_path(receipt_id)
@@ -353,7 +363,7 @@ def build_console(rt: Runtime) -> APIRouter:
 
     @router.get("/report/{name:path}")
     async def report_file(request: Request, name: str) -> Response:
-        if session(request) is None:
+        if limited(request) is None:
             return to_login()
         base = rt.config.workspace / "reports" / "console"
         if name == "compliance.json":
