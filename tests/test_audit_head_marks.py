@@ -261,3 +261,74 @@ def test_a_head_stripped_for_one_call_lets_no_removed_issuer_in(tmp_path: Path, 
         if pipeline.restore is not None:
             restore()
         assert sf.records() == []
+
+
+def _head(paths: WorkspacePaths) -> Any:
+    with sqlite3.connect(paths.audit) as db:
+        return db.execute("SELECT id, seq, hash, mac, marks FROM head").fetchone()
+
+
+def _put_head(paths: WorkspacePaths, head: Any) -> None:
+    _sql(paths, "DELETE FROM head")
+    _sql(paths, "INSERT INTO head (id, seq, hash, mac, marks) VALUES (?, ?, ?, ?, ?)", args=head)
+
+
+def test_an_older_genuine_head_put_back_for_one_call_lets_no_removed_issuer_in(tmp_path: Path) -> None:
+    """No entry edited and no key: the head row copied before the issuer's removal (genuinely
+    signed, its marks naming the older trust change) and the older trust.json put back for the
+    length of one enrolment. The marks were read under a head checked for its signature only,
+    so the removed issuer's consent enrolled a person; now the head must also name the last
+    entry and agree with the anchors, as where any call is judged."""
+    paths = init_workspace(tmp_path / "ws", demo=True)
+    backup, old_head = tmp_path / "trust.bak", _head(paths)
+    shutil.copy2(paths.trust, backup)
+    leaked = consent(paths, "mallory")
+    pipeline = _HeadRestoringPipeline()
+    with SafeFace.open(paths.root, pipeline=pipeline) as sf:
+        issuer = next(k for k in keys_list(paths.root) if k["kind"] == "consent-issuer")
+        keys_remove(paths.root, "consent-issuer", issuer["thumbprint"])
+        with pytest.raises(PolicyViolation):
+            sf.enroll(images() / "obama.jpg", "mallory", "demo", leaked)
+        current, head_now = paths.trust.read_bytes(), _head(paths)
+        _put_head(paths, old_head)
+        shutil.copy2(backup, paths.trust)
+
+        def restore() -> None:
+            _put_head(paths, head_now)
+            paths.trust.write_bytes(current)
+
+        pipeline.restore = restore
+        with pytest.raises(IntegrityError, match="signed head"):
+            sf.enroll(images() / "obama2.jpg", "mallory", "demo", leaked)
+        if pipeline.restore is not None:
+            restore()
+        assert sf.records() == []
+
+
+def test_an_older_genuine_head_and_deployment_put_back_for_one_call_enrol_no_one(tmp_path: Path) -> None:
+    """The same with the assessment: enrolment taken from the operator role and recorded, then
+    the older deployment.json and the head of its time put back for one call. The enrolment
+    committed and `audit verify` named nothing afterwards."""
+    ws = make_workspace(tmp_path / "ws")
+    token = consent(ws, "mallory")
+    v1, head_v1 = ws.config.read_bytes(), _head(ws)
+    edit_config(ws, lambda raw: raw["roles"].__setitem__("operator", [o for o in raw["roles"]["operator"]
+                                                                      if o != "enroll"]))
+    pipeline = _HeadRestoringPipeline()
+    with SafeFace.open(ws.root, PASSPHRASE, pipeline=pipeline, role="operator") as sf:
+        with pytest.raises(PolicyViolation):
+            sf.enroll(images() / "obama.jpg", "mallory", "demo", token)
+        v2, head_now = ws.config.read_bytes(), _head(ws)
+        _put_head(ws, head_v1)
+        ws.config.write_bytes(v1)
+
+        def restore() -> None:
+            _put_head(ws, head_now)
+            ws.config.write_bytes(v2)
+
+        pipeline.restore = restore
+        with pytest.raises(IntegrityError, match="signed head"):
+            sf.enroll(images() / "obama2.jpg", "mallory", "demo", token)
+        if pipeline.restore is not None:
+            restore()
+        assert sf.records() == []

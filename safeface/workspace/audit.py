@@ -380,13 +380,10 @@ class AuditLog:
         head names it: an entry renamed or edited by hand is refused here (IntegrityError), and
         one added without the key is not the newest. A genuine head written before heads named
         entries (its old signature) is read the old way, the newest such entry in the table."""
-        heads = self._t.q("SELECT seq, hash, mac, marks FROM {t}head WHERE id = 1")
-        # The head is checked whatever it holds: a head deleted, or its marks cleared, must not
-        # turn this into the unchecked read of the table below.
-        if not heads or not self._head_holds(*heads[0]):
-            raise IntegrityError(f"{self.where} does not match its signed head: run `safeface audit verify` and "
-                                 "restore it from a backup.")
-        head = heads[0]
+        # The head is checked whatever it holds, and held to the last entry and the anchors: a
+        # head deleted, its marks cleared, or an older genuine head put back for one call (whose
+        # marks name an older trust change) must not decide anything.
+        head = self._current_head()
         if head[3] is not None:
             named = [v for op, v in _marks(str(head[3])).items() if op in operations]
             if not named:
@@ -635,6 +632,12 @@ class AuditLog:
         names the last entry and agrees with every anchor; returns the last entry's seq. (verify()
         checks the whole chain.) Entries moved out of the log for a while, to hide a withdrawal
         from the guard, fail here unless the head and the anchors are rolled back with them."""
+        head = self._current_head()
+        return int(head[0]), str(head[1])
+
+    def _current_head(self) -> tuple[Any, ...]:
+        """The head row (seq, hash, mac, marks), once it is genuine, names the last entry and
+        agrees with every anchor (what signed_end checks)."""
         anchors = self._read_anchors(self._anchors)
         # One statement, so one snapshot: read apart, another process's append could fall between
         # the head and the last entry and look like a mismatch.
@@ -650,7 +653,7 @@ class AuditLog:
                                  "verify` and restore it from a backup.")
         for anchor, value in anchors:
             check_anchor(anchor, value, int(last[0]), self.hash_at)
-        return int(last[0]), str(last[1])
+        return tuple(head)
 
     def counts(self) -> dict[str, Any]:
         """Totals for the report: by operation and decision, refusals by rule."""
