@@ -230,6 +230,17 @@ class _HeadRestoringPipeline(CachedPipeline):
         return super().embed(image, **kw)
 
 
+def _refused_while_swapped(sf: SafeFace, pipeline: _HeadRestoringPipeline, restore: Any, token: str) -> None:
+    """One enrolment with the files swapped in; `restore` puts them back while the face is
+    embedded (as a second process would): the call is refused and nothing is stored."""
+    pipeline.restore = restore
+    with pytest.raises(IntegrityError, match="signed head"):
+        sf.enroll(images() / "obama2.jpg", "mallory", "demo", token)
+    if pipeline.restore is not None:
+        restore()
+    assert sf.records() == []
+
+
 @pytest.mark.parametrize("how", ["marks cleared", "head deleted"])
 def test_a_head_stripped_for_one_call_lets_no_removed_issuer_in(tmp_path: Path, how: str) -> None:
     """The head's marks cleared (or the head row deleted) and the trust removal renamed, with
@@ -244,23 +255,17 @@ def test_a_head_stripped_for_one_call_lets_no_removed_issuer_in(tmp_path: Path, 
             sf.enroll(images() / "obama.jpg", "mallory", "demo", leaked)
         current = paths.trust.read_bytes()
         seq = _last_seq(paths, "trust-remove")
-        with sqlite3.connect(paths.audit) as db:
-            head = db.execute("SELECT id, seq, hash, mac, marks FROM head").fetchone()
+        head = _head(paths)
         strip = "UPDATE head SET marks = NULL" if how == "marks cleared" else "DELETE FROM head"
         _sql(paths, strip, f"UPDATE entries SET operation = 'trust-note' WHERE seq = {seq}")
         shutil.copy2(backup, paths.trust)
 
         def restore() -> None:
-            _sql(paths, "DELETE FROM head", f"UPDATE entries SET operation = 'trust-remove' WHERE seq = {seq}")
-            _sql(paths, "INSERT INTO head (id, seq, hash, mac, marks) VALUES (?, ?, ?, ?, ?)", args=head)
+            _sql(paths, f"UPDATE entries SET operation = 'trust-remove' WHERE seq = {seq}")
+            _put_head(paths, head)
             paths.trust.write_bytes(current)
 
-        pipeline.restore = restore
-        with pytest.raises(IntegrityError, match="signed head"):
-            sf.enroll(images() / "obama2.jpg", "mallory", "demo", leaked)
-        if pipeline.restore is not None:
-            restore()
-        assert sf.records() == []
+        _refused_while_swapped(sf, pipeline, restore, leaked)
 
 
 def _head(paths: WorkspacePaths) -> Any:
@@ -297,12 +302,7 @@ def test_an_older_genuine_head_put_back_for_one_call_lets_no_removed_issuer_in(t
             _put_head(paths, head_now)
             paths.trust.write_bytes(current)
 
-        pipeline.restore = restore
-        with pytest.raises(IntegrityError, match="signed head"):
-            sf.enroll(images() / "obama2.jpg", "mallory", "demo", leaked)
-        if pipeline.restore is not None:
-            restore()
-        assert sf.records() == []
+        _refused_while_swapped(sf, pipeline, restore, leaked)
 
 
 def test_an_older_genuine_head_and_deployment_put_back_for_one_call_enrol_no_one(tmp_path: Path) -> None:
@@ -326,9 +326,4 @@ def test_an_older_genuine_head_and_deployment_put_back_for_one_call_enrol_no_one
             _put_head(ws, head_now)
             ws.config.write_bytes(v2)
 
-        pipeline.restore = restore
-        with pytest.raises(IntegrityError, match="signed head"):
-            sf.enroll(images() / "obama2.jpg", "mallory", "demo", token)
-        if pipeline.restore is not None:
-            restore()
-        assert sf.records() == []
+        _refused_while_swapped(sf, pipeline, restore, token)
