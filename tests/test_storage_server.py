@@ -1092,7 +1092,8 @@ def test_the_retry_window_starts_short_and_grows_while_milvus_stays_down(
 
         monkeypatch.setattr(client, "search", hung)
         s.search(x[1], "access", k=1)
-        assert 0.7 < s.vectors.window_left(search=True) <= 0.9  # twice the 0.45 s it waited, not 0.3 s
+        # Twice the 0.45 s it waited (and what the call took beside it), not 0.3 s; at most the cap.
+        assert 0.7 < s.vectors.window_left(search=True) <= 1.2
 
 
 def test_a_failure_inside_a_window_keeps_its_wait_and_its_refusal(monkeypatch: pytest.MonkeyPatch) -> None:
