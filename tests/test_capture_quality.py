@@ -66,6 +66,16 @@ def _jpeg(a: np.ndarray, q: int = 75) -> np.ndarray:
     return cast(np.ndarray, cv2.cvtColor(cv2.imdecode(buf, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB))
 
 
+def _fails_for_focus_as_taken_and_as_jpeg(capture: np.ndarray, landmarks: Any) -> list[Any]:
+    """assess() of `capture` and of its JPEG (q75): each must fail for "sharpness"."""
+    reports = []
+    for c in (capture, _jpeg(capture)):
+        r = assess(c, landmarks, 1)
+        assert not r.ok and "sharpness" in r.reasons, r.to_dict()
+        reports.append(r)
+    return reports
+
+
 @pytest.mark.parametrize("sigma,noise", [(8.0, 8.0), (8.0, 12.0), (6.0, 8.0)])
 def test_a_blurred_capture_with_noise_added_fails_for_focus(obama: Any, sigma: float, noise: float) -> None:
     """Noise is fine-scale energy whatever the focus: a defocused face with sensor-like noise on
@@ -73,9 +83,7 @@ def test_a_blurred_capture_with_noise_added_fails_for_focus(obama: Any, sigma: f
     let the camera focus, not pass on the noise's fine detail."""
     img, face = obama
     blurred = cv2.GaussianBlur(img, (0, 0), sigma)
-    for capture in (_noisy(blurred, noise), _jpeg(_noisy(blurred, noise))):
-        r = assess(capture, face.landmarks, 1)
-        assert not r.ok and "sharpness" in r.reasons, r.to_dict()
+    for r in _fails_for_focus_as_taken_and_as_jpeg(_noisy(blurred, noise), face.landmarks):
         assert "hold still" in r.advice
 
 
@@ -192,9 +200,7 @@ def test_a_blurred_capture_with_impulses_fails_for_focus(obama: Any, sigma: floa
     large: sigma 8 there is about what sigma 3 is on a 250 px LFW face.)"""
     img, face = obama
     blurred = cv2.GaussianBlur(img, (0, 0), sigma)
-    for capture in (_impulses(blurred, share), _jpeg(_impulses(blurred, share))):
-        r = assess(capture, face.landmarks, 1)
-        assert not r.ok and "sharpness" in r.reasons, r.to_dict()
+    for r in _fails_for_focus_as_taken_and_as_jpeg(_impulses(blurred, share), face.landmarks):
         assert "hold still" in r.advice
 
 
@@ -206,10 +212,7 @@ def test_a_blurred_capture_with_texture_laid_over_part_of_it_fails_for_focus(
     flattest quarter, and read no noise), over its lower half, over the eyes alone or over all of
     it: fine energy that does not line up with the face's own edges is not focus."""
     img, face = obama
-    for capture in (_textured(img, face.landmarks, blur, texture, rows),
-                    _jpeg(_textured(img, face.landmarks, blur, texture, rows))):
-        r = assess(capture, face.landmarks, 1)
-        assert not r.ok and "sharpness" in r.reasons, r.to_dict()
+    _fails_for_focus_as_taken_and_as_jpeg(_textured(img, face.landmarks, blur, texture, rows), face.landmarks)
 
 
 def test_honest_captures_pass_focus_after_jpeg_low_light_and_denoising(obama: Any) -> None:
