@@ -121,7 +121,7 @@ def _serve(args: argparse.Namespace) -> int:
         pass
     os.environ[CONFIG_ENV] = json.dumps({
         "workspace": str(ws), "passphrase_file": str(args.passphrase_file.resolve()) if args.passphrase_file else None,
-        "threads": args.threads, "queue": args.queue, "max_body": args.max_body, "tls": args.tls_cert is not None})
+        "threads": args.threads, "queue": args.queue, "max_body": args.max_body})
     say(f"safeface serving {ws} on {'https' if args.tls_cert else 'http'}://{args.host}:{args.port} "
         f"({args.workers} worker(s) x {args.threads} thread(s))")
     uvicorn.run("safeface.service.app:app_from_env", factory=True, host=args.host, port=args.port,

@@ -228,8 +228,7 @@ def config_from_env() -> ServiceConfig:
     raw = json.loads(os.environ[CONFIG_ENV])
     return ServiceConfig(workspace=Path(raw["workspace"]),
                          passphrase_file=Path(raw["passphrase_file"]) if raw.get("passphrase_file") else None,
-                         threads=int(raw["threads"]), queue=int(raw["queue"]), max_body=int(raw["max_body"]),
-                         tls=bool(raw["tls"]))
+                         threads=int(raw["threads"]), queue=int(raw["queue"]), max_body=int(raw["max_body"]))
 
 
 def app_from_env() -> FastAPI:

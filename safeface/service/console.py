@@ -52,10 +52,6 @@ class Session:
 
 def build_console(rt: Runtime) -> APIRouter:
     router = APIRouter(include_in_schema=False)
-    # Secure whatever the listener: behind a proxy that terminates TLS (--plain-http) the browser
-    # is on HTTPS, and an http:// request to the host (a redirect listener, a planted image)
-    # must not carry the session; browsers keep Secure cookies from http://localhost too.
-    secure = True
 
     def page(title: str, body: str, s: Optional[Session] = None, status: int = 200) -> HTMLResponse:
         nav = ""
@@ -133,7 +129,10 @@ def build_console(rt: Runtime) -> APIRouter:
 <label>API key <input type='password' name='api_key' id='api_key' autocomplete='off' size='70'></label>
 <button type='submit' id='login'>Log in</button></form>
 <p>Use a key from <code>safeface apikey new WS --role operator</code>; it is exchanged for a session cookie.</p>""")
-        resp.set_cookie(LOGIN, token, httponly=True, samesite="strict", secure=secure, max_age=600)
+        # Secure whatever the listener: behind a proxy that terminates TLS (--plain-http) the
+        # browser is on HTTPS, and an http:// request to the host (a redirect listener, a planted
+        # image) must not carry the session; browsers keep Secure cookies from http://localhost.
+        resp.set_cookie(LOGIN, token, httponly=True, samesite="strict", secure=True, max_age=600)
         return resp
 
     @router.post("/login")
@@ -152,7 +151,7 @@ def build_console(rt: Runtime) -> APIRouter:
         if not rt.light(lambda sf: sf.acting_as_key(key).may("report")):
             return RedirectResponse("/login?error=role", status_code=303)
         resp = RedirectResponse("/audit", status_code=303)
-        resp.set_cookie(SESSION, cookie, httponly=True, samesite="strict", secure=secure, max_age=SESSION_SECONDS)
+        resp.set_cookie(SESSION, cookie, httponly=True, samesite="strict", secure=True, max_age=SESSION_SECONDS)
         resp.delete_cookie(LOGIN)
         return resp
 

@@ -32,7 +32,6 @@ class ServiceConfig:
     threads: int = 2
     queue: int = 8
     max_body: int = 8 * 1024 * 1024
-    tls: bool = False
 
 
 class RateLimited(ServiceBusy):
