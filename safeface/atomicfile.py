@@ -136,18 +136,43 @@ def open_lock_file(lock_path: PathLike) -> int:
 
 
 @contextmanager
+def shared_lock(lock_path: PathLike) -> Iterator[None]:
+    """Hold an advisory shared lock on `lock_path` while reading what a writer changes in two
+    steps under `exclusive_lock` (a file and its audit entry): the reader sees both or neither.
+    Where the lock file cannot be made (a read-only copy of a workspace) the read goes ahead
+    unlocked: safeface changes nothing there."""
+    fd: Optional[int] = None
+    try:
+        fd = open_lock_file(lock_path)
+    except OSError as exc:
+        if exc.errno not in (errno.EACCES, errno.EROFS, errno.EPERM):
+            raise
+    if fd is None:
+        yield
+        return
+    with _held(fd, "LOCK_SH"):
+        yield
+
+
+@contextmanager
 def exclusive_lock(lock_path: PathLike) -> Iterator[None]:
     """Hold an advisory exclusive lock on `lock_path` (created 0600) for a read-modify-write, so
     two processes updating one file cannot lose each other's changes. Without fcntl (not POSIX)
     there is no lock; the atomic rename still keeps the file whole."""
-    fd = open_lock_file(lock_path)
+    with _held(open_lock_file(lock_path), "LOCK_EX"):
+        yield
+
+
+@contextmanager
+def _held(fd: int, mode: str) -> Iterator[None]:
+    """flock `fd` in `mode` ("LOCK_SH" or "LOCK_EX") for the block, then close it."""
     try:
         try:
             import fcntl
         except ImportError:  # pragma: no cover - not POSIX
             yield
             return
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        fcntl.flock(fd, getattr(fcntl, mode))
         yield
     finally:
         os.close(fd)

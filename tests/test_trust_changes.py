@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -79,3 +80,129 @@ def test_the_trusted_keys_listing_follows_a_removal_made_elsewhere(
         before = sum(len(v) for v in sf.trusted_keys().values())
         keys_remove(ws.root, "consent-issuer", b.thumbprint)
         assert sum(len(v) for v in sf.trusted_keys().values()) == before - 1
+
+
+def _enrol_with_a_removal_landing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str) -> tuple[Any, Any]:
+    """Enrol alice under a consent of key B while an operator removes B in the middle of the
+    call: `where` is "processing" (after the call was judged, before the store's write) or
+    "write" (after the write judged again, before its commit). Returns (the enrolment or the
+    refusal, the workspace's paths)."""
+    from safeface.policy.guard import Guard
+    from safeface.sdk.facade import SafeFace
+
+    monkeypatch.setenv("SAFEFACE_PASSPHRASE", PASSPHRASE)
+    ws = make_workspace(tmp_path / "ws")
+    b = keys_new(ws.root, "consent-issuer", tmp_path / "b.pem", label="consent service B")
+    minted, _ = issue_consent(read_signing_key(tmp_path / "b.pem"), Deployment.load(ws.config), "alice", ["demo"])
+
+    def remove() -> None:
+        keys_remove(ws.root, "consent-issuer", b.thumbprint)
+
+    if where == "processing":
+        embed = SafeFace._embed_single
+        monkeypatch.setattr(SafeFace, "_embed_single", lambda self, *a, **k: (embed(self, *a, **k), remove())[0])
+    else:
+        recheck = Guard.recheck_at_write
+        monkeypatch.setattr(Guard, "recheck_at_write", lambda self, *a, **k: (recheck(self, *a, **k), remove())[0])
+    with open_sf(ws) as sf:
+        try:
+            outcome: Any = sf.enroll(images() / "obama.jpg", "alice", "demo", minted)
+        except PolicyViolation as exc:
+            outcome = exc
+        assert len(sf.records()) == (0 if isinstance(outcome, PolicyViolation) else 1)
+    return outcome, ws
+
+
+def test_a_key_removed_while_an_enrolment_is_processed_stores_nothing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The enrolment was judged before `safeface keys remove` ran elsewhere and stored after it:
+    the caller was told it was done, and every `audit verify` from then on named the row as
+    enrolled under a key no longer trusted. The store's write decides the signer's trust again,
+    as it does a withdrawal: nothing is stored, and the log stays clean."""
+    from safeface.workspace.admin import audit_verify
+
+    outcome, ws = _enrol_with_a_removal_landing(tmp_path, monkeypatch, "processing")
+    assert isinstance(outcome, PolicyViolation) and outcome.rule == "CN-04", outcome
+    assert "stopped being trusted" in str(outcome)
+    report = audit_verify(ws.root)
+    assert report.store.ok and report.store.rows == 0, report.store.problems
+
+
+def test_a_key_removed_after_the_write_judged_an_enrolment_leaves_its_row_explained(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A removal recorded after the write's own judgement (under the store's lock) and before its
+    commit: the row was let in under the keys trusted then, as one enrolled before the removal."""
+    from safeface.workspace.admin import audit_verify
+
+    outcome, ws = _enrol_with_a_removal_landing(tmp_path, monkeypatch, "write")
+    assert not isinstance(outcome, PolicyViolation), outcome
+    report = audit_verify(ws.root)
+    assert report.store.ok and report.store.rows == 1, report.store.problems
+
+
+def test_a_call_made_while_a_trust_change_is_half_written_sees_the_old_store_or_the_new(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`safeface keys new` records its entry, then writes trust.json. A call of an open handle
+    (a service worker) that read the two in between took the honest change for an older
+    trust.json put back, refused, and logged a failed call. Readers now wait for the change."""
+    import threading
+    import time
+
+    import safeface.workspace.trust as trust
+
+    monkeypatch.setenv("SAFEFACE_PASSPHRASE", PASSPHRASE)
+    ws = make_workspace(tmp_path / "ws")
+    recorded, record = threading.Event(), trust._record
+
+    def slow_record(*a: Any, **k: Any) -> int:
+        seq = record(*a, **k)
+        recorded.set()
+        time.sleep(0.5)  # the entry is in the log; the file is written after this
+        return seq
+
+    monkeypatch.setattr(trust, "_record", slow_record)
+    with open_sf(ws) as sf:
+        before = sum(len(v) for v in sf.trusted_keys().values())
+        change = threading.Thread(target=keys_new, args=(ws.root, "consent-issuer", tmp_path / "c.pem"))
+        change.start()
+        assert recorded.wait(30)
+        try:
+            assert sum(len(v) for v in sf.trusted_keys().values()) == before + 1
+            assert sf.audit_verify().entries > 0  # raises on any finding
+        finally:
+            change.join()
+
+
+def test_a_call_made_while_an_assessment_is_half_recorded_is_not_refused(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`safeface assess` writes deployment.json, then its audit entry. A call of an open handle
+    judged in between was refused (CN-09) as if the file had been restored from an older copy;
+    it now waits for the entry and goes ahead."""
+    import threading
+    import time
+
+    from safeface.policy.deployment import model
+    from safeface.workspace.admin import record_assessment
+
+    monkeypatch.setenv("SAFEFACE_PASSPHRASE", PASSPHRASE)
+    ws = make_workspace(tmp_path / "ws")
+    saved, save = threading.Event(), model.Deployment.save
+
+    def slow_save(self: Any, path: Path) -> None:
+        save(self, path)
+        if path == ws.config and threading.current_thread() is not threading.main_thread():
+            saved.set()
+            time.sleep(0.5)  # the new file is in place; its audit entry follows
+
+    monkeypatch.setattr(model.Deployment, "save", slow_save)
+    with open_sf(ws) as sf:
+        sf.enroll(images() / "obama.jpg", "alice", "demo", consent(ws, "alice"))
+        assess = threading.Thread(target=record_assessment, args=(ws.root, "DPIA-2", "2026-12-01"),
+                                  kwargs={"passphrase": PASSPHRASE})
+        assess.start()
+        assert saved.wait(30)
+        try:
+            assert sf.verify(images() / "obama2.jpg", "alice", "demo", consent(ws, "alice")).match
+        finally:
+            assess.join()
+        assert sf.verify(images() / "obama2.jpg", "alice", "demo", consent(ws, "alice")).match

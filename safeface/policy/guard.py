@@ -354,13 +354,17 @@ class Guard:
                                       "with the person themself.")
 
     # -- decided again at the write -------------------------------------------------------------
-    def recheck_at_write(self, decision: Decision, subjects: Sequence[str], now: dt.datetime) -> None:
+    def recheck_at_write(self, decision: Decision, subjects: Sequence[str], now: dt.datetime,
+                         trusted: Optional[Mapping[str, Mapping[str, Ed25519PublicKey]]] = None) -> None:
         """Called inside the store's write transaction, under the lock erasure and revocation
-        take: what may have changed since `authorize` (revocation, erasure, filing, purpose end)
-        is decided again, so no row can appear after an erasure receipt and concurrent
-        enrolments can never pass the filing threshold."""
+        take: what may have changed since `authorize` (revocation, erasure, the signer's trust,
+        filing, purpose end) is decided again, so no row can appear after an erasure receipt or
+        a key's removal, and concurrent enrolments can never pass the filing threshold.
+        `trusted`: the trust store's keys as of now (`TrustStore.for_guard()`), when a change was
+        recorded since this guard was given its keys."""
         parts = decision.batch or (decision,)
         for d, subject in zip(parts, subjects):
+            self._check_signer_trusted(d, trusted)
             t = d.token
             # A consent's subject is the call's (checked by `consent`); a legal basis names none,
             # so the erasure of the call's subject is what counts for both.
@@ -372,6 +376,24 @@ class Guard:
                 self.check_purpose_open(d.purpose, now)
         if decision.operation is Operation.ENROLL:
             self.check_filing(list(subjects), now)
+
+    def _check_signer_trusted(self, d: Decision, trusted: Optional[Mapping[str, Mapping[str, Ed25519PublicKey]]]
+                              ) -> None:
+        if d.raw_token is None or d.token is None:
+            return
+        legal = d.legal_basis is not None
+        if trusted is None:
+            keys = self._authority_keys if legal else self._consent_keys
+        else:
+            keys = trusted["authorities" if legal else "consent_issuers"]
+        try:
+            (decode_legal_basis if legal else decode_consent)(d.raw_token, keys)
+        except TokenError:
+            what = "legal basis" if legal else "consent"
+            raise PolicyViolation(self._rule("legal-basis") if legal else self._rule("consent"),
+                                  f"the key that signed the {what} stopped being trusted while the image was "
+                                  f"processed (`safeface keys remove`); nothing was stored. Ask for a {what} signed "
+                                  "by a key this deployment trusts.") from None
 
     # -- the rules ------------------------------------------------------------------------------
     def check_deployment(self, now: dt.datetime) -> None:

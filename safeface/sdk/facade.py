@@ -26,7 +26,7 @@ from typing import Any, Callable, NamedTuple, Optional, Sequence, TypeVar, Union
 
 import numpy as np
 
-from ..atomicfile import write_atomic
+from ..atomicfile import shared_lock, write_atomic
 from ..errors import (AuthenticationError, BackendError, ConfigError, ImageError, IntegrityError, InvalidArgument,
                       PolicyViolation, SafeFaceError)
 from ..hazmat.templates.pseudonym import new_subject_problem, token_pseudonym, usual_spelling
@@ -1271,25 +1271,31 @@ class SafeFace:
     def _sync_deployment(self) -> None:
         """A changed deployment.json takes effect at the next call: the guard judges the file as it
         is now, so a workspace whose configuration no longer validates refuses calls."""
-        try:
-            raw = self._paths.config.read_bytes()
-        except OSError:
-            raise ConfigError(f"{self._paths.config} can no longer be read; restore it.") from None
+        raw = self._config_bytes()
         digest = hashlib.sha256(raw).hexdigest()
         root = self._root  # the object views were made from: they all judge by its reading
         with root._judge_lock:
             # Judged again when the file or the log's last assessment changed: an older file
             # copied back over one a newer assessment replaced has bytes this handle read before.
             last = self._audit.last_entry(ASSESSMENT_OPERATIONS)
-            if digest != root._config_digest or (last.seq if last is not None else 0) != root._assessment_seq:
-                deployment = Deployment.load(self._paths.config)
-                root._check_assessment(deployment)  # before the new reading is published
+            if digest != root._config_digest or (last.seq if last is not None else 0) != root._assessment_seq \
+                    or root._guard.unrecorded_assessment is not None:
+                # `safeface assess` writes the file, then its entry, under this lock: read between
+                # the two, an honest assessment would look like an older file put back.
+                with shared_lock(self._paths.config_lock):
+                    raw = self._config_bytes()
+                    deployment = Deployment.load_bytes(raw, self._paths.config)
+                    root._check_assessment(deployment)  # before the new reading is published
                 root._deployment = deployment
                 root._guard.deployment = deployment
-                root._config_digest = digest
-            elif root._guard.unrecorded_assessment is not None:
-                root._check_assessment(root._deployment)  # `safeface assess` writes the file before its entry
+                root._config_digest = hashlib.sha256(raw).hexdigest()
             self._deployment, self._config_digest = root._deployment, root._config_digest
+
+    def _config_bytes(self) -> bytes:
+        try:
+            return self._paths.config.read_bytes()
+        except OSError:
+            raise ConfigError(f"{self._paths.config} can no longer be read; restore it.") from None
 
     def _sync_trust(self) -> None:
         """A trust change recorded since this workspace read its trusted keys (`safeface keys
@@ -1305,6 +1311,16 @@ class SafeFace:
             root._guard.trust(trust["consent_issuers"], trust["authorities"])
             root._trust_store, root._trust, root._trust_seq = store, trust, store.audit_seq
         self._trust = root._trust
+
+    def _trust_at_write(self) -> Optional[dict[str, Any]]:
+        """The keys trusted as the log stands now, if a trust change was recorded since the guard
+        was given its keys (`safeface keys remove` from another process while this call worked);
+        None when the guard's keys are current. Read under the store's write lock, without
+        publishing them: the next call's judging does that."""
+        last = self._audit.last_entry(TRUST_OPERATIONS)
+        if (last.seq if last is not None else 0) == self._root._trust_seq:
+            return None
+        return load_trust(self._paths, self._keyring, self._audit).for_guard()
 
     def _checked_trust(self) -> TrustStore:
         """The trust store the log's last trust change made, as of now."""
@@ -1480,7 +1496,7 @@ class SafeFace:
             # The log's end before the guard decides again (under the store's write lock, which
             # every withdrawal takes): a use recorded after this point was not in what it read.
             seen.append(self._audit.end())
-            self._guard.recheck_at_write(d, [s for s, _ in items], now)
+            self._guard.recheck_at_write(d, [s for s, _ in items], now, self._trust_at_write())
 
         def before_commit(stored: Sequence[Any]) -> None:
             judged = seen[-1]

@@ -37,7 +37,8 @@ class WorkspacePaths:
     @property
     def config_lock(self) -> Path:
         """Held while `safeface assess` writes deployment.json and names the assessment in the
-        audit log, so two of them cannot leave the file and the log naming different ones."""
+        audit log, so two of them cannot leave the file and the log naming different ones; a
+        call judging the file again holds it shared, so it never reads one without the other."""
         return self.keys / "assessment.lock"
 
     @property
@@ -51,6 +52,12 @@ class WorkspacePaths:
     @property
     def trust(self) -> Path:
         return self.keys / "trust.json"
+
+    @property
+    def trust_lock(self) -> Path:
+        """Held while a trust change is recorded in the audit log and written to trust.json, and
+        shared by whoever reads the two together."""
+        return self.keys / "trust.json.lock"
 
     @property
     def anchor(self) -> Path:

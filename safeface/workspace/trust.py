@@ -38,7 +38,7 @@ from ..errors import ConfigError, IntegrityError
 from ..policy.tokens import key_id
 from .audit import AuditLog
 from .ed25519_points import public_key_problem
-from ..atomicfile import exclusive_lock, write_atomic
+from ..atomicfile import exclusive_lock, shared_lock, write_atomic
 from .keys import TRUST_MAC, derived_key
 from .paths import WorkspacePaths
 
@@ -242,8 +242,11 @@ class TrustStore:
 def load_trust(paths: WorkspacePaths, keyring: Any, audit: AuditLog) -> TrustStore:
     """The trust store, once its MAC and its audit record check (`for_guard()`: the keys trusted
     now)."""
-    store = TrustStore.load(paths, keyring)
-    store.check_recorded(audit)
+    # A change records its entry, then writes the file: read between the two, an honest change
+    # would look like an older trust.json put back.
+    with shared_lock(paths.trust_lock):
+        store = TrustStore.load(paths, keyring)
+        store.check_recorded(audit)
     store.for_guard()  # a key unfit to sign is refused here, as at every use
     return store
 
@@ -259,7 +262,7 @@ def change_trust(paths: WorkspacePaths, keyring: Any, audit: AuditLog, *,
     """Trust `add` [(kind, public key, label)] and stop trusting `remove` [(kind, thumbprint)],
     each change audited; returns the keys changed (a key already trusted is left as it is)."""
     changed: list[TrustedKey] = []
-    with exclusive_lock(paths.trust.with_name(paths.trust.name + ".lock")):
+    with exclusive_lock(paths.trust_lock):
         # The MAC is checked but not the audit record: repeating an interrupted change is how
         # an operator mends a store that fell behind its log.
         store = TrustStore.load(paths, keyring)

@@ -114,10 +114,20 @@ class Deployment:
     @classmethod
     def load(cls, path: Path) -> "Deployment":
         try:
-            raw = json.loads(path.read_text(encoding="utf-8"), object_pairs_hook=_members_once)
+            data = path.read_bytes()
         except FileNotFoundError:
             raise ConfigError(f"{path} is missing: is this a safeface workspace? Create one with `safeface init`.") from None
-        except (OSError, ValueError) as exc:
+        except OSError as exc:
+            raise ConfigError(f"{path} is not readable JSON ({exc}).") from None
+        return cls.load_bytes(data, path)
+
+    @classmethod
+    def load_bytes(cls, data: bytes, path: Path) -> "Deployment":
+        """The deployment in `data`, the bytes read from `path` (named in errors): a caller that
+        digests the file judges the very bytes it digested."""
+        try:
+            raw = json.loads(data.decode("utf-8"), object_pairs_hook=_members_once)
+        except ValueError as exc:  # UnicodeDecodeError and JSONDecodeError alike
             raise ConfigError(f"{path} is not readable JSON ({exc}).") from None
         return cls.from_dict(raw)
 
