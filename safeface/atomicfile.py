@@ -65,6 +65,16 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+def _temporary_beside(target: Path, suffix: str = "") -> tuple[int, str]:
+    """A new temporary file in `target`'s folder; ConfigError naming the path when none can be
+    made there (a folder that does not exist, one not writable, /proc)."""
+    try:
+        return tempfile.mkstemp(prefix=f".{target.name}.tmp-", suffix=suffix, dir=target.parent)
+    except OSError as exc:
+        raise ConfigError(f"{target}: cannot be written in {target.parent} ({exc.strerror}); choose a folder that "
+                          "exists and that you may write.") from None
+
+
 @contextmanager
 def atomic_path(path: PathLike, mode: Optional[int] = None, durable: bool = True) -> Iterator[Path]:
     """A fresh temporary path beside `path` for a writer that needs a file name (an encoder, a
@@ -72,7 +82,7 @@ def atomic_path(path: PathLike, mode: Optional[int] = None, durable: bool = True
     (default: as any new file; pass 0o600 for secrets). `durable`: fsync file and folder."""
     target = Path(path)
     # The target's suffix is kept: some writers choose a format by it.
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.tmp-", suffix=target.suffix, dir=target.parent)
+    fd, tmp = _temporary_beside(target, suffix=target.suffix)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -81,7 +91,10 @@ def atomic_path(path: PathLike, mode: Optional[int] = None, durable: bool = True
         if durable:
             with open(tmp_path, "rb+") as fh:
                 os.fsync(fh.fileno())
-        os.replace(tmp_path, target)
+        try:
+            os.replace(tmp_path, target)
+        except OSError as exc:  # a folder in its place, or a read-only mount
+            raise ConfigError(f"{target}: could not be replaced ({exc.strerror}); choose another path.") from None
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
@@ -108,7 +121,7 @@ def write_new(path: PathLike, data: bytes, mode: int = 0o600, durable: bool = Tr
     overwrites, and since the file appears whole (hard-linked from a finished temporary file), a
     process racing to create or read it never sees it empty or half-written."""
     target = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.tmp-", dir=target.parent)
+    fd, tmp = _temporary_beside(target)
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)

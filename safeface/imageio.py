@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Callable, Iterator, Union
 
 import numpy as np
-from PIL import Image, ImageOps, TiffImagePlugin, UnidentifiedImageError
+from PIL import Image, TiffImagePlugin, UnidentifiedImageError
 
 from .errors import ImageError
-from .regularfile import open_regular
+from .regularfile import read_regular
 
 ImageInput = Union[str, "os.PathLike[str]", bytes, bytearray, memoryview, np.ndarray]
 
@@ -77,13 +77,7 @@ def _bytes_of(source: ImageInput) -> tuple[bytes, str]:
 
 
 def _read_file(path: Path, label: str) -> bytes:
-    with open_regular(path, label) as fh:
-        try:
-            # One byte over the limit is enough to refuse: a file grown after a size check is
-            # never read whole.
-            data = fh.read(MAX_FILE_BYTES + 1)
-        except OSError as exc:
-            raise ImageError(f"{label}: could not be read ({exc.strerror}).") from None
+    data = read_regular(path, label, MAX_FILE_BYTES)
     if len(data) > MAX_FILE_BYTES:
         raise ImageError(f"{label}: larger than the {MAX_FILE_BYTES}-byte limit.")
     return data
@@ -111,8 +105,9 @@ def _decode(data: bytes, label: str, max_pixels: int) -> np.ndarray:
                 elif im.format in ("JPEG", "MPO"):
                     _check_jpeg_scans(data, label)
                 im.load()
-                if _turned(im):  # exif_transpose copies even an image it leaves as it is
-                    im = ImageOps.exif_transpose(im)
+                turn = _TURNS.get(_orientation(im))
+                if turn is not None:
+                    im = im.transpose(turn)
                 return _to_rgb(im, label)
     except ImageError:
         raise
@@ -218,9 +213,22 @@ def _check_jpeg_scans(data: bytes, label: str) -> None:
         )
 
 
-def _turned(im: Image.Image) -> bool:
-    """Whether the image says it is stored turned or mirrored (EXIF or XMP orientation)."""
-    return bool(im.getexif().get(0x0112, 1) != 1 or "XML:com.adobe.xmp" in im.info or "xmp" in im.info)
+# EXIF orientation -> the turn that shows the image upright (what viewers do with the tag).
+_TURNS = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+          5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+          8: Image.Transpose.ROTATE_90}
+
+
+def _orientation(im: Image.Image) -> int:
+    """The image's EXIF (or XMP) orientation, 1 (as stored) when it has none or when its
+    metadata cannot be read: Pillow's EXIF parser raises struct, type and attribute errors on
+    a malformed block, and a photo with one is still a photo. The turn is applied here, without
+    rewriting the EXIF block (Pillow's exif_transpose does, and fails on some valid tags)."""
+    try:
+        value = im.getexif().get(0x0112, 1)
+    except Exception:  # noqa: BLE001 - any failure of the metadata parser: hostile bytes
+        return 1
+    return value if isinstance(value, int) and not isinstance(value, bool) else 1
 
 
 def _to_rgb(im: Image.Image, label: str) -> np.ndarray:

@@ -35,6 +35,17 @@ def open_regular(path: Path, label: str) -> BinaryIO:
         raise
 
 
+def read_regular(path: Path, label: str, limit: int) -> bytes:
+    """At most `limit` + 1 bytes of the regular file `path` (one over is enough for the caller
+    to refuse it: a file grown after a size check is never read whole); ImageError when it is
+    not a regular file or cannot be read."""
+    with open_regular(path, label) as fh:
+        try:
+            return fh.read(limit + 1)
+        except OSError as exc:
+            raise ImageError(f"{label}: could not be read ({exc.strerror}).") from None
+
+
 class SizedReader(io.RawIOBase):
     """The first `size` bytes of an open file, as a file of that size: whatever lies past them
     reads as its end. A size checked against a limit then bounds what is read, however the file

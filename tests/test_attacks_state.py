@@ -92,3 +92,33 @@ def test_dropping_the_mac_column_does_not_get_an_early_until_adopted(tmp_path: P
     state = PolicyState(db, KEY)
     assert state.use_nonce("evidence:n-1", until) is False
     state.close()
+
+
+def test_a_subject_revocation_whose_time_was_edited_into_text_still_stands(tmp_path: Path) -> None:
+    """The policy state's own reading, apart from the audit log's copy of the withdrawal."""
+    now = dt.datetime.now(dt.timezone.utc)
+    db = tmp_path / "policy.db"
+    st = PolicyState(db)
+    st.revoke_subject("p-alice", now)
+    assert st.is_revoked("t-unrelated", "p-alice", int(now.timestamp()) - 10)
+    st.close()
+    con = sqlite3.connect(db)
+    con.execute("UPDATE revoked_subjects SET at = 'soon' WHERE pseudonym = 'p-alice'")
+    con.commit()
+    con.close()
+    st = PolicyState(db)
+    try:
+        assert st.is_revoked("t-unrelated", "p-alice", int(now.timestamp()) - 10)
+    finally:
+        st.close()
+
+
+def test_a_consent_issued_in_the_second_of_the_erasure_counts_as_withdrawn(tmp_path: Path) -> None:
+    now = dt.datetime.now(dt.timezone.utc)
+    st = PolicyState(tmp_path / "policy.db")
+    try:
+        st.revoke_subject("p-alice", now)
+        assert st.is_revoked("t-unrelated", "p-alice", int(now.timestamp()))
+        assert not st.is_revoked("t-unrelated", "p-alice", int(now.timestamp()) + 1)
+    finally:
+        st.close()

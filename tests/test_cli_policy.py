@@ -350,3 +350,32 @@ def test_workspace_without_id_is_told_to_add_one(tmp_path: Path, cli: Cli) -> No
     assert '"id"' in err
     _, err = cli("enroll", ws, img / "obama.jpg", "--subject", "alice", "--purpose", "demo", "--consent", token, code=1)
     assert '"id"' in err
+
+
+def test_an_output_path_that_cannot_be_written_is_an_error_and_none_replaces_a_workspace_file(
+        tmp_path: Path, cli: Cli) -> None:
+    """`keys export --out WS/keys/keyring.json` (one mistyped path) replaced the keyring with a
+    public JWK Set, and every later command failed; an output folder that does not exist, a
+    folder where the file should go, a place no file can be made (/proc) or a link loop ended
+    in a raw traceback. Each is now an error naming the path, and nothing in the workspace is
+    replaced."""
+    ws = tmp_path / "ws"
+    cli("init", ws, "--demo")
+    keyring = (ws / "keys" / "keyring.json").read_bytes()
+    for inside in (ws / "keys" / "keyring.json", ws / "audit.db", ws / "keys" / ".." / "deployment.json"):
+        _, err = cli("keys", "export", ws, "--kind", "consent-issuer", "--out", inside, code=1)
+        assert "inside the workspace" in err, err
+    assert (ws / "keys" / "keyring.json").read_bytes() == keyring
+    assert "intact" in cli("audit", "verify", ws)[0]
+    (tmp_path / "a-folder").mkdir()
+    (tmp_path / "l1.png").symlink_to(tmp_path / "l2.png")
+    (tmp_path / "l2.png").symlink_to(tmp_path / "l1.png")
+    missing = tmp_path / "no-such-folder"
+    for args in (("keys", "export", ws, "--kind", "consent-issuer", "--out", missing / "a.json"),
+                 ("keys", "export", ws, "--kind", "consent-issuer", "--out", tmp_path / "a-folder"),
+                 ("audit", "checkpoint", ws, "--out", missing / "cp.json"),
+                 ("keys", "new", ws, "--kind", "authority", "--out", "/proc/k.pem"),
+                 ("anonymize", images() / "obama.jpg", tmp_path / "l1.png")):
+        _, err = cli(*args, code=1)
+        assert err.startswith("safeface: error: ") and ("cannot" in err or "could not" in err), (args, err)
+    assert not missing.exists() and not list((tmp_path / "a-folder").iterdir())

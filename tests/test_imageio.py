@@ -109,6 +109,36 @@ def test_exif_orientation_applied(gradient: np.ndarray) -> None:
     assert out.shape == (60, 40, 3)
 
 
+def _tiff_ifd(entries: list[tuple[int, int, bytes]]) -> bytes:
+    """A little-endian TIFF header and one IFD of (tag, type, value) entries, each one count."""
+    import struct
+
+    head, body, extra = b"II*\x00" + struct.pack("<I", 8), struct.pack("<H", len(entries)), b""
+    past = 8 + 2 + 12 * len(entries) + 4
+    for tag, kind, value in entries:
+        where = value.ljust(4, b"\0") if len(value) <= 4 else struct.pack("<I", past + len(extra))
+        extra += b"" if len(value) <= 4 else value
+        body += struct.pack("<HHI", tag, kind, 1) + where
+    return head + body + struct.pack("<I", 0) + extra
+
+
+def test_exif_pillow_cannot_parse_or_rewrite_is_no_crash(gradient: np.ndarray) -> None:
+    """Two photos Pillow opens whose EXIF its parser fails on: a PNG eXIf chunk cut after the
+    TIFF header (struct.error) and a turned JPEG whose DateTime is stored as a double (Pillow's
+    exif_transpose failed rewriting it: AttributeError). Both reached the service as HTTP 500 and
+    the CLI as a traceback. Unreadable EXIF is ignored; a readable orientation still turns."""
+    import struct
+    import zlib
+
+    png = _png(gradient)
+    cut = b"II*\x00\x08\x00"
+    chunk = struct.pack(">I", len(cut)) + b"eXIf" + cut + struct.pack(">I", zlib.crc32(b"eXIf" + cut))
+    at = png.index(b"IDAT") - 4
+    assert load_image(png[:at] + chunk + png[at:]).shape == (40, 60, 3)
+    exif = b"Exif\x00\x00" + _tiff_ifd([(0x0112, 3, struct.pack("<H", 6)), (0x0132, 12, struct.pack("<d", 2024.0))])
+    assert load_image(_jpeg(gradient, exif=exif, quality=95)).shape == (60, 40, 3)
+
+
 @pytest.mark.parametrize(
     "data, words",
     [

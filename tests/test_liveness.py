@@ -365,6 +365,56 @@ def test_a_small_clip_cannot_take_unbounded_memory_or_crash_the_check(case: str,
             check_liveness(frames, fps=15)
 
 
+@pytest.mark.parametrize("case", ["a FIFO named 0.jpg", "/dev/zero named 0.jpg", "a folder named 0.jpg",
+                                  "a link loop named 0.jpg", "a clip linked to /proc/self/pagemap"])
+def test_a_clip_or_frame_that_is_no_regular_file_is_refused_unread(case: str, tmp_path: Path) -> None:
+    """The frames of a folder were read with read_bytes: a FIFO named 0.jpg kept the check
+    waiting for ever, a link to /dev/zero was read until memory ran out, a folder or a link loop
+    named 0.jpg gave a raw OSError, and a clip linked to /proc/self/pagemap (a "regular" file of
+    size 0 that reads 256 GiB) another. Each is a typed refusal now, read no further than the
+    size limits, and a check in a workspace records the failure."""
+    import os
+    import threading
+
+    from safeface.capture.clip import read_clip
+    from safeface.errors import InvalidArgument
+
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    target: Path = frames
+    if case.startswith("a FIFO"):
+        os.mkfifo(frames / "0.jpg")
+    elif case.startswith("/dev/zero"):
+        (frames / "0.jpg").symlink_to("/dev/zero")
+    elif case.startswith("a folder"):
+        (frames / "0.jpg").mkdir()
+    elif case.startswith("a link loop"):
+        (frames / "0.jpg").symlink_to(frames / "0.jpg")
+    else:
+        target = tmp_path / "clip.mp4"
+        target.symlink_to("/proc/self/pagemap")
+    outcome: list[BaseException] = []
+
+    def check() -> None:
+        try:
+            read_clip(target)
+        except BaseException as exc:  # noqa: BLE001 - what it raised is the result
+            outcome.append(exc)
+
+    reader = threading.Thread(target=check, daemon=True)
+    reader.start()
+    reader.join(60)
+    assert not reader.is_alive(), "the clip is still being read"
+    assert len(outcome) == 1 and isinstance(outcome[0], (ImageError, InvalidArgument)), outcome
+    if case.startswith("a folder"):
+        ws = _liveness_ws(tmp_path)
+        with open_sf(ws) as sf:
+            ch = sf.liveness_challenge()
+            with pytest.raises(ImageError, match="not a regular file"):
+                sf.liveness_check(frames, ch.nonce)
+            assert last_call(sf).operation == "liveness" and last_call(sf).decision == "failed"
+
+
 def test_a_refusal_for_another_reason_does_not_use_up_the_evidence(tmp_path: Path) -> None:
     ws = _liveness_ws(tmp_path)
     imgs = images()
@@ -774,3 +824,43 @@ def test_a_ledger_from_before_its_rows_were_authenticated_is_adopted_once(tmp_pa
     with pytest.raises(IntegrityError, match="edited by hand"):
         state.use_nonce("evidence:n-1", until)
     state.close()
+
+
+def test_enrol_and_verify_refuse_liveness_evidence_of_another_face(tmp_path: Path) -> None:
+    """The live person must be the one presented, at enrolment and verification as at identify:
+    evidence made on one face lets no other face's photo be enrolled or verified."""
+    ws = _liveness_ws(tmp_path)
+    imgs = images()
+    clock = Clock()
+    with open_sf(ws, clock=clock) as sf:
+        t = consent(ws, "alice", now=clock.now - dt.timedelta(minutes=1))
+        ev = _evidence_for(ws, imgs / "obama.jpg", clock.now, "n-enrol-other")
+        _refused(sf, lambda: sf.enroll(imgs / "biden.jpg", "alice", "demo", t, liveness=ev), "another face")
+        assert not sf.records()
+        sf.enroll(imgs / "obama.jpg", "alice", "demo", t, liveness=_evidence_for(ws, imgs / "obama.jpg", clock.now,
+                                                                                "n-enrol"))
+        ev = _evidence_for(ws, imgs / "obama.jpg", clock.now, "n-verify-other")
+        _refused(sf, lambda: sf.verify(imgs / "biden.jpg", "alice", "demo", t, liveness=ev), "another face")
+
+
+def test_liveness_evidence_dated_ahead_of_the_clock_is_refused(tmp_path: Path) -> None:
+    """Evidence issued by a handle whose clock ran an hour ahead would be spendable for that
+    whole hour: refused as from the future."""
+    ws = _liveness_ws(tmp_path)
+    clock = Clock()
+    ev = _evidence_for(ws, images() / "obama.jpg", clock.now + dt.timedelta(hours=1), "n-future")
+    with open_sf(ws, clock=clock) as sf:
+        t = consent(ws, "alice", now=clock.now - dt.timedelta(minutes=1))
+        _refused(sf, lambda: sf.enroll(images() / "obama.jpg", "alice", "demo", t, liveness=ev), "future")
+        assert not sf.records()
+
+
+def test_a_report_only_role_gets_no_liveness_challenge(tmp_path: Path) -> None:
+    """A challenge belongs to an enrolment or a match: the demo's report-only "auditor" is refused
+    one, and the refusal is recorded."""
+    ws = make_workspace(tmp_path / "ws")
+    with open_sf(ws, role="auditor") as sf:
+        with pytest.raises(PolicyViolation, match="may not enroll, verify or identify"):
+            sf.liveness_challenge()
+    with open_sf(ws) as sf:
+        assert [e for e in sf.audit_entries() if e.operation == "liveness-challenge"][-1].decision == "refused"

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from policy_support import legal_basis, make_workspace, open_sf  # noqa: E402
+from policy_support import Clock, legal_basis, make_workspace, open_sf  # noqa: E402
 
 from safeface.errors import AuthenticationError  # noqa: E402
 
@@ -329,3 +329,38 @@ def test_the_console_names_a_failed_audit_check_by_reference_only(tmp_path: Path
     assert cause not in text and "entry" not in text.split("FAILS verification")[1].split("</p>")[0]
     ref = text.split("reference ")[1][:12]
     assert any(ref in r.getMessage() and cause in r.getMessage() for r in caplog.records)
+
+
+def test_a_console_session_ends_after_its_eight_hours(tmp_path: Path) -> None:
+    """A copied console cookie opens the console for the session's 8 hours, not for ever."""
+    ws = make_workspace(tmp_path / "ws")
+    clock = Clock()
+    with open_sf(ws, clock=clock) as sf:
+        _, key = sf.issue_api_key("operator", label="console")
+        _, cookie = sf.open_session(key)
+        assert sf.session(cookie).role == "operator"
+        clock.advance(hours=9)
+        with pytest.raises(AuthenticationError):
+            sf.session(cookie)
+
+
+def test_an_expired_key_neither_authenticates_nor_logs_in_and_its_session_ends(tmp_path: Path) -> None:
+    """A key valid until today: its console session ends with it, although the session's own 8
+    hours are not over, and two days later it neither authenticates nor opens a session."""
+    import datetime as dt
+
+    ws = make_workspace(tmp_path / "ws")
+    today = dt.datetime.now(dt.timezone.utc).date()
+    clock = Clock(dt.datetime.combine(today, dt.time(22, 0), tzinfo=dt.timezone.utc))
+    with open_sf(ws, clock=clock) as sf:
+        _, key = sf.issue_api_key("operator", label="until today", expires=today)
+        assert sf.authenticate(key).role == "operator"
+        _, cookie = sf.open_session(key)
+        clock.advance(hours=3)  # 01:00 tomorrow
+        with pytest.raises(AuthenticationError):
+            sf.session(cookie)
+        clock.advance(days=2)
+        with pytest.raises(AuthenticationError):
+            sf.authenticate(key)
+        with pytest.raises(AuthenticationError):
+            sf.open_session(key)

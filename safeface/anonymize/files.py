@@ -32,7 +32,11 @@ def check_paths(in_path: Path, out_path: Path) -> tuple[str, str]:
         raise ImageError(f"{in_path}: no such file; check the path.")
     if not in_path.is_file():
         raise ImageError(f"{in_path}: not a regular file.")
-    if in_path.resolve() == out_path.resolve() or (out_path.exists() and os.path.samefile(in_path, out_path)):
+    try:
+        same = in_path.resolve() == out_path.resolve() or (out_path.exists() and os.path.samefile(in_path, out_path))
+    except (OSError, RuntimeError) as exc:  # a link loop (RuntimeError before Python 3.13)
+        raise ImageError(f"{out_path}: the path cannot be followed ({exc}); choose another output path.") from None
+    if same:
         raise ImageError(f"{out_path}: the output is the input file; choose another output path (the input is never overwritten).")
     in_kind, out_kind = kind_of(in_path), kind_of(out_path)
     if in_kind != out_kind:

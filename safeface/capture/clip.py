@@ -14,7 +14,8 @@ from typing import Any, Sequence, Union, cast
 import numpy as np
 
 from ..errors import ImageError, InvalidArgument
-from ..imageio import load_image
+from ..imageio import load_image, load_image_hashed
+from ..regularfile import read_regular
 from ..videoio import open_video
 
 ClipInput = Union[str, "os.PathLike[str]", bytes, Sequence[np.ndarray]]
@@ -114,15 +115,15 @@ def read_clip(source: Any, fps: float = BURST_FPS) -> Clip:
             h = hashlib.sha256()
             arrays = []
             for p in files:
-                raw = p.read_bytes()
-                h.update(hashlib.sha256(raw).digest())
-                arrays.append(_shrink(load_image(raw)))
+                # Through the image reader: a FIFO, a device or a link to one named 0.jpg is
+                # refused unread, and no frame is read past the image size limit.
+                digest, image = load_image_hashed(p)
+                h.update(bytes.fromhex(digest))
+                arrays.append(_shrink(image))
             return _clip(arrays, [i / fps for i in range(len(arrays))], h.hexdigest(), str(path))
-        if not path.is_file():
-            raise ImageError(f"{path}: no such file; check the path.")
-        if path.stat().st_size > MAX_BYTES:
+        data = read_regular(path, str(path), MAX_BYTES)
+        if len(data) > MAX_BYTES:
             raise InvalidArgument(f"{path} is larger than {MAX_BYTES // 2**20} MiB; a liveness check takes a 1-3 s clip.")
-        data = path.read_bytes()
         frames, times = _decode_video(data, str(path))
         return _clip(frames, times, hashlib.sha256(data).hexdigest(), str(path))
     if isinstance(source, (bytes, bytearray, memoryview)):

@@ -623,6 +623,10 @@ class SafeFace:
         except SafeFaceError as exc:
             self._append("liveness", "failed", rule=rule, note=type(exc).__name__)
             raise
+        except Exception as exc:  # a failure of ours or a library's: recorded, and raised as one of ours
+            self._append("liveness", "failed", rule=rule, note=f"backend error: {type(exc).__name__}")
+            raise BackendError(f"the liveness check failed inside the pipeline ({type(exc).__name__}); no evidence "
+                               "was issued. Record the clip again.") from exc
         evidence = expires = None
         checks = dict(result.checks)
         # The live face: the mean embedding of the most frontal frames, shown to be the face whose

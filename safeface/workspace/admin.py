@@ -71,8 +71,21 @@ def _checked_store(r: Any) -> TrustStore:
 def keys_export(root: Path, kind: str, out: Path, passphrase_file: Optional[Path] = None) -> int:
     """Write the public keys of `kind` trusted now as a JWK Set; returns how many."""
     paths = _workspace(root)
+    _outside_workspace(paths, Path(out), "the export")
     with opened(paths, passphrase_file=passphrase_file) as r:
         return write_jwks(_checked_store(r), kind, out)
+
+
+def _outside_workspace(paths: WorkspacePaths, out: Path, what: str) -> None:
+    """Refuse an output path inside the workspace: one mistyped path would replace its keyring,
+    audit log or trust store with the output."""
+    try:
+        inside = out.resolve().is_relative_to(paths.root.resolve())
+    except (OSError, RuntimeError) as exc:  # a link loop on the way
+        raise ConfigError(f"{out}: the path cannot be followed ({exc}); choose another.") from None
+    if inside:
+        raise ConfigError(f"{out} lies inside the workspace {paths.root}; write {what} elsewhere (the workspace's own "
+                          "files are never replaced by an output).")
 
 
 def keys_list(root: Path, passphrase_file: Optional[Path] = None) -> list[dict[str, Any]]:

@@ -97,8 +97,9 @@ class FileAnchor:
                     return  # another writer already recorded this entry or a later one
                 doc = {"format": FORMAT, "seq": seq, "hash": head_hash, "mac": self._mac(seq, head_hash)}
                 write_atomic(self.path, (json.dumps(doc, sort_keys=True) + "\n").encode("utf-8"), mode=0o600)
-        except OSError as exc:
-            raise ConfigError(f"the {self.name} {self.path} cannot be written ({exc.strerror}): the audit entry "
+        except (OSError, ConfigError) as exc:
+            why = exc.strerror if isinstance(exc, OSError) else str(exc)
+            raise ConfigError(f"the {self.name} {self.path} cannot be written ({why}): the audit entry "
                               f"{seq} is recorded but not anchored; fix the path and retry.") from None
 
 
