@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -65,6 +66,21 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+def _replaceable(target: Path) -> None:
+    """Refuse a target that exists and is no regular file: renaming over /dev/null, a FIFO or a
+    link to /dev/stdout would put a file in its place for every other program (as root), and
+    the output would reach no one."""
+    try:
+        st = os.stat(target)
+    except FileNotFoundError:
+        return
+    except OSError as exc:  # a link loop, a component that is no folder
+        raise ConfigError(f"{target}: cannot be written ({exc.strerror}); choose another path.") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise ConfigError(f"{target} exists and is not a regular file (a folder, a device, a pipe or a link to one); "
+                          "choose a file path.")
+
+
 def _temporary_beside(target: Path, suffix: str = "") -> tuple[int, str]:
     """A new temporary file in `target`'s folder; ConfigError naming the path when none can be
     made there (a folder that does not exist, one not writable, /proc)."""
@@ -81,6 +97,7 @@ def atomic_path(path: PathLike, mode: Optional[int] = None, durable: bool = True
     library); renamed onto `path` only when the block succeeds. `mode`: the file's permissions
     (default: as any new file; pass 0o600 for secrets). `durable`: fsync file and folder."""
     target = Path(path)
+    _replaceable(target)
     # The target's suffix is kept: some writers choose a format by it.
     fd, tmp = _temporary_beside(target, suffix=target.suffix)
     os.close(fd)

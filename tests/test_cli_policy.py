@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import sqlite3
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -377,5 +379,13 @@ def test_an_output_path_that_cannot_be_written_is_an_error_and_none_replaces_a_w
                  ("keys", "new", ws, "--kind", "authority", "--out", "/proc/k.pem"),
                  ("anonymize", images() / "obama.jpg", tmp_path / "l1.png")):
         _, err = cli(*args, code=1)
-        assert err.startswith("safeface: error: ") and ("cannot" in err or "could not" in err), (args, err)
+        assert err.startswith("safeface: error: ") and ("cannot" in err or "not a regular file" in err), (args, err)
     assert not missing.exists() and not list((tmp_path / "a-folder").iterdir())
+    # A pipe, or a link to one, in the output's place (as /dev/stdout and /dev/null are): renamed
+    # over, it became a plain file for every other program, and the export reached no one.
+    os.mkfifo(tmp_path / "pipe")
+    (tmp_path / "stdout").symlink_to(tmp_path / "pipe")
+    for out in (tmp_path / "pipe", tmp_path / "stdout"):
+        _, err = cli("keys", "export", ws, "--kind", "consent-issuer", "--out", out, code=1)
+        assert "not a regular file" in err, err
+    assert stat.S_ISFIFO((tmp_path / "pipe").lstat().st_mode) and (tmp_path / "stdout").is_symlink()

@@ -281,6 +281,26 @@ def test_ended_purpose_through_the_facade(tmp_path: Path) -> None:
         assert receipt is not None and receipt.templates_removed == 1
 
 
+def test_a_purpose_that_ends_while_an_enrolment_is_processed_stores_nothing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The store's write decided the purpose's end again with the time the call started, which
+    could never refuse: an enrolment judged before midnight of the purpose's last day and
+    written after it stored a row for an ended purpose. The write reads the clock itself."""
+    from safeface.sdk.facade import SafeFace
+
+    imgs = images()
+    clock = Clock()
+    end = clock.now.date()
+    ws = make_workspace(tmp_path / "ws", edit=lambda r: r["purposes"]["demo"].__setitem__("end_date", end.isoformat()),
+                        today=clock.now.date() - dt.timedelta(days=1))
+    embed = SafeFace._embed_single
+    monkeypatch.setattr(SafeFace, "_embed_single",
+                        lambda self, *a, **k: (embed(self, *a, **k), clock.advance(days=1))[0])
+    with open_sf(ws, clock) as sf:
+        refused("CN-08", lambda: sf.enroll(imgs / "obama.jpg", "alice", "demo", consent(ws, "alice")))
+        assert sf.records() == []
+
+
 # -- private spaces: a floor under every profile, names normalised -----------------------------
 PRIVATE = ["Changing Room", "restroom", "Hotel-Rooms", "locker room", "Ｃｈａｎｇｉｎｇ Ｒｏｏｍ", "ＲＥＳＴＲＯＯＭ",
            "rest rooms", "toilets", "Public_Baths", "sauna", "dormitories", "fitting-room", "guest room 12",

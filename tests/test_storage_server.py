@@ -566,10 +566,12 @@ def test_cli_scenario_on_both_backends(backend: str, request: pytest.FixtureRequ
     out, _ = cli("identify", ws, img / "obama2.jpg", "--purpose", "demo", "--consent", tokens["bob"], "--json")
     assert enrolled["alice"]["subject"] not in [c["subject"] for c in json.loads(out)["candidates"]]
     assert "intact" in cli("audit", "verify", ws)[0]
-    from safeface.hazmat.vision import DEFAULT_ENGINE, Pipeline, get_engine
+    from policy_support import CachedPipeline
+    from safeface.hazmat.vision import DEFAULT_ENGINE
     from safeface.storage.rows import check_embedding
 
-    pipe = Pipeline(get_engine(DEFAULT_ENGINE))  # the engine the CLI used
+    assert DEFAULT_ENGINE == "onnx"  # the engine the CLI used, whose embeddings CachedPipeline keeps
+    pipe = CachedPipeline()
     raws = [np.asarray(pipe.embed(img / f).embedding, dtype=np.float32) for f in people.values()]
     needles = _raw_chunks(raws + [check_embedding(r, DIM) for r in raws])
     if backend == "local":

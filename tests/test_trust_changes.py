@@ -82,11 +82,14 @@ def test_the_trusted_keys_listing_follows_a_removal_made_elsewhere(
         assert sum(len(v) for v in sf.trusted_keys().values()) == before - 1
 
 
-def _enrol_with_a_removal_landing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str) -> tuple[Any, Any]:
-    """Enrol alice under a consent of key B while an operator removes B in the middle of the
-    call: `where` is "processing" (after the call was judged, before the store's write) or
-    "write" (after the write judged again, before its commit). Returns (the enrolment or the
-    refusal, the workspace's paths)."""
+def _enrol_with_a_removal_started(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str
+                                  ) -> tuple[Any, Any, Any]:
+    """Enrol alice under a consent of key B while an operator runs `safeface keys remove` on B
+    in the middle of the call: `where` is "processing" (after the call was judged, before the
+    store's write) or "write" (from another thread, once the write has judged again, before its
+    commit). Returns (the enrolment or the refusal, the workspace's paths, the removal's thread)."""
+    import threading
+
     from safeface.policy.guard import Guard
     from safeface.sdk.facade import SafeFace
 
@@ -94,23 +97,28 @@ def _enrol_with_a_removal_landing(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     ws = make_workspace(tmp_path / "ws")
     b = keys_new(ws.root, "consent-issuer", tmp_path / "b.pem", label="consent service B")
     minted, _ = issue_consent(read_signing_key(tmp_path / "b.pem"), Deployment.load(ws.config), "alice", ["demo"])
-
-    def remove() -> None:
-        keys_remove(ws.root, "consent-issuer", b.thumbprint)
+    remover = threading.Thread(target=keys_remove, args=(ws.root, "consent-issuer", b.thumbprint))
 
     if where == "processing":
         embed = SafeFace._embed_single
-        monkeypatch.setattr(SafeFace, "_embed_single", lambda self, *a, **k: (embed(self, *a, **k), remove())[0])
+        monkeypatch.setattr(SafeFace, "_embed_single",
+                            lambda self, *a, **k: (embed(self, *a, **k), remover.run())[0])
     else:
         recheck = Guard.recheck_at_write
-        monkeypatch.setattr(Guard, "recheck_at_write", lambda self, *a, **k: (recheck(self, *a, **k), remove())[0])
+
+        def recheck_then_remove(self: Any, *a: Any, **k: Any) -> None:
+            recheck(self, *a, **k)
+            remover.start()
+            remover.join(1.0)  # it waits for the store's write lock, which this enrolment holds
+
+        monkeypatch.setattr(Guard, "recheck_at_write", recheck_then_remove)
     with open_sf(ws) as sf:
         try:
             outcome: Any = sf.enroll(images() / "obama.jpg", "alice", "demo", minted)
         except PolicyViolation as exc:
             outcome = exc
         assert len(sf.records()) == (0 if isinstance(outcome, PolicyViolation) else 1)
-    return outcome, ws
+    return outcome, ws, remover
 
 
 def test_a_key_removed_while_an_enrolment_is_processed_stores_nothing(
@@ -121,21 +129,27 @@ def test_a_key_removed_while_an_enrolment_is_processed_stores_nothing(
     as it does a withdrawal: nothing is stored, and the log stays clean."""
     from safeface.workspace.admin import audit_verify
 
-    outcome, ws = _enrol_with_a_removal_landing(tmp_path, monkeypatch, "processing")
+    outcome, ws, _ = _enrol_with_a_removal_started(tmp_path, monkeypatch, "processing")
     assert isinstance(outcome, PolicyViolation) and outcome.rule == "CN-04", outcome
     assert "stopped being trusted" in str(outcome)
     report = audit_verify(ws.root)
     assert report.store.ok and report.store.rows == 0, report.store.problems
 
 
-def test_a_key_removed_after_the_write_judged_an_enrolment_leaves_its_row_explained(
+def test_a_key_removal_waits_for_an_enrolment_the_write_already_judged(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A removal recorded after the write's own judgement (under the store's lock) and before its
-    commit: the row was let in under the keys trusted then, as one enrolled before the removal."""
+    """A removal started after the write judged the signer's trust again, before its commit,
+    waits for the commit (it takes the store's write lock): the row precedes the removal in the
+    log, so it is explained by the key's trusted period, and the log's order alone says so (an
+    entry's own claim about when it was judged is not needed, nor trusted)."""
     from safeface.workspace.admin import audit_verify
 
-    outcome, ws = _enrol_with_a_removal_landing(tmp_path, monkeypatch, "write")
-    assert not isinstance(outcome, PolicyViolation), outcome
+    outcome, ws, remover = _enrol_with_a_removal_started(tmp_path, monkeypatch, "write")
+    remover.join(30)
+    assert not remover.is_alive() and not isinstance(outcome, PolicyViolation), outcome
+    with open_sf(ws) as sf:
+        seqs = {e.operation: e.seq for e in sf.audit_entries() if e.operation in ("enroll", "trust-remove")}
+    assert seqs["enroll"] < seqs["trust-remove"], seqs
     report = audit_verify(ws.root)
     assert report.store.ok and report.store.rows == 1, report.store.problems
 
@@ -149,6 +163,7 @@ def test_a_call_made_while_a_trust_change_is_half_written_sees_the_old_store_or_
     import time
 
     import safeface.workspace.trust as trust
+    from safeface.workspace.admin import audit_verify, keys_list
 
     monkeypatch.setenv("SAFEFACE_PASSPHRASE", PASSPHRASE)
     ws = make_workspace(tmp_path / "ws")
@@ -169,6 +184,16 @@ def test_a_call_made_while_a_trust_change_is_half_written_sees_the_old_store_or_
         try:
             assert sum(len(v) for v in sf.trusted_keys().values()) == before + 1
             assert sf.audit_verify().entries > 0  # raises on any finding
+        finally:
+            change.join()
+        # The command-line readers too (`safeface audit verify`, `keys list`).
+        recorded.clear()
+        change = threading.Thread(target=keys_new, args=(ws.root, "consent-issuer", tmp_path / "d.pem"))
+        change.start()
+        assert recorded.wait(30)
+        try:
+            assert keys_list(ws.root)  # raised as an older trust.json put back
+            assert audit_verify(ws.root).store.ok
         finally:
             change.join()
 
@@ -206,3 +231,39 @@ def test_a_call_made_while_an_assessment_is_half_recorded_is_not_refused(
         finally:
             assess.join()
         assert sf.verify(images() / "obama2.jpg", "alice", "demo", consent(ws, "alice")).match
+
+
+def test_a_row_stored_under_a_removed_key_is_named_whatever_judging_point_its_entry_claims(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A host holding the passphrase stores a row under a consent of a key already removed (a
+    stolen one), through hazmat, and logs it as an enrolment "judged after entry 1", before the
+    removal. The store check orders the row by its entry's place in the log, not by that claim."""
+    import datetime as dt
+
+    import numpy as np
+
+    from safeface.errors import IntegrityError
+    from safeface.hazmat.templates import PassphraseKeyring
+    from safeface.storage.gallery import Gallery
+    from safeface.workspace.admin import audit_verify
+    from safeface.workspace.session import open_audit
+
+    monkeypatch.setenv("SAFEFACE_PASSPHRASE", PASSPHRASE)
+    ws = make_workspace(tmp_path / "ws")
+    b = keys_new(ws.root, "consent-issuer", tmp_path / "b.pem", label="consent service B")
+    minted, tok = issue_consent(read_signing_key(tmp_path / "b.pem"), Deployment.load(ws.config), "mallory", ["demo"])
+    with open_sf(ws) as sf:
+        ref, pseudonym = sf.token_ref(tok.token_id), sf.pseudonym("mallory")
+    keys_remove(ws.root, "consent-issuer", b.thumbprint)
+    keyring = PassphraseKeyring.open(ws.keyring, PASSPHRASE)
+    expires = dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=30)
+    vec = np.random.default_rng(7).standard_normal(128).astype(np.float32)
+    with Gallery.open(ws.gallery, keyring, 128) as g:
+        row = g.add("mallory", vec / np.linalg.norm(vec), ["demo"], ref, expires, "consent", token=minted)
+    with open_audit(ws, keyring, Deployment.load(ws.config)) as log:
+        log.append("enroll", "allowed", purpose="demo", token_id=ref, basis="consent", subjects=[pseudonym],
+                   note=f"rows={row.row_id}; expires {expires.date().isoformat()}; judged after entry 1; "
+                        f"token issued {int(tok.issued_at)}")
+        log.append("enroll-committed", "allowed", note=f"rows={row.row_id}; stored")
+    with pytest.raises(IntegrityError, match="no longer trusted when the row was stored"):
+        audit_verify(ws.root)

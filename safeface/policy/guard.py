@@ -360,8 +360,9 @@ class Guard:
         take: what may have changed since `authorize` (revocation, erasure, the signer's trust,
         filing, purpose end) is decided again, so no row can appear after an erasure receipt or
         a key's removal, and concurrent enrolments can never pass the filing threshold.
-        `trusted`: the trust store's keys as of now (`TrustStore.for_guard()`), when a change was
-        recorded since this guard was given its keys."""
+        `now`: the time of the write, not of the call's start. `trusted`: the trust store's keys
+        as of now (`TrustStore.for_guard()`), when a change was recorded since this guard was
+        given its keys."""
         parts = decision.batch or (decision,)
         for d, subject in zip(parts, subjects):
             self._check_signer_trusted(d, trusted)
@@ -373,7 +374,14 @@ class Guard:
                                       "the consent or legal basis was withdrawn, or the person erased, while the "
                                       "image was processed; nothing was stored.")
             if d.purpose is not None:
-                self.check_purpose_open(d.purpose, now)
+                # The purpose as the guard reads it now (an assessed change another call of this
+                # workspace published meanwhile), at the time of the write: one ending while the
+                # image was processed stores nothing.
+                current = self.deployment.purpose(d.purpose.name)
+                if current is None:
+                    raise PolicyViolation(self._rule("purpose"), f"purpose {d.purpose.name!r} stopped being declared "
+                                          "while the image was processed; nothing was stored.")
+                self.check_purpose_open(current, now)
         if decision.operation is Operation.ENROLL:
             self.check_filing(list(subjects), now)
 

@@ -1500,7 +1500,7 @@ class SafeFace:
             # The log's end before the guard decides again (under the store's write lock, which
             # every withdrawal takes): a use recorded after this point was not in what it read.
             seen.append(self._audit.end())
-            self._guard.recheck_at_write(d, [s for s, _ in items], now, self._trust_at_write())
+            self._guard.recheck_at_write(d, [s for s, _ in items], self._clock(), self._trust_at_write())
 
         def before_commit(stored: Sequence[Any]) -> None:
             judged = seen[-1]

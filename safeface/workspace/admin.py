@@ -8,9 +8,10 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import json
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Iterator, Mapping, Optional, Sequence
 
 from ..errors import ConfigError, IntegrityError, InvalidArgument, PolicyViolation
 from ..hazmat.templates.pseudonym import token_pseudonym
@@ -27,7 +28,7 @@ from .keys import ASSESSMENT_MAC, derived_key, new_signing_key, receipt_file_pro
 from .paths import WorkspacePaths
 from .session import deployment_name, open_audit, opened
 from .storecheck import StoreReport, check_store
-from .trust import TrustedKey, TrustStore, change_trust, read_jwks, write_jwks
+from .trust import TrustedKey, TrustStore, change_trust, load_recorded, read_jwks, write_jwks
 
 
 def _workspace(root: Path) -> WorkspacePaths:
@@ -57,15 +58,32 @@ def keys_import(root: Path, kind: str, jwks: Path, label: str = "",
 
 
 def keys_remove(root: Path, kind: str, thumbprint: str, passphrase_file: Optional[Path] = None) -> TrustedKey:
+    """Stop trusting a key. Under the store's write lock, which every enrolment holds from the
+    moment it decides its signer's trust again until its rows and entries commit: a removal
+    lands before such an enrolment (refused) or after it (its row precedes the removal in the
+    log), never in between."""
     paths = _workspace(root)
-    with opened(paths, passphrase_file=passphrase_file) as r:
+    with opened(paths, passphrase_file=passphrase_file) as r, _store_locked(paths, r):
         return change_trust(paths, r.keyring, r.audit, remove=[(kind, thumbprint)])[0]
 
 
+@contextmanager
+def _store_locked(paths: WorkspacePaths, r: Any) -> Iterator[None]:
+    """Hold the write lock of the store deployment.json names (none for a local gallery not
+    made yet: nothing can be writing to it)."""
+    from ..storage.factory import StorageConfig, open_store
+
+    cfg = StorageConfig.from_section(r.deployment.section("storage"))
+    if not cfg.server and not paths.gallery.is_file():
+        yield
+        return
+    dim = int(r.deployment.section("matching").get("dim") or 128)
+    with open_store(cfg, paths.root, paths.gallery, r.keyring, dim) as store, store.locked():
+        yield
+
+
 def _checked_store(r: Any) -> TrustStore:
-    store = TrustStore.load(r.paths, r.keyring)
-    store.check_recorded(r.audit)
-    return store
+    return load_recorded(r.paths, r.keyring, r.audit)
 
 
 def keys_export(root: Path, kind: str, out: Path, passphrase_file: Optional[Path] = None) -> int:

@@ -369,17 +369,16 @@ def _signed_while_trusted(row: Any, decode: Callable[..., Any], keys: Sequence[t
                           log: _Log) -> Any:
     """The row's token if a key no longer trusted signed it and the row was enrolled before the
     log's removal of that key (an honest removal leaves the rows it let in explained); a problem
-    (str) if it was enrolled after; None if no such key signed it. An enrolment counts where it
-    was last judged, under the store's write lock: one whose work ended after a removal landed
-    was stored under the keys it read then."""
+    (str) if it was enrolled after; None if no such key signed it. A removal holds the store's
+    write lock, under which an enrolment decides its signer's trust again and writes its entry,
+    so the log's order is the order in which they were decided."""
     for thumbprint, public_key in keys:
         try:
             tok = decode(row.token, {key_id(public_key): public_key})
         except TokenError:
             continue
         removed, enrolled = log.untrusted.get(thumbprint), log.enrolment.get(row.row_id)
-        judged = log.enrolled_at.get(row.row_id, (0, enrolled.seq if enrolled is not None else 0))[1]
-        if removed is not None and enrolled is not None and min(enrolled.seq, judged) < removed:
+        if removed is not None and enrolled is not None and enrolled.seq < removed:
             return tok
         return (f"row {row.row_id}'s sealed token was signed by key {thumbprint}, which was no longer trusted when "
                 "the row was stored" + (f" (removed in entry {removed})" if removed is not None else "") + ".")

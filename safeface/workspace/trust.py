@@ -242,12 +242,19 @@ class TrustStore:
 def load_trust(paths: WorkspacePaths, keyring: Any, audit: AuditLog) -> TrustStore:
     """The trust store, once its MAC and its audit record check (`for_guard()`: the keys trusted
     now)."""
+    store = load_recorded(paths, keyring, audit)
+    store.for_guard()  # a key unfit to sign is refused here, as at every use
+    return store
+
+
+def load_recorded(paths: WorkspacePaths, keyring: Any, audit: AuditLog) -> TrustStore:
+    """The trust store, once its MAC and its audit record check, whatever keys it holds (a
+    listing shows a key unfit to sign, so that it can be removed)."""
     # A change records its entry, then writes the file: read between the two, an honest change
     # would look like an older trust.json put back.
     with shared_lock(paths.trust_lock):
         store = TrustStore.load(paths, keyring)
         store.check_recorded(audit)
-    store.for_guard()  # a key unfit to sign is refused here, as at every use
     return store
 
 
