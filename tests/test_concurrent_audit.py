@@ -395,3 +395,15 @@ def test_the_guard_and_the_store_check_see_the_same_uses_of_a_new_consent(tmp_pa
     finally:
         go.set()
         sf.close()
+
+
+def test_verify_refuses_a_judged_end_the_chain_does_not_hold(tmp_path: Path) -> None:
+    """A store check judged against one log end is covered only by a chain holding that very
+    entry."""
+    ws = make_workspace(tmp_path / "ws")
+    with open_sf(ws) as sf:
+        seq, h = sf._audit.signed_end()
+        assert sf._audit.verify(through=(seq, h)).entries >= seq
+        other = ("0" if h[0] != "0" else "1") + h[1:]
+        with pytest.raises(IntegrityError, match="changed while the log was checked"):
+            sf._audit.verify(through=(seq, other))

@@ -196,3 +196,20 @@ def test_big_endian_arrays_are_read_as_their_values() -> None:
     for little, big in (("<u2", ">u2"), ("<f4", ">f4")):
         assert np.array_equal(load_image(values.astype(big)), load_image(values.astype(little)))
     assert np.array_equal(load_image((values * 257).astype(">u2")), load_image((values * 257).astype("<u2")))
+
+
+def _red_corner() -> np.ndarray:
+    a = np.zeros((40, 60, 3), np.uint8)
+    a[:10, :10] = (255, 0, 0)  # stored top-left
+    return a
+
+
+@pytest.mark.parametrize("orientation, turns", [(6, -1), (8, 1), (3, 2)])  # np.rot90's k: + is anticlockwise
+def test_exif_orientation_turns_the_right_way(orientation: int, turns: int) -> None:
+    """A turn the wrong way round has the right shape too: a phone portrait would come out upside
+    down."""
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    buf = io.BytesIO()
+    Image.fromarray(_red_corner()).save(buf, format="PNG", exif=exif.tobytes())
+    assert np.array_equal(load_image(buf.getvalue()), np.rot90(_red_corner(), k=turns))

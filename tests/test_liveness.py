@@ -864,3 +864,30 @@ def test_a_report_only_role_gets_no_liveness_challenge(tmp_path: Path) -> None:
             sf.liveness_challenge()
     with open_sf(ws) as sf:
         assert [e for e in sf.audit_entries() if e.operation == "liveness-challenge"][-1].decision == "refused"
+
+
+@pytest.mark.parametrize("decision", ["attack", "inconclusive"])
+def test_evidence_of_a_check_that_found_no_live_person_is_refused(tmp_path: Path, decision: str) -> None:
+    """Evidence under the workspace's own keys that records a failed check lets no one in."""
+    ws = _liveness_ws(tmp_path)
+    clock = Clock()
+    vec = CachedPipeline().embed(images() / "obama.jpg").embedding
+    ev = _workspace_keys(ws).issue(nonce="n-" + decision, clip_sha256="00" * 32, now=clock.now.timestamp(),
+                                   decision=decision, score=0.1, challenge=("left", "right"), embedding=vec)
+    with open_sf(ws, clock=clock) as sf:
+        t = consent(ws, "alice", now=clock.now - dt.timedelta(minutes=1))
+        _refused(sf, lambda: sf.enroll(images() / "obama.jpg", "alice", "demo", t, liveness=ev), "live person")
+        assert not sf.records()
+
+
+def test_a_clip_file_over_the_size_limit_is_refused_by_its_size(tmp_path: Path) -> None:
+    """Read no further than one byte past the limit, and refused: not decoded as if the first
+    64 MiB were the clip."""
+    from safeface.capture.clip import MAX_BYTES, read_clip
+    from safeface.errors import InvalidArgument
+
+    big = tmp_path / "clip.mp4"
+    with open(big, "wb") as fh:
+        fh.truncate(MAX_BYTES + 1)  # sparse: no disk used
+    with pytest.raises(InvalidArgument, match="larger than"):
+        read_clip(big)

@@ -267,3 +267,46 @@ def test_a_row_stored_under_a_removed_key_is_named_whatever_judging_point_its_en
         log.append("enroll-committed", "allowed", note=f"rows={row.row_id}; stored")
     with pytest.raises(IntegrityError, match="no longer trusted when the row was stored"):
         audit_verify(ws.root)
+
+
+def _enrol_under_a_legal_basis(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, change: str) -> tuple[Any, int]:
+    """Enrol carol under a legal basis of authority key B while a trust change lands mid-call:
+    B removed, or an unrelated consent issuer added."""
+    from safeface.policy.issuer import issue_legal_basis
+    from safeface.sdk.facade import SafeFace
+
+    monkeypatch.setenv("SAFEFACE_PASSPHRASE", PASSPHRASE)
+    ws = make_workspace(tmp_path / "ws")
+    b = keys_new(ws.root, "authority", tmp_path / "b.pem", label="authority B")
+    lb, _ = issue_legal_basis(read_signing_key(tmp_path / "b.pem"), audience=Deployment.load(ws.config).deployment_id,
+                              authority="Test Public Security Bureau", provision="PIPL art. 13(1)(3)",
+                              reference="case 2026-17", purposes=["demo"], operations=["enroll"])
+
+    def landing() -> None:
+        if change == "remove B":
+            keys_remove(ws.root, "authority", b.thumbprint)
+        else:
+            keys_new(ws.root, "consent-issuer", tmp_path / "c.pem", label="consent service C")
+
+    embed = SafeFace._embed_single
+    monkeypatch.setattr(SafeFace, "_embed_single", lambda self, *a, **k: (embed(self, *a, **k), landing())[0])
+    with open_sf(ws) as sf:
+        try:
+            outcome: Any = sf.enroll(images() / "obama.jpg", "carol", "demo", legal_basis=lb)
+        except PolicyViolation as exc:
+            outcome = exc
+        return outcome, len(sf.records())
+
+
+def test_an_authority_key_removed_while_a_legal_basis_enrolment_is_processed_stores_nothing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    outcome, rows = _enrol_under_a_legal_basis(tmp_path, monkeypatch, "remove B")
+    assert isinstance(outcome, PolicyViolation) and "stopped being trusted" in str(outcome), outcome
+    assert rows == 0
+
+
+def test_an_unrelated_trust_change_mid_call_lets_an_honest_legal_basis_enrolment_in(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    outcome, rows = _enrol_under_a_legal_basis(tmp_path, monkeypatch, "add C")
+    assert not isinstance(outcome, PolicyViolation), outcome
+    assert rows == 1

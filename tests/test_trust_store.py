@@ -354,3 +354,22 @@ def test_a_small_order_key_trusted_before_the_check_is_refused_until_removed(tmp
         with pytest.raises(ConfigError, match="small order"):
             change_trust(paths, r.keyring, r.audit,
                          add=[("authority", Ed25519PublicKey.from_public_bytes(_encoding(0, P - 1)), "x")])
+
+
+def test_an_export_through_a_link_into_the_workspace_replaces_nothing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--out exports/keyring.json`, where exports links to the workspace's keys folder: the path
+    is judged where it leads."""
+    from policy_support import PASSPHRASE, make_workspace
+
+    monkeypatch.setenv("SAFEFACE_PASSPHRASE", PASSPHRASE)
+    ws = make_workspace(tmp_path / "ws")
+    keyring = (ws.root / "keys" / "keyring.json").read_bytes()
+    (tmp_path / "exports").symlink_to(ws.root / "keys")
+    with pytest.raises(ConfigError, match="inside the workspace"):
+        keys_export(ws.root, "consent-issuer", tmp_path / "exports" / "keyring.json")
+    assert (ws.root / "keys" / "keyring.json").read_bytes() == keyring
+    (tmp_path / "l1.json").symlink_to(tmp_path / "l2.json")
+    (tmp_path / "l2.json").symlink_to(tmp_path / "l1.json")
+    with pytest.raises(ConfigError, match="cannot be followed"):
+        keys_export(ws.root, "consent-issuer", tmp_path / "l1.json")

@@ -620,3 +620,52 @@ def test_one_legal_basis_for_many_people_never_fails_the_audit_when_one_is_erase
         sf.enroll(img / "biden.jpg", "bob", "demo", legal_basis=lb)
         sf.identify(img / "obama2.jpg", "demo", legal_basis=lb)
         assert sf.audit_verify().entries > 0
+
+
+def test_a_consent_issued_in_the_second_of_a_logged_erasure_is_refused(tmp_path: Path) -> None:
+    """With the policy state restored from before an erasure, the log's copy of the withdrawal
+    decides; a consent issued in the erasure's own second counts as withdrawn there too."""
+    import datetime as dt
+
+    from policy_support import Clock, consent, open_sf
+
+    ws = make_workspace(tmp_path / "ws")
+    clock = Clock(dt.datetime.now(dt.timezone.utc).replace(microsecond=0) - dt.timedelta(minutes=5))
+    with open_sf(ws, clock=clock) as sf:
+        sf.enroll(images() / "obama.jpg", "alice", "demo", consent(ws, "alice", now=clock.now - dt.timedelta(minutes=1)))
+    shutil.copyfile(ws.policy, tmp_path / "policy-before.db")
+    clock.advance(minutes=1)
+    erased_at = clock.now
+    with open_sf(ws, clock=clock) as sf:
+        sf.erase("alice")
+    shutil.copyfile(tmp_path / "policy-before.db", ws.policy)
+    same_second = consent(ws, "alice", now=erased_at)
+    clock.advance(seconds=30)
+    with open_sf(ws, clock=clock) as sf:
+        with pytest.raises(PolicyViolation) as refused:
+            sf.enroll(images() / "obama.jpg", "alice", "demo", same_second)
+        assert refused.value.rule == "CN-05", refused.value
+
+
+def test_an_erasure_entry_with_respaced_subjects_fails_the_audit_with_no_call_made(tmp_path: Path) -> None:
+    """The chain hashes an entry's subjects parsed, so a re-spaced subjects column still chains;
+    the check of how they are written names it, with no call made after the edit."""
+    import sqlite3
+
+    from policy_support import consent, open_sf
+
+    from safeface.errors import IntegrityError
+
+    ws = make_workspace(tmp_path / "ws")
+    with open_sf(ws) as sf:
+        sf.enroll(images() / "obama.jpg", "alice", "demo", consent(ws, "alice"))
+        sf.erase("alice")
+        seq = [e for e in sf.audit_entries() if e.operation == "erase"][-1].seq
+        assert sf.audit_verify().entries > 0
+    con = sqlite3.connect(str(ws.audit))
+    con.execute("UPDATE entries SET subjects = replace(subjects, '[\"', '[ \"') WHERE seq = ?", (seq,))
+    con.commit()
+    con.close()
+    with open_sf(ws) as sf:
+        with pytest.raises(IntegrityError, match="altered"):
+            sf.audit_verify()
