@@ -310,3 +310,16 @@ def test_an_unrelated_trust_change_mid_call_lets_an_honest_legal_basis_enrolment
     outcome, rows = _enrol_under_a_legal_basis(tmp_path, monkeypatch, "add C")
     assert not isinstance(outcome, PolicyViolation), outcome
     assert rows == 1
+
+
+def test_a_stolen_key_is_removed_even_when_the_gallery_no_longer_opens(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The removal waits on the store's write lock, not on the store: a gallery that fails to
+    open (here overwritten with junk) must not hold up the removal of a stolen key."""
+    monkeypatch.setenv("SAFEFACE_PASSPHRASE", PASSPHRASE)
+    ws = make_workspace(tmp_path / "ws")
+    b = keys_new(ws.root, "consent-issuer", tmp_path / "b.pem", label="consent service B")
+    with open_sf(ws) as sf:
+        sf.enroll(images() / "obama.jpg", "alice", "demo", consent(ws, "alice"))
+    ws.gallery.write_bytes(b"not a database" * 100)
+    assert keys_remove(ws.root, "consent-issuer", b.thumbprint).thumbprint == b.thumbprint

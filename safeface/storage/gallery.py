@@ -108,6 +108,12 @@ def default_index_factory(dim: int, size_hint: int) -> SearchIndex:
     return index.ExactIndex(dim)
 
 
+def write_lock(path: Path) -> WriteLock:
+    """The write lock of the gallery at `path`: a lock file beside it, taken without opening the
+    database (a trust change must not wait on a store that no longer opens)."""
+    return WriteLock(path.with_name(path.name + ".lock"))
+
+
 class Gallery:
     """Sealed protected templates in one SQLite file, searched in memory. Use `Gallery.open`."""
 
@@ -119,7 +125,7 @@ class Gallery:
         self._dim = dim
         self._factory = index_factory
         self._lock = threading.RLock()
-        self._write_lock = WriteLock(path.with_name(path.name + ".lock"))
+        self._write_lock = write_lock(path)
         self._keys: Optional[_Keys] = None
         self._index: SearchIndex = index_factory(dim, 0)
         self._vindex: SearchIndex = index_factory(dim, 0)  # visible-region templates, by row id

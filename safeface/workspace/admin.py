@@ -69,13 +69,16 @@ def keys_remove(root: Path, kind: str, thumbprint: str, passphrase_file: Optiona
 
 @contextmanager
 def _store_locked(paths: WorkspacePaths, r: Any) -> Iterator[None]:
-    """Hold the write lock of the store deployment.json names (none for a local gallery not
-    made yet: nothing can be writing to it)."""
+    """Hold the write lock of the store deployment.json names: the local gallery's lock file
+    (taken without opening the database, so a gallery that no longer opens does not hold up
+    the removal of a stolen key), or the server store's."""
     from ..storage.factory import StorageConfig, open_store
+    from ..storage.gallery import write_lock
 
     cfg = StorageConfig.from_section(r.deployment.section("storage"))
-    if not cfg.server and not paths.gallery.is_file():
-        yield
+    if not cfg.server:
+        with write_lock(paths.gallery).held():
+            yield
         return
     dim = int(r.deployment.section("matching").get("dim") or 128)
     with open_store(cfg, paths.root, paths.gallery, r.keyring, dim) as store, store.locked():
