@@ -418,6 +418,45 @@ def test_purpose_names_in_one_script_load() -> None:
             "Giriş nəzarəti"} <= set(deployment(edit=add).purposes)
 
 
+@pytest.mark.parametrize("first,second", [("door-1", "door\u20101"),  # a Unicode hyphen
+                                          ("door 2", "door  2"),  # two spaces
+                                          ("cocoa", "\u0441\u043e\u0441\u043e\u0430")])  # all Cyrillic
+def test_two_purposes_that_print_alike_are_refused(first: str, second: str) -> None:
+    """Each name alone is fine, but side by side, with different retention, an assessor or a
+    reader of the report cannot tell which is which."""
+    def add(raw: dict[str, Any]) -> None:
+        raw["purposes"][first] = dict(raw["purposes"]["demo"], retention_days=30)
+        raw["purposes"][second] = dict(raw["purposes"]["demo"], retention_days=3650)
+
+    with pytest.raises(ConfigError, match="print alike"):
+        deployment(edit=add)
+
+
+@pytest.mark.parametrize("name", ["auditor\u200b", "\u0430uditor", "\u202eauditor\u202c", "auditor\x1b[8m-all",
+                                  "auditor\nkiosk", "auditor ", "Auditor", "audit\u043er"])
+def test_a_role_that_passes_for_another_is_refused(name: str) -> None:
+    """Role names were never checked: a role with every operation, named to print as the
+    report-only "auditor" (an invisible, Cyrillic or direction-changing character, a terminal
+    escape, a newline, a trailing space, another case), showed as "auditor" in the console's
+    key list and in the audit note of the key issued for it."""
+    def add(raw: dict[str, Any]) -> None:
+        raw.setdefault("roles", {"operator": ["enroll", "verify", "identify", "erase", "report"]})
+        raw["roles"]["auditor"] = ["report"]
+        raw["roles"][name] = ["enroll", "verify", "identify", "erase", "export", "report"]
+
+    with pytest.raises(ConfigError, match="role name"):
+        deployment(edit=add)
+
+
+@pytest.mark.parametrize("name,hidden", [("\u202emoortser\u202c", None),  # "restroom", drawn right to left
+                                         ("To\u0131let", "toilet")])  # a dotless ı
+def test_a_location_that_prints_as_a_private_space_by_direction_or_a_dotless_i_is_refused(
+        name: str, hidden: str | None) -> None:
+    if hidden is not None:
+        assert private_space(name) == hidden
+    assert "CN-15" in failing(deployment(edit=lambda r: r["location"].__setitem__("kind", name)))
+
+
 # -- look-alike letters in a location name ------------------------------------------------------
 LOOKALIKE_PRIVATE = {"R\u0435stroom": "restroom",  # Cyrillic е
                      "Changing r\u043eom": "changing room",  # Cyrillic о

@@ -22,7 +22,8 @@ import unicodedata
 from typing import Any, Mapping, Optional, Sequence
 
 from ...errors import ConfigError
-from ...lookalike import describe, latin_lookalike_word, mixed_word, script_of, skeletons, slipped_in
+from ...lookalike import (describe, hidden_char, latin_lookalike_word, mixed_word, script_of, skeletons,
+                           slipped_in)
 
 # Singular forms (plurals are reduced before comparing), matched as whole words however they are
 # spaced: "rest room" is "restroom".
@@ -87,6 +88,8 @@ def private_space(*names: object) -> Optional[str]:
     # Also with each capital I read as a small l, one glyph in most sans-serif fonts: a word of
     # mixed case ("HoteI room", "toiIet") escapes both readings, each of one case.
     names = names + tuple(str(n).replace("I", "l") for n in names if isinstance(n, str) and "I" in n)
+    # And with a dotless ı read as i ("Toılet"), which no fold of either case writes so.
+    names = names + tuple(str(n).replace("ı", "i") for n in names if isinstance(n, str) and "ı" in n)
     for name in names:
         found = _catalogued(location_words(name), _COMPACT)
         plain = location_words(name, singular=False)
@@ -110,6 +113,13 @@ def check_location_names(location: Mapping[str, Any]) -> None:
     for field in ("class", "kind"):
         value = location.get(field)
         text = unicodedata.normalize("NFKC", value if isinstance(value, str) else str(value or ""))
+        # A direction override draws "\u202emoortser" as "restroom", which no reading of the
+        # letters in their stored order finds; a control or invisible code point hides a word.
+        hidden = hidden_char(text, spelling_joiners=True) or next(
+            (c for c in text if unicodedata.category(c) == "Cc"), None)
+        if hidden is not None:
+            raise ConfigError(f"location.{field} {ascii(text)} holds {describe(hidden)}, which changes how it "
+                              "prints without being seen; write it plainly.")
         mixed = mixed_word(text)
         if mixed is not None:
             word, scripts = mixed

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Optional
 
 from ...atomicfile import write_atomic
 from ...errors import ConfigError
-from ...lookalike import compatibility_char, lookalike_scripts, mark_that_draws_nothing
+from ...lookalike import compatibility_char, lookalike_scripts, mark_that_draws_nothing, skeletons
 from ..rules import DEFAULT_PROFILE, check_profiles
 from .floors import EU_GUARDIAN_AGES, GUARDIAN_AGES, guardian_age
 
@@ -340,28 +340,37 @@ def new_deployment_id() -> str:
 
 
 def _check_purpose_name(name: Any, folded: dict[str, str]) -> None:
-    """A purpose name a person reading the assessment, a consent or the audit log cannot take for
-    another: no invisible or compatibility characters, no Latin mixed with a look-alike script,
-    and no two names the same but for case. Other scripts (a Chinese name) are fine."""
+    _check_name("purpose", name, folded)
+
+
+def _check_name(what: str, name: Any, folded: dict[str, str]) -> None:
+    """A purpose or role name a person reading the assessment, a consent, the console or the
+    audit log cannot take for another: no invisible, control or compatibility characters, no
+    Latin mixed with a look-alike script, and no two names of one kind that print alike (the
+    same but for case, spaces, a Unicode dash or letters of another script drawn as Latin ones:
+    `folded` holds the readings of the names seen so far). Other scripts (a Chinese name) are
+    fine."""
     if not isinstance(name, str) or not name or name != name.strip() or len(name) > 128:
-        raise ConfigError(f"purpose name {name!r} must be 1-128 characters with no spaces at either end.")
+        raise ConfigError(f"{what} name {name!r} must be 1-128 characters with no spaces at either end.")
     if compatibility_char(name) is not None or any(unicodedata.category(c)[0] in "CZ" and c != " " for c in name):
-        raise ConfigError(f"purpose name {ascii(name)} holds invisible, control or compatibility characters; "
+        raise ConfigError(f"{what} name {ascii(name)} holds invisible, control or compatibility characters; "
                           f"write it in plain characters.")
     scripts = lookalike_scripts(name)
     if scripts:
-        raise ConfigError(f"purpose name {ascii(name)} mixes Latin letters with {'/'.join(scripts)} "
+        raise ConfigError(f"{what} name {ascii(name)} mixes Latin letters with {'/'.join(scripts)} "
                           f"ones that look alike; write it in one script.")
     # Only the checks that no honest name trips: a deployment that loaded before must load
     # after an upgrade (a purpose "Giriş nəzarəti" or "door-٣" is someone's real name).
     odd = mark_that_draws_nothing(name)
     if odd is not None:
-        raise ConfigError(f"purpose name {ascii(name)} holds U+{ord(odd):04X}, which draws nothing new or makes "
+        raise ConfigError(f"{what} name {ascii(name)} holds U+{ord(odd):04X}, which draws nothing new or makes "
                           f"another letter; write it in plain letters.")
-    key = name.casefold()
-    if key in folded:
-        raise ConfigError(f"purpose names {folded[key]!r} and {name!r} differ only in case; use one name.")
-    folded[key] = name
+    readings = {name.casefold()} | {" ".join(r.split()) for r in skeletons(name)}
+    twin = next((folded[r] for r in readings if r in folded), None)
+    if twin is not None:
+        raise ConfigError(f"{what} names {ascii(twin)} and {ascii(name)} print alike (case, spaces, dashes or "
+                          "letters of another script); use one name, or two that read apart.")
+    folded.update((r, name) for r in readings)
 
 
 def _check_sections(raw: Mapping[str, Any]) -> None:
@@ -390,7 +399,11 @@ def _check_sections(raw: Mapping[str, Any]) -> None:
         # Read as no section at all, a list of roles would be one operator allowed everything.
         raise ConfigError(f"roles must be an object naming each role's operations, e.g. {{\"kiosk\": [\"verify\"]}}, "
                           f"not {roles!r}.")
+    seen: dict[str, str] = {}
     for role, ops in (roles or {}).items():
+        # Shown in the console, API key listings and audit notes as written: a look-alike of a
+        # weaker role ("аuditor" with a Cyrillic а, "auditor\u200b") would pass for it.
+        _check_name("role", role, seen)
         _strings(ops, f"roles.{role}", '["verify", "identify"]')
 
 
