@@ -323,3 +323,38 @@ def test_a_stolen_key_is_removed_even_when_the_gallery_no_longer_opens(
         sf.enroll(images() / "obama.jpg", "alice", "demo", consent(ws, "alice"))
     ws.gallery.write_bytes(b"not a database" * 100)
     assert keys_remove(ws.root, "consent-issuer", b.thumbprint).thumbprint == b.thumbprint
+
+
+def test_a_removal_behind_a_held_store_lock_says_so_and_one_behind_a_move_changes_nothing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The removal waits for the store's write lock: behind a stuck holder it waited for ever,
+    saying nothing; now it gives up after STORE_LOCK_WAIT_S with a typed error, the key still
+    trusted. And a removal that waited while the workspace moved its records to the servers
+    wrote its entry into the local log left behind; it now changes nothing and says to retry."""
+    import json
+
+    import safeface.workspace.admin as admin
+    from safeface.errors import ConfigError
+    from safeface.storage.gallery import write_lock
+    from safeface.workspace.admin import keys_list
+    from safeface.workspace.session import opened
+
+    monkeypatch.setenv("SAFEFACE_PASSPHRASE", PASSPHRASE)
+    monkeypatch.setattr(admin, "STORE_LOCK_WAIT_S", 0.5)
+    ws = make_workspace(tmp_path / "ws")
+    b = keys_new(ws.root, "consent-issuer", tmp_path / "b.pem", label="consent service B")
+
+    def trusted() -> bool:
+        return any(k["thumbprint"] == b.thumbprint and not k.get("removed") for k in keys_list(ws.root))
+
+    with write_lock(ws.gallery).held():
+        with pytest.raises(ConfigError, match="held by another process"):
+            keys_remove(ws.root, "consent-issuer", b.thumbprint)
+    assert trusted()
+    with opened(ws) as r:
+        raw = json.loads(ws.config.read_text())
+        raw["storage"] = {"records": "postgresql://db.example/safeface", "vectors": "milvus-lite:vectors.db"}
+        ws.config.write_text(json.dumps(raw))
+        with pytest.raises(ConfigError, match="records moved"):
+            with admin._store_locked(ws, r):
+                pass

@@ -11,11 +11,13 @@ from __future__ import annotations
 import fcntl
 import os
 import threading
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, Optional
 
 from ..atomicfile import open_lock_file
+from ..errors import ConfigError
 
 
 class WriteLock:
@@ -26,12 +28,14 @@ class WriteLock:
         self._fd: Optional[int] = None
 
     @contextmanager
-    def held(self) -> Iterator[None]:
+    def held(self, timeout: Optional[float] = None) -> Iterator[None]:
+        """Hold the lock; with `timeout` (seconds), wait at most that long for another process to
+        let it go, then raise ConfigError naming what holds it up."""
         with self._thread_lock:
             if self._depth == 0:
                 fd = open_lock_file(self._path)
                 try:
-                    fcntl.flock(fd, fcntl.LOCK_EX)
+                    _flock(fd, timeout, self._path)
                 except BaseException:
                     os.close(fd)
                     raise
@@ -45,3 +49,20 @@ class WriteLock:
                     fd, self._fd = self._fd, None
                     fcntl.flock(fd, fcntl.LOCK_UN)
                     os.close(fd)
+
+
+def _flock(fd: int, timeout: Optional[float], path: Path) -> None:
+    if timeout is None:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        return
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                raise ConfigError(f"the store's write lock ({path}) has been held by another process for over "
+                                  f"{timeout:g} s (a long erasure or purge, or a stuck worker); nothing was changed. "
+                                  "Let it finish or stop it, then try again.") from None
+            time.sleep(0.05)

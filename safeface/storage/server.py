@@ -845,6 +845,14 @@ class ServerStore:
                 _raise_pg(exc, self.where)
                 raise
 
+    @contextmanager
+    def serialized(self) -> Iterator[None]:
+        """Both halves of the write lock, as a write holds them, for work outside the store that
+        must fall wholly before or after every write (a trust key's removal): an enrolment's
+        commit waits for it even if the session lock's connection is ended meanwhile."""
+        with self._write():
+            yield
+
     def add_many(self, items: Sequence[Enrollment], *, decide: Optional[Callable[[], None]] = None,
                  before_commit: Optional[Callable[[list[GalleryRow]], None]] = None) -> list[GalleryRow]:
         """Store several templates: the records in one transaction (all or none), then their

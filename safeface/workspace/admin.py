@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Optional, Sequence
 
-from ..errors import ConfigError, IntegrityError, InvalidArgument, PolicyViolation
+from ..errors import BackendError, ConfigError, IntegrityError, InvalidArgument, PolicyViolation
 from ..hazmat.templates.pseudonym import token_pseudonym
 from ..policy.deployment import Deployment
 from ..policy.rules import rule_for
@@ -67,22 +67,47 @@ def keys_remove(root: Path, kind: str, thumbprint: str, passphrase_file: Optiona
         return change_trust(paths, r.keyring, r.audit, remove=[(kind, thumbprint)])[0]
 
 
+STORE_LOCK_WAIT_S = 120.0  # how long a removal waits for a write in progress before it says so
+
+
 @contextmanager
 def _store_locked(paths: WorkspacePaths, r: Any) -> Iterator[None]:
     """Hold the write lock of the store deployment.json names: the local gallery's lock file
     (taken without opening the database, so a gallery that no longer opens does not hold up
-    the removal of a stolen key), or the server store's."""
+    the removal of a stolen key), or both halves of the server store's. Then make sure the
+    workspace still keeps its records where `r` opened them: a move to the servers that held
+    the lock meanwhile left `r`'s audit log behind."""
     from ..storage.factory import StorageConfig, open_store
     from ..storage.gallery import write_lock
 
-    cfg = StorageConfig.from_section(r.deployment.section("storage"))
-    if not cfg.server:
-        with write_lock(paths.gallery).held():
-            yield
+    section = r.deployment.section("storage")
+    cfg = StorageConfig.from_section(section)
+    if cfg.server:
+        dim = int(r.deployment.section("matching").get("dim") or 128)
+        done = False
+        try:
+            with open_store(cfg, paths.root, paths.gallery, r.keyring, dim) as store, store.serialized():
+                _same_storage(paths, section)
+                yield
+                done = True
+        except BackendError:
+            if not done:
+                raise
+            # The change is in the log; what failed is the lock's release (its connections were
+            # ended): an enrolment may have committed around it, which `audit verify` names.
+            raise BackendError("the change was recorded, but the store's write lock was lost meanwhile (its "
+                               "connection to PostgreSQL was ended), so an enrolment may have been stored around "
+                               "it: run `safeface audit verify`, which names any such row.") from None
         return
-    dim = int(r.deployment.section("matching").get("dim") or 128)
-    with open_store(cfg, paths.root, paths.gallery, r.keyring, dim) as store, store.locked():
+    with write_lock(paths.gallery).held(timeout=STORE_LOCK_WAIT_S):
+        _same_storage(paths, section)
         yield
+
+
+def _same_storage(paths: WorkspacePaths, section: Mapping[str, Any]) -> None:
+    if Deployment.load(paths.config).section("storage") != dict(section):
+        raise ConfigError("the workspace's records moved (safeface storage migrate) while this waited for the "
+                          "store's lock; nothing was changed. Run the command again.")
 
 
 def _checked_store(r: Any) -> TrustStore:
