@@ -433,7 +433,8 @@ def test_two_purposes_that_print_alike_are_refused(first: str, second: str) -> N
 
 
 @pytest.mark.parametrize("name", ["auditor\u200b", "\u0430uditor", "\u202eauditor\u202c", "auditor\x1b[8m-all",
-                                  "auditor\nkiosk", "auditor ", "Auditor", "audit\u043er"])
+                                  "auditor\nkiosk", "auditor ", "Auditor", "audit\u043er",
+                                  "\u0393\u043e\u0441\u0442\u044c"])  # "Гость" with a Greek Γ
 def test_a_role_that_passes_for_another_is_refused(name: str) -> None:
     """Role names were never checked: a role with every operation, named to print as the
     report-only "auditor" (an invisible, Cyrillic or direction-changing character, a terminal
@@ -442,10 +443,20 @@ def test_a_role_that_passes_for_another_is_refused(name: str) -> None:
     def add(raw: dict[str, Any]) -> None:
         raw.setdefault("roles", {"operator": ["enroll", "verify", "identify", "erase", "report"]})
         raw["roles"]["auditor"] = ["report"]
+        raw["roles"]["\u0413\u043e\u0441\u0442\u044c"] = ["verify"]  # "Гость", a guest
         raw["roles"][name] = ["enroll", "verify", "identify", "erase", "export", "report"]
 
     with pytest.raises(ConfigError, match="role name"):
         deployment(edit=add)
+
+
+@pytest.mark.parametrize("name", ["\u05e7\u05e0\u05d9\u05d5\u05df \u05e2\u05d6\u05e8\u05d9\u05d0\u05dc\u05d9 "
+                                  "(\u05e7\u05d5\u05de\u05d4 2)\u200f",  # a mall, with a right-to-left mark
+                                  "\u0645\u0631\u0643\u0632 \u062a\u0633\u0648\u0642\u061c"])  # with an Arabic letter mark
+def test_an_honest_right_to_left_location_with_a_direction_mark_loads(name: str) -> None:
+    """A direction mark moves no letter, only where neutral punctuation sits; right-to-left
+    editors write them. Refusing every format character refused these, and stopped processing."""
+    assert "CN-15" not in failing(deployment(edit=lambda r: r["location"].__setitem__("kind", name)))
 
 
 @pytest.mark.parametrize("name,hidden", [("\u202emoortser\u202c", None),  # "restroom", drawn right to left

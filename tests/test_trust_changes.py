@@ -348,7 +348,7 @@ def test_a_removal_behind_a_held_store_lock_says_so_and_one_behind_a_move_change
         return any(k["thumbprint"] == b.thumbprint and not k.get("removed") for k in keys_list(ws.root))
 
     with write_lock(ws.gallery).held():
-        with pytest.raises(ConfigError, match="held by another process"):
+        with pytest.raises(ConfigError, match="not free within"):
             keys_remove(ws.root, "consent-issuer", b.thumbprint)
     assert trusted()
     with opened(ws) as r:
@@ -358,3 +358,37 @@ def test_a_removal_behind_a_held_store_lock_says_so_and_one_behind_a_move_change
         with pytest.raises(ConfigError, match="records moved"):
             with admin._store_locked(ws, r):
                 pass
+
+
+def test_a_removal_is_not_starved_by_a_stream_of_short_writes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Waiting by polling, the removal was overtaken by every writer already blocked on the
+    lock: two writers taking it for 20 ms in turn kept it out until it gave up, blaming a
+    stuck holder, and the stolen key stayed trusted. It now waits in line."""
+    import threading
+    import time
+
+    import safeface.workspace.admin as admin
+    from safeface.storage.gallery import write_lock
+
+    monkeypatch.setenv("SAFEFACE_PASSPHRASE", PASSPHRASE)
+    monkeypatch.setattr(admin, "STORE_LOCK_WAIT_S", 5.0)
+    ws = make_workspace(tmp_path / "ws")
+    b = keys_new(ws.root, "consent-issuer", tmp_path / "b.pem", label="consent service B")
+    stop = threading.Event()
+
+    def writer() -> None:
+        lock = write_lock(ws.gallery)  # a descriptor of its own, as another process has
+        while not stop.is_set():
+            with lock.held():
+                time.sleep(0.02)
+
+    writers = [threading.Thread(target=writer, daemon=True) for _ in range(2)]
+    for w in writers:
+        w.start()
+    try:
+        time.sleep(0.2)
+        assert keys_remove(ws.root, "consent-issuer", b.thumbprint).thumbprint == b.thumbprint
+    finally:
+        stop.set()
+        for w in writers:
+            w.join(5)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import fcntl
 import os
 import threading
-import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, Optional
@@ -55,14 +54,31 @@ def _flock(fd: int, timeout: Optional[float], path: Path) -> None:
     if timeout is None:
         fcntl.flock(fd, fcntl.LOCK_EX)
         return
-    deadline = time.monotonic() + timeout
-    while True:
+    # A blocking wait, in a thread of its own, rather than polling: a poller is overtaken by every
+    # writer already blocked on the lock, and a steady stream of short writes starves it.
+    waiter = os.dup(fd)  # the same open file: the lock it takes is this descriptor's
+    decided = threading.Lock()
+    state = {"got": False, "abandoned": False}
+    got = threading.Event()
+
+    def take() -> None:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(waiter, fcntl.LOCK_EX)
+            with decided:
+                if state["abandoned"]:
+                    fcntl.flock(waiter, fcntl.LOCK_UN)
+                else:
+                    state["got"] = True
+                    got.set()
+        finally:
+            os.close(waiter)
+
+    threading.Thread(target=take, name="safeface-write-lock-wait", daemon=True).start()
+    got.wait(timeout)
+    with decided:
+        if state["got"]:
             return
-        except BlockingIOError:
-            if time.monotonic() >= deadline:
-                raise ConfigError(f"the store's write lock ({path}) has been held by another process for over "
-                                  f"{timeout:g} s (a long erasure or purge, or a stuck worker); nothing was changed. "
-                                  "Let it finish or stop it, then try again.") from None
-            time.sleep(0.05)
+        state["abandoned"] = True
+    raise ConfigError(f"the store's write lock ({path}) was not free within {timeout:g} s: another process is "
+                      "writing (a long erasure or purge) or is stuck; nothing was changed. Let it finish or stop it, "
+                      "then try again.")

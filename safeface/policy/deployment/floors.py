@@ -22,8 +22,8 @@ import unicodedata
 from typing import Any, Mapping, Optional, Sequence
 
 from ...errors import ConfigError
-from ...lookalike import (describe, hidden_char, latin_lookalike_word, mixed_word, script_of, skeletons,
-                           slipped_in)
+from ...lookalike import (describe, hidden_char, joiner_shows, latin_lookalike_word, mixed_word, script_of,
+                           skeletons, slipped_in)
 
 # Singular forms (plurals are reduced before comparing), matched as whole words however they are
 # spaced: "rest room" is "restroom".
@@ -104,6 +104,9 @@ def private_space(*names: object) -> Optional[str]:
     return None
 
 
+DIRECTION_MARKS = frozenset("\u200e\u200f\u061c")  # left-to-right, right-to-left, Arabic letter mark
+
+
 def check_location_names(location: Mapping[str, Any]) -> None:
     """Raise ConfigError when location.class or location.kind holds a word that prints as
     another: letters of scripts not written together mixed in one word ("Rеstroom" with a
@@ -115,8 +118,10 @@ def check_location_names(location: Mapping[str, Any]) -> None:
         text = unicodedata.normalize("NFKC", value if isinstance(value, str) else str(value or ""))
         # A direction override draws "\u202emoortser" as "restroom", which no reading of the
         # letters in their stored order finds; a control or invisible code point hides a word.
-        hidden = hidden_char(text, spelling_joiners=True) or next(
-            (c for c in text if unicodedata.category(c) == "Cc"), None)
+        # The direction marks (LRM, RLM, ALM) move no letter, only where neutral punctuation sits,
+        # and right-to-left editors write them in honest names.
+        hidden = next((c for i, c in enumerate(text) if unicodedata.category(c) == "Cc" or (
+            hidden_char(c) is not None and c not in DIRECTION_MARKS and not joiner_shows(text, i))), None)
         if hidden is not None:
             raise ConfigError(f"location.{field} {ascii(text)} holds {describe(hidden)}, which changes how it "
                               "prints without being seen; write it plainly.")

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Optional
 
 from ...atomicfile import write_atomic
 from ...errors import ConfigError
-from ...lookalike import compatibility_char, lookalike_scripts, mark_that_draws_nothing, skeletons
+from ...lookalike import compatibility_char, lookalike_scripts, mark_that_draws_nothing, mixed_word, skeletons
 from ..rules import DEFAULT_PROFILE, check_profiles
 from .floors import EU_GUARDIAN_AGES, GUARDIAN_AGES, guardian_age
 
@@ -359,6 +359,10 @@ def _check_name(what: str, name: Any, folded: dict[str, str]) -> None:
     if scripts:
         raise ConfigError(f"{what} name {ascii(name)} mixes Latin letters with {'/'.join(scripts)} "
                           f"ones that look alike; write it in one script.")
+    mixed = mixed_word(name)  # a Greek "Γ" in a Cyrillic word draws "Гость", which skeletons keep apart
+    if mixed is not None:
+        raise ConfigError(f"{what} name {ascii(name)}: the word {ascii(mixed[0])} mixes "
+                          f"{' and '.join(s.title() for s in mixed[1])} letters; write each word in one script.")
     # Only the checks that no honest name trips: a deployment that loaded before must load
     # after an upgrade (a purpose "Giriş nəzarəti" or "door-٣" is someone's real name).
     odd = mark_that_draws_nothing(name)
