@@ -162,6 +162,9 @@ def open_lock_file(lock_path: PathLike) -> int:
         if exc.errno == errno.ELOOP:
             raise ConfigError(f"the lock file {lock_path} is a symbolic link; remove the link (safeface makes the "
                               "file itself).") from None
+        if exc.errno in (errno.EISDIR, errno.ENXIO, errno.ENOTDIR):  # a folder or a device in its place
+            raise ConfigError(f"the lock file {lock_path} cannot be opened ({exc.strerror}); remove what is in its "
+                              "place (safeface makes the file itself).") from None
         raise
 
 

@@ -392,3 +392,17 @@ def test_a_removal_is_not_starved_by_a_stream_of_short_writes(tmp_path: Path, mo
         stop.set()
         for w in writers:
             w.join(5)
+
+
+def test_a_folder_planted_as_the_gallerys_lock_file_is_a_typed_error(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from safeface.errors import ConfigError
+
+    monkeypatch.setenv("SAFEFACE_PASSPHRASE", PASSPHRASE)
+    ws = make_workspace(tmp_path / "ws")
+    b = keys_new(ws.root, "consent-issuer", tmp_path / "b.pem", label="consent service B")
+    lock = ws.gallery.with_name(ws.gallery.name + ".lock")
+    lock.unlink(missing_ok=True)
+    lock.mkdir()
+    with pytest.raises(ConfigError, match="remove what is in its place"):
+        keys_remove(ws.root, "consent-issuer", b.thumbprint)
