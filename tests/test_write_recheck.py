@@ -1,0 +1,76 @@
+"""The store's write judges the purpose and the signer's trust as the guard reads them then,
+also when another call of the same handle (a service's other worker) published the change
+while this enrolment was processed: a purpose an assessed change stopped declaring, or a key
+`safeface keys remove` took away, stores nothing."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from policy_support import PASSPHRASE, consent, edit_config, images, make_workspace, open_sf  # noqa: E402
+
+from safeface import PolicyViolation  # noqa: E402
+from safeface.policy.deployment import Deployment  # noqa: E402
+from safeface.policy.issuer import issue_consent  # noqa: E402
+from safeface.workspace.admin import audit_verify, keys_new, keys_remove  # noqa: E402
+from safeface.workspace.keys import read_signing_key  # noqa: E402
+
+
+def _enrol_while(ws: Any, token: str, change: Callable[[Any], None], monkeypatch: pytest.MonkeyPatch) -> Any:
+    """Enrol alice; once her image is embedded, `change(handle)` runs (as another worker of the
+    handle would). Returns the enrolment or the refusal."""
+    from safeface.sdk.facade import SafeFace
+
+    embed = SafeFace._embed_single
+
+    def embed_then_change(self: Any, *a: Any, **k: Any) -> Any:
+        out = embed(self, *a, **k)
+        change(self)
+        return out
+
+    monkeypatch.setattr(SafeFace, "_embed_single", embed_then_change)
+    with open_sf(ws) as sf:
+        try:
+            return sf.enroll(images() / "obama.jpg", "alice", "demo", token)
+        except PolicyViolation as exc:
+            return exc
+        finally:
+            monkeypatch.setattr(SafeFace, "_embed_single", embed)
+
+
+def test_a_purpose_undeclared_while_an_enrolment_is_processed_stores_nothing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SAFEFACE_PASSPHRASE", PASSPHRASE)
+    ws = make_workspace(tmp_path / "ws", edit=lambda r: r["purposes"].__setitem__("other", dict(r["purposes"]["demo"])))
+
+    def reassess_without_demo(handle: Any) -> None:
+        edit_config(ws, lambda raw: raw["purposes"].pop("demo"))  # `safeface assess` of a deployment without it
+        with handle._root._judge_lock:  # the handle's next call publishes it
+            handle._sync_deployment()
+
+    outcome = _enrol_while(ws, consent(ws, "alice"), reassess_without_demo, monkeypatch)
+    assert isinstance(outcome, PolicyViolation) and "stopped being declared" in str(outcome), outcome
+    with open_sf(ws) as sf:
+        assert sf.records() == []
+
+
+def test_a_removal_another_call_of_the_handle_read_mid_enrolment_still_stores_nothing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SAFEFACE_PASSPHRASE", PASSPHRASE)
+    ws = make_workspace(tmp_path / "ws")
+    b = keys_new(ws.root, "consent-issuer", tmp_path / "b.pem", label="consent service B")
+    minted, _ = issue_consent(read_signing_key(tmp_path / "b.pem"), Deployment.load(ws.config), "alice", ["demo"])
+
+    def remove_and_read(handle: Any) -> None:
+        keys_remove(ws.root, "consent-issuer", b.thumbprint)
+        with handle._root._judge_lock:
+            handle._sync_trust()
+
+    outcome = _enrol_while(ws, minted, remove_and_read, monkeypatch)
+    assert isinstance(outcome, PolicyViolation) and "stopped being trusted" in str(outcome), outcome
+    assert audit_verify(ws.root).store.rows == 0
