@@ -420,7 +420,9 @@ def test_purpose_names_in_one_script_load() -> None:
 
 @pytest.mark.parametrize("first,second", [("door-1", "door\u20101"),  # a Unicode hyphen
                                           ("door 2", "door  2"),  # two spaces
-                                          ("cocoa", "\u0441\u043e\u0441\u043e\u0430")])  # all Cyrillic
+                                          ("cocoa", "\u0441\u043e\u0441\u043e\u0430"),  # all Cyrillic
+                                          ("\u0441\u043e\u0441\u043e\u0430", "cocoa"),  # the look-alike first
+                                          ("Stra\u00dfe", "STRASSE")])  # case alone: ß is SS in capitals
 def test_two_purposes_that_print_alike_are_refused(first: str, second: str) -> None:
     """Each name alone is fine, but side by side, with different retention, an assessor or a
     reader of the report cannot tell which is which."""

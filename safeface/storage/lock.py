@@ -57,18 +57,16 @@ def _flock(fd: int, timeout: Optional[float], path: Path) -> None:
     # A blocking wait, in a thread of its own, rather than polling: a poller is overtaken by every
     # writer already blocked on the lock, and a steady stream of short writes starves it.
     waiter = os.dup(fd)  # the same open file: the lock it takes is this descriptor's
-    decided = threading.Lock()
-    state = {"got": False, "abandoned": False}
-    got = threading.Event()
+    decided = threading.Lock()  # the waiter's taking and the caller's giving up, one after the other
+    got, abandoned = threading.Event(), threading.Event()
 
     def take() -> None:
         try:
             fcntl.flock(waiter, fcntl.LOCK_EX)
             with decided:
-                if state["abandoned"]:
+                if abandoned.is_set():
                     fcntl.flock(waiter, fcntl.LOCK_UN)
                 else:
-                    state["got"] = True
                     got.set()
         finally:
             os.close(waiter)
@@ -76,9 +74,9 @@ def _flock(fd: int, timeout: Optional[float], path: Path) -> None:
     threading.Thread(target=take, name="safeface-write-lock-wait", daemon=True).start()
     got.wait(timeout)
     with decided:
-        if state["got"]:
+        if got.is_set():
             return
-        state["abandoned"] = True
+        abandoned.set()
     raise ConfigError(f"the store's write lock ({path}) was not free within {timeout:g} s: another process is "
                       "writing (a long erasure or purge) or is stuck; nothing was changed. Let it finish or stop it, "
                       "then try again.")

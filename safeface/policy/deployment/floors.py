@@ -22,8 +22,7 @@ import unicodedata
 from typing import Any, Mapping, Optional, Sequence
 
 from ...errors import ConfigError
-from ...lookalike import (describe, hidden_char, joiner_shows, latin_lookalike_word, mixed_word, script_of,
-                           skeletons, slipped_in)
+from ...lookalike import describe, hidden_char, latin_lookalike_word, mixed_word, script_of, skeletons, slipped_in
 
 # Singular forms (plurals are reduced before comparing), matched as whole words however they are
 # spaced: "rest room" is "restroom".
@@ -120,8 +119,8 @@ def check_location_names(location: Mapping[str, Any]) -> None:
         # letters in their stored order finds; a control or invisible code point hides a word.
         # The direction marks (LRM, RLM, ALM) move no letter, only where neutral punctuation sits,
         # and right-to-left editors write them in honest names.
-        hidden = next((c for i, c in enumerate(text) if unicodedata.category(c) == "Cc" or (
-            hidden_char(c) is not None and c not in DIRECTION_MARKS and not joiner_shows(text, i))), None)
+        hidden = hidden_char("".join(c for c in text if c not in DIRECTION_MARKS), spelling_joiners=True) or next(
+            (c for c in text if unicodedata.category(c) == "Cc"), None)
         if hidden is not None:
             raise ConfigError(f"location.{field} {ascii(text)} holds {describe(hidden)}, which changes how it "
                               "prints without being seen; write it plainly.")

@@ -89,7 +89,7 @@ class Deployment:
             raise ConfigError("'purposes' must map each purpose name to its description.")
         folded: dict[str, str] = {}
         for name, p in pconf.items():
-            _check_purpose_name(name, folded)
+            _check_name("purpose", name, folded)
             if not isinstance(p, Mapping):
                 raise ConfigError(f"purpose {name!r} must be an object.")
             what = f"purposes.{name}"
@@ -337,10 +337,6 @@ def default_role_of(named: Any, roles: Mapping[str, Any]) -> str:
 
 def new_deployment_id() -> str:
     return str(uuid.uuid4())
-
-
-def _check_purpose_name(name: Any, folded: dict[str, str]) -> None:
-    _check_name("purpose", name, folded)
 
 
 def _check_name(what: str, name: Any, folded: dict[str, str]) -> None:
