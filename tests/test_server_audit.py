@@ -506,3 +506,57 @@ def test_appends_race_cleanly_under_a_repeatable_read_default(pg: Any, tmp_path:
     finally:
         for log in logs:
             log.close()
+
+
+def test_a_key_removal_on_postgresql_holds_the_store_lock_and_gives_up_behind_a_stuck_writer(
+        pg: PgCluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`keys remove` holds both halves of the server store's write lock while it records, so an
+    enrolment's commit falls wholly before or after it. Behind a writer that does not let go
+    (a session holding the lock), it waited for ever, the stolen key trusted all along; it now
+    gives up after STORE_LOCK_WAIT_S, changing nothing, and succeeds once the lock is free."""
+    import hashlib
+    import threading
+
+    import psycopg
+
+    import safeface.workspace.admin as admin
+    from safeface.workspace.admin import keys_list, keys_new, keys_remove
+
+    ws, dsn = server_workspace(pg, tmp_path)
+    b = keys_new(ws, "consent-issuer", tmp_path / "b.pem", label="consent service B")
+
+    def lock_key(text: str) -> int:
+        return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big", signed=True)
+
+    def trusted() -> bool:
+        return any(k["thumbprint"] == b.thumbprint and not k.get("removed") for k in keys_list(ws))
+
+    session_key, xact_key = lock_key("safeface write lock safeface"), lock_key("safeface write transaction lock safeface")
+    with psycopg.connect(dsn, password=PG_PASSWORD, autocommit=True) as other:
+        with opened(WorkspacePaths(ws)) as r, admin._store_locked(WorkspacePaths(ws), r):
+            assert other.execute("SELECT pg_try_advisory_lock(%s)", (session_key,)).fetchone()[0] is False
+            with other.transaction():
+                assert other.execute("SELECT pg_try_advisory_xact_lock(%s)", (xact_key,)).fetchone()[0] is False
+
+        monkeypatch.setattr(admin, "STORE_LOCK_WAIT_S", 0.5)
+        other.execute("SELECT pg_advisory_lock(%s)", (session_key,))
+        outcome: list[BaseException] = []
+
+        def remove() -> None:
+            try:
+                keys_remove(ws, "consent-issuer", b.thumbprint)
+            except BaseException as exc:  # noqa: BLE001 - the test reads it
+                outcome.append(exc)
+
+        remover = threading.Thread(target=remove, daemon=True)
+        remover.start()
+        remover.join(60)
+        stuck = remover.is_alive()
+        other.execute("SELECT pg_advisory_unlock(%s)", (session_key,))
+        remover.join(60)
+        assert not stuck, "the removal waited behind the held lock past its limit"
+        assert len(outcome) == 1 and isinstance(outcome[0], ConfigError), outcome
+        assert "not free within 0.5 s" in str(outcome[0]) and PG_PASSWORD not in str(outcome[0])
+    assert trusted()
+    assert keys_remove(ws, "consent-issuer", b.thumbprint).thumbprint == b.thumbprint
+    assert not trusted()

@@ -110,8 +110,10 @@ def secret_from_env(name: str) -> Optional[str]:
     return None
 
 
-def open_store(cfg: StorageConfig, root: Path, gallery_path: Path, keyring: Keyring, dim: int) -> Any:
-    """The workspace's TemplateStore."""
+def open_store(cfg: StorageConfig, root: Path, gallery_path: Path, keyring: Keyring, dim: int,
+               lock_wait: Optional[float] = None) -> Any:
+    """The workspace's TemplateStore. `lock_wait` bounds a server store's waits for its write
+    lock (ServerStore.open)."""
     if not cfg.server:
         from .gallery import Gallery
 
@@ -123,4 +125,4 @@ def open_store(cfg: StorageConfig, root: Path, gallery_path: Path, keyring: Keyr
     return ServerStore.open(
         cfg.records, secret_from_env("SAFEFACE_PG_PASSWORD"),
         lambda: MilvusVectors.connect(cfg.vectors, root, cfg.collection, dim, cfg.vector_index, token, wait=False),
-        keyring, dim, cfg.namespace)
+        keyring, dim, cfg.namespace, lock_wait=lock_wait)

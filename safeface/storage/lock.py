@@ -77,6 +77,11 @@ def _flock(fd: int, timeout: Optional[float], path: Path) -> None:
         if got.is_set():
             return
         abandoned.set()
-    raise ConfigError(f"the store's write lock ({path}) was not free within {timeout:g} s: another process is "
-                      "writing (a long erasure or purge) or is stuck; nothing was changed. Let it finish or stop it, "
-                      "then try again.")
+    raise lock_not_free(str(path), timeout)
+
+
+def lock_not_free(what: str, timeout: float) -> ConfigError:
+    """What a bounded wait for a store's write lock says when it gives up."""
+    return ConfigError(f"the store's write lock ({what}) was not free within {timeout:g} s: another process is "
+                       "writing (a long erasure or purge) or is stuck; nothing was changed. Let it finish or stop it, "
+                       "then try again.")

@@ -56,6 +56,7 @@ from .rows import (REKEYED_FROM, ROW_COLS, rekey_mark, Enrollment, Entry, Erasur
                    touched_expiry, unseal_row, utc_now)
 from .rows import BLANK_LOOKS, OPEN_COLS, refuse_blanked, stored_looks
 from .factory import dsn_parts, misread
+from .lock import lock_not_free
 from .vectors import AskingAgain, MilvusVectors, purpose_set
 
 log = logging.getLogger("safeface.storage")
@@ -175,13 +176,15 @@ def pg_connect(dsn: str, password: Optional[str], where: str) -> Any:
 class AdvisoryLock:
     """The store's write lock: a PostgreSQL session advisory lock on its own connection (so it
     spans processes and machines, and the server releases it if the holder dies), re-entrant
-    within a process."""
+    within a process. With `wait` (seconds) each taking waits at most that long for another
+    holder, then raises ConfigError; without it, as long as the holder keeps it."""
 
     def __init__(self, conn: Any, key: int, on_acquire: Optional[Callable[[Any], None]] = None,
-                 where: str = "the PostgreSQL record store") -> None:
+                 where: str = "the PostgreSQL record store", wait: Optional[float] = None) -> None:
         self._conn = conn
         self.key = key
         self.where = where
+        self.wait = wait
         self._thread_lock = threading.RLock()
         self._depth = 0
         self._on_acquire = on_acquire
@@ -190,11 +193,7 @@ class AdvisoryLock:
     def held(self) -> Iterator[None]:
         with self._thread_lock:
             if self._depth == 0:
-                try:
-                    self._conn.execute("SELECT pg_advisory_lock(%s)", (self.key,))
-                except Exception as exc:  # its connection lost (ended, or closed by _release): nothing written
-                    _raise_pg(exc, self.where)
-                    raise
+                self._take()
                 if self._on_acquire is not None:
                     try:
                         self._on_acquire(self._conn)
@@ -208,6 +207,28 @@ class AdvisoryLock:
                 self._depth -= 1
                 if self._depth == 0:
                     self._release()
+
+    def _take(self) -> None:
+        try:
+            if self.wait is None:
+                self._conn.execute("SELECT pg_advisory_lock(%s)", (self.key,))
+                return
+            import psycopg
+
+            # lock_timeout bounds an advisory lock's wait as any other lock's; set for this
+            # statement only, so the session's later statements wait as they always did.
+            self._conn.execute("SELECT set_config('lock_timeout', %s, false)", (f"{max(1, round(self.wait * 1000))}ms",))
+            try:
+                self._conn.execute("SELECT pg_advisory_lock(%s)", (self.key,))
+            except psycopg.errors.LockNotAvailable:
+                raise lock_not_free(self.where, self.wait) from None
+            finally:
+                self._conn.execute("SELECT set_config('lock_timeout', '0', false)")
+        except ConfigError:
+            raise
+        except Exception as exc:  # its connection lost (ended, or closed by _release): nothing written
+            _raise_pg(exc, self.where)
+            raise
 
     def _release(self) -> None:
         """Unlock. A failure here is not the call's: what it wrote is committed or rolled back by
@@ -264,7 +285,7 @@ class ServerStore:
 
     @classmethod
     def open(cls, dsn: str, password: Optional[str], vectors: Callable[[], MilvusVectors], keyring: Keyring,
-             dim: int, namespace: str = "safeface") -> "ServerStore":
+             dim: int, namespace: str = "safeface", lock_wait: Optional[float] = None) -> "ServerStore":
         """Connect, check the records' schema, dimension and keys and the Milvus collection, and
         only then create what is missing; carry out pending vector writes. Reads no row.
 
@@ -272,7 +293,9 @@ class ServerStore:
         service restarted during an outage serves from the records, as a running one does
         (searches score them, erasures leave their vector removals noted, enrolments are
         refused). It finishes opening at the first search or write once Milvus answers
-        (_finish_open). A new store needs Milvus: nothing is created without it."""
+        (_finish_open). A new store needs Milvus: nothing is created without it. With `lock_wait`
+        (seconds) every taking of the write lock, this opening's included, gives up after that
+        long with ConfigError (for a short-lived handle that must not wait behind a stuck writer)."""
         if not NAMESPACE_RE.match(namespace):
             raise ConfigError(f"storage.namespace must be a lower-case SQL name, got {namespace!r}.")
         where = f"the PostgreSQL record store {_safe_dsn(dsn)} (schema {namespace})"
@@ -288,6 +311,7 @@ class ServerStore:
             # Connects: the collection is checked before anything is created.
             down = _outage_of(vec.reachable, fresh=meta is None)
             store = cls(conn, lock_conn, where, namespace, keyring, dim, vec)
+            store._write_lock.wait = lock_wait
             with store._write_lock.held():
                 store._create(meta is None)
                 store._refuse_foreign_rules()

@@ -86,7 +86,8 @@ def _store_locked(paths: WorkspacePaths, r: Any) -> Iterator[None]:
         dim = int(r.deployment.section("matching").get("dim") or 128)
         done = False
         try:
-            with open_store(cfg, paths.root, paths.gallery, r.keyring, dim) as store, store.serialized():
+            with open_store(cfg, paths.root, paths.gallery, r.keyring, dim, lock_wait=STORE_LOCK_WAIT_S) as store, \
+                    store.serialized():
                 _same_storage(paths, section)
                 yield
                 done = True
