@@ -165,6 +165,9 @@ def open_lock_file(lock_path: PathLike) -> int:
         if exc.errno in (errno.EISDIR, errno.ENXIO, errno.ENOTDIR):  # a folder or a device in its place
             raise ConfigError(f"the lock file {lock_path} cannot be opened ({exc.strerror}); remove what is in its "
                               "place (safeface makes the file itself).") from None
+        if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            raise ConfigError(f"the lock file {lock_path} cannot be made or opened ({exc.strerror}); safeface needs "
+                              "to write in the workspace's folder, even to read it.") from None
         raise
 
 
@@ -172,18 +175,9 @@ def open_lock_file(lock_path: PathLike) -> int:
 def shared_lock(lock_path: PathLike) -> Iterator[None]:
     """Hold an advisory shared lock on `lock_path` while reading what a writer changes in two
     steps under `exclusive_lock` (a file and its audit entry): the reader sees both or neither.
-    Where the lock file cannot be made (a read-only copy of a workspace) the read goes ahead
-    unlocked: safeface changes nothing there."""
-    fd: Optional[int] = None
-    try:
-        fd = open_lock_file(lock_path)
-    except OSError as exc:
-        if exc.errno not in (errno.EACCES, errno.EROFS, errno.EPERM):
-            raise
-    if fd is None:
-        yield
-        return
-    with _held(fd, "LOCK_SH"):
+    (A workspace that cannot hold its lock files, a read-only copy, does not open at all: its
+    SQLite logs need files beside them too.)"""
+    with _held(open_lock_file(lock_path), "LOCK_SH"):
         yield
 
 

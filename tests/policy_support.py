@@ -186,6 +186,33 @@ def open_sf(paths: WorkspacePaths, clock: Optional[Clock] = None, role: Optional
     return SafeFace.open(paths.root, PASSPHRASE, pipeline=CachedPipeline(), clock=clock, role=role)
 
 
+def enrol_while(paths: WorkspacePaths, change: Callable[[SafeFace], None], monkeypatch: pytest.MonkeyPatch, *,
+                subject: str = "alice", token: Optional[str] = None, legal_basis: Optional[str] = None
+                ) -> tuple[Any, int]:
+    """Enrol `subject` from obama.jpg for "demo"; once the image is embedded, before the store's
+    write, `change(handle)` runs: another process's change, or another call of the handle,
+    landing mid-call. Returns (the enrolment or its PolicyViolation, the rows stored)."""
+    from safeface import PolicyViolation
+
+    embed = SafeFace._embed_single
+
+    def embed_then_change(self: SafeFace, *a: Any, **k: Any) -> Any:
+        out = embed(self, *a, **k)
+        change(self)
+        return out
+
+    monkeypatch.setattr(SafeFace, "_embed_single", embed_then_change)
+    try:
+        with open_sf(paths) as sf:
+            try:
+                outcome: Any = sf.enroll(images() / "obama.jpg", subject, "demo", token, legal_basis=legal_basis)
+            except PolicyViolation as exc:
+                outcome = exc
+            return outcome, len(sf.records())
+    finally:
+        monkeypatch.setattr(SafeFace, "_embed_single", embed)
+
+
 def issued_consent(paths: WorkspacePaths, subject: str, purposes: Sequence[str] = ("demo",),
                    **kw: Any) -> tuple[str, ConsentToken]:
     """A consent from the workspace's demo issuer: (wire form, what it says)."""

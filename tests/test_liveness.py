@@ -891,3 +891,30 @@ def test_a_clip_file_over_the_size_limit_is_refused_by_its_size(tmp_path: Path) 
         fh.truncate(MAX_BYTES + 1)  # sparse: no disk used
     with pytest.raises(InvalidArgument, match="larger than"):
         read_clip(big)
+
+
+def test_a_frame_folders_digest_names_its_frames_bytes_and_order(tmp_path: Path) -> None:
+    """The evidence names the clip by its SHA-256; for a folder of frames, that of each frame's
+    file in name order. Another folder of the same files gives the same digest; one frame
+    re-encoded, or two frames' names swapped, gives another."""
+    import shutil
+
+    import numpy as np
+    from PIL import Image
+
+    from safeface.capture.clip import read_clip
+
+    rng = np.random.default_rng(7)
+    first = tmp_path / "first"
+    first.mkdir()
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)).save(first / f"{i}.png")
+    digest = read_clip(first).sha256
+    assert digest == read_clip(shutil.copytree(first, tmp_path / "copy")).sha256
+    reencoded = shutil.copytree(first, tmp_path / "reencoded")
+    Image.open(first / "1.png").save(reencoded / "1.png", compress_level=1)  # the same pixels, other bytes
+    swapped = shutil.copytree(first, tmp_path / "swapped")
+    (swapped / "0.png").rename(swapped / "tmp.png")
+    (swapped / "2.png").rename(swapped / "0.png")
+    (swapped / "tmp.png").rename(swapped / "2.png")
+    assert len({digest, read_clip(reencoded).sha256, read_clip(swapped).sha256}) == 3

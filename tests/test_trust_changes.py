@@ -4,6 +4,7 @@ workspace once, and judged by the keys trusted at that moment."""
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,7 @@ from typing import Any
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from policy_support import PASSPHRASE, consent, images, make_workspace, open_sf  # noqa: E402
+from policy_support import PASSPHRASE, consent, enrol_while, images, make_workspace, open_sf  # noqa: E402
 
 from safeface import PolicyViolation  # noqa: E402
 from safeface.policy.deployment import Deployment  # noqa: E402
@@ -91,7 +92,6 @@ def _enrol_with_a_removal_started(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     import threading
 
     from safeface.policy.guard import Guard
-    from safeface.sdk.facade import SafeFace
 
     monkeypatch.setenv("SAFEFACE_PASSPHRASE", PASSPHRASE)
     ws = make_workspace(tmp_path / "ws")
@@ -99,11 +99,7 @@ def _enrol_with_a_removal_started(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     minted, _ = issue_consent(read_signing_key(tmp_path / "b.pem"), Deployment.load(ws.config), "alice", ["demo"])
     remover = threading.Thread(target=keys_remove, args=(ws.root, "consent-issuer", b.thumbprint))
 
-    if where == "processing":
-        embed = SafeFace._embed_single
-        monkeypatch.setattr(SafeFace, "_embed_single",
-                            lambda self, *a, **k: (embed(self, *a, **k), remover.run())[0])
-    else:
+    if where != "processing":
         recheck = Guard.recheck_at_write
 
         def recheck_then_remove(self: Any, *a: Any, **k: Any) -> None:
@@ -112,12 +108,9 @@ def _enrol_with_a_removal_started(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
             remover.join(1.0)  # it waits for the store's write lock, which this enrolment holds
 
         monkeypatch.setattr(Guard, "recheck_at_write", recheck_then_remove)
-    with open_sf(ws) as sf:
-        try:
-            outcome: Any = sf.enroll(images() / "obama.jpg", "alice", "demo", minted)
-        except PolicyViolation as exc:
-            outcome = exc
-        assert len(sf.records()) == (0 if isinstance(outcome, PolicyViolation) else 1)
+    outcome, rows = enrol_while(ws, lambda _: remover.run() if where == "processing" else None, monkeypatch,
+                                token=minted)
+    assert rows == (0 if isinstance(outcome, PolicyViolation) else 1)
     return outcome, ws, remover
 
 
@@ -233,6 +226,33 @@ def test_a_call_made_while_an_assessment_is_half_recorded_is_not_refused(
         assert sf.verify(images() / "obama2.jpg", "alice", "demo", consent(ws, "alice")).match
 
 
+def test_an_assessment_recorded_between_a_calls_two_readings_of_the_file_is_not_refused(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A call reads deployment.json, sees it changed, then takes the assessment's lock to judge
+    it. An `assess` that finished between the two judged the first reading against the new
+    entry, an older file put back (CN-09); the file is read again under the lock."""
+    from safeface.workspace.admin import record_assessment
+
+    monkeypatch.setenv("SAFEFACE_PASSPHRASE", PASSPHRASE)
+    ws = make_workspace(tmp_path / "ws")
+    with open_sf(ws) as sf:
+        sf.enroll(images() / "obama.jpg", "alice", "demo", consent(ws, "alice"))
+        read, readings = sf._config_bytes, []
+
+        def read_then_assess() -> bytes:
+            raw = read()
+            readings.append(raw)
+            if len(readings) == 1:
+                record_assessment(ws.root, "DPIA-2", "2026-12-01", passphrase=PASSPHRASE)
+            return raw
+
+        ws.config.write_bytes(ws.config.read_bytes() + b"\n")  # changed: the next call judges it again
+        record_assessment(ws.root, "DPIA-1", "2026-12-01", passphrase=PASSPHRASE)
+        monkeypatch.setattr(sf, "_config_bytes", read_then_assess)
+        assert sf.verify(images() / "obama2.jpg", "alice", "demo", consent(ws, "alice")).match
+        assert len(readings) >= 2 and readings[0] != readings[-1]
+
+
 def test_a_row_stored_under_a_removed_key_is_named_whatever_judging_point_its_entry_claims(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A host holding the passphrase stores a row under a consent of a key already removed (a
@@ -273,7 +293,6 @@ def _enrol_under_a_legal_basis(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, 
     """Enrol carol under a legal basis of authority key B while a trust change lands mid-call:
     B removed, or an unrelated consent issuer added."""
     from safeface.policy.issuer import issue_legal_basis
-    from safeface.sdk.facade import SafeFace
 
     monkeypatch.setenv("SAFEFACE_PASSPHRASE", PASSPHRASE)
     ws = make_workspace(tmp_path / "ws")
@@ -288,14 +307,7 @@ def _enrol_under_a_legal_basis(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, 
         else:
             keys_new(ws.root, "consent-issuer", tmp_path / "c.pem", label="consent service C")
 
-    embed = SafeFace._embed_single
-    monkeypatch.setattr(SafeFace, "_embed_single", lambda self, *a, **k: (embed(self, *a, **k), landing())[0])
-    with open_sf(ws) as sf:
-        try:
-            outcome: Any = sf.enroll(images() / "obama.jpg", "carol", "demo", legal_basis=lb)
-        except PolicyViolation as exc:
-            outcome = exc
-        return outcome, len(sf.records())
+    return enrol_while(ws, lambda _: landing(), monkeypatch, subject="carol", legal_basis=lb)
 
 
 def test_an_authority_key_removed_while_a_legal_basis_enrolment_is_processed_stores_nothing(
@@ -406,3 +418,26 @@ def test_a_folder_planted_as_the_gallerys_lock_file_is_a_typed_error(
     lock.mkdir()
     with pytest.raises(ConfigError, match="remove what is in its place"):
         keys_remove(ws.root, "consent-issuer", b.thumbprint)
+
+
+def test_a_lock_file_on_a_read_only_file_system_is_a_typed_error(tmp_path: Path) -> None:
+    """A lock file that cannot be made (a read-only mount) was a raw OSError for writers, and
+    readers went ahead without the lock; both are now told what to fix."""
+    import shutil
+    import subprocess
+
+    from safeface.atomicfile import exclusive_lock, shared_lock
+    from safeface.errors import ConfigError
+
+    mnt = tmp_path / "ro"
+    mnt.mkdir()
+    if os.geteuid() != 0 or shutil.which("mount") is None or subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "ro,size=1m", "none", str(mnt)], capture_output=True).returncode != 0:
+        pytest.skip("mounting a read-only file system needs root and mount(8)")
+    try:
+        for lock in (shared_lock, exclusive_lock):
+            with pytest.raises(ConfigError, match="cannot be made or opened .*Read-only"):
+                with lock(mnt / "trust.lock"):
+                    pass
+    finally:
+        subprocess.run(["umount", str(mnt)], capture_output=True)

@@ -7,40 +7,18 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from policy_support import PASSPHRASE, consent, edit_config, images, make_workspace, open_sf  # noqa: E402
+from policy_support import PASSPHRASE, consent, edit_config, enrol_while, make_workspace, open_sf  # noqa: E402
 
 from safeface import PolicyViolation  # noqa: E402
 from safeface.policy.deployment import Deployment  # noqa: E402
 from safeface.policy.issuer import issue_consent  # noqa: E402
 from safeface.workspace.admin import audit_verify, keys_new, keys_remove  # noqa: E402
 from safeface.workspace.keys import read_signing_key  # noqa: E402
-
-
-def _enrol_while(ws: Any, token: str, change: Callable[[Any], None], monkeypatch: pytest.MonkeyPatch) -> Any:
-    """Enrol alice; once her image is embedded, `change(handle)` runs (as another worker of the
-    handle would). Returns the enrolment or the refusal."""
-    from safeface.sdk.facade import SafeFace
-
-    embed = SafeFace._embed_single
-
-    def embed_then_change(self: Any, *a: Any, **k: Any) -> Any:
-        out = embed(self, *a, **k)
-        change(self)
-        return out
-
-    monkeypatch.setattr(SafeFace, "_embed_single", embed_then_change)
-    with open_sf(ws) as sf:
-        try:
-            return sf.enroll(images() / "obama.jpg", "alice", "demo", token)
-        except PolicyViolation as exc:
-            return exc
-        finally:
-            monkeypatch.setattr(SafeFace, "_embed_single", embed)
 
 
 def test_a_purpose_undeclared_while_an_enrolment_is_processed_stores_nothing(
@@ -53,7 +31,7 @@ def test_a_purpose_undeclared_while_an_enrolment_is_processed_stores_nothing(
         with handle._root._judge_lock:  # the handle's next call publishes it
             handle._sync_deployment()
 
-    outcome = _enrol_while(ws, consent(ws, "alice"), reassess_without_demo, monkeypatch)
+    outcome = enrol_while(ws, reassess_without_demo, monkeypatch, token=consent(ws, "alice"))[0]
     assert isinstance(outcome, PolicyViolation) and "stopped being declared" in str(outcome), outcome
     with open_sf(ws) as sf:
         assert sf.records() == []
@@ -71,6 +49,6 @@ def test_a_removal_another_call_of_the_handle_read_mid_enrolment_still_stores_no
         with handle._root._judge_lock:
             handle._sync_trust()
 
-    outcome = _enrol_while(ws, minted, remove_and_read, monkeypatch)
+    outcome = enrol_while(ws, remove_and_read, monkeypatch, token=minted)[0]
     assert isinstance(outcome, PolicyViolation) and "stopped being trusted" in str(outcome), outcome
     assert audit_verify(ws.root).store.rows == 0
