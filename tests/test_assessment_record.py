@@ -457,3 +457,22 @@ def test_an_assessment_whose_entry_the_log_would_cut_is_not_recorded(tmp_path: P
     with pytest.raises(ConfigError, match="roles"):
         record_assessment(ws.root, "PIA-BIG", TODAY, passphrase=PASSPHRASE, accept_changes=True)
     assert ws.config.read_bytes() == before and LIMITS["note"] == 65_536
+
+
+def test_the_report_names_what_the_store_check_found(tmp_path: Path) -> None:
+    """A row deleted behind the guard: the report's store audit gives the check's problems, not
+    an empty list beside a digest."""
+    paths = make_workspace(tmp_path / "ws")
+    with open_sf(paths) as sf:
+        sf.enroll(images() / "obama.jpg", "alice", "demo", consent(paths, "alice"))
+        last = sf.enroll(images() / "biden.jpg", "bob", "demo", consent(paths, "bob"))
+    with sqlite3.connect(str(paths.gallery)) as db:
+        db.execute("DELETE FROM rows WHERE row_id = ?", (last.row_id,))
+    with open_sf(paths) as sf:
+        check = sf.verify_store()
+        assert not check.ok
+        report = json.loads(sf.report(tmp_path / "report")["json"].read_text())
+    audit = report["security_measures"]["store_audit"]
+    assert audit["rows"] == check.rows == 1 and audit["digest"] == check.digest
+    assert audit["problems"] == list(check.problems)
+    assert any(f"row {last.row_id} was enrolled" in p for p in audit["problems"])

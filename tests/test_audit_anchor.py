@@ -414,3 +414,51 @@ def test_audit_verify_on_the_command_line_checks_the_template_store(tmp_path: Pa
               dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=30))
     assert cli("audit", "verify", paths.root) == 4
     assert "behind the guard" in json.loads(capsys.readouterr().err)["message"]
+
+
+def test_a_log_one_entry_behind_its_anchor_is_called_rolled_back(tmp_path: Path) -> None:
+    from safeface.workspace.anchor import Anchor, check_anchor
+
+    paths = workspace(tmp_path)
+    append(paths, 2)
+    copy_log(paths, tmp_path / "old.db")
+    append(paths, 1, "refusal")  # exactly one entry to hide
+    restore_log(paths, tmp_path / "old.db")
+    with pytest.raises(IntegrityError, match="rolled back or cut"):
+        audit_verify(paths.root)
+
+    class Named:
+        name, required = "test anchor", True
+
+    with pytest.raises(IntegrityError, match="rolled back or cut: it ends at entry 4"):
+        check_anchor(Named(), Anchor(5, "ab" * 32), 4, lambda seq: "ab" * 32)
+
+
+def _append_many(root: str, tag: str, n: int, q: Any) -> None:
+    try:
+        with opened(WorkspacePaths(Path(root))) as r:
+            for i in range(n):
+                r.audit.append("verify", "allowed", purpose="demo", note=f"{tag}{i}")
+        q.put("ok")
+    except BaseException as exc:  # noqa: BLE001 - the parent reads it
+        q.put(f"{type(exc).__name__}: {exc}")
+
+
+def test_two_processes_appending_to_one_audit_log_take_turns(tmp_path: Path) -> None:
+    """Two service workers write the one log: each write holds the file's lock from its first
+    read to its commit, so both wait their turn and leave one whole chain. A write that took
+    the lock only at its first write failed one worker with "database is locked"."""
+    paths = workspace(tmp_path)
+    with opened(paths) as r:
+        start = r.audit.verify().entries
+    ctx = mp.get_context("fork")
+    q = ctx.Queue()
+    procs = [ctx.Process(target=_append_many, args=(str(paths.root), t, 150, q)) for t in ("a", "b")]
+    for p in procs:
+        p.start()
+    got = [q.get(timeout=300) for _ in procs]
+    for p in procs:
+        p.join(60)
+    assert got == ["ok", "ok"], got
+    with opened(paths) as r:
+        assert r.audit.verify().entries == start + 300

@@ -108,3 +108,35 @@ def test_a_key_revoked_while_its_call_is_in_flight_never_fails_the_audit(tmp_pat
         with pytest.raises(AuthenticationError):
             sf.authenticate(key)
         assert sf.audit_verify().entries > 0
+
+
+def test_a_key_checked_right_at_its_revocation_entry_is_named() -> None:
+    k, op = "0123456789ab", "fedcba987654"
+    log = [_entry(1, "apikey", "API key issued", key_actor(op, 0)),
+           _entry(2, "apikey", key_revoked_note(k), key_actor(op, 1)),
+           _entry(3, "purge", "nothing to purge", key_actor(k, 2))]  # the log ended at the revocation
+    late = read_log(log).late
+    assert len(late) == 1 and late[0].startswith("entry 3 "), late
+
+
+def test_a_revived_key_used_first_thing_after_its_revocation_is_named(tmp_path: Path) -> None:
+    """The key's row restored and the revocation hidden behind rebuilt indexes, the key is used
+    by the very next call: its actor reads "checked after" the revocation entry itself."""
+    paths = make_workspace(tmp_path / "ws")
+    with open_sf(paths) as sf:
+        info, key = sf.issue_api_key("operator", label="gate")
+    with sqlite3.connect(str(paths.apikeys)) as con:
+        old_digest = con.execute("SELECT digest FROM apikeys WHERE key_id = ?", (info.key_id,)).fetchone()[0]
+    with open_sf(paths) as sf:
+        sf.revoke_api_key(info.key_id)
+        seq = [e for e in sf.audit_entries() if e.note == key_revoked_note(info.key_id)][-1].seq
+        assert sf.audit_entries()[-1].seq == seq
+    with sqlite3.connect(str(paths.apikeys)) as con:
+        con.execute("UPDATE apikeys SET digest = ?, revoked = NULL WHERE key_id = ?", (old_digest, info.key_id))
+    _hide_from_indexes(paths.audit, seq)
+    with open_sf(paths) as sf:
+        sf.acting_as_key(sf.authenticate(key)).issue_api_key("operator", label="back door")
+        entries = sf.audit_entries()
+    assert any((e.actor or "").startswith(info.key_id + " ") for e in entries)
+    late = read_log(entries).late
+    assert any(f"API key {info.key_id}" in x and f"revocation in entry {seq}" in x for x in late), late

@@ -154,3 +154,25 @@ def test_two_processes_updating_at_once_lose_nothing(home: Path, tmp_path: Path)
     children = [subprocess.Popen([sys.executable, "-c", script, tag], env=env, cwd=tmp_path) for tag in ("a", "b")]
     assert [c.wait(timeout=120) for c in children] == [0, 0]
     assert len(registry.load().files()) == 50
+
+
+def _registry_with(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **fields: object) -> None:
+    monkeypatch.setenv("SAFEFACE_HOME", str(tmp_path / "home"))
+    row = {"path": "converted/x/m.onnx", "sha256": "ab" * 32, "size": 3, "kind": registry.CONVERTED,
+           "name": "m", "licence": "CC0", "source": "test", **fields}
+    path = registry.registry_path()
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps({"format": registry.REGISTRY_FORMAT, "files": [row], "packs": []}))
+
+
+@pytest.mark.parametrize("bad", [{"sha256": "ab" * 8}, {"sha256": "ab" * 40}, {"size": "3"}])
+def test_a_record_with_a_malformed_hash_or_size_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                           bad: dict[str, object]) -> None:
+    _registry_with(tmp_path, monkeypatch, **bad)
+    with pytest.raises(ModelError, match="unreadable"):
+        registry.load()
+
+
+def test_a_whole_record_loads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _registry_with(tmp_path, monkeypatch)
+    assert len(registry.load().files()) == 1

@@ -404,3 +404,19 @@ def test_an_index_that_lies_about_its_column_cannot_hide_a_row_from_an_erasure(p
         assert sf.identify(img / "obama3.jpg", "demo", consent(ws, "carol")) == []
         assert sf.audit_verify().entries > 0
     assert _sql(dsn, "SELECT count(*) FROM safeface.rows") == [(1,)]
+
+
+def test_an_honest_migration_after_an_erasure_records_no_counter_repair(pg: PgCluster, tmp_path: Path) -> None:
+    """The highest row erased before a move to PostgreSQL: the move carries the id counter, so
+    the next enrolment's log does not say the store was restored or its counter set back."""
+    server_modules()
+    ws = make_workspace(tmp_path / "ws")
+    with open_sf(ws) as sf:
+        sf.enroll(images() / "obama.jpg", "alice", "demo", consent(ws, "alice"))
+        sf.enroll(images() / "biden.jpg", "bob", "demo", consent(ws, "bob"))
+        sf.erase("bob")  # row 2, the highest, goes
+        sf.migrate_storage({"records": pg.new_database(), "vectors": "milvus-lite:vectors.db"})
+    with open_sf(ws) as sf:
+        assert sf.enroll(images() / "obama2.jpg", "carol", "demo", consent(ws, "carol")).row_id > 2
+        assert [e.note for e in sf.audit_entries() if e.operation == "store-counter"] == []
+        assert sf.audit_verify().entries > 0

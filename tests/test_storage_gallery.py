@@ -913,3 +913,100 @@ def test_a_row_held_for_several_purposes_goes_when_all_of_them_end(db: Path, key
         gone = g.purge_expired(T0, ended=["short", "long"])
         assert [r.pseudonym for r in gone] == [g.pseudonym("alice")]  # carol is held for other too
         assert len(g) == 1
+
+
+def test_an_erasure_hidden_from_the_change_log_leaves_no_subject_verifiable(db: Path, keyring: Any) -> None:
+    """An operator deletes an erasure's entries from the change log and sets its counter back: an
+    open handle's verify confirms its best row against the store, as search does, and finds
+    the subject gone."""
+    x = unit_rows(3, seed=5)
+    with Gallery.open(db, keyring, DIM) as admin:
+        for i, v in enumerate(x):
+            admin.add(f"s{i}", v, ("access",), f"tok-s{i}", LATER)
+    worker = Gallery.open(db, keyring, DIM)
+    try:
+        assert worker.verify("s1", x[1], "access", now=T0) == pytest.approx(1.0, abs=1e-4)
+        with Gallery.open(db, keyring, DIM) as admin:
+            assert admin.erase_subject("s1").count == 1
+        with sqlite3.connect(db) as con:
+            con.execute("DELETE FROM changes WHERE op = 'delete'")
+            con.execute("UPDATE sqlite_sequence SET seq = (SELECT MAX(seq) FROM changes) WHERE name = 'changes'")
+        with Gallery.open(db, keyring, DIM) as admin:  # honest traffic afterwards
+            admin.add("s9", unit_rows(1, seed=77)[0], ("access",), "tok-s9", LATER)
+        assert worker.verify("s1", x[1], "access", now=T0) is None
+        assert worker.verify("s0", x[0], "access", now=T0) is not None
+    finally:
+        worker.close()
+
+
+def test_a_handle_further_behind_than_the_kept_change_log_reads_the_store_whole(
+        db: Path, keyring: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    import safeface.storage.gallery as gallery_module
+
+    monkeypatch.setattr(gallery_module, "CHANGE_LOG_KEEP", 2)
+    x = unit_rows(6, seed=3)
+    worker = Gallery.open(db, keyring, DIM)
+    try:
+        assert worker.search(x[0], "access", k=1, now=T0) == []
+        with Gallery.open(db, keyring, DIM) as admin:  # another process enrols while the worker idles
+            for i, v in enumerate(x):
+                admin.add(f"s{i}", v, ("access",), f"tok-s{i}", LATER)
+        assert len({m.pseudonym for m in worker.search(x[0], "access", k=6, now=T0)}) == 6
+        assert worker.verify("s0", x[0], "access", now=T0) is not None
+    finally:
+        worker.close()
+
+
+def test_a_transform_key_changed_under_its_version_is_refused_at_rekey(db: Path) -> None:
+    """Other handles follow key versions: a host whose provider hands out another transform key
+    under the same version would leave them probing under the old one."""
+    import os
+
+    provider = StaticKeyProvider.generate()
+    x = unit_rows(3, seed=51)
+    with Gallery.open(db, HostKeyring(provider), DIM) as g:
+        fill(g, x)
+        provider._keys["transform"][1] = os.urandom(32)
+        with pytest.raises(ConfigError, match="changed without a new version number"):
+            g.rekey()
+
+
+def test_verify_and_search_agree_that_a_row_is_gone_at_its_expiry_instant(db: Path, keyring: Any) -> None:
+    x = unit_rows(2, seed=21)
+    with Gallery.open(db, keyring, DIM) as g:
+        g.add("s0", x[0], ("access",), "tok-s0", LATER)
+        g.add("s1", x[1], ("access",), "tok-s1", LATER + timedelta(days=1))
+        assert g.verify("s0", x[0], "access", now=LATER - timedelta(microseconds=1)) is not None
+        assert [m.pseudonym for m in g.search(x[0], "access", k=2, threshold=0.9, now=LATER)] == []
+        assert g.verify("s0", x[0], "access", now=LATER) is None
+        assert not g.may_hold(None, "access", now=LATER, subject_id="s0")
+
+
+def test_an_erasure_drops_the_visible_region_template_from_every_handles_memory(db: Path, keyring: Any) -> None:
+    x, v = unit_rows(2, seed=41), unit_rows(2, seed=42)
+    with Gallery.open(db, keyring, DIM) as g:
+        other = Gallery.open(db, keyring, DIM)
+        try:
+            g.add_many([Enrollment(f"s{i}", x[i], ("access",), f"tok-s{i}", LATER, visible=v[i], visible_masked=i == 0)
+                        for i in range(2)])
+            other.search(x[0], "access", k=1)  # the other handle follows the enrolment
+            assert len(g._vindex) == len(other._vindex) == 2
+            rid = g.rows_for("s0")[0].row_id
+            g.erase_subject("s0")
+            other.search(x[1], "access", k=1)  # ... and the erasure
+            for h in (g, other):
+                assert len(h._vindex) == 1 and rid not in h._visible_ids and rid not in h._masked_ids
+        finally:
+            other.close()
+
+
+def test_skipping_ids_never_sets_the_row_counter_back(db: Path, keyring: Any) -> None:
+    x = unit_rows(4, seed=31)
+    with Gallery.open(db, keyring, DIM) as g:
+        for i in range(3):
+            g.add(f"s{i}", x[i], ("access",), f"tok-s{i}", LATER)
+        g.erase_subject("s2")  # row 3 goes; its id stays used
+        assert g.id_ceiling() == 3
+        g.skip_ids(1)
+        assert g.id_ceiling() == 3
+        assert g.add("s3", x[3], ("access",), "tok-s3", LATER).row_id == 4

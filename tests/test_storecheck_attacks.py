@@ -367,3 +367,93 @@ def test_an_honest_match_does_not_license_a_longer_retention(tmp_path: Path) -> 
     with Gallery.open(paths.gallery, keyring, 128) as g:
         g.touch("alice", new_expiry=dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=1093), purpose="demo")
     assert _named(paths, "retention was extended behind the guard")
+
+
+def _refile(paths: WorkspacePaths, row_id: int, token_ref: str) -> None:
+    """Seal the row again, in place, with the workspace's keys, filed under another token
+    reference: the seal verifies."""
+    keyring = open_keyring(paths, PASSPHRASE)
+    g = Gallery.open(paths.gallery, keyring, 128)
+    keys = g._require_keys()
+    g.close()
+    db = sqlite3.connect(str(paths.gallery))
+    r = db.execute(f"SELECT {ROW_COLS} FROM rows WHERE row_id = ?", (row_id,)).fetchone()
+    entry, template, token = unseal_row(keys, r, 128)
+    rid, pseud, purposes, _old_ref, prov, exp_us = r[:6]
+    looks = db.execute("SELECT look, look_small FROM rows WHERE row_id = ?", (row_id,)).fetchone()
+    sealed = seal_row(keys, rid, pseud, json.loads(purposes), token_ref, prov, exp_us, template, token,
+                      visible=entry.visible, masked_enrolment=entry.masked_enrolment, looks=tuple(looks))
+    db.execute("UPDATE rows SET sealed = ?, token_id = ? WHERE row_id = ?", (sealed, token_ref, rid))
+    db.execute("INSERT INTO changes (row_id, op) VALUES (?, 'upsert')", (rid,))
+    db.commit()
+    db.close()
+
+
+def test_a_row_refiled_under_another_token_is_named_before_and_after_its_withdrawal(tmp_path: Path) -> None:
+    """A host holding the keys seals alice's row again under a decoy token reference. Her
+    withdrawal of the consent then finds no row to remove, and the row stays matchable: the
+    store check names it, before the withdrawal and after."""
+    from policy_support import issued_consent
+
+    paths = make_workspace(tmp_path / "ws")
+    with open_sf(paths) as sf:
+        wire, tok = issued_consent(paths, "alice")
+        row = sf.enroll(images() / "obama.jpg", "alice", "demo", wire)
+        decoy = sf.token_ref("decoy-token-id")
+        assert sf.verify_store().ok
+    _refile(paths, row.row_id, decoy)
+    with open_sf(paths) as sf:
+        assert any("filed under another token" in p for p in sf.verify_store().problems)
+        sf.revoke(token_id=tok.token_id)
+        assert len(sf.records()) == 1  # the withdrawal did not find it
+        problems = sf.verify_store().problems
+    assert any(f"row {row.row_id} " in p for p in problems), problems
+
+
+def test_a_match_under_one_purpose_never_extends_a_row_of_several_purposes() -> None:
+    """A match extends the retention of a row of that one purpose only; a row enrolled for
+    several keeps the allowance its enrolment entry gave."""
+    import dataclasses
+
+    from safeface.workspace.audit import AuditEntry
+    from safeface.workspace.storecheck import read_log
+
+    @dataclasses.dataclass(frozen=True)
+    class Row:
+        row_id: int
+        pseudonym: str
+        purposes: tuple[str, ...]
+
+    p = "a" * 64
+    enrol = AuditEntry(1, "2026-01-01T00:00:00+00:00", "enroll", None, "t-" + "0" * 32, "consent", (p,), "allowed",
+                       None, "rows=5 expires 2026-02-01")
+    match = AuditEntry(2, "2026-01-10T00:00:00+00:00", "verify", "access", "t-" + "0" * 32, "consent", (p,),
+                       "allowed", None, "match expires 2029-01-10")
+    log = read_log([enrol, match])
+    enrolled = log.enrolment[5]
+    assert log.kept_until(Row(5, p, ("access",)), enrolled) == dt.date(2029, 1, 10)
+    assert log.kept_until(Row(5, p, ("access", "payroll")), enrolled) == dt.date(2026, 2, 1)
+
+
+@pytest.mark.parametrize("change", [
+    {"row_id": 8}, {"pseudonym": "q" * 64}, {"token_id": "u" * 64}, {"purposes": ("access", "payroll")},
+    {"expires_at": dt.datetime(2030, 1, 1, tzinfo=dt.timezone.utc)}])
+def test_the_store_digest_follows_every_field_it_describes(change: dict[str, Any]) -> None:
+    """Two checks are compared by their digest: a retention extended, a purpose added or a row
+    filed elsewhere between them must change it; so must another key."""
+    import dataclasses
+
+    from safeface.workspace.storecheck import rows_digest
+
+    @dataclasses.dataclass(frozen=True)
+    class Row:
+        row_id: int
+        pseudonym: str
+        token_id: str
+        purposes: tuple[str, ...]
+        expires_at: dt.datetime
+
+    base = Row(7, "p" * 64, "t" * 64, ("access",), dt.datetime(2027, 1, 1, tzinfo=dt.timezone.utc))
+    key = b"k" * 32
+    assert rows_digest(key, [base]) != rows_digest(key, [dataclasses.replace(base, **change)])
+    assert rows_digest(key, [base]) != rows_digest(b"j" * 32, [base])
