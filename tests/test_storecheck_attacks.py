@@ -52,7 +52,8 @@ def _clean(sf: Any) -> None:
 
 
 def _reseal(paths: WorkspacePaths, row_id: int, *, purposes: Optional[list[str]] = None,
-            expires: Optional[dt.datetime] = None, pseudonym: Optional[str] = None) -> None:
+            expires: Optional[dt.datetime] = None, pseudonym: Optional[str] = None,
+            token_ref: Optional[str] = None) -> None:
     """Re-seal a row in place with the keys (what a host using hazmat can do): the seal verifies."""
     keyring = open_keyring(paths, PASSPHRASE)
     g = Gallery.open(paths.gallery, keyring, 128)
@@ -65,10 +66,12 @@ def _reseal(paths: WorkspacePaths, row_id: int, *, purposes: Optional[list[str]]
     new_purposes = sorted(purposes) if purposes is not None else json.loads(old_purposes)
     new_exp = to_us(expires, "expires") if expires is not None else exp_us
     new_pseud = pseudonym or pseud
-    sealed = seal_row(keys, rid, new_pseud, new_purposes, token_id, prov, new_exp, template, token,
-                      visible=entry.visible, masked_enrolment=entry.masked_enrolment)
-    db.execute("UPDATE rows SET sealed = ?, purposes = ?, expires_us = ?, pseudonym = ? WHERE row_id = ?",
-               (sealed, json.dumps(new_purposes), new_exp, new_pseud, rid))
+    new_ref = token_ref or token_id
+    looks = db.execute("SELECT look, look_small FROM rows WHERE row_id = ?", (row_id,)).fetchone()
+    sealed = seal_row(keys, rid, new_pseud, new_purposes, new_ref, prov, new_exp, template, token,
+                      visible=entry.visible, masked_enrolment=entry.masked_enrolment, looks=tuple(looks))
+    db.execute("UPDATE rows SET sealed = ?, purposes = ?, expires_us = ?, pseudonym = ?, token_id = ? WHERE row_id = ?",
+               (sealed, json.dumps(new_purposes), new_exp, new_pseud, new_ref, rid))
     db.execute("INSERT INTO changes (row_id, op) VALUES (?, 'upsert')", (rid,))
     db.commit()
     db.close()
@@ -369,26 +372,6 @@ def test_an_honest_match_does_not_license_a_longer_retention(tmp_path: Path) -> 
     assert _named(paths, "retention was extended behind the guard")
 
 
-def _refile(paths: WorkspacePaths, row_id: int, token_ref: str) -> None:
-    """Seal the row again, in place, with the workspace's keys, filed under another token
-    reference: the seal verifies."""
-    keyring = open_keyring(paths, PASSPHRASE)
-    g = Gallery.open(paths.gallery, keyring, 128)
-    keys = g._require_keys()
-    g.close()
-    db = sqlite3.connect(str(paths.gallery))
-    r = db.execute(f"SELECT {ROW_COLS} FROM rows WHERE row_id = ?", (row_id,)).fetchone()
-    entry, template, token = unseal_row(keys, r, 128)
-    rid, pseud, purposes, _old_ref, prov, exp_us = r[:6]
-    looks = db.execute("SELECT look, look_small FROM rows WHERE row_id = ?", (row_id,)).fetchone()
-    sealed = seal_row(keys, rid, pseud, json.loads(purposes), token_ref, prov, exp_us, template, token,
-                      visible=entry.visible, masked_enrolment=entry.masked_enrolment, looks=tuple(looks))
-    db.execute("UPDATE rows SET sealed = ?, token_id = ? WHERE row_id = ?", (sealed, token_ref, rid))
-    db.execute("INSERT INTO changes (row_id, op) VALUES (?, 'upsert')", (rid,))
-    db.commit()
-    db.close()
-
-
 def test_a_row_refiled_under_another_token_is_named_before_and_after_its_withdrawal(tmp_path: Path) -> None:
     """A host holding the keys seals alice's row again under a decoy token reference. Her
     withdrawal of the consent then finds no row to remove, and the row stays matchable: the
@@ -401,7 +384,7 @@ def test_a_row_refiled_under_another_token_is_named_before_and_after_its_withdra
         row = sf.enroll(images() / "obama.jpg", "alice", "demo", wire)
         decoy = sf.token_ref("decoy-token-id")
         assert sf.verify_store().ok
-    _refile(paths, row.row_id, decoy)
+    _reseal(paths, row.row_id, token_ref=decoy)
     with open_sf(paths) as sf:
         assert any("filed under another token" in p for p in sf.verify_store().problems)
         sf.revoke(token_id=tok.token_id)
