@@ -122,3 +122,54 @@ def test_a_consent_issued_in_the_second_of_the_erasure_counts_as_withdrawn(tmp_p
         assert not st.is_revoked("t-unrelated", "p-alice", int(now.timestamp()) + 1)
     finally:
         st.close()
+
+
+def test_a_second_withdrawal_covers_a_consent_given_between_the_two(tmp_path: Path) -> None:
+    """Alice is erased, consents again, and is erased again: the second erasure withdraws every
+    token issued up to it, the one between included."""
+    st = PolicyState(tmp_path / "policy.db")
+    try:
+        st.revoke_subject("p-alice", NOW)
+        between = int((NOW + dt.timedelta(days=1)).timestamp())
+        assert not st.is_revoked("t-new", "p-alice", between)
+        st.revoke_subject("p-alice", NOW + dt.timedelta(days=2))
+        assert st.is_revoked("t-new", "p-alice", between)
+    finally:
+        st.close()
+
+
+def test_issuing_a_challenge_keeps_the_other_open_ones(tmp_path: Path) -> None:
+    st = PolicyState(tmp_path / "policy.db", KEY)
+    try:
+        now = dt.datetime.now(dt.timezone.utc).timestamp()
+        st.add_challenge("first", "left,right", now, now + 60)
+        st.add_challenge("second", "up", now + 1, now + 61)
+        assert st.issued_challenge("first") == ("left,right", False, now, now + 60)
+    finally:
+        st.close()
+
+
+def test_a_console_session_ends_at_its_eighth_hour_and_a_logout_is_never_forgotten(tmp_path: Path) -> None:
+    """A session lasts SESSION_SECONDS to the second; logging out of one session keeps every
+    other logout on record (a prune that forgot them let a logged-out cookie past the key
+    table's check); a key cannot be issued already expired."""
+    from safeface.errors import InvalidArgument
+    from safeface.workspace.apikeys import SESSION_SECONDS
+
+    keys = ApiKeys(tmp_path / "apikeys.db", KEY)
+    try:
+        _, key = keys.issue("operator", "console", None, None, NOW)
+        _, cookie = keys.open_session(key, NOW)
+        assert keys.session(cookie, NOW + dt.timedelta(seconds=SESSION_SECONDS)).role == "operator"
+        with pytest.raises(AuthenticationError, match="expired"):
+            keys.session(cookie, NOW + dt.timedelta(seconds=SESSION_SECONDS + 1))
+        _, first = keys.open_session(key, NOW)
+        _, second = keys.open_session(key, NOW)
+        assert keys.end_session(first, NOW)
+        assert keys.end_session(second, NOW + dt.timedelta(minutes=1))
+        with pytest.raises(AuthenticationError, match="logged out"):
+            keys.session(first, NOW + dt.timedelta(minutes=2))
+        with pytest.raises(InvalidArgument, match="in the past"):
+            keys.issue("operator", "x", NOW.date() - dt.timedelta(days=1), None, NOW)
+    finally:
+        keys.close()

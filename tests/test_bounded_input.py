@@ -497,3 +497,17 @@ def test_a_subject_enrolled_under_an_invisible_character_before_keeps_working(tm
         assert sf.verify(imgs / "obama2.jpg", subject, "demo", token).match
         assert sf.erase(subject).templates_removed == 1 and not sf.records()
         assert sf.audit_verify().entries > 0
+
+
+@pytest.mark.parametrize("bad", ["ali\u0378ce", "alice\ue000", "bob\U000F0000", "a" * 257])
+def test_unassigned_private_use_or_overlong_subject_ids_are_invalid(bad: str) -> None:
+    with pytest.raises(InvalidArgument):
+        normalize_subject(bad)
+    assert normalize_subject("a" * 256)
+
+
+def test_a_pseudonym_key_under_32_bytes_is_refused() -> None:
+    from safeface.errors import ConfigError
+
+    with pytest.raises(ConfigError):
+        pseudonymize(b"k" * 16, "alice")

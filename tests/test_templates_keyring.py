@@ -215,3 +215,59 @@ def test_scrypt_settings_edited_in_the_file_are_refused_before_any_work(tmp_path
     with pytest.raises(ConfigError, match="edited"):
         PassphraseKeyring.open(path, PASS)
     assert time.monotonic() - started < 5
+
+
+def test_keyring_entries_swapped_between_versions_are_refused(tmp_path: Path) -> None:
+    """Someone with the file and no passphrase swaps transform v1 and v2, their version numbers
+    left in place: each wrapped key is bound to its version, so the file no longer opens
+    (otherwise the newest version would silently be the old key)."""
+    path = tmp_path / "keys.json"
+    PassphraseKeyring.create(path, PASS, FAST).rotate("transform")
+    doc = json.loads(path.read_text())
+    a, b = doc["keys"]["transform"]
+    for field in ("nonce", "wrapped", "key_id"):
+        a[field], b[field] = b[field], a[field]
+    path.write_text(json.dumps(doc))
+    with pytest.raises(IntegrityError):
+        PassphraseKeyring.open(path, PASS)
+
+
+def test_a_host_keyring_never_rotates_the_pseudonym_key() -> None:
+    """A rotated pseudonym key would change every pseudonym, and an erasure by subject id would
+    miss every stored row."""
+    kept: list[object] = []
+    provider = StaticKeyProvider.generate(keep=kept.append)
+    with pytest.raises(ConfigError, match="cannot be rotated"):
+        HostKeyring(provider).rotate("pseudonym")
+    assert provider.versions("pseudonym") == [1] and kept == []
+
+
+@pytest.mark.parametrize("edit, error, words", [
+    (lambda doc: doc["keys"].__setitem__("audit", []), ConfigError, "holds no audit key"),
+    (lambda doc: doc["keys"]["seal"][0].__setitem__("key_id", "0" * 16), IntegrityError, "recorded key id")])
+def test_a_keyring_edited_by_hand_is_refused_at_open(tmp_path: Path, edit: object, error: type, words: str) -> None:
+    """A purpose's keys emptied, or a key id the listings show that is not the key's."""
+    path = tmp_path / "keys.json"
+    PassphraseKeyring.create(path, PASS, FAST)
+    doc = json.loads(path.read_text())
+    edit(doc)  # type: ignore[operator]
+    path.write_text(json.dumps(doc))
+    with pytest.raises(error, match=words):
+        PassphraseKeyring.open(path, PASS)
+
+
+def test_a_keyring_put_back_and_rotated_elsewhere_does_not_replace_a_key_in_memory(tmp_path: Path) -> None:
+    """Process A re-keyed the rows to transform v2; an operator puts back a copy of the file from
+    before, and process B rotates it, writing another key as v2. A's next rotation read the
+    file, took B's v2 for its own and wrote the file without the key the rows are under: no
+    copy of it was left. It is now refused, and A keeps its keys."""
+    path = tmp_path / "keys.json"
+    a = PassphraseKeyring.create(path, PASS, FAST)
+    before = path.read_bytes()
+    a.rotate()
+    moved_to = a.key("transform", 2)
+    path.write_bytes(before)
+    PassphraseKeyring.open(path, PASS).rotate()
+    with pytest.raises(ConfigError, match="another transform key under version 2"):
+        a.rotate()
+    assert a.key("transform", 2) == moved_to

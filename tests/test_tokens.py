@@ -305,12 +305,33 @@ def test_expired_and_not_yet_valid_refused(make_guard, keys) -> None:
     refused("CN-16b", lambda: authorize(g, "identify", "demo", NOW, legal_basis=lb), "validity")
 
 
+def test_the_validity_window_is_exact_at_its_edges(make_guard, keys) -> None:
+    """Refused before nbf (or iat) less 120 s of skew, and from exp on; a fractional nbf counts
+    as the next second."""
+    g = make_guard()
+    assert enrol(g, pyjwt_token(keys["issuer"], claims(g, nbf=TS + 120))).consent
+    refused("CN-04", lambda: enrol(g, pyjwt_token(keys["issuer"], claims(g, nbf=TS + 121))), "not valid yet")
+    refused("CN-04", lambda: enrol(g, pyjwt_token(keys["issuer"], claims(g, iat=TS + 121, nbf=None))), "not valid yet")
+    refused("CN-04", lambda: enrol(g, pyjwt_token(keys["issuer"], claims(g, nbf=TS + 120.5))), "not valid yet")
+    assert enrol(g, pyjwt_token(keys["issuer"], claims(g, exp=TS + 1))).consent
+    refused("CN-04", lambda: enrol(g, pyjwt_token(keys["issuer"], claims(g, exp=TS))), "expired")
+    lb = jwt.encode({"iss": "court", "aud": ID_A, "jti": str(uuid.uuid4()), "iat": TS - 10, "exp": TS,
+                     "purposes": ["demo"], "operations": ["identify"], "authority": "Bureau",
+                     "provision": "PIPL 13", "reference": "r"}, keys["authority"], algorithm="EdDSA",
+                    headers={"kid": key_id(keys["authority"].public_key()), "typ": "safeface-legal-basis+jwt"})
+    refused("CN-16b", lambda: authorize(g, "identify", "demo", NOW, legal_basis=lb), "validity")
+
+
 def test_weak_token_ids_and_claim_types_refused(make_guard, keys) -> None:
     g = make_guard()
-    for over, word in (({"jti": "1"}, "jti"), ({"jti": None}, "jti"), ({"iss": None}, "iss"),
+    for over, word in (({"jti": "1"}, "jti"), ({"jti": None}, "jti"), ({"jti": "j" * 129}, "jti"),
+                       ({"iss": None}, "iss"), ({"iss": ""}, "iss"), ({"iat": False}, "iat"),
                        ({"sub": ["alice"]}, "sub"), ({"purposes": "demo"}, "purposes"),
                        ({"birth_date": 20120304}, "birth date")):
         refused("CN-04", lambda: enrol(g, pyjwt_token(keys["issuer"], claims(g, **over))), word)
+    assert enrol(g, pyjwt_token(keys["issuer"], claims(g, jti="j" * 128))).consent
+    # Signed and well formed, but over 8,192 characters: refused before it is parsed.
+    refused("CN-04", lambda: enrol(g, pyjwt_token(keys["issuer"], claims(g, padding="p" * 9000))), "too long")
 
 
 def test_refusals_log_token_ids_only_when_signed(make_guard, keys) -> None:

@@ -294,14 +294,22 @@ class PassphraseKeyring(_KeyringBase):
         is kept (the salt never changes), so no passphrase is needed again. A file that lacks a
         version newer than any it holds, which this handle has, is an older copy put back: it is
         refused and the keys in memory are kept (a rotation over it would write a second key
-        under that version number, and the one the rows are sealed under would be lost)."""
+        under that version number, and the one the rows are sealed under would be lost). So is a
+        file holding another key under a version this handle holds: an older copy put back and
+        rotated since by another process."""
         doc, keys = self._load(self._path, self._kek)
         for p, mine in self._keys.items():
-            lost = [v for v in mine if v not in keys.get(p, {}) and v > max(keys.get(p, {}), default=0)]
+            theirs = keys.get(p, {})
+            lost = [v for v in mine if v not in theirs and v > max(theirs, default=0)]
             if lost:
                 raise ConfigError(f"the keyring file {self._path.name} lacks {p} key version {max(lost)}, which this "
                                   "process holds: it was restored from an older copy. Put back the newest copy "
                                   "of the keyring before rotating or re-keying.")
+            other = [v for v, key in mine.items() if v in theirs and not hmac.compare_digest(key, theirs[v])]
+            if other:
+                raise ConfigError(f"the keyring file {self._path.name} holds another {p} key under version "
+                                  f"{max(other)} than this process: it was restored from an older copy and rotated "
+                                  "since. Put back the newest copy of the keyring before rotating or re-keying.")
         self._doc, self._keys = doc, keys
 
     def _add_version(self, purpose: str, version: int, key: bytes) -> None:
