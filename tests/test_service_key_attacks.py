@@ -135,6 +135,34 @@ def test_the_consoles_reads_check_the_key_again_when_they_run(tmp_path: Path) ->
                 read()
 
 
+
+def test_the_consoles_reads_need_a_role_that_may_read_the_report_when_they_run(tmp_path: Path) -> None:
+    """Logging in to the console needs a role that may read the report; the pages' reads (the
+    records, the key table, the trusted keys, the audit entries) did not ask again, so a session
+    of a role that lost the right by a new assessment read on, and a view of any role read
+    everything. They are judged as the report is now, and a refusal is recorded."""
+    from policy_support import edit_config
+
+    from safeface import PolicyViolation
+
+    ws = make_workspace(tmp_path / "ws")
+    with open_sf(ws) as sf:
+        _, key = sf.issue_api_key("auditor", label="auditor console")
+        view = sf.acting_as_key(sf.authenticate(key))
+        kiosk = sf.acting_as("kiosk", "gate 3")
+        reads = ("records", "api_keys", "trusted_keys", "audit_entries")
+        for read in reads:
+            getattr(view, read)()
+            with pytest.raises(PolicyViolation):
+                getattr(kiosk, read)()
+        edit_config(ws, lambda raw: raw["roles"].__setitem__("auditor", ["verify"]))
+        for read in reads:
+            with pytest.raises(PolicyViolation):
+                getattr(view, read)()
+        refused = [e for e in sf.audit_entries() if e.operation == "report" and e.decision == "refused"]
+        assert len(refused) == 2 * len(reads)
+        assert sf.records() == []  # the host's own handle reads freely
+
 # -- F3: logout stores any session-shaped value, unauthenticated, for up to ~31,000 years ----------
 def test_logout_does_not_store_forged_session_values(tmp_path: Path) -> None:
     """POST /logout needs no key: only a genuine, live session is recorded as ended (until its own

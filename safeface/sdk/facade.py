@@ -1129,11 +1129,13 @@ class SafeFace:
         return self._not_revoked(info)
 
     def _recheck_read(self) -> None:
-        """A read of the record made as an API key (the console's pages) checks the key again when
-        it runs: a page queued behind others may run after the key was revoked."""
-        if self._key is not None:
-            with self._root._judge_lock:
-                self._recheck_key()
+        """A view's read of the record (the console's pages) is judged as a report is, when it
+        runs: its key checked again (a page queued behind others may run after the key was
+        revoked), and its role, as the deployment stands now, allowed to read the report (a
+        session opened under a role that has since lost that right read on). A refusal is
+        recorded; the host's own handle reads freely (it holds the keys)."""
+        if self._is_view:
+            self._run(Request(Operation.REPORT, self._role, self._clock()), [], lambda d: (None, None))
 
     def _recheck_key(self) -> None:
         """Check the caller's API key again where a call is judged: a request's body (an image,
