@@ -1391,3 +1391,11 @@ def test_a_track_whose_frames_change_rate_part_way_stops_and_the_video_is_anonym
         report = anonymize_video_file(src, tmp_path / f"out{suffix}", options=AUDIO_OPTS)
         assert report.frames == 10, suffix
         assert any("stopped part way" in n for n in report.notes), report.notes
+
+
+def test_the_cover_reaches_below_the_chin_and_stops_at_the_picture() -> None:
+    from safeface.anonymize.cover import region_for_box
+
+    r = region_for_box((100.0, 100.0, 200.0, 220.0), 0.4, 1000, 1000)
+    assert r.x1 <= 60 and r.x2 >= 240 and r.y1 <= 100 - 0.59 * 120 and r.y2 >= 220 + 0.4 * 120, r
+    assert region_for_box((100.0, 100.0, 200.0, 220.0), 0.4, 1000, 250).y2 == 250

@@ -54,3 +54,14 @@ def test_a_face_sealed_in_the_earlier_framing_opens() -> None:
     old = iv + AESGCM(ev._derive(SECRET, b"safeface liveness evidence face key v1")).encrypt(iv, face, b"n-1")
     got = keys.read(_resign(keys, {**body, "face": ev._b64e(old)}))
     assert got.face.tobytes() == face
+
+
+def test_a_face_of_another_dimension_is_not_the_probes() -> None:
+    """Evidence issued before the deployment's matching dimension changed, used within its
+    60 s: its face matches no probe."""
+    rng = np.random.default_rng(0)
+    token = ev.EvidenceKeys(b"s" * 32, 128).issue(nonce="n-1", clip_sha256="c" * 64, now=1000.0, decision="live",
+                                                  score=0.9, challenge=("left", "right"),
+                                                  embedding=rng.normal(size=128).astype(np.float32))
+    keys = ev.EvidenceKeys(b"s" * 32, 64)
+    assert keys.similarity(keys.read(token), rng.normal(size=64).astype(np.float32)) < 0

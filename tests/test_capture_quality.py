@@ -467,3 +467,62 @@ def test_a_misspelt_floor_is_an_error(tmp_path: Path) -> None:
     edit_config(ws, lambda r: r["purposes"]["demo"].__setitem__("quality", {"min_eyes": 3}), reassess=False)
     with pytest.raises(ConfigError, match="min_eyes"):
         open_sf(ws)
+
+
+def _obama_landmarks() -> tuple[np.ndarray, np.ndarray]:
+    from policy_support import CachedPipeline
+
+    img = load_image(images() / "obama.jpg")
+    faces = CachedPipeline().detect(img)
+    assert len(faces) == 1
+    return img, np.asarray(faces[0].landmarks, np.float64)
+
+
+def test_roll_pitch_and_yaw_are_refused_whichever_way_the_head_goes() -> None:
+    from safeface.capture.quality import eye_centres
+
+    img, lm = _obama_landmarks()
+    centre = lm[:4].mean(axis=0)
+    for angle in (40.0, -40.0):  # tilted either way
+        m = cv2.getRotationMatrix2D((float(centre[0]), float(centre[1])), angle, 1.0)
+        turned = cv2.warpAffine(img, m, (img.shape[1], img.shape[0]), borderMode=cv2.BORDER_REFLECT)
+        assert "roll" in assess(turned, np.hstack([lm, np.ones((5, 1))]) @ m.T, 1).reasons, angle
+    left, right = eye_centres(lm)
+    d = float(np.hypot(*(right - left)))
+    down = np.array([-(right - left)[1], (right - left)[0]]) / d
+    for across in (1.5, 0.0):  # the nose base far below the eyes (nodded down), or level with them (up)
+        pts = lm.copy()
+        pts[4] = (left + right) / 2 + across * d * down
+        assert "pitch" in assess(img, pts, 1).reasons, across
+    pts3 = np.array([[0.75, 0, -0.2], [0.25, 0, 0], [-0.75, 0, -0.2], [-0.25, 0, 0], [0, 0.74, 0.25]])
+    for deg in (75.0, -75.0):  # towards either profile
+        a = np.radians(deg)
+        rot = np.array([[np.cos(a), 0, np.sin(a)], [0, 1, 0], [-np.sin(a), 0, np.cos(a)]])
+        assert "yaw" in assess(img, (pts3 @ rot.T)[:, :2] * 60 + centre, 1).reasons, deg
+
+
+def test_each_bound_of_the_capture_gate_refuses_just_past_it() -> None:
+    """An overexposed face with nothing clipped, a face 0.3 eye distances outside the picture,
+    a central second face at 0.8 of the subject's size, a washed-out face, and eyes 12 px apart
+    at an estimated 63 degrees of turn (the turn correction stops at 60: 24 px, under the 25 px
+    floor; uncapped it would pass)."""
+    import math
+
+    from safeface.capture.quality import eye_centres
+
+    img, lm = _obama_landmarks()
+    bright = np.clip(img.astype(np.float32) * 0.2 + 195, 0, 255).astype(np.uint8)
+    r = assess(bright, lm, 1)
+    assert "brightness" in r.reasons and "clipped" not in r.reasons, r.to_dict()
+    left, right = eye_centres(lm)
+    d = float(np.hypot(*(right - left)))
+    assert "in_frame" in assess(img[:, : int((left + right)[0] / 2 + 0.8 * d)], lm, 1).reasons
+    centre = lm[:4].mean(axis=0)
+    other = (lm - centre) * 0.8 + centre + np.array([0.6 * d, 0.0])
+    assert "face_count" in assess(img, lm, 2, others=[other]).reasons
+    flat = (img.astype(np.float32) * 0.25 + 100).astype(np.uint8)
+    r = assess(flat, lm, 1)
+    assert "contrast" in r.reasons and "light the face evenly" in r.advice, r.to_dict()
+    along = 0.35 * math.tan(math.radians(63.0))
+    tiny = np.array([[-9, 0], [-3, 0], [3, 0], [9, 0], [12 * along, 9]], np.float64) + [450, 250]
+    assert "eye_distance" in assess(img, tiny, 1).reasons

@@ -918,3 +918,84 @@ def test_a_frame_folders_digest_names_its_frames_bytes_and_order(tmp_path: Path)
     (swapped / "2.png").rename(swapped / "0.png")
     (swapped / "tmp.png").rename(swapped / "2.png")
     assert len({digest, read_clip(reencoded).sha256, read_clip(swapped).sha256}) == 3
+
+
+def yaw_points(yaw_deg: float, at: float = 150.0) -> np.ndarray:
+    """The 5 points of a face with eyes 100 px apart whose nose base sits where quality.pose_of
+    reads `yaw_deg` of turn."""
+    import math
+
+    along = 0.35 * math.tan(math.radians(yaw_deg))
+    return np.array([[-75, 0], [-25, 0], [25, 0], [75, 0], [100 * along, 74]], np.float64) + at
+
+
+def test_a_real_turning_video_replayed_at_a_third_of_its_rate_is_an_attack_by_its_frozen_frames() -> None:
+    """A video of the person turning, shown with each frame held three times: the frozen-frames
+    cue decides it (a still picture is refused anyway, for not turning)."""
+    from safeface.capture.liveness import check_liveness
+
+    live = _hamilton(84)
+    replay = [live[(i // 3) * 3] for i in range(len(live))]
+    r = check_liveness(replay, fps=15.0)
+    assert r.checks["replay"]["frozen"], r.checks
+    assert r.decision == "attack" and not r.live, (r.decision, r.checks)
+
+
+def test_a_real_turning_video_replayed_on_a_screen_is_an_attack_by_its_pixel_grid() -> None:
+    from safeface.capture.liveness import check_liveness
+
+    live = _hamilton(84)
+    h, w = live[0].shape[:2]
+    yy, xx = np.mgrid[:h, :w]
+    grid = (1 - 0.3 * (((xx % 3) == 0) | ((yy % 3) == 0))).astype(np.float32)[..., None]  # dark lines every 3 px
+    rng = np.random.default_rng(0)
+    screen = [np.clip(f * grid + rng.normal(0, 2, f.shape), 0, 255).astype(np.uint8) for f in live]
+    r = check_liveness(screen, fps=29.97)
+    assert r.checks["replay"]["periodic"], r.checks
+    assert r.decision == "attack" and not r.live, (r.decision, r.checks)
+
+
+def test_turns_made_as_asked_do_not_stand_in_for_a_surface_never_judged(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Too few face points followed to judge the surface: "inconclusive", even when the
+    challenge's turns were made (the decision rule alone, its measurements given)."""
+    from safeface.capture import liveness
+    from safeface.capture.clip import Clip
+    from safeface.capture.parallax import Parallax
+    from safeface.capture.replay import Replay
+    from safeface.capture.track import Track
+
+    yaws = [0.0] * 8 + [-25.0] * 10 + [0.0] * 8  # one turn to the person's right
+    times = np.arange(len(yaws)) / 15.0
+    track = Track(times, np.stack([yaw_points(y) for y in yaws]), tuple(range(len(yaws))),
+                  tuple((60.0, 60.0, 240.0, 260.0) for _ in yaws))
+    clip = Clip(tuple(np.zeros((300, 320, 3), np.uint8) for _ in yaws), tuple(times), "0" * 64)
+    monkeypatch.setattr(liveness, "track_subject", lambda c, e: track)
+    monkeypatch.setattr(liveness, "measure", lambda frames, pts: Parallax(0.0, 0.0, 5, 0))  # too few points
+    monkeypatch.setattr(liveness, "replay_cues", lambda frames, boxes: Replay(1.0, 0.0))
+    r = liveness.analyse_clip(clip, engine=None, challenge=("right",))
+    assert r.checks["challenge"]["ok"] and not r.checks["surface"]["planar"]
+    assert r.checks["physics"]["decision"] != "inconclusive"
+    assert r.decision == "inconclusive" and not r.live and r.score < 0.5, (r.decision, r.checks)
+
+
+def test_a_challenge_ends_at_its_30th_second_and_evidence_at_its_60th(tmp_path: Path) -> None:
+    from safeface.hazmat.templates.keyring import PassphraseKeyring
+
+    ws = _liveness_ws(tmp_path)
+    clock = Clock(dt.datetime.now(dt.timezone.utc).replace(microsecond=0))  # whole seconds: no rounding at the edge
+    with open_sf(ws, clock=clock) as sf:
+        ch = sf.liveness_challenge()
+        assert ch.expires_at - ch.issued_at == 30
+        clock.advance(seconds=30)
+        with pytest.raises(PolicyViolation, match="expired"):
+            sf.liveness_check([np.zeros((48, 64, 3), np.uint8)] * 10, ch.nonce)
+    keys = EvidenceKeys(PassphraseKeyring.open(ws.keyring, PASSPHRASE).key("pseudonym"))
+    vec = CachedPipeline().embed(images() / "obama.jpg").embedding
+    ev = keys.issue(nonce="n-edge", clip_sha256="00" * 32, now=clock.now.timestamp(), decision="live", score=0.9,
+                    challenge=("left", "right"), embedding=vec)
+    with open_sf(ws, clock=clock) as sf:
+        t = consent(ws, "alice", now=clock.now - dt.timedelta(minutes=1))
+        clock.advance(seconds=60)
+        with pytest.raises(PolicyViolation, match="stale"):
+            sf.enroll(images() / "obama.jpg", "alice", "demo", t, liveness=ev)
+        assert not sf.records()

@@ -409,3 +409,16 @@ def test_one_shot_gets_evidence_for_at_most_one_sequence_whatever_rate_is_declar
                         assert tuple(r.checks["challenge"]["turns"]) == steps
             assert len(live) <= 1, (a, b, live)
             assert set(live) <= {("right",), ("right", "left")}, (a, b, live)
+
+
+def test_a_glitch_of_four_samples_at_the_start_is_dropped() -> None:
+    """A landmark glitch of GLITCH_SAMPLES frames opening an honest left-then-right answer is
+    dropped; the answer reads as it does without it."""
+    from safeface.capture.challenge import GLITCH_SAMPLES
+    from test_liveness import yaw_points
+
+    yaws = [40.0] * GLITCH_SAMPLES + [0.0] * 10 + [25.0] * 10 + [0.0] * 10 + [-25.0] * 10 + [0.0] * 6
+    pts = np.stack([yaw_points(y, 300.0) for y in yaws])
+    r = verify_moves(pts, ("left", "right"))
+    assert r.ok and r.turns == ("left", "right"), r
+    assert verify_moves(pts[GLITCH_SAMPLES:], ("left", "right")).ok

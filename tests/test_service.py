@@ -525,3 +525,49 @@ def test_liveness_challenge_and_check_over_the_service(svc: dict[str, Any], tmp_
         with pytest.raises(PolicyViolation) as info:
             client.liveness_check(clip, ch["challenge"])
         assert info.value.rule == "PA-01"
+
+
+def test_a_live_answer_carries_no_score_nor_cue() -> None:
+    """Over the network a liveness answer gives the decision and capture advice, never the
+    surface measurement or the cues, live or not: they would let a key holder tune a print or
+    an accomplice clip by clip."""
+    from safeface.sdk.results import LivenessCheck
+    from safeface.service.answers import liveness_answer
+
+    checks = {"surface": {"off_plane": 0.31}, "physics": {"yaw": 22.0}, "reason": "the face turned ..."}
+    r = LivenessCheck("live", 0.775, checks, "ab" * 32, "sflv1.x.y", dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc))
+    out = liveness_answer(r)
+    assert out["live"] is True and out["evidence"] == "sflv1.x.y"
+    assert out["score"] is None and out["checks"] == {"reason": "live"}, out
+    for decision in ("attack", "inconclusive"):
+        out = liveness_answer(LivenessCheck(decision, 0.31, {**checks, "reason": "turn more"}, "ab" * 32))
+        assert out["score"] is None and set(out["checks"]) == {"reason"}, out
+
+
+def test_the_call_past_threads_plus_queue_is_refused_at_once(tmp_path: Path) -> None:
+    import asyncio
+
+    from safeface.service.runtime import Runtime, ServiceConfig
+
+    ws = make_workspace(tmp_path / "ws")
+    pf = tmp_path / "pass"
+    pf.write_text(PASSPHRASE)
+    rt = Runtime(ServiceConfig(workspace=ws.root, passphrase_file=pf, threads=1, queue=2))
+    release = threading.Event()
+
+    async def main() -> list[object]:
+        held = [asyncio.ensure_future(rt.call(lambda sf: release.wait(30))) for _ in range(3)]
+        await asyncio.sleep(0.2)
+        assert rt.in_flight == 3
+        try:
+            with pytest.raises(ServiceBusy):  # refused at once, not queued behind the three
+                await asyncio.wait_for(rt.call(lambda sf: True), 2)
+        finally:
+            release.set()
+        return list(await asyncio.gather(*held))
+
+    try:
+        assert asyncio.run(main()) == [True, True, True]
+    finally:
+        release.set()
+        rt.close()

@@ -212,3 +212,33 @@ def test_a_storage_failure_tells_the_caller_a_reference_and_the_operator_the_cau
     assert r.status_code == 500 and body["error"] == "BackendError"
     assert "db.internal" not in r.text and "svc" not in r.text and body["reference"] in body["message"]
     assert any(body["reference"] in m and "db.internal" in m for m in caplog.messages)
+
+
+def test_the_bytes_of_finished_requests_are_given_back() -> None:
+    """Each worker counts the bytes its bodies hold; a finished request's must be given back,
+    or ordinary traffic alone would fill the count and every later request get 503."""
+    from safeface.service.app import Edge
+    from safeface.service.metrics import Metrics
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        while (await receive()).get("more_body"):
+            pass
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    def one(edge: Edge) -> int:
+        sent: list[dict[str, Any]] = []
+        parts = [b"x" * 100]
+
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.request", "body": parts.pop() if parts else b"", "more_body": bool(parts)}
+
+        async def send(msg: dict[str, Any]) -> None:
+            sent.append(msg)
+
+        asyncio.run(edge({"type": "http", "method": "POST", "path": "/v1/x", "headers": []}, receive, send))
+        return int(next(m["status"] for m in sent if m["type"] == "http.response.start"))
+
+    edge = Edge(app, limit=1000, metrics=Metrics(), held_bytes=1000)
+    assert [one(edge) for _ in range(30)] == [200] * 30
+    assert edge._held == 0
