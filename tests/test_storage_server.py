@@ -593,7 +593,11 @@ def test_cli_scenario_on_both_backends(backend: str, request: pytest.FixtureRequ
 
     with psycopg.connect(dsn, password=PG_PASSWORD, autocommit=True) as c:
         c.execute("CHECKPOINT")
-    assert _scan(pg.data, needles) == [] and _scan(ws / "vectors.db", needles) == []
+        oid = c.execute("SELECT oid FROM pg_database WHERE datname = current_database()").fetchone()[0]
+    # This database's files, the cluster's shared catalogue and its write-ahead log: the session's
+    # other databases (each a copy of the template) hold nothing of this workspace.
+    for folder in (pg.data / "base" / str(oid), pg.data / "global", pg.data / "pg_wal", ws / "vectors.db"):
+        assert folder.exists() and _scan(folder, needles) == [], folder
     # The scan can see: the protected vectors Milvus must hold are found in its files.
     from safeface.hazmat.templates import PassphraseKeyring
     from safeface.hazmat.templates.transform import TemplateTransform
