@@ -65,4 +65,4 @@ def milvus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     server_modules()
     srv = start_milvus(tmp_path_factory.mktemp("milvus") / "data")
     yield srv
-    srv.stop()
+    srv.kill()
