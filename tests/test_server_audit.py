@@ -512,8 +512,9 @@ def test_a_key_removal_on_postgresql_holds_the_store_lock_and_gives_up_behind_a_
         pg: PgCluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """`keys remove` holds both halves of the server store's write lock while it records, so an
     enrolment's commit falls wholly before or after it. Behind a writer that does not let go
-    (a session holding the lock), it waited for ever, the stolen key trusted all along; it now
-    gives up after STORE_LOCK_WAIT_S, changing nothing, and succeeds once the lock is free."""
+    (a session holding the lock, or a record transaction holding its half), it waited for ever,
+    the stolen key trusted all along; it now gives up after STORE_LOCK_WAIT_S, changing nothing,
+    and succeeds once the lock is free."""
     import hashlib
     import threading
 
@@ -539,24 +540,36 @@ def test_a_key_removal_on_postgresql_holds_the_store_lock_and_gives_up_behind_a_
                 assert other.execute("SELECT pg_try_advisory_xact_lock(%s)", (xact_key,)).fetchone()[0] is False
 
         monkeypatch.setattr(admin, "STORE_LOCK_WAIT_S", 0.5)
-        other.execute("SELECT pg_advisory_lock(%s)", (session_key,))
-        outcome: list[BaseException] = []
 
-        def remove() -> None:
-            try:
-                keys_remove(ws, "consent-issuer", b.thumbprint)
-            except BaseException as exc:  # noqa: BLE001 - the test reads it
-                outcome.append(exc)
+        def removal_behind(hold: Any, release: Any) -> list[BaseException]:
+            outcome: list[BaseException] = []
 
-        remover = threading.Thread(target=remove, daemon=True)
-        remover.start()
-        remover.join(60)
-        stuck = remover.is_alive()
-        other.execute("SELECT pg_advisory_unlock(%s)", (session_key,))
-        remover.join(60)
-        assert not stuck, "the removal waited behind the held lock past its limit"
-        assert len(outcome) == 1 and isinstance(outcome[0], ConfigError), outcome
-        assert "not free within 0.5 s" in str(outcome[0]) and PG_PASSWORD not in str(outcome[0])
+            def remove() -> None:
+                try:
+                    keys_remove(ws, "consent-issuer", b.thumbprint)
+                except BaseException as exc:  # noqa: BLE001 - the test reads it
+                    outcome.append(exc)
+
+            hold()
+            remover = threading.Thread(target=remove, daemon=True)
+            remover.start()
+            remover.join(60)
+            stuck = remover.is_alive()
+            release()
+            remover.join(60)
+            assert not stuck, "the removal waited behind the held lock past its limit"
+            return outcome
+
+        # A session holding the lock, and a record transaction left holding its half after its
+        # session lock's connection was ended.
+        with psycopg.connect(dsn, password=PG_PASSWORD) as hanging:
+            for outcome in (
+                    removal_behind(lambda: other.execute("SELECT pg_advisory_lock(%s)", (session_key,)),
+                                   lambda: other.execute("SELECT pg_advisory_unlock(%s)", (session_key,))),
+                    removal_behind(lambda: hanging.execute("SELECT pg_advisory_xact_lock(%s)", (xact_key,)),
+                                   hanging.rollback)):
+                assert len(outcome) == 1 and isinstance(outcome[0], ConfigError), outcome
+                assert "not free within 0.5 s" in str(outcome[0]) and PG_PASSWORD not in str(outcome[0])
     assert trusted()
     assert keys_remove(ws, "consent-issuer", b.thumbprint).thumbprint == b.thumbprint
     assert not trusted()

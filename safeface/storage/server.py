@@ -173,6 +173,28 @@ def pg_connect(dsn: str, password: Optional[str], where: str) -> Any:
                            ) from None
 
 
+def take_bounded(conn: Any, statement: str, key: int, wait: Optional[float], where: str, *, local: bool) -> None:
+    """Take an advisory lock with `statement`, waiting at most `wait` seconds (None: as long as
+    its holder keeps it), then ConfigError. lock_timeout bounds an advisory lock's wait as any
+    other lock's; it is set for this statement only (`local`: within the transaction), so the
+    later statements wait as they always did."""
+    if wait is None:
+        conn.execute(statement, (key,))
+        return
+    import psycopg
+
+    conn.execute("SELECT set_config('lock_timeout', %s, %s)", (f"{max(1, round(wait * 1000))}ms", local))
+    taken = False
+    try:
+        conn.execute(statement, (key,))
+        taken = True
+    except psycopg.errors.LockNotAvailable:
+        raise lock_not_free(where, wait) from None
+    finally:
+        if taken or not local:  # a transaction the refusal aborted takes no more statements
+            conn.execute("SELECT set_config('lock_timeout', '0', %s)", (local,))
+
+
 class AdvisoryLock:
     """The store's write lock: a PostgreSQL session advisory lock on its own connection (so it
     spans processes and machines, and the server releases it if the holder dies), re-entrant
@@ -210,20 +232,7 @@ class AdvisoryLock:
 
     def _take(self) -> None:
         try:
-            if self.wait is None:
-                self._conn.execute("SELECT pg_advisory_lock(%s)", (self.key,))
-                return
-            import psycopg
-
-            # lock_timeout bounds an advisory lock's wait as any other lock's; set for this
-            # statement only, so the session's later statements wait as they always did.
-            self._conn.execute("SELECT set_config('lock_timeout', %s, false)", (f"{max(1, round(self.wait * 1000))}ms",))
-            try:
-                self._conn.execute("SELECT pg_advisory_lock(%s)", (self.key,))
-            except psycopg.errors.LockNotAvailable:
-                raise lock_not_free(self.where, self.wait) from None
-            finally:
-                self._conn.execute("SELECT set_config('lock_timeout', '0', false)")
+            take_bounded(self._conn, "SELECT pg_advisory_lock(%s)", self.key, self.wait, self.where, local=False)
         except ConfigError:
             raise
         except Exception as exc:  # its connection lost (ended, or closed by _release): nothing written
@@ -862,12 +871,20 @@ class ServerStore:
             self._drain_pending(best_effort=True)
             try:
                 with self._conn.transaction():
-                    self._conn.execute("SELECT pg_advisory_xact_lock(%s)", (self._xact_key,))
+                    self._take_xact_lock()
                     self._refuse_lost_lock()
                     yield
+            except ConfigError:
+                raise
             except Exception as exc:
                 _raise_pg(exc, self.where)
                 raise
+
+    def _take_xact_lock(self) -> None:
+        """The transaction half of the write lock, bounded as the session half is (its holder
+        may be a transaction left hanging after its session lock's connection was ended)."""
+        take_bounded(self._conn, "SELECT pg_advisory_xact_lock(%s)", self._xact_key, self._write_lock.wait,
+                     self.where, local=True)
 
     @contextmanager
     def serialized(self) -> Iterator[None]:
