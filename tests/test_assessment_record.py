@@ -476,3 +476,20 @@ def test_the_report_names_what_the_store_check_found(tmp_path: Path) -> None:
     assert audit["rows"] == check.rows == 1 and audit["digest"] == check.digest
     assert audit["problems"] == list(check.problems)
     assert any(f"row {last.row_id} was enrolled" in p for p in audit["problems"])
+
+
+def test_a_weakened_setting_copied_into_the_covered_settings_is_still_shown(tmp_path: Path) -> None:
+    """Someone without the keys lowers the threshold and writes the same value into the
+    assessment's copy of the settings, so that `assess` would show no change: the copy is
+    sealed, so the section is not the sealed one and nothing is recorded without
+    --accept-changes."""
+    ws = make_workspace(tmp_path / "ws")
+    raw = json.loads(ws.config.read_text())
+    assert "covered" in raw["assessment"] and "seal" in raw["assessment"]
+    raw["matching"]["threshold"] = 0.5
+    raw["assessment"]["covered"]["matching"]["threshold"] = 0.5
+    ws.config.write_text(json.dumps(raw, indent=2))
+    before = ws.config.read_bytes()
+    with pytest.raises(ConfigError):
+        record_assessment(ws.root, "PIA-2", dt.date.today().isoformat(), passphrase=PASSPHRASE)
+    assert ws.config.read_bytes() == before

@@ -407,3 +407,26 @@ def test_verify_refuses_a_judged_end_the_chain_does_not_hold(tmp_path: Path) -> 
         other = ("0" if h[0] != "0" else "1") + h[1:]
         with pytest.raises(IntegrityError, match="changed while the log was checked"):
             sf._audit.verify(through=(seq, other))
+
+
+def test_safeface_audit_verify_reads_the_log_to_its_snapshot_of_the_store(tmp_path: Path, monkeypatch: Any) -> None:
+    """An honest enrolment landing just after the command's snapshot of the store is no alarm
+    (the SDK's own check was tested so; the command's was not)."""
+    import safeface.workspace.admin as admin
+    from policy_support import PASSPHRASE
+
+    ws = make_workspace(tmp_path / "ws")
+    with open_sf(ws) as sf:
+        sf.enroll(images() / "obama.jpg", "alice", "demo", consent(ws, "alice"))
+    snapshot = admin._store_rows
+
+    def snapshot_then_enrol(paths: Any, r: Any) -> Any:
+        out = snapshot(paths, r)
+        with open_sf(ws) as other:
+            other.enroll(images() / "biden.jpg", "bob", "demo", consent(ws, "bob"))
+        return out
+
+    monkeypatch.setattr(admin, "_store_rows", snapshot_then_enrol)
+    pf = tmp_path / "pass.txt"
+    pf.write_text(PASSPHRASE)
+    assert not admin.audit_verify(ws.root, passphrase_file=pf).store.problems

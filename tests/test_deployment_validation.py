@@ -630,3 +630,52 @@ def test_what_people_are_told_must_be_text(field: str) -> None:
     raw.setdefault(field, {})[key] = True
     with pytest.raises(ConfigError, match=f"{field}.{key}"):
         Deployment.from_dict(raw)
+
+
+@pytest.mark.parametrize("name", ["Sports hall\rGym", "Lobby\x08\x08\x08\x08\x08Gym", "Lobby\x1b[8m annex", "Lobby\x85"])
+@pytest.mark.parametrize("field", ["kind", "class"])
+def test_a_control_character_in_a_location_name_is_refused(name: str, field: str) -> None:
+    """A carriage return, backspaces or a terminal code can show an operator another name than
+    the one the private-space floor read."""
+    dep = demo_deployment(TODAY, ("cn-2025",), lambda r: r["location"].__setitem__(field, name),
+                          deployment_id="controls")
+    failing = {f.rule: f.message for f in dep.problems(TODAY)}
+    assert "CN-15" in failing and "without being seen" in failing["CN-15"], failing
+
+
+@pytest.mark.parametrize("name,term", [("Dor-mi-tory", "dormitory"), ("Bath ro om", "bathroom"),
+                                       ("Locker Ro om", "locker room")])
+def test_a_private_space_split_into_three_pieces_is_still_found(name: str, term: str) -> None:
+    assert private_space(name) == term
+
+
+def _bounds_problems(profiles: tuple[str, ...], edit: Callable[[dict[str, Any]], None],
+                     assessed: dt.date = TODAY) -> list[str]:
+    return [f.rule for f in demo_deployment(assessed, profiles, edit, deployment_id="bounds-test").problems(TODAY)]
+
+
+@pytest.mark.parametrize("profiles, setting, limit", [
+    (("cn-2025",), lambda n: lambda r: r["purposes"]["demo"].__setitem__("retention_days", n), "MAX_RETENTION_DAYS"),
+    (("us-bipa",), lambda n: lambda r: r["bipa"].update({"texas": True, "grace_days_after_purpose": n}),
+     "TEXAS_MAX_GRACE_DAYS"),
+    (("cn-2025",), lambda n: lambda r: r.setdefault("filing", {}).__setitem__("threshold", n),
+     "CN_MAX_FILING_THRESHOLD"),
+], ids=["retention", "texas-grace", "filing"])
+def test_each_bound_is_held_to_the_day(profiles: tuple[str, ...], setting: Any, limit: str) -> None:
+    """The suite tried values far past each limit; one past it must be refused too, and the
+    yearly review is due the day after its limit."""
+    from safeface.policy.deployment import model
+
+    n = getattr(model, limit)
+    assert _bounds_problems(profiles, setting(n)) == []
+    assert _bounds_problems(profiles, setting(n + 1)) != []
+
+
+def test_the_yearly_review_is_due_the_day_after_its_limit() -> None:
+    from safeface.policy.deployment.model import ASSESSMENT_REVIEW_DAYS
+
+    def no_review(r: dict[str, Any]) -> None:
+        r["assessment"].pop("reviewed", None)
+
+    assert _bounds_problems(("cn-2025",), no_review, TODAY - dt.timedelta(days=ASSESSMENT_REVIEW_DAYS)) == []
+    assert _bounds_problems(("cn-2025",), no_review, TODAY - dt.timedelta(days=ASSESSMENT_REVIEW_DAYS + 1)) != []

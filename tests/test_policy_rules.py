@@ -421,3 +421,13 @@ def test_every_concept_rule_exists() -> None:
         for profile, rid in table.items():
             assert rid in RULES_BY_ID and RULES_BY_ID[rid].profile == profile, (concept, rid)
     assert rule_for("filing", ("eu",)) is None and rule_for("filing", ("eu", "cn-2025")) == "CN-17"
+
+
+@pytest.mark.parametrize("guardian", [None, "", " ", "\t\n", "\u3000"])
+def test_a_blank_guardian_names_no_one(guardian: Any) -> None:
+    """A child's consent names a guardian; a blank one (any JOSE library can sign " ") is none."""
+    from safeface.policy.deployment.floors import guardian_problem
+
+    child = (TODAY - dt.timedelta(days=365 * 10)).isoformat()
+    assert guardian_problem(14, child, guardian, TODAY) is not None
+    assert guardian_problem(14, child, "Parent Name", TODAY) is None

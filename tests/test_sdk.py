@@ -622,3 +622,33 @@ def test_anonymize_through_the_facade_is_audited_without_identity(tmp_path: Path
         assert out.is_file() and file_report.face_count == 1
         assert templates(sf) == 0
         assert sf.audit_verify().entries == len(sf.audit_entries())
+
+
+def test_an_export_discloses_only_the_rows_of_its_purpose(tmp_path: Path) -> None:
+    """A transmit consent for one purpose discloses the subject's rows held for it, not those
+    held for another (every export test had a subject of one purpose)."""
+    def add_short(r: dict[str, Any]) -> None:
+        r["purposes"]["short"] = dict(r["purposes"]["demo"], retention_days=5, description="a short purpose")
+
+    ws = make_workspace(tmp_path / "ws", edit=add_short)
+    with open_sf(ws) as sf:
+        for p in ("short", "demo"):
+            sf.enroll(images() / "obama.jpg", "alice", p, consent(ws, "alice", (p,)))
+        assert sorted(r.purposes for r in sf.records("alice")) == [("demo",), ("short",)]
+        out = sf.export("alice", "demo", "acme", consent(ws, "alice", ("demo",), operations=["transmit"]))
+        assert [rec["purposes"] for rec in out.records] == [["demo"]], out.records
+
+
+def test_revoke_needs_exactly_one_reference(tmp_path: Path) -> None:
+    """With none it signed a receipt for the token reference "None"; with two it ignored one."""
+    from policy_support import issued_consent
+
+    ws = make_workspace(tmp_path / "ws")
+    _, tok = issued_consent(ws, "alice")
+    with open_sf(ws) as sf:
+        before = len(sf.audit_entries())
+        with pytest.raises(InvalidArgument):
+            sf.revoke()
+        with pytest.raises(InvalidArgument):
+            sf.revoke(token_id=tok.token_id, subject="bob")
+        assert len(sf.audit_entries()) == before

@@ -373,3 +373,46 @@ def test_an_export_through_a_link_into_the_workspace_replaces_nothing(
     (tmp_path / "l2.json").symlink_to(tmp_path / "l1.json")
     with pytest.raises(ConfigError, match="cannot be followed"):
         keys_export(ws.root, "consent-issuer", tmp_path / "l1.json")
+
+
+def test_a_store_naming_a_trust_change_the_log_lacks_is_refused(tmp_path: Path, monkeypatch: Any) -> None:
+    from safeface.workspace.trust import TrustStore, load_trust
+
+    monkeypatch.setenv("SAFEFACE_PASSPHRASE", "the real passphrase of this test")
+    paths = init_workspace(tmp_path / "blank")
+    with opened(paths) as r:
+        assert r.audit.last_entry(("trust-add", "trust-remove")) is None
+        TrustStore(paths, (), 0)._write(r.keyring, 7)  # MACed with the keys, naming entry 7
+        with pytest.raises(IntegrityError, match="copied in"):
+            load_trust(paths, r.keyring, r.audit)
+
+
+def test_a_removed_key_is_not_removed_again(tmp_path: Path) -> None:
+    """A second removal would write a second entry and a later removal time."""
+    paths = init_workspace(tmp_path / "ws", demo=True)
+    issuer = next(k for k in keys_list(paths.root) if k["kind"] == "consent-issuer")
+    first = keys_remove(paths.root, "consent-issuer", issuer["thumbprint"])
+    with opened(paths) as r:
+        before = len(list(r.audit.entries()))
+    with pytest.raises(ConfigError, match="no consent-issuer key"):
+        keys_remove(paths.root, "consent-issuer", issuer["thumbprint"])
+    with opened(paths) as r:
+        assert len(list(r.audit.entries())) == before
+    assert next(k for k in keys_list(paths.root) if k["thumbprint"] == issuer["thumbprint"])["removed"] == first.removed
+
+
+def test_one_key_is_trusted_under_both_kinds_and_again_after_its_removal(tmp_path: Path) -> None:
+    from safeface.workspace.trust import change_trust, load_trust, thumbprint
+
+    paths = init_workspace(tmp_path / "ws", demo=True)
+    pk, again = Ed25519PrivateKey.generate().public_key(), Ed25519PrivateKey.generate().public_key()
+    with opened(paths) as r:
+        assert len(change_trust(paths, r.keyring, r.audit, add=[("consent-issuer", pk, "a")])) == 1
+        assert len(change_trust(paths, r.keyring, r.audit, add=[("authority", pk, "b")])) == 1
+        store = load_trust(paths, r.keyring, r.audit)
+        assert {k.kind for k in store.active() if k.thumbprint == thumbprint(pk)} == {"consent-issuer", "authority"}
+        change_trust(paths, r.keyring, r.audit, add=[("consent-issuer", again, "c")])
+        change_trust(paths, r.keyring, r.audit, remove=[("consent-issuer", thumbprint(again))])
+        assert len(change_trust(paths, r.keyring, r.audit, add=[("consent-issuer", again, "c again")])) == 1
+        store = load_trust(paths, r.keyring, r.audit)
+        assert thumbprint(again) in {k.thumbprint for k in store.active("consent-issuer")}

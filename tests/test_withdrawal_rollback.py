@@ -669,3 +669,32 @@ def test_an_erasure_entry_with_respaced_subjects_fails_the_audit_with_no_call_ma
     with open_sf(ws) as sf:
         with pytest.raises(IntegrityError, match="altered"):
             sf.audit_verify()
+
+
+@pytest.mark.parametrize("withdrawal", ["revoke-token", "erase-subject"])
+def test_the_policy_state_alone_refuses_a_withdrawn_consent(tmp_path: Path, withdrawal: str) -> None:
+    """A withdrawal is read from the policy state and from the audit log: with the log's entry
+    hidden from the lookups for one call, the policy state alone refuses the consent."""
+    import sqlite3
+
+    def mark(seq: int, decision: str) -> None:
+        with sqlite3.connect(str(ws.audit)) as con:
+            con.execute("UPDATE entries SET decision = ? WHERE seq = ?", (decision, seq))
+
+    ws = make_workspace(tmp_path / "ws")
+    token, tok = issued_consent(ws, "alice")
+    with SafeFace.open(ws.root, PASSPHRASE, pipeline=CachedPipeline()) as sf:
+        sf.enroll(images() / "obama.jpg", "alice", "demo", token)
+        if withdrawal == "revoke-token":
+            sf.revoke(token_id=tok.token_id)
+        else:
+            sf.erase("alice")
+        seq = [e for e in sf.audit_entries() if e.operation in ("erase", "revoke")][-1].seq
+    mark(seq, "allowed ")  # the entry no longer reads as a withdrawal
+    try:
+        with SafeFace.open(ws.root, PASSPHRASE, pipeline=CachedPipeline()) as sf:
+            with pytest.raises(PolicyViolation, match="withdrawn|revoked"):
+                sf.enroll(images() / "obama.jpg", "alice", "demo", token)
+            assert not sf.records("alice")
+    finally:
+        mark(seq, "allowed")
