@@ -80,8 +80,10 @@ def _flock(fd: int, timeout: Optional[float], path: Path) -> None:
     raise lock_not_free(str(path), timeout)
 
 
-def lock_not_free(what: str, timeout: float) -> ConfigError:
-    """What a bounded wait for a store's write lock says when it gives up."""
-    return ConfigError(f"the store's write lock ({what}) was not free within {timeout:g} s: another process is "
+def lock_not_free(what: str, timeout: Optional[float]) -> ConfigError:
+    """What a bounded wait for a store's write lock says when it gives up (`timeout` None: the
+    limit the command set, PostgreSQL's lock_timeout)."""
+    within = f"{timeout:g} s" if timeout is not None else "the time this command waits"
+    return ConfigError(f"the store's write lock ({what}) was not free within {within}: another process is "
                        "writing (a long erasure or purge) or is stuck; nothing was changed. Let it finish or stop it, "
                        "then try again.")

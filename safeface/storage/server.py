@@ -173,40 +173,16 @@ def pg_connect(dsn: str, password: Optional[str], where: str) -> Any:
                            ) from None
 
 
-def take_bounded(conn: Any, statement: str, key: int, wait: Optional[float], where: str, *, local: bool) -> None:
-    """Take an advisory lock with `statement`, waiting at most `wait` seconds (None: as long as
-    its holder keeps it), then ConfigError. lock_timeout bounds an advisory lock's wait as any
-    other lock's; it is set for this statement only (`local`: within the transaction), so the
-    later statements wait as they always did."""
-    if wait is None:
-        conn.execute(statement, (key,))
-        return
-    import psycopg
-
-    conn.execute("SELECT set_config('lock_timeout', %s, %s)", (f"{max(1, round(wait * 1000))}ms", local))
-    taken = False
-    try:
-        conn.execute(statement, (key,))
-        taken = True
-    except psycopg.errors.LockNotAvailable:
-        raise lock_not_free(where, wait) from None
-    finally:
-        if taken or not local:  # a transaction the refusal aborted takes no more statements
-            conn.execute("SELECT set_config('lock_timeout', '0', %s)", (local,))
-
-
 class AdvisoryLock:
     """The store's write lock: a PostgreSQL session advisory lock on its own connection (so it
     spans processes and machines, and the server releases it if the holder dies), re-entrant
-    within a process. With `wait` (seconds) each taking waits at most that long for another
-    holder, then raises ConfigError; without it, as long as the holder keeps it."""
+    within a process."""
 
     def __init__(self, conn: Any, key: int, on_acquire: Optional[Callable[[Any], None]] = None,
-                 where: str = "the PostgreSQL record store", wait: Optional[float] = None) -> None:
+                 where: str = "the PostgreSQL record store") -> None:
         self._conn = conn
         self.key = key
         self.where = where
-        self.wait = wait
         self._thread_lock = threading.RLock()
         self._depth = 0
         self._on_acquire = on_acquire
@@ -215,7 +191,11 @@ class AdvisoryLock:
     def held(self) -> Iterator[None]:
         with self._thread_lock:
             if self._depth == 0:
-                self._take()
+                try:
+                    self._conn.execute("SELECT pg_advisory_lock(%s)", (self.key,))
+                except Exception as exc:  # its connection lost (ended, or closed by _release): nothing written
+                    _raise_pg(exc, self.where)
+                    raise
                 if self._on_acquire is not None:
                     try:
                         self._on_acquire(self._conn)
@@ -229,15 +209,6 @@ class AdvisoryLock:
                 self._depth -= 1
                 if self._depth == 0:
                     self._release()
-
-    def _take(self) -> None:
-        try:
-            take_bounded(self._conn, "SELECT pg_advisory_lock(%s)", self.key, self.wait, self.where, local=False)
-        except ConfigError:
-            raise
-        except Exception as exc:  # its connection lost (ended, or closed by _release): nothing written
-            _raise_pg(exc, self.where)
-            raise
 
     def _release(self) -> None:
         """Unlock. A failure here is not the call's: what it wrote is committed or rolled back by
@@ -303,8 +274,10 @@ class ServerStore:
         (searches score them, erasures leave their vector removals noted, enrolments are
         refused). It finishes opening at the first search or write once Milvus answers
         (_finish_open). A new store needs Milvus: nothing is created without it. With `lock_wait`
-        (seconds) every taking of the write lock, this opening's included, gives up after that
-        long with ConfigError (for a short-lived handle that must not wait behind a stuck writer)."""
+        (seconds), every statement of this handle that waits for a lock (either half of the write
+        lock, a row another transaction holds), this opening's included, gives up after that long
+        with ConfigError: for a short-lived handle that must not wait behind a stuck writer. It is
+        PostgreSQL's lock_timeout, set on this handle's own connections only."""
         if not NAMESPACE_RE.match(namespace):
             raise ConfigError(f"storage.namespace must be a lower-case SQL name, got {namespace!r}.")
         where = f"the PostgreSQL record store {_safe_dsn(dsn)} (schema {namespace})"
@@ -313,6 +286,9 @@ class ServerStore:
         vec = None
         try:
             lock_conn = pg_connect(dsn, password, where)
+            if lock_wait is not None:
+                for c in (conn, lock_conn):
+                    c.execute("SELECT set_config('lock_timeout', %s, false)", (f"{max(1, round(lock_wait * 1000))}ms",))
             meta = _read_meta(conn, namespace) if _exists(conn, namespace) else None
             if meta is not None:
                 keys_from_meta(meta, keyring, dim, where)
@@ -320,7 +296,6 @@ class ServerStore:
             # Connects: the collection is checked before anything is created.
             down = _outage_of(vec.reachable, fresh=meta is None)
             store = cls(conn, lock_conn, where, namespace, keyring, dim, vec)
-            store._write_lock.wait = lock_wait
             with store._write_lock.held():
                 store._create(meta is None)
                 store._refuse_foreign_rules()
@@ -338,12 +313,16 @@ class ServerStore:
                     log.warning("%s; %s opened without it: searches score the records, enrolments are refused, and "
                                 "it finishes opening once Milvus answers", down, where)
             return store
-        except BaseException:
+        except BaseException as exc:
             for c in (conn, lock_conn):
                 if c is not None:
                     c.close()
             if vec is not None:
                 vec.close()
+            import psycopg
+
+            if isinstance(exc, psycopg.errors.LockNotAvailable):  # a statement of the opening, with lock_wait
+                raise lock_not_free(where, None) from None
             raise
 
     def _create(self, fresh: bool) -> None:
@@ -871,20 +850,12 @@ class ServerStore:
             self._drain_pending(best_effort=True)
             try:
                 with self._conn.transaction():
-                    self._take_xact_lock()
+                    self._conn.execute("SELECT pg_advisory_xact_lock(%s)", (self._xact_key,))
                     self._refuse_lost_lock()
                     yield
-            except ConfigError:
-                raise
             except Exception as exc:
                 _raise_pg(exc, self.where)
                 raise
-
-    def _take_xact_lock(self) -> None:
-        """The transaction half of the write lock, bounded as the session half is (its holder
-        may be a transaction left hanging after its session lock's connection was ended)."""
-        take_bounded(self._conn, "SELECT pg_advisory_xact_lock(%s)", self._xact_key, self._write_lock.wait,
-                     self.where, local=True)
 
     @contextmanager
     def serialized(self) -> Iterator[None]:
@@ -1563,11 +1534,14 @@ def _safe_dsn(dsn: str) -> str:
 
 
 def _raise_pg(exc: BaseException, where: str) -> None:
-    """A connection lost mid-call becomes a BackendError naming the record store."""
+    """A connection lost mid-call becomes a BackendError naming the record store; a lock that a
+    handle opened with lock_wait gave up waiting for, a ConfigError saying so."""
     try:
         import psycopg
     except ImportError:
         return
+    if isinstance(exc, psycopg.errors.LockNotAvailable):  # a handle opened with lock_wait
+        raise lock_not_free(where, None) from None
     if isinstance(exc, psycopg.OperationalError):
         raise BackendError(f"{where} failed ({str(exc).strip().splitlines()[-1][:160] if str(exc).strip() else ''}); "
                            "the write was rolled back.") from None
