@@ -163,6 +163,57 @@ def test_the_consoles_reads_need_a_role_that_may_read_the_report_when_they_run(t
         assert len(refused) == 2 * len(reads)
         assert sf.records() == []  # the host's own handle reads freely
 
+
+def _console_login(client: Any, key: str) -> Any:
+    page = client.get("/login")
+    token = page.text.split("name='csrf' value='")[1].split("'")[0]
+    return client.post("/login", data={"csrf": token, "api_key": key}, follow_redirects=False)
+
+
+def test_a_role_that_lost_the_report_at_a_new_assessment_is_let_into_the_console_no_more(tmp_path: Path) -> None:
+    """The console lets in keys whose role may read the report, judged on the service's main
+    handle, which never read the deployment again: after a recorded assessment took the right
+    away, the key still logged in, and its session still downloaded the report's files."""
+    from fastapi.testclient import TestClient
+    from policy_support import edit_config
+    from service_support import in_process_app
+
+    ws = make_workspace(tmp_path / "ws")
+    with open_sf(ws) as sf:
+        _, key = sf.issue_api_key("auditor", label="auditor console")
+    with TestClient(in_process_app(ws.root, tmp_path), base_url="https://testserver") as c:
+        assert _console_login(c, key).headers["location"] == "/audit"
+        assert c.get("/report").status_code == 200
+        assert c.get("/report/compliance.json").status_code == 200
+        edit_config(ws, lambda raw: raw["roles"].__setitem__("auditor", ["verify"]))
+        for page in ("/subjects", "/report/compliance.json"):
+            assert c.get(page, follow_redirects=False).headers.get("location", "").startswith("/login"), page
+        again = TestClient(c.app, base_url="https://testserver")
+        assert _console_login(again, key).headers["location"] == "/login?error=role"
+
+
+def test_the_consoles_lists_still_read_while_deployment_json_no_longer_loads(tmp_path: Path) -> None:
+    """A broken hand edit stops processing, not an erasure, nor the console's lists of what
+    there is to erase or revoke (judged under the last reading that loaded)."""
+    from fastapi.testclient import TestClient
+    from policy_support import consent, images
+    from service_support import in_process_app
+
+    ws = make_workspace(tmp_path / "ws")
+    with open_sf(ws) as sf:
+        _, key = sf.issue_api_key("operator", label="op console")
+        sf.enroll(images() / "obama.jpg", "alice", "demo", consent(ws, "alice"))
+        pseudonym = sf.pseudonym("alice")
+    with TestClient(in_process_app(ws.root, tmp_path), base_url="https://testserver") as c:
+        assert _console_login(c, key).status_code == 303
+        csrf = c.get("/subjects").text.split("name='csrf' value='")[1].split("'")[0]
+        ws.config.write_text(ws.config.read_text() + "\n}broken")
+        listed = c.get("/subjects", follow_redirects=False)
+        assert listed.status_code == 200 and pseudonym in listed.text
+        assert c.get("/consents", follow_redirects=False).status_code == 200
+        erased = c.post("/subjects/erase", data={"csrf": csrf, "pseudonym": pseudonym}, follow_redirects=False)
+        assert erased.status_code == 303 and erased.headers["location"].startswith("/receipts/")
+
 # -- F3: logout stores any session-shaped value, unauthenticated, for up to ~31,000 years ----------
 def test_logout_does_not_store_forged_session_values(tmp_path: Path) -> None:
     """POST /logout needs no key: only a genuine, live session is recorded as ended (until its own

@@ -441,3 +441,27 @@ def test_a_lock_file_on_a_read_only_file_system_is_a_typed_error(tmp_path: Path)
                     pass
     finally:
         subprocess.run(["umount", str(mnt)], capture_output=True)
+
+
+@pytest.mark.parametrize("code", ["EACCES", "EPERM"])
+def test_a_lock_file_the_user_may_not_make_is_a_typed_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                            code: str) -> None:
+    """The folder's permissions refusing the lock file (this suite runs as root, which they never
+    refuse: the refusal is the operating system's, given here)."""
+    import errno
+
+    import safeface.atomicfile as af
+    from safeface.errors import ConfigError
+
+    real, number = os.open, getattr(errno, code)
+
+    def refusing(path: Any, *a: Any, **kw: Any) -> int:
+        if str(path).endswith(".lock"):
+            raise OSError(number, os.strerror(number), str(path))
+        return real(path, *a, **kw)
+
+    monkeypatch.setattr(af.os, "open", refusing)
+    for lock in (af.shared_lock, af.exclusive_lock):
+        with pytest.raises(ConfigError, match="cannot be made or opened"):
+            with lock(tmp_path / "trust.lock"):
+                pass

@@ -1135,7 +1135,7 @@ class SafeFace:
         session opened under a role that has since lost that right read on). A refusal is
         recorded; the host's own handle reads freely (it holds the keys)."""
         if self._is_view:
-            self._run(Request(Operation.REPORT, self._role, self._clock()), [], lambda d: (None, None))
+            self._run(Request(Operation.REPORT, self._role, self._clock()), [], lambda d: (None, None), reading=True)
 
     def _recheck_key(self) -> None:
         """Check the caller's API key again where a call is judged: a request's body (an image,
@@ -1180,8 +1180,14 @@ class SafeFace:
         return public_key_text(self._receipt_key.public_key())
 
     def may(self, operation: str) -> bool:
-        """Whether this caller's role may call `operation` (the guard's role rule), e.g. for a
-        console deciding whom to let in."""
+        """Whether this caller's role may call `operation` (the guard's role rule) as the
+        deployment stands now, e.g. for a console deciding whom to let in: a role that lost the
+        right at a new assessment is let in no more."""
+        with self._root._judge_lock:
+            try:
+                self._sync_deployment()
+            except (ConfigError, PolicyViolation):
+                pass  # judged by the roles last in force, as the calls an assessment does not gate are
         try:
             self._guard.check_role(self._role, str(operation))
         except PolicyViolation:
@@ -1390,9 +1396,10 @@ class SafeFace:
         self._append(d.operation.value, outcome, purpose=d.purpose.name if d.purpose else None,
                      token_id=d.token_ref, basis=d.basis, subjects=subjects, rule=d.rule, note=note)
 
-    def _run(self, request: Request, subjects: Sequence[str], body: Callable[[Decision], tuple[T, Optional[_Note]]]
-             ) -> T:
-        """The one audited call: guard, then the body; every outcome lands in the audit log."""
+    def _run(self, request: Request, subjects: Sequence[str], body: Callable[[Decision], tuple[T, Optional[_Note]]],
+             *, reading: bool = False) -> T:
+        """The one audited call: guard, then the body; every outcome lands in the audit log.
+        `reading`: a view's read of the record, which an erasure may need first."""
         op = request.operation.value
         try:
             with self._root._judge_lock:
@@ -1401,8 +1408,9 @@ class SafeFace:
                     self._sync_deployment()
                 except ConfigError:
                     # A deployment.json that no longer loads (a broken edit) stops processing, not a
-                    # person's erasure or withdrawal: those go on under the last reading that did.
-                    if request.operation not in (Operation.ERASE, Operation.REVOKE):
+                    # person's erasure or withdrawal, nor the reads that find what to erase: those
+                    # go on under the last reading that did.
+                    if not reading and request.operation not in (Operation.ERASE, Operation.REVOKE):
                         raise
                 self._sync_trust()
                 # Read before judging: a withdrawal whose entry is at or before this point had
