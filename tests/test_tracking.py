@@ -497,3 +497,29 @@ def test_a_run_with_no_output_writes_no_file(tmp_path: Path, monkeypatch: pytest
     result = track_video(src)
     assert result.frames == 12 and seen == [] and not list(scratch.rglob("*"))
     assert result.report.output_path is None
+
+
+@pytest.mark.parametrize("text", ["a person", "someone in the", "the, dark"])
+def test_a_description_of_filler_words_only_is_refused(text: str) -> None:
+    """A description naming nothing to look for would rank every track."""
+    from safeface.errors import InvalidArgument
+    from safeface.tracking.describe import parse
+
+    with pytest.raises(InvalidArgument, match="names no colour"):
+        parse(text)
+
+
+def test_track_ids_are_random_in_every_fresh_run_and_never_count_up() -> None:
+    """Ids local to a run: two runs in two processes share none (a counter would start alike)."""
+    from safeface.tracking.assign import new_track_id
+
+    def first_ids() -> list[str]:
+        code = "from safeface.tracking.assign import new_track_id as n; print(n(), n(), n())"
+        r = subprocess.run([sys.executable, "-c", code], env=child_env(), capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stderr[-2000:]
+        return r.stdout.split()
+
+    a, b = first_ids(), first_ids()
+    assert len(a) == len(b) == 3 and not set(a) & set(b), (a, b)
+    ids = [int(new_track_id(), 16) for _ in range(50)]
+    assert len(set(ids)) == 50 and sum(1 for x, y in zip(ids, ids[1:]) if y == x + 1) < 3, ids
