@@ -91,3 +91,14 @@ def in_process_app(workspace: Path, tmp_path: Path, **config: Any) -> Any:
     pf = tmp_path / "pass"
     pf.write_text(PASSPHRASE)
     return create_app(ServiceConfig(workspace=workspace, passphrase_file=pf, **{"threads": 1, "queue": 2, **config}))
+
+
+def csrf_of(page: str) -> str:
+    """The CSRF token of a console page's form."""
+    return page.split("name='csrf' value='")[1].split("'")[0]
+
+
+def console_login(client: Any, key: str) -> Any:
+    """Log in to the console of an in-process app (a TestClient) with `key`; the response."""
+    return client.post("/login", data={"csrf": csrf_of(client.get("/login").text), "api_key": key},
+                       follow_redirects=False)

@@ -14,6 +14,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from policy_support import images, make_workspace, open_sf  # noqa: E402
+from service_support import console_login, csrf_of  # noqa: E402
 
 from safeface.errors import InvalidArgument  # noqa: E402
 from safeface.policy.attributes import MAX_ATTRIBUTES  # noqa: E402
@@ -28,12 +29,6 @@ def _client(tmp_path: Path, role: str, base_url: str = "https://testserver", **k
     with open_sf(ws) as sf:
         _, secret = sf.issue_api_key(role, label=role, **key)
     return TestClient(in_process_app(ws.root, tmp_path), base_url=base_url), secret
-
-
-def _login(client: Any, key: str) -> Any:
-    page = client.get("/login")
-    token = page.text.split("name='csrf' value='")[1].split("'")[0]
-    return client.post("/login", data={"csrf": token, "api_key": key}, follow_redirects=False)
 
 
 def test_a_json_body_of_many_keys_is_refused_before_it_is_parsed(tmp_path: Path) -> None:
@@ -82,7 +77,7 @@ def test_every_console_page_spends_the_keys_rate(tmp_path: Path) -> None:
     429 past the rate, but the root, receipts and report downloads answered every request."""
     client, key = _client(tmp_path, "auditor", rate=1)
     with client:
-        assert _login(client, key).status_code == 303
+        assert console_login(client, key).status_code == 303
         for path in ("/", "/receipts/aaaaaaaaaaaa", "/receipts/aaaaaaaaaaaa.json", "/report/compliance.json"):
             statuses = [client.get(path, follow_redirects=False).status_code for _ in range(4)]
             assert 429 in statuses, (path, statuses)
@@ -98,7 +93,7 @@ def test_console_cookies_are_secure_whatever_the_listener(tmp_path: Path) -> Non
         # The client keeps no Secure cookie from http://: send the login cookie back as a proxy's
         # browser on HTTPS would.
         client.cookies.set("sf_login", form.headers["set-cookie"].split("=", 1)[1].split(";")[0])
-        r = client.post("/login", data={"csrf": form.text.split("name='csrf' value='")[1].split("'")[0],
+        r = client.post("/login", data={"csrf": csrf_of(form.text),
                                         "api_key": key}, follow_redirects=False)
     cookies = [v for k, v in list(form.headers.multi_items()) + list(r.headers.multi_items())
                if k == "set-cookie" and "max-age=0" not in v.lower()]  # not the login cookie's removal

@@ -164,32 +164,26 @@ def test_the_consoles_reads_need_a_role_that_may_read_the_report_when_they_run(t
         assert sf.records() == []  # the host's own handle reads freely
 
 
-def _console_login(client: Any, key: str) -> Any:
-    page = client.get("/login")
-    token = page.text.split("name='csrf' value='")[1].split("'")[0]
-    return client.post("/login", data={"csrf": token, "api_key": key}, follow_redirects=False)
-
-
 def test_a_role_that_lost_the_report_at_a_new_assessment_is_let_into_the_console_no_more(tmp_path: Path) -> None:
     """The console lets in keys whose role may read the report, judged on the service's main
     handle, which never read the deployment again: after a recorded assessment took the right
     away, the key still logged in, and its session still downloaded the report's files."""
     from fastapi.testclient import TestClient
     from policy_support import edit_config
-    from service_support import in_process_app
+    from service_support import console_login, in_process_app
 
     ws = make_workspace(tmp_path / "ws")
     with open_sf(ws) as sf:
         _, key = sf.issue_api_key("auditor", label="auditor console")
     with TestClient(in_process_app(ws.root, tmp_path), base_url="https://testserver") as c:
-        assert _console_login(c, key).headers["location"] == "/audit"
+        assert console_login(c, key).headers["location"] == "/audit"
         assert c.get("/report").status_code == 200
         assert c.get("/report/compliance.json").status_code == 200
         edit_config(ws, lambda raw: raw["roles"].__setitem__("auditor", ["verify"]))
         for page in ("/subjects", "/report/compliance.json"):
             assert c.get(page, follow_redirects=False).headers.get("location", "").startswith("/login"), page
         again = TestClient(c.app, base_url="https://testserver")
-        assert _console_login(again, key).headers["location"] == "/login?error=role"
+        assert console_login(again, key).headers["location"] == "/login?error=role"
 
 
 def test_the_consoles_lists_still_read_while_deployment_json_no_longer_loads(tmp_path: Path) -> None:
@@ -197,7 +191,7 @@ def test_the_consoles_lists_still_read_while_deployment_json_no_longer_loads(tmp
     there is to erase or revoke (judged under the last reading that loaded)."""
     from fastapi.testclient import TestClient
     from policy_support import consent, images
-    from service_support import in_process_app
+    from service_support import console_login, csrf_of, in_process_app
 
     ws = make_workspace(tmp_path / "ws")
     with open_sf(ws) as sf:
@@ -205,8 +199,8 @@ def test_the_consoles_lists_still_read_while_deployment_json_no_longer_loads(tmp
         sf.enroll(images() / "obama.jpg", "alice", "demo", consent(ws, "alice"))
         pseudonym = sf.pseudonym("alice")
     with TestClient(in_process_app(ws.root, tmp_path), base_url="https://testserver") as c:
-        assert _console_login(c, key).status_code == 303
-        csrf = c.get("/subjects").text.split("name='csrf' value='")[1].split("'")[0]
+        assert console_login(c, key).status_code == 303
+        csrf = csrf_of(c.get("/subjects").text)
         ws.config.write_text(ws.config.read_text() + "\n}broken")
         listed = c.get("/subjects", follow_redirects=False)
         assert listed.status_code == 200 and pseudonym in listed.text
