@@ -319,10 +319,7 @@ class ServerStore:
                     c.close()
             if vec is not None:
                 vec.close()
-            import psycopg
-
-            if isinstance(exc, psycopg.errors.LockNotAvailable):  # a statement of the opening, with lock_wait
-                raise lock_not_free(where, None) from None
+            _raise_lock_wait(exc, where)  # a statement of the opening, with lock_wait
             raise
 
     def _create(self, fresh: bool) -> None:
@@ -1540,8 +1537,16 @@ def _raise_pg(exc: BaseException, where: str) -> None:
         import psycopg
     except ImportError:
         return
-    if isinstance(exc, psycopg.errors.LockNotAvailable):  # a handle opened with lock_wait
-        raise lock_not_free(where, None) from None
+    _raise_lock_wait(exc, where)
     if isinstance(exc, psycopg.OperationalError):
         raise BackendError(f"{where} failed ({str(exc).strip().splitlines()[-1][:160] if str(exc).strip() else ''}); "
                            "the write was rolled back.") from None
+
+
+def _raise_lock_wait(exc: BaseException, where: str) -> None:
+    """A lock that a handle opened with lock_wait gave up waiting for (PostgreSQL's
+    lock_timeout) becomes the ConfigError a bounded wait gives."""
+    import psycopg
+
+    if isinstance(exc, psycopg.errors.LockNotAvailable):
+        raise lock_not_free(where, None) from None
