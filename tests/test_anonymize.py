@@ -442,17 +442,16 @@ def test_unreadable_inputs_raise_and_leave_no_output(tmp_path: Path) -> None:
 
 
 @needs_data
-def test_a_video_rewritten_while_it_is_read_leaves_no_output(finder: FaceFinder, face_video: Path,
-                                                              tmp_path: Path) -> None:
+def test_a_video_rewritten_while_it_is_read_leaves_no_output(finder: FaceFinder, tmp_path: Path) -> None:
     """The report's input hash names the bytes whose frames were covered. A file rewritten in
     place during the run (its tail, after the first frame is covered) was reported under the
     hash taken before, and the output written; now the run fails and writes nothing. So does a
     path pointed at another file during the run (the file opened is still the one read, but it
     lost its name: its change time moved). Left alone, the run names the bytes it read."""
     src, out = tmp_path / "in.mp4", tmp_path / "out.mp4"
-    original = face_video.read_bytes()
+    build_face_video(src, lfw_sample(2, step=151), frames=8, per_photo=4)
+    original = src.read_bytes()
     quick = VideoOptions(progress=False, masked=False)  # what is read, not how it is searched
-    src.write_bytes(original)
 
     def rewrite(index: int, rgb: np.ndarray) -> np.ndarray:
         if index == 0:
@@ -479,7 +478,7 @@ def test_a_video_rewritten_while_it_is_read_leaves_no_output(finder: FaceFinder,
     assert not out.exists()
     src.write_bytes(original)
     report = anonymize_video_file(src, out, options=quick, finder=finder)
-    assert report.input_sha256 == hashlib.sha256(original).hexdigest() and report.frames == 30
+    assert report.input_sha256 == hashlib.sha256(original).hexdigest() and report.frames == 8
     assert report.output_sha256 == hashlib.sha256(out.read_bytes()).hexdigest()
 
 
@@ -1042,13 +1041,13 @@ def test_a_video_searched_for_masked_faces_keeps_none(tmp_path: Path) -> None:
 
     src, count = masked_performer_clip(tmp_path / "masked.mp4")
     masked_check = VideoOptions(masked=True).search
-    assert len(detectable_frames(src, masked_check)) >= 9  # the masked face is there to find
+    assert len(detectable_frames(src, masked_check)) >= 6  # the masked face is there to find
     plain_out, masked_out = tmp_path / "plain.mp4", tmp_path / "covered.mp4"
     anonymize_file(src, plain_out, video=VideoOptions(progress=False, masked=False))
     assert detectable_frames(plain_out, masked_check)  # without the masked search it stays uncovered
     with open_sf(make_workspace(tmp_path / "ws")) as sf:
         report = sf.anonymize(src, masked_out)
-    assert report.frames == count and report.frames_with_faces >= 9
+    assert report.frames == count and report.frames_with_faces >= 6
     assert detectable_frames(masked_out, masked_check) == []
     assert detectable_frames(masked_out, VideoOptions(masked=False).search) == []
     fast_out = tmp_path / "fast.mp4"

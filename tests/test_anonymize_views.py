@@ -18,7 +18,7 @@ from datasets_path import datasets
 from PIL import Image
 
 import safeface.hazmat.vision as vision
-from safeface.anonymize import FaceFinder, VideoOptions, anonymize_file, anonymize_image
+from safeface.anonymize import FaceFinder, VideoOptions, anonymize_file, anonymize_image, detect
 from safeface.imageio import load_image
 from safeface.hazmat.vision.dlib_engine import DlibEngine
 from tests.test_anonymize import engine, finder  # noqa: F401 (its fixtures)
@@ -149,27 +149,34 @@ def _small_face(step: float = 0.5) -> np.ndarray:
 
 
 @needs_photos
-def test_a_small_face_in_a_photo_larger_than_a_pass_scans_is_covered(engine: DlibEngine, finder: FaceFinder) -> None:
-    """A 1600x1300 photo (MMOD's pass is tiled: 1118 px tiles from x 0 and 482) with a face
-    about 55 px wide where the tiles overlap."""
+def test_a_small_face_in_a_photo_larger_than_a_pass_scans_is_covered(engine: DlibEngine, finder: FaceFinder,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """A photo larger than MMOD's pass (a pass scaled down to 2 megapixels for speed: 707 px
+    tiles from 0 and 293 across, 0 and 193 down) with a face about 55 px wide where the tiles
+    overlap, inside the cut of the first."""
+    monkeypatch.setattr(detect, "MMOD_SCAN_PIXELS", 2e6)
     face = _small_face()
-    photo = np.full((1300, 1600, 3), 100, np.uint8)
-    photo[600:600 + face.shape[0], 800:800 + face.shape[1]] = face
+    photo = np.full((900, 1000, 3), 100, np.uint8)
+    photo[620:620 + face.shape[0], 640:640 + face.shape[1]] = face
     reference = _reference(engine, face)
     # Matched where the face was (with a wide margin): the rest of the photo is flat grey.
-    around = (slice(400, 600 + face.shape[0] + 200), slice(600, 800 + face.shape[1] + 200))
+    around = (slice(420, 900), slice(440, 1000))
     assert _best_match(engine, photo[around], reference) >= THRESHOLD
     covered, report = anonymize_image(photo, finder=finder)
     assert report.face_count >= 1 and _best_match(engine, covered[around], reference) < THRESHOLD
 
 
 @needs_photos
-def test_hog_finds_a_small_face_in_a_photo_too_large_for_one_pass(finder: FaceFinder) -> None:
-    """6000x6000: HOG's pass is tiled, and its scaled copy is too coarse for a 55 px face, which
-    the full-size tiles must find (here where two tiles overlap)."""
+def test_hog_finds_a_small_face_in_a_photo_too_large_for_one_pass(finder: FaceFinder,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """HOG's pass is tiled (its budget scaled down to 4 megapixels upsampled for speed: 1000 px
+    tiles from 0, 840 and 1000 on a 2000x2000 photo), and its scaled copy (half size) is too
+    coarse for a 55 px face, which the full-size tiles must find: here across the first tile's
+    cut, whole only in the second."""
+    monkeypatch.setattr(detect, "FHOG_SCAN_PIXELS", 4e6)
     face = _small_face()
-    photo = np.full((6000, 6000, 3), 100, np.uint8)
-    x, y = 3300, 3300
+    photo = np.full((2000, 2000, 3), 100, np.uint8)
+    x, y = 940, 940
     photo[y:y + face.shape[0], x:x + face.shape[1]] = face
     found = finder.find(photo, [1], masked=False)
     assert any(b[0] < x + face.shape[1] and b[2] > x and b[1] < y + face.shape[0] and b[3] > y for b in found), found

@@ -113,7 +113,7 @@ def reencode(src: Path, dst: Path, frames: Optional[int] = None, options: Option
 
 
 def masked_performer_clip(out: Path) -> tuple[Path, int]:
-    """Twelve frames of one shot of the face_recognition library's Hamilton clip (frames 84-95,
+    """Eight frames of one shot of the face_recognition library's Hamilton clip (frames 88-95,
     the performer facing the camera) with an N95 mask drawn on the performer's face from its
     landmarks, written to `out`; and the frame count. Skips the test where the clip is absent."""
     import pytest
@@ -130,7 +130,7 @@ def masked_performer_clip(out: Path) -> tuple[Path, int]:
     frames = []
     with av.open(str(clip)) as c:
         for i, f in zip(range(96), c.decode(video=0)):
-            if i >= 84:
+            if i >= 88:
                 rgb = f.to_ndarray(format="rgb24")
                 face = pick_subject(pipe.detect(rgb), rgb.shape)
                 assert face is not None
