@@ -508,6 +508,32 @@ def test_appends_race_cleanly_under_a_repeatable_read_default(pg: Any, tmp_path:
             log.close()
 
 
+def _lock_key(text: str) -> int:
+    """The 64-bit advisory lock key the server store derives from `text`."""
+    import hashlib
+
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big", signed=True)
+
+
+def _removal_started(ws: Path, thumbprint: str) -> tuple[Any, list[BaseException]]:
+    """`keys remove` of a consent-issuer key, started on a thread: (the thread, what it raised)."""
+    import threading
+
+    from safeface.workspace.admin import keys_remove
+
+    outcome: list[BaseException] = []
+
+    def remove() -> None:
+        try:
+            keys_remove(ws, "consent-issuer", thumbprint)
+        except BaseException as exc:  # noqa: BLE001 - the test reads it
+            outcome.append(exc)
+
+    remover = threading.Thread(target=remove, daemon=True)
+    remover.start()
+    return remover, outcome
+
+
 def test_a_key_removal_on_postgresql_holds_the_store_lock_and_gives_up_behind_a_stuck_writer(
         pg: PgCluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """`keys remove` holds both halves of the server store's write lock while it records, so an
@@ -516,9 +542,6 @@ def test_a_key_removal_on_postgresql_holds_the_store_lock_and_gives_up_behind_a_
     opening writes), it waited for ever,
     the stolen key trusted all along; it now gives up after STORE_LOCK_WAIT_S, changing nothing,
     and succeeds once the lock is free."""
-    import hashlib
-    import threading
-
     import psycopg
 
     import safeface.workspace.admin as admin
@@ -527,13 +550,10 @@ def test_a_key_removal_on_postgresql_holds_the_store_lock_and_gives_up_behind_a_
     ws, dsn = server_workspace(pg, tmp_path)
     b = keys_new(ws, "consent-issuer", tmp_path / "b.pem", label="consent service B")
 
-    def lock_key(text: str) -> int:
-        return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big", signed=True)
-
     def trusted() -> bool:
         return any(k["thumbprint"] == b.thumbprint and not k.get("removed") for k in keys_list(ws))
 
-    session_key, xact_key = lock_key("safeface write lock safeface"), lock_key("safeface write transaction lock safeface")
+    session_key, xact_key = _lock_key("safeface write lock safeface"), _lock_key("safeface write transaction lock safeface")
     with psycopg.connect(dsn, password=PG_PASSWORD, autocommit=True) as other:
         with opened(WorkspacePaths(ws)) as r, admin._store_locked(WorkspacePaths(ws), r):
             assert other.execute("SELECT pg_try_advisory_lock(%s)", (session_key,)).fetchone()[0] is False
@@ -543,17 +563,8 @@ def test_a_key_removal_on_postgresql_holds_the_store_lock_and_gives_up_behind_a_
         monkeypatch.setattr(admin, "STORE_LOCK_WAIT_S", 0.5)
 
         def removal_behind(hold: Any, release: Any) -> list[BaseException]:
-            outcome: list[BaseException] = []
-
-            def remove() -> None:
-                try:
-                    keys_remove(ws, "consent-issuer", b.thumbprint)
-                except BaseException as exc:  # noqa: BLE001 - the test reads it
-                    outcome.append(exc)
-
             hold()
-            remover = threading.Thread(target=remove, daemon=True)
-            remover.start()
+            remover, outcome = _removal_started(ws, b.thumbprint)
             remover.join(60)
             stuck = remover.is_alive()
             release()
@@ -584,3 +595,50 @@ def test_a_key_removal_on_postgresql_holds_the_store_lock_and_gives_up_behind_a_
     assert trusted()
     assert keys_remove(ws, "consent-issuer", b.thumbprint).thumbprint == b.thumbprint
     assert not trusted()
+
+
+def test_a_key_removal_on_postgresql_waits_its_limit_once_across_both_halves_of_the_lock(
+        pg: PgCluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """STORE_LOCK_WAIT_S bounds the removal's whole wait, not each lock's: behind one writer
+    holding the session half and then another holding the transaction half, each for less than
+    the limit, it waited nearly twice the limit and went ahead; now it gives up once the limit
+    has passed since it began, changing nothing."""
+    import psycopg
+
+    import safeface.workspace.admin as admin
+    from safeface.workspace.admin import keys_list, keys_new
+
+    ws, dsn = server_workspace(pg, tmp_path)
+    b = keys_new(ws, "consent-issuer", tmp_path / "b.pem", label="consent service B")
+
+    session_key, xact_key = _lock_key("safeface write lock safeface"), _lock_key("safeface write transaction lock safeface")
+    limit = 3.0
+    monkeypatch.setattr(admin, "STORE_LOCK_WAIT_S", limit)
+
+    def waiting_on(watch: Any, key: int) -> None:
+        # An advisory lock's 64-bit key is split across classid (high half) and objid (low half).
+        hi, lo = (key >> 32) & 0xFFFFFFFF, key & 0xFFFFFFFF
+        for _ in range(600):
+            if watch.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted "
+                             "AND classid::bigint = %s AND objid::bigint = %s", (hi, lo)).fetchone()[0]:
+                return
+            time.sleep(0.05)
+        raise AssertionError("the removal never waited for the lock")
+
+    with psycopg.connect(dsn, password=PG_PASSWORD, autocommit=True) as watch, \
+            psycopg.connect(dsn, password=PG_PASSWORD, autocommit=True) as first, \
+            psycopg.connect(dsn, password=PG_PASSWORD) as second:
+        first.execute("SELECT pg_advisory_lock(%s)", (session_key,))
+        second.execute("SELECT pg_advisory_xact_lock(%s)", (xact_key,))
+        remover, outcome = _removal_started(ws, b.thumbprint)
+        waiting_on(watch, session_key)
+        time.sleep(limit / 2)  # half the limit spent behind the first writer
+        first.execute("SELECT pg_advisory_unlock(%s)", (session_key,))
+        waiting_on(watch, xact_key)
+        remover.join(limit * 0.8)  # less than the limit behind the second, more than what was left
+        second.rollback()
+        remover.join(60)
+    assert not remover.is_alive()
+    assert len(outcome) == 1 and isinstance(outcome[0], ConfigError), outcome
+    assert "not free within" in str(outcome[0])
+    assert any(k["thumbprint"] == b.thumbprint and not k.get("removed") for k in keys_list(ws))

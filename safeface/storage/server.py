@@ -179,19 +179,23 @@ class AdvisoryLock:
     within a process."""
 
     def __init__(self, conn: Any, key: int, on_acquire: Optional[Callable[[Any], None]] = None,
-                 where: str = "the PostgreSQL record store") -> None:
+                 where: str = "the PostgreSQL record store",
+                 before_wait: Optional[Callable[[Any], None]] = None) -> None:
         self._conn = conn
         self.key = key
         self.where = where
         self._thread_lock = threading.RLock()
         self._depth = 0
         self._on_acquire = on_acquire
+        self._before_wait = before_wait
 
     @contextmanager
     def held(self) -> Iterator[None]:
         with self._thread_lock:
             if self._depth == 0:
                 try:
+                    if self._before_wait is not None:
+                        self._before_wait(self._conn)
                     self._conn.execute("SELECT pg_advisory_lock(%s)", (self.key,))
                 except Exception as exc:  # its connection lost (ended, or closed by _release): nothing written
                     _raise_pg(exc, self.where)
@@ -246,7 +250,9 @@ class ServerStore:
                                         "big", signed=True)
         self._lock_pid = int(lock_conn.execute("SELECT pg_backend_pid()").fetchone()[0])
         self._opened = False  # the tables exist and this handle may clear its own marks (_forget_flight)
-        self._write_lock = AdvisoryLock(lock_conn, key, self._forget_flight, where)
+        self._write_lock = AdvisoryLock(lock_conn, key, self._forget_flight, where,
+                                        before_wait=lambda c: self._bound_wait(c, False))
+        self._deadline: Optional[float] = None  # open's lock_wait, as a time.monotonic() deadline
         self._keys: Optional[Keys] = None
         self._half_open = False  # opened while Milvus could not be reached (open, _finish_open)
         self._finishing = threading.Lock()  # one thread of this handle asks Milvus for _finish_open
@@ -274,13 +280,16 @@ class ServerStore:
         (searches score them, erasures leave their vector removals noted, enrolments are
         refused). It finishes opening at the first search or write once Milvus answers
         (_finish_open). A new store needs Milvus: nothing is created without it. With `lock_wait`
-        (seconds), every statement of this handle that waits for a lock (either half of the write
-        lock, a row another transaction holds), this opening's included, gives up after that long
-        with ConfigError: for a short-lived handle that must not wait behind a stuck writer. It is
-        PostgreSQL's lock_timeout, set on this handle's own connections only."""
+        (seconds), this handle's waits for locks (either half of the write lock, a row another
+        transaction holds), this opening's included, share that many seconds from the opening,
+        then give up with ConfigError: for a short-lived handle that must not wait behind a stuck
+        writer (nor behind one honest writer after another, each lock waiting its own bound). It
+        is PostgreSQL's lock_timeout, set on this handle's own connections only, lowered to what
+        is left before each half of the write lock is taken."""
         if not NAMESPACE_RE.match(namespace):
             raise ConfigError(f"storage.namespace must be a lower-case SQL name, got {namespace!r}.")
         where = f"the PostgreSQL record store {_safe_dsn(dsn)} (schema {namespace})"
+        deadline = None if lock_wait is None else time.monotonic() + lock_wait
         conn = pg_connect(dsn, password, where)
         lock_conn = None
         vec = None
@@ -296,6 +305,7 @@ class ServerStore:
             # Connects: the collection is checked before anything is created.
             down = _outage_of(vec.reachable, fresh=meta is None)
             store = cls(conn, lock_conn, where, namespace, keyring, dim, vec)
+            store._deadline = deadline
             with store._write_lock.held():
                 store._create(meta is None)
                 store._refuse_foreign_rules()
@@ -847,12 +857,23 @@ class ServerStore:
             self._drain_pending(best_effort=True)
             try:
                 with self._conn.transaction():
+                    self._bound_wait(self._conn, True)
                     self._conn.execute("SELECT pg_advisory_xact_lock(%s)", (self._xact_key,))
                     self._refuse_lost_lock()
                     yield
             except Exception as exc:
                 _raise_pg(exc, self.where)
                 raise
+
+    def _bound_wait(self, conn: Any, local: bool) -> None:
+        """With open's lock_wait, the next lock `conn` waits for waits only for what is left of
+        it (`local`: until this transaction ends); none left: ConfigError, nothing taken."""
+        if self._deadline is None:
+            return
+        left = self._deadline - time.monotonic()
+        if left <= 0:
+            raise lock_not_free(self.where, None)
+        conn.execute("SELECT set_config('lock_timeout', %s, %s)", (f"{max(1, round(left * 1000))}ms", local))
 
     @contextmanager
     def serialized(self) -> Iterator[None]:
