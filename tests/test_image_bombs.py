@@ -134,6 +134,18 @@ def test_tiled_tiffs_with_ordinary_tiles_still_load(w: int, h: int, tile: tuple[
     assert np.array_equal(load_image(data), img)
 
 
+def test_a_large_tiff_in_one_tile_rounded_up_to_16_pixels_still_loads() -> None:
+    """A writer that puts the whole image in one tile rounds the tile's sides up to a multiple of
+    16, as TIFF requires: 2050x2050 in one 2064x2064 tile is far over the slack allowed a tile
+    larger than its image, and an ordinary photo all the same."""
+    img = _gradient(2050, 2050)
+    data = _tiled_tiff(2050, 2050, (2064, 2064), _tiles_of(img, 2064, 2064, True), deflate=True)
+    assert np.array_equal(load_image(data), img)
+    refused = _tiled_tiff(2050, 2050, (2080, 2064), _tiles_of(img, 2080, 2064, True), deflate=True)
+    with pytest.raises(ImageError, match="tiles of 2080x2064"):
+        load_image(refused)  # 16 pixels more than rounding gives is out of proportion again
+
+
 @pytest.mark.parametrize("compression", [None, "tiff_deflate", "tiff_lzw"])
 def test_striped_tiffs_still_load(compression: str | None) -> None:
     img = _gradient(90, 61)

@@ -795,6 +795,28 @@ def test_replay_cues_see_a_print_margin_and_frozen_frames() -> None:
     assert still.frozen and still.flagged
 
 
+def test_frozen_frames_are_told_by_how_much_changes_not_by_exact_repeats() -> None:
+    """A held frame that a re-encoding touched (a tenth of its pixels off by one grey level) is
+    still the same picture; a sensor's noise (every pixel -1, 0 or +1 afresh in each frame,
+    about 0.9 levels apart on average) is a new frame every time, however still the scene."""
+    from safeface.capture.replay import replay_cues
+
+    rng = np.random.default_rng(7)
+    base = rng.integers(40, 200, (200, 200), dtype=np.int16)
+    box = (50.0, 50.0, 150.0, 150.0)
+
+    def frame(noise: np.ndarray) -> np.ndarray:
+        return np.repeat((base + noise).astype(np.uint8)[..., None], 3, axis=2)
+
+    def touched() -> np.ndarray:
+        return np.where(rng.random(base.shape) < 0.1, rng.choice([-1, 1], base.shape), 0)
+
+    held = replay_cues([frame(touched()) for _ in range(10)], [box] * 10)
+    assert held.frozen_share == 1.0 and held.frozen
+    live = replay_cues([frame(rng.integers(-1, 2, base.shape)) for _ in range(10)], [box] * 10)
+    assert live.frozen_share == 0.0 and not live.frozen
+
+
 def test_a_ledger_from_before_its_rows_were_authenticated_is_adopted_once(tmp_path: Path) -> None:
     """A policy.db written before the liveness rows carried a MAC: its rows are taken as they are
     when the column is added (so a used nonce stays used); a MAC removed later is an edit."""
