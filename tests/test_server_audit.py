@@ -642,3 +642,23 @@ def test_a_key_removal_on_postgresql_waits_its_limit_once_across_both_halves_of_
     assert len(outcome) == 1 and isinstance(outcome[0], ConfigError), outcome
     assert "not free within" in str(outcome[0])
     assert any(k["thumbprint"] == b.thumbprint and not k.get("removed") for k in keys_list(ws))
+
+
+def test_a_key_removal_on_postgresql_lands_while_the_store_does_not_open(pg: PgCluster, tmp_path: Path) -> None:
+    """The removal takes the server store's write lock without opening the store: one whose
+    meta was edited by hand (so it refuses to open) held up the removal of a stolen key until it
+    was repaired. Now the key goes, and the store still refuses to open."""
+    import psycopg
+
+    from safeface.workspace.admin import keys_list, keys_new, keys_remove
+
+    ws, dsn = server_workspace(pg, tmp_path)
+    b = keys_new(ws, "consent-issuer", tmp_path / "b.pem", label="consent service B")
+    with psycopg.connect(dsn, password=PG_PASSWORD, autocommit=True) as other:
+        other.execute("UPDATE safeface.meta SET v = 'ffffffffffffffff' WHERE k = 'seal_key_id'")
+    with pytest.raises(ConfigError, match="seal key version"):
+        SafeFace.open(ws).close()
+    assert keys_remove(ws, "consent-issuer", b.thumbprint).thumbprint == b.thumbprint
+    assert any(k["thumbprint"] == b.thumbprint and k.get("removed") for k in keys_list(ws))
+    with pytest.raises(ConfigError, match="seal key version"):
+        SafeFace.open(ws).close()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import re
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Optional
@@ -126,3 +127,11 @@ def open_store(cfg: StorageConfig, root: Path, gallery_path: Path, keyring: Keyr
         cfg.records, secret_from_env("SAFEFACE_PG_PASSWORD"),
         lambda: MilvusVectors.connect(cfg.vectors, root, cfg.collection, dim, cfg.vector_index, token, wait=False),
         keyring, dim, cfg.namespace, lock_wait=lock_wait)
+
+
+def server_write_lock(cfg: StorageConfig, lock_wait: float) -> AbstractContextManager[None]:
+    """Both halves of the server store's write lock, taken without opening the store
+    (server.held_write_lock), waiting at most `lock_wait` seconds in all."""
+    from .server import held_write_lock
+
+    return held_write_lock(cfg.records, secret_from_env("SAFEFACE_PG_PASSWORD"), cfg.namespace, lock_wait)

@@ -243,11 +243,9 @@ class ServerStore:
         self._dim = dim
         self.vectors = vectors
         self._lock = threading.RLock()  # one statement at a time on the connection
-        key = int.from_bytes(hashlib.sha256(f"safeface write lock {ns}".encode()).digest()[:8], "big", signed=True)
-        # The write lock's second half, taken inside each record transaction on this connection
-        # (see _write): another key, since the first is held on the other connection.
-        self._xact_key = int.from_bytes(hashlib.sha256(f"safeface write transaction lock {ns}".encode()).digest()[:8],
-                                        "big", signed=True)
+        # The write lock's second half is taken inside each record transaction on this connection
+        # (see _write).
+        key, self._xact_key = write_lock_keys(ns)
         self._lock_pid = int(lock_conn.execute("SELECT pg_backend_pid()").fetchone()[0])
         self._opened = False  # the tables exist and this handle may clear its own marks (_forget_flight)
         self._write_lock = AdvisoryLock(lock_conn, key, self._forget_flight, where,
@@ -866,14 +864,8 @@ class ServerStore:
                 raise
 
     def _bound_wait(self, conn: Any, local: bool) -> None:
-        """With open's lock_wait, the next lock `conn` waits for waits only for what is left of
-        it (`local`: until this transaction ends); none left: ConfigError, nothing taken."""
-        if self._deadline is None:
-            return
-        left = self._deadline - time.monotonic()
-        if left <= 0:
-            raise lock_not_free(self.where, None)
-        conn.execute("SELECT set_config('lock_timeout', %s, %s)", (f"{max(1, round(left * 1000))}ms", local))
+        if self._deadline is not None:
+            _bound_lock_wait(conn, self._deadline, self.where, local)
 
     @contextmanager
     def serialized(self) -> Iterator[None]:
@@ -1271,13 +1263,13 @@ class ServerStore:
 
     def _lock_holder(self) -> Optional[int]:
         """The backend pid of the connection holding the store's write lock now, if any."""
-        key = self._write_lock.key & 0xFFFF_FFFF_FFFF_FFFF
-        # pg_locks spans the cluster: an advisory lock is this database's only where its
-        # database is (another database's store of the same schema name has the same key).
-        got = self._sql("SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND classid = %s::oid "
-                        "AND objid = %s::oid AND objsubid = 1 AND database = (SELECT oid FROM pg_database "
-                        "WHERE datname = current_database()) LIMIT 1", (key >> 32, key & 0xFFFF_FFFF))
-        return int(got[0][0]) if got else None
+        with self._lock:
+            self._require_keys()
+            try:
+                return _write_lock_holder(self._conn, self._write_lock.key)
+            except Exception as exc:
+                _raise_pg(exc, self.where)
+                raise
 
     @staticmethod
     def _score(opened: dict[int, tuple[Entry, np.ndarray]], q: np.ndarray, purpose: str, threshold: Optional[float],
@@ -1549,6 +1541,71 @@ def _safe_dsn(dsn: str) -> str:
         return "(a DSN whose user information libpq reads otherwise than it is written)"
     user, host, port, db = (parts.get(k, "") for k in ("user", "host", "port", "dbname"))
     return f"postgresql://{user + '@' if user else ''}{host}{':' + port if port else ''}/{db}"
+
+
+def write_lock_keys(namespace: str) -> tuple[int, int]:
+    """The advisory lock keys of the write lock of the store in `namespace`: its session half
+    and its transaction half (another key, since the first is held on another connection)."""
+    def key(text: str) -> int:
+        return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big", signed=True)
+
+    return key(f"safeface write lock {namespace}"), key(f"safeface write transaction lock {namespace}")
+
+
+def _write_lock_holder(conn: Any, session_key: int) -> Optional[int]:
+    """The backend pid of the connection holding the session half of the write lock, if any."""
+    key = session_key & 0xFFFF_FFFF_FFFF_FFFF
+    # pg_locks spans the cluster: an advisory lock is this database's only where its database
+    # is (another database's store of the same schema name has the same key).
+    got = conn.execute("SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND classid = %s::oid "
+                       "AND objid = %s::oid AND objsubid = 1 AND database = (SELECT oid FROM pg_database "
+                       "WHERE datname = current_database()) LIMIT 1", (key >> 32, key & 0xFFFF_FFFF)).fetchall()
+    return int(got[0][0]) if got else None
+
+
+def _bound_lock_wait(conn: Any, deadline: float, where: str, local: bool) -> None:
+    """The next lock `conn` waits for waits only until `deadline` (time.monotonic()); `local`:
+    for the rest of this transaction. Past it: ConfigError, nothing taken."""
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise lock_not_free(where, None)
+    conn.execute("SELECT set_config('lock_timeout', %s, %s)", (f"{max(1, round(left * 1000))}ms", local))
+
+
+@contextmanager
+def held_write_lock(dsn: str, password: Optional[str], namespace: str, lock_wait: float) -> Iterator[None]:
+    """Both halves of the write lock of the server store in `namespace`, as a write holds them,
+    taken without opening the store: no schema, key, row or Milvus collection is read, so a
+    store that does not open (edited by hand, its index unreachable) cannot hold up work that
+    must fall wholly before or after every write (a trust key's removal). The waits share
+    `lock_wait` seconds, then give up with ConfigError."""
+    if not NAMESPACE_RE.match(namespace):
+        raise ConfigError(f"storage.namespace must be a lower-case SQL name, got {namespace!r}.")
+    where = f"the PostgreSQL record store {_safe_dsn(dsn)} (schema {namespace})"
+    deadline = time.monotonic() + lock_wait
+    session_key, xact_key = write_lock_keys(namespace)
+    conns = [pg_connect(dsn, password, where)]
+    try:
+        conns.append(pg_connect(dsn, password, where))
+        conn, lock_conn = conns
+        lock_pid = int(lock_conn.execute("SELECT pg_backend_pid()").fetchone()[0])
+        lock = AdvisoryLock(lock_conn, session_key, where=where,
+                            before_wait=lambda c: _bound_lock_wait(c, deadline, where, False))
+        with lock.held():
+            try:
+                with conn.transaction():
+                    _bound_lock_wait(conn, deadline, where, True)
+                    conn.execute("SELECT pg_advisory_xact_lock(%s)", (xact_key,))
+                    if _write_lock_holder(conn, session_key) != lock_pid:
+                        raise BackendError(f"{where}: the connection holding its write lock has ended (the server "
+                                           "or an operator ended it); nothing was changed. Try again.")
+                    yield
+            except Exception as exc:
+                _raise_pg(exc, where)
+                raise
+    finally:
+        for c in conns:
+            c.close()
 
 
 def _raise_pg(exc: BaseException, where: str) -> None:

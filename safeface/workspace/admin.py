@@ -72,22 +72,20 @@ STORE_LOCK_WAIT_S = 120.0  # how long a removal waits for a write in progress be
 
 @contextmanager
 def _store_locked(paths: WorkspacePaths, r: Any) -> Iterator[None]:
-    """Hold the write lock of the store deployment.json names: the local gallery's lock file
-    (taken without opening the database, so a gallery that no longer opens does not hold up
-    the removal of a stolen key), or both halves of the server store's. Then make sure the
-    workspace still keeps its records where `r` opened them: a move to the servers that held
-    the lock meanwhile left `r`'s audit log behind."""
-    from ..storage.factory import StorageConfig, open_store
+    """Hold the write lock of the store deployment.json names: the local gallery's lock file,
+    or both halves of the server store's, taken without opening either store, so a store that
+    no longer opens (edited by hand, its index unreachable) does not hold up the removal of a
+    stolen key. Then make sure the workspace still keeps its records where `r` opened them: a
+    move to the servers that held the lock meanwhile left `r`'s audit log behind."""
+    from ..storage.factory import StorageConfig, server_write_lock
     from ..storage.gallery import write_lock
 
     section = r.deployment.section("storage")
     cfg = StorageConfig.from_section(section)
     if cfg.server:
-        dim = int(r.deployment.section("matching").get("dim") or 128)
         done = False
         try:
-            with open_store(cfg, paths.root, paths.gallery, r.keyring, dim, lock_wait=STORE_LOCK_WAIT_S) as store, \
-                    store.serialized():
+            with server_write_lock(cfg, STORE_LOCK_WAIT_S):
                 _same_storage(paths, section)
                 yield
                 done = True
