@@ -140,6 +140,30 @@ def test_conversion_is_cached_verified_and_rebuilt_when_altered(home: Path) -> N
     assert all(Path(r["path"]).is_file() for r in records)
 
 
+def test_a_source_changed_in_place_with_its_time_put_back_is_not_converted(tmp_path: Path,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """The source's check may be a hash remembered for its size and time: a file changed in
+    place, same size, time put back, kept that hash, and its altered weights were converted and
+    recorded as derived from the genuine file. The bytes converted are hashed themselves now."""
+    import os
+
+    home = tmp_path / "home"  # no conversion made yet
+    monkeypatch.setenv("SAFEFACE_HOME", str(home))
+    src = tmp_path / "mmod.dat"
+    src.write_bytes(registry.verified_path("dlib-mmod").read_bytes())
+    genuine = sha256_file_cached(src)  # checked once, as a running engine has
+    st = src.stat()
+    raw = bytearray(src.read_bytes())
+    raw[raw.index(b"con_") + 60] ^= 0x40  # inside the first convolution's weights
+    src.write_bytes(bytes(raw))
+    os.utime(src, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert sha256_file_cached(src) == genuine  # the remembered hash, not the file's
+    with pytest.raises(ModelError, match="changed while it was being converted"):
+        onnx_convert.ensure_converted("dlib-mmod", source=src)
+    assert not (home / "models" / "converted" / genuine).exists()
+    assert not [f for f in registry.load().files() if f.name == "dlib-mmod"]
+
+
 def test_unreadable_registry_is_refused_clearly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SAFEFACE_HOME", str(tmp_path))
     reg = tmp_path / "models" / "registry.json"

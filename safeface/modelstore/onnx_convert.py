@@ -14,6 +14,7 @@ They are built on first use; a file whose hash no longer matches its record is r
 from __future__ import annotations
 
 import hashlib
+import hmac
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -22,10 +23,10 @@ import numpy as np
 
 from ..atomicfile import write_atomic
 from ..errors import ModelError
-from ..hashing import read_verified, sha256_file_cached
+from ..hashing import read_hashed, read_verified, sha256_file_cached
 from . import registry
 from .dlib_format import (
-    Affine, AddPrev, Conv, Dense, Identity, MetricLoss, MmodLoss, Network, Pool, Relu, Skip, Tag, read_network,
+    Affine, AddPrev, Conv, Dense, Identity, MetricLoss, MmodLoss, Network, Pool, Relu, Skip, Tag, parse_network,
 )
 
 OPSET = 17
@@ -192,8 +193,9 @@ def mmod_model(net: Network) -> Any:
     return _finish(g, [inp], [out], "dlib_mmod_detector")
 
 
-def build(name: str, source: Path) -> Any:
-    net = read_network(source)
+def build(name: str, source: bytes) -> Any:
+    """The ONNX model of the dlib network serialised in `source`."""
+    net = parse_network(source, name)
     if name == "dlib-resnet-v1":
         return recognition_model(net)
     if name == "dlib-mmod":
@@ -237,7 +239,13 @@ def ensure_converted(name: str, force: bool = False, source: Optional[Path] = No
         if sha256_file_cached(path) == rec.sha256:
             return ConvertedModel(name, src_sha, rec.sha256, path)
         # altered or half-written: rebuild from the verified source rather than load it
-    data: bytes = build(name, src).SerializeToString()
+    # The bytes converted are the bytes hashed: the check above may be a hash remembered for
+    # the file's size and time, which a file changed in place and its time put back keeps.
+    actual, raw = read_hashed(src)
+    if not hmac.compare_digest(actual, src_sha):
+        raise ModelError(f"model {name!r}: {src} changed while it was being converted (SHA-256 {actual[:16]}..., not "
+                         f"{src_sha[:16]}... as checked), so it was not converted; reinstall or re-fetch it.")
+    data: bytes = build(name, raw).SerializeToString()
     _write_atomic(path, data)
     onnx_sha = hashlib.sha256(data).hexdigest()
     with registry.update() as reg:
