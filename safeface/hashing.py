@@ -48,6 +48,14 @@ def sha256_file_cached(path: Path) -> str:
     return digest
 
 
+def forget_cached_hashes() -> None:
+    """Drop every remembered hash: what a check that must read the files as they are now (an
+    operator's `models verify`) does first, since a file changed in place with its size and
+    time put back keeps its remembered hash."""
+    with _CACHE_LOCK:
+        _CACHE.clear()
+
+
 def read_hashed(path: Path) -> tuple[str, bytes]:
     """(SHA-256, bytes) of a small file that is wanted whole anyway."""
     data = Path(path).read_bytes()

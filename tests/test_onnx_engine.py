@@ -112,6 +112,101 @@ def test_reader_rejects_an_unknown_layer() -> None:
         dlib_format.parse_network(altered, "mmod.dat")
 
 
+# -- one field of a dlib file altered ------------------------------------------------------------------
+
+def _mmod() -> bytes:
+    return registry.verified_path("dlib-mmod").read_bytes()
+
+
+def _stream_at(data: bytes, name: bytes) -> dlib_format._Stream:
+    """A stream positioned just after the first layer name `name` (dlib writes it with a
+    one-byte length prefix: control byte 0x01, then the length)."""
+    i = data.index(name)
+    assert data[i - 2:i] == bytes([1, len(name)])
+    s = dlib_format._Stream(data, "m")
+    s.pos = i - 2
+    assert s.string() == name.decode()
+    return s
+
+
+def test_an_out_of_range_float_exponent_is_refused() -> None:
+    """A float whose exponent is outside dlib's range is refused, not read as infinity."""
+    data = _mmod()
+    s = _stream_at(data, b"input_rgb_image_pyramid")
+    start = s.pos
+    s.real()
+    # mantissa 1, exponent 40000 (0x9c40), in dlib's integer code
+    altered = data[:start] + b"\x01\x01" + b"\x02\x40\x9c" + data[s.pos:]
+    with pytest.raises(ModelError, match="bad float exponent"):
+        dlib_format.parse_network(altered, "mmod.dat")
+
+
+def test_an_mmod_loss_without_detector_windows_is_refused() -> None:
+    """A detector whose loss layer lists no detection windows is refused."""
+    data = _mmod()
+    s = _stream_at(data, b"loss_mmod_")
+    start = s.pos
+    assert s.integer() == 1  # options version 1: one window, width and height
+    s.integer(), s.integer()
+    altered = data[:start] + b"\x01\x02" + b"\x01\x00" + data[s.pos:]  # version 2, zero windows
+    with pytest.raises(ModelError, match="without detector windows"):
+        dlib_format.parse_network(altered, "mmod.dat")
+
+
+def test_a_negative_filter_shape_is_a_model_error() -> None:
+    """A layer whose filter shape is negative raises ModelError, not a bare NumPy error."""
+    data = bytearray(_mmod())
+    s = _stream_at(bytes(data), b"con_4")
+    s.tensor()
+    for _ in range(7):
+        s.integer()  # filters, rows, cols, stride, padding
+    assert s.integer() == 1  # alias version
+    assert data[s.pos] == 0x01
+    data[s.pos] |= 0x80  # the first filter dimension, negated
+    with pytest.raises(ModelError, match="dlib network"):
+        dlib_format.parse_network(bytes(data), "mmod.dat")
+
+
+def test_an_unknown_fc_bias_mode_is_refused() -> None:
+    """The recognizer's fully connected layer with an unknown bias mode is refused."""
+    data = registry.verified_path("dlib-resnet-v1").read_bytes()
+    s = _stream_at(data, b"fc_2")
+    s.integer(), s.integer()
+    s.tensor()
+    s.alias(), s.alias()
+    start = s.pos
+    s.integer()
+    altered = data[:start] + b"\x01\x07" + data[s.pos:]
+    with pytest.raises(ModelError, match="unknown fc bias mode 7"):
+        dlib_format.parse_network(altered, "resnet.dat")
+
+
+def test_a_converted_file_changed_after_its_check_is_not_loaded(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """The bytes given to ONNX Runtime are hashed again: a converted file swapped after its check
+    is refused."""
+    monkeypatch.setenv("SAFEFACE_HOME", str(tmp_path / "home"))
+    model = onnx_convert.ensure_converted("dlib-mmod")
+    good = onnx_convert.load_session_bytes(model)
+    model.path.write_bytes(good[:-10] + b"0123456789")
+    with pytest.raises(ModelError, match="changed after it was checked"):
+        onnx_convert.load_session_bytes(model)
+
+
+def test_a_bad_boolean_byte_is_refused() -> None:
+    """A layer wrapper's boolean field holding anything but '0' or '1' is refused."""
+    data = _mmod()
+    i = data.index(b"input_rgb_image_pyramid")
+    s = dlib_format._Stream(data, "m")
+    s.pos = i - 2
+    dlib_format._read_input(s)
+    dlib_format._read_details(s)  # the first layer over the input; three flags follow
+    assert data[s.pos:s.pos + 1] in (b"0", b"1")
+    altered = data[:s.pos] + b"7" + data[s.pos + 1:]
+    with pytest.raises(ModelError, match="bad boolean byte"):
+        dlib_format.parse_network(altered, "mmod.dat")
+
+
 # -- conversion cache ------------------------------------------------------------------------------------
 
 def test_conversion_is_cached_verified_and_rebuilt_when_altered(home: Path) -> None:
@@ -162,6 +257,22 @@ def test_a_source_changed_in_place_with_its_time_put_back_is_not_converted(tmp_p
         onnx_convert.ensure_converted("dlib-mmod", source=src)
     assert not (home / "models" / "converted" / genuine).exists()
     assert not [f for f in registry.load().files() if f.name == "dlib-mmod"]
+
+
+def test_models_verify_hashes_a_file_changed_in_place_afresh(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`models verify` in a process that has hashed the converted file already (a service)
+    read its remembered hash: a file changed in place, size and time put back, passed."""
+    import os
+
+    monkeypatch.setenv("SAFEFACE_HOME", str(tmp_path / "home"))
+    made = onnx_convert.ensure_converted("dlib-mmod")
+    assert {r["name"]: r["ok"] for r in packs.verify_installed()}["dlib-mmod (converted)"] is True
+    st = made.path.stat()
+    raw = bytearray(made.path.read_bytes())
+    raw[-5] ^= 0x01
+    made.path.write_bytes(bytes(raw))
+    os.utime(made.path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert {r["name"]: r["ok"] for r in packs.verify_installed()}["dlib-mmod (converted)"] is False
 
 
 def test_unreadable_registry_is_refused_clearly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

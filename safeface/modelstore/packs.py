@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from ..errors import ModelError
-from ..hashing import sha256_file_cached
+from ..hashing import forget_cached_hashes, sha256_file_cached
 from . import registry
 
 CUSTOM = "custom"
@@ -351,7 +351,9 @@ def _converted_files() -> list[registry.FileRecord]:
 
 def verify_installed(dest_dir: Optional[Path] = None) -> list[dict[str, Any]]:
     """Check every installed model file against its hash. Each: name, path, ok, reason. Package
-    models that are not installed are listed with ok False; packs not installed are left out."""
+    models that are not installed are listed with ok False; packs not installed are left out.
+    Every file is hashed afresh, not by a hash this process remembers."""
+    forget_cached_hashes()
     out: list[dict[str, Any]] = []
     for e in registry.entries():
         path, _, ok, reason = _package_model_status(e)
