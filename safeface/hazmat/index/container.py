@@ -17,6 +17,7 @@ altered, moved or swapped between files undetected.
 from __future__ import annotations
 
 import json
+import math
 import os
 import struct
 from typing import Any, Callable, Mapping, Optional
@@ -172,7 +173,9 @@ def read_container(path: str | os.PathLike[str], fmt: str,
         for dt, shape in layout.values():
             if dt not in _DTYPES or any(v < 0 for v in shape):
                 raise IntegrityError(f"{path} declares an unsupported array {dt} {shape}.")
-            nbytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(dt).itemsize
+            # Python integers: a hand-edited shape whose product wraps around in int64 (to 0,
+            # matching an empty array's size) must fail the size check below, not pass it.
+            nbytes = math.prod(int(v) for v in shape) * np.dtype(dt).itemsize
             stored = _sealed_size(nbytes, chunk) if seal is not None else nbytes
             expected += stored + _pad(stored)
         if expected != size:  # checked before any large allocation

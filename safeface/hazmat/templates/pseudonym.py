@@ -149,7 +149,9 @@ def same_subject(a: object, b: object) -> bool:
 
 def same_pseudonym(a: str, b: str) -> bool:
     """Constant-time equality of two pseudonyms (they are keyed digests: compare them as secrets)."""
-    return hmac.compare_digest(a.encode("ascii", "replace"), b.encode("ascii", "replace"))
+    # Every character counts: an "ascii/replace" encoding made any two non-ASCII strings of one
+    # length equal ("é" and "?").
+    return hmac.compare_digest(a.encode("utf-8", "surrogatepass"), b.encode("utf-8", "surrogatepass"))
 
 
 _TOKEN_LABEL = b"safeface token ref v1\x00"
@@ -160,5 +162,7 @@ def token_pseudonym(key: bytes, token_id: str) -> str:
     pseudonym key, so a token id seen in one workspace cannot be found in another's records."""
     if not isinstance(token_id, str) or not token_id:
         raise ConfigError("a token id must be a non-empty string.")
+    if len(key) < 32:
+        raise ConfigError("the pseudonym key must be at least 32 bytes.")
     # surrogatepass: a lone surrogate (no token has one) digests instead of raising an untyped error.
     return "t-" + hmac.new(key, _TOKEN_LABEL + token_id.encode("utf-8", "surrogatepass"), hashlib.sha256).hexdigest()[:32]
