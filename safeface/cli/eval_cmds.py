@@ -285,12 +285,16 @@ def _pad(args: argparse.Namespace) -> int:
     else:
         for t, v in result["apcer"].items():
             r = result["rates"][t]
+            if v is None:
+                print(f"APCER {t:10s}     -   (none of {r['count']} attacks acquired: no figure)")
+                continue
             print(f"APCER {t:10s} {100 * v:5.1f}%  ({r['acquired']} of {r['count']} attacks acquired: "
                   f"{100 * r['attack']:.0f}% called attack, {100 * r['inconclusive']:.0f}% inconclusive)")
         live = result["rates"]["live"]
         print(f"BPCER            {100 * result['bpcer']:5.1f}%  ({live['acquired']} of {live['count']} live clips "
               f"acquired: {100 * live['attack']:.0f}% called attack, {100 * live['inconclusive']:.0f}% inconclusive)")
-        print(f"ACER             {100 * result['acer']:5.1f}%")
+        acer = result["acer"]
+        print(f"ACER             {100 * acer:5.1f}%" if acer is not None else "ACER               -   (no attack acquired)")
         print(f"check time: median {1000 * result['seconds_median']:.0f} ms, p95 {1000 * result['seconds_p95']:.0f} ms")
         print(f"DET plot: {result['det_plot']}")
     return EXIT_OK

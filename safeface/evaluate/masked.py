@@ -190,9 +190,13 @@ def scenario(pairs: Sequence[Pair], bare: Mapping[Path, Record], masked: Mapping
     return Scenario(ps, np.array(path_m, dtype=bool))
 
 
-def calibrated_masked_threshold(bare_nonmated: np.ndarray, masked_nonmated: np.ndarray, threshold: float) -> float:
+def calibrated_masked_threshold(bare_nonmated: np.ndarray, masked_nonmated: np.ndarray,
+                                threshold: float) -> Optional[float]:
     """The masked-path threshold whose FMR on `masked_nonmated` equals the bare path's FMR at
-    `threshold` on `bare_nonmated` (never below that rate's resolution)."""
+    `threshold` on `bare_nonmated` (never below that rate's resolution); None when either side
+    has no impostor pair (a small run: `--limit`, or too few people called masked)."""
+    if bare_nonmated.size == 0 or masked_nonmated.size == 0:
+        return None
     fmr = float(np.mean(bare_nonmated >= threshold))
     return metrics.threshold_at_rate(masked_nonmated, max(fmr, 1.0 / max(len(masked_nonmated), 1)))
 
@@ -227,7 +231,7 @@ def calibrate_on_trained_half(bare: Mapping[Path, Record], masked: Mapping[Path,
     both_imp = (mv @ mv.T)[np.triu(both, 1)]
     return {"images": len(paths), "bare_impostor_pairs": int(bare_imp.size),
             "masked_impostor_pairs": int(masked_imp.size), "both_masked_impostor_pairs": int(both_imp.size),
-            "bare_fmr_at_threshold": float(np.mean(bare_imp >= threshold)),
+            "bare_fmr_at_threshold": float(np.mean(bare_imp >= threshold)) if bare_imp.size else None,
             "masked_threshold": calibrated_masked_threshold(bare_imp, masked_imp, threshold),
             "both_masked_threshold": calibrated_masked_threshold(bare_imp, both_imp, threshold)}
 

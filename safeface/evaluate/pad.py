@@ -243,18 +243,20 @@ def pad_metrics(outcomes: Sequence[Outcome]) -> dict[str, Any]:
     if not any(o.kind == "live" for o in got) or not types:
         raise ConfigError("a PAD evaluation needs live clips in which a face is found and at least one attack type.")
 
-    def share(kind: str, decision: str) -> float:
+    def share(kind: str, decision: str) -> Optional[float]:
+        # None where no clip of the kind was acquired: 0% would claim evidence there is none of.
         of = [o for o in got if o.kind == kind]
-        return float(np.mean([o.decision == decision for o in of])) if of else 0.0
+        return float(np.mean([o.decision == decision for o in of])) if of else None
 
     apcer = {t: share(t, "live") for t in types}
+    measured = [v for v in apcer.values() if v is not None]
     rates = {k: {"count": sum(o.kind == k for o in outcomes), "acquired": sum(o.kind == k for o in got),
                  "fta": float(np.mean([not o.acquired for o in outcomes if o.kind == k])),
                  "live": share(k, "live"), "attack": share(k, "attack"), "inconclusive": share(k, "inconclusive")}
              for k in ["live", *types]}
-    bpcer = 1.0 - rates["live"]["live"]
+    bpcer = 1.0 - float(rates["live"]["live"] or 0.0)  # some live clip was acquired (checked above)
     times = [o.seconds for o in outcomes]
-    return {"apcer": apcer, "bpcer": bpcer, "acer": (max(apcer.values()) + bpcer) / 2,
+    return {"apcer": apcer, "bpcer": bpcer, "acer": (max(measured) + bpcer) / 2 if measured else None,
             "bpcer_attack_only": rates["live"]["attack"], "rates": rates,
             "seconds_median": float(np.median(times)), "seconds_p95": float(np.percentile(times, 95))}
 
