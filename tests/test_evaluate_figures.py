@@ -49,7 +49,8 @@ def test_masked_threshold_reaches_the_bare_fmr_exactly() -> None:
 
 
 def test_masked_threshold_never_finer_than_one_impostor() -> None:
-    """With no bare impostor accepted, the masked threshold still sits at one masked impostor in n."""
+    """With no bare impostor accepted, the masked threshold still sits at one masked impostor in
+    n."""
     masked = np.linspace(0.0, 0.9, 10)
     t = calibrated_masked_threshold(np.array([0.1, 0.2]), masked, 0.5)
     assert float(np.mean(masked >= t)) == pytest.approx(0.1)

@@ -66,7 +66,8 @@ def test_a_confidence_at_the_mask_threshold_is_called_masked() -> None:
 
 
 def test_fta_and_false_mask_rate_count_only_images_with_a_bare_face() -> None:
-    """Images with no bare face (no mask drawn) are outside the masked FTA and the bare-called-masked rate."""
+    """Images with no bare face (no mask drawn) are outside the masked FTA and the
+    bare-called-masked rate."""
     recs = {Path("a/1.jpg"): MaskedRecord(True, _unit(1), "hog", 0.99, 0.99, _unit(2)),
             Path("b/1.jpg"): MaskedRecord(False, None, "", float("nan"), float("nan"), None)}
     f = fta_figures(recs)
@@ -75,7 +76,8 @@ def test_fta_and_false_mask_rate_count_only_images_with_a_bare_face() -> None:
 
 
 def test_calibration_impostors_exclude_same_person_pairs() -> None:
-    """The masked threshold is set on different-person pairs only (two images of one person are not impostors)."""
+    """The masked threshold is set on different-person pairs only (two images of one person are not
+    impostors)."""
     # Fay and Gus are on the mask detector's trained half.
     paths = [Path("Fay/Fay_1.jpg"), Path("Fay/Fay_2.jpg"), Path("Gus/Gus_1.jpg")]
     masked = {p: MaskedRecord(True, _unit(10 + k), "hog", 0.99, 0.0, _unit(20 + k), _unit(30 + k))
@@ -103,7 +105,8 @@ def test_a_calibration_without_masked_impostors_gives_no_threshold_rather_than_f
 
 
 def test_a_calibration_on_one_persons_images_gives_no_threshold() -> None:
-    """Every trained-half image of one person: no impostor pair at all, so no rate and no threshold."""
+    """Every trained-half image of one person: no impostor pair at all, so no rate and no
+    threshold."""
     paths = [Path("Fay/Fay_1.jpg"), Path("Fay/Fay_2.jpg")]
     masked = {p: MaskedRecord(True, _unit(10 + k), "hog", 0.99, 0.0, _unit(20 + k), _unit(30 + k))
               for k, p in enumerate(paths)}

@@ -12,7 +12,8 @@ def _o(kind: str, decision: str, score: float, acquired: bool = True) -> Outcome
 
 
 def test_failures_to_acquire_are_kept_out_of_the_error_rates() -> None:
-    """A clip with no face followed is reported as FTA, not as a bona fide error or an attack miss."""
+    """A clip with no face followed is reported as FTA, not as a bona fide error or an attack
+    miss."""
     r = pad_metrics([_o("live", "live", 0.9), _o("live", "inconclusive", 0.0, acquired=False),
                      _o("print", "attack", 0.1), _o("print", "live", 0.8, acquired=False)])
     assert r["bpcer"] == 0.0 and r["apcer"] == {"print": 0.0}
@@ -26,7 +27,8 @@ def test_acer_takes_the_worst_attack_type() -> None:
 
 
 def test_det_curve_bpcer_comes_from_acquired_live_clips() -> None:
-    """BPCER on the DET curve: acquired live clips scoring below the threshold (at it is accepted)."""
+    """BPCER on the DET curve: acquired live clips scoring below the threshold (at it is
+    accepted)."""
     c = det_curve([_o("live", "live", 0.9), _o("live", "live", 0.2), _o("live", "x", 0.0, acquired=False),
                    _o("print", "attack", 0.1)])
     at = {float(t): (float(a), float(b)) for t, a, b in zip(c.thresholds, c.fmr, c.fnmr)}

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import os
 import re
@@ -16,7 +15,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from policy_support import consent, images, make_workspace, masked_image, open_sf  # noqa: E402
-from service_support import Server, httpx  # noqa: E402
+from service_support import Server, httpx, self_signed_certificate  # noqa: E402
 
 CHROMIUM = os.environ.get("SAFEFACE_CHROMIUM", "/usr/bin/chromium")
 sync_api = pytest.importorskip("playwright.sync_api", reason="the console tests need playwright: pip install '.[test]'")
@@ -25,28 +24,6 @@ if not Path(CHROMIUM).is_file():
                 allow_module_level=True)
 
 pytestmark = pytest.mark.slow
-
-
-def self_signed(folder: Path) -> tuple[Path, Path]:
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-    import ipaddress
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = dt.datetime.now(dt.timezone.utc)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=5))
-            .not_valid_after(now + dt.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
-            .sign(key, hashes.SHA256()))
-    c, k = folder / "cert.pem", folder / "key.pem"
-    c.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    k.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                    serialization.NoEncryption()))
-    return c, k
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +37,7 @@ def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]
         for subject, img in (("alice", "obama.jpg"), ("bob", "biden.jpg")):
             sf.enroll(images() / img, subject, "demo", consent(paths, subject))
         pseudonyms = {s: sf.pseudonym(s) for s in ("alice", "bob")}
-    cert, key = self_signed(root)
+    cert, key = self_signed_certificate(root)
     server = Server(paths.root, root / "server.log", ["--tls-cert", str(cert), "--tls-key", str(key)])
     server.url = server.url.replace("http://", "https://")
     _wait_tls(server)

@@ -137,7 +137,8 @@ def read_clip(source: Any, fps: float = BURST_FPS) -> Clip:
         arrays = []
         for a in source:
             img = load_image(a)
-            h.update(hashlib.sha256(img.tobytes()).digest())
+            # The frame's size with its pixels: the same bytes read at another size are another clip.
+            h.update(hashlib.sha256(("%dx%dx%d:" % img.shape).encode() + img.tobytes()).digest())
             arrays.append(_shrink(img))
         if len(arrays) > MAX_SECONDS * fps + 1:
             raise InvalidArgument(f"{len(arrays)} frames at {fps:g} fps is longer than {MAX_SECONDS:g} s; a liveness "

@@ -6,6 +6,7 @@ library can mint the same tokens (README, "Tokens"); this is only the one that s
 from __future__ import annotations
 
 import datetime as dt
+import math
 from typing import Any, Optional, Sequence
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -18,9 +19,16 @@ from .tokens import ConsentToken, LegalBasisToken, check_operations, default_iss
 DEFAULT_OPERATIONS = ("enroll", "verify", "identify")
 
 
+MAX_DAYS = 36525  # a hundred years: longer than any consent or legal basis runs
+
+
 def _common(key: Ed25519PrivateKey, audience: str, issuer: str, now: Optional[dt.datetime],
             days: float) -> dict[str, Any]:
     """The fields every minted token shares: audience, issuer, signing key id and validity."""
+    # A number of days, not anything float() reads: nan, inf and 1e12 failed deep in datetime,
+    # and zero or less minted a token already expired.
+    if not (isinstance(days, (int, float)) and math.isfinite(days) and 0 < days <= MAX_DAYS):
+        raise InvalidArgument(f"a token's validity is more than 0 and at most {MAX_DAYS} days, not {days!r}.")
     now = now or dt.datetime.now(dt.timezone.utc)
     return {"token_id": new_token_id(), "audience": (audience,), "kid": key_id(key.public_key()),
             "issuer": issuer or default_issuer(key.public_key()), "issued_at": int(now.timestamp()),
