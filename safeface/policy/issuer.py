@@ -26,9 +26,10 @@ def _common(key: Ed25519PrivateKey, audience: str, issuer: str, now: Optional[dt
             days: float) -> dict[str, Any]:
     """The fields every minted token shares: audience, issuer, signing key id and validity."""
     # A number of days, not anything float() reads: nan, inf and 1e12 failed deep in datetime,
-    # and zero or less minted a token already expired.
-    if not (isinstance(days, (int, float)) and math.isfinite(days) and 0 < days <= MAX_DAYS):
-        raise InvalidArgument(f"a token's validity is more than 0 and at most {MAX_DAYS} days, not {days!r}.")
+    # and a negative count signed a token that expired before it was issued. (0 gives a token
+    # expired at issue, which a deployment's refusal of it can be shown with.)
+    if not (isinstance(days, (int, float)) and math.isfinite(days) and 0 <= days <= MAX_DAYS):
+        raise InvalidArgument(f"a token's validity is from 0 to {MAX_DAYS} days, not {days!r}.")
     now = now or dt.datetime.now(dt.timezone.utc)
     return {"token_id": new_token_id(), "audience": (audience,), "kid": key_id(key.public_key()),
             "issuer": issuer or default_issuer(key.public_key()), "issued_at": int(now.timestamp()),
