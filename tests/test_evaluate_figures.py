@@ -54,3 +54,10 @@ def test_masked_threshold_never_finer_than_one_impostor() -> None:
     masked = np.linspace(0.0, 0.9, 10)
     t = calibrated_masked_threshold(np.array([0.1, 0.2]), masked, 0.5)
     assert float(np.mean(masked >= t)) == pytest.approx(0.1)
+
+
+def test_no_bare_impostor_pair_gives_no_masked_threshold() -> None:
+    """With no bare-path impostor pair there is no rate to match: no masked threshold, not one
+    taken from an undefined rate."""
+    assert calibrated_masked_threshold(np.array([]), np.array([0.1, 0.2, 0.3]), 0.5) is None
+    assert calibrated_masked_threshold(np.array([0.1, 0.2]), np.array([]), 0.5) is None

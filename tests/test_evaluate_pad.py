@@ -45,3 +45,12 @@ def test_an_attack_type_with_no_clip_acquired_has_no_apcer() -> None:
     assert r["rates"]["print"]["fta"] == 1.0
     alone = pad_metrics([_o("live", "live", 0.9), _o("print", "live", 0.8, acquired=False)])
     assert alone["apcer"] == {"print": None} and alone["acer"] is None
+
+
+def test_an_inconclusive_live_clip_counts_against_bpcer() -> None:
+    """A live clip left inconclusive is a bona fide user not passed: BPCER counts it, the
+    attack-only rate does not."""
+    m = pad_metrics([_o("live", "live", 0.9), _o("live", "inconclusive", 0.5), _o("live", "attack", 0.1),
+                     _o("live", "live", 0.8), _o("print", "attack", 0.1)])
+    assert m["bpcer"] == 0.5 and m["bpcer_attack_only"] == 0.25
+    assert m["acer"] == (0.0 + 0.5) / 2

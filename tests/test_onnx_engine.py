@@ -259,6 +259,32 @@ def test_a_source_changed_in_place_with_its_time_put_back_is_not_converted(tmp_p
     assert not [f for f in registry.load().files() if f.name == "dlib-mmod"]
 
 
+def test_a_source_rewritten_after_its_check_is_not_what_gets_converted(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A dlib file rewritten by another process right after conversion read and hashed it: the
+    ONNX recorded as derived from the genuine hash is the genuine file's conversion."""
+    import hashlib
+
+    monkeypatch.setenv("SAFEFACE_HOME", str(tmp_path / "home"))
+    genuine = registry.verified_path("dlib-mmod").read_bytes()
+    src = tmp_path / "mmod.dat"
+    src.write_bytes(genuine)
+    altered = bytearray(genuine)
+    altered[altered.index(b"con_") + 60] ^= 0x40  # inside the first convolution's weights
+    real = onnx_convert.read_hashed
+
+    def read_then_rewritten(path: Path) -> tuple[str, bytes]:
+        got = real(path)
+        Path(path).write_bytes(bytes(altered))  # another writer, just after this read
+        return got
+
+    monkeypatch.setattr(onnx_convert, "read_hashed", read_then_rewritten)
+    made = onnx_convert.ensure_converted("dlib-mmod", source=src)
+    assert made.source_sha256 == hashlib.sha256(genuine).hexdigest()
+    expected = hashlib.sha256(onnx_convert.build("dlib-mmod", genuine).SerializeToString()).hexdigest()
+    assert made.onnx_sha256 == expected == hashlib.sha256(made.path.read_bytes()).hexdigest()
+
+
 def test_models_verify_hashes_a_file_changed_in_place_afresh(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """`models verify` in a process that has hashed the converted file already (a service)
     read its remembered hash: a file changed in place, size and time put back, passed."""

@@ -534,6 +534,18 @@ def _removal_started(ws: Path, thumbprint: str) -> tuple[Any, list[BaseException
     return remover, outcome
 
 
+def _waiting_on(watch: Any, key: int) -> None:
+    """Return once some connection waits for the advisory lock `key` (read through `watch`)."""
+    # An advisory lock's 64-bit key is split across classid (high half) and objid (low half).
+    hi, lo = (key >> 32) & 0xFFFFFFFF, key & 0xFFFFFFFF
+    for _ in range(600):
+        if watch.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted "
+                         "AND classid::bigint = %s AND objid::bigint = %s", (hi, lo)).fetchone()[0]:
+            return
+        time.sleep(0.05)
+    raise AssertionError("the removal never waited for the lock")
+
+
 def test_a_key_removal_on_postgresql_holds_the_store_lock_and_gives_up_behind_a_stuck_writer(
         pg: PgCluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """`keys remove` holds both halves of the server store's write lock while it records, so an
@@ -615,26 +627,16 @@ def test_a_key_removal_on_postgresql_waits_its_limit_once_across_both_halves_of_
     limit = 3.0
     monkeypatch.setattr(admin, "STORE_LOCK_WAIT_S", limit)
 
-    def waiting_on(watch: Any, key: int) -> None:
-        # An advisory lock's 64-bit key is split across classid (high half) and objid (low half).
-        hi, lo = (key >> 32) & 0xFFFFFFFF, key & 0xFFFFFFFF
-        for _ in range(600):
-            if watch.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted "
-                             "AND classid::bigint = %s AND objid::bigint = %s", (hi, lo)).fetchone()[0]:
-                return
-            time.sleep(0.05)
-        raise AssertionError("the removal never waited for the lock")
-
     with psycopg.connect(dsn, password=PG_PASSWORD, autocommit=True) as watch, \
             psycopg.connect(dsn, password=PG_PASSWORD, autocommit=True) as first, \
             psycopg.connect(dsn, password=PG_PASSWORD) as second:
         first.execute("SELECT pg_advisory_lock(%s)", (session_key,))
         second.execute("SELECT pg_advisory_xact_lock(%s)", (xact_key,))
         remover, outcome = _removal_started(ws, b.thumbprint)
-        waiting_on(watch, session_key)
+        _waiting_on(watch, session_key)
         time.sleep(limit / 2)  # half the limit spent behind the first writer
         first.execute("SELECT pg_advisory_unlock(%s)", (session_key,))
-        waiting_on(watch, xact_key)
+        _waiting_on(watch, xact_key)
         remover.join(limit * 0.8)  # less than the limit behind the second, more than what was left
         second.rollback()
         remover.join(60)
@@ -662,3 +664,59 @@ def test_a_key_removal_on_postgresql_lands_while_the_store_does_not_open(pg: PgC
     assert any(k["thumbprint"] == b.thumbprint and k.get("removed") for k in keys_list(ws))
     with pytest.raises(ConfigError, match="seal key version"):
         SafeFace.open(ws).close()
+
+
+def test_a_key_removal_on_postgresql_waiting_while_the_records_move_changes_nothing(
+        pg: PgCluster, tmp_path: Path) -> None:
+    """A removal that waited for the server store's write lock while deployment.json moved the
+    records elsewhere refuses once it has the lock, and the key stays trusted."""
+    import psycopg
+
+    from safeface.workspace.admin import keys_list, keys_new
+
+    ws, dsn = server_workspace(pg, tmp_path)
+    b = keys_new(ws, "consent-issuer", tmp_path / "b.pem", label="consent service B")
+    session_key = _lock_key("safeface write lock safeface")
+    config = WorkspacePaths(ws).config
+    with psycopg.connect(dsn, password=PG_PASSWORD, autocommit=True) as other:
+        other.execute("SELECT pg_advisory_lock(%s)", (session_key,))
+        remover, outcome = _removal_started(ws, b.thumbprint)
+        _waiting_on(other, session_key)
+        before = config.read_text()
+        doc = json.loads(before)
+        doc["storage"]["records"] = pg.new_database()  # the records moved meanwhile
+        config.write_text(json.dumps(doc, indent=2))
+        other.execute("SELECT pg_advisory_unlock(%s)", (session_key,))
+        remover.join(60)
+    config.write_text(before)  # moved back, to read the keys it trusts
+    assert not remover.is_alive()
+    assert len(outcome) == 1 and isinstance(outcome[0], ConfigError), outcome
+    assert "records moved" in str(outcome[0])
+    assert any(k["thumbprint"] == b.thumbprint and not k.get("removed") for k in keys_list(ws))
+
+
+def test_a_key_removal_on_postgresql_takes_the_write_lock_of_the_stores_own_namespace(
+        pg: PgCluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A workspace whose records sit in another schema (storage.namespace): `keys remove` waits
+    for that store's write lock, so behind a writer holding it it gives up and the key stays
+    trusted."""
+    import psycopg
+
+    import safeface.workspace.admin as admin
+    from safeface.workspace.admin import keys_list, keys_new, keys_remove
+
+    ws = tmp_path / "ws"
+    init_workspace(ws, demo=True)
+    dsn = pg.new_database()
+    with SafeFace.open(ws) as sf:
+        sf.migrate_storage({"records": dsn, "vectors": "milvus-lite:vectors.db", "namespace": "tenant_b"})
+    b = keys_new(ws, "consent-issuer", tmp_path / "b.pem", label="consent service B")
+    monkeypatch.setattr(admin, "STORE_LOCK_WAIT_S", 0.5)
+    session_key = _lock_key("safeface write lock tenant_b")
+    with psycopg.connect(dsn, password=PG_PASSWORD, autocommit=True) as other:
+        other.execute("SELECT pg_advisory_lock(%s)", (session_key,))
+        with pytest.raises(ConfigError, match="not free within"):
+            keys_remove(ws, "consent-issuer", b.thumbprint)
+        assert any(k["thumbprint"] == b.thumbprint and not k.get("removed") for k in keys_list(ws))
+        other.execute("SELECT pg_advisory_unlock(%s)", (session_key,))
+    assert keys_remove(ws, "consent-issuer", b.thumbprint).thumbprint == b.thumbprint

@@ -111,10 +111,8 @@ def secret_from_env(name: str) -> Optional[str]:
     return None
 
 
-def open_store(cfg: StorageConfig, root: Path, gallery_path: Path, keyring: Keyring, dim: int,
-               lock_wait: Optional[float] = None) -> Any:
-    """The workspace's TemplateStore. `lock_wait` bounds a server store's waits for its write
-    lock (ServerStore.open)."""
+def open_store(cfg: StorageConfig, root: Path, gallery_path: Path, keyring: Keyring, dim: int) -> Any:
+    """The workspace's TemplateStore."""
     if not cfg.server:
         from .gallery import Gallery
 
@@ -126,7 +124,7 @@ def open_store(cfg: StorageConfig, root: Path, gallery_path: Path, keyring: Keyr
     return ServerStore.open(
         cfg.records, secret_from_env("SAFEFACE_PG_PASSWORD"),
         lambda: MilvusVectors.connect(cfg.vectors, root, cfg.collection, dim, cfg.vector_index, token, wait=False),
-        keyring, dim, cfg.namespace, lock_wait=lock_wait)
+        keyring, dim, cfg.namespace)
 
 
 def server_write_lock(cfg: StorageConfig, lock_wait: float) -> AbstractContextManager[None]:

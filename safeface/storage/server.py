@@ -248,9 +248,7 @@ class ServerStore:
         key, self._xact_key = write_lock_keys(ns)
         self._lock_pid = int(lock_conn.execute("SELECT pg_backend_pid()").fetchone()[0])
         self._opened = False  # the tables exist and this handle may clear its own marks (_forget_flight)
-        self._write_lock = AdvisoryLock(lock_conn, key, self._forget_flight, where,
-                                        before_wait=lambda c: self._bound_wait(c, False))
-        self._deadline: Optional[float] = None  # open's lock_wait, as a time.monotonic() deadline
+        self._write_lock = AdvisoryLock(lock_conn, key, self._forget_flight, where)
         self._keys: Optional[Keys] = None
         self._half_open = False  # opened while Milvus could not be reached (open, _finish_open)
         self._finishing = threading.Lock()  # one thread of this handle asks Milvus for _finish_open
@@ -269,7 +267,7 @@ class ServerStore:
 
     @classmethod
     def open(cls, dsn: str, password: Optional[str], vectors: Callable[[], MilvusVectors], keyring: Keyring,
-             dim: int, namespace: str = "safeface", lock_wait: Optional[float] = None) -> "ServerStore":
+             dim: int, namespace: str = "safeface") -> "ServerStore":
         """Connect, check the records' schema, dimension and keys and the Milvus collection, and
         only then create what is missing; carry out pending vector writes. Reads no row.
 
@@ -277,25 +275,16 @@ class ServerStore:
         service restarted during an outage serves from the records, as a running one does
         (searches score them, erasures leave their vector removals noted, enrolments are
         refused). It finishes opening at the first search or write once Milvus answers
-        (_finish_open). A new store needs Milvus: nothing is created without it. With `lock_wait`
-        (seconds), this handle's waits for locks (either half of the write lock, a row another
-        transaction holds), this opening's included, share that many seconds from the opening,
-        then give up with ConfigError: for a short-lived handle that must not wait behind a stuck
-        writer (nor behind one honest writer after another, each lock waiting its own bound). It
-        is PostgreSQL's lock_timeout, set on this handle's own connections only, lowered to what
-        is left before each half of the write lock is taken."""
+        (_finish_open). A new store needs Milvus: nothing is created without it. (Work that must
+        wait for the write lock a bounded time, without opening the store: held_write_lock.)"""
         if not NAMESPACE_RE.match(namespace):
             raise ConfigError(f"storage.namespace must be a lower-case SQL name, got {namespace!r}.")
         where = f"the PostgreSQL record store {_safe_dsn(dsn)} (schema {namespace})"
-        deadline = None if lock_wait is None else time.monotonic() + lock_wait
         conn = pg_connect(dsn, password, where)
         lock_conn = None
         vec = None
         try:
             lock_conn = pg_connect(dsn, password, where)
-            if lock_wait is not None:
-                for c in (conn, lock_conn):
-                    c.execute("SELECT set_config('lock_timeout', %s, false)", (f"{max(1, round(lock_wait * 1000))}ms",))
             meta = _read_meta(conn, namespace) if _exists(conn, namespace) else None
             if meta is not None:
                 keys_from_meta(meta, keyring, dim, where)
@@ -303,7 +292,6 @@ class ServerStore:
             # Connects: the collection is checked before anything is created.
             down = _outage_of(vec.reachable, fresh=meta is None)
             store = cls(conn, lock_conn, where, namespace, keyring, dim, vec)
-            store._deadline = deadline
             with store._write_lock.held():
                 store._create(meta is None)
                 store._refuse_foreign_rules()
@@ -327,7 +315,7 @@ class ServerStore:
                     c.close()
             if vec is not None:
                 vec.close()
-            _raise_lock_wait(exc, where)  # a statement of the opening, with lock_wait
+            _raise_lock_wait(exc, where)  # a statement of the opening, under a database's lock_timeout
             raise
 
     def _create(self, fresh: bool) -> None:
@@ -855,17 +843,12 @@ class ServerStore:
             self._drain_pending(best_effort=True)
             try:
                 with self._conn.transaction():
-                    self._bound_wait(self._conn, True)
                     self._conn.execute("SELECT pg_advisory_xact_lock(%s)", (self._xact_key,))
                     self._refuse_lost_lock()
                     yield
             except Exception as exc:
                 _raise_pg(exc, self.where)
                 raise
-
-    def _bound_wait(self, conn: Any, local: bool) -> None:
-        if self._deadline is not None:
-            _bound_lock_wait(conn, self._deadline, self.where, local)
 
     @contextmanager
     def serialized(self) -> Iterator[None]:
@@ -1609,8 +1592,8 @@ def held_write_lock(dsn: str, password: Optional[str], namespace: str, lock_wait
 
 
 def _raise_pg(exc: BaseException, where: str) -> None:
-    """A connection lost mid-call becomes a BackendError naming the record store; a lock that a
-    handle opened with lock_wait gave up waiting for, a ConfigError saying so."""
+    """A connection lost mid-call becomes a BackendError naming the record store; a lock given
+    up waiting for under a lock_timeout, a ConfigError saying so."""
     try:
         import psycopg
     except ImportError:
@@ -1622,8 +1605,8 @@ def _raise_pg(exc: BaseException, where: str) -> None:
 
 
 def _raise_lock_wait(exc: BaseException, where: str) -> None:
-    """A lock that a handle opened with lock_wait gave up waiting for (PostgreSQL's
-    lock_timeout) becomes the ConfigError a bounded wait gives."""
+    """A lock given up waiting for under PostgreSQL's lock_timeout (held_write_lock's, or one
+    the database or its role sets) becomes the ConfigError a bounded wait gives."""
     import psycopg
 
     if isinstance(exc, psycopg.errors.LockNotAvailable):

@@ -1,0 +1,106 @@
+"""Anonymizer photo path: views mapped back right, exposure views not fooled, report honest."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from safeface.anonymize import FaceFinder, anonymize_image
+from safeface.anonymize.exposure import dark_view, narrow_view
+from safeface.anonymize.views import crafted_views
+from safeface.hazmat.vision.dlib_engine import DlibEngine
+from safeface.imageio import load_image
+from tests.test_anonymize import engine, finder  # noqa: F401 (its fixtures)
+from tests.test_anonymize_views import OBAMA, THRESHOLD, _best_match, _reference, needs_photos
+
+
+def test_crafted_views_map_boxes_back_onto_a_wide_photo() -> None:
+    """All eight crafted views are searched, and a box found in each lands on the same place of the
+    photo."""
+    pixels = np.zeros((61, 201, 3), np.uint8)
+    n = 0
+    for view, back in crafted_views(pixels):
+        vh, vw = view.shape[:2]
+        assert back((0, 0, vw, vh)) == pytest.approx((0, 0, 201, 61), abs=1)
+        assert back((vw / 4, vh / 2, vw / 2, vh)) == pytest.approx((50.25, 30.5, 100.5, 61), abs=1)
+        n += 1
+    assert n == 8
+
+
+def test_a_squeezed_photo_with_a_few_black_and_white_pixels_is_still_stretched() -> None:
+    """A face squeezed into 8 grey levels is searched stretched even with salt-and-pepper added."""
+    rng = np.random.default_rng(0)
+    rgb = (120 + rng.integers(0, 8, (100, 100, 3))).astype(np.uint8)
+    flat = rgb.reshape(-1, 3)
+    idx = rng.choice(flat.shape[0], 60, replace=False)
+    flat[idx[:30]] = 0
+    flat[idx[30:]] = 255
+    view = narrow_view(rgb)
+    assert view is not None
+    red, out = rgb[..., 0], view[..., 0]
+    assert out[red == 120].max() < 40 and out[red == 127].min() > 200  # the band drawn at full range
+
+
+def test_a_shadow_straddling_the_search_grid_is_brightened() -> None:
+    """A face-sized dark square not aligned with the 40 px grid still gets the brightened view."""
+    rgb = np.full((120, 120, 3), 200, np.uint8)
+    rgb[20:60, 20:60] = 5
+    view = dark_view(rgb)
+    assert view is not None and int(view[30, 30, 0]) > 5 * 4
+
+
+def test_a_shadow_two_thirds_dark_is_brightened() -> None:
+    """A face-sized square 70% dark (a face in shadow with a lit cheek) gets the brightened view."""
+    rgb = np.full((120, 120, 3), 200, np.uint8)
+    rgb[40:68, 40:80] = 5
+    assert dark_view(rgb) is not None
+
+
+def test_a_photo_without_a_face_reports_no_frame_with_faces(finder: FaceFinder) -> None:  # noqa: F811
+    """The report of a photo with no face says 0 faces, 0 detections and 0 frames with faces."""
+    rgb = np.full((64, 64, 3), 128, np.uint8)
+    out, report = anonymize_image(rgb, finder=finder)
+    assert (report.face_count, report.detections, report.frames_with_faces) == (0, 0, 0)
+    assert np.array_equal(out, rgb)
+
+
+@needs_photos
+def test_a_face_in_the_blue_channel_under_noise_blocks_is_covered(engine: DlibEngine,  # noqa: F811
+                                                                  finder: FaceFinder) -> None:  # noqa: F811
+    """A grey face hidden in blue under random blocks in red and green is covered (taking blue shows
+    nothing)."""
+    face = load_image(OBAMA)
+    face = np.asarray(Image.fromarray(face).resize((face.shape[1] // 2, face.shape[0] // 2)))
+    reference = _reference(engine, face)
+    grey = np.asarray(Image.fromarray(face).convert("L"))
+    h, w = grey.shape
+    blocks = np.random.default_rng(1).integers(0, 256, (h // 6 + 1, w // 6 + 1, 2), dtype=np.uint8)
+    blocks = blocks.repeat(6, 0).repeat(6, 1)[:h, :w]
+    crafted = np.ascontiguousarray(np.dstack([blocks[..., 0], blocks[..., 1], grey]))
+    take_blue = lambda a: np.ascontiguousarray(np.repeat(a[..., 2:], 3, axis=2))  # noqa: E731
+    assert _best_match(engine, take_blue(crafted), reference) >= THRESHOLD, "the step must show the face"
+    covered, report = anonymize_image(crafted, finder=finder)
+    assert report.face_count >= 1
+    assert _best_match(engine, take_blue(covered), reference) < THRESHOLD
+
+
+def test_a_photo_too_wide_for_webp_is_a_typed_error_and_leaves_no_file(tmp_path: Path) -> None:
+    """Writing a photo the WebP encoder refuses raises ImageError and leaves nothing in the
+    folder."""
+    from safeface.anonymize.image import write_clean_image
+    from safeface.errors import ImageError
+
+    with pytest.raises(ImageError, match="could not write the WEBP image"):
+        write_clean_image(np.zeros((1, 20000, 3), np.uint8), tmp_path / "out.webp")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_photo_squeezed_into_dark_levels_above_black_is_stretched_to_full_range() -> None:
+    """A photo whose values all sit in 50-57 is searched brightened from its own darkest level to
+    white."""
+    rgb = (50 + np.random.default_rng(3).integers(0, 8, (80, 80, 3))).astype(np.uint8)
+    view = dark_view(rgb)
+    assert view is not None and int(view.min()) < 10 and int(view.max()) > 245
