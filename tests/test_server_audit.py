@@ -550,10 +550,9 @@ def test_a_key_removal_on_postgresql_holds_the_store_lock_and_gives_up_behind_a_
         pg: PgCluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """`keys remove` holds both halves of the server store's write lock while it records, so an
     enrolment's commit falls wholly before or after it. Behind a writer that does not let go
-    (a session holding the lock, or a record transaction holding its half or a row the removal's
-    opening writes), it waited for ever,
-    the stolen key trusted all along; it now gives up after STORE_LOCK_WAIT_S, changing nothing,
-    and succeeds once the lock is free."""
+    (a session holding the lock, or a record transaction holding its half, with or without a
+    pending write's row), it waited for ever, the stolen key trusted all along; it now gives up
+    after STORE_LOCK_WAIT_S, changing nothing, and succeeds once the lock is free."""
     import psycopg
 
     import safeface.workspace.admin as admin
@@ -587,8 +586,9 @@ def test_a_key_removal_on_postgresql_holds_the_store_lock_and_gives_up_behind_a_
         def erasure_left_hanging() -> None:
             # A record transaction left holding its half of the lock after its session lock's
             # connection was ended, having re-filed a vector write still pending (an erasure of
-            # a row whose upsert waits for Milvus): the removal's opening carries out pending
-            # writes, and waited on that row.
+            # a row whose upsert waits for Milvus). An opening of the store carries out pending
+            # writes and waited on that row; the removal no longer opens the store, and waits
+            # only for the lock's half.
             other.execute("INSERT INTO safeface.pending (row_id, op) VALUES (424242, 'upsert')")
             hanging.execute("SELECT pg_advisory_xact_lock(%s)", (xact_key,))
             hanging.execute("UPDATE safeface.pending SET op = 'delete' WHERE row_id = 424242")
