@@ -179,23 +179,19 @@ class AdvisoryLock:
     within a process."""
 
     def __init__(self, conn: Any, key: int, on_acquire: Optional[Callable[[Any], None]] = None,
-                 where: str = "the PostgreSQL record store",
-                 before_wait: Optional[Callable[[Any], None]] = None) -> None:
+                 where: str = "the PostgreSQL record store") -> None:
         self._conn = conn
         self.key = key
         self.where = where
         self._thread_lock = threading.RLock()
         self._depth = 0
         self._on_acquire = on_acquire
-        self._before_wait = before_wait
 
     @contextmanager
     def held(self) -> Iterator[None]:
         with self._thread_lock:
             if self._depth == 0:
                 try:
-                    if self._before_wait is not None:
-                        self._before_wait(self._conn)
                     self._conn.execute("SELECT pg_advisory_lock(%s)", (self.key,))
                 except Exception as exc:  # its connection lost (ended, or closed by _release): nothing written
                     _raise_pg(exc, self.where)
@@ -277,9 +273,7 @@ class ServerStore:
         refused). It finishes opening at the first search or write once Milvus answers
         (_finish_open). A new store needs Milvus: nothing is created without it. (Work that must
         wait for the write lock a bounded time, without opening the store: held_write_lock.)"""
-        if not NAMESPACE_RE.match(namespace):
-            raise ConfigError(f"storage.namespace must be a lower-case SQL name, got {namespace!r}.")
-        where = f"the PostgreSQL record store {_safe_dsn(dsn)} (schema {namespace})"
+        where = _store_where(dsn, namespace)
         conn = pg_connect(dsn, password, where)
         lock_conn = None
         vec = None
@@ -1246,13 +1240,7 @@ class ServerStore:
 
     def _lock_holder(self) -> Optional[int]:
         """The backend pid of the connection holding the store's write lock now, if any."""
-        with self._lock:
-            self._require_keys()
-            try:
-                return _write_lock_holder(self._conn, self._write_lock.key)
-            except Exception as exc:
-                _raise_pg(exc, self.where)
-                raise
+        return _write_lock_holder(self._sql, self._write_lock.key)
 
     @staticmethod
     def _score(opened: dict[int, tuple[Entry, np.ndarray]], q: np.ndarray, purpose: str, threshold: Optional[float],
@@ -1535,15 +1523,29 @@ def write_lock_keys(namespace: str) -> tuple[int, int]:
     return key(f"safeface write lock {namespace}"), key(f"safeface write transaction lock {namespace}")
 
 
-def _write_lock_holder(conn: Any, session_key: int) -> Optional[int]:
-    """The backend pid of the connection holding the session half of the write lock, if any."""
+def _write_lock_holder(query: Callable[[str, Sequence[Any]], list[Any]], session_key: int) -> Optional[int]:
+    """The backend pid of the connection holding the session half of the write lock, if any;
+    `query(sql, args)` runs a statement and returns its rows."""
     key = session_key & 0xFFFF_FFFF_FFFF_FFFF
     # pg_locks spans the cluster: an advisory lock is this database's only where its database
     # is (another database's store of the same schema name has the same key).
-    got = conn.execute("SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND classid = %s::oid "
-                       "AND objid = %s::oid AND objsubid = 1 AND database = (SELECT oid FROM pg_database "
-                       "WHERE datname = current_database()) LIMIT 1", (key >> 32, key & 0xFFFF_FFFF)).fetchall()
+    got = query("SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND classid = %s::oid "
+                "AND objid = %s::oid AND objsubid = 1 AND database = (SELECT oid FROM pg_database "
+                "WHERE datname = current_database()) LIMIT 1", (key >> 32, key & 0xFFFF_FFFF))
     return int(got[0][0]) if got else None
+
+
+def check_namespace(namespace: str) -> None:
+    """Refuse a storage.namespace that is not a plain lower-case SQL name: it is written into
+    statements."""
+    if not NAMESPACE_RE.match(namespace):
+        raise ConfigError(f"storage.namespace must be a lower-case SQL name, got {namespace!r}.")
+
+
+def _store_where(dsn: str, namespace: str) -> str:
+    """How errors name the record store in `namespace` (checked first)."""
+    check_namespace(namespace)
+    return f"the PostgreSQL record store {_safe_dsn(dsn)} (schema {namespace})"
 
 
 def _bound_lock_wait(conn: Any, deadline: float, where: str, local: bool) -> None:
@@ -1562,9 +1564,7 @@ def held_write_lock(dsn: str, password: Optional[str], namespace: str, lock_wait
     store that does not open (edited by hand, its index unreachable) cannot hold up work that
     must fall wholly before or after every write (a trust key's removal). The waits share
     `lock_wait` seconds, then give up with ConfigError."""
-    if not NAMESPACE_RE.match(namespace):
-        raise ConfigError(f"storage.namespace must be a lower-case SQL name, got {namespace!r}.")
-    where = f"the PostgreSQL record store {_safe_dsn(dsn)} (schema {namespace})"
+    where = _store_where(dsn, namespace)
     deadline = time.monotonic() + lock_wait
     session_key, xact_key = write_lock_keys(namespace)
     conns = [pg_connect(dsn, password, where)]
@@ -1572,14 +1572,14 @@ def held_write_lock(dsn: str, password: Optional[str], namespace: str, lock_wait
         conns.append(pg_connect(dsn, password, where))
         conn, lock_conn = conns
         lock_pid = int(lock_conn.execute("SELECT pg_backend_pid()").fetchone()[0])
-        lock = AdvisoryLock(lock_conn, session_key, where=where,
-                            before_wait=lambda c: _bound_lock_wait(c, deadline, where, False))
+        lock = AdvisoryLock(lock_conn, session_key, where=where)
+        _bound_lock_wait(lock_conn, deadline, where, False)
         with lock.held():
             try:
                 with conn.transaction():
                     _bound_lock_wait(conn, deadline, where, True)
                     conn.execute("SELECT pg_advisory_xact_lock(%s)", (xact_key,))
-                    if _write_lock_holder(conn, session_key) != lock_pid:
+                    if _write_lock_holder(lambda q, a: conn.execute(q, a).fetchall(), session_key) != lock_pid:
                         raise BackendError(f"{where}: the connection holding its write lock has ended (the server "
                                            "or an operator ended it); nothing was changed. Try again.")
                     yield

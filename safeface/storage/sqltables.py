@@ -140,10 +140,9 @@ class PgTables:
     def open(cls, dsn: str, password: Optional[str], ns: str, part: str, what: str) -> "PgTables":
         """Connect and check that this workspace's tables exist in a schema version this code
         reads; creates nothing."""
-        from .server import NAMESPACE_RE, _safe_dsn, pg_connect
+        from .server import _safe_dsn, check_namespace, pg_connect
 
-        if not NAMESPACE_RE.match(ns):
-            raise ConfigError(f"storage.namespace must be a lower-case SQL name, got {ns!r}.")
+        check_namespace(ns)
         where = f"the {what} in PostgreSQL {_safe_dsn(dsn)} (schema {ns})"
         conn = pg_connect(dsn, password, where)
         try:
