@@ -306,18 +306,22 @@ def test_a_time_edited_into_text_in_the_liveness_ledger_is_tampering(tmp_path: P
         assert len(sf.records()) == 1
 
 
-def _video(w: int, h: int, n: int, rate: int, same_time: bool = False) -> bytes:
-    """An encoded clip of n grey frames (every frame at time 0 with `same_time`)."""
+def _video(w: int, h: int, n: int, rate: int, same_time: bool = False, seed: int | None = None) -> bytes:
+    """An encoded clip of n grey frames (every frame at time 0 with `same_time`; frames of
+    random noise drawn from `seed` when one is given)."""
     import io
 
     import av
 
+    rng = np.random.default_rng(seed) if seed is not None else None
     buf = io.BytesIO()
     with av.open(buf, "w", format="matroska" if same_time else "mp4") as c:
         stream = c.add_stream("libx264", rate=rate)
         stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
         frame = av.VideoFrame.from_ndarray(np.full((h, w, 3), 90, np.uint8), format="rgb24")
         for i in range(n):
+            if rng is not None:
+                frame = av.VideoFrame.from_ndarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8), format="rgb24")
             frame.pts = 0 if same_time else i
             for packet in stream.encode(frame):
                 c.mux(packet)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import io
 from pathlib import Path
 
 import numpy as np
@@ -12,25 +11,7 @@ from PIL import Image
 
 from safeface.capture.clip import MAX_SECONDS, read_clip
 from safeface.errors import InvalidArgument
-
-
-def _video(n: int, rate: int, seed: int = 0) -> bytes:
-    """An encoded 64x48 clip of n noisy frames at `rate` frames a second."""
-    import av
-
-    rng = np.random.default_rng(seed)
-    buf = io.BytesIO()
-    with av.open(buf, "w", format="mp4") as c:
-        stream = c.add_stream("libx264", rate=rate)
-        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
-        for i in range(n):
-            frame = av.VideoFrame.from_ndarray(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8), format="rgb24")
-            frame.pts = i
-            for packet in stream.encode(frame):
-                c.mux(packet)
-        for packet in stream.encode():
-            c.mux(packet)
-    return buf.getvalue()
+from tests.test_liveness import _video
 
 
 @pytest.mark.parametrize("fps", [0, 0.5, -10])
@@ -62,14 +43,14 @@ def test_a_video_longer_than_five_seconds_is_refused() -> None:
     """A 6 s video (60 frames at 10 fps, well under the frame count limit) is refused by its
     duration."""
     with pytest.raises(InvalidArgument, match="longer than 5 s"):
-        read_clip(_video(60, 10))
-    assert len(read_clip(_video(30, 10)).frames) == 30
+        read_clip(_video(64, 48, 60, 10, seed=0))
+    assert len(read_clip(_video(64, 48, 30, 10, seed=0)).frames) == 30
 
 
 def test_a_videos_digest_is_that_of_all_its_bytes() -> None:
     """The evidence names a video by the SHA-256 of its whole bytes: two clips alike at the start
     differ."""
-    a, b = _video(12, 10, seed=1), _video(12, 10, seed=2)
+    a, b = _video(64, 48, 12, 10, seed=1), _video(64, 48, 12, 10, seed=2)
     ca, cb = read_clip(a), read_clip(b)
     assert ca.sha256 == hashlib.sha256(a).hexdigest()
     assert cb.sha256 == hashlib.sha256(b).hexdigest() and ca.sha256 != cb.sha256

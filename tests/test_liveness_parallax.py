@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -12,16 +11,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from safeface.capture.liveness import MIN_OFF_PLANE  # noqa: E402
 from safeface.capture.parallax import measure  # noqa: E402
-
-
-def _rendered(solid: bool, seed: int) -> Any:
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("_liveness_geometry", Path(__file__).parent / "test_liveness.py")
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod._rendered(solid, seed)
+from tests.test_liveness import _rendered  # noqa: E402
 
 
 def test_one_pair_where_tracking_slipped_does_not_make_a_plane_solid() -> None:

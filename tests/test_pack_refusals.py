@@ -3,7 +3,6 @@ pack (a real loopback HTTP server, real zip files, the real model registry)."""
 
 from __future__ import annotations
 
-import hashlib
 import io
 import struct
 import zipfile
@@ -13,22 +12,10 @@ import pytest
 
 from safeface.errors import ModelError, ModelFetchError
 from safeface.modelstore import fetch, packs, registry
-from tests.test_packs import Server, home, server  # noqa: F401 (its fixtures: a fresh SAFEFACE_HOME, a server)
+from tests.test_packs import Server, home, make_zip, server, sha  # noqa: F401 (home, server: its fixtures)
 
 DET = b"detector bytes " * 8
 REC = b"recognizer bytes " * 8
-
-
-def sha(b: bytes) -> str:
-    return hashlib.sha256(b).hexdigest()
-
-
-def zip_of(members: dict[str, bytes], method: int = zipfile.ZIP_DEFLATED) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", method) as zf:
-        for name, data in members.items():
-            zf.writestr(name, data)
-    return buf.getvalue()
 
 
 def mark_encrypted(data: bytes, member: str) -> bytes:
@@ -55,7 +42,7 @@ def fetch_zip(server: Server, dest: Path, data: bytes, name: str = "tinypack") -
 # -- what a fetch refuses -------------------------------------------------------------------------
 def test_an_archive_with_two_recognizers_is_refused(server: Server, tmp_path: Path) -> None:
     """A pack holding two recognizers is refused rather than installing one of them at random."""
-    data = zip_of({"det_10g.onnx": DET, "w600k_r50.onnx": REC, "glintr100.onnx": REC + b"2"})
+    data = make_zip({"det_10g.onnx": DET, "w600k_r50.onnx": REC, "glintr100.onnx": REC + b"2"})
     dest = tmp_path / "packs"
     with pytest.raises(ModelFetchError, match="several recognition models"):
         fetch_zip(server, dest, data)
@@ -64,7 +51,7 @@ def test_an_archive_with_two_recognizers_is_refused(server: Server, tmp_path: Pa
 
 def test_a_zip_bomb_member_is_refused(server: Server, tmp_path: Path) -> None:
     """A member that compresses suspiciously well (a zip bomb) is refused before it is unpacked."""
-    data = zip_of({"det_10g.onnx": bytes(4 << 20), "w600k_r50.onnx": REC})
+    data = make_zip({"det_10g.onnx": bytes(4 << 20), "w600k_r50.onnx": REC})
     assert len(data) < 64 << 10
     dest = tmp_path / "packs"
     with pytest.raises(ModelFetchError, match="zip bomb"):
@@ -74,7 +61,8 @@ def test_a_zip_bomb_member_is_refused(server: Server, tmp_path: Path) -> None:
 
 def test_an_encrypted_member_is_refused_as_a_fetch_error(server: Server, tmp_path: Path) -> None:
     """An archive whose model file is encrypted is refused with a ModelFetchError, leaving nothing."""
-    data = mark_encrypted(zip_of({"det_10g.onnx": DET, "w600k_r50.onnx": REC}, zipfile.ZIP_STORED), "w600k_r50.onnx")
+    stored = make_zip({"det_10g.onnx": DET, "w600k_r50.onnx": REC}, method=zipfile.ZIP_STORED)
+    data = mark_encrypted(stored, "w600k_r50.onnx")
     assert [i.flag_bits & 1 for i in zipfile.ZipFile(io.BytesIO(data)).infolist()] == [0, 1]
     dest = tmp_path / "packs"
     with pytest.raises(ModelFetchError, match="encrypted"):
@@ -84,7 +72,7 @@ def test_an_encrypted_member_is_refused_as_a_fetch_error(server: Server, tmp_pat
 
 def test_an_absolute_member_path_is_refused(server: Server, tmp_path: Path) -> None:
     """An archive member with an absolute path is refused, even one directly under the root."""
-    data = zip_of({"det_10g.onnx": DET, "w600k_r50.onnx": REC, "/evil.onnx": b"x"})
+    data = make_zip({"det_10g.onnx": DET, "w600k_r50.onnx": REC, "/evil.onnx": b"x"})
     assert "/evil.onnx" in zipfile.ZipFile(io.BytesIO(data)).namelist()
     dest = tmp_path / "packs"
     with pytest.raises(ModelFetchError, match="unsafe path"):
@@ -95,7 +83,7 @@ def test_an_absolute_member_path_is_refused(server: Server, tmp_path: Path) -> N
 def test_a_download_exactly_at_the_size_limit_is_accepted(server: Server, tmp_path: Path,
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     """A download whose announced length equals the size limit is within it and installs."""
-    data = zip_of({"det_10g.onnx": DET, "w600k_r50.onnx": REC})
+    data = make_zip({"det_10g.onnx": DET, "w600k_r50.onnx": REC})
     monkeypatch.setattr(fetch, "MAX_ARCHIVE_BYTES", len(data))
     assert fetch_zip(server, tmp_path / "packs", data).downloaded_bytes == len(data)
 

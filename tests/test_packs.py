@@ -120,9 +120,10 @@ def expected_embedding(chips: np.ndarray) -> np.ndarray:
     return e / np.linalg.norm(e, axis=1, keepdims=True)
 
 
-def make_zip(members: dict[str, bytes], symlinks: tuple[str, ...] = ()) -> bytes:
+def make_zip(members: dict[str, bytes], symlinks: tuple[str, ...] = (),
+             method: int = zipfile.ZIP_DEFLATED) -> bytes:
     buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+    with zipfile.ZipFile(buf, "w", method) as zf:
         for name, data in members.items():
             zf.writestr(name, data)
         for name in symlinks:
