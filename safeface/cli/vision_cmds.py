@@ -13,6 +13,7 @@ from ..atomicfile import atomic_writer
 from ..errors import SafeFaceError
 from ..imageio import load_image
 from ..hazmat.vision import DEFAULT_ENGINE, DEFAULT_THRESHOLD, ENGINES, Pipeline, PipelineConfig, cosine, get_engine
+from ..workspace.paths import enclosing_workspace
 from .common import EXIT_ERROR, EXIT_OK, print_json, say
 
 
@@ -70,6 +71,12 @@ def _embed(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.suffix != ".npy":
         raise SafeFaceError(f"{out}: the output must be a .npy file.")
+    ws = enclosing_workspace(out.parent)
+    if ws is not None:
+        # A workspace holds sealed templates only; raw embeddings beside them would be readable
+        # by anyone who can read its files, without the keys.
+        raise SafeFaceError(f"{out}: raw embeddings may not be written inside the workspace {ws}; "
+                            "choose an --out path outside it.")
     pipe = pipeline_from_args(args)
     results = pipe.embed_many(args.images)
     dim = pipe.engine.embedding_dim
@@ -80,7 +87,7 @@ def _embed(args: argparse.Namespace) -> int:
             missing += 1
         else:
             arr[i] = r.embedding
-    with atomic_writer(out) as fh:
+    with atomic_writer(out, mode=0o600) as fh:  # biometric data: the owner's alone
         np.save(fh, arr, allow_pickle=False)
     say(f"{len(results)} image(s), {len(results) - missing} embedded, {missing} with no face; wrote {out}")
     return EXIT_OK

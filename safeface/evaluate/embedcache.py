@@ -27,6 +27,7 @@ from ..errors import ConfigError, IntegrityError
 from ..hashing import read_hashed
 from ..hazmat.vision import Pipeline
 from ..modelstore.registry import safeface_home
+from ..workspace.paths import enclosing_workspace
 
 SHARD_SIZE = 32
 
@@ -87,12 +88,15 @@ def config_fingerprint(pipeline: Pipeline) -> dict[str, object]:
 
 
 def check_cache_location(cache_dir: Path, workspace: Optional[Path]) -> None:
-    """Refuse a cache inside a workspace: a workspace holds protected templates only."""
-    if workspace is None:
-        return
-    cache, ws = Path(cache_dir).resolve(), Path(workspace).resolve()
-    if cache == ws or ws in cache.parents:
-        raise ConfigError(f"{cache_dir}: the embedding cache may not live inside the workspace {workspace}; "
+    """Refuse a cache inside a workspace (the one named, or any the folder lies in): a workspace
+    holds protected templates only."""
+    cache = Path(cache_dir).resolve()
+    found = enclosing_workspace(cache)
+    if found is None and workspace is not None:
+        ws = Path(workspace).resolve()
+        found = ws if cache == ws or ws in cache.parents else None
+    if found is not None:
+        raise ConfigError(f"{cache_dir}: the embedding cache may not live inside the workspace {found}; "
                           "choose a --cache folder outside it.")
 
 

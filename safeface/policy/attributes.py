@@ -15,6 +15,7 @@ never read from a face.
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
@@ -62,6 +63,9 @@ class AttributeRequest:
 
 
 def _words(text: str) -> list[str]:
+    # Full-width letters and invisible characters (a zero-width space, a soft hyphen) read as
+    # the plain word, so "ＡＧＥ" or "a\u200bge" is refused under age's own rule, not as unlisted.
+    text = "".join(c for c in unicodedata.normalize("NFKC", text) if unicodedata.category(c) != "Cf")
     # Split camelCase too ("skinTone"), then on anything that is not a letter or digit.
     text = re.sub(r"([a-z])([A-Z])", r"\1 \2", text)
     return [w for w in re.split(r"[^a-z0-9]+", text.lower()) if w]

@@ -13,16 +13,18 @@ namespace hands out a store, and a row written behind this object is named by `a
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import datetime as dt
 import hashlib
 import itertools
+import os
 import re
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, NamedTuple, Optional, Sequence, TypeVar, Union
+from typing import Any, Callable, Iterable, Iterator, NamedTuple, Optional, Sequence, TypeVar, Union
 
 import numpy as np
 
@@ -30,7 +32,8 @@ from ..atomicfile import shared_lock, write_atomic
 from ..errors import (AuthenticationError, BackendError, ConfigError, ImageError, IntegrityError, InvalidArgument,
                       PolicyViolation, SafeFaceError)
 from ..hazmat.templates.pseudonym import new_subject_problem, token_pseudonym, usual_spelling
-from ..imageio import ImageInput
+from ..imageio import ImageInput, load_image
+from ..policy.attributes import MAX_ATTRIBUTES
 from ..policy.deployment import Deployment, Finding, working_days_after
 from ..policy.guard import BatchItem, CaptureFacts, Decision, Guard, Operation, Request
 from ..policy.receipts import ErasureReceipt, issue_receipt, receipt_key
@@ -168,7 +171,7 @@ class SafeFace:
         clock, so tokens and audit entries cannot be backdated."""
         from ..storage.factory import StorageConfig, open_store
 
-        paths = WorkspacePaths(Path(workspace))
+        paths = WorkspacePaths(_workspace_root(workspace))
         deployment = Deployment.load(paths.config)
         storage = StorageConfig.from_section(deployment.section("storage"))
         if keyring is None:
@@ -413,7 +416,8 @@ class SafeFace:
         purpose that requires it (PA-01); a purpose that requires capture quality refuses a poor
         capture naming what to fix (PA-02)."""
         now = self._clock()
-        pseud = self.pseudonym(subject)
+        with self._naming("enroll", purpose):
+            pseud = self.pseudonym(subject)
         request = Request(Operation.ENROLL, self._role, now, purpose=purpose, subject=subject, consent=consent,
                           legal_basis=legal_basis, evidence=liveness)
 
@@ -442,12 +446,15 @@ class SafeFace:
             vecs = [(subject, self._embed_single(image, d)) for image, subject, _ in items]
             return self._store(d, vecs, now), None
 
-        return self._run(request, [self.pseudonym(s) for _, s, _ in items], body)
+        with self._naming("enroll", purpose):
+            pseuds = [self.pseudonym(s) for _, s, _ in items]
+        return self._run(request, pseuds, body)
 
     def verify(self, image: ImageInput, subject: str, purpose: str, consent: Optional[str] = None, *,
                legal_basis: Optional[str] = None, liveness: Optional[str] = None) -> Verification:
         now = self._clock()
-        pseud = self.pseudonym(subject)
+        with self._naming("verify", purpose):
+            pseud = self.pseudonym(subject)
         request = Request(Operation.VERIFY, self._role, now, purpose=purpose, subject=subject, consent=consent,
                           legal_basis=legal_basis, evidence=liveness)
 
@@ -509,12 +516,13 @@ class SafeFace:
 
         def body(d: Decision) -> tuple[list[Candidate], _Note]:
             pipe = self._pipe()
-            result = pipe.embed(image)
+            pixels = _pixels(pipe, image)
+            result = pipe.embed(pixels)
             if result.embedding is None or result.face is None:
                 raise ImageError("no face was found in the image.")
             vec = np.asarray(result.embedding, dtype=np.float32)
             self._guard.check_capture(d, CaptureFacts(vec, None, self.threshold))
-            probe = _probe(pipe, image, result.face, vec, _mask_check(pipe, image, result.face, vec), enrol=False)
+            probe = _probe(pipe, pixels, result.face, vec, _mask_check(pipe, pixels, result.face, vec), enrol=False)
             plain = _Route(None, self.threshold, False)
             if not probe.masked or probe.visible is None:
                 # Bare enrolments whole; masked ones by the probe's visible region (`_bare_routes`).
@@ -553,7 +561,8 @@ class SafeFace:
         """Disclose a subject's stored records to `recipient`: refused unless the consent allows
         `transmit` for this purpose or a legal basis is given (CN-07, US-03)."""
         now = self._clock()
-        pseud = self.pseudonym(subject)
+        with self._naming("export", purpose):
+            pseud = self.pseudonym(subject)
         request = Request(Operation.EXPORT, self._role, now, purpose=purpose, subject=subject, consent=consent,
                           legal_basis=legal_basis)
 
@@ -719,9 +728,13 @@ class SafeFace:
         """Technical facts about the faces in an image (count, boxes, landmarks, detector
         scores). Any personal attribute (race, religion, health, emotion, gender, age, ...) is
         refused: safeface infers none (CN-18, EU-01, EU-03)."""
-        if isinstance(attributes, str):
+        # Whatever was passed reaches the guard, which refuses inside the audited call what is no
+        # list of names (None, a number, a list of numbers); an endless iterable is cut past the
+        # most the guard takes, so that it is refused, not read for ever.
+        if isinstance(attributes, str) or not isinstance(attributes, Iterable):
             attributes = (attributes,)
-        request = Request(Operation.ANALYZE, self._role, self._clock(), attributes=tuple(str(a) for a in attributes))
+        names = tuple(itertools.islice(attributes, MAX_ATTRIBUTES + 1))
+        request = Request(Operation.ANALYZE, self._role, self._clock(), attributes=names)
 
         def body(d: Decision) -> tuple[dict[str, Any], _Note]:
             faces = self._pipe().detect(image)
@@ -788,7 +801,8 @@ class SafeFace:
         the store's write lock: once the receipt exists, no enrolment that was in flight can store
         a row of this subject."""
         now = self._clock()
-        pseuds = [self._pseudonym_of(subject, pseudonym)] + self._usual_pseudonym(subject)
+        with self._naming("erase"):
+            pseuds = [self._pseudonym_of(subject, pseudonym)] + self._usual_pseudonym(subject)
         request = Request(Operation.ERASE, self._role, now)
 
         def body(d: Decision) -> tuple[ErasureReceipt, None]:
@@ -848,7 +862,8 @@ class SafeFace:
                                   "audit log show it.")
         now = self._clock()
         request = Request(Operation.REVOKE, self._role, now)
-        pseuds = [self.pseudonym(subject)] + self._usual_pseudonym(subject) if subject is not None else []
+        with self._naming("revoke"):
+            pseuds = [self.pseudonym(subject)] + self._usual_pseudonym(subject) if subject is not None else []
         ref = self.token_ref(token_id) if token_id is not None else token_ref
 
         def body(d: Decision) -> tuple[ErasureReceipt, None]:
@@ -1196,7 +1211,9 @@ class SafeFace:
 
     def verify_store(self) -> StoreReport:
         """Every row explained by the log and carrying a genuinely signed token; every row the
-        log says is stored present (workspace/storecheck.py)."""
+        log says is stored present (workspace/storecheck.py). A view reads it only while its role
+        may read the report, as it does the records."""
+        self._recheck_read()
         rows, end = self._store_snapshot()
         return self._check_rows(rows, end[0])
 
@@ -1236,6 +1253,9 @@ class SafeFace:
 
     # -- facts for the report ---------------------------------------------------------------
     def facts(self) -> dict[str, Any]:
+        """What the compliance report states (counts, keys, trusted keys, API keys, roles): a
+        view reads it only while its role may read the report."""
+        self._recheck_read()
         return {
             "subjects": self._gallery.subject_count(),
             "templates": len(self._gallery),
@@ -1453,6 +1473,19 @@ class SafeFace:
                          note.text if judged is None else f"{note.text}; {JUDGED_AFTER} {judged}")
         return result
 
+    @contextlib.contextmanager
+    def _naming(self, op: str, purpose: Any = None) -> Iterator[None]:
+        """Around naming a call's subjects, before its audited run: an id refused there (a NUL in
+        it, too long, no string) is on record as a failed call naming no one, as a look-alike id
+        refused inside the call is; otherwise such attempts left no trace."""
+        try:
+            yield
+        except SafeFaceError as exc:
+            if not isinstance(exc, AuthenticationError):
+                self._append(op, "failed", purpose=purpose if isinstance(purpose, str) else None, subjects=[],
+                             note=type(exc).__name__)
+            raise
+
     def _refused(self, request: Request, subjects: Sequence[str], exc: PolicyViolation) -> None:
         legal = request.legal_basis is not None
         self._append(request.operation.value, "refused", purpose=request.purpose, subjects=subjects, rule=exc.rule,
@@ -1466,6 +1499,7 @@ class SafeFace:
         the capture rules on what the pipeline found (PA-01, PA-02). Whether the face is masked
         is checked too, and an enrolment also gets its visible-region embedding."""
         pipe = self._pipe()
+        image = _pixels(pipe, image)
         result = pipe.embed(image, count_all=True)  # faces of every detector step
         if result.embedding is None or result.face is None:
             raise ImageError("no face was found in the image; use a clear, frontal photo of the person.")
@@ -1477,7 +1511,6 @@ class SafeFace:
         quality = None
         if d.purpose is not None and d.purpose.capture_quality and d.operation is Operation.ENROLL:
             from ..capture.quality import QualityThresholds, assess
-            from ..imageio import load_image
 
             floor = QualityThresholds.from_mapping(dict(d.purpose.quality), f"purpose {d.purpose.name!r} quality")
             quality = assess(load_image(image), result.face.landmarks, len(result.faces), floor,
@@ -1555,6 +1588,29 @@ class SafeFace:
         return issue_receipt(self._receipt_key, reason=reason, subjects=subjects, token_id=token_ref, rows=rows,
                              deployment=str(self._deployment.raw.get("name") or self._paths.root.name), now=now,
                              vectors=vectors)
+
+
+def _workspace_root(workspace: Any) -> Path:
+    """The workspace folder as a Path; InvalidArgument for what names none (a number, bytes, a
+    NUL inside, which the operating system would refuse with a bare ValueError)."""
+    root = os.fspath(workspace) if isinstance(workspace, (str, os.PathLike)) else None
+    if not isinstance(root, str) or not root or "\x00" in root:
+        raise InvalidArgument("the workspace must be a folder's path (a str or os.PathLike, no NUL character).")
+    return Path(root)
+
+
+def _pixels(pipe: Any, image: ImageInput) -> ImageInput:
+    """The call's image decoded once, into memory the caller cannot reach: every step (the
+    embedding, the mask and quality checks, the visible-region template) judges the same pixels,
+    where a path read again, a file rewritten or an array changed by another thread between
+    reads let a masked face be embedded and a bare one judged (a masked reference past PA-02).
+    A host pipeline (hazmat, trusted) is handed the input as given: it reads its own inputs."""
+    from ..hazmat.vision import Pipeline
+
+    if not isinstance(pipe, Pipeline):
+        return image
+    pixels = load_image(image)
+    return pixels.copy() if isinstance(image, np.ndarray) and np.shares_memory(pixels, image) else pixels
 
 
 def _mask_check(pipe: Any, image: ImageInput, face: Any, vec: np.ndarray) -> Any:

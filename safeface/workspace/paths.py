@@ -109,3 +109,14 @@ class WorkspacePaths:
 
     def is_workspace(self) -> bool:
         return self.config.is_file() and self.keyring.is_file()
+
+
+def enclosing_workspace(path: Path) -> "Path | None":
+    """The workspace folder `path` lies in (itself or a folder above it), if any: a workspace
+    holds protected templates only, so what is not sealed (an evaluation cache, raw embeddings)
+    is refused there whether or not the command was told which workspace it serves."""
+    here = Path(path).resolve()
+    for folder in (here, *here.parents):
+        if WorkspacePaths(folder).is_workspace():
+            return folder
+    return None
