@@ -15,7 +15,7 @@ import stat
 from pathlib import Path
 from typing import BinaryIO
 
-from .errors import ImageError
+from .errors import ConfigError, ImageError
 
 
 def open_regular(path: Path, label: str) -> BinaryIO:
@@ -44,6 +44,22 @@ def read_regular(path: Path, label: str, limit: int) -> bytes:
             return fh.read(limit + 1)
         except OSError as exc:
             raise ImageError(f"{label}: could not be read ({exc.strerror}).") from None
+
+
+def read_text(path: Path, label: str, limit: int) -> str:
+    """The UTF-8 text of the small regular file `path` (a token, a passphrase), stripped;
+    ConfigError when it is no regular file (`@/dev/zero` was read until memory ran out), holds
+    more than `limit` bytes, or is not UTF-8 (a photo passed by mistake)."""
+    try:
+        data = read_regular(path, label, limit)
+    except ImageError as exc:
+        raise ConfigError(str(exc)) from None
+    if len(data) > limit:
+        raise ConfigError(f"{label}: larger than {limit} bytes; check the path.")
+    try:
+        return data.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        raise ConfigError(f"{label}: not UTF-8 text; check the path.") from None
 
 
 class SizedReader(io.RawIOBase):

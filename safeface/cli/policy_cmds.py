@@ -13,7 +13,8 @@ import json
 from pathlib import Path
 from typing import Any, Optional
 
-from ..errors import ConfigError
+from ..policy.tokens import MAX_TOKEN_CHARS
+from ..regularfile import read_text
 from .common import EXIT_OK, print_json, say
 
 PROFILE_CHOICES = ("cn-2025", "eu", "us-bipa")
@@ -36,15 +37,16 @@ def _kind(p: argparse.ArgumentParser) -> None:
     p.add_argument("--kind", choices=("consent-issuer", "authority"), required=True)
 
 
+# A token file holds one token and maybe a line end or two.
+MAX_TOKEN_FILE_BYTES = MAX_TOKEN_CHARS + 64
+
+
 def _token_arg(value: Optional[str]) -> Optional[str]:
     """A token given inline, or as @FILE."""
     if value is None:
         return None
     if value.startswith("@"):
-        try:
-            return Path(value[1:]).read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise ConfigError(f"cannot read the token file {value[1:]} ({exc.strerror}).") from None
+        return read_text(Path(value[1:]), f"the token file {value[1:]}", MAX_TOKEN_FILE_BYTES)
     return value.strip()
 
 

@@ -7,7 +7,21 @@ from pathlib import Path
 from typing import Any, Optional
 
 from ..errors import ConfigError
+from ..regularfile import read_text
 from .paths import WorkspacePaths
+
+# A passphrase file holds one passphrase; anything larger is the wrong file.
+MAX_PASSPHRASE_FILE_BYTES = 64 * 1024
+
+
+def _encodes(text: str) -> bool:
+    """Whether `text` is UTF-8 encodable (no lone surrogate, as a JSON "\\ud800" gives)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
 
 PASSPHRASE_ENV = "SAFEFACE_PASSPHRASE"
 
@@ -22,14 +36,13 @@ def _resolved(root: Path, passphrase: Optional[str], passphrase_file: Optional[P
     """(the passphrase, where it came from: "given", "file", "environment" or "demo")."""
     if passphrase is not None:
         # An empty one is refused, not taken as "none given" (which would fall through to a demo's).
+        if not isinstance(passphrase, str) or not _encodes(passphrase):
+            raise ConfigError("the passphrase must be text (a str of Unicode characters).")
         if not passphrase:
             raise ConfigError("the passphrase given is empty.")
         return passphrase, "given"
     if passphrase_file is not None:
-        try:
-            text = Path(passphrase_file).read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise ConfigError(f"cannot read the passphrase file {passphrase_file} ({exc.strerror}).") from None
+        text = read_text(Path(passphrase_file), f"the passphrase file {passphrase_file}", MAX_PASSPHRASE_FILE_BYTES)
         if not text:
             raise ConfigError(f"the passphrase file {passphrase_file} is empty.")
         return text, "file"
@@ -38,6 +51,8 @@ def _resolved(root: Path, passphrase: Optional[str], passphrase_file: Optional[P
     # passphrase, and an app holding the real one would seal new templates under their keys.
     env = os.environ.get(PASSPHRASE_ENV)
     if env:
+        if not _encodes(env):  # bytes that are no UTF-8, which Python keeps as lone surrogates
+            raise ConfigError(f"${PASSPHRASE_ENV} is not UTF-8 text.")
         return env, "environment"
     demo = WorkspacePaths(Path(root)).demo_passphrase
     if demo.is_file():
