@@ -8,17 +8,25 @@
 A refusal raises PolicyViolation with the rule, as in-process; 401 raises AuthenticationError,
 422 InvalidArgument (or ImageError), 409 IntegrityError, 429 and 503 ServiceBusy with
 `retry_after` (IndexUnavailable, with it too, where the service's Milvus cannot be asked now).
-Needs httpx (the `service` extra).
+A service that cannot be reached, or an answer that is not the service's (a proxy's page, a
+field of another type), raises BackendError: no result is ever built from it. Plain http:// is
+for this machine only (as `safeface serve` listens): elsewhere the photo, the consent token and
+the key would cross the network in the clear, so it needs `plain_http=True` (a proxy on the
+path that terminates TLS). Needs httpx (the `service` extra).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import math
+import ssl
+import urllib.parse
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
 from .errors import (AuthenticationError, BackendError, ConfigError, ImageError, IndexUnavailable, IntegrityError,
                      InvalidArgument, PolicyViolation, SafeFaceError, ServiceBusy)
+from .netaddr import is_loopback
 from .policy.receipts import ErasureReceipt
 from .sdk.results import Candidate, Enrollment, Export, LivenessCheck, Verification
 from .workspace.audit import AuditReport
@@ -31,11 +39,19 @@ _BY_NAME: dict[str, type[SafeFaceError]] = {
 
 
 class Client:
-    def __init__(self, url: str, api_key: str, *, timeout: float = 60.0, verify_tls: Union[bool, str] = True) -> None:
+    def __init__(self, url: str, api_key: str, *, timeout: float = 60.0, verify_tls: Union[bool, str] = True,
+                 plain_http: bool = False) -> None:
         try:
             import httpx
         except ImportError:
             raise ConfigError("safeface.client needs httpx: pip install 'safeface[service]'.") from None
+        parts = urllib.parse.urlsplit(str(url))
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ConfigError(f"{url!r} is no http:// or https:// URL of a service.")
+        if parts.scheme == "http" and not plain_http and not is_loopback(parts.hostname):
+            raise ConfigError(f"{url!r}: plain http to another machine would send faces, consent tokens and the "
+                              "API key in the clear; use https://, or plain_http=True behind a proxy that "
+                              "terminates TLS.")
         self._http = httpx.Client(base_url=url.rstrip("/"), timeout=timeout, verify=verify_tls,
                                   headers={"X-API-Key": api_key})
 
@@ -56,28 +72,28 @@ class Client:
                legal_basis: Optional[str] = None, liveness: Optional[str] = None) -> Enrollment:
         d = self._image_call("/v1/enroll", image, subject=subject, purpose=purpose, consent=consent,
                              legal_basis=legal_basis, liveness=liveness)
-        return Enrollment(d["subject"], int(d["row_id"]), d["purpose"], dt.datetime.fromisoformat(d["expires_at"]),
-                          d["token_id"])
+        return Enrollment(d.text("subject"), d.integer("row_id"), d.text("purpose"), d.time("expires_at"),
+                          d.text("token_id"))
 
     def verify(self, image: ImageLike, subject: str, purpose: str, consent: Optional[str] = None, *,
                legal_basis: Optional[str] = None, liveness: Optional[str] = None) -> Verification:
         d = self._image_call("/v1/verify", image, subject=subject, purpose=purpose, consent=consent,
                              legal_basis=legal_basis, liveness=liveness)
-        threshold = d["threshold"]
-        return Verification(bool(d["match"]), d["score"], None if threshold is None else float(threshold), d["subject"])
+        return Verification(d.flag("match"), d.number("score", optional=True), d.number("threshold", optional=True),
+                            d.text("subject"))
 
     def identify(self, image: ImageLike, purpose: str, consent: Optional[str] = None,
                  legal_basis: Optional[str] = None, top_k: int = 5, *, liveness: Optional[str] = None
                  ) -> list[Candidate]:
         d = self._image_call("/v1/identify", image, purpose=purpose, consent=consent, legal_basis=legal_basis,
                              top_k=str(top_k), liveness=liveness)
-        return [Candidate(c["subject"], float(c["score"])) for c in d["candidates"]]
+        return [Candidate(c.text("subject"), c.number("score")) for c in d.answers("candidates")]
 
     def liveness_challenge(self, *, mirrored: bool = False) -> dict[str, Any]:
         """A challenge issued by the service's workspace: {"challenge", "steps", "instruction",
         "mirrored", ...}. `mirrored`: the clip answering it will be recorded mirrored (a selfie
         preview); the check reads the clip as the challenge says."""
-        return self._json("/v1/liveness/challenge", mirrored="true" if mirrored else None)
+        return self._json("/v1/liveness/challenge", mirrored="true" if mirrored else None).fields
 
     def liveness_check(self, clip: ImageLike, challenge: str, *, mirrored: Optional[bool] = None) -> LivenessCheck:
         """Check a 1-3 s clip answering `challenge`; when live, the result carries the evidence.
@@ -85,21 +101,20 @@ class Client:
         that differs is refused (InvalidArgument)."""
         flag = None if mirrored is None else ("1" if mirrored else "0")
         d = self._image_call("/v1/liveness/check", clip, challenge=challenge, mirrored=flag)
-        expires = d.get("expires_at")
-        score = None if d.get("score") is None else float(d["score"])
-        return LivenessCheck(d["decision"], score, dict(d["checks"]), d["clip_sha256"], d.get("evidence"),
-                             dt.datetime.fromisoformat(expires) if expires else None)
+        return LivenessCheck(d.text("decision"), d.number("score", optional=True), d.answer("checks").fields,
+                             d.text("clip_sha256"), d.text("evidence", optional=True),
+                             d.time("expires_at", optional=True))
 
     def analyze(self, image: ImageLike, attributes: Sequence[str] = ("faces",)) -> dict[str, Any]:
         if isinstance(attributes, str):
             attributes = (attributes,)
-        return dict(self._image_call("/v1/analyze", image, attributes=",".join(attributes)))
+        return self._image_call("/v1/analyze", image, attributes=",".join(attributes)).fields
 
     def export(self, subject: str, purpose: str, recipient: str, consent: Optional[str] = None, *,
                legal_basis: Optional[str] = None) -> Export:
         d = self._json("/v1/export", subject=subject, purpose=purpose, recipient=recipient, consent=consent,
                        legal_basis=legal_basis)
-        return Export(d["recipient"], d["basis"], list(d["records"]))
+        return Export(d.text("recipient"), d.text("basis"), [r.fields for r in d.answers("records")])
 
     def erase(self, subject: Optional[str] = None, *, pseudonym: Optional[str] = None) -> ErasureReceipt:
         return _receipt(self._json("/v1/erase", subject=subject, pseudonym=pseudonym))
@@ -110,33 +125,58 @@ class Client:
 
     def purge(self) -> Optional[ErasureReceipt]:
         d = self._json("/v1/purge")
-        return _receipt(d["receipt"]) if d.get("receipt") else None
+        return _receipt(d.answer("receipt")) if d.fields.get("receipt") else None
 
     def audit_verify(self) -> AuditReport:
         d = self._send("GET", "/v1/audit/verify")
-        return AuditReport(int(d["entries"]), int(d["head_seq"]), str(d["head_hash"]))
+        return AuditReport(d.integer("entries"), d.integer("head_seq"), d.text("head_hash"))
 
     def report(self) -> dict[str, Any]:
         """The compliance report as JSON (SafeFace.report writes it to a folder instead)."""
-        return dict(self._send("GET", "/v1/report"))
+        return self._send("GET", "/v1/report").fields
 
     def health(self) -> bool:
-        return bool(self._send("GET", "/v1/health").get("status") == "ok")
+        return self._send("GET", "/v1/health").fields.get("status") == "ok"
 
     # -- transport --------------------------------------------------------------------------
-    def _image_call(self, path: str, image: ImageLike, **fields: Optional[str]) -> dict[str, Any]:
+    def _image_call(self, path: str, image: ImageLike, **fields: Optional[str]) -> "_Answer":
         data = image if isinstance(image, bytes) else Path(image).read_bytes()
         form = {k: v for k, v in fields.items() if v is not None}
-        return dict(self._send("POST", path, files={"image": ("image", data, "application/octet-stream")}, data=form))
+        return self._send("POST", path, files={"image": ("image", data, "application/octet-stream")}, data=form)
 
-    def _json(self, path: str, **fields: Optional[str]) -> dict[str, Any]:
-        return dict(self._send("POST", path, json={k: v for k, v in fields.items() if v is not None}))
+    def _json(self, path: str, **fields: Optional[str]) -> "_Answer":
+        return self._send("POST", path, json={k: v for k, v in fields.items() if v is not None})
 
-    def _send(self, method: str, path: str, **kw: Any) -> Any:
-        r = self._http.request(method, path, **kw)
+    def _send(self, method: str, path: str, **kw: Any) -> "_Answer":
+        import httpx
+
+        try:
+            r = self._http.request(method, path, **kw)
+        except httpx.HTTPError as exc:  # refused, timed out, TLS failed: named by kind, never the request
+            why = ("its TLS certificate did not verify: check verify_tls" if _tls_failure(exc)
+                   else type(exc).__name__)
+            raise BackendError(f"the service at {self._http.base_url} could not be reached ({why}); "
+                               "check that it runs and the URL, then try again.") from None
         if r.status_code == 200:
-            return r.json()
+            try:
+                body = r.json()
+            except ValueError:
+                body = None
+            return _Answer(body, path)
         raise _error(r.status_code, r.headers, _body(r))
+
+
+def _tls_failure(exc: BaseException) -> bool:
+    """Whether the TLS handshake failed somewhere in `exc`'s chain (a certificate that did not
+    verify, most often): the caller then checks verify_tls, not whether the service runs."""
+    seen: Optional[BaseException] = exc
+    for _ in range(8):  # httpx wraps httpcore wraps ssl: a short chain
+        if seen is None:
+            return False
+        if isinstance(seen, ssl.SSLError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def _body(r: Any) -> dict[str, Any]:
@@ -173,6 +213,70 @@ def _error(status: int, headers: Any, d: dict[str, Any]) -> SafeFaceError:
     return SafeFaceError(f"the service answered {status}: {msg}")
 
 
-def _receipt(d: dict[str, Any]) -> ErasureReceipt:
-    return ErasureReceipt(d["receipt_id"], d["time"], d["reason"], tuple(d["subjects"]), d.get("token_id"),
-                          int(d["templates_removed"]), tuple(d["rows"]), d["deployment"], d["kid"], d["signature"])
+def _receipt(d: "_Answer") -> ErasureReceipt:
+    return ErasureReceipt(d.text("receipt_id"), d.text("time"), d.text("reason"), tuple(d.texts("subjects")),
+                          d.text("token_id", optional=True), d.integer("templates_removed"),
+                          tuple(d.integers("rows")), d.text("deployment"), d.text("kid"), d.text("signature"),
+                          d.text("vectors", optional=True))  # signed with the rest, where Milvus holds vectors
+
+
+class _Answer:
+    """A 200 answer's JSON object, read field by field as `safeface serve` writes it: anything
+    else (a proxy's or a captive portal's page, a field missing or of another type, a "match"
+    that is the string "yes") is a BackendError, never a result built from it."""
+
+    def __init__(self, body: Any, path: str) -> None:
+        if not isinstance(body, dict):
+            raise BackendError(f"the answer to {path} is not the service's (no JSON object); check the URL.")
+        self.fields: dict[str, Any] = body
+        self._path = path
+
+    def _field(self, key: str, kinds: tuple[type, ...], what: str, optional: bool) -> Any:
+        value = self.fields.get(key)
+        if value is None and optional:
+            return None
+        if not isinstance(value, kinds) or (bool not in kinds and isinstance(value, bool)):
+            raise BackendError(f"the answer to {self._path} is not the service's: {key!r} is no {what}.")
+        return value
+
+    def text(self, key: str, *, optional: bool = False) -> Any:
+        return self._field(key, (str,), "text", optional)
+
+    def flag(self, key: str) -> bool:
+        return bool(self._field(key, (bool,), "true or false", False))
+
+    def integer(self, key: str) -> int:
+        return int(self._field(key, (int,), "whole number", False))
+
+    def number(self, key: str, *, optional: bool = False) -> Any:
+        value = self._field(key, (int, float), "number", optional)
+        if value is not None and not math.isfinite(value):
+            raise BackendError(f"the answer to {self._path} is not the service's: {key!r} is not finite.")
+        return None if value is None else float(value)
+
+    def time(self, key: str, *, optional: bool = False) -> Any:
+        value = self.text(key, optional=optional)
+        if value is None or (optional and not value):
+            return None
+        try:
+            return dt.datetime.fromisoformat(value)
+        except ValueError:
+            raise BackendError(f"the answer to {self._path} is not the service's: {key!r} is no time.") from None
+
+    def answer(self, key: str) -> "_Answer":
+        return _Answer(self._field(key, (dict,), "object", False), self._path)
+
+    def answers(self, key: str) -> list["_Answer"]:
+        return [_Answer(item, self._path) for item in self._field(key, (list,), "list", False)]
+
+    def texts(self, key: str) -> list[str]:
+        items = self._field(key, (list,), "list", False)
+        if not all(isinstance(i, str) for i in items):
+            raise BackendError(f"the answer to {self._path} is not the service's: {key!r} holds no text.")
+        return list(items)
+
+    def integers(self, key: str) -> list[int]:
+        items = self._field(key, (list,), "list", False)
+        if not all(isinstance(i, int) and not isinstance(i, bool) for i in items):
+            raise BackendError(f"the answer to {self._path} is not the service's: {key!r} holds no whole numbers.")
+        return list(items)

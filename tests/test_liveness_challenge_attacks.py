@@ -255,7 +255,7 @@ def test_the_service_and_its_client_fix_mirrored_at_the_challenge(tmp_path: Path
     with open_sf(ws) as sf:
         _, key = sf.issue_api_key("operator", label="kiosk")
     with TestClient(in_process_app(ws.root, tmp_path), headers={"X-API-Key": key}) as http:
-        client = Client("http://testserver", key)
+        client = Client("http://testserver", key, plain_http=True)
         client._http.close()
         client._http = http  # the same calls, in process
         ch = client.liveness_challenge(mirrored=True)

@@ -28,8 +28,8 @@ def test_serving_the_network_in_the_clear_is_refused(tmp_path: Path, capsys: Any
 
 
 def test_every_spelling_of_this_machine_counts_as_loopback() -> None:
-    from safeface.cli.service_cmds import _loopback
+    from safeface.netaddr import is_loopback
 
-    assert all(_loopback(h) for h in ("127.0.0.1", "127.1", "::1", "[::1]", "::ffff:127.0.0.1", "localhost",
+    assert all(is_loopback(h) for h in ("127.0.0.1", "127.1", "::1", "[::1]", "::ffff:127.0.0.1", "localhost",
                                       "localhost.", "ip6-localhost"))
-    assert not any(_loopback(h) for h in ("0.0.0.0", "0", "::", "10.1", "192.168.1.2", "gate.example", "fe80::1%eth0"))
+    assert not any(is_loopback(h) for h in ("0.0.0.0", "0", "::", "10.1", "192.168.1.2", "gate.example", "fe80::1%eth0"))

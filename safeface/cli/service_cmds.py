@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import datetime as dt
 import json
 import os
-import socket
 from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, InvalidArgument
+from ..netaddr import is_loopback
 from .common import EXIT_OK, print_json, say
 from .policy_cmds import _open, _ws
 
@@ -84,21 +83,6 @@ def _apikey_list(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _loopback(host: str) -> bool:
-    """Whether `host` names this machine only, as the resolver reads it (127.1 and an IPv4 address
-    mapped into IPv6 included)."""
-    name = host.strip("[]").split("%", 1)[0]
-    try:
-        ip = ipaddress.ip_address(name)
-    except ValueError:
-        try:
-            ip = ipaddress.ip_address(socket.inet_aton(name))  # the short forms, 127.1
-        except OSError:
-            return name.lower().rstrip(".") in ("localhost", "ip6-localhost", "ip6-loopback")
-    mapped = getattr(ip, "ipv4_mapped", None)
-    return bool(ip.is_loopback or (mapped is not None and mapped.is_loopback))
-
-
 def _serve(args: argparse.Namespace) -> int:
     try:
         import uvicorn
@@ -108,7 +92,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     if (args.tls_cert is None) != (args.tls_key is None):
         raise InvalidArgument("--tls-cert and --tls-key go together.")
-    if args.tls_cert is None and not args.plain_http and not _loopback(args.host):
+    if args.tls_cert is None and not args.plain_http and not is_loopback(args.host):
         # Faces, API keys, consent tokens and console cookies would cross the network in the clear.
         raise InvalidArgument(f"serving {args.host} without TLS would send faces, API keys and consent tokens in "
                               "the clear: give --tls-cert and --tls-key, or --plain-http when a proxy in front "

@@ -20,6 +20,7 @@ from typing import IO, Any, Callable, Optional
 
 from ..errors import ModelError, ModelFetchError
 from ..hashing import TooLarge, copy_hashed
+from ..netaddr import is_loopback
 from . import packs, registry
 from .packs import InstalledFile, PackRecord, PackSpec
 
@@ -30,7 +31,6 @@ MAX_TOTAL_BYTES = 3 << 30
 MAX_MEMBERS = 64
 MAX_RATIO = 100  # uncompressed/compressed; ONNX weights compress poorly, a bomb compresses well
 _CHUNK = 1 << 20
-_LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 _USER_AGENT = "safeface-models-fetch/0.1"
 
 Progress = Callable[[int, Optional[int]], None]
@@ -69,7 +69,7 @@ def check_url(url: str) -> str:
     host = (parts.hostname or "").lower()
     if parts.scheme == "https" and host:
         return url
-    if parts.scheme == "http" and host in _LOOPBACK:
+    if parts.scheme == "http" and host and is_loopback(host):
         return url
     raise ModelFetchError(
         f"refusing to download from {url!r}: only https:// URLs are allowed "
@@ -150,7 +150,7 @@ def _download(url: str, folder: Path, expected: str, timeout: float, max_bytes: 
     meter = _Meter(url, max_bytes, expected_size, progress)
     kwargs: dict[str, Any] = {"timeout": timeout, "headers": {"User-Agent": _USER_AGENT, "Accept-Encoding": "identity"},
                               "hooks": {"response": [_refuse_plain_http_redirect]}}
-    if urllib.parse.urlsplit(url).hostname in _LOOPBACK:
+    if is_loopback(urllib.parse.urlsplit(url).hostname or ""):
         kwargs["proxies"] = {"http": None, "https": None}  # a loopback URL never goes via a proxy
     http = pooch.HTTPDownloader(progressbar=meter, chunk_size=_CHUNK, **kwargs)
 
