@@ -133,6 +133,11 @@ def read_clip(source: Any, fps: float = BURST_FPS) -> Clip:
         frames, times = _decode_video(data, "the clip")
         return _clip(frames, times, hashlib.sha256(data).hexdigest(), "the clip")
     if isinstance(source, Sequence) and not isinstance(source, str):
+        # Counted before any frame is decoded, as a folder's files are: 10,000 paths were each
+        # read, decoded and kept before the count refused them.
+        if len(source) > MAX_SECONDS * fps + 1:
+            raise InvalidArgument(f"{len(source)} frames at {fps:g} fps is longer than {MAX_SECONDS:g} s; a liveness "
+                                  "check takes a 1-3 s clip.")
         h = hashlib.sha256()
         arrays = []
         for a in source:
@@ -140,9 +145,6 @@ def read_clip(source: Any, fps: float = BURST_FPS) -> Clip:
             # The frame's size with its pixels: the same bytes read at another size are another clip.
             h.update(hashlib.sha256(("%dx%dx%d:" % img.shape).encode() + img.tobytes()).digest())
             arrays.append(_shrink(img))
-        if len(arrays) > MAX_SECONDS * fps + 1:
-            raise InvalidArgument(f"{len(arrays)} frames at {fps:g} fps is longer than {MAX_SECONDS:g} s; a liveness "
-                                  "check takes a 1-3 s clip.")
         return _clip(arrays, [i / fps for i in range(len(arrays))], h.hexdigest(), "the frames")
     raise InvalidArgument(f"a clip is a video path, its bytes, a folder of frames or a list of frames, not "
                           f"{type(source).__name__}.")

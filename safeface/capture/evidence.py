@@ -44,7 +44,13 @@ def _b64e(data: bytes) -> str:
 
 
 def _b64d(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    """The bytes of `text` as _b64e spells them, and no other spelling: the decoder skips
+    characters outside its alphabet and takes padding, so one genuine token could be written many
+    ways, each with its own reference in the log (an honest use read as a forgery)."""
+    data = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    if _b64e(data) != text:
+        raise ValueError("not the canonical spelling")
+    return data
 
 
 def _derive(secret: bytes, label: bytes) -> bytes:
