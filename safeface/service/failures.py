@@ -9,9 +9,11 @@ import logging
 import secrets
 from typing import Optional
 
-from ..errors import BackendError, ConfigError, IntegrityError
+from ..errors import BackendError, ConfigError, IntegrityError, ModelError
 
-OPERATOR_ONLY = (BackendError, ConfigError, IntegrityError)
+# Causes only the operator can act on, whose messages name the server's paths and files (a model
+# file's path and its hash, a store's location): the caller gets a log reference instead.
+OPERATOR_ONLY = (BackendError, ConfigError, IntegrityError, ModelError)
 _log = logging.getLogger("safeface.service")
 
 
