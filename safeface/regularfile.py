@@ -13,17 +13,24 @@ import io
 import os
 import stat
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Optional
 
 from .errors import ConfigError, ImageError
 
 
 def open_regular(path: Path, label: str) -> BinaryIO:
     """`path` opened for reading, refused with ImageError unless it is a regular file."""
+    fh = _open_if_present(path, label)
+    if fh is None:
+        raise ImageError(f"{label}: no such file; check the path.")
+    return fh
+
+
+def _open_if_present(path: Path, label: str) -> Optional[BinaryIO]:
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except FileNotFoundError:
-        raise ImageError(f"{label}: no such file; check the path.") from None
+        return None
     except OSError as exc:
         raise ImageError(f"{label}: could not be opened ({exc.strerror}).") from None
     try:
@@ -40,10 +47,24 @@ def read_regular(path: Path, label: str, limit: int) -> bytes:
     to refuse it: a file grown after a size check is never read whole); ImageError when it is
     not a regular file or cannot be read."""
     with open_regular(path, label) as fh:
-        try:
-            return fh.read(limit + 1)
-        except OSError as exc:
-            raise ImageError(f"{label}: could not be read ({exc.strerror}).") from None
+        return _read(fh, label, limit)
+
+
+def read_if_present(path: Path, label: str, limit: int) -> Optional[bytes]:
+    """As read_regular, but None when nothing is at `path` (a workspace file not written yet):
+    a FIFO put in place of a workspace file made every open wait on it for ever."""
+    fh = _open_if_present(path, label)
+    if fh is None:
+        return None
+    with fh:
+        return _read(fh, label, limit)
+
+
+def _read(fh: BinaryIO, label: str, limit: int) -> bytes:
+    try:
+        return fh.read(limit + 1)
+    except OSError as exc:
+        raise ImageError(f"{label}: could not be read ({exc.strerror}).") from None
 
 
 def read_text(path: Path, label: str, limit: int) -> str:

@@ -7,7 +7,7 @@ import os
 import sqlite3
 from pathlib import Path
 
-from .errors import ConfigError
+from .errors import ConfigError, IntegrityError
 
 BUSY_TIMEOUT_MS = 30_000
 
@@ -20,8 +20,11 @@ def connect(path: Path, what: str) -> sqlite3.Connection:
         # Owner-only from the start; SQLite gives its WAL and shm files the same mode.
         fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
         os.close(fd)
-    conn = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None,
-                           check_same_thread=False)
+    try:  # a FIFO or device in the file's place fails here (disk I/O error)
+        conn = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None,
+                               check_same_thread=False)
+    except sqlite3.DatabaseError as exc:
+        raise ConfigError(f"{path} is not a usable {what} database ({exc}).") from None
     try:
         conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
@@ -35,3 +38,12 @@ def connect(path: Path, what: str) -> sqlite3.Connection:
         conn.close()
         raise ConfigError(f"{path} is not a usable {what} database ({exc}).") from None
     return conn
+
+
+def raise_if_damaged(exc: sqlite3.DatabaseError, where: str) -> None:
+    """IntegrityError for an SQLite error that says the file's pages are damaged (bytes edited by
+    hand, a bad disk): no verdict could be read from it. A busy or locked file (OperationalError)
+    and SQL errors are left as they are."""
+    if type(exc) is sqlite3.DatabaseError:  # SQLITE_CORRUPT, SQLITE_NOTADB: no subclass of its own
+        raise IntegrityError(f"{where} is damaged ({exc}): it was edited by hand or its disk failed. Restore it "
+                             "from a backup.") from None

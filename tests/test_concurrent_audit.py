@@ -280,48 +280,6 @@ def test_a_new_consent_used_while_its_subjects_erasure_commits_is_no_alarm(tmp_p
         sf.close()
 
 
-def test_an_erasure_during_an_enrolment_leaves_no_trace_of_the_subject(tmp_path: Path) -> None:
-    """An erasure that lands just after an enrolment's store commit (the enrolling thread paused
-    there, as a busy machine pauses it at random) must not leave the erased subject's pseudonym
-    in policy.db: the enrolment writes the purpose's end under the store's lock, which the
-    erasure takes before it forgets the subject."""
-    import sqlite3
-    import time
-
-    ws = make_workspace(tmp_path / "ws", profiles=("cn-2025",))
-    img = images()
-    with open_sf(ws) as sf:
-        pseudonym = sf.pseudonym("alice")
-        real = sf._state.set_purpose_end
-
-        reached = threading.Event()
-
-        def paused(*a: Any, **k: Any) -> None:
-            reached.set()
-            time.sleep(0.5)
-            real(*a, **k)
-
-        sf._state.set_purpose_end = paused  # type: ignore[method-assign]
-        errors: list[BaseException] = []
-
-        def enrol() -> None:
-            try:
-                sf.enroll(img / "obama.jpg", "alice", "demo", consent(ws, "alice"))
-            except BaseException as exc:  # noqa: BLE001
-                errors.append(exc)
-
-        th = threading.Thread(target=enrol)
-        th.start()
-        assert reached.wait(60)  # the rows are stored; the purpose's end is being written
-        receipt = sf.erase("alice")
-        th.join(30)
-        assert not errors, errors
-        assert receipt.rows and not sf.records("alice")
-    with sqlite3.connect(ws.policy) as db:
-        left = db.execute("SELECT purpose FROM purpose_ends WHERE pseudonym = ?", (pseudonym,)).fetchall()
-    assert left == [], f"the erased subject's pseudonym is still in policy.db: {left}"
-
-
 @pytest.mark.parametrize("case", ["33 uses recorded first", "enrolment re-decided meanwhile"])
 def test_the_guard_and_the_store_check_see_the_same_uses_of_a_new_consent(tmp_path: Path, case: str) -> None:
     """As above, an identify under alice's new consent is judged before her erasure's entry and

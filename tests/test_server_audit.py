@@ -191,7 +191,7 @@ def test_wrong_credentials_and_an_unknown_schema_name_the_audit_log_and_write_no
     assert _sql(dsn, "SELECT count(*) FROM safeface.audit_entries")[0][0] == count
     _verify(ws)
     # Tables dropped by hand: named, not a crash.
-    _sql(dsn, "DROP TABLE safeface.state_facts")
+    _sql(dsn, "DROP TABLE safeface.state_revoked_tokens")  # the report counts revocations from it
     with SafeFace.open(ws) as sf, pytest.raises(IntegrityError, match="policy state in PostgreSQL.*dropped"):
         sf.report(tmp_path / "reports")
 

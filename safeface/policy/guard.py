@@ -146,7 +146,9 @@ class StoreFacts(Protocol):
 class RevocationState(Protocol):
     def is_revoked(self, token_id: str, pseudonym: Optional[str], issued_at: int) -> bool: ...
 
-    def purpose_end(self, pseudonym: str, purpose: str) -> Optional[dt.datetime]: ...
+    def interaction_limit(self, pseudonym: str, purpose: str) -> Optional[dt.datetime]:
+        """What the subject's latest enrolment for `purpose` recorded of `Guard.interaction_limit`."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -488,16 +490,24 @@ class Guard:
                                   "with the provincial authority and record filing.reference in deployment.json "
                                   "before enrolling anyone new.")
 
-    def interaction_expiry(self, pseudonym: str, purpose: str, now: dt.datetime) -> Optional[dt.datetime]:
-        """BIPA: a match is an interaction; expiry = min(purpose end + grace, now + 3 years) (US-01).
-        None when the profile has no such rule or nothing is known of the purpose end."""
+    def interaction_limit(self, purpose: Purpose, start: dt.datetime) -> Optional[dt.datetime]:
+        """BIPA: the latest any interaction may keep a template enrolled at `start`, its purpose's
+        end plus the grace (US-01), which the enrolment's audit entry records; None without the rule."""
         if "us-bipa" not in self.deployment.profiles:
             return None
-        end = self._state.purpose_end(pseudonym, purpose)
-        if end is None or self.deployment.purpose(purpose) is None:
-            return None
         grace = dt.timedelta(days=int(self.deployment.bipa.get("grace_days_after_purpose") or 0))
-        return min(end + grace, now + dt.timedelta(days=BIPA_INTERACTION_DAYS))
+        return self.deployment.purpose_end(purpose, start) + grace
+
+    def interaction_expiry(self, pseudonym: str, purpose: str, now: dt.datetime) -> Optional[dt.datetime]:
+        """BIPA: a match is an interaction; expiry = min(purpose end + grace, now + 3 years) (US-01).
+        None when the profile has no such rule or the enrolment recorded no limit. The limit is
+        read from the anchored log, never from policy.db, where a hand edit could stretch it."""
+        if "us-bipa" not in self.deployment.profiles:
+            return None
+        limit = self._state.interaction_limit(pseudonym, purpose)
+        if limit is None or self.deployment.purpose(purpose) is None:
+            return None
+        return min(limit, now + dt.timedelta(days=BIPA_INTERACTION_DAYS))
 
     def _check_audience(self, t: ConsentToken | LegalBasisToken, rule: str, what: str) -> None:
         # A legacy sf1 token names no audience; it is accepted until it expires (tokens_sf1.py).

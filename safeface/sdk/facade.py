@@ -40,9 +40,9 @@ from ..policy.receipts import ErasureReceipt, issue_receipt, receipt_key
 from ..policy.rules import rule_for
 from ..storage.rows import ErasureResult, keys_from_meta, rekey_mark_holds
 from ..workspace.apikeys import ApiKey, ApiKeys, hashing_key, session_ref
-from ..workspace.assessment import (ASSESSMENT_OPERATIONS, assessment_recorded, names_an_assessment,
-                                   recorded_purge_times, recorded_roles, seal_holds)
-from ..workspace.audit import JUDGED_AFTER, WITHDRAWN_AT, AuditEntry, AuditLog, AuditReport, rows_named
+from ..workspace.assessment import (ASSESSMENT_OPERATIONS, names_an_assessment, recorded_purge_times,
+                                   recorded_roles, shown_assessment, unrecorded_problem)
+from ..workspace.audit import JUDGED_AFTER, KEPT_AT_MOST, WITHDRAWN_AT, AuditEntry, AuditLog, AuditReport, rows_named
 from ..workspace.keys import ASSESSMENT_MAC, derived_key, is_demo, receipt_file_problem
 from ..workspace.passphrase import open_keyring
 from ..workspace.paths import WorkspacePaths
@@ -58,6 +58,7 @@ from .results import Candidate, Enrollment, Export, Record, Verification
 Clock = Callable[[], dt.datetime]
 T = TypeVar("T")
 FILING_WORKING_DAYS = 30
+FILING_CROSSED = "filing-threshold"  # the entry recording the crossing, which dates it
 # Per purge audit entry, within the log's field limits (99 subjects, a 64 KiB note).
 PURGE_ENTRY_SUBJECTS = 90
 PURGE_ENTRY_ROWS = 4000
@@ -1260,8 +1261,7 @@ class SafeFace:
             "subjects": self._gallery.subject_count(),
             "templates": len(self._gallery),
             "revocations": self._state.revoked_count(),
-            "filing_crossed": self._state.fact("filing_crossed"),
-            "filing_deadline": self._state.fact("filing_deadline"),
+            **self._filing_dates(),
             "audit": self._audit.counts(),
             "key_versions": self._gallery.key_versions,
             "store": self._store_facts(),
@@ -1271,6 +1271,16 @@ class SafeFace:
             "api_keys": [k.to_dict() for k in self._apikeys.list()],
             "roles_in_force": self._roles_in_force(),
         }
+
+    def _filing_dates(self) -> dict[str, Optional[str]]:
+        """When the filing threshold was crossed and the filing is due, from the log's first
+        crossing entry: dates in policy.db could be edited by anyone who can write the folder."""
+        crossings = list(self._audit.newest_first((FILING_CROSSED,)))
+        if not crossings:
+            return {"filing_crossed": None, "filing_deadline": None}
+        crossed = dt.datetime.fromisoformat(crossings[-1].time).astimezone(dt.timezone.utc).date()
+        return {"filing_crossed": crossed.isoformat(),
+                "filing_deadline": working_days_after(crossed, FILING_WORKING_DAYS).isoformat()}
 
     def _roles_in_force(self) -> Optional[dict[str, list[str]]]:
         """The roles calls are judged by (the last assessment's while it is not in force); None
@@ -1372,24 +1382,13 @@ class SafeFace:
         last = self._audit.last_entry(ASSESSMENT_OPERATIONS)
         self._assessment_seq = last.seq if last is not None else 0
         named = last.note if last is not None else None
-        problem = None
         # Neither the file nor the log names an assessment (a new workspace): the deployment's
         # own findings refuse every call until one is recorded.
-        if a.get("covers") or names_an_assessment(named):
-            ref = str(a.get("reference") or "")[:80]
-            shown = f"({ref!r} of {a.get('date')})" if ref.isascii() else f"({ref!r} ({ascii(ref)}) of {a.get('date')})"
-            if not seal_holds(self._assessment_key, a):
-                problem = (f"the impact assessment in deployment.json {shown} is not sealed by this workspace's keys: "
-                           "it was written, edited or removed without the passphrase, or by a safeface that did not "
-                           "seal it. Record it with `safeface assess` (needs the passphrase).")
-            elif not assessment_recorded(a, named):
-                problem = (f"the impact assessment in deployment.json {shown} is not the one this workspace's audit "
-                           "log names last: deployment.json was restored from an older copy, or `safeface assess` "
-                           "stopped before its audit entry. Restore the current deployment.json, or record the "
-                           "assessment with `safeface assess` (needs the passphrase).")
-            elif a.get("covers") != deployment.config_digest():
-                problem = (f"the impact assessment {shown} does not cover the configuration as it is now (a covered "
-                           "setting changed since); record it again with `safeface assess`.")
+        problem = unrecorded_problem(self._assessment_key, a, named)
+        assessed = bool(a.get("covers") or names_an_assessment(named))
+        if problem is None and assessed and a.get("covers") != deployment.config_digest():
+            problem = (f"the impact assessment {shown_assessment(a)} does not cover the configuration as it is now (a "
+                       "covered setting changed since); record it again with `safeface assess`.")
         self._guard.sealed_roles = recorded_roles(named) if problem is not None else None
         self._guard.unrecorded_assessment = problem
 
@@ -1536,6 +1535,8 @@ class SafeFace:
                     token=part.raw_token, visible=pr.visible, visible_masked=bool(pr.masked) and pr.visible is not None)
                 for (subject, pr), part in zip(items, parts)]
         bulk = "bulk; " if d.batch else ""
+        limit = self._guard.interaction_limit(purpose, now)
+        kept = f"; {KEPT_AT_MOST} {limit.astimezone(dt.timezone.utc).isoformat()}" if limit is not None else ""
 
         seen: list[int] = []
 
@@ -1551,7 +1552,7 @@ class SafeFace:
                 vis = ("; visible-region template" + (" (masked enrolment)" if g.masked_enrolment else "")
                        if g.masked_template else "")
                 self._record(part, "allowed", [g.pseudonym], f"{bulk}rows={g.row_id}; expires "
-                             f"{g.expires_at.date().isoformat()}{vis}; {JUDGED_AFTER} {judged}")
+                             f"{g.expires_at.date().isoformat()}{vis}{kept}; {JUDGED_AFTER} {judged}")
 
         with self._gallery.locked():  # the commit mark follows the store's commit before any other write
             # An enrolment killed between its entry's commit and its store's (in another process,
@@ -1564,23 +1565,17 @@ class SafeFace:
             self._ids_past_the_log()
             stored = self._gallery.add_many(rows, decide=decide, before_commit=before_commit)
             self._append(COMMITTED, "allowed", note=f"rows={','.join(str(g.row_id) for g in stored)}; stored")
-            # Under the store's lock, which erasure holds while it forgets the subject: written
-            # after it, the purpose's end would put an erased person's pseudonym back.
-            for g in stored:
-                self._state.set_purpose_end(g.pseudonym, purpose.name, self._deployment.purpose_end(purpose, now))
-        self._note_filing(now)
+        self._note_filing()
         # The caller's own token id comes back to it; the store and the log hold only its reference.
         return [Enrollment(g.pseudonym, g.row_id, purpose.name, g.expires_at, str(part.token.token_id if part.token else ""))
                 for g, part in zip(stored, parts)]
 
-    def _note_filing(self, now: dt.datetime) -> None:
+    def _note_filing(self) -> None:
         if rule_for("filing", self._deployment.profiles) is None:
             return
         if self._gallery.subject_count() >= self._deployment.filing_threshold:
-            if self._state.set_fact_once("filing_crossed", now.date().isoformat()):
-                self._state.set_fact_once("filing_deadline",
-                                          working_days_after(now.date(), FILING_WORKING_DAYS).isoformat())
-                self._append("filing-threshold", "allowed", rule=self._rule("filing"),
+            if not self._audit.newest_seq(FILING_CROSSED):  # the report dates the crossing by this entry
+                self._append(FILING_CROSSED, "allowed", rule=self._rule("filing"),
                              note=f"threshold {self._deployment.filing_threshold} reached")
 
     def _receipt(self, reason: str, subjects: Sequence[str], token_ref: Optional[str], rows: Sequence[int],

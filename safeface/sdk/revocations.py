@@ -1,7 +1,8 @@
 """Withdrawn consents, read from two places: the policy state's revocation tables (written
 before the templates go, under the store's write lock) and the audit log, whose "revoke" and
 "erase" entries name the token reference or the subject. A policy state restored from an older
-copy, or deleted, does not let a withdrawn consent in again while the chain records it."""
+copy, or deleted, does not let a withdrawn consent in again while the chain records it. The
+BIPA interaction limit is read from the log alone (its enrolment entries)."""
 
 from __future__ import annotations
 
@@ -18,5 +19,5 @@ class RecordedRevocations:
         return bool(self._state.is_revoked(token_id, pseudonym, issued_at)
                     or self._audit.records_withdrawal(token_id, pseudonym, issued_at))
 
-    def purpose_end(self, pseudonym: str, purpose: str) -> Optional[dt.datetime]:
-        return self._state.purpose_end(pseudonym, purpose)  # type: ignore[no-any-return]
+    def interaction_limit(self, pseudonym: str, purpose: str) -> Optional[dt.datetime]:
+        return self._audit.interaction_limit(pseudonym, purpose)  # type: ignore[no-any-return]

@@ -27,7 +27,7 @@ from typing import Any, Callable, Iterator, Optional, Protocol, Sequence, Union
 import numpy as np
 
 from ..errors import ConfigError, IntegrityError
-from ..sqlite_store import BUSY_TIMEOUT_MS, connect as _connect_store
+from ..sqlite_store import BUSY_TIMEOUT_MS, connect as _connect_store, raise_if_damaged
 from ..hazmat.templates.keyring import Keyring
 from ..hazmat.templates.rowfilter import RowFilter
 from ..hazmat.templates.sealing import Sealer
@@ -134,6 +134,13 @@ class Gallery:
         self._next_index_check = INDEX_CHECK_FIRST
         self._entries: dict[int, _Entry] = {}
         self._by_pseudonym: dict[str, set[int]] = {}
+        # Look digest -> the row (or rows) holding it, in either column: look-alikes are judged
+        # here, from rows opened against their seals, not through the store's look indexes, which
+        # can be rebuilt over another column under their old definitions (writable_schema) with no
+        # key. Reading the table instead costs a full scan per enrolment under the write lock
+        # (~1 s per million rows); this, with Entry.looks, ~350 bytes a row.
+        self._by_look: dict[str, Union[int, set[int]]] = {}
+        self._top_id = 0  # the highest row id this handle has read
         self._filter = RowFilter()
         self._seen_seq = 0
         self._scrub_owed = False  # see _scrub_wal
@@ -161,7 +168,12 @@ class Gallery:
         g = cls(conn, path, keyring, dim, index_factory or default_index_factory)
         try:
             with g._lock:
-                g._init_schema()
+                try:
+                    g._init_schema()
+                except sqlite3.DatabaseError as exc:  # a FIFO or device in its place, a damaged file
+                    raise_if_damaged(exc, f"the gallery at {path}")
+                    raise ConfigError(f"the gallery at {path} cannot be opened ({exc}): check that it is this "
+                                      "workspace's own SQLite file, or restore it from a backup.") from None
                 g._reload()
                 g._scrub_wal(wait=False)  # what an erasure before could not drop (see _scrub_wal)
         except BaseException:
@@ -179,6 +191,7 @@ class Gallery:
                 self._conn = None
             self._entries.clear()
             self._by_pseudonym.clear()
+            self._by_look.clear()
             self._index = self._factory(self._dim, 0)
             self._vindex = self._factory(self._dim, 0)
             self._visible_ids, self._masked_ids = set(), set()
@@ -249,7 +262,8 @@ class Gallery:
                 db.executemany("INSERT INTO meta (k, v) VALUES (?, ?)", list(values.items()))
             db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            if db.in_transaction:  # a BEGIN that failed (a FIFO in the file's place) left none
+                db.execute("ROLLBACK")
             raise
 
     # ---------------------------------------------------------------- keys
@@ -287,6 +301,13 @@ class Gallery:
 
     def _reload(self) -> None:
         """Rebuild keys, entries and index from the store, in one read snapshot."""
+        try:
+            self._reload_store()
+        except sqlite3.DatabaseError as exc:
+            raise_if_damaged(exc, f"the gallery at {self._path}")
+            raise
+
+    def _reload_store(self) -> None:
         db = self._db()
         self._data_version = int(db.execute("PRAGMA data_version").fetchone()[0])
         own_txn = not db.in_transaction
@@ -312,10 +333,11 @@ class Gallery:
             index.add(np.fromiter(entries.keys(), dtype=np.int64, count=len(entries)), vecs)
         self._vindex, self._visible_ids = vindex, set(visible)
         self._masked_ids = {rid for rid, e in entries.items() if e.visible is not None and e.masked_enrolment}
-        by_p: dict[str, set[int]] = {}
+        self._keys, self._entries, self._index = keys, entries, index
+        self._by_pseudonym, self._by_look = {}, {}
         for rid, e in entries.items():
-            by_p.setdefault(e.pseudonym, set()).add(rid)
-        self._keys, self._entries, self._index, self._by_pseudonym = keys, entries, index, by_p
+            self._link(e, rid)
+        self._top_id = max(entries, default=0)
         self._next_index_check = max(INDEX_CHECK_FIRST, int(len(rows) * INDEX_CHECK_GROWTH))
         self._filter = RowFilter.build((rid, e.purposes, e.expires_us) for rid, e in entries.items())
         self._seen_seq = int(seq)
@@ -332,7 +354,11 @@ class Gallery:
         try:
             changes = db.execute("SELECT seq, row_id, op FROM changes WHERE seq > ? ORDER BY seq",
                                  (self._seen_seq,)).fetchall()
-            if self._keys_moved():  # re-keyed elsewhere: read from the meta, whatever the change log says
+            named = max([self._top_id, *(rid for _, rid, _ in changes if isinstance(rid, int))])
+            # Re-keyed elsewhere: read from the meta, whatever the change log says. A row above every
+            # one read or named by a change: its change was deleted by hand, and the rows in memory
+            # (which decide look-alikes and the filing count) would miss it.
+            if self._keys_moved() or db.execute("SELECT 1 FROM rows WHERE row_id > ? LIMIT 1", (named,)).fetchone():
                 self._reload()
                 self._data_version = dv
                 return
@@ -377,7 +403,7 @@ class Gallery:
             for rid in removals:
                 gone = self._entries.pop(rid, None)
                 if gone is not None:
-                    self._unlink(gone.pseudonym, rid)
+                    self._unlink(gone, rid)
                 self._filter.remove(rid)
         if upserts:
             ids = np.fromiter(upserts.keys(), dtype=np.int64, count=len(upserts))
@@ -392,9 +418,10 @@ class Gallery:
             for rid, (entry, _) in upserts.items():
                 old = self._entries.get(rid)
                 if old is not None:
-                    self._unlink(old.pseudonym, rid)
+                    self._unlink(old, rid)
                 self._entries[rid] = entry
-                self._by_pseudonym.setdefault(entry.pseudonym, set()).add(rid)
+                self._link(entry, rid)
+                self._top_id = max(self._top_id, rid)
                 self._filter.upsert(rid, entry.purposes, entry.expires_us)
             if len(self._entries) >= self._next_index_check:
                 self._follow_factory()
@@ -414,12 +441,39 @@ class Gallery:
         if type(self._factory(self._dim, n)) is not type(self._index):
             self._reload()
 
-    def _unlink(self, pseudonym: str, rid: int) -> None:
-        rows = self._by_pseudonym.get(pseudonym)
+    def _link(self, entry: _Entry, rid: int) -> None:
+        self._by_pseudonym.setdefault(entry.pseudonym, set()).add(rid)
+        for d in entry.looks:
+            held = self._by_look.setdefault(d, rid) if d else rid  # one row, the usual case, takes no set
+            if isinstance(held, set):
+                held.add(rid)
+            elif held != rid:
+                self._by_look[d] = {held, rid}
+
+    def _unlink(self, entry: _Entry, rid: int) -> None:
+        rows = self._by_pseudonym.get(entry.pseudonym)
         if rows is not None:
             rows.discard(rid)
             if not rows:
-                del self._by_pseudonym[pseudonym]
+                del self._by_pseudonym[entry.pseudonym]
+        for d in entry.looks:
+            held = self._by_look.get(d)
+            if isinstance(held, set):
+                held.discard(rid)
+                if len(held) == 1:
+                    self._by_look[d] = held.pop()
+            elif held == rid:
+                del self._by_look[d]
+
+    def _look_clash(self, looks: Looks, pseudonym: str) -> bool:
+        """Whether a row of another subject holds one of the look digests (Looks.query's), in
+        either column: a capitals reading that is another id's small-letter one prints alike too."""
+        for d in looks.query():
+            held = self._by_look.get(d)
+            rows = held if isinstance(held, set) else () if held is None else (held,)
+            if any(self._entries[rid].pseudonym != pseudonym for rid in rows):
+                return True
+        return False
 
     @contextmanager
     def _write(self) -> Iterator[list[Callable[[], None]]]:
@@ -480,11 +534,8 @@ class Gallery:
             keys = self._require_keys()
             db = self._db()
             refuse_blanked(db.execute(f"SELECT {OPEN_COLS} FROM rows WHERE {BLANK_LOOKS}"), keys, self._dim)
-            refuse_lookalikes(
-                prepared,
-                lambda looks, p: db.execute(f"SELECT 1 FROM rows WHERE {looks.where('?')} AND pseudonym != ? LIMIT 1",
-                                            (*looks.query(), p)).fetchone() is not None,
-                lambda p: db.execute("SELECT 1 FROM rows WHERE pseudonym = ? LIMIT 1", (p,)).fetchone() is not None)
+            # From the rows in memory (see _by_look), which the write's _refresh caught up with the store.
+            refuse_lookalikes(prepared, self._look_clash, lambda p: p in self._by_pseudonym)
             upserts: dict[int, tuple[_Entry, np.ndarray]] = {}
             raw = np.stack([p.embedding for p in prepared]) if prepared else np.zeros((0, self._dim))
             templates = keys.transform.apply(raw)
@@ -502,7 +553,7 @@ class Gallery:
                                      template, p.token, visible=visible, masked_enrolment=p.visible_masked,
                                      looks=p.looks.stored), row_id))
                 upserts[row_id] = (_Entry(p.pseudonym, frozenset(p.purposes), p.token_id, p.expires_us, visible,
-                                          p.visible_masked), template.astype(np.float32))
+                                          p.visible_masked, p.looks.stored), template.astype(np.float32))
                 out.append(GalleryRow(row_id, p.pseudonym, p.purposes, p.token_id, from_us(p.expires_us),
                                       p.provenance, created, created, masked_template=visible is not None,
                                       masked_enrolment=p.visible_masked))
@@ -639,7 +690,7 @@ class Gallery:
                                       looks=looks)
                     db.execute("UPDATE rows SET expires_us = ?, sealed = ?, look = ?, look_small = ? WHERE row_id = ?",
                                (exp, sealed, *looks, rid))
-                    updates[rid] = (dataclasses.replace(entry, expires_us=exp), vec)
+                    updates[rid] = (dataclasses.replace(entry, expires_us=exp, looks=looks), vec)
                 self._log(list(updates), "upsert")
                 after.append(lambda: self._apply(updates, []))
         return len(opened)
@@ -860,8 +911,9 @@ class Gallery:
 
     def has_subject(self, subject_id: str) -> bool:
         p = self.pseudonym(subject_id)
-        with self._lock:
-            return self._db().execute("SELECT 1 FROM rows WHERE pseudonym = ? LIMIT 1", (p,)).fetchone() is not None
+        with self._lock:  # from the rows in memory, as the look-alike check (not the bendable pseudonym index)
+            self._refresh()
+            return p in self._by_pseudonym
 
     def never_committed(self, ids: Sequence[int]) -> list[int]:
         """The ids above the highest row id any committed write has used: SQLite's AUTOINCREMENT
@@ -887,8 +939,9 @@ class Gallery:
             self._db().execute("UPDATE sqlite_sequence SET seq = MAX(seq, ?) WHERE name = 'rows'", (int(upto),))
 
     def subject_count(self) -> int:
-        with self._lock:
-            return int(self._db().execute("SELECT COUNT(DISTINCT pseudonym) FROM rows").fetchone()[0])
+        with self._lock:  # as has_subject
+            self._refresh()
+            return len(self._by_pseudonym)
 
     def __len__(self) -> int:
         with self._lock:

@@ -135,6 +135,9 @@ class Entry:
     expires_us: int
     visible: Optional[np.ndarray] = field(default=None, repr=False, compare=False)  # protected
     masked_enrolment: bool = False  # the visible-region template comes from a masked enrolment image
+    # The look digests as the seal binds them (as stored, for a row sealed before they were bound):
+    # what a store may judge look-alikes by without going through a database index.
+    looks: tuple[str, str] = ("", "")
 
 
 @dataclass
@@ -576,7 +579,9 @@ def unseal_row(keys: Keys, row: Sequence[Any], dim: int) -> tuple[Entry, np.ndar
             break
     token = rest.decode("utf-8") if rest else None
     vec = np.frombuffer(plain[:n], dtype="<f4").astype(np.float32)
-    return (Entry(str(pseudonym), frozenset(purposes), str(token_id), int(expires_us), visible, masked_enrolment),
+    looks = bound if bound is not None else stored_looks(look, look_small) if len(row) == 11 else ("", "")
+    return (Entry(str(pseudonym), frozenset(purposes), str(token_id), int(expires_us), visible, masked_enrolment,
+                  looks),
             vec, token)
 
 

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping, Optional, Sequence
 
 from ..errors import BackendError, ConfigError, IntegrityError
-from ..sqlite_store import connect
+from ..sqlite_store import connect, raise_if_damaged
 
 WORKSPACE_SCHEMA = 1
 
@@ -79,16 +79,30 @@ class SqliteTables:
         self.prefix = ""
         self._lock = threading.RLock()
         self._db = connect(self.path, what)
-        self._db.executescript(schema)
+        try:
+            self._db.executescript(schema)
+        except sqlite3.DatabaseError as exc:  # a FIFO or device in its place, a damaged file
+            self._db.close()
+            raise_if_damaged(exc, self.where)
+            raise ConfigError(f"{self.where} cannot be opened ({exc}): check that it is this workspace's own "
+                              "SQLite file, or restore it from a backup.") from None
 
     def q(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         with self._lock:
-            return [tuple(r) for r in self._db.execute(sql.format(t=self.prefix), tuple(args)).fetchall()]
+            try:
+                return [tuple(r) for r in self._db.execute(sql.format(t=self.prefix), tuple(args)).fetchall()]
+            except sqlite3.DatabaseError as exc:
+                raise_if_damaged(exc, self.where)
+                raise
 
     def run(self, sql: str, args: Sequence[Any] = ()) -> int:
         """One statement; the number of rows it changed."""
         with self._lock:
-            return int(self._db.execute(sql.format(t=self.prefix), tuple(args)).rowcount)
+            try:
+                return int(self._db.execute(sql.format(t=self.prefix), tuple(args)).rowcount)
+            except sqlite3.DatabaseError as exc:
+                raise_if_damaged(exc, self.where)
+                raise
 
     @contextmanager
     def write(self) -> Iterator[None]:

@@ -30,10 +30,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Protocol, runtime_checkable
 
-from ..errors import ConfigError, IntegrityError
+from ..errors import ConfigError, ImageError, IntegrityError
+from ..regularfile import read_if_present
 from ..atomicfile import exclusive_lock, write_atomic
 
 FORMAT = "safeface-audit-anchor/1"
+# An anchor is one short JSON line; anything longer was not written by safeface.
+MAX_ANCHOR_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -72,13 +75,15 @@ class FileAnchor:
 
     def read(self) -> Optional[Anchor]:
         try:
-            text = self.path.read_text(encoding="utf-8")
-        except FileNotFoundError:
+            data = read_if_present(self.path, f"the {self.name} {self.path}", MAX_ANCHOR_BYTES)
+        except ImageError as exc:  # a FIFO or device in its place, or unreadable
+            raise IntegrityError(f"{exc} It must be the workspace's own file: restore it from a backup.") from None
+        if data is None:
             return None
-        except OSError as exc:
-            raise IntegrityError(f"the {self.name} {self.path} cannot be read ({exc.strerror}).") from None
         try:
-            doc = json.loads(text)
+            if len(data) > MAX_ANCHOR_BYTES:
+                raise ValueError
+            doc = json.loads(data.decode("utf-8"))
             seq, h, mac = int(doc["seq"]), str(doc["hash"]), str(doc["mac"])
             if doc.get("format") != FORMAT:
                 raise ValueError

@@ -115,6 +115,32 @@ def assessment_recorded(section: Mapping[str, Any], newest_note: Optional[str]) 
     return False
 
 
+def shown_assessment(section: Mapping[str, Any]) -> str:
+    """How a message names the assessment: its reference (escaped where not ASCII) and date."""
+    ref = str(section.get("reference") or "")[:80]
+    named = repr(ref) if ref.isascii() else f"{ref!r} ({ascii(ref)})"
+    return f"({named} of {section.get('date')})"
+
+
+def unrecorded_problem(key: bytes, section: Mapping[str, Any], newest_note: Optional[str]) -> Optional[str]:
+    """Why the assessment section is not the sealed one the log names last (`newest_note`: the
+    newest entry of ASSESSMENT_OPERATIONS), or None; None too where neither names one (a new
+    workspace, which its own findings hold back)."""
+    if not (section.get("covers") or names_an_assessment(newest_note)):
+        return None
+    shown = shown_assessment(section)
+    if not seal_holds(key, section):
+        return (f"the impact assessment in deployment.json {shown} is not sealed by this workspace's keys: it was "
+                "written, edited or removed without the passphrase, or by a safeface that did not seal it. Record "
+                "it with `safeface assess` (needs the passphrase).")
+    if not assessment_recorded(section, newest_note):
+        return (f"the impact assessment in deployment.json {shown} is not the one this workspace's audit log names "
+                "last: deployment.json was restored from an older copy, or `safeface assess` stopped before its "
+                "audit entry. Restore the current deployment.json, or record the assessment with `safeface assess` "
+                "(needs the passphrase).")
+    return None
+
+
 def _mac(key: bytes, section: Mapping[str, Any]) -> str:
     body = {k: section.get(k) for k in SEALED_FIELDS}
     canon = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)

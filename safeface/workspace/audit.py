@@ -97,6 +97,22 @@ def judged_after(note: Optional[str]) -> Optional[int]:
     return last_mention(_JUDGED, note)
 
 
+# An enrolment's entry under us-bipa names the latest an interaction may keep its template (its
+# purpose's end plus the grace, US-01): what a match reads, rather than a table beside the log
+# that anyone who can write the folder can edit.
+KEPT_AT_MOST = "kept at most until"
+_KEPT = re.compile(KEPT_AT_MOST + r" ([0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9:.]+[+-][0-9]{2}:[0-9]{2})")
+
+
+def kept_at_most(note: Optional[str]) -> Optional[dt.datetime]:
+    """The limit an enrolment's note records (KEPT_AT_MOST), or None (written before notes named it)."""
+    found = _KEPT.findall(note or "")
+    try:
+        return dt.datetime.fromisoformat(found[-1]) if found else None
+    except ValueError:
+        return None
+
+
 def withdrawal_time(note: Optional[str], time: Any) -> int:
     """When a withdrawal entry withdrew (Unix seconds): as it names it, else the entry's own time."""
     m = _WITHDRAWN_AT.search(note or "")
@@ -322,7 +338,7 @@ class AuditLog:
                                      "without the audit key. Nothing was written; run `safeface audit verify` and "
                                      "restore the log from a backup.")
             if row is not None:
-                last = dt.datetime.fromisoformat(str(row[2]))
+                last = self._entry_time(row[0], row[2])
                 if when < last - CLOCK_TOLERANCE:
                     raise IntegrityError(
                         f"the clock went back: it reads {when.isoformat(timespec='seconds')} but audit entry {row[0]} "
@@ -462,6 +478,13 @@ class AuditLog:
             if first[0] < int(seq):
                 return True
         return False
+
+    def interaction_limit(self, pseudonym: str, purpose: str) -> Optional[dt.datetime]:
+        """The latest an interaction may keep this subject's templates for `purpose`, as its newest
+        enrolment for it recorded (KEPT_AT_MOST); None when it recorded none. An index probe."""
+        got = self._t.q("SELECT note FROM {t}entries WHERE operation = 'enroll' AND subjects = ? AND purpose = ? AND "
+                        "decision = 'allowed' ORDER BY seq DESC LIMIT 1", (json.dumps([pseudonym]), purpose))
+        return kept_at_most(got[0][0]) if got else None
 
     def names_removed(self, pseudonym: str) -> bool:
         """Whether an allowed erasure or revocation of this subject alone removed rows, or a purge
@@ -641,8 +664,8 @@ class AuditLog:
         anchors = self._read_anchors(self._anchors)
         # One statement, so one snapshot: read apart, another process's append could fall between
         # the head and the last entry and look like a mismatch.
-        got = self._t.q("SELECT h.seq, h.hash, h.mac, h.marks, e.seq, e.hash FROM {t}head h LEFT JOIN {t}entries e "
-                        "ON e.seq = (SELECT MAX(seq) FROM {t}entries) WHERE h.id = 1")
+        got = self._t.q("SELECT h.seq, h.hash, h.mac, h.marks, e.seq, e.hash, e.time FROM {t}head h "
+                        "LEFT JOIN {t}entries e ON e.seq = (SELECT MAX(seq) FROM {t}entries) WHERE h.id = 1")
         head = got[0][:4] if got else None
         last = got[0][4:] if got and got[0][4] is not None else None
         if head is None or last is None:
@@ -651,9 +674,24 @@ class AuditLog:
         if not self._head_holds(*head) or (int(last[0]), str(last[1])) != (int(head[0]), str(head[1])):
             raise IntegrityError(f"{self.where} does not match its signed head: run `safeface audit "
                                  "verify` and restore it from a backup.")
+        self._entry_time(last[0], last[2])  # what the next append compares the clock with
         for anchor, value in anchors:
             check_anchor(anchor, value, int(last[0]), self.hash_at)
         return tuple(head)
+
+    def _entry_time(self, seq: Any, text: Any) -> dt.datetime:
+        """An entry's time as append writes it (ISO 8601 with a zone). One edited by hand into
+        anything else made the next append fail with a bare ValueError or TypeError, at every
+        call and every open."""
+        try:
+            when: Optional[dt.datetime] = dt.datetime.fromisoformat(str(text))
+        except ValueError:
+            when = None
+        if when is None or when.utcoffset() is None:
+            raise IntegrityError(f"{self.where}: the time of audit entry {seq} ({str(text)[:40]!r}) is not one "
+                                 "safeface wrote: it was edited by hand. Run `safeface audit verify` and restore "
+                                 "the log from a backup.")
+        return when
 
     def counts(self) -> dict[str, Any]:
         """Totals for the report: by operation and decision, refusals by rule."""

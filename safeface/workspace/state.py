@@ -1,7 +1,8 @@
-"""What the policy layer remembers between calls: revoked tokens and subjects, the
-filing-threshold crossing, and each subject's purpose end (for BIPA's "last interaction + 3
-years"), the liveness challenges issued and the nonces already used (PA-01). Subjects appear only
-as pseudonyms. Kept in the workspace's ``policy.db`` (SQLite), or, when the records are in
+"""What the policy layer remembers between calls: revoked tokens and subjects, the liveness
+challenges issued and the nonces already used (PA-01). The filing-threshold crossing and each
+subject's purpose end (BIPA) are read from the audit log (a hand edit here stretched them); their
+tables stay for files written before, and an erasure still clears its subject's. Subjects appear
+only as pseudonyms. Kept in the workspace's ``policy.db`` (SQLite), or, when the records are in
 PostgreSQL, in its ``state_*`` tables (storage/sqltables.py): the same statements on either.
 
 The liveness rows carry an HMAC under a key derived from the keyring (workspace/keys.py:
@@ -142,15 +143,7 @@ class PolicyState:
     def set_fact_once(self, name: str, value: str) -> bool:
         return self._t.run("INSERT INTO {t}facts VALUES (?, ?) ON CONFLICT DO NOTHING", (name, value)) == 1
 
-    # -- purpose ends (BIPA) ----------------------------------------------------------------
-    def set_purpose_end(self, pseudonym: str, purpose: str, ends: dt.datetime) -> None:
-        self._t.run("INSERT INTO {t}purpose_ends VALUES (?, ?, ?) ON CONFLICT (pseudonym, purpose) DO UPDATE "
-                    "SET ends = excluded.ends", (pseudonym, purpose, ends.isoformat()))
-
-    def purpose_end(self, pseudonym: str, purpose: str) -> Optional[dt.datetime]:
-        rows = self._t.q("SELECT ends FROM {t}purpose_ends WHERE pseudonym = ? AND purpose = ?", (pseudonym, purpose))
-        return dt.datetime.fromisoformat(rows[0][0]) if rows else None
-
+    # -- purpose ends (BIPA), as an earlier safeface kept them ------------------------------
     def forget_subject(self, pseudonym: str) -> None:
         self._t.run("DELETE FROM {t}purpose_ends WHERE pseudonym = ?", (pseudonym,))
 

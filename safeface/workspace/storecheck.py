@@ -45,7 +45,7 @@ from ..errors import IntegrityError, InvalidArgument
 from ..hazmat.templates.pseudonym import pseudonymize
 from ..policy.guard import BIPA_INTERACTION_DAYS, CLOCK_SKEW_S
 from ..policy.tokens import TokenError, decode_consent, decode_legal_basis, key_id
-from .audit import LIVENESS_SPENT, judged_after, last_mention, liveness_ref, rows_named, withdrawal_time
+from .audit import LIVENESS_SPENT, judged_after, kept_at_most, last_mention, liveness_ref, rows_named, withdrawal_time
 
 # The expiry an enrolment stored its row with ("expires 2026-01-31"), or an interaction moved it to.
 _EXPIRES = re.compile(r"\bexpires ([0-9]{4}-[0-9]{2}-[0-9]{2})\b")
@@ -178,7 +178,8 @@ class _Log:
 
     def kept_until(self, row: Any, enrolled: _Enrolment) -> Optional[dt.date]:
         """The latest expiry the log allows the row: its enrolment's, or one an interaction
-        recorded after it moved it to. An interaction moves only the expiry of a row held for
+        recorded after it moved it to, never past the limit the subject's enrolments for the
+        purpose recorded (read_log). An interaction moves only the expiry of a row held for
         its purpose alone (rows.moved_expiry). None when the enrolment recorded none."""
         if enrolled.expires is None:
             return None
@@ -203,6 +204,9 @@ def read_log(entries: Iterable[Any]) -> _Log:
     revoked_refs = out.revoked_refs
     giver: dict[str, set[str]] = {}  # token reference -> the subject whose consent it is
     revoked_keys: dict[str, int] = {}  # API key id -> seq of its revocation
+    # (pseudonym, purpose) -> the latest limit its enrolments so far recorded (audit.KEPT_AT_MOST):
+    # no match may move an expiry past it. date.max once one recorded none (an earlier safeface).
+    limits: dict[tuple[str, str], dt.date] = {}
     for e in entries:
         acted = _KEY_ACTOR.fullmatch(e.actor or "")
         if acted and revoked_keys.get(acted[1], int(acted[2]) + 1) <= int(acted[2]):
@@ -274,17 +278,22 @@ def read_log(entries: Iterable[Any]) -> _Log:
                 out.live.add(row)
                 if judged is not None:
                     out.enrolled_at[row] = (int(e.seq), judged)
+            limit = kept_at_most(e.note)
             for s in enrolled.subjects:
                 out.last_enrolled[s] = int(e.seq)
+                held = (s, str(e.purpose))
+                limits[held] = max(limits.get(held, dt.date.min), _utc(limit).date() if limit else dt.date.max)
         elif e.operation == "verify" and (e.note or "").startswith("match") and e.purpose \
                 and EXPIRY_KEPT not in (e.note or ""):
             # A match may move the expiry (US-01): to the date the entry records. One that says it
             # kept the expiry moves nothing (any match gave a key holder 3 years, again at each
             # match); one written before match entries said either, at most the interaction's
-            # length from the day it was made.
+            # length from the day it was made. Never past the limit the subject's enrolments for the
+            # purpose recorded: a later date was read from a purpose end stretched by hand.
             until = _recorded_expiry(e.note) or (_entry_time(e.time).date() + dt.timedelta(days=BIPA_INTERACTION_DAYS))
             for s in e.subjects:
-                out.touched.setdefault((str(s), str(e.purpose)), []).append((int(e.seq), until))
+                held = (str(s), str(e.purpose))
+                out.touched.setdefault(held, []).append((int(e.seq), min(until, limits.get(held, dt.date.max))))
         elif e.operation in REMOVALS or e.operation == UNCOMMITTED:
             gone = rows_named(e.note)
             out.live.difference_update(gone)

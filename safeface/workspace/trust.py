@@ -34,8 +34,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from joserfc.errors import JoseError
 from joserfc.jwk import OKPKey
 
-from ..errors import ConfigError, IntegrityError
+from ..errors import ConfigError, ImageError, IntegrityError
 from ..policy.tokens import key_id
+from ..regularfile import read_if_present
 from .audit import AuditLog
 from .ed25519_points import public_key_problem
 from ..atomicfile import exclusive_lock, shared_lock, write_atomic
@@ -43,6 +44,8 @@ from .keys import TRUST_MAC, derived_key
 from .paths import WorkspacePaths
 
 FORMAT = "safeface-trust/2"
+# Far above any real trust store (a few hundred bytes a key); a bound on what a replaced file makes us read.
+MAX_TRUST_BYTES = 16 * 1024 * 1024
 KINDS = ("consent-issuer", "authority")
 # The names the guard is given its keys under.
 GUARD_NAMES = {"consent-issuer": "consent_issuers", "authority": "authorities"}
@@ -144,10 +147,16 @@ class TrustStore:
     def load(cls, paths: WorkspacePaths, keyring: Any) -> "TrustStore":
         path = paths.trust
         try:
-            doc = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
+            data = read_if_present(path, str(path), MAX_TRUST_BYTES)
+        except ImageError as exc:  # a FIFO or device in its place, or unreadable
+            raise IntegrityError(f"{exc} It must be the workspace's own file: restore it from a backup.") from None
+        if data is None:
             return cls(paths, (), 0)  # nothing trusted; check_recorded says whether it was deleted
-        except (OSError, ValueError) as exc:
+        try:
+            if len(data) > MAX_TRUST_BYTES:
+                raise ValueError(f"larger than {MAX_TRUST_BYTES} bytes")
+            doc = json.loads(data.decode("utf-8"))
+        except ValueError as exc:
             raise IntegrityError(f"{path} is not readable JSON ({exc}): it was altered.") from None
         if isinstance(doc, dict) and "format" not in doc and any(k in doc for k in GUARD_NAMES.values()):
             raise ConfigError(

@@ -1,0 +1,114 @@
+"""Workspace files replaced or damaged by someone who can write the folder but holds no key: a
+FIFO in a file's place, a hand-edited audit entry, damaged database pages. Each must end in a
+typed error, never a hang or a bare exception."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from child_process import child_env  # noqa: E402
+
+from safeface.errors import IntegrityError  # noqa: E402
+from safeface.workspace.admin import audit_verify  # noqa: E402
+from safeface.workspace.init import init_workspace  # noqa: E402
+from safeface.workspace.paths import WorkspacePaths  # noqa: E402
+from safeface.workspace.session import opened  # noqa: E402
+
+CHILD = """
+import sys
+from pathlib import Path
+from safeface.errors import SafeFaceError
+from safeface.workspace.admin import audit_verify
+from safeface.sdk import SafeFace
+try:
+    audit_verify(Path(sys.argv[1]))
+    SafeFace.open(Path(sys.argv[1])).close()
+except SafeFaceError as exc:
+    print("TYPED", type(exc).__name__, str(exc)[:200])
+    sys.exit(3)
+print("PASSED")
+"""
+
+
+def _ws(tmp_path: Path) -> WorkspacePaths:
+    from safeface.sdk import SafeFace
+
+    paths = init_workspace(tmp_path / "ws", demo=True)
+    with opened(paths) as r:
+        for i in range(3):
+            r.audit.append("verify", "allowed", purpose="demo", note=f"e{i}")
+    SafeFace.open(paths.root).close()  # makes gallery.db and policy.db too
+    return paths
+
+
+@pytest.mark.parametrize("which", ["anchor", "trust", "policy", "gallery"])
+def test_a_fifo_in_place_of_a_workspace_file_is_a_typed_error_not_a_hang(tmp_path: Path, which: str) -> None:
+    """A FIFO replaces the anchor, trust store, policy.db or gallery.db: verify and open raise a
+    typed error, never wait on it for ever nor raise a bare sqlite3 error."""
+    paths = _ws(tmp_path)
+    target = getattr(paths, which)
+    target.unlink()
+    os.mkfifo(target)
+    try:
+        proc = subprocess.run([sys.executable, "-c", CHILD, str(paths.root)], env=child_env(), cwd=str(tmp_path),
+                              capture_output=True, text=True, timeout=10)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"audit verify or open hung on a FIFO in place of {target.name} (no typed error after 10 s)")
+    assert proc.returncode == 3 and "TYPED" in proc.stdout, (proc.returncode, proc.stdout, proc.stderr[-800:])
+
+
+@pytest.mark.parametrize("value", ["garbage", "2026-01-01T00:00:00"])
+def test_the_last_entrys_time_edited_by_hand_is_a_typed_refusal_at_the_next_append(tmp_path: Path, value: str) -> None:
+    """The last audit entry's time is rewritten by hand: the next append and the next open raise
+    IntegrityError, not a bare ValueError or TypeError."""
+    import sqlite3
+
+    from safeface.sdk import SafeFace
+
+    paths = _ws(tmp_path)
+    con = sqlite3.connect(paths.audit)
+    con.execute("UPDATE entries SET time = ? WHERE seq = (SELECT MAX(seq) FROM entries)", (value,))
+    con.commit()
+    con.close()
+    with pytest.raises(IntegrityError):
+        with opened(paths) as r:
+            r.audit.append("verify", "allowed", purpose="demo", note="next")
+    with pytest.raises(IntegrityError):
+        SafeFace.open(paths.root).close()
+
+
+def _damage_past_the_first_page(db: Path) -> None:
+    """Flip bits all over the file but its first page (the schema stays readable): what a hand
+    edit with a hex editor, or a damaged disk, leaves."""
+    assert not Path(str(db) + "-wal").exists() or Path(str(db) + "-wal").stat().st_size == 0  # all closed
+    data = bytearray(db.read_bytes())
+    assert len(data) > 8192
+    for i in range(4096 + 40, len(data), 7):
+        data[i] ^= 0x5A
+    db.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("which", ["audit", "gallery"])
+def test_a_damaged_page_in_the_log_or_the_store_is_reported_not_a_crash(tmp_path: Path, which: str) -> None:
+    """Bytes past the first page of audit.db or gallery.db are overwritten: verify and open raise a
+    typed error (exit 4), not a bare sqlite3.DatabaseError."""
+    from policy_support import PASSPHRASE, consent, images, make_workspace, open_sf
+
+    from safeface.errors import SafeFaceError
+
+    ws = make_workspace(tmp_path / "ws")
+    with open_sf(ws) as sf:
+        sf.enroll(images() / "obama.jpg", "alice", "demo", consent(ws, "alice"))
+    _damage_past_the_first_page(ws.audit if which == "audit" else ws.gallery)
+    pf = tmp_path / "passphrase.txt"
+    pf.write_text(PASSPHRASE)
+    with pytest.raises(SafeFaceError):
+        audit_verify(ws.root, pf)
+    with pytest.raises(SafeFaceError):
+        open_sf(ws).close()
