@@ -91,6 +91,17 @@ def spelling_joiners_dropped(text: str) -> str:
     return "".join(c for i, c in enumerate(text) if not (c in (_ZWNJ, _ZWJ) and joiner_shows(text, i)))
 
 
+# Text operators read in a listing or the audit log (a key's label, an export's recipient): no
+# control, format (a right-to-left override), surrogate or line-separator character changes what
+# they read of it, or of what follows it.
+_NOT_PLAIN = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
+
+
+def not_plain_char(text: str) -> Optional[str]:
+    """The first control, format, surrogate or line-separator character of `text`, if any."""
+    return next((c for c in text if unicodedata.category(c) in _NOT_PLAIN), None)
+
+
 def hidden_char(text: str, *, spelling_joiners: bool = False) -> Optional[str]:
     """The first code point of `text` that shows nothing (or any other format character). With
     `spelling_joiners`, a joiner that changes how its neighbours are drawn (joiner_shows) is not

@@ -128,3 +128,19 @@ def self_signed_certificate(folder: Path) -> tuple[Path, Path]:
     k.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                     serialization.NoEncryption()))
     return c, k
+
+
+def keyed_client(tmp_path: Path, *roles: str, **key: Any) -> tuple[Any, Any, list[str]]:
+    """An in-process app (a TestClient on https://testserver, server errors answered as 500s) on
+    a new workspace, with one API key per role in `roles` (issued with `key`'s settings):
+    (client, workspace, keys)."""
+    from fastapi.testclient import TestClient
+
+    from policy_support import make_workspace, open_sf
+
+    ws = make_workspace(tmp_path / "ws")
+    with open_sf(ws) as sf:
+        keys = [sf.issue_api_key(role, label=role, **key)[1] for role in roles]
+    client = TestClient(in_process_app(ws.root, tmp_path), base_url="https://testserver",
+                        raise_server_exceptions=False)
+    return client, ws, keys

@@ -33,6 +33,7 @@ from ..errors import (AuthenticationError, BackendError, ConfigError, ImageError
                       PolicyViolation, SafeFaceError)
 from ..hazmat.templates.pseudonym import new_subject_problem, token_pseudonym, usual_spelling
 from ..imageio import ImageInput, load_image
+from ..lookalike import not_plain_char
 from ..policy.attributes import MAX_ATTRIBUTES
 from ..policy.deployment import Deployment, Finding, working_days_after
 from ..policy.guard import BatchItem, CaptureFacts, Decision, Guard, Operation, Request
@@ -50,7 +51,8 @@ from ..workspace.session import open_apikeys, open_audit, open_state
 from ..workspace.trust import OPERATIONS as TRUST_OPERATIONS, TrustStore, load_trust
 from ..workspace.state import PolicyState
 from ..workspace.storecheck import (CONSENT_OF, COMMITTED, EXPIRY_KEPT, TOKEN_ISSUED, UNCOMMITTED, StoreReport,
-                                    check_store, key_actor, key_revoked_note, session_ended_note)
+                                    check_store, key_actor, key_issued_note, key_revoked_note,
+                                    session_ended_note)
 from .nonces import RecordedNonces, evidence_ref, nonce_ref
 from .revocations import RecordedRevocations
 from .results import Candidate, Enrollment, Export, Record, Verification
@@ -564,6 +566,11 @@ class SafeFace:
         now = self._clock()
         with self._naming("export", purpose):
             pseud = self.pseudonym(subject)
+            # The recipient is written into the audit note operators read: a right-to-left
+            # override or a newline in it would change what they read there.
+            if not isinstance(recipient, str) or not_plain_char(recipient) is not None:
+                raise InvalidArgument("the recipient is plain text: no control, format (such as a right-to-left "
+                                      "override) or line-separator characters.")
         request = Request(Operation.EXPORT, self._role, now, purpose=purpose, subject=subject, consent=consent,
                           legal_basis=legal_basis)
 
@@ -1087,8 +1094,7 @@ class SafeFace:
                 raise InvalidArgument(f"role {role!r} is not defined in this deployment's assessed roles; defined "
                                       f"roles: {', '.join(sorted(roles))}.")
             info, key = self._apikeys.issue(role, label, expires, rate, request.now)
-            return (info, key), _Note([], f"API key {info.key_id} issued for role {role}"
-                                          f"{'; expires ' + info.expires if info.expires else ''}")
+            return (info, key), _Note([], key_issued_note(info.key_id, role, info.expires))
 
         return self._run(request, [], body)
 
@@ -1172,6 +1178,12 @@ class SafeFace:
             raise AuthenticationError(f"the API key {info.key_id} was revoked (the audit log records it), though the "
                                       "key table lists it as live: that table looks restored from an older copy. "
                                       "Issue a new key; check who restored the table.")
+        # A key works only if the log issued it: one written into the table behind
+        # issue_api_key (by someone holding the passphrase) left no entry to answer for it.
+        if not self._audit.records(Operation.APIKEY.value, key_issued_note(info.key_id, info.role, info.expires)):
+            raise AuthenticationError(f"the API key {info.key_id} was never issued on the audit log (it was written "
+                                      "into the key table directly); issue keys with `safeface apikey new`, and check "
+                                      "who wrote that one.")
         return dataclasses.replace(info, checked_after=point)
 
     def csrf_token(self, session: str) -> str:

@@ -117,6 +117,8 @@ async def read_call(request: Request, image: bool) -> Call:
                                               "in 'image' (or 'clip').")
                     data = await v.read()
                 else:
+                    if k in fields:  # see _members_once
+                        raise InvalidArgument(f"the form gives the field {k!r} twice; send each field once.")
                     fields[k] = v
             return Call(fields, data, request.headers)
         finally:
@@ -125,7 +127,9 @@ async def read_call(request: Request, image: bool) -> Call:
         raw = await request.body()
         check_json_size(raw)
         try:
-            body = json.loads(raw, parse_constant=_no_constant) if raw else {}
+            body = json.loads(raw, parse_constant=_no_constant, object_pairs_hook=_members_once) if raw else {}
+        except InvalidArgument:
+            raise
         except (ValueError, RecursionError):  # RecursionError: arrays nested past the parser's depth
             raise InvalidArgument("the body is not valid JSON (NaN, Infinity and deeply nested values are "
                                   "refused).") from None
@@ -302,6 +306,17 @@ def metrics_route(rt: Runtime) -> Any:
 def _no_constant(name: str) -> Any:
     """NaN and Infinity are not JSON (RFC 8259), though Python's parser takes them."""
     raise ValueError(f"{name} is not a JSON value")
+
+
+def _members_once(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object with each name once: a gateway, a log or a reviewer reading the first of two
+    "subject"s sees one person, Python's parser keeps the last and acts on another."""
+    out: dict[str, Any] = {}
+    for name, value in pairs:
+        if name in out:
+            raise InvalidArgument(f"the JSON body names {name[:40]!r} twice in one object; send each name once.")
+        out[name] = value
+    return out
 
 
 def _flag(v: Any, name: str) -> Optional[bool]:

@@ -161,16 +161,20 @@ def build_console(rt: Runtime) -> APIRouter:
         key = rt.light(lambda sf: live_key(sf, cookie))
         if key is not None:
             # A live session is ended only by its own form (a post from another origin of the
-            # site carries the cookie, not the token: 401, nothing ended) and within its key's
-            # rate (429, nothing written): each logout is an audit entry and a key-table row.
+            # site carries the cookie, not the token: 401, nothing ended). Not within its key's
+            # rate: a thief with a copy of the cookie would keep the rate spent and the owner
+            # from ending it. The log stays bounded: a session is recorded ended once, and each
+            # came from a login, which the rate limits.
             await form_with(request, rt.light(lambda sf: sf.csrf_token(str(cookie))))
-            rt.limit(key.key_id, key.rate)
         resp: Response = to_login()
         try:
-            rt.light(lambda sf: sf.end_session(cookie))  # ended on the server, not only in this browser
+            ended = rt.light(lambda sf: sf.end_session(cookie))  # ended on the server, not only in this browser
         except SafeFaceError as exc:  # the store cannot record it: say so; the browser forgets it anyway
             resp = page("Logged out here only", f"<p class='bad'>{_e(told(exc)[0])}</p><p><a href='/login'>Log in</a></p>",
                         None, 500)
+        else:
+            if key is not None and not ended:  # it ended nothing (another logout came first): a request like any other
+                rt.limit(key.key_id, key.rate)
         resp.delete_cookie(SESSION)
         return resp
 

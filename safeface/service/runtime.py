@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional, TypeVar
 
 from ..errors import InvalidArgument, ServiceBusy
+from ..workspace.apikeys import MIN_RATE
 from .metrics import Metrics
 
 T = TypeVar("T")
@@ -127,8 +128,10 @@ class Runtime:
         wait = b.take()
         if wait > 0:
             self.metrics.count("safeface_rate_limited_total")
+            # Capped: a key issued before the rate had a floor may be slow enough that the wait is
+            # infinite, and math.ceil of it an OverflowError (a 500 instead of 429).
             raise RateLimited(f"this API key is over its rate of {rate:g} requests per second; retry later.",
-                              max(1, math.ceil(wait)))
+                              max(1, math.ceil(min(wait, 1 / MIN_RATE))))
 
     async def call(self, fn: Callable[[Any], T]) -> T:
         """Run fn(SafeFace of a pool thread) off the event loop; 503 when the queue is full."""

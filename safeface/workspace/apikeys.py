@@ -7,8 +7,10 @@ A key reads ``sfk_<id>_<secret>`` and is shown once, when issued. The file keeps
 label, expiry and rate with an HMAC-SHA256 of all of them and the secret, under a key derived from
 the keyring. So the file alone cannot authenticate anyone, and editing a key's role, expiry or
 rate by hand makes the key stop working rather than gain rights. Revocation erases the hash: the
-key can never work again, even if someone clears the revocation mark. Comparisons are
-constant-time.
+key can never work again, even if someone clears the revocation mark (and a mark set by hand
+stops a live key too, so no listing calls a working key revoked). A key works only while the
+audit log records its issue (SafeFace._not_revoked): a row written behind `apikey new`, even
+under the right hashing key, is refused. Comparisons are constant-time.
 
 The operator console exchanges a key for a session cookie ``<key id>.<expiry>.<HMAC>`` under a
 key derived the same way (so every worker process accepts it), checked against the key's row at
@@ -22,25 +24,26 @@ import hashlib
 import hmac
 import re
 import secrets
-import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Union
 
 from ..errors import AuthenticationError, ConfigError, IntegrityError, InvalidArgument
+from ..lookalike import not_plain_char
 from ..storage.sqltables import SqliteTables
 
 PREFIX = "sfk"
 DEFAULT_RATE = 20.0  # requests per second per key and worker process
+# The slowest rate a key may have (one request in 10,000 s): the limiter's wait, 1 / rate, stays a
+# number a Retry-After header can carry (1e-310 made it infinite, a 500 instead of 429).
+MIN_RATE = 0.0001
 _KEY = re.compile(r"^sfk_([0-9a-f]{12})_([A-Za-z0-9_-]{43})$")
 # One spelling per session (no leading zero, nothing after it): a logout is recorded under a hash of
 # the cookie, so a second spelling that still validated would be a session never logged out.
 _SESSION = re.compile(r"([0-9a-f]{12})\.([1-9][0-9]{0,11})\.([0-9a-f]{16})\.([0-9a-f]{64})")
 SESSION_SECONDS = 8 * 3600
-# A label is shown to operators in listings: no control, format (a right-to-left override),
-# surrogate or line-separator character changes what they read.
+# A label is shown to operators in listings: plain text only (lookalike.not_plain_char).
 LABEL_MAX = 80
-_LABEL_REFUSED = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS apikeys (
@@ -62,6 +65,13 @@ _SCHEMA += _ENDED.format(t="") + ";\n"
 
 
 def _described(r: Any) -> "ApiKey":
+    # A row edited by hand (SQLite keeps any value: a rate of 'fast' stays text) is tampering,
+    # named as such, never a bare ValueError deep in a listing or the report.
+    if (isinstance(r[5], bool) or not isinstance(r[5], (int, float)) or not all(
+            v is None or isinstance(v, str) for v in (r[4], r[6]))):
+        raise IntegrityError(f"the API key table's row for key {str(r[0])[:64]} was edited by hand (its rate, expiry "
+                             "or revocation is not of its type), so the key works no more; restore the table from a "
+                             "backup or delete that row.")
     return ApiKey(str(r[0]), str(r[1]), str(r[2]), str(r[3]), r[4], float(r[5]), r[6])
 
 
@@ -128,12 +138,12 @@ class ApiKeys:
     def issue(self, role: str, label: str, expires: Optional[dt.date], rate: Optional[float],
               now: dt.datetime) -> tuple[ApiKey, str]:
         """A new key for `role`: (its description, the key itself, to be shown once)."""
-        if not isinstance(label, str) or len(label) > LABEL_MAX or any(
-                unicodedata.category(c) in _LABEL_REFUSED for c in label):
+        if not isinstance(label, str) or len(label) > LABEL_MAX or not_plain_char(label) is not None:
             raise InvalidArgument("an API key label is at most 80 printable characters.")
         rate_v = DEFAULT_RATE if rate is None else float(rate)
-        if not (0 < rate_v <= 100_000):
-            raise InvalidArgument(f"the rate must be between 0 and 100000 requests per second, got {rate!r}.")
+        if not (MIN_RATE <= rate_v <= 100_000):
+            raise InvalidArgument(f"the rate must be between {MIN_RATE:g} and 100000 requests per second, "
+                                  f"got {rate!r}.")
         if expires is not None and expires < now.date():
             raise InvalidArgument(f"the expiry date {expires.isoformat()} is in the past.")
         key_id = secrets.token_hex(6)
@@ -169,15 +179,26 @@ class ApiKeys:
         rows = self._t.q(f"SELECT {_COLS}, digest FROM {{t}}apikeys WHERE key_id = ?", (key_id,))
         r = rows[0] if rows else None
         # Compare against a dummy digest for unknown ids too, so timing does not tell ids apart.
-        info = _described(r) if r else None
+        info = self._checked(r)
         stored = str(r[7]) if r else ""
         want = self._digest(key_id, info.role if info else "", info.expires if info else None,
                             info.rate if info else 0.0, secret)
-        if info is None or not stored or not hmac.compare_digest(want, stored):
+        # A revocation mark set by hand on a live row stops the key too: no listing calls a
+        # working key revoked (the mark is all a listing shows).
+        if info is None or info.revoked is not None or not stored or not hmac.compare_digest(want, stored):
             raise AuthenticationError("the API key is unknown or revoked.")
         if info.expired(now):
             raise AuthenticationError(f"the API key {key_id} expired on {info.expires}.")
         return info
+
+    @staticmethod
+    def _checked(r: Any) -> Optional[ApiKey]:
+        """A row described for authentication, None for none: a row edited out of its types is
+        a key that works no more (the listing and the report name it; a caller is told no more)."""
+        try:
+            return _described(r) if r else None
+        except IntegrityError:
+            return None
 
     # -- console sessions ---------------------------------------------------------------------
     def _mac(self, label: str, text: str) -> str:
@@ -203,7 +224,7 @@ class ApiKeys:
         """The key behind a genuine, unexpired session whose key is still valid."""
         m = _SESSION.fullmatch(cookie) if isinstance(cookie, str) else None
         rows = self._t.q(f"SELECT {_COLS}, digest FROM {{t}}apikeys WHERE key_id = ?", (m.group(1),)) if m else []
-        info = _described(rows[0]) if rows else None
+        info = self._checked(rows[0] if rows else None)
         if m is None or info is None or not hmac.compare_digest(
                 self._session_mac(info, int(m.group(2)), m.group(3), str(rows[0][7] or "")), m.group(4)):
             raise AuthenticationError("no valid console session (or its key was changed); log in with an API key.")
@@ -212,7 +233,7 @@ class ApiKeys:
         if self._ended_table(create=False) and self._t.q("SELECT 1 FROM {t}ended_sessions WHERE session = ?",
                                                          (session_ref(str(cookie)),)):
             raise AuthenticationError("the console session was ended (logged out); log in again.")
-        if not rows[0][7]:
+        if not rows[0][7] or info.revoked is not None:
             raise AuthenticationError("the API key behind this session was revoked; log in again.")
         if info.expired(now):
             raise AuthenticationError(f"the API key behind this session expired on {info.expires}.")

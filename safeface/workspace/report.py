@@ -11,9 +11,10 @@ from __future__ import annotations
 import datetime as dt
 import html
 import json
+import math
 import shutil
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Optional
 
 from ..atomicfile import make_dirs, write_atomic
 from ..policy.deployment import DEFAULT_FILING_THRESHOLD, Finding
@@ -99,6 +100,28 @@ def _record_detail(sf: "SafeFace", rule: str) -> str:
     return ""
 
 
+def _finite_json(text: str) -> Any:
+    """The evaluation summary with NaN and infinities (which Python's json writes, and no JSON
+    reader takes: compliance.json and /v1/report would not be JSON) shown as null, and said so."""
+    dropped: list[str] = []
+
+    def drop(name: str) -> None:
+        dropped.append(name)
+
+    def number(text: str) -> Optional[float]:
+        v = float(text)
+        if math.isfinite(v):
+            return v
+        dropped.append(text)  # 1e999
+        return None
+
+    doc = json.loads(text, parse_constant=drop, parse_float=number)
+    if dropped and isinstance(doc, dict):
+        doc["non_finite"] = (f"{len(dropped)} value(s) of latest.json were not finite numbers "
+                             f"({', '.join(sorted(set(dropped))[:3])}); they are shown as null.")
+    return doc
+
+
 def build_report(sf: "SafeFace", now: dt.datetime) -> dict[str, Any]:
     dep = sf.deployment
     facts = sf.facts()
@@ -106,7 +129,7 @@ def build_report(sf: "SafeFace", now: dt.datetime) -> dict[str, Any]:
     evaluation = None
     if sf.paths.evaluation.is_file():
         try:
-            evaluation = json.loads(sf.paths.evaluation.read_text(encoding="utf-8"))
+            evaluation = _finite_json(sf.paths.evaluation.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             evaluation = {"error": "reports/evaluation/latest.json is not readable JSON"}
     refusals = facts["audit"]["refusals_by_rule"]

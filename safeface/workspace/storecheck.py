@@ -70,6 +70,12 @@ _KEY_REVOKED = re.compile(r"API key ([0-9a-f]{1,64}) revoked")
 _KEY_ACTOR = re.compile(r"([0-9a-f]{1,64}) \(key checked after entry ([0-9]+)\)")
 
 
+def key_issued_note(key_id: str, role: str, expires: Optional[str]) -> str:
+    """The audit note of a key's issue, which authentication looks for (with the role and expiry
+    the key's row holds)."""
+    return f"API key {key_id} issued for role {role}{'; expires ' + expires if expires else ''}"
+
+
 def key_revoked_note(key_id: str) -> str:
     """The audit note of a key's revocation, which authentication looks for."""
     return f"API key {key_id} revoked"

@@ -1,0 +1,68 @@
+"""Console sessions against someone else's cookie: a copy held by a thief, a cookie planted before
+login, and one key's rate shared by its console session and both of its header spellings."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from policy_support import open_sf  # noqa: E402
+from service_support import console_login, csrf_of, keyed_client  # noqa: E402
+
+
+def test_a_thief_holding_a_copied_cookie_cannot_stop_its_owner_logging_out(tmp_path: Path) -> None:
+    """A thief spends the key's rate through a copied cookie: the owner's logout still ends it."""
+    client, ws, (op,) = keyed_client(tmp_path, "operator", rate=1)
+    with client:
+        assert console_login(client, op).status_code == 303
+        cookie = str(client.cookies.get("sf_session"))
+        time.sleep(1.1)
+        page = client.get("/keys")  # the owner's page, with the logout form's token
+        assert page.status_code == 200
+        # The thief, with the copy, spends the key's rate until it is answered 429.
+        spent = any(client.get("/", cookies={"sf_session": cookie}, follow_redirects=False).status_code == 429
+                    for _ in range(50))
+        out = client.post("/logout", data={"csrf": csrf_of(page.text)}, cookies={"sf_session": cookie},
+                          follow_redirects=False)
+        time.sleep(1.1)  # the rate lets the thief's next page through, if the session lives
+        later = client.get("/audit", cookies={"sf_session": cookie}, follow_redirects=False)
+    assert spent and out.status_code == 303
+    assert later.status_code == 303 and later.headers["location"] == "/login", later.status_code
+    with open_sf(ws) as sf:
+        assert sum("console session" in (e.note or "") for e in sf.audit_entries()) == 1
+
+
+def test_a_session_planted_before_login_is_never_given_the_victims_key(tmp_path: Path) -> None:
+    """An attacker plants their auditor session cookie; the victim's login gets a new one."""
+    client, ws, (aud, op) = keyed_client(tmp_path, "auditor", "operator", rate=1000)
+    with open_sf(ws) as sf:
+        op_id = sf.authenticate(op).key_id
+    with client:
+        assert console_login(client, aud).status_code == 303
+        planted = client.cookies.get("sf_session")
+        assert planted
+        r = console_login(client, op)  # the victim, carrying the planted cookie
+        assert r.status_code == 303
+        fresh = client.cookies.get("sf_session")
+        assert fresh and fresh != planted
+        client.cookies.set("sf_session", planted)  # the attacker keeps using the planted cookie
+        page = client.get("/keys")
+        assert page.status_code == 200 and "(auditor)" in page.text
+        out = client.post("/keys/revoke", data={"csrf": csrf_of(page.text), "key_id": op_id},
+                          follow_redirects=False)
+    assert out.status_code == 403, out.status_code
+    with open_sf(ws) as sf:
+        assert sf.authenticate(op).key_id == op_id
+
+
+def test_one_key_has_one_rate_whichever_way_it_is_presented(tmp_path: Path) -> None:
+    """A key holder spreads requests over X-API-Key, Bearer and a console session: one rate, 429."""
+    client, ws, (key,) = keyed_client(tmp_path, "operator", rate=0.01)
+    with client:
+        assert console_login(client, key).status_code == 303  # spends the key's one token
+        statuses = [client.post("/v1/purge", headers=h).status_code
+                    for h in ({"X-API-Key": key}, {"Authorization": f"Bearer {key}"})]
+        statuses.append(client.get("/audit", follow_redirects=False).status_code)
+    assert statuses == [429, 429, 429], statuses
