@@ -11,11 +11,9 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from policy_support import PASSPHRASE, consent, images, make_workspace, open_sf  # noqa: E402
+from policy_support import consent, images, make_workspace, open_sf  # noqa: E402
 
-from safeface import IntegrityError, InvalidArgument, PolicyViolation  # noqa: E402
-from safeface.errors import SafeFaceError  # noqa: E402
-from safeface.workspace.admin import audit_verify  # noqa: E402
+from safeface import InvalidArgument, PolicyViolation  # noqa: E402
 
 IMG = images()
 
@@ -36,36 +34,16 @@ def _bend_indexes(db: Path, bent: dict[str, str]) -> None:
         con.close()
 
 
-def _audit_names_it(ws: object, tmp_path: Path) -> bool:
-    """Whether `safeface audit verify WS --passphrase-file F` refuses the workspace."""
-    pf = tmp_path / "passphrase.txt"
-    pf.write_text(PASSPHRASE)
-    try:
-        audit_verify(ws.root, pf)  # type: ignore[attr-defined]
-    except SafeFaceError:
-        return True
-    return False
-
-
 def test_bent_look_indexes_do_not_let_a_look_alike_enrol(tmp_path: Path) -> None:
     """alice is enrolled; the look indexes are bent. "ALICE" must still be refused as a look-alike."""
     ws = make_workspace(tmp_path / "ws")
     with open_sf(ws) as sf:
         sf.enroll(IMG / "obama.jpg", "alice", "demo", consent(ws, "alice"))
     _bend_indexes(ws.gallery, {"rows_look": "look", "rows_look_small": "look_small"})
-    stored = False
     with open_sf(ws) as sf:
-        try:
+        with pytest.raises(InvalidArgument):
             sf.enroll(IMG / "biden.jpg", "ALICE", "demo", consent(ws, "ALICE"))
-            stored = True
-        except (InvalidArgument, IntegrityError):
-            pass
-        people = len({r.pseudonym for r in sf.records()})
-    if stored:
-        assert people == 2
-        named = _audit_names_it(ws, tmp_path)
-        pytest.fail("a look-alike 'ALICE' was enrolled beside 'alice' through bent look indexes"
-                    + ("" if named else ", and `audit verify` names nothing"))
+        assert len({r.pseudonym for r in sf.records()}) == 1
 
 
 def test_a_bent_pseudonym_index_does_not_lift_the_filing_threshold(tmp_path: Path) -> None:
@@ -74,21 +52,9 @@ def test_a_bent_pseudonym_index_does_not_lift_the_filing_threshold(tmp_path: Pat
     with open_sf(ws) as sf:
         sf.enroll(IMG / "obama.jpg", "alice", "demo", consent(ws, "alice"))
         sf.enroll(IMG / "biden.jpg", "joe", "demo", consent(ws, "joe"))
-        with pytest.raises(PolicyViolation):
-            sf.enroll(IMG / "obama2.jpg", "carol", "demo", consent(ws, "carol"))
     _bend_indexes(ws.gallery, {"rows_pseudonym": "pseudonym"})
-    stored = False
     with open_sf(ws) as sf:
-        try:
+        with pytest.raises(PolicyViolation) as refused:
             sf.enroll(IMG / "obama2.jpg", "carol", "demo", consent(ws, "carol"))
-            stored = True
-        except PolicyViolation as exc:
-            assert exc.rule == "CN-17"
-        except IntegrityError:
-            pass
-        people = len({r.pseudonym for r in sf.records()})
-    if stored:
-        assert people == 3
-        named = _audit_names_it(ws, tmp_path)
-        pytest.fail("a third person was enrolled past a filing threshold of 2 through a bent pseudonym index"
-                    + ("" if named else ", and `audit verify` names nothing"))
+        assert refused.value.rule == "CN-17"
+        assert len({r.pseudonym for r in sf.records()}) == 2
