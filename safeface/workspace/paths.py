@@ -7,7 +7,7 @@
     WS/keys/receipt_public.txt  public key that checks erasure receipts and audit checkpoints
     WS/gallery.db               protected, sealed templates
     WS/audit.db                 the hash-chained audit log (audit.py)
-    WS/policy.db                revocations, filing crossing, purpose ends (state.py)
+    WS/policy.db                revocations, liveness challenges and nonces (state.py)
     WS/apikeys.db               the service's API keys, as keyed hashes only (apikeys.py)
     WS/reports/                 compliance reports; reports/evaluation/ from `safeface eval`
 
