@@ -20,7 +20,6 @@ from __future__ import annotations
 import datetime as dt
 import math
 import ssl
-import urllib.parse
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
@@ -45,12 +44,18 @@ class Client:
             import httpx
         except ImportError:
             raise ConfigError("safeface.client needs httpx: pip install 'safeface[service]'.") from None
-        parts = urllib.parse.urlsplit(str(url))
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ConfigError(f"{url!r} is no http:// or https:// URL of a service.")
-        if parts.scheme == "http" and not plain_http and not is_loopback(parts.hostname):
-            raise ConfigError(f"{url!r}: plain http to another machine would send faces, consent tokens and the "
-                              "API key in the clear; use https://, or plain_http=True behind a proxy that "
+        # Judged on the URL as httpx parses it, the host it will connect to; shown without its
+        # user and password, which a proxy's URL may carry and an error would repeat into logs.
+        try:
+            parsed = httpx.URL(str(url))
+        except (httpx.InvalidURL, TypeError):
+            parsed = None
+        if parsed is None or parsed.scheme not in ("http", "https") or not parsed.host:
+            raise ConfigError("the service URL is no http:// or https:// URL of a service.")
+        self._shown = str(parsed.copy_with(userinfo=b"")).rstrip("/")
+        if parsed.scheme == "http" and not plain_http and not is_loopback(parsed.host):
+            raise ConfigError(f"{self._shown}: plain http to another machine would send faces, consent tokens and "
+                              "the API key in the clear; use https://, or plain_http=True behind a proxy that "
                               "terminates TLS.")
         self._http = httpx.Client(base_url=url.rstrip("/"), timeout=timeout, verify=verify_tls,
                                   headers={"X-API-Key": api_key})
@@ -64,8 +69,8 @@ class Client:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def __repr__(self) -> str:  # never the key
-        return f"Client({str(self._http.base_url)!r})"
+    def __repr__(self) -> str:  # never the key, nor a password in the URL
+        return f"Client({self._shown!r})"
 
     # -- the guarded calls ------------------------------------------------------------------
     def enroll(self, image: ImageLike, subject: str, purpose: str, consent: Optional[str] = None, *,
@@ -93,7 +98,12 @@ class Client:
         """A challenge issued by the service's workspace: {"challenge", "steps", "instruction",
         "mirrored", ...}. `mirrored`: the clip answering it will be recorded mirrored (a selfie
         preview); the check reads the clip as the challenge says."""
-        return self._json("/v1/liveness/challenge", mirrored="true" if mirrored else None).fields
+        d = self._json("/v1/liveness/challenge", mirrored="true" if mirrored else None)
+        # Read as the service writes it: a proxy's "{}" is a BackendError, not a challenge.
+        d.text("challenge")
+        d.texts("steps")
+        d.flag("mirrored")
+        return d.fields
 
     def liveness_check(self, clip: ImageLike, challenge: str, *, mirrored: Optional[bool] = None) -> LivenessCheck:
         """Check a 1-3 s clip answering `challenge`; when live, the result carries the evidence.
@@ -125,7 +135,7 @@ class Client:
 
     def purge(self) -> Optional[ErasureReceipt]:
         d = self._json("/v1/purge")
-        return _receipt(d.answer("receipt")) if d.fields.get("receipt") else None
+        return _receipt(d.answer("receipt")) if d.integer("removed") else None
 
     def audit_verify(self) -> AuditReport:
         d = self._send("GET", "/v1/audit/verify")
@@ -155,7 +165,7 @@ class Client:
         except httpx.HTTPError as exc:  # refused, timed out, TLS failed: named by kind, never the request
             why = ("its TLS certificate did not verify: check verify_tls" if _tls_failure(exc)
                    else type(exc).__name__)
-            raise BackendError(f"the service at {self._http.base_url} could not be reached ({why}); "
+            raise BackendError(f"the service at {self._shown} could not be reached ({why}); "
                                "check that it runs and the URL, then try again.") from None
         if r.status_code == 200:
             try:

@@ -12,13 +12,21 @@ _LOOPBACK_NAMES = ("localhost", "ip6-localhost", "ip6-loopback")
 def is_loopback(host: str) -> bool:
     """Whether `host` names this machine only, as the resolver reads it (127.1 and an IPv4 address
     mapped into IPv6 included; brackets and a zone index allowed)."""
-    name = host.strip("[]").split("%", 1)[0]
+    name = host
+    if host.startswith("[") and host.endswith("]"):
+        # A zone index belongs to a bracketed IPv6 address only: cut from any name, it made
+        # "127.0.0.1%25.evil.example", a name under another domain, read as 127.0.0.1.
+        name = host[1:-1].split("%", 1)[0]
     try:
         ip = ipaddress.ip_address(name)
     except ValueError:
-        try:
-            ip = ipaddress.ip_address(socket.inet_aton(name))  # the short forms, 127.1
-        except OSError:
+        # The short forms (127.1, 0x7f.1) in digits, hex and dots only: inet_aton reads what
+        # comes before a space and ignores the rest ("127.0.0.1 .evil.example").
+        if not name or name.strip("0123456789abcdefxABCDEFX.") or not name[0].isdigit():
             return name.lower().rstrip(".") in _LOOPBACK_NAMES
+        try:
+            ip = ipaddress.ip_address(socket.inet_aton(name))
+        except OSError:
+            return False
     mapped = getattr(ip, "ipv4_mapped", None)
     return bool(ip.is_loopback or (mapped is not None and mapped.is_loopback))
