@@ -1094,18 +1094,25 @@ class SafeFace:
                 raise InvalidArgument(f"role {role!r} is not defined in this deployment's assessed roles; defined "
                                       f"roles: {', '.join(sorted(roles))}.")
             info, key = self._apikeys.issue(role, label, expires, rate, request.now)
-            return (info, key), _Note([], key_issued_note(info.key_id, role, info.expires))
+            return (info, key), _Note([], key_issued_note(info.key_id, role, info.expires, info.rate,
+                                                          self._apikeys.row_ref(info.key_id)))
 
         return self._run(request, [], body)
 
     def revoke_api_key(self, key_id: str) -> ApiKey:
         request = Request(Operation.APIKEY, self._role, self._clock())
 
-        def body(d: Decision) -> tuple[ApiKey, _Note]:
-            info = self._apikeys.revoke(str(key_id), request.now)
-            return info, _Note([], key_revoked_note(info.key_id))
+        def body(d: Decision) -> tuple[str, _Note]:
+            revoked = self._apikeys.revoke(str(key_id), request.now)
+            return revoked, _Note([], key_revoked_note(revoked))
 
-        return self._run(request, [], body)
+        # Described once the revocation is on the log: a row edited out of its types is named
+        # (IntegrityError) then, with the key revoked for good.
+        info = self._apikeys.get(self._run(request, [], body))
+        if info is None:
+            raise IntegrityError(f"the API key {str(key_id)[:64]} was revoked (the audit log records it), but its row "
+                                 "left the key table meanwhile; check who edits that table.")
+        return info
 
     def trusted_keys(self) -> dict[str, list[str]]:
         """The ids of the public keys trusted to sign consents and legal bases, by kind."""
@@ -1137,8 +1144,11 @@ class SafeFace:
             self.session(value)
         except AuthenticationError:
             return False
+        # The table's insert decides: of two logouts of one session racing, only the one whose
+        # row went in records the end, so the log names each session ended once.
         ended = self._apikeys.end_session(value, self._clock())
-        self._append(Operation.APIKEY.value, "allowed", note=session_ended_note(session_ref(str(value))))
+        if ended:
+            self._append(Operation.APIKEY.value, "allowed", note=session_ended_note(session_ref(str(value))))
         return ended
 
     def session(self, value: Optional[str]) -> ApiKey:
@@ -1179,8 +1189,14 @@ class SafeFace:
                                       "key table lists it as live: that table looks restored from an older copy. "
                                       "Issue a new key; check who restored the table.")
         # A key works only if the log issued it: one written into the table behind
-        # issue_api_key (by someone holding the passphrase) left no entry to answer for it.
-        if not self._audit.records(Operation.APIKEY.value, key_issued_note(info.key_id, info.role, info.expires)):
+        # issue_api_key (by someone holding the passphrase) left no entry to answer for it, and
+        # one whose row was rewritten since (its secret or rate) no longer matches the entry.
+        # Keys issued by releases before the entry bound the row have entries naming its id, role
+        # and expiry only: accepted so deployed keys keep working, but such a key is not bound to
+        # its secret or rate until it is reissued.
+        issued = key_issued_note(info.key_id, info.role, info.expires, info.rate, self._apikeys.row_ref(info.key_id))
+        if not (self._audit.records(Operation.APIKEY.value, issued) or self._audit.records(
+                Operation.APIKEY.value, key_issued_note(info.key_id, info.role, info.expires))):
             raise AuthenticationError(f"the API key {info.key_id} was never issued on the audit log (it was written "
                                       "into the key table directly); issue keys with `safeface apikey new`, and check "
                                       "who wrote that one.")

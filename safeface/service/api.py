@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 import sys
 import tempfile
 from pathlib import Path
@@ -23,7 +24,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from starlette.formparsers import MultiPartException, MultiPartParser
 
-from ..errors import InvalidArgument
+from ..errors import AuthenticationError, InvalidArgument
 from ..policy.attributes import MAX_ATTRIBUTES
 from ..workspace.apikeys import ApiKey
 from .answers import liveness_answer, verify_answer
@@ -33,6 +34,7 @@ from .runtime import Runtime
 _key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="the key from `safeface apikey new`")
 _bearer = HTTPBearer(auto_error=False, description="the same key as a bearer token")
 
+_FIELD_NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
 MAX_FIELD = 16 * 1024  # tokens and ids are far shorter; a larger field is malformed
 
 _IMAGE_BODY = {
@@ -62,6 +64,13 @@ class Call:
     """One request's fields, whichever way they came."""
 
     def __init__(self, fields: dict[str, Any], image: Optional[bytes], headers: Any) -> None:
+        # Every field this API reads is named in lowercase ASCII: a look-alike beside a real name
+        # ("Subject", a Cyrillic letter, a zero-width space) is a second copy a case-insensitive
+        # gateway or a reviewer may read as the one acted on.
+        odd = next((k for k in fields if not _FIELD_NAME.fullmatch(k)), None)
+        if odd is not None:
+            raise InvalidArgument(f"the field name {odd[:40]!r} is not one this API uses (its names are lowercase "
+                                  "ASCII letters, digits and '_'); send each field under its own name.")
         self.fields = fields
         self.image = image
         self._headers = headers
@@ -81,7 +90,16 @@ class Call:
         return v
 
     def token(self, name: str, header: str) -> Optional[str]:
-        return self.text(name, required=False) or (self._headers.get(header) or None)
+        # One value per credential: a gateway or a log reading the other copy (the header, or a
+        # proxy's first or last of two) would see another request than the one acted on.
+        sent = self._headers.getlist(header)
+        if len(sent) > 1:
+            raise InvalidArgument(f"the header {header} is sent {len(sent)} times; send it once.")
+        field, head = self.text(name, required=False), (sent[0] if sent else None) or None
+        if field is not None and head is not None and field != head:
+            raise InvalidArgument(f"the field {name!r} and the header {header} give two different values; send "
+                                  "one of them.")
+        return field or head
 
     def credentials(self) -> tuple[Optional[str], Optional[str], Optional[str]]:
         """(consent, legal basis, liveness evidence), each from its field or its header."""
@@ -151,6 +169,13 @@ def build_router(rt: Runtime) -> APIRouter:
 
     async def caller(request: Request, key: Optional[str] = Security(_key_header),
                      bearer: Optional[HTTPAuthorizationCredentials] = Security(_bearer)) -> ApiKey:
+        # One caller per request: a gateway that authorizes or rate-limits by the other key (or
+        # the other copy of a header) must not see another caller than the one acted as.
+        if any(len(request.headers.getlist(h)) > 1 for h in ("x-api-key", "authorization")):
+            raise AuthenticationError("the request sends its API key header twice; send one key, once.")
+        if key and bearer is not None and bearer.credentials != key:
+            raise AuthenticationError("the request sends two different API keys (X-API-Key and a Bearer token); "
+                                      "send one.")
         presented = key or (bearer.credentials if bearer is not None else None)
         info: ApiKey = rt.light(lambda sf: sf.authenticate(presented))
         rt.limit(info.key_id, info.rate)

@@ -21,9 +21,10 @@ from typing import Any, Optional, cast
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
+from starlette.datastructures import FormData
 
 from ..atomicfile import write_atomic
-from ..errors import AuthenticationError, IntegrityError, PolicyViolation, SafeFaceError
+from ..errors import AuthenticationError, IntegrityError, InvalidArgument, PolicyViolation, SafeFaceError
 from ..workspace.apikeys import SESSION_SECONDS, ApiKey
 from .bodies import media_type
 from .failures import told
@@ -82,10 +83,14 @@ def build_console(rt: Runtime) -> APIRouter:
 
     async def form_with(request: Request, csrf: str) -> dict[str, str]:
         """The form, if it carries the CSRF token `csrf`; AuthenticationError (401) else."""
-        form = await request.form(max_files=0, max_fields=8) if plain_form(request) else {}
+        form = await request.form(max_files=0, max_fields=8) if plain_form(request) else FormData()
         got = str(form.get("csrf") or "")
         if not hmac.compare_digest(got.encode(), csrf.encode()):
             raise AuthenticationError("the form's CSRF token is missing or wrong; reload the page and try again.")
+        names = [k for k, _ in form.multi_items()]
+        twice = next((k for k in names if names.count(k) > 1), None)
+        if twice is not None:  # a reader of one copy would see another request than the one acted on
+            raise InvalidArgument(f"the form gives the field {twice!r} twice; send each field once.")
         return {k: str(v) for k, v in form.items()}
 
     def plain_form(request: Request) -> bool:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import hmac
+import math
 import re
 import secrets
 from dataclasses import dataclass, field
@@ -67,7 +68,9 @@ _SCHEMA += _ENDED.format(t="") + ";\n"
 def _described(r: Any) -> "ApiKey":
     # A row edited by hand (SQLite keeps any value: a rate of 'fast' stays text) is tampering,
     # named as such, never a bare ValueError deep in a listing or the report.
-    if (isinstance(r[5], bool) or not isinstance(r[5], (int, float)) or not all(
+    # An infinite or NaN rate (a REAL, so of its type) is no rate either: the report would hold a
+    # value JSON cannot carry.
+    if (isinstance(r[5], bool) or not isinstance(r[5], (int, float)) or not math.isfinite(r[5]) or not all(
             v is None or isinstance(v, str) for v in (r[4], r[6]))):
         raise IntegrityError(f"the API key table's row for key {str(r[0])[:64]} was edited by hand (its rate, expiry "
                              "or revocation is not of its type), so the key works no more; restore the table from a "
@@ -154,13 +157,22 @@ class ApiKeys:
                     (key_id, role, label, info.created, exp, rate_v, None, self._digest(key_id, role, exp, rate_v, secret)))
         return info, f"{PREFIX}_{key_id}_{secret}"
 
-    def revoke(self, key_id: str, now: dt.datetime) -> ApiKey:
-        found = self.get(key_id)
-        if found is None:
+    def row_ref(self, key_id: str) -> str:
+        """A keyed digest of the hash the row of `key_id` stores, for its issue entry on the log
+        (storecheck.key_issued_note): a row rewritten since (another secret, rate, role or expiry)
+        no longer matches it. The key cannot be rebuilt from it, nor the stored hash."""
+        rows = self._t.q("SELECT digest FROM {t}apikeys WHERE key_id = ?", (key_id,))
+        return self._mac("issued row", str(rows[0][0]) if rows else "")[:32]
+
+    def revoke(self, key_id: str, now: dt.datetime) -> str:
+        """Revoke the key `key_id`; its id as stored. By id alone, never through the row's other
+        values: a row edited out of its types (by a thief holding the key, just before) must not
+        block the revocation and its entry on the log."""
+        if not self._t.q("SELECT 1 FROM {t}apikeys WHERE key_id = ?", (key_id,)):
             raise InvalidArgument(f"no API key has the id {key_id!r}; `safeface report` lists them.")
         self._t.run("UPDATE {t}apikeys SET revoked = COALESCE(revoked, ?), digest = '' WHERE key_id = ?",
                     (now.isoformat(timespec="seconds"), key_id))
-        return self.get(key_id) or found
+        return key_id
 
     def get(self, key_id: str) -> Optional[ApiKey]:
         rows = self._t.q(f"SELECT {_COLS} FROM {{t}}apikeys WHERE key_id = ?", (key_id,))
@@ -251,9 +263,11 @@ class ApiKeys:
         self._ended_table(create=True)
         with self._t.write():
             self._t.run("DELETE FROM {t}ended_sessions WHERE until < ?", (int(now.timestamp()),))
-            self._t.run("INSERT INTO {t}ended_sessions VALUES (?, ?) ON CONFLICT DO NOTHING",
-                        (session_ref(str(cookie)), until))
-        return True
+            # The insert is the arbiter: of two logouts racing past the check above, only the
+            # one whose row went in ended the session (the other changed nothing).
+            added = self._t.run("INSERT INTO {t}ended_sessions VALUES (?, ?) ON CONFLICT DO NOTHING",
+                                (session_ref(str(cookie)), until))
+        return added > 0
 
     def _ended_table(self, *, create: bool) -> bool:
         """Whether the ended-sessions table exists (on PostgreSQL, asked once it does); with
