@@ -53,3 +53,26 @@ def test_a_witness_line_changed_by_hand_does_not_make_a_rolled_back_log_pass(tmp
         edit_config(paths, lambda raw: raw.__setitem__("audit", {"witness": str(fake)}), reassess=False)
     with pytest.raises(IntegrityError, match="audit section"):
         audit_verify(paths.root)
+
+
+def test_the_sdks_audit_verify_also_refuses_a_witness_line_removed_by_hand(tmp_path: Path) -> None:
+    """Operator rolls audit.db and its anchor back and drops the assessed witness line by hand; an
+    app's `SafeFace.audit_verify()` (behind /v1 and the console) must refuse it as the CLI does."""
+    from safeface.sdk import SafeFace
+
+    volume = tmp_path / "witness-volume"
+    volume.mkdir()
+    paths = init_workspace(tmp_path / "ws", demo=True)
+    edit_config(paths, lambda raw: raw.__setitem__("audit", {"witness": str(volume / "ws-anchor.json")}))
+    _append(paths, 2, "e")
+    shutil.copy2(paths.audit, tmp_path / "old.db")
+    shutil.copy2(paths.anchor, tmp_path / "old-anchor.json")
+    _append(paths, 3, "later")
+    for suffix in ("-wal", "-shm"):
+        Path(str(paths.audit) + suffix).unlink(missing_ok=True)
+    shutil.copy2(tmp_path / "old.db", paths.audit)
+    shutil.copy2(tmp_path / "old-anchor.json", paths.anchor)
+    edit_config(paths, lambda raw: raw.pop("audit"), reassess=False)
+    with pytest.raises(IntegrityError, match="audit section"):
+        with SafeFace.open(paths.root) as sf:
+            sf.audit_verify()

@@ -51,6 +51,27 @@ def test_a_subject_id_refused_as_malformed_is_on_record(tmp_path: Path, imgs: Pa
         assert sf.audit_verify().entries == len(sf.audit_entries())
 
 
+def test_a_revocation_or_batch_refused_for_a_malformed_argument_is_on_record(tmp_path: Path) -> None:
+    """The app calls revoke with a malformed token reference or a token id that is no string, and
+    enroll_many with items that are no triples: each is refused typed and leaves a failed entry."""
+    ws = make_workspace(tmp_path / "ws")
+    with open_sf(ws) as sf:
+        calls: list[tuple[str, Callable[[], Any]]] = [
+            ("revoke(token_ref='t-BAD')", lambda: sf.revoke(token_ref="t-BAD")),
+            ("revoke(token_id=5)", lambda: sf.revoke(token_id=5)),  # type: ignore[arg-type]
+            ("revoke()", lambda: sf.revoke()),
+            ("enroll_many([('a',)])", lambda: sf.enroll_many([("a",)], "demo")),  # type: ignore[list-item]
+        ]
+        unrecorded: list[str] = []
+        for name, call in calls:
+            before = len(sf.audit_entries())
+            with pytest.raises(SafeFaceError):
+                call()
+            if len(sf.audit_entries()) != before + 1:
+                unrecorded.append(name)
+        assert not unrecorded, f"refused with no audit entry: {unrecorded}"
+
+
 @pytest.mark.parametrize("attributes", [None, 5, 3.5])
 def test_analyze_with_attributes_that_are_no_list_is_a_typed_error_on_record(tmp_path: Path, imgs: Path,
                                                                              attributes: Any) -> None:

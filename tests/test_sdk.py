@@ -640,7 +640,8 @@ def test_an_export_discloses_only_the_rows_of_its_purpose(tmp_path: Path) -> Non
 
 
 def test_revoke_needs_exactly_one_reference(tmp_path: Path) -> None:
-    """With none it signed a receipt for the token reference "None"; with two it ignored one."""
+    """With none it signed a receipt for the token reference "None"; with two it ignored one. Each
+    refusal is on record as a failed revocation (test_call_refusals_on_record)."""
     from policy_support import issued_consent
 
     ws = make_workspace(tmp_path / "ws")
@@ -651,4 +652,5 @@ def test_revoke_needs_exactly_one_reference(tmp_path: Path) -> None:
             sf.revoke()
         with pytest.raises(InvalidArgument):
             sf.revoke(token_id=tok.token_id, subject="bob")
-        assert len(sf.audit_entries()) == before
+        after = sf.audit_entries()[before:]
+        assert [(e.operation, e.decision, e.subjects) for e in after] == [("revoke", "failed", ())] * 2

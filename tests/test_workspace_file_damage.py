@@ -63,10 +63,11 @@ def test_a_fifo_in_place_of_a_workspace_file_is_a_typed_error_not_a_hang(tmp_pat
     assert proc.returncode == 3 and "TYPED" in proc.stdout, (proc.returncode, proc.stdout, proc.stderr[-800:])
 
 
-@pytest.mark.parametrize("value", ["garbage", "2026-01-01T00:00:00"])
+@pytest.mark.parametrize("value", ["garbage", "2026-01-01T00:00:00", "0001-01-01T00:00:00+00:00",
+                                   "0001-01-01T00:00:01-23:59"])
 def test_the_last_entrys_time_edited_by_hand_is_a_typed_refusal_at_the_next_append(tmp_path: Path, value: str) -> None:
-    """The last audit entry's time is rewritten by hand: the next append and the next open raise
-    IntegrityError, not a bare ValueError or TypeError."""
+    """The last audit entry's time is rewritten by hand (garbage, no zone, or year 1): the next append
+    and the next open raise IntegrityError, not a bare ValueError, TypeError or OverflowError."""
     import sqlite3
 
     from safeface.sdk import SafeFace

@@ -41,9 +41,10 @@ from ..policy.receipts import ErasureReceipt, issue_receipt, receipt_key
 from ..policy.rules import rule_for
 from ..storage.rows import ErasureResult, keys_from_meta, rekey_mark_holds
 from ..workspace.apikeys import ApiKey, ApiKeys, hashing_key, session_ref
-from ..workspace.assessment import (ASSESSMENT_OPERATIONS, names_an_assessment, recorded_purge_times,
-                                   recorded_roles, shown_assessment, unrecorded_problem)
-from ..workspace.audit import JUDGED_AFTER, KEPT_AT_MOST, WITHDRAWN_AT, AuditEntry, AuditLog, AuditReport, rows_named
+from ..workspace.assessment import (ASSESSMENT_OPERATIONS, audit_section_problem, names_an_assessment,
+                                   recorded_purge_times, recorded_roles, shown_assessment, unrecorded_problem)
+from ..workspace.audit import (JUDGED_AFTER, KEPT_AT_MOST, WITHDRAWN_AT, AuditEntry, AuditLog, AuditReport, entry_time,
+                               rows_named)
 from ..workspace.keys import ASSESSMENT_MAC, derived_key, is_demo, receipt_file_problem
 from ..workspace.passphrase import open_keyring
 from ..workspace.paths import WorkspacePaths
@@ -435,9 +436,10 @@ class SafeFace:
         """Bulk enrolment of (image, subject, consent token) items. Every item needs its own
         person's consent: a batch with any item lacking one is refused whole and nothing is
         stored (EU-02: no database built by untargeted collection)."""
-        if isinstance(items, (str, bytes)) or not isinstance(items, Sequence) or not items or any(
-                not isinstance(item, (tuple, list)) or len(item) != 3 for item in items):
-            raise InvalidArgument("enroll_many takes a non-empty list of (image, subject, consent token) items.")
+        with self._naming("enroll", purpose):  # a batch refused for its shape is on record too
+            if isinstance(items, (str, bytes)) or not isinstance(items, Sequence) or not items or any(
+                    not isinstance(item, (tuple, list)) or len(item) != 3 for item in items):
+                raise InvalidArgument("enroll_many takes a non-empty list of (image, subject, consent token) items.")
         items = [tuple(item) for item in items]  # type: ignore[misc]  # checked above: three each
         now = self._clock()
         request = Request(Operation.ENROLL, self._role, now, purpose=purpose,
@@ -862,17 +864,17 @@ class SafeFace:
         """Withdraw a consent (by token id, or by the reference the store and log show) or all of a
         subject's consents: processing under them stops at once and the templates enrolled under
         them are erased."""
-        if sum(x is not None for x in (token_id, subject, token_ref)) != 1:
-            raise InvalidArgument("revoke needs exactly one of token_id, token_ref or subject.")
-        # Exactly as token_ref writes it: a variant would get a receipt but match no stored reference.
-        if token_ref is not None and (not isinstance(token_ref, str) or not _TOKEN_REF.fullmatch(token_ref)):
-            raise InvalidArgument("a token reference reads t- and 32 lowercase hex digits, as the records and the "
-                                  "audit log show it.")
         now = self._clock()
         request = Request(Operation.REVOKE, self._role, now)
-        with self._naming("revoke"):
+        with self._naming("revoke"):  # every argument refused here is on record, as a subject id is
+            if sum(x is not None for x in (token_id, subject, token_ref)) != 1:
+                raise InvalidArgument("revoke needs exactly one of token_id, token_ref or subject.")
+            # Exactly as token_ref writes it: a variant would get a receipt but match no stored reference.
+            if token_ref is not None and (not isinstance(token_ref, str) or not _TOKEN_REF.fullmatch(token_ref)):
+                raise InvalidArgument("a token reference reads t- and 32 lowercase hex digits, as the records and "
+                                      "the audit log show it.")
             pseuds = [self.pseudonym(subject)] + self._usual_pseudonym(subject) if subject is not None else []
-        ref = self.token_ref(token_id) if token_id is not None else token_ref
+            ref = self.token_ref(token_id) if token_id is not None else token_ref
 
         def body(d: Decision) -> tuple[ErasureReceipt, None]:
             with self._gallery.locked():
@@ -1210,6 +1212,10 @@ class SafeFace:
         IntegrityError naming the first problems. Reading the evidence needs a role that may
         read the report; the check itself writes nothing to the log it judges."""
         self._run(Request(Operation.REPORT, self._role, self._clock()), [], lambda d: (None, None))
+        last = self._audit.last_entry(ASSESSMENT_OPERATIONS)
+        problem = audit_section_problem(self._assessment_key, self._deployment, last.note if last is not None else None)
+        if problem is not None:
+            raise IntegrityError(problem)
         rows, end = self._store_snapshot()
         report = self._audit.verify(through=end)
         self._check_rows(rows, end[0]).raise_for_problems()
@@ -1306,7 +1312,7 @@ class SafeFace:
         crossings = list(self._audit.newest_first((FILING_CROSSED,)))
         if not crossings:
             return {"filing_crossed": None, "filing_deadline": None}
-        crossed = dt.datetime.fromisoformat(crossings[-1].time).astimezone(dt.timezone.utc).date()
+        crossed = entry_time(crossings[-1].seq, crossings[-1].time).date()
         return {"filing_crossed": crossed.isoformat(),
                 "filing_deadline": working_days_after(crossed, FILING_WORKING_DAYS).isoformat()}
 

@@ -354,11 +354,13 @@ class Gallery:
         try:
             changes = db.execute("SELECT seq, row_id, op FROM changes WHERE seq > ? ORDER BY seq",
                                  (self._seen_seq,)).fetchall()
-            named = max([self._top_id, *(rid for _, rid, _ in changes if isinstance(rid, int))])
-            # Re-keyed elsewhere: read from the meta, whatever the change log says. A row above every
-            # one read or named by a change: its change was deleted by hand, and the rows in memory
-            # (which decide look-alikes and the filing count) would miss it.
-            if self._keys_moved() or db.execute("SELECT 1 FROM rows WHERE row_id > ? LIMIT 1", (named,)).fetchone():
+            named = {rid for _, rid, _ in changes if isinstance(rid, int)}
+            above = {int(r[0]) for r in db.execute("SELECT row_id FROM rows WHERE row_id > ?", (self._top_id,))}
+            # Re-keyed elsewhere: read from the meta, whatever the change log says. A new row no change
+            # names: the change log (editable without a key) was cut or pointed elsewhere, and the rows
+            # in memory (which decide look-alikes and the filing count) would miss it. The new ids come
+            # from a range on the integer primary key: cheap.
+            if self._keys_moved() or not above <= named:
                 self._reload()
                 self._data_version = dv
                 return

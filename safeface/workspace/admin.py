@@ -20,8 +20,7 @@ from ..policy.rules import rule_for
 from ..policy.receipts import receipt_key
 from ..policy.tokens import public_key_text
 from .assessment import (ASSESSMENT_OPERATIONS, MAX_REFERENCE, assessment_note, assessment_recorded,
-                         changed_settings, names_an_assessment, seal_holds, sealed, shown_assessment,
-                         unrecorded_problem)
+                         audit_section_problem, changed_settings, names_an_assessment, seal_holds, sealed)
 from .audit import LIMITS as AUDIT_LIMITS, AuditReport
 from .checkpoint import check_checkpoint, make_checkpoint, read_checkpoint
 from ..atomicfile import exclusive_lock, write_new
@@ -297,18 +296,11 @@ def audit_verify(root: Path, passphrase_file: Optional[Path] = None, *, checkpoi
 
 
 def _check_assessed_audit(r: Any) -> None:
-    """The witnesses are read from deployment.json's audit section, which a hand edit could point
-    away from a witness that shows a rollback: only the section the last assessment sealed counts."""
-    a = r.deployment.section("assessment")
     last = r.audit.last_entry(ASSESSMENT_OPERATIONS)
-    problem = unrecorded_problem(derived_key(r.keyring, ASSESSMENT_MAC), a, last.note if last is not None else None)
-    covered = a.get("covered")
-    if problem is None and isinstance(covered, dict) and covered.get("audit") != r.deployment.section("audit"):
-        problem = (f"the audit section of deployment.json (its witnesses) is not the one the impact assessment "
-                   f"{shown_assessment(a)} covers: it was changed by hand. Restore it, or record the change with "
-                   "`safeface assess`, then verify again.")
+    problem = audit_section_problem(derived_key(r.keyring, ASSESSMENT_MAC), r.deployment,
+                                    last.note if last is not None else None)
     if problem is not None:
-        raise IntegrityError(f"{problem} The log's witnesses cannot be trusted until then.")
+        raise IntegrityError(problem)
 
 
 def _store_rows(paths: WorkspacePaths, r: Any) -> tuple[list[Any], tuple[int, str]]:

@@ -141,6 +141,20 @@ def unrecorded_problem(key: bytes, section: Mapping[str, Any], newest_note: Opti
     return None
 
 
+def audit_section_problem(key: bytes, deployment: Deployment, newest_note: Optional[str]) -> Optional[str]:
+    """Why the audit section (its witnesses) cannot be trusted, or None. The witnesses are read from
+    deployment.json, which a hand edit could point away from a witness that shows a rollback: only
+    the section the last sealed assessment covers counts. Both `audit verify`s call this."""
+    a = deployment.section("assessment")
+    problem = unrecorded_problem(key, a, newest_note)
+    covered = a.get("covered")
+    if problem is None and isinstance(covered, dict) and covered.get("audit") != deployment.section("audit"):
+        problem = (f"the audit section of deployment.json (its witnesses) is not the one the impact assessment "
+                   f"{shown_assessment(a)} covers: it was changed by hand. Restore it, or record the change with "
+                   "`safeface assess`, then verify again.")
+    return None if problem is None else f"{problem} The log's witnesses cannot be trusted until then."
+
+
 def _mac(key: bytes, section: Mapping[str, Any]) -> str:
     body = {k: section.get(k) for k in SEALED_FIELDS}
     canon = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)

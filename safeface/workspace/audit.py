@@ -105,12 +105,35 @@ _KEPT = re.compile(KEPT_AT_MOST + r" ([0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9:.]+[+-][0-
 
 
 def kept_at_most(note: Optional[str]) -> Optional[dt.datetime]:
-    """The limit an enrolment's note records (KEPT_AT_MOST), or None (written before notes named it)."""
+    """The limit an enrolment's note records (KEPT_AT_MOST), in UTC, or None (written before notes
+    named it)."""
     found = _KEPT.findall(note or "")
     try:
-        return dt.datetime.fromisoformat(found[-1]) if found else None
+        return dt.datetime.fromisoformat(found[-1]).astimezone(dt.timezone.utc) if found else None
     except ValueError:
         return None
+    except OverflowError:  # year 1 with a zone ahead of UTC: safeface never writes one
+        raise IntegrityError(f"an enrolment entry of the audit log records a retention limit ({found[-1]!r}) "
+                             "before any real date: it was edited by hand. Run `safeface audit verify` and "
+                             "restore the log from a backup.") from None
+
+
+def entry_time(seq: Any, text: Any, where: str = "the audit log") -> dt.datetime:
+    """An entry's time as append writes it (ISO 8601 with a zone), in UTC. One edited by hand into
+    anything else (or to the first or last year a datetime holds, where the clock check's arithmetic
+    overflows) made the next append, the store check or the report fail with a bare ValueError or
+    OverflowError, at every call and every open."""
+    try:
+        when: Optional[dt.datetime] = dt.datetime.fromisoformat(str(text))
+        if when is not None and when.utcoffset() is not None:
+            when = when.astimezone(dt.timezone.utc)
+    except (ValueError, OverflowError):
+        when = None
+    if when is None or when.utcoffset() is None or not dt.MINYEAR < when.year < dt.MAXYEAR:
+        raise IntegrityError(f"{where}: the time of audit entry {seq} ({str(text)[:40]!r}) is not one "
+                             "safeface wrote: it was edited by hand. Run `safeface audit verify` and restore "
+                             "the log from a backup.")
+    return when
 
 
 def withdrawal_time(note: Optional[str], time: Any) -> int:
@@ -680,18 +703,7 @@ class AuditLog:
         return tuple(head)
 
     def _entry_time(self, seq: Any, text: Any) -> dt.datetime:
-        """An entry's time as append writes it (ISO 8601 with a zone). One edited by hand into
-        anything else made the next append fail with a bare ValueError or TypeError, at every
-        call and every open."""
-        try:
-            when: Optional[dt.datetime] = dt.datetime.fromisoformat(str(text))
-        except ValueError:
-            when = None
-        if when is None or when.utcoffset() is None:
-            raise IntegrityError(f"{self.where}: the time of audit entry {seq} ({str(text)[:40]!r}) is not one "
-                                 "safeface wrote: it was edited by hand. Run `safeface audit verify` and restore "
-                                 "the log from a backup.")
-        return when
+        return entry_time(seq, text, self.where)
 
     def counts(self) -> dict[str, Any]:
         """Totals for the report: by operation and decision, refusals by rule."""

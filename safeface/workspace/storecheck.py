@@ -45,7 +45,8 @@ from ..errors import IntegrityError, InvalidArgument
 from ..hazmat.templates.pseudonym import pseudonymize
 from ..policy.guard import BIPA_INTERACTION_DAYS, CLOCK_SKEW_S
 from ..policy.tokens import TokenError, decode_consent, decode_legal_basis, key_id
-from .audit import LIVENESS_SPENT, judged_after, kept_at_most, last_mention, liveness_ref, rows_named, withdrawal_time
+from .audit import (LIVENESS_SPENT, entry_time, judged_after, kept_at_most, last_mention, liveness_ref, rows_named,
+                    withdrawal_time)
 
 # The expiry an enrolment stored its row with ("expires 2026-01-31"), or an interaction moved it to.
 _EXPIRES = re.compile(r"\bexpires ([0-9]{4}-[0-9]{2}-[0-9]{2})\b")
@@ -147,9 +148,9 @@ def _utc(t: dt.datetime) -> dt.datetime:
     return t.replace(tzinfo=dt.timezone.utc) if t.tzinfo is None else t.astimezone(dt.timezone.utc)
 
 
-def _entry_time(time: Any) -> dt.datetime:
+def _entry_time(e: Any) -> dt.datetime:
     """An audit entry's time (ISO 8601, the log's own clock), in UTC."""
-    return _utc(dt.datetime.fromisoformat(str(time)))
+    return entry_time(e.seq, e.time)
 
 
 @dataclass
@@ -213,7 +214,7 @@ def read_log(entries: Iterable[Any]) -> _Log:
     revoked_refs = out.revoked_refs
     giver: dict[str, set[str]] = {}  # token reference -> the subject whose consent it is
     revoked_keys: dict[str, int] = {}  # API key id -> seq of its revocation
-    # (pseudonym, purpose) -> the latest limit its enrolments so far recorded (audit.KEPT_AT_MOST):
+    # (pseudonym, purpose) -> the limit its newest enrolment so far recorded (audit.KEPT_AT_MOST):
     # no match may move an expiry past it. date.max once one recorded none (an earlier safeface).
     limits: dict[tuple[str, str], dt.date] = {}
     for e in entries:
@@ -273,7 +274,7 @@ def read_log(entries: Iterable[Any]) -> _Log:
             _matched_after_withdrawal(out, e, judged)
         if e.operation == "enroll":
             enrolled = _Enrolment(int(e.seq), e.purpose, tuple(str(s) for s in e.subjects), _recorded_expiry(e.note),
-                                  _entry_time(e.time).timestamp())
+                                  _entry_time(e).timestamp())
             for row in rows_named(e.note):
                 earlier = out.enrolment.get(row)
                 if earlier is not None:
@@ -291,7 +292,9 @@ def read_log(entries: Iterable[Any]) -> _Log:
             for s in enrolled.subjects:
                 out.last_enrolled[s] = int(e.seq)
                 held = (s, str(e.purpose))
-                limits[held] = max(limits.get(held, dt.date.min), _utc(limit).date() if limit else dt.date.max)
+                # The newest enrolment's limit, as the guard reads it (AuditLog.interaction_limit): an
+                # erased enrolment's longer one must not widen the cap on the rows enrolled since.
+                limits[held] = limit.date() if limit else dt.date.max
         elif e.operation == "verify" and (e.note or "").startswith("match") and e.purpose \
                 and EXPIRY_KEPT not in (e.note or ""):
             # A match may move the expiry (US-01): to the date the entry records. One that says it
@@ -299,7 +302,7 @@ def read_log(entries: Iterable[Any]) -> _Log:
             # match); one written before match entries said either, at most the interaction's
             # length from the day it was made. Never past the limit the subject's enrolments for the
             # purpose recorded: a later date was read from a purpose end stretched by hand.
-            until = _recorded_expiry(e.note) or (_entry_time(e.time).date() + dt.timedelta(days=BIPA_INTERACTION_DAYS))
+            until = _recorded_expiry(e.note) or (_entry_time(e).date() + dt.timedelta(days=BIPA_INTERACTION_DAYS))
             for s in e.subjects:
                 held = (str(s), str(e.purpose))
                 out.touched.setdefault(held, []).append((int(e.seq), min(until, limits.get(held, dt.date.max))))
@@ -320,7 +323,7 @@ def _liveness_entry(out: _Log, e: Any) -> None:
     spent must come from a check this log records, within its validity (by the log's clock). A
     host holding the keys can sign evidence no check issued (or date one back): the call it let
     in is named afterwards."""
-    named, at = liveness_ref(e.note), _entry_time(e.time).timestamp()
+    named, at = liveness_ref(e.note), _entry_time(e).timestamp()
     if named is None:
         return
     ref, evidence = named
