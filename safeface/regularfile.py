@@ -15,7 +15,7 @@ import stat
 from pathlib import Path
 from typing import BinaryIO, Optional
 
-from .errors import ConfigError, ImageError
+from .errors import ConfigError, ImageError, IntegrityError
 
 
 def open_regular(path: Path, label: str) -> BinaryIO:
@@ -50,14 +50,23 @@ def read_regular(path: Path, label: str, limit: int) -> bytes:
         return _read(fh, label, limit)
 
 
-def read_if_present(path: Path, label: str, limit: int) -> Optional[bytes]:
-    """As read_regular, but None when nothing is at `path` (a workspace file not written yet):
-    a FIFO put in place of a workspace file made every open wait on it for ever."""
-    fh = _open_if_present(path, label)
-    if fh is None:
-        return None
-    with fh:
-        return _read(fh, label, limit)
+def read_workspace_file(path: Path, label: str, limit: int) -> Optional[bytes]:
+    """The bytes of a small file safeface writes into a workspace (an anchor, the trust store), or
+    None when nothing is at `path` (not written yet). IntegrityError when something else stands
+    there: no regular file (a FIFO put in its place made every open wait on it for ever), one
+    that cannot be read, or one larger than `limit`."""
+    try:
+        fh = _open_if_present(path, label)
+        if fh is None:
+            return None
+        with fh:
+            data = _read(fh, label, limit)
+    except ImageError as exc:
+        raise IntegrityError(f"{exc} It must be the workspace's own file: restore it from a backup.") from None
+    if len(data) > limit:
+        raise IntegrityError(f"{label}: larger than {limit} bytes, so not the workspace's own file: restore it "
+                             "from a backup.")
+    return data
 
 
 def _read(fh: BinaryIO, label: str, limit: int) -> bytes:

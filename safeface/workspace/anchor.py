@@ -30,8 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Protocol, runtime_checkable
 
-from ..errors import ConfigError, ImageError, IntegrityError
-from ..regularfile import read_if_present
+from ..errors import ConfigError, IntegrityError
+from ..regularfile import read_workspace_file
 from ..atomicfile import exclusive_lock, write_atomic
 
 FORMAT = "safeface-audit-anchor/1"
@@ -74,15 +74,10 @@ class FileAnchor:
         return hmac.new(self._key, f"{FORMAT}|{seq}|{h}".encode("ascii"), hashlib.sha256).hexdigest()
 
     def read(self) -> Optional[Anchor]:
-        try:
-            data = read_if_present(self.path, f"the {self.name} {self.path}", MAX_ANCHOR_BYTES)
-        except ImageError as exc:  # a FIFO or device in its place, or unreadable
-            raise IntegrityError(f"{exc} It must be the workspace's own file: restore it from a backup.") from None
+        data = read_workspace_file(self.path, f"the {self.name} {self.path}", MAX_ANCHOR_BYTES)
         if data is None:
             return None
         try:
-            if len(data) > MAX_ANCHOR_BYTES:
-                raise ValueError
             doc = json.loads(data.decode("utf-8"))
             seq, h, mac = int(doc["seq"]), str(doc["hash"]), str(doc["mac"])
             if doc.get("format") != FORMAT:

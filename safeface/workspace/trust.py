@@ -34,9 +34,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from joserfc.errors import JoseError
 from joserfc.jwk import OKPKey
 
-from ..errors import ConfigError, ImageError, IntegrityError
+from ..errors import ConfigError, IntegrityError
 from ..policy.tokens import key_id
-from ..regularfile import read_if_present
+from ..regularfile import read_workspace_file
 from .audit import AuditLog
 from .ed25519_points import public_key_problem
 from ..atomicfile import exclusive_lock, shared_lock, write_atomic
@@ -146,15 +146,10 @@ class TrustStore:
     @classmethod
     def load(cls, paths: WorkspacePaths, keyring: Any) -> "TrustStore":
         path = paths.trust
-        try:
-            data = read_if_present(path, str(path), MAX_TRUST_BYTES)
-        except ImageError as exc:  # a FIFO or device in its place, or unreadable
-            raise IntegrityError(f"{exc} It must be the workspace's own file: restore it from a backup.") from None
+        data = read_workspace_file(path, str(path), MAX_TRUST_BYTES)
         if data is None:
             return cls(paths, (), 0)  # nothing trusted; check_recorded says whether it was deleted
         try:
-            if len(data) > MAX_TRUST_BYTES:
-                raise ValueError(f"larger than {MAX_TRUST_BYTES} bytes")
             doc = json.loads(data.decode("utf-8"))
         except ValueError as exc:
             raise IntegrityError(f"{path} is not readable JSON ({exc}): it was altered.") from None
