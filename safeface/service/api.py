@@ -28,7 +28,7 @@ from ..errors import AuthenticationError, InvalidArgument
 from ..policy.attributes import MAX_ATTRIBUTES
 from ..workspace.apikeys import ApiKey
 from .answers import liveness_answer, verify_answer
-from .bodies import check_json_size, media_type
+from .bodies import check_json_size, media_type, once_each
 from .runtime import Runtime
 
 _key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="the key from `safeface apikey new`")
@@ -126,7 +126,6 @@ async def read_call(request: Request, image: bool) -> Call:
         except MultiPartException as exc:  # request.form() made these a 400; here they are ours
             raise InvalidArgument(f"malformed multipart body ({exc.message}).") from None
         try:
-            fields: dict[str, Any] = {}
             data: Optional[bytes] = None
             for k, v in form.multi_items():
                 if hasattr(v, "read"):
@@ -134,10 +133,7 @@ async def read_call(request: Request, image: bool) -> Call:
                         raise InvalidArgument(f"unexpected file field {k!r}; the image (or a liveness clip) goes "
                                               "in 'image' (or 'clip').")
                     data = await v.read()
-                else:
-                    if k in fields:  # see _members_once
-                        raise InvalidArgument(f"the form gives the field {k!r} twice; send each field once.")
-                    fields[k] = v
+            fields = once_each(((k, v) for k, v in form.multi_items() if not hasattr(v, "read")), "the form")
             return Call(fields, data, request.headers)
         finally:
             await form.close()
@@ -145,7 +141,7 @@ async def read_call(request: Request, image: bool) -> Call:
         raw = await request.body()
         check_json_size(raw)
         try:
-            body = json.loads(raw, parse_constant=_no_constant, object_pairs_hook=_members_once) if raw else {}
+            body = json.loads(raw, parse_constant=_no_constant, object_pairs_hook=_json_object) if raw else {}
         except InvalidArgument:
             raise
         except (ValueError, RecursionError):  # RecursionError: arrays nested past the parser's depth
@@ -333,15 +329,8 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON value")
 
 
-def _members_once(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    """A JSON object with each name once: a gateway, a log or a reviewer reading the first of two
-    "subject"s sees one person, Python's parser keeps the last and acts on another."""
-    out: dict[str, Any] = {}
-    for name, value in pairs:
-        if name in out:
-            raise InvalidArgument(f"the JSON body names {name[:40]!r} twice in one object; send each name once.")
-        out[name] = value
-    return out
+def _json_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    return once_each(pairs, "an object of the JSON body")
 
 
 def _flag(v: Any, name: str) -> Optional[bool]:

@@ -8,6 +8,7 @@ objects takes about 24 times its bytes in memory."""
 from __future__ import annotations
 
 import codecs
+from typing import Any, Iterable
 
 from python_multipart.multipart import parse_options_header
 from starlette.requests import Request
@@ -51,3 +52,15 @@ def check_json_size(raw: bytes) -> None:
     if raw.count(b",") + raw.count(b":") > MAX_JSON_MEMBERS:
         raise InvalidArgument(f"the JSON body must be one object of a few fields: at most {MAX_JSON_MEMBERS} commas "
                               "and colons in all, strings included.")
+
+
+def once_each(pairs: Iterable[tuple[str, Any]], where: str) -> dict[str, Any]:
+    """The (name, value) pairs of a JSON object or a form, each name once: a gateway, a log or a
+    reviewer reading the first of two "subject"s sees one person, a parser keeping the last acts
+    on another. InvalidArgument for a name given twice."""
+    out: dict[str, Any] = {}
+    for name, value in pairs:
+        if name in out:
+            raise InvalidArgument(f"{where} gives {str(name)[:40]!r} twice; send each field once.")
+        out[name] = value
+    return out

@@ -24,9 +24,9 @@ from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse,
 from starlette.datastructures import FormData
 
 from ..atomicfile import write_atomic
-from ..errors import AuthenticationError, IntegrityError, InvalidArgument, PolicyViolation, SafeFaceError
+from ..errors import AuthenticationError, IntegrityError, PolicyViolation, SafeFaceError
 from ..workspace.apikeys import SESSION_SECONDS, ApiKey
-from .bodies import media_type
+from .bodies import media_type, once_each
 from .failures import told
 from .runtime import Runtime
 
@@ -87,11 +87,7 @@ def build_console(rt: Runtime) -> APIRouter:
         got = str(form.get("csrf") or "")
         if not hmac.compare_digest(got.encode(), csrf.encode()):
             raise AuthenticationError("the form's CSRF token is missing or wrong; reload the page and try again.")
-        names = [k for k, _ in form.multi_items()]
-        twice = next((k for k in names if names.count(k) > 1), None)
-        if twice is not None:  # a reader of one copy would see another request than the one acted on
-            raise InvalidArgument(f"the form gives the field {twice!r} twice; send each field once.")
-        return {k: str(v) for k, v in form.items()}
+        return {k: str(v) for k, v in once_each(form.multi_items(), "the form").items()}
 
     def plain_form(request: Request) -> bool:
         """Whether the body is what the console's forms send (URL-encoded, UTF-8); any other is
