@@ -436,10 +436,11 @@ class SafeFace:
         """Bulk enrolment of (image, subject, consent token) items. Every item needs its own
         person's consent: a batch with any item lacking one is refused whole and nothing is
         stored (EU-02: no database built by untargeted collection)."""
-        with self._naming("enroll", purpose):  # a batch refused for its shape is on record too
+        with self._naming("enroll", purpose):  # a batch refused for its shape or an id is on record too
             if isinstance(items, (str, bytes)) or not isinstance(items, Sequence) or not items or any(
                     not isinstance(item, (tuple, list)) or len(item) != 3 for item in items):
                 raise InvalidArgument("enroll_many takes a non-empty list of (image, subject, consent token) items.")
+            pseuds = [self.pseudonym(s) for _, s, _ in items]
         items = [tuple(item) for item in items]  # type: ignore[misc]  # checked above: three each
         now = self._clock()
         request = Request(Operation.ENROLL, self._role, now, purpose=purpose,
@@ -451,8 +452,6 @@ class SafeFace:
             vecs = [(subject, self._embed_single(image, d)) for image, subject, _ in items]
             return self._store(d, vecs, now), None
 
-        with self._naming("enroll", purpose):
-            pseuds = [self.pseudonym(s) for _, s, _ in items]
         return self._run(request, pseuds, body)
 
     def verify(self, image: ImageInput, subject: str, purpose: str, consent: Optional[str] = None, *,
