@@ -59,8 +59,15 @@ def test_a_live_key_marked_revoked_by_hand_stops_working(tmp_path: Path) -> None
     assert works == 401
     assert session.status_code == 303 and session.headers["location"] == "/login"
     with open_sf(ws) as sf:
-        assert {k.key_id: k for k in sf.api_keys()}[backdoor].revoked is not None  # and it is so
-    assert "revoke-key" not in page.split(f"<code>{backdoor}</code>", 1)[1].split("</tr>", 1)[0]
+        listed = {k.key_id: k for k in sf.api_keys()}[backdoor]
+        assert listed.revoked is not None and listed.revocation_logged is False
+    # The mark is not a revocation on the log: the page says so and still offers to revoke it.
+    row = page.split(f"<code>{backdoor}</code>", 1)[1].split("</tr>", 1)[0]
+    assert "revoke-key" in row and "key table only" in row
+    with open_sf(ws) as sf:
+        sf.revoke_api_key(backdoor)
+        assert {k.key_id: k for k in sf.api_keys()}[backdoor].revocation_logged is True
+        assert [e.note for e in sf.audit_entries() if e.note == f"API key {backdoor} revoked"]
 
 
 def test_on_postgresql_a_live_key_marked_revoked_by_hand_stops_working(pg: Any, tmp_path: Path) -> None:

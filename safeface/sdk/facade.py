@@ -1123,9 +1123,11 @@ class SafeFace:
         return {kind: sorted(keys) for kind, keys in self._trust.items()}
 
     def api_keys(self) -> list[ApiKey]:
-        """The service's API keys, described (never a secret)."""
+        """The service's API keys, described (never a secret), each saying whether the audit log
+        records its revocation: a `revoked` mark set by hand is not one, and is revoked again."""
         self._recheck_read()
-        return self._apikeys.list()
+        return [dataclasses.replace(k, revocation_logged=self._audit.records(
+            Operation.APIKEY.value, key_revoked_note(k.key_id))) for k in self._apikeys.list()]
 
     def authenticate(self, api_key: Optional[str]) -> ApiKey:
         """The description of a genuine, unrevoked, unexpired API key; AuthenticationError else."""

@@ -46,6 +46,14 @@ def _e(v: Any) -> str:
     return html.escape("" if v is None else str(v))
 
 
+def _revocation(k: ApiKey) -> str:
+    """The key's revoked column: the table's mark and the log's record can disagree (a mark set
+    by hand, a table restored from before the revocation), and the page says which."""
+    if k.revocation_logged:
+        return k.revoked or "on the audit log (the key table lost its mark)"
+    return f"{k.revoked}: marked in the key table only; revoke it to record it" if k.revoked else ""
+
+
 class Session:
     def __init__(self, key: ApiKey, cookie: str, csrf: str) -> None:
         self.key, self.cookie, self.csrf = key, cookie, csrf
@@ -326,8 +334,8 @@ def build_console(rt: Runtime) -> APIRouter:
                         for kind, ks in trusted.items() for k in ks)
         arows = "".join(
             f"<tr><td><code>{_e(k.key_id)}</code></td><td>{_e(k.role)}</td><td>{_e(k.label)}</td><td>{_e(k.created)}</td>"
-            f"<td>{_e(k.expires or 'never')}</td><td>{k.rate:g}/s</td><td>{_e(k.revoked or '')}</td><td>"
-            + ("" if k.revoked else f"<form method='post' action='/keys/revoke'>{_csrf(s)}<input type='hidden' "
+            f"<td>{_e(k.expires or 'never')}</td><td>{k.rate:g}/s</td><td>{_e(_revocation(k))}</td><td>"
+            + ("" if k.revocation_logged else f"<form method='post' action='/keys/revoke'>{_csrf(s)}<input type='hidden' "
                f"name='key_id' value='{_e(k.key_id)}'><button class='revoke-key'>Revoke</button></form>")
             + "</td></tr>" for k in api)
         return page("Keys", f"<h2>Trusted signing keys</h2><table id='trusted'><tr><th>kind</th><th>key id</th></tr>"

@@ -102,13 +102,17 @@ class ApiKey:
     # The audit log's last entry when this key was found unrevoked there (SafeFace._not_revoked):
     # each entry made under the key names it, so a use after the revocation is told from one in flight.
     checked_after: Optional[int] = field(default=None, compare=False)
+    # Whether the audit log records the key's revocation (SafeFace.api_keys fills it in): the
+    # `revoked` mark is the table's, which a hand edit sets or a restored copy clears.
+    revocation_logged: Optional[bool] = field(default=None, compare=False)
 
     def expired(self, now: dt.datetime) -> bool:
         return self.expires is not None and now.date() > dt.date.fromisoformat(self.expires)
 
     def to_dict(self) -> dict[str, Any]:
         return {"key_id": self.key_id, "role": self.role, "label": self.label, "created": self.created,
-                "expires": self.expires, "rate": self.rate, "revoked": self.revoked}
+                "expires": self.expires, "rate": self.rate, "revoked": self.revoked,
+                "revocation_logged": self.revocation_logged}
 
 
 _COLS = "key_id, role, label, created, expires, rate, revoked"
