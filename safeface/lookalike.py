@@ -114,6 +114,14 @@ def hidden_char(text: str, *, spelling_joiners: bool = False) -> Optional[str]:
     return None
 
 
+def shows_nothing(text: str) -> bool:
+    """Whether `text` prints as nothing at all: empty, or only white space, control characters,
+    lone surrogates and code points that show nothing (a zero-width space, a Hangul filler, a
+    braille blank). A name written so names no one, though a check for an empty string (or
+    str.strip) lets it pass."""
+    return all(c.isspace() or unicodedata.category(c) in ("Cc", "Cs") or hidden_char(c) is not None for c in text)
+
+
 def compatibility_char(text: str) -> Optional[str]:
     """The first code point that Unicode's compatibility normalisation (NFKC) writes otherwise (a
     full-width "ａ" is "a", the ligature "ﬁ" is "fi", a superscript "²" is "2"), or None."""

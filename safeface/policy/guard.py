@@ -18,6 +18,7 @@ from typing import Any, Callable, Mapping, Optional, Protocol, Sequence
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from ..errors import InvalidArgument, PolicyViolation, SafeFaceError
+from ..lookalike import shows_nothing
 from .attributes import MAX_ATTRIBUTE_NAME, MAX_ATTRIBUTES, classify, rule_for_category
 from ..hazmat.templates.pseudonym import same_subject
 from .deployment import Deployment, Purpose
@@ -530,8 +531,13 @@ class Guard:
         if ts >= t.expires_at:
             raise PolicyViolation(rule, f"the consent token expired at {_shown_time(t.expires_at)}; ask the person "
                                   "for a new consent.")
+        if shows_nothing(t.subject):
+            # A consent of nobody: identify names no subject to compare it with, and no person's
+            # erasure or withdrawal could ever reach it.
+            raise PolicyViolation(rule, "the consent token names no subject (its sub is empty or prints as nothing); "
+                                  "ask its issuer for a token naming the person who consented.")
         try:
-            pseud = self._pseudonym(t.subject) if t.subject else None
+            pseud = self._pseudonym(t.subject)
         except InvalidArgument as exc:  # signed by a trusted issuer, yet no id enrolment would take
             raise PolicyViolation(rule, f"the consent token's subject is not a usable id ({exc}); ask its issuer "
                                   "for a token naming the person as enrolled.") from None
@@ -562,7 +568,7 @@ class Guard:
             raise PolicyViolation(rule, f"the legal-basis token is not valid: {exc}") from None
         self._check_audience(t, rule, "legal-basis")
         ts = int(now.timestamp())
-        if not t.provision.strip() or not t.authority.strip():
+        if shows_nothing(t.provision) or shows_nothing(t.authority):  # a zero-width space names no law
             raise PolicyViolation(rule, "the legal-basis token must name the authority and the legal provision.")
         if max(t.issued_at, t.not_before or 0) > ts + CLOCK_SKEW_S or ts >= t.expires_at:
             raise PolicyViolation(rule, "the legal-basis token is outside its validity period.")

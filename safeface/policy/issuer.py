@@ -13,6 +13,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from ..errors import ConfigError, InvalidArgument
 from ..hazmat.templates.pseudonym import new_subject_problem, normalize_subject
+from ..lookalike import shows_nothing
 from .deployment import Deployment
 from .tokens import ConsentToken, LegalBasisToken, check_operations, default_issuer, key_id, new_token_id, sign
 
@@ -72,7 +73,7 @@ def issue_legal_basis(key: Ed25519PrivateKey, *, audience: str, authority: str, 
                       purposes: Sequence[str], operations: Sequence[str] = ("identify",), days: float = 30,
                       now: Optional[dt.datetime] = None, issuer: str = "") -> tuple[str, LegalBasisToken]:
     """A signed legal-basis token for the deployment whose id is `audience`."""
-    if not provision.strip() or not authority.strip():
+    if shows_nothing(provision) or shows_nothing(authority):  # as the guard reads them
         raise ConfigError("a legal basis names the authority and the legal provision.")
     token = LegalBasisToken(authority=authority, provision=provision, reference=reference, purposes=tuple(purposes),
                             operations=check_operations(operations), **_common(key, audience, issuer, now, days))

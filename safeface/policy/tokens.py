@@ -190,7 +190,7 @@ def sign(token: Token, key: Ed25519PrivateKey) -> str:
 
 
 # -- verifying -----------------------------------------------------------------------------------
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+def no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     # Two parsers reading different values from one signed text is how confusion attacks start.
     out = dict(pairs)
     if len(out) != len(pairs):
@@ -240,7 +240,7 @@ def verify_jws(token: str, trusted: Mapping[str, Ed25519PublicKey], typ: str) ->
     if not ok:
         raise TokenError("the token's signature does not verify: it was altered or forged.")
     try:
-        claims = json.loads(obj.payload.decode("utf-8"), object_pairs_hook=_no_duplicates)
+        claims = json.loads(obj.payload.decode("utf-8"), object_pairs_hook=no_duplicates)
     except (ValueError, UnicodeDecodeError):
         raise TokenError("the token is garbled: its payload is not JSON.") from None
     if not isinstance(claims, dict):
@@ -298,7 +298,11 @@ def text(value: Any, name: str) -> str:
 def _numeric_date(claims: Mapping[str, Any], name: str, what: str, rounding: Any) -> int:
     """RFC 7519 NumericDate: seconds, possibly fractional; rounded towards the stricter side."""
     v = claims.get(name)
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+    try:
+        finite = not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v)
+    except OverflowError:  # an integer of hundreds of digits, which no float (and no calendar) holds
+        finite = False
+    if not finite:
         raise TokenError(f"the token's {what} ({name}) is missing or not a number of seconds.")
     return int(rounding(v))
 

@@ -19,7 +19,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from .tokens import ConsentToken, LegalBasisToken, TokenError, b64d, opt_str, strs, text, whole
+from .tokens import ConsentToken, LegalBasisToken, TokenError, b64d, no_duplicates, opt_str, strs, text, whole
 
 PREFIX = "sf1"
 
@@ -35,7 +35,7 @@ def verify_sf1(token: str, trusted: Mapping[str, Ed25519PublicKey], typ: str) ->
     if len(parts) != 3 or parts[0] != PREFIX:
         raise TokenError("the token is not a safeface token (expected sf1.<payload>.<signature>).")
     try:
-        body = json.loads(b64d(parts[1]).decode("utf-8"))
+        body = json.loads(b64d(parts[1]).decode("utf-8"), object_pairs_hook=no_duplicates)  # as a JWS is read
         sig = b64d(parts[2])
     except (ValueError, binascii.Error, UnicodeDecodeError):
         raise TokenError("the token is garbled: its payload or signature does not decode.") from None

@@ -22,7 +22,8 @@ import unicodedata
 from typing import Any, Mapping, Optional, Sequence
 
 from ...errors import ConfigError
-from ...lookalike import describe, hidden_char, latin_lookalike_word, mixed_word, script_of, skeletons, slipped_in
+from ...lookalike import (describe, hidden_char, latin_lookalike_word, mixed_word, script_of, shows_nothing, skeletons,
+                          slipped_in)
 
 # Singular forms (plurals are reduced before comparing), matched as whole words however they are
 # spaced: "rest room" is "restroom".
@@ -161,7 +162,8 @@ def guardian_problem(age_limit: int, birth_date: Optional[str], guardian: Option
         born = dt.date.fromisoformat(birth_date)
     except (TypeError, ValueError):
         return "the declared birth date in the consent is not a date."
-    if age_on(born, today) < age_limit and not (guardian or "").strip():
+    # A guardian that prints as nothing (a zero-width space) names no one, as an empty one does.
+    if age_on(born, today) < age_limit and shows_nothing(guardian or ""):
         return (f"the subject is under {age_limit}: the consent must be given by a parent or guardian and name "
                 "them.")
     return None
