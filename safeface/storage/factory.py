@@ -21,8 +21,10 @@ from typing import Any, Mapping, Optional
 
 from ..errors import ConfigError
 from ..hazmat.templates.keyring import Keyring
+from ..regularfile import read_text
 
 DEFAULT_COLLECTION = "safeface_templates"
+MAX_SECRET_FILE_BYTES = 64 * 1024  # a password or token file holds one secret; anything larger is the wrong file
 
 
 @dataclass(frozen=True)
@@ -62,7 +64,7 @@ class StorageConfig:
         if not cfg.vectors.startswith(("milvus:", "milvus-lite:")):
             raise ConfigError("storage.vectors must be 'milvus:<uri>' or 'milvus-lite:<file>' with a PostgreSQL "
                               "record store.")
-        if re.search(r"://[^/?#]*@", cfg.vectors):
+        if milvus_userinfo(cfg.vectors):
             raise ConfigError("storage.vectors holds user information (a user or password before '@'); credentials "
                               "never go in deployment.json.")
         if not re.match(r"^[A-Za-z_][A-Za-z0-9_]{0,200}$", cfg.collection):
@@ -97,18 +99,32 @@ def _holds_password(dsn: str) -> bool:
     return "password" in parts or "sslpassword" in parts or misread(parts)
 
 
+def milvus_userinfo(target: str) -> bool:
+    """Whether a Milvus target names a user or password before '@', as Python's URL parser (which
+    pymilvus reads it with) finds them: it drops tabs and line breaks anywhere first, so
+    "http:\\t//root:pw@m" sends a password that no "://" in the text shows, and every message
+    naming the target showed it."""
+    return re.search(r"://[^/?#]*@", re.sub(r"[\t\r\n]", "", target)) is not None
+
+
 def secret_from_env(name: str) -> Optional[str]:
-    """$NAME, or the contents of the file $NAME_FILE; None when neither is set."""
+    """$NAME, or the contents of the file $NAME_FILE; None when neither is set. ConfigError when
+    the file is no small regular file of UTF-8 text (a FIFO, /dev/zero, a photo), or the value
+    cannot be sent as UTF-8 (an environment in another encoding); the value is never shown."""
     value = os.environ.get(name)
-    if value:
-        return value
-    path = os.environ.get(name + "_FILE")
-    if path:
-        try:
-            return Path(path).read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise ConfigError(f"cannot read {name}_FILE ({path}: {exc.strerror}).") from None
-    return None
+    source = name
+    if not value:
+        path = os.environ.get(name + "_FILE")
+        if not path:
+            return None
+        source = f"{name}_FILE"
+        value = read_text(Path(path), f"{source} ({path})", MAX_SECRET_FILE_BYTES)
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ConfigError(f"{source} is not UTF-8 text (a character of another encoding); set it again in UTF-8."
+                          ) from None
+    return value
 
 
 def open_store(cfg: StorageConfig, root: Path, gallery_path: Path, keyring: Keyring, dim: int) -> Any:

@@ -289,9 +289,11 @@ def keys_from_meta(meta: dict[str, str], keyring: Keyring, dim: int, where: str)
     if meta.get("dim") != str(dim):
         raise ConfigError(f"{where} holds {meta.get('dim')}-dimensional templates, but it was opened with "
                           f"dim={dim}; use the engine it was enrolled with.")
-    tv, sv, pv = int(meta["transform_version"]), int(meta["seal_version"]), int(meta["pseudonym_version"])
-    for purpose, v, kid in (("transform", tv, meta["transform_key_id"]), ("seal", sv, meta["seal_key_id"]),
-                            ("pseudonym", pv, meta["pseudonym_key_id"])):
+    named = [(purpose, meta_number(meta.get(f"{purpose}_version"), f"{purpose}_version", where),
+              meta.get(f"{purpose}_key_id"))
+             for purpose in ("transform", "seal", "pseudonym")]
+    (_, tv, _), (_, sv, _), (_, pv, _) = named
+    for purpose, v, kid in named:
         if v not in keyring.versions(purpose):
             refresh = getattr(keyring, "refresh", None)
             if refresh is not None:
@@ -308,6 +310,17 @@ def keys_from_meta(meta: dict[str, str], keyring: Keyring, dim: int, where: str)
                           "pseudonym keys must be independent.")
     return (Keys(tv, sv, TemplateTransform.from_key(keyring.key("transform", tv), dim), Sealer(keyring.key("seal", sv))),
             pv)
+
+
+def meta_number(value: Any, key: str, where: str) -> int:
+    """A key version, count or id a store keeps in its meta table (`value`, None when absent). One
+    missing or edited into something that is no number names the entry: a bare KeyError or
+    ValueError stopped every open, search or enrolment without saying what had been edited."""
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise IntegrityError(f"{where}: its meta entry {key!r} is missing or not a number (edited by hand); nothing "
+                             "was changed. Restore the store's meta table from a backup.") from None
 
 
 def pseudonym_of(keyring: Keyring, version: int, subject_id: str) -> str:
@@ -588,6 +601,17 @@ def unseal_row(keys: Keys, row: Sequence[Any], dim: int) -> tuple[Entry, np.ndar
 def describe(entry: Entry, row_id: int, provenance: str, created_at: str, last_interaction: Optional[str],
              token: Optional[str]) -> GalleryRow:
     return GalleryRow(int(row_id), entry.pseudonym, tuple(sorted(entry.purposes)), entry.token_id,
-                      from_us(entry.expires_us), str(provenance), datetime.fromisoformat(created_at),
-                      datetime.fromisoformat(last_interaction) if last_interaction else None, token,
+                      from_us(entry.expires_us), str(provenance), _stored_time(row_id, "created_at", created_at),
+                      _stored_time(row_id, "last_interaction", last_interaction) if last_interaction else None, token,
                       entry.visible is not None, entry.masked_enrolment)
+
+
+def _stored_time(row_id: int, column: str, value: Any) -> datetime:
+    """A row's created_at or last_interaction, which no seal binds (they only describe the row).
+    A value edited into something that is no date names the row: a bare ValueError crashed the
+    records, the store check and `audit verify` instead of pointing at the edit."""
+    try:
+        return datetime.fromisoformat(value)
+    except (TypeError, ValueError):
+        raise IntegrityError(f"gallery row {row_id} failed its integrity check: its {column} column is not a date "
+                             "(edited by hand).") from None

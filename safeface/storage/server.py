@@ -54,7 +54,7 @@ from .rows import (REKEYED_FROM, ROW_COLS, rekey_mark, Enrollment, Entry, Erasur
                    initial_meta, iso, keys_from_meta, looks_of, moved_expiry, path_template, prepare, protect,
                    pseudonym_of, purge_condition, refuse_kept, refuse_lookalikes, rekeyed, seal_row, to_us,
                    touched_expiry, unseal_row, utc_now)
-from .rows import BLANK_LOOKS, OPEN_COLS, refuse_blanked, stored_looks
+from .rows import BLANK_LOOKS, OPEN_COLS, meta_number, refuse_blanked, stored_looks
 from .factory import dsn_parts, misread
 from .lock import lock_not_free
 from .vectors import AskingAgain, MilvusVectors, purpose_set
@@ -465,7 +465,8 @@ class ServerStore:
 
     def _versions(self) -> tuple[int, int]:
         got = dict(self._sql("SELECT k, v FROM {ns}.meta WHERE k IN ('transform_version', 'seal_version')"))
-        return int(got["transform_version"]), int(got["seal_version"])
+        return (meta_number(got.get("transform_version"), "transform_version", self.where),
+                meta_number(got.get("seal_version"), "seal_version", self.where))
 
     def _require_keys(self) -> Keys:
         if self._closed or self._keys is None:
@@ -542,7 +543,7 @@ class ServerStore:
         any moment recorded <= Milvus's <= intended unless one store went back in time. The
         stamp's tag names this store and the epoch of the collection's filling (see _index_state)."""
         book = self._book()
-        n = _counts(book)[1] + 1
+        n = _counts(book, self.where)[1] + 1
         self._set_meta(STAMP_INTENDED, str(n))
         self.vectors.set_stamp(n, _tag(book.get(STORE_ID, ""), book.get(EPOCH, "0")))
         self._set_meta(STAMP, str(n))
@@ -552,7 +553,7 @@ class ServerStore:
 
     def _meta_int(self, k: str) -> int:
         got = self._sql("SELECT v FROM {ns}.meta WHERE k = %s", (k,))
-        return int(got[0][0]) if got else 0
+        return meta_number(got[0][0], k, self.where) if got else 0
 
     def _book(self) -> dict[str, str]:
         """The meta keys of the index's bookkeeping (_BOOK)."""
@@ -568,7 +569,7 @@ class ServerStore:
         index. Not seen here: single vectors deleted or rewritten behind the store with the
         stamp left alone (`check_index` finds those)."""
         held = self.vectors.stamp()
-        recorded, intended = _counts(book)
+        recorded, intended = _counts(book, self.where)
         if held is None:
             return DIFFERS if recorded > 0 else OK
         count, tag = held
@@ -581,7 +582,7 @@ class ServerStore:
             # A writer raises the intended count before Milvus's: read it again, so a write
             # between this reader's two reads is not taken for the records going back.
             again = self._book()
-            return DIFFERS if count > _counts(again)[1] or epoch != again.get(EPOCH, "0") else OK
+            return DIFFERS if count > _counts(again, self.where)[1] or epoch != again.get(EPOCH, "0") else OK
         return OK
 
     def _foreign(self) -> ConfigError:
@@ -1201,11 +1202,12 @@ class ServerStore:
             # or a newer one (read before it, a holder may have finished and taken its notes).
             holder = self._lock_holder()
             ids, book = self._notes_and_book()
-        rebuilds = int(book.get(REBUILDS, 0))
+        rebuilds = meta_number(book.get(REBUILDS, 0), REBUILDS, self.where)
         if REBUILD not in ids:
             if self._index_state(book) == OK:
                 if ids and IN_FLIGHT in book:
-                    pid, first = (int(v) for v in book[IN_FLIGHT].split(":"))
+                    pid, first = (meta_number(v, IN_FLIGHT, self.where)
+                                  for v in (book[IN_FLIGHT].split(":") + ["", ""])[:2])
                     if pid == holder:
                         ids = {i for i in ids if i < first}
                 if len(ids) <= LAGGING_MAX:
@@ -1400,7 +1402,7 @@ class ServerStore:
             return []
         got = self._sql(f"SELECT v FROM {{ns}}.meta WHERE k = '{CEILING}'")
         if got:
-            return [i for i in wanted if i > int(got[0][0])]
+            return [i for i in wanted if i > meta_number(got[0][0], CEILING, self.where)]
         present = {int(r[0]) for r in self._sql("SELECT row_id FROM {ns}.rows WHERE row_id = ANY(%s)", (wanted,))}
         return [i for i in wanted if i not in present]
 
@@ -1478,10 +1480,10 @@ def _tag_parts(tag: str) -> tuple[str, str]:
     return store, epoch
 
 
-def _counts(book: dict[str, str]) -> tuple[int, int]:
+def _counts(book: dict[str, str], where: str) -> tuple[int, int]:
     """(recorded, intended) counts of confirmed vector writes (ServerStore._stamp)."""
-    recorded = int(book.get(STAMP, 0))
-    return recorded, max(recorded, int(book.get(STAMP_INTENDED, 0)))
+    recorded = meta_number(book.get(STAMP, 0), STAMP, where)
+    return recorded, max(recorded, meta_number(book.get(STAMP_INTENDED, 0), STAMP_INTENDED, where))
 
 
 def _outage_of(step: Callable[[], object], *, fresh: bool) -> Optional[IndexUnavailable]:

@@ -21,6 +21,7 @@ from typing import Any, Callable, Iterator, Optional, Sequence, TypeVar
 import numpy as np
 
 from ..errors import BackendError, ConfigError, IndexUnavailable
+from .factory import milvus_userinfo
 
 _T = TypeVar("_T")
 
@@ -244,6 +245,9 @@ class MilvusVectors:
             path.parent.mkdir(parents=True, exist_ok=True)
             uri, where = str(path), f"Milvus Lite at {path}"
         elif target.startswith("milvus:"):
+            if milvus_userinfo(target):  # never sent, nor shown in the messages that name `where`
+                raise ConfigError("storage.vectors holds user information (a user or password before '@'); set "
+                                  "SAFEFACE_MILVUS_TOKEN instead.")
             uri = target[len("milvus:"):]
             where = f"Milvus at {uri}"
         else:
