@@ -57,6 +57,11 @@ def _run_tracking(args: argparse.Namespace, video: str, out: Optional[str]) -> A
     if args.max_video_bytes is not None:
         video_opts = replace(video_opts, max_bytes=args.max_video_bytes)
     opts = TrackOptions(detector=args.person_detector, video=video_opts)
+    if args.purpose is not None and not args.workspace:
+        # Only a workspace judges a purpose and records the run: without one, a purpose given
+        # (undeclared or ended alike) was ignored and the run went unrecorded.
+        raise InvalidArgument("--purpose is judged and recorded only in a workspace; add --workspace WS, or leave "
+                              "--purpose out for an unrecorded run.")
     if args.workspace:
         from ..sdk import SafeFace
 

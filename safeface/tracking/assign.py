@@ -238,8 +238,7 @@ class Assigner:
                  and t.hits in (self.o.confirm, REID_AGAIN)]
         if not fresh:
             return
-        lost = [t for t in self.live if t.confirmed and t.missed > 0]
-        lost += [t for t in self.ended if index - t.frames[-1] <= self.o.reid_window]
+        lost = [t for t in self.live if t.confirmed and t.missed > 0] + self._recently_ended(index)
         for t in fresh:
             best: Optional[LiveTrack] = None
             best_d = self.o.reid_distance
@@ -276,6 +275,22 @@ class Assigner:
             old.thumb = new.thumb
         self.live = [t for t in self.live if t is not new and t is not old] + [old]
         self.ended = [t for t in self.ended if t is not old]
+
+    def _recently_ended(self, index: int) -> list[LiveTrack]:
+        """The tracks ended within the re-identification window. `ended` is in the order the
+        tracks ended (each `max_age` frames after its last), so only its tail is read: a long
+        video's thousands of tracks long gone are not read again at every frame."""
+        recent: list[LiveTrack] = []
+        for t in reversed(self.ended):
+            if index - t.frames[-1] > self.o.reid_window:
+                break
+            recent.append(t)
+        return recent[::-1]
+
+    def followed(self, index: int) -> int:
+        """The tracks followed now, and those ended within the re-identification window, which
+        each new track is compared with."""
+        return len(self.live) + len(self._recently_ended(index))
 
     def finish(self) -> list[LiveTrack]:
         done = self.ended + [t for t in self.live if t.confirmed]

@@ -38,6 +38,14 @@ GHOST_TRAVEL = 0.5
 PERSPECTIVE_EVERY = 25
 # A track unseen for up to this many frames still has its predicted head zone covered.
 COAST_COVER = 5
+# Bounds on the tracker's work a frame, far above a camera's crowd the tracker can follow (about
+# ten people in vtest.avi): assignment and re-identification grow with the square of the people,
+# and each lost track costs a HOG search. A crafted clip of 570 moving shapes a frame took 4 s a
+# frame at 720p (a whole 4K clip, hours); such a clip is refused, and re-detection runs on the
+# most recently lost tracks only.
+MAX_PEOPLE = 100  # person boxes in one frame
+MAX_TRACKS = 200  # people followed or awaiting re-identification at once
+MAX_RESCUES = 16  # HOG re-detections a frame
 
 
 def covering(fast: bool = False) -> VideoOptions:
@@ -56,7 +64,7 @@ class TrackOptions:
     mode: str = DEFAULT_MODE
     margin: float = DEFAULT_MARGIN
     draw: bool = True
-    max_frames: Optional[int] = None  # stop tracking (not covering) after this many frames
+    max_frames: Optional[int] = None  # stop tracking (not covering heads) after this many frames
     cover_heads: bool = True  # also cover the head zone of every person box (heads.py)
 
 
@@ -155,28 +163,32 @@ class _Run:
             self.detector.expected = self.perspective.height
 
     def __call__(self, index: int, rgb: np.ndarray) -> np.ndarray:
-        if self.opts.max_frames is not None and index >= self.opts.max_frames:
-            return rgb
         import cv2
 
-        boxes = self.detector.detect(rgb)
-        shaped = self.detector is self.hog
-        if getattr(self.detector, "warming_up", False):
-            boxes, shaped = self.hog.detect(rgb), True
+        boxes, shaped = self._detect(index, rgb)
+        if self.opts.max_frames is not None and index >= self.opts.max_frames:
+            # Tracking stops, covering does not: the people found still have their heads covered.
+            return cover_heads(rgb, boxes, self.opts.mode) if self.opts.cover_heads else rgb
         hsv = cv2.cvtColor(rgb, cv2.COLOR_RGB2HSV)
         grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
         looks = [describe(hsv, grey, b) for b in boxes]
         self.assigner.step(index, boxes, looks, shaped)
+        if self.assigner.followed(index) > MAX_TRACKS:
+            raise ImageError(f"by frame {index}, more than {MAX_TRACKS} people are followed or awaiting "
+                             "re-identification at once, more than tracking follows; nothing was written. "
+                             "Anonymize this video instead.")
         taken = [t.boxes[-1] for t in self.assigner.live if t.frames[-1] == index]
-        for t in self.assigner.live:
-            # An occluded track is inside another person's box: HOG there would find that person.
-            if t.confirmed and t.missed and not t.occluded:
-                found = self.hog.detect_near(rgb, t.kalman.box)
-                # A box another track already holds this frame is that person, not this one.
-                if found is not None and all(iou(found, b) < 0.3 for b in taken):
-                    clear = alone(taken + [found], len(taken))
-                    if self.assigner.recover(index, t, found, describe(hsv, grey, found), clear):
-                        taken.append(found)
+        # Most recently lost first; an occluded track is inside another person's box, where HOG
+        # would find that person.
+        lost = sorted((t for t in self.assigner.live if t.confirmed and t.missed and not t.occluded),
+                      key=lambda t: t.missed)
+        for t in lost[:MAX_RESCUES]:
+            found = self.hog.detect_near(rgb, t.kalman.box)
+            # A box another track already holds this frame is that person, not this one.
+            if found is not None and all(iou(found, b) < 0.3 for b in taken):
+                clear = alone(taken + [found], len(taken))
+                if self.assigner.recover(index, t, found, describe(hsv, grey, found), clear):
+                    taken.append(found)
         if self.opts.cover_heads:
             rgb = cover_heads(rgb, self._heads(index, boxes), self.opts.mode)
         for t in self.assigner.live:
@@ -192,6 +204,17 @@ class _Run:
                 if t.confirmed and t.frames[-1] == index:
                     _draw(rgb, t)
         return rgb
+
+    def _detect(self, index: int, rgb: np.ndarray) -> tuple[list[Box], bool]:
+        """The frame's person boxes, and whether a person-shape detector (HOG) found them."""
+        boxes = self.detector.detect(rgb)
+        shaped = self.detector is self.hog
+        if getattr(self.detector, "warming_up", False):
+            boxes, shaped = self.hog.detect(rgb), True
+        if len(boxes) > MAX_PEOPLE:
+            raise ImageError(f"frame {index} shows {len(boxes)} moving shapes, more people than tracking follows in "
+                             f"one frame ({MAX_PEOPLE}); nothing was written. Anonymize this video instead.")
+        return boxes, shaped
 
     def _heads(self, index: int, boxes: list[Box]) -> list[Box]:
         """Where people are this frame: the detector's boxes, the tracks' boxes (recovered ones
@@ -211,9 +234,11 @@ class _Run:
             return
         H, W = rgb.shape[:2]
         pad = h // 8
-        crop = rgb[max(0, y1 - pad):min(H, y2 + pad), max(0, x1 - pad):min(W, x2 + pad)].copy()
+        crop = rgb[max(0, y1 - pad):min(H, y2 + pad), max(0, x1 - pad):min(W, x2 + pad)]
         if crop.size:
-            t.thumb = (float(h), crop)
+            # Made small at once: every track keeps its thumbnail to the end of the run, and full
+            # size crops of a long video's passers-by could hold gigabytes (up to 25 MB each at 4K).
+            t.thumb = (float(h), _small(crop.copy()))
 
 
 def _draw(rgb: np.ndarray, t: LiveTrack) -> None:
@@ -283,7 +308,7 @@ def _people(finished: list[LiveTrack]) -> list[Person]:
         half = len(mid) // 2
         up, lo = _shares(mid[:half]), _shares(mid[half:])
         thumb = t.thumb[1] if t.thumb is not None else None
-        people.append(Person(t.track_id, list(t.frames), list(t.boxes), up, lo, rel[t.track_id], _small(thumb),
+        people.append(Person(t.track_id, list(t.frames), list(t.boxes), up, lo, rel[t.track_id], thumb,
                              len(clear)))
     return people
 
@@ -303,9 +328,7 @@ def _shares(v: np.ndarray) -> np.ndarray:
     return (v / total).astype(np.float32) if total > 0 else v.astype(np.float32)
 
 
-def _small(crop: Optional[np.ndarray]) -> Optional[np.ndarray]:
-    if crop is None:
-        return None
+def _small(crop: np.ndarray) -> np.ndarray:
     from PIL import Image
 
     h, w = crop.shape[:2]

@@ -1,0 +1,59 @@
+"""Tracking's work a frame is bounded: a small crafted clip of many moving shapes cannot hold a
+tracking run (or a service worker) for hours."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from safeface.errors import ImageError
+from safeface.tracking import track_video
+from tests.video_fixtures import synthetic_video
+
+WIDTH, HEIGHT = 640, 240
+
+
+def _crowd(i: int) -> np.ndarray:
+    """A flat scene; from frame 16 (after the background model's first second), a grid of 124
+    person-sized shapes that all move a little each frame."""
+    rgb = np.full((HEIGHT, WIDTH, 3), 200, np.uint8)
+    if i >= 16:
+        dx = 2 * (i - 16)
+        for y in range(4, HEIGHT - 36, 56):
+            for x in range(2, WIDTH - 30, 20):
+                rgb[y:y + 32, x + dx:x + dx + 8] = (20, 20, 160)
+    return rgb
+
+
+def test_a_clip_of_more_moving_shapes_than_people_in_a_frame_is_refused(tmp_path: Path) -> None:
+    """A hostile operator tracks a clip of 124 moving shapes a frame (the tracker's work grows with
+    their square: 570 in a 720p frame took 4 s a frame); refused, typed, with no output left."""
+    src = synthetic_video(tmp_path / "crowd.mp4", WIDTH, HEIGHT, frames=19, frame=_crowd)
+    out = tmp_path / "out.mp4"
+    with pytest.raises(ImageError, match="people"):
+        track_video(src, out)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["crowd.mp4"]
+
+
+def _waves(i: int) -> np.ndarray:
+    """From frame 16, a wave of 90 shapes every 4 frames, each in its own colour and place, each
+    seen long enough to be followed and then gone: no frame holds more than 90."""
+    rgb = np.full((HEIGHT, WIDTH, 3), 200, np.uint8)
+    if i >= 16:
+        wave, step = divmod(i - 16, 4)
+        colour = [(20, 20, 160), (160, 20, 20), (20, 140, 20), (150, 150, 20)][wave % 4]
+        spots = [(x, y) for y in range(4, HEIGHT - 36, 56) for x in range(2, WIDTH - 30, 20)][:90]
+        for x, y in spots:
+            x += 10 * (wave % 2) + 2 * step
+            rgb[y + 12 * (wave % 2):y + 12 * (wave % 2) + 32, x:x + 8] = colour
+    return rgb
+
+
+def test_waves_of_shapes_that_each_fit_a_frame_cannot_pile_up_lost_tracks(tmp_path: Path) -> None:
+    """A hostile operator shows 90 shapes at a time, a new wave every 4 frames: each wave's tracks
+    coast and are searched for again frame after frame; beyond 200 at once the clip is refused."""
+    src = synthetic_video(tmp_path / "waves.mp4", WIDTH, HEIGHT, frames=30, frame=_waves)
+    with pytest.raises(ImageError, match="people"):
+        track_video(src)

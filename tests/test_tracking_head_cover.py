@@ -1,0 +1,63 @@
+"""The head zone of everyone the tracker finds is covered in every output frame, whatever options
+the caller picks for the tracking itself."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+from PIL import Image
+
+from safeface.anonymize import FaceFinder
+from safeface.anonymize.detect import DetectionEngine, Search
+from safeface.imageio import load_image
+from safeface.tracking import TrackOptions, track_video
+from tests.datasets_path import datasets
+from tests.video_fixtures import synthetic_video
+
+
+def _walker(tmp_path: Path) -> Path:
+    """36 frames of one person walking right: a real face about 22 px wide (under the video
+    search's reach, within a photo-strength check's), a red top and blue trousers."""
+    photos = sorted((datasets() / "lfw-dev" / "images" / "Bill_Frist").glob("*.jpg"))
+    if not photos:
+        pytest.skip("real face images absent (lfw-dev)")
+    small = np.asarray(Image.fromarray(load_image(photos[0])).resize((52, 52)))
+    head = small[10:44, 13:39]
+    hh, hw = head.shape[:2]
+
+    def frame(i: int) -> np.ndarray:
+        rgb = np.full((272, 480, 3), 120, np.uint8)
+        x, y = 40 + 10 * i, 100
+        rgb[y:y + hh, x:x + hw] = head
+        rgb[y + hh:y + hh + 50, x - 4:x + hw + 4] = (200, 30, 30)
+        rgb[y + hh + 50:y + hh + 110, x:x + hw] = (30, 30, 160)
+        return rgb
+
+    return synthetic_video(tmp_path / "walk.mp4", 480, 272, frames=36, frame=frame)
+
+
+def _around_the_walker(rgb: np.ndarray, i: int) -> np.ndarray:
+    """The part of frame i where the walker is (a photo-strength search of it is quick)."""
+    x = 40 + 10 * i
+    return rgb[60:260, max(0, x - 60):x + 90]
+
+
+def test_a_run_that_stops_tracking_early_still_covers_every_head(tmp_path: Path) -> None:
+    """An app asks to stop tracking after 20 frames (max_frames, to save time): the head-zone
+    cover stopped with it and the small face showed in the other 16; each head stays covered."""
+    src, out = _walker(tmp_path), tmp_path / "out.mp4"
+    finder = FaceFinder("hog", engine=DetectionEngine())
+    strong = Search(max_side=1 << 16, upsample=2)  # photo strength: faces from about 20 px
+    with av.open(str(src)) as c:
+        shown = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+    assert all(finder.detectable(_around_the_walker(shown[i], i), strong) for i in (24, 32)), \
+        "the face must show for the check to mean anything"
+    track_video(src, out, TrackOptions(max_frames=20))
+    with av.open(str(out)) as c:
+        frames = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+    assert len(frames) == 36
+    faces = [i for i in range(20, 36, 2) if finder.detectable(_around_the_walker(frames[i], i), strong)]
+    assert faces == []
