@@ -191,8 +191,8 @@ from policy_support import open_sf
 from safeface.storage.gallery import Gallery
 from safeface.workspace.paths import WorkspacePaths
 original = Gallery.erase_pseudonym
-def erase_pseudonym(self, p):
-    original(self, p)
+def erase_pseudonym(self, p, **kw):
+    original(self, p, **kw)
     os._exit(137)  # killed after the store's commit, before the erasure's entry
 Gallery.erase_pseudonym = erase_pseudonym
 open_sf(WorkspacePaths(sys.argv[2])).erase("alice")

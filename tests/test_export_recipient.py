@@ -5,9 +5,13 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import pytest
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from policy_support import consent, images, legal_basis, open_sf  # noqa: E402
+from policy_support import consent, images, legal_basis, make_workspace, open_sf  # noqa: E402
 from service_support import keyed_client  # noqa: E402
+
+from safeface.errors import InvalidArgument  # noqa: E402
 
 
 BAD = ["Acme HR\u202e; judged after entry 1\u202c", "Acme HR\n\x1b[2J", "Acme HR\u2028entry 2", "Acme\u200bHR"]
@@ -32,3 +36,20 @@ def test_an_export_recipient_with_bidi_or_control_characters_is_refused_on_recor
         entries = [e for e in sf.audit_entries() if e.operation == "export"]
     assert [e.decision for e in entries] == ["failed"] * len(BAD) + ["allowed"]
     assert all(e.note == "InvalidArgument" for e in entries[:-1])
+
+
+def test_a_blank_recipient_or_one_too_long_to_record_whole_is_refused_on_record(tmp_path: Path) -> None:
+    """An app names a blank recipient, or "Acme HR", 90 spaces, "and data-broker.example" (the note
+    showed only "Acme HR"): each refused on record; a recipient that is served is recorded whole."""
+    ws = make_workspace(tmp_path / "ws")
+    lb = legal_basis(ws, operations=["transmit"])
+    padded = "Acme HR" + " " * 90 + "and data-broker.example"
+    with open_sf(ws) as sf:
+        sf.enroll(images() / "obama.jpg", "alice", "demo", consent(ws, "alice"))
+        for bad in ("", "   ", "Acme HR" + " " * 200 + "and data-broker.example"):
+            with pytest.raises(InvalidArgument):
+                sf.export("alice", "demo", bad, legal_basis=lb)
+        assert sf.export("alice", "demo", padded, legal_basis=lb).recipient == padded
+        entries = [e for e in sf.audit_entries() if e.operation == "export"]
+    assert [e.decision for e in entries] == ["failed"] * 3 + ["allowed"]
+    assert f"to {padded};" in str(entries[-1].note)

@@ -44,7 +44,7 @@ from ..workspace.apikeys import ApiKey, ApiKeys, hashing_key, session_ref
 from ..workspace.assessment import (ASSESSMENT_OPERATIONS, audit_section_problem, names_an_assessment,
                                    recorded_purge_times, recorded_roles, shown_assessment, unrecorded_problem)
 from ..workspace.audit import (JUDGED_AFTER, KEPT_AT_MOST, WITHDRAWN_AT, AuditEntry, AuditLog, AuditReport, entry_time,
-                               rows_named)
+                               key_versions_named, rows_named)
 from ..workspace.keys import ASSESSMENT_MAC, derived_key, is_demo, receipt_file_problem
 from ..workspace.passphrase import open_keyring
 from ..workspace.paths import WorkspacePaths
@@ -65,6 +65,7 @@ FILING_CROSSED = "filing-threshold"  # the entry recording the crossing, which d
 # Per purge audit entry, within the log's field limits (99 subjects, a 64 KiB note).
 PURGE_ENTRY_SUBJECTS = 90
 PURGE_ENTRY_ROWS = 4000
+RECIPIENT_MAX_CHARS = 200  # an export's recipient, written whole into its entry's note
 _OPENER = object()
 
 
@@ -223,18 +224,37 @@ class SafeFace:
     def _finish_rekey(self) -> None:
         """A re-key killed after the store moved to the new keys, before the old versions were
         retired and the call recorded: the old versions, which protect nothing now, are retired
-        here, and the log says so (a leaked old key must not keep opening a backup of the rows)."""
-        if getattr(self._keyring, "retire", None) is None:
-            return
+        here, and the log says so (a leaked old key must not keep opening a backup of the rows).
+        A store under older key versions than the log's last re-key moved it to is refused."""
         with self._gallery.locked():  # a re-key in progress holds it from rotation to retirement
+            in_use = self._gallery.key_versions
+            # The newest as the signed head names it (an entry edited by hand is refused there),
+            # then the log's table, for a newest re-key entry that failed and names none.
+            last = self._audit.last_entry(("rekey",))
+            seq, recorded = next(((e.seq, named) for e in itertools.chain([last] if last else [],
+                                                                         self._audit.newest_first(("rekey",)))
+                                  if e.decision == "allowed" and (named := key_versions_named(e.note))), (0, {}))
+            # The store and the keyring put back together from a copy made before a re-key: both
+            # genuine, so everything opened, and the templates (new ones too) were sealed again
+            # under the keys that re-key retired, perhaps because they leaked. A re-key never
+            # lowers the versions; the log keeps what it moved to.
+            older = {p: v for p, v in recorded.items() if in_use.get(p, v) < v}
+            if older:
+                raise IntegrityError(f"the templates are under key versions {in_use}, older than the versions {older} "
+                                     f"audit entry {seq} records a re-key moved them to: gallery.db and the keyring "
+                                     "were put back from a copy made before that re-key, under keys it retired. "
+                                     "Put back the newest copies of both; nothing was opened.")
+            if getattr(self._keyring, "retire", None) is None:
+                return
             # Only a store a re-key moved: one made new under the newest keys (its file deleted,
             # or moved aside for a restore, after a re-key that died before its move) would
             # otherwise retire the keys every real template, and its backup, are under.
             if not rekey_mark_holds(self._keyring, self._gallery.meta()):
                 return
-            in_use = self._gallery.key_versions
             retired = self._retire_below(in_use)
-            if retired:
+            # Also a re-key stopped after its retirement, before its entry: the log must name the
+            # versions the templates moved to, or a copy from before it would open unnoticed.
+            if retired or recorded != in_use:
                 self._append("rekey", "allowed", note=f"an interrupted re-key finished: templates under keys "
                                                       f"{in_use}; {retired} old key version(s) retired")
 
@@ -572,6 +592,11 @@ class SafeFace:
             if not isinstance(recipient, str) or not_plain_char(recipient) is not None:
                 raise InvalidArgument("the recipient is plain text: no control, format (such as a right-to-left "
                                       "override) or line-separator characters.")
+            # Recorded whole: a blank name disclosed to no one on record, and one cut short in the
+            # note ("Acme HR", spaces, "and data-broker.example") to someone else than the log said.
+            if not recipient.strip() or len(recipient) > RECIPIENT_MAX_CHARS:
+                raise InvalidArgument(f"the recipient is named in 1 to {RECIPIENT_MAX_CHARS} characters, not blank; "
+                                      "name who receives the records, as the audit log will show it.")
         request = Request(Operation.EXPORT, self._role, now, purpose=purpose, subject=subject, consent=consent,
                           legal_basis=legal_basis)
 
@@ -580,7 +605,7 @@ class SafeFace:
             records = [{"subject": r.pseudonym, "purposes": list(r.purposes), "provenance": r.provenance,
                         "expires_at": r.expires_at.isoformat(timespec="seconds")} for r in rows]
             return (Export(recipient, str(d.basis), records),
-                    _Note([pseud], f"disclosed {len(records)} record(s) to {recipient[:80]}"))
+                    _Note([pseud], f"disclosed {len(records)} record(s) to {recipient}"))
 
         return self._run(request, [pseud], body)
 
@@ -846,12 +871,15 @@ class SafeFace:
         results = []
         for p in pseuds:
             self._state.revoke_subject(p, now)
-            res = self._gallery.erase_pseudonym(p)
+            # Also the rows the log says are the subject's: one whose pseudonym column was edited
+            # by hand (no key needed) escaped the erasure's WHERE and got a receipt for 0 removed.
+            logged = self._audit.rows_left(p)
+            res = self._gallery.erase_pseudonym(p, rows=logged)
             # A process stopped between an earlier erasure's store commit and its entry left rows
             # the log lists as stored and the store does not hold; this erasure names them, so
             # the store check does not take them for rows deleted behind the guard.
             # (None of the subject's rows is left in the store now, under its write lock.)
-            left = self._audit.rows_left(p) - set(res.row_ids)
+            left = logged - set(res.row_ids)
             if left:
                 res = dataclasses.replace(res, settled=tuple(sorted(left)))
             results.append(res)
@@ -884,7 +912,9 @@ class SafeFace:
                     parts = [([str(r.pseudonym)], r) for r in results]
                 else:
                     self._state.revoke_token(str(ref), now)
-                    results = [self._gallery.remove_token(str(ref))]
+                    # With the rows the log enrolled under it (a token column edited by hand hid one).
+                    logged = self._audit.rows_enrolled_under(str(ref))
+                    results = [self._gallery.remove_token(str(ref), rows=logged)]
                     subjects = [results[0].pseudonym] if results[0].pseudonym else []
                     parts = [(subjects, results[0])]
                 merged = _merged(results)
@@ -915,12 +945,15 @@ class SafeFace:
     def _pseudonym_of(self, subject: Optional[str], pseudonym: Optional[str]) -> str:
         if (subject is None) == (pseudonym is None):
             raise InvalidArgument("erase needs exactly one of subject or pseudonym.")
-        if pseudonym is not None:
-            if not isinstance(pseudonym, str) or len(pseudonym) != 64 or any(c not in "0123456789abcdef"
-                                                                           for c in pseudonym):
-                raise InvalidArgument("a pseudonym is 64 lowercase hex characters, as the records show it.")
-            return pseudonym
-        return self.pseudonym(str(subject))
+        if subject is not None:
+            # A number names the subject its text does; anything else that is no string is refused
+            # (str() made b"alice" "b'alice'": a signed receipt for no one, alice's rows kept).
+            number = isinstance(subject, int) and not isinstance(subject, bool)
+            return self.pseudonym(str(subject) if number else subject)
+        if not isinstance(pseudonym, str) or len(pseudonym) != 64 or any(c not in "0123456789abcdef"
+                                                                       for c in pseudonym):
+            raise InvalidArgument("a pseudonym is 64 lowercase hex characters, as the records show it.")
+        return pseudonym
 
     def purge(self) -> Optional[ErasureReceipt]:
         """:meth:`purge_expired` as a caller's call: its role must allow purge."""

@@ -22,7 +22,7 @@ import threading
 from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional, Protocol, Sequence, Union
+from typing import Any, Callable, Collection, Iterator, Optional, Protocol, Sequence, Union
 
 import numpy as np
 
@@ -578,13 +578,24 @@ class Gallery:
                                  "erasure or copy them elsewhere. Find who added them and drop them (DROP TRIGGER) "
                                  "before using it.")
 
-    def _delete_where(self, where: str, args: tuple[Any, ...]) -> list[tuple[int, str]]:
-        """Delete matching rows inside the current write; returns (row_id, pseudonym) pairs."""
+    def _delete_where(self, where: str, args: tuple[Any, ...],
+                      held: Callable[[], Collection[int]] = lambda: ()) -> list[tuple[int, str]]:
+        """Delete matching rows inside the current write; returns (row_id, pseudonym) pairs.
+        `held`: the rows in memory (opened against their seals) that the erasure takes, read
+        after the write caught up with the store."""
         db = self._db()
         self._refuse_foreign_triggers(db)
-        found = [(int(r), str(p)) for r, p in db.execute(f"SELECT row_id, pseudonym FROM rows WHERE {where}", args)]
+        found = dict((int(r), str(p)) for r, p in db.execute(f"SELECT row_id, pseudonym FROM rows WHERE {where}", args))
+        # The columns need no key to edit: a row whose pseudonym, token or expiry column was
+        # changed by hand escaped the WHERE above, and stayed matchable in every open handle
+        # under a receipt that said it was gone. The rows the seals bind to it go too.
+        mine = sorted(set(held()) - set(found))
+        for r in _stored_ids(db, mine, ""):
+            entry = self._entries.get(r)
+            found[r] = entry.pseudonym if entry is not None else str(db.execute(
+                "SELECT pseudonym FROM rows WHERE row_id = ?", (r,)).fetchone()[0])
         if found:
-            ids = [r for r, _ in found]
+            ids = sorted(found)
             for i in range(0, len(ids), 500):
                 part = ids[i:i + 500]
                 db.execute(f"DELETE FROM rows WHERE row_id IN ({','.join('?' * len(part))})", part)
@@ -592,13 +603,18 @@ class Gallery:
         # Last, before the commit: nothing written after it can put a row back unseen. Read from
         # the table itself, whatever the lookup found: an index whose entries were rebuilt over
         # another column under its old definition (writable_schema) hid the row from both.
-        refuse_kept([int(r) for r, in db.execute(f"SELECT row_id FROM rows NOT INDEXED WHERE {where} LIMIT 5", args)],
-                    "rows")
-        return found
+        kept = [int(r) for r, in db.execute(f"SELECT row_id FROM rows NOT INDEXED WHERE {where} LIMIT 5", args)]
+        refuse_kept((kept + _stored_ids(db, mine, "NOT INDEXED"))[:5], "rows")
+        return sorted(found.items())
 
-    def _erase(self, where: str, args: tuple[Any, ...]) -> list[tuple[int, str]]:
+    def _erase(self, where: str, args: tuple[Any, ...],
+               held: Callable[[], Collection[int]] = lambda: ()) -> list[tuple[int, str]]:
         with self._write() as after:
-            found = self._delete_where(where, args)
+            try:
+                found = self._delete_where(where, args, held)
+            except sqlite3.DatabaseError as exc:  # an index bent by hand, met by the delete of a row it hid
+                raise_if_damaged(exc, f"the gallery at {self._path}")
+                raise
             self._at("erase:deleted")
             ids = [r for r, _ in found]
             after.append(lambda: self._apply({}, ids))
@@ -631,16 +647,21 @@ class Gallery:
         """Remove every row of the subject from the store and the index."""
         return self.erase_pseudonym(self.pseudonym(subject_id))
 
-    def erase_pseudonym(self, pseudonym: str) -> ErasureResult:
-        """The same, for a subject known only by pseudonym (an operator's console)."""
+    def erase_pseudonym(self, pseudonym: str, *, rows: Collection[int] = ()) -> ErasureResult:
+        """The same, for a subject known only by pseudonym (an operator's console). `rows`: ids the
+        caller's record names as the subject's (the audit log), removed too."""
         _check_text(pseudonym, "pseudonym")
-        found = self._erase("pseudonym = ?", (pseudonym,))
+        found = self._erase("pseudonym = ?", (pseudonym,),
+                            lambda: {*self._by_pseudonym.get(pseudonym, ()), *map(int, rows)})
         return ErasureResult(pseudonym, tuple(r for r, _ in found), len(found), copies=self._copies())
 
-    def remove_token(self, token_id: str) -> ErasureResult:
-        """Remove every row enrolled under the consent token (e.g. on withdrawal)."""
+    def remove_token(self, token_id: str, *, rows: Collection[int] = ()) -> ErasureResult:
+        """Remove every row enrolled under the consent token (e.g. on withdrawal); `rows` as in
+        erase_pseudonym."""
         _check_text(token_id, "token_id")
-        found = self._erase("token_id = ?", (token_id,))
+        found = self._erase("token_id = ?", (token_id,),
+                            lambda: {*(rid for rid, e in self._entries.items() if e.token_id == token_id),
+                                     *map(int, rows)})
         ps = {p for _, p in found}
         return ErasureResult(ps.pop() if len(ps) == 1 else None, tuple(r for r, _ in found), len(found),
                              copies=self._copies())
@@ -655,7 +676,10 @@ class Gallery:
             with self._lock:
                 stored = [c for c, in self._db().execute("SELECT DISTINCT purposes FROM rows NOT INDEXED")]
             columns = ended_columns(stored, ended)
-        found = self._erase(*purge_condition(now_us, columns, "?"))
+        gone = {str(x) for x in ended}
+        found = self._erase(*purge_condition(now_us, columns, "?"),
+                            lambda: [rid for rid, e in self._entries.items()
+                                     if e.expires_us <= now_us or (e.purposes and e.purposes <= gone)])
         by_p: dict[str, list[int]] = {}
         for r, p in found:
             by_p.setdefault(p, []).append(r)
@@ -880,7 +904,13 @@ class Gallery:
 
     def rows_for(self, subject_id: str) -> list[GalleryRow]:
         """The subject's rows (descriptions only), each checked against its seal."""
-        return self._described("WHERE pseudonym = ?", (self.pseudonym(subject_id),))
+        p = self.pseudonym(subject_id)
+        with self._lock:
+            self._refresh()
+            # Also the rows whose seals bind the subject (as erasure takes them): one whose
+            # pseudonym column was edited by hand fails its check here, rather than go unlisted.
+            held = sorted(self._by_pseudonym.get(p, ()))
+            return self._described("WHERE pseudonym = ?" + "".join(" OR row_id = ?" for _ in held), (p, *held))
 
     def rows(self) -> list[GalleryRow]:
         """Every row's description (never a template), each checked against its seal."""
@@ -948,6 +978,16 @@ class Gallery:
     def __len__(self) -> int:
         with self._lock:
             return int(self._db().execute("SELECT COUNT(*) FROM rows").fetchone()[0])
+
+
+def _stored_ids(db: sqlite3.Connection, ids: Sequence[int], how: str) -> list[int]:
+    """Which of `ids` the rows table holds, read `how` ("" or "NOT INDEXED"), 500 at a time."""
+    out: list[int] = []
+    for i in range(0, len(ids), 500):
+        part = list(ids[i:i + 500])
+        out += [int(r) for r, in db.execute(f"SELECT row_id FROM rows {how} WHERE row_id IN "
+                                            f"({','.join('?' * len(part))})", part)]
+    return out
 
 
 def _ids(rows: set[int]) -> np.ndarray:

@@ -41,7 +41,7 @@ import time
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any, Callable, Iterator, Optional, Sequence, TypeVar
+from typing import Any, Callable, Collection, Iterator, Optional, Sequence, TypeVar
 
 import numpy as np
 
@@ -1002,15 +1002,19 @@ class ServerStore:
         """Remove every row of the subject from the records and its vectors from Milvus."""
         return self.erase_pseudonym(self.pseudonym(subject_id))
 
-    def erase_pseudonym(self, pseudonym: str) -> ErasureResult:
-        """The same, for a subject known only by pseudonym (an operator's console)."""
+    def erase_pseudonym(self, pseudonym: str, *, rows: Collection[int] = ()) -> ErasureResult:
+        """The same, for a subject known only by pseudonym (an operator's console). `rows`: ids the
+        caller's record (the audit log) names as the subject's, removed too: a row whose columns
+        were edited by hand escapes the WHERE, its seal is not read here."""
         check_text(pseudonym, "pseudonym")
-        found, vectors = self._erase("pseudonym = %s", (pseudonym,))
+        found, vectors = self._erase("pseudonym = %s OR row_id = ANY(%s::bigint[])",
+                                     (pseudonym, sorted(int(r) for r in rows)))
         return ErasureResult(pseudonym, tuple(sorted(r for r, _ in found)), len(found), vectors)
 
-    def remove_token(self, token_id: str) -> ErasureResult:
+    def remove_token(self, token_id: str, *, rows: Collection[int] = ()) -> ErasureResult:
         check_text(token_id, "token_id")
-        found, vectors = self._erase("token_id = %s", (token_id,))
+        found, vectors = self._erase("token_id = %s OR row_id = ANY(%s::bigint[])",
+                                     (token_id, sorted(int(r) for r in rows)))
         ps = {p for _, p in found}
         return ErasureResult(ps.pop() if len(ps) == 1 else None, tuple(sorted(r for r, _ in found)), len(found),
                              vectors)

@@ -92,6 +92,15 @@ def rows_named(note: Optional[str]) -> list[int]:
     return [int(x) for x in m.group(1).split(",") if x] if m else []
 
 
+# A re-key's entry names the key versions the templates moved to ("keys {'transform': 2, 'seal': 2}").
+_KEY_VERSION = re.compile(r"'(transform|seal)': ([0-9]+)")
+
+
+def key_versions_named(note: Optional[str]) -> dict[str, int]:
+    """The key versions a re-key entry's note records ({} for none)."""
+    return {p: int(v) for p, v in _KEY_VERSION.findall(note or "")}
+
+
 def judged_after(note: Optional[str]) -> Optional[int]:
     """The judging point an entry's note names, or None."""
     return last_mention(_JUDGED, note)
@@ -538,6 +547,15 @@ class AuditLog:
                                  "AND subjects LIKE ?) OR operation = 'uncommitted')", ("%" + json.dumps(pseudonym) + "%",)):
             gone.update(rows_named(note))
         return named - gone
+
+    def rows_enrolled_under(self, token_ref: str) -> set[int]:
+        """The rows the log's enrolment entries name under this consent or legal basis (its
+        reference): one index probe. Removed ones included; deleting them again removes nothing."""
+        rows: set[int] = set()
+        for (note,) in self._t.q("SELECT note FROM {t}entries WHERE token_id = ? AND operation = 'enroll' AND "
+                                 "decision = 'allowed'", (token_ref,)):
+            rows.update(rows_named(note))
+        return rows
 
     def newest_seq(self, operation: str) -> int:
         """The seq of the newest allowed entry of `operation` (0 for none): one index probe."""
