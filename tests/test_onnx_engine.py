@@ -22,7 +22,7 @@ from tests.face_fixtures import lfw_face_chips
 
 DATASETS = datasets()
 LFW = DATASETS / "lfw-dev" / "images"
-N_FACES = 200
+N_FACES = 100
 
 
 def _need(path: Path) -> Path:
@@ -323,7 +323,7 @@ def test_get_engine_by_name(home: Path) -> None:
 # -- equivalence with dlib ----------------------------------------------------------------------------------
 
 @pytest.mark.slow
-def test_descriptors_equal_dlibs_on_200_lfw_faces(engines: tuple[DlibEngine, OnnxEngine], lfw_chips: np.ndarray) -> None:
+def test_descriptors_equal_dlibs_on_100_lfw_faces(engines: tuple[DlibEngine, OnnxEngine], lfw_chips: np.ndarray) -> None:
     dl, ox = engines
     ref = dl.raw_descriptors(lfw_chips)
     got = ox.raw_descriptors(lfw_chips)
