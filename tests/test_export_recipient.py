@@ -39,17 +39,18 @@ def test_an_export_recipient_with_bidi_or_control_characters_is_refused_on_recor
 
 
 def test_a_blank_recipient_or_one_too_long_to_record_whole_is_refused_on_record(tmp_path: Path) -> None:
-    """An app names a blank recipient, or "Acme HR", 90 spaces, "and data-broker.example" (the note
-    showed only "Acme HR"): each refused on record; a recipient that is served is recorded whole."""
+    """An app names a blank recipient (spaces, a Hangul filler, a braille blank), or "Acme HR", 200
+    spaces, "and data-broker.example": each refused on record; one that is served is recorded whole."""
     ws = make_workspace(tmp_path / "ws")
     lb = legal_basis(ws, operations=["transmit"])
     padded = "Acme HR" + " " * 90 + "and data-broker.example"
     with open_sf(ws) as sf:
         sf.enroll(images() / "obama.jpg", "alice", "demo", consent(ws, "alice"))
-        for bad in ("", "   ", "Acme HR" + " " * 200 + "and data-broker.example"):
+        blanks = ("", "   ", "\u3164", "\u2800 \u3164")
+        for bad in (*blanks, "Acme HR" + " " * 200 + "and data-broker.example"):
             with pytest.raises(InvalidArgument):
                 sf.export("alice", "demo", bad, legal_basis=lb)
         assert sf.export("alice", "demo", padded, legal_basis=lb).recipient == padded
         entries = [e for e in sf.audit_entries() if e.operation == "export"]
-    assert [e.decision for e in entries] == ["failed"] * 3 + ["allowed"]
+    assert [e.decision for e in entries] == ["failed"] * (len(blanks) + 1) + ["allowed"]
     assert f"to {padded};" in str(entries[-1].note)

@@ -34,3 +34,22 @@ def test_a_meta_number_edited_into_text_is_named_not_a_bare_value_error(pg: PgCl
         with setup.open() as store:
             store.search(x[0], "access")
             store.never_committed([1, 2, 3])
+
+
+@pytest.mark.parametrize("mark", ["1:2:3", "7", ""])
+def test_an_in_flight_mark_edited_out_of_shape_is_named(pg: PgCluster, tmp_path: Path, keyring: Any, mark: str) -> None:
+    """The operator writes an enrolment's in-flight mark with three parts, one, or none, beside a
+    row noted for a vector write: a search read the first two parts and went on; it is named now."""
+    import psycopg
+
+    setup = Setup(pg, "milvus-lite:vectors.db", tmp_path, keyring)
+    x = unit_rows(2, seed=3)
+    with setup.open() as store:
+        fill(store, x)
+        with psycopg.connect(setup.dsn, password=PG_PASSWORD, autocommit=True) as c:
+            c.execute("INSERT INTO safeface.pending (row_id, op) SELECT min(row_id), 'upsert' FROM safeface.rows "
+                      "ON CONFLICT (row_id) DO NOTHING")
+            c.execute("INSERT INTO safeface.meta (k, v) VALUES ('enrolment_in_flight', %s) "
+                      "ON CONFLICT (k) DO UPDATE SET v = EXCLUDED.v", (mark,))
+        with pytest.raises(IntegrityError, match="enrolment_in_flight"):
+            store.search(x[0], "access")

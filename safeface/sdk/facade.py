@@ -33,7 +33,7 @@ from ..errors import (AuthenticationError, BackendError, ConfigError, ImageError
                       PolicyViolation, SafeFaceError)
 from ..hazmat.templates.pseudonym import new_subject_problem, token_pseudonym, usual_spelling
 from ..imageio import ImageInput, load_image
-from ..lookalike import not_plain_char
+from ..lookalike import not_plain_char, shows_nothing
 from ..policy.attributes import MAX_ATTRIBUTES
 from ..policy.deployment import Deployment, Finding, working_days_after
 from ..policy.guard import BatchItem, CaptureFacts, Decision, Guard, Operation, Request
@@ -592,9 +592,10 @@ class SafeFace:
             if not isinstance(recipient, str) or not_plain_char(recipient) is not None:
                 raise InvalidArgument("the recipient is plain text: no control, format (such as a right-to-left "
                                       "override) or line-separator characters.")
-            # Recorded whole: a blank name disclosed to no one on record, and one cut short in the
-            # note ("Acme HR", spaces, "and data-broker.example") to someone else than the log said.
-            if not recipient.strip() or len(recipient) > RECIPIENT_MAX_CHARS:
+            # Recorded whole: a blank name (spaces, or a Hangul filler that str.strip keeps)
+            # disclosed to no one on record, and one cut short in the note ("Acme HR", spaces,
+            # "and data-broker.example") to someone else than the log said.
+            if shows_nothing(recipient) or len(recipient) > RECIPIENT_MAX_CHARS:
                 raise InvalidArgument(f"the recipient is named in 1 to {RECIPIENT_MAX_CHARS} characters, not blank; "
                                       "name who receives the records, as the audit log will show it.")
         request = Request(Operation.EXPORT, self._role, now, purpose=purpose, subject=subject, consent=consent,

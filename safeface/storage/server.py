@@ -1210,8 +1210,11 @@ class ServerStore:
         if REBUILD not in ids:
             if self._index_state(book) == OK:
                 if ids and IN_FLIGHT in book:
+                    # Exactly "<pid>:<first>": a mark of one or three parts was edited by hand,
+                    # and read by its first two it would hide rows no enrolment is writing.
+                    parts = book[IN_FLIGHT].split(":")
                     pid, first = (meta_number(v, IN_FLIGHT, self.where)
-                                  for v in (book[IN_FLIGHT].split(":") + ["", ""])[:2])
+                                  for v in (parts if len(parts) == 2 else [None, None]))
                     if pid == holder:
                         ids = {i for i in ids if i < first}
                 if len(ids) <= LAGGING_MAX:
