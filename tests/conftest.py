@@ -7,7 +7,12 @@ import sys
 from pathlib import Path
 from typing import Any, Iterator
 
-import pytest
+# Each xdist worker (-n 2 on two cores) computing with two BLAS threads of its own oversubscribes
+# the machine, and OpenBLAS's waiting threads then slow a 128x128 QR from 1 ms to hundreds: one
+# thread per worker, set before NumPy loads OpenBLAS. A caller's own setting is kept.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import pytest  # noqa: E402
 
 # The tests' own helper modules (datasets_path, policy_support, child_process, ...) import by name.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
