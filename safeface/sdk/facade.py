@@ -384,21 +384,23 @@ class SafeFace:
     def masked_threshold(self) -> float:
         """The threshold of the masked path: a probe the mask detector calls masked, against the
         visible-region templates. Its default is set where masked impostors reach the plain
-        threshold's FMR (README, "Masked faces")."""
-        from ..hazmat.vision import DEFAULT_MASKED_THRESHOLD
+        threshold's FMR (README, "Masked faces"), and follows a stricter plain threshold
+        (`masked_default`): a mask must not buy a stranger a looser bar."""
+        from ..hazmat.vision import DEFAULT_MASKED_THRESHOLD, masked_default
 
         t = self._deployment.masked_threshold
-        return DEFAULT_MASKED_THRESHOLD if t is None else t
+        return masked_default(DEFAULT_MASKED_THRESHOLD, self.threshold) if t is None else t
 
     @property
     def both_masked_threshold(self) -> float:
         """The threshold of a masked probe against the visible-region templates of rows enrolled
         from a masked image (two masked strangers look more alike): `matching.both_masked_threshold`,
-        default `DEFAULT_BOTH_MASKED_THRESHOLD` (README, "Masked faces")."""
-        from ..hazmat.vision import DEFAULT_BOTH_MASKED_THRESHOLD
+        default `DEFAULT_BOTH_MASKED_THRESHOLD`, following a stricter plain threshold as the masked
+        one does (README, "Masked faces")."""
+        from ..hazmat.vision import DEFAULT_BOTH_MASKED_THRESHOLD, masked_default
 
         t = self._deployment.both_masked_threshold
-        return DEFAULT_BOTH_MASKED_THRESHOLD if t is None else t
+        return masked_default(DEFAULT_BOTH_MASKED_THRESHOLD, self.threshold) if t is None else t
 
     def _masked_routes(self) -> tuple[_Route, ...]:
         """The store paths a masked probe's visible-region embedding takes, each with its threshold."""

@@ -23,7 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ...errors import ModelError
+from ...errors import InvalidArgument, ModelError
+from .arrays import check_rgb_image
 from .masks import FaceFrame
 
 # The face is resampled into its own frame (masks.FaceFrame: x along the eye line, y down the
@@ -32,6 +33,9 @@ from .masks import FaceFrame
 _X0, _X1, _Y0 = -1.25, 1.25, -0.75
 PATCH_W, PATCH_H = 30, 36
 _STEP = (_X1 - _X0) / PATCH_W
+# The widest blur face_patch runs, in pixels (sigma): a face of more than about 190 pixels between
+# the eyes is shrunk first. The model was trained on LFW faces, blurred at sigma 1-3.
+BLUR_MAX = 8.0
 # The reference: cheeks just under the eyes and the forehead stay bare under every mask.
 _CHEEKS = ((0.35, 0.85), (0.1, 0.35))  # |x| range, y range
 _FOREHEAD = ((0.0, 0.55), (-0.65, -0.3))
@@ -105,13 +109,36 @@ def face_patch(image: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
     face is large, so that the coarse grid does not alias)."""
     import cv2
 
+    img = check_rgb_image(image)
     frame = FaceFrame.from_landmarks(landmarks)
+    h, w = img.shape[:2]
+    if frame.unit > max(h, w):
+        raise InvalidArgument("these landmarks put the eyes further apart than the image is wide or tall: they "
+                              "are no face of this image. Pass the landmarks the detector found in it.")
+    sigma = 0.5 * frame.unit * _STEP
+    # Only the pixels the patch samples, and the blur's reach around them, are read; a face larger
+    # than BLUR_MAX allows is first shrunk to it (area averaging, which a Gaussian then smooths).
+    # Blurring the whole photo with a kernel as wide as a large face took 25 s for a 40-megapixel
+    # portrait, and minutes for landmarks spread wider than the image.
+    corners = frame.to_image(np.array([[_X0, _Y0], [_X1, _Y0], [_X0, _Y0 + PATCH_H * _STEP],
+                                       [_X1, _Y0 + PATCH_H * _STEP]]))
+    pad = 4.0 * sigma + 2.0
+    x0 = int(np.clip(np.floor(corners[:, 0].min() - pad), 0, w - 1))
+    y0 = int(np.clip(np.floor(corners[:, 1].min() - pad), 0, h - 1))
+    x1 = int(np.clip(np.ceil(corners[:, 0].max() + pad) + 1, x0 + 1, w))
+    y1 = int(np.clip(np.ceil(corners[:, 1].max() + pad) + 1, y0 + 1, h))
+    src = img[y0:y1, x0:x1]
+    sx = sy = 1.0
+    if sigma > BLUR_MAX:
+        cw, ch = max(1, int(round((x1 - x0) * BLUR_MAX / sigma))), max(1, int(round((y1 - y0) * BLUR_MAX / sigma)))
+        sx, sy = cw / (x1 - x0), ch / (y1 - y0)
+        src, sigma = cv2.resize(src, (cw, ch), interpolation=cv2.INTER_AREA), BLUR_MAX
+    src = cv2.GaussianBlur(src, (0, 0), sigma) if sigma > 1.0 else np.ascontiguousarray(src)
     origin = frame.to_image(np.array([_X0 + 0.5 * _STEP, _Y0 + 0.5 * _STEP]))
     ax, ay = frame.ux * frame.unit * _STEP, frame.uy * frame.unit * _STEP
-    m = np.array([[ax[0], ay[0], origin[0]], [ax[1], ay[1], origin[1]]])
-    sigma = 0.5 * frame.unit * _STEP
-    img = np.ascontiguousarray(image)
-    src = cv2.GaussianBlur(img, (0, 0), sigma) if sigma > 1.0 else img
+    # Image pixel centres to the shrunk crop's (cv2.resize keeps pixel centres aligned).
+    m = np.array([[ax[0] * sx, ay[0] * sx, (origin[0] - x0 + 0.5) * sx - 0.5],
+                  [ax[1] * sy, ay[1] * sy, (origin[1] - y0 + 0.5) * sy - 0.5]])
     return np.asarray(cv2.warpAffine(src, m, (PATCH_W, PATCH_H), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
                                      borderMode=cv2.BORDER_REPLICATE))
 
@@ -163,7 +190,14 @@ def mask_stats(image: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
 
 def mask_features(image: np.ndarray, landmarks: np.ndarray, embedding: np.ndarray) -> np.ndarray:
     """What the model weighs: the statistics, then the face's unit embedding."""
-    return np.concatenate([mask_stats(image, landmarks), np.asarray(embedding, dtype=np.float64).reshape(-1)])
+    try:
+        emb = np.asarray(embedding, dtype=np.float64).reshape(-1)
+    except (TypeError, ValueError):
+        emb = np.array([np.nan])
+    # A NaN confidence is never "masked" and passes every mask bar: refused, not decided.
+    if not np.isfinite(emb).all():
+        raise InvalidArgument("the mask check needs the face's embedding as finite numbers (the recognizer's).")
+    return np.concatenate([mask_stats(image, landmarks), emb])
 
 
 def confidence_from_features(features: np.ndarray) -> np.ndarray:

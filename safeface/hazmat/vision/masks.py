@@ -55,7 +55,7 @@ class MaskStyle:
 
 def mask_style(kind: Union[str, MaskKind] = MaskKind.SURGICAL, seed: int = 0) -> MaskStyle:
     """The style of the mask `kind` ("random" draws the kind too) for `seed`."""
-    rng = np.random.default_rng([GENERATOR_VERSION, int(seed)])
+    rng = np.random.default_rng([GENERATOR_VERSION, _seed(seed)])
     k = _kind(kind, rng)
     palette = _COLOURS[k]
     return MaskStyle(kind=k, colour=palette[int(rng.integers(len(palette)))],
@@ -63,6 +63,14 @@ def mask_style(kind: Union[str, MaskKind] = MaskKind.SURGICAL, seed: int = 0) ->
                      tilt=float(rng.uniform(-6.0, 6.0)),
                      pattern=int(rng.integers(3)) if k in (MaskKind.CLOTH, MaskKind.GAITER) else 0,
                      texture=float(rng.uniform(4.0, 10.0)))
+
+
+def _seed(seed: object) -> int:
+    """A seed is a whole number of at least 0: numpy's seeding refused a negative one, and int()
+    a NaN, text or None, each with a bare ValueError or TypeError; a float was cut silently."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise InvalidArgument("a mask seed is a whole number of at least 0 (an int).")
+    return int(seed)
 
 
 def _kind(kind: Union[str, MaskKind], rng: np.random.Generator) -> MaskKind:
@@ -89,9 +97,13 @@ class FaceFrame:
 
     @classmethod
     def from_landmarks(cls, landmarks: np.ndarray) -> "FaceFrame":
-        pts = np.asarray(landmarks, dtype=np.float64).reshape(-1, 2)
+        refusal = "a mask needs the 5 landmarks of a face (eye corners and nose base) as a 5x2 array of numbers."
+        try:
+            pts = np.asarray(landmarks, dtype=np.float64).reshape(-1, 2)
+        except (TypeError, ValueError):  # text, objects, ragged lists
+            raise InvalidArgument(refusal) from None
         if pts.shape != (5, 2) or not np.isfinite(pts).all():
-            raise InvalidArgument("a mask needs the 5 landmarks of a face (eye corners and nose base) as a 5x2 array.")
+            raise InvalidArgument(refusal)
         a, b = pts[0:2].mean(axis=0), pts[2:4].mean(axis=0)
         left, right = (a, b) if a[0] <= b[0] else (b, a)
         d = right - left
@@ -189,7 +201,10 @@ def draw_mask(image: np.ndarray, landmarks: np.ndarray, box: Optional[Sequence[f
     frame = FaceFrame.from_landmarks(landmarks).rotated(style.tilt)
     box_hw = 1.05
     if box is not None:
-        x1, _, x2, _ = (float(v) for v in box)
+        try:
+            x1, _, x2, _ = np.asarray(box, dtype=np.float64).reshape(4)
+        except (TypeError, ValueError):
+            raise InvalidArgument("a mask's face box is 4 numbers (x1, y1, x2, y2), or None.") from None
         if x2 > x1:
             box_hw = float(np.clip(0.5 * (x2 - x1) / frame.unit, 0.8, 1.4))
     poly = _outline(style, frame, box_hw)

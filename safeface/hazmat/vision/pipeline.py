@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Callable, Optional, Sequence
 import numpy as np
 from PIL import Image
 
+from ...errors import InvalidArgument
 from ...imageio import ImageInput, load_image
 from ...workers import worker_count
 from .arrays import l2_normalize
@@ -43,6 +44,11 @@ BESIDE_MIN_SIDE = 0.8
 # Engines whose embeddings the mask detector was trained on (the same dlib networks).
 MASK_CHECK_ENGINES = ("dlib", "onnx")
 
+# The most a detection step upsamples (each doubles both sides). The budget below scales the image
+# down to pay for it, to 1 pixel at worst, and dlib then upsampled that 1 pixel: a step of 40 had
+# the process killed for its memory at the first detect.
+MAX_UPSAMPLE = 3
+
 # Which face of several is the subject. "prominent": the largest, less a penalty for distance
 # from the image centre (area minus twice the squared offset of its centre, both in pixels), so
 # that a bystander at the edge who happens to be closer to the camera is not taken for the person
@@ -54,7 +60,7 @@ CENTRE_WEIGHT = 2.0
 
 def check_pick(rule: str) -> str:
     if rule not in PICKS:
-        raise ValueError(f"unknown pick rule {rule!r}; choose one of {', '.join(PICKS)}.")
+        raise InvalidArgument(f"unknown pick rule {rule!r}; choose one of {', '.join(PICKS)}.")
     return rule
 
 
@@ -116,9 +122,14 @@ class PipelineConfig:
         check_pick(self.pick)
         mp = self.detect_megapixels
         if isinstance(mp, bool) or not isinstance(mp, (int, float)) or not math.isfinite(mp) or mp < 0.1:
-            raise ValueError(f"detect_megapixels must be a number of at least 0.1, got {mp!r}.")
+            raise InvalidArgument(f"detect_megapixels must be a number of at least 0.1, got {mp!r}.")
         if isinstance(self.threads, bool) or not isinstance(self.threads, int) or self.threads < 0:
-            raise ValueError(f"threads must be a whole number >= 0 (0: one per core), got {self.threads!r}.")
+            raise InvalidArgument(f"threads must be a whole number >= 0 (0: one per core), got {self.threads!r}.")
+        if not isinstance(self.steps, (tuple, list)) or not all(
+                isinstance(step, (tuple, list)) and len(step) == 2 and isinstance(step[0], str)
+                and type(step[1]) is int and 0 <= step[1] <= MAX_UPSAMPLE for step in self.steps):
+            raise InvalidArgument(f"steps is a sequence of (detector name, upsample) pairs, each upsample a whole "
+                                  f"number from 0 to {MAX_UPSAMPLE}.")
 
     def with_(self, **kw: object) -> "PipelineConfig":
         fields = {**self.__dict__, **kw}
