@@ -47,3 +47,21 @@ def raise_if_damaged(exc: sqlite3.DatabaseError, where: str) -> None:
     if type(exc) is sqlite3.DatabaseError:  # SQLITE_CORRUPT, SQLITE_NOTADB: no subclass of its own
         raise IntegrityError(f"{where} is damaged ({exc}): it was edited by hand or its disk failed. Restore it "
                              "from a backup.") from None
+
+
+def file_identity(path: Path) -> tuple[int, int]:
+    """The device and inode of the file at `path`; (-1, -1) when there is none."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return (-1, -1)
+    return (st.st_dev, st.st_ino)
+
+
+def refuse_replaced(path: Path, opened: tuple[int, int], where: str) -> None:
+    """A connection reads the file it opened, whatever now has its name: a copy renamed over it
+    (a restore, or anyone who can write the folder) split the processes in two, the open ones
+    reading and writing the old file while new ones used the new. Checked by a stat a call."""
+    if file_identity(path) != opened:
+        raise IntegrityError(f"{where} was replaced or removed since it was opened (another file now has its "
+                             "name); nothing was read or written. Open the workspace again.")

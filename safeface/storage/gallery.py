@@ -27,7 +27,8 @@ from typing import Any, Callable, Collection, Iterator, Optional, Protocol, Sequ
 import numpy as np
 
 from ..errors import ConfigError, IntegrityError
-from ..sqlite_store import BUSY_TIMEOUT_MS, connect as _connect_store, raise_if_damaged
+from ..sqlite_store import (BUSY_TIMEOUT_MS, connect as _connect_store, file_identity, raise_if_damaged,
+                            refuse_replaced)
 from ..hazmat.templates.keyring import Keyring
 from ..hazmat.templates.rowfilter import RowFilter
 from ..hazmat.templates.sealing import Sealer
@@ -145,6 +146,7 @@ class Gallery:
         self._seen_seq = 0
         self._scrub_owed = False  # see _scrub_wal
         self._data_version = -1
+        self._file = file_identity(path)  # the file `conn` opened (see _refresh)
         self._pseudonym_version = 0
         # Test seam: called with a point name inside write transactions ("add:sealed",
         # "rekey:row", "rekey:meta"), so a test can kill the process there.
@@ -309,7 +311,7 @@ class Gallery:
 
     def _reload_store(self) -> None:
         db = self._db()
-        self._data_version = int(db.execute("PRAGMA data_version").fetchone()[0])
+        data_version = int(db.execute("PRAGMA data_version").fetchone()[0])
         own_txn = not db.in_transaction
         if own_txn:
             db.execute("BEGIN")
@@ -341,10 +343,17 @@ class Gallery:
         self._next_index_check = max(INDEX_CHECK_FIRST, int(len(rows) * INDEX_CHECK_GROWTH))
         self._filter = RowFilter.build((rid, e.purposes, e.expires_us) for rid, e in entries.items())
         self._seen_seq = int(seq)
+        # Only now that every row was read: a reload that failed (a row that fails its check) is
+        # tried again at the next call. Marked current before, it left this handle on the rows it
+        # had, and its writes judged look-alikes and the filing count by them.
+        self._data_version = data_version
 
     def _refresh(self) -> None:
         """Catch up with commits made by other connections, if any."""
         db = self._db()
+        # Other processes' erasures reach this handle only through the file it opened: one put in
+        # its place meanwhile would leave erased people matched here, after their receipts.
+        refuse_replaced(self._path, self._file, f"the gallery at {self._path}")
         dv = int(db.execute("PRAGMA data_version").fetchone()[0])
         if dv == self._data_version:
             return
@@ -367,7 +376,10 @@ class Gallery:
             if not changes:
                 self._data_version = dv
                 return
-            if changes[0][0] != self._seen_seq + 1 or any(op == "reload" for _, _, op in changes):
+            # A row id that is no integer (the table's affinity lets text in) was never written by
+            # safeface: read the store whole rather than fail every later call on it.
+            if changes[0][0] != self._seen_seq + 1 or any(op == "reload" or not isinstance(rid, int)
+                                                          for _, rid, op in changes):
                 self._reload()
                 self._data_version = dv
                 return

@@ -592,10 +592,29 @@ def unseal_row(keys: Keys, row: Sequence[Any], dim: int) -> tuple[Entry, np.ndar
             break
     token = rest.decode("utf-8") if rest else None
     vec = np.frombuffer(plain[:n], dtype="<f4").astype(np.float32)
+    _check_unit(row_id, vec, "template")
+    if visible is not None:
+        _check_unit(row_id, visible, "visible-region template")
     looks = bound if bound is not None else stored_looks(look, look_small) if len(row) == 11 else ("", "")
     return (Entry(str(pseudonym), frozenset(purposes), str(token_id), int(expires_us), visible, masked_enrolment,
                   looks),
             vec, token)
+
+
+# How far a stored template's squared norm may stray from 1: float32 rounding through the
+# transform and re-keys stays near 1e-6.
+UNIT_SLACK = 1e-3
+
+
+def _check_unit(row_id: Any, template: np.ndarray, what: str) -> None:
+    """Every template safeface seals is a unit vector (check_embedding, an orthogonal transform).
+    One sealed otherwise by a key holder scored every probe by its scale: a template times 1e30
+    (or NaN, which passes every threshold test) came first for every face in identify and verify."""
+    t = template.astype(np.float64)  # float32 would overflow (and warn) on a scale of 1e30
+    if not abs(float(t @ t) - 1.0) <= UNIT_SLACK:  # NaN and inf fail too
+        raise IntegrityError(f"gallery row {row_id} failed its integrity check: its {what} is not a unit vector, "
+                             "so safeface did not seal it (someone holding the keys did). Restore the store from a "
+                             "backup made before the change.")
 
 
 def describe(entry: Entry, row_id: int, provenance: str, created_at: str, last_interaction: Optional[str],

@@ -139,4 +139,18 @@ class ExactIndex:
             index._store.finish_load(arrays["ids"])
         except ValueError as exc:
             raise IntegrityError(f"{path} is not a consistent exact index: {exc}") from exc
+        if not index._finite():
+            raise IntegrityError(f"{path} is not a consistent exact index: it holds NaN or infinity, which add() "
+                                 "refuses (a NaN row scored NaN and came first in every search without a threshold).")
         return index
+
+    def _finite(self) -> bool:
+        """Whether every stored number is finite, as add() requires: a file is read straight into
+        the buffers, past that check. In slices, so no copy of a large gallery is made."""
+        raw = self._store.raw()
+        floats = [np.asarray(raw["f32"]).reshape(-1), np.asarray(raw["scales"]).reshape(-1)]
+        if self.dtype != "int8":  # the panels hold the vectors themselves, as float32 or float16
+            floats.append(np.asarray(raw["panels"]).reshape(-1).view(np.float32 if self.dtype == "float32"
+                                                                      else np.float16))
+        step = 1 << 22
+        return all(bool(np.isfinite(a[i:i + step]).all()) for a in floats for i in range(0, a.size, step))

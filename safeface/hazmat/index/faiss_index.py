@@ -276,6 +276,26 @@ class FaissIndex:
             live = np.flatnonzero(lab >= 0)
             index._id_label = dict(zip(lab[live].tolist(), live.tolist()))
             index._dead = int(meta["dead"])
+            index._check_loaded(live.size)
         except (KeyError, ValueError, RuntimeError) as exc:
             raise IntegrityError(f"{path} is not a consistent FAISS index: {exc}") from exc
         return index
+
+    def _check_loaded(self, live: int) -> None:
+        """What save() writes agrees with itself (ExactIndex's core checks the same of its
+        file). An id listed twice came back after its remove() (the other label still named it),
+        and FAISS rows beyond the labels crashed every search."""
+        lab, index = self._label_id, self._index
+        if lab.shape != (self._n_labels,) or len(self._id_label) != live:
+            raise ValueError("its labels repeat an id or do not match their count")
+        # A flat or HNSW index keeps a removed row as a tombstone; an IVF index drops it.
+        stored = self._n_labels if self.kind in _TOMBSTONE_KINDS else live
+        dead = self._n_labels - live if self.kind in _TOMBSTONE_KINDS else 0
+        if index is None:
+            if self._n_labels:
+                raise ValueError("it lists ids but holds no FAISS index")
+        elif index.d != self.dim or index.ntotal != stored or index.metric_type != faiss.METRIC_INNER_PRODUCT:
+            raise ValueError(f"its FAISS index holds {index.ntotal} rows of dimension {index.d}, not {stored} of "
+                             f"{self.dim} by inner product")
+        if self._dead != dead:
+            raise ValueError(f"it counts {self._dead} removed rows, not {dead}")
