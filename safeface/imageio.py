@@ -11,6 +11,7 @@ import hashlib
 import io
 import os
 import re
+import struct
 import warnings
 from pathlib import Path
 from typing import Callable, Iterator, Union
@@ -37,6 +38,14 @@ FORMATS = ("JPEG", "PNG", "BMP", "GIF", "WEBP", "TIFF")
 # progressive JPEG of libjpeg's standard script has 10 scans and one with tuned scans some
 # tens; 100 leaves room for any of them and bounds the decode to a few seconds.
 MAX_JPEG_SCANS = 100
+# Pieces of a file's structure that Pillow walks one at a time in Python while it opens the file,
+# before any check here can read its size: a JPEG's segments (and stray or fill bytes) before its
+# first scan, a PNG's chunks, a GIF's extension sub-blocks before its first frame, a TIFF's tags
+# and its strips or tiles. Each costs microseconds and, kept in lists, tens of bytes: an 8 MiB
+# TIFF of 2 million one-row strips took 11.6 s of CPU and 680 MiB, 32 MiB of empty JPEG APP
+# segments or one-byte GIF comment blocks over 1 GiB. A photograph holds at most a few thousand
+# (a PNG's 8 KiB data chunks, a tall TIFF's strips); this many costs a fraction of a second.
+MAX_HEADER_PIECES = 65_536
 # A TIFF tile may exceed the image it tiles (a thumbnail in 256x256 tiles, widths rounded up to
 # 16) but not by more than this many pixels: libtiff allocates a whole tile before reading it.
 TIFF_TILE_SLACK = 2048 * 2048
@@ -58,7 +67,11 @@ def load_image_hashed(source: ImageInput, *, max_pixels: int = MAX_PIXELS) -> tu
         # The shape and type are hashed with the bytes: one buffer read as 886x1280 or 1280x886
         # is two images.
         h = hashlib.sha256(f"{source.dtype.str}{source.shape}".encode())
-        h.update(np.ascontiguousarray(source).data)
+        # Hashed a band of rows at a time (the same digest as the whole): a strided or broadcast
+        # view of a few bytes, made contiguous at once, took its full size (1.5 GB for 7000x7000x4
+        # float64) before any check.
+        for band in _row_bands(source):
+            h.update(np.ascontiguousarray(band).data)
         return h.hexdigest(), _from_array(source)
     data, label = _bytes_of(source)
     return hashlib.sha256(data).hexdigest(), _decode(data, label, max_pixels)
@@ -66,9 +79,17 @@ def load_image_hashed(source: ImageInput, *, max_pixels: int = MAX_PIXELS) -> tu
 
 def _bytes_of(source: ImageInput) -> tuple[bytes, str]:
     if isinstance(source, (bytes, bytearray, memoryview)):
+        # Sized before it is copied: a view of a mapped file or a broadcast array can be far larger
+        # than any image, and the copy would be made before _decode's size check.
+        if memoryview(source).nbytes > MAX_FILE_BYTES:
+            raise ImageError(f"the image bytes: larger than the {MAX_FILE_BYTES}-byte limit.")
         return bytes(source), "the image bytes"
     if isinstance(source, (str, os.PathLike)):
-        path = Path(source)
+        name = os.fspath(source)
+        if not isinstance(name, str):  # os.PathLike[bytes]: Path() would raise a bare TypeError
+            raise ImageError("an image path must be a str or an os.PathLike giving a str; pass bytes as the "
+                             "image's own bytes.")
+        path = Path(name)
         return _read_file(path, str(path)), str(path)
     raise ImageError(
         f"unsupported image input of type {type(source).__name__}; "
@@ -88,6 +109,7 @@ def _decode(data: bytes, label: str, max_pixels: int) -> np.ndarray:
         raise ImageError(f"{label}: the file is empty.")
     if len(data) > MAX_FILE_BYTES:
         raise ImageError(f"{label}: {len(data)} bytes is larger than the {MAX_FILE_BYTES}-byte limit.")
+    _check_pieces(data, label)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -213,6 +235,107 @@ def _check_jpeg_scans(data: bytes, label: str) -> None:
         )
 
 
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_TIFF_PREFIXES = (b"MM\x00\x2a", b"II\x2a\x00", b"MM\x2a\x00", b"II\x00\x2a", b"MM\x00\x2b", b"II\x2b\x00")
+# Tags whose arrays Pillow reads into Python lists at open (strip and tile offsets and byte counts).
+_TIFF_BLOCK_TAGS = (273, 279, 324, 325)
+
+
+def _check_pieces(data: bytes, label: str) -> None:
+    """Refuse, before Pillow opens it, a file of more than MAX_HEADER_PIECES pieces Pillow would
+    walk in Python (see there). Each walk stops past the bound: linear in the file's size."""
+    limit = MAX_HEADER_PIECES
+    if data[:3] == b"\xff\xd8\xff":
+        pieces, what = _jpeg_header_pieces(data, limit), "segments or stray bytes before its first scan"
+    elif data[:8] == _PNG_SIGNATURE:
+        pieces, what = _png_chunks(data, limit), "chunks"
+    elif data[:6] in (b"GIF87a", b"GIF89a"):
+        pieces, what = _gif_header_pieces(data, limit), "extension blocks or stray bytes before its first frame"
+    elif data[:4] in _TIFF_PREFIXES:
+        pieces, what = _tiff_pieces(data, limit), "tags, strips or tiles"
+    else:
+        return
+    if pieces > limit:
+        raise ImageError(
+            f"{label}: it holds more than {limit} {what}, which no photograph needs and which would "
+            "take the reader seconds and gigabytes to list (a decompression bomb); re-save it."
+        )
+
+
+def _jpeg_header_pieces(data: bytes, limit: int) -> int:
+    """The segments, fill and stray bytes before a JPEG's first scan (Pillow's part of it), walked
+    as Pillow reads them: an EOI or a second SOI, where libjpeg (and _jpeg_scans) stops, does not
+    end it. Stops past `limit`."""
+    pieces, i, n = 0, 2, len(data)
+    while pieces <= limit:
+        found = _JPEG_MARKER.search(data, i)
+        if found is None:
+            return pieces + n - i  # stray bytes to the end, which Pillow reads one at a time too
+        pieces += 1 + found.start() - i
+        code, i = data[found.start() + 1], found.end()
+        if code == 0xDA:
+            break
+        if 0xD0 <= code <= 0xD9 or code == 0x01:  # no length; Pillow reads on past an EOI or an SOI
+            continue
+        if i + 2 > n:
+            break
+        i += max(int.from_bytes(data[i:i + 2], "big"), 2)
+    return pieces
+
+
+def _png_chunks(data: bytes, limit: int) -> int:
+    """A PNG's chunks up to IEND (Pillow reads each, before and after the image data); stops past
+    `limit`."""
+    pieces, i, n = 0, 8, len(data)
+    while pieces <= limit and i + 8 <= n:
+        pieces += 1
+        if data[i + 4:i + 8] == b"IEND":
+            break
+        i += 12 + int.from_bytes(data[i:i + 4], "big")
+    return pieces
+
+
+def _gif_header_pieces(data: bytes, limit: int) -> int:
+    """A GIF's extension sub-blocks and stray bytes before its first image, which Pillow reads one
+    by one (a comment's into a list); stops past `limit`."""
+    flags = data[10] if len(data) > 10 else 0
+    i, n, pieces = 13 + (3 << ((flags & 7) + 1) if flags & 0x80 else 0), len(data), 0
+    while pieces <= limit and i < n and data[i] not in (0x2C, 0x3B):  # an image, the trailer
+        pieces += 1
+        if data[i] != 0x21:  # a stray byte
+            i += 1
+            continue
+        # An extension: its label, then sub-blocks up to an empty one. Pillow reads a second run
+        # after an empty first sub-block of any but a comment, so an image marker inside that run
+        # is data to it, not the first frame.
+        label, i = data[i + 1] if i + 1 < n else 0, i + 2
+        for _ in range(2 if i < n and data[i] == 0 and label != 0xFE else 1):
+            while pieces <= limit and i < n and data[i]:
+                pieces += 1
+                i += 1 + data[i]
+            i += 1
+    return pieces
+
+
+def _tiff_pieces(data: bytes, limit: int) -> int:
+    """The most of a TIFF's first directory's tags, or of the strips or tiles it lists (Pillow
+    makes a Python object of each at open); 0 when the header is cut short (Pillow refuses it)."""
+    order = "<" if data[:2] == b"II" else ">"
+    big = data[2] == 43  # BigTIFF, as Pillow tells it
+    entry, fmt = (20, "HHQ") if big else (12, "HHL")
+    try:
+        (offset,) = struct.unpack_from(order + ("Q" if big else "L"), data, 8 if big else 4)
+        (count,) = struct.unpack_from(order + ("Q" if big else "H"), data, offset)
+    except struct.error:
+        return 0
+    most, first = int(count), offset + (8 if big else 2)
+    for k in range(min(most, limit + 1, (len(data) - first) // entry)):
+        tag, _, values = struct.unpack_from(order + fmt, data, first + k * entry)
+        if tag in _TIFF_BLOCK_TAGS:
+            most = max(most, int(values))
+    return most
+
+
 # EXIF orientation -> the turn that shows the image upright (what viewers do with the tag).
 _TURNS = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
           5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
@@ -294,7 +417,7 @@ def _from_array(arr: np.ndarray) -> np.ndarray:
         k = np.float32(255.0 / (65535.0 if arr.max(initial=0) > 255 else 255.0))
         out = _by_rows(arr, lambda c: _scaled(c, k), arr.shape[2:])
     elif arr.dtype in (np.float32, np.float64):
-        if not np.isfinite(arr).all():
+        if not all(np.isfinite(band).all() for band in _row_bands(arr)):
             raise ImageError("the image array holds NaN or infinite values.")
         scale = np.float32(255.0 if arr.max(initial=0.0) <= 1.0 else 1.0)
         out = _by_rows(arr, lambda c: _scaled(c, scale), arr.shape[2:])
@@ -310,6 +433,11 @@ def _from_array(arr: np.ndarray) -> np.ndarray:
 # Rows converted at a time: a large image's float copy would be 4-8 times its pixels' bytes at
 # once (about a gigabyte for 50 megapixels), where a band of rows is a few megabytes.
 _BAND_ROWS = 256
+
+
+def _row_bands(arr: np.ndarray) -> Iterator[np.ndarray]:
+    for r in range(0, arr.shape[0] if arr.ndim else 0, _BAND_ROWS):
+        yield arr[r:r + _BAND_ROWS]
 
 
 def _by_rows(arr: np.ndarray, fn: Callable[[np.ndarray], np.ndarray], channels: tuple[int, ...]) -> np.ndarray:

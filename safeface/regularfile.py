@@ -33,6 +33,9 @@ def _open_if_present(path: Path, label: str) -> Optional[BinaryIO]:
         return None
     except OSError as exc:
         raise ImageError(f"{label}: could not be opened ({exc.strerror}).") from None
+    except ValueError:
+        check_path_text(path)
+        raise
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise ImageError(f"{label}: not a regular file.")
@@ -40,6 +43,18 @@ def _open_if_present(path: Path, label: str) -> Optional[BinaryIO]:
     except BaseException:
         os.close(fd)
         raise
+
+
+def check_path_text(path: Path) -> None:
+    """ImageError for a path no file can have: a NUL inside, or a lone surrogate the file system's
+    encoding cannot write, which the system refuses with a bare ValueError. Shown escaped, so the
+    message prints."""
+    try:
+        if b"\x00" not in os.fsencode(path):
+            return
+    except UnicodeEncodeError:
+        pass
+    raise ImageError(f"{str(path)!a}: not a path a file can have (a NUL or a lone surrogate in it); check the path.")
 
 
 def read_regular(path: Path, label: str, limit: int) -> bytes:

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from ..errors import ImageError
+from ..regularfile import check_path_text
 
 IMAGE_EXTENSIONS = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".bmp": "BMP", ".webp": "WEBP",
                     ".tif": "TIFF", ".tiff": "TIFF"}
@@ -28,6 +29,8 @@ def kind_of(path: Path) -> str:
 def check_paths(in_path: Path, out_path: Path) -> tuple[str, str]:
     """Kinds of input and output; raises ImageError before anything is read or written when the
     pair is unusable. The output may never be the input, under any name (symlink, hard link)."""
+    check_path_text(in_path)
+    check_path_text(out_path)
     if not in_path.exists():
         raise ImageError(f"{in_path}: no such file; check the path.")
     if not in_path.is_file():
