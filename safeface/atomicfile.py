@@ -11,9 +11,9 @@ import stat
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Iterator, Optional, Union
+from typing import IO, Callable, Iterator, Optional, Union
 
-from .errors import ConfigError
+from .errors import ConfigError, IntegrityError
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -171,35 +171,67 @@ def open_lock_file(lock_path: PathLike) -> int:
         raise
 
 
+def same_lock_file(fd: int, lock_path: PathLike) -> bool:
+    """Whether the lock file open at `fd` is still the one named `lock_path`. A lock file deleted
+    or replaced (by anyone who can write its folder) while held or waited on let a second process
+    make a new one and lock it too: two writers at once."""
+    try:
+        here = os.stat(lock_path, follow_symlinks=False)
+    except OSError:
+        return False
+    held = os.fstat(fd)
+    return (here.st_dev, here.st_ino) == (held.st_dev, held.st_ino)
+
+
+def refuse_lost_lock(fd: int, lock_path: PathLike) -> None:
+    """Called by a holder just before it commits: IntegrityError if the lock file it holds at `fd`
+    is no longer the one named `lock_path` (see same_lock_file)."""
+    if not same_lock_file(fd, lock_path):
+        raise IntegrityError(f"the lock file {lock_path} was deleted or replaced while this process held it, so "
+                             "another process may have been writing at the same time; this change stopped before "
+                             "it was committed. Find out who can write the workspace's folder, then try again.")
+
+
 @contextmanager
 def shared_lock(lock_path: PathLike) -> Iterator[None]:
     """Hold an advisory shared lock on `lock_path` while reading what a writer changes in two
     steps under `exclusive_lock` (a file and its audit entry): the reader sees both or neither.
     (A workspace that cannot hold its lock files, a read-only copy, does not open at all: its
     SQLite logs need files beside them too.)"""
-    with _held(open_lock_file(lock_path), "LOCK_SH"):
+    with _held(lock_path, "LOCK_SH"):
         yield
 
 
 @contextmanager
-def exclusive_lock(lock_path: PathLike) -> Iterator[None]:
+def exclusive_lock(lock_path: PathLike) -> Iterator[Callable[[], None]]:
     """Hold an advisory exclusive lock on `lock_path` (created 0600) for a read-modify-write, so
     two processes updating one file cannot lose each other's changes. Without fcntl (not POSIX)
-    there is no lock; the atomic rename still keeps the file whole."""
-    with _held(open_lock_file(lock_path), "LOCK_EX"):
-        yield
+    there is no lock; the atomic rename still keeps the file whole. Yields the check to call
+    just before the write (refuse_lost_lock)."""
+    with _held(lock_path, "LOCK_EX") as still_held:
+        yield still_held
 
 
 @contextmanager
-def _held(fd: int, mode: str) -> Iterator[None]:
-    """flock `fd` in `mode` ("LOCK_SH" or "LOCK_EX") for the block, then close it."""
+def _held(lock_path: PathLike, mode: str) -> Iterator[Callable[[], None]]:
+    """flock the file at `lock_path` in `mode` ("LOCK_SH" or "LOCK_EX") for the block, then close
+    it; yields the check a holder calls before it commits."""
     try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        yield lambda: None
+        return
+    while True:
+        fd = open_lock_file(lock_path)
         try:
-            import fcntl
-        except ImportError:  # pragma: no cover - not POSIX
-            yield
-            return
-        fcntl.flock(fd, getattr(fcntl, mode))
-        yield
+            fcntl.flock(fd, getattr(fcntl, mode))
+        except BaseException:
+            os.close(fd)
+            raise
+        if same_lock_file(fd, lock_path):
+            break
+        os.close(fd)  # deleted or replaced while we waited: the lock is the file that has the name now
+    try:
+        yield lambda: refuse_lost_lock(fd, lock_path)
     finally:
         os.close(fd)

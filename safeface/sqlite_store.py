@@ -58,10 +58,20 @@ def file_identity(path: Path) -> tuple[int, int]:
     return (st.st_dev, st.st_ino)
 
 
-def refuse_replaced(path: Path, opened: tuple[int, int], where: str) -> None:
+def store_identity(path: Path) -> tuple[tuple[int, int], ...]:
+    """The identities of the database at `path` and of its write-ahead log and shared-memory index
+    beside it. Taken after the connection's first statement: SQLite opens those two then and
+    keeps them while the connection lives (none deletes them while another connection is open)."""
+    return tuple(file_identity(Path(f"{path}{part}")) for part in ("", "-wal", "-shm"))
+
+
+def refuse_replaced(path: Path, opened: tuple[tuple[int, int], ...], where: str) -> None:
     """A connection reads the file it opened, whatever now has its name: a copy renamed over it
     (a restore, or anyone who can write the folder) split the processes in two, the open ones
-    reading and writing the old file while new ones used the new. Checked by a stat a call."""
-    if file_identity(path) != opened:
+    reading and writing the old file while new ones used the new. So did the -wal and -shm files
+    deleted or replaced: each side then committed into a log the other never read. Checked by
+    three stats a call, and again before a write commits."""
+    if store_identity(path) != opened:
         raise IntegrityError(f"{where} was replaced or removed since it was opened (another file now has its "
-                             "name); nothing was read or written. Open the workspace again.")
+                             "name, or its -wal or -shm file beside it); nothing was read or written. Open the "
+                             "workspace again.")

@@ -267,10 +267,11 @@ def update() -> Iterator[Registry]:
     atomically when the block succeeds (and not at all when it fails)."""
     home = models_home()
     home.mkdir(parents=True, exist_ok=True)
-    with exclusive_lock(home / f".{REGISTRY_FILE}.lock"):
+    with exclusive_lock(home / f".{REGISTRY_FILE}.lock") as still_held:
         reg = _read(registry_path())
         _migrate(reg)
         yield reg
+        still_held()
         write_atomic(registry_path(), json.dumps(reg.to_dict(), indent=2) + "\n")
         for legacy in reg.retired:  # only once their content is safely in the registry
             legacy.unlink(missing_ok=True)

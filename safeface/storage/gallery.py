@@ -27,8 +27,8 @@ from typing import Any, Callable, Collection, Iterator, Optional, Protocol, Sequ
 import numpy as np
 
 from ..errors import ConfigError, IntegrityError
-from ..sqlite_store import (BUSY_TIMEOUT_MS, connect as _connect_store, file_identity, raise_if_damaged,
-                            refuse_replaced)
+from ..sqlite_store import (BUSY_TIMEOUT_MS, connect as _connect_store, raise_if_damaged, refuse_replaced,
+                            store_identity)
 from ..hazmat.templates.keyring import Keyring
 from ..hazmat.templates.rowfilter import RowFilter
 from ..hazmat.templates.sealing import Sealer
@@ -146,7 +146,7 @@ class Gallery:
         self._seen_seq = 0
         self._scrub_owed = False  # see _scrub_wal
         self._data_version = -1
-        self._file = file_identity(path)  # the file `conn` opened (see _refresh)
+        self._file = store_identity(path)  # the files `conn` opened (see _refresh), again after the schema
         self._pseudonym_version = 0
         # Test seam: called with a point name inside write transactions ("add:sealed",
         # "rekey:row", "rekey:meta"), so a test can kill the process there.
@@ -176,6 +176,7 @@ class Gallery:
                     raise_if_damaged(exc, f"the gallery at {path}")
                     raise ConfigError(f"the gallery at {path} cannot be opened ({exc}): check that it is this "
                                       "workspace's own SQLite file, or restore it from a backup.") from None
+                g._file = store_identity(path)  # its -wal and -shm are open now
                 g._reload()
                 g._scrub_wal(wait=False)  # what an erasure before could not drop (see _scrub_wal)
         except BaseException:
@@ -503,6 +504,10 @@ class Gallery:
                 db.execute("DELETE FROM changes WHERE seq <= (SELECT MAX(seq) FROM changes) - ?",
                            (CHANGE_LOG_KEEP,))
                 seq = int(db.execute("SELECT COALESCE(MAX(seq), 0) FROM changes").fetchone()[0])
+                # Checked last: a file put in its place, or a lock file replaced (another writer let in)
+                # while this write ran, would make its receipt describe a store no one else reads.
+                refuse_replaced(self._path, self._file, f"the gallery at {self._path}")
+                self._write_lock.check()
                 db.execute("COMMIT")
             except BaseException:
                 if db.in_transaction:

@@ -11,11 +11,12 @@ from __future__ import annotations
 import fcntl
 import os
 import threading
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, Optional
 
-from ..atomicfile import open_lock_file
+from ..atomicfile import open_lock_file, refuse_lost_lock, same_lock_file
 from ..errors import ConfigError
 
 
@@ -32,13 +33,7 @@ class WriteLock:
         let it go, then raise ConfigError naming what holds it up."""
         with self._thread_lock:
             if self._depth == 0:
-                fd = open_lock_file(self._path)
-                try:
-                    _flock(fd, timeout, self._path)
-                except BaseException:
-                    os.close(fd)
-                    raise
-                self._fd = fd
+                self._fd = _take(self._path, timeout)
             self._depth += 1
             try:
                 yield
@@ -49,11 +44,37 @@ class WriteLock:
                     fcntl.flock(fd, fcntl.LOCK_UN)
                     os.close(fd)
 
+    def check(self) -> None:
+        """Refuse a write about to commit under this lock if its file was deleted or replaced
+        since it was taken: another process could then hold a lock on the new file and write too."""
+        with self._thread_lock:
+            if self._fd is not None:
+                refuse_lost_lock(self._fd, self._path)
 
-def _flock(fd: int, timeout: Optional[float], path: Path) -> None:
+
+def _take(path: Path, timeout: Optional[float]) -> int:
+    """A descriptor holding the lock on the file that has `path`'s name once the lock is taken:
+    one deleted or replaced meanwhile is let go and the new one waited on (see same_lock_file)."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        fd = open_lock_file(path)
+        try:
+            if not _flock(fd, None if deadline is None else max(0.0, deadline - time.monotonic())):
+                raise lock_not_free(str(path), timeout)
+        except BaseException:
+            os.close(fd)
+            raise
+        if same_lock_file(fd, path):
+            return fd
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
+def _flock(fd: int, timeout: Optional[float]) -> bool:
+    """Whether the lock was taken on `fd` within `timeout` seconds (None: waits for it)."""
     if timeout is None:
         fcntl.flock(fd, fcntl.LOCK_EX)
-        return
+        return True
     # A blocking wait, in a thread of its own, rather than polling: a poller is overtaken by every
     # writer already blocked on the lock, and a steady stream of short writes starves it.
     waiter = os.dup(fd)  # the same open file: the lock it takes is this descriptor's
@@ -75,9 +96,9 @@ def _flock(fd: int, timeout: Optional[float], path: Path) -> None:
     got.wait(timeout)
     with decided:
         if got.is_set():
-            return
+            return True
         abandoned.set()
-    raise lock_not_free(str(path), timeout)
+    return False
 
 
 def lock_not_free(what: str, timeout: Optional[float]) -> ConfigError:

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping, Optional, Sequence
 
 from ..errors import BackendError, ConfigError, IntegrityError
-from ..sqlite_store import connect, raise_if_damaged
+from ..sqlite_store import connect, raise_if_damaged, refuse_replaced, store_identity
 
 WORKSPACE_SCHEMA = 1
 
@@ -86,9 +86,16 @@ class SqliteTables:
             raise_if_damaged(exc, self.where)
             raise ConfigError(f"{self.where} cannot be opened ({exc}): check that it is this workspace's own "
                               "SQLite file, or restore it from a backup.") from None
+        # A long-running handle (a service) must not judge by, or record into, a file other
+        # processes no longer read: a copy renamed over it kept a revoked key or consent let in.
+        self._opened = store_identity(self.path)
+
+    def _same_file(self) -> None:
+        refuse_replaced(self.path, self._opened, self.where)
 
     def q(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         with self._lock:
+            self._same_file()
             try:
                 return [tuple(r) for r in self._db.execute(sql.format(t=self.prefix), tuple(args)).fetchall()]
             except sqlite3.DatabaseError as exc:
@@ -98,6 +105,7 @@ class SqliteTables:
     def run(self, sql: str, args: Sequence[Any] = ()) -> int:
         """One statement; the number of rows it changed."""
         with self._lock:
+            self._same_file()
             try:
                 return int(self._db.execute(sql.format(t=self.prefix), tuple(args)).rowcount)
             except sqlite3.DatabaseError as exc:
@@ -110,7 +118,9 @@ class SqliteTables:
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
+                self._same_file()
                 yield
+                self._same_file()
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
@@ -118,6 +128,7 @@ class SqliteTables:
 
     def columns(self, table: str) -> set[str]:
         with self._lock:
+            self._same_file()
             return {str(r[1]) for r in self._db.execute(f"PRAGMA table_info({table})")}
 
     def add_column(self, table: str, decl: str) -> None:

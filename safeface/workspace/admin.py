@@ -98,9 +98,16 @@ def _store_locked(paths: WorkspacePaths, r: Any) -> Iterator[None]:
                                "connection to PostgreSQL was ended), so an enrolment may have been stored around "
                                "it: run `safeface audit verify`, which names any such row.") from None
         return
-    with write_lock(paths.gallery).held(timeout=STORE_LOCK_WAIT_S):
+    lock = write_lock(paths.gallery)
+    with lock.held(timeout=STORE_LOCK_WAIT_S):
         _same_storage(paths, section)
         yield
+        try:
+            lock.check()
+        except IntegrityError:  # as a server lock's lost connection, above
+            raise IntegrityError("the change was recorded, but the store's write lock file was deleted or replaced "
+                                 "meanwhile, so an enrolment may have been stored around it: run `safeface audit "
+                                 "verify`, which names any such row.") from None
 
 
 def _same_storage(paths: WorkspacePaths, section: Mapping[str, Any]) -> None:
@@ -174,7 +181,7 @@ def record_assessment(root: Path, reference: str, date: str, passphrase_file: Op
     if not isinstance(reference, str) or not reference.strip() or len(reference) > MAX_REFERENCE:
         raise InvalidArgument(f"the assessment needs a reference (the document's identifier) of 1 to "
                               f"{MAX_REFERENCE} characters.")
-    with opened(paths, passphrase, passphrase_file) as r, exclusive_lock(paths.config_lock):
+    with opened(paths, passphrase, passphrase_file) as r, exclusive_lock(paths.config_lock) as still_held:
         dep = Deployment.load(paths.config)  # read under the lock, after the passphrase: nothing written without it
         check_registrable(dep)
         key = derived_key(r.keyring, ASSESSMENT_MAC)
@@ -207,6 +214,7 @@ def record_assessment(root: Path, reference: str, date: str, passphrase_file: Op
         if len(note) > AUDIT_LIMITS["note"]:  # a cut note would never name it: nothing would process
             raise ConfigError(f"this assessment's audit entry would run to {len(note)} characters, over the log's "
                               f"{AUDIT_LIMITS['note']}, because of the roles section; define fewer or shorter roles.")
+        still_held()  # a second `assess` let in by a replaced lock file would be lost
         Deployment.from_dict({**dep.raw, "assessment": section}).save(paths.config)
         # The file first: a crash before the entry leaves an assessment the log does not name,
         # which processes nothing until it is recorded again; never the other way round.
@@ -226,7 +234,7 @@ def confirm_storage(root: Path, section: Mapping[str, Any], passphrase_file: Opt
 
     paths = _workspace(root)
     keyring = open_keyring(paths, passphrase, passphrase_file)
-    with exclusive_lock(paths.config_lock):
+    with exclusive_lock(paths.config_lock) as still_held:
         dep = Deployment.load(paths.config)
         written = {k: v for k, v in dep.section("storage").items() if k != SEAL}
         target = StorageConfig.from_section(written)
@@ -237,6 +245,7 @@ def confirm_storage(root: Path, section: Mapping[str, Any], passphrase_file: Opt
         if not target.server:
             raise ConfigError("this workspace keeps its records locally; there is no server target to confirm.")
         dep = Deployment.from_dict({**dep.raw, "storage": sealed_storage(keyring, written)})
+        still_held()
         dep.save(paths.config)
     with open_audit(paths, keyring, dep) as log:  # the keyring already open: one scrypt, not two
         log.append("storage-confirm", "allowed", note=f"storage target confirmed: records "

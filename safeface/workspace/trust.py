@@ -273,7 +273,7 @@ def change_trust(paths: WorkspacePaths, keyring: Any, audit: AuditLog, *,
     """Trust `add` [(kind, public key, label)] and stop trusting `remove` [(kind, thumbprint)],
     each change audited; returns the keys changed (a key already trusted is left as it is)."""
     changed: list[TrustedKey] = []
-    with exclusive_lock(paths.trust_lock):
+    with exclusive_lock(paths.trust_lock) as still_held:
         # The MAC is checked but not the audit record: repeating an interrupted change is how
         # an operator mends a store that fell behind its log.
         store = TrustStore.load(paths, keyring)
@@ -300,6 +300,7 @@ def change_trust(paths: WorkspacePaths, keyring: Any, audit: AuditLog, *,
             last_seq = _record(audit, "trust-remove", keys[hits[0]], store.digest)
             changed.append(keys[hits[0]])
         if changed:
+            still_held()  # another change let in by a replaced lock file would be lost, or undo this one
             store._write(keyring, last_seq)
     return changed
 

@@ -261,33 +261,36 @@ class PassphraseKeyring(_KeyringBase):
                 raise ConfigError(f"the {p} key cannot be rotated: stored rows are keyed by it and the "
                                   f"subject ids needed to recompute them are never kept.")
         out: dict[str, int] = {}
-        with self._exclusive():
+        with self._exclusive() as still_held:
             for p in chosen:
                 v = max(self._keys[p]) + 1
                 self._add_version(p, v, secrets.token_bytes(KEY_BYTES))
                 out[p] = v
+            still_held()  # two rotations numbering their keys alike: the one rows move to would be lost
             self._write()
         return out
 
     def retire(self, purpose: str, version: int) -> None:
         """Delete an old key version for good (after every gallery has been re-keyed past it)."""
         _check_purpose(purpose)
-        with self._exclusive():
+        with self._exclusive() as still_held:
             if version not in self._keys[purpose]:
                 raise ConfigError(f"the keyring holds no {purpose} key version {version}.")
             if version == max(self._keys[purpose]):
                 raise ConfigError(f"the {purpose} key version {version} is the newest; rotate before retiring it.")
             del self._keys[purpose][version]
             self._doc["keys"][purpose] = [e for e in self._doc["keys"][purpose] if int(e["version"]) != version]
+            still_held()
             self._write()
 
     @contextmanager
-    def _exclusive(self) -> Iterator[None]:
+    def _exclusive(self) -> Iterator[Callable[[], None]]:
         """Hold an exclusive lock on the keyring and start from the file as it is now, so two
-        holders rotating at once cannot overwrite each other's new versions."""
-        with exclusive_lock(self._path.with_name(self._path.name + ".lock")):
+        holders rotating at once cannot overwrite each other's new versions. Yields the check to
+        call before writing (atomicfile.refuse_lost_lock)."""
+        with exclusive_lock(self._path.with_name(self._path.name + ".lock")) as still_held:
             self.refresh()
-            yield
+            yield still_held
 
     def refresh(self) -> None:
         """Re-read the file, e.g. after another process rotated a key. The passphrase-derived key
