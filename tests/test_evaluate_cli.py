@@ -209,3 +209,18 @@ def test_verify_and_identify_with_masked_probes(tmp_path: Path, cache: Path,
     mi = doc["metrics"]["masked"]
     assert {"probe_masked", "probe_masked_plain", "both_masked"} <= set(mi)
     _rate(mi["probe_masked"]["rank1"]["value"])
+
+
+def test_a_masked_evaluation_measures_the_masked_thresholds_a_deployment_applies(
+        tmp_path: Path, cache: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """An operator evaluates a deployment's matching.threshold of 0.95 with a mask probe: the
+    masked path was measured at the fixed 0.953, a bar no such deployment applies (the SDK
+    tightens it), and the report showed those figures. The run measures the SDK's thresholds."""
+    from safeface.hazmat.vision import DEFAULT_MASKED_THRESHOLD, masked_default
+
+    doc = _run(capsys, "eval", "verify", "--pairs", str(PAIRS), "--root", str(LFW), "--limit", "2", *FAST,
+               "--threshold", "0.95", "--mask-probe", "surgical", "--out", str(tmp_path / "out"), "--cache",
+               str(cache), "--json")
+    m = doc["metrics"]["masked"]
+    applied = masked_default(DEFAULT_MASKED_THRESHOLD, 0.95)  # both masked: the same, never looser
+    assert applied > 0.97 and m["masked_threshold"] == applied and m["both_masked_threshold"] == applied

@@ -34,3 +34,13 @@ def test_a_stranger_in_a_mask_does_not_pass_a_stricter_plain_threshold(tmp_path:
         assert v.masked and v.score is not None and v.score >= DEFAULT_MASKED_THRESHOLD
         assert not v.match and v.threshold == sf.masked_threshold
         assert sf.identify(masked(lfw / STRANGER), "demo", consent(ws, "walk-in")) == []
+
+
+def test_a_both_masked_threshold_left_unset_is_never_looser_than_a_stricter_masked_one(tmp_path: Path) -> None:
+    """An operator tightens matching.masked_threshold to 0.98 and leaves both_masked_threshold
+    unset: a masked stranger met a masked enrolment at the default 0.953, though two masked
+    strangers look more alike than one. The both-masked bar must be at least the masked one."""
+    ws = make_workspace(tmp_path / "ws", edit=lambda c: c["matching"].update(masked_threshold=0.98))
+    with open_sf(ws) as sf:
+        assert sf.masked_threshold == 0.98
+        assert sf.both_masked_threshold >= sf.masked_threshold

@@ -67,7 +67,7 @@ class PadModelSpec:
                        live_index=int(raw.get("live_index", 1)), threshold=float(raw.get("threshold", 0.5)),
                        scale=float(raw.get("scale", 1.0 / 255.0)), mean=float(raw.get("mean", 0.0)),
                        bgr=bool(raw.get("bgr", False)))
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):  # float() of a 400-digit whole number overflows
             raise ConfigError("liveness_model: input_size, live_index are whole numbers; crop_scale, threshold, "
                               "scale, mean are numbers.") from None
         if not (16 <= spec.input_size <= 512 and 0 <= spec.threshold <= 1 and spec.live_index >= 0

@@ -58,6 +58,7 @@ from typing import Any, Mapping, Optional, Sequence, cast
 import numpy as np
 
 from ..errors import ConfigError
+from ..jsonnum import finite_number
 
 NOSE_DEPTH = 0.35  # nose base in front of the eye-corner plane, in eye distances
 NOSE_DROP = 0.74  # frontal nose base below the eye line, in eye distances (LFW dev median, yaw undone)
@@ -138,7 +139,7 @@ class QualityThresholds:
         for k, v in raw.items():
             if k not in known:
                 raise ConfigError(f"{where}: unknown threshold {k!r}; known: {', '.join(sorted(known))}.")
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+            if not finite_number(v) or v < 0:
                 raise ConfigError(f"{where}.{k} must be a non-negative number, got {v!r}.")
             if k == "max_mask_confidence" and v > 1:
                 raise ConfigError(f"{where}.{k} is a confidence from 0 to 1 (1 accepts any mask), got {v!r}.")

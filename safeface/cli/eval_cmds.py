@@ -13,7 +13,8 @@ from typing import Any, Optional
 import numpy as np
 
 from ..errors import ConfigError
-from ..hazmat.vision import DEFAULT_BOTH_MASKED_THRESHOLD, DEFAULT_ENGINE, DEFAULT_MASKED_THRESHOLD, DEFAULT_PICK, DEFAULT_THRESHOLD, ENGINES, PICKS
+from ..hazmat.vision import (DEFAULT_BOTH_MASKED_THRESHOLD, DEFAULT_ENGINE, DEFAULT_MASKED_THRESHOLD, DEFAULT_PICK,
+                              DEFAULT_THRESHOLD, ENGINES, PICKS, masked_thresholds)
 from .common import EXIT_OK, print_json, say
 
 
@@ -50,11 +51,19 @@ def _mask_args(p: argparse.ArgumentParser) -> None:
                    help=f"also measure masked faces: draw a synthetic mask ({', '.join(MASK_KINDS)} or {RANDOM}) "
                         "on each image before detection; reports masked probe and both masked next to unmasked")
     p.add_argument("--mask-seed", type=int, default=0, help="seed of the synthetic masks (default 0)")
-    p.add_argument("--masked-threshold", type=float, default=DEFAULT_MASKED_THRESHOLD,
-                   help=f"the masked path's threshold (default {DEFAULT_MASKED_THRESHOLD})")
-    p.add_argument("--both-masked-threshold", type=float, default=DEFAULT_BOTH_MASKED_THRESHOLD,
+    # Unset, each is the one a deployment with this --threshold applies (masked_thresholds): a
+    # fixed 0.953 measured the masked path under a stricter --threshold at a bar no deployment used.
+    p.add_argument("--masked-threshold", type=float, default=None,
+                   help=f"the masked path's threshold (default {DEFAULT_MASKED_THRESHOLD}, tightened as the SDK "
+                        "does under a stricter --threshold)")
+    p.add_argument("--both-masked-threshold", type=float, default=None,
                    help="the masked path's threshold for an enrolment the mask detector called masked "
-                        f"(default {DEFAULT_BOTH_MASKED_THRESHOLD})")
+                        f"(default {DEFAULT_BOTH_MASKED_THRESHOLD}, tightened alike, never under the masked one)")
+
+
+def _masked_args(args: argparse.Namespace) -> tuple[float, float]:
+    """The masked and both-masked thresholds of this run (its report records them)."""
+    return masked_thresholds(args.threshold, args.masked_threshold, args.both_masked_threshold)
 
 
 def register(sub: Any) -> None:
@@ -157,8 +166,8 @@ def _verify(args: argparse.Namespace) -> int:
 
         mrec = mk.masked_records(session, [p for pr in pairs for p in (pr.image1, pr.image2)], args.mask_probe,
                                  args.mask_seed, progress=not args.no_progress)
-        mfig, scen = mk.masked_verification(pairs, records, mrec, args.threshold, args.masked_threshold,
-                                             args.both_masked_threshold)
+        masked_t, both_t = _masked_args(args)
+        mfig, scen = mk.masked_verification(pairs, records, mrec, args.threshold, masked_t, both_t)
         mfig["kind"], mfig["seed"] = args.mask_probe, args.mask_seed
         figures["masked"] = mfig
         for name in ("probe_masked", "both_masked"):
@@ -216,8 +225,8 @@ def _identify(args: argparse.Namespace) -> int:
         from ..evaluate import masked as mk
 
         mrec = mk.masked_records(session, ss.paths(), args.mask_probe, args.mask_seed, progress=not args.no_progress)
-        ifig = mk.masked_identification(ss, records, mrec, args.threshold, args.masked_threshold,
-                                        args.both_masked_threshold)
+        masked_t, both_t = _masked_args(args)
+        ifig = mk.masked_identification(ss, records, mrec, args.threshold, masked_t, both_t)
         ifig["kind"], ifig["seed"] = args.mask_probe, args.mask_seed
         figures["masked"] = ifig
     return _finish(args, "identify", _dataset(args, people=len({n for n, _ in ss.gallery + ss.mated + ss.nonmated})),

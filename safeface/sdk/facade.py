@@ -386,21 +386,21 @@ class SafeFace:
         visible-region templates. Its default is set where masked impostors reach the plain
         threshold's FMR (README, "Masked faces"), and follows a stricter plain threshold
         (`masked_default`): a mask must not buy a stranger a looser bar."""
-        from ..hazmat.vision import DEFAULT_MASKED_THRESHOLD, masked_default
-
-        t = self._deployment.masked_threshold
-        return masked_default(DEFAULT_MASKED_THRESHOLD, self.threshold) if t is None else t
+        return self._masked_thresholds()[0]
 
     @property
     def both_masked_threshold(self) -> float:
         """The threshold of a masked probe against the visible-region templates of rows enrolled
         from a masked image (two masked strangers look more alike): `matching.both_masked_threshold`,
         default `DEFAULT_BOTH_MASKED_THRESHOLD`, following a stricter plain threshold as the masked
-        one does (README, "Masked faces")."""
-        from ..hazmat.vision import DEFAULT_BOTH_MASKED_THRESHOLD, masked_default
+        one does, and never looser than the masked one (README, "Masked faces")."""
+        return self._masked_thresholds()[1]
 
-        t = self._deployment.both_masked_threshold
-        return masked_default(DEFAULT_BOTH_MASKED_THRESHOLD, self.threshold) if t is None else t
+    def _masked_thresholds(self) -> tuple[float, float]:
+        from ..hazmat.vision import masked_thresholds
+
+        return masked_thresholds(self.threshold, self._deployment.masked_threshold,
+                                 self._deployment.both_masked_threshold)
 
     def _masked_routes(self) -> tuple[_Route, ...]:
         """The store paths a masked probe's visible-region embedding takes, each with its threshold."""

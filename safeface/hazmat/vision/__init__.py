@@ -3,7 +3,7 @@ This package knows nothing of consent, purposes or the gallery."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
 from ...errors import ModelError
 from .pipeline import DEFAULT_PICK, PICKS, Pipeline, PipelineConfig, cosine, euclidean_equivalent, pick_subject
@@ -43,6 +43,19 @@ def masked_default(default: float, plain: float) -> float:
     if plain <= DEFAULT_THRESHOLD:
         return default
     return 1.0 - (1.0 - default) * (1.0 - plain) / (1.0 - DEFAULT_THRESHOLD)
+
+
+def masked_thresholds(plain: float, masked: Optional[float] = None,
+                      both_masked: Optional[float] = None) -> tuple[float, float]:
+    """The masked and both-masked thresholds in force under the plain threshold `plain`, each the
+    value set (`masked`, `both_masked`) or, where None, its default (`masked_default`); the
+    SDK and the evaluation both take them from here, so a report measures the bars a deployment
+    applies. An unset both-masked threshold is never looser than the masked one: two masked
+    strangers look more alike than a masked stranger and a bare face, and left at its default under
+    a masked threshold raised by hand, it let a masked stranger meet a masked enrolment at 0.953."""
+    m = masked_default(DEFAULT_MASKED_THRESHOLD, plain) if masked is None else masked
+    b = max(masked_default(DEFAULT_BOTH_MASKED_THRESHOLD, plain), m) if both_masked is None else both_masked
+    return m, b
 
 ENGINES = ("dlib", "onnx")
 # The same networks as "dlib" with equal descriptors (max difference < 1e-6 on LFW) and equal
@@ -88,4 +101,5 @@ __all__ = [
     "euclidean_equivalent",
     "get_engine",
     "masked_default",
+    "masked_thresholds",
 ]

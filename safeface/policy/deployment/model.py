@@ -15,7 +15,6 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-import math
 import unicodedata
 import uuid
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Optional
 
 from ...atomicfile import write_atomic
 from ...errors import ConfigError
+from ...jsonnum import finite_number
 from ...lookalike import compatibility_char, lookalike_scripts, mark_that_draws_nothing, mixed_word, skeletons
 from ..rules import DEFAULT_PROFILE, check_profiles
 from .floors import EU_GUARDIAN_AGES, GUARDIAN_AGES, guardian_age
@@ -39,6 +39,9 @@ ALL_OPERATIONS = ("enroll", "verify", "identify", "erase", "export", "analyze", 
 DEFAULT_FILING_THRESHOLD = 100_000
 # CN-17 (Measures art. 15): filing is due at 100,000 people; a deployment may file earlier, never later.
 CN_MAX_FILING_THRESHOLD = 100_000
+# The names the matching section may hold: any other ("threshоld" with a Cyrillic о, a misspelt
+# masked_threshold) would be read by nobody, leaving a default in force while the file shows a bar.
+MATCHING_KEYS = ("engine", "method", "dim", "threshold", "masked_threshold", "both_masked_threshold")
 BIPA_YEARS_DAYS = 3 * 365
 TEXAS_MAX_GRACE_DAYS = 365
 ASSESSMENT_REVIEW_DAYS = 366
@@ -107,8 +110,8 @@ class Deployment:
                 capture_quality=capture_quality,
                 quality=_quality(p.get("quality"), capture_quality, f"purpose {name!r}"),
             )
-        method = str((raw.get("matching") or {}).get("method") or "dlib-resnet-128")
         _check_sections(raw)
+        method = str((raw.get("matching") or {}).get("method") or "dlib-resnet-128")
         return cls(raw=dict(raw), profiles=profiles, purposes=purposes, method=method)
 
     @classmethod
@@ -177,8 +180,7 @@ class Deployment:
         value = self.section("filing").get("threshold")
         if value is None:
             return DEFAULT_FILING_THRESHOLD
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
-                or value != int(value) or value < 1:
+        if not finite_number(value) or value != int(value) or value < 1:
             raise ConfigError(f"filing.threshold must be a whole number of people of at least 1, not {value!r}.")
         return int(value)
 
@@ -211,7 +213,7 @@ class Deployment:
         t = self.section("matching").get(key)
         if t is None:
             return None
-        if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t) or not 0 < t <= 1:
+        if not finite_number(t) or not 0 < t <= 1:
             raise ConfigError(f"matching.{key} must be a number in (0, 1] (or null for the default), not {t!r}.")
         return float(t)
 
@@ -394,6 +396,15 @@ def _check_sections(raw: Mapping[str, Any]) -> None:
         _whole(bipa.get("grace_days_after_purpose"), "bipa.grace_days_after_purpose", "days")
     if isinstance(accessibility, Mapping):
         _flag(accessibility.get("attested"), "accessibility.attested")
+    matching = raw.get("matching")
+    if matching is not None and not isinstance(matching, Mapping):
+        # Read as {} by section(), but `method` and the open read it as an object: a bare error
+        # there stopped even an open workspace's erasures.
+        raise ConfigError(f"matching must be an object, e.g. {{\"threshold\": 0.95}}, not {matching!r}.")
+    unknown = sorted(repr(k) for k in (matching or {}) if k not in MATCHING_KEYS)
+    if unknown:
+        raise ConfigError(f"matching names {', '.join(unknown)}, which no setting reads (its default would apply): "
+                          f"write one of {', '.join(MATCHING_KEYS)}.")
     roles = raw.get("roles")
     if roles is not None and not isinstance(roles, Mapping):
         # Read as no section at all, a list of roles would be one operator allowed everything.
@@ -439,8 +450,7 @@ def _whole(value: Any, what: str, unit: str) -> int:
     a fraction or true is refused: int() reads "30" and true as numbers and cuts 30.9 to 30."""
     if value is None:
         return 0
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
-            or value != int(value):
+    if not finite_number(value) or value != int(value):
         raise ConfigError(f"{what} must be a whole number of {unit}, written without quotes, not {value!r}.")
     return int(value)
 
