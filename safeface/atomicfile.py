@@ -133,6 +133,23 @@ def write_atomic(path: PathLike, data: Union[bytes, str], mode: Optional[int] = 
         fh.write(data.encode("utf-8") if isinstance(data, str) else data)
 
 
+def copy_atomic(source: PathLike, target: PathLike, durable: bool = True) -> None:
+    """Copy the regular file `source` onto `target` as write_atomic does. Neither end's link is
+    followed: shutil's copy wrote a plot through a link planted at the target (over the
+    workspace's deployment.json), and copied whatever a link planted among the plots named (a
+    key file) into the report an assessor is given."""
+    try:
+        fd = os.open(source, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0))
+    except OSError as exc:
+        raise ConfigError(f"{source}: cannot be copied ({exc.strerror}); it must be a regular file, not a "
+                          "link: remove it or write it again.") from None
+    with os.fdopen(fd, "rb") as fh:
+        if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+            raise ConfigError(f"{source}: not a regular file, so it is not copied; remove it.")
+        data = fh.read()
+    write_atomic(target, data, durable=durable)
+
+
 def write_new(path: PathLike, data: bytes, mode: int = 0o600, durable: bool = True) -> None:
     """Create `path` holding `data` only if nothing is there (FileExistsError otherwise): never
     overwrites, and since the file appears whole (hard-linked from a finished temporary file), a

@@ -17,3 +17,16 @@ def finite_number(value: Any) -> bool:
         return math.isfinite(value)
     except OverflowError:
         return False
+
+
+def finite_json(value: Any) -> Any:
+    """`value` (dicts, lists and scalars) with each float no JSON reader takes, NaN or an
+    infinity, as None: Python's json writes them as bare NaN and Infinity, so a report holding one
+    read from a hand-edited file was no JSON for any other program."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): finite_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite_json(v) for v in value]
+    return value

@@ -28,7 +28,7 @@ from typing import Any, Optional, Sequence, cast
 
 import numpy as np
 
-from ..atomicfile import write_atomic
+from ..atomicfile import make_dirs, write_atomic
 from ..errors import ConfigError
 
 CLIP_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm")
@@ -282,7 +282,7 @@ def evaluate_pad(root: Path, out: Optional[Path] = None, engine: Any = None) -> 
     outcomes = run_pad(root, engine)
     result = pad_metrics(outcomes)
     out = Path(out or root)
-    out.mkdir(parents=True, exist_ok=True)
+    make_dirs(out)
     result["det_plot"] = str(det_plot({"PAD (physics + replay cues)": det_curve(outcomes)}, out / "pad_det.png",
                                       xlabel="APCER (worst attack type)", ylabel="BPCER"))
     result["outcomes"] = [o.__dict__ for o in outcomes]

@@ -8,6 +8,7 @@ from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 
+from ..atomicfile import atomic_path, make_dirs
 from . import metrics
 
 
@@ -21,10 +22,15 @@ def _plt() -> Any:
 
 
 def _save(fig: Any, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_dirs(path.parent)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    _plt().close(fig)
+    try:
+        # Renamed into place: savefig opened the path as it found it, and wrote through a link
+        # planted there (another user's file, or a workspace's) with the plot.
+        with atomic_path(path, durable=False) as tmp:
+            fig.savefig(tmp, dpi=110, format=path.suffix.lstrip(".") or "png")
+    finally:
+        _plt().close(fig)
     return path
 
 

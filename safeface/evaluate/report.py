@@ -11,14 +11,13 @@ from __future__ import annotations
 import datetime as _dt
 import html
 import json
-import math
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
-from ..atomicfile import write_atomic
+from ..atomicfile import copy_atomic, make_dirs, write_atomic
+from ..jsonnum import finite_json
 
 WORKSPACE_DIR = Path("reports") / "evaluation"
 KINDS = ("verify", "identify", "demographics", "protection")
@@ -31,20 +30,9 @@ class Written:
     workspace_json: Optional[Path]
 
 
-def _clean(x: Any) -> Any:
-    """JSON-safe: NaN and infinities become None."""
-    if isinstance(x, float):
-        return x if math.isfinite(x) else None
-    if isinstance(x, Mapping):
-        return {str(k): _clean(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_clean(v) for v in x]
-    return x
-
-
 def summary(kind: str, dataset: Mapping[str, Any], engine: str, options: Mapping[str, Any],
             figures: Mapping[str, Any], plots: Mapping[str, Path], base: Path) -> dict[str, Any]:
-    doc: dict[str, Any] = _clean({
+    doc: dict[str, Any] = finite_json({
         "generated_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "kind": kind,
         "dataset": dict(dataset),
@@ -91,7 +79,7 @@ figure{{display:inline-block;margin:6px}}img{{max-width:520px}}</style></head><b
 
 def write_report(out_dir: Path, doc: Mapping[str, Any], plots: Mapping[str, Path],
                  workspace: Optional[Path] = None) -> Written:
-    out_dir.mkdir(parents=True, exist_ok=True)
+    make_dirs(out_dir)  # none of it writable by others, who could swap the figures an assessor reads
     kind = str(doc["kind"])
     jpath = out_dir / f"{kind}.json"
     write_atomic(jpath, json.dumps(doc, indent=2) + "\n")
@@ -100,11 +88,11 @@ def write_report(out_dir: Path, doc: Mapping[str, Any], plots: Mapping[str, Path
     ws_json = None
     if workspace is not None:
         dest = Path(workspace) / WORKSPACE_DIR
-        dest.mkdir(parents=True, exist_ok=True)
+        make_dirs(dest)
         rel: dict[str, str] = {}
         for name, p in plots.items():
             target = dest / p.name
-            shutil.copyfile(p, target)
+            copy_atomic(p, target)
             rel[name] = target.name
         ws_doc = {**doc, "plots": rel}
         write_atomic(dest / f"{kind}.json", json.dumps(ws_doc, indent=2) + "\n")

@@ -1333,6 +1333,9 @@ class SafeFace:
             "templates": len(self._gallery),
             "revocations": self._state.revoked_count(),
             **self._filing_dates(),
+            # Before the counts: they are read from the rows as they stand, which anyone who can
+            # write audit.db can edit (a refusal turned into an allowed call); only the chain tells.
+            "audit_chain": self._chain_facts(),
             "audit": self._audit.counts(),
             "key_versions": self._gallery.key_versions,
             "store": self._store_facts(),
@@ -1360,6 +1363,14 @@ class SafeFace:
             return {role: list(ops) for role, ops in self._guard.roles().items()}
         except PolicyViolation:
             return None
+
+    def _chain_facts(self) -> dict[str, Any]:
+        """Whether the whole audit chain holds (AuditLog.verify), and the first break if not."""
+        try:
+            r = self._audit.verify()
+        except IntegrityError as exc:
+            return {"intact": False, "entries": None, "problem": str(exc)}
+        return {"intact": True, "entries": r.entries, "problem": None}
 
     def _store_facts(self) -> dict[str, Any]:
         s = self.verify_store()

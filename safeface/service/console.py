@@ -26,6 +26,7 @@ from starlette.datastructures import FormData
 from ..atomicfile import write_atomic
 from ..errors import AuthenticationError, IntegrityError, PolicyViolation, SafeFaceError
 from ..workspace.apikeys import SESSION_SECONDS, ApiKey
+from ..workspace.report import RECORDS_FAIL
 from .bodies import media_type, once_each
 from .failures import told
 from .runtime import Runtime
@@ -360,6 +361,8 @@ def build_console(rt: Runtime) -> APIRouter:
         if s is None or not isinstance(r, dict):
             return cast(Response, r)
         status = "may process" if r["can_process"] else "CANNOT PROCESS: a rule is failing"
+        if not r["records_verified"]:
+            status += f"; {RECORDS_FAIL}"
         rules = "".join(f"<tr class='{'bad' if x['state'] == 'failing' else ''}'><td>{_e(x['id'])}</td>"
                         f"<td>{_e(x['title'])}</td><td>{_e(x['state'])}</td><td>{_e(x['detail'])}</td>"
                         f"<td>{x['refusals']}</td></tr>" for x in r["rules"])

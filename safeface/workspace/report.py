@@ -12,11 +12,11 @@ import datetime as dt
 import html
 import json
 import math
-import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
-from ..atomicfile import make_dirs, write_atomic
+from ..atomicfile import copy_atomic, make_dirs, write_atomic
+from ..jsonnum import finite_json
 from ..policy.deployment import DEFAULT_FILING_THRESHOLD, Finding
 from ..policy.rules import FLOOR_RULES, RULES, rule_for
 
@@ -48,6 +48,13 @@ CALL_TIME = {
     "PA-02": "checked at every enrolment of those purposes, naming what to fix",
 }
 
+# The `safeface eval` runs whose summary measures each standard rule (evaluate/report.py KINDS).
+# PAD (ST-03) writes pad.json to its own folder only: no workspace summary measures it.
+MEASURED_BY = {"ST-02": ("protection",), "ST-03": ("pad",), "ST-04": ("verify", "identify"),
+               "ST-05": ("demographics",)}
+
+RECORDS_FAIL = "THE RECORDS FAIL VERIFICATION (see the rule table)"
+
 
 def _rule_table(sf: "SafeFace", findings: list[Finding], refusals: dict[str, int], evaluation: Any) -> list[dict[str, Any]]:
     dep = sf.deployment
@@ -77,12 +84,23 @@ def _rule_table(sf: "SafeFace", findings: list[Finding], refusals: dict[str, int
         elif r.id == "ST-01":
             entry.update(state="implemented", detail="keyed orthogonal transform per deployment, AES-GCM sealed rows, "
                          "re-keying without images (`safeface rekey`); unlinkability measured under ST-02")
+        elif _measured(r.id, evaluation):
+            entry.update(state="measured", detail="see the assessment section")
         else:
-            entry.update(state="measured" if evaluation is not None else "not measured",
-                         detail="see the assessment section" if evaluation is not None
-                         else "run `safeface eval ... --workspace WS` to measure it")
+            entry.update(state="not measured", detail="run `safeface eval ... --workspace WS` to measure it")
         rows.append(entry)
     return rows
+
+
+def _measured(rule: str, evaluation: Any) -> bool:
+    """Whether the evaluation summary holds a run that measures `rule` (MEASURED_BY): a verification
+    run alone had every standard rule called measured, demographics and PAD included, and so had an
+    unreadable latest.json. A summary naming no kind (an operator's own tool) counts for all."""
+    if not isinstance(evaluation, dict) or "error" in evaluation:
+        return False
+    runs = evaluation.get("runs")
+    kinds = {k for k in [evaluation.get("kind"), *(runs if isinstance(runs, dict) else ())] if isinstance(k, str)}
+    return not kinds or any(k in kinds for k in MEASURED_BY.get(rule, ()))
 
 
 def _record_detail(sf: "SafeFace", rule: str) -> str:
@@ -126,6 +144,18 @@ def build_report(sf: "SafeFace", now: dt.datetime) -> dict[str, Any]:
     dep = sf.deployment
     facts = sf.facts()
     findings = sf.findings(now.date())
+    chain, problems = facts["audit_chain"], facts["store"]["problems"]
+    # The guard reads neither the whole chain nor every row at each call, so can_process may still
+    # say yes; but the report must not call the records rule met while `audit verify` fails.
+    records_rule = rule_for("records", dep.profiles)  # a baseline: never None
+    records: list[Finding] = []
+    if records_rule is not None and not chain["intact"]:
+        records.append(Finding(records_rule, False, "the audit log fails verification, so the counts and refusals "
+                               f"below cannot be trusted: {chain['problem']} Run `safeface audit verify` and "
+                               "restore the log from a backup"))
+    if records_rule is not None and problems:
+        records.append(Finding(records_rule, False, f"the template store does not match the audit log "
+                               f"({len(problems)} problem(s)), the first: {problems[0]} Run `safeface audit verify`"))
     evaluation = None
     if sf.paths.evaluation.is_file():
         try:
@@ -144,6 +174,8 @@ def build_report(sf: "SafeFace", now: dt.datetime) -> dict[str, Any]:
         "deployment": dep.raw.get("name"),
         "profiles": list(dep.profiles),
         "can_process": all(f.ok for f in findings),
+        "records_verified": not records,  # what `audit verify` would say of the log and the store
+        "audit_log": chain,
         "records_of_processing": {
             "controller": dep.controller,
             "purposes": purposes,
@@ -185,7 +217,7 @@ def build_report(sf: "SafeFace", now: dt.datetime) -> dict[str, Any]:
                             "checks": "every row has a verified sealed token and an enroll entry; every enrolled, "
                                       "unremoved row is present"},
         },
-        "rules": _rule_table(sf, findings, refusals, evaluation),
+        "rules": _rule_table(sf, findings + records, refusals, evaluation),
         "audit_period": {"first": facts["audit"]["first"], "last": facts["audit"]["last"]},
         "assessment": evaluation,
     }
@@ -199,13 +231,15 @@ def write_report(sf: "SafeFace", out: Path, now: dt.datetime) -> dict[str, Path]
     if report["assessment"] is not None and eval_dir.is_dir():
         dest = out / "assessment"
         for f in sorted(eval_dir.iterdir()):
-            if f.suffix.lower() in PLOT_SUFFIXES and f.is_file():
+            if f.suffix.lower() in PLOT_SUFFIXES and (f.is_file() or f.is_symlink()):
                 make_dirs(dest)
-                shutil.copy2(f, dest / f.name)
+                copy_atomic(f, dest / f.name)
                 plots.append(f"assessment/{f.name}")
     report["assessment_plots"] = plots
+    # Numbers read from files a person edits (deployment.json's filing threshold) may be NaN.
+    report = finite_json(report)
     json_path = out / "compliance.json"
-    write_atomic(json_path, json.dumps(report, indent=2, default=str) + "\n")
+    write_atomic(json_path, json.dumps(report, indent=2, default=str, allow_nan=False) + "\n")
     html_path = out / "compliance.html"
     write_atomic(html_path, _html(report))
     return {"json": json_path, "html": html_path}
@@ -246,6 +280,8 @@ def _html(r: dict[str, Any]) -> str:
         assessment += "".join(f"<p><a href='{_e(p)}'><img src='{_e(p)}' alt='{_e(p)}' style='max-width:640px'></a></p>"
                               for p in r.get("assessment_plots", []))
     status = "may process" if r["can_process"] else "CANNOT PROCESS: a rule is failing (see the rule table)"
+    if not r["records_verified"]:
+        status += f"; {RECORDS_FAIL}"
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>Compliance report: {_e(r['deployment'])}</title>
 <style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto}}table{{border-collapse:collapse;margin:1em 0}}
 td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left;vertical-align:top}}tr.bad{{background:#fdd}}
