@@ -1673,7 +1673,9 @@ def _workspace_root(workspace: Any) -> Path:
     root = os.fspath(workspace) if isinstance(workspace, (str, os.PathLike)) else None
     if not isinstance(root, str) or not root or "\x00" in root:
         raise InvalidArgument("the workspace must be a folder's path (a str or os.PathLike, no NUL character).")
-    return Path(root)
+    # Made absolute now: a relative name looked up again after the app changed its working folder
+    # named other files (every call refused as if the audit log had been replaced).
+    return Path(root).absolute()
 
 
 def _pixels(pipe: Any, image: ImageInput) -> ImageInput:

@@ -162,7 +162,7 @@ class Gallery:
              index_factory: Optional[IndexFactory] = None) -> "Gallery":
         """Open (or create) the gallery at `path`, unseal every row and build the index.
         A row that fails its integrity check raises IntegrityError naming it."""
-        path = Path(path)
+        path = Path(path).absolute()  # checked by name at every call (_refresh), whatever the cwd then
         if not isinstance(dim, int) or dim <= 0:
             raise ConfigError(f"dim must be a positive integer, got {dim!r}.")
         path.parent.mkdir(parents=True, exist_ok=True)

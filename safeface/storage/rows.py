@@ -235,10 +235,14 @@ def check_embedding(embedding: np.ndarray, dim: int) -> np.ndarray:
         raise ConfigError(f"the embedding has dimension {v.shape[0]} but the gallery holds {dim}.")
     if not np.isfinite(v).all():
         raise ConfigError("the embedding contains NaN or infinity.")
-    n = float(np.linalg.norm(v))
-    if n == 0.0:
+    # Scaled by its largest entry first: the squares of an embedding near 1e160 overflow, and those
+    # near 1e-161 lose their precision in subnormal floats, so its norm sealed a zero or stretched
+    # template, which every later open refused as a key holder's (_check_unit).
+    peak = float(np.abs(v).max()) if v.size else 0.0
+    if peak == 0.0:
         raise ConfigError("the embedding is all zeros.")
-    return v / n
+    v = v / peak
+    return v / float(np.linalg.norm(v))
 
 
 # The meta key a re-key sets, in the transaction that moves the rows, to the versions it moved

@@ -75,7 +75,7 @@ class SqliteTables:
 
     def __init__(self, path: Path, what: str, schema: str) -> None:
         self.where = f"the {what} {path}"
-        self.path = Path(path)
+        self.path = Path(path).absolute()  # checked by name at every statement, whatever the cwd then
         self.prefix = ""
         self._lock = threading.RLock()
         self._db = connect(self.path, what)
