@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
 from .errors import (AuthenticationError, BackendError, ConfigError, ImageError, IndexUnavailable, IntegrityError,
-                     InvalidArgument, PolicyViolation, SafeFaceError, ServiceBusy)
+                     InvalidArgument, PolicyViolation, ReplacedFile, SafeFaceError, ServiceBusy)
 from .netaddr import is_loopback
 from .policy.receipts import ErasureReceipt
 from .sdk.results import Candidate, Enrollment, Export, LivenessCheck, Verification
@@ -34,6 +34,7 @@ ImageLike = Union[str, Path, bytes]
 _BY_NAME: dict[str, type[SafeFaceError]] = {
     "AuthenticationError": AuthenticationError, "InvalidArgument": InvalidArgument, "ImageError": ImageError,
     "IntegrityError": IntegrityError, "ConfigError": ConfigError, "BackendError": BackendError,
+    "ReplacedFile": ReplacedFile,
 }
 
 

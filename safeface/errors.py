@@ -29,6 +29,11 @@ class IntegrityError(SafeFaceError):
     """Stored data failed its integrity check: a sealed row, the audit chain or a signature."""
 
 
+class ReplacedFile(IntegrityError):
+    """A workspace database, or its -wal or -shm file, was replaced or removed under an open
+    handle: that handle refuses every call until the workspace is opened again."""
+
+
 class PolicyViolation(SafeFaceError):
     """A compliance rule refused the call. `rule` is the rule's ID, e.g. ``"CN-04"``."""
 

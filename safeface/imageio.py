@@ -197,15 +197,19 @@ _JPEG_MARKER = re.compile(rb"\xff[^\x00\xff]")
 _JPEG_SCAN_END = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
 
 
-def _jpeg_scans(data: bytes, limit: int) -> int:
-    """The SOS segments before EOI, walked segment by segment as libjpeg reads them (so an
-    embedded thumbnail's scans, inside an APP1 segment, are not counted); stops past `limit`.
-    Each step moves forward: linear in the file's size."""
-    scans, i, n = 0, 2, len(data)
-    while scans <= limit:
+def _jpeg_scans(data: bytes, limit: int) -> tuple[int, int]:
+    """(the SOS segments before EOI, the markers walked to find them), walked segment by segment
+    as libjpeg reads them (so an embedded thumbnail's scans, inside an APP1 segment, are not
+    counted); stops past `limit` scans or MAX_HEADER_PIECES markers. Each step moves forward:
+    linear in the file's size."""
+    scans, steps, i, n = 0, 0, 2, len(data)
+    while scans <= limit and steps <= MAX_HEADER_PIECES:
         found = _JPEG_MARKER.search(data, i)
         if found is None:
             break
+        # Counted: _check_pieces bounds the segments before the first scan only, and millions of
+        # empty ones after it cost this walk seconds of Python (libjpeg skips them in C).
+        steps += 1
         code, i = data[found.start() + 1], found.end()
         if code in (0xD8, 0xD9):  # EOI, or a second SOI, which libjpeg refuses
             break
@@ -224,11 +228,17 @@ def _jpeg_scans(data: bytes, limit: int) -> int:
             if found is None:
                 break
             i = found.start()
-    return scans
+    return scans, steps
 
 
 def _check_jpeg_scans(data: bytes, label: str) -> None:
-    if _jpeg_scans(data, MAX_JPEG_SCANS) > MAX_JPEG_SCANS:
+    scans, steps = _jpeg_scans(data, MAX_JPEG_SCANS)
+    if steps > MAX_HEADER_PIECES:
+        raise ImageError(
+            f"{label}: a JPEG of more than {MAX_HEADER_PIECES} segments is refused (a photograph has "
+            "at most a few hundred; so many would keep the reader busy for seconds); re-save it."
+        )
+    if scans > MAX_JPEG_SCANS:
         raise ImageError(
             f"{label}: a JPEG of more than {MAX_JPEG_SCANS} scans is refused (a photograph has "
             "at most a few tens; so many would keep the decoder busy for minutes); re-save it."

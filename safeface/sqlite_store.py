@@ -7,7 +7,7 @@ import os
 import sqlite3
 from pathlib import Path
 
-from .errors import ConfigError, IntegrityError
+from .errors import ConfigError, IntegrityError, ReplacedFile
 
 BUSY_TIMEOUT_MS = 30_000
 
@@ -72,6 +72,6 @@ def refuse_replaced(path: Path, opened: tuple[tuple[int, int], ...], where: str)
     deleted or replaced: each side then committed into a log the other never read. Checked by
     three stats a call, and again before a write commits."""
     if store_identity(path) != opened:
-        raise IntegrityError(f"{where} was replaced or removed since it was opened (another file now has its "
+        raise ReplacedFile(f"{where} was replaced or removed since it was opened (another file now has its "
                              "name, or its -wal or -shm file beside it); nothing was read or written. Open the "
                              "workspace again.")

@@ -126,7 +126,10 @@ class SafeFace:
                               "the audit log and the trust store.")
         self._paths = paths
         self._deployment = deployment
-        self._config_digest = hashlib.sha256(paths.config.read_bytes()).hexdigest()
+        # Unknown, not the file's digest now: open read the file before deriving the keys (a
+        # second or more), and an edit landing meanwhile was taken as already judged, so the
+        # handle judged by the old file for good. The first call reads the file again.
+        self._config_digest = ""
         self._assessment_seq = -1  # the audit entry _check_assessment last judged by (-1: none yet)
         self._keyring = keyring
         self._gallery = gallery

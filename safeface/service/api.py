@@ -307,6 +307,10 @@ def build_router(rt: Runtime) -> APIRouter:
     async def ready() -> Any:
         if not rt.ready:
             return JSONResponse({"status": "starting"}, status_code=503, headers={"Retry-After": "1"})
+        if rt.files_replaced:
+            return JSONResponse({"status": "refusing", "reason": "a workspace file was replaced under this process's "
+                                 "open handles, which refuse every call; restore the file if need be, run `safeface "
+                                 "audit verify`, then restart the service."}, status_code=503)
         # Still ready while the store's index is out of reach: searches answer from the records,
         # and every replica shares that index, so a 503 here would take all of them out of a
         # balancer at once. "index" tells an operator (and a probe that wants enrolments).

@@ -25,7 +25,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.requests import ClientDisconnect
 
 from ..errors import (AuthenticationError, BackendError, ConfigError, ImageError, IndexUnavailable, IntegrityError,
-                      InvalidArgument, PolicyViolation, SafeFaceError, ServiceBusy)
+                      InvalidArgument, PolicyViolation, ReplacedFile, SafeFaceError, ServiceBusy)
 from .failures import told
 from .runtime import RateLimited, Runtime, ServiceConfig
 
@@ -200,6 +200,8 @@ def create_app(config: ServiceConfig) -> FastAPI:
 
     @app.exception_handler(IntegrityError)
     async def _integrity(request: Request, exc: IntegrityError) -> JSONResponse:
+        if isinstance(exc, ReplacedFile):
+            rt.files_replaced = True  # /v1/ready answers 503 from now on
         return _error(409, exc)
 
     @app.exception_handler(ClientDisconnect)

@@ -74,6 +74,10 @@ class Runtime:
         self._admitted = 0
         self._buckets: dict[str, _Bucket] = {}
         self._ready = threading.Event()
+        # Set at the first call refused because a workspace file was replaced under the handles:
+        # they never reopen (each would read another file than the other processes), so the
+        # process serves nothing more until it is restarted, and must not be called ready.
+        self.files_replaced = False
 
     def _open(self) -> Any:
         from ..sdk import SafeFace
