@@ -40,6 +40,7 @@ from ..policy.guard import BatchItem, CaptureFacts, Decision, Guard, Operation, 
 from ..policy.receipts import ErasureReceipt, issue_receipt, receipt_key
 from ..policy.rules import rule_for
 from ..storage.rows import ErasureResult, keys_from_meta, rekey_mark_holds
+from ..workspace.anchor import missing_anchor
 from ..workspace.apikeys import ApiKey, ApiKeys, hashing_key, session_ref
 from ..workspace.assessment import (ASSESSMENT_OPERATIONS, audit_section_problem, names_an_assessment,
                                    recorded_purge_times, recorded_roles, shown_assessment, unrecorded_problem)
@@ -48,7 +49,7 @@ from ..workspace.audit import (JUDGED_AFTER, KEPT_AT_MOST, WITHDRAWN_AT, AuditEn
 from ..workspace.keys import ASSESSMENT_MAC, derived_key, is_demo, receipt_file_problem
 from ..workspace.passphrase import open_keyring
 from ..workspace.paths import WorkspacePaths
-from ..workspace.session import open_apikeys, open_audit, open_state
+from ..workspace.session import open_apikeys, open_audit, open_state, workspace_anchors
 from ..workspace.trust import OPERATIONS as TRUST_OPERATIONS, TrustStore, load_trust
 from ..workspace.state import PolicyState
 from ..workspace.storecheck import (CONSENT_OF, COMMITTED, EXPIRY_KEPT, TOKEN_ISSUED, UNCOMMITTED, StoreReport,
@@ -1252,17 +1253,28 @@ class SafeFace:
         IntegrityError naming the first problems. Reading the evidence needs a role that may
         read the report; the check itself writes nothing to the log it judges."""
         self._run(Request(Operation.REPORT, self._role, self._clock()), [], lambda d: (None, None))
-        last = self._audit.last_entry(ASSESSMENT_OPERATIONS)
-        problem = audit_section_problem(self._assessment_key, self._deployment, last.note if last is not None else None)
+        problem = self._evidence_problem()
         if problem is not None:
             raise IntegrityError(problem)
         rows, end = self._store_snapshot()
         report = self._audit.verify(through=end)
         self._check_rows(rows, end[0]).raise_for_problems()
-        problem = receipt_file_problem(self._paths, self._receipt_public())
-        if problem is not None:
-            raise IntegrityError(problem)
         return report
+
+    def _evidence_problem(self) -> Optional[str]:
+        """What `audit verify` checks besides the chain and the rows, or None: the log's witnesses
+        as the last assessment covers them, each present (a handle's own appends write a missing
+        one again), and the receipt key file. The report asks this too: it called the records
+        verified while `audit verify` failed on any of them (a rolled-back log, its witness deleted)."""
+        last = self._audit.last_entry(ASSESSMENT_OPERATIONS)
+        problem = audit_section_problem(self._assessment_key, self._deployment, last.note if last is not None else None)
+        for anchor in workspace_anchors(self._paths, self._keyring, self._deployment, strict=True):
+            try:
+                if problem is None and anchor.read() is None:
+                    problem = str(missing_anchor(anchor))
+            except IntegrityError as exc:  # no regular file, or no anchor
+                problem = problem or str(exc)
+        return problem or receipt_file_problem(self._paths, self._receipt_public())
 
     def _receipt_public(self) -> str:
         from ..policy.tokens import public_key_text
@@ -1315,14 +1327,16 @@ class SafeFace:
         return check_store(rows, entries, trust["consent_issuers"], trust["authorities"], self.token_ref,
                            self._token_key, store.no_longer_trusted())
 
-    def report(self, out_dir: Union[str, Path]) -> dict[str, Path]:
+    def report(self, out_dir: Union[str, Path], quote: Optional[Callable[[str], str]] = None) -> dict[str, Path]:
+        """Write the compliance report into `out_dir`; `quote`: how a failed check's text is shown
+        (workspace/report.py build_report)."""
         from ..workspace.report import write_report
 
         now = self._clock()
         request = Request(Operation.REPORT, self._role, now)
 
         def body(d: Decision) -> tuple[dict[str, Path], _Note]:
-            return write_report(self, Path(out_dir), now), _Note([], "compliance report written")
+            return write_report(self, Path(out_dir), now, quote), _Note([], "compliance report written")
 
         return self._run(request, [], body)
 
@@ -1368,12 +1382,14 @@ class SafeFace:
             return None
 
     def _chain_facts(self) -> dict[str, Any]:
-        """Whether the whole audit chain holds (AuditLog.verify), and the first break if not."""
+        """Whether the whole audit chain holds (AuditLog.verify), its witnesses and receipt key as `audit
+        verify` checks them (_evidence_problem), and the first problem if not."""
         try:
             r = self._audit.verify()
         except IntegrityError as exc:
             return {"intact": False, "entries": None, "problem": str(exc)}
-        return {"intact": True, "entries": r.entries, "problem": None}
+        problem = self._evidence_problem()
+        return {"intact": problem is None, "entries": r.entries, "problem": problem}
 
     def _store_facts(self) -> dict[str, Any]:
         s = self.verify_store()

@@ -29,6 +29,7 @@ from ..policy.attributes import MAX_ATTRIBUTES
 from ..workspace.apikeys import ApiKey
 from .answers import liveness_answer, verify_answer
 from .bodies import check_json_size, media_type, once_each
+from .failures import kept
 from .runtime import Runtime
 
 _key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="the key from `safeface apikey new`")
@@ -290,7 +291,7 @@ def build_router(rt: Runtime) -> APIRouter:
 
         def run(sf: Any) -> str:
             with tempfile.TemporaryDirectory(prefix="safeface-report-") as d:
-                files = as_(info, sf).report(d)
+                files = as_(info, sf).report(d, quote=kept)
                 return Path(files[format]).read_text(encoding="utf-8")
 
         text = await rt.call(run)

@@ -23,12 +23,12 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.datastructures import FormData
 
-from ..atomicfile import write_atomic
-from ..errors import AuthenticationError, IntegrityError, PolicyViolation, SafeFaceError
+from ..atomicfile import read_no_link, write_atomic
+from ..errors import AuthenticationError, ConfigError, IntegrityError, PolicyViolation, SafeFaceError
 from ..workspace.apikeys import SESSION_SECONDS, ApiKey
 from ..workspace.report import RECORDS_FAIL
 from .bodies import media_type, once_each
-from .failures import told
+from .failures import kept, told
 from .runtime import Runtime
 
 SESSION = "sf_session"
@@ -354,7 +354,7 @@ def build_console(rt: Runtime) -> APIRouter:
         out_dir = rt.config.workspace / "reports" / "console"
 
         def run(sf: Any) -> dict[str, Any]:
-            files = sf.report(out_dir)
+            files = sf.report(out_dir, quote=kept)
             return dict(json.loads(Path(files["json"]).read_text(encoding="utf-8")))
 
         s, r = await as_session(request, run)
@@ -387,9 +387,12 @@ def build_console(rt: Runtime) -> APIRouter:
             path = base / "assessment" / name[len("assessment/"):]
         else:
             return PlainTextResponse("not found", status_code=404)
-        if not path.is_file():
+        try:
+            # Not followed: a link planted among the copies was served, its target (a key file) too.
+            data = read_no_link(path)
+        except ConfigError:
             return PlainTextResponse("not found", status_code=404)
         media = {".json": "application/json", ".png": "image/png", ".svg": "image/svg+xml"}[path.suffix]
-        return Response(path.read_bytes(), media_type=media)
+        return Response(data, media_type=media)
 
     return router

@@ -17,6 +17,14 @@ OPERATOR_ONLY = (BackendError, ConfigError, IntegrityError, ModelError)
 _log = logging.getLogger("safeface.service")
 
 
+def kept(text: str) -> str:
+    """A failed check's text (in a report) as a caller may read it: a reference, and the text in
+    the service's log under it, as told gives for a failed call."""
+    ref = secrets.token_hex(6)
+    _log.error("check failed, reference %s: %s", ref, text)
+    return f"its cause is kept from the caller; the operator finds it in the service's log under reference {ref}."
+
+
 def told(exc: Exception) -> tuple[str, Optional[str]]:
     """(the message a caller may read, the log reference when the cause was kept from it)."""
     if not isinstance(exc, OPERATOR_ONLY):

@@ -125,13 +125,17 @@ class HostAnchor:
         self._provider.advance_anchor(seq, head_hash)
 
 
+def missing_anchor(anchor: AnchorStore) -> IntegrityError:
+    return IntegrityError(f"the {anchor.name} is missing ({_where(anchor)}): it was deleted. Restore it from a "
+                          "backup taken with the audit log.")
+
+
 def check_anchor(anchor: AnchorStore, value: Optional[Anchor], log_end: int, hash_at: Any) -> None:
     """Raise IntegrityError unless `value` (read from `anchor`) is consistent with a log ending
     at `log_end`; `hash_at(seq)` gives the log's hash at a seq (None if absent)."""
     if value is None:
         if anchor.required and log_end > 0:
-            raise IntegrityError(f"the {anchor.name} is missing ({_where(anchor)}): it was deleted. Restore it "
-                                 "from a backup taken with the audit log.")
+            raise missing_anchor(anchor)
         return
     if value.seq > log_end:
         raise IntegrityError(f"the audit log was rolled back or cut: it ends at entry {log_end} but the "

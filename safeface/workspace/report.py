@@ -13,7 +13,7 @@ import html
 import json
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from ..atomicfile import copy_atomic, make_dirs, write_atomic
 from ..jsonnum import finite_json
@@ -140,11 +140,18 @@ def _finite_json(text: str) -> Any:
     return doc
 
 
-def build_report(sf: "SafeFace", now: dt.datetime) -> dict[str, Any]:
+def build_report(sf: "SafeFace", now: dt.datetime, quote: Optional[Callable[[str], str]] = None) -> dict[str, Any]:
+    """The report's content. `quote`: how a failed check's text is shown (the service gives its
+    callers a log reference instead, as for `audit verify`: the text names entries and, on a
+    server workspace, the record store's host, user and database)."""
     dep = sf.deployment
     facts = sf.facts()
     findings = sf.findings(now.date())
-    chain, problems = facts["audit_chain"], facts["store"]["problems"]
+    shown = quote or (lambda text: text)
+    chain = dict(facts["audit_chain"])
+    if chain["problem"] is not None:
+        chain["problem"] = shown(chain["problem"])
+    problems = [shown(p) for p in facts["store"]["problems"]]
     # The guard reads neither the whole chain nor every row at each call, so can_process may still
     # say yes; but the report must not call the records rule met while `audit verify` fails.
     records_rule = rule_for("records", dep.profiles)  # a baseline: never None
@@ -213,7 +220,7 @@ def build_report(sf: "SafeFace", now: dt.datetime) -> dict[str, Any]:
             "receipts": f"Ed25519 erasure receipts, public key {facts['receipt_public_key']}",
             "images": "never written to disk",
             "store_audit": {"rows": facts["store"]["rows"], "digest": facts["store"]["digest"],
-                            "problems": facts["store"]["problems"],
+                            "problems": problems,
                             "checks": "every row has a verified sealed token and an enroll entry; every enrolled, "
                                       "unremoved row is present"},
         },
@@ -223,9 +230,10 @@ def build_report(sf: "SafeFace", now: dt.datetime) -> dict[str, Any]:
     }
 
 
-def write_report(sf: "SafeFace", out: Path, now: dt.datetime) -> dict[str, Path]:
+def write_report(sf: "SafeFace", out: Path, now: dt.datetime,
+                 quote: Optional[Callable[[str], str]] = None) -> dict[str, Path]:
     make_dirs(out)  # none of it writable by others, who could swap the report
-    report = build_report(sf, now)
+    report = build_report(sf, now, quote)
     plots: list[str] = []
     eval_dir = sf.paths.evaluation.parent
     if report["assessment"] is not None and eval_dir.is_dir():
