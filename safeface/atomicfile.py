@@ -225,6 +225,25 @@ def refuse_lost_lock(fd: int, lock_path: PathLike) -> None:
                              "it was committed. Find out who can write the workspace's folder, then try again.")
 
 
+def take_lock_file(lock_path: PathLike, take: Callable[[int], None]) -> int:
+    """A descriptor on the lock file named `lock_path` once `take(fd)` has locked it (flock, or a
+    bounded wait for it). One deleted or replaced while it was waited on is let go and the file
+    that has the name now is taken instead (see same_lock_file). POSIX only."""
+    import fcntl
+
+    while True:
+        fd = open_lock_file(lock_path)
+        try:
+            take(fd)
+        except BaseException:
+            os.close(fd)
+            raise
+        if same_lock_file(fd, lock_path):
+            return fd
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
 @contextmanager
 def shared_lock(lock_path: PathLike) -> Iterator[None]:
     """Hold an advisory shared lock on `lock_path` while reading what a writer changes in two
@@ -254,16 +273,7 @@ def _held(lock_path: PathLike, mode: str) -> Iterator[Callable[[], None]]:
     except ImportError:  # pragma: no cover - not POSIX
         yield lambda: None
         return
-    while True:
-        fd = open_lock_file(lock_path)
-        try:
-            fcntl.flock(fd, getattr(fcntl, mode))
-        except BaseException:
-            os.close(fd)
-            raise
-        if same_lock_file(fd, lock_path):
-            break
-        os.close(fd)  # deleted or replaced while we waited: the lock is the file that has the name now
+    fd = take_lock_file(lock_path, lambda fd: fcntl.flock(fd, getattr(fcntl, mode)))
     try:
         yield lambda: refuse_lost_lock(fd, lock_path)
     finally:

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, Optional
 
-from ..atomicfile import open_lock_file, refuse_lost_lock, same_lock_file
+from ..atomicfile import refuse_lost_lock, take_lock_file
 from ..errors import ConfigError
 
 
@@ -53,21 +53,15 @@ class WriteLock:
 
 
 def _take(path: Path, timeout: Optional[float]) -> int:
-    """A descriptor holding the lock on the file that has `path`'s name once the lock is taken:
-    one deleted or replaced meanwhile is let go and the new one waited on (see same_lock_file)."""
-    deadline = None if timeout is None else time.monotonic() + timeout
-    while True:
-        fd = open_lock_file(path)
-        try:
-            if not _flock(fd, None if deadline is None else max(0.0, deadline - time.monotonic())):
-                raise lock_not_free(str(path), timeout)
-        except BaseException:
-            os.close(fd)
-            raise
-        if same_lock_file(fd, path):
-            return fd
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        os.close(fd)
+    """A descriptor holding the lock on the file that has `path`'s name (atomicfile.take_lock_file),
+    waited for at most `timeout` seconds in all."""
+    deadline = None if timeout is None else time.monotonic() + timeout  # one deadline across retries
+
+    def take(fd: int) -> None:
+        if not _flock(fd, None if deadline is None else max(0.0, deadline - time.monotonic())):
+            raise lock_not_free(str(path), timeout)
+
+    return take_lock_file(path, take)
 
 
 def _flock(fd: int, timeout: Optional[float]) -> bool:
