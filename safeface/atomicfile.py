@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import IO, Callable, Iterator, Optional, Union
 
 from .errors import ConfigError, IntegrityError
+from .regularfile import read_no_link
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -138,32 +139,13 @@ def write_atomic(path: PathLike, data: Union[bytes, str], mode: Optional[int] = 
 MAX_COPY_BYTES = 64 << 20
 
 
-def read_no_link(source: PathLike, limit: int = MAX_COPY_BYTES) -> bytes:
-    """The bytes of the regular file `source`, at most `limit` of them; ConfigError naming it for a
-    link (never followed, where regularfile.read_regular follows one, as a photo's path may),
-    anything that is no regular file, or a larger file."""
-    try:
-        fd = os.open(source, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0))
-    except OSError as exc:
-        raise ConfigError(f"{source}: cannot be copied ({exc.strerror}); it must be a regular file, not a "
-                          "link: remove it or write it again.") from None
-    with os.fdopen(fd, "rb") as fh:
-        st = os.fstat(fh.fileno())
-        if not stat.S_ISREG(st.st_mode):
-            raise ConfigError(f"{source}: not a regular file, so it is not copied; remove it.")
-        data = fh.read(limit + 1) if st.st_size <= limit else b""  # it may grow while read
-        if st.st_size > limit or len(data) > limit:
-            raise ConfigError(f"{source}: larger than {limit >> 20} MiB, so it is not copied; remove it or write "
-                              "it again.")
-    return data
-
-
 def copy_atomic(source: PathLike, target: PathLike, durable: bool = True) -> None:
-    """Copy the regular file `source` (read_no_link) onto `target` as write_atomic does. Neither
-    end's link is followed: shutil's copy wrote a plot through a link planted at the target (over
-    the workspace's deployment.json), and copied whatever a link planted among the plots named (a
-    key file) into the report an assessor is given."""
-    write_atomic(target, read_no_link(source), durable=durable)
+    """Copy the regular file `source` (regularfile.read_no_link, up to MAX_COPY_BYTES) onto
+    `target` as write_atomic does. Neither end's link is followed: shutil's copy wrote a plot
+    through a link planted at the target (over the workspace's deployment.json), and copied
+    whatever a link planted among the plots named (a key file) into the report an assessor is
+    given."""
+    write_atomic(target, read_no_link(Path(source), MAX_COPY_BYTES), durable=durable)
 
 
 def write_new(path: PathLike, data: bytes, mode: int = 0o600, durable: bool = True) -> None:

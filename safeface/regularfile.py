@@ -26,9 +26,10 @@ def open_regular(path: Path, label: str) -> BinaryIO:
     return fh
 
 
-def _open_if_present(path: Path, label: str) -> Optional[BinaryIO]:
+def _open_if_present(path: Path, label: str, follow: bool = True) -> Optional[BinaryIO]:
+    nofollow = 0 if follow else getattr(os, "O_NOFOLLOW", 0)
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0) | nofollow)
     except FileNotFoundError:
         return None
     except OSError as exc:
@@ -89,6 +90,27 @@ def _read(fh: BinaryIO, label: str, limit: int) -> bytes:
         return fh.read(limit + 1)
     except OSError as exc:
         raise ImageError(f"{label}: could not be read ({exc.strerror}).") from None
+
+
+def read_no_link(path: Path, limit: int) -> bytes:
+    """The bytes of the regular file `path`, at most `limit` of them, a link never followed (where
+    read_regular follows one, as a photo's path may); ConfigError naming it for a link, anything
+    that is no regular file, or a larger file, judged by its size before any byte is read (a
+    sparse file of gigabytes)."""
+    label = str(path)
+    try:
+        fh = _open_if_present(path, label, follow=False)
+        if fh is None:
+            raise ImageError(f"{label}: no such file.")
+        with fh:
+            size = os.fstat(fh.fileno()).st_size
+            data = b"" if size > limit else _read(fh, label, limit)
+    except ImageError as exc:
+        raise ConfigError(f"{exc} It must be a regular file, not a link: remove it or write it again.") from None
+    if size > limit or len(data) > limit:  # it may grow while read
+        raise ConfigError(f"{label}: larger than {limit >> 20} MiB, so it is not copied; remove it or write it "
+                          "again.")
+    return data
 
 
 def read_text(path: Path, label: str, limit: int) -> str:

@@ -23,8 +23,9 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.datastructures import FormData
 
-from ..atomicfile import read_no_link, write_atomic
+from ..atomicfile import MAX_COPY_BYTES, write_atomic
 from ..errors import AuthenticationError, ConfigError, IntegrityError, PolicyViolation, SafeFaceError
+from ..regularfile import read_no_link
 from ..workspace.apikeys import SESSION_SECONDS, ApiKey
 from ..workspace.report import RECORDS_FAIL
 from .bodies import media_type, once_each
@@ -389,7 +390,7 @@ def build_console(rt: Runtime) -> APIRouter:
             return PlainTextResponse("not found", status_code=404)
         try:
             # Not followed: a link planted among the copies was served, its target (a key file) too.
-            data = read_no_link(path)
+            data = read_no_link(path, MAX_COPY_BYTES)
         except ConfigError:
             return PlainTextResponse("not found", status_code=404)
         media = {".json": "application/json", ".png": "image/png", ".svg": "image/svg+xml"}[path.suffix]
