@@ -1,4 +1,5 @@
-"""What counts as a number in a JSON setting a person wrote (deployment.json and its sections)."""
+"""What counts as a number in a value a person or another program wrote: deployment.json, a
+token's claims, a setting passed in code."""
 
 from __future__ import annotations
 

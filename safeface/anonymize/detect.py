@@ -12,6 +12,7 @@ from PIL import Image
 
 from ..errors import InvalidArgument, ModelError, SafeFaceError
 from ..imageio import c_order
+from ..jsonnum import finite_number
 from .exposure import dark_view, narrow_view
 
 DETECTORS = ("hog", "mmod", "onnx")
@@ -105,8 +106,7 @@ class Search:
 
     def __post_init__(self) -> None:
         for name, value in (("max_side", self.max_side), ("min_face", self.min_face)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
-                    or value < 1:
+            if not finite_number(value) or value < 1:
                 raise InvalidArgument(f"the video search's {name} must be a number of pixels of at least 1, "
                                     f"not {value!r}.")
         if isinstance(self.upsample, bool) or not isinstance(self.upsample, int) or not 0 <= self.upsample <= 3:

@@ -35,6 +35,7 @@ from joserfc.errors import JoseError, UnsupportedAlgorithmError
 from joserfc.jwk import OKPKey
 
 from ..errors import ConfigError
+from ..jsonnum import finite_number
 
 OPERATIONS = ("enroll", "verify", "identify", "transmit")
 MAX_TOKEN_CHARS = 8192
@@ -298,11 +299,7 @@ def text(value: Any, name: str) -> str:
 def _numeric_date(claims: Mapping[str, Any], name: str, what: str, rounding: Any) -> int:
     """RFC 7519 NumericDate: seconds, possibly fractional; rounded towards the stricter side."""
     v = claims.get(name)
-    try:
-        finite = not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v)
-    except OverflowError:  # an integer of hundreds of digits, which no float (and no calendar) holds
-        finite = False
-    if not finite:
+    if not finite_number(v):  # also an integer of hundreds of digits, which no float (or calendar) holds
         raise TokenError(f"the token's {what} ({name}) is missing or not a number of seconds.")
     return int(rounding(v))
 

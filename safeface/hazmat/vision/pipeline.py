@@ -13,6 +13,7 @@ from PIL import Image
 
 from ...errors import InvalidArgument
 from ...imageio import ImageInput, load_image
+from ...jsonnum import finite_number
 from ...workers import worker_count
 from .arrays import l2_normalize
 from .types import Engine, Face, FaceEmbedding, Outcome
@@ -121,7 +122,7 @@ class PipelineConfig:
     def __post_init__(self) -> None:
         check_pick(self.pick)
         mp = self.detect_megapixels
-        if isinstance(mp, bool) or not isinstance(mp, (int, float)) or not math.isfinite(mp) or mp < 0.1:
+        if not finite_number(mp) or mp < 0.1:
             raise InvalidArgument(f"detect_megapixels must be a number of at least 0.1, got {mp!r}.")
         if isinstance(self.threads, bool) or not isinstance(self.threads, int) or self.threads < 0:
             raise InvalidArgument(f"threads must be a whole number >= 0 (0: one per core), got {self.threads!r}.")
