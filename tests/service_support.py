@@ -144,3 +144,23 @@ def keyed_client(tmp_path: Path, *roles: str, **key: Any) -> tuple[Any, Any, lis
     client = TestClient(in_process_app(ws.root, tmp_path), base_url="https://testserver",
                         raise_server_exceptions=False)
     return client, ws, keys
+
+
+def edited_audit_entry(tmp_path: Path, role: str) -> tuple[Any, str, str]:
+    """A new workspace with an API key for `role`, then its audit entry 2 edited by hand (no key
+    needed): (workspace, key, the cause `audit_verify` gives, which callers must not be shown)."""
+    import sqlite3
+
+    from policy_support import make_workspace, open_sf
+
+    from safeface.errors import IntegrityError
+
+    ws = make_workspace(tmp_path / "ws")
+    with open_sf(ws) as sf:
+        _, key = sf.issue_api_key(role, label=role)
+    with sqlite3.connect(ws.audit) as db:
+        db.execute("UPDATE entries SET note = 'edited' WHERE seq = 2")
+    db.close()
+    with open_sf(ws) as sf, pytest.raises(IntegrityError) as failed:
+        sf.audit_verify()
+    return ws, key, str(failed.value)

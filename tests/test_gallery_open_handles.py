@@ -18,7 +18,9 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import pytest
@@ -63,14 +65,22 @@ def _in_another_process(keys: Path, db: Path, subject: str, erase: bool = False)
                    env=child_env(), cwd="/", check=True, timeout=120, capture_output=True)
 
 
-def test_a_failed_reload_leaves_no_stale_handle_to_judge_look_alikes_and_the_filing_count(tmp_path: Path) -> None:
-    """Alice enrolled by another process, the change log emptied and her row edited, no key:
-    every later call of the open handle must fail until the store reads whole, never judge by the
-    rows it had (ALICE let in beside alice, zero people counted)."""
+@contextmanager
+def _bob_here_alice_elsewhere(tmp_path: Path) -> Iterator[tuple[Gallery, PassphraseKeyring, Path]]:
+    """An open handle that enrolled bob, and alice enrolled meanwhile by another process:
+    (the handle, its keyring, the gallery's path)."""
     keys, keyring, db = _fresh(tmp_path)
     with Gallery.open(db, keyring, DIM) as service:
         service.add("bob", _unit(1), ["demo"], "tok-b", EXP)
         _in_another_process(keys, db, "alice")
+        yield service, keyring, db
+
+
+def test_a_failed_reload_leaves_no_stale_handle_to_judge_look_alikes_and_the_filing_count(tmp_path: Path) -> None:
+    """Alice enrolled by another process, the change log emptied and her row edited, no key:
+    every later call of the open handle must fail until the store reads whole, never judge by the
+    rows it had (ALICE let in beside alice, zero people counted)."""
+    with _bob_here_alice_elsewhere(tmp_path) as (service, keyring, db):
         with sqlite3.connect(db) as con:
             con.execute("DELETE FROM changes")
             con.execute("UPDATE rows SET provenance = 'edited' WHERE row_id = 2")
@@ -92,10 +102,7 @@ def test_a_failed_reload_leaves_no_stale_handle_to_judge_look_alikes_and_the_fil
 def test_a_change_log_row_id_edited_into_text_does_not_stop_an_open_handle(tmp_path: Path) -> None:
     """A change-log row naming row id 'x' (no key needed): the open handle reads the store whole
     and goes on finding bob, and a row enrolled elsewhere meanwhile, instead of a bare ValueError."""
-    keys, keyring, db = _fresh(tmp_path)
-    with Gallery.open(db, keyring, DIM) as service:
-        service.add("bob", _unit(1), ["demo"], "tok-b", EXP)
-        _in_another_process(keys, db, "alice")
+    with _bob_here_alice_elsewhere(tmp_path) as (service, keyring, db):
         with sqlite3.connect(db) as con:
             con.execute("INSERT INTO changes (row_id, op) VALUES ('x', 'upsert')")
         found = service.search(_unit(1), "demo", k=5)

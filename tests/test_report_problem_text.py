@@ -4,33 +4,21 @@ and the console's audit page do, and the service's log the cause under it."""
 
 from __future__ import annotations
 
-import sqlite3
 import sys
 from pathlib import Path
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from policy_support import make_workspace, open_sf  # noqa: E402
-
-from safeface.errors import IntegrityError
 
 
 def test_the_services_report_names_a_failed_audit_check_by_reference_only(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """/v1/report (JSON and HTML) and the console's report page quoted the check's text."""
     from fastapi.testclient import TestClient
-    from service_support import console_login, in_process_app
+    from service_support import console_login, edited_audit_entry, in_process_app
 
-    ws = make_workspace(tmp_path / "ws")
-    with open_sf(ws) as sf:
-        _, key = sf.issue_api_key("auditor", label="auditor")
-    with sqlite3.connect(ws.audit) as db:
-        db.execute("UPDATE entries SET note = 'edited' WHERE seq = 2")
-    db.close()
-    with open_sf(ws) as sf, pytest.raises(IntegrityError) as failed:
-        sf.audit_verify()
-    cause = str(failed.value)
+    ws, key, cause = edited_audit_entry(tmp_path, "auditor")
     with TestClient(in_process_app(ws.root, tmp_path), base_url="https://testserver") as c, \
             caplog.at_level("ERROR", logger="safeface.service"):
         for fmt in ("json", "html"):

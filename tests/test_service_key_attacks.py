@@ -376,22 +376,10 @@ def test_the_console_names_a_failed_audit_check_by_reference_only(tmp_path: Path
     from the caller (it names entries and, on a server workspace, the record store's host, user
     and database): any key holder allowed the report read it. Now both give a reference, and the
     service's log the cause under it."""
-    import sqlite3
-
     from fastapi.testclient import TestClient
-    from service_support import in_process_app
+    from service_support import edited_audit_entry, in_process_app
 
-    from safeface.errors import IntegrityError
-
-    ws = make_workspace(tmp_path / "ws")
-    with open_sf(ws) as sf:
-        _, key = sf.issue_api_key("operator", label="op")
-    with sqlite3.connect(ws.audit) as db:
-        db.execute("UPDATE entries SET note = 'edited' WHERE seq = 2")
-    db.close()
-    with open_sf(ws) as sf, pytest.raises(IntegrityError) as failed:
-        sf.audit_verify()
-    cause = str(failed.value)
+    ws, key, cause = edited_audit_entry(tmp_path, "operator")
     with TestClient(in_process_app(ws.root, tmp_path), base_url="https://testserver") as client:
         page = client.get("/login")
         token = page.text.split("name='csrf' value='")[1].split("'")[0]

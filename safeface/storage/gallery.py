@@ -349,12 +349,15 @@ class Gallery:
         # had, and its writes judged look-alikes and the filing count by them.
         self._data_version = data_version
 
+    def _same_file(self) -> None:
+        refuse_replaced(self._path, self._file, f"the gallery at {self._path}")
+
     def _refresh(self) -> None:
         """Catch up with commits made by other connections, if any."""
         db = self._db()
         # Other processes' erasures reach this handle only through the file it opened: one put in
         # its place meanwhile would leave erased people matched here, after their receipts.
-        refuse_replaced(self._path, self._file, f"the gallery at {self._path}")
+        self._same_file()
         dv = int(db.execute("PRAGMA data_version").fetchone()[0])
         if dv == self._data_version:
             return
@@ -506,7 +509,7 @@ class Gallery:
                 seq = int(db.execute("SELECT COALESCE(MAX(seq), 0) FROM changes").fetchone()[0])
                 # Checked last: a file put in its place, or a lock file replaced (another writer let in)
                 # while this write ran, would make its receipt describe a store no one else reads.
-                refuse_replaced(self._path, self._file, f"the gallery at {self._path}")
+                self._same_file()
                 self._write_lock.check()
                 db.execute("COMMIT")
             except BaseException:
