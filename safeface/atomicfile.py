@@ -8,7 +8,10 @@ from __future__ import annotations
 import errno
 import os
 import stat
+import struct
 import tempfile
+import threading
+import zlib
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Callable, Iterator, Optional, Union
@@ -198,10 +201,13 @@ def same_lock_file(fd: int, lock_path: PathLike) -> bool:
     return (here.st_dev, here.st_ino) == (held.st_dev, held.st_ino)
 
 
-def refuse_lost_lock(fd: int, lock_path: PathLike) -> None:
+def refuse_lost_lock(fd: int, lock_path: PathLike, guard_fd: Optional[int] = None,
+                     guard: Optional[PathLike] = None) -> None:
     """Called by a holder just before it commits: IntegrityError if the lock file it holds at `fd`
-    is no longer the one named `lock_path` (see same_lock_file)."""
-    if not same_lock_file(fd, lock_path):
+    is no longer the one named `lock_path` (see same_lock_file), unless it holds a guard (`guard_fd`,
+    take_guard) that is still the file named `guard`: every other holder must lock that first."""
+    if not same_lock_file(fd, lock_path) and not (guard_fd is not None and guard is not None
+                                                  and _same_guard(guard_fd, guard)):
         raise IntegrityError(f"the lock file {lock_path} was deleted or replaced while this process held it, so "
                              "another process may have been writing at the same time; this change stopped before "
                              "it was committed. Find out who can write the workspace's folder, then try again.")
@@ -226,28 +232,163 @@ def take_lock_file(lock_path: PathLike, take: Callable[[int], None]) -> int:
         os.close(fd)
 
 
+# A lock file's name can be deleted while it is held, and a second process then makes and locks a
+# new file beside the holder. So each lock is also taken as an OFD byte-range lock on a "guard": a
+# file that lives as long as the workspace (the database a lock protects, or the keyring), one byte
+# per lock name, above SQLite's lock bytes (0x40000000-0x400001FF). A guard replaced as well lets a
+# second holder in, and then the first one's check refuses (refuse_lost_lock). Byte-range locks
+# are advisory: SQLite's reads and writes there are not affected. Closing any descriptor of a file
+# drops the classic POSIX locks SQLite holds on it in this process, so a guard's descriptors are
+# never closed: each is kept for the next lock of this process.
+_GUARD_BASE = 0x40001000
+_guard_pool: dict[tuple[int, int], list[int]] = {}
+_guard_pool_lock = threading.Lock()
+_guard_pool_pid = [os.getpid()]
+try:
+    import fcntl as _fcntl
+
+    _OFD_LOCKS = hasattr(_fcntl, "F_OFD_SETLKW")  # Linux 3.15 and later
+except ImportError:  # pragma: no cover - not POSIX
+    _OFD_LOCKS = False
+
+
+def guard_offset(lock_path: PathLike) -> int:
+    """The byte of a guard that stands for the lock file `lock_path` (by its name: one guard
+    serves several locks, each on its own byte)."""
+    return _GUARD_BASE + (zlib.crc32(Path(lock_path).name.encode("utf-8", "surrogatepass")) & 0xFFFFF)
+
+
+def _same_guard(fd: int, guard: PathLike) -> bool:
+    try:
+        here, held = os.stat(guard), os.fstat(fd)
+    except OSError:
+        return False
+    return (here.st_dev, here.st_ino) == (held.st_dev, held.st_ino)
+
+
+def _guard_fd(guard: PathLike) -> Optional[int]:
+    """A descriptor (read and write) on the regular file `guard`, from this process's pool, or None
+    where there is none to lock (not made yet, or a read-only copy, whose writes fail anyway). A
+    link is followed: a link to the same file in its place would otherwise let a holder in unguarded."""
+    try:
+        st = os.stat(guard)
+    except OSError:
+        return None
+    if not stat.S_ISREG(st.st_mode):
+        return None
+    with _guard_pool_lock:
+        if _guard_pool_pid[0] != os.getpid():  # a forked child: its parent's descriptors share its locks
+            _guard_pool.clear()
+            _guard_pool_pid[0] = os.getpid()
+        free = _guard_pool.get((st.st_dev, st.st_ino))
+        if free:
+            return free.pop()
+    try:
+        fd = os.open(guard, os.O_RDWR | os.O_NONBLOCK | os.O_NOCTTY)
+    except OSError:
+        return None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):  # swapped for a pipe meanwhile: no database, safe to close
+        os.close(fd)
+        return None
+    return fd
+
+
+def _guard_back(fd: int) -> None:
+    """Keep `fd` for the next lock, and close those on files no name reaches any more: a keyring a
+    rotation replaced (its retired keys are not kept alive), a database removed or replaced, whose
+    open handles all refuse to go on."""
+    with _guard_pool_lock:
+        if _guard_pool_pid[0] != os.getpid():
+            return
+        st = os.fstat(fd)
+        _guard_pool.setdefault((st.st_dev, st.st_ino), []).append(fd)
+        for key, fds in list(_guard_pool.items()):
+            if fds and os.fstat(fds[0]).st_nlink == 0:
+                for gone in _guard_pool.pop(key):
+                    os.close(gone)
+
+
+def guard_lock(fd: int, offset: int, kind: str, wait: bool) -> bool:
+    """Set (`kind` "w" or "r") or clear ("u") the OFD lock on byte `offset` of the guard open at
+    `fd`; with `wait`, block until it is free. False: not free (without `wait`)."""
+    import fcntl
+
+    lock_type = {"w": fcntl.F_WRLCK, "r": fcntl.F_RDLCK, "u": fcntl.F_UNLCK}[kind]
+    flock = struct.pack("hhqqi4x", lock_type, os.SEEK_SET, offset, 1, 0)
+    try:
+        fcntl.fcntl(fd, fcntl.F_OFD_SETLKW if wait else fcntl.F_OFD_SETLK, flock)
+    except OSError as exc:
+        if exc.errno in (errno.EAGAIN, errno.EACCES):
+            return False
+        raise
+    return True
+
+
+def take_guard(guard: Optional[PathLike], lock_path: PathLike, take: Callable[[int, int], None]) -> Optional[int]:
+    """A guard descriptor once `take(fd, offset)` has locked the guard's byte for `lock_path` (see
+    guard_lock); None where there is no guard (no OFD locks, no file). Where `take` raises, the
+    descriptor is left to it (a waiter may still hold it) and never reused. A guard replaced
+    while it was waited on is let go and the file that has the name now is taken."""
+    if guard is None or not _OFD_LOCKS:
+        return None
+    offset = guard_offset(lock_path)
+    while True:
+        fd = _guard_fd(guard)
+        if fd is None:
+            return None
+        take(fd, offset)
+        if _same_guard(fd, guard):
+            return fd
+        release_guard(fd, lock_path)
+
+
+def late_guard(guard: Optional[PathLike], lock_path: PathLike) -> Optional[int]:
+    """For a holder about to commit that found no guard when it took the lock (none made yet, or
+    one moved away in that instant and put back): the guard, taken now without waiting, or None
+    where there is still none. IntegrityError if another process holds it: that one holds the lock
+    too, through a lock file deleted since."""
+
+    def take_now(fd: int, offset: int) -> None:
+        if not guard_lock(fd, offset, "w", False):
+            _guard_back(fd)
+            raise IntegrityError(f"the lock file {lock_path} was deleted or replaced while another process held "
+                                 "it, and this process took a new one beside it; this change stopped before it was "
+                                 "committed. Find out who can write the workspace's folder, then try again.")
+
+    return take_guard(guard, lock_path, take_now)
+
+
+def release_guard(fd: Optional[int], lock_path: PathLike) -> None:
+    """Let go of a guard taken by take_guard for `lock_path`; the descriptor goes back to the pool."""
+    if fd is not None:
+        guard_lock(fd, guard_offset(lock_path), "u", False)
+        _guard_back(fd)
+
+
 @contextmanager
-def shared_lock(lock_path: PathLike) -> Iterator[None]:
+def shared_lock(lock_path: PathLike, guard: Optional[PathLike] = None) -> Iterator[None]:
     """Hold an advisory shared lock on `lock_path` while reading what a writer changes in two
     steps under `exclusive_lock` (a file and its audit entry): the reader sees both or neither.
     (A workspace that cannot hold its lock files, a read-only copy, does not open at all: its
     SQLite logs need files beside them too.)"""
-    with _held(lock_path, "LOCK_SH"):
+    with _held(lock_path, "LOCK_SH", guard):
         yield
 
 
 @contextmanager
-def exclusive_lock(lock_path: PathLike) -> Iterator[Callable[[], None]]:
+def exclusive_lock(lock_path: PathLike, guard: Optional[PathLike] = None) -> Iterator[Callable[[], None]]:
     """Hold an advisory exclusive lock on `lock_path` (created 0600) for a read-modify-write, so
     two processes updating one file cannot lose each other's changes. Without fcntl (not POSIX)
     there is no lock; the atomic rename still keeps the file whole. Yields the check to call
-    just before the write (refuse_lost_lock)."""
-    with _held(lock_path, "LOCK_EX") as still_held:
+    just before the write (refuse_lost_lock). `guard`: a file kept as long as the workspace (its
+    keyring), also locked, so that a lock file deleted while held lets no second
+    holder in (see take_guard)."""
+    with _held(lock_path, "LOCK_EX", guard) as still_held:
         yield still_held
 
 
 @contextmanager
-def _held(lock_path: PathLike, mode: str) -> Iterator[Callable[[], None]]:
+def _held(lock_path: PathLike, mode: str, guard: Optional[PathLike]) -> Iterator[Callable[[], None]]:
     """flock the file at `lock_path` in `mode` ("LOCK_SH" or "LOCK_EX") for the block, then close
     it; yields the check a holder calls before it commits."""
     try:
@@ -257,6 +398,21 @@ def _held(lock_path: PathLike, mode: str) -> Iterator[Callable[[], None]]:
         return
     fd = take_lock_file(lock_path, lambda fd: fcntl.flock(fd, getattr(fcntl, mode)))
     try:
-        yield lambda: refuse_lost_lock(fd, lock_path)
+        kind = "w" if mode == "LOCK_EX" else "r"
+
+        def take(g: int, offset: int) -> None:
+            guard_lock(g, offset, kind, True)
+
+        held = [take_guard(guard, lock_path, take)]
+
+        def still_held() -> None:
+            if held[0] is None and mode == "LOCK_EX":
+                held[0] = late_guard(guard, lock_path)
+            refuse_lost_lock(fd, lock_path, held[0], guard)
+
+        try:
+            yield still_held
+        finally:
+            release_guard(held[0], lock_path)
     finally:
         os.close(fd)

@@ -1425,7 +1425,7 @@ class SafeFace:
                     or root._guard.unrecorded_assessment is not None:
                 # `safeface assess` writes the file, then its entry, under this lock: read between
                 # the two, an honest assessment would look like an older file put back.
-                with shared_lock(self._paths.config_lock):
+                with shared_lock(self._paths.config_lock, self._paths.lock_guard):
                     raw = self._config_bytes()
                     deployment = Deployment.load_bytes(raw, self._paths.config)
                     root._check_assessment(deployment)  # before the new reading is published

@@ -112,7 +112,7 @@ def default_index_factory(dim: int, size_hint: int) -> SearchIndex:
 def write_lock(path: Path) -> WriteLock:
     """The write lock of the gallery at `path`: a lock file beside it, taken without opening the
     database (a trust change must not wait on a store that no longer opens)."""
-    return WriteLock(path.with_name(path.name + ".lock"))
+    return WriteLock(path.with_name(path.name + ".lock"), guard=path)
 
 
 class Gallery:

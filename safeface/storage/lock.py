@@ -14,18 +14,23 @@ import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Callable, Iterator, Optional
 
-from ..atomicfile import refuse_lost_lock, take_lock_file
+from ..atomicfile import guard_lock, late_guard, refuse_lost_lock, release_guard, take_guard, take_lock_file
 from ..errors import ConfigError
 
 
 class WriteLock:
-    def __init__(self, path: Path) -> None:
+    """`guard`: the database the lock protects, also locked (atomicfile.take_guard), so that a lock
+    file deleted while held lets no second process write beside the holder."""
+
+    def __init__(self, path: Path, guard: Optional[Path] = None) -> None:
         self._path = Path(path)
+        self._guard = guard
         self._thread_lock = threading.RLock()
         self._depth = 0
         self._fd: Optional[int] = None
+        self._guard_fd: Optional[int] = None
 
     @contextmanager
     def held(self, timeout: Optional[float] = None) -> Iterator[None]:
@@ -33,7 +38,7 @@ class WriteLock:
         let it go, then raise ConfigError naming what holds it up."""
         with self._thread_lock:
             if self._depth == 0:
-                self._fd = _take(self._path, timeout)
+                self._fd, self._guard_fd = _take(self._path, self._guard, timeout)
             self._depth += 1
             try:
                 yield
@@ -41,50 +46,84 @@ class WriteLock:
                 self._depth -= 1
                 if self._depth == 0 and self._fd is not None:
                     fd, self._fd = self._fd, None
-                    fcntl.flock(fd, fcntl.LOCK_UN)
-                    os.close(fd)
+                    guard, self._guard_fd = self._guard_fd, None
+                    try:
+                        release_guard(guard, self._path)
+                    finally:
+                        fcntl.flock(fd, fcntl.LOCK_UN)
+                        os.close(fd)
 
     def check(self) -> None:
         """Refuse a write about to commit under this lock if its file was deleted or replaced
-        since it was taken: another process could then hold a lock on the new file and write too."""
+        since it was taken and its guard is not held (or was replaced too), or if it took no guard
+        and another process holds it now: another process could then hold a lock on the other
+        file and write too."""
         with self._thread_lock:
             if self._fd is not None:
-                refuse_lost_lock(self._fd, self._path)
+                if self._guard_fd is None:
+                    self._guard_fd = late_guard(self._guard, self._path)
+                refuse_lost_lock(self._fd, self._path, self._guard_fd, self._guard)
 
 
-def _take(path: Path, timeout: Optional[float]) -> int:
-    """A descriptor holding the lock on the file that has `path`'s name (atomicfile.take_lock_file),
-    waited for at most `timeout` seconds in all."""
+def _take(path: Path, guard: Optional[Path], timeout: Optional[float]) -> tuple[int, Optional[int]]:
+    """Descriptors holding the lock on the file that has `path`'s name (atomicfile.take_lock_file)
+    and on its guard (atomicfile.take_guard), waited for at most `timeout` seconds in all."""
     deadline = None if timeout is None else time.monotonic() + timeout  # one deadline across retries
 
+    def left() -> Optional[float]:
+        return None if deadline is None else max(0.0, deadline - time.monotonic())
+
     def take(fd: int) -> None:
-        if not _flock(fd, None if deadline is None else max(0.0, deadline - time.monotonic())):
+        waiter = os.dup(fd)  # the same open file: the lock it takes is this descriptor's
+
+        def done() -> None:
+            os.close(waiter)
+
+        if not _bounded(lambda: fcntl.flock(waiter, fcntl.LOCK_EX), lambda: fcntl.flock(waiter, fcntl.LOCK_UN),
+                        done, left()):
             raise lock_not_free(str(path), timeout)
 
-    return take_lock_file(path, take)
+    def take_guarded(fd: int, offset: int) -> None:
+        # No dup here: closing any descriptor of the database drops SQLite's locks in this process.
+        if not _bounded(lambda: guard_lock(fd, offset, "w", True), lambda: release_guard(fd, path),
+                        lambda: None, left()):
+            raise lock_not_free(str(path), timeout)
+
+    fd = take_lock_file(path, take)
+    try:
+        return fd, take_guard(guard, path, take_guarded)
+    except BaseException:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+        raise
 
 
-def _flock(fd: int, timeout: Optional[float]) -> bool:
-    """Whether the lock was taken on `fd` within `timeout` seconds (None: waits for it)."""
+def _bounded(lock: Callable[[], object], unlock: Callable[[], None], done: Callable[[], None],
+             timeout: Optional[float]) -> bool:
+    """Whether `lock()` (a blocking wait) returned within `timeout` seconds (None: waits for it).
+    A wait given up on goes on in its thread, which calls `unlock` once it gets the lock; `done`
+    runs when that thread ends."""
     if timeout is None:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            lock()
+        finally:
+            done()
         return True
     # A blocking wait, in a thread of its own, rather than polling: a poller is overtaken by every
     # writer already blocked on the lock, and a steady stream of short writes starves it.
-    waiter = os.dup(fd)  # the same open file: the lock it takes is this descriptor's
     decided = threading.Lock()  # the waiter's taking and the caller's giving up, one after the other
     got, abandoned = threading.Event(), threading.Event()
 
     def take() -> None:
         try:
-            fcntl.flock(waiter, fcntl.LOCK_EX)
+            lock()
             with decided:
                 if abandoned.is_set():
-                    fcntl.flock(waiter, fcntl.LOCK_UN)
+                    unlock()
                 else:
                     got.set()
         finally:
-            os.close(waiter)
+            done()
 
     threading.Thread(target=take, name="safeface-write-lock-wait", daemon=True).start()
     got.wait(timeout)

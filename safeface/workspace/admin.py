@@ -181,7 +181,8 @@ def record_assessment(root: Path, reference: str, date: str, passphrase_file: Op
     if not isinstance(reference, str) or not reference.strip() or len(reference) > MAX_REFERENCE:
         raise InvalidArgument(f"the assessment needs a reference (the document's identifier) of 1 to "
                               f"{MAX_REFERENCE} characters.")
-    with opened(paths, passphrase, passphrase_file) as r, exclusive_lock(paths.config_lock) as still_held:
+    config_lock = exclusive_lock(paths.config_lock, paths.lock_guard)
+    with opened(paths, passphrase, passphrase_file) as r, config_lock as still_held:
         dep = Deployment.load(paths.config)  # read under the lock, after the passphrase: nothing written without it
         check_registrable(dep)
         key = derived_key(r.keyring, ASSESSMENT_MAC)
@@ -234,7 +235,7 @@ def confirm_storage(root: Path, section: Mapping[str, Any], passphrase_file: Opt
 
     paths = _workspace(root)
     keyring = open_keyring(paths, passphrase, passphrase_file)
-    with exclusive_lock(paths.config_lock) as still_held:
+    with exclusive_lock(paths.config_lock, paths.lock_guard) as still_held:
         dep = Deployment.load(paths.config)
         written = {k: v for k, v in dep.section("storage").items() if k != SEAL}
         target = StorageConfig.from_section(written)

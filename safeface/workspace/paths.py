@@ -54,6 +54,13 @@ class WorkspacePaths:
         return self.keys / "trust.json"
 
     @property
+    def lock_guard(self) -> Path:
+        """The file the lock files in `keys` are also taken on (atomicfile.take_guard), so a lock
+        file deleted while held lets no second holder in: the keyring, which every workspace has
+        here (on servers too) and only a key rotation replaces."""
+        return self.keyring
+
+    @property
     def trust_lock(self) -> Path:
         """Held while a trust change is recorded in the audit log and written to trust.json, and
         shared by whoever reads the two together."""

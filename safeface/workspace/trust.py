@@ -256,7 +256,7 @@ def load_recorded(paths: WorkspacePaths, keyring: Any, audit: AuditLog) -> Trust
     listing shows a key unfit to sign, so that it can be removed)."""
     # A change records its entry, then writes the file: read between the two, an honest change
     # would look like an older trust.json put back.
-    with shared_lock(paths.trust_lock):
+    with shared_lock(paths.trust_lock, paths.lock_guard):
         store = TrustStore.load(paths, keyring)
         store.check_recorded(audit)
     return store
@@ -273,7 +273,7 @@ def change_trust(paths: WorkspacePaths, keyring: Any, audit: AuditLog, *,
     """Trust `add` [(kind, public key, label)] and stop trusting `remove` [(kind, thumbprint)],
     each change audited; returns the keys changed (a key already trusted is left as it is)."""
     changed: list[TrustedKey] = []
-    with exclusive_lock(paths.trust_lock) as still_held:
+    with exclusive_lock(paths.trust_lock, paths.lock_guard) as still_held:
         # The MAC is checked but not the audit record: repeating an interrupted change is how
         # an operator mends a store that fell behind its log.
         store = TrustStore.load(paths, keyring)

@@ -287,8 +287,9 @@ class PassphraseKeyring(_KeyringBase):
     def _exclusive(self) -> Iterator[Callable[[], None]]:
         """Hold an exclusive lock on the keyring and start from the file as it is now, so two
         holders rotating at once cannot overwrite each other's new versions. Yields the check to
-        call before writing (atomicfile.refuse_lost_lock)."""
-        with exclusive_lock(self._path.with_name(self._path.name + ".lock")) as still_held:
+        call before writing (atomicfile.refuse_lost_lock). The keyring file itself is the lock's
+        guard (atomicfile.take_guard): its lock file deleted while held lets no second writer in."""
+        with exclusive_lock(self._path.with_name(self._path.name + ".lock"), self._path) as still_held:
             self.refresh()
             yield still_held
 
