@@ -66,13 +66,13 @@ def read_regular(path: Path, label: str, limit: int) -> bytes:
         return _read(fh, label, limit)
 
 
-def read_workspace_file(path: Path, label: str, limit: int) -> Optional[bytes]:
+def read_workspace_file(path: Path, label: str, limit: int, *, follow: bool = True) -> Optional[bytes]:
     """The bytes of a small file safeface writes into a workspace (an anchor, the trust store), or
     None when nothing is at `path` (not written yet). IntegrityError when something else stands
     there: no regular file (a FIFO put in its place made every open wait on it for ever), one
-    that cannot be read, or one larger than `limit`."""
+    that cannot be read, or one larger than `limit`; without `follow`, also a link."""
     try:
-        fh = _open_if_present(path, label)
+        fh = _open_if_present(path, label, follow)
         if fh is None:
             return None
         with fh:

@@ -195,6 +195,10 @@ def register(sub: Any) -> None:
     v.add_argument("--witness", type=Path, action="append", default=[],
                    help="a witness file (besides those in deployment.json) the log must agree with; repeatable")
     v.set_defaults(func=_audit_verify)
+    v = a.add_parser("restart-witness", help="write again, on record, a lost witness the log records")
+    _ws(v)
+    v.add_argument("witness", type=Path, help="the witness file, as deployment.json audit.witness names it")
+    v.set_defaults(func=_audit_restart_witness)
     v = a.add_parser("checkpoint", help="sign the log's head for an assessor to keep")
     _ws(v)
     v.add_argument("--out", type=Path, required=True)
@@ -409,6 +413,15 @@ def _audit_verify(args: argparse.Namespace) -> int:
           f"template store matches the log ({st.store.rows} row(s), digest {st.store.digest[:16]}...)")
     for cp in st.checkpoints:
         print(f"checkpoint of {cp['time']} (entry {cp['seq']}) still holds")
+    return EXIT_OK
+
+
+def _audit_restart_witness(args: argparse.Namespace) -> int:
+    from ..workspace.admin import restart_witness
+
+    seq = restart_witness(Path(args.workspace), args.witness, args.passphrase_file)
+    print(f"audit witness {args.witness} restarted at entry {seq}: a rollback of the log before it can no longer "
+          "be seen by this witness")
     return EXIT_OK
 
 

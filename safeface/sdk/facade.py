@@ -1263,9 +1263,10 @@ class SafeFace:
 
     def _evidence_problem(self) -> Optional[str]:
         """What `audit verify` checks besides the chain and the rows, or None: the log's witnesses
-        as the last assessment covers them, each present (a handle's own appends write a missing
-        one again), and the receipt key file. The report asks this too: it called the records
-        verified while `audit verify` failed on any of them (a rolled-back log, its witness deleted)."""
+        as the last assessment covers them, each present (a handle's own appends refuse to write
+        again one whose start the log records), and the receipt key file. The report asks this too:
+        it called the records verified while `audit verify` failed on any of them (a rolled-back
+        log, its witness deleted)."""
         last = self._audit.last_entry(ASSESSMENT_OPERATIONS)
         problem = audit_section_problem(self._assessment_key, self._deployment, last.note if last is not None else None)
         for anchor in workspace_anchors(self._paths, self._keyring, self._deployment, strict=True):

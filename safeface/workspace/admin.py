@@ -181,8 +181,10 @@ def record_assessment(root: Path, reference: str, date: str, passphrase_file: Op
     if not isinstance(reference, str) or not reference.strip() or len(reference) > MAX_REFERENCE:
         raise InvalidArgument(f"the assessment needs a reference (the document's identifier) of 1 to "
                               f"{MAX_REFERENCE} characters.")
+    # `assessing`: a witness the audit section to be assessed names is started on record by this
+    # open, before the assessment entry, so no backup holds the assessment without the start.
     config_lock = exclusive_lock(paths.config_lock, paths.lock_guard)
-    with opened(paths, passphrase, passphrase_file) as r, config_lock as still_held:
+    with opened(paths, passphrase, passphrase_file, assessing=True) as r, config_lock as still_held:
         dep = Deployment.load(paths.config)  # read under the lock, after the passphrase: nothing written without it
         check_registrable(dep)
         key = derived_key(r.keyring, ASSESSMENT_MAC)
@@ -303,6 +305,15 @@ def audit_verify(root: Path, passphrase_file: Optional[Path] = None, *, checkpoi
     if published is not None:
         raise IntegrityError(published)
     return AuditStatus(report, len(store.active()), seen, checked)
+
+
+def restart_witness(root: Path, witness: Path, passphrase_file: Optional[Path] = None) -> int:
+    """Write again, from the log's head, a witness the log records that was lost, and record that
+    it was restarted: a rollback of the log before this entry can no longer be seen by it. Returns
+    the entry that restarted it."""
+    paths = _workspace(root)
+    with opened(paths, passphrase_file=passphrase_file, restart_witness=Path(witness)) as r:
+        return r.audit.end()
 
 
 def _check_assessed_audit(r: Any) -> None:

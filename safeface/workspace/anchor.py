@@ -19,6 +19,13 @@ What this cannot stop: whoever can write the workspace folder, with or without t
 can restore the log AND the keyring's anchor from the same older backup (both are genuine); only
 a host anchor or a witness (or a signed checkpoint, checkpoint.py) that they cannot roll back
 detects that.
+
+A witness's first write is recorded in the log ("witness started", `WitnessAnchor.start`),
+so a witness the log knows of that is missing is refused instead of being written again from
+whatever head the log has now (a rolled-back one), until it is restored or restarted on record
+(`safeface audit restart-witness WS PATH`). To move a witness to another volume, copy the file
+there, name the new path in audit.witness and record that with `safeface assess`, which starts
+it on record (the copy keeps the head it held).
 """
 
 from __future__ import annotations
@@ -26,9 +33,12 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import os
+import threading
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Protocol, runtime_checkable
+from typing import Any, Callable, ContextManager, Optional, Protocol, runtime_checkable
 
 from ..errors import ConfigError, IntegrityError
 from ..regularfile import read_workspace_file
@@ -73,8 +83,10 @@ class FileAnchor:
     def _mac(self, seq: int, h: str) -> str:
         return hmac.new(self._key, f"{FORMAT}|{seq}|{h}".encode("ascii"), hashlib.sha256).hexdigest()
 
+    follow = True  # whether a link at `path` is read through
+
     def read(self) -> Optional[Anchor]:
-        data = read_workspace_file(self.path, f"the {self.name} {self.path}", MAX_ANCHOR_BYTES)
+        data = read_workspace_file(self.path, f"the {self.name} {self.path}", MAX_ANCHOR_BYTES, follow=self.follow)
         if data is None:
             return None
         try:
@@ -89,18 +101,105 @@ class FileAnchor:
                                  "altered, forged or copied from another workspace.")
         return Anchor(seq, h)
 
+    def _lock(self) -> ContextManager[Any]:
+        return exclusive_lock(self.path.with_name(self.path.name + ".lock"))
+
+    def _first_write(self, seq: int) -> None:
+        """Called, under the lock, before entry `seq` is written where nothing was: a hook."""
+
     def advance(self, seq: int, head_hash: str) -> None:
         try:
-            with exclusive_lock(self.path.with_name(self.path.name + ".lock")):
+            with self._lock():
                 current = self.read()
                 if current is not None and current.seq >= seq:
                     return  # another writer already recorded this entry or a later one
+                if current is None:
+                    self._first_write(seq)
                 doc = {"format": FORMAT, "seq": seq, "hash": head_hash, "mac": self._mac(seq, head_hash)}
                 write_atomic(self.path, (json.dumps(doc, sort_keys=True) + "\n").encode("utf-8"), mode=0o600)
         except (OSError, ConfigError) as exc:
             why = exc.strerror if isinstance(exc, OSError) else str(exc)
             raise ConfigError(f"the {self.name} {self.path} cannot be written ({why}): the audit entry "
                               f"{seq} is recorded but not anchored; fix the path and retry.") from None
+
+
+class WitnessAnchor(FileAnchor):
+    """A witness named in deployment.json (or on `audit verify`'s command line). Never read
+    through a link: one pointing back into the workspace (at its own anchor) made the witness
+    the file a rollback restores with the log. Once the log records its start (`started`, bound
+    by the log's opener), a missing witness is refused rather than written again from the head
+    the log has now: someone holding the passphrase who restored audit.db and its anchor from a
+    backup and deleted the witness had the next call write it afresh, and every later check
+    agreed with the rolled-back log."""
+
+    follow = False
+
+    def __init__(self, path: Path, key: bytes, *, required: bool, rule: str) -> None:
+        super().__init__(Path(os.path.abspath(path)), key, name="audit witness", required=required)
+        self.rule = rule
+        self.started: Callable[[], bool] = lambda: False  # whether the log records this witness's start
+        self.on_record = False  # `start` found it on record (or put it there): from then on it must exist
+        self._starter: Optional[int] = None  # the thread inside `start`, which holds the lock
+
+    def read(self) -> Optional[Anchor]:
+        if os.path.islink(self.path):  # named plainly; the no-follow open below closes the race
+            raise IntegrityError(f"[{self.rule}] the audit witness {self.path} is a link: a witness must be a "
+                                 "file of its own (a link can make it the workspace's own anchor, which a "
+                                 "rollback restores with the log). Put the witness file itself at that path.")
+        return super().read()
+
+    def _lock(self) -> ContextManager[Any]:
+        # `start` holds the lock while its entry is appended, and that append advances this witness.
+        return nullcontext() if self._starter == threading.get_ident() else super()._lock()
+
+    def _first_write(self, seq: int) -> None:
+        if self._starter != threading.get_ident() and self.started():
+            raise IntegrityError(f"{self.deleted()} (Audit entry {seq} is recorded, but not in the witness.)")
+
+    def deleted(self) -> IntegrityError:
+        return IntegrityError(f"[{self.rule}] the audit witness {self.path} is missing, though the audit log "
+                              "records its start: it was deleted (perhaps with the log rolled back), or its volume "
+                              "is not mounted. Mount or restore it from the witness volume's backup; if it is truly "
+                              f"lost, restart it on record with `safeface audit restart-witness WS {self.path}`.")
+
+    def start(self, record: Callable[[bool], None], unassessed: Callable[[], Optional[str]], *,
+              restart: bool = False) -> None:
+        """Make sure the log records this witness: `record(restart)` appends the entry, whose anchoring
+        writes a missing witness (its first write). Nothing is appended for a witness the log
+        already records and that is present; a recorded one that is missing is refused unless
+        `restart` (`safeface audit restart-witness`). A first write needs the audit section the
+        last assessment covers (`unassessed()` says why not): a witness line pointed by hand at
+        another spelling of a deleted witness's path would otherwise write it afresh. Under the
+        witness's lock, so of two processes starting it at once the second finds it written."""
+        if not self.path.parent.is_dir():
+            raise ConfigError(f"the audit witness {self.path} cannot be reached: its folder {self.path.parent} does "
+                              "not exist (is its volume mounted?). Mount it and try again.")
+        try:
+            with self._lock():
+                present = self.read() is not None
+                if self.started():
+                    if present and restart:
+                        raise ConfigError(f"the audit witness {self.path} is present and agrees with the log: "
+                                          "there is nothing to restart.")
+                    if present:
+                        self.on_record = self.required = True
+                        return
+                    if not restart:
+                        raise self.deleted()
+                elif not present and (problem := unassessed()) is not None:
+                    raise IntegrityError(f"[{self.rule}] the audit witness {self.path} is not written yet, and a "
+                                         f"witness is first written only under the assessed audit section: {problem}")
+                self._starter = threading.get_ident()
+                try:
+                    record(restart)
+                finally:
+                    self._starter = None
+                # Missing from now on, it stops each call where the call is judged (check_anchor),
+                # before anything is done, not only at the append after it.
+                self.on_record = self.required = True
+        except OSError as exc:
+            raise ConfigError(f"the audit witness {self.path} cannot be written ({exc.strerror}); fix the path "
+                              "and retry.") from None
 
 
 class HostAnchor:
@@ -126,6 +225,8 @@ class HostAnchor:
 
 
 def missing_anchor(anchor: AnchorStore) -> IntegrityError:
+    if isinstance(anchor, WitnessAnchor) and anchor.on_record:
+        return anchor.deleted()
     return IntegrityError(f"the {anchor.name} is missing ({_where(anchor)}): it was deleted. Restore it from a "
                           "backup taken with the audit log.")
 

@@ -257,6 +257,10 @@ def _bounded(value: Optional[str], limit: int) -> Optional[str]:
         # A lone surrogate (a JSON "\\ud800") cannot be stored as UTF-8: written as its escape,
         # so the call is still recorded rather than failing unrecorded.
         value = value.encode("utf-8", "backslashreplace").decode("utf-8")
+    # PostgreSQL refuses a NUL in text: a caller's purpose holding one made the append fail, the
+    # call went unrecorded, and the error told the operator to restore the log from a backup.
+    # Written as its escape in both stores; lookups pass their text through here too.
+    value = value.replace("\x00", "\\x00")
     if len(value) <= limit:
         return value
     marker = f"[cut {len(value)}:{hashlib.sha256(value.encode('utf-8', 'replace')).hexdigest()[:12]}]"
@@ -461,6 +465,7 @@ class AuditLog:
     def records(self, operation: str, note: str) -> bool:
         """Whether an allowed entry of `operation` carries exactly `note` (say, a key's revocation):
         a fact the anchored chain keeps even when a table beside it is restored from an older copy."""
+        note = str(_bounded(note, LIMITS["note"]))  # as append wrote it
         if operation == "apikey":  # written out, so the planner takes the partial index on these notes
             return bool(self._t.q("SELECT 1 FROM {t}entries WHERE operation = 'apikey' AND decision = 'allowed' AND "
                                   "note = ? LIMIT 1", (note,)))
@@ -515,7 +520,8 @@ class AuditLog:
         """The latest an interaction may keep this subject's templates for `purpose`, as its newest
         enrolment for it recorded (KEPT_AT_MOST); None when it recorded none. An index probe."""
         got = self._t.q("SELECT note FROM {t}entries WHERE operation = 'enroll' AND subjects = ? AND purpose = ? AND "
-                        "decision = 'allowed' ORDER BY seq DESC LIMIT 1", (json.dumps([pseudonym]), purpose))
+                        "decision = 'allowed' ORDER BY seq DESC LIMIT 1",
+                        (json.dumps([pseudonym]), _bounded(purpose, LIMITS["purpose"])))
         return kept_at_most(got[0][0]) if got else None
 
     def names_removed(self, pseudonym: str) -> bool:

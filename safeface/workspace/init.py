@@ -19,7 +19,7 @@ from ..atomicfile import write_atomic, write_new
 from .keys import ASSESSMENT_MAC, derived_key, mark_demo, new_signing_key
 from .passphrase import PASSPHRASE_ENV, resolve_passphrase
 from .paths import WorkspacePaths
-from .session import workspace_anchors
+from .session import start_witnesses, workspace_anchors
 from .trust import change_trust, write_empty
 
 
@@ -63,6 +63,7 @@ def init_workspace(root: Path, *, demo: bool = False, profiles: Sequence[str] = 
         kind = "demo workspace" if demo else "workspace"
         log.append("init", "allowed", note=f"{kind}; profiles {','.join(profs)}"
                    + (f"; {assessment_note(assessed)}" if assessed.get("covers") else ""))
+        start_witnesses(log)  # a witness named from the start is on record like any other
         if demo:
             issuer = new_signing_key(paths.demo_issuer)
             authority = new_signing_key(paths.demo_authority)

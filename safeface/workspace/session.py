@@ -5,18 +5,24 @@ or the PostgreSQL record store (their tables must already be there: a migration 
 
 from __future__ import annotations
 
+import json
+import os
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import Any, Iterator, Optional, Sequence
+from typing import Any, Callable, Iterator, Optional, Sequence
 
-from ..errors import IntegrityError
+from ..errors import ConfigError, ImageError, IntegrityError
 from ..policy.deployment import Deployment
-from .anchor import AnchorStore, FileAnchor, HostAnchor
+from ..policy.rules import rule_for
+from ..regularfile import check_path_text
+from .anchor import AnchorStore, FileAnchor, HostAnchor, WitnessAnchor
 from ..storage.factory import StorageConfig, secret_from_env
 from .apikeys import ApiKeys
 from .audit import AuditLog
-from .keys import ANCHOR_MAC, POLICY_MAC, derived_key
+from .assessment import ASSESSMENT_OPERATIONS, audit_section_problem
+from .keys import ANCHOR_MAC, ASSESSMENT_MAC, POLICY_MAC, derived_key
 from .passphrase import open_keyring
 from .paths import WorkspacePaths
 from .state import PolicyState
@@ -27,11 +33,25 @@ def witness_paths(paths: WorkspacePaths, deployment: Deployment, extra: Sequence
     """The witness files: ``audit.witness`` of deployment.json (a path or a list; relative paths
     are taken from the workspace), then any given on the command line."""
     conf = deployment.section("audit").get("witness")
-    items = [conf] if isinstance(conf, str) else list(conf or [])
-    out = [p if p.is_absolute() else paths.root / p for p in (Path(str(i)) for i in items if str(i).strip())]
-    for p in extra:
-        if Path(p) not in out:
-            out.append(Path(p))
+    items = [conf] if isinstance(conf, str) else [] if conf is None else conf
+    # A number or an object there crashed every open (TypeError) or named files after its keys.
+    if not isinstance(items, list) or any(not isinstance(i, str) for i in items):
+        raise ConfigError("deployment.json audit.witness must be a path or a list of paths (text); fix it and "
+                          "record it with `safeface assess`.")
+    out: list[Path] = []
+    for p in [Path(i) for i in items if i.strip()] + [Path(p) for p in extra]:
+        try:
+            check_path_text(p)
+        except ImageError as exc:
+            raise ConfigError(f"the audit witness {exc}") from None
+        p = Path(os.path.abspath(p if p.is_absolute() else paths.root / p))
+        # A witness among the workspace's own files (its anchor, audit.db) is restored with the
+        # log, or overwritten by the witness: it would witness nothing.
+        if os.path.realpath(p.parent) in (os.path.realpath(paths.root), os.path.realpath(paths.keys)):
+            raise ConfigError(f"the audit witness {p} is among the workspace's own files: a witness must be kept "
+                              "elsewhere (another volume), or it is restored with the log. Name another path.")
+        if p not in out:
+            out.append(p)
     return out
 
 
@@ -39,20 +59,80 @@ def workspace_anchors(paths: WorkspacePaths, keyring: Any, deployment: Deploymen
                       extra_witnesses: Sequence[Path] = ()) -> list[AnchorStore]:
     """The keyring's anchor (a MACed file in WS/keys, and the host's anchor where a HostKeyring
     offers one) and the witnesses. With `strict` (audit verify), a witness file that does not
-    exist is an error; otherwise the next append creates it."""
+    exist is an error; otherwise the opener records its start and so writes it (start_witnesses)."""
     key = derived_key(keyring, ANCHOR_MAC)
     anchors: list[AnchorStore] = [FileAnchor(paths.anchor, key, name="keyring's audit anchor", required=True)]
     host = getattr(keyring, "anchor_provider", None)
     if host is not None:
         anchors.append(HostAnchor(host))
-    anchors += [FileAnchor(w, key, name="audit witness", required=strict)
+    rule = str(rule_for("records", deployment.profiles))
+    anchors += [WitnessAnchor(w, key, required=strict, rule=rule)
                 for w in witness_paths(paths, deployment, extra_witnesses)]
     return anchors
 
 
+def start_witnesses(log: AuditLog, restart: Optional[Path] = None,
+                    unassessed: Callable[[], Optional[str]] = lambda: None) -> None:
+    """Bind each witness of `log` to the log's record of its start, and record the start of any
+    the log does not name yet (its first write, only while `unassessed()` finds no problem with
+    the audit section); a witness the log records that is missing is refused (IntegrityError),
+    unless it is `restart` (`safeface audit restart-witness`), restarted on record from the head."""
+    witnesses = [a for a in log.anchors if isinstance(a, WitnessAnchor)]
+    wanted = None if restart is None else Path(os.path.abspath(restart))
+    if wanted is not None and wanted not in [w.path for w in witnesses]:
+        raise ConfigError(f"{wanted} is not a witness deployment.json names (audit.witness: "
+                          f"{', '.join(str(w.path) for w in witnesses) or 'none'}); nothing was restarted.")
+    for w in witnesses:
+        w.started = partial(_witness_recorded, log, w.path)
+        w.start(partial(_record_witness, log, w.path), unassessed, restart=w.path == wanted)
+
+
+# Each witness entry names every witness started so far, and the newest is read through the signed
+# head (AuditLog.last_entry): an older start entry edited in the file for the length of one open,
+# then put back, would otherwise pass for no start, and the open would write the deleted witness
+# afresh from a rolled-back head.
+_ON_RECORD = "; on record: "
+
+
+def _witness_recorded(log: AuditLog, path: Path) -> bool:
+    return str(path) in witnesses_on_record(log)
+
+
+def _record_witness(log: AuditLog, path: Path, restart: bool) -> None:
+    known = sorted(set(witnesses_on_record(log)) | {str(path)})
+    log.append("witness", "allowed", note=f"witness {'restarted' if restart else 'started'}: "
+                                          f"{json.dumps(str(path))}{_ON_RECORD}{json.dumps(known)}")
+
+
+def witnesses_on_record(log: AuditLog) -> list[str]:
+    """Every witness path whose start the log records, as its newest witness entry names them."""
+    last = log.last_entry(("witness",))
+    if last is None:
+        return []
+    note = str(last.note)
+    try:
+        _, end = json.JSONDecoder().raw_decode(note, note.index(": ") + 2)  # the path, which may hold anything
+        if not note.startswith(_ON_RECORD, end):
+            raise ValueError
+        known = json.loads(note[end + len(_ON_RECORD):])
+        if not isinstance(known, list) or not all(isinstance(k, str) for k in known):
+            raise ValueError
+    except ValueError:
+        raise IntegrityError(f"audit entry {last.seq}, the log's newest witness entry, is not as safeface writes "
+                             "it: run `safeface audit verify` and restore the log from a backup.") from None
+    return known
+
+
+def _audit_section_problem(log: AuditLog, keyring: Any, deployment: Deployment) -> Optional[str]:
+    last = log.last_entry(ASSESSMENT_OPERATIONS)
+    return audit_section_problem(derived_key(keyring, ASSESSMENT_MAC), deployment, last.note if last else None)
+
+
 def open_audit(paths: WorkspacePaths, keyring: Any, deployment: Deployment, *, strict: bool = False,
-               extra_witnesses: Sequence[Path] = ()) -> AuditLog:
-    """The workspace's audit log, anchored; its head checked against itself and every anchor."""
+               extra_witnesses: Sequence[Path] = (), restart_witness: Optional[Path] = None,
+               assessing: bool = False) -> AuditLog:
+    """The workspace's audit log, anchored; its head checked against itself and every anchor, and
+    (unless `strict`, which writes nothing) each witness's start on record (start_witnesses)."""
     anchors = workspace_anchors(paths, keyring, deployment, strict=strict, extra_witnesses=extra_witnesses)
     check_storage_seal(keyring, deployment.section("storage"))  # the first connection of every opening
     tables = _server_tables(paths, deployment, "audit", "audit log")
@@ -61,6 +141,10 @@ def open_audit(paths: WorkspacePaths, keyring: Any, deployment: Deployment, *, s
     log = AuditLog(paths.audit if tables is None else tables, keyring.key("audit"), anchors)
     try:
         log.check_head()
+        if not strict:
+            # `safeface assess` may start the witnesses of the audit section it is about to record.
+            start_witnesses(log, restart_witness, (lambda: None) if assessing
+                            else partial(_audit_section_problem, log, keyring, deployment))
     except BaseException:
         log.close()
         raise
@@ -102,11 +186,13 @@ class Records:
 
 @contextmanager
 def opened(paths: WorkspacePaths, passphrase: Optional[str] = None, passphrase_file: Optional[Path] = None, *,
-           strict: bool = False, extra_witnesses: Sequence[Path] = ()) -> Iterator[Records]:
+           strict: bool = False, extra_witnesses: Sequence[Path] = (),
+           restart_witness: Optional[Path] = None, assessing: bool = False) -> Iterator[Records]:
     """Keyring, deployment and anchored audit log, for a command that changes or checks records."""
     keyring = open_keyring(paths, passphrase, passphrase_file)
     deployment = Deployment.load(paths.config)
-    with open_audit(paths, keyring, deployment, strict=strict, extra_witnesses=extra_witnesses) as log:
+    with open_audit(paths, keyring, deployment, strict=strict, extra_witnesses=extra_witnesses,
+                    restart_witness=restart_witness, assessing=assessing) as log:
         yield Records(paths, keyring, deployment, log)
 
 
