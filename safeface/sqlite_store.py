@@ -24,6 +24,8 @@ def connect(path: Path, what: str) -> sqlite3.Connection:
         conn = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None,
                                check_same_thread=False)
     except sqlite3.DatabaseError as exc:
+        raise_if_busy(exc, f"the {what} {path}")
+        _refuse_read_only_folder(path, what, exc)
         raise ConfigError(f"{path} is not a usable {what} database ({exc}).") from None
     try:
         conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
@@ -36,8 +38,34 @@ def connect(path: Path, what: str) -> sqlite3.Connection:
         conn.execute("PRAGMA secure_delete = ON")
     except sqlite3.DatabaseError as exc:
         conn.close()
+        raise_if_busy(exc, f"the {what} {path}")
+        _refuse_read_only_folder(path, what, exc)
         raise ConfigError(f"{path} is not a usable {what} database ({exc}).") from None
     return conn
+
+
+def _refuse_read_only_folder(path: Path, what: str, exc: sqlite3.DatabaseError) -> None:
+    """ConfigError saying what to do when `path` is in a folder nobody may write (a read-only
+    copy given to an auditor, a read-only mount): "not a usable database" sent them looking
+    for damage in a file that was whole. SQLite writes its -wal and -shm files beside a database
+    even to read it, and the workspace's lock files live there too."""
+    if os.access(path.parent, os.W_OK):
+        return
+    raise ConfigError(f"the {what} {path} cannot be opened ({exc}): its folder {path.parent} is read-only, and "
+                      "safeface needs to write there even to read it (SQLite's -wal and -shm files, the lock files). "
+                      "To check a read-only copy, copy the whole workspace folder to one you may write (cp -a) "
+                      "and run the command on that copy.") from None
+
+
+def raise_if_busy(exc: sqlite3.DatabaseError, where: str) -> None:
+    """ConfigError for SQLite's "database is locked" once the busy timeout ran out: another process
+    held the file's write lock all that time (a rekey, a large erasure or purge, a migration). It
+    escaped as a bare OperationalError (a traceback on the command line) or as "not a usable
+    database", which sent an operator to restore a whole file from a backup."""
+    if isinstance(exc, sqlite3.OperationalError) and ("locked" in str(exc) or "busy" in str(exc)):
+        raise ConfigError(f"{where} is busy: another process has been writing to it for over "
+                          f"{BUSY_TIMEOUT_MS / 1000:g} s (a rekey, a large erasure or purge, a storage migration). "
+                          "Nothing was changed; try again once it has finished.") from None
 
 
 def raise_if_damaged(exc: sqlite3.DatabaseError, where: str) -> None:

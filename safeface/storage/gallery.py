@@ -27,8 +27,8 @@ from typing import Any, Callable, Collection, Iterator, Optional, Protocol, Sequ
 import numpy as np
 
 from ..errors import ConfigError, IntegrityError
-from ..sqlite_store import (BUSY_TIMEOUT_MS, connect as _connect_store, raise_if_damaged, refuse_replaced,
-                            store_identity)
+from ..sqlite_store import (BUSY_TIMEOUT_MS, connect as _connect_store, raise_if_busy, raise_if_damaged,
+                            refuse_replaced, store_identity)
 from ..hazmat.templates.keyring import Keyring
 from ..hazmat.templates.rowfilter import RowFilter
 from ..hazmat.templates.sealing import Sealer
@@ -173,6 +173,7 @@ class Gallery:
                 try:
                     g._init_schema()
                 except sqlite3.DatabaseError as exc:  # a FIFO or device in its place, a damaged file
+                    raise_if_busy(exc, f"the gallery at {path}")
                     raise_if_damaged(exc, f"the gallery at {path}")
                     raise ConfigError(f"the gallery at {path} cannot be opened ({exc}): check that it is this "
                                       "workspace's own SQLite file, or restore it from a backup.") from None

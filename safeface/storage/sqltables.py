@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping, Optional, Sequence
 
 from ..errors import BackendError, ConfigError, IntegrityError
-from ..sqlite_store import connect, raise_if_damaged, refuse_replaced, store_identity
+from ..sqlite_store import connect, raise_if_busy, raise_if_damaged, refuse_replaced, store_identity
 
 WORKSPACE_SCHEMA = 1
 
@@ -83,6 +83,7 @@ class SqliteTables:
             self._db.executescript(schema)
         except sqlite3.DatabaseError as exc:  # a FIFO or device in its place, a damaged file
             self._db.close()
+            raise_if_busy(exc, self.where)
             raise_if_damaged(exc, self.where)
             raise ConfigError(f"{self.where} cannot be opened ({exc}): check that it is this workspace's own "
                               "SQLite file, or restore it from a backup.") from None
@@ -99,6 +100,7 @@ class SqliteTables:
             try:
                 return [tuple(r) for r in self._db.execute(sql.format(t=self.prefix), tuple(args)).fetchall()]
             except sqlite3.DatabaseError as exc:
+                raise_if_busy(exc, self.where)
                 raise_if_damaged(exc, self.where)
                 raise
 
@@ -109,6 +111,7 @@ class SqliteTables:
             try:
                 return int(self._db.execute(sql.format(t=self.prefix), tuple(args)).rowcount)
             except sqlite3.DatabaseError as exc:
+                raise_if_busy(exc, self.where)
                 raise_if_damaged(exc, self.where)
                 raise
 
@@ -116,7 +119,11 @@ class SqliteTables:
     def write(self) -> Iterator[None]:
         """One transaction, holding the file's write lock from its first read to its commit."""
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+            except sqlite3.DatabaseError as exc:
+                raise_if_busy(exc, self.where)
+                raise
             try:
                 self._same_file()
                 yield

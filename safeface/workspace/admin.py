@@ -26,7 +26,7 @@ from .checkpoint import check_checkpoint, make_checkpoint, read_checkpoint
 from ..atomicfile import exclusive_lock, write_new
 from .keys import ASSESSMENT_MAC, derived_key, new_signing_key, receipt_file_problem
 from .paths import WorkspacePaths
-from .session import deployment_name, open_audit, opened
+from .session import deployment_name, open_audit, opened, usable_deployment_id
 from .storecheck import StoreReport, check_store
 from .trust import TrustedKey, TrustStore, change_trust, load_recorded, read_jwks, write_jwks
 
@@ -151,7 +151,7 @@ def check_registrable(dep: Deployment) -> None:
     """CN-15 refuses a private-space device at registration too, not only at every call: no
     assessment is recorded for it, so it never looks ready to process."""
     rule = rule_for("private-space", dep.profiles)
-    for f in dep.problems(dt.date.today()):
+    for f in dep.problems(dt.datetime.now(dt.timezone.utc).date()):  # the guard's calendar
         if f.rule == rule:
             raise PolicyViolation(f.rule, f"this deployment cannot be registered: {f.message}")
 
@@ -175,9 +175,12 @@ def record_assessment(root: Path, reference: str, date: str, passphrase_file: Op
     lists them, so an operator asked to "run safeface assess" sees what they would sign off."""
     paths = _workspace(root)
     day = _iso_date(date, "date")
-    if reviewed is not None and not (day <= _iso_date(reviewed, "reviewed date") <= dt.date.today()):
+    # The guard judges the review date by the UTC calendar (its clock): the host's local date let a
+    # review dated tomorrow in UTC through, which then stopped every call, and refused one dated today.
+    today = dt.datetime.now(dt.timezone.utc).date()
+    if reviewed is not None and not (day <= _iso_date(reviewed, "reviewed date") <= today):
         raise InvalidArgument(f"the review date {reviewed} must fall between the assessment's date ({date}) and "
-                              "today.")
+                              f"today ({today.isoformat()}: dates are UTC calendar days).")
     if not isinstance(reference, str) or not reference.strip() or len(reference) > MAX_REFERENCE:
         raise InvalidArgument(f"the assessment needs a reference (the document's identifier) of 1 to "
                               f"{MAX_REFERENCE} characters.")
@@ -291,8 +294,9 @@ def audit_verify(root: Path, passphrase_file: Optional[Path] = None, *, checkpoi
         report = r.audit.verify(through=end)
         store = _checked_store(r)
         public = receipt_key(r.keyring.key("pseudonym")).public_key()
-        name = deployment_name(paths, r.deployment)
-        seen = tuple(check_checkpoint(d, public, deployment=name, log_end=report.entries, hash_at=r.audit.hash_at)
+        name, named = deployment_name(paths, r.deployment), bool(r.deployment.raw.get("name"))
+        seen = tuple(check_checkpoint(d, public, deployment=name, log_end=report.entries, hash_at=r.audit.hash_at,
+                                      deployment_id=usable_deployment_id(r.deployment), named=named)
                      for d in docs)
         published = receipt_file_problem(paths, public_key_text(public))
         trusted = store.for_guard()
@@ -350,7 +354,8 @@ def audit_checkpoint(root: Path, out: Path, passphrase_file: Optional[Path] = No
     with opened(paths, passphrase_file=passphrase_file) as r:
         report = r.audit.verify()
         doc = make_checkpoint(receipt_key(r.keyring.key("pseudonym")), deployment=deployment_name(paths, r.deployment),
-                              seq=report.head_seq, head_hash=report.head_hash)
+                              seq=report.head_seq, head_hash=report.head_hash,
+                              deployment_id=usable_deployment_id(r.deployment))
         try:
             write_new(Path(out), (json.dumps(doc, indent=2) + "\n").encode("utf-8"))
         except FileExistsError:

@@ -227,8 +227,11 @@ class HostAnchor:
 def missing_anchor(anchor: AnchorStore) -> IntegrityError:
     if isinstance(anchor, WitnessAnchor) and anchor.on_record:
         return anchor.deleted()
-    return IntegrityError(f"the {anchor.name} is missing ({_where(anchor)}): it was deleted. Restore it from a "
-                          "backup taken with the audit log.")
+    # A witness on another volume is also missing while that volume is not mounted (a share
+    # down, a copy on another machine): told only to restore, an operator put back an old log.
+    return IntegrityError(f"the {anchor.name} is missing ({_where(anchor)}): it was deleted, or the volume that "
+                          "holds it is not mounted here. Mount that volume, or restore the file from a backup taken "
+                          "with the audit log.")
 
 
 def check_anchor(anchor: AnchorStore, value: Optional[Anchor], log_end: int, hash_at: Any) -> None:

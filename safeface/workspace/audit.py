@@ -379,7 +379,9 @@ class AuditLog:
                     raise IntegrityError(
                         f"the clock went back: it reads {when.isoformat(timespec='seconds')} but audit entry {row[0]} "
                         f"was written at {last.isoformat(timespec='seconds')}. Set the host's clock right; no "
-                        "entry is written before a later one.")
+                        "entry is written before a later one. If it is right now, it ran ahead when that entry was "
+                        "written and was corrected since: the log takes entries again once the clock passes "
+                        f"{last.isoformat(timespec='seconds')}.")
                 when = max(when, last)  # within the tolerance: keep the log's times in order
             if already is not None and already():
                 return None

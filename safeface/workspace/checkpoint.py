@@ -28,15 +28,28 @@ ALG = "Ed25519"
 
 
 def make_checkpoint(key: Ed25519PrivateKey, *, deployment: str, seq: int, head_hash: str,
-                    now: Optional[dt.datetime] = None) -> dict[str, Any]:
-    """The checkpoint document: the signed JWS and, for people, the same claims in the clear."""
-    claims = {"format": FORMAT, "deployment": deployment, "seq": int(seq), "hash": head_hash,
-              "time": (now or dt.datetime.now(dt.timezone.utc)).isoformat(timespec="seconds")}
+                    deployment_id: Optional[str] = None, now: Optional[dt.datetime] = None) -> dict[str, Any]:
+    """The checkpoint document: the signed JWS and, for people, the same claims in the clear.
+    `deployment_id` (deployment.json's "id") is what a later check compares: the name shown may
+    be the folder's, which a move or a rename changes."""
+    claims: dict[str, Any] = {"format": FORMAT, "deployment": deployment, "seq": int(seq), "hash": head_hash,
+                              "time": (now or dt.datetime.now(dt.timezone.utc)).isoformat(timespec="seconds")}
+    if deployment_id is not None:
+        claims["deployment_id"] = deployment_id
     jwk = OKPKey.import_key(key)
     payload = json.dumps(claims, sort_keys=True, separators=(",", ":")).encode("utf-8")
     token = jws.serialize_compact({"alg": ALG, "kid": jwk.thumbprint(), "typ": "safeface-checkpoint"}, payload, jwk,
                                   algorithms=[ALG])
     return {**claims, "kid": jwk.thumbprint(), "jws": token}
+
+
+def _names_this_deployment(claims: dict[str, Any], name: str, deployment_id: Optional[str], named: bool) -> bool:
+    if "deployment_id" in claims:
+        return deployment_id is not None and claims["deployment_id"] == deployment_id
+    # Signed before checkpoints carried the id: the name, or with none set the folder the command
+    # ran in, which a move or a rename changes (every checkpoint then failed `audit verify`). The
+    # signature (this workspace's key) and the entry's hash are what bind it to this log.
+    return not named or claims.get("deployment") == name
 
 
 def read_checkpoint(path: Path) -> dict[str, Any]:
@@ -50,9 +63,12 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
 
 
 def check_checkpoint(doc: dict[str, Any], public_key: Ed25519PublicKey, *, deployment: str, log_end: int,
-                     hash_at: Callable[[int], Optional[str]]) -> dict[str, Any]:
+                     hash_at: Callable[[int], Optional[str]], deployment_id: Optional[str] = None,
+                     named: bool = True) -> dict[str, Any]:
     """Raise IntegrityError unless the checkpoint is signed by `public_key`, names this
-    deployment, and the log still holds its entry unchanged. Returns the signed claims."""
+    deployment (its id; `deployment` is its name, `named` whether deployment.json sets one rather
+    than the folder's name standing in), and the log still holds its entry unchanged. Returns
+    the signed claims."""
     try:
         obj = jws.deserialize_compact(str(doc["jws"]), OKPKey.import_key(public_key), algorithms=[ALG])
         claims = json.loads(obj.payload)
@@ -60,7 +76,7 @@ def check_checkpoint(doc: dict[str, Any], public_key: Ed25519PublicKey, *, deplo
     except (JoseError, ValueError, KeyError, TypeError):
         raise IntegrityError("the checkpoint's signature does not verify with this workspace's key: it was altered "
                              "or belongs to another workspace.") from None
-    if claims.get("format") != FORMAT or claims.get("deployment") != deployment:
+    if claims.get("format") != FORMAT or not _names_this_deployment(claims, deployment, deployment_id, named):
         raise IntegrityError(f"the checkpoint is for deployment {claims.get('deployment')!r}, not {deployment!r}.")
     if seq > log_end:
         raise IntegrityError(f"the audit log was rolled back or cut: the checkpoint of {claims.get('time')} saw entry "

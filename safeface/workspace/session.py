@@ -199,3 +199,12 @@ def opened(paths: WorkspacePaths, passphrase: Optional[str] = None, passphrase_f
 def deployment_name(paths: WorkspacePaths, deployment: Deployment) -> str:
     """How receipts and checkpoints name the deployment."""
     return str(deployment.raw.get("name") or paths.root.name)
+
+
+def usable_deployment_id(deployment: Deployment) -> Optional[str]:
+    """deployment.json's "id" (what `safeface init` wrote, the audience of every token), which a
+    move, a renamed folder or a name filled in later leaves as it is; None if it has none usable."""
+    try:
+        return deployment.deployment_id
+    except ConfigError:
+        return None

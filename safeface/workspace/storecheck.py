@@ -489,5 +489,7 @@ def check_store(rows: Sequence[Any], entries: Iterable[Any], consent_keys: Mappi
                                                         else "consent_issuers", ()))
     for rid in sorted(live - present):
         problems.append(f"row {rid} was enrolled (audit) but is missing from the store: it was deleted behind the "
-                        "guard, the store was restored from an older copy, or a crash fell between the two commits.")
+                        "guard, the store was restored from an older copy, or a crash fell between the two commits. "
+                        "If an erasure of its subject was interrupted (a process killed), erase them again: that "
+                        "records the row as already gone.")
     return StoreReport(len(rows), rows_digest(digest_key, rows), tuple(problems))
