@@ -1085,22 +1085,31 @@ class SafeFace:
         files. The chain continues there with this migration's entry. Audited."""
         import json
 
+        from ..storage.factory import StorageConfig
         from ..storage.gallery import Gallery
-        from ..workspace.migrate import copy_to_server, erase_file, move_policy_records
+        from ..workspace.migrate import copy_to_server, erase_local_files, move_policy_records, retire_local_files
         from ..workspace.storage_seal import sealed_storage
 
         if not isinstance(self._gallery, Gallery):
-            raise ConfigError("this workspace's templates are already on the server backends.")
+            return self._finish_migration()
         dim = int(self._deployment.section("matching").get("dim") or 128)
 
         def point_deployment_at_servers() -> None:
             raw = json.loads(self._paths.config.read_text(encoding="utf-8"))
             raw["storage"] = sealed_storage(self._keyring, section)
             write_atomic(self._paths.config, json.dumps(raw, indent=2) + "\n")
+            retire_local_files(self._paths)  # still under every lock the local files have
 
         # The judging lock first, as every call takes it before the log's (_sync_deployment below).
         with self._root._judge_lock, self._gallery.locked(), self._audit_lock:
-            target, n = copy_to_server(self._gallery, section, self._paths.root, self._keyring, dim)
+            # Another process's migration may have ended while this one waited for the lock (its
+            # files are gone then: the file, not this handle's reading of it, says so first).
+            now = Deployment.load_bytes(self._config_bytes(), self._paths.config)
+            if StorageConfig.from_section(now.section("storage")).server:
+                raise ConfigError("another process moved this workspace to the server backends meanwhile; open "
+                                  "it again (nothing was copied).")
+            target, n = copy_to_server(self._gallery, section, self._paths.root, self._keyring, dim,
+                                       lambda seq, h: self._audit.hash_at(seq) == h)
             try:
                 seq, head = move_policy_records(self._audit, self._state, self._apikeys, self._keyring.key("audit"),
                                                 section, point_deployment_at_servers)
@@ -1115,10 +1124,25 @@ class SafeFace:
                      note=f"{n} sealed template(s), the audit chain (entries 1-{seq}, head {head[:16]}...), the "
                           f"policy state and the API keys copied to {target.where} and {target.vectors.where}, checked; local files "
                           "erased")
-        gone = [p.name for base in (self._paths.gallery, self._paths.audit, self._paths.policy, self._paths.apikeys)
-                for p in (base, Path(f"{base}-wal"), Path(f"{base}-shm"), Path(f"{base}.lock")) if erase_file(p)]
+        gone = erase_local_files(self._paths)
         return {"templates": n, "audit_entries": seq, "records": target.where, "vectors": target.vectors.where,
                 "erased": gone}
+
+    def _finish_migration(self) -> dict[str, Any]:
+        """`storage migrate` run again on a workspace already on the servers: a migration killed
+        after deployment.json named them left the local files (every sealed template, also of
+        people erased since) and perhaps no entry of its own; erase them, on record."""
+        from ..workspace.migrate import erase_local_files, leftover_problem
+
+        if leftover_problem(self._paths, self._deployment.section("storage")) is None:
+            raise ConfigError("this workspace's templates are already on the server backends.")
+        with self._gallery.locked():
+            gone = erase_local_files(self._paths)
+            self._append("storage-migrate", "allowed",
+                         note=f"an interrupted migration to {self._gallery.where} finished: local files erased "
+                              f"({', '.join(gone)})")
+        return {"templates": 0, "audit_entries": 0, "records": self._gallery.where,
+                "vectors": self._gallery.vectors.where, "erased": gone}
 
     # -- the service's API keys -------------------------------------------------------------
     def issue_api_key(self, role: str, *, label: str = "", expires: Optional[dt.date] = None,
@@ -1275,7 +1299,10 @@ class SafeFace:
                     problem = str(missing_anchor(anchor))
             except IntegrityError as exc:  # no regular file, or no anchor
                 problem = problem or str(exc)
-        return problem or receipt_file_problem(self._paths, self._receipt_public())
+        from ..workspace.migrate import leftover_problem
+
+        return (problem or receipt_file_problem(self._paths, self._receipt_public())
+                or leftover_problem(self._paths, self._deployment.section("storage")))
 
     def _receipt_public(self) -> str:
         from ..policy.tokens import public_key_text

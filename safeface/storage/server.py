@@ -1357,6 +1357,26 @@ class ServerStore:
         with self._lock:
             return _read_meta(self._conn, self._ns)
 
+    def workspace_log_end(self) -> Optional[tuple[int, str]]:
+        """The (seq, hash) of the last entry of the audit log moved into this namespace; None when
+        no workspace's log was moved here."""
+        if not self._sql("SELECT to_regclass(%s) IS NOT NULL", (f"{self._ns}.workspace_meta",))[0][0]:
+            return None
+        got = self._sql("SELECT seq, hash FROM {ns}.audit_entries ORDER BY seq DESC LIMIT 1")
+        return (int(got[0][0]), str(got[0][1])) if got else (0, "")
+
+    def discard_copy(self) -> None:
+        """Drop what a migration that stopped part way copied here (the caller, workspace/migrate.py,
+        checks first that no workspace has run on it): the rows, their vectors, the store's
+        bookkeeping and any audit log and state moved with them. The handle is spent; open the
+        store again."""
+        from .sqltables import workspace_tables
+
+        with self.locked():
+            self.vectors.drop()
+            names = ["rows", "meta", "pending"] + workspace_tables()
+            self._sql("DROP TABLE IF EXISTS " + ", ".join(f"{{ns}}.{n}" for n in names))
+
     def import_sealed(self, rows: Sequence[tuple[Any, ...]], *, ceiling: int = 0) -> None:
         """Copy rows sealed by another store of this deployment verbatim (same row ids, so the
         seals still open), noting their vectors for writing. The caller (workspace/migrate.py)

@@ -18,6 +18,7 @@ anywhere leaves nothing behind.
 from __future__ import annotations
 
 import hashlib
+import re
 import sqlite3
 import threading
 from contextlib import contextmanager
@@ -63,6 +64,11 @@ CREATE TABLE IF NOT EXISTS {ns}.service_apikeys (key_id TEXT PRIMARY KEY, role T
 CREATE TABLE IF NOT EXISTS {ns}.service_ended_sessions (session TEXT PRIMARY KEY, until BIGINT NOT NULL)
 """
 PG_META = "CREATE TABLE IF NOT EXISTS {ns}.workspace_meta (k TEXT PRIMARY KEY, v TEXT NOT NULL)"
+
+
+def workspace_tables() -> list[str]:
+    """The tables `create_and_fill` makes beside the rows, by their names within the schema."""
+    return re.findall(r"CREATE TABLE IF NOT EXISTS \{ns\}\.(\w+)", ";".join((PG_AUDIT, PG_STATE, PG_SERVICE, PG_META)))
 
 
 class SqliteTables:

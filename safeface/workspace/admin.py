@@ -25,6 +25,7 @@ from .audit import LIMITS as AUDIT_LIMITS, AuditReport
 from .checkpoint import check_checkpoint, make_checkpoint, read_checkpoint
 from ..atomicfile import exclusive_lock, write_new
 from .keys import ASSESSMENT_MAC, derived_key, new_signing_key, receipt_file_problem
+from .migrate import leftover_problem
 from .paths import WorkspacePaths
 from .session import deployment_name, open_audit, opened, usable_deployment_id
 from .storecheck import StoreReport, check_store
@@ -298,7 +299,8 @@ def audit_verify(root: Path, passphrase_file: Optional[Path] = None, *, checkpoi
         seen = tuple(check_checkpoint(d, public, deployment=name, log_end=report.entries, hash_at=r.audit.hash_at,
                                       deployment_id=usable_deployment_id(r.deployment), named=named)
                      for d in docs)
-        published = receipt_file_problem(paths, public_key_text(public))
+        published = receipt_file_problem(paths, public_key_text(public)) or leftover_problem(
+            paths, r.deployment.section("storage"))
         trusted = store.for_guard()
         token_key = r.keyring.key("pseudonym")
         entries = itertools.takewhile(lambda e: int(e.seq) <= end[0], r.audit.entries())

@@ -16,15 +16,17 @@ the migration's own entry there links to the local log's last hash."""
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Optional
 
-from ..errors import ConfigError, IntegrityError
+from ..errors import ConfigError, IntegrityError, ReplacedFile
 from ..hazmat.templates.keyring import Keyring
 from ..storage.factory import StorageConfig, open_store, secret_from_env
 from ..storage.sqltables import PgTables, create_and_fill
 from .apikeys import ApiKeys
 from .audit import AuditLog
+from .paths import WorkspacePaths
 from .state import PolicyState
 
 BATCH = 5000
@@ -32,18 +34,31 @@ _SAME = ("schema", "dim", "transform_version", "transform_key_id", "seal_version
          "pseudonym_version", "pseudonym_key_id")
 
 
-def copy_to_server(old: Any, section: Mapping[str, Any], root: Path, keyring: Keyring, dim: int) -> tuple[Any, int]:
+def copy_to_server(old: Any, section: Mapping[str, Any], root: Path, keyring: Keyring, dim: int,
+                   ours: Callable[[int, str], bool] = lambda seq, h: False) -> tuple[Any, int]:
     """Copy every sealed row of the local gallery `old` into the server store `section` names,
     and check the copy. Returns the opened server store and the row count. The caller holds
-    the old store's write lock."""
+    the old store's write lock; `ours(seq, hash)`: whether the local audit log holds that entry."""
     cfg = StorageConfig.from_section(section)
     if not cfg.server:
         raise ConfigError("storage migrate --to server needs a postgresql:// record store and a Milvus target.")
     target = open_store(cfg, root, root / "unused", keyring, dim)
     try:
+        mine, end = old.meta(), target.workspace_log_end()
+        if len(target) != 0 or end is not None:
+            if any(mine.get(k) != target.meta().get(k) for k in _SAME) or (end is not None and not ours(*end)):
+                raise ConfigError(f"{target.where} already holds rows or another workspace's audit log; migrate "
+                                  "into an empty database or namespace.")
+            # Rows under these keys, and no log or one that ends at an entry of this log (every
+            # open appends one: no workspace ran there): the copy of a migration of this workspace
+            # that stopped part way (killed, or Milvus gone). Copied again from the start: kept, it
+            # would hold every row erased here since, and refuse the rerun.
+            target.discard_copy()
+            target.close()
+            target = open_store(cfg, root, root / "unused", keyring, dim)
         if len(target) != 0:
             raise ConfigError(f"{target.where} already holds rows; migrate into an empty database or namespace.")
-        mine, theirs = old.meta(), target.meta()
+        theirs = target.meta()
         differ = [k for k in _SAME if mine.get(k) != theirs.get(k)]
         if differ:
             raise ConfigError(f"{target.where} is under other keys or another schema ({', '.join(differ)}); migrate "
@@ -88,24 +103,32 @@ def move_policy_records(audit: AuditLog, state: PolicyState, apikeys: ApiKeys, k
     cfg = StorageConfig.from_section(section)
     password = secret_from_env("SAFEFACE_PG_PASSWORD")
     opened: list[PgTables] = []
-    with audit.frozen() as (entries, head), state.frozen():
-        rest = {**state.dump(), **apikeys.dump()}
-        create_and_fill(cfg.records, password, cfg.namespace, entries, head, rest)
-        try:
-            for part, what in (("audit", "audit log"), ("state", "policy state"), ("service", "API key store")):
-                opened.append(PgTables.open(cfg.records, password, cfg.namespace, part, what))
-            log_t, state_t, keys_t = opened
-            copy = AuditLog(log_t, key, audit.anchors).verify()
-            if (copy.head_seq, copy.head_hash) != (int(head[0]), str(head[1])):
-                raise IntegrityError(f"{log_t.where} does not end where the local audit log does; the local files "
-                                     "are kept. Drop the copy and migrate again.")
-            if _canon({**PolicyState(state_t).dump(), **ApiKeys(keys_t, b"").dump()}) != _canon(rest):
-                raise IntegrityError(f"{state_t.where} differs from the local policy state or API keys; the local "
-                                     "files are kept. Drop the copy and migrate again.")
-            commit()
-        except BaseException:
-            for t in opened:
-                t.close()
+    committed = False
+    try:
+        with audit.frozen() as (entries, head), state.frozen():
+            rest = {**state.dump(), **apikeys.dump()}
+            create_and_fill(cfg.records, password, cfg.namespace, entries, head, rest)
+            try:
+                for part, what in (("audit", "audit log"), ("state", "policy state"), ("service", "API key store")):
+                    opened.append(PgTables.open(cfg.records, password, cfg.namespace, part, what))
+                log_t, state_t, keys_t = opened
+                copy = AuditLog(log_t, key, audit.anchors).verify()
+                if (copy.head_seq, copy.head_hash) != (int(head[0]), str(head[1])):
+                    raise IntegrityError(f"{log_t.where} does not end where the local audit log does; the local "
+                                         "files are kept. Drop the copy and migrate again.")
+                if _canon({**PolicyState(state_t).dump(), **ApiKeys(keys_t, b"").dump()}) != _canon(rest):
+                    raise IntegrityError(f"{state_t.where} differs from the local policy state or API keys; the "
+                                         "local files are kept. Drop the copy and migrate again.")
+                commit()
+                committed = True
+            except BaseException:
+                for t in opened:
+                    t.close()
+                raise
+    except ReplacedFile:
+        # `commit` renamed the local files aside under these locks (retire_local_files): the
+        # frozen transactions, which wrote nothing, end finding their names gone.
+        if not committed:
             raise
     audit.move_to(log_t)
     state.move_to(state_t)
@@ -118,19 +141,74 @@ def _canon(tables: Mapping[str, Any]) -> dict[str, list[str]]:
     return {name: sorted(repr(tuple(r)) for r in rows) for name, rows in tables.items()}
 
 
+RETIRED = ".moved"  # a local file renamed aside by a migration, until it is erased
+
+
+def local_files(paths: WorkspacePaths) -> list[Path]:
+    """The local databases a migration moves (with their -wal and -shm), by their own names."""
+    return [Path(f"{base}{part}") for base in (paths.gallery, paths.audit, paths.policy, paths.apikeys)
+            for part in ("", "-wal", "-shm")]
+
+
+def retire_local_files(paths: WorkspacePaths) -> None:
+    """Rename the local databases aside, while the migration still holds their locks: a call of
+    another handle queued behind those locks (an erasure) then finds its file's name gone and is
+    refused (ReplacedFile), where it wrote into a file about to be erased and was answered (a
+    receipt for a row the servers kept). Erased by `erase_local_files` once closed."""
+    for path in local_files(paths):
+        if path.exists():
+            os.replace(path, path.with_name(path.name + RETIRED))
+
+
+def leftover_problem(paths: WorkspacePaths, section: Mapping[str, Any]) -> Optional[str]:
+    """What `audit verify` says of local databases beside a deployment on the servers (`section`,
+    its storage section): a migration killed after deployment.json named the servers left them,
+    with every template it copied (of people erased since, too). None when there are none."""
+    if not StorageConfig.from_section(section).server:
+        return None
+    left = [q.name for p in local_files(paths) for q in (p, p.with_name(p.name + RETIRED)) if os.path.lexists(q)]
+    if not left:
+        return None
+    return (f"a migration to the servers stopped before it erased the local files ({', '.join(left)}), which still "
+            "hold the templates it copied: run `safeface storage migrate` again to erase them.")
+
+
+def erase_local_files(paths: WorkspacePaths) -> list[str]:
+    """Erase what a migration left of the local databases: renamed aside, or under their own
+    names (a migration killed after deployment.json named the servers), and their lock files.
+    The names erased."""
+    gone = []
+    for path in local_files(paths) + [Path(f"{base}.lock") for base in (paths.gallery, paths.audit, paths.policy,
+                                                                          paths.apikeys)]:
+        for name in (path, path.with_name(path.name + RETIRED)):
+            if erase_file(name):
+                gone.append(path.name)
+    return sorted(set(gone), key=gone.index)
+
+
 def erase_file(path: Path) -> bool:
     """Overwrite a file with zeros, flush it, then remove it (best effort on flash and
-    copy-on-write file systems, which may keep old blocks; the rows were sealed anyway)."""
-    if not path.exists():
+    copy-on-write file systems, which may keep old blocks; the rows were sealed anyway). A link
+    or anything else that is no file of its own here is only removed: a link planted at one of
+    these names (a lock file safeface never made) had the file it pointed to zeroed."""
+    try:
+        os.lstat(path)
+    except FileNotFoundError:
         return False
-    size = path.stat().st_size
-    with open(path, "r+b") as f:
-        left = size
-        while left > 0:
-            step = min(left, 1 << 20)
-            f.write(b"\0" * step)
-            left -= step
-        f.flush()
-        os.fsync(f.fileno())
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0))
+    except OSError:  # a link (ELOOP), a FIFO without a reader, a folder: nothing of ours to zero
+        fd = -1
+    if fd >= 0:
+        with open(fd, "wb") as f:  # by descriptor: nothing is truncated
+            st = os.fstat(f.fileno())
+            if stat.S_ISREG(st.st_mode) and st.st_nlink == 1:  # a hard link's other name keeps it anyway
+                left = st.st_size
+                while left > 0:
+                    step = min(left, 1 << 20)
+                    f.write(b"\0" * step)
+                    left -= step
+                f.flush()
+                os.fsync(f.fileno())
     path.unlink()
     return True
