@@ -239,9 +239,12 @@ def take_lock_file(lock_path: PathLike, take: Callable[[int], None]) -> int:
 # second holder in, and then the first one's check refuses (refuse_lost_lock). Byte-range locks
 # are advisory: SQLite's reads and writes there are not affected. Closing any descriptor of a file
 # drops the classic POSIX locks SQLite holds on it in this process, so a guard's descriptors are
-# never closed: each is kept for the next lock of this process.
+# not closed while this process has the database open (hold_database): each is kept for the next
+# lock. Otherwise (a keyring, a database no handle has open) they are closed when let go: kept for
+# every workspace a process ever opened, they ran it out of descriptors.
 _GUARD_BASE = 0x40001000
 _guard_pool: dict[tuple[int, int], list[int]] = {}
+_guard_users: dict[tuple[int, int], int] = {}  # file -> this process's open database handles on it
 _guard_pool_lock = threading.Lock()
 _guard_pool_pid = [os.getpid()]
 try:
@@ -277,9 +280,7 @@ def _guard_fd(guard: PathLike) -> Optional[int]:
     if not stat.S_ISREG(st.st_mode):
         return None
     with _guard_pool_lock:
-        if _guard_pool_pid[0] != os.getpid():  # a forked child: its parent's descriptors share its locks
-            _guard_pool.clear()
-            _guard_pool_pid[0] = os.getpid()
+        _this_process()
         free = _guard_pool.get((st.st_dev, st.st_ino))
         if free:
             return free.pop()
@@ -290,18 +291,81 @@ def _guard_fd(guard: PathLike) -> Optional[int]:
     if not stat.S_ISREG(os.fstat(fd).st_mode):  # swapped for a pipe meanwhile: no database, safe to close
         os.close(fd)
         return None
+    if not _ofd_works(fd):
+        _guard_back(fd)  # kept or closed as any guard descriptor: SQLite may hold locks on this file
+        return None
     return fd
 
 
-def _guard_back(fd: int) -> None:
-    """Keep `fd` for the next lock, and close those on files no name reaches any more: a keyring a
-    rotation replaced (its retired keys are not kept alive), a database removed or replaced, whose
-    open handles all refuse to go on."""
+def _ofd_works(fd: int) -> bool:
+    """Whether OFD locks can be asked about on `fd`'s file: a kernel or file system without them
+    (an old kernel, some sandboxes and network file systems) answers EINVAL or the like, and the
+    lock then goes on without a guard, as before guards existed, rather than failing every write."""
+    import fcntl
+
+    try:
+        fcntl.fcntl(fd, fcntl.F_OFD_GETLK, struct.pack("hhqqi4x", fcntl.F_WRLCK, os.SEEK_SET, _GUARD_BASE, 1, 0))
+    except OSError as exc:
+        if exc.errno in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOLCK):
+            return False
+        raise
+    return True
+
+
+def _this_process() -> None:
+    """Called holding _guard_pool_lock: in a forked child, forget the parent's pool and handles
+    (its descriptors share the parent's locks, and its SQLite locks are not the child's)."""
+    if _guard_pool_pid[0] != os.getpid():
+        _guard_pool.clear()
+        _guard_users.clear()
+        _guard_pool_pid[0] = os.getpid()
+
+
+def hold_database(path: PathLike) -> Optional[tuple[int, int, int]]:
+    """Called before this process opens the SQLite database at `path` (which exists): until
+    let_database_go(the key returned), guard descriptors on it are kept, not closed."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    key = (st.st_dev, st.st_ino)
     with _guard_pool_lock:
-        if _guard_pool_pid[0] != os.getpid():
+        _this_process()
+        _guard_users[key] = _guard_users.get(key, 0) + 1
+    return (os.getpid(), *key)
+
+
+def let_database_go(held: Optional[tuple[int, int, int]]) -> None:
+    """Called once a handle counted by hold_database has closed its connection: the last one
+    closes the guard descriptors kept for it (SQLite holds no lock on the file here any more).
+    A handle a forked child inherited was not counted there, and is not let go there."""
+    if held is None or held[0] != os.getpid():
+        return
+    key = held[1:]
+    with _guard_pool_lock:
+        _this_process()
+        left = _guard_users.get(key, 0) - 1
+        if left > 0:
+            _guard_users[key] = left
             return
+        _guard_users.pop(key, None)
+        for fd in _guard_pool.pop(key, []):
+            os.close(fd)
+
+
+def _guard_back(fd: int) -> None:
+    """Keep `fd` for the next lock while a database handle of this process is open on its file,
+    else close it; and close those on files no name reaches any more: a keyring a rotation
+    replaced (its retired keys are not kept alive), a database removed or replaced, whose open
+    handles all refuse to go on."""
+    with _guard_pool_lock:
+        _this_process()
         st = os.fstat(fd)
-        _guard_pool.setdefault((st.st_dev, st.st_ino), []).append(fd)
+        key = (st.st_dev, st.st_ino)
+        if not _guard_users.get(key):
+            os.close(fd)  # no handle of this process has the file open: no SQLite lock to drop
+        else:
+            _guard_pool.setdefault(key, []).append(fd)
         for key, fds in list(_guard_pool.items()):
             if fds and os.fstat(fds[0]).st_nlink == 0:
                 for gone in _guard_pool.pop(key):

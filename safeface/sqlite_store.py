@@ -16,10 +16,7 @@ def connect(path: Path, what: str) -> sqlite3.Connection:
     """A connection in autocommit mode (transactions are explicit). `what` names the file in
     errors, e.g. "gallery"."""
     path = Path(path)
-    if not path.exists():
-        # Owner-only from the start; SQLite gives its WAL and shm files the same mode.
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
-        os.close(fd)
+    create_file(path)
     try:  # a FIFO or device in the file's place fails here (disk I/O error)
         conn = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None,
                                check_same_thread=False)
@@ -42,6 +39,14 @@ def connect(path: Path, what: str) -> sqlite3.Connection:
         _refuse_read_only_folder(path, what, exc)
         raise ConfigError(f"{path} is not a usable {what} database ({exc}).") from None
     return conn
+
+
+def create_file(path: Path) -> None:
+    """Make the database file at `path` if there is none: owner-only from the start (SQLite gives
+    its WAL and shm files the same mode)."""
+    if not path.exists():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+        os.close(fd)
 
 
 def _refuse_read_only_folder(path: Path, what: str, exc: sqlite3.DatabaseError) -> None:

@@ -26,8 +26,9 @@ from typing import Any, Callable, Collection, Iterator, Optional, Protocol, Sequ
 
 import numpy as np
 
+from ..atomicfile import hold_database, let_database_go
 from ..errors import ConfigError, IntegrityError
-from ..sqlite_store import (BUSY_TIMEOUT_MS, connect as _connect_store, raise_if_busy, raise_if_damaged,
+from ..sqlite_store import (BUSY_TIMEOUT_MS, connect as _connect_store, create_file, raise_if_busy, raise_if_damaged,
                             refuse_replaced, store_identity)
 from ..hazmat.templates.keyring import Keyring
 from ..hazmat.templates.rowfilter import RowFilter
@@ -127,6 +128,7 @@ class Gallery:
         self._factory = index_factory
         self._lock = threading.RLock()
         self._write_lock = write_lock(path)
+        self._held: Optional[tuple[int, int, int]] = None  # atomicfile.hold_database's count of this handle
         self._keys: Optional[_Keys] = None
         self._index: SearchIndex = index_factory(dim, 0)
         self._vindex: SearchIndex = index_factory(dim, 0)  # visible-region templates, by row id
@@ -166,8 +168,15 @@ class Gallery:
         if not isinstance(dim, int) or dim <= 0:
             raise ConfigError(f"dim must be a positive integer, got {dim!r}.")
         path.parent.mkdir(parents=True, exist_ok=True)
-        conn = _connect_store(path, "gallery")
+        create_file(path)
+        held = hold_database(path)  # before SQLite locks it: the write lock's guard descriptors stay open
+        try:
+            conn = _connect_store(path, "gallery")
+        except BaseException:
+            let_database_go(held)
+            raise
         g = cls(conn, path, keyring, dim, index_factory or default_index_factory)
+        g._held = held
         try:
             with g._lock:
                 try:
@@ -183,6 +192,8 @@ class Gallery:
         except BaseException:
             conn.close()
             g._conn = None
+            let_database_go(g._held)
+            g._held = None
             raise
         return g
 
@@ -193,6 +204,8 @@ class Gallery:
                     self._scrub_wal(wait=False)
                 self._conn.close()
                 self._conn = None
+                let_database_go(self._held)
+                self._held = None
             self._entries.clear()
             self._by_pseudonym.clear()
             self._by_look.clear()

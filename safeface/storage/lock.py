@@ -87,7 +87,9 @@ def _take(path: Path, guard: Optional[Path], timeout: Optional[float]) -> tuple[
         # No dup here: closing any descriptor of the database drops SQLite's locks in this process.
         if not _bounded(lambda: guard_lock(fd, offset, "w", True), lambda: release_guard(fd, path),
                         lambda: None, left()):
-            raise lock_not_free(str(path), timeout)
+            # Named: a process holding this byte is invisible to fuser or lsof on the lock file.
+            raise lock_not_free(f"{path}, held also as byte {offset} of {guard}, which lslocks or /proc/locks "
+                                "shows with the process holding it", timeout)
 
     fd = take_lock_file(path, take)
     try:
