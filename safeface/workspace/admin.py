@@ -27,7 +27,7 @@ from ..atomicfile import exclusive_lock, write_new
 from .keys import ASSESSMENT_MAC, derived_key, new_signing_key, receipt_file_problem
 from .migrate import leftover_problem
 from .paths import WorkspacePaths
-from .session import deployment_name, open_audit, opened, usable_deployment_id
+from .session import deployment_name, open_audit, opened, start_witnesses, usable_deployment_id
 from .storecheck import StoreReport, check_store
 from .trust import TrustedKey, TrustStore, change_trust, load_recorded, read_jwks, write_jwks
 
@@ -185,8 +185,9 @@ def record_assessment(root: Path, reference: str, date: str, passphrase_file: Op
     if not isinstance(reference, str) or not reference.strip() or len(reference) > MAX_REFERENCE:
         raise InvalidArgument(f"the assessment needs a reference (the document's identifier) of 1 to "
                               f"{MAX_REFERENCE} characters.")
-    # `assessing`: a witness the audit section to be assessed names is started on record by this
-    # open, before the assessment entry, so no backup holds the assessment without the start.
+    # `assessing`: the witnesses of the audit section to be assessed are started on record below,
+    # once every check passed (a refused `assess` started them: "nothing was recorded" was not so),
+    # and before the assessment entry, so no backup holds the assessment without the start.
     config_lock = exclusive_lock(paths.config_lock, paths.lock_guard)
     with opened(paths, passphrase, passphrase_file, assessing=True) as r, config_lock as still_held:
         dep = Deployment.load(paths.config)  # read under the lock, after the passphrase: nothing written without it
@@ -221,6 +222,7 @@ def record_assessment(root: Path, reference: str, date: str, passphrase_file: Op
         if len(note) > AUDIT_LIMITS["note"]:  # a cut note would never name it: nothing would process
             raise ConfigError(f"this assessment's audit entry would run to {len(note)} characters, over the log's "
                               f"{AUDIT_LIMITS['note']}, because of the roles section; define fewer or shorter roles.")
+        start_witnesses(r.audit, first=True)
         still_held()  # a second `assess` let in by a replaced lock file would be lost
         Deployment.from_dict({**dep.raw, "assessment": section}).save(paths.config)
         # The file first: a crash before the entry leaves an assessment the log does not name,
@@ -318,7 +320,9 @@ def restart_witness(root: Path, witness: Path, passphrase_file: Optional[Path] =
     it was restarted: a rollback of the log before this entry can no longer be seen by it. Returns
     the entry that restarted it."""
     paths = _workspace(root)
-    with opened(paths, passphrase_file=passphrase_file, restart_witness=Path(witness)) as r:
+    # Named as audit.witness names it: a relative path is the workspace's (witness_paths), not the
+    # shell's folder's, where it named no witness unless run from the workspace.
+    with opened(paths, passphrase_file=passphrase_file, restart_witness=paths.root / witness) as r:
         return r.audit.end()
 
 

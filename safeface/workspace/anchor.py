@@ -156,21 +156,23 @@ class WitnessAnchor(FileAnchor):
         if self._starter != threading.get_ident() and self.started():
             raise IntegrityError(f"{self.deleted()} (Audit entry {seq} is recorded, but not in the witness.)")
 
-    def deleted(self) -> IntegrityError:
-        return IntegrityError(f"[{self.rule}] the audit witness {self.path} is missing, though the audit log "
-                              "records its start: it was deleted (perhaps with the log rolled back), or its volume "
-                              "is not mounted. Mount or restore it from the witness volume's backup; if it is truly "
-                              f"lost, restart it on record with `safeface audit restart-witness WS {self.path}`.")
+    def deleted(self, started: bool = True) -> IntegrityError:
+        why = "though the audit log records its start" if started else "and the audit log records no start for it"
+        return IntegrityError(f"[{self.rule}] the audit witness {self.path} is missing, {why}: it was deleted "
+                              "(perhaps with the log rolled back), or its volume is not mounted. Mount or restore it "
+                              "from the witness volume's backup; if it is truly lost, restart it on record with "
+                              f"`safeface audit restart-witness WS {self.path}`.")
 
     def start(self, record: Callable[[bool], None], unassessed: Callable[[], Optional[str]], *,
-              restart: bool = False) -> None:
+              restart: bool = False, first: bool = False) -> None:
         """Make sure the log records this witness: `record(restart)` appends the entry, whose anchoring
         writes a missing witness (its first write). Nothing is appended for a witness the log
         already records and that is present; a recorded one that is missing is refused unless
         `restart` (`safeface audit restart-witness`). A first write needs the audit section the
         last assessment covers (`unassessed()` says why not): a witness line pointed by hand at
-        another spelling of a deleted witness's path would otherwise write it afresh. Under the
-        witness's lock, so of two processes starting it at once the second finds it written."""
+        another spelling of a deleted witness's path would otherwise write it afresh; and it needs
+        `first` (init, `safeface assess`) or `restart`. Under the witness's lock, so of two
+        processes starting it at once the second finds it written."""
         if not self.path.parent.is_dir():
             raise ConfigError(f"the audit witness {self.path} cannot be reached: its folder {self.path.parent} does "
                               "not exist (is its volume mounted?). Mount it and try again.")
@@ -189,6 +191,11 @@ class WitnessAnchor(FileAnchor):
                 elif not present and (problem := unassessed()) is not None:
                     raise IntegrityError(f"[{self.rule}] the audit witness {self.path} is not written yet, and a "
                                          f"witness is first written only under the assessed audit section: {problem}")
+                elif not present and not (first or restart):
+                    # A log restored from before the start (one an earlier safeface wrote, under an
+                    # assessment that already named this witness) would otherwise have it written
+                    # afresh from its rolled-back head, the witness deleted, without a key.
+                    raise self.deleted(started=False)
                 self._starter = threading.get_ident()
                 try:
                     record(restart)

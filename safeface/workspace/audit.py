@@ -259,8 +259,11 @@ def _bounded(value: Optional[str], limit: int) -> Optional[str]:
         value = value.encode("utf-8", "backslashreplace").decode("utf-8")
     # PostgreSQL refuses a NUL in text: a caller's purpose holding one made the append fail, the
     # call went unrecorded, and the error told the operator to restore the log from a backup.
-    # Written as its escape in both stores; lookups pass their text through here too.
-    value = value.replace("\x00", "\\x00")
+    # Written as its escape in both stores; lookups pass their text through here too. A value
+    # holding a NUL or that escape's four characters has its backslashes doubled first, so
+    # "a\x00" and the text "a\\x00" (one caller's refusal and another's) never log alike.
+    if "\x00" in value or "\\x00" in value:
+        value = value.replace("\\", "\\\\").replace("\x00", "\\x00")
     if len(value) <= limit:
         return value
     marker = f"[cut {len(value)}:{hashlib.sha256(value.encode('utf-8', 'replace')).hexdigest()[:12]}]"

@@ -63,7 +63,7 @@ def init_workspace(root: Path, *, demo: bool = False, profiles: Sequence[str] = 
         kind = "demo workspace" if demo else "workspace"
         log.append("init", "allowed", note=f"{kind}; profiles {','.join(profs)}"
                    + (f"; {assessment_note(assessed)}" if assessed.get("covers") else ""))
-        start_witnesses(log)  # a witness named from the start is on record like any other
+        start_witnesses(log, first=True)  # a witness named from the start is on record like any other
         if demo:
             issuer = new_signing_key(paths.demo_issuer)
             authority = new_signing_key(paths.demo_authority)

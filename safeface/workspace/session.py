@@ -31,7 +31,8 @@ from .storage_seal import check_storage_seal
 
 def witness_paths(paths: WorkspacePaths, deployment: Deployment, extra: Sequence[Path] = ()) -> list[Path]:
     """The witness files: ``audit.witness`` of deployment.json (a path or a list; relative paths
-    are taken from the workspace), then any given on the command line."""
+    are taken from the workspace), then any given on the command line (relative to the folder it
+    was run from, as any path given there)."""
     conf = deployment.section("audit").get("witness")
     items = [conf] if isinstance(conf, str) else [] if conf is None else conf
     # A number or an object there crashed every open (TypeError) or named files after its keys.
@@ -39,12 +40,15 @@ def witness_paths(paths: WorkspacePaths, deployment: Deployment, extra: Sequence
         raise ConfigError("deployment.json audit.witness must be a path or a list of paths (text); fix it and "
                           "record it with `safeface assess`.")
     out: list[Path] = []
-    for p in [Path(i) for i in items if i.strip()] + [Path(p) for p in extra]:
+    # An assessor's `--witness kept/ws.anchor` taken from the workspace checked a file the
+    # operator could plant there (a copy of the rolled-back anchor), not the assessor's own copy.
+    named = [paths.root / i for i in items if i.strip()] + [Path(os.path.abspath(p)) for p in extra]
+    for p in named:
         try:
             check_path_text(p)
         except ImageError as exc:
             raise ConfigError(f"the audit witness {exc}") from None
-        p = Path(os.path.abspath(p if p.is_absolute() else paths.root / p))
+        p = Path(os.path.abspath(p))
         # A witness among the workspace's own files (its anchor, audit.db) is restored with the
         # log, or overwritten by the witness: it would witness nothing.
         if os.path.realpath(p.parent) in (os.path.realpath(paths.root), os.path.realpath(paths.keys)):
@@ -72,11 +76,12 @@ def workspace_anchors(paths: WorkspacePaths, keyring: Any, deployment: Deploymen
 
 
 def start_witnesses(log: AuditLog, restart: Optional[Path] = None,
-                    unassessed: Callable[[], Optional[str]] = lambda: None) -> None:
+                    unassessed: Callable[[], Optional[str]] = lambda: None, *, first: bool = False) -> None:
     """Bind each witness of `log` to the log's record of its start, and record the start of any
-    the log does not name yet (its first write, only while `unassessed()` finds no problem with
-    the audit section); a witness the log records that is missing is refused (IntegrityError),
-    unless it is `restart` (`safeface audit restart-witness`), restarted on record from the head."""
+    the log does not name yet: one present (a witness an earlier safeface wrote), or, with
+    `first` (init, `safeface assess`), one missing, its first write, only while `unassessed()`
+    finds no problem with the audit section; a missing witness is refused (IntegrityError)
+    otherwise, unless it is `restart` (`safeface audit restart-witness`), restarted on record."""
     witnesses = [a for a in log.anchors if isinstance(a, WitnessAnchor)]
     wanted = None if restart is None else Path(os.path.abspath(restart))
     if wanted is not None and wanted not in [w.path for w in witnesses]:
@@ -84,7 +89,7 @@ def start_witnesses(log: AuditLog, restart: Optional[Path] = None,
                           f"{', '.join(str(w.path) for w in witnesses) or 'none'}); nothing was restarted.")
     for w in witnesses:
         w.started = partial(_witness_recorded, log, w.path)
-        w.start(partial(_record_witness, log, w.path), unassessed, restart=w.path == wanted)
+        w.start(partial(_record_witness, log, w.path), unassessed, restart=w.path == wanted, first=first)
 
 
 # Each witness entry names every witness started so far, and the newest is read through the signed
@@ -132,7 +137,8 @@ def open_audit(paths: WorkspacePaths, keyring: Any, deployment: Deployment, *, s
                extra_witnesses: Sequence[Path] = (), restart_witness: Optional[Path] = None,
                assessing: bool = False) -> AuditLog:
     """The workspace's audit log, anchored; its head checked against itself and every anchor, and
-    (unless `strict`, which writes nothing) each witness's start on record (start_witnesses)."""
+    (unless `strict`, which writes nothing, or `assessing`, whose caller starts them once its checks
+    pass) each witness's start on record (start_witnesses)."""
     anchors = workspace_anchors(paths, keyring, deployment, strict=strict, extra_witnesses=extra_witnesses)
     check_storage_seal(keyring, deployment.section("storage"))  # the first connection of every opening
     tables = _server_tables(paths, deployment, "audit", "audit log")
@@ -141,10 +147,8 @@ def open_audit(paths: WorkspacePaths, keyring: Any, deployment: Deployment, *, s
     log = AuditLog(paths.audit if tables is None else tables, keyring.key("audit"), anchors)
     try:
         log.check_head()
-        if not strict:
-            # `safeface assess` may start the witnesses of the audit section it is about to record.
-            start_witnesses(log, restart_witness, (lambda: None) if assessing
-                            else partial(_audit_section_problem, log, keyring, deployment))
+        if not (strict or assessing):
+            start_witnesses(log, restart_witness, partial(_audit_section_problem, log, keyring, deployment))
     except BaseException:
         log.close()
         raise
