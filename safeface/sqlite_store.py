@@ -10,6 +10,8 @@ from pathlib import Path
 from .errors import ConfigError, IntegrityError, ReplacedFile
 
 BUSY_TIMEOUT_MS = 30_000
+# SQLite's primary result codes (an error's sqlite_errorcode, low byte).
+SQLITE_ERROR, SQLITE_BUSY, SQLITE_LOCKED = 1, 5, 6
 
 
 def connect(path: Path, what: str) -> sqlite3.Connection:
@@ -58,16 +60,22 @@ def _refuse_read_only_folder(path: Path, what: str, exc: sqlite3.DatabaseError) 
         return
     raise ConfigError(f"the {what} {path} cannot be opened ({exc}): its folder {path.parent} is read-only, and "
                       "safeface needs to write there even to read it (SQLite's -wal and -shm files, the lock files). "
-                      "To check a read-only copy, copy the whole workspace folder to one you may write (cp -a) "
-                      "and run the command on that copy.") from None
+                      "`safeface audit verify` checks a read-only workspace as it is; for any other command, copy the "
+                      "whole workspace folder to one you may write (cp -a) and run the command on that copy.") from None
 
 
 def raise_if_busy(exc: sqlite3.DatabaseError, where: str) -> None:
     """ConfigError for SQLite's "database is locked" once the busy timeout ran out: another process
     held the file's write lock all that time (a rekey, a large erasure or purge, a migration). It
     escaped as a bare OperationalError (a traceback on the command line) or as "not a usable
-    database", which sent an operator to restore a whole file from a backup."""
-    if isinstance(exc, sqlite3.OperationalError) and ("locked" in str(exc) or "busy" in str(exc)):
+    database", which sent an operator to restore a whole file from a backup. Judged by SQLite's
+    result code, not by the words of its message: the message also quotes names read from the file
+    ("no such table: main.locked" from a trigger added by hand), which made a file edited so that
+    every write failed read as busy, to be retried for ever."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    busy = (code & 0xFF in (SQLITE_BUSY, SQLITE_LOCKED) if isinstance(code, int)
+            else str(exc) in ("database is locked", "database table is locked"))
+    if isinstance(exc, sqlite3.OperationalError) and busy:
         raise ConfigError(f"{where} is busy: another process has been writing to it for over "
                           f"{BUSY_TIMEOUT_MS / 1000:g} s (a rekey, a large erasure or purge, a storage migration). "
                           "Nothing was changed; try again once it has finished.") from None
@@ -80,6 +88,17 @@ def raise_if_damaged(exc: sqlite3.DatabaseError, where: str) -> None:
     if type(exc) is sqlite3.DatabaseError:  # SQLITE_CORRUPT, SQLITE_NOTADB: no subclass of its own
         raise IntegrityError(f"{where} is damaged ({exc}): it was edited by hand or its disk failed. Restore it "
                              "from a backup.") from None
+
+
+def raise_if_edited(exc: sqlite3.DatabaseError, where: str) -> None:
+    """IntegrityError for an SQL error (SQLITE_ERROR) in one of safeface's own statements on its
+    own tables: the schema was edited by hand (a table or column renamed, a trigger added whose
+    body names a table that is not there). It escaped as a bare OperationalError."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if isinstance(exc, sqlite3.OperationalError) and isinstance(code, int) and code & 0xFF == SQLITE_ERROR:
+        raise IntegrityError(f"{where} refused one of safeface's statements ({exc}): its tables were changed by "
+                             "hand (a table, column or trigger safeface did not make). Restore it from a backup taken "
+                             "before the change.") from None
 
 
 def file_identity(path: Path) -> tuple[int, int]:

@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from policy_support import make_workspace, open_sf  # noqa: E402
 
 import safeface.sqlite_store  # noqa: E402
-from safeface.errors import ConfigError  # noqa: E402
+from safeface.errors import ConfigError, IntegrityError  # noqa: E402
 
 
 @pytest.mark.parametrize("name", ["gallery.db", "audit.db"])
@@ -38,3 +38,17 @@ def test_a_workspace_opened_while_another_process_writes_for_long_says_it_is_bus
         writer.close()
     assert "backup" not in str(got.value)
     open_sf(ws).close()  # once the writer is done, it opens
+
+
+@pytest.mark.parametrize("table", ["locked", "busy"])
+def test_a_trigger_added_by_hand_that_stops_every_entry_is_named_not_called_busy(tmp_path: Path, table: str) -> None:
+    """Someone who can write audit.db (no key) adds a trigger whose body reads a table named
+    "locked" that is not there, so every entry fails: an IntegrityError naming the audit log as
+    edited, never "busy, try again" (which an operator would retry for ever)."""
+    ws = make_workspace(tmp_path / "ws")
+    with sqlite3.connect(ws.audit) as db:
+        db.execute(f"CREATE TRIGGER hold BEFORE INSERT ON entries BEGIN SELECT * FROM {table}; END")
+    db.close()
+    with pytest.raises(IntegrityError, match="changed by hand") as got:
+        open_sf(ws).close()
+    assert "busy" not in str(got.value).replace(f"main.{table}", "")

@@ -1,14 +1,18 @@
 """An auditor given a read-only copy of a workspace (a read-only mount) runs `audit verify` on it.
 
-safeface cannot read a workspace it may not write (SQLite keeps its -wal and -shm files beside
-each database even to read it), and said only that audit.db was "not a usable audit log
-database": the auditor went looking for damage in a file that was whole. The error must say
-that the folder is read-only and what to do instead."""
+safeface could not read a workspace it may not write (SQLite keeps its -wal and -shm files beside
+each database even to read it, and the locks are files beside what they guard): `audit verify`
+was refused, and the auditor was told to make a writable copy first. It now checks such a
+workspace on a private copy of its files, removed afterwards, with every check the writable
+path makes: an edit, a deleted row or a rolled-back log must still be named (exit 4), and
+nothing may be left behind or written."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -17,29 +21,128 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from child_process import child_env  # noqa: E402
+from policy_support import PASSPHRASE, consent, images, make_workspace, open_sf  # noqa: E402
 
-from safeface.workspace.init import init_workspace  # noqa: E402
+from safeface.workspace.paths import WorkspacePaths  # noqa: E402
+
+IMG = images()
 
 
-def _read_only_mount(source: Path, mount: Path, command: list[str]) -> subprocess.CompletedProcess[str]:
+def _read_only_mount(source: Path, mount: Path, command: list[str],
+                     **env: str) -> subprocess.CompletedProcess[str]:
     """`command` run in a mount namespace of its own where `mount` is `source` mounted read-only."""
     if os.geteuid() != 0 or shutil.which("unshare") is None:
         pytest.skip("a read-only mount needs root and unshare(1)")
-    mount.mkdir()
+    mount.mkdir(exist_ok=True)
     script = (f"mount --bind '{source}' '{mount}' && mount -o remount,ro,bind '{mount}' && "
               + " ".join(f"'{c}'" for c in command))
-    done = subprocess.run(["unshare", "-m", "sh", "-c", script], env=child_env(), capture_output=True, text=True,
-                          timeout=120)
-    if "mount" in done.stderr and "safeface" not in done.stderr:
+    done = subprocess.run(["unshare", "-m", "sh", "-c", script], capture_output=True, text=True, timeout=120,
+                          env=child_env(SAFEFACE_PASSPHRASE=PASSPHRASE, **env))
+    if done.stderr.startswith(("mount:", "unshare:")):
         pytest.skip(f"this host cannot make a read-only mount: {done.stderr.strip()[:200]}")
     return done
 
 
-def test_audit_verify_on_a_read_only_copy_says_the_folder_is_read_only(tmp_path: Path) -> None:
-    """An auditor runs `safeface audit verify` on a read-only mount of a workspace copy: exit 1
-    with a message naming the read-only folder and saying to verify a writable copy."""
-    ws = init_workspace(tmp_path / "ws", demo=True)
-    done = _read_only_mount(ws.root, tmp_path / "ro",
-                            [sys.executable, "-m", "safeface.cli", "audit", "verify", str(tmp_path / "ro")])
+def _verify_read_only(paths: WorkspacePaths, tmp_path: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    """`safeface audit verify` of a read-only mount of `paths.root`; its private copies go to
+    tmp_path/tmp, which must be empty afterwards."""
+    scratch = tmp_path / "tmp"
+    scratch.mkdir(exist_ok=True)
+    ro = tmp_path / "ro" / paths.root.name
+    ro.parent.mkdir(exist_ok=True)
+    done = _read_only_mount(paths.root, ro, [sys.executable, "-m", "safeface.cli", "audit", "verify", str(ro),
+                                             *extra], TMPDIR=str(scratch))
+    assert list(scratch.iterdir()) == [], "the private copy was left behind"
+    return done
+
+
+def _files(root: Path) -> dict[str, tuple[int, int]]:
+    return {str(p): (p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("*")}
+
+
+def _enrolled(tmp_path: Path) -> WorkspacePaths:
+    paths = make_workspace(tmp_path / "ws")
+    with open_sf(paths) as sf:
+        sf.enroll(IMG / "obama.jpg", subject="alice", purpose="demo", consent=consent(paths, "alice"))
+    return paths
+
+
+def test_audit_verify_checks_a_read_only_copy_and_writes_nothing(tmp_path: Path) -> None:
+    """An auditor runs `audit verify` on a read-only mount of an honest workspace: exit 0, the
+    log and store found intact, nothing written in the workspace and no copy left behind."""
+    paths = _enrolled(tmp_path)
+    before = _files(paths.root)
+    done = _verify_read_only(paths, tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "audit log intact" in done.stdout and "1 row(s)" in done.stdout, done.stdout
+    assert _files(paths.root) == before
+
+
+def test_a_read_only_copy_taken_while_open_is_read_with_its_write_ahead_log(tmp_path: Path) -> None:
+    """A workspace copied while a handle was open (its newest entries only in audit.db-wal) and
+    mounted read-only: the check reads the -wal too (exit 0), where the log alone looks rolled back."""
+    paths = make_workspace(tmp_path / "ws")
+    copy = tmp_path / "copy" / "ws"
+    with open_sf(paths) as sf:
+        sf.enroll(IMG / "obama.jpg", subject="alice", purpose="demo", consent=consent(paths, "alice"))
+        shutil.copytree(paths.root, copy, symlinks=True)
+    assert Path(f"{copy / 'audit.db'}-wal").stat().st_size > 0
+    done = _verify_read_only(WorkspacePaths(copy), tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_an_entry_edited_in_a_read_only_copy_is_named(tmp_path: Path) -> None:
+    """Someone edits an audit entry by hand and hands the auditor a read-only copy: exit 4, naming
+    the entry and the workspace's own audit.db, never the private copy."""
+    paths = _enrolled(tmp_path)
+    with sqlite3.connect(paths.audit) as db:
+        db.execute("UPDATE entries SET note = 'edited' WHERE seq = 2")
+    db.close()
+    done = _verify_read_only(paths, tmp_path)
+    assert done.returncode == 4, done.stdout + done.stderr
+    assert "safeface-verify-" not in done.stderr, done.stderr
+
+
+def test_a_row_deleted_from_a_read_only_copy_is_named(tmp_path: Path) -> None:
+    """Someone deletes an enrolled row from gallery.db by hand before handing over a read-only
+    copy: the store check still names the missing row (exit 4)."""
+    paths = _enrolled(tmp_path)
+    with sqlite3.connect(paths.gallery) as db:
+        db.execute("DELETE FROM rows")
+    db.close()
+    done = _verify_read_only(paths, tmp_path)
+    assert done.returncode == 4, done.stdout + done.stderr
+    assert "row" in done.stderr, done.stderr
+
+
+def test_a_rolled_back_log_in_a_read_only_copy_is_named_by_its_relative_witness(tmp_path: Path) -> None:
+    """The log and its keyring anchor are restored together from an older backup and mounted
+    read-only; the witness deployment.json names relatively ("../witness.json") is read from
+    beside the workspace, not beside the private copy: the rollback is named (exit 4)."""
+    paths = make_workspace(tmp_path / "ws",
+                           edit=lambda raw: raw.setdefault("audit", {}).update(witness="../witness.json"))
+    with open_sf(paths) as sf:
+        sf.enroll(IMG / "obama.jpg", subject="alice", purpose="demo", consent=consent(paths, "alice"))
+    older = {p: p.read_bytes() for p in (paths.audit, paths.anchor)}
+    with open_sf(paths) as sf:
+        sf.erase("alice")
+    assert json.loads((tmp_path / "witness.json").read_text())
+    for p, data in older.items():
+        p.write_bytes(data)
+    (tmp_path / "ro").mkdir()  # the auditor is given the witness too, beside the mounted copy
+    shutil.copy(tmp_path / "witness.json", tmp_path / "ro" / "witness.json")
+    done = _verify_read_only(paths, tmp_path)
+    assert done.returncode == 4, done.stdout + done.stderr
+    assert "witness" in done.stderr and "missing" not in done.stderr, done.stderr
+
+
+def test_a_command_that_writes_on_a_read_only_copy_says_audit_verify_can_check_it(tmp_path: Path) -> None:
+    """`safeface report` (which records itself in the log) on a read-only mount: exit 1, saying
+    the folder is read-only and that `audit verify` checks it as it is."""
+    paths = _enrolled(tmp_path)
+    done = _read_only_mount(paths.root, tmp_path / "ro",
+                            [sys.executable, "-m", "safeface.cli", "report", str(tmp_path / "ro"),
+                             "--out", str(tmp_path / "out")])
     assert done.returncode == 1, done.stdout + done.stderr
-    assert "read-only" in done.stderr and "copy the whole workspace folder" in done.stderr, done.stderr
+    assert "read-only" in done.stderr and "audit verify" in done.stderr, done.stderr
+

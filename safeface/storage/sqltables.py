@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping, Optional, Sequence
 
 from ..errors import BackendError, ConfigError, IntegrityError
-from ..sqlite_store import connect, raise_if_busy, raise_if_damaged, refuse_replaced, store_identity
+from ..sqlite_store import connect, raise_if_busy, raise_if_damaged, raise_if_edited, refuse_replaced, store_identity
 
 WORKSPACE_SCHEMA = 1
 
@@ -108,6 +108,7 @@ class SqliteTables:
             except sqlite3.DatabaseError as exc:
                 raise_if_busy(exc, self.where)
                 raise_if_damaged(exc, self.where)
+                raise_if_edited(exc, self.where)
                 raise
 
     def run(self, sql: str, args: Sequence[Any] = ()) -> int:
@@ -119,6 +120,7 @@ class SqliteTables:
             except sqlite3.DatabaseError as exc:
                 raise_if_busy(exc, self.where)
                 raise_if_damaged(exc, self.where)
+                raise_if_edited(exc, self.where)
                 raise
 
     @contextmanager

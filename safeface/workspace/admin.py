@@ -27,6 +27,7 @@ from ..atomicfile import exclusive_lock, write_new
 from .keys import ASSESSMENT_MAC, derived_key, new_signing_key, receipt_file_problem
 from .migrate import leftover_problem
 from .paths import WorkspacePaths
+from .readonly import verifiable
 from .session import deployment_name, open_audit, opened, start_witnesses, usable_deployment_id
 from .storecheck import StoreReport, check_store
 from .trust import TrustedKey, TrustStore, change_trust, load_recorded, read_jwks, write_jwks
@@ -288,9 +289,15 @@ def audit_verify(root: Path, passphrase_file: Optional[Path] = None, *, checkpoi
                  witnesses: Sequence[Path] = ()) -> AuditStatus:
     """The whole chain, its signed head, every anchor (keyring, configured and given witnesses,
     which must exist), the trust store against its audit record, each checkpoint, and the
-    template store against the log (storecheck.py). Opening the store changes nothing in it."""
-    paths = _workspace(root)
+    template store against the log (storecheck.py). Opening the store changes nothing in it. A
+    workspace this process may not write is checked on a private copy (readonly.py)."""
     docs = [read_checkpoint(c) for c in checkpoints]
+    with verifiable(_workspace(root)) as paths:
+        return _audit_verify(paths, passphrase_file, docs, witnesses)
+
+
+def _audit_verify(paths: WorkspacePaths, passphrase_file: Optional[Path], docs: Sequence[Any],
+                  witnesses: Sequence[Path]) -> AuditStatus:
     with opened(paths, passphrase_file=passphrase_file, strict=True, extra_witnesses=witnesses) as r:
         _check_assessed_audit(r)
         rows, end = _store_rows(paths, r)
@@ -347,7 +354,7 @@ def _store_rows(paths: WorkspacePaths, r: Any) -> tuple[list[Any], tuple[int, st
         if not cfg.server and not paths.gallery.is_file():
             return [], r.audit.signed_end()
         dim = int(r.deployment.section("matching").get("dim") or 128)
-        with open_store(cfg, paths.root, paths.gallery, r.keyring, dim) as store, store.locked():
+        with open_store(cfg, paths.home, paths.gallery, r.keyring, dim) as store, store.locked():
             return list(store.rows()), r.audit.signed_end()
     except IntegrityError:
         r.audit.verify()  # names the break, outside the store's lock (it reads the whole log)

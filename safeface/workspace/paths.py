@@ -24,11 +24,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 
 @dataclass(frozen=True)
 class WorkspacePaths:
     root: Path
+    # The workspace `root` is a private copy of (readonly.py: a read-only workspace verified on a
+    # copy); relative witness paths in deployment.json are taken from there.
+    origin: Optional[Path] = None
+
+    @property
+    def home(self) -> Path:
+        """Where the workspace lives: `root`, or the folder it was copied from."""
+        return self.root if self.origin is None else self.origin
 
     @property
     def config(self) -> Path:

@@ -31,8 +31,8 @@ from .storage_seal import check_storage_seal
 
 def witness_paths(paths: WorkspacePaths, deployment: Deployment, extra: Sequence[Path] = ()) -> list[Path]:
     """The witness files: ``audit.witness`` of deployment.json (a path or a list; relative paths
-    are taken from the workspace), then any given on the command line (relative to the folder it
-    was run from, as any path given there)."""
+    are taken from the workspace, or the folder a read-only one was copied from), then any given
+    on the command line (relative to the folder it was run from, as any path given there)."""
     conf = deployment.section("audit").get("witness")
     items = [conf] if isinstance(conf, str) else [] if conf is None else conf
     # A number or an object there crashed every open (TypeError) or named files after its keys.
@@ -42,7 +42,7 @@ def witness_paths(paths: WorkspacePaths, deployment: Deployment, extra: Sequence
     out: list[Path] = []
     # An assessor's `--witness kept/ws.anchor` taken from the workspace checked a file the
     # operator could plant there (a copy of the rolled-back anchor), not the assessor's own copy.
-    named = [paths.root / i for i in items if i.strip()] + [Path(os.path.abspath(p)) for p in extra]
+    named = [paths.home / i for i in items if i.strip()] + [Path(os.path.abspath(p)) for p in extra]
     for p in named:
         try:
             check_path_text(p)
@@ -51,7 +51,8 @@ def witness_paths(paths: WorkspacePaths, deployment: Deployment, extra: Sequence
         p = Path(os.path.abspath(p))
         # A witness among the workspace's own files (its anchor, audit.db) is restored with the
         # log, or overwritten by the witness: it would witness nothing.
-        if os.path.realpath(p.parent) in (os.path.realpath(paths.root), os.path.realpath(paths.keys)):
+        home = WorkspacePaths(paths.home)
+        if os.path.realpath(p.parent) in {os.path.realpath(f) for f in (paths.root, paths.keys, home.root, home.keys)}:
             raise ConfigError(f"the audit witness {p} is among the workspace's own files: a witness must be kept "
                               "elsewhere (another volume), or it is restored with the log. Name another path.")
         if p not in out:
