@@ -36,8 +36,10 @@ def _read_only_mount(source: Path, mount: Path, command: list[str],
     mount.mkdir(exist_ok=True)
     script = (f"mount --bind '{source}' '{mount}' && mount -o remount,ro,bind '{mount}' && "
               + " ".join(f"'{c}'" for c in command))
+    # Run from outside the checkout (child_process): `-m` puts the working folder first on the
+    # path, and a fresh checkout's own package has no built C++ core.
     done = subprocess.run(["unshare", "-m", "sh", "-c", script], capture_output=True, text=True, timeout=120,
-                          env=child_env(SAFEFACE_PASSPHRASE=PASSPHRASE, **env))
+                          env=child_env(SAFEFACE_PASSPHRASE=PASSPHRASE, **env), cwd=str(mount.parent))
     if done.stderr.startswith(("mount:", "unshare:")):
         pytest.skip(f"this host cannot make a read-only mount: {done.stderr.strip()[:200]}")
     return done
