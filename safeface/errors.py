@@ -25,6 +25,14 @@ class ConfigError(SafeFaceError):
     """A configuration or workspace is unusable as written."""
 
 
+class WorkspaceBusy(ConfigError):
+    """A workspace database or the store's write lock stayed held by another process (a rekey, a
+    large erasure or purge, a migration) past the time a call waits for it; nothing was changed.
+    Try again once it has finished: `retry_after` seconds is what the service sends with its 503."""
+
+    retry_after = 5.0
+
+
 class IntegrityError(SafeFaceError):
     """Stored data failed its integrity check: a sealed row, the audit chain or a signature."""
 

@@ -7,7 +7,7 @@ import os
 import sqlite3
 from pathlib import Path
 
-from .errors import ConfigError, IntegrityError, ReplacedFile
+from .errors import ConfigError, IntegrityError, ReplacedFile, WorkspaceBusy
 
 BUSY_TIMEOUT_MS = 30_000
 # SQLite's primary result codes (an error's sqlite_errorcode, low byte).
@@ -65,8 +65,9 @@ def _refuse_read_only_folder(path: Path, what: str, exc: sqlite3.DatabaseError) 
 
 
 def raise_if_busy(exc: sqlite3.DatabaseError, where: str) -> None:
-    """ConfigError for SQLite's "database is locked" once the busy timeout ran out: another process
-    held the file's write lock all that time (a rekey, a large erasure or purge, a migration). It
+    """WorkspaceBusy (a ConfigError) for SQLite's "database is locked" once the busy timeout ran
+    out: another process held the file's write lock all that time (a rekey, a large erasure or
+    purge, a migration). It
     escaped as a bare OperationalError (a traceback on the command line) or as "not a usable
     database", which sent an operator to restore a whole file from a backup. Judged by SQLite's
     result code, not by the words of its message: the message also quotes names read from the file
@@ -76,9 +77,9 @@ def raise_if_busy(exc: sqlite3.DatabaseError, where: str) -> None:
     busy = (code & 0xFF in (SQLITE_BUSY, SQLITE_LOCKED) if isinstance(code, int)
             else str(exc) in ("database is locked", "database table is locked"))
     if isinstance(exc, sqlite3.OperationalError) and busy:
-        raise ConfigError(f"{where} is busy: another process has been writing to it for over "
-                          f"{BUSY_TIMEOUT_MS / 1000:g} s (a rekey, a large erasure or purge, a storage migration). "
-                          "Nothing was changed; try again once it has finished.") from None
+        raise WorkspaceBusy(f"{where} is busy: another process has been writing to it for over "
+                            f"{BUSY_TIMEOUT_MS / 1000:g} s (a rekey, a large erasure or purge, a storage migration). "
+                            "Nothing was changed; try again once it has finished.") from None
 
 
 def raise_if_damaged(exc: sqlite3.DatabaseError, where: str) -> None:

@@ -195,7 +195,8 @@ def register(sub: Any) -> None:
     v.add_argument("--witness", type=Path, action="append", default=[],
                    help="a witness file (besides those in deployment.json) the log must agree with; repeatable")
     v.set_defaults(func=_audit_verify)
-    v = a.add_parser("restart-witness", help="write again, on record, a lost witness the log records")
+    v = a.add_parser("restart-witness", help="write again, on record, a lost witness the log records (keys the "
+                     "host holds: safeface.workspace.admin.restart_witness(WS, PATH, keyring=...))")
     _ws(v)
     v.add_argument("witness", type=Path, help="the witness file, as deployment.json audit.witness names it")
     v.set_defaults(func=_audit_restart_witness)

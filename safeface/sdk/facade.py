@@ -373,6 +373,12 @@ class SafeFace:
         "up", "opening" or "down"; the last two answer from the records and refuse enrolments."""
         return str(self._gallery.index_state())
 
+    def check_records(self) -> None:
+        """Raise what refuses every call of this handle now, as a call would find it: the audit
+        log's signed head and every anchor (a witness the log records as started that is missing,
+        a log rolled back), IntegrityError. Writes nothing; for a readiness probe."""
+        self._audit.check_head()
+
     @property
     def paths(self) -> WorkspacePaths:
         return self._paths

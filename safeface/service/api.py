@@ -10,6 +10,7 @@ X-Liveness-Evidence.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import json
@@ -307,11 +308,20 @@ def build_router(rt: Runtime) -> APIRouter:
                 response_model=None)
     async def ready() -> Any:
         if not rt.ready:
-            return JSONResponse({"status": "starting"}, status_code=503, headers={"Retry-After": "1"})
+            why = rt.start_problem
+            return JSONResponse({"status": "starting", **({"reason": f"the workspace does not open yet; {why}"}
+                                                           if why else {})},
+                                status_code=503, headers={"Retry-After": "1"})
         if rt.files_replaced:
             return JSONResponse({"status": "refusing", "reason": "a workspace file was replaced under this process's "
                                  "open handles, which refuse every call; restore the file if need be, run `safeface "
                                  "audit verify`, then restart the service."}, status_code=503)
+        # Unlike a replaced file, this passes again once the witness is mounted or restored.
+        problem = await asyncio.to_thread(rt.records_problem)
+        if problem is not None:
+            return JSONResponse({"status": "refusing", "reason": "the workspace's records fail the check every call "
+                                 f"makes, so every call is refused; {problem} Mount or restore what it names, then run "
+                                 "`safeface audit verify`."}, status_code=503)
         # Still ready while the store's index is out of reach: searches answer from the records,
         # and every replica shares that index, so a 503 here would take all of them out of a
         # balancer at once. "index" tells an operator (and a probe that wants enrolments).

@@ -3,9 +3,10 @@
 Errors become status codes here, once: 401 no valid key, 403 a refusal by the guard (a role that
 may not, or any compliance rule) with the CLI's JSON ``{"error","rule","message"}``, 422 malformed
 input or an unusable image, 413 a body over the limit, 429 a key over its rate, 503 a full work
-queue or a vector index (Milvus) that cannot be asked now (both with Retry-After), 409 a failed
-integrity check. Every response carries a strict Content-Security-Policy; there is no
-interactive docs page (it would need outside scripts), only /openapi.json.
+queue, a vector index (Milvus) that cannot be asked now or a workspace database another process
+holds for long (each with Retry-After), 409 a failed integrity check. Every response carries a
+strict Content-Security-Policy; there is no interactive docs page (it would need outside
+scripts), only /openapi.json.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.requests import ClientDisconnect
 
 from ..errors import (AuthenticationError, BackendError, ConfigError, ImageError, IndexUnavailable, IntegrityError,
-                      InvalidArgument, PolicyViolation, ReplacedFile, SafeFaceError, ServiceBusy)
+                      InvalidArgument, PolicyViolation, ReplacedFile, SafeFaceError, ServiceBusy, WorkspaceBusy)
 from .failures import told
 from .runtime import RateLimited, Runtime, ServiceConfig
 
@@ -186,6 +187,12 @@ def create_app(config: ServiceConfig) -> FastAPI:
         # Milvus is down or hung: the records are intact and the call can be made again once it
         # answers; a load balancer or client retries a 503, not a 500.
         rt.metrics.count("safeface_index_unavailable_total")
+        return _error(503, exc, {"Retry-After": str(max(1, math.ceil(exc.retry_after)))})
+
+    @app.exception_handler(WorkspaceBusy)
+    async def _workspace_busy(request: Request, exc: WorkspaceBusy) -> JSONResponse:
+        # Another process's long write (a rekey, a large erasure): nothing was done and the same
+        # call succeeds once it ends, so a client or balancer retries a 503, not a 500.
         return _error(503, exc, {"Retry-After": str(max(1, math.ceil(exc.retry_after)))})
 
     @app.exception_handler(InvalidArgument)

@@ -19,11 +19,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional, TypeVar
 
-from ..errors import InvalidArgument, ServiceBusy
+from ..errors import InvalidArgument, SafeFaceError, ServiceBusy
 from ..workspace.apikeys import MIN_RATE
+from .failures import kept
 from .metrics import Metrics
 
 T = TypeVar("T")
+WARM_RETRY_S = 1.0  # how often a pool thread's failed first open is tried again
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,9 @@ class Runtime:
         self._admitted = 0
         self._buckets: dict[str, _Bucket] = {}
         self._ready = threading.Event()
+        self._closing = threading.Event()
+        self.start_problem: Optional[str] = None  # why the pool threads did not open yet (warm)
+        self._last_kept: Optional[tuple[str, str]] = None
         # Set at the first call refused because a workspace file was replaced under the handles:
         # they never reopen (each would read another file than the other processes), so the
         # process serves nothing more until it is restarted, and must not be called ready.
@@ -94,16 +99,50 @@ class Runtime:
         return sf
 
     def warm(self) -> None:
-        """Open every pool thread's workspace handle and load its pipeline, then mark ready."""
+        """Open every pool thread's workspace handle and load its pipeline, then mark ready. An
+        open that fails (a witness missing, a database busy) is tried again every WARM_RETRY_S
+        seconds until it succeeds or the process closes, `start_problem` saying meanwhile where
+        the operator finds why: one failure left the process "starting" for good, with a
+        traceback in its log, even once the cause was gone and its calls succeeded."""
+        while not self._closing.is_set():
+            try:
+                self._warm_once()
+            except SafeFaceError as exc:
+                self.start_problem = self._kept(exc)
+                self._closing.wait(WARM_RETRY_S)
+            except RuntimeError:
+                if not self._closing.is_set():  # the pool shut down under it: nothing to warm
+                    raise
+            else:
+                self.start_problem = None
+                self._ready.set()
+                return
+
+    def _kept(self, exc: SafeFaceError) -> str:
+        """failures.kept for a failure found again and again (each probe, each retry): logged
+        once while its text stays the same, not once a second."""
+        cause = f"{type(exc).__name__}: {exc}"
+        if self._last_kept is None or self._last_kept[0] != cause:
+            self._last_kept = (cause, kept(cause))
+        return self._last_kept[1]
+
+    def _warm_once(self) -> None:
         barrier = threading.Barrier(self.config.threads)
 
         def one() -> None:
-            self._thread_sf().acting_as("warmup", "warmup")  # loads the pipeline
+            try:
+                self._thread_sf().acting_as("warmup", "warmup")  # loads the pipeline
+            except BaseException:
+                barrier.abort()  # the other threads stop waiting for this one
+                raise
             barrier.wait(timeout=600)
 
-        for f in [self._pool.submit(one) for _ in range(self.config.threads)]:
-            f.result()
-        self._ready.set()
+        futures = [self._pool.submit(one) for _ in range(self.config.threads)]
+        failed = [e for e in (f.exception() for f in futures) if e is not None]
+        # The cause first: the threads it stopped at the barrier say only that it broke.
+        failed.sort(key=lambda e: isinstance(e, threading.BrokenBarrierError))
+        if failed:
+            raise failed[0]
 
     @property
     def ready(self) -> bool:
@@ -119,6 +158,17 @@ class Runtime:
             pool = self._opened[1:] or self._opened
             states = [str(sf.index_state) for sf in pool]
         return next((s for s in ("down", "opening") if s in states), states[0] if states else "local")
+
+    def records_problem(self) -> Optional[str]:
+        """None while the workspace's records pass the check every call makes where it is judged
+        (SafeFace.check_records); else where the operator finds why (failures.kept: its text names
+        paths). A witness deleted under a running process refused every call while /v1/ready
+        answered 200, so a balancer kept sending it traffic."""
+        try:
+            self.light(lambda sf: sf.check_records())
+        except SafeFaceError as exc:
+            return self._kept(exc)
+        return None
 
     @property
     def in_flight(self) -> int:
@@ -157,6 +207,7 @@ class Runtime:
             return fn(self.main)
 
     def close(self) -> None:
+        self._closing.set()
         self._pool.shutdown(wait=True, cancel_futures=True)
         with self._opened_lock:
             for sf in self._opened:

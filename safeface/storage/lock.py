@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Callable, Iterator, Optional
 
 from ..atomicfile import guard_lock, late_guard, refuse_lost_lock, release_guard, take_guard, take_lock_file
-from ..errors import ConfigError
+from ..errors import WorkspaceBusy
 
 
 class WriteLock:
@@ -35,7 +35,7 @@ class WriteLock:
     @contextmanager
     def held(self, timeout: Optional[float] = None) -> Iterator[None]:
         """Hold the lock; with `timeout` (seconds), wait at most that long for another process to
-        let it go, then raise ConfigError naming what holds it up."""
+        let it go, then raise WorkspaceBusy (a ConfigError) naming what holds it up."""
         with self._thread_lock:
             if self._depth == 0:
                 self._fd, self._guard_fd = _take(self._path, self._guard, timeout)
@@ -136,10 +136,10 @@ def _bounded(lock: Callable[[], object], unlock: Callable[[], None], done: Calla
     return False
 
 
-def lock_not_free(what: str, timeout: Optional[float]) -> ConfigError:
+def lock_not_free(what: str, timeout: Optional[float]) -> WorkspaceBusy:
     """What a bounded wait for a store's write lock says when it gives up (`timeout` None: the
     limit the command set, PostgreSQL's lock_timeout)."""
     within = f"{timeout:g} s" if timeout is not None else "the time this command waits"
-    return ConfigError(f"the store's write lock ({what}) was not free within {within}: another process is "
+    return WorkspaceBusy(f"the store's write lock ({what}) was not free within {within}: another process is "
                        "writing (a long erasure or purge) or is stuck; nothing was changed. Let it finish or stop it, "
                        "then try again.")

@@ -322,14 +322,18 @@ def _audit_verify(paths: WorkspacePaths, passphrase_file: Optional[Path], docs: 
     return AuditStatus(report, len(store.active()), seen, checked)
 
 
-def restart_witness(root: Path, witness: Path, passphrase_file: Optional[Path] = None) -> int:
+def restart_witness(root: Path, witness: Path, passphrase_file: Optional[Path] = None, *,
+                    keyring: Any = None) -> int:
     """Write again, from the log's head, a witness the log records that was lost, and record that
     it was restarted: a rollback of the log before this entry can no longer be seen by it. Returns
-    the entry that restarted it."""
+    the entry that restarted it. `keyring`: a workspace whose keys the host holds (a HostKeyring,
+    as given to SafeFace.open) has no passphrase for `safeface audit restart-witness` to open;
+    its host restarts the witness here, on record all the same."""
     paths = _workspace(root)
     # Named as audit.witness names it: a relative path is the workspace's (witness_paths), not the
     # shell's folder's, where it named no witness unless run from the workspace.
-    with opened(paths, passphrase_file=passphrase_file, restart_witness=paths.root / witness) as r:
+    with opened(paths, passphrase_file=passphrase_file, restart_witness=paths.root / witness,
+                keyring=keyring) as r:
         return r.audit.end()
 
 

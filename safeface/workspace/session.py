@@ -192,9 +192,12 @@ class Records:
 @contextmanager
 def opened(paths: WorkspacePaths, passphrase: Optional[str] = None, passphrase_file: Optional[Path] = None, *,
            strict: bool = False, extra_witnesses: Sequence[Path] = (),
-           restart_witness: Optional[Path] = None, assessing: bool = False) -> Iterator[Records]:
-    """Keyring, deployment and anchored audit log, for a command that changes or checks records."""
-    keyring = open_keyring(paths, passphrase, passphrase_file)
+           restart_witness: Optional[Path] = None, assessing: bool = False,
+           keyring: Any = None) -> Iterator[Records]:
+    """Keyring, deployment and anchored audit log, for a command that changes or checks records.
+    `keyring`: one the host holds (a HostKeyring), instead of the passphrase-wrapped file."""
+    if keyring is None:
+        keyring = open_keyring(paths, passphrase, passphrase_file)
     deployment = Deployment.load(paths.config)
     with open_audit(paths, keyring, deployment, strict=strict, extra_witnesses=extra_witnesses,
                     restart_witness=restart_witness, assessing=assessing) as log:
