@@ -1093,7 +1093,8 @@ class SafeFace:
 
         from ..storage.factory import StorageConfig
         from ..storage.gallery import Gallery
-        from ..workspace.migrate import copy_to_server, erase_local_files, move_policy_records, retire_local_files
+        from ..workspace.migrate import (check_local_names, copy_to_server, erase_local_files, move_policy_records,
+                                         retire_local_files)
         from ..workspace.storage_seal import sealed_storage
 
         if not isinstance(self._gallery, Gallery):
@@ -1101,10 +1102,17 @@ class SafeFace:
         dim = int(self._deployment.section("matching").get("dim") or 128)
 
         def point_deployment_at_servers() -> None:
-            raw = json.loads(self._paths.config.read_text(encoding="utf-8"))
+            before = self._config_bytes()
+            raw = json.loads(before)
             raw["storage"] = sealed_storage(self._keyring, section)
             write_atomic(self._paths.config, json.dumps(raw, indent=2) + "\n")
-            retire_local_files(self._paths)  # still under every lock the local files have
+            try:
+                retire_local_files(self._paths)  # still under every lock the local files have
+            except BaseException:
+                # Still under the locks: the local files are the workspace's again before any
+                # queued call reads deployment.json, which would otherwise name copies it never writes.
+                write_atomic(self._paths.config, before)
+                raise
 
         # The judging lock first, as every call takes it before the log's (_sync_deployment below).
         with self._root._judge_lock, self._gallery.locked(), self._audit_lock:
@@ -1114,6 +1122,7 @@ class SafeFace:
             if StorageConfig.from_section(now.section("storage")).server:
                 raise ConfigError("another process moved this workspace to the server backends meanwhile; open "
                                   "it again (nothing was copied).")
+            check_local_names(self._paths)
             target, n = copy_to_server(self._gallery, section, self._paths.root, self._keyring, dim,
                                        lambda seq, h: self._audit.hash_at(seq) == h)
             try:

@@ -150,14 +150,43 @@ def local_files(paths: WorkspacePaths) -> list[Path]:
             for part in ("", "-wal", "-shm")]
 
 
+def check_local_names(paths: WorkspacePaths) -> None:
+    """Refuse a migration that could not retire and erase the local files by their names. A
+    database name that is a link, or a file with another name (a hard link): the name alone was
+    erased, and the file, with every template, stayed whole and unnamed. Anything at a name
+    `retire_local_files` renames to: a folder there failed the rename after deployment.json
+    named the servers, and a handle queued behind the locks then erased into the local files
+    (a receipt for a row the servers kept, and an anchor ahead of the servers' log, so the
+    workspace no longer opened)."""
+    linked = [p.name for p in local_files(paths) if os.path.islink(p) or (p.is_file() and p.stat().st_nlink > 1)]
+    if linked:
+        raise ConfigError(f"{', '.join(linked)} in {paths.root} is a link, or a file with another name elsewhere, "
+                          "which the migration could not erase; put the file itself in its place, with no other "
+                          "name, then migrate again.")
+    taken = [p.name + RETIRED for p in local_files(paths) if os.path.lexists(p.with_name(p.name + RETIRED))]
+    if taken:
+        raise ConfigError(f"{', '.join(taken)} in {paths.root} stand where the migration renames the local files "
+                          "aside; move them elsewhere (they may be a copy someone kept), then migrate again.")
+
+
 def retire_local_files(paths: WorkspacePaths) -> None:
     """Rename the local databases aside, while the migration still holds their locks: a call of
     another handle queued behind those locks (an erasure) then finds its file's name gone and is
     refused (ReplacedFile), where it wrote into a file about to be erased and was answered (a
-    receipt for a row the servers kept). Erased by `erase_local_files` once closed."""
-    for path in local_files(paths):
-        if path.exists():
-            os.replace(path, path.with_name(path.name + RETIRED))
+    receipt for a row the servers kept). Erased by `erase_local_files` once closed. A rename
+    that fails puts back those made, so the caller can name the local files again (ConfigError)."""
+    check_local_names(paths)  # again: something may have been planted since the migration began
+    done: list[Path] = []
+    try:
+        for path in local_files(paths):
+            if path.exists():
+                os.replace(path, path.with_name(path.name + RETIRED))
+                done.append(path)
+    except OSError as exc:
+        for path in reversed(done):
+            os.replace(path.with_name(path.name + RETIRED), path)
+        raise ConfigError(f"{exc.filename} could not be renamed aside ({exc.strerror}); the local files stay this "
+                          "workspace's and nothing was moved. Fix that, then migrate again.") from None
 
 
 def leftover_problem(paths: WorkspacePaths, section: Mapping[str, Any]) -> Optional[str]:
@@ -177,12 +206,20 @@ def erase_local_files(paths: WorkspacePaths) -> list[str]:
     """Erase what a migration left of the local databases: renamed aside, or under their own
     names (a migration killed after deployment.json named the servers), and their lock files.
     The names erased."""
-    gone = []
+    gone, stuck = [], []
     for path in local_files(paths) + [Path(f"{base}.lock") for base in (paths.gallery, paths.audit, paths.policy,
                                                                           paths.apikeys)]:
         for name in (path, path.with_name(path.name + RETIRED)):
-            if erase_file(name):
-                gone.append(path.name)
+            try:
+                if erase_file(name):
+                    gone.append(path.name)
+            except FileNotFoundError:  # erased by another process's rerun meanwhile
+                pass
+            except OSError:  # a folder planted at the name: the others are erased all the same
+                stuck.append(name.name)
+    if stuck:
+        raise ConfigError(f"{', '.join(stuck)} in {paths.root} could not be erased (a folder, or no permission), "
+                          "the other local files were; remove it by hand (`audit verify` names any database left).")
     return sorted(set(gone), key=gone.index)
 
 
