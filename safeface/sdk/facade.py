@@ -49,7 +49,7 @@ from ..workspace.audit import (JUDGED_AFTER, KEPT_AT_MOST, WITHDRAWN_AT, AuditEn
 from ..workspace.keys import ASSESSMENT_MAC, derived_key, is_demo, receipt_file_problem
 from ..workspace.passphrase import open_keyring
 from ..workspace.paths import WorkspacePaths
-from ..workspace.session import open_apikeys, open_audit, open_state, workspace_anchors
+from ..workspace.session import follow_witnesses, open_apikeys, open_audit, open_state, workspace_anchors
 from ..workspace.trust import OPERATIONS as TRUST_OPERATIONS, TrustStore, load_trust
 from ..workspace.state import PolicyState
 from ..workspace.storecheck import (CONSENT_OF, COMMITTED, EXPIRY_KEPT, TOKEN_ISSUED, UNCOMMITTED, StoreReport,
@@ -376,7 +376,10 @@ class SafeFace:
     def check_records(self) -> None:
         """Raise what refuses every call of this handle now, as a call would find it: the audit
         log's signed head and every anchor (a witness the log records as started that is missing,
-        a log rolled back), IntegrityError. Writes nothing; for a readiness probe."""
+        a log rolled back), IntegrityError. For a readiness probe: deployment.json is read first, as
+        a call reads it, so a witness moved on record is followed (else the probe said 503 over the
+        old path until a call came, which a balancer then sent nowhere)."""
+        self._sync_deployment()
         self._audit.check_head()
 
     @property
@@ -1461,6 +1464,10 @@ class SafeFace:
         digest = hashlib.sha256(raw).hexdigest()
         root = self._root  # the object views were made from: they all judge by its reading
         with root._judge_lock:
+            if digest != root._config_digest:  # first, as the log's head is read against the witnesses
+                with shared_lock(self._paths.config_lock, self._paths.lock_guard):
+                    follow_witnesses(self._audit, self._paths, self._keyring,
+                                     Deployment.load_bytes(self._config_bytes(), self._paths.config))
             # Judged again when the file or the log's last assessment changed: an older file
             # copied back over one a newer assessment replaced has bytes this handle read before.
             last = self._audit.last_entry(ASSESSMENT_OPERATIONS)

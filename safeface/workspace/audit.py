@@ -309,6 +309,11 @@ class AuditLog:
     def anchors(self) -> tuple[AnchorStore, ...]:
         return self._anchors
 
+    def use_anchors(self, anchors: Sequence[AnchorStore]) -> None:
+        """Check and advance `anchors` from now on (session.follow_witnesses: the witnesses a newer
+        assessment names, for a handle opened before it)."""
+        self._anchors = tuple(anchors)
+
     def _mac(self, seq: int, h: str, marks: Optional[str]) -> str:
         # A head written before it carried marks has none (NULL) and its own message; one with
         # marks cannot be passed off as one without, since the two messages differ.
@@ -432,15 +437,17 @@ class AuditLog:
         for r in self._pages():
             yield _entry(r)
 
-    def last_entry(self, operations: Sequence[str]) -> Optional[AuditEntry]:
+    def last_entry(self, operations: Sequence[str],
+                   held_to: Optional[Sequence[AnchorStore]] = None) -> Optional[AuditEntry]:
         """The newest entry of one of `operations` (e.g. the last trust change), as the signed
         head names it: an entry renamed or edited by hand is refused here (IntegrityError), and
         one added without the key is not the newest. A genuine head written before heads named
-        entries (its old signature) is read the old way, the newest such entry in the table."""
+        entries (its old signature) is read the old way, the newest such entry in the table.
+        `held_to`: the anchors the head is held to, when not the log's own (session.follow_witnesses)."""
         # The head is checked whatever it holds, and held to the last entry and the anchors: a
         # head deleted, its marks cleared, or an older genuine head put back for one call (whose
         # marks name an older trust change) must not decide anything.
-        head = self._current_head()
+        head = self._current_head(held_to)
         if head[3] is not None:
             named = [v for op, v in _marks(str(head[3])).items() if op in operations]
             if not named:
@@ -710,10 +717,10 @@ class AuditLog:
         head = self._current_head()
         return int(head[0]), str(head[1])
 
-    def _current_head(self) -> tuple[Any, ...]:
+    def _current_head(self, held_to: Optional[Sequence[AnchorStore]] = None) -> tuple[Any, ...]:
         """The head row (seq, hash, mac, marks), once it is genuine, names the last entry and
-        agrees with every anchor (what signed_end checks)."""
-        anchors = self._read_anchors(self._anchors)
+        agrees with every anchor (what signed_end checks; `held_to`: those instead of the log's)."""
+        anchors = self._read_anchors(self._anchors if held_to is None else held_to)
         # One statement, so one snapshot: read apart, another process's append could fall between
         # the head and the last entry and look like a mismatch.
         got = self._t.q("SELECT h.seq, h.hash, h.mac, h.marks, e.seq, e.hash, e.time FROM {t}head h "

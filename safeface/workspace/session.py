@@ -93,6 +93,32 @@ def start_witnesses(log: AuditLog, restart: Optional[Path] = None,
         w.start(partial(_record_witness, log, w.path), unassessed, restart=w.path == wanted, first=first)
 
 
+def follow_witnesses(log: AuditLog, paths: WorkspacePaths, keyring: Any, deployment: Deployment) -> None:
+    """Make an open log's witnesses those `deployment` names, once its audit section is the one the
+    last sealed assessment covers (a hand edit changes nothing here): what opening it afresh would
+    do. A handle opened before a witness was moved on record (copied to a new volume, named,
+    `safeface assess`) kept checking the old path, and refused every call once that volume was
+    unmounted, and never wrote the new one. The assessment is read with the log held to every
+    anchor but its witnesses (the old one may be gone); a witness kept keeps its state, and a new
+    one is bound to the log's record of its start (start_witnesses)."""
+    old = {a.path: a for a in log.anchors if isinstance(a, WitnessAnchor)}
+    if list(old) == witness_paths(paths, deployment):
+        return
+    others = [a for a in log.anchors if not isinstance(a, WitnessAnchor)]
+    last = log.last_entry(ASSESSMENT_OPERATIONS, held_to=others)
+    if audit_section_problem(derived_key(keyring, ASSESSMENT_MAC), deployment, last.note if last else None):
+        return
+    before, fresh = log.anchors, workspace_anchors(paths, keyring, deployment)
+    log.use_anchors(others + [old.get(a.path, a) for a in fresh if isinstance(a, WitnessAnchor)])
+    try:
+        start_witnesses(log, None, partial(_audit_section_problem, log, keyring, deployment))
+    except BaseException:
+        # Kept, a new witness refused here (missing, its start on record) would be written afresh
+        # by the next append, as one never started: the next call follows again, and is refused.
+        log.use_anchors(before)
+        raise
+
+
 # Each witness entry names every witness started so far, and the newest is read through the signed
 # head (AuditLog.last_entry): an older start entry edited in the file for the length of one open,
 # then put back, would otherwise pass for no start, and the open would write the deleted witness
