@@ -83,6 +83,12 @@ class Runtime:
         # they never reopen (each would read another file than the other processes), so the
         # process serves nothing more until it is restarted, and must not be called ready.
         self.files_replaced = False
+        # /v1/ready's records check runs on a handle of its own, one probe at a time: on the main
+        # handle, a probe waiting behind a database lock held the lock every credential check
+        # takes on the event loop, and the whole service (even /v1/health) stopped answering.
+        self._probe: Optional[Any] = None
+        self._probe_lock = threading.Lock()
+        self._probe_answer: Optional[str] = None
 
     def _open(self) -> Any:
         from ..sdk import SafeFace
@@ -164,11 +170,20 @@ class Runtime:
         (SafeFace.check_records); else where the operator finds why (failures.kept: its text names
         paths). A witness deleted under a running process refused every call while /v1/ready
         answered 200, so a balancer kept sending it traffic."""
+        if not self._probe_lock.acquire(blocking=False):
+            return self._probe_answer  # a check still running (a flood of probes, or one waiting): its last answer
         try:
-            self.light(lambda sf: sf.check_records())
+            if self._probe is None:
+                from ..sdk import SafeFace
+
+                self._probe = SafeFace.open(self.config.workspace, passphrase_file=self.config.passphrase_file)
+            self._probe.check_records()
+            self._probe_answer = None
         except SafeFaceError as exc:
-            return self._kept(exc)
-        return None
+            self._probe_answer = self._kept(exc)
+        finally:
+            self._probe_lock.release()
+        return self._probe_answer
 
     @property
     def in_flight(self) -> int:
@@ -213,3 +228,9 @@ class Runtime:
             for sf in self._opened:
                 sf.close()
             self._opened.clear()
+        # A probe still waiting on a database lock is left to the process's exit.
+        if self._probe is not None and self._probe_lock.acquire(timeout=5):
+            try:
+                self._probe.close()
+            finally:
+                self._probe_lock.release()

@@ -12,9 +12,10 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from ..errors import ConfigError
+from ..errors import ConfigError, IntegrityError
 from ..policy.tokens import load_private_key, private_key_pem
 from ..atomicfile import make_dirs, write_new
+from ..regularfile import read_workspace_file
 from .paths import WorkspacePaths
 
 # Each file authenticated by the workspace gets its own key, so a MAC made for one kind of file
@@ -75,11 +76,21 @@ def mark_demo(paths: WorkspacePaths, keyring: Any) -> None:
     write_new(paths.demo_mark, (_demo_mac(keyring).hex() + "\n").encode())
 
 
+def _key_text(path: Path, label: str) -> Optional[str]:
+    """The short ASCII text of a key file, or None where it is missing or is no such file. Read
+    as a workspace file: a link to a FIFO or to /dev/zero at its name made `audit verify` (also on
+    a read-only copy, which keeps links) and every open wait for ever or read without end."""
+    try:
+        data = read_workspace_file(path, f"{label} {path}", 4096)
+        return None if data is None else data.decode("ascii").strip()
+    except (IntegrityError, UnicodeDecodeError):
+        return None
+
+
 def is_demo(paths: WorkspacePaths, keyring: Any) -> bool:
     """Whether the workspace carries a genuine demo mark (a planted or copied one does not verify)."""
-    try:
-        text = paths.demo_mark.read_text(encoding="ascii").strip()
-    except (OSError, UnicodeDecodeError):
+    text = _key_text(paths.demo_mark, "the demo mark")
+    if text is None:
         return False
     return hmac.compare_digest(text.encode("ascii"), _demo_mac(keyring).hex().encode("ascii"))
 
@@ -88,10 +99,7 @@ def receipt_file_problem(paths: WorkspacePaths, public_text: str) -> Optional[st
     """Why keys/receipt_public.txt is not this workspace's receipt key (`public_text`, derived
     from the keyring), or None. It is what others check receipts and checkpoints with, so a file
     swapped for someone else's key would let their forgeries pass and the genuine ones fail."""
-    try:
-        got = paths.receipt_public.read_text(encoding="ascii").strip()
-    except (OSError, UnicodeDecodeError):
-        got = None
+    got = _key_text(paths.receipt_public, "the receipt public key")
     if got is not None and hmac.compare_digest(got.encode("ascii"), public_text.strip().encode("ascii")):
         return None
     return (f"{paths.receipt_public} does not hold this workspace's receipt public key (missing or replaced); "

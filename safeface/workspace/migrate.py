@@ -195,7 +195,10 @@ def leftover_problem(paths: WorkspacePaths, section: Mapping[str, Any]) -> Optio
     with every template it copied (of people erased since, too). None when there are none."""
     if not StorageConfig.from_section(section).server:
         return None
-    left = [q.name for p in local_files(paths) for q in (p, p.with_name(p.name + RETIRED)) if os.path.lexists(q)]
+    # Looked for where the workspace lives: a read-only workspace is verified on a private copy
+    # of the files the check reads (readonly.py), which holds no aside names or -shm files.
+    left = [q.name for p in local_files(WorkspacePaths(paths.home)) for q in (p, p.with_name(p.name + RETIRED))
+            if os.path.lexists(q)]
     if not left:
         return None
     return (f"a migration to the servers stopped before it erased the local files ({', '.join(left)}), which still "

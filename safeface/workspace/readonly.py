@@ -76,6 +76,7 @@ def _copy_workspace(source: WorkspacePaths, copy: WorkspacePaths) -> None:
             for lock in (source.root / f"{source.gallery.name}.lock", source.trust_lock):
                 locks.enter_context(_read_lock(lock))
             before = _listing(source)
+            _check_room(source, copy, before)
             # In _files' order: the keys (the anchor, the trust store) before the log, since an
             # anchor never runs ahead of the log it signs, so a write between the two is not read
             # as a rolled-back log.
@@ -108,8 +109,18 @@ def _listing(paths: WorkspacePaths) -> dict[Path, tuple[int, ...]]:
             continue
         except OSError as exc:
             raise ConfigError(f"{paths.root / name} cannot be read ({exc.strerror}); nothing was verified.") from None
-        out[name] = (st.st_mode, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+        out[name] = (st.st_mode, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_blocks)
     return out
+
+
+def _check_room(source: WorkspacePaths, copy: WorkspacePaths, listing: dict[Path, tuple[int, ...]]) -> None:
+    """Refuse before copying what the private folder cannot hold: a copy that filled TMPDIR would
+    fail the host's other writers too. Counted by the blocks each file holds (holes stay holes)."""
+    need = sum(entry[5] * 512 for entry in listing.values())
+    st = os.statvfs(copy.root)
+    if need > st.f_bavail * st.f_frsize:
+        raise ConfigError(f"the workspace {source.root} needs {need >> 20} MiB to be verified on a private copy, "
+                          f"more than is free in {copy.root.parent.parent}; set TMPDIR to a folder with room.")
 
 
 def _copy_entry(source: Path, target: Path) -> None:
@@ -124,13 +135,46 @@ def _copy_entry(source: Path, target: Path) -> None:
             raise ConfigError(f"{source} is not a regular file (a pipe, socket or device in its place); remove it. "
                               "Nothing was verified.")
         fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-        os.close(fd)
-        shutil.copyfile(source, target, follow_symlinks=False)
+        try:
+            _copy_data(source, fd)
+        finally:
+            os.close(fd)
     except FileNotFoundError:
         return  # gone meanwhile (a -wal checkpointed away): the listing then differs, and all is copied again
     except OSError as exc:
         raise ConfigError(f"{source} could not be copied to a private folder to be verified ({exc.strerror}); "
                           "set TMPDIR to a folder with room for the workspace.") from None
+
+
+def _copy_data(source: Path, target: int) -> None:
+    """The bytes of `source` written to the descriptor `target`, holes skipped: a sparse file of
+    100 GB at a copied name (a -wal SQLite reads only the header of) was written out whole,
+    filling TMPDIR, where the writable path reads a few bytes of it."""
+    chunk = 1 << 20
+    src = os.open(source, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    try:
+        size = os.fstat(src).st_size
+        at = 0
+        while at < size:
+            try:
+                start = os.lseek(src, at, os.SEEK_DATA)
+                end = os.lseek(src, start, os.SEEK_HOLE)
+            except OSError as exc:
+                if exc.errno == errno.ENXIO:  # nothing but a hole from `at` on
+                    break
+                if exc.errno not in (errno.EINVAL, errno.EOPNOTSUPP):
+                    raise
+                start, end = at, size  # a file system that cannot tell holes: every byte
+            while start < end:
+                data = os.pread(src, min(chunk, end - start), start)
+                if not data:
+                    break
+                os.pwrite(target, data, start)
+                start += len(data)
+            at = end
+        os.ftruncate(target, size)
+    finally:
+        os.close(src)
 
 
 @contextmanager
