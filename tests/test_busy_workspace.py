@@ -49,6 +49,6 @@ def test_a_trigger_added_by_hand_that_stops_every_entry_is_named_not_called_busy
     with sqlite3.connect(ws.audit) as db:
         db.execute(f"CREATE TRIGGER hold BEFORE INSERT ON entries BEGIN SELECT * FROM {table}; END")
     db.close()
-    with pytest.raises(IntegrityError, match="changed by hand") as got:
+    with pytest.raises(IntegrityError, match="triggers safeface did not make") as got:
         open_sf(ws).close()
     assert "busy" not in str(got.value).replace(f"main.{table}", "")

@@ -96,6 +96,25 @@ class SqliteTables:
         # A long-running handle (a service) must not judge by, or record into, a file other
         # processes no longer read: a copy renamed over it kept a revoked key or consent let in.
         self._opened = store_identity(self.path)
+        try:
+            self._refuse_triggers()
+        except BaseException:
+            self._db.close()
+            raise
+
+    def _refuse_triggers(self) -> None:
+        """None of these stores makes a trigger, so any is someone else's: one added by hand to
+        audit.db, policy.db or apikeys.db (no key needed) can drop or rewrite what a write
+        records, quietly (an un-revoked API key, a withdrawal deleted) or by failing every write
+        of one kind (only erasures). Checked at open, so `audit verify` names it, and at each
+        write, for one added under an open handle."""
+        names = [str(n) for n, in self._db.execute("SELECT name FROM sqlite_master WHERE type = 'trigger' "
+                                                   "ORDER BY name LIMIT 6")]
+        if names:
+            raise IntegrityError(f"{self.where} holds triggers safeface did not make "
+                                 f"({', '.join(repr(n) for n in names[:5])}): one can drop or rewrite what is "
+                                 "recorded. Find who added them, drop them (DROP TRIGGER), and run "
+                                 "`safeface audit verify`.")
 
     def _same_file(self) -> None:
         refuse_replaced(self.path, self._opened, self.where)
@@ -134,6 +153,7 @@ class SqliteTables:
                 raise
             try:
                 self._same_file()
+                self._refuse_triggers()
                 yield
                 self._same_file()
             except BaseException:

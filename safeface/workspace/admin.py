@@ -19,6 +19,7 @@ from ..policy.deployment import Deployment
 from ..policy.rules import rule_for
 from ..policy.receipts import receipt_key
 from ..policy.tokens import public_key_text
+from ..storage.sqltables import SqliteTables
 from .assessment import (ASSESSMENT_OPERATIONS, MAX_REFERENCE, assessment_note, assessment_recorded,
                          audit_section_problem, changed_settings, names_an_assessment, seal_holds, sealed)
 from .audit import LIMITS as AUDIT_LIMITS, AuditReport
@@ -300,6 +301,9 @@ def _audit_verify(paths: WorkspacePaths, passphrase_file: Optional[Path], docs: 
                   witnesses: Sequence[Path]) -> AuditStatus:
     with opened(paths, passphrase_file=passphrase_file, strict=True, extra_witnesses=witnesses) as r:
         _check_assessed_audit(r)
+        for db, what in ((paths.policy, "policy state"), (paths.apikeys, "API key store")):
+            if db.exists():  # opened as a call opens it: a trigger added by hand is refused there
+                SqliteTables(db, what, "").close()
         rows, end = _store_rows(paths, r)
         report = r.audit.verify(through=end)
         store = _checked_store(r)
