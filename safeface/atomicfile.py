@@ -193,11 +193,15 @@ def same_lock_file(fd: int, lock_path: PathLike) -> bool:
     """Whether the lock file open at `fd` is still the one named `lock_path`. A lock file deleted
     or replaced (by anyone who can write its folder) while held or waited on let a second process
     make a new one and lock it too: two writers at once."""
+    return _names_file(lock_path, fd, follow_symlinks=False)
+
+
+def _names_file(path: PathLike, fd: int, follow_symlinks: bool) -> bool:
+    """Whether the name `path` still reaches the file open at `fd`."""
     try:
-        here = os.stat(lock_path, follow_symlinks=False)
+        here, held = os.stat(path, follow_symlinks=follow_symlinks), os.fstat(fd)
     except OSError:
         return False
-    held = os.fstat(fd)
     return (here.st_dev, here.st_ino) == (held.st_dev, held.st_ino)
 
 
@@ -262,11 +266,12 @@ def guard_offset(lock_path: PathLike) -> int:
 
 
 def _same_guard(fd: int, guard: PathLike) -> bool:
-    try:
-        here, held = os.stat(guard), os.fstat(fd)
-    except OSError:
-        return False
-    return (here.st_dev, here.st_ino) == (held.st_dev, held.st_ino)
+    return _names_file(guard, fd, follow_symlinks=True)  # a link to the guard is taken as it (_guard_fd)
+
+
+def _one_byte(lock_type: int, offset: int) -> bytes:
+    """A struct flock for byte `offset` (Linux's layout on 64-bit hosts)."""
+    return struct.pack("hhqqi4x", lock_type, os.SEEK_SET, offset, 1, 0)
 
 
 def _guard_fd(guard: PathLike) -> Optional[int]:
@@ -304,7 +309,7 @@ def _ofd_works(fd: int) -> bool:
     import fcntl
 
     try:
-        fcntl.fcntl(fd, fcntl.F_OFD_GETLK, struct.pack("hhqqi4x", fcntl.F_WRLCK, os.SEEK_SET, _GUARD_BASE, 1, 0))
+        fcntl.fcntl(fd, fcntl.F_OFD_GETLK, _one_byte(fcntl.F_WRLCK, _GUARD_BASE))
     except OSError as exc:
         if exc.errno in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOLCK):
             return False
@@ -378,9 +383,8 @@ def guard_lock(fd: int, offset: int, kind: str, wait: bool) -> bool:
     import fcntl
 
     lock_type = {"w": fcntl.F_WRLCK, "r": fcntl.F_RDLCK, "u": fcntl.F_UNLCK}[kind]
-    flock = struct.pack("hhqqi4x", lock_type, os.SEEK_SET, offset, 1, 0)
     try:
-        fcntl.fcntl(fd, fcntl.F_OFD_SETLKW if wait else fcntl.F_OFD_SETLK, flock)
+        fcntl.fcntl(fd, fcntl.F_OFD_SETLKW if wait else fcntl.F_OFD_SETLK, _one_byte(lock_type, offset))
     except OSError as exc:
         if exc.errno in (errno.EAGAIN, errno.EACCES):
             return False

@@ -91,6 +91,19 @@ def raise_if_damaged(exc: sqlite3.DatabaseError, where: str) -> None:
                              "from a backup.") from None
 
 
+def refuse_foreign_triggers(db: sqlite3.Connection, where: str, why: str, own: tuple[str, ...] = ()) -> None:
+    """IntegrityError naming the triggers in `db` that safeface did not make (any but `own`): one
+    added by hand (no key needed) can keep rows through an erasure or drop what a write records.
+    `why` finishes the sentence: what such a trigger could do there, and what to do."""
+    marks = ", ".join("?" for _ in own)
+    names = [str(n) for n, in db.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'"
+                                         + (f" AND name NOT IN ({marks})" if own else "") + " ORDER BY name LIMIT 6",
+                                         own)]
+    if names:
+        raise IntegrityError(f"{where} holds triggers safeface did not make "
+                             f"({', '.join(repr(n) for n in names[:5])}): {why}")
+
+
 def raise_if_edited(exc: sqlite3.DatabaseError, where: str) -> None:
     """IntegrityError for an SQL error (SQLITE_ERROR) in one of safeface's own statements on its
     own tables: the schema was edited by hand (a table or column renamed, a trigger added whose

@@ -27,9 +27,9 @@ from typing import Any, Callable, Collection, Iterator, Optional, Protocol, Sequ
 import numpy as np
 
 from ..atomicfile import hold_database, let_database_go
-from ..errors import ConfigError, IntegrityError
+from ..errors import ConfigError
 from ..sqlite_store import (BUSY_TIMEOUT_MS, connect as _connect_store, create_file, raise_if_busy, raise_if_damaged,
-                            refuse_replaced, store_identity)
+                            refuse_foreign_triggers, refuse_replaced, store_identity)
 from ..hazmat.templates.keyring import Keyring
 from ..hazmat.templates.rowfilter import RowFilter
 from ..hazmat.templates.sealing import Sealer
@@ -604,13 +604,9 @@ class Gallery:
         """No trigger but safeface's: one can skip an erasure's delete, put the row back (also
         from a trigger on another table, after the delete), or copy sealed rows elsewhere.
         Checked at open and at each erasure (rows.refuse_kept checks the delete itself)."""
-        foreign = [str(n) for n, in db.execute("SELECT name FROM sqlite_master WHERE type = 'trigger' AND "
-                                               "name != 'rows_need_looks' ORDER BY name")]
-        if foreign:
-            raise IntegrityError(f"the gallery at {self._path} holds triggers safeface did not make "
-                                 f"({', '.join(repr(n) for n in foreign[:5])}): one could keep rows through an "
-                                 "erasure or copy them elsewhere. Find who added them and drop them (DROP TRIGGER) "
-                                 "before using it.")
+        refuse_foreign_triggers(db, f"the gallery at {self._path}", "one could keep rows through an erasure or copy "
+                                "them elsewhere. Find who added them and drop them (DROP TRIGGER) before using it.",
+                                own=("rows_need_looks",))
 
     def _delete_where(self, where: str, args: tuple[Any, ...],
                       held: Callable[[], Collection[int]] = lambda: ()) -> list[tuple[int, str]]:

@@ -26,7 +26,8 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping, Optional, Sequence
 
 from ..errors import BackendError, ConfigError, IntegrityError
-from ..sqlite_store import connect, raise_if_busy, raise_if_damaged, raise_if_edited, refuse_replaced, store_identity
+from ..sqlite_store import (connect, raise_if_busy, raise_if_damaged, raise_if_edited, refuse_foreign_triggers,
+                            refuse_replaced, store_identity)
 
 WORKSPACE_SCHEMA = 1
 
@@ -108,13 +109,8 @@ class SqliteTables:
         records, quietly (an un-revoked API key, a withdrawal deleted) or by failing every write
         of one kind (only erasures). Checked at open, so `audit verify` names it, and at each
         write, for one added under an open handle."""
-        names = [str(n) for n, in self._db.execute("SELECT name FROM sqlite_master WHERE type = 'trigger' "
-                                                   "ORDER BY name LIMIT 6")]
-        if names:
-            raise IntegrityError(f"{self.where} holds triggers safeface did not make "
-                                 f"({', '.join(repr(n) for n in names[:5])}): one can drop or rewrite what is "
-                                 "recorded. Find who added them, drop them (DROP TRIGGER), and run "
-                                 "`safeface audit verify`.")
+        refuse_foreign_triggers(self._db, self.where, "one can drop or rewrite what is recorded. Find who added "
+                                "them, drop them (DROP TRIGGER), and run `safeface audit verify`.")
 
     def _same_file(self) -> None:
         refuse_replaced(self.path, self._opened, self.where)
@@ -125,9 +121,7 @@ class SqliteTables:
             try:
                 return [tuple(r) for r in self._db.execute(sql.format(t=self.prefix), tuple(args)).fetchall()]
             except sqlite3.DatabaseError as exc:
-                raise_if_busy(exc, self.where)
-                raise_if_damaged(exc, self.where)
-                raise_if_edited(exc, self.where)
+                self._typed(exc)
                 raise
 
     def run(self, sql: str, args: Sequence[Any] = ()) -> int:
@@ -137,10 +131,14 @@ class SqliteTables:
             try:
                 return int(self._db.execute(sql.format(t=self.prefix), tuple(args)).rowcount)
             except sqlite3.DatabaseError as exc:
-                raise_if_busy(exc, self.where)
-                raise_if_damaged(exc, self.where)
-                raise_if_edited(exc, self.where)
+                self._typed(exc)
                 raise
+
+    def _typed(self, exc: sqlite3.DatabaseError) -> None:
+        """The typed error for an SQLite error in a statement: busy, damaged, or edited by hand."""
+        raise_if_busy(exc, self.where)
+        raise_if_damaged(exc, self.where)
+        raise_if_edited(exc, self.where)
 
     @contextmanager
     def write(self) -> Iterator[None]:
