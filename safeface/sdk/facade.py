@@ -28,7 +28,7 @@ from typing import Any, Callable, Iterable, Iterator, NamedTuple, Optional, Sequ
 
 import numpy as np
 
-from ..atomicfile import shared_lock, write_atomic
+from ..atomicfile import exclusive_lock, shared_lock
 from ..errors import (AuthenticationError, BackendError, ConfigError, ImageError, IntegrityError, InvalidArgument,
                       PolicyViolation, SafeFaceError)
 from ..hazmat.templates.pseudonym import new_subject_problem, token_pseudonym, usual_spelling
@@ -49,7 +49,8 @@ from ..workspace.audit import (JUDGED_AFTER, KEPT_AT_MOST, WITHDRAWN_AT, AuditEn
 from ..workspace.keys import ASSESSMENT_MAC, derived_key, is_demo, receipt_file_problem
 from ..workspace.passphrase import open_keyring
 from ..workspace.paths import WorkspacePaths
-from ..workspace.session import follow_witnesses, open_apikeys, open_audit, open_state, workspace_anchors
+from ..workspace.session import (follow_witnesses, open_apikeys, open_audit, open_state, workspace_anchors,
+                                 write_config)
 from ..workspace.trust import OPERATIONS as TRUST_OPERATIONS, TrustStore, load_trust
 from ..workspace.state import PolicyState
 from ..workspace.storecheck import (CONSENT_OF, COMMITTED, EXPIRY_KEPT, TOKEN_ISSUED, UNCOMMITTED, StoreReport,
@@ -1104,17 +1105,18 @@ class SafeFace:
             return self._finish_migration()
         dim = int(self._deployment.section("matching").get("dim") or 128)
 
-        def point_deployment_at_servers() -> None:
+        def point_deployment_at_servers(still_held: Callable[[], None]) -> None:
+            still_held()
             before = self._config_bytes()
             raw = json.loads(before)
             raw["storage"] = sealed_storage(self._keyring, section)
-            write_atomic(self._paths.config, json.dumps(raw, indent=2) + "\n")
+            write_config(self._paths, json.dumps(raw, indent=2) + "\n")
             try:
                 retire_local_files(self._paths)  # still under every lock the local files have
             except BaseException:
                 # Still under the locks: the local files are the workspace's again before any
                 # queued call reads deployment.json, which would otherwise name copies it never writes.
-                write_atomic(self._paths.config, before)
+                write_config(self._paths, before)
                 raise
 
         # The judging lock first, as every call takes it before the log's (_sync_deployment below).
@@ -1129,8 +1131,14 @@ class SafeFace:
             target, n = copy_to_server(self._gallery, section, self._paths.root, self._keyring, dim,
                                        lambda seq, h: self._audit.hash_at(seq) == h)
             try:
-                seq, head = move_policy_records(self._audit, self._state, self._apikeys, self._keyring.key("audit"),
-                                                section, point_deployment_at_servers)
+                # The lock `safeface assess` writes deployment.json under, from what it read there:
+                # one that read the file before this migration named the servers wrote it back
+                # after, naming the local files this migration then erased (the workspace opened
+                # no more). Before the log's, as assess takes them.
+                with exclusive_lock(self._paths.config_lock, self._paths.lock_guard) as still_held:
+                    seq, head = move_policy_records(self._audit, self._state, self._apikeys,
+                                                    self._keyring.key("audit"), section,
+                                                    lambda: point_deployment_at_servers(still_held))
             except BaseException:
                 target.close()
                 raise

@@ -29,7 +29,7 @@ from .keys import ASSESSMENT_MAC, derived_key, new_signing_key, receipt_file_pro
 from .migrate import leftover_problem
 from .paths import WorkspacePaths
 from .readonly import verifiable
-from .session import deployment_name, open_audit, opened, start_witnesses, usable_deployment_id
+from .session import deployment_name, open_audit, opened, start_witnesses, usable_deployment_id, write_config
 from .storecheck import StoreReport, check_store
 from .trust import TrustedKey, TrustStore, change_trust, load_recorded, read_jwks, write_jwks
 
@@ -226,7 +226,7 @@ def record_assessment(root: Path, reference: str, date: str, passphrase_file: Op
                               f"{AUDIT_LIMITS['note']}, because of the roles section; define fewer or shorter roles.")
         start_witnesses(r.audit, first=True)
         still_held()  # a second `assess` let in by a replaced lock file would be lost
-        Deployment.from_dict({**dep.raw, "assessment": section}).save(paths.config)
+        write_config(paths, Deployment.from_dict({**dep.raw, "assessment": section}).text())
         # The file first: a crash before the entry leaves an assessment the log does not name,
         # which processes nothing until it is recorded again; never the other way round.
         r.audit.append("assessment", "allowed", note=note)
@@ -257,7 +257,7 @@ def confirm_storage(root: Path, section: Mapping[str, Any], passphrase_file: Opt
             raise ConfigError("this workspace keeps its records locally; there is no server target to confirm.")
         dep = Deployment.from_dict({**dep.raw, "storage": sealed_storage(keyring, written)})
         still_held()
-        dep.save(paths.config)
+        write_config(paths, dep.text())
     with open_audit(paths, keyring, dep) as log:  # the keyring already open: one scrypt, not two
         log.append("storage-confirm", "allowed", note=f"storage target confirmed: records "
                        f"{_safe_target(str(written['records']))}, vectors {str(written.get('vectors'))[:200]}")

@@ -282,9 +282,12 @@ def _bounded_subjects(subjects: Sequence[str]) -> tuple[str, ...]:
 class AuditLog:
     """Open with where the log is kept (a SQLite file's path, or PgTables from the record
     store), the audit key (from the workspace keyring) and the anchors to keep the head in
-    (none: the log is only checked against itself); `append` and `verify`."""
+    (none: the log is only checked against itself); `append` and `verify`. `still_here`: run
+    inside each append's write transaction, before anything is written; it raises when the
+    workspace no longer keeps its log here (migrate.refuse_if_moved)."""
 
-    def __init__(self, where: Union[Path, str, Any], key: bytes, anchors: Sequence[AnchorStore] = ()) -> None:
+    def __init__(self, where: Union[Path, str, Any], key: bytes, anchors: Sequence[AnchorStore] = (),
+                 still_here: Optional[Callable[[], None]] = None) -> None:
         if isinstance(where, (str, Path)):
             where = SqliteTables(Path(where), "audit log", _SCHEMA)
             if "actor" not in where.columns("entries"):  # logs from before entries named their caller
@@ -295,6 +298,7 @@ class AuditLog:
         self.where = str(where.where)
         self._key = key
         self._anchors = tuple(anchors)
+        self._still_here = still_here
 
     def close(self) -> None:
         self._t.close()
@@ -369,6 +373,8 @@ class AuditLog:
         subs = _bounded_subjects(subjects)
         t = self._t
         with t.write():
+            if self._still_here is not None:
+                self._still_here()
             got = t.q("SELECT e.seq, e.hash, e.time, h.seq, h.hash, h.mac, h.marks FROM {t}entries e LEFT JOIN {t}head h "
                       "ON h.id = 1 ORDER BY e.seq DESC LIMIT 1")
             row = got[0] if got else None
@@ -430,6 +436,7 @@ class AuditLog:
     def move_to(self, where: Any) -> None:
         """Continue the chain in `where` (holding a verbatim copy of this one) from now on."""
         old, self._t, self.where = self._t, where, str(where.where)
+        self._still_here = None  # the log is where deployment.json now says
         old.close()
 
     def entries(self) -> Iterator[AuditEntry]:

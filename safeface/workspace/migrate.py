@@ -15,6 +15,7 @@ the migration's own entry there links to the local log's last hash."""
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 from pathlib import Path
@@ -146,8 +147,7 @@ RETIRED = ".moved"  # a local file renamed aside by a migration, until it is era
 
 def local_files(paths: WorkspacePaths) -> list[Path]:
     """The local databases a migration moves (with their -wal and -shm), by their own names."""
-    return [Path(f"{base}{part}") for base in (paths.gallery, paths.audit, paths.policy, paths.apikeys)
-            for part in ("", "-wal", "-shm")]
+    return paths.database_files()
 
 
 def check_local_names(paths: WorkspacePaths) -> None:
@@ -189,6 +189,24 @@ def retire_local_files(paths: WorkspacePaths) -> None:
                           "workspace's and nothing was moved. Fix that, then migrate again.") from None
 
 
+def refuse_if_moved(paths: WorkspacePaths) -> None:
+    """ReplacedFile when deployment.json names the servers: run inside each append to the local
+    audit log (session.open_audit). A migration killed between pointing the file at the servers
+    and renaming the local files aside left them under their names, and a handle opened before
+    it erased a person there: a signed receipt while the servers kept her, and an anchor moved
+    past the servers' log, so the workspace no longer opened."""
+    try:
+        raw = json.loads(paths.config.read_bytes())
+        section = raw.get("storage") if isinstance(raw, dict) else None
+        moved = isinstance(section, Mapping) and StorageConfig.from_section(section).server
+    except (OSError, ValueError, ConfigError):
+        return  # a file that no longer loads is judged by the call (it stops processing, not an erasure)
+    if moved:
+        raise ReplacedFile(f"{paths.config} names the server backends now (a migration moved this workspace "
+                           "there): the local files this handle opened are no longer the workspace's, and the "
+                           "call was refused. Open the workspace again.")
+
+
 def leftover_problem(paths: WorkspacePaths, section: Mapping[str, Any]) -> Optional[str]:
     """What `audit verify` says of local databases beside a deployment on the servers (`section`,
     its storage section): a migration killed after deployment.json named the servers left them,
@@ -210,8 +228,7 @@ def erase_local_files(paths: WorkspacePaths) -> list[str]:
     names (a migration killed after deployment.json named the servers), and their lock files.
     The names erased."""
     gone, stuck = [], []
-    for path in local_files(paths) + [Path(f"{base}.lock") for base in (paths.gallery, paths.audit, paths.policy,
-                                                                          paths.apikeys)]:
+    for path in local_files(paths) + [Path(f"{base}.lock") for base in paths.databases]:
         for name in (path, path.with_name(path.name + RETIRED)):
             try:
                 if erase_file(name):

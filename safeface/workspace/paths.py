@@ -116,6 +116,17 @@ class WorkspacePaths:
         return self.root / "apikeys.db"
 
     @property
+    def databases(self) -> tuple[Path, ...]:
+        """The local databases (a workspace on the servers has none: `storage migrate` erases them)."""
+        return (self.gallery, self.audit, self.policy, self.apikeys)
+
+    def database_files(self, *, locks: bool = False) -> list[Path]:
+        """Each local database with the -wal and -shm SQLite keeps beside it (and its lock file,
+        with `locks`): what a migration moves and erases, and what a writer must be able to write."""
+        parts = ("", "-wal", "-shm") + ((".lock",) if locks else ())
+        return [Path(f"{db}{part}") for db in self.databases for part in parts]
+
+    @property
     def reports(self) -> Path:
         return self.root / "reports"
 

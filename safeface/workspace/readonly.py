@@ -35,9 +35,7 @@ _TRIES = 3
 def is_writable(paths: WorkspacePaths) -> bool:
     """Whether this process may write the workspace's folder, its keys, its databases and its lock
     files (a read-only mount refuses root too)."""
-    names = [paths.root, paths.keys]
-    for db in (paths.gallery, paths.audit, paths.policy, paths.apikeys):
-        names += [Path(f"{db}{part}") for part in ("", "-wal", "-shm", ".lock")]
+    names = [paths.root, paths.keys, *paths.database_files(locks=True)]
     names += [paths.trust_lock, paths.config_lock, Path(f"{paths.anchor}.lock"), Path(f"{paths.keyring}.lock")]
     return all(os.access(p, os.W_OK) for p in names if os.path.lexists(p))
 

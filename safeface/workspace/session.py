@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional, Sequence
+from typing import Any, Callable, Iterator, Optional, Sequence, Union
 
+from ..atomicfile import write_atomic
 from ..errors import ConfigError, ImageError, IntegrityError
 from ..policy.deployment import Deployment
 from ..policy.rules import rule_for
@@ -23,6 +25,7 @@ from .apikeys import ApiKeys
 from .audit import AuditLog
 from .assessment import ASSESSMENT_OPERATIONS, audit_section_problem
 from .keys import ANCHOR_MAC, ASSESSMENT_MAC, POLICY_MAC, derived_key
+from .migrate import refuse_if_moved
 from .passphrase import open_keyring
 from .paths import WorkspacePaths
 from .state import PolicyState
@@ -58,6 +61,43 @@ def witness_paths(paths: WorkspacePaths, deployment: Deployment, extra: Sequence
         if p not in out:
             out.append(p)
     return out
+
+
+def write_config(paths: WorkspacePaths, text: Union[str, bytes]) -> None:
+    """Replace deployment.json by `text` atomically. Where it is a link (a configuration tool
+    keeps the file elsewhere), the file it points to is replaced instead: `safeface assess`
+    replaced the link by a plain file, and the tool's later changes never reached the workspace."""
+    target = _config_file(paths, text)
+    mode = None if target == paths.config else stat.S_IMODE(os.stat(target).st_mode) & ~0o022
+    write_atomic(target, text, mode=mode)
+
+
+def _config_file(paths: WorkspacePaths, text: Union[str, bytes]) -> Path:
+    """The file deployment.json names: itself, or a link's target that is a regular file in the
+    workspace or of this user and none of the workspace's own files (its keys and anchor, its
+    databases, a witness), whose content the write would destroy."""
+    if not os.path.islink(paths.config):
+        return paths.config
+    try:
+        target = Path(os.path.realpath(paths.config, strict=True))
+        st = os.stat(target)
+    except OSError as exc:
+        raise ConfigError(f"{paths.config} is a link that cannot be followed ({exc.strerror}); put the file itself "
+                          "there, or restore the file it points to. Nothing was written.") from None
+    witnesses: list[Path] = []
+    for read in (paths.config.read_bytes, lambda: text.encode("utf-8") if isinstance(text, str) else text):
+        try:  # the witnesses of the file replaced and of the new one
+            witnesses += witness_paths(paths, Deployment.load_bytes(read(), paths.config))
+        except (OSError, ConfigError):
+            pass
+    real = [Path(os.path.realpath(p)) for p in (*paths.database_files(locks=True), *witnesses)]
+    own = target in real or target.is_relative_to(os.path.realpath(paths.keys))
+    ours = target.is_relative_to(os.path.realpath(paths.root)) or st.st_uid == os.geteuid()
+    if own or not stat.S_ISREG(st.st_mode) or not ours:
+        what = "one of the workspace's own files" if own else "no regular file of this user"
+        raise ConfigError(f"{paths.config} is a link to {target}, which is {what}; put the deployment file itself "
+                          "there, or link it to a file of yours. Nothing was written.")
+    return target
 
 
 def workspace_anchors(paths: WorkspacePaths, keyring: Any, deployment: Deployment, *, strict: bool = False,
@@ -171,7 +211,8 @@ def open_audit(paths: WorkspacePaths, keyring: Any, deployment: Deployment, *, s
     tables = _server_tables(paths, deployment, "audit", "audit log")
     if tables is None and not paths.audit.is_file():
         raise IntegrityError(f"the audit log {paths.audit} is missing: it was deleted. Restore it before processing.")
-    log = AuditLog(paths.audit if tables is None else tables, keyring.key("audit"), anchors)
+    log = (AuditLog(tables, keyring.key("audit"), anchors) if tables is not None
+           else AuditLog(paths.audit, keyring.key("audit"), anchors, partial(refuse_if_moved, paths)))
     try:
         log.check_head()
         if not (strict or assessing):

@@ -136,7 +136,11 @@ class Deployment:
 
     def save(self, path: Path) -> None:
         # Atomic: a running process re-reading the deployment never sees half a file.
-        write_atomic(path, json.dumps(self.raw, indent=2) + "\n")
+        write_atomic(path, self.text())
+
+    def text(self) -> str:
+        """The file's text, as `save` writes it."""
+        return json.dumps(self.raw, indent=2) + "\n"
 
     # -- fields -----------------------------------------------------------------------------
     def section(self, name: str) -> dict[str, Any]:
