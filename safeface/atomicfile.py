@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Callable, Iterator, Optional, Union
 
-from .errors import ConfigError, IntegrityError
+from .errors import ConfigError, IntegrityError, WorkspaceBusy
 from .regularfile import read_no_link
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -175,7 +175,7 @@ def open_lock_file(lock_path: PathLike) -> int:
     """A descriptor on the lock file `lock_path`, created 0600. A link is never followed: one
     planted in its place (a shared witness folder) made safeface create files where it pointed."""
     try:
-        return os.open(lock_path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o600)
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o600)
     except OSError as exc:
         if exc.errno == errno.ELOOP:
             raise ConfigError(f"the lock file {lock_path} is a symbolic link; remove the link (safeface makes the "
@@ -187,6 +187,13 @@ def open_lock_file(lock_path: PathLike) -> int:
             raise ConfigError(f"the lock file {lock_path} cannot be made or opened ({exc.strerror}); safeface needs "
                               "to write in the workspace's folder, even to read it.") from None
         raise
+    # A second name for one lock file (a hard link from another lock's name) made two locks one:
+    # `keys remove`, holding the store's lock, then waited on itself for the trust lock, for ever.
+    if os.fstat(fd).st_nlink > 1:
+        os.close(fd)
+        raise ConfigError(f"the lock file {lock_path} has another name (a hard link), so two locks could be one "
+                          "file; remove it (safeface makes the file itself).")
+    return fd
 
 
 def same_lock_file(fd: int, lock_path: PathLike) -> bool:
@@ -240,7 +247,7 @@ def take_lock_file(lock_path: PathLike, take: Callable[[int], None]) -> int:
 # new file beside the holder. So each lock is also taken as an OFD byte-range lock on a "guard": a
 # file that lives as long as the workspace (the database a lock protects, or the keyring), one byte
 # per lock name, above SQLite's lock bytes (0x40000000-0x400001FF). A guard replaced as well lets a
-# second holder in, and then the first one's check refuses (refuse_lost_lock). Byte-range locks
+# second holder past it, whom the first one's mark on the folder refuses (mark_folder). Byte-range locks
 # are advisory: SQLite's reads and writes there are not affected. Closing any descriptor of a file
 # drops the classic POSIX locks SQLite holds on it in this process, so a guard's descriptors are
 # not closed while this process has the database open (hold_database): each is kept for the next
@@ -254,7 +261,8 @@ _guard_pool_pid = [os.getpid()]
 try:
     import fcntl as _fcntl
 
-    _OFD_LOCKS = hasattr(_fcntl, "F_OFD_SETLKW")  # Linux 3.15 and later
+    # Linux 3.15 and later. Tests set it False to run the locks as a system without them would.
+    _OFD_LOCKS = hasattr(_fcntl, "F_OFD_SETLKW")
 except ImportError:  # pragma: no cover - not POSIX
     _OFD_LOCKS = False
 
@@ -433,54 +441,250 @@ def release_guard(fd: Optional[int], lock_path: PathLike) -> None:
         _guard_back(fd)
 
 
+# A guard replaced along with its lock file (a copy of keyring.json renamed over it) let a second
+# holder in beside the first. So each holder also marks the lock file's folder, which no rename
+# inside that folder can swap: an OFD read lock (all that a folder opened for reading can take) on
+# a byte of the lock's own, holders' and shared readers' apart. A holder that finds another's mark
+# there holds the lock beside it, through a lock file deleted or replaced: it lets go and is
+# refused before it writes anything. Honest holders never meet: the lock file orders them, and a
+# mark is taken after it and let go before it.
+_MARK_BASE = 1 << 40
+
+
+def _mark_offset(lock_path: PathLike, shared: bool) -> int:
+    return _MARK_BASE + 2 * zlib.crc32(Path(lock_path).name.encode("utf-8", "surrogatepass")) + int(shared)
+
+
+def _marked(fd: int, offset: int) -> bool:
+    """Whether another open file than `fd`'s holds a lock on byte `offset` of `fd`'s file."""
+    import fcntl
+
+    found = fcntl.fcntl(fd, fcntl.F_OFD_GETLK, _one_byte(fcntl.F_WRLCK, offset))
+    return int(struct.unpack("hhqqi4x", found)[0]) != fcntl.F_UNLCK
+
+
+def mark_folder(lock_path: PathLike, shared: bool, guard: Optional[PathLike] = None) -> Optional[int]:
+    """A descriptor on `lock_path`'s folder, marked as holding the lock (`shared`: as a reader), or
+    None where the folder takes no OFD locks. IntegrityError, unmarked, if another process holds
+    the lock too (a holder; for a holder, a reader as well)."""
+    if not _OFD_LOCKS:
+        return None
+    import fcntl
+
+    try:
+        fd = os.open(Path(lock_path).parent, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return None
+    try:
+        fcntl.fcntl(fd, fcntl.F_OFD_SETLK, _one_byte(fcntl.F_RDLCK, _mark_offset(lock_path, shared)))
+        beside = [_mark_offset(lock_path, False)] + ([] if shared else [_mark_offset(lock_path, True)])
+        found = any(_marked(fd, offset) for offset in beside)
+    except OSError:  # a file system without OFD locks: as without a guard (see _ofd_works)
+        os.close(fd)
+        return None
+    if found:
+        unmark_folder(fd)
+        also = f" (and its guard {guard} replaced or moved away too)" if guard is not None else ""
+        marks = f"byte {_mark_offset(lock_path, False)} or {_mark_offset(lock_path, True)}"
+        raise IntegrityError(f"another process holds the lock {lock_path} (it marks {marks} of its folder, which "
+                             "lslocks or /proc/locks shows), through a lock file deleted or replaced since it took "
+                             f"it{also}, so this process would write beside it; nothing was changed. Find out who can "
+                             "write (or read) the workspace's folder, then try again.")
+    return fd
+
+
+def unmark_folder(fd: Optional[int]) -> None:
+    """Let go of mark_folder's mark and close its descriptor. Unlocked first: a child this process
+    forked meanwhile shares the descriptor's lock, and closing alone would leave it marked."""
+    if fd is not None:
+        import fcntl
+
+        try:
+            fcntl.fcntl(fd, fcntl.F_OFD_SETLK, struct.pack("hhqqi4x", fcntl.F_UNLCK, os.SEEK_SET, 0, 0, 0))
+        finally:
+            os.close(fd)
+
+
+LOCK_WAIT_S = 30.0  # how long a lock is waited for: one held for ever (stuck or hostile) froze its callers
+
+
+def lock_busy(what: str, timeout: Optional[float] = None) -> WorkspaceBusy:
+    """What a bounded wait for one of the workspace's locks says when it gives up (`timeout` None:
+    LOCK_WAIT_S)."""
+    within = LOCK_WAIT_S if timeout is None else timeout
+    return WorkspaceBusy(f"the lock {what} was not free within {within:g} s: another process holds it (a trust "
+                         "change, an assessment, a key rotation, an audit entry, a model install) or is stuck; "
+                         "nothing was changed. Let it finish or stop it, then try again.")
+
+
+def bounded_wait(lock: Callable[[], object], unlock: Callable[[], None], done: Callable[[], None],
+                 timeout: Optional[float]) -> bool:
+    """Whether `lock()` (a blocking wait) returned within `timeout` seconds (None: waits for it).
+    A wait given up on goes on in its thread, which calls `unlock` once it gets the lock; `done`
+    runs when that thread ends."""
+    if timeout is None:
+        try:
+            lock()
+        finally:
+            done()
+        return True
+    # A blocking wait, in a thread of its own, rather than polling: a poller is overtaken by every
+    # writer already blocked on the lock, and a steady stream of short writes starves it.
+    decided = threading.Lock()  # the waiter's taking and the caller's giving up, one after the other
+    got, abandoned = threading.Event(), threading.Event()
+    failed: list[BaseException] = []
+
+    def take() -> None:
+        try:
+            try:
+                lock()
+            except BaseException as exc:  # the caller's to raise (ENOLCK on a network file system)
+                failed.append(exc)
+                got.set()
+                return
+            with decided:
+                if abandoned.is_set():
+                    unlock()
+                else:
+                    got.set()
+        finally:
+            done()
+
+    threading.Thread(target=take, name="safeface-lock-wait", daemon=True).start()
+    got.wait(timeout)
+    with decided:
+        if failed:
+            raise failed[0]
+        if got.is_set():
+            return True
+        abandoned.set()
+    return False
+
+
+def flock_within(fd: int, how: int, timeout: Optional[float] = None) -> bool:
+    """Whether flock(`fd`, `how`) was taken within `timeout` seconds (None: LOCK_WAIT_S; see
+    bounded_wait)."""
+    import fcntl
+
+    timeout = LOCK_WAIT_S if timeout is None else timeout
+    try:  # a lock that is free is taken here, without a thread
+        fcntl.flock(fd, how | fcntl.LOCK_NB)
+        return True
+    except BlockingIOError:
+        pass
+    waiter = os.dup(fd)  # the same open file: the lock it takes is this descriptor's
+
+    def done() -> None:
+        os.close(waiter)
+
+    return bounded_wait(lambda: fcntl.flock(waiter, how), lambda: fcntl.flock(waiter, fcntl.LOCK_UN), done, timeout)
+
+
+HeldLock = tuple[int, Optional[int], Optional[int]]  # the lock file's, the guard's and the mark's descriptors
+
+
+def take_locks(lock_path: PathLike, guard: Optional[PathLike], shared: bool, timeout: Optional[float],
+               busy: Callable[[str, Optional[float]], Exception] = lock_busy) -> HeldLock:
+    """The lock file named `lock_path` flocked (`shared`: LOCK_SH, else LOCK_EX; take_lock_file),
+    its guard's byte (take_guard) and its folder's mark (mark_folder), waited for at most
+    `timeout` seconds in all (None: LOCK_WAIT_S, read now); `busy(what, timeout)` is raised when
+    that runs out. Let go with let_locks_go. POSIX only."""
+    import fcntl
+    import time
+
+    timeout = LOCK_WAIT_S if timeout is None else timeout
+    deadline = time.monotonic() + timeout  # one deadline across retries
+    how = fcntl.LOCK_SH if shared else fcntl.LOCK_EX
+
+    def left() -> float:
+        return max(0.0, deadline - time.monotonic())
+
+    def take(fd: int) -> None:
+        if not flock_within(fd, how, left()):
+            raise busy(str(lock_path), timeout)
+
+    def take_guarded(fd: int, offset: int) -> None:
+        # No dup here: closing any descriptor of the database drops SQLite's locks in this process.
+        kind = "r" if shared else "w"
+        if not guard_lock(fd, offset, kind, False) and not bounded_wait(
+                lambda: guard_lock(fd, offset, kind, True), lambda: release_guard(fd, lock_path), lambda: None,
+                left()):
+            # Named: a process holding this byte is invisible to fuser or lsof on the lock file.
+            raise busy(f"{lock_path}, held also as byte {offset} of {guard}, which lslocks or /proc/locks shows "
+                       "with the process holding it", timeout)
+
+    fd = take_lock_file(lock_path, take)
+    guard_fd: Optional[int] = None
+    try:
+        guard_fd = take_guard(guard, lock_path, take_guarded)
+        return fd, guard_fd, mark_folder(lock_path, shared, guard)
+    except BaseException:
+        release_guard(guard_fd, lock_path)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+        raise
+
+
+def let_locks_go(held: HeldLock, lock_path: PathLike) -> None:
+    """Let go of what take_locks took, the mark first and the lock file last (the order that keeps
+    the next holder from meeting this one's mark)."""
+    import fcntl
+
+    fd, guard_fd, mark_fd = held
+    try:
+        try:
+            unmark_folder(mark_fd)
+        finally:
+            release_guard(guard_fd, lock_path)
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
 @contextmanager
-def shared_lock(lock_path: PathLike, guard: Optional[PathLike] = None) -> Iterator[None]:
+def shared_lock(lock_path: PathLike, guard: Optional[PathLike] = None,
+                timeout: Optional[float] = None) -> Iterator[None]:
     """Hold an advisory shared lock on `lock_path` while reading what a writer changes in two
     steps under `exclusive_lock` (a file and its audit entry): the reader sees both or neither.
     (A workspace that cannot hold its lock files, a read-only copy, does not open at all: its
-    SQLite logs need files beside them too.)"""
-    with _held(lock_path, "LOCK_SH", guard):
+    SQLite logs need files beside them too.) `timeout`: as exclusive_lock's."""
+    with _held(lock_path, "LOCK_SH", guard, timeout):
         yield
 
 
 @contextmanager
-def exclusive_lock(lock_path: PathLike, guard: Optional[PathLike] = None) -> Iterator[Callable[[], None]]:
+def exclusive_lock(lock_path: PathLike, guard: Optional[PathLike] = None,
+                   timeout: Optional[float] = None) -> Iterator[Callable[[], None]]:
     """Hold an advisory exclusive lock on `lock_path` (created 0600) for a read-modify-write, so
     two processes updating one file cannot lose each other's changes. Without fcntl (not POSIX)
     there is no lock; the atomic rename still keeps the file whole. Yields the check to call
     just before the write (refuse_lost_lock). `guard`: a file kept as long as the workspace (its
     keyring), also locked, so that a lock file deleted while held lets no second
-    holder in (see take_guard)."""
-    with _held(lock_path, "LOCK_EX", guard) as still_held:
+    holder in (see take_guard). `timeout`: seconds to wait for another holder before WorkspaceBusy
+    (None: LOCK_WAIT_S)."""
+    with _held(lock_path, "LOCK_EX", guard, timeout) as still_held:
         yield still_held
 
 
 @contextmanager
-def _held(lock_path: PathLike, mode: str, guard: Optional[PathLike]) -> Iterator[Callable[[], None]]:
-    """flock the file at `lock_path` in `mode` ("LOCK_SH" or "LOCK_EX") for the block, then close
-    it; yields the check a holder calls before it commits."""
+def _held(lock_path: PathLike, mode: str, guard: Optional[PathLike],
+          timeout: Optional[float]) -> Iterator[Callable[[], None]]:
+    """Take the lock on `lock_path` in `mode` ("LOCK_SH" or "LOCK_EX") for the block (take_locks),
+    then let it go; yields the check a holder calls before it commits."""
     try:
-        import fcntl
+        import fcntl  # noqa: F401
     except ImportError:  # pragma: no cover - not POSIX
         yield lambda: None
         return
-    fd = take_lock_file(lock_path, lambda fd: fcntl.flock(fd, getattr(fcntl, mode)))
+    held = take_locks(lock_path, guard, mode == "LOCK_SH", timeout)
+    guard_fd = [held[1]]
+
+    def still_held() -> None:
+        if guard_fd[0] is None and mode == "LOCK_EX":
+            guard_fd[0] = late_guard(guard, lock_path)
+        refuse_lost_lock(held[0], lock_path, guard_fd[0], guard)
+
     try:
-        kind = "w" if mode == "LOCK_EX" else "r"
-
-        def take(g: int, offset: int) -> None:
-            guard_lock(g, offset, kind, True)
-
-        held = [take_guard(guard, lock_path, take)]
-
-        def still_held() -> None:
-            if held[0] is None and mode == "LOCK_EX":
-                held[0] = late_guard(guard, lock_path)
-            refuse_lost_lock(fd, lock_path, held[0], guard)
-
-        try:
-            yield still_held
-        finally:
-            release_guard(held[0], lock_path)
+        yield still_held
     finally:
-        os.close(fd)
+        let_locks_go((held[0], guard_fd[0], held[2]), lock_path)

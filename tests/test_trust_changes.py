@@ -199,20 +199,20 @@ def test_a_call_made_while_an_assessment_is_half_recorded_is_not_refused(
     import threading
     import time
 
-    from safeface.policy.deployment import model
+    from safeface.workspace import admin
     from safeface.workspace.admin import record_assessment
 
     monkeypatch.setenv("SAFEFACE_PASSPHRASE", PASSPHRASE)
     ws = make_workspace(tmp_path / "ws")
-    saved, save = threading.Event(), model.Deployment.save
+    saved, save = threading.Event(), admin.write_config
 
-    def slow_save(self: Any, path: Path) -> None:
-        save(self, path)
-        if path == ws.config and threading.current_thread() is not threading.main_thread():
+    def slow_save(paths: Any, text: Any) -> None:
+        save(paths, text)
+        if paths.config == ws.config and threading.current_thread() is not threading.main_thread():
             saved.set()
             time.sleep(0.5)  # the new file is in place; its audit entry follows
 
-    monkeypatch.setattr(model.Deployment, "save", slow_save)
+    monkeypatch.setattr(admin, "write_config", slow_save)
     with open_sf(ws) as sf:
         sf.enroll(images() / "obama.jpg", "alice", "demo", consent(ws, "alice"))
         assess = threading.Thread(target=record_assessment, args=(ws.root, "DPIA-2", "2026-12-01"),

@@ -5,6 +5,7 @@ as long as the workspace (the database, the keyring), so the second writer waits
 
 from __future__ import annotations
 
+import fcntl
 import os
 import subprocess
 import sys
@@ -18,7 +19,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from child_process import child_env  # noqa: E402
 from test_gallery_open_handles import DIM, EXP, PASS, _fresh, _unit  # noqa: E402
 
-from safeface.atomicfile import exclusive_lock  # noqa: E402
 from safeface.errors import IntegrityError  # noqa: E402
 from safeface.storage.gallery import Gallery  # noqa: E402
 
@@ -62,8 +62,9 @@ def _has_open(pid: int, path: Path) -> bool:
 @pytest.mark.parametrize("kind", ["store", "file"])
 def test_a_waiter_on_a_deleted_lock_file_does_not_take_the_lock_beside_its_new_holder(tmp_path: Path,
                                                                                      kind: str) -> None:
-    """A holds the lock, B waits on the same file, the file is deleted and C takes a new one; when A
-    lets go, B must not hold the old file's lock beside C: it waits for C (here, in vain)."""
+    """A holds the lock, B waits on the same file, the file is deleted and C locks a new one; when A
+    lets go, B must not hold the old file's lock beside C: it waits for C (here, in vain). (C flocks
+    the new file by hand: safeface itself, beside A, is refused: test_lock_folder_marks.py.)"""
     lock = tmp_path / "gallery.db.lock"
     a = _child(kind, lock, 30)
     b = None
@@ -75,9 +76,13 @@ def test_a_waiter_on_a_deleted_lock_file_does_not_take_the_lock_beside_its_new_h
             assert time.monotonic() < deadline and b.poll() is None
             time.sleep(0.02)
         lock.unlink()
-        with exclusive_lock(lock):
+        c = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(c, fcntl.LOCK_EX)
             a.communicate("\n", timeout=30)
             out, err = b.communicate("\n", timeout=30)
+        finally:
+            os.close(c)
         assert "held" not in out and b.returncode != 0, (out, err)
     finally:
         for p in (a, b):
@@ -254,7 +259,7 @@ def test_an_assessment_waits_for_one_whose_lock_file_was_deleted(tmp_path: Path,
 
 def test_a_writer_let_in_while_the_database_was_moved_away_is_refused(tmp_path: Path) -> None:
     """A holds the gallery's write lock; its lock file is deleted and gallery.db moved away while B
-    takes the lock, then put back: B, beside A, must be refused at its commit."""
+    takes the lock: B, beside A, must be refused before it writes (A's mark on the folder)."""
     from safeface.storage.gallery import write_lock
 
     _, keyring, db = _fresh(tmp_path)
@@ -266,10 +271,12 @@ def test_a_writer_let_in_while_the_database_was_moved_away_is_refused(tmp_path: 
         (tmp_path / "gallery.db.lock").unlink()
         db.rename(tmp_path / "away.db")
         lock = write_lock(db)
-        with lock.held(timeout=5):
-            (tmp_path / "away.db").rename(db)
+        try:
             with pytest.raises(IntegrityError, match="lock"):
-                lock.check()
+                with lock.held(timeout=5):
+                    lock.check()
+        finally:
+            (tmp_path / "away.db").rename(db)
     finally:
         a.communicate("\n", timeout=30)
 

@@ -26,6 +26,7 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Iterator
 
+from ..atomicfile import flock_within, lock_busy
 from ..errors import ConfigError, PolicyViolation, SafeFaceError
 from .paths import WorkspacePaths
 
@@ -188,7 +189,10 @@ def _read_lock(lock: Path) -> Iterator[None]:
     try:
         if stat.S_ISREG(os.fstat(fd).st_mode):
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX)
+                # Bounded: a writer of the live workspace stuck (or hostile) holding it for ever
+                # froze the auditor's `audit verify`.
+                if not flock_within(fd, fcntl.LOCK_EX):
+                    raise lock_busy(str(lock))
             except OSError as exc:
                 if exc.errno not in (errno.ENOLCK, errno.EBADF, errno.EINVAL):
                     raise

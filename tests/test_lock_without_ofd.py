@@ -1,0 +1,110 @@
+"""Where OFD locks are unavailable (an old kernel, some sandboxes and network file systems), the
+locks go on without their guard bytes and folder marks: the plain lock file must still keep a
+second process out while one holds it. `safeface.atomicfile._OFD_LOCKS`, set False in each child,
+runs them as such a system would."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from child_process import child_env  # noqa: E402
+
+_NO_OFD = ("import safeface.atomicfile as af\n"
+           "af._OFD_LOCKS = False\n"
+           "af.LOCK_WAIT_S = 1.0\n"
+           "import sys\n")
+_HOLD = _NO_OFD + ("from safeface.atomicfile import exclusive_lock\n"
+                   "with exclusive_lock(sys.argv[1], sys.argv[2]):\n"
+                   "    print('held', flush=True)\n"
+                   "    sys.stdin.readline()\n")
+_ADD = _NO_OFD + ("from pathlib import Path\n"
+                  "from safeface.workspace.admin import keys_new\n"
+                  "keys_new(Path(sys.argv[1]), 'consent-issuer', Path(sys.argv[2]),\n"
+                  "         passphrase_file=Path(sys.argv[3]))\n")
+
+
+def _ofd_locks_on(*paths: Path) -> list[str]:
+    """The OFD locks /proc/locks lists on the files at `paths`."""
+    idents = []
+    for path in paths:
+        st = os.stat(path)
+        idents.append(f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino} ")
+    return [line for line in Path("/proc/locks").read_text().splitlines()
+            if "OFDLCK" in line and any(i in line for i in idents)]
+
+
+def test_without_ofd_locks_the_lock_file_alone_keeps_a_second_trust_change_out(tmp_path: Path) -> None:
+    """Operator A holds the trust lock on a system without OFD locks; operator B adds a key: B must
+    wait on the plain lock file and give up with WorkspaceBusy naming it; trust.json unchanged."""
+    from policy_support import PASSPHRASE, make_workspace
+
+    ws = make_workspace(tmp_path / "ws")
+    secret = tmp_path / "pass.txt"
+    secret.write_text(PASSPHRASE)
+    before = ws.trust.read_bytes()
+    a = subprocess.Popen([sys.executable, "-c", _HOLD, str(ws.trust_lock), str(ws.keyring)], env=child_env(),
+                         cwd="/", stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert a.stdout is not None and a.stdout.readline() == "held\n"
+        assert _ofd_locks_on(ws.keyring, ws.keys) == []  # no guard byte, no folder mark: the lock file alone
+        b = subprocess.Popen([sys.executable, "-c", _ADD, str(ws.root), str(tmp_path / "b.pem"), str(secret)],
+                             env=child_env(), cwd="/", stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            _, err = b.communicate(timeout=20)
+        finally:
+            if b.poll() is None:
+                b.kill()
+                b.wait()
+    finally:
+        a.communicate("\n", timeout=30)
+    assert b.returncode != 0 and "WorkspaceBusy" in err and str(ws.trust_lock) in err, err
+    assert "byte" not in err.splitlines()[-1]  # no guard was taken
+    assert ws.trust.read_bytes() == before
+
+
+_HOLD_STORE = _NO_OFD + ("from pathlib import Path\n"
+                         "from safeface.storage.gallery import write_lock\n"
+                         "with write_lock(Path(sys.argv[1])).held():\n"
+                         "    print('held', flush=True)\n"
+                         "    sys.stdin.readline()\n")
+_ENROL = _NO_OFD + ("import datetime as dt, numpy as np\n"
+                    "from safeface.hazmat.templates import PassphraseKeyring\n"
+                    "from safeface.storage.gallery import Gallery\n"
+                    "k = PassphraseKeyring.open(sys.argv[1], sys.argv[2])\n"
+                    "v = np.random.default_rng(7).standard_normal(128)\n"
+                    "with Gallery.open(sys.argv[3], k, 128) as g:\n"
+                    "    g.add('bob', v / np.linalg.norm(v), ['demo'], 'tok-x',\n"
+                    "          dt.datetime(2100, 1, 1, tzinfo=dt.timezone.utc))\n")
+
+
+def test_without_ofd_locks_the_lock_file_alone_keeps_an_enrolment_out_of_an_erasure(tmp_path: Path) -> None:
+    """A process holds the gallery's write lock (an erasure) on a system without OFD locks; another
+    enrols: it must wait on gallery.db.lock and give up with WorkspaceBusy, storing nothing."""
+    from test_gallery_open_handles import DIM, PASS, _fresh
+
+    from safeface.storage.gallery import Gallery
+
+    keys, keyring, db = _fresh(tmp_path)
+    Gallery.open(db, keyring, DIM).close()
+    a = subprocess.Popen([sys.executable, "-c", _HOLD_STORE, str(db)], env=child_env(), cwd="/",
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert a.stdout is not None and a.stdout.readline() == "held\n"
+        assert _ofd_locks_on(db, tmp_path) == []
+        b = subprocess.Popen([sys.executable, "-c", _ENROL, str(keys), PASS, str(db)], env=child_env(), cwd="/",
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            _, err = b.communicate(timeout=20)
+        finally:
+            if b.poll() is None:
+                b.kill()
+                b.wait()
+    finally:
+        a.communicate("\n", timeout=30)
+    assert b.returncode != 0 and "WorkspaceBusy" in err and "gallery.db.lock" in err, err
+    with Gallery.open(db, keyring, DIM) as g:
+        assert g.subject_count() == 0
