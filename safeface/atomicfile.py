@@ -16,10 +16,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Callable, Iterator, Optional, Union
 
-from .errors import ConfigError, IntegrityError, WorkspaceBusy
+from .errors import ConfigError, IntegrityError, WorkspaceBusy, WorkspaceUnwritable
 from .regularfile import read_no_link
 
 PathLike = Union[str, "os.PathLike[str]"]
+# A write the disk refused, as the operating system says it: full, over quota, read-only.
+DISK_REFUSED = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
 
 
 def _umask() -> int:
@@ -183,9 +185,13 @@ def open_lock_file(lock_path: PathLike) -> int:
         if exc.errno in (errno.EISDIR, errno.ENXIO, errno.ENOTDIR):  # a folder or a device in its place
             raise ConfigError(f"the lock file {lock_path} cannot be opened ({exc.strerror}); remove what is in its "
                               "place (safeface makes the file itself).") from None
-        if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        if exc.errno in (errno.EACCES, errno.EPERM):
             raise ConfigError(f"the lock file {lock_path} cannot be made or opened ({exc.strerror}); safeface needs "
                               "to write in the workspace's folder, even to read it.") from None
+        if exc.errno in DISK_REFUSED:  # a disk full or gone read-only: the same call works once it is back
+            raise WorkspaceUnwritable(f"the lock file {lock_path} cannot be made or opened ({exc.strerror}); safeface "
+                                      "needs to write in the workspace's folder, even to read it. Free space or "
+                                      "remount its disk read-write, then try again.") from None
         raise
     # A second name for one lock file (a hard link from another lock's name) made two locks one:
     # `keys remove`, holding the store's lock, then waited on itself for the trust lock, for ever.
@@ -194,6 +200,20 @@ def open_lock_file(lock_path: PathLike) -> int:
         raise ConfigError(f"the lock file {lock_path} has another name (a hard link), so two locks could be one "
                           "file; remove it (safeface makes the file itself).")
     return fd
+
+
+def check_disk_takes_writes(folder: PathLike, size: int = 64 * 1024) -> None:
+    """WorkspaceUnwritable unless `size` bytes can be written and synced on `folder`'s disk now:
+    whether a disk that refused a write (full, read-only) takes writes again. The file never has
+    a name there (or loses it at once), so nothing is left behind, even by a crash."""
+    try:
+        with tempfile.TemporaryFile(dir=folder) as f:
+            f.write(bytes(size))
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as exc:
+        raise WorkspaceUnwritable(f"{folder} cannot be written ({exc.strerror}): its disk is full or read-only. Free "
+                                  "space or remount it read-write.") from None
 
 
 def same_lock_file(fd: int, lock_path: PathLike) -> bool:

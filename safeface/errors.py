@@ -33,6 +33,15 @@ class WorkspaceBusy(ConfigError):
     retry_after = 5.0
 
 
+class WorkspaceUnwritable(ConfigError):
+    """The disk under the workspace refused a write: it is full or over its quota, or it went
+    read-only (a file system remounts so after a disk error). The write that failed was rolled
+    back; the same call works once the disk takes writes again (free space, or remount it
+    read-write): `retry_after` seconds is what the service sends with its 503."""
+
+    retry_after = 30.0
+
+
 class IntegrityError(SafeFaceError):
     """Stored data failed its integrity check: a sealed row, the audit chain or a signature."""
 

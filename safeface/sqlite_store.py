@@ -7,11 +7,17 @@ import os
 import sqlite3
 from pathlib import Path
 
-from .errors import ConfigError, IntegrityError, ReplacedFile, WorkspaceBusy
+from .atomicfile import DISK_REFUSED
+from .errors import ConfigError, IntegrityError, ReplacedFile, WorkspaceBusy, WorkspaceUnwritable
 
 BUSY_TIMEOUT_MS = 30_000
 # SQLite's primary result codes (an error's sqlite_errorcode, low byte).
 SQLITE_ERROR, SQLITE_BUSY, SQLITE_LOCKED = 1, 5, 6
+# A write the disk refused: a read-only file system (a write through a file opened before it went
+# read-only is an I/O error), a full one. Extended codes of a read that failed (a damaged disk,
+# not a full one) are left as they are.
+SQLITE_READONLY, SQLITE_IOERR, SQLITE_FULL = 8, 10, 13
+SQLITE_IOERR_READ, SQLITE_IOERR_SHORT_READ = 266, 522
 
 
 def connect(path: Path, what: str) -> sqlite3.Connection:
@@ -25,6 +31,7 @@ def connect(path: Path, what: str) -> sqlite3.Connection:
     except sqlite3.DatabaseError as exc:
         raise_if_busy(exc, f"the {what} {path}")
         _refuse_read_only_folder(path, what, exc)
+        raise_if_unwritable(exc, f"the {what} {path}")  # a full disk: not the file's fault
         raise ConfigError(f"{path} is not a usable {what} database ({exc}).") from None
     try:
         conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
@@ -39,6 +46,7 @@ def connect(path: Path, what: str) -> sqlite3.Connection:
         conn.close()
         raise_if_busy(exc, f"the {what} {path}")
         _refuse_read_only_folder(path, what, exc)
+        raise_if_unwritable(exc, f"the {what} {path}")  # a full disk: not the file's fault
         raise ConfigError(f"{path} is not a usable {what} database ({exc}).") from None
     return conn
 
@@ -80,6 +88,21 @@ def raise_if_busy(exc: sqlite3.DatabaseError, where: str) -> None:
         raise WorkspaceBusy(f"{where} is busy: another process has been writing to it for over "
                             f"{BUSY_TIMEOUT_MS / 1000:g} s (a rekey, a large erasure or purge, a storage migration). "
                             "Nothing was changed; try again once it has finished.") from None
+
+
+def raise_if_unwritable(exc: BaseException, where: str) -> None:
+    """WorkspaceUnwritable (a ConfigError) for a write the disk refused: full, over quota or gone
+    read-only under the process. It escaped as a bare OperationalError (or OSError): a server
+    error with a traceback in the service, though the same call works once the disk takes writes
+    again. Judged by SQLite's result code or the errno, never by the message's words."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if (isinstance(exc, sqlite3.OperationalError) and isinstance(code, int)
+            and code & 0xFF in (SQLITE_READONLY, SQLITE_IOERR, SQLITE_FULL)
+            and code not in (SQLITE_IOERR_READ, SQLITE_IOERR_SHORT_READ)) or \
+            (isinstance(exc, OSError) and exc.errno in DISK_REFUSED):
+        why = exc.strerror if isinstance(exc, OSError) else str(exc)
+        raise WorkspaceUnwritable(f"{where} cannot be written ({why}): its disk is full or read-only. Free space or "
+                                  "remount it read-write, then try again.") from None
 
 
 def raise_if_damaged(exc: sqlite3.DatabaseError, where: str) -> None:

@@ -39,6 +39,7 @@ from ..policy.deployment import Deployment, Finding, working_days_after
 from ..policy.guard import BatchItem, CaptureFacts, Decision, Guard, Operation, Request
 from ..policy.receipts import ErasureReceipt, issue_receipt, receipt_key
 from ..policy.rules import rule_for
+from ..sqlite_store import raise_if_unwritable
 from ..storage.rows import ErasureResult, keys_from_meta, rekey_mark_holds
 from ..workspace.anchor import missing_anchor
 from ..workspace.apikeys import ApiKey, ApiKeys, hashing_key, session_ref
@@ -290,7 +291,7 @@ class SafeFace:
         with self._gallery.locked():
             self._settle_locked()
 
-    def _settle_locked(self) -> None:
+    def _settle_locked(self, why: str = "the process stopped between the two commits") -> None:
         """:meth:`_settle_uncommitted`'s work, its caller holding the store's write lock."""
         pending: set[int] = set()
         for e in self._audit.newest_first(("enroll", COMMITTED, UNCOMMITTED)):
@@ -303,9 +304,17 @@ class SafeFace:
         if not lost:
             return
         self._append(UNCOMMITTED, "allowed", note=f"rows={','.join(map(str, lost))}; their enrolment entries "
-                     "were committed but the store's transaction was not (the process stopped between the two "
-                     "commits): nothing was stored, nothing acknowledged")
+                     f"were committed but the store's transaction was not ({why}): nothing was stored, nothing "
+                     "acknowledged")
         self._gallery.skip_ids(lost[-1])
+
+    def _settle_after_failure(self) -> None:
+        """_settle_locked after a store write that failed in this process, where it can be written."""
+        try:
+            if self._audit.newest_seq("enroll") > self._audit.newest_seq(COMMITTED):
+                self._settle_locked("the store's commit failed")
+        except SafeFaceError:
+            pass  # the log refuses it too: the next enrolment, or the next open, settles them
 
     def _ids_past_the_log(self) -> None:
         """Before an enrolment, under the store's write lock: the store hands out no row id the
@@ -1611,6 +1620,7 @@ class SafeFace:
         except Exception as exc:
             self._append(op, "failed", purpose=request.purpose, subjects=subjects,
                          note=f"guard error: {type(exc).__name__}")
+            raise_if_unwritable(exc, "the workspace")
             raise BackendError(f"{op} could not be judged ({type(exc).__name__}); nothing was done.") from exc
         try:
             result, note = body(decision)
@@ -1624,6 +1634,9 @@ class SafeFace:
             # A backend (ONNX Runtime, SQLite, NumPy) failing inside an authorised call: audited
             # as failed and raised as one of ours; nothing was stored.
             self._record(decision, "failed", subjects, f"backend error: {type(exc).__name__}")
+            # A disk that refused a write (full, read-only) is no fault of the pipeline's or the
+            # store's: the same call works once it takes writes again.
+            raise_if_unwritable(exc, "the workspace")
             raise BackendError(f"{op} failed inside the pipeline or the store ({type(exc).__name__}); nothing was "
                                "stored. Check the image and the workspace, then try again.") from exc
         if note is not None:
@@ -1722,7 +1735,14 @@ class SafeFace:
             if self._audit.newest_seq("enroll") > self._audit.newest_seq(COMMITTED):
                 self._settle_locked()
             self._ids_past_the_log()
-            stored = self._gallery.add_many(rows, decide=decide, before_commit=before_commit)
+            try:
+                stored = self._gallery.add_many(rows, decide=decide, before_commit=before_commit)
+            except Exception:
+                # Its entries committed and the store's transaction failed (a full disk refused the
+                # store's commit, the log's own having room): settled now, or the store check read
+                # the rows as deleted behind the guard (a 409 from audit verify) until the next one.
+                self._settle_after_failure()
+                raise
             self._append(COMMITTED, "allowed", note=f"rows={','.join(str(g.row_id) for g in stored)}; stored")
         self._note_filing()
         # The caller's own token id comes back to it; the store and the log hold only its reference.

@@ -316,6 +316,12 @@ def build_router(rt: Runtime) -> APIRouter:
             return JSONResponse({"status": "refusing", "reason": "a workspace file was replaced under this process's "
                                  "open handles, which refuse every call; restore the file if need be, run `safeface "
                                  "audit verify`, then restart the service."}, status_code=503)
+        # Calls that write are refused (503) while the workspace's disk is full or read-only.
+        problem = await asyncio.to_thread(rt.disk_problem)
+        if problem is not None:
+            return JSONResponse({"status": "refusing", "reason": "the workspace's disk refuses writes (it is full or "
+                                 f"read-only), so calls are refused; {problem} Free space or remount it read-write."},
+                                status_code=503, headers={"Retry-After": "1"})
         # Unlike a replaced file, this passes again once the witness is mounted or restored.
         problem = await asyncio.to_thread(rt.records_problem)
         if problem is not None:

@@ -3,8 +3,9 @@
 Errors become status codes here, once: 401 no valid key, 403 a refusal by the guard (a role that
 may not, or any compliance rule) with the CLI's JSON ``{"error","rule","message"}``, 422 malformed
 input or an unusable image, 413 a body over the limit, 429 a key over its rate, 503 a full work
-queue, a vector index (Milvus) that cannot be asked now or a workspace database another process
-holds for long (each with Retry-After), 409 a failed integrity check. Every response carries a
+queue, a vector index (Milvus) that cannot be asked now, a workspace database another process
+holds for long, a workspace disk that is full or read-only, or a process still starting (each
+with Retry-After), 409 a failed integrity check. Every response carries a
 strict Content-Security-Policy; there is no interactive docs page (it would need outside
 scripts), only /openapi.json.
 """
@@ -26,7 +27,8 @@ from fastapi.responses import JSONResponse, Response
 from starlette.requests import ClientDisconnect
 
 from ..errors import (AuthenticationError, BackendError, ConfigError, ImageError, IndexUnavailable, IntegrityError,
-                      InvalidArgument, PolicyViolation, ReplacedFile, SafeFaceError, ServiceBusy, WorkspaceBusy)
+                      InvalidArgument, PolicyViolation, ReplacedFile, SafeFaceError, ServiceBusy, WorkspaceBusy,
+                      WorkspaceUnwritable)
 from .failures import told
 from .runtime import RateLimited, Runtime, ServiceConfig
 
@@ -193,6 +195,13 @@ def create_app(config: ServiceConfig) -> FastAPI:
     async def _workspace_busy(request: Request, exc: WorkspaceBusy) -> JSONResponse:
         # Another process's long write (a rekey, a large erasure): nothing was done and the same
         # call succeeds once it ends, so a client or balancer retries a 503, not a 500.
+        return _error(503, exc, {"Retry-After": str(max(1, math.ceil(exc.retry_after)))})
+
+    @app.exception_handler(WorkspaceUnwritable)
+    async def _unwritable(request: Request, exc: WorkspaceUnwritable) -> JSONResponse:
+        # The workspace's disk is full or went read-only: no fault of the call's, and it works
+        # once the disk takes writes again. /v1/ready answers 503 until a write works there.
+        rt.disk_refused = True
         return _error(503, exc, {"Retry-After": str(max(1, math.ceil(exc.retry_after)))})
 
     @app.exception_handler(InvalidArgument)

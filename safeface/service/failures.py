@@ -9,7 +9,7 @@ import logging
 import secrets
 from typing import Optional
 
-from ..errors import BackendError, ConfigError, IntegrityError, ModelError, WorkspaceBusy
+from ..errors import BackendError, ConfigError, IntegrityError, ModelError, WorkspaceBusy, WorkspaceUnwritable
 
 # Causes only the operator can act on, whose messages name the server's paths and files (a model
 # file's path and its hash, a store's location): the caller gets a log reference instead.
@@ -34,5 +34,8 @@ def told(exc: Exception) -> tuple[str, Optional[str]]:
     if isinstance(exc, WorkspaceBusy):  # its message names the file; the caller needs only to retry
         return (f"the workspace is busy with another process's long write; nothing was done. Retry later "
                 f"(reference {ref}).", ref)
+    if isinstance(exc, WorkspaceUnwritable):  # the same: the operator frees space; the caller retries
+        return (f"the service cannot write its records now (its disk is full or read-only); the call did not "
+                f"complete. Retry later (reference {ref}).", ref)
     return (f"the service could not complete the call; its operator finds the cause in the service's log under "
             f"reference {ref}.", ref)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional, TypeVar
 
+from ..atomicfile import check_disk_takes_writes
 from ..errors import InvalidArgument, SafeFaceError, ServiceBusy
 from ..workspace.apikeys import MIN_RATE
 from .failures import kept
@@ -68,8 +70,6 @@ class Runtime:
         self._local = threading.local()
         self._opened: list[Any] = []
         self._opened_lock = threading.Lock()
-        # The main handle: credentials and the console's light reads.
-        self.main = self._open()
         self._main_lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=config.threads, thread_name_prefix="safeface-call")
         self._capacity = config.threads + config.queue
@@ -77,8 +77,22 @@ class Runtime:
         self._buckets: dict[str, _Bucket] = {}
         self._ready = threading.Event()
         self._closing = threading.Event()
-        self.start_problem: Optional[str] = None  # why the pool threads did not open yet (warm)
+        self.start_problem: Optional[str] = None  # why the workspace did not open yet (warm)
         self._last_kept: Optional[tuple[str, str]] = None
+        # The main handle: credentials and the console's light reads. An open that fails here (a
+        # witness volume gone for a moment, a database busy: the window after `safeface serve`
+        # checked the workspace) is left to warm, which tries again: raised from uvicorn's app
+        # factory, it printed a traceback and the worker process exited.
+        self.main: Optional[Any] = None
+        try:
+            self._open_main()
+        except SafeFaceError as exc:
+            self.start_problem = self._kept(exc)
+        # Set by a call the workspace's disk refused (full, read-only): /v1/ready answers 503 until
+        # a write of its own works there (disk_problem).
+        self.disk_refused = False
+        self._disk_lock = threading.Lock()
+        self._disk_answer: Optional[str] = None
         # Set at the first call refused because a workspace file was replaced under the handles:
         # they never reopen (each would read another file than the other processes), so the
         # process serves nothing more until it is restarted, and must not be called ready.
@@ -90,13 +104,26 @@ class Runtime:
         self._probe_lock = threading.Lock()
         self._probe_answer: Optional[str] = None
 
-    def _open(self) -> Any:
+    def _open(self, main: bool = False) -> Any:
         from ..sdk import SafeFace
 
         sf = SafeFace.open(self.config.workspace, passphrase_file=self.config.passphrase_file)
         with self._opened_lock:
-            self._opened.append(sf)
+            if main and self._closing.is_set():  # warm's late open after close(): nobody would close it
+                sf.close()
+                raise RuntimeError("the service is closing")
+            if main:
+                self._opened.insert(0, sf)  # index_state reads the others, the pool threads'
+            else:
+                self._opened.append(sf)
         return sf
+
+    def _open_main(self) -> None:
+        if self.main is not None:
+            return
+        sf = self._open(main=True)
+        with self._main_lock:
+            self.main = sf
 
     def _thread_sf(self) -> Any:
         sf = getattr(self._local, "sf", None)
@@ -105,13 +132,15 @@ class Runtime:
         return sf
 
     def warm(self) -> None:
-        """Open every pool thread's workspace handle and load its pipeline, then mark ready. An
-        open that fails (a witness missing, a database busy) is tried again every WARM_RETRY_S
-        seconds until it succeeds or the process closes, `start_problem` saying meanwhile where
-        the operator finds why: one failure left the process "starting" for good, with a
-        traceback in its log, even once the cause was gone and its calls succeeded."""
+        """Open the main handle if __init__ could not, then every pool thread's workspace handle
+        and its pipeline, then mark ready. An open that fails (a witness missing, a database busy)
+        is tried again every WARM_RETRY_S seconds until it succeeds or the process closes,
+        `start_problem` saying meanwhile where the operator finds why: one failure left the
+        process "starting" for good, with a traceback in its log, even once the cause was gone and
+        its calls succeeded."""
         while not self._closing.is_set():
             try:
+                self._open_main()
                 self._warm_once()
             except SafeFaceError as exc:
                 self.start_problem = self._kept(exc)
@@ -185,6 +214,29 @@ class Runtime:
             self._probe_lock.release()
         return self._probe_answer
 
+    def disk_problem(self) -> Optional[str]:
+        """None while the workspace's disk takes writes; else where the operator finds why
+        (failures.kept). A full disk is found by a call it refuses (disk_refused); from then on each
+        probe writes a little of its own until that works, so the process is ready again without
+        waiting for a call a balancer no longer sends it. A read-only mount is seen before any call."""
+        if not self._disk_lock.acquire(blocking=False):
+            return self._disk_answer  # a flood of probes writes one at a time: the last answer
+        try:
+            root = self.config.workspace
+            try:
+                read_only = bool(os.statvfs(root).f_flag & os.ST_RDONLY)
+            except OSError:  # the folder gone: the records check names that
+                read_only = False
+            if self.disk_refused or read_only:
+                check_disk_takes_writes(root)
+                self.disk_refused = False
+            self._disk_answer = None
+        except SafeFaceError as exc:
+            self._disk_answer = self._kept(exc)
+        finally:
+            self._disk_lock.release()
+        return self._disk_answer
+
     @property
     def in_flight(self) -> int:
         return self._admitted
@@ -217,8 +269,12 @@ class Runtime:
             self.metrics.gauge("safeface_in_flight", self._admitted)
 
     def light(self, fn: Callable[[Any], T]) -> T:
-        """A quick call on the main handle (credential checks), serialised."""
+        """A quick call on the main handle (credential checks), serialised; 503 while it does not
+        open yet (warm tries again)."""
         with self._main_lock:
+            if self.main is None:
+                raise ServiceBusy("the service is starting: its workspace does not open yet; nothing was done. "
+                                  "Retry shortly.", WARM_RETRY_S)
             return fn(self.main)
 
     def close(self) -> None:

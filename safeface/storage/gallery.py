@@ -29,7 +29,7 @@ import numpy as np
 from ..atomicfile import hold_database, let_database_go
 from ..errors import ConfigError
 from ..sqlite_store import (BUSY_TIMEOUT_MS, connect as _connect_store, create_file, raise_if_busy, raise_if_damaged,
-                            refuse_foreign_triggers, refuse_replaced, store_identity)
+                            raise_if_unwritable, refuse_foreign_triggers, refuse_replaced, store_identity)
 from ..hazmat.templates.keyring import Keyring
 from ..hazmat.templates.rowfilter import RowFilter
 from ..hazmat.templates.sealing import Sealer
@@ -184,6 +184,7 @@ class Gallery:
                 except sqlite3.DatabaseError as exc:  # a FIFO or device in its place, a damaged file
                     raise_if_busy(exc, f"the gallery at {path}")
                     raise_if_damaged(exc, f"the gallery at {path}")
+                    raise_if_unwritable(exc, f"the gallery at {path}")
                     raise ConfigError(f"the gallery at {path} cannot be opened ({exc}): check that it is this "
                                       "workspace's own SQLite file, or restore it from a backup.") from None
                 g._file = store_identity(path)  # its -wal and -shm are open now
@@ -526,9 +527,11 @@ class Gallery:
                 self._same_file()
                 self._write_lock.check()
                 db.execute("COMMIT")
-            except BaseException:
+            except BaseException as exc:
                 if db.in_transaction:
                     db.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.DatabaseError):
+                    raise_if_unwritable(exc, f"the gallery at {self._path}")
                 raise
             for fn in after:
                 fn()

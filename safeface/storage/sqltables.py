@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping, Optional, Sequence
 
 from ..errors import BackendError, ConfigError, IntegrityError
-from ..sqlite_store import (connect, raise_if_busy, raise_if_damaged, raise_if_edited, refuse_foreign_triggers,
-                            refuse_replaced, store_identity)
+from ..sqlite_store import (connect, raise_if_busy, raise_if_damaged, raise_if_edited, raise_if_unwritable,
+                            refuse_foreign_triggers, refuse_replaced, store_identity)
 
 WORKSPACE_SCHEMA = 1
 
@@ -92,6 +92,7 @@ class SqliteTables:
             self._db.close()
             raise_if_busy(exc, self.where)
             raise_if_damaged(exc, self.where)
+            raise_if_unwritable(exc, self.where)
             raise ConfigError(f"{self.where} cannot be opened ({exc}): check that it is this workspace's own "
                               "SQLite file, or restore it from a backup.") from None
         # A long-running handle (a service) must not judge by, or record into, a file other
@@ -135,10 +136,12 @@ class SqliteTables:
                 raise
 
     def _typed(self, exc: sqlite3.DatabaseError) -> None:
-        """The typed error for an SQLite error in a statement: busy, damaged, or edited by hand."""
+        """The typed error for an SQLite error in a statement: busy, damaged, edited by hand, or on
+        a disk that refused the write."""
         raise_if_busy(exc, self.where)
         raise_if_damaged(exc, self.where)
         raise_if_edited(exc, self.where)
+        raise_if_unwritable(exc, self.where)
 
     @contextmanager
     def write(self) -> Iterator[None]:
@@ -148,16 +151,22 @@ class SqliteTables:
                 self._db.execute("BEGIN IMMEDIATE")
             except sqlite3.DatabaseError as exc:
                 raise_if_busy(exc, self.where)
+                raise_if_unwritable(exc, self.where)
                 raise
             try:
                 self._same_file()
                 self._refuse_triggers()
                 yield
                 self._same_file()
-            except BaseException:
-                self._db.execute("ROLLBACK")
+                self._db.execute("COMMIT")
+            except BaseException as exc:
+                # A full or read-only disk may have rolled the transaction back already; a
+                # ROLLBACK then would fail and hide why.
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.DatabaseError):
+                    self._typed(exc)
                 raise
-            self._db.execute("COMMIT")
 
     def columns(self, table: str) -> set[str]:
         with self._lock:

@@ -40,9 +40,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, ContextManager, Optional, Protocol, runtime_checkable
 
-from ..errors import ConfigError, IntegrityError
+from ..errors import ConfigError, IntegrityError, WorkspaceUnwritable
 from ..regularfile import read_workspace_file
-from ..atomicfile import exclusive_lock, write_atomic
+from ..atomicfile import DISK_REFUSED, exclusive_lock, write_atomic
 
 FORMAT = "safeface-audit-anchor/1"
 # An anchor is one short JSON line; anything longer was not written by safeface.
@@ -119,8 +119,12 @@ class FileAnchor:
                 write_atomic(self.path, (json.dumps(doc, sort_keys=True) + "\n").encode("utf-8"), mode=0o600)
         except (OSError, ConfigError) as exc:
             why = exc.strerror if isinstance(exc, OSError) else str(exc)
-            raise ConfigError(f"the {self.name} {self.path} cannot be written ({why}): the audit entry "
-                              f"{seq} is recorded but not anchored; fix the path and retry.") from None
+            # A full or read-only disk (the log's own write-ahead log may still have room): the
+            # same call works once it takes writes again, as for the log itself.
+            full = isinstance(exc, WorkspaceUnwritable) or (isinstance(exc, OSError) and exc.errno in DISK_REFUSED)
+            raise (WorkspaceUnwritable if full else ConfigError)(
+                f"the {self.name} {self.path} cannot be written ({why}): the audit entry {seq} is recorded but not "
+                "anchored; fix the path and retry.") from None
 
 
 class WitnessAnchor(FileAnchor):
