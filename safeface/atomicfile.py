@@ -87,6 +87,58 @@ def _replaceable(target: Path) -> None:
                           "choose a file path.")
 
 
+def trusted_path(path: PathLike) -> Path:
+    """`path` with every link on the way resolved (OSError if it leads nowhere), refused
+    (ConfigError naming the name) where a user other than this one or root chose where it leads
+    or can move it elsewhere before it is written: a link such a user made, or a folder on the
+    way (to a link or to the end) such a user owns or may write, unless sticky and the entry in
+    it is ours. What is written there is then written where it was judged: by path, a folder
+    swapped for a link between the check and the rename made root write over /etc."""
+    trusted = {0, os.geteuid()}
+    todo = list(reversed(Path(os.path.abspath(path)).parts[1:]))
+    here, hops = Path("/"), 0
+    while todo:
+        name = todo.pop()
+        if name == "..":
+            here = here.parent
+            continue
+        st = os.lstat(here / name)
+        if not stat.S_ISLNK(st.st_mode):
+            here = here / name
+            continue
+        hops += 1
+        if hops > 40:
+            raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), str(path))
+        _refuse_changeable(here / name, st, trusted)
+        dest = Path(os.readlink(here / name))
+        if dest.is_absolute():
+            here = Path("/")
+        todo += reversed(dest.parts[1:] if dest.is_absolute() else dest.parts)
+    _refuse_changeable(here, os.lstat(here), trusted)
+    return here
+
+
+def _refuse_changeable(path: Path, st: os.stat_result, trusted: set[int]) -> None:
+    """ConfigError unless every name from / to the real path `path` (lstat `st`) was made by and
+    stays with this user or root (see trusted_path). A group of this process's is trusted as it
+    is (a user's private group)."""
+    parts = path.parts
+    for i in range(1, len(parts)):
+        folder = Path(*parts[:i])
+        fst = os.lstat(folder)
+        est = st if i == len(parts) - 1 else os.lstat(Path(*parts[:i + 1]))
+        shared = fst.st_mode & 0o002 or (fst.st_mode & 0o020 and fst.st_gid != os.getegid())
+        if fst.st_uid not in trusted or (shared and not (fst.st_mode & stat.S_ISVTX and est.st_uid in trusted)):
+            where = folder
+        elif stat.S_ISLNK(est.st_mode) and est.st_uid not in trusted:
+            where = Path(*parts[:i + 1])
+        else:
+            continue
+        raise ConfigError(f"{path} can be changed by another user through {where} (owned or writable by a user "
+                          "other than this one or root), who could send what is written there elsewhere; use a "
+                          "path only you (or root) can change.")
+
+
 def _temporary_beside(target: Path, suffix: str = "") -> tuple[int, str]:
     """A new temporary file in `target`'s folder; ConfigError naming the path when none can be
     made there (a folder that does not exist, one not writable, /proc)."""

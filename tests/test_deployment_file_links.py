@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import sys
 from pathlib import Path
 
@@ -69,3 +70,12 @@ def test_a_deployment_link_to_a_key_file_or_another_users_file_is_refused_and_ke
     with pytest.raises(ConfigError, match="no regular file of this user"):
         _assess(ws)
     assert ws.config.is_symlink() and managed.read_bytes() == before
+
+
+def test_the_managed_file_written_through_keeps_no_special_or_shared_write_bits(tmp_path: Path) -> None:
+    """The managed file is setuid and group/world writable (0o4777): after `assess` writes through,
+    it is 0o755, no setuid JSON file left by a root `assess`, no one else able to edit it."""
+    ws, managed = _managed(tmp_path)
+    os.chmod(managed, 0o4777)
+    _assess(ws)
+    assert ws.config.is_symlink() and stat.S_IMODE(os.stat(managed).st_mode) == 0o755

@@ -1502,10 +1502,7 @@ class SafeFace:
             self._deployment, self._config_digest = root._deployment, root._config_digest
 
     def _config_bytes(self) -> bytes:
-        try:
-            return self._paths.config.read_bytes()
-        except OSError:
-            raise ConfigError(f"{self._paths.config} can no longer be read; restore it.") from None
+        return Deployment.read_file(self._paths.config)
 
     def _sync_trust(self) -> None:
         """A trust change recorded since this workspace read its trusted keys (`safeface keys

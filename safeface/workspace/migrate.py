@@ -23,12 +23,14 @@ from typing import Any, Callable, Mapping, Optional
 
 from ..errors import ConfigError, IntegrityError, ReplacedFile
 from ..hazmat.templates.keyring import Keyring
+from ..policy.deployment import Deployment
 from ..storage.factory import StorageConfig, open_store, secret_from_env
 from ..storage.sqltables import PgTables, create_and_fill
 from .apikeys import ApiKeys
 from .audit import AuditLog
 from .paths import WorkspacePaths
 from .state import PolicyState
+from .storage_seal import check_storage_seal
 
 BATCH = 5000
 _SAME = ("schema", "dim", "transform_version", "transform_key_id", "seal_version", "seal_key_id",
@@ -189,16 +191,21 @@ def retire_local_files(paths: WorkspacePaths) -> None:
                           "workspace's and nothing was moved. Fix that, then migrate again.") from None
 
 
-def refuse_if_moved(paths: WorkspacePaths) -> None:
-    """ReplacedFile when deployment.json names the servers: run inside each append to the local
-    audit log (session.open_audit). A migration killed between pointing the file at the servers
-    and renaming the local files aside left them under their names, and a handle opened before
-    it erased a person there: a signed receipt while the servers kept her, and an anchor moved
-    past the servers' log, so the workspace no longer opened."""
+def refuse_if_moved(paths: WorkspacePaths, keyring: Any) -> None:
+    """ReplacedFile when deployment.json names the servers under this workspace's seal: run inside
+    each append to the local audit log (session.open_audit). A migration killed between pointing
+    the file at the servers and renaming the local files aside left them under their names, and a
+    handle opened before it erased a person there: a signed receipt while the servers kept her,
+    and an anchor moved past the servers' log, so the workspace no longer opened."""
     try:
-        raw = json.loads(paths.config.read_bytes())
+        raw = json.loads(Deployment.read_file(paths.config))
         section = raw.get("storage") if isinstance(raw, dict) else None
         moved = isinstance(section, Mapping) and StorageConfig.from_section(section).server
+        if moved and isinstance(section, Mapping):
+            # Only a migration (which has the keys) seals it: a server section written by hand
+            # turned every local append, erasures included, into a refusal, and no one could
+            # open the workspace again to erase.
+            check_storage_seal(keyring, section)
     except (OSError, ValueError, ConfigError):
         return  # a file that no longer loads is judged by the call (it stops processing, not an erasure)
     if moved:

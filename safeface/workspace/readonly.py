@@ -26,7 +26,7 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from ..atomicfile import flock_within, lock_busy
+from ..atomicfile import flock_within, lock_busy, trusted_path
 from ..errors import ConfigError, PolicyViolation, SafeFaceError
 from .paths import WorkspacePaths
 
@@ -50,7 +50,7 @@ def verifiable(paths: WorkspacePaths) -> Iterator[WorkspacePaths]:
         yield paths
         return
     home = Path(os.path.abspath(paths.root))
-    holder = Path(tempfile.mkdtemp(prefix="safeface-verify-"))  # 0700, this user's alone
+    holder = _private_folder()  # 0700, this user's alone
     try:
         # The copy keeps the folder's name: a deployment without a name is named after its folder
         # in receipts and checkpoints.
@@ -63,6 +63,21 @@ def verifiable(paths: WorkspacePaths) -> Iterator[WorkspacePaths]:
             raise
     finally:
         shutil.rmtree(holder, ignore_errors=True)
+
+
+def _private_folder() -> Path:
+    """A new folder (0700) in $TMPDIR, refused, and removed, where another user could move it: a
+    TMPDIR they own or may write (not sticky) let them rename the copy away and put a folder of
+    theirs at its name, whose files the check then judged (a forged workspace found intact), or
+    into which the sealed templates were copied."""
+    holder = tempfile.mkdtemp(prefix="safeface-verify-")
+    try:
+        return trusted_path(holder)
+    except (OSError, ConfigError) as exc:
+        shutil.rmtree(holder, ignore_errors=True)
+        raise ConfigError(f"the private copy to verify cannot be kept safely in {tempfile.gettempdir()}: {exc} Set "
+                          "TMPDIR to a folder only you (or root) can write, or a sticky one such as /tmp. Nothing "
+                          "was verified.") from None
 
 
 def _copy_workspace(source: WorkspacePaths, copy: WorkspacePaths) -> None:

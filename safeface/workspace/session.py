@@ -14,7 +14,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional, Sequence, Union
 
-from ..atomicfile import write_atomic
+from ..atomicfile import trusted_path, write_atomic
 from ..errors import ConfigError, ImageError, IntegrityError
 from ..policy.deployment import Deployment
 from ..policy.rules import rule_for
@@ -68,36 +68,56 @@ def write_config(paths: WorkspacePaths, text: Union[str, bytes]) -> None:
     keeps the file elsewhere), the file it points to is replaced instead: `safeface assess`
     replaced the link by a plain file, and the tool's later changes never reached the workspace."""
     target = _config_file(paths, text)
-    mode = None if target == paths.config else stat.S_IMODE(os.stat(target).st_mode) & ~0o022
+    # The target's permissions less group and other write, and less setuid, setgid and sticky,
+    # which a JSON file written by root has no use for.
+    mode = None if target == paths.config else stat.S_IMODE(os.stat(target).st_mode) & 0o755
     write_atomic(target, text, mode=mode)
 
 
 def _config_file(paths: WorkspacePaths, text: Union[str, bytes]) -> Path:
     """The file deployment.json names: itself, or a link's target that is a regular file in the
     workspace or of this user and none of the workspace's own files (its keys and anchor, its
-    databases, a witness), whose content the write would destroy."""
+    databases, a witness), whose content the write would destroy. Every link and folder on the
+    way must be this user's or root's (atomicfile.trusted_path): one another user could change
+    sent a root `assess` over a file of their choice (/etc/...)."""
     if not os.path.islink(paths.config):
         return paths.config
     try:
-        target = Path(os.path.realpath(paths.config, strict=True))
+        target = trusted_path(paths.config)
         st = os.stat(target)
     except OSError as exc:
         raise ConfigError(f"{paths.config} is a link that cannot be followed ({exc.strerror}); put the file itself "
                           "there, or restore the file it points to. Nothing was written.") from None
+    except ConfigError as exc:
+        raise ConfigError(f"{paths.config} is a link, and {exc} Nothing was written.") from None
     witnesses: list[Path] = []
-    for read in (paths.config.read_bytes, lambda: text.encode("utf-8") if isinstance(text, str) else text):
+    texts: list[Callable[[], bytes]] = [lambda: Deployment.read_file(paths.config),
+                                        lambda: text.encode("utf-8") if isinstance(text, str) else text]
+    for read in texts:
         try:  # the witnesses of the file replaced and of the new one
             witnesses += witness_paths(paths, Deployment.load_bytes(read(), paths.config))
         except (OSError, ConfigError):
             pass
-    real = [Path(os.path.realpath(p)) for p in (*paths.database_files(locks=True), *witnesses)]
-    own = target in real or target.is_relative_to(os.path.realpath(paths.keys))
+    # Compared as files, not names: a second name for one (a bind mount of WS/keys elsewhere)
+    # reaches it under a path no realpath() leads back to.
+    own = {_file_id(p) for p in (*paths.database_files(locks=True), *witnesses)}
+    keys = _file_id(paths.keys)
+    own_file = (st.st_dev, st.st_ino) in own or (keys is not None and any(_file_id(p) == keys for p in target.parents))
     ours = target.is_relative_to(os.path.realpath(paths.root)) or st.st_uid == os.geteuid()
-    if own or not stat.S_ISREG(st.st_mode) or not ours:
-        what = "one of the workspace's own files" if own else "no regular file of this user"
+    if own_file or not stat.S_ISREG(st.st_mode) or not ours:
+        what = "one of the workspace's own files" if own_file else "no regular file of this user"
         raise ConfigError(f"{paths.config} is a link to {target}, which is {what}; put the deployment file itself "
                           "there, or link it to a file of yours. Nothing was written.")
     return target
+
+
+def _file_id(path: Path) -> Optional[tuple[int, int]]:
+    """The (device, inode) `path` reaches; None where nothing is there."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
 
 
 def workspace_anchors(paths: WorkspacePaths, keyring: Any, deployment: Deployment, *, strict: bool = False,
@@ -212,7 +232,7 @@ def open_audit(paths: WorkspacePaths, keyring: Any, deployment: Deployment, *, s
     if tables is None and not paths.audit.is_file():
         raise IntegrityError(f"the audit log {paths.audit} is missing: it was deleted. Restore it before processing.")
     log = (AuditLog(tables, keyring.key("audit"), anchors) if tables is not None
-           else AuditLog(paths.audit, keyring.key("audit"), anchors, partial(refuse_if_moved, paths)))
+           else AuditLog(paths.audit, keyring.key("audit"), anchors, partial(refuse_if_moved, paths, keyring)))
     try:
         log.check_head()
         if not (strict or assessing):

@@ -15,6 +15,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import os
 import unicodedata
 import uuid
 from dataclasses import dataclass
@@ -22,9 +23,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Optional
 
 from ...atomicfile import write_atomic
-from ...errors import ConfigError
+from ...errors import ConfigError, ImageError
 from ...jsonnum import finite_number
 from ...lookalike import compatibility_char, lookalike_scripts, mark_that_draws_nothing, mixed_word, skeletons
+from ...regularfile import open_regular
 from ..rules import DEFAULT_PROFILE, check_profiles
 from .floors import EU_GUARDIAN_AGES, GUARDIAN_AGES, guardian_age
 
@@ -37,6 +39,9 @@ LOCATION_CLASSES = ("personal-device", "premises", "public-place")
 ALL_OPERATIONS = ("enroll", "verify", "identify", "erase", "export", "analyze", "revoke", "purge", "report",
                   "rekey", "apikey", "track")
 DEFAULT_FILING_THRESHOLD = 100_000
+# Far above any deployment file (a few KB; tens with many roles): a sparse file of gigabytes at
+# its name would be read whole at every call.
+MAX_DEPLOYMENT_BYTES = 1 << 20
 # CN-17 (Measures art. 15): filing is due at 100,000 people; a deployment may file earlier, never later.
 CN_MAX_FILING_THRESHOLD = 100_000
 # The names the matching section may hold: any other ("threshоld" with a Cyrillic о, a misspelt
@@ -116,13 +121,30 @@ class Deployment:
 
     @classmethod
     def load(cls, path: Path) -> "Deployment":
+        return cls.load_bytes(cls.read_file(path), path)
+
+    @staticmethod
+    def read_file(path: Path) -> bytes:
+        """The bytes of the deployment file `path` (a link to a regular file is followed);
+        ConfigError unless it is a regular file of at most MAX_DEPLOYMENT_BYTES. A FIFO put in
+        its place made every reading wait for ever: each call of an open workspace, erasures
+        included, which go on under the last reading when the file no longer loads."""
         try:
-            data = path.read_bytes()
-        except FileNotFoundError:
-            raise ConfigError(f"{path} is missing: is this a safeface workspace? Create one with `safeface init`.") from None
+            with open_regular(path, str(path)) as fh:
+                size = os.fstat(fh.fileno()).st_size  # read by its size: each call reads the file
+                data = b"" if size > MAX_DEPLOYMENT_BYTES else fh.read(size + 1)
+        except ImageError as exc:
+            if not os.path.lexists(path):
+                raise ConfigError(f"{path} is missing: is this a safeface workspace? Create one with "
+                                  "`safeface init`.") from None
+            raise ConfigError(f"{exc} The deployment file must be a regular file (or a link to one); restore "
+                              "it.") from None
         except OSError as exc:
-            raise ConfigError(f"{path} is not readable JSON ({exc}).") from None
-        return cls.load_bytes(data, path)
+            raise ConfigError(f"{path} could not be read ({exc.strerror}); restore it.") from None
+        if size > MAX_DEPLOYMENT_BYTES or len(data) > MAX_DEPLOYMENT_BYTES:
+            raise ConfigError(f"{path} is larger than {MAX_DEPLOYMENT_BYTES >> 20} MiB, so no deployment file; "
+                              "restore it.")
+        return data
 
     @classmethod
     def load_bytes(cls, data: bytes, path: Path) -> "Deployment":
