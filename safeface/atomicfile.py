@@ -589,17 +589,67 @@ def lock_busy(what: str, timeout: Optional[float] = None) -> WorkspaceBusy:
                          "nothing was changed. Let it finish or stop it, then try again.")
 
 
+# Waits given up on go on in their threads, each with a descriptor, until the lock is free: behind a
+# holder stuck for hours, every refused call of a service left one, and the process ran out of
+# descriptors for all its calls. Past this many at once, a wait polls instead (a stuck lock is no
+# stream of short writes to be starved by).
+MAX_WAITER_THREADS = 64
+_waiters = [0]  # this process's waiter threads still running
+_waiters_lock = threading.Lock()
+
+
+def _in_forked_child() -> None:
+    """A child has none of its parent's threads: one forked while another thread held one of these
+    locks inherited it held for ever, and its first lock of any workspace waited with no end."""
+    global _guard_pool_lock, _waiters_lock
+    _guard_pool_lock, _waiters_lock = threading.Lock(), threading.Lock()
+    _waiters[0] = 0
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_in_forked_child)
+
+
+def _poll(try_lock: Callable[[], bool], timeout: float) -> bool:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not try_lock():
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False
+        time.sleep(min(0.05, left))
+    return True
+
+
 def bounded_wait(lock: Callable[[], object], unlock: Callable[[], None], done: Callable[[], None],
-                 timeout: Optional[float]) -> bool:
+                 timeout: Optional[float], try_lock: Optional[Callable[[], bool]] = None) -> bool:
     """Whether `lock()` (a blocking wait) returned within `timeout` seconds (None: waits for it).
     A wait given up on goes on in its thread, which calls `unlock` once it gets the lock; `done`
-    runs when that thread ends."""
+    runs when that thread ends. With MAX_WAITER_THREADS running, `try_lock()` (without waiting)
+    is polled instead, and `unlock` and `done` run when the poll gives up."""
     if timeout is None:
         try:
             lock()
         finally:
             done()
         return True
+    if try_lock is not None:
+        with _waiters_lock:
+            polling = _waiters[0] >= MAX_WAITER_THREADS
+            if not polling:
+                _waiters[0] += 1
+        if polling:
+            try:
+                if _poll(try_lock, timeout):
+                    return True
+            except BaseException:
+                unlock()
+                raise
+            finally:
+                done()
+            unlock()
+            return False
     # A blocking wait, in a thread of its own, rather than polling: a poller is overtaken by every
     # writer already blocked on the lock, and a steady stream of short writes starves it.
     decided = threading.Lock()  # the waiter's taking and the caller's giving up, one after the other
@@ -621,9 +671,29 @@ def bounded_wait(lock: Callable[[], object], unlock: Callable[[], None], done: C
                     got.set()
         finally:
             done()
+            if try_lock is not None:
+                with _waiters_lock:
+                    _waiters[0] -= 1
 
-    threading.Thread(target=take, name="safeface-lock-wait", daemon=True).start()
-    got.wait(timeout)
+    try:
+        try:
+            threading.Thread(target=take, name="safeface-lock-wait", daemon=True).start()
+        except RuntimeError:  # no thread to be had: nothing waits, nothing is counted
+            if try_lock is not None:
+                with _waiters_lock:
+                    _waiters[0] -= 1
+            done()
+            raise
+        got.wait(timeout)
+    except BaseException:
+        # Interrupted (KeyboardInterrupt, a signal handler's exception): the waiter must not take
+        # the lock for no one. A guard byte taken so stayed held for the process's life, and every
+        # writer of every process then ended busy.
+        with decided:
+            abandoned.set()
+            if got.is_set() and not failed:
+                unlock()
+        raise
     with decided:
         if failed:
             raise failed[0]
@@ -645,11 +715,27 @@ def flock_within(fd: int, how: int, timeout: Optional[float] = None) -> bool:
     except BlockingIOError:
         pass
     waiter = os.dup(fd)  # the same open file: the lock it takes is this descriptor's
+    closing = threading.Lock()
+    closed = [False]
+
+    def unlock() -> None:
+        with closing:  # once closed, its number may be another file's: fd's closing lets the lock go
+            if not closed[0]:
+                fcntl.flock(waiter, fcntl.LOCK_UN)
 
     def done() -> None:
-        os.close(waiter)
+        with closing:
+            closed[0] = True
+            os.close(waiter)
 
-    return bounded_wait(lambda: fcntl.flock(waiter, how), lambda: fcntl.flock(waiter, fcntl.LOCK_UN), done, timeout)
+    def try_flock() -> bool:
+        try:
+            fcntl.flock(waiter, how | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        return True
+
+    return bounded_wait(lambda: fcntl.flock(waiter, how), unlock, done, timeout, try_flock)
 
 
 HeldLock = tuple[int, Optional[int], Optional[int]]  # the lock file's, the guard's and the mark's descriptors
@@ -680,7 +766,7 @@ def take_locks(lock_path: PathLike, guard: Optional[PathLike], shared: bool, tim
         kind = "r" if shared else "w"
         if not guard_lock(fd, offset, kind, False) and not bounded_wait(
                 lambda: guard_lock(fd, offset, kind, True), lambda: release_guard(fd, lock_path), lambda: None,
-                left()):
+                left(), lambda: guard_lock(fd, offset, kind, False)):
             # Named: a process holding this byte is invisible to fuser or lsof on the lock file.
             raise busy(f"{lock_path}, held also as byte {offset} of {guard}, which lslocks or /proc/locks shows "
                        "with the process holding it", timeout)

@@ -9,10 +9,12 @@ the holder call other locked operations."""
 from __future__ import annotations
 
 import threading
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, Optional
 
+from .. import atomicfile
 from ..atomicfile import HeldLock, late_guard, let_locks_go, refuse_lost_lock, take_locks
 from ..errors import WorkspaceBusy
 
@@ -30,12 +32,19 @@ class WriteLock:
 
     @contextmanager
     def held(self, timeout: Optional[float] = None) -> Iterator[None]:
-        """Hold the lock; wait at most `timeout` seconds (None: atomicfile.LOCK_WAIT_S) for another
-        process to let it go, then raise WorkspaceBusy (a ConfigError) naming what holds it up: one
-        held for ever (stuck or hostile) froze every enrolment and erasure."""
-        with self._thread_lock:
+        """Hold the lock; wait at most `timeout` seconds in all (None: atomicfile.LOCK_WAIT_S) for
+        another process or thread to let it go, then raise WorkspaceBusy (a ConfigError) naming
+        what holds it up: one held for ever (stuck or hostile) froze every enrolment and erasure."""
+        limit = min(max(0.0, atomicfile.LOCK_WAIT_S if timeout is None else timeout), threading.TIMEOUT_MAX)
+        deadline = time.monotonic() + limit
+        # Bounded as a wait on another process is: behind another thread of this handle (stuck, or
+        # a long erasure) every other writer of a service's workers waited with no end.
+        if not self._thread_lock.acquire(timeout=limit):
+            raise lock_not_free(f"{self._path}, held by another thread of this process", limit)
+        try:
             if self._depth == 0:
-                self._held = take_locks(self._path, self._guard, False, timeout, lock_not_free)
+                self._held = take_locks(self._path, self._guard, False, max(0.0, deadline - time.monotonic()),
+                                        lambda what, _: lock_not_free(what, limit))
             self._depth += 1
             try:
                 yield
@@ -44,6 +53,8 @@ class WriteLock:
                 if self._depth == 0 and self._held is not None:
                     held, self._held = self._held, None
                     let_locks_go(held, self._path)
+        finally:
+            self._thread_lock.release()
 
     def check(self) -> None:
         """Refuse a write about to commit under this lock if its file was deleted or replaced
