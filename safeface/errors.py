@@ -3,6 +3,8 @@ a refusal by a compliance rule carries that rule's ID (see the rule catalogue)."
 
 from __future__ import annotations
 
+from typing import Optional
+
 
 class SafeFaceError(Exception):
     """Base of all safeface errors."""
@@ -37,9 +39,14 @@ class WorkspaceUnwritable(ConfigError):
     """The disk under the workspace refused a write: it is full or over its quota, or it went
     read-only (a file system remounts so after a disk error). The write that failed was rolled
     back; the same call works once the disk takes writes again (free space, or remount it
-    read-write): `retry_after` seconds is what the service sends with its 503."""
+    read-write): `retry_after` seconds is what the service sends with its 503. `folder`: the
+    folder that refused, where it is not the workspace's own (the audit witness's volume)."""
 
     retry_after = 30.0
+
+    def __init__(self, message: str, folder: Optional[str] = None) -> None:
+        super().__init__(message)
+        self.folder = folder
 
 
 class IntegrityError(SafeFaceError):

@@ -940,7 +940,16 @@ class SafeFace:
                     self._state.revoke_token(str(ref), now)
                     # With the rows the log enrolled under it (a token column edited by hand hid one).
                     logged = self._audit.rows_enrolled_under(str(ref))
-                    results = [self._gallery.remove_token(str(ref), rows=logged)]
+                    res = self._gallery.remove_token(str(ref), rows=logged)
+                    # Rows the log still lists as stored that were already gone: a revocation whose
+                    # entry a full disk refused (or a kill) after its store commit; the retry names
+                    # them, as an erasure's does, or the store check called them deleted behind the guard.
+                    left = {r: p for r, p in self._audit.rows_left_under(str(ref)).items() if r not in res.row_ids}
+                    if left:
+                        ps = {*left.values(), *([res.pseudonym] if res.pseudonym else [])}
+                        res = dataclasses.replace(res, settled=tuple(sorted(left)),
+                                                  pseudonym=ps.pop() if len(ps) == 1 else None)
+                    results = [res]
                     subjects = [results[0].pseudonym] if results[0].pseudonym else []
                     parts = [(subjects, results[0])]
                 merged = _merged(results)
@@ -997,10 +1006,24 @@ class SafeFace:
     def _purge_expired(self) -> Optional[ErasureReceipt]:
         now = self._clock()
         with self._gallery.locked():
-            results = self._gallery.purge_expired(now, ended=self._ended_purposes(now))
+            # The rows a purge removed whose entries a full disk refused after its delete committed
+            # (no later purge finds them, and the store check named them deleted behind the guard):
+            # kept in the policy state from inside the delete's transaction until the entries are in.
+            owed = self._state.purge_owed()
+
+            def owe(found: list[tuple[int, str]]) -> None:
+                self._state.owe_purge(sorted({**owed, **dict(found)}.items()))
+
+            results = self._gallery.purge_expired(now, ended=self._ended_purposes(now), before_commit=owe)
+            taken = {r for res in results for r in res.row_ids}
+            left: dict[str, list[int]] = {}
+            for r, p in sorted(owed.items()):
+                if r not in taken:
+                    left.setdefault(p, []).append(r)
+            results += [ErasureResult(p, (), 0, settled=tuple(rs)) for p, rs in left.items()]
             if not results:
                 return None
-            rows = [r for res in results for r in res.row_ids]
+            rows = [r for res in results for r in (*res.row_ids, *res.settled)]
             subjects = [res.pseudonym for res in results if res.pseudonym]
             receipt = self._receipt("purge", subjects, None, rows, now, _vectors(results))
             # The store check reads the rows each removal entry names, and an entry's note and
@@ -1008,17 +1031,20 @@ class SafeFace:
             batch: list[Any] = []
             for res in results + [None]:
                 if res is not None and (not batch or (len(batch) < PURGE_ENTRY_SUBJECTS and
-                                                      sum(len(b.row_ids) for b in batch) + len(res.row_ids)
-                                                      <= PURGE_ENTRY_ROWS)):
+                                                      sum(len(b.row_ids) + len(b.settled) for b in batch)
+                                                      + len(res.row_ids) + len(res.settled) <= PURGE_ENTRY_ROWS)):
                     batch.append(res)
                     continue
                 ids = [r for b in batch for r in b.row_ids]
+                before = [r for b in batch for r in b.settled]
+                gone = f"; rows {_rows(before)} already gone (a purge stopped before its entry)" if before else ""
                 self._append("purge", "allowed", subjects=[b.pseudonym for b in batch if b.pseudonym],
                              rule=self._rule("retention"),
-                             note=f"{len(ids)} expired template(s) removed; rows={_rows(ids)}; "
+                             note=f"{len(ids)} expired template(s) removed; rows={_rows(ids + before)}{gone}; "
                                   f"receipt {receipt.receipt_id}"
                                   f"{_vec_note(receipt.vectors, _merged(batch).copies)}")
                 batch = [res] if res is not None else []
+            self._state.purge_paid()
         return receipt
 
     def _ended_purposes(self, now: dt.datetime) -> list[str]:

@@ -201,7 +201,7 @@ def create_app(config: ServiceConfig) -> FastAPI:
     async def _unwritable(request: Request, exc: WorkspaceUnwritable) -> JSONResponse:
         # The workspace's disk is full or went read-only: no fault of the call's, and it works
         # once the disk takes writes again. /v1/ready answers 503 until a write works there.
-        rt.disk_refused = True
+        rt.refused_disk(exc.folder)
         return _error(503, exc, {"Retry-After": str(max(1, math.ceil(exc.retry_after)))})
 
     @app.exception_handler(InvalidArgument)

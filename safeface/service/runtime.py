@@ -89,8 +89,10 @@ class Runtime:
         except SafeFaceError as exc:
             self.start_problem = self._kept(exc)
         # Set by a call the workspace's disk refused (full, read-only): /v1/ready answers 503 until
-        # a write of its own works there (disk_problem).
+        # a write of its own works there (disk_problem); also the other folders that refused one
+        # (the audit witness's volume), each until it takes a write again.
         self.disk_refused = False
+        self._refused_folders: set[str] = set()
         self._disk_lock = threading.Lock()
         self._disk_answer: Optional[str] = None
         # Set at the first call refused because a workspace file was replaced under the handles:
@@ -214,11 +216,19 @@ class Runtime:
             self._probe_lock.release()
         return self._probe_answer
 
+    def refused_disk(self, folder: Optional[str] = None) -> None:
+        """A call was refused because a disk refused a write: the workspace's, or `folder`'s."""
+        if folder is not None:
+            self._refused_folders.add(folder)  # no lock: a probe may be writing meanwhile
+        self.disk_refused = True
+
     def disk_problem(self) -> Optional[str]:
         """None while the workspace's disk takes writes; else where the operator finds why
         (failures.kept). A full disk is found by a call it refuses (disk_refused); from then on each
         probe writes a little of its own until that works, so the process is ready again without
-        waiting for a call a balancer no longer sends it. A read-only mount is seen before any call."""
+        waiting for a call a balancer no longer sends it. A read-only mount is seen before any call.
+        A folder elsewhere that refused a call's write (the audit witness's volume) is written to as
+        well: the workspace's disk alone took the probe's write while every call was refused."""
         if not self._disk_lock.acquire(blocking=False):
             return self._disk_answer  # a flood of probes writes one at a time: the last answer
         try:
@@ -227,8 +237,11 @@ class Runtime:
                 read_only = bool(os.statvfs(root).f_flag & os.ST_RDONLY)
             except OSError:  # the folder gone: the records check names that
                 read_only = False
-            if self.disk_refused or read_only:
+            if self.disk_refused or read_only or self._refused_folders:
                 check_disk_takes_writes(root)
+                for folder in sorted(self._refused_folders):
+                    check_disk_takes_writes(folder)
+                    self._refused_folders.discard(folder)
                 self.disk_refused = False
             self._disk_answer = None
         except SafeFaceError as exc:

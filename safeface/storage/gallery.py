@@ -641,7 +641,8 @@ class Gallery:
         return sorted(found.items())
 
     def _erase(self, where: str, args: tuple[Any, ...],
-               held: Callable[[], Collection[int]] = lambda: ()) -> list[tuple[int, str]]:
+               held: Callable[[], Collection[int]] = lambda: (),
+               before_commit: Optional[Callable[[list[tuple[int, str]]], None]] = None) -> list[tuple[int, str]]:
         with self._write() as after:
             try:
                 found = self._delete_where(where, args, held)
@@ -649,6 +650,8 @@ class Gallery:
                 raise_if_damaged(exc, f"the gallery at {self._path}")
                 raise
             self._at("erase:deleted")
+            if before_commit is not None and found:
+                before_commit(found)
             ids = [r for r, _ in found]
             after.append(lambda: self._apply({}, ids))
         if found:
@@ -699,10 +702,12 @@ class Gallery:
         return ErasureResult(ps.pop() if len(ps) == 1 else None, tuple(r for r, _ in found), len(found),
                              copies=self._copies())
 
-    def purge_expired(self, now: Optional[datetime] = None, *, ended: Sequence[str] = ()) -> list[ErasureResult]:
+    def purge_expired(self, now: Optional[datetime] = None, *, ended: Sequence[str] = (),
+                      before_commit: Optional[Callable[[list[tuple[int, str]]], None]] = None) -> list[ErasureResult]:
         """Remove rows whose expiry is at or before `now`, and every row of the purposes `ended`
         names (ended since they were enrolled, whatever expiry the row was given); one result per
-        subject."""
+        subject. `before_commit((row_id, pseudonym) pairs)` runs inside the delete's transaction
+        when it removes anything; it may refuse (raise), and nothing is removed."""
         now_us = to_us(now or _now(), "now")
         columns: list[str] = []
         if ended:  # read from the table itself, as the erasure's own check reads it
@@ -712,7 +717,7 @@ class Gallery:
         gone = {str(x) for x in ended}
         found = self._erase(*purge_condition(now_us, columns, "?"),
                             lambda: [rid for rid, e in self._entries.items()
-                                     if e.expires_us <= now_us or (e.purposes and e.purposes <= gone)])
+                                     if e.expires_us <= now_us or (e.purposes and e.purposes <= gone)], before_commit)
         by_p: dict[str, list[int]] = {}
         for r, p in found:
             by_p.setdefault(p, []).append(r)

@@ -955,7 +955,9 @@ class ServerStore:
             except BackendError:
                 pass  # left behind: this handle's next enrolment overwrites it, and its pid goes with the handle
 
-    def _erase(self, where: str, args: tuple[Any, ...]) -> tuple[list[tuple[int, str]], Optional[str]]:
+    def _erase(self, where: str, args: tuple[Any, ...],
+               before_commit: Optional[Callable[[list[tuple[int, str]]], None]] = None
+               ) -> tuple[list[tuple[int, str]], Optional[str]]:
         self._finish_open()
         with self._write_lock.held():
             with self._write():
@@ -966,6 +968,8 @@ class ServerStore:
                 self._note([r for r, _ in found], "delete")
                 self._conn.execute("SET CONSTRAINTS ALL IMMEDIATE")  # what is deferred to the commit runs now
                 refuse_kept(self._kept(where, args), f"{self._ns}.rows")
+                if before_commit is not None and found:
+                    before_commit(found)
             refuse_kept(self._kept(where, args), f"{self._ns}.rows")  # and once committed
             if not found:
                 return found, None
@@ -1019,7 +1023,8 @@ class ServerStore:
         return ErasureResult(ps.pop() if len(ps) == 1 else None, tuple(sorted(r for r, _ in found)), len(found),
                              vectors)
 
-    def purge_expired(self, now: Optional[datetime] = None, *, ended: Sequence[str] = ()) -> list[ErasureResult]:
+    def purge_expired(self, now: Optional[datetime] = None, *, ended: Sequence[str] = (),
+                      before_commit: Optional[Callable[[list[tuple[int, str]]], None]] = None) -> list[ErasureResult]:
         """As Gallery.purge_expired."""
         now_us = to_us(now or utc_now(), "now")
         columns: list[str] = []
@@ -1027,7 +1032,7 @@ class ServerStore:
             self._finish_open()
             columns = ended_columns([c for c, in self._conn.execute(
                 f"SELECT DISTINCT purposes FROM {self._ns}.rows").fetchall()], ended)
-        found, vectors = self._erase(*purge_condition(now_us, columns, "%s"))
+        found, vectors = self._erase(*purge_condition(now_us, columns, "%s"), before_commit)
         by_p: dict[str, list[int]] = {}
         for r, p in found:
             by_p.setdefault(p, []).append(r)

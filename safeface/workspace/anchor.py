@@ -122,9 +122,11 @@ class FileAnchor:
             # A full or read-only disk (the log's own write-ahead log may still have room): the
             # same call works once it takes writes again, as for the log itself.
             full = isinstance(exc, WorkspaceUnwritable) or (isinstance(exc, OSError) and exc.errno in DISK_REFUSED)
-            raise (WorkspaceUnwritable if full else ConfigError)(
-                f"the {self.name} {self.path} cannot be written ({why}): the audit entry {seq} is recorded but not "
-                "anchored; fix the path and retry.") from None
+            text = (f"the {self.name} {self.path} cannot be written ({why}): the audit entry {seq} is recorded but "
+                    "not anchored; fix the path and retry.")
+            # The folder goes with it: a witness on a volume of its own that filled up left the
+            # service's readiness probe writing to the workspace's disk only, which took writes.
+            raise (WorkspaceUnwritable(text, folder=str(self.path.parent)) if full else ConfigError(text)) from None
 
 
 class WitnessAnchor(FileAnchor):

@@ -573,6 +573,21 @@ class AuditLog:
             gone.update(rows_named(note))
         return named - gone
 
+    def rows_left_under(self, token_ref: str) -> dict[int, str]:
+        """The rows the log says are stored now under this consent or legal basis (row id ->
+        pseudonym): named by its enrolment entries and by no removal of their subject (rows_left)."""
+        named: dict[int, str] = {}
+        for note, subjects in self._t.q("SELECT note, subjects FROM {t}entries WHERE token_id = ? AND operation = "
+                                        "'enroll' AND decision = 'allowed'", (token_ref,)):
+            try:
+                whose = [str(s) for s in json.loads(subjects)]
+            except (TypeError, ValueError):
+                continue  # edited by hand: the chain check names the entry
+            if len(whose) == 1:
+                named.update((r, whose[0]) for r in rows_named(note))
+        left: dict[str, set[int]] = {p: self.rows_left(p) for p in set(named.values())}
+        return {r: p for r, p in named.items() if r in left[p]}
+
     def rows_enrolled_under(self, token_ref: str) -> set[int]:
         """The rows the log's enrolment entries name under this consent or legal basis (its
         reference): one index probe. Removed ones included; deleting them again removes nothing."""

@@ -19,7 +19,7 @@ import datetime as dt
 import hashlib
 import hmac
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Optional, Sequence, Union
 
 from ..errors import IntegrityError
 from ..storage.sqltables import SqliteTables
@@ -36,6 +36,7 @@ CREATE TABLE IF NOT EXISTS challenges (nonce TEXT PRIMARY KEY, steps TEXT NOT NU
 """
 ADOPTED_HOLD_S = 3600  # longer than any evidence or challenge is valid (60 s by default)
 MACED = ("used_nonces", "challenges")  # their rows carry a "mac" column (added to files made before it)
+PURGE_OWED = "purge-owed"  # the facts row of owe_purge
 MIRRORED = ";mirrored"  # the end of a challenge's steps text when its clip will be recorded mirrored
 
 
@@ -142,6 +143,30 @@ class PolicyState:
 
     def set_fact_once(self, name: str, value: str) -> bool:
         return self._t.run("INSERT INTO {t}facts VALUES (?, ?) ON CONFLICT DO NOTHING", (name, value)) == 1
+
+    # -- a purge's rows, until its audit entries are written -------------------------------------
+    def owe_purge(self, rows: Sequence[tuple[int, str]]) -> None:
+        """Inside a purge's store transaction: the (row id, pseudonym) pairs it removes, kept
+        until purge_paid. A purge whose entries a full disk refused after its delete committed
+        left rows the log listed as stored and no later purge found: the store check named them
+        deleted behind the guard for good. MACed: a pair written by hand would excuse a row
+        deleted by hand."""
+        text = ",".join(f"{int(r)}:{p}" for r, p in sorted(rows))
+        self._t.run("INSERT INTO {t}facts VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                    (PURGE_OWED, f"{text};{self._mac('facts', PURGE_OWED, text)}"))
+
+    def purge_owed(self) -> dict[int, str]:
+        """The pairs of owe_purge not yet paid: row id -> pseudonym."""
+        got = self.fact(PURGE_OWED)
+        if got is None:
+            return {}
+        text, _, mac = got.rpartition(";")
+        self._check("facts", mac, PURGE_OWED, text)
+        pairs = [p.split(":", 1) for p in text.split(",") if p]
+        return {int(r): p for r, p in pairs}
+
+    def purge_paid(self) -> None:
+        self._t.run("DELETE FROM {t}facts WHERE name = ?", (PURGE_OWED,))
 
     # -- purpose ends (BIPA), as an earlier safeface kept them ------------------------------
     def forget_subject(self, pseudonym: str) -> None:

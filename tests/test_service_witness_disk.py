@@ -1,0 +1,100 @@
+"""The audit witness's volume fills up under a running service (the workspace's own disk has
+room): every call that writes is refused, since its entry cannot be anchored in the witness.
+/v1/ready must say so (503) until the witness takes writes again, not 200 while a balancer
+keeps sending it calls that all fail.
+
+The volume is a small tmpfs mounted in a mount namespace of the test's own (root and
+unshare(1) needed), with the service in that child process."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from child_process import child_env  # noqa: E402
+
+_CHILD = textwrap.dedent("""
+    import json, os, sys, time
+    from pathlib import Path
+    sys.path.insert(0, TESTS)
+    from fastapi.testclient import TestClient
+    from policy_support import make_workspace, open_sf
+    from service_support import in_process_app
+
+    disk, scratch = Path(DISK), Path(SCRATCH)
+    witness = disk / "ws-anchor.json"
+    ws = make_workspace(scratch / "ws", edit=lambda raw: raw.__setitem__("audit", {"witness": str(witness)}))
+    with open_sf(ws) as sf:
+        _, op = sf.issue_api_key("operator", label="operator", rate=1000)
+    out = {}
+
+    def fill():
+        fd = os.open(disk / "filler", os.O_WRONLY | os.O_CREAT)
+        try:
+            while True:
+                os.write(fd, bytes(4096))
+        except OSError:
+            os.close(fd)
+
+    with TestClient(in_process_app(ws.root, scratch), base_url="https://testserver",
+                    raise_server_exceptions=False) as client:
+        for _ in range(600):
+            if client.get("/v1/ready").json().get("status") != "starting":
+                break
+            time.sleep(0.1)
+        fill()
+        r = client.post("/v1/erase", headers={"X-API-Key": op}, json={"subject": "alice"})
+        out["erase"] = [r.status_code, r.text[:400]]
+        r = client.get("/v1/ready")
+        out["ready"] = [r.status_code, r.text[:400]]
+        r = client.post("/v1/erase", headers={"X-API-Key": op}, json={"subject": "alice"})
+        out["erase again"] = [r.status_code, r.text[:400]]
+        (disk / "filler").unlink()
+        for _ in range(100):
+            r = client.get("/v1/ready")
+            if r.status_code == 200:
+                break
+            time.sleep(0.1)
+        out["ready after"] = [r.status_code, r.text[:400]]
+        r = client.post("/v1/erase", headers={"X-API-Key": op}, json={"subject": "alice"})
+        out["erase after"] = [r.status_code, r.text[:400]]
+    print("RESULT " + json.dumps(out))
+""")
+
+
+def _in_namespace(tmp_path: Path) -> dict[str, Any]:
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        pytest.skip("a disk of the test's own needs root and unshare(1)")
+    disk, scratch = tmp_path / "disk", tmp_path / "scratch"
+    disk.mkdir()
+    scratch.mkdir()
+    tests = str(Path(__file__).resolve().parent)
+    head = f"TESTS, DISK, SCRATCH = {tests!r}, {str(disk)!r}, {str(scratch)!r}"
+    (tmp_path / "child.py").write_text(head + "\n" + _CHILD)
+    mount = f"mount -t tmpfs -o size=1m tmpfs '{disk}'"
+    done = subprocess.run(["unshare", "-m", "sh", "-c", f"{mount} && exec '{sys.executable}' '{tmp_path}/child.py'"],
+                          capture_output=True, text=True, timeout=240, env=child_env(), cwd=str(tmp_path))
+    if done.stderr.startswith(("mount:", "unshare:")):
+        pytest.skip(f"this host cannot mount a disk of the test's own: {done.stderr.strip()[:200]}")
+    line = next((x for x in done.stdout.splitlines() if x.startswith("RESULT ")), None)
+    assert line is not None, done.stdout[-2000:] + done.stderr[-4000:]
+    return dict(json.loads(line[len("RESULT "):]))
+
+
+def test_a_full_witness_volume_takes_the_service_out_of_ready_until_it_takes_writes(tmp_path: Path) -> None:
+    """The witness's volume fills up: an erasure is a 503 to retry, and /v1/ready answers 503
+    (it said 200 while every write failed) until the volume takes writes again."""
+    out = _in_namespace(tmp_path)
+    assert out["erase"][0] == 503 and "WorkspaceUnwritable" in out["erase"][1], out
+    assert out["ready"][0] == 503 and json.loads(out["ready"][1])["status"] == "refusing", out
+    assert str(tmp_path) not in out["ready"][1], out
+    assert out["ready after"][0] == 200 and out["erase after"][0] == 200, out
