@@ -156,7 +156,7 @@ def pack_spec(name: str) -> Optional[PackSpec]:
 
 
 def check_pack_name(name: str) -> str:
-    if not _NAME_RE.match(name) or name in (".", ".."):
+    if not _NAME_RE.fullmatch(name) or name in (".", ".."):  # match() and "$" let a final "\n" through
         raise ModelError(
             f"{name!r} is not a usable pack name: use letters, digits, '_', '.' or '-' (at most 64)."
         )

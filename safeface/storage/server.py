@@ -1572,7 +1572,7 @@ def _write_lock_holder(query: Callable[[str, Sequence[Any]], list[Any]], session
 def check_namespace(namespace: str) -> None:
     """Refuse a storage.namespace that is not a plain lower-case SQL name: it is written into
     statements."""
-    if not NAMESPACE_RE.match(namespace):
+    if not isinstance(namespace, str) or not NAMESPACE_RE.fullmatch(namespace):  # "$" allows a final "\n"
         raise ConfigError(f"storage.namespace must be a lower-case SQL name, got {namespace!r}.")
 
 
