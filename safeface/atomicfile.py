@@ -136,7 +136,8 @@ def _refuse_changeable(path: Path, st: os.stat_result, trusted: set[int]) -> Non
             continue
         raise ConfigError(f"{path} can be changed by another user through {where} (owned or writable by a user "
                           "other than this one or root), who could send what is written there elsewhere; use a "
-                          "path only you (or root) can change.")
+                          "path only you (or root) can change, or make a shared folder on the way sticky "
+                          "(chmod +t).")
 
 
 def _temporary_beside(target: Path, suffix: str = "") -> tuple[int, str]:
