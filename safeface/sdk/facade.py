@@ -36,7 +36,7 @@ from ..imageio import ImageInput, load_image
 from ..lookalike import not_plain_char, shows_nothing
 from ..policy.attributes import MAX_ATTRIBUTES
 from ..policy.deployment import Deployment, Finding, working_days_after
-from ..policy.guard import BatchItem, CaptureFacts, Decision, Guard, Operation, Request
+from ..policy.guard import CLOCK_SKEW_S, BatchItem, CaptureFacts, Decision, Guard, Operation, Request
 from ..policy.receipts import ErasureReceipt, issue_receipt, receipt_key
 from ..policy.rules import rule_for
 from ..sqlite_store import raise_if_unwritable
@@ -1009,16 +1009,20 @@ class SafeFace:
             # The rows a purge removed whose entries a full disk refused after its delete committed
             # (no later purge finds them, and the store check named them deleted behind the guard):
             # kept in the policy state from inside the delete's transaction until the entries are in.
-            owed = self._state.purge_owed()
+            owed = self._owed_rows(now)
 
             def owe(found: list[tuple[int, str]]) -> None:
-                self._state.owe_purge(sorted({**owed, **dict(found)}.items()))
+                end = self._audit.end()
+                self._state.owe_purge(sorted({**owed, **dict(found)}.items()), int(now.timestamp()),
+                                      (end, self._audit.hash_at(end) or ""))
 
             results = self._gallery.purge_expired(now, ended=self._ended_purposes(now), before_commit=owe)
             taken = {r for res in results for r in res.row_ids}
+            # A row still stored is not gone, whatever the note says (its delete never committed).
+            stored = self._gallery.stored_ids([r for r in owed if r not in taken])
             left: dict[str, list[int]] = {}
             for r, p in sorted(owed.items()):
-                if r not in taken:
+                if r not in taken and r not in stored:
                     left.setdefault(p, []).append(r)
             results += [ErasureResult(p, (), 0, settled=tuple(rs)) for p, rs in left.items()]
             if not results:
@@ -1046,6 +1050,20 @@ class SafeFace:
                 batch = [res] if res is not None else []
             self._state.purge_paid()
         return receipt
+
+    def _owed_rows(self, now: dt.datetime) -> dict[int, str]:
+        """The rows an earlier purge of this workspace noted (PolicyState.owe_purge). A note from
+        elsewhere excuses nothing: one dated ahead of this clock (a copy of the workspace purged
+        years later) or written after an entry this log does not hold (a copy whose log went on
+        apart), put in policy.db by hand beside a row deleted by hand, had the row recorded as
+        already gone and the store check passing. Such a note is dropped: it cannot hold later."""
+        note = self._state.purge_owed()
+        if note is None:
+            return {}
+        if note.at > now.timestamp() + CLOCK_SKEW_S or (self._audit.hash_at(note.seq) or "") != note.head:
+            self._state.purge_paid()
+            return {}
+        return note.rows
 
     def _ended_purposes(self, now: dt.datetime) -> list[str]:
         """The purposes whose every template must be gone by `now`: an end date (plus us-bipa's

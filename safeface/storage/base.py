@@ -22,6 +22,10 @@ class TemplateStore(Protocol):
         those no committed transaction of the store ever wrote. Called under `locked()`."""
         ...
 
+    def stored_ids(self, ids: Sequence[int]) -> set[int]:
+        """Of these row ids, those the store holds now, read from the table itself."""
+        ...
+
     def skip_ids(self, upto: int) -> None:
         """Never hand out row ids up to `upto` again."""
         ...

@@ -993,6 +993,10 @@ class Gallery:
         ceiling = self.id_ceiling()
         return sorted(int(i) for i in ids if int(i) > ceiling)
 
+    def stored_ids(self, ids: Sequence[int]) -> set[int]:
+        with self._lock:
+            return set(_stored_ids(self._db(), sorted({int(i) for i in ids}), "NOT INDEXED"))
+
     def id_ceiling(self) -> int:
         """The highest row id any committed write has used (or skip_ids passed), removed rows'
         included: a store these rows are copied to must hand out none of them again."""

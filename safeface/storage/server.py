@@ -1425,6 +1425,11 @@ class ServerStore:
         self._conn.execute(f"INSERT INTO {self._ns}.meta (k, v) VALUES ('{CEILING}', %s) ON CONFLICT (k) DO UPDATE "
                            f"SET v = GREATEST({self._ns}.meta.v::bigint, EXCLUDED.v::bigint)::text", (str(int(top)),))
 
+    def stored_ids(self, ids: Sequence[int]) -> set[int]:
+        wanted = sorted({int(i) for i in ids})
+        return {int(r[0]) for r in self._sql("SELECT row_id FROM {ns}.rows WHERE row_id = ANY(%s)", (wanted,))} \
+            if wanted else set()
+
     def never_committed(self, ids: Sequence[int]) -> list[int]:
         """Ids above the committed ceiling (an enrolment that never committed did not raise it;
         a committed row deleted since stays below it and is not excused). A store made before the

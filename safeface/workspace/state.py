@@ -15,6 +15,7 @@ evidence's own signed 60 s validity."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
 import hmac
@@ -38,6 +39,16 @@ ADOPTED_HOLD_S = 3600  # longer than any evidence or challenge is valid (60 s by
 MACED = ("used_nonces", "challenges")  # their rows carry a "mac" column (added to files made before it)
 PURGE_OWED = "purge-owed"  # the facts row of owe_purge
 MIRRORED = ";mirrored"  # the end of a challenge's steps text when its clip will be recorded mirrored
+
+
+@dataclasses.dataclass(frozen=True)
+class OwedPurge:
+    """A purge's note (PolicyState.owe_purge): its time, the log's last entry then (seq, hash),
+    and the rows it removed (row id -> pseudonym)."""
+    at: int
+    seq: int
+    head: str
+    rows: dict[int, str]
 
 
 TABLES = ("revoked_tokens", "revoked_subjects", "facts", "purpose_ends", "used_nonces", "challenges")
@@ -145,25 +156,31 @@ class PolicyState:
         return self._t.run("INSERT INTO {t}facts VALUES (?, ?) ON CONFLICT DO NOTHING", (name, value)) == 1
 
     # -- a purge's rows, until its audit entries are written -------------------------------------
-    def owe_purge(self, rows: Sequence[tuple[int, str]]) -> None:
+    def owe_purge(self, rows: Sequence[tuple[int, str]], at: int, head: tuple[int, str]) -> None:
         """Inside a purge's store transaction: the (row id, pseudonym) pairs it removes, kept
         until purge_paid. A purge whose entries a full disk refused after its delete committed
         left rows the log listed as stored and no later purge found: the store check named them
         deleted behind the guard for good. MACed: a pair written by hand would excuse a row
-        deleted by hand."""
-        text = ",".join(f"{int(r)}:{p}" for r, p in sorted(rows))
+        deleted by hand. `at` (the purge's time) and `head` (the audit log's last entry, seq and
+        hash) say when and in which log: a note taken from a copy of the workspace purged later,
+        or whose log went on apart, excused a row deleted by hand here (SafeFace._owed_rows)."""
+        text = f"{int(at)};{int(head[0])};{head[1]};" + ",".join(f"{int(r)}:{p}" for r, p in sorted(rows))
         self._t.run("INSERT INTO {t}facts VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET value = excluded.value",
                     (PURGE_OWED, f"{text};{self._mac('facts', PURGE_OWED, text)}"))
 
-    def purge_owed(self) -> dict[int, str]:
-        """The pairs of owe_purge not yet paid: row id -> pseudonym."""
+    def purge_owed(self) -> Optional["OwedPurge"]:
+        """What owe_purge noted and purge_paid has not cleared; None when nothing is owed."""
         got = self.fact(PURGE_OWED)
         if got is None:
-            return {}
+            return None
         text, _, mac = got.rpartition(";")
         self._check("facts", mac, PURGE_OWED, text)
-        pairs = [p.split(":", 1) for p in text.split(",") if p]
-        return {int(r): p for r, p in pairs}
+        try:
+            at, seq, head, listed = text.split(";")
+            pairs = [p.split(":", 1) for p in listed.split(",") if p]
+            return OwedPurge(int(at), int(seq), head, {int(r): p for r, p in pairs})
+        except ValueError:  # MACed, so a note from before it named its time and log: it excuses nothing
+            return None
 
     def purge_paid(self) -> None:
         self._t.run("DELETE FROM {t}facts WHERE name = ?", (PURGE_OWED,))
