@@ -43,8 +43,8 @@ _CHILD = textwrap.dedent("""
     photo = (images() / "biden.jpg").read_bytes()
     out = {}
 
-    def fill():
-        fd = os.open(disk / "filler", os.O_WRONLY | os.O_CREAT)
+    def fill(where=disk):
+        fd = os.open(where / "filler", os.O_WRONLY | os.O_CREAT)
         try:
             while True:
                 os.write(fd, bytes(1024))
@@ -87,6 +87,19 @@ _CHILD = textwrap.dedent("""
             if client.get("/v1/ready").json().get("status") != "starting":
                 break
             time.sleep(0.1)
+        if how == "report":  # the system's temporary folder full, the workspace's disk not
+            import tempfile
+            tempfile.tempdir = str(disk.parent / "tmpdisk")
+            fill(disk.parent / "tmpdisk")
+            h = {"X-API-Key": op}
+            for tag in ("refused", "after"):
+                r = client.get("/v1/report", headers=h)
+                out[f"{tag} report"] = [r.status_code, r.headers.get("retry-after"), r.text[:400]]
+                r = client.get("/v1/ready")
+                out[f"{tag} ready"] = [r.status_code, r.headers.get("retry-after"), r.text[:400]]
+                (disk.parent / "tmpdisk" / "filler").unlink(missing_ok=True)
+            print("RESULT " + json.dumps(out))
+            sys.exit(0)
         if how == "read-only":  # the file system fails: the kernel remounts it read-only (errors=remount-ro)
             dev = subprocess.run(["findmnt", "-n", "-o", "SOURCE", str(disk)], capture_output=True, text=True)
             trigger = Path(f"/sys/fs/ext4/{Path(dev.stdout.strip()).name}/trigger_fs_error")
@@ -205,3 +218,17 @@ def test_a_disk_gone_read_only_is_a_503_to_retry_and_takes_the_service_out_of_re
         pytest.skip(f"mkfs.ext4 failed: {made.stderr[:200]}")
     out = _in_namespace(tmp_path, f"mount -o loop,errors=remount-ro '{image}' '{tmp_path}/disk'", "read-only")
     _refused_to_retry(out, tmp_path)
+
+
+def test_a_full_temporary_folder_is_a_503_for_the_report_and_ready_until_it_has_room(tmp_path: Path) -> None:
+    """The system's temporary folder, where `/v1/report` writes the report before sending it, is
+    full while the workspace's disk has room: the report is a 503 with Retry-After naming no path
+    (a 500 before WorkspaceUnwritable), and 200 once the folder has room. `/v1/ready` stays 200:
+    the calls that need no temporary folder (enrol, verify, erase) still work."""
+    second = f"mkdir -p '{tmp_path}/tmpdisk' && mount -t tmpfs -o size=2m tmpfs '{tmp_path}/tmpdisk'"
+    out = _in_namespace(tmp_path, _tmpfs(tmp_path) + " && " + second, "report")
+    status, after, text = out["refused report"]
+    assert status == 503 and after is not None and int(after) >= 1, out
+    assert json.loads(text)["error"] == "WorkspaceUnwritable" and str(tmp_path) not in text, text
+    assert out["refused ready"][0] == 200 and out["after ready"][0] == 200, out
+    assert out["after report"][0] == 200 and out["after report"][2].startswith("{"), out
