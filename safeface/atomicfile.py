@@ -350,9 +350,12 @@ def _same_guard(fd: int, guard: PathLike) -> bool:
     return _names_file(guard, fd, follow_symlinks=True)  # a link to the guard is taken as it (_guard_fd)
 
 
-def _one_byte(lock_type: int, offset: int) -> bytes:
-    """A struct flock for byte `offset` (Linux's layout on 64-bit hosts)."""
-    return struct.pack("hhqqi4x", lock_type, os.SEEK_SET, offset, 1, 0)
+_FLOCK = "hhqqi4x"  # struct flock: type, whence, start, length, pid (Linux's layout on 64-bit hosts)
+
+
+def _one_byte(lock_type: int, offset: int, length: int = 1) -> bytes:
+    """A struct flock for byte `offset` (`length` 0: from there to the end of the file)."""
+    return struct.pack(_FLOCK, lock_type, os.SEEK_SET, offset, length, 0)
 
 
 def _guard_fd(guard: PathLike) -> Optional[int]:
@@ -533,7 +536,7 @@ def _marked(fd: int, offset: int) -> bool:
     import fcntl
 
     found = fcntl.fcntl(fd, fcntl.F_OFD_GETLK, _one_byte(fcntl.F_WRLCK, offset))
-    return int(struct.unpack("hhqqi4x", found)[0]) != fcntl.F_UNLCK
+    return int(struct.unpack(_FLOCK, found)[0]) != fcntl.F_UNLCK
 
 
 def mark_folder(lock_path: PathLike, shared: bool, guard: Optional[PathLike] = None) -> Optional[int]:
@@ -573,7 +576,7 @@ def unmark_folder(fd: Optional[int]) -> None:
         import fcntl
 
         try:
-            fcntl.fcntl(fd, fcntl.F_OFD_SETLK, struct.pack("hhqqi4x", fcntl.F_UNLCK, os.SEEK_SET, 0, 0, 0))
+            fcntl.fcntl(fd, fcntl.F_OFD_SETLK, _one_byte(fcntl.F_UNLCK, 0, length=0))
         finally:
             os.close(fd)
 
