@@ -30,6 +30,28 @@ T = TypeVar("T")
 WARM_RETRY_S = 1.0  # how often a pool thread's failed first open is tried again
 
 
+class _OneAtATime:
+    """A readiness check run by one probe at a time; a probe arriving while it runs (a flood of
+    probes, or one waiting on a database lock) gets the last answer instead of queueing."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.answer: Optional[str] = None
+
+    def run(self, check: Callable[[], None], explain: Callable[[SafeFaceError], str]) -> Optional[str]:
+        """None once `check()` passes; else `explain(error)`: where the operator finds why."""
+        if not self.lock.acquire(blocking=False):
+            return self.answer
+        try:
+            check()
+            self.answer = None
+        except SafeFaceError as exc:
+            self.answer = explain(exc)
+        finally:
+            self.lock.release()
+        return self.answer
+
+
 @dataclass(frozen=True)
 class ServiceConfig:
     workspace: Path
@@ -93,8 +115,7 @@ class Runtime:
         # (the audit witness's volume), each until it takes a write again.
         self.disk_refused = False
         self._refused_folders: set[str] = set()
-        self._disk_lock = threading.Lock()
-        self._disk_answer: Optional[str] = None
+        self._disk_check = _OneAtATime()
         # Set at the first call refused because a workspace file was replaced under the handles:
         # they never reopen (each would read another file than the other processes), so the
         # process serves nothing more until it is restarted, and must not be called ready.
@@ -103,8 +124,7 @@ class Runtime:
         # handle, a probe waiting behind a database lock held the lock every credential check
         # takes on the event loop, and the whole service (even /v1/health) stopped answering.
         self._probe: Optional[Any] = None
-        self._probe_lock = threading.Lock()
-        self._probe_answer: Optional[str] = None
+        self._records_check = _OneAtATime()
 
     def _open(self, main: bool = False) -> Any:
         from ..sdk import SafeFace
@@ -201,20 +221,15 @@ class Runtime:
         (SafeFace.check_records); else where the operator finds why (failures.kept: its text names
         paths). A witness deleted under a running process refused every call while /v1/ready
         answered 200, so a balancer kept sending it traffic."""
-        if not self._probe_lock.acquire(blocking=False):
-            return self._probe_answer  # a check still running (a flood of probes, or one waiting): its last answer
-        try:
+
+        def check() -> None:
             if self._probe is None:
                 from ..sdk import SafeFace
 
                 self._probe = SafeFace.open(self.config.workspace, passphrase_file=self.config.passphrase_file)
             self._probe.check_records()
-            self._probe_answer = None
-        except SafeFaceError as exc:
-            self._probe_answer = self._kept(exc)
-        finally:
-            self._probe_lock.release()
-        return self._probe_answer
+
+        return self._records_check.run(check, self._kept)
 
     def refused_disk(self, folder: Optional[str] = None) -> None:
         """A call was refused because a disk refused a write: the workspace's, or `folder`'s."""
@@ -229,9 +244,8 @@ class Runtime:
         waiting for a call a balancer no longer sends it. A read-only mount is seen before any call.
         A folder elsewhere that refused a call's write (the audit witness's volume) is written to as
         well: the workspace's disk alone took the probe's write while every call was refused."""
-        if not self._disk_lock.acquire(blocking=False):
-            return self._disk_answer  # a flood of probes writes one at a time: the last answer
-        try:
+
+        def check() -> None:
             root = self.config.workspace
             try:
                 read_only = bool(os.statvfs(root).f_flag & os.ST_RDONLY)
@@ -243,12 +257,8 @@ class Runtime:
                     check_disk_takes_writes(folder)
                     self._refused_folders.discard(folder)
                 self.disk_refused = False
-            self._disk_answer = None
-        except SafeFaceError as exc:
-            self._disk_answer = self._kept(exc)
-        finally:
-            self._disk_lock.release()
-        return self._disk_answer
+
+        return self._disk_check.run(check, self._kept)
 
     @property
     def in_flight(self) -> int:
@@ -298,8 +308,8 @@ class Runtime:
                 sf.close()
             self._opened.clear()
         # A probe still waiting on a database lock is left to the process's exit.
-        if self._probe is not None and self._probe_lock.acquire(timeout=5):
+        if self._probe is not None and self._records_check.lock.acquire(timeout=5):
             try:
                 self._probe.close()
             finally:
-                self._probe_lock.release()
+                self._records_check.lock.release()
