@@ -14,7 +14,6 @@ service holds its databases open for writing), mounted in a mount namespace of t
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -25,7 +24,7 @@ from typing import Any
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from child_process import child_env  # noqa: E402
+from disk_support import run_on_own_disk  # noqa: E402
 
 _CHILD = textwrap.dedent("""
     import json, os, sqlite3, subprocess, sys, time
@@ -132,26 +131,12 @@ _CHILD = textwrap.dedent("""
 
 
 def _in_namespace(tmp_path: Path, mount: str, how: str) -> dict[str, Any]:
-    """_CHILD run in a mount namespace of its own where `mount` (a shell command) mounts the disk
-    at tmp_path/disk; its results."""
-    if os.geteuid() != 0 or shutil.which("unshare") is None:
-        pytest.skip("a disk of the test's own needs root and unshare(1)")
+    """_CHILD run where `mount` (a shell command) mounts the disk at tmp_path/disk; its results."""
     disk, scratch = tmp_path / "disk", tmp_path / "scratch"
     disk.mkdir()
     scratch.mkdir()
-    tests = str(Path(__file__).resolve().parent)
-    head = f"TESTS, DISK, SCRATCH, HOW = {tests!r}, {str(disk)!r}, {str(scratch)!r}, {how!r}"
-    (tmp_path / "child.py").write_text(head + "\n" + _CHILD)
-    done = subprocess.run(["unshare", "-m", "sh", "-c", f"{mount} && exec '{sys.executable}' '{tmp_path}/child.py'"],
-                          capture_output=True, text=True, timeout=240, env=child_env(), cwd=str(tmp_path))
-    if done.stderr.startswith(("mount:", "unshare:")) or "failed to setup loop device" in done.stderr:
-        pytest.skip(f"this host cannot mount a disk of the test's own: {done.stderr.strip()[:200]}")
-    if done.stdout.startswith("SKIP "):
-        pytest.skip(done.stdout[5:].strip())
-    line = next((x for x in done.stdout.splitlines() if x.startswith("RESULT ")), None)
-    assert line is not None, done.stdout[-2000:] + done.stderr[-4000:]
-    assert "Traceback" not in done.stderr, done.stderr[-4000:]
-    return dict(json.loads(line[len("RESULT "):]))
+    return run_on_own_disk(tmp_path, _CHILD, mount, no_traceback=True, DISK=str(disk), SCRATCH=str(scratch),
+                           HOW=how)
 
 
 def _refused_to_retry(out: dict[str, Any], tmp_path: Path) -> None:

@@ -9,18 +9,13 @@ unshare(1) needed), with the service in that child process."""
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
 import sys
 import textwrap
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from child_process import child_env  # noqa: E402
+from disk_support import run_on_own_disk  # noqa: E402
 
 _CHILD = textwrap.dedent("""
     import json, os, sys, time
@@ -72,22 +67,11 @@ _CHILD = textwrap.dedent("""
 
 
 def _in_namespace(tmp_path: Path) -> dict[str, Any]:
-    if os.geteuid() != 0 or shutil.which("unshare") is None:
-        pytest.skip("a disk of the test's own needs root and unshare(1)")
     disk, scratch = tmp_path / "disk", tmp_path / "scratch"
     disk.mkdir()
     scratch.mkdir()
-    tests = str(Path(__file__).resolve().parent)
-    head = f"TESTS, DISK, SCRATCH = {tests!r}, {str(disk)!r}, {str(scratch)!r}"
-    (tmp_path / "child.py").write_text(head + "\n" + _CHILD)
-    mount = f"mount -t tmpfs -o size=1m tmpfs '{disk}'"
-    done = subprocess.run(["unshare", "-m", "sh", "-c", f"{mount} && exec '{sys.executable}' '{tmp_path}/child.py'"],
-                          capture_output=True, text=True, timeout=240, env=child_env(), cwd=str(tmp_path))
-    if done.stderr.startswith(("mount:", "unshare:")):
-        pytest.skip(f"this host cannot mount a disk of the test's own: {done.stderr.strip()[:200]}")
-    line = next((x for x in done.stdout.splitlines() if x.startswith("RESULT ")), None)
-    assert line is not None, done.stdout[-2000:] + done.stderr[-4000:]
-    return dict(json.loads(line[len("RESULT "):]))
+    return run_on_own_disk(tmp_path, _CHILD, f"mount -t tmpfs -o size=1m tmpfs '{disk}'", DISK=str(disk),
+                           SCRATCH=str(scratch))
 
 
 def test_a_full_witness_volume_takes_the_service_out_of_ready_until_it_takes_writes(tmp_path: Path) -> None:
