@@ -6,12 +6,11 @@ runs them as such a system would."""
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from child_process import child_env  # noqa: E402
+from test_lock_waits import _ENROL as _ENROL_BODY, _holding, _run  # noqa: E402
 
 _NO_OFD = ("import safeface.atomicfile as af\n"
            "af._OFD_LOCKS = False\n"
@@ -46,22 +45,13 @@ def test_without_ofd_locks_the_lock_file_alone_keeps_a_second_trust_change_out(t
     secret = tmp_path / "pass.txt"
     secret.write_text(PASSPHRASE)
     before = ws.trust.read_bytes()
-    a = subprocess.Popen([sys.executable, "-c", _HOLD, str(ws.trust_lock), str(ws.keyring)], env=child_env(),
-                         cwd="/", stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    a = _holding(_HOLD, str(ws.trust_lock), str(ws.keyring))
     try:
-        assert a.stdout is not None and a.stdout.readline() == "held\n"
         assert _ofd_locks_on(ws.keyring, ws.keys) == []  # no guard byte, no folder mark: the lock file alone
-        b = subprocess.Popen([sys.executable, "-c", _ADD, str(ws.root), str(tmp_path / "b.pem"), str(secret)],
-                             env=child_env(), cwd="/", stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        try:
-            _, err = b.communicate(timeout=20)
-        finally:
-            if b.poll() is None:
-                b.kill()
-                b.wait()
+        code, err = _run(_ADD, str(ws.root), str(tmp_path / "b.pem"), str(secret))
     finally:
         a.communicate("\n", timeout=30)
-    assert b.returncode != 0 and "WorkspaceBusy" in err and str(ws.trust_lock) in err, err
+    assert code != 0 and "WorkspaceBusy" in err and str(ws.trust_lock) in err, err
     assert "byte" not in err.splitlines()[-1]  # no guard was taken
     assert ws.trust.read_bytes() == before
 
@@ -71,14 +61,7 @@ _HOLD_STORE = _NO_OFD + ("from pathlib import Path\n"
                          "with write_lock(Path(sys.argv[1])).held():\n"
                          "    print('held', flush=True)\n"
                          "    sys.stdin.readline()\n")
-_ENROL = _NO_OFD + ("import datetime as dt, numpy as np\n"
-                    "from safeface.hazmat.templates import PassphraseKeyring\n"
-                    "from safeface.storage.gallery import Gallery\n"
-                    "k = PassphraseKeyring.open(sys.argv[1], sys.argv[2])\n"
-                    "v = np.random.default_rng(7).standard_normal(128)\n"
-                    "with Gallery.open(sys.argv[3], k, 128) as g:\n"
-                    "    g.add('bob', v / np.linalg.norm(v), ['demo'], 'tok-x',\n"
-                    "          dt.datetime(2100, 1, 1, tzinfo=dt.timezone.utc))\n")
+_ENROL = _NO_OFD + _ENROL_BODY
 
 
 def test_without_ofd_locks_the_lock_file_alone_keeps_an_enrolment_out_of_an_erasure(tmp_path: Path) -> None:
@@ -90,21 +73,12 @@ def test_without_ofd_locks_the_lock_file_alone_keeps_an_enrolment_out_of_an_eras
 
     keys, keyring, db = _fresh(tmp_path)
     Gallery.open(db, keyring, DIM).close()
-    a = subprocess.Popen([sys.executable, "-c", _HOLD_STORE, str(db)], env=child_env(), cwd="/",
-                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    a = _holding(_HOLD_STORE, str(db))
     try:
-        assert a.stdout is not None and a.stdout.readline() == "held\n"
         assert _ofd_locks_on(db, tmp_path) == []
-        b = subprocess.Popen([sys.executable, "-c", _ENROL, str(keys), PASS, str(db)], env=child_env(), cwd="/",
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        try:
-            _, err = b.communicate(timeout=20)
-        finally:
-            if b.poll() is None:
-                b.kill()
-                b.wait()
+        code, err = _run(_ENROL, str(keys), PASS, str(db))
     finally:
         a.communicate("\n", timeout=30)
-    assert b.returncode != 0 and "WorkspaceBusy" in err and "gallery.db.lock" in err, err
+    assert code != 0 and "WorkspaceBusy" in err and "gallery.db.lock" in err, err
     with Gallery.open(db, keyring, DIM) as g:
         assert g.subject_count() == 0
