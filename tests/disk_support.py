@@ -41,3 +41,13 @@ def run_on_own_disk(tmp_path: Path, child: str, mount: str, *, no_traceback: boo
     if no_traceback:
         assert "Traceback" not in done.stderr, done.stderr[-4000:]
     return dict(json.loads(line[len("RESULT "):]))
+
+
+def fill(folder: Path, chunk: int = 1024) -> None:
+    """Fill `folder`'s disk (for a child): a file named `filler` grown until the disk refuses."""
+    fd = os.open(folder / "filler", os.O_WRONLY | os.O_CREAT)
+    try:
+        while True:
+            os.write(fd, bytes(chunk))
+    except OSError:
+        os.close(fd)

@@ -22,6 +22,7 @@ _CHILD = textwrap.dedent("""
     import datetime as dt, json, os, sqlite3, sys
     from pathlib import Path
     sys.path.insert(0, TESTS)
+    import disk_support
     from policy_support import consent, images, make_workspace, open_sf
 
     disk = Path(DISK)
@@ -48,12 +49,7 @@ _CHILD = textwrap.dedent("""
     db = sqlite3.connect(ws.root / "audit.db", isolation_level=None)
     db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     db.close()
-    fd = os.open(disk / "filler", os.O_WRONLY | os.O_CREAT)
-    try:
-        while True:
-            os.write(fd, bytes(1024))
-    except OSError:
-        os.close(fd)
+    disk_support.fill(disk)
 
     if HOW == "purge":
         now[0] += dt.timedelta(days=365 * 20)  # bob's template has expired

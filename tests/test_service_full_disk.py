@@ -30,6 +30,7 @@ _CHILD = textwrap.dedent("""
     import json, os, sqlite3, subprocess, sys, time
     from pathlib import Path
     sys.path.insert(0, TESTS)
+    import disk_support
     from fastapi.testclient import TestClient
     from policy_support import consent, images, make_workspace, open_sf
     from service_support import in_process_app
@@ -43,12 +44,7 @@ _CHILD = textwrap.dedent("""
     out = {}
 
     def fill(where=disk):
-        fd = os.open(where / "filler", os.O_WRONLY | os.O_CREAT)
-        try:
-            while True:
-                os.write(fd, bytes(1024))
-        except OSError:
-            os.close(fd)
+        disk_support.fill(where)
 
     if how == "open":  # a process opening the workspace on a full disk (a worker starting, a command)
         fill()

@@ -21,6 +21,7 @@ _CHILD = textwrap.dedent("""
     import json, os, sys, time
     from pathlib import Path
     sys.path.insert(0, TESTS)
+    import disk_support
     from fastapi.testclient import TestClient
     from policy_support import make_workspace, open_sf
     from service_support import in_process_app
@@ -33,12 +34,7 @@ _CHILD = textwrap.dedent("""
     out = {}
 
     def fill():
-        fd = os.open(disk / "filler", os.O_WRONLY | os.O_CREAT)
-        try:
-            while True:
-                os.write(fd, bytes(4096))
-        except OSError:
-            os.close(fd)
+        disk_support.fill(disk, 4096)
 
     with TestClient(in_process_app(ws.root, scratch), base_url="https://testserver",
                     raise_server_exceptions=False) as client:
