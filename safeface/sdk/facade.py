@@ -42,7 +42,7 @@ from ..policy.rules import rule_for
 from ..sqlite_store import raise_if_unwritable
 from ..storage.rows import ErasureResult, keys_from_meta, rekey_mark_holds
 from ..workspace.anchor import missing_anchor
-from ..workspace.apikeys import ApiKey, ApiKeys, hashing_key, session_ref
+from ..workspace.apikeys import PREFIX as KEY_PREFIX, ApiKey, ApiKeys, hashing_key, session_ref
 from ..workspace.assessment import (ASSESSMENT_OPERATIONS, audit_section_problem, names_an_assessment,
                                    recorded_purge_times, recorded_roles, shown_assessment, unrecorded_problem)
 from ..workspace.audit import (JUDGED_AFTER, KEPT_AT_MOST, WITHDRAWN_AT, AuditEntry, AuditLog, AuditReport, entry_time,
@@ -55,7 +55,7 @@ from ..workspace.session import (follow_witnesses, open_apikeys, open_audit, ope
 from ..workspace.trust import OPERATIONS as TRUST_OPERATIONS, TrustStore, load_trust
 from ..workspace.state import PolicyState
 from ..workspace.storecheck import (CONSENT_OF, COMMITTED, EXPIRY_KEPT, TOKEN_ISSUED, UNCOMMITTED, StoreReport,
-                                    check_store, key_actor, key_issued_note, key_revoked_note,
+                                    check_store, key_actor, key_issue_prefix, key_issued_note, key_revoked_note,
                                     session_ended_note)
 from .nonces import RecordedNonces, evidence_ref, nonce_ref
 from .revocations import RecordedRevocations
@@ -1245,17 +1245,35 @@ class SafeFace:
 
     def revoke_api_key(self, key_id: str) -> ApiKey:
         request = Request(Operation.APIKEY, self._role, self._clock())
+        kid = str(key_id)
+        known: list[bool] = []  # set once the body found the key: the table is marked then, whatever follows
 
-        def body(d: Decision) -> tuple[str, _Note]:
-            revoked = self._apikeys.revoke(str(key_id), request.now)
-            return revoked, _Note([], key_revoked_note(revoked))
+        def body(d: Decision) -> tuple[None, _Note]:
+            if kid.strip().startswith(f"{KEY_PREFIX}_"):  # never repeated in the answer: its secret is in it
+                raise InvalidArgument(f"that is a whole API key, its secret included, not a key id: revoke it by its "
+                                      f"id, the 12 hex digits after '{KEY_PREFIX}_' (`safeface apikey list`).")
+            issued = self._audit.records_start(Operation.APIKEY.value, key_issue_prefix(kid))
+            if not (issued or self._apikeys.listed(kid)):
+                raise InvalidArgument(f"no API key has the id {kid[:64]!r}; `safeface report` lists them.")
+            known.append(True)
+            return None, _Note([], key_revoked_note(kid))
 
+        # On the log first, then in the table: the log's entry alone stops the key whatever the
+        # table holds, and a thief able to write the table (its row deleted, or the file held
+        # locked, while the key was revoked; put back afterwards) kept it off the log when the
+        # table's update came first, and the key worked again. The table is marked even when the
+        # log refused the entry (a full disk), so the key stops now all the same.
+        try:
+            self._run(request, [], body)
+        finally:
+            if known:
+                self._apikeys.revoke(kid, request.now)
         # Described once the revocation is on the log: a row edited out of its types is named
         # (IntegrityError) then, with the key revoked for good.
-        info = self._apikeys.get(self._run(request, [], body))
+        info = self._apikeys.get(kid)
         if info is None:
-            raise IntegrityError(f"the API key {str(key_id)[:64]} was revoked (the audit log records it), but its row "
-                                 "left the key table meanwhile; check who edits that table.")
+            raise IntegrityError(f"the API key {kid[:64]} was revoked (the audit log records it), but the key table "
+                                 "has no row for it (deleted by hand); check who edits that table.")
         return info
 
     def trusted_keys(self) -> dict[str, list[str]]:
@@ -1336,16 +1354,19 @@ class SafeFace:
                                       "Issue a new key; check who restored the table.")
         # A key works only if the log issued it: one written into the table behind
         # issue_api_key (by someone holding the passphrase) left no entry to answer for it, and
-        # one whose row was rewritten since (its secret or rate) no longer matches the entry.
-        # Keys issued by releases before the entry bound the row have entries naming its id, role
-        # and expiry only: accepted so deployed keys keep working, but such a key is not bound to
-        # its secret or rate until it is reissued.
-        issued = key_issued_note(info.key_id, info.role, info.expires, info.rate, self._apikeys.row_ref(info.key_id))
-        if not (self._audit.records(Operation.APIKEY.value, issued) or self._audit.records(
+        # one whose row was rewritten since (its secret, rate, label or issue time) no longer
+        # matches the entry.
+        # Keys issued by earlier releases have entries binding less (the stored hash but not the
+        # label; before that its id, role and expiry only): accepted so deployed keys keep working,
+        # but such a key is not bound to the rest until it is reissued.
+        bound = (key_issued_note(info.key_id, info.role, info.expires, info.rate,
+                                 self._apikeys.row_ref(info.key_id, described=d)) for d in (True, False))
+        if not (any(self._audit.records(Operation.APIKEY.value, note) for note in bound) or self._audit.records(
                 Operation.APIKEY.value, key_issued_note(info.key_id, info.role, info.expires))):
-            raise AuthenticationError(f"the API key {info.key_id} was never issued on the audit log (it was written "
-                                      "into the key table directly); issue keys with `safeface apikey new`, and check "
-                                      "who wrote that one.")
+            raise AuthenticationError(f"the API key {info.key_id} was never issued on the audit log as its row stands "
+                                      "(the row was written or edited in the key table directly: its secret, role, "
+                                      "expiry, rate, label or issue time); issue keys with `safeface apikey new`, and "
+                                      "check who wrote that row.")
         return dataclasses.replace(info, checked_after=point)
 
     def csrf_token(self, session: str) -> str:

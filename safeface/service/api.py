@@ -94,6 +94,10 @@ class Call:
     def token(self, name: str, header: str) -> Optional[str]:
         # One value per credential: a gateway or a log reading the other copy (the header, or a
         # proxy's first or last of two) would see another request than the one acted on.
+        odd = _spelled_apart(self._headers, header)
+        if odd is not None:
+            raise InvalidArgument(f"the header {odd[:40]!r} is spelled with '_' for '-', which a gateway may read as "
+                                  f"{header}; send it as {header} only.")
         sent = self._headers.getlist(header)
         if len(sent) > 1:
             raise InvalidArgument(f"the header {header} is sent {len(sent)} times; send it once.")
@@ -171,6 +175,10 @@ def build_router(rt: Runtime) -> APIRouter:
         # the other copy of a header) must not see another caller than the one acted as.
         if any(len(request.headers.getlist(h)) > 1 for h in ("x-api-key", "authorization")):
             raise AuthenticationError("the request sends its API key header twice; send one key, once.")
+        odd = _spelled_apart(request.headers, "x-api-key")
+        if odd is not None:
+            raise AuthenticationError(f"the request sends the header {odd[:40]!r}, spelled with '_' for '-', which a "
+                                      "gateway may read as its API key; send one key, as X-API-Key or a Bearer token.")
         if key and bearer is not None and bearer.credentials != key:
             raise AuthenticationError("the request sends two different API keys (X-API-Key and a Bearer token); "
                                       "send one.")
@@ -343,6 +351,13 @@ def metrics_route(rt: Runtime) -> Any:
         return PlainTextResponse(rt.metrics.render(), media_type="text/plain; version=0.0.4")
 
     return metrics
+
+
+def _spelled_apart(headers: Any, name: str) -> Optional[str]:
+    """The name of a header that is `name` with '_' for '-' (X_API_Key for X-API-Key), if one is
+    sent. A CGI or WSGI gateway reads both spellings as one (HTTP_X_API_KEY) and may act on that
+    copy (authorize, rate-limit or log by it) while this service reads the other."""
+    return next((k for k in headers.keys() if "_" in k and k.replace("_", "-") == name), None)
 
 
 def _no_constant(name: str) -> Any:

@@ -301,10 +301,10 @@ def build_console(rt: Runtime) -> APIRouter:
     async def receipt_file(request: Request, receipt_id: str) -> Response:
         if limited(request) is None:
             return to_login()
-        path = _receipt_path(receipt_id)
-        if path is None:
+        data = _receipt_bytes(receipt_id)
+        if data is None:
             return PlainTextResponse("no such receipt", status_code=404)
-        return Response(path.read_bytes(), media_type="application/json",
+        return Response(data, media_type="application/json",
                         headers={"Content-Disposition": f'attachment; filename="receipt-{receipt_id}.json"'})
 
     @router.get("/receipts/{receipt_id}")
@@ -312,19 +312,38 @@ def build_console(rt: Runtime) -> APIRouter:
         s = limited(request)
         if s is None:
             return to_login()
-        path = _receipt_path(receipt_id)
-        if path is None:
+        data = _receipt_bytes(receipt_id)
+        try:
+            doc = json.loads(data) if data is not None else None
+        except ValueError:  # a file edited by hand: no receipt to show
+            doc = None
+        if not isinstance(doc, dict) or not {"reason", "templates_removed"} <= doc.keys():
             return page("No such receipt", "<p>No receipt has that id.</p>", s, 404)
-        doc = json.loads(path.read_text(encoding="utf-8"))
-        return page("Erasure receipt", f"<p class='msg' id='done'>{_e(doc['reason'])}: {doc['templates_removed']} "
+        return page("Erasure receipt", f"<p class='msg' id='done'>{_e(doc['reason'])}: {_e(doc['templates_removed'])} "
                     f"template(s) removed.</p><pre id='receipt'>{_e(json.dumps(doc, indent=2))}</pre>"
                     f"<p><a id='download' href='/receipts/{_e(receipt_id)}.json'>Download the signed receipt</a></p>", s)
 
-    def _receipt_path(receipt_id: str) -> Optional[Path]:
+    def _receipt_bytes(receipt_id: str) -> Optional[bytes]:
         if not _RECEIPT_ID.match(receipt_id):
             return None
-        path = rt.config.workspace / "reports" / "receipts" / f"{receipt_id}.json"
-        return path if path.is_file() else None
+        return _saved(rt.config.workspace / "reports" / "receipts" / f"{receipt_id}.json")
+
+    def _saved(path: Path) -> Optional[bytes]:
+        """A file the console saved under reports/ (a receipt, a report's copy): a regular file in
+        folders below reports/ none of which is a link, read without following one; None otherwise.
+        A link planted there by whoever may write reports/ (to a key or passphrase file, or in
+        place of a folder: to a folder of face photos) was served to every session that may read
+        the report."""
+        reports = rt.config.workspace / "reports"
+        folder = path.parent
+        while folder != reports:
+            if folder.is_symlink() or folder == folder.parent:
+                return None
+            folder = folder.parent
+        try:
+            return read_no_link(path, MAX_COPY_BYTES)
+        except ConfigError:
+            return None
 
     @router.get("/keys")
     async def keys(request: Request, issued: str = "") -> Response:
@@ -388,10 +407,8 @@ def build_console(rt: Runtime) -> APIRouter:
             path = base / "assessment" / name[len("assessment/"):]
         else:
             return PlainTextResponse("not found", status_code=404)
-        try:
-            # Not followed: a link planted among the copies was served, its target (a key file) too.
-            data = read_no_link(path, MAX_COPY_BYTES)
-        except ConfigError:
+        data = _saved(path)  # not followed: a link planted among the copies was served, its target too
+        if data is None:
             return PlainTextResponse("not found", status_code=404)
         media = {".json": "application/json", ".png": "image/png", ".svg": "image/svg+xml"}[path.suffix]
         return Response(data, media_type=media)

@@ -4,9 +4,11 @@ once). A key decides its caller's role: the role is never
 taken from a request.
 
 A key reads ``sfk_<id>_<secret>`` and is shown once, when issued. The file keeps only its id, role,
-label, expiry and rate with an HMAC-SHA256 of all of them and the secret, under a key derived from
-the keyring. So the file alone cannot authenticate anyone, and editing a key's role, expiry or
-rate by hand makes the key stop working rather than gain rights. Revocation erases the hash: the
+label, expiry and rate with an HMAC-SHA256 of its id, role, expiry, rate and secret, under a key
+derived from the keyring; its issue entry on the audit log binds that hash, its label and issue
+time (row_ref). So the file alone cannot authenticate anyone, and editing a key's role, expiry,
+rate, label or issue time by hand makes the key stop working rather than gain rights or pass for
+another key in a listing. Revocation erases the hash: the
 key can never work again, even if someone clears the revocation mark (and a mark set by hand
 stops a live key too, so no listing calls a working key revoked). A key works only while the
 audit log records its issue (SafeFace._not_revoked): a row written behind `apikey new`, even
@@ -22,6 +24,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import hmac
+import json
 import math
 import re
 import secrets
@@ -161,22 +164,27 @@ class ApiKeys:
                     (key_id, role, label, info.created, exp, rate_v, None, self._digest(key_id, role, exp, rate_v, secret)))
         return info, f"{PREFIX}_{key_id}_{secret}"
 
-    def row_ref(self, key_id: str) -> str:
-        """A keyed digest of the hash the row of `key_id` stores, for its issue entry on the log
-        (storecheck.key_issued_note): a row rewritten since (another secret, rate, role or expiry)
-        no longer matches it. The key cannot be rebuilt from it, nor the stored hash."""
-        rows = self._t.q("SELECT digest FROM {t}apikeys WHERE key_id = ?", (key_id,))
-        return self._mac("issued row", str(rows[0][0]) if rows else "")[:32]
+    def row_ref(self, key_id: str, *, described: bool = True) -> str:
+        """A keyed digest of the hash the row of `key_id` stores and of the label and issue time it
+        shows, for its issue entry on the log (storecheck.key_issued_note): a row rewritten since
+        (another secret, rate, role or expiry), or relabelled (two keys' labels swapped, so that an
+        admin revokes the wrong one), no longer matches it. The key cannot be rebuilt from it, nor
+        the stored hash. `described=False`: the digest of the hash alone, which the issue entries
+        of earlier releases hold (keys issued then are not bound to their label until reissued)."""
+        rows = self._t.q("SELECT digest, label, created FROM {t}apikeys WHERE key_id = ?", (key_id,))
+        digest, label, created = (str(v) for v in rows[0]) if rows else ("", "", "")
+        return self._mac("issued row", json.dumps([digest, label, created]) if described else digest)[:32]
 
-    def revoke(self, key_id: str, now: dt.datetime) -> str:
-        """Revoke the key `key_id`; its id as stored. By id alone, never through the row's other
-        values: a row edited out of its types (by a thief holding the key, just before) must not
-        block the revocation and its entry on the log."""
-        if not self._t.q("SELECT 1 FROM {t}apikeys WHERE key_id = ?", (key_id,)):
-            raise InvalidArgument(f"no API key has the id {key_id!r}; `safeface report` lists them.")
+    def listed(self, key_id: str) -> bool:
+        """Whether a row has the id `key_id`, whatever its other values."""
+        return bool(self._t.q("SELECT 1 FROM {t}apikeys WHERE key_id = ?", (key_id,)))
+
+    def revoke(self, key_id: str, now: dt.datetime) -> None:
+        """Mark the key `key_id` revoked and erase its hash (no row with that id: nothing to mark).
+        By id alone, never through the row's other values: a row edited out of its types (by a
+        thief holding the key, just before) must not block the revocation."""
         self._t.run("UPDATE {t}apikeys SET revoked = COALESCE(revoked, ?), digest = '' WHERE key_id = ?",
                     (now.isoformat(timespec="seconds"), key_id))
-        return key_id
 
     def get(self, key_id: str) -> Optional[ApiKey]:
         rows = self._t.q(f"SELECT {_COLS} FROM {{t}}apikeys WHERE key_id = ?", (key_id,))

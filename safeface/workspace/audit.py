@@ -491,6 +491,15 @@ class AuditLog:
         return bool(self._t.q("SELECT 1 FROM {t}entries WHERE operation = ? AND decision = 'allowed' AND note = ? "
                               "LIMIT 1", (operation, note)))
 
+    def records_start(self, operation: str, start: str) -> bool:
+        """Whether an allowed entry of `operation` carries a note beginning with `start` (say, an
+        issue of a key, whatever role and expiry it named)."""
+        start = str(_bounded(start, LIMITS["note"]))
+        # Compared whole, not with LIKE, which SQLite reads without case: a revocation of "ABC..."
+        # would find the issue of "abc..." and leave that key live.
+        return bool(self._t.q("SELECT 1 FROM {t}entries WHERE operation = ? AND decision = 'allowed' AND "
+                              "substr(note, 1, ?) = ? LIMIT 1", (operation, len(start), start)))
+
     def newest_first(self, operations: Sequence[str], *, allowed_only: bool = True) -> Iterator[AuditEntry]:
         """The entries of `operations` (allowed ones only, unless told otherwise), newest first,
         read in pages: a caller that stops early reads no further."""

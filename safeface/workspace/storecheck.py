@@ -74,10 +74,16 @@ _KEY_ACTOR = re.compile(r"([0-9a-f]{1,64}) \(key checked after entry ([0-9]+)\)"
 def key_issued_note(key_id: str, role: str, expires: Optional[str], rate: Optional[float] = None,
                     row: Optional[str] = None) -> str:
     """The audit note of a key's issue, which authentication looks for: the role, expiry and rate
-    the key's row holds, and `row`, a keyed digest of its stored hash (ApiKeys.row_ref). Without
+    the key's row holds, and `row`, a keyed digest of its stored hash, label and issue time
+    (ApiKeys.row_ref; of the hash alone in the previous release's notes). Without
     `rate` and `row`, the note earlier releases wrote (kept so their keys still work)."""
-    note = f"API key {key_id} issued for role {role}{'; expires ' + expires if expires else ''}"
+    note = f"{key_issue_prefix(key_id)}{role}{'; expires ' + expires if expires else ''}"
     return note if rate is None or row is None else f"{note}; rate {rate!r}; row {row}"
+
+
+def key_issue_prefix(key_id: str) -> str:
+    """How every issue note of `key_id` begins, whichever release wrote it (key_issued_note)."""
+    return f"API key {key_id} issued for role "
 
 
 def key_revoked_note(key_id: str) -> str:

@@ -1,0 +1,75 @@
+"""The erasure receipts the console serves from reports/receipts: only regular files it wrote
+there, never a link's target, and a receipt edited by hand is neither markup nor a 500."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from service_support import console_login, keyed_client  # noqa: E402
+
+SECRET = "passphrase that only the service may read"
+
+
+def test_a_link_planted_among_the_receipts_is_not_served(tmp_path: Path) -> None:
+    """Someone who may write reports/ plants receipts/<id>.json linking to the service's passphrase
+    file: an auditor's console download of that "receipt" is 404, never the file's bytes."""
+    client, ws, (aud,) = keyed_client(tmp_path, "auditor")
+    secret = tmp_path / "passphrase.txt"
+    secret.write_text(SECRET)
+    folder = ws.root / "reports" / "receipts"
+    folder.mkdir(parents=True)
+    (folder / "planted-receipt.json").symlink_to(secret)
+    with client:
+        assert console_login(client, aud).status_code == 303
+        raw = client.get("/receipts/planted-receipt.json")
+        shown = client.get("/receipts/planted-receipt")
+    assert raw.status_code == 404 and SECRET not in raw.text, raw.text[:200]
+    assert shown.status_code == 404 and SECRET not in shown.text, shown.text[:200]
+
+
+def test_a_receipts_folder_that_is_a_link_is_not_served(tmp_path: Path) -> None:
+    """reports/receipts is replaced by a link to the workspace's own folder: the console's
+    /receipts/deployment.json is 404, not the deployment file."""
+    client, ws, (aud,) = keyed_client(tmp_path, "auditor")
+    (ws.root / "reports").mkdir(exist_ok=True)
+    (ws.root / "reports" / "receipts").symlink_to(ws.root)
+    with client:
+        assert console_login(client, aud).status_code == 303
+        raw = client.get("/receipts/deployment.json")
+    assert raw.status_code == 404 and "safeface-deployment" not in raw.text, raw.text[:200]
+
+
+def test_a_receipt_edited_by_hand_shows_no_markup_and_is_no_server_error(tmp_path: Path) -> None:
+    """A receipt file rewritten with markup in its count (a refresh to another site), or as no
+    JSON object at all: the page escapes the markup, and the unreadable one is a 404, not a 500."""
+    client, ws, (aud,) = keyed_client(tmp_path, "auditor")
+    folder = ws.root / "reports" / "receipts"
+    folder.mkdir(parents=True)
+    trap = "<meta http-equiv='refresh' content='0;url=https://phish.example/login'>"
+    edited = {"reason": "erase", "templates_removed": trap}
+    (folder / "edited-receipt.json").write_text(json.dumps(edited))
+    (folder / "broken-receipt.json").write_text("[1, 2")
+    with client:
+        assert console_login(client, aud).status_code == 303
+        shown = client.get("/receipts/edited-receipt")
+        broken = client.get("/receipts/broken-receipt")
+    assert "<meta http-equiv" not in shown.text, shown.text[:400]
+    assert broken.status_code == 404, broken.text[:200]
+
+
+def test_a_report_plot_folder_that_is_a_link_serves_no_face_photo(tmp_path: Path) -> None:
+    """Someone who may write reports/ links reports/console/assessment to a folder of face photos:
+    an auditor's console request for /report/assessment/<photo>.png is 404, never the photo."""
+    client, ws, (aud,) = keyed_client(tmp_path, "auditor")
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    (photos / "alice.png").write_bytes(b"\x89PNG\r\n\x1a\n a face")
+    (ws.root / "reports" / "console").mkdir(parents=True)
+    (ws.root / "reports" / "console" / "assessment").symlink_to(photos)
+    with client:
+        assert console_login(client, aud).status_code == 303
+        r = client.get("/report/assessment/alice.png")
+    assert r.status_code == 404 and b"a face" not in r.content, r.content[:100]

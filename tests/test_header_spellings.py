@@ -1,0 +1,42 @@
+"""A credential header spelled with '_' for '-' (X_API_Key, X_Legal_Basis) is the same header to a
+CGI or WSGI gateway (HTTP_X_API_KEY): sent beside the real one, it is a second copy a gateway may
+act on while the service acts on the other, so the request is refused."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from policy_support import consent, images, legal_basis, open_sf  # noqa: E402
+from service_support import keyed_client  # noqa: E402
+
+
+def test_an_api_key_header_spelled_with_underscores_beside_a_bearer_is_401(tmp_path: Path) -> None:
+    """A gateway that lets only auditor keys in reads X_API_Key (an auditor key) while a stolen
+    operator key rides as a Bearer token: 401, and nobody is erased."""
+    client, ws, (op, aud) = keyed_client(tmp_path, "operator", "auditor")
+    with open_sf(ws) as sf:
+        sf.enroll(images() / "obama.jpg", "alice", "demo", consent(ws, "alice"))
+    with client:
+        both = [("Authorization", f"Bearer {op}"), ("X_API_Key", aud)]
+        r = client.post("/v1/erase", headers=both, json={"subject": "alice"})
+    assert r.status_code == 401, r.text[:200]
+    with open_sf(ws) as sf:
+        assert len(sf.records()) == 1
+
+
+def test_a_legal_basis_header_spelled_with_underscores_is_refused(tmp_path: Path) -> None:
+    """An export carries a genuine X-Legal-Basis and another value as X_Legal_Basis (the copy a
+    gateway checked and logged): 422, nothing exported."""
+    client, ws, (op,) = keyed_client(tmp_path, "operator")
+    with open_sf(ws) as sf:
+        sf.enroll(images() / "obama.jpg", "alice", "demo", consent(ws, "alice"))
+    lb = legal_basis(ws, operations=["transmit"])
+    with client:
+        r = client.post("/v1/export", headers=[("X-API-Key", op), ("X-Legal-Basis", lb),
+                                               ("X_Legal_Basis", "the-one-the-gateway-logged")],
+                        json={"subject": "alice", "purpose": "demo", "recipient": "Acme HR"})
+    assert r.status_code == 422 and r.json()["error"] == "InvalidArgument", r.text[:200]
+    with open_sf(ws) as sf:
+        assert "allowed" not in [e.decision for e in sf.audit_entries() if e.operation == "export"]
