@@ -34,16 +34,18 @@ def test_a_legal_basis_given_as_a_field_and_a_different_header_is_refused(tmp_pa
     assert "allowed" not in _exports(ws)
 
 
-def test_a_legal_basis_header_sent_twice_is_refused(tmp_path: Path) -> None:
+@pytest.mark.parametrize("copy", ["X-Legal-Basis", "X_Legal_Basis"])
+def test_a_legal_basis_header_sent_twice_is_refused(tmp_path: Path, copy: str) -> None:
     """X-Legal-Basis sent twice, a genuine basis then another value (a proxy keeping the last one
-    sees something else): 422, nothing exported."""
+    sees something else), or the copy spelled X_Legal_Basis (a CGI or WSGI gateway reads it as the
+    same header): 422, nothing exported."""
     client, ws, (op,) = keyed_client(tmp_path, "operator")
     with open_sf(ws) as sf:
         sf.enroll(images() / "obama.jpg", "alice", "demo", consent(ws, "alice"))
     lb = legal_basis(ws, operations=["transmit"])
     with client:
         r = client.post("/v1/export", headers=[("X-API-Key", op), ("X-Legal-Basis", lb),
-                                               ("X-Legal-Basis", "the-one-the-proxy-logged")],
+                                               (copy, "the-one-the-proxy-logged")],
                         json={"subject": "alice", "purpose": "demo", "recipient": "Acme HR"})
     assert r.status_code == 422 and r.json()["error"] == "InvalidArgument", r.text[:200]
     assert "allowed" not in _exports(ws)
