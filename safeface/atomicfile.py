@@ -22,6 +22,7 @@ from .regularfile import read_no_link
 PathLike = Union[str, "os.PathLike[str]"]
 # A write the disk refused, as the operating system says it: full, over quota, read-only.
 DISK_REFUSED = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
+DISK_FAILED = (errno.EIO, errno.ENXIO)  # the device failed (bad sectors, detached): sqlite_store.disk_failed
 
 
 def _umask() -> int:

@@ -79,7 +79,7 @@ class Client:
         d = self._image_call("/v1/enroll", image, subject=subject, purpose=purpose, consent=consent,
                              legal_basis=legal_basis, liveness=liveness)
         return Enrollment(d.text("subject"), d.integer("row_id"), d.text("purpose"), d.time("expires_at"),
-                          d.text("token_id"))
+                          d.text("token_id"), d.text("commit_mark", optional=True) or "written")
 
     def verify(self, image: ImageLike, subject: str, purpose: str, consent: Optional[str] = None, *,
                legal_basis: Optional[str] = None, liveness: Optional[str] = None) -> Verification:

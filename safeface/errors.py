@@ -49,6 +49,18 @@ class WorkspaceUnwritable(ConfigError):
         self.folder = folder
 
 
+class WorkspaceDiskFailed(WorkspaceUnwritable):
+    """The disk under the workspace failed a read with an I/O error (EIO: a failing or detached
+    device, a broken file system): no tampering, and nothing was changed. Calls are refused until
+    it reads again (check the device and the kernel's log); if the disk is lost, restore the
+    workspace from a backup. A disk that fails reads cannot be trusted with writes either, hence
+    a WorkspaceUnwritable: the service answers 503 with Retry-After. `path`: the file that failed."""
+
+    def __init__(self, message: str, path: Optional[str] = None) -> None:
+        super().__init__(message)
+        self.path = path
+
+
 class IntegrityError(SafeFaceError):
     """Stored data failed its integrity check: a sealed row, the audit chain or a signature."""
 

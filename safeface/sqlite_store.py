@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import stat
 from pathlib import Path
+from typing import Iterable, Optional
 
-from .atomicfile import DISK_REFUSED
-from .errors import ConfigError, IntegrityError, ReplacedFile, WorkspaceBusy, WorkspaceUnwritable
+from .atomicfile import DISK_FAILED, DISK_REFUSED
+from .errors import ConfigError, IntegrityError, ReplacedFile, WorkspaceBusy, WorkspaceDiskFailed, WorkspaceUnwritable
 
 BUSY_TIMEOUT_MS = 30_000
 # SQLite's primary result codes (an error's sqlite_errorcode, low byte).
@@ -17,7 +19,10 @@ SQLITE_ERROR, SQLITE_BUSY, SQLITE_LOCKED = 1, 5, 6
 # read-only is an I/O error), a full one. Extended codes of a read that failed (a damaged disk,
 # not a full one) are left as they are.
 SQLITE_READONLY, SQLITE_IOERR, SQLITE_FULL = 8, 10, 13
-SQLITE_IOERR_READ, SQLITE_IOERR_SHORT_READ = 266, 522
+SQLITE_IOERR_READ, SQLITE_IOERR_SHORT_READ, SQLITE_IOERR_CORRUPTFS = 266, 522, 8458
+# What SQLite makes of a read the device failed (EIO): inside a statement "database disk image is
+# malformed", like a file edited by hand; only reading the file again tells the two apart.
+SQLITE_CORRUPT, SQLITE_NOTADB = 11, 26
 
 
 def connect(path: Path, what: str) -> sqlite3.Connection:
@@ -96,6 +101,10 @@ def raise_if_unwritable(exc: BaseException, where: str) -> None:
     error with a traceback in the service, though the same call works once the disk takes writes
     again. Judged by SQLite's result code or the errno, never by the message's words."""
     code = getattr(exc, "sqlite_errorcode", None)
+    # (SQLite's CORRUPTFS is a read the operating system failed: EIO, ENXIO. A plain failed read
+    # may be a FIFO in the file's place: raise_if_disk_failed reads the file again to tell.)
+    if code == SQLITE_IOERR_CORRUPTFS or (isinstance(exc, OSError) and exc.errno in DISK_FAILED):
+        raise disk_failed(where, (exc.strerror if isinstance(exc, OSError) else None) or str(exc)) from None
     if (isinstance(exc, sqlite3.OperationalError) and isinstance(code, int)
             and code & 0xFF in (SQLITE_READONLY, SQLITE_IOERR, SQLITE_FULL)
             and code not in (SQLITE_IOERR_READ, SQLITE_IOERR_SHORT_READ)) or \
@@ -105,10 +114,61 @@ def raise_if_unwritable(exc: BaseException, where: str) -> None:
                                   "remount it read-write, then try again.") from None
 
 
-def raise_if_damaged(exc: sqlite3.DatabaseError, where: str) -> None:
+def disk_failed(where: str, why: str, path: Optional[Path] = None) -> WorkspaceDiskFailed:
+    """The error for a read (or write) of `where` that its disk failed (EIO)."""
+    return WorkspaceDiskFailed(f"{where} cannot be used ({why}): its disk failed (an I/O error). Nothing was "
+                               "changed; check the device and the kernel's log (dmesg), then try again, or restore "
+                               "the workspace from a backup if the disk is lost.", None if path is None else str(path))
+
+
+def disk_read_error(paths: Iterable[Path]) -> Optional[tuple[Path, OSError]]:
+    """The first of `paths` (each with its -wal) whose disk fails reading it whole (EIO), with the
+    error; None where each reads (or is absent). Read only after SQLite reported damage, or to see
+    whether a disk that failed reads again."""
+    for path in paths:
+        for p in (Path(path), Path(f"{path}-wal")):
+            try:
+                # Regular files only, opened without waiting: a FIFO put in a database's place
+                # (which SQLite also reports as an I/O error) would block this read for ever.
+                fd = os.open(p, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
+            except OSError as exc:
+                if exc.errno in DISK_FAILED:
+                    return p, exc
+                continue
+            try:
+                if stat.S_ISREG(os.fstat(fd).st_mode):
+                    while os.read(fd, 1 << 20):
+                        pass
+            except OSError as exc:
+                if exc.errno in DISK_FAILED:
+                    return p, exc
+            finally:
+                os.close(fd)
+    return None
+
+
+def raise_if_disk_failed(exc: BaseException, paths: Iterable[Path], where: str) -> None:
+    """WorkspaceDiskFailed for an SQLite error that a read its disk failed (EIO) caused: SQLite
+    calls that "database disk image is malformed", and the file was called edited by hand (a 409
+    from the service, an operator told to restore a whole file from a backup), or a bare
+    DatabaseError escaped (a 500). Judged by reading the files again."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if not isinstance(exc, sqlite3.DatabaseError) or not (
+            type(exc) is sqlite3.DatabaseError or code in (SQLITE_IOERR_READ, SQLITE_IOERR_CORRUPTFS)
+            or (isinstance(code, int) and code & 0xFF in (SQLITE_CORRUPT, SQLITE_NOTADB))):
+        return
+    failed = disk_read_error(paths)
+    if failed is not None:
+        raise disk_failed(where, failed[1].strerror or "I/O error", failed[0]) from None
+
+
+def raise_if_damaged(exc: sqlite3.DatabaseError, where: str, path: Optional[Path] = None) -> None:
     """IntegrityError for an SQLite error that says the file's pages are damaged (bytes edited by
-    hand, a bad disk): no verdict could be read from it. A busy or locked file (OperationalError)
-    and SQL errors are left as they are."""
+    hand): no verdict could be read from it. A busy or locked file (OperationalError) and SQL
+    errors are left as they are. `path`: the file, read again to tell a disk that fails reads
+    (WorkspaceDiskFailed) from damage."""
+    if path is not None:
+        raise_if_disk_failed(exc, [path], where)
     if type(exc) is sqlite3.DatabaseError:  # SQLITE_CORRUPT, SQLITE_NOTADB: no subclass of its own
         raise IntegrityError(f"{where} is damaged ({exc}): it was edited by hand or its disk failed. Restore it "
                              "from a backup.") from None

@@ -30,7 +30,7 @@ import numpy as np
 
 from ..atomicfile import exclusive_lock, shared_lock
 from ..errors import (AuthenticationError, BackendError, ConfigError, ImageError, IntegrityError, InvalidArgument,
-                      PolicyViolation, SafeFaceError)
+                      PolicyViolation, SafeFaceError, WorkspaceUnwritable)
 from ..hazmat.templates.pseudonym import new_subject_problem, token_pseudonym, usual_spelling
 from ..imageio import ImageInput, load_image
 from ..lookalike import not_plain_char, shows_nothing
@@ -39,7 +39,7 @@ from ..policy.deployment import Deployment, Finding, working_days_after
 from ..policy.guard import CLOCK_SKEW_S, BatchItem, CaptureFacts, Decision, Guard, Operation, Request
 from ..policy.receipts import ErasureReceipt, issue_receipt, receipt_key
 from ..policy.rules import rule_for
-from ..sqlite_store import raise_if_unwritable
+from ..sqlite_store import raise_if_disk_failed, raise_if_unwritable
 from ..storage.rows import ErasureResult, keys_from_meta, rekey_mark_holds
 from ..workspace.anchor import missing_anchor
 from ..workspace.apikeys import PREFIX as KEY_PREFIX, ApiKey, ApiKeys, hashing_key, session_ref
@@ -301,12 +301,17 @@ class SafeFace:
         # (No commit mark in the whole log: the first enrolment was killed between its two
         # commits, or marks came after these entries. Only ids above the ceiling are settled.)
         lost = self._gallery.never_committed(sorted(pending))
-        if not lost:
-            return
-        self._append(UNCOMMITTED, "allowed", note=f"rows={','.join(map(str, lost))}; their enrolment entries "
-                     f"were committed but the store's transaction was not ({why}): nothing was stored, nothing "
-                     "acknowledged")
-        self._gallery.skip_ids(lost[-1])
+        if lost:
+            self._append(UNCOMMITTED, "allowed", note=f"rows={','.join(map(str, lost))}; their enrolment entries "
+                         f"were committed but the store's transaction was not ({why}): nothing was stored, nothing "
+                         "acknowledged")
+            self._gallery.skip_ids(lost[-1])
+        stored = sorted(pending - set(lost))
+        if stored:  # committed, their mark not written (the disk refused it, or a kill): written now
+            self._append(COMMITTED, "allowed", note=f"rows={','.join(map(str, stored))}; stored (mark written late)")
+            # With what else the enrolment writes after its commit: a crossing of the filing
+            # threshold it made, which no later enrolment (refused past it) would record.
+            self._note_filing()
 
     def _settle_after_failure(self) -> None:
         """_settle_locked after a store write that failed in this process, where it can be written."""
@@ -869,7 +874,7 @@ class SafeFace:
             with self._gallery.locked():
                 results = self._withdraw_subjects(pseuds, now)
                 result = _merged(results)
-                receipt = self._receipt("erase", pseuds, None, result.row_ids, now, result.vectors)
+                receipt = self._receipt("erase", pseuds, None, _receipt_rows(results), now, result.vectors)
                 for res in results:  # one entry a subject: the withdrawal lookups find it by subject
                     self._removal_entries("erase", None, [str(res.pseudonym)], res, receipt, now)
             return receipt, None
@@ -953,7 +958,7 @@ class SafeFace:
                     subjects = [results[0].pseudonym] if results[0].pseudonym else []
                     parts = [(subjects, results[0])]
                 merged = _merged(results)
-                receipt = self._receipt("revoke", subjects, ref, merged.row_ids, now, merged.vectors)
+                receipt = self._receipt("revoke", subjects, ref, _receipt_rows(results), now, merged.vectors)
                 for named, res in parts:
                     self._removal_entries("revoke", ref, named, res, receipt, now)
             return receipt, None
@@ -1027,7 +1032,7 @@ class SafeFace:
             results += [ErasureResult(p, (), 0, settled=tuple(rs)) for p, rs in left.items()]
             if not results:
                 return None
-            rows = [r for res in results for r in (*res.row_ids, *res.settled)]
+            rows = _receipt_rows(results)
             subjects = [res.pseudonym for res in results if res.pseudonym]
             receipt = self._receipt("purge", subjects, None, rows, now, _vectors(results))
             # The store check reads the rows each removal entry names, and an entry's note and
@@ -1682,6 +1687,7 @@ class SafeFace:
         except Exception as exc:
             self._append(op, "failed", purpose=request.purpose, subjects=subjects,
                          note=f"guard error: {type(exc).__name__}")
+            raise_if_disk_failed(exc, self._paths.databases, "the workspace")
             raise_if_unwritable(exc, "the workspace")
             raise BackendError(f"{op} could not be judged ({type(exc).__name__}); nothing was done.") from exc
         try:
@@ -1696,8 +1702,9 @@ class SafeFace:
             # A backend (ONNX Runtime, SQLite, NumPy) failing inside an authorised call: audited
             # as failed and raised as one of ours; nothing was stored.
             self._record(decision, "failed", subjects, f"backend error: {type(exc).__name__}")
-            # A disk that refused a write (full, read-only) is no fault of the pipeline's or the
-            # store's: the same call works once it takes writes again.
+            # A disk that refused a write (full, read-only) or failed a read is no fault of the
+            # pipeline's or the store's: the same call works once the disk works again.
+            raise_if_disk_failed(exc, self._paths.databases, "the workspace")
             raise_if_unwritable(exc, "the workspace")
             raise BackendError(f"{op} failed inside the pipeline or the store ({type(exc).__name__}); nothing was "
                                "stored. Check the image and the workspace, then try again.") from exc
@@ -1805,11 +1812,21 @@ class SafeFace:
                 # the rows as deleted behind the guard (a 409 from audit verify) until the next one.
                 self._settle_after_failure()
                 raise
-            self._append(COMMITTED, "allowed", note=f"rows={','.join(str(g.row_id) for g in stored)}; stored")
-        self._note_filing()
+            # The rows and their "enroll allowed" entries are durable now: the enrolment happened.
+            # A disk that refuses what follows (the mark, the filing entry) must not fail the call,
+            # or the caller retries and stores a second template of the person. A mark left
+            # pending is written by the next enrolment or open (_settle_locked), with the filing
+            # entry.
+            mark = "written"
+            try:
+                self._append(COMMITTED, "allowed", note=f"rows={','.join(str(g.row_id) for g in stored)}; stored")
+            except WorkspaceUnwritable:
+                mark = "pending"
+        with contextlib.suppress(WorkspaceUnwritable):
+            self._note_filing()
         # The caller's own token id comes back to it; the store and the log hold only its reference.
-        return [Enrollment(g.pseudonym, g.row_id, purpose.name, g.expires_at, str(part.token.token_id if part.token else ""))
-                for g, part in zip(stored, parts)]
+        return [Enrollment(g.pseudonym, g.row_id, purpose.name, g.expires_at, str(part.token.token_id if part.token else ""),
+                           mark) for g, part in zip(stored, parts)]
 
     def _note_filing(self) -> None:
         if rule_for("filing", self._deployment.profiles) is None:
@@ -1920,6 +1937,13 @@ def _merged(results: Sequence[ErasureResult]) -> ErasureResult:
     rows = tuple(r for res in results for r in res.row_ids)
     return ErasureResult(results[0].pseudonym if len(results) == 1 else None, rows, len(rows), _vectors(results),
                          "pending" if any(getattr(r, "copies", None) for r in results) else None)
+
+
+def _receipt_rows(results: Sequence[ErasureResult]) -> list[int]:
+    """The rows a removal's receipt names: those it removed and those an earlier try of it removed
+    before a kill or a full disk stopped its entry (settled). The retry's receipt is the only one
+    the person gets: it said 0 removed, naming none, where the log named them."""
+    return [r for res in results for r in (*res.row_ids, *res.settled)]
 
 
 def _vectors(results: Sequence[Any]) -> Optional[str]:

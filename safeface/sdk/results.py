@@ -15,10 +15,15 @@ class Enrollment:
     purpose: str
     expires_at: dt.datetime
     token_id: str
+    # "pending": the row and its entry are stored, but the disk refused the log's commit mark
+    # after them; the next enrolment or open of the workspace writes it. Retrying would store
+    # a second template.
+    commit_mark: str = "written"
 
     def to_dict(self) -> dict[str, Any]:
         return {"enrolled": True, "subject": self.pseudonym, "row_id": self.row_id, "purpose": self.purpose,
-                "expires_at": self.expires_at.isoformat(timespec="seconds"), "token_id": self.token_id}
+                "expires_at": self.expires_at.isoformat(timespec="seconds"), "token_id": self.token_id,
+                **({"commit_mark": self.commit_mark} if self.commit_mark != "written" else {})}
 
 
 def path_name(masked: bool, masked_enrolment: bool, bare_probe: bool = False) -> str:

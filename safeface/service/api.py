@@ -198,6 +198,8 @@ def build_router(rt: Runtime) -> APIRouter:
         consent, basis, live = c.credentials()
         r = await rt.call(lambda sf: as_(info, sf).enroll(img, subject, purpose, consent, legal_basis=basis,
                                                           liveness=live))
+        if r.commit_mark == "pending":  # stored, but the disk refused the mark: out of ready until it takes writes
+            rt.refused_disk()
         return dict(r.to_dict())
 
     @router.post("/verify", openapi_extra=_IMAGE_BODY, summary="Verify a face against a subject's templates")
@@ -324,11 +326,13 @@ def build_router(rt: Runtime) -> APIRouter:
             return JSONResponse({"status": "refusing", "reason": "a workspace file was replaced under this process's "
                                  "open handles, which refuse every call; restore the file if need be, run `safeface "
                                  "audit verify`, then restart the service."}, status_code=503)
-        # Calls that write are refused (503) while the workspace's disk is full or read-only.
+        # Calls that write are refused (503) while the workspace's disk is full or read-only, and
+        # every call while it fails reads.
         problem = await asyncio.to_thread(rt.disk_problem)
         if problem is not None:
-            return JSONResponse({"status": "refusing", "reason": "the workspace's disk refuses writes (it is full or "
-                                 f"read-only), so calls are refused; {problem} Free space or remount it read-write."},
+            return JSONResponse({"status": "refusing", "reason": "the workspace's disk refuses writes or fails reads "
+                                 f"(it is full, read-only or failing), so calls are refused; {problem} Free space, "
+                                 "remount it read-write or see to the device."},
                                 status_code=503, headers={"Retry-After": "1"})
         # Unlike a replaced file, this passes again once the witness is mounted or restored.
         problem = await asyncio.to_thread(rt.records_problem)

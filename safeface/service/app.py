@@ -4,8 +4,8 @@ Errors become status codes here, once: 401 no valid key, 403 a refusal by the gu
 may not, or any compliance rule) with the CLI's JSON ``{"error","rule","message"}``, 422 malformed
 input or an unusable image, 413 a body over the limit, 429 a key over its rate, 503 a full work
 queue, a vector index (Milvus) that cannot be asked now, a workspace database another process
-holds for long, a workspace disk that is full or read-only, or a process still starting (each
-with Retry-After), 409 a failed integrity check. Every response carries a
+holds for long, a workspace disk that is full, read-only or failing reads, or a process still
+starting (each with Retry-After), 409 a failed integrity check. Every response carries a
 strict Content-Security-Policy; there is no interactive docs page (it would need outside
 scripts), only /openapi.json.
 """
@@ -199,9 +199,10 @@ def create_app(config: ServiceConfig) -> FastAPI:
 
     @app.exception_handler(WorkspaceUnwritable)
     async def _unwritable(request: Request, exc: WorkspaceUnwritable) -> JSONResponse:
-        # The workspace's disk is full or went read-only: no fault of the call's, and it works
-        # once the disk takes writes again. /v1/ready answers 503 until a write works there.
-        rt.refused_disk(exc.folder)
+        # The workspace's disk is full, went read-only or failed a read (WorkspaceDiskFailed): no
+        # fault of the call's, and it works once the disk does again. /v1/ready answers 503 until
+        # a write works there (and the file that failed a read reads again).
+        rt.refused_disk(exc.folder, getattr(exc, "path", None))
         return _error(503, exc, {"Retry-After": str(max(1, math.ceil(exc.retry_after)))})
 
     @app.exception_handler(InvalidArgument)

@@ -9,7 +9,8 @@ import logging
 import secrets
 from typing import Optional
 
-from ..errors import BackendError, ConfigError, IntegrityError, ModelError, WorkspaceBusy, WorkspaceUnwritable
+from ..errors import (BackendError, ConfigError, IntegrityError, ModelError, WorkspaceBusy, WorkspaceDiskFailed,
+                      WorkspaceUnwritable)
 
 # Causes only the operator can act on, whose messages name the server's paths and files (a model
 # file's path and its hash, a store's location): the caller gets a log reference instead.
@@ -33,6 +34,9 @@ def told(exc: Exception) -> tuple[str, Optional[str]]:
     _log.error("call failed, reference %s: %s: %s", ref, type(exc).__name__, exc)
     if isinstance(exc, WorkspaceBusy):  # its message names the file; the caller needs only to retry
         return (f"the workspace is busy with another process's long write; nothing was done. Retry later "
+                f"(reference {ref}).", ref)
+    if isinstance(exc, WorkspaceDiskFailed):  # the same: the operator sees to the device; the caller retries
+        return (f"the service cannot read its records now (its disk failed); the call did not complete. Retry later "
                 f"(reference {ref}).", ref)
     if isinstance(exc, WorkspaceUnwritable):  # the same: the operator frees space; the caller retries
         return (f"the service cannot write its records now (its disk is full or read-only); the call did not "

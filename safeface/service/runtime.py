@@ -22,6 +22,7 @@ from typing import Any, Callable, Optional, TypeVar
 
 from ..atomicfile import check_disk_takes_writes
 from ..errors import InvalidArgument, SafeFaceError, ServiceBusy
+from ..sqlite_store import disk_failed, disk_read_error
 from ..workspace.apikeys import MIN_RATE
 from .failures import kept
 from .metrics import Metrics
@@ -115,6 +116,7 @@ class Runtime:
         # (the audit witness's volume), each until it takes a write again.
         self.disk_refused = False
         self._refused_folders: set[str] = set()
+        self._failed_files: set[str] = set()
         self._disk_check = _OneAtATime()
         # Set at the first call refused because a workspace file was replaced under the handles:
         # they never reopen (each would read another file than the other processes), so the
@@ -223,18 +225,35 @@ class Runtime:
         answered 200, so a balancer kept sending it traffic."""
 
         def check() -> None:
-            if self._probe is None:
-                from ..sdk import SafeFace
+            try:
+                if self._probe is None and not self._closing.is_set():
+                    from ..sdk import SafeFace
 
-                self._probe = SafeFace.open(self.config.workspace, passphrase_file=self.config.passphrase_file)
-            self._probe.check_records()
+                    self._probe = SafeFace.open(self.config.workspace, passphrase_file=self.config.passphrase_file)
+                if self._probe is not None:
+                    self._probe.check_records()
+            finally:
+                # A close that came while this check ran (an open waiting on a lock for up to
+                # LOCK_WAIT_S) found no handle, or could not wait for it: closed here instead, or
+                # it stayed open, descriptors and all, until the process exited.
+                if self._closing.is_set():
+                    self._close_probe()
 
         return self._records_check.run(check, self._kept)
 
-    def refused_disk(self, folder: Optional[str] = None) -> None:
-        """A call was refused because a disk refused a write: the workspace's, or `folder`'s."""
+    def _close_probe(self) -> None:
+        """Close the records check's handle; its caller holds that check's lock."""
+        probe, self._probe = self._probe, None
+        if probe is not None:
+            probe.close()
+
+    def refused_disk(self, folder: Optional[str] = None, failed: Optional[str] = None) -> None:
+        """A call was refused because a disk refused a write: the workspace's, or `folder`'s; or
+        because the file `failed` could not be read (its disk failed, WorkspaceDiskFailed)."""
         if folder is not None:
             self._refused_folders.add(folder)  # no lock: a probe may be writing meanwhile
+        if failed is not None:
+            self._failed_files.add(failed)
         self.disk_refused = True
 
     def disk_problem(self) -> Optional[str]:
@@ -251,11 +270,18 @@ class Runtime:
                 read_only = bool(os.statvfs(root).f_flag & os.ST_RDONLY)
             except OSError:  # the folder gone: the records check names that
                 read_only = False
-            if self.disk_refused or read_only or self._refused_folders:
+            if self.disk_refused or read_only or self._refused_folders or self._failed_files:
                 check_disk_takes_writes(root)
                 for folder in sorted(self._refused_folders):
                     check_disk_takes_writes(folder)
                     self._refused_folders.discard(folder)
+                # A disk that failed a read may still take a small write (bad sectors elsewhere):
+                # the file that failed must read whole again.
+                for name in sorted(self._failed_files):
+                    failed = disk_read_error([Path(name)])
+                    if failed is not None:
+                        raise disk_failed(str(failed[0]), failed[1].strerror or "I/O error", failed[0])
+                    self._failed_files.discard(name)
                 self.disk_refused = False
 
         return self._disk_check.run(check, self._kept)
@@ -307,9 +333,10 @@ class Runtime:
             for sf in self._opened:
                 sf.close()
             self._opened.clear()
-        # A probe still waiting on a database lock is left to the process's exit.
-        if self._probe is not None and self._records_check.lock.acquire(timeout=5):
+        # A check still in flight after a while (its handle opening, or waiting on a database
+        # lock) closes its handle itself when it ends (records_problem).
+        if self._records_check.lock.acquire(timeout=5):
             try:
-                self._probe.close()
+                self._close_probe()
             finally:
                 self._records_check.lock.release()

@@ -183,7 +183,7 @@ class Gallery:
                     g._init_schema()
                 except sqlite3.DatabaseError as exc:  # a FIFO or device in its place, a damaged file
                     raise_if_busy(exc, f"the gallery at {path}")
-                    raise_if_damaged(exc, f"the gallery at {path}")
+                    raise_if_damaged(exc, f"the gallery at {path}", path)
                     raise_if_unwritable(exc, f"the gallery at {path}")
                     raise ConfigError(f"the gallery at {path} cannot be opened ({exc}): check that it is this "
                                       "workspace's own SQLite file, or restore it from a backup.") from None
@@ -322,7 +322,7 @@ class Gallery:
         try:
             self._reload_store()
         except sqlite3.DatabaseError as exc:
-            raise_if_damaged(exc, f"the gallery at {self._path}")
+            raise_if_damaged(exc, f"the gallery at {self._path}", self._path)
             raise
 
     def _reload_store(self) -> None:
@@ -647,7 +647,7 @@ class Gallery:
             try:
                 found = self._delete_where(where, args, held)
             except sqlite3.DatabaseError as exc:  # an index bent by hand, met by the delete of a row it hid
-                raise_if_damaged(exc, f"the gallery at {self._path}")
+                raise_if_damaged(exc, f"the gallery at {self._path}", self._path)
                 raise
             self._at("erase:deleted")
             if before_commit is not None and found:

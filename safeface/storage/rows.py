@@ -116,7 +116,8 @@ class ErasureResult:
     # write-ahead log (another connection was reading it): done at its next write, open or close.
     copies: Optional[str] = None
     # Rows the audit log listed as stored that were already gone (an erasure stopped between its
-    # store's commit and its entry): named by this erasure's entry, not counted as removed by it.
+    # store's commit and its entry): named by this erasure's entry (not counted as removed by it)
+    # and by its receipt, the one the person gets.
     settled: tuple[int, ...] = ()
 
 

@@ -91,7 +91,7 @@ class SqliteTables:
         except sqlite3.DatabaseError as exc:  # a FIFO or device in its place, a damaged file
             self._db.close()
             raise_if_busy(exc, self.where)
-            raise_if_damaged(exc, self.where)
+            raise_if_damaged(exc, self.where, self.path)
             raise_if_unwritable(exc, self.where)
             raise ConfigError(f"{self.where} cannot be opened ({exc}): check that it is this workspace's own "
                               "SQLite file, or restore it from a backup.") from None
@@ -139,7 +139,7 @@ class SqliteTables:
         """The typed error for an SQLite error in a statement: busy, damaged, edited by hand, or on
         a disk that refused the write."""
         raise_if_busy(exc, self.where)
-        raise_if_damaged(exc, self.where)
+        raise_if_damaged(exc, self.where, self.path)
         raise_if_edited(exc, self.where)
         raise_if_unwritable(exc, self.where)
 

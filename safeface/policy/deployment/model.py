@@ -22,11 +22,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Optional
 
-from ...atomicfile import write_atomic
+from ...atomicfile import DISK_FAILED, write_atomic
 from ...errors import ConfigError, ImageError
 from ...jsonnum import finite_number
 from ...lookalike import compatibility_char, lookalike_scripts, mark_that_draws_nothing, mixed_word, skeletons
 from ...regularfile import open_regular
+from ...sqlite_store import disk_failed
 from ..rules import DEFAULT_PROFILE, check_profiles
 from .floors import EU_GUARDIAN_AGES, GUARDIAN_AGES, guardian_age
 
@@ -140,6 +141,8 @@ class Deployment:
             raise ConfigError(f"{exc} The deployment file must be a regular file (or a link to one); restore "
                               "it.") from None
         except OSError as exc:
+            if exc.errno in DISK_FAILED:  # the device failed, not the file: no restore is called for
+                raise disk_failed(str(path), exc.strerror or "I/O error", path) from None
             raise ConfigError(f"{path} could not be read ({exc.strerror}); restore it.") from None
         if size > MAX_DEPLOYMENT_BYTES or len(data) > MAX_DEPLOYMENT_BYTES:
             raise ConfigError(f"{path} is larger than {MAX_DEPLOYMENT_BYTES >> 20} MiB, so no deployment file; "

@@ -1,0 +1,155 @@
+"""The workspace's disk fills up in the instant after an enrolment's store commit and before its
+commit mark is written to the audit log: the row and its "enroll allowed" entry are both durable.
+The caller was told the call failed (a 503 to retry), and a retry stored a second template of the
+same person, both on record. The call must tell the truth (its enrolment, the mark pending) and
+the log must verify once space is back, the mark settled.
+
+The disk is a small tmpfs mounted in a mount namespace of the test's own (root and unshare(1)
+needed); the moment it fills is chosen by wrapping the store's write, which the disk's own
+timing cannot be made to hit."""
+
+from __future__ import annotations
+
+import json
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from disk_support import run_on_own_disk  # noqa: E402
+
+_CHILD = textwrap.dedent("""
+    import json, sqlite3, sys
+    from pathlib import Path
+    sys.path.insert(0, TESTS)
+    import disk_support
+    from policy_support import consent, images, make_workspace, open_sf
+
+    disk = Path(DISK)
+    ws = make_workspace(disk / "ws", edit=lambda r: r["filing"].__setitem__("threshold", 1))
+    out = {}
+    sf = open_sf(ws)
+    token = consent(ws, "bob")
+    gallery = type(sf._gallery)
+    add_many = gallery.add_many
+
+    def add_then_fill(self, *a, **k):
+        stored = add_many(self, *a, **k)  # the store's commit is done
+        db = sqlite3.connect(ws.root / "audit.db", isolation_level=None)
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        db.close()
+        disk_support.fill(disk)
+        return stored
+
+    gallery.add_many = add_then_fill
+    try:
+        got = sf.enroll(images() / "biden.jpg", subject="bob", purpose="demo", consent=token)
+        out["enroll"] = ["ok", got.row_id, got.commit_mark]
+    except Exception as exc:
+        out["enroll"] = [type(exc).__name__, str(exc)[:300]]
+    gallery.add_many = add_many
+    out["rows while full"] = len(sf.records("bob"))
+    (disk / "filler").unlink()
+    if out["enroll"][0] != "ok":  # told to retry: the caller retries
+        try:
+            sf.enroll(images() / "biden.jpg", subject="bob", purpose="demo", consent=token)
+        except Exception as exc:
+            out["retry"] = type(exc).__name__
+    sf.close()
+    with open_sf(ws) as sf:
+        out["rows"] = len(sf.records("bob"))
+        try:
+            out["verify"] = sf.audit_verify().entries
+        except Exception as exc:
+            out["verify"] = type(exc).__name__ + ": " + str(exc)[:400]
+        out["log"] = [[e.operation, e.decision, e.note or ""] for e in sf.audit_entries()][-6:]
+        out["crossings"] = sum(e.operation == "filing-threshold" for e in sf.audit_entries())
+    print("RESULT " + json.dumps(out))
+""")
+
+
+_SERVICE_CHILD = textwrap.dedent("""
+    import json, sqlite3, sys, time
+    from pathlib import Path
+    sys.path.insert(0, TESTS)
+    import disk_support
+    from fastapi.testclient import TestClient
+    from policy_support import consent, images, make_workspace, open_sf
+    from safeface.storage.gallery import Gallery
+    from service_support import in_process_app
+
+    disk, scratch = Path(DISK), Path(SCRATCH)
+    ws = make_workspace(disk / "ws")
+    with open_sf(ws) as sf:
+        _, op = sf.issue_api_key("operator", label="operator", rate=1000)
+        token = consent(ws, "bob")
+    photo = (images() / "biden.jpg").read_bytes()
+    add_many = Gallery.add_many
+
+    def add_then_fill(self, *a, **k):
+        stored = add_many(self, *a, **k)  # the store's commit is done
+        db = sqlite3.connect(ws.root / "audit.db", isolation_level=None)
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        db.close()
+        disk_support.fill(disk)
+        return stored
+
+    out = {}
+    with TestClient(in_process_app(ws.root, scratch), base_url="https://testserver",
+                    raise_server_exceptions=False) as client:
+        for _ in range(600):
+            if client.get("/v1/ready").json().get("status") != "starting":
+                break
+            time.sleep(0.1)
+        Gallery.add_many = add_then_fill
+        r = client.post("/v1/enroll", headers={"X-API-Key": op}, files={"image": ("f.jpg", photo, "image/jpeg")},
+                        data={"subject": "bob", "purpose": "demo", "consent": token})
+        Gallery.add_many = add_many
+        out["enroll"] = [r.status_code, r.text[:400]]
+        out["ready while full"] = client.get("/v1/ready").status_code
+        (disk / "filler").unlink()
+        for _ in range(100):
+            if client.get("/v1/ready").status_code == 200:
+                break
+            time.sleep(0.1)
+        out["ready after"] = client.get("/v1/ready").status_code
+    with open_sf(ws) as sf:
+        out["rows"] = len(sf.records("bob"))
+        out["verify"] = sf.audit_verify().entries
+    print("RESULT " + json.dumps(out))
+""")
+
+
+def _in_namespace(tmp_path: Path, child: str = _CHILD) -> dict[str, Any]:
+    disk, scratch = tmp_path / "disk", tmp_path / "scratch"
+    disk.mkdir()
+    scratch.mkdir()
+    return run_on_own_disk(tmp_path, child, f"mount -t tmpfs -o size=48m tmpfs '{disk}'", DISK=str(disk),
+                           SCRATCH=str(scratch))
+
+
+def test_a_disk_filling_before_the_commit_mark_neither_fails_a_stored_enrolment_nor_stores_it_twice(
+        tmp_path: Path) -> None:
+    """The disk fills between an enrolment's store commit and its commit mark: the call returns
+    its enrolment (the row is stored and on record), no retry stores a second template, and once
+    space is back the log verifies, the row settled as committed, and the crossing of a filing
+    threshold of 1 the enrolment made is on record (enrolments past it are refused, so none
+    would record it)."""
+    out = _in_namespace(tmp_path)
+    assert out["enroll"][0] == "ok" and out["enroll"][2] == "pending", out
+    assert out["rows"] == 1 and isinstance(out["verify"], int), out
+    assert any(op == "enroll-committed" and f"rows={out['enroll'][1]}" in note for op, _, note in out["log"]), out
+    assert out["crossings"] == 1, out
+
+
+def test_the_service_answers_a_stored_enrolment_whose_mark_the_full_disk_refused_with_its_row(
+        tmp_path: Path) -> None:
+    """The same through the service: the enrolment is a 200 naming its row, its mark pending (it
+    was a 503, and a retry stored a second template), and /v1/ready is a 503 until the disk has
+    room again."""
+    out = _in_namespace(tmp_path, _SERVICE_CHILD)
+    status, text = out["enroll"]
+    assert status == 200 and json.loads(text)["commit_mark"] == "pending", out
+    assert out["ready while full"] == 503 and out["ready after"] == 200, out
+    assert out["rows"] == 1 and isinstance(out["verify"], int), out
