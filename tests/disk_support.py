@@ -4,13 +4,16 @@ fail touches nothing of the host's."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator
 
 import pytest
 
@@ -43,6 +46,13 @@ def run_on_own_disk(tmp_path: Path, child: str, mount: str, *, no_traceback: boo
     return dict(json.loads(line[len("RESULT "):]))
 
 
+def run_on_small_disk(tmp_path: Path, child: str, size: str = "48m", **values: str) -> dict[str, Any]:
+    """run_on_own_disk with a tmpfs of `size` mounted at tmp_path/disk (DISK in the child)."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    return run_on_own_disk(tmp_path, child, f"mount -t tmpfs -o size={size} tmpfs '{disk}'", DISK=str(disk), **values)
+
+
 def fill(folder: Path, chunk: int = 1024) -> None:
     """Fill `folder`'s disk (for a child): a file named `filler` grown until the disk refuses."""
     fd = os.open(folder / "filler", os.O_WRONLY | os.O_CREAT)
@@ -51,3 +61,36 @@ def fill(folder: Path, chunk: int = 1024) -> None:
             os.write(fd, bytes(chunk))
     except OSError:
         os.close(fd)
+
+
+@contextlib.contextmanager
+def started_service(workspace: Path, scratch: Path) -> Iterator[Any]:
+    """A test client of the in-process service over `workspace` (for a child), once its worker
+    has opened the workspace: a call before that is answered "starting"."""
+    from fastapi.testclient import TestClient
+    from service_support import in_process_app
+
+    with TestClient(in_process_app(workspace, scratch), base_url="https://testserver",
+                    raise_server_exceptions=False) as client:
+        for _ in range(600):
+            if client.get("/v1/ready").json().get("status") != "starting":
+                break
+            time.sleep(0.1)
+        yield client
+
+
+def fill_after_store_commit(gallery: Any, disk: Path, audit_db: Path) -> Callable[[], None]:
+    """Make `gallery.add_many` (the class) fill `disk` once the store has committed, the audit
+    log's write-ahead log emptied first so that nothing of it is left to write into; the undo."""
+    add_many = gallery.add_many
+
+    def add_then_fill(self: Any, *a: Any, **k: Any) -> Any:
+        stored = add_many(self, *a, **k)
+        db = sqlite3.connect(audit_db, isolation_level=None)
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        db.close()
+        fill(disk)
+        return stored
+
+    gallery.add_many = add_then_fill
+    return lambda: setattr(gallery, "add_many", add_many)

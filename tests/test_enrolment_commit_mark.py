@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from disk_support import run_on_own_disk  # noqa: E402
+from disk_support import run_on_small_disk  # noqa: E402
 
 _CHILD = textwrap.dedent("""
-    import json, sqlite3, sys
+    import json, sys
     from pathlib import Path
     sys.path.insert(0, TESTS)
     import disk_support
@@ -31,24 +31,13 @@ _CHILD = textwrap.dedent("""
     out = {}
     sf = open_sf(ws)
     token = consent(ws, "bob")
-    gallery = type(sf._gallery)
-    add_many = gallery.add_many
-
-    def add_then_fill(self, *a, **k):
-        stored = add_many(self, *a, **k)  # the store's commit is done
-        db = sqlite3.connect(ws.root / "audit.db", isolation_level=None)
-        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        db.close()
-        disk_support.fill(disk)
-        return stored
-
-    gallery.add_many = add_then_fill
+    undo = disk_support.fill_after_store_commit(type(sf._gallery), disk, ws.root / "audit.db")
     try:
         got = sf.enroll(images() / "biden.jpg", subject="bob", purpose="demo", consent=token)
         out["enroll"] = ["ok", got.row_id, got.commit_mark]
     except Exception as exc:
         out["enroll"] = [type(exc).__name__, str(exc)[:300]]
-    gallery.add_many = add_many
+    undo()
     out["rows while full"] = len(sf.records("bob"))
     (disk / "filler").unlink()
     if out["enroll"][0] != "ok":  # told to retry: the caller retries
@@ -70,14 +59,12 @@ _CHILD = textwrap.dedent("""
 
 
 _SERVICE_CHILD = textwrap.dedent("""
-    import json, sqlite3, sys, time
+    import json, sys, time
     from pathlib import Path
     sys.path.insert(0, TESTS)
     import disk_support
-    from fastapi.testclient import TestClient
     from policy_support import consent, images, make_workspace, open_sf
     from safeface.storage.gallery import Gallery
-    from service_support import in_process_app
 
     disk, scratch = Path(DISK), Path(SCRATCH)
     ws = make_workspace(disk / "ws")
@@ -85,27 +72,12 @@ _SERVICE_CHILD = textwrap.dedent("""
         _, op = sf.issue_api_key("operator", label="operator", rate=1000)
         token = consent(ws, "bob")
     photo = (images() / "biden.jpg").read_bytes()
-    add_many = Gallery.add_many
-
-    def add_then_fill(self, *a, **k):
-        stored = add_many(self, *a, **k)  # the store's commit is done
-        db = sqlite3.connect(ws.root / "audit.db", isolation_level=None)
-        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        db.close()
-        disk_support.fill(disk)
-        return stored
-
     out = {}
-    with TestClient(in_process_app(ws.root, scratch), base_url="https://testserver",
-                    raise_server_exceptions=False) as client:
-        for _ in range(600):
-            if client.get("/v1/ready").json().get("status") != "starting":
-                break
-            time.sleep(0.1)
-        Gallery.add_many = add_then_fill
+    with disk_support.started_service(ws.root, scratch) as client:
+        undo = disk_support.fill_after_store_commit(Gallery, disk, ws.root / "audit.db")
         r = client.post("/v1/enroll", headers={"X-API-Key": op}, files={"image": ("f.jpg", photo, "image/jpeg")},
                         data={"subject": "bob", "purpose": "demo", "consent": token})
-        Gallery.add_many = add_many
+        undo()
         out["enroll"] = [r.status_code, r.text[:400]]
         out["ready while full"] = client.get("/v1/ready").status_code
         (disk / "filler").unlink()
@@ -122,11 +94,8 @@ _SERVICE_CHILD = textwrap.dedent("""
 
 
 def _in_namespace(tmp_path: Path, child: str = _CHILD) -> dict[str, Any]:
-    disk, scratch = tmp_path / "disk", tmp_path / "scratch"
-    disk.mkdir()
-    scratch.mkdir()
-    return run_on_own_disk(tmp_path, child, f"mount -t tmpfs -o size=48m tmpfs '{disk}'", DISK=str(disk),
-                           SCRATCH=str(scratch))
+    (tmp_path / "scratch").mkdir()
+    return run_on_small_disk(tmp_path, child, SCRATCH=str(tmp_path / "scratch"))
 
 
 def test_a_disk_filling_before_the_commit_mark_neither_fails_a_stored_enrolment_nor_stores_it_twice(

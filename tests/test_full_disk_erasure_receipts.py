@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from disk_support import run_on_own_disk  # noqa: E402
+from disk_support import run_on_small_disk  # noqa: E402
 
 _CHILD = textwrap.dedent("""
     import json, sqlite3, sys
@@ -63,9 +63,7 @@ _CHILD = textwrap.dedent("""
 
 
 def _in_namespace(tmp_path: Path, how: str) -> dict[str, Any]:
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    return run_on_own_disk(tmp_path, _CHILD, f"mount -t tmpfs -o size=48m tmpfs '{disk}'", DISK=str(disk), HOW=how)
+    return run_on_small_disk(tmp_path, _CHILD, HOW=how)
 
 
 def test_an_erasure_retried_after_a_full_disk_refused_its_entry_gets_a_receipt_naming_the_rows(

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from disk_support import run_on_own_disk  # noqa: E402
+from disk_support import run_on_small_disk  # noqa: E402
 
 _CHILD = textwrap.dedent("""
     import datetime as dt, json, os, sqlite3, sys
@@ -73,9 +73,7 @@ _CHILD = textwrap.dedent("""
 
 
 def _in_namespace(tmp_path: Path, how: str) -> dict[str, Any]:
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    return run_on_own_disk(tmp_path, _CHILD, f"mount -t tmpfs -o size=48m tmpfs '{disk}'", DISK=str(disk), HOW=how)
+    return run_on_small_disk(tmp_path, _CHILD, HOW=how)
 
 
 def test_a_purge_whose_entry_the_full_disk_refused_leaves_records_that_verify(tmp_path: Path) -> None:

@@ -26,12 +26,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from disk_support import run_on_own_disk  # noqa: E402
 
 _CHILD = textwrap.dedent("""
-    import json, os, subprocess, sys, time
+    import json, os, subprocess, sys
     from pathlib import Path
     sys.path.insert(0, TESTS)
-    from fastapi.testclient import TestClient
+    import disk_support
     from policy_support import consent, images, make_workspace, open_sf
-    from service_support import in_process_app
 
     disk, scratch, image = Path(DISK), Path(SCRATCH), Path(IMAGE)
     ws = make_workspace(disk / "ws")
@@ -52,12 +51,7 @@ _CHILD = textwrap.dedent("""
                 os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
                 os.close(fd)
 
-    with TestClient(in_process_app(ws.root, scratch), base_url="https://testserver",
-                    raise_server_exceptions=False) as client:
-        for _ in range(600):
-            if client.get("/v1/ready").json().get("status") != "starting":
-                break
-            time.sleep(0.1)
+    with disk_support.started_service(ws.root, scratch) as client:
         h = {"X-API-Key": op}
         fail_reads()
         for name, r in (("enroll", client.post("/v1/enroll", headers=h, files={"image": ("f.jpg", photo, "image/jpeg")},

@@ -27,13 +27,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from disk_support import run_on_own_disk  # noqa: E402
 
 _CHILD = textwrap.dedent("""
-    import json, os, sqlite3, subprocess, sys, time
+    import json, sqlite3, subprocess, sys, time
     from pathlib import Path
     sys.path.insert(0, TESTS)
     import disk_support
-    from fastapi.testclient import TestClient
     from policy_support import consent, images, make_workspace, open_sf
-    from service_support import in_process_app
 
     disk, scratch, how = Path(DISK), Path(SCRATCH), HOW
     ws = make_workspace(disk / "ws")
@@ -76,12 +74,7 @@ _CHILD = textwrap.dedent("""
             db.execute("PRAGMA wal_checkpoint(RESTART)" if name != "gallery.db" else "PRAGMA wal_checkpoint(TRUNCATE)")
             db.close()
 
-    with TestClient(in_process_app(ws.root, scratch), base_url="https://testserver",
-                    raise_server_exceptions=False) as client:
-        for _ in range(600):
-            if client.get("/v1/ready").json().get("status") != "starting":
-                break
-            time.sleep(0.1)
+    with disk_support.started_service(ws.root, scratch) as client:
         if how == "report":  # the system's temporary folder full, the workspace's disk not
             import tempfile
             tempfile.tempdir = str(disk.parent / "tmpdisk")

@@ -15,16 +15,14 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from disk_support import run_on_own_disk  # noqa: E402
+from disk_support import run_on_small_disk  # noqa: E402
 
 _CHILD = textwrap.dedent("""
-    import json, os, sys, time
+    import json, sys, time
     from pathlib import Path
     sys.path.insert(0, TESTS)
     import disk_support
-    from fastapi.testclient import TestClient
     from policy_support import make_workspace, open_sf
-    from service_support import in_process_app
 
     disk, scratch = Path(DISK), Path(SCRATCH)
     witness = disk / "ws-anchor.json"
@@ -36,12 +34,7 @@ _CHILD = textwrap.dedent("""
     def fill():
         disk_support.fill(disk, 4096)
 
-    with TestClient(in_process_app(ws.root, scratch), base_url="https://testserver",
-                    raise_server_exceptions=False) as client:
-        for _ in range(600):
-            if client.get("/v1/ready").json().get("status") != "starting":
-                break
-            time.sleep(0.1)
+    with disk_support.started_service(ws.root, scratch) as client:
         fill()
         r = client.post("/v1/erase", headers={"X-API-Key": op}, json={"subject": "alice"})
         out["erase"] = [r.status_code, r.text[:400]]
@@ -63,11 +56,8 @@ _CHILD = textwrap.dedent("""
 
 
 def _in_namespace(tmp_path: Path) -> dict[str, Any]:
-    disk, scratch = tmp_path / "disk", tmp_path / "scratch"
-    disk.mkdir()
-    scratch.mkdir()
-    return run_on_own_disk(tmp_path, _CHILD, f"mount -t tmpfs -o size=1m tmpfs '{disk}'", DISK=str(disk),
-                           SCRATCH=str(scratch))
+    (tmp_path / "scratch").mkdir()
+    return run_on_small_disk(tmp_path, _CHILD, "1m", SCRATCH=str(tmp_path / "scratch"))
 
 
 def test_a_full_witness_volume_takes_the_service_out_of_ready_until_it_takes_writes(tmp_path: Path) -> None:
