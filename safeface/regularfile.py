@@ -26,10 +26,14 @@ def open_regular(path: Path, label: str) -> BinaryIO:
     return fh
 
 
-def _open_if_present(path: Path, label: str, follow: bool = True) -> Optional[BinaryIO]:
+def _open_if_present(path: Path, label: str, follow: bool = True, within: Optional[Path] = None) -> Optional[BinaryIO]:
     nofollow = 0 if follow else getattr(os, "O_NOFOLLOW", 0)
+    folder: Optional[int] = None
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0) | nofollow)
+        if within is not None:
+            folder = _folder_below(within, path.parent)
+        fd = os.open(path.name if folder is not None else path,
+                     os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0) | nofollow, dir_fd=folder)
     except FileNotFoundError:
         return None
     except OSError as exc:
@@ -37,6 +41,9 @@ def _open_if_present(path: Path, label: str, follow: bool = True) -> Optional[Bi
     except ValueError:
         check_path_text(path)
         raise
+    finally:
+        if folder is not None:
+            os.close(folder)
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise ImageError(f"{label}: not a regular file.")
@@ -44,6 +51,31 @@ def _open_if_present(path: Path, label: str, follow: bool = True) -> Optional[Bi
     except BaseException:
         os.close(fd)
         raise
+
+
+def _folder_below(within: Path, folder: Path) -> int:
+    """A descriptor of `folder`, opened from `within` one name at a time, none of them followed
+    if it is a link: a check of each name and then an open by the whole path let a folder be
+    swapped for a link in between (ImageError for a link, FileNotFoundError for none)."""
+    parts = folder.parts[len(within.parts):]
+    if folder.parts[:len(within.parts)] != within.parts or any(p in (".", "..") for p in parts):
+        raise ImageError(f"{folder}: not a folder below {within}.")
+    fd = os.open(within, os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_CLOEXEC", 0))
+    try:
+        for part in parts:
+            try:
+                below = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0),
+                                dir_fd=fd)
+            except OSError as exc:
+                if isinstance(exc, FileNotFoundError):
+                    raise
+                raise ImageError(f"{folder}: {part} is a link or no folder ({exc.strerror}).") from None
+            os.close(fd)
+            fd = below
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 def check_path_text(path: Path) -> None:
@@ -92,18 +124,23 @@ def _read(fh: BinaryIO, label: str, limit: int) -> bytes:
         raise ImageError(f"{label}: could not be read ({exc.strerror}).") from None
 
 
-def read_no_link(path: Path, limit: int) -> bytes:
+def read_no_link(path: Path, limit: int, within: Optional[Path] = None) -> bytes:
     """The bytes of the regular file `path`, at most `limit` of them, a link never followed (where
     read_regular follows one, as a photo's path may); ConfigError naming it for a link, anything
     that is no regular file, or a larger file, judged by its size before any byte is read (a
-    sparse file of gigabytes)."""
+    sparse file of gigabytes). A file with a second name is refused too: a hard link planted by
+    whoever may write its folder (to deployment.json or a passphrase file) is the other file.
+    `within`: a folder above `path`, below which no folder is followed if it is a link."""
     label = str(path)
     try:
-        fh = _open_if_present(path, label, follow=False)
+        fh = _open_if_present(path, label, follow=False, within=within)
         if fh is None:
             raise ImageError(f"{label}: no such file.")
         with fh:
-            size = os.fstat(fh.fileno()).st_size
+            st = os.fstat(fh.fileno())
+            if st.st_nlink > 1:
+                raise ImageError(f"{label}: has another name (a hard link).")
+            size = st.st_size
             data = b"" if size > limit else _read(fh, label, limit)
     except ImageError as exc:
         raise ConfigError(f"{exc} It must be a regular file, not a link: remove it or write it again.") from None

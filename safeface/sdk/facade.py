@@ -42,7 +42,7 @@ from ..policy.rules import rule_for
 from ..sqlite_store import raise_if_disk_failed, raise_if_unwritable
 from ..storage.rows import ErasureResult, keys_from_meta, rekey_mark_holds
 from ..workspace.anchor import missing_anchor
-from ..workspace.apikeys import PREFIX as KEY_PREFIX, ApiKey, ApiKeys, hashing_key, session_ref
+from ..workspace.apikeys import KEY_ID, PREFIX as KEY_PREFIX, ApiKey, ApiKeys, hashing_key, session_ref
 from ..workspace.assessment import (ASSESSMENT_OPERATIONS, audit_section_problem, names_an_assessment,
                                    recorded_purge_times, recorded_roles, shown_assessment, unrecorded_problem)
 from ..workspace.audit import (JUDGED_AFTER, KEPT_AT_MOST, WITHDRAWN_AT, AuditEntry, AuditLog, AuditReport, entry_time,
@@ -1254,12 +1254,18 @@ class SafeFace:
         known: list[bool] = []  # set once the body found the key: the table is marked then, whatever follows
 
         def body(d: Decision) -> tuple[None, _Note]:
-            if kid.strip().startswith(f"{KEY_PREFIX}_"):  # never repeated in the answer: its secret is in it
+            # Never repeated in the answer: its secret is in it, also where something is pasted
+            # around it ("Bearer sfk_...", an invisible character copied from a web page first).
+            if f"{KEY_PREFIX}_" in kid.lower():
                 raise InvalidArgument(f"that is a whole API key, its secret included, not a key id: revoke it by its "
                                       f"id, the 12 hex digits after '{KEY_PREFIX}_' (`safeface apikey list`).")
             issued = self._audit.records_start(Operation.APIKEY.value, key_issue_prefix(kid))
             if not (issued or self._apikeys.listed(kid)):
-                raise InvalidArgument(f"no API key has the id {kid[:64]!r}; `safeface report` lists them.")
+                if KEY_ID.fullmatch(kid):
+                    raise InvalidArgument(f"no API key has the id {kid!r}; `safeface report` lists them.")
+                # Not repeated: what has no key id's shape may hold a secret (a key mangled in the pasting).
+                raise InvalidArgument("no API key has that id, which is not repeated (a key id is 12 hex digits); "
+                                      "`safeface apikey list` lists them.")
             known.append(True)
             return None, _Note([], key_revoked_note(kid))
 

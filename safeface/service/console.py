@@ -315,7 +315,7 @@ def build_console(rt: Runtime) -> APIRouter:
         data = _receipt_bytes(receipt_id)
         try:
             doc = json.loads(data) if data is not None else None
-        except ValueError:  # a file edited by hand: no receipt to show
+        except (ValueError, RecursionError):  # a file edited by hand (arrays nested past the parser's depth too)
             doc = None
         if not isinstance(doc, dict) or not {"reason", "templates_removed"} <= doc.keys():
             return page("No such receipt", "<p>No receipt has that id.</p>", s, 404)
@@ -332,16 +332,11 @@ def build_console(rt: Runtime) -> APIRouter:
         """A file the console saved under reports/ (a receipt, a report's copy): a regular file in
         folders below reports/ none of which is a link, read without following one; None otherwise.
         A link planted there by whoever may write reports/ (to a key or passphrase file, or in
-        place of a folder: to a folder of face photos) was served to every session that may read
-        the report."""
-        reports = rt.config.workspace / "reports"
-        folder = path.parent
-        while folder != reports:
-            if folder.is_symlink() or folder == folder.parent:
-                return None
-            folder = folder.parent
+        place of a folder: to a folder of face photos; a hard link too) was served to every session
+        that may read the report. The folders are opened one by one (read_no_link's `within`): a
+        folder checked and then swapped for a link before the open was followed."""
         try:
-            return read_no_link(path, MAX_COPY_BYTES)
+            return read_no_link(path, MAX_COPY_BYTES, within=rt.config.workspace / "reports")
         except ConfigError:
             return None
 
@@ -375,7 +370,14 @@ def build_console(rt: Runtime) -> APIRouter:
 
         def run(sf: Any) -> dict[str, Any]:
             files = sf.report(out_dir, quote=kept)
-            return dict(json.loads(Path(files["json"]).read_text(encoding="utf-8")))
+            # Read back as the copies are served: through a folder linked elsewhere, whoever may
+            # write reports/ rewrote the file between its write and this read, and the page showed
+            # their report ("may process") in place of the one failing.
+            data = _saved(Path(files["json"]))
+            if data is None:
+                raise ConfigError(f"the report written to {out_dir} cannot be read back there (a link, or a file "
+                                  "with another name, in its place); remove what is in the way and try again.")
+            return dict(json.loads(data))
 
         s, r = await as_session(request, run)
         if s is None or not isinstance(r, dict):

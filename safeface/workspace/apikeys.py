@@ -41,7 +41,8 @@ DEFAULT_RATE = 20.0  # requests per second per key and worker process
 # The slowest rate a key may have (one request in 10,000 s): the limiter's wait, 1 / rate, stays a
 # number a Retry-After header can carry (1e-310 made it infinite, a 500 instead of 429).
 MIN_RATE = 0.0001
-_KEY = re.compile(r"^sfk_([0-9a-f]{12})_([A-Za-z0-9_-]{43})$")
+KEY_ID = re.compile(r"[0-9a-f]{12}")  # a key's id (fullmatch): what listings show and revocation takes
+_KEY = re.compile(rf"^{PREFIX}_({KEY_ID.pattern})_([A-Za-z0-9_-]{{43}})$")
 # One spelling per session (no leading zero, nothing after it): a logout is recorded under a hash of
 # the cookie, so a second spelling that still validated would be a session never logged out.
 _SESSION = re.compile(r"([0-9a-f]{12})\.([1-9][0-9]{0,11})\.([0-9a-f]{16})\.([0-9a-f]{64})")
@@ -177,6 +178,10 @@ class ApiKeys:
 
     def listed(self, key_id: str) -> bool:
         """Whether a row has the id `key_id`, whatever its other values."""
+        try:
+            key_id.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate (bytes a command line could not decode) names no row
+            return False
         return bool(self._t.q("SELECT 1 FROM {t}apikeys WHERE key_id = ?", (key_id,)))
 
     def revoke(self, key_id: str, now: dt.datetime) -> None:
