@@ -217,6 +217,12 @@ class MilvusVectors:
         self._refused_until = 0.0  # monotonic
 
     @property
+    def lite(self) -> bool:
+        """Whether this is Milvus Lite (known once it has answered), which keeps deleted vectors'
+        bytes in its files until it compacts them on its own schedule."""
+        return self._lite
+
+    @property
     def slow_timeout(self) -> float:
         """The deadline of collection-wide work (create, load, flush, drop)."""
         return max(self.call_timeout, SLOW_CALL_TIMEOUT)

@@ -1,0 +1,84 @@
+"""Someone holding the app's PostgreSQL role, but no key, edits the row id and pseudonym columns
+of a person's row so that neither the erasure's WHERE nor the rows the audit log names find it
+(or so that they find another person's row in its place). Each row's seal binds its id and
+pseudonym, so the erasure can tell; before, it signed a receipt that was not true."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from policy_support import consent, images, legal_basis, open_sf  # noqa: E402
+from server_support import PgCluster  # noqa: E402
+from test_server_store_attacks import _server_ws, _sql  # noqa: E402
+
+from safeface.errors import IntegrityError  # noqa: E402
+
+HIDDEN = "0" * 64
+
+
+@pytest.mark.parametrize("how", ["erase", "revoke"])
+def test_a_row_moved_to_another_id_and_pseudonym_is_still_erased(pg: PgCluster, tmp_path: Path, how: str) -> None:
+    """Alice's row is given row id 9999 and a pseudonym (or token reference) no one has: her
+    erasure (or her consent's revocation) signed a receipt for 0 templates, calling her row gone,
+    while her sealed template and Milvus vector stayed. It must take the row (its seal says it is
+    alice's row 1) and her vector."""
+    from safeface.storage.vectors import MilvusVectors
+
+    ws, dsn = _server_ws(pg, tmp_path)
+    img = images()
+    with open_sf(ws) as sf:
+        alice = sf.enroll(img / "obama.jpg", "alice", "demo", consent(ws, "alice"))
+        bob = sf.enroll(img / "biden.jpg", "bob", "demo", consent(ws, "bob"))
+        column, value = ("pseudonym", HIDDEN) if how == "erase" else ("token_id", "t-" + "0" * 32)
+        _sql(dsn, f"UPDATE safeface.rows SET row_id = 9999, {column} = '{value}' WHERE row_id = {alice.row_id}")
+        receipt = sf.erase("alice") if how == "erase" else sf.revoke(token_id=alice.token_id)
+        assert receipt.templates_removed == 1 and receipt.rows == (alice.row_id,)
+        assert _sql(dsn, "SELECT row_id FROM safeface.rows") == [(bob.row_id,)]
+        direct = MilvusVectors.connect("milvus-lite:vectors.db", ws.root, "safeface_templates", 128)
+        assert direct.present([alice.row_id, 9999]) == []
+        direct.close()
+        assert sf.identify(img / "obama2.jpg", "demo", legal_basis=legal_basis(ws)) == []
+        assert sf.audit_verify().entries > 0
+
+
+def test_two_rows_whose_ids_and_pseudonyms_were_swapped_fail_the_erasure(pg: PgCluster, tmp_path: Path) -> None:
+    """Alice's and bob's rows swap row ids and pseudonyms: erasing alice deleted bob's sealed
+    template under a receipt for 1 template and kept hers. The erasure must open what it deletes
+    as alice's, find it is not, and fail with nothing erased, the failure on record."""
+    ws, dsn = _server_ws(pg, tmp_path)
+    img = images()
+    with open_sf(ws) as sf:
+        alice = sf.enroll(img / "obama.jpg", "alice", "demo", consent(ws, "alice"))
+        bob = sf.enroll(img / "biden.jpg", "bob", "demo", consent(ws, "bob"))
+        a, b = alice.row_id, bob.row_id
+        _sql(dsn, f"UPDATE safeface.rows SET row_id = -1, pseudonym = '{bob.pseudonym}' WHERE row_id = {a}")
+        _sql(dsn, f"UPDATE safeface.rows SET row_id = {a}, pseudonym = '{alice.pseudonym}' WHERE row_id = {b}")
+        _sql(dsn, f"UPDATE safeface.rows SET row_id = {b} WHERE row_id = -1")
+        with pytest.raises(IntegrityError, match=f"row {a} "):
+            sf.erase("alice")
+        assert _sql(dsn, "SELECT row_id FROM safeface.rows ORDER BY row_id") == [(a,), (b,)]
+        last = sf.audit_entries()[-1]
+        assert (last.operation, last.decision, last.note) == ("erase", "failed", "IntegrityError")
+
+
+def test_a_moved_row_whose_other_columns_were_edited_too_fails_the_erasure(pg: PgCluster,
+                                                                           tmp_path: Path) -> None:
+    """Alice's row is moved to row id 9999 and its pseudonym and expiry edited, so no seal opens
+    as hers: the receipt said her row was already gone. The erasure must fail, naming the row,
+    with nothing erased, rather than sign that."""
+    ws, dsn = _server_ws(pg, tmp_path)
+    img = images()
+    with open_sf(ws) as sf:
+        alice = sf.enroll(img / "obama.jpg", "alice", "demo", consent(ws, "alice"))
+        sf.enroll(img / "biden.jpg", "bob", "demo", consent(ws, "bob"))
+        _sql(dsn, f"UPDATE safeface.rows SET row_id = 9999, pseudonym = '{HIDDEN}', expires_us = expires_us + 1 "
+                  f"WHERE row_id = {alice.row_id}")
+        with pytest.raises(IntegrityError, match=rf"row 9999 .*rows \[{alice.row_id}\] that the log names"):
+            sf.erase("alice")
+        assert (9999,) in _sql(dsn, "SELECT row_id FROM safeface.rows")
+        last = sf.audit_entries()[-1]
+        assert (last.operation, last.decision, last.note) == ("erase", "failed", "IntegrityError")
