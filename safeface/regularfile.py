@@ -13,7 +13,7 @@ import io
 import os
 import stat
 from pathlib import Path
-from typing import BinaryIO, Optional
+from typing import BinaryIO, Iterator, Optional
 
 from .errors import ConfigError, ImageError, IntegrityError
 
@@ -76,6 +76,26 @@ def _folder_below(within: Path, folder: Path) -> int:
         os.close(fd)
         raise
     return fd
+
+
+def data_extents(fd: int, size: int) -> Iterator[tuple[int, int]]:
+    """The (start, end) byte ranges of the open file `fd`, up to `size`, that hold data: its holes
+    skipped (a hole has no blocks on the disk to read, fail or copy), or the whole file where the
+    file system cannot tell. A sparse file of terabytes, which SQLite reads only the header of,
+    was read or copied whole."""
+    at = 0
+    while at < size:
+        try:
+            start = os.lseek(fd, at, os.SEEK_DATA)
+            end = os.lseek(fd, start, os.SEEK_HOLE)
+        except OSError as exc:
+            if exc.errno == errno.ENXIO:  # nothing but a hole from `at` on
+                return
+            if exc.errno not in (errno.EINVAL, errno.EOPNOTSUPP):
+                raise
+            start, end = at, size  # a file system that cannot tell holes: every byte
+        yield start, min(end, size)
+        at = end
 
 
 def check_path_text(path: Path) -> None:

@@ -11,6 +11,7 @@ from typing import Iterable, Optional
 
 from .atomicfile import DISK_FAILED, DISK_REFUSED
 from .errors import ConfigError, IntegrityError, ReplacedFile, WorkspaceBusy, WorkspaceDiskFailed, WorkspaceUnwritable
+from .regularfile import data_extents
 
 BUSY_TIMEOUT_MS = 30_000
 # SQLite's primary result codes (an error's sqlite_errorcode, low byte).
@@ -47,13 +48,35 @@ def connect(path: Path, what: str) -> sqlite3.Connection:
         conn.execute("PRAGMA synchronous = FULL")
         # Deleted rows (erased templates, purged records) are overwritten, not left in free pages.
         conn.execute("PRAGMA secure_delete = ON")
+        _refuse_special_files(path, what)
+    except ConfigError:
+        conn.close()
+        raise
     except sqlite3.DatabaseError as exc:
         conn.close()
         raise_if_busy(exc, f"the {what} {path}")
+        _refuse_special_files(path, what)  # a FIFO at the -shm fails the first statement
         _refuse_read_only_folder(path, what, exc)
         raise_if_unwritable(exc, f"the {what} {path}")  # a full disk: not the file's fault
         raise ConfigError(f"{path} is not a usable {what} database ({exc}).") from None
     return conn
+
+
+def _refuse_special_files(path: Path, what: str) -> None:
+    """ConfigError naming a pipe, socket or device in the place of the database or of the -wal or
+    -shm SQLite opened beside it by name (a read-only `audit verify` copy refuses them too): a
+    FIFO at the -wal took SQLite's reads as an empty log and failed its writes as "disk I/O
+    error", which read as a full or read-only disk (every call a 503 to retry, for ever)."""
+    for part in ("", "-wal", "-shm"):
+        name = Path(f"{path}{part}")
+        try:
+            mode = os.lstat(name).st_mode
+        except FileNotFoundError:
+            continue
+        # (A link at the database's own name is left as before: SQLite follows it.)
+        if not stat.S_ISREG(mode) and not (part == "" and stat.S_ISLNK(mode)):
+            raise ConfigError(f"{name} is not a regular file (a pipe, socket or device in its place, beside the {what} "
+                              "database): remove it, then run `safeface audit verify`.")
 
 
 def create_file(path: Path) -> None:
@@ -128,17 +151,34 @@ def disk_read_error(paths: Iterable[Path]) -> Optional[tuple[Path, OSError]]:
     for path in paths:
         for p in (Path(path), Path(f"{path}-wal")):
             try:
-                # Regular files only, opened without waiting: a FIFO put in a database's place
-                # (which SQLite also reports as an I/O error) would block this read for ever.
-                fd = os.open(p, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
+                # The name's own file, nothing read yet (O_PATH): a socket or device in a file's
+                # place fails a plain open with ENXIO, as a detached disk does, and a socket
+                # renamed over an unused -wal passed damage made by hand off as a failing disk.
+                # Regular files only: a FIFO would also block the read for ever.
+                ref = os.open(p, os.O_PATH | os.O_NOFOLLOW)
             except OSError as exc:
                 if exc.errno in DISK_FAILED:
                     return p, exc
                 continue
             try:
-                if stat.S_ISREG(os.fstat(fd).st_mode):
-                    while os.read(fd, 1 << 20):
-                        pass
+                if not stat.S_ISREG(os.fstat(ref).st_mode):
+                    continue
+                fd = os.open(f"/proc/self/fd/{ref}", os.O_RDONLY | os.O_NONBLOCK)
+            except OSError as exc:
+                if exc.errno in DISK_FAILED:
+                    return p, exc
+                continue
+            finally:
+                os.close(ref)
+            try:
+                # Its data only: a hole has no blocks to fail, and a sparse -wal of terabytes
+                # (SQLite reads its header) kept each call and `audit verify` reading for hours.
+                for start, end in data_extents(fd, os.fstat(fd).st_size):
+                    while start < end:
+                        got = os.pread(fd, min(1 << 20, end - start), start)
+                        if not got:
+                            break
+                        start += len(got)
             except OSError as exc:
                 if exc.errno in DISK_FAILED:
                     return p, exc
@@ -162,13 +202,13 @@ def raise_if_disk_failed(exc: BaseException, paths: Iterable[Path], where: str) 
         raise disk_failed(where, failed[1].strerror or "I/O error", failed[0]) from None
 
 
-def raise_if_damaged(exc: sqlite3.DatabaseError, where: str, path: Optional[Path] = None) -> None:
+def raise_if_damaged(exc: BaseException, where: str, *paths: Path) -> None:
     """IntegrityError for an SQLite error that says the file's pages are damaged (bytes edited by
     hand): no verdict could be read from it. A busy or locked file (OperationalError) and SQL
-    errors are left as they are. `path`: the file, read again to tell a disk that fails reads
+    errors are left as they are. `paths`: the files, read again to tell a disk that fails reads
     (WorkspaceDiskFailed) from damage."""
-    if path is not None:
-        raise_if_disk_failed(exc, [path], where)
+    if paths:
+        raise_if_disk_failed(exc, paths, where)
     if type(exc) is sqlite3.DatabaseError:  # SQLITE_CORRUPT, SQLITE_NOTADB: no subclass of its own
         raise IntegrityError(f"{where} is damaged ({exc}): it was edited by hand or its disk failed. Restore it "
                              "from a backup.") from None

@@ -122,3 +122,49 @@ def test_the_service_answers_a_stored_enrolment_whose_mark_the_full_disk_refused
     assert status == 200 and json.loads(text)["commit_mark"] == "pending", out
     assert out["ready while full"] == 503 and out["ready after"] == 200, out
     assert out["rows"] == 1 and isinstance(out["verify"], int), out
+
+
+_FILING_CHILD = textwrap.dedent("""
+    import json, sqlite3, sys
+    from pathlib import Path
+    sys.path.insert(0, TESTS)
+    import disk_support
+    from policy_support import consent, images, make_workspace, open_sf
+    from safeface.sdk import SafeFace
+
+    disk = Path(DISK)
+    ws = make_workspace(disk / "ws", edit=lambda r: r["filing"].__setitem__("threshold", 1))
+    out = {}
+    sf = open_sf(ws)
+    token = consent(ws, "bob")
+    append = SafeFace._append
+
+    def append_then_fill(self, operation, *a, **k):
+        append(self, operation, *a, **k)
+        if operation == "enroll-committed":  # the disk fills once the mark is written
+            db = sqlite3.connect(ws.root / "audit.db", isolation_level=None)
+            db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            db.close()
+            disk_support.fill(disk)
+
+    SafeFace._append = append_then_fill
+    try:
+        out["enroll"] = sf.enroll(images() / "biden.jpg", subject="bob", purpose="demo", consent=token).commit_mark
+    except Exception as exc:
+        out["enroll"] = type(exc).__name__
+    SafeFace._append = append
+    (disk / "filler").unlink()
+    sf.close()
+    with open_sf(ws) as sf:
+        out["crossings"] = sum(e.operation == "filing-threshold" for e in sf.audit_entries())
+    print("RESULT " + json.dumps(out))
+""")
+
+
+def test_a_disk_filling_after_the_commit_mark_does_not_lose_the_filing_thresholds_crossing(tmp_path: Path) -> None:
+    """The disk fills right after an enrolment's commit mark, before the entry recording the
+    crossing of a filing threshold of 1 the enrolment made: the crossing is on record once space is
+    back (it was lost for good: enrolments past the threshold are refused, so none records it)."""
+    out = _in_namespace(tmp_path, _FILING_CHILD)
+    assert out["enroll"] in ("written", "pending"), out
+    assert out["crossings"] == 1, out

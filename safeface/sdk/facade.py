@@ -39,7 +39,7 @@ from ..policy.deployment import Deployment, Finding, working_days_after
 from ..policy.guard import CLOCK_SKEW_S, BatchItem, CaptureFacts, Decision, Guard, Operation, Request
 from ..policy.receipts import ErasureReceipt, issue_receipt, receipt_key
 from ..policy.rules import rule_for
-from ..sqlite_store import raise_if_disk_failed, raise_if_unwritable
+from ..sqlite_store import raise_if_damaged, raise_if_unwritable
 from ..storage.rows import ErasureResult, keys_from_meta, rekey_mark_holds
 from ..workspace.anchor import missing_anchor
 from ..workspace.apikeys import KEY_ID, PREFIX as KEY_PREFIX, ApiKey, ApiKeys, hashing_key, session_ref
@@ -308,10 +308,11 @@ class SafeFace:
             self._gallery.skip_ids(lost[-1])
         stored = sorted(pending - set(lost))
         if stored:  # committed, their mark not written (the disk refused it, or a kill): written now
-            self._append(COMMITTED, "allowed", note=f"rows={','.join(map(str, stored))}; stored (mark written late)")
-            # With what else the enrolment writes after its commit: a crossing of the filing
-            # threshold it made, which no later enrolment (refused past it) would record.
+            # With what else the enrolment writes after its commit, before the mark (once it is
+            # written these rows are not settled again): a crossing of the filing threshold it
+            # made, which no later enrolment (refused past it) would record.
             self._note_filing()
+            self._append(COMMITTED, "allowed", note=f"rows={','.join(map(str, stored))}; stored (mark written late)")
 
     def _settle_after_failure(self) -> None:
         """_settle_locked after a store write that failed in this process, where it can be written."""
@@ -1693,7 +1694,7 @@ class SafeFace:
         except Exception as exc:
             self._append(op, "failed", purpose=request.purpose, subjects=subjects,
                          note=f"guard error: {type(exc).__name__}")
-            raise_if_disk_failed(exc, self._paths.databases, "the workspace")
+            raise_if_damaged(exc, "the workspace", *self._paths.databases)
             raise_if_unwritable(exc, "the workspace")
             raise BackendError(f"{op} could not be judged ({type(exc).__name__}); nothing was done.") from exc
         try:
@@ -1709,8 +1710,9 @@ class SafeFace:
             # as failed and raised as one of ours; nothing was stored.
             self._record(decision, "failed", subjects, f"backend error: {type(exc).__name__}")
             # A disk that refused a write (full, read-only) or failed a read is no fault of the
-            # pipeline's or the store's: the same call works once the disk works again.
-            raise_if_disk_failed(exc, self._paths.databases, "the workspace")
+            # pipeline's or the store's: the same call works once the disk works again. A page
+            # damaged by hand, met outside the stores' own checks, is named as damage (it was a 500).
+            raise_if_damaged(exc, "the workspace", *self._paths.databases)
             raise_if_unwritable(exc, "the workspace")
             raise BackendError(f"{op} failed inside the pipeline or the store ({type(exc).__name__}); nothing was "
                                "stored. Check the image and the workspace, then try again.") from exc
@@ -1819,17 +1821,16 @@ class SafeFace:
                 self._settle_after_failure()
                 raise
             # The rows and their "enroll allowed" entries are durable now: the enrolment happened.
-            # A disk that refuses what follows (the mark, the filing entry) must not fail the call,
+            # A disk that refuses what follows (the filing entry, the mark) must not fail the call,
             # or the caller retries and stores a second template of the person. A mark left
             # pending is written by the next enrolment or open (_settle_locked), with the filing
-            # entry.
+            # entry: so the mark comes last, or a filing entry refused after it was never written.
             mark = "written"
             try:
+                self._note_filing()
                 self._append(COMMITTED, "allowed", note=f"rows={','.join(str(g.row_id) for g in stored)}; stored")
             except WorkspaceUnwritable:
                 mark = "pending"
-        with contextlib.suppress(WorkspaceUnwritable):
-            self._note_filing()
         # The caller's own token id comes back to it; the store and the log hold only its reference.
         return [Enrollment(g.pseudonym, g.row_id, purpose.name, g.expires_at, str(part.token.token_id if part.token else ""),
                            mark) for g, part in zip(stored, parts)]

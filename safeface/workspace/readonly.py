@@ -28,6 +28,7 @@ from typing import Iterator
 
 from ..atomicfile import flock_within, lock_busy, trusted_path
 from ..errors import ConfigError, PolicyViolation, SafeFaceError
+from ..regularfile import data_extents
 from .paths import WorkspacePaths
 
 _TRIES = 3
@@ -168,24 +169,13 @@ def _copy_data(source: Path, target: int) -> None:
     src = os.open(source, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     try:
         size = os.fstat(src).st_size
-        at = 0
-        while at < size:
-            try:
-                start = os.lseek(src, at, os.SEEK_DATA)
-                end = os.lseek(src, start, os.SEEK_HOLE)
-            except OSError as exc:
-                if exc.errno == errno.ENXIO:  # nothing but a hole from `at` on
-                    break
-                if exc.errno not in (errno.EINVAL, errno.EOPNOTSUPP):
-                    raise
-                start, end = at, size  # a file system that cannot tell holes: every byte
+        for start, end in data_extents(src, size):
             while start < end:
                 data = os.pread(src, min(chunk, end - start), start)
                 if not data:
                     break
                 os.pwrite(target, data, start)
                 start += len(data)
-            at = end
         os.ftruncate(target, size)
     finally:
         os.close(src)
