@@ -79,18 +79,21 @@ def started_service(workspace: Path, scratch: Path) -> Iterator[Any]:
         yield client
 
 
-def fill_after_store_commit(gallery: Any, disk: Path, audit_db: Path) -> Callable[[], None]:
-    """Make `gallery.add_many` (the class) fill `disk` once the store has committed, the audit
-    log's write-ahead log emptied first so that nothing of it is left to write into; the undo."""
-    add_many = gallery.add_many
+def fill_after(owner: Any, method: str, disk: Path, audit_db: Path,
+               when: Callable[..., bool] = lambda *a, **k: True) -> Callable[[], None]:
+    """Make `owner.method` (a class's) fill `disk` once it returns, where `when` (given the call's
+    arguments, self left out) says so: the audit log's write-ahead log emptied first, so nothing of
+    it is left to write into. The undo."""
+    original = getattr(owner, method)
 
-    def add_then_fill(self: Any, *a: Any, **k: Any) -> Any:
-        stored = add_many(self, *a, **k)
-        db = sqlite3.connect(audit_db, isolation_level=None)
-        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        db.close()
-        fill(disk)
-        return stored
+    def then_fill(self: Any, *a: Any, **k: Any) -> Any:
+        got = original(self, *a, **k)
+        if when(*a, **k):
+            db = sqlite3.connect(audit_db, isolation_level=None)
+            db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            db.close()
+            fill(disk)
+        return got
 
-    gallery.add_many = add_then_fill
-    return lambda: setattr(gallery, "add_many", add_many)
+    setattr(owner, method, then_fill)
+    return lambda: setattr(owner, method, original)

@@ -31,7 +31,7 @@ _CHILD = textwrap.dedent("""
     out = {}
     sf = open_sf(ws)
     token = consent(ws, "bob")
-    undo = disk_support.fill_after_store_commit(type(sf._gallery), disk, ws.root / "audit.db")
+    undo = disk_support.fill_after(type(sf._gallery), "add_many", disk, ws.root / "audit.db")
     try:
         got = sf.enroll(images() / "biden.jpg", subject="bob", purpose="demo", consent=token)
         out["enroll"] = ["ok", got.row_id, got.commit_mark]
@@ -74,7 +74,7 @@ _SERVICE_CHILD = textwrap.dedent("""
     photo = (images() / "biden.jpg").read_bytes()
     out = {}
     with disk_support.started_service(ws.root, scratch) as client:
-        undo = disk_support.fill_after_store_commit(Gallery, disk, ws.root / "audit.db")
+        undo = disk_support.fill_after(Gallery, "add_many", disk, ws.root / "audit.db")
         r = client.post("/v1/enroll", headers={"X-API-Key": op}, files={"image": ("f.jpg", photo, "image/jpeg")},
                         data={"subject": "bob", "purpose": "demo", "consent": token})
         undo()
@@ -125,7 +125,7 @@ def test_the_service_answers_a_stored_enrolment_whose_mark_the_full_disk_refused
 
 
 _FILING_CHILD = textwrap.dedent("""
-    import json, sqlite3, sys
+    import json, sys
     from pathlib import Path
     sys.path.insert(0, TESTS)
     import disk_support
@@ -137,22 +137,14 @@ _FILING_CHILD = textwrap.dedent("""
     out = {}
     sf = open_sf(ws)
     token = consent(ws, "bob")
-    append = SafeFace._append
-
-    def append_then_fill(self, operation, *a, **k):
-        append(self, operation, *a, **k)
-        if operation == "enroll-committed":  # the disk fills once the mark is written
-            db = sqlite3.connect(ws.root / "audit.db", isolation_level=None)
-            db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-            db.close()
-            disk_support.fill(disk)
-
-    SafeFace._append = append_then_fill
+    # the disk fills once the mark is written
+    undo = disk_support.fill_after(SafeFace, "_append", disk, ws.root / "audit.db",
+                                   lambda operation, *a, **k: operation == "enroll-committed")
     try:
         out["enroll"] = sf.enroll(images() / "biden.jpg", subject="bob", purpose="demo", consent=token).commit_mark
     except Exception as exc:
         out["enroll"] = type(exc).__name__
-    SafeFace._append = append
+    undo()
     (disk / "filler").unlink()
     sf.close()
     with open_sf(ws) as sf:
