@@ -944,13 +944,16 @@ class SafeFace:
                     parts = [([str(r.pseudonym)], r) for r in results]
                 else:
                     self._state.revoke_token(str(ref), now)
-                    # With the rows the log enrolled under it (a token column edited by hand hid one).
-                    logged = self._audit.rows_enrolled_under(str(ref))
-                    res = self._gallery.remove_token(str(ref), rows=logged)
+                    # With the rows the log says are stored under it (a token column edited by hand
+                    # hid one); not those removed already, which the store, finding them gone, had to
+                    # look for as moved rows, reading its table whole and refusing the revocation
+                    # for any other row failing its check.
+                    stored = self._audit.rows_left_under(str(ref))
+                    res = self._gallery.remove_token(str(ref), rows=set(stored))
                     # Rows the log still lists as stored that were already gone: a revocation whose
                     # entry a full disk refused (or a kill) after its store commit; the retry names
                     # them, as an erasure's does, or the store check called them deleted behind the guard.
-                    left = {r: p for r, p in self._audit.rows_left_under(str(ref)).items() if r not in res.row_ids}
+                    left = {r: p for r, p in stored.items() if r not in res.row_ids}
                     if left:
                         ps = {*left.values(), *([res.pseudonym] if res.pseudonym else [])}
                         res = dataclasses.replace(res, settled=tuple(sorted(left)),

@@ -566,14 +566,25 @@ class AuditLog:
 
     def rows_left(self, pseudonym: str) -> set[int]:
         """The rows the log says this subject has stored now: named by its enrolment entries and
-        by no removal (its erasures and revocations, a purge naming it, enrolments that never
-        committed). Index probes on the subject, and the purge and never-committed entries."""
+        by no removal (its erasures and revocations, a revocation of a consent or legal basis
+        they were enrolled under, a purge naming it, enrolments that never committed). Index
+        probes on the subject and the references, and the purge and never-committed entries."""
         subject = json.dumps([pseudonym])
         named: set[int] = set()
         gone: set[int] = set()
-        for (note,) in self._t.q("SELECT note FROM {t}entries WHERE operation = 'enroll' AND subjects = ? AND "
-                                 "decision = 'allowed'", (subject,)):
+        refs: set[str] = set()
+        for note, ref in self._t.q("SELECT note, token_id FROM {t}entries WHERE operation = 'enroll' AND subjects = ? "
+                                   "AND decision = 'allowed'", (subject,)):
             named.update(rows_named(note))
+            refs.add(str(ref or ""))
+        # A revocation of a legal basis many people were enrolled under names them all in one
+        # entry, under no subject: read by the reference their rows were enrolled under. Missed,
+        # the rows it removed stayed "stored" here, and each later erasure of one of those people
+        # read the table whole for them and was refused for any other row failing its check.
+        for ref in sorted(refs - {""}):
+            for (note,) in self._t.q("SELECT note FROM {t}entries WHERE operation = 'revoke' AND token_id = ? AND "
+                                     "decision = 'allowed'", (ref,)):
+                gone.update(rows_named(note))
         for (note,) in self._t.q("SELECT note FROM {t}entries WHERE operation IN ('erase', 'revoke') AND subjects = ? "
                                  "AND decision = 'allowed'", (subject,)):
             gone.update(rows_named(note))
@@ -596,15 +607,6 @@ class AuditLog:
                 named.update((r, whose[0]) for r in rows_named(note))
         left: dict[str, set[int]] = {p: self.rows_left(p) for p in set(named.values())}
         return {r: p for r, p in named.items() if r in left[p]}
-
-    def rows_enrolled_under(self, token_ref: str) -> set[int]:
-        """The rows the log's enrolment entries name under this consent or legal basis (its
-        reference): one index probe. Removed ones included; deleting them again removes nothing."""
-        rows: set[int] = set()
-        for (note,) in self._t.q("SELECT note FROM {t}entries WHERE token_id = ? AND operation = 'enroll' AND "
-                                 "decision = 'allowed'", (token_ref,)):
-            rows.update(rows_named(note))
-        return rows
 
     def newest_seq(self, operation: str) -> int:
         """The seq of the newest allowed entry of `operation` (0 for none): one index probe."""
