@@ -75,6 +75,9 @@ def login(c: dict[str, Any], key: str) -> Any:
     page.goto(c["url"] + "/login")
     page.fill("#api_key", key)
     page.click("#login")
+    # The click returns once the redirect's navigation commits; under load the page's content
+    # could still be empty then.
+    page.wait_for_load_state()
     return ctx, page
 
 
