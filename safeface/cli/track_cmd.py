@@ -47,7 +47,7 @@ def register(sub: Any) -> None:
     p.set_defaults(func=run)
 
 
-def _run_tracking(args: argparse.Namespace, video: str, out: Optional[str]) -> Any:
+def _run_tracking(args: argparse.Namespace, video: str, out: Optional[str], describe: Optional[str] = None) -> Any:
     from ..tracking import TrackOptions, track_video
     from ..tracking.run import covering
 
@@ -68,7 +68,7 @@ def _run_tracking(args: argparse.Namespace, video: str, out: Optional[str]) -> A
         if not args.purpose:
             raise InvalidArgument("tracking in a workspace needs --purpose, one the deployment declares.")
         with SafeFace.open(args.workspace, passphrase_file=args.passphrase_file) as sf:
-            return sf.track(video, args.purpose, out, options=opts)
+            return sf.track(video, args.purpose, out, options=opts, describe=describe)
     return track_video(video, out, opts)
 
 
@@ -80,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
         from ..tracking import parse
 
         parse(args.describe)  # a bad description is refused before the video is read
-        result = _run_tracking(args, paths[1], None)
+        result = _run_tracking(args, paths[1], None, args.describe)
         hits = result.search(args.describe, args.top)
         if args.thumbnails is not None:
             _write_thumbnails(args.thumbnails, hits)

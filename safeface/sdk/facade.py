@@ -839,19 +839,22 @@ class SafeFace:
         return result
 
     def track(self, video: Union[str, Path], purpose: str, out: Optional[Union[str, Path]] = None, *,
-              options: Any = None) -> Any:
+              options: Any = None, describe: Optional[str] = None) -> Any:
         """Follow people through a video by clothing and motion, faces covered first (see
         safeface.tracking). A declared, open purpose is required; no consent token, as no
         biometric is processed; audited with the input's SHA-256 and the track count. Returns a
-        TrackResult whose descriptors live only in memory; search it with `.search(text)`."""
-        from ..tracking import track_video
+        TrackResult whose descriptors live only in memory; search it with `.search(text)`. A run
+        made for a search passes its description as `describe`: it is checked before the video is
+        read and named in the audit entry (a search for a child was recorded as a plain run)."""
+        from ..tracking import parse, track_video
 
         request = Request(Operation.TRACK, self._role, self._clock(), purpose=purpose)
 
         def body(d: Decision) -> tuple[Any, _Note]:
+            asked = "" if describe is None else f"; for a search: {parse(describe).text}"
             result = track_video(video, out, options)
             return result, _Note([], f"video sha256={result.report.input_sha256}; {len(result.people)} track(s); "
-                                     f"{result.report.face_count} face(s) covered; no face recognised")
+                                     f"{result.report.face_count} face(s) covered; no face recognised{asked}")
 
         return self._run(request, [], body)
 

@@ -44,6 +44,13 @@ class Query:
     def empty(self) -> bool:
         return not (self.top or self.bottom or self.anywhere or self.size)
 
+    @property
+    def text(self) -> str:
+        """The query in its closed words, as the audit log names a search."""
+        parts = [f"{name} {'/'.join(v)}" for name, v in (("top", self.top), ("bottom", self.bottom),
+                                                         ("anywhere", self.anywhere)) if v]
+        return ", ".join(parts + ([f"size {self.size}"] if self.size else []))
+
 
 def vocabulary() -> dict[str, list[str]]:
     return {"colours": list(COLOURS) + sorted(COLOUR_SYNONYMS), "tops": list(TOPS), "bottoms": list(BOTTOMS),

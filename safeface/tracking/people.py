@@ -66,6 +66,10 @@ class MotionDetector:
         # Full-frame box height of a typical person whose feet are at row y, once the tracker
         # has learnt the camera's perspective (Perspective below); None until then.
         self.expected: Optional[Callable[[float], Optional[float]]] = None
+        # This frame's tall blobs whole, before each was cut to its near person: not people to
+        # follow, but a head is at the top of each (a child on shoulders, someone behind), and
+        # the cut box's head zone lies below it.
+        self.cut_off: list[Box] = []
 
     @property
     def warming_up(self) -> bool:
@@ -87,6 +91,7 @@ class MotionDetector:
         mask = cv2.morphologyEx(mask, cv2.MORPH_CLOSE, self._close)
         n, _, stats, _ = cv2.connectedComponentsWithStats(mask)
         boxes: list[Box] = []
+        self.cut_off = []
         for x, y, bw, bh, area in stats[1:n]:
             if bh < MIN_HEIGHT or area < MIN_AREA:
                 continue
@@ -96,6 +101,7 @@ class MotionDetector:
                 # feet are the blob's bottom, at the height a person has there.
                 cut = int(round(want / 2.0 / (1.0 + BLOB_TOP + BLOB_FEET)))
                 if bh > TALL_BLOB * cut:
+                    self.cut_off.append(person_box((2.0 * x, 2.0 * y, 2.0 * (x + bw), 2.0 * (y + bh))))
                     y, bh = y + bh - cut, cut
             for x1, x2 in _split(mask[y:y + bh, x:x + bw], int(bh)):
                 boxes.append(person_box((2.0 * (x + x1), 2.0 * y, 2.0 * (x + x2), 2.0 * (y + bh))))

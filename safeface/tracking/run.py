@@ -17,15 +17,15 @@ from ..anonymize.detect import DetectionEngine
 from ..anonymize.files import check_paths
 from ..anonymize.detect import iou
 from ..anonymize.video import anonymize_video_file
-from ..errors import ImageError
+from ..errors import ImageError, InvalidArgument
 from .appearance import describe
 from .assign import AssignOptions, Assigner, LiveTrack, alone
 from .colours import summary
 from .describe import CHILD_BELOW, TALL_ABOVE, parse, score, shrink
-from .heads import cover_heads
+from .heads import BELOW, cover_heads
 from .motion import Box
-from .people import (DEFAULT_PERSON_DETECTOR, HogDetector, MotionDetector, Perspective, check_person_detector,
-                     make_person_detector)
+from .people import (DEFAULT_PERSON_DETECTOR, PERSON_ASPECT, HogDetector, MotionDetector, Perspective,
+                     check_person_detector, make_person_detector)
 
 PathLike = Union[str, Path]
 # Tracks shorter than this many detections are dropped: a person crossing the scene is seen for
@@ -38,6 +38,15 @@ GHOST_TRAVEL = 0.5
 PERSPECTIVE_EVERY = 25
 # A track unseen for up to this many frames still has its predicted head zone covered.
 COAST_COVER = 5
+# A track lost after standing still (its feet moved less than STILL_TRAVEL of its height over
+# its last STILL_FRAMES detections) keeps the head zone of its last box covered for the rest of
+# the run: the background model learns a person who stops into the background within a few
+# seconds, and the person is most likely still there. At most MAX_TRACKS such places are kept.
+STILL_FRAMES = 10
+STILL_TRAVEL = 0.15
+# A box wider than this share of its height is no whole upright person's (person_box makes them
+# PERSON_ASPECT wide, HOG's are 0.43): a head over a wall, a head alone, two people side by side.
+PARTIAL_ASPECT = 0.5
 # Bounds on the tracker's work a frame, far above a camera's crowd the tracker can follow (about
 # ten people in vtest.avi): assignment and re-identification grow with the square of the people,
 # and each lost track costs a HOG search. A crafted clip of 570 moving shapes a frame took 4 s a
@@ -133,6 +142,9 @@ class TrackResult:
     def search(self, description: str, top_k: int = 3) -> list[Hit]:
         """The tracks that best fit a description in the closed vocabulary (describe.py)."""
         q = parse(description)
+        # A whole number only: NaN, infinity or None raised a bare Python error, and text was read.
+        if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)):
+            raise InvalidArgument(f"top_k must be a whole number of tracks to return, got {type(top_k).__name__}.")
         if not self.people:
             return []
         up = np.mean([p.upper for p in self.people], axis=0)
@@ -159,6 +171,7 @@ class _Run:
         self.hog = self.detector if isinstance(self.detector, HogDetector) else HogDetector()
         self.assigner = Assigner(opts.assign)
         self.perspective = Perspective()
+        self.parked: dict[str, Box] = {}  # track id -> last box of a track lost while standing still
         if isinstance(self.detector, MotionDetector):
             self.detector.expected = self.perspective.height
 
@@ -167,8 +180,14 @@ class _Run:
 
         boxes, shaped = self._detect(index, rgb)
         if self.opts.max_frames is not None and index >= self.opts.max_frames:
-            # Tracking stops, covering does not: the people found still have their heads covered.
-            return cover_heads(rgb, boxes, self.opts.mode) if self.opts.cover_heads else rgb
+            # Tracking stops, covering does not: the people found still have their heads covered,
+            # and so do those standing still when it stopped, whom the background model learns next.
+            if index == self.opts.max_frames:
+                for t in self.assigner.live:
+                    if t.confirmed and _still(t):
+                        self._park(t)
+            heads = [self._whole(b) for b in boxes + self._cut_off() + list(self.parked.values())]
+            return cover_heads(rgb, heads, self.opts.mode) if self.opts.cover_heads else rgb
         hsv = cv2.cvtColor(rgb, cv2.COLOR_RGB2HSV)
         grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
         looks = [describe(hsv, grey, b) for b in boxes]
@@ -217,15 +236,47 @@ class _Run:
         return boxes, shaped
 
     def _heads(self, index: int, boxes: list[Box]) -> list[Box]:
-        """Where people are this frame: the detector's boxes, the tracks' boxes (recovered ones
-        too) and, for a track that just went unseen, its predicted box."""
-        out = list(boxes)
+        """Where people are this frame: the detector's boxes and the tall blobs some were cut
+        from, the tracks' boxes (recovered ones too), for a track that just went unseen its
+        predicted box, and the last box of each track lost while standing still; each as tall as
+        a whole person standing there (_whole)."""
+        out = list(boxes) + self._cut_off()
         for t in self.assigner.live:
             if t.frames[-1] == index:
                 out.append(t.boxes[-1])
-            elif t.confirmed and t.missed <= COAST_COVER:
+                self.parked.pop(t.track_id, None)
+                continue
+            if t.confirmed and t.missed <= COAST_COVER:
                 out.append(t.kalman.box)
-        return out
+            if t.confirmed and t.track_id not in self.parked and _still(t):
+                # A person who stopped and faded into the background showed their face once the
+                # coasting cover above ran out, for as long as they stood there.
+                self._park(t)
+        return [self._whole(b) for b in out + list(self.parked.values())]
+
+    def _park(self, t: LiveTrack) -> None:
+        """Keep the head zone of `t`'s last box covered for the rest of the run (STILL_FRAMES)."""
+        self.parked[t.track_id] = t.boxes[-1]
+        if len(self.parked) > MAX_TRACKS:
+            del self.parked[next(iter(self.parked))]
+
+    def _whole(self, box: Box) -> Box:
+        """The box a whole person would fill from the top of `box` down: as tall as a person
+        standing there when `box` is shorter (someone seen over a wall, from the shoulders up: the
+        head zone of the part in view lay above the face and left it uncovered). Before the
+        camera's perspective is known, a box wider than a whole person's may show a head alone,
+        which fills its top square."""
+        x1, y1, x2, y2 = box
+        want = self.perspective.height(y2)
+        if want is None:
+            w = x2 - x1
+            want = w / BELOW if w > PARTIAL_ASPECT * (y2 - y1) else w / PERSON_ASPECT
+        return (x1, y1, x2, max(y2, y1 + want))
+
+    def _cut_off(self) -> list[Box]:
+        """The frame's tall blobs whole (MotionDetector.cut_off): the head at the top of each lies
+        above the box it was cut to (a child's on an adult's shoulders showed uncovered)."""
+        return list(self.detector.cut_off) if isinstance(self.detector, MotionDetector) else []
 
     def _thumb(self, t: LiveTrack, rgb: np.ndarray) -> None:
         x1, y1, x2, y2 = (int(round(v)) for v in t.boxes[-1])
@@ -239,6 +290,16 @@ class _Run:
             # Made small at once: every track keeps its thumbnail to the end of the run, and full
             # size crops of a long video's passers-by could hold gigabytes (up to 25 MB each at 4K).
             t.thumb = (float(h), _small(crop.copy()))
+
+
+def _still(t: LiveTrack) -> bool:
+    """Whether the track stood still over its last STILL_FRAMES detections."""
+    if len(t.boxes) < STILL_FRAMES:
+        return False
+    last = t.boxes[-STILL_FRAMES:]
+    feet = np.array([((b[0] + b[2]) / 2, b[3]) for b in last])
+    height = float(np.median([b[3] - b[1] for b in last]))
+    return float(np.linalg.norm(feet - feet[-1], axis=1).max()) < STILL_TRAVEL * height
 
 
 def _draw(rgb: np.ndarray, t: LiveTrack) -> None:

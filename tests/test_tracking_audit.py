@@ -1,0 +1,33 @@
+"""What the audit log says of a tracking run made for a search by description."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from safeface.cli import main
+from safeface.errors import InvalidArgument
+from tests.policy_support import PASSPHRASE, make_workspace, open_sf
+from tests.video_fixtures import synthetic_video
+
+
+def test_a_search_in_a_workspace_names_its_description_in_the_audit_entry(tmp_path: Path) -> None:
+    """An operator runs `track search --describe "red top, child"` in a workspace: its entry read
+    as a plain tracking run, so the log never showed who was searched for; it names the search."""
+    src = synthetic_video(tmp_path / "in.mp4", 160, 120, frames=4)
+    ws = make_workspace(tmp_path / "ws")
+    secret = tmp_path / "passphrase"
+    secret.write_text(PASSPHRASE)
+    assert main(["track", "search", str(src), "--describe", "red top, child", "--workspace", str(ws.root),
+                 "--purpose", "demo", "--passphrase-file", str(secret)]) == 0
+    with open_sf(ws) as sf:
+        entry = [e for e in sf.audit_entries() if e.operation == "track"][-1]
+        assert entry.decision == "allowed" and entry.purpose == "demo"
+        assert "top red" in (entry.note or "") and "size child" in (entry.note or "")
+        # A description outside the vocabulary is refused before the video is read, on record.
+        with pytest.raises(InvalidArgument):
+            sf.track(src, "demo", describe="dark skin")
+        last = sf.audit_entries()[-1]
+        assert (last.operation, last.decision) == ("track", "failed")
+        assert sf.audit_verify().entries == len(sf.audit_entries())

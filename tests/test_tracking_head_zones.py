@@ -1,0 +1,163 @@
+"""Heads the tracker's boxes do not show where a whole person's would: a blob taller than a person
+(a child on an adult's shoulders) is followed as its near person, a person seen over a wall or
+whose body passes for a shadow fills only the top of a person's box, and a person who stops fades
+into the background; the head zone of each is covered all the same."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import Callable, Optional
+
+import av
+import numpy as np
+import pytest
+from PIL import Image
+
+from safeface.anonymize import FaceFinder
+from safeface.anonymize.detect import DetectionEngine, Search
+from safeface.imageio import load_image
+from safeface.tracking import TrackOptions, track_video
+from safeface.tracking.run import covering
+from tests.datasets_path import datasets
+from tests.video_fixtures import synthetic_video
+
+W, H = 480, 300
+# The real-time face search (every other frame, faces from about 80 px): the faces here are under
+# any video search's reach, so only the head-zone cover can hide them.
+FAST = TrackOptions(video=covering(fast=True))
+START = 52  # the perspective is fitted at frame 50; the figure attacked comes in after it
+
+
+def _person(rgb: np.ndarray, x: int, feet: int, top: tuple[int, int, int]) -> None:
+    y = feet - 144
+    rgb[y:y + 34, x:x + 26] = (200, 160, 130)  # a head with no face in it
+    rgb[y + 34:y + 84, x - 4:x + 30] = top
+    rgb[y + 84:feet, x:x + 26] = (30, 30, 160)
+
+
+def _face() -> np.ndarray:
+    """A real face 26x34 px: under the video search's reach, within a photo-strength check's."""
+    photos = sorted((datasets() / "lfw-dev" / "images" / "Bill_Frist").glob("*.jpg"))
+    if not photos:
+        pytest.skip("real face images absent (lfw-dev)")
+    return np.asarray(Image.fromarray(load_image(photos[0])).resize((52, 52)))[10:44, 13:39]
+
+
+def _scene(tmp_path: Path) -> Path:
+    """Two walkers teach the tracker how tall a person is; from frame 52 an adult carries a child
+    on their shoulders: one blob 1.55 people tall, the child's real face (34 px) at its top."""
+    head = _face()
+
+    def frame(i: int) -> np.ndarray:
+        rgb = np.full((H, W, 3), 120, np.uint8)
+        _person(rgb, 20 + 3 * i, 170, (200, 30, 30))
+        _person(rgb, 110 + 3 * i, 290, (30, 160, 160))
+        if i >= START:
+            x = 440 - 3 * (i - START)
+            _person(rgb, x, 290, (200, 200, 30))
+            rgb[100:146, x - 2:x + 28] = (30, 160, 30)  # the child's body, on the adult's head
+            rgb[66:100, x:x + 26] = head
+        return rgb
+
+    return synthetic_video(tmp_path / "carried.mp4", W, H, frames=62, frame=frame)
+
+
+def _walking_in(start: int) -> Callable[[int], int]:
+    """Where a figure that comes in at frame `start` walking left is in frame i."""
+    return lambda i: 440 - 3 * (i - start)
+
+
+def _around(rgb: np.ndarray, x: int) -> np.ndarray:
+    """The part of a frame where the figure attacked is (a photo-strength search of it is quick)."""
+    return rgb[0:200, max(0, x - 60):x + 90]
+
+
+def _faces_shown(src: Path, out: Path, checked: range, x_of: Callable[[int], int]) -> list[int]:
+    """The frames of `checked` in which the output shows a face at photo strength."""
+    finder = FaceFinder("hog", engine=DetectionEngine())
+    strong = Search(max_side=1 << 16, upsample=2)  # photo strength: faces from about 20 px
+    with av.open(str(src)) as c:
+        shown = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+    assert all(finder.detectable(_around(shown[i], x_of(i)), strong) for i in checked), \
+        "the face must show for the check to mean anything"
+    with av.open(str(out)) as c:
+        frames = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+    assert len(frames) == len(shown)
+    return [i for i in checked if finder.detectable(_around(frames[i], x_of(i)), strong)]
+
+
+def test_a_face_above_a_tall_blob_cut_to_its_near_person_is_covered(tmp_path: Path) -> None:
+    """A child rides on an adult's shoulders: the tall blob was cut to the adult's height and the
+    child's face, above the box, showed in every output frame; it is covered."""
+    src, out = _scene(tmp_path), tmp_path / "out.mp4"
+    track_video(src, out, FAST)
+    assert _faces_shown(src, out, range(START + 2, 62, 2), _walking_in(START)) == []
+
+
+@pytest.mark.parametrize("walkers", [False, True], ids=["no-perspective", "perspective"])
+def test_a_face_over_a_wall_is_covered_though_the_body_is_hidden(tmp_path: Path, walkers: bool) -> None:
+    """Someone walks behind a wall, seen from the shoulders up: the head zone of that short box lay
+    above the face, which showed; it is sized by a whole person's height (where the camera's
+    perspective says how tall one is there, or else as wide as the box)."""
+    head, start = _face(), (START if walkers else 16)
+
+    def frame(i: int) -> np.ndarray:
+        rgb = np.full((H, W, 3), 120, np.uint8)
+        if walkers:
+            _person(rgb, 20 + 3 * i, 170, (200, 30, 30))
+            _person(rgb, 110 + 3 * i, 290, (30, 160, 160))
+        if i >= start:
+            x = 440 - 3 * (i - start)
+            _person(rgb, x, 290, (200, 200, 30))
+            rgb[146:180, x:x + 26] = head
+        rgb[190:, 300:] = (90, 90, 90)  # the wall, in front of the walker from the shoulders down
+        return rgb
+
+    src, out = synthetic_video(tmp_path / "wall.mp4", W, H, frames=start + 12, frame=frame), tmp_path / "out.mp4"
+    track_video(src, out, FAST)
+    assert _faces_shown(src, out, range(start, start + 12, 2), _walking_in(start)) == []
+
+
+def test_a_face_over_a_body_taken_for_a_shadow_is_covered(tmp_path: Path) -> None:
+    """Someone dressed a shade darker than the background walks by: the background model takes the
+    body for a shadow and boxes the head alone, whose head zone covered its top only and left
+    the face below it; a box wider than a whole person's has its top square covered."""
+    head, start = _face(), 16
+
+    def frame(i: int) -> np.ndarray:
+        rgb = np.full((H, W, 3), 120, np.uint8)
+        if i >= start:
+            x = 440 - 3 * (i - start)
+            rgb[146:180, x:x + 26] = head
+            rgb[180:290, x - 4:x + 30] = 95  # grey clothes, darker than the grey behind them
+        return rgb
+
+    src, out = synthetic_video(tmp_path / "shade.mp4", W, H, frames=start + 12, frame=frame), tmp_path / "out.mp4"
+    track_video(src, out, FAST)
+    assert _faces_shown(src, out, range(start, start + 12, 2), _walking_in(start)) == []
+
+
+@pytest.mark.parametrize("max_frames", [None, 40], ids=["tracked-throughout", "tracking-stopped-early"])
+def test_a_person_who_stops_and_fades_into_the_background_stays_covered(tmp_path: Path,
+                                                                         max_frames: Optional[int]) -> None:
+    """Someone walks in and waits: within seconds the background model learns them, the track is
+    lost, and once its coasting cover ran out their face showed for as long as they stood there
+    (also after an app's max_frames stopped the tracking); a still person's head stays covered."""
+    head, start = _face(), 16
+
+    def x_at(i: int) -> int:
+        return 440 - 4 * (min(i, 30) - start)  # walks left until frame 30, then stands
+
+    def frame(i: int) -> np.ndarray:
+        rgb = np.full((H, W, 3), 120, np.uint8)
+        if i >= start:
+            x = x_at(i)
+            rgb[146:180, x:x + 26] = head
+            rgb[180:230, x - 4:x + 30] = (200, 200, 30)
+            rgb[230:290, x:x + 26] = (30, 30, 160)
+        return rgb
+
+    src, out = synthetic_video(tmp_path / "waits.mp4", W, H, frames=90, frame=frame), tmp_path / "out.mp4"
+    track_video(src, out, replace(FAST, max_frames=max_frames))
+    assert _faces_shown(src, out, range(66, 90, 6), x_at) == []
