@@ -54,6 +54,8 @@ _CHILD = textwrap.dedent("""
     with disk_support.started_service(ws.root, scratch) as client:
         h = {"X-API-Key": op}
         fail_reads()
+        r = client.get("/v1/ready")  # before any call meets the failing disk
+        out["ready first"] = [r.status_code, r.headers.get("retry-after"), r.text[:600]]
         for name, r in (("enroll", client.post("/v1/enroll", headers=h, files={"image": ("f.jpg", photo, "image/jpeg")},
                                                data={"subject": "bob", "purpose": "demo", "consent": token})),
                         ("verify", client.post("/v1/verify", headers=h, files={"image": ("f.jpg", photo, "image/jpeg")},
@@ -68,7 +70,8 @@ _CHILD = textwrap.dedent("""
 def test_a_disk_failing_reads_is_a_503_to_retry_and_takes_the_service_out_of_ready(tmp_path: Path) -> None:
     """The workspace's disk fails reads (EIO) under the service: an enrolment, a verification and
     an erasure are each a 503 with Retry-After naming no path (they were 409s calling the audit
-    log edited by hand), and /v1/ready a 503 with Retry-After."""
+    log edited by hand), and /v1/ready a 503 with Retry-After, also when it is the first to meet
+    the failing disk (it was a 503 saying to restore what it names, with no Retry-After)."""
     if shutil.which("mkfs.ext4") is None or shutil.which("losetup") is None:
         pytest.skip("an ext4 image on a loop device needs mkfs.ext4 and losetup")
     image, disk, scratch = tmp_path / "disk.img", tmp_path / "disk", tmp_path / "scratch"
@@ -81,7 +84,7 @@ def test_a_disk_failing_reads_is_a_503_to_retry_and_takes_the_service_out_of_rea
         pytest.skip(f"mkfs.ext4 failed: {made.stderr[:200]}")
     out: dict[str, Any] = run_on_own_disk(tmp_path, _CHILD, f"mount -o loop,errors=continue '{image}' '{disk}'",
                                           DISK=str(disk), SCRATCH=str(scratch), IMAGE=str(image))
-    for name in ("enroll", "verify", "erase", "ready"):
+    for name in ("ready first", "enroll", "verify", "erase", "ready"):
         status, after, text = out[name]
         assert status == 503 and after is not None and int(after) >= 1, (name, out[name])
         assert str(tmp_path) not in text, (name, text)

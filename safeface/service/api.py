@@ -328,15 +328,22 @@ def build_router(rt: Runtime) -> APIRouter:
                                  "audit verify`, then restart the service."}, status_code=503)
         # Calls that write are refused (503) while the workspace's disk is full or read-only, and
         # every call while it fails reads.
-        problem = await asyncio.to_thread(rt.disk_problem)
-        if problem is not None:
+        def refusing_disk(problem: str) -> JSONResponse:
             return JSONResponse({"status": "refusing", "reason": "the workspace's disk refuses writes or fails reads "
                                  f"(it is full, read-only or failing), so calls are refused; {problem} Free space, "
                                  "remount it read-write or see to the device."},
                                 status_code=503, headers={"Retry-After": "1"})
+
+        problem = await asyncio.to_thread(rt.disk_problem)
+        if problem is not None:
+            return refusing_disk(problem)
         # Unlike a replaced file, this passes again once the witness is mounted or restored.
         problem = await asyncio.to_thread(rt.records_problem)
         if problem is not None:
+            if rt.disk_refused:  # the check met a failing disk (records_problem): a disk's answer, to retry
+                disk = await asyncio.to_thread(rt.disk_problem)
+                if disk is not None:
+                    return refusing_disk(disk)
             return JSONResponse({"status": "refusing", "reason": "the workspace's records fail the check every call "
                                  f"makes, so every call is refused; {problem} Mount or restore what it names, then run "
                                  "`safeface audit verify`."}, status_code=503)

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional, TypeVar
 
 from ..atomicfile import check_disk_takes_writes
-from ..errors import InvalidArgument, SafeFaceError, ServiceBusy
+from ..errors import InvalidArgument, SafeFaceError, ServiceBusy, WorkspaceUnwritable
 from ..sqlite_store import disk_failed, disk_read_error
 from ..workspace.apikeys import MIN_RATE
 from .failures import kept
@@ -232,6 +232,11 @@ class Runtime:
                     self._probe = SafeFace.open(self.config.workspace, passphrase_file=self.config.passphrase_file)
                 if self._probe is not None:
                     self._probe.check_records()
+            except WorkspaceUnwritable as exc:
+                # The disk, not the records (a read that failed: EIO): /v1/ready answers as for a
+                # disk, 503 with Retry-After, where it said to restore what the check names.
+                self.refused_disk(exc.folder, getattr(exc, "path", None))
+                raise
             finally:
                 # A close that came while this check ran (an open waiting on a lock for up to
                 # LOCK_WAIT_S) found no handle, or could not wait for it: closed here instead, or
