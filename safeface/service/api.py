@@ -94,13 +94,10 @@ class Call:
     def token(self, name: str, header: str) -> Optional[str]:
         # One value per credential: a gateway or a log reading the other copy (the header, or a
         # proxy's first or last of two) would see another request than the one acted on.
-        odd = _spelled_apart(self._headers, header)
-        if odd is not None:
-            raise InvalidArgument(f"the header {odd[:40]!r} is spelled with '_' for '-', which a gateway may read as "
-                                  f"{header}; send it as {header} only.")
+        copy = _second_copy(self._headers, header)
+        if copy is not None:
+            raise InvalidArgument(f"{copy}; send it once, as {header}.")
         sent = self._headers.getlist(header)
-        if len(sent) > 1:
-            raise InvalidArgument(f"the header {header} is sent {len(sent)} times; send it once.")
         field, head = self.text(name, required=False), (sent[0] if sent else None) or None
         if field is not None and head is not None and field != head:
             raise InvalidArgument(f"the field {name!r} and the header {header} give two different values; send "
@@ -173,12 +170,9 @@ def build_router(rt: Runtime) -> APIRouter:
                      bearer: Optional[HTTPAuthorizationCredentials] = Security(_bearer)) -> ApiKey:
         # One caller per request: a gateway that authorizes or rate-limits by the other key (or
         # the other copy of a header) must not see another caller than the one acted as.
-        if any(len(request.headers.getlist(h)) > 1 for h in ("x-api-key", "authorization")):
-            raise AuthenticationError("the request sends its API key header twice; send one key, once.")
-        odd = _spelled_apart(request.headers, "x-api-key")
-        if odd is not None:
-            raise AuthenticationError(f"the request sends the header {odd[:40]!r}, spelled with '_' for '-', which a "
-                                      "gateway may read as its API key; send one key, as X-API-Key or a Bearer token.")
+        copy = next(filter(None, (_second_copy(request.headers, h) for h in ("x-api-key", "authorization"))), None)
+        if copy is not None:
+            raise AuthenticationError(f"{copy}; send one key, once, as X-API-Key or a Bearer token.")
         if key and bearer is not None and bearer.credentials != key:
             raise AuthenticationError("the request sends two different API keys (X-API-Key and a Bearer token); "
                                       "send one.")
@@ -364,11 +358,20 @@ def metrics_route(rt: Runtime) -> Any:
     return metrics
 
 
-def _spelled_apart(headers: Any, name: str) -> Optional[str]:
-    """The name of a header that is `name` with '_' for '-' (X_API_Key for X-API-Key), if one is
-    sent. A CGI or WSGI gateway reads both spellings as one (HTTP_X_API_KEY) and may act on that
-    copy (authorize, rate-limit or log by it) while this service reads the other."""
-    return next((k for k in headers.keys() if "_" in k and k.replace("_", "-") == name), None)
+def _second_copy(headers: Any, name: str) -> Optional[str]:
+    """Why the request holds a second copy of the header `name`, if it does: the header sent twice
+    (a proxy keeping the first or the last sees another value), or also sent spelled with '_' for
+    '-' (X_API_Key for X-API-Key), which a CGI or WSGI gateway reads as the same header
+    (HTTP_X_API_KEY) and may act on (authorize, rate-limit or log by it) while this service reads
+    the other."""
+    sent = len(headers.getlist(name))
+    if sent > 1:
+        return f"the header {name} is sent {sent} times"
+    odd = next((k for k in headers.keys() if "_" in k and k.replace("_", "-") == name), None)
+    if odd is not None:
+        return (f"the header {name} is also sent as {odd[:40]!r}, spelled with '_' for '-', which a gateway may read "
+                "as it")
+    return None
 
 
 def _no_constant(name: str) -> Any:
