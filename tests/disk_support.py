@@ -63,6 +63,18 @@ def fill(folder: Path, chunk: int = 1024) -> None:
         os.close(fd)
 
 
+def operator_workspace(folder: Path) -> tuple[Any, str, str, bytes]:
+    """A workspace at `folder` (for a child), with an operator key (rate 1000), bob's consent and
+    a photo of him to enrol: (workspace, key, consent token, JPEG bytes)."""
+    from policy_support import consent, images, make_workspace, open_sf
+
+    ws = make_workspace(folder)
+    with open_sf(ws) as sf:
+        _, op = sf.issue_api_key("operator", label="operator", rate=1000)
+        token = consent(ws, "bob")
+    return ws, op, token, (images() / "biden.jpg").read_bytes()
+
+
 @contextlib.contextmanager
 def started_service(workspace: Path, scratch: Path) -> Iterator[Any]:
     """A test client of the in-process service over `workspace` (for a child), once its worker

@@ -30,14 +30,9 @@ _CHILD = textwrap.dedent("""
     from pathlib import Path
     sys.path.insert(0, TESTS)
     import disk_support
-    from policy_support import consent, images, make_workspace, open_sf
 
     disk, scratch, image = Path(DISK), Path(SCRATCH), Path(IMAGE)
-    ws = make_workspace(disk / "ws")
-    with open_sf(ws) as sf:
-        _, op = sf.issue_api_key("operator", label="operator", rate=1000)
-        token = consent(ws, "bob")
-    photo = (images() / "biden.jpg").read_bytes()
+    ws, op, token, photo = disk_support.operator_workspace(disk / "ws")
     out = {}
 
     def fail_reads():
