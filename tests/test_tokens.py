@@ -246,6 +246,39 @@ def test_duplicate_claim_names_refused(make_guard, keys) -> None:
     refused("CN-04", lambda: enrol(g, t, subject="mallory"), "twice")
 
 
+
+def test_duplicate_header_members_refused(make_guard, keys) -> None:
+    """Two values for `typ` (or `alg`, or `kid`) in one signed header: as with claims, a reader
+    taking the first would see another token than one taking the last, so neither counts."""
+    g = make_guard()
+    kid = key_id(keys["issuer"].public_key())
+    for header in (f'{{"alg":"EdDSA","kid":"{kid}","typ":"safeface-legal-basis+jwt","typ":"{CONSENT_TYP}"}}',
+                   f'{{"alg":"none","alg":"EdDSA","kid":"{kid}","typ":"{CONSENT_TYP}"}}',
+                   f'{{"alg":"EdDSA","kid":"someone else","kid":"{kid}","typ":"{CONSENT_TYP}"}}'):
+        signing_input = f"{b64(header.encode())}.{b64(json.dumps(claims(g)).encode())}"
+        t = f"{signing_input}.{b64(keys['issuer'].sign(signing_input.encode()))}"
+        refused("CN-04", lambda: enrol(g, t), "twice")
+
+
+@pytest.mark.parametrize("signed", ["sf1 payload, unsigned", "JWS payload, signed"])
+def test_deeply_nested_json_is_a_refusal_not_a_crash(make_guard, keys, signed: str) -> None:
+    """Thousands of nested brackets fit in a token's 8,192 characters and exhausted Python's
+    recursion limit while the payload was read: an sf1 payload is read before its signature is
+    checked, so anyone could make the guard raise RecursionError instead of refusing (CN-04)."""
+    g = make_guard()
+    nested = "[" * 3000 + "]" * 3000
+    if signed.startswith("sf1"):
+        t = f"sf1.{b64(nested.encode())}.{b64(bytes(64))}"
+    else:
+        body = json.dumps(claims(g))[:-1] + f', "deep": {nested[:1800]}{nested[-1800:]}}}'
+        header = {"alg": "EdDSA", "kid": key_id(keys["issuer"].public_key()), "typ": CONSENT_TYP}
+        signing_input = f"{b64(json.dumps(header).encode())}.{b64(body.encode())}"
+        t = f"{signing_input}.{b64(keys['issuer'].sign(signing_input.encode()))}"
+        assert len(t) <= 8192
+    refused("CN-04", lambda: enrol(g, t), "garbled")
+    assert verified_token_id(t, g._consent_keys, "consent") is None
+
+
 # -- attacks on what the token says ----------------------------------------------------------------
 def test_wrong_or_missing_audience_refused(make_guard, keys) -> None:
     g = make_guard()

@@ -199,6 +199,19 @@ def no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def json_object(data: bytes, what: str) -> dict[str, Any]:
+    """`data` (a header or payload) as one JSON object whose members each appear once. Nesting
+    deeper than Python's parser recurses is garbled too: a few thousand brackets fit in a token,
+    and an sf1 payload is read before its signature is checked."""
+    try:
+        value = json.loads(data.decode("utf-8"), object_pairs_hook=no_duplicates)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise TokenError(f"the token is garbled: its {what} is not JSON (or is nested too deep).") from None
+    if not isinstance(value, dict):
+        raise TokenError(f"the token is garbled: its {what} is not a JSON object.")
+    return value
+
+
 def _typ_name(value: Any) -> Optional[str]:
     """"consent" or "legal-basis" for a `typ` header (compared as RFC 7515 says: case-insensitive,
     with or without "application/"), else None."""
@@ -218,10 +231,13 @@ def verify_jws(token: str, trusted: Mapping[str, Ed25519PublicKey], typ: str) ->
     """(header, claims) of a JWS whose signature checks against the trusted key its kid names."""
     try:
         obj = jws.extract_compact(token.encode("ascii"), registry=_REGISTRY)
-        header = obj.headers()
+        protected = b64d(token.partition(".")[0])
     except (JoseError, ValueError, binascii.Error, UnicodeError):
         raise TokenError("the token is garbled: expected a JWS compact serialisation (header.payload.signature).") from None
-    if not isinstance(header, dict) or set(header) - HEADER_FIELDS:
+    # Read again here, as the claims are: joserfc keeps the last of two `typ` (or `alg`, `kid`)
+    # members, where another reader of the same signed header may take the first.
+    header = json_object(protected, "header")
+    if set(header) - HEADER_FIELDS:
         raise TokenError("the token's header carries fields safeface does not accept; only alg, kid and typ.")
     if header.get("alg") not in ACCEPTED_ALGS:
         raise TokenError("the token is not signed with EdDSA (Ed25519), the only algorithm accepted.")
@@ -240,13 +256,7 @@ def verify_jws(token: str, trusted: Mapping[str, Ed25519PublicKey], typ: str) ->
         ok = False
     if not ok:
         raise TokenError("the token's signature does not verify: it was altered or forged.")
-    try:
-        claims = json.loads(obj.payload.decode("utf-8"), object_pairs_hook=no_duplicates)
-    except (ValueError, UnicodeDecodeError):
-        raise TokenError("the token is garbled: its payload is not JSON.") from None
-    if not isinstance(claims, dict):
-        raise TokenError("the token is garbled: its payload is not a JSON object.")
-    return header, claims
+    return header, json_object(obj.payload, "payload")
 
 
 def _legacy(token: str) -> bool:

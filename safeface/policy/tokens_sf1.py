@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import binascii
 import hashlib
-import json
 from typing import Any, Mapping
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from .tokens import ConsentToken, LegalBasisToken, TokenError, b64d, no_duplicates, opt_str, strs, text, whole
+from .tokens import ConsentToken, LegalBasisToken, TokenError, b64d, json_object, opt_str, strs, text, whole
 
 PREFIX = "sf1"
 
@@ -35,12 +34,10 @@ def verify_sf1(token: str, trusted: Mapping[str, Ed25519PublicKey], typ: str) ->
     if len(parts) != 3 or parts[0] != PREFIX:
         raise TokenError("the token is not a safeface token (expected sf1.<payload>.<signature>).")
     try:
-        body = json.loads(b64d(parts[1]).decode("utf-8"), object_pairs_hook=no_duplicates)  # as a JWS is read
-        sig = b64d(parts[2])
-    except (ValueError, binascii.Error, UnicodeDecodeError):
+        data, sig = b64d(parts[1]), b64d(parts[2])
+    except (ValueError, binascii.Error):
         raise TokenError("the token is garbled: its payload or signature does not decode.") from None
-    if not isinstance(body, dict):
-        raise TokenError("the token is garbled: its payload is not an object.")
+    body = json_object(data, "payload")  # as a JWS is read, though before the signature is checked
     kid = body.get("kid")
     key = next((k for k in trusted.values() if legacy_key_id(k) == kid), None) if isinstance(kid, str) else None
     if key is None:
