@@ -415,18 +415,23 @@ def test_the_public_deployment_is_a_copy_the_guard_does_not_judge_by(tmp_path: P
         assert "marketing" not in sf.deployment.purposes
 
 
-def test_a_deployment_that_no_longer_loads_stops_processing_but_not_erasure(tmp_path: Path, imgs: Path) -> None:
+@pytest.mark.parametrize("edit", ["a setting written twice", "nested too deep to parse"])
+def test_a_deployment_that_no_longer_loads_stops_processing_but_not_erasure(tmp_path: Path, imgs: Path,
+                                                                           edit: str) -> None:
     """Erasure and withdrawal work even when the deployment may not process; but a
     deployment.json that no longer loaded (a setting written twice, broken JSON) failed every
     call, erasure included: whoever could write the file kept people from their erasure. An
-    erasure or revocation goes on under the last reading that loaded; processing stays refused."""
+    erasure or revocation goes on under the last reading that loaded; processing stays refused.
+    (Brackets nested thousands deep raised RecursionError, not ConfigError, and still did.)"""
     ws = make_workspace(tmp_path / "ws")
     with open_sf(ws) as sf:
         t = consent(ws, "alice")
         sf.enroll(imgs / "obama.jpg", "alice", "demo", t)
         sf.enroll(imgs / "biden.jpg", "bob", "demo", consent(ws, "bob"))
         good = ws.config.read_text()
-        ws.config.write_text(good.rstrip()[:-1] + ', "profiles": ["cn-2025"], "profiles": ["us-bipa"]}\n')
+        extra = ('"profiles": ["cn-2025"], "profiles": ["us-bipa"]' if edit == "a setting written twice"
+                 else '"notes": ' + "[" * 5000 + "]" * 5000)
+        ws.config.write_text(good.rstrip()[:-1] + f", {extra}}}\n")
         with pytest.raises(ConfigError):
             sf.verify(imgs / "obama2.jpg", "alice", "demo", t)
         assert sf.erase("alice").templates_removed == 1

@@ -206,7 +206,7 @@ def refuse_if_moved(paths: WorkspacePaths, keyring: Any) -> None:
             # turned every local append, erasures included, into a refusal, and no one could
             # open the workspace again to erase.
             check_storage_seal(keyring, section)
-    except (OSError, ValueError, ConfigError):
+    except (OSError, ValueError, RecursionError, ConfigError):
         return  # a file that no longer loads is judged by the call (it stops processing, not an erasure)
     if moved:
         raise ReplacedFile(f"{paths.config} names the server backends now (a migration moved this workspace "

@@ -157,6 +157,8 @@ class Deployment:
             raw = json.loads(data.decode("utf-8"), object_pairs_hook=_members_once)
         except ValueError as exc:  # UnicodeDecodeError and JSONDecodeError alike
             raise ConfigError(f"{path} is not readable JSON ({exc}).") from None
+        except RecursionError:  # a broken edit as any other, which erasure must outlive
+            raise ConfigError(f"{path} is not readable JSON (nested deeper than any deployment).") from None
         return cls.from_dict(raw)
 
     def save(self, path: Path) -> None:
