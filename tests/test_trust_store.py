@@ -25,7 +25,7 @@ from safeface.cli import main  # noqa: E402
 from safeface.errors import ConfigError, IntegrityError  # noqa: E402
 from safeface.policy.tokens import key_id  # noqa: E402
 from safeface.sdk import SafeFace  # noqa: E402
-from safeface.workspace.admin import audit_verify, keys_export, keys_import, keys_list, keys_remove  # noqa: E402
+from safeface.workspace.admin import audit_verify, keys_export, keys_import, keys_list, keys_new, keys_remove  # noqa: E402
 from safeface.workspace.init import init_workspace  # noqa: E402
 from safeface.workspace.keys import read_signing_key  # noqa: E402
 from safeface.workspace.paths import WorkspacePaths  # noqa: E402
@@ -150,6 +150,51 @@ def test_an_older_trust_store_put_back_is_refused(tmp_path: Path) -> None:
         audit_verify(paths.root)
 
 
+
+def test_a_change_made_on_an_older_trust_store_put_back_does_not_trust_a_removed_key_again(tmp_path: Path) -> None:
+    """The older copy is refused at open with the advice to repeat the interrupted change; an
+    operator who then makes any change (a new key) wrote the old copy forward: the removed,
+    leaked key was trusted again, with no entry adding it, and `audit verify` passed. A change
+    now builds only on the store the log names, or on one whose missing changes it repeats."""
+    paths = demo(tmp_path)
+    backup = tmp_path / "trust.bak"
+    shutil.copy2(paths.trust, backup)
+    issuer = next(k for k in keys_list(paths.root) if k["kind"] == "consent-issuer")
+    keys_remove(paths.root, "consent-issuer", issuer["thumbprint"])
+    shutil.copy2(backup, paths.trust)
+    with pytest.raises(IntegrityError, match=f"--kind consent-issuer --thumbprint {issuer['thumbprint']}"):
+        keys_new(paths.root, "consent-issuer", tmp_path / "new.pem")
+    keys_remove(paths.root, "consent-issuer", issuer["thumbprint"])  # the change it lacks, repeated
+    keys_new(paths.root, "consent-issuer", tmp_path / "second.pem")
+    assert issuer["thumbprint"] not in {key_id(k) for k in trusted(paths)["consent_issuers"].values()}
+    audit_verify(paths.root)
+
+
+def test_a_trust_change_whose_file_was_never_written_is_mended_by_repeating_it(tmp_path: Path,
+                                                                             monkeypatch: Any) -> None:
+    """The honest case the older-copy check leaves open: a change recorded its entries, then the
+    process died before writing trust.json; repeating the same change mends the store."""
+    from safeface.workspace.trust import TrustStore
+
+    paths = demo(tmp_path)
+    jwks = tmp_path / "keys.jwks.json"
+    jwks.write_text(json.dumps({"keys": [public_jwk(Ed25519PrivateKey.generate().public_key()) for _ in range(2)]}))
+    write = TrustStore._write
+
+    def killed(self: Any, keyring: Any, audit_seq: int) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(TrustStore, "_write", killed)
+    with pytest.raises(KeyboardInterrupt):
+        keys_import(paths.root, "authority", jwks)
+    monkeypatch.setattr(TrustStore, "_write", write)
+    with pytest.raises(IntegrityError, match="interrupted"):
+        SafeFace.open(paths.root, pipeline=CachedPipeline())
+    assert len(keys_import(paths.root, "authority", jwks)) == 2
+    assert len(trusted(paths)["authorities"]) == 3
+    audit_verify(paths.root)
+
+
 def test_an_older_trust_store_put_back_under_an_open_handle_fails_its_audit(tmp_path: Path) -> None:
     """A running service's handle read the trust store when it opened; `audit verify` through it
     then read the file again without holding it to the log, so a backup put back since (a
@@ -225,6 +270,24 @@ def test_a_jwks_holding_a_private_key_or_another_curve_is_refused(tmp_path: Path
     x25519 = OKPKey.generate_key("X25519").as_dict(private=False)
     with pytest.raises(ConfigError, match="Ed25519"):
         keys_import(paths.root, "authority", _jwks_file(tmp_path, x25519))
+
+
+
+def test_a_jwks_with_a_member_written_twice_or_nested_without_end_is_refused(tmp_path: Path) -> None:
+    """A vendor's key set read by eye shows the first `x`; the import trusted the last one. And a
+    set nested thousands deep stopped `keys import` with a bare RecursionError."""
+    paths = demo(tmp_path)
+    shown, hidden = (public_jwk(Ed25519PrivateKey.generate().public_key())["x"] for _ in range(2))
+    twice = tmp_path / "twice.json"
+    twice.write_text('{"keys": [{"kty": "OKP", "crv": "Ed25519", "x": "%s", "x": "%s"}]}' % (shown, hidden))
+    deep = tmp_path / "deep.json"
+    deep.write_text('{"keys": ' + "[" * 5000 + "]" * 5000 + "}")
+    before = keys_list(paths.root)
+    with pytest.raises(ConfigError, match="twice"):
+        keys_import(paths.root, "authority", twice)
+    with pytest.raises(ConfigError, match="nested"):
+        keys_import(paths.root, "authority", deep)
+    assert keys_list(paths.root) == before
 
 
 def test_the_report_lists_every_trusted_key(tmp_path: Path) -> None:

@@ -37,7 +37,7 @@ from joserfc.jwk import OKPKey
 from ..errors import ConfigError, IntegrityError
 from ..policy.tokens import key_id
 from ..regularfile import read_workspace_file
-from .audit import AuditLog
+from .audit import AuditEntry, AuditLog
 from .ed25519_points import public_key_problem
 from ..atomicfile import exclusive_lock, shared_lock, write_atomic
 from .keys import TRUST_MAC, derived_key
@@ -51,6 +51,7 @@ KINDS = ("consent-issuer", "authority")
 GUARD_NAMES = {"consent-issuer": "consent_issuers", "authority": "authorities"}
 OPERATIONS = ("trust-add", "trust-remove")
 _DIGEST = re.compile(r"trust store sha256 ([0-9a-f]{64})")
+_CHANGED = re.compile(r"^(consent-issuer|authority) key ([A-Za-z0-9_-]{43});")  # as _record writes it
 
 
 def thumbprint(public_key: Ed25519PublicKey) -> str:
@@ -275,8 +276,10 @@ def change_trust(paths: WorkspacePaths, keyring: Any, audit: AuditLog, *,
     changed: list[TrustedKey] = []
     with exclusive_lock(paths.trust_lock, paths.lock_guard) as still_held:
         # The MAC is checked but not the audit record: repeating an interrupted change is how
-        # an operator mends a store that fell behind its log.
+        # an operator mends a store that fell behind its log. Not by writing forward a key the
+        # log says was removed, which an older copy put back still trusts.
         store = TrustStore.load(paths, keyring)
+        _check_no_removed_key(store, audit, [(kind, tp) for kind, tp in remove])
         last_seq = store.audit_seq
         for kind, pk, label in add:
             _check_kind(kind)
@@ -305,6 +308,26 @@ def change_trust(paths: WorkspacePaths, keyring: Any, audit: AuditLog, *,
     return changed
 
 
+def _check_no_removed_key(store: TrustStore, audit: AuditLog, removing: Sequence[tuple[str, str]]) -> None:
+    """IntegrityError, before any entry is written, when `store` trusts a key whose newest trust
+    change in the log is its removal and this change does not remove it again: a change made on
+    an older copy put back would otherwise trust a removed (leaked) key again, recorded under the
+    digest of another key's addition, so that opening and `audit verify` took it as genuine."""
+    newest: dict[tuple[str, str], AuditEntry] = {}
+    for e in audit.newest_first(OPERATIONS):
+        m = _CHANGED.match(e.note or "")
+        if m:
+            newest.setdefault((m[1], m[2]), e)
+    for k in store.active():
+        last = newest.get((k.kind, k.thumbprint))
+        if last is not None and last.operation == "trust-remove" and (k.kind, k.thumbprint) not in removing:
+            raise IntegrityError(
+                f"{store.paths.trust} trusts the {k.kind} key {k.thumbprint}, which audit entry {last.seq} records as removed: "
+                "an older copy of the file was put back, or that removal was interrupted. Nothing was changed. Restore "
+                f"the file from a backup, or first repeat the removal: `safeface keys remove WS --kind {k.kind} "
+                f"--thumbprint {k.thumbprint}`.")
+
+
 def _record(audit: AuditLog, operation: str, key: TrustedKey, digest: str) -> int:
     # The digest goes last and the label is cut first, so the note's length limit never cuts it.
     entry = audit.append(operation, "allowed",
@@ -315,13 +338,23 @@ def _record(audit: AuditLog, operation: str, key: TrustedKey, digest: str) -> in
 def read_jwks(path: Path) -> list[tuple[Ed25519PublicKey, str]]:
     """The public keys of a JWK Set file (or of a single JWK), each with its `kid` as label."""
     try:
-        doc = json.loads(Path(path).read_text(encoding="utf-8"))
+        # Each member once: a reader by eye takes the first of two `x`, Python's parser the last.
+        doc = json.loads(Path(path).read_text(encoding="utf-8"), object_pairs_hook=_members_once)
     except (OSError, ValueError) as exc:
         raise ConfigError(f"cannot read the JWK Set {path} ({exc}).") from None
+    except RecursionError:
+        raise ConfigError(f"cannot read the JWK Set {path} (nested deeper than any key set).") from None
     items = doc.get("keys") if isinstance(doc, dict) and "keys" in doc else [doc]
     if not isinstance(items, list) or not items:
         raise ConfigError(f"{path} holds no keys: a JWK Set is {{\"keys\": [ ... ]}}.")
     return [(_key_from_jwk(jwk, f"{path} key {i + 1}"), str(jwk.get("kid") or "")) for i, jwk in enumerate(items)]
+
+
+def _members_once(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        raise ValueError("a member name appears twice in one object")
+    return out
 
 
 def write_jwks(store: TrustStore, kind: str, out: Path) -> int:
