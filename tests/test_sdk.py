@@ -138,6 +138,23 @@ def test_revoke_token_stops_processing_cn05(tmp_path: Path, imgs: Path) -> None:
         assert sf.enroll(imgs / "obama.jpg", "alice", "demo", consent(ws, "alice")).row_id > 0
 
 
+
+@pytest.mark.parametrize("given", ["the whole token", "the whole token, legacy sf1 form"])
+def test_a_revocation_naming_a_whole_token_is_refused_not_receipted(tmp_path: Path, imgs: Path, given: str) -> None:
+    """An operator pastes the token itself where its id (jti) is asked for (`consent revoke
+    --token-id "$T"`): that was a signed receipt withdrawing a token that does not exist, while
+    the consent went on working. Refused, on record, and the consent is left as it was."""
+    ws = make_workspace(tmp_path / "ws")
+    with open_sf(ws) as sf:
+        t = consent(ws, "alice")
+        sf.enroll(imgs / "obama.jpg", "alice", "demo", t)
+        pasted = t if given == "the whole token" else "sf1." + t.split(".", 1)[1]
+        with pytest.raises(InvalidArgument, match="jti"):
+            sf.revoke(token_id=pasted)
+        assert (last(sf).operation, last(sf).decision) == ("revoke", "failed")
+        assert templates(sf) == 1 and sf.verify(imgs / "obama2.jpg", "alice", "demo", t).match
+
+
 def test_eu_withdrawal_and_erasure_rules(tmp_path: Path, imgs: Path) -> None:
     ws = make_workspace(tmp_path / "ws", profiles=("eu",))
     with open_sf(ws) as sf:

@@ -28,7 +28,7 @@ from safeface.errors import ConfigError, PolicyViolation  # noqa: E402
 from safeface.policy.deployment import Deployment, demo_config  # noqa: E402
 from safeface.policy.guard import Guard  # noqa: E402
 from safeface.policy.issuer import issue_consent, issue_legal_basis  # noqa: E402
-from safeface.policy.tokens import key_id, verified_token_id  # noqa: E402
+from safeface.policy.tokens import is_whole_token, key_id, verified_token_id  # noqa: E402
 from safeface.policy.tokens_sf1 import legacy_key_id  # noqa: E402
 from safeface.workspace.state import PolicyState  # noqa: E402
 from safeface.workspace.trust import public_jwk  # noqa: E402
@@ -374,6 +374,16 @@ def test_refusals_log_token_ids_only_when_signed(make_guard, keys) -> None:
     assert verified_token_id(good, g._consent_keys, "consent") == body["jti"]
     assert verified_token_id(pyjwt_token(keys["stranger"], claims(g)), g._consent_keys, "consent") is None
     assert g.token_ref_of(good, None) == "t-" + body["jti"]
+
+
+
+def test_a_whole_token_is_told_from_a_token_id(make_guard, keys) -> None:
+    """What `revoke` refuses where a token id is asked for; ids, dotted ones too, pass."""
+    g = make_guard()
+    body = claims(g)
+    assert is_whole_token(pyjwt_token(keys["issuer"], body)) and is_whole_token(" sf1.e30.AAAA\n")
+    for tid in (body["jti"], "a1b2c3", "order.2026.17", "sf1", "", None):
+        assert not is_whole_token(tid), tid
 
 
 # -- legacy tokens -----------------------------------------------------------------------------

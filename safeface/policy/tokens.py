@@ -259,6 +259,20 @@ def verify_jws(token: str, trusted: Mapping[str, Ed25519PublicKey], typ: str) ->
     return header, json_object(obj.payload, "payload")
 
 
+def is_whole_token(text: object) -> bool:
+    """Whether `text` is a whole token (JWS compact or sf1 form), not a token id: what an
+    operator may paste where the id (jti) is asked for."""
+    parts = text.strip().split(".") if isinstance(text, str) else []
+    if len(parts) != 3:
+        return False
+    if parts[0] == "sf1":
+        return True
+    try:
+        return "alg" in json_object(b64d(parts[0]), "header")
+    except (TokenError, ValueError, binascii.Error):
+        return False
+
+
 def _legacy(token: str) -> bool:
     return token.startswith("sf1.")
 

@@ -39,6 +39,7 @@ from ..policy.deployment import Deployment, Finding, working_days_after
 from ..policy.guard import CLOCK_SKEW_S, BatchItem, CaptureFacts, Decision, Guard, Operation, Request
 from ..policy.receipts import ErasureReceipt, issue_receipt, receipt_key
 from ..policy.rules import rule_for
+from ..policy.tokens import is_whole_token
 from ..sqlite_store import raise_if_damaged, raise_if_unwritable
 from ..storage.rows import ErasureResult, keys_from_meta, rekey_mark_holds
 from ..workspace.anchor import missing_anchor
@@ -935,6 +936,11 @@ class SafeFace:
             if token_ref is not None and (not isinstance(token_ref, str) or not _TOKEN_REF.fullmatch(token_ref)):
                 raise InvalidArgument("a token reference reads t- and 32 lowercase hex digits, as the records and "
                                       "the audit log show it.")
+            # The token pasted whole was withdrawn under a reference no token has: a signed
+            # receipt, and the consent went on working.
+            if is_whole_token(token_id):
+                raise InvalidArgument("revoke takes the token's id (its jti claim, or token_id in an sf1 token), not "
+                                      "the whole token; or revoke by subject.")
             pseuds = [self.pseudonym(subject)] + self._usual_pseudonym(subject) if subject is not None else []
             ref = self.token_ref(token_id) if token_id is not None else token_ref
 
