@@ -187,11 +187,12 @@ def open_sf(paths: WorkspacePaths, clock: Optional[Clock] = None, role: Optional
 
 
 def enrol_while(paths: WorkspacePaths, change: Callable[[SafeFace], None], monkeypatch: pytest.MonkeyPatch, *,
-                subject: str = "alice", token: Optional[str] = None, legal_basis: Optional[str] = None
-                ) -> tuple[Any, int]:
+                subject: str = "alice", token: Optional[str] = None, legal_basis: Optional[str] = None,
+                clock: Optional[Clock] = None) -> tuple[Any, int]:
     """Enrol `subject` from obama.jpg for "demo"; once the image is embedded, before the store's
     write, `change(handle)` runs: another process's change, or another call of the handle,
-    landing mid-call. Returns (the enrolment or its PolicyViolation, the rows stored)."""
+    landing mid-call (or time passing, on `clock`). Returns (the enrolment or its
+    PolicyViolation, the rows stored)."""
     from safeface import PolicyViolation
 
     embed = SafeFace._embed_single
@@ -203,7 +204,7 @@ def enrol_while(paths: WorkspacePaths, change: Callable[[SafeFace], None], monke
 
     monkeypatch.setattr(SafeFace, "_embed_single", embed_then_change)
     try:
-        with open_sf(paths) as sf:
+        with open_sf(paths, clock) as sf:
             try:
                 outcome: Any = sf.enroll(images() / "obama.jpg", subject, "demo", token, legal_basis=legal_basis)
             except PolicyViolation as exc:

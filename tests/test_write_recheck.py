@@ -52,3 +52,25 @@ def test_a_removal_another_call_of_the_handle_read_mid_enrolment_still_stores_no
     outcome = enrol_while(ws, remove_and_read, monkeypatch, token=minted)[0]
     assert isinstance(outcome, PolicyViolation) and "stopped being trusted" in str(outcome), outcome
     assert audit_verify(ws.root).store.rows == 0
+
+
+@pytest.mark.parametrize("basis", ["consent", "legal basis"])
+def test_a_token_that_expires_while_an_enrolment_is_processed_stores_nothing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, basis: str) -> None:
+    """The purpose's end was judged at the write's time, the token's expiry only at the call's
+    start: a consent (or legal basis) expiring while the image was embedded still stored a row."""
+    import datetime as dt
+
+    from policy_support import Clock, issued_legal_basis
+
+    ws = make_workspace(tmp_path / "ws")
+    clock = Clock()
+    start = clock.now - dt.timedelta(days=1)
+    days = 1 + 30 / 86400  # expires 30 s after the call starts
+    if basis == "consent":
+        tokens = {"token": consent(ws, "alice", now=start, days=days)}
+    else:
+        tokens = {"legal_basis": issued_legal_basis(ws, operations=("enroll",), now=start, days=days)[0]}
+    outcome, rows = enrol_while(ws, lambda handle: clock.advance(seconds=60), monkeypatch, clock=clock, **tokens)
+    assert isinstance(outcome, PolicyViolation) and "expired" in str(outcome), outcome
+    assert outcome.rule == ("CN-04" if basis == "consent" else "CN-16b") and rows == 0

@@ -370,6 +370,11 @@ class Guard:
         for d, subject in zip(parts, subjects):
             self._check_signer_trusted(d, trusted)
             t = d.token
+            if t is not None and int(now.timestamp()) >= t.expires_at:  # as `consent` reads it, at the write
+                what = "legal basis" if d.legal_basis is not None else "consent"
+                raise PolicyViolation(self._rule("legal-basis") if d.legal_basis is not None else self._rule("consent"),
+                                      f"the {what} expired at {_shown_time(t.expires_at)}, while the image was "
+                                      f"processed; nothing was stored. Ask for a new {what}.")
             # A consent's subject is the call's (checked by `consent`); a legal basis names none,
             # so the erasure of the call's subject is what counts for both.
             if t is not None and self._state.is_revoked(d.token_ref or "", self._pseudonym(subject), t.issued_at):
