@@ -60,3 +60,19 @@ def test_a_legacy_token_naming_its_subject_twice_is_refused(guard: tuple[Guard, 
     data = _b64(once.encode())
     assert authorize(g, "enroll", "demo", NOW, subject="bob",
                      consent=f"sf1.{data}.{_b64(key.sign(f'sf1.{data}'.encode()))}").consent
+
+
+@pytest.mark.parametrize("token_id", ["", None])
+def test_a_legacy_token_with_an_empty_id_is_refused_under_its_rule(guard: tuple[Guard, Ed25519PrivateKey],
+                                                                   token_id: object) -> None:
+    """An sf1 token id was any text, the empty one too: the guard then failed deriving its
+    reference (a ConfigError, recorded as a failed call with no rule) instead of refusing it."""
+    g, key = guard
+    members = {"token_id": token_id, "subject": "alice", "purposes": ["demo"], "operations": ["enroll"],
+               "notice_hash": g.deployment.notice_hash, "screen_version": "s1", "issued_at": TS - 60,
+               "expires_at": TS + 3600, "typ": "consent", "kid": legacy_key_id(key.public_key())}
+    data = _b64(json.dumps(members).encode())
+    token = f"sf1.{data}.{_b64(key.sign(f'sf1.{data}'.encode()))}"
+    with pytest.raises(PolicyViolation) as info:
+        authorize(g, "enroll", "demo", NOW, subject="alice", consent=token)
+    assert info.value.rule == "CN-04" and "id" in info.value.message, info.value

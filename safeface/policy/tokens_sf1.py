@@ -51,10 +51,19 @@ def verify_sf1(token: str, trusted: Mapping[str, Ed25519PublicKey], typ: str) ->
     return body
 
 
+def _token_id(body: Mapping[str, Any]) -> str:
+    # Any text was taken, the empty one too, whose reference no revocation could name (deriving
+    # it failed as a ConfigError, a failed call with no rule, instead of a refusal).
+    tid = text(body.get("token_id"), "id")
+    if not tid:
+        raise TokenError("the token's id is empty: revocation names a token by its id.")
+    return tid
+
+
 def decode_sf1_consent(token: str, trusted: Mapping[str, Ed25519PublicKey]) -> ConsentToken:
     b = verify_sf1(token, trusted, "consent")
     return ConsentToken(
-        token_id=text(b.get("token_id"), "id"), subject=text(b.get("subject"), "subject"),
+        token_id=_token_id(b), subject=text(b.get("subject"), "subject"),
         purposes=strs(b.get("purposes"), "purposes"), operations=strs(b.get("operations"), "operations"),
         notice_hash=text(b.get("notice_hash"), "notice hash"),
         screen_version=text(b.get("screen_version"), "consent-screen version"),
@@ -67,7 +76,7 @@ def decode_sf1_consent(token: str, trusted: Mapping[str, Ed25519PublicKey]) -> C
 def decode_sf1_legal_basis(token: str, trusted: Mapping[str, Ed25519PublicKey]) -> LegalBasisToken:
     b = verify_sf1(token, trusted, "legal-basis")
     return LegalBasisToken(
-        token_id=text(b.get("token_id"), "id"), authority=text(b.get("authority"), "authority"),
+        token_id=_token_id(b), authority=text(b.get("authority"), "authority"),
         provision=text(b.get("provision"), "provision"), reference=text(b.get("reference"), "reference"),
         purposes=strs(b.get("purposes"), "purposes"), operations=strs(b.get("operations"), "operations"),
         issued_at=whole(b.get("issued_at"), "issue time"), expires_at=whole(b.get("expires_at"), "expiry"),
