@@ -138,6 +138,18 @@ def test_a_second_withdrawal_covers_a_consent_given_between_the_two(tmp_path: Pa
         st.close()
 
 
+def test_a_withdrawal_at_an_earlier_clock_keeps_the_later_one(tmp_path: Path) -> None:
+    """Alice is erased, then erased again by a process whose clock runs a day behind: the table
+    keeps the later time, so a consent issued between the two stays withdrawn."""
+    st = PolicyState(tmp_path / "policy.db")
+    try:
+        st.revoke_subject("p-alice", NOW + dt.timedelta(days=2))
+        st.revoke_subject("p-alice", NOW)
+        assert st.is_revoked("t-new", "p-alice", int((NOW + dt.timedelta(days=1)).timestamp()))
+    finally:
+        st.close()
+
+
 def test_issuing_a_challenge_keeps_the_other_open_ones(tmp_path: Path) -> None:
     st = PolicyState(tmp_path / "policy.db", KEY)
     try:

@@ -265,6 +265,8 @@ def test_policy_state_in_postgresql_holds_across_processes_at_once(pg: PgCluster
         here.revoke_subject("pseud-1", now)
         assert there.is_revoked("other", "pseud-1", int(now.timestamp()) - 1)
         assert not there.is_revoked("other", "pseud-1", int(now.timestamp()) + 10)  # a later consent counts
+        there.revoke_subject("pseud-1", now - dt.timedelta(days=1))  # a clock set back keeps the later time
+        assert here.is_revoked("other", "pseud-1", int(now.timestamp()) - 1)
         assert [here.set_fact_once("filing", "x"), there.set_fact_once("filing", "y")] == [True, False]
         assert there.fact("filing") == "x"
         assert _sql(dsn, "SELECT count(*) FROM safeface.state_used_nonces")[0][0] == 1

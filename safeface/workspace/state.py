@@ -127,9 +127,11 @@ class PolicyState:
         self._t.run("INSERT INTO {t}revoked_tokens VALUES (?, ?) ON CONFLICT DO NOTHING", (token_ref, now.isoformat()))
 
     def revoke_subject(self, pseudonym: str, now: dt.datetime) -> None:
-        """Every token for this subject issued up to now is revoked; a later, new consent is not."""
-        self._t.run("INSERT INTO {t}revoked_subjects VALUES (?, ?) ON CONFLICT (pseudonym) DO UPDATE SET at = excluded.at",
-                    (pseudonym, int(now.timestamp())))
+        """Every token for this subject issued up to now is revoked; a later, new consent is not.
+        A withdrawal taken at an earlier clock (one set back) never moves the time back: that would
+        let a token issued between the two be used again as far as this table says."""
+        self._t.run("INSERT INTO {t}revoked_subjects VALUES (?, ?) ON CONFLICT (pseudonym) DO UPDATE "
+                    "SET at = excluded.at WHERE excluded.at > {t}revoked_subjects.at", (pseudonym, int(now.timestamp())))
 
     def is_revoked(self, token_id: str, pseudonym: Optional[str], issued_at: int) -> bool:
         if self._t.q("SELECT 1 FROM {t}revoked_tokens WHERE token_id = ?", (token_id,)):
