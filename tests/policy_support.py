@@ -228,8 +228,9 @@ def consent(paths: WorkspacePaths, subject: str, purposes: Sequence[str] = ("dem
 def foreign_consent(paths: WorkspacePaths, subject: str, purposes: Sequence[str] = ("demo",)) -> str:
     """A consent for `subject` signed by the workspace's issuer key but minted by other code (any
     JOSE library), which our issuer refuses to write: say, one to enrol under an id that prints
-    as another."""
-    return resigned(paths, issued_consent(paths, "placeholder", purposes)[1], subject=normalize_subject(subject))
+    as another, or one naming a purpose the deployment does not declare."""
+    return resigned(paths, issued_consent(paths, "placeholder")[1], subject=normalize_subject(subject),
+                    purposes=tuple(purposes))
 
 
 def issued_legal_basis(paths: WorkspacePaths, purposes: Sequence[str] = ("demo",),

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from policy_support import PASSPHRASE, CachedPipeline, consent, edit_config, images, make_workspace, open_sf  # noqa: E402
+from policy_support import PASSPHRASE, CachedPipeline, consent, edit_config, foreign_consent, images, make_workspace, open_sf  # noqa: E402
 from policy_support import last_call  # noqa: E402
 
 from safeface import BackendError, ConfigError, IntegrityError, PolicyViolation, SafeFace  # noqa: E402
@@ -295,7 +295,6 @@ def test_an_id_refused_as_a_look_alike_is_on_record(tmp_path: Path, imgs: Path) 
     """Enrolment refused an id that prints like another ("al\\u200bice", a Cyrillic "а", a
     full-width "ａ") before its audited call began: the refusal left no entry. It is now made
     inside the call, and recorded as failed (InvalidArgument), in a batch too."""
-    from policy_support import foreign_consent
     from safeface import InvalidArgument
 
     ws = make_workspace(tmp_path / "ws")
@@ -411,7 +410,7 @@ def test_the_public_deployment_is_a_copy_the_guard_does_not_judge_by(tmp_path: P
         dep.raw["assessment"]["covers"] = dep.config_digest()
         assert not sf.verify(imgs / "biden.jpg", "alice", "demo", t).match
         with pytest.raises(PolicyViolation):
-            sf.enroll(imgs / "obama2.jpg", "alice", "marketing", consent(ws, "alice", ["marketing"]))
+            sf.enroll(imgs / "obama2.jpg", "alice", "marketing", foreign_consent(ws, "alice", ["marketing"]))
         assert "marketing" not in sf.deployment.purposes
 
 

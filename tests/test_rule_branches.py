@@ -21,7 +21,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from policy_support import (  # noqa: E402
     last_call,
-    consent, edit_config, images, issued_consent, issued_legal_basis, legal_basis, make_workspace, open_sf, resigned,
+    consent, edit_config, foreign_consent, images, issued_consent, issued_legal_basis, legal_basis, make_workspace, open_sf, resigned,
 )
 
 from safeface.errors import ConfigError, PolicyViolation  # noqa: E402
@@ -54,7 +54,7 @@ def allowed(sf: Any, operation: str) -> None:
 
 # -- each refusal under every profile that carries it ------------------------------------------
 def _undeclared_purpose(ws: Any) -> tuple[str, Callable[[Any], Any]]:
-    t = consent(ws, "alice", ["marketing"])
+    t = foreign_consent(ws, "alice", ["marketing"])
     return "enroll", lambda sf: sf.enroll(NO_IMAGE, "alice", "marketing", t)
 
 

@@ -16,7 +16,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from policy_support import (  # noqa: E402
-    PASSPHRASE, Clock, CachedPipeline, consent, edit_config, images, last_call, legal_basis, make_workspace, open_sf,
+    PASSPHRASE, Clock, CachedPipeline, consent, edit_config, foreign_consent, images, last_call, legal_basis, make_workspace, open_sf,
 )
 
 from safeface.hazmat.templates.keyring import PassphraseKeyring  # noqa: E402
@@ -76,7 +76,7 @@ def test_refused_calls_store_nothing_and_are_audited(tmp_path: Path, imgs: Path)
         before = len(sf.audit_entries())
         refused("CN-04", lambda: sf.enroll(imgs / "obama.jpg", "alice", "demo", None))
         refused("CN-04", lambda: sf.enroll(imgs / "obama.jpg", "alice", "demo", consent(ws, "bob")))
-        refused("CN-01", lambda: sf.enroll(imgs / "obama.jpg", "alice", "shop", consent(ws, "alice", ["shop"])))
+        refused("CN-01", lambda: sf.enroll(imgs / "obama.jpg", "alice", "shop", foreign_consent(ws, "alice", ["shop"])))
         assert templates(sf) == 0 and sf.facts()["subjects"] == 0
         entries = sf.audit_entries()[before:]
         assert [(e.operation, e.decision, e.rule) for e in entries] == [

@@ -423,6 +423,16 @@ def test_minting_needs_a_deployment_id(keys) -> None:
     assert demo_config(NOW.date())["id"] != demo_config(NOW.date())["id"]
 
 
+def test_minting_refuses_a_purpose_the_deployment_does_not_declare(keys) -> None:
+    """A typo, or a look-alike of a declared name: the person would be shown a consent to a
+    purpose no call can use."""
+    dep = Deployment.from_dict(demo_config(NOW.date(), ("cn-2025",)))
+    for bad in ("dem0", "Demo", "d\u0435mo"):
+        with pytest.raises(ConfigError, match="declares no purpose"):
+            issue_consent(keys["issuer"], dep, "alice", ["demo", bad])
+    assert issue_consent(keys["issuer"], dep, "alice", ["demo"])[1].purposes == ("demo",)
+
+
 def test_readme_pyjwt_example_mints_an_accepted_token(tmp_path: Path, monkeypatch) -> None:
     """The README's PyJWT snippet, run as written (it reads the clock), against a guard that
     trusts its key."""

@@ -55,6 +55,12 @@ def issue_consent(key: Ed25519PrivateKey, deployment: Deployment, subject: str, 
         raise InvalidArgument(problem)
     if not purposes:
         raise ConfigError("a consent names at least one purpose.")
+    # The guard would refuse it at use, but the person would have been shown a consent to a
+    # purpose (a typo, say) that the deployment does not have.
+    undeclared = [p for p in purposes if deployment.purpose(p) is None]
+    if undeclared:
+        raise ConfigError(f"the deployment declares no purpose {undeclared[0]!r}; a consent names declared purposes "
+                          f"only ({', '.join(sorted(deployment.purposes))}).")
     if birth_date is not None:
         try:
             dt.date.fromisoformat(birth_date)
