@@ -31,3 +31,50 @@ def test_a_track_keeps_only_a_small_thumbnail_while_the_video_runs() -> None:
     assert kept, "the walker must be tracked for the check to mean anything"
     sizes = [crop.shape[:2] for _, crop in kept]
     assert all(max(size) <= THUMB_MAX_SIDE for size in sizes), sizes
+
+
+def test_a_track_followed_for_hours_keeps_a_bounded_trail_spread_over_its_life() -> None:
+    """Every detection's frame, box and colour shares were kept to the end of the run: a person
+    followed for hours (or a hostile operator's endless loop) grew memory with every frame. A
+    track now keeps at most about `keep` detections, evenly spread from its first frame to its
+    last, and its colours are still those of the whole track."""
+    from safeface.tracking.appearance import describe
+    from safeface.tracking.assign import AssignOptions, Assigner
+    from safeface.tracking.colours import COLOURS
+    from safeface.tracking.run import _people
+    import cv2
+
+    rgb = _frame(16)
+    look = describe(cv2.cvtColor(rgb, cv2.COLOR_RGB2HSV), cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), (40.0, 15.0, 90.0, 225.0))
+    assigner = Assigner(AssignOptions(keep=64))
+    frames = 3000
+    for i in range(frames):
+        x = 40.0 + 3 * abs(i % 200 - 100)  # walks to and fro
+        assigner.step(i, [(x, 15.0, x + 50.0, 225.0)], [look])
+    (person,) = _people(assigner.finish())
+    assert len(person.frames) <= 64, len(person.frames)
+    assert person.frames[0] == 0 and person.frames[-1] == frames - 1
+    eighths = np.bincount(np.array(person.frames) * 8 // frames, minlength=8)
+    assert eighths.min() >= 2, f"the kept detections must be spread over the track's whole life: {eighths}"
+    assert COLOURS[int(np.argmax(person.upper))] == "red" and COLOURS[int(np.argmax(person.lower))] == "blue"
+    assert all(person.box_at(f) is not None for f in range(0, frames, 7)), "a box for every frame of its life"
+
+
+def test_a_track_past_the_reidentification_window_drops_its_descriptors() -> None:
+    """A long video's passers-by each kept a dozen clothing descriptors to the end of the run,
+    read only to re-identify a person within seconds of losing them; past that window they go."""
+    from safeface.tracking.appearance import describe
+    from safeface.tracking.assign import AssignOptions, Assigner
+    import cv2
+
+    rgb = _frame(16)
+    look = describe(cv2.cvtColor(rgb, cv2.COLOR_RGB2HSV), cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), (40.0, 15.0, 90.0, 225.0))
+    opts = AssignOptions()
+    assigner = Assigner(opts)
+    for i in range(20):
+        assigner.step(i, [(40.0 + 2 * i, 15.0, 90.0 + 2 * i, 225.0)], [look])
+    for i in range(20, 20 + opts.max_age + opts.reid_window + 5):
+        assigner.step(i, [], [])
+    (gone,) = assigner.ended
+    assert gone.gallery == [] and gone.recent == []
+    assert len(gone.frames) == 20

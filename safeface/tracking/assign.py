@@ -16,6 +16,7 @@ clothing. Four rules keep identities through crowds:
 from __future__ import annotations
 
 import secrets
+from bisect import bisect_left
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -40,6 +41,9 @@ REID_AGAIN = 10
 # A box wider than this times its height holds more than one person (a standing person is about
 # 0.42 times as wide as tall).
 SINGLE_ASPECT = 0.5
+# The detections a track keeps at full rate however long it lives: the latest ones, which the
+# tracker reads (the last box, the still-standing test over the last ten).
+TAIL = 16
 
 
 @dataclass
@@ -51,7 +55,9 @@ class AssignOptions:
     `clothing_gate`: the worst clothing distance (0-1) at which a known person may still match;
     `reid_window`: frames after a track is lost during which a new track may turn out to be it;
     `reid_distance`: the worst clothing distance (0-1) for that; `walk`: the farthest a person
-    walks in a frame, in person heights (0.12 is a brisk 1.5 m/s at 10 fps, with margin).
+    walks in a frame, in person heights (0.12 is a brisk 1.5 m/s at 10 fps, with margin);
+    `keep`: the most detections (frame, box, colour shares) a track holds: a longer track keeps
+    every second, fourth, ... frame of its life, evenly, and its latest TAIL in full.
 
     The clothing thresholds were measured on the annotated vtest.avi boxes (one person's clear
     view against the closest of their own or another person's last 12 clear views): a gate of
@@ -70,6 +76,7 @@ class AssignOptions:
     reid_window: int = 120
     reid_distance: float = 0.4
     walk: float = 0.12
+    keep: int = 1024
 
 
 @dataclass(eq=False)  # tracks are compared by identity
@@ -85,9 +92,12 @@ class LiveTrack:
     boxes: list[Box] = field(default_factory=list)
     # The last few looks, each with whether the box was the person's alone (see `alone`).
     recent: list[tuple[Appearance, bool]] = field(default_factory=list)
-    # Per detection, only the colour-name shares (upper then lower) and that flag: a long video
-    # keeps 88 bytes a detection for the colour summary, not a whole descriptor.
+    # Per kept detection, only the colour-name shares (upper then lower) and that flag: 88 bytes
+    # for the colour summary, not a whole descriptor.
     colours: list[tuple[np.ndarray, bool]] = field(default_factory=list)
+    # Detections are kept on frames that are multiples of `stride` (and the latest TAIL): it
+    # doubles each time the track holds more than AssignOptions.keep (see _thin).
+    stride: int = 1
     gallery: list[Appearance] = field(default_factory=list)
     thumb: Optional[tuple[float, Any]] = None
     # Detections that came from a person-shape detector (HOG), not from motion alone.
@@ -135,6 +145,7 @@ class Assigner:
         self.o = options or AssignOptions()
         self.live: list[LiveTrack] = []
         self.ended: list[LiveTrack] = []
+        self._retired = 0  # ended[:_retired] are past the re-identification window (_retire)
 
     def _cost(self, t: LiveTrack, pred: Box, box: Box, look: Appearance) -> float:
         ph = max(pred[3] - pred[1], 1.0)
@@ -202,6 +213,7 @@ class Assigner:
                                       colours=[(_names(lk), clear)], shaped=int(shaped)))
         self.live = keep
         self._reidentify(index)
+        self._retire(index)
 
     def recover(self, index: int, track: LiveTrack, box: Box, look: Appearance, clear: bool) -> bool:
         """A box found for `track` after the frame's assignment (re-detection near its prediction),
@@ -228,6 +240,7 @@ class Assigner:
         t.boxes.append(box)
         t.recent = (t.recent + [(look, clear)])[-RECENT:]
         t.colours.append((_names(look), clear))
+        _thin(t, self.o.keep)
         if t.hits == self.o.confirm:
             t.confirmed = True
 
@@ -266,6 +279,8 @@ class Assigner:
         old.recent = (old.recent + new.recent)[-RECENT:]
         old.colours += new.colours
         old.gallery = (old.gallery + [lk for lk, clear in new.recent if clear])[-GALLERY:]
+        old.stride = max(old.stride, new.stride)
+        _thin(old, self.o.keep)
         old.hits += new.hits
         old.shaped += new.shaped
         old.missed = 0
@@ -287,6 +302,14 @@ class Assigner:
             recent.append(t)
         return recent[::-1]
 
+    def _retire(self, index: int) -> None:
+        """Tracks ended before the re-identification window are never compared again: they drop
+        what only that comparison reads (a dozen descriptors each), keeping what the result needs."""
+        while self._retired < len(self.ended) and index - self.ended[self._retired].frames[-1] > self.o.reid_window:
+            t = self.ended[self._retired]
+            t.gallery, t.recent = [], []
+            self._retired += 1
+
     def followed(self, index: int) -> int:
         """The tracks followed now, and those ended within the re-identification window, which
         each new track is compared with."""
@@ -294,8 +317,28 @@ class Assigner:
 
     def finish(self) -> list[LiveTrack]:
         done = self.ended + [t for t in self.live if t.confirmed]
-        self.live, self.ended = [], []
+        self.live, self.ended, self._retired = [], [], 0
         return sorted(_without_pieces(done), key=lambda t: t.frames[0])
+
+
+def _thin(t: LiveTrack, keep: int) -> None:
+    """Hold at most about `keep` detections: past that, only those on frames that are multiples of
+    the stride stay (with the first and the latest TAIL), the stride doubling until about half
+    of `keep` is left, so what is kept is spread evenly over the track's life (its colour median
+    and boxes still describe all of it) and a track followed for hours holds no more than one
+    followed for minutes."""
+    keep = max(keep, 4 * TAIL)
+    if len(t.frames) <= keep:
+        return
+    while True:
+        n = len(t.frames)
+        idx = [i for i in range(n) if i == 0 or i >= n - TAIL or t.frames[i] % t.stride == 0]
+        t.frames = [t.frames[i] for i in idx]
+        t.boxes = [t.boxes[i] for i in idx]
+        t.colours = [t.colours[i] for i in idx]
+        if len(idx) <= (keep + TAIL) // 2:
+            return
+        t.stride *= 2
 
 
 # A track whose box lay mostly inside another track's box on more than this share of its frames
@@ -306,16 +349,33 @@ PIECE_SHARE = 0.5
 def _without_pieces(tracks: list[LiveTrack]) -> list[LiveTrack]:
     """The tracks less the pieces of others: the rule that keeps a new track from starting on a
     piece of a person, applied to the whole of each track once the video is done (a piece can
-    outlast the frame that started it, or start before its person's track)."""
+    outlast the frame that started it, or start before its person's track). A longer track is
+    one with more detections; a thinned one (_thin) is read between the frames it kept."""
     on: dict[int, list[tuple[int, Box]]] = {}
     for i, t in enumerate(tracks):
         for f, box in zip(t.frames, t.boxes):
             on.setdefault(f, []).append((i, box))
+    thinned = [t for t in tracks if t.stride > 1]
 
-    def piece(i: int) -> bool:
-        n = len(tracks[i].frames)
-        inside = sum(any(j != i and len(tracks[j].frames) > n and _inside(box, other) >= 0.5 for j, other in on[f])
-                     for f, box in zip(tracks[i].frames, tracks[i].boxes))
-        return inside > PIECE_SHARE * n
+    def within(t: LiveTrack, f: int, box: Box) -> bool:
+        return any(tracks[j] is not t and tracks[j].hits > t.hits and _inside(box, other) >= 0.5 for j, other in on[f]) or \
+            any(u is not t and u.hits > t.hits and (b := _box_on(u, f)) is not None and _inside(box, b) >= 0.5
+                for u in thinned)
 
-    return [t for i, t in enumerate(tracks) if not piece(i)]
+    def piece(t: LiveTrack) -> bool:
+        return sum(within(t, f, box) for f, box in zip(t.frames, t.boxes)) > PIECE_SHARE * len(t.frames)
+
+    return [t for t in tracks if not piece(t)]
+
+
+def _box_on(t: LiveTrack, f: int) -> Optional[Box]:
+    """`t`'s box on frame `f`: the one kept, or, between two kept detections no further apart than
+    thinning set them (2 strides), the box interpolated between them."""
+    k = bisect_left(t.frames, f)
+    if k < len(t.frames) and t.frames[k] == f:
+        return t.boxes[k]
+    if 0 < k < len(t.frames) and t.frames[k] - t.frames[k - 1] <= 2 * t.stride:
+        a, b = t.frames[k - 1], t.frames[k]
+        w = (f - a) / (b - a)
+        return tuple(x + (y - x) * w for x, y in zip(t.boxes[k - 1], t.boxes[k]))  # type: ignore[return-value]
+    return None

@@ -91,17 +91,21 @@ class Person:
     relative_height: float = 1.0
     thumbnail: Optional[np.ndarray] = field(default=None, repr=False)
     observations: int = 0  # frames the colours were measured on
+    # A track followed for long keeps its detections on every `stride`-th frame only (and its
+    # last few): AssignOptions.keep.
+    stride: int = 1
 
     @property
     def size(self) -> str:
         return "child" if self.relative_height < CHILD_BELOW else ("tall" if self.relative_height > TALL_ABOVE else "adult")
 
     def box_at(self, frame: int, max_gap: int = 25) -> Optional[Box]:
-        """The detected box, or one interpolated across a gap of at most `max_gap` frames."""
+        """The detected box, or one interpolated across a gap of at most `max_gap` frames (or of
+        the track's thinning: twice its stride)."""
         i = int(np.searchsorted(self.frames, frame))
         if i < len(self.frames) and self.frames[i] == frame:
             return self.boxes[i]
-        if 0 < i < len(self.frames) and self.frames[i] - self.frames[i - 1] <= max_gap:
+        if 0 < i < len(self.frames) and self.frames[i] - self.frames[i - 1] <= max(max_gap, 2 * self.stride):
             a, b = self.frames[i - 1], self.frames[i]
             t = (frame - a) / (b - a)
             return tuple(x + (y - x) * t for x, y in zip(self.boxes[i - 1], self.boxes[i]))  # type: ignore[return-value]
@@ -370,7 +374,7 @@ def _people(finished: list[LiveTrack]) -> list[Person]:
         up, lo = _shares(mid[:half]), _shares(mid[half:])
         thumb = t.thumb[1] if t.thumb is not None else None
         people.append(Person(t.track_id, list(t.frames), list(t.boxes), up, lo, rel[t.track_id], thumb,
-                             len(clear)))
+                             len(clear), t.stride))
     return people
 
 
