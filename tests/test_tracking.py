@@ -533,3 +533,36 @@ def test_track_ids_are_random_in_every_fresh_run_and_never_count_up() -> None:
     assert len(a) == len(b) == 3 and not set(a) & set(b), (a, b)
     ids = [int(new_track_id(), 16) for _ in range(50)]
     assert len(set(ids)) == 50 and sum(1 for x, y in zip(ids, ids[1:]) if y == x + 1) < 3, ids
+
+
+def _walker(rgb: np.ndarray, x: int, feet: int, top: tuple[int, int, int]) -> None:
+    """A painted person 144 px tall: a head with no face in it, a top, blue trousers."""
+    y = feet - 144
+    rgb[y:y + 34, x:x + 26] = (200, 160, 130)
+    rgb[y + 34:y + 84, x - 4:x + 30] = top
+    rgb[y + 84:feet, x:x + 26] = (30, 30, 160)
+
+
+def test_a_box_showing_a_head_alone_gives_its_track_no_colour() -> None:
+    """Someone dressed a shade darker than the background: the background model takes the body
+    for a shadow and boxes the head alone, and its "top" and "bottom" regions were the face and
+    neck, so the track's colours were its skin's ("orange") and a colour search ranked people
+    by skin tone. A box far shorter than a person at its place colours nothing."""
+    from safeface.tracking.colours import summary
+    from safeface.tracking.run import _people, _Run
+
+    run = _Run(TrackOptions(draw=False))
+    for i in range(44):
+        rgb = np.full((300, 480, 3), 120, np.uint8)
+        _walker(rgb, 20 + 5 * i, 170, (200, 30, 30))  # two walkers give the scene its scale
+        _walker(rgb, 110 + 5 * i, 290, (30, 160, 160))
+        if i >= 16:
+            x = 440 - 4 * (i - 16)
+            rgb[146:180, x:x + 26] = (200, 150, 120)  # a head's skin
+            rgb[180:290, x - 4:x + 30] = 95  # grey clothes, darker than the grey behind them
+        run(i, rgb)
+    people = _people(run.assigner.finish())
+    heads = [p for p in people if p.boxes[-1][3] - p.boxes[-1][1] < 60]
+    assert len(heads) == 1 and len(people) == 3, [p.boxes[-1] for p in people]
+    assert summary(heads[0].upper) == [] and summary(heads[0].lower) == [], (heads[0].upper, heads[0].lower)
+    assert [summary(p.upper)[0] for p in people if p is not heads[0]] == ["red", "blue"]

@@ -39,8 +39,13 @@ RECENT = 5
 # only part of their body at first, too short a box to compare with the one they left with.
 REID_AGAIN = 10
 # A box wider than this times its height holds more than one person (a standing person is about
-# 0.42 times as wide as tall).
+# 0.42 times as wide as tall), or less than one: a head alone, someone from the shoulders up.
 SINGLE_ASPECT = 0.5
+# How a detection's box is kept for the colour summary (LiveTrack.colours): its clothing regions
+# were the person's alone; shared with someone else's; or the box was no whole person's shape
+# (wider than SINGLE_ASPECT), so its "top" and "bottom" regions may be a face and a neck, whose
+# skin must never colour a summary a search ranks people by.
+CLEAR, SHARED, PARTIAL = 2, 1, 0
 # The detections a track keeps at full rate however long it lives: the latest ones, which the
 # tracker reads (the last box, the still-standing test over the last ten).
 TAIL = 16
@@ -92,9 +97,9 @@ class LiveTrack:
     boxes: list[Box] = field(default_factory=list)
     # The last few looks, each with whether the box was the person's alone (see `alone`).
     recent: list[tuple[Appearance, bool]] = field(default_factory=list)
-    # Per kept detection, only the colour-name shares (upper then lower) and that flag: 88 bytes
-    # for the colour summary, not a whole descriptor.
-    colours: list[tuple[np.ndarray, bool]] = field(default_factory=list)
+    # Per kept detection, only the colour-name shares (upper then lower) and how the box was
+    # seen (CLEAR, SHARED or PARTIAL): 88 bytes for the colour summary, not a whole descriptor.
+    colours: list[tuple[np.ndarray, int]] = field(default_factory=list)
     # Detections are kept on frames that are multiples of `stride` (and the latest TAIL): it
     # doubles each time the track holds more than AssignOptions.keep (see _thin).
     stride: int = 1
@@ -126,6 +131,14 @@ def _inside(inner: Box, outer: Box) -> float:
     iy = max(0.0, min(inner[3], outer[3]) - max(inner[1], outer[1]))
     area = (inner[2] - inner[0]) * (inner[3] - inner[1])
     return ix * iy / area if area > 0 else 0.0
+
+
+def seen(boxes: list[Box], j: int) -> int:
+    """How box j shows its person's clothing: CLEAR (alone), SHARED, or PARTIAL."""
+    x1, y1, x2, y2 = boxes[j]
+    if x2 - x1 > SINGLE_ASPECT * (y2 - y1):
+        return PARTIAL
+    return CLEAR if alone(boxes, j) else SHARED
 
 
 def alone(boxes: list[Box], j: int) -> bool:
@@ -189,7 +202,7 @@ class Assigner:
             for r, c in zip(rows, cols):
                 i = order[r]
                 if cost[i, c] <= self.o.max_cost:
-                    self._hit(self.live[i], index, boxes[c], looks[c], alone(boxes, c), shaped)
+                    self._hit(self.live[i], index, boxes[c], looks[c], seen(boxes, c), shaped)
                     matched_t.add(i)
                     matched_d.add(c)
         keep: list[LiveTrack] = []
@@ -208,23 +221,24 @@ class Assigner:
         for j, (b, lk) in enumerate(zip(boxes, looks)):
             # A box mostly inside one a track holds is a piece of that person (an arm, a bag).
             if j not in matched_d and all(_inside(b, h) < 0.5 for h in held):
-                clear = alone(boxes, j)
-                keep.append(LiveTrack(new_track_id(), BoxKalman(b), lk, frames=[index], boxes=[b], recent=[(lk, clear)],
-                                      colours=[(_names(lk), clear)], shaped=int(shaped)))
+                view = seen(boxes, j)
+                keep.append(LiveTrack(new_track_id(), BoxKalman(b), lk, frames=[index], boxes=[b],
+                                      recent=[(lk, view == CLEAR)], colours=[(_names(lk), view)], shaped=int(shaped)))
         self.live = keep
         self._reidentify(index)
         self._retire(index)
 
-    def recover(self, index: int, track: LiveTrack, box: Box, look: Appearance, clear: bool) -> bool:
+    def recover(self, index: int, track: LiveTrack, box: Box, look: Appearance, view: int) -> bool:
         """A box found for `track` after the frame's assignment (re-detection near its prediction),
         taken only in clothes the person wore (the clothing gate of the assignment); True if taken."""
         if self._other_clothes(track, track.clothing_distance(look)):
             return False
         track.missed = 0
-        self._hit(track, index, box, look, clear, True)
+        self._hit(track, index, box, look, view, True)
         return True
 
-    def _hit(self, t: LiveTrack, index: int, box: Box, look: Appearance, clear: bool, shaped: bool) -> None:
+    def _hit(self, t: LiveTrack, index: int, box: Box, look: Appearance, view: int, shaped: bool) -> None:
+        clear = view == CLEAR
         t.shaped += shaped
         t.kalman.update(box)
         if clear:
@@ -239,7 +253,7 @@ class Assigner:
         t.frames.append(index)
         t.boxes.append(box)
         t.recent = (t.recent + [(look, clear)])[-RECENT:]
-        t.colours.append((_names(look), clear))
+        t.colours.append((_names(look), view))
         _thin(t, self.o.keep)
         if t.hits == self.o.confirm:
             t.confirmed = True

@@ -19,7 +19,7 @@ from ..anonymize.detect import iou
 from ..anonymize.video import anonymize_video_file
 from ..errors import ImageError, InvalidArgument
 from .appearance import describe
-from .assign import AssignOptions, Assigner, LiveTrack, alone
+from .assign import CLEAR, PARTIAL, AssignOptions, Assigner, LiveTrack, seen
 from .colours import summary
 from .describe import CHILD_BELOW, TALL_ABOVE, parse, score, shrink
 from .heads import BELOW, cover_heads
@@ -47,6 +47,9 @@ STILL_TRAVEL = 0.15
 # A box wider than this share of its height is no whole upright person's (person_box makes them
 # PERSON_ASPECT wide, HOG's are 0.43): a head over a wall, a head alone, two people side by side.
 PARTIAL_ASPECT = 0.5
+# A box under this share of the height a typical person has at its place shows no whole person
+# (a head alone is about a fifth of one); a small child is about half.
+WHOLE_SHARE = 0.4
 # Bounds on the tracker's work a frame, far above a camera's crowd the tracker can follow (about
 # ten people in vtest.avi): assignment and re-identification grow with the square of the people,
 # and each lost track costs a HOG search. A crafted clip of 570 moving shapes a frame took 4 s a
@@ -209,8 +212,8 @@ class _Run:
             found = self.hog.detect_near(rgb, t.kalman.box)
             # A box another track already holds this frame is that person, not this one.
             if found is not None and all(iou(found, b) < 0.3 for b in taken):
-                clear = alone(taken + [found], len(taken))
-                if self.assigner.recover(index, t, found, describe(hsv, grey, found), clear):
+                view = seen(taken + [found], len(taken))
+                if self.assigner.recover(index, t, found, describe(hsv, grey, found), view):
                     taken.append(found)
         if self.opts.cover_heads:
             rgb = cover_heads(rgb, self._heads(index, boxes), self.opts.mode)
@@ -316,20 +319,20 @@ def _draw(rgb: np.ndarray, t: LiveTrack) -> None:
     cv2.putText(rgb, t.track_id[:4], (x1, max(10, y1 - 3)), cv2.FONT_HERSHEY_SIMPLEX, 0.4, colour, 1, cv2.LINE_AA)
 
 
-def _relative_heights(tracks: list[LiveTrack]) -> dict[str, float]:
-    """Each track's height over the height a typical person has with feet at the same row: the
-    camera's perspective, fitted on this video's own tracks (least squares, h = a*y + b)."""
+def _scene_heights(tracks: list[LiveTrack]) -> tuple[float, float]:
+    """The height (h = a*y + b) a typical person's box has with feet at row y: the camera's
+    perspective, fitted on this video's own tracks (least squares), then again without the boxes
+    under half or over twice the first fit (heads alone, pieces, merged blobs)."""
     ys = np.array([b[3] for t in tracks for b in t.boxes], np.float64)
     hs = np.array([b[3] - b[1] for t in tracks for b in t.boxes], np.float64)
     if len(ys) >= 10 and np.ptp(ys) > 20:
         a, b = np.polyfit(ys, hs, 1)
-    else:
-        a, b = 0.0, float(np.median(hs)) if len(hs) else 1.0
-    out: dict[str, float] = {}
-    for t in tracks:
-        r = [(bx[3] - bx[1]) / max(a * bx[3] + b, 1.0) for bx in t.boxes]
-        out[t.track_id] = float(np.median(r))
-    return out
+        r = hs / np.maximum(a * ys + b, 1.0)
+        typical = (r >= 0.5) & (r <= 2.0)
+        if typical.sum() >= 10 and np.ptp(ys[typical]) > 20:
+            a, b = np.polyfit(ys[typical], hs[typical], 1)
+        return float(a), float(b)
+    return 0.0, float(np.median(hs)) if len(hs) else 1.0
 
 
 def track_video(video: PathLike, out: Optional[PathLike] = None, options: Optional[TrackOptions] = None) -> TrackResult:
@@ -362,18 +365,25 @@ def _track(src: Path, dst: Optional[Path], opts: TrackOptions) -> TrackResult:
 
 def _people(finished: list[LiveTrack]) -> list[Person]:
     """The finished tracks long enough to be people, with their clothing colours: the median
-    over the frames where the box was the person's alone (all frames when there were none), so
-    a passer-by's coat or a shadow in a few frames does not colour the summary."""
+    over the frames where the box was the person's alone (else over those where it had a whole
+    person's shape), so a passer-by's coat or a shadow in a few frames does not colour the
+    summary. A box that shows no whole person (wider than one, or under WHOLE_SHARE of the
+    height a person has at that place: a head alone, someone from the shoulders up) never
+    counts: its "top" was a face's skin, and a search would rank people by skin tone. A track
+    seen only so has no colours (zero shares: every search scores it as the scene's mean).
+    Each track's height is its boxes' median over the scene's typical height (_scene_heights)."""
     tracks = [t for t in finished if len(t.frames) >= MIN_DETECTIONS and not _ghost(t)]
-    rel = _relative_heights(tracks)
+    a, b = _scene_heights(tracks)
     people = []
     for t in tracks:
-        clear = [c for c, ok in t.colours if ok] or [c for c, _ in t.colours]
-        mid = np.median(clear, axis=0)
+        ratios = [(bx[3] - bx[1]) / max(a * bx[3] + b, 1.0) for bx in t.boxes]
+        whole = [(c, view) for (c, view), r in zip(t.colours, ratios) if view != PARTIAL and r >= WHOLE_SHARE]
+        clear = [c for c, view in whole if view == CLEAR] or [c for c, _ in whole]
+        mid = np.median(clear, axis=0) if clear else np.zeros_like(t.colours[0][0])
         half = len(mid) // 2
         up, lo = _shares(mid[:half]), _shares(mid[half:])
         thumb = t.thumb[1] if t.thumb is not None else None
-        people.append(Person(t.track_id, list(t.frames), list(t.boxes), up, lo, rel[t.track_id], thumb,
+        people.append(Person(t.track_id, list(t.frames), list(t.boxes), up, lo, float(np.median(ratios)), thumb,
                              len(clear), t.stride))
     return people
 
