@@ -161,3 +161,44 @@ def test_a_person_who_stops_and_fades_into_the_background_stays_covered(tmp_path
     src, out = synthetic_video(tmp_path / "waits.mp4", W, H, frames=90, frame=frame), tmp_path / "out.mp4"
     track_video(src, out, replace(FAST, max_frames=max_frames))
     assert _faces_shown(src, out, range(66, 90, 6), x_at) == []
+
+
+def _stands_then(leaves: bool, passer_by: bool) -> tuple[np.ndarray, np.ndarray]:
+    """A person walks in over a textured ground, stands still until the background model learns
+    them and their track ends, then walks off (`leaves`) or stays; with `passer_by`, someone
+    walks by in front of them meanwhile. The last frame in and out of a tracking run."""
+    from safeface.tracking.assign import AssignOptions
+    from safeface.tracking.run import _Run
+
+    ground = np.random.default_rng(1).integers(60, 180, (H, W, 3), dtype=np.uint8)
+
+    def x_at(i: int) -> int:
+        return 440 - 4 * (min(i, 30) - 16) if i < 100 or not leaves else 384 + 8 * (i - 100)
+
+    run = _Run(TrackOptions(draw=False, assign=AssignOptions(max_age=10, reid_window=10)))
+    for i in range(150):
+        rgb, x = ground.copy(), x_at(i)
+        if i >= 16 and x < W:
+            rgb[146:180, x:x + 26] = (200, 160, 130)
+            rgb[180:230, x - 4:x + 30] = (200, 200, 30)
+            rgb[230:290, x:x + 26] = (30, 30, 160)
+        if passer_by and 60 <= i < 120:
+            _person(rgb, 10 + 8 * (i - 60), 296, (30, 160, 30))
+        out = run(i, rgb)
+    return rgb, out
+
+
+def test_the_place_a_still_person_walked_off_from_is_not_blurred_for_the_rest_of_the_run() -> None:
+    """The head zone of a person who stood still stayed covered to the end of the run, after they
+    walked off: a blurred patch where nobody stood. It is let go once the place is seen empty."""
+    shown, out = _stands_then(leaves=True, passer_by=False)
+    place = (slice(110, 200), slice(330, 440))
+    assert np.array_equal(out[place], shown[place])
+
+
+def test_a_still_person_someone_walks_past_stays_covered() -> None:
+    """Someone walking by in front of a person standing still changes what the place looks like
+    for a while; the place is not let go for it."""
+    shown, out = _stands_then(leaves=False, passer_by=True)
+    head = (slice(146, 180), slice(384, 410))
+    assert not np.array_equal(out[head], shown[head])

@@ -8,7 +8,7 @@ from __future__ import annotations
 import zlib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Callable, Optional, Union
 
 import numpy as np
 
@@ -18,12 +18,13 @@ from ..anonymize.files import check_paths
 from ..anonymize.detect import iou
 from ..anonymize.video import anonymize_video_file
 from ..errors import ImageError, InvalidArgument
-from .appearance import describe
+from .appearance import Appearance, describe
 from .assign import CLEAR, PARTIAL, AssignOptions, Assigner, LiveTrack, seen
 from .colours import summary
 from .describe import CHILD_BELOW, TALL_ABOVE, parse, score, shrink
 from .heads import BELOW, cover_heads
 from .motion import Box
+from .still import StillPlaces, ghost, still
 from .people import (DEFAULT_PERSON_DETECTOR, PERSON_ASPECT, HogDetector, MotionDetector, Perspective,
                      check_person_detector, make_person_detector)
 
@@ -32,18 +33,10 @@ PathLike = Union[str, Path]
 # longer, a flicker of the background model is not.
 MIN_DETECTIONS = 6
 THUMB_MAX_SIDE = 160
-# A track that moved less than this many of its heights in its whole life may be a ghost.
-GHOST_TRAVEL = 0.5
 # Frames between refits of the camera's perspective.
 PERSPECTIVE_EVERY = 25
 # A track unseen for up to this many frames still has its predicted head zone covered.
 COAST_COVER = 5
-# A track lost after standing still (its feet moved less than STILL_TRAVEL of its height over
-# its last STILL_FRAMES detections) keeps the head zone of its last box covered for the rest of
-# the run: the background model learns a person who stops into the background within a few
-# seconds, and the person is most likely still there. At most MAX_TRACKS such places are kept.
-STILL_FRAMES = 10
-STILL_TRAVEL = 0.15
 # A box wider than this share of its height is no whole upright person's (person_box makes them
 # PERSON_ASPECT wide, HOG's are 0.43): a head over a wall, a head alone, two people side by side.
 PARTIAL_ASPECT = 0.5
@@ -178,7 +171,8 @@ class _Run:
         self.hog = self.detector if isinstance(self.detector, HogDetector) else HogDetector()
         self.assigner = Assigner(opts.assign)
         self.perspective = Perspective()
-        self.parked: dict[str, Box] = {}  # track id -> last box of a track lost while standing still
+        # The last box of each track lost while standing still (at most MAX_TRACKS places).
+        self.still = StillPlaces(MAX_TRACKS)
         if isinstance(self.detector, MotionDetector):
             self.detector.expected = self.perspective.height
 
@@ -186,17 +180,22 @@ class _Run:
         import cv2
 
         boxes, shaped = self._detect(index, rgb)
+        hsv = cv2.cvtColor(rgb, cv2.COLOR_RGB2HSV)
+        grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+
+        def look(box: Box) -> Appearance:
+            return describe(hsv, grey, box)
+
         if self.opts.max_frames is not None and index >= self.opts.max_frames:
             # Tracking stops, covering does not: the people found still have their heads covered,
             # and so do those standing still when it stopped, whom the background model learns next.
             if index == self.opts.max_frames:
                 for t in self.assigner.live:
-                    if t.confirmed and _still(t):
-                        self._park(t)
-            heads = [self._whole(b) for b in boxes + self._cut_off() + list(self.parked.values())]
+                    if t.confirmed and still(t):
+                        self.still.keep(t, look)
+            self.still.watch(look, boxes)
+            heads = [self._whole(b) for b in boxes + self._cut_off() + self.still.boxes()]
             return cover_heads(rgb, heads, self.opts.mode) if self.opts.cover_heads else rgb
-        hsv = cv2.cvtColor(rgb, cv2.COLOR_RGB2HSV)
-        grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
         looks = [describe(hsv, grey, b) for b in boxes]
         self.assigner.step(index, boxes, looks, shaped)
         if self.assigner.followed(index) > MAX_TRACKS:
@@ -216,7 +215,7 @@ class _Run:
                 if self.assigner.recover(index, t, found, describe(hsv, grey, found), view):
                     taken.append(found)
         if self.opts.cover_heads:
-            rgb = cover_heads(rgb, self._heads(index, boxes), self.opts.mode)
+            rgb = cover_heads(rgb, self._heads(index, boxes, look), self.opts.mode)
         for t in self.assigner.live:
             if t.frames[-1] == index:
                 self._thumb(t, rgb)
@@ -242,30 +241,25 @@ class _Run:
                              f"one frame ({MAX_PEOPLE}); nothing was written. Anonymize this video instead.")
         return boxes, shaped
 
-    def _heads(self, index: int, boxes: list[Box]) -> list[Box]:
+    def _heads(self, index: int, boxes: list[Box], look: Callable[[Box], Appearance]) -> list[Box]:
         """Where people are this frame: the detector's boxes and the tall blobs some were cut
         from, the tracks' boxes (recovered ones too), for a track that just went unseen its
-        predicted box, and the last box of each track lost while standing still; each as tall as
-        a whole person standing there (_whole)."""
+        predicted box, and the last box of each track lost while standing still until its place
+        is seen empty (still.py); each as tall as a whole person standing there (_whole)."""
         out = list(boxes) + self._cut_off()
         for t in self.assigner.live:
             if t.frames[-1] == index:
                 out.append(t.boxes[-1])
-                self.parked.pop(t.track_id, None)
+                self.still.drop(t.track_id)
                 continue
             if t.confirmed and t.missed <= COAST_COVER:
                 out.append(t.kalman.box)
-            if t.confirmed and t.track_id not in self.parked and _still(t):
+            if t.confirmed and t.track_id not in self.still and still(t):
                 # A person who stopped and faded into the background showed their face once the
                 # coasting cover above ran out, for as long as they stood there.
-                self._park(t)
-        return [self._whole(b) for b in out + list(self.parked.values())]
-
-    def _park(self, t: LiveTrack) -> None:
-        """Keep the head zone of `t`'s last box covered for the rest of the run (STILL_FRAMES)."""
-        self.parked[t.track_id] = t.boxes[-1]
-        if len(self.parked) > MAX_TRACKS:
-            del self.parked[next(iter(self.parked))]
+                self.still.keep(t, look)
+        self.still.watch(look, out)
+        return [self._whole(b) for b in out + self.still.boxes()]
 
     def _whole(self, box: Box) -> Box:
         """The box a whole person would fill from the top of `box` down: as tall as a person
@@ -297,16 +291,6 @@ class _Run:
             # Made small at once: every track keeps its thumbnail to the end of the run, and full
             # size crops of a long video's passers-by could hold gigabytes (up to 25 MB each at 4K).
             t.thumb = (float(h), _small(crop.copy()))
-
-
-def _still(t: LiveTrack) -> bool:
-    """Whether the track stood still over its last STILL_FRAMES detections."""
-    if len(t.boxes) < STILL_FRAMES:
-        return False
-    last = t.boxes[-STILL_FRAMES:]
-    feet = np.array([((b[0] + b[2]) / 2, b[3]) for b in last])
-    height = float(np.median([b[3] - b[1] for b in last]))
-    return float(np.linalg.norm(feet - feet[-1], axis=1).max()) < STILL_TRAVEL * height
 
 
 def _draw(rgb: np.ndarray, t: LiveTrack) -> None:
@@ -372,7 +356,7 @@ def _people(finished: list[LiveTrack]) -> list[Person]:
     counts: its "top" was a face's skin, and a search would rank people by skin tone. A track
     seen only so has no colours (zero shares: every search scores it as the scene's mean).
     Each track's height is its boxes' median over the scene's typical height (_scene_heights)."""
-    tracks = [t for t in finished if len(t.frames) >= MIN_DETECTIONS and not _ghost(t)]
+    tracks = [t for t in finished if len(t.frames) >= MIN_DETECTIONS and not ghost(t)]
     a, b = _scene_heights(tracks)
     people = []
     for t in tracks:
@@ -386,16 +370,6 @@ def _people(finished: list[LiveTrack]) -> list[Person]:
         people.append(Person(t.track_id, list(t.frames), list(t.boxes), up, lo, float(np.median(ratios)), thumb,
                              len(clear), t.stride))
     return people
-
-
-def _ghost(t: LiveTrack) -> bool:
-    """A blob that never moved and that the person-shape detector never confirmed: the hole a
-    person leaves in the background model when they walk off after standing still."""
-    if t.shaped:
-        return False
-    feet = np.array([((b[0] + b[2]) / 2, b[3]) for b in t.boxes])
-    height = float(np.median([b[3] - b[1] for b in t.boxes]))
-    return float(np.linalg.norm(feet - feet[0], axis=1).max()) < GHOST_TRAVEL * height
 
 
 def _shares(v: np.ndarray) -> np.ndarray:
