@@ -202,3 +202,33 @@ def test_a_still_person_someone_walks_past_stays_covered() -> None:
     shown, out = _stands_then(leaves=False, passer_by=True)
     head = (slice(146, 180), slice(384, 410))
     assert not np.array_equal(out[head], shown[head])
+
+
+def test_two_people_side_by_side_have_their_heads_covered_and_not_their_clothes() -> None:
+    """Two people walk side by side in one box wider than a person before the camera's
+    perspective is learned: the box's whole top square was covered (as a head alone would be),
+    their tops with it. Each head is covered, and their clothes are not."""
+    from safeface.tracking.run import _Run
+
+    ground = np.random.default_rng(2).integers(60, 180, (H, W, 3), dtype=np.uint8)
+
+    def walker(rgb: np.ndarray, x: int, top: tuple[int, int, int]) -> None:
+        rgb[146:172, x + 3:x + 23] = (200, 160, 130)  # a head with no face in it
+        rgb[172:230, x - 10:x + 36] = top
+        rgb[230:290, x:x + 26] = (30, 30, 160)
+
+    run = _Run(TrackOptions(draw=False))
+    clothes, heads = [], []
+    for i in range(40):
+        rgb, x = ground.copy(), 400 - 4 * (i - 16)
+        if i >= 16:
+            walker(rgb, x, (200, 30, 30))
+            walker(rgb, x + 46, (30, 160, 30))
+        out = run(i, rgb)
+        if i >= 16:
+            assert run.perspective.height(290.0) is None, "the perspective must be unknown for the check to mean anything"
+            changed = np.any(out != rgb, axis=2)
+            clothes.append(changed[191:230, x - 10:x + 82].mean())
+            heads.append(changed[146:172, x + 3:x + 69].mean())
+    assert min(heads) > 0.9, heads
+    assert max(clothes) < 0.05, clothes

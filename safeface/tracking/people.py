@@ -25,6 +25,16 @@ Box = tuple[float, float, float, float]
 # A standing person is about 0.42 times as wide as tall; a blob wider than SPLIT_ASPECT times
 # its height holds several people side by side.
 PERSON_ASPECT = 0.42
+# A box wider than this share of its height is no whole upright person's (person_box makes them
+# PERSON_ASPECT wide, HOG's are 0.43): a head over a wall, a head alone, two people side by side.
+PARTIAL_ASPECT = 0.5
+# Two people side by side in one box that was not split: their heads are separate runs of
+# foreground columns across the top HEAD_BAND of the blob, each at most HEAD_WIDTH of the
+# blob's height wide (a head is about a tenth of a person's height; a head seen alone, or from
+# the shoulders up, fills far more of its own short blob).
+HEAD_BAND = 0.12
+HEAD_WIDTH = 0.2
+SHOULDERS = 0.25
 # How much of a person a foreground blob misses at the top and at the feet, in blob heights.
 BLOB_TOP = 0.03
 BLOB_FEET = 0.09
@@ -70,6 +80,9 @@ class MotionDetector:
         # follow, but a head is at the top of each (a child on shoulders, someone behind), and
         # the cut box's head zone lies below it.
         self.cut_off: list[Box] = []
+        # This frame's boxes wider than a person that show people side by side (_heads): each
+        # with one whole person's box per head, where their head zones are.
+        self.abreast: dict[Box, list[Box]] = {}
 
     @property
     def warming_up(self) -> bool:
@@ -91,7 +104,7 @@ class MotionDetector:
         mask = cv2.morphologyEx(mask, cv2.MORPH_CLOSE, self._close)
         n, _, stats, _ = cv2.connectedComponentsWithStats(mask)
         boxes: list[Box] = []
-        self.cut_off = []
+        self.cut_off, self.abreast = [], {}
         for x, y, bw, bh, area in stats[1:n]:
             if bh < MIN_HEIGHT or area < MIN_AREA:
                 continue
@@ -104,7 +117,14 @@ class MotionDetector:
                     self.cut_off.append(person_box((2.0 * x, 2.0 * y, 2.0 * (x + bw), 2.0 * (y + bh))))
                     y, bh = y + bh - cut, cut
             for x1, x2 in _split(mask[y:y + bh, x:x + bw], int(bh)):
-                boxes.append(person_box((2.0 * (x + x1), 2.0 * y, 2.0 * (x + x2), 2.0 * (y + bh))))
+                box = person_box((2.0 * (x + x1), 2.0 * y, 2.0 * (x + x2), 2.0 * (y + bh)))
+                boxes.append(box)
+                if box[2] - box[0] > PARTIAL_ASPECT * (box[3] - box[1]):
+                    heads = _heads(mask[y:y + bh, x + x1:x + x2])
+                    if len(heads) >= 2:
+                        h = box[3] - box[1]
+                        self.abreast[box] = [(2.0 * (x + x1) + c - PERSON_ASPECT * h / 2, box[1],
+                                              2.0 * (x + x1) + c + PERSON_ASPECT * h / 2, box[3]) for c in heads]
         return boxes
 
 
@@ -135,6 +155,25 @@ def _split(blob: np.ndarray, height: int) -> list[tuple[int, int]]:
         cuts.append(lo + int(np.argmin(profile[lo:hi])) if hi > lo else centre)
     edges = [0] + sorted(set(cuts)) + [width]
     return [(a, b) for a, b in zip(edges, edges[1:]) if b - a >= 3]
+
+
+def _heads(blob: np.ndarray) -> list[float]:
+    """The centres (full-size columns from the blob's left) of the heads across the top of a blob
+    of people side by side: the runs of foreground columns in its top HEAD_BAND. None (the box
+    is covered as a head alone would be) unless every run is narrow for a head of a person as
+    tall as the blob (HEAD_WIDTH) and the blob shows nothing whose top lies below SHOULDERS (a
+    shorter person beside or between them, whose head would be in no run)."""
+    height = blob.shape[0]
+    filled = blob > 0
+    tops = np.argmax(filled, axis=0)[filled.any(axis=0)]
+    if not len(tops) or tops.max() > SHOULDERS * height:
+        return []
+    band = filled[:max(1, int(round(HEAD_BAND * height)))].any(axis=0)
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], band.astype(np.int8), [0]])))
+    runs = list(zip(edges[::2], edges[1::2]))
+    if any(b - a > HEAD_WIDTH * height for a, b in runs):
+        return []
+    return [float(a + b) for a, b in runs]  # twice the half-size centre
 
 
 HOG_WINDOW = (64, 128)  # OpenCV's default people detector: width, height

@@ -25,7 +25,7 @@ from .describe import CHILD_BELOW, TALL_ABOVE, parse, score, shrink
 from .heads import BELOW, cover_heads
 from .motion import Box
 from .still import StillPlaces, ghost, still
-from .people import (DEFAULT_PERSON_DETECTOR, PERSON_ASPECT, HogDetector, MotionDetector, Perspective,
+from .people import (DEFAULT_PERSON_DETECTOR, PARTIAL_ASPECT, PERSON_ASPECT, HogDetector, MotionDetector, Perspective,
                      check_person_detector, make_person_detector)
 
 PathLike = Union[str, Path]
@@ -37,9 +37,6 @@ THUMB_MAX_SIDE = 160
 PERSPECTIVE_EVERY = 25
 # A track unseen for up to this many frames still has its predicted head zone covered.
 COAST_COVER = 5
-# A box wider than this share of its height is no whole upright person's (person_box makes them
-# PERSON_ASPECT wide, HOG's are 0.43): a head over a wall, a head alone, two people side by side.
-PARTIAL_ASPECT = 0.5
 # A box under this share of the height a typical person has at its place shows no whole person
 # (a head alone is about a fifth of one); a small child is about half.
 WHOLE_SHARE = 0.4
@@ -194,7 +191,7 @@ class _Run:
                     if t.confirmed and still(t):
                         self.still.keep(t, look)
             self.still.watch(look, boxes)
-            heads = [self._whole(b) for b in boxes + self._cut_off() + self.still.boxes()]
+            heads = [self._whole(p) for b in boxes + self._cut_off() + self.still.boxes() for p in self._side_by_side(b)]
             return cover_heads(rgb, heads, self.opts.mode) if self.opts.cover_heads else rgb
         looks = [describe(hsv, grey, b) for b in boxes]
         self.assigner.step(index, boxes, looks, shaped)
@@ -259,7 +256,7 @@ class _Run:
                 # coasting cover above ran out, for as long as they stood there.
                 self.still.keep(t, look)
         self.still.watch(look, out)
-        return [self._whole(b) for b in out + self.still.boxes()]
+        return [self._whole(p) for b in out + self.still.boxes() for p in self._side_by_side(b)]
 
     def _whole(self, box: Box) -> Box:
         """The box a whole person would fill from the top of `box` down: as tall as a person
@@ -273,6 +270,14 @@ class _Run:
             w = x2 - x1
             want = w / BELOW if w > PARTIAL_ASPECT * (y2 - y1) else w / PERSON_ASPECT
         return (x1, y1, x2, max(y2, y1 + want))
+
+    def _side_by_side(self, box: Box) -> list[Box]:
+        """One box per person of a box the motion detector saw people side by side in, where
+        their heads are (MotionDetector.abreast): such a box, wider than a person, had its whole
+        top square covered before the perspective was learned, over both people's clothes."""
+        if isinstance(self.detector, MotionDetector):
+            return self.detector.abreast.get(box, [box])
+        return [box]
 
     def _cut_off(self) -> list[Box]:
         """The frame's tall blobs whole (MotionDetector.cut_off): the head at the top of each lies
