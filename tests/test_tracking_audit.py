@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from safeface.cli import main
-from safeface.errors import InvalidArgument
+from safeface.errors import InvalidArgument, SafeFaceError
 from tests.policy_support import PASSPHRASE, make_workspace, open_sf
 from tests.video_fixtures import synthetic_video
 
@@ -31,3 +31,22 @@ def test_a_search_in_a_workspace_names_its_description_in_the_audit_entry(tmp_pa
         last = sf.audit_entries()[-1]
         assert (last.operation, last.decision) == ("track", "failed")
         assert sf.audit_verify().entries == len(sf.audit_entries())
+
+
+def test_every_search_of_a_tracking_result_is_on_record(tmp_path: Path) -> None:
+    """An app runs one audited tracking run, then searches its result as often as it likes: the
+    run was recorded and none of the searches were. Each is recorded, judged again, and a
+    search that cannot be recorded (the handle closed) is not made."""
+    src = synthetic_video(tmp_path / "in.mp4", 160, 120, frames=4)
+    ws = make_workspace(tmp_path / "ws")
+    with open_sf(ws) as sf:
+        result = sf.track(src, "demo")
+        before = len(sf.audit_entries())
+        result.search("red top")
+        result.search("child")
+        entries = sf.audit_entries()[before:]
+        assert [(e.operation, e.decision, e.purpose) for e in entries] == [("track", "allowed", "demo")] * 2
+        assert "top red" in (entries[0].note or "") and "size child" in (entries[1].note or "")
+        assert sf.audit_verify().entries == len(sf.audit_entries())
+    with pytest.raises(SafeFaceError):
+        result.search("red top")

@@ -148,6 +148,7 @@ class SafeFace:
         self._key: Optional[ApiKey] = None  # the API key a view acts as (acting_as_key), checked again per call
         self._is_view = False
         self._root = self  # a view's state that can change (the deployment read, caches) lives here
+        self._closed = False
         self._pad_cache: Optional[tuple[str, Any]] = None
         self._clock = clock
         self._pipeline = pipeline
@@ -342,6 +343,7 @@ class SafeFace:
     def close(self) -> None:
         if self._is_view:  # the workspace belongs to the object the view was made from
             return
+        self._closed = True
         self._gallery.close()
         self._audit.close()
         self._state.close()
@@ -857,7 +859,28 @@ class SafeFace:
             return result, _Note([], f"video sha256={result.report.input_sha256}; {len(result.people)} track(s); "
                                      f"{result.report.face_count} face(s) covered; no face recognised{asked}")
 
-        return self._run(request, [], body)
+        result = self._run(request, [], body)
+        result.record_search = self._track_searches(purpose, result.report.input_sha256,
+                                                    None if describe is None else parse(describe).text)
+        return result
+
+    def _track_searches(self, purpose: str, sha: str, described: Optional[str]) -> Callable[[str], None]:
+        """What records each search of a tracking result: the one the run was made for is in the
+        run's entry already; any other is a call of its own, judged again (the purpose may have
+        ended meanwhile) and recorded, or not made (also once this handle is closed)."""
+        pending = [described]
+
+        def record(text: str) -> None:
+            if text == pending[0]:
+                pending[0] = None
+                return
+            if self._root._closed:
+                raise ConfigError("the workspace this tracking run was made in is closed; a search is recorded "
+                                  "there or not made: open it and track the video again to search.")
+            self._run(Request(Operation.TRACK, self._role, self._clock(), purpose=purpose), [],
+                      lambda d: (None, _Note([], f"search of the tracks of video sha256={sha}: {text}")))
+
+        return record
 
     def record_anonymization(self, report: Any) -> None:
         """Audit an anonymization run: what was covered, never who."""

@@ -135,6 +135,11 @@ class TrackResult:
     height: int
     report: AnonymizeReport
     detector: str
+    # Set by SafeFace.track: records each search (its closed-vocabulary text) in the workspace's
+    # audit log before it is made, and raises when it may not be made or cannot be recorded. A
+    # run made in a workspace was audited once, and every search of its result after went
+    # unrecorded.
+    record_search: Optional[Callable[[str], None]] = field(default=None, repr=False, compare=False)
 
     def search(self, description: str, top_k: int = 3) -> list[Hit]:
         """The tracks that best fit a description in the closed vocabulary (describe.py)."""
@@ -142,6 +147,8 @@ class TrackResult:
         # A whole number only: NaN, infinity or None raised a bare Python error, and text was read.
         if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)):
             raise InvalidArgument(f"top_k must be a whole number of tracks to return, got {type(top_k).__name__}.")
+        if self.record_search is not None:
+            self.record_search(q.text)
         if not self.people:
             return []
         up = np.mean([p.upper for p in self.people], axis=0)
