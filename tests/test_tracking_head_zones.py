@@ -232,3 +232,36 @@ def test_two_people_side_by_side_have_their_heads_covered_and_not_their_clothes(
             heads.append(changed[146:172, x + 3:x + 69].mean())
     assert min(heads) > 0.9, heads
     assert max(clothes) < 0.05, clothes
+
+
+def test_a_child_between_two_adults_in_one_blob_has_their_head_covered() -> None:
+    """Two adults walk holding a child's hands between them: one blob, boxed and cut into people
+    at its full height, so every head zone lay at an adult's head and the child's face showed in
+    every frame, whether or not the perspective was known. Someone shorter in a blob is boxed
+    from their own top."""
+    from safeface.tracking.run import _Run
+
+    ground = np.random.default_rng(3).integers(60, 180, (H, W, 3), dtype=np.uint8)
+
+    def figure(rgb: np.ndarray, x: int, tall: int, top: tuple[int, int, int]) -> None:
+        y, head = 290 - tall, int(tall * 0.18)
+        rgb[y:y + head, x + 3:x + 23] = (200, 160, 130)  # a head with no face in it
+        rgb[y + head:y + int(tall * 0.58), x - 6:x + 32] = top
+        rgb[y + int(tall * 0.58):290, x:x + 26] = (30, 30, 160)
+
+    run = _Run(TrackOptions(draw=False))
+    covered = []
+    for i in range(START + 12):
+        rgb = ground.copy()
+        _person(rgb, 20 + 3 * i, 170, (200, 30, 30))  # two walkers teach the perspective
+        _person(rgb, 110 + 3 * i, 290, (30, 160, 160))
+        x = 400 - 3 * (i - START)
+        if i >= START:
+            figure(rgb, x - 40, 144, (200, 200, 30))
+            figure(rgb, x, 90, (200, 30, 200))  # the child
+            figure(rgb, x + 40, 144, (30, 30, 30))
+        out = run(i, rgb)
+        if i >= START:
+            assert run.perspective.height(290.0) is not None
+            covered.append(np.any(out != rgb, axis=2)[200:216, x + 3:x + 23].mean())
+    assert min(covered) > 0.9, covered

@@ -34,7 +34,14 @@ PARTIAL_ASPECT = 0.5
 # the shoulders up, fills far more of its own short blob).
 HEAD_BAND = 0.12
 HEAD_WIDTH = 0.2
+# A person's shoulders lie within this share of their height from the top of their head; a
+# part of a blob whose top lies lower (but above SHORTEST: a person at least 40% as tall), at
+# least SHORTER_WIDTH of the blob's height wide (a child's shoulders; a leg is narrower), may be
+# someone shorter. In vtest.avi about one box a frame is such a part (a bag held out, a
+# striding leg): its zone is covered too, a patch on clothes, measured before any cover.
 SHOULDERS = 0.25
+SHORTER_WIDTH = 0.1
+SHORTEST = 0.6
 # How much of a person a foreground blob misses at the top and at the feet, in blob heights.
 BLOB_TOP = 0.03
 BLOB_FEET = 0.09
@@ -76,9 +83,10 @@ class MotionDetector:
         # Full-frame box height of a typical person whose feet are at row y, once the tracker
         # has learnt the camera's perspective (Perspective below); None until then.
         self.expected: Optional[Callable[[float], Optional[float]]] = None
-        # This frame's tall blobs whole, before each was cut to its near person: not people to
-        # follow, but a head is at the top of each (a child on shoulders, someone behind), and
-        # the cut box's head zone lies below it.
+        # Not people to follow, but a head is at the top of each, and no box's head zone is there:
+        # this frame's tall blobs whole, before each was cut to its near person (a child on
+        # shoulders, someone behind), and someone shorter beside or between others in one blob
+        # (a child holding two adults' hands), from their own top (_shorter).
         self.cut_off: list[Box] = []
         # This frame's boxes wider than a person that show people side by side (_heads): each
         # with one whole person's box per head, where their head zones are.
@@ -116,6 +124,8 @@ class MotionDetector:
                 if bh > TALL_BLOB * cut:
                     self.cut_off.append(person_box((2.0 * x, 2.0 * y, 2.0 * (x + bw), 2.0 * (y + bh))))
                     y, bh = y + bh - cut, cut
+            for x1, x2, top in _shorter(mask[y:y + bh, x:x + bw]):
+                self.cut_off.append(person_box((2.0 * (x + x1), 2.0 * (y + top), 2.0 * (x + x2), 2.0 * (y + bh))))
             for x1, x2 in _split(mask[y:y + bh, x:x + bw], int(bh)):
                 box = person_box((2.0 * (x + x1), 2.0 * y, 2.0 * (x + x2), 2.0 * (y + bh)))
                 boxes.append(box)
@@ -157,20 +167,33 @@ def _split(blob: np.ndarray, height: int) -> list[tuple[int, int]]:
     return [(a, b) for a, b in zip(edges, edges[1:]) if b - a >= 3]
 
 
+def _runs(columns: np.ndarray) -> list[tuple[int, int]]:
+    """The runs of True in a row of booleans, as (start, end) pairs."""
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], columns.astype(np.int8), [0]])))
+    return [(int(a), int(b)) for a, b in zip(edges[::2], edges[1::2])]
+
+
+def _shorter(blob: np.ndarray) -> list[tuple[int, int, int]]:
+    """Someone shorter standing beside or between others in one blob: each run of columns whose
+    top lies below SHOULDERS of the blob's height and above SHORTEST, at least SHORTER_WIDTH of
+    it wide, as (start, end, top row). A blob is boxed, and cut into people, at its full height, so the head zone of
+    every box lay at the tallest person's head: a child between two adults showed their face."""
+    height = blob.shape[0]
+    filled = blob > 0
+    has = filled.any(axis=0)
+    tops = np.where(has, np.argmax(filled, axis=0), height)
+    low = has & (tops > SHOULDERS * height) & (tops < SHORTEST * height)
+    return [(a, b, int(tops[a:b].min())) for a, b in _runs(low) if b - a >= SHORTER_WIDTH * height]
+
+
 def _heads(blob: np.ndarray) -> list[float]:
     """The centres (full-size columns from the blob's left) of the heads across the top of a blob
     of people side by side: the runs of foreground columns in its top HEAD_BAND. None (the box
     is covered as a head alone would be) unless every run is narrow for a head of a person as
-    tall as the blob (HEAD_WIDTH) and the blob shows nothing whose top lies below SHOULDERS (a
-    shorter person beside or between them, whose head would be in no run)."""
+    tall as the blob (HEAD_WIDTH). Someone shorter beside them has a box of their own (_shorter)."""
     height = blob.shape[0]
-    filled = blob > 0
-    tops = np.argmax(filled, axis=0)[filled.any(axis=0)]
-    if not len(tops) or tops.max() > SHOULDERS * height:
-        return []
-    band = filled[:max(1, int(round(HEAD_BAND * height)))].any(axis=0)
-    edges = np.flatnonzero(np.diff(np.concatenate([[0], band.astype(np.int8), [0]])))
-    runs = list(zip(edges[::2], edges[1::2]))
+    band = (blob[:max(1, int(round(HEAD_BAND * height)))] > 0).any(axis=0)
+    runs = _runs(band)
     if any(b - a > HEAD_WIDTH * height for a, b in runs):
         return []
     return [float(a + b) for a, b in runs]  # twice the half-size centre
