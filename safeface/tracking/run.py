@@ -8,7 +8,7 @@ from __future__ import annotations
 import zlib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Optional, Union
+from typing import Any, Optional, Union
 
 import numpy as np
 
@@ -18,7 +18,7 @@ from ..anonymize.files import check_paths
 from ..anonymize.detect import iou
 from ..anonymize.video import anonymize_video_file
 from ..errors import ImageError, InvalidArgument
-from .appearance import Appearance, describe
+from .appearance import describe
 from .assign import CLEAR, PARTIAL, AssignOptions, Assigner, LiveTrack, seen
 from .colours import summary
 from .describe import CHILD_BELOW, TALL_ABOVE, parse, score, shrink
@@ -184,22 +184,17 @@ class _Run:
         import cv2
 
         boxes, shaped = self._detect(index, rgb)
-        hsv = cv2.cvtColor(rgb, cv2.COLOR_RGB2HSV)
-        grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
-
-        def look(box: Box) -> Appearance:
-            return describe(hsv, grey, box)
-
         if self.opts.max_frames is not None and index >= self.opts.max_frames:
             # Tracking stops, covering does not: the people found still have their heads covered,
             # and so do those standing still when it stopped, whom the background model learns next.
             if index == self.opts.max_frames:
                 for t in self.assigner.live:
                     if t.confirmed and still(t):
-                        self.still.keep(t, look)
-            self.still.watch(look, boxes)
+                        self.still.keep(t)
             heads = [self._whole(p) for b in boxes + self._cut_off() + self.still.boxes() for p in self._side_by_side(b)]
             return cover_heads(rgb, heads, self.opts.mode) if self.opts.cover_heads else rgb
+        hsv = cv2.cvtColor(rgb, cv2.COLOR_RGB2HSV)
+        grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
         looks = [describe(hsv, grey, b) for b in boxes]
         self.assigner.step(index, boxes, looks, shaped)
         if self.assigner.followed(index) > MAX_TRACKS:
@@ -219,7 +214,7 @@ class _Run:
                 if self.assigner.recover(index, t, found, describe(hsv, grey, found), view):
                     taken.append(found)
         if self.opts.cover_heads:
-            rgb = cover_heads(rgb, self._heads(index, boxes, look), self.opts.mode)
+            rgb = cover_heads(rgb, self._heads(index, boxes), self.opts.mode)
         for t in self.assigner.live:
             if t.frames[-1] == index:
                 self._thumb(t, rgb)
@@ -245,11 +240,11 @@ class _Run:
                              f"one frame ({MAX_PEOPLE}); nothing was written. Anonymize this video instead.")
         return boxes, shaped
 
-    def _heads(self, index: int, boxes: list[Box], look: Callable[[Box], Appearance]) -> list[Box]:
+    def _heads(self, index: int, boxes: list[Box]) -> list[Box]:
         """Where people are this frame: the detector's boxes and the tall blobs some were cut
         from, the tracks' boxes (recovered ones too), for a track that just went unseen its
-        predicted box, and the last box of each track lost while standing still until its place
-        is seen empty (still.py); each as tall as a whole person standing there (_whole)."""
+        predicted box, and the last box of each track lost while standing still until they are
+        seen walking off (still.py); each as tall as a whole person standing there (_whole)."""
         out = list(boxes) + self._cut_off()
         for t in self.assigner.live:
             if t.frames[-1] == index:
@@ -261,8 +256,8 @@ class _Run:
             if t.confirmed and t.track_id not in self.still and still(t):
                 # A person who stopped and faded into the background showed their face once the
                 # coasting cover above ran out, for as long as they stood there.
-                self.still.keep(t, look)
-        self.still.watch(look, out)
+                self.still.keep(t)
+        self.still.watch(self.assigner.live)
         return [self._whole(p) for b in out + self.still.boxes() for p in self._side_by_side(b)]
 
     def _whole(self, box: Box) -> Box:

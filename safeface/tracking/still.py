@@ -1,17 +1,15 @@
 """Places where a person stood still. The background model learns a person who stops into the
 background within seconds, their track is lost, and the face search alone may not reach their
 face: the head zone of their last box stays covered while they may still be there. A place is
-let go once it has been seen without them for a while (they walked off), so no blurred patch
-stays where nobody stands."""
+let go when the person is seen walking off from it, so no blurred patch stays where nobody
+stands: a track that started on the place, in that person's clothes, and has left it."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
-from .appearance import Appearance, distance
 from .assign import LiveTrack
 from .motion import Box
 
@@ -21,15 +19,17 @@ STILL_FRAMES = 10
 STILL_TRAVEL = 0.15
 # A track that moved less than this many of its heights in its whole life, and that no
 # person-shape detector confirmed, may be a ghost: the hole a person leaves in the background
-# model when they walk off after standing still. It is no person to keep a place for.
+# model when they walk off after standing still.
 GHOST_TRAVEL = 0.5
-# A place is let go when its clothing regions have looked unlike the person who stood there
-# (farther than LEFT_DISTANCE from their look when the place was kept and from every clear view
-# of their track: the clothing gate the tracker matches a known person by) on LEFT_FRAMES frames
-# in a row with no person box over it. Someone passing in front, or standing in front for a
-# while, has a box there, and the count starts again.
+# The person walked off when a confirmed track started at the place (its first box's feet within
+# STARTED_NEAR of the place's height from the place's: the blob of someone walking off is whole
+# only a few frames on), its latest box has left the place (covers under LEFT_ON of it), and its
+# clothes are theirs (within LEFT_DISTANCE of their track's: the clothing gate a known person is
+# matched by). What the place looks like meanwhile decides nothing: a cloud, or someone in
+# front, changes it while the person still stands there.
+STARTED_NEAR = 0.5
+LEFT_ON = 0.2
 LEFT_DISTANCE = 0.5
-LEFT_FRAMES = 20
 
 
 def still(t: LiveTrack) -> bool:
@@ -55,8 +55,6 @@ def ghost(t: LiveTrack) -> bool:
 class _Place:
     box: Box
     track: LiveTrack
-    look: Appearance  # the place's clothing regions when it was kept, the person standing there
-    empty: int = 0  # frames in a row the place was seen without them
 
 
 class StillPlaces:
@@ -72,11 +70,11 @@ class StillPlaces:
     def boxes(self) -> list[Box]:
         return [p.box for p in self._places.values()]
 
-    def keep(self, t: LiveTrack, look: Callable[[Box], Appearance]) -> None:
-        """Keep `t`'s last box covered; `look` measures a box's clothing on the current frame."""
+    def keep(self, t: LiveTrack) -> None:
+        """Keep `t`'s last box covered."""
         if t.track_id in self._places:
             return
-        self._places[t.track_id] = _Place(t.boxes[-1], t, look(t.boxes[-1]))
+        self._places[t.track_id] = _Place(t.boxes[-1], t)
         if len(self._places) > self._limit:
             del self._places[next(iter(self._places))]
 
@@ -84,17 +82,12 @@ class StillPlaces:
         """The track is seen again: its own box covers its head."""
         self._places.pop(track_id, None)
 
-    def watch(self, look: Callable[[Box], Appearance], occupied: list[Box]) -> None:
-        """Count, for each place, one more frame without its person or start again; let go the
-        places seen empty for LEFT_FRAMES frames. `occupied`: this frame's person boxes."""
+    def watch(self, live: list[LiveTrack]) -> None:
+        """Let go each place its person is seen walking off from (STARTED_NEAR, LEFT_ON)."""
         for tid, p in list(self._places.items()):
-            if any(_covered(p.box, b) > 0.1 for b in occupied):
-                p.empty = 0
-                continue
-            now = look(p.box)
-            gone = distance(p.look, now) > LEFT_DISTANCE and p.track.clothing_distance(now) > LEFT_DISTANCE
-            p.empty = p.empty + 1 if gone else 0
-            if p.empty >= LEFT_FRAMES:
+            if any(t is not p.track and t.confirmed and _feet_apart(p.box, t.boxes[0]) <= STARTED_NEAR
+                   and _covered(p.box, t.boxes[-1]) < LEFT_ON
+                   and p.track.clothing_distance(t.look) <= LEFT_DISTANCE for t in live):
                 del self._places[tid]
 
 
@@ -104,3 +97,9 @@ def _covered(place: Box, box: Box) -> float:
     h = max(0.0, min(place[3], box[3]) - max(place[1], box[1]))
     area = (place[2] - place[0]) * (place[3] - place[1])
     return w * h / area if area > 0 else 0.0
+
+
+def _feet_apart(place: Box, box: Box) -> float:
+    """How far apart the feet of `place` and of `box` are, in heights of `place`."""
+    dx = (place[0] + place[2] - box[0] - box[2]) / 2
+    return float(np.hypot(dx, place[3] - box[3])) / max(place[3] - place[1], 1.0)
