@@ -5,8 +5,10 @@ dies, no temporary file either)."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
+import secrets
 import stat
 import struct
 import tempfile
@@ -16,8 +18,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Callable, Iterator, Optional, Union
 
-from .errors import ConfigError, IntegrityError, WorkspaceBusy, WorkspaceUnwritable
-from .regularfile import read_no_link
+from .errors import ConfigError, ImageError, IntegrityError, WorkspaceBusy, WorkspaceUnwritable
+from .regularfile import folder_below, read_no_link
 
 PathLike = Union[str, "os.PathLike[str]"]
 # A write the disk refused, as the operating system says it: full, over quota, read-only.
@@ -187,10 +189,56 @@ def atomic_writer(path: PathLike, mode: Optional[int] = None, durable: bool = Tr
             yield fh
 
 
-def write_atomic(path: PathLike, data: Union[bytes, str], mode: Optional[int] = None, durable: bool = True) -> None:
-    """Replace `path` by `data` (str is written as UTF-8) atomically."""
+def write_atomic(path: PathLike, data: Union[bytes, str], mode: Optional[int] = None, durable: bool = True,
+                 within: Optional[Path] = None) -> None:
+    """Replace `path` by `data` (str is written as UTF-8) atomically. `within`: a folder above
+    `path` below which no link is followed (see _write_below)."""
+    raw = data.encode("utf-8") if isinstance(data, str) else data
+    if within is not None:
+        _write_below(Path(within), Path(path), raw, new_file_mode() if mode is None else mode, durable)
+        return
     with atomic_writer(path, mode=mode, durable=durable) as fh:
-        fh.write(data.encode("utf-8") if isinstance(data, str) else data)
+        fh.write(raw)
+
+
+def _write_below(within: Path, target: Path, data: bytes, mode: int, durable: bool) -> None:
+    """write_atomic into a folder below `within` (made if missing, none of it writable by others)
+    reached one name at a time, no link followed, and the temporary file made and renamed by name
+    in that folder's descriptor. By path, a folder there that was a link (made by whoever may
+    write `within`) sent the console's report and receipts wherever it pointed; one checked and
+    then swapped for a link before the rename was followed too. A link in the target's own place
+    is replaced, never followed. ConfigError naming the link."""
+    make_dirs(within)
+    try:
+        folder = folder_below(within, target.parent, create=True)
+    except (ImageError, FileNotFoundError) as exc:
+        raise ConfigError(f"{target} is not written: {exc} Nothing is written through a link below {within}; remove "
+                          "what is in the way (safeface makes the folders itself).") from None
+    tmp = f".{target.name}.tmp-{secrets.token_hex(8)}"
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0), 0o600,
+                     dir_fd=folder)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fchmod(fh.fileno(), mode)
+                if durable:
+                    os.fsync(fh.fileno())
+            try:
+                os.replace(tmp, target.name, src_dir_fd=folder, dst_dir_fd=folder)
+            except OSError as exc:  # a folder in its place, or a read-only mount
+                raise ConfigError(f"{target}: could not be replaced ({exc.strerror}); remove what is in its "
+                                  "place.") from None
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp, dir_fd=folder)
+            raise
+        if durable:
+            with contextlib.suppress(OSError):
+                os.fsync(folder)
+    finally:
+        os.close(folder)
 
 
 # Far above any plot or report file safeface writes (a few hundred KB): a sparse file of 3 GiB
@@ -198,13 +246,13 @@ def write_atomic(path: PathLike, data: Union[bytes, str], mode: Optional[int] = 
 MAX_COPY_BYTES = 64 << 20
 
 
-def copy_atomic(source: PathLike, target: PathLike, durable: bool = True) -> None:
+def copy_atomic(source: PathLike, target: PathLike, durable: bool = True, within: Optional[Path] = None) -> None:
     """Copy the regular file `source` (regularfile.read_no_link, up to MAX_COPY_BYTES) onto
     `target` as write_atomic does. Neither end's link is followed: shutil's copy wrote a plot
     through a link planted at the target (over the workspace's deployment.json), and copied
     whatever a link planted among the plots named (a key file) into the report an assessor is
-    given."""
-    write_atomic(target, read_no_link(Path(source), MAX_COPY_BYTES), durable=durable)
+    given. `within`: as for write_atomic."""
+    write_atomic(target, read_no_link(Path(source), MAX_COPY_BYTES), durable=durable, within=within)
 
 
 def write_new(path: PathLike, data: bytes, mode: int = 0o600, durable: bool = True) -> None:

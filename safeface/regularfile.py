@@ -31,7 +31,7 @@ def _open_if_present(path: Path, label: str, follow: bool = True, within: Option
     folder: Optional[int] = None
     try:
         if within is not None:
-            folder = _folder_below(within, path.parent)
+            folder = folder_below(within, path.parent)
         fd = os.open(path.name if folder is not None else path,
                      os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0) | nofollow, dir_fd=folder)
     except FileNotFoundError:
@@ -53,16 +53,23 @@ def _open_if_present(path: Path, label: str, follow: bool = True, within: Option
         raise
 
 
-def _folder_below(within: Path, folder: Path) -> int:
+def folder_below(within: Path, folder: Path, create: bool = False) -> int:
     """A descriptor of `folder`, opened from `within` one name at a time, none of them followed
     if it is a link: a check of each name and then an open by the whole path let a folder be
-    swapped for a link in between (ImageError for a link, FileNotFoundError for none)."""
+    swapped for a link in between (ImageError for a link, FileNotFoundError for none). `create`:
+    a missing folder is made (0755 at most, whatever the umask) where it is missing, by name
+    in the folder above it, so nothing on the way is followed either."""
     parts = folder.parts[len(within.parts):]
     if folder.parts[:len(within.parts)] != within.parts or any(p in (".", "..") for p in parts):
         raise ImageError(f"{folder}: not a folder below {within}.")
     fd = os.open(within, os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_CLOEXEC", 0))
     try:
         for part in parts:
+            if create:
+                try:
+                    os.mkdir(part, 0o755, dir_fd=fd)
+                except FileExistsError:  # there already (a link there is refused below)
+                    pass
             try:
                 below = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0),
                                 dir_fd=fd)

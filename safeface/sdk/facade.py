@@ -1502,16 +1502,18 @@ class SafeFace:
         return check_store(rows, entries, trust["consent_issuers"], trust["authorities"], self.token_ref,
                            self._token_key, store.no_longer_trusted())
 
-    def report(self, out_dir: Union[str, Path], quote: Optional[Callable[[str], str]] = None) -> dict[str, Path]:
+    def report(self, out_dir: Union[str, Path], quote: Optional[Callable[[str], str]] = None,
+               within: Optional[Path] = None) -> dict[str, Path]:
         """Write the compliance report into `out_dir`; `quote`: how a failed check's text is shown
-        (workspace/report.py build_report)."""
+        (workspace/report.py build_report); `within`: a folder above `out_dir` below which no link
+        is followed (the console's reports/)."""
         from ..workspace.report import write_report
 
         now = self._clock()
         request = Request(Operation.REPORT, self._role, now)
 
         def body(d: Decision) -> tuple[dict[str, Path], _Note]:
-            return write_report(self, Path(out_dir), now, quote), _Note([], "compliance report written")
+            return write_report(self, Path(out_dir), now, quote, within), _Note([], "compliance report written")
 
         return self._run(request, [], body)
 

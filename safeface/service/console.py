@@ -292,10 +292,20 @@ def build_console(rt: Runtime) -> APIRouter:
     def _receipt_saved(out: Any) -> Response:
         if isinstance(out, Response):
             return out
-        d = rt.config.workspace / "reports" / "receipts"
-        d.mkdir(parents=True, exist_ok=True)
-        write_atomic(d / f"{out.receipt_id}.json", json.dumps(out.to_dict(), indent=2) + "\n")
+        text = json.dumps(out.to_dict(), indent=2) + "\n"
+        try:  # written as the copies are read: through no link below reports/ (atomicfile._write_below)
+            write_atomic(reports() / "receipts" / f"{out.receipt_id}.json", text, within=reports())
+        except ConfigError as exc:
+            # Done and on the audit log, but not saved (a link in the way; the cause, naming it, is
+            # in the service's log): shown once here, so the signed receipt is not lost.
+            return page("Erasure receipt (not saved)", f"<p class='bad' id='not-saved'>Done, but the receipt could not "
+                        f"be saved under reports/receipts (the service's log says why, under reference "
+                        f"{_e(told(exc)[1])}): keep this copy.</p><pre id='receipt'>{_e(text)}</pre>", None, 500)
         return RedirectResponse(f"/receipts/{out.receipt_id}", status_code=303)
+
+    def reports() -> Path:
+        """The folder below which the console writes and reads its files, following no link."""
+        return rt.config.workspace / "reports"
 
     @router.get("/receipts/{receipt_id}.json")
     async def receipt_file(request: Request, receipt_id: str) -> Response:
@@ -326,7 +336,7 @@ def build_console(rt: Runtime) -> APIRouter:
     def _receipt_bytes(receipt_id: str) -> Optional[bytes]:
         if not _RECEIPT_ID.match(receipt_id):
             return None
-        return _saved(rt.config.workspace / "reports" / "receipts" / f"{receipt_id}.json")
+        return _saved(reports() / "receipts" / f"{receipt_id}.json")
 
     def _saved(path: Path) -> Optional[bytes]:
         """A file the console saved under reports/ (a receipt, a report's copy): a regular file in
@@ -336,7 +346,7 @@ def build_console(rt: Runtime) -> APIRouter:
         that may read the report. The folders are opened one by one (read_no_link's `within`): a
         folder checked and then swapped for a link before the open was followed."""
         try:
-            return read_no_link(path, MAX_COPY_BYTES, within=rt.config.workspace / "reports")
+            return read_no_link(path, MAX_COPY_BYTES, within=reports())
         except ConfigError:
             return None
 
@@ -366,10 +376,10 @@ def build_console(rt: Runtime) -> APIRouter:
 
     @router.get("/report")
     async def report(request: Request) -> Response:
-        out_dir = rt.config.workspace / "reports" / "console"
+        out_dir = reports() / "console"
 
         def run(sf: Any) -> dict[str, Any]:
-            files = sf.report(out_dir, quote=kept)
+            files = sf.report(out_dir, quote=kept, within=reports())
             # Read back as the copies are served: through a folder linked elsewhere, whoever may
             # write reports/ rewrote the file between its write and this read, and the page showed
             # their report ("may process") in place of the one failing.
@@ -402,7 +412,7 @@ def build_console(rt: Runtime) -> APIRouter:
     async def report_file(request: Request, name: str) -> Response:
         if limited(request) is None:
             return to_login()
-        base = rt.config.workspace / "reports" / "console"
+        base = reports() / "console"
         if name == "compliance.json":
             path = base / name
         elif name.startswith("assessment/") and _PLOT.match(name[len("assessment/"):]):

@@ -231,8 +231,11 @@ def build_report(sf: "SafeFace", now: dt.datetime, quote: Optional[Callable[[str
 
 
 def write_report(sf: "SafeFace", out: Path, now: dt.datetime,
-                 quote: Optional[Callable[[str], str]] = None) -> dict[str, Path]:
-    make_dirs(out)  # none of it writable by others, who could swap the report
+                 quote: Optional[Callable[[str], str]] = None, within: Optional[Path] = None) -> dict[str, Path]:
+    """The report's files in `out`; `within`: a folder above it below which no link is followed
+    (atomicfile.write_atomic), where its writer does not choose `out` itself (the console)."""
+    if within is None:
+        make_dirs(out)  # none of it writable by others, who could swap the report
     report = build_report(sf, now, quote)
     plots: list[str] = []
     eval_dir = sf.paths.evaluation.parent
@@ -240,16 +243,17 @@ def write_report(sf: "SafeFace", out: Path, now: dt.datetime,
         dest = out / "assessment"
         for f in sorted(eval_dir.iterdir()):
             if f.suffix.lower() in PLOT_SUFFIXES and (f.is_file() or f.is_symlink()):
-                make_dirs(dest)
-                copy_atomic(f, dest / f.name)
+                if within is None:
+                    make_dirs(dest)
+                copy_atomic(f, dest / f.name, within=within)
                 plots.append(f"assessment/{f.name}")
     report["assessment_plots"] = plots
     # Numbers read from files a person edits (deployment.json's filing threshold) may be NaN.
     report = finite_json(report)
     json_path = out / "compliance.json"
-    write_atomic(json_path, json.dumps(report, indent=2, default=str, allow_nan=False) + "\n")
+    write_atomic(json_path, json.dumps(report, indent=2, default=str, allow_nan=False) + "\n", within=within)
     html_path = out / "compliance.html"
-    write_atomic(html_path, _html(report))
+    write_atomic(html_path, _html(report), within=within)
     return {"json": json_path, "html": html_path}
 
 

@@ -1,0 +1,68 @@
+"""What the console writes under reports/ (its report's copy, erasure receipts) goes through no
+link, as its reads do: a folder there linked elsewhere gets nothing written into its target."""
+
+from __future__ import annotations
+
+import os
+import stat
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from service_support import console_login, csrf_of, keyed_client  # noqa: E402
+
+PSEUDONYM = "ab" * 32  # no subject has it: the erasure removes nothing, and still gives a receipt
+
+
+def test_a_receipts_folder_linked_elsewhere_gets_no_receipt_and_the_receipt_is_not_lost(tmp_path: Path) -> None:
+    """Someone who may write reports/ links reports/receipts to another folder: an erasure from the
+    console wrote its receipt there. Now nothing is written there, and the page shows the signed
+    receipt once, so the operator keeps it."""
+    client, ws, (op,) = keyed_client(tmp_path, "operator")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (ws.root / "reports").mkdir(exist_ok=True)
+    (ws.root / "reports" / "receipts").symlink_to(elsewhere)
+    with client:
+        assert console_login(client, op).status_code == 303
+        page = client.get("/subjects")
+        r = client.post("/subjects/erase", data={"csrf": csrf_of(page.text), "pseudonym": PSEUDONYM},
+                        follow_redirects=False)
+    assert os.listdir(elsewhere) == []
+    assert r.status_code == 500 and "id='not-saved'" in r.text and "templates_removed" in r.text, r.text[:300]
+    assert str(elsewhere) not in r.text  # the path is the operator's, in the service's log
+
+
+def test_a_report_folder_linked_elsewhere_gets_no_report_written(tmp_path: Path) -> None:
+    """reports/console is a link to another folder: the console's report page wrote compliance.json
+    and compliance.html there (over whatever files of those names it held)."""
+    client, ws, (aud,) = keyed_client(tmp_path, "auditor")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "compliance.html").write_text("someone else's file")
+    (ws.root / "reports").mkdir(exist_ok=True)
+    (ws.root / "reports" / "console").symlink_to(elsewhere)
+    with client:
+        assert console_login(client, aud).status_code == 303
+        r = client.get("/report")
+    assert sorted(os.listdir(elsewhere)) == ["compliance.html"], os.listdir(elsewhere)
+    assert (elsewhere / "compliance.html").read_text() == "someone else's file"
+    assert r.status_code == 500, r.status_code
+
+
+def test_the_receipts_folder_is_writable_by_no_one_else_whatever_the_umask(tmp_path: Path) -> None:
+    """A service run under umask 000 made reports/receipts writable by every local account, who
+    could then put a receipt of their own (or a link) among the real ones."""
+    client, ws, (op,) = keyed_client(tmp_path, "operator")
+    old = os.umask(0)
+    try:
+        with client:
+            assert console_login(client, op).status_code == 303
+            page = client.get("/subjects")
+            r = client.post("/subjects/erase", data={"csrf": csrf_of(page.text), "pseudonym": PSEUDONYM},
+                            follow_redirects=False)
+    finally:
+        os.umask(old)
+    assert r.status_code == 303, r.text[:300]
+    for folder in (ws.root / "reports", ws.root / "reports" / "receipts"):
+        assert not stat.S_IMODE(os.stat(folder).st_mode) & 0o022, oct(os.stat(folder).st_mode)
