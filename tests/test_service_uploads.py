@@ -188,7 +188,7 @@ def test_a_storage_failure_tells_the_caller_a_reference_and_the_operator_the_cau
     store's host, user and database, and what was found in it. The caller now gets the kind and a
     reference; the cause is in the operator's log under it."""
     from fastapi.testclient import TestClient
-    from service_support import in_process_app
+    from service_support import console_login, csrf_of, in_process_app
 
     from safeface.errors import BackendError
     from safeface.sdk import SafeFace
@@ -200,14 +200,16 @@ def test_a_storage_failure_tells_the_caller_a_reference_and_the_operator_the_cau
     def down(*args: Any, **kw: Any) -> Any:
         raise BackendError("the PostgreSQL record store postgresql://svc@db.internal:5432/faces failed")
 
-    with TestClient(in_process_app(ws.root, tmp_path), raise_server_exceptions=False) as client:
+    with TestClient(in_process_app(ws.root, tmp_path), base_url="https://testserver",
+                    raise_server_exceptions=False) as client:
         monkeypatch.setattr(SafeFace, "erase", down)  # the store failing mid-call
         monkeypatch.setattr(SafeFace, "end_session", down)
         r = client.post("/v1/erase", headers={"X-API-Key": key}, json={"subject": "alice"})
-        # The console's logout answers anyone, logged in or not.
-        client.cookies.set("sf_session", "made-up")
-        out = client.post("/logout", follow_redirects=False)
-        assert out.status_code == 500 and "db.internal" not in out.text and "reference" in out.text
+        # The console's logout page names the failure to the browser by reference only (and, as
+        # nothing ended, the browser keeps its cookie to log out again).
+        assert console_login(client, key).status_code == 303
+        out = client.post("/logout", data={"csrf": csrf_of(client.get("/audit").text)}, follow_redirects=False)
+        assert out.status_code == 503 and "db.internal" not in out.text and "reference" in out.text
     body = r.json()
     assert r.status_code == 500 and body["error"] == "BackendError"
     assert "db.internal" not in r.text and "svc" not in r.text and body["reference"] in body["message"]

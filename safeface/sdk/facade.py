@@ -30,7 +30,7 @@ import numpy as np
 
 from ..atomicfile import exclusive_lock, shared_lock
 from ..errors import (AuthenticationError, BackendError, ConfigError, ImageError, IntegrityError, InvalidArgument,
-                      PolicyViolation, SafeFaceError, WorkspaceUnwritable)
+                      PolicyViolation, SafeFaceError, WorkspaceBusy, WorkspaceUnwritable)
 from ..hazmat.templates.pseudonym import new_subject_problem, token_pseudonym, usual_spelling
 from ..imageio import ImageInput, load_image
 from ..lookalike import not_plain_char, shows_nothing
@@ -1348,27 +1348,36 @@ class SafeFace:
 
     def end_session(self, value: Optional[str]) -> bool:
         """End a console session (logout), so that a copy of its cookie opens nothing more; False
-        when it was not a live session. Recorded in the key table (the quick check), then in the
-        audit log, which an older copy of the table cannot roll back. (In that order: a session
-        check in between finds it ended in the table, not missing there as if restored.)"""
+        when it was not a live session. Recorded on the audit log first, which every process's
+        session check reads and an older copy of the key table cannot roll back: from then on the
+        session is over everywhere. Then in the key table, the quick check. The table first let
+        a table another process held locked (or one refusing writes) fail the logout, and every
+        copy of the cookie stayed live until the key was revoked; a table that cannot take the
+        row now leaves the session ended all the same. A log that cannot be written raises, and
+        then nothing ended (and every console page fails too, each one being recorded there)."""
         try:
             self.session(value)
         except AuthenticationError:
             return False
-        # The table's insert decides: of two logouts of one session racing, only the one whose
-        # row went in records the end, so the log names each session ended once.
-        ended = self._apikeys.end_session(value, self._clock())
-        if ended:
-            self._append(Operation.APIKEY.value, "allowed", note=session_ended_note(session_ref(str(value))))
-        return ended
+        note = session_ended_note(session_ref(str(value)))
+        # The log decides: of two logouts of one session racing, only the first appends, so the
+        # log names each session ended once.
+        with self._audit_lock:
+            entry = self._audit.append_unless(lambda: self._audit.records(Operation.APIKEY.value, note),
+                                              Operation.APIKEY.value, "allowed", note=note, actor=self._actor)
+        try:
+            self._apikeys.end_session(value, self._clock())
+        except (WorkspaceBusy, WorkspaceUnwritable, IntegrityError):  # held past its wait, full, replaced, a trigger
+            pass
+        return entry is not None
 
     def session(self, value: Optional[str]) -> ApiKey:
         """The key behind a console session; AuthenticationError once it or its key has ended."""
         info = self._apikeys.session(value, self._clock())
         if self._audit.records(Operation.APIKEY.value, session_ended_note(session_ref(str(value)))):
             raise AuthenticationError("the console session was ended (logged out; the audit log records it), though "
-                                      "the key table does not list it as ended: that table looks restored from an "
-                                      "older copy. Log in again; check who restored the table.")
+                                      "the key table does not list it as ended: the logout could not write that table, "
+                                      "or it was restored from an older copy. Log in again.")
         return self._not_revoked(info)
 
     def _recheck_read(self) -> None:

@@ -24,7 +24,7 @@ from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse,
 from starlette.datastructures import FormData
 
 from ..atomicfile import MAX_COPY_BYTES, write_atomic
-from ..errors import AuthenticationError, ConfigError, IntegrityError, PolicyViolation, SafeFaceError
+from ..errors import AuthenticationError, ConfigError, IntegrityError, PolicyViolation, SafeFaceError, ServiceBusy
 from ..regularfile import read_no_link
 from ..workspace.apikeys import SESSION_SECONDS, ApiKey
 from ..workspace.report import RECORDS_FAIL
@@ -170,24 +170,44 @@ def build_console(rt: Runtime) -> APIRouter:
     async def logout(request: Request) -> Response:
         cookie = request.cookies.get(SESSION)
         key = rt.light(lambda sf: live_key(sf, cookie))
-        if key is not None:
-            # A live session is ended only by its own form (a post from another origin of the
-            # site carries the cookie, not the token: 401, nothing ended). Not within its key's
-            # rate: a thief with a copy of the cookie would keep the rate spent and the owner
-            # from ending it. The log stays bounded: a session is recorded ended once, and each
-            # came from a login, which the rate limits.
-            await form_with(request, rt.light(lambda sf: sf.csrf_token(str(cookie))))
         resp: Response = to_login()
-        try:
-            ended = rt.light(lambda sf: sf.end_session(cookie))  # ended on the server, not only in this browser
-        except SafeFaceError as exc:  # the store cannot record it: say so; the browser forgets it anyway
-            resp = page("Logged out here only", f"<p class='bad'>{_e(told(exc)[0])}</p><p><a href='/login'>Log in</a></p>",
-                        None, 500)
-        else:
-            if key is not None and not ended:  # it ended nothing (another logout came first): a request like any other
-                rt.limit(key.key_id, key.rate)
         resp.delete_cookie(SESSION)
+        if key is None:  # nothing live to end (and no work for the pool from a caller without a session)
+            return resp
+        # A live session is ended only by its own form (a post from another origin of the site
+        # carries the cookie, not the token: 401, nothing ended). Not within its key's rate: a
+        # thief with a copy of the cookie would keep the rate spent and the owner from ending it.
+        # The log stays bounded: a session is recorded ended once, and each came from a login,
+        # which the rate limits.
+        await form_with(request, rt.light(lambda sf: sf.csrf_token(str(cookie))))
+        try:
+            # Ended on the server, not only in this browser. On a pool thread, not the event loop:
+            # a key table another process holds is waited on, and the worker's every other request
+            # (health and ready included) waited behind it.
+            ended = await rt.call(lambda sf: sf.end_session(cookie))
+        except ServiceBusy:
+            raise  # 503 with Retry-After, the cookie kept: nothing ended yet
+        except SafeFaceError as exc:
+            reason = told(exc)[0]
+            if not ended_anyway(cookie):  # nothing recorded it: the session lives on, so this browser keeps it
+                return page("Not logged out", f"<p class='bad'>The session was not ended: {_e(reason)} Log out again "
+                            "once the service works; revoke the key if a copy of the cookie may be elsewhere.</p>",
+                            None, 503)
+            resp = page("Logged out", f"<p class='bad'>The session is ended everywhere, but the service met a "
+                        f"problem doing it: {_e(reason)}</p><p><a href='/login'>Log in</a></p>", None, 500)
+            resp.delete_cookie(SESSION)
+        else:
+            if not ended:  # it ended nothing (another logout came first): a request like any other
+                rt.limit(key.key_id, key.rate)
         return resp
+
+    def ended_anyway(cookie: Optional[str]) -> bool:
+        """After a logout that failed: whether the session is over all the same (a check that
+        fails itself is taken as a live session: the browser keeps its cookie to log out again)."""
+        try:
+            return rt.light(lambda sf: live_key(sf, cookie)) is None
+        except SafeFaceError:
+            return False
 
     def live_key(sf: Any, cookie: Optional[str]) -> Optional[ApiKey]:
         """The key behind `cookie` if it is a live session (whatever its role may do now), else

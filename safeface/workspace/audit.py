@@ -351,12 +351,13 @@ class AuditLog:
         return entry
 
     def append_unless(self, already: Callable[[], bool], operation: str, decision: str, *,
-                      token_id: Optional[str] = None, note: Optional[str] = None) -> Optional[AuditEntry]:
+                      token_id: Optional[str] = None, note: Optional[str] = None,
+                      actor: Optional[str] = None) -> Optional[AuditEntry]:
         """Append, unless `already()` (a read of this log) is true; both in one write transaction,
         so of two processes racing, only one appends: what makes the chain a ledger of one-time
-        things (a liveness evidence spent). Keep `already` to index probes: appends wait for it.
-        None when `already()` held."""
-        return self._append(already, operation, decision, token_id=token_id, note=note)
+        things (a liveness evidence spent, a console session ended). Keep `already` to index
+        probes: appends wait for it. None when `already()` held."""
+        return self._append(already, operation, decision, token_id=token_id, note=note, actor=actor)
 
     def names_token(self, operation: str, token_id: str) -> bool:
         """Whether an entry of `operation` names `token_id` (one index probe)."""
