@@ -1350,11 +1350,13 @@ class SafeFace:
         """End a console session (logout), so that a copy of its cookie opens nothing more; False
         when it was not a live session. Recorded on the audit log first, which every process's
         session check reads and an older copy of the key table cannot roll back: from then on the
-        session is over everywhere. Then in the key table, the quick check. The table first let
-        a table another process held locked (or one refusing writes) fail the logout, and every
-        copy of the cookie stayed live until the key was revoked; a table that cannot take the
-        row now leaves the session ended all the same. A log that cannot be written raises, and
-        then nothing ended (and every console page fails too, each one being recorded there)."""
+        session is over everywhere. Then in the key table, the quick check, if no other process
+        is writing it now (not waited for: the service checks sessions on its event loop). The
+        table first let a table another process held locked (or one refusing writes) fail the
+        logout after its busy timeout, and every copy of the cookie stayed live until the key was
+        revoked; a table that cannot take the row now leaves the session ended all the same. A
+        log that cannot be written raises, and then nothing ended (and console pages fail too,
+        each being recorded there)."""
         try:
             self.session(value)
         except AuthenticationError:
@@ -1366,7 +1368,7 @@ class SafeFace:
             entry = self._audit.append_unless(lambda: self._audit.records(Operation.APIKEY.value, note),
                                               Operation.APIKEY.value, "allowed", note=note, actor=self._actor)
         try:
-            self._apikeys.end_session(value, self._clock())
+            self._apikeys.end_session(value, self._clock(), wait=False)
         except (WorkspaceBusy, WorkspaceUnwritable, IntegrityError):  # held past its wait, full, replaced, a trigger
             pass
         return entry is not None

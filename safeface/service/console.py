@@ -181,10 +181,9 @@ def build_console(rt: Runtime) -> APIRouter:
         # which the rate limits.
         await form_with(request, rt.light(lambda sf: sf.csrf_token(str(cookie))))
         try:
-            # Ended on the server, not only in this browser. On a pool thread, not the event loop:
-            # a key table another process holds is waited on, and the worker's every other request
-            # (health and ready included) waited behind it.
-            ended = await rt.call(lambda sf: sf.end_session(cookie))
+            # Ended on the server, not only in this browser. Not through the worker's queue, which a
+            # thief's copy of the cookie could keep full, answering the owner 503.
+            ended = rt.light(lambda sf: sf.end_session(cookie))
         except ServiceBusy:
             raise  # 503 with Retry-After, the cookie kept: nothing ended yet
         except SafeFaceError as exc:

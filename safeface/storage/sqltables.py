@@ -25,9 +25,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Optional, Sequence
 
-from ..errors import BackendError, ConfigError, IntegrityError
-from ..sqlite_store import (connect, raise_if_busy, raise_if_damaged, raise_if_edited, raise_if_unwritable,
-                            refuse_foreign_triggers, refuse_replaced, store_identity)
+from ..errors import BackendError, ConfigError, IntegrityError, WorkspaceBusy
+from ..sqlite_store import (BUSY_TIMEOUT_MS, connect, raise_if_busy, raise_if_damaged, raise_if_edited,
+                            raise_if_unwritable, refuse_foreign_triggers, refuse_replaced, store_identity)
 
 WORKSPACE_SCHEMA = 1
 
@@ -144,11 +144,20 @@ class SqliteTables:
         raise_if_unwritable(exc, self.where)
 
     @contextmanager
-    def write(self) -> Iterator[None]:
-        """One transaction, holding the file's write lock from its first read to its commit."""
+    def write(self, wait: bool = True) -> Iterator[None]:
+        """One transaction, holding the file's write lock from its first read to its commit.
+        `wait`: False to give up at once (WorkspaceBusy) while another process holds that lock,
+        rather than wait out the busy timeout: for a write that only copies what is recorded
+        elsewhere already (a logout's row)."""
         with self._lock:
             try:
-                self._db.execute("BEGIN IMMEDIATE")
+                if not wait:
+                    self._db.execute("PRAGMA busy_timeout = 0")
+                try:
+                    self._db.execute("BEGIN IMMEDIATE")
+                finally:
+                    if not wait:
+                        self._db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             except sqlite3.DatabaseError as exc:
                 raise_if_busy(exc, self.where)
                 raise_if_unwritable(exc, self.where)
@@ -251,13 +260,18 @@ class PgTables:
                 raise
 
     @contextmanager
-    def write(self) -> Iterator[None]:
+    def write(self, wait: bool = True) -> Iterator[None]:
         """One transaction under this part's advisory lock (released by the commit or rollback,
-        or by the server if the holder dies), so writers on every machine take turns."""
+        or by the server if the holder dies), so writers on every machine take turns. `wait`:
+        as for SqliteTables.write."""
         with self._lock:
             try:
                 with self._conn.transaction():
-                    self._conn.execute("SELECT pg_advisory_xact_lock(%s)", (self._key,))
+                    if wait:
+                        self._conn.execute("SELECT pg_advisory_xact_lock(%s)", (self._key,))
+                    elif not self._conn.execute("SELECT pg_try_advisory_xact_lock(%s)", (self._key,)).fetchone()[0]:
+                        raise WorkspaceBusy(f"{self.where} is being written by another process; nothing was "
+                                            "written. Try again.")
                     yield
             except Exception as exc:
                 self._guard(exc)

@@ -268,17 +268,19 @@ class ApiKeys:
             raise AuthenticationError(f"the API key behind this session expired on {info.expires}.")
         return info
 
-    def end_session(self, cookie: Optional[str], now: dt.datetime) -> bool:
+    def end_session(self, cookie: Optional[str], now: dt.datetime, wait: bool = True) -> bool:
         """End a console session before its time (logout): a copy of the cookie opens nothing
         afterwards. Only a live session is recorded, until its own end (8 hours at most), so the
-        table holds no more than the sessions opened in that time; False when there was none."""
+        table holds no more than the sessions opened in that time; False when there was none.
+        `wait`: False to give up at once (WorkspaceBusy) while another process writes the table
+        (SafeFace.end_session has recorded the end on the audit log already)."""
         try:
             self.session(cookie, now)
         except AuthenticationError:
             return False
         until = int(str(cookie).split(".")[1])
         self._ended_table(create=True)
-        with self._t.write():
+        with self._t.write(wait=wait):
             self._t.run("DELETE FROM {t}ended_sessions WHERE until < ?", (int(now.timestamp()),))
             # The insert is the arbiter: of two logouts racing past the check above, only the
             # one whose row went in ended the session (the other changed nothing).
