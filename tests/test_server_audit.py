@@ -320,6 +320,25 @@ def test_hand_edits_in_postgresql_gain_no_liveness_moves_and_no_console_rights(p
         keys.close()
 
 
+def test_a_logout_while_another_host_writes_the_key_store_ends_the_session_without_waiting(
+        pg: PgCluster, tmp_path: Path) -> None:
+    """Another host holds the API key store's advisory lock (a long write there): a logout waited
+    for it on the service's event loop, every other request of the worker with it. The end is on
+    the audit log at once, and the key table's row is given up, the session ended all the same."""
+    import psycopg
+
+    ws, dsn = server_workspace(pg, tmp_path)
+    with SafeFace.open(ws) as sf:
+        _, key = sf.issue_api_key("auditor", label="console")
+        _, cookie = sf.open_session(key)
+        with psycopg.connect(dsn, password=PG_PASSWORD, autocommit=True) as other:
+            other.execute("SELECT pg_advisory_lock(%s)", (sf._apikeys._t._key,))
+            assert sf.end_session(cookie) is True
+            with pytest.raises(AuthenticationError, match="logged out"):
+                sf.session(cookie)
+        assert sf.end_session(cookie) is False  # ended once, on the log
+
+
 def test_a_workspace_pointed_at_postgresql_by_hand_is_told_to_migrate(pg: PgCluster, tmp_path: Path) -> None:
     server_modules()
     ws = tmp_path / "ws"
