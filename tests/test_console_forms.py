@@ -29,7 +29,7 @@ def test_a_login_post_without_the_login_forms_cookie_logs_nobody_in(tmp_path: Pa
     with TestClient(in_process_app(ws.root, tmp_path), base_url="https://testserver") as c:
         r = c.post("/login", data={"csrf": "", "api_key": key}, follow_redirects=False)
         assert r.status_code == 303 and r.headers["location"] == "/login?error=expired"
-        assert not any(v.startswith("sf_session=") for v in _set_cookies(r))
+        assert not any(v.startswith("__Host-sf_session=") for v in _set_cookies(r))
         assert c.get("/audit", follow_redirects=False).headers["location"] == "/login"
 
 
@@ -39,7 +39,7 @@ def test_the_login_forms_cookie_is_strict_secure_and_httponly(tmp_path: Path) ->
     ws = make_workspace(tmp_path / "ws")
     with TestClient(in_process_app(ws.root, tmp_path), base_url="https://testserver") as c:
         r = c.get("/login")
-        (cookie,) = [v for v in _set_cookies(r) if v.startswith("sf_login=")]
+        (cookie,) = [v for v in _set_cookies(r) if v.startswith("__Host-sf_login=")]
         attrs = {a.strip().split("=")[0].lower(): a.strip() for a in cookie.split(";")[1:]}
         assert "httponly" in attrs and "secure" in attrs, cookie
         assert attrs.get("samesite", "").lower() == "samesite=strict", cookie
@@ -48,7 +48,7 @@ def test_the_login_forms_cookie_is_strict_secure_and_httponly(tmp_path: Path) ->
 
 def test_logout_tells_the_browser_to_forget_the_session_cookie(tmp_path: Path) -> None:
     """A logout clears the session cookie in the browser as well as ending the session on the
-    server."""
+    server; the clearing carries Secure, without which a browser keeps a __Host- cookie."""
     ws = make_workspace(tmp_path / "ws")
     with open_sf(ws) as sf:
         _, key = sf.issue_api_key("operator", label="console")
@@ -57,9 +57,11 @@ def test_logout_tells_the_browser_to_forget_the_session_cookie(tmp_path: Path) -
         token = csrf_of(c.get("/keys").text)
         r = c.post("/logout", data={"csrf": token}, follow_redirects=False)
         assert r.status_code == 303 and r.headers["location"] == "/login"
-        cleared = [v for v in _set_cookies(r) if v.startswith("sf_session=")]
-        assert cleared and ("max-age=0" in cleared[0].lower() or 'sf_session=""' in cleared[0]), _set_cookies(r)
-        assert "sf_session" not in c.cookies
+        cleared = [v for v in _set_cookies(r) if v.startswith("__Host-sf_session=")]
+        assert cleared and ("max-age=0" in cleared[0].lower() or '__Host-sf_session=""' in cleared[0]), \
+            _set_cookies(r)
+        assert "; secure" in cleared[0].lower(), cleared
+        assert "__Host-sf_session" not in c.cookies
 
 
 def test_an_auditors_console_erasure_is_refused_and_erases_nothing(tmp_path: Path) -> None:
@@ -128,5 +130,5 @@ def test_console_forms_read_only_url_encoded_bodies(tmp_path: Path) -> None:
         r = c.post("/login", content=body.encode(), headers={"content-type": "multipart/form-data; boundary=b"},
                    follow_redirects=False)
         assert r.headers["location"] == "/login?error=expired"
-        assert not any(v.startswith("sf_session=") for v in _set_cookies(r))
+        assert not any(v.startswith("__Host-sf_session=") for v in _set_cookies(r))
         assert console_login(c, key).headers["location"] == "/audit"  # the same login, URL-encoded, works

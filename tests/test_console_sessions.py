@@ -20,17 +20,17 @@ def test_a_thief_holding_a_copied_cookie_cannot_stop_its_owner_logging_out(tmp_p
     client, ws, (op,) = keyed_client(tmp_path, "operator", rate=1)
     with client:
         assert console_login(client, op).status_code == 303
-        cookie = str(client.cookies.get("sf_session"))
+        cookie = str(client.cookies.get("__Host-sf_session"))
         time.sleep(1.1)
         page = client.get("/keys")  # the owner's page, with the logout form's token
         assert page.status_code == 200
         # The thief, with the copy, spends the key's rate until it is answered 429.
-        spent = any(client.get("/", cookies={"sf_session": cookie}, follow_redirects=False).status_code == 429
+        spent = any(client.get("/", cookies={"__Host-sf_session": cookie}, follow_redirects=False).status_code == 429
                     for _ in range(50))
-        out = client.post("/logout", data={"csrf": csrf_of(page.text)}, cookies={"sf_session": cookie},
+        out = client.post("/logout", data={"csrf": csrf_of(page.text)}, cookies={"__Host-sf_session": cookie},
                           follow_redirects=False)
         time.sleep(1.1)  # the rate lets the thief's next page through, if the session lives
-        later = client.get("/audit", cookies={"sf_session": cookie}, follow_redirects=False)
+        later = client.get("/audit", cookies={"__Host-sf_session": cookie}, follow_redirects=False)
     assert spent and out.status_code == 303
     assert later.status_code == 303 and later.headers["location"] == "/login", later.status_code
     with open_sf(ws) as sf:
@@ -44,13 +44,13 @@ def test_a_session_planted_before_login_is_never_given_the_victims_key(tmp_path:
         op_id = sf.authenticate(op).key_id
     with client:
         assert console_login(client, aud).status_code == 303
-        planted = client.cookies.get("sf_session")
+        planted = client.cookies.get("__Host-sf_session")
         assert planted
         r = console_login(client, op)  # the victim, carrying the planted cookie
         assert r.status_code == 303
-        fresh = client.cookies.get("sf_session")
+        fresh = client.cookies.get("__Host-sf_session")
         assert fresh and fresh != planted
-        client.cookies.set("sf_session", planted)  # the attacker keeps using the planted cookie
+        client.cookies.set("__Host-sf_session", planted)  # the attacker keeps using the planted cookie
         page = client.get("/keys")
         assert page.status_code == 200 and "(auditor)" in page.text
         out = client.post("/keys/revoke", data={"csrf": csrf_of(page.text), "key_id": op_id},
@@ -80,12 +80,12 @@ def test_a_logout_while_another_process_holds_the_key_table_ends_every_copy_of_t
     client, ws, (op,) = keyed_client(tmp_path, "operator", rate=1000)
     with client:
         assert console_login(client, op).status_code == 303
-        cookie = str(client.cookies.get("sf_session"))
+        cookie = str(client.cookies.get("__Host-sf_session"))
         form = {"csrf": csrf_of(client.get("/keys").text)}
         with closing(sqlite3.connect(ws.apikeys, isolation_level=None)) as holder:
             holder.execute("BEGIN IMMEDIATE")
             out = client.post("/logout", data=form, follow_redirects=False)
-            copy = client.get("/", cookies={"sf_session": cookie}, follow_redirects=False)
+            copy = client.get("/", cookies={"__Host-sf_session": cookie}, follow_redirects=False)
             holder.execute("ROLLBACK")
     assert out.status_code == 303, out.text[:300]
     assert copy.status_code == 303 and copy.headers["location"] == "/login", copy.headers.get("location")
@@ -97,11 +97,34 @@ def test_a_logout_the_key_table_refuses_still_ends_every_copy_of_the_cookie(tmp_
     client, ws, (op,) = keyed_client(tmp_path, "operator", rate=1000)
     with client:
         assert console_login(client, op).status_code == 303
-        cookie = str(client.cookies.get("sf_session"))
+        cookie = str(client.cookies.get("__Host-sf_session"))
         form = {"csrf": csrf_of(client.get("/keys").text)}
         with closing(sqlite3.connect(ws.apikeys)) as db, db:
             db.execute("CREATE TRIGGER keep BEFORE INSERT ON ended_sessions BEGIN SELECT 1; END")
         out = client.post("/logout", data=form, follow_redirects=False)
-        copy = client.get("/audit", cookies={"sf_session": cookie}, follow_redirects=False)
+        copy = client.get("/audit", cookies={"__Host-sf_session": cookie}, follow_redirects=False)
     assert out.status_code == 303, out.text[:300]
     assert copy.status_code == 303 and copy.headers["location"] == "/login", copy.status_code
+
+
+def test_a_session_cookie_planted_for_the_whole_site_is_not_read(tmp_path: Path) -> None:
+    """A page on another host of the same site (a sibling subdomain the attacker runs) sets its own
+    console session for the whole domain (`Domain=example.com`): the browser sends both, and the
+    console read the later one, so the operator worked in the planter's session, its actions on
+    record under the planter's key. The console's cookies carry the __Host- prefix, which a browser
+    lets no other host and no Domain attribute set, and a cookie of another name is not read."""
+    client, ws, (aud, op) = keyed_client(tmp_path, "auditor", "operator", rate=1000)
+    with client:
+        assert console_login(client, aud).status_code == 303
+        (planted,) = client.cookies.values()
+        client.cookies.clear()
+        r = console_login(client, op)
+        (set_session,) = [v for v in r.headers.get_list("set-cookie") if "max-age=0" not in v.lower()
+                          and "=;" not in v and '=""' not in v]
+        name, victim = set_session.split(";")[0].split("=", 1)
+        client.cookies.clear()
+        page = client.get("/keys", headers={"cookie": f"{name}={victim}; sf_session={planted}"})
+    assert "(operator)" in page.text, page.text[:300]
+    attributes = [a.strip().lower() for a in set_session.split(";")[1:]]
+    assert name.startswith("__Host-") and "secure" in attributes and "path=/" in attributes, set_session
+    assert not any(a.startswith("domain=") for a in attributes), set_session

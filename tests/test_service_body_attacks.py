@@ -92,10 +92,10 @@ def test_console_cookies_are_secure_whatever_the_listener(tmp_path: Path) -> Non
         form = client.get("/login")
         # The client keeps no Secure cookie from http://: send the login cookie back as a proxy's
         # browser on HTTPS would.
-        client.cookies.set("sf_login", form.headers["set-cookie"].split("=", 1)[1].split(";")[0])
+        client.cookies.set("__Host-sf_login", form.headers["set-cookie"].split("=", 1)[1].split(";")[0])
         r = client.post("/login", data={"csrf": csrf_of(form.text),
                                         "api_key": key}, follow_redirects=False)
     cookies = [v for k, v in list(form.headers.multi_items()) + list(r.headers.multi_items())
                if k == "set-cookie" and "max-age=0" not in v.lower()]  # not the login cookie's removal
-    assert {c.split("=", 1)[0] for c in cookies} == {"sf_login", "sf_session"}, cookies
+    assert {c.split("=", 1)[0] for c in cookies} == {"__Host-sf_login", "__Host-sf_session"}, cookies
     assert all("; secure" in c.lower() and "httponly" in c.lower() for c in cookies), cookies

@@ -89,7 +89,7 @@ def test_pages_without_a_session_redirect_to_login(console: dict[str, Any]) -> N
         assert page.url.endswith("/login"), path
     page.screenshot(path=str(console["shots"] / "login.png"))
     # A forged session cookie is no session either.
-    ctx.add_cookies([{"name": "sf_session", "value": f"{console['op_id']}.9999999999.{'0' * 64}",
+    ctx.add_cookies([{"name": "__Host-sf_session", "value": f"{console['op_id']}.9999999999.{'0' * 64}",
                       "url": console["url"]}])
     page.goto(console["url"] + "/audit")
     assert page.url.endswith("/login")
@@ -105,7 +105,7 @@ def test_login_sets_a_strict_secure_httponly_session_and_kiosk_keys_stay_out(con
     ctx.close()
     ctx, page = login(console, console["op"])
     assert page.url.endswith("/audit")
-    cookie = {c["name"]: c for c in ctx.cookies()}["sf_session"]
+    cookie = {c["name"]: c for c in ctx.cookies()}["__Host-sf_session"]
     assert cookie["httpOnly"] and cookie["secure"] and cookie["sameSite"] == "Strict"
     assert console["op"] not in cookie["value"] and console["op"].split("_", 2)[2] not in page.content()
     assert "Verified" in page.inner_text("#verify")
@@ -187,13 +187,13 @@ def test_erase_a_subject_by_pseudonym(console: dict[str, Any]) -> None:
 
 def test_forms_without_the_csrf_token_do_nothing(console: dict[str, Any]) -> None:
     ctx, page = login(console, console["op"])
-    session = {c["name"]: c["value"] for c in ctx.cookies()}["sf_session"]
+    session = {c["name"]: c["value"] for c in ctx.cookies()}["__Host-sf_session"]
     with open_sf(console["paths"]) as sf:
         before = len(sf.records())
         victim = sf.records()[0].pseudonym if before else "0" * 64
     for csrf in ("", "forged"):
         r = httpx.post(console["url"] + "/subjects/erase", data={"pseudonym": victim, "csrf": csrf},
-                       cookies={"sf_session": session}, verify=False)
+                       cookies={"__Host-sf_session": session}, verify=False)
         assert r.status_code == 401
     with open_sf(console["paths"]) as sf:
         assert len(sf.records()) == before
@@ -251,11 +251,11 @@ def test_logging_out_ends_the_session_for_every_copy_of_its_cookie(console: dict
     browser, a proxy's log) opens nothing afterwards, in another browser context."""
     ctx, page = login(console, console["op"])
     assert page.url.endswith("/audit")
-    cookie = {c["name"]: c for c in ctx.cookies()}["sf_session"]
+    cookie = {c["name"]: c for c in ctx.cookies()}["__Host-sf_session"]
     page.click("nav button:has-text('Log out')")
     page.wait_for_url("**/login")
     other = console["browser"].new_context(ignore_https_errors=True)
-    other.add_cookies([{"name": "sf_session", "value": cookie["value"], "url": console["url"]}])
+    other.add_cookies([{"name": "__Host-sf_session", "value": cookie["value"], "url": console["url"]}])
     copy = other.new_page()
     copy.goto(console["url"] + "/audit")
     assert copy.url.endswith("/login")
@@ -311,14 +311,14 @@ def test_logging_in_and_out_keeps_to_the_keys_rate(console: dict[str, Any]) -> N
         ended = _ended_sessions(console["paths"])  # read first: nothing may sit between page and logout
         page = c.get("/keys")
         assert page.status_code == 200
-        cookie = c.cookies.get("sf_session")
+        cookie = c.cookies.get("__Host-sf_session")
         out = c.post("/logout", data={"csrf": _form_token(page.text)})
         assert out.status_code == 303
         assert _ended_sessions(console["paths"]) == ended + 1
-        c.post("/logout", data={"csrf": _form_token(page.text)}, cookies={"sf_session": str(cookie)})
+        c.post("/logout", data={"csrf": _form_token(page.text)}, cookies={"__Host-sf_session": str(cookie)})
         assert _ended_sessions(console["paths"]) == ended + 1
         time.sleep(1.2 / rate)
-        assert c.get("/keys", cookies={"sf_session": str(cookie)}).status_code == 303  # logged out
+        assert c.get("/keys", cookies={"__Host-sf_session": str(cookie)}).status_code == 303  # logged out
 
 
 def test_a_logout_without_the_forms_csrf_token_ends_nothing(console: dict[str, Any]) -> None:
@@ -329,11 +329,11 @@ def test_a_logout_without_the_forms_csrf_token_ends_nothing(console: dict[str, A
     on; the console's own Log out button, which carries the token, still ends it."""
     ctx, page = login(console, console["op"])
     assert page.url.endswith("/audit")
-    session = {c["name"]: c["value"] for c in ctx.cookies()}["sf_session"]
+    session = {c["name"]: c["value"] for c in ctx.cookies()}["__Host-sf_session"]
     before = _ended_sessions(console["paths"])
     for form in ({}, {"csrf": ""}, {"csrf": "forged"}):
-        r = httpx.post(console["url"] + "/logout", data=form, cookies={"sf_session": session}, verify=False)
-        assert r.status_code == 401 and "sf_session" not in r.headers.get("set-cookie", ""), form
+        r = httpx.post(console["url"] + "/logout", data=form, cookies={"__Host-sf_session": session}, verify=False)
+        assert r.status_code == 401 and "__Host-sf_session" not in r.headers.get("set-cookie", ""), form
     assert _ended_sessions(console["paths"]) == before
     page.goto(console["url"] + "/keys")
     assert page.url.endswith("/keys")  # the session still works

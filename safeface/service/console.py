@@ -32,8 +32,12 @@ from .bodies import media_type, once_each
 from .failures import kept, told
 from .runtime import Runtime
 
-SESSION = "sf_session"
-LOGIN = "sf_login"
+# The __Host- prefix: a browser keeps such a cookie only when Secure, for Path=/ and without a
+# Domain, so no other host of the site (a sibling subdomain) can set one. A plain name let such a
+# host plant its own session for the whole domain; sent after the operator's, it was the one read,
+# and the operator worked in the planter's session (or logged in through its login token).
+SESSION = "__Host-sf_session"
+LOGIN = "__Host-sf_login"
 _LOGIN_ERRORS = {"expired": "The login form expired; try again.", "invalid": "That API key is not valid.",
                  "role": "That key's role may not use the console."}
 _RECEIPT_ID = re.compile(r"^[A-Za-z0-9_-]{8,64}\Z")
@@ -54,6 +58,12 @@ def _revocation(k: ApiKey) -> str:
     if k.revocation_logged:
         return k.revoked or "on the audit log (the key table lost its mark)"
     return f"{k.revoked}: marked in the key table only; revoke it to record it" if k.revoked else ""
+
+
+def _forget(resp: Response, name: str) -> None:
+    """Tell the browser to drop the cookie `name`, with the attributes it was set with: a __Host-
+    cookie cleared without Secure is refused, and the browser would keep it."""
+    resp.delete_cookie(name, secure=True, httponly=True, samesite="strict")
 
 
 class Session:
@@ -163,7 +173,7 @@ def build_console(rt: Runtime) -> APIRouter:
             return RedirectResponse("/login?error=role", status_code=303)
         resp = RedirectResponse("/audit", status_code=303)
         resp.set_cookie(SESSION, cookie, httponly=True, samesite="strict", secure=True, max_age=SESSION_SECONDS)
-        resp.delete_cookie(LOGIN)
+        _forget(resp, LOGIN)
         return resp
 
     @router.post("/logout")
@@ -171,7 +181,7 @@ def build_console(rt: Runtime) -> APIRouter:
         cookie = request.cookies.get(SESSION)
         key = rt.light(lambda sf: live_key(sf, cookie))
         resp: Response = to_login()
-        resp.delete_cookie(SESSION)
+        _forget(resp, SESSION)
         if key is None:  # nothing live to end (and no work for the pool from a caller without a session)
             return resp
         # A live session is ended only by its own form (a post from another origin of the site
@@ -194,7 +204,7 @@ def build_console(rt: Runtime) -> APIRouter:
                             None, 503)
             resp = page("Logged out", f"<p class='bad'>The session is ended everywhere, but the service met a "
                         f"problem doing it: {_e(reason)}</p><p><a href='/login'>Log in</a></p>", None, 500)
-            resp.delete_cookie(SESSION)
+            _forget(resp, SESSION)
         else:
             if not ended:  # it ended nothing (another logout came first): a request like any other
                 rt.limit(key.key_id, key.rate)
