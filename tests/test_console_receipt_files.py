@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from service_support import console_login, keyed_client  # noqa: E402
+from service_support import console_login, csrf_of, keyed_client  # noqa: E402
 
 SECRET = "passphrase that only the service may read"
 
@@ -73,3 +73,26 @@ def test_a_report_plot_folder_that_is_a_link_serves_no_face_photo(tmp_path: Path
         assert console_login(client, aud).status_code == 303
         r = client.get("/report/assessment/alice.png")
     assert r.status_code == 404 and b"a face" not in r.content, r.content[:100]
+
+
+def test_a_receipt_written_by_hand_is_not_shown_as_an_erasure(tmp_path: Path) -> None:
+    """Someone who may write reports/ (not the keyring) puts a receipt of their own among the real
+    ones, claiming a subject's templates were erased: the console showed it as an erasure receipt
+    ("3 template(s) removed") with a link to "the signed receipt". A receipt whose signature does
+    not verify under the workspace's receipt key is neither shown nor served; a real one is."""
+    client, ws, (op,) = keyed_client(tmp_path, "operator")
+    with client:
+        assert console_login(client, op).status_code == 303
+        page = client.get("/subjects")
+        done = client.post("/subjects/erase", data={"csrf": csrf_of(page.text), "pseudonym": "ab" * 32},
+                           follow_redirects=False)
+        real_id = done.headers["location"].rsplit("/", 1)[1]
+        real = json.loads((ws.root / "reports" / "receipts" / f"{real_id}.json").read_text())
+        forged = {**real, "receipt_id": "forged-receipt", "subjects": ["cd" * 32], "templates_removed": 3}
+        (ws.root / "reports" / "receipts" / "forged-receipt.json").write_text(json.dumps(forged))
+        shown = client.get("/receipts/forged-receipt")
+        raw = client.get("/receipts/forged-receipt.json")
+        genuine = client.get(f"/receipts/{real_id}")
+    assert shown.status_code == 409 and "template(s) removed" not in shown.text, shown.text[:300]
+    assert raw.status_code == 409 and "cd" * 32 not in raw.text, raw.text[:300]
+    assert genuine.status_code == 200 and "template(s) removed" in genuine.text, genuine.text[:300]

@@ -24,7 +24,7 @@ import re
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, NamedTuple, Optional, Sequence, TypeVar, Union
+from typing import Any, Callable, Iterable, Iterator, Mapping, NamedTuple, Optional, Sequence, TypeVar, Union
 
 import numpy as np
 
@@ -37,7 +37,7 @@ from ..lookalike import not_plain_char, shows_nothing
 from ..policy.attributes import MAX_ATTRIBUTES
 from ..policy.deployment import Deployment, Finding, working_days_after
 from ..policy.guard import CLOCK_SKEW_S, BatchItem, CaptureFacts, Decision, Guard, Operation, Request
-from ..policy.receipts import ErasureReceipt, issue_receipt, receipt_key
+from ..policy.receipts import ErasureReceipt, issue_receipt, receipt_key, verify_receipt
 from ..policy.rules import rule_for
 from ..policy.tokens import is_whole_token
 from ..sqlite_store import raise_if_damaged, raise_if_unwritable
@@ -1461,6 +1461,12 @@ class SafeFace:
 
         return (problem or receipt_file_problem(self._paths, self._receipt_public())
                 or leftover_problem(self._paths, self._deployment.section("storage")))
+
+    def check_receipt(self, receipt: Mapping[str, Any]) -> None:
+        """IntegrityError unless `receipt` (as a dict) is signed by this workspace's receipt key,
+        taken from the keyring, not from the public key file beside it, which anyone who can
+        write the folder can swap."""
+        verify_receipt(receipt, self._receipt_key.public_key())
 
     def _receipt_public(self) -> str:
         from ..policy.tokens import public_key_text

@@ -40,6 +40,8 @@ SESSION = "__Host-sf_session"
 LOGIN = "__Host-sf_login"
 _LOGIN_ERRORS = {"expired": "The login form expired; try again.", "invalid": "That API key is not valid.",
                  "role": "That key's role may not use the console."}
+_UNSIGNED = ("This file among the receipts is not signed by this workspace's receipt key: it was altered or "
+             "written by hand. Check who may write the workspace's reports folder.")
 _RECEIPT_ID = re.compile(r"^[A-Za-z0-9_-]{8,64}\Z")
 _PLOT = re.compile(r"^[A-Za-z0-9_.-]{1,80}\.(png|svg)\Z")
 _CSS = """body{font-family:sans-serif;max-width:1100px;margin:1em auto;padding:0 1em}
@@ -340,9 +342,11 @@ def build_console(rt: Runtime) -> APIRouter:
     async def receipt_file(request: Request, receipt_id: str) -> Response:
         if limited(request) is None:
             return to_login()
-        data = _receipt_bytes(receipt_id)
-        if data is None:
+        data, doc = _receipt(receipt_id)
+        if data is None or doc is None:
             return PlainTextResponse("no such receipt", status_code=404)
+        if not _signed(doc):
+            return PlainTextResponse(_UNSIGNED, status_code=409)
         return Response(data, media_type="application/json",
                         headers={"Content-Disposition": f'attachment; filename="receipt-{receipt_id}.json"'})
 
@@ -351,21 +355,34 @@ def build_console(rt: Runtime) -> APIRouter:
         s = limited(request)
         if s is None:
             return to_login()
-        data = _receipt_bytes(receipt_id)
+        _, doc = _receipt(receipt_id)
+        if doc is None:
+            return page("No such receipt", "<p>No receipt has that id.</p>", s, 404)
+        if not _signed(doc):
+            return page("Receipt does not verify", f"<p class='bad' id='unsigned'>{_e(_UNSIGNED)}</p>", s, 409)
+        return page("Erasure receipt", f"<p class='msg' id='done'>{_e(doc['reason'])}: {_e(doc['templates_removed'])} "
+                    f"template(s) removed.</p><pre id='receipt'>{_e(json.dumps(doc, indent=2))}</pre>"
+                    f"<p><a id='download' href='/receipts/{_e(receipt_id)}.json'>Download the signed receipt</a></p>", s)
+
+    def _receipt(receipt_id: str) -> tuple[Optional[bytes], Optional[dict[str, Any]]]:
+        """The saved receipt's bytes and content; (None, None) for none or no receipt object."""
+        data = _saved(reports() / "receipts" / f"{receipt_id}.json") if _RECEIPT_ID.match(receipt_id) else None
         try:
             doc = json.loads(data) if data is not None else None
         except (ValueError, RecursionError):  # a file edited by hand (arrays nested past the parser's depth too)
             doc = None
         if not isinstance(doc, dict) or not {"reason", "templates_removed"} <= doc.keys():
-            return page("No such receipt", "<p>No receipt has that id.</p>", s, 404)
-        return page("Erasure receipt", f"<p class='msg' id='done'>{_e(doc['reason'])}: {_e(doc['templates_removed'])} "
-                    f"template(s) removed.</p><pre id='receipt'>{_e(json.dumps(doc, indent=2))}</pre>"
-                    f"<p><a id='download' href='/receipts/{_e(receipt_id)}.json'>Download the signed receipt</a></p>", s)
+            return None, None
+        return data, doc
 
-    def _receipt_bytes(receipt_id: str) -> Optional[bytes]:
-        if not _RECEIPT_ID.match(receipt_id):
-            return None
-        return _saved(reports() / "receipts" / f"{receipt_id}.json")
+    def _signed(doc: dict[str, Any]) -> bool:
+        """Whether the workspace's receipt key signed `doc`: whoever may write reports/ could
+        otherwise put an erasure that never happened among the receipts, shown as one."""
+        try:
+            rt.light(lambda sf: sf.check_receipt(doc))
+        except IntegrityError:
+            return False
+        return True
 
     def _saved(path: Path) -> Optional[bytes]:
         """A file the console saved under reports/ (a receipt, a report's copy): a regular file in
