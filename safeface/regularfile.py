@@ -56,9 +56,12 @@ def _open_if_present(path: Path, label: str, follow: bool = True, within: Option
 def folder_below(within: Path, folder: Path, create: bool = False) -> int:
     """A descriptor of `folder`, opened from `within` one name at a time, none of them followed
     if it is a link: a check of each name and then an open by the whole path let a folder be
-    swapped for a link in between (ImageError for a link, FileNotFoundError for none). `create`:
-    a missing folder is made (0755 at most, whatever the umask) where it is missing, by name
-    in the folder above it, so nothing on the way is followed either."""
+    swapped for a link in between (ImageError for a link, FileNotFoundError for none). Each
+    folder below `within` must be this user's or root's and writable by no one else (as
+    atomicfile.trusted_path judges): whoever may write `within` could otherwise put a real folder
+    of their own there, and rewrite what is written into it before it is read back. `create`: a
+    missing folder is made (0755 at most, whatever the umask) where it is missing, by name in the
+    folder above it, so nothing on the way is followed either."""
     parts = folder.parts[len(within.parts):]
     if folder.parts[:len(within.parts)] != within.parts or any(p in (".", "..") for p in parts):
         raise ImageError(f"{folder}: not a folder below {within}.")
@@ -79,6 +82,11 @@ def folder_below(within: Path, folder: Path, create: bool = False) -> int:
                 raise ImageError(f"{folder}: {part} is a link or no folder ({exc.strerror}).") from None
             os.close(fd)
             fd = below
+            st = os.fstat(fd)
+            if st.st_uid not in (0, os.geteuid()) or st.st_mode & 0o002 or (
+                    st.st_mode & 0o020 and st.st_gid != os.getegid()):
+                raise ImageError(f"{folder}: {part} is owned or writable by another user, who could change what is "
+                                 "written there (chmod go-w it, or remove it: safeface makes it).")
     except BaseException:
         os.close(fd)
         raise

@@ -8,6 +8,8 @@ import stat
 import sys
 from pathlib import Path
 
+import pytest
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from service_support import console_login, csrf_of, keyed_client  # noqa: E402
 
@@ -66,3 +68,25 @@ def test_the_receipts_folder_is_writable_by_no_one_else_whatever_the_umask(tmp_p
     assert r.status_code == 303, r.text[:300]
     for folder in (ws.root / "reports", ws.root / "reports" / "receipts"):
         assert not stat.S_IMODE(os.stat(folder).st_mode) & 0o022, oct(os.stat(folder).st_mode)
+
+
+@pytest.mark.parametrize("planted", ["owned by another user", "writable by everyone"])
+def test_a_report_folder_another_user_controls_gets_no_report(tmp_path: Path, planted: str) -> None:
+    """Someone who may write reports/ moves reports/console away and makes a real folder of their
+    own in its place (no link): the console wrote its report into it and read it back from it, where
+    its owner can rewrite the file between the two (and so show "may process" on the console's
+    page). Folders below reports/ must be this user's (or root's) and writable by no one else."""
+    client, ws, (aud,) = keyed_client(tmp_path, "auditor")
+    theirs = ws.root / "reports" / "console"
+    theirs.mkdir(parents=True)
+    if planted == "owned by another user":
+        if os.geteuid() != 0:
+            pytest.skip("giving a folder to another user needs root")
+        os.chown(theirs, 65534, 65534)
+    else:
+        os.chmod(theirs, 0o777)
+    with client:
+        assert console_login(client, aud).status_code == 303
+        r = client.get("/report")
+    assert os.listdir(theirs) == [], os.listdir(theirs)
+    assert r.status_code == 500, r.status_code
