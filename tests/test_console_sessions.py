@@ -128,3 +128,18 @@ def test_a_session_cookie_planted_for_the_whole_site_is_not_read(tmp_path: Path)
     attributes = [a.strip().lower() for a in set_session.split(";")[1:]]
     assert name.startswith("__Host-") and "secure" in attributes and "path=/" in attributes, set_session
     assert not any(a.startswith("domain=") for a in attributes), set_session
+
+
+def test_a_logout_the_audit_log_refuses_still_ends_every_copy_of_the_cookie(tmp_path: Path) -> None:
+    """The audit log refuses writes (a trigger added to audit.db by hand; a full witness volume
+    would too): the logout's row in the key table still ends the session for every copy."""
+    client, ws, (op,) = keyed_client(tmp_path, "operator", rate=1000)
+    with client:
+        assert console_login(client, op).status_code == 303
+        cookie = str(client.cookies.get("__Host-sf_session"))
+        form = {"csrf": csrf_of(client.get("/keys").text)}
+        with closing(sqlite3.connect(ws.audit)) as db, db:
+            db.execute("CREATE TRIGGER keep BEFORE INSERT ON entries BEGIN SELECT 1; END")
+        client.post("/logout", data=form, follow_redirects=False)
+        copy = client.get("/", cookies={"__Host-sf_session": cookie}, follow_redirects=False)
+    assert copy.status_code == 303 and copy.headers["location"] == "/login", copy.headers.get("location")

@@ -1355,8 +1355,8 @@ class SafeFace:
         table first let a table another process held locked (or one refusing writes) fail the
         logout after its busy timeout, and every copy of the cookie stayed live until the key was
         revoked; a table that cannot take the row now leaves the session ended all the same. A
-        log that cannot be written raises, and then nothing ended (and console pages fail too,
-        each being recorded there)."""
+        log that refuses the entry (its disk, its head) leaves the table's row, waited for then,
+        to end it; the log's error is raised only when neither took the end."""
         try:
             self.session(value)
         except AuthenticationError:
@@ -1364,9 +1364,14 @@ class SafeFace:
         note = session_ended_note(session_ref(str(value)))
         # The log decides: of two logouts of one session racing, only the first appends, so the
         # log names each session ended once.
-        with self._audit_lock:
-            entry = self._audit.append_unless(lambda: self._audit.records(Operation.APIKEY.value, note),
-                                              Operation.APIKEY.value, "allowed", note=note, actor=self._actor)
+        try:
+            with self._audit_lock:
+                entry = self._audit.append_unless(lambda: self._audit.records(Operation.APIKEY.value, note),
+                                                  Operation.APIKEY.value, "allowed", note=note, actor=self._actor)
+        except SafeFaceError:
+            if self._apikeys.end_session(value, self._clock()):
+                return True
+            raise
         try:
             self._apikeys.end_session(value, self._clock(), wait=False)
         except (WorkspaceBusy, WorkspaceUnwritable, IntegrityError):  # held past its wait, full, replaced, a trigger
