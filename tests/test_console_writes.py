@@ -6,11 +6,13 @@ from __future__ import annotations
 import os
 import stat
 import sys
+import textwrap
 from pathlib import Path
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from disk_support import run_on_small_disk  # noqa: E402
 from service_support import console_login, csrf_of, keyed_client  # noqa: E402
 
 PSEUDONYM = "ab" * 32  # no subject has it: the erasure removes nothing, and still gives a receipt
@@ -90,3 +92,33 @@ def test_a_report_folder_another_user_controls_gets_no_report(tmp_path: Path, pl
         r = client.get("/report")
     assert os.listdir(theirs) == [], os.listdir(theirs)
     assert r.status_code == 500, r.status_code
+
+
+_FULL_DISK_CHILD = textwrap.dedent("""
+    import json, sys
+    from pathlib import Path
+    sys.path.insert(0, TESTS)
+    import disk_support
+    from service_support import console_login, csrf_of
+    from safeface.sdk import SafeFace
+
+    disk = Path(DISK)
+    ws, op, _, _ = disk_support.operator_workspace(disk / "ws")
+    with disk_support.started_service(ws.root, Path(SCRATCH)) as client:
+        console_login(client, op)
+        page = client.get("/subjects")
+        disk_support.fill_after(SafeFace, "erase", disk, ws.audit)
+        r = client.post("/subjects/erase", data={"csrf": csrf_of(page.text), "pseudonym": "ab" * 32},
+                        follow_redirects=False)
+    print("RESULT " + json.dumps({"status": r.status_code, "text": r.text}))
+""")
+
+
+def test_a_receipt_the_full_disk_refuses_is_shown_once_not_lost(tmp_path: Path) -> None:
+    """The disk fills between an erasure (done, on the log) and the console saving its receipt:
+    the page was a 500 with a traceback in the log, and the signed receipt, the only one the
+    person gets, was lost. It is shown once, as for a receipt a link keeps from being saved."""
+    (tmp_path / "scratch").mkdir()
+    out = run_on_small_disk(tmp_path, _FULL_DISK_CHILD, SCRATCH=str(tmp_path / "scratch"))
+    assert out["status"] == 500 and "id='not-saved'" in out["text"], out["text"][:300]
+    assert "templates_removed" in out["text"] and "signature" in out["text"]

@@ -26,6 +26,7 @@ from starlette.datastructures import FormData
 from ..atomicfile import MAX_COPY_BYTES, write_atomic
 from ..errors import AuthenticationError, ConfigError, IntegrityError, PolicyViolation, SafeFaceError, ServiceBusy
 from ..regularfile import read_no_link
+from ..sqlite_store import raise_if_unwritable
 from ..workspace.apikeys import SESSION_SECONDS, ApiKey
 from ..workspace.report import RECORDS_FAIL
 from .bodies import media_type, once_each
@@ -324,10 +325,14 @@ def build_console(rt: Runtime) -> APIRouter:
         if isinstance(out, Response):
             return out
         text = json.dumps(out.to_dict(), indent=2) + "\n"
-        try:  # written as the copies are read: through no link below reports/ (atomicfile._write_below)
-            write_atomic(reports() / "receipts" / f"{out.receipt_id}.json", text, within=reports())
+        try:
+            try:  # written as the copies are read: through no link below reports/ (atomicfile._write_below)
+                write_atomic(reports() / "receipts" / f"{out.receipt_id}.json", text, within=reports())
+            except OSError as exc:  # a full or failing disk, typed (it was a 500 with a traceback)
+                raise_if_unwritable(exc, "the console's receipts folder")
+                raise
         except ConfigError as exc:
-            # Done and on the audit log, but not saved (a link in the way; the cause, naming it, is
+            # Done and on the audit log, but not saved (a link in the way, a full disk; the cause is
             # in the service's log): shown once here, so the signed receipt is not lost.
             return page("Erasure receipt (not saved)", f"<p class='bad' id='not-saved'>Done, but the receipt could not "
                         f"be saved under reports/receipts (the service's log says why, under reference "
