@@ -1,7 +1,8 @@
 """The operator console: server-rendered pages, no JavaScript.
 
 Login exchanges an API key whose role may read the report for a session cookie (HttpOnly,
-SameSite=Strict, Secure under TLS); each page re-checks the session, so revoking the key ends it.
+SameSite=Strict, Secure, named __Host-); each page re-checks the session, so revoking the key ends
+it, and so does a logout, for every copy of the cookie (recorded on the audit log first).
 Every form carries a CSRF token (an HMAC of the session; the login form a double-submit cookie).
 Every action is a SafeFace call made as the session's (role, key id): the guard decides it and the
 audit log names the key. Pages show pseudonyms, token references and counts, never a face image
