@@ -192,7 +192,7 @@ def _heads(blob: np.ndarray) -> list[float]:
     is covered as a head alone would be) unless every run is narrow for a head of a person as
     tall as the blob (HEAD_WIDTH). Someone shorter beside them has a box of their own (_shorter)."""
     height = blob.shape[0]
-    band = (blob[:max(1, int(round(HEAD_BAND * height)))] > 0).any(axis=0)
+    band: np.ndarray = np.asarray((blob[:max(1, int(round(HEAD_BAND * height)))] > 0).any(axis=0))
     runs = _runs(band)
     if any(b - a > HEAD_WIDTH * height for a, b in runs):
         return []
