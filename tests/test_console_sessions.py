@@ -10,6 +10,8 @@ import time
 from contextlib import closing
 from pathlib import Path
 
+import pytest
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from policy_support import open_sf  # noqa: E402
 from service_support import console_login, csrf_of, keyed_client  # noqa: E402
@@ -91,16 +93,19 @@ def test_a_logout_while_another_process_holds_the_key_table_ends_every_copy_of_t
     assert copy.status_code == 303 and copy.headers["location"] == "/login", copy.headers.get("location")
 
 
-def test_a_logout_the_key_table_refuses_still_ends_every_copy_of_the_cookie(tmp_path: Path) -> None:
+@pytest.mark.parametrize("store, table", [("apikeys", "ended_sessions"), ("audit", "entries")])
+def test_a_logout_one_store_refuses_still_ends_every_copy_of_the_cookie(tmp_path: Path, store: str, table: str) -> None:
     """Whoever may write apikeys.db adds a trigger to it (each write of the table is then refused):
-    the owner's logout said "logged out here only" and a thief's copy of the cookie read on."""
+    the owner's logout said "logged out here only" and a thief's copy of the cookie read on. The
+    audit log refusing writes instead (a trigger in audit.db; a full witness volume would too):
+    the logout's row in the key table still ends the session for every copy."""
     client, ws, (op,) = keyed_client(tmp_path, "operator", rate=1000)
     with client:
         assert console_login(client, op).status_code == 303
         cookie = str(client.cookies.get("__Host-sf_session"))
         form = {"csrf": csrf_of(client.get("/keys").text)}
-        with closing(sqlite3.connect(ws.apikeys)) as db, db:
-            db.execute("CREATE TRIGGER keep BEFORE INSERT ON ended_sessions BEGIN SELECT 1; END")
+        with closing(sqlite3.connect(getattr(ws, store))) as db, db:
+            db.execute(f"CREATE TRIGGER keep BEFORE INSERT ON {table} BEGIN SELECT 1; END")
         out = client.post("/logout", data=form, follow_redirects=False)
         copy = client.get("/audit", cookies={"__Host-sf_session": cookie}, follow_redirects=False)
     assert out.status_code == 303, out.text[:300]
@@ -128,18 +133,3 @@ def test_a_session_cookie_planted_for_the_whole_site_is_not_read(tmp_path: Path)
     attributes = [a.strip().lower() for a in set_session.split(";")[1:]]
     assert name.startswith("__Host-") and "secure" in attributes and "path=/" in attributes, set_session
     assert not any(a.startswith("domain=") for a in attributes), set_session
-
-
-def test_a_logout_the_audit_log_refuses_still_ends_every_copy_of_the_cookie(tmp_path: Path) -> None:
-    """The audit log refuses writes (a trigger added to audit.db by hand; a full witness volume
-    would too): the logout's row in the key table still ends the session for every copy."""
-    client, ws, (op,) = keyed_client(tmp_path, "operator", rate=1000)
-    with client:
-        assert console_login(client, op).status_code == 303
-        cookie = str(client.cookies.get("__Host-sf_session"))
-        form = {"csrf": csrf_of(client.get("/keys").text)}
-        with closing(sqlite3.connect(ws.audit)) as db, db:
-            db.execute("CREATE TRIGGER keep BEFORE INSERT ON entries BEGIN SELECT 1; END")
-        client.post("/logout", data=form, follow_redirects=False)
-        copy = client.get("/", cookies={"__Host-sf_session": cookie}, follow_redirects=False)
-    assert copy.status_code == 303 and copy.headers["location"] == "/login", copy.headers.get("location")
