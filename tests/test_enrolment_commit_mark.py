@@ -131,3 +131,46 @@ def test_a_disk_filling_after_the_commit_mark_does_not_lose_the_filing_threshold
     out = _in_namespace(tmp_path, when="mark")
     assert out["enroll"][0] == "ok" and out["enroll"][2] in ("written", "pending"), out
     assert out["crossings"] == 1, out
+
+
+_DELETED_CHILD = textwrap.dedent("""
+    import json, sqlite3, sys
+    from pathlib import Path
+    sys.path.insert(0, TESTS)
+    import disk_support
+    from policy_support import consent, images, make_workspace, open_sf
+    from safeface.storage.gallery import Gallery
+
+    disk = Path(DISK)
+    ws = make_workspace(disk / "ws")
+    out = {}
+    holder = open_sf(ws)  # the handle whose mark the disk refused stays open (a running service)
+    undo = disk_support.fill_after(Gallery, "add_many", disk, ws.root / "audit.db")
+    got = holder.enroll(images() / "biden.jpg", subject="bob", purpose="demo", consent=consent(ws, "bob"))
+    undo()
+    out["enroll"] = [got.row_id, got.commit_mark]
+    (disk / "filler").unlink()
+    with sqlite3.connect(ws.gallery) as db:  # by hand: the row deleted, the counter set back
+        db.execute("DELETE FROM rows WHERE row_id = ?", (got.row_id,))
+        db.execute("UPDATE sqlite_sequence SET seq = ? WHERE name = 'rows'", (got.row_id - 1,))
+    with open_sf(ws) as sf:  # another handle opens, and settles the pending mark
+        out["settled"] = [[e.operation, e.note or ""] for e in sf.audit_entries()
+                          if e.operation in ("enroll-committed", "uncommitted")]
+        out["problems"] = list(sf.verify_store().problems)
+    holder.close()
+    print("RESULT " + json.dumps(out))
+""")
+
+
+def test_a_row_deleted_by_hand_while_its_mark_is_pending_is_not_settled_as_never_committed(tmp_path: Path) -> None:
+    """The disk fills after an enrolment's store commit, its mark pending; meanwhile the row is
+    deleted by hand and SQLite's id counter set back. Another handle opening then settled the
+    row as never committed ("uncommitted"), and the deletion went unnoticed. The process that
+    stored it still runs and owes the mark: the row is settled as stored, and the store check
+    names it missing."""
+    out = _in_namespace(tmp_path, _DELETED_CHILD)
+    row, mark = out["enroll"]
+    assert mark == "pending", out
+    assert not any(op == "uncommitted" for op, _ in out["settled"]), out
+    assert any(op == "enroll-committed" and f"rows={row}" in note for op, note in out["settled"]), out
+    assert any(f"row {row} was enrolled (audit) but is missing" in p for p in out["problems"]), out

@@ -49,6 +49,7 @@ from ..workspace.assessment import (ASSESSMENT_OPERATIONS, audit_section_problem
 from ..workspace.audit import (JUDGED_AFTER, KEPT_AT_MOST, WITHDRAWN_AT, AuditEntry, AuditLog, AuditReport, entry_time,
                                key_versions_named, rows_named)
 from ..workspace.keys import ASSESSMENT_MAC, derived_key, is_demo, receipt_file_problem
+from ..workspace.owed_marks import OwedMarks
 from ..workspace.passphrase import open_keyring
 from ..workspace.paths import WorkspacePaths
 from ..workspace.session import (follow_witnesses, open_apikeys, open_audit, open_state, workspace_anchors,
@@ -169,6 +170,8 @@ class SafeFace:
                             self.token_ref, gallery, evidence=self._evidence_keys,
                             nonces=RecordedNonces(state, audit))
         self._apikeys = apikeys
+        # Rows this handle stored whose commit mark the disk refused (settled by whoever writes it).
+        self._owed = OwedMarks(paths.root)
 
     # -- opening ----------------------------------------------------------------------------
     @classmethod
@@ -300,9 +303,15 @@ class SafeFace:
             if e.operation != "enroll":
                 break
             pending.update(rows_named(e.note))
+        # Rows this handle owed a mark for that another handle has settled since.
+        self._owed.settled(self._owed.owed() - pending)
         # (No commit mark in the whole log: the first enrolment was killed between its two
         # commits, or marks came after these entries. Only ids above the ceiling are settled.)
-        lost = self._gallery.never_committed(sorted(pending))
+        # A row a live process stored and owes the mark for is stored whatever the ceiling says:
+        # deleted by hand with the counter set back, it read as never committed.
+        below = self._gallery.never_committed(sorted(pending))
+        alive = self._owed.stored_by_a_live_process(below)
+        lost = [r for r in below if r not in alive]
         if lost:
             self._append(UNCOMMITTED, "allowed", note=f"rows={','.join(map(str, lost))}; their enrolment entries "
                          f"were committed but the store's transaction was not ({why}): nothing was stored, nothing "
@@ -315,6 +324,7 @@ class SafeFace:
             # made, which no later enrolment (refused past it) would record.
             self._note_filing()
             self._append(COMMITTED, "allowed", note=f"rows={','.join(map(str, stored))}; stored (mark written late)")
+        self._owed.settled(pending)
 
     def _settle_after_failure(self) -> None:
         """_settle_locked after a store write that failed in this process, where it can be written."""
@@ -344,6 +354,7 @@ class SafeFace:
         if self._is_view:  # the workspace belongs to the object the view was made from
             return
         self._closed = True
+        self._owed.close()
         self._gallery.close()
         self._audit.close()
         self._state.close()
@@ -1890,6 +1901,7 @@ class SafeFace:
                 self._append(COMMITTED, "allowed", note=f"rows={','.join(str(g.row_id) for g in stored)}; stored")
             except WorkspaceUnwritable:
                 mark = "pending"
+                self._owed.owe(g.row_id for g in stored)
         # The caller's own token id comes back to it; the store and the log hold only its reference.
         return [Enrollment(g.pseudonym, g.row_id, purpose.name, g.expires_at, str(part.token.token_id if part.token else ""),
                            mark) for g, part in zip(stored, parts)]
