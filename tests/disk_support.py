@@ -109,3 +109,29 @@ def fill_after(owner: Any, method: str, disk: Path, audit_db: Path,
 
     setattr(owner, method, then_fill)
     return lambda: setattr(owner, method, original)
+
+
+def opens_of(path: Path) -> Callable[[], int]:
+    """Watch the file at `path` (for a child) being opened, by anyone (inotify): a function
+    giving how many times it was opened since it was last called."""
+    import ctypes
+    import struct
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    fd = libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
+    if fd < 0 or libc.inotify_add_watch(fd, os.fsencode(path), 0x20) < 0:  # IN_OPEN
+        raise OSError(ctypes.get_errno(), f"inotify cannot watch {path}")
+
+    def opened() -> int:
+        count = 0
+        while True:
+            try:
+                events = os.read(fd, 1 << 16)
+            except BlockingIOError:
+                return count
+            at = 0
+            while at < len(events):
+                at += 16 + struct.unpack_from("iIII", events, at)[3]
+                count += 1
+
+    return opened

@@ -25,7 +25,22 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from disk_support import run_on_own_disk  # noqa: E402
 
-_CHILD = textwrap.dedent("""
+# The device cut short under the file system: reads past its first MiB fail (EIO), and the
+# pages in memory are dropped so that reads reach the device.
+_FAIL_READS = textwrap.dedent("""
+    def fail_reads(disk, image, files):
+        dev = subprocess.run(["findmnt", "-n", "-o", "SOURCE", str(disk)], capture_output=True, text=True)
+        os.sync()
+        os.truncate(image, 1 << 20)
+        subprocess.run(["losetup", "-c", dev.stdout.strip()], check=True)
+        for p in files:
+            if p.is_file():
+                fd = os.open(p, os.O_RDONLY)
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+                os.close(fd)
+""")
+
+_CHILD = _FAIL_READS + textwrap.dedent("""
     import json, os, subprocess, sys
     from pathlib import Path
     sys.path.insert(0, TESTS)
@@ -35,20 +50,9 @@ _CHILD = textwrap.dedent("""
     ws, op, token, photo = disk_support.operator_workspace(disk / "ws")
     out = {}
 
-    def fail_reads():
-        dev = subprocess.run(["findmnt", "-n", "-o", "SOURCE", str(disk)], capture_output=True, text=True)
-        os.sync()
-        os.truncate(image, 1 << 20)  # the device now ends 1 MiB in: reads past it fail (EIO)
-        subprocess.run(["losetup", "-c", dev.stdout.strip()], check=True)
-        for p in ws.root.rglob("*"):  # pages in memory are dropped, so reads reach the device
-            if p.is_file():
-                fd = os.open(p, os.O_RDONLY)
-                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-                os.close(fd)
-
     with disk_support.started_service(ws.root, scratch) as client:
         h = {"X-API-Key": op}
-        fail_reads()
+        fail_reads(disk, image, ws.root.rglob("*"))
         r = client.get("/v1/ready")  # before any call meets the failing disk
         out["ready first"] = [r.status_code, r.headers.get("retry-after"), r.text[:600]]
         for name, r in (("enroll", client.post("/v1/enroll", headers=h, files={"image": ("f.jpg", photo, "image/jpeg")},
@@ -62,11 +66,9 @@ _CHILD = textwrap.dedent("""
 """)
 
 
-def test_a_disk_failing_reads_is_a_503_to_retry_and_takes_the_service_out_of_ready(tmp_path: Path) -> None:
-    """The workspace's disk fails reads (EIO) under the service: an enrolment, a verification and
-    an erasure are each a 503 with Retry-After naming no path (they were 409s calling the audit
-    log edited by hand), and /v1/ready a 503 with Retry-After, also when it is the first to meet
-    the failing disk (it was a 503 saying to restore what it names, with no Retry-After)."""
+def _on_a_failing_disk(tmp_path: Path, child: str, mount: str = "", **values: str) -> dict[str, Any]:
+    """`child` run with an ext4 image on a loop device (IMAGE) mounted at DISK, whose device
+    fail_reads cuts short; `mount`: a shell command run after it; `values` as run_on_own_disk's."""
     if shutil.which("mkfs.ext4") is None or shutil.which("losetup") is None:
         pytest.skip("an ext4 image on a loop device needs mkfs.ext4 and losetup")
     image, disk, scratch = tmp_path / "disk.img", tmp_path / "disk", tmp_path / "scratch"
@@ -77,11 +79,64 @@ def test_a_disk_failing_reads_is_a_503_to_retry_and_takes_the_service_out_of_rea
     made = subprocess.run(["mkfs.ext4", "-q", str(image)], capture_output=True, text=True)
     if made.returncode != 0:
         pytest.skip(f"mkfs.ext4 failed: {made.stderr[:200]}")
-    out: dict[str, Any] = run_on_own_disk(tmp_path, _CHILD, f"mount -o loop,errors=continue '{image}' '{disk}'",
-                                          DISK=str(disk), SCRATCH=str(scratch), IMAGE=str(image))
+    return run_on_own_disk(tmp_path, child, f"mount -o loop,errors=continue '{image}' '{disk}'" + mount,
+                           DISK=str(disk), SCRATCH=str(scratch), IMAGE=str(image), **values)
+
+
+def test_a_disk_failing_reads_is_a_503_to_retry_and_takes_the_service_out_of_ready(tmp_path: Path) -> None:
+    """The workspace's disk fails reads (EIO) under the service: an enrolment, a verification and
+    an erasure are each a 503 with Retry-After naming no path (they were 409s calling the audit
+    log edited by hand), and /v1/ready a 503 with Retry-After, also when it is the first to meet
+    the failing disk (it was a 503 saying to restore what it names, with no Retry-After)."""
+    out = _on_a_failing_disk(tmp_path, _CHILD)
     for name in ("ready first", "enroll", "verify", "erase", "ready"):
         status, after, text = out[name]
         assert status == 503 and after is not None and int(after) >= 1, (name, out[name])
         assert str(tmp_path) not in text, (name, text)
     for name in ("enroll", "verify", "erase"):
         assert json.loads(out[name][2])["reference"], out[name]
+
+
+_PROBES_CHILD = _FAIL_READS + textwrap.dedent("""
+    import json, os, shutil, subprocess, sys
+    from pathlib import Path
+    sys.path.insert(0, TESTS)
+    import disk_support
+
+    # The workspace on a sound disk, but for audit.db: bound in from the disk that will fail, so
+    # that writes work and that one file fails reads (bad sectors under it alone).
+    disk, scratch, image, sound = Path(DISK), Path(SCRATCH), Path(IMAGE), Path(SOUND)
+    ws, op, token, photo = disk_support.operator_workspace(sound / "ws")
+    failing = ws.root / "audit.db"
+    (disk / "before").write_bytes(bytes(4 << 20))  # its copy's blocks past the device's first MiB
+    shutil.copyfile(failing, disk / "audit.db")
+    subprocess.run(["mount", "--bind", str(disk / "audit.db"), str(failing)], check=True)
+    out = {}
+    with disk_support.started_service(ws.root, scratch) as client:
+        fail_reads(disk, image, [failing])
+        h = {"X-API-Key": op}  # a call meets the failing file, and reads it again
+        r = client.post("/v1/verify", headers=h, files={"image": ("f.jpg", photo, "image/jpeg")},
+                        data={"subject": "bob", "purpose": "demo", "consent": token})
+        out["call"] = [r.status_code, r.headers.get("retry-after")]
+        opened = disk_support.opens_of(failing)
+        out["probes"] = []
+        for _ in range(5):  # (identical events not yet read are merged into one: read each time)
+            r = client.get("/v1/ready")
+            out["probes"].append([r.status_code, r.headers.get("retry-after"), opened()])
+    print("RESULT " + json.dumps(out))
+""")
+
+
+def test_ready_probes_do_not_read_a_failing_file_whole_at_each_probe(tmp_path: Path) -> None:
+    """While a workspace file (audit.db here, gallery.db alike) fails reads on a disk that still
+    takes writes, each /v1/ready read it again, up to the whole file: anyone able to reach the
+    probe loaded the failing disk at will.
+    The probes now read it again only after a back-off (DISK_READ_AGAIN_S), answering 503 with
+    Retry-After meanwhile: never ready while it was not read whole."""
+    sound = tmp_path / "sound"
+    sound.mkdir()
+    out = _on_a_failing_disk(tmp_path, _PROBES_CHILD, f" && mount -t tmpfs -o size=64m tmpfs '{sound}'",
+                             SOUND=str(sound))
+    assert out["call"][0] == 503 and out["call"][1], out
+    assert all(status == 503 and after for status, after, _ in out["probes"]), out
+    assert sum(opens > 0 for _, _, opens in out["probes"]) <= 1, out

@@ -29,6 +29,9 @@ from .metrics import Metrics
 
 T = TypeVar("T")
 WARM_RETRY_S = 1.0  # how often a pool thread's failed first open is tried again
+# How often /v1/ready reads again a file that failed a read (EIO), while it is the same file: each
+# probe read it whole (up to the whole gallery), a cheap way for anyone to load a failing disk.
+DISK_READ_AGAIN_S = 30.0
 
 
 class _OneAtATime:
@@ -51,6 +54,26 @@ class _OneAtATime:
         finally:
             self.lock.release()
         return self.answer
+
+
+@dataclass(frozen=True)
+class _FailedRead:
+    """A file whose disk failed a read: its identity then (a file restored in its place is read
+    at once), why, and when it was last read."""
+
+    identity: Optional[tuple[int, ...]]
+    why: str
+    read_at: float
+
+
+def _identity(name: str) -> Optional[tuple[int, ...]]:
+    """Device, inode, size and change times of the file at `name`; None where it cannot be had
+    (its inode on the failing sectors too)."""
+    try:
+        st = os.stat(name)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
 @dataclass(frozen=True)
@@ -116,7 +139,7 @@ class Runtime:
         # (the audit witness's volume), each until it takes a write again.
         self.disk_refused = False
         self._refused_folders: set[str] = set()
-        self._failed_files: set[str] = set()
+        self._failed_files: dict[str, _FailedRead] = {}
         self._disk_check = _OneAtATime()
         # Set at the first call refused because a workspace file was replaced under the handles:
         # they never reopen (each would read another file than the other processes), so the
@@ -254,11 +277,12 @@ class Runtime:
 
     def refused_disk(self, folder: Optional[str] = None, failed: Optional[str] = None) -> None:
         """A call was refused because a disk refused a write: the workspace's, or `folder`'s; or
-        because the file `failed` could not be read (its disk failed, WorkspaceDiskFailed)."""
+        because the file `failed` could not be read (its disk failed, WorkspaceDiskFailed): the
+        call has just read it, so the probes wait DISK_READ_AGAIN_S before reading it again."""
         if folder is not None:
             self._refused_folders.add(folder)  # no lock: a probe may be writing meanwhile
         if failed is not None:
-            self._failed_files.add(failed)
+            self._failed_files[failed] = _FailedRead(_identity(failed), "I/O error", time.monotonic())
         self.disk_refused = True
 
     def disk_problem(self) -> Optional[str]:
@@ -281,12 +305,20 @@ class Runtime:
                     check_disk_takes_writes(folder)
                     self._refused_folders.discard(folder)
                 # A disk that failed a read may still take a small write (bad sectors elsewhere):
-                # the file that failed must read whole again.
+                # the file that failed must read whole again. Read again once a back-off has
+                # passed, or at once if another file has its name now (restored from a backup);
+                # meanwhile it still fails: never called ready unread.
                 for name in sorted(self._failed_files):
+                    seen = self._failed_files.get(name)
+                    if seen is not None and time.monotonic() - seen.read_at < DISK_READ_AGAIN_S \
+                            and _identity(name) == seen.identity:
+                        raise disk_failed(name, seen.why, Path(name))
                     failed = disk_read_error([Path(name)])
                     if failed is not None:
-                        raise disk_failed(str(failed[0]), failed[1].strerror or "I/O error", failed[0])
-                    self._failed_files.discard(name)
+                        why = failed[1].strerror or "I/O error"
+                        self._failed_files[name] = _FailedRead(_identity(name), why, time.monotonic())
+                        raise disk_failed(str(failed[0]), why, failed[0])
+                    self._failed_files.pop(name, None)
                 self.disk_refused = False
 
         return self._disk_check.run(check, self._kept)
