@@ -22,7 +22,7 @@ from typing import Any, Callable, Optional, TypeVar
 
 from ..atomicfile import check_disk_takes_writes
 from ..errors import InvalidArgument, SafeFaceError, ServiceBusy, WorkspaceUnwritable
-from ..sqlite_store import disk_failed, disk_read_error
+from ..sqlite_store import disk_failed, disk_read_error, file_identity
 from ..workspace.apikeys import MIN_RATE
 from .failures import kept
 from .metrics import Metrics
@@ -58,22 +58,13 @@ class _OneAtATime:
 
 @dataclass(frozen=True)
 class _FailedRead:
-    """A file whose disk failed a read: its identity then (a file restored in its place is read
-    at once), why, and when it was last read."""
+    """A file whose disk failed a read: which file had its name then (another one renamed into
+    its place, a restore, is read at once; writes to it are not a reason to), why, and when it
+    was last read."""
 
-    identity: Optional[tuple[int, ...]]
+    identity: tuple[int, int]
     why: str
     read_at: float
-
-
-def _identity(name: str) -> Optional[tuple[int, ...]]:
-    """Device, inode, size and change times of the file at `name`; None where it cannot be had
-    (its inode on the failing sectors too)."""
-    try:
-        st = os.stat(name)
-    except OSError:
-        return None
-    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
 @dataclass(frozen=True)
@@ -282,7 +273,7 @@ class Runtime:
         if folder is not None:
             self._refused_folders.add(folder)  # no lock: a probe may be writing meanwhile
         if failed is not None:
-            self._failed_files[failed] = _FailedRead(_identity(failed), "I/O error", time.monotonic())
+            self._failed_files[failed] = _FailedRead(file_identity(Path(failed)), "I/O error", time.monotonic())
         self.disk_refused = True
 
     def disk_problem(self) -> Optional[str]:
@@ -299,24 +290,26 @@ class Runtime:
                 read_only = bool(os.statvfs(root).f_flag & os.ST_RDONLY)
             except OSError:  # the folder gone: the records check names that
                 read_only = False
+            # A file that failed a read is read again once a back-off has passed (or at once if
+            # another file has its name now); meanwhile it still fails, and nothing else is tried
+            # (the write below too would load a failing disk at each probe).
+            for name in sorted(self._failed_files):
+                seen = self._failed_files.get(name)
+                if seen is not None and time.monotonic() - seen.read_at < DISK_READ_AGAIN_S \
+                        and file_identity(Path(name)) == seen.identity:
+                    raise disk_failed(name, seen.why, Path(name))
             if self.disk_refused or read_only or self._refused_folders or self._failed_files:
                 check_disk_takes_writes(root)
                 for folder in sorted(self._refused_folders):
                     check_disk_takes_writes(folder)
                     self._refused_folders.discard(folder)
                 # A disk that failed a read may still take a small write (bad sectors elsewhere):
-                # the file that failed must read whole again. Read again once a back-off has
-                # passed, or at once if another file has its name now (restored from a backup);
-                # meanwhile it still fails: never called ready unread.
+                # the file that failed must read whole again.
                 for name in sorted(self._failed_files):
-                    seen = self._failed_files.get(name)
-                    if seen is not None and time.monotonic() - seen.read_at < DISK_READ_AGAIN_S \
-                            and _identity(name) == seen.identity:
-                        raise disk_failed(name, seen.why, Path(name))
                     failed = disk_read_error([Path(name)])
                     if failed is not None:
                         why = failed[1].strerror or "I/O error"
-                        self._failed_files[name] = _FailedRead(_identity(name), why, time.monotonic())
+                        self._failed_files[name] = _FailedRead(file_identity(Path(name)), why, time.monotonic())
                         raise disk_failed(str(failed[0]), why, failed[0])
                     self._failed_files.pop(name, None)
                 self.disk_refused = False
