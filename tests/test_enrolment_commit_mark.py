@@ -16,6 +16,8 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from disk_support import run_on_small_disk  # noqa: E402
 
@@ -153,6 +155,8 @@ _DELETED_CHILD = textwrap.dedent("""
     with sqlite3.connect(ws.gallery) as db:  # by hand: the row deleted, the counter set back
         db.execute("DELETE FROM rows WHERE row_id = ?", (got.row_id,))
         db.execute("UPDATE sqlite_sequence SET seq = ? WHERE name = 'rows'", (got.row_id - 1,))
+    if WHEN == "closed":  # the process that stored it stops (a service restarted)
+        holder.close()
     with open_sf(ws) as sf:  # another handle opens, and settles the pending mark
         out["settled"] = [[e.operation, e.note or ""] for e in sf.audit_entries()
                           if e.operation in ("enroll-committed", "uncommitted")]
@@ -162,13 +166,15 @@ _DELETED_CHILD = textwrap.dedent("""
 """)
 
 
-def test_a_row_deleted_by_hand_while_its_mark_is_pending_is_not_settled_as_never_committed(tmp_path: Path) -> None:
+@pytest.mark.parametrize("when", ["open", "closed"])
+def test_a_row_deleted_by_hand_while_its_mark_is_pending_is_not_settled_as_never_committed(
+        tmp_path: Path, when: str) -> None:
     """The disk fills after an enrolment's store commit, its mark pending; meanwhile the row is
     deleted by hand and SQLite's id counter set back. Another handle opening then settled the
-    row as never committed ("uncommitted"), and the deletion went unnoticed. The process that
-    stored it still runs and owes the mark: the row is settled as stored, and the store check
-    names it missing."""
-    out = _in_namespace(tmp_path, _DELETED_CHILD)
+    row as never committed ("uncommitted"), and the deletion went unnoticed. The handle that
+    stored it owes the mark: while it is open, the row is settled as stored; closed once the
+    disk has room, it writes the mark first. The store check names the row missing."""
+    out = _in_namespace(tmp_path, _DELETED_CHILD, when)
     row, mark = out["enroll"]
     assert mark == "pending", out
     assert not any(op == "uncommitted" for op, _ in out["settled"]), out

@@ -354,6 +354,12 @@ class SafeFace:
         if self._is_view:  # the workspace belongs to the object the view was made from
             return
         self._closed = True
+        if self._owed.owed():
+            # Its locks go with the handle (a service restarted): the marks it owes are written
+            # first where the disk takes them now, or a row deleted by hand meanwhile, its counter
+            # set back, would be settled by the ceiling as never committed.
+            with contextlib.suppress(SafeFaceError):
+                self._settle_uncommitted()
         self._owed.close()
         self._gallery.close()
         self._audit.close()
