@@ -143,7 +143,17 @@ def read_workspace_file(path: Path, label: str, limit: int, *, follow: bool = Tr
         if fh is None:
             return None
         with fh:
-            data = _read(fh, label, limit)
+            try:
+                data = fh.read(limit + 1)
+            except OSError as exc:
+                # The device failed (EIO), not the file: it was called altered, every call a 409
+                # and the operator told to restore it from a backup.
+                from .atomicfile import DISK_FAILED  # (both import this module)
+                from .sqlite_store import disk_failed
+
+                if exc.errno in DISK_FAILED:
+                    raise disk_failed(label, exc.strerror or "I/O error", path) from None
+                raise ImageError(f"{label}: could not be read ({exc.strerror}).") from None
     except ImageError as exc:
         raise IntegrityError(f"{exc} It must be the workspace's own file: restore it from a backup.") from None
     if len(data) > limit:

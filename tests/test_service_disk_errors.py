@@ -97,46 +97,70 @@ def test_a_disk_failing_reads_is_a_503_to_retry_and_takes_the_service_out_of_rea
         assert json.loads(out[name][2])["reference"], out[name]
 
 
-_PROBES_CHILD = _FAIL_READS + textwrap.dedent("""
+_ONE_FILE_CHILD = _FAIL_READS + textwrap.dedent("""
     import json, os, shutil, subprocess, sys
     from pathlib import Path
     sys.path.insert(0, TESTS)
     import disk_support
+    from policy_support import open_sf
 
-    # The workspace on a sound disk, but for audit.db: bound in from the disk that will fail, so
-    # that writes work and that one file fails reads (bad sectors under it alone).
+    # The workspace on a sound disk, but for the file WHICH: bound in from the disk that will
+    # fail, so that writes work and that one file fails reads (bad sectors under it alone).
     disk, scratch, image, sound = Path(DISK), Path(SCRATCH), Path(IMAGE), Path(SOUND)
     ws, op, token, photo = disk_support.operator_workspace(sound / "ws")
-    failing = ws.root / "audit.db"
+    failing = ws.root / WHICH
     (disk / "before").write_bytes(bytes(4 << 20))  # its copy's blocks past the device's first MiB
-    shutil.copyfile(failing, disk / "audit.db")
-    subprocess.run(["mount", "--bind", str(disk / "audit.db"), str(failing)], check=True)
+    shutil.copyfile(failing, disk / "failing")
+    subprocess.run(["mount", "--bind", str(disk / "failing"), str(failing)], check=True)
     out = {}
     with disk_support.started_service(ws.root, scratch) as client:
         fail_reads(disk, image, [failing])
         h = {"X-API-Key": op}  # a call meets the failing file, and reads it again
         r = client.post("/v1/verify", headers=h, files={"image": ("f.jpg", photo, "image/jpeg")},
                         data={"subject": "bob", "purpose": "demo", "consent": token})
-        out["call"] = [r.status_code, r.headers.get("retry-after")]
+        out["call"] = [r.status_code, r.headers.get("retry-after"), r.json().get("error")]
         opened = disk_support.opens_of(failing)
         out["probes"] = []
         for _ in range(5):  # (identical events not yet read are merged into one: read each time)
             r = client.get("/v1/ready")
             out["probes"].append([r.status_code, r.headers.get("retry-after"), opened()])
+    try:
+        open_sf(ws).close()
+        out["open"] = "opened"
+    except Exception as exc:
+        out["open"] = type(exc).__name__
     print("RESULT " + json.dumps(out))
 """)
+
+
+def _one_file_failing(tmp_path: Path, which: str) -> dict[str, Any]:
+    sound = tmp_path / "sound"
+    sound.mkdir()
+    return _on_a_failing_disk(tmp_path, _ONE_FILE_CHILD, f" && mount -t tmpfs -o size=64m tmpfs '{sound}'",
+                              SOUND=str(sound), WHICH=which)
 
 
 def test_ready_probes_do_not_read_a_failing_file_whole_at_each_probe(tmp_path: Path) -> None:
     """While a workspace file (audit.db here, gallery.db alike) fails reads on a disk that still
     takes writes, each /v1/ready read it again, up to the whole file: anyone able to reach the
-    probe loaded the failing disk at will.
-    The probes now read it again only after a back-off (DISK_READ_AGAIN_S), answering 503 with
-    Retry-After meanwhile: never ready while it was not read whole."""
-    sound = tmp_path / "sound"
-    sound.mkdir()
-    out = _on_a_failing_disk(tmp_path, _PROBES_CHILD, f" && mount -t tmpfs -o size=64m tmpfs '{sound}'",
-                             SOUND=str(sound))
+    probe loaded the failing disk at will. The probes now read it again only after a back-off
+    (DISK_READ_AGAIN_S), answering 503 with Retry-After meanwhile: never ready while it was not
+    read whole."""
+    out = _one_file_failing(tmp_path, "audit.db")
     assert out["call"][0] == 503 and out["call"][1], out
     assert all(status == 503 and after for status, after, _ in out["probes"]), out
     assert sum(opens > 0 for _, _, opens in out["probes"]) <= 1, out
+
+
+@pytest.mark.parametrize("which", ["keys/audit-anchor.json", "keys/trust.json"])
+def test_a_small_workspace_file_failing_reads_is_a_disk_failure_not_tampering(tmp_path: Path, which: str) -> None:
+    """The audit log's anchor, or the trust store, on sectors that fail reads (EIO): every call
+    was a 409 and /v1/ready said to restore what the records check names (the anchor), and an
+    open said to restore the file from a backup, as for a file edited by hand. Each is a disk
+    failure now: a 503 to retry, and WorkspaceDiskFailed at the open."""
+    out = _one_file_failing(tmp_path, which)
+    assert out["call"][0] in (200, 503), out  # the trust store is read at the open only
+    if out["call"][0] == 503:
+        assert out["call"][1] and out["call"][2] == "WorkspaceDiskFailed", out
+        assert all(status == 503 and after for status, after, _ in out["probes"]), out
+    assert out["open"] == "WorkspaceDiskFailed", out

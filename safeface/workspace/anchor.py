@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, ContextManager, Optional, Protocol, runtime_checkable
 
-from ..errors import ConfigError, IntegrityError, WorkspaceUnwritable
+from ..errors import ConfigError, IntegrityError, WorkspaceDiskFailed, WorkspaceUnwritable
 from ..regularfile import read_workspace_file
 from ..atomicfile import DISK_REFUSED, exclusive_lock, write_atomic
 
@@ -117,6 +117,8 @@ class FileAnchor:
                     self._first_write(seq)
                 doc = {"format": FORMAT, "seq": seq, "hash": head_hash, "mac": self._mac(seq, head_hash)}
                 write_atomic(self.path, (json.dumps(doc, sort_keys=True) + "\n").encode("utf-8"), mode=0o600)
+        except WorkspaceDiskFailed:
+            raise  # the anchor read failed (EIO): a disk to see to, and the file to read again
         except (OSError, ConfigError) as exc:
             why = exc.strerror if isinstance(exc, OSError) else str(exc)
             # A full or read-only disk (the log's own write-ahead log may still have room): the
