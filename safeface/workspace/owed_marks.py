@@ -13,25 +13,25 @@ by the store check), never hide one."""
 from __future__ import annotations
 
 import os
-import struct
 import threading
 from pathlib import Path
 from typing import Iterable, Optional
 
+from .. import atomicfile
+from ..atomicfile import _marked, _one_byte
+
 _BASE = 1 << 52  # above the lock guards' and folder marks' bytes (atomicfile)
 _SPAN = 1 << 52
-_FLOCK = "hhqqi4x"  # struct flock on 64-bit Linux: type, whence, start, length, pid
 
 
 def _byte(row: int) -> int:
     return _BASE + int(row) % _SPAN
 
 
-def _lock(fd: int, lock_type: int, offset: int, command: Optional[int] = None) -> bytes:
+def _take(fd: int, lock_type: int, row: int) -> None:
     import fcntl
 
-    return fcntl.fcntl(fd, fcntl.F_OFD_SETLK if command is None else command,
-                       struct.pack(_FLOCK, lock_type, os.SEEK_SET, offset, 1, 0))
+    fcntl.fcntl(fd, fcntl.F_OFD_SETLK, _one_byte(lock_type, _byte(row)))
 
 
 class OwedMarks:
@@ -49,12 +49,14 @@ class OwedMarks:
         without OFD locks leaves the rows to the ceiling, as before."""
         import fcntl
 
+        if not atomicfile._OFD_LOCKS:
+            return
         with self._lock:
             try:
                 if self._fd is None:
                     self._fd = os.open(self._folder, os.O_RDONLY | os.O_DIRECTORY)
                 for row in rows:
-                    _lock(self._fd, fcntl.F_RDLCK, _byte(row))
+                    _take(self._fd, fcntl.F_RDLCK, row)
                     self._rows.add(int(row))
             except OSError:
                 pass
@@ -62,22 +64,15 @@ class OwedMarks:
     def stored_by_a_live_process(self, rows: Iterable[int]) -> set[int]:
         """Those of `rows` whose byte a process holds (this one's handles included): stored, their
         mark owed. Read through a descriptor of its own, which every holder's lock conflicts with."""
-        import fcntl
-
         wanted = [int(r) for r in rows]
-        if not wanted:
+        if not wanted or not atomicfile._OFD_LOCKS:
             return set()
         try:
             fd = os.open(self._folder, os.O_RDONLY | os.O_DIRECTORY)
         except OSError:
             return set()
         try:
-            held = set()
-            for row in wanted:
-                found = _lock(fd, fcntl.F_WRLCK, _byte(row), fcntl.F_OFD_GETLK)
-                if struct.unpack(_FLOCK, found)[0] != fcntl.F_UNLCK:
-                    held.add(row)
-            return held
+            return {row for row in wanted if _marked(fd, _byte(row))}
         except OSError:  # no OFD locks here: nothing was held
             return set()
         finally:
@@ -95,7 +90,7 @@ class OwedMarks:
             for row in rows:
                 if int(row) in self._rows and self._fd is not None:
                     try:
-                        _lock(self._fd, fcntl.F_UNLCK, _byte(row))
+                        _take(self._fd, fcntl.F_UNLCK, row)
                     except OSError:
                         pass
                     self._rows.discard(int(row))
@@ -108,7 +103,7 @@ class OwedMarks:
             import fcntl
 
             try:  # unlocked first: a child forked meanwhile shares the descriptor and its locks
-                fcntl.fcntl(fd, fcntl.F_OFD_SETLK, struct.pack(_FLOCK, fcntl.F_UNLCK, os.SEEK_SET, 0, 0, 0))
+                fcntl.fcntl(fd, fcntl.F_OFD_SETLK, _one_byte(fcntl.F_UNLCK, 0, length=0))
             except OSError:
                 pass
             os.close(fd)
