@@ -124,6 +124,11 @@ _ONE_FILE_CHILD = _FAIL_READS + textwrap.dedent("""
         for _ in range(5):  # (identical events not yet read are merged into one: read each time)
             r = client.get("/v1/ready")
             out["probes"].append([r.status_code, r.headers.get("retry-after"), opened()])
+        out["calls"] = []
+        for _ in range(5):
+            r = client.post("/v1/verify", headers=h, files={"image": ("f.jpg", photo, "image/jpeg")},
+                            data={"subject": "bob", "purpose": "demo", "consent": token})
+            out["calls"].append([r.status_code, r.headers.get("retry-after"), opened()])
     try:
         open_sf(ws).close()
         out["open"] = "opened"
@@ -150,6 +155,16 @@ def test_ready_probes_do_not_read_a_failing_file_whole_at_each_probe(tmp_path: P
     assert out["call"][0] == 503 and out["call"][1], out
     assert all(status == 503 and after for status, after, _ in out["probes"]), out
     assert sum(opens > 0 for _, _, opens in out["probes"]) <= 1, out
+
+
+def test_calls_do_not_read_a_failing_file_whole_at_each_call(tmp_path: Path) -> None:
+    """The same for calls: each call that met gallery.db failing reads read it again, up to the
+    whole file, to tell a failing disk from damage (an API key's rate of whole-gallery reads).
+    Within the back-off a call is refused at once (503 with Retry-After), nothing read."""
+    out = _one_file_failing(tmp_path, "gallery.db")
+    assert out["call"][0] == 503 and out["call"][2] == "WorkspaceDiskFailed", out
+    assert all(status == 503 and after for status, after, _ in out["calls"]), out
+    assert sum(opens > 0 for _, _, opens in out["calls"]) <= 1, out
 
 
 @pytest.mark.parametrize("which", ["keys/audit-anchor.json", "keys/trust.json"])

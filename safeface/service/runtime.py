@@ -273,8 +273,19 @@ class Runtime:
         if folder is not None:
             self._refused_folders.add(folder)  # no lock: a probe may be writing meanwhile
         if failed is not None:
-            self._failed_files[failed] = _FailedRead(file_identity(Path(failed)), "I/O error", time.monotonic())
+            identity, seen = file_identity(Path(failed)), self._failed_files.get(failed)
+            if seen is None or seen.identity != identity or time.monotonic() - seen.read_at >= DISK_READ_AGAIN_S:
+                self._failed_files[failed] = _FailedRead(identity, "I/O error", time.monotonic())
         self.disk_refused = True
+
+    def _still_failing(self) -> None:
+        """WorkspaceDiskFailed while a file that failed a read is within its back-off and is still
+        the same file: it is not read again before then, by a probe or by a call."""
+        for name in sorted(self._failed_files):
+            seen = self._failed_files.get(name)
+            if seen is not None and time.monotonic() - seen.read_at < DISK_READ_AGAIN_S \
+                    and file_identity(Path(name)) == seen.identity:
+                raise disk_failed(name, seen.why, Path(name))
 
     def disk_problem(self) -> Optional[str]:
         """None while the workspace's disk takes writes; else where the operator finds why
@@ -293,11 +304,7 @@ class Runtime:
             # A file that failed a read is read again once a back-off has passed (or at once if
             # another file has its name now); meanwhile it still fails, and nothing else is tried
             # (the write below too would load a failing disk at each probe).
-            for name in sorted(self._failed_files):
-                seen = self._failed_files.get(name)
-                if seen is not None and time.monotonic() - seen.read_at < DISK_READ_AGAIN_S \
-                        and file_identity(Path(name)) == seen.identity:
-                    raise disk_failed(name, seen.why, Path(name))
+            self._still_failing()
             if self.disk_refused or read_only or self._refused_folders or self._failed_files:
                 check_disk_takes_writes(root)
                 for folder in sorted(self._refused_folders):
@@ -334,7 +341,10 @@ class Runtime:
                               max(1, math.ceil(min(wait, 1 / MIN_RATE))))
 
     async def call(self, fn: Callable[[Any], T]) -> T:
-        """Run fn(SafeFace of a pool thread) off the event loop; 503 when the queue is full."""
+        """Run fn(SafeFace of a pool thread) off the event loop; 503 when the queue is full, or
+        while a file that failed a read waits out its back-off: each call that met it read the
+        file again (up to the whole gallery.db) to tell a failing disk from damage."""
+        self._still_failing()
         if self._admitted >= self._capacity:
             self.metrics.count("safeface_overload_total")
             raise ServiceBusy("the service is at capacity; nothing was done. Retry shortly.", 1)
