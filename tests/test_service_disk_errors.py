@@ -157,11 +157,13 @@ def test_ready_probes_do_not_read_a_failing_file_whole_at_each_probe(tmp_path: P
     assert sum(opens > 0 for _, _, opens in out["probes"]) <= 1, out
 
 
-def test_calls_do_not_read_a_failing_file_whole_at_each_call(tmp_path: Path) -> None:
-    """The same for calls: each call that met gallery.db failing reads read it again, up to the
-    whole file, to tell a failing disk from damage (an API key's rate of whole-gallery reads).
-    Within the back-off a call is refused at once (503 with Retry-After), nothing read."""
-    out = _one_file_failing(tmp_path, "gallery.db")
+@pytest.mark.parametrize("which", ["gallery.db", "audit.db"])
+def test_calls_do_not_read_a_failing_file_whole_at_each_call(tmp_path: Path, which: str) -> None:
+    """The same for calls: each call that met a file failing reads read it again, up to the whole
+    file, to tell a failing disk from damage (an API key's rate of whole-file reads); the audit
+    log was read so by the key's own check, before the call. Within the back-off a call is
+    refused at once (503 with Retry-After), nothing read."""
+    out = _one_file_failing(tmp_path, which)
     assert out["call"][0] == 503 and out["call"][2] == "WorkspaceDiskFailed", out
     assert all(status == 503 and after for status, after, _ in out["calls"]), out
     assert sum(opens > 0 for _, _, opens in out["calls"]) <= 1, out

@@ -359,7 +359,9 @@ class Runtime:
 
     def light(self, fn: Callable[[Any], T]) -> T:
         """A quick call on the main handle (credential checks), serialised; 503 while it does not
-        open yet (warm tries again)."""
+        open yet (warm tries again), or while a file that failed a read waits out its back-off (a
+        key's check reads the audit log, and met there it read the whole log again)."""
+        self._still_failing()
         with self._main_lock:
             if self.main is None:
                 raise ServiceBusy("the service is starting: its workspace does not open yet; nothing was done. "
