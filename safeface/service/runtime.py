@@ -269,7 +269,8 @@ class Runtime:
     def refused_disk(self, folder: Optional[str] = None, failed: Optional[str] = None) -> None:
         """A call was refused because a disk refused a write: the workspace's, or `folder`'s; or
         because the file `failed` could not be read (its disk failed, WorkspaceDiskFailed): the
-        call has just read it, so the probes wait DISK_READ_AGAIN_S before reading it again."""
+        call has just read it, so probes and calls wait DISK_READ_AGAIN_S before reading it again
+        (a call refused by that wait, which read nothing, does not start it over)."""
         if folder is not None:
             self._refused_folders.add(folder)  # no lock: a probe may be writing meanwhile
         if failed is not None:
