@@ -82,3 +82,24 @@ def test_a_moved_row_whose_other_columns_were_edited_too_fails_the_erasure(pg: P
         assert (9999,) in _sql(dsn, "SELECT row_id FROM safeface.rows")
         last = sf.audit_entries()[-1]
         assert (last.operation, last.decision, last.note) == ("erase", "failed", "IntegrityError")
+
+
+def test_a_note_of_an_erasure_copied_to_a_moved_row_does_not_excuse_it(pg: PgCluster, tmp_path: Path) -> None:
+    """The store notes each row an erasure deleted (so that a retry after a kill can tell it from
+    a moved row). Carol is erased; her genuine note is copied to alice's row id, and alice's row
+    moved with more columns edited: the note, made for another row, must not let alice's
+    erasure call her row gone."""
+    ws, dsn = _server_ws(pg, tmp_path)
+    img = images()
+    with open_sf(ws) as sf:
+        alice = sf.enroll(img / "obama.jpg", "alice", "demo", consent(ws, "alice"))
+        sf.enroll(img / "biden.jpg", "bob", "demo", consent(ws, "bob"))
+        carol = sf.enroll(img / "obama2.jpg", "carol", "demo", consent(ws, "carol"))
+        sf.erase("carol")
+        _sql(dsn, f"INSERT INTO safeface.erased SELECT {alice.row_id}, sealed_sha256, seal_version, mac "
+                  f"FROM safeface.erased WHERE row_id = {carol.row_id}")
+        _sql(dsn, f"UPDATE safeface.rows SET row_id = 9999, pseudonym = '{HIDDEN}', expires_us = expires_us + 1 "
+                  f"WHERE row_id = {alice.row_id}")
+        with pytest.raises(IntegrityError, match=rf"row 9999 .*rows \[{alice.row_id}\] that the log names"):
+            sf.erase("alice")
+        assert (9999,) in _sql(dsn, "SELECT row_id FROM safeface.rows")

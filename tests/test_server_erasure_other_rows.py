@@ -8,9 +8,12 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import pytest
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from policy_support import consent, images, legal_basis, open_sf  # noqa: E402
 from server_support import PgCluster  # noqa: E402
+from safeface.errors import IntegrityError  # noqa: E402
 from test_server_store_attacks import _server_ws, _sql  # noqa: E402
 
 
@@ -75,3 +78,48 @@ def test_a_rebuild_noted_by_hand_with_another_persons_edited_row_does_not_stop_e
         assert _sql(dsn, "SELECT row_id FROM safeface.rows") == [(dave.row_id,)]
     with open_sf(ws) as sf:
         assert sf.erase("bob").templates_removed == 0
+
+
+_ERASE_KILLED = r"""
+import os, sys
+sys.path.insert(0, sys.argv[1])
+from policy_support import open_sf
+from safeface.storage.server import ServerStore
+from safeface.workspace.paths import WorkspacePaths
+original = ServerStore.erase_pseudonym
+def erase_pseudonym(self, p, **kw):
+    original(self, p, **kw)
+    os._exit(137)  # killed after the store's commit, before the erasure's entry
+ServerStore.erase_pseudonym = erase_pseudonym
+open_sf(WorkspacePaths(sys.argv[2])).erase("alice")
+"""
+
+
+def test_an_erasure_killed_before_its_entry_is_not_held_up_by_another_persons_edited_row(
+        pg: PgCluster, tmp_path: Path) -> None:
+    """An erasure of alice is killed after the store's commit and before its entry; then dave's
+    row is edited by hand. The retry was refused ("restore the store from a backup"), since
+    alice's row, gone, could have been dave's row moved with more columns edited. The store
+    records, under its keys and in the delete's transaction, which rows an erasure took, so the
+    retry settles alice's row as already gone, and dave's row stays named."""
+    import subprocess
+
+    from child_process import child_env
+
+    ws, dsn = _server_ws(pg, tmp_path)
+    img = images()
+    with open_sf(ws) as sf:
+        alice = sf.enroll(img / "obama.jpg", "alice", "demo", consent(ws, "alice"))
+        dave = sf.enroll(img / "biden.jpg", "dave", "demo", consent(ws, "dave"))
+    tests = Path(__file__).resolve().parent
+    child = subprocess.run([sys.executable, "-c", _ERASE_KILLED, str(tests), str(ws.root)], env=child_env(),
+                           cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert child.returncode == 137, child.stderr[-500:]
+    _edit(dsn, dave.row_id)
+    with open_sf(ws) as sf:
+        receipt = sf.erase("alice")
+        assert receipt.templates_removed == 1 and receipt.rows == (alice.row_id,)
+        assert "already gone" in str(sf.audit_entries()[-1].note)
+        assert _sql(dsn, "SELECT row_id FROM safeface.rows") == [(dave.row_id,)]
+        with pytest.raises(IntegrityError, match=f"gallery row {dave.row_id} failed its integrity check"):
+            sf.verify_store()

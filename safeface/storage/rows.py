@@ -270,6 +270,16 @@ def rekey_mark_holds(keyring: Keyring, meta: dict[str, str]) -> bool:
     return hmac.compare_digest(got, want)
 
 
+def erased_mark(keyring: Keyring, seal_version: int, row_id: int, sealed_sha256: str) -> str:
+    """A MAC, under the seal key, saying that an erasure deleted row `row_id`, whose sealed bytes
+    had this SHA-256: written in the delete's transaction, so that a retry of an erasure killed
+    before its audit entry can tell the row it finds gone from one moved by hand (see
+    ServerStore._owned). Without the key, no one can write one for a row they only moved."""
+    key = keyring.key("seal", int(seal_version))
+    body = f"safeface-erased|{int(row_id)}|{sealed_sha256}"
+    return hmac.new(key, body.encode("utf-8"), hashlib.sha256).hexdigest()
+
+
 def initial_meta(keyring: Keyring, dim: int) -> dict[str, str]:
     """The meta a new store records: schema, dimension and the key versions (with their ids)."""
     tv, sv, pv = keyring.version("transform"), keyring.version("seal"), keyring.version("pseudonym")
