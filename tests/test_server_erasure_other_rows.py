@@ -123,3 +123,33 @@ def test_an_erasure_killed_before_its_entry_is_not_held_up_by_another_persons_ed
         assert _sql(dsn, "SELECT row_id FROM safeface.rows") == [(dave.row_id,)]
         with pytest.raises(IntegrityError, match=f"gallery row {dave.row_id} failed its integrity check"):
             sf.verify_store()
+
+
+def test_an_erased_row_put_back_edited_goes_with_the_retried_erasure(pg: PgCluster, tmp_path: Path) -> None:
+    """Someone with the app's role keeps a copy of alice's row; her erasure is killed before its
+    entry; the copy is put back under another id with more columns edited, so no seal opens as
+    hers. Its sealed bytes are the ones the killed erasure noted: the retry must take it too,
+    not sign a receipt beside it."""
+    import subprocess
+
+    from child_process import child_env
+
+    ws, dsn = _server_ws(pg, tmp_path)
+    img = images()
+    with open_sf(ws) as sf:
+        alice = sf.enroll(img / "obama.jpg", "alice", "demo", consent(ws, "alice"))
+        dave = sf.enroll(img / "biden.jpg", "dave", "demo", consent(ws, "dave"))
+    _sql(dsn, "CREATE TABLE public.kept AS SELECT * FROM safeface.rows")
+    tests = Path(__file__).resolve().parent
+    child = subprocess.run([sys.executable, "-c", _ERASE_KILLED, str(tests), str(ws.root)], env=child_env(),
+                           cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert child.returncode == 137, child.stderr[-500:]
+    _sql(dsn, f"INSERT INTO safeface.rows SELECT * FROM public.kept WHERE row_id = {alice.row_id}")
+    _sql(dsn, f"UPDATE safeface.rows SET row_id = 9999, pseudonym = '{'0' * 64}', expires_us = expires_us + 1 "
+              f"WHERE row_id = {alice.row_id}")
+    _sql(dsn, "DROP TABLE public.kept")
+    with open_sf(ws) as sf:
+        receipt = sf.erase("alice")
+        assert receipt.rows == (alice.row_id,)
+        assert _sql(dsn, "SELECT row_id FROM safeface.rows") == [(dave.row_id,)]
+        assert sf.verify_store().ok
