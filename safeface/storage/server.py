@@ -64,6 +64,7 @@ log = logging.getLogger("safeface.storage")
 NAMESPACE_RE = re.compile(r"^[a-z_][a-z0-9_]{0,40}$")
 READ_TRIES = 3  # a read that another process's re-key overlaps runs again (ServerStore._steady)
 _T = TypeVar("_T")
+_R = TypeVar("_R")
 REBUILD = 0  # the pending note's row id that asks for the whole index to be rebuilt
 FETCH_MAX = 16384  # Milvus's largest search limit
 # How many rows each purpose allows only tunes the approximate index's effort (vectors.search_params),
@@ -539,6 +540,7 @@ class ServerStore:
             for r in self._sql(f"SELECT {OPEN_COLS} FROM {{ns}}.rows WHERE row_id = ANY(%s)", (part,)):
                 entry, vec, _ = unseal_row(keys, r, self._dim)
                 found[int(r[0])] = (entry, vec)
+        found = self._not_erased(found)
         if found:
             rids = list(found)
             self.vectors.upsert(rids, np.stack([v for _, v in found.values()]),
@@ -778,6 +780,8 @@ class ServerStore:
         self.vectors.ensure()
         n = 0
         for opened in self._every_row(keys):
+            if not opened:
+                continue
             self.vectors.upsert(list(opened), np.stack([v for _, v in opened.values()]),
                                 [sorted(e.purposes) for e, _ in opened.values()], [e.expires_us for e, _ in opened.values()])
             n += len(opened)
@@ -797,7 +801,7 @@ class ServerStore:
             for r in batch:
                 entry, vec, _ = unseal_row(keys, r, self._dim)
                 opened[int(r[0])] = (entry, vec)
-            yield opened
+            yield self._not_erased(opened)
             last = int(batch[-1][0])
 
     def check_index(self, repair: bool = False) -> "IndexCheck":
@@ -1177,9 +1181,8 @@ class ServerStore:
         if not ids:
             return {}
         out: dict[int, str] = {}
-        for rid, digest, sv, mac in self._conn.execute(
-                f"SELECT row_id, sealed_sha256, seal_version, mac FROM {self._ns}.erased WHERE row_id = ANY(%s)",
-                (sorted(int(r) for r in ids),)).fetchall():
+        for rid, digest, sv, mac in self._sql("SELECT row_id, sealed_sha256, seal_version, mac FROM {ns}.erased "
+                                              "WHERE row_id = ANY(%s)", (sorted(int(r) for r in ids),)):
             try:
                 want = erased_mark(self._keyring, int(sv), int(rid), str(digest))
             except (ConfigError, ValueError, TypeError):
@@ -1346,7 +1349,19 @@ class ServerStore:
         for r in self._sql(f"SELECT {OPEN_COLS} FROM {{ns}}.rows WHERE row_id = ANY(%s)", ([int(i) for i in ids],)):
             entry, vec, _ = unseal_row(keys, r, self._dim)
             out[int(r[0])] = (entry, vec)
-        return out
+        return self._not_erased(out)
+
+    def _not_erased(self, opened: dict[int, _R]) -> dict[int, _R]:
+        """`opened` less the rows an erasure deleted (_erased_before: row ids are never given
+        again, so such a row is one put back, from an older dump of the table, say). Searched,
+        verified against or written to Milvus, it matched an erased person again until someone
+        ran `safeface audit verify`, which names it. One query by id."""
+        back = self._erased_before(list(opened))
+        if back:
+            log.warning("%s: gallery rows %s were erased and are stored again (put back from an older copy?); they "
+                        "are not matched. `safeface audit verify` names them; erase the subject again to remove them",
+                        self.where, sorted(back)[:5])
+        return {k: v for k, v in opened.items() if k not in back}
 
     def search(self, embedding: np.ndarray, purpose: str, k: int = 5, threshold: Optional[float] = None,
                now: Optional[datetime] = None, *, path: Optional[str] = None) -> list[Match]:
@@ -1532,7 +1547,9 @@ class ServerStore:
                            keys: Keys) -> Iterator[np.ndarray]:
         """The templates `path` scores of the subject's rows allowed for `purpose` at `now_us`,
         each opened from its sealed record with `keys`."""
-        for r in self._sql(f"SELECT {OPEN_COLS} FROM {{ns}}.rows WHERE pseudonym = %s", (self.pseudonym(subject_id),)):
+        rows = self._sql(f"SELECT {OPEN_COLS} FROM {{ns}}.rows WHERE pseudonym = %s", (self.pseudonym(subject_id),))
+        kept = self._not_erased({int(r[0]): r for r in rows})
+        for r in kept.values():
             entry, vec, _ = unseal_row(keys, r, self._dim)
             t = path_template(entry, vec, path)
             if t is not None and purpose in entry.purposes and entry.expires_us > now_us:

@@ -1,0 +1,38 @@
+"""Rows put back after an erasure: someone holding the app's PostgreSQL role, or a DBA restoring
+the rows table from last night's dump, brings an erased person's sealed row back under its own
+id. Row ids are never given again, and each erasure notes the ids it deleted under the seal key,
+so the store knows such a row for one put back: it must not be matched, whatever path its
+vector takes back into Milvus (a pending note, `index rebuild`, a scan of the records)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from policy_support import consent, images, legal_basis, open_sf  # noqa: E402
+from server_support import PgCluster  # noqa: E402
+from test_server_store_attacks import _server_ws, _sql  # noqa: E402
+
+
+@pytest.mark.parametrize("back", ["pending note", "index rebuild"])
+def test_an_erased_row_put_back_from_an_older_dump_is_not_matched(pg: PgCluster, tmp_path: Path, back: str) -> None:
+    ws, dsn = _server_ws(pg, tmp_path)
+    img = images()
+    with open_sf(ws) as sf:
+        alice = sf.enroll(img / "obama.jpg", "alice", "demo", consent(ws, "alice"))
+        bob = sf.enroll(img / "biden.jpg", "bob", "demo", consent(ws, "bob"))
+        _sql(dsn, "CREATE TABLE public.dump AS SELECT * FROM safeface.rows")
+        sf.erase("alice")
+        _sql(dsn, f"INSERT INTO safeface.rows SELECT * FROM public.dump WHERE row_id = {alice.row_id}")
+        if back == "pending note":
+            _sql(dsn, f"INSERT INTO safeface.pending (row_id, op) VALUES ({alice.row_id}, 'upsert')")
+            sf.enroll(img / "biden.jpg", "bob", "demo", consent(ws, "bob"))  # any write carries out the note
+        else:
+            sf.rebuild_index()
+        basis = legal_basis(ws)
+        assert [c.subject for c in sf.identify(img / "obama2.jpg", "demo", legal_basis=basis)] == []
+        assert [c.subject for c in sf.identify(img / "biden.jpg", "demo", legal_basis=basis)] == [bob.pseudonym]
+        assert not sf.verify_store().ok  # and the store check still names it
