@@ -107,20 +107,23 @@ def test_a_note_of_an_erasure_copied_to_a_moved_row_does_not_excuse_it(pg: PgClu
         assert (9999,) in _sql(dsn, "SELECT row_id FROM safeface.rows")
 
 
-@pytest.mark.parametrize("how", ["erase", "revoke"])
+@pytest.mark.parametrize("how", ["erase", "revoke", "revoke, pseudonym edited"])
 def test_a_persons_own_row_edited_by_hand_does_not_block_her_erasure(pg: PgCluster, tmp_path: Path,
                                                                      how: str) -> None:
     """Alice's row, left at its id and under her name, has its expiry edited by hand (no key
     needed): her erasure (or her consent's revocation) was refused for good, "restore the store
-    from a backup". It is her row: it must go, on her receipt."""
+    from a backup". It is her row: it must go, on her receipt, which names her (as the log
+    does, whatever its pseudonym column was edited to)."""
     ws, dsn = _server_ws(pg, tmp_path)
     img = images()
     with open_sf(ws) as sf:
         alice = sf.enroll(img / "obama.jpg", "alice", "demo", consent(ws, "alice"))
         bob = sf.enroll(img / "biden.jpg", "bob", "demo", consent(ws, "bob"))
-        _sql(dsn, f"UPDATE safeface.rows SET expires_us = expires_us + 1 WHERE row_id = {alice.row_id}")
+        also = f", pseudonym = '{bob.pseudonym}'" if "pseudonym" in how else ""
+        _sql(dsn, f"UPDATE safeface.rows SET expires_us = expires_us + 1{also} WHERE row_id = {alice.row_id}")
         receipt = sf.erase("alice") if how == "erase" else sf.revoke(token_id=alice.token_id)
         assert receipt.templates_removed == 1 and receipt.rows == (alice.row_id,)
+        assert receipt.subjects == (alice.pseudonym,)
         assert _sql(dsn, "SELECT row_id FROM safeface.rows") == [(bob.row_id,)]
         assert sf.verify_store().ok
 

@@ -998,7 +998,7 @@ class SafeFace:
                     # look for as moved rows, reading its table whole and refusing the revocation
                     # for any other row failing its check.
                     stored = self._audit.rows_left_under(str(ref))
-                    res = self._gallery.remove_token(str(ref), rows=set(stored))
+                    res = self._gallery.remove_token(str(ref), rows=stored)  # whose each row is, by the log
                     # Rows the log still lists as stored that were already gone: a revocation whose
                     # entry a full disk refused (or a kill) after its store commit; the retry names
                     # them, as an erasure's does, or the store check called them deleted behind the guard.

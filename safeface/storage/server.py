@@ -42,7 +42,7 @@ import time
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any, Callable, Collection, Iterator, Optional, Sequence, TypeVar
+from typing import Any, Callable, Collection, Iterator, Mapping, Optional, Sequence, TypeVar
 
 import numpy as np
 
@@ -1013,7 +1013,17 @@ class ServerStore:
                owner: Optional[tuple[str, str, Collection[int]]] = None
                ) -> tuple[list[tuple[int, str]], Optional[str]]:
         """Delete the rows `where` finds. `owner`: (column, value, logged ids) of an erasure or a
-        revocation, whose rows are opened under the keys as the subject's or consent's (_owned)."""
+        revocation, whose rows are opened under the keys as the subject's or consent's (_owned).
+        Then, the write lock let go, free the deleted rows' space (_vacuum)."""
+        out = self._erase_held(where, args, before_commit, owner=owner)
+        if out[0]:
+            self._vacuum()
+        return out
+
+    def _erase_held(self, where: str, args: tuple[Any, ...],
+                    before_commit: Optional[Callable[[list[tuple[int, str]]], None]] = None, *,
+                    owner: Optional[tuple[str, str, Collection[int]]] = None
+                    ) -> tuple[list[tuple[int, str]], Optional[str]]:
         self._finish_open()
         with self._write_lock.held():
             with self._write():
@@ -1035,7 +1045,6 @@ class ServerStore:
             refuse_kept(self._kept(where, args), f"{self._ns}.rows")  # and once committed
             if not found:
                 return found, None
-            self._vacuum()
             self._at("erase:recorded")
             ids = gone
             if not self._index_asked():
@@ -1074,6 +1083,7 @@ class ServerStore:
         edited by hand, which refused her erasure for good); otherwise (another's row moved under
         her name, a copy planted there) it is only logged."""
         keys = self._keys_now()
+        names = {int(k): str(v) for k, v in logged.items()} if isinstance(logged, Mapping) else {}
         logged = {int(r) for r in logged}
         missing = logged - {int(r[0]) for r in deleted}
         found: list[tuple[int, str]] = []
@@ -1150,7 +1160,7 @@ class ServerStore:
             gone.append(rid)
             if rid in missing:  # nothing else opens as the log's row here: this is it, edited by hand
                 missing.discard(rid)
-                found.append((rid, value if column == "pseudonym" else str(r[1])))
+                found.append((rid, value if column == "pseudonym" else names.get(rid, str(r[1]))))
                 buried.append((rid, bytes(r[8])))
             else:
                 log.warning("%s: gallery row %s, under the %s being removed, failed its integrity check and opens "
@@ -1196,8 +1206,9 @@ class ServerStore:
         PostgreSQL's compaction of each page writes the rows left over most of the erased bytes
         (a deleted row stays whole in its page, sealed template and all, until a vacuum). Pages
         unchanged since the last vacuum are skipped and indexes left for autovacuum, so it costs
-        about 1 ms on 200,000 rows; it never waits for a vacuum already running (SKIP_LOCKED)
-        nor takes the exclusive lock that would stall searches (TRUNCATE OFF). What it cannot
+        about 1 ms on 200,000 rows (more for the first one after a bulk import autovacuum has not
+        reached yet, outside the write lock); it never waits for a vacuum already running
+        (SKIP_LOCKED) nor takes the exclusive lock that would stall searches (TRUNCATE OFF). What it cannot
         scrub: the row's bytes where no live row was moved over them (about one erased row in
         five, the newest of its page, and older versions a match's update left), until new rows
         fill that space; the write-ahead log; the row while a transaction older than the erasure
@@ -1239,10 +1250,12 @@ class ServerStore:
         return ErasureResult(pseudonym, tuple(sorted(r for r, _ in found)), len(found), vectors)
 
     def remove_token(self, token_id: str, *, rows: Collection[int] = ()) -> ErasureResult:
+        """`rows` as in erase_pseudonym; a mapping (row id -> pseudonym, as the log names them)
+        says whose a row edited by hand is (_owned), rather than its pseudonym column."""
         check_text(token_id, "token_id")
         logged = sorted(int(r) for r in rows)
         found, vectors = self._erase("token_id = %s OR row_id = ANY(%s::bigint[])", (token_id, logged),
-                                     owner=("token_id", token_id, logged))
+                                     owner=("token_id", token_id, rows))
         ps = {p for _, p in found}
         return ErasureResult(ps.pop() if len(ps) == 1 else None, tuple(sorted(r for r, _ in found)), len(found),
                              vectors)
