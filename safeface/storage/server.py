@@ -349,6 +349,15 @@ class ServerStore:
                 try:
                     with self._conn.transaction():
                         self._conn.execute(_ERASED.format(ns=self._ns))
+                        # The roles that may use the rows (a service's data-only role) may use this
+                        # table too: without, each of their searches and erasures failed on it.
+                        for grantee, priv in self._conn.execute(
+                                "SELECT CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(r.rolname) END, "
+                                "a.privilege_type FROM pg_class c CROSS JOIN LATERAL aclexplode(c.relacl) a "
+                                "LEFT JOIN pg_roles r ON r.oid = a.grantee WHERE c.oid = %s::regclass "
+                                "AND a.grantee <> c.relowner AND a.privilege_type IN "
+                                "('SELECT', 'INSERT', 'UPDATE', 'DELETE')", (f"{self._ns}.rows",)).fetchall():
+                            self._conn.execute(f"GRANT {priv} ON {self._ns}.erased TO {grantee}")
                 except psycopg.errors.InsufficientPrivilege:
                     raise ConfigError(f"{self.where} was made by an earlier safeface and needs a new table (erased "
                                       "rows), which only a role that may create tables in its schema may add. Open "
