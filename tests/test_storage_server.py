@@ -1998,10 +1998,12 @@ def test_the_store_estimates_each_purposes_share_of_the_rows_and_refreshes_it(se
         assert top and top[0].pseudonym == s.pseudonym("p2")
 
 
-def test_a_store_made_before_erasure_notes_gets_them_with_the_rows_grants(setup: Setup) -> None:
+def test_a_store_made_before_erasure_notes_gets_them_with_the_rows_grants(setup: Setup,
+                                                                          caplog: pytest.LogCaptureFixture) -> None:
     """A store made before erasures were noted (ServerStore._bury) has no `erased` table. Its
     owner's first open makes it; a data-only role that may use the rows may use it too: without
-    that grant, each of the role's searches and erasures failed on the new table."""
+    that grant, each of the role's searches and erasures failed on the new table. Such a role
+    may not vacuum the table after an erasure (ServerStore._vacuum), and is told so."""
     import uuid
 
     import psycopg
@@ -2020,6 +2022,7 @@ def test_a_store_made_before_erasure_notes_gets_them_with_the_rows_grants(setup:
     with pytest.raises(ConfigError, match="owner"):
         setup.open(dsn=svc)
     setup.open().close()  # the owner
-    with setup.open(dsn=svc) as s:
+    with setup.open(dsn=svc) as s, caplog.at_level("WARNING", logger="safeface.storage"):
         assert s.erase_subject("s0").count == 1
         assert s.search(x[1], "access", k=1)[0].pseudonym == s.pseudonym("s1")
+    assert "does not own the rows table" in caplog.text

@@ -261,6 +261,7 @@ class ServerStore:
         self._closed = False
         self._fractions: dict[str, float] = {}
         self._fractions_at = float("-inf")
+        self._vacuum_told = False  # _vacuum said once that this role may not vacuum the rows
         # Test seam: called with a point name ("add:recorded", "erase:recorded") between the
         # record's commit and the vector write, so a test can stop the process there.
         self._hook: Optional[Callable[[str], None]] = None
@@ -1223,8 +1224,14 @@ class ServerStore:
         38% of erased rows in a measurement: the newest of its page, and older versions a
         match's update left), until new rows fill that space; the write-ahead log; the row while
         a transaction older than the erasure is open. A role that does not own the table
-        vacuums nothing (PostgreSQL warns)."""
+        vacuums nothing (PostgreSQL only warns it): said once a handle."""
         try:
+            if not self._vacuum_told and not self._sql("SELECT pg_has_role(relowner, 'USAGE') FROM pg_class WHERE "
+                                                       "oid = %s::regclass", (f"{self._ns}.rows",))[0][0]:
+                self._vacuum_told = True
+                log.warning("%s: this role does not own the rows table, so an erasure cannot vacuum it and the "
+                            "erased rows' sealed bytes stay in its pages until autovacuum reaches them; let the "
+                            "role own it (or, on PostgreSQL 17, grant it MAINTAIN on the table)", self.where)
             self._sql("VACUUM (INDEX_CLEANUP OFF, TRUNCATE OFF, SKIP_LOCKED) {ns}.rows")
         except BackendError as exc:
             log.warning("%s: the erased rows' space was not freed (%s); autovacuum will free it", self.where, exc)
