@@ -102,6 +102,23 @@ def _tables(dsn: str) -> bool:
 # ------------------------------------------------------------------- the store's contract
 
 
+
+def data_only_role(setup: Any, older: str) -> str:
+    """The DSN of a new role with data rights only (a service's), on a store made older by the
+    owner's statement `older`, as an earlier safeface left it."""
+    import uuid
+
+    import psycopg
+
+    role = "svc_" + uuid.uuid4().hex[:8]
+    with psycopg.connect(setup.dsn, password=PG_PASSWORD, autocommit=True) as c:
+        c.execute(older)
+        c.execute(f"CREATE ROLE {role} LOGIN PASSWORD '{PG_PASSWORD}'")
+        c.execute(f"GRANT USAGE ON SCHEMA safeface TO {role}")
+        c.execute(f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA safeface TO {role}")
+        c.execute(f"GRANT USAGE, SELECT, UPDATE ON ALL SEQUENCES IN SCHEMA safeface TO {role}")
+    return re.sub(r"//[^@/]*@", f"//{role}@", setup.dsn)
+
 def test_enrol_search_verify_and_erase_confirmed_by_a_milvus_query(setup: Setup) -> None:
     x = unit_rows(20)
     with setup.open() as s:
@@ -358,22 +375,11 @@ def test_a_store_made_before_look_digests_is_upgraded_by_its_owner_and_then_open
     """Adding the look-digest columns needs the tables' owner. A service role with data rights
     only gets a ConfigError that says so (not a raw database error), until the owner has opened
     the store once; then it opens and enrols as before."""
-    import uuid
-
-    import psycopg
-
     x = unit_rows(2, 8)
     with setup.open() as s:
         fill(s, x[:1])
     seal_as_before_looks_were_bound(setup)
-    role = "svc_" + uuid.uuid4().hex[:8]
-    with psycopg.connect(setup.dsn, password=PG_PASSWORD, autocommit=True) as c:
-        c.execute("ALTER TABLE safeface.rows DROP COLUMN look, DROP COLUMN look_small")
-        c.execute(f"CREATE ROLE {role} LOGIN PASSWORD '{PG_PASSWORD}'")
-        c.execute(f"GRANT USAGE ON SCHEMA safeface TO {role}")
-        c.execute(f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA safeface TO {role}")
-        c.execute(f"GRANT USAGE, SELECT, UPDATE ON ALL SEQUENCES IN SCHEMA safeface TO {role}")
-    svc = re.sub(r"//[^@/]*@", f"//{role}@", setup.dsn)
+    svc = data_only_role(setup, "ALTER TABLE safeface.rows DROP COLUMN look, DROP COLUMN look_small")
     with pytest.raises(ConfigError, match="owner"):
         setup.open(dsn=svc)
     setup.open().close()  # the owner
@@ -2004,21 +2010,10 @@ def test_a_store_made_before_erasure_notes_gets_them_with_the_rows_grants(setup:
     owner's first open makes it; a data-only role that may use the rows may use it too: without
     that grant, each of the role's searches and erasures failed on the new table. Such a role
     may not vacuum the table after an erasure (ServerStore._vacuum), and is told so."""
-    import uuid
-
-    import psycopg
-
     x = unit_rows(3, 9)
     with setup.open() as s:
         fill(s, x[:2])
-    role = "svc_" + uuid.uuid4().hex[:8]
-    with psycopg.connect(setup.dsn, password=PG_PASSWORD, autocommit=True) as c:
-        c.execute("DROP TABLE safeface.erased")
-        c.execute(f"CREATE ROLE {role} LOGIN PASSWORD '{PG_PASSWORD}'")
-        c.execute(f"GRANT USAGE ON SCHEMA safeface TO {role}")
-        c.execute(f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA safeface TO {role}")
-        c.execute(f"GRANT USAGE, SELECT, UPDATE ON ALL SEQUENCES IN SCHEMA safeface TO {role}")
-    svc = re.sub(r"//[^@/]*@", f"//{role}@", setup.dsn)
+    svc = data_only_role(setup, "DROP TABLE safeface.erased")
     with pytest.raises(ConfigError, match="owner"):
         setup.open(dsn=svc)
     setup.open().close()  # the owner

@@ -322,6 +322,10 @@ class ServerStore:
             _raise_lock_wait(exc, where)  # a statement of the opening, under a database's lock_timeout
             raise
 
+    def _needs_owner(self, what: str) -> ConfigError:
+        return ConfigError(f"{self.where} was made by an earlier safeface and needs {what}. Open the workspace once "
+                           "with the owner's credentials (any safeface command does it), then again with these.")
+
     def _create(self, fresh: bool) -> None:
         if not fresh:
             # A store made before look digests (pseudonym.look_digests): its rows keep none (""),
@@ -340,10 +344,8 @@ class ServerStore:
                             self._conn.execute(f"ALTER TABLE {self._ns}.rows ALTER COLUMN {col} DROP DEFAULT")
                             self._conn.execute(f"CREATE INDEX IF NOT EXISTS rows_{col} ON {self._ns}.rows ({col})")
                 except psycopg.errors.InsufficientPrivilege:
-                    raise ConfigError(f"{self.where} was made by an earlier safeface and needs two new columns (look "
-                                      "digests), which only the owner of its tables may add. Open the workspace once "
-                                      "with the owner's credentials (any safeface command does it), then again with "
-                                      "these.") from None
+                    raise self._needs_owner("two new columns (look digests), which only the owner of its tables "
+                                            "may add") from None
             if self._conn.execute("SELECT to_regclass(%s)", (f"{self._ns}.erased",)).fetchone()[0] is None:
                 import psycopg
 
@@ -360,10 +362,8 @@ class ServerStore:
                                 "('SELECT', 'INSERT', 'UPDATE', 'DELETE')", (f"{self._ns}.rows",)).fetchall():
                             self._conn.execute(f"GRANT {priv} ON {self._ns}.erased TO {grantee}")
                 except psycopg.errors.InsufficientPrivilege:
-                    raise ConfigError(f"{self.where} was made by an earlier safeface and needs a new table (erased "
-                                      "rows), which only a role that may create tables in its schema may add. Open "
-                                      "the workspace once with the owner's credentials (any safeface command does "
-                                      "it), then again with these.") from None
+                    raise self._needs_owner("a new table (erased rows), which only a role that may create tables "
+                                            "in its schema may add") from None
             return
         with self._conn.transaction():
             for stmt in _SCHEMA.format(ns=self._ns, erased=_ERASED.format(ns=self._ns)).split(";"):
