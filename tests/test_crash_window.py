@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from child_process import child_env  # noqa: E402
+from child_process import child_env, erase_killed  # noqa: E402
 from policy_support import consent, images, make_workspace, open_sf  # noqa: E402
 
 from safeface.workspace.audit import rows_named  # noqa: E402
@@ -184,21 +184,6 @@ def test_the_newest_row_deleted_in_postgresql_is_caught_even_without_its_commit_
         assert not report.ok and any(f"row {newest} was enrolled" in p for p in report.problems)
 
 
-_ERASE_KILLED = r"""
-import os, sys
-sys.path.insert(0, sys.argv[1])
-from policy_support import open_sf
-from safeface.storage.gallery import Gallery
-from safeface.workspace.paths import WorkspacePaths
-original = Gallery.erase_pseudonym
-def erase_pseudonym(self, p, **kw):
-    original(self, p, **kw)
-    os._exit(137)  # killed after the store's commit, before the erasure's entry
-Gallery.erase_pseudonym = erase_pseudonym
-open_sf(WorkspacePaths(sys.argv[2])).erase("alice")
-"""
-
-
 def test_an_erasure_killed_before_its_entry_is_settled_by_erasing_again(tmp_path: Path) -> None:
     """A process killed between an erasure's store commit and its audit entry left the row gone
     and no entry naming it: the store check reported it, for ever, as deleted behind the guard,
@@ -210,10 +195,7 @@ def test_an_erasure_killed_before_its_entry_is_settled_by_erasing_again(tmp_path
     with open_sf(ws) as sf:
         alice = sf.enroll(imgs / "obama.jpg", "alice", "demo", consent(ws, "alice"))
         bob = sf.enroll(imgs / "biden.jpg", "bob", "demo", consent(ws, "bob"))
-    tests = Path(__file__).resolve().parent
-    child = subprocess.run([sys.executable, "-c", _ERASE_KILLED, str(tests), str(ws.root)], env=child_env(),
-                           cwd=tmp_path, capture_output=True, text=True, timeout=300)
-    assert child.returncode == 137, child.stderr[-500:]
+    erase_killed(ws.root, tmp_path)
     with sqlite3.connect(ws.gallery) as db:
         db.execute("DELETE FROM rows WHERE row_id = ?", (bob.row_id,))
     with open_sf(ws) as sf:

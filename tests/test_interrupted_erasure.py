@@ -5,14 +5,12 @@ may have been deleted behind the guard."""
 
 from __future__ import annotations
 
-import subprocess
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from child_process import child_env  # noqa: E402
+from child_process import erase_killed  # noqa: E402
 from policy_support import consent, images, make_workspace, open_sf  # noqa: E402
-from test_crash_window import _ERASE_KILLED  # noqa: E402
 
 
 def test_the_finding_for_an_interrupted_erasure_says_to_erase_again(tmp_path: Path) -> None:
@@ -21,9 +19,7 @@ def test_the_finding_for_an_interrupted_erasure_says_to_erase_again(tmp_path: Pa
     ws = make_workspace(tmp_path / "ws")
     with open_sf(ws) as sf:
         sf.enroll(images() / "obama.jpg", "alice", "demo", consent(ws, "alice"))
-    child = subprocess.run([sys.executable, "-c", _ERASE_KILLED, str(Path(__file__).resolve().parent),
-                            str(ws.root)], env=child_env(), cwd=tmp_path, capture_output=True, text=True, timeout=300)
-    assert child.returncode == 137, child.stderr[-500:]
+    erase_killed(ws.root, tmp_path)
     with open_sf(ws) as sf:
         (problem,) = sf.verify_store().problems
         assert "erase them again" in problem

@@ -80,21 +80,6 @@ def test_a_rebuild_noted_by_hand_with_another_persons_edited_row_does_not_stop_e
         assert sf.erase("bob").templates_removed == 0
 
 
-_ERASE_KILLED = r"""
-import os, sys
-sys.path.insert(0, sys.argv[1])
-from policy_support import open_sf
-from safeface.storage.server import ServerStore
-from safeface.workspace.paths import WorkspacePaths
-original = ServerStore.erase_pseudonym
-def erase_pseudonym(self, p, **kw):
-    original(self, p, **kw)
-    os._exit(137)  # killed after the store's commit, before the erasure's entry
-ServerStore.erase_pseudonym = erase_pseudonym
-open_sf(WorkspacePaths(sys.argv[2])).erase("alice")
-"""
-
-
 def test_an_erasure_killed_before_its_entry_is_not_held_up_by_another_persons_edited_row(
         pg: PgCluster, tmp_path: Path) -> None:
     """An erasure of alice is killed after the store's commit and before its entry; then dave's
@@ -102,19 +87,14 @@ def test_an_erasure_killed_before_its_entry_is_not_held_up_by_another_persons_ed
     alice's row, gone, could have been dave's row moved with more columns edited. The store
     records, under its keys and in the delete's transaction, which rows an erasure took, so the
     retry settles alice's row as already gone, and dave's row stays named."""
-    import subprocess
-
-    from child_process import child_env
+    from child_process import erase_killed
 
     ws, dsn = _server_ws(pg, tmp_path)
     img = images()
     with open_sf(ws) as sf:
         alice = sf.enroll(img / "obama.jpg", "alice", "demo", consent(ws, "alice"))
         dave = sf.enroll(img / "biden.jpg", "dave", "demo", consent(ws, "dave"))
-    tests = Path(__file__).resolve().parent
-    child = subprocess.run([sys.executable, "-c", _ERASE_KILLED, str(tests), str(ws.root)], env=child_env(),
-                           cwd=tmp_path, capture_output=True, text=True, timeout=300)
-    assert child.returncode == 137, child.stderr[-500:]
+    erase_killed(ws.root, tmp_path, "safeface.storage.server:ServerStore")
     _edit(dsn, dave.row_id)
     with open_sf(ws) as sf:
         receipt = sf.erase("alice")
@@ -130,9 +110,7 @@ def test_an_erased_row_put_back_edited_goes_with_the_retried_erasure(pg: PgClust
     entry; the copy is put back under another id with more columns edited, so no seal opens as
     hers. Its sealed bytes are the ones the killed erasure noted: the retry must take it too,
     not sign a receipt beside it."""
-    import subprocess
-
-    from child_process import child_env
+    from child_process import erase_killed
 
     ws, dsn = _server_ws(pg, tmp_path)
     img = images()
@@ -140,10 +118,7 @@ def test_an_erased_row_put_back_edited_goes_with_the_retried_erasure(pg: PgClust
         alice = sf.enroll(img / "obama.jpg", "alice", "demo", consent(ws, "alice"))
         dave = sf.enroll(img / "biden.jpg", "dave", "demo", consent(ws, "dave"))
     _sql(dsn, "CREATE TABLE public.kept AS SELECT * FROM safeface.rows")
-    tests = Path(__file__).resolve().parent
-    child = subprocess.run([sys.executable, "-c", _ERASE_KILLED, str(tests), str(ws.root)], env=child_env(),
-                           cwd=tmp_path, capture_output=True, text=True, timeout=300)
-    assert child.returncode == 137, child.stderr[-500:]
+    erase_killed(ws.root, tmp_path, "safeface.storage.server:ServerStore")
     _sql(dsn, f"INSERT INTO safeface.rows SELECT * FROM public.kept WHERE row_id = {alice.row_id}")
     _sql(dsn, f"UPDATE safeface.rows SET row_id = 9999, pseudonym = '{'0' * 64}', expires_us = expires_us + 1 "
               f"WHERE row_id = {alice.row_id}")
