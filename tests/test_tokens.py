@@ -279,6 +279,23 @@ def test_deeply_nested_json_is_a_refusal_not_a_crash(make_guard, keys, signed: s
     assert verified_token_id(t, g._consent_keys, "consent") is None
 
 
+def test_a_token_nested_deep_is_refused_whatever_the_callers_depth(make_guard, keys) -> None:
+    """How deep a payload could nest was Python's stack: at some 940 levels a signed consent was let
+    in at the call's start and refused at the store's write, a few frames deeper, as signed by a key
+    no longer trusted. No claim nests past a few levels; deeper is garbled, read from any depth."""
+    g = make_guard()
+    for depth in (65, 940):
+        nested = "[" * depth + "]" * depth
+        body = json.dumps(claims(g))[:-1] + f', "deep": {nested}}}'
+        header = {"alg": "EdDSA", "kid": key_id(keys["issuer"].public_key()), "typ": CONSENT_TYP}
+        signing_input = f"{b64(json.dumps(header).encode())}.{b64(body.encode())}"
+        t = f"{signing_input}.{b64(keys['issuer'].sign(signing_input.encode()))}"
+        refused("CN-04", lambda: enrol(g, t), "nested")
+    shallow = json.dumps(claims(g))[:-1] + ', "deep": [[[{"a": [1]}]]]}'
+    signing_input = f"{b64(json.dumps(header).encode())}.{b64(shallow.encode())}"
+    assert enrol(g, f"{signing_input}.{b64(keys['issuer'].sign(signing_input.encode()))}").consent is not None
+
+
 # -- attacks on what the token says ----------------------------------------------------------------
 def test_wrong_or_missing_audience_refused(make_guard, keys) -> None:
     g = make_guard()

@@ -35,6 +35,7 @@ from joserfc.errors import JoseError, UnsupportedAlgorithmError
 from joserfc.jwk import OKPKey
 
 from ..errors import ConfigError
+from ..jsondepth import nests_deeper_than
 from ..jsonnum import finite_number
 
 OPERATIONS = ("enroll", "verify", "identify", "transmit")
@@ -47,6 +48,8 @@ TYP = {"consent": "safeface-consent+jwt", "legal-basis": "safeface-legal-basis+j
 HEADER_FIELDS = frozenset({"alg", "kid", "typ"})
 MIN_JTI_CHARS, MAX_JTI_CHARS = 16, 128
 MAX_CLAIM_CHARS = 1024
+# No header or claim set nests past a few levels (an object holding lists); deeper is garbled.
+MAX_JSON_DEPTH = 16
 
 
 class TokenError(Exception):
@@ -201,10 +204,15 @@ def no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 def json_object(data: bytes, what: str) -> dict[str, Any]:
     """`data` (a header or payload) as one JSON object whose members each appear once. Nesting
-    deeper than Python's parser recurses is garbled too: a few thousand brackets fit in a token,
-    and an sf1 payload is read before its signature is checked."""
+    past MAX_JSON_DEPTH is garbled too, counted before parsing: a few thousand brackets fit in a
+    token, an sf1 payload is read before its signature is checked, and how deep Python's parser
+    gets depends on the caller's stack (a consent nested 940 deep was let in at a call's start and
+    refused at its write, a few frames deeper, as signed by a key no longer trusted)."""
     try:
-        value = json.loads(data.decode("utf-8"), object_pairs_hook=no_duplicates)
+        text = data.decode("utf-8")
+        if nests_deeper_than(text, MAX_JSON_DEPTH):
+            raise ValueError("nested too deep")
+        value = json.loads(text, object_pairs_hook=no_duplicates)
     except (ValueError, UnicodeDecodeError, RecursionError):
         raise TokenError(f"the token is garbled: its {what} is not JSON (or is nested too deep).") from None
     if not isinstance(value, dict):
