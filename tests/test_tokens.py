@@ -403,6 +403,17 @@ def test_a_whole_token_is_told_from_a_token_id(make_guard, keys) -> None:
         assert not is_whole_token(tid), tid
 
 
+def test_a_whole_token_quoted_wrapped_or_labelled_is_still_a_whole_token(make_guard, keys) -> None:
+    """Pasted from JSON, a shell, an HTTP header or a wrapped terminal line: each went through as an
+    id, withdrew a reference no token has, got a receipt, and the consent went on working."""
+    t = pyjwt_token(keys["issuer"], claims(make_guard()))
+    for pasted in (f'"{t}"', f"'{t}'", f"`{t}`", f"<{t}>", f"Bearer {t}", f"token={t}", f'{{"token": "{t}"}}',
+                   t[:20] + "\n" + t[20:], f"{t[:40]}\r\n  {t[40:]}", '"sf1.e30.AAAA"', "'sf1.e30.AAAA'\n"):
+        assert is_whole_token(pasted), pasted[:30]
+    for tid in ("order.2026.17", "v1.2.3", "a.b.c", "my id. with. dots"):
+        assert not is_whole_token(tid), tid
+
+
 # -- legacy tokens -----------------------------------------------------------------------------
 def sf1(key: Ed25519PrivateKey, body: dict[str, Any]) -> str:
     """A token in the earlier wire form, as `safeface consent issue` minted them before."""

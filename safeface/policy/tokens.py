@@ -25,6 +25,7 @@ import binascii
 import dataclasses
 import json
 import math
+import re
 import secrets
 from typing import Any, Mapping, Optional, Sequence, Union
 
@@ -267,18 +268,26 @@ def verify_jws(token: str, trusted: Mapping[str, Ed25519PublicKey], typ: str) ->
     return header, json_object(obj.payload, "payload")
 
 
+# A token's three parts anywhere in what was pasted (quoted, labelled "Bearer ...", inside a JSON
+# document), looked for as written and with its whitespace taken out (a wrapped line).
+_PASTED_TOKEN = re.compile(r"(?<![A-Za-z0-9_.-])([A-Za-z0-9_-]+)\.[A-Za-z0-9_-]*\.[A-Za-z0-9_-]+")
+
+
 def is_whole_token(text: object) -> bool:
-    """Whether `text` is a whole token (JWS compact or sf1 form), not a token id: what an
-    operator may paste where the id (jti) is asked for."""
-    parts = text.strip().split(".") if isinstance(text, str) else []
-    if len(parts) != 3:
+    """Whether `text` holds a whole token (JWS compact or sf1 form), not a token id: what an
+    operator may paste where the id (jti) is asked for, also with quotes, a label or line breaks
+    around or inside it. A dotted id ("order.2026.17") is no token: its first part is no header."""
+    if not isinstance(text, str):
         return False
-    if parts[0] == "sf1":
-        return True
-    try:
-        return "alg" in json_object(b64d(parts[0]), "header")
-    except (TokenError, ValueError, binascii.Error):
-        return False
+    for m in (*_PASTED_TOKEN.finditer(text), *_PASTED_TOKEN.finditer("".join(text.split()))):
+        if m[1] == "sf1":
+            return True
+        try:
+            if "alg" in json_object(b64d(m[1]), "header"):
+                return True
+        except (TokenError, ValueError, binascii.Error):
+            pass
+    return False
 
 
 def _legacy(token: str) -> bool:
