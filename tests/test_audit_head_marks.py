@@ -22,7 +22,7 @@ from policy_support import PASSPHRASE, CachedPipeline, consent, edit_config, ima
 
 from safeface.errors import IntegrityError, PolicyViolation  # noqa: E402
 from safeface.sdk import SafeFace  # noqa: E402
-from safeface.workspace.admin import audit_verify, keys_list, keys_remove  # noqa: E402
+from safeface.workspace.admin import audit_verify, keys_list, keys_new, keys_remove  # noqa: E402
 from safeface.workspace.audit import AuditLog  # noqa: E402
 from safeface.workspace.init import init_workspace  # noqa: E402
 from safeface.workspace.paths import WorkspacePaths  # noqa: E402
@@ -65,6 +65,32 @@ def test_a_renamed_trust_removal_with_the_older_trust_store_is_refused_at_open(t
         SafeFace.open(paths.root, pipeline=CachedPipeline())
     with pytest.raises(IntegrityError):
         audit_verify(paths.root)
+
+
+def test_a_change_made_while_a_trust_removal_was_renamed_does_not_trust_the_removed_key_again(tmp_path: Path) -> None:
+    """The backup put back and the removal's entry renamed, then an honest `safeface keys new`:
+    the change read the log without its signed head, saw no removal, and wrote the backup forward
+    under a genuine entry. The entry renamed back, the open and `audit verify` passed with the
+    leaked issuer trusted again. A store is refused wherever it is read while it trusts a key the
+    log last records as removed."""
+    paths, backup = _removed_issuer(tmp_path)
+    leaked = next(k["thumbprint"] for k in keys_list(paths.root) if k["kind"] == "consent-issuer")
+    seq = _last_seq(paths, "trust-remove")
+    _sql(paths, f"UPDATE entries SET operation = 'trust-note' WHERE seq = {seq}")
+    shutil.copy2(backup, paths.trust)
+    try:
+        keys_new(paths.root, "consent-issuer", tmp_path / "new.pem")
+    except IntegrityError:
+        pass  # refused before it wrote anything: as good
+    _sql(paths, f"UPDATE entries SET operation = 'trust-remove' WHERE seq = {seq}")
+    with pytest.raises(IntegrityError, match=f"{leaked}, which audit entry {seq} records as removed"):
+        SafeFace.open(paths.root, pipeline=CachedPipeline())
+    with pytest.raises(IntegrityError, match="records as removed"):
+        audit_verify(paths.root)
+    keys_remove(paths.root, "consent-issuer", leaked)  # the removal repeated mends it
+    with SafeFace.open(paths.root, pipeline=CachedPipeline()) as sf:
+        sf.close()
+    audit_verify(paths.root)
 
 
 def test_a_renamed_trust_removal_reaches_a_running_handle_as_a_refusal(tmp_path: Path) -> None:

@@ -194,6 +194,10 @@ class TrustStore:
                 f"{path} is not the trust store the audit log's last trust change (entry {last.seq}) produced: an "
                 "older copy was put back, or that change was interrupted. Restore the file from a backup, or repeat "
                 "the change with `safeface keys`.")
+        # The digest matches, yet a change may have been made on an older copy while the log's
+        # removal was hidden from it (renamed, then named back): that change wrote the removed key
+        # forward under a genuine entry.
+        _check_no_removed_key(self, audit, ())
 
     def active(self, kind: Optional[str] = None) -> list[TrustedKey]:
         return [k for k in self.keys if k.active and (kind is None or k.kind == kind)]
@@ -309,10 +313,11 @@ def change_trust(paths: WorkspacePaths, keyring: Any, audit: AuditLog, *,
 
 
 def _check_no_removed_key(store: TrustStore, audit: AuditLog, removing: Sequence[tuple[str, str]]) -> None:
-    """IntegrityError, before any entry is written, when `store` trusts a key whose newest trust
-    change in the log is its removal and this change does not remove it again: a change made on
-    an older copy put back would otherwise trust a removed (leaked) key again, recorded under the
-    digest of another key's addition, so that opening and `audit verify` took it as genuine."""
+    """IntegrityError when `store` trusts a key whose newest trust change in the log is its
+    removal and `removing` (a change's removals) does not remove it again: a change made on an
+    older copy put back would otherwise trust a removed (leaked) key again, recorded under the
+    digest of another key's addition. A change checks before it writes an entry; a reading of the
+    store checks too, for a change made while the removal's entry was hidden."""
     newest: dict[tuple[str, str], AuditEntry] = {}
     for e in audit.newest_first(OPERATIONS):
         m = _CHANGED.match(e.note or "")
@@ -323,8 +328,8 @@ def _check_no_removed_key(store: TrustStore, audit: AuditLog, removing: Sequence
         if last is not None and last.operation == "trust-remove" and (k.kind, k.thumbprint) not in removing:
             raise IntegrityError(
                 f"{store.paths.trust} trusts the {k.kind} key {k.thumbprint}, which audit entry {last.seq} records as removed: "
-                "an older copy of the file was put back, or that removal was interrupted. Nothing was changed. Restore "
-                f"the file from a backup, or first repeat the removal: `safeface keys remove WS --kind {k.kind} "
+                "an older copy of the file was put back (and perhaps changed), or that removal was interrupted. Restore "
+                f"the file from a backup, or repeat the removal: `safeface keys remove WS --kind {k.kind} "
                 f"--thumbprint {k.thumbprint}`.")
 
 
