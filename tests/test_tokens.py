@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from policy_support import EmptyStore, authorize  # noqa: E402
 
-from safeface.errors import ConfigError, PolicyViolation  # noqa: E402
+from safeface.errors import ConfigError, InvalidArgument, PolicyViolation  # noqa: E402
 from safeface.policy.deployment import Deployment, demo_config  # noqa: E402
 from safeface.policy.guard import Guard  # noqa: E402
 from safeface.policy.issuer import issue_consent, issue_legal_basis  # noqa: E402
@@ -459,6 +459,14 @@ def test_minting_refuses_a_purpose_the_deployment_does_not_declare(keys) -> None
         with pytest.raises(ConfigError, match="declares no purpose"):
             issue_consent(keys["issuer"], dep, "alice", ["demo", bad])
     assert issue_consent(keys["issuer"], dep, "alice", ["demo"])[1].purposes == ("demo",)
+
+
+def test_minting_with_one_purpose_passed_as_a_string_says_so(keys) -> None:
+    """`issue_consent(key, dep, "alice", "demo")` was read letter by letter: the deployment
+    "declares no purpose 'd'", a refusal that points at the deployment, not at the call."""
+    dep = Deployment.from_dict(demo_config(NOW.date(), ("cn-2025",)))
+    with pytest.raises(InvalidArgument, match=r"\['demo'\]"):
+        issue_consent(keys["issuer"], dep, "alice", "demo")  # type: ignore[arg-type]
 
 
 def test_readme_pyjwt_example_mints_an_accepted_token(tmp_path: Path, monkeypatch) -> None:

@@ -53,6 +53,8 @@ def issue_consent(key: Ed25519PrivateKey, deployment: Deployment, subject: str, 
     problem = new_subject_problem(subject) if "enroll" in operations else None
     if problem is not None:
         raise InvalidArgument(problem)
+    if isinstance(purposes, str):  # read letter by letter, it named purposes 'd', 'e', ...
+        raise InvalidArgument(f"purposes is a list of purpose names: pass [{purposes!r}], not the string {purposes!r}.")
     if not purposes:
         raise ConfigError("a consent names at least one purpose.")
     # The guard would refuse it at use, but the person would have been shown a consent to a
