@@ -16,17 +16,22 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from policy_support import PASSPHRASE, CachedPipeline, consent, edit_config, images, make_workspace  # noqa: E402
 
 from safeface.errors import IntegrityError, PolicyViolation  # noqa: E402
+from safeface.policy.deployment import Deployment  # noqa: E402
+from safeface.policy.issuer import issue_consent  # noqa: E402
 from safeface.sdk import SafeFace  # noqa: E402
 from safeface.workspace.admin import audit_verify, keys_list, keys_new, keys_remove  # noqa: E402
 from safeface.workspace.audit import AuditLog  # noqa: E402
 from safeface.workspace.init import init_workspace  # noqa: E402
+from safeface.workspace.keys import read_signing_key  # noqa: E402
 from safeface.workspace.paths import WorkspacePaths  # noqa: E402
 from safeface.workspace.session import opened  # noqa: E402
+from safeface.workspace import trust  # noqa: E402
 
 TOMORROW = dt.datetime.now(dt.timezone.utc).date() + dt.timedelta(days=1)
 
@@ -78,10 +83,16 @@ def test_a_change_made_while_a_trust_removal_was_renamed_does_not_trust_the_remo
     seq = _last_seq(paths, "trust-remove")
     _sql(paths, f"UPDATE entries SET operation = 'trust-note' WHERE seq = {seq}")
     shutil.copy2(backup, paths.trust)
-    try:
+    written = _last_seq(paths, "trust-add")
+    with pytest.raises(IntegrityError, match=f"audit entry {seq} was altered"):
         keys_new(paths.root, "consent-issuer", tmp_path / "new.pem")
-    except IntegrityError:
-        pass  # refused before it wrote anything: as good
+    assert _last_seq(paths, "trust-add") == written  # refused before it wrote an entry
+    # As an earlier safeface's change wrote the backup forward (it read no chain):
+    with opened(paths) as r:
+        store = trust.TrustStore.load(paths, r.keyring)
+        pk = Ed25519PrivateKey.generate().public_key()
+        store.keys += (trust.TrustedKey("authority", trust.thumbprint(pk), pk, "x", "2026-12-06T00:00:00+00:00"),)
+        store._write(r.keyring, trust._record(r.audit, "trust-add", store.keys[-1], store.digest))
     _sql(paths, f"UPDATE entries SET operation = 'trust-remove' WHERE seq = {seq}")
     with pytest.raises(IntegrityError, match=f"{leaked}, which audit entry {seq} records as removed"):
         SafeFace.open(paths.root, pipeline=CachedPipeline())
@@ -91,6 +102,32 @@ def test_a_change_made_while_a_trust_removal_was_renamed_does_not_trust_the_remo
     with SafeFace.open(paths.root, pipeline=CachedPipeline()) as sf:
         sf.close()
     audit_verify(paths.root)
+
+
+def test_a_running_handle_never_takes_a_removed_issuer_from_a_change_made_while_its_removal_was_renamed(
+        tmp_path: Path) -> None:
+    """The same edit under a running service: the change wrote the backup forward, the service's
+    next call took that store (its removal hidden) and enrolled with the leaked issuer's consent,
+    and kept trusting it after the entry was named back. The change is refused instead."""
+    paths = init_workspace(tmp_path / "ws", demo=True)
+    backup = tmp_path / "trust.bak"
+    shutil.copy2(paths.trust, backup)
+    leaked = read_signing_key(paths.demo_issuer)
+    bob = issue_consent(leaked, Deployment.load(paths.config), "bob", ["demo"])[0]
+    with SafeFace.open(paths.root, pipeline=CachedPipeline()) as sf:
+        issuer = next(k for k in keys_list(paths.root) if k["kind"] == "consent-issuer")
+        keys_remove(paths.root, "consent-issuer", issuer["thumbprint"])
+        seq = _last_seq(paths, "trust-remove")
+        _sql(paths, f"UPDATE entries SET operation = 'trust-note' WHERE seq = {seq}")
+        shutil.copy2(backup, paths.trust)
+        with pytest.raises(IntegrityError):
+            keys_new(paths.root, "consent-issuer", tmp_path / "new.pem")
+        with pytest.raises((IntegrityError, PolicyViolation)):
+            sf.enroll(images() / "biden.jpg", "bob", "demo", bob)
+        _sql(paths, f"UPDATE entries SET operation = 'trust-remove' WHERE seq = {seq}")
+        with pytest.raises((IntegrityError, PolicyViolation)):
+            sf.enroll(images() / "biden.jpg", "bob", "demo", bob)
+        assert sf.records() == []
 
 
 def test_a_renamed_trust_removal_reaches_a_running_handle_as_a_refusal(tmp_path: Path) -> None:

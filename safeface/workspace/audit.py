@@ -628,10 +628,11 @@ class AuditLog:
         # be ahead of the log read after it, even while other processes append.
         return [(a, a.read()) for a in anchors]
 
-    def _pages(self) -> Iterator[tuple[Any, ...]]:
-        """Every entry as stored (fields, prev, hash), in seq order, read a page at a time."""
+    def _pages(self, after: Optional[int] = None) -> Iterator[tuple[Any, ...]]:
+        """Every entry as stored (fields, prev, hash), in seq order, read a page at a time; those
+        after seq `after` only, if given."""
         size = PAGE_ROWS
-        after: Optional[int] = None  # the first page has no lower bound: a forged seq 0 or below is seen
+        # Without `after` the first page has no lower bound: a forged seq 0 or below is seen.
         while True:
             page = self._t.q(f"SELECT {_COLUMNS}, prev, hash FROM {{t}}entries"
                              + (" WHERE seq > ?" if after is not None else "") + " ORDER BY seq LIMIT ?",
@@ -667,6 +668,29 @@ class AuditLog:
         if not hmac.compare_digest(_chain(prev, entry), str(r[12])):
             raise IntegrityError(f"audit entry {seq} was altered after it was written.")
         return str(r[12])
+
+    def check_since(self, seq: int) -> None:
+        """IntegrityError unless every entry after `seq` is as written and linked, up to the
+        signed head: the part of the chain a decision reads from since `seq` (a trust change
+        building on a store that entry `seq` made), read without the whole log's cost. An entry
+        renamed there (its removal hidden) fails its hash."""
+        head_seq, head_hash = self.signed_end()
+        prev = self.hash_at(seq) if seq > 0 else GENESIS
+        if prev is None:
+            raise IntegrityError(f"audit entry {seq} is missing: the log was truncated or replaced. Run `safeface "
+                                 "audit verify` and restore it from a backup.")
+        expected = seq + 1
+        for r in self._pages(after=seq):
+            if int(r[0]) > head_seq:
+                break
+            if r[0] != expected:
+                raise IntegrityError(f"audit entry {expected} is missing or out of order: entries were deleted or "
+                                     "reordered. Run `safeface audit verify` and restore the log from a backup.")
+            prev = self._check_link(r, prev)
+            expected += 1
+        if expected - 1 != head_seq or not hmac.compare_digest(prev, head_hash):
+            raise IntegrityError(f"the audit log after entry {seq} does not reach its signed head: it was rewritten. "
+                                 "Run `safeface audit verify` and restore it from a backup.")
 
     def verify(self, through: Optional[tuple[int, str]] = None) -> AuditReport:
         """Check the whole chain, the signed head and every anchor; raise IntegrityError at the

@@ -283,6 +283,9 @@ def change_trust(paths: WorkspacePaths, keyring: Any, audit: AuditLog, *,
         # an operator mends a store that fell behind its log. Not by writing forward a key the
         # log says was removed, which an older copy put back still trusts.
         store = TrustStore.load(paths, keyring)
+        # The entries since the change that made this store, each as written: a removal renamed
+        # there would be hidden from the check below, and the store written forward trusting it.
+        audit.check_since(store.audit_seq)
         _check_no_removed_key(store, audit, [(kind, tp) for kind, tp in remove])
         last_seq = store.audit_seq
         for kind, pk, label in add:
