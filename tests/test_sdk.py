@@ -155,6 +155,22 @@ def test_a_revocation_naming_a_whole_token_is_refused_not_receipted(tmp_path: Pa
         assert templates(sf) == 1 and sf.verify(imgs / "obama2.jpg", "alice", "demo", t).match
 
 
+@pytest.mark.parametrize("around", ["\n", " ", "\t", "\r\n"])
+def test_a_token_id_with_a_space_or_line_break_around_it_is_refused_not_receipted(tmp_path: Path, imgs: Path,
+                                                                                   around: str) -> None:
+    """An id read from a file or a form with its line break kept: a signed receipt withdrew a
+    reference no token has, naming 0 templates, and the consent went on working."""
+    ws = make_workspace(tmp_path / "ws")
+    with open_sf(ws) as sf:
+        t = consent(ws, "alice")
+        e = sf.enroll(imgs / "obama.jpg", "alice", "demo", t)
+        for given in (e.token_id + around, around + e.token_id):
+            with pytest.raises(InvalidArgument, match="around it"):
+                sf.revoke(token_id=given)
+        assert templates(sf) == 1 and sf.verify(imgs / "obama2.jpg", "alice", "demo", t).match
+        assert sf.revoke(token_id=e.token_id).templates_removed == 1
+
+
 def test_eu_withdrawal_and_erasure_rules(tmp_path: Path, imgs: Path) -> None:
     ws = make_workspace(tmp_path / "ws", profiles=("eu",))
     with open_sf(ws) as sf:

@@ -981,6 +981,12 @@ class SafeFace:
             if is_whole_token(token_id):
                 raise InvalidArgument("revoke takes the token's id (its jti claim, or token_id in an sf1 token), not "
                                       "the whole token; or revoke by subject.")
+            # Read from a file or a form with its line break: a receipt for a reference no token
+            # has. An id that truly carries spaces is revoked by its reference (token_ref).
+            if isinstance(token_id, str) and token_id != token_id.strip():
+                raise InvalidArgument("the token id has spaces or a line break around it: pass it without them (a "
+                                      "token whose id truly has them is revoked by the reference, t-..., that the "
+                                      "records show).")
             pseuds = [self.pseudonym(subject)] + self._usual_pseudonym(subject) if subject is not None else []
             ref = self.token_ref(token_id) if token_id is not None else token_ref
 
