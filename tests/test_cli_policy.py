@@ -219,9 +219,14 @@ def test_blank_workspace_refuses_until_complete(tmp_path: Path, cli: Cli, monkey
     _, err = cli("consent", "issue", ws, "--subject", "alice", "--purpose", "demo", code=1)
     assert "private key" in err
     cli("keys", "new", ws, "--kind", "consent-issuer", "--out", tmp_path / "issuer.pem")
-    token = cli("consent", "issue", ws, "--subject", "alice", "--purpose", "demo",
+    # A consent names a purpose the deployment declares, though only as the blank one's placeholder.
+    _, err = cli("consent", "issue", ws, "--subject", "alice", "--purpose", "demo",
+                 "--issuer-key", tmp_path / "issuer.pem", code=1)
+    assert "declares no purpose 'demo'" in err
+    token = cli("consent", "issue", ws, "--subject", "alice", "--purpose", "PURPOSE-NAME",
                 "--issuer-key", tmp_path / "issuer.pem")[0].strip()
-    _, err = cli("enroll", ws, img / "obama.jpg", "--subject", "alice", "--purpose", "demo", "--consent", token, code=3)
+    _, err = cli("enroll", ws, img / "obama.jpg", "--subject", "alice", "--purpose", "PURPOSE-NAME", "--consent", token,
+                 code=3)
     assert "cannot process" in json.loads(err)["message"]
     monkeypatch.setenv("SAFEFACE_PASSPHRASE", "the wrong passphrase")
     cli("audit", "verify", ws, code=4)
