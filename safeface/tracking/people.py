@@ -106,10 +106,9 @@ class MotionDetector:
         # Learn fast while the model starts, then slowly, so a person who stops stays visible.
         rate = -1 if self._frames < 30 else self._rate
         self._frames += 1
-        mask = self._bg.apply(small, learningRate=rate)
-        mask = np.where(mask == 255, 255, 0).astype(np.uint8)  # 127 marks shadows: not a person
-        mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, self._open)
-        mask = cv2.morphologyEx(mask, cv2.MORPH_CLOSE, self._close)
+        raw = self._bg.apply(small, learningRate=rate)
+        mask = self._clean(np.where(raw == 255, 255, 0).astype(np.uint8))  # 127 marks shadows: not a person
+        moving = self._clean(np.where(raw > 0, 255, 0).astype(np.uint8))  # a person's or a shadow's
         n, _, stats, _ = cv2.connectedComponentsWithStats(mask)
         boxes: list[Box] = []
         self.cut_off, self.abreast = [], {}
@@ -124,6 +123,13 @@ class MotionDetector:
                 if bh > TALL_BLOB * cut:
                     self.cut_off.append(person_box((2.0 * x, 2.0 * y, 2.0 * (x + bw), 2.0 * (y + bh))))
                     y, bh = y + bh - cut, cut
+            else:
+                # Nothing says how tall a person is here: a narrow blob may be a piece of a head
+                # whose other pieces (and body) the model took for a shadow, and boxed as a whole
+                # small person it had only its top third covered, the face below it showing.
+                wide = _moving_across(moving, x, y, bw, bh)
+                if wide is not None:
+                    self.cut_off.append(person_box((2.0 * wide[0], 2.0 * y, 2.0 * wide[1], 2.0 * (y + bh))))
             for x1, x2, top in _shorter(mask[y:y + bh, x:x + bw]):
                 self.cut_off.append(person_box((2.0 * (x + x1), 2.0 * (y + top), 2.0 * (x + x2), 2.0 * (y + bh))))
             for x1, x2 in _split(mask[y:y + bh, x:x + bw], int(bh)):
@@ -137,6 +143,9 @@ class MotionDetector:
                                               2.0 * (x + x1) + c + PERSON_ASPECT * h / 2, box[3]) for c in heads]
         return boxes
 
+    def _clean(self, mask: np.ndarray) -> np.ndarray:
+        cv2 = _cv2()
+        return cv2.morphologyEx(cv2.morphologyEx(mask, cv2.MORPH_OPEN, self._open), cv2.MORPH_CLOSE, self._close)
 
 def person_box(blob: Box) -> Box:
     """The box a person fills, from the box of their moving pixels. The blob is short at both
@@ -171,6 +180,19 @@ def _runs(columns: np.ndarray) -> list[tuple[int, int]]:
     """The runs of True in a row of booleans, as (start, end) pairs."""
     edges = np.flatnonzero(np.diff(np.concatenate([[0], columns.astype(np.int8), [0]])))
     return [(int(a), int(b)) for a, b in zip(edges[::2], edges[1::2])]
+
+
+def _moving_across(moving: np.ndarray, x: int, y: int, bw: int, bh: int) -> Optional[tuple[int, int]]:
+    """The columns (start, end) of what moves, foreground or shadow, across the top half of a
+    blob's rows and through its columns, when they reach beyond the blob: the whole head a
+    narrow piece of it belongs to, at most the blob's height further on each side (a head is no
+    wider than tall; a cloud's shadow reaches across the frame). None when they do not."""
+    cols = moving[y:y + max(1, bh // 2)].any(axis=0)
+    spans = [(a, b) for a, b in _runs(cols) if a < x + bw and b > x]
+    if not spans:
+        return None
+    a, b = max(x - bh, min(a for a, _ in spans)), min(x + bw + bh, max(b for _, b in spans))
+    return (a, b) if a < x or b > x + bw else None
 
 
 def _shorter(blob: np.ndarray) -> list[tuple[int, int, int]]:
