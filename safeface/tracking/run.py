@@ -249,7 +249,7 @@ class _Run:
         for t in self.assigner.live:
             if t.frames[-1] == index:
                 out.append(t.boxes[-1])
-                self.still.drop(t.track_id)
+                self.still.seen(t)
                 continue
             if t.confirmed and t.missed <= COAST_COVER:
                 out.append(t.kalman.box)

@@ -6,6 +6,7 @@ stands: a track that started on the place, in that person's clothes, and has lef
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from dataclasses import dataclass
 
 import numpy as np
@@ -55,6 +56,7 @@ def ghost(t: LiveTrack) -> bool:
 class _Place:
     box: Box
     track: LiveTrack
+    last: int  # the frame the track was last seen on when the place was kept
 
 
 class StillPlaces:
@@ -74,13 +76,21 @@ class StillPlaces:
         """Keep `t`'s last box covered."""
         if t.track_id in self._places:
             return
-        self._places[t.track_id] = _Place(t.boxes[-1], t)
+        self._places[t.track_id] = _Place(t.boxes[-1], t, t.frames[-1])
         if len(self._places) > self._limit:
             del self._places[next(iter(self._places))]
 
-    def drop(self, track_id: str) -> None:
-        """The track is seen again: its own box covers its head."""
-        self._places.pop(track_id, None)
+    def seen(self, t: LiveTrack) -> None:
+        """The place's own track is seen again: let go when it came back at the place (the person
+        seen there again, or walking off from it; its own box covers its head). A track that came
+        back elsewhere was re-identified by its clothes, and may be someone dressed alike: the
+        place was let go as soon as they were seen, the person still standing there."""
+        p = self._places.get(t.track_id)
+        if p is None:
+            return
+        back = bisect_right(t.frames, p.last)  # its first detection since the place was kept
+        if back < len(t.boxes) and _feet_apart(p.box, t.boxes[back]) <= STARTED_NEAR:
+            del self._places[t.track_id]
 
     def watch(self, live: list[LiveTrack]) -> None:
         """Let go each place its person is seen walking off from (STARTED_NEAR, LEFT_ON)."""
