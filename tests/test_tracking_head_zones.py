@@ -303,3 +303,34 @@ def test_a_head_the_background_model_boxes_as_a_narrow_piece_is_covered_whole() 
             assert finder.detectable(_around(rgb, x), strong), "the face must show for the check to mean anything"
             shown += [i] if finder.detectable(_around(out, x), strong) else []
     assert shown == []
+
+
+@pytest.mark.parametrize("walkers", [False, True], ids=["no-perspective", "perspective"])
+def test_a_face_below_raised_hands_is_covered(walkers: bool) -> None:
+    """Someone walks by with both hands raised above their head (waving, cheering): the blob's top
+    was their hands, the head zone lay between them and the face below it showed in every frame,
+    whether or not the perspective was known. A head is sought below a top too narrow to be one."""
+    from safeface.tracking.run import _Run
+
+    head, start = _face(), (START if walkers else 16)
+    finder = FaceFinder("hog", engine=DetectionEngine())
+    strong = Search(max_side=1 << 16, upsample=2)  # photo strength: faces from about 20 px
+    ground = np.random.default_rng(4).integers(60, 180, (H, W, 3), dtype=np.uint8)
+    run = _Run(TrackOptions(draw=False))
+    shown = []
+    for i in range(start + 14):
+        rgb, x = ground.copy(), 400 - 3 * (i - start)
+        if walkers:
+            _person(rgb, 20 + 3 * i, 170, (200, 30, 30))  # two walkers teach the perspective
+            _person(rgb, 110 + 3 * i, 290, (30, 160, 160))
+        if i >= start:
+            _person(rgb, x, 290, (200, 200, 30))
+            rgb[146:180, x:x + 26] = head
+            rgb[100:190, x - 13:x - 7] = (200, 200, 30)  # the arms, raised 46 px above the head
+            rgb[100:190, x + 33:x + 39] = (200, 200, 30)
+        out = run(i, rgb)
+        if i >= start and i % 2 == 0:
+            assert (run.perspective.height(290.0) is not None) == walkers
+            assert finder.detectable(rgb[60:230, x - 80:x + 110], strong), "the face must show for the check to mean anything"
+            shown += [i] if finder.detectable(out[60:230, x - 80:x + 110], strong) else []
+    assert shown == []

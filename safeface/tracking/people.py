@@ -42,6 +42,10 @@ HEAD_WIDTH = 0.2
 SHOULDERS = 0.25
 SHORTER_WIDTH = 0.1
 SHORTEST = 0.6
+# A head is at least this share of its blob's height wide (about a tenth of a person's, who may
+# hold their hands above it): a top narrower than that is hands, a pole, not a head, which lies
+# lower, where the blob is first that wide.
+HEAD_MIN = 0.06
 # How much of a person a foreground blob misses at the top and at the feet, in blob heights.
 BLOB_TOP = 0.03
 BLOB_FEET = 0.09
@@ -130,7 +134,7 @@ class MotionDetector:
                 wide = _moving_across(moving, x, y, bw, bh)
                 if wide is not None:
                     self.cut_off.append(person_box((2.0 * wide[0], 2.0 * y, 2.0 * wide[1], 2.0 * (y + bh))))
-            for x1, x2, top in _shorter(mask[y:y + bh, x:x + bw]):
+            for x1, x2, top in _shorter(mask[y:y + bh, x:x + bw]) + _head_below(mask[y:y + bh, x:x + bw]):
                 self.cut_off.append(person_box((2.0 * (x + x1), 2.0 * (y + top), 2.0 * (x + x2), 2.0 * (y + bh))))
             for x1, x2 in _split(mask[y:y + bh, x:x + bw], int(bh)):
                 box = person_box((2.0 * (x + x1), 2.0 * y, 2.0 * (x + x2), 2.0 * (y + bh)))
@@ -146,6 +150,7 @@ class MotionDetector:
     def _clean(self, mask: np.ndarray) -> np.ndarray:
         cv2 = _cv2()
         return cv2.morphologyEx(cv2.morphologyEx(mask, cv2.MORPH_OPEN, self._open), cv2.MORPH_CLOSE, self._close)
+
 
 def person_box(blob: Box) -> Box:
     """The box a person fills, from the box of their moving pixels. The blob is short at both
@@ -206,6 +211,19 @@ def _shorter(blob: np.ndarray) -> list[tuple[int, int, int]]:
     tops = np.where(has, np.argmax(filled, axis=0), height)
     low = has & (tops > SHOULDERS * height) & (tops < SHORTEST * height)
     return [(a, b, int(tops[a:b].min())) for a, b in _runs(low) if b - a >= SHORTER_WIDTH * height]
+
+
+def _head_below(blob: np.ndarray) -> list[tuple[int, int, int]]:
+    """A head below a top too narrow to be one (hands raised above it): the first run of
+    foreground at least HEAD_MIN of the blob's height wide, as (start, end, top row), when it lies
+    below the blob's HEAD_BAND (above SHORTEST). The head zone lay at the hands' height, and the
+    face of someone waving both hands over their head showed in every frame."""
+    height = blob.shape[0]
+    for row in range(int(SHORTEST * height)):
+        for a, b in _runs(blob[row] > 0):
+            if b - a >= HEAD_MIN * height:
+                return [(a, b, row)] if row > HEAD_BAND * height else []
+    return []
 
 
 def _heads(blob: np.ndarray) -> list[float]:
