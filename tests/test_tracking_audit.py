@@ -50,3 +50,19 @@ def test_every_search_of_a_tracking_result_is_on_record(tmp_path: Path) -> None:
         assert sf.audit_verify().entries == len(sf.audit_entries())
     with pytest.raises(SafeFaceError):
         result.search("red top")
+
+
+def test_a_run_that_leaves_head_zones_uncovered_says_so_on_record(tmp_path: Path) -> None:
+    """An operator tracks with TrackOptions(cover_heads=False): faces under the video search's reach
+    show in the output, and the entry read as every other run's ("faces covered"). It says the
+    head zones were left uncovered."""
+    from safeface.tracking import TrackOptions
+
+    src = synthetic_video(tmp_path / "in.mp4", 160, 120, frames=4)
+    ws = make_workspace(tmp_path / "ws")
+    with open_sf(ws) as sf:
+        sf.track(src, "demo")
+        sf.track(src, "demo", options=TrackOptions(cover_heads=False))
+        covered, bare = [e.note or "" for e in sf.audit_entries() if e.operation == "track"][-2:]
+        assert "head zones not covered" not in covered
+        assert "head zones not covered" in bare

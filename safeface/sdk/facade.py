@@ -872,9 +872,11 @@ class SafeFace:
 
         def body(d: Decision) -> tuple[Any, _Note]:
             asked = "" if describe is None else f"; for a search: {parse(describe).text}"
+            # Faces under the video search's reach show where the head zones are not covered.
+            bare = "; head zones not covered" if options is not None and not options.cover_heads else ""
             result = track_video(video, out, options)
             return result, _Note([], f"video sha256={result.report.input_sha256}; {len(result.people)} track(s); "
-                                     f"{result.report.face_count} face(s) covered; no face recognised{asked}")
+                                     f"{result.report.face_count} face(s) covered{bare}; no face recognised{asked}")
 
         result = self._run(request, [], body)
         result.record_search = self._track_searches(purpose, result.report.input_sha256,
