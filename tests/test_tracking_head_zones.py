@@ -334,3 +334,32 @@ def test_a_face_below_raised_hands_is_covered(walkers: bool) -> None:
             assert finder.detectable(rgb[60:230, x - 80:x + 110], strong), "the face must show for the check to mean anything"
             shown += [i] if finder.detectable(out[60:230, x - 80:x + 110], strong) else []
     assert shown == []
+
+
+def test_a_child_carried_on_the_hip_has_their_head_covered() -> None:
+    """An adult carries a child on their hip: one blob, the child's head beside the adult's, its top
+    at the adult's chin (above the shoulders' line that marks someone shorter). Every head zone lay
+    at the adult's head and the child's face showed in almost every frame once the perspective was
+    known. A head that stands clear beside a taller one has its own zone."""
+    from safeface.tracking.run import _Run
+
+    head = _face()
+    finder = FaceFinder("hog", engine=DetectionEngine())
+    strong = Search(max_side=1 << 16, upsample=2)  # photo strength: faces from about 20 px
+    ground = np.random.default_rng(4).integers(60, 180, (H, W, 3), dtype=np.uint8)
+    run = _Run(TrackOptions(draw=False))
+    shown = []
+    for i in range(START + 14):
+        rgb, x = ground.copy(), 400 - 3 * (i - START)
+        _person(rgb, 20 + 3 * i, 170, (200, 30, 30))  # two walkers teach the perspective
+        _person(rgb, 110 + 3 * i, 290, (30, 160, 160))
+        if i >= START:
+            _person(rgb, x, 290, (200, 200, 30))  # the adult
+            rgb[210:266, x + 36:x + 70] = (30, 160, 30)  # the child's body, on the adult's hip
+            rgb[176:210, x + 40:x + 66] = head
+        out = run(i, rgb)
+        if i >= START and i % 2 == 0:
+            assert run.perspective.height(290.0) is not None
+            assert finder.detectable(rgb[60:260, x - 80:x + 130], strong), "the face must show for the check to mean anything"
+            shown += [i] if finder.detectable(out[60:260, x - 80:x + 130], strong) else []
+    assert shown == []

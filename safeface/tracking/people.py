@@ -204,13 +204,19 @@ def _shorter(blob: np.ndarray) -> list[tuple[int, int, int]]:
     """Someone shorter standing beside or between others in one blob: each run of columns whose
     top lies below SHOULDERS of the blob's height and above SHORTEST, at least SHORTER_WIDTH of
     it wide, as (start, end, top row). A blob is boxed, and cut into people, at its full height, so the head zone of
-    every box lay at the tallest person's head: a child between two adults showed their face."""
+    every box lay at the tallest person's head: a child between two adults showed their face.
+    Higher up, below the blob's HEAD_BAND, a run is a head beside the tallest (a child carried on
+    the hip, their head by the adult's chin) when no column next to it reaches higher: a shoulder
+    rises to its own head."""
     height = blob.shape[0]
     filled = blob > 0
     has = filled.any(axis=0)
     tops = np.where(has, np.argmax(filled, axis=0), height)
     low = has & (tops > SHOULDERS * height) & (tops < SHORTEST * height)
-    return [(a, b, int(tops[a:b].min())) for a, b in _runs(low) if b - a >= SHORTER_WIDTH * height]
+    high = has & (tops > HEAD_BAND * height) & (tops <= SHOULDERS * height)
+    clear = [(a, b) for a, b in _runs(high)
+             if (a == 0 or tops[a - 1] > SHOULDERS * height) and (b == len(tops) or tops[b] > SHOULDERS * height)]
+    return [(a, b, int(tops[a:b].min())) for a, b in _runs(low) + clear if b - a >= SHORTER_WIDTH * height]
 
 
 def _head_below(blob: np.ndarray) -> list[tuple[int, int, int]]:
