@@ -225,11 +225,18 @@ def _head_below(blob: np.ndarray) -> list[tuple[int, int, int]]:
     below the blob's HEAD_BAND (above SHORTEST). The head zone lay at the hands' height, and the
     face of someone waving both hands over their head showed in every frame."""
     height = blob.shape[0]
-    for row in range(int(SHORTEST * height)):
-        for a, b in _runs(blob[row] > 0):
-            if b - a >= HEAD_MIN * height:
-                return [(a, b, row)] if row > HEAD_BAND * height else []
-    return []
+    filled = blob[:int(SHORTEST * height)] > 0
+    if not filled.size:
+        return []
+    # The length of the run of foreground ending at each pixel of each row, at once.
+    count = filled.cumsum(axis=1)
+    runs = count - np.maximum.accumulate(np.where(filled, 0, count), axis=1)
+    wide = np.flatnonzero(runs.max(axis=1) >= HEAD_MIN * height)
+    if not len(wide) or wide[0] <= HEAD_BAND * height:
+        return []
+    row = int(wide[0])
+    end = int(np.argmax(runs[row])) + 1
+    return [(end - int(runs[row].max()), end, row)]
 
 
 def _heads(blob: np.ndarray) -> list[float]:
