@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 
 import pytest
 
 from safeface.cli import main
-from safeface.errors import InvalidArgument, SafeFaceError
-from tests.policy_support import PASSPHRASE, make_workspace, open_sf
+from safeface.errors import InvalidArgument, PolicyViolation, SafeFaceError
+from tests.policy_support import PASSPHRASE, Clock, edit_config, make_workspace, open_sf
 from tests.video_fixtures import synthetic_video
 
 
@@ -66,3 +67,23 @@ def test_a_run_that_leaves_head_zones_uncovered_says_so_on_record(tmp_path: Path
         covered, bare = [e.note or "" for e in sf.audit_entries() if e.operation == "track"][-2:]
         assert "head zones not covered" not in covered
         assert "head zones not covered" in bare
+
+
+def test_the_search_a_run_was_made_for_is_judged_when_it_is_made(tmp_path: Path) -> None:
+    """An app tracks for a search ("red top") the day before its purpose ends and makes that search
+    three days later: named in the run's entry, it was let through unjudged and unrecorded while
+    any other search was refused. It is judged and recorded like every other."""
+    src = synthetic_video(tmp_path / "in.mp4", 160, 120, frames=4)
+    ws = make_workspace(tmp_path / "ws")
+    tomorrow = dt.datetime.now(dt.timezone.utc).date() + dt.timedelta(days=1)
+    edit_config(ws, lambda raw: raw["purposes"]["demo"].__setitem__("end_date", tomorrow.isoformat()))
+    clock = Clock()
+    with open_sf(ws, clock) as sf:
+        result = sf.track(src, "demo", describe="red top")
+        result.search("red top")  # the same day: recorded, not only named in the run's entry
+        search = sf.audit_entries()[-1]
+        assert (search.operation, search.decision) == ("track", "allowed") and "search of the tracks" in (search.note or "")
+        clock.advance(days=3)
+        with pytest.raises(PolicyViolation):
+            result.search("red top")
+        assert (sf.audit_entries()[-1].operation, sf.audit_entries()[-1].decision) == ("track", "refused")

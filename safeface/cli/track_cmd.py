@@ -47,7 +47,10 @@ def register(sub: Any) -> None:
     p.set_defaults(func=run)
 
 
-def _run_tracking(args: argparse.Namespace, video: str, out: Optional[str], describe: Optional[str] = None) -> Any:
+def _run_tracking(args: argparse.Namespace, video: str, out: Optional[str], describe: Optional[str] = None,
+                  top: int = 3) -> Any:
+    """The tracking run's result or, with `describe`, its hits for that description: in a
+    workspace the search is made while the workspace is open, judged and recorded there."""
     from ..tracking import TrackOptions, track_video
     from ..tracking.run import covering
 
@@ -68,8 +71,10 @@ def _run_tracking(args: argparse.Namespace, video: str, out: Optional[str], desc
         if not args.purpose:
             raise InvalidArgument("tracking in a workspace needs --purpose, one the deployment declares.")
         with SafeFace.open(args.workspace, passphrase_file=args.passphrase_file) as sf:
-            return sf.track(video, args.purpose, out, options=opts, describe=describe)
-    return track_video(video, out, opts)
+            result = sf.track(video, args.purpose, out, options=opts, describe=describe)
+            return result if describe is None else result.search(describe, top)
+    result = track_video(video, out, opts)
+    return result if describe is None else result.search(describe, top)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -80,8 +85,7 @@ def run(args: argparse.Namespace) -> int:
         from ..tracking import parse
 
         parse(args.describe)  # a bad description is refused before the video is read
-        result = _run_tracking(args, paths[1], None, args.describe)
-        hits = result.search(args.describe, args.top)
+        hits = _run_tracking(args, paths[1], None, args.describe, args.top)
         if args.thumbnails is not None:
             _write_thumbnails(args.thumbnails, hits)
         if args.json:

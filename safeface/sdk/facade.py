@@ -879,20 +879,16 @@ class SafeFace:
                                      f"{result.report.face_count} face(s) covered{bare}; no face recognised{asked}")
 
         result = self._run(request, [], body)
-        result.record_search = self._track_searches(purpose, result.report.input_sha256,
-                                                    None if describe is None else parse(describe).text)
+        result.record_search = self._track_searches(purpose, result.report.input_sha256)
         return result
 
-    def _track_searches(self, purpose: str, sha: str, described: Optional[str]) -> Callable[[str], None]:
-        """What records each search of a tracking result: the one the run was made for is in the
-        run's entry already; any other is a call of its own, judged again (the purpose may have
-        ended meanwhile) and recorded, or not made (also once this handle is closed)."""
-        pending = [described]
+    def _track_searches(self, purpose: str, sha: str) -> Callable[[str], None]:
+        """What records each search of a tracking result: a call of its own, judged again (the
+        purpose may have ended meanwhile) and recorded, or not made (also once this handle is
+        closed). The one the run was made for too: named in the run's entry, it was exempted once,
+        whenever it came, and made unjudged days after the purpose ended."""
 
         def record(text: str) -> None:
-            if text == pending[0]:
-                pending[0] = None
-                return
             if self._root._closed:
                 raise ConfigError("the workspace this tracking run was made in is closed; a search is recorded "
                                   "there or not made: open it and track the video again to search.")
