@@ -149,7 +149,9 @@ class MotionDetector:
 
     def _clean(self, mask: np.ndarray) -> np.ndarray:
         cv2 = _cv2()
-        return cv2.morphologyEx(cv2.morphologyEx(mask, cv2.MORPH_OPEN, self._open), cv2.MORPH_CLOSE, self._close)
+        cleaned: np.ndarray = cv2.morphologyEx(cv2.morphologyEx(mask, cv2.MORPH_OPEN, self._open), cv2.MORPH_CLOSE,
+                                               self._close)
+        return cleaned
 
 
 def person_box(blob: Box) -> Box:
@@ -192,7 +194,7 @@ def _moving_across(moving: np.ndarray, x: int, y: int, bw: int, bh: int) -> Opti
     blob's rows and through its columns, when they reach beyond the blob: the whole head a
     narrow piece of it belongs to, at most the blob's height further on each side (a head is no
     wider than tall; a cloud's shadow reaches across the frame). None when they do not."""
-    cols = moving[y:y + max(1, bh // 2)].any(axis=0)
+    cols: np.ndarray = np.asarray(moving[y:y + max(1, bh // 2)].any(axis=0))
     spans = [(a, b) for a, b in _runs(cols) if a < x + bw and b > x]
     if not spans:
         return None
