@@ -4,11 +4,14 @@ store check does not read it as a row deleted behind the guard, and no later row
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from child_process import child_env, erase_killed  # noqa: E402
@@ -223,3 +226,45 @@ def test_a_kill_during_the_very_first_enrolment_is_settled_not_called_a_restore(
         ops = [e.operation for e in sf.audit_entries()]
         assert "uncommitted" in ops and "store-counter" not in ops
         assert sf.verify_store().ok
+
+
+# Another user the operator let read the workspace's folder (a backup account): read access was
+# enough to lock a byte of the folder, and a byte held there read as a commit mark a live process
+# owes (owed_marks).
+_READER_LOCK = r"""
+import fcntl, os, struct, sys
+os.setgid(65534)
+os.setuid(65534)
+fd = os.open(sys.argv[1], os.O_RDONLY | os.O_DIRECTORY)
+fcntl.fcntl(fd, fcntl.F_OFD_SETLK, struct.pack("hhqqi4x", fcntl.F_RDLCK, 0, 1 << 52, 1 << 52, 0))
+print("held", flush=True)
+sys.stdin.read()
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root, to lock as another user")
+def test_a_user_who_may_only_read_the_folder_cannot_turn_a_never_stored_row_into_a_stored_one(
+        tmp_path: Path) -> None:
+    """A row named by the log whose store transaction never committed (a kill between the two
+    commits) was settled as stored while another user held a read lock on the folder's owed-mark
+    bytes: its "enroll-committed" entry, in the log for good, made the store check name the row
+    missing, a tampering alarm no restore could clear."""
+    paths = make_workspace(tmp_path / "ws")
+    img = images()
+    with open_sf(paths) as sf:
+        first = sf.enroll(img / "obama.jpg", "alice", "demo", consent(paths, "alice"))
+    _killed_mid_enrolment(paths, tmp_path, img)
+    for folder in (paths.root, *[p for p in paths.root.parents if str(p).startswith(str(tmp_path.parent))]):
+        os.chmod(folder, 0o755)  # the folder readable by others (the reader owns no file in it)
+    reader = subprocess.Popen([sys.executable, "-c", _READER_LOCK, str(paths.root)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert reader.stdout is not None and reader.stdout.readline().strip() == "held"
+        with open_sf(paths) as sf:
+            settled = [e for e in sf.audit_entries() if e.operation in ("uncommitted", "enroll-committed")]
+            assert any(e.operation == "uncommitted" and f"rows={first.row_id + 1};" in (e.note or "")
+                       for e in settled), [(e.operation, e.note) for e in settled]
+            assert sf.verify_store().ok
+    finally:
+        reader.kill()
+        reader.wait()

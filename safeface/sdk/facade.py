@@ -171,7 +171,7 @@ class SafeFace:
                             nonces=RecordedNonces(state, audit))
         self._apikeys = apikeys
         # Rows this handle stored whose commit mark the disk refused (settled by whoever writes it).
-        self._owed = OwedMarks(paths.root)
+        self._owed = OwedMarks(paths.owed_marks)
 
     # -- opening ----------------------------------------------------------------------------
     @classmethod

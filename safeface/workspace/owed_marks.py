@@ -1,26 +1,35 @@
 """Commit marks a live process owes: rows it stored whose "enroll-committed" entry the disk
-refused (full), each held as an OFD read lock on a byte of the workspace's folder until the mark
-is written, by this process or by any other that settles the log.
+refused (full), each held as an OFD write lock on a byte of the workspace's owed-marks lock file
+(keys/, the owner's alone) until the mark is written, by this process or by any other that
+settles the log.
 
 Settling otherwise goes by the store's committed ceiling, which a row deleted by hand with the id
 counter set back lowers: the row was then recorded as never committed, and its deletion went
 unnoticed. A lock cannot be written into a file: only a process that holds it open has it, so no
 edit of the workspace's files can make a committed row read as never stored. A process killed
-before its mark gives its locks up, and its rows are settled by the ceiling as before; a lock
-taken by another program can only make a never-committed row read as stored and missing (named
-by the store check), never hide one."""
+before its mark gives its locks up, and its rows are settled by the ceiling as before.
+
+Only a write lock counts, and taking one needs the file open for writing: the bytes were read
+locks on the workspace's folder, which anyone allowed to read the folder (a backup account) could
+take, and a row never stored then read as stored, its "enroll-committed" entry a lasting alarm of
+a row deleted behind the guard. A process of the workspace's owner can still take one: it can
+only make a never-committed row read as stored and missing (named by the store check), never
+hide one."""
 
 from __future__ import annotations
 
 import os
+import stat
+import struct
 import threading
 from pathlib import Path
 from typing import Iterable, Optional
 
 from .. import atomicfile
-from ..atomicfile import _marked, _one_byte
+from ..atomicfile import _FLOCK, _one_byte, open_lock_file
+from ..errors import SafeFaceError
 
-_BASE = 1 << 52  # above the lock guards' and folder marks' bytes (atomicfile)
+_BASE = 1 << 52  # far above any byte another lock of this file could take
 _SPAN = 1 << 52
 
 
@@ -34,19 +43,28 @@ def _take(fd: int, lock_type: int, row: int) -> None:
     fcntl.fcntl(fd, fcntl.F_OFD_SETLK, _one_byte(lock_type, _byte(row)))
 
 
+def _written(fd: int, row: int) -> bool:
+    """Whether another open file than `fd`'s holds a write lock on `row`'s byte: asked as a read
+    lock, which only a write lock conflicts with."""
+    import fcntl
+
+    found = fcntl.fcntl(fd, fcntl.F_OFD_GETLK, _one_byte(fcntl.F_RDLCK, _byte(row)))
+    return int(struct.unpack(_FLOCK, found)[0]) == fcntl.F_WRLCK
+
+
 class OwedMarks:
     """The rows this handle stored whose commit mark is still to be written, and the check any
     handle makes before settling a row as never committed."""
 
-    def __init__(self, folder: Path) -> None:
-        self._folder = Path(folder)
+    def __init__(self, lock_path: Path) -> None:
+        self._path = Path(lock_path)
         self._fd: Optional[int] = None
         self._rows: set[int] = set()
         self._lock = threading.Lock()
 
     def owe(self, rows: Iterable[int]) -> None:
-        """Hold each row's byte until settled() or close(). Best effort: a folder or file system
-        without OFD locks leaves the rows to the ceiling, as before."""
+        """Hold each row's byte until settled() or close(). Best effort: a file system without
+        OFD locks, or a lock file that cannot be opened, leaves the rows to the ceiling, as before."""
         import fcntl
 
         if not atomicfile._OFD_LOCKS:
@@ -54,11 +72,11 @@ class OwedMarks:
         with self._lock:
             try:
                 if self._fd is None:
-                    self._fd = os.open(self._folder, os.O_RDONLY | os.O_DIRECTORY)
+                    self._fd = open_lock_file(self._path)
                 for row in rows:
-                    _take(self._fd, fcntl.F_RDLCK, row)
+                    _take(self._fd, fcntl.F_WRLCK, row)
                     self._rows.add(int(row))
-            except OSError:
+            except (OSError, SafeFaceError):
                 pass
 
     def stored_by_a_live_process(self, rows: Iterable[int]) -> set[int]:
@@ -67,12 +85,14 @@ class OwedMarks:
         wanted = [int(r) for r in rows]
         if not wanted or not atomicfile._OFD_LOCKS:
             return set()
-        try:
-            fd = os.open(self._folder, os.O_RDONLY | os.O_DIRECTORY)
+        try:  # never made: no process owes a mark (a FIFO in its place must not block the open)
+            fd = os.open(self._path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
         except OSError:
             return set()
         try:
-            return {row for row in wanted if _marked(fd, _byte(row))}
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                return set()
+            return {row for row in wanted if _written(fd, row)}
         except OSError:  # no OFD locks here: nothing was held
             return set()
         finally:
@@ -90,10 +110,10 @@ class OwedMarks:
             for row in rows:
                 if int(row) in self._rows and self._fd is not None:
                     try:
-                        _take(self._fd, fcntl.F_UNLCK, row)
+                        _take(self._fd, fcntl.F_UNLCK, row)  # type: ignore[arg-type]
                     except OSError:
                         pass
-                    self._rows.discard(int(row))
+                self._rows.discard(int(row))
 
     def close(self) -> None:
         with self._lock:

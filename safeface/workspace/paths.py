@@ -76,6 +76,12 @@ class WorkspacePaths:
         return self.keys / "trust.json.lock"
 
     @property
+    def owed_marks(self) -> Path:
+        """The lock file on whose bytes a live process holds the rows whose commit mark it owes
+        (workspace.owed_marks): in keys, so that only the workspace's owner can lock it."""
+        return self.keys / "owed-marks.lock"
+
+    @property
     def anchor(self) -> Path:
         return self.keys / "audit-anchor.json"
 

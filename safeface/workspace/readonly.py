@@ -38,7 +38,8 @@ def is_writable(paths: WorkspacePaths) -> bool:
     """Whether this process may write the workspace's folder, its keys, its databases and its lock
     files (a read-only mount refuses root too)."""
     names = [paths.root, paths.keys, *paths.database_files(locks=True)]
-    names += [paths.trust_lock, paths.config_lock, Path(f"{paths.anchor}.lock"), Path(f"{paths.keyring}.lock")]
+    names += [paths.trust_lock, paths.config_lock, Path(f"{paths.anchor}.lock"), Path(f"{paths.keyring}.lock"),
+              paths.owed_marks]
     return all(os.access(p, os.W_OK) for p in names if os.path.lexists(p))
 
 
