@@ -19,6 +19,53 @@ def _held(where: Path, rows: list[int]) -> set[int]:
     return OwedMarks(where).stored_by_a_live_process(rows)
 
 
+def test_a_forked_child_closing_its_copy_leaves_the_parents_marks_held(tmp_path: Path) -> None:
+    """A child forked after its parent's mark was refused closed its copy of the handle (at its
+    exit): the parent's bytes went with it, while the parent still ran and owed the mark."""
+    where = tmp_path / "owed-marks.lock"
+    marks = OwedMarks(where)
+    marks.owe([7])
+    pid = os.fork()
+    if pid == 0:
+        marks.close()
+        os._exit(0)
+    assert os.waitpid(pid, 0)[1] == 0
+    try:
+        assert _held(where, [7]) == {7}
+    finally:
+        marks.close()
+    assert _held(where, [7]) == set()
+
+
+def test_a_parent_closing_leaves_the_marks_its_forked_child_owes_held(tmp_path: Path) -> None:
+    """A child forked from a handle owes a mark of its own: its byte was taken on the descriptor
+    it shared with its parent, and the parent's close let it go while the child still ran."""
+    where = tmp_path / "owed-marks.lock"
+    marks = OwedMarks(where)
+    marks.owe([7])
+    ready_r, ready_w = os.pipe()
+    done_r, done_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(ready_r)
+        os.close(done_w)
+        marks.owe([9])
+        os.write(ready_w, b"1")
+        os.read(done_r, 1)  # holds until the parent has looked
+        os._exit(0)
+    os.close(ready_w)
+    os.close(done_r)
+    try:
+        assert os.read(ready_r, 1) == b"1"
+        marks.close()
+        assert _held(where, [7, 9]) == {9}
+    finally:
+        os.write(done_w, b"1")
+        os.waitpid(pid, 0)
+        os.close(ready_r)
+        os.close(done_w)
+
+
 def test_only_a_write_lock_reads_as_a_mark_owed(tmp_path: Path) -> None:
     """A read lock on a row's byte needs the file open for reading only: it must not read as the
     row stored by a live process (the bytes were read locks on the folder, anyone's to take)."""

@@ -14,7 +14,10 @@ locks on the workspace's folder, which anyone allowed to read the folder (a back
 take, and a row never stored then read as stored, its "enroll-committed" entry a lasting alarm of
 a row deleted behind the guard. A process of the workspace's owner can still take one: it can
 only make a never-committed row read as stored and missing (named by the store check), never
-hide one."""
+hide one.
+
+A forked child shares its parent's open file, and the locks on it: the child lets go of none of
+them and takes its own on a descriptor of its own."""
 
 from __future__ import annotations
 
@@ -59,8 +62,12 @@ class OwedMarks:
     def __init__(self, lock_path: Path) -> None:
         self._path = Path(lock_path)
         self._fd: Optional[int] = None
+        self._pid = 0  # the process that opened _fd: its locks are that process's
         self._rows: set[int] = set()
         self._lock = threading.Lock()
+
+    def _mine(self) -> bool:
+        return self._fd is not None and self._pid == os.getpid()
 
     def owe(self, rows: Iterable[int]) -> None:
         """Hold each row's byte until settled() or close(). Best effort: a file system without
@@ -71,8 +78,11 @@ class OwedMarks:
             return
         with self._lock:
             try:
+                if self._fd is not None and not self._mine():  # forked: the parent's descriptor
+                    os.close(self._fd)  # (its locks stay the parent's)
+                    self._fd, self._rows = None, set()
                 if self._fd is None:
-                    self._fd = open_lock_file(self._path)
+                    self._fd, self._pid = open_lock_file(self._path), os.getpid()
                 for row in rows:
                     _take(self._fd, fcntl.F_WRLCK, row)
                     self._rows.add(int(row))
@@ -100,30 +110,32 @@ class OwedMarks:
 
     def owed(self) -> set[int]:
         with self._lock:
-            return set(self._rows)
+            return set(self._rows) if self._mine() else set()
 
     def settled(self, rows: Iterable[int]) -> None:
         """Let go of the rows whose mark is written now (by anyone)."""
         import fcntl
 
         with self._lock:
+            fd = self._fd if self._mine() else None  # a forked child's locks are its parent's
             for row in rows:
-                if int(row) in self._rows and self._fd is not None:
+                if int(row) in self._rows and fd is not None:
                     try:
-                        _take(self._fd, fcntl.F_UNLCK, row)  # type: ignore[arg-type]
+                        _take(fd, fcntl.F_UNLCK, row)
                     except OSError:
                         pass
                 self._rows.discard(int(row))
 
     def close(self) -> None:
         with self._lock:
-            fd, self._fd = self._fd, None
+            fd, mine, self._fd = self._fd, self._mine(), None
             self._rows.clear()
         if fd is not None:
             import fcntl
 
-            try:  # unlocked first: a child forked meanwhile shares the descriptor and its locks
-                fcntl.fcntl(fd, fcntl.F_OFD_SETLK, _one_byte(fcntl.F_UNLCK, 0, length=0))
-            except OSError:
-                pass
+            if mine:  # let go first: a child forked meanwhile shares the descriptor and its locks
+                try:
+                    fcntl.fcntl(fd, fcntl.F_OFD_SETLK, _one_byte(fcntl.F_UNLCK, 0, length=0))
+                except OSError:
+                    pass
             os.close(fd)
