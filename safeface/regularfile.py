@@ -26,6 +26,14 @@ def open_regular(path: Path, label: str) -> BinaryIO:
     return fh
 
 
+class _OpenFailed(ImageError):
+    """An open the system refused, with its errno: EIO is the device failing, not the file."""
+
+    def __init__(self, message: str, errno: Optional[int]) -> None:
+        super().__init__(message)
+        self.errno = errno
+
+
 def _open_if_present(path: Path, label: str, follow: bool = True, within: Optional[Path] = None) -> Optional[BinaryIO]:
     nofollow = 0 if follow else getattr(os, "O_NOFOLLOW", 0)
     folder: Optional[int] = None
@@ -37,7 +45,7 @@ def _open_if_present(path: Path, label: str, follow: bool = True, within: Option
     except FileNotFoundError:
         return None
     except OSError as exc:
-        raise ImageError(f"{label}: could not be opened ({exc.strerror}).") from None
+        raise _OpenFailed(f"{label}: could not be opened ({exc.strerror}).", exc.errno) from None
     except ValueError:
         check_path_text(path)
         raise
@@ -138,19 +146,25 @@ def read_workspace_file(path: Path, label: str, limit: int, *, follow: bool = Tr
     None when nothing is at `path` (not written yet). IntegrityError when something else stands
     there: no regular file (a FIFO put in its place made every open wait on it for ever), one
     that cannot be read, or one larger than `limit`; without `follow`, also a link."""
+    # The device failed (EIO), not the file: it was called altered, every call a 409 and the
+    # operator told to restore it from a backup. At the open only EIO counts: ENXIO there is a
+    # socket put in the file's place.
+    from .atomicfile import DISK_FAILED  # (both import this module)
+    from .sqlite_store import disk_failed
+
     try:
-        fh = _open_if_present(path, label, follow)
+        try:
+            fh = _open_if_present(path, label, follow)
+        except _OpenFailed as exc:
+            if exc.errno == errno.EIO:
+                raise disk_failed(label, os.strerror(errno.EIO), path) from None
+            raise
         if fh is None:
             return None
         with fh:
             try:
                 data = fh.read(limit + 1)
             except OSError as exc:
-                # The device failed (EIO), not the file: it was called altered, every call a 409
-                # and the operator told to restore it from a backup.
-                from .atomicfile import DISK_FAILED  # (both import this module)
-                from .sqlite_store import disk_failed
-
                 if exc.errno in DISK_FAILED:
                     raise disk_failed(label, exc.strerror or "I/O error", path) from None
                 raise ImageError(f"{label}: could not be read ({exc.strerror}).") from None

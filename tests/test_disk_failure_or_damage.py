@@ -94,3 +94,29 @@ def test_a_pipe_beside_a_database_is_named_not_called_a_full_disk(tmp_path: Path
         open_sf(ws).close()
     assert not isinstance(got.value, WorkspaceUnwritable), got.value
     assert name in str(got.value), got.value
+
+
+@pytest.mark.parametrize("err, kind", [("EIO", WorkspaceDiskFailed), ("ENXIO", IntegrityError)])
+def test_a_small_file_whose_open_fails_on_the_device_is_a_disk_failure(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                       err: str, kind: type) -> None:
+    """The disk fails under the anchor's inode, so its open (not its read) returns EIO: it was
+    called a file altered by hand, to restore from a backup. ENXIO at the open is a socket put in
+    the file's place, and stays a file to restore. (The failure is injected at the system call:
+    a loop device cut short fails reads, not the opens of inodes it still holds.)"""
+    import errno
+
+    from safeface.regularfile import read_workspace_file
+
+    target = tmp_path / "audit-anchor.json"
+    target.write_bytes(b"{}")
+    real_open = os.open
+
+    def failing_open(path: object, flags: int, *args: object, **kw: object) -> int:
+        if str(path).endswith("audit-anchor.json"):
+            raise OSError(getattr(errno, err), os.strerror(getattr(errno, err)))
+        return real_open(path, flags, *args, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "open", failing_open)
+    with pytest.raises(kind) as info:
+        read_workspace_file(target, "the audit anchor", 4096)
+    assert ("restore it from a backup" in str(info.value)) == (kind is IntegrityError), info.value
