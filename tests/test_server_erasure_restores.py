@@ -36,3 +36,21 @@ def test_an_erased_row_put_back_from_an_older_dump_is_not_matched(pg: PgCluster,
         assert [c.subject for c in sf.identify(img / "obama2.jpg", "demo", legal_basis=basis)] == []
         assert [c.subject for c in sf.identify(img / "biden.jpg", "demo", legal_basis=basis)] == [bob.pseudonym]
         assert not sf.verify_store().ok  # and the store check still names it
+
+
+def test_a_new_row_at_the_id_of_an_erased_one_is_matched(pg: PgCluster, tmp_path: Path) -> None:
+    """A DBA restores the rows table from a dump taken before alice enrolled: its sequence goes
+    back with it, and the next enrolment is given her erased row's id. The note of her erasure
+    is about her sealed bytes, not every row that ever holds that id: carol is matched."""
+    ws, dsn = _server_ws(pg, tmp_path)
+    img = images()
+    with open_sf(ws) as sf:
+        sf.enroll(img / "biden.jpg", "bob", "demo", consent(ws, "bob"))
+        seq = _sql(dsn, "SELECT last_value FROM safeface.rows_row_id_seq")[0][0]
+        alice = sf.enroll(img / "obama.jpg", "alice", "demo", consent(ws, "alice"))
+        sf.erase("alice")
+        _sql(dsn, f"SELECT setval('safeface.rows_row_id_seq', {seq})")  # the dump's sequence, put back
+        carol = sf.enroll(img / "obama.jpg", "carol", "demo", consent(ws, "carol"))
+        assert carol.row_id == alice.row_id
+        basis = legal_basis(ws)
+        assert [c.subject for c in sf.identify(img / "obama2.jpg", "demo", legal_basis=basis)] == [carol.pseudonym]

@@ -1195,15 +1195,19 @@ class ServerStore:
                             "VALUES (%s, %s, %s, %s) ON CONFLICT (row_id) DO UPDATE SET sealed_sha256 = "
                             "EXCLUDED.sealed_sha256, seal_version = EXCLUDED.seal_version, mac = EXCLUDED.mac", notes)
 
-    def _erased_before(self, ids: Collection[int]) -> dict[int, str]:
+    def _erased_before(self, ids: Collection[int], *, stored: bool = False) -> dict[int, str]:
         """Of `ids`, those an earlier erasure deleted (its note's MAC holds), with the SHA-256 of
         the sealed bytes it deleted. A note written or edited without the seal key counts for
-        nothing."""
+        nothing. `stored`: only the ids whose row stored now has those very sealed bytes (the
+        erased row put back): a row given the id anew, after the table's sequence was put back
+        with a dump, is another person's, and was never matched."""
         if not ids:
             return {}
         out: dict[int, str] = {}
-        for rid, digest, sv, mac in self._sql("SELECT row_id, sealed_sha256, seal_version, mac FROM {ns}.erased "
-                                              "WHERE row_id = ANY(%s)", (sorted(int(r) for r in ids),)):
+        query = ("SELECT e.row_id, e.sealed_sha256, e.seal_version, e.mac FROM {ns}.erased e "
+                 + ("JOIN {ns}.rows r ON r.row_id = e.row_id AND encode(sha256(r.sealed), 'hex') = e.sealed_sha256 "
+                    if stored else "") + "WHERE e.row_id = ANY(%s)")
+        for rid, digest, sv, mac in self._sql(query, (sorted(int(r) for r in ids),)):
             try:
                 want = erased_mark(self._keyring, int(sv), int(rid), str(digest))
             except (ConfigError, ValueError, TypeError):
@@ -1383,11 +1387,11 @@ class ServerStore:
         return self._not_erased(out)
 
     def _not_erased(self, opened: dict[int, _R]) -> dict[int, _R]:
-        """`opened` less the rows an erasure deleted (_erased_before: row ids are never given
-        again, so such a row is one put back, from an older dump of the table, say). Searched,
+        """`opened` less the rows an erasure deleted, stored again with the very sealed bytes it
+        deleted (_erased_before: put back from an older dump of the table, say). Searched,
         verified against or written to Milvus, it matched an erased person again until someone
         ran `safeface audit verify`, which names it. One query by id."""
-        back = self._erased_before(list(opened))
+        back = self._erased_before(list(opened), stored=True)
         if back:
             log.warning("%s: gallery rows %s were erased and are stored again (put back from an older copy?); they "
                         "are not matched. `safeface audit verify` names them; erase the subject again to remove them",
