@@ -7,6 +7,7 @@ vector takes back into Milvus (a pending note, `index rebuild`, a scan of the re
 from __future__ import annotations
 
 import sys
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -54,3 +55,25 @@ def test_a_new_row_at_the_id_of_an_erased_one_is_matched(pg: PgCluster, tmp_path
         assert carol.row_id == alice.row_id
         basis = legal_basis(ws)
         assert [c.subject for c in sf.identify(img / "obama2.jpg", "demo", legal_basis=basis)] == [carol.pseudonym]
+
+
+@pytest.mark.parametrize("resealed_by", ["rekey", "touch"])
+def test_an_erased_row_put_back_stays_unmatched_once_sealed_again(pg: PgCluster, tmp_path: Path,
+                                                                  resealed_by: str) -> None:
+    """A re-key seals every stored row again, and an interaction that moves the expiry seals the
+    subject's rows again, a row put back after its erasure too: its note follows it to its new
+    sealed bytes, so it is not matched once they change."""
+    ws, dsn = _server_ws(pg, tmp_path)
+    img = images()
+    with open_sf(ws) as sf:
+        alice = sf.enroll(img / "obama.jpg", "alice", "demo", consent(ws, "alice"))
+        sf.enroll(img / "biden.jpg", "bob", "demo", consent(ws, "bob"))
+        _sql(dsn, "CREATE TABLE public.dump AS SELECT * FROM safeface.rows")
+        sf.erase("alice")
+        _sql(dsn, f"INSERT INTO safeface.rows SELECT * FROM public.dump WHERE row_id = {alice.row_id}")
+        if resealed_by == "rekey":
+            sf.rekey()
+        else:
+            sf._gallery.touch("alice", new_expiry=datetime.now(timezone.utc) + timedelta(days=30), purpose="demo")
+        basis = legal_basis(ws)
+        assert [c.subject for c in sf.identify(img / "obama2.jpg", "demo", legal_basis=basis)] == []

@@ -1179,17 +1179,19 @@ class ServerStore:
                             rid, "subject" if column == "pseudonym" else "consent")
         return found, list(dict.fromkeys(gone)), buried
 
-    def _bury(self, rows: Sequence[tuple[int, bytes]]) -> None:
+    def _bury(self, rows: Sequence[tuple[int, bytes]], keyring: Optional[Keyring] = None,
+              seal_version: Optional[int] = None) -> None:
         """Inside an erasure's delete: note each deleted row (the id its seal binds, its sealed
-        bytes) as erased, under the seal key (rows.erased_mark). A note planted for the id
-        beforehand is overwritten."""
+        bytes) as erased, under the seal key (rows.erased_mark; `keyring` and `seal_version`: a
+        re-key's new one). A note planted for the id beforehand is overwritten."""
         if not rows:
             return
-        sv = self._keys_now().seal_version
+        ring = keyring or self._keyring
+        sv = self._keys_now().seal_version if seal_version is None else seal_version
         notes = []
         for rid, sealed in rows:
             digest = hashlib.sha256(sealed).hexdigest()
-            notes.append((rid, digest, sv, erased_mark(self._keyring, sv, rid, digest)))
+            notes.append((rid, digest, sv, erased_mark(ring, sv, rid, digest)))
         with self._conn.cursor() as cur:
             cur.executemany(f"INSERT INTO {self._ns}.erased (row_id, sealed_sha256, seal_version, mac) "
                             "VALUES (%s, %s, %s, %s) ON CONFLICT (row_id) DO UPDATE SET sealed_sha256 = "
@@ -1320,6 +1322,7 @@ class ServerStore:
                     self._conn.execute(f"UPDATE {self._ns}.rows SET last_interaction = %s WHERE row_id = %s",
                                        (iso(now_t), int(r[0])))
                 if exp_us is not None and opened:
+                    back = self._erased_before([int(r[0]) for r, *_ in opened], stored=True)  # as in rekey
                     for r, entry, vec, token in opened:
                         exp = moved_expiry(entry.purposes, entry.expires_us, exp_us)
                         sealed = seal_row(keys, int(r[0]), p, sorted(entry.purposes), entry.token_id, str(r[4]),
@@ -1327,6 +1330,8 @@ class ServerStore:
                                           masked_enrolment=entry.masked_enrolment, looks=looks)
                         self._conn.execute(f"UPDATE {self._ns}.rows SET expires_us = %s, sealed = %s, look = %s, "
                                            "look_small = %s WHERE row_id = %s", (exp, sealed, *looks, int(r[0])))
+                        if int(r[0]) in back:
+                            self._bury([(int(r[0]), sealed)])
                     self._note([int(r[0]) for r, *_ in opened], "upsert")
             if exp_us is not None and opened:
                 self._drain_pending(best_effort=True)
@@ -1354,6 +1359,9 @@ class ServerStore:
                                                                                           self._dim),
                            Sealer(target.key("seal", sv)))
                 rows = self._conn.execute(f"SELECT {OPEN_COLS} FROM {self._ns}.rows ORDER BY row_id").fetchall()
+                # An erased row put back keeps its note on its new bytes: it was matched again after.
+                back = self._erased_before([int(r[0]) for r in rows], stored=True)
+                renoted: list[tuple[int, bytes]] = []
                 for r in rows:
                     entry, t_old, token = unseal_row(old, r, self._dim)
                     t_new = (t_old if same else old.transform.rekey_to(new.transform, t_old)).astype("<f4")
@@ -1362,6 +1370,9 @@ class ServerStore:
                                       masked_enrolment=entry.masked_enrolment, looks=stored_looks(r[9], r[10]))
                     self._conn.execute(f"UPDATE {self._ns}.rows SET transform_version = %s, seal_version = %s, "
                                        "sealed = %s WHERE row_id = %s", (tv, sv, sealed, int(r[0])))
+                    if int(r[0]) in back:
+                        renoted.append((int(r[0]), sealed))
+                self._bury(renoted, target, sv)
                 with self._conn.cursor() as cur:
                     cur.executemany(f"UPDATE {self._ns}.meta SET v = %s WHERE k = %s", [
                         (str(tv), "transform_version"), (t_id, "transform_key_id"),
