@@ -32,14 +32,14 @@ def test_a_link_planted_among_the_receipts_is_not_served(tmp_path: Path) -> None
 
 def test_a_receipts_folder_that_is_a_link_is_not_served(tmp_path: Path) -> None:
     """reports/receipts is replaced by a link to the workspace's own folder: the console's
-    /receipts/deployment.json is 404, not the deployment file."""
+    /receipts/deployment.json is not the deployment file, and says the folder is refused (409)."""
     client, ws, (aud,) = keyed_client(tmp_path, "auditor")
     (ws.root / "reports").mkdir(exist_ok=True)
     (ws.root / "reports" / "receipts").symlink_to(ws.root)
     with client:
         assert console_login(client, aud).status_code == 303
         raw = client.get("/receipts/deployment.json")
-    assert raw.status_code == 404 and "safeface-deployment" not in raw.text, raw.text[:200]
+    assert raw.status_code == 409 and "safeface-deployment" not in raw.text, raw.text[:200]
 
 
 def test_a_receipt_edited_by_hand_shows_no_markup_and_is_no_server_error(tmp_path: Path) -> None:
@@ -96,3 +96,21 @@ def test_a_receipt_written_by_hand_is_not_shown_as_an_erasure(tmp_path: Path) ->
     assert shown.status_code == 409 and "template(s) removed" not in shown.text, shown.text[:300]
     assert raw.status_code == 409 and "cd" * 32 not in raw.text, raw.text[:300]
     assert genuine.status_code == 200 and "template(s) removed" in genuine.text, genuine.text[:300]
+
+
+def test_a_receipt_in_a_folder_others_may_write_says_so_rather_than_none(tmp_path: Path) -> None:
+    """An older release made reports/receipts with mkdir under the host's umask: 0777 under umask
+    000. The console now refuses to read through such a folder, as it should, but it said "No
+    receipt has that id" of every receipt in it: the operator is told what to change instead."""
+    client, ws, (op,) = keyed_client(tmp_path, "operator")
+    with client:
+        assert console_login(client, op).status_code == 303
+        page = client.get("/subjects")
+        done = client.post("/subjects/erase", data={"csrf": csrf_of(page.text), "pseudonym": "ab" * 32},
+                           follow_redirects=False)
+        real_id = done.headers["location"].rsplit("/", 1)[1]
+        (ws.root / "reports" / "receipts").chmod(0o777)
+        shown = client.get(f"/receipts/{real_id}")
+        raw = client.get(f"/receipts/{real_id}.json")
+    assert shown.status_code == 409 and "chmod go-w" in shown.text, shown.text[:300]
+    assert raw.status_code == 409 and "chmod go-w" in raw.text, raw.text[:300]

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hmac
 import html
 import json
+import os
 import re
 import secrets
 from collections import defaultdict
@@ -25,8 +26,9 @@ from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse,
 from starlette.datastructures import FormData
 
 from ..atomicfile import MAX_COPY_BYTES, write_atomic
-from ..errors import AuthenticationError, ConfigError, IntegrityError, PolicyViolation, SafeFaceError, ServiceBusy
-from ..regularfile import read_no_link
+from ..errors import (AuthenticationError, ConfigError, ImageError, IntegrityError, PolicyViolation, SafeFaceError,
+                      ServiceBusy)
+from ..regularfile import folder_below, read_no_link
 from ..sqlite_store import raise_if_unwritable
 from ..workspace.apikeys import SESSION_SECONDS, ApiKey
 from ..workspace.report import RECORDS_FAIL
@@ -44,6 +46,9 @@ _LOGIN_ERRORS = {"expired": "The login form expired; try again.", "invalid": "Th
                  "role": "That key's role may not use the console."}
 _UNSIGNED = ("This file among the receipts is not signed by this workspace's receipt key: it was altered or "
              "written by hand. Check who may write the workspace's reports folder.")
+_UNSAFE_FOLDER = ("The receipts folder, reports/receipts, is a link, or is owned or writable by another user (an older "
+                  "release made it under the host's umask), so no receipt is read from it: make it this service "
+                  "user's and chmod go-w it.")
 _RECEIPT_ID = re.compile(r"^[A-Za-z0-9_-]{8,64}\Z")
 _PLOT = re.compile(r"^[A-Za-z0-9_.-]{1,80}\.(png|svg)\Z")
 _CSS = """body{font-family:sans-serif;max-width:1100px;margin:1em auto;padding:0 1em}
@@ -350,6 +355,8 @@ def build_console(rt: Runtime) -> APIRouter:
             return to_login()
         data, doc = _receipt(receipt_id)
         if data is None or doc is None:
+            if _receipts_unsafe():
+                return PlainTextResponse(_UNSAFE_FOLDER, status_code=409)
             return PlainTextResponse("no such receipt", status_code=404)
         if not _signed(doc):
             return PlainTextResponse(_UNSIGNED, status_code=409)
@@ -363,6 +370,8 @@ def build_console(rt: Runtime) -> APIRouter:
             return to_login()
         _, doc = _receipt(receipt_id)
         if doc is None:
+            if _receipts_unsafe():
+                return page("Receipts not read", f"<p class='bad' id='unsafe'>{_e(_UNSAFE_FOLDER)}</p>", s, 409)
             return page("No such receipt", "<p>No receipt has that id.</p>", s, 404)
         if not _signed(doc):
             return page("Receipt does not verify", f"<p class='bad' id='unsigned'>{_e(_UNSIGNED)}</p>", s, 409)
@@ -380,6 +389,17 @@ def build_console(rt: Runtime) -> APIRouter:
         if not isinstance(doc, dict) or not {"reason", "templates_removed"} <= doc.keys():
             return None, None
         return data, doc
+
+    def _receipts_unsafe() -> bool:
+        """Whether reports/receipts is there but refused (a link; another user's, or writable by
+        others): every receipt in it read as none, and the page said "no such receipt" of each."""
+        try:
+            os.close(folder_below(reports(), reports() / "receipts"))
+        except FileNotFoundError:
+            return False
+        except (ImageError, OSError):
+            return True
+        return False
 
     def _signed(doc: dict[str, Any]) -> bool:
         """Whether the workspace's receipt key signed `doc`: whoever may write reports/ could
