@@ -48,3 +48,22 @@ def test_an_erased_rows_sealed_template_leaves_the_tables_file(pg: PgCluster, tm
         files = _heap(pg, dsn)
         assert _pieces_in(sealed[alice.row_id], files) == 0
         assert _pieces_in(sealed[bob.row_id], files) > 5
+
+
+def test_the_erasures_vacuum_runs_after_the_write_lock_is_let_go(pg: PgCluster, tmp_path: Path) -> None:
+    """SafeFace.erase holds the store's write lock to its receipt and entries, and the store's
+    vacuum ran inside it: every other writer (another host's enrolment) waited for the vacuum.
+    When it runs, no session holds an advisory lock (the write lock) any more."""
+    ws, dsn = _server_ws(pg, tmp_path)
+    img = images()
+    held: list[int] = []
+    with open_sf(ws) as sf:
+        sf.enroll(img / "obama.jpg", "alice", "demo", consent(ws, "alice"))
+
+        def at(point: str) -> None:
+            if point == "erase:vacuum":
+                held.append(_sql(dsn, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted")[0][0])
+
+        sf._gallery._hook = at
+        sf.erase("alice")
+    assert held == [0]

@@ -195,29 +195,46 @@ class AdvisoryLock:
         self._thread_lock = threading.RLock()
         self._depth = 0
         self._on_acquire = on_acquire
+        self._after: list[Callable[[], None]] = []
 
     @contextmanager
     def held(self) -> Iterator[None]:
-        with self._thread_lock:
-            if self._depth == 0:
-                try:
-                    self._conn.execute("SELECT pg_advisory_lock(%s)", (self.key,))
-                except Exception as exc:  # its connection lost (ended, or closed by _release): nothing written
-                    _raise_pg(exc, self.where)
-                    raise
-                if self._on_acquire is not None:
-                    try:
-                        self._on_acquire(self._conn)
-                    except BaseException:
-                        self._release()
-                        raise
-            self._depth += 1
-            try:
-                yield
-            finally:
-                self._depth -= 1
+        after: list[Callable[[], None]] = []
+        try:
+            with self._thread_lock:
                 if self._depth == 0:
-                    self._release()
+                    try:
+                        self._conn.execute("SELECT pg_advisory_lock(%s)", (self.key,))
+                    except Exception as exc:  # its connection lost (ended, or closed by _release): nothing written
+                        _raise_pg(exc, self.where)
+                        raise
+                    if self._on_acquire is not None:
+                        try:
+                            self._on_acquire(self._conn)
+                        except BaseException:
+                            self._release()
+                            raise
+                self._depth += 1
+                try:
+                    yield
+                finally:
+                    self._depth -= 1
+                    if self._depth == 0:
+                        self._release()
+                        after, self._after = self._after, []
+        finally:
+            for fn in after:  # let go of in this process too: no other thread waits for them
+                fn()
+
+    def after_release(self, fn: Callable[[], None]) -> None:
+        """Run `fn` once this thread lets the lock go (now, if it does not hold it): work that
+        must not keep other writers waiting, though it follows a write."""
+        with self._thread_lock:
+            if self._depth:
+                if fn not in self._after:
+                    self._after.append(fn)
+                return
+        fn()
 
     def _release(self) -> None:
         """Unlock. A failure here is not the call's: what it wrote is committed or rolled back by
@@ -1028,7 +1045,9 @@ class ServerStore:
         Then, the write lock let go, free the deleted rows' space (_vacuum)."""
         out = self._erase_held(where, args, before_commit, owner=owner)
         if out[0]:
-            self._vacuum()
+            # After a caller's own hold of the lock too (SafeFace.erase holds it to its receipt and
+            # entries): vacuumed inside it, every other writer waited for the vacuum.
+            self._write_lock.after_release(self._vacuum)
         return out
 
     def _erase_held(self, where: str, args: tuple[Any, ...],
@@ -1231,6 +1250,7 @@ class ServerStore:
         match's update left), until new rows fill that space; the write-ahead log; the row while
         a transaction older than the erasure is open. A role that does not own the table
         vacuums nothing (PostgreSQL only warns it): said once a handle."""
+        self._at("erase:vacuum")
         try:
             if not self._vacuum_told and not self._sql("SELECT pg_has_role(relowner, 'USAGE') FROM pg_class WHERE "
                                                        "oid = %s::regclass", (f"{self._ns}.rows",))[0][0]:
@@ -1239,7 +1259,7 @@ class ServerStore:
                             "erased rows' sealed bytes stay in its pages until autovacuum reaches them; let the "
                             "role own it (or, on PostgreSQL 17, grant it MAINTAIN on the table)", self.where)
             self._sql("VACUUM (INDEX_CLEANUP OFF, TRUNCATE OFF, SKIP_LOCKED) {ns}.rows")
-        except BackendError as exc:
+        except (BackendError, ConfigError) as exc:  # a lost connection; a lock_timeout (_raise_lock_wait)
             log.warning("%s: the erased rows' space was not freed (%s); autovacuum will free it", self.where, exc)
 
     def _kept(self, where: str, args: tuple[Any, ...]) -> list[int]:
