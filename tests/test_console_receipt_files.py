@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from service_support import console_login, csrf_of, keyed_client  # noqa: E402
@@ -75,6 +76,15 @@ def test_a_report_plot_folder_that_is_a_link_serves_no_face_photo(tmp_path: Path
     assert r.status_code == 404 and b"a face" not in r.content, r.content[:100]
 
 
+def _erase_from_the_console(client: Any, key: str) -> str:
+    """Log in with `key`, erase a pseudonym from the subjects page, and give the receipt's id."""
+    assert console_login(client, key).status_code == 303
+    page = client.get("/subjects")
+    done = client.post("/subjects/erase", data={"csrf": csrf_of(page.text), "pseudonym": "ab" * 32},
+                       follow_redirects=False)
+    return str(done.headers["location"].rsplit("/", 1)[1])
+
+
 def test_a_receipt_written_by_hand_is_not_shown_as_an_erasure(tmp_path: Path) -> None:
     """Someone who may write reports/ (not the keyring) puts a receipt of their own among the real
     ones, claiming a subject's templates were erased: the console showed it as an erasure receipt
@@ -82,11 +92,7 @@ def test_a_receipt_written_by_hand_is_not_shown_as_an_erasure(tmp_path: Path) ->
     not verify under the workspace's receipt key is neither shown nor served; a real one is."""
     client, ws, (op,) = keyed_client(tmp_path, "operator")
     with client:
-        assert console_login(client, op).status_code == 303
-        page = client.get("/subjects")
-        done = client.post("/subjects/erase", data={"csrf": csrf_of(page.text), "pseudonym": "ab" * 32},
-                           follow_redirects=False)
-        real_id = done.headers["location"].rsplit("/", 1)[1]
+        real_id = _erase_from_the_console(client, op)
         real = json.loads((ws.root / "reports" / "receipts" / f"{real_id}.json").read_text())
         forged = {**real, "receipt_id": "forged-receipt", "subjects": ["cd" * 32], "templates_removed": 3}
         (ws.root / "reports" / "receipts" / "forged-receipt.json").write_text(json.dumps(forged))
@@ -104,11 +110,7 @@ def test_a_receipt_in_a_folder_others_may_write_says_so_rather_than_none(tmp_pat
     receipt has that id" of every receipt in it: the operator is told what to change instead."""
     client, ws, (op,) = keyed_client(tmp_path, "operator")
     with client:
-        assert console_login(client, op).status_code == 303
-        page = client.get("/subjects")
-        done = client.post("/subjects/erase", data={"csrf": csrf_of(page.text), "pseudonym": "ab" * 32},
-                           follow_redirects=False)
-        real_id = done.headers["location"].rsplit("/", 1)[1]
+        real_id = _erase_from_the_console(client, op)
         (ws.root / "reports" / "receipts").chmod(0o777)
         shown = client.get(f"/receipts/{real_id}")
         raw = client.get(f"/receipts/{real_id}.json")
