@@ -135,20 +135,26 @@ def test_a_hand_edited_trust_store_is_refused(tmp_path: Path) -> None:
         keys_import(paths.root, "consent-issuer", _jwks_file(tmp_path, RFC8037_JWK))
 
 
-def test_an_older_trust_store_put_back_is_refused(tmp_path: Path) -> None:
-    """Re-trusting a removed (say, leaked) issuer key by restoring the file from a backup: the
-    copy is genuinely MACed, but it is not what the audit log's last trust change produced."""
+def _removed_then_put_back(tmp_path: Path) -> tuple[Any, dict[str, Any]]:
+    """A demo workspace whose consent issuer was removed, then its trust.json from before the
+    removal put back: (paths, the removed issuer's listing)."""
     paths = demo(tmp_path)
     backup = tmp_path / "trust.bak"
     shutil.copy2(paths.trust, backup)
     issuer = next(k for k in keys_list(paths.root) if k["kind"] == "consent-issuer")
     keys_remove(paths.root, "consent-issuer", issuer["thumbprint"])
     shutil.copy2(backup, paths.trust)
+    return paths, issuer
+
+
+def test_an_older_trust_store_put_back_is_refused(tmp_path: Path) -> None:
+    """Re-trusting a removed (say, leaked) issuer key by restoring the file from a backup: the
+    copy is genuinely MACed, but it is not what the audit log's last trust change produced."""
+    paths, issuer = _removed_then_put_back(tmp_path)
     with pytest.raises(IntegrityError, match="older copy"):
         SafeFace.open(paths.root, pipeline=CachedPipeline())
     with pytest.raises(IntegrityError, match="older copy"):
         audit_verify(paths.root)
-
 
 
 def test_a_change_made_on_an_older_trust_store_put_back_does_not_trust_a_removed_key_again(tmp_path: Path) -> None:
@@ -156,12 +162,7 @@ def test_a_change_made_on_an_older_trust_store_put_back_does_not_trust_a_removed
     operator who then makes any change (a new key) wrote the old copy forward: the removed,
     leaked key was trusted again, with no entry adding it, and `audit verify` passed. A change
     now builds only on the store the log names, or on one whose missing changes it repeats."""
-    paths = demo(tmp_path)
-    backup = tmp_path / "trust.bak"
-    shutil.copy2(paths.trust, backup)
-    issuer = next(k for k in keys_list(paths.root) if k["kind"] == "consent-issuer")
-    keys_remove(paths.root, "consent-issuer", issuer["thumbprint"])
-    shutil.copy2(backup, paths.trust)
+    paths, issuer = _removed_then_put_back(tmp_path)
     with pytest.raises(IntegrityError, match=f"--kind consent-issuer --thumbprint {issuer['thumbprint']}"):
         keys_new(paths.root, "consent-issuer", tmp_path / "new.pem")
     keys_remove(paths.root, "consent-issuer", issuer["thumbprint"])  # the change it lacks, repeated
