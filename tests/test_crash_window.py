@@ -233,9 +233,11 @@ def test_a_kill_during_the_very_first_enrolment_is_settled_not_called_a_restore(
 # owes (owed_marks).
 _READER_LOCK = r"""
 import fcntl, os, struct, sys
+# Opened before the user changes: pytest's own folders above it are 0700, and what counts is a
+# descriptor any user allowed to read the folder could hold.
+fd = os.open(sys.argv[1], os.O_RDONLY | os.O_DIRECTORY)
 os.setgid(65534)
 os.setuid(65534)
-fd = os.open(sys.argv[1], os.O_RDONLY | os.O_DIRECTORY)
 fcntl.fcntl(fd, fcntl.F_OFD_SETLK, struct.pack("hhqqi4x", fcntl.F_RDLCK, 0, 1 << 52, 1 << 52, 0))
 print("held", flush=True)
 sys.stdin.read()
