@@ -33,6 +33,21 @@ def _isolated_home(tmp_path_factory: pytest.TempPathFactory) -> None:
     os.environ["SAFEFACE_HOME"] = str(tmp_path_factory.mktemp("safeface-home"))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _light_keyrings() -> Iterator[None]:
+    """Workspaces created in this process derive their passphrase key with scrypt at n=2**10, not
+    the interactive-login n=2**15: every create and open derives it, about 0.1 s each at full
+    strength, which was a fifth of the suite's time. Keyrings record their settings, so opening
+    one made at full strength still derives at full strength; children started by the tests
+    (the CLI, the service) keep the full default."""
+    from safeface.hazmat.templates import keyring
+
+    full = keyring.DEFAULT_SCRYPT
+    keyring.DEFAULT_SCRYPT = keyring.ScryptParams(n=2**10, r=full.r, p=full.p)
+    yield
+    keyring.DEFAULT_SCRYPT = full
+
+
 @pytest.fixture(scope="session")
 def datasets() -> Path:
     root = datasets_root()

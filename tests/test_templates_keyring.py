@@ -260,3 +260,18 @@ def test_a_keyring_edited_by_hand_is_refused_at_open(tmp_path: Path, edit: objec
     path.write_text(json.dumps(doc))
     with pytest.raises(error, match=words):
         PassphraseKeyring.open(path, PASS)
+
+
+def test_a_new_keyring_outside_the_tests_derives_at_interactive_login_strength(tmp_path: Path) -> None:
+    """The test session lowers the default for speed (conftest.py); a process of its own, as an
+    app's, keeps scrypt at n=2**15, r=8, p=1 and records it in the file."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "keys.json"
+    code = ("import sys; from safeface.hazmat.templates import PassphraseKeyring; "
+            "PassphraseKeyring.create(sys.argv[1], 'a passphrase')")
+    subprocess.run([sys.executable, "-c", code, str(path)], check=True, timeout=120)
+    kdf = json.loads(path.read_text())["kdf"]
+    assert (kdf["n"], kdf["r"], kdf["p"]) == (2**15, 8, 1)
+    assert ScryptParams() == ScryptParams(2**15, 8, 1)

@@ -68,6 +68,12 @@ class ScryptParams:
                               maxmem=SCRYPT_MAXMEM, dklen=32)
 
 
+# What a new keyring is created with when no settings are given. A module setting rather than a
+# default argument so that a test session can lower it once for every workspace it creates
+# (tests/conftest.py); an existing keyring always opens with the settings its file records.
+DEFAULT_SCRYPT = ScryptParams()
+
+
 def key_id_of(key: bytes) -> str:
     """A public fingerprint of a key: 16 hex digits of HMAC-SHA256(key, label). It identifies the
     key without revealing anything about it."""
@@ -175,10 +181,11 @@ class PassphraseKeyring(_KeyringBase):
 
     @classmethod
     def create(cls, path: Union[str, Path], passphrase: str,
-               scrypt: ScryptParams = ScryptParams()) -> "PassphraseKeyring":
+               scrypt: Optional[ScryptParams] = None) -> "PassphraseKeyring":
         """A new keyring with fresh random keys for every purpose (version 1), written to `path`,
-        which must not exist yet."""
+        which must not exist yet; `scrypt` defaults to DEFAULT_SCRYPT."""
         path = Path(path)
+        scrypt = DEFAULT_SCRYPT if scrypt is None else scrypt
         if path.exists():
             raise ConfigError(f"{path} already exists; open it with PassphraseKeyring.open or choose another path.")
         salt = secrets.token_bytes(16)
