@@ -320,6 +320,29 @@ def test_get_engine_by_name(home: Path) -> None:
         get_engine("tensorflow")
 
 
+def test_engines_without_settings_are_shared_by_a_process_and_not_by_its_children() -> None:
+    """Each handle used to load its own models (about a second, and their memory); a forked
+    child must not use the parent's ONNX Runtime sessions."""
+    import os
+
+    shared = get_engine("onnx")
+    assert get_engine("onnx") is shared and get_engine() is shared
+    assert get_engine("dlib") is get_engine("dlib") is not shared
+    assert get_engine("onnx", batch_size=4) is not shared  # settings of its own: a new engine
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report whether it was handed the parent's engine, then leave
+        try:
+            os.write(write, b"same" if get_engine("onnx") is shared else b"own")
+        finally:
+            os._exit(0)
+    os.close(write)
+    answer = os.read(read, 16)
+    os.close(read)
+    os.waitpid(pid, 0)
+    assert answer == b"own"
+
+
 # -- equivalence with dlib ----------------------------------------------------------------------------------
 
 @pytest.mark.slow

@@ -3,6 +3,8 @@ This package knows nothing of consent, purposes or the gallery."""
 
 from __future__ import annotations
 
+import os
+import threading
 from typing import Any, Optional
 
 from ...errors import ModelError
@@ -63,23 +65,44 @@ ENGINES = ("dlib", "onnx")
 DEFAULT_ENGINE = "onnx"
 
 
+# Engines made with no settings, one per name and process: an engine is thread-safe, and each
+# holds dlib's models and ONNX Runtime sessions (about a second to load, and their memory), which
+# every handle of a process opening its own made a service's or a test run's handles slow to
+# start. Keyed by the process too: a forked child makes its own (ONNX Runtime's threads do not
+# survive a fork).
+_SHARED: dict[tuple[str, int], Engine] = {}
+_SHARED_LOCK = threading.Lock()
+
+
 def get_engine(name: str = DEFAULT_ENGINE, **kwargs: Any) -> Engine:
-    """An engine by name: "dlib" (dlib on the CPU) or "onnx" (the same networks on ONNX Runtime)."""
+    """An engine by name: "dlib" (dlib on the CPU) or "onnx" (the same networks on ONNX Runtime).
+    With no settings, the process's shared engine of that name; with settings, a new one."""
+    if name not in ENGINES:
+        raise ModelError(f"unknown engine {name!r}; choose one of: {', '.join(ENGINES)}.")
+    if kwargs:
+        return _new_engine(name, **kwargs)
+    key = (name, os.getpid())
+    with _SHARED_LOCK:
+        engine = _SHARED.get(key)
+        if engine is None:
+            engine = _SHARED[key] = _new_engine(name)
+        return engine
+
+
+def _new_engine(name: str, **kwargs: Any) -> Engine:
     if name == "dlib":
         from .dlib_engine import DlibEngine
 
         return DlibEngine()
-    if name == "onnx":
-        try:
-            from .onnx_engine import OnnxEngine
-        except ImportError as exc:
-            raise ModelError(
-                f"the ONNX engine is unavailable ({exc}); install safeface[cpu] (or safeface[gpu]), "
-                "or choose the dlib engine (--engine dlib)."
-            ) from None
-        engine: Engine = OnnxEngine(**kwargs)
-        return engine
-    raise ModelError(f"unknown engine {name!r}; choose one of: {', '.join(ENGINES)}.")
+    try:
+        from .onnx_engine import OnnxEngine
+    except ImportError as exc:
+        raise ModelError(
+            f"the ONNX engine is unavailable ({exc}); install safeface[cpu] (or safeface[gpu]), "
+            "or choose the dlib engine (--engine dlib)."
+        ) from None
+    engine: Engine = OnnxEngine(**kwargs)
+    return engine
 
 
 __all__ = [
