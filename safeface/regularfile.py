@@ -64,8 +64,9 @@ def _open_if_present(path: Path, label: str, follow: bool = True, within: Option
 def folder_below(within: Path, folder: Path, create: bool = False) -> int:
     """A descriptor of `folder`, opened from `within` one name at a time, none of them followed
     if it is a link: a check of each name and then an open by the whole path let a folder be
-    swapped for a link in between (ImageError for a link, FileNotFoundError for none). Each
-    folder below `within` must be this user's or root's and writable by no one else (as
+    swapped for a link in between (ImageError for a link, FileNotFoundError for none). `within`
+    itself must be no link, and it and each folder below it this user's or root's and writable by
+    no one else (as
     atomicfile.trusted_path judges): whoever may write `within` could otherwise put a real folder
     of their own there, and rewrite what is written into it before it is read back. `create`: a
     missing folder is made (0755 at most, whatever the umask) where it is missing, by name in the
@@ -73,8 +74,17 @@ def folder_below(within: Path, folder: Path, create: bool = False) -> int:
     parts = folder.parts[len(within.parts):]
     if folder.parts[:len(within.parts)] != within.parts or any(p in (".", "..") for p in parts):
         raise ImageError(f"{folder}: not a folder below {within}.")
-    fd = os.open(within, os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_CLOEXEC", 0))
+    # `within` itself is judged as the folders below it: whoever may write the folder above it
+    # (the workspace's root) made it a link, and everything below was read and written there.
     try:
+        fd = os.open(within, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
+    except OSError as exc:
+        if isinstance(exc, FileNotFoundError):
+            raise
+        raise ImageError(f"{within} is a link or no folder ({exc.strerror}): make it a folder of this user's "
+                         "(safeface makes it when it is missing).") from None
+    try:
+        _refuse_shared(fd, within, within.name)
         for part in parts:
             if create:
                 try:
@@ -90,15 +100,21 @@ def folder_below(within: Path, folder: Path, create: bool = False) -> int:
                 raise ImageError(f"{folder}: {part} is a link or no folder ({exc.strerror}).") from None
             os.close(fd)
             fd = below
-            st = os.fstat(fd)
-            if st.st_uid not in (0, os.geteuid()) or st.st_mode & 0o002 or (
-                    st.st_mode & 0o020 and st.st_gid != os.getegid()):
-                raise ImageError(f"{folder}: {part} is owned or writable by another user, who could change what is "
-                                 "written there (chmod go-w it, or remove it: safeface makes it).")
+            _refuse_shared(fd, folder, part)
     except BaseException:
         os.close(fd)
         raise
     return fd
+
+
+def _refuse_shared(fd: int, folder: Path, part: str) -> None:
+    """ImageError unless the folder open as `fd` (`part` of `folder`) is this user's or root's and
+    writable by no one else (a group of this process's is trusted: a user's private group)."""
+    st = os.fstat(fd)
+    if st.st_uid not in (0, os.geteuid()) or st.st_mode & 0o002 or (
+            st.st_mode & 0o020 and st.st_gid != os.getegid()):
+        raise ImageError(f"{folder}: {part} is owned or writable by another user, who could change what is "
+                         "written there (chown it to this user and chmod go-w it, or remove it: safeface makes it).")
 
 
 def data_extents(fd: int, size: int) -> Iterator[tuple[int, int]]:

@@ -94,6 +94,36 @@ def test_a_report_folder_another_user_controls_gets_no_report(tmp_path: Path, pl
     assert r.status_code == 500, r.status_code
 
 
+@pytest.mark.parametrize("planted", ["a link", "writable by everyone"])
+def test_a_reports_folder_that_is_a_link_or_open_to_all_gets_nothing_and_serves_nothing(
+        tmp_path: Path, planted: str) -> None:
+    """Someone who may write the workspace's root makes reports/ itself a link to a folder of
+    theirs (or opens it to everyone): the folders below it were refused, reports/ was followed, so
+    the console wrote receipts into, and served them from, wherever it pointed. Now reports/ is
+    judged as the folders below it: nothing written, nothing read, and the page says what to fix."""
+    client, ws, (op,) = keyed_client(tmp_path, "operator")
+    reports = ws.root / "reports"
+    if reports.exists():
+        reports.rmdir()
+    theirs = tmp_path / "theirs"
+    (theirs / "receipts").mkdir(parents=True)
+    if planted == "a link":
+        reports.symlink_to(theirs)
+    else:
+        theirs.rename(reports)
+        theirs = reports
+        os.chmod(reports, 0o777)
+    with client:
+        assert console_login(client, op).status_code == 303
+        page = client.get("/subjects")
+        r = client.post("/subjects/erase", data={"csrf": csrf_of(page.text), "pseudonym": PSEUDONYM},
+                        follow_redirects=False)
+        shown = client.get("/receipts/aaaaaaaaaaaa")
+    assert os.listdir(theirs / "receipts") == [], os.listdir(theirs / "receipts")
+    assert r.status_code == 500 and "id='not-saved'" in r.text, r.text[:300]
+    assert shown.status_code == 409 and "reports folder" in shown.text, shown.text[:300]
+
+
 _FULL_DISK_CHILD = textwrap.dedent("""
     import json, sys
     from pathlib import Path

@@ -46,9 +46,9 @@ _LOGIN_ERRORS = {"expired": "The login form expired; try again.", "invalid": "Th
                  "role": "That key's role may not use the console."}
 _UNSIGNED = ("This file among the receipts is not signed by this workspace's receipt key: it was altered or "
              "written by hand. Check who may write the workspace's reports folder.")
-_UNSAFE_FOLDER = ("The receipts folder, reports/receipts, is a link, or is owned or writable by another user (an older "
-                  "release made it under the host's umask), so no receipt is read from it: make it this service "
-                  "user's and chmod go-w it.")
+_UNSAFE_FOLDER = ("The workspace's reports folder or its receipts folder, reports/receipts, is a link, or is owned or "
+                  "writable by another user (an older release made it under the host's umask), so no receipt is read "
+                  "from it: make each a real folder of this service user's (not a link) and chmod go-w it.")
 _RECEIPT_ID = re.compile(r"^[A-Za-z0-9_-]{8,64}\Z")
 _PLOT = re.compile(r"^[A-Za-z0-9_.-]{1,80}\.(png|svg)\Z")
 _CSS = """body{font-family:sans-serif;max-width:1100px;margin:1em auto;padding:0 1em}
