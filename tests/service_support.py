@@ -104,6 +104,12 @@ def console_login(client: Any, key: str) -> Any:
                        follow_redirects=False)
 
 
+def console_report(client: Any) -> Any:
+    """Generate the compliance report from the console's report page (its form, a POST); the
+    response, not followed."""
+    return client.post("/report", data={"csrf": csrf_of(client.get("/report").text)}, follow_redirects=False)
+
+
 def self_signed_certificate(folder: Path) -> tuple[Path, Path]:
     """A certificate for 127.0.0.1, its own authority, and its key: cert.pem and key.pem in `folder`."""
     import datetime as dt

@@ -11,7 +11,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from policy_support import make_workspace, open_sf  # noqa: E402
-from service_support import console_login, csrf_of, in_process_app  # noqa: E402
+from service_support import console_login, console_report, csrf_of, in_process_app  # noqa: E402
 
 TestClient = pytest.importorskip("fastapi.testclient").TestClient
 
@@ -88,7 +88,7 @@ def test_the_report_folder_serves_no_file_outside_its_plots(tmp_path: Path) -> N
         _, key = sf.issue_api_key("operator", label="console")
     with TestClient(in_process_app(ws.root, tmp_path), base_url="https://testserver") as c:
         assert console_login(c, key).headers["location"] == "/audit"
-        assert c.get("/report").status_code == 200  # the folder exists
+        assert console_report(c).status_code == 303  # the folder exists
         (ws.root / "reports" / "console" / "assessment").mkdir(parents=True, exist_ok=True)
         r = c.get("/report/assessment/..%2F..%2F..%2Fdeployment.json", follow_redirects=False)
         assert r.status_code == 404 and b"deployment_id" not in r.content
@@ -132,3 +132,34 @@ def test_console_forms_read_only_url_encoded_bodies(tmp_path: Path) -> None:
         assert r.headers["location"] == "/login?error=expired"
         assert not any(v.startswith("__Host-sf_session=") for v in _set_cookies(r))
         assert console_login(c, key).headers["location"] == "/audit"  # the same login, URL-encoded, works
+
+
+def test_a_report_is_generated_only_by_the_pages_form(tmp_path: Path) -> None:
+    """GET /report ran the report, which writes reports/console and an audit entry: a page on
+    another host of the same site (whose requests carry the SameSite=Strict cookie) made a
+    logged-in browser run it again and again. A GET now only shows the last report; a POST without
+    the session's CSRF token generates nothing; the page's own form does."""
+    ws = make_workspace(tmp_path / "ws")
+    with open_sf(ws) as sf:
+        _, key = sf.issue_api_key("auditor", label="console")
+
+    def reports_run() -> int:
+        with open_sf(ws) as sf:
+            return sum(e.operation == "report" and e.decision == "allowed" for e in sf.audit_entries())
+
+    saved = ws.root / "reports" / "console" / "compliance.json"
+    with TestClient(in_process_app(ws.root, tmp_path), base_url="https://testserver") as c:
+        assert console_login(c, key).headers["location"] == "/audit"
+        before = reports_run()
+        shown = c.get("/report")
+        forged = c.post("/report", data={"csrf": "0" * 40}, follow_redirects=False)
+        bare = c.post("/report", follow_redirects=False)
+        assert shown.status_code == 200 and "No report has been generated" in shown.text, shown.text[:300]
+        assert forged.status_code == 401 and bare.status_code == 401, (forged.status_code, bare.status_code)
+        assert not saved.exists() and reports_run() == before
+        r = console_report(c)
+        assert r.status_code == 303 and r.headers["location"] == "/report"
+        assert saved.exists() and reports_run() == before + 1
+        again = c.get("/report")
+        assert "may process" in again.text and "id='generate'" in again.text, again.text[:300]
+        assert reports_run() == before + 1

@@ -13,7 +13,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from disk_support import run_on_small_disk  # noqa: E402
-from service_support import console_login, csrf_of, keyed_client  # noqa: E402
+from service_support import console_login, console_report, csrf_of, keyed_client  # noqa: E402
 
 PSEUDONYM = "ab" * 32  # no subject has it: the erasure removes nothing, and still gives a receipt
 
@@ -48,7 +48,7 @@ def test_a_report_folder_linked_elsewhere_gets_no_report_written(tmp_path: Path)
     (ws.root / "reports" / "console").symlink_to(elsewhere)
     with client:
         assert console_login(client, aud).status_code == 303
-        r = client.get("/report")
+        r = console_report(client)
     assert sorted(os.listdir(elsewhere)) == ["compliance.html"], os.listdir(elsewhere)
     assert (elsewhere / "compliance.html").read_text() == "someone else's file"
     assert r.status_code == 500, r.status_code
@@ -89,7 +89,7 @@ def test_a_report_folder_another_user_controls_gets_no_report(tmp_path: Path, pl
         os.chmod(theirs, 0o777)
     with client:
         assert console_login(client, aud).status_code == 303
-        r = client.get("/report")
+        r = console_report(client)
     assert os.listdir(theirs) == [], os.listdir(theirs)
     assert r.status_code == 500, r.status_code
 

@@ -16,7 +16,7 @@ def test_the_services_report_names_a_failed_audit_check_by_reference_only(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """/v1/report (JSON and HTML) and the console's report page quoted the check's text."""
     from fastapi.testclient import TestClient
-    from service_support import console_login, edited_audit_entry, in_process_app
+    from service_support import console_login, console_report, edited_audit_entry, in_process_app
 
     ws, key, cause = edited_audit_entry(tmp_path, "auditor")
     with TestClient(in_process_app(ws.root, tmp_path), base_url="https://testserver") as c, \
@@ -26,6 +26,7 @@ def test_the_services_report_names_a_failed_audit_check_by_reference_only(
             assert r.status_code == 200 and "reference" in r.text, r.text[:300]
             assert cause not in r.text and "entry 2" not in r.text
         console_login(c, key)
+        assert console_report(c).status_code == 303
         for page in ("/report", "/report/compliance.json"):
             text = c.get(page).text
             assert "THE RECORDS FAIL" in text or '"records_verified": false' in text, page

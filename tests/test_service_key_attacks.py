@@ -170,14 +170,14 @@ def test_a_role_that_lost_the_report_at_a_new_assessment_is_let_into_the_console
     away, the key still logged in, and its session still downloaded the report's files."""
     from fastapi.testclient import TestClient
     from policy_support import edit_config
-    from service_support import console_login, in_process_app
+    from service_support import console_login, console_report, in_process_app
 
     ws = make_workspace(tmp_path / "ws")
     with open_sf(ws) as sf:
         _, key = sf.issue_api_key("auditor", label="auditor console")
     with TestClient(in_process_app(ws.root, tmp_path), base_url="https://testserver") as c:
         assert console_login(c, key).headers["location"] == "/audit"
-        assert c.get("/report").status_code == 200
+        assert console_report(c).status_code == 303
         assert c.get("/report/compliance.json").status_code == 200
         edit_config(ws, lambda raw: raw["roles"].__setitem__("auditor", ["verify"]))
         for page in ("/subjects", "/report/compliance.json"):

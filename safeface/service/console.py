@@ -446,11 +446,33 @@ def build_console(rt: Runtime) -> APIRouter:
         out = await act(request, lambda sf, f: sf.revoke_api_key(f.get("key_id", "")))
         return out if isinstance(out, Response) else RedirectResponse("/keys", status_code=303)
 
+    def generate_form(s: Session, label: str) -> str:
+        return (f"<form method='post' action='/report'>{_csrf(s)}<button id='generate'>{_e(label)}</button></form>")
+
     @router.get("/report")
     async def report(request: Request) -> Response:
+        """The last report the console generated, as saved under reports/console (read as the
+        copies are: no link followed). A GET writes nothing: it ran the report, which writes files
+        and an audit entry, so a page on another host of the same site could make a logged-in
+        browser run it (SameSite lets a same-site request carry the cookie); POST /report, with
+        the form's CSRF token, generates one."""
+        s = limited(request)
+        if s is None:
+            return to_login()
+        data = _saved(reports() / "console" / "compliance.json")
+        try:
+            body = report_body(json.loads(data)) if data is not None else None
+        except (ValueError, RecursionError, KeyError, TypeError, AttributeError):  # a file edited by hand
+            body = "<p class='bad' id='status'>The last report saved under reports/console cannot be read.</p>"
+        if body is None:
+            body = "<p id='status'>No report has been generated here yet.</p>"
+        return page("Compliance report", generate_form(s, "Generate a new report") + body, s)
+
+    @router.post("/report")
+    async def generate_report(request: Request) -> Response:
         out_dir = reports() / "console"
 
-        def run(sf: Any) -> dict[str, Any]:
+        def run(sf: Any, _form: dict[str, str]) -> bool:
             files = sf.report(out_dir, quote=kept, within=reports())
             # Read back as the copies are served: through a folder linked elsewhere, whoever may
             # write reports/ rewrote the file between its write and this read, and the page showed
@@ -459,26 +481,27 @@ def build_console(rt: Runtime) -> APIRouter:
             if data is None:
                 raise ConfigError(f"the report written to {out_dir} cannot be read back there (a link, or a file "
                                   "with another name, in its place); remove what is in the way and try again.")
-            return dict(json.loads(data))
+            return True
 
-        s, r = await as_session(request, run)
-        if s is None or not isinstance(r, dict):
-            return cast(Response, r)
+        out = await act(request, run)
+        return out if isinstance(out, Response) else RedirectResponse("/report", status_code=303)
+
+    def report_body(r: dict[str, Any]) -> str:
         status = "may process" if r["can_process"] else "CANNOT PROCESS: a rule is failing"
         if not r["records_verified"]:
             status += f"; {RECORDS_FAIL}"
         rules = "".join(f"<tr class='{'bad' if x['state'] == 'failing' else ''}'><td>{_e(x['id'])}</td>"
                         f"<td>{_e(x['title'])}</td><td>{_e(x['state'])}</td><td>{_e(x['detail'])}</td>"
-                        f"<td>{x['refusals']}</td></tr>" for x in r["rules"])
+                        f"<td>{_e(x['refusals'])}</td></tr>" for x in r["rules"])
         counts = "".join(f"<tr><th>{_e(k)}</th><td>{_e(json.dumps(v) if isinstance(v, dict) else v)}</td></tr>"
                          for k, v in r["counts"].items())
         plots = "".join(f"<p><img src='/report/{_e(p)}' alt='{_e(p)}'></p>" for p in r.get("assessment_plots", []))
-        return page("Compliance report", f"<p id='status'>Deployment <b>{_e(r['deployment'])}</b>, profiles "
-                    f"{_e(', '.join(r['profiles']))}: <b>{_e(status)}</b>; generated {_e(r['generated'])}.</p>"
-                    f"<h2>Counts</h2><table>{counts}</table><h2>Rules</h2><table id='rules'><tr><th>rule</th>"
-                    f"<th>title</th><th>state</th><th>detail</th><th>refusals</th></tr>{rules}</table>"
-                    f"<h2>Evaluation</h2>{plots or '<p>No evaluation plots yet (safeface eval ... --workspace WS).</p>'}"
-                    "<p><a href='/report/compliance.json'>compliance.json</a></p>", s)
+        return (f"<p id='status'>Deployment <b>{_e(r['deployment'])}</b>, profiles "
+                f"{_e(', '.join(r['profiles']))}: <b>{_e(status)}</b>; generated {_e(r['generated'])}.</p>"
+                f"<h2>Counts</h2><table>{counts}</table><h2>Rules</h2><table id='rules'><tr><th>rule</th>"
+                f"<th>title</th><th>state</th><th>detail</th><th>refusals</th></tr>{rules}</table>"
+                f"<h2>Evaluation</h2>{plots or '<p>No evaluation plots yet (safeface eval ... --workspace WS).</p>'}"
+                "<p><a href='/report/compliance.json'>compliance.json</a></p>")
 
     @router.get("/report/{name:path}")
     async def report_file(request: Request, name: str) -> Response:
