@@ -133,3 +133,59 @@ def test_a_session_cookie_planted_for_the_whole_site_is_not_read(tmp_path: Path)
     attributes = [a.strip().lower() for a in set_session.split(";")[1:]]
     assert name.startswith("__Host-") and "secure" in attributes and "path=/" in attributes, set_session
     assert not any(a.startswith("domain=") for a in attributes), set_session
+
+
+def test_a_session_left_unused_ends_and_each_use_extends_it_up_to_its_last_hour(tmp_path: Path) -> None:
+    """A console cookie was a bearer token for its whole 8 hours: one copied from a browser left
+    open (or a proxy's log) worked all day. A session unused for 30 minutes ends now; each use
+    extends it, but never past 8 hours from its login."""
+    from policy_support import Clock, make_workspace
+
+    from safeface.errors import AuthenticationError
+    from safeface.workspace.apikeys import IDLE_SECONDS, SESSION_SECONDS
+
+    ws = make_workspace(tmp_path / "ws")
+    clock = Clock()
+    with open_sf(ws, clock=clock) as sf:
+        _, key = sf.issue_api_key("operator", label="console")
+        _, left = sf.open_session(key)
+        _, kept = sf.open_session(key)
+        used = 0
+        while used + 25 * 60 < SESSION_SECONDS:  # the operator at work: a page every 25 minutes
+            clock.advance(minutes=25)
+            used += 25 * 60
+            sf.session(kept)
+        with pytest.raises(AuthenticationError, match="not used for 30 minutes"):
+            sf.session(left)
+        clock.advance(seconds=SESSION_SECONDS - used + 1)
+        with pytest.raises(AuthenticationError, match="expired"):
+            sf.session(kept)
+        _, fresh = sf.open_session(key)
+        clock.advance(seconds=IDLE_SECONDS - 1)
+        sf.session(fresh)  # within the idle time: still open
+        clock.advance(seconds=IDLE_SECONDS + 1)
+        with pytest.raises(AuthenticationError, match="not used for 30 minutes"):
+            sf.session(fresh)
+
+
+def test_a_session_use_edited_into_the_key_table_by_hand_revives_nothing(tmp_path: Path) -> None:
+    """Whoever may write apikeys.db (no passphrase needed) moves an idle session's last use to now,
+    to bring a copied cookie back: the use is MACed under the keyring, so the edit counts for
+    nothing, and deleting the use only makes the session idle sooner."""
+    from policy_support import Clock, make_workspace
+
+    from safeface.errors import AuthenticationError
+
+    ws = make_workspace(tmp_path / "ws")
+    clock = Clock()
+    with open_sf(ws, clock=clock) as sf:
+        _, key = sf.issue_api_key("operator", label="console")
+        _, cookie = sf.open_session(key)
+        clock.advance(minutes=20)
+        sf.session(cookie)  # a use, recorded
+        clock.advance(minutes=45)
+        with closing(sqlite3.connect(ws.apikeys)) as db, db:
+            assert db.execute("UPDATE session_uses SET used = ?", (int(clock.now.timestamp()),)).rowcount == 1
+        with pytest.raises(AuthenticationError, match="not used for 30 minutes"):
+            sf.session(cookie)
+

@@ -339,6 +339,36 @@ def test_a_logout_while_another_host_writes_the_key_store_ends_the_session_witho
         assert sf.end_session(cookie) is False  # ended once, on the log
 
 
+def test_a_console_sessions_idle_time_is_kept_in_postgresql_and_its_table_made_when_missing(
+        pg: PgCluster, tmp_path: Path) -> None:
+    """Each use of a session extends it (recorded in the record store, which every host reads); one
+    left unused for 30 minutes ends. A store moved there by an earlier safeface lacks the table:
+    the first use recorded makes it."""
+    import datetime as dt
+
+    from safeface.policy.deployment import Deployment
+    from safeface.workspace.apikeys import hashing_key
+    from safeface.workspace.passphrase import open_keyring
+    from safeface.workspace.session import open_apikeys
+
+    ws, dsn = server_workspace(pg, tmp_path)
+    _sql(dsn, "DROP TABLE safeface.service_session_uses")  # as an earlier safeface moved it
+    paths = WorkspacePaths(ws)
+    keyring = open_keyring(paths, None, None)
+    keys = open_apikeys(paths, Deployment.load(paths.config), hashing_key(keyring.key("pseudonym")))
+    now = dt.datetime.now(dt.timezone.utc)
+    try:
+        _, key = keys.issue("auditor", "console", None, None, now)
+        _, cookie = keys.open_session(key, now)
+        for minutes in (20, 45, 70):  # each within 30 minutes of the last use
+            keys.session(cookie, now + dt.timedelta(minutes=minutes))
+        with pytest.raises(AuthenticationError, match="not used for 30 minutes"):
+            keys.session(cookie, now + dt.timedelta(minutes=101))
+    finally:
+        keys.close()
+    assert _sql(dsn, "SELECT COUNT(*) FROM safeface.service_session_uses") == [(1,)]
+
+
 def test_a_workspace_pointed_at_postgresql_by_hand_is_told_to_migrate(pg: PgCluster, tmp_path: Path) -> None:
     server_modules()
     ws = tmp_path / "ws"

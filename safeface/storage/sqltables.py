@@ -62,7 +62,9 @@ PG_SERVICE = """
 CREATE TABLE IF NOT EXISTS {ns}.service_apikeys (key_id TEXT PRIMARY KEY, role TEXT NOT NULL, label TEXT NOT NULL,
                                                  created TEXT NOT NULL, expires TEXT, rate DOUBLE PRECISION NOT NULL,
                                                  revoked TEXT, digest TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS {ns}.service_ended_sessions (session TEXT PRIMARY KEY, until BIGINT NOT NULL)
+CREATE TABLE IF NOT EXISTS {ns}.service_ended_sessions (session TEXT PRIMARY KEY, until BIGINT NOT NULL);
+CREATE TABLE IF NOT EXISTS {ns}.service_session_uses (session TEXT PRIMARY KEY, used BIGINT NOT NULL,
+                                                      until BIGINT NOT NULL, mac TEXT NOT NULL)
 """
 PG_META = "CREATE TABLE IF NOT EXISTS {ns}.workspace_meta (k TEXT PRIMARY KEY, v TEXT NOT NULL)"
 

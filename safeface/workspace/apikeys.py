@@ -32,7 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Union
 
-from ..errors import AuthenticationError, ConfigError, IntegrityError, InvalidArgument
+from ..errors import (AuthenticationError, ConfigError, IntegrityError, InvalidArgument, WorkspaceBusy,
+                      WorkspaceUnwritable)
 from ..lookalike import not_plain_char
 from ..storage.sqltables import SqliteTables
 
@@ -47,6 +48,12 @@ _KEY = re.compile(rf"^{PREFIX}_({KEY_ID.pattern})_([A-Za-z0-9_-]{{43}})$")
 # the cookie, so a second spelling that still validated would be a session never logged out.
 _SESSION = re.compile(r"([0-9a-f]{12})\.([1-9][0-9]{0,11})\.([0-9a-f]{16})\.([0-9a-f]{64})")
 SESSION_SECONDS = 8 * 3600
+# A session unused this long ends (each use extends it, up to SESSION_SECONDS from its login): a
+# cookie copied from a browser left open, or from a proxy's log, is worth no more than the
+# operator's last half hour of work. A use is recorded at most once a USE_EVERY_SECONDS, so a page
+# costs no write; the timeout is kept to within that.
+IDLE_SECONDS = 30 * 60
+USE_EVERY_SECONDS = 60
 # A label is shown to operators in listings: plain text only (lookalike.not_plain_char).
 LABEL_MAX = 80
 
@@ -64,9 +71,14 @@ CREATE TABLE IF NOT EXISTS apikeys (
 """
 # Console sessions ended at logout before their time (a SHA-256 of the cookie; kept until it
 # would have expired). A PostgreSQL store moved there by an earlier safeface lacks the table: the
-# first logout creates it (ApiKeys._ended_table).
+# first logout creates it (ApiKeys._table).
 _ENDED = "CREATE TABLE IF NOT EXISTS {t}ended_sessions (session TEXT PRIMARY KEY, until BIGINT NOT NULL)"
 _SCHEMA += _ENDED.format(t="") + ";\n"
+# Each console session's last recorded use (a Unix time, MACed with its session's reference: a row
+# written or edited by hand is no use, and a session without one was last used at its login).
+# Made at the first use recorded, so opening an older key store writes nothing (a read-only copy).
+_USES = ("CREATE TABLE IF NOT EXISTS {t}session_uses (session TEXT PRIMARY KEY, used BIGINT NOT NULL, "
+         "until BIGINT NOT NULL, mac TEXT NOT NULL)")
 
 
 def _described(r: Any) -> "ApiKey":
@@ -128,7 +140,8 @@ class ApiKeys:
     def __init__(self, where: Union[Path, str, Any], key: bytes) -> None:
         self._key = key
         self._t = SqliteTables(Path(where), "API key store", _SCHEMA) if isinstance(where, (str, Path)) else where
-        self._ended = getattr(self._t, "dialect", None) != "postgresql"  # whether the table is known to exist
+        # The tables known to exist (ended_sessions is in every SQLite key store's schema).
+        self._tables: set[str] = {"ended_sessions"} if getattr(self._t, "dialect", None) != "postgresql" else set()
 
     def close(self) -> None:
         self._t.close()
@@ -140,7 +153,7 @@ class ApiKeys:
     def move_to(self, where: Any) -> None:
         old, self._t = self._t, where
         old.close()
-        self._ended = False
+        self._tables = set()
 
     def _digest(self, key_id: str, role: str, expires: Optional[str], rate: float, secret: str) -> str:
         msg = f"safeface-apikey|{key_id}|{role}|{expires or ''}|{rate!r}|{secret}".encode("utf-8")
@@ -259,14 +272,46 @@ class ApiKeys:
             raise AuthenticationError("no valid console session (or its key was changed); log in with an API key.")
         if int(m.group(2)) < now.timestamp():
             raise AuthenticationError("the console session expired; log in again.")
-        if self._ended_table(create=False) and self._t.q("SELECT 1 FROM {t}ended_sessions WHERE session = ?",
-                                                         (session_ref(str(cookie)),)):
+        if self._table("ended_sessions", _ENDED, create=False) and self._t.q(
+                "SELECT 1 FROM {t}ended_sessions WHERE session = ?", (session_ref(str(cookie)),)):
             raise AuthenticationError("the console session was ended (logged out); log in again.")
         if not rows[0][7] or info.revoked is not None:
             raise AuthenticationError("the API key behind this session was revoked; log in again.")
         if info.expired(now):
             raise AuthenticationError(f"the API key behind this session expired on {info.expires}.")
+        self._used(session_ref(str(cookie)), int(m.group(2)), int(now.timestamp()))
         return info
+
+    def _used(self, ref: str, until: int, now: int) -> None:
+        """Refuse the session `ref` (ending at `until`) if unused for IDLE_SECONDS, else record
+        this use when the last one recorded is a USE_EVERY_SECONDS old. A row whose MAC fails
+        counts as no use (a hand edit cannot revive an idle session; deleting the row, or restoring
+        an older table, only makes it idle sooner)."""
+        last = until - SESSION_SECONDS  # its login
+        rows = self._t.q("SELECT used, mac FROM {t}session_uses WHERE session = ?", (ref,)) \
+            if self._table("session_uses", _USES, create=False) else []
+        if rows and isinstance(rows[0][0], int) and hmac.compare_digest(str(rows[0][1]),
+                                                                        self._use_mac(ref, rows[0][0], until)):
+            last = max(last, rows[0][0])
+        if now - last > IDLE_SECONDS:
+            raise AuthenticationError(f"the console session was not used for {IDLE_SECONDS // 60} minutes, so it "
+                                      "ended; log in again.")
+        if now - last < USE_EVERY_SECONDS:
+            return
+        try:
+            # Not waited for (the service checks sessions on its event loop): a use not recorded
+            # now is recorded at the next page, and at worst the session ends a little sooner.
+            self._table("session_uses", _USES, create=True, wait=False)
+            with self._t.write(wait=False):
+                self._t.run("DELETE FROM {t}session_uses WHERE until < ?", (now,))
+                self._t.run("INSERT INTO {t}session_uses AS u VALUES (?, ?, ?, ?) ON CONFLICT (session) DO UPDATE "
+                            "SET used = excluded.used, mac = excluded.mac WHERE u.used < excluded.used",
+                            (ref, now, until, self._use_mac(ref, now, until)))
+        except (WorkspaceBusy, WorkspaceUnwritable, IntegrityError):  # held, full, replaced, a trigger
+            pass
+
+    def _use_mac(self, ref: str, used: int, until: int) -> str:
+        return self._mac("session use", f"{ref}|{used}|{until}")
 
     def end_session(self, cookie: Optional[str], now: dt.datetime, wait: bool = True) -> bool:
         """End a console session before its time (logout): a copy of the cookie opens nothing
@@ -279,7 +324,7 @@ class ApiKeys:
         except AuthenticationError:
             return False
         until = int(str(cookie).split(".")[1])
-        self._ended_table(create=True)
+        self._table("ended_sessions", _ENDED, create=True)
         with self._t.write(wait=wait):
             self._t.run("DELETE FROM {t}ended_sessions WHERE until < ?", (int(now.timestamp()),))
             # The insert is the arbiter: of two logouts racing past the check above, only the
@@ -288,22 +333,28 @@ class ApiKeys:
                                 (session_ref(str(cookie)), until))
         return added > 0
 
-    def _ended_table(self, *, create: bool) -> bool:
-        """Whether the ended-sessions table exists (on PostgreSQL, asked once it does); with
-        `create`, made when missing: a store moved to PostgreSQL by an earlier safeface."""
-        if self._ended:
+    def _table(self, name: str, ddl: str, *, create: bool, wait: bool = True) -> bool:
+        """Whether the table `name` (made by `ddl`) exists (asked until it does); with `create`,
+        made when missing: a key store an earlier safeface made (on PostgreSQL, moved there).
+        `wait`: as for the store's write."""
+        if name in self._tables:
             return True
-        self._ended = bool(self._t.q("SELECT to_regclass(?) IS NOT NULL", (self._t.prefix + "ended_sessions",))[0][0])
-        if not self._ended and create:
+        if getattr(self._t, "dialect", None) == "postgresql":
+            found = self._t.q("SELECT to_regclass(?) IS NOT NULL", (self._t.prefix + name,))[0][0]
+        else:
+            found = self._t.q("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,))
+        if not found and create:
             try:
-                with self._t.write():  # the key store's advisory lock: two first logouts take turns
-                    self._t.run(_ENDED)
+                with self._t.write(wait=wait):  # the key store's lock: two first writers take turns
+                    self._t.run(ddl)
             except IntegrityError as exc:
-                raise ConfigError("logging out needs a table the API key store lacks (it was moved to PostgreSQL by an "
-                                  "earlier safeface), and this database role may not create it. Run "
-                                  f"`{_ENDED.format(t=self._t.prefix)}` once as the schema's owner.") from exc
-            self._ended = True
-        return self._ended
+                raise ConfigError("the console's sessions need a table the API key store lacks (it was moved to "
+                                  "PostgreSQL by an earlier safeface), and this database role may not create it. Run "
+                                  f"`{ddl.format(t=self._t.prefix)}` once as the schema's owner.") from exc
+            found = True
+        if found:
+            self._tables.add(name)
+        return bool(found)
 
     def csrf_token(self, cookie: str) -> str:
         return self._mac("csrf", cookie)[:40]
