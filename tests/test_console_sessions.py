@@ -189,3 +189,58 @@ def test_a_session_use_edited_into_the_key_table_by_hand_revives_nothing(tmp_pat
         with pytest.raises(AuthenticationError, match="not used for 30 minutes"):
             sf.session(cookie)
 
+
+def test_a_session_under_the_cookies_old_name_can_be_ended(tmp_path: Path) -> None:
+    """Sessions opened before the cookie's rename (sf_session) showed the login page and no logout
+    button, so a copy of one, sent under the new name, stayed valid for hours. The login page now
+    offers to end it, and a logout ends it too, with the session under the new name."""
+    client, ws, (op,) = keyed_client(tmp_path, "operator", rate=1000)
+    with client:
+        assert console_login(client, op).status_code == 303
+        old = str(client.cookies.get("__Host-sf_session"))
+        client.cookies.clear()
+        client.cookies.set("sf_session", old)  # the browser, from before the upgrade
+        offered = client.get("/login")
+        assert "id='end-session'" in offered.text, offered.text[:400]
+        out = client.post("/logout", data={"csrf": csrf_of(offered.text)}, follow_redirects=False)
+        copy = client.get("/audit", cookies={"__Host-sf_session": old}, follow_redirects=False)
+        # The same from a logged-in browser that still holds the old cookie: one logout, both ended.
+        client.cookies.clear()
+        assert console_login(client, op).status_code == 303
+        before = str(client.cookies.get("__Host-sf_session"))  # opened before the upgrade
+        client.cookies.clear()
+        assert console_login(client, op).status_code == 303  # and a login since
+        after = str(client.cookies.get("__Host-sf_session"))
+        client.cookies.set("sf_session", before)
+        both = client.post("/logout", data={"csrf": csrf_of(client.get("/keys").text)}, follow_redirects=False)
+        left = [client.get("/audit", cookies={"__Host-sf_session": c}, follow_redirects=False).headers.get("location")
+                for c in (before, after)]
+    assert out.status_code == 303 and copy.status_code == 303 and copy.headers["location"] == "/login"
+    assert both.status_code == 303 and left == ["/login", "/login"], left
+
+
+def test_a_logout_neither_store_can_record_still_ends_the_session_in_this_process(tmp_path: Path) -> None:
+    """With both the audit log and the key table refusing writes, a logout ended nothing, and a
+    copy of the cookie went on reading pages and downloading receipts. The service process that
+    was asked refuses the session from then on (other processes cannot know: the page says so),
+    and the browser keeps its cookie and a form to log out again once the stores work."""
+    client, ws, (op,) = keyed_client(tmp_path, "operator", rate=1000)
+    with client:
+        assert console_login(client, op).status_code == 303
+        cookie = str(client.cookies.get("__Host-sf_session"))
+        form = {"csrf": csrf_of(client.get("/keys").text)}
+        for db_path, table in ((ws.apikeys, "ended_sessions"), (ws.audit, "entries")):
+            with closing(sqlite3.connect(db_path)) as db, db:
+                db.execute(f"CREATE TRIGGER keep BEFORE INSERT ON {table} BEGIN SELECT 1; END")
+        out = client.post("/logout", data=form, follow_redirects=False)
+        copies = [client.get(p, cookies={"__Host-sf_session": cookie}, follow_redirects=False)
+                  for p in ("/audit", "/receipts/aaaaaaaaaaaa.json", "/report/compliance.json")]
+        for db_path in (ws.apikeys, ws.audit):
+            with closing(sqlite3.connect(db_path)) as db, db:
+                db.execute("DROP TRIGGER keep")
+        again = client.post("/logout", data={"csrf": csrf_of(out.text)}, follow_redirects=False)
+    assert out.status_code == 503 and "other processes" in out.text, out.text[:400]
+    assert [(r.status_code, r.headers.get("location")) for r in copies] == [(303, "/login")] * 3
+    assert again.status_code == 303, again.text[:300]
+    with open_sf(ws) as sf:
+        assert sum("console session" in (e.note or "") for e in sf.audit_entries()) == 1

@@ -17,6 +17,7 @@ import json
 import os
 import re
 import secrets
+import time
 from collections import defaultdict
 from pathlib import Path
 from typing import Any, Optional, cast
@@ -30,7 +31,7 @@ from ..errors import (AuthenticationError, ConfigError, ImageError, IntegrityErr
                       ServiceBusy)
 from ..regularfile import folder_below, read_no_link
 from ..sqlite_store import raise_if_unwritable
-from ..workspace.apikeys import SESSION_SECONDS, ApiKey
+from ..workspace.apikeys import SESSION_SECONDS, ApiKey, session_ref
 from ..workspace.report import RECORDS_FAIL
 from .bodies import media_type, once_each
 from .failures import kept, told
@@ -42,6 +43,10 @@ from .runtime import Runtime
 # and the operator worked in the planter's session (or logged in through its login token).
 SESSION = "__Host-sf_session"
 LOGIN = "__Host-sf_login"
+# The session cookie's name before the prefix: read by the logout alone (and the login page, to
+# offer one), so a session opened before the rename can still be ended. Any host of the site can
+# set a cookie of this name, but all it can get ended that way is a session of its own.
+OLD_SESSION = "sf_session"
 _LOGIN_ERRORS = {"expired": "The login form expired; try again.", "invalid": "That API key is not valid.",
                  "role": "That key's role may not use the console."}
 _UNSIGNED = ("This file among the receipts is not signed by this workspace's receipt key: it was altered or "
@@ -82,6 +87,10 @@ class Session:
 
 def build_console(rt: Runtime) -> APIRouter:
     router = APIRouter(include_in_schema=False)
+    # Sessions whose logout neither the audit log nor the key table could record (session_ref ->
+    # the session's end, a Unix time): refused by this process's pages and downloads all the same,
+    # until it restarts. Other processes of the service cannot know of it.
+    ended_here: dict[str, int] = {}
 
     def page(title: str, body: str, s: Optional[Session] = None, status: int = 200) -> HTMLResponse:
         nav = ""
@@ -99,6 +108,8 @@ def build_console(rt: Runtime) -> APIRouter:
 
     def session(request: Request) -> Optional[Session]:
         cookie = request.cookies.get(SESSION)
+        if cookie is not None and session_ref(cookie) in ended_here:
+            return None
         try:
             key: ApiKey = rt.light(lambda sf: sf.session(cookie))
         except AuthenticationError:
@@ -110,11 +121,11 @@ def build_console(rt: Runtime) -> APIRouter:
     async def form_of(request: Request, s: Session) -> dict[str, str]:
         return await form_with(request, s.csrf)
 
-    async def form_with(request: Request, csrf: str) -> dict[str, str]:
-        """The form, if it carries the CSRF token `csrf`; AuthenticationError (401) else."""
+    async def form_with(request: Request, *csrf: str) -> dict[str, str]:
+        """The form, if it carries one of the CSRF tokens `csrf`; AuthenticationError (401) else."""
         form = await request.form(max_files=0, max_fields=8) if plain_form(request) else FormData()
-        got = str(form.get("csrf") or "")
-        if not hmac.compare_digest(got.encode(), csrf.encode()):
+        got = str(form.get("csrf") or "").encode()
+        if not any([hmac.compare_digest(got, want.encode()) for want in csrf]):  # a list: each compared
             raise AuthenticationError("the form's CSRF token is missing or wrong; reload the page and try again.")
         return {k: str(v) for k, v in once_each(form.multi_items(), "the form").items()}
 
@@ -154,6 +165,7 @@ def build_console(rt: Runtime) -> APIRouter:
         # The link names one of our own messages, never text: a link to the real console could
         # otherwise show a stranger's words in its error box ("mail your key to ...").
         msg = f"<p class='bad'>{_e(_LOGIN_ERRORS[error])}</p>" if error in _LOGIN_ERRORS else ""
+        msg += still_open(request)
         resp = page("Operator console", f"""{msg}<form method='post' action='/login'>
 <input type='hidden' name='csrf' value='{token}'>
 <label>API key <input type='password' name='api_key' id='api_key' autocomplete='off' size='70'></label>
@@ -185,20 +197,54 @@ def build_console(rt: Runtime) -> APIRouter:
         _forget(resp, LOGIN)
         return resp
 
+    def still_open(request: Request) -> str:
+        """A logout form for a session this browser holds that is live on the service though no
+        page opens it here: one under the cookie's name from before the rename (no page showed a
+        logout for it), or one whose logout could not be recorded (ended in this process only)."""
+        for name in (SESSION, OLD_SESSION):
+            cookie = request.cookies.get(name)
+            try:
+                live = cookie is not None and rt.light(lambda sf: live_key(sf, cookie)) is not None
+            except SafeFaceError:  # the service starting, a store failing: the login form still shows
+                live = False
+            if live:
+                return (f"<form method='post' action='/logout'><p class='bad' id='still-open'>This browser holds a "
+                        "console session that is still open on the service (from before an upgrade, or one whose "
+                        "logout could not be recorded). <input type='hidden' name='csrf' value='"
+                        f"{_e(rt.light(lambda sf: sf.csrf_token(str(cookie))))}'><button id='end-session'>"
+                        "End it</button></p></form>")
+        return ""
+
     @router.post("/logout")
     async def logout(request: Request) -> Response:
-        cookie = request.cookies.get(SESSION)
-        key = rt.light(lambda sf: live_key(sf, cookie))
+        """End every live session the request presents (under the cookie's name, and under its
+        name from before the rename), if the form carries one of their CSRF tokens."""
+        live: dict[str, ApiKey] = {}
+        for name in (SESSION, OLD_SESSION):
+            cookie = request.cookies.get(name)
+            key = rt.light(lambda sf: live_key(sf, cookie)) if cookie is not None and cookie not in live else None
+            if cookie is not None and key is not None:
+                live[cookie] = key
         resp: Response = to_login()
         _forget(resp, SESSION)
-        if key is None:  # nothing live to end (and no work for the pool from a caller without a session)
+        _forget(resp, OLD_SESSION)
+        if not live:  # nothing live to end (and no work for the pool from a caller without a session)
             return resp
         # A live session is ended only by its own form (a post from another origin of the site
         # carries the cookie, not the token: 401, nothing ended). Not within its key's rate: a
         # thief with a copy of the cookie would keep the rate spent and the owner from ending it.
         # The log stays bounded: a session is recorded ended once, and each came from a login,
         # which the rate limits.
-        await form_with(request, rt.light(lambda sf: sf.csrf_token(str(cookie))))
+        await form_with(request, *[rt.light(lambda sf: sf.csrf_token(c)) for c in live])
+        for cookie, key in live.items():
+            failed = end(cookie, key)
+            if failed is not None:
+                return failed
+        return resp
+
+    def end(cookie: str, key: ApiKey) -> Optional[Response]:
+        """End the live session `cookie` on the server; the page to show instead of the login
+        page when that failed, else None."""
         try:
             # Ended on the server, not only in this browser. Not through the worker's queue, which a
             # thief's copy of the cookie could keep full, answering the owner 503.
@@ -207,17 +253,33 @@ def build_console(rt: Runtime) -> APIRouter:
             raise  # 503 with Retry-After, the cookie kept: nothing ended yet
         except SafeFaceError as exc:
             reason = told(exc)[0]
-            if not ended_anyway(cookie):  # nothing recorded it: the session lives on, so this browser keeps it
-                return page("Not logged out", f"<p class='bad'>The session was not ended: {_e(reason)} Log out again "
-                            "once the service works; revoke the key if a copy of the cookie may be elsewhere.</p>",
+            if not ended_anyway(cookie):  # nothing recorded it: the session lives on
+                # Ended for this process at least, so a copy of the cookie reads nothing more
+                # here; the browser keeps it (and the form below its token) to log out again.
+                forget_ended(time.time())
+                ended_here[session_ref(cookie)] = int(cookie.split(".")[1])
+                retry = (f"<form method='post' action='/logout'><input type='hidden' name='csrf' value='"
+                         f"{_e(rt.light(lambda sf: sf.csrf_token(cookie)))}'><button id='logout-again'>Log out "
+                         "again</button></form>")
+                return page("Not logged out", f"<p class='bad'>The session was not ended on record: {_e(reason)} "
+                            "This process of the service refuses it from now on, until it restarts, but other "
+                            "processes of the service may still accept a copy of the cookie. Log out again once the "
+                            f"service works; revoke the key if a copy of the cookie may be elsewhere.</p>{retry}",
                             None, 503)
             resp = page("Logged out", f"<p class='bad'>The session is ended everywhere, but the service met a "
                         f"problem doing it: {_e(reason)}</p><p><a href='/login'>Log in</a></p>", None, 500)
             _forget(resp, SESSION)
-        else:
-            if not ended:  # it ended nothing (another logout came first): a request like any other
-                rt.limit(key.key_id, key.rate)
-        return resp
+            _forget(resp, OLD_SESSION)
+            return resp
+        if not ended:  # it ended nothing (another logout came first): a request like any other
+            rt.limit(key.key_id, key.rate)
+        return None
+
+    def forget_ended(now: float) -> None:
+        """Drop the sessions ended in this process that have expired anyway: the set holds no more
+        than the sessions opened in SESSION_SECONDS."""
+        for ref in [r for r, until in ended_here.items() if until < now]:
+            del ended_here[ref]
 
     def ended_anyway(cookie: Optional[str]) -> bool:
         """After a logout that failed: whether the session is over all the same (a check that
