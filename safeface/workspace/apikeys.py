@@ -16,7 +16,8 @@ under the right hashing key, is refused. Comparisons are constant-time.
 
 The operator console exchanges a key for a session cookie ``<key id>.<expiry>.<HMAC>`` under a
 key derived the same way (so every worker process accepts it), checked against the key's row at
-each request: revoking the key ends its sessions. CSRF tokens are an HMAC of the session.
+each request: revoking the key ends its sessions. A session unused for IDLE_SECONDS ends too (its
+last use, MACed, is kept in the same store). CSRF tokens are an HMAC of the session.
 """
 
 from __future__ import annotations
