@@ -202,7 +202,8 @@ def test_a_session_under_the_cookies_old_name_can_be_ended(tmp_path: Path) -> No
         client.cookies.set("sf_session", old)  # the browser, from before the upgrade
         offered = client.get("/login")
         assert "id='end-session'" in offered.text, offered.text[:400]
-        out = client.post("/logout", data={"csrf": csrf_of(offered.text)}, follow_redirects=False)
+        end_form = offered.text.split("id='still-open'")[1]
+        out = client.post("/logout", data={"csrf": csrf_of(end_form)}, follow_redirects=False)
         copy = client.get("/audit", cookies={"__Host-sf_session": old}, follow_redirects=False)
         # The same from a logged-in browser that still holds the old cookie: one logout, both ended.
         client.cookies.clear()
@@ -244,3 +245,24 @@ def test_a_logout_neither_store_can_record_still_ends_the_session_in_this_proces
     assert again.status_code == 303, again.text[:300]
     with open_sf(ws) as sf:
         assert sum("console session" in (e.note or "") for e in sf.audit_entries()) == 1
+
+
+def test_an_old_name_cookie_planted_by_another_host_cannot_log_the_operator_out(tmp_path: Path) -> None:
+    """Any host of the site may set a cookie named sf_session (no prefix), which a logout now reads:
+    a sibling host plants its own session under it, and posts /logout from its page with that
+    session's token (the operator's browser sends both cookies). Only the planter's session ends;
+    the operator's goes on, its cookie not cleared."""
+    client, ws, (aud, op) = keyed_client(tmp_path, "auditor", "operator", rate=1000)
+    with client:
+        assert console_login(client, aud).status_code == 303
+        planted = str(client.cookies.get("__Host-sf_session"))
+        token = csrf_of(client.get("/keys").text)  # the planter reads its own session's token
+        client.cookies.clear()
+        assert console_login(client, op).status_code == 303
+        client.cookies.set("sf_session", planted)
+        r = client.post("/logout", data={"csrf": token}, follow_redirects=False)
+        still = client.get("/keys", follow_redirects=False)
+        gone = client.get("/keys", cookies={"__Host-sf_session": planted}, follow_redirects=False)
+    assert r.status_code == 303 and "__Host-sf_session" not in r.headers.get("set-cookie", ""), r.headers
+    assert still.status_code == 200 and "(operator)" in still.text, still.status_code
+    assert gone.status_code == 303
