@@ -266,3 +266,24 @@ def test_an_old_name_cookie_planted_by_another_host_cannot_log_the_operator_out(
     assert r.status_code == 303 and "__Host-sf_session" not in r.headers.get("set-cookie", ""), r.headers
     assert still.status_code == 200 and "(operator)" in still.text, still.status_code
     assert gone.status_code == 303
+
+
+def test_a_page_on_another_host_of_the_site_cannot_use_the_session_behind_the_operators_back(
+        tmp_path: Path) -> None:
+    """SameSite=Strict lets the requests of a sibling host's page carry the session (one site): a
+    page there loading console addresses as images every few minutes kept an unattended session
+    from ever idling out, and spent its key's rate (429s for the operator). Browsers name such
+    requests (Sec-Fetch-Site: same-site), which are answered as without a session; a link followed
+    from there (a top-level navigation) still opens the console, and the console's own requests
+    still work."""
+    client, ws, (op,) = keyed_client(tmp_path, "operator", rate=1000)
+    sibling = {"sec-fetch-site": "same-site", "sec-fetch-mode": "no-cors", "sec-fetch-dest": "image"}
+    link = {"sec-fetch-site": "same-site", "sec-fetch-mode": "navigate", "sec-fetch-dest": "document"}
+    framed = {**link, "sec-fetch-dest": "iframe"}
+    own = {"sec-fetch-site": "same-origin", "sec-fetch-mode": "no-cors", "sec-fetch-dest": "image"}
+    with client:
+        assert console_login(client, op).status_code == 303
+        got = {name: client.get("/audit", headers=h, follow_redirects=False)
+               for name, h in (("sibling", sibling), ("link", link), ("framed", framed), ("own", own))}
+    assert [got[n].headers.get("location") for n in ("sibling", "framed")] == ["/login", "/login"]
+    assert got["link"].status_code == 200 and got["own"].status_code == 200, (got["link"], got["own"])

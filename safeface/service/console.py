@@ -112,6 +112,8 @@ def build_console(rt: Runtime) -> APIRouter:
         cookie = request.cookies.get(SESSION)
         if cookie is not None and session_ref(cookie) in ended_here:
             return None
+        if not from_the_console(request):
+            return None
         try:
             key: ApiKey = rt.light(lambda sf: sf.session(cookie))
         except AuthenticationError:
@@ -119,6 +121,18 @@ def build_console(rt: Runtime) -> APIRouter:
         if not rt.light(lambda sf: sf.acting_as_key(key).may("report")):
             return None
         return Session(key, str(cookie), rt.light(lambda sf: sf.csrf_token(cookie)))
+
+    def from_the_console(request: Request) -> bool:
+        """Whether the request may use the session: not one a page on another host of the same
+        site made, which SameSite=Strict lets carry the cookie (an image or frame loaded every few
+        minutes kept an unattended session from idling out, and spent its key's rate), unless it is
+        a link followed from there (a top-level navigation). Told by the browser's Sec-Fetch
+        headers; a client that sends none (an older browser, a script) is taken at its cookie."""
+        site = request.headers.get("sec-fetch-site")
+        if site is None or site in ("same-origin", "none"):
+            return True
+        return (request.method == "GET" and request.headers.get("sec-fetch-mode") == "navigate"
+                and request.headers.get("sec-fetch-dest") == "document")
 
     async def form_of(request: Request, s: Session) -> dict[str, str]:
         return await form_with(request, s.csrf)
