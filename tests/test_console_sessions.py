@@ -287,3 +287,25 @@ def test_a_page_on_another_host_of_the_site_cannot_use_the_session_behind_the_op
                for name, h in (("sibling", sibling), ("link", link), ("framed", framed), ("own", own))}
     assert [got[n].headers.get("location") for n in ("sibling", "framed")] == ["/login", "/login"]
     assert got["link"].status_code == 200 and got["own"].status_code == 200, (got["link"], got["own"])
+
+
+def test_a_key_store_that_refuses_the_use_record_leaves_the_session_working(tmp_path: Path) -> None:
+    """A trigger added to apikeys.db by hand makes each of its writes refused: the first use to
+    record (a minute after the login) then failed the page with an error about PostgreSQL. The use
+    goes unrecorded instead, and the session works on until it idles out from its last recorded use."""
+    from policy_support import Clock, make_workspace
+
+    from safeface.errors import AuthenticationError
+
+    ws = make_workspace(tmp_path / "ws")
+    clock = Clock()
+    with open_sf(ws, clock=clock) as sf:
+        _, key = sf.issue_api_key("operator", label="console")
+        _, cookie = sf.open_session(key)
+        with closing(sqlite3.connect(ws.apikeys)) as db, db:
+            db.execute("CREATE TRIGGER keep BEFORE INSERT ON ended_sessions BEGIN SELECT 1; END")
+        clock.advance(minutes=20)
+        assert sf.session(cookie).role == "operator"
+        clock.advance(minutes=20)  # 40 minutes after the login, the only use on record
+        with pytest.raises(AuthenticationError, match="not used for 30 minutes"):
+            sf.session(cookie)
