@@ -131,8 +131,8 @@ def build_console(rt: Runtime) -> APIRouter:
         site = request.headers.get("sec-fetch-site")
         if site is None or site in ("same-origin", "none"):
             return True
-        return (request.method == "GET" and request.headers.get("sec-fetch-mode") == "navigate"
-                and request.headers.get("sec-fetch-dest") == "document")
+        return bool(request.method == "GET" and request.headers.get("sec-fetch-mode") == "navigate"
+                    and request.headers.get("sec-fetch-dest") == "document")
 
     async def form_of(request: Request, s: Session) -> dict[str, str]:
         return await form_with(request, s.csrf)
