@@ -169,12 +169,13 @@ def test_calls_do_not_read_a_failing_file_whole_at_each_call(tmp_path: Path, whi
     assert sum(opens > 0 for _, _, opens in out["calls"]) <= 1, out
 
 
-@pytest.mark.parametrize("which", ["keys/audit-anchor.json", "keys/trust.json"])
+@pytest.mark.parametrize("which", ["keys/audit-anchor.json", "keys/trust.json", "keys/keyring.json"])
 def test_a_small_workspace_file_failing_reads_is_a_disk_failure_not_tampering(tmp_path: Path, which: str) -> None:
     """The audit log's anchor, or the trust store, on sectors that fail reads (EIO): every call
     was a 409 and /v1/ready said to restore what the records check names (the anchor), and an
-    open said to restore the file from a backup, as for a file edited by hand. Each is a disk
-    failure now: a 503 to retry, and WorkspaceDiskFailed at the open."""
+    open said to restore the file from a backup, as for a file edited by hand; the keyring was
+    "unreadable", a ConfigError saying nothing to do. Each is a disk failure now: a 503 to retry,
+    and WorkspaceDiskFailed at the open."""
     out = _one_file_failing(tmp_path, which)
     assert out["call"][0] in (200, 503), out  # the trust store is read at the open only
     if out["call"][0] == 503:

@@ -16,6 +16,7 @@ that reveals nothing of the key) do.
 from __future__ import annotations
 
 import base64
+import errno
 import hashlib
 import hmac
 import json
@@ -28,8 +29,9 @@ from typing import Any, Callable, Iterator, Mapping, Optional, Protocol, Sequenc
 
 
 from ...aead import Aead, random_nonce
-from ...atomicfile import exclusive_lock, write_atomic, write_new
+from ...atomicfile import DISK_FAILED, exclusive_lock, write_atomic, write_new
 from ...errors import ConfigError, IntegrityError
+from ...sqlite_store import disk_failed
 
 PURPOSES: tuple[str, ...] = ("pseudonym", "transform", "seal", "audit")
 KEY_BYTES = 32
@@ -349,11 +351,25 @@ class PassphraseKeyring(_KeyringBase):
             write_atomic(self._path, data, mode=0o600)
 
 def _read_doc(path: Path) -> dict[str, Any]:
+    # A failing disk (EIO) said "unreadable" and nothing to do: it is the disk's error, to retry
+    # once the device works, as for the workspace's other small files. At the open only EIO
+    # counts: ENXIO there is a socket put in the file's place (regularfile.read_workspace_file).
     try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
+        with open(path, "rb") as fh:
+            try:
+                data = fh.read()
+            except OSError as exc:
+                if exc.errno in DISK_FAILED:
+                    raise disk_failed("the keyring", exc.strerror or "I/O error", path) from None
+                raise
+        doc = json.loads(data.decode("utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"no keyring at {path}; create one with PassphraseKeyring.create.") from None
-    except (OSError, ValueError) as exc:
+    except OSError as exc:
+        if exc.errno == errno.EIO:
+            raise disk_failed("the keyring", exc.strerror or "I/O error", path) from None
+        raise ConfigError(f"the keyring at {path} is unreadable ({exc.__class__.__name__}).") from None
+    except ValueError as exc:
         raise ConfigError(f"the keyring at {path} is unreadable ({exc.__class__.__name__}).") from None
     if not isinstance(doc, dict) or doc.get("format") != FILE_FORMAT or doc.get("version") != FILE_VERSION:
         raise ConfigError(f"{path} is not a safeface keyring of format version {FILE_VERSION}.")
