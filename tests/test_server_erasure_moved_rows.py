@@ -146,3 +146,30 @@ def test_a_row_planted_under_a_persons_pseudonym_does_not_block_his_erasure(pg: 
         assert sf.verify_store().ok
         assert [c.subject for c in sf.identify(img / "obama2.jpg", "demo", legal_basis=legal_basis(ws))] == [
             alice.pseudonym]
+
+
+
+@pytest.mark.parametrize("bound_to", ["tenant_b", None])
+def test_a_note_of_an_erasure_from_another_namespace_does_not_excuse_a_moved_row(
+        pg: PgCluster, tmp_path: Path, bound_to: str) -> None:
+    """Two namespaces of one database sharing a keyring (a workspace copied, then each copy moved
+    to the servers under its own `storage.namespace`) number their rows alike: a note of the
+    other's erasure of its row 1, copied here (or one an earlier release wrote, bound to no
+    namespace), excused alice's row 1 moved with more columns edited, and her erasure signed a
+    receipt while her row stayed. Only a note bound to this namespace excuses a missing row: the
+    erasure must fail, naming the row."""
+    from safeface.storage.rows import erased_mark
+
+    ws, dsn = _server_ws(pg, tmp_path)
+    img = images()
+    with open_sf(ws) as sf:
+        alice = sf.enroll(img / "obama.jpg", "alice", "demo", consent(ws, "alice"))
+        sf.enroll(img / "biden.jpg", "bob", "demo", consent(ws, "bob"))
+        sv, digest = 1, "ab" * 32  # the other namespace's erased row: its own sealed bytes
+        note = erased_mark(sf._gallery._keyring, sv, alice.row_id, digest, bound_to)
+        _sql(dsn, f"INSERT INTO safeface.erased VALUES ({alice.row_id}, '{digest}', {sv}, '{note}')")
+        _sql(dsn, f"UPDATE safeface.rows SET row_id = 9999, pseudonym = '{HIDDEN}', expires_us = expires_us + 1 "
+                  f"WHERE row_id = {alice.row_id}")
+        with pytest.raises(IntegrityError, match=rf"row 9999 .*rows \[{alice.row_id}\] that the log names"):
+            sf.erase("alice")
+        assert (9999,) in _sql(dsn, "SELECT row_id FROM safeface.rows")

@@ -270,13 +270,18 @@ def rekey_mark_holds(keyring: Keyring, meta: dict[str, str]) -> bool:
     return hmac.compare_digest(got, want)
 
 
-def erased_mark(keyring: Keyring, seal_version: int, row_id: int, sealed_sha256: str) -> str:
+def erased_mark(keyring: Keyring, seal_version: int, row_id: int, sealed_sha256: str,
+                namespace: Optional[str] = None) -> str:
     """A MAC, under the seal key, saying that an erasure deleted row `row_id`, whose sealed bytes
     had this SHA-256: written in the delete's transaction, so that a retry of an erasure killed
     before its audit entry can tell the row it finds gone from one moved by hand (see
-    ServerStore._owned). Without the key, no one can write one for a row they only moved."""
+    ServerStore._owned). Without the key, no one can write one for a row they only moved.
+    `namespace`: the store's schema, which the note is bound to (each namespace numbers its rows
+    from 1, so a note copied from another namespace sharing the keyring named a row here); None:
+    the form an earlier release wrote, bound to no namespace."""
     key = keyring.key("seal", int(seal_version))
-    body = f"safeface-erased|{int(row_id)}|{sealed_sha256}"
+    body = (f"safeface-erased|{int(row_id)}|{sealed_sha256}" if namespace is None
+            else f"safeface-erased-in|{namespace}|{int(row_id)}|{sealed_sha256}")
     return hmac.new(key, body.encode("utf-8"), hashlib.sha256).hexdigest()
 
 

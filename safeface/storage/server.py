@@ -1144,6 +1144,9 @@ class ServerStore:
         # The log's row at a failing row's id may be elsewhere, moved: looked for as missing.
         missing.update(int(r[0]) for r in failing if int(r[0]) in logged)
         erased = self._erased_before(missing)
+        # Only a note bound to this namespace says a missing row was erased here: each namespace
+        # numbers its rows from 1, so another's note, copied over, named a row of this one.
+        excused = set(self._erased_before(missing, bound=True)) if missing else set()
         if missing:
             moved: list[int] = []
             unexplained: list[int] = []
@@ -1170,7 +1173,7 @@ class ServerStore:
                     found.append(got)
                     gone.extend((int(r[0]), got[0]))
                     buried.append((got[0], bytes(r[8])))
-            if unexplained and not missing - erased.keys():
+            if unexplained and not missing - excused:
                 # Every logged row missing was deleted by an earlier erasure: the failing rows are
                 # others' rows, edited by hand, which `safeface audit verify` names.
                 log.warning("%s: gallery rows %s failed their integrity check (edited by hand; `safeface audit "
@@ -1210,18 +1213,20 @@ class ServerStore:
         notes = []
         for rid, sealed in rows:
             digest = hashlib.sha256(sealed).hexdigest()
-            notes.append((rid, digest, sv, erased_mark(ring, sv, rid, digest)))
+            notes.append((rid, digest, sv, erased_mark(ring, sv, rid, digest, self._ns)))
         with self._conn.cursor() as cur:
             cur.executemany(f"INSERT INTO {self._ns}.erased (row_id, sealed_sha256, seal_version, mac) "
                             "VALUES (%s, %s, %s, %s) ON CONFLICT (row_id) DO UPDATE SET sealed_sha256 = "
                             "EXCLUDED.sealed_sha256, seal_version = EXCLUDED.seal_version, mac = EXCLUDED.mac", notes)
 
-    def _erased_before(self, ids: Collection[int], *, stored: bool = False) -> dict[int, str]:
+    def _erased_before(self, ids: Collection[int], *, stored: bool = False, bound: bool = False) -> dict[int, str]:
         """Of `ids`, those an earlier erasure deleted (its note's MAC holds), with the SHA-256 of
         the sealed bytes it deleted. A note written or edited without the seal key counts for
         nothing. `stored`: only the ids whose row stored now has those very sealed bytes (the
         erased row put back): a row given the id anew, after the table's sequence was put back
-        with a dump, is another person's, and was never matched."""
+        with a dump, is another person's, and was never matched. `bound`: only notes bound to
+        this namespace, as those that excuse a missing row must be (_owned); a note an earlier
+        release wrote, bound to none, still names sealed bytes, which no other row has."""
         if not ids:
             return {}
         out: dict[int, str] = {}
@@ -1230,10 +1235,12 @@ class ServerStore:
                     if stored else "") + "WHERE e.row_id = ANY(%s)")
         for rid, digest, sv, mac in self._sql(query, (sorted(int(r) for r in ids),)):
             try:
-                want = erased_mark(self._keyring, int(sv), int(rid), str(digest))
+                wants = [erased_mark(self._keyring, int(sv), int(rid), str(digest), self._ns)]
+                if not bound:
+                    wants.append(erased_mark(self._keyring, int(sv), int(rid), str(digest)))
             except (ConfigError, ValueError, TypeError):
                 continue  # a seal key version the keyring no longer holds, or a value edited out of its type
-            if hmac.compare_digest(str(mac), want):
+            if any(hmac.compare_digest(str(mac), want) for want in wants):
                 out[int(rid)] = str(digest)
         return out
 
