@@ -77,3 +77,33 @@ def test_an_erased_row_put_back_stays_unmatched_once_sealed_again(pg: PgCluster,
             sf._gallery.touch("alice", new_expiry=datetime.now(timezone.utc) + timedelta(days=30), purpose="demo")
         basis = legal_basis(ws)
         assert [c.subject for c in sf.identify(img / "obama2.jpg", "demo", legal_basis=basis)] == []
+
+
+@pytest.mark.parametrize("back", ["pending note", "index rebuild"])
+def test_rows_and_their_erasure_notes_restored_together_are_not_matched(pg: PgCluster, tmp_path: Path,
+                                                                       back: str) -> None:
+    """A DBA restores the `rows` and `erased` tables together from last night's dump, taken
+    before alice's erasure: no note says her row was erased, so it was identified again (and
+    verified against under a consent she gave after) until `audit verify` named it. The audit
+    log, anchored outside the database, records her erasure: its word decides."""
+    ws, dsn = _server_ws(pg, tmp_path)
+    img = images()
+    with open_sf(ws) as sf:
+        alice = sf.enroll(img / "obama.jpg", "alice", "demo", consent(ws, "alice"))
+        bob = sf.enroll(img / "biden.jpg", "bob", "demo", consent(ws, "bob"))
+        _sql(dsn, "CREATE TABLE public.dump AS SELECT * FROM safeface.rows")
+        _sql(dsn, "CREATE TABLE public.dump_erased AS SELECT * FROM safeface.erased")
+        sf.erase("alice")
+        _sql(dsn, "DELETE FROM safeface.erased; INSERT INTO safeface.erased SELECT * FROM public.dump_erased")
+        _sql(dsn, f"INSERT INTO safeface.rows SELECT * FROM public.dump WHERE row_id = {alice.row_id}")
+        if back == "pending note":
+            _sql(dsn, f"INSERT INTO safeface.pending (row_id, op) VALUES ({alice.row_id}, 'upsert')")
+            sf.enroll(img / "biden.jpg", "bob", "demo", consent(ws, "bob"))  # any write carries out the note
+        else:
+            sf.rebuild_index()
+        basis = legal_basis(ws)
+        assert [c.subject for c in sf.identify(img / "obama2.jpg", "demo", legal_basis=basis)] == []
+        assert [c.subject for c in sf.identify(img / "biden.jpg", "demo", legal_basis=basis)] == [bob.pseudonym]
+        assert not sf.verify(img / "obama2.jpg", "alice", "demo", consent(ws, "alice")).match
+    with open_sf(ws) as sf:  # a handle opened after the restore too
+        assert [c.subject for c in sf.identify(img / "obama2.jpg", "demo", legal_basis=legal_basis(ws))] == []

@@ -19,6 +19,7 @@ import dataclasses
 import datetime as dt
 import hashlib
 import itertools
+import logging
 import os
 import re
 import threading
@@ -63,6 +64,7 @@ from .nonces import RecordedNonces, evidence_ref, nonce_ref
 from .revocations import RecordedRevocations
 from .results import Candidate, Enrollment, Export, Record, Verification
 
+log = logging.getLogger("safeface.sdk")
 Clock = Callable[[], dt.datetime]
 T = TypeVar("T")
 FILING_WORKING_DAYS = 30
@@ -540,9 +542,10 @@ class SafeFace:
             # the plain way until the next enrolment. Any other probe meets bare enrolments whole
             # and masked ones by its visible region (`_bare_routes`). The widest margin decides.
             scored: list[tuple[float, _Route]] = []
+            removed = self._audit.rows_removed(pseud)  # put back since: the log's word (_not_removed)
 
             def meet(vec: np.ndarray, r: _Route) -> None:
-                s = self._gallery.verify(subject, vec, purpose, now=now, path=r.path)
+                s = self._gallery.verify(subject, vec, purpose, now=now, path=r.path, exclude=removed)
                 if s is not None:
                     scored.append((s, r))
 
@@ -616,6 +619,7 @@ class SafeFace:
                     probe.visible, purpose, k=top_k, threshold=r.threshold, now=now, path=r.path)]
                 found += [(m, plain) for m in self._gallery.search(
                     vec, purpose, k=top_k, threshold=self.threshold, now=now, path="plain-only")]
+            found = self._not_removed(found)
             best: dict[str, tuple[Any, _Route]] = {}
             for m, r in sorted(found, key=lambda f: f[1].threshold - f[0].score):  # the widest margin first
                 best.setdefault(m.pseudonym, (m, r))
@@ -630,6 +634,26 @@ class SafeFace:
                               f"{len(out)} candidate(s)" + giver + _candidates_note(probe, out))
 
         return self._run(request, [], body)
+
+    def _not_removed(self, found: list[tuple[Any, "_Route"]]) -> list[tuple[Any, "_Route"]]:
+        """`found` (matches, with their routes) less the rows the audit log records removed and
+        not enrolled again since (AuditLog.rows_removed): put back behind the guard, with the
+        store's own notes of their erasure (a PostgreSQL `rows` and `erased` table restored
+        together from a dump taken before it), they were matched again until `audit verify`
+        named them. The log, anchored outside the store, is the record. Index probes for each
+        candidate subject."""
+        removed: dict[str, set[int]] = {}
+        kept = []
+        for m, r in found:
+            if m.pseudonym not in removed:
+                removed[m.pseudonym] = self._audit.rows_removed(m.pseudonym)
+            if int(m.row_id) in removed[m.pseudonym]:
+                log.warning("gallery row %s is stored, but the audit log records its removal: it was put back "
+                            "(restored from an older copy?) and is not matched. `safeface audit verify` names it; "
+                            "erase the subject again to remove it", m.row_id)
+                continue
+            kept.append((m, r))
+        return kept
 
     def export(self, subject: str, purpose: str, recipient: str, consent: Optional[str] = None, *,
                legal_basis: Optional[str] = None) -> Export:

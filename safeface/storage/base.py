@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from contextlib import AbstractContextManager
 from datetime import datetime
-from typing import Any, Optional, Protocol, Sequence
+from typing import Any, Collection, Optional, Protocol, Sequence
 
 import numpy as np
 
@@ -47,8 +47,10 @@ class TemplateStore(Protocol):
     def search(self, embedding: np.ndarray, purpose: str, k: int = 5, threshold: Optional[float] = None,
                now: Optional[datetime] = None, *, path: Optional[str] = None) -> list[object]: ...
 
+    # `exclude`: row ids that take no part (rows the audit log records removed, put back since).
     def verify(self, subject_id: str, embedding: np.ndarray, purpose: str,
-               now: Optional[datetime] = None, *, path: Optional[str] = None) -> Optional[float]: ...
+               now: Optional[datetime] = None, *, path: Optional[str] = None,
+               exclude: Collection[int] = ()) -> Optional[float]: ...
 
     def may_hold(self, path: Optional[str], purpose: str, now: Optional[datetime] = None, *,
                  subject_id: Optional[str] = None) -> bool:

@@ -901,27 +901,30 @@ class Gallery:
         return int(got.fetchone()[0]) == len(set(row_ids))
 
     def verify(self, subject_id: str, embedding: np.ndarray, purpose: str,
-               now: Optional[datetime] = None, *, path: Optional[str] = None) -> Optional[float]:
+               now: Optional[datetime] = None, *, path: Optional[str] = None,
+               exclude: Collection[int] = ()) -> Optional[float]:
         """The best score between the embedding and the subject's rows allowed for `purpose` at
         `now`; None when the subject has no such row. `path` as in `search` (None when no row of
-        the subject takes part in it)."""
+        the subject takes part in it). `exclude`: row ids that take no part."""
         _check_text(purpose, "purpose")
         now_us = to_us(now or _now(), "now")
         vec = self._check_embedding(embedding)
         p = self.pseudonym(subject_id)
         with self._lock:
             self._refresh()
-            best = self._best_locked(vec, p, purpose, now_us, path)
+            best = self._best_locked(vec, p, purpose, now_us, path, exclude)
             if best is None or self._still_stored([best[1]]):  # as search's
                 return None if best is None else best[0]
             self._reload()
-            best = self._best_locked(vec, p, purpose, now_us, path)
+            best = self._best_locked(vec, p, purpose, now_us, path, exclude)
             return None if best is None else best[0]
 
-    def _best_locked(self, vec: np.ndarray, pseudonym: str, purpose: str, now_us: int, path: Optional[str]
-                     ) -> Optional[tuple[float, int]]:
+    def _best_locked(self, vec: np.ndarray, pseudonym: str, purpose: str, now_us: int, path: Optional[str],
+                     exclude: Collection[int] = ()) -> Optional[tuple[float, int]]:
         """(score, row id) of the subject's best row allowed for `purpose`, or None."""
         allowed, index = self._by_path(self._allowed(purpose, now_us, pseudonym=pseudonym), path)
+        if exclude:
+            allowed = np.setdiff1d(allowed, np.asarray(sorted(exclude), dtype=np.int64))
         if allowed.size == 0:
             return None
         q = self._require_keys().transform.apply(vec).reshape(1, -1)

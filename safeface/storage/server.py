@@ -1600,10 +1600,11 @@ class ServerStore:
         return self._fractions.get(purpose, 0.0) if self._fractions else 1.0
 
     def verify(self, subject_id: str, embedding: np.ndarray, purpose: str,
-               now: Optional[datetime] = None, *, path: Optional[str] = None) -> Optional[float]:
+               now: Optional[datetime] = None, *, path: Optional[str] = None,
+               exclude: Collection[int] = ()) -> Optional[float]:
         """The best score between the embedding and the subject's rows allowed for `purpose` at
         `now`, from the records alone; None when there is no such row. `path` as in `search`
-        (None when no row of the subject takes part in it)."""
+        (None when no row of the subject takes part in it). `exclude`: row ids that take no part."""
         check_text(purpose, "purpose")
         check_path(path)
         now_us = to_us(now or utc_now(), "now")
@@ -1611,17 +1612,18 @@ class ServerStore:
 
         def read(keys: Keys) -> Optional[float]:
             q = keys.transform.apply(probe).astype(np.float32)  # the probe and the rows under the same keys
-            scores = [float(np.dot(t, q)) for t in self._subject_templates(subject_id, path, purpose, now_us, keys)]
+            scores = [float(np.dot(t, q)) for t in self._subject_templates(subject_id, path, purpose, now_us, keys,
+                                                                            exclude)]
             return max(scores) if scores else None
 
         return self._steady(read)
 
     def _subject_templates(self, subject_id: str, path: Optional[str], purpose: str, now_us: int,
-                           keys: Keys) -> Iterator[np.ndarray]:
-        """The templates `path` scores of the subject's rows allowed for `purpose` at `now_us`,
-        each opened from its sealed record with `keys`."""
+                           keys: Keys, exclude: Collection[int] = ()) -> Iterator[np.ndarray]:
+        """The templates `path` scores of the subject's rows allowed for `purpose` at `now_us`
+        (less the rows `exclude` names), each opened from its sealed record with `keys`."""
         rows = self._sql(f"SELECT {OPEN_COLS} FROM {{ns}}.rows WHERE pseudonym = %s", (self.pseudonym(subject_id),))
-        kept = self._not_erased({int(r[0]): r for r in rows})
+        kept = self._not_erased({int(r[0]): r for r in rows if int(r[0]) not in exclude})
         for r in kept.values():
             entry, vec, _ = unseal_row(keys, r, self._dim)
             t = path_template(entry, vec, path)

@@ -594,6 +594,34 @@ class AuditLog:
             gone.update(rows_named(note))
         return named - gone
 
+    def rows_removed(self, pseudonym: str) -> set[int]:
+        """The subject's rows the log says were removed and not enrolled again since: each row id
+        whose newest mention is an erasure or revocation of the subject, a revocation of a
+        consent or legal basis it was enrolled under, or a purge naming the subject. A row stored
+        at such an id was put back (the `rows` table restored together with the store's notes of
+        its erasures, which then said nothing): searches leave it out, the log being the record
+        that an anchor outside the database keeps. Index probes, as rows_left's."""
+        subject = json.dumps([pseudonym])
+        enrolled: dict[int, int] = {}
+        removed: dict[int, int] = {}
+        refs: set[str] = set()
+        for seq, note, ref in self._t.q("SELECT seq, note, token_id FROM {t}entries WHERE operation = 'enroll' AND "
+                                        "subjects = ? AND decision = 'allowed'", (subject,)):
+            for r in rows_named(note):
+                enrolled[r] = max(enrolled.get(r, 0), int(seq))
+            refs.add(str(ref or ""))
+        found = list(self._t.q("SELECT seq, note FROM {t}entries WHERE operation IN ('erase', 'revoke') AND "
+                               "subjects = ? AND decision = 'allowed'", (subject,)))
+        for ref in sorted(refs - {""}):
+            found += self._t.q("SELECT seq, note FROM {t}entries WHERE operation = 'revoke' AND token_id = ? AND "
+                               "decision = 'allowed'", (ref,))
+        found += self._t.q("SELECT seq, note FROM {t}entries WHERE operation = 'purge' AND subjects LIKE ? AND "
+                           "decision = 'allowed'", ("%" + json.dumps(pseudonym) + "%",))
+        for seq, note in found:
+            for r in rows_named(note):
+                removed[r] = max(removed.get(r, 0), int(seq))
+        return {r for r, seq in removed.items() if seq > enrolled.get(r, 0)}
+
     def rows_left_under(self, token_ref: str) -> dict[int, str]:
         """The rows the log says are stored now under this consent or legal basis (row id ->
         pseudonym): named by its enrolment entries and by no removal of their subject (rows_left)."""
