@@ -113,6 +113,59 @@ def test_a_kill_mid_enrolment_is_settled_even_when_another_process_enrols_next(p
         assert again.audit_verify().entries > 0
 
 
+AFTER_COMMIT_CHILD = r"""
+import sys, time
+sys.path.insert(0, sys.argv[1])
+from policy_support import open_sf
+from safeface.storage.server import ServerStore
+from safeface.workspace.paths import WorkspacePaths
+
+original = ServerStore.add_many
+
+def add_many(self, *a, **k):
+    got = original(self, *a, **k)   # the store's transaction is committed
+    open(sys.argv[5], "w").close()  # its commit mark is not written: the parent kills us now
+    time.sleep(600)
+
+ServerStore.add_many = add_many
+open_sf(WorkspacePaths(sys.argv[2])).enroll(sys.argv[3], "bob", "demo", sys.argv[4])
+"""
+
+
+@pytest.mark.slow  # a child process that loads the pipeline: about 30 s
+def test_a_row_deleted_with_the_ceiling_set_back_after_a_kill_before_its_mark_is_not_called_never_stored(
+        pg: PgCluster, milvus: MilvusServer, tmp_path: Path) -> None:
+    """An enrolment is killed (SIGKILL) after the store's commit, before its commit mark. Someone
+    with the app's role then deletes the row and sets the committed ceiling back: the next open
+    settled the row as never committed (an "uncommitted" entry), and its deletion behind the
+    guard went unnoticed. The enrolment entry names the store's transaction, whose outcome
+    PostgreSQL keeps where no role can set it back: committed, the row is stored and missing."""
+    server_modules()
+    ws, dsn = make_workspace(tmp_path / "ws"), pg.new_database()
+    with open_sf(ws) as sf:  # a collection of its own on the session's Milvus
+        sf.migrate_storage({"records": dsn, "vectors": f"milvus:{milvus.uri}", "collection": "after_commit_kill"})
+    img = images()
+    with open_sf(ws) as sf:
+        sf.enroll(img / "obama.jpg", "alice", "demo", consent(ws, "alice"))
+        bob = consent(ws, "bob")
+    flag = tmp_path / "committed"
+    child = subprocess.Popen([sys.executable, "-c", AFTER_COMMIT_CHILD, str(Path(__file__).resolve().parent),
+                              str(ws.root), str(img / "biden.jpg"), bob, str(flag)], env=child_env(), cwd=tmp_path)
+    try:
+        deadline = time.monotonic() + 240
+        while not flag.exists():
+            assert child.poll() is None and time.monotonic() < deadline, "the child never reached the window"
+            time.sleep(0.05)
+    finally:
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait(30)
+    _sql(dsn, "DELETE FROM safeface.rows WHERE row_id = 2")
+    _sql(dsn, "UPDATE safeface.meta SET v = '1' WHERE k = 'committed_ceiling'")
+    with open_sf(ws) as sf:
+        assert not any(e.operation == "uncommitted" for e in sf.audit_entries())
+        assert any("row 2 " in p for p in sf.verify_store().problems)
+
+
 def test_a_row_kept_through_an_erasure_by_a_database_trigger_fails_the_erasure(pg: PgCluster, tmp_path: Path) -> None:
     """Someone with the app's PostgreSQL role (no passphrase) adds a BEFORE DELETE trigger that
     returns NULL: the erasure deleted nothing, its receipt said 0 templates removed, and the row

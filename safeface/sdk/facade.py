@@ -47,8 +47,8 @@ from ..workspace.anchor import missing_anchor
 from ..workspace.apikeys import KEY_ID, PREFIX as KEY_PREFIX, ApiKey, ApiKeys, hashing_key, session_ref
 from ..workspace.assessment import (ASSESSMENT_OPERATIONS, audit_section_problem, names_an_assessment,
                                    recorded_purge_times, recorded_roles, shown_assessment, unrecorded_problem)
-from ..workspace.audit import (JUDGED_AFTER, KEPT_AT_MOST, WITHDRAWN_AT, AuditEntry, AuditLog, AuditReport, entry_time,
-                               key_versions_named, rows_named)
+from ..workspace.audit import (JUDGED_AFTER, KEPT_AT_MOST, STORE_TRANSACTION, WITHDRAWN_AT, AuditEntry, AuditLog,
+                               AuditReport, entry_time, key_versions_named, rows_named, store_transaction)
 from ..workspace.keys import ASSESSMENT_MAC, derived_key, is_demo, receipt_file_problem
 from ..workspace.owed_marks import OwedMarks
 from ..workspace.passphrase import open_keyring
@@ -301,17 +301,22 @@ class SafeFace:
     def _settle_locked(self, why: str = "the process stopped between the two commits") -> None:
         """:meth:`_settle_uncommitted`'s work, its caller holding the store's write lock."""
         pending: set[int] = set()
+        xacts: dict[int, str] = {}  # the store transaction each entry names (PostgreSQL)
         for e in self._audit.newest_first(("enroll", COMMITTED, UNCOMMITTED)):
             if e.operation != "enroll":
                 break
             pending.update(rows_named(e.note))
+            if (xact := store_transaction(e.note)) is not None:
+                xacts.update((r, xact) for r in rows_named(e.note))
         # Rows this handle owed a mark for that another handle has settled since.
         self._owed.settled(self._owed.owed() - pending)
         # (No commit mark in the whole log: the first enrolment was killed between its two
         # commits, or marks came after these entries. Only ids above the ceiling are settled.)
         # A row a live process stored and owes the mark for is stored whatever the ceiling says:
         # deleted by hand with the counter set back, it read as never committed.
-        below = self._gallery.never_committed(sorted(pending))
+        # And a row whose entry names a store transaction the store says committed is stored, the
+        # ceiling set back or not (a kill -9 before the mark, then the row deleted by hand).
+        below = self._gallery.never_committed(sorted(pending), xacts)
         alive = self._owed.stored_by_a_live_process(below)
         lost = [r for r in below if r not in alive]
         if lost:
@@ -1901,11 +1906,13 @@ class SafeFace:
 
         def before_commit(stored: Sequence[Any]) -> None:
             judged = seen[-1]
+            xact = self._gallery.writing_transaction()
+            named = f"; {STORE_TRANSACTION} {xact}" if xact is not None else ""
             for g, part in zip(stored, parts):
                 vis = ("; visible-region template" + (" (masked enrolment)" if g.masked_enrolment else "")
                        if g.masked_template else "")
                 self._record(part, "allowed", [g.pseudonym], f"{bulk}rows={g.row_id}; expires "
-                             f"{g.expires_at.date().isoformat()}{vis}{kept}; {JUDGED_AFTER} {judged}")
+                             f"{g.expires_at.date().isoformat()}{vis}{kept}{named}; {JUDGED_AFTER} {judged}")
 
         with self._gallery.locked():  # the commit mark follows the store's commit before any other write
             # An enrolment killed between its entry's commit and its store's (in another process,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from contextlib import AbstractContextManager
 from datetime import datetime
-from typing import Any, Collection, Optional, Protocol, Sequence
+from typing import Any, Collection, Mapping, Optional, Protocol, Sequence
 
 import numpy as np
 
@@ -17,9 +17,17 @@ class TemplateStore(Protocol):
 
     def pseudonym(self, subject_id: str) -> str: ...
 
-    def never_committed(self, ids: Sequence[int]) -> list[int]:
+    def never_committed(self, ids: Sequence[int], transactions: Mapping[int, str] = {}) -> list[int]:
         """Of these row ids (named by enrolment entries that have no commit mark after them),
-        those no committed transaction of the store ever wrote. Called under `locked()`."""
+        those no committed transaction of the store ever wrote. `transactions`: the store
+        transaction each id's enrolment entry names (writing_transaction), where the store can
+        tell its outcome. Called under `locked()`."""
+        ...
+
+    def writing_transaction(self) -> Optional[str]:
+        """Inside an enrolment's `before_commit`: a reference to the store's transaction that an
+        audit entry can name and never_committed can ask about later, or None where the store
+        cannot tell a transaction's outcome once it is over."""
         ...
 
     def stored_ids(self, ids: Sequence[int]) -> set[int]:

@@ -22,7 +22,7 @@ import threading
 from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable, Collection, Iterator, Optional, Protocol, Sequence, Union
+from typing import Any, Callable, Collection, Iterator, Mapping, Optional, Protocol, Sequence, Union
 
 import numpy as np
 
@@ -988,13 +988,17 @@ class Gallery:
             self._refresh()
             return p in self._by_pseudonym
 
-    def never_committed(self, ids: Sequence[int]) -> list[int]:
+    def never_committed(self, ids: Sequence[int], transactions: Mapping[int, str] = {}) -> list[int]:
         """The ids above the highest row id any committed write has used: SQLite's AUTOINCREMENT
         counter is part of each transaction, so an enrolment that never committed left it lower,
         while a committed row deleted since (or lost to a restore of an older copy after a later
-        enrolment) stays below it and is not excused."""
+        enrolment) stays below it and is not excused. (SQLite keeps no outcome of a transaction
+        once it is over: `transactions` is never given here.)"""
         ceiling = self.id_ceiling()
         return sorted(int(i) for i in ids if int(i) > ceiling)
+
+    def writing_transaction(self) -> Optional[str]:
+        return None
 
     def stored_ids(self, ids: Sequence[int]) -> set[int]:
         with self._lock:

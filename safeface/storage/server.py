@@ -279,6 +279,7 @@ class ServerStore:
         self._fractions: dict[str, float] = {}
         self._fractions_at = float("-inf")
         self._vacuum_told = False  # _vacuum said once that this role may not vacuum the rows
+        self._xact: Optional[str] = None  # the enrolment's store transaction, inside before_commit
         # Test seam: called with a point name ("add:recorded", "erase:recorded") between the
         # record's commit and the vector write, so a test can stop the process there.
         self._hook: Optional[Callable[[str], None]] = None
@@ -1007,7 +1008,13 @@ class ServerStore:
                 if any(p.visible_masked for p in prepared):
                     self._saw_masked()
                 if before_commit is not None:
-                    before_commit(out)
+                    # PostgreSQL keeps each transaction's outcome (txid_status) where no role can
+                    # set it back: the entry names it, for never_committed.
+                    self._xact = str(int(self._conn.execute("SELECT txid_current()").fetchone()[0]))
+                    try:
+                        before_commit(out)
+                    finally:
+                        self._xact = None
             self._at("add:recorded")
             try:
                 self.vectors.upsert(ids, templates, [p.purposes for p in prepared], [p.expires_us for p in prepared])
@@ -1743,18 +1750,40 @@ class ServerStore:
         return {int(r[0]) for r in self._sql("SELECT row_id FROM {ns}.rows WHERE row_id = ANY(%s)", (wanted,))} \
             if wanted else set()
 
-    def never_committed(self, ids: Sequence[int]) -> list[int]:
+    def never_committed(self, ids: Sequence[int], transactions: Mapping[int, str] = {}) -> list[int]:
         """Ids above the committed ceiling (an enrolment that never committed did not raise it;
         a committed row deleted since stays below it and is not excused). A store made before the
-        ceiling was kept has none: there, the ids with no row."""
+        ceiling was kept has none: there, the ids with no row. Less the ids whose enrolment
+        entry names a store transaction (`transactions`) that PostgreSQL says committed: the
+        ceiling is a value in a table, which whoever deleted the row by hand could set back, and
+        the row read as never stored (after a kill -9 between the commit and its mark)."""
         wanted = sorted({int(i) for i in ids})
         if not wanted:
             return []
         got = self._sql(f"SELECT v FROM {{ns}}.meta WHERE k = '{CEILING}'")
         if got:
-            return [i for i in wanted if i > meta_number(got[0][0], CEILING, self.where)]
-        present = {int(r[0]) for r in self._sql("SELECT row_id FROM {ns}.rows WHERE row_id = ANY(%s)", (wanted,))}
-        return [i for i in wanted if i not in present]
+            above = [i for i in wanted if i > meta_number(got[0][0], CEILING, self.where)]
+        else:
+            present = {int(r[0]) for r in self._sql("SELECT row_id FROM {ns}.rows WHERE row_id = ANY(%s)",
+                                                    (wanted,))}
+            above = [i for i in wanted if i not in present]
+        return [i for i in above if not self._committed(transactions.get(i))]
+
+    def _committed(self, xact: Optional[str]) -> bool:
+        """Whether PostgreSQL says the transaction `xact` (txid_current's) committed. Unknown
+        (none named, too old for the server to remember, from another cluster: a store copied
+        or restored elsewhere) is False: the ceiling decides, as before."""
+        if xact is None or not xact.isdigit():
+            return False
+        try:
+            with self._lock, self._conn.transaction():
+                got = self._conn.execute("SELECT txid_status(%s)", (int(xact),)).fetchone()
+        except Exception:  # psycopg's error for an id in the future: not this cluster's transaction
+            return False
+        return bool(got) and got[0] == "committed"
+
+    def writing_transaction(self) -> Optional[str]:
+        return self._xact
 
     def skip_ids(self, upto: int) -> None:
         """Never hand out row ids up to `upto`, and count them as used: the row id sequence never

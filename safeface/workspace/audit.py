@@ -84,6 +84,16 @@ def last_mention(mark: re.Pattern[str], note: Optional[str]) -> Optional[int]:
 
 
 _ROWS = re.compile(r"\brows=([0-9,]+)")
+# An enrolment's entry on a store that can tell a transaction's outcome later (PostgreSQL) names
+# the store's transaction, so settling asks the store rather than a ceiling a table holds.
+STORE_TRANSACTION = "store transaction"
+_STORE_TRANSACTION = re.compile(STORE_TRANSACTION + r" ([0-9]+)\b")
+
+
+def store_transaction(note: Optional[str]) -> Optional[str]:
+    """The store transaction an enrolment entry names, or None."""
+    found = last_mention(_STORE_TRANSACTION, note)
+    return None if found is None else str(found)
 
 
 def rows_named(note: Optional[str]) -> list[int]:
