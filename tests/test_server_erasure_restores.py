@@ -105,5 +105,6 @@ def test_rows_and_their_erasure_notes_restored_together_are_not_matched(pg: PgCl
         assert [c.subject for c in sf.identify(img / "obama2.jpg", "demo", legal_basis=basis)] == []
         assert [c.subject for c in sf.identify(img / "biden.jpg", "demo", legal_basis=basis)] == [bob.pseudonym]
         assert not sf.verify(img / "obama2.jpg", "alice", "demo", consent(ws, "alice")).match
+        assert sf.export("alice", "demo", "Acme HR", legal_basis=legal_basis(ws, operations=["transmit"])).records == []
     with open_sf(ws) as sf:  # a handle opened after the restore too
         assert [c.subject for c in sf.identify(img / "obama2.jpg", "demo", legal_basis=legal_basis(ws))] == []

@@ -682,7 +682,8 @@ class SafeFace:
                           legal_basis=legal_basis)
 
         def body(d: Decision) -> tuple[Export, _Note]:
-            rows = [r for r in self._gallery.rows_for(subject) if purpose in r.purposes]
+            removed = self._audit.rows_removed(pseud)  # put back since: never disclosed (_not_removed)
+            rows = [r for r in self._gallery.rows_for(subject) if purpose in r.purposes and r.row_id not in removed]
             records = [{"subject": r.pseudonym, "purposes": list(r.purposes), "provenance": r.provenance,
                         "expires_at": r.expires_at.isoformat(timespec="seconds")} for r in rows]
             return (Export(recipient, str(d.basis), records),
