@@ -164,11 +164,15 @@ def _stale_worker(paths: WorkspacePaths) -> tuple[Any, str, str]:
 
 def test_an_erased_subject_found_by_a_stale_handle_is_named(tmp_path: Path) -> None:
     """Attack: an open handle missed alice's erasure and identifies her after it. Result: the
+    identify leaves her row out (the log records its removal: SafeFace._not_removed); and where
+    a handle did return her (one of a release before that check, as here with it taken out), the
     identify entry naming her, judged after her erasure entry with no enrolment of her since, is
     named."""
     paths = make_workspace(tmp_path / "ws")
     worker, alice, bob_consent = _stale_worker(paths)
     try:
+        assert not any(c.subject == alice for c in worker.identify(IMG / "obama2.jpg", "demo", bob_consent))
+        worker._not_removed = lambda found: found  # type: ignore[method-assign]
         found = worker.identify(IMG / "obama2.jpg", "demo", bob_consent)
         assert any(c.subject == alice for c in found)
     finally:
@@ -199,6 +203,9 @@ def test_an_identification_judged_before_an_erasure_and_recorded_after_it_is_not
 
         erased: list[bool] = []
         worker._gallery.search = search_then_erase
+        # (Its answer now leaves out a row erased before it returns, SafeFace._not_removed; a
+        # handle that returned her, as one of a release before that check did, is no alarm.)
+        worker._not_removed = lambda found: found  # type: ignore[method-assign]
         alice = worker.pseudonym("alice")
         assert any(c.subject == alice for c in worker.identify(IMG / "obama2.jpg", "demo", bob_consent))
         worker._gallery.search = search
