@@ -39,6 +39,18 @@ def _server_ws(pg: PgCluster, root: Path, vectors: str = "milvus-lite:vectors.db
     return ws, dsn
 
 
+def _kill_once_flagged(child: "subprocess.Popen[bytes]", flag: Path) -> None:
+    """SIGKILL the child as soon as it marks the window it waits in (within 240 s)."""
+    try:
+        deadline = time.monotonic() + 240
+        while not flag.exists():
+            assert child.poll() is None and time.monotonic() < deadline, "the child never reached the window"
+            time.sleep(0.05)
+    finally:
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait(30)
+
+
 def test_chain_verify_is_not_a_false_alarm_when_an_entry_is_appended_during_it(pg: PgCluster,
                                                                                 tmp_path: Path) -> None:
     """The chain is checked up to the signed head read first: another process's append while the
@@ -97,14 +109,7 @@ def test_a_kill_mid_enrolment_is_settled_even_when_another_process_enrols_next(p
         child = subprocess.Popen([sys.executable, "-c", CHILD, str(Path(__file__).resolve().parent), str(ws.root),
                                   str(img / "biden.jpg"), consent(ws, "bob"), str(flag)],
                                  env=child_env(), cwd=tmp_path)
-        try:
-            deadline = time.monotonic() + 240
-            while not flag.exists():
-                assert child.poll() is None and time.monotonic() < deadline, "the child never reached the window"
-                time.sleep(0.05)
-        finally:
-            os.kill(child.pid, signal.SIGKILL)
-            child.wait(30)
+        _kill_once_flagged(child, flag)
         b.enroll(img / "obama3.jpg", "carol", "demo", consent(ws, "carol"))  # honest, after the crash
         assert sorted(r.row_id for r in b.records()) == [1, 3]  # row 2 was never stored
         assert b.audit_verify().entries > 0
@@ -151,14 +156,7 @@ def test_a_row_deleted_with_the_ceiling_set_back_after_a_kill_before_its_mark_is
     flag = tmp_path / "committed"
     child = subprocess.Popen([sys.executable, "-c", AFTER_COMMIT_CHILD, str(Path(__file__).resolve().parent),
                               str(ws.root), str(img / "biden.jpg"), bob, str(flag)], env=child_env(), cwd=tmp_path)
-    try:
-        deadline = time.monotonic() + 240
-        while not flag.exists():
-            assert child.poll() is None and time.monotonic() < deadline, "the child never reached the window"
-            time.sleep(0.05)
-    finally:
-        os.kill(child.pid, signal.SIGKILL)
-        child.wait(30)
+    _kill_once_flagged(child, flag)
     _sql(dsn, "DELETE FROM safeface.rows WHERE row_id = 2")
     _sql(dsn, "UPDATE safeface.meta SET v = '1' WHERE k = 'committed_ceiling'")
     with open_sf(ws) as sf:
