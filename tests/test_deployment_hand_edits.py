@@ -98,3 +98,22 @@ def test_a_400_digit_number_written_into_an_open_workspace_stops_processing_but_
         with pytest.raises((ConfigError, PolicyViolation)):
             sf.verify(imgs / "obama2.jpg", "alice", "demo", t)
         assert sf.erase("alice").templates_removed == 1
+
+
+def _at_depth(frames: int, call: Any) -> Any:
+    """`call()` from `frames` frames deeper than here: a caller further down its stack."""
+    return call() if frames == 0 else _at_depth(frames - 1, call)
+
+
+def test_a_deployment_nested_deep_is_refused_whatever_the_callers_depth(tmp_path: Path) -> None:
+    """How deep deployment.json could nest was Python's stack: notes nested 700 deep loaded from a
+    shallow caller and were a ConfigError from one a few hundred frames deeper, so one file could
+    let a call in and stop the next. Deeper than any deployment is refused from any depth."""
+    raw = json.loads(demo_deployment(dt.date(2026, 6, 1)).text())
+    raw["notes"] = [[[{"a": [1]}]]]
+    shallow = json.dumps(raw).encode()
+    assert Deployment.load_bytes(shallow, tmp_path / "deployment.json").deployment_id
+    deep = shallow[:-1] + b', "deep": ' + b"[" * 700 + b"]" * 700 + b"}"
+    for frames in (0, 250):
+        with pytest.raises(ConfigError, match="nested deeper than any deployment"):
+            _at_depth(frames, lambda: Deployment.load_bytes(deep, tmp_path / "deployment.json"))

@@ -291,6 +291,30 @@ def test_a_jwks_with_a_member_written_twice_or_nested_without_end_is_refused(tmp
     assert keys_list(paths.root) == before
 
 
+def test_a_jwks_nested_deep_is_refused_whatever_the_callers_depth(tmp_path: Path) -> None:
+    """A key set with a member nested 700 deep was imported from a shallow caller and refused
+    (a ConfigError about recursion) from one a few hundred frames deeper: how deep it could nest
+    was Python's stack. Deeper than any key set is refused from any depth, nothing trusted."""
+    paths = demo(tmp_path)
+    jwk = dict(public_jwk(Ed25519PrivateKey.generate().public_key()), ext=[[[{"a": [1]}]]])
+    keys_import(paths.root, "authority", _jwks_file(tmp_path, jwk))  # a few levels are a key set
+    before = keys_list(paths.root)
+    deep = tmp_path / "deep-member.json"
+    member = "[" * 700 + "]" * 700
+    deep.write_text(json.dumps({"keys": [public_jwk(Ed25519PrivateKey.generate().public_key())]})[:-3]
+                    + f', "ext": {member}}}]}}')
+    json.loads(deep.read_text())  # valid JSON, from this depth
+    for frames in (0, 250):
+        with pytest.raises(ConfigError, match="nested deeper than any key set"):
+            _at_depth(frames, lambda: keys_import(paths.root, "authority", deep))
+    assert keys_list(paths.root) == before
+
+
+def _at_depth(frames: int, call: Any) -> Any:
+    """`call()` from `frames` frames deeper than here: a caller further down its stack."""
+    return call() if frames == 0 else _at_depth(frames - 1, call)
+
+
 def test_the_report_lists_every_trusted_key(tmp_path: Path) -> None:
     paths = demo(tmp_path)
     keys_import(paths.root, "authority", _jwks_file(tmp_path, RFC8037_JWK), label="Bureau key 2026")

@@ -15,7 +15,6 @@ the migration's own entry there links to the local log's last hash."""
 
 from __future__ import annotations
 
-import json
 import os
 import stat
 from pathlib import Path
@@ -198,7 +197,7 @@ def refuse_if_moved(paths: WorkspacePaths, keyring: Any) -> None:
     handle opened before it erased a person there: a signed receipt while the servers kept her,
     and an anchor moved past the servers' log, so the workspace no longer opened."""
     try:
-        raw = json.loads(Deployment.read_file(paths.config))
+        raw = Deployment.parse(Deployment.read_file(paths.config), paths.config)
         section = raw.get("storage") if isinstance(raw, dict) else None
         moved = isinstance(section, Mapping) and StorageConfig.from_section(section).server
         if moved and isinstance(section, Mapping):
@@ -206,7 +205,7 @@ def refuse_if_moved(paths: WorkspacePaths, keyring: Any) -> None:
             # turned every local append, erasures included, into a refusal, and no one could
             # open the workspace again to erase.
             check_storage_seal(keyring, section)
-    except (OSError, ValueError, RecursionError, ConfigError):
+    except (OSError, ValueError, ConfigError):
         return  # a file that no longer loads is judged by the call (it stops processing, not an erasure)
     if moved:
         raise ReplacedFile(f"{paths.config} names the server backends now (a migration moved this workspace "

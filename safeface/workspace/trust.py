@@ -35,6 +35,7 @@ from joserfc.errors import JoseError
 from joserfc.jwk import OKPKey
 
 from ..errors import ConfigError, IntegrityError
+from ..jsondepth import TooDeep, loads
 from ..policy.tokens import key_id
 from ..regularfile import read_workspace_file
 from .audit import AuditEntry, AuditLog
@@ -46,6 +47,8 @@ from .paths import WorkspacePaths
 FORMAT = "safeface-trust/2"
 # Far above any real trust store (a few hundred bytes a key); a bound on what a replaced file makes us read.
 MAX_TRUST_BYTES = 16 * 1024 * 1024
+# A JWK Set or a trust store nests a few levels ({"keys": [{"jwk": {...}}]}); deeper is no such file.
+MAX_JSON_DEPTH = 16
 KINDS = ("consent-issuer", "authority")
 # The names the guard is given its keys under.
 GUARD_NAMES = {"consent-issuer": "consent_issuers", "authority": "authorities"}
@@ -347,11 +350,11 @@ def read_jwks(path: Path) -> list[tuple[Ed25519PublicKey, str]]:
     """The public keys of a JWK Set file (or of a single JWK), each with its `kid` as label."""
     try:
         # Each member once: a reader by eye takes the first of two `x`, Python's parser the last.
-        doc = json.loads(Path(path).read_text(encoding="utf-8"), object_pairs_hook=_members_once)
+        doc = loads(Path(path).read_text(encoding="utf-8"), MAX_JSON_DEPTH, object_pairs_hook=_members_once)
+    except TooDeep:
+        raise ConfigError(f"cannot read the JWK Set {path} (nested deeper than any key set).") from None
     except (OSError, ValueError) as exc:
         raise ConfigError(f"cannot read the JWK Set {path} ({exc}).") from None
-    except RecursionError:
-        raise ConfigError(f"cannot read the JWK Set {path} (nested deeper than any key set).") from None
     items = doc.get("keys") if isinstance(doc, dict) and "keys" in doc else [doc]
     if not isinstance(items, list) or not items:
         raise ConfigError(f"{path} holds no keys: a JWK Set is {{\"keys\": [ ... ]}}.")

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Optional
 
 from ...atomicfile import DISK_FAILED, write_atomic
 from ...errors import ConfigError, ImageError
+from ...jsondepth import TooDeep, loads
 from ...jsonnum import finite_number
 from ...lookalike import compatibility_char, lookalike_scripts, mark_that_draws_nothing, mixed_word, skeletons
 from ...regularfile import open_regular
@@ -43,6 +44,9 @@ DEFAULT_FILING_THRESHOLD = 100_000
 # Far above any deployment file (a few KB; tens with many roles): a sparse file of gigabytes at
 # its name would be read whole at every call.
 MAX_DEPLOYMENT_BYTES = 1 << 20
+# Far deeper than any deployment (4 levels; an operator's notes get room): counted before parsing,
+# so a file nested past Python's stack is refused alike from any caller (jsondepth.py).
+MAX_DEPLOYMENT_DEPTH = 64
 # CN-17 (Measures art. 15): filing is due at 100,000 people; a deployment may file earlier, never later.
 CN_MAX_FILING_THRESHOLD = 100_000
 # The names the matching section may hold: any other ("threshоld" with a Cyrillic о, a misspelt
@@ -153,13 +157,19 @@ class Deployment:
     def load_bytes(cls, data: bytes, path: Path) -> "Deployment":
         """The deployment in `data`, the bytes read from `path` (named in errors): a caller that
         digests the file judges the very bytes it digested."""
+        return cls.from_dict(cls.parse(data, path))
+
+    @staticmethod
+    def parse(data: bytes, path: Path) -> Any:
+        """The JSON value in `data`, the bytes of `path` (named in errors): ConfigError for text
+        that is no JSON, a member written twice, or nesting deeper than any deployment (a broken
+        edit as any other, which erasure must outlive)."""
         try:
-            raw = json.loads(data.decode("utf-8"), object_pairs_hook=_members_once)
+            return loads(data, MAX_DEPLOYMENT_DEPTH, object_pairs_hook=_members_once)
+        except TooDeep:
+            raise ConfigError(f"{path} is not readable JSON (nested deeper than any deployment).") from None
         except ValueError as exc:  # UnicodeDecodeError and JSONDecodeError alike
             raise ConfigError(f"{path} is not readable JSON ({exc}).") from None
-        except RecursionError:  # a broken edit as any other, which erasure must outlive
-            raise ConfigError(f"{path} is not readable JSON (nested deeper than any deployment).") from None
-        return cls.from_dict(raw)
 
     def save(self, path: Path) -> None:
         # Atomic: a running process re-reading the deployment never sees half a file.
