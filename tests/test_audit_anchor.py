@@ -246,6 +246,39 @@ def test_a_forged_or_foreign_checkpoint_is_refused(tmp_path: Path) -> None:
         audit_verify(a.root, checkpoints=[own])
 
 
+NESTED = "[" * 5000 + "]" * 5000  # fits any of these files' size limits
+
+
+@pytest.mark.parametrize("where", ["anchor", "checkpoint", "an entry's subjects", "trust.json"])
+def test_a_file_or_entry_nested_past_the_parsers_stack_is_tampering_not_a_crash(tmp_path: Path, capsys: Any,
+                                                                                 where: str) -> None:
+    """Brackets nested thousands deep written over the anchor, a checkpoint, trust.json or an
+    entry's subjects column made every open and `audit verify` raise a bare RecursionError (a
+    traceback on the command line, not exit 4): each is read with its depth counted first."""
+    paths = workspace(tmp_path)
+    append(paths, 2)
+    cp: list[Path] = []
+    if where == "anchor":
+        paths.anchor.write_text(NESTED)
+    elif where == "trust.json":
+        paths.trust.write_text(NESTED)
+    elif where == "checkpoint":
+        cp.append(tmp_path / "cp.json")
+        cp[0].write_text(NESTED)
+    else:
+        con = sqlite3.connect(str(paths.audit))
+        con.execute("UPDATE entries SET subjects = ? WHERE seq = 1", (NESTED,))
+        con.commit()
+        con.close()
+    with pytest.raises(IntegrityError):
+        audit_verify(paths.root, checkpoints=cp)
+    assert cli("audit", "verify", paths.root, *(["--checkpoint", cp[0]] if cp else [])) == 4
+    assert "message" in json.loads(capsys.readouterr().err)
+    if not cp:
+        with pytest.raises(IntegrityError):
+            SafeFace.open(paths.root)
+
+
 def _b64d(s: str) -> bytes:
     import base64
 

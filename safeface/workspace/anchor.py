@@ -41,12 +41,15 @@ from pathlib import Path
 from typing import Any, Callable, ContextManager, Optional, Protocol, runtime_checkable
 
 from ..errors import ConfigError, IntegrityError, WorkspaceDiskFailed, WorkspaceUnwritable
+from ..jsondepth import loads
 from ..regularfile import read_workspace_file
 from ..atomicfile import DISK_REFUSED, exclusive_lock, write_atomic
 
 FORMAT = "safeface-audit-anchor/1"
 # An anchor is one short JSON line; anything longer was not written by safeface.
 MAX_ANCHOR_BYTES = 64 * 1024
+# An anchor is one flat object; a file nested deeper is no anchor, from whatever depth it is read.
+MAX_ANCHOR_DEPTH = 4
 
 
 @dataclass(frozen=True)
@@ -90,7 +93,7 @@ class FileAnchor:
         if data is None:
             return None
         try:
-            doc = json.loads(data.decode("utf-8"))
+            doc = loads(data, MAX_ANCHOR_DEPTH)
             seq, h, mac = int(doc["seq"]), str(doc["hash"]), str(doc["mac"])
             if doc.get("format") != FORMAT:
                 raise ValueError

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Optional, Sequence, Union
 
 from ..errors import IntegrityError
+from ..jsondepth import loads
 from ..storage.sqltables import SqliteTables
 from .anchor import Anchor, AnchorStore, check_anchor
 
@@ -246,8 +247,18 @@ def _marks_text(marks: dict[str, list[Any]]) -> str:
     return json.dumps(marks, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
 
 
+def _subjects(seq: Any, text: Any) -> tuple[str, ...]:
+    """An entry's subjects column, as append writes it: a JSON list of pseudonyms, one level deep.
+    The depth is counted before parsing: a column edited into brackets nested thousands deep made
+    every open and `audit verify` raise RecursionError, where it is a corrupt entry."""
+    try:
+        return tuple(loads(text, 1))
+    except (TypeError, ValueError):
+        raise IntegrityError(f"audit entry {seq} is corrupt.") from None
+
+
 def _entry(r: Sequence[Any]) -> AuditEntry:
-    return AuditEntry(int(r[0]), r[1], r[2], r[3], r[4], r[5], tuple(json.loads(r[6])), r[7], r[8], r[9], r[10])
+    return AuditEntry(int(r[0]), r[1], r[2], r[3], r[4], r[5], _subjects(r[0], r[6]), r[7], r[8], r[9], r[10])
 
 
 def _utc_now() -> dt.datetime:
@@ -639,7 +650,7 @@ class AuditLog:
         for note, subjects in self._t.q("SELECT note, subjects FROM {t}entries WHERE token_id = ? AND operation = "
                                         "'enroll' AND decision = 'allowed'", (token_ref,)):
             try:
-                whose = [str(s) for s in json.loads(subjects)]
+                whose = [str(s) for s in loads(subjects, 1)]
             except (TypeError, ValueError):
                 continue  # edited by hand: the chain check names the entry
             if len(whose) == 1:
@@ -690,10 +701,7 @@ class AuditLog:
                 or any(v is not None and not isinstance(v, str) for v in (r[3], r[4], r[5], r[8], r[9], r[10])):
             raise IntegrityError(f"audit entry {seq!r} was altered after it was written (a field is not stored as "
                                  "text).")
-        try:
-            subjects = tuple(json.loads(r[6]))
-        except (TypeError, ValueError):
-            raise IntegrityError(f"audit entry {seq} is corrupt.") from None
+        subjects = _subjects(seq, r[6])
         entry = AuditEntry(seq, r[1], r[2], r[3], r[4], r[5], subjects, r[7], r[8], r[9], r[10])
         # The chain hashes the parsed subjects; the text is looked up as written (records_withdrawal),
         # so it must be exactly as append wrote it: a re-spaced or escaped copy would hide a withdrawal.

@@ -22,8 +22,11 @@ from joserfc.errors import JoseError
 from joserfc.jwk import OKPKey
 
 from ..errors import IntegrityError
+from ..jsondepth import loads
 
 FORMAT = "safeface-audit-checkpoint/1"
+# A checkpoint file nests a level or two (its claims in the clear beside the JWS); deeper is none.
+MAX_CHECKPOINT_DEPTH = 16
 ALG = "Ed25519"
 
 
@@ -54,7 +57,7 @@ def _names_this_deployment(claims: dict[str, Any], name: str, deployment_id: Opt
 
 def read_checkpoint(path: Path) -> dict[str, Any]:
     try:
-        doc = json.loads(Path(path).read_text(encoding="utf-8"))
+        doc = loads(Path(path).read_text(encoding="utf-8"), MAX_CHECKPOINT_DEPTH)
     except (OSError, ValueError) as exc:
         raise IntegrityError(f"the checkpoint {path} is not readable JSON ({exc}).") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("jws"), str):

@@ -154,7 +154,7 @@ class TrustStore:
         if data is None:
             return cls(paths, (), 0)  # nothing trusted; check_recorded says whether it was deleted
         try:
-            doc = json.loads(data.decode("utf-8"))
+            doc = loads(data, MAX_JSON_DEPTH)
         except ValueError as exc:
             raise IntegrityError(f"{path} is not readable JSON ({exc}): it was altered.") from None
         if isinstance(doc, dict) and "format" not in doc and any(k in doc for k in GUARD_NAMES.values()):
