@@ -715,6 +715,24 @@ class AuditLog:
             raise IntegrityError(f"audit entry {seq} was altered after it was written.")
         return str(r[12])
 
+    def _linked(self, after: Optional[int], prev: str, head_seq: int,
+                missing: Callable[[int, Any], str]) -> Iterator[tuple[tuple[Any, ...], str]]:
+        """The one walk of the chain that `verify` and `check_since` share: each stored entry after
+        seq `after` (every one for None, so a forged seq 0 or below is seen), in seq order up to
+        `head_seq`, with its stored hash, once it is shown to be the next number and to follow
+        `prev` as written (_check_link). IntegrityError(missing(expected seq, seq found)) where a
+        number is missing or out of order; an entry past `head_seq` ends the walk (an append made
+        meanwhile is the next check's)."""
+        expected = (after or 0) + 1
+        for r in self._pages(after=after):
+            if r[0] != expected:
+                raise IntegrityError(missing(expected, r[0]))
+            if int(r[0]) > head_seq:
+                return
+            prev = self._check_link(r, prev)
+            yield r, prev
+            expected += 1
+
     def check_since(self, seq: int) -> None:
         """IntegrityError unless every entry after `seq` is as written and linked, up to the
         signed head: the part of the chain a decision reads from since `seq` (a trust change
@@ -725,16 +743,13 @@ class AuditLog:
         if prev is None:
             raise IntegrityError(f"audit entry {seq} is missing: the log was truncated or replaced. Run `safeface "
                                  "audit verify` and restore it from a backup.")
-        expected = seq + 1
-        for r in self._pages(after=seq):
-            if int(r[0]) > head_seq:
-                break
-            if r[0] != expected:
-                raise IntegrityError(f"audit entry {expected} is missing or out of order: entries were deleted or "
-                                     "reordered. Run `safeface audit verify` and restore the log from a backup.")
-            prev = self._check_link(r, prev)
-            expected += 1
-        if expected - 1 != head_seq or not hmac.compare_digest(prev, head_hash):
+        last = seq
+        for r, prev in self._linked(seq, prev, head_seq,
+                                    lambda expected, _found: f"audit entry {expected} is missing or out of order: "
+                                    "entries were deleted or reordered. Run `safeface audit verify` and restore the "
+                                    "log from a backup."):
+            last = int(r[0])
+        if last != head_seq or not hmac.compare_digest(prev, head_hash):
             raise IntegrityError(f"the audit log after entry {seq} does not reach its signed head: it was rewritten. "
                                  "Run `safeface audit verify` and restore it from a backup.")
 
@@ -749,7 +764,7 @@ class AuditLog:
         wanted = {v.seq for _, v in anchors if v is not None} | ({int(through[0])} if through else set())
         hashes: dict[int, str] = {}
         prev = GENESIS
-        expected_seq = 1
+        n = 0
         try:
             # The head first, then the chain up to it: entries appended meanwhile (by other
             # threads or processes) are the next check's, not a mismatch with a head read after them.
@@ -758,21 +773,15 @@ class AuditLog:
             if head is None:
                 raise IntegrityError("the audit log has no signed head: it was truncated or replaced.")
             newest: dict[str, list[Any]] = {}
-            for r in self._pages():
-                seq = r[0]
-                if seq != expected_seq:
-                    raise IntegrityError(f"audit entry {expected_seq} is missing or out of order (found {seq} "
-                                         "there): entries were deleted or reordered.")
-                if int(seq) > int(head[0]):
-                    break
-                prev = self._check_link(r, prev)
-                newest[str(r[2])] = [int(seq), prev]
-                if seq in wanted:
-                    hashes[seq] = prev
-                expected_seq += 1
+            for r, prev in self._linked(None, GENESIS, int(head[0]),
+                                        lambda expected, found: f"audit entry {expected} is missing or out of order "
+                                        f"(found {found} there): entries were deleted or reordered."):
+                n = int(r[0])
+                newest[str(r[2])] = [n, prev]
+                if n in wanted:
+                    hashes[n] = prev
         except self._t.read_errors() as exc:
             raise IntegrityError(f"{self.where} cannot be read ({exc}).") from None
-        n = expected_seq - 1
         if not self._head_holds(*head):
             raise IntegrityError("the audit log's head signature is wrong: the log was rewritten without the audit "
                                  "key.")
