@@ -17,7 +17,7 @@ from datasets_path import datasets  # noqa: F401  (re-exported for the policy te
 
 from safeface.hazmat.templates.pseudonym import normalize_subject
 from safeface.policy.deployment import Deployment
-from safeface.policy.guard import Decision, Guard, Operation, Request
+from safeface.policy.guard import CLOCK_SKEW_S, Decision, Guard, Operation, Request
 from safeface.policy.issuer import issue_consent, issue_legal_basis
 from safeface.policy.tokens import ConsentToken, LegalBasisToken, sign
 from safeface.workspace.init import init_workspace
@@ -223,6 +223,14 @@ def issued_consent(paths: WorkspacePaths, subject: str, purposes: Sequence[str] 
 
 def consent(paths: WorkspacePaths, subject: str, purposes: Sequence[str] = ("demo",), **kw: Any) -> str:
     return issued_consent(paths, subject, purposes, **kw)[0]
+
+
+def past_the_skew() -> dt.datetime:
+    """When a consent given afresh after its subject's erasure or withdrawal (at least a second
+    after it, by the host's clock) is dated: the guard counts one dated within CLOCK_SKEW_S after
+    a withdrawal as withdrawn, so it is dated as if given that much later (as late as the guard
+    takes a token now), where a person would wait that long."""
+    return dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=CLOCK_SKEW_S)
 
 
 def foreign_consent(paths: WorkspacePaths, subject: str, purposes: Sequence[str] = ("demo",)) -> str:

@@ -18,7 +18,7 @@ import pytest
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from policy_support import PASSPHRASE, consent, foreign_consent, images, make_workspace, open_sf  # noqa: E402
+from policy_support import PASSPHRASE, consent, foreign_consent, images, make_workspace, open_sf, past_the_skew  # noqa: E402
 
 from safeface.errors import ImageError, InvalidArgument, PolicyViolation, SafeFaceError  # noqa: E402
 from safeface.hazmat.templates import normalize_subject, pseudonymize  # noqa: E402
@@ -411,8 +411,8 @@ def test_a_refused_or_empty_erasure_in_an_odd_spelling_does_not_stop_the_next_re
     for round_ in range(2):  # the second: alice consented and enrolled again after the first erasure
         with open_sf(ws) as sf:
             if round_:
-                time.sleep(1.1)  # a consent issued in the erasure's second counts as withdrawn
-                sf.enroll(imgs / "obama.jpg", "alice", "demo", consent(ws, "alice"))
+                time.sleep(1.1)  # a consent dated within the skew after the erasure counts as withdrawn
+                sf.enroll(imgs / "obama.jpg", "alice", "demo", consent(ws, "alice", now=past_the_skew()))
             receipt = sf.erase("\uff41lice")
             assert receipt.templates_removed == 1 and not sf.records(), round_
             assert sf.audit_verify().entries > 0

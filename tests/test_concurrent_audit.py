@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from policy_support import consent, images, legal_basis, make_workspace, open_sf  # noqa: E402
+from policy_support import consent, images, legal_basis, make_workspace, open_sf, past_the_skew  # noqa: E402
 
 from safeface.errors import IntegrityError  # noqa: E402
 
@@ -258,7 +258,7 @@ def test_a_new_consent_used_while_its_subjects_erasure_commits_is_no_alarm(tmp_p
         store.__enter__()  # another writer holds the store
         eraser = run("erase", lambda: sf.erase("alice"))
         time.sleep(1.2)  # the erasure's time is taken; a consent issued now is a second later
-        new = consent(ws, "alice")
+        new = consent(ws, "alice", now=past_the_skew())  # dated past the skew after it
         ident = run("identify", lambda: sf.identify(img / "biden.jpg", "demo", new))
         assert SlowPipe.gates["identify"][0].wait(30)
         store.__exit__(None, None, None)
@@ -315,7 +315,7 @@ def test_the_guard_and_the_store_check_see_the_same_uses_of_a_new_consent(tmp_pa
         eraser = threading.Thread(target=lambda: sf.erase("alice"))
         eraser.start()
         time.sleep(1.2)  # the erasure's time is taken; a consent issued now is a second later
-        new = consent(ws, "alice")
+        new = consent(ws, "alice", now=past_the_skew())  # dated past the skew after it
         ident = threading.Thread(target=lambda: sf.identify(img / "biden.jpg", "demo", new), name="identify")
         ident.start()
         assert paused.wait(60)

@@ -164,9 +164,9 @@ def test_revoked_token_and_subject_refused_cn05(make_guard, keys, tmp_path) -> N
     t2 = token(keys, g.deployment, subject="bob")
     state.revoke_subject("p-bob", NOW)
     refused("CN-05", lambda: authorize(g, "verify", "demo", NOW, subject="bob", consent=t2))
-    # A consent given after the withdrawal is a new consent.
-    t3 = token(keys, g.deployment, subject="bob", now=NOW + dt.timedelta(seconds=5))
-    assert authorize(g, "verify", "demo", NOW + dt.timedelta(seconds=10), subject="bob", consent=t3).consent
+    # A consent given after the withdrawal, past the clock skew, is a new consent.
+    t3 = token(keys, g.deployment, subject="bob", now=NOW + dt.timedelta(seconds=121))
+    assert authorize(g, "verify", "demo", NOW + dt.timedelta(seconds=125), subject="bob", consent=t3).consent
     state.close()
 
 

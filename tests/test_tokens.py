@@ -372,6 +372,37 @@ def test_the_validity_window_is_exact_at_its_edges(make_guard, keys) -> None:
     refused("CN-16b", lambda: authorize(g, "identify", "demo", NOW, legal_basis=lb), "validity")
 
 
+def test_a_token_dated_within_the_skew_after_its_subjects_withdrawal_counts_as_withdrawn(make_guard, keys) -> None:
+    """An issuer whose clock runs 100 s ahead (tolerated) dates a consent, given before alice's
+    erasure and never used, after it: it enrolled her again. A consent dated within the 120 s
+    skew after its subject's withdrawal counts as withdrawn (CN-05), at the call and at the write
+    (a legal basis too, CN-16b); the error says from when a new one is taken, and one issued
+    after that is."""
+    g = make_guard()
+    g._state.revoke_subject("p-alice", NOW)  # alice erased at TS
+    for iat in (TS, TS + 100, TS + 120):
+        err = refused("CN-05", lambda: enrol(g, pyjwt_token(keys["issuer"], claims(g, iat=iat, nbf=None))))
+        if iat > TS:
+            assert "less than 120 s after" in err.message and str(dt.datetime.fromtimestamp(
+                iat + 120, dt.timezone.utc).isoformat(timespec="seconds")) in err.message, err.message
+    later = NOW + dt.timedelta(seconds=2)
+    fresh = pyjwt_token(keys["issuer"], claims(g, iat=TS + 121, nbf=None))
+    assert authorize(g, "enroll", "demo", later, subject="alice", consent=fresh).consent
+    assert enrol(g, pyjwt_token(keys["issuer"], claims(g, sub="bob", iat=TS + 100, nbf=None)), "bob").consent
+
+    def lb(iat: int) -> str:
+        return jwt.encode({"iss": "court", "aud": ID_A, "jti": str(uuid.uuid4()), "iat": iat, "exp": TS + 7200,
+                           "purposes": ["demo"], "operations": ["enroll"], "authority": "Bureau",
+                           "provision": "PIPL 13", "reference": "r"}, keys["authority"], algorithm="EdDSA",
+                          headers={"kid": key_id(keys["authority"].public_key()), "typ": "safeface-legal-basis+jwt"})
+    for iat, ok in ((TS + 100, False), (TS + 121, True)):
+        d = authorize(g, "enroll", "demo", later, subject="alice", legal_basis=lb(iat))
+        if ok:
+            g.recheck_at_write(d, ["alice"], later)
+        else:
+            refused("CN-16b", lambda: g.recheck_at_write(d, ["alice"], later), "less than 120 s after")
+
+
 def test_weak_token_ids_and_claim_types_refused(make_guard, keys) -> None:
     g = make_guard()
     for over, word in (({"jti": "1"}, "jti"), ({"jti": None}, "jti"), ({"jti": "j" * 129}, "jti"),

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from policy_support import PASSPHRASE, CachedPipeline, images, issued_consent, make_workspace  # noqa: E402
+from policy_support import PASSPHRASE, CachedPipeline, images, issued_consent, make_workspace, past_the_skew  # noqa: E402
 
 from safeface import PolicyViolation  # noqa: E402
 from safeface.sdk import SafeFace  # noqa: E402
@@ -71,8 +71,8 @@ def test_a_withdrawn_consent_stays_withdrawn_when_policy_db_is_rolled_back(tmp_p
         assert not sf.records("alice")
         # Only the withdrawn consent: bob's still works, and so does one alice gives afterwards.
         assert sf.verify(img / "biden.jpg", "bob", "demo", other).match
-        time.sleep(1.1)  # issued in a later second than the withdrawal
-        again, _ = issued_consent(ws, "alice")
+        time.sleep(1.1)  # issued in a later second than the withdrawal, dated past the skew after it
+        again, _ = issued_consent(ws, "alice", now=past_the_skew())
         if withdrawal != "revoke-token":
             assert sf.enroll(img / "obama.jpg", "alice", "demo", again).row_id > 0
             assert len(sf.records("alice")) == 1
@@ -179,7 +179,7 @@ def test_honest_identify_calls_never_fail_the_audit(tmp_path: Path) -> None:
         sf.identify(img / "obama2.jpg", "demo", b)
         sf.erase("alice")
     time.sleep(1.1)
-    a2, _ = issued_consent(ws, "alice")
+    a2, _ = issued_consent(ws, "alice", now=past_the_skew())
     with _open(ws) as sf:
         sf.enroll(img / "obama.jpg", "alice", "demo", a2)
         found = sf.identify(img / "obama2.jpg", "demo", b)
@@ -263,7 +263,7 @@ def test_a_consent_given_after_an_erasure_never_fails_the_audit(tmp_path: Path) 
         with pytest.raises(PolicyViolation, match="withdrawn|revoked"):
             sf.identify(img / "obama2.jpg", "demo", unused)
         time.sleep(1.1)
-        again, _ = issued_consent(ws, "alice", operations=_ALL_OPS)
+        again, _ = issued_consent(ws, "alice", operations=_ALL_OPS, now=past_the_skew())
         sf.enroll(img / "obama.jpg", "alice", "demo", again)
         assert sf.verify(img / "obama2.jpg", "alice", "demo", again).match
         sf.identify(img / "obama2.jpg", "demo", again)
@@ -343,6 +343,27 @@ def test_a_consent_from_an_issuer_whose_clock_runs_ahead_is_still_withdrawn(tmp_
         with pytest.raises(PolicyViolation, match="withdrawn"):
             sf.verify(img / "obama2.jpg", "alice", "demo", token)
         assert sf.verify_store().ok
+
+
+def test_a_consent_dated_after_an_erasure_by_an_issuer_running_ahead_does_not_enrol_again(tmp_path: Path) -> None:
+    """The consent service's clock runs 100 s ahead (tolerated): a consent alice gave before her
+    erasure, never used before it, is dated after it, and enrolled her again. Dated within the
+    skew after her erasure, it counts as withdrawn; nothing is stored, the refusal is recorded."""
+    import datetime as dt
+
+    img = images()
+    ws = make_workspace(tmp_path / "ws")
+    first, _ = issued_consent(ws, "alice")
+    spare, _ = issued_consent(ws, "alice", now=dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=100))
+    with _open(ws) as sf:
+        sf.enroll(img / "obama.jpg", "alice", "demo", first)
+        sf.erase("alice")
+        with pytest.raises(PolicyViolation, match="less than 120 s after") as info:
+            sf.enroll(img / "obama.jpg", "alice", "demo", spare)
+        assert info.value.rule == "CN-05"
+        assert not sf.records("alice")
+        last = [e for e in sf.audit_entries() if e.operation == "enroll"][-1]
+        assert (last.decision, last.rule) == ("refused", "CN-05")
 
 
 @pytest.mark.parametrize("authority_clock", ["right", "60 s ahead"])

@@ -377,10 +377,12 @@ class Guard:
                                       f"processed; nothing was stored. Ask for a new {what}.")
             # A consent's subject is the call's (checked by `consent`); a legal basis names none,
             # so the erasure of the call's subject is what counts for both.
-            if t is not None and self._state.is_revoked(d.token_ref or "", self._pseudonym(subject), t.issued_at):
-                raise PolicyViolation(self._rule("withdrawal") if d.consent is not None else self._rule("legal-basis"),
-                                      "the consent or legal basis was withdrawn, or the person erased, while the "
-                                      "image was processed; nothing was stored.")
+            if t is not None:
+                what = "consent" if d.consent is not None else "legal basis"
+                self._check_not_withdrawn(d.token_ref or "", self._pseudonym(subject), t, what,
+                                          self._rule("withdrawal") if d.consent is not None else self._rule("legal-basis"),
+                                          "the consent or legal basis was withdrawn, or the person erased, while the "
+                                          "image was processed; nothing was stored.")
             if d.purpose is not None:
                 # The purpose as the guard reads it now (an assessed change another call of this
                 # workspace published meanwhile), at the time of the write: one ending while the
@@ -410,6 +412,22 @@ class Guard:
                                   f"the key that signed the {what} stopped being trusted while the image was "
                                   f"processed (`safeface keys remove`); nothing was stored. Ask for a {what} signed "
                                   "by a key this deployment trusts.") from None
+
+    def _check_not_withdrawn(self, token_ref: str, pseudonym: str, t: ConsentToken | LegalBasisToken, what: str,
+                             rule: str, withdrawn: str) -> None:
+        """PolicyViolation(rule) when the token, or its subject's consent, was withdrawn (`withdrawn`
+        says so), or when it is dated within CLOCK_SKEW_S after its subject's last erasure or
+        withdrawal: an issuer whose clock runs ahead, within the skew tolerated, dates a consent
+        given before a withdrawal after it, and one never used before the withdrawal cannot be told
+        from one given afresh (it enrolled the person again). An honest new consent waits that long."""
+        if self._state.is_revoked(token_ref, pseudonym, t.issued_at):
+            raise PolicyViolation(rule, withdrawn)
+        if self._state.is_revoked(token_ref, pseudonym, t.issued_at - CLOCK_SKEW_S):
+            raise PolicyViolation(rule, f"this {what} is dated less than {CLOCK_SKEW_S} s after its subject was "
+                                  "erased or withdrew consent: within the clock difference tolerated between its "
+                                  f"issuer and this workspace, it cannot be told from a {what} given before, so it "
+                                  f"counts as withdrawn. Ask for a new {what} issued after "
+                                  f"{_shown_time(t.issued_at + CLOCK_SKEW_S)} and retry with it.")
 
     # -- the rules ------------------------------------------------------------------------------
     def check_deployment(self, now: dt.datetime) -> None:
@@ -546,9 +564,8 @@ class Guard:
         except InvalidArgument as exc:  # signed by a trusted issuer, yet no id enrolment would take
             raise PolicyViolation(rule, f"the consent token's subject is not a usable id ({exc}); ask its issuer "
                                   "for a token naming the person as enrolled.") from None
-        if self._state.is_revoked(self._token_ref(t.token_id), pseud, t.issued_at):
-            raise PolicyViolation(self._rule("withdrawal"), "this consent was withdrawn; processing has stopped and "
-                                  "needs a new consent.")
+        self._check_not_withdrawn(self._token_ref(t.token_id), pseud, t, "consent", self._rule("withdrawal"),
+                                  "this consent was withdrawn; processing has stopped and needs a new consent.")
         if subject is not None and not same_subject(t.subject, subject):
             raise PolicyViolation(rule, "the consent token was given by another person than the subject of this call.")
         if purpose not in t.purposes:
