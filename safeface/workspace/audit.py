@@ -412,6 +412,7 @@ class AuditLog:
             if row is not None:
                 last = self._entry_time(row[0], row[2])
                 if when < last - CLOCK_TOLERANCE:
+                    self._check_written(row[0])  # a time moved ahead by hand is no clock gone back
                     raise IntegrityError(
                         f"the clock went back: it reads {when.isoformat(timespec='seconds')} but audit entry {row[0]} "
                         f"was written at {last.isoformat(timespec='seconds')}. Set the host's clock right; no "
@@ -853,6 +854,21 @@ class AuditLog:
 
     def _entry_time(self, seq: Any, text: Any) -> dt.datetime:
         return entry_time(seq, text, self.where)
+
+    def _check_written(self, seq: Any) -> None:
+        """IntegrityError unless entry `seq` (the last: its hash is the one the signed head names)
+        is as written. Before an append refuses for a clock gone back: a last entry dated ahead by
+        hand (no key needed) made every append, erasures included, refuse so, and told the operator
+        to set the clock right or wait until that date."""
+        got = self._t.q(f"SELECT {_COLUMNS}, prev, hash FROM {{t}}entries WHERE seq = ?", (int(seq),))
+        if not got:
+            raise IntegrityError(f"{self.where}: audit entry {seq} is missing: the log was truncated or replaced. "
+                                 "Run `safeface audit verify` and restore it from a backup.")
+        try:
+            self._check_link(got[0], str(got[0][11]))
+        except IntegrityError as exc:
+            raise IntegrityError(f"{self.where}: {exc} Nothing is written after it: run `safeface audit verify` and "
+                                 "restore the log from a backup.") from None
 
     def counts(self) -> dict[str, Any]:
         """Totals for the report: by operation and decision, refusals by rule."""
