@@ -73,3 +73,21 @@ def test_an_erased_persons_older_enrolment_limit_does_not_widen_the_store_checks
                    "match; expires 2029-12-07"),
     ])
     assert log.kept_until(Row(6, p, ("demo",)), log.enrolment[6]) <= dt.date(2027, 2, 4)
+
+
+def test_an_erasure_entry_whose_time_and_note_were_edited_is_a_typed_refusal(tmp_path: Path) -> None:
+    """The attacker (no key) deletes policy.db, so the log's copy of the withdrawal decides, and
+    edits alice's erasure entry, not the last one: its note no longer names when it withdrew, its
+    time is text. Each call under a consent of hers was a bare ValueError (a backend error, "could
+    not be judged"): it is refused as an entry edited by hand."""
+    ws = make_workspace(tmp_path / "ws")
+    with open_sf(ws) as sf:
+        sf.erase("alice")
+        sf.erase("bob")  # a later entry: the edited one is not the last
+    with sqlite3.connect(ws.root / "audit.db") as con:
+        assert con.execute("UPDATE entries SET time = 'soon', note = 'erased' WHERE operation = 'erase' AND "
+                           "seq = (SELECT MIN(seq) FROM entries WHERE operation = 'erase')").rowcount == 1
+    ws.policy.unlink()
+    with open_sf(ws) as sf:
+        with pytest.raises(IntegrityError, match="edited by hand"):
+            sf.enroll(IMG / "obama.jpg", "alice", "demo", consent(ws, "alice"))

@@ -156,10 +156,11 @@ def entry_time(seq: Any, text: Any, where: str = "the audit log") -> dt.datetime
     return when
 
 
-def withdrawal_time(note: Optional[str], time: Any) -> int:
-    """When a withdrawal entry withdrew (Unix seconds): as it names it, else the entry's own time."""
+def withdrawal_time(note: Optional[str], time: Any, seq: Any = "?") -> int:
+    """When withdrawal entry `seq` withdrew (Unix seconds): as it names it, else the entry's own
+    time (IntegrityError for one edited into no time safeface writes: entry_time)."""
     m = _WITHDRAWN_AT.search(note or "")
-    return int(m.group(1)) if m else int(dt.datetime.fromisoformat(str(time)).timestamp())
+    return int(m.group(1)) if m else int(entry_time(seq, time).timestamp())
 
 
 _SCHEMA = """
@@ -553,7 +554,7 @@ class AuditLog:
                          "subjects = ? AND token_id IS NULL AND decision = 'allowed'", (json.dumps([pseudonym]),))
         first: list[int] = []  # the judging point of the token's first use, read once if needed
         for seq, time, note in rows:
-            if issued_at <= withdrawal_time(note, time):
+            if issued_at <= withdrawal_time(note, time, seq):
                 return True
             # Issued "after" it by its issuer's clock, yet used before it: given before, withdrawn.
             # A use counts where it was judged: a call judged before the withdrawal may be recorded

@@ -320,7 +320,7 @@ def read_log(entries: Iterable[Any]) -> _Log:
                 revoked_refs.setdefault(str(e.token_id), e.seq)
             elif e.operation in ("erase", "revoke"):
                 for s in e.subjects:
-                    out.withdrawals.setdefault(str(s), []).append((int(e.seq), withdrawal_time(e.note, e.time)))
+                    out.withdrawals.setdefault(str(s), []).append((int(e.seq), withdrawal_time(e.note, e.time, e.seq)))
     return out
 
 
