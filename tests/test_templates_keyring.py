@@ -275,3 +275,12 @@ def test_a_new_keyring_outside_the_tests_derives_at_interactive_login_strength(t
     kdf = json.loads(path.read_text())["kdf"]
     assert (kdf["n"], kdf["r"], kdf["p"]) == (2**15, 8, 1)
     assert ScryptParams() == ScryptParams(2**15, 8, 1)
+
+
+def test_a_keyring_nested_past_the_parsers_stack_is_a_config_error(tmp_path: Path) -> None:
+    """Brackets nested thousands deep written over the keyring file (no key needed) made every open
+    raise a bare RecursionError: the file is refused as unreadable, as other damage is."""
+    path = tmp_path / "keys.json"
+    path.write_text("[" * 5000 + "]" * 5000)
+    with pytest.raises(ConfigError, match="unreadable"):
+        PassphraseKeyring.open(path, PASS)

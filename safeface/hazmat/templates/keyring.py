@@ -31,6 +31,7 @@ from typing import Any, Callable, Iterator, Mapping, Optional, Protocol, Sequenc
 from ...aead import Aead, random_nonce
 from ...atomicfile import DISK_FAILED, exclusive_lock, write_atomic, write_new
 from ...errors import ConfigError, IntegrityError
+from ...jsondepth import loads
 from ...sqlite_store import disk_failed
 
 PURPOSES: tuple[str, ...] = ("pseudonym", "transform", "seal", "audit")
@@ -350,6 +351,11 @@ class PassphraseKeyring(_KeyringBase):
         else:
             write_atomic(self._path, data, mode=0o600)
 
+# A keyring file nests a few levels ({"keys": {purpose: [{...}]}}); deeper is no keyring, from any
+# caller's depth (jsondepth.py).
+MAX_FILE_DEPTH = 16
+
+
 def _read_doc(path: Path) -> dict[str, Any]:
     # A failing disk (EIO) said "unreadable" and nothing to do: it is the disk's error, to retry
     # once the device works, as for the workspace's other small files. At the open only EIO
@@ -362,7 +368,7 @@ def _read_doc(path: Path) -> dict[str, Any]:
                 if exc.errno in DISK_FAILED:
                     raise disk_failed("the keyring", exc.strerror or "I/O error", path) from None
                 raise
-        doc = json.loads(data.decode("utf-8"))
+        doc = loads(data.decode("utf-8"), MAX_FILE_DEPTH)
     except FileNotFoundError:
         raise ConfigError(f"no keyring at {path}; create one with PassphraseKeyring.create.") from None
     except OSError as exc:
