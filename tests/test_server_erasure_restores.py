@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from policy_support import consent, images, legal_basis, open_sf  # noqa: E402
+from policy_support import consent, images, legal_basis, open_sf, past_the_skew  # noqa: E402
 from server_support import PgCluster  # noqa: E402
 from test_server_store_attacks import _server_ws, _sql  # noqa: E402
 
@@ -45,7 +45,7 @@ def test_an_erased_row_put_back_from_an_older_dump_is_not_matched(pg: PgCluster,
         basis = legal_basis(ws)
         assert [c.subject for c in sf.identify(img / "obama2.jpg", "demo", legal_basis=basis)] == []
         assert [c.subject for c in sf.identify(img / "biden.jpg", "demo", legal_basis=basis)] == [bob.pseudonym]
-        assert not sf.verify(img / "obama2.jpg", "alice", "demo", consent(ws, "alice")).match
+        assert not sf.verify(img / "obama2.jpg", "alice", "demo", consent(ws, "alice", now=past_the_skew())).match
         assert sf.export("alice", "demo", "Acme HR", legal_basis=legal_basis(ws, operations=["transmit"])).records == []
         assert not sf.verify_store().ok  # and the store check still names it
     with open_sf(ws) as sf:  # a handle opened after the restore too
