@@ -548,7 +548,6 @@ def test_a_box_showing_a_head_alone_gives_its_track_no_colour() -> None:
     for a shadow and boxes the head alone, and its "top" and "bottom" regions were the face and
     neck, so the track's colours were its skin's ("orange") and a colour search ranked people
     by skin tone. A box far shorter than a person at its place colours nothing."""
-    from safeface.tracking.colours import summary
     from safeface.tracking.run import _people, _Run
 
     run = _Run(TrackOptions(draw=False))
@@ -561,8 +560,8 @@ def test_a_box_showing_a_head_alone_gives_its_track_no_colour() -> None:
             rgb[146:180, x:x + 26] = (200, 150, 120)  # a head's skin
             rgb[180:290, x - 4:x + 30] = 95  # grey clothes, darker than the grey behind them
         run(i, rgb)
-    people = _people(run.assigner.finish())
+    people, _ = _people(run.assigner.finish())
     heads = [p for p in people if p.boxes[-1][3] - p.boxes[-1][1] < 60]
     assert len(heads) == 1 and len(people) == 3, [p.boxes[-1] for p in people]
-    assert summary(heads[0].upper) == [] and summary(heads[0].lower) == [], (heads[0].upper, heads[0].lower)
-    assert [summary(p.upper)[0] for p in people if p is not heads[0]] == ["red", "blue"]
+    assert heads[0].top == [] and heads[0].bottom == [], (heads[0].top, heads[0].bottom)
+    assert [p.top[0] for p in people if p is not heads[0]] == ["red", "blue"]

@@ -87,3 +87,37 @@ def test_the_search_a_run_was_made_for_is_judged_when_it_is_made(tmp_path: Path)
         with pytest.raises(PolicyViolation):
             result.search("red top")
         assert (sf.audit_entries()[-1].operation, sf.audit_entries()[-1].decision) == ("track", "refused")
+
+
+def test_a_result_from_a_workspace_keeps_its_search_record_in_every_copy(tmp_path: Path) -> None:
+    """An app clears `result.record_search` (or binds a hook of its own, or searches a copy made
+    with `dataclasses.replace(result, record_search=None)`): its searches went unrecorded. The
+    result is frozen, its hook is bound once and shared by every copy, and a person carries
+    colour names only, not the shares a search ranks by."""
+    import copy
+    import dataclasses
+
+    src = synthetic_video(tmp_path / "in.mp4", 160, 120, frames=4)
+    ws = make_workspace(tmp_path / "ws")
+    with open_sf(ws) as sf:
+        result = sf.track(src, "demo")
+        with pytest.raises(AttributeError):
+            result.record_search = None  # type: ignore[misc]
+        with pytest.raises(AttributeError):
+            result.looks = None  # type: ignore[misc]
+        with pytest.raises(InvalidArgument):
+            result.record_searches(lambda text: None)
+        with pytest.raises(AttributeError):
+            result.looks._record = None
+        with pytest.raises(InvalidArgument):
+            dataclasses.replace(result, looks=None)
+        before = len(sf.audit_entries())
+        dataclasses.replace(result, people=()).search("red top")
+        copy.copy(result).search("blue trousers")
+        copy.deepcopy(result).search("child")
+        notes = [e.note or "" for e in sf.audit_entries()[before:]]
+        assert len(notes) == 3 and all("search of the tracks" in n for n in notes), notes
+        assert sf.audit_verify().entries == len(sf.audit_entries())
+    from safeface.tracking import Person
+
+    assert {f.name for f in dataclasses.fields(Person)}.isdisjoint({"upper", "lower", "observations"})

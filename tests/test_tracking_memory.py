@@ -40,7 +40,6 @@ def test_a_track_followed_for_hours_keeps_a_bounded_trail_spread_over_its_life()
     last, and its colours are still those of the whole track."""
     from safeface.tracking.appearance import describe
     from safeface.tracking.assign import AssignOptions, Assigner
-    from safeface.tracking.colours import COLOURS
     from safeface.tracking.run import _people
     import cv2
 
@@ -51,12 +50,12 @@ def test_a_track_followed_for_hours_keeps_a_bounded_trail_spread_over_its_life()
     for i in range(frames):
         x = 40.0 + 3 * abs(i % 200 - 100)  # walks to and fro
         assigner.step(i, [(x, 15.0, x + 50.0, 225.0)], [look])
-    (person,) = _people(assigner.finish())
+    (person,), _ = _people(assigner.finish())
     assert len(person.frames) <= 64, len(person.frames)
     assert person.frames[0] == 0 and person.frames[-1] == frames - 1
     eighths = np.bincount(np.array(person.frames) * 8 // frames, minlength=8)
     assert eighths.min() >= 2, f"the kept detections must be spread over the track's whole life: {eighths}"
-    assert COLOURS[int(np.argmax(person.upper))] == "red" and COLOURS[int(np.argmax(person.lower))] == "blue"
+    assert person.top[0] == "red" and person.bottom[0] == "blue"
     assert all(person.box_at(f) is not None for f in range(0, frames, 7)), "a box for every frame of its life"
 
 

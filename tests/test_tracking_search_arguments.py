@@ -7,12 +7,13 @@ import pytest
 
 from safeface.errors import InvalidArgument
 from safeface.tracking.run import Person, TrackResult
+from safeface.tracking.search import Looks
 
 
 def _result() -> TrackResult:
     flat = np.full(11, 1 / 11, np.float32)
-    person = Person("ab12cd34", list(range(6)), [(0.0, 0.0, 10.0, 20.0)] * 6, flat, flat, 1.0, None, 6)
-    return TrackResult([person], 10.0, 6, 64, 64, None, "motion")  # type: ignore[arg-type]
+    person = Person("ab12cd34", list(range(6)), [(0.0, 0.0, 10.0, 20.0)] * 6, ["grey"], ["grey"], 1.0, None)
+    return TrackResult((person,), 10.0, 6, 64, 64, None, "motion", Looks([flat], [flat], [6], [1.0]))  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("top_k", [float("nan"), float("inf"), None, "3", 2.5, True])

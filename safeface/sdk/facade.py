@@ -909,7 +909,7 @@ class SafeFace:
                                      f"{result.report.face_count} face(s) covered{bare}; no face recognised{asked}")
 
         result = self._run(request, [], body)
-        result.record_search = self._track_searches(purpose, result.report.input_sha256)
+        result.record_searches(self._track_searches(purpose, result.report.input_sha256))
         return result
 
     def _track_searches(self, purpose: str, sha: str) -> Callable[[str], None]:

@@ -21,8 +21,9 @@ from ..errors import ImageError, InvalidArgument
 from .appearance import describe
 from .assign import CLEAR, PARTIAL, AssignOptions, Assigner, LiveTrack, seen
 from .colours import summary
-from .describe import CHILD_BELOW, TALL_ABOVE, parse, score, shrink
+from .describe import CHILD_BELOW, TALL_ABOVE, parse
 from .heads import BELOW, cover_heads
+from .search import Looks
 from .motion import Box
 from .still import StillPlaces, ghost, still
 from .people import (DEFAULT_PERSON_DETECTOR, PARTIAL_ASPECT, PERSON_ASPECT, HogDetector, MotionDetector, Perspective,
@@ -70,20 +71,21 @@ class TrackOptions:
     cover_heads: bool = True  # also cover the head zone of every person box (heads.py)
 
 
-@dataclass
+@dataclass(frozen=True)
 class Person:
     """One track: a random id local to this run, the frames it was detected on and its boxes
-    (x1, y1, x2, y2), its clothing colours and its height relative to the scene's typical
-    person at the same place. `thumbnail` is a crop of a covered frame, in memory only."""
+    (x1, y1, x2, y2), the names of its clothing colours (top and bottom, most first) and its
+    height relative to the scene's typical person at the same place. `thumbnail` is a crop of a
+    covered frame, in memory only. The colour shares a search ranks by are the result's, not
+    the person's (search.py)."""
 
     track_id: str
     frames: list[int]
     boxes: list[Box]
-    upper: np.ndarray = field(repr=False)
-    lower: np.ndarray = field(repr=False)
+    top: list[str]
+    bottom: list[str]
     relative_height: float = 1.0
     thumbnail: Optional[np.ndarray] = field(default=None, repr=False)
-    observations: int = 0  # frames the colours were measured on
     # A track followed for long keeps its detections on every `stride`-th frame only (and its
     # last few): AssignOptions.keep.
     stride: int = 1
@@ -107,7 +109,7 @@ class Person:
     def to_dict(self, fps: float) -> dict[str, Any]:
         return {"id": self.track_id, "start_s": round(self.frames[0] / fps, 2), "end_s": round(self.frames[-1] / fps, 2),
                 "frames": list(self.frames), "boxes": [[round(v, 1) for v in b] for b in self.boxes],
-                "colours": {"top": summary(self.upper), "bottom": summary(self.lower)}, "size": self.size,
+                "colours": {"top": list(self.top), "bottom": list(self.bottom)}, "size": self.size,
                 "relative_height": round(self.relative_height, 2)}
 
 
@@ -126,20 +128,30 @@ class Hit:
                 "colours": self.colours, "size": self.size}
 
 
-@dataclass
+@dataclass(frozen=True)
 class TrackResult:
-    people: list[Person]
+    """A run's people and what a search of them reads (`looks`, one entry a person). Frozen: the
+    hook a workspace binds to record each search lives in `looks`, which every copy shares and
+    which cannot be unbound; an assignment to the result raises."""
+
+    people: tuple[Person, ...]
     fps: float
     frames: int
     width: int
     height: int
     report: AnonymizeReport
     detector: str
-    # Set by SafeFace.track: records each search (its closed-vocabulary text) in the workspace's
-    # audit log before it is made, and raises when it may not be made or cannot be recorded. A
-    # run made in a workspace was audited once, and every search of its result after went
-    # unrecorded.
-    record_search: Optional[Callable[[str], None]] = field(default=None, repr=False, compare=False)
+    looks: Looks = field(repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.looks, Looks) or len(self.looks) != len(self.people):
+            raise InvalidArgument("a tracking result needs its run's search data, one entry a person.")
+        object.__setattr__(self, "people", tuple(self.people))
+
+    def record_searches(self, record: Callable[[str], None]) -> None:
+        """Have each later search recorded by `record` before it is made (SafeFace.track). Once
+        bound it cannot be replaced or removed: a search that cannot be recorded is not made."""
+        self.looks.bind(record)
 
     def search(self, description: str, top_k: int = 3) -> list[Hit]:
         """The tracks that best fit a description in the closed vocabulary (describe.py)."""
@@ -147,17 +159,10 @@ class TrackResult:
         # A whole number only: NaN, infinity or None raised a bare Python error, and text was read.
         if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)):
             raise InvalidArgument(f"top_k must be a whole number of tracks to return, got {type(top_k).__name__}.")
-        if self.record_search is not None:
-            self.record_search(q.text)
-        if not self.people:
-            return []
-        up = np.mean([p.upper for p in self.people], axis=0)
-        lo = np.mean([p.lower for p in self.people], axis=0)
-        ranked = sorted(((score(q, shrink(p.upper, p.observations, up), shrink(p.lower, p.observations, lo),
-                                p.relative_height), p) for p in self.people), key=lambda sp: -sp[0])
+        ranked = self.looks.rank(q)
         return [Hit(p.track_id, s, round(p.frames[0] / self.fps, 2), round(p.frames[-1] / self.fps, 2),
-                    {"top": summary(p.upper), "bottom": summary(p.lower)}, p.size, p.thumbnail)
-                for s, p in ranked[:max(1, int(top_k))]]
+                    {"top": list(p.top), "bottom": list(p.bottom)}, p.size, p.thumbnail)
+                for s, p in ((s, self.people[i]) for s, i in ranked[:max(1, int(top_k))])]
 
     def to_dict(self) -> dict[str, Any]:
         return {"frames": self.frames, "fps": self.fps, "width": self.width, "height": self.height,
@@ -349,12 +354,13 @@ def _track(src: Path, dst: Optional[Path], opts: TrackOptions) -> TrackResult:
     finder = FaceFinder("hog", engine=DetectionEngine())
     report = anonymize_video_file(src, dst, opts.mode, opts.margin, "hog", options=opts.video, finder=finder,
                                   on_frame=hook)
-    people = _people(hook.assigner.finish())
+    people, looks = _people(hook.assigner.finish())
     # The rate of the stream the frames came from, not of what the path holds after the run.
-    return TrackResult(people, report.fps or 25.0, report.frames, report.width, report.height, report, opts.detector)
+    return TrackResult(tuple(people), report.fps or 25.0, report.frames, report.width, report.height, report,
+                       opts.detector, looks)
 
 
-def _people(finished: list[LiveTrack]) -> list[Person]:
+def _people(finished: list[LiveTrack]) -> tuple[list[Person], Looks]:
     """The finished tracks long enough to be people, with their clothing colours: the median
     over the frames where the box was the person's alone (else over those where it had a whole
     person's shape), so a passer-by's coat or a shadow in a few frames does not colour the
@@ -365,7 +371,7 @@ def _people(finished: list[LiveTrack]) -> list[Person]:
     Each track's height is its boxes' median over the scene's typical height (_scene_heights)."""
     tracks = [t for t in finished if len(t.frames) >= MIN_DETECTIONS and not ghost(t)]
     a, b = _scene_heights(tracks)
-    people = []
+    people, ups, los, seen, heights = [], [], [], [], []
     for t in tracks:
         ratios = [(bx[3] - bx[1]) / max(a * bx[3] + b, 1.0) for bx in t.boxes]
         whole = [(c, view) for (c, view), r in zip(t.colours, ratios) if view != PARTIAL and r >= WHOLE_SHARE]
@@ -374,9 +380,14 @@ def _people(finished: list[LiveTrack]) -> list[Person]:
         half = len(mid) // 2
         up, lo = _shares(mid[:half]), _shares(mid[half:])
         thumb = t.thumb[1] if t.thumb is not None else None
-        people.append(Person(t.track_id, list(t.frames), list(t.boxes), up, lo, float(np.median(ratios)), thumb,
-                             len(clear), t.stride))
-    return people
+        height = float(np.median(ratios))
+        people.append(Person(t.track_id, list(t.frames), list(t.boxes), summary(up), summary(lo), height, thumb,
+                             t.stride))
+        ups.append(up)
+        los.append(lo)
+        seen.append(len(clear))
+        heights.append(height)
+    return people, Looks(ups, los, seen, heights)
 
 
 def _shares(v: np.ndarray) -> np.ndarray:
