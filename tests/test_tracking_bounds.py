@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from safeface.errors import ImageError
+from safeface.errors import ImageError, InvalidArgument
 from safeface.tracking import track_video
 from tests.video_fixtures import synthetic_video
 
@@ -57,3 +57,34 @@ def test_waves_of_shapes_that_each_fit_a_frame_cannot_pile_up_lost_tracks(tmp_pa
     src = synthetic_video(tmp_path / "waves.mp4", WIDTH, HEIGHT, frames=30, frame=_waves)
     with pytest.raises(ImageError, match="people"):
         track_video(src)
+
+
+def _small_waves(i: int) -> np.ndarray:
+    """From frame 16, a wave of 8 shapes every 4 frames, each in its own place, seen long enough
+    to be followed and then gone."""
+    rgb = np.full((120, 320, 3), 200, np.uint8)
+    if i >= 16:
+        wave, step = divmod(i - 16, 4)
+        for k in range(8):
+            x, y = 8 + 36 * k + 12 * (wave % 2) + 2 * step, 16 + 50 * (wave % 2)
+            rgb[y:y + 32, x:x + 8] = [(20, 20, 160), (160, 20, 20)][wave % 2]
+    return rgb
+
+
+def test_a_clip_of_more_people_than_one_run_returns_is_refused() -> None:
+    """A hostile operator shows wave after wave of short-lived shapes, each wave within the bounds
+    a frame: every shape became a track held to the end of the run, with its detections and
+    thumbnail, and the result grew without bound. Past `TrackOptions.max_people` the run is
+    refused, typed (the frame hook's refusal, as for the bounds above: no output is left)."""
+    from safeface.tracking import TrackOptions
+    from safeface.tracking.run import _Run
+
+    assert TrackOptions().max_people == 2000
+    run = _Run(TrackOptions(max_people=12, draw=False))
+    with pytest.raises(ImageError, match="max_people"):
+        for i in range(26):
+            run(i, _small_waves(i))
+    assert i >= 20, "refused only once the second wave is followed"
+    for wrong in (0, -1, 2.5, True, "100"):
+        with pytest.raises(InvalidArgument):
+            TrackOptions(max_people=wrong)  # type: ignore[arg-type]

@@ -329,6 +329,10 @@ class Assigner:
         each new track is compared with."""
         return len(self.live) + len(self._recently_ended(index))
 
+    def confirmed(self) -> int:
+        """The confirmed tracks so far, ended or followed now: what the run's result will hold."""
+        return len(self.ended) + sum(1 for t in self.live if t.confirmed)
+
     def finish(self) -> list[LiveTrack]:
         done = self.ended + [t for t in self.live if t.confirmed]
         self.live, self.ended, self._retired = [], [], 0

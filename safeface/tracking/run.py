@@ -49,6 +49,10 @@ WHOLE_SHARE = 0.4
 MAX_PEOPLE = 100  # person boxes in one frame
 MAX_TRACKS = 200  # people followed or awaiting re-identification at once
 MAX_RESCUES = 16  # HOG re-detections a frame
+# People one run returns (TrackOptions.max_people): each holds up to AssignOptions.keep detections
+# and a thumbnail to the end of the run, and a crafted clip of short-lived shapes made one
+# result of tens of thousands of tracks. A busy camera's hour is far under it.
+MAX_RUN_PEOPLE = 2000
 
 
 def covering(fast: bool = False) -> VideoOptions:
@@ -69,6 +73,11 @@ class TrackOptions:
     draw: bool = True
     max_frames: Optional[int] = None  # stop tracking (not covering heads) after this many frames
     cover_heads: bool = True  # also cover the head zone of every person box (heads.py)
+    max_people: int = MAX_RUN_PEOPLE  # more people in one run is refused (MAX_RUN_PEOPLE)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.max_people, bool) or not isinstance(self.max_people, int) or self.max_people < 1:
+            raise InvalidArgument(f"max_people must be a whole number of people, at least 1; got {self.max_people!r}.")
 
 
 @dataclass(frozen=True)
@@ -206,6 +215,12 @@ class _Run:
             raise ImageError(f"by frame {index}, more than {MAX_TRACKS} people are followed or awaiting "
                              "re-identification at once, more than tracking follows; nothing was written. "
                              "Anonymize this video instead.")
+        if self.assigner.confirmed() > self.opts.max_people:
+            # Refused as it passes the bound, before it holds more: a result cut short would
+            # leave people out of every search without a word.
+            raise ImageError(f"by frame {index}, more than {self.opts.max_people} people were tracked, more than one "
+                             "run returns (TrackOptions.max_people); nothing was written. Track the video in "
+                             "shorter parts, or anonymize it instead.")
         taken = [t.boxes[-1] for t in self.assigner.live if t.frames[-1] == index]
         # Most recently lost first; an occluded track is inside another person's box, where HOG
         # would find that person.
