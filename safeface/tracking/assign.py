@@ -18,7 +18,7 @@ from __future__ import annotations
 import secrets
 from bisect import bisect_left
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Collection, Optional
 
 import numpy as np
 
@@ -107,6 +107,9 @@ class LiveTrack:
     thumb: Optional[tuple[float, Any]] = None
     # Detections that came from a person-shape detector (HOG), not from motion alone.
     shaped: int = 0
+    # Detections that showed only the top of a person (Assigner.step's `tops`): a head whose
+    # body the motion model read as a shadow.
+    heads: int = 0
     # Whether a newer track was found to be this person and joined to it (see _reidentify).
     absorbed: bool = False
 
@@ -184,9 +187,15 @@ class Assigner:
         someone else, however close (the usual swap when two people cross)."""
         return t.confirmed and len(t.gallery) >= 3 and clothing > self.o.clothing_gate
 
-    def step(self, index: int, boxes: list[Box], looks: list[Appearance], shaped: bool = False) -> None:
-        """Assign the frame's boxes; `shaped` says they came from a person-shape detector."""
+    def step(self, index: int, boxes: list[Box], looks: list[Appearance], shaped: bool = False,
+             tops: Collection[int] = ()) -> None:
+        """Assign the frame's boxes; `shaped` says they came from a person-shape detector, `tops`
+        which of them show only the top of a person (a head whose body the detector read as a
+        shadow): those are PARTIAL views, whatever their shape."""
         from scipy.optimize import linear_sum_assignment
+
+        def view(j: int) -> int:
+            return PARTIAL if j in tops else seen(boxes, j)
 
         preds = [t.kalman.predict() for t in self.live]
         cost = np.full((len(self.live), len(boxes)), INF)
@@ -202,7 +211,8 @@ class Assigner:
             for r, c in zip(rows, cols):
                 i = order[r]
                 if cost[i, c] <= self.o.max_cost:
-                    self._hit(self.live[i], index, boxes[c], looks[c], seen(boxes, c), shaped)
+                    self._hit(self.live[i], index, boxes[c], looks[c], view(c), shaped)
+                    self.live[i].heads += c in tops
                     matched_t.add(i)
                     matched_d.add(c)
         keep: list[LiveTrack] = []
@@ -221,9 +231,10 @@ class Assigner:
         for j, (b, lk) in enumerate(zip(boxes, looks)):
             # A box mostly inside one a track holds is a piece of that person (an arm, a bag).
             if j not in matched_d and all(_inside(b, h) < 0.5 for h in held):
-                view = seen(boxes, j)
+                v = view(j)
                 keep.append(LiveTrack(new_track_id(), BoxKalman(b), lk, frames=[index], boxes=[b],
-                                      recent=[(lk, view == CLEAR)], colours=[(_names(lk), view)], shaped=int(shaped)))
+                                      recent=[(lk, v == CLEAR)], colours=[(_names(lk), v)], shaped=int(shaped),
+                                      heads=int(j in tops)))
         self.live = keep
         self._reidentify(index)
         self._retire(index)
@@ -297,6 +308,7 @@ class Assigner:
         _thin(old, self.o.keep)
         old.hits += new.hits
         old.shaped += new.shaped
+        old.heads += new.heads
         old.missed = 0
         old.occluded = False
         old.absorbed = True

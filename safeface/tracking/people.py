@@ -95,6 +95,9 @@ class MotionDetector:
         # This frame's boxes wider than a person that show people side by side (_heads): each
         # with one whole person's box per head, where their head zones are.
         self.abreast: dict[Box, list[Box]] = {}
+        # This frame's boxes cut from a blob that sits on a shadow as tall as itself (_on_shadow):
+        # the top of a person whose body the model read as a shadow, a head alone.
+        self.tops: set[Box] = set()
 
     @property
     def warming_up(self) -> bool:
@@ -115,7 +118,7 @@ class MotionDetector:
         moving = self._clean(np.where(raw > 0, 255, 0).astype(np.uint8))  # a person's or a shadow's
         n, _, stats, _ = cv2.connectedComponentsWithStats(mask)
         boxes: list[Box] = []
-        self.cut_off, self.abreast = [], {}
+        self.cut_off, self.abreast, self.tops = [], {}, set()
         for x, y, bw, bh, area in stats[1:n]:
             if bh < MIN_HEIGHT or area < MIN_AREA:
                 continue
@@ -136,9 +139,12 @@ class MotionDetector:
                     self.cut_off.append(person_box((2.0 * wide[0], 2.0 * y, 2.0 * wide[1], 2.0 * (y + bh))))
             for x1, x2, top in _shorter(mask[y:y + bh, x:x + bw]) + _head_below(mask[y:y + bh, x:x + bw]):
                 self.cut_off.append(person_box((2.0 * (x + x1), 2.0 * (y + top), 2.0 * (x + x2), 2.0 * (y + bh))))
+            top_only = _on_shadow(mask, moving, x, y, bw, bh)
             for x1, x2 in _split(mask[y:y + bh, x:x + bw], int(bh)):
                 box = person_box((2.0 * (x + x1), 2.0 * y, 2.0 * (x + x2), 2.0 * (y + bh)))
                 boxes.append(box)
+                if top_only:
+                    self.tops.add(box)
                 if box[2] - box[0] > PARTIAL_ASPECT * (box[3] - box[1]):
                     heads = _heads(mask[y:y + bh, x + x1:x + x2])
                     if len(heads) >= 2:
@@ -187,6 +193,19 @@ def _runs(columns: np.ndarray) -> list[tuple[int, int]]:
     """The runs of True in a row of booleans, as (start, end) pairs."""
     edges = np.flatnonzero(np.diff(np.concatenate([[0], columns.astype(np.int8), [0]])))
     return [(int(a), int(b)) for a, b in zip(edges[::2], edges[1::2])]
+
+
+# The rows below a blob, as many as it is tall, that are mostly shadow in its columns: a body
+# dressed a shade darker than the background, read as a shadow under its own head.
+SHADOW_BODY = 0.5
+
+
+def _on_shadow(mask: np.ndarray, moving: np.ndarray, x: int, y: int, bw: int, bh: int) -> bool:
+    """Whether a blob sits on a shadow as tall as itself (SHADOW_BODY of the band below it, in its
+    columns): its box shows a head, not a whole person. A person's shadow on the ground lies
+    beside or behind their feet, mostly outside their own columns."""
+    band = (moving[y + bh:y + 2 * bh, x:x + bw] > 0) & (mask[y + bh:y + 2 * bh, x:x + bw] == 0)
+    return band.shape[0] >= bh // 2 and band.size > 0 and float(band.mean()) >= SHADOW_BODY
 
 
 def _moving_across(moving: np.ndarray, x: int, y: int, bw: int, bh: int) -> Optional[tuple[int, int]]:

@@ -41,6 +41,9 @@ COAST_COVER = 5
 # A box under this share of the height a typical person has at its place shows no whole person
 # (a head alone is about a fifth of one); a small child is about half.
 WHOLE_SHARE = 0.4
+# A track whose detections showed only a head on its body's shadow this often is a head
+# throughout (a person walking past a shadow's edge, a box or two, keeps their colours).
+HEAD_SHARE = 0.2
 # Bounds on the tracker's work a frame, far above a camera's crowd the tracker can follow (about
 # ten people in vtest.avi): assignment and re-identification grow with the square of the people,
 # and each lost track costs a HOG search. A crafted clip of 570 moving shapes a frame took 4 s a
@@ -210,7 +213,9 @@ class _Run:
         hsv = cv2.cvtColor(rgb, cv2.COLOR_RGB2HSV)
         grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
         looks = [describe(hsv, grey, b) for b in boxes]
-        self.assigner.step(index, boxes, looks, shaped)
+        # A head whose body the background model read as a shadow: its colours are its skin's.
+        tops = self.detector.tops if isinstance(self.detector, MotionDetector) and not shaped else set()
+        self.assigner.step(index, boxes, looks, shaped, [j for j, b in enumerate(boxes) if b in tops])
         if self.assigner.followed(index) > MAX_TRACKS:
             raise ImageError(f"by frame {index}, more than {MAX_TRACKS} people are followed or awaiting "
                              "re-identification at once, more than tracking follows; nothing was written. "
@@ -389,7 +394,12 @@ def _people(finished: list[LiveTrack]) -> tuple[list[Person], Looks]:
     people, ups, los, seen, heights = [], [], [], [], []
     for t in tracks:
         ratios = [(bx[3] - bx[1]) / max(a * bx[3] + b, 1.0) for bx in t.boxes]
-        whole = [(c, view) for (c, view), r in zip(t.colours, ratios) if view != PARTIAL and r >= WHOLE_SHARE]
+        # A track seen as a head on its body's shadow in some frames is a head in the others too,
+        # where the shadow did not show (the model still learning, the body still): a head's skin
+        # was its colour in a scene with no whole person to give it a scale.
+        head = t.heads >= HEAD_SHARE * t.hits
+        whole = [(c, view) for (c, view), r in zip(t.colours, ratios)
+                 if view != PARTIAL and r >= WHOLE_SHARE and not head]
         clear = [c for c, view in whole if view == CLEAR] or [c for c, _ in whole]
         mid = np.median(clear, axis=0) if clear else np.zeros_like(t.colours[0][0])
         half = len(mid) // 2
