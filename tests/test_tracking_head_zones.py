@@ -164,12 +164,13 @@ def test_a_person_who_stops_and_fades_into_the_background_stays_covered(tmp_path
 
 
 def _stands_then(leaves: bool = False, passer_by: bool = False, cloud: bool = False,
-                 twin: bool = False) -> tuple[np.ndarray, np.ndarray]:
+                 twin: bool = False, decoy: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """A person walks in over a textured ground, stands still until the background model learns
     them and their track ends, then walks off (`leaves`) or stays; with `passer_by`, someone
     walks by in front of them meanwhile; with `cloud`, the light falls by half; with `twin`,
     someone dressed as they are walks in from the left within the re-identification window, and
-    has not reached them by the last frame. The last frame in and out of a tracking run."""
+    has not reached them by the last frame; with `decoy`, someone dressed as they are walks onto
+    their place, stands there and walks off. The last frame in and out of a tracking run."""
     from safeface.tracking.assign import AssignOptions
     from safeface.tracking.run import _Run
 
@@ -179,7 +180,8 @@ def _stands_then(leaves: bool = False, passer_by: bool = False, cloud: bool = Fa
         return 440 - 4 * (min(i, 30) - 16) if i < 100 or not leaves else 384 + 8 * (i - 100)
 
     # Short windows end the still person's track within the run; the twin needs the default ones.
-    run = _Run(TrackOptions(draw=False, assign=AssignOptions() if twin else AssignOptions(max_age=10, reid_window=10)))
+    run = _Run(TrackOptions(draw=False, assign=AssignOptions() if twin or decoy else
+                            AssignOptions(max_age=10, reid_window=10)))
     for i in range(150):
         rgb, x = ground.copy(), x_at(i)
         if i >= 16 and x < W:
@@ -190,6 +192,11 @@ def _stands_then(leaves: bool = False, passer_by: bool = False, cloud: bool = Fa
             _person(rgb, 10 + 8 * (i - 60), 296, (30, 160, 30))
         if twin and i >= 100:
             _person(rgb, 6 * (i - 100), 296, (200, 200, 30))
+        if decoy and i >= 100:
+            d = min(384, 200 + 8 * (i - 100)) if i < 140 else 384 + 8 * (i - 140)
+            rgb[146:180, d:d + 26] = (200, 160, 130)
+            rgb[180:230, d - 4:d + 30] = (200, 200, 30)
+            rgb[230:290, d:d + 26] = (30, 30, 160)
         if cloud and i >= 100:
             rgb = (rgb * 0.55).astype(np.uint8)
         out = run(i, rgb)
@@ -204,13 +211,14 @@ def test_the_place_a_still_person_walked_off_from_is_not_blurred_for_the_rest_of
     assert np.array_equal(out[place], shown[place])
 
 
-@pytest.mark.parametrize("change", ["passer_by", "cloud", "twin"])
+@pytest.mark.parametrize("change", ["passer_by", "cloud", "twin", "decoy"])
 def test_a_still_person_stays_covered_when_their_place_changes_look(change: str) -> None:
     """Someone walking by in front of a person standing still, or a cloud, changes what the place
     looks like; the place is let go only when the person is seen walking off from it (a first
     rule that let it go once it looked unlike them showed the face under a cloud). Someone
     dressed alike who walks in elsewhere was re-identified as the person who stood still, and
-    the place let go as soon as that track was seen: the face showed."""
+    the place let go as soon as that track was seen: the face showed. Someone dressed alike who
+    walked onto the place, stood there and walked off was taken for the person walking off."""
     shown, out = _stands_then(**{change: True})
     head = (slice(146, 180), slice(384, 410))
     assert not np.array_equal(out[head], shown[head])

@@ -7,7 +7,7 @@ stands: a track that started on the place, in that person's clothes, and has lef
 from __future__ import annotations
 
 from bisect import bisect_right
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -57,6 +57,13 @@ class _Place:
     box: Box
     track: LiveTrack
     last: int  # the frame the track was last seen on when the place was kept
+    # Someone in the person's clothes who came onto the place from elsewhere: those there now
+    # (track ids), and how many were lost there, standing (faded into the background as the
+    # person did). Each of those may be the one later seen walking off.
+    visiting: set[str] = field(default_factory=set)
+    stopped: int = 0
+    # Tracks already counted as walking off from the place: each is one person leaving.
+    left: set[str] = field(default_factory=set)
 
 
 class StillPlaces:
@@ -93,12 +100,37 @@ class StillPlaces:
             del self._places[t.track_id]
 
     def watch(self, live: list[LiveTrack]) -> None:
-        """Let go each place its person is seen walking off from (STARTED_NEAR, LEFT_ON)."""
+        """Let go each place its person is seen walking off from (STARTED_NEAR, LEFT_ON). Someone
+        in their clothes who came onto the place and stood there until the model lost them too
+        may be the one walking off: a place is let go only by one more walk-off than such
+        visitors (a look-alike who walked onto the place, stood and walked off uncovered the
+        person still standing there)."""
         for tid, p in list(self._places.items()):
-            if any(t is not p.track and t.confirmed and _feet_apart(p.box, t.boxes[0]) <= STARTED_NEAR
-                   and _covered(p.box, t.boxes[-1]) < LEFT_ON
-                   and p.track.clothing_distance(t.look) <= LEFT_DISTANCE for t in live):
-                del self._places[tid]
+            for t in live:
+                if not t.confirmed or p.track.clothing_distance(t.look) > LEFT_DISTANCE:
+                    continue
+                here = _feet_apart(p.box, t.boxes[-1]) <= STARTED_NEAR
+                # Where it came from: the place's own track (re-identified by its clothes) from
+                # its first detection since the place was kept.
+                back = bisect_right(t.frames, p.last) if t is p.track else 0
+                if back >= len(t.boxes):
+                    continue
+                if _feet_apart(p.box, t.boxes[back]) > STARTED_NEAR:  # came from elsewhere
+                    if here and not t.missed:
+                        p.visiting.add(t.track_id)
+                    elif t.track_id in p.visiting and t.missed:
+                        p.visiting.discard(t.track_id)  # lost on the place, standing
+                        p.stopped += 1
+                    elif not here:
+                        p.visiting.discard(t.track_id)  # passed by
+                elif t is not p.track and t.track_id not in p.left and _covered(p.box, t.boxes[-1]) < LEFT_ON \
+                        and not here:
+                    p.left.add(t.track_id)
+                    if p.stopped:
+                        p.stopped -= 1
+                    else:
+                        del self._places[tid]
+                        break
 
 
 def _covered(place: Box, box: Box) -> float:
