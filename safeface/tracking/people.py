@@ -42,6 +42,10 @@ HEAD_WIDTH = 0.2
 SHOULDERS = 0.25
 SHORTER_WIDTH = 0.1
 SHORTEST = 0.6
+# A run of columns that high, beside a taller one, at least this wide is more than a shoulder
+# (about a head's width beyond the head it rises to): a head beside the tallest that touches
+# the shoulders' line, whose run went on into the shoulder's.
+HEAD_AND_SHOULDER = 0.16
 # A head is at least this share of its blob's height wide (about a tenth of a person's, who may
 # hold their hands above it): a top narrower than that is hands, a pole, not a head, which lies
 # lower, where the blob is first that wide.
@@ -227,8 +231,8 @@ def _shorter(blob: np.ndarray) -> list[tuple[int, int, int]]:
     it wide, as (start, end, top row). A blob is boxed, and cut into people, at its full height, so the head zone of
     every box lay at the tallest person's head: a child between two adults showed their face.
     Higher up, below the blob's HEAD_BAND, a run is a head beside the tallest (a child carried on
-    the hip, their head by the adult's chin) when no column next to it reaches higher: a shoulder
-    rises to its own head."""
+    the hip, their head by the adult's chin) when no column next to it reaches higher (a shoulder
+    rises to its own head), or when it is wider than a shoulder (HEAD_AND_SHOULDER)."""
     height = blob.shape[0]
     filled = blob > 0
     has = filled.any(axis=0)
@@ -236,7 +240,8 @@ def _shorter(blob: np.ndarray) -> list[tuple[int, int, int]]:
     low = has & (tops > SHOULDERS * height) & (tops < SHORTEST * height)
     high = has & (tops > HEAD_BAND * height) & (tops <= SHOULDERS * height)
     clear = [(a, b) for a, b in _runs(high)
-             if (a == 0 or tops[a - 1] > SHOULDERS * height) and (b == len(tops) or tops[b] > SHOULDERS * height)]
+             if (a == 0 or tops[a - 1] > SHOULDERS * height) and (b == len(tops) or tops[b] > SHOULDERS * height)
+             or b - a >= HEAD_AND_SHOULDER * height]
     return [(a, b, int(tops[a:b].min())) for a, b in _runs(low) + clear if b - a >= SHORTER_WIDTH * height]
 
 
