@@ -121,3 +121,20 @@ def test_a_result_from_a_workspace_keeps_its_search_record_in_every_copy(tmp_pat
     from safeface.tracking import Person
 
     assert {f.name for f in dataclasses.fields(Person)}.isdisjoint({"upper", "lower", "observations"})
+
+
+def test_a_run_refused_for_tracking_too_many_people_is_on_record(tmp_path: Path) -> None:
+    """A clip of wave after wave of short-lived shapes, past `TrackOptions.max_people`: the run is
+    refused as it passes the bound, recorded as a failed tracking run, and leaves no output."""
+    from safeface.errors import ImageError
+    from safeface.tracking import TrackOptions
+    from tests.test_tracking_bounds import _small_waves
+
+    src = synthetic_video(tmp_path / "waves.mp4", 320, 120, frames=26, frame=_small_waves)
+    ws = make_workspace(tmp_path / "ws")
+    with open_sf(ws) as sf:
+        with pytest.raises(ImageError, match="max_people"):
+            sf.track(src, "demo", tmp_path / "out.mp4", options=TrackOptions(max_people=12))
+        last = sf.audit_entries()[-1]
+        assert (last.operation, last.decision, last.purpose) == ("track", "failed", "demo")
+    assert not (tmp_path / "out.mp4").exists()
