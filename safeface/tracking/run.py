@@ -214,7 +214,7 @@ class _Run:
         grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
         looks = [describe(hsv, grey, b) for b in boxes]
         # A head whose body the background model read as a shadow: its colours are its skin's.
-        tops = self.detector.tops if isinstance(self.detector, MotionDetector) and not shaped else set()
+        tops: set[Box] = self.detector.tops if isinstance(self.detector, MotionDetector) and not shaped else set()
         self.assigner.step(index, boxes, looks, shaped, [j for j, b in enumerate(boxes) if b in tops])
         if self.assigner.followed(index) > MAX_TRACKS:
             raise ImageError(f"by frame {index}, more than {MAX_TRACKS} people are followed or awaiting "
@@ -391,7 +391,11 @@ def _people(finished: list[LiveTrack]) -> tuple[list[Person], Looks]:
     Each track's height is its boxes' median over the scene's typical height (_scene_heights)."""
     tracks = [t for t in finished if len(t.frames) >= MIN_DETECTIONS and not ghost(t)]
     a, b = _scene_heights(tracks)
-    people, ups, los, seen, heights = [], [], [], [], []
+    people: list[Person] = []
+    ups: list[np.ndarray] = []
+    los: list[np.ndarray] = []
+    seen_on: list[int] = []
+    heights: list[float] = []
     for t in tracks:
         ratios = [(bx[3] - bx[1]) / max(a * bx[3] + b, 1.0) for bx in t.boxes]
         # A track seen as a head on its body's shadow in some frames is a head in the others too,
@@ -410,9 +414,9 @@ def _people(finished: list[LiveTrack]) -> tuple[list[Person], Looks]:
                              t.stride))
         ups.append(up)
         los.append(lo)
-        seen.append(len(clear))
+        seen_on.append(len(clear))
         heights.append(height)
-    return people, Looks(ups, los, seen, heights)
+    return people, Looks(ups, los, seen_on, heights)
 
 
 def _shares(v: np.ndarray) -> np.ndarray:
