@@ -53,10 +53,6 @@ class Looks:
             raise InvalidArgument("a search record hook must be callable.")
         self._record = record
 
-    @property
-    def recorded(self) -> bool:
-        return self._record is not None
-
     def rank(self, q: Query) -> list[tuple[float, int]]:
         """(score, track index) best first, after the search is recorded (a search that cannot
         be recorded raises and is not made)."""
