@@ -141,7 +141,8 @@ class MotionDetector:
                 wide = _moving_across(moving, x, y, bw, bh)
                 if wide is not None:
                     self.cut_off.append(person_box((2.0 * wide[0], 2.0 * y, 2.0 * wide[1], 2.0 * (y + bh))))
-            for x1, x2, top in _shorter(mask[y:y + bh, x:x + bw]) + _head_below(mask[y:y + bh, x:x + bw]):
+            for x1, x2, top in _shorter(mask[y:y + bh, x:x + bw], want is not None) + \
+                    _head_below(mask[y:y + bh, x:x + bw]):
                 self.cut_off.append(person_box((2.0 * (x + x1), 2.0 * (y + top), 2.0 * (x + x2), 2.0 * (y + bh))))
             top_only = _on_shadow(mask, moving, x, y, bw, bh)
             for x1, x2 in _split(mask[y:y + bh, x:x + bw], int(bh)):
@@ -225,23 +226,28 @@ def _moving_across(moving: np.ndarray, x: int, y: int, bw: int, bh: int) -> Opti
     return (a, b) if a < x or b > x + bw else None
 
 
-def _shorter(blob: np.ndarray) -> list[tuple[int, int, int]]:
+def _shorter(blob: np.ndarray, scaled: bool = False) -> list[tuple[int, int, int]]:
     """Someone shorter standing beside or between others in one blob: each run of columns whose
     top lies below SHOULDERS of the blob's height and above SHORTEST, at least SHORTER_WIDTH of
     it wide, as (start, end, top row). A blob is boxed, and cut into people, at its full height, so the head zone of
     every box lay at the tallest person's head: a child between two adults showed their face.
     Higher up, below the blob's HEAD_BAND, a run is a head beside the tallest (a child carried on
     the hip, their head by the adult's chin) when no column next to it reaches higher (a shoulder
-    rises to its own head), or when it is wider than a shoulder (HEAD_AND_SHOULDER)."""
+    rises to its own head), or, once the blob is known to hold one person's height (`scaled`: the
+    perspective is learned), when it is wider than a shoulder (HEAD_AND_SHOULDER) and rises on one
+    side only. Before that, the half-learned heads of people side by side leave such runs."""
     height = blob.shape[0]
     filled = blob > 0
     has = filled.any(axis=0)
     tops = np.where(has, np.argmax(filled, axis=0), height)
     low = has & (tops > SHOULDERS * height) & (tops < SHORTEST * height)
     high = has & (tops > HEAD_BAND * height) & (tops <= SHOULDERS * height)
-    clear = [(a, b) for a, b in _runs(high)
-             if (a == 0 or tops[a - 1] > SHOULDERS * height) and (b == len(tops) or tops[b] > SHOULDERS * height)
-             or b - a >= HEAD_AND_SHOULDER * height]
+    clear: list[tuple[int, int]] = []
+    for a, b in _runs(high):
+        rises = (a > 0 and tops[a - 1] <= SHOULDERS * height, b < len(tops) and tops[b] <= SHOULDERS * height)
+        # Shoulders between two heads rise to both: two people side by side, not a third head.
+        if not any(rises) or (scaled and b - a >= HEAD_AND_SHOULDER * height and not all(rises)):
+            clear.append((a, b))
     return [(a, b, int(tops[a:b].min())) for a, b in _runs(low) + clear if b - a >= SHORTER_WIDTH * height]
 
 
