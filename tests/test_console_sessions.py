@@ -309,3 +309,28 @@ def test_a_key_store_that_refuses_the_use_record_leaves_the_session_working(tmp_
         clock.advance(minutes=20)  # 40 minutes after the login, the only use on record
         with pytest.raises(AuthenticationError, match="not used for 30 minutes"):
             sf.session(cookie)
+
+
+def test_requests_that_open_no_page_do_not_keep_a_session_from_idling_out(tmp_path: Path) -> None:
+    """A sibling host's page posts /logout without the form's token (refused: 401), or loads
+    /login with the session under the cookie's old name, every few minutes: each read the session
+    and recorded a use, so an unattended session (or a copy of it) never idled out."""
+    import datetime as dt
+
+    from policy_support import Clock
+
+    from safeface.errors import AuthenticationError
+
+    client, ws, (op,) = keyed_client(tmp_path, "operator", rate=1000)
+    past = Clock(dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=29))
+    with open_sf(ws, clock=past) as sf:
+        _, cookie = sf.open_session(op)  # the operator's last page: 29 minutes ago
+    with client:
+        refused = client.post("/logout", data={"csrf": "x"}, cookies={"__Host-sf_session": cookie},
+                              follow_redirects=False)
+        client.get("/login", cookies={"sf_session": cookie})
+    assert refused.status_code == 401, refused.status_code
+    later = Clock(dt.datetime.now(dt.timezone.utc) + dt.timedelta(minutes=5))
+    with open_sf(ws, clock=later) as sf, pytest.raises(AuthenticationError, match="not used for 30 minutes"):
+        sf.session(cookie)
+

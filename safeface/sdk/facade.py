@@ -1409,7 +1409,7 @@ class SafeFace:
         log that refuses the entry (its disk, its head) leaves the table's row, waited for then,
         to end it; the log's error is raised only when neither took the end."""
         try:
-            self.session(value)
+            self.session(value, use=False)
         except AuthenticationError:
             return False
         note = session_ended_note(session_ref(str(value)))
@@ -1429,9 +1429,11 @@ class SafeFace:
             pass
         return entry is not None
 
-    def session(self, value: Optional[str]) -> ApiKey:
-        """The key behind a console session; AuthenticationError once it or its key has ended."""
-        info = self._apikeys.session(value, self._clock())
+    def session(self, value: Optional[str], use: bool = True) -> ApiKey:
+        """The key behind a console session; AuthenticationError once it or its key has ended.
+        `use`: False for a check that opens no page, which must not keep the session from idling
+        out (workspace/apikeys.py)."""
+        info = self._apikeys.session(value, self._clock(), use=use)
         if self._audit.records(Operation.APIKEY.value, session_ended_note(session_ref(str(value)))):
             raise AuthenticationError("the console session was ended (logged out; the audit log records it), though "
                                       "the key table does not list it as ended: the logout could not write that table, "

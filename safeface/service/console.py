@@ -315,9 +315,11 @@ def build_console(rt: Runtime) -> APIRouter:
 
     def live_key(sf: Any, cookie: Optional[str]) -> Optional[ApiKey]:
         """The key behind `cookie` if it is a live session (whatever its role may do now), else
-        None: nothing to end (end_session checks again and records only a live one)."""
+        None: nothing to end (end_session checks again and records only a live one). Not a use:
+        a sibling host's page posting /logout without the token, or loading /login, every few
+        minutes kept an unattended session from idling out."""
         try:
-            return cast(ApiKey, sf.session(cookie))
+            return cast(ApiKey, sf.session(cookie, use=False))
         except AuthenticationError:
             return None
 

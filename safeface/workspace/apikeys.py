@@ -263,8 +263,10 @@ class ApiKeys:
         return self._mac("session", f"{info.key_id}.{exp}.{nonce}|{info.role}|{info.expires or ''}|{info.rate!r}|"
                                     f"{digest}")
 
-    def session(self, cookie: Optional[str], now: dt.datetime) -> ApiKey:
-        """The key behind a genuine, unexpired session whose key is still valid."""
+    def session(self, cookie: Optional[str], now: dt.datetime, *, use: bool = True) -> ApiKey:
+        """The key behind a genuine, unexpired session whose key is still valid. `use`: False for a
+        request that opens no page (a logout's check before its token, the login page's offer to
+        end a session): it must not keep the session from idling out."""
         m = _SESSION.fullmatch(cookie) if isinstance(cookie, str) else None
         rows = self._t.q(f"SELECT {_COLS}, digest FROM {{t}}apikeys WHERE key_id = ?", (m.group(1),)) if m else []
         info = self._checked(rows[0] if rows else None)
@@ -280,12 +282,12 @@ class ApiKeys:
             raise AuthenticationError("the API key behind this session was revoked; log in again.")
         if info.expired(now):
             raise AuthenticationError(f"the API key behind this session expired on {info.expires}.")
-        self._used(session_ref(str(cookie)), int(m.group(2)), int(now.timestamp()))
+        self._used(session_ref(str(cookie)), int(m.group(2)), int(now.timestamp()), record=use)
         return info
 
-    def _used(self, ref: str, until: int, now: int) -> None:
-        """Refuse the session `ref` (ending at `until`) if unused for IDLE_SECONDS, else record
-        this use when the last one recorded is a USE_EVERY_SECONDS old. A row whose MAC fails
+    def _used(self, ref: str, until: int, now: int, record: bool = True) -> None:
+        """Refuse the session `ref` (ending at `until`) if unused for IDLE_SECONDS, else (with
+        `record`) record this use when the last one recorded is a USE_EVERY_SECONDS old. A row whose MAC fails
         counts as no use (a hand edit cannot revive an idle session; deleting the row, or restoring
         an older table, only makes it idle sooner)."""
         last = until - SESSION_SECONDS  # its login
@@ -297,7 +299,7 @@ class ApiKeys:
         if now - last > IDLE_SECONDS:
             raise AuthenticationError(f"the console session was not used for {IDLE_SECONDS // 60} minutes, so it "
                                       "ended; log in again.")
-        if now - last < USE_EVERY_SECONDS:
+        if not record or now - last < USE_EVERY_SECONDS:
             return
         try:
             # Not waited for (the service checks sessions on its event loop): a use not recorded
@@ -321,7 +323,7 @@ class ApiKeys:
         `wait`: False to give up at once (WorkspaceBusy) while another process writes the table
         (SafeFace.end_session has recorded the end on the audit log already)."""
         try:
-            self.session(cookie, now)
+            self.session(cookie, now, use=False)
         except AuthenticationError:
             return False
         until = int(str(cookie).split(".")[1])
