@@ -334,3 +334,19 @@ def test_requests_that_open_no_page_do_not_keep_a_session_from_idling_out(tmp_pa
     with open_sf(ws, clock=later) as sf, pytest.raises(AuthenticationError, match="not used for 30 minutes"):
         sf.session(cookie)
 
+
+
+def test_a_sibling_hosts_page_cannot_use_the_session_through_a_prefetch(tmp_path: Path) -> None:
+    """A sibling host's page lists console addresses in its speculation rules: the browser fetches
+    them ahead (Sec-Purpose: prefetch, or prefetch;prerender), with the session, as a top-level
+    navigation from there, with no one following a link. Re-listed every few minutes, they kept an
+    unattended session from idling out and spent its key's rate; they use no session now."""
+    client, ws, (op,) = keyed_client(tmp_path, "operator", rate=1000)
+    link = {"sec-fetch-site": "same-site", "sec-fetch-mode": "navigate", "sec-fetch-dest": "document"}
+    with client:
+        assert console_login(client, op).status_code == 303
+        got = [client.get("/audit", headers={**link, "sec-purpose": p}, follow_redirects=False)
+               for p in ("prefetch", "prefetch;prerender")]
+        followed = client.get("/audit", headers=link, follow_redirects=False)
+    assert [r.headers.get("location") for r in got] == ["/login", "/login"], [r.status_code for r in got]
+    assert followed.status_code == 200

@@ -127,12 +127,15 @@ def build_console(rt: Runtime) -> APIRouter:
         site made, which SameSite=Strict lets carry the cookie (an image or frame loaded every few
         minutes kept an unattended session from idling out, and spent its key's rate), unless it is
         a link followed from there (a top-level navigation). Told by the browser's Sec-Fetch
-        headers; a client that sends none (an older browser, a script) is taken at its cookie."""
+        headers; a client that sends none (an older browser, a script) is taken at its cookie.
+        A navigation fetched ahead (Sec-Purpose: prefetch, from the page's speculation rules) is
+        no link followed: it is made with no one clicking, as often as the page lists it again."""
         site = request.headers.get("sec-fetch-site")
         if site is None or site in ("same-origin", "none"):
             return True
         return bool(request.method == "GET" and request.headers.get("sec-fetch-mode") == "navigate"
-                    and request.headers.get("sec-fetch-dest") == "document")
+                    and request.headers.get("sec-fetch-dest") == "document"
+                    and request.headers.get("sec-purpose") is None)
 
     async def form_of(request: Request, s: Session) -> dict[str, str]:
         return await form_with(request, s.csrf)
