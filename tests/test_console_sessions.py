@@ -350,3 +350,25 @@ def test_a_sibling_hosts_page_cannot_use_the_session_through_a_prefetch(tmp_path
         followed = client.get("/audit", headers=link, follow_redirects=False)
     assert [r.headers.get("location") for r in got] == ["/login", "/login"], [r.status_code for r in got]
     assert followed.status_code == 200
+
+
+@pytest.mark.parametrize("used", [10 ** 11, "'later'"])
+def test_a_session_use_edited_far_ahead_does_not_stop_later_uses_being_recorded(tmp_path: Path, used: object) -> None:
+    """Whoever may write apikeys.db sets a session's last use far ahead (its MAC then fails, so it
+    counts as no use): the record of each later use kept only a later value, so none was recorded
+    again and the operator was logged out 30 minutes after each login however busy. A use that
+    fails its MAC is replaced by the next use."""
+    from policy_support import Clock, make_workspace
+
+    ws = make_workspace(tmp_path / "ws")
+    clock = Clock()
+    with open_sf(ws, clock=clock) as sf:
+        _, key = sf.issue_api_key("operator", label="console")
+        _, cookie = sf.open_session(key)
+        clock.advance(minutes=5)
+        sf.session(cookie)  # a use, recorded
+        with closing(sqlite3.connect(ws.apikeys)) as db, db:
+            assert db.execute(f"UPDATE session_uses SET used = {used}").rowcount == 1
+        for _ in range(4):  # the operator at work: a page every 20 minutes
+            clock.advance(minutes=20)
+            assert sf.session(cookie).role == "operator"

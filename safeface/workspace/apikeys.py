@@ -293,8 +293,9 @@ class ApiKeys:
         last = until - SESSION_SECONDS  # its login
         rows = self._t.q("SELECT used, mac FROM {t}session_uses WHERE session = ?", (ref,)) \
             if self._table("session_uses", _USES, create=False) else []
-        if rows and isinstance(rows[0][0], int) and hmac.compare_digest(str(rows[0][1]),
-                                                                        self._use_mac(ref, rows[0][0], until)):
+        genuine = bool(rows) and isinstance(rows[0][0], int) and hmac.compare_digest(
+            str(rows[0][1]), self._use_mac(ref, rows[0][0], until))
+        if genuine:
             last = max(last, rows[0][0])
         if now - last > IDLE_SECONDS:
             raise AuthenticationError(f"the console session was not used for {IDLE_SECONDS // 60} minutes, so it "
@@ -307,6 +308,8 @@ class ApiKeys:
             self._table("session_uses", _USES, create=True, wait=False)
             with self._t.write(wait=False):
                 self._t.run("DELETE FROM {t}session_uses WHERE until < ?", (now,))
+                if rows and not genuine:  # one set far ahead by hand kept every later use from being recorded
+                    self._t.run("DELETE FROM {t}session_uses WHERE session = ? AND mac = ?", (ref, rows[0][1]))
                 self._t.run("INSERT INTO {t}session_uses AS u VALUES (?, ?, ?, ?) ON CONFLICT (session) DO UPDATE "
                             "SET used = excluded.used, mac = excluded.mac WHERE u.used < excluded.used",
                             (ref, now, until, self._use_mac(ref, now, until)))
