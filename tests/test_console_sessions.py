@@ -372,3 +372,29 @@ def test_a_session_use_edited_far_ahead_does_not_stop_later_uses_being_recorded(
         for _ in range(4):  # the operator at work: a page every 20 minutes
             clock.advance(minutes=20)
             assert sf.session(cookie).role == "operator"
+
+
+def test_navigations_a_sibling_hosts_page_makes_do_not_keep_a_session_from_idling_out(tmp_path: Path) -> None:
+    """A link followed from a sibling host's page opens the console, but such a navigation can be
+    made with no one there: a page that opened a window once keeps navigating it to console
+    addresses, or navigates itself to a receipt's download (a download leaves the page where it
+    is), every few minutes, and the browser sends no Sec-Fetch-User that every browser would set
+    for a click. Each navigation from there is answered, but is not a use: only the console's own
+    pages (and addresses typed or bookmarked) keep the session from idling out."""
+    import datetime as dt
+
+    from policy_support import Clock
+
+    from safeface.errors import AuthenticationError
+
+    client, ws, (op,) = keyed_client(tmp_path, "operator", rate=1000)
+    past = Clock(dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=29))
+    with open_sf(ws, clock=past) as sf:
+        _, cookie = sf.open_session(op)  # the operator's last page: 29 minutes ago
+    link = {"sec-fetch-site": "same-site", "sec-fetch-mode": "navigate", "sec-fetch-dest": "document"}
+    with client:
+        followed = client.get("/audit", headers=link, cookies={"__Host-sf_session": cookie}, follow_redirects=False)
+    assert followed.status_code == 200, followed.status_code
+    later = Clock(dt.datetime.now(dt.timezone.utc) + dt.timedelta(minutes=5))
+    with open_sf(ws, clock=later) as sf, pytest.raises(AuthenticationError, match="not used for 30 minutes"):
+        sf.session(cookie)

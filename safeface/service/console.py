@@ -114,8 +114,12 @@ def build_console(rt: Runtime) -> APIRouter:
             return None
         if not from_the_console(request):
             return None
+        # A navigation from another host of the site is answered but is no use of the session: one
+        # can be made with no one there (a window the page opened once, navigated again and again;
+        # a download, which leaves that page in place), and not every browser says which were clicks.
+        use = request.headers.get("sec-fetch-site") in (None, "same-origin", "none")
         try:
-            key: ApiKey = rt.light(lambda sf: sf.session(cookie))
+            key: ApiKey = rt.light(lambda sf: sf.session(cookie, use=use))
         except AuthenticationError:
             return None
         if not rt.light(lambda sf: sf.acting_as_key(key).may("report")):
