@@ -287,9 +287,9 @@ class ApiKeys:
 
     def _used(self, ref: str, until: int, now: int, record: bool = True) -> None:
         """Refuse the session `ref` (ending at `until`) if unused for IDLE_SECONDS, else (with
-        `record`) record this use when the last one recorded is a USE_EVERY_SECONDS old. A row whose MAC fails
-        counts as no use (a hand edit cannot revive an idle session; deleting the row, or restoring
-        an older table, only makes it idle sooner)."""
+        `record`) record this use when the last one recorded is a USE_EVERY_SECONDS old. A row
+        whose MAC fails counts as no use (a hand edit cannot revive an idle session; deleting the
+        row, or restoring an older table, only makes it idle sooner)."""
         last = until - SESSION_SECONDS  # its login
         rows = self._t.q("SELECT used, mac FROM {t}session_uses WHERE session = ?", (ref,)) \
             if self._table("session_uses", _USES, create=False) else []
