@@ -9,6 +9,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from typing import Callable
 from pathlib import Path
 
 import pytest
@@ -216,3 +217,46 @@ def test_a_keys_revocation_is_looked_up_by_index_however_many_logins_the_log_hol
         plan = log._t.q("EXPLAIN QUERY PLAN SELECT 1 FROM entries WHERE operation = 'apikey' AND "
                         "decision = 'allowed' AND note = ? LIMIT 1", ("x",))
         assert any("entries_apikey_notes" in str(step) for step in plan), plan
+
+
+def _steps(log: AuditLog, lookup: Callable[[], object]) -> int:
+    """How much work `lookup` makes SQLite do on the log's connection: its virtual machine steps,
+    a count that does not depend on the machine's load, as a time would."""
+    steps = [0]
+
+    def step() -> int:
+        steps[0] += 1
+        return 0
+
+    db = log._t._db  # the log's own connection: a handler is per connection
+    db.set_progress_handler(step, 1)
+    try:
+        lookup()
+    finally:
+        db.set_progress_handler(None, 1)
+    return steps[0]
+
+
+def test_a_legal_basis_used_many_times_is_looked_up_without_reading_its_uses(tmp_path: Path) -> None:
+    """Every identify under a legal basis asks the log whether it was revoked, and verify and
+    identify ask for the rows revoked under the bases a subject was enrolled under: the lookup
+    went through every entry naming the basis, so a basis behind a million calls made each call
+    read a million entries."""
+    alice = "a" * 64
+    log = AuditLog(tmp_path / "audit.db", KEY)
+    log.append("init", "allowed")
+    log.append("enroll", "allowed", purpose="demo", token_id="t-basis", basis="legal-basis", subjects=[alice],
+               note="rows=1; expires 2027-01-01")
+
+    def lookups() -> tuple[int, int]:
+        return (_steps(log, lambda: log.records_withdrawal("t-basis", None, 0)),
+                _steps(log, lambda: log.rows_removed(alice)))
+
+    few = lookups()
+    for _ in range(300):
+        log.append("identify", "allowed", purpose="demo", token_id="t-basis", basis="legal-basis")
+    many = lookups()
+    assert many[0] <= 2 * few[0] + 20 and many[1] <= 2 * few[1] + 20, (few, many)
+    log.append("revoke", "allowed", token_id="t-basis", note="withdrawn at 1; 1 template(s) removed; rows=1")
+    assert log.records_withdrawal("t-basis", None, 0) and log.rows_removed(alice) == {1}
+

@@ -38,6 +38,7 @@ CREATE TABLE IF NOT EXISTS {ns}.audit_entries (
     hash TEXT NOT NULL, actor TEXT);
 CREATE INDEX IF NOT EXISTS audit_entries_operation ON {ns}.audit_entries (operation);
 CREATE INDEX IF NOT EXISTS audit_entries_token ON {ns}.audit_entries (token_id);
+CREATE INDEX IF NOT EXISTS audit_entries_revoked_tokens ON {ns}.audit_entries (token_id) WHERE operation = 'revoke';
 CREATE INDEX IF NOT EXISTS audit_entries_withdrawn_subjects ON {ns}.audit_entries (subjects)
     WHERE operation IN ('erase', 'revoke');
 CREATE INDEX IF NOT EXISTS audit_entries_apikey_notes ON {ns}.audit_entries (note) WHERE operation = 'apikey';
