@@ -260,3 +260,23 @@ def test_a_legal_basis_used_many_times_is_looked_up_without_reading_its_uses(tmp
     log.append("revoke", "allowed", token_id="t-basis", note="withdrawn at 1; 1 template(s) removed; rows=1")
     assert log.records_withdrawal("t-basis", None, 0) and log.rows_removed(alice) == {1}
 
+
+def test_the_purges_before_a_subjects_enrolment_are_not_read_for_its_removed_rows(tmp_path: Path) -> None:
+    """verify, and identify for each candidate, ask which of the subject's rows a purge removed:
+    purges name their subjects in a list no index reads, and the lookup read every purge the log
+    ever recorded. One before the subject's first enrolment removed none of its rows."""
+    alice = "a" * 64
+    work = []
+    for name, earlier in (("fresh", 0), ("old", 300)):
+        log = AuditLog(tmp_path / f"{name}.db", KEY)
+        log.append("init", "allowed")
+        for i in range(earlier):
+            log.append("purge", "allowed", subjects=["b" * 64], rule="CN-08",
+                       note=f"1 expired template(s) removed; rows={100 + i}")
+        log.append("enroll", "allowed", purpose="demo", token_id="t-c", subjects=[alice], note="rows=1; expires 2027-01-01")
+        work.append(_steps(log, lambda: log.rows_removed(alice)))
+        log.append("purge", "allowed", subjects=["b" * 64, alice], rule="CN-08",
+                   note="2 expired template(s) removed; rows=1,7")
+        assert 1 in log.rows_removed(alice)  # a purge since still counts
+        log.close()
+    assert work[1] <= 2 * work[0] + 20, work

@@ -626,23 +626,31 @@ class AuditLog:
         consent or legal basis it was enrolled under, or a purge naming the subject. A row stored
         at such an id was put back (the `rows` table restored together with the store's notes of
         its erasures, which then said nothing): searches leave it out, the log being the record
-        that an anchor outside the database keeps. Index probes, as rows_left's."""
+        that an anchor outside the database keeps. Index probes, as rows_left's, and a scan of
+        the purges since the subject's first enrolment."""
         subject = json.dumps([pseudonym])
         enrolled: dict[int, int] = {}
         removed: dict[int, int] = {}
         refs: set[str] = set()
+        since: Optional[int] = None  # before its first enrolment, no purge removed a row of the subject
         for seq, note, ref in self._t.q("SELECT seq, note, token_id FROM {t}entries WHERE operation = 'enroll' AND "
                                         "subjects = ? AND decision = 'allowed'", (subject,)):
-            for r in rows_named(note):
+            named = rows_named(note)
+            for r in named:
                 enrolled[r] = max(enrolled.get(r, 0), int(seq))
             refs.add(str(ref or ""))
+            since = 0 if not named else int(seq) if since is None else min(since, int(seq))
         found = list(self._t.q("SELECT seq, note FROM {t}entries WHERE operation IN ('erase', 'revoke') AND "
                                "subjects = ? AND decision = 'allowed'", (subject,)))
         for ref in sorted(refs - {""}):
             found += self._t.q("SELECT seq, note FROM {t}entries WHERE operation = 'revoke' AND token_id = ? AND "
                                "decision = 'allowed'", (ref,))
-        found += self._t.q("SELECT seq, note FROM {t}entries WHERE operation = 'purge' AND subjects LIKE ? AND "
-                           "decision = 'allowed'", ("%" + json.dumps(pseudonym) + "%",))
+        # Purges name their subjects in a list no index reads: scanned from the subject's first
+        # enrolment on, not through every purge the log ever recorded, at each verify and each
+        # candidate an identify finds. (An enrolment entry naming no row, from an earlier release:
+        # from the start.)
+        found += self._t.q("SELECT seq, note FROM {t}entries WHERE operation = 'purge' AND seq > ? AND subjects LIKE ? "
+                           "AND decision = 'allowed'", (since or 0, "%" + json.dumps(pseudonym) + "%"))
         for seq, note in found:
             for r in rows_named(note):
                 removed[r] = max(removed.get(r, 0), int(seq))
