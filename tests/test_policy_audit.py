@@ -280,3 +280,20 @@ def test_the_purges_before_a_subjects_enrolment_are_not_read_for_its_removed_row
         assert 1 in log.rows_removed(alice)  # a purge since still counts
         log.close()
     assert work[1] <= 2 * work[0] + 20, work
+
+
+def test_the_rows_removed_of_a_subject_are_its_own(tmp_path: Path) -> None:
+    """A legal basis behind thousands of enrolments, revoked, names all their rows in its entry:
+    each verify of anyone ever enrolled under it got them all back as "removed" and sorted its
+    few rows out of them. The subject's removed rows are among those it enrolled."""
+    alice, bob = "a" * 64, "b" * 64
+    with AuditLog(tmp_path / "audit.db", KEY) as log:
+        log.append("init", "allowed")
+        log.append("enroll", "allowed", purpose="demo", token_id="t-basis", subjects=[alice], note="rows=1; expires x")
+        log.append("enroll", "allowed", purpose="demo", token_id="t-other", subjects=[alice], note="rows=2; expires x")
+        log.append("revoke", "allowed", token_id="t-basis",
+                   note=f"withdrawn at 1; 3000 template(s) removed; rows=1,{','.join(str(i) for i in range(3, 3002))}")
+        log.append("purge", "allowed", subjects=[bob, alice], rule="CN-08", note="2 expired template(s) removed; rows=5000,2")
+        assert log.rows_removed(alice) == {1, 2}
+        log.append("enroll", "allowed", purpose="demo", token_id="t-new", subjects=[alice], note="rows=2; expires x")
+        assert log.rows_removed(alice) == {1}  # enrolled again at that id since
