@@ -589,3 +589,21 @@ def test_a_head_alone_in_a_scene_with_no_whole_person_gives_its_track_no_colour(
     people, _ = _people(run.assigner.finish())
     assert people, "the head is followed"
     assert all(p.top == [] and p.bottom == [] for p in people), [(p.top, p.bottom) for p in people]
+
+
+def test_a_person_over_their_own_shadow_keeps_their_colours() -> None:
+    """A person lit from behind casts their shadow toward the camera, under their feet, in their
+    own columns and as long as they are tall: the band below the blob read as a body under a
+    head, and the whole person lost their colours. A blob shaped like a whole person is no head."""
+    from safeface.tracking.run import _people, _Run
+
+    run = _Run(TrackOptions(draw=False))
+    for i in range(44):
+        rgb = np.full((440, 480, 3), 120, np.uint8)
+        _walker(rgb, 20 + 5 * i, 170, (200, 30, 30))
+        x = 110 + 5 * i
+        rgb[290:434, x - 2:x + 28] = 75  # the shadow cast toward the camera
+        _walker(rgb, x, 290, (30, 160, 160))
+        run(i, rgb)
+    people, _ = _people(run.assigner.finish())
+    assert len(people) == 2 and all(p.top and p.bottom for p in people), [(p.top, p.bottom) for p in people]

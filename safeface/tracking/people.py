@@ -208,7 +208,11 @@ SHADOW_BODY = 0.5
 def _on_shadow(mask: np.ndarray, moving: np.ndarray, x: int, y: int, bw: int, bh: int) -> bool:
     """Whether a blob sits on a shadow as tall as itself (SHADOW_BODY of the band below it, in its
     columns): its box shows a head, not a whole person. A person's shadow on the ground lies
-    beside or behind their feet, mostly outside their own columns."""
+    beside or behind their feet, mostly outside their own columns; one cast toward the camera
+    lies under them, so a blob shaped like a whole person (under PARTIAL_ASPECT as wide as tall)
+    is never taken for a head this way."""
+    if bw < PARTIAL_ASPECT * bh:
+        return False
     band = (moving[y + bh:y + 2 * bh, x:x + bw] > 0) & (mask[y + bh:y + 2 * bh, x:x + bw] == 0)
     return band.shape[0] >= bh // 2 and band.size > 0 and float(band.mean()) >= SHADOW_BODY
 
