@@ -123,6 +123,37 @@ def test_a_result_from_a_workspace_keeps_its_search_record_in_every_copy(tmp_pat
     assert {f.name for f in dataclasses.fields(Person)}.isdisjoint({"upper", "lower", "observations"})
 
 
+def test_a_results_search_record_cannot_be_deleted(tmp_path: Path) -> None:
+    """`del result.looks._record`, then an assignment of None (allowed while no hook is bound):
+    every later search of the result went unrecorded."""
+    src = synthetic_video(tmp_path / "in.mp4", 160, 120, frames=4)
+    with open_sf(make_workspace(tmp_path / "ws")) as sf:
+        result = sf.track(src, "demo")
+        with pytest.raises(AttributeError):
+            del result.looks._record
+        before = len(sf.audit_entries())
+        result.search("red top")
+        assert len(sf.audit_entries()) == before + 1
+
+
+@pytest.mark.parametrize("fields", [{}, {"top": ("red\nforged entry",)}, {"size": "face"}, {"top": "red"},
+                                    {"bottom": ("skin",)}])
+def test_a_query_made_by_hand_is_held_to_the_closed_vocabulary(tmp_path: Path, fields: dict[str, object]) -> None:
+    """A `Query` built by hand and ranked through `result.looks`: its free text ("size face", a
+    line of its own) was written to the audit log as the search made, then ranked or crashed."""
+    from safeface.tracking import Query
+
+    with pytest.raises(InvalidArgument):
+        Query(**fields)  # type: ignore[arg-type]
+    src = synthetic_video(tmp_path / "in.mp4", 160, 120, frames=4)
+    with open_sf(make_workspace(tmp_path / "ws")) as sf:
+        result = sf.track(src, "demo")
+        before = len(sf.audit_entries())
+        with pytest.raises(InvalidArgument):
+            result.looks.rank(fields)  # type: ignore[arg-type]
+        assert len(sf.audit_entries()) == before
+
+
 def test_a_run_refused_for_tracking_too_many_people_is_on_record(tmp_path: Path) -> None:
     """A clip of wave after wave of short-lived shapes, past `TrackOptions.max_people`: the run is
     refused as it passes the bound, recorded as a failed tracking run, and leaves no output."""

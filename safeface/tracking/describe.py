@@ -40,6 +40,17 @@ class Query:
     anywhere: tuple[str, ...] = ()
     size: str = ""
 
+    def __post_init__(self) -> None:
+        # A query made by hand (and ranked through `TrackResult.looks`) is held to the closed
+        # vocabulary too: its text is what the audit log records before the search is made.
+        for part in (self.top, self.bottom, self.anywhere):
+            if not isinstance(part, tuple) or not all(isinstance(c, str) and c in COLOURS for c in part):
+                raise InvalidArgument(f"a query's garments take colour names only, as a tuple: {', '.join(COLOURS)}.")
+        if self.size not in ("",) + tuple(set(SIZES.values())):
+            raise InvalidArgument(f"a query's size is one of: {', '.join(sorted(set(SIZES.values())))}.")
+        if self.empty:
+            raise InvalidArgument("a query names at least one colour or a size.")
+
     @property
     def empty(self) -> bool:
         return not (self.top or self.bottom or self.anywhere or self.size)
@@ -92,10 +103,9 @@ def parse(text: str) -> Query:
         raise InvalidArgument(f"the description can use only colours, garments and sizes; not understood: "
                               f"{', '.join(repr(u[:32]) for u in unknown[:5])}. Colours: {', '.join(COLOURS)}; "
                               f"tops: {', '.join(TOPS)}; bottoms: {', '.join(BOTTOMS)}; sizes: {', '.join(v['sizes'])}.")
-    q = Query(tuple(dict.fromkeys(top)), tuple(dict.fromkeys(bottom)), tuple(dict.fromkeys(anywhere)), size)
-    if q.empty:
+    if not (top or bottom or anywhere or size):
         raise InvalidArgument("the description names no colour, garment colour or size.")
-    return q
+    return Query(tuple(dict.fromkeys(top)), tuple(dict.fromkeys(bottom)), tuple(dict.fromkeys(anywhere)), size)
 
 
 # How much a pixel of each name counts for an asked colour. CCTV greys out colour: navy and dark

@@ -43,6 +43,10 @@ class Looks:
             raise AttributeError(f"a run's search data cannot be changed ({name}).")
         object.__setattr__(self, name, value)
 
+    def __delattr__(self, name: str) -> None:
+        # `del looks._record` then a fresh assignment let searches go unrecorded.
+        raise AttributeError(f"a run's search data cannot be changed ({name}).")
+
     def bind(self, record: Callable[[str], None]) -> None:
         """Record each later search with `record` before it is made. Bound once: a result a
         workspace returned cannot have its record hook replaced or removed."""
@@ -56,6 +60,8 @@ class Looks:
     def rank(self, q: Query) -> list[tuple[float, int]]:
         """(score, track index) best first, after the search is recorded (a search that cannot
         be recorded raises and is not made)."""
+        if not isinstance(q, Query):
+            raise InvalidArgument("a search ranks by a Query (safeface.tracking.parse makes one from a description).")
         if self._record is not None:
             self._record(q.text)
         if not self._seen:
