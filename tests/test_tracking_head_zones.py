@@ -164,13 +164,15 @@ def test_a_person_who_stops_and_fades_into_the_background_stays_covered(tmp_path
 
 
 def _stands_then(leaves: bool = False, passer_by: bool = False, cloud: bool = False,
-                 twin: bool = False, decoy: bool = False) -> tuple[np.ndarray, np.ndarray]:
+                 twin: bool = False, decoy: bool = False, returns: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """A person walks in over a textured ground, stands still until the background model learns
     them and their track ends, then walks off (`leaves`) or stays; with `passer_by`, someone
     walks by in front of them meanwhile; with `cloud`, the light falls by half; with `twin`,
     someone dressed as they are walks in from the left within the re-identification window, and
     has not reached them by the last frame; with `decoy`, someone dressed as they are walks onto
-    their place, stands there and walks off. The last frame in and out of a tracking run."""
+    their place, stands there and walks off; with `returns`, that look-alike stands there until
+    lost, walks off, comes back, stands until lost again and walks off again (short windows). The
+    last frame in and out of a tracking run."""
     from safeface.tracking.assign import AssignOptions
     from safeface.tracking.run import _Run
 
@@ -180,9 +182,19 @@ def _stands_then(leaves: bool = False, passer_by: bool = False, cloud: bool = Fa
         return 440 - 4 * (min(i, 30) - 16) if i < 100 or not leaves else 384 + 8 * (i - 100)
 
     # Short windows end the still person's track within the run; the twin needs the default ones.
+    def back_and_forth(i: int) -> int:
+        stops = [(123, 148), (178, 203)]  # stood still on the place, each time until lost
+        if i < stops[0][0]:
+            return 200 + 8 * (i - 100)
+        if i >= stops[1][1]:
+            return 384 - 8 * (i - stops[1][1])
+        if stops[0][1] <= i < stops[1][0]:
+            return 384 - 8 * min(i - stops[0][1], stops[1][0] - i)
+        return 384
+
     run = _Run(TrackOptions(draw=False, assign=AssignOptions() if twin or decoy else
                             AssignOptions(max_age=10, reid_window=10)))
-    for i in range(150):
+    for i in range(240 if returns else 150):
         rgb, x = ground.copy(), x_at(i)
         if i >= 16 and x < W:
             rgb[146:180, x:x + 26] = (200, 160, 130)
@@ -197,6 +209,8 @@ def _stands_then(leaves: bool = False, passer_by: bool = False, cloud: bool = Fa
             rgb[146:180, d:d + 26] = (200, 160, 130)
             rgb[180:230, d - 4:d + 30] = (200, 200, 30)
             rgb[230:290, d:d + 26] = (30, 30, 160)
+        if returns and i >= 100:
+            _person(rgb, back_and_forth(i), 290, (200, 200, 30))
         if cloud and i >= 100:
             rgb = (rgb * 0.55).astype(np.uint8)
         out = run(i, rgb)
@@ -211,14 +225,15 @@ def test_the_place_a_still_person_walked_off_from_is_not_blurred_for_the_rest_of
     assert np.array_equal(out[place], shown[place])
 
 
-@pytest.mark.parametrize("change", ["passer_by", "cloud", "twin", "decoy"])
+@pytest.mark.parametrize("change", ["passer_by", "cloud", "twin", "decoy", "returns"])
 def test_a_still_person_stays_covered_when_their_place_changes_look(change: str) -> None:
     """Someone walking by in front of a person standing still, or a cloud, changes what the place
     looks like; the place is let go only when the person is seen walking off from it (a first
     rule that let it go once it looked unlike them showed the face under a cloud). Someone
     dressed alike who walks in elsewhere was re-identified as the person who stood still, and
     the place let go as soon as that track was seen: the face showed. Someone dressed alike who
-    walked onto the place, stood there and walked off was taken for the person walking off."""
+    walked onto the place, stood there and walked off was taken for the person walking off; one
+    who did so, came back, stood until lost again and walked off again was counted once."""
     shown, out = _stands_then(**{change: True})
     head = (slice(146, 180), slice(384, 410))
     assert not np.array_equal(out[head], shown[head])

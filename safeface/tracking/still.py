@@ -115,7 +115,9 @@ class StillPlaces:
                 back = bisect_right(t.frames, p.last) if t is p.track else 0
                 if back >= len(t.boxes):
                     continue
-                if _feet_apart(p.box, t.boxes[back]) > STARTED_NEAR:  # came from elsewhere
+                # Came from elsewhere, or walked off once already and came back: a look-alike
+                # who left, returned and stood until lost let the place go at their next walk-off.
+                if _feet_apart(p.box, t.boxes[back]) > STARTED_NEAR or t.track_id in p.left:
                     if here and not t.missed:
                         p.visiting.add(t.track_id)
                     elif t.track_id in p.visiting and t.missed:
