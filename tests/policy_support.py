@@ -8,6 +8,7 @@ import dataclasses
 import datetime as dt
 import functools
 import json
+import time
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence, Union
 
@@ -226,10 +227,12 @@ def consent(paths: WorkspacePaths, subject: str, purposes: Sequence[str] = ("dem
 
 
 def past_the_skew() -> dt.datetime:
-    """When a consent given afresh after its subject's erasure or withdrawal (at least a second
-    after it, by the host's clock) is dated: the guard counts one dated within CLOCK_SKEW_S after
-    a withdrawal as withdrawn, so it is dated as if given that much later (as late as the guard
-    takes a token now), where a person would wait that long."""
+    """When a consent given afresh after its subject's erasure or withdrawal is dated: the guard
+    counts one dated within CLOCK_SKEW_S after a withdrawal as withdrawn, so it is dated as if
+    given that much later (as late as the guard takes a token now), where a person would wait
+    that long. A token's date is in whole seconds, so this first waits for the next whole second
+    (at most one): an erasure a moment before, in the same second, is then behind it."""
+    time.sleep(1.0 - time.time() % 1.0)
     return dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=CLOCK_SKEW_S)
 
 
