@@ -149,9 +149,9 @@ class FaceFinder:
     def __post_init__(self) -> None:
         check_detector(self.detector)
         if self.engine is None:
-            from ..hazmat.vision.dlib_engine import DlibEngine
+            from ..hazmat.vision import get_engine
 
-            self.engine = DlibEngine()
+            self.engine = get_engine("dlib")  # the process's: its models load once, not per image
         if self.detector == "onnx" and self.onnx_engine is None:
             self.onnx_engine = _onnx_engine()
 
