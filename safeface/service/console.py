@@ -33,7 +33,7 @@ from ..errors import (AuthenticationError, ConfigError, ImageError, IntegrityErr
                       ServiceBusy)
 from ..regularfile import folder_below, read_no_link
 from ..sqlite_store import raise_if_unwritable
-from ..workspace.apikeys import SESSION_SECONDS, ApiKey, session_ref
+from ..workspace.apikeys import SESSION_SECONDS, ApiKey, session_ref, session_until
 from ..workspace.report import RECORDS_FAIL
 from .bodies import media_type, once_each
 from .failures import kept, told
@@ -289,7 +289,7 @@ def build_console(rt: Runtime) -> APIRouter:
                 # Ended for this process at least, so a copy of the cookie reads nothing more
                 # here; the browser keeps it (and the form below its token) to log out again.
                 forget_ended(time.time())
-                ended_here[session_ref(cookie)] = int(cookie.split(".")[1])
+                ended_here[session_ref(cookie)] = session_until(cookie)
                 retry = (f"<form method='post' action='/logout'><input type='hidden' name='csrf' value='"
                          f"{_e(rt.light(lambda sf: sf.csrf_token(cookie)))}'><button id='logout-again'>Log out "
                          "again</button></form>")

@@ -100,6 +100,12 @@ def session_ref(cookie: str) -> str:
     return hashlib.sha256(b"safeface console session|" + cookie.encode("utf-8")).hexdigest()
 
 
+def session_until(cookie: str) -> int:
+    """When a console session ends at the latest (Unix seconds): its cookie's second field, for a
+    cookie that `ApiKeys.session` has accepted."""
+    return int(cookie.split(".")[1])
+
+
 def hashing_key(pseudonym_key: bytes) -> bytes:
     """The key under which API keys are hashed, derived from the keyring (its own label)."""
     return hmac.new(pseudonym_key, b"safeface api key hashing v1", hashlib.sha256).digest()
@@ -329,7 +335,7 @@ class ApiKeys:
             self.session(cookie, now, use=False)
         except AuthenticationError:
             return False
-        until = int(str(cookie).split(".")[1])
+        until = session_until(str(cookie))
         self._table("ended_sessions", _ENDED, create=True)
         with self._t.write(wait=wait):
             self._t.run("DELETE FROM {t}ended_sessions WHERE until < ?", (int(now.timestamp()),))
