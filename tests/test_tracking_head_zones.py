@@ -5,6 +5,7 @@ into the background; the head zone of each is covered all the same."""
 
 from __future__ import annotations
 
+import functools
 from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Optional
@@ -73,18 +74,30 @@ def _around(rgb: np.ndarray, x: int) -> np.ndarray:
     return rgb[0:200, max(0, x - 60):x + 90]
 
 
+@functools.lru_cache(maxsize=1)
+def _finder() -> FaceFinder:
+    return FaceFinder("hog", engine=DetectionEngine())
+
+
+def _face_in(rgb: np.ndarray) -> bool:
+    """Whether a face shows in `rgb` at photo strength (faces from about 20 px)."""
+    return bool(_finder().detectable(rgb, Search(max_side=1 << 16, upsample=2)))
+
+
+def _still_shows(before: np.ndarray, after: np.ndarray) -> bool:
+    """Whether the covered part `after` still shows the face that its input `before` shows."""
+    assert _face_in(before), "the face must show for the check to mean anything"
+    return _face_in(after)
+
+
 def _faces_shown(src: Path, out: Path, checked: range, x_of: Callable[[int], int]) -> list[int]:
     """The frames of `checked` in which the output shows a face at photo strength."""
-    finder = FaceFinder("hog", engine=DetectionEngine())
-    strong = Search(max_side=1 << 16, upsample=2)  # photo strength: faces from about 20 px
     with av.open(str(src)) as c:
         shown = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
-    assert all(finder.detectable(_around(shown[i], x_of(i)), strong) for i in checked), \
-        "the face must show for the check to mean anything"
     with av.open(str(out)) as c:
         frames = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
     assert len(frames) == len(shown)
-    return [i for i in checked if finder.detectable(_around(frames[i], x_of(i)), strong)]
+    return [i for i in checked if _still_shows(_around(shown[i], x_of(i)), _around(frames[i], x_of(i)))]
 
 
 def test_a_face_above_a_tall_blob_cut_to_its_near_person_is_covered(tmp_path: Path) -> None:
@@ -311,8 +324,6 @@ def test_a_head_the_background_model_boxes_as_a_narrow_piece_is_covered_whole() 
     from safeface.tracking.run import _Run
 
     head = _face()
-    finder = FaceFinder("hog", engine=DetectionEngine())
-    strong = Search(max_side=1 << 16, upsample=2)  # photo strength: faces from about 20 px
     run = _Run(TrackOptions(draw=False))
     shown = []
     for i in range(30):
@@ -323,8 +334,7 @@ def test_a_head_the_background_model_boxes_as_a_narrow_piece_is_covered_whole() 
         out = run(i, rgb)
         if i >= 16 and i % 2 == 0:
             assert run.perspective.height(290.0) is None, "the perspective must be unknown for the check to mean anything"
-            assert finder.detectable(_around(rgb, x), strong), "the face must show for the check to mean anything"
-            shown += [i] if finder.detectable(_around(out, x), strong) else []
+            shown += [i] if _still_shows(_around(rgb, x), _around(out, x)) else []
     assert shown == []
 
 
@@ -336,8 +346,6 @@ def test_a_face_below_raised_hands_is_covered(walkers: bool) -> None:
     from safeface.tracking.run import _Run
 
     head, start = _face(), (START if walkers else 16)
-    finder = FaceFinder("hog", engine=DetectionEngine())
-    strong = Search(max_side=1 << 16, upsample=2)  # photo strength: faces from about 20 px
     ground = np.random.default_rng(4).integers(60, 180, (H, W, 3), dtype=np.uint8)
     run = _Run(TrackOptions(draw=False))
     shown = []
@@ -354,8 +362,7 @@ def test_a_face_below_raised_hands_is_covered(walkers: bool) -> None:
         out = run(i, rgb)
         if i >= start and i % 2 == 0:
             assert (run.perspective.height(290.0) is not None) == walkers
-            assert finder.detectable(rgb[60:230, x - 80:x + 110], strong), "the face must show for the check to mean anything"
-            shown += [i] if finder.detectable(out[60:230, x - 80:x + 110], strong) else []
+            shown += [i] if _still_shows(rgb[60:230, x - 80:x + 110], out[60:230, x - 80:x + 110]) else []
     assert shown == []
 
 
@@ -371,8 +378,6 @@ def test_a_child_carried_on_the_hip_has_their_head_covered(dx: int, dy: int) -> 
     from safeface.tracking.run import _Run
 
     head = _face()
-    finder = FaceFinder("hog", engine=DetectionEngine())
-    strong = Search(max_side=1 << 16, upsample=2)  # photo strength: faces from about 20 px
     ground = np.random.default_rng(4).integers(60, 180, (H, W, 3), dtype=np.uint8)
     run = _Run(TrackOptions(draw=False))
     shown = []
@@ -387,6 +392,5 @@ def test_a_child_carried_on_the_hip_has_their_head_covered(dx: int, dy: int) -> 
         out = run(i, rgb)
         if i >= START and i % 2 == 0:
             assert run.perspective.height(290.0) is not None
-            assert finder.detectable(rgb[60:260, x - 80:x + 130], strong), "the face must show for the check to mean anything"
-            shown += [i] if finder.detectable(out[60:260, x - 80:x + 130], strong) else []
+            shown += [i] if _still_shows(rgb[60:260, x - 80:x + 130], out[60:260, x - 80:x + 130]) else []
     assert shown == []
