@@ -40,7 +40,8 @@ def test_a_thief_holding_a_copied_cookie_cannot_stop_its_owner_logging_out(tmp_p
 
 
 def test_a_session_planted_before_login_is_never_given_the_victims_key(tmp_path: Path) -> None:
-    """An attacker plants their auditor session cookie; the victim's login gets a new one."""
+    """An attacker plants their auditor session cookie; the victim's login gets a new one (and
+    ends the planted one, as any earlier session of the browser)."""
     client, ws, (aud, op) = keyed_client(tmp_path, "auditor", "operator", rate=1000)
     with open_sf(ws) as sf:
         op_id = sf.authenticate(op).key_id
@@ -53,6 +54,9 @@ def test_a_session_planted_before_login_is_never_given_the_victims_key(tmp_path:
         fresh = client.cookies.get("__Host-sf_session")
         assert fresh and fresh != planted
         client.cookies.set("__Host-sf_session", planted)  # the attacker keeps using the planted cookie
+        assert client.get("/keys", follow_redirects=False).headers.get("location") == "/login"
+        client.cookies.clear()
+        assert console_login(client, aud).status_code == 303  # and logs in again, as themselves
         page = client.get("/keys")
         assert page.status_code == 200 and "(auditor)" in page.text
         out = client.post("/keys/revoke", data={"csrf": csrf_of(page.text), "key_id": op_id},
@@ -398,3 +402,50 @@ def test_navigations_a_sibling_hosts_page_makes_do_not_keep_a_session_from_idlin
     later = Clock(dt.datetime.now(dt.timezone.utc) + dt.timedelta(minutes=5))
     with open_sf(ws, clock=later) as sf, pytest.raises(AuthenticationError, match="not used for 30 minutes"):
         sf.session(cookie)
+
+
+def test_a_second_login_in_the_same_browser_ends_its_earlier_session(tmp_path: Path) -> None:
+    """A browser that holds a live session logs in again (another key, or the same one): the
+    earlier session stayed live until it idled out, so a copy of its cookie (a proxy's log, a
+    shared machine's profile) read on for half an hour after its owner had moved on. The login
+    ends it first, on the audit log as a logout; a login with a wrong key ends nothing."""
+    client, ws, (op, aud) = keyed_client(tmp_path, "operator", "auditor", rate=1000)
+    with client:
+        assert console_login(client, op).status_code == 303
+        first = str(client.cookies.get("__Host-sf_session"))
+        wrong = console_login(client, "sfk_000000000000_" + "x" * 43)
+        kept = client.get("/audit", follow_redirects=False)
+        assert console_login(client, aud).status_code == 303
+        second = str(client.cookies.get("__Host-sf_session"))
+        new = client.get("/audit", follow_redirects=False)
+        client.cookies.set("__Host-sf_session", first)  # a copy of the earlier cookie
+        old = client.get("/audit", follow_redirects=False)
+    assert wrong.headers["location"] == "/login?error=invalid" and kept.status_code == 200, kept.status_code
+    assert second != first and new.status_code == 200 and "(auditor)" in new.text
+    assert old.status_code == 303 and old.headers["location"] == "/login", old.status_code
+    with open_sf(ws) as sf:
+        assert sum("console session" in (e.note or "") for e in sf.audit_entries()) == 1
+
+
+def test_a_login_ends_no_session_but_a_genuine_one_under_the_consoles_own_cookie(tmp_path: Path) -> None:
+    """Whoever holds someone else's session under the cookie's old name (any host of the site may
+    set it), or a cookie forged from one (another MAC), presents it at a login of their own: the
+    login ends neither, so the operator's session goes on."""
+    client, ws, (op, aud) = keyed_client(tmp_path, "operator", "auditor", rate=1000)
+    with client:
+        assert console_login(client, op).status_code == 303
+        victim = str(client.cookies.get("__Host-sf_session"))
+        client.cookies.clear()
+        client.cookies.set("sf_session", victim)
+        assert console_login(client, aud).status_code == 303
+        client.cookies.clear()
+        forged = victim[:-1] + ("0" if victim[-1] != "0" else "1")
+        client.cookies.set("__Host-sf_session", forged)
+        assert console_login(client, aud).status_code == 303
+        client.cookies.clear()
+        client.cookies.set("__Host-sf_session", victim)
+        still = client.get("/audit", follow_redirects=False)
+    assert still.status_code == 200 and "(operator)" in still.text, still.status_code
+    with open_sf(ws) as sf:
+        assert not any("console session" in (e.note or "") for e in sf.audit_entries())
+

@@ -215,6 +215,16 @@ def build_console(rt: Runtime) -> APIRouter:
         rt.limit(key.key_id, key.rate)
         if not rt.light(lambda sf: sf.acting_as_key(key).may("report")):
             return RedirectResponse("/login?error=role", status_code=303)
+        # A browser logging in again leaves its earlier session behind: ended here (a logout on
+        # record), or a copy of its cookie read on until it idled out. Only a live session under
+        # the console's own cookie, which no other host can set: one under the old name, or a
+        # forged value, is no session of this browser's to end (live_key checks its MAC).
+        earlier = request.cookies.get(SESSION)
+        earlier_key = rt.light(lambda sf: live_key(sf, earlier)) if earlier is not None else None
+        if earlier is not None and earlier_key is not None:
+            failed = end(SESSION, earlier, earlier_key)
+            if failed is not None:  # not ended on record: no second session beside it
+                return failed
         resp = RedirectResponse("/audit", status_code=303)
         resp.set_cookie(SESSION, cookie, httponly=True, samesite="strict", secure=True, max_age=SESSION_SECONDS)
         _forget(resp, LOGIN)
