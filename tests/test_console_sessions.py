@@ -449,3 +449,23 @@ def test_a_login_ends_no_session_but_a_genuine_one_under_the_consoles_own_cookie
     with open_sf(ws) as sf:
         assert not any("console session" in (e.note or "") for e in sf.audit_entries())
 
+
+def test_without_sec_fetch_headers_a_request_from_another_host_uses_no_session(tmp_path: Path) -> None:
+    """A browser that sends no Sec-Fetch headers (Safari before 16.4) let a page on another host of
+    the site load console addresses as images or frames, with the session (SameSite=Strict lets a
+    same-site request carry it): an unattended session never idled out and its key's rate was
+    spent. Such a request names that host in its Referer (or Origin) and uses no session now; the
+    console's own requests (its Referer the console's host, or that a proxy forwards as
+    X-Forwarded-Host) and those with neither header (an address typed, a script) still do."""
+    client, ws, (op,) = keyed_client(tmp_path, "operator", rate=1000)
+    foreign = [{"referer": "https://wiki.example.test/page"}, {"origin": "https://wiki.example.test"},
+               {"origin": "null"}, {"referer": "https://testserver.example.test/"}]
+    honest = [{}, {"referer": "https://testserver/audit"}, {"origin": "https://testserver", "referer": "https://testserver/keys"},
+              {"host": "10.0.0.5:8000", "x-forwarded-host": "console.example.test",
+               "referer": "https://console.example.test/audit"}]
+    with client:
+        assert console_login(client, op).status_code == 303
+        refused = [client.get("/audit", headers=h, follow_redirects=False) for h in foreign]
+        served = [client.get("/audit", headers=h, follow_redirects=False) for h in honest]
+    assert [r.headers.get("location") for r in refused] == ["/login"] * len(foreign), [r.status_code for r in refused]
+    assert [r.status_code for r in served] == [200] * len(honest)

@@ -23,6 +23,7 @@ import time
 from collections import defaultdict
 from pathlib import Path
 from typing import Any, Optional, cast
+from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
@@ -131,15 +132,37 @@ def build_console(rt: Runtime) -> APIRouter:
         site made, which SameSite=Strict lets carry the cookie (an image or frame loaded every few
         minutes kept an unattended session from idling out, and spent its key's rate), unless it is
         a link followed from there (a top-level navigation). Told by the browser's Sec-Fetch
-        headers; a client that sends none (an older browser, a script) is taken at its cookie.
-        A navigation fetched ahead (Sec-Purpose: prefetch, from the page's speculation rules) is
-        no link followed: it is made with no one clicking, as often as the page lists it again."""
+        headers; for a client that sends none (Safari before 16.4, a script), by its Origin and
+        Referer (from_another_host). A navigation fetched ahead (Sec-Purpose: prefetch, from the
+        page's speculation rules) is no link followed: it is made with no one clicking, as often as
+        the page lists it again."""
         site = request.headers.get("sec-fetch-site")
-        if site is None or site in ("same-origin", "none"):
+        if site is None:
+            return not from_another_host(request)
+        if site in ("same-origin", "none"):
             return True
         return bool(request.method == "GET" and request.headers.get("sec-fetch-mode") == "navigate"
                     and request.headers.get("sec-fetch-dest") == "document"
                     and request.headers.get("sec-purpose") is None)
+
+    def from_another_host(request: Request) -> bool:
+        """For a request without Sec-Fetch headers: whether its Origin or Referer names a host
+        other than the console's (as the request names it, or a proxy in front forwards it), or
+        an opaque origin ("null": a sandboxed frame, a data: page). Such a request (an image or
+        frame of a sibling host's page in Safari before 16.4) cannot be told from a link followed
+        from there, and uses no session either way: a link from another host of the site opens
+        the login page, as one from another site does. A page that sends neither header
+        (Referrer-Policy: no-referrer) looks like an address typed, and is taken at its cookie."""
+        own = {h.strip().lower() for h in (request.headers.get("host") or "",
+                                           *(request.headers.get("x-forwarded-host") or "").split(",")) if h.strip()}
+        for name in ("origin", "referer"):
+            value = request.headers.get(name)
+            if value is None:
+                continue
+            host = urlsplit(value.strip()).netloc.rpartition("@")[2].lower()
+            if value.strip() == "null" or host not in own:
+                return True
+        return False
 
     async def form_of(request: Request, s: Session) -> dict[str, str]:
         return await form_with(request, s.csrf)
