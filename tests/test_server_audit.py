@@ -343,7 +343,7 @@ def test_a_console_sessions_idle_time_is_kept_in_postgresql_and_its_table_made_w
         pg: PgCluster, tmp_path: Path) -> None:
     """Each use of a session extends it (recorded in the record store, which every host reads); one
     left unused for 30 minutes ends. A store moved there by an earlier safeface lacks the table:
-    the first use recorded makes it."""
+    the login makes it."""
     import datetime as dt
 
     from safeface.policy.deployment import Deployment

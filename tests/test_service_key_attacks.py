@@ -260,6 +260,53 @@ def test_a_dml_only_database_role_still_opens_the_workspace(pg: Any, tmp_path: P
         keys.close()
 
 
+
+def test_a_role_that_may_not_create_the_session_tables_is_refused_at_login_not_a_minute_in(
+        pg: Any, tmp_path: Path) -> None:
+    """A key store moved to PostgreSQL by an earlier safeface lacks the sessions' tables, and the
+    service's role may not create them: the login worked, and each console page failed a minute
+    later, when the first use was recorded. The login is refused instead, with a page naming the
+    statement to run as the schema's owner; once it has run, the login opens the console."""
+    import uuid
+
+    import psycopg
+    from fastapi.testclient import TestClient
+    from server_support import PG_PASSWORD
+    from policy_support import PASSPHRASE
+    from service_support import console_login, in_process_app
+
+    from safeface.workspace.passphrase import open_keyring
+    from safeface.workspace.storage_seal import sealed_storage
+
+    ws, dsn = make_workspace(tmp_path / "ws"), pg.new_database()
+    with open_sf(ws) as sf:
+        sf.migrate_storage({"records": dsn, "vectors": "milvus-lite:vectors.db"})
+    with open_sf(ws) as sf:
+        _, key = sf.issue_api_key("auditor", label="console")
+    role = "app_" + uuid.uuid4().hex[:8]
+    with psycopg.connect(dsn, password=PG_PASSWORD, autocommit=True) as c:
+        c.execute("DROP TABLE safeface.service_session_uses")  # as an earlier safeface moved it
+        c.execute(f"CREATE ROLE {role} LOGIN PASSWORD '{PG_PASSWORD}'")
+        c.execute(f"GRANT USAGE ON SCHEMA safeface TO {role}")
+        c.execute(f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA safeface TO {role}")
+    raw = json.loads(ws.config.read_text())  # the service connects as that role (sealed, as `storage migrate` does)
+    raw["storage"] = sealed_storage(open_keyring(ws, PASSPHRASE), {**raw["storage"], "records": dsn.replace(
+        "safeface_test@", f"{role}@")})
+    ws.config.write_text(json.dumps(raw))
+    with TestClient(in_process_app(ws.root, tmp_path), base_url="https://testserver",
+                    raise_server_exceptions=False) as client:
+        refused = console_login(client, key)
+        assert refused.status_code == 503 and "id='missing-table'" in refused.text, refused.status_code
+        statement = refused.text.split("<code>")[1].split("</code>")[0]
+        with psycopg.connect(dsn, password=PG_PASSWORD, autocommit=True) as c:  # the owner runs it
+            c.execute(statement)
+            c.execute(f"GRANT SELECT, INSERT, UPDATE, DELETE ON safeface.service_session_uses TO {role}")
+        opened = console_login(client, key)
+        page = client.get("/audit", follow_redirects=False)
+    assert statement.startswith("CREATE TABLE IF NOT EXISTS safeface.service_session_uses"), statement
+    assert opened.status_code == 303 and page.status_code == 200, (opened.status_code, page.status_code)
+
+
 def test_a_logout_is_not_undone_by_restoring_the_key_table(tmp_path: Path) -> None:
     """A logged-out console cookie, kept by whoever copied it, opens nothing again after the key
     table (apikeys.db) is restored from a copy taken before the logout: the anchored audit log

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Union
 
-from ..errors import (AuthenticationError, ConfigError, IntegrityError, InvalidArgument, WorkspaceBusy,
+from ..errors import (AuthenticationError, IntegrityError, InvalidArgument, MissingTable, WorkspaceBusy,
                       WorkspaceUnwritable)
 from ..lookalike import not_plain_char
 from ..storage.sqltables import SqliteTables
@@ -72,12 +72,13 @@ CREATE TABLE IF NOT EXISTS apikeys (
 """
 # Console sessions ended at logout before their time (a SHA-256 of the cookie; kept until it
 # would have expired). A PostgreSQL store moved there by an earlier safeface lacks the table: the
-# first logout creates it (ApiKeys._table).
+# first login creates it (ApiKeys._table; refused, naming the statement, where the role may not).
 _ENDED = "CREATE TABLE IF NOT EXISTS {t}ended_sessions (session TEXT PRIMARY KEY, until BIGINT NOT NULL)"
 _SCHEMA += _ENDED.format(t="") + ";\n"
 # Each console session's last recorded use (a Unix time, MACed with its session's reference: a row
 # written or edited by hand is no use, and a session without one was last used at its login).
-# Made at the first use recorded, so opening an older key store writes nothing (a read-only copy).
+# Made at the first use recorded, so opening an older key store writes nothing (a read-only copy);
+# on PostgreSQL at the first login, as ended_sessions.
 _USES = ("CREATE TABLE IF NOT EXISTS {t}session_uses (session TEXT PRIMARY KEY, used BIGINT NOT NULL, "
          "until BIGINT NOT NULL, mac TEXT NOT NULL)")
 
@@ -255,6 +256,13 @@ class ApiKeys:
 
     def open_session(self, presented: Optional[str], now: dt.datetime) -> tuple[ApiKey, str]:
         info = self.authenticate(presented, now)
+        if getattr(self._t, "dialect", None) == "postgresql":
+            # A store moved there by an earlier safeface lacks the sessions' tables: made now, or
+            # the login refused (MissingTable) where the role may not. Made at the first use
+            # instead, each console page failed a minute into every session; a session without
+            # them would have no logout for other hosts and no idle timeout.
+            for name, ddl in (("ended_sessions", _ENDED), ("session_uses", _USES)):
+                self._table(name, ddl, create=True)
         exp = int(now.timestamp()) + SESSION_SECONDS
         # Each login its own session, even two in one second: logging out of one ends no other.
         nonce = secrets.token_hex(8)
@@ -312,6 +320,11 @@ class ApiKeys:
             # Not waited for (the service checks sessions on its event loop): a use not recorded
             # now is recorded at the next page, and at worst the session ends a little sooner.
             self._table("session_uses", _USES, create=True, wait=False)
+        except MissingTable as exc:  # dropped since the login (which makes it): no idle timeout, no session
+            raise AuthenticationError(f"the console session cannot be kept: {exc}") from exc
+        except (WorkspaceBusy, WorkspaceUnwritable, IntegrityError):
+            return
+        try:
             with self._t.write(wait=False):
                 self._t.run("DELETE FROM {t}session_uses WHERE until < ?", (now,))
                 if rows and not genuine:  # one set far ahead by hand kept every later use from being recorded
@@ -362,9 +375,11 @@ class ApiKeys:
             except IntegrityError as exc:
                 if getattr(self._t, "dialect", None) != "postgresql":  # a trigger, a file replaced: as any write
                     raise
-                raise ConfigError("the console's sessions need a table the API key store lacks (it was moved to "
-                                  "PostgreSQL by an earlier safeface), and this database role may not create it. Run "
-                                  f"`{ddl.format(t=self._t.prefix)}` once as the schema's owner.") from exc
+                statement = ddl.format(t=self._t.prefix)
+                raise MissingTable("the console's sessions need a table the API key store lacks (it was moved to "
+                                   "PostgreSQL by an earlier safeface), and this database role may not create it. Run "
+                                   f"`{statement}` once as the schema's owner, and grant the service's role SELECT, "
+                                   "INSERT, UPDATE and DELETE on it.", statement) from exc
             found = True
         if found:
             self._tables.add(name)
