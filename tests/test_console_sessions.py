@@ -4,6 +4,7 @@ logout that ends every copy even while the key table cannot be written."""
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import sys
 import time
@@ -225,7 +226,7 @@ def test_a_session_under_the_cookies_old_name_can_be_ended(tmp_path: Path) -> No
 
 
 def test_a_logout_neither_store_can_record_still_ends_the_session_in_this_process(tmp_path: Path) -> None:
-    """With both the audit log and the key table refusing writes, a logout ended nothing, and a
+    """With the audit log, the key table and the logouts folder refusing writes, a logout ended nothing, and a
     copy of the cookie went on reading pages and downloading receipts. The service process that
     was asked refuses the session from then on (other processes cannot know: the page says so),
     and the browser keeps its cookie and a form to log out again once the stores work."""
@@ -237,6 +238,7 @@ def test_a_logout_neither_store_can_record_still_ends_the_session_in_this_proces
         for db_path, table in ((ws.apikeys, "ended_sessions"), (ws.audit, "entries")):
             with closing(sqlite3.connect(db_path)) as db, db:
                 db.execute(f"CREATE TRIGGER keep BEFORE INSERT ON {table} BEGIN SELECT 1; END")
+        (ws.root / "console-logouts").write_text("")  # nor can the logouts folder be made
         out = client.post("/logout", data=form, follow_redirects=False)
         copies = [client.get(p, cookies={"__Host-sf_session": cookie}, follow_redirects=False)
                   for p in ("/audit", "/receipts/aaaaaaaaaaaa.json", "/report/compliance.json")]
@@ -469,3 +471,37 @@ def test_without_sec_fetch_headers_a_request_from_another_host_uses_no_session(t
         served = [client.get("/audit", headers=h, follow_redirects=False) for h in honest]
     assert [r.headers.get("location") for r in refused] == ["/login"] * len(foreign), [r.status_code for r in refused]
     assert [r.status_code for r in served] == [200] * len(honest)
+
+
+def test_a_logout_neither_store_can_record_ends_the_session_for_every_process_of_the_workspace(
+        tmp_path: Path) -> None:
+    """With both the audit log and the key table refusing writes, a logout ended the session only
+    in the process that was asked: a copy of the cookie, sent to another worker of the service,
+    read on. The logout is kept in a small file of its own in the workspace (MACed, written whole),
+    which every process reads, and which still ends it once the stores work again; one written by
+    hand, without the keyring, ends nothing."""
+    from safeface.errors import AuthenticationError
+    from safeface.workspace.apikeys import session_ref
+
+    client, ws, (op,) = keyed_client(tmp_path, "operator", rate=1000)
+    with client:
+        assert console_login(client, op).status_code == 303
+        cookie = str(client.cookies.get("__Host-sf_session"))
+        with open_sf(ws) as sf:
+            _, other = sf.open_session(op)  # a second session, whose logout is forged below
+        form = {"csrf": csrf_of(client.get("/keys").text)}
+        for db_path, table in ((ws.apikeys, "ended_sessions"), (ws.audit, "entries")):
+            with closing(sqlite3.connect(db_path)) as db, db:
+                db.execute(f"CREATE TRIGGER keep BEFORE INSERT ON {table} BEGIN SELECT 1; END")
+        out = client.post("/logout", data=form, follow_redirects=False)
+    for db_path in (ws.apikeys, ws.audit):  # the stores repaired: nothing on them ended the session
+        with closing(sqlite3.connect(db_path)) as db, db:
+            db.execute("DROP TRIGGER keep")
+    assert out.status_code == 303, out.text[:400]
+    (written,) = (ws.root / "console-logouts").iterdir()
+    doc = {**json.loads(written.read_text()), "session": session_ref(other), "until": int(other.split(".")[1])}
+    (written.parent / f"{doc['until']}-{doc['session']}.json").write_text(json.dumps(doc))  # the MAC is the other's
+    with open_sf(ws) as sf:  # another process of the service
+        with pytest.raises(AuthenticationError, match="logged out"):
+            sf.session(cookie)
+        assert sf.session(other).role == "operator"

@@ -1420,8 +1420,18 @@ class SafeFace:
                 entry = self._audit.append_unless(lambda: self._audit.records(Operation.APIKEY.value, note),
                                                   Operation.APIKEY.value, "allowed", note=note, actor=self._actor)
         except SafeFaceError:
-            if self._apikeys.end_session(value, self._clock()):
-                return True
+            try:
+                if self._apikeys.end_session(value, self._clock()):
+                    return True
+            except SafeFaceError:
+                # Neither store took it: a file of its own in the workspace, which every process
+                # of a local workspace reads (none on servers: ApiKeys.end_session_in_file).
+                try:
+                    if self._apikeys.end_session_in_file(value, self._clock()):
+                        return True
+                except SafeFaceError:
+                    pass
+                raise
             raise
         try:
             self._apikeys.end_session(value, self._clock(), wait=False)

@@ -27,15 +27,19 @@ import hashlib
 import hmac
 import json
 import math
+import os
 import re
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Union
 
-from ..errors import (AuthenticationError, IntegrityError, InvalidArgument, MissingTable, WorkspaceBusy,
+from ..atomicfile import write_atomic
+from ..errors import (AuthenticationError, ConfigError, IntegrityError, InvalidArgument, MissingTable, WorkspaceBusy,
                       WorkspaceUnwritable)
 from ..lookalike import not_plain_char
+from ..regularfile import read_no_link
+from ..sqlite_store import raise_if_unwritable
 from ..storage.sqltables import SqliteTables
 
 PREFIX = "sfk"
@@ -49,6 +53,8 @@ _KEY = re.compile(rf"^{PREFIX}_({KEY_ID.pattern})_([A-Za-z0-9_-]{{43}})$")
 # the cookie, so a second spelling that still validated would be a session never logged out.
 _SESSION = re.compile(r"([0-9a-f]{12})\.([1-9][0-9]{0,11})\.([0-9a-f]{16})\.([0-9a-f]{64})")
 SESSION_SECONDS = 8 * 3600
+# A logout kept in the logouts folder: "<the session's end>-<its reference>.json".
+_LOGOUT_FILE = re.compile(r"[1-9][0-9]{0,11}-[0-9a-f]{64}\.json")
 # A session unused this long ends (each use extends it, up to SESSION_SECONDS from its login): a
 # cookie copied from a browser left open, or from a proxy's log, is worth no more than the
 # operator's last half hour of work. A use is recorded at most once a USE_EVERY_SECONDS, so a page
@@ -145,8 +151,9 @@ _COLS = "key_id, role, label, created, expires, rate, revoked"
 class ApiKeys:
     """Open with a SQLite file's path or the record store's PgTables, and the hashing key."""
 
-    def __init__(self, where: Union[Path, str, Any], key: bytes) -> None:
+    def __init__(self, where: Union[Path, str, Any], key: bytes, logouts: Optional[Path] = None) -> None:
         self._key = key
+        self._logouts = logouts  # the folder of logouts no store took (end_session_in_file); None: none kept
         self._t = SqliteTables(Path(where), "API key store", _SCHEMA) if isinstance(where, (str, Path)) else where
         # The tables known to exist (ended_sessions is in every SQLite key store's schema).
         self._tables: set[str] = {"ended_sessions"} if getattr(self._t, "dialect", None) != "postgresql" else set()
@@ -292,6 +299,10 @@ class ApiKeys:
         if self._table("ended_sessions", _ENDED, create=False) and self._t.q(
                 "SELECT 1 FROM {t}ended_sessions WHERE session = ?", (session_ref(str(cookie)),)):
             raise AuthenticationError("the console session was ended (logged out); log in again.")
+        if self._logged_out_in_file(str(cookie)):
+            raise AuthenticationError("the console session was ended (logged out; kept in the workspace's "
+                                      "console-logouts folder, as neither the audit log nor the key table took it); "
+                                      "log in again.")
         if not rows[0][7] or info.revoked is not None:
             raise AuthenticationError("the API key behind this session was revoked; log in again.")
         if info.expired(now):
@@ -357,6 +368,61 @@ class ApiKeys:
             added = self._t.run("INSERT INTO {t}ended_sessions VALUES (?, ?) ON CONFLICT DO NOTHING",
                                 (session_ref(str(cookie)), until))
         return added > 0
+
+    def end_session_in_file(self, cookie: Optional[str], now: dt.datetime) -> bool:
+        """End a live console session by a file of its own in the logouts folder, for a logout that
+        neither the audit log nor the key table could record (a trigger added to each, a handle on
+        a replaced file, the witness volume full while another process holds the key table): it
+        ended in the process asked alone, and a copy of the cookie sent to another worker read on.
+        One file per session, written whole, so two processes ending sessions at once need no lock;
+        MACed, so one written by hand ends nothing. Restoring the folder from an older copy (or
+        deleting the file) revives the session: no anchor outside the workspace records it. False
+        when there is no such folder or no live session; ConfigError when the file cannot be made."""
+        if self._logouts is None:
+            return False
+        try:
+            self.session(cookie, now, use=False)
+        except AuthenticationError:
+            return False
+        for old in self._logout_files():  # those of sessions over anyway: the folder stays small
+            if int(old.name.split("-")[0]) < now.timestamp():
+                old.unlink(missing_ok=True)
+        until, ref = session_until(str(cookie)), session_ref(str(cookie))
+        body = json.dumps({"session": ref, "until": until, "mac": self._mac("console logout", f"{ref}|{until}")})
+        try:
+            write_atomic(self._logout_file(self._logouts, str(cookie)), body, mode=0o600, within=self._logouts.parent)
+        except OSError as exc:  # a full or failing disk, typed
+            raise_if_unwritable(exc, "the console's logouts folder")
+            raise
+        return True
+
+    @staticmethod
+    def _logout_file(folder: Path, cookie: str) -> Path:
+        return folder / f"{session_until(cookie)}-{session_ref(cookie)}.json"
+
+    def _logout_files(self) -> list[Path]:
+        try:
+            return [p for p in self._logouts.iterdir() if _LOGOUT_FILE.fullmatch(p.name)] if self._logouts else []
+        except OSError:  # none yet, or not a folder
+            return []
+
+    def _logged_out_in_file(self, cookie: str) -> bool:
+        """Whether the logouts folder holds a genuine logout of `cookie` (one whose MAC fails, a
+        link or a second name, ends nothing). A stat per check while there is none."""
+        if self._logouts is None:
+            return False
+        path = self._logout_file(self._logouts, cookie)
+        try:
+            os.lstat(path)
+        except OSError:
+            return False
+        try:
+            doc = json.loads(read_no_link(path, 4096, within=self._logouts.parent))
+        except (ConfigError, ValueError, RecursionError):
+            return False
+        ref, until = session_ref(cookie), session_until(cookie)
+        return isinstance(doc, dict) and doc.get("session") == ref and doc.get("until") == until and hmac.compare_digest(
+            str(doc.get("mac")), self._mac("console logout", f"{ref}|{until}"))
 
     def _table(self, name: str, ddl: str, *, create: bool, wait: bool = True) -> bool:
         """Whether the table `name` (made by `ddl`) exists (asked until it does); with `create`,

@@ -122,6 +122,12 @@ class WorkspacePaths:
         return self.root / "apikeys.db"
 
     @property
+    def console_logouts(self) -> Path:
+        """Console logouts that neither the audit log nor the key table could record, one small
+        MACed file per session (workspace/apikeys.py), read by every process of the workspace."""
+        return self.root / "console-logouts"
+
+    @property
     def databases(self) -> tuple[Path, ...]:
         """The local databases (a workspace on the servers has none: `storage migrate` erases them)."""
         return (self.gallery, self.audit, self.policy, self.apikeys)

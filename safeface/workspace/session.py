@@ -254,7 +254,10 @@ def open_state(paths: WorkspacePaths, deployment: Deployment, keyring: Any = Non
 def open_apikeys(paths: WorkspacePaths, deployment: Deployment, key: bytes) -> ApiKeys:
     """The service's API keys, kept with the policy state."""
     tables = _server_tables(paths, deployment, "service", "API key store")
-    return ApiKeys(paths.apikeys if tables is None else tables, key)
+    # A logout file reaches every process only where they share the workspace's folder: on
+    # servers, other hosts would not read it, and a logout kept there would be one in name only.
+    return ApiKeys(paths.apikeys if tables is None else tables, key,
+                   logouts=paths.console_logouts if tables is None else None)
 
 
 def _server_tables(paths: WorkspacePaths, deployment: Deployment, part: str, what: str) -> Any:
