@@ -505,3 +505,34 @@ def test_a_logout_neither_store_can_record_ends_the_session_for_every_process_of
         with pytest.raises(AuthenticationError, match="logged out"):
             sf.session(cookie)
         assert sf.session(other).role == "operator"
+
+
+def test_without_sec_fetch_headers_a_request_naming_no_page_of_the_console_keeps_no_session_alive(
+        tmp_path: Path) -> None:
+    """A sibling host's page in a browser without Sec-Fetch headers loads console addresses with
+    its Referer withheld (referrerpolicy="no-referrer"): such a request looks like an address typed
+    and is answered with the session, but it is no use of it, so it no longer keeps an unattended
+    session from idling out. A request whose Referer is a console page (a link or form there) is
+    a use, as before."""
+    import datetime as dt
+
+    from policy_support import Clock
+
+    from safeface.errors import AuthenticationError
+
+    client, ws, (op,) = keyed_client(tmp_path, "operator", rate=1000)
+    past = Clock(dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=29))
+    with open_sf(ws, clock=past) as sf:
+        _, idle = sf.open_session(op)  # the operator's last page: 29 minutes ago
+        _, busy = sf.open_session(op)
+    with client:
+        client.cookies.set("__Host-sf_session", idle)
+        withheld = client.get("/audit", follow_redirects=False)
+        client.cookies.set("__Host-sf_session", busy)
+        clicked = client.get("/audit", headers={"referer": "https://testserver/keys"}, follow_redirects=False)
+    assert withheld.status_code == 200 and clicked.status_code == 200, (withheld.status_code, clicked.status_code)
+    later = Clock(dt.datetime.now(dt.timezone.utc) + dt.timedelta(minutes=5))
+    with open_sf(ws, clock=later) as sf:
+        assert sf.session(busy).role == "operator"
+        with pytest.raises(AuthenticationError, match="not used for 30 minutes"):
+            sf.session(idle)

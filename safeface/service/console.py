@@ -118,7 +118,11 @@ def build_console(rt: Runtime) -> APIRouter:
         # A navigation from another host of the site is answered but is no use of the session: one
         # can be made with no one there (a window the page opened once, navigated again and again;
         # a download, which leaves that page in place), and not every browser says which were clicks.
-        use = request.headers.get("sec-fetch-site") in (None, "same-origin", "none")
+        # Without Sec-Fetch headers, only a request from a console page (its Referer this host's:
+        # from_the_console refused another's) is a use: one naming no page may come from a
+        # sibling host's page that withholds its Referer, as often as it likes.
+        site = request.headers.get("sec-fetch-site")
+        use = site in ("same-origin", "none") or (site is None and request.headers.get("referer") is not None)
         try:
             key: ApiKey = rt.light(lambda sf: sf.session(cookie, use=use))
         except AuthenticationError:
