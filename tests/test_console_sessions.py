@@ -537,3 +537,16 @@ def test_without_sec_fetch_headers_a_request_naming_no_page_of_the_console_keeps
         assert sf.session(busy).role == "operator"
         with pytest.raises(AuthenticationError, match="not used for 30 minutes"):
             sf.session(idle)
+
+
+def test_a_login_form_still_works_after_the_login_page_is_loaded_again(tmp_path: Path) -> None:
+    """The login page set a new form token each time it was loaded: a second tab's login page (or
+    a sibling host's page loading /login as an image, over and over) made the form already open
+    answer "the login form expired", so the operator could not log in. A token the browser holds
+    is kept for every form it shows."""
+    client, ws, (op,) = keyed_client(tmp_path, "operator", rate=1000)
+    with client:
+        first = csrf_of(client.get("/login").text)  # the first tab
+        client.get("/login", headers={"sec-fetch-site": "same-site", "sec-fetch-dest": "image"})  # the second, or an image
+        out = client.post("/login", data={"csrf": first, "api_key": op}, follow_redirects=False)
+    assert out.status_code == 303 and out.headers["location"] == "/audit", out.headers.get("location")

@@ -57,6 +57,7 @@ _UNSIGNED = ("This file among the receipts is not signed by this workspace's rec
 _UNSAFE_FOLDER = ("The workspace's reports folder or its receipts folder, reports/receipts, is a link, or is owned or "
                   "writable by another user (an older release made it under the host's umask), so no receipt is read "
                   "from it: make each a real folder of this service user's (not a link) and chmod go-w it.")
+_LOGIN_TOKEN = re.compile(r"[A-Za-z0-9_-]{32}")  # secrets.token_urlsafe(24)
 _RECEIPT_ID = re.compile(r"^[A-Za-z0-9_-]{8,64}\Z")
 _PLOT = re.compile(r"^[A-Za-z0-9_.-]{1,80}\.(png|svg)\Z")
 _CSS = """body{font-family:sans-serif;max-width:1100px;margin:1em auto;padding:0 1em}
@@ -211,7 +212,11 @@ def build_console(rt: Runtime) -> APIRouter:
 
     @router.get("/login")
     async def login_form(request: Request, error: str = "") -> HTMLResponse:
-        token = secrets.token_urlsafe(24)
+        # The token the browser holds, if any, for this form too: a new one each time made every
+        # form open before it (another tab's; a sibling host's page need only load /login as an
+        # image, over and over) answer "expired". Only this host can set a __Host- cookie.
+        held = request.cookies.get(LOGIN) or ""
+        token = held if _LOGIN_TOKEN.fullmatch(held) else secrets.token_urlsafe(24)
         # The link names one of our own messages, never text: a link to the real console could
         # otherwise show a stranger's words in its error box ("mail your key to ...").
         msg = f"<p class='bad'>{_e(_LOGIN_ERRORS[error])}</p>" if error in _LOGIN_ERRORS else ""
