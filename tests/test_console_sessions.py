@@ -464,7 +464,9 @@ def test_without_sec_fetch_headers_a_request_from_another_host_uses_no_session(t
                {"origin": "null"}, {"referer": "https://testserver.example.test/"}]
     honest = [{}, {"referer": "https://testserver/audit"}, {"origin": "https://testserver", "referer": "https://testserver/keys"},
               {"host": "10.0.0.5:8000", "x-forwarded-host": "console.example.test",
-               "referer": "https://console.example.test/audit"}]
+               "referer": "https://console.example.test/audit"},
+              {"host": "10.0.0.5:8000", "forwarded": 'for=192.0.2.7;proto=https;host="console.example.test"',
+               "origin": "https://console.example.test"}]
     with client:
         assert console_login(client, op).status_code == 303
         refused = [client.get("/audit", headers=h, follow_redirects=False) for h in foreign]
