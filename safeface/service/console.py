@@ -157,7 +157,8 @@ def build_console(rt: Runtime) -> APIRouter:
         frame of a sibling host's page in Safari before 16.4) cannot be told from a link followed
         from there, and uses no session either way: a link from another host of the site opens
         the login page, as one from another site does. A page that sends neither header
-        (Referrer-Policy: no-referrer) looks like an address typed, and is taken at its cookie."""
+        (Referrer-Policy: no-referrer) looks like an address typed: answered with the session,
+        and its key's rate spent, but no use of it (session)."""
         forwarded = re.findall(r'(?i)(?:^|[;,\s])host="?([^";,\s]+)', request.headers.get("forwarded") or "")
         own = {h.strip().lower() for h in (request.headers.get("host") or "", *forwarded,
                                            *(request.headers.get("x-forwarded-host") or "").split(",")) if h.strip()}
