@@ -61,10 +61,11 @@ class WorkspaceDiskFailed(WorkspaceUnwritable):
         self.path = path
 
 
-class MissingTable(ConfigError):
-    """A server record store lacks a table this release needs (made by an earlier release), and
-    the database role the service connects as may not create it. `statement`: the SQL for the
-    schema's owner to run once; it names the table and its schema, nothing else of the server."""
+class SchemaOwnerNeeded(ConfigError):
+    """A server record store lacks a table this release needs (made by an earlier release) or the
+    database role the service connects as lacks rights on it, and that role may not mend it.
+    `statement`: the SQL for the schema's owner to run once; it names the table, its schema and
+    the role, nothing else of the server."""
 
     def __init__(self, message: str, statement: str) -> None:
         super().__init__(message)

@@ -30,8 +30,8 @@ from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse,
 from starlette.datastructures import FormData
 
 from ..atomicfile import MAX_COPY_BYTES, write_atomic
-from ..errors import (AuthenticationError, ConfigError, ImageError, IntegrityError, MissingTable, PolicyViolation,
-                      SafeFaceError, ServiceBusy)
+from ..errors import (AuthenticationError, ConfigError, ImageError, IntegrityError, PolicyViolation, SafeFaceError,
+                      SchemaOwnerNeeded, ServiceBusy)
 from ..regularfile import folder_below, read_no_link
 from ..sqlite_store import raise_if_unwritable
 from ..workspace.apikeys import SESSION_SECONDS, ApiKey, session_ref, session_until
@@ -244,13 +244,13 @@ def build_console(rt: Runtime) -> APIRouter:
             key, cookie = rt.light(lambda sf: sf.open_session(str(form.get("api_key") or "").strip()))
         except AuthenticationError:
             return RedirectResponse("/login?error=invalid", status_code=303)
-        except MissingTable as exc:  # refused at the login, not a failed page a minute into the session
+        except SchemaOwnerNeeded as exc:  # refused at the login, not a failed page a minute into the session
             told(exc)  # the whole message in the service's log too
             return page("Console unavailable", "<p class='bad' id='missing-table'>The console cannot open a session: "
-                        "its record store lacks a table the sessions need (it was moved to PostgreSQL by an earlier "
-                        "safeface), and the service's database role may not create it. Run this once as the "
-                        f"schema's owner: <code>{_e(exc.statement)}</code>, grant the service's role SELECT, INSERT, "
-                        "UPDATE and DELETE on it, and log in again.</p>", None, 503)
+                        "its record store lacks a table the sessions need, or the right to use it (the store was "
+                        "moved to PostgreSQL by an earlier safeface), and the service's database role may not mend "
+                        f"that. Run this once as the schema's owner: <code>{_e(exc.statement)}</code> and log in "
+                        "again.</p>", None, 503)
         # The key's rate holds for logins too (429, no cookie): each session opened is one more
         # logout for the audit log to record.
         rt.limit(key.key_id, key.rate)

@@ -36,8 +36,8 @@ from pathlib import Path
 from typing import Any, Optional, Union
 
 from ..atomicfile import write_atomic
-from ..errors import (AuthenticationError, ConfigError, IntegrityError, InvalidArgument, MissingTable, WorkspaceBusy,
-                      WorkspaceUnwritable)
+from ..errors import (AuthenticationError, ConfigError, IntegrityError, InvalidArgument, SchemaOwnerNeeded,
+                      WorkspaceBusy, WorkspaceUnwritable)
 from ..lookalike import not_plain_char
 from ..regularfile import read_no_link
 from ..sqlite_store import raise_if_unwritable
@@ -266,11 +266,12 @@ class ApiKeys:
         info = self.authenticate(presented, now)
         if getattr(self._t, "dialect", None) == "postgresql":
             # A store moved there by an earlier safeface lacks the sessions' tables: made now, or
-            # the login refused (MissingTable) where the role may not. Made at the first use
+            # the login refused (SchemaOwnerNeeded) where the role may not. Made at the first use
             # instead, each console page failed a minute into every session; a session without
             # them would have no logout for other hosts and no idle timeout.
             for name, ddl in (("ended_sessions", _ENDED), ("session_uses", _USES)):
                 self._table(name, ddl, create=True)
+                self._usable(name)
         exp = int(now.timestamp()) + SESSION_SECONDS
         # Each login its own session, even two in one second: logging out of one ends no other.
         nonce = secrets.token_hex(8)
@@ -332,7 +333,7 @@ class ApiKeys:
             # Not waited for (the service checks sessions on its event loop): a use not recorded
             # now is recorded at the next page, and at worst the session ends a little sooner.
             self._table("session_uses", _USES, create=True, wait=False)
-        except MissingTable as exc:  # dropped since the login (which makes it): no idle timeout, no session
+        except SchemaOwnerNeeded as exc:  # dropped since the login (which makes it): no idle timeout, no session
             raise AuthenticationError(f"the console session cannot be kept: {exc}") from exc
         except (WorkspaceBusy, WorkspaceUnwritable, IntegrityError):
             return
@@ -443,15 +444,30 @@ class ApiKeys:
             except IntegrityError as exc:
                 if getattr(self._t, "dialect", None) != "postgresql":  # a trigger, a file replaced: as any write
                     raise
-                statement = ddl.format(t=self._t.prefix)
-                raise MissingTable("the console's sessions need a table the API key store lacks (it was moved to "
-                                   "PostgreSQL by an earlier safeface), and this database role may not create it. Run "
-                                   f"`{statement}` once as the schema's owner, and grant the service's role SELECT, "
-                                   "INSERT, UPDATE and DELETE on it.", statement) from exc
+                statement = f"{ddl.format(t=self._t.prefix)}; {self._grant(name)}"
+                raise SchemaOwnerNeeded("the console's sessions need a table the API key store lacks (it was moved "
+                                        "to PostgreSQL by an earlier safeface), and this database role may not create "
+                                        f"it. Run `{statement}` once as the schema's owner.", statement) from exc
             found = True
         if found:
             self._tables.add(name)
         return bool(found)
+
+    def _grant(self, name: str) -> str:
+        """The statement that gives the role connected now the rights a session needs on `name`."""
+        role = str(self._t.q("SELECT quote_ident(current_user)")[0][0])
+        return f"GRANT SELECT, INSERT, UPDATE, DELETE ON {self._t.prefix}{name} TO {role}"
+
+    def _usable(self, name: str) -> None:
+        """On PostgreSQL, SchemaOwnerNeeded unless the role connected may read and write the table
+        `name`: a table the owner made without granting it failed every page (no SELECT), or
+        recorded no use, so that each session idled out 30 minutes after its login (no INSERT)."""
+        table = self._t.prefix + name
+        if not all(self._t.q("SELECT has_table_privilege(?, ?)", (table, right))[0][0]
+                   for right in ("SELECT", "INSERT", "UPDATE", "DELETE")):
+            statement = self._grant(name)
+            raise SchemaOwnerNeeded(f"this database role may not read and write {table}, which the console's sessions "
+                                    f"need. Run `{statement}` once as the schema's owner.", statement)
 
     def csrf_token(self, cookie: str) -> str:
         return self._mac("csrf", cookie)[:40]
