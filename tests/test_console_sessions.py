@@ -462,7 +462,8 @@ def test_without_sec_fetch_headers_a_request_from_another_host_uses_no_session(t
     client, ws, (op,) = keyed_client(tmp_path, "operator", rate=1000)
     foreign = [{"referer": "https://wiki.example.test/page"}, {"origin": "https://wiki.example.test"},
                {"origin": "null"}, {"referer": "https://testserver.example.test/"}]
-    honest = [{}, {"referer": "https://testserver/audit"}, {"origin": "https://testserver", "referer": "https://testserver/keys"},
+    honest = [{}, {"referer": "https://testserver/audit"},
+              {"origin": "https://testserver", "referer": "https://testserver/keys"},
               {"host": "10.0.0.5:8000", "x-forwarded-host": "console.example.test",
                "referer": "https://console.example.test/audit"},
               {"host": "10.0.0.5:8000", "forwarded": 'for=192.0.2.7;proto=https;host="console.example.test"',
@@ -549,6 +550,6 @@ def test_a_login_form_still_works_after_the_login_page_is_loaded_again(tmp_path:
     client, ws, (op,) = keyed_client(tmp_path, "operator", rate=1000)
     with client:
         first = csrf_of(client.get("/login").text)  # the first tab
-        client.get("/login", headers={"sec-fetch-site": "same-site", "sec-fetch-dest": "image"})  # the second, or an image
+        client.get("/login", headers={"sec-fetch-site": "same-site", "sec-fetch-dest": "image"})  # a second tab, an image
         out = client.post("/login", data={"csrf": first, "api_key": op}, follow_redirects=False)
     assert out.status_code == 303 and out.headers["location"] == "/audit", out.headers.get("location")

@@ -17,7 +17,9 @@ under the right hashing key, is refused. Comparisons are constant-time.
 The operator console exchanges a key for a session cookie ``<key id>.<expiry>.<HMAC>`` under a
 key derived the same way (so every worker process accepts it), checked against the key's row at
 each request: revoking the key ends its sessions. A session unused for IDLE_SECONDS ends too (its
-last use, MACed, is kept in the same store). CSRF tokens are an HMAC of the session.
+last use, MACed, is kept in the same store). A logout that neither the audit log nor this store
+can record is kept, in a local workspace, by a MACed file of its own in WS/console-logouts, which
+every process reads. CSRF tokens are an HMAC of the session.
 """
 
 from __future__ import annotations
@@ -424,8 +426,8 @@ class ApiKeys:
         except (ConfigError, ValueError, RecursionError):
             return False
         ref, until = session_ref(cookie), session_until(cookie)
-        return isinstance(doc, dict) and doc.get("session") == ref and doc.get("until") == until and hmac.compare_digest(
-            str(doc.get("mac")), self._mac("console logout", f"{ref}|{until}"))
+        return (isinstance(doc, dict) and doc.get("session") == ref and doc.get("until") == until
+                and hmac.compare_digest(str(doc.get("mac")), self._mac("console logout", f"{ref}|{until}")))
 
     def _table(self, name: str, ddl: str, *, create: bool, wait: bool = True) -> bool:
         """Whether the table `name` (made by `ddl`) exists (asked until it does); with `create`,
