@@ -550,6 +550,7 @@ def test_a_login_form_still_works_after_the_login_page_is_loaded_again(tmp_path:
     client, ws, (op,) = keyed_client(tmp_path, "operator", rate=1000)
     with client:
         first = csrf_of(client.get("/login").text)  # the first tab
-        client.get("/login", headers={"sec-fetch-site": "same-site", "sec-fetch-dest": "image"})  # a second tab, an image
+        # a second tab's login page, or a sibling host's image of it
+        client.get("/login", headers={"sec-fetch-site": "same-site", "sec-fetch-dest": "image"})
         out = client.post("/login", data={"csrf": first, "api_key": op}, follow_redirects=False)
     assert out.status_code == 303 and out.headers["location"] == "/audit", out.headers.get("location")
