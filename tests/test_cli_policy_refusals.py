@@ -117,3 +117,55 @@ def test_a_tokens_validity_must_be_a_sensible_number_of_days(ws: Any, capsys: An
         rc, out, err = run(capsys, *args, "--days", days)
         assert rc == 1 and "from 0 to 36525 days" in err and "Traceback" not in err, (rc, err)
         assert out.strip() == ""
+
+
+def _unblock_after(fifo: Path, seconds: float) -> Any:
+    """A watchdog for a command that would wait on `fifo` for ever: after `seconds` it opens the
+    FIFO's other end and closes it, so the test fails instead of hanging."""
+    import os
+    import threading
+
+    done = threading.Event()
+
+    def unblock() -> None:
+        if not done.wait(seconds):
+            try:
+                os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+            except OSError:
+                pass
+    threading.Thread(target=unblock, daemon=True).start()
+    return done
+
+
+@pytest.mark.parametrize("option", ["--jwks", "--checkpoint", "--issuer-key", "--authority-key", "--pad-model"])
+def test_a_file_named_on_the_command_line_is_read_only_as_a_bounded_regular_file(
+        ws: Any, tmp_path: Path, capsys: Any, option: str) -> None:
+    """Every option that names a file to read takes it as `--consent @FILE` and a passphrase file
+    are taken: a FIFO at the path made `keys import --jwks`, `audit verify --checkpoint`, the
+    signing keys of `consent issue`/`legal-basis issue` and `liveness check --pad-model` wait for
+    ever, and /dev/zero or a huge file was read whole into memory. Each is now an error (exit 1)
+    naming the path, before anything is read."""
+    import os
+
+    def command(path: Path) -> list[Any]:
+        return {"--jwks": ["keys", "import", ws.root, "--kind", "consent-issuer", "--jwks", path],
+                "--checkpoint": ["audit", "verify", ws.root, "--checkpoint", path],
+                "--issuer-key": ["consent", "issue", ws.root, "--subject", "alice", "--purpose", "demo",
+                                 "--issuer-key", path],
+                "--authority-key": ["legal-basis", "issue", ws.root, "--authority", "a", "--provision", "p",
+                                    "--purpose", "demo", "--authority-key", path],
+                "--pad-model": ["liveness", "check", tmp_path / "clip.mp4", "--pad-model", path]}[option]
+
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    done = _unblock_after(fifo, 5.0)
+    try:
+        rc, out, err = run(capsys, *command(fifo))
+    finally:
+        done.set()
+    assert rc == 1 and "not a regular file" in err and str(fifo) in err, (rc, out, err)
+    huge = tmp_path / "huge.json"
+    with open(huge, "wb") as fh:
+        fh.truncate(64 << 20)  # sparse: 64 MiB of NULs
+    rc, out, err = run(capsys, *command(huge))
+    assert rc == 1 and "larger than" in err and str(huge) in err, (rc, out, err)

@@ -91,9 +91,12 @@ def _pad_model(spec_file: Path) -> Any:
 
     from ..capture.pad_model import PadModel, PadModelSpec
     from ..errors import ConfigError
+    from ..regularfile import read_text
 
+    # Read as every file a user names is: a regular file, bounded (a FIFO waited for ever).
+    text = read_text(Path(spec_file), f"the PAD model description {spec_file}", 64 * 1024)
     try:
-        raw = json.loads(Path(spec_file).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
+        raw = json.loads(text)
+    except ValueError as exc:
         raise ConfigError(f"{spec_file}: not a readable JSON description of a PAD model ({type(exc).__name__}).") from None
     return PadModel(PadModelSpec.from_mapping(raw, Path(spec_file).resolve().parent))

@@ -23,10 +23,13 @@ from joserfc.jwk import OKPKey
 
 from ..errors import IntegrityError
 from ..jsondepth import loads
+from ..regularfile import read_text
 
 FORMAT = "safeface-audit-checkpoint/1"
 # A checkpoint file nests a level or two (its claims in the clear beside the JWS); deeper is none.
 MAX_CHECKPOINT_DEPTH = 16
+# A checkpoint is under a kilobyte; anything much larger is not one.
+MAX_CHECKPOINT_BYTES = 64 * 1024
 ALG = "Ed25519"
 
 
@@ -56,9 +59,12 @@ def _names_this_deployment(claims: dict[str, Any], name: str, deployment_id: Opt
 
 
 def read_checkpoint(path: Path) -> dict[str, Any]:
+    # The file itself (missing, a FIFO, /dev/zero, too large) is the caller's mistake, a
+    # ConfigError; what it holds is judged as a checkpoint below.
+    text = read_text(Path(path), f"the checkpoint {path}", MAX_CHECKPOINT_BYTES)
     try:
-        doc = loads(Path(path).read_text(encoding="utf-8"), MAX_CHECKPOINT_DEPTH)
-    except (OSError, ValueError) as exc:
+        doc = loads(text, MAX_CHECKPOINT_DEPTH)
+    except ValueError as exc:
         raise IntegrityError(f"the checkpoint {path} is not readable JSON ({exc}).") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("jws"), str):
         raise IntegrityError(f"{path} is not a safeface audit checkpoint (no signed 'jws').")

@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from ..errors import ConfigError, IntegrityError
 from ..policy.tokens import load_private_key, private_key_pem
 from ..atomicfile import make_dirs, write_new
-from ..regularfile import read_workspace_file
+from ..regularfile import read_text, read_workspace_file
 from .paths import WorkspacePaths
 
 # Each file authenticated by the workspace gets its own key, so a MAC made for one kind of file
@@ -47,11 +47,14 @@ def new_signing_key(out: Path) -> Ed25519PrivateKey:
     return key
 
 
+# A PEM private key is a few hundred bytes.
+MAX_SIGNING_KEY_BYTES = 64 * 1024
+
+
 def read_signing_key(path: Path) -> Ed25519PrivateKey:
-    try:
-        return load_private_key(Path(path).read_bytes())
-    except OSError as exc:
-        raise ConfigError(f"cannot read the signing key {path} ({exc.strerror}).") from None
+    # As every file a user names is read: a regular file, bounded (a FIFO waited for ever).
+    text = read_text(Path(path), f"the signing key {path}", MAX_SIGNING_KEY_BYTES)
+    return load_private_key(text.encode("utf-8"))
 
 
 def issuer_signing_key(paths: WorkspacePaths, given: Optional[Path], kind: str) -> Ed25519PrivateKey:

@@ -37,7 +37,7 @@ from joserfc.jwk import OKPKey
 from ..errors import ConfigError, IntegrityError
 from ..jsondepth import TooDeep, loads
 from ..policy.tokens import key_id
-from ..regularfile import read_workspace_file
+from ..regularfile import read_text, read_workspace_file
 from .audit import AuditEntry, AuditLog
 from .ed25519_points import public_key_problem
 from ..atomicfile import exclusive_lock, shared_lock, write_atomic
@@ -49,6 +49,8 @@ FORMAT = "safeface-trust/2"
 MAX_TRUST_BYTES = 16 * 1024 * 1024
 # A JWK Set or a trust store nests a few levels ({"keys": [{"jwk": {...}}]}); deeper is no such file.
 MAX_JSON_DEPTH = 16
+# A JWK Set given to `keys import`: thousands of keys, far more than any issuer publishes.
+MAX_JWKS_BYTES = 1024 * 1024
 KINDS = ("consent-issuer", "authority")
 # The names the guard is given its keys under.
 GUARD_NAMES = {"consent-issuer": "consent_issuers", "authority": "authorities"}
@@ -348,9 +350,12 @@ def _record(audit: AuditLog, operation: str, key: TrustedKey, digest: str) -> in
 
 def read_jwks(path: Path) -> list[tuple[Ed25519PublicKey, str]]:
     """The public keys of a JWK Set file (or of a single JWK), each with its `kid` as label."""
+    # Read as the other files a user names are (a token file, a passphrase file): a FIFO at the
+    # path made the command wait for ever, and /dev/zero was read until memory ran out.
+    text = read_text(Path(path), f"the JWK Set {path}", MAX_JWKS_BYTES)
     try:
         # Each member once: a reader by eye takes the first of two `x`, Python's parser the last.
-        doc = loads(Path(path).read_text(encoding="utf-8"), MAX_JSON_DEPTH, object_pairs_hook=_members_once)
+        doc = loads(text, MAX_JSON_DEPTH, object_pairs_hook=_members_once)
     except TooDeep:
         raise ConfigError(f"cannot read the JWK Set {path} (nested deeper than any key set).") from None
     except (OSError, ValueError) as exc:
