@@ -26,9 +26,11 @@ SQLITE_IOERR_READ, SQLITE_IOERR_SHORT_READ, SQLITE_IOERR_CORRUPTFS = 266, 522, 8
 SQLITE_CORRUPT, SQLITE_NOTADB = 11, 26
 
 
-def connect(path: Path, what: str) -> sqlite3.Connection:
+def connect(path: Path, what: str, *, own: bool = False) -> sqlite3.Connection:
     """A connection in autocommit mode (transactions are explicit). `what` names the file in
-    errors, e.g. "gallery"."""
+    errors, e.g. "gallery". `own`: a file the workspace made (its audit log, policy state, key
+    store), which SQLite calling it malformed or no database means damaged or cut short, an
+    IntegrityError (raise_if_damaged), not a path to check."""
     path = Path(path)
     create_file(path)
     try:  # a FIFO or device in the file's place fails here (disk I/O error)
@@ -38,6 +40,8 @@ def connect(path: Path, what: str) -> sqlite3.Connection:
         raise_if_busy(exc, f"the {what} {path}")
         _refuse_read_only_folder(path, what, exc)
         raise_if_unwritable(exc, f"the {what} {path}")  # a full disk: not the file's fault
+        if own:
+            raise_if_damaged(exc, f"the {what} {path}", path)
         raise ConfigError(f"{path} is not a usable {what} database ({exc}).") from None
     try:
         conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
@@ -58,6 +62,8 @@ def connect(path: Path, what: str) -> sqlite3.Connection:
         _refuse_special_files(path, what)  # a FIFO at the -shm fails the first statement
         _refuse_read_only_folder(path, what, exc)
         raise_if_unwritable(exc, f"the {what} {path}")  # a full disk: not the file's fault
+        if own:  # a file cut short (a disk fault, or someone hiding its tail) fails here
+            raise_if_damaged(exc, f"the {what} {path}", path)
         raise ConfigError(f"{path} is not a usable {what} database ({exc}).") from None
     return conn
 
@@ -210,8 +216,8 @@ def raise_if_damaged(exc: BaseException, where: str, *paths: Path) -> None:
     if paths:
         raise_if_disk_failed(exc, paths, where)
     if type(exc) is sqlite3.DatabaseError:  # SQLITE_CORRUPT, SQLITE_NOTADB: no subclass of its own
-        raise IntegrityError(f"{where} is damaged ({exc}): it was edited by hand or its disk failed. Restore it "
-                             "from a backup.") from None
+        raise IntegrityError(f"{where} is damaged ({exc}): it was edited by hand, cut short or its disk failed. "
+                             "Restore it from a backup, then run `safeface audit verify`.") from None
 
 
 def refuse_foreign_triggers(db: sqlite3.Connection, where: str, why: str, own: tuple[str, ...] = ()) -> None:

@@ -113,3 +113,53 @@ def test_a_damaged_page_in_the_log_or_the_store_is_reported_not_a_crash(tmp_path
         audit_verify(ws.root, pf)
     with pytest.raises(SafeFaceError):
         open_sf(ws).close()
+
+
+def _cut_log(tmp_path: Path, where: str) -> WorkspacePaths:
+    """A workspace whose audit.db lost its end, as a disk fault or someone hiding its last entries
+    leaves it: cut at a byte offset (`where`), or its -wal file (the newest entries) lost."""
+    import shutil
+    import sqlite3
+
+    paths = _ws(tmp_path)
+    with opened(paths) as r:
+        for i in range(40):
+            r.audit.append("verify", "allowed", purpose="demo", note="n" * 200 + str(i))
+    if where == "wal":
+        hold = sqlite3.connect(paths.audit)  # keeps the -wal from being folded into the file
+        hold.execute("SELECT 1 FROM entries LIMIT 1").fetchall()
+        try:
+            with opened(paths) as r:
+                for i in range(5):
+                    r.audit.append("verify", "allowed", purpose="demo", note=f"late {i}")
+            assert Path(f"{paths.audit}-wal").stat().st_size > 4096
+            copy = tmp_path / "copy"
+            shutil.copytree(paths.root, copy, ignore=lambda _d, names: [n for n in names if n.endswith(("-wal", "-shm"))])
+        finally:
+            hold.close()
+        return WorkspacePaths(copy)
+    size = paths.audit.stat().st_size
+    wal = Path(f"{paths.audit}-wal")
+    assert size >= 5 * 4096 and (not wal.exists() or wal.stat().st_size == 0)  # all in the file itself
+    at = {"header": 50, "first page": 1000, "inside a page": 2 * 4096 + 100, "page boundary": 2 * 4096,
+          "last page boundary": size - 4096, "inside the last page": size - 100}[where]
+    with open(paths.audit, "r+b") as fh:
+        fh.truncate(at)
+    return paths
+
+
+@pytest.mark.parametrize("where", ["header", "first page", "inside a page", "page boundary", "last page boundary",
+                                   "inside the last page", "wal"])
+def test_an_audit_log_cut_short_is_damage_with_what_to_do_not_a_configuration_error(tmp_path: Path,
+                                                                                    where: str) -> None:
+    """audit.db cut at a byte offset was "not a usable audit log database" (a ConfigError, exit 1:
+    check your paths), and cut inside its last page it opened and was used as if whole (SQLite
+    reads a short page as zeros). A log that lost its end is damage or tampering: the open and
+    `audit verify` raise IntegrityError, saying to restore a backup and run `audit verify`."""
+    from safeface.sdk import SafeFace
+
+    paths = _cut_log(tmp_path, where)
+    for attempt in (lambda: audit_verify(paths.root), lambda: SafeFace.open(paths.root).close()):
+        with pytest.raises(IntegrityError) as info:
+            attempt()
+        assert "backup" in str(info.value) and "safeface audit verify" in str(info.value), str(info.value)

@@ -18,6 +18,7 @@ anywhere leaves nothing behind.
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import sqlite3
 import threading
@@ -88,7 +89,7 @@ class SqliteTables:
         self.path = Path(path).absolute()  # checked by name at every statement, whatever the cwd then
         self.prefix = ""
         self._lock = threading.RLock()
-        self._db = connect(self.path, what)
+        self._db = connect(self.path, what, own=True)
         try:
             self._db.executescript(schema)
         except sqlite3.DatabaseError as exc:  # a FIFO or device in its place, a damaged file
@@ -102,10 +103,27 @@ class SqliteTables:
         # processes no longer read: a copy renamed over it kept a revoked key or consent let in.
         self._opened = store_identity(self.path)
         try:
+            self._refuse_cut()
             self._refuse_triggers()
         except BaseException:
             self._db.close()
             raise
+
+    def _refuse_cut(self) -> None:
+        """IntegrityError for a file cut inside a page: SQLite writes whole pages, and reads a
+        short last page as zeros, so a file cut in its last page opened and was used as if whole.
+        Judged only while the -wal holds no frames (its 32-byte header at most): a checkpoint
+        that a crash interrupted is finished from the -wal."""
+        page = int(self._db.execute("PRAGMA page_size").fetchone()[0])
+        try:
+            size = os.stat(self.path).st_size
+            wal = os.stat(f"{self.path}-wal").st_size if os.path.exists(f"{self.path}-wal") else 0
+        except OSError:
+            return  # judged by the statements that read it
+        if page > 0 and size % page and wal <= 32:
+            raise IntegrityError(f"{self.where} is cut short ({size} bytes, not a whole number of its {page}-byte "
+                                 "pages): a disk fault, or someone removed its end. Restore it from a backup, then "
+                                 "run `safeface audit verify`.")
 
     def _refuse_triggers(self) -> None:
         """None of these stores makes a trigger, so any is someone else's: one added by hand to

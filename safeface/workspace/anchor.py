@@ -263,7 +263,8 @@ def check_anchor(anchor: AnchorStore, value: Optional[Anchor], log_end: int, has
         raise IntegrityError(f"the audit log was rolled back or cut: it ends at entry {log_end} but the "
                              f"{anchor.name} ({_where(anchor)}) records entry {value.seq}. An older copy of "
                              "the audit log (audit.db, or its tables in PostgreSQL) was restored, or its last entries "
-                             "were deleted.")
+                             "were deleted (its -wal file removed, the file cut short). Restore the newest backup of "
+                             "the log, then run `safeface audit verify`.")
     if value.seq > 0 and not hmac.compare_digest(str(hash_at(value.seq) or ""), value.hash):
         raise IntegrityError(f"the audit log was replaced: its entry {value.seq} differs from the one the "
                              f"{anchor.name} ({_where(anchor)}) records. The log was rewritten or swapped for "
