@@ -721,3 +721,69 @@ def test_the_policy_state_alone_refuses_a_withdrawn_consent(tmp_path: Path, with
             assert not sf.records("alice")
     finally:
         mark(seq, "allowed")
+
+
+@pytest.mark.parametrize("call", ["verify", "enroll"])
+def test_a_consent_dated_within_the_skew_after_a_hidden_erasure_is_named(tmp_path: Path, call: str) -> None:
+    """The guard counts a consent dated less than 120 s after its subject's erasure as withdrawn
+    (an issuer running ahead dates one given before it after it). With the erasure hidden from the
+    guard (the policy state rolled back, the entry changed for one call and put back) such a
+    consent, dated 60 s after it and never used before, got in, and `audit verify` found nothing:
+    it judged by the issue time alone. Entries of this release say the guard applied the skew,
+    so the audit names the call."""
+    import datetime as dt
+
+    from safeface import IntegrityError
+
+    img = images()
+    ws = make_workspace(tmp_path / "ws")
+    first, _ = issued_consent(ws, "alice", operations=_ALL_OPS)
+    with _open(ws) as sf:
+        sf.enroll(img / "obama.jpg", "alice", "demo", first)
+
+    def late(sf: SafeFace) -> None:
+        erased = [e for e in sf.audit_entries() if e.operation == "erase"][-1]
+        ahead, _ = issued_consent(ws, "alice", operations=_ALL_OPS,
+                                  now=dt.datetime.fromisoformat(erased.time) + dt.timedelta(seconds=60))
+        if call == "verify":
+            sf.verify(img / "obama2.jpg", "alice", "demo", ahead)
+        else:
+            sf.enroll(img / "obama.jpg", "alice", "demo", ahead)
+        assert [e for e in sf.audit_entries() if e.operation == call][-1].decision == "allowed"
+
+    _erased_then_hidden_for(tmp_path, ws, late)
+    with _open(ws) as sf:
+        with pytest.raises(IntegrityError, match="withdrawal was hidden"):
+            sf.audit_verify()
+
+
+def test_a_consent_dated_within_the_skew_after_an_erasure_by_an_earlier_safeface_is_not_named() -> None:
+    """An earlier safeface let in a consent dated less than 120 s after its subject's erasure (the
+    rule is newer than the log): its entry, which does not say the guard applied the skew, is not
+    judged by it, while the same history written now is named."""
+    import dataclasses
+
+    from safeface.policy.guard import CLOCK_SKEW_S
+    from safeface.workspace.audit import AuditEntry
+    from safeface.workspace.storecheck import TOKEN_ISSUED, WITHDRAWAL_SKEW, read_log
+
+    ref, alice, erased = "t-" + "a" * 32, "b" * 64, 1_796_000_000
+
+    def entries(skew: str) -> list[AuditEntry]:
+        return [AuditEntry(1, "2026-12-01T00:00:00+00:00", "enroll", "demo", "t-" + "c" * 32, "consent", (alice,),
+                           "allowed", None, f"rows=1; expires 2027-01-01; {TOKEN_ISSUED} {erased - 600}; judged "
+                           "after entry 0", None),
+                AuditEntry(2, "2026-12-01T00:00:01+00:00", "erase", None, None, None, (alice,), "allowed", "CN-05",
+                           f"withdrawn at {erased}; 1 template(s) removed; rows=1; receipt r", None),
+                AuditEntry(3, "2026-12-01T00:00:02+00:00", "verify", "demo", ref, "consent", (alice,), "allowed",
+                           None, f"match; {TOKEN_ISSUED} {erased + 60}{skew}; judged after entry 2", None)]
+
+    assert read_log(entries("")).late == []
+    late = read_log(entries(f"; {WITHDRAWAL_SKEW} {CLOCK_SKEW_S} s")).late
+    assert [x.split(" ")[1] for x in late] == ["3"]
+    # Dated past the skew: a new consent, for this release too.
+    past = entries(f"; {WITHDRAWAL_SKEW} {CLOCK_SKEW_S} s")
+    past[2] = dataclasses.replace(past[2], note=f"match; {TOKEN_ISSUED} {erased + CLOCK_SKEW_S + 1}; "
+                                  f"{WITHDRAWAL_SKEW} {CLOCK_SKEW_S} s; judged after entry 2")
+    assert read_log(past).late == []
+

@@ -57,9 +57,9 @@ from ..workspace.session import (follow_witnesses, open_apikeys, open_audit, ope
                                  write_config)
 from ..workspace.trust import OPERATIONS as TRUST_OPERATIONS, TrustStore, load_trust
 from ..workspace.state import PolicyState
-from ..workspace.storecheck import (CONSENT_OF, COMMITTED, EXPIRY_KEPT, TOKEN_ISSUED, UNCOMMITTED, StoreReport,
-                                    check_store, key_actor, key_issue_prefix, key_issued_note, key_revoked_note,
-                                    session_ended_note)
+from ..workspace.storecheck import (CONSENT_OF, COMMITTED, EXPIRY_KEPT, TOKEN_ISSUED, UNCOMMITTED, WITHDRAWAL_SKEW,
+                                    StoreReport, check_store, key_actor, key_issue_prefix, key_issued_note,
+                                    key_revoked_note, session_ended_note)
 from .nonces import RecordedNonces, evidence_ref, nonce_ref
 from .revocations import RecordedRevocations
 from .results import Candidate, Enrollment, Export, Record, Verification
@@ -1774,7 +1774,8 @@ class SafeFace:
         if d.evidence is not None:  # which liveness check let the call in (the check's entry names it too)
             note = f"{note}; liveness {nonce_ref(d.evidence.nonce)}" if note else f"liveness {nonce_ref(d.evidence.nonce)}"
         if outcome == "allowed" and d.token is not None:  # last, after any caller text (audit.last_mention)
-            issued = f"{TOKEN_ISSUED} {int(d.token.issued_at)}"
+            # The skew the guard applied after a withdrawal, so the audit judges this entry by it.
+            issued = f"{TOKEN_ISSUED} {int(d.token.issued_at)}; {WITHDRAWAL_SKEW} {CLOCK_SKEW_S} s"
             note = f"{note}; {issued}" if note else issued
         self._append(d.operation.value, outcome, purpose=d.purpose.name if d.purpose else None,
                      token_id=d.token_ref, basis=d.basis, subjects=subjects, rule=d.rule, note=note)

@@ -65,6 +65,11 @@ _TRUST_KEY = re.compile(r"(?:consent-issuer|authority) key ([A-Za-z0-9_-]{43})\b
 # before an erasure and first used after it from a consent given afresh.
 TOKEN_ISSUED = "token issued"
 _ISSUED = re.compile(TOKEN_ISSUED + r" (-?[0-9]+)\b")  # an issuer may date a token before 1970
+# After "token issued" in an allowed call's entry: the guard that let it in counted a token dated
+# up to this many seconds after its subject's withdrawal as withdrawn (guard.CLOCK_SKEW_S). An
+# entry an earlier safeface wrote says nothing: its guard let such tokens in, so none is named.
+WITHDRAWAL_SKEW = "withdrawal skew"
+_SKEW = re.compile(WITHDRAWAL_SKEW + r" ([0-9]+) s\b")
 # A service key's revocation (the note authentication looks for, exactly), and the actor of an
 # entry made under a key: its id and the last entry when the key was found unrevoked.
 _KEY_REVOKED = re.compile(r"API key ([0-9a-f]{1,64}) revoked")
@@ -268,10 +273,12 @@ def read_log(entries: Iterable[Any]) -> _Log:
                 # was issued or used (judged for the enrolled subject only: one legal basis may
                 # cover many people).
                 issued = last_mention(_ISSUED, e.note)  # None: written before entries named it
+                skew = last_mention(_SKEW, e.note) or 0
                 whose = giver[ref] if e.basis == "consent" else {str(s) for s in e.subjects}
                 used = out.first_use(ref, judged)
                 after = [w for s in whose for w, when in out.withdrawals.get(s, ())
-                         if w <= judged and ((used is not None and used < w) or (issued is not None and issued <= when))]
+                         if w <= judged and ((used is not None and used < w)
+                                             or (issued is not None and issued <= when + skew))]
                 if after:
                     out.late.append(f"entry {e.seq} ({e.operation}) let in token {ref[:14]}..., issued or used before "
                                     f"its subject's withdrawal in entry {max(after)}: the withdrawal was hidden from the "
