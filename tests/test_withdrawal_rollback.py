@@ -779,6 +779,11 @@ def test_a_consent_dated_within_the_skew_after_an_erasure_by_an_earlier_safeface
                            None, f"match; {TOKEN_ISSUED} {erased + 60}{skew}; judged after entry 2", None)]
 
     assert read_log(entries("")).late == []
+    # Caller text naming the skew before the SDK's own mark (an export's recipient) counts for nothing.
+    forged = entries("")
+    forged[2] = dataclasses.replace(forged[2], note=f"to {TOKEN_ISSUED} 1; {WITHDRAWAL_SKEW} {CLOCK_SKEW_S} s; "
+                                    f"{TOKEN_ISSUED} {erased + 60}; judged after entry 2")
+    assert read_log(forged).late == []
     late = read_log(entries(f"; {WITHDRAWAL_SKEW} {CLOCK_SKEW_S} s")).late
     assert [x.split(" ")[1] for x in late] == ["3"]
     # Dated past the skew: a new consent, for this release too.

@@ -68,8 +68,10 @@ _ISSUED = re.compile(TOKEN_ISSUED + r" (-?[0-9]+)\b")  # an issuer may date a to
 # After "token issued" in an allowed call's entry: the guard that let it in counted a token dated
 # up to this many seconds after its subject's withdrawal as withdrawn (guard.CLOCK_SKEW_S). An
 # entry an earlier safeface wrote says nothing: its guard let such tokens in, so none is named.
+# Read only where it follows the SDK's own (last) "token issued": caller text before it (an
+# export's recipient) in an earlier release's entry must not make that entry judged by a skew.
 WITHDRAWAL_SKEW = "withdrawal skew"
-_SKEW = re.compile(WITHDRAWAL_SKEW + r" ([0-9]+) s\b")
+_ISSUED_SKEW = re.compile(TOKEN_ISSUED + r" -?[0-9]+(?:; " + WITHDRAWAL_SKEW + r" ([0-9]+) s)?\b")
 # A service key's revocation (the note authentication looks for, exactly), and the actor of an
 # entry made under a key: its id and the last entry when the key was found unrevoked.
 _KEY_REVOKED = re.compile(r"API key ([0-9a-f]{1,64}) revoked")
@@ -273,7 +275,8 @@ def read_log(entries: Iterable[Any]) -> _Log:
                 # was issued or used (judged for the enrolled subject only: one legal basis may
                 # cover many people).
                 issued = last_mention(_ISSUED, e.note)  # None: written before entries named it
-                skew = last_mention(_SKEW, e.note) or 0
+                skews = _ISSUED_SKEW.findall(e.note or "")
+                skew = min(int(skews[-1] or 0), CLOCK_SKEW_S) if skews else 0
                 whose = giver[ref] if e.basis == "consent" else {str(s) for s in e.subjects}
                 used = out.first_use(ref, judged)
                 after = [w for s in whose for w, when in out.withdrawals.get(s, ())
