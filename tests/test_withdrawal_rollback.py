@@ -792,3 +792,37 @@ def test_a_consent_dated_within_the_skew_after_an_erasure_by_an_earlier_safeface
                                   f"{WITHDRAWAL_SKEW} {CLOCK_SKEW_S} s; judged after entry 2")
     assert read_log(past).late == []
 
+
+def test_a_withdrawal_is_never_dated_before_an_entry_the_log_already_holds(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """A host whose clock runs a little behind the one that wrote the log's last entry (within the
+    log's tolerance, so its entries are taken) dated an erasure before that entry: the 120 s after
+    a withdrawal then ended before 120 s after an entry already recorded, and a consent dated in
+    between counted as new. The withdrawal is dated by the log's order too (never before its last
+    entry), so the consent counts as withdrawn."""
+    import datetime as dt
+
+    from safeface.sdk import facade
+    from safeface.workspace.audit import withdrawal_time
+
+    img = images()
+    ws = make_workspace(tmp_path / "ws")
+    first, _ = issued_consent(ws, "alice", operations=_ALL_OPS)
+    with _open(ws) as sf:
+        sf.enroll(img / "obama.jpg", "alice", "demo", first)
+    real = facade.utc_now
+    monkeypatch.setattr(facade, "utc_now", lambda: real() - dt.timedelta(seconds=1.9))
+    with _open(ws) as sf:  # its "open" entry is written by the log's clock, which is right
+        before = sf.audit_entries()[-1]
+        sf.erase("alice")
+        erased = sf.audit_entries()[-1]
+    monkeypatch.setattr(facade, "utc_now", real)
+    assert erased.operation == "erase"
+    recorded = int(dt.datetime.fromisoformat(before.time).timestamp())
+    assert withdrawal_time(erased.note, erased.time) >= recorded
+    spare, _ = issued_consent(ws, "alice", operations=_ALL_OPS,
+                              now=dt.datetime.fromtimestamp(recorded + 120, dt.timezone.utc))
+    with _open(ws) as sf:
+        with pytest.raises(PolicyViolation, match="less than 120 s after"):
+            sf.verify(img / "obama2.jpg", "alice", "demo", spare)
+        sf.audit_verify()

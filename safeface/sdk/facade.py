@@ -945,11 +945,12 @@ class SafeFace:
 
         def body(d: Decision) -> tuple[ErasureReceipt, None]:
             with self._gallery.locked():
-                results = self._withdraw_subjects(pseuds, now)
+                at = self._withdrawal_time()
+                results = self._withdraw_subjects(pseuds, at)
                 result = _merged(results)
-                receipt = self._receipt("erase", pseuds, None, _receipt_rows(results), now, result.vectors)
+                receipt = self._receipt("erase", pseuds, None, _receipt_rows(results), at, result.vectors)
                 for res in results:  # one entry a subject: the withdrawal lookups find it by subject
-                    self._removal_entries("erase", None, [str(res.pseudonym)], res, receipt, now)
+                    self._removal_entries("erase", None, [str(res.pseudonym)], res, receipt, at)
             return receipt, None
 
         return self._run(request, pseuds, body)
@@ -969,6 +970,19 @@ class SafeFace:
                 self._audit.names_removed(self.pseudonym(str(subject))):
             return []
         return [self.pseudonym(usual)]
+
+    def _withdrawal_time(self) -> dt.datetime:
+        """When a withdrawal (an erasure, a revocation) takes effect, as the policy state and its
+        entry record it: read under the store's write lock, where the call may have waited for
+        another's write, and on the system clock never before the log's last entry, whose time
+        the log's own order vouches for (a clock a little behind, within the log's tolerance,
+        dated the withdrawal before entries already recorded). A demo's clock is the caller's
+        time, which the log's entries do not share."""
+        now = self._clock()
+        if self._clock is not utc_now:
+            return now
+        last = self._audit.last_time()
+        return max(now, last) if last is not None else now
 
     def _withdraw_subjects(self, pseuds: Sequence[str], now: dt.datetime) -> list[ErasureResult]:
         """Withdraw each subject's consents and remove their rows (under the store's lock)."""
@@ -1020,13 +1034,14 @@ class SafeFace:
 
         def body(d: Decision) -> tuple[ErasureReceipt, None]:
             with self._gallery.locked():
+                at = self._withdrawal_time()
                 if pseuds:
-                    results = self._withdraw_subjects(pseuds, now)
+                    results = self._withdraw_subjects(pseuds, at)
                     subjects = list(pseuds)
                     # One entry a subject: the withdrawal lookups find it by subject.
                     parts = [([str(r.pseudonym)], r) for r in results]
                 else:
-                    self._state.revoke_token(str(ref), now)
+                    self._state.revoke_token(str(ref), at)
                     # With the rows the log says are stored under it (a token column edited by hand
                     # hid one); not those removed already, which the store, finding them gone, had to
                     # look for as moved rows, reading its table whole and refusing the revocation
@@ -1045,9 +1060,9 @@ class SafeFace:
                     subjects = [results[0].pseudonym] if results[0].pseudonym else []
                     parts = [(subjects, results[0])]
                 merged = _merged(results)
-                receipt = self._receipt("revoke", subjects, ref, _receipt_rows(results), now, merged.vectors)
+                receipt = self._receipt("revoke", subjects, ref, _receipt_rows(results), at, merged.vectors)
                 for named, res in parts:
-                    self._removal_entries("revoke", ref, named, res, receipt, now)
+                    self._removal_entries("revoke", ref, named, res, receipt, at)
             return receipt, None
 
         return self._run(request, pseuds, body)

@@ -687,6 +687,16 @@ class AuditLog:
         got = self._t.q("SELECT MAX(seq) FROM {t}entries")
         return int(got[0][0]) if got and got[0][0] is not None else 0
 
+    def last_time(self) -> Optional[dt.datetime]:
+        """When the entry the signed head names was written; None for an empty log. Once that
+        entry is as written: a time moved ahead by hand (no key needed) must date nothing."""
+        if self.end() == 0:
+            return None
+        head = self._current_head()
+        self._check_written(head[0])
+        got = self._t.q("SELECT time FROM {t}entries WHERE seq = ?", (int(head[0]),))
+        return self._entry_time(head[0], got[0][0])
+
     def hash_at(self, seq: int) -> Optional[str]:
         got = self._t.q("SELECT hash FROM {t}entries WHERE seq = ?", (int(seq),))
         return str(got[0][0]) if got else None
