@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from input_file_support import fifo_at, sparse_file  # noqa: E402
 from policy_support import PASSPHRASE, consent, images, legal_basis, make_workspace, open_sf  # noqa: E402
 
 from safeface.cli import main  # noqa: E402
@@ -119,23 +120,6 @@ def test_a_tokens_validity_must_be_a_sensible_number_of_days(ws: Any, capsys: An
         assert out.strip() == ""
 
 
-def _unblock_after(fifo: Path, seconds: float) -> Any:
-    """A watchdog for a command that would wait on `fifo` for ever: after `seconds` it opens the
-    FIFO's other end and closes it, so the test fails instead of hanging."""
-    import os
-    import threading
-
-    done = threading.Event()
-
-    def unblock() -> None:
-        if not done.wait(seconds):
-            try:
-                os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
-            except OSError:
-                pass
-    threading.Thread(target=unblock, daemon=True).start()
-    return done
-
 
 @pytest.mark.parametrize("option", ["--jwks", "--checkpoint", "--issuer-key", "--authority-key", "--pad-model"])
 def test_a_file_named_on_the_command_line_is_read_only_as_a_bounded_regular_file(
@@ -145,8 +129,6 @@ def test_a_file_named_on_the_command_line_is_read_only_as_a_bounded_regular_file
     signing keys of `consent issue`/`legal-basis issue` and `liveness check --pad-model` wait for
     ever, and /dev/zero or a huge file was read whole into memory. Each is now an error (exit 1)
     naming the path, before anything is read."""
-    import os
-
     def command(path: Path) -> list[Any]:
         return {"--jwks": ["keys", "import", ws.root, "--kind", "consent-issuer", "--jwks", path],
                 "--checkpoint": ["audit", "verify", ws.root, "--checkpoint", path],
@@ -156,16 +138,9 @@ def test_a_file_named_on_the_command_line_is_read_only_as_a_bounded_regular_file
                                     "--purpose", "demo", "--authority-key", path],
                 "--pad-model": ["liveness", "check", tmp_path / "clip.mp4", "--pad-model", path]}[option]
 
-    fifo = tmp_path / "pipe"
-    os.mkfifo(fifo)
-    done = _unblock_after(fifo, 5.0)
-    try:
+    with fifo_at(tmp_path / "pipe") as fifo:
         rc, out, err = run(capsys, *command(fifo))
-    finally:
-        done.set()
     assert rc == 1 and "not a regular file" in err and str(fifo) in err, (rc, out, err)
-    huge = tmp_path / "huge.json"
-    with open(huge, "wb") as fh:
-        fh.truncate(64 << 20)  # sparse: 64 MiB of NULs
+    huge = sparse_file(tmp_path / "huge.json", 64 << 20)
     rc, out, err = run(capsys, *command(huge))
     assert rc == 1 and "larger than" in err and str(huge) in err, (rc, out, err)
