@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 from datasets_path import datasets
+from input_file_support import fifo_at, sparse_file
 
 from safeface.cli import main
 from tests.test_packs import fake_arcface, fake_scrfd, run_cli
@@ -60,6 +61,33 @@ def test_eval_refuses_a_negative_jitter(tmp_path: Path, capsys: pytest.CaptureFi
             "--no-flip", "--no-progress", "--limit", "2", "--jitter", "-1"]
     assert main(argv) == 1
     assert "--jitter must be >= 0 and --limit >= 1" in capsys.readouterr().err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("option", ["--pairs", "--groups"])
+def test_eval_reads_a_list_it_is_given_only_as_a_bounded_regular_file(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], option: str) -> None:
+    """`eval verify --pairs` and `eval demographics --groups` waited for ever on a FIFO and read a
+    device or a huge file whole: each is an error (exit 1) naming the file, before any image is
+    read or anything written."""
+    out = tmp_path / "report"
+    pairs = tmp_path / "pairs.txt"
+    pairs.write_text("1 1\n")
+
+    def command(path: Path) -> list[str]:
+        if option == "--pairs":
+            return ["eval", "verify", "--pairs", str(path), "--root", str(tmp_path), "--out", str(out)]
+        return ["eval", "demographics", "--groups", str(path), "--pairs", str(pairs), "--root", str(tmp_path),
+                "--out", str(out)]
+
+    with fifo_at(tmp_path / "pipe") as fifo:
+        code = main(command(fifo))
+    err = capsys.readouterr().err
+    assert code == 1 and "not a regular file" in err and str(fifo) in err, err
+    huge = sparse_file(tmp_path / "huge.txt", 65 << 20)
+    code = main(command(huge))
+    err = capsys.readouterr().err
+    assert code == 1 and "larger than" in err and str(huge) in err, err
     assert not out.exists()
 
 

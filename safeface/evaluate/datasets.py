@@ -7,11 +7,13 @@ once per fold. Image i of a person is `<root>/<name>/<name>_<i as 4 digits>.jpg`
 from __future__ import annotations
 
 import csv
+import io
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Optional, Sequence
 
 from ..errors import ConfigError
+from ..regularfile import read_text
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 FOLDS = 10
@@ -42,6 +44,10 @@ def lfw_image(root: Path, name: str, index: int) -> Path:
     return root / name / f"{name}_{index:04d}.jpg"
 
 
+# A pairs file or a groups CSV the operator names: LFW's View 2 pairs file is about 100 KiB.
+MAX_LIST_FILE_BYTES = 64 * 1024 * 1024
+
+
 def read_pairs(pairs_file: Path, root: Path, limit: Optional[int] = None) -> list[Pair]:
     """The pairs of an LFW pairs file (View 1 or View 2), with a fold each.
 
@@ -49,10 +55,9 @@ def read_pairs(pairs_file: Path, root: Path, limit: Optional[int] = None) -> lis
     holding the same share of same-person and different-person pairs. `limit` keeps a balanced
     subset (half same, half different) and refolds it."""
     pairs_file = Path(pairs_file)
-    try:
-        lines = [ln.split() for ln in pairs_file.read_text(encoding="utf-8").splitlines() if ln.strip()]
-    except OSError as exc:
-        raise ConfigError(f"{pairs_file}: cannot read the pairs file ({exc.strerror}).") from None
+    # As every file a user names is read: a regular file, bounded (a FIFO waited for ever).
+    text = read_text(pairs_file, f"the pairs file {pairs_file}", MAX_LIST_FILE_BYTES)
+    lines = [ln.split() for ln in text.splitlines() if ln.strip()]
     if not lines:
         raise ConfigError(f"{pairs_file}: empty pairs file.")
     root = image_root(root)
@@ -130,11 +135,8 @@ def read_groups(csv_file: Path) -> dict[str, dict[str, str]]:
 
     The CSV has a `subject` column (the person's folder name) and one column per attribute, e.g.
     `subject,sex,age_band`. Labels come from the operator; safeface never infers them."""
-    try:
-        with open(csv_file, newline="", encoding="utf-8") as fh:
-            rows = list(csv.DictReader(fh))
-    except OSError as exc:
-        raise ConfigError(f"{csv_file}: cannot read the groups CSV ({exc.strerror}).") from None
+    text = read_text(Path(csv_file), f"the groups CSV {csv_file}", MAX_LIST_FILE_BYTES)
+    rows = list(csv.DictReader(io.StringIO(text, newline="")))
     if not rows or "subject" not in rows[0]:
         raise ConfigError(f"{csv_file}: the groups CSV needs a header with a `subject` column and attribute columns.")
     attributes = [k for k in rows[0] if k != "subject"]
