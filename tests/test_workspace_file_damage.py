@@ -163,3 +163,17 @@ def test_an_audit_log_cut_short_is_damage_with_what_to_do_not_a_configuration_er
         with pytest.raises(IntegrityError) as info:
             attempt()
         assert "backup" in str(info.value) and "safeface audit verify" in str(info.value), str(info.value)
+
+
+def test_an_audit_anchor_cut_short_says_what_to_do(tmp_path: Path) -> None:
+    """keys/audit-anchor.json cut short (a disk fault, or someone hiding how far the log went) was
+    "corrupt: it was altered" and no more: the refusal now says to restore it and run `audit verify`."""
+    from safeface.sdk import SafeFace
+
+    paths = _ws(tmp_path)
+    data = paths.anchor.read_bytes()
+    paths.anchor.write_bytes(data[:len(data) // 2])
+    for attempt in (lambda: audit_verify(paths.root), lambda: SafeFace.open(paths.root).close()):
+        with pytest.raises(IntegrityError, match="cut short") as info:
+            attempt()
+        assert "backup" in str(info.value) and "safeface audit verify" in str(info.value), str(info.value)

@@ -48,6 +48,8 @@ from ..atomicfile import DISK_REFUSED, exclusive_lock, write_atomic
 FORMAT = "safeface-audit-anchor/1"
 # An anchor is one short JSON line; anything longer was not written by safeface.
 MAX_ANCHOR_BYTES = 64 * 1024
+# What to do with an anchor file that was cut, edited or swapped.
+_RESTORE = "Restore it from the backup taken with the audit log, then run `safeface audit verify`."
 # An anchor is one flat object; a file nested deeper is no anchor, from whatever depth it is read.
 MAX_ANCHOR_DEPTH = 4
 
@@ -98,10 +100,11 @@ class FileAnchor:
             if doc.get("format") != FORMAT:
                 raise ValueError
         except (ValueError, KeyError, TypeError):
-            raise IntegrityError(f"the {self.name} {self.path} is corrupt: it was altered.") from None
+            raise IntegrityError(f"the {self.name} {self.path} is corrupt: it was altered or cut short. {_RESTORE}") \
+                from None
         if not hmac.compare_digest(self._mac(seq, h), mac):
             raise IntegrityError(f"the {self.name} {self.path} does not carry this workspace's MAC: it was "
-                                 "altered, forged or copied from another workspace.")
+                                 f"altered, forged or copied from another workspace. {_RESTORE}")
         return Anchor(seq, h)
 
     def _lock(self) -> ContextManager[Any]:
