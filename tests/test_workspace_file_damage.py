@@ -115,16 +115,23 @@ def test_a_damaged_page_in_the_log_or_the_store_is_reported_not_a_crash(tmp_path
         open_sf(ws).close()
 
 
-def _cut_log(tmp_path: Path, where: str) -> WorkspacePaths:
-    """A workspace whose audit.db lost its end, as a disk fault or someone hiding its last entries
-    leaves it: cut at a byte offset (`where`), or its -wal file (the newest entries) lost."""
-    import shutil
-    import sqlite3
-
-    paths = _ws(tmp_path)
+@pytest.fixture(scope="module")
+def _long_log(tmp_path_factory: pytest.TempPathFactory) -> WorkspacePaths:
+    """A workspace whose audit.db spans several pages, built once and copied by each test."""
+    paths = _ws(tmp_path_factory.mktemp("long-log"))
     with opened(paths) as r:
         for i in range(40):
             r.audit.append("verify", "allowed", purpose="demo", note="n" * 200 + str(i))
+    return paths
+
+
+def _cut_log(template: WorkspacePaths, tmp_path: Path, where: str) -> WorkspacePaths:
+    """A copy of `template` whose audit.db lost its end, as a disk fault or someone hiding its last
+    entries leaves it: cut at a byte offset (`where`), or its -wal file (the newest entries) lost."""
+    import shutil
+    import sqlite3
+
+    paths = WorkspacePaths(shutil.copytree(template.root, tmp_path / "ws"))
     if where == "wal":
         hold = sqlite3.connect(paths.audit)  # keeps the -wal from being folded into the file
         hold.execute("SELECT 1 FROM entries LIMIT 1").fetchall()
@@ -150,15 +157,15 @@ def _cut_log(tmp_path: Path, where: str) -> WorkspacePaths:
 
 @pytest.mark.parametrize("where", ["header", "first page", "inside a page", "page boundary", "last page boundary",
                                    "inside the last page", "wal"])
-def test_an_audit_log_cut_short_is_damage_with_what_to_do_not_a_configuration_error(tmp_path: Path,
-                                                                                    where: str) -> None:
+def test_an_audit_log_cut_short_is_damage_with_what_to_do_not_a_configuration_error(
+        tmp_path: Path, _long_log: WorkspacePaths, where: str) -> None:
     """audit.db cut at a byte offset was "not a usable audit log database" (a ConfigError, exit 1:
     check your paths), and cut inside its last page it opened and was used as if whole (SQLite
     reads a short page as zeros). A log that lost its end is damage or tampering: the open and
     `audit verify` raise IntegrityError, saying to restore a backup and run `audit verify`."""
     from safeface.sdk import SafeFace
 
-    paths = _cut_log(tmp_path, where)
+    paths = _cut_log(_long_log, tmp_path, where)
     for attempt in (lambda: audit_verify(paths.root), lambda: SafeFace.open(paths.root).close()):
         with pytest.raises(IntegrityError) as info:
             attempt()
