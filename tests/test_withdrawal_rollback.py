@@ -723,7 +723,7 @@ def test_the_policy_state_alone_refuses_a_withdrawn_consent(tmp_path: Path, with
         mark(seq, "allowed")
 
 
-@pytest.mark.parametrize("call", ["verify", "enroll"])
+@pytest.mark.parametrize("call", ["verify", "identify", "enroll"])
 def test_a_consent_dated_within_the_skew_after_a_hidden_erasure_is_named(tmp_path: Path, call: str) -> None:
     """The guard counts a consent dated less than 120 s after its subject's erasure as withdrawn
     (an issuer running ahead dates one given before it after it). With the erasure hidden from the
@@ -747,6 +747,8 @@ def test_a_consent_dated_within_the_skew_after_a_hidden_erasure_is_named(tmp_pat
                                   now=dt.datetime.fromisoformat(erased.time) + dt.timedelta(seconds=60))
         if call == "verify":
             sf.verify(img / "obama2.jpg", "alice", "demo", ahead)
+        elif call == "identify":
+            sf.identify(img / "obama2.jpg", "demo", ahead)
         else:
             sf.enroll(img / "obama.jpg", "alice", "demo", ahead)
         assert [e for e in sf.audit_entries() if e.operation == call][-1].decision == "allowed"
