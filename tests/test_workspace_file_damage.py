@@ -148,14 +148,14 @@ def _cut_log(template: WorkspacePaths, tmp_path: Path, where: str) -> WorkspaceP
     size = paths.audit.stat().st_size
     wal = Path(f"{paths.audit}-wal")
     assert size >= 5 * 4096 and (not wal.exists() or wal.stat().st_size == 0)  # all in the file itself
-    at = {"header": 50, "first page": 1000, "inside a page": 2 * 4096 + 100, "page boundary": 2 * 4096,
+    at = {"empty": 0, "header": 50, "first page": 1000, "inside a page": 2 * 4096 + 100, "page boundary": 2 * 4096,
           "last page boundary": size - 4096, "inside the last page": size - 100}[where]
     with open(paths.audit, "r+b") as fh:
         fh.truncate(at)
     return paths
 
 
-@pytest.mark.parametrize("where", ["header", "first page", "inside a page", "page boundary", "last page boundary",
+@pytest.mark.parametrize("where", ["empty", "header", "first page", "inside a page", "page boundary", "last page boundary",
                                    "inside the last page", "wal"])
 def test_an_audit_log_cut_short_is_damage_with_what_to_do_not_a_configuration_error(
         tmp_path: Path, _long_log: WorkspacePaths, where: str) -> None:

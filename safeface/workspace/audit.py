@@ -871,7 +871,7 @@ class AuditLog:
         last = got[0][4:] if got and got[0][4] is not None else None
         if head is None or last is None:
             raise IntegrityError(f"{self.where} has no signed head or no entries: it was truncated or "
-                                 "replaced. Restore it from a backup before processing.")
+                                 "replaced. Restore it from a backup, then run `safeface audit verify`.")
         if not self._head_holds(*head) or (int(last[0]), str(last[1])) != (int(head[0]), str(head[1])):
             raise IntegrityError(f"{self.where} does not match its signed head: run `safeface audit "
                                  "verify` and restore it from a backup.")
