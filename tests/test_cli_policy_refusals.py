@@ -121,13 +121,14 @@ def test_a_tokens_validity_must_be_a_sensible_number_of_days(ws: Any, capsys: An
 
 
 
-@pytest.mark.parametrize("option", ["--jwks", "--checkpoint", "--issuer-key", "--authority-key", "--pad-model"])
+@pytest.mark.parametrize("option", ["--jwks", "--checkpoint", "--issuer-key", "--authority-key", "--pad-model",
+                                    "--tls-cert"])
 def test_a_file_named_on_the_command_line_is_read_only_as_a_bounded_regular_file(
         ws: Any, tmp_path: Path, capsys: Any, option: str) -> None:
     """Every option that names a file to read takes it as `--consent @FILE` and a passphrase file
     are taken: a FIFO at the path made `keys import --jwks`, `audit verify --checkpoint`, the
-    signing keys of `consent issue`/`legal-basis issue` and `liveness check --pad-model` wait for
-    ever, and /dev/zero or a huge file was read whole into memory. Each is now an error (exit 1)
+    signing keys of `consent issue`/`legal-basis issue`, `liveness check --pad-model` and the TLS
+    files of `serve` wait for ever, and /dev/zero or a huge file was read whole into memory. Each is now an error (exit 1)
     naming the path, before anything is read."""
     def command(path: Path) -> list[Any]:
         return {"--jwks": ["keys", "import", ws.root, "--kind", "consent-issuer", "--jwks", path],
@@ -136,7 +137,8 @@ def test_a_file_named_on_the_command_line_is_read_only_as_a_bounded_regular_file
                                  "--issuer-key", path],
                 "--authority-key": ["legal-basis", "issue", ws.root, "--authority", "a", "--provision", "p",
                                     "--purpose", "demo", "--authority-key", path],
-                "--pad-model": ["liveness", "check", tmp_path / "clip.mp4", "--pad-model", path]}[option]
+                "--pad-model": ["liveness", "check", tmp_path / "clip.mp4", "--pad-model", path],
+                "--tls-cert": ["serve", ws.root, "--tls-cert", path, "--tls-key", path, "--port", "1"]}[option]
 
     with fifo_at(tmp_path / "pipe") as fifo:
         rc, out, err = run(capsys, *command(fifo))

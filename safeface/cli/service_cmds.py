@@ -11,8 +11,11 @@ from typing import Any
 
 from ..errors import ConfigError, InvalidArgument
 from ..netaddr import is_loopback
+from ..regularfile import read_text
 from .common import EXIT_OK, print_json, say
 from .policy_cmds import _open, _ws
+
+MAX_TLS_FILE_BYTES = 1024 * 1024  # a PEM certificate chain or key: a few kilobytes
 
 
 def register(sub: Any) -> None:
@@ -92,6 +95,11 @@ def _serve(args: argparse.Namespace) -> int:
 
     if (args.tls_cert is None) != (args.tls_key is None):
         raise InvalidArgument("--tls-cert and --tls-key go together.")
+    for tls in (args.tls_cert, args.tls_key):
+        # The TLS library opens these by name as the server starts: a FIFO there hung the start
+        # for ever. Judged as every file a user names is (what is read here is not kept).
+        if tls is not None:
+            read_text(Path(tls), f"the TLS file {tls}", MAX_TLS_FILE_BYTES)
     if args.tls_cert is None and not args.plain_http and not is_loopback(args.host):
         # Faces, API keys, consent tokens and console cookies would cross the network in the clear.
         raise InvalidArgument(f"serving {args.host} without TLS would send faces, API keys and consent tokens in "
