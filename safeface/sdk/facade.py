@@ -944,8 +944,8 @@ class SafeFace:
         request = Request(Operation.ERASE, self._role, now)
 
         def body(d: Decision) -> tuple[ErasureReceipt, None]:
+            at = self._withdrawal_time(now)
             with self._gallery.locked():
-                at = self._withdrawal_time()
                 results = self._withdraw_subjects(pseuds, at)
                 result = _merged(results)
                 receipt = self._receipt("erase", pseuds, None, _receipt_rows(results), at, result.vectors)
@@ -971,18 +971,17 @@ class SafeFace:
             return []
         return [self.pseudonym(usual)]
 
-    def _withdrawal_time(self) -> dt.datetime:
-        """When a withdrawal (an erasure, a revocation) takes effect, as the policy state and its
-        entry record it: read under the store's write lock, where the call may have waited for
-        another's write, and on the system clock never before the log's last entry, whose time
-        the log's own order vouches for (a clock a little behind, within the log's tolerance,
-        dated the withdrawal before entries already recorded). A demo's clock is the caller's
-        time, which the log's entries do not share."""
-        now = self._clock()
+    def _withdrawal_time(self, asked: dt.datetime) -> dt.datetime:
+        """When a withdrawal (an erasure, a revocation) asked for at `asked` counts from, as the
+        policy state and its entry record it: on the system clock never before the log's last
+        entry, whose time the log's own order vouches for (a clock a little behind, within the
+        log's tolerance, dated the withdrawal before entries already recorded). Read before the
+        store's lock is waited for: a consent given while the withdrawal waits is given after it.
+        A demo's clock is the caller's time, which the log's entries do not share."""
         if self._clock is not utc_now:
-            return now
+            return asked
         last = self._audit.last_time()
-        return max(now, last) if last is not None else now
+        return max(asked, last) if last is not None else asked
 
     def _withdraw_subjects(self, pseuds: Sequence[str], now: dt.datetime) -> list[ErasureResult]:
         """Withdraw each subject's consents and remove their rows (under the store's lock)."""
@@ -1033,8 +1032,8 @@ class SafeFace:
             ref = self.token_ref(token_id) if token_id is not None else token_ref
 
         def body(d: Decision) -> tuple[ErasureReceipt, None]:
+            at = self._withdrawal_time(now)
             with self._gallery.locked():
-                at = self._withdrawal_time()
                 if pseuds:
                     results = self._withdraw_subjects(pseuds, at)
                     subjects = list(pseuds)
