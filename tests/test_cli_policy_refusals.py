@@ -128,8 +128,9 @@ def test_a_file_named_on_the_command_line_is_read_only_as_a_bounded_regular_file
     """Every option that names a file to read takes it as `--consent @FILE` and a passphrase file
     are taken: a FIFO at the path made `keys import --jwks`, `audit verify --checkpoint`, the
     signing keys of `consent issue`/`legal-basis issue`, `liveness check --pad-model` and the TLS
-    files of `serve` wait for ever, and /dev/zero or a huge file was read whole into memory. Each is now an error (exit 1)
-    naming the path, before anything is read."""
+    files of `serve` wait for ever, and /dev/zero or a huge file was read whole into memory.
+    Each is now an error (exit 1) naming the path, before anything is read."""
+
     def command(path: Path) -> list[Any]:
         return {"--jwks": ["keys", "import", ws.root, "--kind", "consent-issuer", "--jwks", path],
                 "--checkpoint": ["audit", "verify", ws.root, "--checkpoint", path],

@@ -141,7 +141,8 @@ def _cut_log(template: WorkspacePaths, tmp_path: Path, where: str) -> WorkspaceP
                     r.audit.append("verify", "allowed", purpose="demo", note=f"late {i}")
             assert Path(f"{paths.audit}-wal").stat().st_size > 4096
             copy = tmp_path / "copy"
-            shutil.copytree(paths.root, copy, ignore=lambda _d, names: [n for n in names if n.endswith(("-wal", "-shm"))])
+            shutil.copytree(paths.root, copy,
+                            ignore=lambda _d, names: [n for n in names if n.endswith(("-wal", "-shm"))])
         finally:
             hold.close()
         return WorkspacePaths(copy)
@@ -155,8 +156,8 @@ def _cut_log(template: WorkspacePaths, tmp_path: Path, where: str) -> WorkspaceP
     return paths
 
 
-@pytest.mark.parametrize("where", ["empty", "header", "first page", "inside a page", "page boundary", "last page boundary",
-                                   "inside the last page", "wal"])
+@pytest.mark.parametrize("where", ["empty", "header", "first page", "inside a page", "page boundary",
+                                   "last page boundary", "inside the last page", "wal"])
 def test_an_audit_log_cut_short_is_damage_with_what_to_do_not_a_configuration_error(
         tmp_path: Path, _long_log: WorkspacePaths, where: str) -> None:
     """audit.db cut at a byte offset was "not a usable audit log database" (a ConfigError, exit 1:
