@@ -358,7 +358,7 @@ def read_jwks(path: Path) -> list[tuple[Ed25519PublicKey, str]]:
         doc = loads(text, MAX_JSON_DEPTH, object_pairs_hook=_members_once)
     except TooDeep:
         raise ConfigError(f"cannot read the JWK Set {path} (nested deeper than any key set).") from None
-    except (OSError, ValueError) as exc:
+    except ValueError as exc:
         raise ConfigError(f"cannot read the JWK Set {path} ({exc}).") from None
     items = doc.get("keys") if isinstance(doc, dict) and "keys" in doc else [doc]
     if not isinstance(items, list) or not items:
