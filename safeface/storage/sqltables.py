@@ -121,9 +121,9 @@ class SqliteTables:
         except OSError:
             return  # judged by the statements that read it
         if page > 0 and size % page and wal <= 32:
-            raise IntegrityError(f"{self.where} is cut short ({size} bytes, not a whole number of its {page}-byte "
-                                 "pages): a disk fault, or someone removed its end. Restore it from a backup, then "
-                                 "run `safeface audit verify`.")
+            raise IntegrityError(f"{self.where} is cut short or written to by hand ({size} bytes, not a whole "
+                                 f"number of its {page}-byte pages): a disk fault, or someone removed its end. "
+                                 "Restore it from a backup, then run `safeface audit verify`.")
 
     def _refuse_triggers(self) -> None:
         """None of these stores makes a trigger, so any is someone else's: one added by hand to
