@@ -1011,3 +1011,31 @@ def test_skipping_ids_never_sets_the_row_counter_back(db: Path, keyring: Any) ->
         g.skip_ids(1)
         assert g.id_ceiling() == 3
         assert g.add("s3", x[3], ("access",), "tok-s3", LATER).row_id == 4
+
+
+@pytest.mark.parametrize("kind", ["exact", "flat", "hnsw"])
+def test_excluded_rows_take_no_place_in_the_top_k(db: Path, keyring: PassphraseKeyring, kind: str) -> None:
+    """Rows a search is told to leave out (the audit log records them removed: put back from a
+    copy) are left out before ranking: three of them closer to the probe than the genuine row
+    took the only place of a k=1 search, and one of them, its subject's best row, hid that
+    subject's other row."""
+    from safeface.hazmat.index import ExactIndex, FaissIndex
+
+    def near(v: np.ndarray, by: float, seed: int) -> np.ndarray:
+        w = v + by * unit_rows(1, seed=seed)[0]
+        return w / np.linalg.norm(w)
+
+    x = unit_rows(30, seed=21)
+    probe = x[0]
+    factory = (lambda d, n: ExactIndex(d)) if kind == "exact" else (lambda d, n: FaissIndex(d, kind))
+    with Gallery.open(db, keyring, DIM, index_factory=factory) as g:
+        fill(g, x[1:])
+        genuine = g.add("carol", near(probe, 0.5, 30), ["access"], "tok-carol", LATER).row_id
+        back = {g.add(f"back{i}", near(probe, 0.05, 31 + i), ["access"], f"tok-back{i}", LATER).row_id
+                for i in range(3)}
+        assert g.search(probe, "access", k=1, now=T0)[0].row_id in back
+        found = g.search(probe, "access", k=1, now=T0, exclude=back)
+        assert [(m.pseudonym, m.row_id) for m in found] == [(g.pseudonym("carol"), genuine)]
+        shadow = g.add("carol", near(probe, 0.01, 40), ["access"], "tok-carol", LATER).row_id
+        found = g.search(probe, "access", k=1, now=T0, exclude=back | {shadow})
+        assert [(m.pseudonym, m.row_id) for m in found] == [(g.pseudonym("carol"), genuine)]

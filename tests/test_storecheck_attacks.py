@@ -25,7 +25,8 @@ from typing import Any, Optional
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from policy_support import PASSPHRASE, Clock, consent, images, legal_basis, make_workspace, open_sf  # noqa: E402
+from policy_support import (PASSPHRASE, Clock, consent, images, legal_basis, make_workspace, open_sf,  # noqa: E402
+                            past_the_skew)
 
 from safeface import IntegrityError  # noqa: E402
 from safeface.storage.gallery import Gallery  # noqa: E402
@@ -179,6 +180,34 @@ def test_an_erased_subject_found_by_a_stale_handle_is_named(tmp_path: Path) -> N
         worker.close()
     named = _named(paths, "still held an erased subject's template")
     assert len(named) == 1 and alice[:14] in named[0]
+
+
+def test_rows_put_back_after_an_erasure_take_no_place_in_a_small_top_k(tmp_path: Path) -> None:
+    """Attack: someone who can write gallery.db puts back, from a copy, the rows of two people
+    erased since (enrolled from the very photo later shown), one of whom enrolled again from
+    another photo. The log leaves them out, but it did so after the store's top-k: with
+    top_k=1 the put-back rows took the only place and the identify found no one, and the
+    re-enrolled person's put-back row stood as her best and hid her genuine one. Result: they
+    are left out before ranking; her genuine row is found."""
+    paths = make_workspace(tmp_path / "ws")
+    with open_sf(paths) as sf:
+        for name in ("alice", "dan"):
+            sf.enroll(IMG / "obama2.jpg", name, "demo", consent(paths, name))
+        con = sqlite3.connect(str(paths.gallery))
+        dump = con.execute("SELECT * FROM rows").fetchall()
+        con.close()
+        sf.erase("alice")
+        sf.erase("dan")
+        alice = sf.enroll(IMG / "obama.jpg", "alice", "demo", consent(paths, "alice", now=past_the_skew()))
+    con = sqlite3.connect(str(paths.gallery))
+    con.executemany(f"INSERT INTO rows VALUES ({', '.join('?' * len(dump[0]))})", dump)
+    con.commit()
+    con.close()
+    with open_sf(paths) as sf:
+        basis = legal_basis(paths)
+        for k in (1, 5):
+            assert [c.subject for c in sf.identify(IMG / "obama2.jpg", "demo", legal_basis=basis, top_k=k)] \
+                == [alice.pseudonym]
 
 
 def test_an_identification_judged_before_an_erasure_and_recorded_after_it_is_not_named(tmp_path: Path) -> None:

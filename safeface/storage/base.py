@@ -52,10 +52,12 @@ class TemplateStore(Protocol):
     # look more alike), "plain-only", the main templates of rows without a visible-region one, and
     # "plain-bare", the main templates of rows not enrolled masked (how the SDK matches a plain
     # probe: a masked enrolment is met only through its visible-region template).
+    # `exclude` (search and verify): row ids that take no part, left out before ranking (rows the
+    # audit log records removed, put back since).
     def search(self, embedding: np.ndarray, purpose: str, k: int = 5, threshold: Optional[float] = None,
-               now: Optional[datetime] = None, *, path: Optional[str] = None) -> list[object]: ...
+               now: Optional[datetime] = None, *, path: Optional[str] = None,
+               exclude: Collection[int] = ()) -> list[object]: ...
 
-    # `exclude`: row ids that take no part (rows the audit log records removed, put back since).
     def verify(self, subject_id: str, embedding: np.ndarray, purpose: str,
                now: Optional[datetime] = None, *, path: Optional[str] = None,
                exclude: Collection[int] = ()) -> Optional[float]: ...

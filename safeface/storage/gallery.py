@@ -850,10 +850,13 @@ class Gallery:
         return np.setdiff1d(np.intersect1d(allowed, _ids(self._visible_ids)), masked), self._vindex
 
     def search(self, embedding: np.ndarray, purpose: str, k: int = 5, threshold: Optional[float] = None,
-               now: Optional[datetime] = None, *, path: Optional[str] = None) -> list[Match]:
+               now: Optional[datetime] = None, *, path: Optional[str] = None,
+               exclude: Collection[int] = ()) -> list[Match]:
         """The best-matching subjects (one match each, their best row) among rows whose purposes
         include `purpose` and that have not expired at `now`, best first, at most `k`. `path`:
-        see `_by_path` ("visible" and "visible-masked" for a masked probe)."""
+        see `_by_path` ("visible" and "visible-masked" for a masked probe). `exclude`: row ids
+        that take no part, left out before ranking (a row left out after it could take a place
+        in the `k` from a genuine match, or stand as its subject's best row)."""
         _check_text(purpose, "purpose")
         if isinstance(k, bool) or not isinstance(k, int) or k <= 0:
             raise ConfigError(f"k must be a positive integer, got {k!r}.")
@@ -861,15 +864,16 @@ class Gallery:
         vec = self._check_embedding(embedding)
         with self._lock:
             self._refresh()
-            found = self._search_locked(vec, purpose, k, threshold, now_us, path)
+            found = self._search_locked(vec, purpose, k, threshold, now_us, path, exclude)
             if self._still_stored([m.row_id for m in found]):
                 return found
             self._reload()  # the change log missed a removal: read the store whole
-            return self._search_locked(vec, purpose, k, threshold, now_us, path)
+            return self._search_locked(vec, purpose, k, threshold, now_us, path, exclude)
 
     def _search_locked(self, vec: np.ndarray, purpose: str, k: int, threshold: Optional[float], now_us: int,
-                       path: Optional[str]) -> list[Match]:
+                       path: Optional[str], exclude: Collection[int] = ()) -> list[Match]:
         allowed, index = self._by_path(self._allowed(purpose, now_us), path)
+        allowed = _less(allowed, exclude)
         if allowed.size == 0:
             return []
         q = self._require_keys().transform.apply(vec).reshape(1, -1)
@@ -923,8 +927,7 @@ class Gallery:
                      exclude: Collection[int] = ()) -> Optional[tuple[float, int]]:
         """(score, row id) of the subject's best row allowed for `purpose`, or None."""
         allowed, index = self._by_path(self._allowed(purpose, now_us, pseudonym=pseudonym), path)
-        if exclude:
-            allowed = np.setdiff1d(allowed, np.asarray(sorted(exclude), dtype=np.int64))
+        allowed = _less(allowed, exclude)
         if allowed.size == 0:
             return None
         q = self._require_keys().transform.apply(vec).reshape(1, -1)
@@ -1037,6 +1040,11 @@ def _stored_ids(db: sqlite3.Connection, ids: Sequence[int], how: str) -> list[in
         out += [int(r) for r, in db.execute(f"SELECT row_id FROM rows {how} WHERE row_id IN "
                                             f"({','.join('?' * len(part))})", part)]
     return out
+
+
+def _less(allowed: np.ndarray, exclude: Collection[int]) -> np.ndarray:
+    """The allowed row ids less those `exclude` names."""
+    return np.setdiff1d(allowed, np.asarray(sorted(exclude), dtype=np.int64)) if exclude else allowed
 
 
 def _ids(rows: set[int]) -> np.ndarray:

@@ -1444,13 +1444,15 @@ class ServerStore:
         return {k: v for k, v in opened.items() if k not in back}
 
     def search(self, embedding: np.ndarray, purpose: str, k: int = 5, threshold: Optional[float] = None,
-               now: Optional[datetime] = None, *, path: Optional[str] = None) -> list[Match]:
+               now: Optional[datetime] = None, *, path: Optional[str] = None,
+               exclude: Collection[int] = ()) -> list[Match]:
         """The best-matching subjects (one match each, their best row) among rows whose purposes
         include `purpose` and that have not expired at `now`, best first, at most `k`. Milvus
         proposes; each proposal is opened from the records and scored from its sealed template.
         `path` as in the SQLite gallery (storage.rows.PATHS): "visible" and "visible-masked" score
         the visible-region templates of the rows enrolled bare and masked (other rows take no
-        part), "plain-only" the main templates of rows without one."""
+        part), "plain-only" the main templates of rows without one. `exclude`: row ids that take
+        no part, left out before ranking, as in the SQLite gallery."""
         check_text(purpose, "purpose")
         check_path(path)
         if isinstance(k, bool) or not isinstance(k, int) or k <= 0:
@@ -1458,14 +1460,15 @@ class ServerStore:
         now_us = to_us(now or utc_now(), "now")
         probe = check_embedding(embedding, self._dim)
         self._finish_open()
-        return self._steady(lambda keys: self._search(keys, probe, purpose, k, threshold, now_us, path))
+        left_out = frozenset(int(i) for i in exclude)
+        return self._steady(lambda keys: self._search(keys, probe, purpose, k, threshold, now_us, path, left_out))
 
     def _search(self, keys: Keys, probe: np.ndarray, purpose: str, k: int, threshold: Optional[float], now_us: int,
-                path: Optional[str]) -> list[Match]:
+                path: Optional[str], exclude: frozenset[int] = frozenset()) -> list[Match]:
         q = keys.transform.apply(probe).astype(np.float32)  # the probe and the rows it meets under the same keys
         if self._index_asked(search=True):
             try:
-                return self._search_with_index(keys, q, purpose, k, threshold, now_us, path)
+                return self._search_with_index(keys, q, purpose, k, threshold, now_us, path, exclude)
             except IndexUnavailable as exc:
                 # Milvus went away under a running store: the records answer, slower, rather than
                 # a gate refusing everyone until it is back. A write still needs Milvus (or notes
@@ -1475,21 +1478,22 @@ class ServerStore:
                     log.warning("%s; searches score the records for the next %.1f s", exc,
                                 self.vectors.window_left(search=True))
         self._refuse_scan_past_max("cannot be asked now")
-        return self._scan(keys, q, purpose, k, threshold, now_us, path)
+        return self._scan(keys, q, purpose, k, threshold, now_us, path, exclude)
 
     def _search_with_index(self, keys: Keys, q: np.ndarray, purpose: str, k: int, threshold: Optional[float],
-                           now_us: int, path: Optional[str]) -> list[Match]:
+                           now_us: int, path: Optional[str], exclude: frozenset[int] = frozenset()) -> list[Match]:
         lagging, rebuilds = self._lagging()
         if lagging is None:
-            return self._scan(keys, q, purpose, k, threshold, now_us, path)
+            return self._scan(keys, q, purpose, k, threshold, now_us, path, exclude)
         best: dict[str, Match] = {}
         fetch = min(FETCH_MAX, 4 * k * (MASKED_FETCH if path in VISIBLE_PATHS else 1))
         while True:
             hits = self.vectors.search(q, purpose, now_us, fetch, self.allowed_fraction(purpose))
             if threshold is not None and path not in VISIBLE_PATHS:  # Milvus scores main templates only
                 hits = [(i, s) for i, s in hits if s >= threshold - 1e-4]
-            self._score(self._open_rows([i for i, _ in hits if i not in lagging], keys), q, purpose, threshold,
-                        now_us, path, best)
+            # An excluded row is not opened and counts for nothing: Milvus is asked further instead.
+            self._score(self._open_rows([i for i, _ in hits if i not in lagging and i not in exclude], keys), q,
+                        purpose, threshold, now_us, path, best)
             # Only Milvus's proposals count towards k: a lagging row scored beside them is no
             # reason to stop before a better one Milvus has not proposed yet.
             if len(best) >= k or len(hits) < fetch or fetch >= FETCH_MAX:
@@ -1499,16 +1503,17 @@ class ServerStore:
         # emptied the collection under this search: its answer is the records'.
         if self._meta_int(REBUILDS) != rebuilds:
             self._refuse_scan_past_max()
-            return self._scan(keys, q, purpose, k, threshold, now_us, path)
-        self._score(self._open_rows(sorted(lagging), keys), q, purpose, threshold, now_us, path, best)
+            return self._scan(keys, q, purpose, k, threshold, now_us, path, exclude)
+        self._score(self._open_rows(sorted(lagging - exclude), keys), q, purpose, threshold, now_us, path, best)
         return sorted(best.values(), key=lambda m: -m.score)[:k]
 
     def _scan(self, keys: Keys, q: np.ndarray, purpose: str, k: int, threshold: Optional[float], now_us: int,
-              path: Optional[str]) -> list[Match]:
-        """Every record scored, without Milvus."""
+              path: Optional[str], exclude: frozenset[int] = frozenset()) -> list[Match]:
+        """Every record scored, without Milvus (less the rows `exclude` names)."""
         found: dict[str, Match] = {}
         for opened in self._every_row(keys):
-            self._score(opened, q, purpose, threshold, now_us, path, found)
+            self._score({i: r for i, r in opened.items() if i not in exclude}, q, purpose, threshold, now_us, path,
+                        found)
         return sorted(found.values(), key=lambda m: -m.score)[:k]
 
     def _lagging(self) -> tuple[Optional[set[int]], int]:
