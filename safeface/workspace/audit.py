@@ -39,6 +39,7 @@ from ..errors import IntegrityError
 from ..jsondepth import loads
 from ..storage.sqltables import SqliteTables
 from .anchor import Anchor, AnchorStore, check_anchor
+from .purgeindex import PurgeIndex
 
 GENESIS = hashlib.sha256(b"safeface-audit-genesis-v1").hexdigest()
 FIELDS = ("seq", "time", "operation", "purpose", "token_id", "basis", "subjects", "decision", "rule", "note")
@@ -324,6 +325,7 @@ class AuditLog:
         self._key = key
         self._anchors = tuple(anchors)
         self._still_here = still_here
+        self._purges = PurgeIndex()
 
     def close(self) -> None:
         self._t.close()
@@ -615,10 +617,24 @@ class AuditLog:
         for (note,) in self._t.q("SELECT note FROM {t}entries WHERE operation IN ('erase', 'revoke') AND subjects = ? "
                                  "AND decision = 'allowed'", (subject,)):
             gone.update(rows_named(note))
-        for (note,) in self._t.q("SELECT note FROM {t}entries WHERE decision = 'allowed' AND ((operation = 'purge' "
-                                 "AND subjects LIKE ?) OR operation = 'uncommitted')", ("%" + json.dumps(pseudonym) + "%",)):
+        for _, note in self._purges_naming(pseudonym) + self._t.q(
+                "SELECT seq, note FROM {t}entries WHERE operation = 'uncommitted' AND decision = 'allowed'"):
             gone.update(rows_named(note))
         return named - gone
+
+    def _purges_naming(self, pseudonym: str, after: int = 0) -> list[tuple[Any, ...]]:
+        """(seq, note) of the allowed purges after seq `after` naming the subject: the entries
+        the purge map (PurgeIndex) points at, read and judged by their own text, as a scan of
+        every purge would (a read of the purges appended since the last call, then index
+        probes, instead of that scan at each call)."""
+        seqs = self._purges.naming(self._t.q, pseudonym, after)
+        found: list[tuple[Any, ...]] = []
+        for i in range(0, len(seqs), 500):
+            part = seqs[i:i + 500]
+            found += self._t.q(f"SELECT seq, note FROM {{t}}entries WHERE seq IN ({', '.join('?' * len(part))}) AND "
+                               "operation = 'purge' AND decision = 'allowed' AND subjects LIKE ?",
+                               (*part, "%" + json.dumps(pseudonym) + "%"))
+        return found
 
     def rows_removed(self, pseudonym: str) -> set[int]:
         """The subject's rows the log says were removed and not enrolled again since: each row id
@@ -626,8 +642,7 @@ class AuditLog:
         consent or legal basis it was enrolled under, or a purge naming the subject. A row stored
         at such an id was put back (the `rows` table restored together with the store's notes of
         its erasures, which then said nothing): searches leave it out, the log being the record
-        that an anchor outside the database keeps. Index probes, as rows_left's, and a scan of
-        the purges since the subject's first enrolment."""
+        that an anchor outside the database keeps. Index probes, as rows_left's."""
         subject = json.dumps([pseudonym])
         enrolled: dict[int, int] = {}
         removed: dict[int, int] = {}
@@ -645,12 +660,11 @@ class AuditLog:
         for ref in sorted(refs - {""}):
             found += self._t.q("SELECT seq, note FROM {t}entries WHERE operation = 'revoke' AND token_id = ? AND "
                                "decision = 'allowed'", (ref,))
-        # Purges name their subjects in a list no index reads: scanned from the subject's first
-        # enrolment on, not through every purge the log ever recorded, at each verify and each
-        # candidate an identify finds. (An enrolment entry naming no row, from an earlier release:
-        # from the start.)
-        found += self._t.q("SELECT seq, note FROM {t}entries WHERE operation = 'purge' AND seq > ? AND subjects LIKE ? "
-                           "AND decision = 'allowed'", (since or 0, "%" + json.dumps(pseudonym) + "%"))
+        # Purges name their subjects in a list no index reads: those since the subject's first
+        # enrolment (from the start, for an enrolment entry naming no row, from an earlier
+        # release), found through the purge map rather than a scan at each verify and each
+        # candidate an identify finds.
+        found += self._purges_naming(pseudonym, since or 0)
         # A revocation of a legal basis, or a purge, names other people's rows too (tens of
         # thousands for a basis behind many enrolments), which every verify then sorted out of
         # the subject's few. Where each enrolment entry names its rows, the subject's rows are
