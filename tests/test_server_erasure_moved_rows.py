@@ -173,3 +173,29 @@ def test_a_note_of_an_erasure_from_another_namespace_does_not_excuse_a_moved_row
         with pytest.raises(IntegrityError, match=rf"row 9999 .*rows \[{alice.row_id}\] that the log names"):
             sf.erase("alice")
         assert (9999,) in _sql(dsn, "SELECT row_id FROM safeface.rows")
+
+
+def test_an_erasure_past_a_moved_row_reads_the_erasure_notes_once(pg: PgCluster, tmp_path: Path) -> None:
+    """A row the log names is missing (moved by hand): the erasure reads the store's notes of
+    earlier erasures to tell the moved row from one an erasure took, once (it read them twice:
+    once for what they deleted, once for the notes bound to this namespace)."""
+    ws, dsn = _server_ws(pg, tmp_path)
+    img = images()
+    with open_sf(ws) as sf:
+        alice = sf.enroll(img / "obama.jpg", "alice", "demo", consent(ws, "alice"))
+        _sql(dsn, f"UPDATE safeface.rows SET row_id = 9999, pseudonym = '{HIDDEN}' WHERE row_id = {alice.row_id}")
+        store = sf._gallery
+        run = store._sql
+        notes_read: list[str] = []
+
+        def counted(query: str, *args: object) -> object:
+            if "{ns}.erased e" in query:
+                notes_read.append(query)
+            return run(query, *args)
+
+        store._sql = counted
+        try:
+            assert sf.erase("alice").rows == (alice.row_id,)
+        finally:
+            store._sql = run
+        assert len(notes_read) == 1

@@ -1150,10 +1150,11 @@ class ServerStore:
             buried.append((got[0], bytes(r[8])))
         # The log's row at a failing row's id may be elsewhere, moved: looked for as missing.
         missing.update(int(r[0]) for r in failing if int(r[0]) in logged)
-        erased = self._erased_before(missing)
+        notes = self._erasure_notes(missing)  # one read: what they deleted, and where
+        erased = {rid: digest for rid, (digest, _) in notes.items()}
         # Only a note bound to this namespace says a missing row was erased here: each namespace
         # numbers its rows from 1, so another's note, copied over, named a row of this one.
-        excused = set(self._erased_before(missing, bound=True)) if missing else set()
+        excused = {rid for rid, (_, here) in notes.items() if here}
         if missing:
             moved: list[int] = []
             unexplained: list[int] = []
@@ -1234,21 +1235,29 @@ class ServerStore:
         with a dump, is another person's, and was never matched. `bound`: only notes bound to
         this namespace, as those that excuse a missing row must be (_owned); a note an earlier
         release wrote, bound to none, still names sealed bytes, which no other row has."""
+        return {rid: digest for rid, (digest, here) in self._erasure_notes(ids, stored=stored).items()
+                if here or not bound}
+
+    def _erasure_notes(self, ids: Collection[int], *, stored: bool = False) -> dict[int, tuple[str, bool]]:
+        """_erased_before's notes in one query: of `ids`, those an earlier erasure deleted, with
+        the SHA-256 of the sealed bytes it deleted and whether the note is bound to this
+        namespace (False: one an earlier release wrote, bound to none)."""
         if not ids:
             return {}
-        out: dict[int, str] = {}
+        out: dict[int, tuple[str, bool]] = {}
         query = ("SELECT e.row_id, e.sealed_sha256, e.seal_version, e.mac FROM {ns}.erased e "
                  + ("JOIN {ns}.rows r ON r.row_id = e.row_id AND encode(sha256(r.sealed), 'hex') = e.sealed_sha256 "
                     if stored else "") + "WHERE e.row_id = ANY(%s)")
         for rid, digest, sv, mac in self._sql(query, (sorted(int(r) for r in ids),)):
             try:
-                wants = [erased_mark(self._keyring, int(sv), int(rid), str(digest), self._ns)]
-                if not bound:
-                    wants.append(erased_mark(self._keyring, int(sv), int(rid), str(digest)))
+                here = erased_mark(self._keyring, int(sv), int(rid), str(digest), self._ns)
+                unbound = erased_mark(self._keyring, int(sv), int(rid), str(digest))
             except (ConfigError, ValueError, TypeError):
                 continue  # a seal key version the keyring no longer holds, or a value edited out of its type
-            if any(hmac.compare_digest(str(mac), want) for want in wants):
-                out[int(rid)] = str(digest)
+            if hmac.compare_digest(str(mac), here):
+                out[int(rid)] = (str(digest), True)
+            elif hmac.compare_digest(str(mac), unbound):
+                out[int(rid)] = (str(digest), False)
         return out
 
     def _vacuum(self) -> None:
