@@ -67,7 +67,9 @@ class PgCluster:
                                  self.owner), capture_output=True, timeout=60)
 
 
-def start_pg(base: Path) -> PgCluster:
+def start_pg(base: Path, port: int = 0) -> PgCluster:
+    """A new cluster in `base`, on `port` (a stopped cluster's, so that a DSN naming it reaches
+    this one instead) or a free one."""
     bin_dir = _pg_bin()
     if bin_dir is None:
         pytest.skip("PostgreSQL's server binaries (initdb, pg_ctl) are absent: apt-get install postgresql")
@@ -82,7 +84,7 @@ def start_pg(base: Path) -> PgCluster:
     subprocess.run(_as_owner([str(bin_dir / "initdb"), "-D", str(data), "-U", PG_USER, "--auth=scram-sha-256",
                               f"--pwfile={pwfile}", "-E", "UTF8", "--no-sync"], owner),
                    check=True, capture_output=True, timeout=120)
-    port = free_port()
+    port = port or free_port()
     opts = f"-c listen_addresses=127.0.0.1 -c port={port} -c unix_socket_directories={base} -c fsync=off"
     subprocess.run(_as_owner([str(bin_dir / "pg_ctl"), "-D", str(data), "-o", opts, "-l", str(base / "log"), "-w",
                               "start"], owner), check=True, capture_output=True, timeout=120)

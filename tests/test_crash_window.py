@@ -270,3 +270,58 @@ def test_a_user_who_may_only_read_the_folder_cannot_turn_a_never_stored_row_into
     finally:
         reader.kill()
         reader.wait()
+
+
+@pytest.mark.slow
+def test_a_store_restored_onto_another_cluster_is_settled_not_called_tampered(tmp_path: Path,
+                                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """A kill between the two commits, then the store (its audit log with it) dumped and restored
+    onto another PostgreSQL cluster (a move, a disaster recovery) that has run more
+    transactions. Its txid_status answered for its own transaction of the same id, "committed":
+    the lost row was marked stored and the store check named it deleted behind the guard, for
+    good. Each entry names the cluster its transaction ran on; on another, the ceiling decides
+    and the row is settled as never committed."""
+    import shutil
+    import tempfile
+
+    import psycopg
+    from server_support import PG_PASSWORD, start_pg
+
+    monkeypatch.setenv("SAFEFACE_PG_PASSWORD", PG_PASSWORD)
+    monkeypatch.setenv("PGPASSWORD", PG_PASSWORD)
+    # Folders under the system temp dir, as the session's cluster: the postgres user can enter them.
+    bases = [Path(tempfile.mkdtemp(prefix="safeface-pg-moved-")) for _ in range(2)]
+    try:
+        first = start_pg(bases[0])
+        try:
+            paths, dsn, row = _server_workspace(first, tmp_path)
+            child = _server_child(tmp_path, paths, "before-store-commit")
+            assert child.returncode == 137, child.stderr[-2000:]
+            with psycopg.connect(dsn, password=PG_PASSWORD) as c:
+                note = str(c.execute("SELECT note FROM safeface.audit_entries WHERE operation = 'enroll' AND "
+                                     "decision = 'allowed' ORDER BY seq DESC LIMIT 1").fetchone()[0])
+            assert f"rows={row + 1};" in note
+            xact = int(note.split("store transaction ")[1].split()[0].rstrip(";"))
+            dump = tmp_path / "store.dump"
+            subprocess.run([str(first.bin / "pg_dump"), "-Fc", "-f", str(dump), "-d", dsn], check=True,
+                           capture_output=True, timeout=120)
+        finally:
+            first.stop()
+        second = start_pg(bases[1], port=first.port)  # where the workspace's DSN points
+        try:
+            db = dsn.rsplit("/", 1)[1]
+            with psycopg.connect(second.dsn(), password=PG_PASSWORD, autocommit=True) as c:
+                c.execute(f"CREATE DATABASE {db}")
+                while int(c.execute("SELECT txid_current()").fetchone()[0]) <= xact:
+                    pass  # each a committed transaction: the lost one's id is a committed one here
+            subprocess.run([str(second.bin / "pg_restore"), "-d", dsn, str(dump)], check=True,
+                           capture_output=True, timeout=120)
+            with open_sf(paths) as sf:
+                settled = [e for e in sf.audit_entries() if e.operation in ("uncommitted", "enroll-committed")]
+                assert settled[-1].operation == "uncommitted" and f"rows={row + 1};" in str(settled[-1].note)
+                assert sf.verify_store().ok
+        finally:
+            second.stop()
+    finally:
+        for b in bases:
+            shutil.rmtree(b, ignore_errors=True)

@@ -10,6 +10,9 @@ from typing import Any, Collection, Mapping, Optional, Protocol, Sequence
 import numpy as np
 
 
+# How a store transaction reference names the server it ran on (writing_transaction).
+IN_CLUSTER = "in cluster"
+
 class TemplateStore(Protocol):
     def locked(self) -> AbstractContextManager[None]:
         """The write lock that enrolment's write, erasure and revocation all hold."""
@@ -26,8 +29,9 @@ class TemplateStore(Protocol):
 
     def writing_transaction(self) -> Optional[str]:
         """Inside an enrolment's `before_commit`: a reference to the store's transaction that an
-        audit entry can name and never_committed can ask about later, or None where the store
-        cannot tell a transaction's outcome once it is over."""
+        audit entry can name and never_committed can ask about later ("<id>", or "<id> in cluster
+        <n>", IN_CLUSTER, where ids are a server's own), or None where the store cannot tell a
+        transaction's outcome once it is over."""
         ...
 
     def stored_ids(self, ids: Sequence[int]) -> set[int]:

@@ -50,6 +50,7 @@ from ..errors import BackendError, ConfigError, IndexUnavailable, IntegrityError
 from ..hazmat.templates.keyring import Keyring
 from ..hazmat.templates.transform import TemplateTransform
 from ..hazmat.templates.sealing import Sealer
+from .base import IN_CLUSTER
 from .rows import (REKEYED_FROM, ROW_COLS, erased_mark, rekey_mark, Enrollment, Entry, ErasureResult, GalleryRow,
                    Keys, Looks, Match, RekeyResult, check_embedding, check_path, check_text, describe, ended_columns,
                    from_us, initial_meta, iso, keys_from_meta, looks_of, moved_expiry, path_template, prepare, protect,
@@ -280,6 +281,8 @@ class ServerStore:
         self._fractions_at = float("-inf")
         self._vacuum_told = False  # _vacuum said once that this role may not vacuum the rows
         self._xact: Optional[str] = None  # the enrolment's store transaction, inside before_commit
+        self._cluster_id: Optional[int] = None  # the cluster's system identifier (_cluster)
+        self._cluster_warned = False
         # Test seam: called with a point name ("add:recorded", "erase:recorded") between the
         # record's commit and the vector write, so a test can stop the process there.
         self._hook: Optional[Callable[[str], None]] = None
@@ -1010,7 +1013,9 @@ class ServerStore:
                 if before_commit is not None:
                     # PostgreSQL keeps each transaction's outcome (txid_status) where no role can
                     # set it back: the entry names it, for never_committed.
-                    self._xact = str(int(self._conn.execute("SELECT txid_current()").fetchone()[0]))
+                    xact = int(self._conn.execute("SELECT txid_current()").fetchone()[0])
+                    cluster = self._cluster()
+                    self._xact = f"{xact} {IN_CLUSTER} {cluster}" if cluster is not None else str(xact)
                     try:
                         before_commit(out)
                     finally:
@@ -1784,17 +1789,46 @@ class ServerStore:
         return [i for i in above if not self._committed(transactions.get(i))]
 
     def _committed(self, xact: Optional[str]) -> bool:
-        """Whether PostgreSQL says the transaction `xact` (txid_current's) committed. Unknown
-        (none named, too old for the server to remember, from another cluster: a store copied
-        or restored elsewhere) is False: the ceiling decides, as before."""
-        if xact is None or not xact.isdigit():
+        """Whether PostgreSQL says the transaction `xact` (writing_transaction's: txid_current's,
+        and the cluster it ran on) committed. Unknown (none named, too old for the server to
+        remember, from another cluster: a store copied or restored elsewhere) is False: the
+        ceiling decides, as before. Asked on another cluster, txid_status answers for another
+        transaction that had the same id there: a row whose transaction never committed read as
+        committed, and the store check named it missing, deleted behind the guard."""
+        parts = (xact or "").split(f" {IN_CLUSTER} ")
+        if not all(p.isdigit() for p in parts) or len(parts) > 2:
+            return False
+        here = self._cluster()  # (None where it cannot be read now: txid_status is asked, as before)
+        if len(parts) == 2 and here is not None and int(parts[1]) != here:
+            log.warning("%s was restored onto another PostgreSQL cluster than the one an enrolment stored on "
+                        "(system identifier %s, here %s): whether that enrolment committed is unknown here, so "
+                        "the store's ceiling decides. Run `safeface audit verify` to check the store.",
+                        self.where, parts[1], here)
             return False
         try:
             with self._lock, self._conn.transaction():
-                got = self._conn.execute("SELECT txid_status(%s)", (int(xact),)).fetchone()
+                got = self._conn.execute("SELECT txid_status(%s)", (int(parts[0]),)).fetchone()
         except Exception:  # psycopg's error for an id in the future: not this cluster's transaction
             return False
         return bool(got) and got[0] == "committed"
+
+    def _cluster(self) -> Optional[int]:
+        """The PostgreSQL cluster's system identifier (initdb's; a dump restored elsewhere does
+        not carry it), read once; None where the server does not let the role read it (a
+        managed service may not): enrolment entries then name the transaction alone, as before.
+        Read in a savepoint, since an enrolment's transaction asks for it."""
+        if self._cluster_id is None:
+            try:
+                with self._lock, self._conn.transaction():
+                    self._cluster_id = int(self._conn.execute(
+                        "SELECT system_identifier FROM pg_catalog.pg_control_system()").fetchone()[0])
+            except Exception as exc:  # psycopg's error for a function the role may not run
+                # Asked again next time (not kept: a passing failure would disarm the check for good).
+                if not self._cluster_warned:
+                    log.warning("%s: the PostgreSQL cluster's system identifier cannot be read (%s): enrolment "
+                                "entries name their transaction without it", self.where, type(exc).__name__)
+                    self._cluster_warned = True
+        return self._cluster_id
 
     def writing_transaction(self) -> Optional[str]:
         return self._xact

@@ -37,6 +37,7 @@ from typing import Any, Callable, Iterator, Optional, Sequence, Union
 
 from ..errors import IntegrityError
 from ..jsondepth import loads
+from ..storage.base import IN_CLUSTER
 from ..storage.sqltables import SqliteTables
 from .anchor import Anchor, AnchorStore, check_anchor
 from .purgeindex import PurgeIndex
@@ -88,14 +89,21 @@ def last_mention(mark: re.Pattern[str], note: Optional[str]) -> Optional[int]:
 _ROWS = re.compile(r"\brows=([0-9,]+)")
 # An enrolment's entry on a store that can tell a transaction's outcome later (PostgreSQL) names
 # the store's transaction, so settling asks the store rather than a ceiling a table holds.
+# Since this release it also names the cluster the transaction ran on (PostgreSQL's system
+# identifier): a transaction id means another transaction on another cluster, so a store restored
+# there must not take its answer for this one's. A reader of an earlier release reads the id alone.
 STORE_TRANSACTION = "store transaction"
-_STORE_TRANSACTION = re.compile(STORE_TRANSACTION + r" ([0-9]+)\b")
+_STORE_TRANSACTION = re.compile(STORE_TRANSACTION + r" ([0-9]+)\b(?: " + IN_CLUSTER + r" ([0-9]+)\b)?")
 
 
 def store_transaction(note: Optional[str]) -> Optional[str]:
-    """The store transaction an enrolment entry names, or None."""
-    found = last_mention(_STORE_TRANSACTION, note)
-    return None if found is None else str(found)
+    """The store transaction an enrolment entry names ("<id>", or "<id> in cluster <system
+    identifier>"), or None."""
+    found = _STORE_TRANSACTION.findall(note or "")
+    if not found:
+        return None
+    xact, cluster = found[-1]
+    return f"{int(xact)} {IN_CLUSTER} {int(cluster)}" if cluster else str(int(xact))
 
 
 def rows_named(note: Optional[str]) -> list[int]:
