@@ -608,33 +608,35 @@ class SafeFace:
             probe = _probe(pipe, pixels, result.face, vec, _mask_check(pipe, pixels, result.face, vec), enrol=False)
             plain = _Route(None, self.threshold, False)
 
-            def search(exclude: frozenset[int]) -> list[tuple[Any, _Route]]:
+            def search(exclude: frozenset[int], k: int) -> list[tuple[Any, _Route]]:
                 if not probe.masked or probe.visible is None:
                     # Bare enrolments whole; masked ones by the probe's visible region (`_bare_routes`).
                     whole, by_visible = self._bare_routes()
                     found = [(m, whole) for m in self._gallery.search(
-                        vec, purpose, k=top_k, threshold=whole.threshold, now=now, path=whole.path, exclude=exclude)]
+                        vec, purpose, k=k, threshold=whole.threshold, now=now, path=whole.path, exclude=exclude)]
                     if probe.bare_visible is not None and self._gallery.may_hold(by_visible.path, purpose, now):
                         found += [(m, by_visible) for m in self._gallery.search(
-                            probe.bare_visible(), purpose, k=top_k, threshold=by_visible.threshold, now=now,
+                            probe.bare_visible(), purpose, k=k, threshold=by_visible.threshold, now=now,
                             path=by_visible.path, exclude=exclude)]
                     return found
                 # Each row by its own path: its visible-region template with the masked threshold
                 # (or the both-masked one, for a masked enrolment), or (a row enrolled before those
                 # were made) its main template the plain way.
                 found = [(m, r) for r in self._masked_routes() for m in self._gallery.search(
-                    probe.visible, purpose, k=top_k, threshold=r.threshold, now=now, path=r.path, exclude=exclude)]
+                    probe.visible, purpose, k=k, threshold=r.threshold, now=now, path=r.path, exclude=exclude)]
                 return found + [(m, plain) for m in self._gallery.search(
-                    vec, purpose, k=top_k, threshold=self.threshold, now=now, path="plain-only", exclude=exclude)]
+                    vec, purpose, k=k, threshold=self.threshold, now=now, path="plain-only", exclude=exclude)]
 
             # Rows the log records removed (put back since) are left out of the search itself, not
             # of its answer: dropped after ranking, enough of them pushed a genuine match out of a
             # small top_k, or hid their subject's genuine row behind its put-back best. The search
             # is asked again, less each such row it proposed, until it proposes none (once, where
-            # no row was put back).
+            # no row was put back), each time for top_k more than the rows left out so far: many
+            # put-back rows are found in a few rounds, not one a round. (Asking for more changes
+            # nothing: the best top_k of each path are among the best k, and the answer is cut.)
             left_out: frozenset[int] = frozenset()
             while True:
-                proposed = search(left_out)
+                proposed = search(left_out, top_k + len(left_out))
                 found = self._not_removed(proposed)
                 kept = {id(m) for m, _ in found}
                 back = frozenset(int(m.row_id) for m, _ in proposed if id(m) not in kept) - left_out
