@@ -113,3 +113,31 @@ def test_a_purge_whose_subjects_were_edited_by_hand_is_still_read(tmp_path: Path
         assert log.rows_removed(X) == {7}
     finally:
         log.close()
+
+
+def test_a_purge_read_among_thousands_is_found_after_the_map_is_sorted(tmp_path: Path) -> None:
+    """More mentions than the map keeps unsorted (TAIL_MAX), read in pages: the purge naming
+    the subject, in the middle, is still found, and a later one read on top of them."""
+    from safeface.workspace.purgeindex import PAGE, TAIL_MAX
+
+    log = _log(tmp_path)
+    try:
+        many = (TAIL_MAX // 2 + PAGE) // 2
+        _purges(tmp_path / "audit.db", [[secrets.token_hex(32), secrets.token_hex(32)] for _ in range(many)])
+        _purges(tmp_path / "audit.db", [[Y, X]], first_row=5)  # rows 5..9
+        _purges(tmp_path / "audit.db", [[secrets.token_hex(32), secrets.token_hex(32)] for _ in range(many)])
+        assert log.rows_removed(X) == {7}
+        assert len(log._purges._keys) > TAIL_MAX  # sorted, not looked through one by one
+    finally:
+        log.close()
+    log = AuditLog(tmp_path / "audit.db", secrets.token_bytes(32))
+    try:
+        con = sqlite3.connect(tmp_path / "audit.db")
+        with con:
+            con.execute("DELETE FROM entries WHERE operation = 'purge' AND subjects LIKE ?", (f'%"{X}"%',))
+        con.close()
+        assert log.rows_removed(X) == set()
+        _purges(tmp_path / "audit.db", [[X, Y]], first_row=5)  # rows 5..9 again, read on top of the map
+        assert log.rows_removed(X) == {7}
+    finally:
+        log.close()

@@ -13,16 +13,21 @@ import json
 import threading
 from typing import Any, Callable, Sequence
 
+import numpy as np
+
 Query = Callable[[str, Sequence[Any]], list[tuple[Any, ...]]]
 
-# The map is keyed by this many leading characters of a subject as written, lower-cased (SQLite's
-# LIKE ignores ASCII case): a pseudonym's 64 bits, and a few bytes a key where a full 64-character
-# key would cost five times as much. Two subjects sharing a key only cost a read more.
+# A subject's key: a 64-bit hash of its first characters as written, lower-cased (SQLite's LIKE
+# ignores ASCII case). Two subjects sharing a key only cost a read more; 16 bytes a mention (a
+# million purged templates: 16 MB), where a dict of strings took 190.
 KEY_CHARS = 16
+# Mentions read since the sorted arrays were last rebuilt, looked through one by one until then.
+TAIL_MAX = 4096
+PAGE = 2000  # purge entries read at once
 
 
-def _key(subject: str) -> str:
-    return subject.lower()[:KEY_CHARS]
+def _key(subject: str) -> int:
+    return hash(subject.lower()[:KEY_CHARS])
 
 
 class PurgeIndex:
@@ -39,15 +44,22 @@ class PurgeIndex:
     def _reset(self) -> None:
         self._to = 0
         self._hash: Any = None
-        self._by: dict[str, list[int]] = {}
+        self._keys = np.empty(0, dtype=np.int64)  # sorted
+        self._seqs = np.empty(0, dtype=np.int64)  # each key's entry
+        self._tail: list[tuple[int, int]] = []  # (key, seq) read since the arrays were rebuilt
         self._odd: list[int] = []
 
     def naming(self, q: Query, subject: str, after: int = 0) -> list[int]:
         """The numbers of the allowed purge entries after `after` that may name `subject`."""
+        key = _key(subject)
         with self._lock:
             self._read_forward(q)
-            seqs = self._by.get(_key(subject), []) + self._odd
-        return sorted(s for s in set(seqs) if s > after)
+            lo = int(np.searchsorted(self._keys, key, side="left"))
+            hi = int(np.searchsorted(self._keys, key, side="right"))
+            seqs = {int(s) for s in self._seqs[lo:hi]}
+            seqs.update(s for k, s in self._tail if k == key)
+            seqs.update(self._odd)
+        return sorted(s for s in seqs if s > after)
 
     def _read_forward(self, q: Query) -> None:
         if self._to and q("SELECT hash FROM {t}entries WHERE seq = ?", (self._to,)) != [(self._hash,)]:
@@ -56,23 +68,40 @@ class PurgeIndex:
         if not end or int(end[0][0]) <= self._to:
             return
         # Up to the end read first: an entry appended meanwhile is read at the next call, not lost.
-        for seq, subjects in q("SELECT seq, subjects FROM {t}entries WHERE operation = 'purge' AND "
-                               "decision = 'allowed' AND seq > ? AND seq <= ?", (self._to, int(end[0][0]))):
-            for key in self._keys(subjects):
-                if key is None:
+        # A page at a time: the subject lists of 100,000 purges held at once took 90 MB.
+        last, upto = self._to, int(end[0][0])
+        while True:
+            page = q("SELECT seq, subjects FROM {t}entries WHERE operation = 'purge' AND decision = 'allowed' AND "
+                     "seq > ? AND seq <= ? ORDER BY seq LIMIT ?", (last, upto, PAGE))
+            for seq, subjects in page:
+                keys = self._keys_of(subjects)
+                if keys is None:
                     self._odd.append(int(seq))
                 else:
-                    self._by.setdefault(key, []).append(int(seq))
-        self._to, self._hash = int(end[0][0]), end[0][1]
+                    self._tail.extend((k, int(seq)) for k in keys)
+            if len(page) < PAGE:
+                break
+            last = int(page[-1][0])
+            self._merge()
+        self._to, self._hash = upto, end[0][1]
+        self._merge()
+
+    def _merge(self) -> None:
+        """The tail into the sorted arrays, once it is long enough to be worth it."""
+        if len(self._tail) > TAIL_MAX:
+            keys = np.concatenate([self._keys, np.fromiter((k for k, _ in self._tail), np.int64, len(self._tail))])
+            seqs = np.concatenate([self._seqs, np.fromiter((s for _, s in self._tail), np.int64, len(self._tail))])
+            order = np.argsort(keys, kind="stable")
+            self._keys, self._seqs, self._tail = keys[order], seqs[order], []
 
     @staticmethod
-    def _keys(subjects: Any) -> list[Any]:
-        """The keys of the subjects a purge entry names; [None] where its list is not one safeface
+    def _keys_of(subjects: Any) -> Any:
+        """The keys of the subjects a purge entry names; None where its list is not one safeface
         writes, so that the entry is read for every subject (as a LIKE over its text would)."""
         try:
             got = json.loads(subjects) if isinstance(subjects, str) else None
         except ValueError:
-            got = None
+            return None
         if not isinstance(got, list) or not all(isinstance(s, str) and '"' not in s and "\\" not in s for s in got):
-            return [None]
+            return None
         return [_key(s) for s in got]
