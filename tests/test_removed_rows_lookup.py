@@ -141,3 +141,21 @@ def test_a_purge_read_among_thousands_is_found_after_the_map_is_sorted(tmp_path:
         assert log.rows_removed(X) == {7}
     finally:
         log.close()
+
+
+def test_purges_older_than_any_asked_for_are_read_when_an_earlier_subject_asks(tmp_path: Path) -> None:
+    """The map reads only as far back as asked (a subject's first enrolment): a subject enrolled
+    earlier, asked about later, has the purges between read then."""
+    log = _log(tmp_path)  # X enrolled, row 7
+    try:
+        _purges(tmp_path / "audit.db", [[X]], first_row=5)  # rows 5..9
+        con = sqlite3.connect(tmp_path / "audit.db")
+        with con:
+            con.execute("INSERT INTO entries (seq, time, operation, subjects, decision, note, prev, hash) VALUES "
+                        "(3, '2026-01-01T00:00:00Z', 'enroll', ?, 'allowed', 'rows=20', 'p', 'h3')", (json.dumps([Y]),))
+        con.close()
+        _purges(tmp_path / "audit.db", [[Y]], first_row=20)  # rows 20..24
+        assert log.rows_removed(Y) == {20}
+        assert log.rows_removed(X) == {7}
+    finally:
+        log.close()

@@ -42,7 +42,7 @@ class PurgeIndex:
         self._reset()
 
     def _reset(self) -> None:
-        self._to = 0
+        self._from = self._to = 0  # the entries read: those numbered in (_from, _to]
         self._hash: Any = None
         self._keys = np.empty(0, dtype=np.int64)  # sorted
         self._seqs = np.empty(0, dtype=np.int64)  # each key's entry
@@ -53,7 +53,7 @@ class PurgeIndex:
         """The numbers of the allowed purge entries after `after` that may name `subject`."""
         key = _key(subject)
         with self._lock:
-            self._read_forward(q)
+            self._read_forward(q, max(0, int(after)))
             lo = int(np.searchsorted(self._keys, key, side="left"))
             hi = int(np.searchsorted(self._keys, key, side="right"))
             seqs = {int(s) for s in self._seqs[lo:hi]}
@@ -61,15 +61,31 @@ class PurgeIndex:
             seqs.update(self._odd)
         return sorted(s for s in seqs if s > after)
 
-    def _read_forward(self, q: Query) -> None:
+    def _read_forward(self, q: Query, after: int) -> None:
+        """Read what is not read yet of the entries after `after`: those older than any asked
+        for before (only as far back as asked: the purges before a subject's first enrolment,
+        which removed none of its rows, are not read for it), and those appended since."""
         if self._to and q("SELECT hash FROM {t}entries WHERE seq = ?", (self._to,)) != [(self._hash,)]:
             self._reset()  # the log is not the one read: from the start
         end = q("SELECT seq, hash FROM {t}entries ORDER BY seq DESC LIMIT 1")
-        if not end or int(end[0][0]) <= self._to:
+        if not end:
             return
-        # Up to the end read first: an entry appended meanwhile is read at the next call, not lost.
-        # A page at a time: the subject lists of 100,000 purges held at once took 90 MB.
-        last, upto = self._to, int(end[0][0])
+        upto = int(end[0][0])
+        if not self._to:
+            self._from = self._to = min(after, upto)
+        if after < self._from:
+            self._read(q, after, self._from)
+            self._from = after
+        if upto > self._to:
+            # Up to the end read first: an entry appended meanwhile is read at the next call.
+            self._read(q, self._to, upto)
+            self._to, self._hash = upto, end[0][1]
+        elif self._hash is None:
+            self._hash = q("SELECT hash FROM {t}entries WHERE seq = ?", (self._to,))[0][0] if self._to else None
+
+    def _read(self, q: Query, last: int, upto: int) -> None:
+        """The purge entries numbered in (last, upto], a page at a time: the subject lists of
+        100,000 purges held at once took 90 MB."""
         while True:
             page = q("SELECT seq, subjects FROM {t}entries WHERE operation = 'purge' AND decision = 'allowed' AND "
                      "seq > ? AND seq <= ? ORDER BY seq LIMIT ?", (last, upto, PAGE))
@@ -80,15 +96,14 @@ class PurgeIndex:
                 else:
                     self._tail.extend((k, int(seq)) for k in keys)
             if len(page) < PAGE:
-                break
+                self._merge(TAIL_MAX)
+                return
+            self._merge(64 * TAIL_MAX)  # now and then while reading many: a sort costs the whole map
             last = int(page[-1][0])
-            self._merge()
-        self._to, self._hash = upto, end[0][1]
-        self._merge()
 
-    def _merge(self) -> None:
-        """The tail into the sorted arrays, once it is long enough to be worth it."""
-        if len(self._tail) > TAIL_MAX:
+    def _merge(self, past: int) -> None:
+        """The tail into the sorted arrays, once it is longer than `past`."""
+        if len(self._tail) > past:
             keys = np.concatenate([self._keys, np.fromiter((k for k, _ in self._tail), np.int64, len(self._tail))])
             seqs = np.concatenate([self._seqs, np.fromiter((s for _, s in self._tail), np.int64, len(self._tail))])
             order = np.argsort(keys, kind="stable")
