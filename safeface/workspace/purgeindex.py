@@ -3,9 +3,9 @@
 A purge entry names its subjects in one JSON list that no index of the log reads, so finding a
 subject's purges meant reading every purge since its enrolment at each verify and at each
 candidate an identify found (about 100 ms a call with 100,000 purges in the log). This map is
-read once, then only for the entries appended since, and answers with the entries' numbers: the
-caller reads those entries themselves and decides by them, so the map only narrows the reading
-and never decides what the log says."""
+read once (as far back as a subject's first enrolment asks), then only for the entries appended
+since, and answers with the entries' numbers: the caller reads those entries themselves and
+decides by them, so the map only narrows the reading and never decides what the log says."""
 
 from __future__ import annotations
 
@@ -31,10 +31,11 @@ def _key(subject: str) -> int:
 
 
 class PurgeIndex:
-    """Subject key -> the numbers of the allowed purge entries naming it, up to the log's end as
-    last read. Each `naming` reads the entries appended since, after checking that the entry it
-    read up to is still there with the same hash (a log put back from another copy, whose numbers
-    mean other entries, is read again from the start). Subjects written in no form safeface writes
+    """Subject key -> the numbers of the allowed purge entries naming it, between the oldest point
+    asked about and the log's end as last read. Each `naming` reads the entries appended since
+    (and older ones, if it asks from further back), after checking that the entry it read up to
+    is still there with the same hash (a log put back from another copy, whose numbers mean
+    other entries, is read again from the start). Subjects written in no form safeface writes
     (a hand edit) are kept apart and their entries handed out for every subject."""
 
     def __init__(self) -> None:
