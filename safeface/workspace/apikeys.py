@@ -405,11 +405,11 @@ class ApiKeys:
     def _logout_file(folder: Path, cookie: str) -> Path:
         return folder / f"{session_until(cookie)}-{session_ref(cookie)}.json"
 
-    def _logout_files(self) -> list[Path]:
+    def _logout_files(self) -> tuple[Path, ...]:  # a tuple: `list` is a method of this class
         try:
-            return [p for p in self._logouts.iterdir() if _LOGOUT_FILE.fullmatch(p.name)] if self._logouts else []
+            return tuple(p for p in self._logouts.iterdir() if _LOGOUT_FILE.fullmatch(p.name)) if self._logouts else ()
         except OSError:  # none yet, or not a folder
-            return []
+            return ()
 
     def _logged_out_in_file(self, cookie: str) -> bool:
         """Whether the logouts folder holds a genuine logout of `cookie` (one whose MAC fails, a

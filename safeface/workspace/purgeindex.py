@@ -68,7 +68,7 @@ class PurgeIndex:
         which removed none of its rows, are not read for it), and those appended since."""
         if self._to and q("SELECT hash FROM {t}entries WHERE seq = ?", (self._to,)) != [(self._hash,)]:
             self._reset()  # the log is not the one read: from the start
-        end = q("SELECT seq, hash FROM {t}entries ORDER BY seq DESC LIMIT 1")
+        end = q("SELECT seq, hash FROM {t}entries ORDER BY seq DESC LIMIT 1", ())
         if not end:
             return
         upto = int(end[0][0])
