@@ -49,6 +49,12 @@ MAX_HEADER_PIECES = 65_536
 # A TIFF tile may exceed the image it tiles (a thumbnail in 256x256 tiles, widths rounded up to
 # 16) but not by more than this many pixels: libtiff allocates a whole tile before reading it.
 TIFF_TILE_SLACK = 2048 * 2048
+# A BMP in run-length compression (RLE8, RLE4) is decoded by Pillow in Python: a loop step per
+# pixel of an RLE4 run or of the padding a line end adds, and per two bytes of runs that add
+# nothing. A 28 KB BMP of 7000x7000 took 5.5 s of CPU. No camera writes RLE; an icon or a
+# scanned form up to these sizes costs a fraction of a second, anything larger is refused.
+RLE_BMP_MAX_PIXELS = 1 << 20
+RLE_BMP_MAX_BYTES = 2 << 20
 
 
 def load_image(source: ImageInput, *, max_pixels: int = MAX_PIXELS) -> np.ndarray:
@@ -110,6 +116,7 @@ def _decode(data: bytes, label: str, max_pixels: int) -> np.ndarray:
     if len(data) > MAX_FILE_BYTES:
         raise ImageError(f"{label}: {len(data)} bytes is larger than the {MAX_FILE_BYTES}-byte limit.")
     _check_pieces(data, label)
+    _check_bmp_rle(data, label)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -142,6 +149,30 @@ def _decode(data: bytes, label: str, max_pixels: int) -> np.ndarray:
         ) from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise ImageError(f"{label}: corrupt or truncated image ({exc}).") from None
+
+
+# The BMP headers Pillow reads a compression field from (Windows v3 to v5, OS/2 v2).
+_BMP_INFO_SIZES = (40, 52, 56, 64, 108, 124)
+_BMP_RLE = (1, 2)  # BI_RLE8, BI_RLE4
+
+
+def _check_bmp_rle(data: bytes, label: str) -> None:
+    """Refuse, from its header, a run-length BMP over RLE_BMP_MAX_PIXELS or RLE_BMP_MAX_BYTES
+    (see there). The fields are read as Pillow's BMP plugin reads them."""
+    if data[:2] != b"BM" or len(data) < 34:
+        return
+    # Header size, width, height, planes and bits (two 16-bit fields), compression.
+    header, width, height, _, compression = struct.unpack_from("<IIIII", data, 14)
+    if header not in _BMP_INFO_SIZES or compression not in _BMP_RLE:
+        return
+    if data[25] == 0xFF:  # a negative height: rows top-down
+        height = 2**32 - height
+    if width * height > RLE_BMP_MAX_PIXELS or len(data) > RLE_BMP_MAX_BYTES:
+        raise ImageError(
+            f"{label}: a {width}x{height} BMP of {len(data)} bytes in RLE compression is refused (over "
+            f"{RLE_BMP_MAX_PIXELS} pixels or {RLE_BMP_MAX_BYTES} bytes, RLE keeps the decoder busy for seconds; "
+            "no camera writes it); re-save it uncompressed or as PNG."
+        )
 
 
 def _pad16(n: int) -> int:

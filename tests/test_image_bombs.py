@@ -283,3 +283,55 @@ def test_progressive_and_baseline_jpegs_still_load() -> None:
     buf = io.BytesIO()
     Image.fromarray(img).save(buf, format="JPEG", quality=95)
     assert np.abs(load_image(buf.getvalue()).astype(int) - img).mean() < 3
+
+
+# -- BMP in RLE compression ---------------------------------------------------------------------
+def _rle_bmp(w: int, h: int, body: bytes, *, rle4: bool = False) -> bytes:
+    """A bottom-up BMP of 16 palette colours (colour i: i*16 in red and green, 255-i*16 in blue)
+    whose pixel data, RLE8 or RLE4 as written, is `body`."""
+    palette = b"".join(bytes((255 - i * 16, i * 16, i * 16, 0)) for i in range(16))  # B, G, R, 0
+    offset = 14 + 40 + len(palette)
+    info = struct.pack("<IiiHHIIiiII", 40, w, h, 1, 4 if rle4 else 8, 2 if rle4 else 1, len(body), 2835, 2835, 16, 0)
+    return b"BM" + struct.pack("<IHHI", offset + len(body), 0, 0, offset) + info + palette + body
+
+
+def _rle_colour(i: int) -> tuple[int, int, int]:
+    return (i * 16, i * 16, 255 - i * 16)
+
+
+def test_a_small_rle_bmp_still_loads() -> None:
+    """Run-length BMPs (RLE8, RLE4) of an icon's size decode, pixel for pixel."""
+    w, h = 40, 30
+    rows8 = b"".join(bytes((w, y % 16)) + b"\x00\x00" for y in range(h)) + b"\x00\x01"
+    rows4 = b"".join(bytes((w, (y % 16) << 4 | (y + 1) % 16)) + b"\x00\x00" for y in range(h)) + b"\x00\x01"
+    for data, second in ((_rle_bmp(w, h, rows8), lambda y: y % 16),
+                         (_rle_bmp(w, h, rows4, rle4=True), lambda y: (y + 1) % 16)):
+        out = load_image(data)
+        assert out.shape == (h, w, 3)
+        for y in range(h):  # bottom-up: the file's first row is the image's last
+            row = out[h - 1 - y]
+            assert tuple(row[0]) == _rle_colour(y % 16)
+            assert tuple(row[1]) == _rle_colour(second(y))
+
+
+@pytest.mark.parametrize("attack", ["line ends", "rle4 runs", "runs past the row"])
+def test_an_rle_bmp_that_pillow_would_decode_for_seconds_is_refused_before_decoding(attack: str) -> None:
+    """Pillow decodes RLE in Python, a loop step per pixel for RLE4 runs and for the padding a
+    line end adds, and per two bytes for runs past the row's end that add nothing. A 28 KB BMP
+    of 7000x7000 (one pixel, then a line end, on each row) took 5.5 s of CPU and 240 MiB; a
+    406 KB one of RLE4 runs 2.5 s; 8 MB of runs past the row 1.75 s. Here smaller copies of each
+    (about 1.8 s, 0.8 s, 0.6 s before): refused on their header, naming the compression."""
+    if attack == "line ends":
+        w = h = 4000
+        data = _rle_bmp(w, h, b"\x01\x05\x00\x00" * h + b"\x00\x01")
+    elif attack == "rle4 runs":
+        w = h = 4000
+        data = _rle_bmp(w, h, (b"\xff\x12" * (w // 255) + bytes((w % 255, 0x12)) + b"\x00\x00") * h + b"\x00\x01",
+                        rle4=True)
+    else:
+        w = h = 100  # a first row, 3 MiB of runs that add nothing, then the other rows
+        row = bytes((w, 3)) + b"\x00\x00"
+        data = _rle_bmp(w, h, bytes((w, 3)) + b"\x01\x01" * (3 << 19) + b"\x00\x00" + row * (h - 1) + b"\x00\x01")
+    with pytest.raises(ImageError, match="RLE") as caught:
+        load_image(data)
+    assert "re-save it" in str(caught.value)
