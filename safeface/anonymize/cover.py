@@ -80,8 +80,15 @@ def region_for_box(box: Sequence[float], margin: float, width: int, height: int)
 
 def apply_cover(image: np.ndarray, regions: Iterable[Region], mode: str = DEFAULT_MODE) -> np.ndarray:
     """A copy of `image` (H, W, 3) uint8 with every region covered."""
-    check_mode(mode)
     out = np.array(image, dtype=np.uint8, copy=True)
+    cover_in_place(out, regions, mode)
+    return out
+
+
+def cover_in_place(out: np.ndarray, regions: Iterable[Region], mode: str = DEFAULT_MODE) -> None:
+    """apply_cover on `out` itself (an (H, W, 3) uint8 array the caller owns): a large photo's
+    passes need no second copy of it."""
+    check_mode(mode)
     for region in regions:
         if region.empty:
             continue
@@ -94,7 +101,6 @@ def apply_cover(image: np.ndarray, regions: Iterable[Region], mode: str = DEFAUL
         else:
             patch[...] = _blur(patch, _cell(region.face_size, BLUR_CELLS))
         patch[...] = _with_grain(patch, region.face_size, seed)
-    return out
 
 
 def _seed(patch: np.ndarray) -> int:

@@ -50,8 +50,14 @@ def dark_view(pixels: np.ndarray, sample: bool = False) -> Optional[np.ndarray]:
     dark = (seen.min(axis=-1) if seen.ndim == 3 else seen) < LIFT_WHITE
     if not _dark_square(dark, max(1, SHADOW_SIDE // step)):
         return None
-    lifted: np.ndarray = (np.minimum(pixels, LIFT_WHITE - 1).astype(np.uint16) * 255 // (LIFT_WHITE - 1)).astype(np.uint8)
+    # A table, not arithmetic on the pixels: the uint16 steps took four times the photo's size
+    # at once (630 MB beside a 50-megapixel photo's 150).
+    lifted: np.ndarray = _LIFT[pixels]
     return lifted
+
+
+# The shadows' lift: every value up to LIFT_WHITE spread over the full range, the rest white.
+_LIFT = (np.minimum(np.arange(256), LIFT_WHITE - 1) * 255 // (LIFT_WHITE - 1)).astype(np.uint8)
 
 
 def _dark_square(dark: np.ndarray, side: int) -> bool:

@@ -12,7 +12,7 @@ from PIL import Image
 
 from ..errors import ImageError
 from ..imageio import ImageInput, load_image_hashed
-from .cover import DEFAULT_MARGIN, DEFAULT_MODE, apply_cover, check_margin, check_mode, region_for_box
+from .cover import DEFAULT_MARGIN, DEFAULT_MODE, check_margin, check_mode, cover_in_place, region_for_box
 from .detect import DEFAULT_DETECTOR, Box, FaceFinder, iou, merge_boxes
 from ..hashing import sha256_file
 from ..atomicfile import atomic_path
@@ -40,7 +40,9 @@ def anonymize_image(
     margin = check_margin(margin)
     digest, pixels = load_image_hashed(image)
     finder = finder or FaceFinder(detector)
-    out, boxes, passes = cover_all(pixels, finder, mode, margin)
+    # Decoded here, the pixels are this call's own and are covered in place; a caller's array
+    # is copied at the first cover.
+    out, boxes, passes = cover_all(pixels, finder, mode, margin, owned=not isinstance(image, np.ndarray))
     h, w = pixels.shape[:2]
     regions = tuple(tuple(r.as_list()) for r in (region_for_box(b, margin, w, h) for b in boxes))
     report = AnonymizeReport(
@@ -51,8 +53,11 @@ def anonymize_image(
     return out, report
 
 
-def cover_all(pixels: np.ndarray, finder: FaceFinder, mode: str, margin: float) -> tuple[np.ndarray, list[Box], int]:
-    """Cover, look again, cover what is still found. Returns the image, the face boxes, passes."""
+def cover_all(pixels: np.ndarray, finder: FaceFinder, mode: str, margin: float, *,
+              owned: bool = False) -> tuple[np.ndarray, list[Box], int]:
+    """Cover, look again, cover what is still found. Returns the image, the face boxes, passes.
+    `owned`: `pixels` may be covered in place (else they are copied once, at the first cover).
+    One copy of a photo, covered pass after pass: a 50-megapixel photo is 150 MB a copy."""
     h, w = pixels.shape[:2]
     boxes: list[Box] = []
     out = pixels
@@ -71,7 +76,9 @@ def cover_all(pixels: np.ndarray, finder: FaceFinder, mode: str, margin: float) 
         boxes += new
         # Should a face survive every pass, the last one paints it out.
         pass_mode = mode if passes < MAX_PASSES else "solid"
-        out = apply_cover(out, [region_for_box(b, margin, w, h) for b in found], pass_mode)
+        if not owned:
+            out, owned = np.array(pixels, dtype=np.uint8, copy=True), True
+        cover_in_place(out, [region_for_box(b, margin, w, h) for b in found], pass_mode)
     return out, boxes, passes
 
 

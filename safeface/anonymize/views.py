@@ -47,9 +47,12 @@ def views(pixels: np.ndarray) -> Iterator[tuple[np.ndarray, Callable[[Box], Box]
         yield c_order(np.rot90(pixels, k)), _turned_back(k, w, h)
     same: Callable[[Box], Box] = lambda b: b  # noqa: E731
     yield np.ascontiguousarray(255 - pixels), same
-    for view in (dark_view(pixels), narrow_view(pixels)):
+    # Made one at a time, as each is searched: a tuple of both held two copies of the photo.
+    for make in (dark_view, narrow_view):
+        view = make(pixels)
         if view is not None:
             yield view, same
+        del view
     # A region squeezed into a few levels inside a full-range photo (a border, a background):
     # the tests above judge the whole photo. Photos only: a video frame searched once more
     # would take the anonymizer further below real time.
@@ -88,4 +91,7 @@ def find_in_views(finder: FaceFinder, pixels: np.ndarray) -> list[Box]:
     found: list[Box] = []
     for view, back in views(pixels):
         found += [back(b) for b in finder.find(view, [1], masked=False)]
+        # Let go before the next view is made: the loop's name held each view while the next
+        # was computed, two copies of the photo at once.
+        del view
     return found
