@@ -226,6 +226,14 @@ def slipped_in(word: str, scripts: Sequence[str]) -> str:
     return first_of_script(word, min(scripts, key=lambda x: sum(script_of(ch) == x for ch in word)))
 
 
+def spelled(value: object) -> str:
+    """A value as an error shows it: repr, and escapes too where it is text outside ASCII, so a
+    look-alike letter shows where it differs ("'bⅼur' ('b\\u217cur')")."""
+    if isinstance(value, str) and not value.isascii():
+        return f"{value!r} ({ascii(value)})"
+    return repr(value)
+
+
 def describe(c: str) -> str:
     """A code point as a person can look it up: "U+0430 CYRILLIC SMALL LETTER A"."""
     name = unicodedata.name(c, "")

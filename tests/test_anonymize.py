@@ -1399,3 +1399,14 @@ def test_the_cover_reaches_below_the_chin_and_stops_at_the_picture() -> None:
     r = region_for_box((100.0, 100.0, 200.0, 220.0), 0.4, 1000, 1000)
     assert r.x1 <= 60 and r.x2 >= 240 and r.y1 <= 100 - 0.59 * 120 and r.y2 >= 220 + 0.4 * 120, r
     assert region_for_box((100.0, 100.0, 200.0, 220.0), 0.4, 1000, 250).y2 == 250
+
+
+@pytest.mark.parametrize("arguments, odd", [({"mode": "b\u217cur"}, "b\\u217cur"),  # SMALL ROMAN NUMERAL FIFTY
+                                            ({"detector": "h\u043eg"}, "h\\u043eg")])  # a Cyrillic o
+def test_a_mode_or_detector_in_look_alike_letters_is_refused_spelled_in_escapes(arguments: dict[str, str],
+                                                                                   odd: str) -> None:
+    """"bⅼur" with a Roman numeral was refused as unknown mode 'bⅼur', which prints as the mode it
+    refuses: the refusal spells it in escapes too, as a purpose's refusal does."""
+    with pytest.raises(InvalidArgument) as caught:
+        anonymize_image(np.zeros((8, 8, 3), np.uint8), **arguments)
+    assert odd in str(caught.value)

@@ -22,3 +22,31 @@ def test_a_hit_count_that_is_no_whole_number_is_refused(top_k: object) -> None:
     TypeError escaped (text was read as a number); each is InvalidArgument."""
     with pytest.raises(InvalidArgument):
         _result().search("red top", top_k)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("text, named", [
+    ("red \u0442\u043e\u0440", "U+0442 CYRILLIC SMALL LETTER TE"),  # "тор": Cyrillic, printed as "top"
+    ("\u212aid", "U+212A KELVIN SIGN"),  # lower() made it "kid", while "ｋｉｄ" was refused
+    ("\uff52\uff45\uff44 top", "U+FF52 FULLWIDTH LATIN SMALL LETTER R"),
+    ("red to\u200bp", "U+200B ZERO WIDTH SPACE"),
+    ("P\u0130NK top", "U+0130 LATIN CAPITAL LETTER I WITH DOT ABOVE"),
+])
+def test_a_description_in_look_alike_letters_is_refused_naming_the_letter(text: str, named: str) -> None:
+    """The vocabulary is plain ASCII words. "red тор" was refused as not understood: 'тор', which
+    prints as the word it is refusing, while a Kelvin sign was taken as a "k": a description is
+    judged on the letters written, and a refusal names the odd one and spells the word in escapes."""
+    from safeface.tracking import parse
+
+    with pytest.raises(InvalidArgument) as caught:
+        parse(text)
+    said = str(caught.value)
+    assert named in said
+    odd = next(w for w in text.split() if not w.isascii())
+    assert ascii(odd) in said
+
+
+def test_a_description_with_unicode_spaces_or_capitals_still_reads() -> None:
+    """A no-break space between words is a space (pasted text), and capitals are the same words."""
+    from safeface.tracking import parse
+
+    assert parse("RED top,\u00a0blue\u2003trousers").text == "top red, bottom blue"

@@ -11,7 +11,8 @@ from typing import Iterable, Sequence
 import numpy as np
 from PIL import Image, ImageFilter
 
-from ..errors import SafeFaceError
+from ..errors import InvalidArgument, SafeFaceError
+from ..lookalike import spelled
 
 MODES = ("blur", "pixelate", "solid")
 DEFAULT_MODE = "blur"
@@ -56,7 +57,7 @@ class Region:
 
 def check_mode(mode: str) -> str:
     if mode not in MODES:
-        raise SafeFaceError(f"unknown anonymization mode {mode!r}; choose one of {', '.join(MODES)}.")
+        raise InvalidArgument(f"unknown anonymization mode {spelled(mode)}; choose one of {', '.join(MODES)}.")
     return mode
 
 

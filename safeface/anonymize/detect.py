@@ -13,6 +13,7 @@ from PIL import Image
 from ..errors import InvalidArgument, ModelError, SafeFaceError
 from ..imageio import c_order
 from ..jsonnum import finite_number
+from ..lookalike import spelled
 from .exposure import dark_view, narrow_view
 
 DETECTORS = ("hog", "mmod", "onnx")
@@ -125,7 +126,7 @@ class Search:
 
 def check_detector(detector: str) -> str:
     if detector not in DETECTORS:
-        raise SafeFaceError(f"unknown detector {detector!r}; choose one of {', '.join(DETECTORS)}.")
+        raise InvalidArgument(f"unknown detector {spelled(detector)}; choose one of {', '.join(DETECTORS)}.")
     return detector
 
 

@@ -22,12 +22,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import InvalidArgument
+from ..lookalike import as_latin, describe, spelled
 from .colours import COLOUR_SYNONYMS, COLOURS
 
 TOPS = ("top", "shirt", "t-shirt", "tshirt", "jacket", "coat", "jumper", "sweater", "hoodie", "blouse")
 BOTTOMS = ("trousers", "pants", "jeans", "skirt", "shorts", "bottom", "bottoms", "leggings")
 SIZES = {"child": "child", "kid": "child", "adult": "adult", "tall": "tall"}
 FILLER = ("a", "an", "and", "in", "with", "wearing", "the", "person", "someone", "small", "dark", "light")
+_WORDS = re.compile(r"[\s,;.]+")
 # Height relative to the scene's typical person at the same place (perspective fitted per video).
 CHILD_BELOW = 0.8
 TALL_ABOVE = 1.1
@@ -72,11 +74,12 @@ def parse(text: str) -> Query:
     """The query a description asks for; InvalidArgument naming any word outside the vocabulary."""
     if not isinstance(text, str) or not text.strip():
         raise InvalidArgument("describe the person with colours and garments, e.g. \"red top, blue trousers, child\".")
+    _check_plain_letters(text)
     s = text.lower()
     for phrase, name in COLOUR_SYNONYMS.items():
         if " " in phrase:
             s = s.replace(phrase, name)
-    words = [w for w in re.split(r"[\s,;.]+", s) if w]
+    words = [w for w in _WORDS.split(s) if w]
     top: list[str] = []
     bottom: list[str] = []
     anywhere: list[str] = []
@@ -106,6 +109,20 @@ def parse(text: str) -> Query:
     if not (top or bottom or anywhere or size):
         raise InvalidArgument("the description names no colour, garment colour or size.")
     return Query(tuple(dict.fromkeys(top)), tuple(dict.fromkeys(bottom)), tuple(dict.fromkeys(anywhere)), size)
+
+
+def _check_plain_letters(text: str) -> None:
+    """Refuse a word holding a character outside ASCII (spaces of any kind still part words). The
+    vocabulary is plain ASCII words, and the words are judged as written, before lower():
+    "тор" in Cyrillic, which prints as "top", was refused as not understood: 'тор', a refusal
+    nobody could act on, while a Kelvin sign, which lower() makes a "k", read as "kid"."""
+    for word in _WORDS.split(text):
+        odd = next((c for c in word if not c.isascii()), None)
+        if odd is not None:
+            drawn = as_latin(word)
+            like = f", which prints like {drawn!r}" if drawn != word and drawn.isascii() else ""
+            raise InvalidArgument(f"the description is read in plain ASCII letters: the word {spelled(word[:32])} "
+                                  f"holds {describe(odd)}{like}; type it again in ASCII.")
 
 
 # How much a pixel of each name counts for an asked colour. CCTV greys out colour: navy and dark
