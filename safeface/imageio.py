@@ -289,7 +289,13 @@ def _check_pieces(data: bytes, label: str) -> None:
     if data[:3] == b"\xff\xd8\xff":
         pieces, what = _jpeg_header_pieces(data, limit), "segments or stray bytes before its first scan"
     elif data[:8] == _PNG_SIGNATURE:
-        pieces, what = _png_chunks(data, limit), "chunks"
+        pieces, profiles = _png_chunks(data, limit)
+        what = "chunks"
+        if profiles > 1:
+            raise ImageError(
+                f"{label}: a PNG of {profiles} colour profiles (iCCP chunks) is refused: the standard allows one, "
+                "and the reader inflates each, up to a MiB, in turn (seconds for a small file); re-save it."
+            )
     elif data[:6] in (b"GIF87a", b"GIF89a"):
         pieces, what = _gif_header_pieces(data, limit), "extension blocks or stray bytes before its first frame"
     elif data[:4] in _TIFF_PREFIXES:
@@ -324,16 +330,19 @@ def _jpeg_header_pieces(data: bytes, limit: int) -> int:
     return pieces
 
 
-def _png_chunks(data: bytes, limit: int) -> int:
-    """A PNG's chunks up to IEND (Pillow reads each, before and after the image data); stops past
-    `limit`."""
-    pieces, i, n = 0, 8, len(data)
+def _png_chunks(data: bytes, limit: int) -> tuple[int, int]:
+    """A PNG's chunks up to IEND (Pillow reads each, before and after the image data), and its
+    colour profiles (iCCP: Pillow inflates each, up to 1 MiB, with no bound on their number);
+    stops past `limit` chunks."""
+    pieces, profiles, i, n = 0, 0, 8, len(data)
     while pieces <= limit and i + 8 <= n:
         pieces += 1
-        if data[i + 4:i + 8] == b"IEND":
+        kind = data[i + 4:i + 8]
+        if kind == b"IEND":
             break
+        profiles += int(kind == b"iCCP")
         i += 12 + int.from_bytes(data[i:i + 4], "big")
-    return pieces
+    return pieces, profiles
 
 
 def _gif_header_pieces(data: bytes, limit: int) -> int:

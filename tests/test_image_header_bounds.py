@@ -88,3 +88,16 @@ def test_a_gif_of_endless_comment_blocks_before_its_frame_is_refused() -> None:
         with pytest.raises(ImageError, match="before its first frame"):
             load_image(gif[:at] + filler + gif[at:])
     assert load_image(gif[:at] + b"\x21\xfe" + b"\x05hello" * 100 + b"\x00" + gif[at:]).shape == (32, 32, 3)
+
+
+def test_a_png_of_many_colour_profiles_is_refused() -> None:
+    """Pillow inflates every iCCP chunk, up to 1 MiB each, and keeps the last: 2,000 profiles of a
+    MiB of zeros (1 KB each compressed, a 2 MiB file) took 1.4 s of CPU, an 8 MiB upload about
+    6 s, a 64 MiB one under the chunk bound about 45 s. The standard allows one profile: a second
+    is refused before Pillow opens the file; a PNG with one still loads."""
+    png = _saved("PNG")
+    profile = _chunk(b"iCCP", b"p\x00\x00" + zlib.compress(bytes((1 << 20) - 1), 9))
+    assert load_image(png[:33] + profile + png[33:]).shape == (32, 32, 3)
+    for data in (png[:33] + profile * 2000 + png[33:], png[:33] + profile + png[33:-12] + profile + png[-12:]):
+        with pytest.raises(ImageError, match="colour profiles"):
+            load_image(data)
