@@ -248,6 +248,44 @@ def test_a_face_hidden_by_how_its_pixels_were_written_is_covered(engine: DlibEng
     assert _best_match(engine, recover(covered), reference) < THRESHOLD
 
 
+def _inverted_in_place(rows: slice, cols: slice) -> Any:
+    """paint for build_face_video: the photo's pixels on one phase of the 2x2 grid inverted."""
+    def paint(canvas: np.ndarray, where: Any) -> np.ndarray:
+        x, y, w, h = where
+        out = canvas.copy()
+        region = out[y:y + h, x:x + w]
+        region[rows, cols] = 255 - region[rows, cols]
+        return out
+    return paint
+
+
+@needs_photos
+@pytest.mark.parametrize("rows, cols", [(slice(1, None, 2), slice(None)), (slice(None), slice(0, None, 2))],
+                         ids=["odd rows inverted", "even columns inverted"])
+def test_a_video_frame_with_every_other_line_inverted_has_its_face_covered(engine: DlibEngine, finder: FaceFinder,
+                                                                           tmp_path: Path, rows: slice,
+                                                                           cols: slice) -> None:
+    """Photos were searched in half their lines, video frames not: a clip whose faces had every
+    other row inverted went through with no face covered, and keeping the other rows of the output
+    gave every face back. A frame with such a block (alternating.py, 1-4 ms a frame) is searched
+    in half its lines too, and that half's negative."""
+    src, out = tmp_path / "lines.mp4", tmp_path / "out.mp4"
+    build_face_video(src, sorted(LFW.glob("*/*.jpg"))[::151][:1], frames=4, audio=False,
+                     paint=_inverted_in_place(rows, cols))
+    keep = (slice(0, None, 2), slice(1, None, 2)) if cols.start == 0 else (slice(0, None, 2), slice(0, None, 2))
+    with av.open(str(src)) as c:
+        frames_in = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+    assert not any(engine.detect(f, "hog", 1) for f in frames_in), "the input must hide its faces from HOG"
+    assert all(engine.detect(np.ascontiguousarray(f[keep]), "hog", 2) for f in frames_in), "and half its lines show them"
+    report = anonymize_file(src, out, video=VideoOptions(progress=False), finder=finder)
+    assert report.frames_with_faces == 4
+    with av.open(str(out)) as c:
+        for i, frame in enumerate(c.decode(video=0)):
+            rgb = frame.to_ndarray(format="rgb24")
+            for half in (rgb[::2, ::2], rgb[1::2, 1::2], rgb[::2, 1::2], rgb[1::2, ::2]):
+                assert not engine.detect(np.ascontiguousarray(half), "hog", 2), f"half of output frame {i} shows a face"
+
+
 # -- The copies of a large photo -----------------------------------------------------------------
 def _photo_with_a_shadow() -> np.ndarray:
     """A 400x560 photo: an LFW face on grey, and a dark block large enough that the brightened

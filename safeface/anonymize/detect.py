@@ -14,6 +14,7 @@ from ..errors import InvalidArgument, ModelError, SafeFaceError
 from ..imageio import c_order
 from ..jsonnum import finite_number
 from ..lookalike import spelled
+from .alternating import halves, has_alternating_lines
 from .exposure import dark_view, narrow_view
 
 DETECTORS = ("hog", "mmod", "onnx")
@@ -226,6 +227,18 @@ class FaceFinder:
         for view in (dark_view(small, sample=True), narrow_view(small, sample=True)):
             if view is not None:
                 boxes += [_box(r) for r, _ in self._hog.detect_rects(view, "hog", search.upsample, threshold)]
+        # Every other line or pixel inverted (alternating.py): tested on the frame as decoded (the
+        # scaled copy blends the lines away), then half of it searched at the copy's scale, and
+        # its negative. A few ms a frame; the searches only where the test finds such a block.
+        if has_alternating_lines(image):
+            half_scale = min(1.0, 2.0 * scale)
+            for half in halves(image):
+                if half_scale < 1.0:
+                    size = (max(1, round(half.shape[1] * half_scale)), max(1, round(half.shape[0] * half_scale)))
+                    half = np.asarray(Image.fromarray(half).resize(size, Image.Resampling.BILINEAR))
+                k = 2.0 * scale / half_scale  # from the half's searched copy to `small`
+                boxes += [(x1 * k, y1 * k, x2 * k, y2 * k) for x1, y1, x2, y2 in
+                          (_box(r) for r, _ in self._hog.detect_rects(half, "hog", search.upsample, threshold))]
         if search.masked:
             boxes += self._masked_face_boxes(small, search.upsample, MASKED_FACE_BAR if extra else 0.0)
         if extra and self.detector == "mmod":
