@@ -329,9 +329,9 @@ def test_a_photo_is_anonymized_with_few_copies_of_it_at_once() -> None:
     """Decoded from its bytes, a photo is covered in place, and its views are made one at a time
     and let go before the next: the first cover's copy, the tuple that made the brightened and
     the stretched views together, the loop's name holding each view while the next was made,
-    and dark_view's 16-bit steps held 8.4 copies of the photo at once (4.3 now), about 1.2 GB
-    beside a 50-megapixel photo (tracemalloc: NumPy's arrays; the detectors' own memory is not
-    in it). The faces found are the same."""
+    and dark_view's 16-bit steps held 8.4 copies of the photo at once here (4.3 now); around a
+    50-megapixel photo, 1,050 MiB (384 now) (tracemalloc: NumPy's arrays; the detectors' own
+    memory is not in it). The faces found are the same."""
     from safeface.anonymize.detect import DetectionEngine
 
     photo = _photo_with_a_shadow()
