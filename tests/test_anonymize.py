@@ -1410,3 +1410,13 @@ def test_a_mode_or_detector_in_look_alike_letters_is_refused_spelled_in_escapes(
     with pytest.raises(InvalidArgument) as caught:
         anonymize_image(np.zeros((8, 8, 3), np.uint8), **arguments)
     assert odd in str(caught.value)
+
+
+def test_an_output_extension_in_look_alike_letters_is_refused_spelled_in_escapes(tmp_path: Path) -> None:
+    """"out.jрg" with a Cyrillic р was refused as unsupported extension '.jрg', printed as the
+    extension it refuses."""
+    src = tmp_path / "in.png"
+    Image.new("RGB", (8, 8)).save(src)
+    with pytest.raises(ImageError, match="unsupported extension") as caught:
+        anonymize_file(src, tmp_path / "out.j\u0440g")
+    assert "'.j\\u0440g'" in str(caught.value)

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from ..errors import ImageError
+from ..lookalike import spelled
 from ..regularfile import check_path_text
 
 IMAGE_EXTENSIONS = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".bmp": "BMP", ".webp": "WEBP",
@@ -21,7 +22,7 @@ def kind_of(path: Path) -> str:
     if ext in VIDEO_EXTENSIONS:
         return "video"
     raise ImageError(
-        f"{path}: unsupported extension {ext or '(none)'!r}; images: {', '.join(sorted(IMAGE_EXTENSIONS))}; "
+        f"{path}: unsupported extension {spelled(ext) if ext else repr('(none)')}; images: {', '.join(sorted(IMAGE_EXTENSIONS))}; "
         f"videos: {', '.join(sorted(VIDEO_EXTENSIONS))}."
     )
 
