@@ -286,6 +286,22 @@ def test_a_video_frame_with_every_other_line_inverted_has_its_face_covered(engin
                 assert not engine.detect(np.ascontiguousarray(half), "hog", 2), f"half of output frame {i} shows a face"
 
 
+@needs_photos
+def test_alternating_lines_are_found_at_low_contrast_and_a_photo_is_not_taken_for_them() -> None:
+    """A face squeezed into 32 mid-grey levels before its odd rows are inverted differs from its
+    neighbour rows by about 18 levels: under the first bar (40), so no half was searched, while
+    HOG finds it in half the rows. A real photo and its pasted face are not flagged."""
+    from safeface.anonymize.alternating import has_alternating_lines
+
+    face = load_image(LFW / "Candice_Bergen" / "Candice_Bergen_0001.jpg")
+    canvas = np.full((480, 640, 3), 90, np.uint8)
+    canvas[60:310, 40:290] = face
+    assert not has_alternating_lines(canvas) and not has_alternating_lines(load_image(OBAMA))
+    canvas[60:310, 40:290] = (112 + face.astype(np.int32) * 32 // 256).astype(np.uint8)
+    canvas[61:310:2, 40:290] = 255 - canvas[61:310:2, 40:290]
+    assert has_alternating_lines(canvas)
+
+
 # -- The copies of a large photo -----------------------------------------------------------------
 def _photo_with_a_shadow() -> np.ndarray:
     """A 400x560 photo: an LFW face on grey, and a dark block large enough that the brightened
