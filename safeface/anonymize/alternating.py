@@ -31,7 +31,8 @@ def _block_means(diff: np.ndarray) -> np.ndarray:
     rows, cols = h // BLOCK, w // BLOCK
     means = cv2.resize(np.ascontiguousarray(diff[:rows * BLOCK, :cols * BLOCK]), (cols, rows),
                        interpolation=cv2.INTER_AREA)
-    return np.asarray(means, np.float32).reshape(rows, cols, -1).max(axis=-1)
+    out: np.ndarray = np.asarray(means, np.float32).reshape(rows, cols, -1).max(axis=-1)
+    return out
 
 
 def has_alternating_lines(image: np.ndarray) -> bool:
