@@ -220,6 +220,23 @@ def raise_if_damaged(exc: BaseException, where: str, *paths: Path) -> None:
                              "Restore it from a backup, then run `safeface audit verify`.") from None
 
 
+def refuse_cut(db: sqlite3.Connection, path: Path, where: str) -> None:
+    """IntegrityError for a file cut inside a page: SQLite writes whole pages, and reads a
+    short last page as zeros, so a file cut in its last page opened and was used as if whole.
+    Judged only while the -wal holds no frames (its 32-byte header at most): a checkpoint
+    that a crash interrupted is finished from the -wal."""
+    page = int(db.execute("PRAGMA page_size").fetchone()[0])
+    try:
+        size = os.stat(path).st_size
+        wal = os.stat(f"{path}-wal").st_size if os.path.exists(f"{path}-wal") else 0
+    except OSError:
+        return  # judged by the statements that read it
+    if page > 0 and size % page and wal <= 32:
+        raise IntegrityError(f"{where} is cut short or written to by hand ({size} bytes, not a whole "
+                             f"number of its {page}-byte pages): a disk fault, or someone removed its end. "
+                             "Restore it from a backup, then run `safeface audit verify`.")
+
+
 def refuse_foreign_triggers(db: sqlite3.Connection, where: str, why: str, own: tuple[str, ...] = ()) -> None:
     """IntegrityError naming the triggers in `db` that safeface did not make (any but `own`): one
     added by hand (no key needed) can keep rows through an erasure or drop what a write records.

@@ -185,3 +185,21 @@ def test_an_audit_anchor_cut_short_says_what_to_do(tmp_path: Path) -> None:
         with pytest.raises(IntegrityError, match="cut short") as info:
             attempt()
         assert "backup" in str(info.value) and "safeface audit verify" in str(info.value), str(info.value)
+
+
+@pytest.mark.parametrize("where", ["header", "inside a page", "inside the last page"])
+def test_the_workspaces_gallery_cut_short_is_damage_not_a_configuration_error(tmp_path: Path, where: str) -> None:
+    """gallery.db cut at a byte offset was "not a usable gallery database" (a ConfigError: check
+    your paths) at open, and cut inside its last page it opened as if whole. The workspace's own
+    gallery that lost its end is damage: IntegrityError, saying to restore a backup."""
+    from safeface.sdk import SafeFace
+
+    paths = _ws(tmp_path)
+    size, wal = paths.gallery.stat().st_size, Path(f"{paths.gallery}-wal")
+    assert size >= 2 * 4096 and (not wal.exists() or wal.stat().st_size == 0)  # all in the file itself
+    at = {"header": 50, "inside a page": 4096 + 100, "inside the last page": size - 100}[where]
+    with open(paths.gallery, "r+b") as fh:
+        fh.truncate(at)
+    with pytest.raises(IntegrityError) as info:
+        SafeFace.open(paths.root).close()
+    assert "backup" in str(info.value), str(info.value)

@@ -132,7 +132,7 @@ def open_store(cfg: StorageConfig, root: Path, gallery_path: Path, keyring: Keyr
     if not cfg.server:
         from .gallery import Gallery
 
-        return Gallery.open(gallery_path, keyring, dim)
+        return Gallery.open(gallery_path, keyring, dim, own=True)
     from .server import ServerStore
     from .vectors import MilvusVectors
 

@@ -29,7 +29,7 @@ import numpy as np
 from ..atomicfile import hold_database, let_database_go
 from ..errors import ConfigError
 from ..sqlite_store import (BUSY_TIMEOUT_MS, connect as _connect_store, create_file, raise_if_busy, raise_if_damaged,
-                            raise_if_unwritable, refuse_foreign_triggers, refuse_replaced, store_identity)
+                            raise_if_unwritable, refuse_cut, refuse_foreign_triggers, refuse_replaced, store_identity)
 from ..hazmat.templates.keyring import Keyring
 from ..hazmat.templates.rowfilter import RowFilter
 from ..hazmat.templates.sealing import Sealer
@@ -161,9 +161,11 @@ class Gallery:
 
     @classmethod
     def open(cls, path: Union[str, Path], keyring: Keyring, dim: int,
-             index_factory: Optional[IndexFactory] = None) -> "Gallery":
+             index_factory: Optional[IndexFactory] = None, *, own: bool = False) -> "Gallery":
         """Open (or create) the gallery at `path`, unseal every row and build the index.
-        A row that fails its integrity check raises IntegrityError naming it."""
+        A row that fails its integrity check raises IntegrityError naming it. `own`: the
+        workspace's own gallery, which SQLite calling malformed, or a file cut inside a page,
+        means damage (IntegrityError), not a path to check (ConfigError)."""
         path = Path(path).absolute()  # checked by name at every call (_refresh), whatever the cwd then
         if not isinstance(dim, int) or dim <= 0:
             raise ConfigError(f"dim must be a positive integer, got {dim!r}.")
@@ -171,7 +173,7 @@ class Gallery:
         create_file(path)
         held = hold_database(path)  # before SQLite locks it: the write lock's guard descriptors stay open
         try:
-            conn = _connect_store(path, "gallery")
+            conn = _connect_store(path, "gallery", own=own)
         except BaseException:
             let_database_go(held)
             raise
@@ -180,6 +182,8 @@ class Gallery:
         try:
             with g._lock:
                 try:
+                    if own:  # before the schema's statements write anything to the -wal
+                        refuse_cut(conn, path, f"the gallery at {path}")
                     g._init_schema()
                 except sqlite3.DatabaseError as exc:  # a FIFO or device in its place, a damaged file
                     raise_if_busy(exc, f"the gallery at {path}")

@@ -18,7 +18,6 @@ anywhere leaves nothing behind.
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 import sqlite3
 import threading
@@ -27,7 +26,7 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping, Optional, Sequence
 
 from ..errors import BackendError, ConfigError, IntegrityError, WorkspaceBusy
-from ..sqlite_store import (BUSY_TIMEOUT_MS, connect, raise_if_busy, raise_if_damaged, raise_if_edited,
+from ..sqlite_store import (BUSY_TIMEOUT_MS, connect, raise_if_busy, raise_if_damaged, raise_if_edited, refuse_cut,
                             raise_if_unwritable, refuse_foreign_triggers, refuse_replaced, store_identity)
 
 WORKSPACE_SCHEMA = 1
@@ -103,27 +102,12 @@ class SqliteTables:
         # processes no longer read: a copy renamed over it kept a revoked key or consent let in.
         self._opened = store_identity(self.path)
         try:
-            self._refuse_cut()
+            refuse_cut(self._db, self.path, self.where)
             self._refuse_triggers()
         except BaseException:
             self._db.close()
             raise
 
-    def _refuse_cut(self) -> None:
-        """IntegrityError for a file cut inside a page: SQLite writes whole pages, and reads a
-        short last page as zeros, so a file cut in its last page opened and was used as if whole.
-        Judged only while the -wal holds no frames (its 32-byte header at most): a checkpoint
-        that a crash interrupted is finished from the -wal."""
-        page = int(self._db.execute("PRAGMA page_size").fetchone()[0])
-        try:
-            size = os.stat(self.path).st_size
-            wal = os.stat(f"{self.path}-wal").st_size if os.path.exists(f"{self.path}-wal") else 0
-        except OSError:
-            return  # judged by the statements that read it
-        if page > 0 and size % page and wal <= 32:
-            raise IntegrityError(f"{self.where} is cut short or written to by hand ({size} bytes, not a whole "
-                                 f"number of its {page}-byte pages): a disk fault, or someone removed its end. "
-                                 "Restore it from a backup, then run `safeface audit verify`.")
 
     def _refuse_triggers(self) -> None:
         """None of these stores makes a trigger, so any is someone else's: one added by hand to
