@@ -61,3 +61,33 @@ def test_a_run_that_stops_tracking_early_still_covers_every_head(tmp_path: Path)
     assert len(frames) == 36
     faces = [i for i in range(20, 36, 2) if finder.detectable(_around_the_walker(frames[i], i), strong)]
     assert faces == []
+
+
+HAMILTON = datasets() / "face_recognition" / "examples" / "short_hamilton_clip.mp4"
+
+
+@pytest.mark.skipif(not HAMILTON.is_file(), reason=f"the stage clip is absent ({HAMILTON}); "
+                    "set SAFEFACE_DATASETS to the shared datasets")
+def test_a_face_seated_still_from_the_first_frame_is_covered(tmp_path: Path) -> None:
+    """The stage clip's first frames: a pianist seated at the left, his face about 26 px, under
+    the video search's reach. No one is tracked yet while the background model learns the
+    scene, HOG's people detector does not know a seated shape, and once learnt he is background:
+    his face showed at photo strength in every frame until the camera moved."""
+    from tests.video_fixtures import cut
+
+    src, out = cut(HAMILTON, tmp_path / "stage.mp4", 0, 12), tmp_path / "out.mp4"
+    finder = FaceFinder("hog", engine=DetectionEngine())
+    strong = Search(max_side=1 << 16, upsample=2)  # photo strength: faces from about 20 px
+
+    def around_the_pianist(rgb: np.ndarray) -> np.ndarray:
+        return rgb[100:300, 0:200]  # a photo-strength search of it is quick
+
+    with av.open(str(src)) as c:
+        assert finder.detectable(next(c.decode(video=0)).to_ndarray(format="rgb24"), strong), \
+            "the face must show for the check to mean anything"
+    track_video(src, out, TrackOptions(draw=False))
+    with av.open(str(out)) as c:
+        frames = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+    assert len(frames) == 12
+    assert [i for i, f in enumerate(frames) if finder.detectable(around_the_pianist(f), strong)] == []
+    assert finder.detectable(frames[0], strong) == []  # nor anywhere else in the frame

@@ -60,6 +60,9 @@ SPLIT_ASPECT = 0.8
 MIN_HEIGHT = 14
 MIN_AREA = 60
 WARMUP_FRAMES = 15
+# The model learns at its fast rate for this many frames: whoever keeps still from the first
+# frame (a pianist at the piano) is background by then and is never a blob.
+LEARNING_FRAMES = 30
 # Re-detection around a track the motion model lost (a person who stopped, or was passed by
 # another): HOG on a crop scaled so the person is this tall, accepted at this overlap.
 RESCUE_HEIGHT = 144
@@ -115,7 +118,7 @@ class MotionDetector:
             return []
         small = cv2.resize(rgb, (w // 2, h // 2), interpolation=cv2.INTER_AREA)
         # Learn fast while the model starts, then slowly, so a person who stops stays visible.
-        rate = -1 if self._frames < 30 else self._rate
+        rate = -1 if self._frames < LEARNING_FRAMES else self._rate
         self._frames += 1
         raw = self._bg.apply(small, learningRate=rate)
         mask = self._clean(np.where(raw == 255, 255, 0).astype(np.uint8))  # 127 marks shadows: not a person

@@ -22,6 +22,7 @@ from .appearance import describe
 from .assign import CLEAR, PARTIAL, AssignOptions, Assigner, LiveTrack, seen
 from .colours import summary
 from .describe import CHILD_BELOW, TALL_ABOVE, parse
+from .first_faces import FirstFaces
 from .heads import BELOW, cover_heads
 from .search import Looks
 from .motion import Box
@@ -183,10 +184,12 @@ class TrackResult:
 
 
 class _Run:
-    """The per-frame hook: detect, describe, assign, remember a thumbnail, draw."""
+    """The per-frame hook: detect, describe, assign, remember a thumbnail, draw. With `finder`,
+    the faces of people who keep still from the first frame are covered first (first_faces.py)."""
 
-    def __init__(self, opts: TrackOptions) -> None:
+    def __init__(self, opts: TrackOptions, finder: Optional[FaceFinder] = None) -> None:
         self.opts = opts
+        self.first_faces = FirstFaces(finder, opts.margin, opts.mode)
         self.detector = make_person_detector(opts.detector)
         # HOG covers the motion model's blind spots: its first second, and people it loses.
         self.hog = self.detector if isinstance(self.detector, HogDetector) else HogDetector()
@@ -200,6 +203,7 @@ class _Run:
     def __call__(self, index: int, rgb: np.ndarray) -> np.ndarray:
         import cv2
 
+        rgb = self.first_faces.cover(index, rgb)
         boxes, shaped = self._detect(index, rgb)
         if self.opts.max_frames is not None and index >= self.opts.max_frames:
             # Tracking stops, covering does not: the people found still have their heads covered,
@@ -370,8 +374,8 @@ def track_video(video: PathLike, out: Optional[PathLike] = None, options: Option
 def _track(src: Path, dst: Optional[Path], opts: TrackOptions) -> TrackResult:
     if not src.is_file():
         raise ImageError(f"{src}: no such file; check the path.")
-    hook = _Run(opts)
     finder = FaceFinder("hog", engine=DetectionEngine())
+    hook = _Run(opts, finder)
     report = anonymize_video_file(src, dst, opts.mode, opts.margin, "hog", options=opts.video, finder=finder,
                                   on_frame=hook)
     people, looks = _people(hook.assigner.finish())
