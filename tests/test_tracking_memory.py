@@ -77,3 +77,29 @@ def test_a_track_past_the_reidentification_window_drops_its_descriptors() -> Non
     (gone,) = assigner.ended
     assert gone.gallery == [] and gone.recent == []
     assert len(gone.frames) == 20
+
+
+def test_a_run_of_many_long_tracks_keeps_a_bounded_trail_in_all() -> None:
+    """Each track's bound alone let a run hold 2,000 tracks of 1,024 detections (about 1 GB,
+    reached by a crafted clip of about 20,500 frames). Past a run-wide budget (`held`), every
+    track is thinned further, each still spread over its whole life."""
+    from safeface.tracking.appearance import describe
+    from safeface.tracking.assign import TAIL, AssignOptions, Assigner
+    import cv2
+
+    rgb = _frame(16)
+    look = describe(cv2.cvtColor(rgb, cv2.COLOR_RGB2HSV), cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), (40.0, 15.0, 90.0, 225.0))
+    assigner = Assigner(AssignOptions(keep=1024, held=1500))
+    frames, lanes = 1200, 8
+    for i in range(frames):
+        x = 40.0 + abs(i % 100 - 50)  # each walks to and fro in a lane of their own
+        assigner.step(i, [(x + 300.0 * k, 15.0, x + 300.0 * k + 50.0, 225.0) for k in range(lanes)], [look] * lanes)
+        held = sum(len(t.frames) for t in assigner.live + assigner.ended)
+        assert held <= 1500 + lanes, (i, held)  # one frame's detections over at most
+    people = assigner.finish()
+    assert len(people) == lanes
+    for t in people:
+        assert t.frames[0] == 0 and t.frames[-1] == frames - 1
+        assert len(t.frames) >= 4 * TAIL // 2, len(t.frames)
+        eighths = np.bincount(np.array(t.frames) * 8 // frames, minlength=8)
+        assert eighths.min() >= 2, f"the kept detections must be spread over the track's whole life: {eighths}"

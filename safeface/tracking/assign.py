@@ -62,7 +62,9 @@ class AssignOptions:
     `reid_distance`: the worst clothing distance (0-1) for that; `walk`: the farthest a person
     walks in a frame, in person heights (0.12 is a brisk 1.5 m/s at 10 fps, with margin);
     `keep`: the most detections (frame, box, colour shares) a track holds: a longer track keeps
-    every second, fourth, ... frame of its life, evenly, and its latest TAIL in full.
+    every second, fourth, ... frame of its life, evenly, and its latest TAIL in full; `held`: the
+    most all of a run's tracks hold together (about 500 bytes each): past it, every track's
+    `keep` is halved, down to 4 * TAIL (2,000 tracks of 1,024 detections held about 1 GB).
 
     The clothing thresholds were measured on the annotated vtest.avi boxes (one person's clear
     view against the closest of their own or another person's last 12 clear views): a gate of
@@ -82,6 +84,7 @@ class AssignOptions:
     reid_distance: float = 0.4
     walk: float = 0.12
     keep: int = 1024
+    held: int = 200_000
 
 
 @dataclass(eq=False)  # tracks are compared by identity
@@ -162,6 +165,7 @@ class Assigner:
         self.live: list[LiveTrack] = []
         self.ended: list[LiveTrack] = []
         self._retired = 0  # ended[:_retired] are past the re-identification window (_retire)
+        self._keep = self.o.keep  # halved while all tracks together hold more than `held` (_within_budget)
 
     def _cost(self, t: LiveTrack, pred: Box, box: Box, look: Appearance) -> float:
         ph = max(pred[3] - pred[1], 1.0)
@@ -238,6 +242,7 @@ class Assigner:
         self.live = keep
         self._reidentify(index)
         self._retire(index)
+        self._within_budget()
 
     def recover(self, index: int, track: LiveTrack, box: Box, look: Appearance, view: int) -> bool:
         """A box found for `track` after the frame's assignment (re-detection near its prediction),
@@ -265,7 +270,7 @@ class Assigner:
         t.boxes.append(box)
         t.recent = (t.recent + [(look, clear)])[-RECENT:]
         t.colours.append((_names(look), view))
-        _thin(t, self.o.keep)
+        _thin(t, self._keep)
         if t.hits == self.o.confirm:
             t.confirmed = True
 
@@ -305,7 +310,7 @@ class Assigner:
         old.colours += new.colours
         old.gallery = (old.gallery + [lk for lk, clear in new.recent if clear])[-GALLERY:]
         old.stride = max(old.stride, new.stride)
-        _thin(old, self.o.keep)
+        _thin(old, self._keep)
         old.hits += new.hits
         old.shaped += new.shaped
         old.heads += new.heads
@@ -335,6 +340,15 @@ class Assigner:
             t = self.ended[self._retired]
             t.gallery, t.recent = [], []
             self._retired += 1
+
+    def _within_budget(self) -> None:
+        """Every track thinned further while all together hold more than `held` detections:
+        each track's bound alone let a run of 2,000 tracks hold about 1 GB."""
+        tracks = self.ended + self.live
+        while self._keep > 4 * TAIL and sum(len(t.frames) for t in tracks) > self.o.held:
+            self._keep = max(4 * TAIL, self._keep // 2)
+            for t in tracks:
+                _thin(t, self._keep)
 
     def followed(self, index: int) -> int:
         """The tracks followed now, and those ended within the re-identification window, which
