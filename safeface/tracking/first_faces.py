@@ -1,4 +1,4 @@
-"""Faces no person box will ever show. The output is held to photo strength (HOG at full size,
+"""Faces no person box will show. The output is held to photo strength (HOG at full size,
 upsampling 2: faces from about 20 px); the video search reaches about 40 px, and the head zones
 of the people tracked cover smaller faces. But whoever keeps still from the first frame is
 learnt into the background model and never tracked, and someone seated or cut by the frame is
@@ -6,9 +6,11 @@ no shape HOG's people detector knows: a pianist's 26 px face showed in the first
 stage clip (and, with the camera fixed, would have for the whole run).
 
 So every STRONG_EVERY-th frame of the background model's learning period is searched at photo
-strength, and each face found is covered until the next such search; a face found at the same
-place by two of them is someone keeping still, whose place stays covered to the end of the run
-(at most MAX_PLACES). A passer-by found once leaves no patch behind: the head zones follow them."""
+strength, and each face found there becomes a place. From then on, every frame, the
+neighbourhood of each place is searched again at photo strength (a small crop: cheap), and
+covered while a face is found there, and for HOLD frames after (a face whose score hovers at
+the bar is not found in every frame). The place follows a face that sways or drifts; one that
+walks off leaves no patch behind (the head zones follow a walker)."""
 
 from __future__ import annotations
 
@@ -18,55 +20,95 @@ from typing import Optional
 import numpy as np
 
 from ..anonymize.cover import apply_cover, region_for_box
-from ..anonymize.detect import FaceFinder, Search, iou
+from ..anonymize.detect import SEARCH_MARGIN, DetectionEngine, FaceFinder, Search, iou, merge_boxes
+from ..anonymize.exposure import dark_view, narrow_view
 from .motion import Box
 from .people import LEARNING_FRAMES
 
-# Four times the video search's cost a frame, so not on every frame of the learning period.
+# A whole-frame search at photo strength costs four times the video search's, so only every
+# STRONG_EVERY-th frame of the learning period has one.
 STRONG_EVERY = 5
 # Photo strength, with frames wider than this scaled to it (1080p: faces from about 30 px).
 PHOTO_SIDE = 1280
 PHOTO_STRENGTH = Search(max_side=PHOTO_SIDE, upsample=2)
-# The same face found again: its boxes overlap this much (a seated person sways a little).
+# A place is searched again this many face widths around its face, every frame.
+AROUND = 1.0
+# Frames a place stays covered after its face was last found.
+HOLD = 5
+# A face found again where a place is: their boxes overlap this much.
 SAME_PLACE = 0.3
-MAX_PLACES = 200
+# Places are kept for faces under this many times the video search's smallest (larger ones it
+# finds itself), at most MAX_PLACES of them: each costs a small search a frame.
+REACH = 1.5
+MAX_PLACES = 16
 
 
 @dataclass
 class _Place:
     box: Box
-    found: int  # searches that found a face here
-    last: int  # the frame of the latest
+    missed: int = 0  # frames since its face was last found
 
 
 class FirstFaces:
-    """The places to cover in each frame before anything else sees it (`cover`)."""
+    """The places to cover in each frame before anything else sees it (`cover`). Without a
+    finder (a tracker driven frame by frame, as tests do) nothing is searched."""
 
-    def __init__(self, finder: Optional[FaceFinder], margin: float, mode: str) -> None:
+    def __init__(self, finder: Optional[FaceFinder], search: Search, margin: float, mode: str) -> None:
         self._finder = finder
+        self._search = search  # the video path's, which finds faces from its smallest_face
+        self._engine = finder.engine if finder is not None and isinstance(finder.engine, DetectionEngine) else (
+            DetectionEngine() if finder is not None else None)
         self._margin = margin
         self._mode = mode
         self._places: list[_Place] = []
-        self._latest = -1  # the frame of the latest search
 
     def cover(self, index: int, rgb: np.ndarray) -> np.ndarray:
-        if self._finder is not None and index < LEARNING_FRAMES and index % STRONG_EVERY == 0:
-            self._search(index, rgb)
-        # Found twice: kept still. Found lately: until the search after next (a face whose score
-        # hovers at the bar is not found by every search).
-        recent = self._latest - STRONG_EVERY if index < LEARNING_FRAMES else LEARNING_FRAMES
-        boxes = [p.box for p in self._places if p.found >= 2 or p.last >= recent]
-        if not boxes:
+        if self._finder is None:
             return rgb
         h, w = rgb.shape[:2]
-        return apply_cover(rgb, [region_for_box(b, self._margin, w, h) for b in boxes], self._mode)
+        if index < LEARNING_FRAMES and index % STRONG_EVERY == 0:
+            self._search_frame(rgb)
+        elif self._places:
+            self._search_places(rgb)
+        shown = [p.box for p in self._places if p.missed <= HOLD]
+        if not shown:
+            return rgb
+        return apply_cover(rgb, [region_for_box(b, self._margin, w, h) for b in shown], self._mode)
 
-    def _search(self, index: int, rgb: np.ndarray) -> None:
+    def _search_frame(self, rgb: np.ndarray) -> None:
+        """The whole frame searched at photo strength, under dlib's bar as the video path searches:
+        each small face found is its place's face now, or a new place."""
         assert self._finder is not None
-        self._latest = index
-        for box in self._finder.search(rgb, PHOTO_STRENGTH):  # under dlib's bar, as the video path searches
-            same = [p for p in self._places if iou(p.box, box) > SAME_PLACE]
+        h, w = rgb.shape[:2]
+        small = REACH * self._search.smallest_face(w, h)
+        found = [b for b in merge_boxes(self._finder.search(rgb, PHOTO_STRENGTH)) if b[2] - b[0] < small]
+        for p in self._places:
+            p.missed += 1
+        for b in found:
+            same = [p for p in self._places if iou(p.box, b) > SAME_PLACE]
             if same:
-                same[0].box, same[0].found, same[0].last = box, same[0].found + 1, index
+                same[0].box, same[0].missed = b, 0
             elif len(self._places) < MAX_PLACES:
-                self._places.append(_Place(box, 1, index))
+                self._places.append(_Place(b))
+
+    def _search_places(self, rgb: np.ndarray) -> None:
+        """Each place's neighbourhood searched at photo strength, in the frame as the check sees
+        it: whole, and the brightened or stretched views of the whole frame (exposure.py)."""
+        assert self._engine is not None
+        h, w = rgb.shape[:2]
+        views = [rgb] + [v for v in (dark_view(rgb, sample=True), narrow_view(rgb, sample=True)) if v is not None]
+        for p in self._places:
+            x1, y1, x2, y2 = p.box
+            side = AROUND * max(x2 - x1, y2 - y1)
+            cx1, cy1 = max(0, int(x1 - side)), max(0, int(y1 - side))
+            cx2, cy2 = min(w, int(np.ceil(x2 + side))), min(h, int(np.ceil(y2 + side)))
+            found: list[Box] = []
+            if cx2 > cx1 and cy2 > cy1:
+                for v in views:
+                    found += [(r.left() + cx1, r.top() + cy1, r.right() + cx1, r.bottom() + cy1) for r, _ in
+                              self._engine.detect_rects(v[cy1:cy2, cx1:cx2], "hog", PHOTO_STRENGTH.upsample,
+                                                        -SEARCH_MARGIN)]
+            if found:
+                p.box, p.missed = merge_boxes(found)[0], 0
+            else:
+                p.missed += 1

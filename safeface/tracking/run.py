@@ -189,7 +189,7 @@ class _Run:
 
     def __init__(self, opts: TrackOptions, finder: Optional[FaceFinder] = None) -> None:
         self.opts = opts
-        self.first_faces = FirstFaces(finder, opts.margin, opts.mode)
+        self.first_faces = FirstFaces(finder, opts.video.search, opts.margin, opts.mode)
         self.detector = make_person_detector(opts.detector)
         # HOG covers the motion model's blind spots: its first second, and people it loses.
         self.hog = self.detector if isinstance(self.detector, HogDetector) else HogDetector()
