@@ -27,7 +27,7 @@ from .people import LEARNING_FRAMES
 
 # A whole-frame search at photo strength costs four times the video search's, so only every
 # STRONG_EVERY-th frame of the learning period has one.
-STRONG_EVERY = 5
+STRONG_EVERY = 10
 # Photo strength, with frames wider than this scaled to it (1080p: faces from about 30 px).
 PHOTO_SIDE = 1280
 PHOTO_STRENGTH = Search(max_side=PHOTO_SIDE, upsample=2)
