@@ -7,10 +7,10 @@ stage clip (and, with the camera fixed, would have for the whole run).
 
 So every STRONG_EVERY-th frame of the background model's learning period is searched at photo
 strength, and each face found there becomes a place. From then on, every frame, the
-neighbourhood of each place is searched again at photo strength (a small crop: cheap), and
-covered while a face is found there, and for HOLD frames after (a face whose score hovers at
-the bar is not found in every frame). The place follows a face that sways or drifts; one that
-walks off leaves no patch behind (the head zones follow a walker)."""
+neighbourhood of each place is searched again at photo strength (a small crop: cheap), and the
+faces found there are covered, and for HOLD frames after (a face whose score hovers at the bar
+is not found in every frame). A face that sways stays in its place's crop; one that walks off
+leaves no patch behind (the head zones follow a walker)."""
 
 from __future__ import annotations
 
@@ -45,8 +45,9 @@ MAX_PLACES = 16
 
 @dataclass
 class _Place:
-    box: Box
-    missed: int = 0  # frames since its face was last found
+    anchor: Box  # where its face was found by a whole-frame search: the crop searched is around it
+    faces: list[Box]  # the faces found in that crop last time
+    missed: int = 0  # frames since a face was last found there
 
 
 class FirstFaces:
@@ -70,7 +71,7 @@ class FirstFaces:
             self._search_frame(rgb)
         elif self._places:
             self._search_places(rgb)
-        shown = [p.box for p in self._places if p.missed <= HOLD]
+        shown = [b for p in self._places if p.missed <= HOLD for b in p.faces]
         if not shown:
             return rgb
         return apply_cover(rgb, [region_for_box(b, self._margin, w, h) for b in shown], self._mode)
@@ -85,11 +86,11 @@ class FirstFaces:
         for p in self._places:
             p.missed += 1
         for b in found:
-            same = [p for p in self._places if iou(p.box, b) > SAME_PLACE]
+            same = [p for p in self._places if iou(p.anchor, b) > SAME_PLACE]
             if same:
-                same[0].box, same[0].missed = b, 0
+                same[0].faces, same[0].missed = [b], 0
             elif len(self._places) < MAX_PLACES:
-                self._places.append(_Place(b))
+                self._places.append(_Place(b, [b]))
 
     def _search_places(self, rgb: np.ndarray) -> None:
         """Each place's neighbourhood searched at photo strength, in the frame as the check sees
@@ -98,7 +99,9 @@ class FirstFaces:
         h, w = rgb.shape[:2]
         views = [rgb] + [v for v in (dark_view(rgb, sample=True), narrow_view(rgb, sample=True)) if v is not None]
         for p in self._places:
-            x1, y1, x2, y2 = p.box
+            # Around the anchor, not the latest face: a passer-by's face crossing the crop would
+            # otherwise draw the place away with them, off the face still sitting there.
+            x1, y1, x2, y2 = p.anchor
             side = AROUND * max(x2 - x1, y2 - y1)
             cx1, cy1 = max(0, int(x1 - side)), max(0, int(y1 - side))
             cx2, cy2 = min(w, int(np.ceil(x2 + side))), min(h, int(np.ceil(y2 + side)))
@@ -109,6 +112,6 @@ class FirstFaces:
                               self._engine.detect_rects(v[cy1:cy2, cx1:cx2], "hog", PHOTO_STRENGTH.upsample,
                                                         -SEARCH_MARGIN)]
             if found:
-                p.box, p.missed = merge_boxes(found)[0], 0
+                p.faces, p.missed = merge_boxes(found), 0  # all of them: a spare cover costs little
             else:
                 p.missed += 1
