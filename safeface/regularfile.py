@@ -199,13 +199,15 @@ def _read(fh: BinaryIO, label: str, limit: int) -> bytes:
         raise ImageError(f"{label}: could not be read ({exc.strerror}).") from None
 
 
-def read_no_link(path: Path, limit: int, within: Optional[Path] = None) -> bytes:
+def read_no_link(path: Path, limit: int, within: Optional[Path] = None, one_name: bool = True) -> bytes:
     """The bytes of the regular file `path`, at most `limit` of them, a link never followed (where
     read_regular follows one, as a photo's path may); ConfigError naming it for a link, anything
     that is no regular file, or a larger file, judged by its size before any byte is read (a
     sparse file of gigabytes). A file with a second name is refused too: a hard link planted by
     whoever may write its folder (to deployment.json or a passphrase file) is the other file.
-    `within`: a folder above `path`, below which no folder is followed if it is a link."""
+    `within`: a folder above `path`, below which no folder is followed if it is a link.
+    `one_name` False: a second name is no reason to refuse, for a file whose MAC vouches for it
+    (refused, a record of something ended, such as a logout, was lost to a hard link)."""
     label = str(path)
     try:
         fh = _open_if_present(path, label, follow=False, within=within)
@@ -213,7 +215,7 @@ def read_no_link(path: Path, limit: int, within: Optional[Path] = None) -> bytes
             raise ImageError(f"{label}: no such file.")
         with fh:
             st = os.fstat(fh.fileno())
-            if st.st_nlink > 1:
+            if one_name and st.st_nlink > 1:
                 raise ImageError(f"{label}: has another name (a hard link).")
             size = st.st_size
             data = b"" if size > limit else _read(fh, label, limit)

@@ -531,3 +531,23 @@ def test_a_login_form_still_works_after_the_login_page_is_loaded_again(tmp_path:
         client.get("/login", headers={"sec-fetch-site": "same-site", "sec-fetch-dest": "image"})
         out = client.post("/login", data={"csrf": first, "api_key": op}, follow_redirects=False)
     assert out.status_code == 303 and out.headers["location"] == "/audit", out.headers.get("location")
+
+
+def test_a_logout_kept_in_a_file_still_ends_the_session_once_the_file_has_a_second_name(tmp_path: Path) -> None:
+    """A logout kept in the logouts folder was refused as soon as its file had a second name, and
+    the session lived again: a snapshot of the workspace made with hard links (cp -al, rsnapshot),
+    or a hard link any local user may make where the kernel allows it (the folder is searchable by
+    all). Its MAC, not its one name, says it is genuine: a second name ends the session still."""
+    import datetime as dt
+    import os
+
+    from safeface.errors import AuthenticationError
+
+    client, ws, (op,) = keyed_client(tmp_path, "operator", rate=1000)
+    with open_sf(ws) as sf:
+        _, cookie = sf.open_session(op)
+        assert sf._apikeys.end_session_in_file(cookie, dt.datetime.now(dt.timezone.utc))
+    (written,) = (ws.root / "console-logouts").iterdir()
+    os.link(written, tmp_path / "snapshot.json")
+    with open_sf(ws) as sf, pytest.raises(AuthenticationError, match="logged out"):
+        sf.session(cookie)

@@ -412,8 +412,8 @@ class ApiKeys:
             return ()
 
     def _logged_out_in_file(self, cookie: str) -> bool:
-        """Whether the logouts folder holds a genuine logout of `cookie` (one whose MAC fails, a
-        link or a second name, ends nothing). A stat per check while there is none."""
+        """Whether the logouts folder holds a genuine logout of `cookie` (one whose MAC fails, or a
+        link, ends nothing; one with a second name ends it). A stat per check while there is none."""
         if self._logouts is None:
             return False
         path = self._logout_file(self._logouts, cookie)
@@ -422,7 +422,9 @@ class ApiKeys:
         except OSError:
             return False
         try:
-            doc = json.loads(read_no_link(path, 4096, within=self._logouts.parent))
+            # A second name (a snapshot by hard links, or one any local user may add where the
+            # kernel allows it) does not make it less genuine: its MAC is what is checked.
+            doc = json.loads(read_no_link(path, 4096, within=self._logouts.parent, one_name=False))
         except (ConfigError, ValueError, RecursionError):
             return False
         ref, until = session_ref(cookie), session_until(cookie)
