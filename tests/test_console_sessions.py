@@ -551,3 +551,15 @@ def test_a_logout_kept_in_a_file_still_ends_the_session_once_the_file_has_a_seco
     os.link(written, tmp_path / "snapshot.json")
     with open_sf(ws) as sf, pytest.raises(AuthenticationError, match="logged out"):
         sf.session(cookie)
+
+
+def test_without_sec_fetch_headers_a_malformed_referer_or_origin_is_another_hosts(tmp_path: Path) -> None:
+    """A Referer or Origin that is no URL (an unclosed IPv6 bracket) failed every console page
+    with a server error, the exception in the service's log, whoever sent it. It names no host of
+    the console's: the request uses no session, as one from another host."""
+    client, ws, (op,) = keyed_client(tmp_path, "operator", rate=1000)
+    with client:
+        assert console_login(client, op).status_code == 303
+        out = [client.get("/audit", headers=h, follow_redirects=False)
+               for h in ({"referer": "https://[testserver/audit"}, {"origin": "https://[::1"})]
+    assert [(r.status_code, r.headers.get("location")) for r in out] == [(303, "/login")] * 2

@@ -166,7 +166,10 @@ def build_console(rt: Runtime) -> APIRouter:
             value = request.headers.get(name)
             if value is None:
                 continue
-            host = urlsplit(value.strip()).netloc.rpartition("@")[2].lower()
+            try:
+                host = urlsplit(value.strip()).netloc.rpartition("@")[2].lower()
+            except ValueError:  # no URL (an unclosed IPv6 bracket): names no host of the console's
+                return True
             if value.strip() == "null" or host not in own:
                 return True
         return False
