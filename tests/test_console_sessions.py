@@ -563,3 +563,20 @@ def test_without_sec_fetch_headers_a_malformed_referer_or_origin_is_another_host
         out = [client.get("/audit", headers=h, follow_redirects=False)
                for h in ({"referer": "https://[testserver/audit"}, {"origin": "https://[::1"})]
     assert [(r.status_code, r.headers.get("location")) for r in out] == [(303, "/login")] * 2
+
+
+def test_without_sec_fetch_headers_a_plain_http_page_of_the_consoles_host_uses_no_session(tmp_path: Path) -> None:
+    """The console's host over plain HTTP is another origin (one a network attacker may write,
+    before any redirect to HTTPS), and a browser without Sec-Fetch headers sends it the session
+    cookie all the same (same-site, the scheme aside): its Referer or Origin, naming the
+    console's host, was taken as the console's own, and its images kept an unattended session
+    from idling out. Only an https page is the console's, or an http one on the loopback host."""
+    client, ws, (op,) = keyed_client(tmp_path, "operator", rate=1000)
+    with client:
+        assert console_login(client, op).status_code == 303
+        out = [client.get("/audit", headers=h, follow_redirects=False)
+               for h in ({"referer": "http://testserver/audit"}, {"origin": "http://testserver"},
+                         {"host": "localhost:8000", "referer": "http://localhost:8000/keys"},
+                         {"host": "127.0.0.1:8000", "origin": "http://127.0.0.1:8000"})]
+    assert [r.headers.get("location") for r in out[:2]] == ["/login"] * 2, [r.status_code for r in out]
+    assert [r.status_code for r in out[2:]] == [200] * 2

@@ -78,6 +78,14 @@ def _revocation(k: ApiKey) -> str:
     return f"{k.revoked}: marked in the key table only; revoke it to record it" if k.revoked else ""
 
 
+def _secure_page(scheme: str, host: Optional[str]) -> bool:
+    """Whether a page of this scheme and host may be the console's: https, or http on the loopback
+    host (where browsers keep the Secure session cookie). The console's host over plain http is
+    another origin, one a network attacker may write, yet same-site for a browser without
+    Sec-Fetch headers, which sends it the session cookie."""
+    return scheme == "https" or (scheme == "http" and (host or "") in ("localhost", "127.0.0.1", "::1"))
+
+
 def _forget(resp: Response, name: str) -> None:
     """Tell the browser to drop the cookie `name`, with the attributes it was set with: a __Host-
     cookie cleared without Secure is refused, and the browser would keep it."""
@@ -167,10 +175,11 @@ def build_console(rt: Runtime) -> APIRouter:
             if value is None:
                 continue
             try:
-                host = urlsplit(value.strip()).netloc.rpartition("@")[2].lower()
+                url = urlsplit(value.strip())
+                host, name_only = url.netloc.rpartition("@")[2].lower(), url.hostname
             except ValueError:  # no URL (an unclosed IPv6 bracket): names no host of the console's
                 return True
-            if value.strip() == "null" or host not in own:
+            if value.strip() == "null" or host not in own or not _secure_page(url.scheme, name_only):
                 return True
         return False
 
