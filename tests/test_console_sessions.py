@@ -580,3 +580,25 @@ def test_without_sec_fetch_headers_a_plain_http_page_of_the_consoles_host_uses_n
                          {"host": "127.0.0.1:8000", "origin": "http://127.0.0.1:8000"})]
     assert [r.headers.get("location") for r in out[:2]] == ["/login"] * 2, [r.status_code for r in out]
     assert [r.status_code for r in out[2:]] == [200] * 2
+
+
+def test_a_login_posted_from_another_origin_cannot_end_the_operators_session(tmp_path: Path) -> None:
+    """Cookies are not kept apart by port: a page on another port of the console's host (another
+    service there, one page of it an attacker's) may set the console's __Host- login token, then
+    post the login form with it and its own key. The operator's session was ended (a logout on
+    record) and the browser logged in as the attacker's key. A login is taken only from the
+    console's own origin (Sec-Fetch-Site, or without it the Origin and Referer)."""
+    client, ws, (op, other) = keyed_client(tmp_path, "operator", "operator", rate=1000)
+    with client:
+        assert console_login(client, op).status_code == 303
+        mine = str(client.cookies.get("__Host-sf_session"))
+        planted = "A" * 32
+        client.cookies.set("__Host-sf_login", planted)
+        out = [client.post("/login", data={"csrf": planted, "api_key": other}, headers=h, follow_redirects=False)
+               for h in ({"sec-fetch-site": "same-site", "sec-fetch-mode": "navigate", "sec-fetch-dest": "document"},
+                         {"origin": "https://testserver:9443"})]
+        after = client.get("/audit", follow_redirects=False)
+    assert [r.headers.get("location") for r in out] == ["/login?error=expired"] * 2, [r.status_code for r in out]
+    assert str(client.cookies.get("__Host-sf_session")) == mine and after.status_code == 200
+    with open_sf(ws) as sf:
+        assert not any("console session" in (e.note or "") for e in sf.audit_entries())
