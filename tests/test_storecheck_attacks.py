@@ -173,7 +173,7 @@ def test_an_erased_subject_found_by_a_stale_handle_is_named(tmp_path: Path) -> N
     worker, alice, bob_consent = _stale_worker(paths)
     try:
         assert not any(c.subject == alice for c in worker.identify(IMG / "obama2.jpg", "demo", bob_consent))
-        worker._not_removed = lambda found: found  # type: ignore[method-assign]
+        worker._not_removed = lambda found, *_: found  # type: ignore[method-assign]
         found = worker.identify(IMG / "obama2.jpg", "demo", bob_consent)
         assert any(c.subject == alice for c in found)
     finally:
@@ -234,7 +234,7 @@ def test_an_identification_judged_before_an_erasure_and_recorded_after_it_is_not
         worker._gallery.search = search_then_erase
         # (Its answer now leaves out a row erased before it returns, SafeFace._not_removed; a
         # handle that returned her, as one of a release before that check did, is no alarm.)
-        worker._not_removed = lambda found: found  # type: ignore[method-assign]
+        worker._not_removed = lambda found, *_: found  # type: ignore[method-assign]
         alice = worker.pseudonym("alice")
         assert any(c.subject == alice for c in worker.identify(IMG / "obama2.jpg", "demo", bob_consent))
         worker._gallery.search = search
@@ -476,3 +476,35 @@ def test_the_store_digest_follows_every_field_it_describes(change: dict[str, Any
     key = b"k" * 32
     assert rows_digest(key, [base]) != rows_digest(key, [dataclasses.replace(base, **change)])
     assert rows_digest(key, [base]) != rows_digest(b"j" * 32, [base])
+
+
+def test_many_rows_of_one_subject_put_back_are_left_out_in_one_round(tmp_path: Path, monkeypatch: Any) -> None:
+    """Attack: someone who can write gallery.db puts back many erased rows of one person, all
+    nearer the probe than her genuine row. The search answers one row a subject (its best), so
+    identify left out one put-back row a round: as many full searches and log reads as rows put
+    back. Result: every row the log records removed for a subject it proposed is left out at
+    once; the search runs in two rounds and her genuine row is found."""
+    paths = make_workspace(tmp_path / "ws")
+    with open_sf(paths) as sf:
+        sf.enroll_many([(IMG / "obama2.jpg", "alice", consent(paths, "alice"))] * 6, "demo")
+        con = sqlite3.connect(str(paths.gallery))
+        dump = con.execute("SELECT * FROM rows").fetchall()
+        con.close()
+        sf.erase("alice")
+        alice = sf.enroll(IMG / "obama.jpg", "alice", "demo", consent(paths, "alice", now=past_the_skew()))
+    con = sqlite3.connect(str(paths.gallery))
+    con.executemany(f"INSERT INTO rows VALUES ({', '.join('?' * len(dump[0]))})", dump)
+    con.commit()
+    con.close()
+    with open_sf(paths) as sf:
+        rounds: set[frozenset[int]] = set()
+        search = sf._gallery.search
+
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            rounds.add(frozenset(kwargs.get("exclude", ())))
+            return search(*args, **kwargs)
+
+        monkeypatch.setattr(sf._gallery, "search", counted)
+        got = sf.identify(IMG / "obama2.jpg", "demo", legal_basis=legal_basis(paths), top_k=1)
+        assert [c.subject for c in got] == [alice.pseudonym]
+        assert len(rounds) <= 2, f"{len(rounds)} rounds for 6 rows put back"

@@ -634,12 +634,18 @@ class SafeFace:
             # no row was put back), each time for top_k more than the rows left out so far: many
             # put-back rows are found in a few rounds, not one a round. (Asking for more changes
             # nothing: the best top_k of each path are among the best k, and the answer is cut.)
+            # Each subject proposed has all its removed rows left out at once: the search answers
+            # one row a subject, so leaving out only the one proposed took a round for each of a
+            # subject's put-back rows nearer the probe than its genuine one.
             left_out: frozenset[int] = frozenset()
+            removed: dict[str, set[int]] = {}
             while True:
                 proposed = search(left_out, top_k + len(left_out))
-                found = self._not_removed(proposed)
+                found = self._not_removed(proposed, removed)
                 kept = {id(m) for m, _ in found}
-                back = frozenset(int(m.row_id) for m, _ in proposed if id(m) not in kept) - left_out
+                dropped = [m for m, _ in proposed if id(m) not in kept]
+                back = frozenset(int(m.row_id) for m in dropped).union(
+                    *(removed.get(m.pseudonym, ()) for m in dropped)) - left_out
                 if not back:
                     break
                 left_out |= back
@@ -658,14 +664,15 @@ class SafeFace:
 
         return self._run(request, [], body)
 
-    def _not_removed(self, found: list[tuple[Any, "_Route"]]) -> list[tuple[Any, "_Route"]]:
+    def _not_removed(self, found: list[tuple[Any, "_Route"]],
+                     removed: Optional[dict[str, set[int]]] = None) -> list[tuple[Any, "_Route"]]:
         """`found` (matches, with their routes) less the rows the audit log records removed and
         not enrolled again since (AuditLog.rows_removed): put back behind the guard, with the
         store's own notes of their erasure (a PostgreSQL `rows` and `erased` table restored
         together from a dump taken before it), they were matched again until `audit verify`
         named them. The log, anchored outside the store, is the record. Index probes for each
-        candidate subject."""
-        removed: dict[str, set[int]] = {}
+        candidate subject. `removed`: each subject's removed rows, as read so far (filled here)."""
+        removed = {} if removed is None else removed
         kept = []
         for m, r in found:
             if m.pseudonym not in removed:
