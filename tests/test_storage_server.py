@@ -2021,3 +2021,27 @@ def test_a_store_made_before_erasure_notes_gets_them_with_the_rows_grants(setup:
         assert s.erase_subject("s0").count == 1
         assert s.search(x[1], "access", k=1)[0].pseudonym == s.pseudonym("s1")
     assert "does not own the rows table" in caplog.text
+
+
+def test_an_entry_naming_a_cluster_is_not_settled_by_a_server_that_hides_its_own(setup: Setup) -> None:
+    """Attack on settling: the store restored onto a server where its role may not read the
+    cluster's system identifier (a managed service, or EXECUTE revoked). An entry naming the
+    cluster it ran on was then settled by txid_status here, which answers for another
+    transaction of the same id: a row that never committed read as committed. Result: an
+    entry naming a cluster that cannot be compared is unknown; the ceiling decides."""
+    import psycopg
+
+    with setup.open():
+        pass  # the schema, made by its owner
+    svc = data_only_role(setup, "SELECT 1")
+    with psycopg.connect(setup.dsn, password=PG_PASSWORD, autocommit=True) as c:
+        c.execute("REVOKE EXECUTE ON FUNCTION pg_catalog.pg_control_system() FROM PUBLIC")
+        committed = int(c.execute("SELECT txid_current()").fetchone()[0])
+    try:
+        with setup.open(dsn=svc) as s:
+            assert s._cluster() is None
+            assert s._committed(f"{committed} in cluster 12345") is False
+            assert s._committed(str(committed)) is True  # an entry naming no cluster: asked, as before
+    finally:
+        with psycopg.connect(setup.dsn, password=PG_PASSWORD, autocommit=True) as c:
+            c.execute("GRANT EXECUTE ON FUNCTION pg_catalog.pg_control_system() TO PUBLIC")

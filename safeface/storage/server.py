@@ -1798,8 +1798,13 @@ class ServerStore:
         parts = (xact or "").split(f" {IN_CLUSTER} ")
         if not all(p.isdigit() for p in parts) or len(parts) > 2:
             return False
-        here = self._cluster()  # (None where it cannot be read now: txid_status is asked, as before)
-        if len(parts) == 2 and here is not None and int(parts[1]) != here:
+        # An entry naming its cluster, asked where this one's cannot be read (a role not allowed
+        # pg_control_system, as on a managed service it was restored onto), cannot be told from
+        # another cluster's: unknown, as on another. An entry naming none is asked, as before.
+        here = self._cluster() if len(parts) == 2 else None
+        if len(parts) == 2 and here is None:
+            return False
+        if len(parts) == 2 and int(parts[1]) != here:
             log.warning("%s was restored onto another PostgreSQL cluster than the one an enrolment stored on "
                         "(system identifier %s, here %s): whether that enrolment committed is unknown here, so "
                         "the store's ceiling decides. Run `safeface audit verify` to check the store.",
