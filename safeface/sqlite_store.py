@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import stat
+import struct
 from pathlib import Path
 from typing import Iterable, Optional
 
@@ -223,18 +224,42 @@ def raise_if_damaged(exc: BaseException, where: str, *paths: Path) -> None:
 def refuse_cut(db: sqlite3.Connection, path: Path, where: str) -> None:
     """IntegrityError for a file cut inside a page: SQLite writes whole pages, and reads a
     short last page as zeros, so a file cut in its last page opened and was used as if whole.
-    Judged only while the -wal holds no frames (its 32-byte header at most): a checkpoint
-    that a crash interrupted is finished from the -wal."""
+    Judged only while the -wal can hold no frame (_wal_may_hold_frames): a checkpoint that a
+    crash interrupted is finished from the -wal."""
     page = int(db.execute("PRAGMA page_size").fetchone()[0])
     try:
         size = os.stat(path).st_size
-        wal = os.stat(f"{path}-wal").st_size if os.path.exists(f"{path}-wal") else 0
+        frames = _wal_may_hold_frames(Path(f"{path}-wal"), page)
     except OSError:
         return  # judged by the statements that read it
-    if page > 0 and size % page and wal <= 32:
+    if page > 0 and size % page and not frames:
         raise IntegrityError(f"{where} is cut short or written to by hand ({size} bytes, not a whole "
                              f"number of its {page}-byte pages): a disk fault, or someone removed its end. "
                              "Restore it from a backup, then run `safeface audit verify`.")
+
+
+# A -wal's header: its magic number (either byte order of its checksums), then the file format.
+_WAL_MAGIC = (0x377F0682, 0x377F0683)
+_WAL_FORMAT = 3007000
+
+
+def _wal_may_hold_frames(wal: Path, page: int) -> bool:
+    """Whether the -wal beside a database could hold a frame SQLite would replay: a WAL header for
+    this page size and room for one frame after it. Its size alone was not enough: a -wal of
+    zeros (preallocated, or a fault) or of any bytes, which SQLite reads as empty, let a file cut
+    inside a page open as if whole."""
+    try:
+        st = os.stat(wal)
+    except FileNotFoundError:
+        return False
+    if not stat.S_ISREG(st.st_mode) or st.st_size < 32 + 24 + page:
+        return False  # (a FIFO is not opened: that would wait for a writer)
+    with open(wal, "rb") as fh:
+        head = fh.read(12)
+    if len(head) < 12:
+        return False
+    magic, fmt, wal_page = struct.unpack(">III", head)
+    return magic in _WAL_MAGIC and fmt == _WAL_FORMAT and wal_page == page
 
 
 def refuse_foreign_triggers(db: sqlite3.Connection, where: str, why: str, own: tuple[str, ...] = ()) -> None:

@@ -203,3 +203,48 @@ def test_the_workspaces_gallery_cut_short_is_damage_not_a_configuration_error(tm
     with pytest.raises(IntegrityError) as info:
         SafeFace.open(paths.root).close()
     assert "backup" in str(info.value), str(info.value)
+
+
+@pytest.mark.parametrize("wal", ["zeros", "any bytes"])
+def test_a_gallery_cut_short_beside_a_wal_sqlite_reads_as_empty_is_damage(tmp_path: Path, wal: str) -> None:
+    """A -wal of zeros (a file system that preallocates, a fault) or of any bytes beside a
+    gallery cut inside its last page: judged by its size alone it "held frames", so the cut was
+    taken for a checkpoint a crash interrupted and the file opened as if whole, though SQLite
+    reads such a -wal as empty. Only a -wal with a WAL header for the file's page size and room
+    for a frame now stands for one."""
+    from safeface.sdk import SafeFace
+
+    paths = _ws(tmp_path)
+    size = paths.gallery.stat().st_size
+    with open(paths.gallery, "r+b") as fh:
+        fh.truncate(size - 100)
+    Path(f"{paths.gallery}-wal").write_bytes(b"\0" * 8192 if wal == "zeros" else os.urandom(8192))
+    with pytest.raises(IntegrityError, match="cut short"):
+        SafeFace.open(paths.root).close()
+
+
+def test_a_gallery_torn_past_its_end_beside_a_wal_with_frames_opens(tmp_path: Path) -> None:
+    """No false alarm: a crash in a checkpoint can leave the file's end torn (not a whole number
+    of pages) while the -wal still holds the frames SQLite replays: that gallery opens."""
+    import shutil
+    import sqlite3
+
+    from safeface.sdk import SafeFace
+
+    paths = _ws(tmp_path)
+    hold = sqlite3.connect(paths.gallery)  # keeps the -wal from being folded into the file
+    hold.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
+    try:
+        writer = sqlite3.connect(paths.gallery)
+        writer.execute(f"PRAGMA user_version = {int(writer.execute('PRAGMA user_version').fetchone()[0])}")
+        writer.commit()
+        writer.close()
+        copy = Path(shutil.copytree(paths.root, tmp_path / "copy",
+                                    ignore=lambda _d, names: [n for n in names if n.endswith("-shm")]))
+    finally:
+        hold.close()
+    wal = copy / f"{paths.gallery.name}-wal"
+    assert wal.exists() and wal.stat().st_size >= 32 + 24 + 4096  # a frame
+    with open(copy / paths.gallery.name, "ab") as fh:
+        fh.write(b"\0" * 100)  # the start of a page the checkpoint was writing
+    SafeFace.open(copy).close()
