@@ -159,3 +159,22 @@ def test_purges_older_than_any_asked_for_are_read_when_an_earlier_subject_asks(t
         assert log.rows_removed(X) == {7}
     finally:
         log.close()
+
+
+def test_a_purge_whose_subjects_nest_past_the_parsers_stack_is_read_not_raised(tmp_path: Path) -> None:
+    """Subjects edited by hand into brackets nested 100,000 deep: json.loads raised
+    RecursionError from the map, and every verify and identify failed on it (a BackendError
+    saying to check the image). Read as any other list safeface does not write: for every
+    subject, by the entry's own text."""
+    log = _log(tmp_path)
+    try:
+        _purges(tmp_path / "audit.db", [["x"]], first_row=7)
+        con = sqlite3.connect(tmp_path / "audit.db")
+        with con:
+            con.execute("UPDATE entries SET subjects = ? || subjects WHERE operation = 'purge'",
+                        ("[" * 100_000 + json.dumps(X) + ", ",))
+        con.close()
+        assert log.rows_removed(X) == {7}
+        assert log.rows_left(X) == set()
+    finally:
+        log.close()
