@@ -4,12 +4,19 @@ tracking run (or a service worker) for hours."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
+from PIL import Image
 
+from safeface.anonymize import FaceFinder
+from safeface.anonymize.detect import DetectionEngine, Search
 from safeface.errors import ImageError, InvalidArgument
+from safeface.imageio import load_image
 from safeface.tracking import track_video
+from safeface.tracking.first_faces import FirstFaces
+from tests.datasets_path import datasets
 from tests.video_fixtures import synthetic_video
 
 WIDTH, HEIGHT = 640, 240
@@ -88,3 +95,37 @@ def test_a_clip_of_more_people_than_one_run_returns_is_refused() -> None:
     for wrong in (0, -1, 2.5, True, "100"):
         with pytest.raises(InvalidArgument):
             TrackOptions(max_people=wrong)  # type: ignore[arg-type]
+
+
+class _PixelCountingEngine(DetectionEngine):
+    """The real HOG engine, which also adds up the pixels it is asked to search."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pixels = 0
+
+    def detect_rects(self, image: np.ndarray, detector: str = "hog", upsample: int = 1,
+                     threshold: float = 0.0) -> list[tuple[Any, float]]:
+        self.pixels += image.shape[0] * image.shape[1]
+        return super().detect_rects(image, detector, upsample, threshold)
+
+
+def test_sixteen_small_faces_in_a_4k_first_frame_do_not_make_every_frame_dear() -> None:
+    """A hostile operator opens a 4K clip on 16 faces of about 100 px, each kept as a place
+    searched again every frame: the places were searched at full size, 4 s of CPU a frame (more
+    than the whole-frame search that found them). They are searched at that search's scale."""
+    photos = sorted((datasets() / "lfw-dev" / "images").glob("*/*_0001.jpg"))[:16]
+    if len(photos) < 16:
+        pytest.skip("real face images absent (lfw-dev)")
+    rgb = np.full((2160, 3840, 3), 110, np.uint8)
+    spots = [(100 + (k // 4) * 490, 100 + (k % 4) * 910) for k in range(16)]
+    for (y, x), p in zip(spots, photos):
+        rgb[y:y + 238, x:x + 238] = np.asarray(Image.fromarray(load_image(p)).resize((238, 238)))
+    engine = _PixelCountingEngine()
+    first = FirstFaces(FaceFinder("hog", engine=engine), Search(), 0.2, "blur")
+    first.cover(0, rgb.copy())
+    whole_frame, engine.pixels = engine.pixels, 0
+    covered = first.cover(1, rgb.copy())
+    # Each face (about 105 px of the 238 px photo) still found and covered in frame 1.
+    assert all((covered[y + 80:y + 160, x + 80:x + 160] != rgb[y + 80:y + 160, x + 80:x + 160]).any() for y, x in spots)
+    assert engine.pixels < whole_frame
