@@ -58,6 +58,10 @@ MAX_EXIF_BYTES = 1 << 16
 # nothing. A 28 KB BMP of 7000x7000 took 5.5 s of CPU. No camera writes RLE; an icon or a
 # scanned form up to these sizes costs a fraction of a second, anything larger is refused.
 RLE_BMP_MAX_PIXELS = 1 << 20
+# The most numbers one TIFF tag may hold (past it the file is refused like MAX_HEADER_PIECES
+# pieces): the longest array TIFF 6.0 defines, a ColorMap or TransferFunction of three 16-bit
+# channels (3 x 65,536 shorts, which a 48-bit scan may carry), unpacked in milliseconds.
+MAX_TIFF_TAG_NUMBERS = 3 << 16
 RLE_BMP_MAX_BYTES = 2 << 20
 
 
@@ -307,7 +311,8 @@ def _check_pieces(data: bytes, label: str) -> None:
     elif data[:6] in (b"GIF87a", b"GIF89a"):
         pieces, what = _gif_header_pieces(data, limit), "extension blocks or stray bytes before its first frame"
     elif data[:4] in _TIFF_PREFIXES:
-        pieces, what = _tiff_pieces(data, limit), "tags, strips or tiles (or numbers in one tag)"
+        pieces = _tiff_pieces(data, limit)
+        what = f"tags, strips or tiles (or a tag of over {MAX_TIFF_TAG_NUMBERS} numbers)"
     else:
         return
     if pieces > limit:
@@ -377,8 +382,8 @@ def _gif_header_pieces(data: bytes, limit: int) -> int:
 
 def _tiff_pieces(data: bytes, limit: int) -> int:
     """The most of a TIFF's first directory's tags, of the strips or tiles it lists, or of the
-    numbers any tag holds (Pillow makes a Python object of each at open); 0 when the header is cut
-    short (Pillow refuses it)."""
+    numbers a tag holds past MAX_TIFF_TAG_NUMBERS (Pillow makes a Python object of each at open);
+    0 when the header is cut short (Pillow refuses it)."""
     order = "<" if data[:2] == b"II" else ">"
     big = data[2] == 43  # BigTIFF, as Pillow tells it
     entry, fmt = (20, "HHQ") if big else (12, "HHL")
@@ -390,7 +395,7 @@ def _tiff_pieces(data: bytes, limit: int) -> int:
     most, first = int(count), offset + (8 if big else 2)
     for k in range(min(most, limit + 1, (len(data) - first) // entry)):
         tag, kind, values = struct.unpack_from(order + fmt, data, first + k * entry)
-        if tag in _TIFF_BLOCK_TAGS or kind not in _TIFF_BYTE_TYPES:
+        if tag in _TIFF_BLOCK_TAGS or (kind not in _TIFF_BYTE_TYPES and values > MAX_TIFF_TAG_NUMBERS):
             most = max(most, int(values))
     return most
 

@@ -125,9 +125,17 @@ def _tiff_with_tag(tag: int, kind: int, count: int) -> bytes:
 def test_a_tiff_tag_of_endless_numbers_is_refused_before_pillow_unpacks_them(tag: int, kind: int) -> None:
     """Pillow unpacks a number tag's values into a Python tuple while it opens a TIFF: an
     orientation of 20 million shorts (38 MiB) took 3.7 s and 1.1 GB, a resolution of 4 million
-    rationals (30 MiB) 10.9 s and 955 MiB. Past the pieces bound a tag's numbers are refused like
-    strips; bytes (an ICC profile, XMP) are one object to Pillow and may be long."""
+    rationals (30 MiB) 10.9 s and 955 MiB. Past the longest array TIFF defines (3 x 65,536) a tag's
+    numbers are refused like strips; bytes (an ICC profile, XMP) are one object to Pillow and may
+    be long."""
     with pytest.raises(ImageError, match="tags, strips or tiles"):
-        load_image(_tiff_with_tag(tag, kind, MANY))
+        load_image(_tiff_with_tag(tag, kind, (3 << 16) + 1))
     assert load_image(_tiff_with_tag(tag, kind, 60_000)).shape == (16, 16, 3)
     assert load_image(_tiff_with_tag(34675, 7, 4 * MANY)).shape == (16, 16, 3)  # a long ICC profile
+
+
+@pytest.mark.parametrize("tag", [301, 320], ids=["transfer function", "colour map"])
+def test_a_tiff_tag_as_long_as_the_standard_allows_still_loads(tag: int) -> None:
+    """A 48-bit scan's TransferFunction holds 3 x 65,536 shorts (as a 16-bit ColorMap would): such
+    an honest TIFF was refused as a decompression bomb when one tag's numbers counted as pieces."""
+    assert load_image(_tiff_with_tag(tag, 3, 3 << 16)).shape == (16, 16, 3)
