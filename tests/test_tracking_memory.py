@@ -103,3 +103,29 @@ def test_a_run_of_many_long_tracks_keeps_a_bounded_trail_in_all() -> None:
         assert len(t.frames) >= 4 * TAIL // 2, len(t.frames)
         eighths = np.bincount(np.array(t.frames) * 8 // frames, minlength=8)
         assert eighths.min() >= 2, f"the kept detections must be spread over the track's whole life: {eighths}"
+
+
+def test_a_track_seen_on_odd_frames_only_keeps_a_trail_spread_over_its_life() -> None:
+    """A person the detector finds only every other frame (a flicker, a fence they walk behind),
+    on odd frames: thinning kept the frames that are multiples of the stride, none of theirs, so
+    the track held only its first and latest detections, `box_at` found no box for the whole of
+    its life between and its colours were those of its last second."""
+    from safeface.tracking.appearance import describe
+    from safeface.tracking.assign import AssignOptions, Assigner
+    from safeface.tracking.run import _people
+    import cv2
+
+    rgb = _frame(16)
+    look = describe(cv2.cvtColor(rgb, cv2.COLOR_RGB2HSV), cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), (40.0, 15.0, 90.0, 225.0))
+    assigner = Assigner(AssignOptions(keep=64))
+    frames = 2000
+    for i in range(frames):
+        x = 40.0 + 3 * abs(i % 200 - 100)
+        seen = i < 4 or i % 2 == 1
+        assigner.step(i, [(x, 15.0, x + 50.0, 225.0)] if seen else [], [look] if seen else [])
+    (person,), _ = _people(assigner.finish())
+    assert person.frames[0] == 0 and person.frames[-1] == frames - 1
+    assert len(person.frames) <= 64, len(person.frames)
+    eighths = np.bincount(np.array(person.frames) * 8 // frames, minlength=8)
+    assert eighths.min() >= 2, f"the kept detections must be spread over the track's whole life: {eighths}"
+    assert all(person.box_at(f) is not None for f in range(0, frames, 7)), "a box for every frame of its life"

@@ -366,8 +366,9 @@ class Assigner:
 
 
 def _thin(t: LiveTrack, keep: int) -> None:
-    """Hold at most about `keep` detections: past that, only those on frames that are multiples of
-    the stride stay (with the first and the latest TAIL), the stride doubling until about half
+    """Hold at most about `keep` detections: past that, only the first in each run of `stride`
+    frames stays (with the first and the latest TAIL; not the multiples of the stride, which a
+    track seen on odd frames only never falls on), the stride doubling until about half
     of `keep` is left, so what is kept is spread evenly over the track's life (its colour median
     and boxes still describe all of it) and a track followed for hours holds no more than one
     followed for minutes."""
@@ -376,7 +377,7 @@ def _thin(t: LiveTrack, keep: int) -> None:
         return
     while True:
         n = len(t.frames)
-        idx = [i for i in range(n) if i == 0 or i >= n - TAIL or t.frames[i] % t.stride == 0]
+        idx = [i for i in range(n) if i == 0 or i >= n - TAIL or t.frames[i] // t.stride != t.frames[i - 1] // t.stride]
         t.frames = [t.frames[i] for i in idx]
         t.boxes = [t.boxes[i] for i in idx]
         t.colours = [t.colours[i] for i in idx]
