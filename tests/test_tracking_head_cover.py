@@ -91,3 +91,25 @@ def test_a_face_seated_still_from_the_first_frame_is_covered(tmp_path: Path) -> 
     assert len(frames) == 10
     assert [i for i, f in enumerate(frames) if finder.detectable(around_the_pianist(f), strong)] == []
     assert finder.detectable(frames[0], strong) == []  # nor anywhere else in the frame
+
+
+def test_a_still_face_with_every_other_line_inverted_stays_covered_after_the_first_frame() -> None:
+    """A hostile operator seats someone still from the first frame with every other line of
+    their 50 px face inverted (anyone who inverts them back sees it): the first frame's search
+    found it in half its lines, but its place was searched again as plain pixels only, so from
+    frame 6 (past the frames a place stays covered) the face showed to the check."""
+    from safeface.tracking.first_faces import HOLD, FirstFaces
+
+    photos = sorted((datasets() / "lfw-dev" / "images" / "Bill_Frist").glob("*.jpg"))
+    if not photos:
+        pytest.skip("real face images absent (lfw-dev)")
+    face = np.asarray(Image.fromarray(load_image(photos[0])).resize((113, 113)))
+    rgb = np.full((272, 480, 3), 120, np.uint8)
+    rgb[60:173, 180:293] = face
+    rgb[60:173:2, 180:293] = 255 - rgb[60:173:2, 180:293]
+    finder = FaceFinder("hog", engine=DetectionEngine())
+    strong = Search(max_side=1 << 16, upsample=2)
+    assert finder.detectable(rgb, strong), "the face must show for the check to mean anything"
+    first = FirstFaces(finder, Search(), 0.2, "blur")
+    shown = [i for i in range(HOLD + 3) if finder.detectable(first.cover(i, rgb.copy()), strong)]
+    assert shown == []
