@@ -113,3 +113,24 @@ def test_a_still_face_with_every_other_line_inverted_stays_covered_after_the_fir
     first = FirstFaces(finder, Search(), 0.2, "blur")
     shown = [i for i in range(HOLD + 3) if finder.detectable(first.cover(i, rgb.copy()), strong)]
     assert shown == []
+
+
+def test_more_small_faces_still_from_the_first_frame_than_places_are_all_covered() -> None:
+    """A hostile operator opens on 18 small faces sitting still (a class photo on a wall, a
+    crowd seated): at most 16 become places searched every frame, and the other two, found by
+    the same search, were never covered, not even in the frame they were found in."""
+    from safeface.tracking.first_faces import MAX_PLACES, FirstFaces
+
+    photos = sorted((datasets() / "lfw-dev" / "images").glob("*/*_0001.jpg"))[:MAX_PLACES + 2]
+    if len(photos) < MAX_PLACES + 2:
+        pytest.skip("real face images absent (lfw-dev)")
+    rgb = np.full((540, 960, 3), 110, np.uint8)
+    spots = [(20 + (k // 6) * 175, 20 + (k % 6) * 155) for k in range(len(photos))]
+    for (y, x), p in zip(spots, photos):  # faces of about 50 px: under the video search's reach
+        rgb[y:y + 113, x:x + 113] = np.asarray(Image.fromarray(load_image(p)).resize((113, 113)))
+    first = FirstFaces(FaceFinder("hog", engine=DetectionEngine()), Search(), 0.2, "blur")
+    for i in range(2):
+        out = first.cover(i, rgb.copy())
+        bare = [(y, x) for y, x in spots
+                if (out[y + 40:y + 80, x + 40:x + 80] == rgb[y + 40:y + 80, x + 40:x + 80]).all()]
+        assert bare == [], (i, bare)

@@ -40,7 +40,8 @@ HOLD = 5
 # A face found again where a place is: their boxes overlap this much.
 SAME_PLACE = 0.3
 # Places are kept for faces under this many times the video search's smallest (larger ones it
-# finds itself), at most MAX_PLACES of them: each costs a small search a frame.
+# finds itself), at most MAX_PLACES of them: each costs a small search a frame. Faces found past
+# that are covered where found for the rest of the run, unsearched.
 REACH = 1.5
 MAX_PLACES = 16
 
@@ -64,6 +65,9 @@ class FirstFaces:
         self._margin = margin
         self._mode = mode
         self._places: list[_Place] = []
+        # Small faces found past MAX_PLACES: covered where found for the rest of the run (a spare
+        # cover where a passer-by's face was costs little; a still face left bare would show).
+        self._beyond: list[Box] = []
 
     def cover(self, index: int, rgb: np.ndarray) -> np.ndarray:
         if self._finder is None:
@@ -73,7 +77,7 @@ class FirstFaces:
             self._search_frame(rgb)
         elif self._places:
             self._search_places(rgb)
-        shown = [b for p in self._places if p.missed <= HOLD for b in p.faces]
+        shown = [b for p in self._places if p.missed <= HOLD for b in p.faces] + self._beyond
         if not shown:
             return rgb
         return apply_cover(rgb, [region_for_box(b, self._margin, w, h) for b in shown], self._mode)
@@ -93,6 +97,8 @@ class FirstFaces:
                 same[0].faces, same[0].missed = [b], 0
             elif len(self._places) < MAX_PLACES:
                 self._places.append(_Place(b, [b]))
+            elif all(iou(k, b) <= SAME_PLACE for k in self._beyond):
+                self._beyond.append(b)
 
     def _search_places(self, rgb: np.ndarray) -> None:
         """Each place's neighbourhood searched at photo strength, in the frame as the check sees
