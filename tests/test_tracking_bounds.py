@@ -129,3 +129,20 @@ def test_sixteen_small_faces_in_a_4k_first_frame_do_not_make_every_frame_dear() 
     # Each face (about 105 px of the 238 px photo) still found and covered in frame 1.
     assert all((covered[y + 80:y + 160, x + 80:x + 160] != rgb[y + 80:y + 160, x + 80:x + 160]).any() for y, x in spots)
     assert engine.pixels < whole_frame
+
+
+def test_a_first_frame_tiled_with_small_faces_is_refused() -> None:
+    """A hostile operator tiles the first frame with 144 small faces: each past the 16 places is
+    covered where found for the whole run, and 1,400 of them would add a quarter second of
+    covering to every frame. Past 116 the run is refused, typed, as a crowd of shapes is."""
+    photos = sorted((datasets() / "lfw-dev" / "images").glob("*/*_0001.jpg"))[:8]
+    if len(photos) < 8:
+        pytest.skip("real face images absent (lfw-dev)")
+    tiles = [np.asarray(Image.fromarray(load_image(p)).resize((60, 60))) for p in photos]
+    rgb = np.full((540, 960, 3), 110, np.uint8)
+    for r in range(9):
+        for c in range(16):
+            rgb[r * 60:(r + 1) * 60, c * 60:(c + 1) * 60] = tiles[(r * 16 + c) % 8]
+    first = FirstFaces(FaceFinder("hog", engine=DetectionEngine()), Search(), 0.2, "blur")
+    with pytest.raises(ImageError, match="small faces"):
+        first.cover(0, rgb)

@@ -24,6 +24,7 @@ from ..anonymize.alternating import halves, has_alternating_lines
 from ..anonymize.cover import apply_cover, region_for_box
 from ..anonymize.detect import SEARCH_MARGIN, DetectionEngine, FaceFinder, Search, iou, merge_boxes
 from ..anonymize.exposure import dark_view, narrow_view
+from ..errors import ImageError
 from .motion import Box
 from .people import LEARNING_FRAMES
 
@@ -41,9 +42,12 @@ HOLD = 5
 SAME_PLACE = 0.3
 # Places are kept for faces under this many times the video search's smallest (larger ones it
 # finds itself), at most MAX_PLACES of them: each costs a small search a frame. Faces found past
-# that are covered where found for the rest of the run, unsearched.
+# that are covered where found for the rest of the run, unsearched, at most MAX_BEYOND of them
+# (a first second tiled with 1,400 small faces would add a quarter second of covering a frame):
+# past it the run is refused, as a frame of more person boxes than tracking follows is.
 REACH = 1.5
 MAX_PLACES = 16
+MAX_BEYOND = 100
 
 
 @dataclass
@@ -99,6 +103,9 @@ class FirstFaces:
                 self._places.append(_Place(b, [b]))
             elif all(iou(k, b) <= SAME_PLACE for k in self._beyond):
                 self._beyond.append(b)
+        if len(self._beyond) > MAX_BEYOND:
+            raise ImageError(f"the first second shows more than {MAX_PLACES + MAX_BEYOND} small faces, more than "
+                             "tracking covers; nothing was written. Anonymize this video instead.")
 
     def _search_places(self, rgb: np.ndarray) -> None:
         """Each place's neighbourhood searched at photo strength, in the frame as the check sees
