@@ -7,10 +7,11 @@ stage clip (and, with the camera fixed, would have for the whole run).
 
 So every STRONG_EVERY-th frame of the background model's learning period is searched at photo
 strength, and each face found there becomes a place. From then on, every frame, the
-neighbourhood of each place is searched again at photo strength (a small crop: cheap), and the
-faces found there are covered, and for HOLD frames after (a face whose score hovers at the bar
-is not found in every frame). A face that sways stays in its place's crop; one that walks off
-leaves no patch behind (the head zones follow a walker)."""
+neighbourhood of each place is searched again at photo strength (a small crop, its face shrunk
+to PLACE_FACE: cheap), and the faces found there are covered, and for HOLD frames after (a face
+whose score hovers at the bar is not found in every frame). A face that sways stays in its
+place's crop; one that walks off leaves no patch behind (the head zones follow a walker). Small
+faces found past MAX_PLACES are covered where found for the rest of the run."""
 
 from __future__ import annotations
 
@@ -142,7 +143,7 @@ class FirstFaces:
                     found += [((r.left() / f + cx1) / k, (r.top() / f + cy1) / k, (r.right() / f + cx1) / k,
                                (r.bottom() / f + cy1) / k) for r, _ in
                               self._engine.detect_rects(part, "hog", PHOTO_STRENGTH.upsample, -SEARCH_MARGIN)]
-                found += self._in_halves(rgb, (cx1 / k, cy1 / k, cx2 / k, cy2 / k), k)
+                found += self._in_halves(rgb, (cx1 / k, cy1 / k, cx2 / k, cy2 / k), k * f)
             if found:
                 p.faces, p.missed = merge_boxes(found), 0  # all of them: a spare cover costs little
             else:
@@ -151,13 +152,14 @@ class FirstFaces:
     def _in_halves(self, rgb: np.ndarray, crop: Box, k: float) -> list[Box]:
         """The faces in a place's crop (full-frame px) with every other line inverted, searched in
         its halves as the whole-frame search does (FaceFinder._search): that search found such a
-        face at the first second, and the crop alone lost it five frames later."""
+        face at the first second, and the crop alone lost it five frames later. `k`: the scale
+        the crop's plain pixels were searched at; the half's copy is twice that (at most 1)."""
         assert self._engine is not None
         x0, y0 = int(crop[0]), int(crop[1])
         part = rgb[y0:int(np.ceil(crop[3])), x0:int(np.ceil(crop[2]))]
         if not has_alternating_lines(part):
             return []
-        hk = min(1.0, 2.0 * k)  # the half's copy at the scale of the frame's
+        hk = min(1.0, 2.0 * k)
         out: list[Box] = []
         for half in halves(part):
             if hk < 1.0:
