@@ -182,6 +182,14 @@ def test_an_erased_subject_found_by_a_stale_handle_is_named(tmp_path: Path) -> N
     assert len(named) == 1 and alice[:14] in named[0]
 
 
+def _put_back(paths: WorkspacePaths, dump: list[Any]) -> None:
+    """Rows dumped from gallery.db before an erasure, inserted again by hand (no key needed)."""
+    con = sqlite3.connect(str(paths.gallery))
+    con.executemany(f"INSERT INTO rows VALUES ({', '.join('?' * len(dump[0]))})", dump)
+    con.commit()
+    con.close()
+
+
 def test_rows_put_back_after_an_erasure_take_no_place_in_a_small_top_k(tmp_path: Path) -> None:
     """Attack: someone who can write gallery.db puts back, from a copy, the rows of two people
     erased since (enrolled from the very photo later shown), one of whom enrolled again from
@@ -199,10 +207,7 @@ def test_rows_put_back_after_an_erasure_take_no_place_in_a_small_top_k(tmp_path:
         sf.erase("alice")
         sf.erase("dan")
         alice = sf.enroll(IMG / "obama.jpg", "alice", "demo", consent(paths, "alice", now=past_the_skew()))
-    con = sqlite3.connect(str(paths.gallery))
-    con.executemany(f"INSERT INTO rows VALUES ({', '.join('?' * len(dump[0]))})", dump)
-    con.commit()
-    con.close()
+    _put_back(paths, dump)
     with open_sf(paths) as sf:
         basis = legal_basis(paths)
         for k in (1, 5):
@@ -492,10 +497,7 @@ def test_many_rows_of_one_subject_put_back_are_left_out_in_one_round(tmp_path: P
         con.close()
         sf.erase("alice")
         alice = sf.enroll(IMG / "obama.jpg", "alice", "demo", consent(paths, "alice", now=past_the_skew()))
-    con = sqlite3.connect(str(paths.gallery))
-    con.executemany(f"INSERT INTO rows VALUES ({', '.join('?' * len(dump[0]))})", dump)
-    con.commit()
-    con.close()
+    _put_back(paths, dump)
     with open_sf(paths) as sf:
         rounds: set[frozenset[int]] = set()
         search = sf._gallery.search
