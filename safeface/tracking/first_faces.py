@@ -93,10 +93,12 @@ class FirstFaces:
     def _search_frame(self, rgb: np.ndarray) -> None:
         """The whole frame searched at photo strength, under dlib's bar as the video path searches:
         each small face found is its place's face now, or a new place."""
-        assert self._finder is not None
+        finder = self._finder
+        if finder is None:  # cover() searches nothing without one
+            return
         h, w = rgb.shape[:2]
         small = REACH * self._search.smallest_face(w, h)
-        found = [b for b in merge_boxes(self._finder.search(rgb, PHOTO_STRENGTH)) if b[2] - b[0] < small]
+        found = [b for b in merge_boxes(finder.search(rgb, PHOTO_STRENGTH)) if b[2] - b[0] < small]
         for p in self._places:
             p.missed += 1
         for b in found:
@@ -114,7 +116,9 @@ class FirstFaces:
     def _search_places(self, rgb: np.ndarray) -> None:
         """Each place's neighbourhood searched at photo strength, in the frame as the check sees
         it: whole, and the brightened or stretched views of the whole frame (exposure.py)."""
-        assert self._engine is not None
+        engine = self._engine
+        if engine is None:  # cover() searches nothing without a finder, which gives the engine
+            return
         h, w = rgb.shape[:2]
         # At the scale the whole-frame search found the faces: searched at full size, sixteen
         # places of 4K faces took 4 s of CPU a frame, nine times what finds the same faces.
@@ -142,7 +146,7 @@ class FirstFaces:
                         part = np.asarray(Image.fromarray(part).resize(size, Image.Resampling.BILINEAR))
                     found += [((r.left() / f + cx1) / k, (r.top() / f + cy1) / k, (r.right() / f + cx1) / k,
                                (r.bottom() / f + cy1) / k) for r, _ in
-                              self._engine.detect_rects(part, "hog", PHOTO_STRENGTH.upsample, -SEARCH_MARGIN)]
+                              engine.detect_rects(part, "hog", PHOTO_STRENGTH.upsample, -SEARCH_MARGIN)]
                 found += self._in_halves(rgb, (cx1 / k, cy1 / k, cx2 / k, cy2 / k), k * f)
             if found:
                 p.faces, p.missed = merge_boxes(found), 0  # all of them: a spare cover costs little
@@ -154,7 +158,9 @@ class FirstFaces:
         its halves as the whole-frame search does (FaceFinder._search): that search found such a
         face at the first second, and the crop alone lost it five frames later. `k`: the scale
         the crop's plain pixels were searched at; the half's copy is twice that (at most 1)."""
-        assert self._engine is not None
+        engine = self._engine
+        if engine is None:  # cover() searches nothing without a finder, which gives the engine
+            return []
         x0, y0 = int(crop[0]), int(crop[1])
         part = rgb[y0:int(np.ceil(crop[3])), x0:int(np.ceil(crop[2]))]
         if not has_alternating_lines(part):
@@ -167,5 +173,5 @@ class FirstFaces:
                 half = np.asarray(Image.fromarray(half).resize(size, Image.Resampling.BILINEAR))
             f = 2.0 / hk  # from the half's copy to full-frame px
             out += [(x0 + r.left() * f, y0 + r.top() * f, x0 + r.right() * f, y0 + r.bottom() * f) for r, _ in
-                    self._engine.detect_rects(half, "hog", PHOTO_STRENGTH.upsample, -SEARCH_MARGIN)]
+                    engine.detect_rects(half, "hog", PHOTO_STRENGTH.upsample, -SEARCH_MARGIN)]
         return out
