@@ -212,10 +212,7 @@ class FaceFinder:
     def _search(self, image: np.ndarray, search: Search, threshold: float, extra: bool) -> list[Box]:
         h, w = image.shape[:2]
         scale = search.scale(w, h)
-        small = image
-        if scale < 1.0:
-            size = (max(1, round(w * scale)), max(1, round(h * scale)))
-            small = np.asarray(Image.fromarray(image).resize(size, Image.Resampling.BILINEAR))
+        small = scaled(image, scale) if scale < 1.0 else image
         # HOG through the detection-only engine, which takes a bar (DlibEngine's HOG is the same
         # dlib detector at its own bar).
         if self._hog is None:
@@ -234,8 +231,7 @@ class FaceFinder:
             half_scale = min(1.0, 2.0 * scale)
             for half in halves(image):
                 if half_scale < 1.0:
-                    size = (max(1, round(half.shape[1] * half_scale)), max(1, round(half.shape[0] * half_scale)))
-                    half = np.asarray(Image.fromarray(half).resize(size, Image.Resampling.BILINEAR))
+                    half = scaled(half, half_scale)
                 k = 2.0 * scale / half_scale  # from the half's searched copy to `small`
                 boxes += [(x1 * k, y1 * k, x2 * k, y2 * k) for x1, y1, x2, y2 in
                           (_box(r) for r, _ in self._hog.detect_rects(half, "hog", search.upsample, threshold))]
@@ -267,8 +263,7 @@ def scan(image: np.ndarray, upsample: int, budget: float, window: float,
     if h * w * per <= budget:
         return run(image)
     scale = math.sqrt(budget / (h * w * per))
-    size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    small = np.asarray(Image.fromarray(c_order(image)).resize(size, Image.Resampling.BILINEAR))
+    small = scaled(c_order(image), scale)
     boxes = [(x1 / scale, y1 / scale, x2 / scale, y2 / scale) for x1, y1, x2, y2 in run(small)]
     side = max(1, int(math.sqrt(budget / per)))
     overlap = min(side // 2, math.ceil(2 * window / 2.0 ** upsample / scale))
@@ -289,6 +284,14 @@ def _starts(length: int, tile: int, overlap: int) -> list[int]:
         return [0]
     stride = max(1, tile - overlap)
     return list(range(0, length - tile, stride)) + [length - tile]
+
+
+def scaled(image: np.ndarray, f: float) -> np.ndarray:
+    """`image` resized by the factor `f` (bilinear, at least one pixel each way): the copy the
+    detectors search in place of a frame, a place or a half larger than their budget."""
+    h, w = image.shape[:2]
+    return np.asarray(Image.fromarray(image).resize((max(1, round(w * f)), max(1, round(h * f))),
+                                                    Image.Resampling.BILINEAR))
 
 
 def _box(rect: Any) -> Box:

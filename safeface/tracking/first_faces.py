@@ -19,11 +19,10 @@ from dataclasses import dataclass
 from typing import Optional
 
 import numpy as np
-from PIL import Image
 
 from ..anonymize.alternating import halves, has_alternating_lines
 from ..anonymize.cover import apply_cover, region_for_box
-from ..anonymize.detect import SEARCH_MARGIN, DetectionEngine, FaceFinder, Search, iou, merge_boxes
+from ..anonymize.detect import SEARCH_MARGIN, DetectionEngine, FaceFinder, Search, iou, merge_boxes, scaled
 from ..anonymize.exposure import dark_view, narrow_view
 from ..errors import ImageError
 from .motion import Box
@@ -123,8 +122,7 @@ class FirstFaces:
         # At the scale the whole-frame search found the faces: searched at full size, sixteen
         # places of 4K faces took 4 s of CPU a frame, nine times what finds the same faces.
         k = PHOTO_STRENGTH.scale(w, h)
-        small = rgb if k >= 1.0 else np.asarray(
-            Image.fromarray(rgb).resize((max(1, round(w * k)), max(1, round(h * k))), Image.Resampling.BILINEAR))
+        small = rgb if k >= 1.0 else scaled(rgb, k)
         sh, sw = small.shape[:2]
         views = [small] + [v for v in (dark_view(small, sample=True), narrow_view(small, sample=True)) if v is not None]
         for p in self._places:
@@ -142,8 +140,7 @@ class FirstFaces:
                 for v in views:
                     part = v[cy1:cy2, cx1:cx2]
                     if f < 1.0:
-                        size = (max(1, round(part.shape[1] * f)), max(1, round(part.shape[0] * f)))
-                        part = np.asarray(Image.fromarray(part).resize(size, Image.Resampling.BILINEAR))
+                        part = scaled(part, f)
                     found += [((r.left() / f + cx1) / k, (r.top() / f + cy1) / k, (r.right() / f + cx1) / k,
                                (r.bottom() / f + cy1) / k) for r, _ in
                               engine.detect_rects(part, "hog", PHOTO_STRENGTH.upsample, -SEARCH_MARGIN)]
@@ -169,8 +166,7 @@ class FirstFaces:
         out: list[Box] = []
         for half in halves(part):
             if hk < 1.0:
-                size = (max(1, round(half.shape[1] * hk)), max(1, round(half.shape[0] * hk)))
-                half = np.asarray(Image.fromarray(half).resize(size, Image.Resampling.BILINEAR))
+                half = scaled(half, hk)
             f = 2.0 / hk  # from the half's copy to full-frame px
             out += [(x0 + r.left() * f, y0 + r.top() * f, x0 + r.right() * f, y0 + r.bottom() * f) for r, _ in
                     engine.detect_rects(half, "hog", PHOTO_STRENGTH.upsample, -SEARCH_MARGIN)]
