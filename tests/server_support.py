@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import types
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -178,3 +179,18 @@ def pg_fixture() -> Iterator[PgCluster]:
         if old is None:
             os.environ.pop("SAFEFACE_PG_PASSWORD", None)
         shutil.rmtree(base, ignore_errors=True)
+
+
+class SteppedClock:
+    """`time.monotonic` of one module, standing still until the test moves it: a retry window of
+    a fraction of a second then holds however slowly a loaded machine runs the steps inside it.
+    The module's other uses of `time` are the real ones."""
+
+    def __init__(self, module: object, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.now = time.monotonic()
+        shim = types.SimpleNamespace(**{n: getattr(time, n) for n in dir(time) if not n.startswith("_")})
+        shim.monotonic = lambda: self.now
+        monkeypatch.setattr(module, "time", shim)
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds

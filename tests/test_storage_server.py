@@ -21,7 +21,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from child_process import child_env  # noqa: E402
-from server_support import (PG_PASSWORD, MilvusServer, PgCluster, free_port, server_modules, start_milvus,  # noqa: E402
+from server_support import (PG_PASSWORD, MilvusServer, PgCluster, SteppedClock, free_port, server_modules, start_milvus,  # noqa: E402
                             wait_answering)
 
 from safeface.errors import BackendError, ConfigError, IndexUnavailable, IntegrityError  # noqa: E402
@@ -981,6 +981,7 @@ def test_after_a_window_one_request_alone_asks_a_hung_milvus_for_every_handle_of
     from pymilvus.exceptions import MilvusException
 
     monkeypatch.setattr(vectors_mod, "RETRY_FIRST_S", 0.2)
+    clock = SteppedClock(vectors_mod, monkeypatch)
     x = unit_rows(3, seed=64)
     with setup.open() as a, setup.open() as b:
         rows = fill(a, x)
@@ -1000,7 +1001,7 @@ def test_after_a_window_one_request_alone_asks_a_hung_milvus_for_every_handle_of
         assert asked == ["a"]
         assert [m.row_id for m in b.search(x[1], "access", k=1)] == [rows[1].row_id]
         assert asked == ["a"] and b.index_state() == "down"  # a's failure holds b off: b asked nothing
-        time.sleep(a.vectors.window_left(search=True) + 0.05)
+        clock.advance(a.vectors.window_left(search=True) + 0.05)
 
         slow_started, release = threading.Event(), threading.Event()
 
@@ -1061,6 +1062,7 @@ def test_the_retry_window_starts_short_and_grows_while_milvus_stays_down(
 
     monkeypatch.setattr(vectors_mod, "RETRY_FIRST_S", 0.3)
     monkeypatch.setattr(vectors_mod, "RETRY_S", 1.2)
+    clock = SteppedClock(vectors_mod, monkeypatch)
     x = unit_rows(3, seed=71)
     with setup.open() as s:
         rows = fill(s, x)
@@ -1080,15 +1082,15 @@ def test_the_retry_window_starts_short_and_grows_while_milvus_stays_down(
             assert len(asked) == i + 1 and s.vectors.down(search=True)
             assert [m.row_id for m in s.search(x[1], "access", k=1)] == [rows[1].row_id]
             assert len(asked) == i + 1  # inside the window: the records answer, Milvus is not asked
-            time.sleep(windows[-1] + 0.05)
+            clock.advance(windows[-1] + 0.05)
         for got, nominal in zip(windows, (0.3, 0.6, 1.2, 1.2)):
-            assert nominal / 2 < got <= nominal, windows
+            assert got == pytest.approx(nominal), windows
         monkeypatch.setattr(client, "search", answered)
         assert [m.row_id for m in s.search(x[2], "access", k=1)] == [rows[2].row_id]
         assert not s.vectors.down(search=True) and len(asked) == 4
         monkeypatch.setattr(client, "search", failing)
         s.search(x[0], "access", k=1)
-        assert len(asked) == 5 and 0.15 < s.vectors.window_left(search=True) <= 0.3
+        assert len(asked) == 5 and s.vectors.window_left(search=True) == pytest.approx(0.3)
         # A request that ran into its deadline: the window is at least twice its wait. Short
         # windows let a hung Milvus be asked again a second after each caller had waited out the
         # whole deadline (6 waits in 45 s against 2 with the fixed window).
@@ -1099,13 +1101,13 @@ def test_the_retry_window_starts_short_and_grows_while_milvus_stays_down(
         s.search(x[1], "access", k=1)  # answers: the next outage starts short
 
         def hung(*a: Any, **kw: Any) -> Any:
-            time.sleep(0.45)
+            clock.advance(0.45)
             raise MilvusException(message="search: deadline exceeded (test: Milvus hangs)")
 
         monkeypatch.setattr(client, "search", hung)
         s.search(x[1], "access", k=1)
-        # Twice the 0.45 s it waited (and what the call took beside it), not 0.3 s; at most the cap.
-        assert 0.7 < s.vectors.window_left(search=True) <= 1.2
+        # Twice the 0.45 s it waited, not 0.3 s; at most the cap.
+        assert s.vectors.window_left(search=True) == pytest.approx(0.9)
 
 
 def test_a_failure_inside_a_window_keeps_its_wait_and_its_refusal(monkeypatch: pytest.MonkeyPatch) -> None:
