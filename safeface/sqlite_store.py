@@ -224,15 +224,15 @@ def raise_if_damaged(exc: BaseException, where: str, *paths: Path) -> None:
 def refuse_cut(db: sqlite3.Connection, path: Path, where: str) -> None:
     """IntegrityError for a file cut inside a page: SQLite writes whole pages, and reads a
     short last page as zeros, so a file cut in its last page opened and was used as if whole.
-    Judged only while the -wal can hold no frame (_wal_may_hold_frames): a checkpoint that a
-    crash interrupted is finished from the -wal."""
+    Excused only where the -wal decides that page (_wal_decides_page): a checkpoint that a crash
+    interrupted is finished from the -wal."""
     page = int(db.execute("PRAGMA page_size").fetchone()[0])
     try:
         size = os.stat(path).st_size
-        frames = _wal_may_hold_frames(Path(f"{path}-wal"), page)
+        decided = page > 0 and size % page and _wal_decides_page(Path(f"{path}-wal"), page, size // page + 1)
     except OSError:
         return  # judged by the statements that read it
-    if page > 0 and size % page and not frames:
+    if page > 0 and size % page and not decided:
         raise IntegrityError(f"{where} is cut short or written to by hand ({size} bytes, not a whole "
                              f"number of its {page}-byte pages): a disk fault, or someone removed its end. "
                              "Restore it from a backup, then run `safeface audit verify`.")
@@ -241,25 +241,62 @@ def refuse_cut(db: sqlite3.Connection, path: Path, where: str) -> None:
 # A -wal's header: its magic number (either byte order of its checksums), then the file format.
 _WAL_MAGIC = (0x377F0682, 0x377F0683)
 _WAL_FORMAT = 3007000
+_WAL_HEADER, _FRAME_HEADER = 32, 24
 
 
-def _wal_may_hold_frames(wal: Path, page: int) -> bool:
-    """Whether the -wal beside a database could hold a frame SQLite would replay: a WAL header for
-    this page size and room for one frame after it. Its size alone was not enough: a -wal of
-    zeros (preallocated, or a fault) or of any bytes, which SQLite reads as empty, let a file cut
-    inside a page open as if whole."""
+def _wal_decides_page(wal: Path, page: int, cut: int) -> bool:
+    """Whether the -wal beside a database holds what SQLite replays for its page number `cut`
+    (1-based): a header for this page size whose checksum holds, then frames that carry the
+    header's salts and whose checksums chain on from it, as SQLite's own recovery reads them,
+    up to a commit frame that either holds page `cut` or ends the database before it (SQLite
+    then never reads that page from the file). A header alone was enough before: one written by
+    hand, with nothing SQLite would replay behind it, let a file cut inside a page open as if
+    whole. Read only for a file that is cut, so the cost (a pass over the -wal) is no honest
+    open's."""
     try:
-        st = os.stat(wal)
+        fd = os.open(wal, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))  # a FIFO is not waited on
     except FileNotFoundError:
         return False
-    if not stat.S_ISREG(st.st_mode) or st.st_size < 32 + 24 + page:
-        return False  # (a FIFO is not opened: that would wait for a writer)
-    with open(wal, "rb") as fh:
-        head = fh.read(12)
-    if len(head) < 12:
-        return False
-    magic, fmt, wal_page = struct.unpack(">III", head)
-    return magic in _WAL_MAGIC and fmt == _WAL_FORMAT and wal_page == page
+    with os.fdopen(fd, "rb") as fh:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return False
+        head = fh.read(_WAL_HEADER)
+        if len(head) < _WAL_HEADER:
+            return False
+        magic, fmt, wal_page, _, salt1, salt2, sum1, sum2 = struct.unpack(">8I", head)
+        if magic not in _WAL_MAGIC or fmt != _WAL_FORMAT or wal_page != page:
+            return False
+        order = ">" if magic & 1 else "<"
+        sums = _wal_checksum(head[:24], order, (0, 0))
+        if sums != (sum1, sum2):
+            return False
+        since_commit: set[int] = set()
+        pages = 0  # the database's size in pages at the last commit read
+        while True:
+            frame = fh.read(_FRAME_HEADER + page)
+            if len(frame) < _FRAME_HEADER + page:
+                break
+            number, db_pages, s1, s2, f1, f2 = struct.unpack(">6I", frame[:_FRAME_HEADER])
+            sums = _wal_checksum(frame[_FRAME_HEADER:], order, _wal_checksum(frame[:8], order, sums))
+            if number == 0 or (s1, s2) != (salt1, salt2) or sums != (f1, f2):
+                break  # where SQLite's recovery stops: nothing from here on is replayed
+            since_commit.add(number)
+            if db_pages:
+                if cut in since_commit:
+                    return True  # read from the -wal from then on
+                pages = db_pages
+                since_commit.clear()
+        return 0 < pages < cut
+
+
+def _wal_checksum(data: bytes, order: str, start: tuple[int, int]) -> tuple[int, int]:
+    """SQLite's WAL checksum of `data` (32-bit words in `order`), going on from `start`."""
+    s1, s2 = start
+    words = struct.unpack(f"{order}{len(data) // 4}I", data)
+    for i in range(0, len(words), 2):
+        s1 = (s1 + words[i] + s2) & 0xFFFFFFFF
+        s2 = (s2 + words[i + 1] + s1) & 0xFFFFFFFF
+    return s1, s2
 
 
 def refuse_foreign_triggers(db: sqlite3.Connection, where: str, why: str, own: tuple[str, ...] = ()) -> None:

@@ -248,3 +248,73 @@ def test_a_gallery_torn_past_its_end_beside_a_wal_with_frames_opens(tmp_path: Pa
     with open(copy / paths.gallery.name, "ab") as fh:
         fh.write(b"\0" * 100)  # the start of a page the checkpoint was writing
     SafeFace.open(copy).close()
+
+
+def _wal_sums(data: bytes, start: tuple[int, int]) -> tuple[int, int]:
+    """SQLite's WAL checksum (big-endian words, as magic 0x377F0683 says), from `start`."""
+    import struct
+
+    s1, s2 = start
+    words = struct.unpack(f">{len(data) // 4}I", data)
+    for i in range(0, len(words), 2):
+        s1 = (s1 + words[i] + s2) & 0xFFFFFFFF
+        s2 = (s2 + words[i + 1] + s1) & 0xFFFFFFFF
+    return s1, s2
+
+
+def _wal(page: int, frames: list[tuple[int, int, bytes]], salts: tuple[int, int] = (0x1234, 0x5678)) -> bytes:
+    """A -wal as SQLite writes it: its header, then `frames` (page number, database size in
+    pages after a commit or 0, page bytes), each checksum chained on from the one before."""
+    import struct
+
+    head = struct.pack(">6I", 0x377F0683, 3007000, page, 0, *salts)
+    sums = _wal_sums(head, (0, 0))
+    out = [head + struct.pack(">2I", *sums)]
+    for number, db_pages, data in frames:
+        top = struct.pack(">4I", number, db_pages, *salts)
+        sums = _wal_sums(data, _wal_sums(top[:8], sums))
+        out.append(top + struct.pack(">2I", *sums) + data)
+    return b"".join(out)
+
+
+@pytest.mark.parametrize("wal", ["a header written by hand", "frames that leave the cut page out",
+                                 "frames of another wal's salts"])
+def test_a_gallery_cut_short_beside_a_wal_sqlite_replays_nothing_for_that_page_is_damage(
+        tmp_path: Path, wal: str) -> None:
+    """A -wal whose header alone is right (magic, format, page size, even its checksum), then
+    bytes that are no frame; or real frames that never hold the page that was cut, while their
+    commit keeps that page inside the database; or frames whose salts are not the header's: a
+    gallery cut inside its last page opened beside any of them as if whole (SQLite reads the
+    short page as zeros). Only a -wal whose valid frames decide that page excuses a cut now."""
+    from safeface.sdk import SafeFace
+
+    paths = _ws(tmp_path)
+    data = paths.gallery.read_bytes()
+    page, pages = 4096, len(data) // 4096
+    assert len(data) % page == 0 and pages >= 2
+    with open(paths.gallery, "r+b") as fh:
+        fh.truncate(len(data) - 100)
+    first = data[:page]
+    body = {"a header written by hand": _wal(page, [])[:32] + os.urandom(24 + page),
+            "frames that leave the cut page out": _wal(page, [(1, pages, first)]),
+            "frames of another wal's salts": _wal(page, [(pages, pages, data[-page:])])[:32]
+            + _wal(page, [(pages, pages, data[-page:])], salts=(1, 2))[32:]}[wal]
+    Path(f"{paths.gallery}-wal").write_bytes(body)
+    with pytest.raises(IntegrityError, match="cut short"):
+        SafeFace.open(paths.root).close()
+
+
+def test_a_gallery_cut_inside_a_page_its_wal_holds_opens(tmp_path: Path) -> None:
+    """No false alarm: a checkpoint cut short while writing the last page, whose -wal still
+    holds that page in a committed frame (SQLite reads it from there): that gallery opens, and
+    the file is whole again."""
+    from safeface.sdk import SafeFace
+
+    paths = _ws(tmp_path)
+    data = paths.gallery.read_bytes()
+    page, pages = 4096, len(data) // 4096
+    with open(paths.gallery, "r+b") as fh:
+        fh.truncate(len(data) - 100)
+    Path(f"{paths.gallery}-wal").write_bytes(_wal(page, [(pages, pages, data[-page:])]))
+    SafeFace.open(paths.root).close()
+    assert paths.gallery.stat().st_size % page == 0  # SQLite folded the page back in
