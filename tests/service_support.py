@@ -30,11 +30,14 @@ def free_port() -> int:
 class Server:
     """`safeface serve WS` in a child process; `url`, `kill9()`, `stop()`."""
 
-    def __init__(self, workspace: Path, log: Path, args: Sequence[str] = (), port: Optional[int] = None) -> None:
+    def __init__(self, workspace: Path, log: Path, args: Sequence[str] = (), port: Optional[int] = None,
+                 launcher: Sequence[str] = ("-m", "safeface.cli")) -> None:
+        """`launcher`: what Python runs with the command line after it (a `-c` script that sets
+        a hook at a boundary, then calls safeface.cli.main)."""
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log
-        cmd = [sys.executable, "-m", "safeface.cli", "serve", str(workspace), "--port", str(self.port), *args]
+        cmd = [sys.executable, *launcher, "serve", str(workspace), "--port", str(self.port), *args]
         self._log = open(log, "ab")
         self.proc = subprocess.Popen(cmd, env=child_env(SAFEFACE_PASSPHRASE=PASSPHRASE), cwd=str(log.parent), stdout=self._log,
                                      stderr=subprocess.STDOUT, start_new_session=True)

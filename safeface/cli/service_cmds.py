@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import inspect
 import json
 import os
 from pathlib import Path
@@ -11,11 +12,8 @@ from typing import Any
 
 from ..errors import ConfigError, InvalidArgument
 from ..netaddr import is_loopback
-from ..regularfile import read_text
 from .common import EXIT_OK, print_json, say
 from .policy_cmds import _open, _ws
-
-MAX_TLS_FILE_BYTES = 1024 * 1024  # a PEM certificate chain or key: a few kilobytes
 
 
 def register(sub: Any) -> None:
@@ -92,14 +90,15 @@ def _serve(args: argparse.Namespace) -> int:
     except ImportError:
         raise ConfigError("safeface serve needs the service extra: pip install 'safeface[service]'.") from None
     from ..service.app import CONFIG_ENV
+    from ..service.tls import CheckedTls
 
     if (args.tls_cert is None) != (args.tls_key is None):
         raise InvalidArgument("--tls-cert and --tls-key go together.")
-    for tls in (args.tls_cert, args.tls_key):
-        # The TLS library opens these by name as the server starts: a FIFO there hung the start
-        # for ever. Judged as every file a user names is (what is read here is not kept).
-        if tls is not None:
-            read_text(Path(tls), f"the TLS file {tls}", MAX_TLS_FILE_BYTES)
+    # Read and checked once; the server is given these bytes, never the names to open again.
+    tls = CheckedTls.read(args.tls_cert, args.tls_key) if args.tls_cert is not None else None
+    if tls is not None and "ssl_context_factory" not in inspect.signature(uvicorn.Config).parameters:
+        raise ConfigError("serving TLS needs uvicorn 0.47 or later (its ssl_context_factory): "
+                          "pip install 'uvicorn>=0.47'.")
     if args.tls_cert is None and not args.plain_http and not is_loopback(args.host):
         # Faces, API keys, consent tokens and console cookies would cross the network in the clear.
         raise InvalidArgument(f"serving {args.host} without TLS would send faces, API keys and consent tokens in "
@@ -117,7 +116,6 @@ def _serve(args: argparse.Namespace) -> int:
     say(f"safeface serving {ws} on {'https' if args.tls_cert else 'http'}://{args.host}:{args.port} "
         f"({args.workers} worker(s) x {args.threads} thread(s))")
     uvicorn.run("safeface.service.app:app_from_env", factory=True, host=args.host, port=args.port,
-                workers=args.workers, ssl_certfile=str(args.tls_cert) if args.tls_cert else None,
-                ssl_keyfile=str(args.tls_key) if args.tls_key else None, log_level="warning",
+                workers=args.workers, **({"ssl_context_factory": tls} if tls is not None else {}), log_level="warning",
                 server_header=False, timeout_graceful_shutdown=10)
     return EXIT_OK

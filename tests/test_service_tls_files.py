@@ -1,0 +1,103 @@
+"""`safeface serve --tls-cert/--tls-key`: the TLS files are checked (a regular file, bounded,
+UTF-8) and then served as the bytes that were checked. The TLS library opened them again by
+name as the server started, so a file swapped in between was used unchecked: a FIFO hung the
+start for ever, another certificate was served. The swap is made by a hook on the reader,
+right after the check returns."""
+
+from __future__ import annotations
+
+import os
+import ssl
+import stat
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from policy_support import make_workspace  # noqa: E402
+from service_support import Server, httpx, self_signed_certificate  # noqa: E402
+
+# Runs `safeface ...` with the TLS reader wrapped: once the certificate is read and checked,
+# the file at its path is replaced (by `other`, or by a FIFO when `other` is empty).
+_SWAP_AFTER_CHECK = r"""
+import os, sys
+import safeface.service.tls as tls
+checked, other = {cert!r}, {other!r}
+real = tls.read_text
+def read_then_swap(path, label, limit):
+    text = real(path, label, limit)
+    if str(path) == checked:
+        os.unlink(checked)
+        os.rename(other, checked) if other else os.mkfifo(checked)
+    return text
+tls.read_text = read_then_swap
+from safeface.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize("swap", ["another certificate", "a FIFO"])
+def test_a_tls_file_swapped_after_its_check_is_not_what_the_server_uses(tmp_path: Path, swap: str) -> None:
+    """The certificate is replaced right after `serve` checked it: by another certificate (with
+    two workers, each building its own TLS context) or by a FIFO. The server must come up
+    serving the certificate that was checked."""
+    paths = make_workspace(tmp_path / "ws")
+    (tmp_path / "checked").mkdir()
+    (tmp_path / "other").mkdir()
+    cert, key = self_signed_certificate(tmp_path / "checked")
+    other = self_signed_certificate(tmp_path / "other")[0] if swap == "another certificate" else ""
+    checked_pem = cert.read_bytes()
+    script = _SWAP_AFTER_CHECK.format(cert=str(cert), other=str(other))
+    workers = ["--workers", "2"] if swap == "another certificate" else []
+    server = Server(paths.root, tmp_path / "server.log", ["--tls-cert", str(cert), "--tls-key", str(key), *workers],
+                    launcher=("-c", script))
+    try:
+        server.url = server.url.replace("http://", "https://")
+        verify = ssl.create_default_context(cadata=checked_pem.decode())
+        ready = _wait_https(server, verify)
+        assert ready, server.log()
+        swapped = os.stat(cert).st_mode
+        assert stat.S_ISFIFO(swapped) if swap == "a FIFO" else cert.read_bytes() != checked_pem
+        served = ssl.get_server_certificate(("127.0.0.1", server.port), timeout=10)
+        assert ssl.PEM_cert_to_DER_cert(served) == ssl.PEM_cert_to_DER_cert(checked_pem.decode())
+    finally:
+        server.stop()
+
+
+def _wait_https(server: Server, verify: ssl.SSLContext, timeout: float = 90.0) -> bool:
+    """Whether the server answered /v1/ready over TLS, trusting only the checked certificate,
+    within `timeout` seconds (False once it exits or the time is up)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.proc.poll() is not None:
+            return False
+        try:
+            if httpx.get(server.url + "/v1/ready", verify=verify, timeout=2).status_code == 200:
+                return True
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    return False
+
+
+def test_a_key_that_is_not_the_certificates_is_refused_naming_the_files(tmp_path: Path, capsys: Any) -> None:
+    """A certificate with another certificate's key (or a text file that is no PEM) ended
+    `serve` in a bare ssl.SSLError as the server started: the pair is loaded once when read, and
+    refused (exit 1) naming both files, before anything is served; the key is never shown."""
+    from safeface.cli import main
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    cert = self_signed_certificate(tmp_path / "a")[0]
+    key = self_signed_certificate(tmp_path / "b")[1]
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not a certificate\n")
+    for c, k in ((cert, key), (notes, key)):
+        rc = main(["serve", str(tmp_path / "no-workspace"), "--tls-cert", str(c), "--tls-key", str(k), "--port", "1"])
+        err = capsys.readouterr().err
+        assert rc == 1 and str(c) in err and str(k) in err and "Traceback" not in err, (rc, err)
+        assert "PRIVATE KEY" not in err and key.read_text().splitlines()[1] not in err
