@@ -2047,3 +2047,34 @@ def test_an_entry_naming_a_cluster_is_not_settled_by_a_server_that_hides_its_own
     finally:
         with psycopg.connect(setup.dsn, password=PG_PASSWORD, autocommit=True) as c:
             c.execute("GRANT EXECUTE ON FUNCTION pg_catalog.pg_control_system() TO PUBLIC")
+
+
+def test_more_rows_left_out_than_milvus_ranks_do_not_hide_a_genuine_match(setup: Setup,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rows a search leaves out (put back after an erasure: the audit log records them removed)
+    are dropped from Milvus's proposals, and Milvus ranks at most FETCH_MAX (16,384) rows: more
+    put-back rows than that, all closer to the probe than the genuine row, made `search` answer
+    no one. Past that cap the records answer. The cap is made 8 here, with 12 such rows."""
+    import safeface.storage.server as server
+
+    monkeypatch.setattr(server, "FETCH_MAX", 8)
+
+    def near(v: np.ndarray, by: float, seed: int) -> np.ndarray:
+        w = v + by * unit_rows(1, seed=seed)[0]
+        return (w / np.linalg.norm(w)).astype(np.float32)
+
+    x = unit_rows(6, seed=41)
+    probe = x[0]
+    with setup.open() as s:
+        fill(s, x[1:])
+        genuine = s.add_many([Enrollment("carol", near(probe, 0.5, 50), ("access",), "tok-carol", LATER)])[0].row_id
+        back = {r.row_id for r in s.add_many([Enrollment(f"back{i}", near(probe, 0.05, 60 + i), ("access",),
+                                                         f"tok-back{i}", LATER) for i in range(12)])}
+        assert s.search(probe, "access", k=1)[0].row_id in back
+        found = s.search(probe, "access", k=1, exclude=back)
+        assert [m.row_id for m in found] == [genuine]
+        assert [m.row_id for m in s.search(probe, "access", k=3, exclude=back)][0] == genuine
+        # A store too large to search without Milvus refuses, rather than answer no one.
+        monkeypatch.setattr(server, "SCAN_MAX", 10)
+        with pytest.raises(BackendError, match="take no part in this search"):
+            s.search(probe, "access", k=1, exclude=back)

@@ -1518,6 +1518,16 @@ class ServerStore:
         if self._meta_int(REBUILDS) != rebuilds:
             self._refuse_scan_past_max()
             return self._scan(keys, q, purpose, k, threshold, now_us, path, exclude)
+        if len(best) < k and len(hits) >= fetch:
+            # Milvus proposed as many as it ranks and fewer than k subjects came of them: rows
+            # left out (more than FETCH_MAX put back after an erasure, ranked first) hid what
+            # ranks below them. The records answer instead: a wrong "no one" is worse than slow.
+            if int(self._sql("SELECT count(*) FROM {ns}.rows")[0][0]) > SCAN_MAX:
+                raise BackendError(f"{self.where}: more than {FETCH_MAX} of the rows Milvus ranks first take no "
+                                   "part in this search (rows put back after an erasure, or edited by hand), and the "
+                                   "store has too many rows to search without Milvus; nothing was changed. Run "
+                                   "`safeface audit verify` and erase again the subjects it names.")
+            return self._scan(keys, q, purpose, k, threshold, now_us, path, exclude)
         self._score(self._open_rows(sorted(lagging - exclude), keys), q, purpose, threshold, now_us, path, best)
         return sorted(best.values(), key=lambda m: -m.score)[:k]
 
