@@ -63,7 +63,7 @@ class CheckedTls:
 def _in_memory(data: bytes, name: str) -> Iterator[str]:
     """A path the TLS library can open that reads `data` and nothing else: an anonymous memory
     file no other name reaches (Linux), else a file in a private folder removed at once."""
-    if hasattr(os, "memfd_create"):
+    if hasattr(os, "memfd_create") and os.path.isdir("/proc/self/fd"):
         fd = os.memfd_create(f"safeface-tls-{name}", getattr(os, "MFD_CLOEXEC", 0))
         try:
             _write_rest(fd, data)

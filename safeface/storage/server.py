@@ -1518,10 +1518,12 @@ class ServerStore:
         if self._meta_int(REBUILDS) != rebuilds:
             self._refuse_scan_past_max()
             return self._scan(keys, q, purpose, k, threshold, now_us, path, exclude)
-        if len(best) < k and len(hits) >= fetch:
-            # Milvus proposed as many as it ranks and fewer than k subjects came of them: rows
-            # left out (more than FETCH_MAX put back after an erasure, ranked first) hid what
-            # ranks below them. The records answer instead: a wrong "no one" is worse than slow.
+        if len(best) < k and len(hits) >= fetch and any(i in exclude for i, _ in hits):
+            # Milvus proposed as many as it ranks, rows left out took places among them, and
+            # fewer than k subjects came of the rest: up to FETCH_MAX rows put back after an
+            # erasure, ranked first, hid what ranks below them. The records answer instead: a
+            # wrong "no one" is worse than slow. (Without rows left out, as before: a masked
+            # probe's path, which Milvus does not rank, keeps its best effort.)
             if int(self._sql("SELECT count(*) FROM {ns}.rows")[0][0]) > SCAN_MAX:
                 raise BackendError(f"{self.where}: more than {FETCH_MAX} of the rows Milvus ranks first take no "
                                    "part in this search (rows put back after an erasure, or edited by hand), and the "
