@@ -602,3 +602,46 @@ def test_a_login_posted_from_another_origin_cannot_end_the_operators_session(tmp
     assert str(client.cookies.get("__Host-sf_session")) == mine and after.status_code == 200
     with open_sf(ws) as sf:
         assert not any("console session" in (e.note or "") for e in sf.audit_entries())
+
+
+def test_a_login_form_submitted_twice_leaves_no_session_held_by_no_browser(tmp_path: Path) -> None:
+    """A double click posts one login form twice at the same instant, both with the browser's
+    cookies as they were before either answer: each opened a session, the browser kept the last
+    answer's cookie, and the first session stayed live, held by no browser, until it idled out. The
+    form's token is spent by the first login now: the second is refused with a page that says to log
+    in again, and ends the session the first opened (on record, as a logout). Two browsers logging
+    in at once, each with its own form, both get a session."""
+    client, ws, (op,) = keyed_client(tmp_path, "operator", rate=1000)
+    with client:
+        token = csrf_of(client.get("/login").text)
+        form = str(client.cookies.get("__Host-sf_login"))
+        first = client.post("/login", data={"csrf": token, "api_key": op}, follow_redirects=False)
+        opened = str(client.cookies.get("__Host-sf_session"))
+        client.cookies.clear()
+        client.cookies.set("__Host-sf_login", form)  # the second click: the cookies of before the first answer
+        second = client.post("/login", data={"csrf": token, "api_key": op}, follow_redirects=False)
+        client.cookies.clear()
+        client.cookies.set("__Host-sf_session", opened)
+        left = client.get("/audit", follow_redirects=False)
+        browsers = []
+        for _ in range(2):  # two browsers, each with its own login form open
+            client.cookies.clear()
+            browsers.append((csrf_of(client.get("/login").text), str(client.cookies.get("__Host-sf_login"))))
+        sessions = []
+        for token_b, form_b in browsers:  # submitted one after the other, neither answer seen by the other
+            client.cookies.clear()
+            client.cookies.set("__Host-sf_login", form_b)
+            assert client.post("/login", data={"csrf": token_b, "api_key": op},
+                               follow_redirects=False).status_code == 303
+            sessions.append(str(client.cookies.get("__Host-sf_session")))
+        pages = []
+        for cookie in sessions:
+            client.cookies.clear()
+            client.cookies.set("__Host-sf_session", cookie)
+            pages.append(client.get("/audit", follow_redirects=False).status_code)
+    assert first.status_code == 303 and first.headers["location"] == "/audit", first.status_code
+    assert second.status_code == 409 and "id='login-spent'" in second.text and "log in again" in second.text
+    assert left.status_code == 303 and left.headers["location"] == "/login", left.status_code
+    assert sessions[0] != sessions[1] and pages == [200, 200], pages
+    with open_sf(ws) as sf:
+        assert sum("console session" in (e.note or "") for e in sf.audit_entries()) == 1

@@ -31,7 +31,7 @@ import numpy as np
 
 from ..atomicfile import exclusive_lock, shared_lock
 from ..errors import (AuthenticationError, BackendError, ConfigError, ImageError, IntegrityError, InvalidArgument,
-                      PolicyViolation, SafeFaceError, WorkspaceBusy, WorkspaceUnwritable)
+                      LoginFormSpent, PolicyViolation, SafeFaceError, WorkspaceBusy, WorkspaceUnwritable)
 from ..hazmat.templates.pseudonym import new_subject_problem, token_pseudonym, usual_spelling
 from ..imageio import ImageInput, load_image
 from ..lookalike import not_plain_char, shows_nothing
@@ -44,7 +44,8 @@ from ..policy.tokens import is_whole_token
 from ..sqlite_store import raise_if_damaged, raise_if_unwritable
 from ..storage.rows import ErasureResult, keys_from_meta, rekey_mark_holds
 from ..workspace.anchor import missing_anchor
-from ..workspace.apikeys import KEY_ID, PREFIX as KEY_PREFIX, ApiKey, ApiKeys, hashing_key, session_ref
+from ..workspace.apikeys import (KEY_ID, PREFIX as KEY_PREFIX, ApiKey, ApiKeys, hashing_key, session_ref,
+                                 session_until)
 from ..workspace.assessment import (ASSESSMENT_OPERATIONS, audit_section_problem, names_an_assessment,
                                    recorded_purge_times, recorded_roles, shown_assessment, unrecorded_problem)
 from ..workspace.audit import (JUDGED_AFTER, KEPT_AT_MOST, STORE_TRANSACTION, WITHDRAWN_AT, AuditEntry, AuditLog,
@@ -1431,10 +1432,20 @@ class SafeFace:
         """The description of a genuine, unrevoked, unexpired API key; AuthenticationError else."""
         return self._not_revoked(self._apikeys.authenticate(api_key, self._clock()))
 
-    def open_session(self, api_key: Optional[str]) -> tuple[ApiKey, str]:
-        """Exchange an API key for a console session value (see workspace/apikeys.py)."""
+    def open_session(self, api_key: Optional[str], form: Optional[str] = None) -> tuple[ApiKey, str]:
+        """Exchange an API key for a console session value (see workspace/apikeys.py). `form`: the
+        login form's token, which opens one session only: submitted again (a double click, whose
+        first answer the browser drops), LoginFormSpent, and the session it opened first is ended
+        on record, as a logout, since no browser may hold its cookie."""
         info, value = self._apikeys.open_session(api_key, self._clock())  # authenticates the key
-        return self._not_revoked(info), value
+        info = self._not_revoked(info)
+        if form is not None:
+            try:
+                self._apikeys.spend_login_form(form, value, self._clock())
+            except LoginFormSpent as exc:
+                self._end_session(exc.session, exc.until)
+                raise
+        return info, value
 
     def end_session(self, value: Optional[str]) -> bool:
         """End a console session (logout), so that a copy of its cookie opens nothing more; False
@@ -1451,7 +1462,12 @@ class SafeFace:
             self.session(value, use=False)
         except AuthenticationError:
             return False
-        note = session_ended_note(session_ref(str(value)))
+        return self._end_session(session_ref(str(value)), session_until(str(value)), value)
+
+    def _end_session(self, ref: str, until: int, value: Optional[str] = None) -> bool:
+        """End the session whose reference is `ref` (ending at `until`; its cookie `value`, when
+        known, for the logouts folder): see end_session. False when it was ended already."""
+        note = session_ended_note(ref)
         # The log decides: of two logouts of one session racing, only the first appends, so the
         # log names each session ended once.
         try:
@@ -1460,20 +1476,20 @@ class SafeFace:
                                                   Operation.APIKEY.value, "allowed", note=note, actor=self._actor)
         except SafeFaceError:
             try:
-                if self._apikeys.end_session(value, self._clock()):
+                if self._apikeys.end_session_ref(ref, until, self._clock()):
                     return True
             except SafeFaceError:
                 # Neither store took it: a file of its own in the workspace, which every process
                 # of a local workspace reads (none on servers: ApiKeys.end_session_in_file).
                 try:
-                    if self._apikeys.end_session_in_file(value, self._clock()):
+                    if value is not None and self._apikeys.end_session_in_file(value, self._clock()):
                         return True
                 except SafeFaceError:
                     pass
                 raise
             raise
         try:
-            self._apikeys.end_session(value, self._clock(), wait=False)
+            self._apikeys.end_session_ref(ref, until, self._clock(), wait=False)
         except (WorkspaceBusy, WorkspaceUnwritable, IntegrityError):  # held past its wait, full, replaced, a trigger
             pass
         return entry is not None

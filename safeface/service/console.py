@@ -30,11 +30,11 @@ from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse,
 from starlette.datastructures import FormData
 
 from ..atomicfile import MAX_COPY_BYTES, write_atomic
-from ..errors import (AuthenticationError, ConfigError, ImageError, IntegrityError, PolicyViolation, SafeFaceError,
-                      SchemaOwnerNeeded, ServiceBusy)
+from ..errors import (AuthenticationError, ConfigError, ImageError, IntegrityError, LoginFormSpent, PolicyViolation,
+                      SafeFaceError, SchemaOwnerNeeded, ServiceBusy)
 from ..regularfile import folder_below, read_no_link
 from ..sqlite_store import raise_if_unwritable
-from ..workspace.apikeys import SESSION_SECONDS, ApiKey, session_ref, session_until
+from ..workspace.apikeys import LOGIN_FORM_SECONDS, SESSION_SECONDS, ApiKey, session_ref, session_until
 from ..workspace.report import RECORDS_FAIL
 from .bodies import media_type, once_each
 from .failures import kept, told
@@ -218,7 +218,7 @@ def build_console(rt: Runtime) -> APIRouter:
         try:
             return s, await rt.call(lambda sf: fn(sf.acting_as_key(s.key)))
         except PolicyViolation as exc:
-            return s, page("Refused", f"<p class='bad'>Refused by rule {_e(exc.rule)}: {_e(exc.message)}</p>", s, 403)
+            return s, page("Refused", f"<p class='bad'>Refused by rule {_e(exc.rule)}: {_e(str(exc))}</p>", s, 403)
 
     @router.get("/console.css")
     async def css() -> Response:
@@ -243,7 +243,7 @@ def build_console(rt: Runtime) -> APIRouter:
         # Secure whatever the listener: behind a proxy that terminates TLS (--plain-http) the
         # browser is on HTTPS, and an http:// request to the host (a redirect listener, a planted
         # image) must not carry the session; browsers keep Secure cookies from http://localhost.
-        resp.set_cookie(LOGIN, token, httponly=True, samesite="strict", secure=True, max_age=600)
+        resp.set_cookie(LOGIN, token, httponly=True, samesite="strict", secure=True, max_age=LOGIN_FORM_SECONDS)
         return resp
 
     @router.post("/login")
@@ -257,7 +257,14 @@ def build_console(rt: Runtime) -> APIRouter:
                 or not hmac.compare_digest(str(form.get("csrf") or "").encode(), want.encode())):
             return RedirectResponse("/login?error=expired", status_code=303)
         try:
-            key, cookie = rt.light(lambda sf: sf.open_session(str(form.get("api_key") or "").strip()))
+            key, cookie = rt.light(lambda sf: sf.open_session(str(form.get("api_key") or "").strip(), form=want))
+        except LoginFormSpent as exc:
+            # The browser may hold either answer's cookie: the first session is ended (on record),
+            # this one never opened, and a new form is needed (the spent token would be offered again).
+            resp = page("Log in again", f"<p class='bad' id='login-spent'>{_e(str(exc))}</p>"
+                        "<p><a href='/login'>Log in</a></p>", None, 409)
+            _forget(resp, LOGIN)
+            return resp
         except AuthenticationError:
             return RedirectResponse("/login?error=invalid", status_code=303)
         except SchemaOwnerNeeded as exc:  # refused at the login, not a failed page a minute into the session

@@ -38,8 +38,8 @@ from pathlib import Path
 from typing import Any, Optional, Union
 
 from ..atomicfile import write_atomic
-from ..errors import (AuthenticationError, ConfigError, IntegrityError, InvalidArgument, SchemaOwnerNeeded,
-                      WorkspaceBusy, WorkspaceUnwritable)
+from ..errors import (AuthenticationError, ConfigError, IntegrityError, InvalidArgument, LoginFormSpent,
+                      SchemaOwnerNeeded, WorkspaceBusy, WorkspaceUnwritable)
 from ..lookalike import not_plain_char
 from ..regularfile import read_no_link
 from ..sqlite_store import raise_if_unwritable
@@ -90,6 +90,16 @@ _SCHEMA += _ENDED.format(t="") + ";\n"
 # on PostgreSQL at the first login, as ended_sessions.
 _USES = ("CREATE TABLE IF NOT EXISTS {t}session_uses (session TEXT PRIMARY KEY, used BIGINT NOT NULL, "
          "until BIGINT NOT NULL, mac TEXT NOT NULL)")
+# How long a console login form (its double-submit token) may be used: the login cookie's life.
+LOGIN_FORM_SECONDS = 10 * 60
+# Login forms that opened a session (a keyed hash of the form's token), with that session's
+# reference and end: the unique key makes a form's first login the only one, across processes and
+# hosts, so a second submission of it (a double click) can end the session no browser may hold.
+# Kept for LOGIN_FORM_SECONDS; made at the first login, as session_uses.
+_SPENT = ("CREATE TABLE IF NOT EXISTS {t}spent_logins (form TEXT PRIMARY KEY, until BIGINT NOT NULL, "
+          "session TEXT NOT NULL, session_until BIGINT NOT NULL)")
+# The tables a console session reads and writes, with the statements that make them.
+_SESSION_TABLES = (("ended_sessions", _ENDED), ("session_uses", _USES), ("spent_logins", _SPENT))
 
 
 def _described(r: Any) -> "ApiKey":
@@ -271,7 +281,7 @@ class ApiKeys:
             # the login refused (SchemaOwnerNeeded) where the role may not. Made at the first use
             # instead, each console page failed a minute into every session; a session without
             # them would have no logout for other hosts and no idle timeout.
-            for name, ddl in (("ended_sessions", _ENDED), ("session_uses", _USES)):
+            for name, ddl in _SESSION_TABLES:
                 self._table(name, ddl, create=True)
                 self._usable(name)
         exp = int(now.timestamp()) + SESSION_SECONDS
@@ -280,6 +290,22 @@ class ApiKeys:
         rows = self._t.q("SELECT digest FROM {t}apikeys WHERE key_id = ?", (info.key_id,))
         mac = self._session_mac(info, exp, nonce, str(rows[0][0]) if rows else "")
         return info, f"{info.key_id}.{exp}.{nonce}.{mac}"
+
+    def spend_login_form(self, form: str, cookie: str, now: dt.datetime) -> None:
+        """Record that the login form whose token is `form` opened the session `cookie`; if it
+        opened one already, LoginFormSpent naming that session. The insert is the arbiter: of two
+        submissions racing (on any process or host sharing this store), only one row goes in."""
+        self._table("spent_logins", _SPENT, create=True)
+        ref, t = self._mac("login form", form), int(now.timestamp())
+        with self._t.write():
+            self._t.run("DELETE FROM {t}spent_logins WHERE until < ?", (t,))
+            added = self._t.run("INSERT INTO {t}spent_logins VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                                (ref, t + LOGIN_FORM_SECONDS, session_ref(cookie), session_until(cookie)))
+            first = [] if added else self._t.q("SELECT session, session_until FROM {t}spent_logins WHERE form = ?",
+                                               (ref,))
+        if first:
+            raise LoginFormSpent("this login form was used already (a second click on Log in?), so the session it "
+                                 "opened is ended too; log in again.", str(first[0][0]), int(first[0][1]))
 
     def _session_mac(self, info: ApiKey, exp: int, nonce: str, digest: str) -> str:
         # Bound to the row's role, expiry, rate and digest as they were at login: a session
@@ -363,14 +389,16 @@ class ApiKeys:
             self.session(cookie, now, use=False)
         except AuthenticationError:
             return False
-        until = session_until(str(cookie))
+        return self.end_session_ref(session_ref(str(cookie)), session_until(str(cookie)), now, wait)
+
+    def end_session_ref(self, ref: str, until: int, now: dt.datetime, wait: bool = True) -> bool:
+        """Record the session `ref` (ending at `until`) ended; False when it was already."""
         self._table("ended_sessions", _ENDED, create=True)
         with self._t.write(wait=wait):
             self._t.run("DELETE FROM {t}ended_sessions WHERE until < ?", (int(now.timestamp()),))
             # The insert is the arbiter: of two logouts racing past the check above, only the
             # one whose row went in ended the session (the other changed nothing).
-            added = self._t.run("INSERT INTO {t}ended_sessions VALUES (?, ?) ON CONFLICT DO NOTHING",
-                                (session_ref(str(cookie)), until))
+            added = self._t.run("INSERT INTO {t}ended_sessions VALUES (?, ?) ON CONFLICT DO NOTHING", (ref, until))
         return added > 0
 
     def end_session_in_file(self, cookie: Optional[str], now: dt.datetime) -> bool:
