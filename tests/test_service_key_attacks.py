@@ -262,6 +262,30 @@ def test_a_dml_only_database_role_still_opens_the_workspace(pg: Any, tmp_path: P
 
 
 
+def _service_connects_as_a_dml_only_role(ws: Any, dsn: str) -> str:
+    """Make a database role with only the rights the service uses on the workspace's tables, and
+    point the workspace's records at it (sealed, as `storage migrate` does): the role's name."""
+    import uuid
+
+    import psycopg
+    from policy_support import PASSPHRASE
+    from server_support import PG_PASSWORD
+
+    from safeface.workspace.passphrase import open_keyring
+    from safeface.workspace.storage_seal import sealed_storage
+
+    role = "app_" + uuid.uuid4().hex[:8]
+    with psycopg.connect(dsn, password=PG_PASSWORD, autocommit=True) as c:
+        c.execute(f"CREATE ROLE {role} LOGIN PASSWORD '{PG_PASSWORD}'")
+        c.execute(f"GRANT USAGE ON SCHEMA safeface TO {role}")
+        c.execute(f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA safeface TO {role}")
+    raw = json.loads(ws.config.read_text())
+    raw["storage"] = sealed_storage(open_keyring(ws, PASSPHRASE), {**raw["storage"], "records": dsn.replace(
+        "safeface_test@", f"{role}@")})
+    ws.config.write_text(json.dumps(raw))
+    return role
+
+
 def test_a_role_that_may_not_create_the_session_tables_is_refused_at_login_not_a_minute_in(
         pg: Any, tmp_path: Path) -> None:
     """A key store moved to PostgreSQL by an earlier safeface lacks the sessions' tables, and the
@@ -269,32 +293,19 @@ def test_a_role_that_may_not_create_the_session_tables_is_refused_at_login_not_a
     later, when the first use was recorded. The login is refused instead, with a page naming the
     statement to run as the schema's owner (and again while the role may not use the table made);
     once it has run, the login opens the console."""
-    import uuid
-
     import psycopg
     from fastapi.testclient import TestClient
     from server_support import PG_PASSWORD
-    from policy_support import PASSPHRASE
     from service_support import console_login, in_process_app
-
-    from safeface.workspace.passphrase import open_keyring
-    from safeface.workspace.storage_seal import sealed_storage
 
     ws, dsn = make_workspace(tmp_path / "ws"), pg.new_database()
     with open_sf(ws) as sf:
         sf.migrate_storage({"records": dsn, "vectors": "milvus-lite:vectors.db"})
     with open_sf(ws) as sf:
         _, key = sf.issue_api_key("auditor", label="console")
-    role = "app_" + uuid.uuid4().hex[:8]
     with psycopg.connect(dsn, password=PG_PASSWORD, autocommit=True) as c:
         c.execute("DROP TABLE safeface.service_session_uses")  # as an earlier safeface moved it
-        c.execute(f"CREATE ROLE {role} LOGIN PASSWORD '{PG_PASSWORD}'")
-        c.execute(f"GRANT USAGE ON SCHEMA safeface TO {role}")
-        c.execute(f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA safeface TO {role}")
-    raw = json.loads(ws.config.read_text())  # the service connects as that role (sealed, as `storage migrate` does)
-    raw["storage"] = sealed_storage(open_keyring(ws, PASSPHRASE), {**raw["storage"], "records": dsn.replace(
-        "safeface_test@", f"{role}@")})
-    ws.config.write_text(json.dumps(raw))
+    role = _service_connects_as_a_dml_only_role(ws, dsn)
     with TestClient(in_process_app(ws.root, tmp_path), base_url="https://testserver",
                     raise_server_exceptions=False) as client:
         statements = []
@@ -309,6 +320,55 @@ def test_a_role_that_may_not_create_the_session_tables_is_refused_at_login_not_a
     assert statements[0].startswith("CREATE TABLE IF NOT EXISTS safeface.service_session_uses"), statements
     assert statements[1] == f"GRANT SELECT, INSERT, UPDATE, DELETE ON safeface.service_session_uses TO {role}"
     assert opened.status_code == 303 and page.status_code == 200, (opened.status_code, page.status_code)
+
+
+def test_a_right_on_the_session_tables_revoked_after_login_is_a_page_naming_the_grant(
+        pg: Any, tmp_path: Path) -> None:
+    """On PostgreSQL, a right on a sessions' table revoked from the service's role after a login
+    failed every console page (a bare error naming the store) until it was granted again. Each page
+    answers 503 naming the right missing and the GRANT to run as the schema's owner, the logout too,
+    with nothing written; once granted, the session reads on. A login form submitted twice opens
+    one session there too (the spent forms' table is the store's, shared by every host)."""
+    import psycopg
+    from fastapi.testclient import TestClient
+    from server_support import PG_PASSWORD
+    from service_support import console_login, csrf_of, in_process_app
+
+    ws, dsn = make_workspace(tmp_path / "ws"), pg.new_database()
+    with open_sf(ws) as sf:
+        sf.migrate_storage({"records": dsn, "vectors": "milvus-lite:vectors.db"})
+    with open_sf(ws) as sf:
+        _, key = sf.issue_api_key("auditor", label="console")
+    role = _service_connects_as_a_dml_only_role(ws, dsn)
+
+    def owner(sql: str) -> None:
+        with psycopg.connect(dsn, password=PG_PASSWORD, autocommit=True) as c:
+            c.execute(sql)
+
+    with TestClient(in_process_app(ws.root, tmp_path), base_url="https://testserver",
+                    raise_server_exceptions=False) as client:
+        assert console_login(client, key).status_code == 303
+        owner(f"REVOKE SELECT ON safeface.service_ended_sessions FROM {role}")
+        page = client.get("/audit", follow_redirects=False)
+        logout = client.post("/logout", data={"csrf": "x"}, follow_redirects=False)
+        owner(f"GRANT SELECT ON safeface.service_ended_sessions TO {role}")
+        again = client.get("/audit", follow_redirects=False)
+        token = csrf_of(client.get("/login").text)
+        form = str(client.cookies.get("__Host-sf_login"))
+        twice = [client.post("/login", data={"csrf": token, "api_key": key}, follow_redirects=False)]
+        client.cookies.set("__Host-sf_login", form)
+        twice.append(client.post("/login", data={"csrf": token, "api_key": key}, follow_redirects=False))
+        left = client.get("/audit", follow_redirects=False)
+    for refused in (page, logout):
+        assert refused.status_code == 503 and "id='missing-right'" in refused.text, refused.status_code
+        assert "SELECT" in refused.text and "Traceback" not in refused.text
+        assert f"GRANT SELECT, INSERT, UPDATE, DELETE ON safeface.service_ended_sessions TO {role}" in \
+            html.unescape(refused.text), refused.text
+    assert again.status_code == 200, again.status_code  # the refused logout ended nothing
+    assert [r.status_code for r in twice] == [303, 409] and left.status_code == 303, [r.status_code for r in twice]
+    with open_sf(ws) as sf:
+        # The browser's earlier session, ended by its next login, and the one the twice-posted form opened.
+        assert sum("console session" in (e.note or "") for e in sf.audit_entries()) == 2
 
 
 def test_a_logout_is_not_undone_by_restoring_the_key_table(tmp_path: Path) -> None:
@@ -357,16 +417,16 @@ def test_a_session_checked_while_its_logout_is_recorded_is_not_called_restored(t
     with open_sf(ws) as sf:
         _, key = sf.issue_api_key("auditor", label="console")
         _, cookie = sf.open_session(key)
-        real = sf._apikeys.end_session
+        real = sf._apikeys.end_session_ref
         between: list[str] = []
 
-        def check_then_end(value: Any, now: Any, wait: bool = True) -> bool:
+        def check_then_end(ref: str, until: int, now: Any, wait: bool = True) -> bool:
             with pytest.raises(AuthenticationError) as info:  # another request, checked right now
                 sf.session(cookie)
             between.append(str(info.value))
-            return real(value, now, wait)
+            return real(ref, until, now, wait)
 
-        sf._apikeys.end_session = check_then_end  # type: ignore[method-assign]
+        sf._apikeys.end_session_ref = check_then_end  # type: ignore[method-assign]
         sf.end_session(cookie)
         assert between and "looks restored" not in between[0] and "logged out" in between[0], between
         with pytest.raises(AuthenticationError, match="logged out"):

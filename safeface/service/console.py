@@ -22,10 +22,11 @@ import secrets
 import time
 from collections import defaultdict
 from pathlib import Path
-from typing import Any, Optional, cast
+from typing import Any, Callable, Coroutine, Optional, cast
 from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Request
+from fastapi.routing import APIRoute
 from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.datastructures import FormData
 
@@ -97,8 +98,37 @@ class Session:
         self.key, self.cookie, self.csrf = key, cookie, csrf
 
 
+def _unusable_sessions(exc: SchemaOwnerNeeded) -> HTMLResponse:
+    """The page for a request the sessions' tables cannot answer, as the service's database role
+    lost a right on one since the login: 503, naming the right and the statement that mends it
+    (it was a bare error telling to restore the tables from a backup). Nothing was written: the
+    session's check comes before any change a page makes."""
+    told(exc)  # the whole message in the service's log too
+    return HTMLResponse("<!doctype html><html><head><meta charset='utf-8'><title>Console unavailable - safeface"
+                        "</title><link rel='stylesheet' href='/console.css'></head><body><h1>Console unavailable</h1>"
+                        f"<p class='bad' id='missing-right'>The console cannot check its sessions: {_e(str(exc))}</p>"
+                        f"<p>Once <code>{_e(exc.statement)}</code> has run, reload this page.</p></body></html>",
+                        status_code=503, headers={"Retry-After": "60"})
+
+
+class _ConsoleRoute(APIRoute):
+    """A console route whose SchemaOwnerNeeded (a right revoked on the sessions' tables, met by
+    whichever page checked its session first) is the page saying what to run, not an error."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def answered(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except SchemaOwnerNeeded as exc:
+                return _unusable_sessions(exc)
+
+        return answered
+
+
 def build_console(rt: Runtime) -> APIRouter:
-    router = APIRouter(include_in_schema=False)
+    router = APIRouter(include_in_schema=False, route_class=_ConsoleRoute)
     # Sessions whose logout neither the audit log nor the key table could record (session_ref ->
     # the session's end, a Unix time): refused by this process's pages and downloads all the same,
     # until it restarts. Other processes of the service cannot know of it.

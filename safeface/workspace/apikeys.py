@@ -317,7 +317,15 @@ class ApiKeys:
     def session(self, cookie: Optional[str], now: dt.datetime, *, use: bool = True) -> ApiKey:
         """The key behind a genuine, unexpired session whose key is still valid. `use`: False for a
         request that opens no page (a logout's check before its token, the login page's offer to
-        end a session): it must not keep the session from idling out."""
+        end a session): it must not keep the session from idling out. SchemaOwnerNeeded where the
+        store's role lost a right on the sessions' tables since the login."""
+        try:
+            return self._session(cookie, now, use)
+        except IntegrityError:
+            self._rights()  # a right revoked is no table altered: named, with the statement that mends it
+            raise
+
+    def _session(self, cookie: Optional[str], now: dt.datetime, use: bool) -> ApiKey:
         m = _SESSION.fullmatch(cookie) if isinstance(cookie, str) else None
         rows = self._t.q(f"SELECT {_COLS}, digest FROM {{t}}apikeys WHERE key_id = ?", (m.group(1),)) if m else []
         info = self._checked(rows[0] if rows else None)
@@ -373,7 +381,11 @@ class ApiKeys:
                 self._t.run("INSERT INTO {t}session_uses AS u VALUES (?, ?, ?, ?) ON CONFLICT (session) DO UPDATE "
                             "SET used = excluded.used, mac = excluded.mac WHERE u.used < excluded.used",
                             (ref, now, until, self._use_mac(ref, now, until)))
-        except (WorkspaceBusy, WorkspaceUnwritable, IntegrityError):  # held, full, replaced, a trigger
+        except IntegrityError:  # a trigger, a file replaced: at worst the session ends sooner
+            # A right revoked (no INSERT, UPDATE or DELETE) would end every session 30 minutes
+            # after its login, unsaid: named instead (SchemaOwnerNeeded).
+            self._rights()
+        except (WorkspaceBusy, WorkspaceUnwritable):  # held, full
             pass
 
     def _use_mac(self, ref: str, used: int, until: int) -> str:
@@ -495,11 +507,20 @@ class ApiKeys:
         `name`: a table the owner made without granting it failed every page (no SELECT), or
         recorded no use, so that each session idled out 30 minutes after its login (no INSERT)."""
         table = self._t.prefix + name
-        if not all(self._t.q("SELECT has_table_privilege(?, ?)", (table, right))[0][0]
-                   for right in ("SELECT", "INSERT", "UPDATE", "DELETE")):
+        missing = [right for right in ("SELECT", "INSERT", "UPDATE", "DELETE")
+                   if not self._t.q("SELECT has_table_privilege(?, ?)", (table, right))[0][0]]
+        if missing:
             statement = self._grant(name)
-            raise SchemaOwnerNeeded(f"this database role may not read and write {table}, which the console's sessions "
-                                    f"need. Run `{statement}` once as the schema's owner.", statement)
+            raise SchemaOwnerNeeded(f"this database role lacks {', '.join(missing)} on {table}, which the console's "
+                                    f"sessions need. Run `{statement}` once as the schema's owner.", statement)
+
+    def _rights(self) -> None:
+        """On PostgreSQL, after a statement on the sessions' tables failed: SchemaOwnerNeeded if
+        the role connected lost a right on one of them (revoked since the login checked)."""
+        if getattr(self._t, "dialect", None) == "postgresql":
+            for name, _ in _SESSION_TABLES:
+                if name in self._tables:
+                    self._usable(name)
 
     def csrf_token(self, cookie: str) -> str:
         return self._mac("csrf", cookie)[:40]
