@@ -1432,20 +1432,21 @@ class SafeFace:
         """The description of a genuine, unrevoked, unexpired API key; AuthenticationError else."""
         return self._not_revoked(self._apikeys.authenticate(api_key, self._clock()))
 
-    def open_session(self, api_key: Optional[str], form: Optional[str] = None) -> tuple[ApiKey, str]:
-        """Exchange an API key for a console session value (see workspace/apikeys.py). `form`: the
-        login form's token, which opens one session only: submitted again (a double click, whose
-        first answer the browser drops), LoginFormSpent, and the session it opened first is ended
-        on record, as a logout, since no browser may hold its cookie."""
+    def open_session(self, api_key: Optional[str]) -> tuple[ApiKey, str]:
+        """Exchange an API key for a console session value (see workspace/apikeys.py)."""
         info, value = self._apikeys.open_session(api_key, self._clock())  # authenticates the key
-        info = self._not_revoked(info)
-        if form is not None:
-            try:
-                self._apikeys.spend_login_form(form, value, self._clock())
-            except LoginFormSpent as exc:
-                self._end_session(exc.session, exc.until)
-                raise
-        return info, value
+        return self._not_revoked(info), value
+
+    def spend_login_form(self, form: str, value: str) -> None:
+        """Record that the login form whose token is `form` gave out the session `value`: a form
+        gives out one session only. Submitted again (a double click, whose first answer the
+        browser may drop), LoginFormSpent, and the session it gave out first is ended on record,
+        as a logout, since no browser may hold its cookie."""
+        try:
+            self._apikeys.spend_login_form(form, value, self._clock())
+        except LoginFormSpent as exc:
+            self._end_session(exc.session, exc.until)
+            raise
 
     def end_session(self, value: Optional[str]) -> bool:
         """End a console session (logout), so that a copy of its cookie opens nothing more; False

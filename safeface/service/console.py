@@ -287,14 +287,7 @@ def build_console(rt: Runtime) -> APIRouter:
                 or not hmac.compare_digest(str(form.get("csrf") or "").encode(), want.encode())):
             return RedirectResponse("/login?error=expired", status_code=303)
         try:
-            key, cookie = rt.light(lambda sf: sf.open_session(str(form.get("api_key") or "").strip(), form=want))
-        except LoginFormSpent as exc:
-            # The browser may hold either answer's cookie: the first session is ended (on record),
-            # this one never opened, and a new form is needed (the spent token would be offered again).
-            resp = page("Log in again", f"<p class='bad' id='login-spent'>{_e(str(exc))}</p>"
-                        "<p><a href='/login'>Log in</a></p>", None, 409)
-            _forget(resp, LOGIN)
-            return resp
+            key, cookie = rt.light(lambda sf: sf.open_session(str(form.get("api_key") or "").strip()))
         except AuthenticationError:
             return RedirectResponse("/login?error=invalid", status_code=303)
         except SchemaOwnerNeeded as exc:  # refused at the login, not a failed page a minute into the session
@@ -309,6 +302,18 @@ def build_console(rt: Runtime) -> APIRouter:
         rt.limit(key.key_id, key.rate)
         if not rt.light(lambda sf: sf.acting_as_key(key).may("report")):
             return RedirectResponse("/login?error=role", status_code=303)
+        # A form gives out one session (spent only here, once the rate and role let it: a form
+        # spent by a refused login and posted again ended a session at each post, past the rate).
+        try:
+            rt.light(lambda sf: sf.spend_login_form(want, cookie))
+        except LoginFormSpent as exc:
+            # The browser may hold either answer's cookie: the first session is ended (on record),
+            # this one is given to no one, and a new form is needed (the spent token would be
+            # offered again).
+            resp = page("Log in again", f"<p class='bad' id='login-spent'>{_e(str(exc))}</p>"
+                        "<p><a href='/login'>Log in</a></p>", None, 409)
+            _forget(resp, LOGIN)
+            return resp
         # A browser logging in again leaves its earlier session behind: ended here (a logout on
         # record), or a copy of its cookie read on until it idled out. Only a live session under
         # the console's own cookie, which no other host can set: one under the old name, or a
