@@ -645,3 +645,43 @@ def test_a_login_form_submitted_twice_leaves_no_session_held_by_no_browser(tmp_p
     assert sessions[0] != sessions[1] and pages == [200, 200], pages
     with open_sf(ws) as sf:
         assert sum("console session" in (e.note or "") for e in sf.audit_entries()) == 1
+
+
+def test_one_login_form_racing_on_two_handles_gives_out_one_session_and_two_forms_two(tmp_path: Path) -> None:
+    """Two submissions of one login form reach two processes of the service at the same instant
+    (two handles on the key store, each its own connection): exactly one gives out its session, and
+    the other is told which session that was, so it can be ended. Two browsers' forms racing the
+    same way are both let in."""
+    import datetime as dt
+    import threading
+
+    from safeface.errors import LoginFormSpent
+    from safeface.workspace.apikeys import ApiKeys, session_ref
+
+    now = dt.datetime.now(dt.timezone.utc)
+    handles = [ApiKeys(tmp_path / "apikeys.db", b"k" * 32) for _ in range(2)]
+    try:
+        _, key = handles[0].issue("operator", "console", None, None, now)
+        for forms in (("one form", "one form"), ("browser a", "browser b")):
+            cookies = [h.open_session(key, now)[1] for h in handles]
+            start, told = threading.Barrier(2), []
+
+            def submit(i: int) -> None:
+                start.wait()
+                try:
+                    handles[i].spend_login_form(forms[i], cookies[i], now)
+                except LoginFormSpent as exc:
+                    told.append((i, exc.session))
+
+            threads = [threading.Thread(target=submit, args=(i,)) for i in range(2)]
+            for th in threads:
+                th.start()
+            for th in threads:
+                th.join()
+            if forms[0] == forms[1]:
+                assert len(told) == 1 and told[0][1] == session_ref(cookies[1 - told[0][0]]), told
+            else:
+                assert told == [], told
+    finally:
+        for h in handles:
+            h.close()
