@@ -771,3 +771,36 @@ def test_a_key_removal_on_postgresql_takes_the_write_lock_of_the_stores_own_name
         assert any(k["thumbprint"] == b.thumbprint and not k.get("removed") for k in keys_list(ws))
         other.execute("SELECT pg_advisory_unlock(%s)", (session_key,))
     assert keys_remove(ws, "consent-issuer", b.thumbprint).thumbprint == b.thumbprint
+
+
+def test_a_logout_neither_server_store_can_record_still_ends_the_session_on_every_host(
+        pg: PgCluster, tmp_path: Path) -> None:
+    """On a server workspace, a logout that neither the audit log nor the ended sessions' table
+    took (a trigger refusing each) ended the session in the process asked alone: a copy of the
+    cookie sent to another worker or host read on, and the local logouts folder is read by no other
+    host. The end is kept in the session's row of uses in the store, MACed, which every process
+    reads, and which still ends it once the tables work again; a row written for another session
+    without the keyring ends nothing."""
+    ws, dsn = server_workspace(pg, tmp_path)
+    with SafeFace.open(ws) as sf:
+        _, key = sf.issue_api_key("operator", label="console")
+        _, cookie = sf.open_session(key)
+        _, other = sf.open_session(key)
+        _sql(dsn, "CREATE FUNCTION safeface.refuse() RETURNS trigger LANGUAGE plpgsql AS "
+                  "$$ BEGIN RAISE EXCEPTION 'refused'; END $$")
+        for table in ("audit_entries", "service_ended_sessions"):
+            _sql(dsn, f"CREATE TRIGGER keep BEFORE INSERT ON safeface.{table} FOR EACH ROW "
+                      "EXECUTE FUNCTION safeface.refuse()")
+        assert sf.end_session(cookie) is True
+    for table in ("audit_entries", "service_ended_sessions"):  # the stores repaired: neither ended it
+        _sql(dsn, f"DROP TRIGGER keep ON safeface.{table}")
+    _sql(dsn, "DROP FUNCTION safeface.refuse()")
+    from safeface.workspace.apikeys import session_ref
+
+    ((mac,),) = _sql(dsn, f"SELECT mac FROM safeface.service_session_uses WHERE session = '{session_ref(cookie)}'")
+    _sql(dsn, f"INSERT INTO safeface.service_session_uses VALUES ('{session_ref(other)}', {other.split('.')[1]}, "
+              f"{other.split('.')[1]}, '{mac}')")  # the end's MAC is the other session's
+    with SafeFace.open(ws) as sf:  # another process, on another host
+        with pytest.raises(AuthenticationError, match="logged out"):
+            sf.session(cookie)
+        assert sf.session(other).role == "operator"

@@ -1480,13 +1480,16 @@ class SafeFace:
                 if self._apikeys.end_session_ref(ref, until, self._clock()):
                     return True
             except SafeFaceError:
-                # Neither store took it: a file of its own in the workspace, which every process
-                # of a local workspace reads (none on servers: ApiKeys.end_session_in_file).
-                try:
-                    if value is not None and self._apikeys.end_session_in_file(value, self._clock()):
-                        return True
-                except SafeFaceError:
-                    pass
+                # Neither store took it: a file of its own in a local workspace, which every process
+                # of it reads (ApiKeys.end_session_in_file), else (on servers, where other hosts
+                # read no file) the session's row of uses, which every process's check reads.
+                for kept in (lambda: value is not None and self._apikeys.end_session_in_file(value, self._clock()),
+                             lambda: self._apikeys.end_session_in_uses(ref, until, self._clock())):
+                    try:
+                        if kept():
+                            return True
+                    except SafeFaceError:
+                        pass
                 raise
             raise
         try:

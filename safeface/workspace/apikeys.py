@@ -356,6 +356,10 @@ class ApiKeys:
         last = until - SESSION_SECONDS  # its login
         rows = self._t.q("SELECT used, mac FROM {t}session_uses WHERE session = ?", (ref,)) \
             if self._table("session_uses", _USES, create=False) else []
+        if rows and hmac.compare_digest(str(rows[0][1]), self._ended_mac(ref, until)):
+            raise AuthenticationError("the console session was ended (logged out; kept in the key store's session "
+                                      "uses, as neither the audit log nor the ended sessions' table took it); log in "
+                                      "again.")
         genuine = bool(rows) and isinstance(rows[0][0], int) and hmac.compare_digest(
             str(rows[0][1]), self._use_mac(ref, rows[0][0], until))
         if genuine:
@@ -390,6 +394,25 @@ class ApiKeys:
 
     def _use_mac(self, ref: str, used: int, until: int) -> str:
         return self._mac("session use", f"{ref}|{used}|{until}")
+
+    def _ended_mac(self, ref: str, until: int) -> str:
+        return self._mac("session ended in uses", f"{ref}|{until}")
+
+    def end_session_in_uses(self, ref: str, until: int, now: dt.datetime) -> bool:
+        """End the session `ref` (ending at `until`) by its row of session uses, for a logout that
+        neither the audit log nor the ended sessions' table could record (a trigger on each; a
+        right revoked on one, the witness volume full): on a server workspace it ended in the
+        process asked alone, and a copy of the cookie sent to another worker or host read on. The
+        row, MACed as an end (one written by hand ends nothing; deleting it, or restoring the table
+        from an older copy, revives the session, as for the logouts folder), is read by every
+        process's session check; no later use replaces it. False when the table is not there."""
+        if not self._table("session_uses", _USES, create=False):
+            return False
+        with self._t.write():
+            self._t.run("INSERT INTO {t}session_uses AS u VALUES (?, ?, ?, ?) ON CONFLICT (session) DO UPDATE "
+                        "SET used = excluded.used, mac = excluded.mac",
+                        (ref, until, until, self._ended_mac(ref, until)))
+        return True
 
     def end_session(self, cookie: Optional[str], now: dt.datetime, wait: bool = True) -> bool:
         """End a console session before its time (logout): a copy of the cookie opens nothing
