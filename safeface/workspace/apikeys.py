@@ -33,6 +33,7 @@ import math
 import os
 import re
 import secrets
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Union
@@ -92,6 +93,7 @@ _USES = ("CREATE TABLE IF NOT EXISTS {t}session_uses (session TEXT PRIMARY KEY, 
          "until BIGINT NOT NULL, mac TEXT NOT NULL)")
 # How long a console login form (its double-submit token) may be used: the login cookie's life.
 LOGIN_FORM_SECONDS = 10 * 60
+SPEND_TRIES = 10  # how often a login tries the key store's write lock, 20 ms apart, before a 503
 # Login forms that opened a session (a keyed hash of the form's token), with that session's
 # reference and end: the unique key makes a form's first login the only one, across processes and
 # hosts, so a second submission of it (a double click) can end the session no browser may hold.
@@ -297,12 +299,22 @@ class ApiKeys:
         submissions racing (on any process or host sharing this store), only one row goes in."""
         self._table("spent_logins", _SPENT, create=True)
         ref, t = self._mac("login form", form), int(now.timestamp())
-        with self._t.write():
-            self._t.run("DELETE FROM {t}spent_logins WHERE until < ?", (t,))
-            added = self._t.run("INSERT INTO {t}spent_logins VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                                (ref, t + LOGIN_FORM_SECONDS, session_ref(cookie), session_until(cookie)))
-            first = [] if added else self._t.q("SELECT session, session_until FROM {t}spent_logins WHERE form = ?",
-                                               (ref,))
+        for attempt in range(SPEND_TRIES):
+            # Not waited for past a moment (the service checks logins on its event loop, which a
+            # key store another process holds locked froze for its busy timeout): WorkspaceBusy,
+            # a 503, and the form is still unspent for the browser's retry.
+            try:
+                with self._t.write(wait=False):
+                    self._t.run("DELETE FROM {t}spent_logins WHERE until < ?", (t,))
+                    added = self._t.run("INSERT INTO {t}spent_logins VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                                        (ref, t + LOGIN_FORM_SECONDS, session_ref(cookie), session_until(cookie)))
+                    first = [] if added else self._t.q(
+                        "SELECT session, session_until FROM {t}spent_logins WHERE form = ?", (ref,))
+                break
+            except WorkspaceBusy:  # another login or logout writing now: a few milliseconds
+                if attempt == SPEND_TRIES - 1:
+                    raise
+                time.sleep(0.02)
         if first:
             raise LoginFormSpent("this login form was used already (a second click on Log in?), so the session it "
                                  "opened is ended too; log in again.", str(first[0][0]), int(first[0][1]))
