@@ -115,16 +115,6 @@ class AuthenticationError(SafeFaceError):
     """A service credential (API key or console session) is missing, unknown, revoked or expired."""
 
 
-class LoginFormSpent(AuthenticationError):
-    """A console login form was submitted again after it opened a session (a double click, a
-    resubmitted page): refused, and the session it opened (`session`, a reference, never the
-    cookie; it ends at `until`, Unix seconds) is ended on record, since no browser may hold it."""
-
-    def __init__(self, message: str, session: str, until: int) -> None:
-        super().__init__(message)
-        self.session, self.until = session, until
-
-
 class ServiceBusy(SafeFaceError):
     """The service refused the call for now (its work queue is full, or the key is over its rate);
     nothing was done. `retry_after` is the number of seconds to wait."""

@@ -31,7 +31,7 @@ import numpy as np
 
 from ..atomicfile import exclusive_lock, shared_lock
 from ..errors import (AuthenticationError, BackendError, ConfigError, ImageError, IntegrityError, InvalidArgument,
-                      LoginFormSpent, PolicyViolation, SafeFaceError, WorkspaceBusy, WorkspaceUnwritable)
+                      PolicyViolation, SafeFaceError, WorkspaceBusy, WorkspaceUnwritable)
 from ..hazmat.templates.pseudonym import new_subject_problem, token_pseudonym, usual_spelling
 from ..imageio import ImageInput, load_image
 from ..lookalike import not_plain_char, shows_nothing
@@ -1438,15 +1438,13 @@ class SafeFace:
         return self._not_revoked(info), value
 
     def spend_login_form(self, form: str, value: str) -> None:
-        """Record that the login form whose token is `form` gave out the session `value`: a form
-        gives out one session only. Submitted again (a double click, whose first answer the
-        browser may drop), LoginFormSpent, and the session it gave out first is ended on record,
-        as a logout, since no browser may hold its cookie."""
-        try:
-            self._apikeys.spend_login_form(form, value, self._clock())
-        except LoginFormSpent as exc:
-            self._end_session(exc.session, exc.until)
-            raise
+        """Record that the login form whose token is `form` gave out the session `value`, ending
+        on record (as a logout) the session it gave out before: submitted twice (a double click),
+        the browser keeps one answer's cookie, and the other session was live, held by no browser,
+        until it idled out. A form keeps one session live."""
+        before = self._apikeys.spend_login_form(form, value, self._clock())
+        if before is not None:
+            self._end_session(*before)
 
     def end_session(self, value: Optional[str]) -> bool:
         """End a console session (logout), so that a copy of its cookie opens nothing more; False

@@ -31,8 +31,8 @@ from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse,
 from starlette.datastructures import FormData
 
 from ..atomicfile import MAX_COPY_BYTES, write_atomic
-from ..errors import (AuthenticationError, ConfigError, ImageError, IntegrityError, LoginFormSpent, PolicyViolation,
-                      SafeFaceError, SchemaOwnerNeeded, ServiceBusy)
+from ..errors import (AuthenticationError, ConfigError, ImageError, IntegrityError, PolicyViolation, SafeFaceError,
+                      SchemaOwnerNeeded, ServiceBusy)
 from ..regularfile import folder_below, read_no_link
 from ..sqlite_store import raise_if_unwritable
 from ..workspace.apikeys import LOGIN_FORM_SECONDS, SESSION_SECONDS, ApiKey, session_ref, session_until
@@ -302,18 +302,10 @@ def build_console(rt: Runtime) -> APIRouter:
         rt.limit(key.key_id, key.rate)
         if not rt.light(lambda sf: sf.acting_as_key(key).may("report")):
             return RedirectResponse("/login?error=role", status_code=303)
-        # A form gives out one session (spent only here, once the rate and role let it: a form
-        # spent by a refused login and posted again ended a session at each post, past the rate).
-        try:
-            rt.light(lambda sf: sf.spend_login_form(want, cookie))
-        except LoginFormSpent as exc:
-            # The browser may hold either answer's cookie: the first session is ended (on record),
-            # this one is given to no one, and a new form is needed (the spent token would be
-            # offered again).
-            resp = page("Log in again", f"<p class='bad' id='login-spent'>{_e(str(exc))}</p>"
-                        "<p><a href='/login'>Log in</a></p>", None, 409)
-            _forget(resp, LOGIN)
-            return resp
+        # A form keeps one session live: submitted twice (a double click), the session its first
+        # login gave out is ended on record, since the browser may keep either answer's cookie.
+        # Only here, once the rate and role let the login in: each end is one login's.
+        rt.light(lambda sf: sf.spend_login_form(want, cookie))
         # A browser logging in again leaves its earlier session behind: ended here (a logout on
         # record), or a copy of its cookie read on until it idled out. Only a live session under
         # the console's own cookie, which no other host can set: one under the old name, or a

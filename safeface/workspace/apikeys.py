@@ -39,8 +39,8 @@ from pathlib import Path
 from typing import Any, Optional, Union
 
 from ..atomicfile import write_atomic
-from ..errors import (AuthenticationError, ConfigError, IntegrityError, InvalidArgument, LoginFormSpent,
-                      SchemaOwnerNeeded, WorkspaceBusy, WorkspaceUnwritable)
+from ..errors import (AuthenticationError, ConfigError, IntegrityError, InvalidArgument, SchemaOwnerNeeded,
+                      WorkspaceBusy, WorkspaceUnwritable)
 from ..lookalike import not_plain_char
 from ..regularfile import read_no_link
 from ..sqlite_store import raise_if_unwritable
@@ -94,10 +94,10 @@ _USES = ("CREATE TABLE IF NOT EXISTS {t}session_uses (session TEXT PRIMARY KEY, 
 # How long a console login form (its double-submit token) may be used: the login cookie's life.
 LOGIN_FORM_SECONDS = 10 * 60
 SPEND_TRIES = 10  # how often a login tries the key store's write lock, 20 ms apart, before a 503
-# Login forms that opened a session (a keyed hash of the form's token), with that session's
-# reference and end: the unique key makes a form's first login the only one, across processes and
-# hosts, so a second submission of it (a double click) can end the session no browser may hold.
-# Kept for LOGIN_FORM_SECONDS; made at the first login, as session_uses.
+# Login forms that gave out a session (a keyed hash of the form's token), with that session's
+# reference and end: a second submission of the form (a double click, whose first answer the
+# browser drops) ends the session the first gave out, which no browser may hold, across processes
+# and hosts. Kept for LOGIN_FORM_SECONDS; made at the first login, as session_uses.
 _SPENT = ("CREATE TABLE IF NOT EXISTS {t}spent_logins (form TEXT PRIMARY KEY, until BIGINT NOT NULL, "
           "session TEXT NOT NULL, session_until BIGINT NOT NULL)")
 # The tables a console session reads and writes, with the statements that make them.
@@ -293,31 +293,31 @@ class ApiKeys:
         mac = self._session_mac(info, exp, nonce, str(rows[0][0]) if rows else "")
         return info, f"{info.key_id}.{exp}.{nonce}.{mac}"
 
-    def spend_login_form(self, form: str, cookie: str, now: dt.datetime) -> None:
-        """Record that the login form whose token is `form` opened the session `cookie`; if it
-        opened one already, LoginFormSpent naming that session. The insert is the arbiter: of two
-        submissions racing (on any process or host sharing this store), only one row goes in."""
+    def spend_login_form(self, form: str, cookie: str, now: dt.datetime) -> Optional[tuple[str, int]]:
+        """Record that the login form whose token is `form` gave out the session `cookie`, and
+        return the session it gave out before, if any (its reference and end), for the caller to
+        end: a form keeps one session live. Under the store's write lock, and the form's row is
+        unique, so of two submissions racing (on any process or host sharing this store) one
+        comes second and replaces the other's session."""
         self._table("spent_logins", _SPENT, create=True)
         ref, t = self._mac("login form", form), int(now.timestamp())
         for attempt in range(SPEND_TRIES):
             # Not waited for past a moment (the service checks logins on its event loop, which a
             # key store another process holds locked froze for its busy timeout): WorkspaceBusy,
-            # a 503, and the form is still unspent for the browser's retry.
+            # a 503, and the form is as it was for the browser's retry.
             try:
                 with self._t.write(wait=False):
                     self._t.run("DELETE FROM {t}spent_logins WHERE until < ?", (t,))
-                    added = self._t.run("INSERT INTO {t}spent_logins VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                                        (ref, t + LOGIN_FORM_SECONDS, session_ref(cookie), session_until(cookie)))
-                    first = [] if added else self._t.q(
-                        "SELECT session, session_until FROM {t}spent_logins WHERE form = ?", (ref,))
+                    before = self._t.q("SELECT session, session_until FROM {t}spent_logins WHERE form = ?", (ref,))
+                    self._t.run("INSERT INTO {t}spent_logins AS s VALUES (?, ?, ?, ?) ON CONFLICT (form) DO UPDATE "
+                                "SET session = excluded.session, session_until = excluded.session_until",
+                                (ref, t + LOGIN_FORM_SECONDS, session_ref(cookie), session_until(cookie)))
                 break
             except WorkspaceBusy:  # another login or logout writing now: a few milliseconds
                 if attempt == SPEND_TRIES - 1:
                     raise
                 time.sleep(0.02)
-        if first:
-            raise LoginFormSpent("this login form was used already (a second click on Log in?), so the session it "
-                                 "opened is ended too; log in again.", str(first[0][0]), int(first[0][1]))
+        return (str(before[0][0]), int(before[0][1])) if before else None
 
     def _session_mac(self, info: ApiKey, exp: int, nonce: str, digest: str) -> str:
         # Bound to the row's role, expiry, rate and digest as they were at login: a session
