@@ -606,10 +606,11 @@ def test_a_login_posted_from_another_origin_cannot_end_the_operators_session(tmp
 
 def test_a_login_form_submitted_twice_leaves_no_session_held_by_no_browser(tmp_path: Path) -> None:
     """A double click posts one login form twice at the same instant, both with the browser's
-    cookies as they were before either answer: each opened a session, the browser kept the last
-    answer's cookie, and the first session stayed live, held by no browser, until it idled out. A
-    form keeps one session live now: its second login ends the session its first gave out (on
-    record, as a logout). Two browsers logging in at once, each with its own form, keep both."""
+    cookies as they were before either answer: each opened a session, the browser kept one
+    answer's cookie, and the other session stayed live, held by no browser, until it idled out. A
+    form gives out one session for its key now, however often it is posted, so the browser holds it
+    whichever answer it keeps; one logged out since is not given out again. Two browsers logging in
+    at once, each with its own form, get a session each."""
     client, ws, (op,) = keyed_client(tmp_path, "operator", rate=1000)
     with client:
         token = csrf_of(client.get("/login").text)
@@ -635,44 +636,43 @@ def test_a_login_form_submitted_twice_leaves_no_session_held_by_no_browser(tmp_p
             client.cookies.clear()
             client.cookies.set("__Host-sf_session", str(cookie))
             pages.append(client.get("/audit", follow_redirects=False).status_code)
-    assert [a.status_code for a in answers] == [303, 303] and None not in opened and len(set(opened)) == 4
-    assert pages == [303, 200, 200, 200], pages  # the first click's session ended; each browser's lives
+        client.post("/logout", data={"csrf": csrf_of(client.get("/audit").text)}, follow_redirects=False)
+        client.cookies.clear()
+        client.cookies.set("__Host-sf_login", browsers[1][1])  # that browser's form, posted again after its logout
+        again = client.post("/login", data={"csrf": browsers[1][0], "api_key": op}, follow_redirects=False)
+    assert [a.status_code for a in answers] == [303, 303] and None not in opened, [a.status_code for a in answers]
+    assert opened[0] == opened[1] and len(set(opened)) == 3 and pages == [200] * 4, pages
+    assert again.status_code == 303 and again.cookies.get("__Host-sf_session") not in (None, opened[3])
     with open_sf(ws) as sf:
-        assert sum("console session" in (e.note or "") for e in sf.audit_entries()) == 1
+        assert sum("console session" in (e.note or "") for e in sf.audit_entries()) == 1  # the logout's
 
 
-def test_one_login_form_racing_on_two_handles_keeps_one_session_and_two_forms_two(tmp_path: Path) -> None:
+def test_one_login_form_racing_on_two_handles_gives_out_one_session_and_two_forms_two(tmp_path: Path) -> None:
     """Two submissions of one login form reach two processes of the service at the same instant
-    (two handles on the key store, each its own connection): exactly one of them is told to end
-    the other's session. Two browsers' forms racing the same way end nothing."""
+    (two handles on the key store, each its own connection): both give out the same session. Two
+    browsers' forms racing the same way get a session each."""
     import datetime as dt
     import threading
 
-    from safeface.workspace.apikeys import ApiKeys, session_ref
+    from safeface.workspace.apikeys import ApiKeys
 
     now = dt.datetime.now(dt.timezone.utc)
     handles = [ApiKeys(tmp_path / "apikeys.db", b"k" * 32) for _ in range(2)]
     try:
         _, key = handles[0].issue("operator", "console", None, None, now)
         for forms in (("one form", "one form"), ("browser a", "browser b")):
-            cookies = [h.open_session(key, now)[1] for h in handles]
-            start, told = threading.Barrier(2), []
+            start, cookies = threading.Barrier(2), ["", ""]
 
             def submit(i: int) -> None:
                 start.wait()
-                before = handles[i].spend_login_form(forms[i], cookies[i], now)
-                if before is not None:
-                    told.append((i, before[0]))
+                cookies[i] = handles[i].open_session(key, now, forms[i])[1]
 
             threads = [threading.Thread(target=submit, args=(i,)) for i in range(2)]
             for th in threads:
                 th.start()
             for th in threads:
                 th.join()
-            if forms[0] == forms[1]:
-                assert len(told) == 1 and told[0][1] == session_ref(cookies[1 - told[0][0]]), told
-            else:
-                assert told == [], told
+            assert all(cookies) and (cookies[0] == cookies[1]) == (forms[0] == forms[1]), cookies
     finally:
         for h in handles:
             h.close()

@@ -343,3 +343,38 @@ def test_a_logout_without_the_forms_csrf_token_ends_nothing(console: dict[str, A
     page.wait_for_url("**/login")
     assert _ended_sessions(console["paths"]) == before + 1
     ctx.close()
+
+
+def test_a_double_click_on_log_in_and_two_tabs_logging_in_at_once_leave_the_browser_logged_in(
+        console: dict[str, Any]) -> None:
+    """A login form gives out one session for its key however often it is posted, so Chromium,
+    double-clicking "Log in", or two tabs of one browser (which share the form's cookie) submitting
+    at once, hold that session whichever answer they keep; two browsers at once each get their own.
+    No login here ends a session."""
+    before = _ended_sessions(console["paths"])
+    ctx = console["browser"].new_context(ignore_https_errors=True)
+    page = ctx.new_page()
+    page.goto(console["url"] + "/login")
+    page.fill("#api_key", console["aud"])
+    page.dblclick("#login")
+    page.wait_for_url(re.compile(r"/audit$"))  # the answer kept: the form's one session
+    page.goto(console["url"] + "/audit")
+    assert page.url.endswith("/audit"), page.url
+    ctx.close()
+    for tabs_in_one_browser in (True, False):
+        contexts = [console["browser"].new_context(ignore_https_errors=True) for _ in range(1 if tabs_in_one_browser
+                                                                                          else 2)]
+        pages = [contexts[0].new_page(), contexts[-1].new_page()]
+        for p in pages:
+            p.goto(console["url"] + "/login")
+            p.fill("#api_key", console["aud"])
+        for p in pages:
+            p.click("#login", no_wait_after=True)
+        for p in pages:  # a tab whose post went after the other's answer is told its form expired
+            p.wait_for_url(re.compile(r"/audit$|/login\?error=expired$"))
+        for p in pages:
+            p.goto(console["url"] + "/audit")
+            assert p.url.endswith("/audit"), (tabs_in_one_browser, p.url)
+        for c in contexts:
+            c.close()
+    assert _ended_sessions(console["paths"]) == before

@@ -1432,19 +1432,16 @@ class SafeFace:
         """The description of a genuine, unrevoked, unexpired API key; AuthenticationError else."""
         return self._not_revoked(self._apikeys.authenticate(api_key, self._clock()))
 
-    def open_session(self, api_key: Optional[str]) -> tuple[ApiKey, str]:
-        """Exchange an API key for a console session value (see workspace/apikeys.py)."""
-        info, value = self._apikeys.open_session(api_key, self._clock())  # authenticates the key
+    def open_session(self, api_key: Optional[str], form: Optional[str] = None) -> tuple[ApiKey, str]:
+        """Exchange an API key for a console session value (see workspace/apikeys.py); `form`: the
+        login form's token, which gives out one session for the key, however often it is posted."""
+        info, value = self._apikeys.open_session(api_key, self._clock(), form)  # authenticates the key
+        if form is not None:
+            try:
+                self.session(value, use=False)
+            except AuthenticationError:  # the form's session was logged out since: a new one
+                info, value = self._apikeys.open_session(api_key, self._clock())
         return self._not_revoked(info), value
-
-    def spend_login_form(self, form: str, value: str) -> None:
-        """Record that the login form whose token is `form` gave out the session `value`, ending
-        on record (as a logout) the session it gave out before: submitted twice (a double click),
-        the browser keeps one answer's cookie, and the other session was live, held by no browser,
-        until it idled out. A form keeps one session live."""
-        before = self._apikeys.spend_login_form(form, value, self._clock())
-        if before is not None:
-            self._end_session(*before)
 
     def end_session(self, value: Optional[str]) -> bool:
         """End a console session (logout), so that a copy of its cookie opens nothing more; False

@@ -287,7 +287,8 @@ def build_console(rt: Runtime) -> APIRouter:
                 or not hmac.compare_digest(str(form.get("csrf") or "").encode(), want.encode())):
             return RedirectResponse("/login?error=expired", status_code=303)
         try:
-            key, cookie = rt.light(lambda sf: sf.open_session(str(form.get("api_key") or "").strip()))
+            # The form's token: posted twice (a double click), the form gives out one session.
+            key, cookie = rt.light(lambda sf: sf.open_session(str(form.get("api_key") or "").strip(), want))
         except AuthenticationError:
             return RedirectResponse("/login?error=invalid", status_code=303)
         except SchemaOwnerNeeded as exc:  # refused at the login, not a failed page a minute into the session
@@ -302,17 +303,14 @@ def build_console(rt: Runtime) -> APIRouter:
         rt.limit(key.key_id, key.rate)
         if not rt.light(lambda sf: sf.acting_as_key(key).may("report")):
             return RedirectResponse("/login?error=role", status_code=303)
-        # A form keeps one session live: submitted twice (a double click), the session its first
-        # login gave out is ended on record, since the browser may keep either answer's cookie.
-        # Only here, once the rate and role let the login in: each end is one login's.
-        rt.light(lambda sf: sf.spend_login_form(want, cookie))
         # A browser logging in again leaves its earlier session behind: ended here (a logout on
         # record), or a copy of its cookie read on until it idled out. Only a live session under
         # the console's own cookie, which no other host can set: one under the old name, or a
         # forged value, is no session of this browser's to end (live_key checks its MAC).
         earlier = request.cookies.get(SESSION)
         earlier_key = rt.light(lambda sf: live_key(sf, earlier)) if earlier is not None else None
-        if earlier is not None and earlier_key is not None:
+        if earlier is not None and earlier_key is not None and not hmac.compare_digest(
+                earlier.encode(), cookie.encode()):  # not the session this form gave out already
             failed = end(SESSION, earlier, earlier_key)
             if failed is not None:  # not ended on record: no second session beside it
                 return failed

@@ -67,7 +67,7 @@ CREATE TABLE IF NOT EXISTS {ns}.service_ended_sessions (session TEXT PRIMARY KEY
 CREATE TABLE IF NOT EXISTS {ns}.service_session_uses (session TEXT PRIMARY KEY, used BIGINT NOT NULL,
                                                       until BIGINT NOT NULL, mac TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS {ns}.service_spent_logins (form TEXT PRIMARY KEY, until BIGINT NOT NULL,
-                                                      session TEXT NOT NULL, session_until BIGINT NOT NULL)
+                                                      session_until BIGINT NOT NULL, nonce TEXT NOT NULL)
 """
 PG_META = "CREATE TABLE IF NOT EXISTS {ns}.workspace_meta (k TEXT PRIMARY KEY, v TEXT NOT NULL)"
 

@@ -94,12 +94,12 @@ _USES = ("CREATE TABLE IF NOT EXISTS {t}session_uses (session TEXT PRIMARY KEY, 
 # How long a console login form (its double-submit token) may be used: the login cookie's life.
 LOGIN_FORM_SECONDS = 10 * 60
 SPEND_TRIES = 10  # how often a login tries the key store's write lock, 20 ms apart, before a 503
-# Login forms that gave out a session (a keyed hash of the form's token), with that session's
-# reference and end: a second submission of the form (a double click, whose first answer the
-# browser drops) ends the session the first gave out, which no browser may hold, across processes
-# and hosts. Kept for LOGIN_FORM_SECONDS; made at the first login, as session_uses.
+# The session each login form gave out, by key (a keyed hash of the form's token and the key's id):
+# its end and nonce, from which the same cookie is made again (the MAC needs the service's key), so
+# that a form submitted twice gives out one session. Kept for LOGIN_FORM_SECONDS, the form's life;
+# made at the first login, as session_uses.
 _SPENT = ("CREATE TABLE IF NOT EXISTS {t}spent_logins (form TEXT PRIMARY KEY, until BIGINT NOT NULL, "
-          "session TEXT NOT NULL, session_until BIGINT NOT NULL)")
+          "session_until BIGINT NOT NULL, nonce TEXT NOT NULL)")
 # The tables a console session reads and writes, with the statements that make them.
 _SESSION_TABLES = (("ended_sessions", _ENDED), ("session_uses", _USES), ("spent_logins", _SPENT))
 
@@ -276,7 +276,10 @@ class ApiKeys:
     def _mac(self, label: str, text: str) -> str:
         return hmac.new(self._key, f"safeface-{label}|{text}".encode("utf-8"), hashlib.sha256).hexdigest()
 
-    def open_session(self, presented: Optional[str], now: dt.datetime) -> tuple[ApiKey, str]:
+    def open_session(self, presented: Optional[str], now: dt.datetime,
+                     form: Optional[str] = None) -> tuple[ApiKey, str]:
+        """A session for the key `presented`: (its description, the cookie). `form`: the token of
+        the login form it came from, which gives out one session (_form_session)."""
         info = self.authenticate(presented, now)
         if getattr(self._t, "dialect", None) == "postgresql":
             # A store moved there by an earlier safeface lacks the sessions' tables: made now, or
@@ -286,21 +289,24 @@ class ApiKeys:
             for name, ddl in _SESSION_TABLES:
                 self._table(name, ddl, create=True)
                 self._usable(name)
-        exp = int(now.timestamp()) + SESSION_SECONDS
-        # Each login its own session, even two in one second: logging out of one ends no other.
-        nonce = secrets.token_hex(8)
+        # Each login its own session, even two in one second: logging out of one ends no other;
+        # but one login form gives out one session (_form_session).
+        exp, nonce = self._form_session(form, info.key_id, now) if form is not None else (
+            int(now.timestamp()) + SESSION_SECONDS, secrets.token_hex(8))
         rows = self._t.q("SELECT digest FROM {t}apikeys WHERE key_id = ?", (info.key_id,))
         mac = self._session_mac(info, exp, nonce, str(rows[0][0]) if rows else "")
         return info, f"{info.key_id}.{exp}.{nonce}.{mac}"
 
-    def spend_login_form(self, form: str, cookie: str, now: dt.datetime) -> Optional[tuple[str, int]]:
-        """Record that the login form whose token is `form` gave out the session `cookie`, and
-        return the session it gave out before, if any (its reference and end), for the caller to
-        end: a form keeps one session live. Under the store's write lock, and the form's row is
-        unique, so of two submissions racing (on any process or host sharing this store) one
-        comes second and replaces the other's session."""
+    def _form_session(self, form: str, key_id: str, now: dt.datetime) -> tuple[int, str]:
+        """The end and nonce of the session that the login form whose token is `form` gives out
+        for the key `key_id`: the one it gave out before, while that is live, else a new one,
+        recorded. A form submitted twice with one key (a double click; two tabs of one browser,
+        which share the form's cookie, at once) gives out one session, whichever answer the
+        browser keeps: each used to open its own, and the one whose cookie the browser dropped
+        stayed live, held by no browser, until it idled out. Two browsers have two forms."""
         self._table("spent_logins", _SPENT, create=True)
-        ref, t = self._mac("login form", form), int(now.timestamp())
+        ref, t = self._mac("login form", f"{form}|{key_id}"), int(now.timestamp())
+        fresh = (t + SESSION_SECONDS, secrets.token_hex(8))
         for attempt in range(SPEND_TRIES):
             # Not waited for past a moment (the service checks logins on its event loop, which a
             # key store another process holds locked froze for its busy timeout): WorkspaceBusy,
@@ -308,16 +314,21 @@ class ApiKeys:
             try:
                 with self._t.write(wait=False):
                     self._t.run("DELETE FROM {t}spent_logins WHERE until < ?", (t,))
-                    before = self._t.q("SELECT session, session_until FROM {t}spent_logins WHERE form = ?", (ref,))
+                    rows = self._t.q("SELECT session_until, nonce FROM {t}spent_logins WHERE form = ?", (ref,))
+                    # Only a session a login could have given out now: a row edited by hand must
+                    # not have the service sign a cookie past SESSION_SECONDS.
+                    if rows and isinstance(rows[0][0], int) and t < rows[0][0] <= fresh[0] and \
+                            re.fullmatch(r"[0-9a-f]{16}", str(rows[0][1])):
+                        return int(rows[0][0]), str(rows[0][1])
                     self._t.run("INSERT INTO {t}spent_logins AS s VALUES (?, ?, ?, ?) ON CONFLICT (form) DO UPDATE "
-                                "SET session = excluded.session, session_until = excluded.session_until",
-                                (ref, t + LOGIN_FORM_SECONDS, session_ref(cookie), session_until(cookie)))
-                break
+                                "SET until = excluded.until, session_until = excluded.session_until, "
+                                "nonce = excluded.nonce", (ref, t + LOGIN_FORM_SECONDS, *fresh))
+                return fresh
             except WorkspaceBusy:  # another login or logout writing now: a few milliseconds
                 if attempt == SPEND_TRIES - 1:
                     raise
                 time.sleep(0.02)
-        return (str(before[0][0]), int(before[0][1])) if before else None
+        raise AssertionError("unreachable")  # the loop returns or raises
 
     def _session_mac(self, info: ApiKey, exp: int, nonce: str, digest: str) -> str:
         # Bound to the row's role, expiry, rate and digest as they were at login: a session
