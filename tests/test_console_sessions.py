@@ -676,3 +676,24 @@ def test_one_login_form_racing_on_two_handles_gives_out_one_session_and_two_form
     finally:
         for h in handles:
             h.close()
+
+
+def test_logins_past_the_keys_rate_record_no_login_form(tmp_path: Path) -> None:
+    """Each login form that gives out a session is recorded for its life (so a second post of it
+    gives out the same one): a holder of a key at 1 request a second, posting logins with forms of
+    its own making as fast as it liked, added a row at each post, the 429s' too. Only a login the
+    rate lets in records its form."""
+    import secrets
+
+    client, ws, (op,) = keyed_client(tmp_path, "operator", rate=1)
+    answers = []
+    with client:
+        for _ in range(12):
+            token = secrets.token_urlsafe(24)
+            client.cookies.clear()
+            client.cookies.set("__Host-sf_login", token)
+            answers.append(client.post("/login", data={"csrf": token, "api_key": op},
+                                       follow_redirects=False).status_code)
+    with closing(sqlite3.connect(ws.apikeys)) as db:
+        rows = db.execute("SELECT COUNT(*) FROM spent_logins").fetchone()[0]
+    assert 429 in answers and rows == answers.count(303), (answers, rows)

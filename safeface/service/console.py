@@ -286,10 +286,20 @@ def build_console(rt: Runtime) -> APIRouter:
         if (not from_the_console(request) or not want
                 or not hmac.compare_digest(str(form.get("csrf") or "").encode(), want.encode())):
             return RedirectResponse("/login?error=expired", status_code=303)
+        presented = str(form.get("api_key") or "").strip()
+        try:
+            key = rt.light(lambda sf: sf.authenticate(presented))
+        except AuthenticationError:
+            return RedirectResponse("/login?error=invalid", status_code=303)
+        # The key's rate holds for logins too (429, no cookie): each session opened is one more
+        # logout for the audit log to record, and each form recorded one more row.
+        rt.limit(key.key_id, key.rate)
+        if not rt.light(lambda sf: sf.acting_as_key(key).may("report")):
+            return RedirectResponse("/login?error=role", status_code=303)
         try:
             # The form's token: posted twice (a double click), the form gives out one session.
-            key, cookie = rt.light(lambda sf: sf.open_session(str(form.get("api_key") or "").strip(), want))
-        except AuthenticationError:
+            key, cookie = rt.light(lambda sf: sf.open_session(presented, want))
+        except AuthenticationError:  # revoked or expired since the check above
             return RedirectResponse("/login?error=invalid", status_code=303)
         except SchemaOwnerNeeded as exc:  # refused at the login, not a failed page a minute into the session
             told(exc)  # the whole message in the service's log too
@@ -298,11 +308,6 @@ def build_console(rt: Runtime) -> APIRouter:
                         "moved to PostgreSQL by an earlier safeface), and the service's database role may not mend "
                         f"that. Run this once as the schema's owner: <code>{_e(exc.statement)}</code> and log in "
                         "again.</p>", None, 503)
-        # The key's rate holds for logins too (429, no cookie): each session opened is one more
-        # logout for the audit log to record.
-        rt.limit(key.key_id, key.rate)
-        if not rt.light(lambda sf: sf.acting_as_key(key).may("report")):
-            return RedirectResponse("/login?error=role", status_code=303)
         # A browser logging in again leaves its earlier session behind: ended here (a logout on
         # record), or a copy of its cookie read on until it idled out. Only a live session under
         # the console's own cookie, which no other host can set: one under the old name, or a
