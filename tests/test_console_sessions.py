@@ -697,3 +697,27 @@ def test_logins_past_the_keys_rate_record_no_login_form(tmp_path: Path) -> None:
     with closing(sqlite3.connect(ws.apikeys)) as db:
         rows = db.execute("SELECT COUNT(*) FROM spent_logins").fetchone()[0]
     assert 429 in answers and rows == answers.count(303), (answers, rows)
+
+
+def test_a_login_forms_row_edited_by_hand_gives_out_no_session_past_its_hours(tmp_path: Path) -> None:
+    """The session a login form gave out is made again from its row (its end and nonce) when the
+    form is posted again. Whoever may write apikeys.db sets that end years ahead, or to garbage:
+    the service must not sign a cookie past SESSION_SECONDS from now; the post gets a new session."""
+    import datetime as dt
+
+    from safeface.workspace.apikeys import SESSION_SECONDS, ApiKeys, session_until
+
+    now = dt.datetime.now(dt.timezone.utc)
+    keys = ApiKeys(tmp_path / "apikeys.db", b"k" * 32)
+    try:
+        _, key = keys.issue("operator", "console", None, None, now)
+        first = keys.open_session(key, now, "form")[1]
+        assert keys.open_session(key, now, "form")[1] == first  # posted again: the same session
+        for end in (session_until(first) + 10 * 365 * 86400, "soon", -1):
+            with closing(sqlite3.connect(tmp_path / "apikeys.db")) as db, db:
+                db.execute("UPDATE spent_logins SET session_until = ?", (end,))
+            cookie = keys.open_session(key, now, "form")[1]
+            assert cookie != first and session_until(cookie) <= now.timestamp() + SESSION_SECONDS, (end, cookie)
+            assert keys.session(cookie, now).key_id == first.split(".")[0]
+    finally:
+        keys.close()
