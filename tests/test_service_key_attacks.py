@@ -242,17 +242,8 @@ def _open_keys(dsn: str) -> Any:
 def test_a_dml_only_database_role_still_opens_the_workspace(pg: Any, tmp_path: Path) -> None:
     """A database role with only the rights the service uses (USAGE on the schema, SELECT, INSERT,
     UPDATE and DELETE on its tables) opens the API key store: nothing is created at open."""
-    import uuid
-
-    import psycopg
-    from server_support import PG_PASSWORD
-
     ws, dsn = _pg_workspace(pg, tmp_path)
-    role = "app_" + uuid.uuid4().hex[:8]
-    with psycopg.connect(dsn, password=PG_PASSWORD, autocommit=True) as c:
-        c.execute(f"CREATE ROLE {role} LOGIN PASSWORD '{PG_PASSWORD}'")
-        c.execute(f"GRANT USAGE ON SCHEMA safeface TO {role}")
-        c.execute(f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA safeface TO {role}")
+    role = _dml_only_role(dsn)
     app_dsn = dsn.replace("safeface_test@", f"{role}@")
     keys = _open_keys(app_dsn)
     try:
@@ -262,23 +253,31 @@ def test_a_dml_only_database_role_still_opens_the_workspace(pg: Any, tmp_path: P
 
 
 
-def _service_connects_as_a_dml_only_role(ws: Any, dsn: str) -> str:
-    """Make a database role with only the rights the service uses on the workspace's tables, and
-    point the workspace's records at it (sealed, as `storage migrate` does): the role's name."""
+def _dml_only_role(dsn: str) -> str:
+    """A new database role with only the rights the service uses on the workspace's tables (USAGE
+    on the schema; SELECT, INSERT, UPDATE and DELETE on its tables): its name."""
     import uuid
 
     import psycopg
-    from policy_support import PASSPHRASE
     from server_support import PG_PASSWORD
-
-    from safeface.workspace.passphrase import open_keyring
-    from safeface.workspace.storage_seal import sealed_storage
 
     role = "app_" + uuid.uuid4().hex[:8]
     with psycopg.connect(dsn, password=PG_PASSWORD, autocommit=True) as c:
         c.execute(f"CREATE ROLE {role} LOGIN PASSWORD '{PG_PASSWORD}'")
         c.execute(f"GRANT USAGE ON SCHEMA safeface TO {role}")
         c.execute(f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA safeface TO {role}")
+    return role
+
+
+def _service_connects_as_a_dml_only_role(ws: Any, dsn: str) -> str:
+    """Point the workspace's records at a new _dml_only_role (sealed, as `storage migrate` does):
+    the role's name."""
+    from policy_support import PASSPHRASE
+
+    from safeface.workspace.passphrase import open_keyring
+    from safeface.workspace.storage_seal import sealed_storage
+
+    role = _dml_only_role(dsn)
     raw = json.loads(ws.config.read_text())
     raw["storage"] = sealed_storage(open_keyring(ws, PASSPHRASE), {**raw["storage"], "records": dsn.replace(
         "safeface_test@", f"{role}@")})
@@ -373,6 +372,35 @@ def test_a_right_on_the_session_tables_revoked_after_login_is_a_page_naming_the_
     with open_sf(ws) as sf:
         # The browser's earlier session, ended by its next login; the form's second post ended none.
         assert sum("console session" in (e.note or "") for e in sf.audit_entries()) == 1
+
+
+def test_a_right_to_record_session_uses_revoked_after_login_is_named_not_an_early_idle_end(
+        pg: Any, tmp_path: Path) -> None:
+    """INSERT or UPDATE on the sessions' uses revoked from the service's role after a login: no use
+    was recorded, unsaid, and every session idled out 30 minutes after its login. The first use
+    that cannot be recorded names the right and the GRANT to run instead."""
+    import datetime as dt
+
+    import psycopg
+    from server_support import PG_PASSWORD
+
+    from safeface.errors import SchemaOwnerNeeded
+
+    _, dsn = _pg_workspace(pg, tmp_path)
+    role = _dml_only_role(dsn)
+    keys = _open_keys(dsn.replace("safeface_test@", f"{role}@"))
+    now = dt.datetime.now(dt.timezone.utc)
+    try:
+        _, key = keys.issue("auditor", "console", None, None, now)
+        _, cookie = keys.open_session(key, now)
+        keys.session(cookie, now + dt.timedelta(minutes=2))  # a use recorded
+        with psycopg.connect(dsn, password=PG_PASSWORD, autocommit=True) as c:
+            c.execute(f"REVOKE UPDATE ON safeface.service_session_uses FROM {role}")
+        with pytest.raises(SchemaOwnerNeeded, match="lacks UPDATE on safeface.service_session_uses") as info:
+            keys.session(cookie, now + dt.timedelta(minutes=20))
+        assert info.value.statement == f"GRANT SELECT, INSERT, UPDATE, DELETE ON safeface.service_session_uses TO {role}"
+    finally:
+        keys.close()
 
 
 def test_a_logout_is_not_undone_by_restoring_the_key_table(tmp_path: Path) -> None:

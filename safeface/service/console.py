@@ -106,7 +106,8 @@ def _unusable_sessions(exc: SchemaOwnerNeeded) -> HTMLResponse:
     told(exc)  # the whole message in the service's log too
     return HTMLResponse("<!doctype html><html><head><meta charset='utf-8'><title>Console unavailable - safeface"
                         "</title><link rel='stylesheet' href='/console.css'></head><body><h1>Console unavailable</h1>"
-                        f"<p class='bad' id='missing-right'>The console cannot check its sessions: {_e(str(exc))}</p>"
+                        f"<p class='bad' id='missing-right'>The service's database role may not do what this page needs: "
+                        f"{_e(str(exc))}</p>"
                         f"<p>Once <code>{_e(exc.statement)}</code> has run, reload this page.</p></body></html>",
                         status_code=503, headers={"Retry-After": "60"})
 
