@@ -398,7 +398,8 @@ def test_a_right_to_record_session_uses_revoked_after_login_is_named_not_an_earl
             c.execute(f"REVOKE UPDATE ON safeface.service_session_uses FROM {role}")
         with pytest.raises(SchemaOwnerNeeded, match="lacks UPDATE on safeface.service_session_uses") as info:
             keys.session(cookie, now + dt.timedelta(minutes=20))
-        assert info.value.statement == f"GRANT SELECT, INSERT, UPDATE, DELETE ON safeface.service_session_uses TO {role}"
+        want = f"GRANT SELECT, INSERT, UPDATE, DELETE ON safeface.service_session_uses TO {role}"
+        assert info.value.statement == want, info.value.statement
     finally:
         keys.close()
 

@@ -1458,11 +1458,7 @@ class SafeFace:
             self.session(value, use=False)
         except AuthenticationError:
             return False
-        return self._end_session(session_ref(str(value)), session_until(str(value)), value)
-
-    def _end_session(self, ref: str, until: int, value: Optional[str] = None) -> bool:
-        """End the session whose reference is `ref` (ending at `until`; its cookie `value`, when
-        known, for the logouts folder): see end_session. False when it was ended already."""
+        ref, until = session_ref(str(value)), session_until(str(value))
         note = session_ended_note(ref)
         # The log decides: of two logouts of one session racing, only the first appends, so the
         # log names each session ended once.
@@ -1478,7 +1474,7 @@ class SafeFace:
                 # Neither store took it: a file of its own in a local workspace, which every process
                 # of it reads (ApiKeys.end_session_in_file), else (on servers, where other hosts
                 # read no file) the session's row of uses, which every process's check reads.
-                for kept in (lambda: value is not None and self._apikeys.end_session_in_file(value, self._clock()),
+                for kept in (lambda: self._apikeys.end_session_in_file(value, self._clock()),
                              lambda: self._apikeys.end_session_in_uses(ref, until, self._clock())):
                     try:
                         if kept():

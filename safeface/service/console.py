@@ -106,8 +106,8 @@ def _unusable_sessions(exc: SchemaOwnerNeeded) -> HTMLResponse:
     told(exc)  # the whole message in the service's log too
     return HTMLResponse("<!doctype html><html><head><meta charset='utf-8'><title>Console unavailable - safeface"
                         "</title><link rel='stylesheet' href='/console.css'></head><body><h1>Console unavailable</h1>"
-                        f"<p class='bad' id='missing-right'>The service's database role may not do what this page needs: "
-                        f"{_e(str(exc))}</p>"
+                        "<p class='bad' id='missing-right'>The service's database role may not do what this page "
+                        f"needs: {_e(str(exc))}</p>"
                         f"<p>Once <code>{_e(exc.statement)}</code> has run, reload this page.</p></body></html>",
                         status_code=503, headers={"Retry-After": "60"})
 
@@ -249,7 +249,7 @@ def build_console(rt: Runtime) -> APIRouter:
         try:
             return s, await rt.call(lambda sf: fn(sf.acting_as_key(s.key)))
         except PolicyViolation as exc:
-            return s, page("Refused", f"<p class='bad'>Refused by rule {_e(exc.rule)}: {_e(str(exc))}</p>", s, 403)
+            return s, page("Refused", f"<p class='bad'>Refused by rule {_e(exc.rule)}: {_e(exc.message)}</p>", s, 403)
 
     @router.get("/console.css")
     async def css() -> Response:

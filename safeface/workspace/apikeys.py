@@ -307,7 +307,8 @@ class ApiKeys:
         self._table("spent_logins", _SPENT, create=True)
         ref, t = self._mac("login form", f"{form}|{key_id}"), int(now.timestamp())
         fresh = (t + SESSION_SECONDS, secrets.token_hex(8))
-        for attempt in range(SPEND_TRIES):
+        tries = 0
+        while True:
             # Not waited for past a moment (the service checks logins on its event loop, which a
             # key store another process holds locked froze for its busy timeout): WorkspaceBusy,
             # a 503, and the form is as it was for the browser's retry.
@@ -325,10 +326,10 @@ class ApiKeys:
                                 "nonce = excluded.nonce", (ref, t + LOGIN_FORM_SECONDS, *fresh))
                 return fresh
             except WorkspaceBusy:  # another login or logout writing now: a few milliseconds
-                if attempt == SPEND_TRIES - 1:
+                tries += 1
+                if tries == SPEND_TRIES:
                     raise
                 time.sleep(0.02)
-        raise AssertionError("unreachable")  # the loop returns or raises
 
     def _session_mac(self, info: ApiKey, exp: int, nonce: str, digest: str) -> str:
         # Bound to the row's role, expiry, rate and digest as they were at login: a session
