@@ -351,6 +351,9 @@ def test_a_right_on_the_session_tables_revoked_after_login_is_a_page_naming_the_
         page = client.get("/audit", follow_redirects=False)
         logout = client.post("/logout", data={"csrf": "x"}, follow_redirects=False)
         owner(f"GRANT SELECT ON safeface.service_ended_sessions TO {role}")
+        owner(f"REVOKE SELECT ON safeface.service_apikeys FROM {role}")
+        keys_unread = client.get("/consents", follow_redirects=False)
+        owner(f"GRANT SELECT ON safeface.service_apikeys TO {role}")
         again = client.get("/audit", follow_redirects=False)
         token = csrf_of(client.get("/login").text)
         form = str(client.cookies.get("__Host-sf_login"))
@@ -365,6 +368,8 @@ def test_a_right_on_the_session_tables_revoked_after_login_is_a_page_naming_the_
         assert "SELECT" in refused.text and "Traceback" not in refused.text
         assert f"GRANT SELECT, INSERT, UPDATE, DELETE ON safeface.service_ended_sessions TO {role}" in \
             html.unescape(refused.text), refused.text
+    assert keys_unread.status_code == 503 and f"GRANT SELECT ON safeface.service_apikeys TO {role}" in \
+        html.unescape(keys_unread.text), keys_unread.status_code
     assert again.status_code == 200, again.status_code  # the refused logout ended nothing
     assert [r.status_code for r in twice] == [303, 303], [r.status_code for r in twice]
     assert twice[0].cookies.get("__Host-sf_session") == twice[1].cookies.get("__Host-sf_session")

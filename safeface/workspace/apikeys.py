@@ -100,8 +100,10 @@ SPEND_TRIES = 10  # how often a login tries the key store's write lock, 20 ms ap
 # made at the first login, as session_uses.
 _SPENT = ("CREATE TABLE IF NOT EXISTS {t}spent_logins (form TEXT PRIMARY KEY, until BIGINT NOT NULL, "
           "session_until BIGINT NOT NULL, nonce TEXT NOT NULL)")
-# The tables a console session reads and writes, with the statements that make them.
+# The tables a console session reads and writes, with the statements that make them, and the
+# rights it needs on them.
 _SESSION_TABLES = (("ended_sessions", _ENDED), ("session_uses", _USES), ("spent_logins", _SPENT))
+_RIGHTS = ("SELECT", "INSERT", "UPDATE", "DELETE")
 
 
 def _described(r: Any) -> "ApiKey":
@@ -544,27 +546,28 @@ class ApiKeys:
             self._tables.add(name)
         return bool(found)
 
-    def _grant(self, name: str) -> str:
-        """The statement that gives the role connected now the rights a session needs on `name`."""
+    def _grant(self, name: str, rights: tuple[str, ...] = _RIGHTS) -> str:
+        """The statement that gives the role connected now the `rights` a session needs on `name`."""
         role = str(self._t.q("SELECT quote_ident(current_user)")[0][0])
-        return f"GRANT SELECT, INSERT, UPDATE, DELETE ON {self._t.prefix}{name} TO {role}"
+        return f"GRANT {', '.join(rights)} ON {self._t.prefix}{name} TO {role}"
 
-    def _usable(self, name: str) -> None:
-        """On PostgreSQL, SchemaOwnerNeeded unless the role connected may read and write the table
+    def _usable(self, name: str, rights: tuple[str, ...] = _RIGHTS) -> None:
+        """On PostgreSQL, SchemaOwnerNeeded unless the role connected has the `rights` on the table
         `name`: a table the owner made without granting it failed every page (no SELECT), or
         recorded no use, so that each session idled out 30 minutes after its login (no INSERT)."""
         table = self._t.prefix + name
-        missing = [right for right in ("SELECT", "INSERT", "UPDATE", "DELETE")
-                   if not self._t.q("SELECT has_table_privilege(?, ?)", (table, right))[0][0]]
+        missing = [right for right in rights if not self._t.q("SELECT has_table_privilege(?, ?)", (table, right))[0][0]]
         if missing:
-            statement = self._grant(name)
+            statement = self._grant(name, rights)
             raise SchemaOwnerNeeded(f"this database role lacks {', '.join(missing)} on {table}, which the console's "
                                     f"sessions need. Run `{statement}` once as the schema's owner.", statement)
 
     def _rights(self) -> None:
-        """On PostgreSQL, after a statement on the sessions' tables failed: SchemaOwnerNeeded if
-        the role connected lost a right on one of them (revoked since the login checked)."""
+        """On PostgreSQL, after a statement of a session's check failed: SchemaOwnerNeeded if the
+        role connected lost a right it needs there since the login (it read as tables altered or
+        dropped, to be restored from a backup): reading the key table, and using the sessions'."""
         if getattr(self._t, "dialect", None) == "postgresql":
+            self._usable("apikeys", ("SELECT",))
             for name, _ in _SESSION_TABLES:
                 if name in self._tables:
                     self._usable(name)
