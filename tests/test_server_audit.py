@@ -804,3 +804,40 @@ def test_a_logout_neither_server_store_can_record_still_ends_the_session_on_ever
         with pytest.raises(AuthenticationError, match="logged out"):
             sf.session(cookie)
         assert sf.session(other).role == "operator"
+
+
+def test_a_logout_kept_only_in_the_logouts_folder_still_ends_the_session_after_a_move_to_the_server(
+        pg: PgCluster, tmp_path: Path) -> None:
+    """A local workspace's logout that neither store took is kept in a MACed file of its own
+    (console-logouts/), which no host of a server workspace reads: `storage migrate` left it
+    behind, and the session was live again on the server. The move carries it into the session's
+    row of uses there (end_session_in_uses); a file written by hand, without the keyring, is not."""
+    import sqlite3
+    from contextlib import closing
+
+    from safeface.workspace.apikeys import session_ref
+
+    server_modules()
+    ws = tmp_path / "ws"
+    init_workspace(ws, demo=True)
+    paths = WorkspacePaths(ws)
+    with SafeFace.open(ws) as sf:
+        _, key = sf.issue_api_key("operator", label="console")
+        _, cookie = sf.open_session(key)
+        _, other = sf.open_session(key)
+        for db_path, table in ((paths.apikeys, "ended_sessions"), (paths.audit, "entries")):
+            with closing(sqlite3.connect(db_path)) as db, db:
+                db.execute(f"CREATE TRIGGER keep BEFORE INSERT ON {table} BEGIN SELECT 1; END")
+        assert sf.end_session(cookie) is True
+    for db_path in (paths.apikeys, paths.audit):  # the stores repaired: only the file ended it
+        with closing(sqlite3.connect(db_path)) as db, db:
+            db.execute("DROP TRIGGER keep")
+    (written,) = (p for p in paths.console_logouts.iterdir() if p.is_file())
+    doc = {**json.loads(written.read_text()), "session": session_ref(other), "until": int(other.split(".")[1])}
+    (written.parent / f"{doc['until']}-{doc['session']}.json").write_text(json.dumps(doc))  # the MAC is the other's
+    with SafeFace.open(ws) as sf:
+        sf.migrate_storage({"records": pg.new_database(), "vectors": "milvus-lite:vectors.db"})
+    with SafeFace.open(ws) as sf:  # a process of the server workspace
+        with pytest.raises(AuthenticationError, match="logged out"):
+            sf.session(cookie)
+        assert sf.session(other).role == "operator"

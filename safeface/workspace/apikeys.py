@@ -179,8 +179,25 @@ class ApiKeys:
         self._t.close()
 
     def dump(self) -> dict[str, list[tuple[Any, ...]]]:
-        """The rows as stored (hashes only), by their table's name in PostgreSQL, for a migration."""
-        return {"service_apikeys": self._t.q("SELECT * FROM {t}apikeys")}
+        """The rows as stored (hashes only), by their table's name in PostgreSQL, for a migration;
+        with the sessions' uses, and the logouts kept in the logouts folder as ends among them
+        (end_session_in_uses): other hosts read no file, and a session logged out only there was
+        live again on the server."""
+        # A row edited out of its types by hand is no use (_used) and would fail the copy: left out.
+        uses = {str(r[0]): tuple(r) for r in self._t.q("SELECT session, used, until, mac FROM {t}session_uses")
+                if isinstance(r[1], int) and isinstance(r[2], int) and all(isinstance(v, str) for v in (r[0], r[3]))} \
+            if self._table("session_uses", _USES, create=False) else {}
+        for path in self._logout_files():
+            try:
+                doc = json.loads(read_no_link(path, 4096, within=path.parent.parent, one_name=False))
+                ref, until = str(doc["session"]), doc["until"]
+            except (ConfigError, ValueError, RecursionError, TypeError, KeyError):
+                continue  # not a logout this keyring wrote: it ends nothing here either
+            if isinstance(until, int) and hmac.compare_digest(str(doc.get("mac")),
+                                                              self._mac("console logout", f"{ref}|{until}")):
+                uses[ref] = (ref, until, until, self._ended_mac(ref, until))
+        return {"service_apikeys": self._t.q("SELECT * FROM {t}apikeys"),
+                "service_session_uses": sorted(uses.values())}
 
     def move_to(self, where: Any) -> None:
         old, self._t = self._t, where
