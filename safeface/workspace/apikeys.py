@@ -17,9 +17,11 @@ under the right hashing key, is refused. Comparisons are constant-time.
 The operator console exchanges a key for a session cookie ``<key id>.<expiry>.<HMAC>`` under a
 key derived the same way (so every worker process accepts it), checked against the key's row at
 each request: revoking the key ends its sessions. A session unused for IDLE_SECONDS ends too (its
-last use, MACed, is kept in the same store). A logout that neither the audit log nor this store
-can record is kept, in a local workspace, by a MACed file of its own in WS/console-logouts, which
-every process reads. CSRF tokens are an HMAC of the session.
+last use, MACed, is kept in the same store). A logout that neither the audit log nor this store's
+ended sessions can record is kept, in a local workspace, by a MACed file of its own in
+WS/console-logouts, which every process reads, and on servers (and by `storage migrate`) as a MACed
+end in the session's row of uses, which every host reads. A login form gives out one session per
+key, however often it is posted (its row in spent_logins). CSRF tokens are an HMAC of the session.
 """
 
 from __future__ import annotations
