@@ -1474,8 +1474,10 @@ class SafeFace:
                 # Neither store took it: a file of its own in a local workspace, which every process
                 # of it reads (ApiKeys.end_session_in_file), else (on servers, where other hosts
                 # read no file) the session's row of uses, which every process's check reads.
-                for kept in (lambda: self._apikeys.end_session_in_file(value, self._clock()),
-                             lambda: self._apikeys.end_session_in_uses(ref, until, self._clock())):
+                fallbacks: tuple[Callable[[], bool], ...] = (
+                    lambda: self._apikeys.end_session_in_file(value, self._clock()),
+                    lambda: self._apikeys.end_session_in_uses(ref, until, self._clock()))
+                for kept in fallbacks:
                     try:
                         if kept():
                             return True
