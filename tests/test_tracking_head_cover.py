@@ -134,3 +134,94 @@ def test_more_small_faces_still_from_the_first_frame_than_places_are_all_covered
         bare = [(y, x) for y, x in spots
                 if (out[y + 40:y + 80, x + 40:x + 80] == rgb[y + 40:y + 80, x + 40:x + 80]).all()]
         assert bare == [], (i, bare)
+
+
+
+def _small_face() -> np.ndarray:
+    """A real face of about 50 px in a 113 px square: under the video search's reach in a frame
+    of 256x192 (which keeps these tests' photo-strength searches small), found at photo strength."""
+    photos = sorted((datasets() / "lfw-dev" / "images" / "Bill_Frist").glob("*.jpg"))
+    if not photos:
+        pytest.skip("real face images absent (lfw-dev)")
+    return np.asarray(Image.fromarray(load_image(photos[0])).resize((113, 113)))
+
+
+def test_a_face_seated_still_after_a_scene_cut_is_covered() -> None:
+    """Edited footage: the first second shows an empty stage, then a cut to someone seated still.
+    The photo-strength search ran in the first second only, so the still face of the second
+    scene (never boxed: learnt as background) showed for the rest of the run."""
+    from safeface.tracking.first_faces import HOLD, FirstFaces
+
+    finder = FaceFinder("hog", engine=DetectionEngine())
+    strong = Search(max_side=1 << 16, upsample=2)
+    before = np.full((192, 256, 3), 60, np.uint8)
+    after = np.full((192, 256, 3), 170, np.uint8)
+    after[40:153, 70:183] = _small_face()
+    assert finder.detectable(after, strong), "the face must show for the check to mean anything"
+    first = FirstFaces(finder, Search(), 0.2, "blur")
+    for i in range(31):
+        first.cover(i, before.copy())
+    outs = {i: first.cover(i, after.copy()) for i in range(31, 31 + HOLD + 3)}
+    assert [i for i in (31, 32, 31 + HOLD + 2) if finder.detectable(outs[i], strong)] == []
+
+
+def test_a_still_face_that_turns_to_the_camera_later_is_covered_within_a_pass() -> None:
+    """Someone seated still, turned away in the first second (no face to find then), faces the
+    camera from frame 31: no cut, nobody walking, so nothing searched there again and the face
+    showed for the rest of the run. The rolling search finds it within one pass of the frame
+    (two tiles at this size)."""
+    from safeface.tracking.first_faces import HOLD, ROLL_EVERY, FirstFaces
+
+    finder = FaceFinder("hog", engine=DetectionEngine())
+    strong = Search(max_side=1 << 16, upsample=2)
+    empty = np.full((192, 256, 3), 120, np.uint8)
+    seated = empty.copy()
+    seated[40:153, 70:183] = _small_face()
+    first = FirstFaces(finder, Search(), 0.2, "blur")
+    for i in range(31):
+        first.cover(i, empty.copy())
+    passed = 31 + 2 * ROLL_EVERY
+    outs = {i: first.cover(i, seated.copy()) for i in range(31, passed + HOLD + 3)}
+    assert finder.detectable(outs[31], strong), "shown until the rolling search reaches it"
+    assert [i for i in (passed, passed + 1, passed + HOLD + 2) if finder.detectable(outs[i], strong)] == []
+
+
+class _CountingEngine(DetectionEngine):
+    """dlib's HOG detector, counting its searches (the cost of a frame)."""
+
+    searches = 0
+
+    def detect_rects(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        self.searches += 1
+        return super().detect_rects(*args, **kwargs)
+
+
+def test_sixteen_small_still_faces_cost_a_bounded_search_a_frame_and_stay_covered() -> None:
+    """A hostile operator opens on sixteen faces just under the video search's reach, sitting
+    still: every place's crop was searched again, in every view, every frame, the same search of
+    the same pixels (0.7 s of CPU a frame at 1080p). Now an unchanged crop keeps its answer, and
+    at most PLACE_BUDGET changed places are searched a frame (noise added to every frame cannot
+    make all sixteen searched), the others staying covered meanwhile."""
+    from safeface.tracking.first_faces import MAX_PLACES, PLACE_BUDGET, FirstFaces
+
+    photos = sorted((datasets() / "lfw-dev" / "images").glob("*/*_0001.jpg"))[:MAX_PLACES]
+    if len(photos) < MAX_PLACES:
+        pytest.skip("real face images absent (lfw-dev)")
+    rgb = np.full((480, 480, 3), 110, np.uint8)
+    spots = [(4 + (k // 4) * 118, 4 + (k % 4) * 118) for k in range(len(photos))]
+    for (y, x), p in zip(spots, photos):
+        rgb[y:y + 113, x:x + 113] = np.asarray(Image.fromarray(load_image(p)).resize((113, 113)))
+    engine = _CountingEngine()
+    first = FirstFaces(FaceFinder("hog", engine=engine), Search(), 0.2, "blur")
+    first.cover(0, rgb.copy())
+    rng = np.random.default_rng(0)
+    # Still in frames 1-9, frame 10 searched whole, then a little noise everywhere in frame 11.
+    for i in range(1, 12):
+        frame = rgb.copy() if i < 11 else np.clip(rgb + rng.integers(-12, 13, rgb.shape), 0, 255).astype(np.uint8)
+        engine.searches = 0
+        out = first.cover(i, frame)
+        if i != 10:
+            # Frames 1-8 search each place once (the frame and its stretched view), frame 9 none.
+            assert engine.searches <= (0 if i == 9 else PLACE_BUDGET * 2), (i, engine.searches)
+        bare = [(y, x) for y, x in spots if (out[y + 40:y + 80, x + 40:x + 80] == frame[y + 40:y + 80, x + 40:x + 80]).all()]
+        assert bare == [], (i, bare)

@@ -11,7 +11,15 @@ neighbourhood of each place is searched again at photo strength (a small crop, i
 to PLACE_FACE: cheap), and the faces found there are covered, and for HOLD frames after (a face
 whose score hovers at the bar is not found in every frame). A face that sways stays in its
 place's crop; one that walks off leaves no patch behind (the head zones follow a walker). Small
-faces found past MAX_PLACES are covered where found for the rest of the run."""
+faces found past MAX_PLACES are covered where found for the rest of the run.
+
+Later in the run, the whole-frame searches are made again after a scene cut (most of the frame
+changing at once: edited footage seats new people still), and a tile of the frame is searched at
+photo strength every ROLL_EVERY-th frame, tile after tile, so a still face not found in those
+frames (turned away, under the bar then) is found within one pass. A place whose crop has not
+changed since its last search keeps that search's answer (a still face gives the same one),
+searched again at least every REFRESH frames, and at most PLACE_BUDGET changed places are
+searched a frame: the others stay covered where their faces were until their turn."""
 
 from __future__ import annotations
 
@@ -51,6 +59,29 @@ MAX_PLACES = 16
 # face photo strength finds (20 px), so the face may shrink to half before the search loses it.
 PLACE_FACE = 40.0
 MAX_BEYOND = 100
+# A scene cut: more than CUT_SHARE of a small grey copy's pixels (CUT_SIDE px on its long side)
+# change by more than CUT_LEVELS at once. The first second's searches are made again from it,
+# at most one every STRONG_EVERY frames (a strobe cannot make every frame a whole-frame search).
+CUT_SIDE = 64
+CUT_LEVELS = 40
+CUT_SHARE = 0.5
+# A place's crop whose every 8x8 block differs from the crop its last search read by under
+# SAME_LEVELS on average (in each view searched) keeps that search's answer: a still face is
+# searched again every REFRESH frames, not every frame (sixteen places cost 0.7 s of CPU a frame
+# at 1080p, each the same search of the same pixels).
+SAME_LEVELS = 3.0
+REFRESH = 15
+# Changed places searched in one frame, the longest unsearched first; the others are covered
+# where their faces were (or where they were found) until their turn.
+PLACE_BUDGET = 2
+# The rolling search: a tile every ROLL_EVERY-th frame after the learning period, its core
+# ROLL_CORE times the widest face a place is kept for, and at least 1/ROLL_SPLIT of the frame's
+# long side (a pass of at most about 12 tiles at any size), overlapping its neighbours by that
+# face, so every face under it lies whole in some tile. On vtest.avi (768x576, 6 tiles) a pass
+# takes 72 frames, and a tile costs about a third of a whole-frame search.
+ROLL_EVERY = 12
+ROLL_CORE = 4
+ROLL_SPLIT = 4
 
 
 @dataclass
@@ -58,6 +89,9 @@ class _Place:
     anchor: Box  # where its face was found by a whole-frame search: the crop searched is around it
     faces: list[Box]  # the faces found in that crop last time
     missed: int = 0  # frames since a face was last found there
+    # What its last search read (each view's crop) and when: unchanged pixels keep its answer.
+    seen: Optional[list[np.ndarray]] = None
+    searched: int = -1
 
 
 class FirstFaces:
@@ -75,46 +109,109 @@ class FirstFaces:
         # Small faces found past MAX_PLACES: covered where found for the rest of the run (a spare
         # cover where a passer-by's face was costs little; a still face left bare would show).
         self._beyond: list[Box] = []
+        # Frames due a whole-frame search (the first second's, then a cut's), the last made, the
+        # small grey copy of the previous frame (scene cuts), and the rolling search's next tile.
+        self._due: list[int] = list(range(0, LEARNING_FRAMES, STRONG_EVERY))
+        self._strong = -STRONG_EVERY
+        self._grey: Optional[np.ndarray] = None
+        self._tile = 0
+        self._waiting: list[_Place] = []
 
     def cover(self, index: int, rgb: np.ndarray) -> np.ndarray:
         if self._finder is None:
             return rgb
         h, w = rgb.shape[:2]
-        if index < LEARNING_FRAMES and index % STRONG_EVERY == 0:
-            self._search_frame(rgb)
-        elif self._places:
-            self._search_places(rgb)
+        if self._cut(rgb):
+            self._due = [index + k * STRONG_EVERY for k in range(LEARNING_FRAMES // STRONG_EVERY)]
+        self._waiting = []
+        if self._due and self._due[0] <= index and index - self._strong >= STRONG_EVERY:
+            self._due = [d for d in self._due if d > index]
+            self._strong = index
+            self._search_frame(rgb, (0, 0, w, h))
+        else:
+            if self._places:
+                self._search_places(index, rgb)
+            if index >= LEARNING_FRAMES and index % ROLL_EVERY == 0:
+                self._search_frame(rgb, self._next_tile(w, h))
         shown = [b for p in self._places if p.missed <= HOLD for b in p.faces] + self._beyond
+        # A changed place not searched this frame: covered where its faces were, and where found.
+        shown += [b for p in self._waiting if p.missed > HOLD for b in [p.anchor] + p.faces]
         if not shown:
             return rgb
         return apply_cover(rgb, [region_for_box(b, self._margin, w, h) for b in shown], self._mode)
 
-    def _search_frame(self, rgb: np.ndarray) -> None:
-        """The whole frame searched at photo strength, under dlib's bar as the video path searches:
-        each small face found is its place's face now, or a new place."""
+    def _cut(self, rgb: np.ndarray) -> bool:
+        """Whether most of the frame changed at once since the previous one (a scene cut)."""
+        import cv2
+
+        h, w = rgb.shape[:2]
+        f = CUT_SIDE / max(h, w, 1)
+        grey = cv2.resize(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), (max(1, round(w * f)), max(1, round(h * f))),
+                          interpolation=cv2.INTER_AREA)
+        before, self._grey = self._grey, grey
+        if before is None or before.shape != grey.shape:
+            return False
+        return float(np.mean(cv2.absdiff(grey, before) > CUT_LEVELS)) > CUT_SHARE
+
+    def _next_tile(self, w: int, h: int) -> Box:
+        """The rolling search's next tile (full-frame px): a grid of cores (ROLL_CORE place-sized
+        faces wide, or more), each grown by one such face to the right and below, in turn."""
+        face = REACH * self._search.smallest_face(w, h)
+        core = max(ROLL_CORE * face, max(w, h) / ROLL_SPLIT, 1.0)
+        cols, rows = int(np.ceil(w / core)), int(np.ceil(h / core))
+        i = self._tile % (cols * rows)
+        self._tile = i + 1
+        x, y = (i % cols) * core, (i // cols) * core
+        return (x, y, min(float(w), x + core + face), min(float(h), y + core + face))
+
+    def _search_frame(self, rgb: np.ndarray, area: Box) -> None:
+        """The frame (or a tile of it, `area`) searched at photo strength, under dlib's bar as the
+        video path searches: each small face found is its place's face now, or a new place."""
         finder = self._finder
         if finder is None:  # cover() searches nothing without one
             return
         h, w = rgb.shape[:2]
         small = REACH * self._search.smallest_face(w, h)
-        found = [b for b in merge_boxes(finder.search(rgb, PHOTO_STRENGTH)) if b[2] - b[0] < small]
-        for p in self._places:
-            p.missed += 1
+        whole = area == (0, 0, w, h)
+        if whole:
+            found = finder.search(rgb, PHOTO_STRENGTH)
+        else:
+            # At the whole frame's photo-strength scale: the tile's copy is as many px as that
+            # frame's would hold there.
+            x0, y0 = int(area[0]), int(area[1])
+            part = rgb[y0:int(np.ceil(area[3])), x0:int(np.ceil(area[2]))]
+            side = max(1, round(max(part.shape[:2]) * PHOTO_STRENGTH.scale(w, h)))
+            found = [(b[0] + x0, b[1] + y0, b[2] + x0, b[3] + y0)
+                     for b in finder.search(part, Search(max_side=side, upsample=PHOTO_STRENGTH.upsample))]
+        found = [b for b in merge_boxes(found) if b[2] - b[0] < small]
+        if whole:
+            for p in self._places:
+                p.missed += 1
         for b in found:
             same = [p for p in self._places if iou(p.anchor, b) > SAME_PLACE]
             if same:
                 same[0].faces, same[0].missed = [b], 0
-            elif len(self._places) < MAX_PLACES:
+            elif len(self._places) < MAX_PLACES or self._free_place():
                 self._places.append(_Place(b, [b]))
             elif all(iou(k, b) <= SAME_PLACE for k in self._beyond):
                 self._beyond.append(b)
         if len(self._beyond) > MAX_BEYOND:
-            raise ImageError(f"the first second shows more than {MAX_PLACES + MAX_BEYOND} small faces, more than "
-                             "tracking covers; nothing was written. Anonymize this video instead.")
+            raise ImageError(f"the video shows more than {MAX_PLACES + MAX_BEYOND} small faces sitting still, more "
+                             "than tracking covers; nothing was written. Anonymize this video instead.")
 
-    def _search_places(self, rgb: np.ndarray) -> None:
+    def _free_place(self) -> bool:
+        """Drop the place whose face has been gone longest, if one has been gone for longer than
+        the learning period (a scene cut away, a passer-by), to make room for a new face."""
+        gone = max(self._places, key=lambda p: p.missed, default=None)
+        if gone is None or gone.missed <= LEARNING_FRAMES:
+            return False
+        self._places.remove(gone)
+        return True
+
+    def _search_places(self, index: int, rgb: np.ndarray) -> None:
         """Each place's neighbourhood searched at photo strength, in the frame as the check sees
-        it: whole, and the brightened or stretched views of the whole frame (exposure.py)."""
+        it: whole, and the brightened or stretched views of the whole frame (exposure.py). A
+        place whose pixels have not changed since its last search keeps its answer."""
         engine = self._engine
         if engine is None:  # cover() searches nothing without a finder, which gives the engine
             return
@@ -125,6 +222,7 @@ class FirstFaces:
         small = rgb if k >= 1.0 else scaled(rgb, k)
         sh, sw = small.shape[:2]
         views = [small] + [v for v in (dark_view(small, sample=True), narrow_view(small, sample=True)) if v is not None]
+        crops = []
         for p in self._places:
             # Around the anchor, not the latest face: a passer-by's face crossing the crop would
             # otherwise draw the place away with them, off the face still sitting there.
@@ -132,13 +230,28 @@ class FirstFaces:
             side = AROUND * max(x2 - x1, y2 - y1)
             cx1, cy1 = max(0, int(x1 - side)), max(0, int(y1 - side))
             cx2, cy2 = min(sw, int(np.ceil(x2 + side))), min(sh, int(np.ceil(y2 + side)))
+            parts = [v[cy1:cy2, cx1:cx2] for v in views]
+            # The frame's own pixels too: the scaled copy blends away every other line, which
+            # the halves are searched for at full size.
+            x0, y0 = int(cx1 / k), int(cy1 / k)
+            full = rgb[y0:int(np.ceil(cy2 / k)), x0:int(np.ceil(cx2 / k))]
+            if _unchanged(p.seen, parts + [full]) and index - p.searched < REFRESH:
+                if p.missed > 0:
+                    p.missed += 1  # its last search found nothing there, and nothing changed
+                continue
+            crops.append((p, (cx1, cy1, cx2, cy2), parts, full))
+        # The longest unsearched first, at most PLACE_BUDGET: the rest wait, covered (cover()).
+        crops.sort(key=lambda c: c[0].searched)
+        self._waiting = [c[0] for c in crops[PLACE_BUDGET:]]
+        for p, (cx1, cy1, cx2, cy2), parts, full in crops[:PLACE_BUDGET]:
+            x1, x2 = p.anchor[0] * k, p.anchor[2] * k
+            p.seen, p.searched = [np.array(q) for q in parts + [full]], index
             found: list[Box] = []
             if cx2 > cx1 and cy2 > cy1:
                 # A face wider than PLACE_FACE is searched shrunk to it: sixteen 1080p faces of
                 # 110 px took 2 s of CPU a frame at the frame's scale.
                 f = min(1.0, PLACE_FACE / max(x2 - x1, 1.0))
-                for v in views:
-                    part = v[cy1:cy2, cx1:cx2]
+                for part in parts:
                     if f < 1.0:
                         part = scaled(part, f)
                     found += [((r.left() / f + cx1) / k, (r.top() / f + cy1) / k, (r.right() / f + cx1) / k,
@@ -171,3 +284,24 @@ class FirstFaces:
             out += [(x0 + r.left() * f, y0 + r.top() * f, x0 + r.right() * f, y0 + r.bottom() * f) for r, _ in
                     engine.detect_rects(half, "hog", PHOTO_STRENGTH.upsample, -SEARCH_MARGIN)]
         return out
+
+
+def _unchanged(before: Optional[list[np.ndarray]], now: list[np.ndarray]) -> bool:
+    """Whether each view's crop is what a place's last search read: every 8x8 block within
+    SAME_LEVELS on average (encoding noise), the same views, the same size."""
+    import cv2
+
+    if before is None or len(before) != len(now):
+        return False
+    for a, b in zip(before, now):
+        if a.shape != b.shape:
+            return False
+        if a.size == 0:
+            continue
+        diff = cv2.absdiff(a, b).astype(np.float32)
+        if diff.ndim == 3:
+            diff = diff.mean(axis=2)
+        blocks = cv2.resize(diff, (max(1, diff.shape[1] // 8), max(1, diff.shape[0] // 8)), interpolation=cv2.INTER_AREA)
+        if float(blocks.max()) >= SAME_LEVELS:
+            return False
+    return True
