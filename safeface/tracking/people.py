@@ -241,9 +241,12 @@ def _shorter(blob: np.ndarray, scaled: bool = False) -> list[tuple[int, int, int
     Higher up, below the blob's HEAD_BAND, a run is a head beside the tallest (a child carried on
     the hip, their head by the adult's chin) when no column next to it reaches higher (a shoulder
     rises to its own head), or, once the blob is known to hold one person's height (`scaled`: the
-    perspective is learned), when it is wider than a shoulder (HEAD_AND_SHOULDER) and rises on one
-    side only. Before that, the half-learned heads of people side by side leave such runs."""
+    perspective is learned) or one person's width (no wider than PARTIAL_ASPECT of its height),
+    when it is wider than a shoulder (HEAD_AND_SHOULDER) and rises on one side only. Before that,
+    in a wider blob, the half-learned heads of people side by side leave such runs; a child's
+    head on an adult's hip, in a blob one adult wide, showed in 2 of 7 frames."""
     height = blob.shape[0]
+    one = scaled or blob.shape[1] <= PARTIAL_ASPECT * height
     filled = blob > 0
     has = filled.any(axis=0)
     tops = np.where(has, np.argmax(filled, axis=0), height)
@@ -253,7 +256,7 @@ def _shorter(blob: np.ndarray, scaled: bool = False) -> list[tuple[int, int, int
     for a, b in _runs(high):
         rises = (a > 0 and tops[a - 1] <= SHOULDERS * height, b < len(tops) and tops[b] <= SHOULDERS * height)
         # Shoulders between two heads rise to both: two people side by side, not a third head.
-        if not any(rises) or (scaled and b - a >= HEAD_AND_SHOULDER * height and not all(rises)):
+        if not any(rises) or (one and b - a >= HEAD_AND_SHOULDER * height and not all(rises)):
             clear.append((a, b))
     return [(a, b, int(tops[a:b].min())) for a, b in _runs(low) + clear if b - a >= SHORTER_WIDTH * height]
 
