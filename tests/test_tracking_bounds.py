@@ -151,3 +151,29 @@ def test_a_first_frame_tiled_with_small_faces_is_refused() -> None:
     first = FirstFaces(FaceFinder("hog", engine=DetectionEngine()), Search(), 0.2, "blur")
     with pytest.raises(ImageError, match="small faces"):
         first.cover(0, rgb)
+
+
+def test_edited_footage_of_crowded_scenes_is_not_refused_for_their_sum() -> None:
+    """Two scenes, each of more small still faces than places (well under the bound alone): the
+    faces past the places are covered for the rest of the run, and those of both scenes together
+    passed the bound, so honest edited footage was refused at its second scene. Each scene is
+    bounded alone, and the second's faces are covered."""
+    photos = sorted((datasets() / "lfw-dev" / "images").glob("*/*_0001.jpg"))[:8]
+    if len(photos) < 8:
+        pytest.skip("real face images absent (lfw-dev)")
+    tiles = [np.asarray(Image.fromarray(load_image(p)).resize((60, 60))) for p in photos]
+    first_scene = np.full((540, 960, 3), 110, np.uint8)
+    second_scene = np.full((540, 960, 3), 40, np.uint8)
+    for r in range(4):
+        for c in range(15):
+            first_scene[r * 60:(r + 1) * 60, c * 60:(c + 1) * 60] = tiles[(r * 15 + c) % 8]
+            y, x = 270 + r * 60, 30 + c * 60  # elsewhere in the frame: other places
+            second_scene[y:y + 60, x:x + 60] = tiles[(r * 15 + c + 3) % 8]
+    first = FirstFaces(FaceFinder("hog", engine=DetectionEngine()), Search(), 0.2, "blur")
+    first.cover(0, first_scene.copy())
+    for i in range(1, 11):  # the cut at frame 1; its search at 10, a whole-frame search's interval on
+        out = first.cover(i, second_scene.copy())
+    bare = [(r, c) for r in range(4) for c in range(15)
+            if (out[270 + r * 60 + 20:270 + r * 60 + 40, 30 + c * 60 + 20:30 + c * 60 + 40]
+                == second_scene[270 + r * 60 + 20:270 + r * 60 + 40, 30 + c * 60 + 20:30 + c * 60 + 40]).all()]
+    assert bare == []

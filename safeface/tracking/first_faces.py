@@ -109,6 +109,15 @@ class FirstFaces:
         # Small faces found past MAX_PLACES: covered where found for the rest of the run (a spare
         # cover where a passer-by's face was costs little; a still face left bare would show).
         self._beyond: list[Box] = []
+        # After a scene cut, the earlier scene's such faces, covered until the cut's own searches
+        # are made (a flash read as a cut must not bare them), then dropped: edited footage of
+        # many crowded scenes was refused for their sum, and kept every scene's patches.
+        self._fading: list[Box] = []
+        # Small faces the rolling search found with no place free: covered for one pass of it,
+        # when it finds them again if they are still there (never refused: a busy scene's
+        # passers-by are found over a long run).
+        self._brief: list[tuple[int, Box]] = []
+        self._pass = 0
         # Frames due a whole-frame search (the first second's, then a cut's), the last made, the
         # small grey copy of the previous frame (scene cuts), and the rolling search's next tile.
         self._due: list[int] = list(range(0, LEARNING_FRAMES, STRONG_EVERY))
@@ -123,17 +132,22 @@ class FirstFaces:
         h, w = rgb.shape[:2]
         if self._cut(rgb):
             self._due = [index + k * STRONG_EVERY for k in range(LEARNING_FRAMES // STRONG_EVERY)]
+            self._fading, self._beyond = (self._fading + self._beyond)[-MAX_BEYOND:], []
         self._waiting = []
         if self._due and self._due[0] <= index and index - self._strong >= STRONG_EVERY:
             self._due = [d for d in self._due if d > index]
             self._strong = index
-            self._search_frame(rgb, (0, 0, w, h))
+            self._search_frame(index, rgb, (0, 0, w, h))
+            if not self._due:
+                self._fading = []
         else:
             if self._places:
                 self._search_places(index, rgb)
             if index >= LEARNING_FRAMES and index % ROLL_EVERY == 0:
-                self._search_frame(rgb, self._next_tile(w, h))
-        shown = [b for p in self._places if p.missed <= HOLD for b in p.faces] + self._beyond
+                self._search_frame(index, rgb, self._next_tile(w, h))
+        self._brief = [(until, b) for until, b in self._brief if until > index]
+        shown = [b for p in self._places if p.missed <= HOLD for b in p.faces] + self._beyond + self._fading
+        shown += [b for _, b in self._brief]
         # A changed place not searched this frame: covered where its faces were, and where found.
         shown += [b for p in self._waiting if p.missed > HOLD for b in [p.anchor] + p.faces]
         if not shown:
@@ -159,12 +173,13 @@ class FirstFaces:
         face = REACH * self._search.smallest_face(w, h)
         core = max(ROLL_CORE * face, max(w, h) / ROLL_SPLIT, 1.0)
         cols, rows = int(np.ceil(w / core)), int(np.ceil(h / core))
+        self._pass = cols * rows * ROLL_EVERY
         i = self._tile % (cols * rows)
         self._tile = i + 1
         x, y = (i % cols) * core, (i // cols) * core
         return (x, y, min(float(w), x + core + face), min(float(h), y + core + face))
 
-    def _search_frame(self, rgb: np.ndarray, area: Box) -> None:
+    def _search_frame(self, index: int, rgb: np.ndarray, area: Box) -> None:
         """The frame (or a tile of it, `area`) searched at photo strength, under dlib's bar as the
         video path searches: each small face found is its place's face now, or a new place."""
         finder = self._finder
@@ -193,10 +208,13 @@ class FirstFaces:
                 same[0].faces, same[0].missed = [b], 0
             elif len(self._places) < MAX_PLACES or self._free_place():
                 self._places.append(_Place(b, [b]))
+            elif not whole:
+                if len(self._brief) < MAX_BEYOND:
+                    self._brief.append((index + self._pass + 1, b))
             elif all(iou(k, b) <= SAME_PLACE for k in self._beyond):
                 self._beyond.append(b)
         if len(self._beyond) > MAX_BEYOND:
-            raise ImageError(f"the video shows more than {MAX_PLACES + MAX_BEYOND} small faces sitting still, more "
+            raise ImageError(f"one scene shows more than {MAX_PLACES + MAX_BEYOND} small faces sitting still, more "
                              "than tracking covers; nothing was written. Anonymize this video instead.")
 
     def _free_place(self) -> bool:
