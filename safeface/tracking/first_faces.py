@@ -148,8 +148,9 @@ class FirstFaces:
         self._brief = [(until, b) for until, b in self._brief if until > index]
         shown = [b for p in self._places if p.missed <= HOLD for b in p.faces] + self._beyond + self._fading
         shown += [b for _, b in self._brief]
-        # A changed place not searched this frame: covered where its faces were, and where found.
-        shown += [b for p in self._waiting if p.missed > HOLD for b in [p.anchor] + p.faces]
+        # A changed place not searched this frame: covered where its faces were and where it was
+        # found, grown by half a face (a face swaying in its seat while it waits its turn).
+        shown += [_grown(b) for p in self._waiting for b in [p.anchor] + p.faces]
         if not shown:
             return rgb
         return apply_cover(rgb, [region_for_box(b, self._margin, w, h) for b in shown], self._mode)
@@ -323,3 +324,10 @@ def _unchanged(before: Optional[list[np.ndarray]], now: list[np.ndarray]) -> boo
         if float(blocks.max()) >= SAME_LEVELS:
             return False
     return True
+
+
+def _grown(box: Box) -> Box:
+    """`box` grown by half its width on every side."""
+    x1, y1, x2, y2 = box
+    d = (x2 - x1) / 2.0
+    return (x1 - d, y1 - d, x2 + d, y2 + d)
