@@ -233,3 +233,17 @@ def test_sixteen_small_still_faces_cost_a_bounded_search_a_frame_and_stay_covere
         bare = [(y, x) for y, x in spots  # most of the face's middle left as it was
                 if (out[y + 30:y + 90, x + dx + 30:x + dx + 90] == frame[y + 30:y + 90, x + dx + 30:x + dx + 90]).all(axis=2).mean() > 0.2]
         assert bare == [], (i, bare)
+
+
+def test_a_change_in_one_colour_channel_alone_searches_a_place_again() -> None:
+    """A place's crop keeps its last search's answer while its pixels stay as they were; a
+    change of 8 levels in the red channel alone averaged to under the noise bound over the three
+    channels, and a face drawn so would have kept the answer of the empty crop."""
+    from safeface.tracking.first_faces import SAME_LEVELS, _unchanged
+
+    crop = np.full((48, 48, 3), 120, np.uint8)
+    red = crop.copy()
+    red[8:40, 8:40, 0] += 8
+    assert 8 / 3 < SAME_LEVELS <= 8, "the change must hide in a mean over channels for the check to mean anything"
+    assert _unchanged([crop], [crop.copy()])
+    assert not _unchanged([crop], [red])

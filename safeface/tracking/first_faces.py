@@ -11,7 +11,7 @@ neighbourhood of each place is searched again at photo strength (a small crop, i
 to PLACE_FACE: cheap), and the faces found there are covered, and for HOLD frames after (a face
 whose score hovers at the bar is not found in every frame). A face that sways stays in its
 place's crop; one that walks off leaves no patch behind (the head zones follow a walker). Small
-faces found past MAX_PLACES are covered where found for the rest of the run.
+faces found past MAX_PLACES are covered where found until the next scene cut.
 
 Later in the run, the whole-frame searches are made again after a scene cut (most of the frame
 changing at once: edited footage seats new people still), and a tile of the frame is searched at
@@ -106,7 +106,7 @@ class FirstFaces:
         self._margin = margin
         self._mode = mode
         self._places: list[_Place] = []
-        # Small faces found past MAX_PLACES: covered where found for the rest of the run (a spare
+        # Small faces found past MAX_PLACES: covered where found until the next scene cut (a spare
         # cover where a passer-by's face was costs little; a still face left bare would show).
         self._beyond: list[Box] = []
         # After a scene cut, the earlier scene's such faces, covered until the cut's own searches
@@ -317,9 +317,10 @@ def _unchanged(before: Optional[list[np.ndarray]], now: list[np.ndarray]) -> boo
             return False
         if a.size == 0:
             continue
-        diff = cv2.absdiff(a, b).astype(np.float32)
+        diff = cv2.absdiff(a, b)
         if diff.ndim == 3:
-            diff = diff.mean(axis=2)
+            diff = diff.max(axis=2)  # a change in one channel alone counts (HOG reads the strongest)
+        diff = diff.astype(np.float32)
         blocks = cv2.resize(diff, (max(1, diff.shape[1] // 8), max(1, diff.shape[0] // 8)), interpolation=cv2.INTER_AREA)
         if float(blocks.max()) >= SAME_LEVELS:
             return False
