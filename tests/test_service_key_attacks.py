@@ -573,3 +573,44 @@ def test_an_expired_key_neither_authenticates_nor_logs_in_and_its_session_ends(t
             sf.authenticate(key)
         with pytest.raises(AuthenticationError):
             sf.open_session(key)
+
+
+def test_a_right_revoked_from_the_services_role_is_a_503_naming_the_grant_not_a_restore(
+        pg: Any, tmp_path: Path) -> None:
+    """On PostgreSQL, a right revoked from the service's role (SELECT on the key table, or a right
+    on the audit log's tables) answered each `/v1` call, and the console's login, 409: the tables
+    "were altered or dropped, restore them from a backup", which sent the operator to a restore
+    that changes nothing. It is a 503 naming the right's GRANT; granted again, the calls work."""
+    import psycopg
+    from fastapi.testclient import TestClient
+    from server_support import PG_PASSWORD
+    from service_support import console_login, in_process_app
+
+    ws, dsn = make_workspace(tmp_path / "ws"), pg.new_database()
+    with open_sf(ws) as sf:
+        sf.migrate_storage({"records": dsn, "vectors": "milvus-lite:vectors.db"})
+    with open_sf(ws) as sf:
+        _, key = sf.issue_api_key("auditor", label="console")
+    role = _service_connects_as_a_dml_only_role(ws, dsn)
+
+    def owner(sql: str) -> None:
+        with psycopg.connect(dsn, password=PG_PASSWORD, autocommit=True) as c:
+            c.execute(sql)
+
+    with TestClient(in_process_app(ws.root, tmp_path), base_url="https://testserver",
+                    raise_server_exceptions=False) as client:
+        assert client.get("/v1/audit/verify", headers={"X-API-Key": key}).status_code == 200
+        answers = {}
+        for table in ("service_apikeys", "audit_entries"):
+            owner(f"REVOKE SELECT ON safeface.{table} FROM {role}")
+            answers[table] = (client.get("/v1/audit/verify", headers={"X-API-Key": key}), console_login(client, key))
+            owner(f"GRANT SELECT ON safeface.{table} TO {role}")
+        after = client.get("/v1/audit/verify", headers={"X-API-Key": key})
+    for table, (call, login) in answers.items():
+        grant = f"GRANT SELECT, INSERT, UPDATE, DELETE ON safeface.{table} TO {role}"
+        assert call.status_code == 503 and call.json()["error"] == "SchemaOwnerNeeded", (table, call.text)
+        assert grant in call.json()["message"] and "backup" not in call.json()["message"], call.text
+        assert call.headers.get("Retry-After"), call.headers
+        # The login's key check reads both (the log says whether the key was issued and revoked).
+        assert login.status_code == 503 and grant in html.unescape(login.text), (login.status_code, login.text)
+    assert after.status_code == 200, after.text

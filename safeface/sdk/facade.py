@@ -31,7 +31,7 @@ import numpy as np
 
 from ..atomicfile import exclusive_lock, shared_lock
 from ..errors import (AuthenticationError, BackendError, ConfigError, ImageError, IntegrityError, InvalidArgument,
-                      PolicyViolation, SafeFaceError, WorkspaceBusy, WorkspaceUnwritable)
+                      PolicyViolation, SafeFaceError, SchemaOwnerNeeded, WorkspaceBusy, WorkspaceUnwritable)
 from ..hazmat.templates.pseudonym import new_subject_problem, token_pseudonym, usual_spelling
 from ..imageio import ImageInput, load_image
 from ..lookalike import not_plain_char, shows_nothing
@@ -1487,7 +1487,8 @@ class SafeFace:
             raise
         try:
             self._apikeys.end_session_ref(ref, until, self._clock(), wait=False)
-        except (WorkspaceBusy, WorkspaceUnwritable, IntegrityError):  # held past its wait, full, replaced, a trigger
+        # Held past its wait, full, replaced, a trigger, a right revoked: the log's entry ended it.
+        except (WorkspaceBusy, WorkspaceUnwritable, IntegrityError, SchemaOwnerNeeded):
             pass
         return entry is not None
 

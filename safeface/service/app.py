@@ -5,7 +5,8 @@ may not, or any compliance rule) with the CLI's JSON ``{"error","rule","message"
 input or an unusable image, 413 a body over the limit, 429 a key over its rate, 503 a full work
 queue, a vector index (Milvus) that cannot be asked now, a workspace database another process
 holds for long, a workspace disk that is full, read-only or failing reads, or a process still
-starting (each with Retry-After), 409 a failed integrity check. Every response carries a
+starting (each with Retry-After), or a right the service's database role lacks (naming the GRANT),
+409 a failed integrity check. Every response carries a
 strict Content-Security-Policy; there is no interactive docs page (it would need outside
 scripts), only /openapi.json.
 """
@@ -27,8 +28,8 @@ from fastapi.responses import JSONResponse, Response
 from starlette.requests import ClientDisconnect
 
 from ..errors import (AuthenticationError, BackendError, ConfigError, ImageError, IndexUnavailable, IntegrityError,
-                      InvalidArgument, PolicyViolation, ReplacedFile, SafeFaceError, ServiceBusy, WorkspaceBusy,
-                      WorkspaceUnwritable)
+                      InvalidArgument, PolicyViolation, ReplacedFile, SafeFaceError, SchemaOwnerNeeded, ServiceBusy,
+                      WorkspaceBusy, WorkspaceUnwritable)
 from .failures import told
 from .runtime import RateLimited, Runtime, ServiceConfig
 
@@ -204,6 +205,13 @@ def create_app(config: ServiceConfig) -> FastAPI:
         # a write works there (and the file that failed a read reads again).
         rt.refused_disk(exc.folder, getattr(exc, "path", None))
         return _error(503, exc, {"Retry-After": str(max(1, math.ceil(exc.retry_after)))})
+
+    @app.exception_handler(SchemaOwnerNeeded)
+    async def _right_missing(request: Request, exc: SchemaOwnerNeeded) -> JSONResponse:
+        # A right revoked from the service's database role, or a table it may not create: the
+        # records are intact and the call works once the schema's owner has run the statement the
+        # message names; a 503 to retry, not a 500 (nor a 409 advising a restore from backup).
+        return _error(503, exc, {"Retry-After": "60"})
 
     @app.exception_handler(InvalidArgument)
     @app.exception_handler(ImageError)

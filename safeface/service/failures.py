@@ -9,8 +9,8 @@ import logging
 import secrets
 from typing import Optional
 
-from ..errors import (BackendError, ConfigError, IntegrityError, ModelError, WorkspaceBusy, WorkspaceDiskFailed,
-                      WorkspaceUnwritable)
+from ..errors import (BackendError, ConfigError, IntegrityError, ModelError, SchemaOwnerNeeded, WorkspaceBusy,
+                      WorkspaceDiskFailed, WorkspaceUnwritable)
 
 # Causes only the operator can act on, whose messages name the server's paths and files (a model
 # file's path and its hash, a store's location): the caller gets a log reference instead.
@@ -32,6 +32,8 @@ def told(exc: Exception) -> tuple[str, Optional[str]]:
         return str(exc), None
     ref = secrets.token_hex(6)
     _log.error("call failed, reference %s: %s: %s", ref, type(exc).__name__, exc)
+    if isinstance(exc, SchemaOwnerNeeded):  # names the table, its schema, the role and the GRANT: what to ask for
+        return f"{exc} (reference {ref})", ref
     if isinstance(exc, WorkspaceBusy):  # its message names the file; the caller needs only to retry
         return (f"the workspace is busy with another process's long write; nothing was done. Retry later "
                 f"(reference {ref}).", ref)

@@ -25,11 +25,16 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Optional, Sequence
 
-from ..errors import BackendError, ConfigError, IntegrityError, WorkspaceBusy
+from ..errors import BackendError, ConfigError, IntegrityError, SchemaOwnerNeeded, WorkspaceBusy
 from ..sqlite_store import (BUSY_TIMEOUT_MS, connect, raise_if_busy, raise_if_damaged, raise_if_edited, refuse_cut,
                             raise_if_unwritable, refuse_foreign_triggers, refuse_replaced, store_identity)
 
 WORKSPACE_SCHEMA = 1
+# PostgreSQL's SQLSTATE for a right the role lacks (psycopg's InsufficientPrivilege), and the
+# object its message names ("permission denied for table audit_entries").
+INSUFFICIENT_PRIVILEGE = "42501"
+_PLAIN_NAME = re.compile(r"[a-z_][a-z0-9_]*")
+_DENIED = re.compile(r"permission denied for (table|relation|view|sequence|schema) \"?([A-Za-z0-9_]+)\"?")
 
 PG_AUDIT = """
 CREATE TABLE IF NOT EXISTS {ns}.audit_entries (
@@ -241,6 +246,8 @@ class PgTables:
     def _guard(self, exc: BaseException) -> None:
         import psycopg
 
+        if isinstance(exc, psycopg.Error) and exc.sqlstate == INSUFFICIENT_PRIVILEGE:
+            raise self._right_missing(exc) from None
         if isinstance(exc, psycopg.OperationalError):
             text = (str(exc).strip().splitlines() or [type(exc).__name__])[-1][:160]
             raise BackendError(f"{self.where} failed ({text}); nothing was written.") from None
@@ -248,6 +255,27 @@ class PgTables:
             text = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
             raise IntegrityError(f"{self.where} cannot be read or written ({text}): its tables were altered or "
                                  "dropped. Restore them from a backup.") from None
+
+    def _right_missing(self, exc: Any) -> SchemaOwnerNeeded:
+        """A right revoked from the role connected (SQLSTATE 42501): the tables are as they were,
+        and a restore from a backup, which the altered-tables error advised, mends nothing. Named
+        with the GRANT to run as the schema's owner; the message names the table, its schema and
+        the role only (a caller of the service may read it), never the server's address."""
+        user = str(self._conn.info.user)  # no query: the transaction may be aborted by the refusal
+        role = user if _PLAIN_NAME.fullmatch(user) else '"' + user.replace('"', '""') + '"'  # as quote_ident
+        found = _DENIED.search(str(getattr(exc.diag, "message_primary", None) or exc))
+        if found is not None and found.group(1) == "schema":
+            statement = f"GRANT USAGE ON SCHEMA {self._ns} TO {role}"
+            what = f"the schema {self._ns}"
+        else:
+            # The role's rights on the workspace's tables: what it reads, appends, updates and prunes.
+            table = f"{self._ns}.{found.group(2)}" if found is not None else f"every table of the schema {self._ns}"
+            statement = (f"GRANT SELECT, INSERT, UPDATE, DELETE ON {table} TO {role}" if found is not None else
+                         f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {self._ns} TO {role}")
+            what = table
+        return SchemaOwnerNeeded(f"the service's database role {role} was refused a right on {what} (permission "
+                                 f"denied): a right was revoked from it, the tables are as they were. Run `{statement}` "
+                                 "once as the schema's owner.", statement)
 
     def q(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         with self._lock:

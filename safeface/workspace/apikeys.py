@@ -366,8 +366,8 @@ class ApiKeys:
         store's role lost a right on the sessions' tables since the login."""
         try:
             return self._session(cookie, now, use)
-        except IntegrityError:
-            self._rights()  # a right revoked is no table altered: named, with the statement that mends it
+        except (IntegrityError, SchemaOwnerNeeded):
+            self._rights()  # the rights missing named, each with the statement that mends it
             raise
 
     def _session(self, cookie: Optional[str], now: dt.datetime, use: bool) -> ApiKey:
@@ -430,9 +430,12 @@ class ApiKeys:
                 self._t.run("INSERT INTO {t}session_uses AS u VALUES (?, ?, ?, ?) ON CONFLICT (session) DO UPDATE "
                             "SET used = excluded.used, mac = excluded.mac WHERE u.used < excluded.used",
                             (ref, now, until, self._use_mac(ref, now, until)))
-        except IntegrityError:  # a trigger, a file replaced: at worst the session ends sooner
+        except SchemaOwnerNeeded:
             # A right revoked (no INSERT, UPDATE or DELETE) would end every session 30 minutes
-            # after its login, unsaid: named instead (SchemaOwnerNeeded).
+            # after its login, unsaid: named instead, the rights missing first.
+            self._rights()
+            raise
+        except IntegrityError:  # a trigger, a file replaced: at worst the session ends sooner
             self._rights()
         except (WorkspaceBusy, WorkspaceUnwritable):  # held, full
             pass
@@ -553,7 +556,7 @@ class ApiKeys:
             try:
                 with self._t.write(wait=wait):  # the key store's lock: two first writers take turns
                     self._t.run(ddl)
-            except IntegrityError as exc:
+            except (IntegrityError, SchemaOwnerNeeded) as exc:  # on PostgreSQL, no right to create in the schema
                 if getattr(self._t, "dialect", None) != "postgresql":  # a trigger, a file replaced: as any write
                     raise
                 statement = f"{ddl.format(t=self._t.prefix)}; {self._grant(name)}"
