@@ -841,3 +841,34 @@ def test_a_logout_kept_only_in_the_logouts_folder_still_ends_the_session_after_a
         with pytest.raises(AuthenticationError, match="logged out"):
             sf.session(cookie)
         assert sf.session(other).role == "operator"
+
+
+def test_a_logout_kept_only_in_the_ended_sessions_table_still_ends_the_session_after_a_move_to_the_server(
+        pg: PgCluster, tmp_path: Path) -> None:
+    """A local workspace's logout that the audit log refused but the key store's ended sessions
+    took: `storage migrate` carried the keys and the sessions' uses, not the ended sessions, so
+    the session was live again on the server."""
+    import sqlite3
+    from contextlib import closing
+
+    server_modules()
+    ws = tmp_path / "ws"
+    init_workspace(ws, demo=True)
+    paths = WorkspacePaths(ws)
+    with SafeFace.open(ws) as sf:
+        _, key = sf.issue_api_key("operator", label="console")
+        _, cookie = sf.open_session(key)
+        _, other = sf.open_session(key)
+        with closing(sqlite3.connect(paths.audit)) as db, db:
+            db.execute("CREATE TRIGGER keep BEFORE INSERT ON entries BEGIN SELECT RAISE(ABORT, 'refused'); END")
+        assert sf.end_session(cookie) is True
+    with closing(sqlite3.connect(paths.audit)) as db, db:  # the log repaired: only the key store ended it
+        db.execute("DROP TRIGGER keep")
+    with SafeFace.open(ws) as sf:
+        with pytest.raises(AuthenticationError, match="logged out"):
+            sf.session(cookie)
+        sf.migrate_storage({"records": pg.new_database(), "vectors": "milvus-lite:vectors.db"})
+    with SafeFace.open(ws) as sf:  # a process of the server workspace
+        with pytest.raises(AuthenticationError, match="logged out"):
+            sf.session(cookie)
+        assert sf.session(other).role == "operator"

@@ -182,9 +182,9 @@ class ApiKeys:
 
     def dump(self) -> dict[str, list[tuple[Any, ...]]]:
         """The rows as stored (hashes only), by their table's name in PostgreSQL, for a migration;
-        with the sessions' uses, and the logouts kept in the logouts folder as ends among them
-        (end_session_in_uses): other hosts read no file, and a session logged out only there was
-        live again on the server."""
+        with the ended sessions, the sessions' uses, and the logouts kept in the logouts folder as
+        ends among them (end_session_in_uses): other hosts read no file, and a session logged out
+        only there was live again on the server."""
         # A row edited out of its types by hand is no use (_used) and would fail the copy: left out.
         uses = {str(r[0]): tuple(r) for r in self._t.q("SELECT session, used, until, mac FROM {t}session_uses")
                 if isinstance(r[1], int) and isinstance(r[2], int) and all(isinstance(v, str) for v in (r[0], r[3]))} \
@@ -198,7 +198,13 @@ class ApiKeys:
             if isinstance(until, int) and hmac.compare_digest(str(doc.get("mac")),
                                                               self._mac("console logout", f"{ref}|{until}")):
                 uses[ref] = (ref, until, until, self._ended_mac(ref, until))
+        # The logouts the ended sessions' table alone took (the audit log refused them): left
+        # behind, each session was live again on the server.
+        ended = [tuple(r) for r in self._t.q("SELECT session, until FROM {t}ended_sessions")
+                 if isinstance(r[0], str) and isinstance(r[1], int)] \
+            if self._table("ended_sessions", _ENDED, create=False) else []
         return {"service_apikeys": self._t.q("SELECT * FROM {t}apikeys"),
+                "service_ended_sessions": sorted(ended),
                 "service_session_uses": sorted(uses.values())}
 
     def move_to(self, where: Any) -> None:
