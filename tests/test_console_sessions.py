@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import sys
+import textwrap
 import time
 from contextlib import closing
 from pathlib import Path
@@ -721,3 +722,39 @@ def test_a_login_forms_row_edited_by_hand_gives_out_no_session_past_its_hours(tm
             assert keys.session(cookie, now).key_id == first.split(".")[0]
     finally:
         keys.close()
+
+
+_LOGIN_ON_A_FULL_DISK = textwrap.dedent("""
+    import json, sqlite3, sys
+    from pathlib import Path
+    sys.path.insert(0, TESTS)
+    import disk_support
+    from service_support import console_login
+
+    disk = Path(DISK)
+    ws, op, _, _ = disk_support.operator_workspace(disk / "ws")
+    with disk_support.started_service(ws.root, Path(SCRATCH)) as client:
+        first = console_login(client, op).status_code  # the login forms' table made
+        for db_path in (ws.apikeys, ws.audit):  # their write-ahead logs emptied: nothing left to write into
+            with sqlite3.connect(db_path, isolation_level=None) as db:
+                db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        disk_support.fill(disk)
+        client.cookies.clear()
+        login = console_login(client, op)
+        page = client.get("/audit", follow_redirects=False)
+    print("RESULT " + json.dumps({"first": first, "login": login.status_code, "page": page.status_code,
+                                  "text": login.text[:300]}))
+""")
+
+
+def test_an_operator_logs_in_to_the_console_while_the_workspace_disk_is_full(tmp_path: Path) -> None:
+    """A login writes its form's row in the key store (one session per form); on a full disk
+    that write failed, and the operator could not log in to the console to see what was wrong,
+    where a login wrote nothing before. The login opens a session all the same (a form posted
+    twice then may give out two)."""
+    from disk_support import run_on_small_disk
+
+    (tmp_path / "scratch").mkdir()
+    out = run_on_small_disk(tmp_path, _LOGIN_ON_A_FULL_DISK, SCRATCH=str(tmp_path / "scratch"))
+    assert out["first"] == 303 and out["login"] == 303, out
+    assert out["page"] == 200, out

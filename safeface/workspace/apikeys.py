@@ -331,9 +331,19 @@ class ApiKeys:
         which share the form's cookie, at once) gives out one session, whichever answer the
         browser keeps: each used to open its own, and the one whose cookie the browser dropped
         stayed live, held by no browser, until it idled out. Two browsers have two forms."""
-        self._table("spent_logins", _SPENT, create=True)
         ref, t = self._mac("login form", f"{form}|{key_id}"), int(now.timestamp())
         fresh = (t + SESSION_SECONDS, secrets.token_hex(8))
+        try:
+            return self._spend_form(ref, t, fresh)
+        except WorkspaceUnwritable:
+            # A full or read-only disk: the login wrote nothing before forms were recorded, and an
+            # operator must still reach the console to see what is wrong. A session of its own,
+            # as each post of a form opened then.
+            return fresh
+
+    def _spend_form(self, ref: str, t: int, fresh: tuple[int, str]) -> tuple[int, str]:
+        """_form_session's record: the session the form `ref` gave out, else `fresh`, recorded."""
+        self._table("spent_logins", _SPENT, create=True)
         tries = 0
         while True:
             # Not waited for past a moment (the service checks logins on its event loop, which a
