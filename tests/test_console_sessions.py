@@ -758,3 +758,20 @@ def test_an_operator_logs_in_to_the_console_while_the_workspace_disk_is_full(tmp
     out = run_on_small_disk(tmp_path, _LOGIN_ON_A_FULL_DISK, SCRATCH=str(tmp_path / "scratch"))
     assert out["first"] == 303 and out["login"] == 303, out
     assert out["page"] == 200, out
+
+
+def test_a_login_form_posted_again_after_its_logout_gives_out_one_new_session(tmp_path: Path) -> None:
+    """A login form gives out one session per key, however often it is posted; once that session
+    was logged out, each later post of the form opened a session of its own, recorded nowhere, so
+    a double click (or a script posting the form in a loop) left sessions held by no browser. The
+    form gives out one new session then, and the logged-out one never again."""
+    from policy_support import make_workspace
+
+    ws = make_workspace(tmp_path / "ws")
+    with open_sf(ws) as sf:
+        _, key = sf.issue_api_key("operator", label="console")
+        _, first = sf.open_session(key, "form")
+        assert sf.end_session(first) is True
+        again = [sf.open_session(key, "form")[1] for _ in range(3)]
+        assert first not in again and len(set(again)) == 1, again
+        assert sf.session(again[0]).role == "operator"

@@ -1439,8 +1439,8 @@ class SafeFace:
         if form is not None:
             try:
                 self.session(value, use=False)
-            except AuthenticationError:  # the form's session was logged out since: a new one
-                info, value = self._apikeys.open_session(api_key, self._clock())
+            except AuthenticationError:  # the form's session was logged out since: a new one in its place
+                info, value = self._apikeys.open_session(api_key, self._clock(), form, ended=value)
         return self._not_revoked(info), value
 
     def end_session(self, value: Optional[str]) -> bool:

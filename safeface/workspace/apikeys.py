@@ -303,10 +303,11 @@ class ApiKeys:
     def _mac(self, label: str, text: str) -> str:
         return hmac.new(self._key, f"safeface-{label}|{text}".encode("utf-8"), hashlib.sha256).hexdigest()
 
-    def open_session(self, presented: Optional[str], now: dt.datetime,
-                     form: Optional[str] = None) -> tuple[ApiKey, str]:
+    def open_session(self, presented: Optional[str], now: dt.datetime, form: Optional[str] = None,
+                     ended: Optional[str] = None) -> tuple[ApiKey, str]:
         """A session for the key `presented`: (its description, the cookie). `form`: the token of
-        the login form it came from, which gives out one session (_form_session)."""
+        the login form it came from, which gives out one session (_form_session); `ended`: the
+        session that form gave out, found logged out since, which a new one replaces."""
         info = self.authenticate(presented, now)
         if getattr(self._t, "dialect", None) == "postgresql":
             # A store moved there by an earlier safeface lacks the sessions' tables: made now, or
@@ -318,31 +319,37 @@ class ApiKeys:
                 self._usable(name)
         # Each login its own session, even two in one second: logging out of one ends no other;
         # but one login form gives out one session (_form_session).
-        exp, nonce = self._form_session(form, info.key_id, now) if form is not None else (
+        exp, nonce = self._form_session(form, info.key_id, now, ended) if form is not None else (
             int(now.timestamp()) + SESSION_SECONDS, secrets.token_hex(8))
         rows = self._t.q("SELECT digest FROM {t}apikeys WHERE key_id = ?", (info.key_id,))
         mac = self._session_mac(info, exp, nonce, str(rows[0][0]) if rows else "")
         return info, f"{info.key_id}.{exp}.{nonce}.{mac}"
 
-    def _form_session(self, form: str, key_id: str, now: dt.datetime) -> tuple[int, str]:
+    def _form_session(self, form: str, key_id: str, now: dt.datetime,
+                      ended: Optional[str] = None) -> tuple[int, str]:
         """The end and nonce of the session that the login form whose token is `form` gives out
         for the key `key_id`: the one it gave out before, while that is live, else a new one,
         recorded. A form submitted twice with one key (a double click; two tabs of one browser,
         which share the form's cookie, at once) gives out one session, whichever answer the
         browser keeps: each used to open its own, and the one whose cookie the browser dropped
-        stayed live, held by no browser, until it idled out. Two browsers have two forms."""
+        stayed live, held by no browser, until it idled out. Two browsers have two forms. Once
+        its session is logged out (`ended`, that session's cookie), the form gives out one new
+        session in its place, the same to posts racing: each opened a session of its own before."""
         ref, t = self._mac("login form", f"{form}|{key_id}"), int(now.timestamp())
         fresh = (t + SESSION_SECONDS, secrets.token_hex(8))
+        gone = (session_until(ended), ended.split(".")[2]) if ended is not None else None
         try:
-            return self._spend_form(ref, t, fresh)
+            return self._spend_form(ref, t, fresh, gone)
         except WorkspaceUnwritable:
             # A full or read-only disk: the login wrote nothing before forms were recorded, and an
             # operator must still reach the console to see what is wrong. A session of its own,
             # as each post of a form opened then.
             return fresh
 
-    def _spend_form(self, ref: str, t: int, fresh: tuple[int, str]) -> tuple[int, str]:
-        """_form_session's record: the session the form `ref` gave out, else `fresh`, recorded."""
+    def _spend_form(self, ref: str, t: int, fresh: tuple[int, str],
+                    gone: Optional[tuple[int, str]]) -> tuple[int, str]:
+        """_form_session's record: the session the form `ref` gave out unless it is `gone` (its
+        end and nonce), else `fresh`, recorded."""
         self._table("spent_logins", _SPENT, create=True)
         tries = 0
         while True:
@@ -356,7 +363,7 @@ class ApiKeys:
                     # Only a session a login could have given out now: a row edited by hand must
                     # not have the service sign a cookie past SESSION_SECONDS.
                     if rows and isinstance(rows[0][0], int) and t < rows[0][0] <= fresh[0] and \
-                            re.fullmatch(r"[0-9a-f]{16}", str(rows[0][1])):
+                            re.fullmatch(r"[0-9a-f]{16}", str(rows[0][1])) and tuple(rows[0]) != gone:
                         return int(rows[0][0]), str(rows[0][1])
                     self._t.run("INSERT INTO {t}spent_logins AS s VALUES (?, ?, ?, ?) ON CONFLICT (form) DO UPDATE "
                                 "SET until = excluded.until, session_until = excluded.session_until, "
