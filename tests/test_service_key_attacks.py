@@ -15,7 +15,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from policy_support import Clock, legal_basis, make_workspace, open_sf  # noqa: E402
 
-from safeface.errors import AuthenticationError  # noqa: E402
+from safeface.errors import AuthenticationError, IntegrityError, SchemaOwnerNeeded  # noqa: E402
 
 
 # -- F2: a revoked API key still acts, unrefused and unnamed ("in flight" for as long as it likes) --
@@ -606,6 +606,15 @@ def test_a_right_revoked_from_the_services_role_is_a_503_naming_the_grant_not_a_
             answers[table] = (client.get("/v1/audit/verify", headers={"X-API-Key": key}), console_login(client, key))
             owner(f"GRANT SELECT ON safeface.{table} TO {role}")
         after = client.get("/v1/audit/verify", headers={"X-API-Key": key})
+    # The same SQLSTATE for a row-level security policy someone added under an open handle (the
+    # open refuses one), which keeps the role from appending: the tables were altered, and a GRANT
+    # mends nothing.
+    with open_sf(ws) as sf:
+        owner("ALTER TABLE safeface.audit_entries ENABLE ROW LEVEL SECURITY")
+        owner("CREATE POLICY read_only ON safeface.audit_entries FOR SELECT USING (true)")
+        with pytest.raises(IntegrityError, match="altered") as policed:
+            sf.issue_api_key("auditor", label="second")
+    assert not isinstance(policed.value, SchemaOwnerNeeded)
     for table, (call, login) in answers.items():
         grant = f"GRANT SELECT, INSERT, UPDATE, DELETE ON safeface.{table} TO {role}"
         assert call.status_code == 503 and call.json()["error"] == "SchemaOwnerNeeded", (table, call.text)

@@ -246,8 +246,10 @@ class PgTables:
     def _guard(self, exc: BaseException) -> None:
         import psycopg
 
-        if isinstance(exc, psycopg.Error) and exc.sqlstate == INSUFFICIENT_PRIVILEGE:
-            raise self._right_missing(exc) from None
+        missing = self._right_missing(exc) if isinstance(exc, psycopg.Error) and \
+            exc.sqlstate == INSUFFICIENT_PRIVILEGE else None
+        if missing is not None:
+            raise missing from None
         if isinstance(exc, psycopg.OperationalError):
             text = (str(exc).strip().splitlines() or [type(exc).__name__])[-1][:160]
             raise BackendError(f"{self.where} failed ({text}); nothing was written.") from None
@@ -256,23 +258,24 @@ class PgTables:
             raise IntegrityError(f"{self.where} cannot be read or written ({text}): its tables were altered or "
                                  "dropped. Restore them from a backup.") from None
 
-    def _right_missing(self, exc: Any) -> SchemaOwnerNeeded:
-        """A right revoked from the role connected (SQLSTATE 42501): the tables are as they were,
-        and a restore from a backup, which the altered-tables error advised, mends nothing. Named
-        with the GRANT to run as the schema's owner; the message names the table, its schema and
-        the role only (a caller of the service may read it), never the server's address."""
+    def _right_missing(self, exc: Any) -> Optional[SchemaOwnerNeeded]:
+        """A right revoked from the role connected (SQLSTATE 42501, "permission denied for table
+        ..."): the tables are as they were, and a restore from a backup, which the altered-tables
+        error advised, mends nothing. Named with the GRANT to run as the schema's owner; the message
+        names the table, its schema and the role only (a caller of the service may read it), never
+        the server's address. None for another refusal of that SQLSTATE (a row-level security
+        policy someone added: the tables were altered)."""
+        found = _DENIED.search(str(getattr(exc.diag, "message_primary", None) or exc))
+        if found is None:
+            return None
         user = str(self._conn.info.user)  # no query: the transaction may be aborted by the refusal
         role = user if _PLAIN_NAME.fullmatch(user) else '"' + user.replace('"', '""') + '"'  # as quote_ident
-        found = _DENIED.search(str(getattr(exc.diag, "message_primary", None) or exc))
-        if found is not None and found.group(1) == "schema":
-            statement = f"GRANT USAGE ON SCHEMA {self._ns} TO {role}"
-            what = f"the schema {self._ns}"
+        if found.group(1) == "schema":
+            what, statement = f"the schema {self._ns}", f"GRANT USAGE ON SCHEMA {self._ns} TO {role}"
         else:
             # The role's rights on the workspace's tables: what it reads, appends, updates and prunes.
-            table = f"{self._ns}.{found.group(2)}" if found is not None else f"every table of the schema {self._ns}"
-            statement = (f"GRANT SELECT, INSERT, UPDATE, DELETE ON {table} TO {role}" if found is not None else
-                         f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {self._ns} TO {role}")
-            what = table
+            what = f"{self._ns}.{found.group(2)}"
+            statement = f"GRANT SELECT, INSERT, UPDATE, DELETE ON {what} TO {role}"
         return SchemaOwnerNeeded(f"the service's database role {role} was refused a right on {what} (permission "
                                  f"denied): a right was revoked from it, the tables are as they were. Run `{statement}` "
                                  "once as the schema's owner.", statement)
