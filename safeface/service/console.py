@@ -322,7 +322,9 @@ def build_console(rt: Runtime) -> APIRouter:
                 return failed
         resp = RedirectResponse("/audit", status_code=303)
         resp.set_cookie(SESSION, cookie, httponly=True, samesite="strict", secure=True, max_age=SESSION_SECONDS)
-        _forget(resp, LOGIN)
+        # The form's cookie is kept for its 10 minutes: a person's second click on "Log in" often
+        # leaves after this answer is in, and without it was told the form expired. Posted again,
+        # the form gives out this session (a new one once this is logged out).
         return resp
 
     def still_open(request: Request) -> str:
