@@ -261,7 +261,15 @@ def build_console(rt: Runtime) -> APIRouter:
         # form open before it (another tab's; a sibling host's page need only load /login as an
         # image, over and over) answer "expired". Only this host can set a __Host- cookie.
         held = request.cookies.get(LOGIN) or ""
-        token = held if _LOGIN_TOKEN.fullmatch(held) else secrets.token_urlsafe(24)
+        # Not once the browser holds a live session: the form gives out the session it gave
+        # before (its cookie outlives the login, for a second click), and a login from a page
+        # loaded afresh is a new login, which ends that session.
+        current = request.cookies.get(SESSION)
+        try:
+            live = current is not None and rt.light(lambda sf: live_key(sf, current)) is not None
+        except SafeFaceError:  # the service starting, a store failing: the login form still shows
+            live = False
+        token = held if _LOGIN_TOKEN.fullmatch(held) and not live else secrets.token_urlsafe(24)
         # The link names one of our own messages, never text: a link to the real console could
         # otherwise show a stranger's words in its error box ("mail your key to ...").
         msg = f"<p class='bad'>{_e(_LOGIN_ERRORS[error])}</p>" if error in _LOGIN_ERRORS else ""
