@@ -790,8 +790,15 @@ def test_a_second_click_on_log_in_sent_after_the_first_answer_keeps_the_browser_
         held = client.cookies.get("__Host-sf_session")
         second = client.post("/login", data={"csrf": token, "api_key": op}, follow_redirects=False)
         page = client.get("/audit", follow_redirects=False)
+        same = client.cookies.get("__Host-sf_session")
+        with open_sf(ws) as sf:  # the second post ended no session
+            ended = sum("console session" in (e.note or "") for e in sf.audit_entries())
+        # The login page loaded afresh is a new login (a new form), which ends the session held.
+        assert console_login(client, op).status_code == 303
+        fresh = client.cookies.get("__Host-sf_session")
     assert first.status_code == 303 and second.status_code == 303, (first.status_code, second.status_code)
     assert second.headers["location"] == "/audit", second.headers["location"]
-    assert client.cookies.get("__Host-sf_session") == held and page.status_code == 200
-    with open_sf(ws) as sf:  # the second post ended no session
-        assert not any("console session" in (e.note or "") for e in sf.audit_entries())
+    assert same == held and page.status_code == 200 and ended == 0, ended
+    assert fresh != held
+    with open_sf(ws) as sf:
+        assert sum("console session" in (e.note or "") for e in sf.audit_entries()) == 1
