@@ -277,8 +277,8 @@ class PgTables:
             what = f"{self._ns}.{found.group(2)}"
             statement = f"GRANT SELECT, INSERT, UPDATE, DELETE ON {what} TO {role}"
         return SchemaOwnerNeeded(f"the service's database role {role} was refused a right on {what} (permission "
-                                 f"denied): a right was revoked from it, the tables are as they were. Run `{statement}` "
-                                 "once as the schema's owner.", statement)
+                                 "denied): a right was revoked from it, the tables are as they were. Run "
+                                 f"`{statement}` once as the schema's owner.", statement)
 
     def q(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         with self._lock:
