@@ -802,3 +802,21 @@ def test_a_second_click_on_log_in_sent_after_the_first_answer_keeps_the_browser_
     assert fresh != held
     with open_sf(ws) as sf:
         assert sum("console session" in (e.note or "") for e in sf.audit_entries()) == 1
+
+
+def test_a_logged_out_session_named_in_no_cookies_shape_replaces_nothing(tmp_path: Path) -> None:
+    """`ApiKeys.open_session(..., ended=...)` replaces a login form's session found logged out; a
+    value of no cookie's shape (an app passing what it was given) was a bare ValueError."""
+    import datetime as dt
+
+    from safeface.workspace.apikeys import ApiKeys
+
+    now = dt.datetime.now(dt.timezone.utc)
+    keys = ApiKeys(tmp_path / "apikeys.db", b"k" * 32)
+    try:
+        _, key = keys.issue("operator", "console", None, None, now)
+        first = keys.open_session(key, now, "form")[1]
+        assert [keys.open_session(key, now, "form", ended=v)[1] for v in ("garbage", "", "a.b")] == [first] * 3
+        assert keys.open_session(key, now, "form", ended=first)[1] != first
+    finally:
+        keys.close()

@@ -337,7 +337,8 @@ class ApiKeys:
         session in its place, the same to posts racing: each opened a session of its own before."""
         ref, t = self._mac("login form", f"{form}|{key_id}"), int(now.timestamp())
         fresh = (t + SESSION_SECONDS, secrets.token_hex(8))
-        gone = (session_until(ended), ended.split(".")[2]) if ended is not None else None
+        m = _SESSION.fullmatch(ended) if isinstance(ended, str) else None  # no cookie's shape: replaces nothing
+        gone = (int(m.group(2)), m.group(3)) if m is not None else None
         try:
             return self._spend_form(ref, t, fresh, gone)
         except WorkspaceUnwritable:
