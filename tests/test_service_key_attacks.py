@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import html
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -269,6 +270,13 @@ def _dml_only_role(dsn: str) -> str:
     return role
 
 
+def _logged_under(caplog: pytest.LogCaptureFixture, said: str) -> str:
+    """What the service's log holds under the reference `said` (a caller's message) gives."""
+    found = re.search(r"reference ([0-9a-f]{12})", said)
+    assert found, said
+    return "\n".join(r.getMessage() for r in caplog.records if found.group(1) in r.getMessage())
+
+
 def _service_connects_as_a_dml_only_role(ws: Any, dsn: str) -> str:
     """Point the workspace's records at a new _dml_only_role (sealed, as `storage migrate` does):
     the role's name."""
@@ -322,10 +330,11 @@ def test_a_role_that_may_not_create_the_session_tables_is_refused_at_login_not_a
 
 
 def test_a_right_on_the_session_tables_revoked_after_login_is_a_page_naming_the_grant(
-        pg: Any, tmp_path: Path) -> None:
+        pg: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """On PostgreSQL, a right on a sessions' table revoked from the service's role after a login
     failed every console page (a bare error naming the store) until it was granted again. Each page
-    answers 503 naming the right missing and the GRANT to run as the schema's owner, the logout too,
+    answers 503 saying a right is missing, the logout too, with the GRANT to run as the schema's
+    owner in the service's log under the page's reference (the role is the operator's to read),
     with nothing written; once granted, the session reads on. A login form submitted twice gives
     out one session there too (the login forms' table is the store's, shared by every host)."""
     import psycopg
@@ -365,11 +374,11 @@ def test_a_right_on_the_session_tables_revoked_after_login_is_a_page_naming_the_
         left = client.get("/audit", follow_redirects=False)
     for refused in (page, logout):
         assert refused.status_code == 503 and "id='missing-right'" in refused.text, refused.status_code
-        assert "SELECT" in refused.text and "Traceback" not in refused.text
+        assert "Traceback" not in refused.text and role not in refused.text  # the role: the operator's to read
         assert f"GRANT SELECT, INSERT, UPDATE, DELETE ON safeface.service_ended_sessions TO {role}" in \
-            html.unescape(refused.text), refused.text
+            _logged_under(caplog, html.unescape(refused.text)), refused.text
     assert keys_unread.status_code == 503 and f"GRANT SELECT ON safeface.service_apikeys TO {role}" in \
-        html.unescape(keys_unread.text), keys_unread.status_code
+        _logged_under(caplog, html.unescape(keys_unread.text)), keys_unread.status_code
     assert again.status_code == 200, again.status_code  # the refused logout ended nothing
     assert [r.status_code for r in twice] == [303, 303], [r.status_code for r in twice]
     assert twice[0].cookies.get("__Host-sf_session") == twice[1].cookies.get("__Host-sf_session")
@@ -576,11 +585,12 @@ def test_an_expired_key_neither_authenticates_nor_logs_in_and_its_session_ends(t
 
 
 def test_a_right_revoked_from_the_services_role_is_a_503_naming_the_grant_not_a_restore(
-        pg: Any, tmp_path: Path) -> None:
+        pg: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """On PostgreSQL, a right revoked from the service's role (SELECT on the key table, or a right
     on the audit log's tables) answered each `/v1` call, and the console's login, 409: the tables
     "were altered or dropped, restore them from a backup", which sent the operator to a restore
-    that changes nothing. It is a 503 naming the right's GRANT; granted again, the calls work."""
+    that changes nothing. It is a 503 whose reference finds the right's GRANT in the service's log
+    (the caller may be anyone: the key check is what failed); granted again, the calls work."""
     import psycopg
     from fastapi.testclient import TestClient
     from server_support import PG_PASSWORD
@@ -618,8 +628,9 @@ def test_a_right_revoked_from_the_services_role_is_a_503_naming_the_grant_not_a_
     for table, (call, login) in answers.items():
         grant = f"GRANT SELECT, INSERT, UPDATE, DELETE ON safeface.{table} TO {role}"
         assert call.status_code == 503 and call.json()["error"] == "SchemaOwnerNeeded", (table, call.text)
-        assert grant in call.json()["message"] and "backup" not in call.json()["message"], call.text
+        said = call.json()["message"]
+        assert role not in said and "backup" not in said and grant in _logged_under(caplog, said), call.text
         assert call.headers.get("Retry-After"), call.headers
         # The login's key check reads both (the log says whether the key was issued and revoked).
-        assert login.status_code == 503 and grant in html.unescape(login.text), (login.status_code, login.text)
+        assert login.status_code == 503 and grant in _logged_under(caplog, html.unescape(login.text)), login.text
     assert after.status_code == 200, after.text

@@ -100,15 +100,14 @@ class Session:
 
 def _unusable_sessions(exc: SchemaOwnerNeeded) -> HTMLResponse:
     """The page for a request the sessions' tables cannot answer, as the service's database role
-    lost a right on one since the login: 503, naming the right and the statement that mends it
-    (it was a bare error telling to restore the tables from a backup). Nothing was written: the
-    session's check comes before any change a page makes."""
-    told(exc)  # the whole message in the service's log too
+    lost a right on one since the login: 503, saying so, with the statement that mends it in the
+    service's log under the page's reference (it was a bare error telling to restore the tables
+    from a backup). Nothing was written: the session's check comes before any change a page makes."""
+    said, _ = told(exc)  # the statement in the service's log: the session's check is what failed
     return HTMLResponse("<!doctype html><html><head><meta charset='utf-8'><title>Console unavailable - safeface"
                         "</title><link rel='stylesheet' href='/console.css'></head><body><h1>Console unavailable</h1>"
-                        "<p class='bad' id='missing-right'>The service's database role may not do what this page "
-                        f"needs: {_e(str(exc))}</p>"
-                        f"<p>Once <code>{_e(exc.statement)}</code> has run, reload this page.</p></body></html>",
+                        f"<p class='bad' id='missing-right'>{_e(said[:1].upper() + said[1:])}</p>"
+                        "<p>Reload this page once it has run.</p></body></html>",
                         status_code=503, headers={"Retry-After": "60"})
 
 

@@ -32,8 +32,12 @@ def told(exc: Exception) -> tuple[str, Optional[str]]:
         return str(exc), None
     ref = secrets.token_hex(6)
     _log.error("call failed, reference %s: %s: %s", ref, type(exc).__name__, exc)
-    if isinstance(exc, SchemaOwnerNeeded):  # names the table, its schema, the role and the GRANT: what to ask for
-        return f"{exc} (reference {ref})", ref
+    if isinstance(exc, SchemaOwnerNeeded):
+        # Its message names the database role, the schema and the table, and the key check itself
+        # may be what failed: any caller can meet it, so the statement stays in the log.
+        return (f"the service's database role lacks a right or a table this call needs; nothing was done. Its "
+                f"operator finds the statement to run once as the schema's owner in the service's log under "
+                f"reference {ref}; retry once it has run.", ref)
     if isinstance(exc, WorkspaceBusy):  # its message names the file; the caller needs only to retry
         return (f"the workspace is busy with another process's long write; nothing was done. Retry later "
                 f"(reference {ref}).", ref)
