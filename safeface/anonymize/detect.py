@@ -14,7 +14,7 @@ from ..errors import InvalidArgument, ModelError, SafeFaceError
 from ..imageio import c_order
 from ..jsonnum import finite_number
 from ..lookalike import spelled
-from .alternating import halves, has_alternating_lines
+from .alternating import halves, line_periods
 from .exposure import dark_view, narrow_view
 
 DETECTORS = ("hog", "mmod", "onnx")
@@ -224,12 +224,14 @@ class FaceFinder:
         for view in (dark_view(small, sample=True), narrow_view(small, sample=True)):
             if view is not None:
                 boxes += [_box(r) for r, _ in self._hog.detect_rects(view, "hog", search.upsample, threshold)]
-        # Every other line or pixel inverted (alternating.py): tested on the frame as decoded (the
-        # scaled copy blends the lines away), then half of it searched at the copy's scale, and
-        # its negative. A few ms a frame; the searches only where the test finds such a block.
-        if has_alternating_lines(image):
+        # Lines inverted every other one or two on, two off (alternating.py): tested on the frame
+        # as decoded (the scaled copy blends the lines away), then half of it searched at the
+        # copy's scale, and its negative. A few ms a frame; the searches only where the test
+        # finds such a block.
+        periods = line_periods(image)
+        if any(periods):
             half_scale = min(1.0, 2.0 * scale)
-            for half in halves(image):
+            for half in halves(image, periods):
                 if half_scale < 1.0:
                     half = scaled(half, half_scale)
                 k = 2.0 * scale / half_scale  # from the half's searched copy to `small`

@@ -12,7 +12,8 @@ or gets back with one step anyone can take:
   squeezed (exposure.local_contrast_view);
 - written to defeat the search (crafted_views, at half size, so faces from about 80 px): a face
   in one colour channel under strong edges in the others (taking that channel gives it back);
-  every other row, column or pixel inverted (keeping half the lines gives it back); heavy
+  every other row, column or pixel inverted, or rows or columns two on, two off (keeping half
+  the lines gives it back); heavy
   impulse noise (a median filter gives it back).
 Each view is searched too, and its boxes are mapped back onto the photo's pixels. Views are made
 one at a time: a turned copy of a 50-megapixel photo is 150 MB."""
@@ -24,6 +25,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from ..imageio import c_order
+from .alternating import halves, line_periods
 from .detect import Box, FaceFinder
 from .exposure import dark_view, local_contrast_view, narrow_view
 
@@ -65,8 +67,10 @@ def crafted_views(pixels: np.ndarray) -> Iterator[tuple[np.ndarray, Callable[[Bo
     pixels (the eight together cost about two searches of the photo): HOG follows each pixel's
     strongest channel, so random blocks in two channels hid a grey face in the third (0.99 to
     its original once that channel was taken); a negative on every other row, column or pixel
-    breaks every edge, and one phase of the 2x2 grid is clean; and 45% of pixels set to black
-    or white hides a face that a 5x5 median restores. Photos only (see README)."""
+    breaks every edge, and one phase of the 2x2 grid is clean (two on, two off: the half of
+    one polarity, and its negative, where alternating.py finds it); and 45% of pixels set to
+    black or white hides a face that a 5x5 median restores. Video frames search these only
+    where a test finds them (FaceFinder._search)."""
     import cv2
 
     h, w = pixels.shape[:2]
@@ -83,6 +87,14 @@ def crafted_views(pixels: np.ndarray) -> Iterator[tuple[np.ndarray, Callable[[Bo
     for dy in (0, 1):
         for dx in (0, 1):
             yield c_order(pixels[dy:dy + 2 * size[1]:2, dx:dx + 2 * size[0]:2]), back
+    # Rows or columns inverted two on, two off leave no phase of the 2x2 grid clean: where the
+    # video's test (alternating.py) finds them, the half of one polarity and its negative.
+    periods = line_periods(pixels)
+    if 4 in periods:
+        for half in halves(pixels, periods):
+            hy, hx = h / half.shape[0], w / half.shape[1]
+            yield half, (lambda b, hx=hx, hy=hy: (b[0] * hx, b[1] * hy, b[2] * hx, b[3] * hy))
+            del half
 
 
 def find_in_views(finder: FaceFinder, pixels: np.ndarray) -> list[Box]:
