@@ -330,7 +330,8 @@ def _frame_steps(how: str, frame: np.ndarray) -> list[np.ndarray]:
 
 
 @needs_photos
-@pytest.mark.parametrize("how", ["rows inverted two on, two off", "columns inverted two on, two off"])
+@pytest.mark.parametrize("how", ["rows inverted two on, two off", "columns inverted two on, two off", "one channel",
+                                 "impulse noise"])
 def test_a_video_frame_written_to_hide_its_face_is_covered(engine: DlibEngine, finder: FaceFinder,
                                                            tmp_path: Path, how: str) -> None:
     """Photos were searched in these views, video frames not: a clip whose face was written in

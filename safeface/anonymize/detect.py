@@ -15,7 +15,9 @@ from ..imageio import c_order
 from ..jsonnum import finite_number
 from ..lookalike import spelled
 from .alternating import halves, line_periods
+from .channels import lone_channel_regions
 from .exposure import dark_view, narrow_view
+from .impulses import has_impulses, median_view
 
 DETECTORS = ("hog", "mmod", "onnx")
 DEFAULT_DETECTOR = "hog"
@@ -224,10 +226,23 @@ class FaceFinder:
         for view in (dark_view(small, sample=True), narrow_view(small, sample=True)):
             if view is not None:
                 boxes += [_box(r) for r, _ in self._hog.detect_rects(view, "hog", search.upsample, threshold)]
-        # Lines inverted every other one or two on, two off (alternating.py): tested on the frame
-        # as decoded (the scaled copy blends the lines away), then half of it searched at the
-        # copy's scale, and its negative. A few ms a frame; the searches only where the test
-        # finds such a block.
+        # Faces written to hide from HOG, each searched only where a cheap test (a few ms a
+        # frame) finds its sign, as photos search them always (views.crafted_views): one channel
+        # under noise in the others (channels.py: the regions found, in that channel alone);
+        # heavy impulse noise (impulses.py: tested and filtered on the frame as decoded, where
+        # impulses are single pixels, then scaled as the copy); lines inverted every other one or
+        # two on, two off (alternating.py: tested on the frame as decoded, since the scaled copy
+        # blends the lines away, then half of it searched at the copy's scale, and its negative).
+        for c, (x0, y0, x1, y1) in lone_channel_regions(small):
+            boxes += [(bx1 + x0, by1 + y0, bx2 + x0, by2 + y0) for bx1, by1, bx2, by2 in
+                      (_box(r) for r, _ in self._hog.detect_rects(np.ascontiguousarray(small[y0:y1, x0:x1, c]),
+                                                                   "hog", search.upsample, threshold))]
+        if has_impulses(image):
+            median = median_view(image)
+            if scale < 1.0:
+                median = scaled(median, scale)
+            boxes += [_box(r) for r, _ in self._hog.detect_rects(median, "hog", search.upsample, threshold)]
+            del median
         periods = line_periods(image)
         if any(periods):
             half_scale = min(1.0, 2.0 * scale)
