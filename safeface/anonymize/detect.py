@@ -18,6 +18,7 @@ from .alternating import halves, line_periods
 from .channels import lone_channel_regions
 from .exposure import dark_view, narrow_view
 from .impulses import has_impulses, median_view
+from .line_polarity import keyed_views
 
 DETECTORS = ("hog", "mmod", "onnx")
 DEFAULT_DETECTOR = "hog"
@@ -243,6 +244,13 @@ class FaceFinder:
                 median = scaled(median, scale)
             boxes += [_box(r) for r, _ in self._hog.detect_rects(median, "hog", search.upsample, threshold)]
             del median
+        # Lines inverted by a key, in no period (line_polarity.py): put back on the frame as
+        # decoded, searched at the copy's scale, and the negative.
+        for view in keyed_views(image):
+            if scale < 1.0:
+                view = scaled(view, scale)
+            boxes += [_box(r) for r, _ in self._hog.detect_rects(view, "hog", search.upsample, threshold)]
+            del view
         periods = line_periods(image)
         if any(periods):
             half_scale = min(1.0, 2.0 * scale)

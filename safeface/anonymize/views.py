@@ -13,7 +13,7 @@ or gets back with one step anyone can take:
 - written to defeat the search (crafted_views, at half size, so faces from about 80 px): a face
   in one colour channel under strong edges in the others (taking that channel gives it back);
   every other row, column or pixel inverted, or rows or columns two on, two off (keeping half
-  the lines gives it back); heavy
+  the lines gives it back), or by a key (putting each line back by its neighbour does); heavy
   impulse noise (a median filter gives it back).
 Each view is searched too, and its boxes are mapped back onto the photo's pixels. Views are made
 one at a time: a turned copy of a 50-megapixel photo is 150 MB."""
@@ -28,6 +28,7 @@ from ..imageio import c_order
 from .alternating import halves, line_periods
 from .detect import Box, FaceFinder
 from .exposure import dark_view, local_contrast_view, narrow_view
+from .line_polarity import keyed_views
 
 
 def _turned_back(k: int, w: int, h: int) -> Callable[[Box], Box]:
@@ -95,6 +96,10 @@ def crafted_views(pixels: np.ndarray) -> Iterator[tuple[np.ndarray, Callable[[Bo
             hy, hx = h / half.shape[0], w / half.shape[1]
             yield half, (lambda b, hx=hx, hy=hy: (b[0] * hx, b[1] * hy, b[2] * hx, b[3] * hy))
             del half
+    # Rows or columns inverted by a key (line_polarity.py): put back, at half size like the rest.
+    for view in keyed_views(pixels):
+        yield c_order(cv2.resize(view, size, interpolation=cv2.INTER_AREA)), back
+        del view
 
 
 def find_in_views(finder: FaceFinder, pixels: np.ndarray) -> list[Box]:
