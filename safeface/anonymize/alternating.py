@@ -9,7 +9,7 @@ The test: across an inverted line, a pixel differs from its neighbour by about |
 from the pixel one period away (inverted alike) only as much as a photo does. Natural pixels
 differ less from near pixels than from far ones, so a block of the frame where the lines `lag`
 apart differ far more than those `2 * lag` apart was written this way: lag 1 finds period 2,
-lag 2 period 4. Rows inverted by a key (a pseudo-random set) show no period and are not found."""
+lag 2 period 4. Rows inverted by a key (a pseudo-random set) show no period: line_polarity.py."""
 
 from __future__ import annotations
 

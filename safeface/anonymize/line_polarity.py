@@ -5,7 +5,7 @@ closer to the one next to it than to that line's negative, so wherever a line is
 neighbour's negative, one of the two was inverted.
 
 The test: in a block of a natural frame few neighbouring lines are closer inverted (an edge from
-dark to its negative's level, at most 3% of a block's lines in vtest.avi and the stage clip);
+dark to its negative's level: at most 6% of a block's pairs in vtest.avi and the stage clip);
 lines inverted at random make about half of them so. The repair: each block of BLOCK px across
 is followed down its lines, each line inverted where it is closer to the line above once
 inverted. An edge in the face can be read as an inversion, inverting the rest of its block
@@ -33,8 +33,8 @@ KEYED_SHARE = 0.1
 BAND = 16 * BLOCK
 
 
-def _pairs(image: np.ndarray, axis: int) -> Iterator[tuple[int, int, np.ndarray, np.ndarray]]:
-    """For each band of rows: (first pair, first block across, same, inverted), where same[i, k]
+def _pairs(image: np.ndarray, axis: int) -> Iterator[tuple[tuple[int, int], np.ndarray, np.ndarray]]:
+    """For each band of rows: ((first pair, first block across), same, inverted), where same[i, k]
     is the mean difference of neighbouring lines i and i + 1 along `axis` (0: rows, 1: columns)
     over block k across them, and inverted[i, k] the same with line i + 1 inverted."""
     import cv2
@@ -58,7 +58,7 @@ def _pairs(image: np.ndarray, axis: int) -> Iterator[tuple[int, int, np.ndarray,
         if axis == 1:
             means = [m.transpose(1, 0, *range(2, m.ndim)) for m in means]
         same, inverted = (m.reshape(m.shape[0], m.shape[1], -1).mean(axis=-1) for m in means)
-        yield (start, 0) if axis == 0 else (0, start // BLOCK), same, inverted  # type: ignore[misc]
+        yield ((start, 0) if axis == 0 else (0, start // BLOCK)), same, inverted
 
 
 def has_keyed_lines(image: np.ndarray, axis: int) -> bool:
@@ -80,7 +80,7 @@ def repaired(image: np.ndarray, axis: int) -> np.ndarray:
     h, w = image.shape[:2]
     n, strips = (h, w // BLOCK) if axis == 0 else (w, h // BLOCK)
     flips = np.zeros((n, strips), np.uint8)  # row i: line i reads inverted from line i - 1
-    for (line, block), same, inverted in _pairs(image, axis):  # type: ignore[misc]
+    for (line, block), same, inverted in _pairs(image, axis):
         flips[line + 1:line + 1 + same.shape[0], block:block + same.shape[1]] = inverted < same
     parity = (np.cumsum(flips, axis=0) % 2).astype(bool)
     out = np.array(image, copy=True)
