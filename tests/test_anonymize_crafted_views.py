@@ -126,3 +126,24 @@ def test_a_face_with_a_tenth_of_its_rows_inverted_by_a_key_is_put_back() -> None
     assert not hog.detect_rects(canvas, "hog", 1, -0.25), "the rows must hide the face"
     views = keyed_views(canvas)
     assert views and any(hog.detect_rects(v, "hog", 1, -0.25) for v in views)
+
+
+def test_blocks_of_one_channel_scattered_over_a_frame_are_searched_once_whole() -> None:
+    """Lone-channel blocks scattered every fourth block made one region each, grown to five
+    blocks a side: several times the frame searched again in each such channel. Regions adding
+    up to half the frame or more are one search of the whole frame."""
+    from safeface.anonymize.channels import BLOCK, lone_channel_regions
+
+    rng = np.random.default_rng(5)
+    frame = np.full((15 * BLOCK, 20 * BLOCK, 3), 128, np.uint8)
+    for by in range(0, 15, 4):
+        for bx in range(0, 20, 4):
+            block = frame[by * BLOCK:(by + 1) * BLOCK, bx * BLOCK:(bx + 1) * BLOCK]
+            block[..., 0] = rng.integers(0, 256, (BLOCK, BLOCK))
+            block[..., 1] = rng.integers(0, 256, (BLOCK, BLOCK))
+    regions = lone_channel_regions(frame)
+    assert regions
+    h, w = frame.shape[:2]
+    for c in {c for c, _ in regions}:
+        area = sum((x1 - x0) * (y1 - y0) for k, (x0, y0, x1, y1) in regions if k == c)
+        assert area <= w * h, f"channel {c}: {area / (w * h):.1f} frames searched"

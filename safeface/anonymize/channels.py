@@ -74,8 +74,14 @@ def lone_channel_regions(image: np.ndarray) -> list[tuple[int, Region]]:
         if not blocks.any():
             continue
         n, _, stats, _ = cv2.connectedComponentsWithStats(cv2.dilate(blocks, np.ones((3, 3), np.uint8)), connectivity=8)
+        regions: list[Region] = []
         for bx, by, bw, bh, _ in stats[1:n]:
             grow = BLOCK * max(2, int(bw), int(bh))
-            found.append((c, (max(0, int(bx) * BLOCK - grow), max(0, int(by) * BLOCK - grow),
-                              min(w, int(bx + bw) * BLOCK + grow), min(h, int(by + bh) * BLOCK + grow))))
+            regions.append((max(0, int(bx) * BLOCK - grow), max(0, int(by) * BLOCK - grow),
+                            min(w, int(bx + bw) * BLOCK + grow), min(h, int(by + bh) * BLOCK + grow)))
+        # Blocks scattered over the frame (a sender's, to multiply the searches): the channel is
+        # searched whole once, where its regions would add up to half the frame or more.
+        if 2 * sum((x1 - x0) * (y1 - y0) for x0, y0, x1, y1 in regions) >= w * h:
+            regions = [(0, 0, w, h)]
+        found += [(c, r) for r in regions]
     return found
