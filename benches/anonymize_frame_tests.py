@@ -25,7 +25,7 @@ from safeface.anonymize import FaceFinder, VideoOptions
 from safeface.anonymize.alternating import line_periods
 from safeface.anonymize.channels import lone_channel_regions
 from safeface.anonymize.impulses import has_impulses
-from safeface.anonymize.line_polarity import keyed_views
+from safeface.anonymize.line_polarity import has_keyed_lines
 
 ROOT = Path(os.environ.get("SAFEFACE_DATASETS", Path(__file__).resolve().parents[2] / "shared" / "datasets"))
 CLIPS = [ROOT / "opencv" / "vtest.avi", ROOT / "face_recognition" / "examples" / "short_hamilton_clip.mp4"]
@@ -61,7 +61,7 @@ def main() -> None:
             flagged["channels"] += bool(regions)
             area += sum((x1 - x0) * (y1 - y0) for _, (x0, y0, x1, y1) in regions) / (small.shape[0] * small.shape[1])
             flagged["impulses"] += has_impulses(rgb)
-            flagged["keyed lines"] += bool(keyed_views(rgb))
+            flagged["keyed lines"] += has_keyed_lines(rgb, 0) or has_keyed_lines(rgb, 1)
             test_s += time.process_time() - t
         timed: dict[str, float] = {}
         found: dict[str, int] = {}

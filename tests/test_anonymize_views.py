@@ -394,7 +394,7 @@ def test_real_footage_trips_no_crafted_frame_test_and_few_channel_regions(clip: 
         frames = [f.to_ndarray(format="rgb24") for i, f in enumerate(c.decode(video=0)) if i % 25 == 0]
     assert frames
     for rgb in frames:
-        assert not has_alternating_lines(rgb) and not has_impulses(rgb) and keyed_views(rgb) == []
+        assert not has_alternating_lines(rgb) and not has_impulses(rgb) and not list(keyed_views(rgb))
         small = detect.scaled(rgb, search.scale(rgb.shape[1], rgb.shape[0]))
         area = sum((x1 - x0) * (y1 - y0) for _, (x0, y0, x1, y1) in lone_channel_regions(small))
         assert area <= 0.5 * small.shape[0] * small.shape[1]

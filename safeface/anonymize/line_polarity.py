@@ -96,13 +96,18 @@ def repaired(image: np.ndarray, axis: int) -> np.ndarray:
     return out
 
 
-def keyed_views(image: np.ndarray) -> list[np.ndarray]:
+def keyed_views(image: np.ndarray) -> Iterator[np.ndarray]:
     """`image` with rows, then columns, put back where a block of either reads as inverted in no
-    order, and its negative; none where no block does."""
+    order, then its negative, made in place of it (one copy of a 50-megapixel photo, not two: a
+    caller keeping the first keeps a copy); nothing where no block reads so."""
     rows, cols = has_keyed_lines(image, 0), has_keyed_lines(image, 1)
     if not (rows or cols):
-        return []
+        return
     view = repaired(image, 0) if rows else image
     if cols or has_keyed_lines(view, 1):
         view = repaired(view, 1)
-    return [view, 255 - view]
+    elif view is image:
+        view = np.array(image, copy=True)
+    yield view
+    np.subtract(255, view, out=view)
+    yield view
