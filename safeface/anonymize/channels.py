@@ -50,7 +50,7 @@ def lone_channel_regions(image: np.ndarray) -> list[tuple[int, Region]]:
     """(channel, region (x1, y1, x2, y2) of `image`) for each place where a channel's texture
     follows no other textured channel: the blocks found there, grown by their own size and at
     least two blocks each way (a face's texture is at its eyes, mouth and outline, not
-    everywhere on it)."""
+    everywhere on it; under noise, every block of the face is found)."""
     import cv2
 
     h, w = image.shape[:2]
@@ -76,7 +76,8 @@ def lone_channel_regions(image: np.ndarray) -> list[tuple[int, Region]]:
         n, _, stats, _ = cv2.connectedComponentsWithStats(cv2.dilate(blocks, np.ones((3, 3), np.uint8)), connectivity=8)
         regions: list[Region] = []
         for bx, by, bw, bh, _ in stats[1:n]:
-            grow = BLOCK * max(2, int(bw), int(bh))
+            # The component is dilated by a block each way: grown by its blocks' own size more.
+            grow = BLOCK * max(1, int(bw) - 2, int(bh) - 2)
             regions.append((max(0, int(bx) * BLOCK - grow), max(0, int(by) * BLOCK - grow),
                             min(w, int(bx + bw) * BLOCK + grow), min(h, int(by + bh) * BLOCK + grow)))
         # Blocks scattered over the frame (a sender's, to multiply the searches): the channel is
