@@ -86,6 +86,7 @@ def repaired(image: np.ndarray, axis: int) -> np.ndarray:
     out = np.array(image, copy=True)
     for y in range(0, strips * BLOCK if axis == 1 else h, BAND):
         band = out[y:y + BAND]
+        mask: np.ndarray
         if axis == 0:
             mask = np.zeros(band.shape[:2], bool)
             mask[:, :strips * BLOCK] = np.repeat(parity[y:y + band.shape[0]], BLOCK, axis=1)

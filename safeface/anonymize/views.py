@@ -94,7 +94,11 @@ def crafted_views(pixels: np.ndarray) -> Iterator[tuple[np.ndarray, Callable[[Bo
     if 4 in periods:
         for half in halves(pixels, periods):
             hy, hx = h / half.shape[0], w / half.shape[1]
-            yield half, (lambda b, hx=hx, hy=hy: (b[0] * hx, b[1] * hy, b[2] * hx, b[3] * hy))
+
+            def from_half(b: Box, hx: float = hx, hy: float = hy) -> Box:
+                return (b[0] * hx, b[1] * hy, b[2] * hx, b[3] * hy)
+
+            yield half, from_half
             del half
     # Rows or columns inverted by a key (line_polarity.py): put back, at half size like the rest.
     for view in keyed_views(pixels):
