@@ -201,10 +201,11 @@ class FaceFinder:
             (float(d.rect[0]), float(d.rect[1]), float(d.rect[2]), float(d.rect[3]))
             for d in search(im, 1, MASKED_MMOD_BAR)])
 
-    def search(self, image: np.ndarray, search: Search) -> list[Box]:
+    def search(self, image: np.ndarray, search: Search, merged: bool = True) -> list[Box]:
         """The video path's search of one frame: `search` at a bar SEARCH_MARGIN under dlib's
-        (plus the chosen detector's own search of the scaled copy)."""
-        return self._search(image, search, -SEARCH_MARGIN, extra=True)
+        (plus the chosen detector's own search of the scaled copy). `merged` False: each view's
+        boxes as found, for a caller that judges a face's size (a union of views is wider)."""
+        return self._search(image, search, -SEARCH_MARGIN, extra=True, merged=merged)
 
     def detectable(self, image: np.ndarray, search: Search) -> list[Box]:
         """The no-face check of one frame: the faces `search` finds at dlib's own bar. Whatever
@@ -212,7 +213,8 @@ class FaceFinder:
         suppresses overlapping windows weakest first)."""
         return self._search(image, search, 0.0, extra=False)
 
-    def _search(self, image: np.ndarray, search: Search, threshold: float, extra: bool) -> list[Box]:
+    def _search(self, image: np.ndarray, search: Search, threshold: float, extra: bool,
+                merged: bool = True) -> list[Box]:
         h, w = image.shape[:2]
         scale = search.scale(w, h)
         small = scaled(image, scale) if scale < 1.0 else image
@@ -267,7 +269,7 @@ class FaceFinder:
         elif extra and self.detector == "onnx":
             boxes += [tuple(map(float, f.box)) for f in self.onnx_engine.detect(small)]  # type: ignore[misc]
         boxes = [(x1 / scale, y1 / scale, x2 / scale, y2 / scale) for x1, y1, x2, y2 in boxes]
-        return merge_boxes(boxes)
+        return merge_boxes(boxes) if merged else boxes
 
     def _rects(self, image: np.ndarray, detector: str, upsample: int) -> list[Box]:
         # Unclipped dlib rectangles and no landmarks: a face half out of frame still gets its

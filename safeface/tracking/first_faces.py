@@ -190,7 +190,7 @@ class FirstFaces:
         small = REACH * self._search.smallest_face(w, h)
         whole = area == (0, 0, w, h)
         if whole:
-            found = finder.search(rgb, PHOTO_STRENGTH)
+            found = finder.search(rgb, PHOTO_STRENGTH, merged=False)
         else:
             # At the whole frame's photo-strength scale: the tile's copy is as many px as that
             # frame's would hold there.
@@ -198,8 +198,12 @@ class FirstFaces:
             part = rgb[y0:int(np.ceil(area[3])), x0:int(np.ceil(area[2]))]
             side = max(1, round(max(part.shape[:2]) * PHOTO_STRENGTH.scale(w, h)))
             found = [(b[0] + x0, b[1] + y0, b[2] + x0, b[3] + y0)
-                     for b in finder.search(part, Search(max_side=side, upsample=PHOTO_STRENGTH.upsample))]
-        found = [b for b in merge_boxes(found) if b[2] - b[0] < small]
+                     for b in finder.search(part, Search(max_side=side, upsample=PHOTO_STRENGTH.upsample),
+                                            merged=False)]
+        # Judged small in the view that saw it small, then merged: a face under the reach that
+        # another view (one channel, a median) found a little wider merged into a box past the
+        # reach, and was left to a search that cannot see it.
+        found = merge_boxes([b for b in found if b[2] - b[0] < small])
         if whole:
             for p in self._places:
                 p.missed += 1
