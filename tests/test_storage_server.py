@@ -2078,3 +2078,43 @@ def test_more_rows_left_out_than_milvus_ranks_do_not_hide_a_genuine_match(setup:
         monkeypatch.setattr(server, "SCAN_MAX", 10)
         with pytest.raises(BackendError, match="take no part in this search"):
             s.search(probe, "access", k=1, exclude=back)
+
+
+def test_more_erased_rows_put_back_than_milvus_ranks_do_not_hide_a_genuine_match(
+        setup: Setup, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The rows and the Milvus data restored from copies taken before an erasure, the store's
+    own notes of that erasure kept: the store drops each put-back row it opens (_not_erased),
+    but only rows the caller left out sent a search past Milvus's ranking cap to the records,
+    so more such rows than the cap, all nearer the probe, made `search` answer no one. The cap
+    is made 8 here, with 12 such rows."""
+    import psycopg
+
+    import safeface.storage.server as server
+
+    monkeypatch.setattr(server, "FETCH_MAX", 8)
+
+    def near(v: np.ndarray, by: float, seed: int) -> np.ndarray:
+        w = v + by * unit_rows(1, seed=seed)[0]
+        return (w / np.linalg.norm(w)).astype(np.float32)
+
+    x = unit_rows(6, seed=41)
+    probe = x[0]
+    direct = setup.milvus()
+    with setup.open() as s:
+        fill(s, x[1:])
+        genuine = s.add_many([Enrollment("carol", near(probe, 0.5, 50), ("access",), "tok-carol", LATER)])[0].row_id
+        back = sorted(r.row_id for r in s.add_many([Enrollment(f"back{i}", near(probe, 0.05, 60 + i), ("access",),
+                                                                f"tok-back{i}", LATER) for i in range(12)]))
+        copy = direct.fetch(back)
+        with psycopg.connect(setup.dsn, password=PG_PASSWORD, autocommit=True) as c:
+            c.execute("CREATE TABLE public.bk_rows AS SELECT * FROM safeface.rows WHERE row_id = ANY(%s)", (back,))
+        for i in range(12):
+            s.erase_subject(f"back{i}")
+        with psycopg.connect(setup.dsn, password=PG_PASSWORD, autocommit=True) as c:
+            c.execute("INSERT INTO safeface.rows SELECT * FROM public.bk_rows")
+        direct.upsert(list(copy), np.stack([v for v, _, _ in copy.values()]),
+                      [p for _, p, _ in copy.values()], [e for _, _, e in copy.values()])
+        direct.flush()
+        assert [m.row_id for m in s.search(probe, "access", k=1)] == [genuine]
+        assert [m.row_id for m in s.search(probe, "access", k=3)][0] == genuine
+    direct.close()

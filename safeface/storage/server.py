@@ -1506,8 +1506,11 @@ class ServerStore:
             if threshold is not None and path not in VISIBLE_PATHS:  # Milvus scores main templates only
                 hits = [(i, s) for i, s in hits if s >= threshold - 1e-4]
             # An excluded row is not opened and counts for nothing: Milvus is asked further instead.
-            self._score(self._open_rows([i for i, _ in hits if i not in lagging and i not in exclude], keys), q,
-                        purpose, threshold, now_us, path, best)
+            opened = self._open_rows([i for i, _ in hits if i not in lagging and i not in exclude], keys)
+            self._score(opened, q, purpose, threshold, now_us, path, best)
+            # Proposals that take no part: left out by the caller, or erased and put back (which
+            # _open_rows drops). Either kind crowds out what Milvus ranks below it.
+            crowded = any(i not in opened and i not in lagging for i, _ in hits)
             # Only Milvus's proposals count towards k: a lagging row scored beside them is no
             # reason to stop before a better one Milvus has not proposed yet.
             if len(best) >= k or len(hits) < fetch or fetch >= FETCH_MAX:
@@ -1518,12 +1521,13 @@ class ServerStore:
         if self._meta_int(REBUILDS) != rebuilds:
             self._refuse_scan_past_max()
             return self._scan(keys, q, purpose, k, threshold, now_us, path, exclude)
-        if len(best) < k and len(hits) >= fetch and any(i in exclude for i, _ in hits):
-            # Milvus proposed as many as it ranks, rows left out took places among them, and
-            # fewer than k subjects came of the rest: up to FETCH_MAX rows put back after an
-            # erasure, ranked first, hid what ranks below them. The records answer instead: a
-            # wrong "no one" is worse than slow. (Without rows left out, as before: a masked
-            # probe's path, which Milvus does not rank, keeps its best effort.)
+        if len(best) < k and len(hits) >= fetch and crowded:
+            # Milvus proposed as many as it ranks, rows that take no part took places among them
+            # (left out by the caller, or erased and put back with the Milvus data: the store's
+            # own notes drop those), and fewer than k subjects came of the rest: up to FETCH_MAX
+            # such rows, ranked first, hid what ranks below them. The records answer instead: a
+            # wrong "no one" is worse than slow. (Without such rows, as before: a masked probe's
+            # path, which Milvus does not rank, keeps its best effort.)
             if int(self._sql("SELECT count(*) FROM {ns}.rows")[0][0]) > SCAN_MAX:
                 raise BackendError(f"{self.where}: more than {FETCH_MAX} of the rows Milvus ranks first take no "
                                    "part in this search (rows put back after an erasure, or edited by hand), and the "
