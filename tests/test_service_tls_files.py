@@ -101,3 +101,55 @@ def test_a_key_that_is_not_the_certificates_is_refused_naming_the_files(tmp_path
         err = capsys.readouterr().err
         assert rc == 1 and str(c) in err and str(k) in err and "Traceback" not in err, (rc, err)
         assert "PRIVATE KEY" not in err and key.read_text().splitlines()[1] not in err
+
+
+def test_an_encrypted_key_is_refused_not_asked_for_on_the_terminal(tmp_path: Path) -> None:
+    """A key encrypted with a passphrase: OpenSSL asked for it on the terminal, so `serve` run
+    from a shell waited there (and each worker would ask again), and without a terminal it
+    ended in a bare OSError. It is refused (exit 1) saying the key is encrypted; nothing is
+    asked, and the key is never shown. Run under a pseudo-terminal, as from a shell."""
+    import pty
+    import select
+    import signal
+    import time
+
+    from cryptography.hazmat.primitives import serialization
+
+    cert, plain = self_signed_certificate(tmp_path)
+    secret = serialization.load_pem_private_key(plain.read_bytes(), None)
+    key = tmp_path / "encrypted.pem"
+    key.write_bytes(secret.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                         serialization.BestAvailableEncryption(b"passphrase")))
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: `serve` with a terminal of its own
+        from safeface.cli import main
+
+        sys.stdout = sys.stderr = open(1, "w", closefd=False)  # the terminal, not pytest's capture
+        try:
+            os._exit(main(["serve", str(tmp_path / "no-workspace"), "--tls-cert", str(cert), "--tls-key", str(key),
+                           "--port", "1"]))
+        except BaseException as exc:  # noqa: BLE001  (what escaped main, for the parent to read)
+            os.write(2, f"escaped: {type(exc).__name__}: {exc}\n".encode())
+            os._exit(3)
+    out, deadline, status = b"", time.monotonic() + 15, None
+    try:
+        while time.monotonic() < deadline:
+            if select.select([fd], [], [], 0.2)[0]:
+                try:
+                    chunk = os.read(fd, 4096)
+                except OSError:
+                    chunk = b""
+                out += chunk
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                break
+            status = None
+    finally:
+        if status is None:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        os.close(fd)
+    text = out.decode(errors="replace")
+    assert status is not None, f"serve waited on the terminal: {text!r}"
+    assert os.waitstatus_to_exitcode(status) == 1 and "encrypted" in text and str(key) in text, text
+    assert "pass phrase" not in text.lower() and "PRIVATE KEY" not in text

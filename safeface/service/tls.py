@@ -38,6 +38,10 @@ class CheckedTls:
                         for p in (cert, key)))
         try:
             checked.context()
+        except _Encrypted:
+            raise ConfigError(f"the TLS key {key} is encrypted with a passphrase, which `safeface serve` does not "
+                              "ask for: give the key unencrypted (openssl pkey -in KEY -out KEY.plain), in a file "
+                              "only the service's account can read.") from None
         except ssl.SSLError as exc:
             raise ConfigError(f"the TLS certificate {cert} and key {key} could not be loaded "
                               f"({exc.reason or exc.strerror or 'not a PEM certificate chain and its key'}): "
@@ -48,7 +52,9 @@ class CheckedTls:
         """A server TLS context holding exactly these bytes."""
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         with _in_memory(self.cert, "cert") as cert, _in_memory(self.key, "key") as key:
-            ctx.load_cert_chain(cert, key)
+            # Without a passphrase callback OpenSSL asks for an encrypted key's on the terminal:
+            # `serve` from a shell waited there (each worker again), and without one, OSError.
+            ctx.load_cert_chain(cert, key, password=_no_passphrase)
         if alpn:
             ctx.set_alpn_protocols(alpn)
         return ctx
@@ -57,6 +63,14 @@ class CheckedTls:
         """uvicorn's `ssl_context_factory`: the context from the checked bytes (`default` would
         open the files by name again)."""
         return self.context(getattr(getattr(config, "http_protocol_class", None), "alpn_protocols", None))
+
+
+class _Encrypted(Exception):
+    """The key asked for a passphrase."""
+
+
+def _no_passphrase() -> bytes:
+    raise _Encrypted()
 
 
 @contextlib.contextmanager
