@@ -224,12 +224,12 @@ def raise_if_damaged(exc: BaseException, where: str, *paths: Path) -> None:
 def refuse_cut(db: sqlite3.Connection, path: Path, where: str) -> None:
     """IntegrityError for a file cut inside a page: SQLite writes whole pages, and reads a
     short last page as zeros, so a file cut in its last page opened and was used as if whole.
-    Excused only where the -wal decides that page (_wal_decides_page): a checkpoint that a crash
-    interrupted is finished from the -wal."""
+    Excused only where the -wal decides that page and every one after it (_wal_decides_pages):
+    a checkpoint that a crash interrupted is finished from the -wal."""
     page = int(db.execute("PRAGMA page_size").fetchone()[0])
     try:
         size = os.stat(path).st_size
-        decided = page > 0 and size % page and _wal_decides_page(Path(f"{path}-wal"), page, size // page + 1)
+        decided = page > 0 and size % page and _wal_decides_pages(Path(f"{path}-wal"), page, size // page + 1)
     except OSError:
         return  # judged by the statements that read it
     if page > 0 and size % page and not decided:
@@ -244,21 +244,25 @@ _WAL_FORMAT = 3007000
 _WAL_HEADER, _FRAME_HEADER = 32, 24
 
 
-def _wal_decides_page(wal: Path, page: int, cut: int) -> bool:
-    """Whether the -wal beside a database holds what SQLite replays for its page number `cut`
-    (1-based): a header for this page size whose checksum holds, then frames that carry the
-    header's salts and whose checksums chain on from it, as SQLite's own recovery reads them,
-    up to a commit frame that either holds page `cut` or ends the database before it (SQLite
-    then never reads that page from the file). A header alone was enough before: one written by
-    hand, with nothing SQLite would replay behind it, let a file cut inside a page open as if
-    whole. Read only for a file that is cut, so the cost (a pass over the -wal) is no honest
-    open's."""
+def _wal_decides_pages(wal: Path, page: int, cut: int) -> bool:
+    """Whether the -wal beside a database holds what SQLite replays for its pages from number
+    `cut` (1-based: the page the file ends inside) to the database's end: a header for this page
+    size whose checksum holds, then frames that carry the header's salts and whose checksums
+    chain on from it, as SQLite's own recovery reads them, up to the last commit frame; that
+    commit either ends the database before page `cut` (SQLite never reads it from the file) or
+    every page from `cut` to its end is in a committed frame. A checkpoint writes pages in
+    order, so a crash that tore one leaves every later page in the -wal; a -wal holding only
+    the cut page let a file cut further than that page open with the pages past it read as
+    zeros. A header alone was not enough either: one written by hand, with nothing SQLite would
+    replay behind it. Read only for a file that is cut, so the cost (a pass over the -wal) is no
+    honest open's; its memory is a byte a frame the -wal has room for."""
     try:
         fd = os.open(wal, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))  # a FIFO is not waited on
     except FileNotFoundError:
         return False
     with os.fdopen(fd, "rb") as fh:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
             return False
         head = fh.read(_WAL_HEADER)
         if len(head) < _WAL_HEADER:
@@ -270,7 +274,10 @@ def _wal_decides_page(wal: Path, page: int, cut: int) -> bool:
         sums = _wal_checksum(head[:24], order, (0, 0))
         if sums != (sum1, sum2):
             return False
-        since_commit: set[int] = set()
+        # Past `cut` + the frames there is room for, no page can be held: no need to mark it.
+        room = max(0, (st.st_size - _WAL_HEADER) // (_FRAME_HEADER + page))
+        held = bytearray(room)  # held[n - cut]: page n is in a committed frame
+        since_commit: list[int] = []
         pages = 0  # the database's size in pages at the last commit read
         while True:
             frame = fh.read(_FRAME_HEADER + page)
@@ -280,13 +287,17 @@ def _wal_decides_page(wal: Path, page: int, cut: int) -> bool:
             sums = _wal_checksum(frame[_FRAME_HEADER:], order, _wal_checksum(frame[:8], order, sums))
             if number == 0 or (s1, s2) != (salt1, salt2) or sums != (f1, f2):
                 break  # where SQLite's recovery stops: nothing from here on is replayed
-            since_commit.add(number)
+            if 0 <= number - cut < room:
+                since_commit.append(number - cut)
             if db_pages:
-                if cut in since_commit:
-                    return True  # read from the -wal from then on
-                pages = db_pages
+                for i in since_commit:
+                    held[i] = 1
                 since_commit.clear()
-        return 0 < pages < cut
+                pages = db_pages
+        if pages == 0:
+            return False  # nothing is replayed: the file is read as it is
+        lost = pages - cut + 1  # pages `cut`..`pages`
+        return lost <= 0 or (lost <= room and held.find(0, 0, lost) < 0)
 
 
 def _wal_checksum(data: bytes, order: str, start: tuple[int, int]) -> tuple[int, int]:

@@ -318,3 +318,30 @@ def test_a_gallery_cut_inside_a_page_its_wal_holds_opens(tmp_path: Path) -> None
     Path(f"{paths.gallery}-wal").write_bytes(_wal(page, [(pages, pages, data[-page:])]))
     SafeFace.open(paths.root).close()
     assert paths.gallery.stat().st_size % page == 0  # SQLite folded the page back in
+
+
+@pytest.mark.parametrize("wal_holds", ["only the cut page", "the cut page and every page after it"])
+def test_a_gallery_cut_more_than_a_page_short_opens_only_if_its_wal_holds_every_page_lost(
+        tmp_path: Path, wal_holds: str) -> None:
+    """The gallery cut inside its last page but one, beside a -wal that holds the cut page in a
+    committed frame and keeps the last page inside the database: the cut was excused, and the
+    gallery opened with its last page read as zeros (PRAGMA integrity_check: malformed). A
+    checkpoint writes pages in order, so one a crash tore has every page past the tear in the
+    -wal: that gallery opens; one missing any of them is damage."""
+    from safeface.sdk import SafeFace
+
+    paths = _ws(tmp_path)
+    data = paths.gallery.read_bytes()
+    page, pages = 4096, len(data) // 4096
+    cut = pages - 1
+    with open(paths.gallery, "r+b") as fh:
+        fh.truncate((cut - 1) * page + 100)
+    held = [cut] if wal_holds == "only the cut page" else [cut, pages]
+    Path(f"{paths.gallery}-wal").write_bytes(_wal(page, [(n, pages if n == held[-1] else 0,
+                                                          data[(n - 1) * page:n * page]) for n in held]))
+    if wal_holds == "only the cut page":
+        with pytest.raises(IntegrityError, match="cut short"):
+            SafeFace.open(paths.root).close()
+    else:
+        SafeFace.open(paths.root).close()
+        assert paths.gallery.stat().st_size == len(data)
