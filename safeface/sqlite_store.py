@@ -6,13 +6,13 @@ from __future__ import annotations
 import os
 import sqlite3
 import stat
-import struct
 from pathlib import Path
 from typing import Iterable, Optional
 
 from .atomicfile import DISK_FAILED, DISK_REFUSED
 from .errors import ConfigError, IntegrityError, ReplacedFile, WorkspaceBusy, WorkspaceDiskFailed, WorkspaceUnwritable
 from .regularfile import data_extents
+from .sqlite_wal import wal_decides_pages
 
 BUSY_TIMEOUT_MS = 30_000
 # SQLite's primary result codes (an error's sqlite_errorcode, low byte).
@@ -224,90 +224,18 @@ def raise_if_damaged(exc: BaseException, where: str, *paths: Path) -> None:
 def refuse_cut(db: sqlite3.Connection, path: Path, where: str) -> None:
     """IntegrityError for a file cut inside a page: SQLite writes whole pages, and reads a
     short last page as zeros, so a file cut in its last page opened and was used as if whole.
-    Excused only where the -wal decides that page and every one after it (_wal_decides_pages):
+    Excused only where the -wal decides that page and every one after it (sqlite_wal.wal_decides_pages):
     a checkpoint that a crash interrupted is finished from the -wal."""
     page = int(db.execute("PRAGMA page_size").fetchone()[0])
     try:
         size = os.stat(path).st_size
-        decided = page > 0 and size % page and _wal_decides_pages(Path(f"{path}-wal"), page, size // page + 1)
+        decided = page > 0 and size % page and wal_decides_pages(Path(f"{path}-wal"), page, size // page + 1)
     except OSError:
         return  # judged by the statements that read it
     if page > 0 and size % page and not decided:
         raise IntegrityError(f"{where} is cut short or written to by hand ({size} bytes, not a whole "
                              f"number of its {page}-byte pages): a disk fault, or someone removed its end. "
                              "Restore it from a backup, then run `safeface audit verify`.")
-
-
-# A -wal's header: its magic number (either byte order of its checksums), then the file format.
-_WAL_MAGIC = (0x377F0682, 0x377F0683)
-_WAL_FORMAT = 3007000
-_WAL_HEADER, _FRAME_HEADER = 32, 24
-
-
-def _wal_decides_pages(wal: Path, page: int, cut: int) -> bool:
-    """Whether the -wal beside a database holds what SQLite replays for its pages from number
-    `cut` (1-based: the page the file ends inside) to the database's end: a header for this page
-    size whose checksum holds, then frames that carry the header's salts and whose checksums
-    chain on from it, as SQLite's own recovery reads them, up to the last commit frame; that
-    commit either ends the database before page `cut` (SQLite never reads it from the file) or
-    every page from `cut` to its end is in a committed frame. A checkpoint writes pages in
-    order, so a crash that tore one leaves every later page in the -wal; a -wal holding only
-    the cut page let a file cut further than that page open with the pages past it read as
-    zeros. A header alone was not enough either: one written by hand, with nothing SQLite would
-    replay behind it. Read only for a file that is cut, so the cost (a pass over the -wal) is no
-    honest open's; its memory is a byte a frame the -wal has room for."""
-    try:
-        fd = os.open(wal, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))  # a FIFO is not waited on
-    except FileNotFoundError:
-        return False
-    with os.fdopen(fd, "rb") as fh:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            return False
-        head = fh.read(_WAL_HEADER)
-        if len(head) < _WAL_HEADER:
-            return False
-        magic, fmt, wal_page, _, salt1, salt2, sum1, sum2 = struct.unpack(">8I", head)
-        if magic not in _WAL_MAGIC or fmt != _WAL_FORMAT or wal_page != page:
-            return False
-        order = ">" if magic & 1 else "<"
-        sums = _wal_checksum(head[:24], order, (0, 0))
-        if sums != (sum1, sum2):
-            return False
-        # Past `cut` + the frames there is room for, no page can be held: no need to mark it.
-        room = max(0, (st.st_size - _WAL_HEADER) // (_FRAME_HEADER + page))
-        held = bytearray(room)  # held[n - cut]: page n is in a committed frame
-        since_commit: list[int] = []
-        pages = 0  # the database's size in pages at the last commit read
-        while True:
-            frame = fh.read(_FRAME_HEADER + page)
-            if len(frame) < _FRAME_HEADER + page:
-                break
-            number, db_pages, s1, s2, f1, f2 = struct.unpack(">6I", frame[:_FRAME_HEADER])
-            sums = _wal_checksum(frame[_FRAME_HEADER:], order, _wal_checksum(frame[:8], order, sums))
-            if number == 0 or (s1, s2) != (salt1, salt2) or sums != (f1, f2):
-                break  # where SQLite's recovery stops: nothing from here on is replayed
-            if 0 <= number - cut < room:
-                since_commit.append(number - cut)
-            if db_pages:
-                for i in since_commit:
-                    held[i] = 1
-                since_commit.clear()
-                pages = db_pages
-        if pages == 0:
-            return False  # nothing is replayed: the file is read as it is
-        lost = pages - cut + 1  # pages `cut`..`pages`
-        return lost <= 0 or (lost <= room and held.find(0, 0, lost) < 0)
-
-
-def _wal_checksum(data: bytes, order: str, start: tuple[int, int]) -> tuple[int, int]:
-    """SQLite's WAL checksum of `data` (32-bit words in `order`), going on from `start`."""
-    s1, s2 = start
-    words = struct.unpack(f"{order}{len(data) // 4}I", data)
-    for i in range(0, len(words), 2):
-        s1 = (s1 + words[i] + s2) & 0xFFFFFFFF
-        s2 = (s2 + words[i + 1] + s1) & 0xFFFFFFFF
-    return s1, s2
 
 
 def refuse_foreign_triggers(db: sqlite3.Connection, where: str, why: str, own: tuple[str, ...] = ()) -> None:

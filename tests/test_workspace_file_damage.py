@@ -345,3 +345,67 @@ def test_a_gallery_cut_more_than_a_page_short_opens_only_if_its_wal_holds_every_
     else:
         SafeFace.open(paths.root).close()
         assert paths.gallery.stat().st_size == len(data)
+
+
+def test_a_file_cut_inside_a_page_beside_a_long_wal_of_sqlites_own_frames_opens(tmp_path: Path) -> None:
+    """No false alarm past the first chunk of frames read: SQLite's own -wal (little-endian
+    checksums) of several hundred frames, over several commits, holds every page from the one
+    a crash tore to the database's end; the -wal is read through to its last commit."""
+    import shutil
+    import sqlite3
+
+    from safeface.sqlite_store import refuse_cut
+
+    db = tmp_path / "a.db"
+    live = sqlite3.connect(db)
+    live.execute("PRAGMA journal_mode=WAL")
+    live.execute("PRAGMA wal_autocheckpoint=0")
+    live.execute("CREATE TABLE t (x BLOB)")
+    live.commit()
+    live.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    for _ in range(3):
+        live.executemany("INSERT INTO t VALUES (randomblob(1000))", [()] * 1000)
+        live.commit()
+    copy = tmp_path / "copy.db"
+    shutil.copyfile(db, copy)
+    shutil.copyfile(f"{db}-wal", f"{copy}-wal")
+    live.close()
+    assert Path(f"{copy}-wal").stat().st_size > 2 * (1 << 20)  # more than one chunk of frames
+    with open(copy, "r+b") as fh:
+        fh.truncate(4096 + 100)
+    torn = sqlite3.connect(copy)
+    try:
+        refuse_cut(torn, copy, "the copy")
+        assert torn.execute("SELECT count(*) FROM t").fetchone()[0] == 3000
+    finally:
+        torn.close()
+
+
+@pytest.mark.parametrize("missing", [0, 5, 400])
+def test_a_cut_beside_a_wal_of_many_frames_is_excused_only_if_every_lost_page_is_there(
+        tmp_path: Path, missing: int) -> None:
+    """A -wal of 500 frames, one per page from the cut page on, committed at the end: the cut is
+    excused only with every one of them; one left out, in the first chunk of frames read or
+    past it, leaves a page SQLite would read as zeros."""
+    import sqlite3
+
+    from safeface.sqlite_store import refuse_cut
+
+    db = tmp_path / "a.db"
+    with sqlite3.connect(db) as c:
+        c.execute("CREATE TABLE t (x)")
+    c.close()
+    page, cut, end = 4096, 2, 501
+    with open(db, "r+b") as fh:
+        fh.truncate(page + 100)
+    numbers = [n for n in range(cut, end + 1) if n != missing]
+    Path(f"{db}-wal").write_bytes(_wal(page, [(n, end if n == numbers[-1] else 0, bytes(page)) for n in numbers]))
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        if not missing:  # (0: none left out)
+            refuse_cut(conn, db, "the copy")
+        else:
+            with pytest.raises(IntegrityError, match="cut short"):
+                refuse_cut(conn, db, "the copy")
+    finally:
+        conn.close()
