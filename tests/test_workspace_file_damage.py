@@ -409,3 +409,38 @@ def test_a_cut_beside_a_wal_of_many_frames_is_excused_only_if_every_lost_page_is
                 refuse_cut(conn, db, "the copy")
     finally:
         conn.close()
+
+
+_SPARSE_WAL_CHILD = r"""
+import resource, sqlite3, sys
+from pathlib import Path
+from safeface.errors import IntegrityError
+from safeface.sqlite_store import refuse_cut
+resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))
+db = Path(sys.argv[1])
+conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+try:
+    refuse_cut(conn, db, "the copy")
+except IntegrityError as exc:
+    print("REFUSED", exc)
+"""
+
+
+def test_a_sparse_wal_of_terabytes_beside_a_cut_file_costs_no_memory(tmp_path: Path) -> None:
+    """A -wal with a valid header, then a hole of 4 TiB (a sparse file: no disk used): the walk
+    kept a byte for every frame the file had room for, a gigabyte here, so the open failed in
+    MemoryError (or woke the OOM killer). What it keeps is bounded by the frames it read."""
+    import sqlite3
+
+    db = tmp_path / "a.db"
+    with sqlite3.connect(db) as c:
+        c.execute("CREATE TABLE t (x)")
+    c.close()
+    with open(db, "r+b") as fh:
+        fh.truncate(4096 + 100)
+    wal = Path(f"{db}-wal")
+    wal.write_bytes(_wal(4096, []))
+    os.truncate(wal, 1 << 42)
+    run = subprocess.run([sys.executable, "-c", _SPARSE_WAL_CHILD, str(db)], capture_output=True, text=True,
+                         timeout=60, env=child_env())
+    assert run.returncode == 0 and "REFUSED" in run.stdout and "cut short" in run.stdout, run.stderr[-2000:]
