@@ -222,19 +222,42 @@ def raise_if_damaged(exc: BaseException, where: str, *paths: Path) -> None:
 
 
 def refuse_cut(db: sqlite3.Connection, path: Path, where: str) -> None:
-    """IntegrityError for a file cut inside a page: SQLite writes whole pages, and reads a
-    short last page as zeros, so a file cut in its last page opened and was used as if whole.
-    Excused only where the -wal decides that page and every one after it (sqlite_wal.wal_decides_pages):
-    a checkpoint that a crash interrupted is finished from the -wal."""
+    """IntegrityError for a file that lost its end: SQLite writes whole pages, and reads a short
+    last page, or a page past the file's end that the database still counts, as zeros, so a
+    file cut in its last page opened and was used as if whole. Excused only where the -wal
+    decides the first page lost and every one after it (sqlite_wal.wal_decides_pages): a
+    checkpoint that a crash interrupted is finished from the -wal. A file of whole pages is
+    judged only where SQLite counts more pages than it holds (the -wal then holds them, or the
+    file lost them); its -wal is read then, not at every open."""
     page = int(db.execute("PRAGMA page_size").fetchone()[0])
+    if page <= 0:
+        return
+    # One read transaction over the count and the walk: the -wal frames it reads from cannot be
+    # written over meanwhile (another process's checkpoint restarting the -wal), which would read
+    # as a -wal that replays nothing.
+    begun = not db.in_transaction
+    if begun:
+        db.execute("BEGIN")
     try:
         size = os.stat(path).st_size
-        decided = page > 0 and size % page and wal_decides_pages(Path(f"{path}-wal"), page, size // page + 1)
+        whole = size // page
+        try:
+            counted: Optional[int] = int(db.execute("PRAGMA page_count").fetchone()[0])
+        except sqlite3.DatabaseError:
+            counted = None  # judged by the statements that read it, but for a cut inside a page
+        if not size % page and (counted is None or counted <= whole):
+            return
+        decided = wal_decides_pages(Path(f"{path}-wal"), page, whole + 1)
     except OSError:
         return  # judged by the statements that read it
-    if page > 0 and size % page and not decided:
-        raise IntegrityError(f"{where} is cut short or written to by hand ({size} bytes, not a whole "
-                             f"number of its {page}-byte pages): a disk fault, or someone removed its end. "
+    finally:
+        if begun and db.in_transaction:
+            db.execute("ROLLBACK")
+    if not decided:
+        raise IntegrityError(f"{where} is cut short or written to by hand ({size} bytes, "
+                             + (f"not a whole number of its {page}-byte pages" if size % page else
+                                f"{whole} of its {page}-byte pages, where the database counts more")
+                             + "): a disk fault, or someone removed its end. "
                              "Restore it from a backup, then run `safeface audit verify`.")
 
 

@@ -444,3 +444,27 @@ def test_a_sparse_wal_of_terabytes_beside_a_cut_file_costs_no_memory(tmp_path: P
     run = subprocess.run([sys.executable, "-c", _SPARSE_WAL_CHILD, str(db)], capture_output=True, text=True,
                          timeout=60, env=child_env())
     assert run.returncode == 0 and "REFUSED" in run.stdout and "cut short" in run.stdout, run.stderr[-2000:]
+
+
+@pytest.mark.parametrize("wal_holds", ["only the first page lost", "every page lost"])
+def test_a_gallery_cut_at_a_page_boundary_beside_a_wal_opens_only_if_it_holds_every_page_lost(
+        tmp_path: Path, wal_holds: str) -> None:
+    """The gallery cut at a page boundary, two pages short, beside a -wal whose commit keeps both
+    inside the database but holds only the first: a whole number of pages was never judged, and
+    the gallery opened with its last page read as zeros (PRAGMA integrity_check: malformed)."""
+    from safeface.sdk import SafeFace
+
+    paths = _ws(tmp_path)
+    data = paths.gallery.read_bytes()
+    page, pages = 4096, len(data) // 4096
+    with open(paths.gallery, "r+b") as fh:
+        fh.truncate((pages - 2) * page)
+    held = [pages - 1] if wal_holds == "only the first page lost" else [pages - 1, pages]
+    Path(f"{paths.gallery}-wal").write_bytes(_wal(page, [(n, pages if n == held[-1] else 0,
+                                                          data[(n - 1) * page:n * page]) for n in held]))
+    if wal_holds == "only the first page lost":
+        with pytest.raises(IntegrityError, match="cut short"):
+            SafeFace.open(paths.root).close()
+    else:
+        SafeFace.open(paths.root).close()
+        assert paths.gallery.stat().st_size == len(data)
