@@ -347,10 +347,12 @@ def test_a_gallery_cut_more_than_a_page_short_opens_only_if_its_wal_holds_every_
         assert paths.gallery.stat().st_size == len(data)
 
 
-def test_a_file_cut_inside_a_page_beside_a_long_wal_of_sqlites_own_frames_opens(tmp_path: Path) -> None:
+@pytest.mark.parametrize("cut", ["none", "inside a page", "at a page boundary"])
+def test_a_file_beside_a_long_wal_of_sqlites_own_frames_opens(tmp_path: Path, cut: str) -> None:
     """No false alarm past the first chunk of frames read: SQLite's own -wal (little-endian
-    checksums) of several hundred frames, over several commits, holds every page from the one
-    a crash tore to the database's end; the -wal is read through to its last commit."""
+    checksums) of several hundred frames, over several commits, holds every page past the file's
+    end (a live database another process writes to), or from the one a crash tore to the
+    database's end; the -wal is read through to its last commit."""
     import shutil
     import sqlite3
 
@@ -372,7 +374,7 @@ def test_a_file_cut_inside_a_page_beside_a_long_wal_of_sqlites_own_frames_opens(
     live.close()
     assert Path(f"{copy}-wal").stat().st_size > 2 * (1 << 20)  # more than one chunk of frames
     with open(copy, "r+b") as fh:
-        fh.truncate(4096 + 100)
+        fh.truncate({"none": 2 * 4096, "inside a page": 4096 + 100, "at a page boundary": 4096}[cut])
     torn = sqlite3.connect(copy)
     try:
         refuse_cut(torn, copy, "the copy")
