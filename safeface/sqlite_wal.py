@@ -1,8 +1,8 @@
 """What SQLite replays from a database's -wal, read without SQLite: whether the frames its own
-recovery would replay decide a database file's last pages (sqlite_store.refuse_cut asks this of
-a file cut inside a page). The walk is one pass, bounded in memory (four bytes a frame it
-reads, and a chunk of frames at a time) and in time: the checksums of a chunk's frames are summed at once
-(numpy), since a -wal can be gigabytes and a word-by-word loop took 40 s a gigabyte."""
+recovery would replay hold the pages a database file lost from its end (sqlite_store.refuse_cut
+asks). The walk is one pass, bounded in memory (four bytes a frame it reads, and a chunk of
+frames at a time) and in time: the checksums of a chunk's frames are summed at once (numpy),
+since a -wal can be gigabytes and a word-by-word loop took 40 s a gigabyte."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ _M32 = 0xFFFFFFFF
 
 def wal_decides_pages(wal: Path, page: int, cut: int) -> bool:
     """Whether the -wal beside a database holds what SQLite replays for its pages from number
-    `cut` (1-based: the page the file ends inside) to the database's end: a header for this page
+    `cut` (1-based: the first page the file does not hold whole) to the database's end: a header for this page
     size whose checksum holds, then frames that carry the header's salts and whose checksums
     chain on from it, as SQLite's own recovery reads them, up to the last commit frame; that
     commit either ends the database before page `cut` (SQLite never reads it from the file) or
@@ -32,7 +32,7 @@ def wal_decides_pages(wal: Path, page: int, cut: int) -> bool:
     order, so a crash that tore one leaves every later page in the -wal; a -wal holding only
     the cut page let a file cut further than that page open with the pages past it read as
     zeros. A header alone was not enough either: one written by hand, with nothing SQLite would
-    replay behind it. Read only for a file that is cut, so the cost is no honest open's."""
+    replay behind it. Read only for a file that lacks pages (refuse_cut), not at every open."""
     try:
         fd = os.open(wal, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))  # a FIFO is not waited on
     except FileNotFoundError:
