@@ -2118,3 +2118,38 @@ def test_more_erased_rows_put_back_than_milvus_ranks_do_not_hide_a_genuine_match
         assert [m.row_id for m in s.search(probe, "access", k=1)] == [genuine]
         assert [m.row_id for m in s.search(probe, "access", k=3)][0] == genuine
     direct.close()
+
+
+def test_an_erased_row_put_back_does_not_send_every_masked_search_to_the_records(
+        setup: Setup, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A masked probe's path is scored from visible-region templates, which Milvus does not
+    rank, so such a search asks Milvus for as many as it ranks whenever fewer than k subjects
+    pass: with one erased row put back (rows and Milvus data from an older copy) among those
+    proposals, every such search went to the records, and past SCAN_MAX was refused (a gate
+    refusing everyone in a mask). It keeps its best effort, as without such rows. Limits
+    scaled down: FETCH_MAX 8, SCAN_MAX 10, 21 rows."""
+    import psycopg
+
+    import safeface.storage.server as server
+
+    monkeypatch.setattr(server, "FETCH_MAX", 8)
+    x = unit_rows(21, seed=43)
+    v = unit_rows(21, seed=44)
+    direct = setup.milvus()
+    with setup.open() as s:
+        rows = s.add_many([Enrollment(f"s{i}", x[i], ("access",), f"tok-s{i}", LATER, visible=v[i]) for i in range(21)])
+        back = [rows[0].row_id]
+        copy = direct.fetch(back)
+        with psycopg.connect(setup.dsn, password=PG_PASSWORD, autocommit=True) as c:
+            c.execute("CREATE TABLE public.bk_rows AS SELECT * FROM safeface.rows WHERE row_id = ANY(%s)", (back,))
+        s.erase_subject("s0")
+        with psycopg.connect(setup.dsn, password=PG_PASSWORD, autocommit=True) as c:
+            c.execute("INSERT INTO safeface.rows SELECT * FROM public.bk_rows")
+        direct.upsert(list(copy), np.stack([w for w, _, _ in copy.values()]),
+                      [p for _, p, _ in copy.values()], [e for _, _, e in copy.values()])
+        direct.flush()
+        monkeypatch.setattr(server, "SCAN_MAX", 10)
+        stranger = x[0]  # the put-back row is Milvus's first proposal
+        assert s.search(stranger, "access", k=1, threshold=0.99, path="visible") == []
+        assert [m.row_id for m in s.search(x[3], "access", k=1, path="visible")] != []
+    direct.close()

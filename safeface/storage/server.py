@@ -1509,8 +1509,11 @@ class ServerStore:
             opened = self._open_rows([i for i, _ in hits if i not in lagging and i not in exclude], keys)
             self._score(opened, q, purpose, threshold, now_us, path, best)
             # Proposals that take no part: left out by the caller, or erased and put back (which
-            # _open_rows drops). Either kind crowds out what Milvus ranks below it.
-            crowded = any(i not in opened and i not in lagging for i, _ in hits)
+            # _open_rows drops). Either kind crowds out what Milvus ranks below it. On a masked
+            # probe's path, which Milvus does not rank, only the caller's: one put-back row among
+            # the proposals sent every masked search that found fewer than k to the records.
+            unopened = [i for i, _ in hits if i not in opened and i not in lagging]
+            crowded = any(i in exclude for i in unopened) if path in VISIBLE_PATHS else bool(unopened)
             # Only Milvus's proposals count towards k: a lagging row scored beside them is no
             # reason to stop before a better one Milvus has not proposed yet.
             if len(best) >= k or len(hits) < fetch or fetch >= FETCH_MAX:
@@ -1526,10 +1529,10 @@ class ServerStore:
             # (left out by the caller, or erased and put back with the Milvus data: the store's
             # own notes drop those), and fewer than k subjects came of the rest: up to FETCH_MAX
             # such rows, ranked first, hid what ranks below them. The records answer instead: a
-            # wrong "no one" is worse than slow. (Without such rows, as before: a masked probe's
-            # path, which Milvus does not rank, keeps its best effort.)
+            # wrong "no one" is worse than slow. (Otherwise, as before: a masked probe's path,
+            # which Milvus does not rank, keeps its best effort.)
             if int(self._sql("SELECT count(*) FROM {ns}.rows")[0][0]) > SCAN_MAX:
-                raise BackendError(f"{self.where}: more than {FETCH_MAX} of the rows Milvus ranks first take no "
+                raise BackendError(f"{self.where}: some of the {FETCH_MAX} rows Milvus ranks first take no "
                                    "part in this search (rows put back after an erasure, or edited by hand), and the "
                                    "store has too many rows to search without Milvus; nothing was changed. Run "
                                    "`safeface audit verify` and erase again the subjects it names.")
