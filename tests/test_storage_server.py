@@ -2086,12 +2086,12 @@ def test_more_erased_rows_put_back_than_milvus_ranks_do_not_hide_a_genuine_match
     own notes of that erasure kept: the store drops each put-back row it opens (_not_erased),
     but only rows the caller left out sent a search past Milvus's ranking cap to the records,
     so more such rows than the cap, all nearer the probe, made `search` answer no one. The cap
-    is made 8 here, with 12 such rows."""
+    is made 4 here, with 6 such rows."""
     import psycopg
 
     import safeface.storage.server as server
 
-    monkeypatch.setattr(server, "FETCH_MAX", 8)
+    monkeypatch.setattr(server, "FETCH_MAX", 4)
 
     def near(v: np.ndarray, by: float, seed: int) -> np.ndarray:
         w = v + by * unit_rows(1, seed=seed)[0]
@@ -2104,11 +2104,11 @@ def test_more_erased_rows_put_back_than_milvus_ranks_do_not_hide_a_genuine_match
         fill(s, x[1:])
         genuine = s.add_many([Enrollment("carol", near(probe, 0.5, 50), ("access",), "tok-carol", LATER)])[0].row_id
         back = sorted(r.row_id for r in s.add_many([Enrollment(f"back{i}", near(probe, 0.05, 60 + i), ("access",),
-                                                                f"tok-back{i}", LATER) for i in range(12)]))
+                                                                f"tok-back{i}", LATER) for i in range(6)]))
         copy = direct.fetch(back)
         with psycopg.connect(setup.dsn, password=PG_PASSWORD, autocommit=True) as c:
             c.execute("CREATE TABLE public.bk_rows AS SELECT * FROM safeface.rows WHERE row_id = ANY(%s)", (back,))
-        for i in range(12):
+        for i in range(6):
             s.erase_subject(f"back{i}")
         with psycopg.connect(setup.dsn, password=PG_PASSWORD, autocommit=True) as c:
             c.execute("INSERT INTO safeface.rows SELECT * FROM public.bk_rows")
