@@ -559,6 +559,18 @@ def test_appends_race_cleanly_under_a_repeatable_read_default(pg: Any, tmp_path:
             log.close()
 
 
+def _local_workspace_with_two_sessions(tmp_path: Path) -> tuple[Path, WorkspacePaths, str, str]:
+    """A local workspace (the demo's) and two console sessions of one operator's key."""
+    server_modules()
+    ws = tmp_path / "ws"
+    init_workspace(ws, demo=True)
+    with SafeFace.open(ws) as sf:
+        _, key = sf.issue_api_key("operator", label="console")
+        _, cookie = sf.open_session(key)
+        _, other = sf.open_session(key)
+    return ws, WorkspacePaths(ws), cookie, other
+
+
 def _lock_key(text: str) -> int:
     """The 64-bit advisory lock key the server store derives from `text`."""
     import hashlib
@@ -817,14 +829,8 @@ def test_a_logout_kept_only_in_the_logouts_folder_still_ends_the_session_after_a
 
     from safeface.workspace.apikeys import session_ref
 
-    server_modules()
-    ws = tmp_path / "ws"
-    init_workspace(ws, demo=True)
-    paths = WorkspacePaths(ws)
+    ws, paths, cookie, other = _local_workspace_with_two_sessions(tmp_path)
     with SafeFace.open(ws) as sf:
-        _, key = sf.issue_api_key("operator", label="console")
-        _, cookie = sf.open_session(key)
-        _, other = sf.open_session(key)
         for db_path, table in ((paths.apikeys, "ended_sessions"), (paths.audit, "entries")):
             with closing(sqlite3.connect(db_path)) as db, db:
                 db.execute(f"CREATE TRIGGER keep BEFORE INSERT ON {table} BEGIN SELECT 1; END")
@@ -851,14 +857,8 @@ def test_a_logout_kept_only_in_the_ended_sessions_table_still_ends_the_session_a
     import sqlite3
     from contextlib import closing
 
-    server_modules()
-    ws = tmp_path / "ws"
-    init_workspace(ws, demo=True)
-    paths = WorkspacePaths(ws)
+    ws, paths, cookie, other = _local_workspace_with_two_sessions(tmp_path)
     with SafeFace.open(ws) as sf:
-        _, key = sf.issue_api_key("operator", label="console")
-        _, cookie = sf.open_session(key)
-        _, other = sf.open_session(key)
         with closing(sqlite3.connect(paths.audit)) as db, db:
             db.execute("CREATE TRIGGER keep BEFORE INSERT ON entries BEGIN SELECT RAISE(ABORT, 'refused'); END")
         assert sf.end_session(cookie) is True

@@ -270,6 +270,26 @@ def _dml_only_role(dsn: str) -> str:
     return role
 
 
+def _auditor_on_a_dml_only_server_workspace(pg: Any, tmp_path: Path) -> tuple[Any, str, str, Any]:
+    """A workspace moved to PostgreSQL whose service connects as a DML-only role: (workspace, an
+    auditor's key, the role, a function running SQL as the schema's owner)."""
+    import psycopg
+    from server_support import PG_PASSWORD
+
+    ws, dsn = make_workspace(tmp_path / "ws"), pg.new_database()
+    with open_sf(ws) as sf:
+        sf.migrate_storage({"records": dsn, "vectors": "milvus-lite:vectors.db"})
+    with open_sf(ws) as sf:
+        _, key = sf.issue_api_key("auditor", label="console")
+    role = _service_connects_as_a_dml_only_role(ws, dsn)
+
+    def owner(sql: str) -> None:
+        with psycopg.connect(dsn, password=PG_PASSWORD, autocommit=True) as c:
+            c.execute(sql)
+
+    return ws, key, role, owner
+
+
 def _logged_under(caplog: pytest.LogCaptureFixture, said: str) -> str:
     """What the service's log holds under the reference `said` (a caller's message) gives."""
     found = re.search(r"reference ([0-9a-f]{12})", said)
@@ -337,21 +357,10 @@ def test_a_right_on_the_session_tables_revoked_after_login_is_a_page_naming_the_
     owner in the service's log under the page's reference (the role is the operator's to read),
     with nothing written; once granted, the session reads on. A login form submitted twice gives
     out one session there too (the login forms' table is the store's, shared by every host)."""
-    import psycopg
     from fastapi.testclient import TestClient
-    from server_support import PG_PASSWORD
     from service_support import console_login, csrf_of, in_process_app
 
-    ws, dsn = make_workspace(tmp_path / "ws"), pg.new_database()
-    with open_sf(ws) as sf:
-        sf.migrate_storage({"records": dsn, "vectors": "milvus-lite:vectors.db"})
-    with open_sf(ws) as sf:
-        _, key = sf.issue_api_key("auditor", label="console")
-    role = _service_connects_as_a_dml_only_role(ws, dsn)
-
-    def owner(sql: str) -> None:
-        with psycopg.connect(dsn, password=PG_PASSWORD, autocommit=True) as c:
-            c.execute(sql)
+    ws, key, role, owner = _auditor_on_a_dml_only_server_workspace(pg, tmp_path)
 
     with TestClient(in_process_app(ws.root, tmp_path), base_url="https://testserver",
                     raise_server_exceptions=False) as client:
@@ -591,21 +600,10 @@ def test_a_right_revoked_from_the_services_role_is_a_503_naming_the_grant_not_a_
     "were altered or dropped, restore them from a backup", which sent the operator to a restore
     that changes nothing. It is a 503 whose reference finds the right's GRANT in the service's log
     (the caller may be anyone: the key check is what failed); granted again, the calls work."""
-    import psycopg
     from fastapi.testclient import TestClient
-    from server_support import PG_PASSWORD
     from service_support import console_login, in_process_app
 
-    ws, dsn = make_workspace(tmp_path / "ws"), pg.new_database()
-    with open_sf(ws) as sf:
-        sf.migrate_storage({"records": dsn, "vectors": "milvus-lite:vectors.db"})
-    with open_sf(ws) as sf:
-        _, key = sf.issue_api_key("auditor", label="console")
-    role = _service_connects_as_a_dml_only_role(ws, dsn)
-
-    def owner(sql: str) -> None:
-        with psycopg.connect(dsn, password=PG_PASSWORD, autocommit=True) as c:
-            c.execute(sql)
+    ws, key, role, owner = _auditor_on_a_dml_only_server_workspace(pg, tmp_path)
 
     with TestClient(in_process_app(ws.root, tmp_path), base_url="https://testserver",
                     raise_server_exceptions=False) as client:

@@ -2049,6 +2049,12 @@ def test_an_entry_naming_a_cluster_is_not_settled_by_a_server_that_hides_its_own
             c.execute("GRANT EXECUTE ON FUNCTION pg_catalog.pg_control_system() TO PUBLIC")
 
 
+def _near(v: np.ndarray, by: float, seed: int) -> np.ndarray:
+    """A unit row `by` away from `v` in a random direction."""
+    w = v + by * unit_rows(1, seed=seed)[0]
+    return (w / np.linalg.norm(w)).astype(np.float32)
+
+
 def test_more_rows_left_out_than_milvus_ranks_do_not_hide_a_genuine_match(setup: Setup,
                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     """Rows a search leaves out (put back after an erasure: the audit log records them removed)
@@ -2059,16 +2065,12 @@ def test_more_rows_left_out_than_milvus_ranks_do_not_hide_a_genuine_match(setup:
 
     monkeypatch.setattr(server, "FETCH_MAX", 8)
 
-    def near(v: np.ndarray, by: float, seed: int) -> np.ndarray:
-        w = v + by * unit_rows(1, seed=seed)[0]
-        return (w / np.linalg.norm(w)).astype(np.float32)
-
     x = unit_rows(6, seed=41)
     probe = x[0]
     with setup.open() as s:
         fill(s, x[1:])
-        genuine = s.add_many([Enrollment("carol", near(probe, 0.5, 50), ("access",), "tok-carol", LATER)])[0].row_id
-        back = {r.row_id for r in s.add_many([Enrollment(f"back{i}", near(probe, 0.05, 60 + i), ("access",),
+        genuine = s.add_many([Enrollment("carol", _near(probe, 0.5, 50), ("access",), "tok-carol", LATER)])[0].row_id
+        back = {r.row_id for r in s.add_many([Enrollment(f"back{i}", _near(probe, 0.05, 60 + i), ("access",),
                                                          f"tok-back{i}", LATER) for i in range(12)])}
         assert s.search(probe, "access", k=1)[0].row_id in back
         found = s.search(probe, "access", k=1, exclude=back)
@@ -2093,17 +2095,13 @@ def test_more_erased_rows_put_back_than_milvus_ranks_do_not_hide_a_genuine_match
 
     monkeypatch.setattr(server, "FETCH_MAX", 4)
 
-    def near(v: np.ndarray, by: float, seed: int) -> np.ndarray:
-        w = v + by * unit_rows(1, seed=seed)[0]
-        return (w / np.linalg.norm(w)).astype(np.float32)
-
     x = unit_rows(6, seed=41)
     probe = x[0]
     direct = setup.milvus()
     with setup.open() as s:
         fill(s, x[1:])
-        genuine = s.add_many([Enrollment("carol", near(probe, 0.5, 50), ("access",), "tok-carol", LATER)])[0].row_id
-        back = sorted(r.row_id for r in s.add_many([Enrollment(f"back{i}", near(probe, 0.05, 60 + i), ("access",),
+        genuine = s.add_many([Enrollment("carol", _near(probe, 0.5, 50), ("access",), "tok-carol", LATER)])[0].row_id
+        back = sorted(r.row_id for r in s.add_many([Enrollment(f"back{i}", _near(probe, 0.05, 60 + i), ("access",),
                                                                 f"tok-back{i}", LATER) for i in range(6)]))
         copy = direct.fetch(back)
         with psycopg.connect(setup.dsn, password=PG_PASSWORD, autocommit=True) as c:
