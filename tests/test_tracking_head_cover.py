@@ -247,3 +247,24 @@ def test_a_change_in_one_colour_channel_alone_searches_a_place_again() -> None:
     assert 8 / 3 < SAME_LEVELS <= 8, "the change must hide in a mean over channels for the check to mean anything"
     assert _unchanged([crop], [crop.copy()])
     assert not _unchanged([crop], [red])
+
+
+def test_a_flash_at_the_whole_frame_searches_does_not_bare_a_still_face() -> None:
+    """A hostile operator flashes the frame white at frames 10, 20 and 30, where the whole-frame
+    searches are made: each found no face, counted a miss at the seated face's place, and its
+    crop, unchanged since its last search had found the face, went on counting misses, so the
+    face showed from five frames after the flash until the place was searched again."""
+    from safeface.tracking.first_faces import FirstFaces
+
+    finder = FaceFinder("hog", engine=DetectionEngine())
+    strong = Search(max_side=1 << 16, upsample=2)
+    seated = np.full((192, 256, 3), 170, np.uint8)
+    seated[40:153, 70:183] = _small_face()
+    flash = np.full_like(seated, 255)
+    first = FirstFaces(finder, Search(), 0.2, "blur")
+    shown = []
+    for i in range(32):
+        out = first.cover(i, (flash if i in (10, 20, 30) else seated).copy())
+        if i not in (10, 20, 30) and finder.detectable(out, strong):
+            shown.append(i)
+    assert shown == []

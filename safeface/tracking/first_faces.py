@@ -92,6 +92,9 @@ class _Place:
     # What its last search read (each view's crop) and when: unchanged pixels keep its answer.
     seen: Optional[list[np.ndarray]] = None
     searched: int = -1
+    # Whether that search found a face: a whole-frame search that missed it since (a flash, a
+    # score at the bar) does not make the same pixels a miss.
+    found: bool = False
 
 
 class FirstFaces:
@@ -259,8 +262,12 @@ class FirstFaces:
             x0, y0 = int(cx1 / k), int(cy1 / k)
             full = rgb[y0:int(np.ceil(cy2 / k)), x0:int(np.ceil(cx2 / k))]
             if _unchanged(p.seen, parts + [full]) and index - p.searched < REFRESH:
-                if p.missed > 0:
-                    p.missed += 1  # its last search found nothing there, and nothing changed
+                # The answer its last search gave these pixels: a face there still; or none, unless
+                # a whole-frame search has found one there since (missed is 0 then).
+                if p.found:
+                    p.missed = 0
+                elif p.missed > 0:
+                    p.missed += 1
                 continue
             crops.append((p, (cx1, cy1, cx2, cy2), parts, full))
         # The longest unsearched first, at most PLACE_BUDGET: the rest wait, covered (cover()).
@@ -281,6 +288,7 @@ class FirstFaces:
                                (r.bottom() / f + cy1) / k) for r, _ in
                               engine.detect_rects(part, "hog", PHOTO_STRENGTH.upsample, -SEARCH_MARGIN)]
                 found += self._in_halves(rgb, (cx1 / k, cy1 / k, cx2 / k, cy2 / k), k * f)
+            p.found = bool(found)
             if found:
                 p.faces, p.missed = merge_boxes(found), 0  # all of them: a spare cover costs little
             else:
