@@ -169,7 +169,7 @@ def test_a_still_face_that_turns_to_the_camera_later_is_covered_within_a_pass() 
     """Someone seated still, turned away in the first second (no face to find then), faces the
     camera from frame 31: no cut, nobody walking, so nothing searched there again and the face
     showed for the rest of the run. The rolling search finds it within one pass of the frame
-    (two tiles at this size)."""
+    (two tiles at this size, each at a frame drawn from its ROLL_EVERY)."""
     from safeface.tracking.first_faces import HOLD, ROLL_EVERY, FirstFaces
 
     finder = FaceFinder("hog", engine=DetectionEngine())
@@ -180,7 +180,7 @@ def test_a_still_face_that_turns_to_the_camera_later_is_covered_within_a_pass() 
     first = FirstFaces(finder, Search(), 0.2, "blur")
     for i in range(31):
         first.cover(i, empty.copy())
-    passed = 31 + 2 * ROLL_EVERY
+    passed = 31 + 3 * ROLL_EVERY
     outs = {i: first.cover(i, seated.copy()) for i in range(31, passed + HOLD + 3)}
     assert finder.detectable(outs[31], strong), "shown until the rolling search reaches it"
     assert [i for i in (passed, passed + 1, passed + HOLD + 2) if finder.detectable(outs[i], strong)] == []
@@ -268,3 +268,22 @@ def test_a_flash_at_the_whole_frame_searches_does_not_bare_a_still_face() -> Non
         if i not in (10, 20, 30) and finder.detectable(out, strong):
             shown.append(i)
     assert shown == []
+
+
+def test_a_flash_on_every_frame_a_search_was_due_does_not_keep_a_still_face_bare() -> None:
+    """A hostile operator seats someone still and flashes the frame white on every 10th and every
+    12th frame (a sixth of them), the frames the whole-frame and rolling searches were made on:
+    every search saw white, no place was ever made, and the face showed in every other frame of
+    the run. The rolling search's frames are drawn at random now, so it finds the face."""
+    from safeface.tracking.first_faces import FirstFaces
+
+    finder = FaceFinder("hog", engine=DetectionEngine())
+    strong = Search(max_side=1 << 16, upsample=2)
+    seated = np.full((192, 256, 3), 170, np.uint8)
+    seated[40:153, 70:183] = _small_face()
+    flash = np.full_like(seated, 255)
+    first = FirstFaces(finder, Search(), 0.2, "blur", rng=np.random.default_rng(7))
+    flashed = [i for i in range(90) if i % 10 == 0 or i % 12 == 0]
+    outs = {i: first.cover(i, (flash if i in flashed else seated).copy()) for i in range(90)}
+    assert finder.detectable(outs[1], strong), "the face must show for the check to mean anything"
+    assert [i for i in (61, 71, 83, 89) if finder.detectable(outs[i], strong)] == []

@@ -15,8 +15,11 @@ faces found past MAX_PLACES are covered where found until the next scene cut.
 
 Later in the run, the whole-frame searches are made again after a scene cut (most of the frame
 changing at once: edited footage seats new people still), and a tile of the frame is searched at
-photo strength every ROLL_EVERY-th frame, tile after tile, so a still face not found in those
-frames (turned away, under the bar then) is found within one pass. A place whose crop has not
+photo strength once in every ROLL_EVERY frames, tile after tile, so a still face not found in those
+frames (turned away, under the bar then) is found within one pass. Which frame of the ROLL_EVERY
+is drawn at random: a clip that flashed white every frame the search was due (every 12th, and
+the whole-frame searches' every 10th, a sixth of its frames) blinded every search and showed a
+still face for the whole run. A place whose crop has not
 changed since its last search keeps that search's answer (a still face gives the same one),
 searched again at least every REFRESH frames, and at most PLACE_BUDGET changed places are
 searched a frame: the others stay covered where their faces were until their turn."""
@@ -74,7 +77,7 @@ REFRESH = 15
 # Changed places searched in one frame, the longest unsearched first; the others are covered
 # where their faces were (or where they were found) until their turn.
 PLACE_BUDGET = 2
-# The rolling search: a tile every ROLL_EVERY-th frame after the learning period, its core
+# The rolling search: a tile in every ROLL_EVERY frames after the learning period, its core
 # ROLL_CORE times the widest face a place is kept for, and at least 1/ROLL_SPLIT of the frame's
 # long side (a pass of at most about 12 tiles at any size), overlapping its neighbours by that
 # face, so every face under it lies whole in some tile. On vtest.avi (768x576, 6 tiles) a pass
@@ -101,8 +104,11 @@ class FirstFaces:
     """The places to cover in each frame before anything else sees it (`cover`). Without a
     finder (a tracker driven frame by frame, as tests do) nothing is searched."""
 
-    def __init__(self, finder: Optional[FaceFinder], search: Search, margin: float, mode: str) -> None:
+    def __init__(self, finder: Optional[FaceFinder], search: Search, margin: float, mode: str,
+                 rng: Optional[np.random.Generator] = None) -> None:
         self._finder = finder
+        # Draws the rolling search's frames (from the OS's entropy unless a test seeds it).
+        self._rng = rng if rng is not None else np.random.default_rng()
         self._search = search  # the video path's, which finds faces from its smallest_face
         self._engine = finder.engine if finder is not None and isinstance(finder.engine, DetectionEngine) else (
             DetectionEngine() if finder is not None else None)
@@ -127,6 +133,7 @@ class FirstFaces:
         self._strong = -STRONG_EVERY
         self._grey: Optional[np.ndarray] = None
         self._tile = 0
+        self._roll_at = self._rolled_after(LEARNING_FRAMES - 1)
         self._waiting: list[_Place] = []
 
     def cover(self, index: int, rgb: np.ndarray) -> np.ndarray:
@@ -146,7 +153,8 @@ class FirstFaces:
         else:
             if self._places:
                 self._search_places(index, rgb)
-            if index >= LEARNING_FRAMES and index % ROLL_EVERY == 0:
+            if index >= self._roll_at:
+                self._roll_at = self._rolled_after(index)
                 self._search_frame(index, rgb, self._next_tile(w, h))
         self._brief = [(until, b) for until, b in self._brief if until > index]
         shown = [b for p in self._places if p.missed <= HOLD for b in p.faces] + self._beyond + self._fading
@@ -171,13 +179,19 @@ class FirstFaces:
             return False
         return float(np.mean(cv2.absdiff(grey, before) > CUT_LEVELS)) > CUT_SHARE
 
+    def _rolled_after(self, index: int) -> int:
+        """The frame of the next rolling search: one drawn from the ROLL_EVERY frames after those
+        holding `index`."""
+        return (index // ROLL_EVERY + 1) * ROLL_EVERY + int(self._rng.integers(ROLL_EVERY))
+
     def _next_tile(self, w: int, h: int) -> Box:
         """The rolling search's next tile (full-frame px): a grid of cores (ROLL_CORE place-sized
         faces wide, or more), each grown by one such face to the right and below, in turn."""
         face = REACH * self._search.smallest_face(w, h)
         core = max(ROLL_CORE * face, max(w, h) / ROLL_SPLIT, 1.0)
         cols, rows = int(np.ceil(w / core)), int(np.ceil(h / core))
-        self._pass = cols * rows * ROLL_EVERY
+        # A pass, and the most its next visit to a tile can come later (a frame drawn later).
+        self._pass = (cols * rows + 1) * ROLL_EVERY
         i = self._tile % (cols * rows)
         self._tile = i + 1
         x, y = (i % cols) * core, (i // cols) * core
