@@ -147,3 +147,29 @@ def test_blocks_of_one_channel_scattered_over_a_frame_are_searched_once_whole() 
     for c in {c for c, _ in regions}:
         area = sum((x1 - x0) * (y1 - y0) for k, (x0, y0, x1, y1) in regions if k == c)
         assert area <= w * h, f"channel {c}: {area / (w * h):.1f} frames searched"
+
+
+@needs_photos
+def test_a_video_frame_with_a_face_in_two_channels_under_noise_in_the_third_is_searched() -> None:
+    """A grey face drawn in red and green, random blocks in blue: HOG misses it, and either
+    channel shows it. The lone-channel test flags blue (its texture follows neither other), so
+    only blue was searched and the frame went through with no face found, while a photo of it
+    (each channel searched) was covered. The two channels following each other are searched
+    together too."""
+    from safeface.anonymize import VideoOptions
+    from safeface.anonymize.detect import DetectionEngine
+
+    face = load_image(OBAMA)
+    face = np.asarray(Image.fromarray(face).resize((face.shape[1] // 2, face.shape[0] // 2)))
+    grey = np.asarray(Image.fromarray(face).convert("L"))
+    h, w = grey.shape
+    blocks = np.random.default_rng(1).integers(0, 256, (h // 6 + 1, w // 6 + 1), dtype=np.uint8)
+    blocks = blocks.repeat(6, 0).repeat(6, 1)[:h, :w]
+    frame = np.full((720, 960, 3), 90, np.uint8)
+    frame[40:40 + h, 40:40 + w] = np.dstack([grey, grey, blocks])
+    hog = DetectionEngine()
+    assert not hog.detect_rects(frame, "hog", 1, -0.25), "the blue blocks must hide the face"
+    assert hog.detect_rects(np.ascontiguousarray(frame[..., 0]), "hog", 1, 0.0), "and red alone show it"
+    finder = FaceFinder(engine=hog, masked=False)
+    found = finder.search(frame, VideoOptions().search)
+    assert any(b[0] < 40 + w and b[2] > 40 and b[1] < 40 + h and b[3] > 40 for b in found), found

@@ -15,7 +15,7 @@ from ..imageio import c_order
 from ..jsonnum import finite_number
 from ..lookalike import spelled
 from .alternating import halves, line_periods
-from .channels import lone_channel_regions
+from .channels import channel_mean, lone_channel_regions
 from .exposure import dark_view, narrow_view
 from .impulses import has_impulses, median_view
 from .line_polarity import keyed_views
@@ -231,14 +231,15 @@ class FaceFinder:
                 boxes += [_box(r) for r, _ in self._hog.detect_rects(view, "hog", search.upsample, threshold)]
         # Faces written to hide from HOG, each searched only where a cheap test (a few ms a
         # frame) finds its sign, as photos search them always (views.crafted_views): one channel
-        # under noise in the others (channels.py: the regions found, in that channel alone);
+        # under noise in the others, or two (channels.py: the regions found, in that channel alone
+        # or the two's mean);
         # heavy impulse noise (impulses.py: tested and filtered on the frame as decoded, where
         # impulses are single pixels, then scaled as the copy); lines inverted every other one or
         # two on, two off (alternating.py: tested on the frame as decoded, since the scaled copy
         # blends the lines away, then half of it searched at the copy's scale, and its negative).
-        for c, (x0, y0, x1, y1) in lone_channel_regions(small):
+        for channels, (x0, y0, x1, y1) in lone_channel_regions(small):
             boxes += [(bx1 + x0, by1 + y0, bx2 + x0, by2 + y0) for bx1, by1, bx2, by2 in
-                      (_box(r) for r, _ in self._hog.detect_rects(np.ascontiguousarray(small[y0:y1, x0:x1, c]),
+                      (_box(r) for r, _ in self._hog.detect_rects(channel_mean(small[y0:y1, x0:x1], channels),
                                                                    "hog", search.upsample, threshold))]
         if has_impulses(image):
             median = median_view(image)
