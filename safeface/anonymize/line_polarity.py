@@ -28,6 +28,13 @@ KEYED_RATIO = 3.0
 # with a tenth of a face's rows inverted at random (HOG found 3 of 8 LFW faces), 0.22-0.38 of a
 # block's; with half, 0.56-0.69; every other row, all. Natural footage: at most 0.03.
 KEYED_SHARE = 0.1
+# Bands of lines inverted (8 rows in every 32: two pairs of a block read inverted, 0.0625) hid
+# faces under that share. A pair reading inverted by a wider margin is rarer in natural footage
+# (at most one of a block's 32, 0.031, in vtest.avi, the stage clip and LFW): two such pairs in
+# a block are enough.
+BAND_LEVELS = 16
+BAND_RATIO = 6.0
+BAND_SHARE = 0.06
 # Lines judged at a time (a whole number of blocks): a 50-megapixel photo takes a few megabytes
 # of differences at a time.
 BAND = 16 * BLOCK
@@ -66,10 +73,13 @@ def has_keyed_lines(image: np.ndarray, axis: int) -> bool:
     if min(image.shape[:2]) < BLOCK + 1:
         return False
     for _, same, inverted in _pairs(image, axis):
-        reads = (same >= KEYED_LEVELS) & (same >= KEYED_RATIO * inverted)
-        blocks = reads.shape[0] // BLOCK
-        if blocks and bool(np.any(reads[:blocks * BLOCK].reshape(blocks, BLOCK, -1).mean(axis=1) >= KEYED_SHARE)):
-            return True
+        blocks = same.shape[0] // BLOCK
+        if not blocks:
+            continue
+        for levels, ratio, share in ((KEYED_LEVELS, KEYED_RATIO, KEYED_SHARE), (BAND_LEVELS, BAND_RATIO, BAND_SHARE)):
+            reads = (same >= levels) & (same >= ratio * inverted)
+            if bool(np.any(reads[:blocks * BLOCK].reshape(blocks, BLOCK, -1).mean(axis=1) >= share)):
+                return True
     return False
 
 
