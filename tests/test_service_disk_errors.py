@@ -18,7 +18,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import pytest
 
@@ -145,38 +145,54 @@ def _one_file_failing(tmp_path: Path, which: str) -> dict[str, Any]:
                               SOUND=str(sound), WHICH=which)
 
 
-def test_ready_probes_do_not_read_a_failing_file_whole_at_each_probe(tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def one_file_failing(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], dict[str, Any]]:
+    """_one_file_failing's record for a file, run once per file for the module: one run records
+    the call, the probes, the calls after it and the open, which different tests judge."""
+    runs: dict[str, dict[str, Any]] = {}
+
+    def record(which: str) -> dict[str, Any]:
+        if which not in runs:
+            runs[which] = _one_file_failing(tmp_path_factory.mktemp("failing"), which)
+        return runs[which]
+    return record
+
+
+def test_ready_probes_do_not_read_a_failing_file_whole_at_each_probe(
+        one_file_failing: Callable[[str], dict[str, Any]]) -> None:
     """While a workspace file (audit.db here, gallery.db alike) fails reads on a disk that still
     takes writes, each /v1/ready read it again, up to the whole file: anyone able to reach the
     probe loaded the failing disk at will. The probes now read it again only after a back-off
     (DISK_READ_AGAIN_S), answering 503 with Retry-After meanwhile: never ready while it was not
     read whole."""
-    out = _one_file_failing(tmp_path, "audit.db")
+    out = one_file_failing("audit.db")
     assert out["call"][0] == 503 and out["call"][1], out
     assert all(status == 503 and after for status, after, _ in out["probes"]), out
     assert sum(opens > 0 for _, _, opens in out["probes"]) <= 1, out
 
 
 @pytest.mark.parametrize("which", ["gallery.db", "audit.db"])
-def test_calls_do_not_read_a_failing_file_whole_at_each_call(tmp_path: Path, which: str) -> None:
+def test_calls_do_not_read_a_failing_file_whole_at_each_call(one_file_failing: Callable[[str], dict[str, Any]],
+                                                             which: str) -> None:
     """The same for calls: each call that met a file failing reads read it again, up to the whole
     file, to tell a failing disk from damage (an API key's rate of whole-file reads); the audit
     log was read so by the key's own check, before the call. Within the back-off a call is
     refused at once (503 with Retry-After), nothing read."""
-    out = _one_file_failing(tmp_path, which)
+    out = one_file_failing(which)
     assert out["call"][0] == 503 and out["call"][2] == "WorkspaceDiskFailed", out
     assert all(status == 503 and after for status, after, _ in out["calls"]), out
     assert sum(opens > 0 for _, _, opens in out["calls"]) <= 1, out
 
 
 @pytest.mark.parametrize("which", ["keys/audit-anchor.json", "keys/trust.json", "keys/keyring.json"])
-def test_a_small_workspace_file_failing_reads_is_a_disk_failure_not_tampering(tmp_path: Path, which: str) -> None:
+def test_a_small_workspace_file_failing_reads_is_a_disk_failure_not_tampering(
+        one_file_failing: Callable[[str], dict[str, Any]], which: str) -> None:
     """The audit log's anchor, or the trust store, on sectors that fail reads (EIO): every call
     was a 409 and /v1/ready said to restore what the records check names (the anchor), and an
     open said to restore the file from a backup, as for a file edited by hand; the keyring was
     "unreadable", a ConfigError saying nothing to do. Each is a disk failure now: a 503 to retry,
     and WorkspaceDiskFailed at the open."""
-    out = _one_file_failing(tmp_path, which)
+    out = one_file_failing(which)
     assert out["call"][0] in (200, 503), out  # the trust store is read at the open only
     if out["call"][0] == 503:
         assert out["call"][1] and out["call"][2] == "WorkspaceDiskFailed", out
