@@ -86,3 +86,15 @@ def milvus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     srv = start_milvus(tmp_path_factory.mktemp("milvus") / "data")
     yield srv
     srv.kill()
+
+
+@pytest.fixture(scope="session")
+def masked_performer(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int, list[int]]:
+    """video_fixtures.masked_performer_clip, made once for the session (the anonymizer's and the
+    tracker's tests read it, neither writes it): its path, its frame count, and the frames the
+    masked video search finds a face in (the check that the masked face is there to find)."""
+    from safeface.anonymize import VideoOptions, detectable_frames
+    from video_fixtures import masked_performer_clip
+
+    src, count = masked_performer_clip(tmp_path_factory.mktemp("masked-performer") / "masked.mp4")
+    return src, count, detectable_frames(src, VideoOptions(masked=True).search)
