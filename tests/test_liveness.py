@@ -608,22 +608,33 @@ def _photo_over(frame: np.ndarray, photo: np.ndarray, photo_box: Any, box: Any, 
     return np.clip(out.astype(np.int16) + noise, 0, 255).astype(np.uint8)
 
 
+@pytest.fixture(scope="module")
+def obama_subject() -> tuple[np.ndarray, Any]:
+    """obama.jpg and the subject's face the pipeline finds in it: the print's face, found once for
+    the tests that hold up or mask that print."""
+    from safeface.hazmat.vision import Pipeline, get_engine, pick_subject
+    from safeface.imageio import load_image
+
+    photo = load_image(images() / "obama.jpg")
+    face = pick_subject(Pipeline(get_engine("onnx")).detect(photo), photo.shape)
+    assert face is not None
+    photo.setflags(write=False)  # shared: a test that drew on it in place would fail, not leak
+    return photo, face
+
+
 @pytest.mark.slow
-def test_a_photo_shown_frontally_while_someone_else_turns_yields_no_evidence(tmp_path: Path) -> None:
+def test_a_photo_shown_frontally_while_someone_else_turns_yields_no_evidence(tmp_path: Path,
+                                                                           obama_subject: tuple[np.ndarray, Any]) -> None:
     """A thief holds a print of the victim over an accomplice's face for the first third of a
     second, where the face is most frontal, and the accomplice makes the turns asked. The moves
     and the head's depth are the accomplice's; the evidence must not carry the victim's face."""
     from safeface.hazmat.vision import Pipeline, get_engine, pick_subject
-    from safeface.imageio import load_image
 
     ws = _liveness_ws(tmp_path)
-    imgs = images()
     live = _hamilton(84)
-    photo = load_image(imgs / "obama.jpg")
-    pipe = Pipeline(get_engine("onnx"))
-    victim = pick_subject(pipe.detect(photo), photo.shape)
-    performer = pick_subject(pipe.detect(live[0]), live[0].shape)
-    assert victim is not None and performer is not None
+    photo, victim = obama_subject
+    performer = pick_subject(Pipeline(get_engine("onnx")).detect(live[0]), live[0].shape)
+    assert performer is not None
     clip = [_photo_over(live[0], photo, victim.box, performer.box, k) for k in range(10)] + live
     with open_sf(ws) as sf:
         # The print faces the camera and the performer starts turned about 15 degrees to his left,
@@ -653,6 +664,7 @@ def bare_performer() -> list[tuple[np.ndarray, Any]]:
     for f in _hamilton(84):
         face = pick_subject(pipe.detect(f), f.shape)
         assert face is not None
+        f.setflags(write=False)  # shared by both kinds: a mask drawn in place would fail, not leak
         shot.append((f, face))
     return shot
 
@@ -677,18 +689,14 @@ def test_a_masked_performers_real_head_motion_still_reads_live(kind: str,
 
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", ["n95", "gaiter"])
-def test_a_waved_print_of_a_masked_face_is_still_refused(kind: str) -> None:
+def test_a_waved_print_of_a_masked_face_is_still_refused(kind: str, obama_subject: tuple[np.ndarray, Any]) -> None:
     """The masked-face fallback follows a masked face that HOG loses, in a print too: the print is
     followed, and refused for how it moves, never let through for being hard to find."""
     from safeface.capture.liveness import check_liveness
     from safeface.evaluate.pad import waved_attack
-    from safeface.hazmat.vision import Pipeline, get_engine, pick_subject
     from safeface.hazmat.vision.masks import draw_mask
-    from safeface.imageio import load_image
 
-    photo = load_image(images() / "obama.jpg")
-    face = pick_subject(Pipeline(get_engine("onnx")).detect(photo), photo.shape)
-    assert face is not None
+    photo, face = obama_subject
     masked = draw_mask(photo, face.landmarks, face.box, kind, seed=3)
     r = check_liveness(waved_attack(masked, "print", seed=0, seconds=2.0, max_turn=35.0)[::2], fps=15)
     assert r.checks["acquired"], r.checks
