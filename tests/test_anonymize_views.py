@@ -45,6 +45,16 @@ def _reference(engine: DlibEngine, rgb: np.ndarray) -> np.ndarray:
     return engine.embed_chips(engine.chips(rgb, engine.detect(rgb, "hog", 1)[:1]))[0]
 
 
+@pytest.fixture(scope="module")
+def half_obama(engine: DlibEngine) -> tuple[np.ndarray, np.ndarray]:
+    """obama.jpg at half size (read-only) and its face's embedding, the reference every crafted
+    copy of it is matched against: computed once for the module's tests."""
+    o = load_image(OBAMA)
+    half = np.asarray(Image.fromarray(o).resize((o.shape[1] // 2, o.shape[0] // 2)))
+    half.setflags(write=False)
+    return half, _reference(engine, half)
+
+
 def _squeeze(rgb: np.ndarray, lo: int) -> np.ndarray:
     """Values squeezed into 8 levels from `lo`: what an uploader does to hide a face from HOG."""
     return np.ascontiguousarray((lo + rgb // 32).astype(np.uint8))
@@ -58,13 +68,12 @@ def _levels(rgb: np.ndarray, lo: int) -> np.ndarray:
 @needs_photos
 @pytest.mark.parametrize("lo", [248, 120], ids=["nearly-white", "mid-grey"])
 def test_a_photo_squeezed_into_a_narrow_band_has_its_face_covered(engine: DlibEngine, finder: FaceFinder,
+                                                                   half_obama: tuple[np.ndarray, np.ndarray],
                                                                    lo: int) -> None:
     """Values squeezed to 248-255 or to eight mid-grey levels: no face was found, the photo was
     returned unchanged, and a levels step on the output gave the face back (0.99 against the
     original). Only nearly black photos were brightened."""
-    o = load_image(OBAMA)
-    original = np.asarray(Image.fromarray(o).resize((o.shape[1] // 2, o.shape[0] // 2)))
-    reference = _reference(engine, original)
+    original, reference = half_obama
     squeezed = _squeeze(original, lo)
     assert not engine.detect(squeezed, "hog", 1), "the squeezed photo must hide its face from HOG"
     assert _best_match(engine, _levels(squeezed, lo), reference) >= THRESHOLD, "and a levels step show it"
@@ -76,14 +85,13 @@ def test_a_photo_squeezed_into_a_narrow_band_has_its_face_covered(engine: DlibEn
 @needs_photos
 @pytest.mark.parametrize("around", ["black border", "gradient"])
 def test_a_face_squeezed_inside_a_full_range_photo_has_its_face_covered(engine: DlibEngine, finder: FaceFinder,
+                                                                        half_obama: tuple[np.ndarray, np.ndarray],
                                                                         around: str) -> None:
     """The same face at 248-255 inside a 12 px black border (9% of the pixels) or on an ordinary
     gradient background: the whole-photo tests saw a full range, the face was never stretched,
     and a levels step on the output gave it back at 0.99. Each region is now also searched at its
     own contrast."""
-    o = load_image(OBAMA)
-    original = np.asarray(Image.fromarray(o).resize((o.shape[1] // 2, o.shape[0] // 2)))
-    reference = _reference(engine, original)
+    original, reference = half_obama
     face = _squeeze(original, 248)
     if around == "black border":
         photo = np.pad(face, ((12, 12), (12, 12), (0, 0)), constant_values=0)
@@ -264,13 +272,12 @@ CRAFTED = {
 @needs_photos
 @pytest.mark.parametrize("how", sorted(CRAFTED))
 def test_a_face_hidden_by_how_its_pixels_were_written_is_covered(engine: DlibEngine, finder: FaceFinder,
+                                                                 half_obama: tuple[np.ndarray, np.ndarray],
                                                                  how: str) -> None:
     """Found in review: each of these inputs went through with no face covered, and one cheap
     step on the output (one channel, half the lines, a median) gave back a face the recognizer
     matched to its original at 0.95-1.00."""
-    face = load_image(OBAMA)
-    face = np.asarray(Image.fromarray(face).resize((face.shape[1] // 2, face.shape[0] // 2)))
-    reference = _reference(engine, face)
+    face, reference = half_obama
     grey = np.asarray(Image.fromarray(face).convert("L"))
     crafted, recover = CRAFTED[how](grey)
     crafted = np.ascontiguousarray(crafted)
