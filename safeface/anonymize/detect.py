@@ -222,13 +222,24 @@ class FaceFinder:
         # dlib detector at its own bar).
         if self._hog is None:
             self._hog = self.engine if isinstance(self.engine, DetectionEngine) else DetectionEngine()
-        boxes = [_box(r) for r, _ in self._hog.detect_rects(small, "hog", search.upsample, threshold)]
+        hog = self._hog
+
+        def found(view: np.ndarray, k: float = 1.0, at: tuple[int, int] = (0, 0)) -> list[Box]:
+            """HOG's boxes on `view`, in `small`'s pixels: scaled by `k`, then moved by `at`."""
+            return [(x1 * k + at[0], y1 * k + at[1], x2 * k + at[0], y2 * k + at[1]) for x1, y1, x2, y2 in
+                    (_box(r) for r, _ in hog.detect_rects(view, "hog", search.upsample, threshold))]
+
+        def as_copy(view: np.ndarray) -> np.ndarray:
+            """A view made on the frame as decoded, at the copy's scale."""
+            return scaled(view, scale) if scale < 1.0 else view
+
+        boxes = found(small)
         # A frame dark enough to hide a face is searched brightened too (exposure.py), by the
         # search and its check alike: brightening the output gave back faces HOG missed there.
         # So is one squeezed into a narrow band elsewhere (nearly white, mid-grey), stretched.
         for view in (dark_view(small, sample=True), narrow_view(small, sample=True)):
             if view is not None:
-                boxes += [_box(r) for r, _ in self._hog.detect_rects(view, "hog", search.upsample, threshold)]
+                boxes += found(view)
         # Faces written to hide from HOG, each searched only where a cheap test (a few ms a
         # frame) finds its sign, as photos search them always (views.crafted_views): one channel
         # under noise in the others, or two (channels.py: the regions found, in that channel alone
@@ -238,31 +249,19 @@ class FaceFinder:
         # two on, two off (alternating.py: tested on the frame as decoded, since the scaled copy
         # blends the lines away, then half of it searched at the copy's scale, and its negative).
         for channels, (x0, y0, x1, y1) in lone_channel_regions(small):
-            boxes += [(bx1 + x0, by1 + y0, bx2 + x0, by2 + y0) for bx1, by1, bx2, by2 in
-                      (_box(r) for r, _ in self._hog.detect_rects(channel_mean(small[y0:y1, x0:x1], channels),
-                                                                   "hog", search.upsample, threshold))]
+            boxes += found(channel_mean(small[y0:y1, x0:x1], channels), at=(x0, y0))
         if has_impulses(image):
-            median = median_view(image)
-            if scale < 1.0:
-                median = scaled(median, scale)
-            boxes += [_box(r) for r, _ in self._hog.detect_rects(median, "hog", search.upsample, threshold)]
-            del median
+            boxes += found(as_copy(median_view(image)))
         # Lines inverted by a key, in no period (line_polarity.py): put back on the frame as
-        # decoded, searched at the copy's scale, and the negative.
+        # decoded, searched at the copy's scale, and the negative (made in place of the view).
         for view in keyed_views(image):
-            if scale < 1.0:
-                view = scaled(view, scale)
-            boxes += [_box(r) for r, _ in self._hog.detect_rects(view, "hog", search.upsample, threshold)]
-            del view
+            boxes += found(as_copy(view))
         periods = line_periods(image)
         if any(periods):
             half_scale = min(1.0, 2.0 * scale)
             for half in halves(image, periods):
-                if half_scale < 1.0:
-                    half = scaled(half, half_scale)
-                k = 2.0 * scale / half_scale  # from the half's searched copy to `small`
-                boxes += [(x1 * k, y1 * k, x2 * k, y2 * k) for x1, y1, x2, y2 in
-                          (_box(r) for r, _ in self._hog.detect_rects(half, "hog", search.upsample, threshold))]
+                # k: from the half's searched copy to `small`.
+                boxes += found(scaled(half, half_scale) if half_scale < 1.0 else half, k=2.0 * scale / half_scale)
         if search.masked:
             boxes += self._masked_face_boxes(small, search.upsample, MASKED_FACE_BAR if extra else 0.0)
         if extra and self.detector == "mmod":
