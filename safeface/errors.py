@@ -115,6 +115,16 @@ class AuthenticationError(SafeFaceError):
     """A service credential (API key or console session) is missing, unknown, revoked or expired."""
 
 
+class LoginFormTaken(AuthenticationError):
+    """A console login form posted with an API key after it gave out a session, still live, for
+    another key (two tabs of one browser posting it with two keys at once): refused, so that no
+    session is left live and held by no browser. `key_id`: that other key's id."""
+
+    def __init__(self, message: str, key_id: str) -> None:
+        super().__init__(message)
+        self.key_id = key_id
+
+
 class ServiceBusy(SafeFaceError):
     """The service refused the call for now (its work queue is full, or the key is over its rate);
     nothing was done. `retry_after` is the number of seconds to wait."""

@@ -696,8 +696,9 @@ def test_logins_past_the_keys_rate_record_no_login_form(tmp_path: Path) -> None:
             answers.append(client.post("/login", data={"csrf": token, "api_key": op},
                                        follow_redirects=False).status_code)
     with closing(sqlite3.connect(ws.apikeys)) as db:
-        rows = db.execute("SELECT COUNT(*) FROM spent_logins").fetchone()[0]
-    assert 429 in answers and rows == answers.count(303), (answers, rows)
+        rows = db.execute("SELECT COUNT(*) FROM spent_logins WHERE session_until > 0").fetchone()[0]  # not the
+        forms = db.execute("SELECT COUNT(*) FROM spent_logins WHERE session_until = 0").fetchone()[0]  # keys' rows
+    assert 429 in answers and rows == forms == answers.count(303), (answers, rows, forms)
 
 
 def test_a_login_forms_row_edited_by_hand_gives_out_no_session_past_its_hours(tmp_path: Path) -> None:
@@ -740,24 +741,28 @@ _LOGIN_ON_A_FULL_DISK = textwrap.dedent("""
                 db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         disk_support.fill(disk)
         client.cookies.clear()
-        login = console_login(client, op)
+        token = client.get("/login").text.split("name='csrf' value='")[1].split("'")[0]
+        logins = [client.post("/login", data={"csrf": token, "api_key": op}, follow_redirects=False)
+                  for _ in range(2)]  # a double click
         page = client.get("/audit", follow_redirects=False)
-    print("RESULT " + json.dumps({"first": first, "login": login.status_code, "page": page.status_code,
-                                  "text": login.text[:300]}))
+    print("RESULT " + json.dumps({"first": first, "logins": [r.status_code for r in logins],
+                                  "cookies": [r.cookies.get("__Host-sf_session") for r in logins],
+                                  "page": page.status_code, "text": logins[0].text}))
 """)
 
 
-def test_an_operator_logs_in_to_the_console_while_the_workspace_disk_is_full(tmp_path: Path) -> None:
-    """A login writes its form's row in the key store (one session per form); on a full disk
-    that write failed, and the operator could not log in to the console to see what was wrong,
-    where a login wrote nothing before. The login opens a session all the same (a form posted
-    twice then may give out two)."""
+def test_a_login_on_a_full_disk_is_refused_rather_than_given_out_unrecorded(tmp_path: Path) -> None:
+    """A login writes its form's row in the key store (one session per form); on a full disk the
+    login opened a session all the same, unrecorded, and the form posted twice (a double click)
+    gave out two, one held by no browser. The login is refused (503) with a page saying why, and
+    no session is given out."""
     from disk_support import run_on_small_disk
 
     (tmp_path / "scratch").mkdir()
     out = run_on_small_disk(tmp_path, _LOGIN_ON_A_FULL_DISK, SCRATCH=str(tmp_path / "scratch"))
-    assert out["first"] == 303 and out["login"] == 303, out
-    assert out["page"] == 200, out
+    assert out["first"] == 303 and out["logins"] == [503, 503], out
+    assert out["cookies"] == [None, None] and out["page"] == 303, out
+    assert "full or read-only" in out["text"] and "not-recorded" in out["text"], out["text"][:600]
 
 
 def test_a_login_form_posted_again_after_its_logout_gives_out_one_new_session(tmp_path: Path) -> None:
@@ -820,3 +825,131 @@ def test_a_logged_out_session_named_in_no_cookies_shape_replaces_nothing(tmp_pat
         assert keys.open_session(key, now, "form", ended=first)[1] != first
     finally:
         keys.close()
+
+
+def test_two_tabs_posting_one_login_form_with_two_keys_leave_no_session_held_by_no_browser(tmp_path: Path) -> None:
+    """Two tabs of one browser share the login form's cookie; posted at the same instant with two
+    different keys, each key got its session, the browser kept one answer's cookie, and the other
+    key's session stayed live, held by no browser, until it idled out. The form gives out one
+    key's session at a time: the other post is refused ("taken"). Changing keys still works: the
+    same form posted with another key by the browser holding the first session ends that one,
+    and once a session is logged out, the form may give out another key's."""
+    client, ws, (first, second) = keyed_client(tmp_path, "operator", "operator", rate=1000)
+    with client:
+        token = csrf_of(client.get("/login").text)
+        form = str(client.cookies.get("__Host-sf_login"))
+        answers = []
+        for key in (first, second):  # each tab with the browser's cookies of before either answer
+            client.cookies.clear()
+            client.cookies.set("__Host-sf_login", form)
+            answers.append(client.post("/login", data={"csrf": token, "api_key": key}, follow_redirects=False))
+        opened = [a.cookies.get("__Host-sf_session") for a in answers]
+        # The browser holds the first tab's session: the form posted with the second key changes keys.
+        client.cookies.clear()
+        client.cookies.set("__Host-sf_login", form)
+        client.cookies.set("__Host-sf_session", str(opened[0]))
+        changed = client.post("/login", data={"csrf": token, "api_key": second}, follow_redirects=False)
+        now = changed.cookies.get("__Host-sf_session")
+        pages = []
+        for cookie in (opened[0], now):
+            client.cookies.clear()
+            client.cookies.set("__Host-sf_session", str(cookie))
+            pages.append(client.get("/audit", follow_redirects=False).status_code)
+        client.post("/logout", data={"csrf": csrf_of(client.get("/audit").text)}, follow_redirects=False)
+        client.cookies.clear()
+        client.cookies.set("__Host-sf_login", form)  # logged out: the form may give out the first key's again
+        again = client.post("/login", data={"csrf": token, "api_key": first}, follow_redirects=False)
+    assert [a.status_code for a in answers] == [303, 303], [a.status_code for a in answers]
+    assert opened[0] is not None and opened[1] is None, opened
+    assert answers[1].headers["location"] == "/login?error=taken", answers[1].headers["location"]
+    assert changed.headers["location"] == "/audit" and now not in (None, opened[0]), changed.headers["location"]
+    assert pages == [303, 200], pages  # the first key's session ended by the change, on record
+    assert again.headers["location"] == "/audit" and again.cookies.get("__Host-sf_session"), again.headers
+    with open_sf(ws) as sf:
+        assert sum("console session" in (e.note or "") for e in sf.audit_entries()) == 2
+
+
+def test_one_login_form_racing_with_two_keys_on_two_handles_gives_out_one_session(tmp_path: Path) -> None:
+    """The two tabs' posts reach two processes at the same instant (two handles on the key store):
+    one key gets its session, the other is refused, whichever wins."""
+    import datetime as dt
+    import threading
+
+    from safeface.errors import LoginFormTaken
+    from safeface.workspace.apikeys import ApiKeys
+
+    now = dt.datetime.now(dt.timezone.utc)
+    handles = [ApiKeys(tmp_path / "apikeys.db", b"k" * 32) for _ in range(2)]
+    try:
+        keys = [handles[0].issue("operator", "console", None, None, now)[1] for _ in range(2)]
+        start, got = threading.Barrier(2), ["", ""]
+
+        def submit(i: int) -> None:
+            start.wait()
+            try:
+                got[i] = handles[i].open_session(keys[i], now, "one form")[1]
+            except LoginFormTaken as exc:
+                got[i] = f"taken {exc.key_id}"
+
+        threads = [threading.Thread(target=submit, args=(i,)) for i in range(2)]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+        won = [c for c in got if not c.startswith("taken")]
+        assert len(won) == 1 and f"taken {won[0].split('.')[0]}" in got, got
+    finally:
+        for h in handles:
+            h.close()
+
+
+def _waiting_in(name: str, deadline_s: float = 30.0) -> bool:
+    """Whether a thread of this process reaches the function `name` (its frame on the stack)
+    before the deadline: the in-process service's login waiting for the key store's lock."""
+    import threading
+
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        for ident, frame in sys._current_frames().items():
+            f = frame
+            while f is not None and ident != threading.get_ident():
+                if f.f_code.co_name == name:
+                    return True
+                f = f.f_back
+        time.sleep(0.005)
+    return False
+
+
+def test_a_login_waiting_for_a_key_store_another_process_holds_leaves_the_worker_answering(tmp_path: Path) -> None:
+    """Another process (a `safeface apikey` command, a rekey) holds apikeys.db's write lock while
+    an operator logs in: the login's record of its form waited on the worker's event loop, and
+    every other request of the worker (another operator's page) waited with it, then the login
+    gave up after 200 ms (503). The login waits off the event loop: the other page is answered
+    while it waits, and the login goes through once the lock is released."""
+    import threading
+
+    client, ws, (op, other) = keyed_client(tmp_path, "operator", "operator", rate=1000)
+    with client:
+        assert console_login(client, other).status_code == 303  # another operator's session (and the tables)
+        theirs = str(client.cookies.get("__Host-sf_session"))
+        client.cookies.clear()
+        token = csrf_of(client.get("/login").text)
+        form = str(client.cookies.get("__Host-sf_login"))
+        client.cookies.clear()
+        done: dict[str, object] = {}
+        with closing(sqlite3.connect(ws.apikeys, isolation_level=None)) as holder:
+            holder.execute("BEGIN IMMEDIATE")
+            login = threading.Thread(target=lambda: done.update(answer=client.post(
+                "/login", data={"csrf": token, "api_key": op}, cookies={"__Host-sf_login": form},
+                follow_redirects=False)))
+            login.start()
+            try:
+                waiting = _waiting_in("_spend_form")
+                page = client.get("/keys", cookies={"__Host-sf_session": theirs}, follow_redirects=False)
+                answered_first = "answer" not in done
+            finally:
+                holder.execute("ROLLBACK")
+                login.join(60)
+    answer = done.get("answer")
+    assert waiting and page.status_code == 200 and answered_first, (waiting, page.status_code, answered_first)
+    assert getattr(answer, "status_code", None) == 303 and getattr(answer, "headers")["location"] == "/audit"

@@ -18,6 +18,7 @@ import copy
 import dataclasses
 import datetime as dt
 import hashlib
+import hmac
 import itertools
 import logging
 import os
@@ -31,7 +32,7 @@ import numpy as np
 
 from ..atomicfile import exclusive_lock, shared_lock
 from ..errors import (AuthenticationError, BackendError, ConfigError, ImageError, IntegrityError, InvalidArgument,
-                      PolicyViolation, SafeFaceError, SchemaOwnerNeeded, WorkspaceBusy, WorkspaceUnwritable)
+                      LoginFormTaken, PolicyViolation, SafeFaceError, SchemaOwnerNeeded, WorkspaceBusy, WorkspaceUnwritable)
 from ..hazmat.templates.pseudonym import new_subject_problem, token_pseudonym, usual_spelling
 from ..imageio import ImageInput, load_image
 from ..lookalike import not_plain_char, shows_nothing
@@ -1432,16 +1433,39 @@ class SafeFace:
         """The description of a genuine, unrevoked, unexpired API key; AuthenticationError else."""
         return self._not_revoked(self._apikeys.authenticate(api_key, self._clock()))
 
-    def open_session(self, api_key: Optional[str], form: Optional[str] = None) -> tuple[ApiKey, str]:
+    def open_session(self, api_key: Optional[str], form: Optional[str] = None,
+                     held: Optional[str] = None) -> tuple[ApiKey, str]:
         """Exchange an API key for a console session value (see workspace/apikeys.py); `form`: the
-        login form's token, which gives out one session for the key, however often it is posted."""
-        info, value = self._apikeys.open_session(api_key, self._clock(), form)  # authenticates the key
-        if form is not None:
+        login form's token, which gives out one session for the key, however often it is posted,
+        and sessions of one key at a time: LoginFormTaken while the session it gave out to another
+        key is live, unless that session is `held` (the session cookie the posting browser sent,
+        which the caller then ends: a login as another key)."""
+        replaces: Optional[str] = None
+        for _ in range(3):  # another key may take the form between the check and the retry
             try:
-                self.session(value, use=False)
-            except AuthenticationError:  # the form's session was logged out since: a new one in its place
-                info, value = self._apikeys.open_session(api_key, self._clock(), form, ended=value)
+                return self._form_session(api_key, form, replaces)
+            except LoginFormTaken as exc:
+                other = self._apikeys.form_cookie(str(form), exc.key_id, self._clock())
+                if other is not None and not (held is not None and hmac.compare_digest(
+                        other.encode(), held.encode())) and self._live(other):
+                    raise
+                replaces, taken = exc.key_id, exc
+        raise taken
+
+    def _form_session(self, api_key: Optional[str], form: Optional[str],
+                      replaces: Optional[str]) -> tuple[ApiKey, str]:
+        info, value = self._apikeys.open_session(api_key, self._clock(), form, replaces=replaces)  # authenticates
+        if form is not None and not self._live(value):  # logged out since: a new one in its place
+            info, value = self._apikeys.open_session(api_key, self._clock(), form, ended=value, replaces=replaces)
         return self._not_revoked(info), value
+
+    def _live(self, value: str) -> bool:
+        """Whether the console session `value` is live (the check is no use of it)."""
+        try:
+            self.session(value, use=False)
+        except AuthenticationError:
+            return False
+        return True
 
     def end_session(self, value: Optional[str]) -> bool:
         """End a console session (logout), so that a copy of its cookie opens nothing more; False

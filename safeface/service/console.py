@@ -31,8 +31,8 @@ from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse,
 from starlette.datastructures import FormData
 
 from ..atomicfile import MAX_COPY_BYTES, write_atomic
-from ..errors import (AuthenticationError, ConfigError, ImageError, IntegrityError, PolicyViolation, SafeFaceError,
-                      SchemaOwnerNeeded, ServiceBusy)
+from ..errors import (AuthenticationError, ConfigError, ImageError, IntegrityError, LoginFormTaken, PolicyViolation,
+                      SafeFaceError, SchemaOwnerNeeded, ServiceBusy, WorkspaceUnwritable)
 from ..regularfile import folder_below, read_no_link
 from ..sqlite_store import raise_if_unwritable
 from ..workspace.apikeys import LOGIN_FORM_SECONDS, SESSION_SECONDS, ApiKey, session_ref, session_until
@@ -52,7 +52,9 @@ LOGIN = "__Host-sf_login"
 # set a cookie of this name, but all it can get ended that way is a session of its own.
 OLD_SESSION = "sf_session"
 _LOGIN_ERRORS = {"expired": "The login form expired; try again.", "invalid": "That API key is not valid.",
-                 "role": "That key's role may not use the console."}
+                 "role": "That key's role may not use the console.",
+                 "taken": "Another tab of this browser has just logged in with another key on the same form, and "
+                          "this browser holds that session; log in again here to change keys."}
 _UNSIGNED = ("This file among the receipts is not signed by this workspace's receipt key: it was altered or "
              "written by hand. Check who may write the workspace's reports folder.")
 _UNSAFE_FOLDER = ("The workspace's reports folder or its receipts folder, reports/receipts, is a link, or is owned or "
@@ -304,11 +306,25 @@ def build_console(rt: Runtime) -> APIRouter:
         rt.limit(key.key_id, key.rate)
         if not rt.light(lambda sf: sf.acting_as_key(key).may("report")):
             return RedirectResponse("/login?error=role", status_code=303)
+        earlier = request.cookies.get(SESSION)
         try:
-            # The form's token: posted twice (a double click), the form gives out one session.
-            key, cookie = rt.light(lambda sf: sf.open_session(presented, want))
+            # The form's token: posted twice (a double click), the form gives out one session; a
+            # session of another key's from this form must be the one this browser holds. Off the
+            # event loop: the form's record may wait for a key store another process is writing.
+            key, cookie = await rt.aside(lambda sf: sf.open_session(presented, want, held=earlier))
+        except LoginFormTaken:  # another tab's login with another key: its session is this browser's
+            return RedirectResponse("/login?error=taken", status_code=303)
         except AuthenticationError:  # revoked or expired since the check above
             return RedirectResponse("/login?error=invalid", status_code=303)
+        except WorkspaceUnwritable as exc:
+            # Refused, not a session given out unrecorded: the same form posted again (a double
+            # click) would give out a second one, held by no browser.
+            rt.refused_disk(exc.folder, getattr(exc, "path", None))
+            said = told(exc)[0]
+            return page("Not logged in", "<p class='bad' id='not-recorded'>The console cannot record this login "
+                        "(its key store's disk is full or read-only), and a login it does not record could open a "
+                        f"second session if the form were sent again: {_e(said)}</p><p><a href='/login'>Log in</a> "
+                        "again once the disk takes writes.</p>", None, 503)
         except SchemaOwnerNeeded as exc:  # refused at the login, not a failed page a minute into the session
             told(exc)  # the whole message in the service's log too
             return page("Console unavailable", "<p class='bad' id='missing-table'>The console cannot open a session: "
@@ -320,11 +336,10 @@ def build_console(rt: Runtime) -> APIRouter:
         # record), or a copy of its cookie read on until it idled out. Only a live session under
         # the console's own cookie, which no other host can set: one under the old name, or a
         # forged value, is no session of this browser's to end (live_key checks its MAC).
-        earlier = request.cookies.get(SESSION)
         earlier_key = rt.light(lambda sf: live_key(sf, earlier)) if earlier is not None else None
         if earlier is not None and earlier_key is not None and not hmac.compare_digest(
                 earlier.encode(), cookie.encode()):  # not the session this form gave out already
-            failed = end(SESSION, earlier, earlier_key)
+            failed = await end(SESSION, earlier, earlier_key)
             if failed is not None:  # not ended on record: no second session beside it
                 return failed
         resp = RedirectResponse("/audit", status_code=303)
@@ -381,20 +396,21 @@ def build_console(rt: Runtime) -> APIRouter:
         own = new is not None and new in tokens and hmac.compare_digest(got.encode(), tokens[new].encode())
         for name, cookie, key in ((SESSION, new, new_key), (OLD_SESSION, old, old_key)):
             if cookie is not None and key is not None and (own or name == OLD_SESSION):
-                failed = end(name, cookie, key)
+                failed = await end(name, cookie, key)
                 if failed is not None:
                     return failed
         if own:
             _forget(resp, SESSION)
         return resp
 
-    def end(name: str, cookie: str, key: ApiKey) -> Optional[Response]:
+    async def end(name: str, cookie: str, key: ApiKey) -> Optional[Response]:
         """End the live session `cookie` (the cookie `name`) on the server; the page to show
         instead of the login page when that failed, else None."""
         try:
             # Ended on the server, not only in this browser. Not through the worker's queue, which a
-            # thief's copy of the cookie could keep full, answering the owner 503.
-            ended = rt.light(lambda sf: sf.end_session(cookie))
+            # thief's copy of the cookie could keep full, answering the owner 503; off the event
+            # loop, as a log that refuses the end leaves the key table's row to wait for.
+            ended = await rt.aside(lambda sf: sf.end_session(cookie))
         except ServiceBusy:
             raise  # 503 with Retry-After, the cookie kept: nothing ended yet
         except SafeFaceError as exc:

@@ -141,6 +141,11 @@ class Runtime:
         # takes on the event loop, and the whole service (even /v1/health) stopped answering.
         self._probe: Optional[Any] = None
         self._records_check = _OneAtATime()
+        # The console's logins and logouts, which may wait for the key store's write lock (another
+        # process writing it): on a handle of their own, one at a time, off the event loop. On the
+        # main handle they held the loop, and every other request of the worker, for that wait.
+        self._aside_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="safeface-console")
+        self._aside: Optional[Any] = None
 
     def _open(self, main: bool = False) -> Any:
         from ..sdk import SafeFace
@@ -369,8 +374,28 @@ class Runtime:
                                   "Retry shortly.", WARM_RETRY_S)
             return fn(self.main)
 
+    async def aside(self, fn: Callable[[Any], T]) -> T:
+        """Run fn(the console's own handle) off the event loop, after the calls before it: a write
+        of the key store (a login's form, a logout) that may wait for its lock while another
+        process holds it. Not through the call queue (light's reasons), nor on the main handle,
+        whose lock every credential check takes on the loop."""
+        self._still_failing()
+
+        def run() -> T:
+            if self._aside is None:
+                from ..sdk import SafeFace
+
+                # Not among the pool's handles: it never searches, so index_state must not read it.
+                self._aside = SafeFace.open(self.config.workspace, passphrase_file=self.config.passphrase_file)
+            return fn(self._aside)
+
+        return await asyncio.wrap_future(self._aside_pool.submit(run), loop=asyncio.get_running_loop())
+
     def close(self) -> None:
         self._closing.set()
+        self._aside_pool.shutdown(wait=True, cancel_futures=True)
+        if self._aside is not None:
+            self._aside.close()
         self._pool.shutdown(wait=True, cancel_futures=True)
         with self._opened_lock:
             for sf in self._opened:

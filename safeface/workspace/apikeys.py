@@ -35,14 +35,13 @@ import math
 import os
 import re
 import secrets
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Union
 
 from ..atomicfile import write_atomic
-from ..errors import (AuthenticationError, ConfigError, IntegrityError, InvalidArgument, SchemaOwnerNeeded,
-                      WorkspaceBusy, WorkspaceUnwritable)
+from ..errors import (AuthenticationError, ConfigError, IntegrityError, InvalidArgument, LoginFormTaken,
+                      SchemaOwnerNeeded, WorkspaceBusy, WorkspaceUnwritable)
 from ..lookalike import not_plain_char
 from ..regularfile import read_no_link
 from ..sqlite_store import raise_if_unwritable
@@ -95,7 +94,6 @@ _USES = ("CREATE TABLE IF NOT EXISTS {t}session_uses (session TEXT PRIMARY KEY, 
          "until BIGINT NOT NULL, mac TEXT NOT NULL)")
 # How long a console login form (its double-submit token) may be used: the login cookie's life.
 LOGIN_FORM_SECONDS = 10 * 60
-SPEND_TRIES = 10  # how often a login tries the key store's write lock, 20 ms apart, before a 503
 # The session each login form gave out, by key (a keyed hash of the form's token and the key's id):
 # its end and nonce, from which the same cookie is made again (the MAC needs the service's key), so
 # that a form submitted twice gives out one session. Kept for LOGIN_FORM_SECONDS, the form's life;
@@ -304,10 +302,12 @@ class ApiKeys:
         return hmac.new(self._key, f"safeface-{label}|{text}".encode("utf-8"), hashlib.sha256).hexdigest()
 
     def open_session(self, presented: Optional[str], now: dt.datetime, form: Optional[str] = None,
-                     ended: Optional[str] = None) -> tuple[ApiKey, str]:
+                     ended: Optional[str] = None, replaces: Optional[str] = None) -> tuple[ApiKey, str]:
         """A session for the key `presented`: (its description, the cookie). `form`: the token of
         the login form it came from, which gives out one session (_form_session); `ended`: the
-        session that form gave out, found logged out since, which a new one replaces."""
+        session that form gave out, found logged out since, which a new one replaces; `replaces`:
+        the other key whose session from this form is over or held by the posting browser
+        (LoginFormTaken names it otherwise)."""
         info = self.authenticate(presented, now)
         if getattr(self._t, "dialect", None) == "postgresql":
             # A store moved there by an earlier safeface lacks the sessions' tables: made now, or
@@ -319,14 +319,14 @@ class ApiKeys:
                 self._usable(name)
         # Each login its own session, even two in one second: logging out of one ends no other;
         # but one login form gives out one session (_form_session).
-        exp, nonce = self._form_session(form, info.key_id, now, ended) if form is not None else (
+        exp, nonce = self._form_session(form, info.key_id, now, ended, replaces) if form is not None else (
             int(now.timestamp()) + SESSION_SECONDS, secrets.token_hex(8))
         rows = self._t.q("SELECT digest FROM {t}apikeys WHERE key_id = ?", (info.key_id,))
         mac = self._session_mac(info, exp, nonce, str(rows[0][0]) if rows else "")
         return info, f"{info.key_id}.{exp}.{nonce}.{mac}"
 
     def _form_session(self, form: str, key_id: str, now: dt.datetime,
-                      ended: Optional[str] = None) -> tuple[int, str]:
+                      ended: Optional[str] = None, replaces: Optional[str] = None) -> tuple[int, str]:
         """The end and nonce of the session that the login form whose token is `form` gives out
         for the key `key_id`: the one it gave out before, while that is live, else a new one,
         recorded. A form submitted twice with one key (a double click; two tabs of one browser,
@@ -334,47 +334,66 @@ class ApiKeys:
         browser keeps: each used to open its own, and the one whose cookie the browser dropped
         stayed live, held by no browser, until it idled out. Two browsers have two forms. Once
         its session is logged out (`ended`, that session's cookie), the form gives out one new
-        session in its place, the same to posts racing: each opened a session of its own before."""
+        session in its place, the same to posts racing: each opened a session of its own before.
+        The form gives out sessions of one key at a time: posted by two tabs with two keys at once,
+        each key had its session, the browser kept one cookie, and the other session stayed live,
+        held by no browser. A post with another key while the form's session is live is refused
+        (LoginFormTaken) unless the caller found that session over or held by the posting browser
+        (`replaces`: its key's id)."""
         ref, t = self._mac("login form", f"{form}|{key_id}"), int(now.timestamp())
         fresh = (t + SESSION_SECONDS, secrets.token_hex(8))
         m = _SESSION.fullmatch(ended) if isinstance(ended, str) else None  # no cookie's shape: replaces nothing
         gone = (int(m.group(2)), m.group(3)) if m is not None else None
-        try:
-            return self._spend_form(ref, t, fresh, gone)
-        except WorkspaceUnwritable:
-            # A full or read-only disk: the login wrote nothing before forms were recorded, and an
-            # operator must still reach the console to see what is wrong. A session of its own,
-            # as each post of a form opened then.
-            return fresh
+        # A full or read-only disk (WorkspaceUnwritable) refuses the login: a session given out
+        # unrecorded let the same form, posted again, give out a second one, held by no browser.
+        return self._spend_form(ref, t, fresh, gone, (self._mac("login form key", form), key_id, replaces))
 
-    def _spend_form(self, ref: str, t: int, fresh: tuple[int, str],
-                    gone: Optional[tuple[int, str]]) -> tuple[int, str]:
+    def _spend_form(self, ref: str, t: int, fresh: tuple[int, str], gone: Optional[tuple[int, str]],
+                    owner: tuple[str, str, Optional[str]]) -> tuple[int, str]:
         """_form_session's record: the session the form `ref` gave out unless it is `gone` (its
-        end and nonce), else `fresh`, recorded."""
+        end and nonce), else `fresh`, recorded. `owner`: the form's row naming the key it gave
+        out a session to last, this key's id, and the key it may replace (LoginFormTaken else)."""
         self._table("spent_logins", _SPENT, create=True)
-        tries = 0
-        while True:
-            # Not waited for past a moment (the service checks logins on its event loop, which a
-            # key store another process holds locked froze for its busy timeout): WorkspaceBusy,
-            # a 503, and the form is as it was for the browser's retry.
-            try:
-                with self._t.write(wait=False):
-                    self._t.run("DELETE FROM {t}spent_logins WHERE until < ?", (t,))
-                    rows = self._t.q("SELECT session_until, nonce FROM {t}spent_logins WHERE form = ?", (ref,))
-                    # Only a session a login could have given out now: a row edited by hand must
-                    # not have the service sign a cookie past SESSION_SECONDS.
-                    if rows and isinstance(rows[0][0], int) and t < rows[0][0] <= fresh[0] and \
-                            re.fullmatch(r"[0-9a-f]{16}", str(rows[0][1])) and tuple(rows[0]) != gone:
-                        return int(rows[0][0]), str(rows[0][1])
-                    self._t.run("INSERT INTO {t}spent_logins AS s VALUES (?, ?, ?, ?) ON CONFLICT (form) DO UPDATE "
-                                "SET until = excluded.until, session_until = excluded.session_until, "
-                                "nonce = excluded.nonce", (ref, t + LOGIN_FORM_SECONDS, *fresh))
-                return fresh
-            except WorkspaceBusy:  # another login or logout writing now: a few milliseconds
-                tries += 1
-                if tries == SPEND_TRIES:
-                    raise
-                time.sleep(0.02)
+        owner_ref, key_id, replaces = owner
+        # Waited for as any write (WorkspaceBusy past the busy timeout): the service runs a login
+        # off its event loop (Runtime.aside), so the wait holds no other request of the worker.
+        with self._t.write():
+            self._t.run("DELETE FROM {t}spent_logins WHERE until < ?", (t,))
+            # The key the form gave out its session to, in a row of the same table (its nonce
+            # column holds the key's id; no session is made from it): checked and moved inside
+            # this transaction, so of two keys posting at once one is refused.
+            named = self._t.q("SELECT nonce FROM {t}spent_logins WHERE form = ?", (owner_ref,))
+            other = str(named[0][0]) if named else None
+            if other is not None and other != key_id and other != replaces:
+                raise LoginFormTaken("this login form has just opened a console session for another API key (another "
+                                     "tab of this browser?); log in again to change keys.", other)
+            self._t.run("INSERT INTO {t}spent_logins AS s VALUES (?, ?, 0, ?) ON CONFLICT (form) DO UPDATE "
+                        "SET until = excluded.until, nonce = excluded.nonce",
+                        (owner_ref, t + LOGIN_FORM_SECONDS, key_id))
+            rows = self._t.q("SELECT session_until, nonce FROM {t}spent_logins WHERE form = ?", (ref,))
+            # Only a session a login could have given out now: a row edited by hand must not
+            # have the service sign a cookie past SESSION_SECONDS.
+            if rows and isinstance(rows[0][0], int) and t < rows[0][0] <= fresh[0] and \
+                    re.fullmatch(r"[0-9a-f]{16}", str(rows[0][1])) and tuple(rows[0]) != gone:
+                return int(rows[0][0]), str(rows[0][1])
+            self._t.run("INSERT INTO {t}spent_logins AS s VALUES (?, ?, ?, ?) ON CONFLICT (form) DO UPDATE "
+                        "SET until = excluded.until, session_until = excluded.session_until, "
+                        "nonce = excluded.nonce", (ref, t + LOGIN_FORM_SECONDS, *fresh))
+        return fresh
+
+    def form_cookie(self, form: str, key_id: str, now: dt.datetime) -> Optional[str]:
+        """The cookie of the session the login form `form` gave out for the key `key_id`, made
+        again from its row; None when there is none (pruned, edited by hand, or its key gone)."""
+        t = int(now.timestamp())
+        rows = self._t.q("SELECT session_until, nonce FROM {t}spent_logins WHERE form = ?",
+                         (self._mac("login form", f"{form}|{key_id}"),))
+        key = self._t.q(f"SELECT {_COLS}, digest FROM {{t}}apikeys WHERE key_id = ?", (key_id,))
+        info = self._checked(key[0] if key else None)
+        if not rows or info is None or not isinstance(rows[0][0], int) or not \
+                t < rows[0][0] <= t + SESSION_SECONDS or not re.fullmatch(r"[0-9a-f]{16}", str(rows[0][1])):
+            return None
+        exp, nonce = int(rows[0][0]), str(rows[0][1])
+        return f"{key_id}.{exp}.{nonce}.{self._session_mac(info, exp, nonce, str(key[0][7] or ''))}"
 
     def _session_mac(self, info: ApiKey, exp: int, nonce: str, digest: str) -> str:
         # Bound to the row's role, expiry, rate and digest as they were at login: a session
