@@ -632,3 +632,33 @@ def test_a_right_revoked_from_the_services_role_is_a_503_naming_the_grant_not_a_
         # The login's key check reads both (the log says whether the key was issued and revoked).
         assert login.status_code == 503 and grant in _logged_under(caplog, html.unescape(login.text)), login.text
     assert after.status_code == 200, after.text
+
+
+def test_a_right_revoked_on_the_gallerys_tables_or_met_inside_a_transaction_is_named(
+        pg: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """On PostgreSQL, a right revoked from the service's role on the gallery's own tables (SELECT
+    on `rows`) let psycopg's error through: a 500 with nothing for the operator to act on. And a
+    right refused inside a transaction (INSERT on the audit log's entries, met when a key's issue
+    appends its entry) was named as all four rights, no query being possible in the aborted
+    transaction. Each is SchemaOwnerNeeded naming the right the role lacks and the GRANT, a 503 in
+    the service with both in its log under the answer's reference."""
+    from fastapi.testclient import TestClient
+    from service_support import in_process_app
+
+    ws, key, role, owner = _auditor_on_a_dml_only_server_workspace(pg, tmp_path)
+    owner(f"REVOKE INSERT ON safeface.audit_entries FROM {role}")
+    with pytest.raises(SchemaOwnerNeeded) as appended, open_sf(ws) as sf:  # the open appends an entry too
+        sf.issue_api_key("auditor", label="second")
+    owner(f"GRANT INSERT ON safeface.audit_entries TO {role}")
+    with TestClient(in_process_app(ws.root, tmp_path), base_url="https://testserver",
+                    raise_server_exceptions=False) as client:
+        assert client.get("/v1/audit/verify", headers={"X-API-Key": key}).status_code == 200
+        owner(f"REVOKE SELECT ON safeface.rows FROM {role}")
+        refused = client.get("/v1/audit/verify", headers={"X-API-Key": key})
+        owner(f"GRANT SELECT ON safeface.rows TO {role}")
+        after = client.get("/v1/audit/verify", headers={"X-API-Key": key})
+    assert refused.status_code == 503 and refused.json()["error"] == "SchemaOwnerNeeded", refused.text[:300]
+    logged = _logged_under(caplog, refused.json()["message"])
+    assert "lacks SELECT on safeface.rows" in logged and f"ON safeface.rows TO {role}" in logged, logged
+    assert after.status_code == 200, after.text[:300]
+    assert "lacks INSERT on safeface.audit_entries" in str(appended.value), str(appended.value)

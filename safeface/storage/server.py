@@ -59,6 +59,7 @@ from .rows import (REKEYED_FROM, ROW_COLS, erased_mark, rekey_mark, Enrollment, 
 from .rows import BLANK_LOOKS, OPEN_COLS, meta_number, refuse_blanked, stored_looks
 from .factory import dsn_parts, misread
 from .lock import lock_not_free
+from .pgrights import named_after_rollback, refused_right
 from .vectors import AskingAgain, MilvusVectors, purpose_set
 
 log = logging.getLogger("safeface.storage")
@@ -536,7 +537,7 @@ class ServerStore:
                 cur = self._conn.execute(query.format(ns=self._ns), args)
                 return cur.fetchall() if cur.description else []
             except Exception as exc:
-                _raise_pg(exc, self.where)
+                _raise_pg(exc, self.where, self._conn, self._ns)
                 raise
 
     def pseudonym(self, subject_id: str) -> str:
@@ -927,7 +928,7 @@ class ServerStore:
                     self._refuse_lost_lock()
                     yield
             except Exception as exc:
-                _raise_pg(exc, self.where)
+                _raise_pg(exc, self.where, self._conn, self._ns)
                 raise
 
     @contextmanager
@@ -2037,21 +2038,28 @@ def held_write_lock(dsn: str, password: Optional[str], namespace: str, lock_wait
                                            "or an operator ended it); nothing was changed. Try again.")
                     yield
             except Exception as exc:
-                _raise_pg(exc, where)
+                _raise_pg(exc, where, conn, namespace)
                 raise
     finally:
         for c in conns:
             c.close()
 
 
-def _raise_pg(exc: BaseException, where: str) -> None:
+def _raise_pg(exc: BaseException, where: str, conn: Any = None, ns: Optional[str] = None) -> None:
     """A connection lost mid-call becomes a BackendError naming the record store; a lock given
-    up waiting for under a lock_timeout, a ConfigError saying so."""
+    up waiting for under a lock_timeout, a ConfigError saying so; with the `conn` it was met on
+    and the store's schema `ns`, a right revoked from the role, SchemaOwnerNeeded naming it (it
+    was psycopg's own error, a 500 in the service)."""
     try:
         import psycopg
     except ImportError:
         return
     _raise_lock_wait(exc, where)
+    if conn is not None and ns is not None:
+        refused = refused_right(conn, exc, ns)
+        named = refused if refused is not None else named_after_rollback(exc)
+        if named is not exc and named is not None:
+            raise named from None
     if isinstance(exc, psycopg.OperationalError):
         raise BackendError(f"{where} failed ({str(exc).strip().splitlines()[-1][:160] if str(exc).strip() else ''}); "
                            "the write was rolled back.") from None

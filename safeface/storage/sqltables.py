@@ -25,16 +25,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Optional, Sequence
 
-from ..errors import BackendError, ConfigError, IntegrityError, SchemaOwnerNeeded, WorkspaceBusy
+from ..errors import BackendError, ConfigError, IntegrityError, WorkspaceBusy
 from ..sqlite_store import (BUSY_TIMEOUT_MS, connect, raise_if_busy, raise_if_damaged, raise_if_edited, refuse_cut,
                             raise_if_unwritable, refuse_foreign_triggers, refuse_replaced, store_identity)
+from .pgrights import named_after_rollback, refused_right
 
 WORKSPACE_SCHEMA = 1
-# PostgreSQL's SQLSTATE for a right the role lacks (psycopg's InsufficientPrivilege), and the
-# object its message names ("permission denied for table audit_entries").
-INSUFFICIENT_PRIVILEGE = "42501"
-_PLAIN_NAME = re.compile(r"[a-z_][a-z0-9_]*")
-_DENIED = re.compile(r"permission denied for (table|relation|view|sequence|schema) \"?([A-Za-z0-9_]+)\"?")
 
 PG_AUDIT = """
 CREATE TABLE IF NOT EXISTS {ns}.audit_entries (
@@ -246,8 +242,7 @@ class PgTables:
     def _guard(self, exc: BaseException) -> None:
         import psycopg
 
-        missing = self._right_missing(exc) if isinstance(exc, psycopg.Error) and \
-            exc.sqlstate == INSUFFICIENT_PRIVILEGE else None
+        missing = refused_right(self._conn, exc, self._ns)  # a right revoked: a restore mends nothing
         if missing is not None:
             raise missing from None
         if isinstance(exc, psycopg.OperationalError):
@@ -257,28 +252,6 @@ class PgTables:
             text = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
             raise IntegrityError(f"{self.where} cannot be read or written ({text}): its tables were altered or "
                                  "dropped. Restore them from a backup.") from None
-
-    def _right_missing(self, exc: Any) -> Optional[SchemaOwnerNeeded]:
-        """A right revoked from the role connected (SQLSTATE 42501, "permission denied for table
-        ..."): the tables are as they were, and a restore from a backup, which the altered-tables
-        error advised, mends nothing. Named with the GRANT to run as the schema's owner; the message
-        names the table, its schema and the role only (a caller of the service may read it), never
-        the server's address. None for another refusal of that SQLSTATE (a row-level security
-        policy someone added: the tables were altered)."""
-        found = _DENIED.search(str(getattr(exc.diag, "message_primary", None) or exc))
-        if found is None:
-            return None
-        user = str(self._conn.info.user)  # no query: the transaction may be aborted by the refusal
-        role = user if _PLAIN_NAME.fullmatch(user) else '"' + user.replace('"', '""') + '"'  # as quote_ident
-        if found.group(1) == "schema":
-            what, statement = f"the schema {self._ns}", f"GRANT USAGE ON SCHEMA {self._ns} TO {role}"
-        else:
-            # The role's rights on the workspace's tables: what it reads, appends, updates and prunes.
-            what = f"{self._ns}.{found.group(2)}"
-            statement = f"GRANT SELECT, INSERT, UPDATE, DELETE ON {what} TO {role}"
-        return SchemaOwnerNeeded(f"the service's database role {role} was refused a right on {what} (permission "
-                                 "denied): a right was revoked from it, the tables are as they were. Run "
-                                 f"`{statement}` once as the schema's owner.", statement)
 
     def q(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         with self._lock:
@@ -313,6 +286,9 @@ class PgTables:
                     yield
             except Exception as exc:
                 self._guard(exc)
+                named = named_after_rollback(exc)  # a right refused inside it: which one, asked now
+                if named is not exc:
+                    raise named from None
                 raise
 
     def columns(self, table: str) -> set[str]:
