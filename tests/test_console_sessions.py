@@ -953,3 +953,40 @@ def test_a_login_waiting_for_a_key_store_another_process_holds_leaves_the_worker
     answer = done.get("answer")
     assert waiting and page.status_code == 200 and answered_first, (waiting, page.status_code, answered_first)
     assert getattr(answer, "status_code", None) == 303 and getattr(answer, "headers")["location"] == "/audit"
+
+
+def test_a_logout_waiting_for_a_key_store_another_process_holds_leaves_the_worker_answering(tmp_path: Path) -> None:
+    """A logout the audit log refuses (a trigger in audit.db; a full witness volume would too) is
+    recorded in the key table, waited for: while another process held apikeys.db, that wait (up to
+    the busy timeout, 30 s) held the worker's event loop, and another operator's page with it. It
+    waits off the loop now: the page is answered meanwhile, and the logout ends the session once
+    the lock is released."""
+    import threading
+
+    client, ws, (op, other) = keyed_client(tmp_path, "operator", "operator", rate=1000)
+    with client:
+        assert console_login(client, other).status_code == 303
+        theirs = str(client.cookies.get("__Host-sf_session"))
+        client.cookies.clear()
+        assert console_login(client, op).status_code == 303
+        mine = str(client.cookies.get("__Host-sf_session"))
+        form = {"csrf": csrf_of(client.get("/keys").text)}
+        client.cookies.clear()
+        with closing(sqlite3.connect(ws.audit)) as db, db:
+            db.execute("CREATE TRIGGER keep BEFORE INSERT ON entries BEGIN SELECT 1; END")
+        done: dict[str, object] = {}
+        with closing(sqlite3.connect(ws.apikeys, isolation_level=None)) as holder:
+            holder.execute("BEGIN IMMEDIATE")
+            logout = threading.Thread(target=lambda: done.update(answer=client.post(
+                "/logout", data=form, cookies={"__Host-sf_session": mine}, follow_redirects=False)))
+            logout.start()
+            try:
+                waiting = _waiting_in("end_session_ref")
+                page = client.get("/keys", cookies={"__Host-sf_session": theirs}, follow_redirects=False)
+                answered_first = "answer" not in done
+            finally:
+                holder.execute("ROLLBACK")
+                logout.join(60)
+        copy = client.get("/keys", cookies={"__Host-sf_session": mine}, follow_redirects=False)
+    assert waiting and page.status_code == 200 and answered_first, (waiting, page.status_code, answered_first)
+    assert getattr(done.get("answer"), "status_code", None) == 303 and copy.status_code == 303, copy.status_code
