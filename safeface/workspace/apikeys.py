@@ -35,11 +35,12 @@ import math
 import os
 import re
 import secrets
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Union
 
-from ..atomicfile import write_atomic
+from ..atomicfile import LOCK_WAIT_S, write_atomic
 from ..errors import (AuthenticationError, ConfigError, IntegrityError, InvalidArgument, LoginFormTaken,
                       SchemaOwnerNeeded, WorkspaceBusy, WorkspaceUnwritable)
 from ..lookalike import not_plain_char
@@ -355,9 +356,22 @@ class ApiKeys:
         out a session to last, this key's id, and the key it may replace (LoginFormTaken else)."""
         self._table("spent_logins", _SPENT, create=True)
         owner_ref, key_id, replaces = owner
-        # Waited for as any write (WorkspaceBusy past the busy timeout): the service runs a login
-        # off its event loop (Runtime.aside), so the wait holds no other request of the worker.
-        with self._t.write():
+        # Tried again while another process writes the store, up to LOCK_WAIT_S (then WorkspaceBusy,
+        # a 503): the service runs a login off its event loop (Runtime.aside), so the wait holds no
+        # other request of the worker. Not waited for inside the database: on PostgreSQL that wait
+        # has no end while another host holds the lock.
+        deadline = time.monotonic() + LOCK_WAIT_S
+        while True:
+            try:
+                return self._spend_form_once(ref, t, fresh, gone, owner_ref, key_id, replaces)
+            except WorkspaceBusy:
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.02)
+
+    def _spend_form_once(self, ref: str, t: int, fresh: tuple[int, str], gone: Optional[tuple[int, str]],
+                         owner_ref: str, key_id: str, replaces: Optional[str]) -> tuple[int, str]:
+        with self._t.write(wait=False):
             self._t.run("DELETE FROM {t}spent_logins WHERE until < ?", (t,))
             # The key the form gave out its session to, in a row of the same table (its nonce
             # column holds the key's id; no session is made from it): checked and moved inside
@@ -367,9 +381,10 @@ class ApiKeys:
             if other is not None and other != key_id and other != replaces:
                 raise LoginFormTaken("this login form has just opened a console session for another API key (another "
                                      "tab of this browser?); log in again to change keys.", other)
-            self._t.run("INSERT INTO {t}spent_logins AS s VALUES (?, ?, 0, ?) ON CONFLICT (form) DO UPDATE "
-                        "SET until = excluded.until, nonce = excluded.nonce",
-                        (owner_ref, t + LOGIN_FORM_SECONDS, key_id))
+            if other != key_id:
+                self._t.run("INSERT INTO {t}spent_logins AS s VALUES (?, ?, 0, ?) ON CONFLICT (form) DO UPDATE "
+                            "SET until = excluded.until, nonce = excluded.nonce",
+                            (owner_ref, t + LOGIN_FORM_SECONDS, key_id))
             rows = self._t.q("SELECT session_until, nonce FROM {t}spent_logins WHERE form = ?", (ref,))
             # Only a session a login could have given out now: a row edited by hand must not
             # have the service sign a cookie past SESSION_SECONDS.
