@@ -662,3 +662,50 @@ def test_a_right_revoked_on_the_gallerys_tables_or_met_inside_a_transaction_is_n
     assert "lacks SELECT on safeface.rows" in logged and f"ON safeface.rows TO {role}" in logged, logged
     assert after.status_code == 200, after.text[:300]
     assert "lacks INSERT on safeface.audit_entries" in str(appended.value), str(appended.value)
+
+
+def test_a_logouts_row_waits_for_a_key_store_another_host_holds_for_a_bounded_time(
+        pg: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A logout the audit log refuses is recorded in the key store's table, waited for: on
+    PostgreSQL that wait, for the store's advisory lock, had no end while another host held the
+    lock (a stuck `safeface apikey`), and every login and logout of the worker queued behind it.
+    It ends after atomicfile.LOCK_WAIT_S (1 s here) in WorkspaceBusy, as a login's does."""
+    import datetime as dt
+    import hashlib
+    import threading
+
+    import psycopg
+    from server_support import PG_PASSWORD
+
+    from safeface import atomicfile
+    from safeface.errors import WorkspaceBusy
+    from safeface.workspace.apikeys import session_ref, session_until
+
+    monkeypatch.setattr(atomicfile, "LOCK_WAIT_S", 1.0)
+    _, dsn = _pg_workspace(pg, tmp_path)
+    keys = _open_keys(dsn)
+    now = dt.datetime.now(dt.timezone.utc)
+    lock = int.from_bytes(hashlib.sha256(b"safeface service lock safeface").digest()[:8], "big", signed=True)
+    out: list[object] = []
+    try:
+        _, key = keys.issue("auditor", "console", None, None, now)
+        _, cookie = keys.open_session(key, now)
+        with psycopg.connect(dsn, password=PG_PASSWORD) as holder:
+            holder.execute("SELECT pg_advisory_xact_lock(%s)", (lock,))  # held until this transaction ends
+
+            def logout() -> None:
+                try:
+                    out.append(keys.end_session_ref(session_ref(cookie), session_until(cookie), now))
+                except WorkspaceBusy as exc:
+                    out.append(exc)
+
+            waiter = threading.Thread(target=logout)
+            waiter.start()
+            waiter.join(20)
+            ended_while_held = not waiter.is_alive()
+            holder.rollback()
+        waiter.join(20)
+        assert ended_while_held and isinstance(out[0], WorkspaceBusy), out
+        assert keys.end_session_ref(session_ref(cookie), session_until(cookie), now) is True  # once free
+    finally:
+        keys.close()

@@ -38,9 +38,10 @@ import secrets
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Callable, Optional, TypeVar, Union
 
-from ..atomicfile import LOCK_WAIT_S, write_atomic
+from .. import atomicfile
+from ..atomicfile import write_atomic
 from ..errors import (AuthenticationError, ConfigError, IntegrityError, InvalidArgument, LoginFormTaken,
                       SchemaOwnerNeeded, WorkspaceBusy, WorkspaceUnwritable)
 from ..lookalike import not_plain_char
@@ -48,6 +49,7 @@ from ..regularfile import read_no_link
 from ..sqlite_store import raise_if_unwritable
 from ..storage.sqltables import SqliteTables
 
+T = TypeVar("T")
 PREFIX = "sfk"
 DEFAULT_RATE = 20.0  # requests per second per key and worker process
 # The slowest rate a key may have (one request in 10,000 s): the limiter's wait, 1 / rate, stays a
@@ -356,14 +358,19 @@ class ApiKeys:
         out a session to last, this key's id, and the key it may replace (LoginFormTaken else)."""
         self._table("spent_logins", _SPENT, create=True)
         owner_ref, key_id, replaces = owner
-        # Tried again while another process writes the store, up to LOCK_WAIT_S (then WorkspaceBusy,
-        # a 503): the service runs a login off its event loop (Runtime.aside), so the wait holds no
-        # other request of the worker. Not waited for inside the database: on PostgreSQL that wait
-        # has no end while another host holds the lock.
-        deadline = time.monotonic() + LOCK_WAIT_S
+        # Waited for (the service runs a login off its event loop, Runtime.aside, so the wait holds
+        # no other request of the worker), but not for ever.
+        return self._tried_until_free(lambda: self._spend_form_once(ref, t, fresh, gone, owner_ref, key_id, replaces))
+
+    @staticmethod
+    def _tried_until_free(write: Callable[[], T]) -> T:
+        """`write()`, a transaction that gives up at once while another process holds the store's
+        write lock, tried again 20 ms apart for up to LOCK_WAIT_S, then WorkspaceBusy (a 503). A
+        wait inside PostgreSQL for its advisory lock has no end while another host holds it."""
+        deadline = time.monotonic() + atomicfile.LOCK_WAIT_S  # read now, as the workspace's locks read it
         while True:
             try:
-                return self._spend_form_once(ref, t, fresh, gone, owner_ref, key_id, replaces)
+                return write()
             except WorkspaceBusy:
                 if time.monotonic() >= deadline:
                     raise
@@ -533,14 +540,20 @@ class ApiKeys:
         return self.end_session_ref(session_ref(str(cookie)), session_until(str(cookie)), now, wait)
 
     def end_session_ref(self, ref: str, until: int, now: dt.datetime, wait: bool = True) -> bool:
-        """Record the session `ref` (ending at `until`) ended; False when it was already."""
+        """Record the session `ref` (ending at `until`) ended; False when it was already. `wait`:
+        for the store's write lock, up to LOCK_WAIT_S (on PostgreSQL it was waited for with no end
+        while another host held it); False to give up at once (WorkspaceBusy)."""
         self._table("ended_sessions", _ENDED, create=True)
-        with self._t.write(wait=wait):
-            self._t.run("DELETE FROM {t}ended_sessions WHERE until < ?", (int(now.timestamp()),))
-            # The insert is the arbiter: of two logouts racing past the check above, only the
-            # one whose row went in ended the session (the other changed nothing).
-            added = self._t.run("INSERT INTO {t}ended_sessions VALUES (?, ?) ON CONFLICT DO NOTHING", (ref, until))
-        return added > 0
+
+        def record() -> int:
+            with self._t.write(wait=False):
+                self._t.run("DELETE FROM {t}ended_sessions WHERE until < ?", (int(now.timestamp()),))
+                # The insert is the arbiter: of two logouts racing past the check above, only the
+                # one whose row went in ended the session (the other changed nothing).
+                return self._t.run("INSERT INTO {t}ended_sessions VALUES (?, ?) ON CONFLICT DO NOTHING",
+                                   (ref, until))
+
+        return (self._tried_until_free(record) if wait else record()) > 0
 
     def end_session_in_file(self, cookie: Optional[str], now: dt.datetime) -> bool:
         """End a live console session by a file of its own in the logouts folder, for a logout that
