@@ -21,7 +21,8 @@ last use, MACed, is kept in the same store). A logout that neither the audit log
 ended sessions can record is kept, in a local workspace, by a MACed file of its own in
 WS/console-logouts, which every process reads, and on servers (and by `storage migrate`) as a MACed
 end in the session's row of uses, which every host reads. A login form gives out one session per
-key, however often it is posted (its row in spent_logins). CSRF tokens are an HMAC of the session.
+key, however often it is posted (its row in spent_logins), and one key's session at a time (a row
+naming the key it gave out a session to). CSRF tokens are an HMAC of the session.
 """
 
 from __future__ import annotations
@@ -100,7 +101,8 @@ LOGIN_FORM_SECONDS = 10 * 60
 # The session each login form gave out, by key (a keyed hash of the form's token and the key's id):
 # its end and nonce, from which the same cookie is made again (the MAC needs the service's key), so
 # that a form submitted twice gives out one session. Kept for LOGIN_FORM_SECONDS, the form's life;
-# made at the first login, as session_uses.
+# made at the first login, as session_uses. A second row per form (a keyed hash of its token alone,
+# session_until 0) holds in its nonce column the id of the key it last gave out a session to.
 _SPENT = ("CREATE TABLE IF NOT EXISTS {t}spent_logins (form TEXT PRIMARY KEY, until BIGINT NOT NULL, "
           "session_until BIGINT NOT NULL, nonce TEXT NOT NULL)")
 # The tables a console session reads and writes, with the statements that make them, and the
