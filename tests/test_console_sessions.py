@@ -990,3 +990,27 @@ def test_a_logout_waiting_for_a_key_store_another_process_holds_leaves_the_worke
         copy = client.get("/keys", cookies={"__Host-sf_session": mine}, follow_redirects=False)
     assert waiting and page.status_code == 200 and answered_first, (waiting, page.status_code, answered_first)
     assert getattr(done.get("answer"), "status_code", None) == 303 and copy.status_code == 303, copy.status_code
+
+
+def test_a_login_forms_key_is_kept_as_long_as_the_session_it_gave_out_last(tmp_path: Path) -> None:
+    """The row naming the key a form gave out its session to is kept for the form's 10 minutes
+    from the last session it gave out: logged out and logged in again on the same form, the row
+    lapsed with the first session's form row, and another key posting the form then (a second
+    tab) was let in beside the new session."""
+    import datetime as dt
+
+    from safeface.errors import LoginFormTaken
+    from safeface.workspace.apikeys import ApiKeys
+
+    t0 = dt.datetime.now(dt.timezone.utc)
+    keys = ApiKeys(tmp_path / "apikeys.db", b"k" * 32)
+    try:
+        first, second = (keys.issue("operator", "console", None, None, t0)[1] for _ in range(2))
+        cookie = keys.open_session(first, t0, "form")[1]
+        assert keys.end_session(cookie, t0 + dt.timedelta(minutes=1)) is True
+        again = keys.open_session(first, t0 + dt.timedelta(minutes=5), "form", ended=cookie)[1]
+        assert again != cookie
+        with pytest.raises(LoginFormTaken):
+            keys.open_session(second, t0 + dt.timedelta(minutes=11), "form")
+    finally:
+        keys.close()

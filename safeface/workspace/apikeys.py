@@ -390,15 +390,16 @@ class ApiKeys:
             if other is not None and other != key_id and other != replaces:
                 raise LoginFormTaken("this login form has just opened a console session for another API key (another "
                                      "tab of this browser?); log in again to change keys.", other)
-            if other != key_id:
-                self._t.run("INSERT INTO {t}spent_logins AS s VALUES (?, ?, 0, ?) ON CONFLICT (form) DO UPDATE "
-                            "SET until = excluded.until, nonce = excluded.nonce",
-                            (owner_ref, t + LOGIN_FORM_SECONDS, key_id))
             rows = self._t.q("SELECT session_until, nonce FROM {t}spent_logins WHERE form = ?", (ref,))
             # Only a session a login could have given out now: a row edited by hand must not
             # have the service sign a cookie past SESSION_SECONDS.
-            if rows and isinstance(rows[0][0], int) and t < rows[0][0] <= fresh[0] and \
-                    re.fullmatch(r"[0-9a-f]{16}", str(rows[0][1])) and tuple(rows[0]) != gone:
+            again = rows and isinstance(rows[0][0], int) and t < rows[0][0] <= fresh[0] and \
+                re.fullmatch(r"[0-9a-f]{16}", str(rows[0][1])) and tuple(rows[0]) != gone
+            if not again or other != key_id:  # kept as long as the form's row of the session it names
+                self._t.run("INSERT INTO {t}spent_logins AS s VALUES (?, ?, 0, ?) ON CONFLICT (form) DO UPDATE "
+                            "SET until = excluded.until, nonce = excluded.nonce",
+                            (owner_ref, t + LOGIN_FORM_SECONDS, key_id))
+            if again:
                 return int(rows[0][0]), str(rows[0][1])
             self._t.run("INSERT INTO {t}spent_logins AS s VALUES (?, ?, ?, ?) ON CONFLICT (form) DO UPDATE "
                         "SET until = excluded.until, session_until = excluded.session_until, "
