@@ -227,12 +227,17 @@ def read_no_link(path: Path, limit: int, within: Optional[Path] = None, one_name
     return data
 
 
-def read_text(path: Path, label: str, limit: int) -> str:
+def read_text(path: Path, label: str, limit: int, *, private: bool = False) -> str:
     """The UTF-8 text of the small regular file `path` (a token, a passphrase), stripped;
     ConfigError when it is no regular file (`@/dev/zero` was read until memory ran out), holds
-    more than `limit` bytes, or is not UTF-8 (a photo passed by mistake)."""
+    more than `limit` bytes, or is not UTF-8 (a photo passed by mistake). `private`: a secret
+    (a TLS key or its passphrase), also refused when its group or others may read or write it,
+    judged on the descriptor that is read, as ssh judges a private key."""
     try:
-        data = read_regular(path, label, limit)
+        with open_regular(path, label) as fh:
+            if private:
+                refuse_shared_secret(fh.fileno(), path, label)
+            data = _read(fh, label, limit)
     except ImageError as exc:
         raise ConfigError(str(exc)) from None
     if len(data) > limit:
@@ -241,6 +246,18 @@ def read_text(path: Path, label: str, limit: int) -> str:
         return data.decode("utf-8").strip()
     except UnicodeDecodeError:
         raise ConfigError(f"{label}: not UTF-8 text; check the path.") from None
+
+
+def refuse_shared_secret(fd: int, path: Path, label: str) -> None:
+    """ConfigError when the open file `fd` (`path`) grants its group or others any access: a
+    secret anyone else on the host may read is no secret, and one they may write is theirs to
+    choose. Not judged where the system has no such permission bits (Windows)."""
+    if os.name != "posix":
+        return
+    mode = os.fstat(fd).st_mode
+    if mode & 0o077:
+        raise ConfigError(f"{label}: its group or other users may read or write it (mode "
+                          f"{stat.S_IMODE(mode):04o}); make it private to this account: chmod 600 {path}")
 
 
 class SizedReader(io.RawIOBase):

@@ -114,7 +114,7 @@ def console_report(client: Any) -> Any:
 
 
 def self_signed_certificate(folder: Path) -> tuple[Path, Path]:
-    """A certificate for 127.0.0.1, its own authority, and its key: cert.pem and key.pem in `folder`."""
+    """A certificate for 127.0.0.1, its own authority, and its key: cert.pem and key.pem (0600) in `folder`."""
     import datetime as dt
     import ipaddress
 
@@ -134,6 +134,8 @@ def self_signed_certificate(folder: Path) -> tuple[Path, Path]:
             .sign(key, hashes.SHA256()))
     c, k = folder / "cert.pem", folder / "key.pem"
     c.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    k.touch(mode=0o600)  # `serve` refuses a key its group or others may read
+    k.chmod(0o600)
     k.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                     serialization.NoEncryption()))
     return c, k

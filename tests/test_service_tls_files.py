@@ -26,8 +26,8 @@ import os, sys
 import safeface.service.tls as tls
 checked, other = {cert!r}, {other!r}
 real = tls.read_text
-def read_then_swap(path, label, limit):
-    text = real(path, label, limit)
+def read_then_swap(path, label, limit, **how):
+    text = real(path, label, limit, **how)
     if str(path) == checked:
         os.unlink(checked)
         os.rename(other, checked) if other else os.mkfifo(checked)
@@ -118,6 +118,7 @@ def test_an_encrypted_key_is_refused_not_asked_for_on_the_terminal(tmp_path: Pat
     cert, plain = self_signed_certificate(tmp_path)
     secret = serialization.load_pem_private_key(plain.read_bytes(), None)
     key = tmp_path / "encrypted.pem"
+    key.touch(mode=0o600)
     key.write_bytes(secret.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                          serialization.BestAvailableEncryption(b"passphrase")))
     pid, fd = pty.fork()
@@ -153,3 +154,82 @@ def test_an_encrypted_key_is_refused_not_asked_for_on_the_terminal(tmp_path: Pat
     assert status is not None, f"serve waited on the terminal: {text!r}"
     assert os.waitstatus_to_exitcode(status) == 1 and "encrypted" in text and str(key) in text, text
     assert "pass phrase" not in text.lower() and "PRIVATE KEY" not in text
+
+
+def _private_file(path: Path, data: bytes, mode: int = 0o600) -> Path:
+    path.touch(mode=0o600)
+    path.write_bytes(data)
+    path.chmod(mode)
+    return path
+
+
+def _encrypted_key(folder: Path, passphrase: bytes) -> tuple[Path, Path]:
+    """A certificate and its key encrypted under `passphrase` (0600)."""
+    from cryptography.hazmat.primitives import serialization
+
+    cert, plain = self_signed_certificate(folder)
+    secret = serialization.load_pem_private_key(plain.read_bytes(), None)
+    return cert, _private_file(folder / "encrypted.pem", secret.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(passphrase)))
+
+
+def _serve_rc(capsys: Any, tmp_path: Path, *tls: Any) -> tuple[int, str]:
+    """`serve` on a folder that is no workspace: the TLS files are judged before the workspace, so
+    "is this a safeface workspace" means they were accepted."""
+    from safeface.cli import main
+
+    rc = main(["serve", str(tmp_path / "no-workspace"), *[str(a) for a in tls], "--port", "1"])
+    return rc, capsys.readouterr().err
+
+
+@pytest.mark.parametrize("mode", ["644", "640", "604", "620", "602"])
+def test_a_key_file_its_group_or_others_may_read_or_write_is_refused(tmp_path: Path, capsys: Any, mode: str) -> None:
+    """`serve` took a TLS key any user of the host could read (or replace): like ssh with a
+    private key, it refuses one whose group or others have any access, naming the file and the
+    `chmod 600` that mends it; the key is never shown. The same key made private is taken."""
+    cert, key = self_signed_certificate(tmp_path)
+    key.chmod(int(mode, 8))
+    rc, err = _serve_rc(capsys, tmp_path, "--tls-cert", cert, "--tls-key", key)
+    assert rc == 1 and f"chmod 600 {key}" in err and "Traceback" not in err, (rc, err)
+    assert "PRIVATE KEY" not in err and key.read_text().splitlines()[1] not in err
+    key.chmod(0o600)
+    rc, err = _serve_rc(capsys, tmp_path, "--tls-cert", cert, "--tls-key", key)
+    assert rc == 1 and "is this a safeface workspace" in err, (rc, err)
+
+
+def test_an_encrypted_key_is_served_with_its_passphrase_file(tmp_path: Path, capsys: Any) -> None:
+    """`--tls-key-passphrase-file`: an encrypted key is loaded with the passphrase read from a
+    private file (its final newline no part of it), held in memory and never shown; without
+    it the key is still refused as encrypted."""
+    from safeface.service.tls import CheckedTls
+
+    cert, key = _encrypted_key(tmp_path, b"correct horse")
+    secret = _private_file(tmp_path / "tls-passphrase", b"correct horse\n")
+    checked = CheckedTls.read(cert, key, secret)
+    assert checked.passphrase == b"correct horse" and "correct horse" not in repr(checked)
+    assert isinstance(checked.context(["http/1.1"]), ssl.SSLContext)
+    rc, err = _serve_rc(capsys, tmp_path, "--tls-cert", cert, "--tls-key", key, "--tls-key-passphrase-file", secret)
+    assert rc == 1 and "is this a safeface workspace" in err, (rc, err)
+    rc, err = _serve_rc(capsys, tmp_path, "--tls-cert", cert, "--tls-key", key)
+    assert rc == 1 and "encrypted" in err and "--tls-key-passphrase-file" in err, (rc, err)
+
+
+def test_a_wrong_or_exposed_passphrase_is_refused_without_showing_it(tmp_path: Path, capsys: Any) -> None:
+    """A wrong passphrase is a ConfigError naming the key and the passphrase file, never the
+    passphrase (OpenSSL says only "PEM lib"); a passphrase file others may read is refused as
+    the key is; an empty one, one longer than OpenSSL takes, and one given without a key too."""
+    cert, key = _encrypted_key(tmp_path, b"correct horse")
+    wrong = _private_file(tmp_path / "wrong", b"battery staple\n")
+    rc, err = _serve_rc(capsys, tmp_path, "--tls-cert", cert, "--tls-key", key, "--tls-key-passphrase-file", wrong)
+    assert rc == 1 and str(key) in err and str(wrong) in err and "did not decrypt" in err, (rc, err)
+    assert "battery" not in err and "Traceback" not in err
+    exposed = _private_file(tmp_path / "exposed", b"correct horse\n", 0o644)
+    rc, err = _serve_rc(capsys, tmp_path, "--tls-cert", cert, "--tls-key", key, "--tls-key-passphrase-file", exposed)
+    assert rc == 1 and f"chmod 600 {exposed}" in err and "correct" not in err, (rc, err)
+    for name, data, says in (("empty", b"\n", "is empty"), ("long", b"x" * 1025, "longer than")):
+        rc, err = _serve_rc(capsys, tmp_path, "--tls-cert", cert, "--tls-key", key, "--tls-key-passphrase-file",
+                            _private_file(tmp_path / name, data))
+        assert rc == 1 and says in err and "Traceback" not in err and "xxxx" not in err, (rc, err)
+    rc, err = _serve_rc(capsys, tmp_path, "--tls-key-passphrase-file", wrong)
+    assert rc == 1 and "--tls-key-passphrase-file" in err, (rc, err)

@@ -29,6 +29,8 @@ def register(sub: Any) -> None:
     p.add_argument("--max-body", type=int, default=8 * 1024 * 1024, help="largest request body in bytes (default 8 MiB)")
     p.add_argument("--tls-cert", type=Path, default=None)
     p.add_argument("--tls-key", type=Path, default=None)
+    p.add_argument("--tls-key-passphrase-file", type=Path, default=None,
+                   help="a file (private to this account) holding the TLS key's passphrase, if it is encrypted")
     p.add_argument("--plain-http", action="store_true",
                    help="serve a host other than loopback without TLS (behind a proxy that terminates it)")
     p.set_defaults(func=_serve)
@@ -94,8 +96,11 @@ def _serve(args: argparse.Namespace) -> int:
 
     if (args.tls_cert is None) != (args.tls_key is None):
         raise InvalidArgument("--tls-cert and --tls-key go together.")
+    if args.tls_key_passphrase_file is not None and args.tls_key is None:
+        raise InvalidArgument("--tls-key-passphrase-file is the passphrase of --tls-key: give both.")
     # Read and checked once; the server is given these bytes, never the names to open again.
-    tls = CheckedTls.read(args.tls_cert, args.tls_key) if args.tls_cert is not None else None
+    tls = (CheckedTls.read(args.tls_cert, args.tls_key, args.tls_key_passphrase_file)
+           if args.tls_cert is not None else None)
     if tls is not None and "ssl_context_factory" not in inspect.signature(uvicorn.Config).parameters:
         raise ConfigError("serving TLS needs uvicorn 0.47 or later (its ssl_context_factory): "
                           "pip install 'uvicorn>=0.47'.")

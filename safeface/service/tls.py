@@ -19,30 +19,40 @@ from ..errors import ConfigError
 from ..regularfile import read_text
 
 MAX_TLS_FILE_BYTES = 1024 * 1024  # a PEM certificate chain or key: a few kilobytes
+MAX_PASSPHRASE_BYTES = 1024  # the longest passphrase OpenSSL's load_cert_chain takes
 
 
 @dataclass(frozen=True)
 class CheckedTls:
-    """The PEM text of a certificate chain and its key, as read and checked. Never shown: the
-    key must stay out of logs and tracebacks."""
+    """The PEM text of a certificate chain and its key, as read and checked, and the key's
+    passphrase when one was given. Never shown: the key and the passphrase must stay out of logs
+    and tracebacks."""
 
     cert: bytes = field(repr=False)
     key: bytes = field(repr=False)
+    passphrase: Optional[bytes] = field(default=None, repr=False)
 
     @classmethod
-    def read(cls, cert: Path, key: Path) -> "CheckedTls":
+    def read(cls, cert: Path, key: Path, passphrase_file: Optional[Path] = None) -> "CheckedTls":
         """Both files read once, each a regular file of at most MAX_TLS_FILE_BYTES of UTF-8
-        (ConfigError naming the path otherwise), then loaded once here, so that a certificate or
+        (ConfigError naming the path otherwise), the key and its passphrase file private to this
+        account (as ssh asks of a private key), then loaded once here, so that a certificate or
         key the TLS library refuses is a ConfigError naming the files, not a bare ssl.SSLError."""
-        checked = cls(*(read_text(Path(p), f"the TLS file {p}", MAX_TLS_FILE_BYTES).encode("utf-8") + b"\n"
-                        for p in (cert, key)))
+        pem = read_text(Path(cert), f"the TLS file {cert}", MAX_TLS_FILE_BYTES)
+        secret = read_text(Path(key), f"the TLS file {key}", MAX_TLS_FILE_BYTES, private=True)
+        passphrase = None if passphrase_file is None else _read_passphrase(Path(passphrase_file))
+        checked = cls(pem.encode("utf-8") + b"\n", secret.encode("utf-8") + b"\n", passphrase)
         try:
             checked.context()
         except _Encrypted:
-            raise ConfigError(f"the TLS key {key} is encrypted with a passphrase, which `safeface serve` does not "
-                              "ask for: give the key unencrypted (openssl pkey -in KEY -out KEY.plain), in a file "
-                              "only the service's account can read.") from None
+            raise ConfigError(f"the TLS key {key} is encrypted with a passphrase: give it with "
+                              "--tls-key-passphrase-file FILE (a file only the service's account can read), or "
+                              "give the key unencrypted (openssl pkey -in KEY -out KEY.plain).") from None
         except ssl.SSLError as exc:
+            if passphrase is not None and _encrypted(checked):
+                # OpenSSL says only "PEM lib"; the passphrase itself is never shown.
+                raise ConfigError(f"the TLS key {key} did not decrypt with the passphrase in {passphrase_file}: "
+                                  "give the key's own passphrase.") from None
             raise ConfigError(f"the TLS certificate {cert} and key {key} could not be loaded "
                               f"({exc.reason or exc.strerror or 'not a PEM certificate chain and its key'}): "
                               "give a PEM certificate chain and the private key that matches it.") from None
@@ -54,7 +64,7 @@ class CheckedTls:
         with _in_memory(self.cert, "cert") as cert, _in_memory(self.key, "key") as key:
             # Without a passphrase callback OpenSSL asks for an encrypted key's on the terminal:
             # `serve` from a shell waited there (each worker again), and without one, OSError.
-            ctx.load_cert_chain(cert, key, password=_no_passphrase)
+            ctx.load_cert_chain(cert, key, password=_no_passphrase if self.passphrase is None else self.passphrase)
         if alpn:
             ctx.set_alpn_protocols(alpn)
         return ctx
@@ -71,6 +81,31 @@ class _Encrypted(Exception):
 
 def _no_passphrase() -> bytes:
     raise _Encrypted()
+
+
+def _encrypted(checked: CheckedTls) -> bool:
+    """Whether the key asks for a passphrase (so a failure with one given was that passphrase)."""
+    try:
+        CheckedTls(checked.cert, checked.key).context()
+    except _Encrypted:
+        return True
+    except ssl.SSLError:
+        return False
+    return False
+
+
+def _read_passphrase(path: Path) -> bytes:
+    """The TLS key's passphrase from `path`: a private regular file of one line of UTF-8, stripped
+    as the keyring's passphrase file is (an editor's final newline is no part of it). OpenSSL
+    takes at most MAX_PASSPHRASE_BYTES (a bare ValueError past them)."""
+    label = f"the TLS key's passphrase file {path}"
+    text = read_text(path, label, MAX_PASSPHRASE_BYTES + 2, private=True)
+    passphrase = text.encode("utf-8")
+    if not passphrase:
+        raise ConfigError(f"{label} is empty.")
+    if len(passphrase) > MAX_PASSPHRASE_BYTES:
+        raise ConfigError(f"{label}: the passphrase is longer than the {MAX_PASSPHRASE_BYTES} bytes OpenSSL takes.")
+    return passphrase
 
 
 @contextlib.contextmanager
