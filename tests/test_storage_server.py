@@ -2060,7 +2060,8 @@ def test_more_rows_left_out_than_milvus_ranks_do_not_hide_a_genuine_match(setup:
     """Rows a search leaves out (put back after an erasure: the audit log records them removed)
     are dropped from Milvus's proposals, and Milvus ranks at most FETCH_MAX (16,384) rows: more
     put-back rows than that, all closer to the probe than the genuine row, made `search` answer
-    no one. Past that cap the records answer. The cap is made 8 here, with 12 such rows."""
+    no one. They are left out inside Milvus's ranking now; past the ids its filter takes, the
+    records answer. The cap is made 8 here, with 12 such rows."""
     import safeface.storage.server as server
 
     monkeypatch.setattr(server, "FETCH_MAX", 8)
@@ -2076,8 +2077,11 @@ def test_more_rows_left_out_than_milvus_ranks_do_not_hide_a_genuine_match(setup:
         found = s.search(probe, "access", k=1, exclude=back)
         assert [m.row_id for m in found] == [genuine]
         assert [m.row_id for m in s.search(probe, "access", k=3, exclude=back)][0] == genuine
-        # A store too large to search without Milvus refuses, rather than answer no one.
+        # Milvus leaves them out itself, so a store too large to search without it still answers;
+        # past the ids a Milvus filter takes (LEAVE_OUT_MAX) it refuses, rather than answer no one.
         monkeypatch.setattr(server, "SCAN_MAX", 10)
+        assert [m.row_id for m in s.search(probe, "access", k=1, exclude=back)] == [genuine]
+        monkeypatch.setattr(server, "LEAVE_OUT_MAX", 4)
         with pytest.raises(BackendError, match="take no part in this search"):
             s.search(probe, "access", k=1, exclude=back)
 
@@ -2151,3 +2155,34 @@ def test_an_erased_row_put_back_does_not_send_every_masked_search_to_the_records
         assert s.search(stranger, "access", k=1, threshold=0.99, path="visible") == []
         assert [m.row_id for m in s.search(x[3], "access", k=1, path="visible")] != []
     direct.close()
+
+
+def test_rows_the_caller_leaves_out_send_no_masked_search_to_the_records(
+        setup: Setup, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A masked probe's path is scored from visible-region templates, which Milvus does not rank,
+    so it asks Milvus for as many as it ranks whenever fewer than k subjects pass. A row the
+    caller left out (the SDK leaves out every row the log records removed) that Milvus proposed
+    sent each such search to the records, and past SCAN_MAX refused it: a gate refusing everyone
+    in a mask once one erased row was put back. Such rows are left out inside Milvus's ranking
+    now, as the caller asked, and take no place among its proposals: no record is read beyond
+    the proposals. Limits scaled down: FETCH_MAX 8, SCAN_MAX 10, 21 rows."""
+    import safeface.storage.server as server
+
+    monkeypatch.setattr(server, "FETCH_MAX", 8)
+    x = unit_rows(21, seed=43)
+    v = unit_rows(21, seed=44)
+    v[1] = x[0]  # row 1's visible-region template is the probe itself
+    x[1] = _near(x[0], 0.05, 70)  # and Milvus ranks it second, behind row 0
+    with setup.open() as s:
+        rows = [r.row_id for r in s.add_many([Enrollment(f"s{i}", x[i], ("access",), f"tok-s{i}", LATER, visible=v[i])
+                                              for i in range(21)])]
+        monkeypatch.setattr(server, "SCAN_MAX", 10)
+        scans: list[bool] = []
+        scan = s._scan
+        monkeypatch.setattr(s, "_scan", lambda *a, **kw: scans.append(True) or scan(*a, **kw))
+        probe = x[0]  # Milvus proposes row 0 first, then row 1
+        # Nothing passes once the caller leaves out rows 0 and 1: the best effort answers no one.
+        assert s.search(probe, "access", k=1, threshold=0.99, path="visible", exclude={rows[0], rows[1]}) == []
+        found = s.search(probe, "access", k=3, path="visible", exclude={rows[0]})
+        assert found[0].row_id == rows[1] and rows[0] not in {m.row_id for m in found}
+        assert scans == []

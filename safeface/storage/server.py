@@ -60,7 +60,7 @@ from .rows import BLANK_LOOKS, OPEN_COLS, meta_number, refuse_blanked, stored_lo
 from .factory import dsn_parts, misread
 from .lock import lock_not_free
 from .pgrights import named_after_rollback, refused_right
-from .vectors import AskingAgain, MilvusVectors, purpose_set
+from .vectors import LEAVE_OUT_MAX, AskingAgain, MilvusVectors, purpose_set
 
 log = logging.getLogger("safeface.storage")
 NAMESPACE_RE = re.compile(r"^[a-z_][a-z0-9_]{0,40}$")
@@ -1502,8 +1502,12 @@ class ServerStore:
             return self._scan(keys, q, purpose, k, threshold, now_us, path, exclude)
         best: dict[str, Match] = {}
         fetch = min(FETCH_MAX, 4 * k * (MASKED_FETCH if path in VISIBLE_PATHS else 1))
+        # The caller's rows are left out inside Milvus, so they take no place among its proposals:
+        # on a masked probe's path (which Milvus does not rank) one such row proposed sent the
+        # search to the records, and past SCAN_MAX refused it. Beyond LEAVE_OUT_MAX, as below.
+        leave_out = sorted(exclude) if len(exclude) <= LEAVE_OUT_MAX else []
         while True:
-            hits = self.vectors.search(q, purpose, now_us, fetch, self.allowed_fraction(purpose))
+            hits = self.vectors.search(q, purpose, now_us, fetch, self.allowed_fraction(purpose), leave_out)
             if threshold is not None and path not in VISIBLE_PATHS:  # Milvus scores main templates only
                 hits = [(i, s) for i, s in hits if s >= threshold - 1e-4]
             # An excluded row is not opened and counts for nothing: Milvus is asked further instead.

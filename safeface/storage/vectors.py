@@ -53,6 +53,8 @@ def search_params(kind: str, allowed_fraction: float = 1.0) -> dict[str, int]:
         params["nprobe"] = nlist if nprobe >= nlist // 2 else nprobe
     return params
 BATCH = 5000
+# Ids a search may leave out inside Milvus's filter (an expression of some 40 KiB at most).
+LEAVE_OUT_MAX = 4096
 # Seconds each Milvus request may take (MilvusVectors.call_timeout): a search or a batch write
 # of BATCH rows takes well under one on a healthy server. Collection-wide work (create, load,
 # flush, drop) may take longer on a large collection.
@@ -562,12 +564,16 @@ class MilvusVectors:
         return sorted(out)
 
     def search(self, query: np.ndarray, purpose: str, now_us: int, limit: int,
-               allowed_fraction: float = 1.0) -> list[tuple[int, float]]:
+               allowed_fraction: float = 1.0, leave_out: Sequence[int] = ()) -> list[tuple[int, float]]:
         """(row id, score) of the best vectors whose purposes include `purpose` and whose expiry is
-        after `now_us`, filtered inside Milvus; `allowed_fraction` (about how many rows the filter
-        allows) widens an IVF search (see search_params)."""
+        after `now_us`, and whose ids `leave_out` does not name (the caller keeps it to LEAVE_OUT_MAX), filtered
+        inside Milvus; `allowed_fraction` (about how many rows the filter allows) widens an IVF
+        search (see search_params)."""
+        where = purpose_filter(purpose, now_us)
+        if leave_out:
+            where += f" and {ID} not in {json.dumps(sorted(int(i) for i in leave_out))}"
         res = self._call("search", self._api.search, self.collection, [np.asarray(query, np.float32).tolist()],
-                         limit=int(limit), filter=purpose_filter(purpose, now_us), output_fields=[ID],
+                         limit=int(limit), filter=where, output_fields=[ID],
                          search_params={"metric_type": "IP", "params": search_params(self._kind, allowed_fraction)},
                          consistency_level="Strong")
         return [(int(h["id"]), float(h["distance"])) for h in res[0]]
