@@ -4,6 +4,7 @@ owner-only, write-ahead log, full sync, waiting for other writers rather than fa
 from __future__ import annotations
 
 import os
+import secrets
 import sqlite3
 import stat
 from pathlib import Path
@@ -12,7 +13,7 @@ from typing import Iterable, Optional
 from .atomicfile import DISK_FAILED, DISK_REFUSED
 from .errors import ConfigError, IntegrityError, ReplacedFile, WorkspaceBusy, WorkspaceDiskFailed, WorkspaceUnwritable
 from .regularfile import data_extents
-from .sqlite_wal import wal_decides_pages
+from .sqlite_wal import file_page_one, wal_decides_pages
 
 BUSY_TIMEOUT_MS = 30_000
 # SQLite's primary result codes (an error's sqlite_errorcode, low byte).
@@ -247,7 +248,7 @@ def refuse_cut(db: sqlite3.Connection, path: Path, where: str) -> None:
             counted = None  # judged by the statements that read it, but for a cut inside a page
         if not size % page and (counted is None or counted <= whole):
             return
-        decided = wal_decides_pages(Path(f"{path}-wal"), page, whole + 1)
+        decided = wal_decides_pages(Path(f"{path}-wal"), page, whole + 1, file_page_one(path))
     except OSError:
         return  # judged by the statements that read it
     finally:
@@ -259,6 +260,30 @@ def refuse_cut(db: sqlite3.Connection, path: Path, where: str) -> None:
                                 f"{whole} of its {page}-byte pages, where the database counts more")
                              + "): a disk fault, or someone removed its end. "
                              "Restore it from a backup, then run `safeface audit verify`.")
+
+
+def tag_database(db: sqlite3.Connection) -> None:
+    """Give the database a random tag of its own, once: its application id, in the header of page
+    1, which every commit that changes the database's size writes to the -wal. refuse_cut then
+    excuses a cut file only by a -wal whose page 1 carries the file's tag: a self-consistent
+    -wal of another database (a copy, a hard link) was replayed over this one's lost pages.
+    Inside `db`'s write transaction if one is open, else in one of its own; a database another
+    process is writing to is tagged at a later open (a tag is a check's input, not a decision)."""
+    if int(db.execute("PRAGMA application_id").fetchone()[0]):
+        return
+    begun = not db.in_transaction
+    try:
+        if begun:
+            db.execute("BEGIN IMMEDIATE")
+        if not int(db.execute("PRAGMA application_id").fetchone()[0]):  # another process may have just tagged it
+            db.execute(f"PRAGMA application_id = {secrets.randbelow(0x7FFFFFFF) + 1}")
+        if begun:
+            db.execute("COMMIT")
+    except sqlite3.OperationalError:  # busy past the timeout, a read-only or full disk: untagged for now
+        if begun and db.in_transaction:
+            db.execute("ROLLBACK")
+        if not begun:
+            raise
 
 
 def refuse_foreign_triggers(db: sqlite3.Connection, where: str, why: str, own: tuple[str, ...] = ()) -> None:
