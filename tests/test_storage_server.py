@@ -2185,4 +2185,7 @@ def test_rows_the_caller_leaves_out_send_no_masked_search_to_the_records(
         assert s.search(probe, "access", k=1, threshold=0.99, path="visible", exclude={rows[0], rows[1]}) == []
         found = s.search(probe, "access", k=3, path="visible", exclude={rows[0]})
         assert found[0].row_id == rows[1] and rows[0] not in {m.row_id for m in found}
+        # As many as Milvus's filter is given (LEAVE_OUT_MAX), most of them ids no row has.
+        many = {rows[0], *range(10**6, 10**6 + server.LEAVE_OUT_MAX - 1)}
+        assert s.search(probe, "access", k=1, path="visible", exclude=many)[0].row_id == rows[1]
         assert scans == []
