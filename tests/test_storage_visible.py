@@ -233,6 +233,22 @@ def test_a_masked_enrolment_is_never_met_whole(opener: Callable[[], Any], keyrin
         assert s.may_hold("visible-masked", "access") is not isinstance(s, Gallery)
 
 
+def test_rows_left_out_take_no_part_in_may_hold(opener: Callable[[], Any]) -> None:
+    """may_hold (which decides whether a probe not called masked is given a visible-region
+    embedding and a search of the masked enrolments) ignored the rows the caller leaves out
+    (those the log records removed, put back since): a put-back masked enrolment cost each such
+    verify the embedding and, on the server store, one more read of the subject's records. It
+    leaves them out as search and verify do (for the whole server store it cannot tell)."""
+    x, v = unit_rows(2), unit_rows(2, seed=1)
+    with opener() as s:
+        back = _enrol(s, "m", x[0], v[0], masked=True).row_id
+        _enrol(s, "b", x[1], v[1])
+        assert s.may_hold("visible-masked", "access", subject_id="m")
+        assert not s.may_hold("visible-masked", "access", subject_id="m", exclude={back})
+        assert s.may_hold("visible", "access", subject_id="b", exclude={back})
+        assert s.may_hold("visible-masked", "access", exclude={back}) is not isinstance(s, Gallery)
+
+
 def test_the_server_stores_masked_mark_fails_closed(server: Any, tmp_path: Path, keyring: Any) -> None:
     """The server store answers may_hold for the whole store from a meta mark, set in the same
     transaction as a masked enrolment and by any verbatim copy. A store without the mark (made

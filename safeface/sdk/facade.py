@@ -565,8 +565,10 @@ class SafeFace:
             else:
                 whole, by_visible = self._bare_routes()
                 meet(probe.vec, whole)
+                # Rows the log records removed take no part here either: a put-back masked
+                # enrolment cost a visible-region embedding and one more read of the records.
                 if probe.bare_visible is not None and self._gallery.may_hold(by_visible.path, purpose, now,
-                                                                             subject_id=subject):
+                                                                             subject_id=subject, exclude=removed):
                     meet(probe.bare_visible(), by_visible)
             score: Optional[float] = None
             route = plain
@@ -616,7 +618,8 @@ class SafeFace:
                     whole, by_visible = self._bare_routes()
                     found = [(m, whole) for m in self._gallery.search(
                         vec, purpose, k=k, threshold=whole.threshold, now=now, path=whole.path, exclude=exclude)]
-                    if probe.bare_visible is not None and self._gallery.may_hold(by_visible.path, purpose, now):
+                    if probe.bare_visible is not None and self._gallery.may_hold(by_visible.path, purpose, now,
+                                                                                 exclude=exclude):
                         found += [(m, by_visible) for m in self._gallery.search(
                             probe.bare_visible(), purpose, k=k, threshold=by_visible.threshold, now=now,
                             path=by_visible.path, exclude=exclude)]

@@ -67,9 +67,10 @@ class TemplateStore(Protocol):
                exclude: Collection[int] = ()) -> Optional[float]: ...
 
     def may_hold(self, path: Optional[str], purpose: str, now: Optional[datetime] = None, *,
-                 subject_id: Optional[str] = None) -> bool:
+                 subject_id: Optional[str] = None, exclude: Collection[int] = ()) -> bool:
         """False only when no row allowed for `purpose` at `now` (of `subject_id`, or of anyone)
-        takes part in `path`; a store that cannot tell cheaply says True."""
+        takes part in `path`, less the rows `exclude` names (as search and verify leave them out);
+        a store that cannot tell cheaply says True."""
         ...
 
     def touch(self, subject_id: str, now: Optional[datetime] = None, new_expiry: Optional[datetime] = None, *,

@@ -941,16 +941,17 @@ class Gallery:
         return (float(scores[0, 0]), int(ids[0, 0])) if ids[0, 0] >= 0 else None
 
     def may_hold(self, path: Optional[str], purpose: str, now: Optional[datetime] = None, *,
-                 subject_id: Optional[str] = None) -> bool:
-        """Whether any row allowed for `purpose` at `now` (of `subject_id`, or of anyone) takes part
-        in `path`; exact here. Lets a caller skip making a probe for a path with nothing on it."""
+                 subject_id: Optional[str] = None, exclude: Collection[int] = ()) -> bool:
+        """Whether any row allowed for `purpose` at `now` (of `subject_id`, or of anyone), less the
+        rows `exclude` names, takes part in `path`; exact here. Lets a caller skip making a probe
+        for a path with nothing on it."""
         _check_text(purpose, "purpose")
         now_us = to_us(now or _now(), "now")
         p = None if subject_id is None else self.pseudonym(subject_id)
         with self._lock:
             self._refresh()
             allowed, _ = self._by_path(self._allowed(purpose, now_us, pseudonym=p), path)
-            return bool(allowed.size)
+            return bool(_less(allowed, exclude).size)
 
     def rows_for(self, subject_id: str) -> list[GalleryRow]:
         """The subject's rows (descriptions only), each checked against its seal."""

@@ -1681,9 +1681,9 @@ class ServerStore:
                 yield t
 
     def may_hold(self, path: Optional[str], purpose: str, now: Optional[datetime] = None, *,
-                 subject_id: Optional[str] = None) -> bool:
+                 subject_id: Optional[str] = None, exclude: Collection[int] = ()) -> bool:
         """Whether any row allowed for `purpose` at `now` takes part in `path`: exact for one
-        subject (from its records). For the whole store the masked-enrolment flag is inside each
+        subject (from its records, less the rows `exclude` names). For the whole store the masked-enrolment flag is inside each
         seal, so "visible-masked" is False only while no masked enrolment was ever written (or
         copied in) and every other path is True. Editing the meta key to "0" hides masked
         enrolments from bare probes (they are never met whole): a refusal, never a false match."""
@@ -1695,8 +1695,9 @@ class ServerStore:
                 return True
             got = self._sql(f"SELECT v FROM {{ns}}.meta WHERE k = '{MASKED_SEEN}'")
             return not got or str(got[0][0]) != "0"
-        return self._steady(lambda keys: next(self._subject_templates(subject_id, path, purpose, now_us, keys),
-                                              None) is not None)
+        left_out = frozenset(int(i) for i in exclude)
+        return self._steady(lambda keys: next(self._subject_templates(subject_id, path, purpose, now_us, keys,
+                                                                      left_out), None) is not None)
 
     def _described(self, where: str, args: tuple[Any, ...]) -> list[GalleryRow]:
         return self._steady(lambda keys: self._describe(keys, where, args))
