@@ -13,7 +13,7 @@ import io
 import os
 import stat
 from pathlib import Path
-from typing import BinaryIO, Iterator, Optional
+from typing import BinaryIO, Callable, Iterator, Optional, Union
 
 from .errors import ConfigError, ImageError, IntegrityError
 
@@ -227,17 +227,18 @@ def read_no_link(path: Path, limit: int, within: Optional[Path] = None, one_name
     return data
 
 
-def read_text(path: Path, label: str, limit: int, *, private: bool = False) -> str:
+def read_text(path: Path, label: str, limit: int, *, private: Union[bool, Callable[[bytes], bool]] = False) -> str:
     """The UTF-8 text of the small regular file `path` (a token, a passphrase), stripped;
     ConfigError when it is no regular file (`@/dev/zero` was read until memory ran out), holds
     more than `limit` bytes, or is not UTF-8 (a photo passed by mistake). `private`: a secret
-    (a TLS key or its passphrase), also refused when its group or others may read or write it,
-    judged on the descriptor that is read, as ssh judges a private key."""
+    (a TLS key or its passphrase), or a test of what was read for one, also refused when its
+    group or others may read or write it, judged on the descriptor that was read, as ssh judges
+    a private key."""
     try:
         with open_regular(path, label) as fh:
-            if private:
-                refuse_shared_secret(fh.fileno(), path, label)
             data = _read(fh, label, limit)
+            if private is True or (callable(private) and private(data)):
+                refuse_shared_secret(fh.fileno(), path, label)
     except ImageError as exc:
         raise ConfigError(str(exc)) from None
     if len(data) > limit:

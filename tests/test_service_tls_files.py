@@ -233,3 +233,21 @@ def test_a_wrong_or_exposed_passphrase_is_refused_without_showing_it(tmp_path: P
         assert rc == 1 and says in err and "Traceback" not in err and "xxxx" not in err, (rc, err)
     rc, err = _serve_rc(capsys, tmp_path, "--tls-key-passphrase-file", wrong)
     assert rc == 1 and "--tls-key-passphrase-file" in err, (rc, err)
+
+
+def test_a_certificate_file_that_holds_the_key_is_judged_as_the_key(tmp_path: Path, capsys: Any) -> None:
+    """One PEM holding the certificate and its key, given as --tls-cert (and --tls-key): only
+    the key file's permissions were checked, so a combined file any user could read was served
+    from. A certificate file holding a private key must be private too; one without a key needs
+    not be."""
+    cert, key = self_signed_certificate(tmp_path)
+    both = _private_file(tmp_path / "both.pem", cert.read_bytes() + key.read_bytes(), 0o644)
+    for given in (["--tls-cert", both, "--tls-key", both], ["--tls-cert", both, "--tls-key", key]):
+        rc, err = _serve_rc(capsys, tmp_path, *given)
+        assert rc == 1 and f"chmod 600 {both}" in err and "PRIVATE KEY" not in err, (rc, err)
+    both.chmod(0o600)
+    rc, err = _serve_rc(capsys, tmp_path, "--tls-cert", both, "--tls-key", both)
+    assert rc == 1 and "is this a safeface workspace" in err, (rc, err)
+    cert.chmod(0o644)  # the certificate alone, readable by all, is taken
+    rc, err = _serve_rc(capsys, tmp_path, "--tls-cert", cert, "--tls-key", key)
+    assert rc == 1 and "is this a safeface workspace" in err, (rc, err)

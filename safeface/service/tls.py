@@ -38,7 +38,8 @@ class CheckedTls:
         (ConfigError naming the path otherwise), the key and its passphrase file private to this
         account (as ssh asks of a private key), then loaded once here, so that a certificate or
         key the TLS library refuses is a ConfigError naming the files, not a bare ssl.SSLError."""
-        pem = read_text(Path(cert), f"the TLS file {cert}", MAX_TLS_FILE_BYTES)
+        # A certificate file may hold the key too (one PEM for both): then it is a secret as well.
+        pem = read_text(Path(cert), f"the TLS file {cert}", MAX_TLS_FILE_BYTES, private=_holds_a_key)
         secret = read_text(Path(key), f"the TLS file {key}", MAX_TLS_FILE_BYTES, private=True)
         passphrase = None if passphrase_file is None else _read_passphrase(Path(passphrase_file))
         checked = cls(pem.encode("utf-8") + b"\n", secret.encode("utf-8") + b"\n", passphrase)
@@ -81,6 +82,11 @@ class _Encrypted(Exception):
 
 def _no_passphrase() -> bytes:
     raise _Encrypted()
+
+
+def _holds_a_key(pem: bytes) -> bool:
+    """Whether PEM text holds a private key ("PRIVATE KEY", "RSA PRIVATE KEY", "EC PRIVATE KEY", ...)."""
+    return b"PRIVATE KEY-----" in pem
 
 
 def _encrypted(checked: CheckedTls) -> bool:
