@@ -1683,9 +1683,9 @@ class ServerStore:
     def may_hold(self, path: Optional[str], purpose: str, now: Optional[datetime] = None, *,
                  subject_id: Optional[str] = None, exclude: Collection[int] = ()) -> bool:
         """Whether any row allowed for `purpose` at `now` takes part in `path`: exact for one
-        subject (from its records, less the rows `exclude` names). For the whole store the masked-enrolment flag is inside each
-        seal, so "visible-masked" is False only while no masked enrolment was ever written (or
-        copied in) and every other path is True. Editing the meta key to "0" hides masked
+        subject (from its records, less the rows `exclude` names). For the whole store the
+        masked-enrolment flag is inside each seal, so "visible-masked" is False only while no
+        masked enrolment was ever written (or copied in) and every other path is True. Editing the meta key to "0" hides masked
         enrolments from bare probes (they are never met whole): a refusal, never a false match."""
         check_text(purpose, "purpose")
         check_path(path)

@@ -566,9 +566,9 @@ class MilvusVectors:
     def search(self, query: np.ndarray, purpose: str, now_us: int, limit: int,
                allowed_fraction: float = 1.0, leave_out: Sequence[int] = ()) -> list[tuple[int, float]]:
         """(row id, score) of the best vectors whose purposes include `purpose` and whose expiry is
-        after `now_us`, and whose ids `leave_out` does not name (the caller keeps it to LEAVE_OUT_MAX), filtered
-        inside Milvus; `allowed_fraction` (about how many rows the filter allows) widens an IVF
-        search (see search_params)."""
+        after `now_us`, less the ids `leave_out` names (at most LEAVE_OUT_MAX: the caller keeps to
+        it), filtered inside Milvus; `allowed_fraction` (about how many rows the filter allows)
+        widens an IVF search (see search_params)."""
         where = purpose_filter(purpose, now_us)
         if leave_out:
             where += f" and {ID} not in {json.dumps(sorted(int(i) for i in leave_out))}"
