@@ -58,9 +58,9 @@ def wal_decides_pages(wal: Path, page: int, cut: int, own: Optional[PageOne] = N
     zeros. A header alone was not enough either: one written by hand, with nothing SQLite would
     replay behind it. Read only for a file that lacks pages (refuse_cut), not at every open.
     `own`: the file's page 1. Where it carries a tag, the -wal must be this database's: its
-    newest committed page 1 carries the same tag, and it holds one wherever its database is
-    larger than the file's page 1 says (a commit that changes the size writes page 1). A -wal
-    of another database with the same page size was replayed over the lost pages otherwise."""
+    newest committed page 1 carries the same tag, and it holds one wherever its database's size
+    is not the one the file's page 1 gives (a commit that changes the size writes page 1). A
+    -wal of another database with the same page size was replayed over the lost pages otherwise."""
     try:
         fd = os.open(wal, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))  # a FIFO is not waited on
     except FileNotFoundError:
@@ -115,8 +115,11 @@ def wal_decides_pages(wal: Path, page: int, cut: int, own: Optional[PageOne] = N
                 break
         if pages == 0:
             return False  # nothing is replayed: the file is read as it is
+        # Without page 1 the database kept the size the file's page 1 gave it (a commit that
+        # changes the size writes page 1): a -wal whose database is larger or smaller is not
+        # this file's (a smaller one "ends the database before the cut" and hid its last rows).
         if own is not None and own.tag and not (
-                tag == own.tag if tag is not None else own.pages is not None and pages <= own.pages):
+                tag == own.tag if tag is not None else own.pages is not None and pages == own.pages):
             return False  # another database's -wal
         lost = pages - cut + 1  # pages `cut`..`pages`
         if lost <= 0:

@@ -387,30 +387,39 @@ def test_a_file_beside_a_long_wal_of_sqlites_own_frames_opens(tmp_path: Path, cu
         torn.close()
 
 
-@pytest.mark.parametrize("how", ["a copy", "a hard link"])
+@pytest.mark.parametrize("how", ["a copy", "a hard link", "a hard link to a -wal that never grew"])
 def test_a_cut_gallery_is_not_excused_by_another_databases_wal(tmp_path: Path, how: str) -> None:
     """Another database with the same page size, whose -wal is self-consistent and grew it past
     the gallery's end, put beside the gallery as its -wal (a copy, or a hard link to it): SQLite
     replays it, so a gallery cut inside its last page was excused and opened with the other
-    database's pages over its own. The -wal's page 1 (which a commit that grows a database
-    writes) must carry the gallery's own tag now."""
+    database's pages over its own. Or a -wal that only rewrote a smaller database's pages: its
+    database ended before the cut, so the cut was excused and SQLite read the gallery as that
+    size. The -wal's page 1 (which a commit that changes a database's size writes) must carry
+    the gallery's own tag now, and without one its size must be the gallery's."""
     import shutil
     import sqlite3
 
     from safeface.sdk import SafeFace
+    from safeface.sqlite_store import refuse_cut
 
     paths = _ws(tmp_path)
     size = paths.gallery.stat().st_size
-    assert size % 4096 == 0 and size // 4096 < 100
+    assert size % 4096 == 0 and 2 < size // 4096 < 100
     other = tmp_path / "other.db"
     live = sqlite3.connect(other, isolation_level=None)
     live.execute("PRAGMA journal_mode=WAL")
     live.execute("PRAGMA wal_autocheckpoint=0")
     live.execute("PRAGMA application_id = 12345")  # another database's tag
-    live.execute("CREATE TABLE t (x BLOB)")
+    live.execute("CREATE TABLE t (x)")
+    grew = how != "a hard link to a -wal that never grew"
+    if not grew:
+        live.execute("INSERT INTO t VALUES (1)")
     live.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     live.execute("BEGIN")
-    live.executemany("INSERT INTO t VALUES (randomblob(3000))", [()] * 150)  # about 150 pages, in the -wal
+    if grew:
+        live.executemany("INSERT INTO t VALUES (randomblob(3000))", [()] * 150)  # about 150 pages, in the -wal
+    else:
+        live.execute("UPDATE t SET x = 2")  # its table's page rewritten, its size (2 pages) and page 1 kept
     live.execute("COMMIT")
     wal = Path(f"{paths.gallery}-wal")
     if how == "a copy":
@@ -418,11 +427,20 @@ def test_a_cut_gallery_is_not_excused_by_another_databases_wal(tmp_path: Path, h
     else:
         os.link(f"{other}-wal", wal)
     live.close()  # (its checkpoint leaves the -wal's frames in place: SQLite deletes it, the link stays)
-    assert wal.stat().st_size > 100 * 4096
+    assert wal.stat().st_size > (100 * 4096 if grew else 4096)
     with open(paths.gallery, "r+b") as fh:
         fh.truncate(size - 100)
-    with pytest.raises(IntegrityError, match="cut short"):
-        SafeFace.open(paths.root).close()
+    if grew:  # it opened, with the other database's pages over the gallery's
+        with pytest.raises(IntegrityError, match="is cut short or written to by hand"):
+            SafeFace.open(paths.root).close()
+        return
+    # The gallery's schema then reads as malformed at the open; the cut is judged from the files.
+    conn = sqlite3.connect(paths.gallery)
+    try:
+        with pytest.raises(IntegrityError, match="is cut short or written to by hand"):
+            refuse_cut(conn, paths.gallery, "the gallery")
+    finally:
+        conn.close()
 
 
 @pytest.mark.parametrize("missing", [0, 5, 400])
