@@ -36,9 +36,11 @@ class PageOne:
 
 
 def file_page_one(path: Path) -> Optional[PageOne]:
-    """The header of the file's page 1, None where the file is too short to hold it."""
-    with open(path, "rb") as fh:
-        head = fh.read(_DB_HEADER)
+    """The header of the file's page 1, None where the file is too short to hold it or is no
+    regular file (a FIFO swapped in is not waited on)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    with os.fdopen(fd, "rb") as fh:
+        head = fh.read(_DB_HEADER) if stat.S_ISREG(os.fstat(fd).st_mode) else b""
     if len(head) < _DB_HEADER:
         return None
     pages, = struct.unpack_from(">I", head, 28)
