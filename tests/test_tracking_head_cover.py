@@ -287,3 +287,34 @@ def test_a_flash_on_every_frame_a_search_was_due_does_not_keep_a_still_face_bare
     outs = {i: first.cover(i, (flash if i in flashed else seated).copy()) for i in range(90)}
     assert finder.detectable(outs[1], strong), "the face must show for the check to mean anything"
     assert [i for i in (61, 71, 83, 89) if finder.detectable(outs[i], strong)] == []
+
+
+def test_many_small_faces_past_the_places_found_by_the_rolling_search_stay_covered() -> None:
+    """A hostile operator fills the frame after the first second with 81 small still faces: the
+    rolling search makes 16 places and covers the others for a pass, but each face kept an entry
+    per sighting (again in the next pass, twice where two tiles overlap), so the 100 entries
+    were full before the second pass ended and faces whose first entry ran out were left bare."""
+    from safeface.tracking.first_faces import MAX_BEYOND, MAX_PLACES, ROLL_EVERY, FirstFaces
+
+    photos = sorted((datasets() / "lfw-dev" / "images").glob("*/*_0001.jpg"))[:8]
+    if len(photos) < 8:
+        pytest.skip("real face images absent (lfw-dev)")
+    tiles = [np.asarray(Image.fromarray(load_image(p)).resize((53, 53))) for p in photos]
+    rgb = np.full((480, 480, 3), 110, np.uint8)
+    spots = [(r * 53, c * 53) for r in range(9) for c in range(9)]  # faces of about 23 px
+    for k, (y, x) in enumerate(spots):
+        rgb[y:y + 53, x:x + 53] = tiles[k % 8]
+    assert len(spots) - MAX_PLACES < MAX_BEYOND, "each face past the places fits the bound once"
+    first = FirstFaces(FaceFinder("hog", engine=DetectionEngine()), Search(), 0.2, "blur",
+                       rng=np.random.default_rng(3))
+    first._due = []  # the first second's searches of an empty stage (a second each here) skipped
+    bare = {}
+    # The last frame of each ROLL_EVERY from the first second's end: each makes the rolling
+    # search drawn in its ROLL_EVERY (four tiles a pass here); two passes and a tile.
+    ends = range(4 * ROLL_EVERY - 1, 13 * ROLL_EVERY, ROLL_EVERY)
+    for index in ends:
+        out = first.cover(index, rgb.copy())
+        bare[index] = [(y, x) for y, x in spots
+                       if (out[y + 18:y + 36, x + 18:x + 36] == rgb[y + 18:y + 36, x + 18:x + 36]).all()]
+    assert bare[ends[3]] == [], "a pass covers every face"
+    assert {i: b for i, b in bare.items() if i > ends[3] and b} == {}

@@ -124,7 +124,7 @@ class FirstFaces:
         self._fading: list[Box] = []
         # Small faces the rolling search found with no place free: covered for one pass of it,
         # when it finds them again if they are still there (never refused: a busy scene's
-        # passers-by are found over a long run).
+        # passers-by are found over a long run); one entry a face, refreshed when found again.
         self._brief: list[tuple[int, Box]] = []
         self._pass = 0
         # Frames due a whole-frame search (the first second's, then a cut's), the last made, the
@@ -231,13 +231,24 @@ class FirstFaces:
             elif len(self._places) < MAX_PLACES or self._free_place():
                 self._places.append(_Place(b, [b]))
             elif not whole:
-                if len(self._brief) < MAX_BEYOND:
-                    self._brief.append((index + self._pass + 1, b))
+                self._keep_brief(index + self._pass + 1, b)
             elif all(iou(k, b) <= SAME_PLACE for k in self._beyond):
                 self._beyond.append(b)
         if len(self._beyond) > MAX_BEYOND:
             raise ImageError(f"one scene shows more than {MAX_PLACES + MAX_BEYOND} small faces sitting still, more "
                              "than tracking covers; nothing was written. Anonymize this video instead.")
+
+    def _keep_brief(self, until: int, box: Box) -> None:
+        """A face the rolling search found with no place free, covered until `until`. Found again
+        (the next pass, or the next tile, which overlaps this one by a face) it refreshes its
+        entry: each face kept an entry per sighting, and about 30 such faces filled MAX_BEYOND, so
+        those found after were left bare once their first entry ran out."""
+        for k, (_, kept) in enumerate(self._brief):
+            if iou(kept, box) > SAME_PLACE:
+                self._brief[k] = (until, box)
+                return
+        if len(self._brief) < MAX_BEYOND:
+            self._brief.append((until, box))
 
     def _free_place(self) -> bool:
         """Drop the place whose face has been gone longest, if one has been gone for longer than
