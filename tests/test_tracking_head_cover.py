@@ -274,7 +274,8 @@ def test_a_flash_on_every_frame_a_search_was_due_does_not_keep_a_still_face_bare
     """A hostile operator seats someone still and flashes the frame white on every 10th and every
     12th frame (a sixth of them), the frames the whole-frame and rolling searches were made on:
     every search saw white, no place was ever made, and the face showed in every other frame of
-    the run. The rolling search's frames are drawn at random now, so it finds the face."""
+    the run. The rolling search's frames are drawn at random now, so it finds the face (and the
+    whole-frame search made again on the frame after a flash finds it in the first second)."""
     from safeface.tracking.first_faces import FirstFaces
 
     finder = FaceFinder("hog", engine=DetectionEngine())
@@ -284,8 +285,8 @@ def test_a_flash_on_every_frame_a_search_was_due_does_not_keep_a_still_face_bare
     flash = np.full_like(seated, 255)
     first = FirstFaces(finder, Search(), 0.2, "blur", rng=np.random.default_rng(7))
     flashed = [i for i in range(90) if i % 10 == 0 or i % 12 == 0]
+    assert finder.detectable(seated, strong), "the face must show for the check to mean anything"
     outs = {i: first.cover(i, (flash if i in flashed else seated).copy()) for i in range(90)}
-    assert finder.detectable(outs[1], strong), "the face must show for the check to mean anything"
     assert [i for i in (61, 71, 83, 89) if finder.detectable(outs[i], strong)] == []
 
 
@@ -318,3 +319,49 @@ def test_many_small_faces_past_the_places_found_by_the_rolling_search_stay_cover
                        if (out[y + 18:y + 36, x + 18:x + 36] == rgb[y + 18:y + 36, x + 18:x + 36]).all()]
     assert bare[ends[3]] == [], "a pass covers every face"
     assert {i: b for i, b in bare.items() if i > ends[3] and b} == {}
+
+
+def test_a_flash_on_the_first_seconds_own_search_frames_does_not_bare_a_still_face() -> None:
+    """A hostile operator flashes the frame white exactly at frames 0, 10 and 20, where the first
+    second's whole-frame searches are made: each saw white, so a face seated still (learnt into
+    the background, never boxed) showed from frame 1 until a later search or the rolling pass
+    found it (faces past the 16 places only then). The search is made again on the frame after
+    a flash."""
+    from safeface.tracking.first_faces import FirstFaces
+
+    finder = FaceFinder("hog", engine=DetectionEngine())
+    strong = Search(max_side=1 << 16, upsample=2)
+    seated = np.full((192, 256, 3), 170, np.uint8)
+    seated[40:153, 70:183] = _small_face()
+    assert finder.detectable(seated, strong), "the face must show for the check to mean anything"
+    flash = np.full_like(seated, 255)
+    first = FirstFaces(finder, Search(), 0.2, "blur")
+    flashed = (0, 10, 20)
+    outs = {i: first.cover(i, (flash if i in flashed else seated).copy()) for i in range(30)}
+    assert [i for i in (1, 5, 9, 11, 19, 21, 29) if finder.detectable(outs[i], strong)] == []
+
+
+class _CountingFinder(FaceFinder):
+    """HOG as the video path finds faces, counting its whole-frame searches."""
+
+    searches = 0
+
+    def search(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        self.searches += 1
+        return super().search(*args, **kwargs)
+
+
+def test_a_strobe_cannot_make_every_frame_a_whole_frame_search() -> None:
+    """A strobe flips the frame between white and black every frame: each frame differs from the
+    one a whole-frame search was made on, and the search made again after a flash must stay
+    bounded (each costs four times a frame's video search)."""
+    from safeface.tracking.first_faces import FLASH_RETRIES, STRONG_EVERY, FirstFaces
+    from safeface.tracking.people import LEARNING_FRAMES
+
+    finder = _CountingFinder("hog", engine=DetectionEngine())
+    white, black = np.full((96, 128, 3), 255, np.uint8), np.zeros((96, 128, 3), np.uint8)
+    first = FirstFaces(finder, Search(), 0.2, "blur")
+    for i in range(LEARNING_FRAMES):
+        first.cover(i, (white if i % 2 else black).copy())
+    due = LEARNING_FRAMES // STRONG_EVERY
+    assert due < finder.searches <= due * (1 + FLASH_RETRIES)

@@ -68,6 +68,14 @@ MAX_BEYOND = 100
 CUT_SIDE = 64
 CUT_LEVELS = 40
 CUT_SHARE = 0.5
+# A flash: more than FLASH_SHARE of that grey copy's pixels differ by more than CUT_LEVELS from
+# the frame a whole-frame search was made on, before the next is due. The search is made again
+# on such a frame, at most FLASH_RETRIES times after each due one: a white frame at 0, 10 and 20
+# hid every face from the first second's searches, and a strobe must not make every frame one.
+# A flash over less of the frame than that is not told from people moving (the stage clip's
+# frames differ from one under ten before by up to 0.3 of the copy: one search more a run).
+FLASH_SHARE = 0.2
+FLASH_RETRIES = 2
 # A place's crop whose every 8x8 block differs from the crop its last search read by under
 # SAME_LEVELS on average (in each view searched) keeps that search's answer: a still face is
 # searched again every REFRESH frames, not every frame (sixteen places cost 0.7 s of CPU a frame
@@ -132,6 +140,10 @@ class FirstFaces:
         self._due: list[int] = list(range(0, LEARNING_FRAMES, STRONG_EVERY))
         self._strong = -STRONG_EVERY
         self._grey: Optional[np.ndarray] = None
+        # The grey copy of the frame the last whole-frame search was made on, and how many more
+        # times a flash may have it made again before the next due one.
+        self._searched: Optional[np.ndarray] = None
+        self._retries = 0
         self._tile = 0
         self._roll_at = self._rolled_after(LEARNING_FRAMES - 1)
         self._waiting: list[_Place] = []
@@ -146,10 +158,14 @@ class FirstFaces:
         self._waiting = []
         if self._due and self._due[0] <= index and index - self._strong >= STRONG_EVERY:
             self._due = [d for d in self._due if d > index]
-            self._strong = index
+            self._strong, self._searched, self._retries = index, self._grey, FLASH_RETRIES
             self._search_frame(index, rgb, (0, 0, w, h))
             if not self._due:
                 self._fading = []
+        elif self._flashed(index):
+            # Not due: the schedule (and a strobe's cost) stays that of the due searches.
+            self._searched, self._retries = self._grey, self._retries - 1
+            self._search_frame(index, rgb, (0, 0, w, h))
         else:
             if self._places:
                 self._search_places(index, rgb)
@@ -178,6 +194,19 @@ class FirstFaces:
         if before is None or before.shape != grey.shape:
             return False
         return float(np.mean(cv2.absdiff(grey, before) > CUT_LEVELS)) > CUT_SHARE
+
+    def _flashed(self, index: int) -> bool:
+        """Whether the frame a whole-frame search was last made on, before the next is due, may
+        have been a flash that hid the faces: this frame (whose grey copy `_cut` just made) differs
+        from it over much of the frame. Frame 0 has no frame before it to tell a flash by."""
+        import cv2
+
+        searched, grey = self._searched, self._grey
+        if self._retries <= 0 or index - self._strong >= STRONG_EVERY or searched is None or grey is None:
+            return False
+        if searched.shape != grey.shape:
+            return False
+        return float(np.mean(cv2.absdiff(grey, searched) > CUT_LEVELS)) > FLASH_SHARE
 
     def _rolled_after(self, index: int) -> int:
         """The frame of the next rolling search: one drawn from the ROLL_EVERY frames after those
