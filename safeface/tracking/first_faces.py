@@ -270,11 +270,12 @@ class FirstFaces:
     def _keep_brief(self, until: int, box: Box) -> None:
         """A face the rolling search found with no place free, covered until `until`. Found again
         (the next pass, or the next tile, which overlaps this one by a face) it refreshes its
-        entry: each face kept an entry per sighting, and about 30 such faces filled MAX_BEYOND, so
-        those found after were left bare once their first entry ran out."""
+        entry: each face kept an entry per sighting, and about 60 such faces filled MAX_BEYOND, so
+        those found after were left bare once their first entry ran out. The two boxes' union is
+        kept, as merge_boxes keeps it: a face behind another must not lose its cover to it."""
         for k, (_, kept) in enumerate(self._brief):
             if iou(kept, box) > SAME_PLACE:
-                self._brief[k] = (until, box)
+                self._brief[k] = (until, merge_boxes([kept, box])[0])
                 return
         if len(self._brief) < MAX_BEYOND:
             self._brief.append((until, box))
