@@ -72,9 +72,10 @@ CUT_SHARE = 0.5
 # the frame a whole-frame search was made on, before the next is due. The search is made again
 # on such a frame, at most FLASH_RETRIES times after each due one: a white frame at 0, 10 and 20
 # hid every face from the first second's searches, and a strobe must not make every frame one.
-# A flash over less of the frame than that is not told from people moving (the stage clip's
-# frames differ from one under ten before by up to 0.3 of the copy: one search more a run).
-FLASH_SHARE = 0.2
+# A flash over less of the frame than that is not told from people moving: the stage clip's
+# frames differ from one under ten before by up to 0.3 of the copy, and at 0.2 its run made two
+# searches more, whose one false face (inside a large face) became a place covered all run.
+FLASH_SHARE = 0.4
 FLASH_RETRIES = 2
 # A place's crop whose every 8x8 block differs from the crop its last search read by under
 # SAME_LEVELS on average (in each view searched) keeps that search's answer: a still face is
