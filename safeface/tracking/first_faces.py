@@ -19,7 +19,9 @@ photo strength once in every ROLL_EVERY frames, tile after tile, so a still face
 frames (turned away, under the bar then) is found within one pass. Which frame of the ROLL_EVERY
 is drawn at random: a clip that flashed white every frame the search was due (every 12th, and
 the whole-frame searches' every 10th, a sixth of its frames) blinded every search and showed a
-still face for the whole run. A place whose crop has not
+still face for the whole run. A whole-frame search is made again on a frame that differs from
+its own over most of the frame (a flash on it), at most FLASH_RETRIES times after each due one:
+a white frame at 0, 10 and 20 left the first second's faces to the rolling pass. A place whose crop has not
 changed since its last search keeps that search's answer (a still face gives the same one),
 searched again at least every REFRESH frames, and at most PLACE_BUDGET changed places are
 searched a frame: the others stay covered where their faces were until their turn."""
