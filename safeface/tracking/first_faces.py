@@ -19,8 +19,8 @@ photo strength once in every ROLL_EVERY frames, tile after tile, so a still face
 frames (turned away, under the bar then) is found within one pass. Which frame of the ROLL_EVERY
 is drawn at random: a clip that flashed white every frame the search was due (every 12th, and
 the whole-frame searches' every 10th, a sixth of its frames) blinded every search and showed a
-still face for the whole run. A whole-frame search is made again on a frame that differs from
-its own over most of the frame (a flash on it), at most FLASH_RETRIES times after each due one:
+still face for the whole run. A whole-frame search is made again on a frame much brighter or
+darker than its own (a flash on it), at most FLASH_RETRIES times after each due one:
 a white frame at 0, 10 and 20 left the first second's faces to the rolling pass. A place whose crop has not
 changed since its last search keeps that search's answer (a still face gives the same one),
 searched again at least every REFRESH frames, and at most PLACE_BUDGET changed places are
@@ -70,14 +70,14 @@ MAX_BEYOND = 100
 CUT_SIDE = 64
 CUT_LEVELS = 40
 CUT_SHARE = 0.5
-# A flash: more than FLASH_SHARE of that grey copy's pixels differ by more than CUT_LEVELS from
-# the frame a whole-frame search was made on, before the next is due. The search is made again
-# on such a frame, at most FLASH_RETRIES times after each due one: a white frame at 0, 10 and 20
-# hid every face from the first second's searches, and a strobe must not make every frame one.
-# A flash over less of the frame than that is not told from people moving: the stage clip's
-# frames differ from one under ten before by up to 0.3 of the copy, and at 0.2 its run made two
-# searches more, whose one false face (inside a large face) became a place covered all run.
-FLASH_SHARE = 0.4
+# A flash: the mean of that grey copy lies more than FLASH_LEVELS from that of the frame a
+# whole-frame search was made on, before the next is due. The search is made again on such a
+# frame, at most FLASH_RETRIES times after each due one: a white frame at 0, 10 and 20 hid every
+# face from the first second's searches, and a strobe must not make every frame one. Movement
+# moves the mean little (the shared clips' frames, at most 21 levels from one under ten before:
+# the stage clip's camera), where a share of pixels changed read sixteen faces swaying, or the
+# stage clip's camera, as a flash (and the search it added made a false face a place).
+FLASH_LEVELS = 30.0
 FLASH_RETRIES = 2
 # A place's crop whose every 8x8 block differs from the crop its last search read by under
 # SAME_LEVELS on average (in each view searched) keeps that search's answer: a still face is
@@ -143,9 +143,9 @@ class FirstFaces:
         self._due: list[int] = list(range(0, LEARNING_FRAMES, STRONG_EVERY))
         self._strong = -STRONG_EVERY
         self._grey: Optional[np.ndarray] = None
-        # The grey copy of the frame the last whole-frame search was made on, and how many more
-        # times a flash may have it made again before the next due one.
-        self._searched: Optional[np.ndarray] = None
+        # The mean of the grey copy of the frame the last whole-frame search was made on, and how
+        # many more times a flash may have it made again before the next due one.
+        self._searched: Optional[float] = None
         self._retries = 0
         self._tile = 0
         self._roll_at = self._rolled_after(LEARNING_FRAMES - 1)
@@ -161,13 +161,13 @@ class FirstFaces:
         self._waiting = []
         if self._due and self._due[0] <= index and index - self._strong >= STRONG_EVERY:
             self._due = [d for d in self._due if d > index]
-            self._strong, self._searched, self._retries = index, self._grey, FLASH_RETRIES
+            self._strong, self._searched, self._retries = index, self._level(), FLASH_RETRIES
             self._search_frame(index, rgb, (0, 0, w, h))
             if not self._due:
                 self._fading = []
         elif self._flashed(index):
             # Not due: the schedule (and a strobe's cost) stays that of the due searches.
-            self._searched, self._retries = self._grey, self._retries - 1
+            self._searched, self._retries = self._level(), self._retries - 1
             self._search_frame(index, rgb, (0, 0, w, h))
         else:
             if self._places:
@@ -198,18 +198,18 @@ class FirstFaces:
             return False
         return float(np.mean(cv2.absdiff(grey, before) > CUT_LEVELS)) > CUT_SHARE
 
+    def _level(self) -> Optional[float]:
+        """The mean of this frame's grey copy (`_cut` made it)."""
+        return None if self._grey is None else float(self._grey.mean())
+
     def _flashed(self, index: int) -> bool:
         """Whether the frame a whole-frame search was last made on, before the next is due, may
-        have been a flash that hid the faces: this frame (whose grey copy `_cut` just made) differs
-        from it over much of the frame. Frame 0 has no frame before it to tell a flash by."""
-        import cv2
-
-        searched, grey = self._searched, self._grey
-        if self._retries <= 0 or index - self._strong >= STRONG_EVERY or searched is None or grey is None:
+        have been a flash that hid the faces: this frame is much brighter or darker than it. Told
+        after, not before: frame 0 has no frame before it to tell a flash by."""
+        searched, level = self._searched, self._level()
+        if self._retries <= 0 or index - self._strong >= STRONG_EVERY or searched is None or level is None:
             return False
-        if searched.shape != grey.shape:
-            return False
-        return float(np.mean(cv2.absdiff(grey, searched) > CUT_LEVELS)) > FLASH_SHARE
+        return abs(level - searched) > FLASH_LEVELS
 
     def _rolled_after(self, index: int) -> int:
         """The frame of the next rolling search: one drawn from the ROLL_EVERY frames after those
