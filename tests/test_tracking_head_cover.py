@@ -365,3 +365,16 @@ def test_a_strobe_cannot_make_every_frame_a_whole_frame_search() -> None:
         first.cover(i, (white if i % 2 else black).copy())
     due = LEARNING_FRAMES // STRONG_EVERY
     assert due < finder.searches <= due * (1 + FLASH_RETRIES)
+
+
+def test_a_face_found_again_past_the_places_keeps_one_entry_covering_both_sightings() -> None:
+    """The rolling search finds a face past the places again, a little to the side (a face half
+    behind another's, found as the other): one entry, refreshed, over both boxes, so neither
+    face loses its cover to the other and the bound counts faces, not sightings."""
+    from safeface.tracking.first_faces import FirstFaces
+
+    first = FirstFaces(None, Search(), 0.2, "blur")
+    first._keep_brief(100, (40.0, 40.0, 70.0, 70.0))
+    first._keep_brief(130, (48.0, 44.0, 78.0, 74.0))
+    first._keep_brief(131, (200.0, 40.0, 230.0, 70.0))  # another face
+    assert first._brief == [(130, (40.0, 40.0, 78.0, 74.0)), (131, (200.0, 40.0, 230.0, 70.0))]
