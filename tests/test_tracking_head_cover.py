@@ -309,7 +309,7 @@ def test_many_small_faces_past_the_places_found_by_the_rolling_search_stay_cover
     first = FirstFaces(FaceFinder("hog", engine=DetectionEngine()), Search(), 0.2, "blur",
                        rng=np.random.default_rng(3))
     first._due = []  # the first second's searches of an empty stage (a second each here) skipped
-    bare = {}
+    bare: dict[int, list[tuple[int, int]]] = {}
     # The last frame of each ROLL_EVERY from the first second's end: each makes the rolling
     # search drawn in its ROLL_EVERY (four tiles a pass here); two passes and a tile.
     ends = range(4 * ROLL_EVERY - 1, 13 * ROLL_EVERY, ROLL_EVERY)
