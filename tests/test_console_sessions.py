@@ -1014,3 +1014,53 @@ def test_a_login_forms_key_is_kept_as_long_as_the_session_it_gave_out_last(tmp_p
             keys.open_session(second, t0 + dt.timedelta(minutes=11), "form")
     finally:
         keys.close()
+
+
+def test_logins_queued_behind_a_key_store_another_process_holds_do_not_wait_one_after_another(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The console's logins and logouts run one at a time off the event loop, each waiting up to
+    LOCK_WAIT_S (30 s) for a key store another process holds: logins queued behind it (one client
+    posting its forms over and over, at its key's rate) each waited their 30 s in turn, and an
+    operator's login or logout behind them waited minutes. A login or logout queued longer than
+    that wait is answered 503 (ServiceBusy, Retry-After) without trying the store, and the forms
+    it refused still work once the store is free."""
+    import threading
+
+    from safeface import atomicfile
+
+    monkeypatch.setattr(atomicfile, "LOCK_WAIT_S", 0.5)
+    client, ws, (op,) = keyed_client(tmp_path, "operator", rate=1000)
+    with client:
+        assert console_login(client, op).status_code == 303  # the login forms' table made
+        forms = []
+        for _ in range(4):
+            client.cookies.clear()
+            forms.append((csrf_of(client.get("/login").text), str(client.cookies.get("__Host-sf_login"))))
+        client.cookies.clear()
+        answers: dict[int, object] = {}
+
+        def post(i: int) -> None:
+            token, form = forms[i]
+            answers[i] = client.post("/login", data={"csrf": token, "api_key": op},
+                                     cookies={"__Host-sf_login": form}, follow_redirects=False)
+
+        with closing(sqlite3.connect(ws.apikeys, isolation_level=None)) as holder:
+            holder.execute("BEGIN IMMEDIATE")
+            threads = [threading.Thread(target=post, args=(i,)) for i in range(len(forms))]
+            try:
+                for th in threads:
+                    th.start()
+            finally:
+                for th in threads:
+                    th.join(60)
+                holder.execute("ROLLBACK")
+        token, form = forms[-1]
+        later = client.post("/login", data={"csrf": token, "api_key": op}, cookies={"__Host-sf_login": form},
+                            follow_redirects=False)
+    said = [getattr(answers.get(i), "status_code", None) for i in range(len(forms))]
+    errors = sorted(getattr(answers[i], "json")()["error"] for i in range(len(forms)))
+    assert said == [503] * len(forms), said
+    # At most the login running when the others came, and one that came while it began, tried the store.
+    assert errors.count("WorkspaceBusy") <= 2 and errors.count("ServiceBusy") >= 2, errors
+    assert later.status_code == 303 and later.headers["location"] == "/audit", later.headers
+

@@ -20,8 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional, TypeVar
 
+from .. import atomicfile
 from ..atomicfile import check_disk_takes_writes
-from ..errors import InvalidArgument, SafeFaceError, ServiceBusy, WorkspaceUnwritable
+from ..errors import InvalidArgument, SafeFaceError, ServiceBusy, WorkspaceBusy, WorkspaceUnwritable
 from ..sqlite_store import disk_failed, disk_read_error, file_identity
 from ..workspace.apikeys import MIN_RATE
 from .failures import kept
@@ -380,8 +381,16 @@ class Runtime:
         process holds it. Not through the call queue (light's reasons), nor on the main handle,
         whose lock every credential check takes on the loop."""
         self._still_failing()
+        queued = time.monotonic()
 
         def run() -> T:
+            # Each call may wait LOCK_WAIT_S for a key store another process holds, one after
+            # another: a call queued longer than that wait is refused untried, so that logins
+            # posted over and over (at a key's rate) keep no operator's login or logout waiting
+            # for their waits in turn, minutes; each is answered within about twice that wait.
+            if time.monotonic() - queued > atomicfile.LOCK_WAIT_S:
+                raise ServiceBusy("the console's logins and logouts are waiting for the key store, which another "
+                                  "process is writing; nothing was done. Retry shortly.", WorkspaceBusy.retry_after)
             if self._aside is None:
                 from ..sdk import SafeFace
 
