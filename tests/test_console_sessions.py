@@ -1064,3 +1064,30 @@ def test_logins_queued_behind_a_key_store_another_process_holds_do_not_wait_one_
     assert errors.count("WorkspaceBusy") <= 2 and errors.count("ServiceBusy") >= 2, errors
     assert later.status_code == 303 and later.headers["location"] == "/audit", later.headers
 
+
+def test_a_login_form_refused_as_taken_is_not_refused_again_at_the_next_login(tmp_path: Path) -> None:
+    """A login form posted with a key while the session it gave out to another key is live, and
+    not held by the posting browser, is refused ("taken"), and the page says to log in again. The
+    login page gave that browser the same form again (its cookie outlives the login), so every
+    later login was refused too, for as long as the other key's session lived: a browser whose
+    session on the form was taken over by a copy of its cookies (a thief logging in as another
+    key there) could not reach the console again. A refused form is dropped: the next login page
+    is a new form."""
+    from fastapi.testclient import TestClient
+
+    client, ws, (mine, theirs) = keyed_client(tmp_path, "operator", "operator", rate=1000)
+    with client:
+        assert console_login(client, mine).status_code == 303
+        form = str(client.cookies.get("__Host-sf_login"))  # also the form's token (a double submit)
+        held = str(client.cookies.get("__Host-sf_session"))
+        # The thief: a copy of the browser's cookies, posting the same form with a key of its own.
+        thief = TestClient(client.app, base_url="https://testserver", raise_server_exceptions=False)
+        thief.cookies.set("__Host-sf_login", form)
+        thief.cookies.set("__Host-sf_session", held)
+        took = thief.post("/login", data={"csrf": form, "api_key": theirs}, follow_redirects=False)
+        assert took.headers["location"] == "/audit", took.headers
+        # The owner's browser, its session ended by the thief's login, logs in again.
+        refused = console_login(client, mine)
+        again = console_login(client, mine)  # as the page says: log in again
+    assert refused.headers["location"] == "/login?error=taken", refused.headers
+    assert again.status_code == 303 and again.headers["location"] == "/audit", again.headers

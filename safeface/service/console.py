@@ -53,8 +53,8 @@ LOGIN = "__Host-sf_login"
 OLD_SESSION = "sf_session"
 _LOGIN_ERRORS = {"expired": "The login form expired; try again.", "invalid": "That API key is not valid.",
                  "role": "That key's role may not use the console.",
-                 "taken": "Another tab of this browser has just logged in with another key on the same form, and "
-                          "this browser holds that session; log in again here to change keys."}
+                 "taken": "This login form has just given out a session for another API key (another tab of this "
+                          "browser?); log in again here, on a new form, to change keys."}
 _UNSIGNED = ("This file among the receipts is not signed by this workspace's receipt key: it was altered or "
              "written by hand. Check who may write the workspace's reports folder.")
 _UNSAFE_FOLDER = ("The workspace's reports folder or its receipts folder, reports/receipts, is a link, or is owned or "
@@ -313,7 +313,12 @@ def build_console(rt: Runtime) -> APIRouter:
             # event loop: the form's record may wait for a key store another process is writing.
             key, cookie = await rt.aside(lambda sf: sf.open_session(presented, want, held=earlier))
         except LoginFormTaken:  # another tab's login with another key: its session is this browser's
-            return RedirectResponse("/login?error=taken", status_code=303)
+            taken = RedirectResponse("/login?error=taken", status_code=303)
+            # The form dropped: the login page gave the browser the same form again (its cookie
+            # outlives a login), refused again for as long as the other key's session lived; one
+            # a copy of this browser's cookies took over kept its owner out of the console so.
+            _forget(taken, LOGIN)
+            return taken
         except AuthenticationError:  # revoked or expired since the check above
             return RedirectResponse("/login?error=invalid", status_code=303)
         except WorkspaceUnwritable as exc:
