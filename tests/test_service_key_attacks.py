@@ -709,3 +709,29 @@ def test_a_logouts_row_waits_for_a_key_store_another_host_holds_for_a_bounded_ti
         assert keys.end_session_ref(session_ref(cookie), session_until(cookie), now) is True  # once free
     finally:
         keys.close()
+
+
+def test_a_right_revoked_on_the_gallerys_meta_table_is_named_when_the_write_lock_is_taken(
+        pg: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Taking the gallery's write lock (each enrolment, erasure, purge and `audit verify`) clears
+    the handle's own in-flight mark from the `meta` table, outside the store's wrapped paths: a
+    SELECT or DELETE revoked there let psycopg's error through, a bare 500 from /v1/audit/verify
+    and a BackendError 500 from the others. It is SchemaOwnerNeeded naming the right, a 503."""
+    from fastapi.testclient import TestClient
+    from service_support import in_process_app
+
+    ws, key, role, owner = _auditor_on_a_dml_only_server_workspace(pg, tmp_path)
+    with TestClient(in_process_app(ws.root, tmp_path), base_url="https://testserver",
+                    raise_server_exceptions=False) as client:
+        assert client.get("/v1/audit/verify", headers={"X-API-Key": key}).status_code == 200
+        owner(f"REVOKE DELETE ON safeface.meta FROM {role}")
+        try:
+            refused = client.get("/v1/audit/verify", headers={"X-API-Key": key})
+        finally:
+            owner(f"GRANT DELETE ON safeface.meta TO {role}")
+        after = client.get("/v1/audit/verify", headers={"X-API-Key": key})
+    assert refused.status_code == 503 and refused.json()["error"] == "SchemaOwnerNeeded", refused.text[:300]
+    logged = _logged_under(caplog, refused.json()["message"])
+    assert "lacks DELETE on safeface.meta" in logged and f"ON safeface.meta TO {role}" in logged, logged
+    assert after.status_code == 200, after.text[:300]
+

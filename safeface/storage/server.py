@@ -672,8 +672,12 @@ class ServerStore:
         """On taking the write lock: a mark of this handle's own enrolment in flight left by a
         failed _landed would hide that returned enrolment while this handle holds the lock."""
         if self._opened:
-            lock_conn.execute(f"DELETE FROM {self._ns}.meta WHERE k = '{IN_FLIGHT}' AND v LIKE %s",
-                              (f"{self._lock_pid}:%",))
+            try:
+                lock_conn.execute(f"DELETE FROM {self._ns}.meta WHERE k = '{IN_FLIGHT}' AND v LIKE %s",
+                                  (f"{self._lock_pid}:%",))
+            except Exception as exc:  # a right revoked on meta: named (it was psycopg's own error, a 500)
+                _raise_pg(exc, self.where, lock_conn, self._ns)
+                raise
 
     def _rebuild_note(self, lost: bool = False) -> str:
         """One statement: the rebuild note, counted in REBUILDS (and in LOSSES when Milvus's count
