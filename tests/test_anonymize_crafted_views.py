@@ -199,3 +199,31 @@ def test_a_face_with_bands_of_rows_inverted_is_put_back_in_video_and_photos(pers
     on_face = lambda boxes: any(b[0] < 290 and b[2] > 40 and b[1] < 310 and b[3] > 60 for b in boxes)  # noqa: E731
     assert on_face(finder.search(frame, VideoOptions().search))
     assert on_face(find_in_views(finder, frame))
+
+
+@needs_photos
+@pytest.mark.parametrize("offset, gain", [(60, 1.0), (0, 0.7), (-55, 0.5)],
+                         ids=["offset 60", "gain 0.7", "gain 0.5 and offset -55"])
+def test_a_face_with_rows_inverted_by_a_key_with_an_offset_or_a_gain_is_found(offset: int, gain: float) -> None:
+    """Half a face's rows written as 255 - gain * v + offset by a key: the keyed repair put each
+    line back as 255 - v, so every put-back line stayed off its neighbours by the offset or the
+    gain (and an offset made lines read inverted from their negatives): HOG found no face in
+    the repaired view of a video frame or of a photo. Each line is now mapped back by an affine
+    fit to its neighbours."""
+    from safeface.anonymize import VideoOptions
+    from safeface.anonymize.detect import DetectionEngine
+    from safeface.anonymize.views import find_in_views
+    from tests.test_anonymize_views import LFW
+
+    face = load_image(LFW / "Candice_Bergen" / "Candice_Bergen_0001.jpg").astype(np.float32)
+    key = np.random.default_rng(3).random(face.shape[0]) < 0.5
+    face[key] = 255 - gain * face[key] + offset
+    frame = np.full((480, 640, 3), 90, np.uint8)
+    frame[..., 2] = 140
+    frame[60:310, 40:290] = np.clip(np.rint(face), 0, 255).astype(np.uint8)
+    hog = DetectionEngine()
+    assert not hog.detect_rects(frame, "hog", 1, -0.25), "the key must hide the face"
+    finder = FaceFinder(engine=hog, masked=False)
+    on_face = lambda boxes: any(b[0] < 290 and b[2] > 40 and b[1] < 310 and b[3] > 60 for b in boxes)  # noqa: E731
+    assert on_face(finder.search(frame, VideoOptions().search)), "a video frame"
+    assert on_face(find_in_views(finder, frame)), "a photo"

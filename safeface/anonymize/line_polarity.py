@@ -6,9 +6,11 @@ neighbour's negative, one of the two was inverted.
 
 The test: in a block of a natural frame few neighbouring lines are closer inverted (an edge from
 dark to its negative's level: at most 6% of a block's pairs in vtest.avi and the stage clip);
-lines inverted at random make about half of them so. The repair: each block of BLOCK px across
-is followed down its lines, each line inverted where it is closer to the line above once
-inverted. An edge in the face can be read as an inversion, inverting the rest of its block
+lines inverted at random make about half of them so. The repair: each strip of BLOCK px across
+is followed down its lines, a line reading flipped from the one above where the two are
+anticorrelated (a key may add an offset or a gain to its negative: 255 - 0.7 v + 60), and each
+line of the other polarity than the strip's first is negated and fitted to its nearest lines of
+the first (their mean and spread). An edge in the face can be read as an inversion, inverting the rest of its block
 below it; the repaired view is searched with its negative."""
 
 from __future__ import annotations
@@ -35,6 +37,12 @@ KEYED_SHARE = 0.1
 BAND_LEVELS = 16
 BAND_RATIO = 6.0
 BAND_SHARE = 0.06
+# A line this flat (standard deviation in levels, its channels pooled, over a strip) has no
+# texture to correlate: whether it was inverted is judged by its level instead.
+FLAT_LEVELS = 4.0
+# A flipped line's spread is brought to its neighbours' by at most this factor either way (a
+# key's gain of 0.25 to 4; a flat line is only moved).
+MAX_GAIN = 4.0
 # Lines judged at a time (a whole number of blocks): a 50-megapixel photo takes a few megabytes
 # of differences at a time.
 BAND = 16 * BLOCK
@@ -83,27 +91,98 @@ def has_keyed_lines(image: np.ndarray, axis: int) -> bool:
     return False
 
 
-def repaired(image: np.ndarray, axis: int) -> np.ndarray:
-    """A copy of `image` with the lines along `axis` of each strip BLOCK px across put back to
-    the polarity of the strip's first line, each inverted where it is closer to the one before
-    once inverted (the rest of the image, under a block across, as it is)."""
+def _line_stats(image: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per line along `axis` and strip BLOCK px across (its channels pooled): the mean, the mean
+    square, and with the next line the mean product, each (lines, strips) (the product one line
+    fewer). Judged a band at a time, as _pairs."""
+    import cv2
+
     h, w = image.shape[:2]
     n, strips = (h, w // BLOCK) if axis == 0 else (w, h // BLOCK)
-    flips = np.zeros((n, strips), np.uint8)  # row i: line i reads inverted from line i - 1
-    for (line, block), same, inverted in _pairs(image, axis):
-        flips[line + 1:line + 1 + same.shape[0], block:block + same.shape[1]] = inverted < same
-    parity = (np.cumsum(flips, axis=0) % 2).astype(bool)
-    out = np.array(image, copy=True)
-    for y in range(0, strips * BLOCK if axis == 1 else h, BAND):
-        band = out[y:y + BAND]
-        mask: np.ndarray
+    mean, square = np.zeros((n, strips), np.float32), np.zeros((n, strips), np.float32)
+    cross = np.zeros((max(n - 1, 0), strips), np.float32)
+
+    def pooled(a: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+        m = np.asarray(cv2.resize(a, size, interpolation=cv2.INTER_AREA), np.float32)
+        m = m.reshape(size[1], size[0], -1).mean(axis=-1)
+        return m if axis == 0 else m.T
+
+    for start in range(0, h if axis == 0 else strips * BLOCK, BAND):
         if axis == 0:
-            mask = np.zeros(band.shape[:2], bool)
-            mask[:, :strips * BLOCK] = np.repeat(parity[y:y + band.shape[0]], BLOCK, axis=1)
+            part = np.asarray(image[start:start + BAND + 1, :strips * BLOCK], np.float32)
+            stop = min(start + BAND, h)
+            lines = part[:stop - start]
+            size = (strips, lines.shape[0])
+            mean[start:stop] = pooled(lines, size)
+            square[start:stop] = pooled(cv2.multiply(lines, lines), size)
+            pairs = cv2.multiply(part[:-1], part[1:])
+            cross[start:start + pairs.shape[0]] = pooled(pairs, (strips, pairs.shape[0]))
         else:
-            mask = np.repeat(parity[:, y // BLOCK:(y + band.shape[0]) // BLOCK].T, BLOCK, axis=0)
-            band = band[:mask.shape[0]]
-        band[mask] = 255 - band[mask]
+            part = np.asarray(image[start:start + BAND], np.float32)
+            k = part.shape[0] // BLOCK
+            cols = slice(start // BLOCK, start // BLOCK + k)
+            mean[:, cols] = pooled(part, (w, k))
+            square[:, cols] = pooled(cv2.multiply(part, part), (w, k))
+            cross[:, cols] = pooled(cv2.multiply(part[:, :-1], part[:, 1:]), (w - 1, k))
+    return mean, square, cross
+
+
+def repaired(image: np.ndarray, axis: int) -> np.ndarray:
+    """A copy of `image` with the lines along `axis` of each strip BLOCK px across put back to
+    the polarity of the strip's first line (the rest of the image, under a block across, as it
+    is). A key need not invert exactly (255 - v): it may add an offset or a gain as well (255 -
+    v + 60, 255 - 0.7 v), which left every put-back line off its neighbours by that much. So a
+    line reads inverted from the one before where the two are anticorrelated (which neither
+    offset nor gain changes), or, where either is flat, closer to its negative; and each line
+    of the other polarity is mapped back by an affine fit to its nearest lines of the first:
+    negated, then scaled and moved to their mean and spread."""
+    h, w = image.shape[:2]
+    n, strips = (h, w // BLOCK) if axis == 0 else (w, h // BLOCK)
+    out = np.array(image, copy=True)
+    if n < 2 or strips == 0:
+        return out
+    mean, square, cross = _line_stats(image, axis)
+    spread = np.sqrt(np.maximum(square - mean * mean, 0.0))
+    above, below = mean[:-1], mean[1:]
+    textured = (spread[:-1] >= FLAT_LEVELS) & (spread[1:] >= FLAT_LEVELS)
+    flips = np.where(textured, cross < above * below,
+                     np.abs(above - below) > np.abs(above + below - 255.0))
+    parity = np.concatenate([np.zeros((1, strips), bool), np.cumsum(flips, axis=0) % 2 == 1])
+    if not parity.any():
+        return out
+    # Each flipped line's reference: the mean and spread of the nearest unflipped lines above
+    # and below it in its strip (line 0 is unflipped, so there is always one above).
+    index = np.broadcast_to(np.arange(n)[:, None], (n, strips))
+    up = np.maximum.accumulate(np.where(parity, -1, index), axis=0)
+    down = np.minimum.accumulate(np.where(parity, n, index)[::-1], axis=0)[::-1]
+    has_down = down < n
+    down = np.where(has_down, down, up)
+    column = np.arange(strips)[None, :]
+    ref_mean = (mean[up, column] + mean[down, column]) / 2
+    ref_spread = (spread[up, column] + spread[down, column]) / 2
+    ratio = np.where(spread >= FLAT_LEVELS,
+                     np.clip(ref_spread / np.maximum(spread, 1e-6), 1 / MAX_GAIN, MAX_GAIN), 1.0)
+    gain = np.where(parity, -ratio, 1.0).astype(np.float32)
+    offset = np.where(parity, ref_mean + ratio * mean, 0.0).astype(np.float32)
+    extra = (1,) * (image.ndim - 2)
+    for y in range(0, strips * BLOCK if axis == 1 else h, BAND):
+        if axis == 0:
+            lines = slice(y, min(y + BAND, h))
+            if not parity[lines].any():
+                continue
+            band = out[lines, :strips * BLOCK]
+            g = np.repeat(gain[lines], BLOCK, axis=1)
+            o = np.repeat(offset[lines], BLOCK, axis=1)
+        else:
+            k = min(BAND, strips * BLOCK - y) // BLOCK
+            cols = slice(y // BLOCK, y // BLOCK + k)
+            if not parity[:, cols].any():
+                continue
+            band = out[y:y + k * BLOCK]
+            g = np.repeat(gain[:, cols].T, BLOCK, axis=0)
+            o = np.repeat(offset[:, cols].T, BLOCK, axis=0)
+        fitted = band * g.reshape(g.shape + extra) + o.reshape(o.shape + extra)
+        band[...] = np.clip(np.rint(fitted), 0, 255).astype(np.uint8)
     return out
 
 
