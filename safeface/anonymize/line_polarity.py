@@ -10,8 +10,10 @@ lines inverted at random make about half of them so. The repair: each strip of B
 is followed down its lines, a line reading flipped from the one above where the two are
 anticorrelated (a key may add an offset or a gain to its negative: 255 - 0.7 v + 60), and each
 line of the other polarity than the strip's first is negated and fitted to its nearest lines of
-the first (their mean and spread). An edge in the face can be read as an inversion, inverting the rest of its block
-below it; the repaired view is searched with its negative."""
+the first (their mean and spread). An edge in the face can be read as an inversion, inverting
+the rest of its block below it; the repaired view is searched with its negative. Lines only
+brightened, darkened or given less contrast by a key, none inverted, are neither found nor put
+back."""
 
 from __future__ import annotations
 
