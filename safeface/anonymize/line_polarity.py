@@ -6,18 +6,20 @@ neighbour's negative, one of the two was inverted.
 
 The test: in a block of a natural frame few neighbouring lines are closer inverted (an edge from
 dark to its negative's level: at most 6% of a block's pairs in vtest.avi and the stage clip);
-lines inverted at random make about half of them so. The repair: each strip of BLOCK px across
-is followed down its lines, a line reading flipped from the one above where the two are
-anticorrelated (a key may add an offset or a gain to its negative: 255 - 0.7 v + 60), and each
-line of the other polarity than the strip's first is negated and fitted to its nearest lines of
-the first (their mean and spread). An edge in the face can be read as an inversion, inverting
-the rest of its block below it; the repaired view is searched with its negative. Lines only
-brightened, darkened or given less contrast by a key, none inverted, are neither found nor put
-back."""
+lines inverted at random make about half of them so. Two repairs, each searched with its
+negative. Inverted back: each strip of BLOCK px across is followed down its lines, each line
+inverted where it is closer to the line above once inverted (exact for a key writing 255 - v,
+colour kept). Fitted, in grey: a line reads flipped from the one above where the two are
+anticorrelated (a key may add an offset or a gain to its negative, 255 - 0.7 v + 60, which the
+first repair leaves as bands off their neighbours), and each line of the other polarity than
+its strip's first is negated and fitted to its nearest lines of the first (their mean and
+spread). An edge in the face can be read as an inversion, inverting the rest of its block
+below it (the negatives). Lines only brightened, darkened or given less contrast by a key,
+none inverted, are neither found nor put back."""
 
 from __future__ import annotations
 
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -39,7 +41,7 @@ KEYED_SHARE = 0.1
 BAND_LEVELS = 16
 BAND_RATIO = 6.0
 BAND_SHARE = 0.06
-# A line this flat (standard deviation in levels, its channels pooled, over a strip) has no
+# A line this flat (standard deviation in levels of its channels' mean, over a strip) has no
 # texture to correlate: whether it was inverted is judged by its level instead.
 FLAT_LEVELS = 4.0
 # A flipped line's spread is brought to its neighbours' by at most this factor either way (a
@@ -93,10 +95,41 @@ def has_keyed_lines(image: np.ndarray, axis: int) -> bool:
     return False
 
 
+def _grey(part: np.ndarray) -> np.ndarray:
+    """The mean of `part`'s channels, as float32. Colour is no guide to a line's polarity in
+    video: 4:2:0 chroma is shared by two rows, so a keyed row and its neighbour blend theirs."""
+    out: np.ndarray = np.asarray(part, np.float32)
+    return out.mean(axis=2) if out.ndim == 3 else out
+
+
+def inverted_back(image: np.ndarray, axis: int) -> np.ndarray:
+    """A copy of `image` with the lines along `axis` of each strip BLOCK px across put back to
+    the polarity of the strip's first line, each inverted where it is closer to the one before
+    once inverted (the rest of the image, under a block across, as it is)."""
+    h, w = image.shape[:2]
+    n, strips = (h, w // BLOCK) if axis == 0 else (w, h // BLOCK)
+    flips = np.zeros((n, strips), np.uint8)  # row i: line i reads inverted from line i - 1
+    for (line, block), same, inverted in _pairs(image, axis):
+        flips[line + 1:line + 1 + same.shape[0], block:block + same.shape[1]] = inverted < same
+    parity = (np.cumsum(flips, axis=0) % 2).astype(bool)
+    out = np.array(image, copy=True)
+    for y in range(0, strips * BLOCK if axis == 1 else h, BAND):
+        band = out[y:y + BAND]
+        mask: np.ndarray
+        if axis == 0:
+            mask = np.zeros(band.shape[:2], bool)
+            mask[:, :strips * BLOCK] = np.repeat(parity[y:y + band.shape[0]], BLOCK, axis=1)
+        else:
+            mask = np.repeat(parity[:, y // BLOCK:(y + band.shape[0]) // BLOCK].T, BLOCK, axis=0)
+            band = band[:mask.shape[0]]
+        band[mask] = 255 - band[mask]
+    return out
+
+
 def _line_stats(image: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per line along `axis` and strip BLOCK px across (its channels pooled): the mean, the mean
-    square, and with the next line the mean product, each (lines, strips) (the product one line
-    fewer). Judged a band at a time, as _pairs."""
+    """Per line along `axis` and strip BLOCK px across (of the mean of its channels): the mean,
+    the mean square, and with the next line the mean product, each (lines, strips) (the product
+    one line fewer). Judged a band at a time, as _pairs."""
     import cv2
 
     h, w = image.shape[:2]
@@ -111,7 +144,7 @@ def _line_stats(image: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray, n
 
     for start in range(0, h if axis == 0 else strips * BLOCK, BAND):
         if axis == 0:
-            part = np.asarray(image[start:start + BAND + 1, :strips * BLOCK], np.float32)
+            part = _grey(image[start:start + BAND + 1, :strips * BLOCK])
             stop = min(start + BAND, h)
             lines = part[:stop - start]
             size = (strips, lines.shape[0])
@@ -120,7 +153,7 @@ def _line_stats(image: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray, n
             pairs = cv2.multiply(part[:-1], part[1:])
             cross[start:start + pairs.shape[0]] = pooled(pairs, (strips, pairs.shape[0]))
         else:
-            part = np.asarray(image[start:start + BAND], np.float32)
+            part = _grey(image[start:start + BAND])
             k = part.shape[0] // BLOCK
             cols = slice(start // BLOCK, start // BLOCK + k)
             mean[:, cols] = pooled(part, (w, k))
@@ -129,7 +162,7 @@ def _line_stats(image: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray, n
     return mean, square, cross
 
 
-def repaired(image: np.ndarray, axis: int) -> np.ndarray:
+def fitted(image: np.ndarray, axis: int) -> np.ndarray:
     """A copy of `image` with the lines along `axis` of each strip BLOCK px across put back to
     the polarity of the strip's first line (the rest of the image, under a block across, as it
     is). A key need not invert exactly (255 - v): it may add an offset or a gain as well (255 -
@@ -188,18 +221,36 @@ def repaired(image: np.ndarray, axis: int) -> np.ndarray:
     return out
 
 
+def _put_back(image: np.ndarray, rows: bool, cols: bool,
+              repair: Callable[[np.ndarray, int], np.ndarray]) -> np.ndarray:
+    """A copy of `image` with its rows (where `rows`), then its columns, put back by `repair`."""
+    view = repair(image, 0) if rows else image
+    if cols or has_keyed_lines(view, 1):
+        view = repair(view, 1)
+    elif view is image:
+        view = np.array(image, copy=True)
+    return view
+
+
 def keyed_views(image: np.ndarray) -> Iterator[np.ndarray]:
-    """`image` with rows, then columns, put back where a block of either reads as inverted in no
-    order, then its negative, made in place of it (one copy of a 50-megapixel photo, not two: a
-    caller keeping the first keeps a copy); nothing where no block reads so."""
+    """Where a block of `image`'s rows or columns reads as inverted in no order: `image` with
+    its lines inverted back (inverted_back: exact for a key writing 255 - v, colour kept), then
+    its negative, made in place of it; then in grey (its channels' mean) with its lines fitted
+    back (fitted: a key with an offset or a gain), and its negative. Grey, since a colour
+    video's 4:2:0 chroma blends each keyed row's colour with its neighbour's, which no fit
+    of a line puts back. Nothing where no block reads so. One view at a time (a caller keeping
+    one keeps a copy)."""
     rows, cols = has_keyed_lines(image, 0), has_keyed_lines(image, 1)
     if not (rows or cols):
         return
-    view = repaired(image, 0) if rows else image
-    if cols or has_keyed_lines(view, 1):
-        view = repaired(view, 1)
-    elif view is image:
-        view = np.array(image, copy=True)
+    view = _put_back(image, rows, cols, inverted_back)
+    yield view
+    np.subtract(255, view, out=view)
+    yield view
+    del view
+    view = _put_back(np.rint(_grey(image)).astype(np.uint8), rows, cols, fitted)
+    if image.ndim == 3:
+        view = np.repeat(view[..., None], image.shape[2], axis=2)
     yield view
     np.subtract(255, view, out=view)
     yield view
