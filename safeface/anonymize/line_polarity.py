@@ -180,6 +180,7 @@ def fitted(image: np.ndarray, axis: int) -> np.ndarray:
     spread = np.sqrt(np.maximum(square - mean * mean, 0.0))
     above, below = mean[:-1], mean[1:]
     textured = (spread[:-1] >= FLAT_LEVELS) & (spread[1:] >= FLAT_LEVELS)
+    # Flipped: a negative covariance between the two lines; a flat one, its level.
     flips = np.where(textured, cross < above * below,
                      np.abs(above - below) > np.abs(above + below - 255.0))
     parity = np.concatenate([np.zeros((1, strips), bool), np.cumsum(flips, axis=0) % 2 == 1])
@@ -190,8 +191,7 @@ def fitted(image: np.ndarray, axis: int) -> np.ndarray:
     index = np.broadcast_to(np.arange(n)[:, None], (n, strips))
     up = np.maximum.accumulate(np.where(parity, -1, index), axis=0)
     down = np.minimum.accumulate(np.where(parity, n, index)[::-1], axis=0)[::-1]
-    has_down = down < n
-    down = np.where(has_down, down, up)
+    down = np.where(down < n, down, up)
     column = np.arange(strips)[None, :]
     ref_mean = (mean[up, column] + mean[down, column]) / 2
     ref_spread = (spread[up, column] + spread[down, column]) / 2
@@ -216,8 +216,8 @@ def fitted(image: np.ndarray, axis: int) -> np.ndarray:
             band = out[y:y + k * BLOCK]
             g = np.repeat(gain[:, cols].T, BLOCK, axis=0)
             o = np.repeat(offset[:, cols].T, BLOCK, axis=0)
-        fitted = band * g.reshape(g.shape + extra) + o.reshape(o.shape + extra)
-        band[...] = np.clip(np.rint(fitted), 0, 255).astype(np.uint8)
+        mapped = band * g.reshape(g.shape + extra) + o.reshape(o.shape + extra)
+        band[...] = np.clip(np.rint(mapped), 0, 255).astype(np.uint8)
     return out
 
 
