@@ -139,8 +139,8 @@ def _line_stats(image: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray, n
 
     def pooled(a: np.ndarray, size: tuple[int, int]) -> np.ndarray:
         m = np.asarray(cv2.resize(a, size, interpolation=cv2.INTER_AREA), np.float32)
-        m = m.reshape(size[1], size[0], -1).mean(axis=-1)
-        return m if axis == 0 else m.T
+        m = np.asarray(m.reshape(size[1], size[0], -1).mean(axis=-1), np.float32)
+        return m if axis == 0 else np.ascontiguousarray(m.T)
 
     for start in range(0, h if axis == 0 else strips * BLOCK, BAND):
         if axis == 0:
