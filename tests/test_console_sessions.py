@@ -11,6 +11,7 @@ import textwrap
 import time
 from contextlib import closing
 from pathlib import Path
+from typing import Any, Callable
 
 import pytest
 
@@ -920,13 +921,35 @@ def _waiting_in(name: str, deadline_s: float = 30.0) -> bool:
     return False
 
 
+def _posted_while_the_key_store_is_held(client: Any, ws: Any, theirs: str, waits_in: str,
+                                        post: Callable[[], Any]) -> object:
+    """`post` made on a thread while another connection holds apikeys.db's write lock: once it
+    waits in `waits_in`, another operator's page (session `theirs`) must be answered before it;
+    then the lock is released and the post's answer returned."""
+    import threading
+
+    done: dict[str, object] = {}
+    with closing(sqlite3.connect(ws.apikeys, isolation_level=None)) as holder:
+        holder.execute("BEGIN IMMEDIATE")
+        posting = threading.Thread(target=lambda: done.update(answer=post()))
+        posting.start()
+        try:
+            waiting = _waiting_in(waits_in)
+            page = client.get("/keys", cookies={"__Host-sf_session": theirs}, follow_redirects=False)
+            answered_first = "answer" not in done
+        finally:
+            holder.execute("ROLLBACK")
+            posting.join(60)
+    assert waiting and page.status_code == 200 and answered_first, (waiting, page.status_code, answered_first)
+    return done.get("answer")
+
+
 def test_a_login_waiting_for_a_key_store_another_process_holds_leaves_the_worker_answering(tmp_path: Path) -> None:
     """Another process (a `safeface apikey` command, a rekey) holds apikeys.db's write lock while
     an operator logs in: the login's record of its form waited on the worker's event loop, and
     every other request of the worker (another operator's page) waited with it, then the login
     gave up after 200 ms (503). The login waits off the event loop: the other page is answered
     while it waits, and the login goes through once the lock is released."""
-    import threading
 
     client, ws, (op, other) = keyed_client(tmp_path, "operator", "operator", rate=1000)
     with client:
@@ -936,22 +959,8 @@ def test_a_login_waiting_for_a_key_store_another_process_holds_leaves_the_worker
         token = csrf_of(client.get("/login").text)
         form = str(client.cookies.get("__Host-sf_login"))
         client.cookies.clear()
-        done: dict[str, object] = {}
-        with closing(sqlite3.connect(ws.apikeys, isolation_level=None)) as holder:
-            holder.execute("BEGIN IMMEDIATE")
-            login = threading.Thread(target=lambda: done.update(answer=client.post(
-                "/login", data={"csrf": token, "api_key": op}, cookies={"__Host-sf_login": form},
-                follow_redirects=False)))
-            login.start()
-            try:
-                waiting = _waiting_in("_spend_form")
-                page = client.get("/keys", cookies={"__Host-sf_session": theirs}, follow_redirects=False)
-                answered_first = "answer" not in done
-            finally:
-                holder.execute("ROLLBACK")
-                login.join(60)
-    answer = done.get("answer")
-    assert waiting and page.status_code == 200 and answered_first, (waiting, page.status_code, answered_first)
+        answer = _posted_while_the_key_store_is_held(client, ws, theirs, "_spend_form", lambda: client.post(
+            "/login", data={"csrf": token, "api_key": op}, cookies={"__Host-sf_login": form}, follow_redirects=False))
     assert getattr(answer, "status_code", None) == 303 and getattr(answer, "headers")["location"] == "/audit"
 
 
@@ -961,7 +970,6 @@ def test_a_logout_waiting_for_a_key_store_another_process_holds_leaves_the_worke
     the busy timeout, 30 s) held the worker's event loop, and another operator's page with it. It
     waits off the loop now: the page is answered meanwhile, and the logout ends the session once
     the lock is released."""
-    import threading
 
     client, ws, (op, other) = keyed_client(tmp_path, "operator", "operator", rate=1000)
     with client:
@@ -974,22 +982,10 @@ def test_a_logout_waiting_for_a_key_store_another_process_holds_leaves_the_worke
         client.cookies.clear()
         with closing(sqlite3.connect(ws.audit)) as db, db:
             db.execute("CREATE TRIGGER keep BEFORE INSERT ON entries BEGIN SELECT 1; END")
-        done: dict[str, object] = {}
-        with closing(sqlite3.connect(ws.apikeys, isolation_level=None)) as holder:
-            holder.execute("BEGIN IMMEDIATE")
-            logout = threading.Thread(target=lambda: done.update(answer=client.post(
-                "/logout", data=form, cookies={"__Host-sf_session": mine}, follow_redirects=False)))
-            logout.start()
-            try:
-                waiting = _waiting_in("end_session_ref")
-                page = client.get("/keys", cookies={"__Host-sf_session": theirs}, follow_redirects=False)
-                answered_first = "answer" not in done
-            finally:
-                holder.execute("ROLLBACK")
-                logout.join(60)
+        answer = _posted_while_the_key_store_is_held(client, ws, theirs, "end_session_ref", lambda: client.post(
+            "/logout", data=form, cookies={"__Host-sf_session": mine}, follow_redirects=False))
         copy = client.get("/keys", cookies={"__Host-sf_session": mine}, follow_redirects=False)
-    assert waiting and page.status_code == 200 and answered_first, (waiting, page.status_code, answered_first)
-    assert getattr(done.get("answer"), "status_code", None) == 303 and copy.status_code == 303, copy.status_code
+    assert getattr(answer, "status_code", None) == 303 and copy.status_code == 303, copy.status_code
 
 
 def test_a_login_forms_key_is_kept_as_long_as_the_session_it_gave_out_last(tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ import json
 import re
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import pytest
 
@@ -634,6 +634,22 @@ def test_a_right_revoked_from_the_services_role_is_a_503_naming_the_grant_not_a_
     assert after.status_code == 200, after.text
 
 
+def _verify_names_the_revoked_right(client: Any, caplog: pytest.LogCaptureFixture, owner: Callable[[str], object],
+                                    role: str, key: str, right: str, table: str) -> None:
+    """`/v1/audit/verify` with `right` on safeface.`table` revoked from the service's role: a 503
+    SchemaOwnerNeeded whose log entry names the right and the GRANT; granted again, a 200."""
+    owner(f"REVOKE {right} ON safeface.{table} FROM {role}")
+    try:
+        refused = client.get("/v1/audit/verify", headers={"X-API-Key": key})
+    finally:
+        owner(f"GRANT {right} ON safeface.{table} TO {role}")
+    after = client.get("/v1/audit/verify", headers={"X-API-Key": key})
+    assert refused.status_code == 503 and refused.json()["error"] == "SchemaOwnerNeeded", refused.text[:300]
+    logged = _logged_under(caplog, refused.json()["message"])
+    assert f"lacks {right} on safeface.{table}" in logged and f"ON safeface.{table} TO {role}" in logged, logged
+    assert after.status_code == 200, after.text[:300]
+
+
 def test_a_right_revoked_on_the_gallerys_tables_or_met_inside_a_transaction_is_named(
         pg: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """On PostgreSQL, a right revoked from the service's role on the gallery's own tables (SELECT
@@ -653,14 +669,7 @@ def test_a_right_revoked_on_the_gallerys_tables_or_met_inside_a_transaction_is_n
     with TestClient(in_process_app(ws.root, tmp_path), base_url="https://testserver",
                     raise_server_exceptions=False) as client:
         assert client.get("/v1/audit/verify", headers={"X-API-Key": key}).status_code == 200
-        owner(f"REVOKE SELECT ON safeface.rows FROM {role}")
-        refused = client.get("/v1/audit/verify", headers={"X-API-Key": key})
-        owner(f"GRANT SELECT ON safeface.rows TO {role}")
-        after = client.get("/v1/audit/verify", headers={"X-API-Key": key})
-    assert refused.status_code == 503 and refused.json()["error"] == "SchemaOwnerNeeded", refused.text[:300]
-    logged = _logged_under(caplog, refused.json()["message"])
-    assert "lacks SELECT on safeface.rows" in logged and f"ON safeface.rows TO {role}" in logged, logged
-    assert after.status_code == 200, after.text[:300]
+        _verify_names_the_revoked_right(client, caplog, owner, role, key, "SELECT", "rows")
     assert "lacks INSERT on safeface.audit_entries" in str(appended.value), str(appended.value)
 
 
@@ -724,14 +733,5 @@ def test_a_right_revoked_on_the_gallerys_meta_table_is_named_when_the_write_lock
     with TestClient(in_process_app(ws.root, tmp_path), base_url="https://testserver",
                     raise_server_exceptions=False) as client:
         assert client.get("/v1/audit/verify", headers={"X-API-Key": key}).status_code == 200
-        owner(f"REVOKE DELETE ON safeface.meta FROM {role}")
-        try:
-            refused = client.get("/v1/audit/verify", headers={"X-API-Key": key})
-        finally:
-            owner(f"GRANT DELETE ON safeface.meta TO {role}")
-        after = client.get("/v1/audit/verify", headers={"X-API-Key": key})
-    assert refused.status_code == 503 and refused.json()["error"] == "SchemaOwnerNeeded", refused.text[:300]
-    logged = _logged_under(caplog, refused.json()["message"])
-    assert "lacks DELETE on safeface.meta" in logged and f"ON safeface.meta TO {role}" in logged, logged
-    assert after.status_code == 200, after.text[:300]
+        _verify_names_the_revoked_right(client, caplog, owner, role, key, "DELETE", "meta")
 
