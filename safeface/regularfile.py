@@ -250,15 +250,24 @@ def read_text(path: Path, label: str, limit: int, *, private: Union[bool, Callab
 
 
 def refuse_shared_secret(fd: int, path: Path, label: str) -> None:
-    """ConfigError when the open file `fd` (`path`) grants its group or others any access: a
-    secret anyone else on the host may read is no secret, and one they may write is theirs to
-    choose. Not judged where the system has no such permission bits (Windows)."""
+    """ConfigError when the open file `fd` (`path`) is not this account's alone: owned by another
+    account (which may read it, and write it, whatever its mode), or granting its group or others
+    any access. A secret anyone else on the host may read is no secret, and one they may write is
+    theirs to choose. As PostgreSQL does, a file root owns may grant its group reading (0640, as
+    Debian's /etc/ssl/private gives keys to the ssl-cert group) to an account that is not root:
+    only root could have given that. Not judged where the system has no such permission bits
+    (Windows)."""
     if os.name != "posix":
         return
-    mode = os.fstat(fd).st_mode
-    if mode & 0o077:
+    st = os.fstat(fd)
+    me, mode = os.geteuid(), stat.S_IMODE(st.st_mode)
+    if st.st_uid not in (me, 0):
+        raise ConfigError(f"{label}: it belongs to another account (uid {st.st_uid}), which may read or replace it; "
+                          f"give it to the service's account (chown) and make it private to it: chmod 600 {path}")
+    shared = mode & 0o077
+    if shared and not (st.st_uid == 0 != me and shared == 0o040):
         raise ConfigError(f"{label}: its group or other users may read or write it (mode "
-                          f"{stat.S_IMODE(mode):04o}); make it private to this account: chmod 600 {path}")
+                          f"{mode:04o}); make it private to this account: chmod 600 {path}")
 
 
 class SizedReader(io.RawIOBase):

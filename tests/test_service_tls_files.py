@@ -251,3 +251,57 @@ def test_a_certificate_file_that_holds_the_key_is_judged_as_the_key(tmp_path: Pa
     cert.chmod(0o644)  # the certificate alone, readable by all, is taken
     rc, err = _serve_rc(capsys, tmp_path, "--tls-cert", cert, "--tls-key", key)
     assert rc == 1 and "is this a safeface workspace" in err, (rc, err)
+
+
+_ROOT = pytest.mark.skipif(os.name != "posix" or os.geteuid() != 0, reason="needs root to give files to other accounts")
+_NOBODY = 65534
+
+
+@_ROOT
+def test_a_key_or_passphrase_file_another_account_owns_is_refused(tmp_path: Path, capsys: Any) -> None:
+    """A key (or passphrase file) of mode 0600 owned by another account passed the mode check,
+    though that account may read it and replace it: it must be this account's (or root's)."""
+    cert, key = _encrypted_key(tmp_path, b"correct horse")
+    secret = _private_file(tmp_path / "tls-passphrase", b"correct horse\n")
+    for theirs in (key, secret):
+        os.chown(theirs, _NOBODY, _NOBODY)
+        rc, err = _serve_rc(capsys, tmp_path, "--tls-cert", cert, "--tls-key", key, "--tls-key-passphrase-file", secret)
+        assert rc == 1 and f"uid {_NOBODY}" in err and str(theirs) in err and "correct" not in err, (rc, err)
+        os.chown(theirs, 0, 0)
+    rc, err = _serve_rc(capsys, tmp_path, "--tls-cert", cert, "--tls-key", key, "--tls-key-passphrase-file", secret)
+    assert rc == 1 and "is this a safeface workspace" in err, (rc, err)
+
+
+@_ROOT
+@pytest.mark.parametrize("mode, taken", [(0o640, True), (0o600, True), (0o660, False), (0o644, False)],
+                         ids=["0640", "0600", "0660", "0644"])
+def test_a_service_account_may_read_a_key_root_lends_its_group(tmp_path: Path, mode: int, taken: bool) -> None:
+    """Debian's keys (/etc/ssl/private, ssl-cert-snakeoil.key) are root's, 0640, lent to the
+    ssl-cert group the service's account is in: refused as "group may read". A key root owns may
+    grant its group reading (as PostgreSQL allows) to an account that is not root; writing, or
+    others reading, is refused still, and so is a group-readable key the service's own account owns."""
+    from safeface.errors import ConfigError
+    from safeface.regularfile import refuse_shared_secret
+
+    key = _private_file(tmp_path / "key.pem", b"secret", mode)
+    fd = os.open(key, os.O_RDONLY)
+    try:
+        os.seteuid(_NOBODY)  # the service's account; fstat judges the descriptor root opened
+        try:
+            if taken:
+                refuse_shared_secret(fd, key, "the key")
+            else:
+                with pytest.raises(ConfigError, match="chmod 600"):
+                    refuse_shared_secret(fd, key, "the key")
+        finally:
+            os.seteuid(0)
+        os.fchown(fd, _NOBODY, -1)  # the service's own key, group-readable: refused
+        os.seteuid(_NOBODY)
+        try:
+            if mode & 0o077:
+                with pytest.raises(ConfigError, match="chmod 600"):
+                    refuse_shared_secret(fd, key, "the key")
+        finally:
+            os.seteuid(0)
+    finally:
+        os.close(fd)
