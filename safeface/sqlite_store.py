@@ -267,14 +267,17 @@ def tag_database(db: sqlite3.Connection) -> None:
     1, which every commit that changes the database's size writes to the -wal. refuse_cut then
     excuses a cut file only by a -wal whose page 1 carries the file's tag: a self-consistent
     -wal of another database (a copy, a hard link) was replayed over this one's lost pages.
-    Inside `db`'s write transaction if one is open, else in one of its own; a database another
-    process is writing to is tagged at a later open (a tag is a check's input, not a decision)."""
+    Inside `db`'s write transaction if one is open, else in one of its own, tried once without
+    waiting: a database another process is writing to is tagged at a later open (a tag is a
+    check's input, not a decision). Waiting for its write lock kept every open of a file older
+    than the tag (audit log, policy state, key store) waiting out the busy timeout, 30 s, behind
+    a rekey, a purge or a migration, where an open had waited for nothing."""
     if int(db.execute("PRAGMA application_id").fetchone()[0]):
         return
     begun = not db.in_transaction
     try:
         if begun:
-            db.execute("BEGIN IMMEDIATE")
+            _begin_without_waiting(db)
         if not int(db.execute("PRAGMA application_id").fetchone()[0]):  # another process may have just tagged it
             db.execute(f"PRAGMA application_id = {secrets.randbelow(0x7FFFFFFF) + 1}")
         if begun:
@@ -284,6 +287,16 @@ def tag_database(db: sqlite3.Connection) -> None:
             db.execute("ROLLBACK")
         if not begun:
             raise
+
+
+def _begin_without_waiting(db: sqlite3.Connection) -> None:
+    """BEGIN IMMEDIATE, failing at once (busy) where another connection holds the write lock."""
+    wait = int(db.execute("PRAGMA busy_timeout").fetchone()[0])
+    db.execute("PRAGMA busy_timeout = 0")
+    try:
+        db.execute("BEGIN IMMEDIATE")
+    finally:
+        db.execute(f"PRAGMA busy_timeout = {wait}")
 
 
 def refuse_foreign_triggers(db: sqlite3.Connection, where: str, why: str, own: tuple[str, ...] = ()) -> None:
