@@ -216,19 +216,21 @@ def test_sixteen_small_still_faces_cost_a_bounded_search_a_frame_and_stay_covere
     spots = [(4 + (k // 4) * 118, 4 + (k % 4) * 118) for k in range(len(photos))]
     rgb = seated(0)
     engine = _CountingEngine()
-    first = FirstFaces(FaceFinder("hog", engine=engine), Search(), 0.2, "blur")
+    # Seeded so the whole-frame search is made again on frame 9 (drawn from frames 1-9).
+    first = FirstFaces(FaceFinder("hog", engine=engine), Search(), 0.2, "blur", rng=np.random.default_rng(4))
     first.cover(0, rgb.copy())
+    assert first._check_at == 9
     rng = np.random.default_rng(0)
-    # Still in frames 1-9, frame 10 searched whole, then in frame 11 a little noise everywhere
-    # and every face swayed 20 px to the right while most places wait their turn.
+    # Still in frames 1-8, frames 9 and 10 searched whole, then in frame 11 a little noise
+    # everywhere and every face swayed 20 px to the right while most places wait their turn.
     swayed = seated(20)
     for i in range(1, 12):
         frame = rgb.copy() if i < 11 else np.clip(swayed + rng.integers(-12, 13, rgb.shape), 0, 255).astype(np.uint8)
         engine.searches = 0
         out = first.cover(i, frame)
-        if i != 10:
-            # Frames 1-8 search each place once (the frame and its stretched view), frame 9 none.
-            assert engine.searches <= (0 if i == 9 else PLACE_BUDGET * 2), (i, engine.searches)
+        if i not in (9, 10):
+            # Frames 1-8 search each place once (the frame and its stretched view).
+            assert engine.searches <= PLACE_BUDGET * 2, (i, engine.searches)
         dx = 20 if i == 11 else 0
         bare = [(y, x) for y, x in spots  # most of the face's middle left as it was
                 if (out[y + 30:y + 90, x + dx + 30:x + dx + 90] == frame[y + 30:y + 90, x + dx + 30:x + dx + 90]).all(axis=2).mean() > 0.2]
@@ -339,6 +341,29 @@ def test_a_flash_on_the_first_seconds_own_search_frames_does_not_bare_a_still_fa
     flashed = (0, 10, 20)
     outs = {i: first.cover(i, (flash if i in flashed else seated).copy()) for i in range(30)}
     assert [i for i in (1, 5, 9, 11, 19, 21, 29) if finder.detectable(outs[i], strong)] == []
+
+
+def test_a_face_blurred_on_the_first_seconds_own_search_frames_alone_is_covered_after_one() -> None:
+    """A hostile operator blurs a seated face on frames 0, 10 and 20 alone, where the first
+    second's whole-frame searches are made: the frames' brightness is the same, so no flash was
+    told, no search found the face, and it showed in every other frame of the first second. One
+    more search is made on a frame drawn at random after each due one."""
+    import cv2
+
+    from safeface.tracking.first_faces import FirstFaces
+
+    finder = FaceFinder("hog", engine=DetectionEngine())
+    strong = Search(max_side=1 << 16, upsample=2)
+    seated = np.full((192, 256, 3), 170, np.uint8)
+    seated[40:153, 70:183] = _small_face()
+    blurred = seated.copy()
+    blurred[40:153, 70:183] = cv2.GaussianBlur(seated[40:153, 70:183], (0, 0), 12)
+    assert finder.detectable(seated, strong) and not finder.detectable(blurred, strong)
+    assert abs(float(seated.mean()) - float(blurred.mean())) < 1, "no flash to tell"
+    first = FirstFaces(finder, Search(), 0.2, "blur", rng=np.random.default_rng(5))
+    hidden = (0, 10, 20)
+    outs = {i: first.cover(i, (blurred if i in hidden else seated).copy()) for i in range(30)}
+    assert [i for i in range(10, 30) if i not in hidden and finder.detectable(outs[i], strong)] == []
 
 
 class _CountingFinder(FaceFinder):

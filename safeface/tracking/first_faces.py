@@ -20,7 +20,8 @@ frames (turned away, under the bar then) is found within one pass. Which frame o
 is drawn at random: a clip that flashed white every frame the search was due (every 12th, and
 the whole-frame searches' every 10th, a sixth of its frames) blinded every search and showed a
 still face for the whole run. A whole-frame search is made again on a frame much brighter or
-darker than its own (a flash on it), at most FLASH_RETRIES times after each due one:
+darker than its own (a flash on it), and on a frame drawn at random after it (a face blurred on
+the due frames alone changes no brightness), at most FLASH_RETRIES times after each due one:
 a white frame at 0, 10 and 20 left the first second's faces to the rolling pass. A place whose crop has not
 changed since its last search keeps that search's answer (a still face gives the same one),
 searched again at least every REFRESH frames, and at most PLACE_BUDGET changed places are
@@ -79,6 +80,9 @@ CUT_SHARE = 0.5
 # stage clip's camera, as a flash (and the search it added made a false face a place).
 FLASH_LEVELS = 30.0
 FLASH_RETRIES = 2
+# One of those times is spent on a frame drawn at random from the STRONG_EVERY - 1 after each due
+# search, whatever its brightness: a face blurred on the due frames alone (0, 10, 20: no change
+# in brightness to tell) showed in every other frame of the first second, and of a cut's.
 # A place's crop whose every 8x8 block differs from the crop its last search read by under
 # SAME_LEVELS on average (in each view searched) keeps that search's answer: a still face is
 # searched again every REFRESH frames, not every frame (sixteen places cost 0.7 s of CPU a frame
@@ -147,6 +151,8 @@ class FirstFaces:
         # many more times a flash may have it made again before the next due one.
         self._searched: Optional[float] = None
         self._retries = 0
+        # The frame drawn after the last due search to search the whole frame again on.
+        self._check_at = -1
         self._tile = 0
         self._roll_at = self._rolled_after(LEARNING_FRAMES - 1)
         self._waiting: list[_Place] = []
@@ -162,10 +168,11 @@ class FirstFaces:
         if self._due and self._due[0] <= index and index - self._strong >= STRONG_EVERY:
             self._due = [d for d in self._due if d > index]
             self._strong, self._searched, self._retries = index, self._level(), FLASH_RETRIES
+            self._check_at = index + 1 + int(self._rng.integers(STRONG_EVERY - 1))
             self._search_frame(index, rgb, (0, 0, w, h))
             if not self._due:
                 self._fading = []
-        elif self._flashed(index):
+        elif self._again(index):
             # Not due: the schedule (and a strobe's cost) stays that of the due searches.
             self._searched, self._retries = self._level(), self._retries - 1
             self._search_frame(index, rgb, (0, 0, w, h))
@@ -202,14 +209,15 @@ class FirstFaces:
         """The mean of this frame's grey copy (`_cut` made it)."""
         return None if self._grey is None else float(self._grey.mean())
 
-    def _flashed(self, index: int) -> bool:
-        """Whether the frame a whole-frame search was last made on, before the next is due, may
-        have been a flash that hid the faces: this frame is much brighter or darker than it. Told
-        after, not before: frame 0 has no frame before it to tell a flash by."""
+    def _again(self, index: int) -> bool:
+        """Whether the whole-frame search is made again on this frame, before the next is due: the
+        frame drawn for it, or a frame much brighter or darker than the one it was last made on (a
+        flash that hid the faces there). Told after, not before: frame 0 has no frame before it to
+        tell a flash by, and a face hidden on that frame alone changes no brightness."""
         searched, level = self._searched, self._level()
         if self._retries <= 0 or index - self._strong >= STRONG_EVERY or searched is None or level is None:
             return False
-        return abs(level - searched) > FLASH_LEVELS
+        return index == self._check_at or abs(level - searched) > FLASH_LEVELS
 
     def _rolled_after(self, index: int) -> int:
         """The frame of the next rolling search: one drawn from the ROLL_EVERY frames after those
