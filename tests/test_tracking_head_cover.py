@@ -343,11 +343,13 @@ def test_a_flash_on_the_first_seconds_own_search_frames_does_not_bare_a_still_fa
     assert [i for i in (1, 5, 9, 11, 19, 21, 29) if finder.detectable(outs[i], strong)] == []
 
 
-def test_a_face_blurred_on_the_first_seconds_own_search_frames_alone_is_covered_after_one() -> None:
+@pytest.mark.parametrize("strobe", [False, True], ids=["blurred alone", "and two flashes after each"])
+def test_a_face_blurred_on_the_first_seconds_own_search_frames_is_covered_after_one(strobe: bool) -> None:
     """A hostile operator blurs a seated face on frames 0, 10 and 20 alone, where the first
     second's whole-frame searches are made: the frames' brightness is the same, so no flash was
     told, no search found the face, and it showed in every other frame of the first second. One
-    more search is made on a frame drawn at random after each due one."""
+    more search is made on a frame drawn at random after each due one, which flashes white and
+    black on the two frames after each (searched again, as flashes) cannot spend."""
     import cv2
 
     from safeface.tracking.first_faces import FirstFaces
@@ -360,10 +362,13 @@ def test_a_face_blurred_on_the_first_seconds_own_search_frames_alone_is_covered_
     blurred[40:153, 70:183] = cv2.GaussianBlur(seated[40:153, 70:183], (0, 0), 12)
     assert finder.detectable(seated, strong) and not finder.detectable(blurred, strong)
     assert abs(float(seated.mean()) - float(blurred.mean())) < 1, "no flash to tell"
-    first = FirstFaces(finder, Search(), 0.2, "blur", rng=np.random.default_rng(5))
+    flashes = {d + k: np.full_like(seated, 255 * (k == 1)) for d in (0, 10, 20) for k in (1, 2)} if strobe else {}
+    # Seeded so the frame drawn after frame 0 is frame 9.
+    first = FirstFaces(finder, Search(), 0.2, "blur", rng=np.random.default_rng(4))
     hidden = (0, 10, 20)
-    outs = {i: first.cover(i, (blurred if i in hidden else seated).copy()) for i in range(30)}
-    assert [i for i in range(10, 30) if i not in hidden and finder.detectable(outs[i], strong)] == []
+    outs = {i: first.cover(i, (blurred if i in hidden else flashes.get(i, seated)).copy()) for i in range(30)}
+    shown = [i for i in range(9, 30) if i not in hidden and i not in flashes and finder.detectable(outs[i], strong)]
+    assert shown == []
 
 
 class _CountingFinder(FaceFinder):

@@ -80,9 +80,10 @@ CUT_SHARE = 0.5
 # stage clip's camera, as a flash (and the search it added made a false face a place).
 FLASH_LEVELS = 30.0
 FLASH_RETRIES = 2
-# One of those times is spent on a frame drawn at random from the STRONG_EVERY - 1 after each due
+# One of those times is kept for a frame drawn at random from the STRONG_EVERY - 1 after each due
 # search, whatever its brightness: a face blurred on the due frames alone (0, 10, 20: no change
-# in brightness to tell) showed in every other frame of the first second, and of a cut's.
+# in brightness to tell) showed in every other frame of the first second, and of a cut's (and
+# flashes on the two frames after each must not spend it first).
 # A place's crop whose every 8x8 block differs from the crop its last search read by under
 # SAME_LEVELS on average (in each view searched) keeps that search's answer: a still face is
 # searched again every REFRESH frames, not every frame (sixteen places cost 0.7 s of CPU a frame
@@ -217,7 +218,8 @@ class FirstFaces:
         searched, level = self._searched, self._level()
         if self._retries <= 0 or index - self._strong >= STRONG_EVERY or searched is None or level is None:
             return False
-        return index == self._check_at or abs(level - searched) > FLASH_LEVELS
+        kept = 1 if self._check_at > index else 0  # the drawn frame's, still to come
+        return index == self._check_at or (self._retries > kept and abs(level - searched) > FLASH_LEVELS)
 
     def _rolled_after(self, index: int) -> int:
         """The frame of the next rolling search: one drawn from the ROLL_EVERY frames after those
