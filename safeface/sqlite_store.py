@@ -4,7 +4,6 @@ owner-only, write-ahead log, full sync, waiting for other writers rather than fa
 from __future__ import annotations
 
 import os
-import secrets
 import sqlite3
 import stat
 from pathlib import Path
@@ -13,7 +12,7 @@ from typing import Iterable, Optional
 from .atomicfile import DISK_FAILED, DISK_REFUSED
 from .errors import ConfigError, IntegrityError, ReplacedFile, WorkspaceBusy, WorkspaceDiskFailed, WorkspaceUnwritable
 from .regularfile import data_extents
-from .sqlite_wal import file_page_one, wal_decides_pages
+from .sqlite_wal import wal_decides_pages
 
 BUSY_TIMEOUT_MS = 30_000
 # SQLite's primary result codes (an error's sqlite_errorcode, low byte).
@@ -248,7 +247,7 @@ def refuse_cut(db: sqlite3.Connection, path: Path, where: str) -> None:
             counted = None  # judged by the statements that read it, but for a cut inside a page
         if not size % page and (counted is None or counted <= whole):
             return
-        decided = wal_decides_pages(Path(f"{path}-wal"), page, whole + 1, file_page_one(path))
+        decided = wal_decides_pages(Path(f"{path}-wal"), page, whole + 1)
     except OSError:
         return  # judged by the statements that read it
     finally:
@@ -260,43 +259,6 @@ def refuse_cut(db: sqlite3.Connection, path: Path, where: str) -> None:
                                 f"{whole} of its {page}-byte pages, where the database counts more")
                              + "): a disk fault, or someone removed its end. "
                              "Restore it from a backup, then run `safeface audit verify`.")
-
-
-def tag_database(db: sqlite3.Connection) -> None:
-    """Give the database a random tag of its own, once: its application id, in the header of page
-    1, which every commit that changes the database's size writes to the -wal. refuse_cut then
-    excuses a cut file only by a -wal whose page 1 carries the file's tag: a self-consistent
-    -wal of another database (a copy, a hard link) was replayed over this one's lost pages.
-    Inside `db`'s write transaction if one is open, else in one of its own, tried once without
-    waiting: a database another process is writing to is tagged at a later open (a tag is a
-    check's input, not a decision). Waiting for its write lock kept every open of a file older
-    than the tag (audit log, policy state, key store) waiting out the busy timeout, 30 s, behind
-    a rekey, a purge or a migration, where an open had waited for nothing."""
-    if int(db.execute("PRAGMA application_id").fetchone()[0]):
-        return
-    begun = not db.in_transaction
-    try:
-        if begun:
-            _begin_without_waiting(db)
-        if not int(db.execute("PRAGMA application_id").fetchone()[0]):  # another process may have just tagged it
-            db.execute(f"PRAGMA application_id = {secrets.randbelow(0x7FFFFFFF) + 1}")
-        if begun:
-            db.execute("COMMIT")
-    except sqlite3.OperationalError:  # busy past the timeout, a read-only or full disk: untagged for now
-        if begun and db.in_transaction:
-            db.execute("ROLLBACK")
-        if not begun:
-            raise
-
-
-def _begin_without_waiting(db: sqlite3.Connection) -> None:
-    """BEGIN IMMEDIATE, failing at once (busy) where another connection holds the write lock."""
-    wait = int(db.execute("PRAGMA busy_timeout").fetchone()[0])
-    db.execute("PRAGMA busy_timeout = 0")
-    try:
-        db.execute("BEGIN IMMEDIATE")
-    finally:
-        db.execute(f"PRAGMA busy_timeout = {wait}")
 
 
 def refuse_foreign_triggers(db: sqlite3.Connection, where: str, why: str, own: tuple[str, ...] = ()) -> None:

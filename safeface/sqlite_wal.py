@@ -10,9 +10,7 @@ import os
 import stat
 import struct
 from array import array
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 
@@ -20,35 +18,11 @@ import numpy as np
 _WAL_MAGIC = (0x377F0682, 0x377F0683)
 _WAL_FORMAT = 3007000
 _WAL_HEADER, _FRAME_HEADER = 32, 24
-_DB_HEADER = 100  # a database file's header, at the start of page 1
 _CHUNK_BYTES = 1 << 20  # frames read (and summed) at a time
 _M32 = 0xFFFFFFFF
 
 
-@dataclass(frozen=True)
-class PageOne:
-    """What a database file's own page 1 says (not SQLite's view, which the -wal overlays): its
-    tag (sqlite_store.tag_database; 0 where none was given) and its size in pages as of the last
-    checkpoint that wrote page 1 (None where the header does not vouch for it)."""
-
-    tag: int
-    pages: Optional[int]
-
-
-def file_page_one(path: Path) -> Optional[PageOne]:
-    """The header of the file's page 1, None where the file is too short to hold it or is no
-    regular file (a FIFO swapped in is not waited on)."""
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
-    with os.fdopen(fd, "rb") as fh:
-        head = fh.read(_DB_HEADER) if stat.S_ISREG(os.fstat(fd).st_mode) else b""
-    if len(head) < _DB_HEADER:
-        return None
-    pages, = struct.unpack_from(">I", head, 28)
-    counter, valid_for = struct.unpack_from(">I", head, 24)[0], struct.unpack_from(">I", head, 92)[0]
-    return PageOne(struct.unpack_from(">I", head, 68)[0], pages if pages and counter == valid_for else None)
-
-
-def wal_decides_pages(wal: Path, page: int, cut: int, own: Optional[PageOne] = None) -> bool:
+def wal_decides_pages(wal: Path, page: int, cut: int) -> bool:
     """Whether the -wal beside a database holds what SQLite replays for its pages from number
     `cut` (1-based: the first page the file does not hold whole) to the database's end: a header for this page
     size whose checksum holds, then frames that carry the header's salts and whose checksums
@@ -58,11 +32,7 @@ def wal_decides_pages(wal: Path, page: int, cut: int, own: Optional[PageOne] = N
     order, so a crash that tore one leaves every later page in the -wal; a -wal holding only
     the cut page let a file cut further than that page open with the pages past it read as
     zeros. A header alone was not enough either: one written by hand, with nothing SQLite would
-    replay behind it. Read only for a file that lacks pages (refuse_cut), not at every open.
-    `own`: the file's page 1. Where it carries a tag, the -wal must be this database's: its
-    newest committed page 1 carries the same tag, and it holds one wherever its database's size
-    is not the one the file's page 1 gives (a commit that changes the size writes page 1). A
-    -wal of another database with the same page size was replayed over the lost pages otherwise."""
+    replay behind it. Read only for a file that lacks pages (refuse_cut), not at every open."""
     try:
         fd = os.open(wal, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))  # a FIFO is not waited on
     except FileNotFoundError:
@@ -87,8 +57,6 @@ def wal_decides_pages(wal: Path, page: int, cut: int, own: Optional[PageOne] = N
         # byte a frame the file has room for (a sparse -wal of terabytes has room for billions).
         committed, since_commit = array("I"), array("I")
         pages = 0  # the database's size in pages at the last commit read
-        tag: Optional[int] = None  # the tag in the newest committed page 1, and in one since
-        tag_since: Optional[int] = None
         per = max(1, _CHUNK_BYTES // size)
         replayed = True
         while replayed:
@@ -105,24 +73,14 @@ def wal_decides_pages(wal: Path, page: int, cut: int, own: Optional[PageOne] = N
                     break
                 if number >= cut:
                     since_commit.append(number - cut)
-                if number == 1:
-                    tag_since, = struct.unpack_from(">I", chunk, j * size + _FRAME_HEADER + 68)
                 if db_pages:
                     committed.extend(since_commit)
                     del since_commit[:]
                     pages = db_pages
-                    tag = tag_since if tag_since is not None else tag
-                    tag_since = None
             if count < per:
                 break
         if pages == 0:
             return False  # nothing is replayed: the file is read as it is
-        # Without page 1 the database kept the size the file's page 1 gave it (a commit that
-        # changes the size writes page 1): a -wal whose database is larger or smaller is not
-        # this file's (a smaller one "ends the database before the cut" and hid its last rows).
-        if own is not None and own.tag and not (
-                tag == own.tag if tag is not None else own.pages is not None and pages == own.pages):
-            return False  # another database's -wal
         lost = pages - cut + 1  # pages `cut`..`pages`
         if lost <= 0:
             return True

@@ -52,33 +52,3 @@ def test_a_trigger_added_by_hand_that_stops_every_entry_is_named_not_called_busy
     with pytest.raises(IntegrityError, match="triggers safeface did not make") as got:
         open_sf(ws).close()
     assert "busy" not in str(got.value).replace(f"main.{table}", "")
-
-
-def test_a_file_older_than_its_tag_opens_without_waiting_for_another_writer(tmp_path: Path) -> None:
-    """A workspace file made before SQLite files were tagged (application id 0) is tagged at its
-    next open; while another process held its write lock (a rekey, a purge, a migration), that
-    open waited out the whole busy timeout (30 s), where an open had waited for nothing. It
-    opens at once, untagged, and the next open with the file free tags it."""
-    import threading
-
-    from safeface.sqlite_store import BUSY_TIMEOUT_MS
-    from safeface.storage.sqltables import SqliteTables
-
-    path = tmp_path / "policy.db"
-    writer = sqlite3.connect(path, isolation_level=None)
-    writer.execute("PRAGMA journal_mode = WAL")
-    writer.execute("CREATE TABLE t (x)")
-    writer.execute("BEGIN IMMEDIATE")
-    opened: list[SqliteTables] = []
-    try:
-        opener = threading.Thread(target=lambda: opened.append(SqliteTables(path, "policy state", "")), daemon=True)
-        opener.start()
-        opener.join(BUSY_TIMEOUT_MS / 1000 / 3)  # well before the busy timeout runs out
-        assert opened, "the open waited for the other process's write lock"
-        opened[0].close()
-    finally:
-        writer.execute("ROLLBACK")
-    assert writer.execute("PRAGMA application_id").fetchone()[0] == 0
-    SqliteTables(path, "policy state", "").close()
-    assert writer.execute("PRAGMA application_id").fetchone()[0] != 0
-    writer.close()

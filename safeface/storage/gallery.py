@@ -29,8 +29,7 @@ import numpy as np
 from ..atomicfile import hold_database, let_database_go
 from ..errors import ConfigError
 from ..sqlite_store import (BUSY_TIMEOUT_MS, connect as _connect_store, create_file, raise_if_busy, raise_if_damaged,
-                            raise_if_unwritable, refuse_cut, refuse_foreign_triggers, refuse_replaced, store_identity,
-                            tag_database)
+                            raise_if_unwritable, refuse_cut, refuse_foreign_triggers, refuse_replaced, store_identity)
 from ..hazmat.templates.keyring import Keyring
 from ..hazmat.templates.rowfilter import RowFilter
 from ..hazmat.templates.sealing import Sealer
@@ -279,7 +278,6 @@ class Gallery:
                        "WHEN NEW.look IS NULL OR NEW.look_small IS NULL BEGIN SELECT RAISE(ABORT, "
                        "'this gallery stores rows with look digests only: upgrade safeface'); END")
             self._refuse_foreign_triggers(db)
-            tag_database(db)  # after refuse_cut judged the file: a -wal must carry this tag to excuse a cut
             meta = dict(db.execute("SELECT k, v FROM meta").fetchall())
             if not meta:
                 values = initial_meta(self._keyring, self._dim)

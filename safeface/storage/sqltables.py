@@ -27,7 +27,7 @@ from typing import Any, Iterator, Mapping, Optional, Sequence
 
 from ..errors import BackendError, ConfigError, IntegrityError, WorkspaceBusy
 from ..sqlite_store import (BUSY_TIMEOUT_MS, connect, raise_if_busy, raise_if_damaged, raise_if_edited, refuse_cut,
-                            raise_if_unwritable, refuse_foreign_triggers, refuse_replaced, store_identity, tag_database)
+                            raise_if_unwritable, refuse_foreign_triggers, refuse_replaced, store_identity)
 from .pgrights import named_after_rollback, refused_right
 
 WORKSPACE_SCHEMA = 1
@@ -107,7 +107,6 @@ class SqliteTables:
         try:
             refuse_cut(self._db, self.path, self.where)
             self._refuse_triggers()
-            tag_database(self._db)  # judged first: a -wal must carry this tag to excuse a cut
         except BaseException:
             self._db.close()
             raise
