@@ -9,6 +9,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from contextlib import closing
 from typing import Callable
 from pathlib import Path
 
@@ -144,6 +145,13 @@ def test_two_processes_append_at_once(tmp_path: Path) -> None:
         notes = {e.note for e in log.entries()}
     assert {f"a-{i}" for i in range(60)} <= notes and {f"b-{i}" for i in range(60)} <= notes
 
+
+CHILD_OPEN_CLOSE = """
+import sys
+from pathlib import Path
+from safeface.workspace.audit import AuditLog
+AuditLog(Path(sys.argv[1]), b"k" * 32).close()
+"""
 
 KILLED_WRITER = """
 import sys
@@ -297,3 +305,31 @@ def test_the_rows_removed_of_a_subject_are_its_own(tmp_path: Path) -> None:
         assert log.rows_removed(alice) == {1, 2}
         log.append("enroll", "allowed", purpose="demo", token_id="t-new", subjects=[alice], note="rows=2; expires x")
         assert log.rows_removed(alice) == {1}  # enrolled again at that id since
+
+
+def test_an_open_beside_a_wal_holding_pages_past_the_file_leaves_the_wal_to_the_connections_using_it(
+        tmp_path: Path) -> None:
+    """An open judges a file whose -wal holds pages past the file's end (sqlite_store.refuse_cut).
+    Reading the file there through a descriptor of its own, and closing it, dropped every POSIX
+    lock this process held on the database: another process's close then took the file for its
+    last user, checkpointed and deleted the -wal under the connections still open here (two
+    processes appending at once read it as a replaced file)."""
+    path = tmp_path / "a.db"
+    log = filled(path, 1)
+    try:
+        for i in range(200):  # the entries' pages stay in the -wal, past the file's end
+            log.append("verify", "allowed", note="x" * 200 + str(i))
+        with closing(sqlite3.connect(str(path))) as db:
+            counted = db.execute("PRAGMA page_count").fetchone()[0]
+            page = db.execute("PRAGMA page_size").fetchone()[0]
+        assert counted * page > path.stat().st_size, "the -wal must hold pages past the file"
+        AuditLog(path, KEY).close()  # a second open in this process judges the file
+        other = subprocess.run([sys.executable, "-c", CHILD_OPEN_CLOSE, str(path)], env=child_env(),
+                               capture_output=True, text=True, timeout=120)
+        assert other.returncode == 0, other.stderr[-2000:]
+        assert Path(f"{path}-wal").exists(), "another process's close deleted the -wal this process uses"
+        log.append("verify", "allowed", note="after")
+    finally:
+        log.close()
+    with AuditLog(path, KEY) as again:
+        assert again.verify().entries == 202
