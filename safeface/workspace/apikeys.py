@@ -170,6 +170,16 @@ class ApiKey:
 _COLS = "key_id, role, label, created, expires, rate, revoked"
 
 
+def _given_out(rows: list[tuple[Any, ...]], now: int) -> Optional[tuple[int, str]]:
+    """The end and nonce of a login form's session row (`rows`: its query's answer), if a login
+    could have given it out at `now`: a row edited by hand must not have the service sign a
+    cookie past SESSION_SECONDS."""
+    if not rows or not isinstance(rows[0][0], int) or not now < rows[0][0] <= now + SESSION_SECONDS \
+            or not re.fullmatch(r"[0-9a-f]{16}", str(rows[0][1])):
+        return None
+    return int(rows[0][0]), str(rows[0][1])
+
+
 class ApiKeys:
     """Open with a SQLite file's path or the record store's PgTables, and the hashing key."""
 
@@ -391,16 +401,14 @@ class ApiKeys:
                 raise LoginFormTaken("this login form has just opened a console session for another API key (another "
                                      "tab of this browser?); log in again to change keys.", other)
             rows = self._t.q("SELECT session_until, nonce FROM {t}spent_logins WHERE form = ?", (ref,))
-            # Only a session a login could have given out now: a row edited by hand must not
-            # have the service sign a cookie past SESSION_SECONDS.
-            again = rows and isinstance(rows[0][0], int) and t < rows[0][0] <= fresh[0] and \
-                re.fullmatch(r"[0-9a-f]{16}", str(rows[0][1])) and tuple(rows[0]) != gone
+            recorded = _given_out(rows, t)
+            again = recorded is not None and recorded != gone
             if not again or other != key_id:  # kept as long as the form's row of the session it names
                 self._t.run("INSERT INTO {t}spent_logins AS s VALUES (?, ?, 0, ?) ON CONFLICT (form) DO UPDATE "
                             "SET until = excluded.until, nonce = excluded.nonce",
                             (owner_ref, t + LOGIN_FORM_SECONDS, key_id))
-            if again:
-                return int(rows[0][0]), str(rows[0][1])
+            if recorded is not None and again:
+                return recorded
             self._t.run("INSERT INTO {t}spent_logins AS s VALUES (?, ?, ?, ?) ON CONFLICT (form) DO UPDATE "
                         "SET until = excluded.until, session_until = excluded.session_until, "
                         "nonce = excluded.nonce", (ref, t + LOGIN_FORM_SECONDS, *fresh))
@@ -413,11 +421,10 @@ class ApiKeys:
         rows = self._t.q("SELECT session_until, nonce FROM {t}spent_logins WHERE form = ?",
                          (self._mac("login form", f"{form}|{key_id}"),))
         key = self._t.q(f"SELECT {_COLS}, digest FROM {{t}}apikeys WHERE key_id = ?", (key_id,))
-        info = self._checked(key[0] if key else None)
-        if not rows or info is None or not isinstance(rows[0][0], int) or not \
-                t < rows[0][0] <= t + SESSION_SECONDS or not re.fullmatch(r"[0-9a-f]{16}", str(rows[0][1])):
+        info, recorded = self._checked(key[0] if key else None), _given_out(rows, t)
+        if info is None or recorded is None:
             return None
-        exp, nonce = int(rows[0][0]), str(rows[0][1])
+        exp, nonce = recorded
         return f"{key_id}.{exp}.{nonce}.{self._session_mac(info, exp, nonce, str(key[0][7] or ''))}"
 
     def _session_mac(self, info: ApiKey, exp: int, nonce: str, digest: str) -> str:
