@@ -23,6 +23,8 @@ from typing import Callable, Iterator
 
 import numpy as np
 
+from .channels import channel_mean
+
 # Blocks of this many pixels a side are judged; lines are followed in strips this wide.
 BLOCK = 32
 # A pair of neighbouring lines reads as inverted where, across a block, the pair differs by at
@@ -107,7 +109,8 @@ def _grey_levels(image: np.ndarray) -> np.ndarray:
     the whole photo's float32 copy and mean held five copies of a 50-megapixel photo (750 MB)."""
     out = np.empty(image.shape[:2], np.uint8)
     for y in range(0, image.shape[0], BAND):
-        out[y:y + BAND] = np.rint(_grey(image[y:y + BAND]))
+        part = image[y:y + BAND]
+        out[y:y + BAND] = part if part.ndim == 2 else channel_mean(part, tuple(range(part.shape[2])))
     return out
 
 
