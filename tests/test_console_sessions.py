@@ -1087,3 +1087,49 @@ def test_a_login_form_refused_as_taken_is_not_refused_again_at_the_next_login(tm
         again = console_login(client, mine)  # as the page says: log in again
     assert refused.headers["location"] == "/login?error=taken", refused.headers
     assert again.status_code == 303 and again.headers["location"] == "/audit", again.headers
+
+
+def test_a_login_that_cannot_end_the_browsers_earlier_session_opens_no_new_one(tmp_path: Path) -> None:
+    """A browser holding a live session logs in again while neither store (nor the logouts
+    folder) can record a logout: the new session was opened first and the earlier one's end
+    failed after it, so the page said "not logged out", the browser kept its earlier cookie, and
+    the new session stayed live, held by no browser, until it idled out. The earlier session is
+    ended first now: while that cannot be recorded the login is refused with a page saying why,
+    and no session is given out; once the stores work, the same form logs in."""
+    client, ws, (op,) = keyed_client(tmp_path, "operator", rate=1000)
+
+    def given_out() -> int:
+        with closing(sqlite3.connect(ws.apikeys)) as db:
+            return int(db.execute("SELECT count(*) FROM spent_logins WHERE session_until > 0").fetchone()[0])
+
+    with client:
+        assert console_login(client, op).status_code == 303
+        earlier = str(client.cookies.get("__Host-sf_session"))
+        token = csrf_of(client.get("/login").text)  # a new form: the browser holds a live session
+        before = given_out()
+        # The key table refuses an end (its two tables of ends given a column more by hand; a login
+        # writes neither), the audit log every entry, and the logouts folder cannot be made.
+        with closing(sqlite3.connect(ws.apikeys)) as db, db:
+            db.execute("ALTER TABLE ended_sessions RENAME TO ended_sessions_kept")
+            db.execute("DROP TABLE IF EXISTS session_uses")
+            for table in ("ended_sessions", "session_uses"):
+                db.execute(f"CREATE TABLE {table} (session TEXT PRIMARY KEY, until BIGINT, used BIGINT, mac TEXT, x)")
+        with closing(sqlite3.connect(ws.audit)) as db, db:
+            db.execute("CREATE TRIGGER keep BEFORE INSERT ON entries BEGIN SELECT 1; END")
+        (ws.root / "console-logouts").write_text("")
+        refused = client.post("/login", data={"csrf": token, "api_key": op}, follow_redirects=False)
+        opened = given_out()
+        with closing(sqlite3.connect(ws.apikeys)) as db, db:
+            db.execute("DROP TABLE ended_sessions")
+            db.execute("ALTER TABLE ended_sessions_kept RENAME TO ended_sessions")
+        with closing(sqlite3.connect(ws.audit)) as db, db:
+            db.execute("DROP TRIGGER keep")
+        (ws.root / "console-logouts").unlink()
+        held = str(client.cookies.get("__Host-sf_session"))
+        again = client.post("/login", data={"csrf": token, "api_key": op}, follow_redirects=False)
+        old = client.get("/audit", cookies={"__Host-sf_session": earlier}, follow_redirects=False)
+    assert refused.status_code == 503 and "not logged in" in refused.text.lower(), refused.text[:400]
+    assert "earlier session" in refused.text and refused.cookies.get("__Host-sf_session") is None, refused.text[:400]
+    assert opened == before and held == earlier, (before, opened)
+    assert again.status_code == 303 and again.headers["location"] == "/audit", again.text[:300]
+    assert old.status_code == 303 and old.headers["location"] == "/login", old.status_code

@@ -1462,6 +1462,12 @@ class SafeFace:
             info, value = self._apikeys.open_session(api_key, self._clock(), form, ended=value, replaces=replaces)
         return self._not_revoked(info), value
 
+    def form_gave_out(self, form: str, key_id: str) -> Optional[str]:
+        """The cookie of the live session the login form whose token is `form` gave out for the
+        key `key_id` (posted again, it gives out that one); None when there is none."""
+        value = self._apikeys.form_cookie(form, key_id, self._clock())
+        return value if value is not None and self._live(value) else None
+
     def _live(self, value: str) -> bool:
         """Whether the console session `value` is live (the check is no use of it)."""
         try:

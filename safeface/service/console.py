@@ -307,6 +307,13 @@ def build_console(rt: Runtime) -> APIRouter:
         if not rt.light(lambda sf: sf.acting_as_key(key).may("report")):
             return RedirectResponse("/login?error=role", status_code=303)
         earlier = request.cookies.get(SESSION)
+        # A browser logging in again leaves its earlier session behind: ended first, on record (a
+        # logout), or a copy of its cookie read on until it idled out. First: ended after the new
+        # session was opened, an end that failed left that new one live, held by no browser (the
+        # page kept the earlier cookie) until it idled out; now the login is refused instead.
+        failed = await end_earlier(earlier, want, key)
+        if failed is not None:
+            return failed
         try:
             # The form's token: posted twice (a double click), the form gives out one session; a
             # session of another key's from this form must be the one this browser holds. Off the
@@ -337,22 +344,26 @@ def build_console(rt: Runtime) -> APIRouter:
                         "moved to PostgreSQL by an earlier safeface), and the service's database role may not mend "
                         f"that. Run this once as the schema's owner: <code>{_e(exc.statement)}</code> and log in "
                         "again.</p>", None, 503)
-        # A browser logging in again leaves its earlier session behind: ended here (a logout on
-        # record), or a copy of its cookie read on until it idled out. Only a live session under
-        # the console's own cookie, which no other host can set: one under the old name, or a
-        # forged value, is no session of this browser's to end (live_key checks its MAC).
-        earlier_key = rt.light(lambda sf: live_key(sf, earlier)) if earlier is not None else None
-        if earlier is not None and earlier_key is not None and not hmac.compare_digest(
-                earlier.encode(), cookie.encode()):  # not the session this form gave out already
-            failed = await end(SESSION, earlier, earlier_key)
-            if failed is not None:  # not ended on record: no second session beside it
-                return failed
         resp = RedirectResponse("/audit", status_code=303)
         resp.set_cookie(SESSION, cookie, httponly=True, samesite="strict", secure=True, max_age=SESSION_SECONDS)
         # The form's cookie is kept for its 10 minutes: a person's second click on "Log in" often
         # leaves after this answer is in, and without it was told the form expired. Posted again,
         # the form gives out this session (a new one once this is logged out).
         return resp
+
+    async def end_earlier(earlier: Optional[str], form: str, key: ApiKey) -> Optional[Response]:
+        """Before a login: end the live session the browser holds (`earlier`), unless it is the one
+        the login form `form` gave out for `key` (a second click on "Log in", which keeps it); the
+        page refusing the login when that end was not recorded, else None. Only a live session
+        under the console's own cookie, which no other host can set: one under the old name, or a
+        forged value, is no session of this browser's to end (live_key checks its MAC)."""
+        earlier_key = rt.light(lambda sf: live_key(sf, earlier)) if earlier is not None else None
+        if earlier is None or earlier_key is None:
+            return None
+        given = rt.light(lambda sf: sf.form_gave_out(form, key.key_id))
+        if given is not None and hmac.compare_digest(earlier.encode(), given.encode()):
+            return None
+        return await end(SESSION, earlier, earlier_key, login=True)
 
     def still_open(request: Request) -> str:
         """A logout form for a session this browser holds that is live on the service though no
@@ -408,9 +419,10 @@ def build_console(rt: Runtime) -> APIRouter:
             _forget(resp, SESSION)
         return resp
 
-    async def end(name: str, cookie: str, key: ApiKey) -> Optional[Response]:
+    async def end(name: str, cookie: str, key: ApiKey, login: bool = False) -> Optional[Response]:
         """End the live session `cookie` (the cookie `name`) on the server; the page to show
-        instead of the login page when that failed, else None."""
+        instead of the login page when that failed, else None. `login`: ended before a login,
+        which that page refuses while the session lives on (none is refused once it is over)."""
         try:
             # Ended on the server, not only in this browser. Not through the worker's queue, which a
             # thief's copy of the cookie could keep full, answering the owner 503; off the event
@@ -428,11 +440,20 @@ def build_console(rt: Runtime) -> APIRouter:
                 retry = (f"<form method='post' action='/logout'><input type='hidden' name='csrf' value='"
                          f"{_e(rt.light(lambda sf: sf.csrf_token(cookie)))}'><button id='logout-again'>Log out "
                          "again</button></form>")
+                if login:
+                    return page("Not logged in", f"<p class='bad' id='earlier-not-ended'>This browser's earlier console "
+                                f"session could not be ended on record: {_e(reason)} No new session was opened, as it "
+                                "would have been live beside the earlier one. This process of the service refuses the "
+                                "earlier session from now on, until it restarts, but other processes may still accept "
+                                "a copy of its cookie. Log out, or log in again, once the service works; revoke the "
+                                f"key if a copy of the cookie may be elsewhere.</p>{retry}", None, 503)
                 return page("Not logged out", f"<p class='bad'>The session was not ended on record: {_e(reason)} "
                             "This process of the service refuses it from now on, until it restarts, but other "
                             "processes of the service may still accept a copy of the cookie. Log out again once the "
                             f"service works; revoke the key if a copy of the cookie may be elsewhere.</p>{retry}",
                             None, 503)
+            if login:  # over all the same: the login goes on
+                return None
             resp = page("Logged out", f"<p class='bad'>The session is ended everywhere, but the service met a "
                         f"problem doing it: {_e(reason)}</p><p><a href='/login'>Log in</a></p>", None, 500)
             _forget(resp, name)

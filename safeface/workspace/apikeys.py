@@ -416,7 +416,10 @@ class ApiKeys:
 
     def form_cookie(self, form: str, key_id: str, now: dt.datetime) -> Optional[str]:
         """The cookie of the session the login form `form` gave out for the key `key_id`, made
-        again from its row; None when there is none (pruned, edited by hand, or its key gone)."""
+        again from its row; None when there is none (pruned, edited by hand, or its key gone, or no
+        form has given out a session yet: the table is made at the first)."""
+        if not self._table("spent_logins", _SPENT, create=False):
+            return None
         t = int(now.timestamp())
         rows = self._t.q("SELECT session_until, nonce FROM {t}spent_logins WHERE form = ?",
                          (self._mac("login form", f"{form}|{key_id}"),))
