@@ -1133,3 +1133,54 @@ def test_a_login_that_cannot_end_the_browsers_earlier_session_opens_no_new_one(t
     assert opened == before and held == earlier, (before, opened)
     assert again.status_code == 303 and again.headers["location"] == "/audit", again.text[:300]
     assert old.status_code == 303 and old.headers["location"] == "/login", old.status_code
+
+
+def test_one_keys_logins_queued_behind_a_held_key_store_keep_no_logout_waiting(tmp_path: Path) -> None:
+    """While another process holds the key store, a client posting logins with its key at the
+    key's rate kept a worker's one line of logins and logouts full: another operator's logout
+    (which needs only the audit log) waited behind each of them, up to about 60 s, or was refused.
+    Logouts go first now, each key's logins take turns with other keys', and a key holding two
+    logins in the line (a double click's) is refused a third at once (503, Retry-After)."""
+    import threading
+
+    client, ws, (theirs, mine) = keyed_client(tmp_path, "operator", "operator", rate=1000)
+    with client:
+        assert console_login(client, mine).status_code == 303  # the operator's session (and the tables)
+        session = str(client.cookies.get("__Host-sf_session"))
+        logout_form = {"csrf": csrf_of(client.get("/keys").text)}
+        forms = []
+        for _ in range(3):
+            client.cookies.clear()
+            forms.append((csrf_of(client.get("/login").text), str(client.cookies.get("__Host-sf_login"))))
+        client.cookies.clear()
+        answers: dict[str, Any] = {}
+
+        def post(name: str, *args: Any, **kw: Any) -> threading.Thread:
+            th = threading.Thread(target=lambda: answers.update({name: client.post(*args, follow_redirects=False,
+                                                                                   **kw)}))
+            th.start()
+            return th
+
+        with closing(sqlite3.connect(ws.apikeys, isolation_level=None)) as holder:
+            holder.execute("BEGIN IMMEDIATE")
+            try:
+                logins = [post(f"login{i}", "/login", data={"csrf": token, "api_key": theirs},
+                               cookies={"__Host-sf_login": form}) for i, (token, form) in enumerate(forms)]
+                assert _waiting_in("_spend_form")
+                logout = post("logout", "/logout", data=logout_form, cookies={"__Host-sf_session": session})
+                logout.join(10)
+                end = time.monotonic() + 10
+                while not any(n.startswith("login") for n in answers) and time.monotonic() < end:
+                    time.sleep(0.01)  # the third login, answered at once
+                held = dict(answers)
+            finally:
+                holder.execute("ROLLBACK")
+        for th in (*logins, logout):
+            th.join(60)
+        copy = client.get("/keys", cookies={"__Host-sf_session": session}, follow_redirects=False)
+    assert "logout" in held and held["logout"].status_code == 303, held.keys()  # answered while the store was held
+    assert copy.status_code == 303 and copy.headers["location"] == "/login", copy.status_code
+    refused = [n for n, a in held.items() if n.startswith("login") and a.status_code == 503]
+    assert len(refused) == 1 and answers[refused[0]].headers.get("Retry-After"), {n: a.status_code for n, a in held.items()}
+    assert sorted(a.headers.get("location") for n, a in answers.items() if n.startswith("login") and n not in refused) \
+        == ["/audit", "/audit"], {n: a.status_code for n, a in answers.items()}

@@ -15,7 +15,8 @@ import math
 import os
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional, TypeVar
@@ -30,6 +31,9 @@ from .metrics import Metrics
 
 T = TypeVar("T")
 WARM_RETRY_S = 1.0  # how often a pool thread's failed first open is tried again
+# How many console logins of one key may wait in a worker's line at once (Runtime.aside): a double
+# click's two; another is answered 503 at once.
+ASIDE_PER_KEY = 2
 # How often /v1/ready reads again a file that failed a read (EIO), while it is the same file: each
 # probe read it whole (up to the whole gallery), a cheap way for anyone to load a failing disk.
 DISK_READ_AGAIN_S = 30.0
@@ -55,6 +59,87 @@ class _OneAtATime:
         finally:
             self.lock.release()
         return self.answer
+
+
+class _FairLane:
+    """One thread running calls one at a time, fairly: each client's calls (a login's key) wait
+    in a line of their own, the lines served in turn. A client holding `per_client` calls here
+    (queued or running) is refused another at once (ServiceBusy); calls of no client (None) share
+    one line, unbounded. On one first-come line, while another process held the key store, a
+    client posting logins at its key's rate kept every other login of the worker waiting behind
+    its own, each of which waited for the store in turn."""
+
+    def __init__(self, name: str, per_client: int) -> None:
+        self._name, self._per_client = name, per_client
+        self._cv = threading.Condition()
+        self._lines: dict[str, deque[tuple[Future[Any], Callable[[], Any]]]] = {}
+        self._turns: deque[str] = deque()  # the clients with calls queued, in turn
+        self._held: dict[str, int] = {}  # each client's calls queued or running
+        self._thread: Optional[threading.Thread] = None
+        self._closed = False
+
+    def submit(self, client: Optional[str], fn: Callable[[], T], busy: str, retry_after: float) -> Future[T]:
+        """Queue fn() for `client`; ServiceBusy(`busy`, `retry_after`) when that client holds its
+        share of the lane already."""
+        fut: Future[T] = Future()
+        who = "" if client is None else "=" + client
+        with self._cv:
+            if self._closed:
+                raise RuntimeError("the service is closing")
+            if client is not None and self._held.get(who, 0) >= self._per_client:
+                raise ServiceBusy(busy, retry_after)
+            self._held[who] = self._held.get(who, 0) + 1
+            if who not in self._lines:
+                self._lines[who] = deque()
+                self._turns.append(who)
+            self._lines[who].append((fut, fn))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
+                self._thread.start()
+            self._cv.notify()
+        return fut
+
+    def _next(self) -> Optional[tuple[str, Future[Any], Callable[[], Any]]]:
+        with self._cv:
+            while not self._lines and not self._closed:
+                self._cv.wait()
+            if not self._lines:
+                return None
+            who = self._turns.popleft()
+            line = self._lines[who]
+            fut, fn = line.popleft()
+            if not line:
+                del self._lines[who]
+            else:
+                self._turns.append(who)  # its next call after the other clients' next ones
+            return who, fut, fn
+
+    def _run(self) -> None:
+        while (got := self._next()) is not None:
+            who, fut, fn = got
+            try:
+                if fut.set_running_or_notify_cancel():
+                    try:
+                        fut.set_result(fn())
+                    except BaseException as exc:
+                        fut.set_exception(exc)
+            finally:
+                with self._cv:
+                    self._held[who] -= 1
+                    if not self._held[who]:
+                        del self._held[who]
+
+    def close(self) -> None:
+        """Cancel the calls not started, and wait for the one running."""
+        with self._cv:
+            self._closed = True
+            for line in self._lines.values():
+                for fut, _ in line:
+                    fut.cancel()
+            self._cv.notify_all()
+            thread = self._thread
+        if thread is not None:
+            thread.join()
 
 
 @dataclass(frozen=True)
@@ -145,8 +230,13 @@ class Runtime:
         # The console's logins and logouts, which may wait for the key store's write lock (another
         # process writing it): on a handle of their own, one at a time, off the event loop. On the
         # main handle they held the loop, and every other request of the worker, for that wait.
-        self._aside_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="safeface-console")
-        self._aside: Optional[Any] = None
+        # Each key's logins in turn, two at most (a double click's) (_FairLane); logouts on a line
+        # and a handle of their own, so that no login waiting for the store holds one back (a
+        # logout needs only the audit log): each handle opened at its line's first call.
+        self._aside_lanes = {"login": _FairLane("safeface-console-login", ASIDE_PER_KEY),
+                             "logout": _FairLane("safeface-console-logout", ASIDE_PER_KEY)}
+        self._aside: dict[str, Any] = {}
+        self._aside_opening = threading.Lock()
 
     def _open(self, main: bool = False) -> Any:
         from ..sdk import SafeFace
@@ -375,13 +465,15 @@ class Runtime:
                                   "Retry shortly.", WARM_RETRY_S)
             return fn(self.main)
 
-    async def aside(self, fn: Callable[[Any], T]) -> T:
-        """Run fn(the console's own handle) off the event loop, after the calls before it: a write
-        of the key store (a login's form, a logout) that may wait for its lock while another
-        process holds it. Not through the call queue (light's reasons), nor on the main handle,
-        whose lock every credential check takes on the loop."""
+    async def aside(self, fn: Callable[[Any], T], key_id: Optional[str] = None) -> T:
+        """Run fn(the console's own handle) off the event loop: a write of the key store (a
+        login's form, a logout) that may wait for its lock while another process holds it. Not
+        through the call queue (light's reasons), nor on the main handle, whose lock every
+        credential check takes on the loop. `key_id`: a login's key, whose calls take their turn
+        with other keys' and are ASIDE_PER_KEY at most (ServiceBusy past that, at once); None: a
+        logout, on the logouts' line."""
         self._still_failing()
-        queued = time.monotonic()
+        queued, lane = time.monotonic(), "logout" if key_id is None else "login"
 
         def run() -> T:
             # Each call may wait LOCK_WAIT_S for a key store another process holds, one after
@@ -391,20 +483,39 @@ class Runtime:
             if time.monotonic() - queued > atomicfile.LOCK_WAIT_S:
                 raise ServiceBusy("the console's logins and logouts are waiting for the key store, which another "
                                   "process is writing; nothing was done. Retry shortly.", WorkspaceBusy.retry_after)
-            if self._aside is None:
-                from ..sdk import SafeFace
+            return fn(self._aside_handle(lane))
 
-                # Not among the pool's handles: it never searches, so index_state must not read it.
-                self._aside = SafeFace.open(self.config.workspace, passphrase_file=self.config.passphrase_file)
-            return fn(self._aside)
+        busy = ("this API key's console logins are already waiting for the key store, which another process is "
+                "writing; nothing was done. Retry shortly.")
+        fut = self._aside_lanes[lane].submit(key_id, run, busy, WorkspaceBusy.retry_after)
+        return await asyncio.wrap_future(fut, loop=asyncio.get_running_loop())
 
-        return await asyncio.wrap_future(self._aside_pool.submit(run), loop=asyncio.get_running_loop())
+    def _aside_handle(self, lane: str) -> Any:
+        """The handle of the console's line `lane`, the other line's opened too at the first call
+        of either: opened at the first logout, the logouts' handle met the stores as they were
+        then, and one refusing that open (a trigger added in audit.db or apikeys.db, which a
+        logout outlives by recording its end elsewhere) left the session live."""
+        from ..sdk import SafeFace
+
+        with self._aside_opening:
+            for name in sorted(self._aside_lanes, key=lambda n: n != lane):  # its own first
+                if name not in self._aside:
+                    try:
+                        # Not among the pool's handles: it never searches, so index_state must not read it.
+                        self._aside[name] = SafeFace.open(self.config.workspace,
+                                                          passphrase_file=self.config.passphrase_file)
+                    except SafeFaceError:
+                        if name == lane:
+                            raise
+                        # the other line's: opened at its own first call then
+            return self._aside[lane]
 
     def close(self) -> None:
         self._closing.set()
-        self._aside_pool.shutdown(wait=True, cancel_futures=True)
-        if self._aside is not None:
-            self._aside.close()
+        for lane in self._aside_lanes.values():
+            lane.close()
+        for sf in self._aside.values():
+            sf.close()
         self._pool.shutdown(wait=True, cancel_futures=True)
         with self._opened_lock:
             for sf in self._opened:
