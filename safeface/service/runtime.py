@@ -34,6 +34,9 @@ WARM_RETRY_S = 1.0  # how often a pool thread's failed first open is tried again
 # How many console logins of one key may wait in a worker's line at once (Runtime.aside): a double
 # click's two; another is answered 503 at once.
 ASIDE_PER_KEY = 2
+# How often the logouts' own handle is tried again after its open failed (a rekey's wait, a store
+# refusing it): each try is an open's cost (0.3-1 s of CPU) on the logins' line.
+LOGOUTS_HANDLE_RETRY_S = 60.0
 # How often /v1/ready reads again a file that failed a read (EIO), while it is the same file: each
 # probe read it whole (up to the whole gallery), a cheap way for anyone to load a failing disk.
 DISK_READ_AGAIN_S = 30.0
@@ -232,11 +235,12 @@ class Runtime:
         # main handle they held the loop, and every other request of the worker, for that wait.
         # Each key's logins in turn, two at most (a double click's) (_FairLane); logouts on a line
         # and a handle of their own, so that no login waiting for the store holds one back (a
-        # logout needs only the audit log): each handle opened at its line's first call.
+        # logout needs only the audit log): the logins' handle opened at the first login, the
+        # logouts' one after it (_open_logouts_handle); neither at the worker's start.
         self._aside_lanes = {"login": _FairLane("safeface-console-login", ASIDE_PER_KEY),
                              "logout": _FairLane("safeface-console-logout", ASIDE_PER_KEY)}
         self._aside: dict[str, Any] = {}
-        self._aside_opening = threading.Lock()
+        self._logouts_tried = -math.inf
 
     def _open(self, main: bool = False) -> Any:
         from ..sdk import SafeFace
@@ -471,9 +475,10 @@ class Runtime:
         through the call queue (light's reasons), nor on the main handle, whose lock every
         credential check takes on the loop. `key_id`: a login's key, whose calls take their turn
         with other keys' and are ASIDE_PER_KEY at most (ServiceBusy past that, at once); None: a
-        logout, on the logouts' line."""
+        logout, on a line and a handle of its own once a login has opened that handle."""
         self._still_failing()
-        queued, lane = time.monotonic(), "logout" if key_id is None else "login"
+        queued = time.monotonic()
+        lane = "logout" if key_id is None and "logout" in self._aside else "login"
 
         def run() -> T:
             # Each call may wait LOCK_WAIT_S for a key store another process holds, one after
@@ -483,32 +488,38 @@ class Runtime:
             if time.monotonic() - queued > atomicfile.LOCK_WAIT_S:
                 raise ServiceBusy("the console's logins and logouts are waiting for the key store, which another "
                                   "process is writing; nothing was done. Retry shortly.", WorkspaceBusy.retry_after)
-            return fn(self._aside_handle(lane))
+            if lane == "login" and "logout" not in self._aside and not self._closing.is_set() and \
+                    time.monotonic() - self._logouts_tried >= LOGOUTS_HANDLE_RETRY_S:
+                # After this call's answer, on this line: no login waits for that open.
+                self._logouts_tried = time.monotonic()
+                self._aside_lanes["login"].submit(None, self._open_logouts_handle, "", 0)
+            sf = self._aside.get(lane)
+            if sf is None:
+                sf = self._aside[lane] = self._open_aside()
+            return fn(sf)
 
         busy = ("this API key's console logins are already waiting for the key store, which another process is "
                 "writing; nothing was done. Retry shortly.")
         fut = self._aside_lanes[lane].submit(key_id, run, busy, WorkspaceBusy.retry_after)
         return await asyncio.wrap_future(fut, loop=asyncio.get_running_loop())
 
-    def _aside_handle(self, lane: str) -> Any:
-        """The handle of the console's line `lane`, the other line's opened too at the first call
-        of either: opened at the first logout, the logouts' handle met the stores as they were
-        then, and one refusing that open (a trigger added in audit.db or apikeys.db, which a
-        logout outlives by recording its end elsewhere) left the session live."""
+    def _open_aside(self) -> Any:
         from ..sdk import SafeFace
 
-        with self._aside_opening:
-            for name in sorted(self._aside_lanes, key=lambda n: n != lane):  # its own first
-                if name not in self._aside:
-                    try:
-                        # Not among the pool's handles: it never searches, so index_state must not read it.
-                        self._aside[name] = SafeFace.open(self.config.workspace,
-                                                          passphrase_file=self.config.passphrase_file)
-                    except SafeFaceError:
-                        if name == lane:
-                            raise
-                        # the other line's: opened at its own first call then
-            return self._aside[lane]
+        # Not among the pool's handles: it never searches, so index_state must not read it.
+        return SafeFace.open(self.config.workspace, passphrase_file=self.config.passphrase_file)
+
+    def _open_logouts_handle(self) -> None:
+        """Open the logouts' line's handle, on the logins' line after a login: not at the first
+        logout, where a store refusing the open (a trigger added by hand, which a logout outlives
+        by recording its end elsewhere) would have left the session live. Until it opens, logouts
+        run on the logins' line, as before it existed."""
+        if "logout" in self._aside:
+            return
+        try:
+            self._aside["logout"] = self._open_aside()
+        except SafeFaceError:
+            pass  # tried again after a later login, LOGOUTS_HANDLE_RETRY_S on
 
     def close(self) -> None:
         self._closing.set()
