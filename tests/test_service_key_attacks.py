@@ -720,18 +720,33 @@ def test_a_logouts_row_waits_for_a_key_store_another_host_holds_for_a_bounded_ti
         keys.close()
 
 
-def test_a_right_revoked_on_the_gallerys_meta_table_is_named_when_the_write_lock_is_taken(
+def test_a_right_revoked_on_the_gallerys_meta_table_is_named_when_the_write_lock_is_taken_or_a_handle_opens(
         pg: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """Taking the gallery's write lock (each enrolment, erasure, purge and `audit verify`) clears
     the handle's own in-flight mark from the `meta` table, outside the store's wrapped paths: a
     SELECT or DELETE revoked there let psycopg's error through, a bare 500 from /v1/audit/verify
-    and a BackendError 500 from the others. It is SchemaOwnerNeeded naming the right, a 503."""
+    and a BackendError 500 from the others. It is SchemaOwnerNeeded naming the right, a 503.
+    Opening the gallery reads `meta` outside those paths too: with SELECT revoked, a worker's
+    first console login, which opens the console's own handle, answered a bare 500, and
+    `SafeFace.open` (a worker's start too) raised InsufficientPrivilege: the login is a 503 page
+    naming the GRANT to run as the schema's owner, the open SchemaOwnerNeeded."""
     from fastapi.testclient import TestClient
-    from service_support import in_process_app
+    from service_support import console_login, in_process_app
 
     ws, key, role, owner = _auditor_on_a_dml_only_server_workspace(pg, tmp_path)
     with TestClient(in_process_app(ws.root, tmp_path), base_url="https://testserver",
                     raise_server_exceptions=False) as client:
         assert client.get("/v1/audit/verify", headers={"X-API-Key": key}).status_code == 200
         _verify_names_the_revoked_right(client, caplog, owner, role, key, "DELETE", "meta")
-
+        owner(f"REVOKE SELECT ON safeface.meta FROM {role}")
+        try:
+            login = console_login(client, key)  # the worker's first: it opens the console's handle
+            with pytest.raises(SchemaOwnerNeeded) as opened:
+                open_sf(ws).close()
+        finally:
+            owner(f"GRANT SELECT ON safeface.meta TO {role}")
+        client.cookies.clear()
+        after = console_login(client, key)
+    assert login.status_code == 503 and f"ON safeface.meta TO {role}" in html.unescape(login.text), login.text[:400]
+    assert "lacks SELECT on safeface.meta" in str(opened.value), str(opened.value)
+    assert after.status_code == 303 and after.headers["location"] == "/audit", after.text[:300]

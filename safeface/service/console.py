@@ -340,10 +340,10 @@ def build_console(rt: Runtime) -> APIRouter:
         except SchemaOwnerNeeded as exc:  # refused at the login, not a failed page a minute into the session
             told(exc)  # the whole message in the service's log too
             return page("Console unavailable", "<p class='bad' id='missing-table'>The console cannot open a session: "
-                        "its record store lacks a table the sessions need, or the right to use it (the store was "
-                        "moved to PostgreSQL by an earlier safeface), and the service's database role may not mend "
-                        f"that. Run this once as the schema's owner: <code>{_e(exc.statement)}</code> and log in "
-                        "again.</p>", None, 503)
+                        "its record store lacks a table the sessions need, or the service's database role lacks a "
+                        "right on one of the store's tables (revoked, or the store was moved to PostgreSQL by an "
+                        "earlier safeface), and that role may not mend it. Run this once as the schema's owner: "
+                        f"<code>{_e(exc.statement)}</code> and log in again.</p>", None, 503)
         resp = RedirectResponse("/audit", status_code=303)
         resp.set_cookie(SESSION, cookie, httponly=True, samesite="strict", secure=True, max_age=SESSION_SECONDS)
         # The form's cookie is kept for its 10 minutes: a person's second click on "Log in" often

@@ -336,12 +336,19 @@ class ServerStore:
                                 "it finishes opening once Milvus answers", down, where)
             return store
         except BaseException as exc:
+            # A right revoked on the store's tables, met by the opening's own statements (its reads
+            # of the meta table, outside the wrapped paths), named while the connection is open:
+            # psycopg's error got through, a 500 at a worker's first console login (which opens a
+            # handle) and a traceback at the worker's start.
+            refused = refused_right(conn, exc, namespace) if isinstance(exc, Exception) else None
             for c in (conn, lock_conn):
                 if c is not None:
                     c.close()
             if vec is not None:
                 vec.close()
             _raise_lock_wait(exc, where)  # a statement of the opening, under a database's lock_timeout
+            if refused is not None:
+                raise refused from None
             raise
 
     def _needs_owner(self, what: str) -> ConfigError:
@@ -1728,7 +1735,11 @@ class ServerStore:
 
     def meta(self) -> dict[str, str]:
         with self._lock:
-            return _read_meta(self._conn, self._ns)
+            try:
+                return _read_meta(self._conn, self._ns)
+            except Exception as exc:  # a right revoked on meta: named, as _sql names it
+                _raise_pg(exc, self.where, self._conn, self._ns)
+                raise
 
     def workspace_log_end(self) -> Optional[tuple[int, str]]:
         """The (seq, hash) of the last entry of the audit log moved into this namespace; None when
