@@ -727,9 +727,10 @@ def test_a_right_revoked_on_the_gallerys_meta_table_is_named_when_the_write_lock
     SELECT or DELETE revoked there let psycopg's error through, a bare 500 from /v1/audit/verify
     and a BackendError 500 from the others. It is SchemaOwnerNeeded naming the right, a 503.
     Opening the gallery reads `meta` outside those paths too: with SELECT revoked, a worker's
-    first console login, which opens the console's own handle, answered a bare 500, and
-    `SafeFace.open` (a worker's start too) raised InsufficientPrivilege: the login is a 503 page
-    naming the GRANT to run as the schema's owner, the open SchemaOwnerNeeded."""
+    first console login, which opens the console's own handle, and the first /v1/ready, which
+    opens the records check's, answered a bare 500, and `SafeFace.open` (a worker's start too)
+    raised InsufficientPrivilege: the login is a 503 page naming the GRANT to run as the schema's
+    owner, the probe a 503 whose log entry names it, the open SchemaOwnerNeeded."""
     from fastapi.testclient import TestClient
     from service_support import console_login, in_process_app
 
@@ -741,6 +742,7 @@ def test_a_right_revoked_on_the_gallerys_meta_table_is_named_when_the_write_lock
         owner(f"REVOKE SELECT ON safeface.meta FROM {role}")
         try:
             login = console_login(client, key)  # the worker's first: it opens the console's handle
+            ready = client.get("/v1/ready")  # the first probe opens the records check's handle
             with pytest.raises(SchemaOwnerNeeded) as opened:
                 open_sf(ws).close()
         finally:
@@ -748,5 +750,6 @@ def test_a_right_revoked_on_the_gallerys_meta_table_is_named_when_the_write_lock
         client.cookies.clear()
         after = console_login(client, key)
     assert login.status_code == 503 and f"ON safeface.meta TO {role}" in html.unescape(login.text), login.text[:400]
+    assert ready.status_code == 503 and f"ON safeface.meta TO {role}" in _logged_under(caplog, ready.json()["reason"])
     assert "lacks SELECT on safeface.meta" in str(opened.value), str(opened.value)
     assert after.status_code == 303 and after.headers["location"] == "/audit", after.text[:300]
