@@ -492,7 +492,10 @@ class Runtime:
                     time.monotonic() - self._logouts_tried >= LOGOUTS_HANDLE_RETRY_S:
                 # After this call's answer, on this line: no login waits for that open.
                 self._logouts_tried = time.monotonic()
-                self._aside_lanes["login"].submit(None, self._open_logouts_handle, "", 0)
+                try:
+                    self._aside_lanes["login"].submit(None, self._open_logouts_handle, "", 0)
+                except RuntimeError:
+                    pass  # the service closing meanwhile: no handle to open
             sf = self._aside.get(lane)
             if sf is None:
                 sf = self._aside[lane] = self._open_aside()
