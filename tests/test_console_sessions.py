@@ -1184,3 +1184,40 @@ def test_one_keys_logins_queued_behind_a_held_key_store_keep_no_logout_waiting(t
     assert len(refused) == 1 and answers[refused[0]].headers.get("Retry-After"), {n: a.status_code for n, a in held.items()}
     assert sorted(a.headers.get("location") for n, a in answers.items() if n.startswith("login") and n not in refused) \
         == ["/audit", "/audit"], {n: a.status_code for n, a in answers.items()}
+
+
+def test_a_keys_second_login_in_a_workers_line_waits_behind_every_other_keys_first() -> None:
+    """The worker's line of console logins (one thread, a line per key): a key's second login
+    waited ahead of another key's first that came after it was queued, so one client posting
+    two logins at a time while the key store was held kept each other operator waiting for both
+    of its waits. The next login is the first of the line served longest ago; a third login of a
+    key holding two is refused at once."""
+    import threading
+
+    from safeface.errors import ServiceBusy
+    from safeface.service.runtime import _FairLane
+
+    lane, order, gate = _FairLane("test-line", 2), [], threading.Event()
+
+    def login(tag: str, wait: bool = False) -> Callable[[], str]:
+        def run() -> str:
+            if wait:
+                gate.wait(10)  # the first login, waiting for the key store
+            order.append(tag)
+            return tag
+        return run
+
+    try:
+        first = lane.submit("A", login("a1", wait=True), "busy", 1)
+        while first.running() is False:  # the line's thread has it
+            time.sleep(0.001)
+        queued = [lane.submit("A", login("a2"), "busy", 1)]
+        with pytest.raises(ServiceBusy):
+            lane.submit("A", login("a3"), "busy", 1)
+        queued += [lane.submit("B", login("b1"), "busy", 1), lane.submit("C", login("c1"), "busy", 1)]
+        gate.set()
+        assert [f.result(10) for f in (first, *queued)] == ["a1", "a2", "b1", "c1"]
+    finally:
+        gate.set()
+        lane.close()
+    assert order == ["a1", "b1", "c1", "a2"], order

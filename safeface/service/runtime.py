@@ -66,17 +66,20 @@ class _OneAtATime:
 
 class _FairLane:
     """One thread running calls one at a time, fairly: each client's calls (a login's key) wait
-    in a line of their own, the lines served in turn. A client holding `per_client` calls here
-    (queued or running) is refused another at once (ServiceBusy); calls of no client (None) share
-    one line, unbounded. On one first-come line, while another process held the key store, a
-    client posting logins at its key's rate kept every other login of the worker waiting behind
-    its own, each of which waited for the store in turn."""
+    in a line of their own, and the next call is the first of the line served longest ago (a new
+    line's first, by arrival): a client's second call waits behind every other client's first.
+    A client holding `per_client` calls here (queued or running) is refused another at once
+    (ServiceBusy); calls of no client (None) share one line, unbounded. On one first-come line,
+    while another process held the key store, a client posting logins at its key's rate kept
+    every other login of the worker waiting behind its own, each of which waited for the store
+    in turn."""
 
     def __init__(self, name: str, per_client: int) -> None:
         self._name, self._per_client = name, per_client
         self._cv = threading.Condition()
-        self._lines: dict[str, deque[tuple[Future[Any], Callable[[], Any]]]] = {}
-        self._turns: deque[str] = deque()  # the clients with calls queued, in turn
+        self._lines: dict[str, deque[tuple[Future[Any], Callable[[], Any]]]] = {}  # in arrival order
+        self._served: dict[str, int] = {}  # when each client holding calls here was last served (a count)
+        self._count = 0
         self._held: dict[str, int] = {}  # each client's calls queued or running
         self._thread: Optional[threading.Thread] = None
         self._closed = False
@@ -92,10 +95,7 @@ class _FairLane:
             if client is not None and self._held.get(who, 0) >= self._per_client:
                 raise ServiceBusy(busy, retry_after)
             self._held[who] = self._held.get(who, 0) + 1
-            if who not in self._lines:
-                self._lines[who] = deque()
-                self._turns.append(who)
-            self._lines[who].append((fut, fn))
+            self._lines.setdefault(who, deque()).append((fut, fn))
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
                 self._thread.start()
@@ -108,13 +108,13 @@ class _FairLane:
                 self._cv.wait()
             if not self._lines:
                 return None
-            who = self._turns.popleft()
+            who = min(self._lines, key=lambda w: self._served.get(w, -1))  # the first such, by arrival
             line = self._lines[who]
             fut, fn = line.popleft()
+            self._count += 1
+            self._served[who] = self._count
             if not line:
                 del self._lines[who]
-            else:
-                self._turns.append(who)  # its next call after the other clients' next ones
             return who, fut, fn
 
     def _run(self) -> None:
@@ -129,8 +129,9 @@ class _FairLane:
             finally:
                 with self._cv:
                     self._held[who] -= 1
-                    if not self._held[who]:
+                    if not self._held[who]:  # forgotten once it holds nothing here (a running call counts)
                         del self._held[who]
+                        self._served.pop(who, None)
 
     def close(self) -> None:
         """Cancel the calls not started, and wait for the one running."""
