@@ -307,10 +307,10 @@ def build_console(rt: Runtime) -> APIRouter:
         if not rt.light(lambda sf: sf.acting_as_key(key).may("report")):
             return RedirectResponse("/login?error=role", status_code=303)
         earlier = request.cookies.get(SESSION)
-        # A browser logging in again leaves its earlier session behind: ended first, on record (a
-        # logout), or a copy of its cookie read on until it idled out. First: ended after the new
-        # session was opened, an end that failed left that new one live, held by no browser (the
-        # page kept the earlier cookie) until it idled out; now the login is refused instead.
+        # A browser logging in again leaves its earlier session behind: ended on record (a logout),
+        # or a copy of its cookie read on until it idled out. Ended before the new session is
+        # opened: ended after, an end that failed left the new one live, held by no browser (the
+        # page kept the earlier cookie), until it idled out; such a login is refused now.
         failed = await end_earlier(earlier, want, key)
         if failed is not None:
             return failed

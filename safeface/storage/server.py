@@ -340,7 +340,10 @@ class ServerStore:
             # of the meta table, outside the wrapped paths), named while the connection is open:
             # psycopg's error got through, a 500 at a worker's first console login (which opens a
             # handle) and a traceback at the worker's start.
-            refused = refused_right(conn, exc, namespace) if isinstance(exc, Exception) else None
+            try:
+                refused = refused_right(conn, exc, namespace) if isinstance(exc, Exception) else None
+            except Exception:  # the connection lost meanwhile: the error as it came
+                refused = None
             for c in (conn, lock_conn):
                 if c is not None:
                     c.close()
