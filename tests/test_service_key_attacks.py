@@ -753,3 +753,44 @@ def test_a_right_revoked_on_the_gallerys_meta_table_is_named_when_the_write_lock
     assert ready.status_code == 503 and f"ON safeface.meta TO {role}" in _logged_under(caplog, ready.json()["reason"])
     assert "lacks SELECT on safeface.meta" in str(opened.value), str(opened.value)
     assert after.status_code == 303 and after.headers["location"] == "/audit", after.text[:300]
+
+
+def test_a_first_console_login_waits_for_the_gallerys_write_lock_another_host_holds_for_a_bounded_time(
+        pg: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker's first console login opens the console's own handle, whose opening takes the
+    gallery's write lock: on PostgreSQL that wait (pg_advisory_lock) had no end while another
+    host held the lock (a rekey of a large gallery, a stuck process), and the login waited with
+    it, every login queued behind it too. It waits for the lock LOCK_WAIT_S (1 s here), as a
+    local store's open does, then answers 503 to retry; once the lock is free, the login works."""
+    import threading
+
+    import psycopg
+    from fastapi.testclient import TestClient
+    from server_support import PG_PASSWORD
+    from service_support import console_login, in_process_app
+
+    from safeface import atomicfile
+    from safeface.storage.server import write_lock_keys
+
+    monkeypatch.setattr(atomicfile, "LOCK_WAIT_S", 1.0)
+    ws, dsn = make_workspace(tmp_path / "ws"), pg.new_database()
+    with open_sf(ws) as sf:
+        sf.migrate_storage({"records": dsn, "vectors": "milvus-lite:vectors.db"})
+    with open_sf(ws) as sf:
+        _, key = sf.issue_api_key("auditor", label="console")
+    answers: list[Any] = []
+    with TestClient(in_process_app(ws.root, tmp_path), base_url="https://testserver",
+                    raise_server_exceptions=False) as client:
+        assert client.get("/v1/audit/verify", headers={"X-API-Key": key}).status_code == 200  # the worker is up
+        with psycopg.connect(dsn, password=PG_PASSWORD, autocommit=True) as holder:  # another host's
+            holder.execute("SELECT pg_advisory_lock(%s)", (write_lock_keys("safeface")[0],))
+            login = threading.Thread(target=lambda: answers.append(console_login(client, key)))
+            login.start()
+            login.join(15)
+            answered_while_held = not login.is_alive()
+            holder.execute("SELECT pg_advisory_unlock_all()")
+        login.join(30)
+        client.cookies.clear()
+        after = console_login(client, key)
+    assert answered_while_held and answers[0].status_code == 503, answers[0].text[:300] if answers else None
+    assert after.status_code == 303 and after.headers["location"] == "/audit", after.text[:300]

@@ -46,6 +46,7 @@ from typing import Any, Callable, Collection, Iterator, Mapping, Optional, Seque
 
 import numpy as np
 
+from .. import atomicfile
 from ..errors import BackendError, ConfigError, IndexUnavailable, IntegrityError
 from ..hazmat.templates.keyring import Keyring
 from ..hazmat.templates.transform import TemplateTransform
@@ -311,6 +312,12 @@ class ServerStore:
         vec = None
         try:
             lock_conn = pg_connect(dsn, password, where)
+            # Each wait for the write lock on this connection (pg_advisory_lock) ends after
+            # LOCK_WAIT_S, as a local store's does (storage/lock.py), in WorkspaceBusy: it had no
+            # end while another process or host held the lock (a long rekey, a stuck process), and a
+            # worker's first console login, which opens a handle, waited with it, the logins
+            # queued behind it too.
+            _bound_lock_wait(lock_conn, time.monotonic() + atomicfile.LOCK_WAIT_S, where, False)
             meta = _read_meta(conn, namespace) if _exists(conn, namespace) else None
             if meta is not None:
                 keys_from_meta(meta, keyring, dim, where)
