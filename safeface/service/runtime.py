@@ -35,7 +35,7 @@ WARM_RETRY_S = 1.0  # how often a pool thread's failed first open is tried again
 # click's two; another is answered 503 at once.
 ASIDE_PER_KEY = 2
 # How often the logouts' own handle is tried again after its open failed (a rekey's wait, a store
-# refusing it): each try is an open's cost (0.3-1 s of CPU) on the logins' line.
+# refusing it): each try is an open's cost (0.3-1 s of CPU).
 LOGOUTS_HANDLE_RETRY_S = 60.0
 # How often /v1/ready reads again a file that failed a read (EIO), while it is the same file: each
 # probe read it whole (up to the whole gallery), a cheap way for anyone to load a failing disk.
@@ -101,6 +101,11 @@ class _FairLane:
                 self._thread.start()
             self._cv.notify()
         return fut
+
+    def busy(self) -> bool:
+        """Whether a call is queued or running here."""
+        with self._cv:
+            return bool(self._held)
 
     def _next(self) -> Optional[tuple[str, Future[Any], Callable[[], Any]]]:
         with self._cv:
@@ -237,7 +242,8 @@ class Runtime:
         # Each key's logins in turn, two at most (a double click's) (_FairLane); logouts on a line
         # and a handle of their own, so that no login waiting for the store holds one back (a
         # logout needs only the audit log): the logins' handle opened at the first login, the
-        # logouts' one after it (_open_logouts_handle); neither at the worker's start.
+        # logouts' one when a logout finds a login ahead of it (_open_logouts_handle); neither at
+        # the worker's start, nor for a worker whose logouts never wait.
         self._aside_lanes = {"login": _FairLane("safeface-console-login", ASIDE_PER_KEY),
                              "logout": _FairLane("safeface-console-logout", ASIDE_PER_KEY)}
         self._aside: dict[str, Any] = {}
@@ -476,9 +482,19 @@ class Runtime:
         through the call queue (light's reasons), nor on the main handle, whose lock every
         credential check takes on the loop. `key_id`: a login's key, whose calls take their turn
         with other keys' and are ASIDE_PER_KEY at most (ServiceBusy past that, at once); None: a
-        logout, on a line and a handle of its own once a login has opened that handle."""
+        logout, on a line and a handle of its own once one found a login ahead of it."""
         self._still_failing()
         queued = time.monotonic()
+        if key_id is None and "logout" not in self._aside and self._aside_lanes["login"].busy() and \
+                time.monotonic() - self._logouts_tried >= LOGOUTS_HANDLE_RETRY_S:
+            # A login ahead of this logout may wait LOCK_WAIT_S for the key store: the logouts'
+            # handle is opened now, on their own line, rather than wait behind it.
+            self._logouts_tried = time.monotonic()
+            try:
+                await asyncio.wrap_future(self._aside_lanes["logout"].submit(None, self._open_logouts_handle, "", 0),
+                                          loop=asyncio.get_running_loop())
+            except RuntimeError:
+                pass  # the service closing meanwhile: no handle to open
         lane = "logout" if key_id is None and "logout" in self._aside else "login"
 
         def run() -> T:
@@ -489,14 +505,6 @@ class Runtime:
             if time.monotonic() - queued > atomicfile.LOCK_WAIT_S:
                 raise ServiceBusy("the console's logins and logouts are waiting for the key store, which another "
                                   "process is writing; nothing was done. Retry shortly.", WorkspaceBusy.retry_after)
-            if lane == "login" and "logout" not in self._aside and not self._closing.is_set() and \
-                    time.monotonic() - self._logouts_tried >= LOGOUTS_HANDLE_RETRY_S:
-                # After this call's answer, on this line: no login waits for that open.
-                self._logouts_tried = time.monotonic()
-                try:
-                    self._aside_lanes["login"].submit(None, self._open_logouts_handle, "", 0)
-                except RuntimeError:
-                    pass  # the service closing meanwhile: no handle to open
             sf = self._aside.get(lane)
             if sf is None:
                 sf = self._aside[lane] = self._open_aside()
@@ -514,16 +522,15 @@ class Runtime:
         return SafeFace.open(self.config.workspace, passphrase_file=self.config.passphrase_file)
 
     def _open_logouts_handle(self) -> None:
-        """Open the logouts' line's handle, on the logins' line after a login: not at the first
-        logout, where a store refusing the open (a trigger added by hand, which a logout outlives
-        by recording its end elsewhere) would have left the session live. Until it opens, logouts
-        run on the logins' line, as before it existed."""
+        """Open the logouts' line's handle. A store refusing the open (a trigger added by hand,
+        which a logout outlives by recording its end elsewhere) leaves the logout on the logins'
+        line, as before it existed, never unanswered."""
         if "logout" in self._aside:
             return
         try:
             self._aside["logout"] = self._open_aside()
         except SafeFaceError:
-            pass  # tried again after a later login, LOGOUTS_HANDLE_RETRY_S on
+            pass  # tried again by a later logout, LOGOUTS_HANDLE_RETRY_S on
 
     def close(self) -> None:
         self._closing.set()
