@@ -11,7 +11,7 @@ from typing import Iterable, Optional
 
 from .atomicfile import DISK_FAILED, DISK_REFUSED
 from .errors import ConfigError, IntegrityError, ReplacedFile, WorkspaceBusy, WorkspaceDiskFailed, WorkspaceUnwritable
-from .regularfile import data_extents
+from .diskread import first_failing_read
 from .sqlite_wal import wal_decides_pages
 
 BUSY_TIMEOUT_MS = 30_000
@@ -154,44 +154,9 @@ def disk_failed(where: str, why: str, path: Optional[Path] = None) -> WorkspaceD
 def disk_read_error(paths: Iterable[Path]) -> Optional[tuple[Path, OSError]]:
     """The first of `paths` (each with its -wal) whose disk fails reading it whole (EIO), with the
     error; None where each reads (or is absent). Read only after SQLite reported damage, or to see
-    whether a disk that failed reads again."""
-    for path in paths:
-        for p in (Path(path), Path(f"{path}-wal")):
-            try:
-                # The name's own file, nothing read yet (O_PATH): a socket or device in a file's
-                # place fails a plain open with ENXIO, as a detached disk does, and a socket
-                # renamed over an unused -wal passed damage made by hand off as a failing disk.
-                # Regular files only: a FIFO would also block the read for ever.
-                ref = os.open(p, os.O_PATH | os.O_NOFOLLOW)
-            except OSError as exc:
-                if exc.errno in DISK_FAILED:
-                    return p, exc
-                continue
-            try:
-                if not stat.S_ISREG(os.fstat(ref).st_mode):
-                    continue
-                fd = os.open(f"/proc/self/fd/{ref}", os.O_RDONLY | os.O_NONBLOCK)
-            except OSError as exc:
-                if exc.errno in DISK_FAILED:
-                    return p, exc
-                continue
-            finally:
-                os.close(ref)
-            try:
-                # Its data only: a hole has no blocks to fail, and a sparse -wal of terabytes
-                # (SQLite reads its header) kept each call and `audit verify` reading for hours.
-                for start, end in data_extents(fd, os.fstat(fd).st_size):
-                    while start < end:
-                        got = os.pread(fd, min(1 << 20, end - start), start)
-                        if not got:
-                            break
-                        start += len(got)
-            except OSError as exc:
-                if exc.errno in DISK_FAILED:
-                    return p, exc
-            finally:
-                os.close(fd)
-    return None
+    whether a disk that failed reads again; read by a child process (diskread.py), since a
+    descriptor of this process's own, once closed, dropped its connections' locks on the file."""
+    return first_failing_read([p for path in paths for p in (Path(path), Path(f"{path}-wal"))])
 
 
 def raise_if_disk_failed(exc: BaseException, paths: Iterable[Path], where: str) -> None:

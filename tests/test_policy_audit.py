@@ -333,3 +333,27 @@ def test_an_open_beside_a_wal_holding_pages_past_the_file_leaves_the_wal_to_the_
         log.close()
     with AuditLog(path, KEY) as again:
         assert again.verify().entries == 202
+
+
+def test_reading_a_file_again_for_a_failing_disk_leaves_the_wal_to_the_connections_using_it(tmp_path: Path) -> None:
+    """After SQLite reports a damaged page, and at each probe while a disk that failed is read
+    again, the file is read whole (sqlite_store.disk_read_error) under the connections still open
+    here. Through a descriptor of this process's own, closed after, that dropped their locks:
+    another process's close then checkpointed and deleted the -wal they were using."""
+    from safeface.sqlite_store import disk_read_error
+
+    path = tmp_path / "a.db"
+    log = filled(path, 1)
+    try:
+        for i in range(50):
+            log.append("verify", "allowed", note="x" * 200 + str(i))
+        assert disk_read_error([path]) is None  # a sound disk: nothing failed
+        other = subprocess.run([sys.executable, "-c", CHILD_OPEN_CLOSE, str(path)], env=child_env(),
+                               capture_output=True, text=True, timeout=120)
+        assert other.returncode == 0, other.stderr[-2000:]
+        assert Path(f"{path}-wal").exists(), "another process's close deleted the -wal this process uses"
+        log.append("verify", "allowed", note="after")
+    finally:
+        log.close()
+    with AuditLog(path, KEY) as again:
+        assert again.verify().entries == 52
