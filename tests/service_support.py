@@ -93,6 +93,7 @@ def in_process_app(workspace: Path, tmp_path: Path, **config: Any) -> Any:
 
     pf = tmp_path / "pass"
     pf.write_text(PASSPHRASE)
+    pf.chmod(0o600)  # passphrase files must be private
     return create_app(ServiceConfig(workspace=workspace, passphrase_file=pf, **{"threads": 1, "queue": 2, **config}))
 
 

@@ -118,6 +118,7 @@ def test_an_audit_entry_edited_to_name_a_hand_written_assessment_does_not_help(t
     with pytest.raises(IntegrityError, match="altered"):  # the signed head names the entry: refused at open
         open_sf(ws)
     (tmp_path / "pass").write_text(PASSPHRASE)
+    (tmp_path / "pass").chmod(0o600)  # passphrase files must be private
     with pytest.raises(IntegrityError, match="altered"):  # and the full check names the edited entry
         from safeface.workspace.admin import audit_verify
 

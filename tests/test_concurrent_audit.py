@@ -161,6 +161,7 @@ def test_an_entry_chained_past_the_signed_head_without_the_key_fails_the_audit(t
     from policy_support import PASSPHRASE
 
     pf.write_text(PASSPHRASE)
+    pf.chmod(0o600)  # passphrase files must be private
     with pytest.raises(IntegrityError, match="signed head"):
         audit_verify(ws.root, passphrase_file=pf)
 
@@ -387,4 +388,5 @@ def test_safeface_audit_verify_reads_the_log_to_its_snapshot_of_the_store(tmp_pa
     monkeypatch.setattr(admin, "_store_rows", snapshot_then_enrol)
     pf = tmp_path / "pass.txt"
     pf.write_text(PASSPHRASE)
+    pf.chmod(0o600)  # passphrase files must be private
     assert not admin.audit_verify(ws.root, passphrase_file=pf).store.problems

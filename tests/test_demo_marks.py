@@ -129,6 +129,7 @@ def test_a_swapped_receipt_key_file_is_never_published_and_fails_the_audit(tmp_p
 def _passphrase_file(tmp_path: Path) -> Path:
     f = tmp_path / "passphrase.txt"
     f.write_text(PASSPHRASE)
+    f.chmod(0o600)  # passphrase files must be private
     return f
 
 

@@ -28,6 +28,7 @@ def test_a_key_removal_whose_lock_files_were_hard_linked_is_refused_not_stuck(tm
     ws = make_workspace(tmp_path / "ws")
     secret = tmp_path / "pass.txt"
     secret.write_text(PASSPHRASE)
+    secret.chmod(0o600)  # passphrase files must be private
     stolen = keys_new(ws.root, "consent-issuer", tmp_path / "stolen.pem", passphrase_file=secret)
     store_lock = ws.root / "gallery.db.lock"
     store_lock.touch()

@@ -48,6 +48,7 @@ def test_a_trust_change_beside_one_whose_lock_and_keyring_were_replaced_is_refus
     ws = make_workspace(tmp_path / "ws")
     secret = tmp_path / "pass.txt"
     secret.write_text(PASSPHRASE)
+    secret.chmod(0o600)  # passphrase files must be private
     a = subprocess.Popen([sys.executable, "-c", _HOLD, str(ws.trust_lock), str(ws.keyring)], env=child_env(),
                          cwd="/", stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:

@@ -72,6 +72,7 @@ def _workspace(tmp_path: Path) -> tuple[WorkspacePaths, Path, str]:
     ws = make_workspace(tmp_path / "ws")
     secret = tmp_path / "pass.txt"
     secret.write_text(PASSPHRASE)
+    secret.chmod(0o600)  # passphrase files must be private
     return ws, secret, PASSPHRASE
 
 

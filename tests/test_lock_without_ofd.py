@@ -44,6 +44,7 @@ def test_without_ofd_locks_the_lock_file_alone_keeps_a_second_trust_change_out(t
     ws = make_workspace(tmp_path / "ws")
     secret = tmp_path / "pass.txt"
     secret.write_text(PASSPHRASE)
+    secret.chmod(0o600)  # passphrase files must be private
     before = ws.trust.read_bytes()
     a = _holding(_HOLD, str(ws.trust_lock), str(ws.keyring))
     try:

@@ -29,6 +29,7 @@ def test_opening_with_an_odd_passphrase_or_path_is_a_typed_error(tmp_path: Path,
     ws = make_workspace(tmp_path / "ws")
     binary = tmp_path / "pass.bin"
     binary.write_bytes(b"\xff\xfe\x00 not text")
+    binary.chmod(0o600)  # private, as a passphrase file must be: judged for its text
     calls: dict[str, Any] = {
         "surrogate passphrase": lambda: SafeFace.open(ws.root, "pass\ud800word"),
         "bytes passphrase": lambda: SafeFace.open(ws.root, PASSPHRASE.encode()),
@@ -49,6 +50,7 @@ def test_a_token_file_that_is_not_text_is_a_typed_cli_error(tmp_path: Path, caps
     ws = make_workspace(tmp_path / "ws")
     pf = tmp_path / "pass.txt"
     pf.write_text(PASSPHRASE)
+    pf.chmod(0o600)  # passphrase files must be private
     rc = main(["verify", str(ws.root), str(images() / "obama.jpg"), "--subject", "alice", "--purpose", "demo",
                "--consent", f"@{images() / 'obama.jpg'}", "--passphrase-file", str(pf)])
     err = capsys.readouterr().err
@@ -62,6 +64,7 @@ def test_a_token_file_that_never_ends_is_refused_without_reading_it_all(tmp_path
     ws = make_workspace(tmp_path / "ws")
     pf = tmp_path / "pass.txt"
     pf.write_text(PASSPHRASE)
+    pf.chmod(0o600)  # passphrase files must be private
     code = ("import resource, sys; resource.setrlimit(resource.RLIMIT_AS, (3 << 29, 3 << 29)); "
             "from safeface.cli import main; sys.exit(main(sys.argv[1:]))")
     try:

@@ -47,6 +47,7 @@ def test_an_older_gallery_wal_put_back_after_an_erasure_is_named(tmp_path: Path)
         pass  # refused at open with a typed error: held as well
     pf = tmp_path / "passphrase.txt"
     pf.write_text(PASSPHRASE)
+    pf.chmod(0o600)  # passphrase files must be private
     with pytest.raises(SafeFaceError, match="(?i)erasure|restored|rolled back|head|anchor"):
         audit_verify(ws.root, pf)
 
@@ -71,6 +72,7 @@ def test_an_older_audit_wal_put_back_is_caught(tmp_path: Path) -> None:
             pass
     pf = tmp_path / "passphrase.txt"
     pf.write_text(PASSPHRASE)
+    pf.chmod(0o600)  # passphrase files must be private
     with pytest.raises(SafeFaceError, match="(?i)erasure|restored|rolled back|head|anchor"):
         audit_verify(ws.root, pf)
 
@@ -86,6 +88,7 @@ def test_a_deleted_gallery_recreated_empty_at_open_is_named_not_settled(tmp_path
         Path(str(ws.gallery) + suffix).unlink(missing_ok=True)
     pf = tmp_path / "passphrase.txt"
     pf.write_text(PASSPHRASE)
+    pf.chmod(0o600)  # passphrase files must be private
     with pytest.raises(SafeFaceError, match="missing"):
         audit_verify(ws.root, pf)
     with open_sf(ws) as sf:

@@ -552,6 +552,7 @@ def test_the_call_past_threads_plus_queue_is_refused_at_once(tmp_path: Path) -> 
     ws = make_workspace(tmp_path / "ws")
     pf = tmp_path / "pass"
     pf.write_text(PASSPHRASE)
+    pf.chmod(0o600)  # passphrase files must be private
     rt = Runtime(ServiceConfig(workspace=ws.root, passphrase_file=pf, threads=1, queue=2))
     release = threading.Event()
 

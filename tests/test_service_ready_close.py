@@ -36,6 +36,7 @@ def test_a_ready_probe_still_opening_when_the_service_closes_leaves_no_handle_op
 
     paths = make_workspace(tmp_path / "ws")
     (tmp_path / "pass").write_text(PASSPHRASE)
+    (tmp_path / "pass").chmod(0o600)  # passphrase files must be private
     rt = Runtime(ServiceConfig(workspace=paths.root, passphrase_file=tmp_path / "pass", threads=1, queue=1))
     holder = open_sf(paths)
     hold = holder._gallery.locked()  # another process's long write (a rekey, a large erasure)

@@ -20,6 +20,7 @@ def test_a_search_in_a_workspace_names_its_description_in_the_audit_entry(tmp_pa
     ws = make_workspace(tmp_path / "ws")
     secret = tmp_path / "passphrase"
     secret.write_text(PASSPHRASE)
+    secret.chmod(0o600)  # passphrase files must be private
     assert main(["track", "search", str(src), "--describe", "red top, child", "--workspace", str(ws.root),
                  "--purpose", "demo", "--passphrase-file", str(secret)]) == 0
     with open_sf(ws) as sf:

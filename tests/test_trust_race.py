@@ -35,6 +35,7 @@ def test_two_processes_trusting_keys_while_a_third_enrols_lose_no_change(tmp_pat
     ws = make_workspace(tmp_path / "ws")
     pf = tmp_path / "passphrase.txt"
     pf.write_text(PASSPHRASE)
+    pf.chmod(0o600)  # passphrase files must be private
     before = len(keys_list(ws.root, pf))
     ctx = multiprocessing.get_context("fork")
     procs = [ctx.Process(target=_trust_many, args=(str(ws.root), "A", "consent-issuer", 3, str(pf))),

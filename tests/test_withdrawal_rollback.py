@@ -142,6 +142,7 @@ def _erased_then_hidden_for(tmp_path: Path, ws: Any, call: Any) -> None:
 def _passphrase_file(tmp_path: Path) -> Path:
     f = tmp_path / "passphrase.txt"
     f.write_text(PASSPHRASE)
+    f.chmod(0o600)  # passphrase files must be private
     return f
 
 

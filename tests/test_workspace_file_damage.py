@@ -109,6 +109,7 @@ def test_a_damaged_page_in_the_log_or_the_store_is_reported_not_a_crash(tmp_path
     _damage_past_the_first_page(ws.audit if which == "audit" else ws.gallery)
     pf = tmp_path / "passphrase.txt"
     pf.write_text(PASSPHRASE)
+    pf.chmod(0o600)  # passphrase files must be private
     with pytest.raises(SafeFaceError):
         audit_verify(ws.root, pf)
     with pytest.raises(SafeFaceError):

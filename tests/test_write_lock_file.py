@@ -103,6 +103,7 @@ def test_a_key_removal_whose_store_lock_file_was_deleted_says_so(tmp_path: Path,
     ws = make_workspace(tmp_path / "ws")
     secret = tmp_path / "pass.txt"
     secret.write_text(PASSPHRASE)
+    secret.chmod(0o600)  # passphrase files must be private
     stolen = keys_new(ws.root, "consent-issuer", tmp_path / "stolen.pem", passphrase_file=secret)
     record = trust._record
 
@@ -188,6 +189,7 @@ def test_a_trust_change_waits_for_one_whose_lock_file_was_deleted(tmp_path: Path
     ws = make_workspace(tmp_path / "ws")
     secret = tmp_path / "pass.txt"
     secret.write_text(PASSPHRASE)
+    secret.chmod(0o600)  # passphrase files must be private
     stolen = keys_new(ws.root, "consent-issuer", tmp_path / "stolen.pem", passphrase_file=secret)
     active = sum(k["removed"] is None for k in keys_list(ws.root, secret))
     record = trust._record
@@ -232,6 +234,7 @@ def test_an_assessment_waits_for_one_whose_lock_file_was_deleted(tmp_path: Path,
     ws = make_workspace(tmp_path / "ws")
     secret = tmp_path / "pass.txt"
     secret.write_text(PASSPHRASE)
+    secret.chmod(0o600)  # passphrase files must be private
     today = dt.date.today().isoformat()
     registrable = admin.check_registrable
     code = ("import sys; from pathlib import Path; from safeface.workspace.admin import record_assessment\n"

@@ -118,7 +118,7 @@ def secret_from_env(name: str) -> Optional[str]:
         if not path:
             return None
         source = f"{name}_FILE"
-        value = read_text(Path(path), f"{source} ({path})", MAX_SECRET_FILE_BYTES)
+        value = read_text(Path(path), f"{source} ({path})", MAX_SECRET_FILE_BYTES, private=True)
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:

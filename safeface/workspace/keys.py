@@ -53,7 +53,8 @@ MAX_SIGNING_KEY_BYTES = 64 * 1024
 
 def read_signing_key(path: Path) -> Ed25519PrivateKey:
     # As every file a user names is read: a regular file, bounded (a FIFO waited for ever).
-    text = read_text(Path(path), f"the signing key {path}", MAX_SIGNING_KEY_BYTES)
+    # A private key: refused where others on the host may read or replace it, as serve's TLS key.
+    text = read_text(Path(path), f"the signing key {path}", MAX_SIGNING_KEY_BYTES, private=True)
     return load_private_key(text.encode("utf-8"))
 
 

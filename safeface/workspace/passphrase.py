@@ -42,7 +42,10 @@ def _resolved(root: Path, passphrase: Optional[str], passphrase_file: Optional[P
             raise ConfigError("the passphrase given is empty.")
         return passphrase, "given"
     if passphrase_file is not None:
-        text = read_text(Path(passphrase_file), f"the passphrase file {passphrase_file}", MAX_PASSPHRASE_FILE_BYTES)
+        # Judged as serve's TLS key is: a passphrase others on the host may read is no secret, and
+        # one they may write is theirs to choose (the keyring then sealed under their passphrase).
+        text = read_text(Path(passphrase_file), f"the passphrase file {passphrase_file}", MAX_PASSPHRASE_FILE_BYTES,
+                         private=True)
         if not text:
             raise ConfigError(f"the passphrase file {passphrase_file} is empty.")
         return text, "file"
