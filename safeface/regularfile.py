@@ -237,12 +237,12 @@ def read_text(path: Path, label: str, limit: int, *, private: Union[bool, Callab
     try:
         with open_regular(path, label) as fh:
             data = _read(fh, label, limit)
+            if len(data) > limit:  # the wrong file (a photo, a sparse file): said before its mode
+                raise ConfigError(f"{label}: larger than {limit} bytes; check the path.")
             if private is True or (callable(private) and private(data)):
                 refuse_shared_secret(fh.fileno(), path, label)
     except ImageError as exc:
         raise ConfigError(str(exc)) from None
-    if len(data) > limit:
-        raise ConfigError(f"{label}: larger than {limit} bytes; check the path.")
     try:
         return data.decode("utf-8").strip()
     except UnicodeDecodeError:
