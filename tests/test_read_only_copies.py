@@ -148,3 +148,33 @@ def test_a_command_that_writes_on_a_read_only_copy_says_audit_verify_can_check_i
     assert done.returncode == 1, done.stdout + done.stderr
     assert "read-only" in done.stderr and "audit verify" in done.stderr, done.stderr
 
+
+
+_VERIFY_BESIDE_AN_OPEN_HANDLE = r"""
+import sqlite3, subprocess, sys
+from pathlib import Path
+from safeface.workspace import admin
+audit, ro = Path(sys.argv[1]), Path(sys.argv[2])
+other = "import sqlite3, sys; db = sqlite3.connect(sys.argv[1]); db.execute('SELECT 1 FROM sqlite_master'); db.close()"
+app = sqlite3.connect(str(audit))  # as an open handle's connection: its -wal and -shm are open
+app.execute("SELECT count(*) FROM sqlite_master").fetchall()
+admin.audit_verify(ro)  # the app checks the read-only view (a copy of its files) meanwhile
+subprocess.run([sys.executable, "-c", other, str(audit)], check=True)  # another process opens and closes
+print("RESULT", Path(f"{audit}-wal").exists())
+"""
+
+
+def test_verifying_a_read_only_view_beside_an_open_handle_leaves_the_wal_to_it(tmp_path: Path) -> None:
+    """An app holding the workspace open checks a read-only view of it (admin.audit_verify, which
+    copies the files). The copy read audit.db through a descriptor of this process's own and
+    closed it, which dropped every lock the app's connections held on it: another process's
+    close then checkpointed and deleted the -wal the app was still writing to."""
+    paths = make_workspace(tmp_path / "ws")
+    ro = tmp_path / "ro" / "ws"
+    ro.parent.mkdir()
+    script = tmp_path / "child.py"
+    script.write_text(_VERIFY_BESIDE_AN_OPEN_HANDLE)
+    done = _read_only_mount(paths.root, ro, [sys.executable, str(script), str(paths.audit), str(ro)],
+                            TMPDIR=str(tmp_path))
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    assert "RESULT True" in done.stdout, "another process's close deleted the -wal the app uses"

@@ -10,14 +10,16 @@ copies the workspace's files into a private folder (0700, removed afterwards) an
 same check on the copy: every check the writable path makes, on the same bytes. The copy is
 taken under the store's write lock and the trust store's lock where their files can be opened
 for reading, and taken again (up to three times) if any file changed while it was copied, so an
-honest write in flight is not read as tampering. Copying costs about 0.1 s per 400 MiB from the
-page cache; `safeface report` records itself in the audit log and so still needs a writable
-workspace."""
+honest write in flight is not read as tampering. The copy is taken by a child process (apart.py:
+closing a descriptor of a database this process may have open would drop its connections'
+locks). Copying costs about 0.1 s per 400 MiB from the page cache, and 60 ms to start the child;
+`safeface report` records itself in the audit log and so still needs a writable workspace."""
 
 from __future__ import annotations
 
 import errno
 import fcntl
+import json
 import os
 import shutil
 import stat
@@ -26,8 +28,10 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Iterator
 
+from .. import atomicfile
+from ..apart import run_apart
 from ..atomicfile import flock_within, lock_busy, trusted_path
-from ..errors import ConfigError, PolicyViolation, SafeFaceError
+from ..errors import ConfigError, PolicyViolation, SafeFaceError, WorkspaceBusy
 from ..regularfile import data_extents
 from .paths import WorkspacePaths
 
@@ -57,7 +61,7 @@ def verifiable(paths: WorkspacePaths) -> Iterator[WorkspacePaths]:
         # The copy keeps the folder's name: a deployment without a name is named after its folder
         # in receipts and checkpoints.
         copy = WorkspacePaths(holder / home.name, origin=home)
-        _copy_workspace(WorkspacePaths(home), copy)
+        _copy_apart(home, copy.root)
         try:
             yield copy
         except SafeFaceError as exc:
@@ -80,6 +84,34 @@ def _private_folder() -> Path:
         raise ConfigError(f"the private copy to verify cannot be kept safely in {tempfile.gettempdir()}: {exc} Set "
                           "TMPDIR to a folder only you (or root) can write, or a sticky one such as /tmp. Nothing "
                           "was verified.") from None
+
+
+def _copy_apart(home: Path, copy: Path) -> None:
+    """_copy_workspace run in a child process (apart.py): the copy reads the databases by name,
+    and this process may hold connections on them (an app checking a read-only view of the
+    workspace it has open), whose locks closing a descriptor of its own would drop."""
+    try:
+        # This process's bound on waiting for a lock holds in the child too.
+        done = run_apart("safeface.workspace.readonly:_copy_child",
+                         [str(home), str(copy), repr(atomicfile.LOCK_WAIT_S)])
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"the workspace {home} could not be copied to a private folder to be verified ({exc}). "
+                          "Nothing was verified.") from None
+    if not isinstance(done, list) or len(done) != 2 or done[0] is None:
+        return
+    kind, message = str(done[0]), str(done[1])
+    raise (WorkspaceBusy if kind == "WorkspaceBusy" else ConfigError)(message)
+
+
+def _copy_child(home: str, copy: str, lock_wait: str) -> None:
+    """In the child: copy, then print [None, ""], or [the error's type, its message]."""
+    atomicfile.LOCK_WAIT_S = float(lock_wait)
+    try:
+        _copy_workspace(WorkspacePaths(Path(home)), WorkspacePaths(Path(copy)))
+    except ConfigError as exc:
+        print(json.dumps([type(exc).__name__, str(exc)]))
+        return
+    print(json.dumps([None, ""]))
 
 
 def _copy_workspace(source: WorkspacePaths, copy: WorkspacePaths) -> None:

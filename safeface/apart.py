@@ -1,0 +1,37 @@
+"""Running a read of the workspace's database files in a child process.
+
+SQLite's locks are POSIX advisory locks, which the kernel drops, every one a process holds on a
+file, when any descriptor of that file is closed, whoever in the process opened it. A read of a
+database (or its -shm) by name through a descriptor of this process's own, once closed, left
+this process's connections unlocked: another process closing its last connection then took the
+file for unused, checkpointed it and deleted a -wal still in use here. A child's descriptors, and
+its locks, are its own. A child costs a process start (about 60 ms), so only reads made after a
+failure or for a read-only check go this way, never a call's or an open's ordinary path."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+# The folder holding this safeface package: the child imports the same code, whatever its
+# environment says (-I ignores PYTHONPATH and the user's site folder).
+_PACKAGE_PARENT = str(Path(__file__).resolve().parent.parent)
+
+
+def run_apart(target: str, args: Sequence[str]) -> Any:
+    """The JSON value that `target` ("module:function" of safeface, called with `args`, each a
+    str) printed as its last line of output in a child process. OSError where no child could
+    be started; ValueError where it printed no JSON value (killed, out of memory)."""
+    module, function = target.split(":")
+    code = (f"import sys; sys.path.insert(0, sys.argv[1]); from {module} import {function}; "
+            f"{function}(*sys.argv[2:])")
+    done = subprocess.run([sys.executable, "-I", "-c", code, _PACKAGE_PARENT, *args], stdin=subprocess.DEVNULL,
+                          capture_output=True, close_fds=True)
+    lines = done.stdout.decode("utf-8", "replace").strip().splitlines()
+    if not lines:
+        raise ValueError(f"the child process printed nothing (exit {done.returncode}): "
+                         + done.stderr.decode("utf-8", "replace").strip()[-300:])
+    return json.loads(lines[-1])
