@@ -5,8 +5,9 @@ file, when any descriptor of that file is closed, whoever in the process opened 
 database (or its -shm) by name through a descriptor of this process's own, once closed, left
 this process's connections unlocked: another process closing its last connection then took the
 file for unused, checkpointed it and deleted a -wal still in use here. A child's descriptors, and
-its locks, are its own. A child costs a process start (about 60 ms), so only reads made after a
-failure or for a read-only check go this way, never a call's or an open's ordinary path."""
+its locks, are its own. A child costs a process start (0.1 to 0.25 s on a busy 2-core host), so
+only reads made after a failure or for a read-only check go this way, never a call's or an
+open's ordinary path."""
 
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 # The folder holding this safeface package: the child imports the same code, whatever its
-# environment says (-I ignores PYTHONPATH and the user's site folder).
+# environment says (-I ignores PYTHONPATH and the user's site folder; -S the site's .pth files:
+# the child needs the standard library alone).
 _PACKAGE_PARENT = str(Path(__file__).resolve().parent.parent)
 
 
@@ -28,8 +30,9 @@ def run_apart(target: str, args: Sequence[str]) -> Any:
     module, function = target.split(":")
     code = (f"import sys; sys.path.insert(0, sys.argv[1]); from {module} import {function}; "
             f"{function}(*sys.argv[2:])")
-    done = subprocess.run([sys.executable, "-I", "-c", code, _PACKAGE_PARENT, *args], stdin=subprocess.DEVNULL,
-                          capture_output=True, close_fds=True)
+    # No environment: the child needs none, and this one may hold secrets ($SAFEFACE_PASSPHRASE).
+    done = subprocess.run([sys.executable, "-I", "-S", "-c", code, _PACKAGE_PARENT, *args], stdin=subprocess.DEVNULL,
+                          capture_output=True, close_fds=True, env={})
     lines = done.stdout.decode("utf-8", "replace").strip().splitlines()
     if not lines:
         raise ValueError(f"the child process printed nothing (exit {done.returncode}): "

@@ -12,7 +12,7 @@ taken under the store's write lock and the trust store's lock where their files 
 for reading, and taken again (up to three times) if any file changed while it was copied, so an
 honest write in flight is not read as tampering. The copy is taken by a child process (apart.py:
 closing a descriptor of a database this process may have open would drop its connections'
-locks). Copying costs about 0.1 s per 400 MiB from the page cache, and 60 ms to start the child;
+locks). Copying costs about 0.1 s per 400 MiB from the page cache, and a child process start;
 `safeface report` records itself in the audit log and so still needs a writable workspace."""
 
 from __future__ import annotations
