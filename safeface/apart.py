@@ -12,6 +12,7 @@ open's ordinary path."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -31,7 +32,9 @@ def run_apart(target: str, args: Sequence[str]) -> Any:
     code = (f"import sys; sys.path.insert(0, sys.argv[1]); from {module} import {function}; "
             f"{function}(*sys.argv[2:])")
     # No environment: the child needs none, and this one may hold secrets ($SAFEFACE_PASSPHRASE).
-    done = subprocess.run([sys.executable, "-I", "-S", "-c", code, _PACKAGE_PARENT, *args], stdin=subprocess.DEVNULL,
+    # Names as the bytes this process would open (the child decodes them back the same way).
+    argv = [os.fsencode(a) for a in (_PACKAGE_PARENT, *args)]
+    done = subprocess.run([sys.executable, "-I", "-S", "-c", code, *argv], stdin=subprocess.DEVNULL,
                           capture_output=True, close_fds=True, env={})
     lines = done.stdout.decode("utf-8", "replace").strip().splitlines()
     if not lines:
