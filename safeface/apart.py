@@ -29,7 +29,9 @@ def run_apart(target: str, args: Sequence[str]) -> Any:
     """The JSON value that `target` ("module:function" of safeface, called with `args`, each a
     str) printed as its last line of output in a child process. OSError where no child could
     be started; ValueError where it printed no JSON value (killed, out of memory)."""
-    if getattr(sys, "frozen", False) or not sys.executable:  # a bundled app: no interpreter to run
+    # A bundled app (PyInstaller) or an embedding server (uWSGI: sys.executable is the server's
+    # binary) has no interpreter to start: running the app itself with these arguments is refused.
+    if getattr(sys, "frozen", False) or not os.path.basename(sys.executable).lower().startswith(("python", "pypy")):
         raise OSError(errno.ENOEXEC, "no Python interpreter to start a child process with")
     module, function = target.split(":")
     code = (f"import sys; sys.path.insert(0, sys.argv[1]); from {module} import {function}; "
