@@ -88,10 +88,21 @@ def _refuse_special_files(path: Path, what: str) -> None:
 
 def create_file(path: Path) -> None:
     """Make the database file at `path` if there is none: owner-only from the start (SQLite gives
-    its WAL and shm files the same mode)."""
-    if not path.exists():
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
-        os.close(fd)
+    its WAL and shm files the same mode), and never through a link. A link at the name whose
+    target did not exist (planted by whoever may write the folder) had the file made wherever
+    it pointed, with this process's rights (a service run as root: any folder of the host). A
+    link to an existing file is followed, as SQLite follows it."""
+    if path.exists():
+        return
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    except FileExistsError:
+        if path.exists():  # made meanwhile by another process
+            return
+        raise ConfigError(f"{path} is a link to a file that does not exist: safeface makes a database only under "
+                          "its own name, never through a link. Remove the link (or point it at the database it "
+                          "stands for), then run `safeface audit verify`.") from None
+    os.close(fd)
 
 
 def _refuse_read_only_folder(path: Path, what: str, exc: sqlite3.DatabaseError) -> None:

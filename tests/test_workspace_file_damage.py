@@ -471,3 +471,23 @@ def test_a_gallery_cut_at_a_page_boundary_beside_a_wal_opens_only_if_it_holds_ev
     else:
         SafeFace.open(paths.root).close()
         assert paths.gallery.stat().st_size == len(data)
+
+
+@pytest.mark.parametrize("name", ["gallery.db", "apikeys.db"])
+def test_a_link_at_a_database_name_to_no_file_makes_no_file_where_it_points(tmp_path: Path, name: str) -> None:
+    """Someone who may write the workspace folder replaces a database by a link to a path that does
+    not exist (a folder only the service's account may write): the next open made an SQLite file
+    there, with the service's rights, before refusing. It must make nothing, and say what to do."""
+    from policy_support import make_workspace, open_sf
+
+    from safeface.errors import ConfigError
+
+    paths = make_workspace(tmp_path / "ws")
+    open_sf(paths).close()
+    (tmp_path / "outside").mkdir()
+    planted = tmp_path / "outside" / "planted"
+    (paths.root / name).unlink()
+    (paths.root / name).symlink_to(planted)
+    with pytest.raises(ConfigError, match=rf"{name} is a link to a file that does not exist"):
+        open_sf(paths).close()
+    assert list((tmp_path / "outside").iterdir()) == []
