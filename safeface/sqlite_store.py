@@ -8,6 +8,7 @@ import sqlite3
 import stat
 from pathlib import Path
 from typing import Iterable, Optional
+from urllib.parse import quote
 
 from .atomicfile import DISK_FAILED, DISK_REFUSED
 from .errors import ConfigError, IntegrityError, ReplacedFile, WorkspaceBusy, WorkspaceDiskFailed, WorkspaceUnwritable
@@ -35,8 +36,10 @@ def connect(path: Path, what: str, *, own: bool = False) -> sqlite3.Connection:
     path = Path(path)
     create_file(path)
     try:  # a FIFO or device in the file's place fails here (disk I/O error)
-        conn = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None,
-                               check_same_thread=False)
+        # mode=rw: SQLite makes no file (create_file did, never through a link), so a link to
+        # nowhere planted after create_file's check makes nothing where it points either.
+        conn = sqlite3.connect(_uri(path, "rw"), timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None,
+                               check_same_thread=False, uri=True)
     except sqlite3.DatabaseError as exc:
         raise_if_busy(exc, f"the {what} {path}")
         _refuse_read_only_folder(path, what, exc)
@@ -67,6 +70,15 @@ def connect(path: Path, what: str, *, own: bool = False) -> sqlite3.Connection:
             raise_if_damaged(exc, f"the {what} {path}", path)
         raise ConfigError(f"{path} is not a usable {what} database ({exc}).") from None
     return conn
+
+
+def _uri(path: Path, mode: str) -> str:
+    """SQLite's URI for the file at `path` (its bytes, percent-escaped: a `?`, `#` or `%` in a
+    folder's name is part of the path), opened in `mode`."""
+    name = os.fsencode(os.path.abspath(path))
+    if b"\x00" in name:  # %00 would end SQLite's name there: another file
+        raise ConfigError(f"{str(path)!a}: not a path a file can have (a NUL in it); check the path.")
+    return f"file://{quote(name, safe=b'/')}?mode={mode}"  # no authority: the path follows
 
 
 def _refuse_special_files(path: Path, what: str) -> None:
