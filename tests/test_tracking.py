@@ -592,6 +592,41 @@ def test_a_head_alone_in_a_scene_with_no_whole_person_gives_its_track_no_colour(
     assert all(p.top == [] and p.bottom == [] for p in people), [(p.top, p.bottom) for p in people]
 
 
+def test_a_head_whose_body_is_the_backgrounds_colour_alone_in_a_scene_gives_no_colour() -> None:
+    """The same head alone, its body the background's own grey: no shadow under it to tell a
+    head by, and in the frames where only its moving edge showed (while the background model
+    learns fast), that edge was boxed as a small whole person and the head's skin was the
+    track's "top" and "bottom" ("orange"). A scene with no scale whose boxes are mostly wider
+    than a whole person's shows heads, and colours nothing."""
+    from safeface.tracking.run import _people, _Run
+
+    run = _Run(TrackOptions(draw=False))
+    for i in range(46):
+        rgb = np.full((220, 480, 3), 120, np.uint8)
+        if i >= 16:
+            x = 440 - 3 * (i - 16)
+            rgb[146:180, x:x + 26] = (200, 150, 120)  # the body below it is the background's grey
+        run(i, rgb)
+    people, _ = _people(run.assigner.finish())
+    assert people, "the head is followed"
+    assert all(p.top == [] and p.bottom == [] for p in people), [(p.top, p.bottom) for p in people]
+
+
+def test_a_person_alone_in_a_scene_with_no_scale_keeps_their_colours() -> None:
+    """A person walking across a scene alone, feet on one row: no scale to tell a head by, and
+    their boxes a whole person's shape; their colours stay theirs."""
+    from safeface.tracking.run import _people, _Run
+
+    run = _Run(TrackOptions(draw=False))
+    for i in range(46):
+        rgb = np.full((300, 320, 3), 120, np.uint8)
+        if i >= 16:
+            _walker(rgb, 280 - 3 * (i - 16), 290, (200, 30, 30))
+        run(i, rgb)
+    people, _ = _people(run.assigner.finish())
+    assert [(p.top[0], p.bottom[0]) for p in people] == [("red", "blue")]
+
+
 def test_a_person_over_their_own_shadow_keeps_their_colours() -> None:
     """A person lit from behind casts their shadow toward the camera, under their feet, in their
     own columns and as long as they are tall: the band below the blob read as a body under a

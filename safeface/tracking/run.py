@@ -45,6 +45,9 @@ WHOLE_SHARE = 0.4
 # A track whose detections showed only a head on its body's shadow this often is a head
 # throughout (a person walking past a shadow's edge, a box or two, keeps their colours).
 HEAD_SHARE = 0.2
+# A scene with no scale (no perspective to fit: every foot on one band of rows) whose boxes are
+# wider than a whole person's in more than this share of its views shows heads alone (_heads_only).
+HEADS_ONLY = 0.5
 # Bounds on the tracker's work a frame, far above a camera's crowd the tracker can follow (about
 # ten people in vtest.avi): assignment and re-identification grow with the square of the people,
 # and each lost track costs a HOG search. A crafted clip of 570 moving shapes a frame took 4 s a
@@ -345,14 +348,31 @@ def _scene_heights(tracks: list[LiveTrack]) -> tuple[float, float]:
     under half or over twice the first fit (heads alone, pieces, merged blobs)."""
     ys = np.array([b[3] for t in tracks for b in t.boxes], np.float64)
     hs = np.array([b[3] - b[1] for t in tracks for b in t.boxes], np.float64)
-    if len(ys) >= 10 and np.ptp(ys) > 20:
+    if _scaled(ys):
         a, b = np.polyfit(ys, hs, 1)
         r = hs / np.maximum(a * ys + b, 1.0)
         typical = (r >= 0.5) & (r <= 2.0)
-        if typical.sum() >= 10 and np.ptp(ys[typical]) > 20:
+        if _scaled(ys[typical]):
             a, b = np.polyfit(ys[typical], hs[typical], 1)
         return float(a), float(b)
     return 0.0, float(np.median(hs)) if len(hs) else 1.0
+
+
+def _scaled(ys: np.ndarray) -> bool:
+    """Whether boxes with their feet at rows `ys` give the scene a scale: enough of them, spread
+    over enough rows to fit the camera's perspective on."""
+    return len(ys) >= 10 and float(np.ptp(ys)) > 20
+
+
+def _heads_only(tracks: list[LiveTrack]) -> bool:
+    """Whether a scene with no scale shows heads, not people: most of its boxes (views) wider
+    than a whole person's. A head whose body is the background's own colour, alone in a scene,
+    was boxed as a small whole person in the frames where only its moving edge showed, and its
+    skin coloured the track; a person alone is that wide in few frames (a bag held out)."""
+    views = [view for t in tracks for _, view in t.colours]
+    if not views or _scaled(np.array([b[3] for t in tracks for b in t.boxes], np.float64)):
+        return False
+    return sum(view == PARTIAL for view in views) > HEADS_ONLY * len(views)
 
 
 def track_video(video: PathLike, out: Optional[PathLike] = None, options: Optional[TrackOptions] = None) -> TrackResult:
@@ -391,10 +411,12 @@ def _people(finished: list[LiveTrack]) -> tuple[list[Person], Looks]:
     summary. A box that shows no whole person (wider than one, or under WHOLE_SHARE of the
     height a person has at that place: a head alone, someone from the shoulders up) never
     counts: its "top" was a face's skin, and a search would rank people by skin tone. A track
-    seen only so has no colours (zero shares: every search scores it as the scene's mean).
+    seen only so has no colours (zero shares: every search scores it as the scene's mean), nor
+    has any track of a scene with no scale whose boxes are mostly that wide (_heads_only).
     Each track's height is its boxes' median over the scene's typical height (_scene_heights)."""
     tracks = [t for t in finished if len(t.frames) >= MIN_DETECTIONS and not ghost(t)]
     a, b = _scene_heights(tracks)
+    heads_only = _heads_only(tracks)
     people: list[Person] = []
     ups: list[np.ndarray] = []
     los: list[np.ndarray] = []
@@ -405,7 +427,7 @@ def _people(finished: list[LiveTrack]) -> tuple[list[Person], Looks]:
         # A track seen as a head on its body's shadow in some frames is a head in the others too,
         # where the shadow did not show (the model still learning, the body still): a head's skin
         # was its colour in a scene with no whole person to give it a scale.
-        head = t.heads >= HEAD_SHARE * t.hits
+        head = heads_only or t.heads >= HEAD_SHARE * t.hits
         whole = [(c, view) for (c, view), r in zip(t.colours, ratios)
                  if view != PARTIAL and r >= WHOLE_SHARE and not head]
         clear = [c for c, view in whole if view == CLEAR] or [c for c, _ in whole]
