@@ -230,12 +230,46 @@ def test_a_face_with_rows_inverted_by_a_key_with_an_offset_or_a_gain_is_found(of
 
 
 @needs_photos
+@pytest.mark.parametrize("gain, offset, axis, person", [
+    (0.3, 80, 0, "Bill_Frist/Bill_Frist_0007.jpg"), (0.66, -35, 1, "Candice_Bergen/Candice_Bergen_0001.jpg")],
+    ids=["rows at 0.3 v + 80", "columns at 0.66 v - 35"])
+def test_a_face_with_lines_moved_in_level_by_a_key_is_found(gain: float, offset: int, axis: int,
+                                                             person: str) -> None:
+    """Half a face's rows (or columns) written as gain * v + offset by a key, none inverted: no
+    pair of lines reads inverted, so neither the keyed-line test nor any view found the face in
+    a video frame or a photo (0 of 8 sampled faces), and the key gives it back. Lines moved in
+    level or spread against their neighbours' texture are fitted back to them."""
+    from safeface.anonymize import VideoOptions
+    from safeface.anonymize.detect import DetectionEngine
+    from safeface.anonymize.views import find_in_views
+    from tests.test_anonymize_views import LFW
+
+    face = load_image(LFW / person).astype(np.float32)
+    key = np.random.default_rng(3).random(face.shape[axis]) < 0.5
+    lines = (key, slice(None)) if axis == 0 else (slice(None), key)
+    face[lines] = gain * face[lines] + offset
+    frame = np.full((480, 640, 3), 90, np.uint8)
+    frame[..., 2] = 140
+    frame[60:310, 40:290] = np.clip(np.rint(face), 0, 255).astype(np.uint8)
+    hog = DetectionEngine()
+    assert not hog.detect_rects(frame, "hog", 1, -0.25), "the key must hide the face"
+    finder = FaceFinder(engine=hog, masked=False)
+    on_face = lambda boxes: any(b[0] < 290 and b[2] > 40 and b[1] < 310 and b[3] > 60 for b in boxes)  # noqa: E731
+    assert on_face(finder.search(frame, VideoOptions().search)), "a video frame"
+    assert on_face(find_in_views(finder, frame)), "a photo"
+
+
+@needs_photos
+@pytest.mark.parametrize("gain, offset", [(-0.7, 255.0), (0.3, 80.0)],
+                         ids=["255 - 0.7 v", "0.3 v + 80, none inverted"])
 def test_a_one_frame_video_with_rows_keyed_with_a_gain_is_covered(engine: DlibEngine,  # noqa: F811
                                                                   finder: FaceFinder,  # noqa: F811
-                                                                  tmp_path: Path) -> None:
-    """A one-frame colour clip whose face's rows a key wrote as 255 - 0.7 v: the frame went
-    through with no face covered, and the key on the output gave the face back (H.264's 4:2:0
-    chroma blends each keyed row's colour with its neighbour's: the fitted view is grey)."""
+                                                                  tmp_path: Path, gain: float,
+                                                                  offset: float) -> None:
+    """A one-frame colour clip whose face's rows a key wrote as gain * v + offset: the frame
+    went through with no face covered, and the key on the output gave the face back (H.264's
+    4:2:0 chroma blends each keyed row's colour with its neighbour's: the fitted views are
+    grey). 255 - 0.7 v reads inverted; 0.3 v + 80, which inverts none, read as nothing."""
     import av
 
     from safeface.anonymize import VideoOptions, anonymize_file
@@ -250,7 +284,7 @@ def test_a_one_frame_video_with_rows_keyed_with_a_gain_is_covered(engine: DlibEn
         out = frame.astype(np.float32)
         region = out[y:y + h, x:x + w]
         rows = key[y:y + h]
-        region[rows] = 255 - 0.7 * region[rows] if forward else (255 - region[rows]) / 0.7
+        region[rows] = gain * region[rows] + offset if forward else (region[rows] - offset) / gain
         return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
     def paint(canvas: np.ndarray, where: tuple[int, int, int, int]) -> np.ndarray:

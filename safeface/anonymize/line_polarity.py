@@ -52,6 +52,18 @@ MAX_GAIN = 4.0
 # Lines judged at a time (a whole number of blocks): a 50-megapixel photo takes a few megabytes
 # of differences at a time.
 BAND = 16 * BLOCK
+# Lines only brightened, darkened or given less contrast by a key (g v + o, none inverted) keep
+# their neighbours' texture and change level or spread. A pair reads shifted where the two
+# differ in mean and spread by SHIFT_LEVELS or more, SHIFT_RATIO times their difference in
+# texture (what is left once mean and spread are matched), and the same pair of the next strip
+# across reads so too, the same way up (a key writes whole lines; a natural edge seldom crosses
+# many in a block)...
+SHIFT_LEVELS = 10.0
+SHIFT_RATIO = 2.0
+# ... and a block holds such lines where this share of its pairs read so: vtest.avi and the
+# stage clip (every 5th frame) at most 0.19, LFW faces and photos 0.19; a fifth of a face's
+# lines keyed at g 0.3-1.5 and o -60..60, at least 0.34.
+SHIFT_SHARE = 0.28
 
 
 def _pairs(image: np.ndarray, axis: int) -> Iterator[tuple[tuple[int, int], np.ndarray, np.ndarray]]:
@@ -97,9 +109,14 @@ def has_keyed_lines(image: np.ndarray, axis: int) -> bool:
     return False
 
 
-def _grey(part: np.ndarray) -> np.ndarray:
-    """The mean of `part`'s channels, as float32. Colour is no guide to a line's polarity in
-    video: 4:2:0 chroma is shared by two rows, so a keyed row and its neighbour blend theirs."""
+def _grey(part: np.ndarray, luma: bool = False) -> np.ndarray:
+    """The mean of `part`'s channels (`luma`: its RGB luma, a third of the CPU, for a test), as
+    float32. Colour is no guide to a line's polarity in video: 4:2:0 chroma is shared by two
+    rows, so a keyed row and its neighbour blend theirs."""
+    if luma and part.ndim == 3 and part.shape[2] == 3:
+        import cv2
+
+        part = cv2.cvtColor(np.ascontiguousarray(part), cv2.COLOR_RGB2GRAY)
     out: np.ndarray = np.asarray(part, np.float32)
     return out.mean(axis=2) if out.ndim == 3 else out
 
@@ -138,10 +155,11 @@ def inverted_back(image: np.ndarray, axis: int) -> np.ndarray:
     return out
 
 
-def _line_stats(image: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _line_stats(image: np.ndarray, axis: int, step: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per line along `axis` and strip BLOCK px across (of the mean of its channels): the mean,
     the mean square, and with the next line the mean product, each (lines, strips) (the product
-    one line fewer). Judged a band at a time, as _pairs."""
+    one line fewer), from every `step`-th pixel across the lines (more than one: of its luma, for
+    a test). Judged a band at a time, as _pairs."""
     import cv2
 
     h, w = image.shape[:2]
@@ -156,7 +174,7 @@ def _line_stats(image: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray, n
 
     for start in range(0, h if axis == 0 else strips * BLOCK, BAND):
         if axis == 0:
-            part = _grey(image[start:start + BAND + 1, :strips * BLOCK])
+            part = _grey(image[start:start + BAND + 1, :strips * BLOCK:step], step > 1)
             stop = min(start + BAND, h)
             lines = part[:stop - start]
             size = (strips, lines.shape[0])
@@ -165,13 +183,38 @@ def _line_stats(image: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray, n
             pairs = cv2.multiply(part[:-1], part[1:])
             cross[start:start + pairs.shape[0]] = pooled(pairs, (strips, pairs.shape[0]))
         else:
-            part = _grey(image[start:start + BAND])
-            k = part.shape[0] // BLOCK
+            part = _grey(image[start:start + BAND:step], step > 1)
+            k = part.shape[0] * step // BLOCK
             cols = slice(start // BLOCK, start // BLOCK + k)
             mean[:, cols] = pooled(part, (w, k))
             square[:, cols] = pooled(cv2.multiply(part, part), (w, k))
             cross[:, cols] = pooled(cv2.multiply(part[:, :-1], part[:, 1:]), (w - 1, k))
     return mean, square, cross
+
+
+def _shifts(mean: np.ndarray, square: np.ndarray, cross: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For each pair of neighbouring lines (lines - 1, strips): whether it reads shifted (its
+    change of mean and spread far over its change of texture), and the changes of mean and of
+    spread."""
+    spread = np.sqrt(np.maximum(square - mean * mean, 0.0))
+    dm, ds = mean[1:] - mean[:-1], spread[1:] - spread[:-1]
+    texture = 2.0 * np.maximum(spread[:-1] * spread[1:] - (cross - mean[:-1] * mean[1:]), 0.0)
+    level = dm * dm + ds * ds
+    return (level >= SHIFT_LEVELS ** 2) & (level >= SHIFT_RATIO ** 2 * texture), dm, ds
+
+
+def has_shifted_lines(image: np.ndarray, axis: int) -> bool:
+    """Whether some block of `image` has its lines along `axis` (0: rows) moved in level or
+    spread by a key, in no order (judged on every other pixel across the lines: a few ms a
+    video frame)."""
+    if min(image.shape[:2]) < BLOCK + 1:
+        return False
+    reads, dm, _ = _shifts(*_line_stats(image, axis, step=2))
+    both = reads[:, :-1] & reads[:, 1:] & (np.sign(dm[:, :-1]) == np.sign(dm[:, 1:]))
+    blocks = both.shape[0] // BLOCK
+    if not blocks or not both.shape[1]:
+        return False
+    return bool(np.any(both[:blocks * BLOCK].reshape(blocks, BLOCK, -1).mean(axis=1) >= SHIFT_SHARE))
 
 
 def fitted(image: np.ndarray, axis: int) -> np.ndarray:
@@ -185,9 +228,8 @@ def fitted(image: np.ndarray, axis: int) -> np.ndarray:
     negated, then scaled and moved to their mean and spread."""
     h, w = image.shape[:2]
     n, strips = (h, w // BLOCK) if axis == 0 else (w, h // BLOCK)
-    out = np.array(image, copy=True)
     if n < 2 or strips == 0:
-        return out
+        return np.array(image, copy=True)
     mean, square, cross = _line_stats(image, axis)
     spread = np.sqrt(np.maximum(square - mean * mean, 0.0))
     above, below = mean[:-1], mean[1:]
@@ -196,10 +238,48 @@ def fitted(image: np.ndarray, axis: int) -> np.ndarray:
     flips = np.where(textured, cross < above * below,
                      np.abs(above - below) > np.abs(above + below - 255.0))
     parity = np.concatenate([np.zeros((1, strips), bool), np.cumsum(flips, axis=0) % 2 == 1])
+    return _mapped(image, axis, mean, spread, parity, np.full((n, strips), -1.0, np.float32))
+
+
+def shifted_back(image: np.ndarray, axis: int) -> np.ndarray:
+    """A copy of `image` with the lines along `axis` a key moved in level or spread (g v + o)
+    put back to their neighbours' (the rest, under a block across, as it is). Each strip's
+    lines are split by the pairs that read shifted: a line is of the other kind where the last
+    such pair above it went up (in mean, or in spread where that changed more), so a natural
+    edge read as a shift misplaces the lines only until the next pair going down; and each
+    line of that kind is fitted to its nearest lines of the first (their mean and spread),
+    negated where the pair into its run was anticorrelated (a key with a negative gain: 88 -
+    0.3 v, at its neighbours' brightness, reads shifted and not inverted)."""
+    h, w = image.shape[:2]
+    n, strips = (h, w // BLOCK) if axis == 0 else (w, h // BLOCK)
+    if n < 2 or strips == 0:
+        return np.array(image, copy=True)
+    mean, square, cross = _line_stats(image, axis)
+    spread = np.sqrt(np.maximum(square - mean * mean, 0.0))
+    reads, dm, ds = _shifts(mean, square, cross)
+    up = np.where(np.abs(dm) >= np.abs(ds), dm, ds) > 0
+    anti = cross < mean[:-1] * mean[1:]
+    last = np.maximum.accumulate(np.where(reads, np.arange(n - 1)[:, None], -1), axis=0)
+    column = np.arange(strips)[None, :]
+    seen = last >= 0
+    at = np.maximum(last, 0)
+    parity = np.concatenate([np.zeros((1, strips), bool), seen & up[at, column]])
+    sign = np.concatenate([np.ones((1, strips)), np.where(seen & anti[at, column], -1.0, 1.0)])
+    return _mapped(image, axis, mean, spread, parity, sign.astype(np.float32))
+
+
+def _mapped(image: np.ndarray, axis: int, mean: np.ndarray, spread: np.ndarray, parity: np.ndarray,
+            sign: np.ndarray) -> np.ndarray:
+    """A copy of `image` with each line of each strip where `parity` is set (never a strip's
+    first line) multiplied by `sign` (-1: negated), then scaled and moved to the mean and spread
+    of its nearest lines where it is not."""
+    h, w = image.shape[:2]
+    n, strips = parity.shape
+    out = np.array(image, copy=True)
     if not parity.any():
         return out
-    # Each flipped line's reference: the mean and spread of the nearest unflipped lines above
-    # and below it in its strip (line 0 is unflipped, so there is always one above).
+    # Each such line's reference: the mean and spread of the nearest lines without parity above
+    # and below it in its strip (line 0 has none, so there is always one above).
     index = np.broadcast_to(np.arange(n)[:, None], (n, strips))
     up = np.maximum.accumulate(np.where(parity, -1, index), axis=0)
     down = np.minimum.accumulate(np.where(parity, n, index)[::-1], axis=0)[::-1]
@@ -209,8 +289,8 @@ def fitted(image: np.ndarray, axis: int) -> np.ndarray:
     ref_spread = (spread[up, column] + spread[down, column]) / 2
     ratio = np.where(spread >= FLAT_LEVELS,
                      np.clip(ref_spread / np.maximum(spread, 1e-6), 1 / MAX_GAIN, MAX_GAIN), 1.0)
-    gain = np.where(parity, -ratio, 1.0).astype(np.float32)
-    offset = np.where(parity, ref_mean + ratio * mean, 0.0).astype(np.float32)
+    gain = np.where(parity, sign * ratio, 1.0).astype(np.float32)
+    offset = np.where(parity, ref_mean - sign * ratio * mean, 0.0).astype(np.float32)
     extra = (1,) * (image.ndim - 2)
     for y in range(0, strips * BLOCK if axis == 1 else h, BAND):
         if axis == 0:
@@ -233,15 +313,21 @@ def fitted(image: np.ndarray, axis: int) -> np.ndarray:
     return out
 
 
-def _put_back(image: np.ndarray, rows: bool, cols: bool,
-              repair: Callable[[np.ndarray, int], np.ndarray]) -> np.ndarray:
-    """A copy of `image` with its rows (where `rows`), then its columns, put back by `repair`."""
+def _put_back(image: np.ndarray, rows: bool, cols: bool, repair: Callable[[np.ndarray, int], np.ndarray],
+              test: Callable[[np.ndarray, int], bool] = has_keyed_lines) -> np.ndarray:
+    """A copy of `image` with its rows (where `rows`), then its columns (where `cols`, or where
+    `test` finds them once the rows are put back), put back by `repair`."""
     view = repair(image, 0) if rows else image
-    if cols or has_keyed_lines(view, 1):
+    if cols or test(view, 1):
         view = repair(view, 1)
     elif view is image:
         view = np.array(image, copy=True)
     return view
+
+
+def _in_colour(view: np.ndarray, image: np.ndarray) -> np.ndarray:
+    """A grey `view` with as many channels as `image`."""
+    return np.repeat(view[..., None], image.shape[2], axis=2) if image.ndim == 3 else view
 
 
 def keyed_views(image: np.ndarray) -> Iterator[np.ndarray]:
@@ -250,19 +336,26 @@ def keyed_views(image: np.ndarray) -> Iterator[np.ndarray]:
     its negative, made in place of it; then in grey (its channels' mean) with its lines fitted
     back (fitted: a key with an offset or a gain), and its negative. Grey, since a colour
     video's 4:2:0 chroma blends each keyed row's colour with its neighbour's, which no fit
-    of a line puts back. Nothing where no block reads so. One view at a time (a caller keeping
-    one keeps a copy)."""
+    of a line puts back. Where a block's lines read moved in level or spread (a key writing g v
+    + o, none inverted, or inverted at its neighbours' brightness): in grey with those lines
+    fitted back (shifted_back), and its negative. Nothing where no block reads either way. One
+    view at a time (a caller keeping one keeps a copy)."""
     rows, cols = has_keyed_lines(image, 0), has_keyed_lines(image, 1)
-    if not (rows or cols):
-        return
-    view = _put_back(image, rows, cols, inverted_back)
-    yield view
-    np.subtract(255, view, out=view)
-    yield view
-    del view
-    view = _put_back(_grey_levels(image), rows, cols, fitted)
-    if image.ndim == 3:
-        view = np.repeat(view[..., None], image.shape[2], axis=2)
-    yield view
-    np.subtract(255, view, out=view)
-    yield view
+    shifted_rows, shifted_cols = has_shifted_lines(image, 0), has_shifted_lines(image, 1)
+    if rows or cols:
+        view = _put_back(image, rows, cols, inverted_back)
+        yield view
+        np.subtract(255, view, out=view)
+        yield view
+        del view
+        view = _in_colour(_put_back(_grey_levels(image), rows, cols, fitted), image)
+        yield view
+        np.subtract(255, view, out=view)
+        yield view
+        del view
+    if shifted_rows or shifted_cols:
+        view = _in_colour(_put_back(_grey_levels(image), shifted_rows, shifted_cols, shifted_back,
+                                    has_shifted_lines), image)
+        yield view
+        np.subtract(255, view, out=view)
+        yield view
