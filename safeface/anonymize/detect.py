@@ -17,7 +17,7 @@ from ..lookalike import spelled
 from .alternating import halves, line_periods
 from .channels import channel_mean, lone_channel_regions
 from .exposure import dark_view, narrow_view
-from .impulses import has_impulses, median_view
+from .impulses import filled_view, has_impulses, median_view
 from .line_polarity import keyed_views
 
 DETECTORS = ("hog", "mmod", "onnx")
@@ -252,6 +252,7 @@ class FaceFinder:
             boxes += found(channel_mean(small[y0:y1, x0:x1], channels), at=(x0, y0))
         if has_impulses(image):
             boxes += found(as_copy(median_view(image)))
+            boxes += found(as_copy(filled_view(image)))
         # Lines inverted by a key, in no period (line_polarity.py): put back on the frame as
         # decoded, searched at the copy's scale, and the negative (made in place of the view).
         for view in keyed_views(image):

@@ -28,6 +28,7 @@ from ..imageio import c_order
 from .alternating import halves, line_periods
 from .detect import Box, FaceFinder
 from .exposure import dark_view, local_contrast_view, narrow_view
+from .impulses import filled_view, has_impulses
 from .line_polarity import keyed_views
 
 
@@ -85,6 +86,10 @@ def crafted_views(pixels: np.ndarray) -> Iterator[tuple[np.ndarray, Callable[[Bo
         yield c_order(np.repeat(grey[..., None], 3, axis=2)), back
     yield c_order(cv2.resize(cv2.medianBlur(np.ascontiguousarray(pixels), 5), size,
                              interpolation=cv2.INTER_AREA)), back
+    # Over half the pixels black or white, every window's median is one of them: where the
+    # video's test (impulses.py) finds impulses, the mean of the others too.
+    if pixels.ndim == 3 and has_impulses(pixels):
+        yield c_order(cv2.resize(filled_view(pixels), size, interpolation=cv2.INTER_AREA)), back
     for dy in (0, 1):
         for dx in (0, 1):
             yield c_order(pixels[dy:dy + 2 * size[1]:2, dx:dx + 2 * size[0]:2]), back
