@@ -234,9 +234,12 @@ def fitted(image: np.ndarray, axis: int) -> np.ndarray:
     spread = np.sqrt(np.maximum(square - mean * mean, 0.0))
     above, below = mean[:-1], mean[1:]
     textured = (spread[:-1] >= FLAT_LEVELS) & (spread[1:] >= FLAT_LEVELS)
-    # Flipped: a negative covariance between the two lines; a flat one, its level.
-    flips = np.where(textured, cross < above * below,
-                     np.abs(above - below) > np.abs(above + below - 255.0))
+    # Flipped: a negative covariance between the two lines; a flat one, its level: closer to
+    # the other's negative, or off it as a key moves a line (a gain of 0.3 leaves many keyed
+    # lines flat, and an offset keeps them off both: 88 - 0.3 v beside v, 4 of 8 faces put
+    # back by the first rule alone, 7 with both).
+    flat = (np.abs(above - below) > np.abs(above + below - 255.0)) | _shifts(mean, square, cross)[0]
+    flips = np.where(textured, cross < above * below, flat)
     parity = np.concatenate([np.zeros((1, strips), bool), np.cumsum(flips, axis=0) % 2 == 1])
     return _mapped(image, axis, mean, spread, parity, np.full((n, strips), -1.0, np.float32))
 
@@ -337,9 +340,10 @@ def keyed_views(image: np.ndarray) -> Iterator[np.ndarray]:
     back (fitted: a key with an offset or a gain), and its negative. Grey, since a colour
     video's 4:2:0 chroma blends each keyed row's colour with its neighbour's, which no fit
     of a line puts back. Where a block's lines read moved in level or spread (a key writing g v
-    + o, none inverted, or inverted at its neighbours' brightness): in grey with those lines
-    fitted back (shifted_back), and its negative. Nothing where no block reads either way. One
-    view at a time (a caller keeping one keeps a copy)."""
+    + o, none inverted, or inverted at its neighbours' brightness): the fitted view and its
+    negative too, and in grey with those lines fitted back (shifted_back), and its negative.
+    Nothing where no block reads either way. One view at a time (a caller keeping one keeps a
+    copy)."""
     rows, cols = has_keyed_lines(image, 0), has_keyed_lines(image, 1)
     shifted_rows, shifted_cols = has_shifted_lines(image, 0), has_shifted_lines(image, 1)
     if rows or cols:
@@ -348,7 +352,9 @@ def keyed_views(image: np.ndarray) -> Iterator[np.ndarray]:
         np.subtract(255, view, out=view)
         yield view
         del view
-        view = _in_colour(_put_back(_grey_levels(image), rows, cols, fitted), image)
+    if rows or cols or shifted_rows or shifted_cols:
+        # A key inverting at its neighbours' brightness (88 - 0.3 v) may read shifted only.
+        view = _in_colour(_put_back(_grey_levels(image), rows or shifted_rows, cols or shifted_cols, fitted), image)
         yield view
         np.subtract(255, view, out=view)
         yield view
