@@ -32,9 +32,9 @@ ISOLATED_SHARE = 0.06
 MEDIAN_SIDE = 5
 # Over about half the pixels black or white, the median of any window is an impulse (5x5: 5 of
 # 8 sampled faces found at 60%, none at 70% or with 60% mostly black): where the test flags a
-# frame, the mean of the pixels of each MEDIAN_SIDE window that are not within FILL_LEVELS of
-# black or white in every channel is searched too (8 of 8 found at 60-80%, also with impulses
-# written at 30 and 225; 3 of 8 at 90%).
+# frame, the mean of each channel over a MEDIAN_SIDE window, of the pixels not within
+# FILL_LEVELS of black or white in it, is searched too (8 of 8 found at 60-80%, also with
+# impulses written at 30 and 225 or in each channel apart; 3 of 8 at 90%).
 FILL_LEVELS = 32
 # Rows filled at a time: a 50-megapixel photo takes a few float copies of a band, not of itself.
 FILL_BAND = 512
@@ -85,29 +85,21 @@ def median_view(image: np.ndarray) -> np.ndarray:
 
 
 def filled_view(image: np.ndarray) -> np.ndarray:
-    """`image` (H, W, 3 uint8) with each pixel the mean of the pixels of its MEDIAN_SIDE x
-    MEDIAN_SIDE window that are not near black or white (within FILL_LEVELS in every channel),
-    or that window's median where all of them are: what a heavy salt and pepper leaves of a
-    face. Made FILL_BAND rows at a time."""
+    """`image` with each pixel's channel the mean of that channel over its MEDIAN_SIDE x
+    MEDIAN_SIDE window, of the pixels not within FILL_LEVELS of black or white there, or the
+    window's median where none is: what a heavy salt and pepper (also one drawn in each channel
+    apart) leaves of a face. Made FILL_BAND rows at a time."""
     import cv2
 
-    h = image.shape[0]
     r = MEDIAN_SIDE // 2
+    window = (MEDIAN_SIDE, MEDIAN_SIDE)
     out = np.empty_like(image)
-    for y in range(0, h, FILL_BAND):
+    for y in range(0, image.shape[0], FILL_BAND):
         top = max(0, y - r)
         part = np.ascontiguousarray(image[top:y + FILL_BAND + r])
-        planes = cv2.split(part) if part.ndim == 3 else [part]
-        high, low = planes[0], planes[0]
-        for plane in planes[1:]:
-            high, low = cv2.max(high, plane), cv2.min(low, plane)
-        kept = ((high > FILL_LEVELS) & (low < 255 - FILL_LEVELS)).astype(np.float32)
-        window = (MEDIAN_SIDE, MEDIAN_SIDE)
+        kept = ((part > FILL_LEVELS) & (part < 255 - FILL_LEVELS)).astype(np.float32)
         weight = cv2.blur(kept, window, borderType=cv2.BORDER_REFLECT)
-        total = cv2.blur(part.astype(np.float32) * (kept[..., None] if part.ndim == 3 else kept), window,
-                         borderType=cv2.BORDER_REFLECT)
-        if part.ndim == 3:
-            weight = weight[..., None]
+        total = cv2.blur(part.astype(np.float32) * kept, window, borderType=cv2.BORDER_REFLECT)
         mean = np.clip(np.rint(total / np.maximum(weight, 1e-6)), 0, 255).astype(np.uint8)
         filled = np.where(weight > 1e-6, mean, cv2.medianBlur(part, MEDIAN_SIDE))
         out[y:y + FILL_BAND] = filled[y - top:y - top + FILL_BAND]
