@@ -1,5 +1,5 @@
 """What the video search's tests for crafted frames cost (anonymize/alternating.py: lines inverted
-every other one or two on, two off; line_polarity.py: lines inverted by a key; channels.py: a
+every other one or two on, two off; line_polarity.py: lines inverted, or moved in level or spread, by a key; channels.py: a
 face in one channel under noise in the others; impulses.py: heavy impulse noise): the video search (VideoOptions().search, the check's own
 search too) of sampled frames of real clips, with the tests and without them, in one run, and
 how many frames each test flagged (each flagged frame takes one to two more HOG searches).
@@ -25,7 +25,7 @@ from safeface.anonymize import FaceFinder, VideoOptions
 from safeface.anonymize.alternating import line_periods
 from safeface.anonymize.channels import lone_channel_regions
 from safeface.anonymize.impulses import has_impulses
-from safeface.anonymize.line_polarity import has_keyed_lines
+from safeface.anonymize.line_polarity import has_keyed_lines, has_shifted_lines
 
 ROOT = Path(os.environ.get("SAFEFACE_DATASETS", Path(__file__).resolve().parents[2] / "shared" / "datasets"))
 CLIPS = [ROOT / "opencv" / "vtest.avi", ROOT / "face_recognition" / "examples" / "short_hamilton_clip.mp4"]
@@ -50,7 +50,7 @@ def main() -> None:
     for path in CLIPS:
         clip = frames(path, args.every)
         finder.search(clip[0], search)  # models loaded
-        flagged = {"lines": 0, "keyed lines": 0, "channels": 0, "impulses": 0}
+        flagged = {"lines": 0, "keyed lines": 0, "shifted lines": 0, "channels": 0, "impulses": 0}
         test_s = 0.0
         area = 0.0  # of the searched copy, searched again in one channel, summed over frames
         for rgb in clip:
@@ -62,6 +62,7 @@ def main() -> None:
             area += sum((x1 - x0) * (y1 - y0) for _, (x0, y0, x1, y1) in regions) / (small.shape[0] * small.shape[1])
             flagged["impulses"] += has_impulses(rgb)
             flagged["keyed lines"] += has_keyed_lines(rgb, 0) or has_keyed_lines(rgb, 1)
+            flagged["shifted lines"] += has_shifted_lines(rgb, 0) or has_shifted_lines(rgb, 1)
             test_s += time.process_time() - t
         timed: dict[str, float] = {}
         found: dict[str, int] = {}
