@@ -36,23 +36,39 @@ MEDIAN_SIDE = 5
 # FILL_LEVELS of black or white in it, is searched too (8 of 8 found at 60-80%, also with
 # impulses written at 30 and 225 or in each channel apart; 3 of 8 at 90%).
 FILL_LEVELS = 32
-# Rows filled at a time: a 50-megapixel photo takes a few float copies of a band, not of itself.
-FILL_BAND = 512
+# Rows tested or filled at a time (a whole number of blocks): a photo takes a few copies of a
+# band, not of itself.
+FILL_BAND = 4 * BLOCK
 
 
 def has_impulses(image: np.ndarray) -> bool:
     """Whether some block of `image` (H, W, 3 uint8) has IMPULSE_SHARE of its pixels far from
-    their neighbourhood's median, or ISOLATED_SHARE far from their neighbours too."""
-    import cv2
-
+    their neighbourhood's median, or ISOLATED_SHARE far from their neighbours too. Judged
+    FILL_BAND rows at a time (with a row above and below, so each row is judged as in one
+    pass): photos are tested too, and a whole photo's median and differences took a copy of it
+    each."""
     h, w = image.shape[:2]
     rows, cols = h // BLOCK, w // BLOCK
     if rows == 0 or cols == 0:
         return False
-    part = np.ascontiguousarray(image[:rows * BLOCK, :cols * BLOCK])
+    for y in range(0, rows * BLOCK, FILL_BAND):
+        top, stop = max(0, y - 1), min(rows * BLOCK, y + FILL_BAND + 1)
+        if _band_has_impulses(np.ascontiguousarray(image[top:stop, :cols * BLOCK]), y - top,
+                              min(FILL_BAND, rows * BLOCK - y)):
+            return True
+    return False
+
+
+def _band_has_impulses(part: np.ndarray, first: int, n: int) -> bool:
+    """has_impulses' test of the `n` rows of `part` from row `first` (whole blocks; the rows
+    around them are their neighbours only)."""
+    import cv2
+
+    rows, cols = n // BLOCK, part.shape[1] // BLOCK
     # 255 where a pixel is an impulse, so a block's mean is 255 times its share of them.
     marked = cv2.compare(_largest(cv2.absdiff(part, cv2.medianBlur(part, 3))), IMPULSE_LEVELS, cv2.CMP_GE)
-    if bool(np.any(cv2.resize(marked, (cols, rows), interpolation=cv2.INTER_AREA) >= 255 * IMPULSE_SHARE)):
+    if bool(np.any(cv2.resize(marked[first:first + n], (cols, rows), interpolation=cv2.INTER_AREA)
+                   >= 255 * IMPULSE_SHARE)):
         return True
     isolated = marked
     for a, b in (((slice(None), slice(1, None)), (slice(None), slice(None, -1))),
@@ -61,7 +77,7 @@ def has_impulses(image: np.ndarray) -> bool:
         near = cv2.compare(_largest(cv2.absdiff(part[a], part[b])), IMPULSE_LEVELS, cv2.CMP_LT)
         isolated[a] = cv2.bitwise_and(isolated[a], cv2.bitwise_not(near))
         isolated[b] = cv2.bitwise_and(isolated[b], cv2.bitwise_not(near))
-    share = cv2.resize(isolated, (cols, rows), interpolation=cv2.INTER_AREA)
+    share = cv2.resize(np.ascontiguousarray(isolated[first:first + n]), (cols, rows), interpolation=cv2.INTER_AREA)
     return bool(np.any(share >= 255 * ISOLATED_SHARE))
 
 
