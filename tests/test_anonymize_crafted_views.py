@@ -311,6 +311,23 @@ def test_a_one_frame_video_with_rows_keyed_with_a_gain_is_covered(engine: DlibEn
     assert not engine.detect(keyed(frame_out, False), "hog", 2), "the key on the output shows a face"
 
 
+@pytest.mark.parametrize("height", [575, 1023, 63])
+def test_a_frame_of_any_height_is_tested_for_shifted_lines(height: int) -> None:
+    """A frame 31 rows over a whole number of blocks: the shifted-lines test, reading every
+    other row of its last band, counted one block more than the strips held and raised a
+    ValueError, so such a photo or video frame could not be anonymized. Its keyed lines are
+    still found."""
+    from safeface.anonymize.line_polarity import has_shifted_lines, keyed_views
+
+    rng = np.random.default_rng(2)
+    frame = np.repeat(np.repeat(rng.integers(0, 256, (height // 8 + 1, 81, 1), dtype=np.uint8), 8, 0), 8, 1)
+    frame = np.ascontiguousarray(np.repeat(frame[:height, :640], 3, axis=2))
+    assert not has_shifted_lines(frame, 1) and not list(keyed_views(frame))
+    key = rng.random(height) < 0.5
+    frame[key] = (0.4 * frame[key] + 60).astype(np.uint8)
+    assert has_shifted_lines(frame, 0) and len(list(keyed_views(frame))) >= 2
+
+
 def test_the_keyed_views_of_a_tall_photo_take_few_copies_of_it() -> None:
     """A photo with a third of its rows inverted: the fitted view's grey was made from a float32
     copy of the whole photo and its mean, 6.4 copies of the photo at once here (about 950 MB

@@ -183,8 +183,10 @@ def _line_stats(image: np.ndarray, axis: int, step: int = 1) -> tuple[np.ndarray
             pairs = cv2.multiply(part[:-1], part[1:])
             cross[start:start + pairs.shape[0]] = pooled(pairs, (strips, pairs.shape[0]))
         else:
-            part = _grey(image[start:start + BAND:step], step > 1)
-            k = part.shape[0] * step // BLOCK
+            # Whole blocks only: a last band's partial block, sampled every `step` rows, counted
+            # as one more block than the strips held.
+            k = (min(start + BAND, strips * BLOCK) - start) // BLOCK
+            part = _grey(image[start:start + k * BLOCK:step], step > 1)
             cols = slice(start // BLOCK, start // BLOCK + k)
             mean[:, cols] = pooled(part, (w, k))
             square[:, cols] = pooled(cv2.multiply(part, part), (w, k))
