@@ -266,6 +266,29 @@ def test_a_face_with_lines_moved_in_level_by_a_key_is_found(gain: float, offset:
 
 
 @needs_photos
+def test_a_face_with_lines_moved_up_and_down_by_turns_along_them_is_found() -> None:
+    """A key adding 60 to each keyed row in one 32 px strip and taking 60 from it in the next,
+    on the grid the shifted-lines test reads: each keyed pair read shifted in both strips, but
+    the two strips had to agree on its direction, so no block was flagged and the video frame
+    went through with the face unfound."""
+    from safeface.anonymize import VideoOptions
+    from safeface.anonymize.detect import DetectionEngine
+    from tests.test_anonymize_views import LFW
+
+    face = load_image(LFW / "AJ_Lamas" / "AJ_Lamas_0001.jpg").astype(np.float32)
+    key = np.random.default_rng(1).random(face.shape[0]) < 0.5
+    turns = np.where((np.arange(face.shape[1]) + 40) // 32 % 2 == 0, 60.0, -60.0)
+    face[key] += turns[None, :, None]
+    frame = np.full((480, 640, 3), 90, np.uint8)
+    frame[..., 2] = 140
+    frame[60:310, 40:290] = np.clip(np.rint(face), 0, 255).astype(np.uint8)
+    hog = DetectionEngine()
+    assert not hog.detect_rects(frame, "hog", 1, -0.25), "the key must hide the face"
+    found = FaceFinder(engine=hog, masked=False).search(frame, VideoOptions().search)
+    assert any(b[0] < 290 and b[2] > 40 and b[1] < 310 and b[3] > 60 for b in found), found
+
+
+@needs_photos
 @pytest.mark.parametrize("gain, offset", [(-0.7, 255.0), (0.3, 80.0)],
                          ids=["255 - 0.7 v", "0.3 v + 80, none inverted"])
 def test_a_one_frame_video_with_rows_keyed_with_a_gain_is_covered(engine: DlibEngine,  # noqa: F811
