@@ -34,8 +34,13 @@ MEDIAN_SIDE = 5
 # 8 sampled faces found at 60%, none at 70% or with 60% mostly black): where the test flags a
 # frame, the mean of each channel over a MEDIAN_SIDE window, of the pixels not within
 # FILL_LEVELS of black or white in it, is searched too (8 of 8 found at 60-80%, also with
-# impulses written at 30 and 225 or in each channel apart; 3 of 8 at 90%).
+# impulses written at 30 and 225 or in each channel apart; 3 of 8 at 90%)...
 FILL_LEVELS = 32
+# ... nor at a level far more frequent than those around it (impulses at 40 and 215 or 60 and
+# 195: 1-2 of 8 found without this, 8 with it). Impulses spread over a band of levels each are
+# not told from the face this way.
+SPIKE_SHARE = 0.02
+SPIKE_RATIO = 4.0
 # Rows tested or filled at a time (a whole number of blocks): a photo takes a few copies of a
 # band, not of itself.
 FILL_BAND = 4 * BLOCK
@@ -100,20 +105,43 @@ def median_view(image: np.ndarray) -> np.ndarray:
     return out
 
 
+def _kept_levels(image: np.ndarray) -> np.ndarray:
+    """Per channel of `image` (256 levels each, (channels, 256) float32): 1 where a level is no
+    impulse's, 0 within FILL_LEVELS of black or white, or within a level of one far more
+    frequent than the levels around it (SPIKE_SHARE of the pixels, SPIKE_RATIO times the
+    median count of the levels 3 to 8 away): impulses written at one level each (40 and
+    215) are neither black nor white."""
+    planes = image.reshape(-1, image.shape[2] if image.ndim == 3 else 1)
+    kept = np.ones((planes.shape[1], 256), np.float32)
+    kept[:, :FILL_LEVELS + 1] = 0
+    kept[:, 255 - FILL_LEVELS:] = 0
+    for c in range(planes.shape[1]):
+        counts = np.bincount(planes[:, c], minlength=256).astype(np.float64)
+        windows = np.lib.stride_tricks.sliding_window_view(np.pad(counts, 8, mode="edge"), 17)
+        around = np.median(np.concatenate([windows[:, :6], windows[:, 11:]], axis=1), axis=1)
+        for level in np.flatnonzero((counts >= SPIKE_SHARE * planes.shape[0])
+                                    & (counts >= SPIKE_RATIO * np.maximum(around, 1.0))):
+            kept[c, max(0, level - 1):level + 2] = 0
+    return kept
+
+
 def filled_view(image: np.ndarray) -> np.ndarray:
     """`image` with each pixel's channel the mean of that channel over its MEDIAN_SIDE x
-    MEDIAN_SIDE window, of the pixels not within FILL_LEVELS of black or white there, or the
+    MEDIAN_SIDE window, of the pixels not at an impulse's level there (_kept_levels), or the
     window's median where none is: what a heavy salt and pepper (also one drawn in each channel
-    apart) leaves of a face. Made FILL_BAND rows at a time."""
+    apart, or at two levels short of black and white) leaves of a face. Made FILL_BAND rows at
+    a time."""
     import cv2
 
     r = MEDIAN_SIDE // 2
     window = (MEDIAN_SIDE, MEDIAN_SIDE)
+    levels = _kept_levels(image)
     out = np.empty_like(image)
     for y in range(0, image.shape[0], FILL_BAND):
         top = max(0, y - r)
         part = np.ascontiguousarray(image[top:y + FILL_BAND + r])
-        kept = ((part > FILL_LEVELS) & (part < 255 - FILL_LEVELS)).astype(np.float32)
+        kept = (np.stack([levels[c][part[..., c]] for c in range(part.shape[2])], axis=-1) if part.ndim == 3
+                else levels[0][part])
         weight = cv2.blur(kept, window, borderType=cv2.BORDER_REFLECT)
         total = cv2.blur(part.astype(np.float32) * kept, window, borderType=cv2.BORDER_REFLECT)
         mean = np.clip(np.rint(total / np.maximum(weight, 1e-6)), 0, 255).astype(np.uint8)
