@@ -245,7 +245,8 @@ class FaceFinder:
         # under noise in the others, or two (channels.py: the regions found, in that channel alone
         # or the two's mean);
         # heavy impulse noise (impulses.py: tested and filtered on the frame as decoded, where
-        # impulses are single pixels, then scaled as the copy); lines inverted every other one or
+        # impulses are single pixels, then scaled as the copy: a median, and over half the
+        # pixels, where a median is an impulse too, the mean of the others); lines inverted every other one or
         # two on, two off (alternating.py: tested on the frame as decoded, since the scaled copy
         # blends the lines away, then half of it searched at the copy's scale, and its negative).
         for channels, (x0, y0, x1, y1) in lone_channel_regions(small):
@@ -253,8 +254,9 @@ class FaceFinder:
         if has_impulses(image):
             boxes += found(as_copy(median_view(image)))
             boxes += found(as_copy(filled_view(image)))
-        # Lines inverted by a key, in no period (line_polarity.py): put back on the frame as
-        # decoded, searched at the copy's scale, and the negative (made in place of the view).
+        # Lines inverted, or moved in level or spread, by a key, in no period (line_polarity.py):
+        # put back on the frame as decoded, searched at the copy's scale, and the negative (made
+        # in place of the view).
         for view in keyed_views(image):
             boxes += found(as_copy(view))
         periods = line_periods(image)

@@ -15,7 +15,10 @@ first repair leaves as bands off their neighbours), and each line of the other p
 its strip's first is negated and fitted to its nearest lines of the first (their mean and
 spread). An edge in the face can be read as an inversion, inverting the rest of its block
 below it (the negatives). Lines only brightened, darkened or given less contrast by a key,
-none inverted, are neither found nor put back."""
+none inverted (g v + o), keep their neighbours' texture and move in level or spread: a second
+test counts pairs that changed so, far more than their texture did, across two neighbouring
+strips, and a third repair (shifted_back) fits the lines of the moved kind to their neighbours,
+the kind told by which way the last such pair above went."""
 
 from __future__ import annotations
 

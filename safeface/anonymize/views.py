@@ -13,8 +13,9 @@ or gets back with one step anyone can take:
 - written to defeat the search (crafted_views, at half size, so faces from about 80 px): a face
   in one colour channel under strong edges in the others (taking that channel gives it back);
   every other row, column or pixel inverted, or rows or columns two on, two off (keeping half
-  the lines gives it back), or by a key (putting each line back by its neighbour does); heavy
-  impulse noise (a median filter gives it back).
+  the lines gives it back), or by a key, inverted or moved in level (putting each line back by
+  its neighbours does); heavy impulse noise (a median filter gives it back, or, over half the
+  pixels, the mean of the pixels not at an impulse's level).
 Each view is searched too, and its boxes are mapped back onto the photo's pixels. Views are made
 one at a time: a turned copy of a 50-megapixel photo is 150 MB."""
 
