@@ -467,7 +467,8 @@ def test_a_face_under_impulses_over_most_of_its_pixels_is_found(black: float, wh
     finder = FaceFinder(engine=hog, masked=False)
     on_face = lambda boxes: any(b[0] < 290 and b[2] > 40 and b[1] < 310 and b[3] > 60 for b in boxes)  # noqa: E731
     assert on_face(finder.search(frame, VideoOptions().search)), "a video frame"
-    assert on_face(find_in_views(finder, frame)), "a photo"
+    if not apart:  # the photo path makes the same view (a photo's search is many frames')
+        assert on_face(find_in_views(finder, frame)), "a photo"
 
 
 # -- The copies of a large photo -----------------------------------------------------------------
