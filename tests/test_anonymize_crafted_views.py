@@ -17,6 +17,29 @@ from tests.test_anonymize import engine, finder  # noqa: F401 (its fixtures)
 from tests.test_anonymize_views import OBAMA, THRESHOLD, _best_match, _reference, needs_photos
 
 
+def _keyed_frame(face: np.ndarray) -> np.ndarray:
+    """A 640x480 frame of a plain background with `face` (250x250, values rounded and clipped
+    to 0..255) at (40, 60)."""
+    frame = np.full((480, 640, 3), 90, np.uint8)
+    frame[..., 2] = 140
+    frame[60:310, 40:290] = np.clip(np.rint(face), 0, 255).astype(np.uint8)
+    return frame
+
+
+def _finder_for_a_hidden_face(frame: np.ndarray, what: str = "the key") -> FaceFinder:
+    """A finder of the video search's kind, once HOG is shown to find no face in `frame`."""
+    from safeface.anonymize.detect import DetectionEngine
+
+    hog = DetectionEngine()
+    assert not hog.detect_rects(frame, "hog", 1, -0.25), f"{what} must hide the face"
+    return FaceFinder(engine=hog, masked=False)
+
+
+def _on_the_face(boxes: list[tuple[int, int, int, int]]) -> bool:
+    """Whether a box overlaps the face _keyed_frame placed."""
+    return any(b[0] < 290 and b[2] > 40 and b[1] < 310 and b[3] > 60 for b in boxes)
+
+
 def test_crafted_views_map_boxes_back_onto_a_wide_photo() -> None:
     """All eight crafted views are searched, and a box found in each lands on the same place of the
     photo."""
@@ -183,22 +206,16 @@ def test_a_face_with_bands_of_rows_inverted_is_put_back_in_video_and_photos(pers
     nor a photo was put back, and each went through uncovered. Two pairs reading inverted by a
     wide margin flag a block too."""
     from safeface.anonymize import VideoOptions
-    from safeface.anonymize.detect import DetectionEngine
     from safeface.anonymize.views import find_in_views
     from tests.test_anonymize_views import LFW
 
     face = load_image(LFW / person).copy()
     bands = np.arange(face.shape[0]) % 32 < 8
     face[bands] = 255 - face[bands]
-    frame = np.full((480, 640, 3), 90, np.uint8)
-    frame[..., 2] = 140
-    frame[60:310, 40:290] = face
-    hog = DetectionEngine()
-    assert not hog.detect_rects(frame, "hog", 1, -0.25), "the bands must hide the face"
-    finder = FaceFinder(engine=hog, masked=False)
-    on_face = lambda boxes: any(b[0] < 290 and b[2] > 40 and b[1] < 310 and b[3] > 60 for b in boxes)  # noqa: E731
-    assert on_face(finder.search(frame, VideoOptions().search))
-    assert on_face(find_in_views(finder, frame))
+    frame = _keyed_frame(face)
+    finder = _finder_for_a_hidden_face(frame, "the bands")
+    assert _on_the_face(finder.search(frame, VideoOptions().search))
+    assert _on_the_face(find_in_views(finder, frame))
 
 
 @needs_photos
@@ -211,22 +228,16 @@ def test_a_face_with_rows_inverted_by_a_key_with_an_offset_or_a_gain_is_found(of
     the repaired view of a video frame or of a photo. Each line is now mapped back by an affine
     fit to its neighbours."""
     from safeface.anonymize import VideoOptions
-    from safeface.anonymize.detect import DetectionEngine
     from safeface.anonymize.views import find_in_views
     from tests.test_anonymize_views import LFW
 
     face = load_image(LFW / "Candice_Bergen" / "Candice_Bergen_0001.jpg").astype(np.float32)
     key = np.random.default_rng(3).random(face.shape[0]) < 0.5
     face[key] = 255 - gain * face[key] + offset
-    frame = np.full((480, 640, 3), 90, np.uint8)
-    frame[..., 2] = 140
-    frame[60:310, 40:290] = np.clip(np.rint(face), 0, 255).astype(np.uint8)
-    hog = DetectionEngine()
-    assert not hog.detect_rects(frame, "hog", 1, -0.25), "the key must hide the face"
-    finder = FaceFinder(engine=hog, masked=False)
-    on_face = lambda boxes: any(b[0] < 290 and b[2] > 40 and b[1] < 310 and b[3] > 60 for b in boxes)  # noqa: E731
-    assert on_face(finder.search(frame, VideoOptions().search)), "a video frame"
-    assert on_face(find_in_views(finder, frame)), "a photo"
+    frame = _keyed_frame(face)
+    finder = _finder_for_a_hidden_face(frame)
+    assert _on_the_face(finder.search(frame, VideoOptions().search)), "a video frame"
+    assert _on_the_face(find_in_views(finder, frame)), "a photo"
 
 
 @needs_photos
@@ -237,19 +248,14 @@ def test_a_face_with_rows_inverted_at_their_neighbours_brightness_is_found() -> 
     face (4 of 14 sampled faces found; 13 now). A flat pair moved as a key moves lines reads
     flipped too, and a frame whose lines read shifted is searched fitted as well."""
     from safeface.anonymize import VideoOptions
-    from safeface.anonymize.detect import DetectionEngine
     from tests.test_anonymize_views import LFW
 
     face = load_image(LFW / "Donald_Rumsfeld" / "Donald_Rumsfeld_0036.jpg").astype(np.float32)
     key = np.random.default_rng(3).random(face.shape[0]) < 0.5
     face[key] = 88 - 0.3 * face[key]
-    frame = np.full((480, 640, 3), 90, np.uint8)
-    frame[..., 2] = 140
-    frame[60:310, 40:290] = np.clip(np.rint(face), 0, 255).astype(np.uint8)
-    hog = DetectionEngine()
-    assert not hog.detect_rects(frame, "hog", 1, -0.25), "the key must hide the face"
-    found = FaceFinder(engine=hog, masked=False).search(frame, VideoOptions().search)
-    assert any(b[0] < 290 and b[2] > 40 and b[1] < 310 and b[3] > 60 for b in found), found
+    frame = _keyed_frame(face)
+    found = _finder_for_a_hidden_face(frame).search(frame, VideoOptions().search)
+    assert _on_the_face(found), found
 
 
 @needs_photos
@@ -263,7 +269,6 @@ def test_a_face_with_lines_moved_in_level_by_a_key_is_found(gain: float, offset:
     a video frame or a photo (0 of 8 sampled faces), and the key gives it back. Lines moved in
     level or spread against their neighbours' texture are fitted back to them."""
     from safeface.anonymize import VideoOptions
-    from safeface.anonymize.detect import DetectionEngine
     from safeface.anonymize.views import find_in_views
     from tests.test_anonymize_views import LFW
 
@@ -271,16 +276,11 @@ def test_a_face_with_lines_moved_in_level_by_a_key_is_found(gain: float, offset:
     key = np.random.default_rng(3).random(face.shape[axis]) < 0.5
     lines = (key, slice(None)) if axis == 0 else (slice(None), key)
     face[lines] = gain * face[lines] + offset
-    frame = np.full((480, 640, 3), 90, np.uint8)
-    frame[..., 2] = 140
-    frame[60:310, 40:290] = np.clip(np.rint(face), 0, 255).astype(np.uint8)
-    hog = DetectionEngine()
-    assert not hog.detect_rects(frame, "hog", 1, -0.25), "the key must hide the face"
-    finder = FaceFinder(engine=hog, masked=False)
-    on_face = lambda boxes: any(b[0] < 290 and b[2] > 40 and b[1] < 310 and b[3] > 60 for b in boxes)  # noqa: E731
-    assert on_face(finder.search(frame, VideoOptions().search)), "a video frame"
+    frame = _keyed_frame(face)
+    finder = _finder_for_a_hidden_face(frame)
+    assert _on_the_face(finder.search(frame, VideoOptions().search)), "a video frame"
     if axis == 0:  # the photo path makes the same keyed views (a photo's search is many frames')
-        assert on_face(find_in_views(finder, frame)), "a photo"
+        assert _on_the_face(find_in_views(finder, frame)), "a photo"
 
 
 @needs_photos
@@ -290,20 +290,15 @@ def test_a_face_with_lines_moved_up_and_down_by_turns_along_them_is_found() -> N
     the two strips had to agree on its direction, so no block was flagged and the video frame
     went through with the face unfound."""
     from safeface.anonymize import VideoOptions
-    from safeface.anonymize.detect import DetectionEngine
     from tests.test_anonymize_views import LFW
 
     face = load_image(LFW / "AJ_Lamas" / "AJ_Lamas_0001.jpg").astype(np.float32)
     key = np.random.default_rng(1).random(face.shape[0]) < 0.5
     turns = np.where((np.arange(face.shape[1]) + 40) // 32 % 2 == 0, 60.0, -60.0)
     face[key] += turns[None, :, None]
-    frame = np.full((480, 640, 3), 90, np.uint8)
-    frame[..., 2] = 140
-    frame[60:310, 40:290] = np.clip(np.rint(face), 0, 255).astype(np.uint8)
-    hog = DetectionEngine()
-    assert not hog.detect_rects(frame, "hog", 1, -0.25), "the key must hide the face"
-    found = FaceFinder(engine=hog, masked=False).search(frame, VideoOptions().search)
-    assert any(b[0] < 290 and b[2] > 40 and b[1] < 310 and b[3] > 60 for b in found), found
+    frame = _keyed_frame(face)
+    found = _finder_for_a_hidden_face(frame).search(frame, VideoOptions().search)
+    assert _on_the_face(found), found
 
 
 @needs_photos

@@ -166,6 +166,15 @@ while True:
 """
 
 
+def _another_process_opens_and_closes_it_keeping_the_wal(path: Path) -> None:
+    """Another process opens and closes the database at `path` (CHILD_OPEN_CLOSE); the -wal
+    this process's connections use must outlive that close."""
+    other = subprocess.run([sys.executable, "-c", CHILD_OPEN_CLOSE, str(path)], env=child_env(),
+                           capture_output=True, text=True, timeout=120)
+    assert other.returncode == 0, other.stderr[-2000:]
+    assert Path(f"{path}-wal").exists(), "another process's close deleted the -wal this process uses"
+
+
 def test_killed_writer_leaves_a_valid_chain(tmp_path: Path) -> None:
     path = tmp_path / "a.db"
     filled(path, 1).close()
@@ -324,10 +333,7 @@ def test_an_open_beside_a_wal_holding_pages_past_the_file_leaves_the_wal_to_the_
             page = db.execute("PRAGMA page_size").fetchone()[0]
         assert counted * page > path.stat().st_size, "the -wal must hold pages past the file"
         AuditLog(path, KEY).close()  # a second open in this process judges the file
-        other = subprocess.run([sys.executable, "-c", CHILD_OPEN_CLOSE, str(path)], env=child_env(),
-                               capture_output=True, text=True, timeout=120)
-        assert other.returncode == 0, other.stderr[-2000:]
-        assert Path(f"{path}-wal").exists(), "another process's close deleted the -wal this process uses"
+        _another_process_opens_and_closes_it_keeping_the_wal(path)
         log.append("verify", "allowed", note="after")
     finally:
         log.close()
@@ -348,10 +354,7 @@ def test_reading_a_file_again_for_a_failing_disk_leaves_the_wal_to_the_connectio
         for i in range(50):
             log.append("verify", "allowed", note="x" * 200 + str(i))
         assert disk_read_error([path]) is None  # a sound disk: nothing failed
-        other = subprocess.run([sys.executable, "-c", CHILD_OPEN_CLOSE, str(path)], env=child_env(),
-                               capture_output=True, text=True, timeout=120)
-        assert other.returncode == 0, other.stderr[-2000:]
-        assert Path(f"{path}-wal").exists(), "another process's close deleted the -wal this process uses"
+        _another_process_opens_and_closes_it_keeping_the_wal(path)
         log.append("verify", "allowed", note="after")
     finally:
         log.close()

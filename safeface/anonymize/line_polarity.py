@@ -22,7 +22,7 @@ the kind told by which way the last such pair above went."""
 
 from __future__ import annotations
 
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Optional
 
 import numpy as np
 
@@ -225,6 +225,17 @@ def has_shifted_lines(image: np.ndarray, axis: int) -> bool:
     return bool(np.any(both[:blocks * BLOCK].reshape(blocks, BLOCK, -1).mean(axis=1) >= SHIFT_SHARE))
 
 
+def _repair_stats(image: np.ndarray, axis: int) -> Optional[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+    """_line_stats of every pixel, with each line's spread: what a repair fits lines by; None
+    where the image has under two lines or is under a strip across (nothing to fit)."""
+    h, w = image.shape[:2]
+    n, strips = (h, w // BLOCK) if axis == 0 else (w, h // BLOCK)
+    if n < 2 or strips == 0:
+        return None
+    mean, square, cross = _line_stats(image, axis)
+    return mean, square, cross, np.sqrt(np.maximum(square - mean * mean, 0.0))
+
+
 def fitted(image: np.ndarray, axis: int) -> np.ndarray:
     """A copy of `image` with the lines along `axis` of each strip BLOCK px across put back to
     the polarity of the strip's first line (the rest of the image, under a block across, as it
@@ -234,12 +245,11 @@ def fitted(image: np.ndarray, axis: int) -> np.ndarray:
     offset nor gain changes), or, where either is flat, closer to its negative; and each line
     of the other polarity is mapped back by an affine fit to its nearest lines of the first:
     negated, then scaled and moved to their mean and spread."""
-    h, w = image.shape[:2]
-    n, strips = (h, w // BLOCK) if axis == 0 else (w, h // BLOCK)
-    if n < 2 or strips == 0:
+    stats = _repair_stats(image, axis)
+    if stats is None:
         return np.array(image, copy=True)
-    mean, square, cross = _line_stats(image, axis)
-    spread = np.sqrt(np.maximum(square - mean * mean, 0.0))
+    mean, square, cross, spread = stats
+    n, strips = mean.shape
     above, below = mean[:-1], mean[1:]
     textured = (spread[:-1] >= FLAT_LEVELS) & (spread[1:] >= FLAT_LEVELS)
     # Flipped: a negative covariance between the two lines; a flat one, its level: closer to
@@ -261,12 +271,11 @@ def shifted_back(image: np.ndarray, axis: int) -> np.ndarray:
     line of that kind is fitted to its nearest lines of the first (their mean and spread),
     negated where the pair into its run was anticorrelated (a key with a negative gain: 88 -
     0.3 v, at its neighbours' brightness, reads shifted and not inverted)."""
-    h, w = image.shape[:2]
-    n, strips = (h, w // BLOCK) if axis == 0 else (w, h // BLOCK)
-    if n < 2 or strips == 0:
+    stats = _repair_stats(image, axis)
+    if stats is None:
         return np.array(image, copy=True)
-    mean, square, cross = _line_stats(image, axis)
-    spread = np.sqrt(np.maximum(square - mean * mean, 0.0))
+    mean, square, cross, spread = stats
+    n, strips = mean.shape
     reads, dm, ds = _shifts(mean, square, cross)
     up = np.where(np.abs(dm) >= np.abs(ds), dm, ds) > 0
     anti = cross < mean[:-1] * mean[1:]
