@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any, Iterator
 
-# Each xdist worker (-n 2 on two cores) computing with two BLAS threads of its own oversubscribes
+# Each xdist worker (-n 3 on two cores) computing with two BLAS threads of its own oversubscribes
 # the machine, and OpenBLAS's waiting threads then slow a 128x128 QR from 1 ms to hundreds: one
 # thread per worker, set before NumPy loads OpenBLAS. A caller's own setting is kept.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
@@ -21,7 +21,7 @@ from datasets_path import datasets as datasets_root  # noqa: E402
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Files holding slow tests run first, each file's tests kept together and in order: on
-    several workers (-n 2), the run then ends on quick tests instead of one worker finishing a
+    several workers (-n 3), the run then ends on quick tests instead of one worker finishing a
     minute-long video test while the other waits."""
     slow_files = {item.path for item in items if item.get_closest_marker("slow") is not None}
     items.sort(key=lambda item: item.path not in slow_files)
