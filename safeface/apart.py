@@ -21,7 +21,9 @@ from typing import Any, Sequence
 
 # The folder holding this safeface package: the child imports the same code, whatever its
 # environment says (-I ignores PYTHONPATH and the user's site folder; -S the site's .pth files:
-# the child needs the standard library alone).
+# the child needs the standard library alone). Searched after the standard library: the folder
+# may be a site-packages holding an old backport named like a standard module (PyPI's `pathlib`),
+# which, first, the child imported in the standard one's place.
 _PACKAGE_PARENT = str(Path(__file__).resolve().parent.parent)
 
 
@@ -34,7 +36,7 @@ def run_apart(target: str, args: Sequence[str]) -> Any:
     if getattr(sys, "frozen", False) or not os.path.basename(sys.executable).lower().startswith(("python", "pypy")):
         raise OSError(errno.ENOEXEC, "no Python interpreter to start a child process with")
     module, function = target.split(":")
-    code = (f"import sys; sys.path.insert(0, sys.argv[1]); from {module} import {function}; "
+    code = (f"import sys; sys.path.append(sys.argv[1]); from {module} import {function}; "
             f"{function}(*sys.argv[2:])")
     # No environment: the child needs none, and this one may hold secrets ($SAFEFACE_PASSPHRASE).
     # Names as the bytes this process would open (the child decodes them back the same way).
