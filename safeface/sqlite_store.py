@@ -74,10 +74,13 @@ def connect(path: Path, what: str, *, own: bool = False) -> sqlite3.Connection:
 
 def _uri(path: Path, mode: str) -> str:
     """SQLite's URI for the file at `path` (its bytes, percent-escaped: a `?`, `#` or `%` in a
-    folder's name is part of the path), opened in `mode`."""
-    name = os.fsencode(os.path.abspath(path))
-    if b"\x00" in name:  # %00 would end SQLite's name there: another file
+    folder's name is part of the path), opened in `mode`. Its folder is named as the system
+    finds it, each link followed before the `..` after it: os.path.abspath took `link/..` off the
+    text, so `home/link/../ws` (`data/ws`, `link` leading to `data/deep`) was opened at `home/ws`,
+    another folder (no database there, or another workspace's beside this one's keys)."""
+    if b"\x00" in os.fsencode(path):  # %00 would end SQLite's name there: another file
         raise ConfigError(f"{str(path)!a}: not a path a file can have (a NUL in it); check the path.")
+    name = os.fsencode(os.path.join(os.path.realpath(Path(path).parent), Path(path).name))
     return f"file://{quote(name, safe=b'/')}?mode={mode}"  # no authority: the path follows
 
 

@@ -109,3 +109,18 @@ def test_a_raw_embeddings_file_is_owner_only(tmp_path: Path, capsys: Any) -> Non
     assert rc == 0
     mode = (tmp_path / "faces.npy").stat().st_mode
     assert mode & 0o077 == 0, f"raw embeddings written with mode {oct(mode & 0o777)}"
+
+
+def test_a_workspace_named_through_a_linked_folder_and_dotdot_opens_its_own_databases(tmp_path: Path) -> None:
+    """The workspace is named `home/link/../ws` where `link` is a link to `data/deep`: the system
+    reads that as `data/ws`, where the workspace is. Its databases were opened at `home/ws` (the
+    `..` taken off the name's text, as no open takes it): refused as unusable, or, with another
+    workspace there, that one's databases read beside this one's keys."""
+    ws = make_workspace(tmp_path / "data" / "ws")
+    (tmp_path / "data" / "deep").mkdir()
+    (tmp_path / "home").mkdir()
+    (tmp_path / "home" / "link").symlink_to(tmp_path / "data" / "deep")
+    with SafeFace.open(tmp_path / "home" / "link" / ".." / "ws", PASSPHRASE) as sf:
+        assert sf.records() == []
+    assert not (tmp_path / "home" / "ws").exists()
+    assert ws.gallery.exists()
