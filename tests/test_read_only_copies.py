@@ -178,3 +178,21 @@ def test_verifying_a_read_only_view_beside_an_open_handle_leaves_the_wal_to_it(t
                             TMPDIR=str(tmp_path))
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
     assert "RESULT True" in done.stdout, "another process's close deleted the -wal the app uses"
+
+
+def test_a_read_only_workspace_named_through_a_link_and_dotdot_is_the_one_verified(tmp_path: Path) -> None:
+    """The auditor names the read-only mount `x/link/../ws`, `link` leading to a folder beside
+    it: the system reads that as the mount. The copy was taken of `x/ws` (the `..` taken off the
+    text), another folder: the mount was never checked, and a workspace put at `x/ws` was the
+    one found intact."""
+    paths = _enrolled(tmp_path)
+    ro = tmp_path / "ro" / "ws"
+    (tmp_path / "ro" / "beside").mkdir(parents=True)
+    (tmp_path / "x").mkdir()
+    (tmp_path / "x" / "link").symlink_to(tmp_path / "ro" / "beside")
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    done = _read_only_mount(paths.root, ro, [sys.executable, "-m", "safeface.cli", "audit", "verify",
+                                             str(tmp_path / "x" / "link" / ".." / "ws")], TMPDIR=str(scratch))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "audit log intact" in done.stdout and "1 row(s)" in done.stdout, done.stdout

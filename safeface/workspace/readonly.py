@@ -61,7 +61,10 @@ def verifiable(paths: WorkspacePaths) -> Iterator[WorkspacePaths]:
         # The copy keeps the folder's name: a deployment without a name is named after its folder
         # in receipts and checkpoints.
         copy = WorkspacePaths(holder / home.name, origin=home)
-        _copy_apart(home, copy.root)
+        # Copied from the folder the system finds at the name, a link followed before the `..`
+        # after it, as every other open reads it: abspath takes `link/..` off the text, and
+        # `x/link/../ws` was copied from `x/ws`, another folder, the one then found intact.
+        _copy_apart(Path(paths.root).absolute(), copy.root)
         try:
             yield copy
         except SafeFaceError as exc:
