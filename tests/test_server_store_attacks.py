@@ -471,3 +471,45 @@ def test_an_honest_migration_after_an_erasure_records_no_counter_repair(pg: PgCl
         assert sf.enroll(images() / "obama2.jpg", "carol", "demo", consent(ws, "carol")).row_id > 2
         assert [e.note for e in sf.audit_entries() if e.operation == "store-counter"] == []
         assert sf.audit_verify().entries > 0
+
+
+def test_a_write_waits_for_the_transaction_half_of_the_write_lock_a_bounded_time(
+        pg: PgCluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A writer's long transaction goes on after its session lock's connection ended (an
+    idle_session_timeout, an operator's pg_terminate_backend, a process stuck mid-write): it
+    still holds the write lock's transaction half. The next write took the session half at once,
+    then waited for the transaction half with no end (a service worker, and every login behind
+    it, with it). It waits LOCK_WAIT_S (1 s here), as for the session half, then WorkspaceBusy;
+    once the other transaction ends, writes go on."""
+    import threading
+
+    import psycopg
+
+    from safeface import atomicfile
+    from safeface.errors import WorkspaceBusy
+    from safeface.storage.server import write_lock_keys
+
+    monkeypatch.setattr(atomicfile, "LOCK_WAIT_S", 1.0)
+    ws, dsn = _server_ws(pg, tmp_path)
+    out: dict[str, Any] = {}
+
+    def erase() -> None:
+        try:
+            out["erase"] = sf.erase("alice")
+        except Exception as exc:  # noqa: BLE001 - asserted below
+            out["erase"] = exc
+
+    with open_sf(ws) as sf:
+        holder = psycopg.connect(dsn, password=PG_PASSWORD)  # its transaction stays open
+        try:
+            holder.execute("SELECT pg_advisory_xact_lock(%s)", (write_lock_keys("safeface")[1],))
+            waiter = threading.Thread(target=erase)
+            waiter.start()
+            waiter.join(10)
+            answered = not waiter.is_alive()
+        finally:
+            holder.rollback()
+            holder.close()
+        waiter.join(30)
+        assert answered and isinstance(out.get("erase"), WorkspaceBusy), out
+        sf.erase("alice")  # the lock free again: the write goes on

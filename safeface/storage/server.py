@@ -945,7 +945,13 @@ class ServerStore:
             self._drain_pending(best_effort=True)
             try:
                 with self._conn.transaction():
+                    # Bounded as the session half's wait is (open): a transaction going on after
+                    # its session lock's connection ended (an idle_session_timeout, an operator)
+                    # still holds this half, and the next write waited for it with no end. Only
+                    # this wait: the transaction's own statements then wait as the database says.
+                    _bound_lock_wait(self._conn, time.monotonic() + atomicfile.LOCK_WAIT_S, self.where, True)
                     self._conn.execute("SELECT pg_advisory_xact_lock(%s)", (self._xact_key,))
+                    self._conn.execute("SET LOCAL lock_timeout TO DEFAULT")
                     self._refuse_lost_lock()
                     yield
             except Exception as exc:
