@@ -31,20 +31,34 @@ def run_apart(target: str, args: Sequence[str]) -> Any:
     """The JSON value that `target` ("module:function" of safeface, called with `args`, each a
     str) printed as its last line of output in a child process. OSError where no child could
     be started; ValueError where it printed no JSON value (killed, out of memory)."""
-    # A bundled app (PyInstaller) or an embedding server (uWSGI: sys.executable is the server's
-    # binary) has no interpreter to start: running the app itself with these arguments is refused.
-    if getattr(sys, "frozen", False) or not os.path.basename(sys.executable).lower().startswith(("python", "pypy")):
-        raise OSError(errno.ENOEXEC, "no Python interpreter to start a child process with")
     module, function = target.split(":")
     code = (f"import sys; sys.path.append(sys.argv[1]); from {module} import {function}; "
             f"{function}(*sys.argv[2:])")
     # No environment: the child needs none, and this one may hold secrets ($SAFEFACE_PASSPHRASE).
     # Names as the bytes this process would open (the child decodes them back the same way).
     argv = [os.fsencode(a) for a in (_PACKAGE_PARENT, *args)]
-    done = subprocess.run([sys.executable, "-I", "-S", "-c", code, *argv], stdin=subprocess.DEVNULL,
+    done = subprocess.run([_interpreter(), "-I", "-S", "-c", code, *argv], stdin=subprocess.DEVNULL,
                           capture_output=True, close_fds=True, env={})
     lines = done.stdout.decode("utf-8", "replace").strip().splitlines()
     if not lines:
         raise ValueError(f"the child process printed nothing (exit {done.returncode}): "
                          + done.stderr.decode("utf-8", "replace").strip()[-300:])
     return json.loads(lines[-1])
+
+
+def _interpreter() -> str:
+    """The Python to start the child with: this one's, or where sys.executable is no Python (a
+    server embedding it: uWSGI, mod_wsgi) the same installation's python3.X, which the child
+    needs only the standard library of (running the server's binary with these arguments is
+    never tried). OSError where there is none (a bundled app: PyInstaller)."""
+    if getattr(sys, "frozen", False):
+        raise OSError(errno.ENOEXEC, "no Python interpreter to start a child process with (a bundled app)")
+    if os.path.basename(sys.executable).lower().startswith(("python", "pypy")):
+        return sys.executable
+    name = f"python{sys.version_info[0]}.{sys.version_info[1]}"
+    for prefix in dict.fromkeys((sys.exec_prefix, sys.base_exec_prefix)):
+        found = os.path.join(prefix, "bin", name)
+        if os.path.isfile(found) and os.access(found, os.X_OK):
+            return found
+    raise OSError(errno.ENOEXEC, f"no Python interpreter to start a child process with ({name} is not in "
+                                 f"{sys.base_exec_prefix}/bin)")

@@ -26,3 +26,31 @@ def test_a_module_beside_safeface_named_like_the_standard_librarys_is_not_import
     readable = tmp_path / "gallery.db"
     readable.write_bytes(b"x" * 100)
     assert apart.run_apart("safeface.diskread:_child", [str(readable)]) == [-1, 0, ""]
+
+
+_EMBEDDED = """
+import sys
+from safeface.apart import run_apart
+print("RESULT", run_apart("safeface.diskread:_child", [sys.argv[1]]))
+"""
+
+
+def test_a_process_whose_executable_is_no_python_starts_its_installations_interpreter(tmp_path: Path) -> None:
+    """safeface runs inside a server that embeds Python (uWSGI, mod_wsgi: sys.executable is the
+    server's binary, here a link named `uwsgi`). No child was started: a disk failing reads was
+    judged as damage to restore from a backup, and `audit verify` of a read-only workspace was
+    refused. The child is the interpreter of the same installation (its python3.X)."""
+    import subprocess
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from child_process import child_env
+
+    server = tmp_path / "bin" / "uwsgi"
+    server.parent.mkdir()
+    server.symlink_to(sys.executable)
+    readable = tmp_path / "gallery.db"
+    readable.write_bytes(b"x" * 100)
+    done = subprocess.run([str(server), "-c", _EMBEDDED, str(readable)], capture_output=True, text=True,
+                          timeout=60, env=child_env(), cwd=str(tmp_path))
+    assert "RESULT [-1, 0, '']" in done.stdout, done.stdout + done.stderr[-2000:]
