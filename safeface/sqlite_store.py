@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Iterable, Optional
 from urllib.parse import quote
 
-from .atomicfile import DISK_FAILED, DISK_REFUSED
+from .atomicfile import DISK_FAILED, DISK_REFUSED, trusted_path
 from .errors import ConfigError, IntegrityError, ReplacedFile, WorkspaceBusy, WorkspaceDiskFailed, WorkspaceUnwritable
 from .diskread import first_failing_read
 from .sqlite_wal import wal_decides_pages
@@ -106,7 +106,17 @@ def create_file(path: Path) -> None:
     its WAL and shm files the same mode), and never through a link. A link at the name whose
     target did not exist (planted by whoever may write the folder) had the file made wherever
     it pointed, with this process's rights (a service run as root: any folder of the host). A
-    link to an existing file is followed, as SQLite follows it."""
+    link to an existing file is followed, as SQLite follows it, where this user or root made it
+    on a path no other user may change (atomicfile.trusted_path, as deployment.json's link is):
+    one made by another user who may write the folder sent a root command into another program's
+    SQLite database, turned to write-ahead logging with the gallery's tables written into it."""
+    if os.path.islink(path):
+        try:
+            trusted_path(path)
+        except OSError:
+            pass  # it leads nowhere: refused below
+        except ConfigError as exc:
+            raise ConfigError(f"{path} is a link, and {exc} Nothing was opened.") from None
     if path.exists():
         return
     try:
