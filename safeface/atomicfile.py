@@ -121,6 +121,21 @@ def trusted_path(path: PathLike) -> Path:
     return here
 
 
+def refuse_foreign_link(path: PathLike) -> None:
+    """ConfigError where the database name `path` is a link that a user other than this one or
+    root made, or that leads through a folder such a user may change (trusted_path): SQLite
+    would follow it, with this process's rights, into another program's database. Nothing for a
+    file, or for a link that leads nowhere (sqlite_store.create_file refuses that)."""
+    if not os.path.islink(path):
+        return
+    try:
+        trusted_path(path)
+    except OSError:
+        return
+    except ConfigError as exc:
+        raise ConfigError(f"{path} is a link, and {exc} Nothing was opened.") from None
+
+
 def _refuse_changeable(path: Path, st: os.stat_result, trusted: set[int]) -> None:
     """ConfigError unless every name from / to the real path `path` (lstat `st`) was made by and
     stays with this user or root (see trusted_path). A group of this process's is trusted as it

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Iterable, Optional
 from urllib.parse import quote
 
-from .atomicfile import DISK_FAILED, DISK_REFUSED, trusted_path
+from .atomicfile import DISK_FAILED, DISK_REFUSED, refuse_foreign_link
 from .errors import ConfigError, IntegrityError, ReplacedFile, WorkspaceBusy, WorkspaceDiskFailed, WorkspaceUnwritable
 from .diskread import first_failing_read
 from .sqlite_wal import wal_decides_pages
@@ -110,13 +110,7 @@ def create_file(path: Path) -> None:
     on a path no other user may change (atomicfile.trusted_path, as deployment.json's link is):
     one made by another user who may write the folder sent a root command into another program's
     SQLite database, turned to write-ahead logging with the gallery's tables written into it."""
-    if os.path.islink(path):
-        try:
-            trusted_path(path)
-        except OSError:
-            pass  # it leads nowhere: refused below
-        except ConfigError as exc:
-            raise ConfigError(f"{path} is a link, and {exc} Nothing was opened.") from None
+    refuse_foreign_link(path)
     if path.exists():
         return
     try:

@@ -196,3 +196,27 @@ def test_a_read_only_workspace_named_through_a_link_and_dotdot_is_the_one_verifi
                                              str(tmp_path / "x" / "link" / ".." / "ws")], TMPDIR=str(scratch))
     assert done.returncode == 0, done.stdout + done.stderr
     assert "audit log intact" in done.stdout and "1 row(s)" in done.stdout, done.stdout
+
+
+def test_a_database_link_another_user_made_in_a_read_only_workspace_is_not_followed_in_its_copy(
+        tmp_path: Path) -> None:
+    """In a read-only workspace, gallery.db is a link another user made to a database of another
+    program's. Opened in place such a link is refused; the private copy made the link again as
+    the auditor's own, which was then followed: root's `audit verify` turned that database to
+    write-ahead logging and wrote the gallery's tables into it. The copy refuses it the same way,
+    and the other file is left as it was."""
+    if os.geteuid() != 0:
+        pytest.skip("a link of another user's needs root to make")
+    paths = _enrolled(tmp_path)
+    other = tmp_path / "outside" / "app.db"
+    other.parent.mkdir()
+    with sqlite3.connect(other) as db:
+        db.execute("CREATE TABLE accounts (name TEXT)")
+    db.close()
+    before = other.read_bytes()
+    paths.gallery.unlink()
+    paths.gallery.symlink_to(other)
+    os.lchown(paths.gallery, 1000, 1000)
+    done = _verify_read_only(paths, tmp_path)
+    assert done.returncode != 0 and "another user" in done.stderr, done.stdout + done.stderr
+    assert other.read_bytes() == before and sorted(os.listdir(other.parent)) == ["app.db"]

@@ -30,7 +30,7 @@ from typing import Iterator
 
 from .. import atomicfile
 from ..apart import run_apart
-from ..atomicfile import flock_within, lock_busy, trusted_path
+from ..atomicfile import flock_within, lock_busy, refuse_foreign_link, trusted_path
 from ..errors import ConfigError, PolicyViolation, SafeFaceError, WorkspaceBusy
 from ..regularfile import data_extents
 from .paths import WorkspacePaths
@@ -180,6 +180,8 @@ def _copy_entry(source: Path, target: Path) -> None:
     try:
         st = os.lstat(source)
         if stat.S_ISLNK(st.st_mode):
+            if source.suffix == ".db":  # made again as this user's: judged by whose it is here
+                refuse_foreign_link(source)
             os.symlink(os.path.join(source.parent, os.readlink(source)), target)
             return
         if not stat.S_ISREG(st.st_mode):
