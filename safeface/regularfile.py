@@ -241,6 +241,7 @@ def read_text(path: Path, label: str, limit: int, *, private: Union[bool, Callab
                 raise ConfigError(f"{label}: larger than {limit} bytes; check the path.")
             if private is True or (callable(private) and private(data)):
                 refuse_shared_secret(fh.fileno(), path, label)
+                _refuse_changeable_name(os.fstat(fh.fileno()), path, label)
     except ImageError as exc:
         raise ConfigError(str(exc)) from None
     try:
@@ -268,6 +269,30 @@ def refuse_shared_secret(fd: int, path: Path, label: str) -> None:
     if shared and not (st.st_uid == 0 != me and shared == 0o040):
         raise ConfigError(f"{label}: its group or other users may read or write it (mode "
                           f"{mode:04o}); make it private to this account: chmod 600 {path}")
+
+
+def _refuse_changeable_name(st: os.stat_result, path: Path, label: str) -> None:
+    """ConfigError where the secret file read (`st`, its descriptor's) was reached through a name
+    another user may change: a link they made, or a folder on the way they own or may write
+    (atomicfile.trusted_path). They put a link there to another private file of this account's
+    (a private key), whose text was taken as the passphrase or sent to a server as the password.
+    The name must still lead to the file read. A name that leads nowhere now is this process's
+    own descriptor (/dev/stdin, /proc/self/fd/N of a deleted file) or was changed meanwhile."""
+    from .atomicfile import trusted_path  # (it imports this module)
+
+    if os.name != "posix":  # no owners to judge (refuse_shared_secret's reason)
+        return
+    try:
+        now = os.stat(trusted_path(path))
+    except ConfigError as exc:
+        raise ConfigError(f"{label}: {exc}") from None
+    except OSError:
+        if os.path.abspath(path).startswith(("/proc/", "/dev/")):
+            return
+        now = None
+    if now is None or (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino):
+        raise ConfigError(f"{label}: its name led to another file while it was read (a link or a folder on the way "
+                          f"changed); check {path} and try again.")
 
 
 class SizedReader(io.RawIOBase):

@@ -5,6 +5,7 @@ others may write is theirs to choose. The error says what to run."""
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Any, Callable
@@ -72,3 +73,33 @@ def test_the_cli_refuses_a_passphrase_file_others_may_read(tmp_path: Path, capsy
     assert f"chmod 600 {pf}" in err and PASSPHRASE not in err, err
     pf.chmod(0o600)
     assert main(["keys", "list", str(ws.root), "--passphrase-file", str(pf)]) == 0
+
+
+@pytest.mark.parametrize("reader", [_passphrase, _pg_password, _signing_key])
+@pytest.mark.parametrize("planted", ["a link another user made", "a folder others may write"])
+def test_a_secret_file_reached_through_a_name_another_user_may_change_is_refused(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, reader: Callable[..., Any], planted: str) -> None:
+    """The secret file is this account's and private, but its name is not: another user put a link
+    there to another private file of this account's (a private key, a password), or may put one
+    in a folder on the way (writable by all, not sticky). The file passed as this account's own:
+    its text was taken as the passphrase, or sent to the database server as the password. Refused
+    as deployment.json's link is, naming where; a name only this account or root may change is
+    read."""
+    if os.geteuid() != 0:
+        pytest.skip("a link of another user's needs root to make")
+    (tmp_path / "private").mkdir(mode=0o700)
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    name = shared / "secret"
+    name.symlink_to(tmp_path / "private" / "the-file")
+    read = reader(name, monkeypatch)  # written through the link
+    (tmp_path / "private" / "the-file").chmod(0o600)
+    if planted == "a link another user made":
+        os.lchown(name, 1000, 1000)
+    else:
+        shared.chmod(0o777)
+    with pytest.raises(ConfigError, match="another user"):
+        read()
+    shared.chmod(0o755)
+    os.lchown(name, 0, 0)
+    assert read()
