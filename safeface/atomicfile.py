@@ -98,7 +98,9 @@ def trusted_path(path: PathLike) -> Path:
     it is ours. What is written there is then written where it was judged: by path, a folder
     swapped for a link between the check and the rename made root write over /etc."""
     trusted = {0, os.geteuid()}
-    todo = list(reversed(Path(os.path.abspath(path)).parts[1:]))
+    # Each `..` taken where the walk reaches it, after the link before it (abspath took `link/..`
+    # off the text, and judged another path than the system follows).
+    todo = list(reversed(Path(path).absolute().parts[1:]))
     here, hops = Path("/"), 0
     while todo:
         name = todo.pop()

@@ -103,3 +103,18 @@ def test_a_secret_file_reached_through_a_name_another_user_may_change_is_refused
     shared.chmod(0o755)
     os.lchown(name, 0, 0)
     assert read()
+
+
+def test_a_secret_file_named_through_a_linked_folder_and_dotdot_is_read(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The passphrase file is named `home/link/../pass`, `link` leading to `data/deep`: the system
+    reads `data/pass`. Its name was judged with the `..` taken off the text (`home/pass`, where
+    nothing is) and the file refused as swapped while it was read."""
+    (tmp_path / "data" / "deep").mkdir(parents=True)
+    (tmp_path / "home").mkdir()
+    (tmp_path / "home" / "link").symlink_to(tmp_path / "data" / "deep")
+    read = _passphrase(tmp_path / "data" / "pass", monkeypatch)
+    (tmp_path / "data" / "pass").chmod(0o600)
+    from safeface.workspace.passphrase import resolve_passphrase
+
+    assert resolve_passphrase(tmp_path, passphrase_file=tmp_path / "home" / "link" / ".." / "pass") == read()
