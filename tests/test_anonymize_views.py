@@ -135,6 +135,7 @@ def test_a_nearly_white_video_gives_no_face_back_when_stretched(engine: DlibEngi
 PEAK_BOUND_MIB = 1500
 
 
+@pytest.mark.slow
 def test_a_large_flat_photo_is_anonymized_in_bounded_memory(tmp_path: Path) -> None:
     path = tmp_path / "flat.png"
     Image.new("RGB", (2000, 2000), (120, 130, 140)).save(path)

@@ -93,6 +93,7 @@ def test_a_face_seated_still_from_the_first_frame_is_covered(tmp_path: Path) -> 
     assert finder.detectable(frames[0], strong) == []  # nor anywhere else in the frame
 
 
+@pytest.mark.slow
 def test_a_still_face_with_every_other_line_inverted_stays_covered_after_the_first_frame() -> None:
     """A hostile operator seats someone still from the first frame with every other line of
     their 50 px face inverted (anyone who inverts them back sees it): the first frame's search

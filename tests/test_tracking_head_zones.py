@@ -100,6 +100,7 @@ def _faces_shown(src: Path, out: Path, checked: range, x_of: Callable[[int], int
     return [i for i in checked if _still_shows(_around(shown[i], x_of(i)), _around(frames[i], x_of(i)))]
 
 
+@pytest.mark.slow
 def test_a_face_above_a_tall_blob_cut_to_its_near_person_is_covered(tmp_path: Path) -> None:
     """A child rides on an adult's shoulders: the tall blob was cut to the adult's height and the
     child's face, above the box, showed in every output frame; it is covered."""
@@ -108,6 +109,7 @@ def test_a_face_above_a_tall_blob_cut_to_its_near_person_is_covered(tmp_path: Pa
     assert _faces_shown(src, out, range(START + 2, 62, 2), _walking_in(START)) == []
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("walkers", [False, True], ids=["no-perspective", "perspective"])
 def test_a_face_over_a_wall_is_covered_though_the_body_is_hidden(tmp_path: Path, walkers: bool) -> None:
     """Someone walks behind a wall, seen from the shoulders up: the head zone of that short box lay

@@ -158,6 +158,7 @@ def test_an_audio_packet_is_decoded_only_when_it_is_small(tmp_path: Path) -> Non
     assert any("stopped part way: a packet of 1200000 bytes" in n for n in report.notes), report.notes
 
 
+@pytest.mark.slow
 @needs_face
 def test_a_face_stored_squeezed_is_searched_covered_and_checked_as_shown(tmp_path: Path) -> None:
     """Frames stored squeezed 3:1 with a sample aspect ratio of 3:1 show a normal face in every
