@@ -612,6 +612,31 @@ def test_a_head_whose_body_is_the_backgrounds_colour_alone_in_a_scene_gives_no_c
     assert all(p.top == [] and p.bottom == [] for p in people), [(p.top, p.bottom) for p in people]
 
 
+def test_a_head_whose_body_is_the_backgrounds_colour_beside_a_child_gives_no_colour() -> None:
+    """The same head, with a child (72 px) walking across the scene on the same row: no scale
+    still, and the head's boxes mostly wider than a whole person's, but the scene's share of
+    such views let the child's whole views outvote the head's, and its skin was its track's
+    "top" and "bottom" ("orange") again. Each track is judged by its own views."""
+    from safeface.tracking.run import _people, _Run
+
+    run = _Run(TrackOptions(draw=False))
+    for i in range(60):
+        rgb = np.full((220, 480, 3), 120, np.uint8)
+        x = 20 + 3 * i
+        rgb[108:125, x:x + 13] = (200, 160, 130)  # a child half the painted walker's size
+        rgb[125:150, x - 2:x + 15] = (200, 30, 30)
+        rgb[150:180, x:x + 13] = (30, 30, 160)
+        if i >= 16:
+            x = 440 - 3 * (i - 16)
+            rgb[146:180, x:x + 26] = (200, 150, 120)  # the head; its body is the background's grey
+        run(i, rgb)
+    people, _ = _people(run.assigner.finish())
+    heads = [p for p in people if p.boxes[-1][3] - p.boxes[-1][1] < 50]
+    assert len(heads) == 1 and len(people) == 2, [p.boxes[-1] for p in people]
+    assert heads[0].top == [] and heads[0].bottom == [], (heads[0].top, heads[0].bottom)
+    assert [p.top[0] for p in people if p is not heads[0]] == ["red"]
+
+
 def test_a_person_alone_in_a_scene_with_no_scale_keeps_their_colours() -> None:
     """A person walking across a scene alone, feet on one row: no scale to tell a head by, and
     their boxes a whole person's shape; their colours stay theirs."""

@@ -45,8 +45,9 @@ WHOLE_SHARE = 0.4
 # A track whose detections showed only a head on its body's shadow this often is a head
 # throughout (a person walking past a shadow's edge, a box or two, keeps their colours).
 HEAD_SHARE = 0.2
-# A scene with no scale (no perspective to fit: every foot on one band of rows) whose boxes are
-# wider than a whole person's in more than this share of its views shows heads alone (_heads_only).
+# In a scene with no scale (no perspective to fit: every foot on one band of rows), a track whose
+# boxes are wider than a whole person's in more than this share of its views shows a head
+# (_heads_only).
 HEADS_ONLY = 0.5
 # Bounds on the tracker's work a frame, far above a camera's crowd the tracker can follow (about
 # ten people in vtest.avi): assignment and re-identification grow with the square of the people,
@@ -364,15 +365,14 @@ def _scaled(ys: np.ndarray) -> bool:
     return len(ys) >= 10 and float(np.ptp(ys)) > 20
 
 
-def _heads_only(tracks: list[LiveTrack]) -> bool:
-    """Whether a scene with no scale shows heads, not people: most of its boxes (views) wider
-    than a whole person's. A head whose body is the background's own colour, alone in a scene,
-    was boxed as a small whole person in the frames where only its moving edge showed, and its
-    skin coloured the track; a person alone is that wide in few frames (a bag held out)."""
-    views = [view for t in tracks for _, view in t.colours]
-    if not views or _scaled(np.array([b[3] for t in tracks for b in t.boxes], np.float64)):
-        return False
-    return sum(view == PARTIAL for view in views) > HEADS_ONLY * len(views)
+def _heads_only(t: LiveTrack) -> bool:
+    """Whether a track of a scene with no scale shows a head, not a person: most of its boxes
+    (views) wider than a whole person's. A head whose body is the background's own colour was
+    boxed as a small whole person in the frames where only its moving edge showed, and its skin
+    coloured the track; a person is that wide in few frames (a bag held out). Judged track by
+    track: the scene's share let everyone else's views decide, so a child walking across the
+    same scene, seen whole, gave the head its skin's colours back."""
+    return sum(view == PARTIAL for _, view in t.colours) > HEADS_ONLY * len(t.colours)
 
 
 def track_video(video: PathLike, out: Optional[PathLike] = None, options: Optional[TrackOptions] = None) -> TrackResult:
@@ -412,11 +412,11 @@ def _people(finished: list[LiveTrack]) -> tuple[list[Person], Looks]:
     height a person has at that place: a head alone, someone from the shoulders up) never
     counts: its "top" was a face's skin, and a search would rank people by skin tone. A track
     seen only so has no colours (zero shares: every search scores it as the scene's mean), nor
-    has any track of a scene with no scale whose boxes are mostly that wide (_heads_only).
+    has a track of a scene with no scale whose boxes are mostly that wide (_heads_only).
     Each track's height is its boxes' median over the scene's typical height (_scene_heights)."""
     tracks = [t for t in finished if len(t.frames) >= MIN_DETECTIONS and not ghost(t)]
     a, b = _scene_heights(tracks)
-    heads_only = _heads_only(tracks)
+    unscaled = not _scaled(np.array([bx[3] for t in tracks for bx in t.boxes], np.float64))
     people: list[Person] = []
     ups: list[np.ndarray] = []
     los: list[np.ndarray] = []
@@ -427,7 +427,7 @@ def _people(finished: list[LiveTrack]) -> tuple[list[Person], Looks]:
         # A track seen as a head on its body's shadow in some frames is a head in the others too,
         # where the shadow did not show (the model still learning, the body still): a head's skin
         # was its colour in a scene with no whole person to give it a scale.
-        head = heads_only or t.heads >= HEAD_SHARE * t.hits
+        head = (unscaled and _heads_only(t)) or t.heads >= HEAD_SHARE * t.hits
         whole = [(c, view) for (c, view), r in zip(t.colours, ratios)
                  if view != PARTIAL and r >= WHOLE_SHARE and not head]
         clear = [c for c, view in whole if view == CLEAR] or [c for c, _ in whole]
