@@ -270,3 +270,22 @@ def last_call(sf: Any) -> Any:
     """The newest audit entry of a call: an enrolment's store-commit mark, which follows its
     entry, is skipped."""
     return [e for e in sf.audit_entries() if e.operation != "enroll-committed"][-1]
+
+
+def link_gallery_to_another_programs_database(paths: WorkspacePaths, outside: Path) -> tuple[Path, bytes]:
+    """Replace the workspace's gallery.db by a link another user (uid 1000; root only) made to
+    a database of another program's, made in the new folder `outside`: (that database, its bytes
+    now), to show it is left as it was."""
+    import os
+    import sqlite3
+    from contextlib import closing
+
+    outside.mkdir()
+    other = outside / "app.db"
+    with closing(sqlite3.connect(other)) as db, db:
+        db.execute("CREATE TABLE accounts (name TEXT)")
+    before = other.read_bytes()
+    paths.gallery.unlink()
+    paths.gallery.symlink_to(other)
+    os.lchown(paths.gallery, 1000, 1000)
+    return other, before

@@ -21,7 +21,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from child_process import child_env  # noqa: E402
-from policy_support import PASSPHRASE, consent, images, make_workspace, open_sf  # noqa: E402
+from policy_support import (PASSPHRASE, consent, images, link_gallery_to_another_programs_database,  # noqa: E402
+                            make_workspace, open_sf)
 
 from safeface.workspace.paths import WorkspacePaths  # noqa: E402
 
@@ -208,15 +209,7 @@ def test_a_database_link_another_user_made_in_a_read_only_workspace_is_not_follo
     if os.geteuid() != 0:
         pytest.skip("a link of another user's needs root to make")
     paths = _enrolled(tmp_path)
-    other = tmp_path / "outside" / "app.db"
-    other.parent.mkdir()
-    with sqlite3.connect(other) as db:
-        db.execute("CREATE TABLE accounts (name TEXT)")
-    db.close()
-    before = other.read_bytes()
-    paths.gallery.unlink()
-    paths.gallery.symlink_to(other)
-    os.lchown(paths.gallery, 1000, 1000)
+    other, before = link_gallery_to_another_programs_database(paths, tmp_path / "outside")
     done = _verify_read_only(paths, tmp_path)
     assert done.returncode != 0 and "another user" in done.stderr, done.stdout + done.stderr
     assert other.read_bytes() == before and sorted(os.listdir(other.parent)) == ["app.db"]

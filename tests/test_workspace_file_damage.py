@@ -499,9 +499,7 @@ def test_a_link_at_a_database_name_another_user_made_is_not_followed(tmp_path: P
     opened that database, turned it to write-ahead logging and wrote the gallery's tables into it.
     A link at a database's name is followed only where this user or root made it, on a path no
     other user may change (as deployment.json's link is); the other file is left as it was."""
-    import sqlite3
-
-    from policy_support import make_workspace, open_sf
+    from policy_support import link_gallery_to_another_programs_database, make_workspace, open_sf
 
     from safeface.errors import ConfigError
 
@@ -509,15 +507,7 @@ def test_a_link_at_a_database_name_another_user_made_is_not_followed(tmp_path: P
         pytest.skip("a link of another user's needs root to make")
     paths = make_workspace(tmp_path / "ws")
     open_sf(paths).close()
-    (tmp_path / "outside").mkdir()
-    other = tmp_path / "outside" / "app.db"
-    with sqlite3.connect(other) as db:
-        db.execute("CREATE TABLE accounts (name TEXT)")
-    db.close()
-    before = other.read_bytes()
-    paths.gallery.unlink()
-    paths.gallery.symlink_to(other)
-    os.lchown(paths.gallery, 1000, 1000)
+    other, before = link_gallery_to_another_programs_database(paths, tmp_path / "outside")
     with pytest.raises(ConfigError, match="another user"):
         open_sf(paths).close()
     assert other.read_bytes() == before and sorted(os.listdir(other.parent)) == ["app.db"]
