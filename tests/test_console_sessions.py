@@ -1089,6 +1089,96 @@ def test_a_login_form_refused_as_taken_is_not_refused_again_at_the_next_login(tm
     assert again.status_code == 303 and again.headers["location"] == "/audit", again.headers
 
 
+def _refuse_every_logout(ws: Any) -> None:
+    """The key table refuses an end (its two tables of ends given a column more by hand; a login
+    writes neither), the audit log every entry, and the logouts folder cannot be made."""
+    with closing(sqlite3.connect(ws.apikeys)) as db, db:
+        db.execute("ALTER TABLE ended_sessions RENAME TO ended_sessions_kept")
+        db.execute("DROP TABLE IF EXISTS session_uses")
+        for table in ("ended_sessions", "session_uses"):
+            db.execute(f"CREATE TABLE {table} (session TEXT PRIMARY KEY, until BIGINT, used BIGINT, mac TEXT, x)")
+    with closing(sqlite3.connect(ws.audit)) as db, db:
+        db.execute("CREATE TRIGGER keep BEFORE INSERT ON entries BEGIN SELECT 1; END")
+    (ws.root / "console-logouts").write_text("")
+
+
+def _take_logouts_again(ws: Any) -> None:
+    """Undo _refuse_every_logout: the stores take a logout again."""
+    with closing(sqlite3.connect(ws.apikeys)) as db, db:
+        db.execute("DROP TABLE ended_sessions")
+        db.execute("ALTER TABLE ended_sessions_kept RENAME TO ended_sessions")
+    with closing(sqlite3.connect(ws.audit)) as db, db:
+        db.execute("DROP TRIGGER keep")
+    (ws.root / "console-logouts").unlink()
+
+
+# Another process of the service (a second uvicorn worker, a second `safeface serve`), running
+# since before the stores broke (they refuse a new open): each cookie read from stdin is checked
+# as its pages check a session, and the answer printed.
+_SESSIONS_IN_ANOTHER_PROCESS = textwrap.dedent("""
+    import sys
+    sys.path.insert(0, sys.argv[1])
+    from policy_support import open_sf
+    from safeface.errors import AuthenticationError
+    from safeface.workspace.paths import WorkspacePaths
+    with open_sf(WorkspacePaths(sys.argv[2])) as sf:
+        print("open", flush=True)
+        for line in sys.stdin:
+            try:
+                print("live", sf.session(line.strip(), use=False).key_id, flush=True)
+            except AuthenticationError as exc:
+                print("refused", exc, flush=True)
+""")
+
+
+def test_a_session_whose_end_no_store_took_is_refused_by_the_other_processes_too(tmp_path: Path) -> None:
+    """A login refused because the browser's earlier session could not be ended on record (every
+    store refused the logout) left that session refused by the process asked alone: another
+    worker process, or a second `safeface serve` on the workspace, still opened its pages with a
+    copy of the cookie. The process asked holds the session's end as owed (a lock, which needs
+    no write) until it is recorded, and every process's session check refuses it meanwhile; once
+    the stores take writes again, the browser's next login records the end."""
+    import subprocess
+
+    from child_process import child_env
+
+    client, ws, (op,) = keyed_client(tmp_path, "operator", rate=1000)
+    tests = str(Path(__file__).resolve().parent)
+    other = subprocess.Popen([sys.executable, "-c", _SESSIONS_IN_ANOTHER_PROCESS, tests, str(ws.root)],
+                             env=child_env(), cwd=tmp_path, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert other.stdin is not None and other.stdout is not None
+
+    def elsewhere(cookie: str) -> str:
+        assert other.stdin is not None and other.stdout is not None
+        other.stdin.write(cookie + "\n")
+        other.stdin.flush()
+        return other.stdout.readline()
+
+    try:
+        assert other.stdout.readline().strip() == "open"
+        with client:
+            assert console_login(client, op).status_code == 303
+            earlier = str(client.cookies.get("__Host-sf_session"))
+            token = csrf_of(client.get("/login").text)
+            before = elsewhere(earlier)
+            _refuse_every_logout(ws)
+            refused = client.post("/login", data={"csrf": token, "api_key": op}, follow_redirects=False)
+            after = elsewhere(earlier)
+            _take_logouts_again(ws)
+            again = client.post("/login", data={"csrf": token, "api_key": op}, follow_redirects=False)
+            recorded = elsewhere(earlier)
+    finally:
+        other.stdin.close()
+        other.wait(60)
+    assert before.startswith("live"), before
+    assert refused.status_code == 503 and "earlier-not-ended" in refused.text, refused.text[:400]
+    assert after.startswith("refused"), after
+    assert again.status_code == 303 and again.headers["location"] == "/audit", again.text[:300]
+    assert recorded.startswith("refused") and "logged out" in recorded, recorded
+    with open_sf(ws) as sf:  # the earlier session's end is on record now, for every host
+        assert sum("console session" in (e.note or "") for e in sf.audit_entries()) == 1
+
+
 def test_a_login_that_cannot_end_the_browsers_earlier_session_opens_no_new_one(tmp_path: Path) -> None:
     """A browser holding a live session logs in again while neither store (nor the logouts
     folder) can record a logout: the new session was opened first and the earlier one's end
@@ -1107,24 +1197,10 @@ def test_a_login_that_cannot_end_the_browsers_earlier_session_opens_no_new_one(t
         earlier = str(client.cookies.get("__Host-sf_session"))
         token = csrf_of(client.get("/login").text)  # a new form: the browser holds a live session
         before = given_out()
-        # The key table refuses an end (its two tables of ends given a column more by hand; a login
-        # writes neither), the audit log every entry, and the logouts folder cannot be made.
-        with closing(sqlite3.connect(ws.apikeys)) as db, db:
-            db.execute("ALTER TABLE ended_sessions RENAME TO ended_sessions_kept")
-            db.execute("DROP TABLE IF EXISTS session_uses")
-            for table in ("ended_sessions", "session_uses"):
-                db.execute(f"CREATE TABLE {table} (session TEXT PRIMARY KEY, until BIGINT, used BIGINT, mac TEXT, x)")
-        with closing(sqlite3.connect(ws.audit)) as db, db:
-            db.execute("CREATE TRIGGER keep BEFORE INSERT ON entries BEGIN SELECT 1; END")
-        (ws.root / "console-logouts").write_text("")
+        _refuse_every_logout(ws)
         refused = client.post("/login", data={"csrf": token, "api_key": op}, follow_redirects=False)
         opened = given_out()
-        with closing(sqlite3.connect(ws.apikeys)) as db, db:
-            db.execute("DROP TABLE ended_sessions")
-            db.execute("ALTER TABLE ended_sessions_kept RENAME TO ended_sessions")
-        with closing(sqlite3.connect(ws.audit)) as db, db:
-            db.execute("DROP TRIGGER keep")
-        (ws.root / "console-logouts").unlink()
+        _take_logouts_again(ws)
         held = str(client.cookies.get("__Host-sf_session"))
         again = client.post("/login", data={"csrf": token, "api_key": op}, follow_redirects=False)
         old = client.get("/audit", cookies={"__Host-sf_session": earlier}, follow_redirects=False)

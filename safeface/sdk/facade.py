@@ -52,7 +52,7 @@ from ..workspace.assessment import (ASSESSMENT_OPERATIONS, audit_section_problem
 from ..workspace.audit import (JUDGED_AFTER, KEPT_AT_MOST, STORE_TRANSACTION, WITHDRAWN_AT, AuditEntry, AuditLog,
                                AuditReport, entry_time, key_versions_named, rows_named, store_transaction)
 from ..workspace.keys import ASSESSMENT_MAC, derived_key, is_demo, receipt_file_problem
-from ..workspace.owed_marks import OwedMarks
+from ..workspace.owed_marks import SESSION_ENDS_BASE, OwedMarks, session_end_row
 from ..workspace.passphrase import open_keyring
 from ..workspace.paths import WorkspacePaths
 from ..workspace.session import (follow_witnesses, open_apikeys, open_audit, open_state, workspace_anchors,
@@ -176,6 +176,10 @@ class SafeFace:
         self._apikeys = apikeys
         # Rows this handle stored whose commit mark the disk refused (settled by whoever writes it).
         self._owed = OwedMarks(paths.owed_marks)
+        # Console sessions whose logout no store took, held ended for every process of this host
+        # while this handle lives (end_session), by their byte's row and the session's end.
+        self._owed_ends = OwedMarks(paths.owed_marks, base=SESSION_ENDS_BASE)
+        self._ends_owed: dict[int, int] = {}
 
     # -- opening ----------------------------------------------------------------------------
     @classmethod
@@ -370,6 +374,7 @@ class SafeFace:
             with contextlib.suppress(SafeFaceError):
                 self._settle_uncommitted()
         self._owed.close()
+        self._owed_ends.close()
         self._gallery.close()
         self._audit.close()
         self._state.close()
@@ -1488,7 +1493,7 @@ class SafeFace:
         log that refuses the entry (its disk, its head) leaves the table's row, waited for then,
         to end it; the log's error is raised only when neither took the end."""
         try:
-            self.session(value, use=False)
+            self.session(value, use=False, owed_counts=False)  # an end owed is still to be recorded
         except AuthenticationError:
             return False
         ref, until = session_ref(str(value)), session_until(str(value))
@@ -1516,6 +1521,7 @@ class SafeFace:
                             return True
                     except SafeFaceError:
                         pass
+                self._owe_end(ref, until)
                 raise
             raise
         try:
@@ -1525,16 +1531,40 @@ class SafeFace:
             pass
         return entry is not None
 
-    def session(self, value: Optional[str], use: bool = True) -> ApiKey:
+    def session(self, value: Optional[str], use: bool = True, owed_counts: bool = True) -> ApiKey:
         """The key behind a console session; AuthenticationError once it or its key has ended.
         `use`: False for a check that opens no page, which must not keep the session from idling
-        out (workspace/apikeys.py)."""
+        out (workspace/apikeys.py). `owed_counts`: False for the checks of a logout, to which a
+        session whose end is owed (no store took it: _owe_end) is live, its end still to record."""
         info = self._apikeys.session(value, self._clock(), use=use)
-        if self._audit.records(Operation.APIKEY.value, session_ended_note(session_ref(str(value)))):
+        ref = session_ref(str(value))
+        if self._audit.records(Operation.APIKEY.value, session_ended_note(ref)):
             raise AuthenticationError("the console session was ended (logged out; the audit log records it), though "
                                       "the key table does not list it as ended: the logout could not write that table, "
                                       "or it was restored from an older copy. Log in again.")
+        if owed_counts and self.session_end_owed(value):
+            raise AuthenticationError("the console session was ended by a logout that no store could record yet (a "
+                                      "process of the service holds its end until it is recorded); log in again.")
         return self._not_revoked(info)
+
+    def session_end_owed(self, value: Optional[str]) -> bool:
+        """Whether a process of this host holds the end of the console session `value` as owed
+        (its logout no store took): refused by every page, yet still to be ended on record."""
+        return bool(self._owed_ends.stored_by_a_live_process([session_end_row(session_ref(str(value)))]))
+
+    def _owe_end(self, ref: str, until: int) -> None:
+        """Hold the session `ref` (ending at `until`) ended for every process of this host while
+        this handle lives: its logout was refused by every store (workspace/owed_marks.py). Held
+        in this process alone, other workers read a copy of its cookie on. Sessions over anyway
+        are let go first, so the bytes held stay those of sessions opened in SESSION_SECONDS."""
+        now = int(self._clock().timestamp())
+        over = [row for row, end in self._ends_owed.items() if end < now]
+        self._owed_ends.settled(over)
+        for row in over:
+            del self._ends_owed[row]
+        row = session_end_row(ref)
+        self._owed_ends.owe([row])
+        self._ends_owed[row] = until
 
     def _recheck_read(self) -> None:
         """A view's read of the record (the console's pages) is judged as a report is, when it

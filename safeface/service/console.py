@@ -133,7 +133,9 @@ def build_console(rt: Runtime) -> APIRouter:
     router = APIRouter(include_in_schema=False, route_class=_ConsoleRoute)
     # Sessions whose logout neither the audit log nor the key table could record (session_ref ->
     # the session's end, a Unix time): refused by this process's pages and downloads all the same,
-    # until it restarts. Other processes of the service cannot know of it.
+    # until it restarts. The other processes of this host refuse it too while the handle that
+    # tried the logout holds its end as owed (SafeFace.session); this set is for a file system
+    # without OFD locks.
     ended_here: dict[str, int] = {}
 
     def page(title: str, body: str, s: Optional[Session] = None, status: int = 200) -> HTMLResponse:
@@ -371,9 +373,10 @@ def build_console(rt: Runtime) -> APIRouter:
         logout for it), or one whose logout could not be recorded (ended in this process only)."""
         for name in (SESSION, OLD_SESSION):
             cookie = request.cookies.get(name)
-            if cookie is None or (name == SESSION and session_ref(cookie) not in ended_here):
-                continue  # a live session under the cookie's name opens the pages, which have a logout
             try:
+                if cookie is None or (name == SESSION and session_ref(cookie) not in ended_here
+                                      and not rt.light(lambda sf: sf.session_end_owed(cookie))):
+                    continue  # a live session under the cookie's name opens the pages, which have a logout
                 live = rt.light(lambda sf: live_key(sf, cookie)) is not None
             except SafeFaceError:  # the service starting, a store failing: the login form still shows
                 live = False
@@ -443,15 +446,16 @@ def build_console(rt: Runtime) -> APIRouter:
                 if login:
                     return page("Not logged in", f"<p class='bad' id='earlier-not-ended'>This browser's earlier console "
                                 f"session could not be ended on record: {_e(reason)} No new session was opened, as it "
-                                "would have been live beside the earlier one. This process of the service refuses the "
-                                "earlier session from now on, until it restarts, but other processes may still accept "
-                                "a copy of its cookie. Log out, or log in again, once the service works; revoke the "
-                                f"key if a copy of the cookie may be elsewhere.</p>{retry}", None, 503)
+                                "would have been live beside the earlier one. The service's processes on this host "
+                                "refuse the earlier session from now on, until this one restarts, but processes on "
+                                "other hosts may still accept a copy of its cookie. Log out, or log in again, once the "
+                                "service works; revoke the key if a copy of the cookie may be elsewhere.</p>"
+                                f"{retry}", None, 503)
                 return page("Not logged out", f"<p class='bad'>The session was not ended on record: {_e(reason)} "
-                            "This process of the service refuses it from now on, until it restarts, but other "
-                            "processes of the service may still accept a copy of the cookie. Log out again once the "
-                            f"service works; revoke the key if a copy of the cookie may be elsewhere.</p>{retry}",
-                            None, 503)
+                            "The service's processes on this host refuse it from now on, until this one restarts, "
+                            "but processes on other hosts may still accept a copy of the cookie. Log out again once "
+                            "the service works; revoke the key if a copy of the cookie may be elsewhere.</p>"
+                            f"{retry}", None, 503)
             if login:  # over all the same: the login goes on
                 return None
             resp = page("Logged out", f"<p class='bad'>The session is ended everywhere, but the service met a "
@@ -482,7 +486,9 @@ def build_console(rt: Runtime) -> APIRouter:
         a sibling host's page posting /logout without the token, or loading /login, every few
         minutes kept an unattended session from idling out."""
         try:
-            return cast(ApiKey, sf.session(cookie, use=False))
+            # A session whose end is owed (no store took its logout) is live here: its end is
+            # still to be recorded, by a logout or before a login.
+            return cast(ApiKey, sf.session(cookie, use=False, owed_counts=False))
         except AuthenticationError:
             return None
 

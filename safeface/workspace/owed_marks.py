@@ -17,7 +17,15 @@ only make a never-committed row read as stored and missing (named by the store c
 hide one.
 
 A forked child shares its parent's open file, and the locks on it: the child lets go of none of
-them and takes its own on a descriptor of its own."""
+them and takes its own on a descriptor of its own.
+
+The same file holds, in bytes of their own (SESSION_ENDS_BASE), the console sessions whose logout
+no store took (the audit log, the key store's tables and the logouts folder all refused it): the
+process that was asked holds the session's byte for as long as it runs, and every process's
+session check refuses a session whose byte is held. Held in that process alone, a copy of the
+cookie sent to another worker (uvicorn --workers, a second `safeface serve`) read on. A lock needs
+no write to the disk, which is what refused the logout; it is seen by the processes of this host
+only (a server workspace's other hosts read no lock of this one's)."""
 
 from __future__ import annotations
 
@@ -34,24 +42,28 @@ from ..errors import SafeFaceError
 
 _BASE = 1 << 52  # far above any byte another lock of this file could take
 _SPAN = 1 << 52
+# The bytes of console sessions whose end is owed (session_end_row), above the rows' span.
+SESSION_ENDS_BASE = _BASE + _SPAN
 
 
-def _byte(row: int) -> int:
-    return _BASE + int(row) % _SPAN
+def session_end_row(ref: str) -> int:
+    """The number whose byte (under SESSION_ENDS_BASE) stands for the console session `ref` (its
+    SHA-256 reference, hex): its first 52 bits."""
+    return int(ref[:13], 16)
 
 
-def _take(fd: int, lock_type: int, row: int) -> None:
+def _take(fd: int, lock_type: int, offset: int) -> None:
     import fcntl
 
-    fcntl.fcntl(fd, fcntl.F_OFD_SETLK, _one_byte(lock_type, _byte(row)))
+    fcntl.fcntl(fd, fcntl.F_OFD_SETLK, _one_byte(lock_type, offset))
 
 
-def _written(fd: int, row: int) -> bool:
-    """Whether another open file than `fd`'s holds a write lock on `row`'s byte: asked as a read
-    lock, which only a write lock conflicts with."""
+def _written(fd: int, offset: int) -> bool:
+    """Whether another open file than `fd`'s holds a write lock on the byte at `offset`: asked as
+    a read lock, which only a write lock conflicts with."""
     import fcntl
 
-    found = fcntl.fcntl(fd, fcntl.F_OFD_GETLK, _one_byte(fcntl.F_RDLCK, _byte(row)))
+    found = fcntl.fcntl(fd, fcntl.F_OFD_GETLK, _one_byte(fcntl.F_RDLCK, offset))
     return int(struct.unpack(_FLOCK, found)[0]) == fcntl.F_WRLCK
 
 
@@ -59,12 +71,16 @@ class OwedMarks:
     """The rows this handle stored whose commit mark is still to be written, and the check any
     handle makes before settling a row as never committed."""
 
-    def __init__(self, lock_path: Path) -> None:
+    def __init__(self, lock_path: Path, base: int = _BASE) -> None:
         self._path = Path(lock_path)
+        self._base = base  # the first of the bytes this kind of mark takes (the rows', or SESSION_ENDS_BASE)
         self._fd: Optional[int] = None
         self._pid = 0  # the process that opened _fd: its locks are that process's
         self._rows: set[int] = set()
         self._lock = threading.Lock()
+
+    def _byte(self, row: int) -> int:
+        return self._base + int(row) % _SPAN
 
     def _mine(self) -> bool:
         return self._fd is not None and self._pid == os.getpid()
@@ -84,7 +100,7 @@ class OwedMarks:
                 if self._fd is None:
                     self._fd, self._pid = open_lock_file(self._path), os.getpid()
                 for row in rows:
-                    _take(self._fd, fcntl.F_WRLCK, row)
+                    _take(self._fd, fcntl.F_WRLCK, self._byte(row))
                     self._rows.add(int(row))
             except (OSError, SafeFaceError):
                 pass
@@ -102,7 +118,7 @@ class OwedMarks:
         try:
             if not stat.S_ISREG(os.fstat(fd).st_mode):
                 return set()
-            return {row for row in wanted if _written(fd, row)}
+            return {row for row in wanted if _written(fd, self._byte(row))}
         except OSError:  # no OFD locks here: nothing was held
             return set()
         finally:
@@ -121,7 +137,7 @@ class OwedMarks:
             for row in rows:
                 if int(row) in self._rows and fd is not None:
                     try:
-                        _take(fd, fcntl.F_UNLCK, row)
+                        _take(fd, fcntl.F_UNLCK, self._byte(row))
                     except OSError:
                         pass
                 self._rows.discard(int(row))
