@@ -1211,7 +1211,8 @@ def test_a_login_that_cannot_end_the_browsers_earlier_session_opens_no_new_one(t
     assert old.status_code == 303 and old.headers["location"] == "/login", old.status_code
 
 
-def test_one_keys_logins_queued_behind_a_held_key_store_keep_no_logout_waiting(tmp_path: Path) -> None:
+def test_one_keys_logins_queued_behind_a_held_key_store_keep_no_logout_waiting(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """While another process holds the key store, a client posting logins with its key at the
     key's rate kept a worker's one line of logins and logouts full: another operator's logout
     (which needs only the audit log) waited behind each of them, up to about 60 s, or was refused.
@@ -1219,6 +1220,11 @@ def test_one_keys_logins_queued_behind_a_held_key_store_keep_no_logout_waiting(t
     logins in the line (a double click's) is refused a third at once (503, Retry-After)."""
     import threading
 
+    from safeface.service import runtime
+
+    # The two logins that wait get their sessions once the store is free, however slow the host:
+    # their bound (runtime.LOGIN_WAIT_S) is the store's own wait here.
+    monkeypatch.setattr(runtime, "LOGIN_WAIT_S", 30.0, raising=False)
     client, ws, (theirs, mine) = keyed_client(tmp_path, "operator", "operator", rate=1000)
     with client:
         assert console_login(client, mine).status_code == 303  # the operator's session (and the tables)
@@ -1297,3 +1303,65 @@ def test_a_keys_second_login_in_a_workers_line_waits_behind_every_other_keys_fir
         gate.set()
         lane.close()
     assert order == ["a1", "b1", "c1", "a2"], order
+
+
+# Another process writing the key store (a `safeface apikey`, a rekey): holds its write lock
+# from "held" until its stdin closes.
+_HOLD_THE_KEY_STORE = textwrap.dedent("""
+    import sqlite3, sys
+    db = sqlite3.connect(sys.argv[1], isolation_level=None)
+    db.execute("BEGIN IMMEDIATE")
+    print("held", flush=True)
+    sys.stdin.read()
+    db.execute("ROLLBACK")
+""")
+
+
+def test_a_login_waiting_for_a_key_store_another_process_holds_keeps_other_logins_waiting_briefly(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """While another process held the key store's write lock, a login already running waited
+    for it up to LOCK_WAIT_S (30 s), and another key's login waited behind it that long before
+    its own turn. Each login waits, in the worker's line and for the store together, at most
+    runtime.LOGIN_WAIT_S (0.5 s here, 3 s by default), then is answered 503 with Retry-After;
+    once the store is free, the next login works."""
+    import subprocess
+    import threading
+
+    from safeface.service import runtime
+
+    monkeypatch.setattr(runtime, "LOGIN_WAIT_S", 0.5, raising=False)
+    client, ws, (first, second) = keyed_client(tmp_path, "operator", "operator", rate=1000)
+    answers: dict[str, Any] = {}
+    with client:
+        assert console_login(client, first).status_code == 303  # the sessions' tables made
+        forms = []
+        for _ in range(2):
+            client.cookies.clear()
+            forms.append((csrf_of(client.get("/login").text), str(client.cookies.get("__Host-sf_login"))))
+        client.cookies.clear()
+        holder = subprocess.Popen([sys.executable, "-c", _HOLD_THE_KEY_STORE, str(ws.apikeys)],
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        assert holder.stdin is not None and holder.stdout is not None
+        try:
+            assert holder.stdout.readline().strip() == "held"
+            logins = [threading.Thread(target=lambda n=n, key=key, token=token, form=form: answers.update(
+                {n: client.post("/login", data={"csrf": token, "api_key": key}, cookies={"__Host-sf_login": form},
+                                follow_redirects=False)}))
+                for n, key, (token, form) in (("first", first, forms[0]), ("second", second, forms[1]))]
+            for th in logins:
+                th.start()
+            for th in logins:
+                th.join(10)  # 30 s and more each, before
+            held = dict(answers)
+        finally:
+            holder.stdin.close()
+            holder.wait(30)
+        for th in logins:
+            th.join(60)
+        client.cookies.clear()
+        after = console_login(client, second)
+    assert sorted(held) == ["first", "second"], sorted(held)
+    for name, answer in held.items():
+        assert answer.status_code == 503 and answer.headers.get("Retry-After"), (name, answer.status_code)
+        assert answer.cookies.get("__Host-sf_session") is None, name
+    assert after.status_code == 303 and after.headers["location"] == "/audit", after.status_code

@@ -1442,16 +1442,17 @@ class SafeFace:
         return self._not_revoked(self._apikeys.authenticate(api_key, self._clock()))
 
     def open_session(self, api_key: Optional[str], form: Optional[str] = None,
-                     held: Optional[str] = None) -> tuple[ApiKey, str]:
+                     held: Optional[str] = None, until: Optional[float] = None) -> tuple[ApiKey, str]:
         """Exchange an API key for a console session value (see workspace/apikeys.py); `form`: the
         login form's token, which gives out one session for the key, however often it is posted,
         and sessions of one key at a time: LoginFormTaken while the session it gave out to another
         key is live, unless that session is `held` (the session cookie the posting browser sent,
-        which the caller then ends: a login as another key)."""
+        which the caller then ends: a login as another key). `until`: a time.monotonic() past which
+        the form's record waits no more for a key store another process holds (WorkspaceBusy)."""
         replaces: Optional[str] = None
         for _ in range(3):  # another key may take the form between the check and the retry
             try:
-                return self._form_session(api_key, form, replaces)
+                return self._form_session(api_key, form, replaces, until)
             except LoginFormTaken as exc:
                 other = self._apikeys.form_cookie(str(form), exc.key_id, self._clock())
                 if other is not None and not (held is not None and hmac.compare_digest(
@@ -1461,10 +1462,12 @@ class SafeFace:
         raise taken
 
     def _form_session(self, api_key: Optional[str], form: Optional[str],
-                      replaces: Optional[str]) -> tuple[ApiKey, str]:
-        info, value = self._apikeys.open_session(api_key, self._clock(), form, replaces=replaces)  # authenticates
+                      replaces: Optional[str], until: Optional[float] = None) -> tuple[ApiKey, str]:
+        info, value = self._apikeys.open_session(api_key, self._clock(), form, replaces=replaces,
+                                                 until=until)  # authenticates
         if form is not None and not self._live(value):  # logged out since: a new one in its place
-            info, value = self._apikeys.open_session(api_key, self._clock(), form, ended=value, replaces=replaces)
+            info, value = self._apikeys.open_session(api_key, self._clock(), form, ended=value, replaces=replaces,
+                                                     until=until)
         return self._not_revoked(info), value
 
     def form_gave_out(self, form: str, key_id: str) -> Optional[str]:

@@ -320,7 +320,11 @@ def build_console(rt: Runtime) -> APIRouter:
             # The form's token: posted twice (a double click), the form gives out one session; a
             # session of another key's from this form must be the one this browser holds. Off the
             # event loop: the form's record may wait for a key store another process is writing.
-            key, cookie = await rt.aside(lambda sf: sf.open_session(presented, want, held=earlier), key.key_id)
+            # Bounded (Runtime.login_deadline): while another process holds the key store, this
+            # login's wait for it, and for the logins ahead of it, holds the next no longer.
+            until = rt.login_deadline()
+            key, cookie = await rt.aside(lambda sf: sf.open_session(presented, want, held=earlier, until=until),
+                                         key.key_id, until=until)
         except LoginFormTaken:  # another tab's login with another key: its session is this browser's
             taken = RedirectResponse("/login?error=taken", status_code=303)
             # The form dropped: the login page gave the browser the same form again (its cookie

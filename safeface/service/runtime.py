@@ -34,6 +34,10 @@ WARM_RETRY_S = 1.0  # how often a pool thread's failed first open is tried again
 # How many console logins of one key may wait in a worker's line at once (Runtime.aside): a double
 # click's two; another is answered 503 at once.
 ASIDE_PER_KEY = 2
+# How long a console login may wait, in its worker's line and for a key store another process
+# holds, before it is answered 503 (Retry-After): the logins take turns, so one login waiting the
+# store's whole LOCK_WAIT_S (30 s) kept every other login of the worker waiting behind it.
+LOGIN_WAIT_S = 3.0
 # How often the logouts' own handle is tried again after its open failed (a rekey's wait, a store
 # refusing it): each try is an open's cost (0.3-1 s of CPU).
 LOGOUTS_HANDLE_RETRY_S = 60.0
@@ -476,13 +480,22 @@ class Runtime:
                                   "Retry shortly.", WARM_RETRY_S)
             return fn(self.main)
 
-    async def aside(self, fn: Callable[[Any], T], key_id: Optional[str] = None) -> T:
+    @staticmethod
+    def login_deadline() -> float:
+        """The time.monotonic() past which a console login arriving now is answered 503 rather
+        than tried or waited for further (LOGIN_WAIT_S): passed to aside and to its call."""
+        return time.monotonic() + LOGIN_WAIT_S
+
+    async def aside(self, fn: Callable[[Any], T], key_id: Optional[str] = None,
+                    until: Optional[float] = None) -> T:
         """Run fn(the console's own handle) off the event loop: a write of the key store (a
         login's form, a logout) that may wait for its lock while another process holds it. Not
         through the call queue (light's reasons), nor on the main handle, whose lock every
         credential check takes on the loop. `key_id`: a login's key, whose calls take their turn
         with other keys' and are ASIDE_PER_KEY at most (ServiceBusy past that, at once); None: a
-        logout, on a line and a handle of its own once one found a login ahead of it."""
+        logout, on a line and a handle of its own once one found a login ahead of it. `until`: a
+        time.monotonic() past which the call, still queued, is refused untried (ServiceBusy), sooner
+        than LOCK_WAIT_S after it was queued (a login's: login_deadline)."""
         self._still_failing()
         queued = time.monotonic()
         if key_id is None and "logout" not in self._aside and self._aside_lanes["login"].busy() and \
@@ -502,7 +515,7 @@ class Runtime:
             # another: a call queued longer than that wait is refused untried, so that logins
             # posted over and over (at a key's rate) keep no operator's login or logout waiting
             # for their waits in turn, minutes; each is answered within about twice that wait.
-            if time.monotonic() - queued > atomicfile.LOCK_WAIT_S:
+            if time.monotonic() > (queued + atomicfile.LOCK_WAIT_S if until is None else until):
                 raise ServiceBusy("the console's logins and logouts are waiting for the key store, which another "
                                   "process is writing; nothing was done. Retry shortly.", WorkspaceBusy.retry_after)
             sf = self._aside.get(lane)

@@ -317,12 +317,14 @@ class ApiKeys:
         return hmac.new(self._key, f"safeface-{label}|{text}".encode("utf-8"), hashlib.sha256).hexdigest()
 
     def open_session(self, presented: Optional[str], now: dt.datetime, form: Optional[str] = None,
-                     ended: Optional[str] = None, replaces: Optional[str] = None) -> tuple[ApiKey, str]:
+                     ended: Optional[str] = None, replaces: Optional[str] = None,
+                     until: Optional[float] = None) -> tuple[ApiKey, str]:
         """A session for the key `presented`: (its description, the cookie). `form`: the token of
         the login form it came from, which gives out one session (_form_session); `ended`: the
         session that form gave out, found logged out since, which a new one replaces; `replaces`:
         the other key whose session from this form is over or held by the posting browser
-        (LoginFormTaken names it otherwise)."""
+        (LoginFormTaken names it otherwise). `until`: a time.monotonic() past which the form's record
+        waits no more for a store another process holds (WorkspaceBusy), sooner than LOCK_WAIT_S."""
         info = self.authenticate(presented, now)
         if getattr(self._t, "dialect", None) == "postgresql":
             # A store moved there by an earlier safeface lacks the sessions' tables: made now, or
@@ -334,14 +336,14 @@ class ApiKeys:
                 self._usable(name)
         # Each login its own session, even two in one second: logging out of one ends no other;
         # but one login form gives out one session (_form_session).
-        exp, nonce = self._form_session(form, info.key_id, now, ended, replaces) if form is not None else (
+        exp, nonce = self._form_session(form, info.key_id, now, ended, replaces, until) if form is not None else (
             int(now.timestamp()) + SESSION_SECONDS, secrets.token_hex(8))
         rows = self._t.q("SELECT digest FROM {t}apikeys WHERE key_id = ?", (info.key_id,))
         mac = self._session_mac(info, exp, nonce, str(rows[0][0]) if rows else "")
         return info, f"{info.key_id}.{exp}.{nonce}.{mac}"
 
-    def _form_session(self, form: str, key_id: str, now: dt.datetime,
-                      ended: Optional[str] = None, replaces: Optional[str] = None) -> tuple[int, str]:
+    def _form_session(self, form: str, key_id: str, now: dt.datetime, ended: Optional[str] = None,
+                      replaces: Optional[str] = None, until: Optional[float] = None) -> tuple[int, str]:
         """The end and nonce of the session that the login form whose token is `form` gives out
         for the key `key_id`: the one it gave out before, while that is live, else a new one,
         recorded. A form submitted twice with one key (a double click; two tabs of one browser,
@@ -361,25 +363,30 @@ class ApiKeys:
         gone = (int(m.group(2)), m.group(3)) if m is not None else None
         # A full or read-only disk (WorkspaceUnwritable) refuses the login: a session given out
         # unrecorded let the same form, posted again, give out a second one, held by no browser.
-        return self._spend_form(ref, t, fresh, gone, (self._mac("login form key", form), key_id, replaces))
+        return self._spend_form(ref, t, fresh, gone, (self._mac("login form key", form), key_id, replaces), until)
 
     def _spend_form(self, ref: str, t: int, fresh: tuple[int, str], gone: Optional[tuple[int, str]],
-                    owner: tuple[str, str, Optional[str]]) -> tuple[int, str]:
+                    owner: tuple[str, str, Optional[str]], until: Optional[float] = None) -> tuple[int, str]:
         """_form_session's record: the session the form `ref` gave out unless it is `gone` (its
         end and nonce), else `fresh`, recorded. `owner`: the form's row naming the key it gave
         out a session to last, this key's id, and the key it may replace (LoginFormTaken else)."""
         self._table("spent_logins", _SPENT, create=True)
         owner_ref, key_id, replaces = owner
         # Waited for (the service runs a login off its event loop, Runtime.aside, so the wait holds
-        # no other request of the worker), but not for ever.
-        return self._tried_until_free(lambda: self._spend_form_once(ref, t, fresh, gone, owner_ref, key_id, replaces))
+        # no other request of the worker), but not for ever: `until`, where the caller has others
+        # waiting behind this one.
+        return self._tried_until_free(lambda: self._spend_form_once(ref, t, fresh, gone, owner_ref, key_id, replaces),
+                                      until)
 
     @staticmethod
-    def _tried_until_free(write: Callable[[], T]) -> T:
+    def _tried_until_free(write: Callable[[], T], until: Optional[float] = None) -> T:
         """`write()`, a transaction that gives up at once while another process holds the store's
-        write lock, tried again 20 ms apart for up to LOCK_WAIT_S, then WorkspaceBusy (a 503). A
-        wait inside PostgreSQL for its advisory lock has no end while another host holds it."""
+        write lock, tried again 20 ms apart for up to LOCK_WAIT_S (or until the time.monotonic()
+        `until`, if sooner; tried once all the same), then WorkspaceBusy (a 503). A wait inside
+        PostgreSQL for its advisory lock has no end while another host holds it."""
         deadline = time.monotonic() + atomicfile.LOCK_WAIT_S  # read now, as the workspace's locks read it
+        if until is not None:
+            deadline = min(deadline, until)
         while True:
             try:
                 return write()
