@@ -794,3 +794,23 @@ def test_a_first_console_login_waits_for_the_gallerys_write_lock_another_host_ho
         after = console_login(client, key)
     assert answered_while_held and answers[0].status_code == 503, answers[0].text[:300] if answers else None
     assert after.status_code == 303 and after.headers["location"] == "/audit", after.text[:300]
+
+
+def test_a_right_revoked_between_an_erasures_commit_and_its_check_is_named(pg: Any, tmp_path: Path) -> None:
+    """On PostgreSQL an erasure checks what it kept once more after its commit: SELECT on `rows`
+    revoked from the service's role in that instant let psycopg's error through (a 500 in the
+    service). It is SchemaOwnerNeeded naming the right and the GRANT (a 503 in the service), as
+    for a right revoked before the erasure. The instant is held open by the store's hook."""
+    ws, _, role, owner = _auditor_on_a_dml_only_server_workspace(pg, tmp_path)
+    with open_sf(ws) as sf:
+        sf._gallery._hook = lambda point: owner(f"REVOKE SELECT ON safeface.rows FROM {role}") \
+            if point == "erase:committed" else None
+        try:
+            with pytest.raises(SchemaOwnerNeeded) as refused:
+                sf.erase("alice")
+        finally:
+            sf._gallery._hook = None
+            owner(f"GRANT SELECT ON safeface.rows TO {role}")
+    said = str(refused.value)
+    assert "lacks SELECT on safeface.rows" in said and f"GRANT SELECT, INSERT, UPDATE, DELETE ON safeface.rows TO {role}" \
+        in refused.value.statement, said

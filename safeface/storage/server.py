@@ -1112,6 +1112,7 @@ class ServerStore:
                 refuse_kept(self._kept(where, args), f"{self._ns}.rows")
                 if before_commit is not None and found:
                     before_commit(found)
+            self._at("erase:committed")
             refuse_kept(self._kept(where, args), f"{self._ns}.rows")  # and once committed
             if not found:
                 return found, None
@@ -1319,11 +1320,17 @@ class ServerStore:
             log.warning("%s: the erased rows' space was not freed (%s); autovacuum will free it", self.where, exc)
 
     def _kept(self, where: str, args: tuple[Any, ...]) -> list[int]:
-        """Rows an erasure's WHERE still finds (at most five, to name them), reading the table itself."""
-        with self._conn.transaction():
-            self._read_the_table()
-            return [int(r) for r, in self._conn.execute(f"SELECT row_id FROM {self._ns}.rows WHERE {where} LIMIT 5",
-                                                        args).fetchall()]
+        """Rows an erasure's WHERE still finds (at most five, to name them), reading the table itself.
+        Once the erasure committed, outside the write's own handling: a right revoked from the role
+        in between (SELECT on `rows`) let psycopg's error through, a 500; it is SchemaOwnerNeeded."""
+        try:
+            with self._conn.transaction():
+                self._read_the_table()
+                return [int(r) for r, in self._conn.execute(f"SELECT row_id FROM {self._ns}.rows WHERE {where} "
+                                                            "LIMIT 5", args).fetchall()]
+        except Exception as exc:
+            _raise_pg(exc, self.where, self._conn, self._ns)
+            raise
 
     def _read_the_table(self) -> None:
         """Inside a transaction, to its end: its statements read the tables, never an index. An
