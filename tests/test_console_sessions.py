@@ -230,7 +230,8 @@ def test_a_session_under_the_cookies_old_name_can_be_ended(tmp_path: Path) -> No
 def test_a_logout_neither_store_can_record_still_ends_the_session_in_this_process(tmp_path: Path) -> None:
     """With the audit log, the key table and the logouts folder refusing writes, a logout ended nothing, and a
     copy of the cookie went on reading pages and downloading receipts. The service process that
-    was asked refuses the session from then on (other processes cannot know: the page says so),
+    was asked refuses the session from then on, as do the other processes of its host while it
+    runs (processes on other hosts cannot know: the page says so),
     and the browser keeps its cookie and a form to log out again once the stores work."""
     client, ws, (op,) = keyed_client(tmp_path, "operator", rate=1000)
     with client:
@@ -248,7 +249,7 @@ def test_a_logout_neither_store_can_record_still_ends_the_session_in_this_proces
             with closing(sqlite3.connect(db_path)) as db, db:
                 db.execute("DROP TRIGGER keep")
         again = client.post("/logout", data={"csrf": csrf_of(out.text)}, follow_redirects=False)
-    assert out.status_code == 503 and "other processes" in out.text, out.text[:400]
+    assert out.status_code == 503 and "processes on other hosts" in out.text, out.text[:400]
     assert [(r.status_code, r.headers.get("location")) for r in copies] == [(303, "/login")] * 3
     assert again.status_code == 303, again.text[:300]
     with open_sf(ws) as sf:
