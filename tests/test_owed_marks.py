@@ -81,3 +81,24 @@ def test_only_a_write_lock_reads_as_a_mark_owed(tmp_path: Path) -> None:
     finally:
         os.close(reader)
         marks.close()
+
+
+def test_a_sessions_end_owed_by_two_processes_stays_held_until_both_let_go(tmp_path: Path) -> None:
+    """Two processes each failed to record one console session's logout: the second could not
+    take the byte the first held (a write lock), so the first one's restart let the session live
+    again while the second still owed its end. The ends are read locks, which both hold, and any
+    lock counts; the rows' marks stay write locks. (Two open files of one process hold OFD locks
+    as two processes do.)"""
+    from safeface.workspace.owed_marks import SESSION_ENDS_BASE
+
+    where = tmp_path / "owed-marks.lock"
+    first, second = (OwedMarks(where, base=SESSION_ENDS_BASE, shared=True) for _ in range(2))
+    first.owe([9])
+    second.owe([9])
+    first.close()
+    try:
+        assert OwedMarks(where, base=SESSION_ENDS_BASE, shared=True).stored_by_a_live_process([9, 10]) == {9}
+        assert _held(where, [9]) == set()  # not a row's mark: other bytes
+    finally:
+        second.close()
+    assert OwedMarks(where, base=SESSION_ENDS_BASE, shared=True).stored_by_a_live_process([9]) == set()

@@ -178,7 +178,7 @@ class SafeFace:
         self._owed = OwedMarks(paths.owed_marks)
         # Console sessions whose logout no store took, held ended for every process of this host
         # while this handle lives (end_session), by their byte's row and the session's end.
-        self._owed_ends = OwedMarks(paths.owed_marks, base=SESSION_ENDS_BASE)
+        self._owed_ends = OwedMarks(paths.owed_marks, base=SESSION_ENDS_BASE, shared=True)
         self._ends_owed: dict[int, int] = {}
 
     # -- opening ----------------------------------------------------------------------------

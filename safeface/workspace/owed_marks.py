@@ -21,8 +21,9 @@ them and takes its own on a descriptor of its own.
 
 The same file holds, in bytes of their own (SESSION_ENDS_BASE), the console sessions whose logout
 no store took (the audit log, the key store's tables and the logouts folder all refused it): the
-process that was asked holds the session's byte for as long as it runs, and every process's
-session check refuses a session whose byte is held. Held in that process alone, a copy of the
+process that was asked holds the session's byte (a read lock: each process that owes the end
+holds it) for as long as it runs, and every process's session check refuses a session whose byte
+is held. Held in that process alone, a copy of the
 cookie sent to another worker (uvicorn --workers, a second `safeface serve`) read on. A lock needs
 no write to the disk, which is what refused the logout; it is seen by the processes of this host
 only (a server workspace's other hosts read no lock of this one's)."""
@@ -58,22 +59,28 @@ def _take(fd: int, lock_type: int, offset: int) -> None:
     fcntl.fcntl(fd, fcntl.F_OFD_SETLK, _one_byte(lock_type, offset))
 
 
-def _written(fd: int, offset: int) -> bool:
+def _written(fd: int, offset: int, shared: bool = False) -> bool:
     """Whether another open file than `fd`'s holds a write lock on the byte at `offset`: asked as
-    a read lock, which only a write lock conflicts with."""
+    a read lock, which only a write lock conflicts with. `shared`: any lock, read locks too (asked
+    as a write lock)."""
     import fcntl
 
-    found = fcntl.fcntl(fd, fcntl.F_OFD_GETLK, _one_byte(fcntl.F_RDLCK, offset))
-    return int(struct.unpack(_FLOCK, found)[0]) == fcntl.F_WRLCK
+    found = fcntl.fcntl(fd, fcntl.F_OFD_GETLK, _one_byte(fcntl.F_WRLCK if shared else fcntl.F_RDLCK, offset))
+    return int(struct.unpack(_FLOCK, found)[0]) != fcntl.F_UNLCK
 
 
 class OwedMarks:
     """The rows this handle stored whose commit mark is still to be written, and the check any
     handle makes before settling a row as never committed."""
 
-    def __init__(self, lock_path: Path, base: int = _BASE) -> None:
+    def __init__(self, lock_path: Path, base: int = _BASE, shared: bool = False) -> None:
         self._path = Path(lock_path)
         self._base = base  # the first of the bytes this kind of mark takes (the rows', or SESSION_ENDS_BASE)
+        # Held as read locks, which several processes can hold at once, and any lock counts: for
+        # the sessions' ends, where a lock taken by someone else refuses a session (never hides
+        # one), and two processes owing one end must each keep it (the first one's restart let a
+        # session whose end the second still owed live again).
+        self._shared = shared
         self._fd: Optional[int] = None
         self._pid = 0  # the process that opened _fd: its locks are that process's
         self._rows: set[int] = set()
@@ -100,7 +107,7 @@ class OwedMarks:
                 if self._fd is None:
                     self._fd, self._pid = open_lock_file(self._path), os.getpid()
                 for row in rows:
-                    _take(self._fd, fcntl.F_WRLCK, self._byte(row))
+                    _take(self._fd, fcntl.F_RDLCK if self._shared else fcntl.F_WRLCK, self._byte(row))
                     self._rows.add(int(row))
             except (OSError, SafeFaceError):
                 pass
@@ -118,7 +125,7 @@ class OwedMarks:
         try:
             if not stat.S_ISREG(os.fstat(fd).st_mode):
                 return set()
-            return {row for row in wanted if _written(fd, self._byte(row))}
+            return {row for row in wanted if _written(fd, self._byte(row), self._shared)}
         except OSError:  # no OFD locks here: nothing was held
             return set()
         finally:
