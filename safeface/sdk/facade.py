@@ -177,8 +177,9 @@ class SafeFace:
         # Rows this handle stored whose commit mark the disk refused (settled by whoever writes it).
         self._owed = OwedMarks(paths.owed_marks)
         # Console sessions whose logout no store took, held ended for every process of this host
-        # while this handle lives (end_session), by their byte's row and the session's end.
-        self._owed_ends = OwedMarks(paths.owed_marks, base=SESSION_ENDS_BASE, shared=True)
+        # while this handle lives (end_session), by their byte's row and the session's end: locks
+        # on the keys folder, which need no write where the disk refused every one.
+        self._owed_ends = OwedMarks(paths.keys, base=SESSION_ENDS_BASE, shared=True)
         self._ends_owed: dict[int, int] = {}
 
     # -- opening ----------------------------------------------------------------------------

@@ -19,14 +19,15 @@ hide one.
 A forked child shares its parent's open file, and the locks on it: the child lets go of none of
 them and takes its own on a descriptor of its own.
 
-The same file holds, in bytes of their own (SESSION_ENDS_BASE), the console sessions whose logout
-no store took (the audit log, the key store's tables and the logouts folder all refused it): the
-process that was asked holds the session's byte (a read lock: each process that owes the end
-holds it) for as long as it runs, and every process's session check refuses a session whose byte
-is held. Held in that process alone, a copy of the
-cookie sent to another worker (uvicorn --workers, a second `safeface serve`) read on. A lock needs
-no write to the disk, which is what refused the logout; it is seen by the processes of this host
-only (a server workspace's other hosts read no lock of this one's)."""
+The console sessions whose logout no store took (the audit log, the key store's tables and the
+logouts folder all refused it) are held the same way, in bytes of their own (SESSION_ENDS_BASE) of
+the workspace's keys folder: the process that was asked holds the session's byte (a read lock:
+each process that owes the end holds it) for as long as it runs, and every process's session
+check refuses a session whose byte is held. Held in that process alone, a copy of the cookie sent
+to another worker (uvicorn --workers, a second `safeface serve`) read on. A read lock on a folder
+needs no write, nor a file to be made, on a disk that refuses both (full, or remounted read-only:
+what refused the logout); only the workspace's owner can open the keys folder. It is seen by the
+processes of this host only (a server workspace's other hosts read no lock of this one's)."""
 
 from __future__ import annotations
 
@@ -79,7 +80,8 @@ class OwedMarks:
         # Held as read locks, which several processes can hold at once, and any lock counts: for
         # the sessions' ends, where a lock taken by someone else refuses a session (never hides
         # one), and two processes owing one end must each keep it (the first one's restart let a
-        # session whose end the second still owed live again).
+        # session whose end the second still owed live again). `lock_path` is then opened for
+        # reading only, never made: a folder (the keys folder) will do.
         self._shared = shared
         self._fd: Optional[int] = None
         self._pid = 0  # the process that opened _fd: its locks are that process's
@@ -105,7 +107,9 @@ class OwedMarks:
                     os.close(self._fd)  # (its locks stay the parent's)
                     self._fd, self._rows = None, set()
                 if self._fd is None:
-                    self._fd, self._pid = open_lock_file(self._path), os.getpid()
+                    self._fd = os.open(self._path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC) if self._shared \
+                        else open_lock_file(self._path)
+                    self._pid = os.getpid()
                 for row in rows:
                     _take(self._fd, fcntl.F_RDLCK if self._shared else fcntl.F_WRLCK, self._byte(row))
                     self._rows.add(int(row))
@@ -123,7 +127,8 @@ class OwedMarks:
         except OSError:
             return set()
         try:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
+            mode = os.fstat(fd).st_mode
+            if not (stat.S_ISREG(mode) or (self._shared and stat.S_ISDIR(mode))):
                 return set()
             return {row for row in wanted if _written(fd, self._byte(row), self._shared)}
         except OSError:  # no OFD locks here: nothing was held
