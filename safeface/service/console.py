@@ -374,7 +374,8 @@ def build_console(rt: Runtime) -> APIRouter:
     def still_open(request: Request) -> str:
         """A logout form for a session this browser holds that is live on the service though no
         page opens it here: one under the cookie's name from before the rename (no page showed a
-        logout for it), or one whose logout could not be recorded (ended in this process only)."""
+        logout for it), or one whose logout could not be recorded (ended in this process, and while
+        it runs in the others of its host, only)."""
         for name in (SESSION, OLD_SESSION):
             cookie = request.cookies.get(name)
             try:
