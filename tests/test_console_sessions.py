@@ -1137,8 +1137,8 @@ def test_a_session_whose_end_no_store_took_is_refused_by_the_other_processes_too
     store refused the logout) left that session refused by the process asked alone: another
     worker process, or a second `safeface serve` on the workspace, still opened its pages with a
     copy of the cookie. The process asked holds the session's end as owed (a lock, which needs
-    no write) until it is recorded, and every process's session check refuses it meanwhile; once
-    the stores take writes again, the browser's next login records the end."""
+    no write) while it runs, and every process's session check refuses it meanwhile; once the
+    stores take writes again, its close records the end (its lock goes with it)."""
     import subprocess
 
     from child_process import child_env
@@ -1166,15 +1166,13 @@ def test_a_session_whose_end_no_store_took_is_refused_by_the_other_processes_too
             refused = client.post("/login", data={"csrf": token, "api_key": op}, follow_redirects=False)
             after = elsewhere(earlier)
             _take_logouts_again(ws)
-            again = client.post("/login", data={"csrf": token, "api_key": op}, follow_redirects=False)
-            recorded = elsewhere(earlier)
+        recorded = elsewhere(earlier)  # the service closed (restarted)
     finally:
         other.stdin.close()
         other.wait(60)
     assert before.startswith("live"), before
     assert refused.status_code == 503 and "earlier-not-ended" in refused.text, refused.text[:400]
     assert after.startswith("refused"), after
-    assert again.status_code == 303 and again.headers["location"] == "/audit", again.text[:300]
     assert recorded.startswith("refused") and "logged out" in recorded, recorded
     with open_sf(ws) as sf:  # the earlier session's end is on record now, for every host
         assert sum("console session" in (e.note or "") for e in sf.audit_entries()) == 1

@@ -180,7 +180,7 @@ class SafeFace:
         # while this handle lives (end_session), by their byte's row and the session's end: locks
         # on the keys folder, which need no write where the disk refused every one.
         self._owed_ends = OwedMarks(paths.keys, base=SESSION_ENDS_BASE, shared=True)
-        self._ends_owed: dict[int, int] = {}
+        self._ends_owed: dict[str, int] = {}  # each session's reference -> its end
 
     # -- opening ----------------------------------------------------------------------------
     @classmethod
@@ -375,6 +375,7 @@ class SafeFace:
             with contextlib.suppress(SafeFaceError):
                 self._settle_uncommitted()
         self._owed.close()
+        self._record_owed_ends()  # before their locks go with the handle
         self._owed_ends.close()
         self._gallery.close()
         self._audit.close()
@@ -1562,13 +1563,30 @@ class SafeFace:
         in this process alone, other workers read a copy of its cookie on. Sessions over anyway
         are let go first, so the bytes held stay those of sessions opened in SESSION_SECONDS."""
         now = int(self._clock().timestamp())
-        over = [row for row, end in self._ends_owed.items() if end < now]
-        self._owed_ends.settled(over)
-        for row in over:
-            del self._ends_owed[row]
-        row = session_end_row(ref)
-        self._owed_ends.owe([row])
-        self._ends_owed[row] = until
+        over = [r for r, end in self._ends_owed.items() if end < now]
+        self._owed_ends.settled([session_end_row(r) for r in over])
+        for r in over:
+            del self._ends_owed[r]
+        self._owed_ends.owe([session_end_row(ref)])
+        self._ends_owed[ref] = until
+
+    def _record_owed_ends(self) -> None:
+        """At close, record where a store takes it now the end of each live session this handle
+        owes (_owe_end): its lock goes with the handle, and a service restarted once the disk
+        took writes again let such a session live on. Not waited for; one refused stays owed
+        only until this handle's locks go (the logout page said to log out again)."""
+        now = self._clock()
+        for ref, until in list(self._ends_owed.items()):
+            if until < now.timestamp():
+                continue
+            note = session_ended_note(ref)
+            with contextlib.suppress(SafeFaceError):
+                with self._audit_lock:
+                    self._audit.append_unless(lambda: self._audit.records(Operation.APIKEY.value, note),
+                                              Operation.APIKEY.value, "allowed", note=note, actor=self._actor)
+                continue
+            with contextlib.suppress(SafeFaceError):
+                self._apikeys.end_session_ref(ref, until, now, wait=False)
 
     def _recheck_read(self) -> None:
         """A view's read of the record (the console's pages) is judged as a report is, when it
