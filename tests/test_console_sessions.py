@@ -1364,3 +1364,50 @@ def test_a_login_waiting_for_a_key_store_another_process_holds_keeps_other_login
         assert answer.status_code == 503 and answer.headers.get("Retry-After"), (name, answer.status_code)
         assert answer.cookies.get("__Host-sf_session") is None, name
     assert after.status_code == 303 and after.headers["location"] == "/audit", after.status_code
+
+
+def test_a_login_queued_behind_a_long_call_of_its_workers_line_is_answered_by_its_deadline(tmp_path: Path) -> None:
+    """A login waits in its worker's line of logins and logouts at most until its deadline
+    (runtime.login_deadline), whatever runs ahead of it: it was refused there only once the call
+    ahead ended, so a logout waiting up to 30 s for the audit log and the key store (both held
+    by other processes) kept every login of the worker waiting that long first."""
+    import asyncio
+    import threading
+
+    from policy_support import PASSPHRASE, make_workspace
+
+    from safeface.errors import ServiceBusy
+    from safeface.service.runtime import Runtime, ServiceConfig
+
+    ws = make_workspace(tmp_path / "ws")
+    pf = tmp_path / "pass"
+    pf.write_text(PASSPHRASE)
+    pf.chmod(0o600)
+    rt = Runtime(ServiceConfig(workspace=ws.root, passphrase_file=pf, threads=1, queue=1))
+    started, release, ahead_over = threading.Event(), threading.Event(), threading.Event()
+
+    def long_logout(_sf: Any) -> None:  # a logout waiting for stores other processes hold
+        started.set()
+        release.wait(20)
+        ahead_over.set()
+
+    async def main() -> tuple[object, bool]:
+        ahead = asyncio.ensure_future(rt.aside(long_logout))
+        assert await asyncio.get_running_loop().run_in_executor(None, started.wait, 60)
+        try:
+            await rt.aside(lambda sf: "logged in", "0123456789ab", until=time.monotonic() + 0.2)
+            answer: object = "served"
+        except ServiceBusy as exc:
+            answer = exc
+        over = ahead_over.is_set()
+        release.set()
+        await ahead
+        return answer, over
+
+    try:
+        answer, over = asyncio.run(main())
+    finally:
+        release.set()
+        rt.close()
+    assert isinstance(answer, ServiceBusy) and answer.retry_after, answer
+    assert not over  # answered while the call ahead still ran

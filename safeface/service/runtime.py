@@ -526,7 +526,18 @@ class Runtime:
         busy = ("this API key's console logins are already waiting for the key store, which another process is "
                 "writing; nothing was done. Retry shortly.")
         fut = self._aside_lanes[lane].submit(key_id, run, busy, WorkspaceBusy.retry_after)
-        return await asyncio.wrap_future(fut, loop=asyncio.get_running_loop())
+        answer = asyncio.wrap_future(fut, loop=asyncio.get_running_loop())
+        if until is not None:
+            # Answered by `until` while still queued, whatever runs ahead of it (a logout waiting
+            # for the audit log, a worker's first login opening the line's handle): refused there
+            # once the call ahead ended, such a login waited that call's whole wait first. One
+            # already running is waited for (it bounds its own wait): dropped, the session it
+            # records would be live, held by no browser.
+            await asyncio.wait({answer}, timeout=max(0.0, until - time.monotonic()))
+            if not answer.done() and fut.cancel():
+                raise ServiceBusy("the console's logins and logouts are waiting for the key store, which another "
+                                  "process is writing; nothing was done. Retry shortly.", WorkspaceBusy.retry_after)
+        return await answer
 
     def _open_aside(self) -> Any:
         from ..sdk import SafeFace
