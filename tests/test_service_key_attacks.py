@@ -657,7 +657,9 @@ def test_a_right_revoked_on_the_gallerys_tables_or_met_inside_a_transaction_is_n
     right refused inside a transaction (INSERT on the audit log's entries, met when a key's issue
     appends its entry) was named as all four rights, no query being possible in the aborted
     transaction. Each is SchemaOwnerNeeded naming the right the role lacks and the GRANT, a 503 in
-    the service with both in its log under the answer's reference."""
+    the service with both in its log under the answer's reference. So is SELECT on `rows` revoked
+    in the instant between an erasure's commit and its check of what it kept (held open here by
+    the store's hook), where psycopg's error got through."""
     from fastapi.testclient import TestClient
     from service_support import in_process_app
 
@@ -670,7 +672,18 @@ def test_a_right_revoked_on_the_gallerys_tables_or_met_inside_a_transaction_is_n
                     raise_server_exceptions=False) as client:
         assert client.get("/v1/audit/verify", headers={"X-API-Key": key}).status_code == 200
         _verify_names_the_revoked_right(client, caplog, owner, role, key, "SELECT", "rows")
+    with open_sf(ws) as sf:
+        sf._gallery._hook = lambda point: owner(f"REVOKE SELECT ON safeface.rows FROM {role}") \
+            if point == "erase:committed" else None
+        try:
+            with pytest.raises(SchemaOwnerNeeded) as erased:
+                sf.erase("alice")
+        finally:
+            sf._gallery._hook = None
+            owner(f"GRANT SELECT ON safeface.rows TO {role}")
     assert "lacks INSERT on safeface.audit_entries" in str(appended.value), str(appended.value)
+    assert "lacks SELECT on safeface.rows" in str(erased.value), str(erased.value)
+    assert erased.value.statement == f"GRANT SELECT, INSERT, UPDATE, DELETE ON safeface.rows TO {role}", erased.value
 
 
 def test_a_logouts_row_waits_for_a_key_store_another_host_holds_for_a_bounded_time(
@@ -794,22 +807,3 @@ def test_a_first_console_login_waits_for_the_gallerys_write_lock_another_host_ho
         after = console_login(client, key)
     assert answered_while_held and answers[0].status_code == 503, answers[0].text[:300] if answers else None
     assert after.status_code == 303 and after.headers["location"] == "/audit", after.text[:300]
-
-
-def test_a_right_revoked_between_an_erasures_commit_and_its_check_is_named(pg: Any, tmp_path: Path) -> None:
-    """On PostgreSQL an erasure checks what it kept once more after its commit: SELECT on `rows`
-    revoked from the service's role in that instant let psycopg's error through (a 500 in the
-    service). It is SchemaOwnerNeeded naming the right and the GRANT (a 503 in the service), as
-    for a right revoked before the erasure. The instant is held open by the store's hook."""
-    ws, _, role, owner = _auditor_on_a_dml_only_server_workspace(pg, tmp_path)
-    with open_sf(ws) as sf:
-        sf._gallery._hook = lambda point: owner(f"REVOKE SELECT ON safeface.rows FROM {role}") \
-            if point == "erase:committed" else None
-        try:
-            with pytest.raises(SchemaOwnerNeeded) as refused:
-                sf.erase("alice")
-        finally:
-            sf._gallery._hook = None
-            owner(f"GRANT SELECT ON safeface.rows TO {role}")
-    said, grant = str(refused.value), f"GRANT SELECT, INSERT, UPDATE, DELETE ON safeface.rows TO {role}"
-    assert "lacks SELECT on safeface.rows" in said and grant in refused.value.statement, said
