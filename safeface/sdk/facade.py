@@ -1560,7 +1560,7 @@ class SafeFace:
     def _owe_end(self, ref: str, until: int) -> None:
         """Hold the session `ref` (ending at `until`) ended for every process of this host while
         this handle lives: its logout was refused by every store (workspace/owed_marks.py). Held
-        in this process alone, other workers read a copy of its cookie on. Sessions over anyway
+        in the memory of the asked process alone, other workers read a copy of its cookie on. Sessions over anyway
         are let go first, so the bytes held stay those of sessions opened in SESSION_SECONDS."""
         now = int(self._clock().timestamp())
         over = [r for r, end in self._ends_owed.items() if end < now]

@@ -23,7 +23,7 @@ The console sessions whose logout no store took (the audit log, the key store's 
 logouts folder all refused it) are held the same way, in bytes of their own (SESSION_ENDS_BASE) of
 the workspace's keys folder: the process that was asked holds the session's byte (a read lock:
 each process that owes the end holds it) for as long as it runs, and every process's session
-check refuses a session whose byte is held. Held in that process alone, a copy of the cookie sent
+check refuses a session whose byte is held. Held in that process's memory alone, a copy of the cookie sent
 to another worker (uvicorn --workers, a second `safeface serve`) read on. A read lock on a folder
 needs no write, nor a file to be made, on a disk that refuses both (full, or remounted read-only:
 what refused the logout); only the workspace's owner can open the keys folder. It is seen by the
