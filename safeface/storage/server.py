@@ -47,7 +47,7 @@ from typing import Any, Callable, Collection, Iterator, Mapping, Optional, Seque
 import numpy as np
 
 from .. import atomicfile
-from ..errors import BackendError, ConfigError, IndexUnavailable, IntegrityError
+from ..errors import BackendError, ConfigError, IndexUnavailable, IntegrityError, WorkspaceBusy
 from ..hazmat.templates.keyring import Keyring
 from ..hazmat.templates.transform import TemplateTransform
 from ..hazmat.templates.sealing import Sealer
@@ -173,7 +173,12 @@ def pg_connect(dsn: str, password: Optional[str], where: str) -> Any:
         # names its own tables with their schema, and an operator or a catalog view of the role's
         # earlier in the path (an "=" false for one pseudonym, an empty pg_publication_tables)
         # made an erasure delete nothing, or the check of what acts on its tables see nothing.
-        conn.execute("SET search_path = pg_catalog, pg_temp")
+        # And every lock a statement waits for (a row another session holds locked, an open
+        # transaction in psql; a table an ALTER holds) is waited for at most LOCK_WAIT_S, whatever
+        # the server's, database's or role's lock_timeout (0: for ever); a write transaction
+        # bounds its own waits tighter (_bound_lock_wait). One statement, as before.
+        conn.execute("SELECT set_config('search_path', 'pg_catalog, pg_temp', false), "
+                     "set_config('lock_timeout', %s, false)", (_lock_timeout(atomicfile.LOCK_WAIT_S),))
         return conn
     except psycopg.Error as exc:
         # libpq's own words, except where it quotes the DSN it could not read (a password in it).
@@ -947,11 +952,15 @@ class ServerStore:
                 with self._conn.transaction():
                     # Bounded as the session half's wait is (open): a transaction going on after
                     # its session lock's connection ended (an idle_session_timeout, an operator)
-                    # still holds this half, and the next write waited for it with no end. Only
-                    # this wait: the transaction's own statements then wait as the database says.
-                    _bound_lock_wait(self._conn, time.monotonic() + atomicfile.LOCK_WAIT_S, self.where, True)
+                    # still holds this half, and the next write waited for it with no end. And
+                    # then the transaction's own statements, each to what is left: a row another
+                    # session held locked (SELECT ... FOR UPDATE in an open psql transaction)
+                    # stalled an enrolment or erasure, and every writer behind it, for ever.
+                    # Given up, the transaction rolls back whole (WorkspaceBusy, _raise_pg).
+                    deadline = time.monotonic() + atomicfile.LOCK_WAIT_S
+                    _bound_lock_wait(self._conn, deadline, self.where, True)
                     self._conn.execute("SELECT pg_advisory_xact_lock(%s)", (self._xact_key,))
-                    self._conn.execute("SET LOCAL lock_timeout TO DEFAULT")
+                    _bound_lock_wait(self._conn, deadline, self.where, True)
                     self._refuse_lost_lock()
                     yield
             except Exception as exc:
@@ -2051,7 +2060,13 @@ def _bound_lock_wait(conn: Any, deadline: float, where: str, local: bool) -> Non
     left = deadline - time.monotonic()
     if left <= 0:
         raise lock_not_free(where, None)
-    conn.execute("SELECT set_config('lock_timeout', %s, %s)", (f"{max(1, round(left * 1000))}ms", local))
+    conn.execute("SELECT set_config('lock_timeout', %s, %s)", (_lock_timeout(left), local))
+
+
+def _lock_timeout(seconds: float) -> str:
+    """`seconds` as a lock_timeout setting: at least 1 ms (0 would mean no limit), at most the
+    largest the server takes."""
+    return f"{min(max(1, round(seconds * 1000)), 2**31 - 1)}ms"
 
 
 @contextmanager
@@ -2114,4 +2129,13 @@ def _raise_lock_wait(exc: BaseException, where: str) -> None:
     import psycopg
 
     if isinstance(exc, psycopg.errors.LockNotAvailable):
-        raise lock_not_free(where, None) from None
+        raise lock_wait_ended(where) from None
+
+
+def lock_wait_ended(where: str) -> WorkspaceBusy:
+    """A lock given up waiting for in a PostgreSQL statement: the store's write lock, or a row or
+    table another session holds locked."""
+    return WorkspaceBusy(f"{where}: a lock it needs was not free within the time a call waits: another process "
+                         "is writing (a long erasure or purge), or another session holds a row or table locked (an "
+                         "open transaction, in psql for instance); nothing was changed. Let it finish or end it, then "
+                         "try again.")

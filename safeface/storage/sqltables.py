@@ -21,10 +21,12 @@ import hashlib
 import re
 import sqlite3
 import threading
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Optional, Sequence
 
+from .. import atomicfile
 from ..errors import BackendError, ConfigError, IntegrityError, WorkspaceBusy
 from ..sqlite_store import (BUSY_TIMEOUT_MS, connect, raise_if_busy, raise_if_damaged, raise_if_edited, refuse_cut,
                             raise_if_unwritable, refuse_foreign_triggers, refuse_replaced, store_identity)
@@ -242,6 +244,9 @@ class PgTables:
     def _guard(self, exc: BaseException) -> None:
         import psycopg
 
+        from .server import _raise_lock_wait
+
+        _raise_lock_wait(exc, self.where)  # a lock waited for past its bound (write): WorkspaceBusy
         missing = refused_right(self._conn, exc, self._ns)  # a right revoked: a restore mends nothing
         if missing is not None:
             raise missing from None
@@ -275,14 +280,22 @@ class PgTables:
         """One transaction under this part's advisory lock (released by the commit or rollback,
         or by the server if the holder dies), so writers on every machine take turns. `wait`:
         as for SqliteTables.write."""
+        from .server import _bound_lock_wait
+
         with self._lock:
             try:
                 with self._conn.transaction():
+                    # Every lock this transaction waits for (the part's lock, then rows: the log's
+                    # head row held FOR UPDATE by another session stalled every audited call for
+                    # ever) is waited for until LOCK_WAIT_S after its start, then WorkspaceBusy.
+                    deadline = time.monotonic() + atomicfile.LOCK_WAIT_S
+                    _bound_lock_wait(self._conn, deadline, self.where, True)
                     if wait:
                         self._conn.execute("SELECT pg_advisory_xact_lock(%s)", (self._key,))
                     elif not self._conn.execute("SELECT pg_try_advisory_xact_lock(%s)", (self._key,)).fetchone()[0]:
                         raise WorkspaceBusy(f"{self.where} is being written by another process; nothing was "
                                             "written. Try again.")
+                    _bound_lock_wait(self._conn, deadline, self.where, True)
                     yield
             except Exception as exc:
                 self._guard(exc)

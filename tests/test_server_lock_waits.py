@@ -1,0 +1,77 @@
+"""Locks another session holds on a PostgreSQL workspace's tables (an open transaction in psql
+with `SELECT ... FOR UPDATE`, an UPDATE left uncommitted): every write waits for them a bounded
+time, then answers WorkspaceBusy with nothing written, whatever lock_timeout the operator's role
+sets."""
+
+from __future__ import annotations
+
+import sys
+import threading
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from policy_support import consent, images, open_sf  # noqa: E402
+from server_support import PG_PASSWORD, PG_USER, PgCluster  # noqa: E402
+from test_server_store_attacks import _server_ws, _sql  # noqa: E402
+
+from safeface import atomicfile  # noqa: E402
+from safeface.errors import WorkspaceBusy  # noqa: E402
+
+
+def _while_held(dsn: str, lock: str, call: Callable[[], Any]) -> Any:
+    """What `call` returns or raises while another session holds the locks `lock` takes in an
+    open transaction (the call runs in a thread: before the fix it waited for ever; the
+    session's rollback then lets it go, so a failure here is an assertion, not a hung test)."""
+    import psycopg
+
+    out: list[Any] = []
+
+    def run() -> None:
+        try:
+            out.append(call())
+        except Exception as exc:  # noqa: BLE001 - returned to the test, which asserts on it
+            out.append(exc)
+
+    holder = psycopg.connect(dsn, password=PG_PASSWORD)  # not autocommit: its transaction stays open
+    try:
+        holder.execute(lock)
+        waiter = threading.Thread(target=run)
+        waiter.start()
+        waiter.join(15)
+        answered = not waiter.is_alive()
+    finally:
+        holder.rollback()
+        holder.close()
+    waiter.join(30)
+    assert answered, f"still waiting for the lock of: {lock}"
+    return out[0]
+
+
+def test_rows_another_session_holds_locked_bound_every_writes_wait(pg: PgCluster, tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Alice's row held FOR UPDATE stalled her erasure for ever; the store's meta row, every
+    enrolment; the audit log's head row, every audited call. Each now waits LOCK_WAIT_S, then
+    WorkspaceBusy, rolled back whole; the operator's role setting lock_timeout = 0 (no limit)
+    undoes none of it. Once the session lets go, each goes through."""
+    monkeypatch.setattr(atomicfile, "LOCK_WAIT_S", 0.3)
+    ws, dsn = _server_ws(pg, tmp_path)
+    db = dsn.rsplit("/", 1)[1]
+    _sql(dsn, f"ALTER ROLE {PG_USER} IN DATABASE {db} SET lock_timeout = 0")
+    img = images()
+    with open_sf(ws) as sf:
+        alice = sf.enroll(img / "obama.jpg", "alice", "demo", consent(ws, "alice"))
+        busy = _while_held(dsn, f"SELECT 1 FROM safeface.rows WHERE row_id = {alice.row_id} FOR UPDATE",
+                           lambda: sf.erase("alice"))
+        assert isinstance(busy, WorkspaceBusy) and "another session holds a row" in str(busy), busy
+        assert _sql(dsn, "SELECT row_id FROM safeface.rows") == [(alice.row_id,)]
+        bob = consent(ws, "bob")
+        for lock in ("SELECT 1 FROM safeface.meta FOR UPDATE", "SELECT 1 FROM safeface.audit_head FOR UPDATE"):
+            busy = _while_held(dsn, lock, lambda: sf.enroll(img / "biden.jpg", "bob", "demo", bob))
+            assert isinstance(busy, WorkspaceBusy), (lock, busy)
+            assert _sql(dsn, "SELECT row_id FROM safeface.rows") == [(alice.row_id,)], lock
+        assert sf.enroll(img / "biden.jpg", "bob", "demo", bob).row_id > alice.row_id
+        assert sf.erase("alice").templates_removed == 1
+        assert sf.audit_verify().entries > 0
