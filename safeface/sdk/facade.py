@@ -1033,7 +1033,7 @@ class SafeFace:
             # the log lists as stored and the store does not hold; this erasure names them, so
             # the store check does not take them for rows deleted behind the guard.
             # (None of the subject's rows is left in the store now, under its write lock.)
-            left = logged - set(res.row_ids)
+            left = logged - set(res.row_ids) - set(res.not_found)  # not found: kept, not gone
             if left:
                 res = dataclasses.replace(res, settled=tuple(sorted(left)))
             results.append(res)
@@ -1087,7 +1087,7 @@ class SafeFace:
                     # Rows the log still lists as stored that were already gone: a revocation whose
                     # entry a full disk refused (or a kill) after its store commit; the retry names
                     # them, as an erasure's does, or the store check called them deleted behind the guard.
-                    left = {r: p for r, p in stored.items() if r not in res.row_ids}
+                    left = {r: p for r, p in stored.items() if r not in res.row_ids and r not in res.not_found}
                     if left:
                         ps = {*left.values(), *([res.pseudonym] if res.pseudonym else [])}
                         res = dataclasses.replace(res, settled=tuple(sorted(left)),
@@ -1117,8 +1117,8 @@ class SafeFace:
             gone = (f"; rows {_rows(before)} already gone (an erasure stopped before its entry)" if before else "")
             self._append(op, "allowed", token_id=ref, subjects=subjects, rule=self._rule("withdrawal"),
                          note=f"{WITHDRAWN_AT} {int(now.timestamp())}; {len(part) - len(before)} template(s) removed"
-                              f"{of}; rows={_rows(part)}{gone}; receipt {receipt.receipt_id}"
-                              f"{_vec_note(result.vectors, result.copies)}")
+                              f"{of}; rows={_rows(part)}{gone}{_not_found_note(result) if n == 1 else ''}; "
+                              f"receipt {receipt.receipt_id}{_vec_note(result.vectors, result.copies)}")
 
     def _pseudonym_of(self, subject: Optional[str], pseudonym: Optional[str]) -> str:
         if (subject is None) == (pseudonym is None):
@@ -2112,6 +2112,17 @@ class SafeFace:
         return issue_receipt(self._receipt_key, reason=reason, subjects=subjects, token_id=token_ref, rows=rows,
                              deployment=str(self._deployment.raw.get("name") or self._paths.root.name), now=now,
                              vectors=vectors)
+
+
+def _not_found_note(result: ErasureResult) -> str:
+    """What an erasure's entry says of the rows the log names that it found stored nowhere
+    (moved and edited by hand): kept, so the store check goes on naming them until they are
+    erased after a restore. Says no "rows=": the entry's own row list is the rows it removed."""
+    if not result.not_found:
+        return ""
+    failing = ", ".join(map(str, result.failing[:5])) + (", ..." if len(result.failing) > 5 else "")
+    return (f"; rows {_rows(list(result.not_found))} not found (edited by hand: rows {failing} fail their "
+            "integrity check and may be them), kept")
 
 
 def _workspace_root(workspace: Any) -> Path:

@@ -119,6 +119,11 @@ class ErasureResult:
     # store's commit and its entry): named by this erasure's entry (not counted as removed by it)
     # and by its receipt, the one the person gets.
     settled: tuple[int, ...] = ()
+    # Rows the audit log names as the subject's (or the consent's) that the erasure found stored
+    # under no id (moved and edited by hand: no seal opens as theirs), and the rows failing their
+    # integrity check that may be them: kept, named by the erasure's entry, not by its receipt.
+    not_found: tuple[int, ...] = ()
+    failing: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -1088,10 +1088,11 @@ class ServerStore:
     def _erase(self, where: str, args: tuple[Any, ...],
                before_commit: Optional[Callable[[list[tuple[int, str]]], None]] = None, *,
                owner: Optional[tuple[str, str, Collection[int]]] = None
-               ) -> tuple[list[tuple[int, str]], Optional[str]]:
+               ) -> tuple[list[tuple[int, str]], Optional[str], "Unfound"]:
         """Delete the rows `where` finds. `owner`: (column, value, logged ids) of an erasure or a
         revocation, whose rows are opened under the keys as the subject's or consent's (_owned).
-        Then, the write lock let go, free the deleted rows' space (_vacuum)."""
+        Then, the write lock let go, free the deleted rows' space (_vacuum). Returns (id, pseudonym)
+        of each row removed, what became of their vectors, and the logged rows found nowhere."""
         out = self._erase_held(where, args, before_commit, owner=owner)
         if out[0]:
             # After a caller's own hold of the lock too (SafeFace.erase holds it to its receipt and
@@ -1102,7 +1103,7 @@ class ServerStore:
     def _erase_held(self, where: str, args: tuple[Any, ...],
                     before_commit: Optional[Callable[[list[tuple[int, str]]], None]] = None, *,
                     owner: Optional[tuple[str, str, Collection[int]]] = None
-                    ) -> tuple[list[tuple[int, str]], Optional[str]]:
+                    ) -> tuple[list[tuple[int, str]], Optional[str], "Unfound"]:
         self._finish_open()
         with self._write_lock.held():
             with self._write():
@@ -1113,8 +1114,9 @@ class ServerStore:
                 found = [(int(r[0]), str(r[1])) for r in deleted]
                 gone = [r for r, _ in found]
                 buried = [(int(r[0]), bytes(r[8])) for r in deleted]
+                unfound = Unfound((), ())
                 if owner is not None:
-                    found, gone, buried = self._owned(deleted, *owner)
+                    found, gone, buried, unfound = self._owned(deleted, *owner)
                 self._bury(buried)
                 self._note(gone, "delete")
                 self._conn.execute("SET CONSTRAINTS ALL IMMEDIATE")  # what is deferred to the commit runs now
@@ -1123,22 +1125,22 @@ class ServerStore:
                     before_commit(found)
             self._at("erase:committed")
             refuse_kept(self._kept(where, args), f"{self._ns}.rows")  # and once committed
-            if not found:
-                return found, None
+            if not found and not unfound.rows:
+                return found, None, unfound
             self._at("erase:recorded")
             ids = gone
             if not self._index_asked():
-                return found, "pending"  # the note stays; a later write or open removes them
+                return found, "pending", unfound  # the note stays; a later write or open removes them
             try:
                 if self._remove_vectors(ids):
                     self._clear(ids)
-                    return found, "removed"
+                    return found, "removed", unfound
             except BackendError:
                 pass  # the note stays (and a failing Milvus is taken for down: MilvusVectors.down)
-            return found, "pending"
+            return found, "pending", unfound
 
     def _owned(self, deleted: Sequence[Any], column: str, value: str, logged: Collection[int]
-               ) -> tuple[list[tuple[int, str]], list[int], list[tuple[int, bytes]]]:
+               ) -> tuple[list[tuple[int, str]], list[int], list[tuple[int, bytes]], "Unfound"]:
         """Inside an erasure's delete: each deleted row (ROW_COLS) opened under the keys as a row
         of `column` = `value` (the subject's pseudonym, or the consent's token reference), and the
         rows the log names (`logged`) that the delete missed, found by their seals. The columns
@@ -1147,14 +1149,17 @@ class ServerStore:
         and her row moved to an id the log never named got a receipt for 0 templates calling it
         gone. Returns (id the seal binds, pseudonym) for the result, the ids whose vectors go
         (both of a moved row), and (id the seal binds, sealed bytes) of each row to note as
-        erased (_bury). The table is read whole only when a logged row is missing (a crash
-        between an erasure's commit and its entry, or an edit): 0.9 s at 30,000 rows.
+        erased (_bury), and the logged rows found nowhere (Unfound). The table is read whole only
+        when a logged row is missing (a crash between an erasure's commit and its entry, or an
+        edit): 0.9 s at 30,000 rows.
 
-        A logged row that is missing and that the table's failing rows do not explain refuses the
-        erasure (it may be one of them with more columns edited), unless the store's note of an
-        earlier erasure (_erased_before) says that erasure deleted it: an erasure killed before
-        its entry, retried after someone edited any other row, was refused until the store was
-        restored. A failing row whose sealed bytes are those of a row noted erased is that row
+        A logged row that is missing and that the table's failing rows do not explain (it may be
+        one of them with more columns edited) is returned as unfound, with those failing rows,
+        unless the store's note of an earlier erasure (_erased_before) says that erasure deleted
+        it: an erasure killed before its entry, retried after someone edited any other row, was
+        refused until the store was restored. Such a row once refused the whole erasure: every
+        other row of the person stayed (GDPR art. 17: erase what can be found, and say what
+        could not). Its vector, under the id the log names, goes. A failing row whose sealed bytes are those of a row noted erased is that row
         put back (a restored dump) with columns edited, and goes with this erasure.
 
         A deleted row that opens as none of the subject's (or consent's) rows goes too: it is under
@@ -1170,6 +1175,7 @@ class ServerStore:
         gone: list[int] = []
         buried: list[tuple[int, bytes]] = []
         failing: list[Any] = []
+        unfound = Unfound((), ())
 
         def whose(r: Sequence[Any], own: bool) -> Optional[tuple[int, str]]:
             for rid in ([int(r[0])] if own else []) + sorted(missing):
@@ -1232,11 +1238,14 @@ class ServerStore:
                             self.where, unexplained[:5], sorted(missing))
                 unexplained = []
             if missing and unexplained:
-                raise IntegrityError(f"gallery row {unexplained[0]} failed its integrity check, and rows "
-                                     f"{sorted(missing)} that the log names as this erasure's are not stored under "
-                                     "their ids: it may be one of them with more columns edited by hand. Nothing was "
-                                     "erased. Restore the store from a backup made before the change (see `safeface "
-                                     "audit verify`), then erase again.")
+                unfound = Unfound(tuple(sorted(missing)), tuple(unexplained))
+                log.warning("%s: rows %s that the log names as this erasure's are not stored under their ids, and "
+                            "gallery rows %s failed their integrity check (one may be them, with more columns edited "
+                            "by hand): the erasure removed every other row and records these as not found; `safeface "
+                            "audit verify` names them. Restore the store from a backup made before the change, then "
+                            "erase again.", self.where, list(unfound.rows), list(unfound.failing[:5]))
+                gone.extend(unfound.rows)  # their vectors are under the ids the log names
+                missing.clear()
             if moved:
                 self._conn.execute(f"DELETE FROM {self._ns}.rows WHERE row_id = ANY(%s)", (moved,))
         for r in failing:
@@ -1250,7 +1259,7 @@ class ServerStore:
                 log.warning("%s: gallery row %s, under the %s being removed, failed its integrity check and opens "
                             "as none of its rows (moved there or copied by hand); removed with them", self.where,
                             rid, "subject" if column == "pseudonym" else "consent")
-        return found, list(dict.fromkeys(gone)), buried
+        return found, list(dict.fromkeys(gone)), buried, unfound
 
     def _bury(self, rows: Sequence[tuple[int, bytes]], keyring: Optional[Keyring] = None,
               seal_version: Optional[int] = None) -> None:
@@ -1361,20 +1370,21 @@ class ServerStore:
         were edited by hand escapes the WHERE. Each row is opened as the subject's (_owned)."""
         check_text(pseudonym, "pseudonym")
         logged = sorted(int(r) for r in rows)
-        found, vectors = self._erase("pseudonym = %s OR row_id = ANY(%s::bigint[])", (pseudonym, logged),
-                                     owner=("pseudonym", pseudonym, logged))
-        return ErasureResult(pseudonym, tuple(sorted(r for r, _ in found)), len(found), vectors)
+        found, vectors, unfound = self._erase("pseudonym = %s OR row_id = ANY(%s::bigint[])", (pseudonym, logged),
+                                              owner=("pseudonym", pseudonym, logged))
+        return ErasureResult(pseudonym, tuple(sorted(r for r, _ in found)), len(found), vectors,
+                             not_found=unfound.rows, failing=unfound.failing)
 
     def remove_token(self, token_id: str, *, rows: Collection[int] = ()) -> ErasureResult:
         """`rows` as in erase_pseudonym; a mapping (row id -> pseudonym, as the log names them)
         says whose a row edited by hand is (_owned), rather than its pseudonym column."""
         check_text(token_id, "token_id")
         logged = sorted(int(r) for r in rows)
-        found, vectors = self._erase("token_id = %s OR row_id = ANY(%s::bigint[])", (token_id, logged),
-                                     owner=("token_id", token_id, rows))
+        found, vectors, unfound = self._erase("token_id = %s OR row_id = ANY(%s::bigint[])", (token_id, logged),
+                                              owner=("token_id", token_id, rows))
         ps = {p for _, p in found}
         return ErasureResult(ps.pop() if len(ps) == 1 else None, tuple(sorted(r for r, _ in found)), len(found),
-                             vectors)
+                             vectors, not_found=unfound.rows, failing=unfound.failing)
 
     def purge_expired(self, now: Optional[datetime] = None, *, ended: Sequence[str] = (),
                       before_commit: Optional[Callable[[list[tuple[int, str]]], None]] = None) -> list[ErasureResult]:
@@ -1385,7 +1395,7 @@ class ServerStore:
             self._finish_open()
             columns = ended_columns([c for c, in self._conn.execute(
                 f"SELECT DISTINCT purposes FROM {self._ns}.rows").fetchall()], ended)
-        found, vectors = self._erase(*purge_condition(now_us, columns, "%s"), before_commit)
+        found, vectors, _ = self._erase(*purge_condition(now_us, columns, "%s"), before_commit)
         by_p: dict[str, list[int]] = {}
         for r, p in found:
             by_p.setdefault(p, []).append(r)
@@ -1928,6 +1938,16 @@ class ServerStore:
 
     def __len__(self) -> int:
         return int(self._sql("SELECT COUNT(*) FROM {ns}.rows")[0][0])
+
+
+@dataclass(frozen=True)
+class Unfound:
+    """Of an erasure's or revocation's rows that the audit log names, those stored under no id
+    (`rows`: moved by hand and edited so that no seal opens as theirs), and the rows failing
+    their integrity check that may be them (`failing`)."""
+
+    rows: tuple[int, ...]
+    failing: tuple[int, ...]
 
 
 @dataclass(frozen=True)
