@@ -2078,8 +2078,13 @@ def test_more_rows_left_out_than_milvus_ranks_do_not_hide_a_genuine_match(setup:
         assert [m.row_id for m in found] == [genuine]
         assert [m.row_id for m in s.search(probe, "access", k=3, exclude=back)][0] == genuine
         # Milvus leaves them out itself, so a store too large to search without it still answers;
-        # past the ids a Milvus filter takes (LEAVE_OUT_MAX) it refuses, rather than answer no one.
+        # past the ids a Milvus filter takes (LEAVE_OUT_MAX), it leaves out that many and the rest
+        # are dropped from its ranking (with 4,097 of them, every such search scored the records,
+        # or was refused past SCAN_MAX); past what the ranking then holds, it refuses, rather than
+        # answer no one.
         monkeypatch.setattr(server, "SCAN_MAX", 10)
+        assert [m.row_id for m in s.search(probe, "access", k=1, exclude=back)] == [genuine]
+        monkeypatch.setattr(server, "LEAVE_OUT_MAX", 8)
         assert [m.row_id for m in s.search(probe, "access", k=1, exclude=back)] == [genuine]
         monkeypatch.setattr(server, "LEAVE_OUT_MAX", 4)
         with pytest.raises(BackendError, match="take no part in this search"):
