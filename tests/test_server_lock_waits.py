@@ -13,12 +13,13 @@ from typing import Any, Callable
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from policy_support import consent, images, open_sf  # noqa: E402
+from policy_support import consent, images, legal_basis, open_sf  # noqa: E402
 from server_support import PG_PASSWORD, PG_USER, PgCluster  # noqa: E402
 from test_server_store_attacks import _server_ws, _sql  # noqa: E402
 
 from safeface import atomicfile  # noqa: E402
 from safeface.errors import WorkspaceBusy  # noqa: E402
+from safeface.storage.sqltables import PgTables  # noqa: E402
 
 
 def _while_held(dsn: str, lock: str, call: Callable[[], Any]) -> Any:
@@ -53,8 +54,8 @@ def _while_held(dsn: str, lock: str, call: Callable[[], Any]) -> Any:
 def test_rows_another_session_holds_locked_bound_every_writes_wait(pg: PgCluster, tmp_path: Path,
                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     """Alice's row held FOR UPDATE stalled her erasure for ever; the store's meta row, every
-    enrolment; the audit log's head row, every audited call. Each now waits LOCK_WAIT_S, then
-    WorkspaceBusy, rolled back whole; the operator's role setting lock_timeout = 0 (no limit)
+    enrolment; the audit log's head row (or its writers' lock), every audited call; the rows
+    table locked, every search. Each now waits LOCK_WAIT_S, then WorkspaceBusy, rolled back whole; the operator's role setting lock_timeout = 0 (no limit)
     undoes none of it. Once the session lets go, each goes through."""
     monkeypatch.setattr(atomicfile, "LOCK_WAIT_S", 0.3)
     ws, dsn = _server_ws(pg, tmp_path)
@@ -67,8 +68,14 @@ def test_rows_another_session_holds_locked_bound_every_writes_wait(pg: PgCluster
                            lambda: sf.erase("alice"))
         assert isinstance(busy, WorkspaceBusy) and "another session holds a row" in str(busy), busy
         assert _sql(dsn, "SELECT row_id FROM safeface.rows") == [(alice.row_id,)]
+        # A read waits as long: a table another session holds locked stalled every search.
+        busy = _while_held(dsn, "LOCK TABLE safeface.rows IN ACCESS EXCLUSIVE MODE",
+                           lambda: sf.identify(img / "obama2.jpg", "demo", legal_basis=legal_basis(ws)))
+        assert isinstance(busy, WorkspaceBusy), busy
         bob = consent(ws, "bob")
-        for lock in ("SELECT 1 FROM safeface.meta FOR UPDATE", "SELECT 1 FROM safeface.audit_head FOR UPDATE"):
+        audit_lock = PgTables(None, "", "safeface", "audit")._key  # the log's writers take it in turn
+        for lock in ("SELECT 1 FROM safeface.meta FOR UPDATE", "SELECT 1 FROM safeface.audit_head FOR UPDATE",
+                     f"SELECT pg_advisory_lock({audit_lock})"):
             busy = _while_held(dsn, lock, lambda: sf.enroll(img / "biden.jpg", "bob", "demo", bob))
             assert isinstance(busy, WorkspaceBusy), (lock, busy)
             assert _sql(dsn, "SELECT row_id FROM safeface.rows") == [(alice.row_id,)], lock
