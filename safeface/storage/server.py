@@ -2089,8 +2089,9 @@ def _bound_lock_wait(conn: Any, deadline: float, where: str, local: bool) -> Non
 
 def _lock_timeout(seconds: float) -> str:
     """`seconds` as a lock_timeout setting: at least 1 ms (0 would mean no limit), at most the
-    largest the server takes."""
-    return f"{min(max(1, round(seconds * 1000)), 2**31 - 1)}ms"
+    largest the server takes (also for an endless wait: a lock held for ever freezes its callers)."""
+    ms = seconds * 1000
+    return f"{max(1, round(ms)) if ms < 2**31 - 1 else 2**31 - 1}ms"
 
 
 @contextmanager
