@@ -1159,8 +1159,9 @@ class ServerStore:
         it: an erasure killed before its entry, retried after someone edited any other row, was
         refused until the store was restored. Such a row once refused the whole erasure: every
         other row of the person stayed (GDPR art. 17: erase what can be found, and say what
-        could not). Its vector, under the id the log names, goes. A failing row whose sealed bytes are those of a row noted erased is that row
-        put back (a restored dump) with columns edited, and goes with this erasure.
+        could not). Its vector, under the id the log names, goes. A failing row whose sealed
+        bytes are those of a row noted erased is that row put back (a restored dump) with
+        columns edited, and goes with this erasure.
 
         A deleted row that opens as none of the subject's (or consent's) rows goes too: it is under
         their name, and the role that could put it there could delete it. It is reported as the
@@ -1562,7 +1563,8 @@ class ServerStore:
         # took 0.8 s at 4,097 such rows on 20,000 (0.2 s now), and past FETCH_MAX of them every
         # such search scored the records, or was refused past SCAN_MAX.
         leave_out = sorted(exclude)[:LEAVE_OUT_MAX]
-        fetch = min(FETCH_MAX, 4 * k * (MASKED_FETCH if path in VISIBLE_PATHS else 1) + len(exclude) - len(leave_out))
+        fetch = min(FETCH_MAX, 4 * k * (MASKED_FETCH if path in VISIBLE_PATHS else 1)
+                    + len(exclude) - len(leave_out))
         while True:
             hits = self.vectors.search(q, purpose, now_us, fetch, self.allowed_fraction(purpose), leave_out)
             if threshold is not None and path not in VISIBLE_PATHS:  # Milvus scores main templates only
