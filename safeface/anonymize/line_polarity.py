@@ -223,7 +223,13 @@ def has_shifted_lines(image: np.ndarray, axis: int) -> bool:
     video frame)."""
     if min(image.shape[:2]) < BLOCK + 1:
         return False
-    reads = _shifts(*_line_stats(image, axis, step=2))[0]
+    mean, square, cross = _line_stats(image, axis, step=2)
+    reads = _shifts(mean, square, cross)[0]
+    # A flat line beside a textured one has no texture to compare (the texture term is ~0): a
+    # blank column beside a glyph's in text, a halftone dot's edge. A key keeps a line's texture
+    # as it moves it, so such pairs say nothing of one; they made every text page read shifted.
+    flat = np.sqrt(np.maximum(square - mean * mean, 0.0)) < FLAT_LEVELS
+    reads &= flat[:-1] == flat[1:]
     # Either way up: a key moving each line up in one strip and down in the next (32 px apart,
     # on the grid the test reads) read as nothing when the two had to agree.
     both = reads[:, :-1] & reads[:, 1:]
