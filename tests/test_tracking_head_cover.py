@@ -180,7 +180,9 @@ def test_a_still_face_that_turns_to_the_camera_later_is_covered_within_a_pass() 
     empty = np.full((192, 256, 3), 120, np.uint8)
     seated = empty.copy()
     seated[40:153, 70:183] = _small_face()
-    first = FirstFaces(finder, Search(), 0.2, "blur")
+    # Seeded so no whole-frame search of the first second falls on frame 31 (the frame drawn
+    # after its last one may be as late as 38).
+    first = FirstFaces(finder, Search(), 0.2, "blur", rng=np.random.default_rng(3))
     for i in range(31):
         first.cover(i, empty.copy())
     passed = 31 + 3 * ROLL_EVERY
@@ -224,7 +226,7 @@ def test_sixteen_small_still_faces_cost_a_bounded_search_a_frame_and_stay_covere
     first.cover(0, rgb.copy())
     assert first._check_at == 9
     rng = np.random.default_rng(0)
-    # Still in frames 1-8, frames 9 and 10 searched whole, then in frame 11 a little noise
+    # Still in frames 1-8, frame 9 searched whole (frame 10 left out of the count too), then in frame 11 a little noise
     # everywhere and every face swayed 20 px to the right while most places wait their turn.
     swayed = seated(20)
     for i in range(1, 12):
@@ -411,3 +413,46 @@ def test_a_face_found_again_past_the_places_keeps_one_entry_covering_both_sighti
     first._keep_brief(130, (48.0, 44.0, 78.0, 74.0))
     first._keep_brief(131, (200.0, 40.0, 230.0, 70.0))  # another face
     assert first._brief == [(130, (40.0, 40.0, 78.0, 74.0)), (131, (200.0, 40.0, 230.0, 70.0))]
+
+
+def test_the_first_seconds_later_whole_frame_searches_fall_on_frames_drawn_at_random() -> None:
+    """The whole-frame searches were made on frames 0, 10 and 20 of each learning period, so a
+    hostile operator knew which frames to hide the faces on; only frame 0 (faces covered from
+    the first frame) and a cut's first frame are known now."""
+    from safeface.tracking.first_faces import STRONG_EVERY, FirstFaces
+
+    frame = np.full((24, 32, 3), 120, np.uint8)  # nothing to find: each search is quick
+    finder = FaceFinder("hog", engine=DetectionEngine())
+    made: list[list[int]] = []
+    for seed in range(30):
+        first = FirstFaces(finder, Search(), 0.2, "blur", rng=np.random.default_rng(seed))
+        made.append([])
+        for i in range(3 * STRONG_EVERY):
+            first.cover(i, frame.copy())
+            if first._strong == i:
+                made[-1].append(i)
+    assert {m[0] for m in made} == {0}
+    assert all(len(m) == 3 and m[1] - m[0] >= STRONG_EVERY and m[2] - m[1] >= STRONG_EVERY for m in made)
+    assert len({m[1] for m in made}) >= 5 and len({m[2] for m in made}) >= 3
+
+
+def test_a_face_hidden_on_bursts_from_each_whole_frame_search_is_covered_in_the_first_second() -> None:
+    """A hostile operator blurs a seated face on frames 0-2, 10-12 and 20-22 (no change in
+    brightness): where the frame drawn after each of those searches fell in its burst too (one
+    run in about ninety), no search of the first second saw the face and it showed from frame 23
+    until the rolling pass reached it. Seeded so each drawn frame falls in a burst."""
+    import cv2
+
+    from safeface.tracking.first_faces import FirstFaces
+
+    finder = FaceFinder("hog", engine=DetectionEngine())
+    strong = Search(max_side=1 << 16, upsample=2)
+    seated = np.full((192, 256, 3), 170, np.uint8)
+    seated[40:153, 70:183] = _small_face()
+    blurred = seated.copy()
+    blurred[40:153, 70:183] = cv2.GaussianBlur(seated[40:153, 70:183], (0, 0), 12)
+    assert finder.detectable(seated, strong) and not finder.detectable(blurred, strong)
+    first = FirstFaces(finder, Search(), 0.2, "blur", rng=np.random.default_rng(75))
+    hidden = {d + k for d in (0, 10, 20) for k in range(3)}
+    outs = {i: first.cover(i, (blurred if i in hidden else seated).copy()) for i in range(27)}
+    assert [i for i in (23, 26) if finder.detectable(outs[i], strong)] == []

@@ -5,8 +5,9 @@ learnt into the background model and never tracked, and someone seated or cut by
 no shape HOG's people detector knows: a pianist's 26 px face showed in the first 20 frames of a
 stage clip (and, with the camera fixed, would have for the whole run).
 
-So every STRONG_EVERY-th frame of the background model's learning period is searched at photo
-strength, and each face found there becomes a place. From then on, every frame, the
+So the background model's learning period is searched at photo strength, its first frame and
+one frame drawn at random from each later STRONG_EVERY (a whole-frame search on known frames can
+be blinded by hiding the faces there alone), and each face found there becomes a place. From then on, every frame, the
 neighbourhood of each place is searched again at photo strength (a small crop, its face shrunk
 to PLACE_FACE: cheap), and the faces found there are covered, and for HOLD frames after (a face
 whose score hovers at the bar is not found in every frame). A face that sways stays in its
@@ -42,8 +43,8 @@ from ..errors import ImageError
 from .motion import Box
 from .people import LEARNING_FRAMES
 
-# A whole-frame search at photo strength costs four times the video search's, so only every
-# STRONG_EVERY-th frame of the learning period has one.
+# A whole-frame search at photo strength costs four times the video search's, so only one frame
+# in each STRONG_EVERY of the learning period has one (its first, then one drawn from each).
 STRONG_EVERY = 10
 # Photo strength, with frames wider than this scaled to it (1080p: faces from about 30 px).
 PHOTO_SIDE = 1280
@@ -125,6 +126,9 @@ class FirstFaces:
         self._finder = finder
         # Draws the rolling search's frames (from the OS's entropy unless a test seeds it).
         self._rng = rng if rng is not None else np.random.default_rng()
+        # Draws the later whole-frame searches' frames, in a stream of its own: the rolling
+        # search's frames drawn from a seed stay those it drew before these were drawn.
+        self._due_rng = self._rng.spawn(1)[0]
         self._search = search  # the video path's, which finds faces from its smallest_face
         self._engine = finder.engine if finder is not None and isinstance(finder.engine, DetectionEngine) else (
             DetectionEngine() if finder is not None else None)
@@ -170,6 +174,10 @@ class FirstFaces:
             self._due = [d for d in self._due if d > index]
             self._strong, self._searched, self._retries = index, self._level(), FLASH_RETRIES
             self._check_at = index + 1 + int(self._rng.integers(STRONG_EVERY - 1))
+            if self._due:
+                # The next one on a frame drawn from its STRONG_EVERY, not the first: hiding the
+                # faces on 0-2, 10-12 and 20-22 blinded every search whose drawn frame fell there.
+                self._due[0] += int(self._due_rng.integers(STRONG_EVERY))
             self._search_frame(index, rgb, (0, 0, w, h))
             if not self._due:
                 self._fading = []
