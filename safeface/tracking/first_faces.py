@@ -91,6 +91,12 @@ FLASH_RETRIES = 2
 # at 1080p, each the same search of the same pixels).
 SAME_LEVELS = 3.0
 REFRESH = 15
+# A place whose face no search has found for more than GONE frames (someone who got up; one
+# standing in a crowd, found once) is searched on a frame drawn from each REFRESH, changed or not:
+# on vtest.avi such a place was searched in 264 of 300 frames as others crossed it, and found a
+# face there twice (a third of the step's CPU). A face shown there again shows until that frame
+# (covering such places while changed instead put a spare cover in 224 of vtest's 300 frames).
+GONE = LEARNING_FRAMES
 # Changed places searched in one frame, the longest unsearched first; the others are covered
 # where their faces were (or where they were found) until their turn.
 PLACE_BUDGET = 2
@@ -115,6 +121,9 @@ class _Place:
     # Whether that search found a face: a whole-frame search that missed it since (a flash, a
     # score at the bar) does not make the same pixels a miss.
     found: bool = False
+    # Once its face has been gone GONE frames, the first frame it is searched again on (drawn:
+    # a face shown there on the frame after a known one would show until the next).
+    turn: int = 0
 
 
 class FirstFaces:
@@ -129,6 +138,7 @@ class FirstFaces:
         # Draws the later whole-frame searches' frames, in a stream of its own: the rolling
         # search's frames drawn from a seed stay those it drew before these were drawn.
         self._due_rng = self._rng.spawn(1)[0]
+        self._turn_rng = self._rng.spawn(1)[0]  # long-gone places' turns (GONE), the same way
         self._search = search  # the video path's, which finds faces from its smallest_face
         self._engine = finder.engine if finder is not None and isinstance(finder.engine, DetectionEngine) else (
             DetectionEngine() if finder is not None else None)
@@ -317,6 +327,14 @@ class FirstFaces:
         engine = self._engine
         if engine is None:  # cover() searches nothing without a finder, which gives the engine
             return
+        due: list[_Place] = []
+        for p in self._places:
+            if p.missed > GONE and index < p.turn:
+                p.missed += 1  # no face there for long: searched again on its turn alone
+            else:
+                due.append(p)
+        if not due:  # nor the frame's views made
+            return
         h, w = rgb.shape[:2]
         # At the scale the whole-frame search found the faces: searched at full size, sixteen
         # places of 4K faces took 4 s of CPU a frame, nine times what finds the same faces.
@@ -325,7 +343,7 @@ class FirstFaces:
         sh, sw = small.shape[:2]
         views = [small] + [v for v in (dark_view(small, sample=True), narrow_view(small, sample=True)) if v is not None]
         crops = []
-        for p in self._places:
+        for p in due:
             # Around the anchor, not the latest face: a passer-by's face crossing the crop would
             # otherwise draw the place away with them, off the face still sitting there.
             x1, y1, x2, y2 = (c * k for c in p.anchor)
@@ -352,6 +370,7 @@ class FirstFaces:
         for p, (cx1, cy1, cx2, cy2), parts, full in crops[:PLACE_BUDGET]:
             x1, x2 = p.anchor[0] * k, p.anchor[2] * k
             p.seen, p.searched = [np.array(q) for q in parts + [full]], index
+            p.turn = index + 1 + int(self._turn_rng.integers(REFRESH))
             found: list[Box] = []
             if cx2 > cx1 and cy2 > cy1:
                 # A face wider than PLACE_FACE is searched shrunk to it: sixteen 1080p faces of
