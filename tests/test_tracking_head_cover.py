@@ -157,6 +157,23 @@ def _small_face() -> np.ndarray:
     return np.asarray(Image.fromarray(load_image(photos[0])).resize((113, 113)))
 
 
+def _seated() -> tuple[FaceFinder, Search, np.ndarray]:
+    """The HOG finder, the photo-strength search, and a 256x192 frame with _small_face seated
+    still at (70, 40)."""
+    seated = np.full((192, 256, 3), 170, np.uint8)
+    seated[40:153, 70:183] = _small_face()
+    return FaceFinder("hog", engine=_engine()), Search(max_side=1 << 16, upsample=2), seated
+
+
+def _blurred(seated: np.ndarray) -> np.ndarray:
+    """`seated` with its face blurred away and the frame's brightness kept (no flash to tell)."""
+    import cv2
+
+    blurred = seated.copy()
+    blurred[40:153, 70:183] = cv2.GaussianBlur(seated[40:153, 70:183], (0, 0), 12)
+    return blurred
+
+
 def test_a_face_seated_still_after_a_scene_cut_is_covered() -> None:
     """Edited footage: the first second shows an empty stage, then a cut to someone seated still.
     The photo-strength search ran in the first second only, so the still face of the second
@@ -271,10 +288,7 @@ def test_a_flash_at_the_whole_frame_searches_does_not_bare_a_still_face() -> Non
     face showed from five frames after the flash until the place was searched again."""
     from safeface.tracking.first_faces import FirstFaces
 
-    finder = FaceFinder("hog", engine=_engine())
-    strong = Search(max_side=1 << 16, upsample=2)
-    seated = np.full((192, 256, 3), 170, np.uint8)
-    seated[40:153, 70:183] = _small_face()
+    finder, strong, seated = _seated()
     flash = np.full_like(seated, 255)
     first = FirstFaces(finder, Search(), 0.2, "blur")
     shown = []
@@ -293,10 +307,7 @@ def test_a_flash_on_every_frame_a_search_was_due_does_not_keep_a_still_face_bare
     whole-frame search made again on the frame after a flash finds it in the first second)."""
     from safeface.tracking.first_faces import FirstFaces
 
-    finder = FaceFinder("hog", engine=_engine())
-    strong = Search(max_side=1 << 16, upsample=2)
-    seated = np.full((192, 256, 3), 170, np.uint8)
-    seated[40:153, 70:183] = _small_face()
+    finder, strong, seated = _seated()
     flash = np.full_like(seated, 255)
     first = FirstFaces(finder, Search(), 0.2, "blur", rng=np.random.default_rng(7))
     flashed = [i for i in range(90) if i % 10 == 0 or i % 12 == 0]
@@ -344,10 +355,7 @@ def test_a_flash_on_the_first_seconds_own_search_frames_does_not_bare_a_still_fa
     a flash."""
     from safeface.tracking.first_faces import FirstFaces
 
-    finder = FaceFinder("hog", engine=_engine())
-    strong = Search(max_side=1 << 16, upsample=2)
-    seated = np.full((192, 256, 3), 170, np.uint8)
-    seated[40:153, 70:183] = _small_face()
+    finder, strong, seated = _seated()
     assert finder.detectable(seated, strong), "the face must show for the check to mean anything"
     flash = np.full_like(seated, 255)
     first = FirstFaces(finder, Search(), 0.2, "blur")
@@ -363,16 +371,10 @@ def test_a_face_blurred_on_the_first_seconds_own_search_frames_is_covered_after_
     told, no search found the face, and it showed in every other frame of the first second. One
     more search is made on a frame drawn at random after each due one, which flashes white and
     black on the two frames after each (searched again, as flashes) cannot spend."""
-    import cv2
-
     from safeface.tracking.first_faces import FirstFaces
 
-    finder = FaceFinder("hog", engine=_engine())
-    strong = Search(max_side=1 << 16, upsample=2)
-    seated = np.full((192, 256, 3), 170, np.uint8)
-    seated[40:153, 70:183] = _small_face()
-    blurred = seated.copy()
-    blurred[40:153, 70:183] = cv2.GaussianBlur(seated[40:153, 70:183], (0, 0), 12)
+    finder, strong, seated = _seated()
+    blurred = _blurred(seated)
     assert finder.detectable(seated, strong) and not finder.detectable(blurred, strong)
     assert abs(float(seated.mean()) - float(blurred.mean())) < 1, "no flash to tell"
     flashes = {d + k: np.full_like(seated, 255 * (k == 1)) for d in (0, 10, 20) for k in (1, 2)} if strobe else {}
@@ -449,16 +451,10 @@ def test_a_face_hidden_on_bursts_from_each_whole_frame_search_is_covered_in_the_
     brightness): where the frame drawn after each of those searches fell in its burst too (one
     run in about ninety), no search of the first second saw the face and it showed from frame 23
     until the rolling pass reached it. Seeded so each drawn frame falls in a burst."""
-    import cv2
-
     from safeface.tracking.first_faces import FirstFaces
 
-    finder = FaceFinder("hog", engine=_engine())
-    strong = Search(max_side=1 << 16, upsample=2)
-    seated = np.full((192, 256, 3), 170, np.uint8)
-    seated[40:153, 70:183] = _small_face()
-    blurred = seated.copy()
-    blurred[40:153, 70:183] = cv2.GaussianBlur(seated[40:153, 70:183], (0, 0), 12)
+    finder, strong, seated = _seated()
+    blurred = _blurred(seated)
     assert finder.detectable(seated, strong) and not finder.detectable(blurred, strong)
     first = FirstFaces(finder, Search(), 0.2, "blur", rng=np.random.default_rng(75))
     hidden = {d + k for d in (0, 10, 20) for k in range(3)}
