@@ -273,11 +273,11 @@ def test_tracking_in_a_workspace_is_a_guarded_audited_purpose(short_clip: Path, 
 def test_cli_track_and_search(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from safeface.cli import main
 
-    clip = cut(VTEST, tmp_path / "clip.mp4", 100, 16)  # the commands, not the tracker: 1.6 s is enough
+    clip = cut(VTEST, tmp_path / "clip.mp4", 100, 10)  # the commands, not the tracker: 1 s is enough
     out = tmp_path / "t.mp4"
     assert main(["track", str(clip), str(out), "--json", "--fast"]) == 0
     doc = json.loads(capsys.readouterr().out)
-    assert out.is_file() and doc["frames"] == 16 and doc["tracks"]
+    assert out.is_file() and doc["frames"] == 10 and doc["tracks"]
     thumbs = tmp_path / "thumbs"
     thumbs.mkdir()
     assert main(["track", "search", str(clip), "--describe", "blue trousers", "--json", "--thumbnails", str(thumbs)]) == 0
@@ -492,7 +492,7 @@ def test_a_run_with_no_output_writes_no_file(tmp_path: Path, monkeypatch: pytest
     if not lfw.is_dir():
         pytest.skip(f"real face images absent ({lfw})")
     src = tmp_path / "faces.mp4"
-    build_face_video(src, sorted(lfw.glob("*/*.jpg"))[::151][:2], frames=12, audio=False)
+    build_face_video(src, sorted(lfw.glob("*/*.jpg"))[::151][:2], frames=8, per_photo=4, audio=False)
     scratch = tmp_path / "scratch"
     scratch.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(scratch))
@@ -500,13 +500,13 @@ def test_a_run_with_no_output_writes_no_file(tmp_path: Path, monkeypatch: pytest
     call = run._Run.__call__
 
     def spy(self: object, index: int, rgb: np.ndarray) -> np.ndarray:
-        if index == 6:  # mid-run, where a kill would leave what is there
+        if index == 4:  # mid-run, where a kill would leave what is there
             seen.extend(str(p) for p in scratch.rglob("*") if p.is_file())
         return call(self, index, rgb)  # type: ignore[arg-type]
 
     monkeypatch.setattr(run._Run, "__call__", spy)
     result = track_video(src)
-    assert result.frames == 12 and seen == [] and not list(scratch.rglob("*"))
+    assert result.frames == 8 and seen == [] and not list(scratch.rglob("*"))
     assert result.report.output_path is None
 
 
