@@ -82,3 +82,34 @@ def test_rows_another_session_holds_locked_bound_every_writes_wait(pg: PgCluster
         assert sf.enroll(img / "biden.jpg", "bob", "demo", bob).row_id > alice.row_id
         assert sf.erase("alice").templates_removed == 1
         assert sf.audit_verify().entries > 0
+
+
+
+def test_a_key_store_table_another_session_holds_locked_holds_no_login_or_page_past_its_bound(
+        pg: PgCluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A table of the key store held locked by another session (an open transaction in psql, a
+    CREATE INDEX): a console login, bounded by its deadline (runtime.LOGIN_WAIT_S), waited the
+    whole LOCK_WAIT_S, and every login of the worker's line behind it; and a page's session
+    check, whose record of the use is not waited for (it runs on the service's event loop),
+    waited as long with the whole worker stalled. The login gives up by its deadline, and the
+    page goes on without recording the use."""
+    import secrets
+    import time
+
+    from policy_support import Clock
+
+    monkeypatch.setattr(atomicfile, "LOCK_WAIT_S", 60.0)  # past _while_held's 15 s
+    ws, dsn = _server_ws(pg, tmp_path)
+    clock = Clock()
+    with open_sf(ws, clock=clock) as sf:
+        _, key = sf.issue_api_key("operator", label="op")
+        _, cookie = sf.open_session(key, secrets.token_urlsafe(16))
+        clock.advance(seconds=120)  # a use to record
+        table = "safeface.service_{}"
+        busy = _while_held(dsn, f"LOCK TABLE {table.format('spent_logins')} IN EXCLUSIVE MODE",
+                           lambda: sf.open_session(key, secrets.token_urlsafe(16), until=time.monotonic() + 0.3))
+        assert isinstance(busy, WorkspaceBusy), busy
+        page = _while_held(dsn, f"LOCK TABLE {table.format('session_uses')} IN EXCLUSIVE MODE",
+                           lambda: sf.session(cookie))
+        assert not isinstance(page, Exception) and page.key_id, page
+        assert sf.open_session(key, secrets.token_urlsafe(16))[1]  # once it is let go

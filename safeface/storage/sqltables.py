@@ -33,6 +33,10 @@ from ..sqlite_store import (BUSY_TIMEOUT_MS, connect, raise_if_busy, raise_if_da
 from .pgrights import named_after_rollback, refused_right
 
 WORKSPACE_SCHEMA = 1
+# How long a write that does not wait (PgTables.write(wait=False)) waits for a row or table lock
+# another session holds once it has its part's lock: only a session outside safeface's writers
+# (which take that lock first) holds one for longer.
+NO_WAIT_S = 0.05
 
 PG_AUDIT = """
 CREATE TABLE IF NOT EXISTS {ns}.audit_entries (
@@ -288,7 +292,11 @@ class PgTables:
                     # Every lock this transaction waits for (the part's lock, then rows: the log's
                     # head row held FOR UPDATE by another session stalled every audited call for
                     # ever) is waited for until LOCK_WAIT_S after its start, then WorkspaceBusy.
-                    deadline = time.monotonic() + atomicfile.LOCK_WAIT_S
+                    # Without `wait`, a row or table another session holds locked is waited for no
+                    # more than the part's lock is (NO_WAIT_S): a page's record of a session's use,
+                    # on the service's event loop, stalled the worker LOCK_WAIT_S, and a login,
+                    # tried again until its deadline, waited past it.
+                    deadline = time.monotonic() + (atomicfile.LOCK_WAIT_S if wait else NO_WAIT_S)
                     _bound_lock_wait(self._conn, deadline, self.where, True)
                     if wait:
                         self._conn.execute("SELECT pg_advisory_xact_lock(%s)", (self._key,))
