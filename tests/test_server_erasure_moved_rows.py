@@ -214,3 +214,28 @@ def test_an_erasure_past_a_moved_row_reads_the_erasure_notes_once(pg: PgCluster,
         finally:
             store._sql = run
         assert len(notes_read) == 1
+
+
+
+def test_a_row_hidden_through_her_erasure_and_put_back_is_not_matched_again(pg: PgCluster, tmp_path: Path) -> None:
+    """Someone with the app's role (no key) moves alice's row and edits it so that no seal opens
+    as hers, lets her erasure go by (recorded as not found, her receipt for 0 templates), then
+    puts the row back as it was: its seal held, so after an index rebuild she was identified
+    again, as no erased row put back is. It is not matched now, and her next erasure takes it."""
+    ws, dsn = _server_ws(pg, tmp_path)
+    img = images()
+    with open_sf(ws) as sf:
+        alice = sf.enroll(img / "obama.jpg", "alice", "demo", consent(ws, "alice"))
+        sf.enroll(img / "biden.jpg", "bob", "demo", consent(ws, "bob"))
+        a = alice.row_id
+        (pseudonym, expires), = _sql(dsn, f"SELECT pseudonym, expires_us FROM safeface.rows WHERE row_id = {a}")
+        _sql(dsn, f"UPDATE safeface.rows SET row_id = 9999, pseudonym = '{HIDDEN}', expires_us = expires_us + 1 "
+                  f"WHERE row_id = {a}")
+        _recorded_not_found(sf, dsn, sf.erase("alice"), a)
+        _sql(dsn, f"UPDATE safeface.rows SET row_id = {a}, pseudonym = '{pseudonym}', expires_us = {expires} "
+                  "WHERE row_id = 9999")
+        sf.rebuild_index()
+        assert sf.identify(img / "obama2.jpg", "demo", legal_basis=legal_basis(ws)) == []
+        again = sf.erase("alice")
+        assert again.rows == (a,) and again.templates_removed == 1
+        assert _sql(dsn, f"SELECT row_id FROM safeface.rows WHERE row_id = {a}") == []

@@ -140,6 +140,11 @@ CREATE TABLE IF NOT EXISTS {ns}.pending (row_id BIGINT PRIMARY KEY, op TEXT NOT 
 # Each row an erasure deleted: its id (the one its seal binds), the SHA-256 of its sealed bytes and
 # a MAC of both under the seal key (rows.erased_mark), written in the delete's transaction. See
 # ServerStore._owned for what reads it.
+# The digest noted for a row an erasure names that it found stored under no id (moved and edited
+# by hand: Unfound): whatever is stored under that id later is that row put back by whoever moved
+# it, which a valid seal let be matched again, its subject's erasure signed and no alarm named once
+# the row stood as the log lists it. It is matched no more (_not_erased), and goes with the next erasure.
+UNFOUND_DIGEST = "not-found"
 _ERASED = ("CREATE TABLE IF NOT EXISTS {ns}.erased (row_id BIGINT PRIMARY KEY, sealed_sha256 TEXT NOT NULL, "
            "seal_version INTEGER NOT NULL, mac TEXT NOT NULL)")
 
@@ -1117,7 +1122,7 @@ class ServerStore:
                 unfound = Unfound((), ())
                 if owner is not None:
                     found, gone, buried, unfound = self._owned(deleted, *owner)
-                self._bury(buried)
+                self._bury(buried, unfound=unfound.rows)
                 self._note(gone, "delete")
                 self._conn.execute("SET CONSTRAINTS ALL IMMEDIATE")  # what is deferred to the commit runs now
                 refuse_kept(self._kept(where, args), f"{self._ns}.rows")
@@ -1204,7 +1209,9 @@ class ServerStore:
         erased = {rid: digest for rid, (digest, _) in notes.items()}
         # Only a note bound to this namespace says a missing row was erased here: each namespace
         # numbers its rows from 1, so another's note, copied over, named a row of this one.
-        excused = {rid for rid, (_, here) in notes.items() if here}
+        # A row an earlier erasure found nowhere (UNFOUND_DIGEST) is excused by no note: it may
+        # still be where it was moved.
+        excused = {rid for rid, (digest, here) in notes.items() if here and digest != UNFOUND_DIGEST}
         if missing:
             moved: list[int] = []
             unexplained: list[int] = []
@@ -1263,17 +1270,19 @@ class ServerStore:
         return found, list(dict.fromkeys(gone)), buried, unfound
 
     def _bury(self, rows: Sequence[tuple[int, bytes]], keyring: Optional[Keyring] = None,
-              seal_version: Optional[int] = None) -> None:
+              seal_version: Optional[int] = None, unfound: Sequence[int] = ()) -> None:
         """Inside an erasure's delete: note each deleted row (the id its seal binds, its sealed
         bytes) as erased, under the seal key (rows.erased_mark; `keyring` and `seal_version`: a
-        re-key's new one). A note planted for the id beforehand is overwritten."""
-        if not rows:
+        re-key's new one), and each of `unfound` (the rows of the erasure it found stored under
+        no id) as erased whatever bytes come back under its id (UNFOUND_DIGEST). A note planted
+        for the id beforehand is overwritten."""
+        if not rows and not unfound:
             return
         ring = keyring or self._keyring
         sv = self._keys_now().seal_version if seal_version is None else seal_version
         notes = []
-        for rid, sealed in rows:
-            digest = hashlib.sha256(sealed).hexdigest()
+        for rid, digest in [(rid, hashlib.sha256(sealed).hexdigest()) for rid, sealed in rows] + \
+                [(int(rid), UNFOUND_DIGEST) for rid in unfound]:
             notes.append((rid, digest, sv, erased_mark(ring, sv, rid, digest, self._ns)))
         with self._conn.cursor() as cur:
             cur.executemany(f"INSERT INTO {self._ns}.erased (row_id, sealed_sha256, seal_version, mac) "
@@ -1299,8 +1308,8 @@ class ServerStore:
             return {}
         out: dict[int, tuple[str, bool]] = {}
         query = ("SELECT e.row_id, e.sealed_sha256, e.seal_version, e.mac FROM {ns}.erased e "
-                 + ("JOIN {ns}.rows r ON r.row_id = e.row_id AND encode(sha256(r.sealed), 'hex') = e.sealed_sha256 "
-                    if stored else "") + "WHERE e.row_id = ANY(%s)")
+                 + ("JOIN {ns}.rows r ON r.row_id = e.row_id AND (encode(sha256(r.sealed), 'hex') = e.sealed_sha256 "
+                    f"OR e.sealed_sha256 = '{UNFOUND_DIGEST}') " if stored else "") + "WHERE e.row_id = ANY(%s)")
         for rid, digest, sv, mac in self._sql(query, (sorted(int(r) for r in ids),)):
             try:
                 here = erased_mark(self._keyring, int(sv), int(rid), str(digest), self._ns)
