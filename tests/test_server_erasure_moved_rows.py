@@ -239,3 +239,35 @@ def test_a_row_hidden_through_her_erasure_and_put_back_is_not_matched_again(pg: 
         again = sf.erase("alice")
         assert again.rows == (a,) and again.templates_removed == 1
         assert _sql(dsn, f"SELECT row_id FROM safeface.rows WHERE row_id = {a}") == []
+
+
+
+
+def test_a_failing_row_at_her_rows_id_beside_another_failing_row_goes_on_her_receipt(pg: PgCluster,
+                                                                                     tmp_path: Path) -> None:
+    """A row failing its check at the id of alice's row (hers edited in place, or a decoy put
+    there) is taken as hers when no other row opens as it; but with another failing row anywhere
+    in the table, her erasure deleted it, left it off her receipt (0 templates) and recorded her
+    row "not found, kept", so the store check would name it as deleted behind the guard. It goes
+    on her receipt now, the other row named in the entry, kept; and as that one may be hers
+    (moved, the decoy left in its place), her row put back under its id later is not matched."""
+    ws, dsn = _server_ws(pg, tmp_path)
+    img = images()
+    with open_sf(ws) as sf:
+        alice = sf.enroll(img / "obama.jpg", "alice", "demo", consent(ws, "alice"))
+        bob = sf.enroll(img / "biden.jpg", "bob", "demo", consent(ws, "bob"))
+        a = alice.row_id
+        _sql(dsn, f"CREATE TABLE public.kept AS SELECT * FROM safeface.rows WHERE row_id = {a}")
+        _sql(dsn, f"UPDATE safeface.rows SET row_id = 9999, pseudonym = '{HIDDEN}', expires_us = expires_us + 1 "
+                  f"WHERE row_id = {a}")
+        _sql(dsn, f"INSERT INTO safeface.rows SELECT {a}, pseudonym, purposes, token_id, provenance, expires_us + 1, "
+                  "created_at, last_interaction, transform_version, seal_version, sealed, look, look_small "
+                  f"FROM safeface.rows WHERE row_id = {bob.row_id}")
+        receipt = sf.erase("alice")
+        assert receipt.templates_removed == 1 and receipt.rows == (a,)
+        last = [e for e in sf.audit_entries() if e.operation == "erase"][-1]
+        assert "not found" not in last.note and "rows 9999 fail their integrity" in last.note, last.note
+        _sql(dsn, "DELETE FROM safeface.rows WHERE row_id = 9999")
+        _sql(dsn, "INSERT INTO safeface.rows SELECT * FROM public.kept")
+        sf.rebuild_index()
+        assert [c.subject for c in sf.identify(img / "obama2.jpg", "demo", legal_basis=legal_basis(ws))] == []

@@ -2118,9 +2118,9 @@ def _not_found_note(result: ErasureResult) -> str:
     """What an erasure's entry says of the rows the log names that it found stored nowhere
     (moved and edited by hand): kept, so the store check goes on naming them until they are
     erased after a restore. Says no "rows=": the entry's own row list is the rows it removed."""
-    if not result.not_found:
-        return ""
     failing = ", ".join(map(str, result.failing[:5])) + (", ..." if len(result.failing) > 5 else "")
+    if not result.not_found:  # each logged row found (one failing its check at its own id): others fail
+        return f"; rows {failing} fail their integrity check (edited by hand), kept" if failing else ""
     return (f"; rows {_rows(list(result.not_found))} not found (edited by hand: rows {failing} fail their "
             "integrity check and may be them), kept")
 

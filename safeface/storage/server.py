@@ -1204,7 +1204,11 @@ class ServerStore:
             gone.extend(sorted({int(r[0]), got[0]}))
             buried.append((got[0], bytes(r[8])))
         # The log's row at a failing row's id may be elsewhere, moved: looked for as missing.
-        missing.update(int(r[0]) for r in failing if int(r[0]) in logged)
+        # Found nowhere else, the failing row deleted at that id is taken as it (below), also
+        # where other rows of the table fail: it was recorded "not found, kept", deleted, left
+        # off her receipt, and then named by the store check as deleted behind the guard.
+        in_place = {int(r[0]) for r in failing if int(r[0]) in logged}
+        missing.update(in_place)
         notes = self._erasure_notes(missing)  # one read: what they deleted, and where
         erased = {rid: digest for rid, (digest, _) in notes.items()}
         # Only a note bound to this namespace says a missing row was erased here: each namespace
@@ -1245,15 +1249,22 @@ class ServerStore:
                             "verify` names them); rows %s were removed by an earlier erasure, so this one goes on",
                             self.where, unexplained[:5], sorted(missing))
                 unexplained = []
-            if missing and unexplained:
-                unfound = Unfound(tuple(sorted(missing)), tuple(unexplained))
-                log.warning("%s: rows %s that the log names as this erasure's are not stored under their ids, and "
-                            "gallery rows %s failed their integrity check (one may be them, with more columns edited "
-                            "by hand): the erasure removed every other row and records these as not found; `safeface "
-                            "audit verify` names them. Restore the store from a backup made before the change, then "
-                            "erase again.", self.where, list(unfound.rows), list(unfound.failing[:5]))
+            if unexplained and missing:
+                lost = missing - in_place
+                unfound = Unfound(tuple(sorted(lost)), tuple(unexplained))
+                if lost:
+                    log.warning("%s: rows %s that the log names as this erasure's are not stored under their ids, "
+                                "and gallery rows %s failed their integrity check (one may be them, with more columns "
+                                "edited by hand): the erasure removed every other row and records these as not found; "
+                                "`safeface audit verify` names them. Restore the store from a backup made before the "
+                                "change, then erase again.", self.where, sorted(lost), list(unexplained[:5]))
+                else:
+                    log.warning("%s: rows %s that the log names as this erasure's fail their integrity check under "
+                                "their own ids (removed as them), and gallery rows %s fail it too (edited by hand; "
+                                "one may be another row of theirs, moved): kept, and `safeface audit verify` names "
+                                "them", self.where, sorted(missing), list(unexplained[:5]))
                 gone.extend(unfound.rows)  # their vectors are under the ids the log names
-                missing.clear()
+                missing -= lost
             if moved:
                 self._conn.execute(f"DELETE FROM {self._ns}.rows WHERE row_id = ANY(%s)", (moved,))
         for r in failing:
