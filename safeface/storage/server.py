@@ -140,13 +140,13 @@ CREATE TABLE IF NOT EXISTS {ns}.pending (row_id BIGINT PRIMARY KEY, op TEXT NOT 
 # Each row an erasure deleted: its id (the one its seal binds), the SHA-256 of its sealed bytes and
 # a MAC of both under the seal key (rows.erased_mark), written in the delete's transaction. See
 # ServerStore._owned for what reads it.
-# The digest noted for a row an erasure names that it found stored under no id (moved and edited
-# by hand: Unfound): whatever is stored under that id later is that row put back by whoever moved
-# it, which a valid seal let be matched again, its subject's erasure signed and no alarm named once
-# the row stood as the log lists it. It is matched no more (_not_erased), and goes with the next erasure.
-UNFOUND_DIGEST = "not-found"
 _ERASED = ("CREATE TABLE IF NOT EXISTS {ns}.erased (row_id BIGINT PRIMARY KEY, sealed_sha256 TEXT NOT NULL, "
            "seal_version INTEGER NOT NULL, mac TEXT NOT NULL)")
+# The digest noted for a row the log names that an erasure found stored under no id (moved and
+# edited by hand: Unfound): whatever is stored under that id later is that row put back by whoever
+# moved it, which its valid seal let be matched again (after an index rebuild) once it stood as
+# the log lists it. It is matched no more (_not_erased), and goes with the subject's next erasure.
+UNFOUND_DIGEST = "not-found"
 
 
 def pg_connect(dsn: str, password: Optional[str], where: str) -> Any:
