@@ -104,3 +104,22 @@ def test_a_sessions_end_owed_by_two_processes_stays_held_until_both_let_go(tmp_p
         second.close()
     assert OwedMarks(where, base=SESSION_ENDS_BASE, shared=True).stored_by_a_live_process([9]) == set()
     assert list(where.iterdir()) == []
+
+
+def test_a_keys_folder_others_may_open_holds_no_session_ends_for_other_processes(tmp_path: Path) -> None:
+    """With the keys folder opened to a group (a backup account, `chmod 750`), anyone in it could
+    take one read lock over the sessions' bytes and refuse every console session of the host.
+    Such a folder's locks are not read: the process owing an end refuses the session alone."""
+    from safeface.workspace.owed_marks import SESSION_ENDS_BASE
+
+    where = tmp_path / "keys"
+    where.mkdir(mode=0o700)
+    holder = OwedMarks(where, base=SESSION_ENDS_BASE, shared=True)
+    holder.owe([9])
+    try:
+        assert OwedMarks(where, base=SESSION_ENDS_BASE, shared=True).stored_by_a_live_process([9]) == {9}
+        where.chmod(0o750)
+        assert OwedMarks(where, base=SESSION_ENDS_BASE, shared=True).stored_by_a_live_process([9]) == set()
+        assert holder.owed() == {9}  # still refused by the process that owes it
+    finally:
+        holder.close()

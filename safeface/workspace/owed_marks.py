@@ -26,7 +26,8 @@ each process that owes the end holds it) for as long as it runs, and every proce
 check refuses a session whose byte is held. Held in that process's memory alone, a copy of the cookie sent
 to another worker (uvicorn --workers, a second `safeface serve`) read on. A read lock on a folder
 needs no write, nor a file to be made, on a disk that refuses both (full, or remounted read-only:
-what refused the logout); only the workspace's owner can open the keys folder. It is seen by the
+what refused the logout). They count only while the keys folder is this user's and closed to
+others (0700, as made): a folder others may open lets anyone who can read it take such locks. It is seen by the
 processes of this host only (a server workspace's other hosts read no lock of this one's)."""
 
 from __future__ import annotations
@@ -127,8 +128,15 @@ class OwedMarks:
         except OSError:
             return set()
         try:
-            mode = os.fstat(fd).st_mode
+            st = os.fstat(fd)
+            mode = st.st_mode
             if not (stat.S_ISREG(mode) or (self._shared and stat.S_ISDIR(mode))):
+                return set()
+            if self._shared and (st.st_uid != os.geteuid() or mode & 0o077):
+                # A read lock on a folder is anyone's who may open it: with the keys folder open
+                # to a group (a backup account), one lock over the sessions' bytes refused every
+                # console session of the host. Held there, an end is then refused by the process
+                # that owes it alone (Runtime's ended_here), as before these marks.
                 return set()
             return {row for row in wanted if _written(fd, self._byte(row), self._shared)}
         except OSError:  # no OFD locks here: nothing was held
