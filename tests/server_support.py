@@ -19,7 +19,7 @@ import types
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import pytest
 
@@ -154,6 +154,39 @@ def wait_answering(server: MilvusServer, timeout: float = 60.0) -> MilvusServer:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.3)
+
+
+def while_held(dsn: str, lock: str, call: Callable[[], Any], params: tuple[Any, ...] = (),
+               within: float = 15.0) -> Any:
+    """What `call` returns or raises while another session holds the locks `lock` (with `params`)
+    takes in an open transaction. The call runs in a thread and must answer `within` seconds:
+    where it waits for ever, the session's rollback then lets it go, so a failure here is an
+    assertion, not a hung test."""
+    import threading
+
+    import psycopg
+
+    out: list[Any] = []
+
+    def run() -> None:
+        try:
+            out.append(call())
+        except Exception as exc:  # noqa: BLE001 - returned to the test, which asserts on it
+            out.append(exc)
+
+    holder = psycopg.connect(dsn, password=PG_PASSWORD)  # not autocommit: its transaction stays open
+    try:
+        holder.execute(lock, params)
+        waiter = threading.Thread(target=run)
+        waiter.start()
+        waiter.join(within)
+        answered = not waiter.is_alive()
+    finally:
+        holder.rollback()
+        holder.close()
+    waiter.join(30)
+    assert answered, f"still waiting for the lock of: {lock}"
+    return out[0]
 
 
 def server_modules() -> None:

@@ -6,49 +6,18 @@ sets."""
 from __future__ import annotations
 
 import sys
-import threading
 from pathlib import Path
-from typing import Any, Callable
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from policy_support import consent, images, legal_basis, open_sf  # noqa: E402
-from server_support import PG_PASSWORD, PG_USER, PgCluster  # noqa: E402
+from server_support import PG_USER, PgCluster, while_held  # noqa: E402
 from test_server_store_attacks import _server_ws, _sql  # noqa: E402
 
 from safeface import atomicfile  # noqa: E402
 from safeface.errors import WorkspaceBusy  # noqa: E402
 from safeface.storage.sqltables import PgTables  # noqa: E402
-
-
-def _while_held(dsn: str, lock: str, call: Callable[[], Any]) -> Any:
-    """What `call` returns or raises while another session holds the locks `lock` takes in an
-    open transaction (the call runs in a thread: before the fix it waited for ever; the
-    session's rollback then lets it go, so a failure here is an assertion, not a hung test)."""
-    import psycopg
-
-    out: list[Any] = []
-
-    def run() -> None:
-        try:
-            out.append(call())
-        except Exception as exc:  # noqa: BLE001 - returned to the test, which asserts on it
-            out.append(exc)
-
-    holder = psycopg.connect(dsn, password=PG_PASSWORD)  # not autocommit: its transaction stays open
-    try:
-        holder.execute(lock)
-        waiter = threading.Thread(target=run)
-        waiter.start()
-        waiter.join(15)
-        answered = not waiter.is_alive()
-    finally:
-        holder.rollback()
-        holder.close()
-    waiter.join(30)
-    assert answered, f"still waiting for the lock of: {lock}"
-    return out[0]
 
 
 def test_rows_another_session_holds_locked_bound_every_writes_wait(pg: PgCluster, tmp_path: Path,
@@ -64,19 +33,19 @@ def test_rows_another_session_holds_locked_bound_every_writes_wait(pg: PgCluster
     img = images()
     with open_sf(ws) as sf:
         alice = sf.enroll(img / "obama.jpg", "alice", "demo", consent(ws, "alice"))
-        busy = _while_held(dsn, f"SELECT 1 FROM safeface.rows WHERE row_id = {alice.row_id} FOR UPDATE",
+        busy = while_held(dsn, f"SELECT 1 FROM safeface.rows WHERE row_id = {alice.row_id} FOR UPDATE",
                            lambda: sf.erase("alice"))
         assert isinstance(busy, WorkspaceBusy) and "another session holds a row" in str(busy), busy
         assert _sql(dsn, "SELECT row_id FROM safeface.rows") == [(alice.row_id,)]
         # A read waits as long: a table another session holds locked stalled every search.
-        busy = _while_held(dsn, "LOCK TABLE safeface.rows IN ACCESS EXCLUSIVE MODE",
+        busy = while_held(dsn, "LOCK TABLE safeface.rows IN ACCESS EXCLUSIVE MODE",
                            lambda: sf.identify(img / "obama2.jpg", "demo", legal_basis=legal_basis(ws)))
         assert isinstance(busy, WorkspaceBusy), busy
         bob = consent(ws, "bob")
         audit_lock = PgTables(None, "", "safeface", "audit")._key  # the log's writers take it in turn
         for lock in ("SELECT 1 FROM safeface.meta FOR UPDATE", "SELECT 1 FROM safeface.audit_head FOR UPDATE",
                      f"SELECT pg_advisory_lock({audit_lock})"):
-            busy = _while_held(dsn, lock, lambda: sf.enroll(img / "biden.jpg", "bob", "demo", bob))
+            busy = while_held(dsn, lock, lambda: sf.enroll(img / "biden.jpg", "bob", "demo", bob))
             assert isinstance(busy, WorkspaceBusy), (lock, busy)
             assert _sql(dsn, "SELECT row_id FROM safeface.rows") == [(alice.row_id,)], lock
         assert sf.enroll(img / "biden.jpg", "bob", "demo", bob).row_id > alice.row_id
@@ -98,7 +67,7 @@ def test_a_key_store_table_another_session_holds_locked_holds_no_login_or_page_p
 
     from policy_support import Clock
 
-    monkeypatch.setattr(atomicfile, "LOCK_WAIT_S", 60.0)  # past _while_held's 15 s
+    monkeypatch.setattr(atomicfile, "LOCK_WAIT_S", 60.0)  # past while_held's 15 s
     ws, dsn = _server_ws(pg, tmp_path)
     clock = Clock()
     with open_sf(ws, clock=clock) as sf:
@@ -106,10 +75,10 @@ def test_a_key_store_table_another_session_holds_locked_holds_no_login_or_page_p
         _, cookie = sf.open_session(key, secrets.token_urlsafe(16))
         clock.advance(seconds=120)  # a use to record
         table = "safeface.service_{}"
-        busy = _while_held(dsn, f"LOCK TABLE {table.format('spent_logins')} IN EXCLUSIVE MODE",
+        busy = while_held(dsn, f"LOCK TABLE {table.format('spent_logins')} IN EXCLUSIVE MODE",
                            lambda: sf.open_session(key, secrets.token_urlsafe(16), until=time.monotonic() + 0.3))
         assert isinstance(busy, WorkspaceBusy), busy
-        page = _while_held(dsn, f"LOCK TABLE {table.format('session_uses')} IN EXCLUSIVE MODE",
+        page = while_held(dsn, f"LOCK TABLE {table.format('session_uses')} IN EXCLUSIVE MODE",
                            lambda: sf.session(cookie))
         assert not isinstance(page, Exception) and page.key_id, page
         assert sf.open_session(key, secrets.token_urlsafe(16))[1]  # once it is let go

@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from child_process import child_env  # noqa: E402
 from policy_support import consent, images, make_workspace, open_sf  # noqa: E402
 from safeface.errors import IntegrityError  # noqa: E402
-from server_support import PG_PASSWORD, MilvusServer, PgCluster, server_modules  # noqa: E402
+from server_support import PG_PASSWORD, MilvusServer, PgCluster, server_modules, while_held  # noqa: E402
 
 
 def _sql(dsn: str, query: str) -> list[Any]:
@@ -481,35 +481,14 @@ def test_a_write_waits_for_the_transaction_half_of_the_write_lock_a_bounded_time
     then waited for the transaction half with no end (a service worker, and every login behind
     it, with it). It waits LOCK_WAIT_S (1 s here), as for the session half, then WorkspaceBusy;
     once the other transaction ends, writes go on."""
-    import threading
-
-    import psycopg
-
     from safeface import atomicfile
     from safeface.errors import WorkspaceBusy
     from safeface.storage.server import write_lock_keys
 
     monkeypatch.setattr(atomicfile, "LOCK_WAIT_S", 1.0)
     ws, dsn = _server_ws(pg, tmp_path)
-    out: dict[str, Any] = {}
-
-    def erase() -> None:
-        try:
-            out["erase"] = sf.erase("alice")
-        except Exception as exc:  # noqa: BLE001 - asserted below
-            out["erase"] = exc
-
     with open_sf(ws) as sf:
-        holder = psycopg.connect(dsn, password=PG_PASSWORD)  # its transaction stays open
-        try:
-            holder.execute("SELECT pg_advisory_xact_lock(%s)", (write_lock_keys("safeface")[1],))
-            waiter = threading.Thread(target=erase)
-            waiter.start()
-            waiter.join(10)
-            answered = not waiter.is_alive()
-        finally:
-            holder.rollback()
-            holder.close()
-        waiter.join(30)
-        assert answered and isinstance(out.get("erase"), WorkspaceBusy), out
+        busy = while_held(dsn, "SELECT pg_advisory_xact_lock(%s)", lambda: sf.erase("alice"),
+                          (write_lock_keys("safeface")[1],), within=10)
+        assert isinstance(busy, WorkspaceBusy), busy
         sf.erase("alice")  # the lock free again: the write goes on
