@@ -47,7 +47,7 @@ from typing import Any, Callable, Collection, Iterator, Mapping, Optional, Seque
 import numpy as np
 
 from .. import atomicfile
-from ..errors import BackendError, ConfigError, IndexUnavailable, IntegrityError, WorkspaceBusy
+from ..errors import BackendError, ConfigError, IndexUnavailable, IntegrityError
 from ..hazmat.templates.keyring import Keyring
 from ..hazmat.templates.transform import TemplateTransform
 from ..hazmat.templates.sealing import Sealer
@@ -59,7 +59,7 @@ from .rows import (REKEYED_FROM, ROW_COLS, erased_mark, rekey_mark, Enrollment, 
                    touched_expiry, unseal_row, utc_now)
 from .rows import BLANK_LOOKS, OPEN_COLS, meta_number, refuse_blanked, stored_looks
 from .factory import dsn_parts, misread
-from .lock import lock_not_free
+from .pglocks import bound_lock_wait, lock_timeout, raise_lock_wait
 from .pgrights import named_after_rollback, refused_right
 from .vectors import LEAVE_OUT_MAX, AskingAgain, MilvusVectors, purpose_set
 
@@ -181,9 +181,9 @@ def pg_connect(dsn: str, password: Optional[str], where: str) -> Any:
         # And every lock a statement waits for (a row another session holds locked, an open
         # transaction in psql; a table an ALTER holds) is waited for at most LOCK_WAIT_S, whatever
         # the server's, database's or role's lock_timeout (0: for ever); a write transaction
-        # bounds its own waits tighter (_bound_lock_wait). One statement, as before.
+        # bounds its own waits tighter (bound_lock_wait). One statement, as before.
         conn.execute("SELECT set_config('search_path', 'pg_catalog, pg_temp', false), "
-                     "set_config('lock_timeout', %s, false)", (_lock_timeout(atomicfile.LOCK_WAIT_S),))
+                     "set_config('lock_timeout', %s, false)", (lock_timeout(atomicfile.LOCK_WAIT_S),))
         return conn
     except psycopg.Error as exc:
         # libpq's own words, except where it quotes the DSN it could not read (a password in it).
@@ -327,7 +327,7 @@ class ServerStore:
             # end while another process or host held the lock (a long rekey, a stuck process), and a
             # worker's first console login, which opens a handle, waited with it, the logins
             # queued behind it too.
-            _bound_lock_wait(lock_conn, time.monotonic() + atomicfile.LOCK_WAIT_S, where, False)
+            bound_lock_wait(lock_conn, time.monotonic() + atomicfile.LOCK_WAIT_S, where, False)
             meta = _read_meta(conn, namespace) if _exists(conn, namespace) else None
             if meta is not None:
                 keys_from_meta(meta, keyring, dim, where)
@@ -366,7 +366,7 @@ class ServerStore:
                     c.close()
             if vec is not None:
                 vec.close()
-            _raise_lock_wait(exc, where)  # a statement of the opening, under a database's lock_timeout
+            raise_lock_wait(exc, where)  # a statement of the opening, under a database's lock_timeout
             if refused is not None:
                 raise refused from None
             raise
@@ -963,9 +963,9 @@ class ServerStore:
                     # stalled an enrolment or erasure, and every writer behind it, for ever.
                     # Given up, the transaction rolls back whole (WorkspaceBusy, _raise_pg).
                     deadline = time.monotonic() + atomicfile.LOCK_WAIT_S
-                    _bound_lock_wait(self._conn, deadline, self.where, True)
+                    bound_lock_wait(self._conn, deadline, self.where, True)
                     self._conn.execute("SELECT pg_advisory_xact_lock(%s)", (self._xact_key,))
-                    _bound_lock_wait(self._conn, deadline, self.where, True)
+                    bound_lock_wait(self._conn, deadline, self.where, True)
                     self._refuse_lost_lock()
                     yield
             except Exception as exc:
@@ -1355,7 +1355,7 @@ class ServerStore:
                             "erased rows' sealed bytes stay in its pages until autovacuum reaches them; let the "
                             "role own it (or, on PostgreSQL 17, grant it MAINTAIN on the table)", self.where)
             self._sql("VACUUM (INDEX_CLEANUP OFF, TRUNCATE OFF, SKIP_LOCKED) {ns}.rows")
-        except (BackendError, ConfigError) as exc:  # a lost connection; a lock_timeout (_raise_lock_wait)
+        except (BackendError, ConfigError) as exc:  # a lost connection; a lock_timeout (raise_lock_wait)
             log.warning("%s: the erased rows' space was not freed (%s); autovacuum will free it", self.where, exc)
 
     def _kept(self, where: str, args: tuple[Any, ...]) -> list[int]:
@@ -2100,22 +2100,6 @@ def _store_where(dsn: str, namespace: str) -> str:
     return f"the PostgreSQL record store {_safe_dsn(dsn)} (schema {namespace})"
 
 
-def _bound_lock_wait(conn: Any, deadline: float, where: str, local: bool) -> None:
-    """The next lock `conn` waits for waits only until `deadline` (time.monotonic()); `local`:
-    for the rest of this transaction. Past it: ConfigError, nothing taken."""
-    left = deadline - time.monotonic()
-    if left <= 0:
-        raise lock_not_free(where, None)
-    conn.execute("SELECT set_config('lock_timeout', %s, %s)", (_lock_timeout(left), local))
-
-
-def _lock_timeout(seconds: float) -> str:
-    """`seconds` as a lock_timeout setting: at least 1 ms (0 would mean no limit), at most the
-    largest the server takes (also for an endless wait: a lock held for ever freezes its callers)."""
-    ms = seconds * 1000
-    return f"{max(1, round(ms)) if ms < 2**31 - 1 else 2**31 - 1}ms"
-
-
 @contextmanager
 def held_write_lock(dsn: str, password: Optional[str], namespace: str, lock_wait: float) -> Iterator[None]:
     """Both halves of the write lock of the server store in `namespace`, as a write holds them,
@@ -2132,11 +2116,11 @@ def held_write_lock(dsn: str, password: Optional[str], namespace: str, lock_wait
         conn, lock_conn = conns
         lock_pid = int(lock_conn.execute("SELECT pg_backend_pid()").fetchone()[0])
         lock = AdvisoryLock(lock_conn, session_key, where=where)
-        _bound_lock_wait(lock_conn, deadline, where, False)
+        bound_lock_wait(lock_conn, deadline, where, False)
         with lock.held():
             try:
                 with conn.transaction():
-                    _bound_lock_wait(conn, deadline, where, True)
+                    bound_lock_wait(conn, deadline, where, True)
                     conn.execute("SELECT pg_advisory_xact_lock(%s)", (xact_key,))
                     if _write_lock_holder(lambda q, a: conn.execute(q, a).fetchall(), session_key) != lock_pid:
                         raise BackendError(f"{where}: the connection holding its write lock has ended (the server "
@@ -2159,7 +2143,7 @@ def _raise_pg(exc: BaseException, where: str, conn: Any = None, ns: Optional[str
         import psycopg
     except ImportError:
         return
-    _raise_lock_wait(exc, where)
+    raise_lock_wait(exc, where)
     if conn is not None and ns is not None:
         refused = refused_right(conn, exc, ns)
         named = refused if refused is not None else named_after_rollback(exc)
@@ -2168,21 +2152,3 @@ def _raise_pg(exc: BaseException, where: str, conn: Any = None, ns: Optional[str
     if isinstance(exc, psycopg.OperationalError):
         raise BackendError(f"{where} failed ({str(exc).strip().splitlines()[-1][:160] if str(exc).strip() else ''}); "
                            "the write was rolled back.") from None
-
-
-def _raise_lock_wait(exc: BaseException, where: str) -> None:
-    """A lock given up waiting for under PostgreSQL's lock_timeout (held_write_lock's, or one
-    the database or its role sets) becomes the ConfigError a bounded wait gives."""
-    import psycopg
-
-    if isinstance(exc, psycopg.errors.LockNotAvailable):
-        raise lock_wait_ended(where) from None
-
-
-def lock_wait_ended(where: str) -> WorkspaceBusy:
-    """A lock given up waiting for in a PostgreSQL statement: the store's write lock, or a row or
-    table another session holds locked."""
-    return WorkspaceBusy(f"{where}: a lock it needs was not free within the time a call waits: another process "
-                         "is writing (a long erasure or purge), or another session holds a row or table locked (an "
-                         "open transaction, in psql for instance); nothing was changed. Let it finish or end it, then "
-                         "try again.")

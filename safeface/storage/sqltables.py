@@ -30,6 +30,7 @@ from .. import atomicfile
 from ..errors import BackendError, ConfigError, IntegrityError, WorkspaceBusy
 from ..sqlite_store import (BUSY_TIMEOUT_MS, connect, raise_if_busy, raise_if_damaged, raise_if_edited, refuse_cut,
                             raise_if_unwritable, refuse_foreign_triggers, refuse_replaced, store_identity)
+from .pglocks import bound_lock_wait, raise_lock_wait
 from .pgrights import named_after_rollback, refused_right
 
 WORKSPACE_SCHEMA = 1
@@ -248,9 +249,7 @@ class PgTables:
     def _guard(self, exc: BaseException) -> None:
         import psycopg
 
-        from .server import _raise_lock_wait
-
-        _raise_lock_wait(exc, self.where)  # a lock waited for past its bound (write): WorkspaceBusy
+        raise_lock_wait(exc, self.where)  # a lock waited for past its bound (write): WorkspaceBusy
         missing = refused_right(self._conn, exc, self._ns)  # a right revoked: a restore mends nothing
         if missing is not None:
             raise missing from None
@@ -284,8 +283,6 @@ class PgTables:
         """One transaction under this part's advisory lock (released by the commit or rollback,
         or by the server if the holder dies), so writers on every machine take turns. `wait`:
         as for SqliteTables.write."""
-        from .server import _bound_lock_wait
-
         with self._lock:
             try:
                 with self._conn.transaction():
@@ -297,13 +294,13 @@ class PgTables:
                     # on the service's event loop, stalled the worker LOCK_WAIT_S, and a login,
                     # tried again until its deadline, waited past it.
                     deadline = time.monotonic() + (atomicfile.LOCK_WAIT_S if wait else NO_WAIT_S)
-                    _bound_lock_wait(self._conn, deadline, self.where, True)
+                    bound_lock_wait(self._conn, deadline, self.where, True)
                     if wait:
                         self._conn.execute("SELECT pg_advisory_xact_lock(%s)", (self._key,))
                     elif not self._conn.execute("SELECT pg_try_advisory_xact_lock(%s)", (self._key,)).fetchone()[0]:
                         raise WorkspaceBusy(f"{self.where} is being written by another process; nothing was "
                                             "written. Try again.")
-                    _bound_lock_wait(self._conn, deadline, self.where, True)
+                    bound_lock_wait(self._conn, deadline, self.where, True)
                     yield
             except Exception as exc:
                 self._guard(exc)
