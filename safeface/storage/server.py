@@ -61,6 +61,7 @@ from .rows import BLANK_LOOKS, OPEN_COLS, meta_number, refuse_blanked, stored_lo
 from .factory import dsn_parts, misread
 from .pglocks import bound_lock_wait, lock_timeout, raise_lock_wait
 from .pgrights import named_after_rollback, refused_right
+from .pgsession import PgSession
 from .vectors import LEAVE_OUT_MAX, AskingAgain, MilvusVectors, purpose_set
 
 log = logging.getLogger("safeface.storage")
@@ -198,9 +199,12 @@ def pg_connect(dsn: str, password: Optional[str], where: str) -> Any:
 class AdvisoryLock:
     """The store's write lock: a PostgreSQL session advisory lock on its own connection (so it
     spans processes and machines, and the server releases it if the holder dies), re-entrant
-    within a process."""
+    within a process. A connection found ended is opened again only here, as the lock is taken
+    (holding nothing): the lock died with the old one, and is taken anew, waiting for any other
+    holder, on the new one. While held it is never replaced; a write under a lock whose
+    connection ended is refused inside its transaction (ServerStore._refuse_lost_lock)."""
 
-    def __init__(self, conn: Any, key: int, on_acquire: Optional[Callable[[Any], None]] = None,
+    def __init__(self, conn: PgSession, key: int, on_acquire: Optional[Callable[[Any], None]] = None,
                  where: str = "the PostgreSQL record store") -> None:
         self._conn = conn
         self.key = key
@@ -210,6 +214,11 @@ class AdvisoryLock:
         self._on_acquire = on_acquire
         self._after: list[Callable[[], None]] = []
 
+    @property
+    def depth(self) -> int:
+        """How many holds of this process are open (0: not held here)."""
+        return self._depth
+
     @contextmanager
     def held(self) -> Iterator[None]:
         after: list[Callable[[], None]] = []
@@ -217,6 +226,7 @@ class AdvisoryLock:
             with self._thread_lock:
                 if self._depth == 0:
                     try:
+                        self._conn.revive()
                         self._conn.execute("SELECT pg_advisory_lock(%s)", (self.key,))
                     except Exception as exc:  # its connection lost (ended, or closed by _release): nothing written
                         _raise_pg(exc, self.where)
@@ -253,22 +263,19 @@ class AdvisoryLock:
         """Unlock. A failure here is not the call's: what it wrote is committed or rolled back by
         now, and a caller told "nothing was stored" of a committed row was misled. The lock goes
         with its session, so the connection is closed (the server releases the lock for certain),
-        and this handle's next write fails on it before it writes anything."""
+        and this handle's next write opens a new one and takes the lock there (`held`)."""
         try:
             self._conn.execute("SELECT pg_advisory_unlock(%s)", (self.key,))
         except Exception as exc:
             log.warning("the store's write lock could not be released (%s); its connection is closed, which "
                         "releases it", type(exc).__name__)
-            try:
-                self._conn.close()
-            except Exception:
-                pass
+            self._conn.drop()
 
 
 class ServerStore:
     """Sealed rows in PostgreSQL, protected vectors in Milvus. Use `ServerStore.open`."""
 
-    def __init__(self, conn: Any, lock_conn: Any, where: str, ns: str, keyring: Keyring, dim: int,
+    def __init__(self, conn: PgSession, lock_conn: PgSession, where: str, ns: str, keyring: Keyring, dim: int,
                  vectors: MilvusVectors) -> None:
         self._conn = conn
         self._lock_conn = lock_conn
@@ -282,6 +289,9 @@ class ServerStore:
         # (see _write).
         key, self._xact_key = write_lock_keys(ns)
         self._lock_pid = int(lock_conn.execute("SELECT pg_backend_pid()").fetchone()[0])
+        self._old_lock_pids: list[int] = []  # of lock connections that ended (_forget_flight)
+        conn.on_new = self._reconnected
+        lock_conn.on_new = self._new_lock_conn
         self._opened = False  # the tables exist and this handle may clear its own marks (_forget_flight)
         self._write_lock = AdvisoryLock(lock_conn, key, self._forget_flight, where)
         self._keys: Optional[Keys] = None
@@ -317,11 +327,15 @@ class ServerStore:
         (_finish_open). A new store needs Milvus: nothing is created without it. (Work that must
         wait for the write lock a bounded time, without opening the store: held_write_lock.)"""
         where = _store_where(dsn, namespace)
-        conn = pg_connect(dsn, password, where)
+
+        def connect() -> Any:  # each connection's settings (pg_connect), for reconnections too (PgSession)
+            return pg_connect(dsn, password, where)
+
+        conn = PgSession(connect(), connect, where=where)
         lock_conn = None
         vec = None
         try:
-            lock_conn = pg_connect(dsn, password, where)
+            lock_conn = PgSession(connect(), connect, auto=False, where=where)
             # Each wait for the write lock on this connection (pg_advisory_lock) ends after
             # LOCK_WAIT_S, as a local store's does (storage/lock.py), in WorkspaceBusy: it had no
             # end while another process or host held the lock (a long rekey, a stuck process), and a
@@ -475,6 +489,54 @@ class ServerStore:
             raise IntegrityError(f"{self.where} holds what safeface did not make on its tables "
                                  f"({', '.join(repr(n) for n in found[:5])}): it could keep or copy rows through an "
                                  "erasure. Find who added it and remove it before using the store.")
+
+    def _reconnected(self, conn: PgSession) -> None:
+        """On a connection opened again for this handle (PgSession): the open's checks, before any
+        call uses it. The server now reached may not be the one this handle opened (a failover to
+        a replica, a DNS name moved to another server): the store's tables must be there (none is
+        made: a new, empty store under a running service would hide every row), its keys this
+        keyring's (keys_from_meta reads the meta afresh), its schema as this release makes it, and
+        nothing of another's on its tables (_refuse_foreign_rules: one catalog query; the checks together
+        take about 4 ms on loopback, once a reconnection, so they are made in full).
+        While this handle holds the write lock, the lock must still be held by its lock
+        connection (the server that ended one connection may have ended both, or be another):
+        otherwise the steps a writer takes outside a record transaction (the vector counts, the
+        notes, which _refuse_lost_lock does not guard) would go on under another writer's lock.
+        The rest the handle reads at each call already: key versions (_keys_now), the index's
+        write counts (_index_state: a store restored from before later writes has Milvus's count
+        above its own, and searches score the records until a write rebuilds the index), the
+        pending notes. The cluster's system identifier is read again, as an open reads it: on
+        another cluster an enrolment entry written here no longer settles by txid_status."""
+        if self._write_lock.depth and _write_lock_holder(lambda q, a: conn.execute(q, a).fetchall(),
+                                                         self._write_lock.key) != self._lock_pid:
+            raise BackendError(f"{self.where}: the connection holding its write lock has ended (the server or an "
+                               "operator ended it) while a call held it; nothing more was written. Try again: the "
+                               "next call takes the lock on a new connection.")
+        if not _exists(conn, self._ns):
+            raise ConfigError(f"{self.where}: its connection was opened again (the server restarted, failed over or "
+                              "ended it), and the server now reached holds no such store; nothing was written. Point "
+                              "the deployment at the server that holds it, then open the workspace again.")
+        self._create(False)
+        self._keys, self._pseudonym_version = keys_from_meta(_read_meta(conn, self._ns), self._keyring, self._dim,
+                                                             self.where)
+        self._refuse_foreign_rules()
+        if self._cluster_id is not None:
+            try:
+                now: Optional[int] = int(conn.execute(
+                    "SELECT system_identifier FROM pg_catalog.pg_control_system()").fetchone()[0])
+            except Exception:  # noqa: BLE001 - a role not allowed to read it there: asked again by _cluster
+                now = None
+            if now is not None and now != self._cluster_id:
+                log.warning("%s: its connection was opened again on another PostgreSQL cluster (system identifier %s, "
+                            "before %s); enrolment entries name this one from now on. Run `safeface audit verify` to "
+                            "check the store.", self.where, now, self._cluster_id)
+            self._cluster_id, self._cluster_warned = now, False
+
+    def _new_lock_conn(self, lock_conn: PgSession) -> None:
+        """On the write lock's connection opened again (AdvisoryLock.held, holding no lock): its
+        backend pid is the one that must hold the lock from now on (_refuse_lost_lock)."""
+        self._old_lock_pids.append(self._lock_pid)
+        self._lock_pid = int(lock_conn.execute("SELECT pg_backend_pid()").fetchone()[0])
 
     def close(self) -> None:
         with self._lock:
@@ -700,8 +762,11 @@ class ServerStore:
         failed _landed would hide that returned enrolment while this handle holds the lock."""
         if self._opened:
             try:
-                lock_conn.execute(f"DELETE FROM {self._ns}.meta WHERE k = '{IN_FLIGHT}' AND v LIKE %s",
-                                  (f"{self._lock_pid}:%",))
+                # And those of this handle's lock connections that ended: their pids may be
+                # another backend's by now, which would hide the rows while it held the lock.
+                lock_conn.execute(f"DELETE FROM {self._ns}.meta WHERE k = '{IN_FLIGHT}' AND v LIKE ANY(%s)",
+                                  ([f"{p}:%" for p in [self._lock_pid, *self._old_lock_pids]],))
+                self._old_lock_pids = []
             except Exception as exc:  # a right revoked on meta: named (it was psycopg's own error, a 500)
                 _raise_pg(exc, self.where, lock_conn, self._ns)
                 raise
@@ -1688,7 +1753,8 @@ class ServerStore:
         connection still holds the write lock (see _write)."""
         if self._lock_holder() != self._lock_pid:
             raise BackendError(f"{self.where}: the connection holding its write lock has ended (the server or an "
-                               "operator ended it); nothing was stored. Open the store again, then try again.")
+                               "operator ended it); nothing was stored. Try again: the next call takes the lock on a "
+                               "new connection.")
 
     def _lock_holder(self) -> Optional[int]:
         """The backend pid of the connection holding the store's write lock now, if any."""
@@ -2115,7 +2181,7 @@ def held_write_lock(dsn: str, password: Optional[str], namespace: str, lock_wait
         conns.append(pg_connect(dsn, password, where))
         conn, lock_conn = conns
         lock_pid = int(lock_conn.execute("SELECT pg_backend_pid()").fetchone()[0])
-        lock = AdvisoryLock(lock_conn, session_key, where=where)
+        lock = AdvisoryLock(PgSession(lock_conn), session_key, where=where)  # never opened again: a single use
         bound_lock_wait(lock_conn, deadline, where, False)
         with lock.held():
             try:

@@ -32,6 +32,7 @@ from ..sqlite_store import (BUSY_TIMEOUT_MS, connect, raise_if_busy, raise_if_da
                             raise_if_unwritable, refuse_foreign_triggers, refuse_replaced, store_identity)
 from .pglocks import bound_lock_wait, raise_lock_wait
 from .pgrights import named_after_rollback, refused_right
+from .pgsession import PgSession
 
 WORKSPACE_SCHEMA = 1
 # How long a write that does not wait (PgTables.write(wait=False)) waits for a row or table lock
@@ -214,7 +215,9 @@ class SqliteTables:
 
 class PgTables:
     """Tables in the PostgreSQL record store's schema. One connection per object, used by one
-    thread at a time; every write transaction first takes the advisory lock of its `part`."""
+    thread at a time; every write transaction first takes the advisory lock of its `part`. A
+    connection the server ended is opened again at the next statement or transaction outside a
+    transaction (PgSession), and the schema checked on it as `open` checks it."""
 
     dialect = "postgresql"
 
@@ -235,12 +238,17 @@ class PgTables:
 
         check_namespace(ns)
         where = f"the {what} in PostgreSQL {_safe_dsn(dsn)} (schema {ns})"
-        conn = pg_connect(dsn, password, where)
+
+        def connect() -> Any:  # each connection's settings (pg_connect), for reconnections too
+            return pg_connect(dsn, password, where)
+
+        conn = PgSession(connect(), connect, where=where)
         try:
             check_schema(conn, ns, where)
         except BaseException:
             conn.close()
             raise
+        conn.on_new = lambda new: check_schema(new, ns, where)  # a failover's server may hold none, or another
         return cls(conn, where, ns, part)
 
     def _sql(self, sql: str) -> str:
