@@ -67,6 +67,13 @@ class PgCluster:
         subprocess.run(_as_owner([str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "stop"],
                                  self.owner), capture_output=True, timeout=60)
 
+    def restart(self) -> None:
+        """Stop (ending every session, as a server restart does) and start again with the same
+        options, once it takes connections."""
+        subprocess.run(_as_owner([str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "-l",
+                                  str(self.data.parent / "log"), "restart"],
+                                 self.owner), check=True, capture_output=True, timeout=120)
+
 
 def start_pg(base: Path, port: int = 0) -> PgCluster:
     """A new cluster in `base`, on `port` (a stopped cluster's, so that a DSN naming it reaches
