@@ -111,6 +111,14 @@ class IndexUnavailable(BackendError):
     retry_after = 30.0
 
 
+class StoreConnectionLost(BackendError):
+    """The PostgreSQL record store's connection ended inside a call (a server restart, a failover,
+    an operator's `pg_terminate_backend`, a network cut): the call's transaction was rolled back,
+    and the next call opens a new connection. A 503 with Retry-After in the service."""
+
+    retry_after = 1.0
+
+
 class AuthenticationError(SafeFaceError):
     """A service credential (API key or console session) is missing, unknown, revoked or expired."""
 

@@ -6,16 +6,15 @@ from __future__ import annotations
 
 import logging
 import sys
-import threading
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from policy_support import consent, images, make_workspace, open_sf  # noqa: E402
 from server_support import PG_PASSWORD, PgCluster, server_modules  # noqa: E402
-from safeface.errors import BackendError, ConfigError, IntegrityError  # noqa: E402
+from safeface.errors import BackendError, ConfigError, IntegrityError, StoreConnectionLost  # noqa: E402
 
 
 def _sql(dsn: str, query: str, args: tuple[Any, ...] = ()) -> list[Any]:
@@ -76,6 +75,35 @@ def test_a_handle_works_again_after_every_connection_it_holds_was_ended(pg: PgCl
     _clean(ws)
 
 
+def test_a_connection_past_descriptor_1023_is_still_found_ended(pg: PgCluster, tmp_path: Path) -> None:
+    """A busy service holds more than 1,024 descriptors, so its store's sockets are numbered past
+    1023, which `select` refuses (ValueError at every call): the check of an ended connection
+    polls instead, and the handle still reconnects."""
+    import os
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 1400:
+        pytest.skip(f"this process may open only {hard} descriptors")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 1400) if hard == resource.RLIM_INFINITY
+                                                else min(hard, max(soft, 1400)), hard))
+    ws, dsn = _server_ws(pg, tmp_path)
+    img = images()
+    filler = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+    try:
+        with open_sf(ws) as sf:
+            assert sf._gallery._conn.fileno() > 1023
+            sf.enroll(img / "obama.jpg", "alice", "demo", consent(ws, "alice"))
+            _end(dsn)
+            sf.enroll(img / "biden.jpg", "joe", "demo", consent(ws, "joe"))
+            assert sf._gallery._conn.reopened == 1
+    finally:
+        for fd in filler:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert len(_rows(dsn)) == 2
+
+
 def test_an_enrolment_whose_connection_ends_before_its_commit_stores_nothing(pg: PgCluster,
                                                                             tmp_path: Path) -> None:
     """The store's connection ended after the enrolment's "enroll allowed" entry committed and
@@ -95,7 +123,7 @@ def test_an_enrolment_whose_connection_ends_before_its_commit_stores_nothing(pg:
             return real(items, decide=decide, before_commit=ending)
 
         store.add_many = add_many
-        with pytest.raises(BackendError, match="rolled back"):
+        with pytest.raises(StoreConnectionLost, match="rolled back"):
             sf.enroll(img / "obama.jpg", "alice", "demo", consent(ws, "alice"))
         store.add_many = real
         assert _rows(dsn) == []
@@ -120,7 +148,7 @@ def test_an_erasure_whose_connection_ends_before_its_commit_erases_nothing(pg: P
             _end(dsn, [store._conn.info.backend_pid])
 
         store._bury = bury
-        with pytest.raises(BackendError):
+        with pytest.raises(StoreConnectionLost):
             sf.erase("alice")
         store._bury = real
         assert len(_rows(dsn)) == 1

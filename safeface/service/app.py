@@ -29,7 +29,7 @@ from starlette.requests import ClientDisconnect
 
 from ..errors import (AuthenticationError, BackendError, ConfigError, ImageError, IndexUnavailable, IntegrityError,
                       InvalidArgument, PolicyViolation, ReplacedFile, SafeFaceError, SchemaOwnerNeeded, ServiceBusy,
-                      WorkspaceBusy, WorkspaceUnwritable)
+                      StoreConnectionLost, WorkspaceBusy, WorkspaceUnwritable)
 from .failures import told
 from .runtime import RateLimited, Runtime, ServiceConfig
 
@@ -190,6 +190,12 @@ def create_app(config: ServiceConfig) -> FastAPI:
         # Milvus is down or hung: the records are intact and the call can be made again once it
         # answers; a load balancer or client retries a 503, not a 500.
         rt.metrics.count("safeface_index_unavailable_total")
+        return _error(503, exc, {"Retry-After": str(max(1, math.ceil(exc.retry_after)))})
+
+    @app.exception_handler(StoreConnectionLost)
+    async def _connection_lost(request: Request, exc: StoreConnectionLost) -> JSONResponse:
+        # The record store's connection ended mid-call (a restart, a failover): the call was
+        # rolled back and the next one reconnects, so a client or balancer retries a 503.
         return _error(503, exc, {"Retry-After": str(max(1, math.ceil(exc.retry_after)))})
 
     @app.exception_handler(WorkspaceBusy)

@@ -9,8 +9,8 @@ import logging
 import secrets
 from typing import Optional
 
-from ..errors import (BackendError, ConfigError, IntegrityError, ModelError, SchemaOwnerNeeded, WorkspaceBusy,
-                      WorkspaceDiskFailed, WorkspaceUnwritable)
+from ..errors import (BackendError, ConfigError, IntegrityError, ModelError, SchemaOwnerNeeded, StoreConnectionLost,
+                      WorkspaceBusy, WorkspaceDiskFailed, WorkspaceUnwritable)
 
 # Causes only the operator can act on, whose messages name the server's paths and files (a model
 # file's path and its hash, a store's location): the caller gets a log reference instead.
@@ -41,6 +41,9 @@ def told(exc: Exception) -> tuple[str, Optional[str]]:
     if isinstance(exc, WorkspaceBusy):  # its message names the file; the caller needs only to retry
         return (f"the workspace is busy with another process's long write; nothing was done. Retry later "
                 f"(reference {ref}).", ref)
+    if isinstance(exc, StoreConnectionLost):  # the record store restarted or failed over: the caller retries
+        return (f"the service lost its connection to its records during the call, which did not complete; retry "
+                f"it (reference {ref}).", ref)
     if isinstance(exc, WorkspaceDiskFailed):  # the same: the operator sees to the device; the caller retries
         return (f"the service cannot read its records now (its disk failed); the call did not complete. Retry later "
                 f"(reference {ref}).", ref)

@@ -21,6 +21,8 @@ import threading
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator, Optional
 
+from ..errors import StoreConnectionLost
+
 log = logging.getLogger("safeface.storage")
 
 
@@ -60,8 +62,11 @@ class PgSession:
 
             if raw.info.transaction_status != TransactionStatus.IDLE:
                 return False
+            # poll, not select: select refuses a descriptor past 1023, which a busy service reaches.
+            readable = select.poll()
+            readable.register(raw.fileno(), select.POLLIN)
             for _ in range(3):  # the server's last message, then the end of the stream
-                if not select.select([raw.fileno()], [], [], 0)[0]:
+                if not readable.poll(0):
                     return False  # nothing waiting, or a notice read and gone
                 try:
                     raw.pgconn.consume_input()
@@ -130,3 +135,19 @@ class PgSession:
         with self._lock:
             self._shut = True
         self._raw.close()
+
+
+def raise_if_lost(exc: BaseException, where: str, done: str) -> None:
+    """psycopg's error for a connection that ended under a statement (no SQLSTATE: the socket
+    closed; class 08, a connection failure; 57P, the server shutting down or an operator ending
+    the backend) becomes StoreConnectionLost, which a caller retries; `done` says what became of
+    the call's writes."""
+    import psycopg
+
+    if not isinstance(exc, psycopg.OperationalError):
+        return
+    state = getattr(exc, "sqlstate", None)
+    if state is None or state.startswith(("08", "57P")):
+        text = (str(exc).strip().splitlines() or [type(exc).__name__])[-1][:160]
+        raise StoreConnectionLost(f"{where}: its connection ended during the call ({text}); {done} Try again: the "
+                                  "next call opens a new connection.") from None

@@ -61,7 +61,7 @@ from .rows import BLANK_LOOKS, OPEN_COLS, meta_number, refuse_blanked, stored_lo
 from .factory import dsn_parts, misread
 from .pglocks import bound_lock_wait, lock_timeout, raise_lock_wait
 from .pgrights import named_after_rollback, refused_right
-from .pgsession import PgSession
+from .pgsession import PgSession, raise_if_lost
 from .vectors import LEAVE_OUT_MAX, AskingAgain, MilvusVectors, purpose_set
 
 log = logging.getLogger("safeface.storage")
@@ -2215,6 +2215,7 @@ def _raise_pg(exc: BaseException, where: str, conn: Any = None, ns: Optional[str
         named = refused if refused is not None else named_after_rollback(exc)
         if named is not exc and named is not None:
             raise named from None
+    raise_if_lost(exc, where, "the write was rolled back.")
     if isinstance(exc, psycopg.OperationalError):
         raise BackendError(f"{where} failed ({str(exc).strip().splitlines()[-1][:160] if str(exc).strip() else ''}); "
                            "the write was rolled back.") from None

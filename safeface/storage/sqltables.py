@@ -32,7 +32,7 @@ from ..sqlite_store import (BUSY_TIMEOUT_MS, connect, raise_if_busy, raise_if_da
                             raise_if_unwritable, refuse_foreign_triggers, refuse_replaced, store_identity)
 from .pglocks import bound_lock_wait, raise_lock_wait
 from .pgrights import named_after_rollback, refused_right
-from .pgsession import PgSession
+from .pgsession import PgSession, raise_if_lost
 
 WORKSPACE_SCHEMA = 1
 # How long a write that does not wait (PgTables.write(wait=False)) waits for a row or table lock
@@ -261,6 +261,7 @@ class PgTables:
         missing = refused_right(self._conn, exc, self._ns)  # a right revoked: a restore mends nothing
         if missing is not None:
             raise missing from None
+        raise_if_lost(exc, self.where, "nothing was written.")
         if isinstance(exc, psycopg.OperationalError):
             text = (str(exc).strip().splitlines() or [type(exc).__name__])[-1][:160]
             raise BackendError(f"{self.where} failed ({text}); nothing was written.") from None
