@@ -5,6 +5,7 @@ its connection fails whole, and no writer goes on under a write lock it lost."""
 from __future__ import annotations
 
 import logging
+import time
 import sys
 from pathlib import Path
 from typing import Any, Optional
@@ -333,3 +334,61 @@ def test_a_failover_to_an_older_copy_is_refused_as_an_open_refuses_it(pg: PgClus
             open_sf(ws)
     finally:
         admin.close()
+
+
+def test_an_idle_session_timeout_the_role_sets_ends_neither_the_write_lock_nor_any_connection(
+        pg: PgCluster, tmp_path: Path) -> None:
+    """The app's role may set its own idle_session_timeout (ALTER ROLE ... SET; here the database's,
+    as only this test's database has it): the server ended the write lock's connection while its
+    holder wrote on the other, and the lock went to any other writer mid-erasure or mid-rekey; and
+    every other connection idle that long was opened again at the next call. safeface's sessions
+    set it off, as they set their search_path and lock_timeout: the lock is still held after a hold
+    longer than the timeout, and no connection is opened again."""
+    ws, dsn = _server_ws(pg, tmp_path)
+    name = dsn.rsplit("/", 1)[1]
+    img = images()
+    _sql(pg.dsn(), f"ALTER DATABASE {name} SET idle_session_timeout = '250ms'")
+    with open_sf(ws) as sf:
+        sf.enroll(img / "obama.jpg", "alice", "demo", consent(ws, "alice"))
+        store = sf._gallery
+        with store.locked():
+            time.sleep(0.6)
+            assert store._lock_holder() == store._lock_pid
+        time.sleep(0.6)
+        assert len(sf.identify(img / "obama2.jpg", "demo", consent(ws, "bob"))) == 1
+        sf.enroll(img / "biden.jpg", "joe", "demo", consent(ws, "joe"))
+        assert (store._conn.reopened, store._lock_conn.reopened, sf._audit._t._conn.reopened) == (0, 0, 0)
+    _clean(ws)
+
+
+def test_an_erasure_whose_connection_is_cut_after_its_commit_says_it_was_committed(pg: PgCluster,
+                                                                                  tmp_path: Path) -> None:
+    """The store's connection cut (nothing left to read on it, as a network cut leaves it) just
+    after an erasure's commit, before its check of what it kept: the call failed with
+    StoreConnectionLost saying "the write was rolled back" of a committed delete. It says the delete
+    was committed and that erasing again gives the receipt, which the retry does."""
+    ws, dsn = _server_ws(pg, tmp_path)
+    img = images()
+    with open_sf(ws) as sf:
+        sf.enroll(img / "obama.jpg", "alice", "demo", consent(ws, "alice"))
+        store = sf._gallery
+        conn = store._conn
+
+        def cut() -> bool:  # the socket gives no sign once: the next statement fails on it
+            del conn.ended
+            return False
+
+        def hook(point: str) -> None:
+            if point == "erase:committed":
+                _end(dsn, [conn.info.backend_pid])
+                conn.ended = cut
+
+        store._hook = hook
+        with pytest.raises(StoreConnectionLost, match="was committed") as caught:
+            sf.erase("alice")
+        store._hook = None
+        assert "rolled back" not in str(caught.value)
+        assert _rows(dsn) == []
+        receipt = sf.erase("alice")
+        assert receipt.rows == (1,)
+    _clean(ws)

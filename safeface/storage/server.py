@@ -47,7 +47,7 @@ from typing import Any, Callable, Collection, Iterator, Mapping, Optional, Seque
 import numpy as np
 
 from .. import atomicfile
-from ..errors import BackendError, ConfigError, IndexUnavailable, IntegrityError
+from ..errors import BackendError, ConfigError, IndexUnavailable, IntegrityError, StoreConnectionLost
 from ..hazmat.templates.keyring import Keyring
 from ..hazmat.templates.transform import TemplateTransform
 from ..hazmat.templates.sealing import Sealer
@@ -183,8 +183,14 @@ def pg_connect(dsn: str, password: Optional[str], where: str) -> Any:
         # transaction in psql; a table an ALTER holds) is waited for at most LOCK_WAIT_S, whatever
         # the server's, database's or role's lock_timeout (0: for ever); a write transaction
         # bounds its own waits tighter (bound_lock_wait). One statement, as before.
+        # Nor does the server end a session for being idle, whatever the role's
+        # idle_session_timeout (which the app's role may set for itself): the write lock's
+        # connection idles while its holder writes on the other, and ending it gave the lock to
+        # another writer mid-erasure or mid-rekey; every other connection was opened again at every
+        # call. (PostgreSQL 14 and later have the setting.)
+        idle = ", set_config('idle_session_timeout', '0', false)" if conn.info.server_version >= 140000 else ""
         conn.execute("SELECT set_config('search_path', 'pg_catalog, pg_temp', false), "
-                     "set_config('lock_timeout', %s, false)", (lock_timeout(atomicfile.LOCK_WAIT_S),))
+                     f"set_config('lock_timeout', %s, false){idle}", (lock_timeout(atomicfile.LOCK_WAIT_S),))
         return conn
     except psycopg.Error as exc:
         # libpq's own words, except where it quotes the DSN it could not read (a password in it).
@@ -1194,7 +1200,16 @@ class ServerStore:
                 if before_commit is not None and found:
                     before_commit(found)
             self._at("erase:committed")
-            refuse_kept(self._kept(where, args), f"{self._ns}.rows")  # and once committed
+            try:
+                kept = self._kept(where, args)  # and once committed
+            except BackendError as exc:
+                # The delete is committed: a connection lost here (or not opened again) is no
+                # rolled-back write. The retry finds the rows gone, names them, and gets the receipt.
+                raise StoreConnectionLost(f"{self.where}: the erasure's delete was committed, but its connection "
+                                          "ended before the check of what it kept could run, so no receipt was "
+                                          "given. Erase again: the retry finds the rows gone and gives the receipt."
+                                          ) from exc
+            refuse_kept(kept, f"{self._ns}.rows")
             if not found and not unfound.rows:
                 return found, None, unfound
             self._at("erase:recorded")
