@@ -105,6 +105,28 @@ def test_a_connection_past_descriptor_1023_is_still_found_ended(pg: PgCluster, t
     assert len(_rows(dsn)) == 2
 
 
+def test_a_server_not_yet_back_is_a_connection_lost_to_retry(pg: PgCluster, tmp_path: Path) -> None:
+    """The connections ended and the server not taking new ones yet (a restart or failover under
+    way): the call is StoreConnectionLost (a 503 to retry in the service), not a BackendError (a
+    500), and once the server takes connections again the next call works."""
+    ws, dsn = _server_ws(pg, tmp_path)
+    img = images()
+    db = dsn.rsplit("/", 1)[1].split("?")[0]
+    with open_sf(ws) as sf:
+        sf.enroll(img / "obama.jpg", "alice", "demo", consent(ws, "alice"))
+        _sql(pg.dsn(), f'ALTER DATABASE "{db}" ALLOW_CONNECTIONS false')
+        try:
+            pids = [int(p) for p, in _sql(pg.dsn(), "SELECT pid FROM pg_stat_activity WHERE datname = %s", (db,))]
+            assert _end(pg.dsn(), pids) >= 5
+            with pytest.raises(StoreConnectionLost, match="Try again: the next call connects anew"):
+                sf.enroll(img / "biden.jpg", "joe", "demo", consent(ws, "joe"))
+        finally:
+            _sql(pg.dsn(), f'ALTER DATABASE "{db}" ALLOW_CONNECTIONS true')
+        sf.enroll(img / "biden.jpg", "joe", "demo", consent(ws, "joe"))
+    assert len(_rows(dsn)) == 2
+    _clean(ws)
+
+
 def test_an_enrolment_whose_connection_ends_before_its_commit_stores_nothing(pg: PgCluster,
                                                                             tmp_path: Path) -> None:
     """The store's connection ended after the enrolment's "enroll allowed" entry committed and

@@ -21,7 +21,7 @@ import threading
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator, Optional
 
-from ..errors import StoreConnectionLost
+from ..errors import BackendError, StoreConnectionLost
 
 log = logging.getLogger("safeface.storage")
 
@@ -83,7 +83,11 @@ class PgSession:
         with self._lock:
             if self._shut or self._depth or self._connect is None or not self.ended():
                 return self._raw
-            old, self._raw = self._raw, self._connect()
+            try:
+                fresh = self._connect()
+            except BackendError as exc:  # the server not back yet (restarting, failing over): retried next call
+                raise StoreConnectionLost(f"{exc} Try again: the next call connects anew.") from None
+            old, self._raw = self._raw, fresh
             try:
                 old.close()
             except Exception:  # noqa: BLE001 - already gone
