@@ -14,7 +14,7 @@ from safeface.anonymize.views import crafted_views
 from safeface.hazmat.vision.dlib_engine import DlibEngine
 from safeface.imageio import load_image
 from tests.test_anonymize import engine, finder  # noqa: F401 (its fixtures)
-from tests.test_anonymize_views import OBAMA, THRESHOLD, _best_match, _reference, needs_photos
+from tests.test_anonymize_views import OBAMA, THRESHOLD, _best_match, _obama_face, _reference, needs_photos
 
 
 def _keyed_frame(face: np.ndarray) -> np.ndarray:
@@ -95,8 +95,7 @@ def test_a_face_in_the_blue_channel_under_noise_blocks_is_covered(engine: DlibEn
                                                                   finder: FaceFinder) -> None:  # noqa: F811
     """A grey face hidden in blue under random blocks in red and green is covered (taking blue shows
     nothing)."""
-    face = load_image(OBAMA)
-    face = np.asarray(Image.fromarray(face).resize((face.shape[1] // 2, face.shape[0] // 2)))
+    face = _obama_face()
     reference = _reference(engine, face)
     grey = np.asarray(Image.fromarray(face).convert("L"))
     h, w = grey.shape
