@@ -168,13 +168,13 @@ def test_a_face_stored_squeezed_is_searched_covered_and_checked_as_shown(tmp_pat
     square pixels now, as they are shown."""
     photo = load_image(FACE)
     photo = np.asarray(Image.fromarray(photo).resize((photo.shape[1] // 2, photo.shape[0] // 2)))
-    src = anamorphic_video(tmp_path / "in.mp4", photo, frames=5)
+    src = anamorphic_video(tmp_path / "in.mp4", photo, frames=2)  # the pixels' shape is tested, not the length
     finder = FaceFinder("hog", engine=DlibEngine())
     search = OPTS.search
-    assert detectable_frames(src, search, finder) == list(range(5))  # as a player shows it
+    assert detectable_frames(src, search, finder) == list(range(2))  # as a player shows it
     out = tmp_path / "out.mp4"
     report = anonymize_video_file(src, out, options=OPTS, finder=finder)
-    assert (report.width, report.height) == (960, 640) and report.frames_with_faces == 5
+    assert (report.width, report.height) == (960, 640) and report.frames_with_faces == 2
     with av.open(str(out)) as c:
         v = c.streams.video[0]
         assert (v.codec_context.width, v.codec_context.height) == (960, 640)
