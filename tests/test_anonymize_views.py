@@ -47,7 +47,7 @@ def _reference(engine: DlibEngine, rgb: np.ndarray) -> np.ndarray:
 
 def _obama_face() -> np.ndarray:
     """obama.jpg at half size (455x568, the face at about 182-311, 67-196) cut to 300x320
-    around the face: the face as large as before, a third of the pixels to search."""
+    around the face: the face as large as in the half-size photo, a third of the pixels."""
     o = load_image(OBAMA)
     half = np.asarray(Image.fromarray(o).resize((o.shape[1] // 2, o.shape[0] // 2)))
     return np.ascontiguousarray(half[:320, 100:400])
@@ -55,10 +55,10 @@ def _obama_face() -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def half_obama(engine: DlibEngine) -> tuple[np.ndarray, np.ndarray]:
-    """obama.jpg at half size (read-only), cut to its face with a wide margin, and its face's
-    embedding, the reference every crafted copy of it is matched against: computed once for
-    the module's tests."""
-    half = _obama_face()
+    """obama.jpg at half size (read-only) and its face's embedding, the reference every crafted
+    copy of it is matched against: computed once for the module's tests."""
+    o = load_image(OBAMA)
+    half = np.asarray(Image.fromarray(o).resize((o.shape[1] // 2, o.shape[0] // 2)))
     half.setflags(write=False)
     return half, _reference(engine, half)
 
