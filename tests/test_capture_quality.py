@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from policy_support import consent, edit_config, images, make_workspace, open_sf  # noqa: E402
+from policy_support import consent, edit_config, images, make_workspace  # noqa: E402
 from policy_support import last_call  # noqa: E402
+from array_pipeline import open_sf  # noqa: E402
 
 from safeface.capture.quality import QualityThresholds, assess, pose_of  # noqa: E402
 from safeface.errors import ConfigError, PolicyViolation  # noqa: E402
@@ -28,6 +29,8 @@ def obama() -> tuple[np.ndarray, Any]:
     img = load_image(images() / "obama.jpg")
     faces = CachedPipeline().detect(img)
     assert len(faces) == 1
+    for a in (img, faces[0].landmarks):
+        a.setflags(write=False)  # shared by the module's tests: a change in place fails, not leaks
     return img, faces[0]
 
 
@@ -469,19 +472,15 @@ def test_a_misspelt_floor_is_an_error(tmp_path: Path) -> None:
         open_sf(ws)
 
 
-def _obama_landmarks() -> tuple[np.ndarray, np.ndarray]:
-    from policy_support import CachedPipeline
-
-    img = load_image(images() / "obama.jpg")
-    faces = CachedPipeline().detect(img)
-    assert len(faces) == 1
-    return img, np.asarray(faces[0].landmarks, np.float64)
+def _obama_landmarks(obama: Any) -> tuple[np.ndarray, np.ndarray]:
+    img, face = obama
+    return img, np.asarray(face.landmarks, np.float64)
 
 
-def test_roll_pitch_and_yaw_are_refused_whichever_way_the_head_goes() -> None:
+def test_roll_pitch_and_yaw_are_refused_whichever_way_the_head_goes(obama: Any) -> None:
     from safeface.capture.quality import eye_centres
 
-    img, lm = _obama_landmarks()
+    img, lm = _obama_landmarks(obama)
     centre = lm[:4].mean(axis=0)
     for angle in (40.0, -40.0):  # tilted either way
         m = cv2.getRotationMatrix2D((float(centre[0]), float(centre[1])), angle, 1.0)
@@ -501,7 +500,7 @@ def test_roll_pitch_and_yaw_are_refused_whichever_way_the_head_goes() -> None:
         assert "yaw" in assess(img, (pts3 @ rot.T)[:, :2] * 60 + centre, 1).reasons, deg
 
 
-def test_each_bound_of_the_capture_gate_refuses_just_past_it() -> None:
+def test_each_bound_of_the_capture_gate_refuses_just_past_it(obama: Any) -> None:
     """An overexposed face with nothing clipped, a face 0.3 eye distances outside the picture,
     a central second face at 0.8 of the subject's size, a washed-out face, and eyes 12 px apart
     at an estimated 63 degrees of turn (the turn correction stops at 60: 24 px, under the 25 px
@@ -510,7 +509,7 @@ def test_each_bound_of_the_capture_gate_refuses_just_past_it() -> None:
 
     from safeface.capture.quality import eye_centres
 
-    img, lm = _obama_landmarks()
+    img, lm = _obama_landmarks(obama)
     bright = np.clip(img.astype(np.float32) * 0.2 + 195, 0, 255).astype(np.uint8)
     r = assess(bright, lm, 1)
     assert "brightness" in r.reasons and "clipped" not in r.reasons, r.to_dict()

@@ -448,10 +448,11 @@ def test_a_waved_print_is_refused_and_no_evidence_is_issued(tmp_path: Path) -> N
         assert (last.operation, last.decision, last.rule) == ("liveness", "refused", "PA-01")
         assert result.clip_sha256[:16] in (last.note or "")
         # The challenge was answered (by the print): it cannot be answered again.
+        another = _waved_print(images() / "obama.jpg", 1)
         with pytest.raises(PolicyViolation, match="already answered"):
-            sf.liveness_check(_waved_print(images() / "obama.jpg", 1), ch.nonce, fps=15)
+            sf.liveness_check(another, ch.nonce, fps=15)
         with pytest.raises(PolicyViolation, match="no such challenge"):
-            sf.liveness_check(_waved_print(images() / "obama.jpg", 1), "made-up", fps=15)
+            sf.liveness_check(another, "made-up", fps=15)
     # Nothing of the clip was written into the workspace.
     sizes = sum(p.stat().st_size for p in Path(ws.root).rglob("*") if p.is_file())
     assert sizes < 5_000_000
@@ -662,7 +663,9 @@ def bare_performer() -> list[tuple[np.ndarray, Any]]:
     pipe = Pipeline(get_engine("onnx"))
     shot = []
     for f in _hamilton(84):
-        face = pick_subject(pipe.detect(f), f.shape)
+        # HOG alone (56 of the 60 frames) finds the face the whole pipeline finds there, in a
+        # little over half the time; the pipeline's other steps only where it finds none.
+        face = pick_subject(pipe.engine.detect(f, "hog", 1) or pipe.detect(f), f.shape)
         assert face is not None
         f.setflags(write=False)  # shared by both kinds: a mask drawn in place would fail, not leak
         shot.append((f, face))

@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from policy_support import PASSPHRASE, CachedPipeline, consent, edit_config, images, make_workspace, open_sf  # noqa: E402
+from policy_support import PASSPHRASE, CachedPipeline, consent, edit_config, images, make_workspace  # noqa: E402
+from array_pipeline import ArrayCachedPipeline, open_sf  # noqa: E402
 from policy_support import last_call, masked_image as masked  # noqa: E402
 
 from safeface.errors import ConfigError, IntegrityError  # noqa: E402
@@ -26,7 +27,7 @@ def imgs() -> Path:
     return images()
 
 
-class PlainPipeline(CachedPipeline):
+class PlainPipeline(ArrayCachedPipeline):
     """A pipeline from before masked matching: no mask check, no visible-region template."""
 
     mask_check = None  # type: ignore[assignment]
