@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -35,20 +36,35 @@ def held_out(datasets: Path) -> list[Path]:
     return [sorted(p.glob("*.jpg"))[0] for p in people[::37]][:N]
 
 
-@pytest.mark.slow
-def test_detector_rates_on_a_small_held_out_set(pipe: Pipeline, held_out: list[Path]) -> None:
-    bare_called, masked_found, acquired, by = 0, 0, 0, []
+@pytest.fixture(scope="module")
+def held_out_masked(pipe: Pipeline, held_out: list[Path]) -> list[tuple[np.ndarray, Face, np.ndarray, Any]]:
+    """For each held-out image: the image, its bare subject, the image with a random mask (seed:
+    its place) drawn on that subject, and what the pipeline embeds of the masked image (the mask
+    drawn before detection, as a camera sees it); made once for the two tests that read them."""
+    out = []
     for i, path in enumerate(held_out):
         img = load_image(path)
+        face = pick_subject(pipe.detect(img), img.shape)
+        assert face is not None, path
+        masked = draw_mask(img, face.landmarks, face.box, "random", seed=i)
+        r = pipe.embed(masked)
+        for a in (img, face.landmarks, masked, r.embedding, *(f.landmarks for f in r.faces)):
+            if a is not None:
+                a.setflags(write=False)  # shared: a change in place fails, not leaks
+        out.append((img, face, masked, r))
+    return out
+
+
+@pytest.mark.slow
+def test_detector_rates_on_a_small_held_out_set(pipe: Pipeline, held_out: list[Path],
+                                                held_out_masked: list[tuple[np.ndarray, Face, np.ndarray, Any]]) -> None:
+    bare_called, masked_found, acquired, by = 0, 0, 0, []
+    for path, (img, face, masked, r) in zip(held_out, held_out_masked):
         bare = pipe.embed(img)
         assert bare.face is not None and bare.embedding is not None, path
         check = pipe.mask_check(img, bare.face, bare.embedding)
         assert check is not None and 0.0 <= check.confidence <= 1.0
         bare_called += check.masked
-        face = pick_subject(pipe.detect(img), img.shape)
-        assert face is not None
-        masked = draw_mask(img, face.landmarks, face.box, "random", seed=i)
-        r = pipe.embed(masked)  # the mask is drawn before detection, as a camera sees it
         if r.face is None or r.embedding is None:
             continue
         acquired += 1
@@ -147,19 +163,14 @@ def test_the_masked_face_detector_finds_faces_the_other_searches_miss(pipe: Pipe
 
 @pytest.mark.slow
 def test_masked_landmarks_lie_nearer_the_bare_faces_than_the_five_point_models(
-        pipe: Pipeline, held_out: list[Path]) -> None:
+        held_out: list[Path], held_out_masked: list[tuple[np.ndarray, Face, np.ndarray, Any]]) -> None:
     # The mask is drawn on the bare image's pixels, so the bare face's landmarks are where the
     # masked face's belong.
     from safeface.hazmat.vision.masks import FaceFrame
     from safeface.hazmat.vision.visible import masked_landmarks
 
     first_err, mine_err = [], []
-    for i, path in enumerate(held_out):
-        img = load_image(path)
-        bare = pick_subject(pipe.detect(img), img.shape)
-        assert bare is not None
-        masked = draw_mask(img, bare.landmarks, bare.box, "random", seed=i)
-        r = pipe.embed(masked)
+    for path, (_, bare, masked, r) in zip(held_out, held_out_masked):
         assert r.face is not None and r.embedding is not None, path
         mine = masked_landmarks(masked, r.face.landmarks)
         assert mine.shape == (5, 2) and mine.dtype == np.float32

@@ -86,11 +86,15 @@ def test_raw_descriptors_equal_face_recognition_when_installed(dlib_engine, fr_i
 @pytest.mark.slow
 def test_same_and_different_decisions(dlib_engine, fr_images: Path, expected: dict) -> None:  # type: ignore[no-untyped-def,type-arg]
     pipe = Pipeline(dlib_engine)
+    # Each photo embedded once (obama.jpg is in every pair).
+    rels = sorted({rel for pairs in (expected["same_person_below_0_6"], expected["different_person_above_0_6"])
+                   for pair in pairs for rel in pair})
+    emb = dict(zip(rels, pipe.embed_many([fr_images / rel for rel in rels])))
     for a, b in expected["same_person_below_0_6"]:
-        ea, eb = pipe.embed_many([fr_images / a, fr_images / b])
+        ea, eb = emb[a], emb[b]
         assert cosine(ea.embedding, eb.embedding) >= DEFAULT_THRESHOLD, (a, b)  # type: ignore[arg-type]
     for a, b in expected["different_person_above_0_6"]:
-        ea, eb = pipe.embed_many([fr_images / a, fr_images / b])
+        ea, eb = emb[a], emb[b]
         assert cosine(ea.embedding, eb.embedding) < DEFAULT_THRESHOLD, (a, b)  # type: ignore[arg-type]
 
 
@@ -197,8 +201,15 @@ def test_hog_detection_from_several_threads_matches_one(dlib_engine, datasets: P
 
 
 @pytest.mark.slow
-def test_embed_many_on_threads_matches_one_thread(dlib_engine, fr_images: Path) -> None:  # type: ignore[no-untyped-def]
-    paths = sorted((fr_images / "test_images").glob("*.jpg")) + [fr_images / "examples" / "two_people.jpg"]
+def test_embed_many_on_threads_matches_one_thread(dlib_engine, fr_images: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from PIL import Image
+
+    paths = []
+    for src in sorted((fr_images / "test_images").glob("*.jpg")) + [fr_images / "examples" / "two_people.jpg"]:
+        # Files at half size (every face still found): HOG at upsample 1 on the 2333 px obama3.jpg
+        # was most of the time, and the claim is about threads, not sizes.
+        paths.append(tmp_path / src.name)
+        Image.open(src).reduce(2).save(paths[-1], quality=95)
     steps = (("hog", 1),)
     one = Pipeline(dlib_engine, PipelineConfig(steps=steps, threads=1)).embed_many(paths)
     many = Pipeline(dlib_engine, PipelineConfig(steps=steps, threads=3)).embed_many(paths)
