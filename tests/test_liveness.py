@@ -663,9 +663,7 @@ def bare_performer() -> list[tuple[np.ndarray, Any]]:
     pipe = Pipeline(get_engine("onnx"))
     shot = []
     for f in _hamilton(84):
-        # HOG alone (56 of the 60 frames) finds the face the whole pipeline finds there, in a
-        # little over half the time; the pipeline's other steps only where it finds none.
-        face = pick_subject(pipe.engine.detect(f, "hog", 1) or pipe.detect(f), f.shape)
+        face = pick_subject(pipe.detect(f), f.shape)
         assert face is not None
         f.setflags(write=False)  # shared by both kinds: a mask drawn in place would fail, not leak
         shot.append((f, face))

@@ -16,7 +16,13 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from policy_support import PASSPHRASE, CachedPipeline, consent, edit_config, images, make_workspace  # noqa: E402
 from array_pipeline import ArrayCachedPipeline, open_sf  # noqa: E402
-from policy_support import last_call, masked_image as masked  # noqa: E402
+from policy_support import last_call, masked_image  # noqa: E402
+
+
+def masked(path: Path, kind: str = "surgical", seed: int = 1) -> np.ndarray:
+    """policy_support.masked_image at half size (faces still 130-170 px wide): the pipeline runs every
+    detection step on a masked image, a quarter of the pixels a quarter of the time."""
+    return np.ascontiguousarray(masked_image(path, kind, seed)[::2, ::2])
 
 from safeface.errors import ConfigError, IntegrityError  # noqa: E402
 from safeface.sdk.facade import SafeFace  # noqa: E402
@@ -125,7 +131,7 @@ def test_older_rows_get_a_visible_template_at_the_next_enrolment(tmp_path: Path,
         # No visible-region template yet (no image was kept to make one): the plain path, said so.
         assert not v.masked and v.threshold == sf.threshold and v.mask_confidence is not None
         assert "no visible-region template" in _note(sf)
-        assert v.match  # 0.915 whole
+        assert v.match  # 0.914 whole
         # Identify says the same of its candidate: found whole, not by a visible region.
         found = sf.identify(probe, "demo", consent(ws, "walk-in"))
         assert [(c.subject, c.path) for c in found] == [(sf.pseudonym("alice"), "plain")]
