@@ -36,8 +36,11 @@ def held_out(datasets: Path) -> list[Path]:
     return [sorted(p.glob("*.jpg"))[0] for p in people[::37]][:N]
 
 
+HeldOutMasked = tuple[np.ndarray, Face, np.ndarray, Any]  # image, bare subject, masked image, its embedding
+
+
 @pytest.fixture(scope="module")
-def held_out_masked(pipe: Pipeline, held_out: list[Path]) -> list[tuple[np.ndarray, Face, np.ndarray, Any]]:
+def held_out_masked(pipe: Pipeline, held_out: list[Path]) -> list[HeldOutMasked]:
     """For each held-out image: the image, its bare subject, the image with a random mask (seed:
     its place) drawn on that subject, and what the pipeline embeds of the masked image (the mask
     drawn before detection, as a camera sees it); made once for the two tests that read them."""
@@ -57,7 +60,7 @@ def held_out_masked(pipe: Pipeline, held_out: list[Path]) -> list[tuple[np.ndarr
 
 @pytest.mark.slow
 def test_detector_rates_on_a_small_held_out_set(pipe: Pipeline, held_out: list[Path],
-                                                held_out_masked: list[tuple[np.ndarray, Face, np.ndarray, Any]]) -> None:
+                                                held_out_masked: list[HeldOutMasked]) -> None:
     bare_called, masked_found, acquired, by = 0, 0, 0, []
     for path, (img, face, masked, r) in zip(held_out, held_out_masked):
         bare = pipe.embed(img)
@@ -163,7 +166,7 @@ def test_the_masked_face_detector_finds_faces_the_other_searches_miss(pipe: Pipe
 
 @pytest.mark.slow
 def test_masked_landmarks_lie_nearer_the_bare_faces_than_the_five_point_models(
-        held_out: list[Path], held_out_masked: list[tuple[np.ndarray, Face, np.ndarray, Any]]) -> None:
+        held_out: list[Path], held_out_masked: list[HeldOutMasked]) -> None:
     # The mask is drawn on the bare image's pixels, so the bare face's landmarks are where the
     # masked face's belong.
     from safeface.hazmat.vision.masks import FaceFrame
