@@ -5,10 +5,11 @@ its connection fails whole, and no writer goes on under a write lock it lost."""
 from __future__ import annotations
 
 import logging
-import time
 import sys
+import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 import pytest
 
@@ -46,6 +47,16 @@ def _server_ws(pg: PgCluster, root: Path, **kw: Any) -> tuple[Any, str]:
     return ws, dsn
 
 
+@contextmanager
+def _alice_enrolled(pg: PgCluster, tmp_path: Path) -> Iterator[tuple[Any, str, Any, Path]]:
+    """A server workspace with alice enrolled, open: (workspace, DSN, handle, the photos)."""
+    ws, dsn = _server_ws(pg, tmp_path)
+    img = images()
+    with open_sf(ws) as sf:
+        sf.enroll(img / "obama.jpg", "alice", "demo", consent(ws, "alice"))
+        yield ws, dsn, sf, img
+
+
 def _rows(dsn: str) -> list[int]:
     return [int(r) for r, in _sql(dsn, "SELECT row_id FROM safeface.rows ORDER BY row_id")]
 
@@ -60,10 +71,7 @@ def test_a_handle_works_again_after_every_connection_it_holds_was_ended(pg: PgCl
     """Every connection of an open handle ended (store, write lock, audit log, policy state, API
     keys): it refused every later call until opened again. Now the next enrolment, identify and
     erasure work, each connection opened again once, and the store checks clean."""
-    ws, dsn = _server_ws(pg, tmp_path)
-    img = images()
-    with open_sf(ws) as sf:
-        sf.enroll(img / "obama.jpg", "alice", "demo", consent(ws, "alice"))
+    with _alice_enrolled(pg, tmp_path) as (ws, dsn, sf, img):
         assert _end(dsn) >= 5
         sf.enroll(img / "biden.jpg", "joe", "demo", consent(ws, "joe"))
         assert len(sf.identify(img / "obama2.jpg", "demo", consent(ws, "bob"))) == 1
@@ -159,10 +167,7 @@ def test_an_enrolment_whose_connection_ends_before_its_commit_stores_nothing(pg:
 def test_an_erasure_whose_connection_ends_before_its_commit_erases_nothing(pg: PgCluster, tmp_path: Path) -> None:
     """The store's connection ended inside an erasure's delete transaction: the erasure fails
     and no row is gone without its entry; the erasure tried again removes it with a receipt."""
-    ws, dsn = _server_ws(pg, tmp_path)
-    img = images()
-    with open_sf(ws) as sf:
-        sf.enroll(img / "obama.jpg", "alice", "demo", consent(ws, "alice"))
+    with _alice_enrolled(pg, tmp_path) as (ws, dsn, sf, img):
         store = sf._gallery
         real = store._bury
 
@@ -184,10 +189,7 @@ def test_an_erasure_whose_connection_ends_after_its_commit_completes(pg: PgClust
     """The store's connection ended just after an erasure's commit, before its check of what it
     kept and its entry: the call failed with the row deleted and no receipt. Now the rest runs
     on a new connection: the receipt, the entry, the vector removed."""
-    ws, dsn = _server_ws(pg, tmp_path)
-    img = images()
-    with open_sf(ws) as sf:
-        sf.enroll(img / "obama.jpg", "alice", "demo", consent(ws, "alice"))
+    with _alice_enrolled(pg, tmp_path) as (ws, dsn, sf, img):
         store = sf._gallery
 
         def hook(point: str) -> None:
@@ -233,10 +235,7 @@ def test_a_holder_whose_store_connection_is_opened_again_under_a_lost_lock_is_re
     store connection, with the steps it takes outside a record transaction (vector counts, notes)
     while another process holds the lock: the new connection is refused to it, naming the lock,
     until it lets go."""
-    ws, dsn = _server_ws(pg, tmp_path)
-    img = images()
-    with open_sf(ws) as sf:
-        sf.enroll(img / "obama.jpg", "alice", "demo", consent(ws, "alice"))
+    with _alice_enrolled(pg, tmp_path) as (ws, dsn, sf, img):
         store = sf._gallery
         with store.locked():
             _end(dsn)
@@ -251,10 +250,7 @@ def test_a_search_whose_connection_ends_midway_answers(pg: PgCluster, tmp_path: 
     """The store's connection ended between Milvus's candidates and the reading of their records:
     those reads run on a new connection (each its own statement, outside any transaction) and the
     identification answers as before; the next calls work."""
-    ws, dsn = _server_ws(pg, tmp_path)
-    img = images()
-    with open_sf(ws) as sf:
-        sf.enroll(img / "obama.jpg", "alice", "demo", consent(ws, "alice"))
+    with _alice_enrolled(pg, tmp_path) as (ws, dsn, sf, img):
         store = sf._gallery
         real = store.vectors.search
 
@@ -275,10 +271,7 @@ def test_a_reconnection_runs_the_opens_checks(pg: PgCluster, tmp_path: Path, cap
     """What the open refuses is refused on a connection opened again: a trigger added on the rows
     while the handle was open (a failover's server holding one) refuses the next call, naming it;
     the cluster's identifier is read again (a handle that had noted another cluster says so)."""
-    ws, dsn = _server_ws(pg, tmp_path)
-    img = images()
-    with open_sf(ws) as sf:
-        sf.enroll(img / "obama.jpg", "alice", "demo", consent(ws, "alice"))
+    with _alice_enrolled(pg, tmp_path) as (ws, dsn, sf, img):
         store = sf._gallery
         real_id = store._cluster()
         assert real_id is not None
@@ -389,10 +382,7 @@ def test_an_erasure_whose_connection_is_cut_after_its_commit_says_it_was_committ
     after an erasure's commit, before its check of what it kept: the call failed with
     StoreConnectionLost saying "the write was rolled back" of a committed delete. It says the delete
     was committed and that erasing again gives the receipt, which the retry does."""
-    ws, dsn = _server_ws(pg, tmp_path)
-    img = images()
-    with open_sf(ws) as sf:
-        sf.enroll(img / "obama.jpg", "alice", "demo", consent(ws, "alice"))
+    with _alice_enrolled(pg, tmp_path) as (ws, dsn, sf, img):
         store = sf._gallery
         conn = store._conn
 
