@@ -18,8 +18,8 @@ from PIL import Image
 from safeface.anonymize import FaceFinder
 from safeface.anonymize.detect import DetectionEngine, Search
 from safeface.imageio import load_image
-from safeface.tracking import TrackOptions, track_video
-from safeface.tracking.run import covering
+from safeface.tracking import TrackOptions
+from safeface.tracking.run import _Run, covering
 from tests.datasets_path import datasets
 from tests.video_fixtures import synthetic_video
 
@@ -84,18 +84,32 @@ def _face_in(rgb: np.ndarray) -> bool:
     return bool(_finder().detectable(rgb, Search(max_side=1 << 16, upsample=2)))
 
 
+def _plainly_face_in(rgb: np.ndarray) -> bool:
+    """Whether HOG finds a face in `rgb` itself at photo strength and dlib's bar: the first of the
+    views _face_in searches, so a face found here is one _face_in finds, at a fraction of its cost."""
+    return bool(_finder().engine.detect_rects(rgb, "hog", 2, 0.0))
+
+
 def _still_shows(before: np.ndarray, after: np.ndarray) -> bool:
     """Whether the covered part `after` still shows the face that its input `before` shows."""
-    assert _face_in(before), "the face must show for the check to mean anything"
+    assert _plainly_face_in(before), "the face must show for the check to mean anything"
     return _face_in(after)
 
 
-def _faces_shown(src: Path, out: Path, checked: range, x_of: Callable[[int], int]) -> list[int]:
-    """The frames of `checked` in which the output shows a face at photo strength."""
+def _tracked(src: Path, opts: TrackOptions) -> tuple[list[np.ndarray], list[np.ndarray], _Run]:
+    """`src`'s frames as decoded, and as the tracker's hook returns them (track_video's hook, fed
+    the same decoded frames), and the tracker. The anonymizer's face searches are left out:
+    these faces are under the video search's reach, and without its photo-strength search of
+    still faces (first_faces.py), which could find one, only the head-zone cover can hide them."""
     with av.open(str(src)) as c:
         shown = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
-    with av.open(str(out)) as c:
-        frames = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+    run = _Run(opts)
+    return shown, [run(i, rgb.copy()) for i, rgb in enumerate(shown)], run
+
+
+def _faces_shown(shown: list[np.ndarray], frames: list[np.ndarray], checked: range,
+                 x_of: Callable[[int], int]) -> list[int]:
+    """The frames of `checked` in which the output `frames` show a face at photo strength."""
     assert len(frames) == len(shown)
     return [i for i in checked if _still_shows(_around(shown[i], x_of(i)), _around(frames[i], x_of(i)))]
 
@@ -104,9 +118,9 @@ def _faces_shown(src: Path, out: Path, checked: range, x_of: Callable[[int], int
 def test_a_face_above_a_tall_blob_cut_to_its_near_person_is_covered(tmp_path: Path) -> None:
     """A child rides on an adult's shoulders: the tall blob was cut to the adult's height and the
     child's face, above the box, showed in every output frame; it is covered."""
-    src, out = _scene(tmp_path), tmp_path / "out.mp4"
-    track_video(src, out, FAST)
-    assert _faces_shown(src, out, range(START + 2, 62, 2), _walking_in(START)) == []
+    shown, out, run = _tracked(_scene(tmp_path), FAST)
+    assert run.perspective.height(290.0) is not None, "the blob is cut only where the perspective is known"
+    assert _faces_shown(shown, out, range(START + 2, 62, 2), _walking_in(START)) == []
 
 
 @pytest.mark.slow
@@ -129,9 +143,9 @@ def test_a_face_over_a_wall_is_covered_though_the_body_is_hidden(tmp_path: Path,
         rgb[190:, 300:] = (90, 90, 90)  # the wall, in front of the walker from the shoulders down
         return rgb
 
-    src, out = synthetic_video(tmp_path / "wall.mp4", W, H, frames=start + 12, frame=frame), tmp_path / "out.mp4"
-    track_video(src, out, FAST)
-    assert _faces_shown(src, out, range(start, start + 12, 2), _walking_in(start)) == []
+    shown, out, run = _tracked(synthetic_video(tmp_path / "wall.mp4", W, H, frames=start + 12, frame=frame), FAST)
+    assert (run.perspective.height(290.0) is not None) == walkers
+    assert _faces_shown(shown, out, range(start, start + 12, 2), _walking_in(start)) == []
 
 
 def test_a_face_over_a_body_taken_for_a_shadow_is_covered(tmp_path: Path) -> None:
@@ -148,9 +162,8 @@ def test_a_face_over_a_body_taken_for_a_shadow_is_covered(tmp_path: Path) -> Non
             rgb[180:290, x - 4:x + 30] = 95  # grey clothes, darker than the grey behind them
         return rgb
 
-    src, out = synthetic_video(tmp_path / "shade.mp4", W, H, frames=start + 12, frame=frame), tmp_path / "out.mp4"
-    track_video(src, out, FAST)
-    assert _faces_shown(src, out, range(start, start + 12, 2), _walking_in(start)) == []
+    shown, out, _ = _tracked(synthetic_video(tmp_path / "shade.mp4", W, H, frames=start + 12, frame=frame), FAST)
+    assert _faces_shown(shown, out, range(start, start + 12, 2), _walking_in(start)) == []
 
 
 @pytest.mark.parametrize("max_frames", [None, 40], ids=["tracked-throughout", "tracking-stopped-early"])
@@ -173,9 +186,9 @@ def test_a_person_who_stops_and_fades_into_the_background_stays_covered(tmp_path
             rgb[230:290, x:x + 26] = (30, 30, 160)
         return rgb
 
-    src, out = synthetic_video(tmp_path / "waits.mp4", W, H, frames=90, frame=frame), tmp_path / "out.mp4"
-    track_video(src, out, replace(FAST, max_frames=max_frames))
-    assert _faces_shown(src, out, range(66, 90, 6), x_at) == []
+    src = synthetic_video(tmp_path / "waits.mp4", W, H, frames=90, frame=frame)
+    shown, out, _ = _tracked(src, replace(FAST, max_frames=max_frames))
+    assert _faces_shown(shown, out, range(66, 90, 6), x_at) == []
 
 
 def _stands_then(leaves: bool = False, passer_by: bool = False, cloud: bool = False,
