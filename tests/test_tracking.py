@@ -42,10 +42,14 @@ def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def short_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The clip's first 6 frames (four people are found in them), for tests of what a run does
-    rather than how well it tracks."""
+    rather than how well it tracks: cropped to the 384x288 where those four walk, a quarter of
+    the frame (each run's face and person searches cost by the pixel)."""
     if not VTEST.is_file():
         pytest.skip(f"the OpenCV sample clip is absent ({VTEST})")
-    return cut(VTEST, tmp_path_factory.mktemp("short") / "short.mp4", 100, 6, {"title": "plaza camera 3"})
+    with av.open(str(VTEST)) as c:
+        frames = [f.to_ndarray(format="rgb24")[96:384, 320:704].copy() for _, f in zip(range(106), c.decode(video=0))]
+    return synthetic_video(tmp_path_factory.mktemp("short") / "short.mp4", 384, 288, frames=6, rate=10,
+                           frame=lambda i: frames[100 + i])
 
 
 @pytest.fixture(scope="module")
@@ -91,6 +95,17 @@ def test_output_has_no_detectable_face_and_no_container_metadata(tracked: tuple[
         assert "title" not in c.metadata
 
 
+@needs_clip
+def test_search_ranks_a_track_by_its_own_colours(tracked: tuple[object, Path]) -> None:
+    result, _ = tracked
+    target = next(p for p in result.people if p.to_dict(10)["colours"]["top"][0] != "black") \
+        if any(p.to_dict(10)["colours"]["top"][0] != "black" for p in result.people) else result.people[0]
+    c = target.to_dict(10)["colours"]
+    hits = result.search(f"{c['top'][0]} top, {c['bottom'][0]} trousers", top_k=3)
+    assert target.track_id in [h.track_id for h in hits]
+    assert all(0.0 <= h.score <= 1.0 for h in hits) and hits[0].start_s <= hits[0].end_s
+
+
 def test_faces_are_covered_before_the_tracker_sees_them(tmp_path: Path) -> None:
     """On a video of real faces, the hook the tracker runs in receives only covered frames."""
     from safeface.anonymize.video import anonymize_video_file
@@ -100,7 +115,9 @@ def test_faces_are_covered_before_the_tracker_sees_them(tmp_path: Path) -> None:
     if not lfw.is_dir():
         pytest.skip(f"real face images absent ({lfw})")
     src = tmp_path / "faces.mp4"
-    build_face_video(src, sorted(lfw.glob("*/*.jpg"))[::151][:3], frames=6, per_photo=2, audio=False)
+    # 320x256 (each 250 px photo whole in it): the hook's search of every frame costs by the pixel.
+    build_face_video(src, sorted(lfw.glob("*/*.jpg"))[::151][:3], frames=6, size=(320, 256), per_photo=2,
+                     audio=False)
     finder = FaceFinder("hog", engine=DetectionEngine())
     assert finder.find(frames_of(src)[0]), "the input must show a face for the check to mean anything"
     seen: list[int] = []
@@ -178,26 +195,6 @@ def test_tracking_covers_masked_faces_when_asked(tmp_path: Path, capsys: pytest.
     assert detectable_frames(covered, masked_check) == []
 
 
-@pytest.mark.slow
-@needs_clip
-def test_track_ids_are_random_and_local_to_a_run(short_clip: Path) -> None:
-    a = track_video(short_clip)
-    b = track_video(short_clip)
-    assert a.people and b.people
-    assert not {p.track_id for p in a.people} & {p.track_id for p in b.people}
-
-
-@needs_clip
-def test_search_ranks_a_track_by_its_own_colours(tracked: tuple[object, Path]) -> None:
-    result, _ = tracked
-    target = next(p for p in result.people if p.to_dict(10)["colours"]["top"][0] != "black") \
-        if any(p.to_dict(10)["colours"]["top"][0] != "black" for p in result.people) else result.people[0]
-    c = target.to_dict(10)["colours"]
-    hits = result.search(f"{c['top'][0]} top, {c['bottom'][0]} trousers", top_k=3)
-    assert target.track_id in [h.track_id for h in hits]
-    assert all(0.0 <= h.score <= 1.0 for h in hits) and hits[0].start_s <= hits[0].end_s
-
-
 def test_description_vocabulary_is_closed() -> None:
     q = parse("a child in a red top and navy jeans")
     assert (q.top, q.bottom, q.size) == (("red",), ("blue",), "child")
@@ -205,6 +202,15 @@ def test_description_vocabulary_is_closed() -> None:
     for bad in ("red top, brown eyes", "tall man", "blue top, asian", "dark skin", "face like alice", ""):
         with pytest.raises(InvalidArgument):
             parse(bad)
+
+
+@pytest.mark.slow
+@needs_clip
+def test_track_ids_are_random_and_local_to_a_run(short_clip: Path) -> None:
+    a = track_video(short_clip)
+    b = track_video(short_clip)
+    assert a.people and b.people
+    assert not {p.track_id for p in a.people} & {p.track_id for p in b.people}
 
 
 RECOGNIZER_CHECK = textwrap.dedent("""
@@ -270,14 +276,14 @@ def test_tracking_in_a_workspace_is_a_guarded_audited_purpose(short_clip: Path, 
 
 @pytest.mark.slow
 @needs_clip
-def test_cli_track_and_search(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_track_and_search(short_clip: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from safeface.cli import main
 
-    clip = cut(VTEST, tmp_path / "clip.mp4", 100, 10)  # the commands, not the tracker: 1 s is enough
+    clip = short_clip  # the commands, not the tracker: 6 frames with four people are enough
     out = tmp_path / "t.mp4"
     assert main(["track", str(clip), str(out), "--json", "--fast"]) == 0
     doc = json.loads(capsys.readouterr().out)
-    assert out.is_file() and doc["frames"] == 10 and doc["tracks"]
+    assert out.is_file() and doc["frames"] == 6 and doc["tracks"]
     thumbs = tmp_path / "thumbs"
     thumbs.mkdir()
     assert main(["track", "search", str(clip), "--describe", "blue trousers", "--json", "--thumbnails", str(thumbs)]) == 0
@@ -492,7 +498,8 @@ def test_a_run_with_no_output_writes_no_file(tmp_path: Path, monkeypatch: pytest
     if not lfw.is_dir():
         pytest.skip(f"real face images absent ({lfw})")
     src = tmp_path / "faces.mp4"
-    build_face_video(src, sorted(lfw.glob("*/*.jpg"))[::151][:2], frames=8, per_photo=4, audio=False)
+    build_face_video(src, sorted(lfw.glob("*/*.jpg"))[::151][:2], frames=8, size=(320, 256), per_photo=4,
+                     audio=False)  # small: what a run leaves on disk does not depend on the frame's size
     scratch = tmp_path / "scratch"
     scratch.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(scratch))
