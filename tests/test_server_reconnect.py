@@ -34,7 +34,7 @@ def _end(dsn: str, pids: Optional[list[int]] = None) -> int:
         pids = [int(p) for p, in _sql(dsn, "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
                                            "AND pid <> pg_backend_pid()")]
     for pid in pids:
-        _sql(dsn, "SELECT pg_terminate_backend(%s, 10000)", (pid,))
+        _sql(dsn, "SELECT pg_terminate_backend(%s, 60000)", (pid,))
     return len(pids)
 
 

@@ -33,7 +33,7 @@ def _end_all(dsn: str) -> int:
     pids = [int(p) for p, in _sql(dsn, "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND "
                                        "pid <> pg_backend_pid()")]
     for pid in pids:
-        _sql(dsn, "SELECT pg_terminate_backend(%s, 10000)", (pid,))
+        _sql(dsn, "SELECT pg_terminate_backend(%s, 60000)", (pid,))
     return len(pids)
 
 
@@ -82,7 +82,7 @@ def test_the_service_answers_again_after_its_connections_are_ended_and_after_a_r
         def ending(stored: Any) -> None:
             before_commit(stored)
             if end_it:
-                _sql(dsn, "SELECT pg_terminate_backend(%s, 10000)", (self._conn.info.backend_pid,))
+                _sql(dsn, "SELECT pg_terminate_backend(%s, 60000)", (self._conn.info.backend_pid,))
 
         return real(self, items, decide=decide, before_commit=ending)
 
