@@ -150,6 +150,16 @@ _ERASED = ("CREATE TABLE IF NOT EXISTS {ns}.erased (row_id BIGINT PRIMARY KEY, s
 UNFOUND_DIGEST = "not-found"
 
 
+def pg_session(dsn: str, password: Optional[str], where: str, *, auto: bool = True) -> PgSession:
+    """A long-lived connection (pg_connect), opened again through pg_connect when the server ends
+    it (`auto`: at its next statement; otherwise where its holder revives it)."""
+
+    def connect() -> Any:  # each connection's settings, for reconnections too
+        return pg_connect(dsn, password, where)
+
+    return PgSession(connect(), connect, auto=auto, where=where)
+
+
 def pg_connect(dsn: str, password: Optional[str], where: str) -> Any:
     try:
         import psycopg
@@ -334,14 +344,11 @@ class ServerStore:
         wait for the write lock a bounded time, without opening the store: held_write_lock.)"""
         where = _store_where(dsn, namespace)
 
-        def connect() -> Any:  # each connection's settings (pg_connect), for reconnections too (PgSession)
-            return pg_connect(dsn, password, where)
-
-        conn = PgSession(connect(), connect, where=where)
+        conn = pg_session(dsn, password, where)
         lock_conn = None
         vec = None
         try:
-            lock_conn = PgSession(connect(), connect, auto=False, where=where)
+            lock_conn = pg_session(dsn, password, where, auto=False)
             # Each wait for the write lock on this connection (pg_advisory_lock) ends after
             # LOCK_WAIT_S, as a local store's does (storage/lock.py), in WorkspaceBusy: it had no
             # end while another process or host held the lock (a long rekey, a stuck process), and a

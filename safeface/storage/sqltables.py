@@ -32,7 +32,7 @@ from ..sqlite_store import (BUSY_TIMEOUT_MS, connect, raise_if_busy, raise_if_da
                             raise_if_unwritable, refuse_foreign_triggers, refuse_replaced, store_identity)
 from .pglocks import bound_lock_wait, raise_lock_wait
 from .pgrights import named_after_rollback, refused_right
-from .pgsession import PgSession, raise_if_lost
+from .pgsession import raise_if_lost
 
 WORKSPACE_SCHEMA = 1
 # How long a write that does not wait (PgTables.write(wait=False)) waits for a row or table lock
@@ -234,15 +234,11 @@ class PgTables:
     def open(cls, dsn: str, password: Optional[str], ns: str, part: str, what: str) -> "PgTables":
         """Connect and check that this workspace's tables exist in a schema version this code
         reads; creates nothing."""
-        from .server import _safe_dsn, check_namespace, pg_connect
+        from .server import _safe_dsn, check_namespace, pg_session
 
         check_namespace(ns)
         where = f"the {what} in PostgreSQL {_safe_dsn(dsn)} (schema {ns})"
-
-        def connect() -> Any:  # each connection's settings (pg_connect), for reconnections too
-            return pg_connect(dsn, password, where)
-
-        conn = PgSession(connect(), connect, where=where)
+        conn = pg_session(dsn, password, where)
         try:
             check_schema(conn, ns, where)
         except BaseException:
