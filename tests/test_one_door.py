@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from policy_support import PASSPHRASE, CachedPipeline, consent, edit_config, foreign_consent, images, make_workspace, open_sf  # noqa: E402
+from policy_support import PASSPHRASE, CachedPipeline, consent, edit_config, foreign_consent, images, legal_basis, make_workspace, open_sf  # noqa: E402
 from policy_support import last_call  # noqa: E402
 
 from safeface import BackendError, ConfigError, IntegrityError, PolicyViolation, SafeFace  # noqa: E402
@@ -141,6 +141,39 @@ def test_a_row_added_behind_the_guard_is_named(tmp_path: Path, imgs: Path) -> No
         assert any("no signed token" in p for p in report.problems)
         with pytest.raises(IntegrityError, match="behind the guard"):
             sf.audit_verify()
+
+
+def test_a_row_copied_from_a_copy_of_the_workspace_is_never_matched(tmp_path: Path, imgs: Path) -> None:
+    """A copy of the workspace shares its keys, so a row sealed there opens here: copied into
+    `gallery.db` without any key, bob (enrolled in the copy only) was identified, verified and
+    exported here until `audit verify` named the row. No enrolment here names it: no call uses
+    it, and the check still names it."""
+    ws = make_workspace(tmp_path / "ws")
+    with open_sf(ws) as sf:
+        sf.enroll(imgs / "obama.jpg", "alice", "demo", consent(ws, "alice"))
+    shutil.copytree(ws.root, tmp_path / "copy")
+    copy = type(ws)(tmp_path / "copy")
+    with open_sf(copy) as sf:
+        sf.enroll(imgs / "biden.jpg", "bob", "demo", consent(copy, "bob"))
+        # alice enrolled again there too: a row of a subject this workspace did enrol, under
+        # an id none of her enrolments here names.
+        sf.enroll(imgs / "obama2.jpg", "alice", "demo", consent(copy, "alice"))
+    src, dst = sqlite3.connect(copy.gallery), sqlite3.connect(ws.gallery)
+    rows = src.execute("SELECT * FROM rows WHERE row_id > 1 ORDER BY row_id").fetchall()
+    assert len(rows) == 2
+    dst.executemany(f"INSERT INTO rows VALUES ({', '.join('?' * len(rows[0]))})", rows)
+    dst.commit()
+    src.close()
+    dst.close()
+    with open_sf(ws) as sf:
+        assert sf.identify(imgs / "biden.jpg", "demo", consent=consent(ws, "carol")) == []
+        assert not sf.verify(imgs / "biden.jpg", "bob", "demo", consent(ws, "bob")).match
+        assert sf.export("bob", "demo", "acme", legal_basis=legal_basis(ws, operations=["transmit"])).records == []
+        # Her own row still matches; the copied one is not disclosed beside it.
+        assert sf.verify(imgs / "obama2.jpg", "alice", "demo", consent(ws, "alice")).match
+        assert len(sf.export("alice", "demo", "acme", legal_basis=legal_basis(ws, operations=["transmit"])).records) == 1
+        problems = " ".join(sf.verify_store().problems)
+        assert "row 2 has no" in problems and "row 3 has no" in problems
 
 
 def test_a_deleted_row_and_a_restored_older_store_are_named(tmp_path: Path, imgs: Path) -> None:

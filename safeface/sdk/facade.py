@@ -50,7 +50,7 @@ from ..workspace.apikeys import (KEY_ID, PREFIX as KEY_PREFIX, ApiKey, ApiKeys, 
 from ..workspace.assessment import (ASSESSMENT_OPERATIONS, audit_section_problem, names_an_assessment,
                                    recorded_purge_times, recorded_roles, shown_assessment, unrecorded_problem)
 from ..workspace.audit import (JUDGED_AFTER, KEPT_AT_MOST, STORE_TRANSACTION, WITHDRAWN_AT, AuditEntry, AuditLog,
-                               AuditReport, entry_time, key_versions_named, rows_named, store_transaction)
+                               AuditReport, RowsOnRecord, entry_time, key_versions_named, rows_named, store_transaction)
 from ..workspace.keys import ASSESSMENT_MAC, derived_key, is_demo, receipt_file_problem
 from ..workspace.owed_marks import SESSION_ENDS_BASE, OwedMarks, session_end_row
 from ..workspace.passphrase import open_keyring
@@ -556,7 +556,9 @@ class SafeFace:
             # the plain way until the next enrolment. Any other probe meets bare enrolments whole
             # and masked ones by its visible region (`_bare_routes`). The widest margin decides.
             scored: list[tuple[float, _Route]] = []
-            removed = self._audit.rows_removed(pseud)  # put back since: the log's word (_not_removed)
+            # Rows the log does not explain (put back since their removal, or never enrolled
+            # here): the log's word (_not_removed).
+            removed = self._unexplained(subject, pseud)
 
             def meet(vec: np.ndarray, r: _Route) -> None:
                 s = self._gallery.verify(subject, vec, purpose, now=now, path=r.path, exclude=removed)
@@ -650,14 +652,14 @@ class SafeFace:
             # one row a subject, so leaving out only the one proposed took a round for each of a
             # subject's put-back rows nearer the probe than its genuine one.
             left_out: frozenset[int] = frozenset()
-            removed: dict[str, set[int]] = {}
+            removed: dict[str, RowsOnRecord] = {}
             while True:
                 proposed = search(left_out, top_k + len(left_out))
                 found = self._not_removed(proposed, removed)
                 kept = {id(m) for m, _ in found}
                 dropped = [m for m, _ in proposed if id(m) not in kept]
                 back = frozenset(int(m.row_id) for m in dropped).union(
-                    *(removed.get(m.pseudonym, ()) for m in dropped)) - left_out
+                    *(removed[m.pseudonym].removed for m in dropped)) - left_out
                 if not back:
                     break
                 left_out |= back
@@ -677,25 +679,44 @@ class SafeFace:
         return self._run(request, [], body)
 
     def _not_removed(self, found: list[tuple[Any, "_Route"]],
-                     removed: Optional[dict[str, set[int]]] = None) -> list[tuple[Any, "_Route"]]:
-        """`found` (matches, with their routes) less the rows the audit log records removed and
-        not enrolled again since (AuditLog.rows_removed): put back behind the guard, with the
-        store's own notes of their erasure (a PostgreSQL `rows` and `erased` table restored
-        together from a dump taken before it), they were matched again until `audit verify`
-        named them. The log, anchored outside the store, is the record. Index probes for each
-        candidate subject. `removed`: each subject's removed rows, as read so far (filled here)."""
+                     removed: Optional[dict[str, RowsOnRecord]] = None) -> list[tuple[Any, "_Route"]]:
+        """`found` (matches, with their routes) less the rows the audit log does not explain
+        (AuditLog.rows_on_record). Those it records removed and not enrolled again since: put
+        back behind the guard, with the store's own notes of their erasure (a PostgreSQL `rows`
+        and `erased` table restored together from a dump taken before it), they were matched
+        again until `audit verify` named them. And those no enrolment of their subject names: a
+        row sealed behind the guard by a host with the keys, or copied without any key from a
+        copy of the workspace (which shares its keys) where that person was enrolled after the
+        copy, was matched until `audit verify` named it. The log, anchored outside the store, is
+        the record. Index probes for each candidate subject. `removed`: each subject's record,
+        as read so far (filled here)."""
         removed = {} if removed is None else removed
         kept = []
         for m, r in found:
             if m.pseudonym not in removed:
-                removed[m.pseudonym] = self._audit.rows_removed(m.pseudonym)
-            if int(m.row_id) in removed[m.pseudonym]:
+                removed[m.pseudonym] = self._audit.rows_on_record(m.pseudonym)
+            record = removed[m.pseudonym]
+            if int(m.row_id) in record.removed:
                 log.warning("gallery row %s is stored, but the audit log records its removal: it was put back "
                             "(restored from an older copy?) and is not matched. `safeface audit verify` names it; "
                             "erase the subject again to remove it", m.row_id)
                 continue
+            if not record.explains(int(m.row_id)):
+                log.warning("gallery row %s is stored, but no enrolment in the audit log names it: it was added "
+                            "behind the guard (or copied from a copy of this workspace) and is not matched. "
+                            "`safeface audit verify` names it", m.row_id)
+                continue
             kept.append((m, r))
         return kept
+
+    def _unexplained(self, subject: str, pseud: str) -> frozenset[int]:
+        """The subject's stored rows the audit log does not explain (_not_removed), for calls that
+        read one subject's rows (verify, export): left out of them."""
+        record = self._audit.rows_on_record(pseud)
+        if record.enrolled is None:
+            return record.removed
+        return record.removed | frozenset(r.row_id for r in self._gallery.rows_for(subject)
+                                          if not record.explains(int(r.row_id)))
 
     def export(self, subject: str, purpose: str, recipient: str, consent: Optional[str] = None, *,
                legal_basis: Optional[str] = None) -> Export:
@@ -719,7 +740,7 @@ class SafeFace:
                           legal_basis=legal_basis)
 
         def body(d: Decision) -> tuple[Export, _Note]:
-            removed = self._audit.rows_removed(pseud)  # put back since: never disclosed (_not_removed)
+            removed = self._unexplained(subject, pseud)  # never disclosed (_not_removed)
             rows = [r for r in self._gallery.rows_for(subject) if purpose in r.purposes and r.row_id not in removed]
             records = [{"subject": r.pseudonym, "purposes": list(r.purposes), "provenance": r.provenance,
                         "expires_at": r.expires_at.isoformat(timespec="seconds")} for r in rows]

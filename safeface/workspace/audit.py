@@ -112,6 +112,19 @@ def rows_named(note: Optional[str]) -> list[int]:
     return [int(x) for x in m.group(1).split(",") if x] if m else []
 
 
+@dataclass(frozen=True)
+class RowsOnRecord:
+    """A subject's rows as the audit log tells them (AuditLog.rows_on_record)."""
+
+    removed: frozenset[int]  # removed and not enrolled again since: stored there, put back
+    enrolled: Optional[frozenset[int]]  # named by its enrolments; None where one names no row
+
+    def explains(self, row_id: int) -> bool:
+        """Whether a row stored at `row_id` under this subject came in through an enrolment on
+        record and was not removed since."""
+        return row_id not in self.removed and (self.enrolled is None or row_id in self.enrolled)
+
+
 # A re-key's entry names the key versions the templates moved to ("keys {'transform': 2, 'seal': 2}").
 _KEY_VERSION = re.compile(r"'(transform|seal)': ([0-9]+)")
 
@@ -644,13 +657,14 @@ class AuditLog:
                                (*part, "%" + json.dumps(pseudonym) + "%"))
         return found
 
-    def rows_removed(self, pseudonym: str) -> set[int]:
-        """The subject's rows the log says were removed and not enrolled again since: each row id
+    def rows_on_record(self, pseudonym: str) -> "RowsOnRecord":
+        """What the log says of the subject's rows: those removed (`removed`: each row id
         whose newest mention is an erasure or revocation of the subject, a revocation of a
         consent or legal basis it was enrolled under, or a purge naming the subject. A row stored
         at such an id was put back (the `rows` table restored together with the store's notes of
         its erasures, which then said nothing): searches leave it out, the log being the record
-        that an anchor outside the database keeps. Index probes, as rows_left's."""
+        that an anchor outside the database keeps), and those its enrolments name (`enrolled`).
+        Index probes, as rows_left's."""
         subject = json.dumps([pseudonym])
         enrolled: dict[int, int] = {}
         removed: dict[int, int] = {}
@@ -682,7 +696,10 @@ class AuditLog:
             for r in rows_named(note):
                 if not mine or r in enrolled:
                     removed[r] = max(removed.get(r, 0), int(seq))
-        return {r for r, seq in removed.items() if seq > enrolled.get(r, 0)}
+        # An enrolment entry of an earlier release names no row: what the subject's rows are
+        # cannot be told from the log then.
+        return RowsOnRecord(frozenset(r for r, seq in removed.items() if seq > enrolled.get(r, 0)),
+                            None if since == 0 else frozenset(enrolled))
 
     def rows_left_under(self, token_ref: str) -> dict[int, str]:
         """The rows the log says are stored now under this consent or legal basis (row id ->
