@@ -284,8 +284,7 @@ def test_cli_track_and_search(short_clip: Path, tmp_path: Path, capsys: pytest.C
     assert main(["track", str(clip), str(out), "--json", "--fast"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert out.is_file() and doc["frames"] == 6 and doc["tracks"]
-    thumbs = tmp_path / "thumbs"
-    thumbs.mkdir()
+    thumbs = tmp_path / "hits"  # not there yet, as in the README's `--thumbnails hits/`: made by the command
     assert main(["track", "search", str(clip), "--describe", "blue trousers", "--json", "--thumbnails", str(thumbs)]) == 0
     hits = json.loads(capsys.readouterr().out)["hits"]
     assert 1 <= len(hits) <= 3 and len(list(thumbs.glob("*.png"))) == len(hits) == len(list(thumbs.iterdir()))

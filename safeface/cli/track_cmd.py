@@ -85,6 +85,8 @@ def run(args: argparse.Namespace) -> int:
         from ..tracking import parse
 
         parse(args.describe)  # a bad description is refused before the video is read
+        if args.thumbnails is not None:
+            _thumbnails_folder(args.thumbnails)  # made (or refused) before the video is read
         hits = _run_tracking(args, paths[1], None, args.describe, args.top)
         if args.thumbnails is not None:
             _write_thumbnails(args.thumbnails, hits)
@@ -103,6 +105,20 @@ def run(args: argparse.Namespace) -> int:
     else:
         say(f"{paths[1]}: {result.frames} frames, {len(result.people)} track(s), {result.report.face_count} face(s) covered.")
     return EXIT_OK
+
+
+def _thumbnails_folder(folder: Path) -> None:
+    """The thumbnails folder, made as `report --out` and `eval --out` make theirs (none of it
+    writable by others): the README's `--thumbnails hits/` names one that is not there yet,
+    which was refused after the whole video had been tracked."""
+    from ..atomicfile import make_dirs
+
+    try:
+        make_dirs(folder)
+    except OSError as e:
+        raise InvalidArgument(f"{folder}: the thumbnails folder cannot be made ({e.strerror}).") from None
+    if not folder.is_dir():
+        raise InvalidArgument(f"{folder}: the thumbnails folder is not a folder.")
 
 
 def _write_thumbnails(folder: Path, hits: list[Any]) -> None:
