@@ -176,6 +176,78 @@ def test_a_row_copied_from_a_copy_of_the_workspace_is_never_matched(tmp_path: Pa
         assert "row 2 has no" in problems and "row 3 has no" in problems
 
 
+def _copy_rows(src_ws: Any, dst_ws: Any, ids: list[int]) -> None:
+    """The rows at `ids` of `src_ws`'s gallery written over (or beside) `dst_ws`'s, as they are:
+    no key is needed."""
+    src, dst = sqlite3.connect(src_ws.gallery), sqlite3.connect(dst_ws.gallery)
+    rows = src.execute(f"SELECT * FROM rows WHERE row_id IN ({', '.join('?' * len(ids))})", ids).fetchall()
+    assert len(rows) == len(ids)
+    dst.executemany("DELETE FROM rows WHERE row_id = ?", [(r[0],) for r in rows])
+    dst.executemany(f"INSERT INTO rows VALUES ({', '.join('?' * len(rows[0]))})", rows)
+    dst.commit()
+    src.close()
+    dst.close()
+
+
+def test_a_copied_row_at_an_id_this_log_names_for_the_same_person_is_never_matched(tmp_path: Path,
+                                                                                    imgs: Path) -> None:
+    """Both histories enrolled alice after the copy, each at row 2: the copy's row 2 (biden's
+    face, under the copy's consent) written over this workspace's opened here, at an id alice's
+    enrolment here names, and verified biden as alice with `audit verify` clean. A row is
+    explained only under the token its enrolment entry was let in under."""
+    ws = make_workspace(tmp_path / "ws")
+    with open_sf(ws) as sf:
+        sf.enroll(imgs / "obama.jpg", "carol", "demo", consent(ws, "carol"))
+    shutil.copytree(ws.root, tmp_path / "copy")
+    copy = type(ws)(tmp_path / "copy")
+    with open_sf(copy) as sf:
+        assert sf.enroll(imgs / "biden.jpg", "alice", "demo", consent(copy, "alice")).row_id == 2
+    with open_sf(ws) as sf:
+        assert sf.enroll(imgs / "obama2.jpg", "alice", "demo", consent(ws, "alice")).row_id == 2
+    _copy_rows(copy, ws, [2])
+    with open_sf(ws) as sf:
+        assert not sf.verify(imgs / "biden.jpg", "alice", "demo", consent(ws, "alice")).match
+        assert sf.identify(imgs / "biden.jpg", "demo", consent=consent(ws, "carol")) == []
+        assert sf.export("alice", "demo", "acme", legal_basis=legal_basis(ws, operations=["transmit"])).records == []
+        assert "row 2 is filed under another token than its enrolment" in " ".join(sf.verify_store().problems)
+
+
+def test_a_copied_row_at_an_id_whose_enrolment_never_committed_is_never_matched(
+        tmp_path: Path, imgs: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """bob's enrolment here failed after its entry (the store's commit refused), settled as
+    `uncommitted`; the copy enrolled bob under the same consent at the same id. Its row, copied
+    in, was identified and verified here: the log names the id for bob, under that token, and
+    nothing of this workspace was ever stored there."""
+    ws = make_workspace(tmp_path / "ws")
+    with open_sf(ws) as sf:
+        sf.enroll(imgs / "obama.jpg", "carol", "demo", consent(ws, "carol"))
+    shutil.copytree(ws.root, tmp_path / "copy")
+    copy = type(ws)(tmp_path / "copy")
+    token = consent(ws, "bob")
+    add_many = Gallery.add_many
+
+    def failing(self: Gallery, items: Any, *, decide: Any = None, before_commit: Any = None) -> Any:
+        def then_fail(rows: Any) -> None:
+            before_commit(rows)
+            raise OSError("the store's commit was refused")
+        return add_many(self, items, decide=decide, before_commit=then_fail)
+
+    with monkeypatch.context() as m:
+        m.setattr(Gallery, "add_many", failing)
+        with open_sf(ws) as sf:
+            with pytest.raises(BackendError):
+                sf.enroll(imgs / "obama2.jpg", "bob", "demo", token)
+            assert any(e.operation == "uncommitted" and "rows=2;" in (e.note or "") for e in sf.audit_entries())
+    with open_sf(copy) as sf:
+        assert sf.enroll(imgs / "biden.jpg", "bob", "demo", token).row_id == 2
+    _copy_rows(copy, ws, [2])
+    with open_sf(ws) as sf:
+        assert not sf.verify(imgs / "biden.jpg", "bob", "demo", consent(ws, "bob")).match
+        assert sf.identify(imgs / "biden.jpg", "demo", consent=consent(ws, "carol")) == []
+        assert sf.export("bob", "demo", "acme", legal_basis=legal_basis(ws, operations=["transmit"])).records == []
+        assert "row 2 was removed" in " ".join(sf.verify_store().problems)
+
+
 def test_a_deleted_row_and_a_restored_older_store_are_named(tmp_path: Path, imgs: Path) -> None:
     ws = make_workspace(tmp_path / "ws")
     with open_sf(ws) as sf:

@@ -701,7 +701,7 @@ class SafeFace:
                             "(restored from an older copy?) and is not matched. `safeface audit verify` names it; "
                             "erase the subject again to remove it", m.row_id)
                 continue
-            if not record.explains(int(m.row_id)):
+            if not record.explains(int(m.row_id), str(m.token_id)):
                 log.warning("gallery row %s is stored, but no enrolment in the audit log names it: it was added "
                             "behind the guard (or copied from a copy of this workspace) and is not matched. "
                             "`safeface audit verify` names it", m.row_id)
@@ -716,7 +716,7 @@ class SafeFace:
         if record.enrolled is None:
             return record.removed
         return record.removed | frozenset(r.row_id for r in self._gallery.rows_for(subject)
-                                          if not record.explains(int(r.row_id)))
+                                          if not record.explains(int(r.row_id), str(r.token_id)))
 
     def export(self, subject: str, purpose: str, recipient: str, consent: Optional[str] = None, *,
                legal_basis: Optional[str] = None) -> Export:

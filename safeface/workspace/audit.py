@@ -33,7 +33,7 @@ import sys
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional, Sequence, Union
+from typing import Any, Callable, Iterator, Mapping, Optional, Sequence, Union
 
 from ..errors import IntegrityError
 from ..jsondepth import loads
@@ -117,12 +117,21 @@ class RowsOnRecord:
     """A subject's rows as the audit log tells them (AuditLog.rows_on_record)."""
 
     removed: frozenset[int]  # removed and not enrolled again since: stored there, put back
-    enrolled: Optional[frozenset[int]]  # named by its enrolments; None where one names no row
+    # Named by its enrolments, with the token reference the (newest) one naming it was let in
+    # under; None where one names no row.
+    enrolled: Optional[Mapping[int, str]]
 
-    def explains(self, row_id: int) -> bool:
-        """Whether a row stored at `row_id` under this subject came in through an enrolment on
-        record and was not removed since."""
-        return row_id not in self.removed and (self.enrolled is None or row_id in self.enrolled)
+    def explains(self, row_id: int, token_ref: str) -> bool:
+        """Whether a row stored at `row_id` under this subject, filed under `token_ref`, came in
+        through an enrolment on record and was not removed since. The token counts: a row a
+        copy of the workspace sealed at an id this log names for the same person (both enrolled
+        them after the copy) opens here, and was matched, under the copy's consent."""
+        if row_id in self.removed:
+            return False
+        if self.enrolled is None:
+            return True
+        named = self.enrolled.get(row_id)
+        return named is not None and hmac.compare_digest(named, str(token_ref))
 
 
 # A re-key's entry names the key versions the templates moved to ("keys {'transform': 2, 'seal': 2}").
@@ -667,6 +676,7 @@ class AuditLog:
         Index probes, as rows_left's."""
         subject = json.dumps([pseudonym])
         enrolled: dict[int, int] = {}
+        under: dict[int, str] = {}  # row id -> the token reference its newest enrolment names
         removed: dict[int, int] = {}
         refs: set[str] = set()
         since: Optional[int] = None  # before its first enrolment, no purge removed a row of the subject
@@ -674,7 +684,9 @@ class AuditLog:
                                         "subjects = ? AND decision = 'allowed'", (subject,)):
             named = rows_named(note)
             for r in named:
-                enrolled[r] = max(enrolled.get(r, 0), int(seq))
+                if int(seq) >= enrolled.get(r, 0):
+                    enrolled[r] = int(seq)
+                    under[r] = str(ref or "")
             refs.add(str(ref or ""))
             since = 0 if not named else int(seq) if since is None else min(since, int(seq))
         found = list(self._t.q("SELECT seq, note FROM {t}entries WHERE operation IN ('erase', 'revoke') AND "
@@ -687,6 +699,13 @@ class AuditLog:
         # release), found through the purge map rather than a scan at each verify and each
         # candidate an identify finds.
         found += self._purges_naming(pseudonym, since or 0)
+        # An enrolment whose store never committed is settled as `uncommitted`, naming its ids:
+        # nothing of this workspace was ever stored there, so a row at such an id (copied from a
+        # copy of the workspace that enrolled the person there) is no enrolment's. Rare entries,
+        # read through the operation index.
+        if enrolled:
+            found += self._t.q("SELECT seq, note FROM {t}entries WHERE operation = 'uncommitted' AND "
+                               "decision = 'allowed'")
         # A revocation of a legal basis, or a purge, names other people's rows too (tens of
         # thousands for a basis behind many enrolments), which every verify then sorted out of
         # the subject's few. Where each enrolment entry names its rows, the subject's rows are
@@ -699,7 +718,7 @@ class AuditLog:
         # An enrolment entry of an earlier release names no row: what the subject's rows are
         # cannot be told from the log then.
         return RowsOnRecord(frozenset(r for r, seq in removed.items() if seq > enrolled.get(r, 0)),
-                            None if since == 0 else frozenset(enrolled))
+                            None if since == 0 else under)
 
     def rows_left_under(self, token_ref: str) -> dict[int, str]:
         """The rows the log says are stored now under this consent or legal basis (row id ->

@@ -146,6 +146,7 @@ class _Enrolment:
     subjects: tuple[str, ...]
     expires: Optional[dt.date]  # None: written before entries named it
     at: float = 0.0  # the entry's time (Unix seconds), the log's own clock (it refuses one set back)
+    token: str = ""  # the token reference the entry was let in under
 
 
 def _recorded_expiry(note: Optional[str]) -> Optional[dt.date]:
@@ -290,7 +291,7 @@ def read_log(entries: Iterable[Any]) -> _Log:
             _matched_after_withdrawal(out, e, judged)
         if e.operation == "enroll":
             enrolled = _Enrolment(int(e.seq), e.purpose, tuple(str(s) for s in e.subjects), _recorded_expiry(e.note),
-                                  _entry_time(e).timestamp())
+                                  _entry_time(e).timestamp(), str(e.token_id or ""))
             for row in rows_named(e.note):
                 earlier = out.enrolment.get(row)
                 if earlier is not None:
@@ -449,6 +450,9 @@ def _record_problems(row: Any, tok: Any, pseudonym_key: bytes, log: _Log) -> lis
     if enrolled.subjects and str(row.pseudonym) not in enrolled.subjects:
         out.append(f"row {row.row_id} is filed under another pseudonym than its enrolment (entry {enrolled.seq}) "
                    "named: it was re-filed behind the guard.")
+    if enrolled.token and not hmac.compare_digest(enrolled.token, str(row.token_id)):
+        out.append(f"row {row.row_id} is filed under another token than its enrolment (entry {enrolled.seq}) was "
+                   "let in under: it was sealed elsewhere (a copy of the workspace) or re-filed behind the guard.")
     # The log's clock, not the caller's: a host that set the SDK's clock back let in a token that
     # had expired, or forward one not yet valid; the entry's own time shows it. An enrolment is
     # recorded when its work ends, so a token may expire while the face is embedded.
