@@ -50,6 +50,11 @@ class TemplateStore(Protocol):
 
     def rows_for(self, subject_id: str) -> list[Any]: ...
 
+    def row_ids_of(self, pseudonym: str) -> set[int]:
+        """The ids of the rows stored under this pseudonym (nothing unsealed beyond what the
+        store already reads)."""
+        ...
+
     # `path` (storage.rows.PATHS): None matches every row's main template; a masked probe meets
     # "visible", the visible-region templates of rows enrolled from a bare image, "visible-masked",
     # those of rows enrolled from a masked one (each with its own threshold: two masked strangers

@@ -961,6 +961,12 @@ class Gallery:
             held = sorted(self._by_pseudonym.get(p, ()))
             return self._described("WHERE pseudonym = ?" + "".join(" OR row_id = ?" for _ in held), (p, *held))
 
+    def row_ids_of(self, pseudonym: str) -> set[int]:
+        """The ids of the rows whose seals bind this pseudonym, from the rows in memory."""
+        with self._lock:
+            self._refresh()
+            return set(self._by_pseudonym.get(pseudonym, ()))
+
     def rows(self) -> list[GalleryRow]:
         """Every row's description (never a template), each checked against its seal."""
         return self._described("", ())

@@ -1884,6 +1884,10 @@ class ServerStore:
     def rows_for(self, subject_id: str) -> list[GalleryRow]:
         return self._described("WHERE pseudonym = %s", (self.pseudonym(subject_id),))
 
+    def row_ids_of(self, pseudonym: str) -> set[int]:
+        """The ids of the rows filed under this pseudonym (the records' pseudonym column)."""
+        return {int(r[0]) for r in self._sql("SELECT row_id FROM {ns}.rows WHERE pseudonym = %s", (pseudonym,))}
+
     def sealed_rows(self, after: int = -1, limit: int = 5000) -> list[tuple[Any, ...]]:
         """Rows as stored (sealed), for copying between stores."""
         return [tuple(r) for r in self._sql(f"SELECT {ROW_COLS}, created_at, last_interaction, look, look_small "
