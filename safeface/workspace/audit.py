@@ -131,7 +131,9 @@ class RowsOnRecord:
         if self.enrolled is None:
             return True
         named = self.enrolled.get(row_id)
-        return named is not None and hmac.compare_digest(named, str(token_ref))
+        # An entry naming no token (none is written so now) explains its row by the id alone,
+        # as the store check reads it.
+        return named is not None and (not named or hmac.compare_digest(named.encode(), str(token_ref).encode()))
 
 
 # A re-key's entry names the key versions the templates moved to ("keys {'transform': 2, 'seal': 2}").
