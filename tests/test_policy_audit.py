@@ -267,7 +267,7 @@ def test_a_legal_basis_used_many_times_is_looked_up_without_reading_its_uses(tmp
 
     def lookups() -> tuple[int, int]:
         return (_steps(log, lambda: log.records_withdrawal("t-basis", None, 0)),
-                _steps(log, lambda: log.rows_removed(alice)))
+                _steps(log, lambda: log.rows_on_record(alice).removed))
 
     few = lookups()
     for _ in range(300):
@@ -275,7 +275,7 @@ def test_a_legal_basis_used_many_times_is_looked_up_without_reading_its_uses(tmp
     many = lookups()
     assert many[0] <= 2 * few[0] + 20 and many[1] <= 2 * few[1] + 20, (few, many)
     log.append("revoke", "allowed", token_id="t-basis", note="withdrawn at 1; 1 template(s) removed; rows=1")
-    assert log.records_withdrawal("t-basis", None, 0) and log.rows_removed(alice) == {1}
+    assert log.records_withdrawal("t-basis", None, 0) and log.rows_on_record(alice).removed == {1}
 
 
 def test_the_purges_before_a_subjects_enrolment_are_not_read_for_its_removed_rows(tmp_path: Path) -> None:
@@ -291,10 +291,10 @@ def test_the_purges_before_a_subjects_enrolment_are_not_read_for_its_removed_row
             log.append("purge", "allowed", subjects=["b" * 64], rule="CN-08",
                        note=f"1 expired template(s) removed; rows={100 + i}")
         log.append("enroll", "allowed", purpose="demo", token_id="t-c", subjects=[alice], note="rows=1; expires 2027-01-01")
-        work.append(_steps(log, lambda: log.rows_removed(alice)))
+        work.append(_steps(log, lambda: log.rows_on_record(alice).removed))
         log.append("purge", "allowed", subjects=["b" * 64, alice], rule="CN-08",
                    note="2 expired template(s) removed; rows=1,7")
-        assert 1 in log.rows_removed(alice)  # a purge since still counts
+        assert 1 in log.rows_on_record(alice).removed  # a purge since still counts
         log.close()
     assert work[1] <= 2 * work[0] + 20, work
 
@@ -311,9 +311,9 @@ def test_the_rows_removed_of_a_subject_are_its_own(tmp_path: Path) -> None:
         log.append("revoke", "allowed", token_id="t-basis",
                    note=f"withdrawn at 1; 3000 template(s) removed; rows=1,{','.join(str(i) for i in range(3, 3002))}")
         log.append("purge", "allowed", subjects=[bob, alice], rule="CN-08", note="2 expired template(s) removed; rows=5000,2")
-        assert log.rows_removed(alice) == {1, 2}
+        assert log.rows_on_record(alice).removed == {1, 2}
         log.append("enroll", "allowed", purpose="demo", token_id="t-new", subjects=[alice], note="rows=2; expires x")
-        assert log.rows_removed(alice) == {1}  # enrolled again at that id since
+        assert log.rows_on_record(alice).removed == {1}  # enrolled again at that id since
 
 
 def test_an_open_beside_a_wal_holding_pages_past_the_file_leaves_the_wal_to_the_connections_using_it(

@@ -10,12 +10,9 @@ from __future__ import annotations
 
 import ast
 import base64
-import contextlib
 import datetime as dt
 import inspect
-import io
 import json
-import os
 import re
 import shlex
 import subprocess
@@ -25,6 +22,8 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 import pytest
+
+from child_process import child_env
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
@@ -79,9 +78,10 @@ def run_block(src: str, ns: dict[str, Any]) -> list[tuple[str, Any]]:
 
 
 def cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, "-m", "safeface.cli", *args], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=600)
+    """`safeface ARGS` as the README runs it: the package the tests import (child_env), from a
+    folder outside the checkout (`cwd`), whose source tree holds no compiled core."""
+    return subprocess.run([sys.executable, "-m", "safeface.cli", *args], cwd=cwd, env=child_env(),
+                          capture_output=True, text=True, timeout=600)
 
 
 @pytest.fixture(scope="module")

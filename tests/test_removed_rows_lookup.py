@@ -1,4 +1,4 @@
-"""AuditLog.rows_removed, read at every verify and for every identify candidate: the purges
+"""AuditLog.rows_on_record, read at every verify and for every identify candidate: the purges
 naming a subject are found through a map read forward from the log (PurgeIndex), so a call costs
 the same however many purges the log holds, and the answer is the one a scan of every purge
 gives, also after purges are appended and after the log is put back from another copy."""
@@ -23,7 +23,7 @@ def _log(tmp_path: Path) -> AuditLog:
 
 
 def _purges(path: Path, whose: list[list[str]], first_row: int = 100) -> None:
-    """Purge entries written straight into the table (rows_removed reads no chain): one naming
+    """Purge entries written straight into the table (rows_on_record reads no chain): one naming
     each list of subjects, each with five rows from `first_row` on."""
     con = sqlite3.connect(path)
     with con:
@@ -37,7 +37,7 @@ def _purges(path: Path, whose: list[list[str]], first_row: int = 100) -> None:
 
 
 def _steps(log: AuditLog) -> int:
-    """SQLite virtual machine steps (in hundreds) one rows_removed(X) takes: no timing, a count."""
+    """SQLite virtual machine steps (in hundreds) one rows_on_record(X) takes: no timing, a count."""
     count = [0]
 
     def tick() -> int:
@@ -47,7 +47,7 @@ def _steps(log: AuditLog) -> int:
     db = log._t._db
     db.set_progress_handler(tick, 100)
     try:
-        log.rows_removed(X)
+        log.rows_on_record(X).removed
     finally:
         db.set_progress_handler(None, 100)
     return count[0]
@@ -60,10 +60,10 @@ def test_a_lookup_costs_the_same_however_many_purges_the_log_holds(tmp_path: Pat
     log = _log(tmp_path)
     try:
         _purges(tmp_path / "audit.db", [[secrets.token_hex(32)] for _ in range(30)])
-        log.rows_removed(X)
+        log.rows_on_record(X).removed
         few = _steps(log)
         _purges(tmp_path / "audit.db", [[secrets.token_hex(32)] for _ in range(3000)], first_row=1000)
-        log.rows_removed(X)  # reads the new purges once
+        log.rows_on_record(X).removed  # reads the new purges once
         assert _steps(log) <= few + 2
     finally:
         log.close()
@@ -72,11 +72,11 @@ def test_a_lookup_costs_the_same_however_many_purges_the_log_holds(tmp_path: Pat
 def test_purges_appended_later_are_read_at_the_next_lookup(tmp_path: Path) -> None:
     log = _log(tmp_path)
     try:
-        assert log.rows_removed(X) == set()
+        assert log.rows_on_record(X).removed == set()
         _purges(tmp_path / "audit.db", [[Y], [Y, X]])
-        assert log.rows_removed(X) == set()  # row 7 is not among the purged rows
+        assert log.rows_on_record(X).removed == set()  # row 7 is not among the purged rows
         _purges(tmp_path / "audit.db", [[Y, X]], first_row=5)  # rows 5..9
-        assert log.rows_removed(X) == {7}
+        assert log.rows_on_record(X).removed == {7}
         assert log.rows_left(X) == set()
     finally:
         log.close()
@@ -88,13 +88,13 @@ def test_a_log_put_back_from_another_copy_is_read_again(tmp_path: Path) -> None:
     log = _log(tmp_path)
     try:
         _purges(tmp_path / "audit.db", [[Y]], first_row=5)
-        assert log.rows_removed(X) == set()
+        assert log.rows_on_record(X).removed == set()
         con = sqlite3.connect(tmp_path / "audit.db")
         with con:
             con.execute("DELETE FROM entries WHERE operation = 'purge'")
         con.close()
         _purges(tmp_path / "audit.db", [[X]], first_row=5)  # the same number, another entry
-        assert log.rows_removed(X) == {7}
+        assert log.rows_on_record(X).removed == {7}
     finally:
         log.close()
 
@@ -110,7 +110,7 @@ def test_a_purge_whose_subjects_were_edited_by_hand_is_still_read(tmp_path: Path
                         "(2, '2026-01-01T00:00:00Z', 'purge', ?, 'allowed', 'rows=7', 'p', 'h')",
                         ('["x", ' + json.dumps(X) + ' "unclosed',))
         con.close()
-        assert log.rows_removed(X) == {7}
+        assert log.rows_on_record(X).removed == {7}
     finally:
         log.close()
 
@@ -126,7 +126,7 @@ def test_a_purge_read_among_thousands_is_found_after_the_map_is_sorted(tmp_path:
         _purges(tmp_path / "audit.db", [[secrets.token_hex(32), secrets.token_hex(32)] for _ in range(many)])
         _purges(tmp_path / "audit.db", [[Y, X]], first_row=5)  # rows 5..9
         _purges(tmp_path / "audit.db", [[secrets.token_hex(32), secrets.token_hex(32)] for _ in range(many)])
-        assert log.rows_removed(X) == {7}
+        assert log.rows_on_record(X).removed == {7}
         assert len(log._purges._keys) > TAIL_MAX  # sorted, not looked through one by one
     finally:
         log.close()
@@ -136,9 +136,9 @@ def test_a_purge_read_among_thousands_is_found_after_the_map_is_sorted(tmp_path:
         with con:
             con.execute("DELETE FROM entries WHERE operation = 'purge' AND subjects LIKE ?", (f'%"{X}"%',))
         con.close()
-        assert log.rows_removed(X) == set()
+        assert log.rows_on_record(X).removed == set()
         _purges(tmp_path / "audit.db", [[X, Y]], first_row=5)  # rows 5..9 again, read on top of the map
-        assert log.rows_removed(X) == {7}
+        assert log.rows_on_record(X).removed == {7}
     finally:
         log.close()
 
@@ -155,8 +155,8 @@ def test_purges_older_than_any_asked_for_are_read_when_an_earlier_subject_asks(t
                         "(3, '2026-01-01T00:00:00Z', 'enroll', ?, 'allowed', 'rows=20', 'p', 'h3')", (json.dumps([Y]),))
         con.close()
         _purges(tmp_path / "audit.db", [[Y]], first_row=20)  # rows 20..24
-        assert log.rows_removed(Y) == {20}
-        assert log.rows_removed(X) == {7}
+        assert log.rows_on_record(Y).removed == {20}
+        assert log.rows_on_record(X).removed == {7}
     finally:
         log.close()
 
@@ -174,7 +174,7 @@ def test_a_purge_whose_subjects_nest_past_the_parsers_stack_is_read_not_raised(t
             con.execute("UPDATE entries SET subjects = ? || subjects WHERE operation = 'purge'",
                         ("[" * 100_000 + json.dumps(X) + ", ",))
         con.close()
-        assert log.rows_removed(X) == {7}
+        assert log.rows_on_record(X).removed == {7}
         assert log.rows_left(X) == set()
     finally:
         log.close()
