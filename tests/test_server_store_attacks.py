@@ -492,3 +492,27 @@ def test_a_write_waits_for_the_transaction_half_of_the_write_lock_a_bounded_time
                           (write_lock_keys("safeface")[1],), within=10)
         assert isinstance(busy, WorkspaceBusy), busy
         sf.erase("alice")  # the lock free again: the write goes on
+
+
+def test_rows_sealed_behind_the_guard_are_never_matched_on_the_server_store(pg: PgCluster, tmp_path: Path) -> None:
+    """Three rows of bob sealed by the host with the keys, straight into the PostgreSQL store
+    (no enrolment on record): identify leaves all of them out at once (the store's row ids of
+    that person), verify and export use none, and the store check names each."""
+    import datetime as dt
+
+    from policy_support import CachedPipeline, legal_basis
+    from safeface.storage.rows import Enrollment
+
+    ws, _ = _server_ws(pg, tmp_path)
+    imgs = images()
+    bob = CachedPipeline().embed(imgs / "biden.jpg").embedding
+    expiry = dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=30)
+    with open_sf(ws) as sf:
+        sf.enroll(imgs / "obama.jpg", "alice", "demo", consent(ws, "alice"))
+        sf._gallery.add_many([Enrollment("bob", bob, ("demo",), "t-made-up", expiry) for _ in range(3)])
+        assert sf.identify(imgs / "biden.jpg", "demo", consent=consent(ws, "carol")) == []
+        assert not sf.verify(imgs / "biden.jpg", "bob", "demo", consent(ws, "bob")).match
+        assert sf.export("bob", "demo", "acme", legal_basis=legal_basis(ws, operations=["transmit"])).records == []
+        assert sf.verify(imgs / "obama2.jpg", "alice", "demo", consent(ws, "alice")).match
+        problems = " ".join(sf.verify_store().problems)
+        assert all(f"row {r} has no" in problems for r in (2, 3, 4)), problems
