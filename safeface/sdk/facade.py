@@ -120,6 +120,10 @@ class _Note:
 
     subjects: Sequence[str]
     text: Optional[str]
+    # The answer as it stands once the call is decided again before it is given (verify,
+    # identify, export; `_run`): a template matched or a record read, then erased by another
+    # process whose receipt is signed, is not answered.
+    settle: Optional[Callable[[], tuple[Any, "_Note"]]] = None
 
 
 
@@ -594,8 +598,18 @@ class SafeFace:
             by_region = route.path in _REGION_PATHS
             note = (("no template" if score is None else ("match" if match else "no match"))
                     + _path_note(probe, by_region, route.masked_enrolment) + moved)
-            return (Verification(match, score, route.threshold, pseud, by_region, probe.mask_confidence,
-                                 route.masked_enrolment, by_region and not probe.masked), _Note([pseud], note))
+
+            def settle() -> tuple[Verification, _Note]:
+                # Under the lock an erasure holds: a subject whose templates another process
+                # erased (its receipt signed) since they were matched has no template to match.
+                if match and not self._gallery.row_ids_of(pseud):
+                    return (Verification(False, None, route.threshold, pseud, False, probe.mask_confidence),
+                            _Note([pseud], "no template" + _path_note(probe, False, False)))
+                return (Verification(match, score, route.threshold, pseud, by_region, probe.mask_confidence,
+                                     route.masked_enrolment, by_region and not probe.masked), _Note([pseud], note))
+
+            answer, entry = settle()
+            return answer, dataclasses.replace(entry, settle=settle)
 
         return self._run(request, [pseud], body)
 
@@ -667,15 +681,26 @@ class SafeFace:
             best: dict[str, tuple[Any, _Route]] = {}
             for m, r in sorted(found, key=lambda f: f[1].threshold - f[0].score):  # the widest margin first
                 best.setdefault(m.pseudonym, (m, r))
-            out = [Candidate(m.pseudonym, float(m.score), r.path in _REGION_PATHS, r.masked_enrolment,
-                             r.masked_enrolment and not probe.masked) for m, r in list(best.values())[:top_k]]
+            ranked = list(best.values())[:top_k]
             # The entry's subjects are the candidates; whose consent let the call in is named apart,
             # so the store check judges a withdrawal by that person only (storecheck.read_log).
             giver = (f"; {CONSENT_OF} {self.pseudonym(d.consent.subject)}"
                      if d.consent is not None and d.consent.subject else "")
-            # Before the candidates' details, which a long list could have cut at the log's limit.
-            return out, _Note([c.subject for c in out],
-                              f"{len(out)} candidate(s)" + giver + _candidates_note(probe, out))
+
+            def answer(matches: list[tuple[Any, _Route]]) -> tuple[list[Candidate], _Note]:
+                out = [Candidate(m.pseudonym, float(m.score), r.path in _REGION_PATHS, r.masked_enrolment,
+                                 r.masked_enrolment and not probe.masked) for m, r in matches]
+                # Before the candidates' details, which a long list could have cut at the log's limit.
+                return out, _Note([c.subject for c in out],
+                                  f"{len(out)} candidate(s)" + giver + _candidates_note(probe, out))
+
+            def settle() -> tuple[list[Candidate], _Note]:
+                # Under the lock an erasure holds: a candidate whose matched template another
+                # process erased since the search (its receipt signed) is not answered.
+                return answer([(m, r) for m, r in ranked if int(m.row_id) in self._gallery.row_ids_of(m.pseudonym)])
+
+            out, entry = answer(ranked)
+            return out, dataclasses.replace(entry, settle=settle)
 
         return self._run(request, [], body)
 
@@ -752,10 +777,18 @@ class SafeFace:
         def body(d: Decision) -> tuple[Export, _Note]:
             removed = self._unexplained(subject, pseud)  # never disclosed (_not_removed)
             rows = [r for r in self._gallery.rows_for(subject) if purpose in r.purposes and r.row_id not in removed]
-            records = [{"subject": r.pseudonym, "purposes": list(r.purposes), "provenance": r.provenance,
-                        "expires_at": r.expires_at.isoformat(timespec="seconds")} for r in rows]
-            return (Export(recipient, str(d.basis), records),
-                    _Note([pseud], f"disclosed {len(records)} record(s) to {recipient}"))
+
+            def settle() -> tuple[Export, _Note]:
+                # Under the lock an erasure or revocation holds: records another process removed
+                # since they were read (its receipt signed) are not disclosed.
+                stored = self._gallery.row_ids_of(pseud)
+                records = [{"subject": r.pseudonym, "purposes": list(r.purposes), "provenance": r.provenance,
+                            "expires_at": r.expires_at.isoformat(timespec="seconds")} for r in rows
+                           if r.row_id in stored]
+                return (Export(recipient, str(d.basis), records),
+                        _Note([pseud], f"disclosed {len(records)} record(s) to {recipient}"))
+
+            return settle()[0], _Note([pseud], None, settle)
 
         return self._run(request, [pseud], body)
 
@@ -2008,6 +2041,18 @@ class SafeFace:
             raise_if_unwritable(exc, "the workspace")
             raise BackendError(f"{op} failed inside the pipeline or the store ({type(exc).__name__}); nothing was "
                                "stored. Check the image and the workspace, then try again.") from exc
+        if note is not None and note.settle is not None:
+            # The answer as the store stands once the work is done: an erasure or revocation
+            # commits the rows' removal before its entries and receipt are written, so a template
+            # matched or a record read, then removed by one whose receipt exists now, is not
+            # answered. The call stays allowed, judged before the withdrawal (no lock: readers
+            # never wait for a long erasure or purge, and one committing after this reading is
+            # ordered after the answer).
+            try:
+                result, note = note.settle()
+            except Exception as exc:  # a store read failing: on record, as in the body
+                self._record(decision, "failed", subjects, f"backend error: {type(exc).__name__}")
+                raise
         if note is not None:
             self._record(decision, "allowed", note.subjects,
                          note.text if judged is None else f"{note.text}; {JUDGED_AFTER} {judged}")
