@@ -600,8 +600,8 @@ class SafeFace:
                     + _path_note(probe, by_region, route.masked_enrolment) + moved)
 
             def settle() -> tuple[Verification, _Note]:
-                # Under the lock an erasure holds: a subject whose templates another process
-                # erased (its receipt signed) since they were matched has no template to match.
+                # A subject whose templates another process erased (its receipt signed) since
+                # they were matched has no template to match (_run).
                 if match and not self._gallery.row_ids_of(pseud):
                     return (Verification(False, None, route.threshold, pseud, False, probe.mask_confidence),
                             _Note([pseud], "no template" + _path_note(probe, False, False)))
@@ -695,8 +695,8 @@ class SafeFace:
                                   f"{len(out)} candidate(s)" + giver + _candidates_note(probe, out))
 
             def settle() -> tuple[list[Candidate], _Note]:
-                # Under the lock an erasure holds: a candidate whose matched template another
-                # process erased since the search (its receipt signed) is not answered.
+                # A candidate whose matched template another process erased since the search
+                # (its receipt signed) is not answered (_run).
                 return answer([(m, r) for m, r in ranked if int(m.row_id) in self._gallery.row_ids_of(m.pseudonym)])
 
             out, entry = answer(ranked)
@@ -779,8 +779,8 @@ class SafeFace:
             rows = [r for r in self._gallery.rows_for(subject) if purpose in r.purposes and r.row_id not in removed]
 
             def settle() -> tuple[Export, _Note]:
-                # Under the lock an erasure or revocation holds: records another process removed
-                # since they were read (its receipt signed) are not disclosed.
+                # Records another process removed since they were read (its receipt signed) are
+                # not disclosed (_run).
                 stored = self._gallery.row_ids_of(pseud)
                 records = [{"subject": r.pseudonym, "purposes": list(r.purposes), "provenance": r.provenance,
                             "expires_at": r.expires_at.isoformat(timespec="seconds")} for r in rows
