@@ -602,7 +602,7 @@ class SafeFace:
             def settle() -> tuple[Verification, _Note]:
                 # A subject whose templates another process erased (its receipt signed) since
                 # they were matched has no template to match (_run).
-                if match and not self._gallery.row_ids_of(pseud):
+                if match and not self._held_now(pseud):
                     return (Verification(False, None, route.threshold, pseud, False, probe.mask_confidence),
                             _Note([pseud], "no template" + _path_note(probe, False, False)))
                 return (Verification(match, score, route.threshold, pseud, by_region, probe.mask_confidence,
@@ -697,7 +697,7 @@ class SafeFace:
             def settle() -> tuple[list[Candidate], _Note]:
                 # A candidate whose matched template another process erased since the search
                 # (its receipt signed) is not answered (_run).
-                return answer([(m, r) for m, r in ranked if int(m.row_id) in self._gallery.row_ids_of(m.pseudonym)])
+                return answer([(m, r) for m, r in ranked if int(m.row_id) in self._held_now(m.pseudonym)])
 
             out, entry = answer(ranked)
             return out, dataclasses.replace(entry, settle=settle)
@@ -734,6 +734,11 @@ class SafeFace:
                 continue
             kept.append((m, r))
         return kept
+
+    def _held_now(self, pseudonym: str) -> set[int]:
+        """The subject's row ids the store holds now, read once a verify's, identify's or
+        export's work is done (its settled answer, _run): one seam, as _not_removed is one."""
+        return set(self._gallery.row_ids_of(pseudonym))
 
     def _never_enrolled(self, pseud: str, record: RowsOnRecord) -> frozenset[int]:
         """The subject's stored rows at ids none of its enrolments names (identify): left out all
@@ -781,7 +786,7 @@ class SafeFace:
             def settle() -> tuple[Export, _Note]:
                 # Records another process removed since they were read (its receipt signed) are
                 # not disclosed (_run).
-                stored = self._gallery.row_ids_of(pseud)
+                stored = self._held_now(pseud)
                 records = [{"subject": r.pseudonym, "purposes": list(r.purposes), "provenance": r.provenance,
                             "expires_at": r.expires_at.isoformat(timespec="seconds")} for r in rows
                            if r.row_id in stored]
