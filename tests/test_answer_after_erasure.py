@@ -58,7 +58,7 @@ with open_sf(ws) as sf:
             found = sf.identify(imgs / "obama2.jpg", "demo", consent(ws, "bob"))
             print(json.dumps({"named": [c.subject for c in found] == [sf.pseudonym("alice")]}))
         else:
-            held("rows_for", at=2)  # the first finds the rows the log does not explain
+            held("rows_for")  # the read the records disclosed are made of
             ex = sf.export("alice", "demo", "acme", legal_basis=legal_basis(ws, operations=["transmit"]))
             print(json.dumps({"named": len(ex.records) > 0}))
     except Exception as exc:

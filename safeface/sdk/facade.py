@@ -599,17 +599,18 @@ class SafeFace:
             note = (("no template" if score is None else ("match" if match else "no match"))
                     + _path_note(probe, by_region, route.masked_enrolment) + moved)
 
+            answer = (Verification(match, score, route.threshold, pseud, by_region, probe.mask_confidence,
+                                   route.masked_enrolment, by_region and not probe.masked), _Note([pseud], note))
+
             def settle() -> tuple[Verification, _Note]:
                 # A subject whose templates another process erased (its receipt signed) since
                 # they were matched has no template to match (_run).
                 if match and not self._held_now(pseud):
                     return (Verification(False, None, route.threshold, pseud, False, probe.mask_confidence),
                             _Note([pseud], "no template" + _path_note(probe, False, False)))
-                return (Verification(match, score, route.threshold, pseud, by_region, probe.mask_confidence,
-                                     route.masked_enrolment, by_region and not probe.masked), _Note([pseud], note))
+                return answer
 
-            answer, entry = settle()
-            return answer, dataclasses.replace(entry, settle=settle)
+            return answer[0], dataclasses.replace(answer[1], settle=settle)
 
         return self._run(request, [pseud], body)
 
@@ -750,8 +751,8 @@ class SafeFace:
         return frozenset(r for r in self._gallery.row_ids_of(pseud) if r not in record.enrolled)
 
     def _unexplained(self, subject: str, pseud: str) -> frozenset[int]:
-        """The subject's stored rows the audit log does not explain (_not_removed), for calls that
-        read one subject's rows (verify, export): left out of them."""
+        """The subject's stored rows the audit log does not explain (_not_removed), for a verify:
+        left out of it."""
         record = self._audit.rows_on_record(pseud)
         if record.enrolled is None:
             return record.removed
@@ -780,20 +781,24 @@ class SafeFace:
                           legal_basis=legal_basis)
 
         def body(d: Decision) -> tuple[Export, _Note]:
-            removed = self._unexplained(subject, pseud)  # never disclosed (_not_removed)
-            rows = [r for r in self._gallery.rows_for(subject) if purpose in r.purposes and r.row_id not in removed]
+            record = self._audit.rows_on_record(pseud)  # rows it does not explain: never disclosed (_not_removed)
+            rows = [r for r in self._gallery.rows_for(subject)
+                    if purpose in r.purposes and record.explains(int(r.row_id), str(r.token_id))]
+
+            def disclose(shown: list[Any]) -> tuple[Export, _Note]:
+                records = [{"subject": r.pseudonym, "purposes": list(r.purposes), "provenance": r.provenance,
+                            "expires_at": r.expires_at.isoformat(timespec="seconds")} for r in shown]
+                return (Export(recipient, str(d.basis), records),
+                        _Note([pseud], f"disclosed {len(records)} record(s) to {recipient}"))
 
             def settle() -> tuple[Export, _Note]:
                 # Records another process removed since they were read (its receipt signed) are
                 # not disclosed (_run).
-                stored = self._held_now(pseud)
-                records = [{"subject": r.pseudonym, "purposes": list(r.purposes), "provenance": r.provenance,
-                            "expires_at": r.expires_at.isoformat(timespec="seconds")} for r in rows
-                           if r.row_id in stored]
-                return (Export(recipient, str(d.basis), records),
-                        _Note([pseud], f"disclosed {len(records)} record(s) to {recipient}"))
+                held = self._held_now(pseud)
+                return disclose([r for r in rows if r.row_id in held])
 
-            return settle()[0], _Note([pseud], None, settle)
+            out, entry = disclose(rows)
+            return out, dataclasses.replace(entry, settle=settle)
 
         return self._run(request, [pseud], body)
 
@@ -2029,6 +2034,14 @@ class SafeFace:
             raise BackendError(f"{op} could not be judged ({type(exc).__name__}); nothing was done.") from exc
         try:
             result, note = body(decision)
+            if note is not None and note.settle is not None:
+                # The answer as the store stands once the work is done: an erasure or revocation
+                # commits the rows' removal before its entries and receipt are written, so a
+                # template matched or a record read, then removed by one whose receipt exists
+                # now, is not answered. The call stays allowed, judged before the withdrawal (no
+                # lock: readers never wait for a long erasure or purge, and one committing after
+                # this reading is ordered after the answer).
+                result, note = note.settle()
         except PolicyViolation as exc:  # decided again at the write
             self._refused(request, subjects, exc)
             raise
@@ -2046,18 +2059,6 @@ class SafeFace:
             raise_if_unwritable(exc, "the workspace")
             raise BackendError(f"{op} failed inside the pipeline or the store ({type(exc).__name__}); nothing was "
                                "stored. Check the image and the workspace, then try again.") from exc
-        if note is not None and note.settle is not None:
-            # The answer as the store stands once the work is done: an erasure or revocation
-            # commits the rows' removal before its entries and receipt are written, so a template
-            # matched or a record read, then removed by one whose receipt exists now, is not
-            # answered. The call stays allowed, judged before the withdrawal (no lock: readers
-            # never wait for a long erasure or purge, and one committing after this reading is
-            # ordered after the answer).
-            try:
-                result, note = note.settle()
-            except Exception as exc:  # a store read failing: on record, as in the body
-                self._record(decision, "failed", subjects, f"backend error: {type(exc).__name__}")
-                raise
         if note is not None:
             self._record(decision, "allowed", note.subjects,
                          note.text if judged is None else f"{note.text}; {JUDGED_AFTER} {judged}")
