@@ -143,37 +143,21 @@ def test_a_row_added_behind_the_guard_is_named(tmp_path: Path, imgs: Path) -> No
             sf.audit_verify()
 
 
-def test_a_row_copied_from_a_copy_of_the_workspace_is_never_matched(tmp_path: Path, imgs: Path) -> None:
-    """A copy of the workspace shares its keys, so a row sealed there opens here: copied into
-    `gallery.db` without any key, bob (enrolled in the copy only) was identified, verified and
-    exported here until `audit verify` named the row. No enrolment here names it: no call uses
-    it, and the check still names it."""
+def _with_copy(tmp_path: Path, imgs: Path, subject: str) -> tuple[Any, Any]:
+    """A workspace with `subject` enrolled (row 1), and a copy of it (`cp -r`: the same keys)."""
     ws = make_workspace(tmp_path / "ws")
     with open_sf(ws) as sf:
-        sf.enroll(imgs / "obama.jpg", "alice", "demo", consent(ws, "alice"))
+        sf.enroll(imgs / "obama.jpg", subject, "demo", consent(ws, subject))
     shutil.copytree(ws.root, tmp_path / "copy")
-    copy = type(ws)(tmp_path / "copy")
-    with open_sf(copy) as sf:
-        sf.enroll(imgs / "biden.jpg", "bob", "demo", consent(copy, "bob"))
-        # alice enrolled again there too: a row of a subject this workspace did enrol, under
-        # an id none of her enrolments here names.
-        sf.enroll(imgs / "obama2.jpg", "alice", "demo", consent(copy, "alice"))
-    src, dst = sqlite3.connect(copy.gallery), sqlite3.connect(ws.gallery)
-    rows = src.execute("SELECT * FROM rows WHERE row_id > 1 ORDER BY row_id").fetchall()
-    assert len(rows) == 2
-    dst.executemany(f"INSERT INTO rows VALUES ({', '.join('?' * len(rows[0]))})", rows)
-    dst.commit()
-    src.close()
-    dst.close()
-    with open_sf(ws) as sf:
-        assert sf.identify(imgs / "biden.jpg", "demo", consent=consent(ws, "carol")) == []
-        assert not sf.verify(imgs / "biden.jpg", "bob", "demo", consent(ws, "bob")).match
-        assert sf.export("bob", "demo", "acme", legal_basis=legal_basis(ws, operations=["transmit"])).records == []
-        # Her own row still matches; the copied one is not disclosed beside it.
-        assert sf.verify(imgs / "obama2.jpg", "alice", "demo", consent(ws, "alice")).match
-        assert len(sf.export("alice", "demo", "acme", legal_basis=legal_basis(ws, operations=["transmit"])).records) == 1
-        problems = " ".join(sf.verify_store().problems)
-        assert "row 2 has no" in problems and "row 3 has no" in problems
+    return ws, type(ws)(tmp_path / "copy")
+
+
+def _answered_nowhere(ws: Any, sf: SafeFace, image: Path, subject: str, asker: str) -> None:
+    """`subject` (in `image`) is not verified, not identified (under `asker`'s consent) and has
+    no record disclosed."""
+    assert not sf.verify(image, subject, "demo", consent(ws, subject)).match
+    assert sf.identify(image, "demo", consent=consent(ws, asker)) == []
+    assert sf.export(subject, "demo", "acme", legal_basis=legal_basis(ws, operations=["transmit"])).records == []
 
 
 def _copy_rows(src_ws: Any, dst_ws: Any, ids: list[int]) -> None:
@@ -189,26 +173,41 @@ def _copy_rows(src_ws: Any, dst_ws: Any, ids: list[int]) -> None:
     dst.close()
 
 
+def test_a_row_copied_from_a_copy_of_the_workspace_is_never_matched(tmp_path: Path, imgs: Path) -> None:
+    """A copy of the workspace shares its keys, so a row sealed there opens here: copied into
+    `gallery.db` without any key, bob (enrolled in the copy only) was identified, verified and
+    exported here until `audit verify` named the row. No enrolment here names it: no call uses
+    it, and the check still names it."""
+    ws, copy = _with_copy(tmp_path, imgs, "alice")
+    with open_sf(copy) as sf:
+        sf.enroll(imgs / "biden.jpg", "bob", "demo", consent(copy, "bob"))
+        # alice enrolled again there too: a row of a subject this workspace did enrol, under
+        # an id none of her enrolments here names.
+        sf.enroll(imgs / "obama2.jpg", "alice", "demo", consent(copy, "alice"))
+    _copy_rows(copy, ws, [2, 3])
+    with open_sf(ws) as sf:
+        _answered_nowhere(ws, sf, imgs / "biden.jpg", "bob", "carol")
+        # Her own row still matches; the copied one is not disclosed beside it.
+        assert sf.verify(imgs / "obama2.jpg", "alice", "demo", consent(ws, "alice")).match
+        assert len(sf.export("alice", "demo", "acme", legal_basis=legal_basis(ws, operations=["transmit"])).records) == 1
+        problems = " ".join(sf.verify_store().problems)
+        assert "row 2 has no" in problems and "row 3 has no" in problems
+
+
 def test_a_copied_row_at_an_id_this_log_names_for_the_same_person_is_never_matched(tmp_path: Path,
                                                                                     imgs: Path) -> None:
     """Both histories enrolled alice after the copy, each at row 2: the copy's row 2 (biden's
     face, under the copy's consent) written over this workspace's opened here, at an id alice's
     enrolment here names, and verified biden as alice with `audit verify` clean. A row is
     explained only under the token its enrolment entry was let in under."""
-    ws = make_workspace(tmp_path / "ws")
-    with open_sf(ws) as sf:
-        sf.enroll(imgs / "obama.jpg", "carol", "demo", consent(ws, "carol"))
-    shutil.copytree(ws.root, tmp_path / "copy")
-    copy = type(ws)(tmp_path / "copy")
+    ws, copy = _with_copy(tmp_path, imgs, "carol")
     with open_sf(copy) as sf:
         assert sf.enroll(imgs / "biden.jpg", "alice", "demo", consent(copy, "alice")).row_id == 2
     with open_sf(ws) as sf:
         assert sf.enroll(imgs / "obama2.jpg", "alice", "demo", consent(ws, "alice")).row_id == 2
     _copy_rows(copy, ws, [2])
     with open_sf(ws) as sf:
-        assert not sf.verify(imgs / "biden.jpg", "alice", "demo", consent(ws, "alice")).match
-        assert sf.identify(imgs / "biden.jpg", "demo", consent=consent(ws, "carol")) == []
-        assert sf.export("alice", "demo", "acme", legal_basis=legal_basis(ws, operations=["transmit"])).records == []
+        _answered_nowhere(ws, sf, imgs / "biden.jpg", "alice", "carol")
         assert "row 2 is filed under another token than its enrolment" in " ".join(sf.verify_store().problems)
 
 
@@ -218,11 +217,7 @@ def test_a_copied_row_at_an_id_whose_enrolment_never_committed_is_never_matched(
     `uncommitted`; the copy enrolled bob under the same consent at the same id. Its row, copied
     in, was identified and verified here: the log names the id for bob, under that token, and
     nothing of this workspace was ever stored there."""
-    ws = make_workspace(tmp_path / "ws")
-    with open_sf(ws) as sf:
-        sf.enroll(imgs / "obama.jpg", "carol", "demo", consent(ws, "carol"))
-    shutil.copytree(ws.root, tmp_path / "copy")
-    copy = type(ws)(tmp_path / "copy")
+    ws, copy = _with_copy(tmp_path, imgs, "carol")
     token = consent(ws, "bob")
     add_many = Gallery.add_many
 
@@ -242,9 +237,7 @@ def test_a_copied_row_at_an_id_whose_enrolment_never_committed_is_never_matched(
         assert sf.enroll(imgs / "biden.jpg", "bob", "demo", token).row_id == 2
     _copy_rows(copy, ws, [2])
     with open_sf(ws) as sf:
-        assert not sf.verify(imgs / "biden.jpg", "bob", "demo", consent(ws, "bob")).match
-        assert sf.identify(imgs / "biden.jpg", "demo", consent=consent(ws, "carol")) == []
-        assert sf.export("bob", "demo", "acme", legal_basis=legal_basis(ws, operations=["transmit"])).records == []
+        _answered_nowhere(ws, sf, imgs / "biden.jpg", "bob", "carol")
         assert "row 2 was removed" in " ".join(sf.verify_store().problems)
 
 
@@ -253,11 +246,7 @@ def test_many_copied_rows_of_one_person_cost_identify_one_more_search_not_one_ea
     """The search answers one row a subject, so bob's rows copied in from a copy of the
     workspace were dropped one a round: 12 rows, 13 searches (41 for 40). Each subject proposed
     has all its rows that no enrolment of it names left out at once."""
-    ws = make_workspace(tmp_path / "ws")
-    with open_sf(ws) as sf:
-        sf.enroll(imgs / "obama.jpg", "carol", "demo", consent(ws, "carol"))
-    shutil.copytree(ws.root, tmp_path / "copy")
-    copy = type(ws)(tmp_path / "copy")
+    ws, copy = _with_copy(tmp_path, imgs, "carol")
     with open_sf(copy) as sf:
         sf.enroll_many([(imgs / "biden.jpg", "bob", consent(copy, "bob"))] * 12, "demo")
     _copy_rows(copy, ws, list(range(2, 14)))
