@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import shutil
 import stat
 import tempfile
@@ -63,6 +64,30 @@ class FetchResult:
 
 
 # -- URL policy ----------------------------------------------------------------------------------
+def shown_url(url: str) -> str:
+    """`url` as messages, results and the registry show it: without the user information (a
+    mirror's "https://user:token@host/...", which requests sends as Basic auth) and without the
+    query or fragment (a signed link's signature, "?X-Amz-Signature=...", "?token=..."), which
+    are credentials; "?..." says a query was there. Only the download itself uses the URL whole."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError:
+        return "(a URL that does not parse)"
+    netloc = parts.netloc.rpartition("@")[2]
+    tail = "?..." if parts.query or parts.fragment else ""
+    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, "", "")) + tail
+
+
+_USERINFO = re.compile(r"(?i)([a-z][a-z0-9+.-]*://)[^/?#\s@'\"]*@")
+_QUERY = re.compile(r"(?<=\S)[?#][^\s'\")]+")
+
+
+def _scrubbed(text: str) -> str:
+    """An HTTP library's error text without the credentials of any URL it quotes (requests names
+    the path and query it asked for: "Max retries exceeded with url: /pack.zip?token=...")."""
+    return _QUERY.sub("?...", _USERINFO.sub(r"\1", text))
+
+
 def check_url(url: str) -> str:
     """HTTPS anywhere; plain HTTP only to this machine (a local mirror or a test server)."""
     parts = urllib.parse.urlsplit(url)
@@ -72,7 +97,7 @@ def check_url(url: str) -> str:
     if parts.scheme == "http" and host and is_loopback(host):
         return url
     raise ModelFetchError(
-        f"refusing to download from {url!r}: only https:// URLs are allowed "
+        f"refusing to download from {shown_url(url)!r}: only https:// URLs are allowed "
         "(plain http only for 127.0.0.1/localhost)."
     )
 
@@ -91,7 +116,7 @@ class _Meter:
     that sends more than the limit, and hashes what it writes (for the error message)."""
 
     def __init__(self, url: str, max_bytes: int, expected_size: Optional[int], progress: Optional[Progress]) -> None:
-        self.url, self.max_bytes, self.expected_size, self.progress = url, max_bytes, expected_size, progress
+        self.url, self.max_bytes, self.expected_size, self.progress = shown_url(url), max_bytes, expected_size, progress
         self.got = 0
         self.length: Optional[int] = None
         self.sha256 = hashlib.sha256()
@@ -159,24 +184,26 @@ def _download(url: str, folder: Path, expected: str, timeout: float, max_bytes: 
             meter.out = out
             return http(u, meter, p, check_only)
 
+    shown = shown_url(url)
     try:
         path = pooch.retrieve(url, known_hash=f"sha256:{expected}", fname=f"{uuid.uuid4().hex}.zip",
                               path=folder, downloader=into_meter, progressbar=False)
     except ValueError:  # pooch: the hash does not match; the file is already deleted
         if meter.length is not None and meter.got != meter.length:
-            raise ModelFetchError(f"the download of {url} was truncated: {meter.got} of {meter.length} bytes "
+            raise ModelFetchError(f"the download of {shown} was truncated: {meter.got} of {meter.length} bytes "
                                   "arrived; nothing was installed. Try again.") from None
-        raise ModelFetchError(f"the archive from {url} has SHA-256 {meter.sha256.hexdigest()}, not the expected "
+        raise ModelFetchError(f"the archive from {shown} has SHA-256 {meter.sha256.hexdigest()}, not the expected "
                               f"{expected}; it was deleted and nothing was installed.") from None
     except requests.exceptions.HTTPError as exc:
         status = exc.response.status_code if exc.response is not None else "?"
         reason = exc.response.reason if exc.response is not None else ""
-        raise ModelFetchError(f"{url} answered HTTP {status} {reason}; nothing was installed.") from None
+        raise ModelFetchError(f"{shown} answered HTTP {status} {reason}; nothing was installed.") from None
     except (requests.exceptions.ChunkedEncodingError, requests.exceptions.ContentDecodingError):
-        raise ModelFetchError(f"the download of {url} was cut short after {meter.got} bytes; nothing was "
+        raise ModelFetchError(f"the download of {shown} was cut short after {meter.got} bytes; nothing was "
                               "installed. Try again.") from None
     except (requests.exceptions.RequestException, OSError) as exc:
-        raise ModelFetchError(f"cannot download {url} ({exc.__class__.__name__}: {exc}); nothing was installed.") from None
+        raise ModelFetchError(f"cannot download {shown} ({exc.__class__.__name__}: {_scrubbed(str(exc))}); nothing was "
+                              "installed.") from None
     return Path(path), meter.got
 
 
@@ -335,7 +362,7 @@ def fetch_pack(
     if target.exists() and not force:
         try:
             v = packs.verify_pack(target)
-            return FetchResult(name=name, path=target, url=src, archive_sha256=v.record.archive_sha256,
+            return FetchResult(name=name, path=target, url=shown_url(src), archive_sha256=v.record.archive_sha256,
                                licence=v.record.licence, installed=(v.record.detector, v.record.recognizer),
                                refused=v.record.refused, skipped=v.record.skipped, already_installed=True)
         except ModelError as exc:
@@ -360,17 +387,19 @@ def _fetch_into(name: str, spec: Optional[PackSpec], src: str, expected: str, li
         try:
             zf = zipfile.ZipFile(archive)
         except (zipfile.BadZipFile, OSError) as exc:
-            raise ModelFetchError(f"the archive from {src} is not a readable zip file ({exc}); nothing was installed.") from None
+            raise ModelFetchError(f"the archive from {shown_url(src)} is not a readable zip file ({exc}); nothing was "
+                                  "installed.") from None
         with zf:
             plan = _plan(zf, spec, name)
             staging = Path(tempfile.mkdtemp(prefix=f".{name}.staging-", dir=root))
             try:
                 installed = _unpack(zf, plan, staging, spec)
             except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError) as exc:
-                raise ModelFetchError(f"the archive from {src} cannot be unpacked ({exc}); nothing was installed.") from None
+                raise ModelFetchError(f"the archive from {shown_url(src)} cannot be unpacked ({exc}); nothing was "
+                                      "installed.") from None
         by_role = {f.role: f for f in installed}
         record = PackRecord(
-            name=name, licence=licence, source=src, archive_sha256=expected,
+            name=name, licence=licence, source=shown_url(src), archive_sha256=expected,
             detector=by_role[packs.DETECTION], recognizer=by_role[packs.RECOGNITION],
             refused=tuple(plan.refused), skipped=tuple(plan.skipped), installed_at=registry.now(),
         )
@@ -380,7 +409,7 @@ def _fetch_into(name: str, spec: Optional[PackSpec], src: str, expected: str, li
         shutil.rmtree(download, ignore_errors=True)
         if staging is not None:
             shutil.rmtree(staging, ignore_errors=True)
-    return FetchResult(name=name, path=target, url=src, archive_sha256=expected, licence=licence,
+    return FetchResult(name=name, path=target, url=shown_url(src), archive_sha256=expected, licence=licence,
                        installed=tuple(installed), refused=tuple(plan.refused), skipped=tuple(plan.skipped),
                        downloaded_bytes=got)
 
