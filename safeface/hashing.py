@@ -62,12 +62,27 @@ def read_hashed(path: Path) -> tuple[str, bytes]:
     return hashlib.sha256(data).hexdigest(), data
 
 
+def same_digest(a: object, b: object) -> bool:
+    """Constant-time equality of two MACs or digests, whatever characters they hold: a MAC read
+    back from a file or a table is compared as its UTF-8 bytes. hmac.compare_digest refuses a str
+    holding a character beyond ASCII (TypeError), so a MAC edited by hand into "é..." made the
+    check raise a bare TypeError (a traceback, exit 1) where the edit was to be reported as such
+    (IntegrityError, `audit verify`'s exit 4). Anything neither text nor bytes is unequal."""
+    if isinstance(a, str):
+        a = a.encode("utf-8", "surrogatepass")
+    if isinstance(b, str):
+        b = b.encode("utf-8", "surrogatepass")
+    if not isinstance(a, bytes) or not isinstance(b, bytes):
+        return False
+    return hmac.compare_digest(a, b)
+
+
 def read_verified(path: Path, expected: str, changed: str) -> bytes:
     """The file's bytes, after checking that these very bytes have SHA-256 `expected`: a file
     swapped between an earlier check and this read cannot slip through. ModelError(`changed`)
     otherwise."""
     digest, data = read_hashed(path)
-    if not hmac.compare_digest(digest, expected):
+    if not same_digest(digest, expected):
         raise ModelError(changed)
     return data
 

@@ -7,7 +7,6 @@ silently, nothing is downloaded without a hash to check, and a failure leaves no
 from __future__ import annotations
 
 import hashlib
-import hmac
 import re
 import shutil
 import stat
@@ -20,7 +19,7 @@ from pathlib import Path, PurePosixPath
 from typing import IO, Any, Callable, Optional
 
 from ..errors import ModelError, ModelFetchError
-from ..hashing import TooLarge, copy_hashed
+from ..hashing import TooLarge, copy_hashed, same_digest
 from ..netaddr import is_loopback
 from . import packs, registry
 from .packs import InstalledFile, PackRecord, PackSpec
@@ -293,7 +292,7 @@ def _unpack(zf: zipfile.ZipFile, plan: _Plan, staging: Path, spec: Optional[Pack
                 raise ModelFetchError(f"the archive member {info.filename!r} is larger than its header says; "
                                       "refused.") from None
         known = spec.member(base) if spec else None
-        if known is not None and known.sha256 and not hmac.compare_digest(known.sha256, digest):
+        if known is not None and known.sha256 and not same_digest(known.sha256, digest):
             raise ModelFetchError(
                 f"{base} in the archive has SHA-256 {digest[:16]}..., not the manifest's "
                 f"{known.sha256[:16]}...; nothing was installed."

@@ -14,7 +14,6 @@ They are built on first use; a file whose hash no longer matches its record is r
 from __future__ import annotations
 
 import hashlib
-import hmac
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -23,7 +22,7 @@ import numpy as np
 
 from ..atomicfile import write_atomic
 from ..errors import ModelError
-from ..hashing import read_hashed, read_verified, sha256_file_cached
+from ..hashing import read_hashed, read_verified, sha256_file_cached, same_digest
 from . import registry
 from .dlib_format import (
     Affine, AddPrev, Conv, Dense, Identity, MetricLoss, MmodLoss, Network, Pool, Relu, Skip, Tag, parse_network,
@@ -242,7 +241,7 @@ def ensure_converted(name: str, force: bool = False, source: Optional[Path] = No
     # The bytes converted are the bytes hashed: the check above may be a hash remembered for
     # the file's size and time, which a file changed in place and its time put back keeps.
     actual, raw = read_hashed(src)
-    if not hmac.compare_digest(actual, src_sha):
+    if not same_digest(actual, src_sha):
         raise ModelError(f"model {name!r}: {src} changed while it was being converted (SHA-256 {actual[:16]}..., not "
                          f"{src_sha[:16]}... as checked), so it was not converted; reinstall or re-fetch it.")
     data: bytes = build(name, raw).SerializeToString()

@@ -23,6 +23,7 @@ from typing import Any, Callable, Collection, Iterable, Optional, Sequence
 import numpy as np
 
 from ..errors import ConfigError, IntegrityError, InvalidArgument
+from ..hashing import same_digest
 from ..hazmat.templates.keyring import Keyring
 from ..hazmat.templates.pseudonym import look_digests, pseudonymize
 from ..hazmat.templates.sealing import RowBinding, Sealer
@@ -272,7 +273,7 @@ def rekey_mark_holds(keyring: Keyring, meta: dict[str, str]) -> bool:
         want = rekey_mark(keyring, meta, got.split("|", 1)[0])
     except (KeyError, ValueError, ConfigError):
         return False
-    return hmac.compare_digest(got, want)
+    return same_digest(got, want)
 
 
 def erased_mark(keyring: Keyring, seal_version: int, row_id: int, sealed_sha256: str,

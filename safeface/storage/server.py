@@ -32,7 +32,6 @@ missed.
 from __future__ import annotations
 
 import hashlib
-import hmac
 import json
 import logging
 import re
@@ -48,6 +47,7 @@ import numpy as np
 
 from .. import atomicfile
 from ..errors import BackendError, ConfigError, IndexUnavailable, IntegrityError, StoreConnectionLost
+from ..hashing import same_digest
 from ..hazmat.templates.keyring import Keyring
 from ..hazmat.templates.transform import TemplateTransform
 from ..hazmat.templates.sealing import Sealer
@@ -1414,9 +1414,9 @@ class ServerStore:
                 unbound = erased_mark(self._keyring, int(sv), int(rid), str(digest))
             except (ConfigError, ValueError, TypeError):
                 continue  # a seal key version the keyring no longer holds, or a value edited out of its type
-            if hmac.compare_digest(str(mac), here):
+            if same_digest(str(mac), here):
                 out[int(rid)] = (str(digest), True)
-            elif hmac.compare_digest(str(mac), unbound):
+            elif same_digest(str(mac), unbound):
                 out[int(rid)] = (str(digest), False)
         return out
 

@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any, Callable, ContextManager, Optional, Protocol, runtime_checkable
 
 from ..errors import ConfigError, IntegrityError, WorkspaceDiskFailed, WorkspaceUnwritable
+from ..hashing import same_digest
 from ..jsondepth import loads
 from ..regularfile import read_workspace_file
 from ..atomicfile import DISK_REFUSED, exclusive_lock, write_atomic
@@ -102,7 +103,7 @@ class FileAnchor:
         except (ValueError, KeyError, TypeError):
             raise IntegrityError(f"the {self.name} {self.path} is corrupt: it was altered or cut short. {_RESTORE}") \
                 from None
-        if not hmac.compare_digest(self._mac(seq, h), mac):
+        if not same_digest(self._mac(seq, h), mac):
             raise IntegrityError(f"the {self.name} {self.path} does not carry this workspace's MAC: it was "
                                  f"altered, forged or copied from another workspace. {_RESTORE}")
         return Anchor(seq, h)
@@ -268,7 +269,7 @@ def check_anchor(anchor: AnchorStore, value: Optional[Anchor], log_end: int, has
                              "the audit log (audit.db, or its tables in PostgreSQL) was restored, or its last entries "
                              "were deleted (its -wal file removed, the file cut short). Restore the newest backup of "
                              "the log, then run `safeface audit verify`.")
-    if value.seq > 0 and not hmac.compare_digest(str(hash_at(value.seq) or ""), value.hash):
+    if value.seq > 0 and not same_digest(str(hash_at(value.seq) or ""), value.hash):
         raise IntegrityError(f"the audit log was replaced: its entry {value.seq} differs from the one the "
                              f"{anchor.name} ({_where(anchor)}) records. The log was rewritten or swapped for "
                              "another copy.")

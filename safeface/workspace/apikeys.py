@@ -45,6 +45,7 @@ from .. import atomicfile
 from ..atomicfile import write_atomic
 from ..errors import (AuthenticationError, ConfigError, IntegrityError, InvalidArgument, LoginFormTaken,
                       SchemaOwnerNeeded, WorkspaceBusy, WorkspaceUnwritable)
+from ..hashing import same_digest
 from ..lookalike import not_plain_char
 from ..regularfile import read_no_link
 from ..sqlite_store import raise_if_unwritable
@@ -208,7 +209,7 @@ class ApiKeys:
                 ref, until = str(doc["session"]), doc["until"]
             except (ConfigError, ValueError, RecursionError, TypeError, KeyError):
                 continue  # not a logout this keyring wrote: it ends nothing here either
-            if isinstance(until, int) and hmac.compare_digest(str(doc.get("mac")),
+            if isinstance(until, int) and same_digest(str(doc.get("mac")),
                                                               self._mac("console logout", f"{ref}|{until}")):
                 uses[ref] = (ref, until, until, self._ended_mac(ref, until))
         # The logouts the ended sessions' table alone took (the audit log refused them): left
@@ -297,7 +298,7 @@ class ApiKeys:
                             info.rate if info else 0.0, secret)
         # A revocation mark set by hand on a live row stops the key too: no listing calls a
         # working key revoked (the mark is all a listing shows).
-        if info is None or info.revoked is not None or not stored or not hmac.compare_digest(want, stored):
+        if info is None or info.revoked is not None or not stored or not same_digest(want, stored):
             raise AuthenticationError("the API key is unknown or revoked.")
         if info.expired(now):
             raise AuthenticationError(f"the API key {key_id} expired on {info.expires}.")
@@ -459,7 +460,7 @@ class ApiKeys:
         m = _SESSION.fullmatch(cookie) if isinstance(cookie, str) else None
         rows = self._t.q(f"SELECT {_COLS}, digest FROM {{t}}apikeys WHERE key_id = ?", (m.group(1),)) if m else []
         info = self._checked(rows[0] if rows else None)
-        if m is None or info is None or not hmac.compare_digest(
+        if m is None or info is None or not same_digest(
                 self._session_mac(info, int(m.group(2)), m.group(3), str(rows[0][7] or "")), m.group(4)):
             raise AuthenticationError("no valid console session (or its key was changed); log in with an API key.")
         if int(m.group(2)) < now.timestamp():
@@ -486,11 +487,11 @@ class ApiKeys:
         last = until - SESSION_SECONDS  # its login
         rows = self._t.q("SELECT used, mac FROM {t}session_uses WHERE session = ?", (ref,)) \
             if self._table("session_uses", _USES, create=False) else []
-        if rows and hmac.compare_digest(str(rows[0][1]), self._ended_mac(ref, until)):
+        if rows and same_digest(str(rows[0][1]), self._ended_mac(ref, until)):
             raise AuthenticationError("the console session was ended (logged out; kept in the key store's session "
                                       "uses, as neither the audit log nor the ended sessions' table took it); log in "
                                       "again.")
-        genuine = bool(rows) and isinstance(rows[0][0], int) and hmac.compare_digest(
+        genuine = bool(rows) and isinstance(rows[0][0], int) and same_digest(
             str(rows[0][1]), self._use_mac(ref, rows[0][0], until))
         if genuine:
             last = max(last, rows[0][0])
@@ -631,7 +632,7 @@ class ApiKeys:
             return False
         ref, until = session_ref(cookie), session_until(cookie)
         return (isinstance(doc, dict) and doc.get("session") == ref and doc.get("until") == until
-                and hmac.compare_digest(str(doc.get("mac")), self._mac("console logout", f"{ref}|{until}")))
+                and same_digest(str(doc.get("mac")), self._mac("console logout", f"{ref}|{until}")))
 
     def _table(self, name: str, ddl: str, *, create: bool, wait: bool = True) -> bool:
         """Whether the table `name` (made by `ddl`) exists (asked until it does); with `create`,

@@ -14,6 +14,7 @@ import json
 from typing import Any, Mapping, Optional
 
 from ..errors import ConfigError
+from ..hashing import same_digest
 from ..policy.deployment.model import Deployment, default_role_of, roles_of
 
 # The entries that name an assessment: the newest of them is the one in force.
@@ -170,7 +171,7 @@ def sealed(key: bytes, section: Mapping[str, Any], covered: Mapping[str, Any]) -
 
 def seal_holds(key: bytes, section: Mapping[str, Any]) -> bool:
     got = section.get("seal")
-    return isinstance(got, str) and hmac.compare_digest(_mac(key, section), got)
+    return isinstance(got, str) and same_digest(_mac(key, section), got)
 
 
 def changed_settings(before: Any, after: Any, prefix: str = "") -> list[str]:

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Optional, Sequence, Union
 
 from ..errors import IntegrityError
+from ..hashing import same_digest
 from ..jsondepth import loads
 from ..storage.base import IN_CLUSTER
 from ..storage.sqltables import SqliteTables
@@ -386,7 +387,7 @@ class AuditLog:
     def _head_holds(self, seq: Any, h: Any, mac: Any, marks: Any) -> bool:
         if marks is not None and not isinstance(marks, str):
             return False
-        return hmac.compare_digest(self._mac(int(seq), str(h), marks), str(mac))
+        return same_digest(self._mac(int(seq), str(h), marks), str(mac))
 
     def _bootstrap_marks(self) -> dict[str, list[Any]]:
         """Marks for a log whose head has none yet (written by an earlier safeface): the chain is
@@ -530,7 +531,7 @@ class AuditLog:
                     stored = self._check_link(got[0], str(got[0][11]))
                 except IntegrityError:
                     stored = ""
-                if not hmac.compare_digest(stored, str(h)) or got[0][2] not in operations:
+                if not same_digest(stored, str(h)) or got[0][2] not in operations:
                     problem = "was altered after it was written"
             if problem is not None:
                 raise IntegrityError(f"audit entry {seq}, the last {'/'.join(operations)} entry the log's signed head "
@@ -800,7 +801,7 @@ class AuditLog:
         if r[11] != prev:
             raise IntegrityError(f"audit entry {seq} does not follow entry {seq - 1}: the chain is broken "
                                  "(an entry was deleted, inserted or reordered).")
-        if not hmac.compare_digest(_chain(prev, entry), str(r[12])):
+        if not same_digest(_chain(prev, entry), str(r[12])):
             raise IntegrityError(f"audit entry {seq} was altered after it was written.")
         return str(r[12])
 
@@ -838,7 +839,7 @@ class AuditLog:
                                     "entries were deleted or reordered. Run `safeface audit verify` and restore the "
                                     "log from a backup."):
             last = int(r[0])
-        if last != head_seq or not hmac.compare_digest(prev, head_hash):
+        if last != head_seq or not same_digest(prev, head_hash):
             raise IntegrityError(f"the audit log after entry {seq} does not reach its signed head: it was rewritten. "
                                  "Run `safeface audit verify` and restore it from a backup.")
 
@@ -877,14 +878,14 @@ class AuditLog:
         if head[3] is not None and _marks(str(head[3])) != newest:
             raise IntegrityError("the audit log's signed head does not name each operation's newest entry: an entry "
                                  "was renamed or its operation changed.")
-        if int(head[0]) != n or not hmac.compare_digest(str(head[1]), prev):
+        if int(head[0]) != n or not same_digest(str(head[1]), prev):
             raise IntegrityError(f"the audit log ends at entry {n} but its signed head says {head[0]}: "
                                  "entries were removed from the end (truncation).")
         if n == 0:
             raise IntegrityError("the audit log is empty although the workspace was initialised: it was truncated.")
         for anchor, value in anchors:
             check_anchor(anchor, value, n, hashes.get)
-        if through is not None and not hmac.compare_digest(hashes.get(int(through[0]), ""), str(through[1])):
+        if through is not None and not same_digest(hashes.get(int(through[0]), ""), str(through[1])):
             raise IntegrityError(f"audit entry {through[0]} changed while the log was checked: it was rewritten.")
         # Entries past the head read first are appends made meanwhile, or entries chained on
         # without the key (the chain's hash needs none): the head now must name the last one.

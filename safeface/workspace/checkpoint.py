@@ -11,7 +11,6 @@ at it, fails, even when the keyring's anchor was rolled back too.
 from __future__ import annotations
 
 import datetime as dt
-import hmac
 import json
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -22,6 +21,7 @@ from joserfc.errors import JoseError
 from joserfc.jwk import OKPKey
 
 from ..errors import IntegrityError
+from ..hashing import same_digest
 from ..jsondepth import loads
 from ..regularfile import read_text
 
@@ -90,7 +90,7 @@ def check_checkpoint(doc: dict[str, Any], public_key: Ed25519PublicKey, *, deplo
     if seq > log_end:
         raise IntegrityError(f"the audit log was rolled back or cut: the checkpoint of {claims.get('time')} saw entry "
                              f"{seq}, but the log now ends at entry {log_end}.")
-    if not hmac.compare_digest(str(hash_at(seq) or ""), h):
+    if not same_digest(str(hash_at(seq) or ""), h):
         raise IntegrityError(f"the audit log was rewritten: its entry {seq} differs from the one the checkpoint of "
                              f"{claims.get('time')} signed.")
     return dict(claims)

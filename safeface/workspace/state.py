@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
 from ..errors import IntegrityError
+from ..hashing import same_digest
 from ..storage.sqltables import SqliteTables
 
 _SCHEMA = """
@@ -102,7 +103,7 @@ class PolicyState:
                                  "edited by hand; restore it from a backup and investigate who changed it.") from None
 
     def _check(self, table: str, mac: Any, *fields: object) -> None:
-        if not isinstance(mac, str) or not hmac.compare_digest(mac, self._mac(table, *fields)):
+        if not isinstance(mac, str) or not same_digest(mac, self._mac(table, *fields)):
             raise IntegrityError(f"a row of {table} in {self._t.where} fails its check: it was edited by hand; "
                                  "restore it from a backup and investigate who changed it.")
 

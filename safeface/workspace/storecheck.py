@@ -42,6 +42,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from ..capture.evidence import DEFAULT_VALIDITY_S
 from ..errors import IntegrityError, InvalidArgument
+from ..hashing import same_digest
 from ..hazmat.templates.pseudonym import pseudonymize
 from ..policy.guard import BIPA_INTERACTION_DAYS, CLOCK_SKEW_S
 from ..policy.tokens import TokenError, decode_consent, decode_legal_basis, key_id
@@ -397,7 +398,7 @@ def _row_problems(row: Any, consent_keys: Mapping[str, Ed25519PublicKey],
         tok = _signed_while_trusted(row, decode, no_longer_trusted, log)
         if isinstance(tok, str) or tok is None:
             return [tok or f"row {row.row_id}'s sealed token does not verify against the trusted keys ({exc})."]
-    if not hmac.compare_digest(token_ref(tok.token_id), row.token_id):
+    if not same_digest(token_ref(tok.token_id), row.token_id):
         return [f"row {row.row_id} is filed under another token than the one sealed with it."]
     withdrawn = _withdrawal_problem(row, tok, log)
     return ([withdrawn] if withdrawn is not None else []) + _record_problems(row, tok, pseudonym_key, log)
@@ -438,7 +439,7 @@ def _record_problems(row: Any, tok: Any, pseudonym_key: bytes, log: _Log) -> lis
             given_by = pseudonymize(pseudonym_key, subject)
         except InvalidArgument:
             given_by = ""
-        if not hmac.compare_digest(given_by, str(row.pseudonym)):
+        if not same_digest(given_by, str(row.pseudonym)):
             out.append(f"row {row.row_id} is filed under another pseudonym than its consent's subject: it was "
                        "re-filed behind the guard.")
     enrolled = log.enrolment.get(row.row_id)

@@ -35,6 +35,7 @@ from joserfc.errors import JoseError
 from joserfc.jwk import OKPKey
 
 from ..errors import ConfigError, IntegrityError
+from ..hashing import same_digest
 from ..jsondepth import TooDeep, loads
 from ..policy.tokens import key_id
 from ..regularfile import read_text, read_workspace_file
@@ -167,7 +168,7 @@ class TrustStore:
         if not isinstance(doc, dict) or doc.get("format") != FORMAT:
             raise IntegrityError(f"{path} is not a safeface trust store ({FORMAT}): it was replaced.")
         body = {k: v for k, v in doc.items() if k != "mac"}
-        if not hmac.compare_digest(cls._mac(keyring, body), str(doc.get("mac", ""))):
+        if not same_digest(cls._mac(keyring, body), str(doc.get("mac", ""))):
             raise IntegrityError(f"{path} does not carry this workspace's MAC: it was edited by hand or copied in "
                                  "from elsewhere. Restore it from a backup; trust keys only with `safeface keys`.")
         keys = []
@@ -194,7 +195,7 @@ class TrustStore:
         if not path.is_file():
             raise IntegrityError(f"{path} is missing although audit entry {last.seq} records a trust change: it was "
                                  "deleted. Restore it from a backup.")
-        if self.audit_seq != last.seq or not found or not hmac.compare_digest(found[-1], self.digest):
+        if self.audit_seq != last.seq or not found or not same_digest(found[-1], self.digest):
             raise IntegrityError(
                 f"{path} is not the trust store the audit log's last trust change (entry {last.seq}) produced: an "
                 "older copy was put back, or that change was interrupted. Restore the file from a backup, or repeat "

@@ -31,6 +31,7 @@ from typing import Any, Callable, Iterator, Mapping, Optional, Protocol, Sequenc
 from ...aead import Aead, random_nonce
 from ...atomicfile import DISK_FAILED, exclusive_lock, write_atomic, write_new
 from ...errors import ConfigError, IntegrityError
+from ...hashing import same_digest
 from ...jsondepth import loads
 from ...sqlite_store import disk_failed
 
@@ -245,7 +246,7 @@ class PassphraseKeyring(_KeyringBase):
                     key = aead.decrypt(nonce, wrapped, _wrap_aad(p, v), refused)
                 except (KeyError, TypeError, ValueError):
                     raise ConfigError(f"the keyring at {path} is malformed; restore it from a backup.") from None
-                if not hmac.compare_digest(key_id_of(key), str(item.get("key_id", ""))):
+                if not same_digest(key_id_of(key), str(item.get("key_id", ""))):
                     raise IntegrityError(f"the keyring at {path} was altered: the {p} key version {v} "
                                          f"does not match its recorded key id.")
                 keys[p][v] = key
