@@ -87,7 +87,7 @@ class Enrollment:
     token_id: str
     expires_at: datetime
     provenance: str = "consent"
-    token: Optional[str] = None  # the consent or legal-basis token, sealed with the row
+    token: Optional[str] = field(default=None, repr=False)  # the consent or legal-basis token, sealed with the row
     # The raw visible-region embedding for masked probes; protected and sealed into the same row.
     visible: Optional[np.ndarray] = field(default=None, repr=False)
     # The mask detector called the enrolment image masked; sealed with the visible-region template.
