@@ -55,3 +55,19 @@ def test_a_password_that_is_not_utf8_is_a_config_error(monkeypatch: pytest.Monke
     with pytest.raises(ConfigError, match="SAFEFACE_PG_PASSWORD") as err:
         secret_from_env("SAFEFACE_PG_PASSWORD")
     assert "s3cr" not in str(err.value)
+
+
+@pytest.mark.parametrize("vectors", ["milvus:http://milvus.internal:19530", "milvus:tcp://10.1.2.3:19530",
+                                     "milvus:HTTP://milvus.internal:19530", "milvus:http:\t//milvus.internal:19530"])
+def test_a_milvus_token_is_never_sent_in_the_clear_to_another_machine(vectors: str) -> None:
+    """SAFEFACE_MILVUS_TOKEN went to a Milvus named http:// (or tcp://) on another machine, in the
+    clear for anyone on the path to take (and read, change or drop the collection with), while
+    the service and its client refuse plain http there for API keys. Refused before anything is
+    sent; TLS, this machine, or no token (nothing secret to send) are taken as before."""
+    with pytest.raises(ConfigError, match="without TLS.*https://") as err:
+        MilvusVectors.connect(vectors, Path("."), "c", 4, token="Tok-S3cret", wait=False)
+    assert "Tok-S3cret" not in str(err.value)
+    for target, token in (("milvus:https://milvus.internal:443", "Tok-S3cret"),
+                          ("milvus:http://127.0.0.1:19530", "Tok-S3cret"), ("milvus:http://localhost:19530", "Tok"),
+                          (vectors, None), (vectors, "")):
+        assert MilvusVectors.connect(target, Path("."), "c", 4, token=token, wait=False).where.startswith("Milvus at")

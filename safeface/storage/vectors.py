@@ -15,12 +15,14 @@ import json
 import logging
 import threading
 import time
+import urllib.parse
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional, Sequence, TypeVar
 
 import numpy as np
 
 from ..errors import BackendError, ConfigError, IndexUnavailable
+from ..netaddr import is_loopback
 from .factory import milvus_userinfo
 
 _T = TypeVar("_T")
@@ -258,6 +260,10 @@ class MilvusVectors:
                                   "SAFEFACE_MILVUS_TOKEN instead.")
             uri = target[len("milvus:"):]
             where = f"Milvus at {uri}"
+            if token and _in_the_clear(uri):
+                raise ConfigError(f"{where} is reached without TLS on another machine, where SAFEFACE_MILVUS_TOKEN "
+                                  "would cross the network in the clear (anyone on the path could read, change or "
+                                  "drop the collection with it): name it https://, or reach it on this machine.")
         else:
             raise ConfigError(f"storage.vectors must be 'local', 'milvus:<uri>' or 'milvus-lite:<file>', got {target!r}.")
         lite = target.startswith("milvus-lite:")
@@ -722,6 +728,16 @@ def _is_varchar(field: dict[str, Any]) -> bool:
     from pymilvus import DataType
 
     return field.get("type") in (DataType.VARCHAR, int(DataType.VARCHAR), "VARCHAR")
+
+
+def _in_the_clear(uri: str) -> bool:
+    """Whether pymilvus would reach `uri` without TLS on another machine (http:// or tcp://, as
+    Python's URL parser reads it, which pymilvus uses: tabs and line breaks dropped first)."""
+    try:
+        parts = urllib.parse.urlsplit(uri)
+    except ValueError:
+        return False  # pymilvus refuses it too, sending nothing
+    return parts.scheme.lower() in ("http", "tcp") and not is_loopback(parts.hostname or "localhost")
 
 
 def _short(exc: BaseException) -> str:
