@@ -147,3 +147,31 @@ def test_a_file_named_on_the_command_line_is_read_only_as_a_bounded_regular_file
     huge = sparse_file(tmp_path / "huge.json", 64 << 20)
     rc, out, err = run(capsys, *command(huge))
     assert rc == 1 and "larger than" in err and str(huge) in err, (rc, out, err)
+
+
+@pytest.mark.parametrize("option", ["--issuer-key", "--authority-key"])
+def test_a_signing_key_of_an_unknown_algorithm_is_an_error_not_a_traceback(ws: Any, tmp_path: Path, capsys: Any,
+                                                                           option: str) -> None:
+    """A PEM private key whose algorithm cryptography does not know (its OID) raised a bare
+    UnsupportedAlgorithm from `consent issue`/`legal-basis issue`: a traceback, where every other
+    unreadable key is an error naming what to give. Its key bytes are never shown either."""
+    import base64
+
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    key = Ed25519PrivateKey.generate()
+    der = key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
+                            serialization.NoEncryption())
+    assert der[9:12] == bytes.fromhex("2b6570")  # the OID 1.3.101.112 (Ed25519) ...
+    other = der[:10] + b"\xff" + der[11:]  # ... made one no library knows
+    path = tmp_path / "other.pem"
+    path.write_bytes(b"-----BEGIN PRIVATE KEY-----\n" + base64.encodebytes(other) + b"-----END PRIVATE KEY-----\n")
+    path.chmod(0o600)
+    args = {"--issuer-key": ["consent", "issue", ws.root, "--subject", "alice", "--purpose", "demo"],
+            "--authority-key": ["legal-basis", "issue", ws.root, "--authority", "a", "--provision", "p",
+                                "--purpose", "demo"]}[option]
+    rc, out, err = run(capsys, *args, option, path)
+    assert rc == 1 and "Ed25519" in err and "Traceback" not in err and out.strip() == "", (rc, out, err)
+    seed = key.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption())
+    assert seed.hex() not in err and base64.b64encode(other).decode()[:40] not in err

@@ -29,6 +29,7 @@ import re
 import secrets
 from typing import Any, Mapping, Optional, Sequence, Union
 
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from joserfc import jws
@@ -107,6 +108,9 @@ def private_key_pem(key: Ed25519PrivateKey) -> bytes:
 def load_private_key(pem: bytes) -> Ed25519PrivateKey:
     try:
         key = serialization.load_pem_private_key(pem, password=None)
+    except UnsupportedAlgorithm:  # a key of an algorithm this cryptography does not know (its OID): a traceback
+        raise ConfigError("the signing key is a private key of an algorithm safeface does not sign with; give an "
+                          "Ed25519 key (safeface keys new).") from None
     except (ValueError, TypeError) as exc:
         raise ConfigError(f"the signing key is not a readable unencrypted PEM private key ({exc}).") from None
     if not isinstance(key, Ed25519PrivateKey):
