@@ -61,6 +61,7 @@ from .rows import BLANK_LOOKS, OPEN_COLS, meta_number, refuse_blanked, stored_lo
 from .factory import dsn_parts, misread
 from .pglocks import bound_lock_wait, lock_timeout, raise_lock_wait
 from .pgrights import named_after_rollback, refused_right
+from .pgtls import tls_mode
 from .pgsession import PgSession, raise_if_lost
 from .vectors import LEAVE_OUT_MAX, AskingAgain, MilvusVectors, purpose_set
 
@@ -178,6 +179,9 @@ def pg_connect(dsn: str, password: Optional[str], where: str) -> Any:
         named = False
     if not named:
         kwargs["require_auth"] = "scram-sha-256"
+    mode = tls_mode(dsn)  # TLS to another machine, or a ConfigError before anything is sent
+    if mode is not None:
+        kwargs["sslmode"] = mode
     try:
         conn = psycopg.connect(dsn, **kwargs)
         # Read committed whatever the server's or role's default: a writer's transaction begins,
