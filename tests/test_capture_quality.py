@@ -426,6 +426,29 @@ def test_a_masked_capture_is_refused_as_a_reference_unless_the_purpose_accepts_m
         assert [r.masked_enrolment for r in sf.records()] == [True]
 
 
+@pytest.mark.slow
+def test_a_masked_reference_under_the_pa02_bar_is_enrolled_as_a_masked_enrolment(tmp_path: Path) -> None:
+    """PA-02 refuses only what the mask detector is sure of (above 0.9); a masked capture it is
+    less sure of (a surgical mask on a greyscale copy: about 0.885) is enrolled, but as what it
+    is: the row says masked_enrolment, so a masked probe meets it at the both-masked threshold and
+    a bare probe by its own visible region at the masked threshold, never whole."""
+    from policy_support import masked_image
+
+    grey = cv2.cvtColor(masked_image(images() / "obama.jpg", "surgical"), cv2.COLOR_RGB2GRAY)
+    capture = np.ascontiguousarray(np.repeat(grey[..., None], 3, axis=2))
+    ws = _quality_ws(tmp_path)
+    with open_sf(ws) as sf:
+        t = consent(ws, "alice")
+        sf.enroll(capture, "alice", "demo", t)
+        assert [r.masked_enrolment for r in sf.records()] == [True]
+        v = sf.verify(np.ascontiguousarray(masked_image(images() / "obama2.jpg")[::2, ::2]), "alice", "demo", t)
+        assert v.masked and v.mask_confidence is not None and 0.9 < v.mask_confidence
+        assert v.masked_enrolment and v.path == "masked-enrolment" and v.threshold == sf.both_masked_threshold
+        v = sf.verify(images() / "obama2.jpg", "alice", "demo", t)
+        assert v.path == "masked-enrolment-bare-probe" and v.threshold == sf.masked_threshold and v.match
+        assert sf.verify(images() / "biden.jpg", "alice", "demo", t).match is False
+
+
 def test_a_masked_capture_in_a_batch_refuses_the_whole_batch(tmp_path: Path) -> None:
     """Bulk enrolment is no way around PA-02: one masked reference among good ones refuses the
     batch, naming what to fix, and nothing is stored."""
