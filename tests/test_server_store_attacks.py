@@ -18,7 +18,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from child_process import child_env  # noqa: E402
 from policy_support import consent, images, make_workspace, open_sf  # noqa: E402
-from safeface.errors import IntegrityError  # noqa: E402
+from safeface.errors import IntegrityError, PolicyViolation  # noqa: E402
 from server_support import PG_PASSWORD, MilvusServer, PgCluster, server_modules, while_held  # noqa: E402
 
 
@@ -331,6 +331,91 @@ def test_the_roles_own_names_cannot_blind_an_erasure(pg: PgCluster, tmp_path: Pa
         assert _sql(dsn, "SELECT row_id FROM safeface.rows") == []
         return
     with pytest.raises(IntegrityError, match="not a table: rows" if attack == "view" else "'publication keep'"):
+        open_sf(ws)
+
+
+def _hidden_revocation(pg: PgCluster, root: Path) -> tuple[Any, str, str, str]:
+    """A workspace of the app's role where alice's consent (returned) was revoked, and a schema of
+    the role's holding an "=" on text that is false wherever her pseudonym, her consent's
+    references or her subject list is compared, and a function that points the session's
+    search_path at that schema, ahead of the catalog: the workspace, its DSN, the consent and the
+    schema."""
+    import json
+    import uuid
+
+    ws, dsn = _app_role_ws(pg, root)
+    token = consent(ws, "alice")
+    with open_sf(ws) as sf:
+        sf.enroll(images() / "obama.jpg", "alice", "demo", token)
+        (pseudonym, ref), = _sql(dsn, "SELECT pseudonym, token_id FROM safeface.rows")
+        receipt = sf.revoke(token_ref=ref)
+    hidden = ", ".join(f"'{v}'" for v in (pseudonym, ref, json.dumps([pseudonym]), receipt.token_id))
+    schema = "keep_" + uuid.uuid4().hex[:6]
+    _sql(dsn, f"CREATE SCHEMA {schema}")
+    _sql(dsn, f"CREATE FUNCTION {schema}.eq(a text, b text) RETURNS boolean LANGUAGE sql IMMUTABLE AS $$ "
+              f"SELECT a OPERATOR(pg_catalog.=) b AND a OPERATOR(pg_catalog.<>) ALL (ARRAY[{hidden}]) "
+              f"AND b OPERATOR(pg_catalog.<>) ALL (ARRAY[{hidden}]) $$")
+    _sql(dsn, f"CREATE OPERATOR {schema}.= (LEFTARG = text, RIGHTARG = text, FUNCTION = {schema}.eq)")
+    _sql(dsn, f"CREATE FUNCTION {schema}.path() RETURNS boolean LANGUAGE sql IMMUTABLE AS $$ SELECT "
+              f"pg_catalog.set_config('search_path', '{schema}, pg_catalog, pg_temp', false) IS NOT NULL $$")
+    return ws, dsn, token, schema
+
+
+_CODE_OF_THE_ROLES = {
+    "check": ("ALTER TABLE safeface.{t} ADD CONSTRAINT c_{t} CHECK ({s}.path()) NOT VALID", "constraint {t}.c_{t}"),
+    "default": ("ALTER TABLE safeface.{t} ADD COLUMN x boolean DEFAULT {s}.path()", "default {t}.x"),
+    "index": ("CREATE INDEX i_{t} ON safeface.{t} (({s}.path()))", "index i_{t}"),
+    "domain": ("CREATE DOMAIN {s}.d AS text CHECK ({s}.path()); ALTER TABLE safeface.{t} ALTER COLUMN pseudonym TYPE "
+               "{s}.d", "column type {t}.pseudonym"),
+}
+
+
+def test_a_setting_function_of_the_roles_cannot_point_names_at_its_schema(pg: PgCluster, tmp_path: Path) -> None:
+    """A review of two workspaces on one database, with the app's own role: each connection set
+    its search_path to the catalog with `set_config`, itself looked up through the path the
+    database gave the session; a set_config of the role's ahead of the catalog set it to the
+    role's schema instead, whose "=" hid alice's revocation from the log's and the policy state's
+    lookups: her revoked consent enrolled her again (`audit verify` named it afterwards). The
+    setting function is named with its schema now."""
+    ws, dsn, token, schema = _hidden_revocation(pg, tmp_path)
+    db = dsn.rsplit("/", 1)[1]
+    _sql(dsn, f"CREATE FUNCTION {schema}.set_config(n text, v text, l boolean) RETURNS text LANGUAGE sql AS $$ "
+              f"SELECT pg_catalog.set_config(n, CASE WHEN n OPERATOR(pg_catalog.=) 'search_path' "
+              f"THEN '{schema}, pg_catalog, pg_temp' ELSE v END, l) $$")
+    _sql(dsn, f"ALTER DATABASE {db} SET search_path = {schema}, pg_catalog, public")
+    with open_sf(ws) as sf:
+        with pytest.raises(PolicyViolation, match="CN-05"):
+            sf.enroll(images() / "obama2.jpg", "alice", "demo", token)
+        assert sf._audit._t._conn.execute("SHOW search_path").fetchone()[0] == "pg_catalog, pg_temp"
+    assert _sql(dsn, "SELECT row_id FROM safeface.rows") == []
+
+
+@pytest.mark.parametrize("attack", sorted(_CODE_OF_THE_ROLES))
+def test_code_of_the_roles_run_by_safefaces_writes_is_refused(pg: PgCluster, tmp_path: Path, attack: str) -> None:
+    """The same review: a check constraint, a column default, an index expression or a domain on
+    safeface's tables runs a function of the role's inside safeface's own inserts, which set the
+    session's search_path to the role's schema for the rest of the connection (set_config(...,
+    false)): on the log's table, the first entry an open wrote did it, on a policy state table a
+    revocation of anyone, and alice's revoked consent enrolled her again. Each is refused at open
+    now; and added while a handle is open (having run since), at its next erasure, the path set
+    back first."""
+    ws, dsn, token, schema = _hidden_revocation(pg, tmp_path)
+    sql, named = _CODE_OF_THE_ROLES[attack]
+    img = images()
+    with open_sf(ws) as sf:  # opened before: the next erasure refuses it
+        sf.enroll(img / "biden.jpg", "bob", "demo", consent(ws, "bob"))
+        for statement in sql.format(t="rows", s=schema).split("; "):
+            _sql(dsn, statement)
+        if attack != "domain":  # a column's type change rewrote the table under the open handle
+            sf.enroll(img / "obama2.jpg", "carol", "demo", consent(ws, "carol"))  # runs the function
+        with pytest.raises(IntegrityError, match=f"'{named.format(t='rows')}'"):
+            sf.erase("bob")
+    assert len(_sql(dsn, "SELECT row_id FROM safeface.rows")) >= 1  # bob's row: nothing was erased
+    for statement in sql.format(t="state_revoked_subjects" if attack == "domain" else "audit_entries",
+                                s=schema).split("; ")[1 if attack == "domain" else 0:]:
+        _sql(dsn, statement)
+    table = "state_revoked_subjects" if attack == "domain" else "audit_entries"
+    with pytest.raises(IntegrityError, match=f"'{named.format(t=table)}'"):
         open_sf(ws)
 
 

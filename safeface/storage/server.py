@@ -107,6 +107,13 @@ _TABLE_SCAN = (("enable_seqscan", "on"), ("enable_indexscan", "off"), ("enable_b
                ("cpu_tuple_cost", "0.01"), ("cpu_index_tuple_cost", "0.005"), ("cpu_operator_cost", "0.0025"))
 # The indexes safeface makes on the store's own tables (name, table, column, unique); an index
 # on them unlike these is refused (ServerStore._refuse_foreign_rules).
+# The log's partial indexes (sqltables.PG_AUDIT): name, column, predicate as the catalog shows it
+# (pg_get_indexdef, names resolved in the catalog only).
+_LOG_PARTIAL_INDEXES = (
+    ("audit_entries_revoked_tokens", "token_id", "(operation = ''revoke''::text)"),
+    ("audit_entries_withdrawn_subjects", "subjects", "(operation = ANY (ARRAY[''erase''::text, ''revoke''::text]))"),
+    ("audit_entries_apikey_notes", "note", "(operation = ''apikey''::text)"),
+    ("audit_entries_enrolled_subjects", "subjects", "(operation = ''enroll''::text)"))
 _INDEXES = (("rows_pkey", "rows", "row_id", True), ("rows_pseudonym", "rows", "pseudonym", False),
             ("rows_look", "rows", "look", False), ("rows_look_small", "rows", "look_small", False),
             ("rows_token", "rows", "token_id", False), ("rows_expiry", "rows", "expires_us", False),
@@ -149,6 +156,11 @@ _ERASED = ("CREATE TABLE IF NOT EXISTS {ns}.erased (row_id BIGINT PRIMARY KEY, s
 # moved it, which its valid seal let be matched again (after an index rebuild) once it stood as
 # the log lists it. It is matched no more (_not_erased), and goes with the subject's next erasure.
 UNFOUND_DIGEST = "not-found"
+
+
+# Names resolve in the catalog only (pg_connect); the function that says so is named with its
+# schema, so no function of the role's earlier in the path it replaces is called instead.
+RESET_PATH = "pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', false)"
 
 
 def pg_session(dsn: str, password: Optional[str], where: str, *, auto: bool = True) -> PgSession:
@@ -202,9 +214,13 @@ def pg_connect(dsn: str, password: Optional[str], where: str) -> Any:
         # connection idles while its holder writes on the other, and ending it gave the lock to
         # another writer mid-erasure or mid-rekey; every other connection was opened again at every
         # call. (PostgreSQL 14 and later have the setting.)
-        idle = ", set_config('idle_session_timeout', '0', false)" if conn.info.server_version >= 140000 else ""
-        conn.execute("SELECT set_config('search_path', 'pg_catalog, pg_temp', false), "
-                     f"set_config('lock_timeout', %s, false){idle}", (lock_timeout(atomicfile.LOCK_WAIT_S),))
+        # The setting function is named with its schema: this statement is read under the path the
+        # role or database gave the session, where a set_config of the role's own, ahead of the
+        # catalog, set the path to its schema and every name after it resolved there.
+        idle = ", pg_catalog.set_config('idle_session_timeout', '0', false)" \
+            if conn.info.server_version >= 140000 else ""
+        conn.execute(f"SELECT {RESET_PATH}, "
+                     f"pg_catalog.set_config('lock_timeout', %s, false){idle}", (lock_timeout(atomicfile.LOCK_WAIT_S),))
         return conn
     except psycopg.Error as exc:
         # libpq's own words, except where it quotes the DSN it could not read (a password in it).
@@ -460,8 +476,21 @@ class ServerStore:
         in another schema that a foreign key with a cascade ties to them) or copy sealed rows
         elsewhere; row-level security can hide rows from the erasure alone; a child table holds
         rows of its own; a publication that leaves deletes out sends every row and no erasure.
-        Checked at open and at each erasure (rows.refuse_kept checks the delete itself)."""
-        ns = (self._ns,) * 10
+        Nor anything that runs code of the role's inside safeface's own writes: a check
+        constraint, a column default or generated column, a column of a type, domain or collation
+        not the catalog's, an index over an expression or with a predicate (but safeface's own
+        partial indexes of the log), or an operator class not the catalog's. Such code may set the
+        session's search_path to a schema of the role's (set_config(..., false) outlives the
+        statement), after which an "=" of theirs answered the guard's lookups of the log and the
+        policy state: a revoked consent enrolled its subject again.
+        Checked at open and at each erasure (rows.refuse_kept checks the delete itself); each
+        time the path is set back first, in case such code ran since the connection was made."""
+        self._conn.execute(f"SELECT {RESET_PATH}")
+        ns = (self._ns,) * 14
+        own_check = "CHECK ((id = 1))"
+        own_partial = " UNION ALL ".join(
+            f"SELECT format('CREATE INDEX %%I ON %%I.audit_entries USING btree (%%I) WHERE {pred}', '{name}', "
+            f"n.nspname, '{col}')" for name, col, pred in _LOG_PARTIAL_INDEXES)
         ours = ", ".join(f"('{n}', '{t}', '{c}', {str(u).lower()})" for n, t, c, u in _INDEXES)
         found = [str(n) for n, in self._conn.execute(
             # A view (its rule is not in pg_rules), or anything else that is no plain table, index
@@ -501,11 +530,34 @@ class ServerStore:
             "AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass "
             "AND d.objid = x.indexrelid AND d.refclassid = 'pg_class'::regclass AND d.refobjid = x.indrelid "
             "AND d.refobjsubid = k.att) AND NOT EXISTS (SELECT 1 FROM pg_constraint o WHERE o.conindid = x.indexrelid "
-            "AND o.conrelid = x.indrelid AND k.att = ANY (o.conkey)) ORDER BY 1", ns).fetchall()]
+            "AND o.conrelid = x.indrelid AND k.att = ANY (o.conkey)) "
+            # Code of the role's run by safeface's own inserts and updates (see above).
+            "UNION ALL SELECT 'constraint ' || c.relname || '.' || k.conname FROM pg_constraint k JOIN pg_class c "
+            "ON c.oid = k.conrelid JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s "
+            "AND k.contype NOT IN ('p', 'u', 'n') AND NOT (c.relname = 'audit_head' AND k.contype = 'c' "
+            f"AND pg_get_constraintdef(k.oid) = '{own_check}') "
+            "UNION ALL SELECT 'default ' || c.relname || '.' || a.attname FROM pg_attrdef d JOIN pg_attribute a "
+            "ON a.attrelid = d.adrelid AND a.attnum = d.adnum JOIN pg_class c ON c.oid = d.adrelid "
+            "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s AND NOT (c.relname = 'rows' "
+            "AND a.attname = 'row_id' AND a.attgenerated = '' AND pg_get_expr(d.adbin, d.adrelid) = "
+            "format('nextval(%%L::regclass)', format('%%I.rows_row_id_seq', n.nspname))) "
+            "UNION ALL SELECT 'column type ' || c.relname || '.' || a.attname FROM pg_attribute a JOIN pg_class c "
+            "ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace JOIN pg_type t ON t.oid = a.atttypid "
+            "LEFT JOIN pg_collation co ON co.oid = a.attcollation WHERE n.nspname = %s AND c.relkind = 'r' "
+            "AND a.attnum > 0 AND NOT a.attisdropped AND (t.typnamespace <> 'pg_catalog'::regnamespace "
+            "OR t.typtype <> 'b' OR co.collnamespace <> 'pg_catalog'::regnamespace) "
+            "UNION ALL SELECT 'index ' || c.relname FROM pg_index x JOIN pg_class c ON c.oid = x.indexrelid "
+            "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s AND ((x.indexprs IS NOT NULL "
+            f"OR x.indpred IS NOT NULL) AND pg_get_indexdef(x.indexrelid) NOT IN ({own_partial}) "
+            "OR EXISTS (SELECT 1 FROM unnest(x.indclass::oid[]) AS o (oid) JOIN pg_opclass oc ON oc.oid = o.oid "
+            "WHERE oc.opcnamespace <> 'pg_catalog'::regnamespace) OR EXISTS (SELECT 1 FROM "
+            "unnest(x.indcollation::oid[]) AS o (oid) JOIN pg_collation co ON co.oid = o.oid "
+            "WHERE co.collnamespace <> 'pg_catalog'::regnamespace)) ORDER BY 1", ns).fetchall()]
         if found:
             raise IntegrityError(f"{self.where} holds what safeface did not make on its tables "
                                  f"({', '.join(repr(n) for n in found[:5])}): it could keep or copy rows through an "
-                                 "erasure. Find who added it and remove it before using the store.")
+                                 "erasure, or run code of its own inside safeface's writes. Find who added it and "
+                                 "remove it before using the store.")
 
     def _reconnected(self, conn: PgSession) -> None:
         """On a connection opened again for this handle (PgSession): the open's checks, before any
