@@ -21,7 +21,7 @@ import threading
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator, Optional
 
-from ..errors import BackendError, StoreConnectionLost
+from ..errors import BackendError, IntegrityError, StoreConnectionLost
 
 log = logging.getLogger("safeface.storage")
 
@@ -155,3 +155,35 @@ def raise_if_lost(exc: BaseException, where: str, done: str) -> None:
         text = (str(exc).strip().splitlines() or [type(exc).__name__])[-1][:160]
         raise StoreConnectionLost(f"{where}: its connection ended during the call ({text}); {done} Try again: the "
                                   "next call opens a new connection.") from None
+
+
+CATALOG_PATH = "pg_catalog, pg_temp"  # where every connection resolves names (server.pg_connect)
+
+
+def refuse_moved_names(conn: Any, where: str) -> None:
+    """Before a write transaction commits: IntegrityError (so it rolls back, and with it any
+    setting made inside it) unless the session still resolves names in the catalog only. Code of
+    the database role's run by one of the transaction's inserts (a check constraint, a default,
+    an index expression or a domain added on a table while the handle was open) can point the
+    session's search_path at the role's schema for the rest of the connection, where its own "="
+    answered the guard's reads of the log. The open and each erasure refuse such code
+    (ServerStore._refuse_foreign_rules); this stops a handle opened before it was added from
+    keeping a connection it moved."""
+    got = conn.execute("SELECT pg_catalog.current_setting('search_path')").fetchone()
+    if not got or str(got[0]) != CATALOG_PATH:
+        raise IntegrityError(f"{where}: a write ran code of the database role's (a check constraint, a default, an "
+                             "index expression or a domain added on safeface's tables) that pointed the session's "
+                             "names at another schema; nothing was written. Find who added it and remove it: the "
+                             "next open of the workspace names it.")
+
+
+def reset_moved_names(conn: Any, where: str) -> None:
+    """After a write outside a transaction (committed already): the session resolves names in the
+    catalog only again, whatever code of the role's the write ran (refuse_moved_names), with a
+    warning if it had moved them. One statement."""
+    got = conn.execute("SELECT pg_catalog.current_setting('search_path'), "
+                       f"pg_catalog.set_config('search_path', '{CATALOG_PATH}', false)").fetchone()
+    if got and str(got[0]) != CATALOG_PATH:
+        log.warning("%s: a write ran code of the database role's (a check constraint, a default, an index expression "
+                    "or a domain added on safeface's tables) that pointed the session's names at another schema; they "
+                    "were set back. Find who added it and remove it: the next open of the workspace names it.", where)

@@ -61,8 +61,8 @@ from .rows import BLANK_LOOKS, OPEN_COLS, meta_number, refuse_blanked, stored_lo
 from .factory import dsn_parts, misread
 from .pglocks import bound_lock_wait, lock_timeout, raise_lock_wait
 from .pgrights import named_after_rollback, refused_right
+from .pgsession import CATALOG_PATH, PgSession, raise_if_lost, refuse_moved_names
 from .pgtls import tls_mode
-from .pgsession import PgSession, raise_if_lost
 from .vectors import LEAVE_OUT_MAX, AskingAgain, MilvusVectors, purpose_set
 
 log = logging.getLogger("safeface.storage")
@@ -160,7 +160,7 @@ UNFOUND_DIGEST = "not-found"
 
 # Names resolve in the catalog only (pg_connect); the function that says so is named with its
 # schema, so no function of the role's earlier in the path it replaces is called instead.
-RESET_PATH = "pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', false)"
+RESET_PATH = f"pg_catalog.set_config('search_path', '{CATALOG_PATH}', false)"
 
 
 def pg_session(dsn: str, password: Optional[str], where: str, *, auto: bool = True) -> PgSession:
@@ -1102,6 +1102,7 @@ class ServerStore:
                     bound_lock_wait(self._conn, deadline, self.where, True)
                     self._refuse_lost_lock()
                     yield
+                    refuse_moved_names(self._conn, self.where)
             except Exception as exc:
                 _raise_pg(exc, self.where, self._conn, self._ns)
                 raise

@@ -32,7 +32,7 @@ from ..sqlite_store import (BUSY_TIMEOUT_MS, connect, raise_if_busy, raise_if_da
                             raise_if_unwritable, refuse_foreign_triggers, refuse_replaced, store_identity)
 from .pglocks import bound_lock_wait, raise_lock_wait
 from .pgrights import named_after_rollback, refused_right
-from .pgsession import raise_if_lost
+from .pgsession import raise_if_lost, refuse_moved_names, reset_moved_names
 
 WORKSPACE_SCHEMA = 1
 # How long a write that does not wait (PgTables.write(wait=False)) waits for a row or table lock
@@ -267,18 +267,31 @@ class PgTables:
                                  "dropped. Restore them from a backup.") from None
 
     def q(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        from psycopg.pq import TransactionStatus
+
         with self._lock:
             try:
                 cur = self._conn.execute(self._sql(sql), tuple(args))
-                return [tuple(r) for r in cur.fetchall()] if cur.description else []
+                got = [tuple(r) for r in cur.fetchall()] if cur.description else []
+                # Planning a read evaluates an index's expression or predicate: code of the role's
+                # there may have moved the session's names (reset_moved_names). Inside a write
+                # transaction, its end checks (refuse_moved_names).
+                if self._conn.info.transaction_status == TransactionStatus.IDLE:
+                    reset_moved_names(self._conn, self.where)
+                return got
             except Exception as exc:
                 self._guard(exc)
                 raise
 
     def run(self, sql: str, args: Sequence[Any] = ()) -> int:
+        from psycopg.pq import TransactionStatus
+
         with self._lock:
             try:
-                return int(self._conn.execute(self._sql(sql), tuple(args)).rowcount)
+                done = int(self._conn.execute(self._sql(sql), tuple(args)).rowcount)
+                if self._conn.info.transaction_status == TransactionStatus.IDLE:  # committed on its own: as q
+                    reset_moved_names(self._conn, self.where)
+                return done
             except Exception as exc:
                 self._guard(exc)
                 raise
@@ -307,6 +320,7 @@ class PgTables:
                                             "written. Try again.")
                     bound_lock_wait(self._conn, deadline, self.where, True)
                     yield
+                    refuse_moved_names(self._conn, self.where)
             except Exception as exc:
                 self._guard(exc)
                 named = named_after_rollback(exc)  # a right refused inside it: which one, asked now
