@@ -23,7 +23,7 @@ def _sql(dsn: str, query: str, params: tuple[Any, ...] = ()) -> list[Any]:
 
     with psycopg.connect(dsn, password=PG_PASSWORD, autocommit=True, connect_timeout=10,
                          options="-c statement_timeout=30000") as c:
-        cur = c.execute(query, params)
+        cur = c.execute(query, params or None)
         return cur.fetchall() if cur.description else []
 
 

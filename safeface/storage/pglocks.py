@@ -17,7 +17,7 @@ def bound_lock_wait(conn: Any, deadline: float, where: str, local: bool) -> None
     left = deadline - time.monotonic()
     if left <= 0:
         raise lock_not_free(where, None)
-    conn.execute("SELECT set_config('lock_timeout', %s, %s)", (lock_timeout(left), local))
+    conn.execute("SELECT pg_catalog.set_config('lock_timeout', %s, %s)", (lock_timeout(left), local))
 
 
 def lock_timeout(seconds: float) -> str:

@@ -1523,7 +1523,7 @@ class ServerStore:
         templates, the subject still matched. The open and each erasure also refuse an index
         unlike safeface's (_refuse_foreign_rules); a superuser role, which may edit the catalog
         at will, is not refused, only never needed."""
-        self._conn.execute("SELECT " + ", ".join(f"set_config('{k}', '{v}', true)" for k, v in _TABLE_SCAN))
+        self._conn.execute("SELECT " + ", ".join(f"pg_catalog.set_config('{k}', '{v}', true)" for k, v in _TABLE_SCAN))
 
     def erase_subject(self, subject_id: str) -> ErasureResult:
         """Remove every row of the subject from the records and its vectors from Milvus."""
