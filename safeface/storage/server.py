@@ -487,7 +487,11 @@ class ServerStore:
         time the path is set back first, in case such code ran since the connection was made."""
         self._conn.execute(f"SELECT {RESET_PATH}")
         ns = (self._ns,) * 14
-        own_check = "CHECK ((id = 1))"
+        # audit_head's one row; and the look digests' checks a store made by a release of 4 December
+        # 2026 holds (later ones make the columns NOT NULL).
+        own_checks = ", ".join(f"('{t}', '{d}')" for t, d in (
+            ("audit_head", "CHECK ((id = 1))"), ("rows", "CHECK ((look IS NOT NULL))"),
+            ("rows", "CHECK ((look_small IS NOT NULL))")))
         own_partial = " UNION ALL ".join(
             f"SELECT format('CREATE INDEX %%I ON %%I.audit_entries USING btree (%%I) WHERE {pred}', '{name}', "
             f"n.nspname, '{col}')" for name, col, pred in _LOG_PARTIAL_INDEXES)
@@ -534,8 +538,8 @@ class ServerStore:
             # Code of the role's run by safeface's own inserts and updates (see above).
             "UNION ALL SELECT 'constraint ' || c.relname || '.' || k.conname FROM pg_constraint k JOIN pg_class c "
             "ON c.oid = k.conrelid JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s "
-            "AND k.contype NOT IN ('p', 'u', 'n') AND NOT (c.relname = 'audit_head' AND k.contype = 'c' "
-            f"AND pg_get_constraintdef(k.oid) = '{own_check}') "
+            "AND k.contype NOT IN ('p', 'u', 'n') AND NOT (k.contype = 'c' AND (c.relname, pg_get_constraintdef(k.oid)) "
+            f"IN ({own_checks})) "
             "UNION ALL SELECT 'default ' || c.relname || '.' || a.attname FROM pg_attrdef d JOIN pg_attribute a "
             "ON a.attrelid = d.adrelid AND a.attnum = d.adnum JOIN pg_class c ON c.oid = d.adrelid "
             "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s AND NOT (c.relname = 'rows' "
