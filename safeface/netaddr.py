@@ -30,3 +30,21 @@ def is_loopback(host: str) -> bool:
             return False
     mapped = getattr(ip, "ipv4_mapped", None)
     return bool(ip.is_loopback or (mapped is not None and mapped.is_loopback))
+
+
+def is_loopback_everywhere(host: str) -> bool:
+    """Whether a connection to `host` stays on this machine whatever resolver reads it and whatever
+    a DNS server answers: a loopback address in its standard form (brackets allowed), or the name
+    "localhost" in any case. Not the other spellings is_loopback accepts: "localhost." and
+    ip6-localhost / ip6-loopback went to DNS where the hosts file lacks them (this one's does), and
+    gRPC's resolver (Milvus) asks DNS about 127.1 and 0x7f.1 and reads 0177.0.0.1, 127.0.0.1 to
+    inet_aton, as 177.0.0.1: whoever answered or sat there was sent the connection in the clear."""
+    if host.lower() == "localhost":
+        return True
+    name = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    try:
+        ip = ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    mapped = getattr(ip, "ipv4_mapped", None)
+    return bool(ip.is_loopback or (mapped is not None and mapped.is_loopback))

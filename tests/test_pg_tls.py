@@ -141,3 +141,42 @@ def test_a_weak_mode_in_a_dsn_with_a_password_never_shows_the_password() -> None
     with pytest.raises(ConfigError) as err:
         tls_mode("postgresql://svc:Hunter2@db.example/faces?sslmode=allow", {})
     assert "db.example" in str(err.value) and "Hunter2" not in str(err.value)
+
+
+@pytest.mark.parametrize("name", ["localhost.", "ip6-localhost", "ip6-loopback"])
+def test_a_loopback_name_the_resolver_asks_dns_about_gets_tls(
+        declining_relay: tuple[str, int, list[bytes]], monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    """"localhost." (the trailing dot passes over the hosts file's "localhost") and ip6-localhost
+    where the hosts file lacks it are asked of DNS, and were taken for this machine: whoever
+    answered (someone on the path, here a resolver pointing at the relay) got the start-up packet
+    in the clear. Such a name now gets sslmode=require like any other machine's."""
+    import socket as socket_mod
+
+    monkeypatch.delenv("PGSSLMODE", raising=False)
+    ip, port, got = declining_relay
+    real = socket_mod.getaddrinfo
+
+    def answered_by_dns(host: object, *args: object, **kwargs: object) -> object:
+        return real(ip if host == name else host, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(socket_mod, "getaddrinfo", answered_by_dns)
+    assert tls_mode(f"postgresql://svc_faces@{name}:{port}/faces", {}) == "require"
+    with pytest.raises(BackendError):
+        pg_connect(f"postgresql://svc_faces@{name}:{port}/faces?connect_timeout=3", None, "the PostgreSQL record store")
+    for _ in range(50):  # the relay records once the client has hung up (at most 5 s)
+        if got:
+            break
+        threading.Event().wait(0.1)
+    assert got, "the client never reached the relay"
+    assert all(packet == SSL_REQUEST for packet in got), got
+
+
+@pytest.mark.parametrize("host, expected", [
+    ("localhost", None), ("LOCALHOST", None), ("127.0.0.1", None), ("::1", None), ("::ffff:127.0.0.1", None),
+    ("localhost.", "require"), ("ip6-localhost", "require"), ("0177.0.0.1", "require"), ("127.1", "require"),
+])
+def test_only_a_loopback_address_or_localhost_is_left_without_tls(host: str, expected: str) -> None:
+    """A loopback address in its standard form, or "localhost" (which the hosts file answers, in
+    any case), stays as written; any other spelling that reads as loopback to some resolver gets
+    TLS."""
+    assert tls_mode(f"host={host} dbname=faces", {}) == expected

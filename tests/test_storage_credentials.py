@@ -71,3 +71,16 @@ def test_a_milvus_token_is_never_sent_in_the_clear_to_another_machine(vectors: s
                           ("milvus:http://127.0.0.1:19530", "Tok-S3cret"), ("milvus:http://localhost:19530", "Tok"),
                           (vectors, None), (vectors, "")):
         assert MilvusVectors.connect(target, Path("."), "c", 4, token=token, wait=False).where.startswith("Milvus at")
+
+
+@pytest.mark.parametrize("host", ["0177.0.0.1", "127.1", "0x7f.1", "localhost.", "ip6-localhost"])
+def test_a_milvus_token_goes_in_the_clear_only_to_a_host_every_resolver_reads_as_this_machine(host: str) -> None:
+    """is_loopback read these as this machine, but gRPC (which pymilvus connects through) reads
+    0177.0.0.1 as 177.0.0.1, another machine, and asks DNS about 127.1, 0x7f.1, "localhost." and
+    ip6-localhost (where the hosts file lacks it): the token went in the clear to whoever was there
+    or answered. Refused now, as for any other machine; the standard forms and "localhost" are not."""
+    with pytest.raises(ConfigError, match="without TLS") as err:
+        MilvusVectors.connect(f"milvus:http://{host}:19530", Path("."), "c", 4, token="Tok-S3cret", wait=False)
+    assert "Tok-S3cret" not in str(err.value)
+    for ok in ("http://LOCALHOST:19530", "http://[::1]:19530", "tcp://[::ffff:127.0.0.1]:19530"):
+        assert MilvusVectors.connect(f"milvus:{ok}", Path("."), "c", 4, token="Tok", wait=False).where.startswith("Milvus")

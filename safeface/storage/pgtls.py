@@ -5,7 +5,8 @@ clear: a relay on the path that declines gets the user and database names, every
 sealed rows and the audit notes, and can change any statement. So a connection to another machine
 asks for `sslmode=require` unless the DSN or $PGSSLMODE already says require, verify-ca or
 verify-full, and a DSN or $PGSSLMODE that settles for less there is refused before anything is
-sent. A Unix socket or a loopback address crosses no network and is left as written. Hosts come
+sent. A Unix socket, a loopback address or the name "localhost" crosses no network and is left as
+written (not "localhost." or ip6-localhost, which the resolver may ask DNS about). Hosts come
 from the DSN, or from $PGHOST / $PGHOSTADDR where it names none, as libpq reads them; a
 connection service file (`service=`) is not read here."""
 
@@ -15,7 +16,7 @@ import os
 from typing import Mapping, Optional
 
 from ..errors import ConfigError
-from ..netaddr import is_loopback
+from ..netaddr import is_loopback_everywhere
 from .factory import dsn_parts
 
 TLS_MODES = ("require", "verify-ca", "verify-full")
@@ -32,7 +33,7 @@ def far_hosts(parts: Mapping[str, str], env: Mapping[str, str]) -> list[str]:
         addr = addrs[i].strip() if i < len(addrs) else ""
         name = hosts[i].strip() if i < len(hosts) else ""
         where = addr or name
-        if where and not where.startswith(("/", "@")) and not is_loopback(where):
+        if where and not where.startswith(("/", "@")) and not is_loopback_everywhere(where):
             far.append(where)
     return far
 

@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterator, Optional, Sequence, TypeVar
 import numpy as np
 
 from ..errors import BackendError, ConfigError, IndexUnavailable
-from ..netaddr import is_loopback
+from ..netaddr import is_loopback_everywhere
 from .factory import milvus_userinfo
 
 _T = TypeVar("_T")
@@ -732,12 +732,14 @@ def _is_varchar(field: dict[str, Any]) -> bool:
 
 def _in_the_clear(uri: str) -> bool:
     """Whether pymilvus would reach `uri` without TLS on another machine (http:// or tcp://, as
-    Python's URL parser reads it, which pymilvus uses: tabs and line breaks dropped first)."""
+    Python's URL parser reads it, which pymilvus uses: tabs and line breaks dropped first). Only a
+    loopback address in its standard form or "localhost" is this machine: gRPC's resolver asks DNS
+    about 127.1 and "localhost.", and reads 0177.0.0.1 as 177.0.0.1."""
     try:
         parts = urllib.parse.urlsplit(uri)
     except ValueError:
         return False  # pymilvus refuses it too, sending nothing
-    return parts.scheme.lower() in ("http", "tcp") and not is_loopback(parts.hostname or "localhost")
+    return parts.scheme.lower() in ("http", "tcp") and not is_loopback_everywhere(parts.hostname or "localhost")
 
 
 def _short(exc: BaseException) -> str:
