@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from safeface.errors import ConfigError
+from safeface.errors import ConfigError, IndexUnavailable
 from safeface.storage.factory import StorageConfig, secret_from_env
 from safeface.storage.vectors import MilvusVectors
 
@@ -83,4 +83,78 @@ def test_a_milvus_token_goes_in_the_clear_only_to_a_host_every_resolver_reads_as
         MilvusVectors.connect(f"milvus:http://{host}:19530", Path("."), "c", 4, token="Tok-S3cret", wait=False)
     assert "Tok-S3cret" not in str(err.value)
     for ok in ("http://LOCALHOST:19530", "http://[::1]:19530", "tcp://[::ffff:127.0.0.1]:19530"):
-        assert MilvusVectors.connect(f"milvus:{ok}", Path("."), "c", 4, token="Tok", wait=False).where.startswith("Milvus")
+        opened = MilvusVectors.connect(f"milvus:{ok}", Path("."), "c", 4, token="Tok", wait=False)
+        assert opened.where.startswith("Milvus")
+
+
+def test_a_milvus_on_this_machine_is_reached_directly_whatever_proxy_the_environment_names(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """gRPC sends a plain channel through $http_proxy or $grpc_proxy even to 127.0.0.1: the token
+    and every vector crossed the network to the proxy in the clear (the proxy, a listener on this
+    machine's network address here, was asked to CONNECT and then read the plain HTTP/2 stream).
+    A Milvus on this machine is now reached directly; the proxy hears nothing."""
+    import socket
+    import threading
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.connect(("192.0.2.1", 9))
+        except OSError:
+            pytest.skip("this machine has no address but loopback to play a proxy with")
+        ip = str(s.getsockname()[0])
+    if ip.startswith("127.") or ip == "0.0.0.0":
+        pytest.skip("this machine has no address but loopback to play a proxy with")
+    proxy = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    proxy.bind((ip, 0))
+    proxy.listen(4)
+    proxy.settimeout(0.2)
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as closed:  # a port nothing listens on
+        closed.bind(("127.0.0.1", 0))
+        milvus_port = closed.getsockname()[1]
+    heard: list[bytes] = []
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = proxy.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            with conn:
+                conn.settimeout(2)
+                try:
+                    heard.append(conn.recv(4096))
+                except OSError:
+                    heard.append(b"")
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    for var in ("no_proxy", "NO_PROXY", "https_proxy", "HTTPS_PROXY", "grpc_proxy"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("http_proxy", f"http://{ip}:{proxy.getsockname()[1]}")
+    try:
+        with pytest.raises(IndexUnavailable):
+            MilvusVectors.connect(f"milvus:http://127.0.0.1:{milvus_port}", Path("."), "c", 4, token="Tok-S3cret",
+                                  timeout=1)
+    finally:
+        stop.set()
+        proxy.close()
+        t.join(timeout=10)
+    assert heard == [], heard
+
+
+@pytest.mark.parametrize("uri", ["http://127.0.0.1:19530/global-cluster", "tcp://localhost:19530/x?Global-Cluster"])
+def test_a_milvus_token_is_not_sent_through_a_plain_global_cluster_topology(uri: str) -> None:
+    """A URI holding "global-cluster" anywhere is pymilvus's global cluster: it sent the token as
+    "Authorization: Bearer" in a plain HTTP request for the topology (read in full by an
+    $http_proxy on another machine, even for 127.0.0.1), then to whichever primary the answer
+    named, plain as well. Refused with a token, as another machine's plain URI is; over https the
+    topology and the primary use TLS and it is taken as before."""
+    with pytest.raises(ConfigError, match="global-cluster") as err:
+        MilvusVectors.connect(f"milvus:{uri}", Path("."), "c", 4, token="Tok-S3cret", wait=False)
+    assert "Tok-S3cret" not in str(err.value)
+    opened = MilvusVectors.connect("milvus:https://eu.global-cluster.example", Path("."), "c", 4, token="Tok",
+                                   wait=False)
+    assert opened.where.startswith("Milvus")

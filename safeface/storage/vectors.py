@@ -261,12 +261,18 @@ class MilvusVectors:
             uri = target[len("milvus:"):]
             where = f"Milvus at {uri}"
             if token and _in_the_clear(uri):
-                raise ConfigError(f"{where} is reached without TLS on another machine, where SAFEFACE_MILVUS_TOKEN "
-                                  "would cross the network in the clear (anyone on the path could read, change or "
-                                  "drop the collection with it): name it https://, or reach it on this machine.")
+                raise ConfigError(f"{where} is reached without TLS on another machine (or, naming pymilvus's "
+                                  "global-cluster, through a topology fetched in the clear), where "
+                                  "SAFEFACE_MILVUS_TOKEN would cross the network in the clear (anyone on the path "
+                                  "could read, change or drop the collection with it): name it https://, or reach it "
+                                  "on this machine.")
         else:
             raise ConfigError(f"storage.vectors must be 'local', 'milvus:<uri>' or 'milvus-lite:<file>', got {target!r}.")
         lite = target.startswith("milvus-lite:")
+        # gRPC sends a plain channel through $http_proxy / $grpc_proxy, to this machine too: the
+        # token and every vector crossed the network to the proxy in the clear. This machine is
+        # reached directly.
+        direct = {} if lite else _direct_here(uri)
 
         def opener() -> Any:
             # pymilvus pools one channel per server address; one the server dropped while idle (a
@@ -274,7 +280,7 @@ class MilvusVectors:
             for attempt in (1, 2):
                 try:
                     with _reported_here():
-                        return MilvusClient(uri=uri, token=token or "", timeout=timeout)
+                        return MilvusClient(uri=uri, token=token or "", timeout=timeout, **direct)
                 except _client_error() as exc:
                     if attempt == 2:
                         raise _unreachable(where, exc) from None
@@ -739,7 +745,24 @@ def _in_the_clear(uri: str) -> bool:
         parts = urllib.parse.urlsplit(uri)
     except ValueError:
         return False  # pymilvus refuses it too, sending nothing
-    return parts.scheme.lower() in ("http", "tcp") and not is_loopback_everywhere(parts.hostname or "localhost")
+    if parts.scheme.lower() not in ("http", "tcp"):
+        return False
+    # A URI holding "global-cluster" anywhere is pymilvus's global cluster: the token goes in an
+    # HTTP request for the topology (through any $http_proxy, to this machine too), then to
+    # whichever primary the answer names.
+    return "global-cluster" in uri.lower() or not is_loopback_everywhere(parts.hostname or "localhost")
+
+
+def _direct_here(uri: str) -> dict[str, Any]:
+    """MilvusClient's arguments that keep a plain (http://, tcp://) channel to this machine off any
+    proxy gRPC would take from the environment; none for another URI."""
+    try:
+        parts = urllib.parse.urlsplit(uri)
+    except ValueError:
+        return {}
+    if parts.scheme.lower() in ("http", "tcp") and is_loopback_everywhere(parts.hostname or "localhost"):
+        return {"grpc_options": {"grpc.enable_http_proxy": 0}}
+    return {}
 
 
 def _short(exc: BaseException) -> str:
