@@ -119,7 +119,14 @@ def _finish(args: argparse.Namespace, kind: str, dataset: dict[str, Any], sessio
 
     figures = {**figures, "run": {"seconds": round(time.perf_counter() - started, 2), "images_embedded": stats.embedded,
                                   "images_from_cache": stats.from_cache}}
-    doc = report.summary(kind, dataset, session.options.engine, session.options.to_dict(), figures, plots, args.out)
+    # The thresholds it was measured at, and the workspace's deployment: the compliance report
+    # tells a summary measured at another threshold, or copied from another deployment.
+    options = {**session.options.to_dict(), "threshold": args.threshold}
+    if getattr(args, "mask_probe", None):
+        options["masked_threshold"], options["both_masked_threshold"] = _masked_args(args)
+    doc = report.summary(kind, dataset, session.options.engine, options, figures, plots, args.out)
+    if args.workspace is not None:
+        doc["deployment"] = report.deployment_id(args.workspace)
     written = report.write_report(args.out, doc, plots, args.workspace)
     say(f"report: {written.html_path}")
     if written.workspace_json:

@@ -44,6 +44,17 @@ def summary(kind: str, dataset: Mapping[str, Any], engine: str, options: Mapping
     return doc
 
 
+def deployment_id(workspace: Path) -> Optional[str]:
+    """The id of the workspace's deployment (deployment.json "id"), None when unreadable: the
+    summary names the deployment it was written for."""
+    try:
+        raw = json.loads((Path(workspace) / "deployment.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    v = raw.get("id") if isinstance(raw, dict) else None
+    return v if isinstance(v, str) else None
+
+
 def _rows(prefix: str, x: Any) -> list[tuple[str, str]]:
     if isinstance(x, Mapping):
         out: list[tuple[str, str]] = []

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from ..atomicfile import copy_atomic, make_dirs, write_atomic
+from ..errors import ConfigError
 from ..jsonnum import finite_json
 from ..policy.deployment import DEFAULT_FILING_THRESHOLD, Finding
 from ..policy.rules import FLOOR_RULES, RULES, rule_for
@@ -56,8 +57,10 @@ MEASURED_BY = {"ST-02": ("protection",), "ST-03": ("pad",), "ST-04": ("verify", 
 RECORDS_FAIL = "THE RECORDS FAIL VERIFICATION (see the rule table)"
 
 
-def _rule_table(sf: "SafeFace", findings: list[Finding], refusals: dict[str, int], evaluation: Any) -> list[dict[str, Any]]:
+def _rule_table(sf: "SafeFace", findings: list[Finding], refusals: dict[str, int], evaluation: Any,
+                in_force: Optional[dict[str, Any]] = None) -> list[dict[str, Any]]:
     dep = sf.deployment
+    in_force = in_force or {}
     by_rule: dict[str, list[Finding]] = {}
     for f in findings:
         by_rule.setdefault(f.rule, []).append(f)
@@ -84,6 +87,10 @@ def _rule_table(sf: "SafeFace", findings: list[Finding], refusals: dict[str, int
         elif r.id == "ST-01":
             entry.update(state="implemented", detail="keyed orthogonal transform per deployment, AES-GCM sealed rows, "
                          "re-keying without images (`safeface rekey`); unlinkability measured under ST-02")
+        elif _measured(r.id, evaluation) and _elsewhere(r.id, evaluation, in_force):
+            entry.update(state="not measured", detail="the evaluation summary's run for it was not measured in this "
+                         f"deployment's configuration: {_elsewhere(r.id, evaluation, in_force)}; run `safeface eval ... "
+                         "--workspace WS` with the threshold in force")
         elif _measured(r.id, evaluation):
             entry.update(state="measured", detail="see the assessment section")
         else:
@@ -101,6 +108,70 @@ def _measured(rule: str, evaluation: Any) -> bool:
     runs = evaluation.get("runs")
     kinds = {k for k in [evaluation.get("kind"), *(runs if isinstance(runs, dict) else ())] if isinstance(k, str)}
     return not kinds or any(k in kinds for k in MEASURED_BY.get(rule, ()))
+
+
+def _runs(evaluation: Any) -> dict[str, dict[str, Any]]:
+    """The runs of the summary by kind: the top level, and each of "runs"."""
+    if not isinstance(evaluation, dict) or "error" in evaluation:
+        return {}
+    out: dict[str, dict[str, Any]] = {}
+    runs = evaluation.get("runs")
+    for kind, run in (runs.items() if isinstance(runs, dict) else ()):
+        if isinstance(kind, str) and isinstance(run, dict):
+            out[kind] = run
+    if isinstance(evaluation.get("kind"), str):
+        out[evaluation["kind"]] = evaluation
+    return out
+
+
+def _measured_with(run: dict[str, Any]) -> dict[str, Any]:
+    """What a run says it was measured with: the deployment and the thresholds (`options`, as
+    `safeface eval` writes them; an older verification summary names its threshold in its figures)."""
+    def part(d: dict[str, Any], key: str) -> dict[str, Any]:
+        v = d.get(key)
+        return v if isinstance(v, dict) else {}
+
+    opts = part(run, "options")
+    at = part(part(run, "metrics"), "at_default_threshold")
+    return {"deployment": run.get("deployment"), "threshold": opts.get("threshold", at.get("threshold")),
+            "masked_threshold": opts.get("masked_threshold"),
+            "both_masked_threshold": opts.get("both_masked_threshold")}
+
+
+def _differences(run: dict[str, Any], in_force: dict[str, Any]) -> list[str]:
+    """How a run's stated configuration differs from the one in force: a summary measured at another
+    threshold, or copied from another deployment, was shown as this deployment's measurement."""
+    said = _measured_with(run)
+    out = []
+    if said["deployment"] is not None and said["deployment"] != in_force.get("deployment"):
+        out.append(f"measured for deployment {said['deployment']!r}, not this one ({in_force.get('deployment')!r})")
+    for name in ("threshold", "masked_threshold", "both_masked_threshold"):
+        v = said[name]
+        if v is None or name not in in_force:
+            continue
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isclose(v, in_force[name], abs_tol=1e-9):
+            out.append(f"{name.replace('_', ' ')} {v!r}, not the {in_force[name]!r} in force")
+    return out
+
+
+def _elsewhere(rule: str, evaluation: Any, in_force: dict[str, Any]) -> str:
+    """Why the runs that measure `rule` do not measure this deployment as configured ('' if they do)."""
+    runs = _runs(evaluation)
+    found = [f"{kind}: {'; '.join(d)}" for kind in MEASURED_BY.get(rule, ()) if kind in runs
+             for d in [_differences(runs[kind], in_force)] if d]
+    return " / ".join(found)
+
+
+def _in_force(sf: "SafeFace") -> dict[str, Any]:
+    """The deployment and thresholds calls are matched with (a threshold deployment.json states
+    invalidly is left out: the findings say what is wrong with it)."""
+    out: dict[str, Any] = {"deployment": sf.deployment.raw.get("id")}
+    for name in ("threshold", "masked_threshold", "both_masked_threshold"):
+        try:
+            out[name] = float(getattr(sf, name))
+        except (ConfigError, TypeError, ValueError):
+            continue
+    return out
 
 
 def _record_detail(sf: "SafeFace", rule: str) -> str:
@@ -170,6 +241,12 @@ def build_report(sf: "SafeFace", now: dt.datetime, quote: Optional[Callable[[str
         except (OSError, ValueError):
             evaluation = {"error": "reports/evaluation/latest.json is not readable JSON"}
     refusals = facts["audit"]["refusals_by_rule"]
+    in_force = _in_force(sf)
+    check = None
+    if evaluation is not None:
+        check = {"in_force": in_force,
+                 "runs": {kind: {**_measured_with(run), "differs": _differences(run, in_force)}
+                          for kind, run in _runs(evaluation).items()}}
     purposes = [{"name": p.name, "description": p.description, "necessity": p.necessity,
                  "retention_days": p.retention_days, "end_date": p.end_date.isoformat() if p.end_date else None,
                  "public_safety": p.public_safety, "alternatives": list(p.alternatives),
@@ -224,9 +301,11 @@ def build_report(sf: "SafeFace", now: dt.datetime, quote: Optional[Callable[[str
                             "checks": "every row has a verified sealed token and an enroll entry; every enrolled, "
                                       "unremoved row is present"},
         },
-        "rules": _rule_table(sf, findings + records, refusals, evaluation),
+        "rules": _rule_table(sf, findings + records, refusals, evaluation, in_force),
         "audit_period": {"first": facts["audit"]["first"], "last": facts["audit"]["last"]},
         "assessment": evaluation,
+        # What each run of the summary says it was measured with, against this deployment's.
+        "assessment_check": check,
     }
 
 
@@ -289,6 +368,12 @@ def _html(r: dict[str, Any]) -> str:
         nested = {k: v for k, v in r["assessment"].items() if isinstance(v, (dict, list))}
         assessment = _kv(scalars) + "".join(f"<h3>{_e(k)}</h3><pre>{_e(json.dumps(v, indent=1, default=str))}</pre>"
                                             for k, v in nested.items())
+        check = r.get("assessment_check") or {}
+        differs = [f"{kind}: {d}" for kind, run in (check.get("runs") or {}).items() for d in run.get("differs", [])]
+        if differs:
+            assessment = ("<p><b>NOT MEASURED IN THIS DEPLOYMENT'S CONFIGURATION:</b> "
+                          f"{_e('; '.join(differs))}.</p>") + assessment
+        assessment += "<h3>measured with, against what is in force</h3>" + _kv(check)
         assessment += "".join(f"<p><a href='{_e(p)}'><img src='{_e(p)}' alt='{_e(p)}' style='max-width:640px'></a></p>"
                               for p in r.get("assessment_plots", []))
     status = "may process" if r["can_process"] else "CANNOT PROCESS: a rule is failing (see the rule table)"
