@@ -72,7 +72,7 @@ def test_a_summary_of_this_deployment_at_the_threshold_in_force_is_measured(tmp_
     assert "NOT MEASURED IN THIS DEPLOYMENT" not in html
 
 
-def _eval_finish(tmp_path: Path, ws: Any, threshold: float) -> None:
+def _eval_finish(tmp_path: Path, ws: Any, threshold: float, root: str = "lfw") -> None:
     """`safeface eval verify ... --workspace WS --threshold T` past its measuring: what it writes."""
     from safeface.cli import eval_cmds
 
@@ -80,7 +80,7 @@ def _eval_finish(tmp_path: Path, ws: Any, threshold: float) -> None:
                               mask_probe=None, masked_threshold=None, both_masked_threshold=None)
     options = SimpleNamespace(engine="onnx", to_dict=lambda: {"engine": "onnx"})
     stats = SimpleNamespace(embedded=0, from_cache=0)
-    eval_cmds._finish(args, "verify", {"root": "lfw"}, SimpleNamespace(options=options),
+    eval_cmds._finish(args, "verify", {"root": root}, SimpleNamespace(options=options),
                       {"at_default_threshold": {"threshold": threshold}}, {}, time.perf_counter(), stats)
 
 
@@ -99,3 +99,54 @@ def test_eval_names_the_threshold_and_deployment_it_measured(tmp_path: Path) -> 
     with open_sf(ws) as sf:
         doc = json.loads(Path(sf.report(tmp_path / "r2")["json"]).read_text())
     assert {r["id"]: r for r in doc["rules"]}["ST-04"]["state"] == "not measured"
+
+
+def _on_record_ws(tmp_path: Path, monkeypatch: Any) -> Any:
+    from policy_support import PASSPHRASE
+
+    monkeypatch.setenv("SAFEFACE_PASSPHRASE", PASSPHRASE)
+    return make_workspace(tmp_path / "ws")
+
+
+def test_a_hand_edited_evaluation_summary_is_shown_as_not_on_record(tmp_path: Path, monkeypatch: Any) -> None:
+    """`eval --workspace` puts the summary's SHA-256 on record; whoever may write reports/ then
+    lowers its FMR by hand (threshold and deployment kept): the report showed the edited figure as
+    measured. Now it says the summary is not on record, in JSON and HTML."""
+    ws = _on_record_ws(tmp_path, monkeypatch)
+    _eval_finish(tmp_path, ws, 0.91)
+    with open_sf(ws) as sf:
+        doc = json.loads(Path(sf.report(tmp_path / "r1")["json"]).read_text())
+    assert doc["assessment_check"]["on_record"] is True
+    assert "not on record" not in {r["id"]: r for r in doc["rules"]}["ST-04"]["detail"]
+    latest = ws.root / "reports" / "evaluation" / "latest.json"
+    edited = json.loads(latest.read_text())
+    edited["metrics"]["at_default_threshold"]["fmr"] = {"value": 0.0}
+    latest.write_text(json.dumps(edited, indent=2) + "\n")
+    with open_sf(ws) as sf:
+        files = sf.report(tmp_path / "r2")
+    doc = json.loads(Path(files["json"]).read_text())
+    assert doc["assessment"]["metrics"]["at_default_threshold"]["fmr"] == {"value": 0.0}
+    assert doc["assessment_check"]["on_record"] is False
+    assert doc["assessment_check"]["provenance"].startswith("NOT ON RECORD")
+    assert doc["records_verified"] is True  # the log holds: the report itself tells
+    assert "not on record" in {r["id"]: r for r in doc["rules"]}["ST-04"]["detail"]
+    assert "NOT ON RECORD" in Path(files["html"]).read_text()
+
+
+def test_an_older_summary_put_back_over_a_newer_run_is_not_the_one_on_record(tmp_path: Path,
+                                                                                 monkeypatch: Any) -> None:
+    """Two runs on record; the first run's latest.json copied back over the second's: it is on
+    record, but not as the latest measurement, and the report says so."""
+    ws = _on_record_ws(tmp_path, monkeypatch)
+    latest = ws.root / "reports" / "evaluation" / "latest.json"
+    _eval_finish(tmp_path, ws, 0.91)
+    first = latest.read_bytes()
+    _eval_finish(tmp_path, ws, 0.91, root="lfw-second")
+    assert latest.read_bytes() != first
+    latest.write_bytes(first)
+    with open_sf(ws) as sf:
+        files = sf.report(tmp_path / "r")
+    doc = json.loads(Path(files["json"]).read_text())
+    assert doc["assessment_check"]["on_record"] is False
+    assert doc["assessment_check"]["provenance"].startswith("NOT THE SUMMARY ON RECORD")
+    assert "NOT THE SUMMARY ON RECORD" in Path(files["html"]).read_text()

@@ -131,9 +131,27 @@ def _finish(args: argparse.Namespace, kind: str, dataset: dict[str, Any], sessio
     say(f"report: {written.html_path}")
     if written.workspace_json:
         say(f"workspace summary: {written.workspace_json}")
+        _put_on_record(args.workspace, written.workspace_bytes or b"")
     if args.json:
         print_json(doc)
     return EXIT_OK
+
+
+def _put_on_record(workspace: Path, summary: bytes) -> None:
+    """The summary's SHA-256 in the workspace's audit log, where the workspace opens (its passphrase
+    from $SAFEFACE_PASSPHRASE, or a demo's): the compliance report shows a summary not on record as
+    written or changed by other hands, not as safeface's measurement."""
+    from ..errors import SafeFaceError
+    from ..sdk import SafeFace
+
+    try:
+        with SafeFace.open(workspace) as sf:
+            digest = sf.record_evaluation(summary)
+    except SafeFaceError as exc:
+        say(f"the summary is not on record in the workspace's audit log ({type(exc).__name__}: {exc}); "
+            "the compliance report will show it as not on record")
+        return
+    say(f"on record in the audit log: sha256 {digest}")
 
 
 def _pairs_and_records(args: argparse.Namespace):  # type: ignore[no-untyped-def]

@@ -28,6 +28,7 @@ class Written:
     json_path: Path
     html_path: Path
     workspace_json: Optional[Path]
+    workspace_bytes: Optional[bytes] = None  # latest.json as written, whose digest may be put on record
 
 
 def summary(kind: str, dataset: Mapping[str, Any], engine: str, options: Mapping[str, Any],
@@ -116,5 +117,7 @@ def write_report(out_dir: Path, doc: Mapping[str, Any], plots: Mapping[str, Path
                 except (OSError, ValueError):
                     continue
         ws_json = dest / "latest.json"
-        write_atomic(ws_json, json.dumps({**ws_doc, "runs": runs}, indent=2) + "\n")
+        text = json.dumps({**ws_doc, "runs": runs}, indent=2) + "\n"
+        write_atomic(ws_json, text)
+        return Written(jpath, hpath, ws_json, text.encode("utf-8"))
     return Written(jpath, hpath, ws_json)

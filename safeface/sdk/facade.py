@@ -70,6 +70,7 @@ log = logging.getLogger("safeface.sdk")
 Clock = Callable[[], dt.datetime]
 T = TypeVar("T")
 FILING_WORKING_DAYS = 30
+EVALUATION_ON_RECORD = "evaluation summary sha256"  # record_evaluation's note, before the digest
 FILING_CROSSED = "filing-threshold"  # the entry recording the crossing, which dates it
 # Per purge audit entry, within the log's field limits (99 subjects, a 64 KiB note).
 PURGE_ENTRY_SUBJECTS = 90
@@ -1813,6 +1814,32 @@ class SafeFace:
             return write_report(self, Path(out_dir), now, quote, within), _Note([], "compliance report written")
 
         return self._run(request, [], body)
+
+    def record_evaluation(self, summary: bytes) -> str:
+        """Put the SHA-256 of an evaluation summary (`safeface eval ... --workspace`'s latest.json,
+        these bytes) on record in the audit log, as a report call: the compliance report then says
+        whether the summary it embeds is the one on record, or was written or changed by other
+        hands. Returns the digest."""
+        digest = hashlib.sha256(bytes(summary)).hexdigest()
+        request = Request(Operation.REPORT, self._role, self._clock())
+
+        def body(d: Decision) -> tuple[str, _Note]:
+            return digest, _Note([], f"{EVALUATION_ON_RECORD} {digest}")
+
+        return self._run(request, [], body)
+
+    def evaluation_on_record(self, digest: str) -> Optional[str]:
+        """Whether `record_evaluation` put this summary digest on record: "newest" (the last summary
+        put on record), "older" (an earlier one: a summary copied back over a newer run), or None
+        (the chain that keeps the entries is checked by `audit verify` and by the report itself)."""
+        self._recheck_read()
+        note = f"{EVALUATION_ON_RECORD} {digest}"
+        if not self._audit.records(Operation.REPORT.value, note):
+            return None
+        for e in self._audit.newest_first((Operation.REPORT.value,)):
+            if (e.note or "").startswith(EVALUATION_ON_RECORD + " "):
+                return "newest" if e.note == note else "older"
+        return None
 
     # -- facts for the report ---------------------------------------------------------------
     def facts(self) -> dict[str, Any]:

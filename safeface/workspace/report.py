@@ -9,6 +9,7 @@ figures are embedded and its plots copied next to the report and linked.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import html
 import json
 import math
@@ -54,11 +55,16 @@ CALL_TIME = {
 MEASURED_BY = {"ST-02": ("protection",), "ST-03": ("pad",), "ST-04": ("verify", "identify"),
                "ST-05": ("demographics",)}
 
+NOT_ON_RECORD = ("NOT ON RECORD: no audit entry names this summary's SHA-256 (written by another tool, by "
+                 "`safeface eval --workspace` without the workspace's passphrase, or changed since); its figures "
+                 "are its writer's, not safeface's measurement")
+OLDER_ON_RECORD = ("NOT THE SUMMARY ON RECORD: an earlier evaluation summary, put back over a newer one that "
+                   "the audit log names; its figures are not the latest measurement")
 RECORDS_FAIL = "THE RECORDS FAIL VERIFICATION (see the rule table)"
 
 
 def _rule_table(sf: "SafeFace", findings: list[Finding], refusals: dict[str, int], evaluation: Any,
-                in_force: Optional[dict[str, Any]] = None) -> list[dict[str, Any]]:
+                in_force: Optional[dict[str, Any]] = None, on_record: bool = False) -> list[dict[str, Any]]:
     dep = sf.deployment
     in_force = in_force or {}
     by_rule: dict[str, list[Finding]] = {}
@@ -92,7 +98,8 @@ def _rule_table(sf: "SafeFace", findings: list[Finding], refusals: dict[str, int
                          f"deployment's configuration: {_elsewhere(r.id, evaluation, in_force)}; run `safeface eval ... "
                          "--workspace WS` with the threshold in force")
         elif _measured(r.id, evaluation):
-            entry.update(state="measured", detail="see the assessment section")
+            entry.update(state="measured", detail="see the assessment section" + ("" if on_record else
+                                                                                   "; the summary is not on record"))
         else:
             entry.update(state="not measured", detail="run `safeface eval ... --workspace WS` to measure it")
         rows.append(entry)
@@ -235,16 +242,24 @@ def build_report(sf: "SafeFace", now: dt.datetime, quote: Optional[Callable[[str
         records.append(Finding(records_rule, False, f"the template store does not match the audit log "
                                f"({len(problems)} problem(s)), the first: {problems[0]} Run `safeface audit verify`"))
     evaluation = None
+    digest: Optional[str] = None
     if sf.paths.evaluation.is_file():
         try:
-            evaluation = _finite_json(sf.paths.evaluation.read_text(encoding="utf-8"))
+            raw = sf.paths.evaluation.read_bytes()  # read once: the bytes shown are the bytes checked
+            digest = hashlib.sha256(raw).hexdigest()
+            evaluation = _finite_json(raw.decode("utf-8"))
         except (OSError, ValueError):
             evaluation = {"error": "reports/evaluation/latest.json is not readable JSON"}
     refusals = facts["audit"]["refusals_by_rule"]
     in_force = _in_force(sf)
     check = None
     if evaluation is not None:
-        check = {"in_force": in_force,
+        record = sf.evaluation_on_record(digest) if digest is not None else None
+        on_record = record == "newest"
+        check = {"sha256": digest, "on_record": on_record,
+                 "provenance": "written by `safeface eval --workspace`, its SHA-256 on record in the audit log"
+                 if on_record else OLDER_ON_RECORD if record == "older" else NOT_ON_RECORD,
+                 "in_force": in_force,
                  "runs": {kind: {**_measured_with(run), "differs": _differences(run, in_force)}
                           for kind, run in _runs(evaluation).items()}}
     purposes = [{"name": p.name, "description": p.description, "necessity": p.necessity,
@@ -301,7 +316,8 @@ def build_report(sf: "SafeFace", now: dt.datetime, quote: Optional[Callable[[str
                             "checks": "every row has a verified sealed token and an enroll entry; every enrolled, "
                                       "unremoved row is present"},
         },
-        "rules": _rule_table(sf, findings + records, refusals, evaluation, in_force),
+        "rules": _rule_table(sf, findings + records, refusals, evaluation, in_force,
+                             bool(check and check["on_record"])),
         "audit_period": {"first": facts["audit"]["first"], "last": facts["audit"]["last"]},
         "assessment": evaluation,
         # What each run of the summary says it was measured with, against this deployment's.
@@ -370,6 +386,8 @@ def _html(r: dict[str, Any]) -> str:
                                             for k, v in nested.items())
         check = r.get("assessment_check") or {}
         differs = [f"{kind}: {d}" for kind, run in (check.get("runs") or {}).items() for d in run.get("differs", [])]
+        if check and not check.get("on_record"):
+            assessment = f"<p><b>{_e(check.get('provenance'))}.</b></p>" + assessment
         if differs:
             assessment = ("<p><b>NOT MEASURED IN THIS DEPLOYMENT'S CONFIGURATION:</b> "
                           f"{_e('; '.join(differs))}.</p>") + assessment
