@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from policy_support import make_workspace, open_sf  # noqa: E402
@@ -72,7 +72,8 @@ def test_a_summary_of_this_deployment_at_the_threshold_in_force_is_measured(tmp_
     assert "NOT MEASURED IN THIS DEPLOYMENT" not in html
 
 
-def _eval_finish(tmp_path: Path, ws: Any, threshold: float, root: str = "lfw") -> None:
+def _eval_finish(tmp_path: Path, ws: Any, threshold: float, root: str = "lfw",
+                 plots: Optional[dict[str, Path]] = None) -> None:
     """`safeface eval verify ... --workspace WS --threshold T` past its measuring: what it writes."""
     from safeface.cli import eval_cmds
 
@@ -81,7 +82,7 @@ def _eval_finish(tmp_path: Path, ws: Any, threshold: float, root: str = "lfw") -
     options = SimpleNamespace(engine="onnx", to_dict=lambda: {"engine": "onnx"})
     stats = SimpleNamespace(embedded=0, from_cache=0)
     eval_cmds._finish(args, "verify", {"root": root}, SimpleNamespace(options=options),
-                      {"at_default_threshold": {"threshold": threshold}}, {}, time.perf_counter(), stats)
+                      {"at_default_threshold": {"threshold": threshold}}, plots or {}, time.perf_counter(), stats)
 
 
 def test_eval_names_the_threshold_and_deployment_it_measured(tmp_path: Path) -> None:
@@ -150,3 +151,29 @@ def test_an_older_summary_put_back_over_a_newer_run_is_not_the_one_on_record(tmp
     assert doc["assessment_check"]["on_record"] is False
     assert doc["assessment_check"]["provenance"].startswith("NOT THE SUMMARY ON RECORD")
     assert "NOT THE SUMMARY ON RECORD" in Path(files["html"]).read_text()
+
+
+def test_a_plot_swapped_in_the_workspace_is_left_out_of_the_report(tmp_path: Path, monkeypatch: Any) -> None:
+    """The plots of `eval --workspace` are copied into the report (and served by the console) from
+    reports/evaluation/: one replaced there (another deployment's ROC), or added, was shown as this
+    summary's. The summary names each plot's SHA-256; others are left out and named."""
+    ws = _on_record_ws(tmp_path, monkeypatch)
+    (tmp_path / "eval").mkdir()
+    roc = tmp_path / "eval" / "verify-roc.png"
+    roc.write_bytes(b"\x89PNG\r\n\x1a\nmeasured")
+    _eval_finish(tmp_path, ws, 0.91, plots={"roc": roc})
+    ev = ws.root / "reports" / "evaluation"
+    with open_sf(ws) as sf:
+        doc = json.loads(Path(sf.report(tmp_path / "r1")["json"]).read_text())
+    assert doc["assessment_plots"] == ["assessment/verify-roc.png"]
+    assert doc["assessment_check"]["plots_left_out"] == []
+    (ev / "verify-roc.png").write_bytes(b"\x89PNG\r\n\x1a\nanother deployment")
+    (ev / "verify-det.png").write_bytes(b"\x89PNG\r\n\x1a\nadded")
+    with open_sf(ws) as sf:
+        files = sf.report(tmp_path / "r2")
+    doc = json.loads(Path(files["json"]).read_text())
+    assert doc["assessment_check"]["on_record"] is True  # latest.json itself is untouched
+    assert doc["assessment_plots"] == []
+    assert doc["assessment_check"]["plots_left_out"] == ["verify-det.png", "verify-roc.png"]
+    assert not (tmp_path / "r2" / "assessment" / "verify-roc.png").exists()
+    assert "Plots left out" in Path(files["html"]).read_text()

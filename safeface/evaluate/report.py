@@ -9,6 +9,7 @@ nothing else of the evaluation (no embedding) goes there."""
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import html
 import json
 import os
@@ -16,7 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
-from ..atomicfile import copy_atomic, make_dirs, write_atomic
+from ..atomicfile import MAX_COPY_BYTES, make_dirs, write_atomic
+from ..regularfile import read_no_link
 from ..jsonnum import finite_json
 
 WORKSPACE_DIR = Path("reports") / "evaluation"
@@ -102,11 +104,16 @@ def write_report(out_dir: Path, doc: Mapping[str, Any], plots: Mapping[str, Path
         dest = Path(workspace) / WORKSPACE_DIR
         make_dirs(dest)
         rel: dict[str, str] = {}
+        digests: dict[str, str] = {}
         for name, p in plots.items():
             target = dest / p.name
-            copy_atomic(p, target)
+            data = read_no_link(Path(p), MAX_COPY_BYTES)  # the bytes written are the bytes hashed
+            write_atomic(target, data)
             rel[name] = target.name
-        ws_doc = {**doc, "plots": rel}
+            digests[target.name] = hashlib.sha256(data).hexdigest()
+        # Each plot's SHA-256, so that the compliance report shows only the plots of this summary
+        # (one swapped in reports/evaluation/ is left out and named).
+        ws_doc = {**doc, "plots": rel, "plot_sha256": digests}
         write_atomic(dest / f"{kind}.json", json.dumps(ws_doc, indent=2) + "\n")
         # latest.json: this run at the top level, and the latest run of every kind under "runs"
         runs = {}

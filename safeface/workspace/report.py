@@ -16,11 +16,12 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
-from ..atomicfile import copy_atomic, make_dirs, write_atomic
+from ..atomicfile import MAX_COPY_BYTES, make_dirs, write_atomic
 from ..errors import ConfigError
 from ..jsonnum import finite_json
 from ..policy.deployment import DEFAULT_FILING_THRESHOLD, Finding
 from ..policy.rules import FLOOR_RULES, RULES, rule_for
+from ..regularfile import read_no_link
 
 if TYPE_CHECKING:
     from ..sdk import SafeFace
@@ -181,6 +182,18 @@ def _in_force(sf: "SafeFace") -> dict[str, Any]:
     return out
 
 
+def _plot_digests(evaluation: Any) -> Optional[dict[str, str]]:
+    """The SHA-256 of each plot of the summary's runs (`safeface eval --workspace` writes them), or
+    None where the summary names none (an operator's own tool: its plots are shown as they are)."""
+    found: Optional[dict[str, str]] = None
+    for run in _runs(evaluation).values():
+        named = run.get("plot_sha256")
+        if isinstance(named, dict):
+            found = found or {}
+            found.update({k: v for k, v in named.items() if isinstance(k, str) and isinstance(v, str)})
+    return found
+
+
 def _record_detail(sf: "SafeFace", rule: str) -> str:
     dep = sf.deployment
     if rule == "CN-03":
@@ -333,16 +346,24 @@ def write_report(sf: "SafeFace", out: Path, now: dt.datetime,
         make_dirs(out)  # none of it writable by others, who could swap the report
     report = build_report(sf, now, quote)
     plots: list[str] = []
+    left_out: list[str] = []
     eval_dir = sf.paths.evaluation.parent
+    expected = _plot_digests(report["assessment"])
     if report["assessment"] is not None and eval_dir.is_dir():
         dest = out / "assessment"
         for f in sorted(eval_dir.iterdir()):
             if f.suffix.lower() in PLOT_SUFFIXES and (f.is_file() or f.is_symlink()):
+                data = read_no_link(f, MAX_COPY_BYTES)  # the bytes checked are the bytes copied
+                if expected is not None and expected.get(f.name) != hashlib.sha256(data).hexdigest():
+                    left_out.append(f.name)  # not a plot of the summary shown: swapped or left over
+                    continue
                 if within is None:
                     make_dirs(dest)
-                copy_atomic(f, dest / f.name, within=within)
+                write_atomic(dest / f.name, data, within=within)
                 plots.append(f"assessment/{f.name}")
     report["assessment_plots"] = plots
+    if report["assessment_check"] is not None:
+        report["assessment_check"]["plots_left_out"] = left_out
     # Numbers read from files a person edits (deployment.json's filing threshold) may be NaN.
     report = finite_json(report)
     json_path = out / "compliance.json"
@@ -386,6 +407,9 @@ def _html(r: dict[str, Any]) -> str:
                                             for k, v in nested.items())
         check = r.get("assessment_check") or {}
         differs = [f"{kind}: {d}" for kind, run in (check.get("runs") or {}).items() for d in run.get("differs", [])]
+        if check.get("plots_left_out"):
+            assessment = (f"<p><b>Plots left out, not those of this summary (their SHA-256 differs): "
+                          f"{_e(', '.join(check['plots_left_out']))}.</b></p>") + assessment
         if check and not check.get("on_record"):
             assessment = f"<p><b>{_e(check.get('provenance'))}.</b></p>" + assessment
         if differs:
