@@ -70,6 +70,7 @@ log = logging.getLogger("safeface.sdk")
 Clock = Callable[[], dt.datetime]
 T = TypeVar("T")
 FILING_WORKING_DAYS = 30
+REPORT_WRITTEN = "compliance report written; sha256"  # report's note, before compliance.json's digest
 EVALUATION_ON_RECORD = "evaluation summary sha256"  # record_evaluation's note, before the digest
 FILING_CROSSED = "filing-threshold"  # the entry recording the crossing, which dates it
 # Per purge audit entry, within the log's field limits (99 subjects, a 64 KiB note).
@@ -1811,9 +1812,19 @@ class SafeFace:
         request = Request(Operation.REPORT, self._role, now)
 
         def body(d: Decision) -> tuple[dict[str, Path], _Note]:
-            return write_report(self, Path(out_dir), now, quote, within), _Note([], "compliance report written")
+            digest: dict[str, str] = {}
+            files = write_report(self, Path(out_dir), now, quote, within, digest)
+            # The SHA-256 of compliance.json on record: a copy saved for the console is shown only
+            # while the log names it (report_on_record), not one written there by other hands.
+            return files, _Note([], f"{REPORT_WRITTEN} {digest['json']}")
 
         return self._run(request, [], body)
+
+    def report_on_record(self, data: bytes) -> bool:
+        """Whether `data` is a compliance.json this workspace's `report` wrote: the audit entry of
+        the call names its SHA-256."""
+        self._recheck_read()
+        return self._audit.records(Operation.REPORT.value, f"{REPORT_WRITTEN} {hashlib.sha256(bytes(data)).hexdigest()}")
 
     def record_evaluation(self, summary: bytes) -> str:
         """Put the SHA-256 of an evaluation summary (`safeface eval ... --workspace`'s latest.json,

@@ -55,6 +55,9 @@ _LOGIN_ERRORS = {"expired": "The login form expired; try again.", "invalid": "Th
                  "role": "That key's role may not use the console.",
                  "taken": "This login form has just given out a session for another API key (another tab of this "
                           "browser?); log in again here, on a new form, to change keys."}
+_UNRECORDED = ("The report saved under reports/console is not one this workspace wrote (no audit entry names its "
+               "SHA-256): it was altered or put there by other hands. Generate a new report.")
+_UNRECORDED_REPORT = f"<p class='bad' id='status'>{html.escape(_UNRECORDED)}</p>"
 _UNSIGNED = ("This file among the receipts is not signed by this workspace's receipt key: it was altered or "
              "written by hand. Check who may write the workspace's reports folder.")
 _UNSAFE_FOLDER = ("The workspace's reports folder or its receipts folder, reports/receipts, is a link, or is owned or "
@@ -672,6 +675,12 @@ def build_console(rt: Runtime) -> APIRouter:
             return False
         return True
 
+    def _written_here(data: bytes) -> bool:
+        """Whether this workspace's report call wrote `data` as compliance.json (its audit entry
+        names the SHA-256): whoever may write reports/ could otherwise put a report of their own
+        ("may process", every rule met) there, shown as the last one generated."""
+        return bool(rt.light(lambda sf: sf.report_on_record(data)))
+
     def _saved(path: Path) -> Optional[bytes]:
         """A file the console saved under reports/ (a receipt, a report's copy): a regular file in
         folders below reports/ none of which is a link, read without following one; None otherwise.
@@ -722,6 +731,8 @@ def build_console(rt: Runtime) -> APIRouter:
         if s is None:
             return to_login()
         data = _saved(reports() / "console" / "compliance.json")
+        if data is not None and not _written_here(data):
+            return page("Compliance report", generate_form(s, "Generate a new report") + _UNRECORDED_REPORT, s)
         try:
             body = report_body(json.loads(data)) if data is not None else None
         except (ValueError, RecursionError, KeyError, TypeError, AttributeError):  # a file edited by hand
@@ -779,6 +790,8 @@ def build_console(rt: Runtime) -> APIRouter:
         data = _saved(path)  # not followed: a link planted among the copies was served, its target too
         if data is None:
             return PlainTextResponse("not found", status_code=404)
+        if name == "compliance.json" and not _written_here(data):
+            return PlainTextResponse(_UNRECORDED, status_code=409)
         media = {".json": "application/json", ".png": "image/png", ".svg": "image/svg+xml"}[path.suffix]
         return Response(data, media_type=media)
 

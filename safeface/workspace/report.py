@@ -339,9 +339,11 @@ def build_report(sf: "SafeFace", now: dt.datetime, quote: Optional[Callable[[str
 
 
 def write_report(sf: "SafeFace", out: Path, now: dt.datetime,
-                 quote: Optional[Callable[[str], str]] = None, within: Optional[Path] = None) -> dict[str, Path]:
+                 quote: Optional[Callable[[str], str]] = None, within: Optional[Path] = None,
+                 digest: Optional[dict[str, str]] = None) -> dict[str, Path]:
     """The report's files in `out`; `within`: a folder above it below which no link is followed
-    (atomicfile.write_atomic), where its writer does not choose `out` itself (the console)."""
+    (atomicfile.write_atomic), where its writer does not choose `out` itself (the console);
+    `digest` gets the SHA-256 of compliance.json as written ("json")."""
     if within is None:
         make_dirs(out)  # none of it writable by others, who could swap the report
     report = build_report(sf, now, quote)
@@ -367,7 +369,10 @@ def write_report(sf: "SafeFace", out: Path, now: dt.datetime,
     # Numbers read from files a person edits (deployment.json's filing threshold) may be NaN.
     report = finite_json(report)
     json_path = out / "compliance.json"
-    write_atomic(json_path, json.dumps(report, indent=2, default=str, allow_nan=False) + "\n", within=within)
+    text = json.dumps(report, indent=2, default=str, allow_nan=False) + "\n"
+    write_atomic(json_path, text, within=within)
+    if digest is not None:
+        digest["json"] = hashlib.sha256(text.encode("utf-8")).hexdigest()
     html_path = out / "compliance.html"
     write_atomic(html_path, _html(report), within=within)
     return {"json": json_path, "html": html_path}
