@@ -14,14 +14,17 @@ embeddings, not independent ones).
 
     PYTHONPATH=. nice python benches/masked_covers.py [--pairs 200] [--jobs 2] [--cache DIR] [--printed] [--cross]
 
-Embeddings are cached (npz, outside the project) under --cache, keyed by image, cover and the
-mask detector's model id; nothing is written into the project.
+With --cache DIR, each image's embeddings are kept there between runs, keyed by image, cover and
+the mask detector's model id, sealed with AES-256-GCM under the evaluation cache's key (as
+`safeface eval --cache` seals its own: no embedding reaches the disk in the clear) and read back
+without pickle; without it nothing is written.
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import io
 import sys
 from multiprocessing import Pool
 from pathlib import Path
@@ -33,6 +36,9 @@ from safeface.hazmat.vision import (DEFAULT_BOTH_MASKED_THRESHOLD, DEFAULT_MASKE
                                     pick_subject)
 from safeface.hazmat.vision.mask_detect import model_id, trained_on
 from safeface.hazmat.vision.masks import draw_mask
+from safeface.aead import Aead
+from safeface.atomicfile import write_atomic
+from safeface.evaluate.embedcache import cache_key
 from safeface.imageio import load_image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -110,10 +116,26 @@ def _pipe() -> Pipeline:
 
 def _key(path: Path, cover: str, cache: Path) -> Path:
     h = hashlib.sha256(f"{path.read_bytes().hex()[:4096]}|{path.name}|{cover}|{model_id()}|v1".encode()).hexdigest()
-    return cache / f"{h[:32]}.npz"
+    return cache / f"{h[:32]}.sealed"
 
 
-def _compute(job: tuple[Path, Path]) -> dict[str, dict[str, Any]]:
+def _read(f: Path) -> Optional[dict[str, Any]]:
+    """A sealed record of the cache, or None where there is none."""
+    if not f.exists():
+        return None
+    plain = Aead(cache_key(), "the evaluation cache key").open(f.read_bytes(), f.name.encode())
+    with np.load(io.BytesIO(plain), allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}
+
+
+def _write(f: Path, rec: dict[str, Any]) -> None:
+    buf = io.BytesIO()
+    np.savez(buf, **rec)
+    write_atomic(f, Aead(cache_key(), "the evaluation cache key").seal(buf.getvalue(), f.name.encode()),
+                 mode=0o600, durable=False)
+
+
+def _compute(job: tuple[Path, Optional[Path]]) -> dict[str, dict[str, Any]]:
     """Per cover ("bare" too): emb, conf, masked, visible (the enrolment's visible-region template
     for "bare"; the probe's masked visible-region embedding when called masked)."""
     path, cache = job
@@ -122,12 +144,11 @@ def _compute(job: tuple[Path, Path]) -> dict[str, dict[str, Any]]:
     img = load_image(path)
     bare = pick_subject(pipe.detect(img), img.shape, pipe.config.pick)
     for cover in ("bare", *COVERS):
-        f = _key(path, cover, cache)
-        if f.exists():
-            z = np.load(f)
-            if not bool(z["found"]) or "visible" in z.files:
-                out[cover] = {k: z[k] for k in z.files}
-                continue
+        f = _key(path, cover, cache) if cache is not None else None
+        z = _read(f) if f is not None else None
+        if z is not None and (not bool(z["found"]) or "visible" in z):
+            out[cover] = z
+            continue
         rec: dict[str, Any] = {"found": np.array(False)}
         if bare is not None:
             shown = img if cover == "bare" else COVERS[cover](img, np.asarray(bare.box, float), bare.landmarks)
@@ -138,7 +159,8 @@ def _compute(job: tuple[Path, Path]) -> dict[str, dict[str, Any]]:
                 rec = {"found": np.array(True), "emb": np.asarray(r.embedding, np.float32),
                        "conf": np.array(check.confidence), "masked": np.array(check.masked)}
                 rec["visible"] = pipe.visible_embedding(shown, r.face, masked=check.masked)
-        np.savez(f, **rec)
+        if f is not None:
+            _write(f, rec)
         out[cover] = rec
     return out
 
@@ -249,11 +271,13 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--pairs", type=int, default=200, help="held-out different-person pairs at most")
     ap.add_argument("--jobs", type=int, default=2)
-    ap.add_argument("--cache", type=Path, default=Path("/tmp/maskatk-cache"))
+    ap.add_argument("--cache", type=Path, default=None,
+                    help="keep the embeddings here between runs, sealed (outside the checkout and any workspace)")
     ap.add_argument("--printed", action="store_true", help="also the enrolled person's lower face worn by the impostor")
     ap.add_argument("--cross", action="store_true", help="also every sampled image against every other person's")
     args = ap.parse_args()
-    args.cache.mkdir(parents=True, exist_ok=True)
+    if args.cache is not None:
+        args.cache.mkdir(parents=True, exist_ok=True, mode=0o700)
     person = lambda p: p.parent.name  # noqa: E731
     held = [(a, b) for a, b, same in lfw_pairs() if not same and not trained_on(person(a)) and not trained_on(person(b))]
     held = held[: args.pairs]
