@@ -425,6 +425,30 @@ def test_code_of_the_roles_run_by_safefaces_writes_is_refused(pg: PgCluster, tmp
         open_sf(ws)
 
 
+@pytest.mark.parametrize("setting", ["client_encoding = 'SQL_ASCII'", "extra_float_digits = -14"])
+def test_a_setting_of_the_roles_cannot_change_the_values_safeface_reads_back(pg: PgCluster, tmp_path: Path,
+                                                                              setting: str) -> None:
+    """A review of the search_path fix, with the app's own role: its database (or the role itself)
+    may set any session setting a user may set, and two of them change what a statement's answer
+    reads as. `client_encoding = 'SQL_ASCII'` handed every text column back as bytes (the open
+    failed, naming the workspace's schema as None and asking for another safeface; a liveness
+    challenge read back as "b'...'" failed its MAC); `extra_float_digits = -14` rounded every
+    float to one digit (a challenge's times, a used nonce's, an API key's rate: each then failed
+    its MAC as edited by hand, so a liveness purpose refused every person). Every connection now
+    names its encoding (UTF8) and float digits itself, whatever the database or role sets."""
+    ws, dsn = _app_role_ws(pg, tmp_path)
+    db = dsn.rsplit("/", 1)[1]
+    _sql(dsn, f"ALTER DATABASE {db} SET {setting}")
+    with open_sf(ws) as sf:
+        issued, expires = 1765145226.123456, 1765145286.654321
+        sf._state.add_challenge("n-1", "blink,turn-left", issued, expires)
+        assert sf._state.issued_challenge("n-1") == ("blink,turn-left", False, issued, expires)
+        sf.enroll(images() / "obama.jpg", "alice", "demo", consent(ws, "alice"))
+        for conn in (sf._audit._t._conn, sf._state._t._conn, sf._gallery._conn):
+            assert conn.execute("SELECT 'x'::text, 0.1::float8").fetchone() == ("x", 0.1)
+    assert len(_sql(dsn, "SELECT row_id FROM safeface.rows")) == 1
+
+
 @pytest.mark.parametrize("second", ["enrolment", "erasure"])
 def test_ending_the_write_locks_connection_does_not_let_a_second_writer_in(pg: PgCluster, tmp_path: Path,
                                                                           second: str) -> None:

@@ -179,7 +179,10 @@ def pg_connect(dsn: str, password: Optional[str], where: str) -> Any:
     except ImportError:
         raise ConfigError("the deployment keeps its records in PostgreSQL, but psycopg is not installed: "
                           "pip install 'safeface[server]'.") from None
-    kwargs: dict[str, Any] = {"autocommit": True, "connect_timeout": 5}
+    # The encoding is named in the startup packet, which outranks the database's and the role's
+    # settings: a client_encoding of SQL_ASCII there (the app's role may set it for its database or
+    # itself) handed every text back as bytes, which no check of safeface's reads as text.
+    kwargs: dict[str, Any] = {"autocommit": True, "connect_timeout": 5, "client_encoding": "UTF8"}
     if password is not None:
         kwargs["password"] = password
     # A password (ours, or one libpq finds in PGPASSWORD or ~/.pgpass) goes out only inside a
@@ -217,9 +220,12 @@ def pg_connect(dsn: str, password: Optional[str], where: str) -> Any:
         # The setting function is named with its schema: this statement is read under the path the
         # role or database gave the session, where a set_config of the role's own, ahead of the
         # catalog, set the path to its schema and every name after it resolved there.
+        # Floats are read back as written (the shortest exact text), whatever extra_float_digits the
+        # database or role sets: -14 rounded each to one digit, and a challenge's times, a used
+        # nonce's or an API key's rate then failed its MAC as if edited by hand.
         idle = ", pg_catalog.set_config('idle_session_timeout', '0', false)" \
             if conn.info.server_version >= 140000 else ""
-        conn.execute(f"SELECT {RESET_PATH}, "
+        conn.execute(f"SELECT {RESET_PATH}, pg_catalog.set_config('extra_float_digits', '1', false), "
                      f"pg_catalog.set_config('lock_timeout', %s, false){idle}", (lock_timeout(atomicfile.LOCK_WAIT_S),))
         return conn
     except psycopg.Error as exc:
