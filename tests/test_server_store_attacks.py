@@ -425,7 +425,8 @@ def test_code_of_the_roles_run_by_safefaces_writes_is_refused(pg: PgCluster, tmp
         open_sf(ws)
 
 
-@pytest.mark.parametrize("setting", ["client_encoding = 'SQL_ASCII'", "extra_float_digits = -14"])
+@pytest.mark.parametrize("setting", ["client_encoding = 'SQL_ASCII'", "extra_float_digits = -14",
+                                     "quote_all_identifiers = on", "default_transaction_read_only = on"])
 def test_a_setting_of_the_roles_cannot_change_the_values_safeface_reads_back(pg: PgCluster, tmp_path: Path,
                                                                               setting: str) -> None:
     """A review of the search_path fix, with the app's own role: its database (or the role itself)
@@ -434,8 +435,12 @@ def test_a_setting_of_the_roles_cannot_change_the_values_safeface_reads_back(pg:
     failed, naming the workspace's schema as None and asking for another safeface; a liveness
     challenge read back as "b'...'" failed its MAC); `extra_float_digits = -14` rounded every
     float to one digit (a challenge's times, a used nonce's, an API key's rate: each then failed
-    its MAC as edited by hand, so a liveness purpose refused every person). Every connection now
-    names its encoding (UTF8) and float digits itself, whatever the database or role sets."""
+    its MAC as edited by hand, so a liveness purpose refused every person). Two more stopped every
+    open: `quote_all_identifiers = on` changed the catalog's definitions, and the open named
+    safeface's own constraints and defaults as foreign code to be found and removed;
+    `default_transaction_read_only = on` failed the open with a bare driver error. Every
+    connection now names its encoding (UTF8), float digits, quoting and read-write default itself,
+    whatever the database or role sets."""
     ws, dsn = _app_role_ws(pg, tmp_path)
     db = dsn.rsplit("/", 1)[1]
     _sql(dsn, f"ALTER DATABASE {db} SET {setting}")

@@ -161,6 +161,8 @@ UNFOUND_DIGEST = "not-found"
 # Names resolve in the catalog only (pg_connect); the function that says so is named with its
 # schema, so no function of the role's earlier in the path it replaces is called instead.
 RESET_PATH = f"pg_catalog.set_config('search_path', '{CATALOG_PATH}', false)"
+PINNED = ", ".join(f"pg_catalog.set_config('{name}', '{value}', false)" for name, value in (
+    ("extra_float_digits", "1"), ("quote_all_identifiers", "off"), ("default_transaction_read_only", "off")))
 
 
 def pg_session(dsn: str, password: Optional[str], where: str, *, auto: bool = True) -> PgSession:
@@ -220,12 +222,15 @@ def pg_connect(dsn: str, password: Optional[str], where: str) -> Any:
         # The setting function is named with its schema: this statement is read under the path the
         # role or database gave the session, where a set_config of the role's own, ahead of the
         # catalog, set the path to its schema and every name after it resolved there.
-        # Floats are read back as written (the shortest exact text), whatever extra_float_digits the
-        # database or role sets: -14 rounded each to one digit, and a challenge's times, a used
-        # nonce's or an API key's rate then failed its MAC as if edited by hand.
+        # Nor may the database's or role's settings change what an answer reads as: floats come back
+        # as written (extra_float_digits -14 rounded each to one digit, and a challenge's times, a
+        # used nonce's or an API key's rate failed its MAC as if edited by hand), the catalog's
+        # definitions as safeface wrote them (quote_all_identifiers made the open name safeface's
+        # own constraints and defaults as foreign code), and writes are not refused as read-only
+        # (default_transaction_read_only stopped every open with a bare driver error).
         idle = ", pg_catalog.set_config('idle_session_timeout', '0', false)" \
             if conn.info.server_version >= 140000 else ""
-        conn.execute(f"SELECT {RESET_PATH}, pg_catalog.set_config('extra_float_digits', '1', false), "
+        conn.execute(f"SELECT {RESET_PATH}, {PINNED}, "
                      f"pg_catalog.set_config('lock_timeout', %s, false){idle}", (lock_timeout(atomicfile.LOCK_WAIT_S),))
         return conn
     except psycopg.Error as exc:
