@@ -454,6 +454,35 @@ def test_a_setting_of_the_roles_cannot_change_the_values_safeface_reads_back(pg:
     assert len(_sql(dsn, "SELECT row_id FROM safeface.rows")) == 1
 
 
+def test_an_idle_in_transaction_timeout_of_the_roles_is_a_connection_lost_not_tampering(pg: PgCluster,
+                                                                                        tmp_path: Path) -> None:
+    """The same review: the role may set its own idle_in_transaction_session_timeout, and the
+    server then ends a session whose transaction waits on the client (slow work inside a write).
+    Its error (SQLSTATE 25P03) was read as the log's tables "altered or dropped. Restore them from
+    a backup": a false alarm of tampering that asked for a restore. It is StoreConnectionLost now
+    (nothing written, try again), and the next call opens a new connection."""
+    import time
+
+    from safeface.errors import StoreConnectionLost
+
+    ws, dsn = _app_role_ws(pg, tmp_path)
+    db = dsn.rsplit("/", 1)[1]
+    with open_sf(ws) as sf:
+        _sql(dsn, f"ALTER DATABASE {db} SET idle_in_transaction_session_timeout = '100ms'")
+        t = sf._audit._t
+        t._conn.drop()  # the next statement opens a connection under the new setting
+        with pytest.raises(StoreConnectionLost, match="Try again"):
+            with t.write():
+                pid = t._conn.execute("SELECT pg_catalog.pg_backend_pid()").fetchone()[0]
+                deadline = time.monotonic() + 20
+                while _sql(dsn, f"SELECT 1 FROM pg_stat_activity WHERE pid = {pid}"):
+                    assert time.monotonic() < deadline, "the server never ended the idle transaction"
+                    time.sleep(0.02)
+        _sql(dsn, f"ALTER DATABASE {db} RESET idle_in_transaction_session_timeout")
+        sf.erase("nobody")  # the next call works on a new connection
+        assert sf.audit_verify().entries > 0
+
+
 @pytest.mark.parametrize("second", ["enrolment", "erasure"])
 def test_ending_the_write_locks_connection_does_not_let_a_second_writer_in(pg: PgCluster, tmp_path: Path,
                                                                           second: str) -> None:

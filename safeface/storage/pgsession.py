@@ -144,14 +144,16 @@ class PgSession:
 def raise_if_lost(exc: BaseException, where: str, done: str) -> None:
     """psycopg's error for a connection that ended under a statement (no SQLSTATE: the socket
     closed; class 08, a connection failure; 57P, the server shutting down or an operator ending
-    the backend) becomes StoreConnectionLost, which a caller retries; `done` says what became of
-    the call's writes."""
+    the backend; 25P03, the server ending a session idle inside a transaction for longer than the
+    idle_in_transaction_session_timeout the role may set itself, which psycopg does not count as
+    operational and which was read as tables altered by hand) becomes StoreConnectionLost, which a
+    caller retries; `done` says what became of the call's writes."""
     import psycopg
 
-    if not isinstance(exc, psycopg.OperationalError):
-        return
     state = getattr(exc, "sqlstate", None)
-    if state is None or state.startswith(("08", "57P")):
+    if not isinstance(exc, psycopg.OperationalError) and not (isinstance(exc, psycopg.Error) and state == "25P03"):
+        return
+    if state is None or state.startswith(("08", "57P", "25P03")):
         text = (str(exc).strip().splitlines() or [type(exc).__name__])[-1][:160]
         raise StoreConnectionLost(f"{where}: its connection ended during the call ({text}); {done} Try again: the "
                                   "next call opens a new connection.") from None
