@@ -31,17 +31,19 @@ def test_a_huge_file_among_the_plots_is_refused_unread(tmp_path: Path) -> None:
 def test_the_console_does_not_serve_a_link_planted_among_its_report_plots(tmp_path: Path) -> None:
     """reports/console/assessment/roc.png linking to deployment.json was served as the plot."""
     from fastapi.testclient import TestClient
-    from service_support import console_login, in_process_app
+    from service_support import console_login, console_report, in_process_app
 
     ws = make_workspace(tmp_path / "ws")
     with open_sf(ws) as sf:
         _, key = sf.issue_api_key("auditor", label="auditor console")
+    # A real plot: one the console's report copied there (and lists with its SHA-256).
+    (_evaluation(ws.root) / "pr.png").write_bytes(b"\x89PNG\r\n\x1a\nplot")
     plots = ws.root / "reports" / "console" / "assessment"
-    plots.mkdir(parents=True)
-    os.symlink(ws.config, plots / "roc.png")
-    (plots / "pr.png").write_bytes(b"\x89PNG\r\n\x1a\nplot")
     with TestClient(in_process_app(ws.root, tmp_path), base_url="https://testserver") as c:
         console_login(c, key)
+        assert console_report(c).status_code == 303
+        assert (plots / "pr.png").is_file()
+        os.symlink(ws.config, plots / "roc.png")
         r = c.get("/report/assessment/roc.png")
         assert r.status_code == 404 and b"controller" not in r.content
         assert c.get("/report/assessment/pr.png").content == b"\x89PNG\r\n\x1a\nplot"  # a real plot still is

@@ -1820,11 +1820,15 @@ class SafeFace:
 
         return self._run(request, [], body)
 
-    def report_on_record(self, data: bytes) -> bool:
-        """Whether `data` is a compliance.json this workspace's `report` wrote: the audit entry of
-        the call names its SHA-256."""
+    def report_on_record(self, data: bytes) -> Optional[str]:
+        """Whether `data` is a compliance.json this workspace's `report` wrote (the audit entry of
+        the call names its SHA-256): "newest" (the last report written), "older" (an earlier one:
+        copied back over a newer report, which may say the deployment cannot process), or None."""
         self._recheck_read()
-        return self._audit.records(Operation.REPORT.value, f"{REPORT_WRITTEN} {hashlib.sha256(bytes(data)).hexdigest()}")
+        note = f"{REPORT_WRITTEN} {hashlib.sha256(bytes(data)).hexdigest()}"
+        if not self._audit.records(Operation.REPORT.value, note):
+            return None
+        return "newest" if self._audit.newest_start(Operation.REPORT.value, REPORT_WRITTEN + " ") == note else "older"
 
     def record_evaluation(self, summary: bytes) -> str:
         """Put the SHA-256 of an evaluation summary (`safeface eval ... --workspace`'s latest.json,
@@ -1847,10 +1851,8 @@ class SafeFace:
         note = f"{EVALUATION_ON_RECORD} {digest}"
         if not self._audit.records(Operation.REPORT.value, note):
             return None
-        for e in self._audit.newest_first((Operation.REPORT.value,)):
-            if (e.note or "").startswith(EVALUATION_ON_RECORD + " "):
-                return "newest" if e.note == note else "older"
-        return None
+        return "newest" if self._audit.newest_start(Operation.REPORT.value, EVALUATION_ON_RECORD + " ") == note \
+            else "older"
 
     # -- facts for the report ---------------------------------------------------------------
     def facts(self) -> dict[str, Any]:

@@ -13,6 +13,7 @@ or a template.
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import html
 import json
@@ -58,6 +59,12 @@ _LOGIN_ERRORS = {"expired": "The login form expired; try again.", "invalid": "Th
 _UNRECORDED = ("The report saved under reports/console is not one this workspace wrote (no audit entry names its "
                "SHA-256): it was altered or put there by other hands. Generate a new report.")
 _UNRECORDED_REPORT = f"<p class='bad' id='status'>{html.escape(_UNRECORDED)}</p>"
+_OLDER = ("NOT THE LAST REPORT: the report saved under reports/console is on record, but a newer report has been "
+          "written since (here or by `safeface report`): this one was put back over it, or is out of date. Generate "
+          "a new report.")
+_OLDER_REPORT = f"<p class='bad' id='older'>{html.escape(_OLDER)}</p>"
+_UNLISTED_PLOT = ("This plot under reports/console is not one the saved report lists with its SHA-256 (replaced or "
+                  "added by other hands, or the report is not on record). Generate a new report.")
 _UNSIGNED = ("This file among the receipts is not signed by this workspace's receipt key: it was altered or "
              "written by hand. Check who may write the workspace's reports folder.")
 _UNSAFE_FOLDER = ("The workspace's reports folder or its receipts folder, reports/receipts, is a link, or is owned or "
@@ -675,11 +682,26 @@ def build_console(rt: Runtime) -> APIRouter:
             return False
         return True
 
-    def _written_here(data: bytes) -> bool:
+    def _written_here(data: bytes) -> Optional[str]:
         """Whether this workspace's report call wrote `data` as compliance.json (its audit entry
         names the SHA-256): whoever may write reports/ could otherwise put a report of their own
-        ("may process", every rule met) there, shown as the last one generated."""
-        return bool(rt.light(lambda sf: sf.report_on_record(data)))
+        ("may process", every rule met) there, shown as the last one generated. "newest", "older"
+        (a report written before the last one: an old "may process" copied back over a newer
+        report that says otherwise) or None."""
+        return cast(Optional[str], rt.light(lambda sf: sf.report_on_record(data)))
+
+    def _plot_listed(name: str, data: bytes) -> bool:
+        """Whether the saved report, on record, lists this plot copy with its SHA-256: whoever may
+        write reports/ could otherwise replace a copy after the report checked and wrote it."""
+        saved = _saved(reports() / "console" / "compliance.json")
+        if saved is None or _written_here(saved) is None:
+            return False
+        try:
+            listed = json.loads(saved).get("assessment_plot_sha256")
+        except (ValueError, RecursionError, AttributeError):
+            return False
+        return isinstance(listed, dict) and isinstance(listed.get(name), str) and \
+            hmac.compare_digest(listed[name], hashlib.sha256(data).hexdigest())
 
     def _saved(path: Path) -> Optional[bytes]:
         """A file the console saved under reports/ (a receipt, a report's copy): a regular file in
@@ -731,10 +753,13 @@ def build_console(rt: Runtime) -> APIRouter:
         if s is None:
             return to_login()
         data = _saved(reports() / "console" / "compliance.json")
-        if data is not None and not _written_here(data):
+        state = _written_here(data) if data is not None else None
+        if data is not None and state is None:
             return page("Compliance report", generate_form(s, "Generate a new report") + _UNRECORDED_REPORT, s)
         try:
             body = report_body(json.loads(data)) if data is not None else None
+            if body is not None and state == "older":
+                body = _OLDER_REPORT + body
         except (ValueError, RecursionError, KeyError, TypeError, AttributeError):  # a file edited by hand
             body = "<p class='bad' id='status'>The last report saved under reports/console cannot be read.</p>"
         if body is None:
@@ -790,8 +815,12 @@ def build_console(rt: Runtime) -> APIRouter:
         data = _saved(path)  # not followed: a link planted among the copies was served, its target too
         if data is None:
             return PlainTextResponse("not found", status_code=404)
-        if name == "compliance.json" and not _written_here(data):
-            return PlainTextResponse(_UNRECORDED, status_code=409)
+        if name == "compliance.json":
+            state = _written_here(data)
+            if state != "newest":
+                return PlainTextResponse(_UNRECORDED if state is None else _OLDER, status_code=409)
+        elif not _plot_listed(name, data):
+            return PlainTextResponse(_UNLISTED_PLOT, status_code=409)
         media = {".json": "application/json", ".png": "image/png", ".svg": "image/svg+xml"}[path.suffix]
         return Response(data, media_type=media)
 

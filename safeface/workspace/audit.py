@@ -562,6 +562,14 @@ class AuditLog:
         return bool(self._t.q("SELECT 1 FROM {t}entries WHERE operation = ? AND decision = 'allowed' AND "
                               "substr(note, 1, ?) = ? LIMIT 1", (operation, len(start), start)))
 
+    def newest_start(self, operation: str, start: str) -> Optional[str]:
+        """The note of the newest allowed entry of `operation` whose note begins with `start`, or
+        None: one query, not a page of entries read per report call written since."""
+        start = str(_bounded(start, LIMITS["note"]))
+        rows = self._t.q("SELECT note FROM {t}entries WHERE operation = ? AND decision = 'allowed' AND "
+                         "substr(note, 1, ?) = ? ORDER BY seq DESC LIMIT 1", (operation, len(start), start))
+        return str(rows[0][0]) if rows else None
+
     def newest_first(self, operations: Sequence[str], *, allowed_only: bool = True) -> Iterator[AuditEntry]:
         """The entries of `operations` (allowed ones only, unless told otherwise), newest first,
         read in pages: a caller that stops early reads no further."""

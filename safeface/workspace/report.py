@@ -349,6 +349,7 @@ def write_report(sf: "SafeFace", out: Path, now: dt.datetime,
     report = build_report(sf, now, quote)
     plots: list[str] = []
     left_out: list[str] = []
+    copied: dict[str, str] = {}
     eval_dir = sf.paths.evaluation.parent
     expected = _plot_digests(report["assessment"])
     if report["assessment"] is not None and eval_dir.is_dir():
@@ -363,7 +364,11 @@ def write_report(sf: "SafeFace", out: Path, now: dt.datetime,
                     make_dirs(dest)
                 write_atomic(dest / f.name, data, within=within)
                 plots.append(f"assessment/{f.name}")
+                copied[f"assessment/{f.name}"] = hashlib.sha256(data).hexdigest()
     report["assessment_plots"] = plots
+    # The SHA-256 of each copy, in the report whose own digest goes on record: the console serves
+    # a copy only while it is the one listed (whoever may write reports/ could replace it after).
+    report["assessment_plot_sha256"] = copied
     if report["assessment_check"] is not None:
         report["assessment_check"]["plots_left_out"] = left_out
     # Numbers read from files a person edits (deployment.json's filing threshold) may be NaN.
