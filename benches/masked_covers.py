@@ -101,7 +101,9 @@ COVERS: dict[str, Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]] = 
     "draw_mask gaiter seed 0 (the SDK's own)": lambda i, b, l: draw_mask(i, l, b, "gaiter", 0),
     "draw_mask random seed 2**63-1": lambda i, b, l: draw_mask(i, l, b, "random", 2**63 - 1),
     "sunglasses and a surgical mask": lambda i, b, l: _sunglasses(draw_mask(i, l, b, "surgical", 1), b, l),
+    "dark sunglasses only": lambda i, b, l: _sunglasses(i, b, l),
 }
+EYES_AND_MOUTH = "sunglasses and a surgical mask"  # the enrolment of the "covered-enrolment" block
 
 MASKED_ENROLMENT = "draw_mask random seed 2**63-1"
 _PIPE: Optional[Pipeline] = None
@@ -192,19 +194,24 @@ def _cos_fix(recs: dict[Path, dict[str, dict[str, Any]]]) -> None:
 def _report(title: str, pairs: list[tuple[Path, Path]], recs: dict[Path, dict[str, dict[str, Any]]],
             side: str = "probe") -> None:
     """side "probe": bare enrolments, covered probes; "enrolment": covered enrolments, bare probes;
-    "both": the same cover on both sides."""
+    "both": the same cover on both sides; "masked-enrolment" and "covered-enrolment": enrolments under
+    one fixed cover (a synthetic mask; sunglasses and a mask), probes under each cover."""
     what = {"probe": "enrolment bare, probe as below", "enrolment": "enrolment as below, probe bare",
             "both": "enrolment and probe both under the cover below",
-            "masked-enrolment": f"enrolment under {MASKED_ENROLMENT!r}, probe as below; baseline: the bare probe"}[side]
+            "masked-enrolment": f"enrolment under {MASKED_ENROLMENT!r}, probe as below; baseline: the bare probe",
+            "covered-enrolment": f"enrolment under {EYES_AND_MOUTH!r}, probe as below; baseline: the bare probe"}[side]
     print(f"\n{title}: {len(pairs)} impostor pairs ({what})")
     print(f"{'cover':45s} {'called masked':>14s} {'FTA':>6s} {'accepted':>9s} {'FMR':>7s}   bare FMR same pairs")
     for cover in ("bare", *COVERS):
         n = acc = acc_bare = masked = fta = scored = 0
         for a, b in pairs:
-            e = recs[a]["bare" if side == "probe" else MASKED_ENROLMENT if side == "masked-enrolment" else cover]
+            enrolled = {"masked-enrolment": MASKED_ENROLMENT, "covered-enrolment": EYES_AND_MOUTH}.get(side)
+            e = recs[a]["bare" if side == "probe" else enrolled or cover]
             p = recs[b]["bare" if side == "enrolment" else cover]
             pb = recs[b]["bare"]
             if not bool(recs[a]["bare"].get("found")) or not bool(recs[a][MASKED_ENROLMENT].get("found")):
+                continue
+            if side == "covered-enrolment" and not bool(recs[a][EYES_AND_MOUTH].get("found")):
                 continue
             if not bool(e.get("found")) or not bool(pb.get("found")):
                 continue
@@ -216,7 +223,7 @@ def _report(title: str, pairs: list[tuple[Path, Path]], recs: dict[Path, dict[st
             scored += 1
             masked += bool((e if side == "enrolment" else p)["masked"])
             acc += s[0] >= s[1]
-            sb = _score(recs[a][MASKED_ENROLMENT] if side == "masked-enrolment" else recs[a]["bare"], pb)
+            sb = _score(recs[a][enrolled] if enrolled else recs[a]["bare"], pb)
             acc_bare += sb is not None and sb[0] >= sb[1]
         fmr = acc / max(1, scored)
         print(f"{cover:45s} {masked / max(1, scored):14.1%} {fta / max(1, n):6.1%} {acc:9d} {fmr:7.2%}   "
@@ -292,7 +299,7 @@ def main() -> None:
         if confs:
             print(f"{cover:45s} mask confidence median {np.median(confs):.3f}, 10th pct {np.percentile(confs, 10):.3f}")
     both_ways = held + [(b, a) for a, b in held]
-    for side in ("probe", "enrolment", "both", "masked-enrolment"):
+    for side in ("probe", "enrolment", "both", "masked-enrolment", "covered-enrolment"):
         _report("LFW dev test split, held-out people, each pair both ways", both_ways, recs, side)
     if args.printed:
         _printed(both_ways, recs)
