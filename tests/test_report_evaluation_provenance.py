@@ -73,12 +73,13 @@ def test_a_summary_of_this_deployment_at_the_threshold_in_force_is_measured(tmp_
 
 
 def _eval_finish(tmp_path: Path, ws: Any, threshold: float, root: str = "lfw",
-                 plots: Optional[dict[str, Path]] = None) -> None:
+                 plots: Optional[dict[str, Path]] = None, passphrase_file: Optional[Path] = None) -> None:
     """`safeface eval verify ... --workspace WS --threshold T` past its measuring: what it writes."""
     from safeface.cli import eval_cmds
 
     args = argparse.Namespace(threshold=threshold, workspace=ws.root, out=tmp_path / "eval", json=False,
-                              mask_probe=None, masked_threshold=None, both_masked_threshold=None)
+                              mask_probe=None, masked_threshold=None, both_masked_threshold=None,
+                              passphrase_file=passphrase_file)
     options = SimpleNamespace(engine="onnx", to_dict=lambda: {"engine": "onnx"})
     stats = SimpleNamespace(embedded=0, from_cache=0)
     eval_cmds._finish(args, "verify", {"root": root}, SimpleNamespace(options=options),
@@ -177,3 +178,25 @@ def test_a_plot_swapped_in_the_workspace_is_left_out_of_the_report(tmp_path: Pat
     assert doc["assessment_check"]["plots_left_out"] == ["verify-det.png", "verify-roc.png"]
     assert not (tmp_path / "r2" / "assessment" / "verify-roc.png").exists()
     assert "Plots left out" in Path(files["html"]).read_text()
+
+
+def test_eval_puts_its_summary_on_record_with_a_passphrase_file(tmp_path: Path, monkeypatch: Any) -> None:
+    """Without $SAFEFACE_PASSPHRASE, `eval --workspace` could not open the workspace, so a real
+    measurement was shown as NOT ON RECORD and no option let it be put there. `--passphrase-file`
+    opens it as the other commands do."""
+    from policy_support import PASSPHRASE
+
+    monkeypatch.delenv("SAFEFACE_PASSPHRASE", raising=False)
+    ws = make_workspace(tmp_path / "ws")
+    _eval_finish(tmp_path, ws, 0.91)
+    with open_sf(ws) as sf:
+        doc = json.loads(Path(sf.report(tmp_path / "r1")["json"]).read_text())
+    assert doc["assessment_check"]["on_record"] is False
+    secret = tmp_path / "passphrase"
+    secret.write_text(PASSPHRASE)
+    secret.chmod(0o600)
+    _eval_finish(tmp_path, ws, 0.91, root="lfw-again", passphrase_file=secret)
+    with open_sf(ws) as sf:
+        doc = json.loads(Path(sf.report(tmp_path / "r2")["json"]).read_text())
+    assert doc["assessment_check"]["on_record"] is True
+    assert doc["assessment_check"]["provenance"].startswith("written by `safeface eval --workspace`")

@@ -40,6 +40,9 @@ def _common(p: argparse.ArgumentParser, pairs: bool) -> None:
     p.add_argument("--no-cache", action="store_true", help="keep embeddings in memory only")
     p.add_argument("--workspace", type=Path, default=None,
                    help="also write the summary to <ws>/reports/evaluation/latest.json for the compliance report")
+    p.add_argument("--passphrase-file", type=Path, default=None,
+                   help="the workspace keyring's passphrase file, to put the summary on record in its audit log "
+                        "(default: $SAFEFACE_PASSPHRASE)")
     p.add_argument("--json", action="store_true", help="print the JSON summary on stdout")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -131,21 +134,21 @@ def _finish(args: argparse.Namespace, kind: str, dataset: dict[str, Any], sessio
     say(f"report: {written.html_path}")
     if written.workspace_json:
         say(f"workspace summary: {written.workspace_json}")
-        _put_on_record(args.workspace, written.workspace_bytes or b"")
+        _put_on_record(args.workspace, written.workspace_bytes or b"", getattr(args, "passphrase_file", None))
     if args.json:
         print_json(doc)
     return EXIT_OK
 
 
-def _put_on_record(workspace: Path, summary: bytes) -> None:
+def _put_on_record(workspace: Path, summary: bytes, passphrase_file: Optional[Path] = None) -> None:
     """The summary's SHA-256 in the workspace's audit log, where the workspace opens (its passphrase
-    from $SAFEFACE_PASSPHRASE, or a demo's): the compliance report shows a summary not on record as
-    written or changed by other hands, not as safeface's measurement."""
+    from --passphrase-file, $SAFEFACE_PASSPHRASE, or a demo's): the compliance report shows a
+    summary not on record as written or changed by other hands, not as safeface's measurement."""
     from ..errors import SafeFaceError
     from ..sdk import SafeFace
 
     try:
-        with SafeFace.open(workspace) as sf:
+        with SafeFace.open(workspace, passphrase_file=passphrase_file) as sf:
             digest = sf.record_evaluation(summary)
     except SafeFaceError as exc:
         say(f"the summary is not on record in the workspace's audit log ({type(exc).__name__}: {exc}); "
