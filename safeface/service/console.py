@@ -34,6 +34,7 @@ from starlette.datastructures import FormData
 from ..atomicfile import MAX_COPY_BYTES, write_atomic
 from ..errors import (AuthenticationError, ConfigError, ImageError, IntegrityError, LoginFormTaken, PolicyViolation,
                       SafeFaceError, SchemaOwnerNeeded, ServiceBusy, WorkspaceUnwritable)
+from ..hashing import same_digest
 from ..regularfile import folder_below, read_no_link
 from ..sqlite_store import raise_if_unwritable
 from ..workspace.apikeys import LOGIN_FORM_SECONDS, SESSION_SECONDS, ApiKey, session_ref, session_until
@@ -701,7 +702,7 @@ def build_console(rt: Runtime) -> APIRouter:
         except (ValueError, RecursionError, AttributeError):
             return False
         return isinstance(listed, dict) and isinstance(listed.get(name), str) and \
-            hmac.compare_digest(listed[name], hashlib.sha256(data).hexdigest())
+            same_digest(listed[name], hashlib.sha256(data).hexdigest())
 
     def _saved(path: Path) -> Optional[bytes]:
         """A file the console saved under reports/ (a receipt, a report's copy): a regular file in

@@ -134,7 +134,7 @@ class RowsOnRecord:
         named = self.enrolled.get(row_id)
         # An entry naming no token (none is written so now) explains its row by the id alone,
         # as the store check reads it.
-        return named is not None and (not named or hmac.compare_digest(named.encode(), str(token_ref).encode()))
+        return named is not None and (not named or same_digest(named, str(token_ref)))
 
 
 # A re-key's entry names the key versions the templates moved to ("keys {'transform': 2, 'seal': 2}").

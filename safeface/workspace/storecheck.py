@@ -451,7 +451,7 @@ def _record_problems(row: Any, tok: Any, pseudonym_key: bytes, log: _Log) -> lis
     if enrolled.subjects and str(row.pseudonym) not in enrolled.subjects:
         out.append(f"row {row.row_id} is filed under another pseudonym than its enrolment (entry {enrolled.seq}) "
                    "named: it was re-filed behind the guard.")
-    if enrolled.token and not hmac.compare_digest(enrolled.token.encode(), str(row.token_id).encode()):
+    if enrolled.token and not same_digest(enrolled.token, str(row.token_id)):
         out.append(f"row {row.row_id} is filed under another token than its enrolment (entry {enrolled.seq}) was "
                    "let in under: it was sealed elsewhere (a copy of the workspace) or re-filed behind the guard.")
     # The log's clock, not the caller's: a host that set the SDK's clock back let in a token that

@@ -12,6 +12,7 @@ import unicodedata
 from typing import Optional
 
 from ...errors import ConfigError, InvalidArgument
+from ...hashing import same_digest
 from ...lookalike import (LOOK_VERSION, as_latin, compatibility_char, describe, foreign_digit, hidden_char,
                           latin_lookalike_word, mark_that_draws_nothing, mixed_word, other_space, phonetic_latin,
                           script_of, skeletons, slipped_in, spelling_joiners_dropped)
@@ -148,10 +149,10 @@ def same_subject(a: object, b: object) -> bool:
 
 
 def same_pseudonym(a: str, b: str) -> bool:
-    """Constant-time equality of two pseudonyms (they are keyed digests: compare them as secrets)."""
-    # Every character counts: an "ascii/replace" encoding made any two non-ASCII strings of one
-    # length equal ("é" and "?").
-    return hmac.compare_digest(a.encode("utf-8", "surrogatepass"), b.encode("utf-8", "surrogatepass"))
+    """Constant-time equality of two pseudonyms (they are keyed digests: compare them as secrets).
+    Every character counts: an "ascii/replace" encoding made any two non-ASCII strings of one
+    length equal ("é" and "?"); same_digest compares their UTF-8 bytes."""
+    return same_digest(a, b)
 
 
 _TOKEN_LABEL = b"safeface token ref v1\x00"
