@@ -1824,11 +1824,7 @@ class SafeFace:
         """Whether `data` is a compliance.json this workspace's `report` wrote (the audit entry of
         the call names its SHA-256): "newest" (the last report written), "older" (an earlier one:
         copied back over a newer report, which may say the deployment cannot process), or None."""
-        self._recheck_read()
-        note = f"{REPORT_WRITTEN} {hashlib.sha256(bytes(data)).hexdigest()}"
-        if not self._audit.records(Operation.REPORT.value, note):
-            return None
-        return "newest" if self._audit.newest_start(Operation.REPORT.value, REPORT_WRITTEN + " ") == note else "older"
+        return self._on_record(REPORT_WRITTEN, hashlib.sha256(bytes(data)).hexdigest())
 
     def record_evaluation(self, summary: bytes) -> str:
         """Put the SHA-256 of an evaluation summary (`safeface eval ... --workspace`'s latest.json,
@@ -1847,12 +1843,16 @@ class SafeFace:
         """Whether `record_evaluation` put this summary digest on record: "newest" (the last summary
         put on record), "older" (an earlier one: a summary copied back over a newer run), or None
         (the chain that keeps the entries is checked by `audit verify` and by the report itself)."""
+        return self._on_record(EVALUATION_ON_RECORD, digest)
+
+    def _on_record(self, kind: str, digest: str) -> Optional[str]:
+        """Whether a report entry's note names `digest` after `kind` ("newest": the last such entry
+        names it; "older": an earlier one does), or None."""
         self._recheck_read()
-        note = f"{EVALUATION_ON_RECORD} {digest}"
+        note = f"{kind} {digest}"
         if not self._audit.records(Operation.REPORT.value, note):
             return None
-        return "newest" if self._audit.newest_start(Operation.REPORT.value, EVALUATION_ON_RECORD + " ") == note \
-            else "older"
+        return "newest" if self._audit.newest_start(Operation.REPORT.value, kind + " ") == note else "older"
 
     # -- facts for the report ---------------------------------------------------------------
     def facts(self) -> dict[str, Any]:
