@@ -736,33 +736,33 @@ def _is_varchar(field: dict[str, Any]) -> bool:
     return field.get("type") in (DataType.VARCHAR, int(DataType.VARCHAR), "VARCHAR")
 
 
-def _in_the_clear(uri: str) -> bool:
-    """Whether pymilvus would reach `uri` without TLS on another machine (http:// or tcp://, as
-    Python's URL parser reads it, which pymilvus uses: tabs and line breaks dropped first). Only a
-    loopback address in its standard form or "localhost" is this machine: gRPC's resolver asks DNS
-    about 127.1 and "localhost.", and reads 0177.0.0.1 as 177.0.0.1."""
+def _plain_host(uri: str) -> Optional[str]:
+    """The host a plain (http://, tcp://) channel to `uri` goes to, as Python's URL parser reads
+    it, which pymilvus uses (tabs and line breaks dropped first; none named: "localhost"); None
+    for a TLS or other URI, or one that does not parse (pymilvus refuses it too, sending nothing)."""
     try:
         parts = urllib.parse.urlsplit(uri)
     except ValueError:
-        return False  # pymilvus refuses it too, sending nothing
-    if parts.scheme.lower() not in ("http", "tcp"):
-        return False
+        return None
+    return parts.hostname or "localhost" if parts.scheme.lower() in ("http", "tcp") else None
+
+
+def _in_the_clear(uri: str) -> bool:
+    """Whether pymilvus would reach `uri` without TLS on another machine. Only a loopback address
+    in its standard form or "localhost" is this machine: gRPC's resolver asks DNS about 127.1 and
+    "localhost.", and reads 0177.0.0.1 as 177.0.0.1."""
+    host = _plain_host(uri)
     # A URI holding "global-cluster" anywhere is pymilvus's global cluster: the token goes in an
     # HTTP request for the topology (through any $http_proxy, to this machine too), then to
     # whichever primary the answer names.
-    return "global-cluster" in uri.lower() or not is_loopback_everywhere(parts.hostname or "localhost")
+    return host is not None and ("global-cluster" in uri.lower() or not is_loopback_everywhere(host))
 
 
 def _direct_here(uri: str) -> dict[str, Any]:
     """MilvusClient's arguments that keep a plain (http://, tcp://) channel to this machine off any
     proxy gRPC would take from the environment; none for another URI."""
-    try:
-        parts = urllib.parse.urlsplit(uri)
-    except ValueError:
-        return {}
-    if parts.scheme.lower() in ("http", "tcp") and is_loopback_everywhere(parts.hostname or "localhost"):
-        return {"grpc_options": {"grpc.enable_http_proxy": 0}}
-    return {}
+    host = _plain_host(uri)
+    return {"grpc_options": {"grpc.enable_http_proxy": 0}} if host is not None and is_loopback_everywhere(host) else {}
 
 
 def _short(exc: BaseException) -> str:
