@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import socket
 import struct
+import sys
 import threading
+from pathlib import Path
 from typing import Iterator
 
 import pytest
@@ -17,28 +19,26 @@ from safeface.errors import BackendError, ConfigError
 from safeface.storage.pgtls import tls_mode
 from safeface.storage.server import pg_connect
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from net_support import own_address  # noqa: E402
+
 SSL_REQUEST = struct.pack("!ii", 8, 80877103)  # the first packet of a client asking for TLS
 
 
-def _own_address() -> str:
-    """This machine's address on its network (no packet is sent: a datagram socket's connect
-    only picks the route); skipped where it has none but loopback."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        try:
-            s.connect(("192.0.2.1", 9))
-        except OSError:
-            pytest.skip("this machine has no address but loopback to play another machine with")
-        ip = str(s.getsockname()[0])
-    if ip.startswith("127.") or ip == "0.0.0.0":
-        pytest.skip("this machine has no address but loopback to play another machine with")
-    return ip
+def _heard(got: list[bytes]) -> list[bytes]:
+    """What the relay recorded, once it has: it records when the client hangs up (at most 5 s)."""
+    for _ in range(50):
+        if got:
+            break
+        threading.Event().wait(0.1)
+    return got
 
 
 @pytest.fixture
 def declining_relay() -> Iterator[tuple[str, int, list[bytes]]]:
     """A server on this machine's network address that answers a TLS request with "N" (no TLS
     here) and keeps whatever the client sends next: what a relay on the path would read."""
-    ip = _own_address()
+    ip = own_address("another machine")
     srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     srv.bind((ip, 0))
     srv.listen(4)
@@ -87,11 +87,7 @@ def test_a_relay_that_declines_tls_reads_nothing_of_the_connection(
         pg_connect(f"postgresql://svc_faces@{ip}:{port}/faces?connect_timeout=3", "S3cret-pw",
                    "the PostgreSQL record store")
     assert "S3cret-pw" not in str(err.value)
-    for _ in range(50):  # the relay records once the client has hung up (at most 5 s)
-        if got:
-            break
-        threading.Event().wait(0.1)
-    assert got, "the client never reached the relay"
+    assert _heard(got), "the client never reached the relay"
     assert all(packet == SSL_REQUEST for packet in got), got
     assert not any(b"svc_faces" in packet for packet in got)
 
@@ -163,11 +159,7 @@ def test_a_loopback_name_the_resolver_asks_dns_about_gets_tls(
     assert tls_mode(f"postgresql://svc_faces@{name}:{port}/faces", {}) == "require"
     with pytest.raises(BackendError):
         pg_connect(f"postgresql://svc_faces@{name}:{port}/faces?connect_timeout=3", None, "the PostgreSQL record store")
-    for _ in range(50):  # the relay records once the client has hung up (at most 5 s)
-        if got:
-            break
-        threading.Event().wait(0.1)
-    assert got, "the client never reached the relay"
+    assert _heard(got), "the client never reached the relay"
     assert all(packet == SSL_REQUEST for packet in got), got
 
 

@@ -96,14 +96,9 @@ def test_a_milvus_on_this_machine_is_reached_directly_whatever_proxy_the_environ
     import socket
     import threading
 
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        try:
-            s.connect(("192.0.2.1", 9))
-        except OSError:
-            pytest.skip("this machine has no address but loopback to play a proxy with")
-        ip = str(s.getsockname()[0])
-    if ip.startswith("127.") or ip == "0.0.0.0":
-        pytest.skip("this machine has no address but loopback to play a proxy with")
+    from net_support import own_address
+
+    ip = own_address("a proxy")
     proxy = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     proxy.bind((ip, 0))
     proxy.listen(4)
