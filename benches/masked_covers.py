@@ -34,6 +34,7 @@ import numpy as np
 
 from safeface.hazmat.vision import (DEFAULT_BOTH_MASKED_THRESHOLD, DEFAULT_MASKED_THRESHOLD, DEFAULT_THRESHOLD, Pipeline, get_engine,
                                     pick_subject)
+from safeface.hazmat.vision.eye_cover import model_id as eye_model_id
 from safeface.hazmat.vision.mask_detect import model_id, trained_on
 from safeface.hazmat.vision.masks import draw_mask
 from safeface.aead import Aead
@@ -117,7 +118,8 @@ def _pipe() -> Pipeline:
 
 
 def _key(path: Path, cover: str, cache: Path) -> Path:
-    h = hashlib.sha256(f"{path.read_bytes().hex()[:4096]}|{path.name}|{cover}|{model_id()}|v1".encode()).hexdigest()
+    h = hashlib.sha256(f"{path.read_bytes().hex()[:4096]}|{path.name}|{cover}|{model_id()}|{eye_model_id()}|v2"
+                       .encode()).hexdigest()
     return cache / f"{h[:32]}.sealed"
 
 
@@ -138,7 +140,7 @@ def _write(f: Path, rec: dict[str, Any]) -> None:
 
 
 def _compute(job: tuple[Path, Optional[Path]]) -> dict[str, dict[str, Any]]:
-    """Per cover ("bare" too): emb, conf, masked, visible (the enrolment's visible-region template
+    """Per cover ("bare" too): emb, conf, masked, eyes and covered (the eye-cover check), visible (the enrolment's visible-region template
     for "bare"; the probe's masked visible-region embedding when called masked)."""
     path, cache = job
     out: dict[str, dict[str, Any]] = {}
@@ -148,7 +150,7 @@ def _compute(job: tuple[Path, Optional[Path]]) -> dict[str, dict[str, Any]]:
     for cover in ("bare", *COVERS):
         f = _key(path, cover, cache) if cache is not None else None
         z = _read(f) if f is not None else None
-        if z is not None and (not bool(z["found"]) or "visible" in z):
+        if z is not None and (not bool(z["found"]) or "covered" in z):
             out[cover] = z
             continue
         rec: dict[str, Any] = {"found": np.array(False)}
@@ -157,9 +159,11 @@ def _compute(job: tuple[Path, Optional[Path]]) -> dict[str, dict[str, Any]]:
             r = pipe.embed(shown)
             if r.face is not None and r.embedding is not None:
                 check = pipe.mask_check(shown, r.face, r.embedding)
-                assert check is not None
+                eyes = pipe.eye_check(shown, r.face, r.embedding)
+                assert check is not None and eyes is not None
                 rec = {"found": np.array(True), "emb": np.asarray(r.embedding, np.float32),
-                       "conf": np.array(check.confidence), "masked": np.array(check.masked)}
+                       "conf": np.array(check.confidence), "masked": np.array(check.masked),
+                       "eyes": np.array(eyes.confidence), "covered": np.array(eyes.covered)}
                 rec["visible"] = pipe.visible_embedding(shown, r.face, masked=check.masked)
         if f is not None:
             _write(f, rec)
@@ -172,8 +176,11 @@ def _score(enrol: dict[str, Any], probe: dict[str, Any]) -> Optional[tuple[float
     visible regions (at the both-masked threshold against an enrolment called masked); a probe not
     called masked whole, except against an enrolment called masked (by visible regions). Each
     record's `visible` is what the SDK makes of that image (drawn over its masked landmarks when
-    the image was called masked)."""
+    the image was called masked). A face whose eyes the eye-cover check calls hidden is refused
+    (EyesCovered), at enrolment as at verification: no score."""
     if not bool(enrol.get("found")) or not bool(probe.get("found")):
+        return None
+    if bool(enrol["covered"]) or bool(probe["covered"]):
         return None
     by_region = bool(probe["masked"]) or bool(enrol["masked"])
     if not by_region:
@@ -262,8 +269,9 @@ def _printed(pairs: list[tuple[Path, Path]], recs: dict[Path, dict[str, dict[str
         if r.face is None or r.embedding is None:
             continue
         check = pipe.mask_check(shown, r.face, r.embedding)
-        assert check is not None
-        rec = {"found": True, "masked": check.masked, "emb": r.embedding / np.linalg.norm(r.embedding),
+        eyes = pipe.eye_check(shown, r.face, r.embedding)
+        assert check is not None and eyes is not None
+        rec = {"found": True, "masked": check.masked, "covered": eyes.covered, "emb": r.embedding / np.linalg.norm(r.embedding),
                "visible": pipe.visible_embedding(shown, r.face, masked=check.masked)}
         s, sb = _score(recs[a]["bare"], rec), _score(recs[a]["bare"], recs[b]["bare"])
         n += 1

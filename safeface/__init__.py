@@ -16,6 +16,7 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "ConfigError": "safeface.errors",
     "ImageError": "safeface.errors",
+    "EyesCovered": "safeface.errors",
     "IntegrityError": "safeface.errors",
     "InvalidArgument": "safeface.errors",
     "ModelError": "safeface.errors",
@@ -69,5 +70,5 @@ if TYPE_CHECKING:
     from .policy.receipts import ErasureReceipt, verify_receipt
     from .policy.tokens import ConsentToken, LegalBasisToken
     from .client import Client
-    from .errors import AuthenticationError, BackendError, ServiceBusy
+    from .errors import AuthenticationError, BackendError, EyesCovered, ServiceBusy
     from .sdk import Candidate, Enrollment, Export, Record, SafeFace, Verification

@@ -23,7 +23,7 @@ import ssl
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
-from .errors import (AuthenticationError, BackendError, ConfigError, ImageError, IndexUnavailable, IntegrityError,
+from .errors import (AuthenticationError, BackendError, ConfigError, EyesCovered, ImageError, IndexUnavailable, IntegrityError,
                      InvalidArgument, PolicyViolation, ReplacedFile, SafeFaceError, ServiceBusy)
 from .netaddr import is_loopback
 from .policy.receipts import ErasureReceipt
@@ -34,7 +34,7 @@ ImageLike = Union[str, Path, bytes]
 _BY_NAME: dict[str, type[SafeFaceError]] = {
     "AuthenticationError": AuthenticationError, "InvalidArgument": InvalidArgument, "ImageError": ImageError,
     "IntegrityError": IntegrityError, "ConfigError": ConfigError, "BackendError": BackendError,
-    "ReplacedFile": ReplacedFile,
+    "ReplacedFile": ReplacedFile, "EyesCovered": EyesCovered,
 }
 
 

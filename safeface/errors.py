@@ -15,6 +15,11 @@ class ImageError(SafeFaceError):
     unsupported kind."""
 
 
+class EyesCovered(ImageError):
+    """The face's eyes are hidden (dark glasses, a visor): it is refused for recognition, since
+    strangers covered alike look alike to the recognizer. Ask the person to uncover their eyes."""
+
+
 class ModelError(SafeFaceError):
     """A model file is missing, altered (SHA-256 mismatch), forbidden or malformed."""
 

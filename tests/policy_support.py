@@ -84,6 +84,9 @@ class CachedPipeline:
     def mask_check(self, image: Any, face: Any, embedding: Any) -> Any:
         return self._pipe.mask_check(image, face, embedding)
 
+    def eye_check(self, image: Any, face: Any, embedding: Any) -> Any:
+        return self._pipe.eye_check(image, face, embedding)
+
     def visible_embedding(self, image: Any, face: Any, *, masked: bool = False) -> Any:
         if isinstance(image, (str, Path)):
             return _cached_visible(str(Path(image).resolve()), masked)

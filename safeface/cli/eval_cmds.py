@@ -214,7 +214,9 @@ def _verify(args: argparse.Namespace) -> int:
 def _say_masked(m: dict[str, Any], title: str = "masked") -> None:
     fta = m["failure_to_acquire"]
     md = m["mask_detection"]
-    say(f"{title}: failure to acquire {fta['no_face']}/{fta['masked_images']}; mask detection: masked found "
+    say(f"{title}: failure to acquire {fta['no_face']}/{fta['masked_images']} (eyes called hidden, refused: "
+        f"{fta.get('eyes_called_hidden', 0)}; bare faces so called: {fta.get('bare_eyes_called_hidden', 0)}); "
+        f"mask detection: masked found "
         f"{md['masked_found']['value']:.4f}, bare called masked {md['bare_called_masked']['value']:.4f}")
     for name in ("unmasked", "probe_masked", "probe_masked_plain", "both_masked", "both_masked_plain",
                  "enrolment_masked", "enrolment_masked_plain"):

@@ -3,6 +3,8 @@ image BEFORE detection (as a camera sees it), then the whole pipeline runs on th
 
 For every image we keep:
 - the masked image's embedding (None: failure to acquire) and the mask detector's confidence;
+- whether the eye-cover check calls the eyes hidden, on the masked face and on the bare one: the
+  SDK refuses such a face (EyesCovered), so a masked face called so counts as not acquired;
 - the mask detector's confidence on the bare face (how often a bare face is called masked);
 - the visible-region template of the bare image (what enrolment stores for masked probes);
 - the visible-region embedding of the masked image (synthetic masks drawn over the face found in
@@ -31,6 +33,8 @@ import numpy.typing as npt
 
 from ..hashing import read_hashed
 from ..hazmat.vision import pick_subject
+from ..hazmat.vision.eye_cover import check_eyes
+from ..hazmat.vision.eye_cover import model_id as eye_model_id
 from ..hazmat.vision.mask_detect import check_mask, mask_threshold, model_id, trained_on
 from ..hazmat.vision.masked_shape import MODEL_NAME as SHAPE_MODEL
 from ..hazmat.vision.masks import GENERATOR_VERSION, MASK_KINDS, RANDOM, draw_mask
@@ -58,6 +62,8 @@ class MaskedRecord:
     bare_confidence: float  # on the bare face (nan when there is none)
     visible: Optional[np.ndarray]
     masked_visible: Optional[np.ndarray] = None  # the masked image's visible-region embedding
+    eyes_covered: bool = False  # the eye-cover check called the masked face's eyes hidden (refused)
+    bare_eyes_covered: bool = False  # the same on the bare face
 
     @property
     def detected_masked(self) -> bool:
@@ -99,13 +105,21 @@ def masked_records(session: Any, paths: Sequence[Path], kind: str, seed: int = 0
         kv = _ckey(key, "visible", GENERATOR_VERSION, model_id())
         kmv = _ckey(key, "masked-visible", kind, seed, GENERATOR_VERSION, model_id(), MASKED_STEP_VERSION,
                     registry.entry(SHAPE_MODEL).sha256)
-        rm, rv, rmv = (cache.get(km), cache.get(kv), cache.get(kmv)) if cache is not None else (None, None, None)
+        ke = _ckey(key, "eyes", kind, seed, GENERATOR_VERSION, model_id(), eye_model_id(), MASKED_STEP_VERSION)
+        rm, rv, rmv, re_ = ((cache.get(km), cache.get(kv), cache.get(kmv), cache.get(ke)) if cache is not None
+                            else (None, None, None, None))
         if rm is None or rv is None or rmv is None:
             rm, rv, rmv = _compute(pipeline, data, kind, image_seed(key, seed))
             pending += [(km, rm), (kv, rv), (kmv, rmv)]
+        if re_ is None:
+            re_ = _eyes(pipeline, data, kind, image_seed(key, seed))
+            pending.append((ke, re_))
         det, mconf = _unpack(rm.detector)
         _, bconf = _unpack(rv.detector)
-        out[path] = MaskedRecord(rv.faces > 0, rm.embedding, det, mconf, bconf, rv.embedding, rmv.embedding)
+        covered, bare_covered = (v == "1" for v in re_.detector.partition(";")[::2])
+        # The SDK refuses a face with the eyes hidden: neither embedding of the masked face is used.
+        out[path] = MaskedRecord(rv.faces > 0, None if covered else rm.embedding, det, mconf, bconf, rv.embedding,
+                                 None if covered else rmv.embedding, covered, bare_covered)
         if cache is not None and len(pending) >= 64:
             cache.put_many(pending)
             pending = []
@@ -132,6 +146,21 @@ def _compute(pipeline: Any, data: bytes, kind: str, seed: int) -> tuple[Record, 
           if r.face is not None else None)
     return (Record(r.embedding, len(r.faces), _pack(det, conf)), Record(visible, 1, _pack("visible", bare_conf)),
             Record(mv, 1 if mv is not None else 0, ""))
+
+
+def _eyes(pipeline: Any, data: bytes, kind: str, seed: int) -> Record:
+    """The eye-cover check's decisions on the masked face and on the bare one, as "masked;bare"
+    ("1" hidden, "0" not, "" no face), found as _compute finds them."""
+    img = load_image(data)
+    bare = pick_subject(pipeline.detect(img), img.shape, pipeline.config.pick)
+    if bare is None:
+        return Record(None, 0, ";")
+    bare_covered = check_eyes(img, bare.landmarks, pipeline.embed_faces(img, [bare])[0]).covered
+    masked = draw_mask(img, bare.landmarks, bare.box, kind, seed)
+    r = pipeline.embed(masked)
+    covered = (str(int(check_eyes(masked, r.face.landmarks, r.embedding).covered))
+               if r.face is not None and r.embedding is not None else "")
+    return Record(None, 0, f"{covered};{int(bare_covered)}")
 
 
 def _cos(a: Optional[np.ndarray], b: Optional[np.ndarray]) -> Optional[float]:
@@ -254,6 +283,7 @@ def mask_detection_figures(masked: Mapping[Path, MaskedRecord]) -> dict[str, obj
 
 
 def fta_figures(masked: Mapping[Path, MaskedRecord]) -> dict[str, object]:
+    """Masked faces not acquired: not found, or found with the eyes called hidden (refused)."""
     drawn = [r for r in masked.values() if r.drawn]
     lost = sum(1 for r in drawn if r.masked is None)
     by: dict[str, int] = {}
@@ -261,6 +291,8 @@ def fta_figures(masked: Mapping[Path, MaskedRecord]) -> dict[str, object]:
         if r.masked is not None:
             by[r.detector] = by.get(r.detector, 0) + 1
     return {"masked_images": len(drawn), "no_face": lost, "rate": metrics.wilson(lost, len(drawn)).to_dict(),
+            "eyes_called_hidden": sum(r.eyes_covered for r in drawn),
+            "bare_eyes_called_hidden": sum(r.bare_eyes_covered for r in drawn),
             "images_without_bare_face": len(masked) - len(drawn), "faces_found_by": by}
 
 

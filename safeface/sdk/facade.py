@@ -31,7 +31,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, NamedTuple, Optio
 import numpy as np
 
 from ..atomicfile import exclusive_lock, shared_lock
-from ..errors import (AuthenticationError, BackendError, ConfigError, ImageError, IntegrityError, InvalidArgument,
+from ..errors import (AuthenticationError, BackendError, ConfigError, EyesCovered, ImageError, IntegrityError, InvalidArgument,
                       LoginFormTaken, PolicyViolation, SafeFaceError, SchemaOwnerNeeded, WorkspaceBusy, WorkspaceUnwritable)
 from ..hazmat.templates.pseudonym import new_subject_problem, token_pseudonym, usual_spelling
 from ..imageio import ImageInput, load_image
@@ -634,6 +634,7 @@ class SafeFace:
             if result.embedding is None or result.face is None:
                 raise ImageError("no face was found in the image.")
             vec = np.asarray(result.embedding, dtype=np.float32)
+            _refuse_hidden_eyes(pipe, pixels, result.face, vec)
             self._guard.check_capture(d, CaptureFacts(vec, None, self.threshold))
             probe = _probe(pipe, pixels, result.face, vec, _mask_check(pipe, pixels, result.face, vec), enrol=False)
             plain = _Route(None, self.threshold, False)
@@ -2138,6 +2139,7 @@ class SafeFace:
             raise ImageError(f"the image shows {len(result.faces)} faces; use a photo of the consenting person "
                              "alone, so that no bystander is processed.")
         vec = np.asarray(result.embedding, dtype=np.float32)
+        _refuse_hidden_eyes(pipe, image, result.face, vec)
         check = _mask_check(pipe, image, result.face, vec)
         quality = None
         if d.purpose is not None and d.purpose.capture_quality and d.operation is Operation.ENROLL:
@@ -2277,6 +2279,19 @@ def _mask_check(pipe: Any, image: ImageInput, face: Any, vec: np.ndarray) -> Any
     one (a caller's own, or an engine it was not trained for)."""
     check_fn = getattr(pipe, "mask_check", None)
     return None if check_fn is None else check_fn(image, face, vec)
+
+
+def _refuse_hidden_eyes(pipe: Any, image: ImageInput, face: Any, vec: np.ndarray) -> None:
+    """Refuse a face whose eyes the eye-cover check finds hidden (eye_cover.py): with dark glasses,
+    and a mask too, too little of it is left to tell people apart, and strangers covered alike
+    matched each other. A pipeline without the check (a caller's own, or an engine it was not
+    trained for) skips it."""
+    check_fn = getattr(pipe, "eye_check", None)
+    check = None if check_fn is None else check_fn(image, face, vec)
+    if check is not None and check.covered:
+        raise EyesCovered(f"the eyes of this face are hidden (eye-cover confidence {check.confidence:.2f}): dark "
+                          "glasses or a cover leave too little to recognize the person by. Ask them to take the "
+                          "glasses off and look at the camera, then try again.")
 
 
 def _probe(pipe: Any, image: ImageInput, face: Any, vec: np.ndarray, check: Any, *, enrol: bool) -> _Probe:

@@ -16,23 +16,23 @@ candidates on the masked face kept 94%, elsewhere 1.2%).
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 
-from ...errors import InvalidArgument, ModelError
+from ...errors import InvalidArgument
 from .arrays import check_rgb_image
+from .classifier import Classifier, load_classifier
 from .masks import FaceFrame
 
 # The face is resampled into its own frame (masks.FaceFrame: x along the eye line, y down the
 # face, unit: the eye distance) on a PATCH_W x PATCH_H grid over x in [-1.25, 1.25], y in
 # [-0.75, 2.25]: so the regions below sit on the same parts of every face, whatever its size and tilt.
-_X0, _X1, _Y0 = -1.25, 1.25, -0.75
+PATCH_X0, PATCH_X1, PATCH_Y0 = -1.25, 1.25, -0.75
 PATCH_W, PATCH_H = 30, 36
-_STEP = (_X1 - _X0) / PATCH_W
+PATCH_STEP = (PATCH_X1 - PATCH_X0) / PATCH_W
 # The widest blur face_patch runs, in pixels (sigma): a face of more than about 190 pixels between
 # the eyes is shrunk first. The model was trained on LFW faces, blurred at sigma 1-3.
 BLUR_MAX = 8.0
@@ -56,25 +56,9 @@ STATS = tuple(name for i in range(len(BANDS)) for name in (
 _MODEL_FILE = Path(__file__).with_name("mask_detector.json")
 
 
-@dataclass(frozen=True)
-class _Model:
-    mean: np.ndarray
-    scale: np.ndarray
-    weights: np.ndarray
-    bias: float
-    threshold: float
-    model_id: str
-
-
 @lru_cache(maxsize=1)
-def _model() -> _Model:
-    raw = _MODEL_FILE.read_bytes()
-    doc = json.loads(raw)
-    arr = [np.asarray(doc[k], dtype=np.float64) for k in ("mean", "scale", "weights")]
-    if not (arr[0].shape == arr[1].shape == arr[2].shape) or arr[0].ndim != 1:
-        raise ModelError(f"{_MODEL_FILE} is damaged (its arrays differ in length); reinstall safeface.")
-    return _Model(arr[0], arr[1], arr[2], float(doc["bias"]), float(doc["threshold"]),
-                  hashlib.sha256(raw).hexdigest()[:12])
+def _model() -> Classifier:
+    return load_classifier(_MODEL_FILE)
 
 
 def trained_on(person: str) -> bool:
@@ -115,13 +99,13 @@ def face_patch(image: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
     if frame.unit > max(h, w):
         raise InvalidArgument("these landmarks put the eyes further apart than the image is wide or tall: they "
                               "are no face of this image. Pass the landmarks the detector found in it.")
-    sigma = 0.5 * frame.unit * _STEP
+    sigma = 0.5 * frame.unit * PATCH_STEP
     # Only the pixels the patch samples, and the blur's reach around them, are read; a face larger
     # than BLUR_MAX allows is first shrunk to it (area averaging, which a Gaussian then smooths).
     # Blurring the whole photo with a kernel as wide as a large face took 25 s for a 40-megapixel
     # portrait, and minutes for landmarks spread wider than the image.
-    corners = frame.to_image(np.array([[_X0, _Y0], [_X1, _Y0], [_X0, _Y0 + PATCH_H * _STEP],
-                                       [_X1, _Y0 + PATCH_H * _STEP]]))
+    corners = frame.to_image(np.array([[PATCH_X0, PATCH_Y0], [PATCH_X1, PATCH_Y0], [PATCH_X0, PATCH_Y0 + PATCH_H * PATCH_STEP],
+                                       [PATCH_X1, PATCH_Y0 + PATCH_H * PATCH_STEP]]))
     pad = 4.0 * sigma + 2.0
     x0 = int(np.clip(np.floor(corners[:, 0].min() - pad), 0, w - 1))
     y0 = int(np.clip(np.floor(corners[:, 1].min() - pad), 0, h - 1))
@@ -134,8 +118,8 @@ def face_patch(image: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
         sx, sy = cw / (x1 - x0), ch / (y1 - y0)
         src, sigma = cv2.resize(src, (cw, ch), interpolation=cv2.INTER_AREA), BLUR_MAX
     src = cv2.GaussianBlur(src, (0, 0), sigma) if sigma > 1.0 else np.ascontiguousarray(src)
-    origin = frame.to_image(np.array([_X0 + 0.5 * _STEP, _Y0 + 0.5 * _STEP]))
-    ax, ay = frame.ux * frame.unit * _STEP, frame.uy * frame.unit * _STEP
+    origin = frame.to_image(np.array([PATCH_X0 + 0.5 * PATCH_STEP, PATCH_Y0 + 0.5 * PATCH_STEP]))
+    ax, ay = frame.ux * frame.unit * PATCH_STEP, frame.uy * frame.unit * PATCH_STEP
     # Image pixel centres to the shrunk crop's (cv2.resize keeps pixel centres aligned).
     m = np.array([[ax[0] * sx, ay[0] * sx, (origin[0] - x0 + 0.5) * sx - 0.5],
                   [ax[1] * sy, ay[1] * sy, (origin[1] - y0 + 0.5) * sy - 0.5]])
@@ -143,12 +127,12 @@ def face_patch(image: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
                                      borderMode=cv2.BORDER_REPLICATE))
 
 
-def _cells(a: np.ndarray, xs: tuple[float, float], ys: tuple[float, float]) -> np.ndarray:
+def region_cells(a: np.ndarray, xs: tuple[float, float], ys: tuple[float, float]) -> np.ndarray:
     """The patch's cells in the region (both sides of the face when xs starts off the midline)."""
-    r = slice(int(round((ys[0] - _Y0) / _STEP)), int(round((ys[1] - _Y0) / _STEP)))
+    r = slice(int(round((ys[0] - PATCH_Y0) / PATCH_STEP)), int(round((ys[1] - PATCH_Y0) / PATCH_STEP)))
 
     def c(x0: float, x1: float) -> slice:
-        return slice(int(round((x0 - _X0) / _STEP)), int(round((x1 - _X0) / _STEP)))
+        return slice(int(round((x0 - PATCH_X0) / PATCH_STEP)), int(round((x1 - PATCH_X0) / PATCH_STEP)))
 
     if xs[0] > 0:
         parts = [a[r, c(*xs)], a[r, c(-xs[1], -xs[0])]]
@@ -165,24 +149,24 @@ def mask_stats(image: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
     gy, gx = np.gradient(lab[..., 0])
     mag = np.hypot(gx, gy)
     horizontal = np.abs(gy) / (np.abs(gx) + np.abs(gy) + 1e-3)
-    cheek = _cells(lab, *_CHEEKS)
-    ref = np.concatenate([cheek, _cells(lab, *_FOREHEAD)])
+    cheek = region_cells(lab, *_CHEEKS)
+    ref = np.concatenate([cheek, region_cells(lab, *_FOREHEAD)])
     ref_mean, cheek_mean = ref.mean(axis=0), cheek.mean(axis=0)
     # Skin: chroma near the cheeks' (OpenCV Lab: a, b offset by 128).
     spread = np.maximum(cheek[:, 1:].std(axis=0), 3.0)
-    ref_grad = float(np.concatenate([_cells(mag, *_CHEEKS), _cells(mag, *_FOREHEAD)]).mean()) + 1.0
+    ref_grad = float(np.concatenate([region_cells(mag, *_CHEEKS), region_cells(mag, *_FOREHEAD)]).mean()) + 1.0
     ref_contrast = float(ref[:, 0].std()) + 1.0
     out: list[float] = []
     for ys in BANDS:
         for xs in _PARTS:
-            reg, m = _cells(lab, xs, ys), _cells(mag, xs, ys)
+            reg, m = region_cells(lab, xs, ys), region_cells(mag, xs, ys)
             mean = reg.mean(axis=0)
             out += [mean[0] - ref_mean[0], mean[1] - cheek_mean[1], mean[2] - cheek_mean[2],
                     float(np.linalg.norm(mean[1:] - cheek_mean[1:])), float(np.log((reg[:, 0].std() + 1.0) / ref_contrast)),
                     float(np.log((m.mean() + 1.0) / ref_grad)),
                     float((np.abs((reg[:, 1:] - cheek_mean[1:]) / spread) < 2.5).all(axis=1).mean())]
-        out.append(float(_cells(horizontal, _PARTS[0], ys).mean()))
-    low = _cells(lab, _PARTS[0], (0.8, 1.8))
+        out.append(float(region_cells(horizontal, _PARTS[0], ys).mean()))
+    low = region_cells(lab, _PARTS[0], (0.8, 1.8))
     out += [float(np.log(low[:, 1:].std(axis=0).mean() + 1.0)), float(np.log(low[:, 0].std() + 1.0)),
             float(np.log(ref_contrast)), float(np.log(ref_grad)), ref_mean[0] / 255.0]
     return np.array(out)
@@ -201,13 +185,7 @@ def mask_features(image: np.ndarray, landmarks: np.ndarray, embedding: np.ndarra
 
 
 def confidence_from_features(features: np.ndarray) -> np.ndarray:
-    m = _model()
-    x = np.atleast_2d(features)
-    if x.shape[1] != m.weights.shape[0]:
-        raise ModelError(f"the mask detector weighs {m.weights.shape[0]} values per face, got {x.shape[1]}: "
-                         "it was trained for the dlib engine's 128-value embeddings.")
-    z = (x - m.mean) / m.scale
-    return np.asarray(1.0 / (1.0 + np.exp(-np.clip(z @ m.weights + m.bias, -60, 60))))
+    return _model().confidence(features, "mask detector")
 
 
 def check_mask(image: np.ndarray, landmarks: np.ndarray, embedding: np.ndarray) -> MaskCheck:

@@ -19,6 +19,7 @@ from .arrays import l2_normalize
 from .types import Engine, Face, FaceEmbedding, Outcome
 
 if TYPE_CHECKING:
+    from .eye_cover import EyeCheck
     from .mask_detect import MaskCheck
 
 # A detection step: (detector, upsample). The pipeline tries them in order until one finds a face.
@@ -42,7 +43,8 @@ MASKED_CANDIDATES = 5
 # is more often texture (on a bare portrait with the face high up, a suit's pattern near the
 # middle of the picture outranked the face and was called masked).
 BESIDE_MIN_SIDE = 0.8
-# Engines whose embeddings the mask detector was trained on (the same dlib networks).
+# Engines whose embeddings the mask detector and the eye-cover check were trained on (the same
+# dlib networks).
 MASK_CHECK_ENGINES = ("dlib", "onnx")
 
 # The most a detection step upsamples (each doubles both sides). The budget below scales the image
@@ -236,6 +238,15 @@ class Pipeline:
         from .mask_detect import check_mask
 
         return check_mask(load_image(image), face.landmarks, embedding)
+
+    def eye_check(self, image: ImageInput, face: Face, embedding: np.ndarray) -> Optional["EyeCheck"]:
+        """Whether the face's eyes are hidden (dark glasses); None for an engine the check was not
+        trained for."""
+        if self.engine.name not in MASK_CHECK_ENGINES:
+            return None
+        from .eye_cover import check_eyes
+
+        return check_eyes(load_image(image), face.landmarks, embedding)
 
     def visible_embedding(self, image: ImageInput, face: Face, *, masked: bool = False) -> np.ndarray:
         """The visible-region template of `face` (see visible.py); `masked`: the face wears a mask."""
