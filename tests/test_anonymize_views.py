@@ -169,16 +169,17 @@ def _small_face(step: float = 0.5) -> np.ndarray:
 @needs_photos
 def test_a_small_face_in_a_photo_larger_than_a_pass_scans_is_covered(engine: DlibEngine, finder: FaceFinder,
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    """A photo larger than MMOD's pass (a pass scaled down to 2 megapixels for speed: 707 px
-    tiles from 0 and 293 across, 0 and 193 down) with a face about 55 px wide where the tiles
-    overlap, inside the cut of the first."""
-    monkeypatch.setattr(detect, "MMOD_SCAN_PIXELS", 2e6)
+    """A photo larger than MMOD's pass (a pass scaled down to half a megapixel for speed: tiles
+    354 px across from 0 and 146, 353 down from 0 and 97; the scaled copy at 0.745, as a 1000x900
+    photo under a 2-megapixel pass has it) with a face about 55 px wide where the tiles overlap,
+    inside the cut of the first."""
+    monkeypatch.setattr(detect, "MMOD_SCAN_PIXELS", 0.5e6)
     face = _small_face()
-    photo = np.full((900, 1000, 3), 100, np.uint8)
-    photo[620:620 + face.shape[0], 640:640 + face.shape[1]] = face
+    photo = np.full((450, 500, 3), 100, np.uint8)
+    photo[266:266 + face.shape[0], 287:287 + face.shape[1]] = face
     reference = _reference(engine, face)
     # Matched where the face was (with a wide margin): the rest of the photo is flat grey.
-    around = (slice(420, 900), slice(440, 1000))
+    around = (slice(66, 450), slice(87, 500))
     assert _best_match(engine, photo[around], reference) >= THRESHOLD
     covered, report = anonymize_image(photo, finder=finder)
     assert report.face_count >= 1 and _best_match(engine, covered[around], reference) < THRESHOLD
@@ -187,14 +188,14 @@ def test_a_small_face_in_a_photo_larger_than_a_pass_scans_is_covered(engine: Dli
 @needs_photos
 def test_hog_finds_a_small_face_in_a_photo_too_large_for_one_pass(finder: FaceFinder,
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    """HOG's pass is tiled (its budget scaled down to 4 megapixels upsampled for speed: 1000 px
-    tiles from 0, 840 and 1000 on a 2000x2000 photo), and its scaled copy (half size) is too
+    """HOG's pass is tiled (its budget scaled down to 1 megapixel upsampled for speed: 500 px
+    tiles from 0, 340 and 500 on a 1000x1000 photo), and its scaled copy (half size) is too
     coarse for a 55 px face, which the full-size tiles must find: here across the first tile's
     cut, whole only in the second."""
-    monkeypatch.setattr(detect, "FHOG_SCAN_PIXELS", 4e6)
+    monkeypatch.setattr(detect, "FHOG_SCAN_PIXELS", 1e6)
     face = _small_face()
-    photo = np.full((2000, 2000, 3), 100, np.uint8)
-    x, y = 940, 940
+    photo = np.full((1000, 1000, 3), 100, np.uint8)
+    x, y = 440, 440
     photo[y:y + face.shape[0], x:x + face.shape[1]] = face
     found = finder.find(photo, [1], masked=False)
     assert any(b[0] < x + face.shape[1] and b[2] > x and b[1] < y + face.shape[0] and b[3] > y for b in found), found
