@@ -10,7 +10,7 @@ import sqlite3
 import sys
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import numpy as np
 import pytest
@@ -40,19 +40,11 @@ def keyring(tmp_path: Path) -> PassphraseKeyring:
     return PassphraseKeyring.create(tmp_path / "keys.json", "pw", FAST)
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    from server_support import pg_fixture, server_modules, start_milvus
-
-    server_modules()
-    pg_gen = pg_fixture()
-    pg = next(pg_gen)
-    srv = start_milvus(tmp_path_factory.mktemp("milvus") / "data")
-    try:
-        yield pg, srv
-    finally:
-        srv.stop()
-        pg_gen.close()
+@pytest.fixture
+def server(pg: Any, milvus: Any) -> tuple[Any, Any]:
+    """The session's PostgreSQL cluster and Milvus Lite (conftest.py): each test takes a database
+    and a collection of its own in them."""
+    return pg, milvus
 
 
 def _opener(kind: str, tmp_path: Path, keyring: Any, request: pytest.FixtureRequest) -> Callable[[], Any]:
