@@ -147,3 +147,37 @@ def test_the_sdk_refuses_a_face_in_dark_glasses_on_record_and_keeps_bare_and_mas
         assert sf.verify(imgs / "obama3.jpg", "alice", "demo", t).match
         v = sf.verify(half, "alice", "demo", t)
         assert v.masked and v.match
+
+
+def test_landmarks_past_the_image_edge_are_refused_not_judged_on_repeated_edge_pixels() -> None:
+    from safeface.hazmat.vision.eye_cover import check_eyes
+
+    img = np.random.default_rng(0).integers(60, 200, size=(160, 160, 3), dtype=np.uint8)
+    lm = np.array([[100.0, 60.0], [88.0, 60.0], [52.0, 60.0], [64.0, 60.0], [76.0, 95.0]])
+    emb = np.full(128, 128 ** -0.5)
+    assert not check_eyes(img, lm, emb).covered
+    for shifted in (lm + 1000.0, lm - 1000.0, lm - [0.0, 50.0], lm + [100.0, 0.0]):
+        with pytest.raises(InvalidArgument, match="past the image's edge"):
+            check_eyes(img, shifted, emb)
+
+
+def test_dark_glasses_on_a_photo_cut_off_above_them_are_not_let_through(tmp_path: Path) -> None:
+    """The forehead the eyes are weighed against was the repeated top row of the photo, the
+    glasses themselves: cut off just above the lenses, dark glasses were called bare and matched."""
+    from safeface.hazmat.vision.masks import FaceFrame
+
+    imgs = images()
+    face = _face(imgs / "obama.jpg")
+    shown = draw_eyewear(load_image(imgs / "obama.jpg"), face.landmarks, "random", 1)  # type: ignore[attr-defined]
+    top = int(FaceFrame.from_landmarks(face.landmarks).to_image(np.array([0.0, -0.2]))[1])  # type: ignore[attr-defined]
+    cut = np.ascontiguousarray(shown[top:])
+    ws = make_workspace(tmp_path / "ws")
+    with open_sf(ws) as sf:
+        t = consent(ws, "alice")
+        sf.enroll(imgs / "obama.jpg", "alice", "demo", t)
+        with pytest.raises(InvalidArgument, match="past the image's edge"):
+            sf.verify(cut, "alice", "demo", t)
+        entry = last_call(sf)
+        assert entry.operation == "verify" and entry.decision == "failed"
+        with pytest.raises(InvalidArgument, match="past the image's edge"):
+            sf.identify(cut, "demo", consent(ws, "walk-in"))

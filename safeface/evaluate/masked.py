@@ -31,6 +31,7 @@ from typing import Any, Mapping, Optional, Sequence
 import numpy as np
 import numpy.typing as npt
 
+from ..errors import InvalidArgument
 from ..hashing import read_hashed
 from ..hazmat.vision import pick_subject
 from ..hazmat.vision.eye_cover import check_eyes
@@ -148,6 +149,15 @@ def _compute(pipeline: Any, data: bytes, kind: str, seed: int) -> tuple[Record, 
             Record(mv, 1 if mv is not None else 0, ""))
 
 
+def _refused(img: np.ndarray, landmarks: np.ndarray, embedding: np.ndarray) -> bool:
+    """Whether the SDK refuses the face for its eyes: called hidden, or (InvalidArgument) its eyes
+    or forehead past the image's edge, where the check cannot see them."""
+    try:
+        return check_eyes(img, landmarks, embedding).covered
+    except InvalidArgument:
+        return True
+
+
 def _eyes(pipeline: Any, data: bytes, kind: str, seed: int) -> Record:
     """The eye-cover check's decisions on the masked face and on the bare one, as "masked;bare"
     ("1" hidden, "0" not, "" no face), found as _compute finds them."""
@@ -155,10 +165,10 @@ def _eyes(pipeline: Any, data: bytes, kind: str, seed: int) -> Record:
     bare = pick_subject(pipeline.detect(img), img.shape, pipeline.config.pick)
     if bare is None:
         return Record(None, 0, ";")
-    bare_covered = check_eyes(img, bare.landmarks, pipeline.embed_faces(img, [bare])[0]).covered
+    bare_covered = _refused(img, bare.landmarks, pipeline.embed_faces(img, [bare])[0])
     masked = draw_mask(img, bare.landmarks, bare.box, kind, seed)
     r = pipeline.embed(masked)
-    covered = (str(int(check_eyes(masked, r.face.landmarks, r.embedding).covered))
+    covered = (str(int(_refused(masked, r.face.landmarks, r.embedding)))
                if r.face is not None and r.embedding is not None else "")
     return Record(None, 0, f"{covered};{int(bare_covered)}")
 

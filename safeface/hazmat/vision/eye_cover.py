@@ -21,6 +21,7 @@ import numpy as np
 from ...errors import InvalidArgument
 from .classifier import Classifier, load_classifier
 from .mask_detect import PATCH_STEP, PATCH_X0, PATCH_Y0, face_patch, region_cells
+from .masks import FaceFrame
 
 # Regions in the face's frame (x along the eye line, y down the face; unit: the eye distance):
 # |x| range, y range. The eyes sit at x = +-0.5, y = 0; the brows about 0.35 above.
@@ -123,8 +124,26 @@ def eye_features(image: np.ndarray, landmarks: np.ndarray, embedding: np.ndarray
     return np.concatenate([eye_stats(image, landmarks), emb])
 
 
+def _require_in_view(image: np.ndarray, landmarks: np.ndarray) -> None:
+    """Refuse a face whose eye regions or forehead lie past the image's edge: the patch repeats
+    the edge pixels there, and the check then compares the eyes with copies of themselves (dark
+    glasses on a photo cut off just above them were called bare), or judges pixels that are no
+    part of the face."""
+    frame = FaceFrame.from_landmarks(landmarks)
+    h, w = np.asarray(image).shape[:2]
+    corners = np.array([(sx * x, y) for xs, ys in (_EYES, _FOREHEAD) for x in (xs[0], xs[1]) for y in ys
+                        for sx in (-1.0, 1.0)])
+    pts = frame.to_image(corners)
+    if (pts[:, 0] < -0.5).any() or (pts[:, 1] < -0.5).any() or (pts[:, 0] > w - 0.5).any() or (pts[:, 1] > h - 0.5).any():
+        raise InvalidArgument("the eyes of this face, or the forehead above them, lie past the image's edge: the "
+                              "eye-cover check cannot see them. Use a photo that shows the whole face.")
+
+
 def check_eyes(image: np.ndarray, landmarks: np.ndarray, embedding: np.ndarray) -> EyeCheck:
     """Whether the eyes of the face with these 5 landmarks (and this embedding from the dlib
-    recognizer) are hidden, with a confidence."""
-    c = float(_model().confidence(eye_features(image, landmarks, embedding), "eye-cover check")[0])
+    recognizer) are hidden, with a confidence. A face whose eyes or forehead lie past the image's
+    edge is refused (InvalidArgument): the check cannot see them."""
+    features = eye_features(image, landmarks, embedding)  # checks the image and the landmarks first
+    _require_in_view(image, landmarks)
+    c = float(_model().confidence(features, "eye-cover check")[0])
     return EyeCheck(c, c >= eye_cover_threshold())
