@@ -46,7 +46,7 @@ from safeface.imageio import load_image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from lfw import datasets_root  # noqa: E402
-from mask_detector import overlap  # noqa: E402
+from mask_detector import overlap, training_rows  # noqa: E402
 
 ROOT = datasets_root() / "lfw-dev" / "images"
 # The decision threshold: this share of the training half's faces with the eyes showing (bare and
@@ -160,18 +160,12 @@ def main() -> None:
     ap.add_argument("--write", action="store_true", help="write the weights to " + _MODEL_FILE.name)
     args = ap.parse_args()
     paths = sorted(ROOT.glob("*/*.jpg"))[::args.every]
-    if args.features is not None:
-        with np.load(args.features, allow_pickle=False) as z:
-            x, y, train, role, image = (z[k] for k in ("x", "y", "train", "role", "image"))
-    else:
+
+    def collect() -> list[tuple[np.ndarray, int, bool, str, str]]:
         with Pool(args.jobs) as pool:
-            collected = [r for rows in pool.imap(image_rows, paths, chunksize=8) for r in rows]
-        x = np.array([r[0] for r in collected])
-        y, train = np.array([r[1] for r in collected]), np.array([r[2] for r in collected])
-        role, image = np.array([r[3] for r in collected]), np.array([r[4] for r in collected])
-        if args.save is not None:
-            np.savez(args.save, x=x, y=y, train=train, role=role, image=image)
-    y, train = y.astype(np.float64), train.astype(bool)
+            return [r for rows in pool.imap(image_rows, paths, chunksize=8) for r in rows]
+
+    x, y, train, role, image = training_rows(args.features, args.save, collect)
     # Faces in real dark glasses are faces with the eyes hidden, bare or masked; tinted lenses
     # are neither, and are left out of training.
     marked = real_glasses()

@@ -30,7 +30,7 @@ import hashlib
 import json
 import sys
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Callable, Iterator, Optional
 
 import numpy as np
 from scipy.optimize import minimize
@@ -112,6 +112,25 @@ def rows(seeds: list[int], every: int) -> Iterator[tuple[np.ndarray, int, bool, 
             yield from row(masked, weak, lambda f: _label(f, bare), role)
 
 
+Rows = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # x, y, trained_on, role, image
+
+
+def training_rows(features: Optional[Path], save: Optional[Path],
+                  collect: Callable[[], list[tuple[np.ndarray, int, bool, str, str]]]) -> Rows:
+    """The rows from an .npz saved before (`features`), or collected now (and kept in `save`)."""
+    if features is not None:
+        with np.load(features, allow_pickle=False) as z:
+            x, y, train, role, image = (z[k] for k in ("x", "y", "train", "role", "image"))
+    else:
+        collected = collect()
+        x = np.array([r[0] for r in collected])
+        y, train = np.array([r[1] for r in collected]), np.array([r[2] for r in collected])
+        role, image = np.array([r[3] for r in collected]), np.array([r[4] for r in collected])
+        if save is not None:
+            np.savez(save, x=x, y=y, train=train, role=role, image=image)
+    return x, y.astype(np.float64), train.astype(bool), role, image
+
+
 def fit(x: np.ndarray, y: np.ndarray, l2: float = L2) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
     mean, scale = x.mean(axis=0), x.std(axis=0) + 1e-6
     z = (x - mean) / scale
@@ -155,17 +174,7 @@ def main() -> None:
     ap.add_argument("--write", action="store_true", help="write the weights to " + _MODEL_FILE.name)
     args = ap.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
-    if args.features is not None:
-        with np.load(args.features, allow_pickle=False) as z:
-            x, y, train, role, image = (z[k] for k in ("x", "y", "train", "role", "image"))
-    else:
-        collected = list(rows(seeds, args.every))
-        x = np.array([r[0] for r in collected])
-        y, train = np.array([r[1] for r in collected]), np.array([r[2] for r in collected])
-        role, image = np.array([r[3] for r in collected]), np.array([r[4] for r in collected])
-        if args.save is not None:
-            np.savez(args.save, x=x, y=y, train=train, role=role, image=image)
-    y, train = y.astype(np.float64), train.astype(bool)
+    x, y, train, role, image = training_rows(args.features, args.save, lambda: list(rows(seeds, args.every)))
     model = fit(x[train], y[train])
     thr = out_of_fold_threshold(x[train], y[train], role[train] == "bare", image[train])
     p = prob(model, x)
