@@ -153,6 +153,8 @@ ATTACKS: dict[str, Attack] = {
     "glasses 1.5x large": lambda i, b, l, s: _styled(i, l, s, size=1.5),
     "glasses 0.75x small": lambda i, b, l, s: _styled(i, l, s, size=0.75),
     "glasses, image rotated 20 deg": lambda i, b, l, s: _rotate(_dark(i, l, s), 20.0),
+    "glasses, upside down": lambda i, b, l, s: np.ascontiguousarray(_dark(i, l, s)[::-1, ::-1]),
+    "glasses, rotated 90 deg": lambda i, b, l, s: np.ascontiguousarray(np.rot90(_dark(i, l, s))),
     "glasses, mirrored": lambda i, b, l, s: np.ascontiguousarray(_dark(i, l, s)[:, ::-1]),
     "glasses, grayscale": lambda i, b, l, s: _gray(_dark(i, l, s)),
     "glasses, JPEG q=15": lambda i, b, l, s: _jpeg(_dark(i, l, s), 15),
