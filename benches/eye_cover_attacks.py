@@ -56,9 +56,18 @@ def _style(**change: Any) -> Iterator[None]:
         eyewear.eyewear_style = orig  # type: ignore[assignment]
 
 
+# The glasses of these attacks: the four lens kinds, one by seed (the generator's "random" also
+# draws bands, shadows and one-eye patches, which have their own rows here).
+LENSES = ("round", "rectangular", "aviator", "wrap")
+
+
+def _lenses(seed: int) -> str:
+    return LENSES[seed % len(LENSES)]
+
+
 def _styled(img: np.ndarray, lm: np.ndarray, seed: int, **change: Any) -> np.ndarray:
     with _style(**change):
-        return draw_eyewear(img, lm, "random", seed)
+        return draw_eyewear(img, lm, _lenses(seed), seed)
 
 
 def _bar(img: np.ndarray, lm: np.ndarray, colour: Any, half_width: float = 1.0, up: float = 0.3,
@@ -137,7 +146,7 @@ def _crop_above(img: np.ndarray, lm: np.ndarray, v: float) -> np.ndarray:
 
 
 def _dark(img: np.ndarray, lm: np.ndarray, seed: int) -> np.ndarray:
-    return draw_eyewear(img, lm, "random", seed)
+    return draw_eyewear(img, lm, _lenses(seed), seed)
 
 
 ATTACKS: dict[str, Attack] = {
