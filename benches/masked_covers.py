@@ -38,6 +38,7 @@ from safeface.hazmat.vision.eye_cover import model_id as eye_model_id
 from safeface.hazmat.vision.mask_detect import model_id, trained_on
 from safeface.hazmat.vision.masks import draw_mask
 from safeface.aead import Aead
+from safeface.errors import InvalidArgument
 from safeface.atomicfile import write_atomic
 from safeface.evaluate.embedcache import cache_key
 from safeface.imageio import load_image
@@ -140,7 +141,7 @@ def _write(f: Path, rec: dict[str, Any]) -> None:
 
 
 def _compute(job: tuple[Path, Optional[Path]]) -> dict[str, dict[str, Any]]:
-    """Per cover ("bare" too): emb, conf, masked, eyes and covered (the eye-cover check), visible (the enrolment's visible-region template
+    """Per cover ("bare" too): emb, conf, masked, covered (refused for its eyes), visible (the enrolment's visible-region template
     for "bare"; the probe's masked visible-region embedding when called masked)."""
     path, cache = job
     out: dict[str, dict[str, Any]] = {}
@@ -159,16 +160,27 @@ def _compute(job: tuple[Path, Optional[Path]]) -> dict[str, dict[str, Any]]:
             r = pipe.embed(shown)
             if r.face is not None and r.embedding is not None:
                 check = pipe.mask_check(shown, r.face, r.embedding)
-                eyes = pipe.eye_check(shown, r.face, r.embedding)
-                assert check is not None and eyes is not None
+                eyes = _eyes_refused(pipe, shown, r.face, r.embedding)
+                assert check is not None
                 rec = {"found": np.array(True), "emb": np.asarray(r.embedding, np.float32),
                        "conf": np.array(check.confidence), "masked": np.array(check.masked),
-                       "eyes": np.array(eyes.confidence), "covered": np.array(eyes.covered)}
+                       "covered": np.array(eyes)}
                 rec["visible"] = pipe.visible_embedding(shown, r.face, masked=check.masked)
         if f is not None:
             _write(f, rec)
         out[cover] = rec
     return out
+
+
+def _eyes_refused(pipe: Pipeline, shown: np.ndarray, face: Any, embedding: np.ndarray) -> bool:
+    """Whether the SDK refuses the face for its eyes: called hidden, or its eyes or forehead past
+    the image's edge (InvalidArgument), where the check cannot see them."""
+    try:
+        eyes = pipe.eye_check(shown, face, embedding)
+    except InvalidArgument:
+        return True
+    assert eyes is not None
+    return eyes.covered
 
 
 def _score(enrol: dict[str, Any], probe: dict[str, Any]) -> Optional[tuple[float, float]]:
@@ -269,9 +281,8 @@ def _printed(pairs: list[tuple[Path, Path]], recs: dict[Path, dict[str, dict[str
         if r.face is None or r.embedding is None:
             continue
         check = pipe.mask_check(shown, r.face, r.embedding)
-        eyes = pipe.eye_check(shown, r.face, r.embedding)
-        assert check is not None and eyes is not None
-        rec = {"found": True, "masked": check.masked, "covered": eyes.covered, "emb": r.embedding / np.linalg.norm(r.embedding),
+        assert check is not None
+        rec = {"found": True, "masked": check.masked, "covered": _eyes_refused(pipe, shown, r.face, r.embedding), "emb": r.embedding / np.linalg.norm(r.embedding),
                "visible": pipe.visible_embedding(shown, r.face, masked=check.masked)}
         s, sb = _score(recs[a]["bare"], rec), _score(recs[a]["bare"], recs[b]["bare"])
         n += 1
