@@ -32,17 +32,11 @@ needs_clip = pytest.mark.skipif(not VTEST.is_file(), reason=f"the OpenCV sample 
 
 
 @pytest.fixture(scope="module")
-def tracked(tmp_path_factory: pytest.TempPathFactory) -> tuple[object, Path]:
-    """6 s from 10 s in (frames 100-159, the first 6 s of the hand-annotated segment: five to
-    seven people walking, two pairs side by side), cut with a title in its container and tracked
-    once with the default options, its output written with faces covered and tracks drawn: the
-    run both the tests of a run's output and those of its accuracy against the annotation read
-    (tracks are drawn on each frame after the tracker has read it, and on the output only)."""
+def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if not VTEST.is_file():
         pytest.skip(f"the OpenCV sample clip is absent ({VTEST})")
-    seg = cut(VTEST, tmp_path_factory.mktemp("clip") / "clip.mp4", 100, 60, {"title": "plaza camera 3"})
-    out = tmp_path_factory.mktemp("out") / "tracked.mp4"
-    return track_video(seg, out), out
+    # 4 s from 10 s in: five to seven people walking, two pairs side by side.
+    return cut(VTEST, tmp_path_factory.mktemp("clip") / "clip.mp4", 100, 40, {"title": "plaza camera 3"})
 
 
 @pytest.fixture(scope="module")
@@ -58,6 +52,12 @@ def short_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
                            frame=lambda i: frames[100 + i])
 
 
+@pytest.fixture(scope="module")
+def tracked(clip: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[object, Path]:
+    out = tmp_path_factory.mktemp("out") / "tracked.mp4"
+    return track_video(clip, out), out
+
+
 def frames_of(path: Path) -> list[np.ndarray]:
     with av.open(str(path)) as c:
         return [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
@@ -66,9 +66,9 @@ def frames_of(path: Path) -> list[np.ndarray]:
 @needs_clip
 def test_people_are_tracked_on_the_real_clip(tracked: tuple[object, Path]) -> None:
     result, out = tracked
-    assert result.frames == 60
-    long_tracks = [p for p in result.people if len(p.frames) >= 30]
-    # At least the four people who walk through the whole six seconds are followed for half of them.
+    assert result.frames == 40
+    long_tracks = [p for p in result.people if len(p.frames) >= 20]
+    # At least the four people who walk through the whole four seconds are followed throughout.
     assert len(long_tracks) >= 4, [len(p.frames) for p in result.people]
     for p in result.people:
         assert p.frames == sorted(p.frames) and len(p.frames) == len(p.boxes)
@@ -84,7 +84,7 @@ def test_output_has_no_detectable_face_and_no_container_metadata(tracked: tuple[
     """The anonymizer's own no-face check, the one benches/tracking.py reports: the search the
     run covered faces with (TrackOptions().video.search), at dlib's bar, on every output frame."""
     result, out = tracked
-    assert len(frames_of(out)) == result.frames == 60
+    assert len(frames_of(out)) == result.frames == 40
     assert detectable_frames(out, TrackOptions().video.search) == []
     # At photo strength too (full size, upsample 2: faces from about 20 px), which the video
     # search cannot afford: the head zone of every tracked person is covered. Every
@@ -296,11 +296,14 @@ ANNOTATION = Path(__file__).parent / "data" / "vtest_people.json"
 
 
 @pytest.fixture(scope="module")
-def annotated(tracked: tuple[object, Path]) -> tuple[object, dict[str, object]]:
-    """The first 6 s of the annotated segment (frames 100-159), tracked (`tracked`)."""
+def annotated(tmp_path_factory: pytest.TempPathFactory) -> tuple[object, dict[str, object]]:
+    """The first 6 s of the annotated segment (frames 100-159), tracked."""
+    if not VTEST.is_file():
+        pytest.skip(f"the OpenCV sample clip is absent ({VTEST})")
     ann = json.loads(ANNOTATION.read_text())
+    seg = cut(VTEST, tmp_path_factory.mktemp("ann") / "seg.mp4", 100, 60)
     frames = {int(k) - 100: v for k, v in ann["frames"].items() if int(k) < 160}
-    return tracked[0], {"frames": frames, "descriptions": ann["descriptions"]}
+    return track_video(seg, options=TrackOptions(draw=False)), {"frames": frames, "descriptions": ann["descriptions"]}
 
 
 def _iou(a: list[int], b: tuple[float, ...]) -> float:
