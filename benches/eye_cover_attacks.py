@@ -26,13 +26,13 @@ import dataclasses
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
 import safeface.hazmat.vision.eyewear as eyewear
 from safeface.errors import InvalidArgument
-from safeface.hazmat.vision import Pipeline, get_engine, pick_subject
+from safeface.hazmat.vision import pick_subject
 from safeface.hazmat.vision.eyewear import draw_eyewear
 from safeface.hazmat.vision.mask_detect import trained_on
 from safeface.hazmat.vision.masks import FaceFrame, draw_mask
@@ -40,7 +40,7 @@ from safeface.imageio import load_image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from lfw import datasets_root  # noqa: E402
-from masked_covers import _score, _skin, _sunglasses  # noqa: E402
+from masked_covers import _pipe, _score, _skin, _sunglasses  # noqa: E402
 
 Attack = Callable[[np.ndarray, np.ndarray, np.ndarray, int], np.ndarray]
 
@@ -184,14 +184,6 @@ ATTACKS: dict[str, Attack] = {
     "honest: bare, cut off above the brows": lambda i, b, l, s: _crop_above(i, l, -0.45),
 }
 
-_PIPE: Optional[Pipeline] = None
-
-
-def _pipe() -> Pipeline:
-    global _PIPE
-    if _PIPE is None:
-        _PIPE = Pipeline(get_engine("onnx"))
-    return _PIPE
 
 
 def _record(shown: np.ndarray) -> dict[str, Any]:
